@@ -1,0 +1,203 @@
+import type { Duration } from './durations.js'
+import { CacheNotANumberError } from './errors.js'
+import { KeyedQueue } from './key-queue.js'
+import type { CacheStats, CacheEvent, CacheEventName } from './stats.js'
+
+/** A stored value with its absolute expiry (epoch ms), if it has one. */
+export interface CacheEntry<T = unknown> {
+  value: T
+  expiresAt?: number
+}
+
+/** One item of {@link CacheBackend.setMany}. */
+export interface SetManyItem {
+  key: string
+  value: unknown
+  ttl?: Duration
+}
+
+/**
+ * The async protocol every @cache backend implements. A plain object with these methods is
+ * enough; {@link defineBackend} fills in everything but get/set/delete/clear.
+ *
+ * `ttl` is seconds or a duration string; `undefined` means the backend's default TTL.
+ */
+export interface CacheBackend {
+  readonly name: string
+  /** The value, or `undefined` on a miss (a stored `undefined` also reads as `undefined`: use `getEntry`). */
+  get<T = unknown>(key: string): Promise<T | undefined>
+  /** The entry, or `undefined` on a miss: tells a stored `undefined`/`null` from a miss. */
+  getEntry<T = unknown>(key: string): Promise<CacheEntry<T> | undefined>
+  set(key: string, value: unknown, ttl?: Duration): Promise<void>
+  /** Set only if the key is absent; `true` if this call stored the value. */
+  add(key: string, value: unknown, ttl?: Duration): Promise<boolean>
+  /** `true` if a key was removed. */
+  delete(key: string): Promise<boolean>
+  has(key: string): Promise<boolean>
+  /** Removes this backend's namespace only. */
+  clear(): Promise<void>
+  /**
+   * Adds `by` (default 1) to an integer counter, creating it at 0 first. `ttl` applies only when
+   * this call creates the counter; later increments keep the original expiry.
+   */
+  incr(key: string, by?: number, ttl?: Duration): Promise<number>
+  /**
+   * Read-modify-write with no lost update under contention. `fn` may be called more than once
+   * (on conflict it is retried with the newer value), so it must be free of side effects.
+   */
+  atomicUpdate<T>(key: string, fn: (current: T | undefined) => T | Promise<T>, ttl?: Duration): Promise<T>
+  getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]>
+  setMany(items: readonly SetManyItem[]): Promise<void>
+  /** The number of keys removed. */
+  deleteMany(keys: readonly string[]): Promise<number>
+  /** Idempotent. Never closes a client the user passed in. */
+  close(): Promise<void>
+  /** Counters, when the backend keeps them (all @cache backends do). */
+  readonly stats?: CacheStats
+  on?(event: CacheEventName, listener: (event: CacheEvent) => void): unknown
+  off?(event: CacheEventName, listener: (event: CacheEvent) => void): unknown
+  /**
+   * Synchronous access, for backends that hold data in-process. Lets a memoized sync function
+   * stay sync.
+   */
+  readonly sync?: SyncAccess
+}
+
+/** Synchronous reads and writes, offered by in-process backends. */
+export interface SyncAccess {
+  getEntry<T = unknown>(key: string): CacheEntry<T> | undefined
+  set(key: string, value: unknown, ttl?: Duration): void
+}
+
+/** The least a custom backend must implement: everything else has a fallback. */
+export type MinimalBackend = Pick<CacheBackend, 'get' | 'set' | 'delete' | 'clear'> & Partial<CacheBackend>
+
+/**
+ * Completes a backend that implements at least get/set/delete/clear, so it works with the
+ * decorator, the convenience functions and multi-level.
+ *
+ * The fallbacks for `add`, `incr` and `atomicUpdate` serialize callers with a per-key queue
+ * **inside this process only**; for cross-process atomicity implement them natively.
+ * `getEntry` without a native implementation cannot tell a stored `undefined` from a miss,
+ * and reports no `expiresAt`.
+ */
+export function defineBackend(backend: MinimalBackend): CacheBackend {
+  const source = backend as CacheBackend
+  const queue = new KeyedQueue()
+  const name = typeof source.name === 'string' ? source.name : (source.constructor?.name ?? 'custom')
+  const get = source.get.bind(source)
+  const set = source.set.bind(source)
+  const del = source.delete.bind(source)
+  const getEntry =
+    source.getEntry?.bind(source) ??
+    (async <T>(key: string): Promise<CacheEntry<T> | undefined> => {
+      const value = await get<T>(key)
+      return value === undefined ? undefined : { value }
+    })
+  const has = source.has?.bind(source) ?? (async (key: string) => (await getEntry(key)) !== undefined)
+  const add =
+    source.add?.bind(source) ??
+    ((key: string, value: unknown, ttl?: Duration) =>
+      queue.run(key, async () => {
+        if ((await getEntry(key)) !== undefined) return false
+        await set(key, value, ttl)
+        return true
+      }))
+  const incr =
+    source.incr?.bind(source) ??
+    ((key: string, by = 1, ttl?: Duration) =>
+      queue.run(key, async () => {
+        assertIncrement(by)
+        const entry = await getEntry(key)
+        const current = entry === undefined ? 0 : entry.value
+        if (!Number.isSafeInteger(current)) throw new CacheNotANumberError(key)
+        const next = (current as number) + by
+        // Keep the original expiry: re-set with what remains of it.
+        const remaining =
+          entry?.expiresAt === undefined ? undefined : Math.max(1, entry.expiresAt - Date.now()) / 1000
+        await set(key, next, entry === undefined ? ttl : remaining)
+        return next
+      }))
+  const atomicUpdate =
+    source.atomicUpdate?.bind(source) ??
+    (<T>(key: string, fn: (current: T | undefined) => T | Promise<T>, ttl?: Duration) =>
+      queue.run(key, async () => {
+        const entry = await getEntry<T>(key)
+        const next = await fn(entry?.value)
+        await set(key, next, ttl)
+        return next
+      }))
+  const getMany =
+    source.getMany?.bind(source) ?? ((keys: readonly string[]) => Promise.all(keys.map((k) => get(k))))
+  const setMany =
+    source.setMany?.bind(source) ??
+    (async (items: readonly SetManyItem[]) => {
+      await Promise.all(items.map((item) => set(item.key, item.value, item.ttl)))
+    })
+  const deleteMany =
+    source.deleteMany?.bind(source) ??
+    (async (keys: readonly string[]) => (await Promise.all(keys.map((k) => del(k)))).filter(Boolean).length)
+  let closed: Promise<void> | undefined
+  const close = () => (closed ??= Promise.resolve(source.close?.()).then(() => undefined))
+  return {
+    name,
+    get,
+    getEntry,
+    set,
+    add,
+    delete: del,
+    has,
+    clear: source.clear.bind(source),
+    incr,
+    atomicUpdate,
+    getMany,
+    setMany,
+    deleteMany,
+    close,
+    get stats() {
+      return source.stats
+    },
+    on: source.on?.bind(source),
+    off: source.off?.bind(source),
+    sync: source.sync,
+  } as CacheBackend
+}
+
+const PROTOCOL = [
+  'getEntry',
+  'add',
+  'has',
+  'incr',
+  'atomicUpdate',
+  'getMany',
+  'setMany',
+  'deleteMany',
+  'close',
+] as const
+
+/** True if `value` has every method of {@link CacheBackend}. */
+export function isCacheBackend(value: unknown): value is CacheBackend {
+  if (typeof value !== 'object' || value === null) return false
+  const v = value as Record<string, unknown>
+  return isMinimalBackend(value) && PROTOCOL.every((m) => typeof v[m] === 'function')
+}
+
+/** True if `value` has get/set/delete/clear. */
+export function isMinimalBackend(value: unknown): value is MinimalBackend {
+  if (typeof value !== 'object' || value === null) return false
+  const v = value as Record<string, unknown>
+  return ['get', 'set', 'delete', 'clear'].every((m) => typeof v[m] === 'function')
+}
+
+/** A full backend as is; a minimal one completed with {@link defineBackend}. */
+export function toBackend(value: MinimalBackend | CacheBackend): CacheBackend {
+  if (isCacheBackend(value)) return value
+  if (!isMinimalBackend(value))
+    throw new TypeError('expected a cache backend: an object with get, set, delete and clear methods')
+  return defineBackend(value)
+}
+
+/** Throws a `RangeError` unless `by` is a safe integer. */
+export function assertIncrement(by: number): void {
+  if (!Number.isSafeInteger(by)) throw new RangeError(`incr: ${String(by)} is not a safe integer`)
+}

@@ -1,0 +1,253 @@
+import { createRequire } from 'node:module'
+import { join } from 'node:path'
+import type { CacheBackend } from './backend.js'
+import { type Duration, parseDuration } from './durations.js'
+import { CacheConfigError, CacheMissingPackageError } from './errors.js'
+import { parseSize, type Size } from './sizes.js'
+
+/** Options every @cache backend accepts. */
+export interface BaseBackendOptions {
+  /**
+   * Isolates this backend's keys from other applications sharing the store; `clear()` removes
+   * only this namespace. Default: none (memory, disk) or as documented by the backend.
+   */
+  namespace?: string
+  /** TTL used when `set` is called without one. Seconds or a duration string. Default: none. */
+  defaultTtl?: Duration
+}
+
+/** The backend names understood by {@link configureCache} and `CACHE_BACKEND`. */
+export const BACKEND_NAMES = ['memory', 'memory-size', 'disk', 'redis', 'memcached'] as const
+export type BackendName = (typeof BACKEND_NAMES)[number]
+
+/** Settings that build backends by name: what `CACHE_*` environment variables hold. */
+export interface CacheConfig {
+  /** One backend name or several (multi-level, fastest first). Default: `['memory']`. */
+  backends: BackendName[]
+  /** `memory`: LRU limit by count. Default: 10000. */
+  maxKeys: number
+  /** `memory-size`: limit in bytes. Default: `'1GB'`. */
+  maxSize: number
+  /** `disk`: directory. Default: chosen by @cache/disk (`~/.cache/<app>`). */
+  diskPath?: string
+  /** `disk`: limit in bytes. Default: `'10GB'`. */
+  diskMaxSize: number
+  /** `redis`: connection URL. Default: `redis://127.0.0.1:6379`. */
+  redisUrl: string
+  /** `memcached`: `host:port,host:port`. Default: `127.0.0.1:11211`. */
+  memcachedServers: string
+  defaultTtl?: Duration
+  namespace?: string
+}
+
+/** Environment variables read by {@link configFromEnv}, with their defaults. */
+export const ENV_DEFAULTS = {
+  CACHE_BACKEND: 'memory',
+  CACHE_MAX_KEYS: '10000',
+  CACHE_MAX_SIZE: '1GB',
+  CACHE_DISK_MAX_SIZE: '10GB',
+  REDIS_URL: 'redis://127.0.0.1:6379',
+  MEMCACHED_SERVERS: '127.0.0.1:11211',
+} as const
+
+const REDIS_URL = /^(redis|rediss)(\+sentinel|\+cluster)?:\/\/[^\s]+$/
+const SERVER = /^(\[[0-9a-f:.]+\]|[a-z0-9.-]+):(\d{1,5})$/i
+
+/** Parses a `CACHE_BACKEND`-style list: `'memory,disk,redis'`. Errors name `setting`. */
+export function parseBackendList(value: string, setting = 'CACHE_BACKEND'): BackendName[] {
+  const names = value
+    .split(',')
+    .map((part) => part.trim().toLowerCase())
+    .filter((part) => part.length > 0)
+  if (names.length === 0) throw new CacheConfigError(setting, `no backend named in ${JSON.stringify(value)}`)
+  for (const name of names) {
+    if (!(BACKEND_NAMES as readonly string[]).includes(name)) {
+      throw new CacheConfigError(
+        setting,
+        `unknown backend ${JSON.stringify(name)} (expected a comma list of ${BACKEND_NAMES.join(', ')})`,
+      )
+    }
+  }
+  if (new Set(names).size !== names.length)
+    throw new CacheConfigError(setting, `a backend is named twice in ${JSON.stringify(value)}`)
+  return names as BackendName[]
+}
+
+/** Checks a `host:port,host:port` list. Errors name `setting`. */
+export function parseServerList(value: string, setting = 'MEMCACHED_SERVERS'): string[] {
+  const servers = value
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+  if (servers.length === 0) throw new CacheConfigError(setting, 'expected host:port[,host:port…]')
+  for (const server of servers) {
+    const match = SERVER.exec(server)
+    const port = match ? Number(match[2]) : 0
+    if (!match || port < 1 || port > 65535) {
+      throw new CacheConfigError(
+        setting,
+        `${JSON.stringify(server)} is not host:port (expected host:port[,host:port…])`,
+      )
+    }
+  }
+  return servers
+}
+
+/**
+ * Reads and validates the `CACHE_*`, `REDIS_URL` and `MEMCACHED_SERVERS` variables. Every bad
+ * value throws a {@link CacheConfigError} naming the variable, so a misconfigured app fails at
+ * start-up instead of on its first request.
+ */
+export function configFromEnv(env: Record<string, string | undefined> = process.env): CacheConfig {
+  const read = (name: keyof typeof ENV_DEFAULTS) => {
+    const value = env[name]
+    return value === undefined || value.trim() === '' ? ENV_DEFAULTS[name] : value.trim()
+  }
+  const named = <T>(name: string, parse: () => T): T => {
+    try {
+      return parse()
+    } catch (error) {
+      if (error instanceof CacheConfigError) throw error
+      throw new CacheConfigError(name, (error as Error).message.replace(/^[A-Z_]+: /, ''), { cause: error })
+    }
+  }
+  const maxKeysText = read('CACHE_MAX_KEYS')
+  if (!/^\d+$/.test(maxKeysText) || Number(maxKeysText) < 1 || !Number.isSafeInteger(Number(maxKeysText))) {
+    throw new CacheConfigError(
+      'CACHE_MAX_KEYS',
+      `${JSON.stringify(maxKeysText)} is not a positive whole number`,
+    )
+  }
+  const redisUrl = read('REDIS_URL')
+  if (!REDIS_URL.test(redisUrl)) {
+    throw new CacheConfigError(
+      'REDIS_URL',
+      `${JSON.stringify(redisUrl)} is not a redis://, rediss://, redis+sentinel:// or redis+cluster:// URL`,
+    )
+  }
+  const memcachedServers = read('MEMCACHED_SERVERS')
+  parseServerList(memcachedServers)
+  const diskPath = env.CACHE_DISK_PATH?.trim()
+  const namespace = env.CACHE_NAMESPACE?.trim()
+  if (namespace !== undefined && namespace !== '' && /[\s\x00-\x1f]/.test(namespace)) {
+    throw new CacheConfigError(
+      'CACHE_NAMESPACE',
+      `${JSON.stringify(namespace)} contains whitespace or control characters`,
+    )
+  }
+  const ttlText = env.CACHE_DEFAULT_TTL?.trim()
+  const defaultTtl = ttlText
+    ? named('CACHE_DEFAULT_TTL', () => durationFromText(ttlText, 'CACHE_DEFAULT_TTL'))
+    : undefined
+  return {
+    backends: parseBackendList(read('CACHE_BACKEND')),
+    maxKeys: Number(maxKeysText),
+    maxSize: named('CACHE_MAX_SIZE', () => parseSize(read('CACHE_MAX_SIZE'), 'CACHE_MAX_SIZE')),
+    diskPath: diskPath ? diskPath : undefined,
+    diskMaxSize: named('CACHE_DISK_MAX_SIZE', () =>
+      parseSize(read('CACHE_DISK_MAX_SIZE'), 'CACHE_DISK_MAX_SIZE'),
+    ),
+    redisUrl,
+    memcachedServers,
+    defaultTtl,
+    namespace: namespace ? namespace : undefined,
+  }
+}
+
+/** `'60'` is 60 seconds; `'5m'` is five minutes. Validated, returned as given. */
+function durationFromText(text: string, what: string): Duration {
+  const value: Duration = /^\d+(\.\d+)?$/.test(text) ? Number(text) : text
+  parseDuration(value, what)
+  return value
+}
+
+/** Where each backend name comes from. */
+const PACKAGES: Record<BackendName, string> = {
+  memory: '@cache/memory',
+  'memory-size': '@cache/memory',
+  disk: '@cache/disk',
+  redis: '@cache/redis',
+  memcached: '@cache/memcached',
+}
+
+/**
+ * Loads an installed @cache package by name, resolving from the application (the working
+ * directory) first, then from @cache/core itself. A missing package gives
+ * `install @cache/redis to use "redis"`.
+ */
+export type PackageLoader = (packageName: string) => Record<string, unknown> | undefined
+
+export const loadInstalledPackage: PackageLoader = (packageName) => {
+  const bases = [join(process.cwd(), 'package.json'), import.meta.url]
+  for (const base of bases) {
+    try {
+      return createRequire(base)(packageName) as Record<string, unknown>
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw error
+      // A missing dependency *inside* the package is a real error, not "not installed".
+      if (!String((error as Error).message).includes(`'${packageName}'`)) throw error
+    }
+  }
+  return undefined
+}
+
+function load(
+  packageName: string,
+  backendName: string,
+  exportName: string,
+  loader: PackageLoader,
+  setting: string,
+): (...args: any[]) => CacheBackend {
+  const module = loader(packageName)
+  if (module === undefined) throw new CacheMissingPackageError(setting, backendName, packageName)
+  const factory = module[exportName]
+  if (typeof factory !== 'function')
+    throw new CacheConfigError(setting, `${packageName} does not export ${exportName}()`)
+  return factory as (...args: any[]) => CacheBackend
+}
+
+/**
+ * Builds the backend (or multi-level chain) a {@link CacheConfig} describes, loading each
+ * backend package by name.
+ */
+export function createBackendFromConfig(
+  config: CacheConfig,
+  loader: PackageLoader = loadInstalledPackage,
+  setting = 'CACHE_BACKEND',
+): CacheBackend {
+  const base: BaseBackendOptions = {}
+  if (config.namespace !== undefined) base.namespace = config.namespace
+  if (config.defaultTtl !== undefined) base.defaultTtl = config.defaultTtl
+  const levels = config.backends.map((name): CacheBackend => {
+    const packageName = PACKAGES[name]
+    switch (name) {
+      case 'memory':
+        return load(packageName, name, 'memoryBackend', loader, setting)({ ...base, maxKeys: config.maxKeys })
+      case 'memory-size':
+        return load(packageName, name, 'memoryBackend', loader, setting)({ ...base, maxSize: config.maxSize })
+      case 'disk':
+        return load(
+          packageName,
+          name,
+          'diskBackend',
+          loader,
+          setting,
+        )({ ...base, path: config.diskPath, maxSize: config.diskMaxSize })
+      case 'redis':
+        return load(packageName, name, 'redisBackend', loader, setting)(config.redisUrl, base)
+      case 'memcached':
+        return load(packageName, name, 'memcachedBackend', loader, setting)(config.memcachedServers, base)
+      default:
+        throw new CacheConfigError(setting, `unknown backend ${JSON.stringify(name)}`)
+    }
+  })
+  if (levels.length === 1) return levels[0]!
+  return load('@cache/multi-level', config.backends.join(','), 'multiLevel', loader, setting)(...levels)
+}
+
+/** The default settings, overridden by `overrides`. */
+export function defaultConfig(overrides: Partial<CacheConfig> = {}): CacheConfig {
+  return { ...configFromEnv({}), ...overrides }
+}
+
+export type { Size }

@@ -1,0 +1,106 @@
+import { type CacheBackend, type MinimalBackend, isMinimalBackend, toBackend } from './backend.js'
+import {
+  type CacheConfig,
+  configFromEnv,
+  createBackendFromConfig,
+  loadInstalledPackage,
+  type PackageLoader,
+  parseBackendList,
+} from './config.js'
+import type { Duration } from './durations.js'
+
+let current: CacheBackend | undefined
+
+/** What {@link configureCache} accepts besides a backend or a backend list. */
+export interface ConfigureOptions extends Partial<Omit<CacheConfig, 'backends'>> {
+  /** A backend instance, or a list of backend names: `'memory,disk,redis'`. */
+  backend?: CacheBackend | MinimalBackend | string
+  /** How backend packages are loaded. Default: `require` from the working directory. */
+  loader?: PackageLoader
+}
+
+/**
+ * Sets the default cache used by the `cache` decorator, `cached()` and the `cache*` functions.
+ *
+ * - a backend instance: `configureCache(multiLevel(memoryBackend(), redisBackend(url)))`
+ * - a list of names: `configureCache('memory,disk,redis')`, loading the installed packages and
+ *   reading their settings from the environment (`REDIS_URL`, `CACHE_DISK_PATH`, …)
+ * - options: `configureCache({ backend: 'memory,redis', redisUrl, namespace: 'app' })`
+ * - nothing: build from `CACHE_BACKEND` and friends (default `memory`)
+ *
+ * The previous default backend is not closed: it may be in use elsewhere.
+ */
+export function configureCache(
+  input?: CacheBackend | MinimalBackend | string | ConfigureOptions,
+): CacheBackend {
+  current = build(input)
+  return current
+}
+
+function build(input: CacheBackend | MinimalBackend | string | ConfigureOptions | undefined): CacheBackend {
+  if (input === undefined) return createBackendFromConfig(configFromEnv())
+  if (typeof input === 'string') {
+    return createBackendFromConfig(
+      { ...configFromEnv(), backends: parseBackendList(input, 'configureCache') },
+      loadInstalledPackage,
+      'configureCache',
+    )
+  }
+  if (isMinimalBackend(input)) return toBackend(input)
+  const { backend, loader = loadInstalledPackage, ...overrides } = input
+  if (backend !== undefined && typeof backend !== 'string') return toBackend(backend)
+  const env = configFromEnv()
+  const defined = Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined))
+  const backends = typeof backend === 'string' ? parseBackendList(backend, 'backend') : env.backends
+  return createBackendFromConfig(
+    { ...env, ...defined, backends },
+    loader,
+    typeof backend === 'string' ? 'backend' : 'CACHE_BACKEND',
+  )
+}
+
+/** The default cache; built from the environment on first use if {@link configureCache} was not called. */
+export function getBackend(): CacheBackend {
+  return (current ??= build(undefined))
+}
+
+/** Closes the default cache and forgets it; the next use builds a new one. */
+export async function resetCache(): Promise<void> {
+  const previous = current
+  current = undefined
+  await previous?.close()
+}
+
+/** `get` on the default cache. */
+export function cacheGet<T = unknown>(key: string): Promise<T | undefined> {
+  return getBackend().get<T>(key)
+}
+
+/** `set` on the default cache. `ttl` in seconds or a duration string. */
+export function cacheSet(key: string, value: unknown, ttl?: Duration): Promise<void> {
+  return getBackend().set(key, value, ttl)
+}
+
+/** `delete` on the default cache. */
+export function cacheDelete(key: string): Promise<boolean> {
+  return getBackend().delete(key)
+}
+
+/** `clear` on the default cache: its namespace only, never a whole shared server. */
+export function cacheFlush(): Promise<void> {
+  return getBackend().clear()
+}
+
+/** `incr` on the default cache: atomic across every process sharing it. */
+export function cacheIncr(key: string, by?: number, ttl?: Duration): Promise<number> {
+  return getBackend().incr(key, by, ttl)
+}
+
+/** `atomicUpdate` on the default cache. `fn` may run more than once: keep it free of side effects. */
+export function cacheAtomicUpdate<T>(
+  key: string,
+  fn: (current: T | undefined) => T | Promise<T>,
+  ttl?: Duration,
+): Promise<T> {
+  return getBackend().atomicUpdate<T>(key, fn, ttl)
+}

@@ -1,0 +1,191 @@
+/**
+ * The typed error family shared by every @cache package.
+ *
+ * Each error carries a stable `code` and, where it wraps a lower-level failure, a `cause`.
+ * `instanceof CacheError` works across the ESM and CJS builds (and across two copies of
+ * @cache/core in one process) because it checks a brand, not a prototype chain.
+ */
+const BRAND = Symbol.for('@cache/core:CacheError')
+
+export type CacheErrorCode =
+  | 'CACHE_ERROR'
+  | 'CACHE_UNAVAILABLE'
+  | 'CACHE_TIMEOUT'
+  | 'CACHE_VALUE_TOO_LARGE'
+  | 'CACHE_SERIALIZATION'
+  | 'CACHE_CONFIG'
+  | 'CACHE_MISSING_PACKAGE'
+  | 'CACHE_KEY'
+  | 'CACHE_NOT_A_NUMBER'
+  | 'CACHE_CONFLICT'
+  | 'CACHE_CLOSED'
+
+function brand(error: Error, code: CacheErrorCode): void {
+  Object.defineProperty(error, BRAND, { value: true })
+  Object.defineProperty(error, 'code', { value: code, enumerable: true, writable: true })
+}
+
+function isBranded(value: unknown): boolean {
+  return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[BRAND] === true
+}
+
+/** Base class of every error thrown by @cache packages. */
+export class CacheError extends Error {
+  declare readonly code: CacheErrorCode
+  constructor(message: string, options?: { cause?: unknown }, code: CacheErrorCode = 'CACHE_ERROR') {
+    super(message, options)
+    this.name = new.target.name
+    brand(this, code)
+  }
+
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    if (this === CacheError) return isBranded(value)
+    return Function.prototype[Symbol.hasInstance].call(this, value) || sameNamedBrand(this, value)
+  }
+}
+
+function sameNamedBrand(ctor: Function, value: unknown): boolean {
+  // A subclass from another copy of @cache/core: match by brand and class name.
+  if (!isBranded(value)) return false
+  for (let proto = Object.getPrototypeOf(value); proto; proto = Object.getPrototypeOf(proto)) {
+    if (proto.constructor?.name === ctor.name) return true
+  }
+  return false
+}
+
+/** The server is down, unreachable, or did not answer within the operation timeout. */
+export class CacheUnavailableError extends CacheError {
+  /** Name of the backend that failed, e.g. `redis`. */
+  readonly backend: string
+  constructor(
+    backend: string,
+    message: string,
+    options?: { cause?: unknown },
+    code: CacheErrorCode = 'CACHE_UNAVAILABLE',
+  ) {
+    super(message, options, code)
+    this.backend = backend
+  }
+}
+
+/** The operation did not complete within its timeout. A kind of {@link CacheUnavailableError}. */
+export class CacheTimeoutError extends CacheUnavailableError {
+  readonly timeoutMs: number
+  constructor(backend: string, operation: string, timeoutMs: number, options?: { cause?: unknown }) {
+    super(backend, `${backend}: ${operation} timed out after ${timeoutMs} ms`, options, 'CACHE_TIMEOUT')
+    this.timeoutMs = timeoutMs
+  }
+}
+
+/** A value is larger than the backend can store. Thrown before anything is sent. */
+export class CacheValueTooLargeError extends CacheError {
+  readonly size: number
+  readonly limit: number
+  readonly key: string
+  constructor(key: string, size: number, limit: number) {
+    super(
+      `value for key "${truncate(key)}" is ${size} bytes, over the limit of ${limit} bytes`,
+      undefined,
+      'CACHE_VALUE_TOO_LARGE',
+    )
+    this.key = key
+    this.size = size
+    this.limit = limit
+  }
+}
+
+/** Bad configuration: an option or environment variable with a value that cannot be used. */
+export class CacheConfigError extends CacheError {
+  /** The option or environment variable at fault, e.g. `CACHE_MAX_KEYS`. */
+  readonly setting: string
+  constructor(
+    setting: string,
+    message: string,
+    options?: { cause?: unknown },
+    code: CacheErrorCode = 'CACHE_CONFIG',
+  ) {
+    super(`${setting}: ${message}`, options, code)
+    this.setting = setting
+  }
+}
+
+/** A backend named in configuration is not installed. */
+export class CacheMissingPackageError extends CacheConfigError {
+  readonly packageName: string
+  constructor(setting: string, backendName: string, packageName: string, options?: { cause?: unknown }) {
+    super(setting, `install ${packageName} to use "${backendName}"`, options, 'CACHE_MISSING_PACKAGE')
+    this.packageName = packageName
+  }
+}
+
+/** A key that is not a string. */
+export class CacheKeyError extends CacheError {
+  constructor(message: string) {
+    super(message, undefined, 'CACHE_KEY')
+  }
+}
+
+/** `incr` on a key that holds something other than an integer. */
+export class CacheNotANumberError extends CacheError {
+  readonly key: string
+  constructor(key: string) {
+    super(
+      `cannot incr key "${truncate(key)}": it holds a value that is not an integer`,
+      undefined,
+      'CACHE_NOT_A_NUMBER',
+    )
+    this.key = key
+  }
+}
+
+/** `atomicUpdate` gave up after too many conflicting writers. */
+export class CacheConflictError extends CacheError {
+  readonly key: string
+  constructor(key: string, attempts: number) {
+    super(
+      `atomicUpdate of key "${truncate(key)}" gave up after ${attempts} conflicting attempts`,
+      undefined,
+      'CACHE_CONFLICT',
+    )
+    this.key = key
+  }
+}
+
+/** An operation on a backend that was closed. */
+export class CacheClosedError extends CacheError {
+  constructor(backend: string) {
+    super(`${backend}: the backend is closed`, undefined, 'CACHE_CLOSED')
+  }
+}
+
+/**
+ * A value cannot be serialized (function, symbol, class instance, circular reference) or
+ * stored bytes cannot be decoded. It is also a `TypeError`, and `instanceof CacheError` holds.
+ */
+export class CacheSerializationError extends TypeError {
+  declare readonly code: 'CACHE_SERIALIZATION'
+  /** Where in the value the problem is, e.g. `$.user.callback`. */
+  readonly path: string
+  constructor(message: string, path = '$', options?: { cause?: unknown }) {
+    super(message, options)
+    this.name = 'CacheSerializationError'
+    this.path = path
+    brand(this, 'CACHE_SERIALIZATION')
+  }
+}
+
+/** True for any error of the family, from any copy of @cache/core. */
+export function isCacheError(value: unknown): value is CacheError {
+  return isBranded(value)
+}
+
+/** True when the error means "the store could not be reached" (down, timed out, closed). */
+export function isUnavailable(value: unknown): boolean {
+  if (!isBranded(value)) return false
+  const code = (value as { code?: string }).code
+  return code === 'CACHE_UNAVAILABLE' || code === 'CACHE_TIMEOUT' || code === 'CACHE_CLOSED'
+}
+
+export function truncate(text: string, max = 80): string {
+  return text.length > max ? `${text.slice(0, max)}…` : text
+}

@@ -1,0 +1,76 @@
+export {
+  type CacheBackend,
+  type CacheEntry,
+  type MinimalBackend,
+  type SetManyItem,
+  type SyncAccess,
+  assertIncrement,
+  defineBackend,
+  isCacheBackend,
+  isMinimalBackend,
+  toBackend,
+} from './backend.js'
+export {
+  type BackendName,
+  type BaseBackendOptions,
+  type CacheConfig,
+  type PackageLoader,
+  BACKEND_NAMES,
+  ENV_DEFAULTS,
+  configFromEnv,
+  createBackendFromConfig,
+  loadInstalledPackage,
+  parseBackendList,
+  parseServerList,
+} from './config.js'
+export {
+  type ConfigureOptions,
+  cacheAtomicUpdate,
+  cacheDelete,
+  cacheFlush,
+  cacheGet,
+  cacheIncr,
+  cacheSet,
+  configureCache,
+  getBackend,
+  resetCache,
+} from './default-cache.js'
+export { type Duration, expiryFor, parseDuration, ttlToMs } from './durations.js'
+export {
+  type CacheErrorCode,
+  CacheClosedError,
+  CacheConfigError,
+  CacheConflictError,
+  CacheError,
+  CacheKeyError,
+  CacheMissingPackageError,
+  CacheNotANumberError,
+  CacheSerializationError,
+  CacheTimeoutError,
+  CacheUnavailableError,
+  CacheValueTooLargeError,
+  isCacheError,
+  isUnavailable,
+} from './errors.js'
+export { KeyedQueue } from './key-queue.js'
+export { argumentsKey, assertKey, assertNamespace, hashKey, namespacedKey, stableStringify } from './keys.js'
+export { type CacheOptions, type Memoized, cache, cached } from './memoize.js'
+export {
+  type Codec,
+  type CodecOptions,
+  type Serializer,
+  createCodec,
+  jsonSerializer,
+  resolveSerializer,
+  v8Serializer,
+} from './serializer.js'
+export { type Size, parseSize } from './sizes.js'
+export {
+  type CacheEvent,
+  type CacheEventName,
+  type CacheStats,
+  type Observable,
+  CacheObserver,
+  emptyStats,
+} from './stats.js'
+export { invalidateTags, tagVersionKey } from './tags.js'

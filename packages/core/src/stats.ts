@@ -1,0 +1,117 @@
+import { EventEmitter } from 'node:events'
+
+/** Counters kept by every @cache backend. Latency is measured for backends that leave the process. */
+export interface CacheStats {
+  hits: number
+  misses: number
+  sets: number
+  deletes: number
+  errors: number
+  timeouts: number
+  /** Operations whose latency was measured, and their total and worst time in ms. */
+  operations: number
+  totalLatencyMs: number
+  maxLatencyMs: number
+}
+
+export type CacheEventName = 'hit' | 'miss' | 'set' | 'delete' | 'error'
+
+/** What a listener receives. `error` is set for `error` events only. */
+export interface CacheEvent {
+  backend: string
+  key?: string
+  operation?: string
+  error?: unknown
+}
+
+export function emptyStats(): CacheStats {
+  return {
+    hits: 0,
+    misses: 0,
+    sets: 0,
+    deletes: 0,
+    errors: 0,
+    timeouts: 0,
+    operations: 0,
+    totalLatencyMs: 0,
+    maxLatencyMs: 0,
+  }
+}
+
+/**
+ * Stats and events for one backend. Counting is a field increment; an event object is only built
+ * when someone listens, so an unobserved cache pays nothing for its events.
+ *
+ * `error` events never throw when nobody listens (unlike a bare EventEmitter): failures are
+ * counted in `stats.errors` either way.
+ */
+export class CacheObserver extends EventEmitter {
+  readonly stats: CacheStats = emptyStats()
+  private listening = false
+
+  constructor(public backend: string) {
+    super()
+    this.on('newListener', () => {
+      this.listening = true
+    })
+    this.on('removeListener', () => {
+      this.listening = this.eventNames().some((name) => name !== 'newListener' && name !== 'removeListener')
+    })
+  }
+
+  hit(key: string): void {
+    this.stats.hits++
+    if (this.listening) this.emit('hit', { backend: this.backend, key })
+  }
+
+  miss(key: string): void {
+    this.stats.misses++
+    if (this.listening) this.emit('miss', { backend: this.backend, key })
+  }
+
+  set(key: string): void {
+    this.stats.sets++
+    if (this.listening) this.emit('set', { backend: this.backend, key })
+  }
+
+  delete(key: string): void {
+    this.stats.deletes++
+    if (this.listening) this.emit('delete', { backend: this.backend, key })
+  }
+
+  /** Counts a failure and emits it as an `error` event (if anyone listens). */
+  error(operation: string, error: unknown, key?: string): void {
+    this.stats.errors++
+    if ((error as { code?: string })?.code === 'CACHE_TIMEOUT') this.stats.timeouts++
+    if (this.listenerCount('error') > 0) this.emit('error', { backend: this.backend, operation, key, error })
+  }
+
+  latency(ms: number): void {
+    const s = this.stats
+    s.operations++
+    s.totalLatencyMs += ms
+    if (ms > s.maxLatencyMs) s.maxLatencyMs = ms
+  }
+
+  /** A copy of the counters, with the hit ratio and mean latency worked out. */
+  snapshot(): CacheStats & { hitRatio: number; meanLatencyMs: number } {
+    const s = this.stats
+    const lookups = s.hits + s.misses
+    return {
+      ...s,
+      hitRatio: lookups === 0 ? 0 : s.hits / lookups,
+      meanLatencyMs: s.operations === 0 ? 0 : s.totalLatencyMs / s.operations,
+    }
+  }
+
+  reset(): void {
+    Object.assign(this.stats, emptyStats())
+  }
+}
+
+/** Something with stats and events: every @cache backend, and the memoize wrappers. */
+export interface Observable {
+  readonly stats: CacheStats
+  on(event: CacheEventName, listener: (event: CacheEvent) => void): unknown
+  off(event: CacheEventName, listener: (event: CacheEvent) => void): unknown
+}

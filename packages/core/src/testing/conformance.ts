@@ -1,0 +1,381 @@
+import { randomBytes } from 'node:crypto'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { CacheBackend } from '../backend.js'
+
+/** How to build the backend under test, and what it can do. */
+export interface ConformanceOptions {
+  /**
+   * Builds a backend. Called with a namespace for the isolation tests: backends built with
+   * different namespaces must share one store (same server, same directory).
+   */
+  create(options: { namespace: string }): CacheBackend | Promise<CacheBackend>
+  /** The TTL the expiry tests use, in ms; at least the backend's granularity. Default: 60. */
+  ttlMs?: number
+  /** The backend serializes values (leaves the process): unserializable values must throw. Default: true. */
+  serializes?: boolean
+  /** Size of the "large value" test in bytes. Default: 512 KB. */
+  largeValueBytes?: number
+  /** The backend reports `expiresAt` from `getEntry`. Default: true. */
+  reportsExpiry?: boolean
+  /** Test timeout in ms for slow servers. Default: 20 s. */
+  timeoutMs?: number
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+/**
+ * The shared conformance suite every @cache backend passes (vitest). Call it at the top level of
+ * a test file:
+ *
+ * ```ts
+ * runConformance('memory', { create: ({ namespace }) => memoryBackend({ namespace }), serializes: false })
+ * ```
+ */
+export function runConformance(name: string, options: ConformanceOptions): void {
+  const ttlMs = options.ttlMs ?? 60
+  const serializes = options.serializes ?? true
+  const reportsExpiry = options.reportsExpiry ?? true
+  const timeout = options.timeoutMs ?? 20_000
+  const run = randomBytes(4).toString('hex')
+  const ns = (label: string) => `conf${run}-${label}`
+  let cache: CacheBackend
+  let n = 0
+  const key = (label = 'k') => `${label}:${++n}`
+
+  describe(`${name} conformance`, { timeout }, () => {
+    beforeAll(async () => {
+      cache = await options.create({ namespace: ns('main') })
+    })
+    afterAll(async () => {
+      await cache?.close()
+    })
+
+    it('returns undefined for a miss', async () => {
+      const k = key()
+      expect(await cache.get(k)).toBeUndefined()
+      expect(await cache.getEntry(k)).toBeUndefined()
+      expect(await cache.has(k)).toBe(false)
+    })
+
+    it('gets what was set, and the newest value after an overwrite', async () => {
+      const k = key()
+      await cache.set(k, { name: 'Ada', langs: ['en', 'fr'] })
+      expect(await cache.get(k)).toEqual({ name: 'Ada', langs: ['en', 'fr'] })
+      await cache.set(k, 'second')
+      expect(await cache.get(k)).toBe('second')
+    })
+
+    it.each([
+      ['empty string', ''],
+      ['"0"', '0'],
+      ['zero', 0],
+      ['false', false],
+      ['null', null],
+      ['a negative float', -12.5],
+      ['unicode', 'zoë 🎉 日本'],
+      ['an array with holes of undefined', [1, undefined, null]],
+    ])('round-trips %s as itself', async (_label, value) => {
+      const k = key()
+      await cache.set(k, value)
+      expect(await cache.get(k)).toStrictEqual(value)
+      const entry = await cache.getEntry(k)
+      expect(entry).toBeDefined()
+      expect(entry!.value).toStrictEqual(value)
+    })
+
+    it('tells a stored undefined from a miss with getEntry', async () => {
+      const k = key()
+      await cache.set(k, undefined)
+      const entry = await cache.getEntry(k)
+      expect(entry).toBeDefined()
+      expect(entry!.value).toBeUndefined()
+      expect(await cache.has(k)).toBe(true)
+    })
+
+    it('round-trips binary, Date, Map, Set and BigInt values', async () => {
+      const k = key()
+      const bytes = randomBytes(256)
+      const value = {
+        bytes,
+        u8: new Uint8Array([0, 1, 254, 255]),
+        when: new Date('2024-02-29T12:34:56.789Z'),
+        map: new Map<unknown, unknown>([
+          ['a', 1],
+          [2, { b: true }],
+        ]),
+        set: new Set(['x', 'y']),
+        big: 2n ** 70n,
+      }
+      await cache.set(k, value)
+      const back = (await cache.get<typeof value>(k))!
+      expect(Buffer.from(back.bytes).equals(bytes)).toBe(true)
+      expect(Buffer.isBuffer(back.bytes)).toBe(true)
+      expect(back.u8).toBeInstanceOf(Uint8Array)
+      expect([...back.u8]).toEqual([0, 1, 254, 255])
+      expect(back.when).toBeInstanceOf(Date)
+      expect(back.when.toISOString()).toBe('2024-02-29T12:34:56.789Z')
+      expect(back.map).toEqual(value.map)
+      expect(back.set).toEqual(value.set)
+      expect(back.big).toBe(2n ** 70n)
+    })
+
+    it('stores a large value', async () => {
+      const k = key()
+      const size = options.largeValueBytes ?? 512 * 1024
+      const value = randomBytes(size / 2).toString('hex')
+      await cache.set(k, value)
+      expect(await cache.get(k)).toBe(value)
+    })
+
+    it('expires an entry after its TTL and keeps one without TTL', async () => {
+      const short = key()
+      const forever = key()
+      await cache.set(short, 'short', ttlMs / 1000)
+      await cache.set(forever, 'forever')
+      expect(await cache.get(short)).toBe('short')
+      await sleep(ttlMs * 2 + 50)
+      expect(await cache.get(short)).toBeUndefined()
+      expect(await cache.has(short)).toBe(false)
+      expect(await cache.get(forever)).toBe('forever')
+    })
+
+    it('accepts duration strings', async () => {
+      const k = key()
+      await cache.set(k, 1, '5m')
+      expect(await cache.get(k)).toBe(1)
+      if (reportsExpiry) {
+        const entry = await cache.getEntry(k)
+        expect(entry!.expiresAt).toBeGreaterThan(Date.now() + 4 * 60_000)
+        expect(entry!.expiresAt).toBeLessThanOrEqual(Date.now() + 5 * 60_000 + 1000)
+      }
+    })
+
+    it('keeps a value whose TTL is over 2^31 ms (about 25 days)', async () => {
+      const k = key()
+      const ttlSeconds = (2 ** 31 + 1000) / 1000
+      await cache.set(k, 'long', ttlSeconds * 2)
+      expect(await cache.get(k)).toBe('long')
+      if (reportsExpiry) {
+        const entry = await cache.getEntry(k)
+        expect(entry!.expiresAt).toBeGreaterThan(Date.now() + 2 ** 31)
+      }
+    })
+
+    it.each([[0], [-1], [Number.NaN], ['abc'], ['5 parsecs'], [Number.POSITIVE_INFINITY]])(
+      'rejects the TTL %s with a RangeError',
+      async (ttl) => {
+        const k = key()
+        await expect(cache.set(k, 1, ttl as number)).rejects.toThrow(RangeError)
+        await expect(cache.add(k, 1, ttl as number)).rejects.toThrow(RangeError)
+        expect(await cache.has(k)).toBe(false)
+      },
+    )
+
+    it('delete tells whether a key was removed', async () => {
+      const k = key()
+      await cache.set(k, 1)
+      expect(await cache.delete(k)).toBe(true)
+      expect(await cache.delete(k)).toBe(false)
+      expect(await cache.get(k)).toBeUndefined()
+    })
+
+    it('has() sees present keys, stored null included', async () => {
+      const k = key()
+      await cache.set(k, null)
+      expect(await cache.has(k)).toBe(true)
+      expect(await cache.has(key())).toBe(false)
+    })
+
+    it('add() stores only when the key is absent', async () => {
+      const k = key()
+      expect(await cache.add(k, 'first')).toBe(true)
+      expect(await cache.add(k, 'second')).toBe(false)
+      expect(await cache.get(k)).toBe('first')
+    })
+
+    it('add() succeeds again once the previous value expired', async () => {
+      const k = key()
+      expect(await cache.add(k, 'first', ttlMs / 1000)).toBe(true)
+      await sleep(ttlMs * 2 + 50)
+      expect(await cache.add(k, 'second')).toBe(true)
+      expect(await cache.get(k)).toBe('second')
+    })
+
+    it('only one of 50 concurrent add() calls wins', async () => {
+      const k = key()
+      const results = await Promise.all(Array.from({ length: 50 }, (_, i) => cache.add(k, i)))
+      expect(results.filter(Boolean)).toHaveLength(1)
+    })
+
+    it('getMany/setMany/deleteMany keep order and report misses', async () => {
+      const [a, b, c, missing] = [key('a'), key('b'), key('c'), key('m')]
+      await cache.setMany([
+        { key: a, value: 1 },
+        { key: b, value: null, ttl: 60 },
+        { key: c, value: 'three' },
+      ])
+      expect(await cache.getMany([c, missing, a, b])).toEqual(['three', undefined, 1, null])
+      expect(await cache.getMany([])).toEqual([])
+      expect(await cache.deleteMany([a, missing, c])).toBe(2)
+      expect(await cache.getMany([a, b, c])).toEqual([undefined, null, undefined])
+    })
+
+    it('accepts keys of any shape', async () => {
+      const keys = [
+        '',
+        ' ',
+        'a b',
+        'line\nbreak',
+        'nul\u0000byte',
+        '../../etc/passwd',
+        'a/b',
+        'con',
+        'ünïcødé 🔑',
+        '__proto__',
+        'x'.repeat(1024),
+      ]
+      for (const k of keys) await cache.set(`${run}${k}`, k)
+      for (const k of keys) expect(await cache.get(`${run}${k}`)).toBe(k)
+      // 'a' and 'a:b' are distinct keys
+      await cache.set(`${run}:a`, 1)
+      await cache.set(`${run}:a:b`, 2)
+      expect(await cache.get(`${run}:a`)).toBe(1)
+    })
+
+    it('isolates namespaces, and clear() removes only its own', async () => {
+      const users = await options.create({ namespace: ns('users') })
+      const usersAbc = await options.create({ namespace: ns('usersAbc') })
+      const other = await options.create({ namespace: ns('other') })
+      try {
+        await users.set('k', 'users')
+        await usersAbc.set('k', 'usersAbc')
+        await other.set('k', 'other')
+        await users.set('x', 1)
+        expect(await users.get('k')).toBe('users')
+        expect(await usersAbc.get('k')).toBe('usersAbc')
+        expect(await other.get('x')).toBeUndefined()
+        await users.clear()
+        expect(await users.get('k')).toBeUndefined()
+        expect(await users.get('x')).toBeUndefined()
+        expect(await usersAbc.get('k')).toBe('usersAbc')
+        expect(await other.get('k')).toBe('other')
+        await users.set('k', 'again')
+        expect(await users.get('k')).toBe('again')
+      } finally {
+        await Promise.all([users.close(), usersAbc.close(), other.close()])
+      }
+    })
+
+    it('clear() works on an empty namespace', async () => {
+      const empty = await options.create({ namespace: ns('empty') })
+      try {
+        await empty.clear()
+        expect(await empty.get('anything')).toBeUndefined()
+      } finally {
+        await empty.close()
+      }
+    })
+
+    it('incr() creates a counter at 0, adds, and accepts negative steps', async () => {
+      const k = key()
+      expect(await cache.incr(k)).toBe(1)
+      expect(await cache.incr(k, 5)).toBe(6)
+      expect(await cache.incr(k, -2)).toBe(4)
+      expect(await cache.get(k)).toBe(4)
+    })
+
+    it('incr() rejects a key that holds a non-integer, and a non-integer step', async () => {
+      const k = key()
+      await cache.set(k, 'text')
+      await expect(cache.incr(k)).rejects.toMatchObject({ code: 'CACHE_NOT_A_NUMBER' })
+      await expect(cache.incr(key(), 1.5)).rejects.toThrow(RangeError)
+    })
+
+    it('incr() sets the TTL only when it creates the counter', async () => {
+      const k = key()
+      await cache.incr(k, 1, (ttlMs * 2) / 1000)
+      await sleep(ttlMs * 1.2)
+      expect(await cache.incr(k, 1, 3600)).toBe(2)
+      await sleep(ttlMs * 1.5)
+      expect(await cache.get(k)).toBeUndefined()
+    })
+
+    it('200 concurrent incr() calls give the exact total', async () => {
+      const k = key()
+      await Promise.all(Array.from({ length: 200 }, () => cache.incr(k)))
+      expect(await cache.get(k)).toBe(200)
+    })
+
+    it('100 concurrent atomicUpdate() calls lose nothing, with an async fn', async () => {
+      const k = key()
+      await Promise.all(
+        Array.from({ length: 100 }, (_, i) =>
+          cache.atomicUpdate<number[]>(k, async (list = []) => {
+            await sleep(0)
+            return [...list, i]
+          }),
+        ),
+      )
+      const list = (await cache.get<number[]>(k))!
+      expect(list).toHaveLength(100)
+      expect(new Set(list).size).toBe(100)
+    })
+
+    it('atomicUpdate() returns the new value and applies the TTL', async () => {
+      const k = key()
+      expect(await cache.atomicUpdate<number>(k, (v) => (v ?? 10) + 1, ttlMs / 1000)).toBe(11)
+      expect(await cache.get(k)).toBe(11)
+      await sleep(ttlMs * 2 + 50)
+      expect(await cache.get(k)).toBeUndefined()
+    })
+
+    it('atomicUpdate() does not store when fn throws', async () => {
+      const k = key()
+      await cache.set(k, 'kept')
+      await expect(
+        cache.atomicUpdate(k, () => {
+          throw new Error('boom')
+        }),
+      ).rejects.toThrow('boom')
+      expect(await cache.get(k)).toBe('kept')
+    })
+
+    if (serializes) {
+      it.each([
+        ['a function', { f: () => 1 }],
+        ['a symbol', { s: Symbol('x') }],
+        ['a class instance', { c: new (class Point {})() }],
+        [
+          'a circular object',
+          (() => {
+            const o: Record<string, unknown> = {}
+            o.self = o
+            return o
+          })(),
+        ],
+      ])('refuses %s with a TypeError naming the path', async (_label, value) => {
+        const k = key()
+        const error = await cache.set(k, value).catch((e) => e)
+        expect(error).toBeInstanceOf(TypeError)
+        expect(error.message).toMatch(/\$\.\w/)
+        expect(await cache.has(k)).toBe(false)
+      })
+
+      it('does not pollute prototypes with a __proto__ key', async () => {
+        const k = key()
+        await cache.set(k, JSON.parse('{"__proto__": {"polluted": 1}, "a": 1}'))
+        const back = (await cache.get<Record<string, unknown>>(k))!
+        expect(({} as Record<string, unknown>).polluted).toBeUndefined()
+        expect(Object.getPrototypeOf(back)).toBe(Object.prototype)
+        expect(back.a).toBe(1)
+      })
+    }
+
+    it('close() can be called twice', async () => {
+      const extra = await options.create({ namespace: ns('close') })
+      await extra.set('k', 1)
+      await extra.close()
+      await expect(extra.close()).resolves.toBeUndefined()
+    })
+  })
+}

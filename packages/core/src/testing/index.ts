@@ -1,0 +1,1 @@
+export { runConformance, type ConformanceOptions } from './conformance.js'

@@ -1,0 +1,2 @@
+export { MemoryBackend, type MemoryBackendOptions, memoryBackend } from './backend.js'
+export { estimateSize } from './size.js'

@@ -1,0 +1,297 @@
+/**
+ * Real servers for tests and benchmarks: redis-server (single node, cluster) and memcached,
+ * each started on a free loopback port and stopped by pid. `REDIS_URL` / `MEMCACHED_SERVERS`
+ * point tests at existing servers instead (except tests that must kill a server: they pass
+ * `{ spawn: true }`).
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { createServer, Socket } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+
+export const HOST = '127.0.0.1'
+
+const children = new Set<ChildProcess>()
+process.once('exit', () => {
+  for (const child of children) child.kill('SIGKILL')
+})
+
+/** A port nobody listens on right now. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer()
+    server.unref()
+    server.on('error', reject)
+    server.listen(0, HOST, () => {
+      const { port } = server.address() as { port: number }
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+/** The path of a server binary, or an error that says how to install it. */
+export function requireBinary(name: 'redis-server' | 'redis-cli' | 'memcached'): string {
+  const pkg = name === 'memcached' ? 'memcached' : 'redis-server'
+  for (const dir of ['/usr/bin', '/usr/local/bin', '/usr/sbin', '/opt/homebrew/bin']) {
+    try {
+      execFileSync('test', ['-x', join(dir, name)])
+      return join(dir, name)
+    } catch {}
+  }
+  throw new Error(
+    `${name} is not installed: run \`apt-get install -y ${pkg}\` (Debian/Ubuntu) or \`brew install ${pkg.replace('-server', '')}\``,
+  )
+}
+
+/** Resolves once something accepts TCP connections on host:port, or rejects after timeoutMs. */
+export async function waitForPort(port: number, host = HOST, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const socket = new Socket()
+      socket.once('connect', () => {
+        socket.destroy()
+        resolve(true)
+      })
+      socket.once('error', () => resolve(false))
+      socket.connect(port, host)
+    })
+    if (ok) return
+    await new Promise((r) => setTimeout(r, 25))
+  }
+  throw new Error(`nothing listens on ${host}:${port} after ${timeoutMs} ms`)
+}
+
+/** A server process the harness controls: it can be killed and started again on the same port. */
+export class ManagedServer {
+  private child: ChildProcess | undefined
+  constructor(
+    readonly name: string,
+    readonly port: number,
+    private readonly command: string,
+    private readonly args: string[],
+    private readonly cwd: string | undefined,
+  ) {}
+
+  get pid(): number | undefined {
+    return this.child?.pid
+  }
+
+  get running(): boolean {
+    return this.child !== undefined && this.child.exitCode === null && this.child.signalCode === null
+  }
+
+  async start(): Promise<void> {
+    if (this.running) return
+    const child = spawn(this.command, this.args, { cwd: this.cwd, stdio: ['ignore', 'ignore', 'pipe'] })
+    let stderr = ''
+    child.stderr?.on('data', (chunk) => {
+      stderr += chunk
+    })
+    children.add(child)
+    child.once('exit', () => children.delete(child))
+    this.child = child
+    try {
+      await waitForPort(this.port)
+    } catch (error) {
+      child.kill('SIGKILL')
+      throw new Error(
+        `${this.name} did not start on port ${this.port}: ${stderr || (error as Error).message}`,
+      )
+    }
+  }
+
+  /** Kills the process (default SIGKILL: no graceful shutdown) and waits for it to exit. */
+  async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
+    const child = this.child
+    if (!child || !this.running) return
+    const exited = new Promise((resolve) => child.once('exit', resolve))
+    child.kill(signal)
+    await exited
+  }
+
+  async stop(): Promise<void> {
+    await this.kill('SIGTERM')
+  }
+}
+
+export interface RedisServer {
+  readonly url: string
+  readonly host: string
+  readonly port: number
+  /** The process, when the harness started it (undefined for an external `REDIS_URL`). */
+  readonly process?: ManagedServer
+  stop(): Promise<void>
+}
+
+export interface RedisOptions {
+  /** Start a server even when `REDIS_URL` is set (tests that kill the server). */
+  spawn?: boolean
+  /** `requirepass`. */
+  password?: string
+  /** More `redis-server` arguments, e.g. `['--maxmemory', '10mb']`. */
+  args?: string[]
+}
+
+/** Starts a redis-server on a free loopback port with no persistence. */
+export async function startRedis(options: RedisOptions = {}): Promise<RedisServer> {
+  if (!options.spawn && process.env.REDIS_URL && !options.password) {
+    const url = new URL(process.env.REDIS_URL)
+    return {
+      url: process.env.REDIS_URL,
+      host: url.hostname,
+      port: Number(url.port || 6379),
+      stop: async () => {},
+    }
+  }
+  const port = await freePort()
+  const dir = mkdtempSync(join(tmpdir(), 'cache-redis-'))
+  const args = [
+    '--port',
+    String(port),
+    '--bind',
+    HOST,
+    '--save',
+    '',
+    '--appendonly',
+    'no',
+    '--dir',
+    dir,
+    ...(options.password ? ['--requirepass', options.password] : []),
+    ...(options.args ?? []),
+  ]
+  const server = new ManagedServer('redis-server', port, requireBinary('redis-server'), args, dir)
+  await server.start()
+  const auth = options.password ? `:${encodeURIComponent(options.password)}@` : ''
+  return {
+    url: `redis://${auth}${HOST}:${port}`,
+    host: HOST,
+    port,
+    process: server,
+    async stop() {
+      await server.stop()
+      rmSync(dir, { recursive: true, force: true })
+    },
+  }
+}
+
+export interface RedisCluster {
+  readonly nodes: { host: string; port: number }[]
+  readonly processes: ManagedServer[]
+  stop(): Promise<void>
+}
+
+/** Builds a Redis Cluster of `masters` nodes (no replicas) on loopback with `redis-cli --cluster create`. */
+export async function startRedisCluster(masters = 3): Promise<RedisCluster> {
+  const redisServer = requireBinary('redis-server')
+  const redisCli = requireBinary('redis-cli')
+  const root = mkdtempSync(join(tmpdir(), 'cache-cluster-'))
+  const processes: ManagedServer[] = []
+  const nodes: { host: string; port: number }[] = []
+  for (let i = 0; i < masters; i++) {
+    const port = await freePort()
+    const dir = join(root, String(port))
+    execFileSync('mkdir', ['-p', dir])
+    const server = new ManagedServer(
+      'redis-server (cluster)',
+      port,
+      redisServer,
+      [
+        '--port',
+        String(port),
+        '--bind',
+        HOST,
+        '--cluster-enabled',
+        'yes',
+        '--cluster-config-file',
+        'nodes.conf',
+        '--cluster-node-timeout',
+        '2000',
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--dir',
+        dir,
+      ],
+      dir,
+    )
+    await server.start()
+    processes.push(server)
+    nodes.push({ host: HOST, port })
+  }
+  execFileSync(
+    redisCli,
+    [
+      '--cluster',
+      'create',
+      ...nodes.map((n) => `${n.host}:${n.port}`),
+      '--cluster-replicas',
+      '0',
+      '--cluster-yes',
+    ],
+    { stdio: 'pipe' },
+  )
+  // Wait until every node agrees the cluster is up.
+  const deadline = Date.now() + 15_000
+  for (const node of nodes) {
+    while (
+      !execFileSync(redisCli, ['-h', node.host, '-p', String(node.port), 'cluster', 'info'])
+        .toString()
+        .includes('cluster_state:ok')
+    ) {
+      if (Date.now() > deadline) throw new Error('redis cluster did not reach cluster_state:ok')
+      await new Promise((r) => setTimeout(r, 100))
+    }
+  }
+  return {
+    nodes,
+    processes,
+    async stop() {
+      await Promise.all(processes.map((p) => p.stop()))
+      rmSync(root, { recursive: true, force: true })
+    },
+  }
+}
+
+export interface MemcachedServer {
+  /** `host:port`. */
+  readonly server: string
+  readonly port: number
+  readonly process?: ManagedServer
+  stop(): Promise<void>
+}
+
+export interface MemcachedOptions {
+  /** Start a server even when `MEMCACHED_SERVERS` is set. */
+  spawn?: boolean
+  /** Item size limit, e.g. `'1m'` (memcached's default). */
+  maxItemSize?: string
+  /** Memory in MB. Default: 64. */
+  memoryMb?: number
+}
+
+/** Starts memcached on a free loopback port. */
+export async function startMemcached(options: MemcachedOptions = {}): Promise<MemcachedServer> {
+  if (!options.spawn && process.env.MEMCACHED_SERVERS) {
+    const server = process.env.MEMCACHED_SERVERS.split(',')[0]!.trim()
+    return { server, port: Number(server.split(':').pop()), stop: async () => {} }
+  }
+  const port = await freePort()
+  const args = [
+    '-l',
+    HOST,
+    '-p',
+    String(port),
+    '-U',
+    '0',
+    '-m',
+    String(options.memoryMb ?? 64),
+    ...(options.maxItemSize ? ['-I', options.maxItemSize] : []),
+  ]
+  if (process.getuid?.() === 0) args.push('-u', 'root')
+  const server = new ManagedServer('memcached', port, requireBinary('memcached'), args, undefined)
+  await server.start()
+  return { server: `${HOST}:${port}`, port, process: server, stop: () => server.stop() }
+}
