@@ -301,8 +301,6 @@ function createMemo<F extends AnyFunction>(
     key: string,
     args: Parameters<F>,
   ): Promise<unknown> {
-    const pending = inflight.get(key)
-    if (pending) return pending
     let read: { hit?: Envelope; versions: number[] }
     try {
       read = backend.sync
@@ -319,7 +317,8 @@ function createMemo<F extends AnyFunction>(
   const memoized = function (this: unknown, ...args: Parameters<F>): unknown {
     const backend = backendOf()
     const key = keyFor(args)
-    if (backend.sync && !isAsync) return callSync.call(this, backend, key, args)
+    // Locks wait asynchronously, so a locked function always takes the async path.
+    if (backend.sync && !isAsync && !lock) return callSync.call(this, backend, key, args)
     return callAsync.call(this, backend, key, args)
   } as Memoized<F>
 

@@ -74,7 +74,8 @@ export class MemoryBackend implements CacheBackend {
     this.namespace = options.namespace
     this.defaultTtlMs = ttlToMs(options.defaultTtl, 'defaultTtl')
     this.clone = options.clone ?? false
-    this.now = options.now ?? Date.now
+    // Read Date.now at call time so fake timers in tests apply.
+    this.now = options.now ?? (() => Date.now())
     this.maxSize = options.maxSize === undefined ? undefined : parseSize(options.maxSize, 'maxSize')
     const maxKeys = options.maxKeys ?? (this.maxSize === undefined ? 10_000 : undefined)
     if (maxKeys !== undefined && (!Number.isSafeInteger(maxKeys) || maxKeys < 1)) {

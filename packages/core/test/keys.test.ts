@@ -1,0 +1,86 @@
+import fc from 'fast-check'
+import { describe, expect, it } from 'vitest'
+import { argumentsKey, assertKey, CacheKeyError, hashKey, stableStringify } from '../src/index.js'
+
+describe('stableStringify', () => {
+  it('ignores object key order, at every depth', () => {
+    expect(stableStringify({ a: 1, b: { c: 2, d: 3 } })).toBe(stableStringify({ b: { d: 3, c: 2 }, a: 1 }))
+  })
+
+  it('is the same for any permutation of keys (property)', () => {
+    fc.assert(
+      fc.property(fc.dictionary(fc.string(), fc.jsonValue(), { maxKeys: 8 }), (object) => {
+        const reversed = Object.fromEntries(Object.entries(object).reverse())
+        expect(stableStringify(reversed)).toBe(stableStringify(object))
+      }),
+    )
+  })
+
+  it('keeps types apart', () => {
+    const texts = [
+      1,
+      '1',
+      true,
+      'true',
+      null,
+      'null',
+      undefined,
+      [1],
+      { 0: 1 },
+      1n,
+      new Date(1),
+      new Map([[1, 1]]),
+      new Set([1]),
+    ].map(stableStringify)
+    expect(new Set(texts).size).toBe(texts.length)
+  })
+
+  it('refuses functions and cycles with a typed error', () => {
+    expect(() => stableStringify([() => 1])).toThrow(TypeError)
+    const loop: unknown[] = []
+    loop.push(loop)
+    expect(() => stableStringify(loop)).toThrow(/circular/)
+  })
+})
+
+describe('argumentsKey', () => {
+  it('gives different keys for different argument lists (property)', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.jsonValue(), { maxLength: 3 }),
+        fc.array(fc.jsonValue(), { maxLength: 3 }),
+        (a, b) => {
+          fc.pre(stableStringify(a) !== stableStringify(b))
+          expect(argumentsKey(a)).not.toBe(argumentsKey(b))
+        },
+      ),
+    )
+  })
+
+  it('keeps short keys readable and hashes long ones', () => {
+    expect(argumentsKey(['42'])).toBe('"42"')
+    expect(argumentsKey([42])).toBe('42')
+    expect(argumentsKey([])).toBe('()')
+    const long = argumentsKey([{ filter: 'x'.repeat(500) }])
+    expect(long).toMatch(/^#[\w-]{43}$/)
+  })
+
+  it('does not confuse one string argument with two', () => {
+    expect(argumentsKey(['a,b'])).not.toBe(argumentsKey(['a', 'b']))
+    expect(argumentsKey(['1'])).not.toBe(argumentsKey([1]))
+  })
+})
+
+describe('keys', () => {
+  it('hashKey is a 43-character base64url SHA-256', () => {
+    expect(hashKey('x')).toHaveLength(43)
+    expect(hashKey('x')).toBe(hashKey('x'))
+    expect(hashKey('x')).not.toBe(hashKey('y'))
+  })
+
+  it('assertKey accepts strings, the empty one included, and rejects the rest', () => {
+    expect(() => assertKey('')).not.toThrow()
+    for (const bad of [1, null, undefined, {}, Symbol('k')])
+      expect(() => assertKey(bad)).toThrow(CacheKeyError)
+  })
+})

@@ -1,0 +1,195 @@
+import fc from 'fast-check'
+import { describe, expect, it } from 'vitest'
+import {
+  CacheError,
+  CacheSerializationError,
+  createCodec,
+  jsonSerializer,
+  v8Serializer,
+} from '../src/index.js'
+
+const roundTrip = (value: unknown) => jsonSerializer.deserialize(jsonSerializer.serialize(value))
+
+/** Values the tagged JSON format promises to round-trip. */
+const supported = fc.letrec((tie) => ({
+  leaf: fc.oneof(
+    fc.string(),
+    fc.double(),
+    fc.integer(),
+    fc.boolean(),
+    fc.constant(null),
+    fc.constant(undefined),
+    fc.bigInt(),
+    fc.date(),
+    fc.uint8Array().map((bytes) => Buffer.from(bytes)),
+    fc.uint8Array(),
+    fc.webUrl().map((url) => new URL(url)),
+  ),
+  value: fc.oneof({ depthSize: 'small' }, tie('leaf'), tie('array'), tie('object'), tie('map'), tie('set')),
+  array: fc.array(tie('value'), { maxLength: 5 }),
+  // Null-prototype objects come back as plain objects (documented), so generate plain ones.
+  object: fc.dictionary(fc.string(), tie('value'), { maxKeys: 5, noNullPrototype: true }),
+  map: fc.array(fc.tuple(tie('leaf'), tie('value')), { maxLength: 4 }).map((entries) => new Map(entries)),
+  set: fc.array(fc.oneof(fc.string(), fc.integer()), { maxLength: 5 }).map((items) => new Set(items)),
+})).value
+
+describe('jsonSerializer', () => {
+  it('round-trips every supported value exactly (property)', () => {
+    fc.assert(
+      fc.property(supported, (value) => {
+        expect(roundTrip(value)).toStrictEqual(value)
+      }),
+      { numRuns: 300 },
+    )
+  })
+
+  it('round-trips the types JSON would mangle', () => {
+    const value = {
+      date: new Date('2020-01-01T00:00:00.000Z'),
+      invalidDate: new Date(Number.NaN),
+      buf: Buffer.from([0, 255, 10]),
+      u8: new Uint8Array([1, 2, 3]),
+      map: new Map([[{ a: 1 }, new Set([1n])]]),
+      big: -(2n ** 80n),
+      undef: undefined,
+      nan: Number.NaN,
+      inf: Number.POSITIVE_INFINITY,
+      ninf: Number.NEGATIVE_INFINITY,
+      negZero: -0,
+      re: /a+b/gi,
+      url: new URL('https://example.com/a?b=c'),
+      list: [undefined, null, 1],
+    }
+    expect(roundTrip(value)).toStrictEqual(value)
+    expect(Buffer.isBuffer((roundTrip(value) as typeof value).buf)).toBe(true)
+  })
+
+  it('keeps a user object that has the tag key apart from a tag', () => {
+    const value = { $c: 'D', v: 'not a date' }
+    expect(roundTrip(value)).toStrictEqual(value)
+    expect(roundTrip([{ $c: 'u' }])).toStrictEqual([{ $c: 'u' }])
+  })
+
+  it('writes plain JSON values as plain JSON', () => {
+    expect(jsonSerializer.serialize({ a: [1, 'x', true, null] }).toString()).toBe('{"a":[1,"x",true,null]}')
+    expect(jsonSerializer.serialize('0').toString()).toBe('"0"')
+    expect(jsonSerializer.serialize(5).toString()).toBe('5')
+  })
+
+  it.each([
+    ['a function', { a: { b: () => 1 } }, '$.a.b'],
+    ['a symbol', { list: [1, Symbol('s')] }, '$.list[1]'],
+    ['a class instance', { user: new (class User {})() }, '$.user'],
+    ['an Error', { e: new Error('x') }, '$.e'],
+    ['a Promise', { p: Promise.resolve(1) }, '$.p'],
+  ])('refuses %s with a TypeError naming the path', (_label, value, path) => {
+    let error: unknown
+    try {
+      jsonSerializer.serialize(value)
+    } catch (e) {
+      error = e
+    }
+    expect(error).toBeInstanceOf(TypeError)
+    expect(error).toBeInstanceOf(CacheSerializationError)
+    expect(error).toBeInstanceOf(CacheError)
+    expect((error as CacheSerializationError).path).toBe(path)
+    expect((error as Error).message).toContain(path)
+  })
+
+  it('refuses circular references, but allows the same object twice', () => {
+    const shared = { x: 1 }
+    expect(roundTrip({ a: shared, b: shared })).toStrictEqual({ a: { x: 1 }, b: { x: 1 } })
+    const loop: Record<string, unknown> = { a: {} }
+    ;(loop.a as Record<string, unknown>).back = loop
+    expect(() => jsonSerializer.serialize(loop)).toThrow(/circular reference at \$\.a\.back/)
+  })
+
+  it('never pollutes prototypes when parsing', () => {
+    const hostile = Buffer.from(
+      '{"__proto__":{"polluted":1},"constructor":{"prototype":{"polluted2":1}},"m":{"$c":"O","v":{"__proto__":{"p3":1}}}}',
+    )
+    const parsed = jsonSerializer.deserialize(hostile) as Record<string, unknown>
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined()
+    expect(({} as Record<string, unknown>).polluted2).toBeUndefined()
+    expect(({} as Record<string, unknown>).p3).toBeUndefined()
+    expect(Object.getPrototypeOf(parsed)).toBe(Object.prototype)
+    expect(Object.getOwnPropertyNames(parsed)).toContain('__proto__')
+  })
+
+  it('round-trips an own __proto__ key as data', () => {
+    const value = JSON.parse('{"__proto__": {"polluted": 1}, "d": 1}')
+    value.when = new Date(0)
+    const back = roundTrip(value) as Record<string, unknown>
+    expect(Object.getPrototypeOf(back)).toBe(Object.prototype)
+    expect(Object.getOwnPropertyDescriptor(back, '__proto__')?.value).toEqual({ polluted: 1 })
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined()
+  })
+
+  it('throws a CacheSerializationError for bytes that are not its format', () => {
+    expect(() => jsonSerializer.deserialize(Buffer.from('{oops'))).toThrow(CacheSerializationError)
+    expect(() => jsonSerializer.deserialize(Buffer.from('{"$c":"??"}'))).toThrow(/unknown tag/)
+  })
+})
+
+describe('v8Serializer', () => {
+  it('round-trips structured-clone values, including cycles', () => {
+    const value: Record<string, unknown> = { d: new Date(0), m: new Map([[1, 2]]), b: 10n }
+    value.self = value
+    const back = v8Serializer.deserialize(v8Serializer.serialize(value)) as Record<string, unknown>
+    expect(back.self).toBe(back)
+    expect(back.m).toEqual(new Map([[1, 2]]))
+  })
+
+  it('refuses functions with a CacheSerializationError', () => {
+    expect(() => v8Serializer.serialize({ f() {} })).toThrow(CacheSerializationError)
+  })
+})
+
+describe('createCodec', () => {
+  const big = { text: 'abc'.repeat(10_000) }
+
+  it('compresses values above the threshold and reads them back', () => {
+    const codec = createCodec({ compressThreshold: '1KB' })
+    const bytes = codec.encode(big)
+    expect(bytes.length).toBeLessThan(jsonSerializer.serialize(big).length / 10)
+    expect(codec.decode(bytes)).toStrictEqual(big)
+  })
+
+  it('never stores a compressed value larger than the original', () => {
+    const codec = createCodec({ compressThreshold: 1 })
+    const random = Buffer.from(Array.from({ length: 2000 }, () => Math.floor(Math.random() * 256)))
+    const plain = jsonSerializer.serialize(random.toString('base64'))
+    const bytes = codec.encode(random.toString('base64'))
+    expect(bytes.length).toBeLessThanOrEqual(plain.length)
+    expect(codec.decode(bytes)).toBe(random.toString('base64'))
+  })
+
+  it('leaves values below the threshold alone', () => {
+    const codec = createCodec({ compressThreshold: '1MB' })
+    expect(codec.encode(big).equals(jsonSerializer.serialize(big))).toBe(true)
+  })
+
+  it('reads a bare integer as a counter with any serializer', () => {
+    expect(createCodec({ serializer: 'v8' }).decode(Buffer.from('42'))).toBe(42)
+    expect(createCodec().decode('-7')).toBe(-7)
+    expect(createCodec({ serializer: 'v8' }).decode(createCodec({ serializer: 'v8' }).encode('42'))).toBe(
+      '42',
+    )
+  })
+
+  it('accepts a custom serializer and rejects a malformed one', () => {
+    const upper = {
+      name: 'upper',
+      serialize: (v: unknown) => Buffer.from(String(v).toUpperCase()),
+      deserialize: (b: Buffer) => b.toString(),
+    }
+    expect(createCodec({ serializer: upper }).decode(createCodec({ serializer: upper }).encode('abc'))).toBe(
+      'ABC',
+    )
+    expect(() => createCodec({ serializer: {} as never })).toThrow(TypeError)
+  })
+
+  it('rejects a bad compressThreshold', () => {
+    expect(() => createCodec({ compressThreshold: '1XB' })).toThrow(/compressThreshold/)
+  })
+})

@@ -1,0 +1,311 @@
+import {
+  cached,
+  configureCache,
+  defineBackend,
+  invalidateTags,
+  resetCache,
+  type CacheBackend,
+  type CacheEvent,
+} from '@cache/core'
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
+import { memoryBackend } from '../src/index.js'
+
+const tick = () => new Promise((resolve) => setImmediate(resolve))
+
+/** A backend whose every operation fails, like a server that is down. */
+function downBackend(): CacheBackend {
+  const fail = async () => {
+    throw Object.assign(new Error('connection refused'), { code: 'ECONNREFUSED' })
+  }
+  return defineBackend({
+    name: 'down',
+    get: fail,
+    set: fail,
+    delete: fail,
+    clear: fail,
+    getMany: fail,
+    incr: fail,
+    add: fail,
+  } as never)
+}
+
+describe('cached()', () => {
+  let backend: ReturnType<typeof memoryBackend>
+  beforeEach(() => {
+    backend = memoryBackend()
+  })
+
+  it('calls the function once per set of arguments', async () => {
+    const fn = vi.fn(async (id: string) => ({ id }))
+    const getUser = cached(fn, { backend, name: 'getUser', ttl: 60 })
+    expect(await getUser('1')).toEqual({ id: '1' })
+    expect(await getUser('1')).toEqual({ id: '1' })
+    expect(await getUser('2')).toEqual({ id: '2' })
+    expect(fn).toHaveBeenCalledTimes(2)
+    expect(getUser.stats).toMatchObject({ hits: 1, misses: 2, sets: 2 })
+  })
+
+  it('builds the same key whatever the object key order', async () => {
+    const fn = vi.fn(async (q: object) => Object.keys(q).length)
+    const count = cached(fn, { backend, name: 'count' })
+    await count({ a: 1, b: 2 })
+    await count({ b: 2, a: 1 })
+    expect(fn).toHaveBeenCalledTimes(1)
+  })
+
+  it('never shares keys between two functions', async () => {
+    const a = cached(async () => 'a', { backend, name: 'a' })
+    const b = cached(async () => 'b', { backend, name: 'b' })
+    expect(await a()).toBe('a')
+    expect(await b()).toBe('b')
+    expect(a.keyFor()).not.toBe(b.keyFor())
+  })
+
+  it('requires a name for anonymous functions', () => {
+    expect(() => cached(async () => 1, { backend })).toThrow(/name/)
+  })
+
+  it('uses the key builder and namespace', async () => {
+    const getUser = cached(async (id: string) => id, {
+      backend,
+      name: 'getUser',
+      namespace: 'app',
+      key: (id) => `user:${id}`,
+    })
+    await getUser('42')
+    expect(getUser.keyFor('42')).toBe('app:getUser:user:42')
+    expect(await backend.has('app:getUser:user:42')).toBe(true)
+  })
+
+  it('caches null and undefined results and tells them from a miss', async () => {
+    const fn = vi.fn(async (x: number) => (x === 0 ? null : undefined))
+    const f = cached(fn, { backend, name: 'nullish' })
+    expect(await f(0)).toBeNull()
+    expect(await f(0)).toBeNull()
+    expect(await f(1)).toBeUndefined()
+    expect(await f(1)).toBeUndefined()
+    expect(fn).toHaveBeenCalledTimes(2)
+  })
+
+  it('runs concurrent misses for one key once (single-flight)', async () => {
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    const fn = vi.fn(async () => {
+      await gate
+      return 'done'
+    })
+    const f = cached(fn, { backend, name: 'slow' })
+    const all = Promise.all(Array.from({ length: 50 }, () => f()))
+    await tick()
+    release()
+    expect(await all).toEqual(Array(50).fill('done'))
+    expect(fn).toHaveBeenCalledTimes(1)
+  })
+
+  it('does not cache errors and delivers them to every waiter', async () => {
+    let calls = 0
+    const f = cached(
+      async () => {
+        calls++
+        await tick()
+        if (calls === 1) throw new Error('boom')
+        return 'ok'
+      },
+      { backend, name: 'flaky' },
+    )
+    const results = await Promise.allSettled([f(), f(), f()])
+    expect(results.map((r) => r.status)).toEqual(['rejected', 'rejected', 'rejected'])
+    expect((results[0] as PromiseRejectedResult).reason.message).toBe('boom')
+    expect(await f()).toBe('ok')
+    expect(calls).toBe(2)
+  })
+
+  it('respects condition and unless', async () => {
+    const fn = vi.fn(async (n: number) => n)
+    const f = cached(fn, { backend, name: 'cond', condition: (r) => r > 0, unless: (r) => r === 99 })
+    await f(-1)
+    await f(-1)
+    await f(99)
+    await f(99)
+    await f(5)
+    await f(5)
+    expect(fn).toHaveBeenCalledTimes(5)
+  })
+
+  it('expires results after the TTL', async () => {
+    vi.useFakeTimers()
+    try {
+      const fn = vi.fn(async () => Date.now())
+      const f = cached(fn, { backend, name: 'ttl', ttl: 10 })
+      await f()
+      vi.advanceTimersByTime(9_000)
+      await f()
+      expect(fn).toHaveBeenCalledTimes(1)
+      vi.advanceTimersByTime(2_000)
+      await f()
+      expect(fn).toHaveBeenCalledTimes(2)
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
+  it('serves a stale result while one caller refreshes it', async () => {
+    vi.useFakeTimers()
+    try {
+      let version = 0
+      const fn = vi.fn(async () => {
+        await new Promise((resolve) => setTimeout(resolve, 1000))
+        return ++version
+      })
+      const f = cached(fn, { backend, name: 'swr', ttl: 10, staleWhileRevalidate: 60 })
+      const first = f()
+      await vi.advanceTimersByTimeAsync(1000)
+      expect(await first).toBe(1)
+      vi.advanceTimersByTime(11_000)
+      expect(await f()).toBe(1) // stale, refresh started
+      expect(await f()).toBe(1)
+      await vi.runAllTimersAsync()
+      expect(fn).toHaveBeenCalledTimes(2)
+      expect(await f()).toBe(2)
+      vi.advanceTimersByTime(71_000)
+      const third = f() // past the grace period: a plain miss, waits for the function
+      await vi.advanceTimersByTimeAsync(1000)
+      expect(await third).toBe(3)
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
+  it('invalidate() removes one set of arguments, clear() every entry of the function', async () => {
+    const fn = vi.fn(async (n: number) => n * 2)
+    const f = cached(fn, { backend, name: 'double' })
+    const other = cached(async () => 'other', { backend, name: 'other' })
+    await f(1)
+    await f(2)
+    await other()
+    await f.invalidate(1)
+    await f(1)
+    await f(2)
+    expect(fn).toHaveBeenCalledTimes(3)
+    await f.clear()
+    await f(1)
+    await f(2)
+    expect(fn).toHaveBeenCalledTimes(5)
+    expect(other.stats.misses).toBe(1)
+    await other()
+    expect(other.stats.hits).toBe(1)
+  })
+
+  it('invalidates by tag across functions', async () => {
+    const a = vi.fn(async (id: string) => `a${id}`)
+    const b = vi.fn(async (id: string) => `b${id}`)
+    const fa = cached(a, { backend, name: 'fa', tags: (id) => [`user:${id}`] })
+    const fb = cached(b, { backend, name: 'fb', tags: ['users'] })
+    await fa('1')
+    await fa('2')
+    await fb('1')
+    await invalidateTags(['user:1'], { backend })
+    await fa('1')
+    await fa('2')
+    await fb('1')
+    expect(a).toHaveBeenCalledTimes(3)
+    expect(b).toHaveBeenCalledTimes(1)
+    await invalidateTags(['users'], { backend })
+    await fb('1')
+    expect(b).toHaveBeenCalledTimes(2)
+  })
+
+  it('with lock, lets one caller compute while others wait for its result', async () => {
+    // Two memoized functions stand for two processes: no shared single-flight, one backend.
+    const fn = vi.fn(async () => {
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      return 'computed'
+    })
+    const p1 = cached(fn, { backend, name: 'locked', lock: { wait: 2, poll: '10ms' } })
+    const p2 = cached(fn, { backend, name: 'locked', lock: { wait: 2, poll: '10ms' } })
+    const results = await Promise.all([p1(), p2()])
+    expect(results).toEqual(['computed', 'computed'])
+    expect(fn).toHaveBeenCalledTimes(1)
+    expect(await backend.has('__lock:memo:locked:()')).toBe(false)
+  })
+
+  it('becomes a pass-through when the backend is down, counted and evented', async () => {
+    const errors: CacheEvent[] = []
+    const fn = vi.fn(async (n: number) => n + 1)
+    const f = cached(fn, { backend: downBackend(), name: 'down' })
+    f.on('error', (event) => errors.push(event))
+    expect(await f(1)).toBe(2)
+    expect(await f(1)).toBe(2)
+    expect(fn).toHaveBeenCalledTimes(2)
+    expect(f.stats.errors).toBeGreaterThanOrEqual(2)
+    expect(errors[0]).toMatchObject({ operation: 'get' })
+  })
+
+  it('in strict mode rethrows backend failures', async () => {
+    const f = cached(async () => 1, { backend: downBackend(), name: 'strict', strict: true })
+    await expect(f()).rejects.toThrow('connection refused')
+  })
+
+  it('keeps a sync function sync on an in-process backend', () => {
+    const fn = vi.fn((a: number, b: number) => a + b)
+    const add = cached(fn, { backend, name: 'add' })
+    expect(add(1, 2)).toBe(3)
+    expect(add(1, 2)).toBe(3)
+    expect(fn).toHaveBeenCalledTimes(1)
+  })
+
+  it('turns a sync function async on a backend without sync access', async () => {
+    const map = new Map<string, unknown>()
+    const remote = defineBackend({
+      get: async (k) => map.get(k) as never,
+      set: async (k, v) => void map.set(k, v),
+      delete: async (k) => map.delete(k),
+      clear: async () => map.clear(),
+    })
+    const fn = vi.fn((a: number) => a * 10)
+    const times10 = cached(fn, { backend: remote, name: 'times10' })
+    const first = times10(4)
+    expect(first).toBeInstanceOf(Promise)
+    expect(await first).toBe(40)
+    expect(await times10(4)).toBe(40)
+    expect(fn).toHaveBeenCalledTimes(1)
+  })
+
+  it('rejects a bad TTL when it is defined', () => {
+    expect(() => cached(async () => 1, { backend, name: 'bad', ttl: 0 })).toThrow(RangeError)
+    expect(() => cached(async () => 1, { backend, name: 'bad', ttl: '5 parsecs' })).toThrow(RangeError)
+  })
+})
+
+describe('the default cache', () => {
+  afterEach(() => resetCache())
+
+  it('is used when no backend is given, and can be swapped by configureCache', async () => {
+    const first = memoryBackend()
+    configureCache(first)
+    const f = cached(async (n: number) => n, { name: 'defaulted' })
+    await f(1)
+    expect(await first.has(f.keyFor(1))).toBe(true)
+    const second = memoryBackend()
+    configureCache(second)
+    await f(1)
+    expect(await second.has(f.keyFor(1))).toBe(true)
+  })
+
+  it('is built from the environment (memory by default) on first use', async () => {
+    const { getBackend, cacheSet, cacheGet, cacheIncr, cacheAtomicUpdate, cacheDelete, cacheFlush } =
+      await import('@cache/core')
+    await resetCache()
+    expect(getBackend().name).toBe('memory')
+    await cacheSet('a', { x: 1 }, '1m')
+    expect(await cacheGet('a')).toEqual({ x: 1 })
+    expect(await cacheIncr('hits')).toBe(1)
+    expect(await cacheIncr('hits', 2)).toBe(3)
+    expect(await cacheAtomicUpdate<number[]>('list', (l = []) => [...l, 1])).toEqual([1])
+    expect(await cacheDelete('a')).toBe(true)
+    await cacheFlush()
+    expect(await cacheGet('hits')).toBeUndefined()
+  })
+})

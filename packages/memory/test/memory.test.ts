@@ -1,0 +1,132 @@
+import { CacheValueTooLargeError, type CacheEvent } from '@cache/core'
+import { afterEach, describe, expect, it, vi } from 'vitest'
+import { estimateSize, memoryBackend } from '../src/index.js'
+
+describe('memoryBackend', () => {
+  afterEach(() => {
+    vi.useRealTimers()
+  })
+
+  it('evicts the least recently used entry on the 129th insert into maxKeys: 128', async () => {
+    const cache = memoryBackend({ maxKeys: 128 })
+    for (let i = 0; i < 128; i++) await cache.set(`k${i}`, i)
+    await cache.get('k0') // k0 is now the most recently used; k1 the least
+    await cache.set('k128', 128)
+    expect(cache.size).toBe(128)
+    expect(await cache.has('k1')).toBe(false)
+    expect(await cache.get('k0')).toBe(0)
+    expect(await cache.get('k128')).toBe(128)
+  })
+
+  it('limits by bytes with maxSize and evicts the least recently used', async () => {
+    const cache = memoryBackend({ maxSize: '10KB' })
+    const value = 'x'.repeat(1000) // about 2 KB each
+    for (let i = 0; i < 10; i++) await cache.set(`k${i}`, value)
+    expect(cache.calculatedSize).toBeLessThanOrEqual(10 * 1024)
+    expect(await cache.has('k0')).toBe(false)
+    expect(await cache.has('k9')).toBe(true)
+  })
+
+  it('throws CacheValueTooLargeError for a value larger than maxSize', async () => {
+    const cache = memoryBackend({ maxSize: '1KB' })
+    await expect(cache.set('big', 'x'.repeat(4096))).rejects.toThrow(CacheValueTooLargeError)
+    expect(await cache.has('big')).toBe(false)
+  })
+
+  it('uses a custom sizeOf', async () => {
+    const cache = memoryBackend({ maxSize: 100, sizeOf: () => 40 })
+    await cache.set('a', 1)
+    await cache.set('b', 2)
+    await cache.set('c', 3)
+    expect(await cache.has('a')).toBe(false)
+  })
+
+  it('stores references by default and clones with clone: true', async () => {
+    const plain = memoryBackend()
+    const cloning = memoryBackend({ clone: true })
+    const value = { n: 1 }
+    await plain.set('k', value)
+    await cloning.set('k', value)
+    value.n = 2
+    expect(await plain.get('k')).toBe(value)
+    expect(await cloning.get('k')).toEqual({ n: 1 })
+    const read = (await cloning.get<{ n: number }>('k'))!
+    read.n = 3
+    expect(await cloning.get('k')).toEqual({ n: 1 })
+  })
+
+  it('clone: true refuses values it cannot clone', async () => {
+    const cache = memoryBackend({ clone: true })
+    await expect(cache.set('f', { f: () => 1 })).rejects.toThrow(TypeError)
+  })
+
+  it('applies the default TTL and reports expiresAt', async () => {
+    vi.useFakeTimers({ now: 1_000_000 })
+    const cache = memoryBackend({ defaultTtl: '10s' })
+    await cache.set('k', 1)
+    expect(await cache.getEntry('k')).toEqual({ value: 1, expiresAt: 1_010_000 })
+    vi.advanceTimersByTime(10_000)
+    expect(await cache.get('k')).toBeUndefined()
+  })
+
+  it('uses an injected clock', async () => {
+    let now = 0
+    const cache = memoryBackend({ now: () => now })
+    await cache.set('k', 1, 1)
+    now = 999
+    expect(await cache.get('k')).toBe(1)
+    now = 1000
+    expect(await cache.get('k')).toBeUndefined()
+  })
+
+  it('keeps the counter expiry on later increments', async () => {
+    vi.useFakeTimers({ now: 0 })
+    const cache = memoryBackend()
+    await cache.incr('c', 1, 10)
+    vi.advanceTimersByTime(5000)
+    await cache.incr('c', 1, 3600)
+    expect((await cache.getEntry('c'))?.expiresAt).toBe(10_000)
+  })
+
+  it('counts hits, misses, sets and deletes, and emits events to listeners', async () => {
+    const cache = memoryBackend()
+    const events: string[] = []
+    const listener = (e: CacheEvent) => events.push(`${e.key}`)
+    cache.on('hit', listener).on('miss', listener)
+    await cache.set('a', 1)
+    await cache.get('a')
+    await cache.get('b')
+    await cache.delete('a')
+    expect(cache.stats).toMatchObject({ hits: 1, misses: 1, sets: 1, deletes: 1 })
+    expect(events).toEqual(['a', 'b'])
+    cache.off('hit', listener).off('miss', listener)
+    await cache.get('a')
+    expect(events).toHaveLength(2)
+  })
+
+  it('offers sync access for memoized sync functions', () => {
+    const cache = memoryBackend()
+    cache.sync.set('k', 'v', 60)
+    expect(cache.sync.getEntry('k')?.value).toBe('v')
+  })
+
+  it('rejects bad options', () => {
+    expect(() => memoryBackend({ maxKeys: 0 })).toThrow(RangeError)
+    expect(() => memoryBackend({ maxSize: '1XB' })).toThrow(/maxSize/)
+    expect(() => memoryBackend({ defaultTtl: -1 })).toThrow(/defaultTtl/)
+  })
+
+  it('rejects non-string keys with a typed error', async () => {
+    const cache = memoryBackend()
+    await expect(cache.get(42 as never)).rejects.toMatchObject({ code: 'CACHE_KEY' })
+    await expect(cache.set(null as never, 1)).rejects.toMatchObject({ code: 'CACHE_KEY' })
+  })
+})
+
+describe('estimateSize', () => {
+  it('grows with the value', () => {
+    expect(estimateSize('a'.repeat(100))).toBeGreaterThan(estimateSize('a'))
+    expect(estimateSize(Buffer.alloc(1000))).toBeGreaterThanOrEqual(1000)
+    expect(estimateSize({ a: [1, 2, 3], m: new Map([[1, 'x']]) })).toBeGreaterThan(estimateSize({}))
+  })
+})
