@@ -1,0 +1,162 @@
+import type { CacheBackend, SyncAccess } from '@cache/core'
+import { type BreakerOptions, type BreakerState, CircuitBreaker } from './breaker.js'
+
+/** What multi-level counted for one level. */
+export interface LevelStats {
+  hits: number
+  misses: number
+  sets: number
+  deletes: number
+  /** Entries copied into this level from a slower one. */
+  backfills: number
+  /** Failed operations (the level threw or timed out); caller errors such as a bad TTL excluded. */
+  errors: number
+  timeouts: number
+  /** Operations that skipped this level because its breaker was open. */
+  skipped: number
+  /** Times the breaker opened. */
+  opened: number
+}
+
+/** A snapshot of one level: its name, breaker state, counters and repairs waiting. */
+export interface LevelReport extends LevelStats {
+  index: number
+  name: string
+  state: BreakerState
+  /** Keys to delete from this level before it is used again. */
+  pendingKeys: number
+  /** The level will be cleared before it is used again. */
+  pendingClear: boolean
+}
+
+/** A key name no application uses, for the probe of a level that has nothing to repair. */
+const PROBE_KEY = '\u0000@cache/multi-level:probe'
+
+/**
+ * One level of a chain: the backend, its breaker, and the writes it missed while it was skipped
+ * or failing. Those are replayed as deletes (or one `clear`) before the level is used again, so a
+ * value changed or deleted while the level was down never reappears from it.
+ */
+export class Level {
+  readonly name: string
+  readonly sync: SyncAccess | undefined
+  readonly stats: LevelStats = {
+    hits: 0,
+    misses: 0,
+    sets: 0,
+    deletes: 0,
+    backfills: 0,
+    errors: 0,
+    timeouts: 0,
+    skipped: 0,
+    opened: 0,
+  }
+  readonly breaker: CircuitBreaker
+  private readonly pending = new Set<string>()
+  private pendingClear = false
+  private recovering = false
+
+  constructor(
+    readonly backend: CacheBackend,
+    readonly index: number,
+    breaker: BreakerOptions,
+    private readonly maxPending: number,
+  ) {
+    this.name = backend.name
+    this.sync = backend.sync
+    this.breaker = new CircuitBreaker(breaker)
+  }
+
+  /** True when the breaker is closed; `false` is the hot-path answer for "skip this level". */
+  get closed(): boolean {
+    return this.breaker.state === 'closed'
+  }
+
+  /** Remembers that `key` changed while this level could not be written. */
+  missed(key: string): void {
+    if (this.pendingClear) return
+    if (this.pending.size >= this.maxPending) {
+      // Lost track of what changed: the only safe repair left is to clear the level.
+      this.pending.clear()
+      this.pendingClear = true
+      return
+    }
+    this.pending.add(key)
+  }
+
+  missedMany(keys: readonly string[]): void {
+    for (const key of keys) this.missed(key)
+  }
+
+  /** Remembers that a `clear()` did not reach this level. */
+  missedClear(): void {
+    this.pending.clear()
+    this.pendingClear = true
+  }
+
+  /**
+   * Runs the probe once the open period is over: replays the missed deletes (or the clear) and
+   * closes the breaker when the level answers; reopens it when it fails again. Never awaited by
+   * the operation that triggers it, so callers never wait for a level that is down.
+   */
+  recover(onUp: () => void, onFailure: (error: unknown) => void): void {
+    if (this.recovering) return
+    this.recovering = true
+    this.breaker.state = 'half-open'
+    void this.repair().then(
+      () => {
+        this.recovering = false
+        onUp()
+      },
+      (error) => {
+        // Still half-open: the failure reopens the breaker for another period.
+        this.recovering = false
+        onFailure(error)
+      },
+    )
+  }
+
+  report(): LevelReport {
+    return {
+      index: this.index,
+      name: this.name,
+      state: this.breaker.state,
+      ...this.stats,
+      pendingKeys: this.pending.size,
+      pendingClear: this.pendingClear,
+    }
+  }
+
+  private async repair(): Promise<void> {
+    let answered = false
+    // Writes keep arriving (and being recorded) while the repair runs: loop until none is left,
+    // and close the breaker in the same tick as the last check so none slips through.
+    for (;;) {
+      if (this.pendingClear) {
+        this.pendingClear = false
+        this.pending.clear()
+        try {
+          await this.backend.clear()
+        } catch (error) {
+          this.pendingClear = true
+          throw error
+        }
+      } else if (this.pending.size > 0) {
+        const keys = [...this.pending]
+        this.pending.clear()
+        try {
+          await this.backend.deleteMany(keys)
+        } catch (error) {
+          this.missedMany(keys)
+          throw error
+        }
+      } else if (!answered) {
+        await this.backend.has(PROBE_KEY)
+      } else {
+        this.breaker.close()
+        return
+      }
+      answered = true
+    }
+  }
+}

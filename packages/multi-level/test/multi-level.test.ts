@@ -1,0 +1,353 @@
+import { CacheUnavailableError, isCacheError } from '@cache/core'
+import { memoryBackend } from '@cache/memory'
+import { describe, expect, it } from 'vitest'
+import { type MultiLevelEvent, multiLevel } from '../src/index.js'
+import { chaos } from './chaos.js'
+
+/** A clock the test moves by hand, shared by the chain and its memory levels. */
+function manualClock(start = 1_700_000_000_000) {
+  const clock = { t: start, now: () => clock.t }
+  return clock
+}
+
+function twoLevels(options: { failureThreshold?: number; openFor?: number; maxPendingKeys?: number } = {}) {
+  const clock = manualClock()
+  const l1 = memoryBackend({ now: clock.now })
+  const l2 = chaos(memoryBackend({ now: clock.now }))
+  const cache = multiLevel({
+    levels: [l1, l2],
+    now: clock.now,
+    breaker: { failureThreshold: options.failureThreshold ?? 2, openFor: options.openFor ?? 5 },
+    ...(options.maxPendingKeys === undefined ? {} : { maxPendingKeys: options.maxPendingKeys }),
+  })
+  return { clock, l1, l2, cache }
+}
+
+/** Lets the background probe of a level run. */
+const settle = () => new Promise((resolve) => setTimeout(resolve, 5))
+
+describe('multiLevel reads', () => {
+  it('answers an L1 hit from L1 alone, without calling L2', async () => {
+    const { l2, cache } = twoLevels()
+    await cache.set('k', 'v')
+    const calls = l2.calls
+    expect(await cache.get('k')).toBe('v')
+    expect(await cache.getEntry('k')).toEqual({ value: 'v' })
+    expect(l2.calls).toBe(calls)
+    expect(cache.levels[0]!.stats.hits).toBe(2)
+    expect(cache.levels[1]!.stats.hits).toBe(0)
+  })
+
+  it('backfills L1 with the remaining TTL, not the full TTL', async () => {
+    const { clock, l1, l2, cache } = twoLevels()
+    await l2.set('k', 'v', 10)
+    clock.t += 4000
+    expect(await cache.get('k')).toBe('v')
+    const source = await l2.getEntry('k')
+    const copy = await l1.getEntry('k')
+    expect(copy).toEqual({ value: 'v', expiresAt: source!.expiresAt })
+    expect(cache.levels[0]!.stats.backfills).toBe(1)
+    clock.t += 6000
+    expect(await l1.get('k')).toBeUndefined()
+    expect(await cache.get('k')).toBeUndefined()
+  })
+
+  it('backfills an entry without expiry without expiry', async () => {
+    const { clock, l1, l2, cache } = twoLevels()
+    await l2.set('k', 'v')
+    expect(await cache.getEntry('k')).toEqual({ value: 'v' })
+    clock.t += 365 * 86_400_000
+    expect(await l1.getEntry('k')).toEqual({ value: 'v' })
+  })
+
+  it('does not backfill an entry that expires before it could be copied', async () => {
+    const clock = manualClock()
+    const l1 = memoryBackend({ now: clock.now })
+    // The level reports an expiry already in the past (its clock runs behind the chain's).
+    const l2 = memoryBackend({ now: () => clock.now() - 10_000 })
+    const cache = multiLevel({ levels: [l1, l2], now: clock.now })
+    await l2.set('k', 'v', 5)
+    expect(await cache.get('k')).toBe('v')
+    expect(await l1.has('k')).toBe(false)
+  })
+
+  it('backfills every faster level from L3', async () => {
+    const clock = manualClock()
+    const [a, b, c] = [0, 1, 2].map(() => memoryBackend({ now: clock.now }))
+    const cache = multiLevel({ levels: [a!, b!, c!], now: clock.now })
+    await c!.set('k', 1, 60)
+    clock.t += 30_000
+    expect(await cache.get('k')).toBe(1)
+    const expiresAt = (await c!.getEntry('k'))!.expiresAt
+    expect((await a!.getEntry('k'))!.expiresAt).toBe(expiresAt)
+    expect((await b!.getEntry('k'))!.expiresAt).toBe(expiresAt)
+    expect(cache.levelStats().map((l) => [l.hits, l.misses])).toEqual([
+      [0, 1],
+      [0, 1],
+      [1, 0],
+    ])
+  })
+
+  it('does not backfill a value read before a concurrent write to the same key', async () => {
+    const { l1, l2, cache } = twoLevels()
+    await l2.set('k', 'old')
+    l2.delayMs = 30 // L2 has read 'old'; its answer is on the way
+    const read = cache.get('k')
+    await new Promise((resolve) => setTimeout(resolve, 5))
+    l2.delayMs = 0
+    await cache.set('k', 'new') // completes while the read is still in flight
+    expect(await read).toBe('old')
+    expect(await l1.get('k')).toBe('new')
+    expect(await cache.get('k')).toBe('new')
+  })
+
+  it('getMany reads L1 in one call and the misses from deeper levels, backfilling them', async () => {
+    const { l1, l2, cache } = twoLevels()
+    await l1.set('a', 1)
+    await l2.set('b', 2, 60)
+    expect(await cache.getMany(['a', 'b', 'c'])).toEqual([1, 2, undefined])
+    expect(await l1.get('b')).toBe(2)
+    expect(cache.levels[0]!.stats).toMatchObject({ hits: 1, misses: 2 })
+    expect(cache.levels[1]!.stats).toMatchObject({ hits: 1, misses: 1 })
+  })
+})
+
+describe('multiLevel writes', () => {
+  it('set, delete and clear reach every level', async () => {
+    const { l1, l2, cache } = twoLevels()
+    await cache.set('a', 1)
+    await cache.setMany([
+      { key: 'b', value: 2 },
+      { key: 'c', value: 3 },
+    ])
+    expect(await l1.getMany(['a', 'b', 'c'])).toEqual([1, 2, 3])
+    expect(await l2.getMany(['a', 'b', 'c'])).toEqual([1, 2, 3])
+    expect(await cache.delete('a')).toBe(true)
+    expect([await l1.has('a'), await l2.has('a')]).toEqual([false, false])
+    expect(await cache.deleteMany(['b', 'x'])).toBe(1)
+    expect([await l1.has('b'), await l2.has('b')]).toEqual([false, false])
+    await cache.clear()
+    expect([await l1.has('c'), await l2.has('c')]).toEqual([false, false])
+  })
+
+  it('delete reports a key held only by a deeper level', async () => {
+    const { l2, cache } = twoLevels()
+    await l2.set('k', 1)
+    expect(await cache.delete('k')).toBe(true)
+  })
+
+  it('stores nothing anywhere when the shared level refuses a value', async () => {
+    const l1 = memoryBackend()
+    const l2 = memoryBackend({ clone: true }) // refuses functions, as a serializing backend does
+    const cache = multiLevel(l1, l2)
+    await expect(cache.set('k', { f: () => 1 })).rejects.toMatchObject({ code: 'CACHE_SERIALIZATION' })
+    expect(await l1.has('k')).toBe(false)
+    expect(cache.stats.errors).toBe(0)
+  })
+
+  it('rejects a bad TTL with a RangeError before writing anything', async () => {
+    const { l1, cache } = twoLevels()
+    await expect(cache.set('k', 1, -1)).rejects.toThrow(RangeError)
+    await expect(cache.setMany([{ key: 'k', value: 1, ttl: 'soon' }])).rejects.toThrow(RangeError)
+    expect(await l1.has('k')).toBe(false)
+  })
+
+  it('keeps a value too large for L1 in L2, and drops the older L1 copy', async () => {
+    const l1 = memoryBackend({ maxSize: 1000 })
+    const l2 = memoryBackend()
+    const cache = multiLevel(l1, l2)
+    await cache.set('k', 'small')
+    const big = 'x'.repeat(5000)
+    await cache.set('k', big)
+    expect(await l1.has('k')).toBe(false)
+    expect(await cache.get('k')).toBe(big)
+  })
+
+  it('add() is decided by the shared level', async () => {
+    const { l1, l2, cache } = twoLevels()
+    await l2.set('taken', 'other process')
+    expect(await cache.add('taken', 'mine')).toBe(false)
+    expect(await l1.has('taken')).toBe(false)
+    expect(await cache.add('free', 'mine')).toBe(true)
+    expect(await l1.get('free')).toBe('mine')
+  })
+
+  it('incr and atomicUpdate run on the shared level and evict the key from L1', async () => {
+    const { l1, l2, cache } = twoLevels()
+    await cache.set('n', 5)
+    await l2.set('n', 10) // another process moved the shared counter
+    expect(await cache.incr('n', 2)).toBe(12)
+    expect(await l1.has('n')).toBe(false)
+    expect(await cache.get('n')).toBe(12)
+    expect(await l1.get('n')).toBe(12)
+    expect(await cache.atomicUpdate<number>('n', (v) => (v ?? 0) * 2)).toBe(24)
+    expect(await l1.has('n')).toBe(false)
+    expect(await l2.get('n')).toBe(24)
+  })
+
+  it('rethrows what atomicUpdate fn throws without blaming the level', async () => {
+    const { cache } = twoLevels({ failureThreshold: 1 })
+    await expect(
+      cache.atomicUpdate('k', () => {
+        throw new Error('boom')
+      }),
+    ).rejects.toThrow('boom')
+    expect(cache.levels[1]!.breaker.state).toBe('closed')
+    expect(cache.stats.errors).toBe(0)
+  })
+})
+
+describe('multiLevel with a failing level', () => {
+  it('keeps serving from L1 while L2 is down, counts the failures and opens the breaker', async () => {
+    const { l2, cache } = twoLevels({ failureThreshold: 2 })
+    const events: [string, MultiLevelEvent][] = []
+    cache.on('error', (e) => events.push(['error', e]))
+    cache.on('level-down', (e) => events.push(['level-down', e]))
+    await cache.set('warm', 'v')
+    l2.down = true
+    expect(await cache.get('warm')).toBe('v')
+    expect(await cache.get('cold')).toBeUndefined()
+    await cache.set('new', 1)
+    expect(await cache.get('new')).toBe(1)
+    expect(await cache.incr('counter')).toBe(1)
+    expect(cache.levels[1]!.breaker.state).toBe('open')
+    expect(cache.levels[1]!.stats.errors).toBe(2)
+    expect(cache.levels[1]!.stats.opened).toBe(1)
+    expect(cache.levels[1]!.stats.skipped).toBeGreaterThan(0)
+    expect(events.map(([name]) => name)).toEqual(['error', 'error', 'level-down'])
+    expect(events[0]![1]).toMatchObject({ backend: 'chaos(memory)', level: 1, operation: 'get', key: 'cold' })
+    const calls = l2.calls
+    await cache.get('cold')
+    expect(l2.calls).toBe(calls) // skipped, not tried
+  })
+
+  it('deletes made while L2 was down are replayed before L2 is used again', async () => {
+    const { clock, l2, cache } = twoLevels({ failureThreshold: 1, openFor: 5 })
+    const events: string[] = []
+    cache.on('level-up', () => events.push('up'))
+    await cache.set('gone', 'old')
+    await cache.set('changed', 'old')
+    l2.down = true
+    await cache.delete('gone')
+    await cache.set('changed', 'new')
+    expect(cache.levelStats()[1]).toMatchObject({ state: 'open', pendingKeys: 2 })
+    l2.down = false // back, still holding the old values
+    expect(await l2.get('gone')).toBe('old')
+    clock.t += 5000
+    await cache.get('anything') // starts the probe; this read skips L2
+    await settle()
+    expect(events).toEqual(['up'])
+    expect(cache.levelStats()[1]).toMatchObject({ state: 'closed', pendingKeys: 0 })
+    expect(await l2.has('gone')).toBe(false)
+    expect(await l2.has('changed')).toBe(false)
+    expect(await cache.get('gone')).toBeUndefined()
+    expect(await cache.get('changed')).toBe('new')
+  })
+
+  it('clears a level that missed more keys than it can remember', async () => {
+    const { clock, l2, cache } = twoLevels({ failureThreshold: 1, maxPendingKeys: 3 })
+    await l2.set('untouched', 1)
+    l2.down = true
+    for (let i = 0; i < 5; i++) await cache.set(`k${i}`, i)
+    expect(cache.levelStats()[1]).toMatchObject({ pendingClear: true, pendingKeys: 0 })
+    l2.down = false
+    clock.t += 5000
+    await cache.get('x')
+    await settle()
+    expect(await l2.has('untouched')).toBe(false)
+    expect(cache.levels[1]!.breaker.state).toBe('closed')
+  })
+
+  it('reopens the breaker when the probe fails, and keeps the repairs for later', async () => {
+    const { clock, l2, cache } = twoLevels({ failureThreshold: 1 })
+    l2.down = true
+    await cache.set('k', 1)
+    clock.t += 5000
+    await cache.get('x')
+    await settle()
+    expect(cache.levelStats()[1]).toMatchObject({ state: 'open', pendingKeys: 1 })
+    l2.down = false
+    clock.t += 5000
+    await cache.get('x')
+    await settle()
+    expect(cache.levelStats()[1]).toMatchObject({ state: 'closed', pendingKeys: 0 })
+  })
+
+  it('records writes that arrive while the probe runs', async () => {
+    const { clock, l2, cache } = twoLevels({ failureThreshold: 1 })
+    await cache.set('k', 'old')
+    l2.down = true
+    await cache.delete('k')
+    l2.down = false
+    l2.delayMs = 10
+    clock.t += 5000
+    await cache.get('x') // probe starts and takes a while
+    await l2.inner.set('late', 'old') // what L2 held before …
+    await cache.delete('late') // … deleted during the probe: L2 is still skipped
+    await new Promise((resolve) => setTimeout(resolve, 60))
+    expect(cache.levels[1]!.breaker.state).toBe('closed')
+    expect(await l2.inner.has('late')).toBe(false)
+  })
+
+  it('fails with CacheUnavailableError only when no level answers', async () => {
+    const a = chaos(memoryBackend())
+    const b = chaos(memoryBackend())
+    const cache = multiLevel(a, b)
+    a.down = true
+    b.down = true
+    const error = await cache.get('k').catch((e) => e)
+    expect(error).toBeInstanceOf(CacheUnavailableError)
+    expect(isCacheError(error)).toBe(true)
+    await expect(cache.set('k', 1)).rejects.toBeInstanceOf(CacheUnavailableError)
+    await expect(cache.incr('k')).rejects.toBeInstanceOf(CacheUnavailableError)
+  })
+
+  it('runs incr on L1 while the shared level is down', async () => {
+    const { l2, cache } = twoLevels({ failureThreshold: 1 })
+    l2.down = true
+    expect(await cache.incr('n')).toBe(1)
+    expect(await cache.incr('n')).toBe(2)
+  })
+})
+
+describe('multiLevel construction', () => {
+  it('accepts levels as arguments or as options, and needs at least one', async () => {
+    const single = multiLevel(memoryBackend())
+    await single.set('k', 1)
+    expect(await single.get('k')).toBe(1)
+    expect(() => multiLevel()).toThrow(/at least one backend/)
+    expect(() => multiLevel({ levels: [] })).toThrow(/at least one backend/)
+    expect(() => multiLevel({} as never)).toThrow(TypeError)
+    expect(() => multiLevel({ levels: [memoryBackend()], breaker: { failureThreshold: 0 } })).toThrow(
+      RangeError,
+    )
+    expect(() => multiLevel({ levels: [memoryBackend()], breaker: { openFor: -1 } })).toThrow(RangeError)
+  })
+
+  it('completes a minimal custom level', async () => {
+    const store = new Map<string, unknown>()
+    const custom = {
+      get: async (k: string) => store.get(k),
+      set: async (k: string, v: unknown) => void store.set(k, v),
+      delete: async (k: string) => store.delete(k),
+      clear: async () => store.clear(),
+    }
+    const cache = multiLevel(memoryBackend(), custom)
+    await cache.set('k', 'v')
+    expect(store.get('k')).toBe('v')
+  })
+
+  it('closes its levels once, and can leave them open', async () => {
+    const l1 = chaos(memoryBackend())
+    let closed = 0
+    const l2 = chaos(memoryBackend())
+    l2.close = async () => void closed++
+    const cache = multiLevel(l1, memoryBackend(), l2)
+    await cache.close()
+    await cache.close()
+    expect(closed).toBe(1)
+    const kept = multiLevel({ levels: [memoryBackend(), l2], closeLevels: false })
+    await kept.close()
+    expect(closed).toBe(1)
+  })
+})
