@@ -5,7 +5,7 @@
  * `{ spawn: true }`).
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
-import { mkdtempSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -122,7 +122,47 @@ export interface RedisServer {
   readonly port: number
   /** The process, when the harness started it (undefined for an external `REDIS_URL`). */
   readonly process?: ManagedServer
+  /** With `tls: true`: the self-signed certificate (PEM) the server presents; pass `{ ca }` to clients. */
+  readonly tls?: TlsFiles
   stop(): Promise<void>
+}
+
+/** PEM texts of a self-signed certificate for 127.0.0.1, and where they were written. */
+export interface TlsFiles {
+  ca: string
+  cert: string
+  key: string
+  certFile: string
+  keyFile: string
+}
+
+/** Writes a self-signed certificate for 127.0.0.1 and localhost into `dir` with `openssl`. */
+export function selfSignedCertificate(dir: string): TlsFiles {
+  const certFile = join(dir, 'cert.pem')
+  const keyFile = join(dir, 'key.pem')
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      keyFile,
+      '-out',
+      certFile,
+      '-days',
+      '1',
+      '-subj',
+      '/CN=127.0.0.1',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1,DNS:localhost',
+    ],
+    { stdio: 'pipe' },
+  )
+  const cert = readFileSync(certFile, 'utf8')
+  return { ca: cert, cert, key: readFileSync(keyFile, 'utf8'), certFile, keyFile }
 }
 
 export interface RedisOptions {
@@ -132,11 +172,13 @@ export interface RedisOptions {
   password?: string
   /** More `redis-server` arguments, e.g. `['--maxmemory', '10mb']`. */
   args?: string[]
+  /** Serve TLS only (`--tls-port`) with a fresh self-signed certificate; the URL is `rediss://`. */
+  tls?: boolean
 }
 
 /** Starts a redis-server on a free loopback port with no persistence. */
 export async function startRedis(options: RedisOptions = {}): Promise<RedisServer> {
-  if (!options.spawn && process.env.REDIS_URL && !options.password) {
+  if (!options.spawn && process.env.REDIS_URL && !options.password && !options.tls) {
     const url = new URL(process.env.REDIS_URL)
     return {
       url: process.env.REDIS_URL,
@@ -147,9 +189,25 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
   }
   const port = await freePort()
   const dir = mkdtempSync(join(tmpdir(), 'cache-redis-'))
+  const tls = options.tls ? selfSignedCertificate(dir) : undefined
+  const listen = tls
+    ? [
+        '--port',
+        '0',
+        '--tls-port',
+        String(port),
+        '--tls-cert-file',
+        tls.certFile,
+        '--tls-key-file',
+        tls.keyFile,
+        '--tls-ca-cert-file',
+        tls.certFile,
+        '--tls-auth-clients',
+        'no',
+      ]
+    : ['--port', String(port)]
   const args = [
-    '--port',
-    String(port),
+    ...listen,
     '--bind',
     HOST,
     '--save',
@@ -165,10 +223,11 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
   await server.start()
   const auth = options.password ? `:${encodeURIComponent(options.password)}@` : ''
   return {
-    url: `redis://${auth}${HOST}:${port}`,
+    url: `${tls ? 'rediss' : 'redis'}://${auth}${HOST}:${port}`,
     host: HOST,
     port,
     process: server,
+    ...(tls ? { tls } : {}),
     async stop() {
       await server.stop()
       rmSync(dir, { recursive: true, force: true })
@@ -251,6 +310,58 @@ export async function startRedisCluster(masters = 3): Promise<RedisCluster> {
     async stop() {
       await Promise.all(processes.map((p) => p.stop()))
       rmSync(root, { recursive: true, force: true })
+    },
+  }
+}
+
+export interface RedisSentinel {
+  /** `redis+sentinel://127.0.0.1:port/name`. */
+  readonly url: string
+  readonly port: number
+  /** The master name the sentinel monitors. */
+  readonly name: string
+  readonly process: ManagedServer
+  stop(): Promise<void>
+}
+
+/**
+ * Starts one `redis-server --sentinel` on a free loopback port that monitors `master` under
+ * `name` (quorum 1). Sentinel rewrites its config file, so it gets a private directory.
+ */
+export async function startRedisSentinel(
+  master: { host: string; port: number },
+  name = 'mymaster',
+): Promise<RedisSentinel> {
+  const port = await freePort()
+  const dir = mkdtempSync(join(tmpdir(), 'cache-sentinel-'))
+  const config = join(dir, 'sentinel.conf')
+  writeFileSync(
+    config,
+    [
+      `port ${port}`,
+      `bind ${HOST}`,
+      `dir ${dir}`,
+      `sentinel monitor ${name} ${master.host} ${master.port} 1`,
+      `sentinel down-after-milliseconds ${name} 1000`,
+      '',
+    ].join('\n'),
+  )
+  const server = new ManagedServer(
+    'redis-sentinel',
+    port,
+    requireBinary('redis-server'),
+    [config, '--sentinel'],
+    dir,
+  )
+  await server.start()
+  return {
+    url: `redis+sentinel://${HOST}:${port}/${name}`,
+    port,
+    name,
+    process: server,
+    async stop() {
+      await server.stop()
+      rmSync(dir, { recursive: true, force: true })
     },
   }
 }

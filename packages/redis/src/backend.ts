@@ -1,0 +1,554 @@
+import type { ConnectionOptions } from 'node:tls'
+import {
+  assertIncrement,
+  assertKey,
+  type BaseBackendOptions,
+  type CacheBackend,
+  CacheClosedError,
+  CacheConfigError,
+  CacheConflictError,
+  type CacheEntry,
+  type CacheEvent,
+  type CacheEventName,
+  CacheObserver,
+  type CacheStats,
+  CacheTimeoutError,
+  CacheUnavailableError,
+  type Codec,
+  type CodecOptions,
+  createCodec,
+  type Duration,
+  KeyedQueue,
+  parseDuration,
+  type SetManyItem,
+  ttlToMs,
+} from '@cache/core'
+import type { ChainableCommander, Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis'
+import {
+  commandTimeoutOf,
+  createClient,
+  isRedisClient,
+  type RedisClient,
+  type RedisConnection,
+} from './client.js'
+import { translateError } from './errors.js'
+import { COMPARE_AND_SET, GET_ENTRY, INCR, sha1 } from './scripts.js'
+import { groupByNodeAndSlot } from './slots.js'
+
+/** Options of {@link redisBackend}. Durations given as numbers are milliseconds here. */
+export interface RedisBackendOptions extends BaseBackendOptions, CodecOptions {
+  /**
+   * Prefix of every key, as `namespace:key`; `clear()` removes `namespace:*` only. `''` stores
+   * keys as given, and then `clear()` refuses to run. Default: `'cache'`.
+   */
+  namespace?: string
+  /**
+   * Longest wait for one operation, in ms (or `'300ms'`, `'1s'`): past it the call rejects with
+   * `CacheTimeoutError`. Default: 300 ms.
+   */
+  timeout?: number | string
+  /** TCP connect (and TLS handshake) timeout, in ms. Default: 2000 ms. */
+  connectTimeout?: number | string
+  /** Longest pause between reconnection attempts, in ms; attempts never stop. Default: 2000 ms. */
+  maxReconnectDelay?: number | string
+  /** `atomicUpdate` attempts before `CacheConflictError` under contention from other clients. Default: 50. */
+  maxAttempts?: number
+  /** Keys asked for per `SCAN` step of `clear()`. Default: 1000. */
+  scanCount?: number
+  /** TLS settings (e.g. `{ ca }`); `rediss://` URLs use TLS with Node's defaults without it. Default: none. */
+  tls?: ConnectionOptions
+  /** More ioredis options for single-node and Sentinel connections we create; they win over ours. */
+  redisOptions?: RedisOptions
+  /** More ioredis options for cluster connections we create; they win over ours. */
+  clusterOptions?: ClusterOptions
+}
+
+const DEFAULT_NAMESPACE = 'cache'
+/** Redis rejects expiries past 2^63 ms from the epoch; anything near that is a mistake. */
+const MAX_TTL_MS = 2 ** 52
+const NO_ARGS: string[] = []
+
+/**
+ * A cache on Redis through ioredis: one node, Sentinel or Cluster. Fails fast while Redis is
+ * down (no offline queue, per-command timeout) and reconnects forever in the background.
+ */
+export class RedisBackend implements CacheBackend {
+  readonly name = 'redis'
+  /** The ioredis client in use: the one passed in, or the one built from the URL or options. */
+  readonly client: RedisClient
+  readonly namespace: string | undefined
+  /** Per-operation timeout in ms. */
+  readonly timeoutMs: number
+  private readonly prefix: string
+  private readonly owned: boolean
+  /** The client enforces `commandTimeout` itself; otherwise we time operations. */
+  private readonly clientTimesOut: boolean
+  private readonly codec: Codec
+  private readonly observer = new CacheObserver('redis')
+  private readonly queue = new KeyedQueue()
+  private readonly defaultTtlMs: number | undefined
+  private readonly maxAttempts: number
+  private readonly scanCount: number
+  private readySignal: Promise<boolean> | undefined
+  private closed = false
+  private closing: Promise<void> | undefined
+
+  constructor(connection: RedisConnection = 'redis://127.0.0.1:6379', options: RedisBackendOptions = {}) {
+    const namespace = options.namespace ?? DEFAULT_NAMESPACE
+    if (typeof namespace !== 'string') throw new CacheConfigError('namespace', 'expected a string')
+    this.namespace = namespace === '' ? undefined : namespace
+    this.prefix = namespace === '' ? '' : `${namespace}:`
+    this.defaultTtlMs = ttlToMs(options.defaultTtl, 'defaultTtl')
+    this.codec = createCodec(options)
+    this.maxAttempts = positiveInteger(options.maxAttempts ?? 50, 'maxAttempts')
+    this.scanCount = positiveInteger(options.scanCount ?? 1000, 'scanCount')
+    const timeoutMs = milliseconds(options.timeout, 300, 'timeout')
+    this.owned = !isRedisClient(connection)
+    this.client = this.owned
+      ? createClient(connection as Exclude<RedisConnection, Redis | Cluster>, {
+          timeoutMs,
+          connectTimeoutMs: milliseconds(options.connectTimeout, 2000, 'connectTimeout'),
+          maxReconnectDelayMs: milliseconds(options.maxReconnectDelay, 2000, 'maxReconnectDelay'),
+          tls: options.tls,
+          redisOptions: options.redisOptions,
+          clusterOptions: options.clusterOptions,
+        })
+      : (connection as RedisClient)
+    const clientTimeout = commandTimeoutOf(this.client)
+    this.clientTimesOut = clientTimeout !== undefined
+    this.timeoutMs = clientTimeout ?? timeoutMs
+    // Without a listener ioredis prints every connection error; we count them instead.
+    this.client.on('error', this.onClientError)
+  }
+
+  get stats(): CacheStats {
+    return this.observer.stats
+  }
+
+  on(event: CacheEventName, listener: (event: CacheEvent) => void): this {
+    this.observer.on(event, listener)
+    return this
+  }
+
+  off(event: CacheEventName, listener: (event: CacheEvent) => void): this {
+    this.observer.off(event, listener)
+    return this
+  }
+
+  async get<T = unknown>(key: string): Promise<T | undefined> {
+    const k = this.key(key)
+    if (this.client.status !== 'ready' || this.closed) await this.ready('get', key)
+    const start = performance.now()
+    let bytes: Buffer | null
+    try {
+      bytes = await this.timed(this.client.getBuffer(k), 'get')
+    } catch (error) {
+      throw this.failed('get', error, key)
+    }
+    this.observer.latency(performance.now() - start)
+    if (bytes === null) {
+      this.observer.miss(key)
+      return undefined
+    }
+    this.observer.hit(key)
+    return this.codec.decode(bytes) as T
+  }
+
+  async getEntry<T = unknown>(key: string): Promise<CacheEntry<T> | undefined> {
+    const k = this.key(key)
+    if (this.blocked) await this.ready('getEntry', key)
+    const reply = (await this.call('getEntry', key, GET_ENTRY.run(this.client, k, NO_ARGS))) as
+      | [Buffer, number]
+      | null
+    if (reply === null) {
+      this.observer.miss(key)
+      return undefined
+    }
+    this.observer.hit(key)
+    const value = this.codec.decode(reply[0]) as T
+    return reply[1] >= 0 ? { value, expiresAt: Date.now() + reply[1] } : { value }
+  }
+
+  async set(key: string, value: unknown, ttl?: Duration): Promise<void> {
+    const k = this.key(key)
+    const ms = this.ttlMs(ttl)
+    const bytes = this.codec.encode(value)
+    if (this.client.status !== 'ready' || this.closed) await this.ready('set', key)
+    const start = performance.now()
+    try {
+      await this.timed(
+        ms === undefined ? this.client.set(k, bytes) : this.client.set(k, bytes, 'PX', ms),
+        'set',
+      )
+    } catch (error) {
+      throw this.failed('set', error, key)
+    }
+    this.observer.latency(performance.now() - start)
+    this.observer.set(key)
+  }
+
+  async add(key: string, value: unknown, ttl?: Duration): Promise<boolean> {
+    const k = this.key(key)
+    const ms = this.ttlMs(ttl)
+    const bytes = this.codec.encode(value)
+    if (this.blocked) await this.ready('add', key)
+    const reply = await this.call(
+      'add',
+      key,
+      ms === undefined ? this.client.set(k, bytes, 'NX') : this.client.set(k, bytes, 'PX', ms, 'NX'),
+    )
+    if (reply === null) return false
+    this.observer.set(key)
+    return true
+  }
+
+  async delete(key: string): Promise<boolean> {
+    const k = this.key(key)
+    if (this.blocked) await this.ready('delete', key)
+    const removed = (await this.call('delete', key, this.client.unlink(k))) === 1
+    if (removed) this.observer.delete(key)
+    return removed
+  }
+
+  async has(key: string): Promise<boolean> {
+    const k = this.key(key)
+    if (this.blocked) await this.ready('has', key)
+    return (await this.call('has', key, this.client.exists(k))) === 1
+  }
+
+  /**
+   * Removes every key of this namespace with `SCAN MATCH namespace:*` and `UNLINK`, on every
+   * master of a cluster. Never `FLUSHDB`. Refuses to run without a namespace.
+   */
+  async clear(): Promise<void> {
+    if (this.namespace === undefined) {
+      throw new CacheConfigError(
+        'namespace',
+        'clear() needs a namespace: without one it would delete every key in the database',
+      )
+    }
+    if (this.blocked) await this.ready('clear')
+    const pattern = `${escapeGlob(this.namespace)}:*`
+    const cluster = this.client.isCluster
+    const masters = cluster ? (this.client as Cluster).nodes('master') : [this.client as Redis]
+    await this.call(
+      'clear',
+      undefined,
+      Promise.all(masters.map((node) => this.clearNode(node, pattern, cluster))),
+    )
+  }
+
+  async incr(key: string, by = 1, ttl?: Duration): Promise<number> {
+    assertIncrement(by)
+    const k = this.key(key)
+    const ms = this.ttlMs(ttl)
+    if (this.blocked) await this.ready('incr', key)
+    const reply = await this.call('incr', key, INCR.run(this.client, k, [by, ms ?? '']))
+    if (!Number.isSafeInteger(reply))
+      throw new RangeError(`incr: the counter "${key}" is past Number.MAX_SAFE_INTEGER`)
+    this.observer.set(key)
+    return reply as number
+  }
+
+  /**
+   * Optimistic read-modify-write: read, run `fn`, then write only if the key still holds what was
+   * read (a Lua compare-and-set); on conflict `fn` runs again with the newer value, up to
+   * `maxAttempts` times. Calls for one key in this process wait for each other first, so only
+   * other processes can cause a conflict.
+   */
+  atomicUpdate<T>(key: string, fn: (current: T | undefined) => T | Promise<T>, ttl?: Duration): Promise<T> {
+    const k = this.key(key)
+    const ms = this.ttlMs(ttl)
+    return this.queue.run(k, async () => {
+      if (this.blocked) await this.ready('atomicUpdate', key)
+      let current = (await this.call('atomicUpdate', key, this.client.getBuffer(k))) as Buffer | null
+      for (let attempt = 1; ; attempt++) {
+        const next = await fn(current === null ? undefined : (this.codec.decode(current) as T))
+        const expected = current === null ? '' : sha1(current)
+        if (this.blocked) await this.ready('atomicUpdate', key)
+        const script = COMPARE_AND_SET.run(this.client, k, [expected, this.codec.encode(next), ms ?? ''])
+        const reply = (await this.call('atomicUpdate', key, script)) as [number, Buffer?]
+        if (reply[0] === 1) {
+          this.observer.set(key)
+          return next
+        }
+        if (attempt >= this.maxAttempts) throw new CacheConflictError(key, attempt)
+        current = reply[1] ?? null
+        // Several processes retrying in lockstep would collide again: spread them out.
+        if (attempt > 2) await sleep(Math.random() * Math.min(attempt, 20))
+      }
+    })
+  }
+
+  async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
+    const out = new Array<T | undefined>(keys.length).fill(undefined)
+    if (keys.length === 0) return out
+    const full = keys.map((key) => this.key(key))
+    const batches = await this.batch('getMany', full, (pipeline, positions) => {
+      pipeline.mgetBuffer(positions.map((i) => full[i]!))
+    })
+    for (const { groups, replies } of batches) {
+      for (let g = 0; g < groups.length; g++) {
+        const values = replies[g] as (Buffer | null)[]
+        const positions = groups[g]!
+        for (let j = 0; j < positions.length; j++) {
+          const i = positions[j]!
+          const bytes = values[j]
+          if (bytes === null || bytes === undefined) this.observer.miss(keys[i]!)
+          else {
+            this.observer.hit(keys[i]!)
+            out[i] = this.codec.decode(bytes) as T
+          }
+        }
+      }
+    }
+    return out
+  }
+
+  async setMany(items: readonly SetManyItem[]): Promise<void> {
+    if (items.length === 0) return
+    // Check and encode everything first, so a bad item stores nothing.
+    const full = items.map((item) => this.key(item.key))
+    const ttls = items.map((item) => this.ttlMs(item.ttl))
+    const values = items.map((item) => this.codec.encode(item.value))
+    await this.batch('setMany', full, (pipeline, positions) => {
+      for (const i of positions) {
+        const ms = ttls[i]
+        if (ms === undefined) pipeline.set(full[i]!, values[i]!)
+        else pipeline.set(full[i]!, values[i]!, 'PX', ms)
+      }
+    })
+    for (const item of items) this.observer.set(item.key)
+  }
+
+  async deleteMany(keys: readonly string[]): Promise<number> {
+    if (keys.length === 0) return 0
+    const full = keys.map((key) => this.key(key))
+    // One UNLINK per key (still one round trip per node) tells which keys were removed.
+    const batches = await this.batch('deleteMany', full, (pipeline, positions) => {
+      for (const i of positions) pipeline.unlink(full[i]!)
+    })
+    let removed = 0
+    for (const { groups, replies } of batches) {
+      let r = 0
+      for (const positions of groups) {
+        for (const i of positions) {
+          if (replies[r++] === 1) {
+            removed++
+            this.observer.delete(keys[i]!)
+          }
+        }
+      }
+    }
+    return removed
+  }
+
+  /** Idempotent. Quits a client this backend created; a client passed in is left open. */
+  close(): Promise<void> {
+    this.closing ??= this.shutdown()
+    return this.closing
+  }
+
+  private async shutdown(): Promise<void> {
+    this.closed = true
+    if (!this.owned) {
+      this.client.off('error', this.onClientError)
+      return
+    }
+    try {
+      if (this.client.status !== 'ready') throw new Error('not connected')
+      await this.timed(this.client.quit(), 'close')
+    } catch {
+      this.client.disconnect()
+    }
+  }
+
+  private readonly onClientError = (error: unknown): void => {
+    this.observer.error('connection', translateError(error, 'connection', this.timeoutMs))
+  }
+
+  /** Awaits one command sent after {@link ready}: measures it and translates its failure. */
+  private async call<T>(operation: string, key: string | undefined, command: Promise<T>): Promise<T> {
+    const start = performance.now()
+    try {
+      const reply = await this.timed(command, operation)
+      this.observer.latency(performance.now() - start)
+      return reply
+    } catch (error) {
+      throw this.failed(operation, error, key)
+    }
+  }
+
+  /** True when a command cannot be sent right now: see {@link ready}. */
+  private get blocked(): boolean {
+    return this.client.status !== 'ready' || this.closed
+  }
+
+  /**
+   * Waits, at most the operation timeout, for a connection that is being established (a new
+   * backend, a reconnect attempt under way). A client that is down between attempts fails at
+   * once: waiting out the reconnect window is what fail-fast avoids.
+   */
+  private async ready(operation: string, key?: string): Promise<void> {
+    if (this.closed) throw this.failed(operation, new CacheClosedError('redis'), key)
+    const client = this.client
+    const status = client.status
+    if (status === 'ready') return
+    if (status === 'wait') client.connect().catch(noop)
+    if (status === 'wait' || status === 'connecting' || status === 'connect') {
+      this.readySignal ??= new Promise<boolean>((resolve) => {
+        const settle = (ok: boolean) => () => {
+          client.off('ready', onReady).off('close', onClose).off('end', onClose)
+          this.readySignal = undefined
+          resolve(ok)
+        }
+        const onReady = settle(true)
+        const onClose = settle(false)
+        client.once('ready', onReady).once('close', onClose).once('end', onClose)
+      })
+      let timer: NodeJS.Timeout | undefined
+      const expired = new Promise<boolean>((resolve) => {
+        timer = setTimeout(resolve, this.timeoutMs, false)
+      })
+      const ok = await Promise.race([this.readySignal, expired])
+      clearTimeout(timer)
+      if (ok) return
+      if (this.client.status !== 'ready') {
+        const error = new CacheTimeoutError(
+          'redis',
+          `${operation} (waiting for the connection)`,
+          this.timeoutMs,
+        )
+        throw this.failed(
+          operation,
+          client.status === 'connecting' || client.status === 'connect' ? error : notConnected(client),
+          key,
+        )
+      }
+      return
+    }
+    throw this.failed(operation, notConnected(client), key)
+  }
+
+  private failed(operation: string, error: unknown, key: string | undefined): Error {
+    const translated = translateError(error, operation, this.timeoutMs, key)
+    this.observer.error(operation, translated, key)
+    return translated
+  }
+
+  /** The command's own promise when the client times commands out; else one raced with a timer. */
+  private timed<T>(command: Promise<T>, operation: string): Promise<T> {
+    if (this.clientTimesOut) return command
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new CacheTimeoutError('redis', operation, this.timeoutMs)),
+        this.timeoutMs,
+      )
+      command.then(
+        (value) => {
+          clearTimeout(timer)
+          resolve(value)
+        },
+        (error) => {
+          clearTimeout(timer)
+          reject(error)
+        },
+      )
+    })
+  }
+
+  private key(key: string): string {
+    if (typeof key !== 'string') assertKey(key)
+    return this.prefix + key
+  }
+
+  private ttlMs(ttl: Duration | undefined): number | undefined {
+    const ms = ttl === undefined ? this.defaultTtlMs : ttlToMs(ttl)
+    if (ms !== undefined && ms > MAX_TTL_MS) throw new RangeError(`ttl: ${String(ttl)} is too long for Redis`)
+    return ms
+  }
+
+  /**
+   * Sends commands for many keys: one pipeline per node (a single node: one pipeline), `add`
+   * called once per hash slot group. Replies come back flat, in the order the commands were added.
+   */
+  private async batch(
+    operation: string,
+    keys: string[],
+    add: (pipeline: ChainableCommander, positions: number[]) => void,
+  ): Promise<{ groups: number[][]; replies: unknown[] }[]> {
+    if (this.blocked) await this.ready(operation)
+    const perNode: number[][][] = this.client.isCluster
+      ? [...groupByNodeAndSlot(this.client as Cluster, keys).values()].map((slots) => [...slots.values()])
+      : [[keys.map((_, i) => i)]]
+    const run = async (groups: number[][]) => {
+      const pipeline = this.client.pipeline()
+      for (const positions of groups) add(pipeline, positions)
+      const results = (await pipeline.exec()) ?? []
+      const replies = new Array<unknown>(results.length)
+      for (let i = 0; i < results.length; i++) {
+        const [error, reply] = results[i]!
+        if (error) throw error
+        replies[i] = reply
+      }
+      return { groups, replies }
+    }
+    return this.call(operation, undefined, Promise.all(perNode.map(run)))
+  }
+
+  private async clearNode(node: Redis, pattern: string, cluster: boolean): Promise<void> {
+    let cursor = '0'
+    do {
+      const [next, keys] = await this.timed(
+        node.scanBuffer(cursor, 'MATCH', pattern, 'COUNT', this.scanCount),
+        'clear',
+      )
+      cursor = next.toString()
+      if (keys.length === 0) continue
+      if (!cluster) {
+        await this.timed(node.unlink(...keys), 'clear')
+        continue
+      }
+      // Keys of one node may still hash to different slots: one UNLINK each, pipelined.
+      const pipeline = node.pipeline()
+      for (const key of keys) pipeline.unlink(key)
+      for (const [error] of (await this.timed(pipeline.exec(), 'clear')) ?? []) if (error) throw error
+    } while (cursor !== '0')
+  }
+}
+
+/** A cache on Redis: `redisBackend('redis://localhost:6379', { namespace: 'app' })`. See {@link RedisBackendOptions}. */
+export function redisBackend(connection?: RedisConnection, options?: RedisBackendOptions): RedisBackend {
+  return new RedisBackend(connection, options)
+}
+
+function notConnected(client: RedisClient): CacheUnavailableError {
+  return new CacheUnavailableError('redis', `redis: not connected (${client.status})`)
+}
+
+/** `MATCH` treats `* ? [ ] \\` as glob syntax: escape them so a namespace matches literally. */
+export function escapeGlob(text: string): string {
+  return text.replace(/[*?[\]\\]/g, '\\$&')
+}
+
+function milliseconds(value: number | string | undefined, fallback: number, what: string): number {
+  if (value === undefined) return fallback
+  if (typeof value === 'number') {
+    if (!(value > 0) || !Number.isFinite(value))
+      throw new RangeError(`${what}: ${value} is not a positive number of ms`)
+    return Math.ceil(value)
+  }
+  return parseDuration(value, what)
+}
+
+function positiveInteger(value: number, what: string): number {
+  if (!Number.isSafeInteger(value) || value < 1)
+    throw new RangeError(`${what}: ${String(value)} is not a positive whole number`)
+  return value
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms))
+}
+
+function noop(): void {}

@@ -1,0 +1,145 @@
+import type { ConnectionOptions } from 'node:tls'
+import { Cluster, type ClusterNode, type ClusterOptions, Redis, type RedisOptions } from 'ioredis'
+import { parseRedisUrl } from './url.js'
+
+/** A client of either kind: commands are the same, `isCluster` tells them apart. */
+export type RedisClient = Redis | Cluster
+
+/** Options that build a Redis Cluster client: the seed nodes plus any ioredis `ClusterOptions`. */
+export interface RedisClusterConnection extends ClusterOptions {
+  /** Seed nodes, e.g. `[{ host: '10.0.0.1', port: 6379 }]`: the others are discovered. */
+  cluster: ClusterNode[]
+}
+
+/**
+ * What to connect to: a URL (see the README for the forms), ioredis options (single node, or
+ * Sentinel with `sentinels` and `name`), cluster options, or a client you built yourself.
+ */
+export type RedisConnection = string | RedisOptions | RedisClusterConnection | Redis | Cluster
+
+/** How the clients we build behave when Redis is down. */
+export interface ConnectionSettings {
+  /** Per-command timeout in ms (ioredis `commandTimeout`). */
+  timeoutMs: number
+  /** TCP connect (and TLS handshake) timeout in ms. */
+  connectTimeoutMs: number
+  /** Longest wait between reconnection attempts in ms; they go on forever. */
+  maxReconnectDelayMs: number
+  /** TLS settings, e.g. `{ ca }`; also turns TLS on for `redis://` URLs and option objects. */
+  tls: ConnectionOptions | undefined
+  /** More ioredis options for single-node and Sentinel connections; they win over ours. */
+  redisOptions: RedisOptions | undefined
+  /** More ioredis options for cluster connections; they win over ours. */
+  clusterOptions: ClusterOptions | undefined
+}
+
+/** True for an ioredis `Redis` or `Cluster` instance (also from another copy of ioredis). */
+export function isRedisClient(value: unknown): value is RedisClient {
+  if (value instanceof Redis || value instanceof Cluster) return true
+  const v = value as Partial<Redis> | null
+  return (
+    typeof v?.sendCommand === 'function' && typeof v.status === 'string' && typeof v.duplicate === 'function'
+  )
+}
+
+/** The ioredis options that make a client fail fast instead of queueing while Redis is down. */
+export function failFastOptions(
+  settings: Pick<ConnectionSettings, 'timeoutMs' | 'connectTimeoutMs' | 'maxReconnectDelayMs'>,
+): RedisOptions {
+  const cap = settings.maxReconnectDelayMs
+  return {
+    // A command sent while disconnected is rejected at once, not parked until the reconnect.
+    enableOfflineQueue: false,
+    commandTimeout: settings.timeoutMs,
+    connectTimeout: settings.connectTimeoutMs,
+    maxRetriesPerRequest: 1,
+    // A command in flight when the connection drops may or may not have run: never send it
+    // twice (an INCRBY would count twice); the caller gets an error instead.
+    autoResendUnfulfilledCommands: false,
+    // Reconnect forever, backing off to at most `cap` ms, with jitter so many clients do not
+    // stampede a restarted server.
+    retryStrategy: (attempt: number) =>
+      Math.min(cap, 50 * 2 ** Math.min(attempt, 10)) * (0.75 + Math.random() / 4),
+    sentinelRetryStrategy: (attempt: number) => Math.min(cap, 50 * 2 ** Math.min(attempt, 10)),
+  }
+}
+
+/** Builds the client a connection describes, with fail-fast settings under the caller's own options. */
+export function createClient(
+  connection: Exclude<RedisConnection, Redis | Cluster>,
+  settings: ConnectionSettings,
+): RedisClient {
+  const base = failFastOptions(settings)
+  if (typeof connection === 'string') {
+    const url = parseRedisUrl(connection)
+    const tls = url.tls || settings.tls ? { ...settings.tls } : undefined
+    const common: RedisOptions = {
+      ...(url.auth.username === undefined ? {} : { username: url.auth.username }),
+      ...(url.auth.password === undefined ? {} : { password: url.auth.password }),
+      ...(url.query.connectionName === undefined ? {} : { connectionName: url.query.connectionName }),
+      ...(url.query.family === undefined ? {} : { family: url.query.family }),
+      ...(tls ? { tls } : {}),
+    }
+    if (url.mode === 'cluster') return buildCluster(url.nodes, base, common, {}, settings)
+    if (url.mode === 'sentinel') {
+      return new Redis({
+        ...base,
+        ...common,
+        sentinels: url.sentinels,
+        name: url.name,
+        db: url.db,
+        ...(url.query.sentinelUsername === undefined ? {} : { sentinelUsername: url.query.sentinelUsername }),
+        ...(url.query.sentinelPassword === undefined ? {} : { sentinelPassword: url.query.sentinelPassword }),
+        ...(tls ? { enableTLSForSentinelMode: true, sentinelTLS: tls } : {}),
+        ...settings.redisOptions,
+      })
+    }
+    return new Redis({
+      ...base,
+      ...common,
+      host: url.host,
+      port: url.port,
+      db: url.db,
+      ...settings.redisOptions,
+    })
+  }
+  const tls = settings.tls ? { tls: settings.tls } : {}
+  if ('cluster' in connection && Array.isArray(connection.cluster)) {
+    const { cluster: nodes, ...clusterOptions } = connection
+    return buildCluster(nodes, base, tls, clusterOptions, settings)
+  }
+  return new Redis({ ...base, ...tls, ...settings.redisOptions, ...(connection as RedisOptions) })
+}
+
+function buildCluster(
+  nodes: ClusterNode[],
+  base: RedisOptions,
+  common: RedisOptions,
+  given: ClusterOptions,
+  settings: ConnectionSettings,
+): Cluster {
+  const cap = settings.maxReconnectDelayMs
+  const options: ClusterOptions = {
+    enableOfflineQueue: false,
+    clusterRetryStrategy: (attempt: number) => Math.min(cap, 50 * 2 ** Math.min(attempt, 10)),
+    slotsRefreshTimeout: Math.max(1000, settings.timeoutMs),
+    ...settings.clusterOptions,
+    ...given,
+    redisOptions: {
+      ...base,
+      ...common,
+      ...settings.clusterOptions?.redisOptions,
+      ...given.redisOptions,
+    },
+  }
+  return new Cluster(nodes, options)
+}
+
+/** The per-command timeout a client enforces by itself, if any. */
+export function commandTimeoutOf(client: RedisClient): number | undefined {
+  const options = (client.isCluster ? (client as Cluster).options.redisOptions : (client as Redis).options) as
+    | RedisOptions
+    | undefined
+  const timeout = options?.commandTimeout
+  return typeof timeout === 'number' && timeout > 0 ? timeout : undefined
+}

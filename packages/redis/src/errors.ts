@@ -1,0 +1,31 @@
+import {
+  CacheError,
+  CacheNotANumberError,
+  CacheTimeoutError,
+  CacheUnavailableError,
+  isCacheError,
+} from '@cache/core'
+
+/** Replies that mean "this server cannot serve you right now", not "your command is wrong". */
+const UNAVAILABLE_REPLY =
+  /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|NOAUTH|WRONGPASS|NOPERM|OOM)\b/
+
+/**
+ * Turns what ioredis rejected with into the @cache error family, keeping it as `cause`:
+ * a command timeout becomes {@link CacheTimeoutError}, a down, unreachable or not-ready server
+ * {@link CacheUnavailableError}, and a reply error about the data (e.g. INCRBY on text) a
+ * plain {@link CacheError}.
+ */
+export function translateError(error: unknown, operation: string, timeoutMs: number, key?: string): Error {
+  if (isCacheError(error)) return error as Error
+  const message = (error as Error | undefined)?.message ?? String(error)
+  if (message === 'Command timed out')
+    return new CacheTimeoutError('redis', operation, timeoutMs, { cause: error })
+  if ((error as Error | undefined)?.name === 'ReplyError') {
+    if (/not an integer|out of range/.test(message) && key !== undefined && operation === 'incr')
+      return new CacheNotANumberError(key)
+    if (!UNAVAILABLE_REPLY.test(message))
+      return new CacheError(`redis: ${operation} failed: ${message}`, { cause: error })
+  }
+  return new CacheUnavailableError('redis', `redis: ${operation} failed: ${message}`, { cause: error })
+}

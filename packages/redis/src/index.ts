@@ -1,0 +1,10 @@
+export { escapeGlob, RedisBackend, type RedisBackendOptions, redisBackend } from './backend.js'
+export {
+  type ConnectionSettings,
+  failFastOptions,
+  isRedisClient,
+  type RedisClient,
+  type RedisClusterConnection,
+  type RedisConnection,
+} from './client.js'
+export { type ParsedRedisUrl, parseRedisUrl, type RedisHost, redactUrl } from './url.js'
