@@ -1,0 +1,90 @@
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
+import type { CacheEvent, CacheEventName, CacheStats, Duration } from '@cache/core'
+import { type CacheResponseOptions, prefixVersionKey, resolveOptions } from './options.js'
+import { urlKey } from './request-key.js'
+import { ResponseCache } from './response-cache.js'
+
+type Handler = (req: any, res: any, next?: any) => unknown
+
+/**
+ * What `cacheResponse(options)` returns: Express middleware, a handler wrapper, and a method
+ * decorator (TC39 standard and legacy `experimentalDecorators`) in one function, plus
+ * invalidation and stats for the responses it stores.
+ */
+export interface ResponseCacheHandler {
+  /** As middleware: `app.get('/path', cacheResponse({ ttl: 60 }), handler)`. */
+  (req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void): void
+  /** As a wrapper: `app.get('/path', cacheResponse({ ttl: 60 })(handler))`. */
+  <H extends Handler>(handler: H): H
+  /** As a TC39 standard method decorator. */
+  <H extends Handler>(method: H, context: ClassMethodDecoratorContext): H
+  /** As a legacy (`experimentalDecorators`) method decorator. */
+  (target: object, propertyKey: string | symbol, descriptor: PropertyDescriptor): PropertyDescriptor
+  /** Hits, misses, sets and backend errors of this cache. */
+  readonly stats: CacheStats
+  on(event: CacheEventName, listener: (event: CacheEvent) => void): void
+  off(event: CacheEventName, listener: (event: CacheEvent) => void): void
+  /** The backend key of a request (`undefined` when it would bypass for a malformed host). */
+  keyFor(req: IncomingMessage): string | undefined
+  /**
+   * Removes the stored response for a URL (`https://host/path?query`, or a path with `host`),
+   * every variant included. `headers` give the values of the `vary` request headers. `true` if
+   * something was removed.
+   */
+  invalidate(url: string, options?: { host?: string; headers?: IncomingHttpHeaders }): Promise<boolean>
+  /** Removes the stored response for a key built by the `key` option (without `keyPrefix`). */
+  invalidateKey(key: string): Promise<boolean>
+  /** Invalidates every response stored under this `keyPrefix`, in every process sharing the backend. */
+  clear(): Promise<void>
+}
+
+/**
+ * Caches whole HTTP responses (GET, with HEAD answered from the GET entry). Usable as
+ * middleware, as a handler wrapper and as a decorator on controller methods. `options` may be a
+ * TTL alone: `cacheResponse(60)`, `cacheResponse('5m')`. See {@link CacheResponseOptions}.
+ */
+export function cacheResponse(options: CacheResponseOptions | Duration = {}): ResponseCacheHandler {
+  const engine = new ResponseCache(resolveOptions(options))
+  const { settings } = engine
+
+  const wrap = <H extends Handler>(handler: H): H => {
+    const wrapped = function (this: unknown, req: IncomingMessage, res: ServerResponse, next?: unknown) {
+      return engine.handle(req, res, () => handler.call(this, req, res, next))
+    }
+    Object.defineProperty(wrapped, 'name', { value: handler.name, configurable: true })
+    return wrapped as unknown as H
+  }
+
+  const cacheHandler = ((a: any, b?: any, c?: any): any => {
+    if (typeof b === 'string' || typeof b === 'symbol') {
+      // Legacy decorator: (prototype, propertyKey, descriptor) => descriptor
+      if (typeof c?.value !== 'function') throw new TypeError('@cacheResponse() decorates methods')
+      c.value = wrap(c.value)
+      return c
+    }
+    if (typeof a === 'function') {
+      if (b !== undefined && typeof b === 'object' && 'kind' in b && b.kind !== 'method') {
+        throw new TypeError(`@cacheResponse() decorates methods, not ${String(b.kind)}s`)
+      }
+      // A TC39 standard decorator (method, context) or a wrapper (handler).
+      return wrap(a)
+    }
+    // Middleware: (req, res, next)
+    const result = engine.handle(a, b, () => c())
+    if (result !== undefined && typeof (result as Promise<unknown>).then === 'function') {
+      ;(result as Promise<unknown>).then(undefined, c)
+    }
+  }) as ResponseCacheHandler
+
+  Object.defineProperty(cacheHandler, 'stats', { get: () => engine.observer.stats })
+  cacheHandler.on = (event, listener) => void engine.observer.on(event, listener)
+  cacheHandler.off = (event, listener) => void engine.observer.off(event, listener)
+  cacheHandler.keyFor = (req) => engine.keyFor(req)
+  cacheHandler.invalidate = (url, opts = {}) =>
+    engine.backend().delete(urlKey(url, settings.keyPrefix, { ...opts, vary: settings.vary }))
+  cacheHandler.invalidateKey = (key) => engine.backend().delete(`${settings.keyPrefix}:${key}`)
+  cacheHandler.clear = async () => {
+    await engine.backend().incr(prefixVersionKey(settings.keyPrefix))
+  }
+  return cacheHandler
+}

@@ -1,0 +1,5 @@
+export { cacheResponse, cacheResponse as cache, type ResponseCacheHandler } from './cache-response.js'
+export { type InvalidateOptions, invalidateResponse, invalidateResponsePrefix } from './invalidate.js'
+export type { CacheResponseOptions } from './options.js'
+export type { StoredResponse } from './stored-response.js'
+export { invalidateTags } from '@cache/core'

@@ -1,0 +1,48 @@
+import type { IncomingHttpHeaders } from 'node:http'
+import { type CacheBackend, getBackend, type MinimalBackend, toBackend } from '@cache/core'
+import { prefixVersionKey } from './options.js'
+import { urlKey } from './request-key.js'
+
+/** Where and under which prefix to invalidate. */
+export interface InvalidateOptions {
+  /** Default: the configured default cache (`getBackend()`). */
+  backend?: CacheBackend | MinimalBackend
+  /** The `keyPrefix` the responses were cached under. Default: `'http'`. */
+  keyPrefix?: string
+}
+
+/**
+ * Removes the stored response for a URL (`https://example.com/a?b=1`, or a path with `host`),
+ * every variant included. Give `headers` and `vary` when the middleware keyed on request headers.
+ * `true` if something was removed.
+ */
+export async function invalidateResponse(
+  url: string,
+  options: InvalidateOptions & {
+    host?: string
+    headers?: IncomingHttpHeaders
+    vary?: readonly string[]
+  } = {},
+): Promise<boolean> {
+  const key = urlKey(url, options.keyPrefix ?? 'http', {
+    host: options.host,
+    headers: options.headers,
+    vary: [...(options.vary ?? [])].map((n) => n.toLowerCase()).sort(),
+  })
+  return backendOf(options).delete(key)
+}
+
+/**
+ * Invalidates every response cached under `prefix` or under a longer prefix that starts with its
+ * segments (`api` reaches `api` and `api:users`, not `apiv2`). One `incr` of a generation counter,
+ * whatever the number of entries; works across processes sharing the backend.
+ */
+export async function invalidateResponsePrefix(prefix: string, options: { backend?: CacheBackend } = {}) {
+  if (typeof prefix !== 'string' || prefix === '')
+    throw new TypeError('invalidateResponsePrefix: expected a prefix')
+  await backendOf(options).incr(prefixVersionKey(prefix))
+}
+
+function backendOf(options: { backend?: CacheBackend | MinimalBackend }): CacheBackend {
+  return options.backend === undefined ? getBackend() : toBackend(options.backend)
+}

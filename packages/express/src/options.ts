@@ -1,0 +1,156 @@
+import {
+  type CacheBackend,
+  type Duration,
+  CacheConfigError,
+  type MinimalBackend,
+  parseDuration,
+  parseSize,
+  type Size,
+  toBackend,
+} from '@cache/core'
+import type { IncomingMessage } from 'node:http'
+
+/** Options of {@link cacheResponse}. Every option is optional; the defaults are safe. */
+export interface CacheResponseOptions<Req extends IncomingMessage = any> {
+  /** How long a stored response is fresh: seconds or a duration string (`'5m'`). Default: 60 s. */
+  ttl?: Duration
+  /**
+   * Where responses are stored. Default: the configured default cache (`getBackend()` from
+   * @cache/core), resolved on each request so `configureCache()` may run after the app is built.
+   */
+  backend?: CacheBackend | MinimalBackend
+  /**
+   * First segment of every key, and the unit of {@link invalidateResponsePrefix}: segments are
+   * separated by `:`, so invalidating `api` also invalidates `api:users`. Default: `'http'`.
+   */
+  keyPrefix?: string
+  /**
+   * Request header names whose values become part of the key (e.g. `['accept-language']`).
+   * A response's own `Vary` header is honoured as well, without listing it here. Default: none.
+   */
+  vary?: readonly string[]
+  /**
+   * Builds the key (after `keyPrefix`) from the request, replacing host + path + sorted query +
+   * `vary` headers. Default: that built-in key.
+   */
+  key?: (req: Req) => string
+  /**
+   * Statuses that may be stored: a list or a predicate. 5xx responses are never stored.
+   * Default: 2xx except 204 and 206.
+   */
+  statuses?: readonly number[] | ((status: number) => boolean)
+  /** Largest body stored, in bytes or a size string (`'512KB'`); larger ones pass through. Default: 1 MB. */
+  maxBodySize?: Size
+  /**
+   * Cache requests that carry `Authorization`. Only safe when the response does not depend on
+   * who asks (add `'authorization'` to `vary` otherwise). Default: false (such requests bypass).
+   */
+  allowAuthorized?: boolean
+  /**
+   * Cache requests that carry `Cookie`. Only safe when the response does not depend on the
+   * cookies (add `'cookie'` to `vary` otherwise). Default: false (such requests bypass).
+   */
+  allowCookies?: boolean
+  /**
+   * After `ttl`, keep serving the stale response for this long (seconds or a duration string)
+   * while one background request refreshes it. Default: off.
+   */
+  staleWhileRevalidate?: Duration
+  /** Tags for invalidation (`invalidateTags` from @cache/core): a list, or a function of the request. */
+  tags?: readonly string[] | ((req: Req) => readonly string[])
+  /**
+   * The header that reports hits and misses: `'cache-status'` (RFC 9211, e.g. `@cache; hit; ttl=42`),
+   * `'x-cache'` (`HIT` / `MISS` / `BYPASS`), or `false` for none. Default: `'cache-status'`.
+   */
+  statusHeader?: 'cache-status' | 'x-cache' | false
+  /** The cache's name in `Cache-Status`. Default: `'@cache'`. */
+  cacheName?: string
+  /** Add a strong `ETag` (hash of the body) to stored responses that have none. Default: true. */
+  etag?: boolean
+  /** Clock in epoch ms, for tests. Default: `Date.now`. */
+  now?: () => number
+}
+
+/** Options resolved once, when the middleware is built. */
+export interface Settings {
+  ttlMs: number
+  swrMs: number | undefined
+  backend: CacheBackend | undefined
+  keyPrefix: string
+  /** Version keys of the prefix generations, outermost first. */
+  prefixVersionKeys: string[]
+  vary: string[]
+  key: ((req: any) => string) | undefined
+  storable: (status: number) => boolean
+  maxBodySize: number
+  allowAuthorized: boolean
+  allowCookies: boolean
+  tags: ((req: any) => readonly string[]) | undefined
+  statusHeader: 'cache-status' | 'x-cache' | false
+  cacheName: string
+  etag: boolean
+  now: () => number
+}
+
+const DEFAULT_MAX_BODY = 1024 * 1024
+
+export function resolveOptions(options: CacheResponseOptions | Duration = {}): Settings {
+  const opts: CacheResponseOptions = typeof options === 'object' ? options : { ttl: options }
+  const keyPrefix = opts.keyPrefix ?? 'http'
+  if (typeof keyPrefix !== 'string' || keyPrefix.length === 0) {
+    throw new CacheConfigError('keyPrefix', `expected a non-empty string, got ${JSON.stringify(keyPrefix)}`)
+  }
+  const statusHeader = opts.statusHeader ?? 'cache-status'
+  if (statusHeader !== false && statusHeader !== 'cache-status' && statusHeader !== 'x-cache') {
+    throw new CacheConfigError(
+      'statusHeader',
+      `expected 'cache-status', 'x-cache' or false, got ${String(statusHeader)}`,
+    )
+  }
+  const tags = opts.tags
+  return {
+    ttlMs: parseDuration(opts.ttl ?? 60, 'ttl'),
+    swrMs:
+      opts.staleWhileRevalidate === undefined
+        ? undefined
+        : parseDuration(opts.staleWhileRevalidate, 'staleWhileRevalidate'),
+    backend: opts.backend === undefined ? undefined : toBackend(opts.backend),
+    keyPrefix,
+    prefixVersionKeys: prefixVersionKeys(keyPrefix),
+    vary: [...new Set((opts.vary ?? []).map((name) => name.toLowerCase()))].sort(),
+    key: opts.key,
+    storable: storablePredicate(opts.statuses),
+    maxBodySize:
+      opts.maxBodySize === undefined ? DEFAULT_MAX_BODY : parseSize(opts.maxBodySize, 'maxBodySize'),
+    allowAuthorized: opts.allowAuthorized ?? false,
+    allowCookies: opts.allowCookies ?? false,
+    tags: tags === undefined ? undefined : typeof tags === 'function' ? tags : () => tags,
+    statusHeader,
+    cacheName: opts.cacheName ?? '@cache',
+    etag: opts.etag ?? true,
+    now: opts.now ?? Date.now,
+  }
+}
+
+/** `api:users` has the generations of `api` and `api:users`: invalidating either reaches it. */
+export function prefixVersionKeys(keyPrefix: string): string[] {
+  const segments = keyPrefix.split(':')
+  return segments.map((_, i) => prefixVersionKey(segments.slice(0, i + 1).join(':')))
+}
+
+export function prefixVersionKey(prefix: string): string {
+  return `__v:http:${prefix}`
+}
+
+function storablePredicate(statuses: CacheResponseOptions['statuses']): (status: number) => boolean {
+  if (statuses === undefined) return (s) => s >= 200 && s < 300 && s !== 204 && s !== 206
+  if (typeof statuses === 'function') return (s) => s < 500 && statuses(s)
+  if (!Array.isArray(statuses) || statuses.some((s) => !Number.isInteger(s) || s < 100 || s > 599)) {
+    throw new CacheConfigError(
+      'statuses',
+      `expected a list of HTTP status codes, got ${JSON.stringify(statuses)}`,
+    )
+  }
+  const allowed = new Set(statuses)
+  return (s) => s < 500 && allowed.has(s)
+}

@@ -1,0 +1,100 @@
+import { request as httpRequest, type IncomingHttpHeaders, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { createCodec, defineBackend, type CacheBackend } from '@cache/core'
+import { MemoryBackend } from '@cache/memory'
+import express4 from 'express4'
+import express5 from 'express'
+
+/** Both Express majors the package supports, by name. */
+export const EXPRESS = [
+  ['Express 4', express4 as unknown as typeof express5],
+  ['Express 5', express5],
+] as const
+
+export interface Reply {
+  status: number
+  headers: IncomingHttpHeaders
+  body: Buffer
+}
+
+/** A running app on a free loopback port. */
+export interface Running {
+  url: string
+  port: number
+  request(path: string, options?: { method?: string; headers?: Record<string, string> }): Promise<Reply>
+  close(): Promise<void>
+}
+
+export async function listen(app: { listen: (...args: any[]) => Server }): Promise<Running> {
+  const server = await new Promise<Server>((resolve) => {
+    const s = app.listen(0, '127.0.0.1', () => resolve(s))
+  })
+  const { port } = server.address() as AddressInfo
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    request: (path, options = {}) => request(port, path, options),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections()
+        server.close(() => resolve())
+      }),
+  }
+}
+
+/** A raw HTTP request: the body exactly as sent on the wire (no decompression). */
+export function request(
+  port: number,
+  path: string,
+  options: { method?: string; headers?: Record<string, string> } = {},
+): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest(
+      {
+        host: '127.0.0.1',
+        port,
+        path,
+        method: options.method ?? 'GET',
+        headers: options.headers,
+        agent: false,
+      },
+      (res) => {
+        const chunks: Buffer[] = []
+        res.on('data', (c: Buffer) => chunks.push(c))
+        res.on('end', () =>
+          resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }),
+        )
+        res.on('error', reject)
+      },
+    )
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+/** A backend that keeps values as bytes through the core codec, as a remote store does. */
+export function bytesBackend(): CacheBackend & { raw: Map<string, Buffer> } {
+  const codec = createCodec()
+  const raw = new Map<string, Buffer>()
+  const backend = defineBackend({
+    name: 'bytes',
+    async get(key: string) {
+      const bytes = raw.get(key)
+      return bytes === undefined ? undefined : (codec.decode(bytes) as any)
+    },
+    async set(key: string, value: unknown) {
+      raw.set(key, codec.encode(value))
+    },
+    async delete(key: string) {
+      return raw.delete(key)
+    },
+    async clear() {
+      raw.clear()
+    },
+  })
+  return Object.assign(backend, { raw })
+}
+
+export function memory(now?: () => number): MemoryBackend {
+  return new MemoryBackend(now ? { now } : {})
+}

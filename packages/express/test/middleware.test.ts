@@ -1,0 +1,432 @@
+import { randomBytes } from 'node:crypto'
+import { gunzipSync } from 'node:zlib'
+import compression from 'compression'
+import { afterEach, describe, expect, it } from 'vitest'
+import { cacheResponse } from '../src/index.js'
+import { EXPRESS, listen, memory, type Running } from './http.js'
+
+const running: Running[] = []
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((r) => r.close()))
+})
+async function serve(app: any): Promise<Running> {
+  const r = await listen(app)
+  running.push(r)
+  return r
+}
+
+describe.each(EXPRESS)('%s', (_name, express) => {
+  function counting() {
+    const app = express()
+    const calls = { n: 0 }
+    return { app, calls }
+  }
+
+  it('stores a GET, answers the next GET and a HEAD from it, with Cache-Status and Age', async () => {
+    const { app, calls } = counting()
+    app.get('/items', cacheResponse({ ttl: 60, backend: memory() }), (_req: any, res: any) => {
+      calls.n++
+      res.set('x-custom', 'yes').json({ items: [1, 2, 3] })
+    })
+    const r = await serve(app)
+    const miss = await r.request('/items')
+    expect(miss.status).toBe(200)
+    expect(miss.headers['cache-status']).toBe('@cache; fwd=uri-miss; stored')
+    const hit = await r.request('/items')
+    expect(hit.headers['cache-status']).toMatch(/^@cache; hit; ttl=(59|60)$/)
+    expect(hit.headers.age).toBe('0')
+    expect(hit.headers['x-custom']).toBe('yes')
+    expect(hit.headers['content-type']).toBe(miss.headers['content-type'])
+    expect(hit.body.equals(miss.body)).toBe(true)
+    const head = await r.request('/items', { method: 'HEAD' })
+    expect(head.status).toBe(200)
+    expect(head.headers['content-length']).toBe(String(miss.body.length))
+    expect(head.headers['cache-status']).toMatch(/hit/)
+    expect(head.body.length).toBe(0)
+    expect(calls.n).toBe(1)
+  })
+
+  it('never caches POST, PUT or DELETE', async () => {
+    const { app, calls } = counting()
+    app.all('/thing', cacheResponse({ backend: memory() }), (_req: any, res: any) => {
+      calls.n++
+      res.send(`call ${calls.n}`)
+    })
+    const r = await serve(app)
+    for (const method of ['POST', 'PUT', 'DELETE', 'POST']) {
+      const reply = await r.request('/thing', { method })
+      expect(reply.headers['cache-status']).toBe('@cache; fwd=method')
+    }
+    expect(calls.n).toBe(4)
+    expect((await r.request('/thing')).body.toString()).toBe('call 5')
+    expect((await r.request('/thing')).body.toString()).toBe('call 5')
+  })
+
+  it('stores only 2xx except 204 and 206 by default, and never an error', async () => {
+    const { app, calls } = counting()
+    const mw = cacheResponse({ backend: memory() })
+    app.get('/status/:code', mw, (req: any, res: any) => {
+      calls.n++
+      res.status(Number(req.params.code)).send('x')
+    })
+    app.get('/throws', mw, () => {
+      calls.n++
+      throw new Error('boom')
+    })
+    const r = await serve(app)
+    for (const path of [
+      '/status/404',
+      '/status/500',
+      '/status/204',
+      '/status/206',
+      '/status/301',
+      '/throws',
+    ]) {
+      await r.request(path)
+      await r.request(path)
+    }
+    expect(calls.n).toBe(12)
+    await r.request('/status/201')
+    await r.request('/status/201')
+    expect(calls.n).toBe(13)
+  })
+
+  it('stores the statuses it is told to, but never a 5xx', async () => {
+    const { app, calls } = counting()
+    app.get(
+      '/status/:code',
+      cacheResponse({ backend: memory(), statuses: [200, 404, 500] }),
+      (req: any, res: any) => {
+        calls.n++
+        res.status(Number(req.params.code)).send('x')
+      },
+    )
+    const r = await serve(app)
+    await r.request('/status/404')
+    const hit = await r.request('/status/404')
+    expect(hit.status).toBe(404)
+    expect(hit.headers['cache-status']).toMatch(/hit/)
+    await r.request('/status/500')
+    await r.request('/status/500')
+    expect(calls.n).toBe(3)
+  })
+
+  it('replays a binary body byte for byte', async () => {
+    const { app, calls } = counting()
+    const pdf = randomBytes(50_000)
+    app.get('/report.pdf', cacheResponse({ backend: memory() }), (_req: any, res: any) => {
+      calls.n++
+      res.type('application/pdf').send(pdf)
+    })
+    const r = await serve(app)
+    await r.request('/report.pdf')
+    const hit = await r.request('/report.pdf')
+    expect(hit.headers['content-type']).toBe('application/pdf')
+    expect(hit.headers['content-length']).toBe(String(pdf.length))
+    expect(hit.body.equals(pdf)).toBe(true)
+    expect(calls.n).toBe(1)
+  })
+
+  it('replays a response streamed in several writes, without hop-by-hop headers', async () => {
+    const { app, calls } = counting()
+    const parts = [randomBytes(1000), Buffer.from('middle'), randomBytes(3000)]
+    app.get('/stream', cacheResponse({ backend: memory() }), async (_req: any, res: any) => {
+      calls.n++
+      res.status(203).set({ 'content-type': 'application/octet-stream', 'x-part-count': '3' })
+      for (const part of parts) {
+        res.write(part)
+        await new Promise((resolve) => setTimeout(resolve, 5))
+      }
+      res.end()
+    })
+    const r = await serve(app)
+    const miss = await r.request('/stream')
+    expect(miss.headers['transfer-encoding']).toBe('chunked')
+    const hit = await r.request('/stream')
+    expect(hit.status).toBe(203)
+    expect(hit.headers['x-part-count']).toBe('3')
+    expect(hit.headers['transfer-encoding']).toBeUndefined()
+    expect(hit.headers['content-length']).toBe('4006')
+    expect(hit.body.equals(Buffer.concat(parts))).toBe(true)
+    expect(calls.n).toBe(1)
+  })
+
+  it('replays gzip from compression registered after the cache, per Accept-Encoding', async () => {
+    const { app, calls } = counting()
+    const text = 'compress me '.repeat(500)
+    app.use(cacheResponse({ backend: memory() }))
+    app.use(compression({ threshold: 0 }))
+    app.get('/text', (_req: any, res: any) => {
+      calls.n++
+      res.type('text/plain').send(text)
+    })
+    const r = await serve(app)
+    const gzip = { 'accept-encoding': 'gzip' }
+    const miss = await r.request('/text', { headers: gzip })
+    expect(miss.headers['content-encoding']).toBe('gzip')
+    const hit = await r.request('/text', { headers: gzip })
+    expect(hit.headers['cache-status']).toMatch(/hit/)
+    expect(hit.headers['content-encoding']).toBe('gzip')
+    expect(hit.headers['content-length']).toBe(String(hit.body.length))
+    expect(hit.body.equals(miss.body)).toBe(true)
+    expect(gunzipSync(hit.body).toString()).toBe(text)
+    // A client without gzip is another variant (Vary: Accept-Encoding), never sent gzip.
+    const plain = await r.request('/text', { headers: { 'accept-encoding': 'identity' } })
+    expect(plain.headers['content-encoding']).toBeUndefined()
+    expect(plain.body.toString()).toBe(text)
+    const plainHit = await r.request('/text', { headers: { 'accept-encoding': 'identity' } })
+    expect(plainHit.headers['cache-status']).toMatch(/hit/)
+    expect(plainHit.body.toString()).toBe(text)
+    expect(calls.n).toBe(2)
+  })
+
+  it('replays through compression registered before the cache', async () => {
+    const { app, calls } = counting()
+    const text = 'squeeze '.repeat(500)
+    app.use(compression({ threshold: 0 }))
+    app.get('/text', cacheResponse({ backend: memory() }), (_req: any, res: any) => {
+      calls.n++
+      res.type('text/plain').send(text)
+    })
+    const r = await serve(app)
+    await r.request('/text', { headers: { 'accept-encoding': 'gzip' } })
+    const hit = await r.request('/text', { headers: { 'accept-encoding': 'gzip' } })
+    expect(hit.headers['cache-status']).toMatch(/hit/)
+    expect(hit.headers['content-encoding']).toBe('gzip')
+    expect(gunzipSync(hit.body).toString()).toBe(text)
+    const plain = await r.request('/text', { headers: { 'accept-encoding': 'identity' } })
+    expect(plain.body.toString()).toBe(text)
+    expect(calls.n).toBe(1)
+  })
+
+  it('keys on host, path and sorted query', async () => {
+    const { app, calls } = counting()
+    app.get('/q', cacheResponse({ backend: memory() }), (req: any, res: any) => {
+      calls.n++
+      res.send(`${req.hostname} ${req.originalUrl}`)
+    })
+    const r = await serve(app)
+    const first = await r.request('/q?b=2&a=1')
+    const second = await r.request('/q?a=1&b=2')
+    expect(second.body.equals(first.body)).toBe(true)
+    expect(calls.n).toBe(1)
+    await r.request('/q?a=1&b=3')
+    await r.request('/q?a=1&b=2', { headers: { host: 'other.example' } })
+    expect(calls.n).toBe(3)
+    // The host is normalized: case and a trailing dot do not make new entries.
+    await r.request('/q?a=1&b=2', { headers: { host: 'OTHER.example.' } })
+    expect(calls.n).toBe(3)
+  })
+
+  it('keys on the request headers named in vary', async () => {
+    const { app, calls } = counting()
+    app.get(
+      '/hello',
+      cacheResponse({ backend: memory(), vary: ['Accept-Language'] }),
+      (req: any, res: any) => {
+        calls.n++
+        res.send(req.get('accept-language') === 'fr' ? 'bonjour' : 'hello')
+      },
+    )
+    const r = await serve(app)
+    expect((await r.request('/hello', { headers: { 'accept-language': 'fr' } })).body.toString()).toBe(
+      'bonjour',
+    )
+    expect((await r.request('/hello', { headers: { 'accept-language': 'en' } })).body.toString()).toBe(
+      'hello',
+    )
+    expect((await r.request('/hello', { headers: { 'accept-language': 'fr' } })).body.toString()).toBe(
+      'bonjour',
+    )
+    expect(calls.n).toBe(2)
+  })
+
+  it('uses key(req) instead of the built-in key', async () => {
+    const { app, calls } = counting()
+    const mw = cacheResponse({ backend: memory(), key: (req: any) => `page:${req.query.page ?? 1}` })
+    app.get('/list', mw, (_req: any, res: any) => {
+      calls.n++
+      res.send(`call ${calls.n}`)
+    })
+    const r = await serve(app)
+    await r.request('/list?page=1&noise=1')
+    const again = await r.request('/list?page=1&noise=2')
+    expect(again.body.toString()).toBe('call 1')
+    expect(await mw.invalidateKey('page:1')).toBe(true)
+    expect((await r.request('/list?page=1')).body.toString()).toBe('call 2')
+  })
+
+  it('does not let X-Forwarded-Host poison another host entry', async () => {
+    const { app, calls } = counting()
+    app.get('/link', cacheResponse({ backend: memory() }), (req: any, res: any) => {
+      calls.n++
+      res.send(`https://${req.hostname}/next`)
+    })
+    const r = await serve(app)
+    const evil = await r.request('/link', {
+      headers: { host: 'shop.example', 'x-forwarded-host': 'evil.example' },
+    })
+    expect(evil.body.toString()).toBe('https://shop.example/next')
+    const victim = await r.request('/link', { headers: { host: 'shop.example' } })
+    expect(victim.body.toString()).toBe('https://shop.example/next')
+    // A malformed Host header bypasses the cache instead of making an entry.
+    const bad = await r.request('/link', { headers: { host: 'bad host/../x' } })
+    expect(String(bad.headers['cache-status'])).toMatch(/fwd=request/)
+  })
+
+  it('keys on the forwarded host under trust proxy, so each host keeps its own entry', async () => {
+    const { app } = counting()
+    app.set('trust proxy', true)
+    app.get('/link', cacheResponse({ backend: memory() }), (req: any, res: any) => {
+      res.send(`https://${req.hostname}/next`)
+    })
+    const r = await serve(app)
+    await r.request('/link', { headers: { host: 'shop.example', 'x-forwarded-host': 'evil.example' } })
+    const victim = await r.request('/link', { headers: { host: 'shop.example' } })
+    expect(victim.body.toString()).toBe('https://shop.example/next')
+  })
+
+  it('bypasses requests with Authorization or Cookie unless allowed', async () => {
+    const { app, calls } = counting()
+    app.get('/private', cacheResponse({ backend: memory() }), (_req: any, res: any) => {
+      calls.n++
+      res.send('secret')
+    })
+    app.get(
+      '/allowed',
+      cacheResponse({ backend: memory(), allowAuthorized: true, allowCookies: true }),
+      (_req: any, res: any) => {
+        calls.n++
+        res.send('shared')
+      },
+    )
+    const r = await serve(app)
+    const auth = await r.request('/private', { headers: { authorization: 'Bearer a' } })
+    expect(auth.headers['cache-status']).toBe('@cache; fwd=request; detail=authorization')
+    await r.request('/private', { headers: { authorization: 'Bearer a' } })
+    await r.request('/private', { headers: { cookie: 'sid=1' } })
+    const cookie = await r.request('/private', { headers: { cookie: 'sid=1' } })
+    expect(cookie.headers['cache-status']).toBe('@cache; fwd=request; detail=cookie')
+    expect(calls.n).toBe(4)
+    await r.request('/allowed', { headers: { authorization: 'Bearer a', cookie: 'sid=1' } })
+    await r.request('/allowed', { headers: { authorization: 'Bearer b', cookie: 'sid=2' } })
+    expect(calls.n).toBe(5)
+  })
+
+  it('does not store Set-Cookie, Cache-Control no-store/private/no-cache or Vary: * responses', async () => {
+    const { app, calls } = counting()
+    const mw = cacheResponse({ backend: memory() })
+    const cases: Record<string, (res: any) => void> = {
+      cookie: (res) => res.cookie('sid', 'abc'),
+      nostore: (res) => res.set('cache-control', 'no-store'),
+      private: (res) => res.set('cache-control', 'private, max-age=60'),
+      nocache: (res) => res.set('cache-control', 'no-cache'),
+      star: (res) => res.set('vary', '*'),
+    }
+    app.get('/r/:case', mw, (req: any, res: any) => {
+      calls.n++
+      cases[req.params.case]!(res)
+      res.send('x')
+    })
+    const r = await serve(app)
+    for (const name of Object.keys(cases)) {
+      await r.request(`/r/${name}`)
+      const again = await r.request(`/r/${name}`)
+      expect(again.headers['cache-status']).toBe('@cache; fwd=uri-miss')
+    }
+    expect(calls.n).toBe(10)
+  })
+
+  it('does not store a body above maxBodySize', async () => {
+    const { app, calls } = counting()
+    app.get('/big', cacheResponse({ backend: memory(), maxBodySize: '1KB' }), (_req: any, res: any) => {
+      calls.n++
+      res.send(Buffer.alloc(1025, 1))
+    })
+    app.get('/small', cacheResponse({ backend: memory(), maxBodySize: '1KB' }), (_req: any, res: any) => {
+      calls.n++
+      res.send(Buffer.alloc(1024, 1))
+    })
+    const r = await serve(app)
+    expect((await r.request('/big')).body.length).toBe(1025)
+    expect((await r.request('/big')).body.length).toBe(1025)
+    await r.request('/small')
+    await r.request('/small')
+    expect(calls.n).toBe(3)
+  })
+
+  it('reports X-Cache HIT and MISS when asked to', async () => {
+    const { app } = counting()
+    app.get('/x', cacheResponse({ backend: memory(), statusHeader: 'x-cache' }), (_req: any, res: any) => {
+      res.send('x')
+    })
+    const r = await serve(app)
+    expect((await r.request('/x')).headers['x-cache']).toBe('MISS')
+    const hit = await r.request('/x')
+    expect(hit.headers['x-cache']).toBe('HIT')
+    expect(hit.headers['cache-status']).toBeUndefined()
+  })
+
+  it('adds a strong ETag from the body and answers If-None-Match with 304', async () => {
+    const { app, calls } = counting()
+    app.set('etag', false)
+    app.get('/e', cacheResponse({ backend: memory() }), (_req: any, res: any) => {
+      calls.n++
+      res.set('cache-control', 'public, max-age=60').send('tagged body')
+    })
+    const r = await serve(app)
+    const miss = await r.request('/e')
+    const etag = miss.headers.etag!
+    expect(etag).toMatch(/^"[A-Za-z0-9_-]+"$/)
+    const hit = await r.request('/e')
+    expect(hit.headers.etag).toBe(etag)
+    const notModified = await r.request('/e', { headers: { 'if-none-match': `"other", ${etag}` } })
+    expect(notModified.status).toBe(304)
+    expect(notModified.body.length).toBe(0)
+    expect(notModified.headers.etag).toBe(etag)
+    expect(notModified.headers['cache-control']).toBe('public, max-age=60')
+    expect((await r.request('/e', { headers: { 'if-none-match': '"other"' } })).status).toBe(200)
+    expect(calls.n).toBe(1)
+  })
+
+  it('keeps the ETag the handler gave', async () => {
+    const { app } = counting()
+    app.get('/e', cacheResponse({ backend: memory() }), (_req: any, res: any) => {
+      res.set('etag', 'W/"v1"').send('x')
+    })
+    const r = await serve(app)
+    await r.request('/e')
+    expect((await r.request('/e')).headers.etag).toBe('W/"v1"')
+    expect((await r.request('/e', { headers: { 'if-none-match': '"v1"' } })).status).toBe(304)
+  })
+
+  it('runs the handler once for 100 concurrent first requests', async () => {
+    const { app, calls } = counting()
+    app.get('/slow', cacheResponse({ backend: memory() }), async (_req: any, res: any) => {
+      calls.n++
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      res.json({ n: calls.n })
+    })
+    const r = await serve(app)
+    const replies = await Promise.all(Array.from({ length: 100 }, () => r.request('/slow')))
+    expect(calls.n).toBe(1)
+    for (const reply of replies) {
+      expect(reply.status).toBe(200)
+      expect(reply.body.toString()).toBe('{"n":1}')
+    }
+    expect(replies.filter((x) => String(x.headers['cache-status']).includes('collapsed')).length).toBe(99)
+  })
+
+  it('lets concurrent requests run themselves when the first response is not storable', async () => {
+    const { app, calls } = counting()
+    app.get('/flaky', cacheResponse({ backend: memory() }), async (_req: any, res: any) => {
+      calls.n++
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      res.status(calls.n === 1 ? 503 : 200).send(`call ${calls.n}`)
+    })
+    const r = await serve(app)
+    const replies = await Promise.all(Array.from({ length: 5 }, () => r.request('/flaky')))
+    expect(replies.filter((x) => x.status === 503).length).toBe(1)
+    expect(calls.n).toBe(5)
+  })
+})
