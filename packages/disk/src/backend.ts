@@ -1,0 +1,578 @@
+import {
+  assertIncrement,
+  assertKey,
+  assertNamespace,
+  type BaseBackendOptions,
+  type CacheBackend,
+  CacheClosedError,
+  CacheConfigError,
+  CacheConflictError,
+  type CacheEntry,
+  CacheError,
+  type CacheEvent,
+  type CacheEventName,
+  CacheNotANumberError,
+  CacheObserver,
+  type CacheStats,
+  CacheTimeoutError,
+  CacheUnavailableError,
+  CacheValueTooLargeError,
+  type Codec,
+  type CodecOptions,
+  createCodec,
+  type Duration,
+  KeyedQueue,
+  parseSize,
+  type SetManyItem,
+  type Size,
+  ttlToMs,
+} from '@cache/core'
+import { mkdirSync } from 'node:fs'
+import { join, resolve } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import Database from 'better-sqlite3'
+import { ValueFiles } from './files.js'
+import { defaultCachePath } from './paths.js'
+import {
+  type Condition,
+  EntryStore,
+  isBusy,
+  isCorruption,
+  type LiveRow,
+  type Recovery,
+  type WriteRow,
+} from './store.js'
+
+/** Options of {@link diskBackend}. Durations in ms are named `…Ms`; TTLs are seconds or strings. */
+export interface DiskBackendOptions extends BaseBackendOptions, CodecOptions {
+  /**
+   * Directory of the cache, created private (0700) if missing. Several processes (and several
+   * namespaces) may share it. Must be on a local filesystem. Default: `CACHE_DISK_PATH`, else
+   * `~/.cache/<app>` (`$XDG_CACHE_HOME/<app>` when set), `<app>` being the nearest package.json name.
+   */
+  path?: string
+  /**
+   * Byte limit of the whole directory (every namespace): value bytes plus key lengths. Past it the
+   * least recently used entries are evicted, expired ones first. Default: `CACHE_DISK_MAX_SIZE`, else `'10GB'`.
+   */
+  maxSize?: Size
+  /** Values up to this many bytes (after serialization) live in the database; larger ones in files. Default: `'32KB'`. */
+  inlineThreshold?: Size
+  /**
+   * How long one SQLite call may wait, blocking the event loop, for another process's write lock
+   * before the backend yields and retries asynchronously. Default: 10 ms.
+   */
+  busyTimeoutMs?: number
+  /** Total time an operation waits for the write lock before failing with `CacheTimeoutError`. Default: 2000 ms. */
+  lockTimeoutMs?: number
+  /**
+   * A read records its access time (for LRU eviction) only when the stored one is older than this,
+   * so reads rarely write. Default: 60 000 ms.
+   */
+  accessResolutionMs?: number
+  /** How often expired entries are deleted in the background (an unref'd timer); `false` to never. Default: 60 000 ms. */
+  pruneIntervalMs?: number | false
+  /** `atomicUpdate` attempts before `CacheConflictError` when other processes keep writing the key. Default: 100. */
+  maxAttempts?: number
+  /** Clock in epoch ms, for tests. Default: `Date.now`. */
+  now?: () => number
+}
+
+/** Orphan files (from crashed writers) are swept at most this often, and only when at least this old. */
+const SWEEP_EVERY_MS = 3_600_000
+const ORPHAN_AGE_MS = 600_000
+const BATCH = 500
+
+/**
+ * A persistent cache in a directory: SQLite (WAL) as the index and store of small values, one
+ * file per large value. Safe for several processes at once; see the README for the guarantees.
+ */
+export class DiskBackend implements CacheBackend {
+  readonly name = 'disk'
+  readonly namespace: string | undefined
+  /** The cache directory. */
+  readonly path: string
+  /** Where a damaged database was moved, if this backend had to rebuild one. */
+  recovered: string | undefined
+  private readonly ns: string
+  private readonly observer = new CacheObserver('disk')
+  private readonly queue = new KeyedQueue()
+  private readonly codec: Codec
+  private readonly store: EntryStore
+  private readonly files: ValueFiles
+  private readonly defaultTtlMs: number | undefined
+  private readonly maxSize: number
+  private readonly inlineThreshold: number
+  private readonly lockTimeoutMs: number
+  private readonly accessResolutionMs: number
+  private readonly maxAttempts: number
+  private readonly now: () => number
+  private readonly touched = new Set<string>()
+  private touchTimer: NodeJS.Timeout | undefined
+  private pruneTimer: NodeJS.Timeout | undefined
+  private lastSweep = 0
+  private evicting = false
+  private closed = false
+
+  constructor(options: DiskBackendOptions = {}) {
+    if (options.namespace !== undefined) assertNamespace(options.namespace)
+    this.namespace = options.namespace
+    this.ns = options.namespace ?? ''
+    this.defaultTtlMs = ttlToMs(options.defaultTtl, 'defaultTtl')
+    const envMax = process.env.CACHE_DISK_MAX_SIZE?.trim()
+    this.maxSize =
+      options.maxSize !== undefined
+        ? parseSize(options.maxSize, 'maxSize')
+        : parseSize(envMax || '10GB', envMax ? 'CACHE_DISK_MAX_SIZE' : 'maxSize')
+    this.inlineThreshold = parseSize(options.inlineThreshold ?? '32KB', 'inlineThreshold')
+    const busyTimeoutMs = milliseconds(options.busyTimeoutMs, 10, 'busyTimeoutMs')
+    this.lockTimeoutMs = milliseconds(options.lockTimeoutMs, 2000, 'lockTimeoutMs')
+    this.accessResolutionMs = milliseconds(options.accessResolutionMs, 60_000, 'accessResolutionMs')
+    this.maxAttempts = Math.max(1, wholeNumber(options.maxAttempts, 100, 'maxAttempts', 'attempts'))
+    this.now = options.now ?? Date.now
+    this.codec = createCodec(options)
+    this.path = resolve(options.path ?? defaultCachePath())
+    try {
+      mkdirSync(this.path, { recursive: true, mode: 0o700 })
+      this.files = new ValueFiles(this.path)
+      this.store = new EntryStore(join(this.path, 'cache.db'), busyTimeoutMs)
+      const recovery = this.store.open()
+      // Reported on the next turn, so listeners attached right after construction hear it.
+      if (recovery !== undefined) setImmediate(() => this.report(recovery, 'open'))
+    } catch (cause) {
+      throw new CacheConfigError(
+        'path',
+        `cannot open a disk cache in ${this.path}: ${(cause as Error).message}`,
+        {
+          cause,
+        },
+      )
+    }
+    const pruneIntervalMs = options.pruneIntervalMs ?? 60_000
+    if (pruneIntervalMs !== false) {
+      const interval = milliseconds(pruneIntervalMs, 60_000, 'pruneIntervalMs')
+      this.pruneTimer = setInterval(() => void this.backgroundPrune(), interval).unref()
+    }
+  }
+
+  get stats(): CacheStats {
+    return this.observer.stats
+  }
+
+  on(event: CacheEventName, listener: (event: CacheEvent) => void): this {
+    this.observer.on(event, listener)
+    return this
+  }
+
+  off(event: CacheEventName, listener: (event: CacheEvent) => void): this {
+    this.observer.off(event, listener)
+    return this
+  }
+
+  async get<T = unknown>(key: string): Promise<T | undefined> {
+    const entry = this.read<T>(key)
+    return entry instanceof Promise ? (await entry)?.value : entry?.value
+  }
+
+  async getEntry<T = unknown>(key: string): Promise<CacheEntry<T> | undefined> {
+    return this.read<T>(key)
+  }
+
+  async set(key: string, value: unknown, ttl?: Duration): Promise<void> {
+    await this.write(key, value, ttl, ALWAYS)
+  }
+
+  async add(key: string, value: unknown, ttl?: Duration): Promise<boolean> {
+    return this.write(key, value, ttl, ABSENT)
+  }
+
+  async delete(key: string): Promise<boolean> {
+    if (typeof key !== 'string') assertKey(key)
+    const row = await this.locked('delete', key, () => this.store.delete(this.ns, key))
+    if (row === undefined) return false
+    await this.discard([row[0]])
+    const live = row[1] === null || row[1] > this.now()
+    if (live) this.observer.delete(key)
+    return live
+  }
+
+  async has(key: string): Promise<boolean> {
+    if (typeof key !== 'string') assertKey(key)
+    const row = await this.locked('has', key, () => this.store.get(this.ns, key))
+    return row !== undefined && (row[2] === null || row[2] > this.now())
+  }
+
+  /** Removes this namespace's entries (in batches, so other processes are never locked out for long). */
+  async clear(): Promise<void> {
+    for (;;) {
+      const files = await this.locked('clear', undefined, () => this.store.clearSome(this.ns, BATCH))
+      await this.discard(files)
+      if (files.length < BATCH) return
+    }
+  }
+
+  async incr(key: string, by = 1, ttl?: Duration): Promise<number> {
+    if (typeof key !== 'string') assertKey(key)
+    assertIncrement(by)
+    const ttlMs = this.ttl(ttl)
+    const readInteger = (value: Buffer | null, file: string | null): number => {
+      const current = file === null && value !== null ? this.codec.decode(value) : undefined
+      if (!Number.isSafeInteger(current)) throw new CacheNotANumberError(key)
+      return current as number
+    }
+    const result = await this.locked('incr', key, () => {
+      const now = this.now()
+      const expiresAt = ttlMs === undefined ? null : now + ttlMs
+      const row = { ns: this.ns, key, value: null, file: null, size: 0, expiresAt, now }
+      return this.store.incr(row, by, readInteger)
+    })
+    await this.discard([result.oldFile])
+    this.observer.set(key)
+    if (result.total > this.maxSize) await this.evict()
+    return result.value
+  }
+
+  /**
+   * Read-modify-write, exact across processes: reads the entry and its version, runs `fn`
+   * (outside any transaction, so it may be async), then writes only if the version is unchanged,
+   * else retries with the newer value. Calls in this process are queued per key, so retries only
+   * happen against other processes. `fn` may run more than once: keep it free of side effects.
+   */
+  atomicUpdate<T>(key: string, fn: (current: T | undefined) => T | Promise<T>, ttl?: Duration): Promise<T> {
+    if (typeof key !== 'string') assertKey(key)
+    const ttlMs = this.ttl(ttl)
+    return this.queue.run(key, async () => {
+      for (let attempt = 1; ; attempt++) {
+        const row = await this.locked('atomicUpdate', key, () => this.store.getForWrite(this.ns, key))
+        const current = await this.currentValue<T>(key, row)
+        if (current !== CONFLICT) {
+          const next = await fn(current)
+          const condition: Condition = { kind: 'version', version: row === undefined ? 0 : row[3] }
+          if (await this.put(key, this.codec.encode(next), ttlMs, condition)) return next
+        }
+        if (attempt >= this.maxAttempts) throw new CacheConflictError(key, attempt)
+        await sleep(Math.random() * Math.min(attempt, 10))
+      }
+    })
+  }
+
+  async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
+    const out = new Array<T | undefined>(keys.length)
+    for (let i = 0; i < keys.length; i++) out[i] = (await this.read<T>(keys[i]!))?.value
+    return out
+  }
+
+  async setMany(items: readonly SetManyItem[]): Promise<void> {
+    // Check every key, TTL and value first so a bad item stores nothing.
+    const prepared = items.map((item) => {
+      assertKey(item.key)
+      return { key: item.key, ttlMs: this.ttl(item.ttl), bytes: this.codec.encode(item.value) }
+    })
+    for (const item of prepared) await this.put(item.key, item.bytes, item.ttlMs, ALWAYS)
+  }
+
+  async deleteMany(keys: readonly string[]): Promise<number> {
+    let removed = 0
+    for (const key of keys) if (await this.delete(key)) removed++
+    return removed
+  }
+
+  /**
+   * Deletes expired entries (every namespace) and, when `orphanAgeMs` is given or an hour has
+   * passed, value files no entry references that are at least that old. Runs in the background
+   * every `pruneIntervalMs`; call it yourself to prune now.
+   */
+  async prune(options: { orphanAgeMs?: number } = {}): Promise<{ expired: number; orphans: number }> {
+    let expired = 0
+    for (;;) {
+      const files = await this.locked('prune', undefined, () => this.store.pruneSome(this.now(), BATCH))
+      expired += files.length
+      await this.discard(files)
+      if (files.length < BATCH) break
+    }
+    let orphans = 0
+    if (options.orphanAgeMs !== undefined || Date.now() - this.lastSweep >= SWEEP_EVERY_MS) {
+      this.lastSweep = Date.now()
+      orphans = await this.files.sweep((name) => this.referenced(name), options.orphanAgeMs ?? ORPHAN_AGE_MS)
+    }
+    return { expired, orphans }
+  }
+
+  /** Bytes (values plus key lengths) and entries in the whole directory, every namespace included. */
+  async usage(): Promise<{ bytes: number; entries: number }> {
+    return this.locked('usage', undefined, () => this.store.totals())
+  }
+
+  /** Idempotent. Pending access times are written first; background timers stop. */
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.flushTouches()
+    this.closed = true
+    clearInterval(this.pruneTimer)
+    clearTimeout(this.touchTimer)
+    this.store.close()
+  }
+
+  /** The live entry, read with one prepared statement; sync unless the value is in a file. */
+  private read<T>(key: string): CacheEntry<T> | undefined | Promise<CacheEntry<T> | undefined> {
+    if (typeof key !== 'string') assertKey(key)
+    if (this.closed) throw new CacheClosedError('disk')
+    let row: LiveRow | undefined
+    try {
+      row = this.store.get(this.ns, key)
+    } catch (error) {
+      const lookup = () => this.store.get(this.ns, key)
+      return this.retry('get', key, error, lookup).then((again) => this.found<T>(key, again, false))
+    }
+    return this.found<T>(key, row, false)
+  }
+
+  private found<T>(
+    key: string,
+    row: LiveRow | undefined,
+    retried: boolean,
+  ): CacheEntry<T> | undefined | Promise<CacheEntry<T> | undefined> {
+    const now = this.now()
+    const expiresAt = row?.[2]
+    if (row === undefined || (expiresAt !== null && expiresAt! <= now)) {
+      this.observer.miss(key)
+      return undefined
+    }
+    if (row[1] !== null) return this.foundInFile<T>(key, row, retried)
+    const value = this.codec.decode(row[0]!) as T
+    if (now - row[3] >= this.accessResolutionMs) this.touch(key)
+    this.observer.hit(key)
+    return expiresAt === null ? { value } : { value, expiresAt: expiresAt! }
+  }
+
+  private async foundInFile<T>(
+    key: string,
+    row: LiveRow,
+    retried: boolean,
+  ): Promise<CacheEntry<T> | undefined> {
+    const file = row[1]!
+    const bytes = await this.files.read(file, row[4] - key.length)
+    if (bytes === undefined) {
+      // The file went away: most likely another process replaced the entry meanwhile.
+      const again = await this.locked('get', key, () => this.store.get(this.ns, key))
+      if (!retried && again !== undefined && again[1] !== file) return this.found<T>(key, again, true)
+      if (again?.[1] === file) await this.locked('get', key, () => this.store.dropIfFile(this.ns, key, file))
+      this.observer.miss(key)
+      return undefined
+    }
+    const value = this.codec.decode(bytes) as T
+    if (this.now() - row[3] >= this.accessResolutionMs) this.touch(key)
+    this.observer.hit(key)
+    return row[2] === null ? { value } : { value, expiresAt: row[2] }
+  }
+
+  /** The value `atomicUpdate` passes to `fn`, or CONFLICT if its file vanished under us. */
+  private async currentValue<T>(
+    key: string,
+    row: WriteRow | undefined,
+  ): Promise<T | undefined | typeof CONFLICT> {
+    if (row === undefined || (row[2] !== null && row[2] <= this.now())) return undefined
+    if (row[1] === null) return this.codec.decode(row[0]!) as T
+    const bytes = await this.files.read(row[1], row[4] - key.length)
+    return bytes === undefined ? CONFLICT : (this.codec.decode(bytes) as T)
+  }
+
+  private async write(
+    key: string,
+    value: unknown,
+    ttl: Duration | undefined,
+    condition: Condition,
+  ): Promise<boolean> {
+    if (typeof key !== 'string') assertKey(key)
+    if (this.closed) throw new CacheClosedError('disk')
+    const ttlMs = this.ttl(ttl)
+    return this.put(key, this.codec.encode(value), ttlMs, condition)
+  }
+
+  /** Stores encoded bytes (a large value goes to a file first) if `condition` holds. */
+  private async put(
+    key: string,
+    bytes: Buffer,
+    ttlMs: number | undefined,
+    condition: Condition,
+  ): Promise<boolean> {
+    const size = bytes.length + key.length
+    if (size > this.maxSize) throw new CacheValueTooLargeError(key, size, this.maxSize)
+    const file = bytes.length > this.inlineThreshold ? await this.files.write(bytes) : null
+    let result: { stored: boolean; oldFile: string | null; total: number }
+    try {
+      result = await this.locked('set', key, () => {
+        const now = this.now()
+        const expiresAt = ttlMs === undefined ? null : now + ttlMs
+        const row = { ns: this.ns, key, value: file === null ? bytes : null, file, size, expiresAt, now }
+        return this.store.write(row, condition)
+      })
+    } catch (error) {
+      await this.discard([file])
+      throw error
+    }
+    await this.discard([result.stored ? result.oldFile : file])
+    if (!result.stored) return false
+    this.observer.set(key)
+    if (result.total > this.maxSize) await this.evict()
+    return true
+  }
+
+  /** Runs a short synchronous SQLite step; on a busy lock, waits without blocking and retries. */
+  private async locked<R>(operation: string, key: string | undefined, step: () => R): Promise<R> {
+    if (this.closed) throw new CacheClosedError('disk')
+    try {
+      return step()
+    } catch (error) {
+      return this.retry(operation, key, error, step)
+    }
+  }
+
+  private async retry<R>(
+    operation: string,
+    key: string | undefined,
+    error: unknown,
+    step: () => R,
+  ): Promise<R> {
+    const started = Date.now()
+    let rebuilt = false
+    for (let attempt = 1; ; attempt++) {
+      if (isBusy(error)) {
+        if (Date.now() - started >= this.lockTimeoutMs) {
+          throw this.failed(
+            operation,
+            key,
+            new CacheTimeoutError('disk', operation, this.lockTimeoutMs, { cause: error }),
+          )
+        }
+        await sleep(Math.min(2 ** attempt, 25) * (0.5 + Math.random()))
+      } else if (isCorruption(error) && !rebuilt) {
+        rebuilt = true
+        this.recover(operation, error)
+      } else if (error instanceof Database.SqliteError) {
+        const message = `disk: ${operation} failed: ${error.message} (${error.code})`
+        throw this.failed(operation, key, new CacheUnavailableError('disk', message, { cause: error }))
+      } else {
+        throw error
+      }
+      if (this.closed) throw new CacheClosedError('disk')
+      try {
+        return step()
+      } catch (next) {
+        error = next
+      }
+    }
+  }
+
+  private recover(operation: string, cause: unknown): void {
+    try {
+      this.report(this.store.rebuild(cause), operation)
+    } catch (error) {
+      const message = `disk: the database is damaged and could not be rebuilt: ${(error as Error).message}`
+      throw this.failed(operation, undefined, new CacheUnavailableError('disk', message, { cause: error }))
+    }
+  }
+
+  private report(recovery: Recovery, operation: string): void {
+    this.recovered = recovery.movedTo
+    const code = (recovery.cause as { code?: string }).code ?? 'unknown error'
+    const message = `disk: ${this.store.file} was damaged (${code}); moved it to ${recovery.movedTo} and started an empty cache`
+    this.observer.error(operation, new CacheError(message, { cause: recovery.cause }))
+  }
+
+  private failed(operation: string, key: string | undefined, error: Error): Error {
+    this.observer.error(operation, error, key)
+    return error
+  }
+
+  /** Removes value files after their entries are gone; a failure is reported, and the sweep retries later. */
+  private async discard(files: Iterable<string | null>): Promise<void> {
+    try {
+      await this.files.remove(files)
+    } catch (error) {
+      this.observer.error('unlink', error)
+    }
+  }
+
+  /** Evicts until the directory is under `maxSize`; one in-process run at a time. */
+  private async evict(): Promise<void> {
+    if (this.evicting) return
+    this.evicting = true
+    try {
+      this.flushTouches()
+      for (;;) {
+        const { files, total } = await this.locked('evict', undefined, () =>
+          this.store.evictSome(this.now(), this.maxSize),
+        )
+        await this.discard(files)
+        if (total <= this.maxSize || files.length === 0) return
+      }
+    } catch (error) {
+      // The write that triggered eviction succeeded; the next write over the limit tries again.
+      if (!(error instanceof CacheError)) this.observer.error('evict', error)
+    } finally {
+      this.evicting = false
+    }
+  }
+
+  /** Queues an access-time update; they are written in one batch, off the read path. */
+  private touch(key: string): void {
+    this.touched.add(key)
+    this.touchTimer ??= setTimeout(() => this.flushTouches(), 1000).unref()
+  }
+
+  private flushTouches(): void {
+    clearTimeout(this.touchTimer)
+    this.touchTimer = undefined
+    if (this.touched.size === 0 || this.closed) return
+    const keys = [...this.touched]
+    this.touched.clear()
+    try {
+      this.store.touch(this.ns, keys, this.now())
+    } catch (error) {
+      // Access times only steer eviction: a busy database skips this batch rather than wait.
+      if (!isBusy(error)) this.observer.error('touch', error)
+    }
+  }
+
+  private async backgroundPrune(): Promise<void> {
+    try {
+      await this.prune()
+    } catch (error) {
+      if (!this.closed && !(error instanceof CacheError)) this.observer.error('prune', error)
+    }
+  }
+
+  private referenced(file: string): boolean {
+    try {
+      return this.store.isReferenced(file)
+    } catch {
+      return true // when in doubt, keep the file
+    }
+  }
+
+  private ttl(ttl: Duration | undefined): number | undefined {
+    return ttl === undefined ? this.defaultTtlMs : ttlToMs(ttl)
+  }
+}
+
+const ALWAYS: Condition = { kind: 'always' }
+const ABSENT: Condition = { kind: 'absent' }
+const CONFLICT = Symbol('conflict')
+
+function milliseconds(value: number | undefined, fallback: number, what: string): number {
+  return wholeNumber(value, fallback, what, 'milliseconds')
+}
+
+function wholeNumber(value: number | undefined, fallback: number, what: string, unit: string): number {
+  if (value === undefined) return fallback
+  if (!Number.isSafeInteger(value) || value < 0) {
+    throw new RangeError(`${what}: ${String(value)} is not a whole number of ${unit} >= 0`)
+  }
+  return value
+}
+
+/** A persistent, multi-process disk cache. See {@link DiskBackendOptions}. */
+export function diskBackend(options: DiskBackendOptions = {}): DiskBackend {
+  return new DiskBackend(options)
+}

@@ -1,0 +1,2 @@
+export { DiskBackend, type DiskBackendOptions, diskBackend } from './backend.js'
+export { defaultCachePath } from './paths.js'

@@ -1,0 +1,340 @@
+import { closeSync, existsSync, openSync, renameSync, statSync, unlinkSync } from 'node:fs'
+import Database from 'better-sqlite3'
+
+/** Bumped when the table layout changes; a database with a newer layout is never touched. */
+const SCHEMA_VERSION = 1
+
+/*
+ * One row per entry. `size` counts the value's bytes plus the key's length; `totals` keeps the
+ * sum, maintained by triggers in the same transaction as every insert, update and delete.
+ * `version` is a random number replaced on every write: `atomicUpdate` compares it to detect
+ * a writer in between (random rather than a counter, so delete-then-recreate cannot fake it).
+ */
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS entries (
+  ns TEXT NOT NULL,
+  key TEXT NOT NULL,
+  value BLOB,
+  file TEXT,
+  size INTEGER NOT NULL,
+  expires_at INTEGER,
+  accessed_at INTEGER NOT NULL,
+  version INTEGER NOT NULL,
+  PRIMARY KEY (ns, key)
+);
+CREATE INDEX IF NOT EXISTS entries_accessed ON entries (accessed_at);
+CREATE INDEX IF NOT EXISTS entries_expires ON entries (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS entries_file ON entries (file) WHERE file IS NOT NULL;
+CREATE TABLE IF NOT EXISTS totals (id INTEGER PRIMARY KEY CHECK (id = 0), size INTEGER NOT NULL, count INTEGER NOT NULL);
+INSERT OR IGNORE INTO totals VALUES (0, 0, 0);
+CREATE TRIGGER IF NOT EXISTS entries_insert AFTER INSERT ON entries BEGIN
+  UPDATE totals SET size = size + NEW.size, count = count + 1 WHERE id = 0;
+END;
+CREATE TRIGGER IF NOT EXISTS entries_delete AFTER DELETE ON entries BEGIN
+  UPDATE totals SET size = size - OLD.size, count = count - 1 WHERE id = 0;
+END;
+CREATE TRIGGER IF NOT EXISTS entries_resize AFTER UPDATE OF size ON entries WHEN NEW.size <> OLD.size BEGIN
+  UPDATE totals SET size = size + NEW.size - OLD.size WHERE id = 0;
+END;
+`
+
+/** A row as read by the get path: `[value, file, expiresAt, accessedAt, size]`. */
+export type LiveRow = [
+  value: Buffer | null,
+  file: string | null,
+  expiresAt: number | null,
+  accessedAt: number,
+  size: number,
+]
+/** A row as read before a write: `[value, file, expiresAt, version, size]`. */
+export type WriteRow = [
+  value: Buffer | null,
+  file: string | null,
+  expiresAt: number | null,
+  version: number,
+  size: number,
+]
+
+/** What a conditional write requires: any state, no live entry, or this exact version (0: no row). */
+export type Condition = { kind: 'always' } | { kind: 'absent' } | { kind: 'version'; version: number }
+
+/** The outcome of a write: whether it stored, the file the old entry used, and the new byte total. */
+export interface WriteResult {
+  stored: boolean
+  oldFile: string | null
+  total: number
+}
+
+export interface NewRow {
+  ns: string
+  key: string
+  value: Buffer | null
+  file: string | null
+  size: number
+  expiresAt: number | null
+  now: number
+}
+
+/** Reads the counter in a live row; throws if it holds something else. */
+export type IntegerReader = (value: Buffer | null, file: string | null) => number
+
+export interface IncrResult {
+  value: number
+  oldFile: string | null
+  total: number
+}
+
+/** What happened when the database file was unreadable and moved aside. */
+export interface Recovery {
+  movedTo: string
+  cause: unknown
+}
+
+/** True for errors that mean the database file is damaged. */
+export function isCorruption(error: unknown): boolean {
+  const code = (error as { code?: unknown })?.code
+  return typeof code === 'string' && (code.startsWith('SQLITE_CORRUPT') || code === 'SQLITE_NOTADB')
+}
+
+/** True for errors that mean another connection holds the lock. */
+export function isBusy(error: unknown): boolean {
+  const code = (error as { code?: unknown })?.code
+  return typeof code === 'string' && (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED'))
+}
+
+/**
+ * The SQLite index: the connection, its prepared statements, and the transactions the backend
+ * runs. Every statement is prepared once per connection.
+ */
+export class EntryStore {
+  db!: Database.Database
+  private inode = 0
+  private select!: Database.Statement<[string, string], LiveRow>
+  private selectForWrite!: Database.Statement<[string, string], WriteRow>
+  private upsert!: Database.Statement
+  private removeRow!: Database.Statement<[string, string], [string | null, number | null]>
+  private touchRow!: Database.Statement
+  private clearBatch!: Database.Statement<[string, number], [string | null]>
+  private pruneBatch!: Database.Statement<[number, number], [string | null]>
+  private lruBatch!: Database.Statement<[number], [number, number, string | null]>
+  private deleteRowid!: Database.Statement<[number], [string | null]>
+  private readTotals!: Database.Statement<[], [number, number]>
+  private fileReferenced!: Database.Statement<[string], [number]>
+  private dropBroken!: Database.Statement
+  private writeTx!: (row: NewRow, condition: Condition, version: number) => WriteResult
+  private touchTx!: (ns: string, keys: string[], now: number) => void
+  private evictTx!: (now: number, limit: number) => { files: (string | null)[]; total: number }
+  private incrTx!: (row: NewRow, by: number, readInteger: IntegerReader) => IncrResult
+
+  constructor(
+    readonly file: string,
+    private readonly busyTimeoutMs: number,
+  ) {}
+
+  /**
+   * Opens the database, creating it private (0600) if missing. A file that is not a database,
+   * or is damaged so the schema cannot be read, is moved aside and replaced by an empty one.
+   */
+  open(): Recovery | undefined {
+    try {
+      this.connect()
+      return undefined
+    } catch (error) {
+      if (!isCorruption(error)) throw error
+      return this.rebuild(error)
+    }
+  }
+
+  /** Moves the damaged database aside (unless another process already did) and starts an empty one. */
+  rebuild(cause: unknown): Recovery {
+    try {
+      this.db?.close()
+    } catch {
+      // Closing a damaged connection may fail; the file is replaced either way.
+    }
+    const movedTo = `${this.file}.corrupt-${Date.now()}`
+    const current = statSync(this.file, { throwIfNoEntry: false })
+    // Another process may have rebuilt first: only move the file we found damaged.
+    if (current !== undefined && (this.inode === 0 || current.ino === this.inode)) {
+      renameSync(this.file, movedTo)
+      if (existsSync(`${this.file}-wal`)) renameSync(`${this.file}-wal`, `${movedTo}-wal`)
+      if (existsSync(`${this.file}-shm`)) unlinkSync(`${this.file}-shm`)
+    }
+    this.connect()
+    return { movedTo, cause }
+  }
+
+  close(): void {
+    this.db.close()
+  }
+
+  private connect(): void {
+    if (!existsSync(this.file)) closeSync(openSync(this.file, 'a', 0o600))
+    this.inode = statSync(this.file).ino
+    // A long busy timeout while opening only: schema creation and WAL setup happen once, at start-up.
+    const db = new Database(this.file, { timeout: 5000 })
+    this.db = db
+    const mode = db.pragma('journal_mode = WAL', { simple: true })
+    if (mode !== 'wal') throw new Error(`cannot use WAL journal mode (got ${String(mode)})`)
+    db.pragma('synchronous = NORMAL')
+    const version = db.pragma('user_version', { simple: true }) as number
+    if (version > SCHEMA_VERSION) {
+      throw new Error(`${this.file} was written by a newer @cache/disk (schema ${version})`)
+    }
+    if (version < SCHEMA_VERSION) {
+      db.transaction(() => {
+        db.exec(SCHEMA)
+        db.pragma(`user_version = ${SCHEMA_VERSION}`)
+      }).immediate()
+    }
+    db.pragma(`busy_timeout = ${this.busyTimeoutMs}`)
+    this.prepare(db)
+  }
+
+  private prepare(db: Database.Database): void {
+    const raw = <P extends unknown[], R>(sql: string) => db.prepare<P, R>(sql).raw(true)
+    this.select = raw(
+      'SELECT value, file, expires_at, accessed_at, size FROM entries WHERE ns = ? AND key = ?',
+    )
+    this.selectForWrite = raw(
+      'SELECT value, file, expires_at, version, size FROM entries WHERE ns = ? AND key = ?',
+    )
+    this.upsert = db.prepare(
+      `INSERT INTO entries (ns, key, value, file, size, expires_at, accessed_at, version)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, file = excluded.file, size = excluded.size,
+         expires_at = excluded.expires_at, accessed_at = excluded.accessed_at, version = excluded.version`,
+    )
+    this.removeRow = raw('DELETE FROM entries WHERE ns = ? AND key = ? RETURNING file, expires_at')
+    this.touchRow = db.prepare(
+      'UPDATE entries SET accessed_at = ? WHERE ns = ? AND key = ? AND accessed_at < ?',
+    )
+    this.clearBatch = raw(
+      'DELETE FROM entries WHERE rowid IN (SELECT rowid FROM entries WHERE ns = ? LIMIT ?) RETURNING file',
+    )
+    this.pruneBatch = raw(
+      'DELETE FROM entries WHERE rowid IN (SELECT rowid FROM entries WHERE expires_at <= ? LIMIT ?) RETURNING file',
+    )
+    this.lruBatch = raw('SELECT rowid, size, file FROM entries ORDER BY accessed_at LIMIT ?')
+    this.deleteRowid = raw('DELETE FROM entries WHERE rowid = ? RETURNING file')
+    this.readTotals = raw('SELECT size, count FROM totals WHERE id = 0')
+    this.fileReferenced = raw('SELECT 1 FROM entries WHERE file = ? LIMIT 1')
+    this.dropBroken = db.prepare('DELETE FROM entries WHERE ns = ? AND key = ? AND file = ?')
+
+    this.writeTx = db.transaction((row: NewRow, condition: Condition, version: number): WriteResult => {
+      const old = this.selectForWrite.get(row.ns, row.key)
+      const live = old !== undefined && (old[2] === null || old[2] > row.now)
+      if (
+        (condition.kind === 'absent' && live) ||
+        (condition.kind === 'version' && (old === undefined ? 0 : old[3]) !== condition.version)
+      ) {
+        return { stored: false, oldFile: null, total: 0 }
+      }
+      this.upsert.run(row.ns, row.key, row.value, row.file, row.size, row.expiresAt, row.now, version)
+      return { stored: true, oldFile: old?.[1] ?? null, total: this.readTotals.get()![0] }
+    }).immediate as typeof this.writeTx
+    this.incrTx = db.transaction((row: NewRow, by: number, readInteger: IntegerReader): IncrResult => {
+      const old = this.selectForWrite.get(row.ns, row.key)
+      const live = old !== undefined && (old[2] === null || old[2] > row.now)
+      // A live counter keeps its expiry; an absent or expired one starts at 0 with the new TTL.
+      const value = live ? readInteger(old[0], old[1]) + by : by
+      if (!Number.isSafeInteger(value))
+        throw new RangeError(`incr: the result ${value} is not a safe integer`)
+      const bytes = Buffer.from(String(value))
+      const expiresAt = live ? old[2] : row.expiresAt
+      this.upsert.run(
+        row.ns,
+        row.key,
+        bytes,
+        null,
+        bytes.length + row.key.length,
+        expiresAt,
+        row.now,
+        randomVersion(),
+      )
+      return { value, oldFile: old?.[1] ?? null, total: this.readTotals.get()![0] }
+    }).immediate as typeof this.incrTx
+    this.touchTx = db.transaction((ns: string, keys: string[], now: number) => {
+      for (const key of keys) this.touchRow.run(now, ns, key, now)
+    }).immediate as typeof this.touchTx
+    this.evictTx = db.transaction((now: number, limit: number) => {
+      let total = this.readTotals.get()![0]
+      const files: (string | null)[] = []
+      if (total <= limit) return { files, total }
+      // Expired entries go first, then the least recently used, a batch per transaction.
+      for (const [file] of this.pruneBatch.all(now, 256)) files.push(file)
+      total = this.readTotals.get()![0]
+      if (files.length > 0) return { files, total }
+      for (const [rowid, size] of this.lruBatch.all(256)) {
+        if (total <= limit) break
+        files.push(this.deleteRowid.get(rowid)?.[0] ?? null)
+        total -= size
+      }
+      return { files, total: this.readTotals.get()![0] }
+    }).immediate as typeof this.evictTx
+  }
+
+  /** The row for a key, expired or not. */
+  get(ns: string, key: string): LiveRow | undefined {
+    return this.select.get(ns, key)
+  }
+
+  /** The row for a key with its version, for a read-modify-write. */
+  getForWrite(ns: string, key: string): WriteRow | undefined {
+    return this.selectForWrite.get(ns, key)
+  }
+
+  /** Writes a row in one IMMEDIATE transaction if `condition` holds. */
+  write(row: NewRow, condition: Condition): WriteResult {
+    return this.writeTx(row, condition, randomVersion())
+  }
+
+  /** Adds `by` to the counter at `row.key` in one IMMEDIATE transaction. */
+  incr(row: NewRow, by: number, readInteger: IntegerReader): IncrResult {
+    return this.incrTx(row, by, readInteger)
+  }
+
+  /** Deletes a key; returns `[file, expiresAt]` of the removed row. */
+  delete(ns: string, key: string): [string | null, number | null] | undefined {
+    return this.removeRow.get(ns, key)
+  }
+
+  /** Removes a row whose value file has vanished. */
+  dropIfFile(ns: string, key: string, file: string): void {
+    this.dropBroken.run(ns, key, file)
+  }
+
+  /** Updates access times (used for LRU eviction) of several keys in one transaction. */
+  touch(ns: string, keys: string[], now: number): void {
+    this.touchTx(ns, keys, now)
+  }
+
+  /** Deletes up to `limit` rows of a namespace; returns their files (null for inline ones). */
+  clearSome(ns: string, limit: number): (string | null)[] {
+    return this.clearBatch.all(ns, limit).map((row) => row[0])
+  }
+
+  /** Deletes up to `limit` expired rows; returns their files. */
+  pruneSome(now: number, limit: number): (string | null)[] {
+    return this.pruneBatch.all(now, limit).map((row) => row[0])
+  }
+
+  /** One eviction step towards `limit` bytes. */
+  evictSome(now: number, limit: number): { files: (string | null)[]; total: number } {
+    return this.evictTx(now, limit)
+  }
+
+  /** Bytes and entries in the whole directory, every namespace included. */
+  totals(): { bytes: number; entries: number } {
+    const [bytes, entries] = this.readTotals.get()!
+    return { bytes, entries }
+  }
+
+  isReferenced(file: string): boolean {
+    return this.fileReferenced.get(file) !== undefined
+  }
+}
+
+function randomVersion(): number {
+  return Math.floor(Math.random() * 2 ** 52) + 1
+}
