@@ -1,0 +1,436 @@
+import {
+  assertIncrement,
+  type BaseBackendOptions,
+  type CacheBackend,
+  CacheClosedError,
+  CacheConflictError,
+  type CacheEntry,
+  type CacheEvent,
+  type CacheEventName,
+  CacheNotANumberError,
+  CacheObserver,
+  type CacheStats,
+  CacheValueTooLargeError,
+  type Codec,
+  type CodecOptions,
+  createCodec,
+  type Duration,
+  KeyedQueue,
+  parseServerList,
+  parseSize,
+  type SetManyItem,
+  type Size,
+  ttlToMs,
+} from '@cache/core'
+import memjs from 'memjs'
+import { type Expiry, expiryFor, isExpired, keepExpiry, NEVER } from './expiry.js'
+import { Generations } from './generations.js'
+import { KeyMapper } from './keys.js'
+import {
+  counterValue,
+  incrExtras,
+  Opcode,
+  type Response,
+  request,
+  Status,
+  send,
+  storeExtras,
+  unexpected,
+} from './protocol.js'
+
+/** Options of {@link memcachedBackend}. */
+export interface MemcachedBackendOptions extends BaseBackendOptions, CodecOptions {
+  /**
+   * Prefix of every key; `clear()` removes this namespace only. 1-128 printable ASCII
+   * characters without spaces or `#`. Default: `'cache'`.
+   */
+  namespace?: string
+  /**
+   * Per-operation timeout: a server that does not answer (or cannot be connected to) within it
+   * fails the operation with `CacheTimeoutError`. Seconds or a duration string. Default: `'300ms'`.
+   */
+  timeout?: Duration
+  /**
+   * Largest serialized value accepted; larger ones throw `CacheValueTooLargeError` before
+   * anything is sent. Default: 1 MB minus 512 bytes (memcached's default item limit, `-I 1m`,
+   * less the item header and a 250-byte key). Raise it only with the server's `-I`.
+   */
+  maxValueSize?: Size
+  /** SASL username (memjs also reads `MEMCACHIER_USERNAME`/`MEMCACHE_USERNAME`). Default: none. */
+  username?: string
+  /** SASL password (memjs also reads `MEMCACHIER_PASSWORD`/`MEMCACHE_PASSWORD`). Default: none. */
+  password?: string
+  /**
+   * How long a process trusts its copy of a namespace's generation before reading it again. A
+   * `clear()` in another process takes up to this long to be seen here; `0` reads it before every
+   * operation (exact, but two round trips each). Seconds or a duration string. Default: `1` (1 s).
+   */
+  generationTtl?: Duration | 0
+  /** `atomicUpdate`/`incr` attempts on CAS conflicts before `CacheConflictError`. Default: 100. */
+  casAttempts?: number
+  /**
+   * Make `clear()` flush every server (`flush_all`): removes every key of every application
+   * sharing the servers. Default: false (clear by generation).
+   */
+  flushOnClear?: boolean
+  /** TCP keep-alive on the connections. Default: true. */
+  keepAlive?: boolean
+  /** A memjs client to use instead of creating one; `close()` leaves it open. Default: none. */
+  client?: memjs.Client
+  /** Clock in epoch ms, for tests. Default: `Date.now`. */
+  now?: () => number
+}
+
+const DEFAULT_MAX_VALUE = 1024 * 1024 - 512
+
+/**
+ * memcached through memjs: one or many servers (keys spread by hash), SASL, CAS. See the README
+ * for the key format, TTL rounding, how `clear()` works and failure behaviour.
+ */
+export class MemcachedBackend implements CacheBackend {
+  readonly name = 'memcached'
+  readonly namespace: string
+  readonly client: memjs.Client
+  private readonly observer = new CacheObserver('memcached')
+  private readonly queue = new KeyedQueue()
+  private readonly codec: Codec
+  private readonly keys: KeyMapper
+  private readonly generations: Generations
+  private readonly servers: number
+  private readonly timeoutMs: number
+  private readonly maxValueSize: number
+  private readonly defaultTtlMs: number | undefined
+  private readonly casAttempts: number
+  private readonly flushOnClear: boolean
+  private readonly ownsClient: boolean
+  private readonly now: () => number
+  private closed = false
+
+  constructor(
+    servers: string | readonly string[] = '127.0.0.1:11211',
+    options: MemcachedBackendOptions = {},
+  ) {
+    this.namespace = options.namespace ?? 'cache'
+    this.keys = new KeyMapper(this.namespace)
+    this.codec = createCodec(options)
+    this.timeoutMs = ttlToMs(options.timeout ?? 0.3, 'timeout') as number
+    this.maxValueSize =
+      options.maxValueSize === undefined ? DEFAULT_MAX_VALUE : parseSize(options.maxValueSize, 'maxValueSize')
+    this.defaultTtlMs = ttlToMs(options.defaultTtl, 'defaultTtl')
+    this.casAttempts = options.casAttempts ?? 100
+    if (!Number.isSafeInteger(this.casAttempts) || this.casAttempts < 1)
+      throw new RangeError(`casAttempts: ${String(options.casAttempts)} is not a positive whole number`)
+    this.flushOnClear = options.flushOnClear ?? false
+    this.now = options.now ?? Date.now
+    this.ownsClient = options.client === undefined
+    this.client = options.client ?? createClient(servers, options, this.timeoutMs)
+    this.servers = this.client.servers.length
+    const generationTtlMs = options.generationTtl === 0 ? 0 : (ttlToMs(options.generationTtl ?? 1) as number)
+    this.generations = new Generations(this.keys.generationKey, this.servers, generationTtlMs, (i, buf, op) =>
+      this.call(i, buf, op),
+    )
+  }
+
+  get stats(): CacheStats {
+    return this.observer.stats
+  }
+
+  on(event: CacheEventName, listener: (event: CacheEvent) => void): this {
+    this.observer.on(event, listener)
+    return this
+  }
+
+  off(event: CacheEventName, listener: (event: CacheEvent) => void): this {
+    this.observer.off(event, listener)
+    return this
+  }
+
+  async get<T = unknown>(key: string): Promise<T | undefined> {
+    const found = await this.fetch(key, 'get')
+    if (found === undefined) {
+      this.observer.miss(key)
+      return undefined
+    }
+    this.observer.hit(key)
+    return this.codec.decode(found.value) as T
+  }
+
+  async getEntry<T = unknown>(key: string): Promise<CacheEntry<T> | undefined> {
+    const found = await this.fetch(key, 'getEntry')
+    if (found === undefined) {
+      this.observer.miss(key)
+      return undefined
+    }
+    this.observer.hit(key)
+    const value = this.codec.decode(found.value) as T
+    return found.flags === 0 ? { value } : { value, expiresAt: found.flags * 1000 }
+  }
+
+  async has(key: string): Promise<boolean> {
+    return (await this.fetch(key, 'has')) !== undefined
+  }
+
+  async set(key: string, value: unknown, ttl?: Duration): Promise<void> {
+    const expiry = this.expiry(ttl)
+    const bytes = this.encode(key, value)
+    const [index, mkey] = await this.locate(key)
+    const response = await this.call(index, storeRequest(Opcode.set, mkey, expiry, bytes), 'set', key)
+    if (response.status !== Status.ok) throw this.failure('set', response.status, key, bytes.length)
+    this.observer.set(key)
+  }
+
+  async add(key: string, value: unknown, ttl?: Duration): Promise<boolean> {
+    const expiry = this.expiry(ttl)
+    const bytes = this.encode(key, value)
+    const [index, mkey] = await this.locate(key)
+    const added = await this.call(index, storeRequest(Opcode.add, mkey, expiry, bytes), 'add', key)
+    if (added.status === Status.ok) {
+      this.observer.set(key)
+      return true
+    }
+    if (added.status !== Status.exists) throw this.failure('add', added.status, key, bytes.length)
+    // The server may still hold an item that reads already treat as expired (see expiry.ts):
+    // replace it, but only if nobody changed it meanwhile.
+    const current = await this.call(index, request(Opcode.get, mkey), 'add', key)
+    if (current.status !== Status.ok || !isExpired(current.flags, this.now())) return false
+    const replaced = await this.call(
+      index,
+      storeRequest(Opcode.set, mkey, expiry, bytes, current.cas),
+      'add',
+      key,
+    )
+    if (replaced.status !== Status.ok) return false
+    this.observer.set(key)
+    return true
+  }
+
+  async delete(key: string): Promise<boolean> {
+    const [index, mkey] = await this.locate(key)
+    const response = await this.call(index, request(Opcode.delete, mkey), 'delete', key)
+    if (response.status === Status.notFound) return false
+    if (response.status !== Status.ok) throw this.failure('delete', response.status, key)
+    this.observer.delete(key)
+    return true
+  }
+
+  /**
+   * Removes this namespace: bumps its generation on every server, so every key written before
+   * becomes unreachable (memcached evicts the old items in time). `{ flush: true }` (or the
+   * `flushOnClear` option) flushes the servers instead, removing every application's keys.
+   */
+  async clear(options: { flush?: boolean } = {}): Promise<void> {
+    this.assertOpen()
+    if (options.flush ?? this.flushOnClear) await this.generations.flush()
+    else await this.generations.bump()
+  }
+
+  /**
+   * Adds `by` to an integer counter, creating it at `by` with the TTL if absent. Positive steps
+   * use memcached's INCR (one round trip); negative steps and negative counters, which INCR
+   * cannot represent, use a CAS loop.
+   */
+  async incr(key: string, by = 1, ttl?: Duration): Promise<number> {
+    assertIncrement(by)
+    const ttlMs = this.ttlMs(ttl)
+    const [index, mkey] = await this.locate(key)
+    for (let attempt = 1; by >= 0 && attempt <= this.casAttempts; attempt++) {
+      const response = await this.call(index, request(Opcode.increment, mkey, incrExtras(by)), 'incr', key)
+      if (response.status === Status.ok) return counterValue(response)
+      if (response.status === Status.nonNumeric) break
+      if (response.status !== Status.notFound) throw this.failure('incr', response.status, key)
+      const created = await this.call(
+        index,
+        storeRequest(Opcode.add, mkey, expiryFor(ttlMs, this.now()), counterBytes(by)),
+        'incr',
+        key,
+      )
+      if (created.status === Status.ok) return by
+      if (created.status !== Status.exists) throw this.failure('incr', created.status, key)
+    }
+    return this.casLoop(key, index, mkey, 'incr', (found) => {
+      if (found === undefined)
+        return { bytes: counterBytes(by), expiry: expiryFor(ttlMs, this.now()), result: by }
+      const current = this.codec.decode(found.value)
+      if (!Number.isSafeInteger(current)) throw new CacheNotANumberError(key)
+      const next = (current as number) + by
+      return { bytes: counterBytes(next), expiry: keepExpiry(found.flags), result: next }
+    })
+  }
+
+  /**
+   * Read-modify-write with memcached CAS: reads the value and its CAS version, calls `fn`, and
+   * writes only if nobody wrote in between; otherwise retries with the newer value (so `fn` must
+   * be free of side effects). Callers in this process queue per key instead of conflicting.
+   */
+  async atomicUpdate<T>(
+    key: string,
+    fn: (current: T | undefined) => T | Promise<T>,
+    ttl?: Duration,
+  ): Promise<T> {
+    const ttlMs = this.ttlMs(ttl)
+    const [index, mkey] = await this.locate(key)
+    return this.casLoop(key, index, mkey, 'atomicUpdate', async (found) => {
+      const next = await fn(found === undefined ? undefined : (this.codec.decode(found.value) as T))
+      return { bytes: this.encode(key, next), expiry: expiryFor(ttlMs, this.now()), result: next }
+    })
+  }
+
+  async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
+    return Promise.all(keys.map((key) => this.get<T>(key)))
+  }
+
+  async setMany(items: readonly SetManyItem[]): Promise<void> {
+    // Check every TTL and value first, so a bad item stores nothing.
+    for (const item of items) {
+      this.expiry(item.ttl)
+      this.encode(item.key, item.value)
+    }
+    await Promise.all(items.map((item) => this.set(item.key, item.value, item.ttl)))
+  }
+
+  async deleteMany(keys: readonly string[]): Promise<number> {
+    const removed = await Promise.all(keys.map((key) => this.delete(key)))
+    return removed.filter(Boolean).length
+  }
+
+  /** Closes the connections this backend opened (not a client passed in). Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    if (this.ownsClient) this.client.close()
+  }
+
+  /** The live item for a key, or undefined on a miss (or an item past its stored expiry). */
+  private async fetch(key: string, operation: string): Promise<Response | undefined> {
+    const [index, mkey] = await this.locate(key)
+    const response = await this.call(index, request(Opcode.get, mkey), operation, key)
+    if (response.status === Status.notFound) return undefined
+    if (response.status !== Status.ok) throw this.failure(operation, response.status, key)
+    return isExpired(response.flags, this.now()) ? undefined : response
+  }
+
+  private async casLoop<R>(
+    key: string,
+    index: number,
+    mkey: string,
+    operation: string,
+    next: (
+      found: Response | undefined,
+    ) => { bytes: Buffer; expiry: Expiry; result: R } | Promise<{ bytes: Buffer; expiry: Expiry; result: R }>,
+  ): Promise<R> {
+    return this.queue.run(mkey, async () => {
+      for (let attempt = 1; attempt <= this.casAttempts; attempt++) {
+        const current = await this.call(index, request(Opcode.get, mkey), operation, key)
+        if (current.status !== Status.ok && current.status !== Status.notFound)
+          throw this.failure(operation, current.status, key)
+        const exists = current.status === Status.ok
+        const live = exists && !isExpired(current.flags, this.now()) ? current : undefined
+        const { bytes, expiry, result } = await next(live)
+        // An absent key is created with ADD; a present one (even expired) replaced with CAS.
+        const write = exists
+          ? storeRequest(Opcode.set, mkey, expiry, bytes, current.cas)
+          : storeRequest(Opcode.add, mkey, expiry, bytes)
+        const written = await this.call(index, write, operation, key)
+        if (written.status === Status.ok) {
+          this.observer.set(key)
+          return result
+        }
+        if (written.status !== Status.exists && written.status !== Status.notFound)
+          throw this.failure(operation, written.status, key, bytes.length)
+        // Another process wrote first: retry after a short random pause so writers spread out.
+        await new Promise((resolve) => setTimeout(resolve, Math.random() * 2))
+      }
+      throw new CacheConflictError(key, this.casAttempts)
+    })
+  }
+
+  /** The server index and memcached key of a user key. */
+  private async locate(key: string): Promise<[number, string]> {
+    if (this.closed) throw new CacheClosedError(this.name)
+    const suffix = this.keys.suffix(key)
+    const index = this.servers > 1 ? memjs.Utils.hashCode(suffix) % this.servers : 0
+    const cached = this.generations.cached(index)
+    const generation = cached ?? (await this.generations.load(index))
+    return [index, this.keys.key(generation, suffix)]
+  }
+
+  /** One request, timed and counted; transport failures are counted and rethrown. */
+  private async call(index: number, buf: Buffer, operation: string, key?: string): Promise<Response> {
+    const start = performance.now()
+    try {
+      const response = await send(this.client, index, buf, this.name, operation, this.timeoutMs)
+      this.observer.latency(performance.now() - start)
+      return response
+    } catch (error) {
+      this.observer.error(operation, error, key)
+      throw error
+    }
+  }
+
+  private failure(operation: string, status: number, key: string, size = 0): Error {
+    const error =
+      status === Status.tooLarge
+        ? new CacheValueTooLargeError(key, size, this.maxValueSize)
+        : unexpected(this.name, operation, status)
+    this.observer.error(operation, error, key)
+    return error
+  }
+
+  private encode(key: string, value: unknown): Buffer {
+    const bytes = this.codec.encode(value)
+    if (bytes.length > this.maxValueSize)
+      throw new CacheValueTooLargeError(key, bytes.length, this.maxValueSize)
+    return bytes
+  }
+
+  private ttlMs(ttl: Duration | undefined): number | undefined {
+    return ttl === undefined ? this.defaultTtlMs : ttlToMs(ttl)
+  }
+
+  private expiry(ttl: Duration | undefined): Expiry {
+    const ms = this.ttlMs(ttl)
+    return ms === undefined ? NEVER : expiryFor(ms, this.now())
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new CacheClosedError(this.name)
+  }
+}
+
+function createClient(
+  servers: string | readonly string[],
+  options: MemcachedBackendOptions,
+  timeoutMs: number,
+): memjs.Client {
+  const list = parseServerList(typeof servers === 'string' ? servers : servers.join(','), 'servers')
+  return memjs.Client.create(list.join(','), {
+    username: options.username,
+    password: options.password,
+    timeout: timeoutMs / 1000,
+    conntimeout: timeoutMs / 1000,
+    keepAlive: options.keepAlive ?? true,
+    // Requests go through protocol.ts, never through memjs's retrying perform(); keep it quiet
+    // and retry-free anyway for anyone who uses the client directly.
+    retries: 1,
+    logger: { log() {} },
+  })
+}
+
+function storeRequest(opcode: number, key: string, expiry: Expiry, bytes: Buffer, cas?: Buffer): Buffer {
+  return request(opcode, key, storeExtras(expiry.flags, expiry.exptime), bytes, cas)
+}
+
+function counterBytes(n: number): Buffer {
+  return Buffer.from(String(n), 'latin1')
+}
+
+/**
+ * A memcached backend. `servers` is `'host:port'` or `'host:port,host:port'` (or an array).
+ * See {@link MemcachedBackendOptions}.
+ */
+export function memcachedBackend(
+  servers: string | readonly string[] = '127.0.0.1:11211',
+  options: MemcachedBackendOptions = {},
+): MemcachedBackend {
+  return new MemcachedBackend(servers, options)
+}

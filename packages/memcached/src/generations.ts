@@ -1,0 +1,122 @@
+import { CacheError } from '@cache/core'
+import {
+  incrExtras,
+  Opcode,
+  type Response,
+  request,
+  Status,
+  storeExtras,
+  unexpected as protocolError,
+} from './protocol.js'
+
+type Call = (index: number, buf: Buffer, operation: string) => Promise<Response>
+
+interface Cached {
+  text: string
+  at: number
+}
+
+/**
+ * A namespace's generation, one counter per server, kept on that server under `<namespace>#g`.
+ * Keys include the generation of the server they live on, so `clear()` is one INCR per server,
+ * and a server that is down only affects its own keys.
+ *
+ * A new counter starts at the current time in ms rather than 0: if memcached evicts or loses the
+ * counter, the new generation never matches keys written under an old one.
+ */
+export class Generations {
+  private readonly values: (Cached | undefined)[]
+  private readonly loading: (Promise<string> | undefined)[]
+
+  constructor(
+    private readonly key: string,
+    servers: number,
+    private readonly ttlMs: number,
+    private readonly call: Call,
+  ) {
+    this.values = new Array(servers).fill(undefined)
+    this.loading = new Array(servers).fill(undefined)
+  }
+
+  /** The generation of server `index` if it was read recently enough to trust. */
+  cached(index: number): string | undefined {
+    const cached = this.values[index]
+    return cached !== undefined && performance.now() - cached.at < this.ttlMs ? cached.text : undefined
+  }
+
+  /** Reads (or creates) the generation of server `index`; concurrent callers share one read. */
+  load(index: number): Promise<string> {
+    let pending = this.loading[index]
+    if (pending === undefined) {
+      pending = this.read(index).finally(() => {
+        this.loading[index] = undefined
+      })
+      this.loading[index] = pending
+    }
+    return pending
+  }
+
+  /** Moves every server to a new generation. Fails if any server could not be reached. */
+  async bump(): Promise<void> {
+    await this.everyServer(async (index) => {
+      for (let attempt = 0; attempt < 5; attempt++) {
+        const response = await this.call(index, request(Opcode.increment, this.key, incrExtras(1)), 'clear')
+        if (response.status === Status.ok) return this.remember(index, response.value.readBigUInt64BE(0))
+        if (response.status !== Status.notFound) throw unexpected('clear', response.status)
+        // No counter yet (or it was evicted): any fresh one is a new generation.
+        if (await this.create(index)) return
+      }
+      throw new CacheError('memcached: clear could not update the generation counter')
+    })
+  }
+
+  /** `flush_all` on every server; the next operation starts a new generation. */
+  async flush(): Promise<void> {
+    await this.everyServer(async (index) => {
+      const response = await this.call(index, request(Opcode.flush, ''), 'clear')
+      if (response.status !== Status.ok) throw unexpected('clear', response.status)
+      this.values[index] = undefined
+    })
+  }
+
+  private async read(index: number): Promise<string> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const response = await this.call(index, request(Opcode.get, this.key), 'generation')
+      if (response.status === Status.ok)
+        return this.remember(index, BigInt(response.value.toString('latin1')))
+      if (response.status !== Status.notFound) throw unexpected('generation', response.status)
+      const created = await this.create(index)
+      if (created) return created
+    }
+    throw new CacheError('memcached: could not read the generation counter')
+  }
+
+  /** ADDs a fresh counter; its text, or undefined if another process created one first. */
+  private async create(index: number): Promise<string | undefined> {
+    const start = BigInt(Date.now())
+    const response = await this.call(
+      index,
+      request(Opcode.add, this.key, storeExtras(0, 0), Buffer.from(start.toString())),
+      'generation',
+    )
+    if (response.status === Status.ok) return this.remember(index, start)
+    if (response.status !== Status.exists) throw unexpected('generation', response.status)
+    return undefined
+  }
+
+  private remember(index: number, value: bigint): string {
+    const text = value.toString(36)
+    this.values[index] = { text, at: performance.now() }
+    return text
+  }
+
+  private async everyServer(task: (index: number) => Promise<unknown>): Promise<void> {
+    const results = await Promise.allSettled(this.values.map((_, index) => task(index)))
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+    if (failed) throw failed.reason
+  }
+}
+
+function unexpected(operation: string, status: number): CacheError {
+  return protocolError('memcached', operation, status)
+}

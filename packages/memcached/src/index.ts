@@ -1,0 +1,1 @@
+export { MemcachedBackend, type MemcachedBackendOptions, memcachedBackend } from './backend.js'

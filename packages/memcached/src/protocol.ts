@@ -1,0 +1,178 @@
+/**
+ * The memcached binary protocol on top of memjs's connections.
+ *
+ * memjs's high-level client has no gets/cas, parses INCR results wrongly above 2^32, and retries
+ * failed requests (which would replay an increment). So requests are built here and written to a
+ * memjs `Server` chosen by the backend: memjs still owns the sockets, SASL, response framing and
+ * the per-request timeout; this file owns the bytes and the statuses.
+ */
+import { CacheError, CacheTimeoutError, CacheUnavailableError } from '@cache/core'
+import type memjs from 'memjs'
+
+export const Opcode = {
+  get: 0x00,
+  set: 0x01,
+  add: 0x02,
+  delete: 0x04,
+  increment: 0x05,
+  flush: 0x08,
+} as const
+
+export const Status = {
+  ok: 0x00,
+  notFound: 0x01,
+  exists: 0x02,
+  tooLarge: 0x03,
+  notStored: 0x05,
+  nonNumeric: 0x06,
+} as const
+
+/** INCR expiration meaning "fail with NOT_FOUND instead of creating the counter". */
+export const NO_CREATE = 0xffffffff
+
+/** What memjs's parser hands back for one response. */
+interface RawResponse {
+  header: { status: number; cas: Buffer }
+  extras: Buffer
+  val: Buffer
+}
+
+/** The parts of memjs's `Server` this file drives (public in memjs's source, absent from its types). */
+interface Connection {
+  host: string
+  port: number
+  connected: boolean
+  onResponse(seq: number, fn: (response: RawResponse) => void): void
+  onError(seq: number, fn: (error: unknown) => void): void
+  write(blob: Buffer): void
+}
+
+export interface Response {
+  status: number
+  /** The value bytes (GET) or the 8-byte counter (INCR). */
+  value: Buffer
+  /** The item's flags on a GET hit (0 otherwise). */
+  flags: number
+  /** The item's CAS version, 8 bytes. */
+  cas: Buffer
+}
+
+const EMPTY = Buffer.alloc(0)
+
+/** A request: 24-byte header, extras, key, value. `key` is ASCII (the backend made it safe). */
+export function request(
+  opcode: number,
+  key: string,
+  extras: Buffer = EMPTY,
+  value: Buffer = EMPTY,
+  cas?: Buffer,
+): Buffer {
+  const keyLength = key.length
+  const buf = Buffer.allocUnsafe(24 + extras.length + keyLength + value.length)
+  buf[0] = 0x80
+  buf[1] = opcode
+  buf.writeUInt16BE(keyLength, 2)
+  buf[4] = extras.length
+  buf[5] = 0
+  buf.writeUInt16BE(0, 6)
+  buf.writeUInt32BE(extras.length + keyLength + value.length, 8)
+  buf.writeUInt32BE(0, 12) // opaque: set by send()
+  if (cas) cas.copy(buf, 16)
+  else buf.fill(0, 16, 24)
+  extras.copy(buf, 24)
+  buf.write(key, 24 + extras.length, 'latin1')
+  value.copy(buf, 24 + extras.length + keyLength)
+  return buf
+}
+
+/** SET/ADD extras: flags and expiration. */
+export function storeExtras(flags: number, exptime: number): Buffer {
+  const extras = Buffer.allocUnsafe(8)
+  extras.writeUInt32BE(flags, 0)
+  extras.writeUInt32BE(exptime, 4)
+  return extras
+}
+
+/** INCR extras: amount, initial value, expiration (NO_CREATE: do not create). */
+export function incrExtras(amount: number): Buffer {
+  const extras = Buffer.alloc(20)
+  extras.writeBigUInt64BE(BigInt(amount), 0)
+  extras.writeUInt32BE(NO_CREATE, 16)
+  return extras
+}
+
+/**
+ * Sends one request on one memjs server and resolves with its response. memjs fails the request
+ * when the server does not answer within its `timeout`; `guardMs` also bounds the time spent
+ * connecting, which memjs counts separately. Never retried: a lost INCR is reported, not replayed.
+ */
+export function send(
+  client: memjs.Client,
+  index: number,
+  buf: Buffer,
+  backend: string,
+  operation: string,
+  guardMs: number,
+): Promise<Response> {
+  const server = client.servers[index] as unknown as Connection
+  client.incrSeq()
+  const seq = (client as unknown as { seq: number }).seq
+  buf.writeUInt32BE(seq, 12)
+  return new Promise<Response>((resolve, reject) => {
+    let guard: NodeJS.Timeout | undefined
+    server.onResponse(seq, (response) => {
+      if (guard) clearTimeout(guard)
+      const extras = response.extras
+      resolve({
+        status: response.header.status,
+        value: response.val,
+        flags: extras.length >= 4 ? extras.readUInt32BE(0) : 0,
+        cas: response.header.cas,
+      })
+    })
+    server.onError(seq, (error) => {
+      if (guard) clearTimeout(guard)
+      reject(unavailable(backend, operation, server, error, guardMs))
+    })
+    if (!server.connected) {
+      // Connecting (or reconnecting): bound the whole operation, not just the request.
+      guard = setTimeout(() => {
+        server.onResponse(seq, () => {})
+        server.onError(seq, () => {})
+        reject(new CacheTimeoutError(backend, `${operation} on ${server.host}:${server.port}`, guardMs))
+      }, guardMs)
+    }
+    server.write(buf)
+  })
+}
+
+function unavailable(
+  backend: string,
+  operation: string,
+  server: Connection,
+  error: unknown,
+  timeoutMs: number,
+): CacheUnavailableError {
+  const message = error instanceof Error ? error.message : String(error)
+  const cause = error instanceof Error ? error : new Error(message)
+  if (/timed out/i.test(message)) {
+    return new CacheTimeoutError(backend, `${operation} on ${server.host}:${server.port}`, timeoutMs, {
+      cause,
+    })
+  }
+  return new CacheUnavailableError(
+    backend,
+    `${backend}: ${operation} on ${server.host}:${server.port} failed: ${message}`,
+    { cause },
+  )
+}
+
+/** An error for a status the caller did not expect. */
+export function unexpected(backend: string, operation: string, status: number): CacheError {
+  return new CacheError(`${backend}: ${operation} failed with memcached status 0x${status.toString(16)}`)
+}
+
+/** The unsigned 64-bit counter of an INCR response, as a number. */
+export function counterValue(response: Response): number {
+  return Number(response.value.readBigUInt64BE(0))
+}
