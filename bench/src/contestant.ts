@@ -1,0 +1,96 @@
+/** What a scenario declares: its contestants, the workloads they run, and what they need. */
+
+export type Workload = 'get-hit' | 'set' | 'mixed' | 'http'
+
+export const WORKLOAD_LABEL: Record<Workload, string> = {
+  'get-hit': 'get (hit)',
+  set: 'set',
+  mixed: '90% get / 10% set',
+  http: 'GET req/s',
+}
+
+/** `limit`: the floor of what any wrapper can do; `peer`: another library; `ours`: an @cache row. */
+export type Role = 'limit' | 'peer' | 'ours'
+
+/** Where the harness-started servers and scratch space are, handed to every worker. */
+export interface Environment {
+  redisUrl?: string
+  redisHost?: string
+  redisPort?: number
+  memcached?: string
+  /** A fresh directory for this row alone. */
+  dir: string
+}
+
+/**
+ * The operations a worker times. `get` resolves to the value, `undefined`/`null` on a miss.
+ * A sync driver (`sync: true`) returns plain values; the loop then skips `await` unless the
+ * contestant asks for it (`awaited`).
+ */
+export interface Driver {
+  /** `index` is the key's position in the key list (memoize rows call their function with it). */
+  get(key: string, index: number): unknown
+  set(key: string, value: Record<string, unknown>, index: number): unknown
+  /** For memoize rows: how many times the memoized function really ran (a hit runs it 0 times). */
+  loads?(): number
+  close?(): Promise<void> | void
+}
+
+export interface Contestant {
+  /** Stable id, used by `--contestants` and in the JSON. */
+  id: string
+  label: string
+  role: Role
+  /** npm packages whose exact versions the report lists. */
+  packages: string[]
+  /** @cache package the row needs built (`@cache/redis`): the row is skipped until its dist exists. */
+  needs?: string
+  workloads: Workload[]
+  /** Operations in flight at once. Default 1: awaited one by one. */
+  concurrency?: number
+  /** The driver is synchronous and the loop does not await it. */
+  sync?: boolean
+  /** Loop with `await` even though the driver is synchronous (the "awaited lru-cache" limit). */
+  awaited?: boolean
+  /**
+   * The limit row this row's "× limit" ratio divides by. Default: the scenario's first limit row
+   * with the same concurrency.
+   */
+  baseline?: string
+  /** Notes shown under the table: configuration choices that matter for fairness. */
+  note?: string
+  /** Builds the driver, in the worker process. */
+  create?(env: Environment): Promise<Driver>
+  /** HTTP rows: starts the server under test, in its own process; autocannon runs in the runner. */
+  serve?(): Promise<HttpService>
+  /** Rows measured by an outside program (redis-benchmark), run from the runner process. */
+  external?(
+    env: Environment,
+    workload: Workload,
+    plan: { rounds: number; quick: boolean },
+  ): Promise<ExternalResult>
+}
+
+/** A server under test and how often its slow route really ran. */
+export interface HttpService {
+  handler: import('node:http').RequestListener
+  routeCalls(): number
+  /** True for rows that put a cache in front of the slow route. */
+  cached: boolean
+}
+
+export interface ExternalResult {
+  rates: number[]
+  gets: number
+  hits: number
+  failure?: string
+}
+
+/** A scenario: a group of contestants compared with each other. */
+export interface Scenario {
+  id: string
+  title: string
+  /** Servers the runner starts before the rows run. */
+  servers?: ('redis' | 'memcached')[]
+  contestants: Contestant[]
+}

@@ -1,0 +1,256 @@
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import type { Role, Workload } from './contestant.js'
+import { WORKLOAD_LABEL } from './contestant.js'
+import { TARGETS } from './targets.js'
+
+/** One contestant × workload, as measured. Rates are operations (or requests) per second. */
+export interface Row {
+  scenario: string
+  contestant: string
+  label: string
+  role: Role
+  workload: Workload
+  concurrency: number
+  unit: 'ops/s' | 'req/s'
+  status: 'ok' | 'failed' | 'skipped'
+  reason?: string
+  median?: number
+  min?: number
+  max?: number
+  /** Half the range of the rounds, as a fraction of the median. */
+  spread?: number
+  rounds?: number[]
+  gets?: number
+  hits?: number
+  /** The limit row the "× limit" ratio divides by, and the ratio. */
+  limit?: string
+  ratioToLimit?: number
+  /** The fastest peer at the same workload and concurrency, and the ratio to it. */
+  bestPeer?: string
+  ratioToBestPeer?: number
+}
+
+export interface ScenarioReport {
+  id: string
+  title: string
+  notes: string[]
+  rows: Row[]
+}
+
+export interface TargetResult {
+  scenario: string
+  workload: Workload
+  ours: string
+  against: string
+  /** The row `against` resolved to (the fastest peer's id for `best-peer`). */
+  reference?: string
+  min: number
+  ratio?: number
+  oursSpread?: number
+  referenceSpread?: number
+  /** `null` when one of the rows was not measured. */
+  holds: boolean | null
+}
+
+export interface Report {
+  generatedAt: string
+  mode: 'full' | 'quick'
+  complete: boolean
+  plan: {
+    warmupMs: number
+    rounds: number
+    roundMs: number
+    httpRounds: number
+    httpSeconds: number
+    httpConnections: number
+  }
+  machine: { node: string; platform: string; cpu: string; cores: number }
+  commit?: string
+  versions: Record<string, string>
+  scenarios: ScenarioReport[]
+  targets: TargetResult[]
+}
+
+/** Fills every row's ratios from the other rows of its scenario, measured in the same run. */
+export function addRatios(scenario: ScenarioReport, baselines: Map<string, string | undefined>): void {
+  const ok = scenario.rows.filter((r) => r.status === 'ok')
+  for (const row of ok) {
+    const baseline = baselines.get(row.contestant)
+    const limit = ok.find(
+      (r) =>
+        r.workload === row.workload &&
+        r.role === 'limit' &&
+        (baseline === undefined
+          ? r.concurrency === row.concurrency && !r.contestant.startsWith('redis-benchmark')
+          : r.contestant === baseline),
+    )
+    if (limit && limit !== row) {
+      row.limit = limit.contestant
+      row.ratioToLimit = row.median! / limit.median!
+    }
+    const peers = ok.filter(
+      (r) => r.workload === row.workload && r.role === 'peer' && r.concurrency === row.concurrency,
+    )
+    const best = peers.reduce<Row | undefined>(
+      (a, b) => (a === undefined || b.median! > a.median! ? b : a),
+      undefined,
+    )
+    if (best && best !== row) {
+      row.bestPeer = best.contestant
+      row.ratioToBestPeer = row.median! / best.median!
+    }
+  }
+}
+
+export function evaluateTargets(scenarios: ScenarioReport[]): TargetResult[] {
+  const measured = TARGETS.filter((t) => scenarios.some((s) => s.id === t.scenario))
+  return measured.map((target) => {
+    const rows = scenarios.find((s) => s.id === target.scenario)?.rows ?? []
+    const find = (id: string) =>
+      rows.find((r) => r.contestant === id && r.workload === target.workload && r.status === 'ok')
+    const ours = find(target.ours)
+    const reference =
+      target.against === 'best-peer'
+        ? ours?.bestPeer === undefined
+          ? undefined
+          : find(ours.bestPeer)
+        : find(target.against)
+    const result: TargetResult = { ...target, holds: null }
+    if (ours && reference) {
+      result.reference = reference.contestant
+      result.ratio = ours.median! / reference.median!
+      result.oursSpread = ours.spread
+      result.referenceSpread = reference.spread
+      result.holds = result.ratio >= target.min
+    }
+    return result
+  })
+}
+
+export function formatRate(rate: number | undefined): string {
+  if (rate === undefined) return '—'
+  if (rate >= 1e6) return `${(rate / 1e6).toFixed(2)} M`
+  if (rate >= 1e3) return `${(rate / 1e3).toFixed(1)} k`
+  return rate.toFixed(0)
+}
+
+const pct = (spread: number | undefined) => (spread === undefined ? '—' : `±${(spread * 100).toFixed(1)}%`)
+const ratio = (value: number | undefined) => (value === undefined ? '—' : `${value.toFixed(2)}×`)
+
+function labelOf(report: Report, scenario: string, id: string | undefined): string {
+  if (id === undefined) return '—'
+  const row = report.scenarios.find((s) => s.id === scenario)?.rows.find((r) => r.contestant === id)
+  return row?.label ?? id
+}
+
+function targetLine(report: Report, t: TargetResult): string {
+  const against =
+    t.against === 'best-peer'
+      ? `fastest peer (${labelOf(report, t.scenario, t.reference)})`
+      : labelOf(report, t.scenario, t.against)
+  const verdict = t.holds === null ? 'not measured' : t.holds ? '**holds**' : '**misses**'
+  const spreads = t.ratio === undefined ? '—' : `${pct(t.oursSpread)} / ${pct(t.referenceSpread)}`
+  return `| ${t.scenario} | ${WORKLOAD_LABEL[t.workload]} | ${labelOf(report, t.scenario, t.ours)} vs ${against} | ≥ ${t.min}× | ${ratio(t.ratio)} | ${spreads} | ${verdict} |`
+}
+
+export function targetsTable(report: Report): string {
+  return [
+    '| scenario | workload | comparison | target | measured | spread (ours / ref) | verdict |',
+    '| --- | --- | --- | --- | --- | --- | --- |',
+    ...report.targets.map((t) => targetLine(report, t)),
+  ].join('\n')
+}
+
+function scenarioTable(report: Report, scenario: ScenarioReport): string {
+  const lines = [
+    `### ${scenario.title}`,
+    '',
+    '| workload | contestant | role | median | spread | × limit | × fastest peer |',
+    '| --- | --- | --- | ---: | ---: | ---: | ---: |',
+  ]
+  for (const row of scenario.rows) {
+    const name = row.role === 'ours' ? `**${row.label}**` : row.label
+    if (row.status !== 'ok') {
+      lines.push(
+        `| ${WORKLOAD_LABEL[row.workload]} | ${name} | ${row.role} | ${row.status.toUpperCase()}: ${row.reason ?? ''} | | | |`,
+      )
+      continue
+    }
+    const limit =
+      row.limit === undefined
+        ? '—'
+        : `${ratio(row.ratioToLimit)} (${labelOf(report, scenario.id, row.limit)})`
+    lines.push(
+      `| ${WORKLOAD_LABEL[row.workload]} | ${name} | ${row.role} | ${formatRate(row.median)} ${row.unit} | ${pct(row.spread)} | ${limit} | ${ratio(row.ratioToBestPeer)} |`,
+    )
+  }
+  if (scenario.notes.length) lines.push('', ...scenario.notes.map((n) => `- ${n}`))
+  return lines.join('\n')
+}
+
+function header(report: Report): string {
+  const { plan, machine } = report
+  return [
+    `Measured ${report.generatedAt} (${report.mode} run${report.complete ? '' : ', partial'}) on ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, ${machine.platform}` +
+      (report.commit ? `, commit ${report.commit}` : '') +
+      '.',
+    `Each contestant × workload runs in its own process: ${plan.warmupMs} ms warm-up, then ${plan.rounds} rounds of ~${plan.roundMs} ms; ` +
+      `the median round is reported, and the spread is half the range of the rounds. HTTP rows: autocannon, ${plan.httpConnections} connections, ` +
+      `${plan.httpRounds} rounds of ${plan.httpSeconds} s, from the runner process (the server runs in its own).`,
+    'Workload: 10 000 keys `user:<n>:profile`, ~1 KB JSON-able objects, 60 s TTL; async operations awaited one by one unless the row says ×64 in flight. ' +
+      'get-hit rows are prefilled and fail if any get misses.',
+  ].join('\n\n')
+}
+
+export function toMarkdown(report: Report): string {
+  const versions = Object.entries(report.versions)
+    .map(([name, version]) => `${name} ${version}`)
+    .join(', ')
+  return [
+    '# @cache benchmark results',
+    '',
+    header(report),
+    '',
+    '## Targets',
+    '',
+    targetsTable(report),
+    '',
+    '## Results',
+    '',
+    ...report.scenarios.flatMap((s) => [scenarioTable(report, s), '']),
+    '## Versions',
+    '',
+    versions,
+    '',
+  ].join('\n')
+}
+
+/** The README's Performance section: the targets and a link to the full tables. */
+export function readmeSection(report: Report): string {
+  return [
+    'Ratios measured side by side in one `pnpm bench` run (higher is better for @cache). ' +
+      'Full tables, notes on how each peer is configured and exact versions: [bench/results/latest.md](bench/results/latest.md).',
+    '',
+    header(report),
+    '',
+    targetsTable(report),
+  ].join('\n')
+}
+
+const START = '<!-- bench:start -->'
+const END = '<!-- bench:end -->'
+
+/**
+ * Replaces what lies between the bench markers of a README with `section`. When the markers are
+ * missing they are added at the end under a `## Performance` heading; nothing else is touched.
+ */
+export function updateReadme(path: string, section: string): void {
+  const text = existsSync(path) ? readFileSync(path, 'utf8') : ''
+  const block = `${START}\n${section}\n${END}`
+  const start = text.indexOf(START)
+  const end = text.indexOf(END)
+  let next: string
+  if (start !== -1 && end > start) next = text.slice(0, start) + block + text.slice(end + END.length)
+  else next = `${text.trimEnd()}${text.trim() ? '\n\n' : ''}## Performance\n\n${block}\n`
+  writeFileSync(path, next)
+}

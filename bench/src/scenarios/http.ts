@@ -1,0 +1,85 @@
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Contestant, HttpService, Scenario } from '../contestant.js'
+import { HTTP_BODY } from '../data.js'
+import { loadPackage } from '../load.js'
+import { ourMemory } from './memory.js'
+
+/** How long the uncached route takes: a database query or a downstream call. */
+export const ROUTE_MS = 20
+export const PATH = '/users'
+
+const BODY = Buffer.from(HTTP_BODY)
+
+/** An Express app whose `/users` route takes {@link ROUTE_MS}, behind `middleware`. */
+async function slowRoute(middleware: (req: any, res: any, next: () => void) => void): Promise<HttpService> {
+  const { default: express } = await import('express')
+  let calls = 0
+  const app = express()
+  app.get(PATH, middleware, (_req, res) => {
+    calls++
+    setTimeout(() => res.type('json').send(HTTP_BODY), ROUTE_MS)
+  })
+  return { handler: app, routeCalls: () => calls, cached: true }
+}
+
+const contestants: Contestant[] = [
+  {
+    id: 'node-http',
+    label: 'node:http (precomputed body)',
+    role: 'limit',
+    packages: [],
+    workloads: ['http'],
+    note: `Bare node:http writing a precomputed ${Math.round(BODY.length / 1024)} KB JSON body: the ceiling of any Node server.`,
+    serve: async () => ({
+      handler: (_req: IncomingMessage, res: ServerResponse) => {
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': BODY.length })
+        res.end(BODY)
+      },
+      routeCalls: () => 0,
+      cached: false,
+    }),
+  },
+  {
+    id: 'express-bare',
+    label: 'Express (precomputed body)',
+    role: 'limit',
+    packages: ['express'],
+    workloads: ['http'],
+    note: 'Express 5 with default settings (weak ETag on) sending the same precomputed body.',
+    serve: async () => {
+      const { default: express } = await import('express')
+      const app = express()
+      app.get(PATH, (_req, res) => {
+        res.type('json').send(HTTP_BODY)
+      })
+      return { handler: app, routeCalls: () => 0, cached: false }
+    },
+  },
+  {
+    id: 'apicache',
+    label: `apicache in front of a ${ROUTE_MS} ms route`,
+    role: 'peer',
+    packages: ['apicache', 'express'],
+    workloads: ['http'],
+    note: "apicache's in-memory store, `middleware('60 seconds')`, on Express 5.",
+    serve: async () => {
+      const { default: apicache } = await import('apicache')
+      return slowRoute(apicache.middleware('60 seconds'))
+    },
+  },
+  {
+    id: 'cache-express',
+    label: `\`cacheResponse\` in front of a ${ROUTE_MS} ms route`,
+    role: 'ours',
+    packages: ['@cache/express', '@cache/memory', '@cache/core', 'express'],
+    needs: '@cache/express',
+    workloads: ['http'],
+    note: '`cacheResponse({ ttl: 60 })` on an @cache/memory backend, on Express 5.',
+    serve: async () => {
+      const { cacheResponse } = await loadPackage('@cache/express')
+      return slowRoute(cacheResponse({ ttl: 60, backend: await ourMemory() }))
+    },
+  },
+]
+
+export const http: Scenario = { id: 'http', title: 'HTTP response caching (autocannon)', contestants }

@@ -1,0 +1,223 @@
+import { execFile } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { promisify } from 'node:util'
+import type { Contestant, Driver, Environment, ExternalResult, Scenario, Workload } from '../contestant.js'
+import { KEY_COUNT, TTL_MS, TTL_SECONDS, values } from '../data.js'
+import { loadPackage } from '../load.js'
+
+const run = promisify(execFile)
+const RW = ['get-hit', 'set', 'mixed'] as const
+export const IN_FLIGHT = 64
+
+/** ioredis used bare, with JSON for the values: what a hand-rolled cache would do. */
+async function rawIoredis(env: Environment): Promise<Driver> {
+  const { Redis } = await import('ioredis')
+  const client = new Redis({ host: env.redisHost, port: env.redisPort })
+  return {
+    get: async (key) => {
+      const text = await client.get(key)
+      return text === null ? undefined : JSON.parse(text)
+    },
+    set: (key, value) => client.set(key, JSON.stringify(value), 'EX', TTL_SECONDS),
+    close: () => void client.disconnect(),
+  }
+}
+
+/** `@cache/redis` with the settings every redis row shares. */
+export async function ourRedis(env: Environment): Promise<any> {
+  const { redisBackend } = await loadPackage('@cache/redis')
+  return redisBackend(env.redisUrl)
+}
+
+async function ours(env: Environment): Promise<Driver> {
+  const backend = await ourRedis(env)
+  return {
+    get: (key) => backend.get(key),
+    set: (key, value) => backend.set(key, value, TTL_SECONDS),
+    close: () => backend.close(),
+  }
+}
+
+async function keyvRedis(env: Environment) {
+  const { Keyv } = await import('keyv')
+  const { default: KeyvRedis } = await import('@keyv/redis')
+  return new Keyv({ store: new KeyvRedis(env.redisUrl) })
+}
+
+const BENCH_BINARY = '/usr/bin/redis-benchmark'
+
+/**
+ * redis-benchmark (C, one process) running the same GET / SET EX commands on keys shaped like
+ * ours. It cannot report hits, so the server's keyspace_hits/misses counters are checked instead.
+ */
+function redisBenchmark(concurrency: number) {
+  return async (
+    env: Environment,
+    workload: Workload,
+    plan: { rounds: number; quick: boolean },
+  ): Promise<ExternalResult> => {
+    const { Redis } = await import('ioredis')
+    const client = new Redis({ host: env.redisHost, port: env.redisPort })
+    try {
+      const body = JSON.stringify(values[1])
+      if (workload === 'get-hit') {
+        // redis-benchmark writes __rand_int__ as 12 zero-padded digits.
+        const pipeline = client.pipeline()
+        for (let i = 0; i < KEY_COUNT; i++)
+          pipeline.set(`user:${String(i).padStart(12, '0')}:profile`, body, 'EX', TTL_SECONDS)
+        await pipeline.exec()
+      }
+      const command =
+        workload === 'get-hit'
+          ? ['GET', 'user:__rand_int__:profile']
+          : ['SET', 'user:__rand_int__:profile', body, 'EX', String(TTL_SECONDS)]
+      const requests = plan.quick ? 2000 : concurrency === 1 ? 40_000 : 150_000
+      const before = await keyspace(client)
+      const rates: number[] = []
+      for (let r = 0; r < plan.rounds + 1; r++) {
+        const { stdout } = await run(BENCH_BINARY, [
+          '-h',
+          env.redisHost!,
+          '-p',
+          String(env.redisPort),
+          '-c',
+          String(concurrency),
+          '-n',
+          String(requests),
+          '-r',
+          String(KEY_COUNT),
+          '--csv',
+          ...command,
+        ])
+        // The first run is the warm-up.
+        // The test name (the command, with the JSON body) has commas of its own: count from the end.
+        const fields = stdout.trim().split('\n')[1]!.split('","')
+        if (r > 0) rates.push(Number(fields[fields.length - 7]))
+      }
+      const after = await keyspace(client)
+      const gets = workload === 'get-hit' ? after.hits + after.misses - before.hits - before.misses : 0
+      const hits = workload === 'get-hit' ? after.hits - before.hits : 0
+      return { rates, gets, hits, ...(hits !== gets ? { failure: `only ${hits} of ${gets} GETs hit` } : {}) }
+    } finally {
+      client.disconnect()
+    }
+  }
+}
+
+async function keyspace(client: import('ioredis').Redis): Promise<{ hits: number; misses: number }> {
+  const info = await client.info('stats')
+  const field = (name: string) => Number(new RegExp(`${name}:(\\d+)`).exec(info)?.[1] ?? Number.NaN)
+  return { hits: field('keyspace_hits'), misses: field('keyspace_misses') }
+}
+
+const contestants: Contestant[] = [
+  {
+    id: 'ioredis',
+    label: 'ioredis (raw, JSON)',
+    role: 'limit',
+    packages: ['ioredis'],
+    workloads: [...RW],
+    note: 'ioredis `GET` / `SET EX` with `JSON.stringify`/`JSON.parse`, default client options.',
+    create: rawIoredis,
+  },
+  {
+    id: 'ioredis-64',
+    label: `ioredis (raw, JSON) ×${IN_FLIGHT}`,
+    role: 'limit',
+    packages: ['ioredis'],
+    workloads: [...RW],
+    concurrency: IN_FLIGHT,
+    create: rawIoredis,
+  },
+  ...(existsSync(BENCH_BINARY)
+    ? ([1, IN_FLIGHT] as const).map(
+        (c): Contestant => ({
+          id: c === 1 ? 'redis-benchmark' : `redis-benchmark-${c}`,
+          label: c === 1 ? 'redis-benchmark (C)' : `redis-benchmark (C) ×${c}`,
+          role: 'limit',
+          packages: [],
+          workloads: ['get-hit', 'set'],
+          concurrency: c,
+          note: 'redis-benchmark: the server and loopback ceiling, without any JavaScript client.',
+          external: redisBenchmark(c),
+        }),
+      )
+    : []),
+  {
+    id: 'keyv-redis',
+    label: 'keyv + @keyv/redis',
+    role: 'peer',
+    packages: ['keyv', '@keyv/redis'],
+    workloads: [...RW],
+    create: async (env) => {
+      const keyv = await keyvRedis(env)
+      return {
+        get: (key) => keyv.get(key),
+        set: (key, value) => keyv.set(key, value, TTL_MS),
+        close: () => keyv.disconnect(),
+      }
+    },
+  },
+  {
+    id: 'cache-manager-redis',
+    label: 'cache-manager + @keyv/redis',
+    role: 'peer',
+    packages: ['cache-manager', 'keyv', '@keyv/redis'],
+    workloads: [...RW],
+    create: async (env) => {
+      const { createCache } = await import('cache-manager')
+      const cache = createCache({ stores: [await keyvRedis(env)] })
+      return {
+        get: (key) => cache.get(key),
+        set: (key, value) => cache.set(key, value, TTL_MS),
+        close: () => cache.disconnect(),
+      }
+    },
+  },
+  {
+    id: 'bentocache-redis',
+    label: 'bentocache (redis driver)',
+    role: 'peer',
+    packages: ['bentocache', 'ioredis'],
+    workloads: [...RW],
+    note: 'bentocache with only its redis driver (no memory L1), so every read goes to Redis.',
+    create: async (env) => {
+      const { BentoCache, bentostore } = await import('bentocache')
+      const { redisDriver } = await import('bentocache/drivers/redis')
+      const bento = new BentoCache({
+        default: 'redis',
+        stores: {
+          redis: bentostore().useL2Layer(
+            redisDriver({ connection: { host: env.redisHost, port: env.redisPort } }),
+          ),
+        },
+      })
+      return {
+        get: (key) => bento.get({ key }),
+        set: (key, value) => bento.set({ key, value, ttl: TTL_MS }),
+        close: () => bento.disconnectAll(),
+      }
+    },
+  },
+  {
+    id: 'cache-redis',
+    label: '@cache/redis',
+    role: 'ours',
+    packages: ['@cache/redis', '@cache/core'],
+    needs: '@cache/redis',
+    workloads: [...RW],
+    create: ours,
+  },
+  {
+    id: 'cache-redis-64',
+    label: `@cache/redis ×${IN_FLIGHT}`,
+    role: 'ours',
+    packages: ['@cache/redis', '@cache/core'],
+    needs: '@cache/redis',
+    workloads: [...RW],
+    concurrency: IN_FLIGHT,
+    create: ours,
+  },
+]
+
+export const redis: Scenario = { id: 'redis', title: 'Redis (loopback)', servers: ['redis'], contestants }
