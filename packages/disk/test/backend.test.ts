@@ -1,0 +1,308 @@
+import { mkdtempSync, readdirSync, rmSync, statSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join, relative } from 'node:path'
+import {
+  CacheClosedError,
+  CacheConfigError,
+  type CacheEvent,
+  CacheTimeoutError,
+  CacheValueTooLargeError,
+} from '@cache/core'
+import Database from 'better-sqlite3'
+import { afterEach, describe, expect, it } from 'vitest'
+import { type DiskBackend, type DiskBackendOptions, diskBackend } from '../src/index.js'
+
+let dir: string
+const open: DiskBackend[] = []
+
+function cache(options: DiskBackendOptions = {}): DiskBackend {
+  dir ??= mkdtempSync(join(tmpdir(), 'cache-disk-'))
+  const backend = diskBackend({ path: dir, pruneIntervalMs: false, ...options })
+  open.push(backend)
+  return backend
+}
+
+afterEach(async () => {
+  await Promise.all(open.splice(0).map((backend) => backend.close()))
+  if (dir) rmSync(dir, { recursive: true, force: true })
+  dir = undefined as unknown as string
+})
+
+/** Every file under `root`, as paths relative to it. */
+function walk(root: string): string[] {
+  return readdirSync(root, { recursive: true, withFileTypes: true })
+    .filter((entry) => entry.isFile())
+    .map((entry) => relative(root, join(entry.parentPath, entry.name)))
+    .sort()
+}
+
+/** A clock the test moves by hand. */
+function clock(start = 1_700_000_000_000) {
+  const state = { now: start }
+  return { now: () => state.now, advance: (ms: number) => (state.now += ms) }
+}
+
+describe('keys never become paths', () => {
+  it('stores hostile keys, inline and in files, without writing outside the directory', async () => {
+    const outside = mkdtempSync(join(tmpdir(), 'cache-disk-outside-'))
+    try {
+      const c = cache({ inlineThreshold: 4, path: join(outside, 'cache') })
+      const keys = [
+        '../../etc/passwd',
+        '../outside',
+        '/abs/path',
+        'a/b',
+        'con',
+        'NUL',
+        'x'.repeat(1024),
+        'a',
+        'a:b',
+      ]
+      for (const key of keys) await c.set(key, `value of ${key}`)
+      for (const key of keys) expect(await c.get(key)).toBe(`value of ${key}`)
+      expect(readdirSync(outside)).toEqual(['cache'])
+      for (const file of walk(join(outside, 'cache'))) {
+        expect(file).toMatch(/^(cache\.db(-wal|-shm)?|values\/[0-9a-f]{2}\/[0-9a-f]{30}\.val)$/)
+      }
+      expect(walk(join(outside, 'cache')).filter((f) => f.startsWith('values/'))).toHaveLength(keys.length)
+    } finally {
+      rmSync(outside, { recursive: true, force: true })
+    }
+  })
+})
+
+describe('privacy', () => {
+  it('creates the directory 0700 and the database, WAL and value files 0600', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'cache-disk-modes-'))
+    try {
+      const path = join(root, 'nested', 'cache')
+      const c = cache({ path, inlineThreshold: 16 })
+      await c.set('small', 1)
+      await c.set('large', 'x'.repeat(100))
+      const mode = (file: string) => statSync(join(path, file)).mode & 0o777
+      expect(mode('.')).toBe(0o700)
+      expect(mode('values')).toBe(0o700)
+      expect(mode('tmp')).toBe(0o700)
+      expect(mode('cache.db')).toBe(0o600)
+      expect(mode('cache.db-wal')).toBe(0o600)
+      const [valueFile] = walk(path).filter((f) => f.startsWith('values/'))
+      expect(mode(valueFile!)).toBe(0o600)
+      expect(mode(join(valueFile!, '..'))).toBe(0o700)
+    } finally {
+      rmSync(root, { recursive: true, force: true })
+    }
+  })
+})
+
+describe('a damaged database', () => {
+  it('is moved aside and rebuilt empty when the file is garbage, with an error event', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'cache-disk-corrupt-'))
+    writeFileSync(join(dir, 'cache.db'), Buffer.alloc(8192, 'garbage! '))
+    const events: CacheEvent[] = []
+    const c = cache()
+    c.on('error', (event) => events.push(event))
+    await new Promise((resolve) => setImmediate(resolve))
+    expect(events).toHaveLength(1)
+    expect(String((events[0]!.error as Error).message)).toMatch(
+      /damaged \(SQLITE_NOTADB\); moved it to .*corrupt/,
+    )
+    expect(c.stats.errors).toBe(1)
+    expect(c.recovered).toMatch(/cache\.db\.corrupt-\d+$/)
+    expect(readdirSync(dir)).toContain(c.recovered!.split('/').pop())
+    expect(await c.get('anything')).toBeUndefined()
+    await c.set('k', 'works')
+    expect(await c.get('k')).toBe('works')
+  })
+
+  it('is rebuilt when the file was truncated', async () => {
+    const first = cache()
+    for (let i = 0; i < 1000; i++) await first.set(`k${i}`, 'v'.repeat(300))
+    await first.close()
+    const file = join(dir, 'cache.db')
+    truncateSync(file, Math.floor(statSync(file).size / 3))
+    const c = cache()
+    // Either SQLite still reads what survived, or the file was moved aside: never a crash.
+    const value = await c.get('k1')
+    expect(value === undefined || value === 'v'.repeat(300)).toBe(true)
+    await c.set('after', 1)
+    expect(await c.get('after')).toBe(1)
+  })
+})
+
+describe('TTL', () => {
+  it('hides expired entries, reports expiresAt, and prune() deletes them', async () => {
+    const time = clock()
+    const c = cache({ now: time.now, inlineThreshold: 64 })
+    await c.set('short', 'a', 10)
+    await c.set('short-large', 'b'.repeat(200), 10)
+    await c.set('long', 'c', '1h')
+    expect(await c.getEntry('short')).toEqual({ value: 'a', expiresAt: time.now() + 10_000 })
+    time.advance(10_000)
+    expect(await c.get('short')).toBeUndefined()
+    expect(await c.get('short-large')).toBeUndefined()
+    expect(await c.has('short')).toBe(false)
+    expect(await c.get('long')).toBe('c')
+    expect((await c.usage()).entries).toBe(3)
+    expect(await c.prune()).toMatchObject({ expired: 2 })
+    expect((await c.usage()).entries).toBe(1)
+    expect(walk(join(dir, 'values'))).toEqual([])
+  })
+
+  it('uses defaultTtl when set() has none', async () => {
+    const time = clock()
+    const c = cache({ now: time.now, defaultTtl: '1m' })
+    await c.set('k', 1)
+    expect((await c.getEntry('k'))!.expiresAt).toBe(time.now() + 60_000)
+    time.advance(60_000)
+    expect(await c.get('k')).toBeUndefined()
+  })
+
+  it('incr() keeps the expiry of a live counter and restarts an expired one', async () => {
+    const time = clock()
+    const c = cache({ now: time.now })
+    expect(await c.incr('n', 1, 10)).toBe(1)
+    time.advance(5_000)
+    expect(await c.incr('n', 1, 3600)).toBe(2)
+    expect((await c.getEntry('n'))!.expiresAt).toBe(time.now() + 5_000)
+    time.advance(5_000)
+    expect(await c.incr('n', 1, 3600)).toBe(1)
+  })
+})
+
+describe('size limit', () => {
+  it('evicts the least recently used entries to stay under maxSize, keeping recently read ones', async () => {
+    const time = clock()
+    const c = cache({ now: time.now, maxSize: 10_000, accessResolutionMs: 0, inlineThreshold: 1500 })
+    // Each entry is 1002 or 2002 bytes (JSON text plus key): six of them fit in 10 000.
+    for (let i = 0; i < 6; i++) {
+      await c.set(`k${i}`, 'x'.repeat(998 + (i % 2) * 1000)) // alternately inline and in a file
+      time.advance(1000)
+    }
+    expect((await c.usage()).entries).toBe(6)
+    expect(await c.get('k0')).toBeDefined() // read: now the most recently used
+    time.advance(1000)
+    for (let i = 6; i < 12; i++) {
+      await c.set(`k${i}`, 'x'.repeat(998))
+      time.advance(1000)
+    }
+    const { bytes } = await c.usage()
+    expect(bytes).toBeLessThanOrEqual(10_000)
+    expect(await c.get('k0')).toBeDefined()
+    expect(await c.get('k1')).toBeUndefined()
+    expect(await c.get('k11')).toBeDefined()
+    // Evicted values' files are gone too.
+    const live = await c.getMany(['k1', 'k3', 'k5'])
+    expect(walk(join(dir, 'values'))).toHaveLength(live.filter((v) => v !== undefined).length)
+  })
+
+  it('refuses a value larger than maxSize with CacheValueTooLargeError', async () => {
+    const c = cache({ maxSize: '1KB' })
+    await expect(c.set('big', 'x'.repeat(2000))).rejects.toBeInstanceOf(CacheValueTooLargeError)
+    expect(await c.has('big')).toBe(false)
+  })
+
+  it('counts every namespace of the directory in one byte total', async () => {
+    const a = cache({ namespace: 'a' })
+    const b = cache({ namespace: 'b' })
+    await a.set('k', 'x'.repeat(100))
+    await b.set('k', 'x'.repeat(100))
+    expect(await a.usage()).toEqual(await b.usage())
+    expect((await a.usage()).entries).toBe(2)
+    await a.clear()
+    expect(await b.get('k')).toBe('x'.repeat(100))
+    expect((await b.usage()).entries).toBe(1)
+  })
+})
+
+describe('contention and failures', () => {
+  it('waits for a lock held by another connection without blocking the event loop, then fails with CacheTimeoutError', async () => {
+    const c = cache({ lockTimeoutMs: 200 })
+    await c.set('k', 'before')
+    const other = new Database(join(dir, 'cache.db'))
+    other.prepare('BEGIN IMMEDIATE').run()
+    let ticks = 0
+    const ticker = setInterval(() => ticks++, 5)
+    const errors: CacheEvent[] = []
+    c.on('error', (event) => errors.push(event))
+    try {
+      const error = await c.set('k', 'during').catch((e: unknown) => e)
+      expect(error).toBeInstanceOf(CacheTimeoutError)
+      expect((error as Error).message).toMatch(/disk: set timed out after 200 ms/)
+      expect(ticks).toBeGreaterThan(0) // timers ran while the write waited
+      expect(errors).toHaveLength(1)
+      expect(await c.get('k')).toBe('before') // reads are not blocked by a writer (WAL)
+    } finally {
+      clearInterval(ticker)
+      other.prepare('ROLLBACK').run()
+      other.close()
+    }
+    await c.set('k', 'after')
+    expect(await c.get('k')).toBe('after')
+  })
+
+  it('a write waiting for the lock succeeds once the other connection commits', async () => {
+    const c = cache({ lockTimeoutMs: 2000 })
+    const other = new Database(join(dir, 'cache.db'))
+    other.prepare('BEGIN IMMEDIATE').run()
+    const pending = c.incr('n')
+    setTimeout(() => {
+      other.prepare('COMMIT').run()
+      other.close()
+    }, 50)
+    expect(await pending).toBe(1)
+  })
+
+  it('treats an entry whose value file vanished as a miss', async () => {
+    const c = cache({ inlineThreshold: 8 })
+    await c.set('k', 'a value in a file')
+    for (const file of walk(join(dir, 'values'))) unlinkSync(join(dir, 'values', file))
+    expect(await c.get('k')).toBeUndefined()
+    expect(await c.has('k')).toBe(false)
+  })
+
+  it('rejects operations after close() with CacheClosedError', async () => {
+    const c = cache()
+    await c.close()
+    await expect(c.get('k')).rejects.toBeInstanceOf(CacheClosedError)
+    await expect(c.set('k', 1)).rejects.toBeInstanceOf(CacheClosedError)
+    await expect(c.incr('k')).rejects.toBeInstanceOf(CacheClosedError)
+  })
+
+  it('fails at construction with CacheConfigError naming the path when the directory cannot be used', () => {
+    const root = mkdtempSync(join(tmpdir(), 'cache-disk-file-'))
+    try {
+      const file = join(root, 'not-a-dir')
+      writeFileSync(file, '')
+      expect(() => diskBackend({ path: file })).toThrow(CacheConfigError)
+      expect(() => diskBackend({ path: file })).toThrow(/path: cannot open a disk cache in .*not-a-dir/)
+    } finally {
+      rmSync(root, { recursive: true, force: true })
+    }
+  })
+
+  it.each([
+    [{ maxSize: '10XB' }, /maxSize/],
+    [{ maxSize: 0 }, /maxSize/],
+    [{ inlineThreshold: -1 }, /inlineThreshold/],
+    [{ lockTimeoutMs: 1.5 }, /lockTimeoutMs/],
+    [{ defaultTtl: 0 }, /defaultTtl/],
+  ] as [DiskBackendOptions, RegExp][])('rejects the option %o with a RangeError', (options, message) => {
+    expect(() => cache(options)).toThrow(RangeError)
+    expect(() => cache(options)).toThrow(message)
+  })
+})
+
+describe('events and stats', () => {
+  it('counts hits, misses, sets and deletes and emits them', async () => {
+    const c = cache()
+    const seen: string[] = []
+    for (const name of ['hit', 'miss', 'set', 'delete'] as const)
+      c.on(name, (e) => seen.push(`${name}:${e.key}`))
+    await c.set('a', 1)
+    await c.get('a')
+    await c.get('b')
+    await c.delete('a')
+    expect(seen).toEqual(['set:a', 'hit:a', 'miss:b', 'delete:a'])
+    expect(c.stats).toMatchObject({ hits: 1, misses: 1, sets: 1, deletes: 1, errors: 0 })
+  })
+})

@@ -1,0 +1,109 @@
+import { fork } from 'node:child_process'
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { afterEach, describe, expect, it } from 'vitest'
+import { diskBackend } from '../src/index.js'
+
+const WORKER = new URL('./fixtures/worker.mjs', import.meta.url)
+let dir: string
+
+afterEach(() => {
+  rmSync(dir, { recursive: true, force: true })
+})
+
+function newDir(): string {
+  dir = mkdtempSync(join(tmpdir(), 'cache-disk-proc-'))
+  return dir
+}
+
+/**
+ * Runs workers to completion, started together once all are ready; rejects on a non-zero exit.
+ * Resolves with the last message each worker sent.
+ */
+async function runWorkers(argsList: string[][]): Promise<unknown[]> {
+  const children = argsList.map((args) =>
+    fork(WORKER, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }),
+  )
+  const last: unknown[] = children.map(() => undefined)
+  const ready = children.map(
+    (child) => new Promise<void>((resolve) => child.once('message', () => resolve())),
+  )
+  const done = children.map(
+    (child, i) =>
+      new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => child.kill('SIGKILL'), 60_000)
+        child.on('message', (message) => {
+          last[i] = message
+        })
+        child.on('exit', (code, signal) => {
+          clearTimeout(timer)
+          if (code === 0) resolve()
+          else reject(new Error(`worker ${argsList[i]!.join(' ')} exited with ${code ?? signal}`))
+        })
+      }),
+  )
+  await Promise.race([Promise.all(ready), Promise.all(done)])
+  for (const child of children) child.send('go')
+  await Promise.all(done)
+  return last
+}
+
+describe('several processes on one directory', { timeout: 90_000 }, () => {
+  it('4 processes × 2500 incr() give exactly 10 000', async () => {
+    const path = newDir()
+    // Create the database first so the workers race on operations, not on set-up.
+    await diskBackend({ path }).close()
+    await runWorkers([1, 2, 3, 4].map(() => [path, 'incr', '2500']))
+    const cache = diskBackend({ path, namespace: 'shared' })
+    expect(await cache.get('counter')).toBe(10_000)
+    await cache.close()
+  })
+
+  it('4 processes × 250 async atomicUpdate() lose nothing', async () => {
+    const path = newDir()
+    await diskBackend({ path }).close()
+    const reports = await runWorkers([1, 2, 3, 4].map((id) => [path, 'atomicUpdate', '250', String(id)]))
+    const calls = reports.reduce<number>((sum, report) => sum + (report as { calls: number }).calls, 0)
+    // More calls than updates means writers really collided and were retried.
+    console.log(`atomicUpdate: ${calls} fn calls for 1000 updates`)
+    const cache = diskBackend({ path, namespace: 'shared' })
+    const list = (await cache.get<string[]>('list'))!
+    expect(list).toHaveLength(1000)
+    expect(new Set(list).size).toBe(1000)
+    await cache.close()
+  })
+
+  it('a writer killed with SIGKILL mid-write leaves a cache that opens, reads and writes', async () => {
+    const path = newDir()
+    const child = fork(WORKER, [path, 'write-forever', '0'], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    })
+    const exited = new Promise((resolve) => child.on('exit', resolve))
+    await new Promise<void>((resolve, reject) => {
+      child.on('message', () => resolve())
+      child.on('exit', () => reject(new Error('worker stopped before writing')))
+    })
+    // Let it run into the middle of some writes, then kill it without warning.
+    await new Promise((resolve) => setTimeout(resolve, 150))
+    child.kill('SIGKILL')
+    await exited
+
+    const cache = diskBackend({ path, namespace: 'shared' })
+    const writes = (await cache.get<number>('writes'))!
+    expect(writes).toBeGreaterThan(50)
+    expect(await cache.get('small:0')).toMatchObject({ text: 'x'.repeat(100) })
+    const big = await cache.get<Buffer>('big:0')
+    expect(Buffer.isBuffer(big) && big.length === 200_000 && big.every((b) => b === 7)).toBe(true)
+    await cache.set('after', 'crash')
+    expect(await cache.get('after')).toBe('crash')
+    // Files of writes that never committed are swept; every referenced file survives.
+    await cache.prune({ orphanAgeMs: 0 })
+    expect(readdirSync(join(path, 'tmp'))).toEqual([])
+    for (let i = 0; i < 20; i++) {
+      const value = await cache.get<Buffer>(`big:${i}`)
+      if (value !== undefined) expect(value.length).toBe(200_000)
+    }
+    await cache.close()
+  })
+})
