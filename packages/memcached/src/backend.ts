@@ -173,7 +173,7 @@ export class MemcachedBackend implements CacheBackend {
   async set(key: string, value: unknown, ttl?: Duration): Promise<void> {
     const expiry = this.expiry(ttl)
     const bytes = this.encode(key, value)
-    const [index, mkey] = await this.locate(key)
+    const [index, mkey] = await this.locate(key, 'set')
     const response = await this.call(index, storeRequest(Opcode.set, mkey, expiry, bytes), 'set', key)
     if (response.status !== Status.ok) throw this.failure('set', response.status, key, bytes.length)
     this.observer.set(key)
@@ -182,7 +182,7 @@ export class MemcachedBackend implements CacheBackend {
   async add(key: string, value: unknown, ttl?: Duration): Promise<boolean> {
     const expiry = this.expiry(ttl)
     const bytes = this.encode(key, value)
-    const [index, mkey] = await this.locate(key)
+    const [index, mkey] = await this.locate(key, 'add')
     const added = await this.call(index, storeRequest(Opcode.add, mkey, expiry, bytes), 'add', key)
     if (added.status === Status.ok) {
       this.observer.set(key)
@@ -205,7 +205,7 @@ export class MemcachedBackend implements CacheBackend {
   }
 
   async delete(key: string): Promise<boolean> {
-    const [index, mkey] = await this.locate(key)
+    const [index, mkey] = await this.locate(key, 'delete')
     const response = await this.call(index, request(Opcode.delete, mkey), 'delete', key)
     if (response.status === Status.notFound) return false
     if (response.status !== Status.ok) throw this.failure('delete', response.status, key)
@@ -232,7 +232,7 @@ export class MemcachedBackend implements CacheBackend {
   async incr(key: string, by = 1, ttl?: Duration): Promise<number> {
     assertIncrement(by)
     const ttlMs = this.ttlMs(ttl)
-    const [index, mkey] = await this.locate(key)
+    const [index, mkey] = await this.locate(key, 'incr')
     for (let attempt = 1; by >= 0 && attempt <= this.casAttempts; attempt++) {
       const response = await this.call(index, request(Opcode.increment, mkey, incrExtras(by)), 'incr', key)
       if (response.status === Status.ok) return counterValue(response)
@@ -268,7 +268,7 @@ export class MemcachedBackend implements CacheBackend {
     ttl?: Duration,
   ): Promise<T> {
     const ttlMs = this.ttlMs(ttl)
-    const [index, mkey] = await this.locate(key)
+    const [index, mkey] = await this.locate(key, 'atomicUpdate')
     return this.casLoop(key, index, mkey, 'atomicUpdate', async (found) => {
       const next = await fn(found === undefined ? undefined : (this.codec.decode(found.value) as T))
       return { bytes: this.encode(key, next), expiry: expiryFor(ttlMs, this.now()), result: next }
@@ -302,7 +302,7 @@ export class MemcachedBackend implements CacheBackend {
 
   /** The live item for a key, or undefined on a miss (or an item past its stored expiry). */
   private async fetch(key: string, operation: string): Promise<Response | undefined> {
-    const [index, mkey] = await this.locate(key)
+    const [index, mkey] = await this.locate(key, operation)
     const response = await this.call(index, request(Opcode.get, mkey), operation, key)
     if (response.status === Status.notFound) return undefined
     if (response.status !== Status.ok) throw this.failure(operation, response.status, key)
@@ -345,12 +345,12 @@ export class MemcachedBackend implements CacheBackend {
   }
 
   /** The server index and memcached key of a user key. */
-  private async locate(key: string): Promise<[number, string]> {
+  private async locate(key: string, operation: string): Promise<[number, string]> {
     if (this.closed) throw new CacheClosedError(this.name)
     const suffix = this.keys.suffix(key)
     const index = this.servers > 1 ? memjs.Utils.hashCode(suffix) % this.servers : 0
     const cached = this.generations.cached(index)
-    const generation = cached ?? (await this.generations.load(index))
+    const generation = cached ?? (await this.generations.load(index, operation))
     return [index, this.keys.key(generation, suffix)]
   }
 

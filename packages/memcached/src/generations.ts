@@ -1,3 +1,4 @@
+import { randomInt } from 'node:crypto'
 import { CacheError } from '@cache/core'
 import {
   incrExtras,
@@ -21,8 +22,9 @@ interface Cached {
  * Keys include the generation of the server they live on, so `clear()` is one INCR per server,
  * and a server that is down only affects its own keys.
  *
- * A new counter starts at the current time in ms rather than 0: if memcached evicts or loses the
- * counter, the new generation never matches keys written under an old one.
+ * A new counter starts at the current time in ms times 2^20 plus 20 random bits, not at 0: if
+ * memcached evicts or loses the counter, the new generation does not match keys written under an
+ * old one (not even one created in the same millisecond).
  */
 export class Generations {
   private readonly values: (Cached | undefined)[]
@@ -45,10 +47,10 @@ export class Generations {
   }
 
   /** Reads (or creates) the generation of server `index`; concurrent callers share one read. */
-  load(index: number): Promise<string> {
+  load(index: number, operation: string): Promise<string> {
     let pending = this.loading[index]
     if (pending === undefined) {
-      pending = this.read(index).finally(() => {
+      pending = this.read(index, `${operation} (reading the generation)`).finally(() => {
         this.loading[index] = undefined
       })
       this.loading[index] = pending
@@ -64,7 +66,7 @@ export class Generations {
         if (response.status === Status.ok) return this.remember(index, response.value.readBigUInt64BE(0))
         if (response.status !== Status.notFound) throw unexpected('clear', response.status)
         // No counter yet (or it was evicted): any fresh one is a new generation.
-        if (await this.create(index)) return
+        if (await this.create(index, 'clear')) return
       }
       throw new CacheError('memcached: clear could not update the generation counter')
     })
@@ -79,28 +81,28 @@ export class Generations {
     })
   }
 
-  private async read(index: number): Promise<string> {
+  private async read(index: number, operation: string): Promise<string> {
     for (let attempt = 0; attempt < 5; attempt++) {
-      const response = await this.call(index, request(Opcode.get, this.key), 'generation')
+      const response = await this.call(index, request(Opcode.get, this.key), operation)
       if (response.status === Status.ok)
         return this.remember(index, BigInt(response.value.toString('latin1')))
-      if (response.status !== Status.notFound) throw unexpected('generation', response.status)
-      const created = await this.create(index)
+      if (response.status !== Status.notFound) throw unexpected(operation, response.status)
+      const created = await this.create(index, operation)
       if (created) return created
     }
     throw new CacheError('memcached: could not read the generation counter')
   }
 
   /** ADDs a fresh counter; its text, or undefined if another process created one first. */
-  private async create(index: number): Promise<string | undefined> {
-    const start = BigInt(Date.now())
+  private async create(index: number, operation: string): Promise<string | undefined> {
+    const start = (BigInt(Date.now()) << 20n) | BigInt(randomInt(1 << 20))
     const response = await this.call(
       index,
       request(Opcode.add, this.key, storeExtras(0, 0), Buffer.from(start.toString())),
-      'generation',
+      operation,
     )
     if (response.status === Status.ok) return this.remember(index, start)
-    if (response.status !== Status.exists) throw unexpected('generation', response.status)
+    if (response.status !== Status.exists) throw unexpected(operation, response.status)
     return undefined
   }
 

@@ -3,8 +3,8 @@ import { CacheKeyError, hashKey } from '@cache/core'
 /** memcached's key limit, in bytes. */
 export const MAX_KEY_BYTES = 250
 
-/** Longest generation text: 2^53 in base 36. */
-const MAX_GENERATION_CHARS = 11
+/** Longest generation text: a 64-bit counter in base 36. */
+const MAX_GENERATION_CHARS = 13
 
 /**
  * Bytes kept verbatim: printable ASCII except `#`. `#` marks the structure (`ns#gen:key`,

@@ -1,0 +1,178 @@
+import { CacheValueTooLargeError } from '@cache/core'
+import { startMemcached } from '@cache/test-servers'
+import memjs from 'memjs'
+import { afterAll, describe, expect, it } from 'vitest'
+import { memcachedBackend } from '../src/index.js'
+import { serverKeys } from './raw.js'
+
+const server = await startMemcached({ spawn: true })
+afterAll(() => server.stop())
+
+describe('value size limit', () => {
+  it('throws CacheValueTooLargeError before sending a value over maxValueSize', async () => {
+    const cache = memcachedBackend(server.server, { namespace: 'big', maxValueSize: '4KB' })
+    try {
+      await cache.set('warm', 1)
+      const sent = cache.stats.operations
+      const error = await cache.set('k', 'x'.repeat(5000)).catch((e) => e)
+      expect(error).toBeInstanceOf(CacheValueTooLargeError)
+      expect(error).toMatchObject({ size: 5002, limit: 4096, key: 'k' })
+      await expect(cache.add('k', 'x'.repeat(5000))).rejects.toBeInstanceOf(CacheValueTooLargeError)
+      await expect(cache.atomicUpdate('k', () => 'x'.repeat(5000))).rejects.toBeInstanceOf(
+        CacheValueTooLargeError,
+      )
+      // Only the atomicUpdate's read went out: no write was attempted.
+      expect(cache.stats.operations).toBe(sent + 1)
+      expect(await cache.has('k')).toBe(false)
+    } finally {
+      await cache.close()
+    }
+  })
+
+  it('defaults to memcached item limit: just under 1 MB fits, 1 MB does not', async () => {
+    const cache = memcachedBackend(server.server, { namespace: 'mb' })
+    try {
+      // JSON adds two quotes to a string.
+      const fits = 'a'.repeat(1024 * 1024 - 512 - 2)
+      await cache.set('y'.repeat(240), fits)
+      expect(await cache.get('y'.repeat(240))).toBe(fits)
+      await expect(cache.set('k', `${fits}a`)).rejects.toBeInstanceOf(CacheValueTooLargeError)
+    } finally {
+      await cache.close()
+    }
+  })
+
+  it('maps the server refusing a value to CacheValueTooLargeError', async () => {
+    const cache = memcachedBackend(server.server, { namespace: 'srv', maxValueSize: '2MB' })
+    try {
+      await expect(cache.set('k', 'z'.repeat(1.5 * 1024 * 1024))).rejects.toBeInstanceOf(
+        CacheValueTooLargeError,
+      )
+    } finally {
+      await cache.close()
+    }
+  })
+
+  it('compresses values over compressThreshold, so more fits', async () => {
+    const cache = memcachedBackend(server.server, { namespace: 'zip', compressThreshold: '1KB' })
+    try {
+      const repetitive = 'abc'.repeat(600_000)
+      await cache.set('k', repetitive)
+      expect(await cache.get('k')).toBe(repetitive)
+    } finally {
+      await cache.close()
+    }
+  })
+})
+
+describe('serializers', () => {
+  it('round-trips values with the v8 serializer, counters included', async () => {
+    const cache = memcachedBackend(server.server, { namespace: 'v8', serializer: 'v8' })
+    try {
+      const value = { when: new Date(0), list: [1, 2], map: new Map([[1, 'a']]) }
+      await cache.set('k', value)
+      expect(await cache.get('k')).toEqual(value)
+      await cache.set('n', 5)
+      expect(await cache.incr('n', 2)).toBe(7)
+      expect(await cache.get('n')).toBe(7)
+    } finally {
+      await cache.close()
+    }
+  })
+})
+
+describe('incr', () => {
+  it('counts below zero and back, and keeps the expiry it was created with', async () => {
+    const cache = memcachedBackend(server.server, { namespace: 'neg' })
+    try {
+      expect(await cache.incr('n', -5, 3600)).toBe(-5)
+      expect(await cache.incr('n', 2)).toBe(-3)
+      expect(await cache.incr('n', 10)).toBe(7)
+      expect(await cache.incr('n', -7)).toBe(0)
+      expect(await cache.incr('n', 0)).toBe(0)
+      const { expiresAt } = (await cache.getEntry('n'))!
+      expect(expiresAt).toBeGreaterThan(Date.now() + 3500_000)
+      expect(expiresAt).toBeLessThanOrEqual(Date.now() + 3601_000)
+    } finally {
+      await cache.close()
+    }
+  })
+
+  it('works on a number stored with set()', async () => {
+    const cache = memcachedBackend(server.server, { namespace: 'setnum' })
+    try {
+      await cache.set('n', 41)
+      expect(await cache.incr('n')).toBe(42)
+      await cache.set('f', 1.5)
+      await expect(cache.incr('f')).rejects.toMatchObject({ code: 'CACHE_NOT_A_NUMBER' })
+    } finally {
+      await cache.close()
+    }
+  })
+})
+
+describe('stats and events', () => {
+  it('counts hits, misses, sets, deletes and latency, and emits events', async () => {
+    const cache = memcachedBackend(server.server, { namespace: 'stats' })
+    const events: string[] = []
+    cache.on('hit', (e) => events.push(`hit:${e.key}`))
+    cache.on('miss', (e) => events.push(`miss:${e.key}`))
+    cache.on('set', (e) => events.push(`set:${e.key}`))
+    cache.on('delete', (e) => events.push(`delete:${e.key}`))
+    try {
+      await cache.get('a')
+      await cache.set('a', 1)
+      await cache.get('a')
+      await cache.delete('a')
+      expect(events).toEqual(['miss:a', 'set:a', 'hit:a', 'delete:a'])
+      expect(cache.stats).toMatchObject({ hits: 1, misses: 1, sets: 1, deletes: 1, errors: 0 })
+      // Four operations, plus reading and creating the new namespace's generation.
+      expect(cache.stats.operations).toBe(6)
+      expect(cache.stats.totalLatencyMs).toBeGreaterThan(0)
+    } finally {
+      await cache.close()
+    }
+  })
+})
+
+describe('lifecycle', () => {
+  it('rejects operations after close() with CacheClosedError', async () => {
+    const cache = memcachedBackend(server.server)
+    await cache.close()
+    await expect(cache.get('k')).rejects.toMatchObject({ code: 'CACHE_CLOSED' })
+    await expect(cache.clear()).rejects.toMatchObject({ code: 'CACHE_CLOSED' })
+  })
+
+  it('uses a memjs client passed in and leaves it open', async () => {
+    const client = memjs.Client.create(server.server, { logger: { log() {} } })
+    const cache = memcachedBackend(undefined, { client, namespace: 'mine' })
+    await cache.set('k', 'v')
+    await cache.close()
+    await client.set('plain', 'still open', {})
+    expect((await client.get('plain')).value?.toString()).toBe('still open')
+    client.close()
+  })
+
+  it('validates options with clear errors', () => {
+    expect(() => memcachedBackend('not a server')).toThrow(/servers: "not a server" is not host:port/)
+    expect(() => memcachedBackend(server.server, { timeout: 0 })).toThrow(RangeError)
+    expect(() => memcachedBackend(server.server, { casAttempts: 0 })).toThrow(RangeError)
+    expect(() => memcachedBackend(server.server, { maxValueSize: 'lots' })).toThrow(RangeError)
+  })
+
+  it('clear({ flush: true }) flushes the whole server, other namespaces too', async () => {
+    const mine = memcachedBackend(server.server, { namespace: 'flushing' })
+    const theirs = memcachedBackend(server.server, { namespace: 'bystander' })
+    try {
+      await mine.set('k', 1)
+      await theirs.set('k', 2)
+      await mine.clear({ flush: true })
+      expect(await serverKeys(server.port)).toEqual([])
+      expect(await theirs.get('k')).toBeUndefined()
+      await mine.set('k', 3)
+      expect(await mine.get('k')).toBe(3)
+    } finally {
+      await Promise.all([mine.close(), theirs.close()])
+    }
+  })
+})

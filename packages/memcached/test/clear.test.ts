@@ -1,0 +1,73 @@
+import { startMemcached } from '@cache/test-servers'
+import { afterAll, describe, expect, it } from 'vitest'
+import { memcachedBackend } from '../src/index.js'
+import { ascii, serverKeys } from './raw.js'
+
+const server = await startMemcached({ spawn: true })
+afterAll(() => server.stop())
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+describe('clear() by generation', () => {
+  it('bumps the namespace generation instead of deleting or flushing', async () => {
+    const cache = memcachedBackend(server.server, { namespace: 'gen' })
+    const other = memcachedBackend(server.server, { namespace: 'gen-other' })
+    try {
+      await cache.set('k', 1)
+      await other.set('k', 2)
+      const before = (await serverKeys(server.port)).filter((k) => k.startsWith('gen#') && !k.endsWith('#g'))
+      await cache.clear()
+      expect(await cache.get('k')).toBeUndefined()
+      expect(await other.get('k')).toBe(2)
+      // The old item is only unreachable: memcached evicts it in its own time.
+      const after = await serverKeys(server.port)
+      expect(after).toEqual(expect.arrayContaining(before))
+      await cache.set('k', 3)
+      expect(await cache.get('k')).toBe(3)
+    } finally {
+      await Promise.all([cache.close(), other.close()])
+    }
+  })
+
+  it('reaches another process within generationTtl', async () => {
+    const a = memcachedBackend(server.server, { namespace: 'procs', generationTtl: 0.3 })
+    const b = memcachedBackend(server.server, { namespace: 'procs', generationTtl: 0.3 })
+    try {
+      await a.set('k', 'old')
+      expect(await b.get('k')).toBe('old')
+      await a.clear()
+      expect(await a.get('k')).toBeUndefined()
+      await sleep(350)
+      expect(await b.get('k')).toBeUndefined()
+    } finally {
+      await Promise.all([a.close(), b.close()])
+    }
+  })
+
+  it('reaches another process at once with generationTtl: 0', async () => {
+    const a = memcachedBackend(server.server, { namespace: 'strict', generationTtl: 0 })
+    const b = memcachedBackend(server.server, { namespace: 'strict', generationTtl: 0 })
+    try {
+      await a.set('k', 'old')
+      expect(await b.get('k')).toBe('old')
+      await a.clear()
+      expect(await b.get('k')).toBeUndefined()
+      await b.set('k', 'new')
+      expect(await a.get('k')).toBe('new')
+    } finally {
+      await Promise.all([a.close(), b.close()])
+    }
+  })
+
+  it('does not bring old keys back when the generation counter is evicted', async () => {
+    const cache = memcachedBackend(server.server, { namespace: 'evicted', generationTtl: 0 })
+    try {
+      await cache.set('k', 'before clear')
+      await cache.clear()
+      expect(await ascii(server.port, 'delete evicted#g')).toBe('DELETED\r\n')
+      expect(await cache.get('k')).toBeUndefined()
+    } finally {
+      await cache.close()
+    }
+  })
+})

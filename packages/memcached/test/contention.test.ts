@@ -1,0 +1,63 @@
+import { startMemcached } from '@cache/test-servers'
+import { afterAll, describe, expect, it } from 'vitest'
+import { memcachedBackend } from '../src/index.js'
+
+const server = await startMemcached({ spawn: true })
+afterAll(() => server.stop())
+
+/** Eight backends with their own connections: what eight processes would do. */
+function clients(namespace: string) {
+  return Array.from({ length: 8 }, () => memcachedBackend(server.server, { namespace, timeout: 2 }))
+}
+
+describe('contention across connections', () => {
+  it('8 clients x 250 atomicUpdate() lose no update (CAS)', async () => {
+    const all = clients('cas')
+    try {
+      await Promise.all(
+        all.flatMap((cache) =>
+          Array.from({ length: 250 }, () => cache.atomicUpdate<number>('total', (n = 0) => n + 1)),
+        ),
+      )
+      expect(await all[0]!.get('total')).toBe(2000)
+    } finally {
+      await Promise.all(all.map((c) => c.close()))
+    }
+  })
+
+  it('8 clients x 100 incr() with mixed signs give the exact total', async () => {
+    const all = clients('incr')
+    try {
+      await Promise.all(
+        all.flatMap((cache, i) => Array.from({ length: 100 }, () => cache.incr('n', i % 4 === 3 ? -2 : 3))),
+      )
+      // 6 clients add 3, 2 clients take 2, 100 times each.
+      expect(await all[0]!.get('n')).toBe(100 * (6 * 3 - 2 * 2))
+    } finally {
+      await Promise.all(all.map((c) => c.close()))
+    }
+  })
+
+  it('8 clients x 100 incr() race to create a counter and count exactly', async () => {
+    const all = clients('create')
+    try {
+      const results = await Promise.all(
+        all.flatMap((cache) => Array.from({ length: 100 }, () => cache.incr('fresh', 1, 60))),
+      )
+      expect(new Set(results).size).toBe(800)
+      expect(Math.max(...results)).toBe(800)
+    } finally {
+      await Promise.all(all.map((c) => c.close()))
+    }
+  })
+
+  it('only one of 8 clients add()s a lock', async () => {
+    const all = clients('lock')
+    try {
+      const won = await Promise.all(all.map((cache, i) => cache.add('lock', i, 10)))
+      expect(won.filter(Boolean)).toHaveLength(1)
+    } finally {
+      await Promise.all(all.map((c) => c.close()))
+    }
+  })
+})

@@ -1,0 +1,44 @@
+import { Socket } from 'node:net'
+
+/** Sends one ASCII-protocol command to a real memcached and resolves with its reply. */
+export function ascii(port: number, command: string, until = /\r\n$/): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = new Socket()
+    let data = ''
+    const timer = setTimeout(() => {
+      socket.destroy()
+      reject(new Error(`no reply to ${command}`))
+    }, 2000)
+    socket.on('data', (chunk) => {
+      data += chunk
+      if (until.test(data)) {
+        clearTimeout(timer)
+        socket.destroy()
+        resolve(data)
+      }
+    })
+    socket.on('error', (error) => {
+      clearTimeout(timer)
+      reject(error)
+    })
+    socket.connect(port, '127.0.0.1', () => socket.write(`${command}\r\n`))
+  })
+}
+
+/** Remaining server-side TTL of a key in seconds (-1: none), or undefined if absent. */
+export async function serverTtl(port: number, key: string): Promise<number | undefined> {
+  const reply = await ascii(port, `mg ${key} t`)
+  if (reply.startsWith('EN')) return undefined
+  const match = /\bt(-?\d+)/.exec(reply)
+  if (!match) throw new Error(`unexpected reply ${reply}`)
+  return Number(match[1])
+}
+
+/** Every key a server holds (memcached's `lru_crawler metadump`). */
+export async function serverKeys(port: number): Promise<string[]> {
+  const reply = await ascii(port, 'lru_crawler metadump all', /END\r\n$/)
+  return reply
+    .split(/\r?\n/)
+    .filter((line) => line.startsWith('key='))
+    .map((line) => decodeURIComponent(line.slice(4).split(' ')[0]!))
+}
