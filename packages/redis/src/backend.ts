@@ -351,16 +351,21 @@ export class RedisBackend implements CacheBackend {
 
   private async shutdown(): Promise<void> {
     this.closed = true
+    const client = this.client
     if (!this.owned) {
-      this.client.off('error', this.onClientError)
+      client.off('error', this.onClientError)
       return
     }
+    if (client.status === 'end') return
+    const ended = new Promise<void>((resolve) => client.once('end', resolve))
     try {
-      if (this.client.status !== 'ready') throw new Error('not connected')
-      await this.timed(this.client.quit(), 'close')
+      if (client.status !== 'ready') throw new Error('not connected')
+      await this.timed(client.quit(), 'close')
     } catch {
-      this.client.disconnect()
+      client.disconnect()
     }
+    // QUIT's reply comes before the socket closes; wait (briefly) for the close itself.
+    await Promise.race([ended, sleep(this.timeoutMs, false)])
   }
 
   private readonly onClientError = (error: unknown): void => {
@@ -421,13 +426,15 @@ export class RedisBackend implements CacheBackend {
         )
         throw this.failed(
           operation,
-          client.status === 'connecting' || client.status === 'connect' ? error : notConnected(client),
+          client.status === 'connecting' || client.status === 'connect'
+            ? error
+            : notConnected(client, operation),
           key,
         )
       }
       return
     }
-    throw this.failed(operation, notConnected(client), key)
+    throw this.failed(operation, notConnected(client, operation), key)
   }
 
   private failed(operation: string, error: unknown, key: string | undefined): Error {
@@ -522,8 +529,8 @@ export function redisBackend(connection?: RedisConnection, options?: RedisBacken
   return new RedisBackend(connection, options)
 }
 
-function notConnected(client: RedisClient): CacheUnavailableError {
-  return new CacheUnavailableError('redis', `redis: not connected (${client.status})`)
+function notConnected(client: RedisClient, operation: string): CacheUnavailableError {
+  return new CacheUnavailableError('redis', `redis: ${operation} failed: not connected (${client.status})`)
 }
 
 /** `MATCH` treats `* ? [ ] \\` as glob syntax: escape them so a namespace matches literally. */
@@ -547,8 +554,11 @@ function positiveInteger(value: number, what: string): number {
   return value
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms))
+function sleep(ms: number, ref = true): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms)
+    if (!ref) timer.unref()
+  })
 }
 
 function noop(): void {}

@@ -172,6 +172,8 @@ export interface RedisOptions {
   password?: string
   /** More `redis-server` arguments, e.g. `['--maxmemory', '10mb']`. */
   args?: string[]
+  /** Listen on this port instead of a free one (e.g. a port a client already tries to reach). */
+  port?: number
   /** Serve TLS only (`--tls-port`) with a fresh self-signed certificate; the URL is `rediss://`. */
   tls?: boolean
 }
@@ -187,7 +189,7 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
       stop: async () => {},
     }
   }
-  const port = await freePort()
+  const port = options.port ?? (await freePort())
   const dir = mkdtempSync(join(tmpdir(), 'cache-redis-'))
   const tls = options.tls ? selfSignedCertificate(dir) : undefined
   const listen = tls

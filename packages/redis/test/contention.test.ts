@@ -1,0 +1,55 @@
+import { type RedisCluster, type RedisServer, startRedis, startRedisCluster } from '@cache/test-servers'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { type RedisBackend, redisBackend } from '../src/index.js'
+
+const CLIENTS = 8
+const UPDATES = 250
+
+async function contend(make: () => RedisBackend, key: string): Promise<void> {
+  const clients = Array.from({ length: CLIENTS }, make)
+  try {
+    await Promise.all(
+      clients.map((cache, c) =>
+        Promise.all(
+          Array.from({ length: UPDATES }, (_, i) =>
+            cache.atomicUpdate<{ total: number; last: string }>(key, async (current) => {
+              await new Promise((r) => setImmediate(r))
+              return { total: (current?.total ?? 0) + 1, last: `${c}/${i}` }
+            }),
+          ),
+        ),
+      ),
+    )
+    await Promise.all(
+      clients.map((cache) => Promise.all(Array.from({ length: UPDATES }, () => cache.incr(`${key}:n`)))),
+    )
+    const reader = clients[0]!
+    expect((await reader.get<{ total: number }>(key))!.total).toBe(CLIENTS * UPDATES)
+    expect(await reader.get(`${key}:n`)).toBe(CLIENTS * UPDATES)
+  } finally {
+    await Promise.all(clients.map((cache) => cache.close()))
+  }
+}
+
+describe('contention across separate clients', () => {
+  let single: RedisServer
+  let cluster: RedisCluster
+  beforeAll(async () => {
+    ;[single, cluster] = await Promise.all([startRedis(), startRedisCluster(3)])
+  }, 60_000)
+  afterAll(async () => {
+    await Promise.all([single?.stop(), cluster?.stop()])
+  })
+
+  it(`${CLIENTS} clients x ${UPDATES} atomicUpdate and incr lose nothing (single node)`, async () => {
+    await contend(
+      () => redisBackend(single.url, { namespace: 'contention', timeout: 2000 }),
+      `k${Date.now()}`,
+    )
+  })
+
+  it(`${CLIENTS} clients x ${UPDATES} atomicUpdate and incr lose nothing (cluster)`, async () => {
+    const url = `redis+cluster://${cluster.nodes.map((n) => `${n.host}:${n.port}`).join(',')}`
+    await contend(() => redisBackend(url, { namespace: 'contention', timeout: 2000 }), `k${Date.now()}`)
+  })
+})
