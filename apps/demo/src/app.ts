@@ -1,0 +1,181 @@
+import {
+  cacheAtomicUpdate,
+  cacheFlush,
+  cacheGet,
+  type CacheBackend,
+  type CacheStats,
+  getBackend,
+  invalidateTags,
+} from '@cache/core'
+import { cacheResponse, invalidateResponse, invalidateResponsePrefix } from '@cache/express'
+import express, { type Express, type NextFunction, type Request, type Response } from 'express'
+import { ProductService, SlowCatalog } from './catalog.js'
+import { rateLimit } from './rate-limit.js'
+import { reportPdf } from './report.js'
+import { statsPage } from './stats-page.js'
+
+export interface DemoOptions {
+  /** How slow the pretend database is, in ms. Default: 300. */
+  catalogDelayMs?: number
+}
+
+/** The demo app. Call `configureCache()` before using it: every cache here uses the default backend. */
+export function createApp(options: DemoOptions = {}): Express {
+  const catalog = new SlowCatalog(options.catalogDelayMs ?? 300)
+  const service = new ProductService(catalog)
+  const app = express()
+  app.use(express.json())
+
+  // Response caches: one per kind of page, each with its own key prefix and stats.
+  const productPages = cacheResponse({
+    ttl: 30,
+    keyPrefix: 'pages:products',
+    tags: (req: Request) => ['products', ...(req.params.id ? [`product:${req.params.id}`] : [])],
+  })
+  const reports = cacheResponse({ ttl: '5m', keyPrefix: 'pages:reports', tags: ['products'] })
+  const responseCaches = { productPages, reports }
+
+  app.get('/', (_req, res) => {
+    res.type('html').send(indexPage())
+  })
+
+  app.get('/api/products', productPages, async (req, res) => {
+    const category = typeof req.query.category === 'string' ? req.query.category : undefined
+    res.json(await service.products(category))
+  })
+
+  app.get('/api/products/:id', productPages, async (req, res) => {
+    const product = await service.product(req.params.id)
+    if (product === null) {
+      res.status(404).json({ error: `no product ${req.params.id}` })
+      return
+    }
+    res.json(product)
+  })
+
+  // A binary response, cached byte for byte.
+  app.get('/report.pdf', reports, async (_req, res) => {
+    const products = await service.products()
+    const lines = products.map((p) => `${p.name} (${p.category}): $${(p.priceCents / 100).toFixed(2)}`)
+    res.type('application/pdf').send(reportPdf(`Price list, ${new Date().toISOString()}`, lines))
+  })
+
+  // A write: changes the data, then invalidates memoized results and cached pages by tag.
+  app.put('/api/products/:id/price', async (req, res) => {
+    const priceCents = Number(req.body?.priceCents)
+    if (!Number.isSafeInteger(priceCents) || priceCents < 0) {
+      res.status(400).json({ error: 'priceCents must be a whole number of cents' })
+      return
+    }
+    const product = await catalog.setPrice(req.params.id, priceCents)
+    if (product === null) {
+      res.status(404).json({ error: `no product ${req.params.id}` })
+      return
+    }
+    await invalidateTags(['products'])
+    res.json(product)
+  })
+
+  // atomicUpdate: a read-modify-write that loses no update under concurrency.
+  app.post('/api/products/:id/like', async (req, res) => {
+    const likes = await cacheAtomicUpdate<number>(`likes:${req.params.id}`, (current) => (current ?? 0) + 1)
+    res.json({ id: req.params.id, likes })
+  })
+
+  app.get('/api/products/:id/likes', async (req, res) => {
+    res.json({ id: req.params.id, likes: (await cacheGet<number>(`likes:${req.params.id}`)) ?? 0 })
+  })
+
+  // An incr-based rate limiter: 5 quotes per client per minute.
+  app.get('/api/quote', rateLimit({ limit: 5, windowSeconds: 60 }), (_req, res) => {
+    const quotes = ['There are only two hard things…', 'Cache rules everything around me.', 'Measure twice.']
+    res.json({ quote: quotes[Math.floor(Math.random() * quotes.length)] })
+  })
+
+  // Invalidation endpoints (a real app would protect these).
+  app.post('/admin/invalidate', async (req, res) => {
+    const url = typeof req.query.url === 'string' ? req.query.url : undefined
+    if (!url?.startsWith('/')) {
+      res.status(400).json({ error: 'give ?url=/path' })
+      return
+    }
+    const removed = await invalidateResponse(url, { host: req.hostname, keyPrefix: 'pages:products' })
+    res.json({ url, removed })
+  })
+  app.post('/admin/invalidate/tag/:tag', async (req, res) => {
+    await invalidateTags([req.params.tag])
+    res.json({ tag: req.params.tag, invalidated: true })
+  })
+  app.post('/admin/invalidate/prefix/:prefix', async (req, res) => {
+    await invalidateResponsePrefix(req.params.prefix)
+    res.json({ prefix: req.params.prefix, invalidated: true })
+  })
+  app.post('/admin/flush', async (_req, res) => {
+    await cacheFlush()
+    res.json({ flushed: true })
+  })
+
+  const snapshot = () => statsSnapshot(getBackend(), responseCaches, service, catalog)
+  app.get('/stats.json', (_req, res) => {
+    res.json(snapshot())
+  })
+  app.get('/stats', (_req, res) => {
+    res.type('html').send(statsPage(snapshot()))
+  })
+
+  app.use((error: unknown, _req: Request, res: Response, _next: NextFunction) => {
+    console.error(error)
+    res.status(500).json({ error: 'internal error' })
+  })
+  return app
+}
+
+/** What the stats page shows. */
+export interface StatsSnapshot {
+  backend: string
+  stats: CacheStats | undefined
+  levels: { name: string; stats: Record<string, unknown> }[]
+  responses: { name: string; stats: CacheStats }[]
+  memoized: { name: string; stats: CacheStats }[]
+  catalogQueries: number
+}
+
+function statsSnapshot(
+  backend: CacheBackend,
+  responseCaches: Record<string, { stats: CacheStats }>,
+  service: ProductService,
+  catalog: SlowCatalog,
+): StatsSnapshot {
+  // A multi-level chain reports each level; a single backend is its own only level.
+  const chain = backend as CacheBackend & { levelStats?: () => { name: string }[] }
+  const levels =
+    typeof chain.levelStats === 'function'
+      ? chain.levelStats().map((level) => ({ name: level.name, stats: { ...level } }))
+      : [{ name: backend.name, stats: { ...backend.stats } }]
+  const memo = (method: unknown) => (method as { stats: CacheStats }).stats
+  return {
+    backend: backend.name,
+    stats: backend.stats === undefined ? undefined : { ...backend.stats },
+    levels,
+    responses: Object.entries(responseCaches).map(([name, c]) => ({ name, stats: { ...c.stats } })),
+    memoized: [
+      { name: 'ProductService.product', stats: { ...memo(service.product) } },
+      { name: 'ProductService.products', stats: { ...memo(service.products) } },
+    ],
+    catalogQueries: catalog.queries,
+  }
+}
+
+function indexPage(): string {
+  const links = [
+    ['/api/products', 'all products (JSON, cached response over a memoized service)'],
+    ['/api/products?category=office', 'products in one category'],
+    ['/api/products/1', 'one product'],
+    ['/report.pdf', 'a PDF price list (binary, cached byte for byte)'],
+    ['/api/quote', 'a rate-limited endpoint (5 per minute)'],
+    ['/stats', 'hits and misses per backend and level'],
+  ]
+  return `<!doctype html><html><head><meta charset="utf-8"><title>@cache demo</title></head><body>
+<h1>@cache demo</h1><ul>${links.map(([href, text]) => `<li><a href="${href}">${href}</a>: ${text}</li>`).join('')}</ul>
+<p>Every response carries a <code>Cache-Status</code> header. See the README for curl commands.</p></body></html>`
+}

@@ -1,0 +1,26 @@
+import { configureCache, resetCache } from '@cache/core'
+import { createApp } from './app.js'
+
+// The backends are composed from one setting: memory in front of disk by default, so the demo
+// runs with no server installed; CACHE_BACKEND=memory,redis (with REDIS_URL) switches.
+const backendList = process.env.CACHE_BACKEND ?? 'memory,disk'
+configureCache(backendList)
+
+const port = Number(process.env.PORT ?? 3000)
+const host = process.env.HOST ?? '127.0.0.1'
+const app = createApp({
+  catalogDelayMs:
+    process.env.CATALOG_DELAY_MS === undefined ? undefined : Number(process.env.CATALOG_DELAY_MS),
+})
+const server = app.listen(port, host, () => {
+  console.log(`@cache demo listening on http://${host}:${port} (backend: ${backendList})`)
+})
+
+async function shutdown() {
+  server.close()
+  server.closeAllConnections()
+  await resetCache()
+  process.exit(0)
+}
+process.once('SIGTERM', shutdown)
+process.once('SIGINT', shutdown)
