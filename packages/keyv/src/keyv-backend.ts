@@ -1,0 +1,329 @@
+import {
+  assertIncrement,
+  assertKey,
+  type BaseBackendOptions,
+  type CacheBackend,
+  type CacheEntry,
+  type CacheEvent,
+  type CacheEventName,
+  CacheNotANumberError,
+  CacheObserver,
+  type CacheStats,
+  CacheTimeoutError,
+  CacheUnavailableError,
+  type Duration,
+  isCacheError,
+  jsonSerializer,
+  KeyedQueue,
+  type SetManyItem,
+  ttlToMs,
+} from '@cache/core'
+import { Keyv, type KeyvStoreAdapter } from 'keyv'
+
+/** Options of {@link keyvBackend}. */
+export interface KeyvBackendOptions extends BaseBackendOptions {
+  /**
+   * Prefix of every key (`namespace:key`) and scope of `clear()` when a store is given. Ignored
+   * when a Keyv instance is given: its own namespace applies. Default: `'keyv'` (Keyv's default).
+   */
+  namespace?: string
+  /**
+   * Longest time an operation may take before it fails with `CacheTimeoutError`, in ms; `0`
+   * turns the timer off. Default: 1000, or 0 for an in-process `Map` store.
+   */
+  timeoutMs?: number
+  /** `close()` disconnects the store (or Keyv instance) too. Default: false (it is yours). */
+  closeStore?: boolean
+}
+
+/** The `{ value, expires }` envelope Keyv stores. */
+interface Envelope {
+  value: unknown
+  expires?: number | null
+}
+
+/**
+ * Any Keyv instance or Keyv store adapter (`Map`, `@keyv/redis`, `@keyv/postgres`, …) as a
+ * @cache backend.
+ *
+ * Given a store, the backend builds its own Keyv around it that serializes the envelope with
+ * @cache's tagged JSON (plain JSON values stay readable by other Keyv clients; `Date`, `Map`,
+ * `Set`, `BigInt`, `undefined` and binary round-trip) and rethrows store failures. Given a Keyv
+ * instance, its serializer and error policy are used as they are.
+ *
+ * Keyv stores have no atomic primitives: `add`, `incr` and `atomicUpdate` are serialized by a
+ * per-key queue **in this process only**. Two processes sharing a store can lose updates.
+ */
+export class KeyvBackend implements CacheBackend {
+  readonly name = 'keyv'
+  readonly namespace: string | undefined
+  /** The Keyv instance every operation goes through. */
+  readonly keyv: Keyv
+  private readonly prefix: string
+  private readonly mapPrefix: string | undefined
+  private readonly observer = new CacheObserver('keyv')
+  private readonly queue = new KeyedQueue()
+  private readonly defaultTtlMs: number | undefined
+  private readonly timeoutMs: number
+  private readonly closeStore: boolean
+  private closed: Promise<void> | undefined
+
+  constructor(
+    keyvOrStore: Keyv | KeyvStoreAdapter | Map<unknown, unknown>,
+    options: KeyvBackendOptions = {},
+  ) {
+    if (!isKeyvLike(keyvOrStore)) {
+      throw new TypeError('keyvBackend: expected a Keyv instance, a Keyv store adapter or a Map')
+    }
+    this.defaultTtlMs = ttlToMs(options.defaultTtl, 'defaultTtl')
+    this.closeStore = options.closeStore ?? false
+    if (isKeyvInstance(keyvOrStore)) {
+      this.keyv = keyvOrStore
+      this.namespace = keyvOrStore.namespace
+      this.prefix = ''
+      // Keyv prefixes keys itself; in a bare Map they read `namespace:key`.
+      this.mapPrefix = keyvOrStore.store instanceof Map ? `${keyvOrStore.namespace ?? ''}:` : undefined
+      // A Keyv that swallows store errors still emits them: count them at least.
+      if (!keyvOrStore.throwOnErrors) keyvOrStore.on('error', (error) => this.observer.error('keyv', error))
+    } else {
+      const namespace = options.namespace ?? 'keyv'
+      this.namespace = namespace
+      // Our own prefix, always applied: Keyv's skips keys that already start with `namespace:`,
+      // which would make `x` and `keyv:x` one key.
+      this.prefix = `${namespace}:`
+      this.mapPrefix = keyvOrStore instanceof Map ? this.prefix : undefined
+      // Adapters such as @keyv/redis turn failures into misses unless told to throw.
+      const adapter = keyvOrStore as { throwOnErrors?: unknown }
+      if (adapter.throwOnErrors === false) adapter.throwOnErrors = true
+      this.keyv = new Keyv({
+        store: keyvOrStore,
+        namespace,
+        useKeyPrefix: false,
+        throwOnErrors: true,
+        serialize: (data) => jsonSerializer.serialize(data).toString('utf8'),
+        deserialize: (text) => jsonSerializer.deserialize(Buffer.from(text, 'utf8')) as never,
+      })
+      this.keyv.on('error', () => {}) // thrown to the caller instead
+    }
+    const timeoutMs = options.timeoutMs ?? (this.keyv.store instanceof Map ? 0 : 1000)
+    if (!Number.isFinite(timeoutMs) || timeoutMs < 0) {
+      throw new RangeError(`timeoutMs: ${String(timeoutMs)} is not a number of milliseconds >= 0`)
+    }
+    this.timeoutMs = timeoutMs
+  }
+
+  get stats(): CacheStats {
+    return this.observer.stats
+  }
+
+  on(event: CacheEventName, listener: (event: CacheEvent) => void): this {
+    this.observer.on(event, listener)
+    return this
+  }
+
+  off(event: CacheEventName, listener: (event: CacheEvent) => void): this {
+    this.observer.off(event, listener)
+    return this
+  }
+
+  async get<T = unknown>(key: string): Promise<T | undefined> {
+    return (await this.getEntry<T>(key))?.value
+  }
+
+  async getEntry<T = unknown>(key: string): Promise<CacheEntry<T> | undefined> {
+    assertKey(key)
+    const raw = (await this.run('get', key, () => this.keyv.get(this.prefix + key, { raw: true }))) as
+      | Envelope
+      | undefined
+    if (raw === undefined || raw === null) {
+      this.observer.miss(key)
+      return undefined
+    }
+    this.observer.hit(key)
+    return toEntry<T>(raw)
+  }
+
+  async set(key: string, value: unknown, ttl?: Duration): Promise<void> {
+    assertKey(key)
+    const ms = this.ttlMs(ttl)
+    await this.run('set', key, () => this.keyv.set(this.prefix + key, value, ms))
+    this.observer.set(key)
+  }
+
+  async add(key: string, value: unknown, ttl?: Duration): Promise<boolean> {
+    assertKey(key)
+    const ms = this.ttlMs(ttl)
+    return this.queue.run(key, async () => {
+      if ((await this.getEntry(key)) !== undefined) return false
+      await this.run('add', key, () => this.keyv.set(this.prefix + key, value, ms))
+      this.observer.set(key)
+      return true
+    })
+  }
+
+  async delete(key: string): Promise<boolean> {
+    assertKey(key)
+    const removed = await this.run('delete', key, () => this.keyv.delete(this.prefix + key))
+    if (removed) this.observer.delete(key)
+    return removed
+  }
+
+  async has(key: string): Promise<boolean> {
+    assertKey(key)
+    return this.run('has', key, () => this.keyv.has(this.prefix + key))
+  }
+
+  async clear(): Promise<void> {
+    const store = this.keyv.store
+    if (this.mapPrefix !== undefined && store instanceof Map) {
+      // Keyv clears a Map whole; remove this namespace only.
+      for (const key of [...store.keys()]) {
+        if (typeof key === 'string' && key.startsWith(this.mapPrefix)) store.delete(key)
+      }
+      return
+    }
+    await this.run('clear', undefined, () => this.keyv.clear())
+  }
+
+  async incr(key: string, by = 1, ttl?: Duration): Promise<number> {
+    assertKey(key)
+    assertIncrement(by)
+    const ms = this.ttlMs(ttl)
+    return this.queue.run(key, async () => {
+      const entry = await this.getEntry(key)
+      if (entry !== undefined && !Number.isSafeInteger(entry.value)) throw new CacheNotANumberError(key)
+      const next = ((entry?.value as number | undefined) ?? 0) + by
+      // Keep the counter's original expiry: re-set it with what remains.
+      const keep = entry === undefined ? ms : remainingMs(entry.expiresAt)
+      await this.run('incr', key, () => this.keyv.set(this.prefix + key, next, keep))
+      return next
+    })
+  }
+
+  async atomicUpdate<T>(
+    key: string,
+    fn: (current: T | undefined) => T | Promise<T>,
+    ttl?: Duration,
+  ): Promise<T> {
+    assertKey(key)
+    const ms = this.ttlMs(ttl)
+    return this.queue.run(key, async () => {
+      const entry = await this.getEntry<T>(key)
+      const next = await fn(entry?.value)
+      await this.run('atomicUpdate', key, () => this.keyv.set(this.prefix + key, next, ms))
+      this.observer.set(key)
+      return next
+    })
+  }
+
+  async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
+    for (const key of keys) assertKey(key)
+    if (keys.length === 0) return []
+    const rows = (await this.run('getMany', undefined, () =>
+      this.keyv.get(
+        keys.map((key) => this.prefix + key),
+        { raw: true },
+      ),
+    )) as (Envelope | undefined)[]
+    return rows.map((row, i) => {
+      if (row === undefined || row === null) {
+        this.observer.miss(keys[i]!)
+        return undefined
+      }
+      this.observer.hit(keys[i]!)
+      return row.value as T
+    })
+  }
+
+  async setMany(items: readonly SetManyItem[]): Promise<void> {
+    const entries = items.map((item) => {
+      assertKey(item.key)
+      return { key: this.prefix + item.key, value: item.value, ttl: this.ttlMs(item.ttl) }
+    })
+    await this.run('setMany', undefined, () => this.keyv.setMany(entries))
+    for (const item of items) this.observer.set(item.key)
+  }
+
+  async deleteMany(keys: readonly string[]): Promise<number> {
+    // Keyv's deleteMany answers one boolean; the count needs one delete per key.
+    const removed = await Promise.all(keys.map((key) => this.delete(key)))
+    return removed.filter(Boolean).length
+  }
+
+  close(): Promise<void> {
+    this.closed ??= this.closeStore ? this.keyv.disconnect().then(() => undefined) : Promise.resolve()
+    return this.closed
+  }
+
+  /** Runs a Keyv call within the timeout; store failures become `CacheUnavailableError`. */
+  private async run<R>(operation: string, key: string | undefined, call: () => Promise<R>): Promise<R> {
+    try {
+      if (this.timeoutMs === 0) return await call()
+      let timer: NodeJS.Timeout | undefined
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new CacheTimeoutError('keyv', operation, this.timeoutMs)),
+          this.timeoutMs,
+        )
+      })
+      try {
+        return await Promise.race([call(), timeout])
+      } finally {
+        clearTimeout(timer)
+      }
+    } catch (error) {
+      if (isCacheError(error) && !(error instanceof CacheUnavailableError)) throw error
+      if (error instanceof RangeError) throw error
+      const failure =
+        error instanceof CacheUnavailableError
+          ? error
+          : new CacheUnavailableError(
+              'keyv',
+              `keyv: ${operation} failed: ${(error as Error)?.message ?? error}`,
+              {
+                cause: error,
+              },
+            )
+      this.observer.error(operation, failure, key)
+      throw failure
+    }
+  }
+
+  private ttlMs(ttl: Duration | undefined): number | undefined {
+    return ttl === undefined ? this.defaultTtlMs : ttlToMs(ttl)
+  }
+}
+
+function toEntry<T>(raw: Envelope): CacheEntry<T> {
+  const expires = raw.expires
+  return typeof expires === 'number'
+    ? { value: raw.value as T, expiresAt: expires }
+    : { value: raw.value as T }
+}
+
+/** What remains of an expiry, at least 1 ms; `undefined` for none. */
+function remainingMs(expiresAt: number | undefined): number | undefined {
+  return expiresAt === undefined ? undefined : Math.max(1, expiresAt - Date.now())
+}
+
+/** A Keyv, also from another copy of the keyv package. */
+function isKeyvInstance(value: unknown): value is Keyv {
+  if (value instanceof Keyv) return true
+  const v = value as Record<string, unknown>
+  return typeof v.getRaw === 'function' && typeof v.getMany === 'function' && 'store' in v && 'hooks' in v
+}
+
+function isKeyvLike(value: unknown): value is Keyv | KeyvStoreAdapter | Map<unknown, unknown> {
+  if (value instanceof Keyv || value instanceof Map) return true
+  if (typeof value !== 'object' || value === null) return false
+  const v = value as Record<string, unknown>
+  return ['get', 'set', 'delete', 'clear'].every((m) => typeof v[m] === 'function')
+}
+
+/** A Keyv instance or store as a @cache backend. See {@link KeyvBackendOptions}. */
+export function keyvBackend(
+  keyvOrStore: Keyv | KeyvStoreAdapter | Map<unknown, unknown>,
+  options: KeyvBackendOptions = {},
+): KeyvBackend {
+  return new KeyvBackend(keyvOrStore, options)
+}

@@ -1,0 +1,32 @@
+import { runConformance } from '@cache/core/testing'
+import { memoryBackend } from '@cache/memory'
+import { type RedisServer, startRedis } from '@cache/test-servers'
+import KeyvRedis from '@keyv/redis'
+import { afterAll, beforeAll } from 'vitest'
+import { keyvBackend, toKeyvStore } from '../src/index.js'
+
+let redis: RedisServer
+beforeAll(async () => {
+  redis = await startRedis()
+})
+afterAll(async () => {
+  await redis?.stop()
+})
+
+// One Map shared by every namespace, as one server would be.
+const map = new Map()
+runConformance('keyv (Map store)', {
+  create: ({ namespace }) => keyvBackend(map, { namespace }),
+  ttlMs: 40,
+})
+
+runConformance('keyv (@keyv/redis store)', {
+  create: ({ namespace }) => keyvBackend(new KeyvRedis(redis.url), { namespace, closeStore: true }),
+  ttlMs: 60,
+})
+
+// Both directions at once: a @cache backend as a Keyv store, used as a @cache backend again.
+runConformance('keyv (toKeyvStore(memory) round trip)', {
+  create: ({ namespace }) => keyvBackend(toKeyvStore(memoryBackend()), { namespace }),
+  ttlMs: 40,
+})

@@ -1,0 +1,144 @@
+import { memoryBackend } from '@cache/memory'
+import { Cacheable } from 'cacheable'
+import { createCache } from 'cache-manager'
+import { Keyv } from 'keyv'
+import { afterEach, describe, expect, it, vi } from 'vitest'
+import { toKeyvStore } from '../src/index.js'
+
+afterEach(() => {
+  vi.useRealTimers()
+})
+
+describe('toKeyvStore through Keyv 5', () => {
+  it('gets, sets, deletes and reports misses', async () => {
+    const backend = memoryBackend()
+    const keyv = new Keyv({ store: toKeyvStore(backend) })
+    expect(await keyv.set('user:1', { name: 'Ada', tags: ['x'] })).toBe(true)
+    expect(await keyv.get('user:1')).toEqual({ name: 'Ada', tags: ['x'] })
+    expect(await keyv.get('missing')).toBeUndefined()
+    expect(await keyv.has('user:1')).toBe(true)
+    expect(await keyv.delete('user:1')).toBe(true)
+    expect(await keyv.get('user:1')).toBeUndefined()
+    // Keyv prefixes keys with its namespace; the backend holds them.
+    await keyv.set('k', 1)
+    expect(await backend.has('keyv:k')).toBe(true)
+  })
+
+  it('passes the TTL on to the backend, so entries expire there too', async () => {
+    const backend = memoryBackend()
+    const keyv = new Keyv({ store: toKeyvStore(backend) })
+    await keyv.set('short', 'v', 5000)
+    const entry = await backend.getEntry('keyv:short')
+    expect(entry!.expiresAt).toBeGreaterThan(Date.now() + 4000)
+    expect(entry!.expiresAt).toBeLessThanOrEqual(Date.now() + 5000)
+    await keyv.set('forever', 'v')
+    expect((await backend.getEntry('keyv:forever'))!.expiresAt).toBeUndefined()
+  })
+
+  it('expires through Keyv with fake timers', async () => {
+    vi.useFakeTimers({ now: 1_700_000_000_000 })
+    const keyv = new Keyv({ store: toKeyvStore(memoryBackend()) })
+    await keyv.set('k', 'v', 1000)
+    vi.advanceTimersByTime(999)
+    expect(await keyv.get('k')).toBe('v')
+    vi.advanceTimersByTime(2)
+    expect(await keyv.get('k')).toBeUndefined()
+  })
+
+  it('supports getMany, setMany, deleteMany and clear', async () => {
+    const keyv = new Keyv({ store: toKeyvStore(memoryBackend({ namespace: 'app' })) })
+    await keyv.setMany([
+      { key: 'a', value: 1 },
+      { key: 'b', value: 2, ttl: 60_000 },
+    ])
+    expect(await keyv.getMany(['a', 'b', 'c'])).toEqual([1, 2, undefined])
+    expect(await keyv.deleteMany(['a'])).toBe(true)
+    expect(await keyv.get('a')).toBeUndefined()
+    await keyv.clear()
+    expect(await keyv.get('b')).toBeUndefined()
+  })
+
+  it('surfaces backend failures as Keyv errors', async () => {
+    const failing = {
+      name: 'failing',
+      get: async () => {
+        throw new Error('down')
+      },
+      set: async () => {},
+      delete: async () => false,
+      clear: async () => {},
+    }
+    const keyv = new Keyv({ store: toKeyvStore(failing), throwOnErrors: true })
+    const errors: unknown[] = []
+    keyv.on('error', (error) => errors.push(error))
+    await expect(keyv.get('k')).rejects.toThrow('down')
+  })
+
+  it('closes the backend on disconnect, unless told not to', async () => {
+    let closed = 0
+    const backend = { ...plain(), close: async () => void closed++ }
+    await new Keyv({ store: toKeyvStore(backend) }).disconnect()
+    expect(closed).toBe(1)
+    await new Keyv({ store: toKeyvStore(backend, { closeOnDisconnect: false }) }).disconnect()
+    expect(closed).toBe(1)
+  })
+})
+
+describe('toKeyvStore through cacheable 2', () => {
+  it('serves as the secondary store behind cacheable’s in-memory primary', async () => {
+    const backend = memoryBackend()
+    const cache = new Cacheable({ secondary: toKeyvStore(backend) as never })
+    await cache.set('k', { n: 1 }, '1m')
+    expect(await cache.get('k')).toEqual({ n: 1 })
+    expect(backend.size).toBe(1) // written through to the backend
+    // A fresh cacheable sharing the backend reads it from the secondary.
+    const other = new Cacheable({ secondary: toKeyvStore(backend) as never })
+    expect(await other.get('k')).toEqual({ n: 1 })
+    await other.delete('k')
+    expect(await new Cacheable({ secondary: toKeyvStore(backend) as never }).get('k')).toBeUndefined()
+  })
+
+  it('serves as the primary store, with getOrSet', async () => {
+    const cache = new Cacheable({ primary: toKeyvStore(memoryBackend()) as never })
+    let calls = 0
+    const load = async () => {
+      calls++
+      return 'loaded'
+    }
+    expect(await cache.getOrSet('k', load)).toBe('loaded')
+    expect(await cache.getOrSet('k', load)).toBe('loaded')
+    expect(calls).toBe(1)
+    expect(await cache.getMany(['k', 'x'])).toEqual(['loaded', undefined])
+  })
+})
+
+describe('toKeyvStore through cache-manager 7', () => {
+  it('stores, expires, deletes and wraps', async () => {
+    const backend = memoryBackend()
+    const cache = createCache({ stores: [new Keyv({ store: toKeyvStore(backend) }) as never] })
+    await cache.set('k', 'v', 60_000)
+    expect(await cache.get('k')).toBe('v')
+    expect(await cache.ttl('k')).toBeGreaterThan(Date.now() + 50_000)
+    expect(await cache.mget(['k', 'missing'])).toEqual(['v', undefined])
+    await cache.del('k')
+    expect(await cache.get('k')).toBeUndefined()
+    let calls = 0
+    const fn = async () => ++calls
+    expect(await cache.wrap('w', fn, 60_000)).toBe(1)
+    expect(await cache.wrap('w', fn, 60_000)).toBe(1)
+    expect(await backend.has('keyv:w')).toBe(true)
+    await cache.clear()
+    expect(await backend.has('keyv:w')).toBe(false)
+  })
+})
+
+function plain() {
+  const store = new Map<string, unknown>()
+  return {
+    name: 'plain',
+    get: async (k: string) => store.get(k) as never,
+    set: async (k: string, v: unknown) => void store.set(k, v),
+    delete: async (k: string) => store.delete(k),
+    clear: async () => store.clear(),
+  }
+}
