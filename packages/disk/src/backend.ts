@@ -1,8 +1,6 @@
 import {
   assertIncrement,
   assertKey,
-  assertNamespace,
-  type BaseBackendOptions,
   type CacheBackend,
   CacheClosedError,
   CacheConfigError,
@@ -14,69 +12,21 @@ import {
   CacheNotANumberError,
   CacheObserver,
   type CacheStats,
-  CacheTimeoutError,
-  CacheUnavailableError,
   CacheValueTooLargeError,
   type Codec,
-  type CodecOptions,
   createCodec,
   type Duration,
   KeyedQueue,
-  parseSize,
   type SetManyItem,
-  type Size,
   ttlToMs,
 } from '@cache/core'
 import { mkdirSync } from 'node:fs'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
-import Database from 'better-sqlite3'
 import { ValueFiles } from './files.js'
-import { defaultCachePath } from './paths.js'
-import {
-  type Condition,
-  EntryStore,
-  isBusy,
-  isCorruption,
-  type LiveRow,
-  type Recovery,
-  type WriteRow,
-} from './store.js'
-
-/** Options of {@link diskBackend}. Durations in ms are named `…Ms`; TTLs are seconds or strings. */
-export interface DiskBackendOptions extends BaseBackendOptions, CodecOptions {
-  /**
-   * Directory of the cache, created private (0700) if missing. Several processes (and several
-   * namespaces) may share it. Must be on a local filesystem. Default: `CACHE_DISK_PATH`, else
-   * `~/.cache/<app>` (`$XDG_CACHE_HOME/<app>` when set), `<app>` being the nearest package.json name.
-   */
-  path?: string
-  /**
-   * Byte limit of the whole directory (every namespace): value bytes plus key lengths. Past it the
-   * least recently used entries are evicted, expired ones first. Default: `CACHE_DISK_MAX_SIZE`, else `'10GB'`.
-   */
-  maxSize?: Size
-  /** Values up to this many bytes (after serialization) live in the database; larger ones in files. Default: `'32KB'`. */
-  inlineThreshold?: Size
-  /**
-   * How long one SQLite call may wait, blocking the event loop, for another process's write lock
-   * before the backend yields and retries asynchronously. Default: 10 ms.
-   */
-  busyTimeoutMs?: number
-  /** Total time an operation waits for the write lock before failing with `CacheTimeoutError`. Default: 2000 ms. */
-  lockTimeoutMs?: number
-  /**
-   * A read records its access time (for LRU eviction) only when the stored one is older than this,
-   * so reads rarely write. Default: 60 000 ms.
-   */
-  accessResolutionMs?: number
-  /** How often expired entries are deleted in the background (an unref'd timer); `false` to never. Default: 60 000 ms. */
-  pruneIntervalMs?: number | false
-  /** `atomicUpdate` attempts before `CacheConflictError` when other processes keep writing the key. Default: 100. */
-  maxAttempts?: number
-  /** Clock in epoch ms, for tests. Default: `Date.now`. */
-  now?: () => number
-}
+import { StoreLock } from './lock.js'
+import { type DiskBackendOptions, resolveOptions } from './options.js'
+import { type Condition, EntryStore, isBusy, type LiveRow, type WriteRow } from './store.js'
 
 /** Orphan files (from crashed writers) are swept at most this often, and only when at least this old. */
 const SWEEP_EVERY_MS = 3_600_000
@@ -92,18 +42,16 @@ export class DiskBackend implements CacheBackend {
   readonly namespace: string | undefined
   /** The cache directory. */
   readonly path: string
-  /** Where a damaged database was moved, if this backend had to rebuild one. */
-  recovered: string | undefined
   private readonly ns: string
   private readonly observer = new CacheObserver('disk')
   private readonly queue = new KeyedQueue()
   private readonly codec: Codec
   private readonly store: EntryStore
+  private readonly lock: StoreLock
   private readonly files: ValueFiles
   private readonly defaultTtlMs: number | undefined
   private readonly maxSize: number
   private readonly inlineThreshold: number
-  private readonly lockTimeoutMs: number
   private readonly accessResolutionMs: number
   private readonly maxAttempts: number
   private readonly now: () => number
@@ -115,44 +63,37 @@ export class DiskBackend implements CacheBackend {
   private closed = false
 
   constructor(options: DiskBackendOptions = {}) {
-    if (options.namespace !== undefined) assertNamespace(options.namespace)
+    const settings = resolveOptions(options)
     this.namespace = options.namespace
     this.ns = options.namespace ?? ''
-    this.defaultTtlMs = ttlToMs(options.defaultTtl, 'defaultTtl')
-    const envMax = process.env.CACHE_DISK_MAX_SIZE?.trim()
-    this.maxSize =
-      options.maxSize !== undefined
-        ? parseSize(options.maxSize, 'maxSize')
-        : parseSize(envMax || '10GB', envMax ? 'CACHE_DISK_MAX_SIZE' : 'maxSize')
-    this.inlineThreshold = parseSize(options.inlineThreshold ?? '32KB', 'inlineThreshold')
-    const busyTimeoutMs = milliseconds(options.busyTimeoutMs, 10, 'busyTimeoutMs')
-    this.lockTimeoutMs = milliseconds(options.lockTimeoutMs, 2000, 'lockTimeoutMs')
-    this.accessResolutionMs = milliseconds(options.accessResolutionMs, 60_000, 'accessResolutionMs')
-    this.maxAttempts = Math.max(1, wholeNumber(options.maxAttempts, 100, 'maxAttempts', 'attempts'))
-    this.now = options.now ?? Date.now
+    this.defaultTtlMs = settings.defaultTtlMs
+    this.maxSize = settings.maxSize
+    this.inlineThreshold = settings.inlineThreshold
+    this.accessResolutionMs = settings.accessResolutionMs
+    this.maxAttempts = settings.maxAttempts
+    this.now = settings.now
     this.codec = createCodec(options)
-    this.path = resolve(options.path ?? defaultCachePath())
+    this.path = settings.path
     try {
       mkdirSync(this.path, { recursive: true, mode: 0o700 })
       this.files = new ValueFiles(this.path)
-      this.store = new EntryStore(join(this.path, 'cache.db'), busyTimeoutMs)
+      this.store = new EntryStore(join(this.path, 'cache.db'), settings.busyTimeoutMs)
+      this.lock = new StoreLock(this.store, this.observer, settings.lockTimeoutMs, () => this.closed)
       const recovery = this.store.open()
       // Reported on the next turn, so listeners attached right after construction hear it.
-      if (recovery !== undefined) setImmediate(() => this.report(recovery, 'open'))
+      if (recovery !== undefined) setImmediate(() => this.lock.report(recovery, 'open'))
     } catch (cause) {
-      throw new CacheConfigError(
-        'path',
-        `cannot open a disk cache in ${this.path}: ${(cause as Error).message}`,
-        {
-          cause,
-        },
-      )
+      const message = `cannot open a disk cache in ${this.path}: ${(cause as Error).message}`
+      throw new CacheConfigError('path', message, { cause })
     }
-    const pruneIntervalMs = options.pruneIntervalMs ?? 60_000
-    if (pruneIntervalMs !== false) {
-      const interval = milliseconds(pruneIntervalMs, 60_000, 'pruneIntervalMs')
-      this.pruneTimer = setInterval(() => void this.backgroundPrune(), interval).unref()
+    if (settings.pruneIntervalMs !== false) {
+      this.pruneTimer = setInterval(() => void this.backgroundPrune(), settings.pruneIntervalMs).unref()
     }
+  }
+
+  /** Where a damaged database was moved, if this backend had to rebuild one. */
+  get recovered(): string | undefined {
+    return this.lock.recovered
   }
 
   get stats(): CacheStats {
@@ -322,7 +263,7 @@ export class DiskBackend implements CacheBackend {
       row = this.store.get(this.ns, key)
     } catch (error) {
       const lookup = () => this.store.get(this.ns, key)
-      return this.retry('get', key, error, lookup).then((again) => this.found<T>(key, again, false))
+      return this.lock.retry('get', key, error, lookup).then((again) => this.found<T>(key, again, false))
     }
     return this.found<T>(key, row, false)
   }
@@ -419,70 +360,8 @@ export class DiskBackend implements CacheBackend {
   }
 
   /** Runs a short synchronous SQLite step; on a busy lock, waits without blocking and retries. */
-  private async locked<R>(operation: string, key: string | undefined, step: () => R): Promise<R> {
-    if (this.closed) throw new CacheClosedError('disk')
-    try {
-      return step()
-    } catch (error) {
-      return this.retry(operation, key, error, step)
-    }
-  }
-
-  private async retry<R>(
-    operation: string,
-    key: string | undefined,
-    error: unknown,
-    step: () => R,
-  ): Promise<R> {
-    const started = Date.now()
-    let rebuilt = false
-    for (let attempt = 1; ; attempt++) {
-      if (isBusy(error)) {
-        if (Date.now() - started >= this.lockTimeoutMs) {
-          throw this.failed(
-            operation,
-            key,
-            new CacheTimeoutError('disk', operation, this.lockTimeoutMs, { cause: error }),
-          )
-        }
-        await sleep(Math.min(2 ** attempt, 25) * (0.5 + Math.random()))
-      } else if (isCorruption(error) && !rebuilt) {
-        rebuilt = true
-        this.recover(operation, error)
-      } else if (error instanceof Database.SqliteError) {
-        const message = `disk: ${operation} failed: ${error.message} (${error.code})`
-        throw this.failed(operation, key, new CacheUnavailableError('disk', message, { cause: error }))
-      } else {
-        throw error
-      }
-      if (this.closed) throw new CacheClosedError('disk')
-      try {
-        return step()
-      } catch (next) {
-        error = next
-      }
-    }
-  }
-
-  private recover(operation: string, cause: unknown): void {
-    try {
-      this.report(this.store.rebuild(cause), operation)
-    } catch (error) {
-      const message = `disk: the database is damaged and could not be rebuilt: ${(error as Error).message}`
-      throw this.failed(operation, undefined, new CacheUnavailableError('disk', message, { cause: error }))
-    }
-  }
-
-  private report(recovery: Recovery, operation: string): void {
-    this.recovered = recovery.movedTo
-    const code = (recovery.cause as { code?: string }).code ?? 'unknown error'
-    const message = `disk: ${this.store.file} was damaged (${code}); moved it to ${recovery.movedTo} and started an empty cache`
-    this.observer.error(operation, new CacheError(message, { cause: recovery.cause }))
-  }
-
-  private failed(operation: string, key: string | undefined, error: Error): Error {
-    this.observer.error(operation, error, key)
-    return error
+  private locked<R>(operation: string, key: string | undefined, step: () => R): Promise<R> {
+    return this.lock.run(operation, key, step)
   }
 
   /** Removes value files after their entries are gone; a failure is reported, and the sweep retries later. */
@@ -537,6 +416,7 @@ export class DiskBackend implements CacheBackend {
 
   private async backgroundPrune(): Promise<void> {
     try {
+      this.store.followReplacement()
       await this.prune()
     } catch (error) {
       if (!this.closed && !(error instanceof CacheError)) this.observer.error('prune', error)
@@ -559,18 +439,6 @@ export class DiskBackend implements CacheBackend {
 const ALWAYS: Condition = { kind: 'always' }
 const ABSENT: Condition = { kind: 'absent' }
 const CONFLICT = Symbol('conflict')
-
-function milliseconds(value: number | undefined, fallback: number, what: string): number {
-  return wholeNumber(value, fallback, what, 'milliseconds')
-}
-
-function wholeNumber(value: number | undefined, fallback: number, what: string, unit: string): number {
-  if (value === undefined) return fallback
-  if (!Number.isSafeInteger(value) || value < 0) {
-    throw new RangeError(`${what}: ${String(value)} is not a whole number of ${unit} >= 0`)
-  }
-  return value
-}
 
 /** A persistent, multi-process disk cache. See {@link DiskBackendOptions}. */
 export function diskBackend(options: DiskBackendOptions = {}): DiskBackend {

@@ -1,2 +1,3 @@
-export { DiskBackend, type DiskBackendOptions, diskBackend } from './backend.js'
+export { DiskBackend, diskBackend } from './backend.js'
+export type { DiskBackendOptions } from './options.js'
 export { defaultCachePath } from './paths.js'

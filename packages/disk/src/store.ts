@@ -164,6 +164,18 @@ export class EntryStore {
     return { movedTo, cause }
   }
 
+  /**
+   * Reconnects if another process replaced the database file (after finding it damaged), so this
+   * process stops writing to the copy that was moved aside. True if it reconnected.
+   */
+  followReplacement(): boolean {
+    const current = statSync(this.file, { throwIfNoEntry: false })
+    if (current === undefined || current.ino === this.inode) return false
+    this.db.close()
+    this.connect()
+    return true
+  }
+
   close(): void {
     this.db.close()
   }

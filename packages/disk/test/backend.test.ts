@@ -3,6 +3,8 @@ import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import {
   CacheClosedError,
+  configFromEnv,
+  createBackendFromConfig,
   CacheConfigError,
   type CacheEvent,
   CacheTimeoutError,
@@ -10,7 +12,8 @@ import {
 } from '@cache/core'
 import Database from 'better-sqlite3'
 import { afterEach, describe, expect, it } from 'vitest'
-import { type DiskBackend, type DiskBackendOptions, diskBackend } from '../src/index.js'
+import * as disk from '../src/index.js'
+import { DiskBackend, type DiskBackendOptions, diskBackend } from '../src/index.js'
 
 let dir: string
 const open: DiskBackend[] = []
@@ -304,5 +307,26 @@ describe('events and stats', () => {
     await c.delete('a')
     expect(seen).toEqual(['set:a', 'hit:a', 'miss:b', 'delete:a'])
     expect(c.stats).toMatchObject({ hits: 1, misses: 1, sets: 1, deletes: 1, errors: 0 })
+  })
+})
+
+describe('configuration from the environment', () => {
+  it('is built by core from CACHE_BACKEND=disk with CACHE_DISK_PATH and CACHE_DISK_MAX_SIZE', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'cache-disk-env-'))
+    const config = configFromEnv({
+      CACHE_BACKEND: 'disk',
+      CACHE_DISK_PATH: dir,
+      CACHE_DISK_MAX_SIZE: '1MB',
+      CACHE_NAMESPACE: 'app',
+    })
+    const backend = createBackendFromConfig(config, (name) => (name === '@cache/disk' ? disk : undefined))
+    expect(backend).toBeInstanceOf(DiskBackend)
+    open.push(backend as DiskBackend)
+    expect((backend as DiskBackend).path).toBe(dir)
+    await backend.set('k', 'v')
+    await expect(backend.set('big', 'x'.repeat(2 * 1024 * 1024))).rejects.toBeInstanceOf(
+      CacheValueTooLargeError,
+    )
+    expect(await cache({ namespace: 'app' }).get('k')).toBe('v')
   })
 })

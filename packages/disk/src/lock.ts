@@ -1,0 +1,91 @@
+import {
+  CacheClosedError,
+  CacheError,
+  type CacheObserver,
+  CacheTimeoutError,
+  CacheUnavailableError,
+} from '@cache/core'
+import { setTimeout as sleep } from 'node:timers/promises'
+import Database from 'better-sqlite3'
+import { type EntryStore, isBusy, isCorruption, type Recovery } from './store.js'
+
+/**
+ * Runs the backend's synchronous SQLite steps. better-sqlite3 blocks while SQLite waits for a
+ * lock, so SQLite's own wait (`busyTimeoutMs`) is kept short; past it the step is retried after an
+ * asynchronous, jittered pause, until `lockTimeoutMs` has passed (then `CacheTimeoutError`).
+ * A damaged database is rebuilt once, then the step is retried on the new one.
+ */
+export class StoreLock {
+  /** Where a damaged database was moved, if it had to be rebuilt. */
+  recovered: string | undefined
+
+  constructor(
+    private readonly store: EntryStore,
+    private readonly observer: CacheObserver,
+    private readonly lockTimeoutMs: number,
+    private readonly isClosed: () => boolean,
+  ) {}
+
+  async run<R>(operation: string, key: string | undefined, step: () => R): Promise<R> {
+    if (this.isClosed()) throw new CacheClosedError('disk')
+    try {
+      return step()
+    } catch (error) {
+      return this.retry(operation, key, error, step)
+    }
+  }
+
+  /** Counts and emits (as an `error` event) that the database was rebuilt. */
+  report(recovery: Recovery, operation: string): void {
+    this.recovered = recovery.movedTo
+    const code = (recovery.cause as { code?: string }).code ?? 'unknown error'
+    const message = `disk: ${this.store.file} was damaged (${code}); moved it to ${recovery.movedTo} and started an empty cache`
+    this.observer.error(operation, new CacheError(message, { cause: recovery.cause }))
+  }
+
+  /** Handles the error a first attempt of `step` threw: waits and retries, rebuilds, or rethrows typed. */
+  async retry<R>(operation: string, key: string | undefined, error: unknown, step: () => R): Promise<R> {
+    const started = Date.now()
+    let rebuilt = false
+    for (let attempt = 1; ; attempt++) {
+      if (isBusy(error)) {
+        if (Date.now() - started >= this.lockTimeoutMs) {
+          throw this.failed(
+            operation,
+            key,
+            new CacheTimeoutError('disk', operation, this.lockTimeoutMs, { cause: error }),
+          )
+        }
+        await sleep(Math.min(2 ** attempt, 25) * (0.5 + Math.random()))
+      } else if (isCorruption(error) && !rebuilt) {
+        rebuilt = true
+        this.recover(operation, error)
+      } else if (error instanceof Database.SqliteError) {
+        const message = `disk: ${operation} failed: ${error.message} (${error.code})`
+        throw this.failed(operation, key, new CacheUnavailableError('disk', message, { cause: error }))
+      } else {
+        throw error
+      }
+      if (this.isClosed()) throw new CacheClosedError('disk')
+      try {
+        return step()
+      } catch (next) {
+        error = next
+      }
+    }
+  }
+
+  private recover(operation: string, cause: unknown): void {
+    try {
+      this.report(this.store.rebuild(cause), operation)
+    } catch (error) {
+      const message = `disk: the database is damaged and could not be rebuilt: ${(error as Error).message}`
+      throw this.failed(operation, undefined, new CacheUnavailableError('disk', message, { cause: error }))
+    }
+  }
+
+  private failed(operation: string, key: string | undefined, error: Error): Error {
+    this.observer.error(operation, error, key)
+    return error
+  }
+}
