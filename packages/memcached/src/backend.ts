@@ -126,8 +126,9 @@ export class MemcachedBackend implements CacheBackend {
     this.client = options.client ?? createClient(servers, options, this.timeoutMs)
     this.servers = this.client.servers.length
     const generationTtlMs = options.generationTtl === 0 ? 0 : (ttlToMs(options.generationTtl ?? 1) as number)
+    // Generation reads are timed here but their failures are counted by the operation that waited.
     this.generations = new Generations(this.keys.generationKey, this.servers, generationTtlMs, (i, buf, op) =>
-      this.call(i, buf, op),
+      this.call(i, buf, op, undefined, false),
     )
   }
 
@@ -220,8 +221,13 @@ export class MemcachedBackend implements CacheBackend {
    */
   async clear(options: { flush?: boolean } = {}): Promise<void> {
     this.assertOpen()
-    if (options.flush ?? this.flushOnClear) await this.generations.flush()
-    else await this.generations.bump()
+    try {
+      if (options.flush ?? this.flushOnClear) await this.generations.flush()
+      else await this.generations.bump()
+    } catch (error) {
+      this.observer.error('clear', error)
+      throw error
+    }
   }
 
   /**
@@ -349,20 +355,33 @@ export class MemcachedBackend implements CacheBackend {
     if (this.closed) throw new CacheClosedError(this.name)
     const suffix = this.keys.suffix(key)
     const index = this.servers > 1 ? memjs.Utils.hashCode(suffix) % this.servers : 0
-    const cached = this.generations.cached(index)
-    const generation = cached ?? (await this.generations.load(index, operation))
+    let generation = this.generations.cached(index)
+    if (generation === undefined) {
+      try {
+        generation = await this.generations.load(index, operation)
+      } catch (error) {
+        this.observer.error(operation, error, key)
+        throw error
+      }
+    }
     return [index, this.keys.key(generation, suffix)]
   }
 
   /** One request, timed and counted; transport failures are counted and rethrown. */
-  private async call(index: number, buf: Buffer, operation: string, key?: string): Promise<Response> {
+  private async call(
+    index: number,
+    buf: Buffer,
+    operation: string,
+    key?: string,
+    countErrors = true,
+  ): Promise<Response> {
     const start = performance.now()
     try {
       const response = await send(this.client, index, buf, this.name, operation, this.timeoutMs)
       this.observer.latency(performance.now() - start)
       return response
     } catch (error) {
-      this.observer.error(operation, error, key)
+      if (countErrors) this.observer.error(operation, error, key)
       throw error
     }
   }
