@@ -63,6 +63,11 @@ interface Envelope {
 
 const ASYNC_FUNCTION = Object.getPrototypeOf(async () => {}).constructor
 
+/** Most keys remembered per memoized function (about 100 bytes each): the default memory backend's size. */
+const KEY_CACHE_SIZE = 10_000
+/** Longest string argument whose key is remembered. */
+const KEY_CACHE_ARGUMENT_LENGTH = 64
+
 /**
  * Memoizes `fn`. Concurrent misses for one key run `fn` once (single-flight); errors are never
  * cached and reach every waiter; `null`/`undefined` results are cached. A failing backend makes
@@ -104,6 +109,11 @@ function createMemo<F extends AnyFunction>(
   let versionKey = ''
   let isAsync = fn instanceof ASYNC_FUNCTION
 
+  // Full keys for calls with one number or short string argument (`getUser(42)`). Building a key
+  // allocates a new string that the backend must then hash and compare character by character;
+  // the cached one is hashed once and matches the stored key by identity. Bounded: emptied when full.
+  const keyCache = options.key === undefined ? new Map<unknown, string>() : undefined
+
   const backendOf = () => fixedBackend ?? getBackend()
   const keyFor = (args: Parameters<F>): string => {
     if (prefix === undefined) {
@@ -111,6 +121,21 @@ function createMemo<F extends AnyFunction>(
       prefix = `${namespace}:${fnName}:`
       versionKey = `__v:${namespace}:${fnName}`
       observer.backend = `memo ${fnName}`
+    }
+    if (keyCache !== undefined && args.length === 1) {
+      const only = args[0]
+      if (
+        typeof only === 'number' ||
+        (typeof only === 'string' && only.length <= KEY_CACHE_ARGUMENT_LENGTH)
+      ) {
+        let key = keyCache.get(only)
+        if (key === undefined) {
+          key = prefix + argumentsKey(args)
+          if (keyCache.size >= KEY_CACHE_SIZE) keyCache.clear()
+          keyCache.set(only, key)
+        }
+        return key
+      }
     }
     return prefix + (options.key ? options.key(...args) : argumentsKey(args))
   }
@@ -141,11 +166,23 @@ function createMemo<F extends AnyFunction>(
   function readSync(
     backend: CacheBackend,
     key: string,
-    vkeys: string[],
+    args: Parameters<F>,
   ): { hit?: Envelope; versions: number[] } {
     const sync = backend.sync!
-    const values: unknown[] = [sync.getEntry(key)?.value]
-    for (const k of vkeys) values.push(sync.getEntry(k)?.value)
+    const envelope = sync.getEntry<Envelope>(key)?.value
+    if (!hasTags) {
+      // The common case (one version counter, no tags) without the arrays of the general path.
+      // On a hit the stored versions equal the current ones, so they are handed on as they are.
+      const stored = sync.getEntry(versionKey)?.value
+      const version = typeof stored === 'number' ? stored : 0
+      if (typeof envelope === 'object' && envelope !== null) {
+        const g = envelope.g
+        if (Array.isArray(g) && g.length === 1 && g[0] === version) return { hit: envelope, versions: g }
+      }
+      return { versions: [version] }
+    }
+    const values: unknown[] = [envelope]
+    for (const k of versionKeys(args)) values.push(sync.getEntry(k)?.value)
     return classify(values)
   }
 
@@ -275,7 +312,7 @@ function createMemo<F extends AnyFunction>(
   function callSync(this: unknown, backend: CacheBackend, key: string, args: Parameters<F>): unknown {
     let read: { hit?: Envelope; versions: number[] }
     try {
-      read = readSync(backend, key, versionKeys(args))
+      read = readSync(backend, key, args)
     } catch (error) {
       failed('get', error, key)
       return fn.apply(this, args)
@@ -303,9 +340,7 @@ function createMemo<F extends AnyFunction>(
   ): Promise<unknown> {
     let read: { hit?: Envelope; versions: number[] }
     try {
-      read = backend.sync
-        ? readSync(backend, key, versionKeys(args))
-        : await readAsync(backend, key, versionKeys(args))
+      read = backend.sync ? readSync(backend, key, args) : await readAsync(backend, key, versionKeys(args))
     } catch (error) {
       failed('get', error, key)
       return fn.apply(this, args)

@@ -51,8 +51,10 @@ export class CacheObserver extends EventEmitter {
 
   constructor(public backend: string) {
     super()
-    this.on('newListener', () => {
-      this.listening = true
+    // Only listeners of cache events count: registering the `removeListener` hook below fires
+    // `newListener` itself, and must not switch event building on for every cache.
+    this.on('newListener', (name: string | symbol) => {
+      if (name !== 'newListener' && name !== 'removeListener') this.listening = true
     })
     this.on('removeListener', () => {
       this.listening = this.eventNames().some((name) => name !== 'newListener' && name !== 'removeListener')
