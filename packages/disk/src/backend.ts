@@ -12,6 +12,7 @@ import {
   CacheNotANumberError,
   CacheObserver,
   type CacheStats,
+  CacheUnavailableError,
   CacheValueTooLargeError,
   type Codec,
   createCodec,
@@ -292,7 +293,7 @@ export class DiskBackend implements CacheBackend {
     retried: boolean,
   ): Promise<CacheEntry<T> | undefined> {
     const file = row[1]!
-    const bytes = await this.files.read(file, row[4] - key.length)
+    const bytes = await this.fileIo('get', key, this.files.read(file, row[4] - key.length))
     if (bytes === undefined) {
       // The file went away: most likely another process replaced the entry meanwhile.
       const again = await this.locked('get', key, () => this.store.get(this.ns, key))
@@ -314,7 +315,7 @@ export class DiskBackend implements CacheBackend {
   ): Promise<T | undefined | typeof CONFLICT> {
     if (row === undefined || (row[2] !== null && row[2] <= this.now())) return undefined
     if (row[1] === null) return this.codec.decode(row[0]!) as T
-    const bytes = await this.files.read(row[1], row[4] - key.length)
+    const bytes = await this.fileIo('atomicUpdate', key, this.files.read(row[1], row[4] - key.length))
     return bytes === undefined ? CONFLICT : (this.codec.decode(bytes) as T)
   }
 
@@ -339,7 +340,8 @@ export class DiskBackend implements CacheBackend {
   ): Promise<boolean> {
     const size = bytes.length + key.length
     if (size > this.maxSize) throw new CacheValueTooLargeError(key, size, this.maxSize)
-    const file = bytes.length > this.inlineThreshold ? await this.files.write(bytes) : null
+    const file =
+      bytes.length > this.inlineThreshold ? await this.fileIo('set', key, this.files.write(bytes)) : null
     let result: { stored: boolean; oldFile: string | null; total: number }
     try {
       result = await this.locked('set', key, () => {
@@ -362,6 +364,18 @@ export class DiskBackend implements CacheBackend {
   /** Runs a short synchronous SQLite step; on a busy lock, waits without blocking and retries. */
   private locked<R>(operation: string, key: string | undefined, step: () => R): Promise<R> {
     return this.lock.run(operation, key, step)
+  }
+
+  /** Awaits a value-file read or write; an I/O failure (disk full, permissions) becomes a counted `CacheUnavailableError`. */
+  private async fileIo<R>(operation: string, key: string, task: Promise<R>): Promise<R> {
+    try {
+      return await task
+    } catch (cause) {
+      const message = `disk: ${operation} failed on a value file: ${(cause as Error).message}`
+      const error = new CacheUnavailableError('disk', message, { cause })
+      this.observer.error(operation, error, key)
+      throw error
+    }
   }
 
   /** Removes value files after their entries are gone; a failure is reported, and the sweep retries later. */

@@ -1,4 +1,13 @@
-import { mkdtempSync, readdirSync, rmSync, statSync, truncateSync, unlinkSync, writeFileSync } from 'node:fs'
+import {
+  chmodSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import {
@@ -8,6 +17,7 @@ import {
   CacheConfigError,
   type CacheEvent,
   CacheTimeoutError,
+  CacheUnavailableError,
   CacheValueTooLargeError,
 } from '@cache/core'
 import Database from 'better-sqlite3'
@@ -260,6 +270,18 @@ describe('contention and failures', () => {
     await c.set('k', 'a value in a file')
     for (const file of walk(join(dir, 'values'))) unlinkSync(join(dir, 'values', file))
     expect(await c.get('k')).toBeUndefined()
+    expect(await c.has('k')).toBe(false)
+  })
+
+  it('turns a value file that cannot be written into a counted CacheUnavailableError', async () => {
+    const c = cache({ inlineThreshold: 8 })
+    // A file where the temp directory should be: writes fail even for root, who ignores modes.
+    rmSync(join(dir, 'tmp'), { recursive: true })
+    writeFileSync(join(dir, 'tmp'), '')
+    const error = await c.set('k', 'a value in a file').catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(CacheUnavailableError)
+    expect((error as Error).message).toMatch(/disk: set failed on a value file/)
+    expect(c.stats.errors).toBe(1)
     expect(await c.has('k')).toBe(false)
   })
 
