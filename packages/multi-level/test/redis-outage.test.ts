@@ -1,0 +1,93 @@
+import { memoryBackend } from '@cache/memory'
+import { redisBackend } from '@cache/redis'
+import { type RedisServer, startRedis } from '@cache/test-servers'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { type MultiLevelEvent, multiLevel } from '../src/index.js'
+
+let redis: RedisServer
+beforeAll(async () => {
+  redis = await startRedis({ spawn: true })
+})
+afterAll(async () => {
+  await redis?.stop()
+})
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+describe('multiLevel(memory, redis) with Redis killed and restarted under load', () => {
+  it('fails no operation, keeps answering from L1, and uses Redis again once it is back', async () => {
+    const namespace = `outage${Date.now()}`
+    const cache = multiLevel({
+      levels: [memoryBackend({ namespace }), redisBackend(redis.url, { namespace })],
+      breaker: { failureThreshold: 3, openFor: '200ms' },
+    })
+    const events: { name: string; at: number; event: MultiLevelEvent }[] = []
+    cache.on('level-down', (event) => events.push({ name: 'down', at: Date.now(), event }))
+    cache.on('level-up', (event) => events.push({ name: 'up', at: Date.now(), event }))
+    cache.on('error', () => {}) // counted in stats; listened to so the test sees them as events too
+
+    const keys = Array.from({ length: 50 }, (_, i) => `k${i}`)
+    for (const key of keys) await cache.set(key, key.toUpperCase(), 60)
+
+    let stop = false
+    let operations = 0
+    const failures: unknown[] = []
+    // Four workers doing a bounded stream of reads (mostly), writes and deletes.
+    const worker = async (seed: number) => {
+      let i = seed
+      const deadline = Date.now() + 20_000
+      while (!stop && Date.now() < deadline && operations < 500_000) {
+        const key = keys[(i * 7) % keys.length]!
+        try {
+          if (i % 10 === 0) await cache.set(key, key.toUpperCase(), 60)
+          else if (i % 97 === 0) await cache.delete(key)
+          else await cache.get(key)
+          operations++
+        } catch (error) {
+          failures.push(error)
+        }
+        i++
+        if (i % 50 === 0) await sleep(1)
+      }
+    }
+    const workers = [1, 2, 3, 4].map((seed) => worker(seed))
+
+    await sleep(300)
+    const l1HitsBefore = cache.levels[0]!.stats.hits
+    await redis.process!.kill()
+    const killedAt = Date.now()
+    await sleep(1500)
+    const l1HitsDuring = cache.levels[0]!.stats.hits - l1HitsBefore
+    const stateDuring = cache.levels[1]!.breaker.state
+    const l2SetsBefore = cache.levels[1]!.stats.sets
+
+    await redis.process!.start()
+    const restartedAt = Date.now()
+    while (!events.some((e) => e.name === 'up') && Date.now() - restartedAt < 10_000) await sleep(10)
+    const upAt = events.find((e) => e.name === 'up')?.at
+    await sleep(300)
+    stop = true
+    await Promise.all(workers)
+
+    const recoveryMs = upAt === undefined ? undefined : upAt - restartedAt
+    console.log(
+      `redis outage: ${operations} operations, ${failures.length} failed, L1 hits during the outage ${l1HitsDuring}, ` +
+        `breaker opened ${events.find((e) => e.name === 'down')!.at - killedAt} ms after the kill, ` +
+        `Redis back in use ${recoveryMs} ms after the restart`,
+    )
+    expect(failures).toEqual([])
+    expect(stateDuring).not.toBe('closed')
+    expect(l1HitsDuring).toBeGreaterThan(100)
+    expect(recoveryMs).toBeDefined()
+    expect(cache.levels[1]!.breaker.state).toBe('closed')
+    expect(cache.levels[1]!.stats.sets).toBeGreaterThan(l2SetsBefore) // writes reach Redis again
+    expect(cache.stats.errors).toBeGreaterThan(0)
+
+    // What is written now is in Redis, seen by another process's chain.
+    await cache.set('after', 'restart')
+    const other = redisBackend(redis.url, { namespace })
+    expect(await other.get('after')).toBe('restart')
+    await other.close()
+    await cache.close()
+  }, 40_000)
+})
