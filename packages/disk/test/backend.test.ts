@@ -1,5 +1,7 @@
 import {
-  chmodSync,
+  closeSync,
+  openSync,
+  writeSync,
   mkdtempSync,
   readdirSync,
   rmSync,
@@ -137,6 +139,30 @@ describe('a damaged database', () => {
     // Either SQLite still reads what survived, or the file was moved aside: never a crash.
     const value = await c.get('k1')
     expect(value === undefined || value === 'v'.repeat(300)).toBe(true)
+    await c.set('after', 1)
+    expect(await c.get('after')).toBe(1)
+  })
+})
+
+describe('a database damaged while in use', () => {
+  it('is rebuilt when an operation meets a corrupt page, and the operation still answers', async () => {
+    const first = cache()
+    for (let i = 0; i < 2000; i++) await first.set(`k${i}`, 'v'.repeat(200))
+    await first.close()
+    const file = join(dir, 'cache.db')
+    const fd = openSync(file, 'r+')
+    const size = statSync(file).size
+    // Garbage over every other page past the schema: opening still works, lookups meet the damage.
+    for (let offset = 4096 * 3; offset < size; offset += 4096 * 2)
+      writeSync(fd, Buffer.alloc(4096, 0x5a), 0, 4096, offset)
+    closeSync(fd)
+    const c = cache()
+    const events: CacheEvent[] = []
+    c.on('error', (event) => events.push(event))
+    const values = await c.getMany(Array.from({ length: 20 }, (_, i) => `k${i * 100}`))
+    expect(values.some((v) => v === undefined)).toBe(true)
+    expect(events.map((e) => e.operation)).toEqual(['get'])
+    expect(c.recovered).toMatch(/cache\.db\.corrupt-\d+$/)
     await c.set('after', 1)
     expect(await c.get('after')).toBe(1)
   })
