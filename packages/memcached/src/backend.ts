@@ -27,6 +27,7 @@ import { type Expiry, expiryFor, isExpired, keepExpiry, NEVER } from './expiry.j
 import { Generations } from './generations.js'
 import { KeyMapper } from './keys.js'
 import {
+  counterBytes,
   counterValue,
   incrExtras,
   Opcode,
@@ -34,7 +35,7 @@ import {
   request,
   Status,
   send,
-  storeExtras,
+  storeRequest,
   unexpected,
 } from './protocol.js'
 
@@ -83,6 +84,13 @@ export interface MemcachedBackendOptions extends BaseBackendOptions, CodecOption
 
 const DEFAULT_MAX_VALUE = 1024 * 1024 - 512
 
+/** What one CAS attempt writes, and what the operation then returns. */
+interface Write<R> {
+  bytes: Buffer
+  expiry: Expiry
+  result: R
+}
+
 /**
  * memcached through memjs: one or many servers (keys spread by hash), SASL, CAS. See the README
  * for the key format, TTL rounding, how `clear()` works and failure behaviour.
@@ -125,7 +133,8 @@ export class MemcachedBackend implements CacheBackend {
     this.ownsClient = options.client === undefined
     this.client = options.client ?? createClient(servers, options, this.timeoutMs)
     this.servers = this.client.servers.length
-    const generationTtlMs = options.generationTtl === 0 ? 0 : (ttlToMs(options.generationTtl ?? 1) as number)
+    const generationTtlMs =
+      options.generationTtl === 0 ? 0 : (ttlToMs(options.generationTtl ?? 1, 'generationTtl') as number)
     // Generation reads are timed here but their failures are counted by the operation that waited.
     this.generations = new Generations(this.keys.generationKey, this.servers, generationTtlMs, (i, buf, op) =>
       this.call(i, buf, op, undefined, false),
@@ -320,9 +329,7 @@ export class MemcachedBackend implements CacheBackend {
     index: number,
     mkey: string,
     operation: string,
-    next: (
-      found: Response | undefined,
-    ) => { bytes: Buffer; expiry: Expiry; result: R } | Promise<{ bytes: Buffer; expiry: Expiry; result: R }>,
+    next: (found: Response | undefined) => Write<R> | Promise<Write<R>>,
   ): Promise<R> {
     return this.queue.run(mkey, async () => {
       for (let attempt = 1; attempt <= this.casAttempts; attempt++) {
@@ -433,14 +440,6 @@ function createClient(
     retries: 1,
     logger: { log() {} },
   })
-}
-
-function storeRequest(opcode: number, key: string, expiry: Expiry, bytes: Buffer, cas?: Buffer): Buffer {
-  return request(opcode, key, storeExtras(expiry.flags, expiry.exptime), bytes, cas)
-}
-
-function counterBytes(n: number): Buffer {
-  return Buffer.from(String(n), 'latin1')
 }
 
 /**

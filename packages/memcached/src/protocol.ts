@@ -8,6 +8,7 @@
  */
 import { CacheError, CacheTimeoutError, CacheUnavailableError } from '@cache/core'
 import type memjs from 'memjs'
+import type { Expiry } from './expiry.js'
 
 export const Opcode = {
   get: 0x00,
@@ -91,6 +92,22 @@ export function storeExtras(flags: number, exptime: number): Buffer {
   extras.writeUInt32BE(flags, 0)
   extras.writeUInt32BE(exptime, 4)
   return extras
+}
+
+/** A SET or ADD of `bytes` with an expiry; with `cas`, only if the item still has that version. */
+export function storeRequest(
+  opcode: number,
+  key: string,
+  expiry: Expiry,
+  bytes: Buffer,
+  cas?: Buffer,
+): Buffer {
+  return request(opcode, key, storeExtras(expiry.flags, expiry.exptime), bytes, cas)
+}
+
+/** A counter as memcached's INCR reads it: decimal ASCII. */
+export function counterBytes(n: number): Buffer {
+  return Buffer.from(String(n), 'latin1')
 }
 
 /** INCR extras: amount, initial value, expiration (NO_CREATE: do not create). */
