@@ -30,9 +30,19 @@ export function recordFigures(...figures: Figure[]): void {
 }
 
 export function figuresTable(figures: readonly Figure[]): string {
-  const rows = figures.map((f) => {
-    const verdict = f.ok === undefined ? '' : f.ok ? 'ok' : 'FAIL'
-    return `| ${f.scenario} | ${f.metric} | ${f.value} | ${f.bar ?? ''} | ${verdict} |`
-  })
-  return ['| scenario | metric | value | bar | |', '| --- | --- | --- | --- | --- |', ...rows].join('\n')
+  const rows = [
+    ['scenario', 'metric', 'value', 'bar', 'verdict'],
+    ...figures.map((f) => [
+      f.scenario,
+      f.metric,
+      String(f.value),
+      f.bar ?? '',
+      f.ok === undefined ? '' : f.ok ? 'ok' : 'FAIL',
+    ]),
+  ]
+  // Columns padded to their widest cell, as a markdown formatter would print them.
+  const widths = rows[0]!.map((_, i) => Math.max(3, ...rows.map((row) => row[i]!.length)))
+  const line = (cells: string[]) => `| ${cells.map((cell, i) => cell.padEnd(widths[i]!)).join(' | ')} |`
+  const [head, ...body] = rows
+  return [line(head!), line(widths.map((w) => '-'.repeat(w))), ...body.map(line)].join('\n')
 }
