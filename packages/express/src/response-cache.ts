@@ -23,7 +23,8 @@ type Request = IncomingMessage & { originalUrl?: string; hostname?: string; app?
 /** What concurrent requests for one key wait for: the leader's response and the headers it varied on. */
 interface Flight {
   entry: StoredResponse
-  vary: string[]
+  /** Set when the response varies on request headers. */
+  record: VaryRecord | undefined
   headers: IncomingMessage['headers']
 }
 
@@ -37,6 +38,8 @@ const REVALIDATE = Symbol('@cache/express revalidate')
 export class ResponseCache {
   readonly observer = new CacheObserver('http')
   private readonly inflight = new Map<string, Promise<Flight | undefined>>()
+  /** Flight keys with a stale-while-revalidate refresh under way. */
+  private readonly refreshing = new Set<string>()
 
   constructor(readonly settings: Settings) {}
 
@@ -133,7 +136,7 @@ export class ResponseCache {
     record: VaryRecord | undefined,
   ): unknown {
     const s = this.settings
-    const revalidating = (req as any)[REVALIDATE] === true
+    const revalidating = (req as any)[REVALIDATE] !== undefined
     if (!revalidating && isStoredResponse(found) && sameVersions(found.versions, versions)) {
       const now = s.now()
       if (now < found.staleAt) {
@@ -144,7 +147,10 @@ export class ResponseCache {
       if (s.swrMs !== undefined && now < found.staleAt + s.swrMs) {
         this.observer.hit(key)
         this.replay(req, res, found, now, 'stale')
-        this.revalidate(req, key)
+        this.revalidate(
+          req,
+          record === undefined ? key : variantKey(key, record.id, req.headers, record.vary),
+        )
         return undefined
       }
     }
@@ -155,9 +161,11 @@ export class ResponseCache {
       this.setStatus(res, `fwd=${missKind}`, 'MISS')
       return run()
     }
-    const pending = this.inflight.get(key)
+    // A known variant has its own flight, so concurrent misses of two encodings do not wait on each other.
+    const flightKey = record === undefined ? key : variantKey(key, record.id, req.headers, record.vary)
+    const pending = this.inflight.get(flightKey)
     if (pending !== undefined && !revalidating) return this.follow(req, res, run, key, pending)
-    return this.lead(req, res, run, key, versions, record, missKind, true)
+    return this.lead(req, res, run, key, flightKey, versions, record, missKind)
   }
 
   /** Runs the handler, captures what it sends and stores it; concurrent requests wait for it. */
@@ -166,22 +174,25 @@ export class ResponseCache {
     res: ServerResponse,
     run: () => unknown,
     key: string,
+    flightKey: string,
     versions: number[],
     record: VaryRecord | undefined,
     missKind: string,
-    register: boolean,
   ): unknown {
     const s = this.settings
     let settle!: (flight: Flight | undefined) => void
     const flight = new Promise<Flight | undefined>((resolve) => {
       settle = resolve
     })
-    if (register) this.inflight.set(key, flight)
+    this.inflight.set(flightKey, flight)
     const finish = (stored: Promise<unknown> | undefined) => {
-      if (!register) return
-      if (stored === undefined) this.inflight.delete(key)
+      ;(req as any)[REVALIDATE]?.()
+      if (stored === undefined) {
+        if (this.inflight.get(flightKey) === flight) this.inflight.delete(flightKey)
+        return
+      }
       // Keep followers on the in-memory result until the backend has it too.
-      else void stored.finally(() => this.inflight.get(key) === flight && this.inflight.delete(key))
+      void stored.finally(() => this.inflight.get(flightKey) === flight && this.inflight.delete(flightKey))
     }
     this.setStatus(res, `fwd=${missKind}`, 'MISS')
     captureResponse(
@@ -198,8 +209,15 @@ export class ResponseCache {
           this.setStatus(res, `fwd=${missKind}; stored`, 'MISS')
         }
         const vary = varyNames(captured.headers)
-        settle({ entry, vary, headers: req.headers })
-        finish(this.store(key, entry, vary, req, record))
+        let varyRecord: VaryRecord | undefined
+        if (vary.length > 0) {
+          varyRecord =
+            record !== undefined && sameNames(record.vary, vary)
+              ? record
+              : { vary, id: randomBytes(6).toString('base64url') }
+        }
+        settle({ entry, record: varyRecord, headers: req.headers })
+        finish(this.store(key, entry, varyRecord, req))
       },
       () => {
         settle(undefined)
@@ -209,7 +227,7 @@ export class ResponseCache {
     return run()
   }
 
-  /** Waits for the request already running for `key`, then replays its response. */
+  /** Waits for the request already running for the same key, then replays its response. */
   private async follow(
     req: Request,
     res: ServerResponse,
@@ -218,18 +236,22 @@ export class ResponseCache {
     pending: Promise<Flight | undefined>,
   ): Promise<unknown> {
     const flight = await pending
-    if (flight?.vary.every((name) => req.headers[name] === flight.headers[name])) {
-      this.observer.hit(key)
-      this.replay(req, res, flight.entry, this.settings.now(), 'collapsed')
-      return undefined
-    }
     if (flight === undefined) {
       // The leader's response was not storable (an error, Set-Cookie, too large): no collapsing.
       this.setStatus(res, 'fwd=uri-miss', 'MISS')
       return run()
     }
-    // Same URL, another variant (e.g. another Accept-Encoding): look it up on its own.
-    return this.lead(req, res, run, key, flight.entry.versions, undefined, 'vary-miss', false)
+    const record = flight.record
+    if (record === undefined || record.vary.every((name) => req.headers[name] === flight.headers[name])) {
+      this.observer.hit(key)
+      this.replay(req, res, flight.entry, this.settings.now(), 'collapsed')
+      return undefined
+    }
+    // Same URL, another variant (e.g. another Accept-Encoding): its own flight.
+    const flightKey = variantKey(key, record.id, req.headers, record.vary)
+    const other = this.inflight.get(flightKey)
+    if (other !== undefined) return this.follow(req, res, run, key, other)
+    return this.lead(req, res, run, key, flightKey, flight.entry.versions, record, 'vary-miss')
   }
 
   private toEntry(captured: CapturedResponse, versions: number[]): StoredResponse | undefined {
@@ -252,22 +274,19 @@ export class ResponseCache {
   private async store(
     key: string,
     entry: StoredResponse,
-    vary: string[],
-    req: Request,
     record: VaryRecord | undefined,
+    req: Request,
   ): Promise<void> {
     const s = this.settings
     const ttl = (s.ttlMs + (s.swrMs ?? 0)) / 1000
     try {
       const backend = this.backend()
-      if (vary.length === 0) {
+      if (record === undefined) {
         await backend.set(key, entry, ttl)
       } else {
-        const current = record !== undefined && sameNames(record.vary, vary) ? record : undefined
-        const next: VaryRecord = current ?? { vary, id: randomBytes(6).toString('base64url') }
         await backend.setMany([
-          { key, value: next, ttl },
-          { key: variantKey(key, next.id, req.headers, vary), value: entry, ttl },
+          { key, value: record, ttl },
+          { key: variantKey(key, record.id, req.headers, record.vary), value: entry, ttl },
         ])
       }
       this.observer.set(key)
@@ -315,9 +334,12 @@ export class ResponseCache {
   }
 
   /** Refreshes a stale entry in the background by running the app again for a copy of the request. */
-  private revalidate(req: Request, key: string): void {
+  private revalidate(req: Request, flightKey: string): void {
     const app = req.app as { handle?: (req: unknown, res: unknown, done: (error?: unknown) => void) => void }
-    if (this.inflight.has(key) || typeof app?.handle !== 'function') return
+    if (this.inflight.has(flightKey) || this.refreshing.has(flightKey) || typeof app?.handle !== 'function')
+      return
+    this.refreshing.add(flightKey)
+    const done = () => this.refreshing.delete(flightKey)
     const copy = new IncomingMessage(new Socket()) as Request
     copy.method = 'GET'
     copy.url = req.originalUrl ?? req.url ?? '/'
@@ -329,14 +351,17 @@ export class ResponseCache {
     copy.httpVersion = req.httpVersion
     copy.complete = true
     copy.push(null)
-    ;(copy as any)[REVALIDATE] = true
+    ;(copy as any)[REVALIDATE] = done
     const response = new ServerResponse(copy)
     try {
+      // `done` runs when the refreshed response ends; the callback only when nothing answered.
       app.handle(copy, response, (error) => {
-        if (error) this.observer.error('revalidate', error, key)
+        done()
+        if (error) this.observer.error('revalidate', error, flightKey)
       })
     } catch (error) {
-      this.observer.error('revalidate', error, key)
+      done()
+      this.observer.error('revalidate', error, flightKey)
     }
   }
 

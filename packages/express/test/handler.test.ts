@@ -3,7 +3,7 @@ import express from 'express'
 import { afterEach, describe, expect, it } from 'vitest'
 import { cache, cacheResponse, invalidateResponse, invalidateResponsePrefix } from '../src/index.js'
 import { decoratorArity, legacyController } from './fixtures/legacy/controller.js'
-import { bytesBackend, listen, memory, type Running } from './http.js'
+import { bytesBackend, EXPRESS, listen, memory, type Running } from './http.js'
 
 const running: Running[] = []
 afterEach(async () => {
@@ -219,7 +219,7 @@ describe('backends', () => {
   })
 })
 
-describe('stale-while-revalidate', () => {
+describe.each(EXPRESS)('stale-while-revalidate on %s', (_name, express) => {
   it('serves the stale response once past ttl and refreshes it in the background', async () => {
     let now = 1_000_000
     const clock = () => now
@@ -248,6 +248,44 @@ describe('stale-while-revalidate', () => {
     expect((await r.request('/s')).body.toString()).toBe('v3')
   })
 
+  it('refreshes through the whole middleware chain, with the request headers', async () => {
+    let now = 1_000_000
+    const clock = () => now
+    const a = express()
+    const seen: string[] = []
+    a.use((req: any, res: any, next: any) => {
+      res.set('x-request-id', String(seen.length))
+      next()
+    })
+    a.get(
+      '/lang',
+      cacheResponse({
+        backend: memory(clock),
+        ttl: 1,
+        staleWhileRevalidate: 10,
+        now: clock,
+        vary: ['accept-language'],
+      }),
+      (req: any, res: any) => {
+        seen.push(req.get('accept-language'))
+        res.send(`${req.get('accept-language')} ${seen.length}`)
+      },
+    )
+    const r = await serve(a)
+    const headers = { 'accept-language': 'de', 'if-none-match': '"x"' }
+    await r.request('/lang', { headers })
+    now += 2000
+    expect((await r.request('/lang', { headers })).body.toString()).toBe('de 1')
+    for (let i = 0; i < 100 && seen.length < 2; i++) await new Promise((resolve) => setTimeout(resolve, 10))
+    const fresh = await r.request('/lang', { headers })
+    expect(fresh.body.toString()).toBe('de 2')
+    expect(seen).toEqual(['de', 'de'])
+    // Headers from middleware before the cache are per request, never replayed from the entry.
+    expect(fresh.headers['x-request-id']).toBe('2')
+  })
+})
+
+describe('options', () => {
   it('rejects bad options with clear errors', () => {
     expect(() => cacheResponse({ ttl: 0 })).toThrow(RangeError)
     expect(() => cacheResponse({ ttl: 'soon' })).toThrow(/ttl/)

@@ -417,6 +417,37 @@ describe.each(EXPRESS)('%s', (_name, express) => {
     expect(replies.filter((x) => String(x.headers['cache-status']).includes('collapsed')).length).toBe(99)
   })
 
+  it('collapses concurrent first requests per variant of a response with Vary', async () => {
+    const { app, calls } = counting()
+    app.get('/v', cacheResponse({ backend: memory() }), async (req: any, res: any) => {
+      calls.n++
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      res.set('vary', 'Accept').send(`for ${req.get('accept')}`)
+    })
+    const r = await serve(app)
+    const accepts = Array.from({ length: 30 }, (_, i) => (i % 2 === 0 ? 'text/html' : 'text/plain'))
+    const replies = await Promise.all(accepts.map((accept) => r.request('/v', { headers: { accept } })))
+    replies.forEach((reply, i) => expect(reply.body.toString()).toBe(`for ${accepts[i]}`))
+    expect(calls.n).toBe(2)
+    expect((await r.request('/v', { headers: { accept: 'text/plain' } })).headers['cache-status']).toMatch(
+      /hit/,
+    )
+  })
+
+  it('answers a HEAD miss without storing it', async () => {
+    const { app, calls } = counting()
+    app.get('/h', cacheResponse({ backend: memory() }), (_req: any, res: any) => {
+      calls.n++
+      res.send('body')
+    })
+    const r = await serve(app)
+    const head = await r.request('/h', { method: 'HEAD' })
+    expect(head.headers['cache-status']).toBe('@cache; fwd=uri-miss')
+    expect(head.headers['content-length']).toBe('4')
+    expect((await r.request('/h')).headers['cache-status']).toBe('@cache; fwd=uri-miss; stored')
+    expect(calls.n).toBe(2)
+  })
+
   it('lets concurrent requests run themselves when the first response is not storable', async () => {
     const { app, calls } = counting()
     app.get('/flaky', cacheResponse({ backend: memory() }), async (_req: any, res: any) => {
