@@ -61,7 +61,9 @@ export {
   type Serializer,
   createCodec,
   jsonSerializer,
+  parseTagged,
   resolveSerializer,
+  stringifyTagged,
   v8Serializer,
 } from './serializer.js'
 export { type Size, parseSize } from './sizes.js'

@@ -196,18 +196,31 @@ function isPlainJson(value: unknown, depth: number): boolean {
 export const jsonSerializer: Serializer = {
   name: 'json',
   serialize(value) {
-    const tree = isPlainJson(value, 0) ? value : encode(value, '$', new Set())
-    return Buffer.from(JSON.stringify(tree))
+    return Buffer.from(stringifyTagged(value))
   },
   deserialize(bytes) {
-    let tree: unknown
-    try {
-      tree = JSON.parse(bytes.toString('utf8'))
-    } catch (cause) {
-      throw new CacheSerializationError('stored value is not valid JSON', '$', { cause })
-    }
-    return decode(tree)
+    return parseTagged(bytes.toString('utf8'))
   },
+}
+
+/**
+ * The text {@link jsonSerializer} stores, before UTF-8 encoding. For clients that send strings
+ * (ioredis writes a string without the extra copy a Buffer costs).
+ */
+export function stringifyTagged(value: unknown): string {
+  return JSON.stringify(isPlainJson(value, 0) ? value : encode(value, '$', new Set()))
+}
+
+/** Reads text written by {@link stringifyTagged}. Throws {@link CacheSerializationError} if it is not JSON. */
+export function parseTagged(text: string): unknown {
+  let tree: unknown
+  try {
+    tree = JSON.parse(text)
+  } catch (cause) {
+    throw new CacheSerializationError('stored value is not valid JSON', '$', { cause })
+  }
+  // Text with no tag key (`$c`, or one spelled with \u escapes) is plain JSON: skip the walk.
+  return text.includes('$c') || text.includes('\\u') ? decode(tree) : tree
 }
 
 /**
