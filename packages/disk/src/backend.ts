@@ -180,7 +180,11 @@ export class DiskBackend implements CacheBackend {
    * else retries with the newer value. Calls in this process are queued per key, so retries only
    * happen against other processes. `fn` may run more than once: keep it free of side effects.
    */
-  atomicUpdate<T>(key: string, fn: (current: T | undefined) => T | Promise<T>, ttl?: Duration): Promise<T> {
+  async atomicUpdate<T>(
+    key: string,
+    fn: (current: T | undefined) => T | Promise<T>,
+    ttl?: Duration,
+  ): Promise<T> {
     if (typeof key !== 'string') assertKey(key)
     const ttlMs = this.ttl(ttl)
     return this.queue.run(key, async () => {

@@ -254,6 +254,34 @@ describe('size limit', () => {
 })
 
 describe('contention and failures', () => {
+  it('atomicUpdate() retries fn on the newer value when another connection wrote in between', async () => {
+    const a = cache()
+    const b = cache()
+    await a.set('n', 1)
+    const seen: (number | undefined)[] = []
+    const result = await a.atomicUpdate<number>('n', async (current) => {
+      seen.push(current)
+      if (seen.length === 1) await b.set('n', 10) // a writer in another connection wins the race
+      return (current ?? 0) + 1
+    })
+    expect(seen).toEqual([1, 10])
+    expect(result).toBe(11)
+    expect(await b.get('n')).toBe(11)
+  })
+
+  it('atomicUpdate() gives up with CacheConflictError after maxAttempts lost races', async () => {
+    const a = cache({ maxAttempts: 3 })
+    const b = cache()
+    let calls = 0
+    const update = a.atomicUpdate<number>('n', async (current) => {
+      await b.set('n', ++calls * 100)
+      return (current ?? 0) + 1
+    })
+    await expect(update).rejects.toMatchObject({ code: 'CACHE_CONFLICT' })
+    expect(calls).toBe(3)
+    expect(await a.get('n')).toBe(300)
+  })
+
   it('waits for a lock held by another connection without blocking the event loop, then fails with CacheTimeoutError', async () => {
     const c = cache({ lockTimeoutMs: 200 })
     await c.set('k', 'before')
