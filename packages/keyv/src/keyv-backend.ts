@@ -250,9 +250,24 @@ export class KeyvBackend implements CacheBackend {
     return removed.filter(Boolean).length
   }
 
+  /** Idempotent. Waits at most `timeoutMs` (or 1 s) for the store to disconnect: a client that
+   * is reconnecting to a dead server may never answer. */
   close(): Promise<void> {
-    this.closed ??= this.closeStore ? this.keyv.disconnect().then(() => undefined) : Promise.resolve()
+    this.closed ??= this.closeStore ? this.disconnect() : Promise.resolve()
     return this.closed
+  }
+
+  private async disconnect(): Promise<void> {
+    let timer: NodeJS.Timeout | undefined
+    const bounded = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, this.timeoutMs || 1000)
+      timer.unref()
+    })
+    try {
+      await Promise.race([this.keyv.disconnect(), bounded])
+    } finally {
+      clearTimeout(timer)
+    }
   }
 
   /** Runs a Keyv call within the timeout; store failures become `CacheUnavailableError`. */

@@ -22,12 +22,12 @@ afterAll(async () => {
 runConformance('multi-level (memory, disk)', {
   create: ({ namespace }) =>
     multiLevel(memoryBackend({ namespace }), diskBackend({ path: join(dir, 'disk'), namespace })),
-  ttlMs: 60,
+  ttlMs: 150,
 })
 
 runConformance('multi-level (memory, redis)', {
   create: ({ namespace }) => multiLevel(memoryBackend({ namespace }), redisBackend(redis.url, { namespace })),
-  ttlMs: 60,
+  ttlMs: 150,
 })
 
 runConformance('multi-level (memory, disk, redis)', {
@@ -37,5 +37,5 @@ runConformance('multi-level (memory, disk, redis)', {
       diskBackend({ path: join(dir, 'disk3'), namespace }),
       redisBackend(redis.url, { namespace }),
     ),
-  ttlMs: 60,
+  ttlMs: 150,
 })
