@@ -18,9 +18,12 @@ import {
   type CodecOptions,
   createCodec,
   type Duration,
+  jsonSerializer,
   KeyedQueue,
+  parseTagged,
   parseDuration,
   type SetManyItem,
+  stringifyTagged,
   ttlToMs,
 } from '@cache/core'
 import type { ChainableCommander, Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis'
@@ -84,6 +87,11 @@ export class RedisBackend implements CacheBackend {
   /** The client enforces `commandTimeout` itself; otherwise we time operations. */
   private readonly clientTimesOut: boolean
   private readonly codec: Codec
+  /**
+   * The default JSON serializer without compression: values go to ioredis as strings, which it
+   * writes without the copies a Buffer costs.
+   */
+  private readonly text: boolean
   private readonly observer = new CacheObserver('redis')
   private readonly queue = new KeyedQueue()
   private readonly defaultTtlMs: number | undefined
@@ -100,6 +108,9 @@ export class RedisBackend implements CacheBackend {
     this.prefix = namespace === '' ? '' : `${namespace}:`
     this.defaultTtlMs = ttlToMs(options.defaultTtl, 'defaultTtl')
     this.codec = createCodec(options)
+    this.text =
+      this.codec.serializer === jsonSerializer &&
+      (options.compressThreshold === undefined || options.compressThreshold === false)
     this.maxAttempts = positiveInteger(options.maxAttempts ?? 50, 'maxAttempts')
     this.scanCount = positiveInteger(options.scanCount ?? 1000, 'scanCount')
     const timeoutMs = milliseconds(options.timeout, 300, 'timeout')
@@ -139,19 +150,27 @@ export class RedisBackend implements CacheBackend {
     const k = this.key(key)
     if (this.client.status !== 'ready' || this.closed) await this.ready('get', key)
     const start = performance.now()
-    let bytes: Buffer | null
+    let stored: string | Buffer | null
     try {
-      bytes = await this.timed(this.client.getBuffer(k), 'get')
+      stored = await this.timed<string | Buffer | null>(
+        this.text ? this.client.get(k) : this.client.getBuffer(k),
+        'get',
+      )
     } catch (error) {
       throw this.failed('get', error, key)
     }
     this.observer.latency(performance.now() - start)
-    if (bytes === null) {
+    if (stored === null) {
       this.observer.miss(key)
       return undefined
     }
     this.observer.hit(key)
-    return this.codec.decode(bytes) as T
+    if (typeof stored !== 'string') return this.codec.decode(stored) as T
+    const first = stored.charCodeAt(0)
+    // NUL (compressed) or U+FFFD (binary, e.g. v8) was written by a differently configured
+    // client: those need the exact bytes.
+    if (first === 0 || first === 0xfffd) return this.getBytes(k, key) as Promise<T | undefined>
+    return parseTagged(stored) as T
   }
 
   async getEntry<T = unknown>(key: string): Promise<CacheEntry<T> | undefined> {
@@ -172,7 +191,7 @@ export class RedisBackend implements CacheBackend {
   async set(key: string, value: unknown, ttl?: Duration): Promise<void> {
     const k = this.key(key)
     const ms = this.ttlMs(ttl)
-    const bytes = this.codec.encode(value)
+    const bytes = this.text ? stringifyTagged(value) : this.codec.encode(value)
     if (this.client.status !== 'ready' || this.closed) await this.ready('set', key)
     const start = performance.now()
     try {
@@ -190,7 +209,7 @@ export class RedisBackend implements CacheBackend {
   async add(key: string, value: unknown, ttl?: Duration): Promise<boolean> {
     const k = this.key(key)
     const ms = this.ttlMs(ttl)
-    const bytes = this.codec.encode(value)
+    const bytes = this.encode(value)
     if (this.blocked) await this.ready('add', key)
     const reply = await this.call(
       'add',
@@ -266,7 +285,7 @@ export class RedisBackend implements CacheBackend {
         const next = await fn(current === null ? undefined : (this.codec.decode(current) as T))
         const expected = current === null ? '' : sha1(current)
         if (this.blocked) await this.ready('atomicUpdate', key)
-        const script = COMPARE_AND_SET.run(this.client, k, [expected, this.codec.encode(next), ms ?? ''])
+        const script = COMPARE_AND_SET.run(this.client, k, [expected, this.encode(next), ms ?? ''])
         const reply = (await this.call('atomicUpdate', key, script)) as [number, Buffer?]
         if (reply[0] === 1) {
           this.observer.set(key)
@@ -310,7 +329,7 @@ export class RedisBackend implements CacheBackend {
     // Check and encode everything first, so a bad item stores nothing.
     const full = items.map((item) => this.key(item.key))
     const ttls = items.map((item) => this.ttlMs(item.ttl))
-    const values = items.map((item) => this.codec.encode(item.value))
+    const values = items.map((item) => this.encode(item.value))
     await this.batch('setMany', full, (pipeline, positions) => {
       for (const i of positions) {
         const ms = ttls[i]
@@ -462,6 +481,16 @@ export class RedisBackend implements CacheBackend {
         },
       )
     })
+  }
+
+  private encode(value: unknown): string | Buffer {
+    return this.text ? stringifyTagged(value) : this.codec.encode(value)
+  }
+
+  /** Reads a value again as bytes (see `get`). */
+  private async getBytes(k: string, key: string): Promise<unknown> {
+    const bytes = await this.call('get', key, this.client.getBuffer(k))
+    return bytes === null ? undefined : this.codec.decode(bytes)
   }
 
   private key(key: string): string {

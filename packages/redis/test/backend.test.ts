@@ -107,6 +107,27 @@ describe('redis backend', () => {
     }
   })
 
+  it('reads values another client wrote compressed, and the other way round', async () => {
+    const namespace = cache.namespace
+    const compressing = redisBackend(server.url, { namespace, compressThreshold: 64 })
+    try {
+      const big = { text: 'x'.repeat(10_000), when: new Date(5) }
+      await compressing.set('packed', big)
+      expect((await raw.getBuffer(`${namespace}:packed`))![0]).toBe(0)
+      expect(await cache.get('packed')).toEqual(big)
+      expect(await compressing.get('packed')).toEqual(big)
+      await cache.set('plain', { a: [1, 'b'], big: 2n })
+      expect(await compressing.get('plain')).toEqual({ a: [1, 'b'], big: 2n })
+    } finally {
+      await compressing.close()
+    }
+  })
+
+  it('reports bytes it cannot decode as a CacheSerializationError', async () => {
+    await raw.set(`${cache.namespace}:binary`, Buffer.from([0xff, 0x0d, 0x6f]))
+    await expect(cache.get('binary')).rejects.toMatchObject({ code: 'CACHE_SERIALIZATION' })
+  })
+
   it('validates its options', () => {
     expect(() => redisBackend(server.url, { timeout: 0 })).toThrow(RangeError)
     expect(() => redisBackend(server.url, { maxAttempts: 0 })).toThrow(RangeError)

@@ -26,3 +26,8 @@ runConformance('redis (3-master cluster)', {
     }),
   ttlMs: 60,
 })
+
+runConformance('redis (values as bytes, compressed from 1 KB)', {
+  create: ({ namespace }) => redisBackend(single.url, { namespace, compressThreshold: '1KB' }),
+  ttlMs: 60,
+})
