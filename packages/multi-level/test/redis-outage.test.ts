@@ -2,7 +2,7 @@ import { memoryBackend } from '@cache/memory'
 import { redisBackend } from '@cache/redis'
 import { type RedisServer, startRedis } from '@cache/test-servers'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { type MultiLevelEvent, multiLevel } from '../src/index.js'
+import { type MultiLevelEvent, multiLevel, redisBus } from '../src/index.js'
 
 let redis: RedisServer
 beforeAll(async () => {
@@ -90,4 +90,22 @@ describe('multiLevel(memory, redis) with Redis killed and restarted under load',
     await other.close()
     await cache.close()
   }, 40_000)
+
+  it('empties L1 when the invalidation bus reconnects: messages sent meanwhile may be lost', async () => {
+    if (!redis.process!.running) await redis.process!.start()
+    const namespace = `resync${Date.now()}`
+    const l1 = memoryBackend({ namespace })
+    const bus = redisBus(redis.url)
+    const cache = multiLevel({ levels: [l1, redisBackend(redis.url, { namespace })], bus })
+    await bus.ready()
+    await cache.set('k', 'v')
+    expect(await l1.has('k')).toBe(true)
+    await redis.process!.kill()
+    await redis.process!.start()
+    const deadline = Date.now() + 10_000
+    while ((await l1.has('k')) && Date.now() < deadline) await sleep(20)
+    expect(await l1.has('k')).toBe(false)
+    await cache.close()
+    await bus.close()
+  }, 20_000)
 })
