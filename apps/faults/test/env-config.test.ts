@@ -3,11 +3,16 @@
  * variable must exit non-zero at start-up with the variable's name in stderr.
  */
 import { execFile } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { describe, expect, it } from 'vitest'
+import { afterAll, describe, expect, it } from 'vitest'
 
 const APP = join(dirname(fileURLToPath(import.meta.url)), '..', 'scripts', 'env-app.mjs')
+const root = mkdtempSync(join(tmpdir(), 'cache-faults-env-'))
+const diskDir = join(root, 'disk')
+afterAll(() => rmSync(root, { recursive: true, force: true }))
 
 interface Run {
   code: number | null
@@ -41,7 +46,10 @@ const BAD: [string, string, Record<string, string>?][] = [
   ['CACHE_MAX_KEYS', '1.5'],
   ['CACHE_MAX_SIZE', '1XB', { CACHE_BACKEND: 'memory-size' }],
   ['CACHE_MAX_SIZE', '-1GB', { CACHE_BACKEND: 'memory-size' }],
+  ['CACHE_DISK_PATH', APP, { CACHE_BACKEND: 'disk' }],
+  ['CACHE_DISK_PATH', '/sys/cache-faults/not-creatable', { CACHE_BACKEND: 'memory,disk' }],
   ['CACHE_DISK_MAX_SIZE', '1XB'],
+  ['CACHE_DISK_MAX_SIZE', '1XB', { CACHE_BACKEND: 'disk', CACHE_DISK_PATH: diskDir }],
   ['CACHE_DISK_MAX_SIZE', 'lots'],
   ['REDIS_URL', 'http://127.0.0.1:6379'],
   ['REDIS_URL', 'not a url'],
@@ -73,6 +81,9 @@ describe('a bad environment variable fails at start-up, naming the variable', ()
       expect(run.code).toBe(0)
       expect(run.stdout.trim()).toBe('memory:ok')
     }
+    const chain = await runApp({ CACHE_BACKEND: 'memory,disk', CACHE_DISK_PATH: diskDir }, 'configure')
+    expect(chain.stderr).toBe('')
+    expect(chain.stdout.trim()).toBe('multi-level:ok')
   })
 
   it.concurrent.each(rows)('%s=%s via %s', async (name, _label, entry, value, extra) => {

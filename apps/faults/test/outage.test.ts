@@ -113,6 +113,11 @@ async function outageUnderLoad(remote: Remote, chain: MultiLevelBackend, expecta
       { scenario, metric: 'p99 latency whole run (ms)', value: p99All.toFixed(1) },
       {
         scenario,
+        metric: 'remote level: breaker opened / errors counted',
+        value: `${remoteLevel().opened} / ${remoteLevel().errors}`,
+      },
+      {
+        scenario,
         metric: 'remote level used again after restart (ms)',
         value: recoveryMs.toFixed(0),
         bar: `≤ ${recoveryBarMs}`,
@@ -121,6 +126,8 @@ async function outageUnderLoad(remote: Remote, chain: MultiLevelBackend, expecta
     )
     expect(result.sent).toBeGreaterThan(RATE * (LOAD_SECONDS - 1))
     expect(outageRequests).toBeGreaterThan(RATE * (OUTAGE_MS / 1000) * 0.8)
+    // The outage was noticed (the breaker opened), not slept through.
+    expect(remoteLevel().opened).toBeGreaterThanOrEqual(1)
     expect(result.failed).toBe(0)
     expect(result.wrongBodies).toBe(0)
     expect(p99Outage).toBeLessThan(bar)
