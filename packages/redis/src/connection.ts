@@ -1,0 +1,172 @@
+import { CacheClosedError, type CacheObserver, CacheTimeoutError, CacheUnavailableError } from '@cache/core'
+import type { Cluster, Redis } from 'ioredis'
+import {
+  type ConnectionSettings,
+  commandTimeoutOf,
+  createClient,
+  isRedisClient,
+  type RedisClient,
+  type RedisConnection,
+} from './client.js'
+import { translateError } from './errors.js'
+
+/**
+ * One backend's hold on its ioredis client: whether commands may be sent now, how long they may
+ * take, what their failures become, and closing. Every failure is counted by the observer.
+ */
+export class Connection {
+  readonly client: RedisClient
+  /** Per-operation timeout in ms. */
+  readonly timeoutMs: number
+  /** We built the client, so we close it; a client passed in stays open. */
+  private readonly owned: boolean
+  /** The client enforces `commandTimeout` itself; otherwise {@link timed} races a timer. */
+  private readonly clientTimesOut: boolean
+  private readySignal: Promise<boolean> | undefined
+  private closed = false
+  private closing: Promise<void> | undefined
+
+  constructor(
+    connection: RedisConnection,
+    settings: ConnectionSettings,
+    private readonly observer: CacheObserver,
+  ) {
+    this.owned = !isRedisClient(connection)
+    this.client = this.owned
+      ? createClient(connection as Exclude<RedisConnection, Redis | Cluster>, settings)
+      : (connection as RedisClient)
+    const clientTimeout = commandTimeoutOf(this.client)
+    this.clientTimesOut = clientTimeout !== undefined
+    this.timeoutMs = clientTimeout ?? settings.timeoutMs
+    // Without a listener ioredis prints every connection error; we count them instead.
+    this.client.on('error', this.onClientError)
+  }
+
+  /** True when a command cannot be sent right now: call {@link ready} first. */
+  get blocked(): boolean {
+    return this.client.status !== 'ready' || this.closed
+  }
+
+  /**
+   * Waits, at most the operation timeout, for a connection that is being established (a new
+   * backend, a reconnect attempt under way). A client that is down between attempts fails at
+   * once: waiting out the reconnect window is what fail-fast avoids.
+   */
+  async ready(operation: string, key?: string): Promise<void> {
+    if (this.closed) throw this.failed(operation, new CacheClosedError('redis'), key)
+    const client = this.client
+    const status = client.status
+    if (status === 'ready') return
+    if (status === 'wait') client.connect().catch(noop)
+    if (status !== 'wait' && status !== 'connecting' && status !== 'connect')
+      throw this.failed(operation, notConnected(client, operation), key)
+    let timer: NodeJS.Timeout | undefined
+    const expired = new Promise<boolean>((resolve) => {
+      timer = setTimeout(resolve, this.timeoutMs, false)
+    })
+    const ok = await Promise.race([this.connected(), expired])
+    clearTimeout(timer)
+    if (ok || client.status === 'ready') return
+    const stillConnecting = client.status === 'connecting' || client.status === 'connect'
+    const error = stillConnecting
+      ? new CacheTimeoutError('redis', `${operation} (waiting for the connection)`, this.timeoutMs)
+      : notConnected(client, operation)
+    throw this.failed(operation, error, key)
+  }
+
+  /** Awaits one command sent when not {@link blocked}: measures it and translates its failure. */
+  async call<T>(operation: string, key: string | undefined, command: Promise<T>): Promise<T> {
+    const start = performance.now()
+    try {
+      const reply = await this.timed(command, operation)
+      this.observer.latency(performance.now() - start)
+      return reply
+    } catch (error) {
+      throw this.failed(operation, error, key)
+    }
+  }
+
+  /** The command's own promise when the client times commands out; else one raced with a timer. */
+  timed<T>(command: Promise<T>, operation: string): Promise<T> {
+    if (this.clientTimesOut) return command
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new CacheTimeoutError('redis', operation, this.timeoutMs)),
+        this.timeoutMs,
+      )
+      command.then(
+        (value) => {
+          clearTimeout(timer)
+          resolve(value)
+        },
+        (error) => {
+          clearTimeout(timer)
+          reject(error)
+        },
+      )
+    })
+  }
+
+  /** The @cache error for a failure, counted and emitted as an `error` event. */
+  failed(operation: string, error: unknown, key: string | undefined): Error {
+    const translated = translateError(error, operation, this.timeoutMs, key)
+    this.observer.error(operation, translated, key)
+    return translated
+  }
+
+  /** Idempotent. Quits a client we created; a client passed in is left open. */
+  close(): Promise<void> {
+    this.closing ??= this.shutdown()
+    return this.closing
+  }
+
+  private async shutdown(): Promise<void> {
+    this.closed = true
+    const client = this.client
+    if (!this.owned) {
+      client.off('error', this.onClientError)
+      return
+    }
+    if (client.status === 'end') return
+    const ended = new Promise<void>((resolve) => client.once('end', resolve))
+    try {
+      if (client.status !== 'ready') throw new Error('not connected')
+      await this.timed(client.quit(), 'close')
+    } catch {
+      client.disconnect()
+    }
+    // QUIT's reply comes before the socket closes; wait (briefly) for the close itself.
+    await Promise.race([ended, delay(this.timeoutMs)])
+  }
+
+  /** Resolves true on `ready`, false when the attempt fails; one shared listener set for all waiters. */
+  private connected(): Promise<boolean> {
+    const client = this.client
+    this.readySignal ??= new Promise<boolean>((resolve) => {
+      const settle = (ok: boolean) => () => {
+        client.off('ready', onReady).off('close', onClose).off('end', onClose)
+        this.readySignal = undefined
+        resolve(ok)
+      }
+      const onReady = settle(true)
+      const onClose = settle(false)
+      client.once('ready', onReady).once('close', onClose).once('end', onClose)
+    })
+    return this.readySignal
+  }
+
+  private readonly onClientError = (error: unknown): void => {
+    this.observer.error('connection', translateError(error, 'connection', this.timeoutMs))
+  }
+}
+
+function notConnected(client: RedisClient, operation: string): CacheUnavailableError {
+  return new CacheUnavailableError('redis', `redis: ${operation} failed: not connected (${client.status})`)
+}
+
+/** A wait that does not keep the process alive. */
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref())
+}
+
+function noop(): void {}
