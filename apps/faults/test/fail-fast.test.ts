@@ -19,10 +19,15 @@ const TIMEOUT_MS = 300
 const OPS = 20
 const FROZEN_OPS = 10
 
-const targets: [
-  string,
-  () => Promise<{ backend: CacheBackend; kill(): Promise<void>; stop(): Promise<void> }>,
-][] = [
+interface Target {
+  backend: CacheBackend
+  /** The server's pid, to freeze it with SIGSTOP. */
+  pid: number
+  kill(): Promise<void>
+  stop(): Promise<void>
+}
+
+const targets: [string, () => Promise<Target>][] = [
   [
     'redis',
     async () => {
