@@ -31,7 +31,7 @@ export function profile(id: number): Record<string, unknown> {
       language: 'en-US',
       notifications: { email: true, sms: false },
     },
-    bio: LOREM.slice(0, 500),
+    bio: LOREM.repeat(3).slice(0, 640),
   }
 }
 
@@ -63,5 +63,12 @@ export const mixIsSet = new Uint8Array(MIX_LENGTH)
   }
 }
 
-/** The precomputed body the HTTP rows serve: about 10 KB of JSON. */
-export const HTTP_BODY = JSON.stringify({ users: values.slice(0, 10) })
+/** The precomputed body the HTTP rows serve: 10 KB of JSON (profiles, as many as fit, padded). */
+export const HTTP_BODY = ((): string => {
+  const size = 10 * 1024
+  const users: unknown[] = []
+  while (JSON.stringify({ users: [...users, values[users.length]] }).length < size)
+    users.push(values[users.length])
+  const body = JSON.stringify({ users, padding: '' })
+  return JSON.stringify({ users, padding: 'x'.repeat(size - body.length) })
+})()

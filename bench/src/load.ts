@@ -8,15 +8,7 @@ export const BENCH_DIR = join(dirname(fileURLToPath(import.meta.url)), '..')
 
 const require = createRequire(join(BENCH_DIR, 'package.json'))
 
-/**
- * Imports a workspace package by a name only known at run time: packages still being written
- * have no types yet, and a row that needs one is skipped until its dist exists.
- */
-export function loadPackage(name: string): Promise<any> {
-  return import(name)
-}
-
-/** True when an @cache package has been built (its ESM entry exists). */
+/** True when an @cache package has been built (its ESM entry exists): rows that need it are skipped until then. */
 export function isBuilt(name: string): boolean {
   const dir = packageDir(name)
   if (!dir) return false

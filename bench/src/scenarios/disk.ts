@@ -1,7 +1,6 @@
 import { join } from 'node:path'
 import type { Contestant, Scenario } from '../contestant.js'
 import { TTL_MS, TTL_SECONDS } from '../data.js'
-import { loadPackage } from '../load.js'
 
 const RW = ['get-hit', 'set', 'mixed'] as const
 
@@ -107,7 +106,7 @@ const contestants: Contestant[] = [
     needs: '@cache/disk',
     workloads: [...RW],
     create: async (env) => {
-      const { diskBackend } = await loadPackage('@cache/disk')
+      const { diskBackend } = await import('@cache/disk')
       const backend = diskBackend({ path: join(env.dir, 'cache-disk') })
       return {
         get: (key) => backend.get(key),

@@ -1,7 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Contestant, HttpService, Scenario } from '../contestant.js'
 import { HTTP_BODY } from '../data.js'
-import { loadPackage } from '../load.js'
 import { ourMemory } from './memory.js'
 
 /** How long the uncached route takes: a database query or a downstream call. */
@@ -76,7 +75,7 @@ const contestants: Contestant[] = [
     workloads: ['http'],
     note: '`cacheResponse({ ttl: 60 })` on an @cache/memory backend, on Express 5.',
     serve: async () => {
-      const { cacheResponse } = await loadPackage('@cache/express')
+      const { cacheResponse } = await import('@cache/express')
       return slowRoute(cacheResponse({ ttl: 60, backend: await ourMemory() }))
     },
   },

@@ -1,6 +1,5 @@
 import type { Contestant, Driver, Environment, Scenario } from '../contestant.js'
 import { TTL_MS, TTL_SECONDS } from '../data.js'
-import { loadPackage } from '../load.js'
 import { IN_FLIGHT } from './redis.js'
 
 const RW = ['get-hit', 'set', 'mixed'] as const
@@ -20,8 +19,8 @@ async function rawMemjs(env: Environment): Promise<Driver> {
 }
 
 async function ours(env: Environment): Promise<Driver> {
-  const { memcachedBackend } = await loadPackage('@cache/memcached')
-  const backend = memcachedBackend({ servers: env.memcached })
+  const { memcachedBackend } = await import('@cache/memcached')
+  const backend = memcachedBackend(env.memcached)
   return {
     get: (key) => backend.get(key),
     set: (key, value) => backend.set(key, value, TTL_SECONDS),

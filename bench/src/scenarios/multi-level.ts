@@ -1,6 +1,5 @@
 import type { Contestant, Scenario } from '../contestant.js'
 import { TTL_MS, TTL_SECONDS } from '../data.js'
-import { loadPackage } from '../load.js'
 import { CAPACITY, ourMemory } from './memory.js'
 import { ourRedis } from './redis.js'
 
@@ -76,7 +75,7 @@ const contestants: Contestant[] = [
     needs: '@cache/multi-level,@cache/redis',
     workloads: ['get-hit'],
     create: async (env) => {
-      const { multiLevel } = await loadPackage('@cache/multi-level')
+      const { multiLevel } = await import('@cache/multi-level')
       const backend = multiLevel(await ourMemory(), await ourRedis(env))
       return {
         get: (key) => backend.get(key),

@@ -3,7 +3,6 @@ import { existsSync } from 'node:fs'
 import { promisify } from 'node:util'
 import type { Contestant, Driver, Environment, ExternalResult, Scenario, Workload } from '../contestant.js'
 import { KEY_COUNT, TTL_MS, TTL_SECONDS, values } from '../data.js'
-import { loadPackage } from '../load.js'
 
 const run = promisify(execFile)
 const RW = ['get-hit', 'set', 'mixed'] as const
@@ -24,8 +23,8 @@ async function rawIoredis(env: Environment): Promise<Driver> {
 }
 
 /** `@cache/redis` with the settings every redis row shares. */
-export async function ourRedis(env: Environment): Promise<any> {
-  const { redisBackend } = await loadPackage('@cache/redis')
+export async function ourRedis(env: Environment) {
+  const { redisBackend } = await import('@cache/redis')
   return redisBackend(env.redisUrl)
 }
 
