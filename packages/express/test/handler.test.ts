@@ -253,7 +253,7 @@ describe.each(EXPRESS)('stale-while-revalidate on %s', (_name, express) => {
     const clock = () => now
     const a = express()
     const seen: string[] = []
-    a.use((req: any, res: any, next: any) => {
+    a.use((_req: any, res: any, next: any) => {
       res.set('x-request-id', String(seen.length))
       next()
     })

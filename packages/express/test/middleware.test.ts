@@ -427,7 +427,7 @@ describe.each(EXPRESS)('%s', (_name, express) => {
     const r = await serve(app)
     const accepts = Array.from({ length: 30 }, (_, i) => (i % 2 === 0 ? 'text/html' : 'text/plain'))
     const replies = await Promise.all(accepts.map((accept) => r.request('/v', { headers: { accept } })))
-    replies.forEach((reply, i) => expect(reply.body.toString()).toBe(`for ${accepts[i]}`))
+    expect(replies.map((reply) => reply.body.toString())).toEqual(accepts.map((accept) => `for ${accept}`))
     expect(calls.n).toBe(2)
     expect((await r.request('/v', { headers: { accept: 'text/plain' } })).headers['cache-status']).toMatch(
       /hit/,
