@@ -1,10 +1,25 @@
+import { createRequire } from 'node:module'
 import { configureCache, resetCache } from '@cache/core'
 import { createApp } from './app.js'
 
 // The backends are composed from one setting: memory in front of disk by default, so the demo
 // runs with no server installed; CACHE_BACKEND=memory,redis (with REDIS_URL) switches.
 const backendList = process.env.CACHE_BACKEND ?? 'memory,disk'
-configureCache(backendList)
+// Backend packages are resolved from this app (not the working directory), so starting it from
+// anywhere finds the @cache packages it depends on.
+const require = createRequire(import.meta.url)
+configureCache({ backend: backendList, loader: loadFromApp })
+
+function loadFromApp(name: string): Record<string, unknown> | undefined {
+  try {
+    return require(name)
+  } catch (error) {
+    // Not installed: core turns `undefined` into "install @cache/x to use x".
+    if ((error as NodeJS.ErrnoException).code === 'MODULE_NOT_FOUND' && String(error).includes(`'${name}'`))
+      return undefined
+    throw error
+  }
+}
 
 const port = Number(process.env.PORT ?? 3000)
 const host = process.env.HOST ?? '127.0.0.1'
