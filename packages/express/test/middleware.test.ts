@@ -151,6 +151,21 @@ describe.each(EXPRESS)('%s', (_name, express) => {
     expect(calls.n).toBe(1)
   })
 
+  it('does not replay hop-by-hop headers the handler set', async () => {
+    const { app } = counting()
+    app.get('/hop', cacheResponse({ backend: memory() }), (_req: any, res: any) => {
+      res.set({ 'proxy-authenticate': 'Basic', 'keep-alive': 'timeout=99', 'x-kept': '1' }).send('hop')
+    })
+    const r = await serve(app)
+    const miss = await r.request('/hop')
+    expect(miss.headers['proxy-authenticate']).toBe('Basic')
+    const hit = await r.request('/hop')
+    expect(hit.headers['cache-status']).toMatch(/hit/)
+    expect(hit.headers['x-kept']).toBe('1')
+    expect(hit.headers['proxy-authenticate']).toBeUndefined()
+    expect(hit.headers['keep-alive']).not.toBe('timeout=99')
+  })
+
   it('replays gzip from compression registered after the cache, per Accept-Encoding', async () => {
     const { app, calls } = counting()
     const text = 'compress me '.repeat(500)
