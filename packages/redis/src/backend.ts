@@ -264,7 +264,11 @@ export class RedisBackend implements CacheBackend {
    * `maxAttempts` times. Calls for one key in this process wait for each other first, so only
    * other processes can cause a conflict.
    */
-  atomicUpdate<T>(key: string, fn: (current: T | undefined) => T | Promise<T>, ttl?: Duration): Promise<T> {
+  async atomicUpdate<T>(
+    key: string,
+    fn: (current: T | undefined) => T | Promise<T>,
+    ttl?: Duration,
+  ): Promise<T> {
     const k = this.key(key)
     const ms = this.ttlMs(ttl)
     return this.queue.run(k, async () => {
@@ -437,7 +441,7 @@ export function redisBackend(connection?: RedisConnection, options?: RedisBacken
 }
 
 /** `MATCH` treats `* ? [ ] \\` as glob syntax: escape them so a namespace matches literally. */
-export function escapeGlob(text: string): string {
+function escapeGlob(text: string): string {
   return text.replace(/[*?[\]\\]/g, '\\$&')
 }
 

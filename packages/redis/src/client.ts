@@ -42,16 +42,20 @@ export function isRedisClient(value: unknown): value is RedisClient {
   )
 }
 
-/** The ioredis options that make a client fail fast instead of queueing while Redis is down. */
+/**
+ * The ioredis options that make a client fail fast instead of queueing while Redis is down; for
+ * clients you build yourself. Defaults: 300 ms per command, 2000 ms to connect, reconnection
+ * pauses up to 2000 ms.
+ */
 export function failFastOptions(
-  settings: Pick<ConnectionSettings, 'timeoutMs' | 'connectTimeoutMs' | 'maxReconnectDelayMs'>,
+  settings: Partial<Pick<ConnectionSettings, 'timeoutMs' | 'connectTimeoutMs' | 'maxReconnectDelayMs'>> = {},
 ): RedisOptions {
-  const cap = settings.maxReconnectDelayMs
+  const { timeoutMs = 300, connectTimeoutMs = 2000, maxReconnectDelayMs: cap = 2000 } = settings
   return {
     // A command sent while disconnected is rejected at once, not parked until the reconnect.
     enableOfflineQueue: false,
-    commandTimeout: settings.timeoutMs,
-    connectTimeout: settings.connectTimeoutMs,
+    commandTimeout: timeoutMs,
+    connectTimeout: connectTimeoutMs,
     maxRetriesPerRequest: 1,
     // A command in flight when the connection drops may or may not have run: never send it
     // twice (an INCRBY would count twice); the caller gets an error instead.

@@ -1,4 +1,4 @@
-export { escapeGlob, RedisBackend, type RedisBackendOptions, redisBackend } from './backend.js'
+export { RedisBackend, type RedisBackendOptions, redisBackend } from './backend.js'
 export {
   type ConnectionSettings,
   failFastOptions,

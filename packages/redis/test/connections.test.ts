@@ -2,7 +2,7 @@ import { CacheClosedError, CacheConfigError, CacheUnavailableError } from '@cach
 import { type RedisServer, startRedis, startRedisSentinel } from '@cache/test-servers'
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { redisBackend } from '../src/index.js'
+import { failFastOptions, redisBackend } from '../src/index.js'
 
 describe('AUTH through the URL', () => {
   let server: RedisServer
@@ -102,6 +102,19 @@ describe('a client passed in', () => {
         process.kill(pid, 'SIGCONT')
       }
       expect(performance.now() - start).toBeLessThan(400)
+    } finally {
+      await cache.close()
+      client.disconnect()
+    }
+  })
+
+  it('takes its timeout from a client built with failFastOptions()', async () => {
+    const client = new Redis(server.url, failFastOptions({ timeoutMs: 150 }))
+    const cache = redisBackend(client, { namespace: 'mine', timeout: 5000 })
+    try {
+      expect(cache.timeoutMs).toBe(150)
+      await cache.set('k', 2)
+      expect(await cache.get('k')).toBe(2)
     } finally {
       await cache.close()
       client.disconnect()
