@@ -218,7 +218,11 @@ export function createBackendFromConfig(
   const base: BaseBackendOptions = {}
   if (config.namespace !== undefined) base.namespace = config.namespace
   if (config.defaultTtl !== undefined) base.defaultTtl = config.defaultTtl
-  const levels = config.backends.map((name): CacheBackend => {
+  const levels = config.backends.map((name) => withSettingNames(name, setting, () => createLevel(name)))
+  if (levels.length === 1) return levels[0]!
+  return load('@cache/multi-level', config.backends.join(','), 'multiLevel', loader, setting)(...levels)
+
+  function createLevel(name: BackendName): CacheBackend {
     const packageName = PACKAGES[name]
     switch (name) {
       case 'memory':
@@ -240,9 +244,35 @@ export function createBackendFromConfig(
       default:
         throw new CacheConfigError(setting, `unknown backend ${JSON.stringify(name)}`)
     }
-  })
-  if (levels.length === 1) return levels[0]!
-  return load('@cache/multi-level', config.backends.join(','), 'multiLevel', loader, setting)(...levels)
+  }
+}
+
+/** The environment variable behind each backend option that {@link configFromEnv} fills in. */
+const ENV_OF_OPTION: Record<string, Record<string, string>> = {
+  memory: { maxKeys: 'CACHE_MAX_KEYS' },
+  'memory-size': { maxSize: 'CACHE_MAX_SIZE' },
+  disk: { path: 'CACHE_DISK_PATH', maxSize: 'CACHE_DISK_MAX_SIZE' },
+  redis: { url: 'REDIS_URL' },
+  memcached: { servers: 'MEMCACHED_SERVERS' },
+}
+
+/**
+ * A backend that rejects an option while being built from configuration names the option
+ * (`path: cannot open …`); say which configuration value that was (`CACHE_DISK_PATH`) instead.
+ */
+function withSettingNames(name: BackendName, setting: string, create: () => CacheBackend): CacheBackend {
+  try {
+    return create()
+  } catch (error) {
+    if (!(error instanceof CacheConfigError)) throw error
+    const option = error.setting
+    const fromEnv =
+      ENV_OF_OPTION[name]?.[option] ??
+      (option === 'namespace' ? 'CACHE_NAMESPACE' : option === 'defaultTtl' ? 'CACHE_DEFAULT_TTL' : undefined)
+    // Options given in code (configureCache({ diskPath })) keep the option's own name.
+    if (fromEnv === undefined || setting === 'backend') throw error
+    throw new CacheConfigError(fromEnv, error.message.slice(option.length + 2), { cause: error })
+  }
 }
 
 /** The default settings, overridden by `overrides`. */

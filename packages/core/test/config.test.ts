@@ -168,3 +168,28 @@ function fakeFactory() {
     clear: async () => map.clear(),
   } as never
 }
+
+describe('errors from a backend package', () => {
+  it('name the environment variable that held the bad option', () => {
+    const loader = () => ({
+      diskBackend: () => {
+        throw new CacheConfigError('path', 'cannot open a disk cache at /sys/x')
+      },
+      memoryBackend: fakeFactory,
+      multiLevel: fakeFactory,
+    })
+    const config = configFromEnv({ CACHE_BACKEND: 'memory,disk', CACHE_DISK_PATH: '/sys/x' })
+    expect(() => createBackendFromConfig(config, loader)).toThrow(
+      'CACHE_DISK_PATH: cannot open a disk cache at /sys/x',
+    )
+    const error = (() => {
+      try {
+        createBackendFromConfig(config, loader)
+      } catch (e) {
+        return e as CacheConfigError
+      }
+    })()
+    expect(error?.setting).toBe('CACHE_DISK_PATH')
+    expect((error?.cause as CacheConfigError).setting).toBe('path')
+  })
+})

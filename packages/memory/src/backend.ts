@@ -8,7 +8,6 @@ import {
   type CacheEventName,
   CacheNotANumberError,
   CacheObserver,
-  CacheSerializationError,
   type CacheStats,
   CacheValueTooLargeError,
   type Duration,
@@ -19,8 +18,8 @@ import {
   type SyncAccess,
   ttlToMs,
 } from '@cache/core'
-import { deserialize, serialize } from 'node:v8'
 import { LRUCache } from 'lru-cache'
+import { cloneValue } from './clone.js'
 import { estimateSize } from './size.js'
 
 /** Options of {@link memoryBackend}. */
@@ -252,15 +251,6 @@ export class MemoryBackend implements CacheBackend {
 
   private out(value: unknown): unknown {
     return this.clone ? cloneValue(value) : value
-  }
-}
-
-function cloneValue(value: unknown): unknown {
-  try {
-    // v8's serializer, unlike structuredClone, gives a Buffer back as a Buffer.
-    return deserialize(serialize(value))
-  } catch (cause) {
-    throw new CacheSerializationError(`cannot clone value: ${(cause as Error).message}`, '$', { cause })
   }
 }
 

@@ -130,3 +130,35 @@ describe('estimateSize', () => {
     expect(estimateSize({ a: [1, 2, 3], m: new Map([[1, 'x']]) })).toBeGreaterThan(estimateSize({}))
   })
 })
+
+describe('clone: true', () => {
+  it('refuses a class instance instead of returning a plain object', async () => {
+    class Point {
+      constructor(readonly x: number) {}
+      norm() {
+        return Math.abs(this.x)
+      }
+    }
+    const cache = memoryBackend({ clone: true })
+    const error = await cache.set('p', { nested: [new Point(1)] }).catch((e) => e)
+    expect(error).toBeInstanceOf(TypeError)
+    expect(error.message).toContain('$.nested[0]')
+    expect(await cache.has('p')).toBe(false)
+  })
+
+  it('still clones Dates, Maps, Sets, Buffers and cycles', async () => {
+    const cache = memoryBackend({ clone: true })
+    const value: Record<string, unknown> = {
+      d: new Date(5),
+      m: new Map([[1, new Set([2])]]),
+      b: Buffer.from('hi'),
+    }
+    value.self = value
+    await cache.set('v', value)
+    const back = (await cache.get<Record<string, unknown>>('v'))!
+    expect(back.self).toBe(back)
+    expect(back.d).toEqual(new Date(5))
+    expect(Buffer.isBuffer(back.b)).toBe(true)
+    expect(back.m).toEqual(new Map([[1, new Set([2])]]))
+  })
+})
