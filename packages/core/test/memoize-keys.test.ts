@@ -4,7 +4,7 @@ import { cached } from '../src/memoize.js'
 // A plain Map is enough: these tests look at keys only.
 const store = new Map<string, unknown>()
 const backend = {
-  get: async (key: string) => store.get(key),
+  get: async <T>(key: string) => store.get(key) as T | undefined,
   set: async (key: string, value: unknown) => void store.set(key, value),
   delete: async (key: string) => store.delete(key),
   clear: async () => store.clear(),
