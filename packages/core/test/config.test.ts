@@ -190,6 +190,6 @@ describe('errors from a backend package', () => {
       }
     })()
     expect(error?.setting).toBe('CACHE_DISK_PATH')
-    expect((error?.cause as CacheConfigError).setting).toBe('path')
+    expect((error!.cause as CacheConfigError).setting).toBe('path')
   })
 })
