@@ -3,6 +3,18 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 import ts from 'typescript'
 import { describe, expect, it } from 'vitest'
 
+/** What fixtures/reports.ts exports (not imported for its types: it is compiled by the test). */
+interface Fixture {
+  backend: import('../src/index.js').MemoryBackend
+  calls: Record<'monthly' | 'square' | 'yearly' | 'base', number>
+  Reports: {
+    new (): { monthly(m: string): Promise<{ month: string; total: number }>; square(n: number): number }
+    yearly(y: number): Promise<number>
+  }
+  Base: new () => { describe(): Promise<string> }
+  Derived: new () => { describe(): Promise<string> }
+}
+
 const fixtures = join(dirname(fileURLToPath(import.meta.url)), 'fixtures')
 
 /** Compiles the fixture with a real tsconfig, failing on any type error, and imports the output. */
@@ -16,7 +28,7 @@ async function compile(mode: 'standard' | 'legacy') {
   const messages = diagnostics.map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n'))
   expect(messages).toEqual([])
   const out = join(fixtures, '.compiled', mode, 'reports.js')
-  return (await import(`${pathToFileURL(out).href}?${Date.now()}`)) as typeof import('./fixtures/reports.js')
+  return (await import(`${pathToFileURL(out).href}?${Date.now()}`)) as Fixture
 }
 
 describe.each(['standard', 'legacy'] as const)('@cache on %s decorators', (mode) => {
