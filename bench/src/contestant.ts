@@ -17,6 +17,8 @@ export interface Environment {
   redisUrl?: string
   redisHost?: string
   redisPort?: number
+  /** The Redis database of this row (`redisUrl` already ends with it). */
+  redisDb?: number
   memcached?: string
   /** A fresh directory for this row alone. */
   dir: string

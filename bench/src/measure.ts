@@ -110,14 +110,10 @@ export function loopFor(
 const nowMs = () => Number(process.hrtime.bigint()) / 1e6
 
 /**
- * Warms the loop up for `plan.warmupMs`, sizes a round so it lasts about `plan.roundMs`, then
- * times `plan.rounds` rounds of that many operations. Returns operations per second per round.
+ * Warms the loop up for `plan.warmupMs` and returns how many operations make a round of about
+ * `plan.roundMs` (a multiple of `concurrency`).
  */
-export async function measure(
-  run: Run,
-  plan: Plan,
-  concurrency: number,
-): Promise<{ rates: number[]; opsPerRound: number }> {
+export async function calibrate(run: Run, plan: Plan, concurrency: number): Promise<number> {
   let chunk = Math.max(concurrency, 16)
   let done = 0
   let spent = 0
@@ -134,14 +130,14 @@ export async function measure(
     if (t < 10) chunk *= 2
   }
   const rate = spent > 0 ? done / spent : chunk / 10
-  const opsPerRound = Math.max(concurrency * 4, Math.round((rate * plan.roundMs) / concurrency) * concurrency)
-  const rates: number[] = []
-  for (let r = 0; r < plan.rounds; r++) {
-    const t0 = nowMs()
-    await run(opsPerRound)
-    rates.push((opsPerRound * 1000) / (nowMs() - t0))
-  }
-  return { rates, opsPerRound }
+  return Math.max(concurrency * 4, Math.round((rate * plan.roundMs) / concurrency) * concurrency)
+}
+
+/** Times one round of `ops` operations: operations per second. */
+export async function timeRound(run: Run, ops: number): Promise<number> {
+  const t0 = nowMs()
+  await run(ops)
+  return (ops * 1000) / (nowMs() - t0)
 }
 
 /** Median, extremes and the spread (half the range, as a fraction of the median). */

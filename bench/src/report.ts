@@ -64,7 +64,7 @@ export interface Report {
     httpSeconds: number
     httpConnections: number
   }
-  machine: { node: string; platform: string; cpu: string; cores: number }
+  machine: { node: string; platform: string; cpu: string; cores: number; loadAverage?: number[] }
   commit?: string
   versions: Record<string, string>
   scenarios: ScenarioReport[]
@@ -193,8 +193,10 @@ function header(report: Report): string {
   return [
     `Measured ${report.generatedAt} (${report.mode} run${report.complete ? '' : ', partial'}) on ${machine.cpu}, ${machine.cores} cores, Node ${machine.node}, ${machine.platform}` +
       (report.commit ? `, commit ${report.commit}` : '') +
+      (machine.loadAverage ? `, 1-minute load average ${machine.loadAverage.join(' → ')}` : '') +
       '.',
-    `Each contestant × workload runs in its own process: ${plan.warmupMs} ms warm-up, then ${plan.rounds} rounds of ~${plan.roundMs} ms; ` +
+    `Each contestant × workload runs in its own process: ${plan.warmupMs} ms warm-up, then ${plan.rounds} rounds of ~${plan.roundMs} ms, ` +
+      'the rounds of the contestants of one workload taking turns (round 1 of each, then round 2 of each, …) so that load from elsewhere on the machine lands on all of them; ' +
       `the median round is reported, and the spread is half the range of the rounds. HTTP rows: autocannon, ${plan.httpConnections} connections, ` +
       `${plan.httpRounds} rounds of ${plan.httpSeconds} s, from the runner process (the server runs in its own).`,
     'Workload: 10 000 keys `user:<n>:profile`, ~1 KB JSON-able objects, 60 s TTL; async operations awaited one by one unless the row says ×64 in flight. ' +

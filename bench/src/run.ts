@@ -9,9 +9,9 @@
  *   --out <dir>             where to write the results (default: bench/results)
  *   --profile <id>          run that contestant's rows under `node --cpu-prof` (profiles in bench/profiles)
  */
-import { execFileSync, fork } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { cpus, tmpdir } from 'node:os'
+import { cpus, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import { type MemcachedServer, type RedisServer, startMemcached, startRedis } from '@cache/test-servers'
@@ -33,12 +33,12 @@ import {
   toMarkdown,
   updateReadme,
 } from './report.js'
-import type { WorkerResult, WorkerSpec } from './worker.js'
+import { Child } from './processes.js'
+import type { WorkerMessage, WorkerSpec } from './worker.js'
 
-const ROW_TIMEOUT_MS = 180_000
 const HTTP = {
   connections: 32,
-  full: { warmup: 2, seconds: 4, rounds: 3 },
+  full: { warmup: 2, seconds: 3, rounds: 3 },
   quick: { warmup: 1, seconds: 1, rounds: 1 },
 }
 
@@ -64,6 +64,7 @@ export async function runBench(options: RunOptions): Promise<Report> {
   }
   const versions: Record<string, string> = { node: process.versions.node }
   const reports: ScenarioReport[] = []
+  const loadBefore = loadavg()[0]!
   let failed = 0
   for (const scenario of selected) {
     const contestants = scenario.contestants.filter(
@@ -71,23 +72,26 @@ export async function runBench(options: RunOptions): Promise<Report> {
     )
     if (contestants.length === 0) continue
     console.log(`\n== ${scenario.title}`)
-    const servers = await startServers(scenario)
     const report: ScenarioReport = { id: scenario.id, title: scenario.title, notes: [], rows: [] }
+    for (const contestant of contestants) {
+      for (const name of contestant.packages) versions[name] ??= versionOf(name)
+      if (contestant.note) report.notes.push(`${contestant.label}: ${contestant.note}`)
+    }
+    const servers = await startServers(scenario)
     try {
-      for (const contestant of contestants) {
-        for (const name of contestant.packages) versions[name] ??= versionOf(name)
-        if (contestant.note) report.notes.push(`${contestant.label}: ${contestant.note}`)
-        for (const workload of contestant.workloads) {
-          const row = await runRow(scenario, contestant, workload, servers, plan, http, options)
-          report.rows.push(row)
+      for (const workload of WORKLOADS) {
+        const group = contestants.filter((c) => c.workloads.includes(workload))
+        if (group.length === 0) continue
+        const rows = await runGroup(scenario, workload, group, servers, { plan, http, options })
+        for (const row of rows) {
           log(row)
           if (row.status === 'failed') failed++
         }
+        report.rows.push(...rows)
       }
     } finally {
       await servers.stop()
     }
-    report.rows.sort((a, b) => workloadOrder(a.workload) - workloadOrder(b.workload))
     addRatios(report, new Map(scenario.contestants.map((c) => [c.id, c.baseline])))
     reports.push(report)
   }
@@ -102,6 +106,7 @@ export async function runBench(options: RunOptions): Promise<Report> {
       platform: `${process.platform} ${process.arch}`,
       cpu: cpus()[0]?.model.trim() ?? 'unknown',
       cores: cpus().length,
+      loadAverage: [Number(loadBefore.toFixed(2)), Number(loadavg()[0]!.toFixed(2))],
     },
     commit: gitCommit(),
     versions: Object.fromEntries(Object.entries(versions).sort(([a], [b]) => a.localeCompare(b))),
@@ -130,7 +135,7 @@ export async function runBench(options: RunOptions): Promise<Report> {
   return result
 }
 
-const workloadOrder = (w: Workload) => ['get-hit', 'set', 'mixed', 'http'].indexOf(w)
+const WORKLOADS: Workload[] = ['get-hit', 'set', 'mixed', 'http']
 
 function log(row: Row): void {
   const head = `${row.scenario.padEnd(11)} ${WORKLOAD_LABEL[row.workload].padEnd(17)} ${row.label.padEnd(48)}`
@@ -145,7 +150,7 @@ function log(row: Row): void {
 interface Servers {
   redis?: RedisServer
   memcached?: MemcachedServer
-  /** Empties the harness's own servers between rows. */
+  /** Empties the harness's own servers between workloads. */
   reset(): Promise<void>
   stop(): Promise<void>
 }
@@ -155,7 +160,7 @@ async function startServers(scenario: Scenario): Promise<Servers> {
   // `spawn: true`: never run against (and flush) a server the user pointed REDIS_URL at.
   const redis = wanted.includes('redis') ? await startRedis({ spawn: true }) : undefined
   const memcached = wanted.includes('memcached')
-    ? await startMemcached({ spawn: true, memoryMb: 256 })
+    ? await startMemcached({ spawn: true, memoryMb: 512 })
     : undefined
   return {
     redis,
@@ -181,170 +186,192 @@ async function flushMemcached(server: MemcachedServer): Promise<void> {
   client.close()
 }
 
-function environment(servers: Servers): Environment {
+/** Each contestant of a group gets its own Redis database and directory: their rounds alternate. */
+function environment(servers: Servers, index: number): Environment {
+  const db = index % 16
   return {
-    redisUrl: servers.redis?.url,
+    redisUrl: servers.redis && `${servers.redis.url}/${db}`,
     redisHost: servers.redis?.host,
     redisPort: servers.redis?.port,
+    redisDb: db,
     memcached: servers.memcached?.server,
     dir: mkdtempSync(join(tmpdir(), 'cache-bench-')),
   }
 }
 
-async function runRow(
+interface Settings {
+  plan: Plan
+  http: { warmup: number; seconds: number; rounds: number }
+  options: RunOptions
+}
+
+/**
+ * Runs every contestant of one workload. Worker rows are prepared one after the other (prefill,
+ * warm-up), then their measured rounds alternate: round 1 of each, round 2 of each, … so that
+ * a change in the machine's load lands on all of them. HTTP rows alternate the same way;
+ * rows measured by an outside program run last, on their own.
+ */
+async function runGroup(
   scenario: Scenario,
-  contestant: Contestant,
   workload: Workload,
+  group: Contestant[],
   servers: Servers,
-  plan: Plan,
-  http: { warmup: number; seconds: number; rounds: number },
-  options: RunOptions,
-): Promise<Row> {
-  const row: Row = {
-    scenario: scenario.id,
-    contestant: contestant.id,
-    label: contestant.label,
-    role: contestant.role,
-    workload,
-    concurrency: workload === 'http' ? HTTP.connections : (contestant.concurrency ?? 1),
-    unit: workload === 'http' ? 'req/s' : 'ops/s',
-    status: 'ok',
-  }
-  const missing = contestant.needs?.split(',').filter((name) => !isBuilt(name))
-  if (missing?.length) return { ...row, status: 'skipped', reason: `${missing.join(', ')} not built yet` }
+  { plan, http, options }: Settings,
+): Promise<Row[]> {
   await servers.reset()
-  const env = environment(servers)
-  try {
-    let result: { rates: number[]; gets?: number; hits?: number; failure?: string }
-    if (contestant.external)
-      result = await contestant.external(env, workload, {
-        rounds: plan.rounds,
-        quick: options.quick === true,
-      })
-    else if (contestant.serve) result = await runHttp(scenario, contestant, http, options)
-    else
-      result = await runWorker(
-        { scenario: scenario.id, contestant: contestant.id, workload, plan, env },
-        options.profile === contestant.id,
-      )
-    const stats = summarize(result.rates)
-    Object.assign(row, stats, { rounds: result.rates, gets: result.gets, hits: result.hits })
-    if (result.failure) Object.assign(row, { status: 'failed', reason: result.failure })
-  } catch (error) {
-    Object.assign(row, { status: 'failed', reason: (error as Error).message.split('\n')[0] })
-  } finally {
-    rmSync(env.dir, { recursive: true, force: true })
-  }
-  return row
-}
-
-function runWorker(spec: WorkerSpec, profile: boolean): Promise<WorkerResult> {
-  const profileDir = join(BENCH_DIR, 'profiles')
-  return new Promise((resolve, reject) => {
-    const child = fork(join(BENCH_DIR, 'dist', 'worker.js'), [JSON.stringify(spec)], {
-      execArgv: profile
-        ? [
-            '--cpu-prof',
-            '--cpu-prof-dir',
-            profileDir,
-            '--cpu-prof-name',
-            `${spec.contestant}-${spec.workload}.cpuprofile`,
-          ]
-        : [],
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    })
-    let settled = false
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL')
-      finish(() => reject(new Error(`timed out after ${ROW_TIMEOUT_MS / 1000} s`)))
-    }, ROW_TIMEOUT_MS)
-    const finish = (done: () => void) => {
-      if (settled) return
-      settled = true
-      clearTimeout(timer)
-      done()
+  const rows = group.map((contestant, index) => {
+    const row: Row = {
+      scenario: scenario.id,
+      contestant: contestant.id,
+      label: contestant.label,
+      role: contestant.role,
+      workload,
+      concurrency: workload === 'http' ? HTTP.connections : (contestant.concurrency ?? 1),
+      unit: workload === 'http' ? 'req/s' : 'ops/s',
+      status: 'ok',
+      rounds: [],
     }
-    child.on('message', (message: { type: string; result?: WorkerResult; message?: string }) => {
-      if (message.type === 'result') finish(() => resolve(message.result!))
-      else finish(() => reject(new Error(message.message)))
-    })
-    child.on('exit', (code, signal) =>
-      finish(() => reject(new Error(`worker exited (${signal ?? code}) without a result`))),
-    )
+    const missing = contestant.needs?.split(',').filter((name) => !isBuilt(name))
+    if (missing?.length)
+      Object.assign(row, { status: 'skipped', reason: `${missing.join(', ')} not built yet` })
+    return { contestant, row, env: environment(servers, index) }
   })
+  const live = rows.filter((r) => r.row.status === 'ok')
+  try {
+    const workers = live.filter((r) => r.contestant.create)
+    if (workers.length) await alternateWorkers(scenario, workload, workers, plan, options)
+    const https = live.filter((r) => r.contestant.serve)
+    if (https.length) await alternateHttp(scenario, https, http, options)
+    for (const { contestant, row, env } of live.filter((r) => r.contestant.external)) {
+      try {
+        const result = await contestant.external!(env, workload, {
+          rounds: plan.rounds,
+          quick: options.quick === true,
+        })
+        Object.assign(row, { rounds: result.rates, gets: result.gets, hits: result.hits })
+        if (result.failure) fail(row, result.failure)
+      } catch (error) {
+        fail(row, (error as Error).message)
+      }
+    }
+  } finally {
+    for (const { env } of rows) rmSync(env.dir, { recursive: true, force: true })
+  }
+  for (const { row } of live) {
+    if (row.status === 'ok') Object.assign(row, summarize(row.rounds!))
+  }
+  return rows.map((r) => r.row)
 }
 
-/** Starts the row's server in its own process and loads it with autocannon from this one. */
-async function runHttp(
+function fail(row: Row, reason: string): void {
+  row.status = 'failed'
+  row.reason = reason.split('\n')[0]
+}
+
+async function alternateWorkers(
   scenario: Scenario,
-  contestant: Contestant,
+  workload: Workload,
+  entries: { contestant: Contestant; row: Row; env: Environment }[],
+  plan: Plan,
+  options: RunOptions,
+): Promise<void> {
+  const running: { row: Row; child: Child<WorkerMessage> }[] = []
+  try {
+    for (const { contestant, row, env } of entries) {
+      const spec: WorkerSpec = { scenario: scenario.id, contestant: contestant.id, workload, plan, env }
+      const profile = options.profile === contestant.id ? `${contestant.id}-${workload}` : undefined
+      const child = new Child<WorkerMessage>('worker.js', [JSON.stringify(spec)], profile)
+      const ready = await child.next()
+      if (ready.type === 'ready') running.push({ row, child })
+      else {
+        fail(row, ready.type === 'error' ? ready.message : `unexpected ${ready.type}`)
+        child.kill()
+      }
+    }
+    for (let r = 0; r < plan.rounds; r++) {
+      for (const entry of running) {
+        if (entry.row.status !== 'ok') continue
+        const answer = await entry.child.ask('round')
+        if (answer.type === 'round') entry.row.rounds!.push(answer.rate)
+        else fail(entry.row, answer.type === 'error' ? answer.message : `unexpected ${answer.type}`)
+      }
+    }
+    for (const { row, child } of running) {
+      if (row.status !== 'ok') continue
+      const answer = await child.ask('finish')
+      if (answer.type === 'result') {
+        Object.assign(row, { gets: answer.result.gets, hits: answer.result.hits })
+        if (answer.result.failure) fail(row, answer.result.failure)
+      } else fail(row, answer.type === 'error' ? answer.message : `unexpected ${answer.type}`)
+    }
+  } finally {
+    // Finished workers exit on their own (and write their CPU profile); stragglers are killed.
+    await Promise.all(running.map(({ child }) => child.exited(3000)))
+  }
+}
+
+type ServerMessage = { type: 'ready'; port: number; cached: boolean } | { type: 'routeCalls'; calls: number }
+
+/** Starts each HTTP row's server in its own process and loads them in turn with autocannon from this one. */
+async function alternateHttp(
+  scenario: Scenario,
+  entries: { contestant: Contestant; row: Row }[],
   http: { warmup: number; seconds: number; rounds: number },
   options: RunOptions,
-): Promise<{ rates: number[]; failure?: string }> {
-  const profileDir = join(BENCH_DIR, 'profiles')
-  const child = fork(join(BENCH_DIR, 'dist', 'http-server.js'), [scenario.id, contestant.id], {
-    execArgv: options.profile === contestant.id ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : [],
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-  })
-  const ask = <T>(type: string, reply: string): Promise<T> =>
-    new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`the server did not answer ${type}`)), 30_000)
-      const onMessage = (message: T & { type: string }) => {
-        if (message.type !== reply) return
-        clearTimeout(timer)
-        child.off('message', onMessage)
-        resolve(message)
-      }
-      child.on('message', onMessage)
-      if (type !== 'ready') child.send({ type })
-    })
+): Promise<void> {
+  const servers: { row: Row; child: Child<ServerMessage>; url: string; cached: boolean; calls: number }[] = []
+  const check = (result: autocannon.Result): string | undefined => {
+    if (result.errors || result.timeouts) return `${result.errors} errors, ${result.timeouts} timeouts`
+    if (result.non2xx) return `${result.non2xx} non-2xx responses`
+    if (result.requests.total > 0 && result.throughput.total / result.requests.total < 10_240)
+      return 'responses under 10 KB'
+    return undefined
+  }
+  const load = (url: string, seconds: number) =>
+    autocannon({ url, connections: HTTP.connections, duration: seconds, pipelining: 1 })
+  const routeCalls = async (child: Child<ServerMessage>) => {
+    const answer = await child.ask('routeCalls')
+    if (answer.type !== 'routeCalls')
+      throw new Error(answer.type === 'error' ? answer.message : 'no route count')
+    return answer.calls
+  }
   try {
-    const { port, cached } = await ask<{ port: number; cached: boolean }>('ready', 'ready')
-    const url = `http://127.0.0.1:${port}${PATH}`
-    // Prime the cache with one request, then warm up.
-    const primed = await fetch(url)
-    await primed.arrayBuffer()
-    const check = (result: autocannon.Result): string | undefined => {
-      if (result.errors || result.timeouts) return `${result.errors} errors, ${result.timeouts} timeouts`
-      if (result.non2xx) return `${result.non2xx} non-2xx responses`
-      if (result.requests.total > 0 && result.throughput.total / result.requests.total < 10_000)
-        return 'responses under 10 KB'
-      return undefined
+    for (const { contestant, row } of entries) {
+      const profile = options.profile === contestant.id ? `${contestant.id}-http` : undefined
+      const child = new Child<ServerMessage>('http-server.js', [scenario.id, contestant.id], profile)
+      try {
+        const ready = await child.next()
+        if (ready.type !== 'ready') throw new Error(ready.type === 'error' ? ready.message : 'not ready')
+        const url = `http://127.0.0.1:${ready.port}${PATH}`
+        // Prime the cache with one request, then warm up.
+        await (await fetch(url)).arrayBuffer()
+        const problem = check(await load(url, http.warmup))
+        if (problem) throw new Error(`warm-up: ${problem}`)
+        servers.push({ row, child, url, cached: ready.cached, calls: await routeCalls(child) })
+      } catch (error) {
+        fail(row, (error as Error).message)
+        child.kill()
+      }
     }
-    const load = (seconds: number) =>
-      autocannon({
-        url,
-        connections: HTTP.connections,
-        duration: seconds,
-        pipelining: 1,
-      }) as Promise<autocannon.Result>
-    const warm = await load(http.warmup)
-    const problem = check(warm)
-    if (problem) return { rates: [0], failure: `warm-up: ${problem}` }
-    const before = (await ask<{ calls: number }>('routeCalls', 'routeCalls')).calls
-    const rates: number[] = []
     for (let r = 0; r < http.rounds; r++) {
-      const result = await load(http.seconds)
-      const bad = check(result)
-      if (bad) return { rates: [0], failure: bad }
-      rates.push(result.requests.total / (result.duration || http.seconds))
+      for (const server of servers) {
+        if (server.row.status !== 'ok') continue
+        const result = await load(server.url, http.seconds)
+        const problem = check(result)
+        if (problem) fail(server.row, problem)
+        else server.row.rounds!.push(result.requests.total / (result.duration || http.seconds))
+      }
     }
-    const after = (await ask<{ calls: number }>('routeCalls', 'routeCalls')).calls
-    if (cached && after !== before)
-      return { rates, failure: `the ${PATH} route ran ${after - before} times during the measured rounds` }
-    return { rates }
+    for (const server of servers) {
+      if (server.row.status !== 'ok' || !server.cached) continue
+      const ran = (await routeCalls(server.child)) - server.calls
+      if (ran !== 0) fail(server.row, `the ${PATH} route ran ${ran} times during the measured rounds`)
+    }
   } finally {
-    child.send({ type: 'stop' })
-    await new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        child.kill('SIGKILL')
-        resolve(undefined)
-      }, 5000)
-      child.once('exit', () => {
-        clearTimeout(timer)
-        resolve(undefined)
-      })
-    })
+    for (const { child } of servers) {
+      if (child.process.connected) child.process.send({ type: 'stop' })
+      await child.exited()
+    }
   }
 }
 

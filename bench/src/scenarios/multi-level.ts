@@ -40,7 +40,9 @@ const contestants: Contestant[] = [
         stores: {
           tiered: bentostore()
             .useL1Layer(memoryDriver({ maxItems: CAPACITY, serialize: false }))
-            .useL2Layer(redisDriver({ connection: { host: env.redisHost, port: env.redisPort } })),
+            .useL2Layer(
+              redisDriver({ connection: { host: env.redisHost, port: env.redisPort, db: env.redisDb } }),
+            ),
         },
       })
       return {

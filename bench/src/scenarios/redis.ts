@@ -11,7 +11,7 @@ export const IN_FLIGHT = 64
 /** ioredis used bare, with JSON for the values: what a hand-rolled cache would do. */
 async function rawIoredis(env: Environment): Promise<Driver> {
   const { Redis } = await import('ioredis')
-  const client = new Redis({ host: env.redisHost, port: env.redisPort })
+  const client = new Redis({ host: env.redisHost, port: env.redisPort, db: env.redisDb })
   return {
     get: async (key) => {
       const text = await client.get(key)
@@ -56,7 +56,7 @@ function redisBenchmark(concurrency: number) {
     plan: { rounds: number; quick: boolean },
   ): Promise<ExternalResult> => {
     const { Redis } = await import('ioredis')
-    const client = new Redis({ host: env.redisHost, port: env.redisPort })
+    const client = new Redis({ host: env.redisHost, port: env.redisPort, db: env.redisDb })
     try {
       const body = JSON.stringify(values[1])
       if (workload === 'get-hit') {
@@ -70,7 +70,7 @@ function redisBenchmark(concurrency: number) {
         workload === 'get-hit'
           ? ['GET', 'user:__rand_int__:profile']
           : ['SET', 'user:__rand_int__:profile', body, 'EX', String(TTL_SECONDS)]
-      const requests = plan.quick ? 2000 : concurrency === 1 ? 40_000 : 150_000
+      const requests = plan.quick ? 2000 : concurrency === 1 ? 10_000 : 30_000
       const before = await keyspace(client)
       const rates: number[] = []
       for (let r = 0; r < plan.rounds + 1; r++) {
@@ -83,6 +83,8 @@ function redisBenchmark(concurrency: number) {
           String(concurrency),
           '-n',
           String(requests),
+          '--dbnum',
+          String(env.redisDb ?? 0),
           '-r',
           String(KEY_COUNT),
           '--csv',
@@ -187,7 +189,7 @@ const contestants: Contestant[] = [
         default: 'redis',
         stores: {
           redis: bentostore().useL2Layer(
-            redisDriver({ connection: { host: env.redisHost, port: env.redisPort } }),
+            redisDriver({ connection: { host: env.redisHost, port: env.redisPort, db: env.redisDb } }),
           ),
         },
       })
