@@ -73,6 +73,7 @@ export {
   type CacheStats,
   type Observable,
   CacheObserver,
+  ObservedBackend,
   emptyStats,
 } from './stats.js'
 export { invalidateTags, tagVersionKey } from './tags.js'

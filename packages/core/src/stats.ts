@@ -117,3 +117,29 @@ export interface Observable {
   on(event: CacheEventName, listener: (event: CacheEvent) => void): unknown
   off(event: CacheEventName, listener: (event: CacheEvent) => void): unknown
 }
+
+/**
+ * What @cache's own backends share: a {@link CacheObserver} and the `stats`/`on`/`off` surface.
+ * Extending it is optional: any object with the protocol's methods is a backend.
+ */
+export abstract class ObservedBackend implements Observable {
+  protected readonly observer: CacheObserver
+
+  constructor(name: string) {
+    this.observer = new CacheObserver(name)
+  }
+
+  get stats(): CacheStats {
+    return this.observer.stats
+  }
+
+  on(event: CacheEventName, listener: (event: CacheEvent) => void): this {
+    this.observer.on(event, listener)
+    return this
+  }
+
+  off(event: CacheEventName, listener: (event: CacheEvent) => void): this {
+    this.observer.off(event, listener)
+    return this
+  }
+}

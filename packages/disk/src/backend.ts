@@ -7,11 +7,8 @@ import {
   CacheConflictError,
   type CacheEntry,
   CacheError,
-  type CacheEvent,
-  type CacheEventName,
   CacheNotANumberError,
-  CacheObserver,
-  type CacheStats,
+  ObservedBackend,
   CacheUnavailableError,
   CacheValueTooLargeError,
   type Codec,
@@ -38,13 +35,12 @@ const BATCH = 500
  * A persistent cache in a directory: SQLite (WAL) as the index and store of small values, one
  * file per large value. Safe for several processes at once; see the README for the guarantees.
  */
-export class DiskBackend implements CacheBackend {
+export class DiskBackend extends ObservedBackend implements CacheBackend {
   readonly name = 'disk'
   readonly namespace: string | undefined
   /** The cache directory. */
   readonly path: string
   private readonly ns: string
-  private readonly observer = new CacheObserver('disk')
   private readonly queue = new KeyedQueue()
   private readonly codec: Codec
   private readonly store: EntryStore
@@ -64,6 +60,7 @@ export class DiskBackend implements CacheBackend {
   private closed = false
 
   constructor(options: DiskBackendOptions = {}) {
+    super('disk')
     const settings = resolveOptions(options)
     this.namespace = options.namespace
     this.ns = options.namespace ?? ''
@@ -95,20 +92,6 @@ export class DiskBackend implements CacheBackend {
   /** Where a damaged database was moved, if this backend had to rebuild one. */
   get recovered(): string | undefined {
     return this.lock.recovered
-  }
-
-  get stats(): CacheStats {
-    return this.observer.stats
-  }
-
-  on(event: CacheEventName, listener: (event: CacheEvent) => void): this {
-    this.observer.on(event, listener)
-    return this
-  }
-
-  off(event: CacheEventName, listener: (event: CacheEvent) => void): this {
-    this.observer.off(event, listener)
-    return this
   }
 
   async get<T = unknown>(key: string): Promise<T | undefined> {

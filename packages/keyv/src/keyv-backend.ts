@@ -4,11 +4,8 @@ import {
   type BaseBackendOptions,
   type CacheBackend,
   type CacheEntry,
-  type CacheEvent,
-  type CacheEventName,
   CacheNotANumberError,
-  CacheObserver,
-  type CacheStats,
+  ObservedBackend,
   CacheTimeoutError,
   CacheUnavailableError,
   type Duration,
@@ -54,14 +51,13 @@ interface Envelope {
  * Keyv stores have no atomic primitives: `add`, `incr` and `atomicUpdate` are serialized by a
  * per-key queue **in this process only**. Two processes sharing a store can lose updates.
  */
-export class KeyvBackend implements CacheBackend {
+export class KeyvBackend extends ObservedBackend implements CacheBackend {
   readonly name = 'keyv'
   readonly namespace: string | undefined
   /** The Keyv instance every operation goes through. */
   readonly keyv: Keyv
   private readonly prefix: string
   private readonly mapPrefix: string | undefined
-  private readonly observer = new CacheObserver('keyv')
   private readonly queue = new KeyedQueue()
   private readonly defaultTtlMs: number | undefined
   private readonly timeoutMs: number
@@ -72,6 +68,7 @@ export class KeyvBackend implements CacheBackend {
     keyvOrStore: Keyv | KeyvStoreAdapter | Map<unknown, unknown>,
     options: KeyvBackendOptions = {},
   ) {
+    super('keyv')
     if (!isKeyvLike(keyvOrStore)) {
       throw new TypeError('keyvBackend: expected a Keyv instance, a Keyv store adapter or a Map')
     }
@@ -110,20 +107,6 @@ export class KeyvBackend implements CacheBackend {
       throw new RangeError(`timeoutMs: ${String(timeoutMs)} is not a number of milliseconds >= 0`)
     }
     this.timeoutMs = timeoutMs
-  }
-
-  get stats(): CacheStats {
-    return this.observer.stats
-  }
-
-  on(event: CacheEventName, listener: (event: CacheEvent) => void): this {
-    this.observer.on(event, listener)
-    return this
-  }
-
-  off(event: CacheEventName, listener: (event: CacheEvent) => void): this {
-    this.observer.off(event, listener)
-    return this
   }
 
   async get<T = unknown>(key: string): Promise<T | undefined> {

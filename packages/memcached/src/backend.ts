@@ -5,11 +5,8 @@ import {
   CacheClosedError,
   CacheConflictError,
   type CacheEntry,
-  type CacheEvent,
-  type CacheEventName,
   CacheNotANumberError,
-  CacheObserver,
-  type CacheStats,
+  ObservedBackend,
   CacheValueTooLargeError,
   type Codec,
   type CodecOptions,
@@ -95,11 +92,10 @@ interface Write<R> {
  * memcached through memjs: one or many servers (keys spread by hash), SASL, CAS. See the README
  * for the key format, TTL rounding, how `clear()` works and failure behaviour.
  */
-export class MemcachedBackend implements CacheBackend {
+export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   readonly name = 'memcached'
   readonly namespace: string
   readonly client: memjs.Client
-  private readonly observer = new CacheObserver('memcached')
   private readonly queue = new KeyedQueue()
   private readonly codec: Codec
   private readonly keys: KeyMapper
@@ -118,6 +114,7 @@ export class MemcachedBackend implements CacheBackend {
     servers: string | readonly string[] = '127.0.0.1:11211',
     options: MemcachedBackendOptions = {},
   ) {
+    super('memcached')
     this.namespace = options.namespace ?? 'cache'
     this.keys = new KeyMapper(this.namespace)
     this.codec = createCodec(options)
@@ -139,20 +136,6 @@ export class MemcachedBackend implements CacheBackend {
     this.generations = new Generations(this.keys.generationKey, this.servers, generationTtlMs, (i, buf, op) =>
       this.call(i, buf, op, undefined, false),
     )
-  }
-
-  get stats(): CacheStats {
-    return this.observer.stats
-  }
-
-  on(event: CacheEventName, listener: (event: CacheEvent) => void): this {
-    this.observer.on(event, listener)
-    return this
-  }
-
-  off(event: CacheEventName, listener: (event: CacheEvent) => void): this {
-    this.observer.off(event, listener)
-    return this
   }
 
   async get<T = unknown>(key: string): Promise<T | undefined> {

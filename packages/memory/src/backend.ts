@@ -4,11 +4,8 @@ import {
   type BaseBackendOptions,
   type CacheBackend,
   type CacheEntry,
-  type CacheEvent,
-  type CacheEventName,
   CacheNotANumberError,
-  CacheObserver,
-  type CacheStats,
+  ObservedBackend,
   CacheValueTooLargeError,
   type Duration,
   KeyedQueue,
@@ -58,11 +55,10 @@ interface Slot {
  * An in-process LRU cache on `lru-cache`. TTLs are checked on read (an expired entry is a miss
  * and is dropped then); expired entries otherwise leave when the LRU evicts them.
  */
-export class MemoryBackend implements CacheBackend {
+export class MemoryBackend extends ObservedBackend implements CacheBackend {
   readonly name = 'memory'
   readonly namespace: string | undefined
   private readonly lru: LRUCache<string, Slot>
-  private readonly observer = new CacheObserver('memory')
   private readonly queue = new KeyedQueue()
   private readonly defaultTtlMs: number | undefined
   private readonly clone: boolean
@@ -70,6 +66,7 @@ export class MemoryBackend implements CacheBackend {
   private readonly maxSize: number | undefined
 
   constructor(options: MemoryBackendOptions = {}) {
+    super('memory')
     this.namespace = options.namespace
     this.defaultTtlMs = ttlToMs(options.defaultTtl, 'defaultTtl')
     this.clone = options.clone ?? false
@@ -91,20 +88,6 @@ export class MemoryBackend implements CacheBackend {
           }),
     } as LRUCache.Options<string, Slot, unknown>
     this.lru = new LRUCache<string, Slot>(lruOptions)
-  }
-
-  get stats(): CacheStats {
-    return this.observer.stats
-  }
-
-  on(event: CacheEventName, listener: (event: CacheEvent) => void): this {
-    this.observer.on(event, listener)
-    return this
-  }
-
-  off(event: CacheEventName, listener: (event: CacheEvent) => void): this {
-    this.observer.off(event, listener)
-    return this
   }
 
   /** Entries currently held (expired ones not yet dropped included). */

@@ -7,10 +7,7 @@ import {
   CacheConfigError,
   CacheConflictError,
   type CacheEntry,
-  type CacheEvent,
-  type CacheEventName,
-  CacheObserver,
-  type CacheStats,
+  ObservedBackend,
   type Codec,
   type CodecOptions,
   createCodec,
@@ -70,7 +67,7 @@ const NO_ARGS: string[] = []
  * A cache on Redis through ioredis: one node, Sentinel or Cluster. Fails fast while Redis is
  * down (no offline queue, per-command timeout) and reconnects forever in the background.
  */
-export class RedisBackend implements CacheBackend {
+export class RedisBackend extends ObservedBackend implements CacheBackend {
   readonly name = 'redis'
   /** The ioredis client in use: the one passed in, or the one built from the URL or options. */
   readonly client: RedisClient
@@ -83,13 +80,13 @@ export class RedisBackend implements CacheBackend {
    * writes without the copies a Buffer costs.
    */
   private readonly text: boolean
-  private readonly observer = new CacheObserver('redis')
   private readonly queue = new KeyedQueue()
   private readonly defaultTtlMs: number | undefined
   private readonly maxAttempts: number
   private readonly scanCount: number
 
   constructor(connection: RedisConnection = 'redis://127.0.0.1:6379', options: RedisBackendOptions = {}) {
+    super('redis')
     const namespace = options.namespace ?? DEFAULT_NAMESPACE
     if (typeof namespace !== 'string') throw new CacheConfigError('namespace', 'expected a string')
     this.namespace = namespace === '' ? undefined : namespace
@@ -119,20 +116,6 @@ export class RedisBackend implements CacheBackend {
   /** Per-operation timeout in ms. */
   get timeoutMs(): number {
     return this.connection.timeoutMs
-  }
-
-  get stats(): CacheStats {
-    return this.observer.stats
-  }
-
-  on(event: CacheEventName, listener: (event: CacheEvent) => void): this {
-    this.observer.on(event, listener)
-    return this
-  }
-
-  off(event: CacheEventName, listener: (event: CacheEvent) => void): this {
-    this.observer.off(event, listener)
-    return this
   }
 
   async get<T = unknown>(key: string): Promise<T | undefined> {
