@@ -92,6 +92,11 @@ export interface ExternalResult {
 export interface Scenario {
   id: string
   title: string
+  /**
+   * Rounds for this scenario's full runs, when the default does not suit it (sequential network
+   * round trips are noisy on a small shared machine: more, longer rounds steady the median).
+   */
+  plan?: { rounds: number; roundMs: number }
   /** Servers the runner starts before the rows run. */
   servers?: ('redis' | 'memcached')[]
   contestants: Contestant[]

@@ -77,12 +77,17 @@ export async function runBench(options: RunOptions): Promise<Report> {
       for (const name of contestant.packages) versions[name] ??= versionOf(name)
       if (contestant.note) report.notes.push(`${contestant.label}: ${contestant.note}`)
     }
+    const scenarioPlan = options.quick || !scenario.plan ? plan : { ...plan, ...scenario.plan }
+    if (scenarioPlan !== plan)
+      report.notes.unshift(
+        `This scenario runs ${scenarioPlan.rounds} rounds of ~${scenarioPlan.roundMs} ms per row: round trips on a shared machine are noisier than in-process calls.`,
+      )
     const servers = await startServers(scenario)
     try {
       for (const workload of WORKLOADS) {
         const group = contestants.filter((c) => c.workloads.includes(workload))
         if (group.length === 0) continue
-        const rows = await runGroup(scenario, workload, group, servers, { plan, http, options })
+        const rows = await runGroup(scenario, workload, group, servers, { plan: scenarioPlan, http, options })
         for (const row of rows) {
           log(row)
           if (row.status === 'failed') failed++

@@ -1,6 +1,6 @@
 import type { Contestant, Driver, Environment, Scenario } from '../contestant.js'
 import { TTL_MS, TTL_SECONDS } from '../data.js'
-import { IN_FLIGHT } from './redis.js'
+import { IN_FLIGHT, NETWORK_PLAN } from './redis.js'
 
 const RW = ['get-hit', 'set', 'mixed'] as const
 
@@ -89,5 +89,6 @@ export const memcached: Scenario = {
   id: 'memcached',
   title: 'memcached (loopback)',
   servers: ['memcached'],
+  plan: NETWORK_PLAN,
   contestants,
 }

@@ -7,6 +7,8 @@ import { KEY_COUNT, TTL_MS, TTL_SECONDS, values } from '../data.js'
 const run = promisify(execFile)
 const RW = ['get-hit', 'set', 'mixed'] as const
 export const IN_FLIGHT = 64
+/** Round trips to a server: more and longer rounds than in-process rows. */
+export const NETWORK_PLAN = { rounds: 9, roundMs: 500 }
 
 /** ioredis used bare, with JSON for the values: what a hand-rolled cache would do. */
 async function rawIoredis(env: Environment): Promise<Driver> {
@@ -221,4 +223,10 @@ const contestants: Contestant[] = [
   },
 ]
 
-export const redis: Scenario = { id: 'redis', title: 'Redis (loopback)', servers: ['redis'], contestants }
+export const redis: Scenario = {
+  id: 'redis',
+  title: 'Redis (loopback)',
+  servers: ['redis'],
+  plan: NETWORK_PLAN,
+  contestants,
+}
