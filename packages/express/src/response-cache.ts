@@ -101,6 +101,44 @@ export class ResponseCache {
     return this.lookupAsync(req, res, run, backend, key, versionKeys)
   }
 
+  /**
+   * The fast path of {@link cacheFront}: replays a fresh hit from an in-process backend before the
+   * app runs, and returns `false` for everything else (the app then answers as usual, with its
+   * own `cacheResponse` middleware deciding what to store). Requests whose key Express could
+   * resolve differently (`X-Forwarded-Host` under `trust proxy`) are never answered here.
+   */
+  serveFresh(req: Request, res: ServerResponse): boolean {
+    const method = req.method
+    if (method !== 'GET' && method !== 'HEAD') return false
+    const s = this.settings
+    const headers = req.headers
+    if (s.key !== undefined || headers['x-forwarded-host'] !== undefined) return false
+    if (!s.allowAuthorized && headers.authorization !== undefined) return false
+    if (!s.allowCookies && headers.cookie !== undefined) return false
+    const backend = this.backend()
+    if (backend.sync === undefined) return false
+    let entry: unknown
+    let versions: number[]
+    let key: string | undefined
+    try {
+      key = requestKey(req, s.keyPrefix, s.vary)
+      if (key === undefined) return false
+      entry = backend.sync.getEntry(key)?.value
+      if (!isStoredResponse(entry)) return false
+      const values: unknown[] = [entry]
+      for (const k of s.prefixVersionKeys) values.push(backend.sync.getEntry(k)?.value)
+      versions = versionsOf(values)
+    } catch (error) {
+      this.observer.error('get', error, key)
+      return false
+    }
+    const now = s.now()
+    if (!sameVersions(entry.versions, versions) || now >= entry.staleAt) return false
+    this.observer.hit(key)
+    this.replay(req, res, entry, now, 'hit')
+    return true
+  }
+
   private async lookupAsync(
     req: Request,
     res: ServerResponse,
