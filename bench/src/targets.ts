@@ -45,4 +45,5 @@ export const TARGETS: Target[] = [
     min: 5,
   },
   { scenario: 'http', workload: 'http', ours: 'cache-express', against: 'apicache', min: 1.3 },
+  { scenario: 'http', workload: 'http', ours: 'cache-express-front', against: 'apicache', min: 1.3 },
 ]

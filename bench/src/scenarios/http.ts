@@ -10,7 +10,10 @@ export const PATH = '/users'
 const BODY = Buffer.from(HTTP_BODY)
 
 /** An Express app whose `/users` route takes {@link ROUTE_MS}, behind `middleware`. */
-async function slowRoute(middleware: (req: any, res: any, next: () => void) => void): Promise<HttpService> {
+async function slowRoute(
+  middleware: (req: any, res: any, next: () => void) => void,
+  front?: (app: (req: IncomingMessage, res: ServerResponse) => void) => HttpService['handler'],
+): Promise<HttpService> {
   const { default: express } = await import('express')
   let calls = 0
   const app = express()
@@ -18,7 +21,7 @@ async function slowRoute(middleware: (req: any, res: any, next: () => void) => v
     calls++
     setTimeout(() => res.type('json').send(HTTP_BODY), ROUTE_MS)
   })
-  return { handler: app, routeCalls: () => calls, cached: true }
+  return { handler: front ? front(app) : app, routeCalls: () => calls, cached: true }
 }
 
 const contestants: Contestant[] = [
@@ -77,6 +80,20 @@ const contestants: Contestant[] = [
     serve: async () => {
       const { cacheResponse } = await import('@cache/express')
       return slowRoute(cacheResponse({ ttl: 60, backend: await ourMemory() }))
+    },
+  },
+  {
+    id: 'cache-express-front',
+    label: `\`cacheResponse\` + \`front(app)\` in front of a ${ROUTE_MS} ms route`,
+    role: 'ours',
+    packages: ['@cache/express', '@cache/memory', '@cache/core', 'express'],
+    needs: '@cache/express',
+    workloads: ['http'],
+    note: 'The same `cacheResponse({ ttl: 60 })` route, served through `http.createServer(cache.front(app))`: fresh hits are replayed before Express runs.',
+    serve: async () => {
+      const { cacheResponse } = await import('@cache/express')
+      const cache = cacheResponse({ ttl: 60, backend: await ourMemory() })
+      return slowRoute(cache, (app) => cache.front(app))
     },
   },
 ]
