@@ -1,0 +1,201 @@
+/**
+ * End to end in a real browser: starts the demo on memory,disk, opens its HTML pages in headless
+ * Chromium (the system one at /usr/bin/chromium, driven by playwright-core), follows the index's
+ * links to a cached JSON route, then reads the hit counts back out of the rendered stats tables.
+ *
+ * The demo is built into its own directory under node_modules (not dist/) so this file cannot
+ * clean dist/ from under demo.test.ts when vitest runs the two files in parallel. Set
+ * KEEP_SCREENSHOT=1 to keep the stats-page screenshot and print its path.
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { freePort } from '@cache/test-servers'
+import { type Browser, chromium, type Page } from 'playwright-core'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+
+const CHROMIUM = '/usr/bin/chromium'
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+]
+const STEP_TIMEOUT_MS = 10_000
+const INDEX_LINKS = [
+  '/api/products',
+  '/api/products?category=office',
+  '/api/products/1',
+  '/report.pdf',
+  '/api/quote',
+  '/stats',
+]
+
+const demoDir = join(dirname(fileURLToPath(import.meta.url)), '..')
+
+interface Demo {
+  base: string
+  stop(): Promise<void>
+}
+
+async function startDemo(serverFile: string, env: Record<string, string>): Promise<Demo> {
+  const port = await freePort()
+  const child: ChildProcess = spawn(process.execPath, [serverFile], {
+    cwd: demoDir,
+    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', CATALOG_DELAY_MS: '50', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let output = ''
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`demo did not start:\n${output}`)), 15_000)
+    const onData = (chunk: Buffer) => {
+      output += chunk
+      if (output.includes('listening on')) {
+        clearTimeout(timer)
+        resolve()
+      }
+    }
+    child.stdout!.on('data', onData)
+    child.stderr!.on('data', onData)
+    child.once('exit', (code) => {
+      clearTimeout(timer)
+      reject(new Error(`demo exited with ${code}:\n${output}`))
+    })
+  })
+  return {
+    base: `http://127.0.0.1:${port}`,
+    async stop() {
+      if (child.exitCode !== null) return
+      const exited = new Promise((resolve) => child.once('exit', resolve))
+      child.kill('SIGTERM')
+      await exited
+    },
+  }
+}
+
+/** One rendered table as row name → column → cell text, read from the DOM after layout. */
+type RenderedTable = Record<string, Record<string, string>>
+
+async function readTable(page: Page, heading: string): Promise<RenderedTable> {
+  const table = page.locator('h2', { hasText: heading }).locator('xpath=following-sibling::table[1]')
+  const rows: string[][] = []
+  for (const row of await table.locator('tr').all()) {
+    rows.push((await row.locator('th, td').allInnerTexts()).map((text) => text.trim()))
+  }
+  const [head = [], ...body] = rows
+  const result: RenderedTable = {}
+  for (const cells of body) {
+    result[cells[0] ?? ''] = Object.fromEntries(head.map((column, i) => [column, cells[i] ?? '']))
+  }
+  return result
+}
+
+describe('the demo in a real browser (memory,disk)', () => {
+  let buildDir: string
+  let diskPath: string
+  let shotDir: string
+  let demo: Demo | undefined
+  let browser: Browser | undefined
+  let page: Page
+
+  beforeAll(async () => {
+    if (!existsSync(CHROMIUM)) {
+      throw new Error(`The browser test needs Chromium at ${CHROMIUM}: apt-get install -y chromium`)
+    }
+    buildDir = mkdtempSync(join(demoDir, 'node_modules', '.browser-test-'))
+    execFileSync('pnpm', ['exec', 'tsup', '--out-dir', buildDir], { cwd: demoDir, stdio: 'ignore' })
+    diskPath = mkdtempSync(join(tmpdir(), 'cache-demo-browser-'))
+    shotDir = mkdtempSync(join(tmpdir(), 'cache-demo-screenshot-'))
+    demo = await startDemo(join(buildDir, 'server.js'), {
+      CACHE_BACKEND: 'memory,disk',
+      CACHE_DISK_PATH: diskPath,
+    })
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: CHROMIUM_ARGS,
+      headless: true,
+      timeout: 20_000,
+    })
+    page = await browser.newPage({ viewport: { width: 1100, height: 900 } })
+    page.setDefaultTimeout(STEP_TIMEOUT_MS)
+    page.setDefaultNavigationTimeout(STEP_TIMEOUT_MS)
+  }, 60_000)
+
+  afterAll(async () => {
+    await browser?.close()
+    await demo?.stop()
+    if (diskPath) rmSync(diskPath, { recursive: true, force: true })
+    if (buildDir) rmSync(buildDir, { recursive: true, force: true })
+    if (shotDir && !process.env.KEEP_SCREENSHOT) rmSync(shotDir, { recursive: true, force: true })
+  }, 20_000)
+
+  it('renders the index with its title, heading and links', async () => {
+    const res = await page.goto(`${demo!.base}/`)
+    expect(res?.status()).toBe(200)
+    expect(await page.title()).toBe('@cache demo')
+    expect(await page.locator('h1').textContent()).toBe('@cache demo')
+    const hrefs = await page.locator('ul a').evaluateAll((links) => links.map((a) => a.getAttribute('href')))
+    expect(hrefs).toEqual(INDEX_LINKS)
+    for (const href of INDEX_LINKS)
+      await expect(page.locator(`a[href="${href}"]`).isVisible()).resolves.toBe(true)
+  })
+
+  it('follows the product-list link twice: a stored miss, then a hit', async () => {
+    const statuses: (string | null)[] = []
+    for (let i = 0; i < 2; i++) {
+      await page.goto(`${demo!.base}/`)
+      const [response] = await Promise.all([
+        page.waitForResponse((r) => new URL(r.url()).pathname === '/api/products'),
+        page.locator('a[href="/api/products"]').click(),
+      ])
+      expect(response.status()).toBe(200)
+      statuses.push(await response.headerValue('cache-status'))
+      const products = JSON.parse((await page.locator('body').textContent()) ?? '') as unknown[]
+      expect(products).toHaveLength(4)
+    }
+    expect(statuses[0]).toBe('@cache; fwd=uri-miss; stored')
+    expect(statuses[1]).toMatch(/^@cache; hit; ttl=\d+$/)
+  })
+
+  it('shows both levels and the hits in the rendered stats tables', async () => {
+    await page.goto(`${demo!.base}/`)
+    await Promise.all([page.waitForURL('**/stats'), page.locator('a[href="/stats"]').click()])
+    expect(await page.title()).toBe('@cache demo: stats')
+    expect(await page.locator('h1').textContent()).toBe('@cache demo: stats')
+
+    const levels = await readTable(page, 'Backend levels')
+    expect(Object.keys(levels)).toEqual(['memory', 'disk'])
+    expect(Number(levels.memory!.hits)).toBeGreaterThan(0)
+    expect(Number(levels.memory!.sets)).toBeGreaterThan(0)
+    expect(Number(levels.disk!.sets)).toBeGreaterThan(0)
+    expect(levels.memory!['hit ratio']).toMatch(/^\d+%$/)
+
+    const responses = await readTable(page, 'Cached responses')
+    expect(Number(responses.productPages?.hits)).toBeGreaterThan(0)
+    expect(Number(responses.productPages?.misses)).toBeGreaterThan(0)
+
+    const memoized = await readTable(page, 'Memoized service methods')
+    expect(Object.keys(memoized)).toEqual(['ProductService.product', 'ProductService.products'])
+    expect(Number(memoized['ProductService.products']!.misses)).toBeGreaterThan(0)
+  })
+
+  it('takes a non-empty PNG screenshot of the stats page', async () => {
+    const file = join(shotDir, 'stats.png')
+    await page.screenshot({ path: file, fullPage: true, timeout: STEP_TIMEOUT_MS })
+    const png = readFileSync(file)
+    expect(statSync(file).size).toBeGreaterThan(1000)
+    expect(png.subarray(0, 8).equals(Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]))).toBe(
+      true,
+    )
+    expect(png.subarray(12, 16).toString('latin1')).toBe('IHDR')
+    expect(png.readUInt32BE(16)).toBe(1100)
+    expect(png.readUInt32BE(20)).toBeGreaterThan(0)
+    if (process.env.KEEP_SCREENSHOT) console.log(`stats screenshot kept at ${file}`)
+  })
+})
