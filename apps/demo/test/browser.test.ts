@@ -7,14 +7,13 @@
  * clean dist/ from under demo.test.ts when vitest runs the two files in parallel. Set
  * KEEP_SCREENSHOT=1 to keep the stats-page screenshot and print its path.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { freePort } from '@cache/test-servers'
+import { join } from 'node:path'
 import { type Browser, chromium, type Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { type Demo, demoDir, startDemo } from './start-demo.js'
 
 const CHROMIUM = '/usr/bin/chromium'
 const CHROMIUM_ARGS = [
@@ -36,48 +35,6 @@ const INDEX_LINKS = [
   '/api/quote',
   '/stats',
 ]
-
-const demoDir = join(dirname(fileURLToPath(import.meta.url)), '..')
-
-interface Demo {
-  base: string
-  stop(): Promise<void>
-}
-
-async function startDemo(serverFile: string, env: Record<string, string>): Promise<Demo> {
-  const port = await freePort()
-  const child: ChildProcess = spawn(process.execPath, [serverFile], {
-    cwd: demoDir,
-    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', CATALOG_DELAY_MS: '50', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let output = ''
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`demo did not start:\n${output}`)), 15_000)
-    const onData = (chunk: Buffer) => {
-      output += chunk
-      if (output.includes('listening on')) {
-        clearTimeout(timer)
-        resolve()
-      }
-    }
-    child.stdout!.on('data', onData)
-    child.stderr!.on('data', onData)
-    child.once('exit', (code) => {
-      clearTimeout(timer)
-      reject(new Error(`demo exited with ${code}:\n${output}`))
-    })
-  })
-  return {
-    base: `http://127.0.0.1:${port}`,
-    async stop() {
-      if (child.exitCode !== null) return
-      const exited = new Promise((resolve) => child.once('exit', resolve))
-      child.kill('SIGTERM')
-      await exited
-    },
-  }
-}
 
 /** One rendered table as row name → column → cell text, read from the DOM after layout. */
 type RenderedTable = Record<string, Record<string, string>>
@@ -112,10 +69,10 @@ describe('the demo in a real browser (memory,disk)', () => {
     execFileSync('pnpm', ['exec', 'tsup', '--out-dir', buildDir], { cwd: demoDir, stdio: 'ignore' })
     diskPath = mkdtempSync(join(tmpdir(), 'cache-demo-browser-'))
     shotDir = mkdtempSync(join(tmpdir(), 'cache-demo-screenshot-'))
-    demo = await startDemo(join(buildDir, 'server.js'), {
-      CACHE_BACKEND: 'memory,disk',
-      CACHE_DISK_PATH: diskPath,
-    })
+    demo = await startDemo(
+      { CACHE_BACKEND: 'memory,disk', CACHE_DISK_PATH: diskPath },
+      join(buildDir, 'server.js'),
+    )
     browser = await chromium.launch({
       executablePath: CHROMIUM,
       args: CHROMIUM_ARGS,

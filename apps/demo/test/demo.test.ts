@@ -3,15 +3,13 @@
  * route over HTTP. Runs on the default memory,disk chain, and on memory,redis with a real
  * redis-server when one is installed.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { freePort, type RedisServer, requireBinary, startRedis } from '@cache/test-servers'
+import { join } from 'node:path'
+import { type RedisServer, requireBinary, startRedis } from '@cache/test-servers'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-
-const demoDir = join(dirname(fileURLToPath(import.meta.url)), '..')
+import { type Demo, demoDir, startDemo } from './start-demo.js'
 
 function redisInstalled(): boolean {
   try {
@@ -27,46 +25,6 @@ const setups = ['memory,disk', ...(redisInstalled() ? ['memory,redis'] : [])]
 beforeAll(() => {
   execFileSync('pnpm', ['run', 'build'], { cwd: demoDir, stdio: 'ignore' })
 }, 60_000)
-
-interface Demo {
-  base: string
-  stop(): Promise<void>
-}
-
-async function startDemo(env: Record<string, string>): Promise<Demo> {
-  const port = await freePort()
-  const child: ChildProcess = spawn(process.execPath, ['dist/server.js'], {
-    cwd: demoDir,
-    env: { ...process.env, PORT: String(port), HOST: '127.0.0.1', CATALOG_DELAY_MS: '50', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let output = ''
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`demo did not start:\n${output}`)), 15_000)
-    const onData = (chunk: Buffer) => {
-      output += chunk
-      if (output.includes('listening on')) {
-        clearTimeout(timer)
-        resolve()
-      }
-    }
-    child.stdout!.on('data', onData)
-    child.stderr!.on('data', onData)
-    child.once('exit', (code) => {
-      clearTimeout(timer)
-      reject(new Error(`demo exited with ${code}:\n${output}`))
-    })
-  })
-  return {
-    base: `http://127.0.0.1:${port}`,
-    async stop() {
-      if (child.exitCode !== null) return
-      const exited = new Promise((resolve) => child.once('exit', resolve))
-      child.kill('SIGTERM')
-      await exited
-    },
-  }
-}
 
 describe.each(setups)('the demo on %s', (backendList) => {
   let demo: Demo
