@@ -6,11 +6,6 @@ export {
   type RedisClientLike,
   redisBus,
 } from './bus.js'
+export type { MultiLevelEvent, MultiLevelEventName } from './health.js'
 export { Level, type LevelReport, type LevelStats } from './level.js'
-export {
-  MultiLevelBackend,
-  type MultiLevelEvent,
-  type MultiLevelEventName,
-  type MultiLevelOptions,
-  multiLevel,
-} from './multi-level.js'
+export { MultiLevelBackend, type MultiLevelOptions, multiLevel } from './multi-level.js'

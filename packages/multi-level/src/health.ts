@@ -1,0 +1,66 @@
+import { type CacheEvent, type CacheEventName, type CacheObserver, CacheUnavailableError } from '@cache/core'
+import { isCallerError } from './caller-error.js'
+import type { Level } from './level.js'
+
+/** Events of a chain: the backend events, plus a level's breaker opening and closing. */
+export type MultiLevelEventName = CacheEventName | 'level-down' | 'level-up'
+
+/** What a listener receives. `level` is set for events about one level. */
+export interface MultiLevelEvent extends CacheEvent {
+  level?: number
+}
+
+/**
+ * Decides whether a level may be used and accounts for its failures: counters, events, and the
+ * level's circuit breaker. Shared by the read, write and bus paths of a chain.
+ */
+export class LevelHealth {
+  constructor(
+    private readonly observer: CacheObserver,
+    private readonly now: () => number,
+  ) {}
+
+  /** True if the level may be used now; starts its probe once its open period is over. */
+  usable(level: Level): boolean {
+    if (level.breaker.state === 'closed') return true
+    level.stats.skipped++
+    if (level.breaker.probeDue(this.now())) {
+      level.recover(
+        () => this.emit('level-up', { backend: level.name, level: level.index }),
+        (error) => this.failed(level, 'probe', error, undefined, false),
+      )
+    }
+    return false
+  }
+
+  /**
+   * A level threw. Caller errors (bad TTL, unserializable value…) are rethrown unless `rethrow`
+   * is false; anything else counts towards the level's breaker and is reported as an event.
+   */
+  failed(level: Level, operation: string, error: unknown, key?: string, rethrow = true): void {
+    if (isCallerError(error)) {
+      if (rethrow) throw error
+      return
+    }
+    level.stats.errors++
+    if ((error as { code?: string })?.code === 'CACHE_TIMEOUT') level.stats.timeouts++
+    this.observer.stats.errors++
+    this.emit('error', { backend: level.name, level: level.index, operation, key, error })
+    if (level.breaker.failure(this.now())) {
+      level.stats.opened++
+      this.emit('level-down', { backend: level.name, level: level.index, operation, error })
+    }
+  }
+
+  emit(name: MultiLevelEventName, event: MultiLevelEvent): void {
+    if (this.observer.listenerCount(name) > 0) this.observer.emit(name, event)
+  }
+
+  allDown(operation: string, cause: unknown): CacheUnavailableError {
+    return new CacheUnavailableError(
+      'multi-level',
+      `multi-level: ${operation} failed, no level is available`,
+      cause === undefined ? undefined : { cause },
+    )
+  }
+}

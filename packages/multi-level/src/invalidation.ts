@@ -1,0 +1,73 @@
+import type { CacheObserver } from '@cache/core'
+import { type InvalidationBus, type InvalidationMessage, newOrigin } from './bus.js'
+import type { LevelHealth } from './health.js'
+import type { Level } from './level.js'
+import type { ReadGuards } from './read-guard.js'
+import type { LevelWriter } from './writes.js'
+
+/**
+ * A chain's side of the invalidation bus: announces its writes to other processes, and evicts
+ * what they wrote from its faster levels (never the shared, slowest one).
+ */
+export class ChainInvalidation {
+  private readonly origin = newOrigin()
+  private readonly unsubscribe: (() => void) | undefined
+
+  constructor(
+    private readonly bus: InvalidationBus | undefined,
+    private readonly namespace: string,
+    private readonly levels: readonly Level[],
+    private readonly reads: ReadGuards,
+    private readonly writer: LevelWriter,
+    private readonly health: LevelHealth,
+    private readonly observer: CacheObserver,
+  ) {
+    this.unsubscribe = this.bus?.subscribe(
+      (message) => this.onMessage(message),
+      () => this.onResync(),
+    )
+  }
+
+  async publish(message: Omit<InvalidationMessage, 'origin' | 'namespace'>): Promise<void> {
+    if (this.bus === undefined || this.levels.length < 2) return
+    try {
+      await this.bus.publish({ origin: this.origin, namespace: this.namespace, ...message })
+    } catch (error) {
+      this.observer.stats.errors++
+      this.health.emit('error', { backend: 'bus', operation: 'publish', error })
+    }
+  }
+
+  /** Stops receiving messages; the bus itself is not closed. */
+  close(): void {
+    this.unsubscribe?.()
+  }
+
+  /** Another process wrote: drop the keys (or everything) from every level but the shared one. */
+  private onMessage(message: InvalidationMessage): void {
+    if (message.origin === this.origin || message.namespace !== this.namespace) return
+    const faster = this.levels.slice(0, -1)
+    if (message.clear) {
+      this.onResync()
+      return
+    }
+    const keys = message.keys ?? []
+    for (const key of keys) this.reads.invalidate(key)
+    for (const level of faster) void this.writer.evict(level, keys.length === 1 ? keys[0]! : keys)
+  }
+
+  /** Messages may have been lost: nothing in the faster levels can be trusted any more. */
+  private onResync(): void {
+    this.reads.invalidateAll()
+    for (const level of this.levels.slice(0, -1)) {
+      if (!level.closed) {
+        level.missedClear()
+        continue
+      }
+      level.backend.clear().catch((error) => {
+        level.missedClear()
+        this.health.failed(level, 'clear', error, undefined, false)
+      })
+    }
+  }
+}

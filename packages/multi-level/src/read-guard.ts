@@ -1,0 +1,42 @@
+/** Readers of a key with a slow-path read in flight; `dirty` once a write to it started. */
+export interface ReadGuard {
+  readers: number
+  dirty: boolean
+}
+
+/**
+ * Keeps an in-flight read from backfilling the faster levels with a value older than a write
+ * that started while it was reading: the write marks the key's guard dirty, the read checks it.
+ */
+export class ReadGuards {
+  private readonly reads = new Map<string, ReadGuard>()
+
+  /** A slow-path read of `key` starts; pair with {@link leave}. */
+  enter(key: string): ReadGuard {
+    let guard = this.reads.get(key)
+    if (guard === undefined) {
+      guard = { readers: 0, dirty: false }
+      this.reads.set(key, guard)
+    }
+    guard.readers++
+    return guard
+  }
+
+  leave(key: string, guard: ReadGuard): void {
+    if (--guard.readers === 0 && this.reads.get(key) === guard) this.reads.delete(key)
+  }
+
+  /** A write to `key` started: reads in flight must not backfill what they read before it. */
+  invalidate(key: string): void {
+    const guard = this.reads.get(key)
+    if (guard === undefined) return
+    guard.dirty = true
+    this.reads.delete(key)
+  }
+
+  /** Every key may have changed (a clear, a lost bus message). */
+  invalidateAll(): void {
+    for (const guard of this.reads.values()) guard.dirty = true
+    this.reads.clear()
+  }
+}

@@ -1,0 +1,83 @@
+import { assertKey, type CacheEntry, type CacheObserver } from '@cache/core'
+import type { LevelHealth } from './health.js'
+import type { Level } from './level.js'
+import type { ReadGuard, ReadGuards } from './read-guard.js'
+
+/** The slow path of a chain's reads: level by level, backfilling the faster levels on a hit. */
+export class LevelReader {
+  constructor(
+    private readonly levels: readonly Level[],
+    private readonly guards: ReadGuards,
+    private readonly health: LevelHealth,
+    private readonly observer: CacheObserver,
+    private readonly now: () => number,
+  ) {}
+
+  /**
+   * Reads from level `start` on; a hit backfills the faster levels. `answered` says whether a
+   * faster level already answered (a miss), so "every level is down" is only reported when true.
+   */
+  async read<T>(key: string, start: number, answered: boolean): Promise<CacheEntry<T> | undefined> {
+    if (typeof key !== 'string') assertKey(key)
+    const levels = this.levels
+    const guard = start < levels.length ? this.guards.enter(key) : undefined
+    let lastError: unknown
+    try {
+      for (let i = start; i < levels.length; i++) {
+        const level = levels[i]!
+        if (!this.health.usable(level)) continue
+        let entry: CacheEntry<T> | undefined
+        try {
+          entry = await level.backend.getEntry<T>(key)
+        } catch (error) {
+          this.health.failed(level, 'get', error, key)
+          lastError = error
+          continue
+        }
+        level.breaker.success()
+        answered = true
+        if (entry === undefined) {
+          level.stats.misses++
+          continue
+        }
+        level.stats.hits++
+        if (i > 0) await this.backfill(i, key, entry, guard!)
+        this.observer.hit(key)
+        return entry
+      }
+    } finally {
+      if (guard) this.guards.leave(key, guard)
+    }
+    if (!answered) throw this.health.allDown('get', lastError)
+    this.observer.miss(key)
+    return undefined
+  }
+
+  /**
+   * Copies an entry found at level `from` into the faster levels with what remains of its TTL:
+   * never the full TTL, never past the source's expiry. Skipped if the key was written meanwhile.
+   */
+  private async backfill(from: number, key: string, entry: CacheEntry, guard: ReadGuard): Promise<void> {
+    if (guard.dirty) return
+    let ttl: string | undefined
+    if (entry.expiresAt !== undefined) {
+      const remaining = Math.floor(entry.expiresAt - this.now())
+      if (remaining < 1) return
+      ttl = `${remaining}ms`
+    }
+    const tasks: Promise<void>[] = []
+    for (let j = 0; j < from; j++) {
+      const level = this.levels[j]!
+      if (!level.closed) continue
+      tasks.push(
+        level.backend.set(key, entry.value, ttl).then(
+          () => {
+            level.stats.backfills++
+          },
+          (error) => this.health.failed(level, 'backfill', error, key, false),
+        ),
+      )
+    }
+    await Promise.all(tasks)
+  }
+}
