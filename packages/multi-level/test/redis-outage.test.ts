@@ -47,7 +47,8 @@ describe('multiLevel(memory, redis) with Redis killed and restarted under load',
           failures.push(error)
         }
         i++
-        if (i % 50 === 0) await sleep(1)
+        // Paced so the count bound is not reached before Redis is back (L1 hits are very fast).
+        if (i % 10 === 0) await sleep(1)
       }
     }
     const workers = [1, 2, 3, 4].map((seed) => worker(seed))
