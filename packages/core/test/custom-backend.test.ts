@@ -66,5 +66,5 @@ runConformance('toy custom backend', {
   serializes: false,
   reportsExpiry: false,
   storesUndefined: false,
-  ttlMs: 40,
+  ttlMs: 100,
 })

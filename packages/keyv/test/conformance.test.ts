@@ -17,16 +17,16 @@ afterAll(async () => {
 const map = new Map()
 runConformance('keyv (Map store)', {
   create: ({ namespace }) => keyvBackend(map, { namespace }),
-  ttlMs: 40,
+  ttlMs: 100,
 })
 
 runConformance('keyv (@keyv/redis store)', {
   create: ({ namespace }) => keyvBackend(new KeyvRedis(redis.url), { namespace, closeStore: true }),
-  ttlMs: 60,
+  ttlMs: 100,
 })
 
 // Both directions at once: a @cache backend as a Keyv store, used as a @cache backend again.
 runConformance('keyv (toKeyvStore(memory) round trip)', {
   create: ({ namespace }) => keyvBackend(toKeyvStore(memoryBackend()), { namespace }),
-  ttlMs: 40,
+  ttlMs: 100,
 })

@@ -41,13 +41,13 @@ function sharedLevel(namespace: string) {
 runConformance('multi-level (memory, memory)', {
   create: ({ namespace }) => multiLevel(memoryBackend({ namespace }), memoryBackend({ namespace })),
   serializes: false,
-  ttlMs: 40,
+  ttlMs: 100,
 })
 
 runConformance('multi-level (memory, shared map)', {
   create: ({ namespace }) => multiLevel(memoryBackend({ namespace }), sharedLevel(namespace)),
   serializes: false,
-  ttlMs: 40,
+  ttlMs: 100,
 })
 
 runConformance('multi-level (memory, memory, memory with clone)', {
@@ -60,5 +60,5 @@ runConformance('multi-level (memory, memory, memory with clone)', {
       ],
     }),
   serializes: false,
-  ttlMs: 40,
+  ttlMs: 100,
 })

@@ -16,7 +16,7 @@ afterAll(async () => {
 
 runConformance('redis (single node)', {
   create: ({ namespace }) => redisBackend(single.url, { namespace }),
-  ttlMs: 60,
+  ttlMs: 100,
 })
 
 runConformance('redis (3-master cluster)', {
@@ -24,10 +24,10 @@ runConformance('redis (3-master cluster)', {
     redisBackend(`redis+cluster://${cluster.nodes.map((n) => `${n.host}:${n.port}`).join(',')}`, {
       namespace,
     }),
-  ttlMs: 60,
+  ttlMs: 100,
 })
 
 runConformance('redis (values as bytes, compressed from 1 KB)', {
   create: ({ namespace }) => redisBackend(single.url, { namespace, compressThreshold: '1KB' }),
-  ttlMs: 60,
+  ttlMs: 100,
 })

@@ -9,7 +9,7 @@ export interface ConformanceOptions {
    * different namespaces must share one store (same server, same directory).
    */
   create(options: { namespace: string }): CacheBackend | Promise<CacheBackend>
-  /** The TTL the expiry tests use, in ms; at least the backend's granularity. Default: 60. */
+  /** The TTL the expiry tests use, in ms; at least the backend's granularity. Default: 100. */
   ttlMs?: number
   /** The backend serializes values (leaves the process): unserializable values must throw. Default: true. */
   serializes?: boolean
@@ -37,7 +37,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
  * ```
  */
 export function runConformance(name: string, options: ConformanceOptions): void {
-  const ttlMs = options.ttlMs ?? 60
+  const ttlMs = options.ttlMs ?? 100
   const serializes = options.serializes ?? true
   const reportsExpiry = options.reportsExpiry ?? true
   const storesUndefined = options.storesUndefined ?? true
