@@ -1,28 +1,14 @@
-import { createServer, type Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { createServer, type RequestListener } from 'node:http'
 import { defineBackend } from '@cache/core'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { cacheResponse } from '../src/index.js'
-import { EXPRESS, memory, request } from './http.js'
+import { EXPRESS, memory, request, serveEach } from './http.js'
 
-const servers: Server[] = []
-afterEach(async () => {
-  await Promise.all(
-    servers.splice(0).map(
-      (s) =>
-        new Promise<void>((resolve) => {
-          s.closeAllConnections()
-          s.close(() => resolve())
-        }),
-    ),
-  )
-})
+const serve = serveEach()
 
-async function listenFront(listener: Parameters<typeof createServer>[1]): Promise<number> {
-  const server = createServer(listener!)
-  servers.push(server)
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  return (server.address() as AddressInfo).port
+/** A node:http server whose listener is `cache.front(app)`, as a user would run it. */
+async function listenFront(listener: RequestListener): Promise<number> {
+  return (await serve({ listen: (...args: any[]) => createServer(listener).listen(...args) })).port
 }
 
 describe.each(EXPRESS)('cache.front(app) on %s', (_name, express) => {

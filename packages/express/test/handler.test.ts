@@ -1,19 +1,11 @@
 import { CacheUnavailableError, defineBackend, invalidateTags } from '@cache/core'
 import express from 'express'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { cache, cacheResponse, invalidateResponse, invalidateResponsePrefix } from '../src/index.js'
 import { decoratorArity, legacyController } from './fixtures/legacy/controller.js'
-import { bytesBackend, EXPRESS, listen, memory, type Running } from './http.js'
+import { bytesBackend, EXPRESS, memory, serveEach } from './http.js'
 
-const running: Running[] = []
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((r) => r.close()))
-})
-async function serve(app: any): Promise<Running> {
-  const r = await listen(app)
-  running.push(r)
-  return r
-}
+const serve = serveEach()
 
 describe('as a handler wrapper and a decorator', () => {
   it('wraps a handler', async () => {

@@ -4,6 +4,7 @@ import { createCodec, defineBackend, type CacheBackend } from '@cache/core'
 import { MemoryBackend } from '@cache/memory'
 import express4 from 'express4'
 import express5 from 'express'
+import { afterEach } from 'vitest'
 
 /** Both Express majors the package supports, by name. */
 export const EXPRESS = [
@@ -97,4 +98,20 @@ export function bytesBackend(): CacheBackend & { raw: Map<string, Buffer> } {
 
 export function memory(now?: () => number): MemoryBackend {
   return new MemoryBackend(now ? { now } : {})
+}
+
+/**
+ * `serve(app)` for a test file: starts an app (anything with `listen`) on a free loopback port and
+ * closes every app it started after each test.
+ */
+export function serveEach(): (app: { listen: (...args: any[]) => Server }) => Promise<Running> {
+  const running: Running[] = []
+  afterEach(async () => {
+    await Promise.all(running.splice(0).map((r) => r.close()))
+  })
+  return async (app) => {
+    const r = await listen(app)
+    running.push(r)
+    return r
+  }
 }

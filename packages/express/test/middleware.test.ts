@@ -1,19 +1,11 @@
 import { randomBytes } from 'node:crypto'
 import { gunzipSync } from 'node:zlib'
 import compression from 'compression'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { cacheResponse } from '../src/index.js'
-import { EXPRESS, listen, memory, type Running } from './http.js'
+import { EXPRESS, memory, serveEach } from './http.js'
 
-const running: Running[] = []
-afterEach(async () => {
-  await Promise.all(running.splice(0).map((r) => r.close()))
-})
-async function serve(app: any): Promise<Running> {
-  const r = await listen(app)
-  running.push(r)
-  return r
-}
+const serve = serveEach()
 
 describe.each(EXPRESS)('%s', (_name, express) => {
   function counting() {
