@@ -1,6 +1,6 @@
-import { type RedisCluster, type RedisServer, startRedis, startRedisCluster } from '@cache/test-servers'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { type RedisBackend, redisBackend } from '../src/index.js'
+import { useSingleAndCluster } from './servers.js'
 
 const CLIENTS = 8
 const UPDATES = 250
@@ -32,24 +32,17 @@ async function contend(make: () => RedisBackend, key: string): Promise<void> {
 }
 
 describe('contention across separate clients', () => {
-  let single: RedisServer
-  let cluster: RedisCluster
-  beforeAll(async () => {
-    ;[single, cluster] = await Promise.all([startRedis(), startRedisCluster(3)])
-  }, 60_000)
-  afterAll(async () => {
-    await Promise.all([single?.stop(), cluster?.stop()])
-  })
+  const servers = useSingleAndCluster()
 
   it(`${CLIENTS} clients x ${UPDATES} atomicUpdate and incr lose nothing (single node)`, async () => {
     await contend(
-      () => redisBackend(single.url, { namespace: 'contention', timeout: 2000 }),
+      () => redisBackend(servers.singleUrl(), { namespace: 'contention', timeout: 2000 }),
       `k${Date.now()}`,
     )
   })
 
   it(`${CLIENTS} clients x ${UPDATES} atomicUpdate and incr lose nothing (cluster)`, async () => {
-    const url = `redis+cluster://${cluster.nodes.map((n) => `${n.host}:${n.port}`).join(',')}`
+    const url = servers.clusterUrl()
     await contend(() => redisBackend(url, { namespace: 'contention', timeout: 2000 }), `k${Date.now()}`)
   })
 })
