@@ -408,3 +408,4 @@ export async function startMemcached(options: MemcachedOptions = {}): Promise<Me
   await server.start()
   return { server: `${HOST}:${port}`, port, process: server, stop: () => server.stop() }
 }
+export { type FaultProxy, type ProxyMode, startFaultProxy } from './proxy.js'

@@ -1,0 +1,130 @@
+/**
+ * A fault-injecting TCP proxy for tests: it sits between a client and a real server on loopback and
+ * reaches the failures a clean kill never shows — a link that drops right after the server answered,
+ * a link that goes silent without closing.
+ */
+import { createServer, type Server, Socket } from 'node:net'
+const HOST = '127.0.0.1'
+
+/** How the proxy treats traffic. */
+export type ProxyMode =
+  /** Bytes flow both ways. */
+  | 'pass'
+  /** Bytes are read and thrown away in both directions; sockets stay open (a silent link). */
+  | 'blackhole'
+
+export interface FaultProxy {
+  /** The loopback port clients connect to. */
+  readonly port: number
+  readonly host: string
+  /** Connections currently open through the proxy. */
+  readonly connections: number
+  /** Sets the mode of every current and future connection. */
+  setMode(mode: ProxyMode): void
+  /**
+   * The next time the server sends bytes on any connection, forward them, then destroy both sides
+   * of that connection: the client has its reply half-read or not at all and sees the link drop
+   * after the server ran the command. Resolves when a connection has been dropped this way.
+   */
+  dropAfterNextReply(): Promise<void>
+  /** Destroys every open connection (a reset); new connections are accepted. */
+  dropAll(): void
+  /** Refuses new connections (closes the listening socket) until {@link FaultProxy.listen}. */
+  refuse(): Promise<void>
+  /** Accepts connections again on the same port. */
+  listen(): Promise<void>
+  close(): Promise<void>
+}
+
+interface Link {
+  client: Socket
+  server: Socket
+}
+
+/** Starts a proxy on a free loopback port that forwards to `target`. */
+export async function startFaultProxy(target: { host?: string; port: number }): Promise<FaultProxy> {
+  const targetHost = target.host ?? HOST
+  const links = new Set<Link>()
+  let mode: ProxyMode = 'pass'
+  let dropWaiters: (() => void)[] = []
+
+  const destroy = (link: Link) => {
+    links.delete(link)
+    link.client.destroy()
+    link.server.destroy()
+  }
+
+  const onConnection = (client: Socket) => {
+    const server = new Socket()
+    const link: Link = { client, server }
+    links.add(link)
+    client.pause()
+    client.on('error', () => destroy(link))
+    server.on('error', () => destroy(link))
+    client.on('close', () => destroy(link))
+    server.on('close', () => destroy(link))
+    server.connect(target.port, targetHost, () => client.resume())
+    client.on('data', (chunk) => {
+      if (mode === 'pass') server.write(chunk)
+    })
+    server.on('data', (chunk) => {
+      if (mode !== 'pass') return
+      if (dropWaiters.length > 0) {
+        const waiters = dropWaiters
+        dropWaiters = []
+        client.write(chunk, () => {
+          destroy(link)
+          for (const resolve of waiters) resolve()
+        })
+        return
+      }
+      client.write(chunk)
+    })
+  }
+
+  let listener: Server | undefined
+  let port = 0
+  const listen = () =>
+    new Promise<void>((resolve, reject) => {
+      const next = createServer(onConnection)
+      next.once('error', reject)
+      next.listen(port, HOST, () => {
+        port = (next.address() as { port: number }).port
+        listener = next
+        resolve()
+      })
+    })
+  const refuse = () =>
+    new Promise<void>((resolve) => {
+      const current = listener
+      listener = undefined
+      if (current === undefined) return resolve()
+      current.close(() => resolve())
+    })
+
+  await listen()
+  return {
+    get port() {
+      return port
+    },
+    host: HOST,
+    get connections() {
+      return links.size
+    },
+    setMode(next) {
+      mode = next
+    },
+    dropAfterNextReply() {
+      return new Promise<void>((resolve) => dropWaiters.push(resolve))
+    },
+    dropAll() {
+      for (const link of [...links]) destroy(link)
+    },
+    refuse,
+    listen,
+    async close() {
+      await refuse()
+      for (const link of [...links]) destroy(link)
+    },
+  }
+}
