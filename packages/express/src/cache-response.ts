@@ -1,10 +1,11 @@
-import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
+import { type IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import type { CacheEvent, CacheEventName, CacheStats, Duration } from '@cache/core'
+import { keepMetadata, nestInterceptor, useInterceptor } from './decorator-metadata.js'
 import { type CacheResponseOptions, prefixVersionKey, resolveOptions } from './options.js'
-import { urlKey } from './request-key.js'
+import { urlKeys } from './request-key.js'
 import { ResponseCache } from './response-cache.js'
 
-type Handler = (req: any, res: any, next?: any) => unknown
+type Handler = (...args: any[]) => unknown
 
 /**
  * What `cacheResponse(options)` returns: Express middleware, a handler wrapper, and a method
@@ -38,10 +39,12 @@ export interface ResponseCacheHandler {
   clear(): Promise<void>
   /**
    * A `node:http` request listener that answers fresh hits **before** `app` runs and hands every
-   * other request to `app`: `http.createServer(cache.front(app))`. It skips Express's per-request
-   * work on hits (3.96× apicache's req/s in `pnpm bench`, against 1.05× for the middleware alone), but app-level
-   * middleware (CORS, helmet, logging) does not run for those hits. Only in-process backends
-   * (memory) are consulted; with any other backend every request goes to `app`.
+   * other request to `app`: `http.createServer(cache.front(app))`. Only entries stored by a
+   * `cacheResponse({ frontSkipsAllMiddleware: true })` are answered here, because **no middleware
+   * runs for these hits**: neither app-level (CORS, helmet, sessions, logging, rate limits) nor
+   * route-level (guards, API-key checks). Everything else goes to `app`. It skips Express's
+   * per-request work on hits (3.96× apicache's req/s in `pnpm bench`, against 1.05× for the
+   * middleware alone). Only in-process backends (memory) are consulted.
    */
   front(
     app: (req: IncomingMessage, res: ServerResponse) => void,
@@ -58,12 +61,25 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
   const { settings } = engine
 
   const wrap = <H extends Handler>(handler: H): H => {
-    const wrapped = function (this: unknown, req: IncomingMessage, res: ServerResponse, next?: unknown) {
-      return engine.handle(req, res, () => handler.call(this, req, res, next))
-    }
+    const wrapped = function (this: unknown, ...args: unknown[]) {
+      const [req, res, next] = args
+      // Called by a framework with other arguments (a NestJS handler gets its parameters): the
+      // interceptor registered below does the caching there; the method runs as written.
+      if (!(req instanceof IncomingMessage) || !(res instanceof ServerResponse))
+        return handler.apply(this, args)
+      const result = engine.handle(req, res, () => handler.apply(this, args))
+      if (typeof next === 'function' && isThenable(result)) {
+        // Express 4 ignores a rejected promise: hand the error to the error handler, once.
+        return result.then(undefined, (error: unknown) => (next as (error: unknown) => void)(error))
+      }
+      return result
+    } as unknown as H
     Object.defineProperty(wrapped, 'name', { value: handler.name, configurable: true })
-    return wrapped as unknown as H
+    keepMetadata(handler, wrapped)
+    useInterceptor(wrapped, interceptor)
+    return wrapped
   }
+  const interceptor = nestInterceptor(engine)
 
   const cacheHandler = ((a: any, b?: any, c?: any): any => {
     if (typeof b === 'string' || typeof b === 'symbol') {
@@ -76,22 +92,22 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       if (b !== undefined && typeof b === 'object' && 'kind' in b && b.kind !== 'method') {
         throw new TypeError(`@cacheResponse() decorates methods, not ${String(b.kind)}s`)
       }
-      // A TC39 standard decorator (method, context) or a wrapper (handler).
+      // A TC39 standard decorator (method, context) or a wrapper (handler). `context.metadata`
+      // belongs to the class and is left as other decorators made it.
       return wrap(a)
     }
     // Middleware: (req, res, next)
     const result = engine.handle(a, b, () => c())
-    if (result !== undefined && typeof (result as Promise<unknown>).then === 'function') {
-      ;(result as Promise<unknown>).then(undefined, c)
-    }
+    if (isThenable(result)) result.then(undefined, c)
   }) as ResponseCacheHandler
 
   Object.defineProperty(cacheHandler, 'stats', { get: () => engine.observer.stats })
   cacheHandler.on = (event, listener) => void engine.observer.on(event, listener)
   cacheHandler.off = (event, listener) => void engine.observer.off(event, listener)
   cacheHandler.keyFor = (req) => engine.keyFor(req)
-  cacheHandler.invalidate = (url, opts = {}) =>
-    engine.backend().delete(urlKey(url, settings.keyPrefix, { ...opts, vary: settings.vary }))
+  cacheHandler.invalidate = async (url, opts = {}) =>
+    (await engine.backend().deleteMany(urlKeys(url, settings.keyPrefix, { ...opts, vary: settings.vary }))) >
+    0
   cacheHandler.invalidateKey = (key) => engine.backend().delete(`${settings.keyPrefix}:${key}`)
   cacheHandler.front = (app) => (req, res) => {
     if (!engine.serveFresh(req, res)) app(req, res)
@@ -100,4 +116,8 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     await engine.backend().incr(prefixVersionKey(settings.keyPrefix))
   }
   return cacheHandler
+}
+
+function isThenable(value: unknown): value is Promise<unknown> {
+  return typeof (value as Promise<unknown> | undefined)?.then === 'function'
 }

@@ -1,55 +1,82 @@
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
 
-/** What a handler sent, as seen at the capture layer. */
+/** What a handler sent, as seen at the capture layer, and the response as it left the server. */
 export interface CapturedResponse {
+  /** The status at this layer. */
   status: number
+  /**
+   * Headers set at this layer or after it (by the handler, or middleware registered after the
+   * cache): what a replay must carry. Headers that middleware registered before the cache set
+   * before the handler ran are left out: that middleware sets them again on every hit.
+   */
   headers: OutgoingHttpHeaders
+  /**
+   * The status and every header of the response as the client receives it, whoever set them:
+   * middleware before the cache (including hooks that run as the headers go out, like a session
+   * cookie), the handler, and middleware after it. Storability is decided on these.
+   */
+  final: { status: number; headers: OutgoingHttpHeaders }
   /** The body bytes, or `undefined` when they exceeded the size limit. */
   body: Buffer | undefined
+  /** Why the body cannot be trusted to be complete, or `undefined` when it can. */
+  incomplete: string | undefined
+}
+
+export interface CaptureHooks {
+  /**
+   * At `end()`, before the headers go out, when the whole body is known (the response was not
+   * streamed): headers may still be added.
+   */
+  beforeHeaders(res: ServerResponse, body: Buffer | undefined): void
+  /** Just after `end()` returned: everything the handler sent, and the final headers. */
+  ended(captured: CapturedResponse): void
+  /**
+   * Once: `true` when the response finished (every byte handed to the OS), `false` when it was
+   * closed or destroyed first, before or after `end()`. Runs after `ended` when both run.
+   */
+  settled(finished: boolean): void
 }
 
 /**
- * Records what passes through `res.writeHead`/`write`/`end` of one response, then hands it to
- * `onEnd` just before the final `end` goes out (so headers may still be set when nothing was
- * sent yet). `onAbort` runs instead when the connection closes before `end`.
+ * Records what passes through `res.writeHead`/`write`/`end` of one response.
  *
- * Status and headers are taken as they stand at this layer, before the layers below see them.
- * So a transform installed before this one (e.g. `compression` registered earlier) is not part of
- * the capture and runs again on replay, while one installed after it (registered later) is
- * captured in its output: either order replays correctly.
+ * Two views of the headers are kept. What is *stored* is what this layer sends: a transform
+ * installed before the cache (e.g. `compression` registered earlier) is not part of it and runs
+ * again on replay, while one installed after it is captured in its output. What is *decided on*
+ * is the response as it leaves for the client: read after the innermost `writeHead` ran, so it
+ * includes headers that earlier middleware set, even from hooks that run as the headers go out.
  */
-export function captureResponse(
-  res: ServerResponse,
-  maxBodySize: number,
-  onEnd: (captured: CapturedResponse) => void,
-  onAbort: () => void,
-): void {
+export function captureResponse(res: ServerResponse, maxBodySize: number, hooks: CaptureHooks): void {
   const original = { writeHead: res.writeHead, write: res.write, end: res.end }
-  // Headers set before the handler ran (a request id, CORS) belong to each request, not to the
-  // stored response: the middleware that set them sets them again on a hit.
   const before = res.getHeaders()
   const chunks: Buffer[] = []
   let size = 0
   let tooLarge = false
   let status: number | undefined
   let headers: OutgoingHttpHeaders | undefined
-  let done = false
+  let final: CapturedResponse['final'] | undefined
+  let ended = false
+  let reported = false
+  let finished = false
+  let settled = false
 
-  const snapshot = (code?: number, extra?: unknown) => {
-    if (headers !== undefined) return
-    status = code ?? res.statusCode
-    headers = {}
-    const current = res.getHeaders()
-    for (const name of Object.keys(current)) {
-      const value = current[name]
-      if (value !== undefined && String(value) !== String(before[name])) headers[name] = value
-    }
-    if (Array.isArray(extra)) {
-      for (let i = 0; i + 1 < extra.length; i += 2) headers[String(extra[i]).toLowerCase()] = extra[i + 1]
-    } else if (extra && typeof extra === 'object') {
-      for (const [k, v] of Object.entries(extra)) headers[k.toLowerCase()] = v as string
-    }
+  const settle = (ok: boolean) => {
+    if (settled) return
+    settled = true
+    hooks.settled(ok)
   }
+  // Node emits 'finish' even when the socket was destroyed with bytes of the response still queued
+  // (their write callbacks run on destroy): only a live socket at 'finish' proves the bytes left.
+  const socket = res.socket
+  res.once('finish', () => {
+    if (socket?.destroyed) return settle(false)
+    finished = true
+    if (reported) settle(true)
+  })
+  res.once('close', () => {
+    if (!finished) settle(false)
+  })
+
   const collect = (chunk: unknown, encoding: unknown) => {
     if (chunk === undefined || chunk === null || typeof chunk === 'function' || tooLarge) return
     const bytes =
@@ -68,36 +95,77 @@ export function captureResponse(
   }
 
   res.writeHead = function (this: ServerResponse, code: number, ...rest: unknown[]) {
-    snapshot(code, typeof rest[0] === 'string' ? rest[1] : rest[0])
-    return (original.writeHead as (...args: unknown[]) => ServerResponse).call(this, code, ...rest)
+    const given = headerArgument(typeof rest[0] === 'string' ? rest[1] : rest[0])
+    if (headers === undefined) {
+      status = code
+      headers = {}
+      const current = res.getHeaders()
+      for (const name of Object.keys(current)) {
+        const value = current[name]
+        if (value !== undefined && String(value) !== String(before[name])) headers[name] = value
+      }
+      Object.assign(headers, given)
+    }
+    const result = (original.writeHead as (...args: unknown[]) => ServerResponse).call(this, code, ...rest)
+    if (final === undefined && res.headersSent) {
+      // Every layer below this one has run its hooks: this is what the client gets.
+      final = { status: res.statusCode, headers: { ...res.getHeaders(), ...given } }
+    }
+    return result
   } as ServerResponse['writeHead']
 
   res.write = function (this: ServerResponse, chunk: unknown, encoding?: unknown, cb?: unknown) {
-    if (!done) {
-      snapshot()
-      collect(chunk, encoding)
-    }
+    if (!ended) collect(chunk, encoding)
     return (original.write as (...args: unknown[]) => boolean).call(this, chunk, encoding, cb)
   } as ServerResponse['write']
 
   res.end = function (this: ServerResponse, chunk?: unknown, encoding?: unknown, cb?: unknown) {
-    if (!done) {
-      done = true
-      snapshot()
-      collect(chunk, encoding)
-      onEnd({
-        status: status!,
-        headers: headers!,
-        body: tooLarge ? undefined : chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size),
+    if (ended) return (original.end as (...args: unknown[]) => ServerResponse).call(this, chunk, encoding, cb)
+    ended = true
+    collect(chunk, encoding)
+    const body = tooLarge ? undefined : chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size)
+    if (!res.headersSent && !res.destroyed) hooks.beforeHeaders(res, body)
+    const result = (original.end as (...args: unknown[]) => ServerResponse).call(this, chunk, encoding, cb)
+    if (!settled) {
+      reported = true
+      hooks.ended({
+        status: status ?? res.statusCode,
+        headers: headers ?? {},
+        final: final ?? { status: res.statusCode, headers: res.getHeaders() },
+        body,
+        incomplete: incompleteReason(res, final !== undefined, headers, size),
       })
+      if (finished) settle(true)
     }
-    return (original.end as (...args: unknown[]) => ServerResponse).call(this, chunk, encoding, cb)
+    return result
   } as ServerResponse['end']
+}
 
-  res.once('close', () => {
-    if (!done) {
-      done = true
-      onAbort()
+function incompleteReason(
+  res: ServerResponse,
+  sawHeaders: boolean,
+  headers: OutgoingHttpHeaders | undefined,
+  size: number,
+): string | undefined {
+  if (res.destroyed) return 'destroyed'
+  // Headers that went out without passing this layer's writeHead: what was sent is unknown.
+  if (!sawHeaders || headers === undefined) return 'headers-unseen'
+  const declared = headers['content-length']
+  if (declared !== undefined && Number(declared) !== size) return 'content-length'
+  return undefined
+}
+
+/** The headers given to `writeHead` itself, as an object with lower-case names. */
+function headerArgument(value: unknown): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {}
+  if (Array.isArray(value)) {
+    if (Array.isArray(value[0])) {
+      for (const [k, v] of value as [string, string][]) out[String(k).toLowerCase()] = v
+    } else {
+      for (let i = 0; i + 1 < value.length; i += 2) out[String(value[i]).toLowerCase()] = value[i + 1]
     }
-  })
+  } else if (value && typeof value === 'object') {
+    for (const [k, v] of Object.entries(value)) out[k.toLowerCase()] = v as string
+  }
+  return out
 }

@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { type CacheBackend, getBackend, type MinimalBackend, toBackend } from '@cache/core'
 import { prefixVersionKey } from './options.js'
-import { urlKey } from './request-key.js'
+import { urlKeys } from './request-key.js'
 
 /** Where and under which prefix to invalidate. */
 export interface InvalidateOptions {
@@ -13,7 +13,8 @@ export interface InvalidateOptions {
 
 /**
  * Removes the stored response for a URL (`https://example.com/a?b=1`, or a path with `host`),
- * every variant included. Give `headers` and `vary` when the middleware keyed on request headers.
+ * every variant included, as requested over http and over https (the app may see either behind a
+ * proxy). Give `headers` and `vary` when the middleware keyed on request headers.
  * `true` if something was removed.
  */
 export async function invalidateResponse(
@@ -24,12 +25,12 @@ export async function invalidateResponse(
     vary?: readonly string[]
   } = {},
 ): Promise<boolean> {
-  const key = urlKey(url, options.keyPrefix ?? 'http', {
+  const keys = urlKeys(url, options.keyPrefix ?? 'http', {
     host: options.host,
     headers: options.headers,
     vary: [...(options.vary ?? [])].map((n) => n.toLowerCase()).sort(),
   })
-  return backendOf(options).delete(key)
+  return (await backendOf(options).deleteMany(keys)) > 0
 }
 
 /**

@@ -35,7 +35,8 @@ export interface CacheResponseOptions<Req extends IncomingMessage = any> {
    */
   key?: (req: Req) => string
   /**
-   * Statuses that may be stored: a list or a predicate. 5xx responses are never stored.
+   * Statuses that may be stored: a list or a predicate. 1xx, 206 (a part of a body), 304 (no body)
+   * and 5xx responses are never stored; listing one is a `CacheConfigError`.
    * Default: 2xx except 204 and 206.
    */
   statuses?: readonly number[] | ((status: number) => boolean)
@@ -56,6 +57,19 @@ export interface CacheResponseOptions<Req extends IncomingMessage = any> {
    * while one background request refreshes it. Default: off.
    */
   staleWhileRevalidate?: Duration
+  /**
+   * How long a background refresh may take (seconds or a duration string) before it is abandoned,
+   * counted as an error, and the stale entry kept. Default: `'30s'`.
+   */
+  revalidateTimeout?: Duration
+  /**
+   * Makes the responses this middleware stores eligible for `cache.front(app)`, which replays
+   * them before Express runs: **every middleware of the app is skipped for those hits** (app-level
+   * and route-level: authentication, guards, rate limits, CORS, sessions, logging). Only for routes
+   * whose stored response is the whole answer, the same for every client. Default: false (no
+   * entry is ever replayed by `front`).
+   */
+  frontSkipsAllMiddleware?: boolean
   /** Tags for invalidation (`invalidateTags` from @cache/core): a list, or a function of the request. */
   tags?: readonly string[] | ((req: Req) => readonly string[])
   /**
@@ -75,6 +89,8 @@ export interface CacheResponseOptions<Req extends IncomingMessage = any> {
 export interface Settings {
   ttlMs: number
   swrMs: number | undefined
+  revalidateTimeoutMs: number
+  frontSkipsAllMiddleware: boolean
   backend: CacheBackend | undefined
   keyPrefix: string
   /** Version keys of the prefix generations, outermost first. */
@@ -114,6 +130,8 @@ export function resolveOptions(options: CacheResponseOptions | Duration = {}): S
       opts.staleWhileRevalidate === undefined
         ? undefined
         : parseDuration(opts.staleWhileRevalidate, 'staleWhileRevalidate'),
+    revalidateTimeoutMs: parseDuration(opts.revalidateTimeout ?? '30s', 'revalidateTimeout'),
+    frontSkipsAllMiddleware: opts.frontSkipsAllMiddleware ?? false,
     backend: opts.backend === undefined ? undefined : toBackend(opts.backend),
     keyPrefix,
     prefixVersionKeys: prefixVersionKeys(keyPrefix),
@@ -142,15 +160,27 @@ export function prefixVersionKey(prefix: string): string {
   return `__v:http:${prefix}`
 }
 
+/** Statuses whose response is never a whole, replayable answer for everyone. */
+function neverStored(status: number): boolean {
+  return status < 200 || status === 206 || status === 304 || status >= 500
+}
+
 function storablePredicate(statuses: CacheResponseOptions['statuses']): (status: number) => boolean {
   if (statuses === undefined) return (s) => s >= 200 && s < 300 && s !== 204 && s !== 206
-  if (typeof statuses === 'function') return (s) => s < 500 && statuses(s)
+  if (typeof statuses === 'function') return (s) => !neverStored(s) && statuses(s)
   if (!Array.isArray(statuses) || statuses.some((s) => !Number.isInteger(s) || s < 100 || s > 599)) {
     throw new CacheConfigError(
       'statuses',
       `expected a list of HTTP status codes, got ${JSON.stringify(statuses)}`,
     )
   }
+  const refused = statuses.filter(neverStored)
+  if (refused.length > 0) {
+    throw new CacheConfigError(
+      'statuses',
+      `${refused.join(', ')} can never be stored (1xx, 206, 304 and 5xx are not whole answers)`,
+    )
+  }
   const allowed = new Set(statuses)
-  return (s) => s < 500 && allowed.has(s)
+  return (s) => allowed.has(s)
 }

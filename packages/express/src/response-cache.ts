@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { IncomingMessage, ServerResponse } from 'node:http'
-import { Socket } from 'node:net'
-import { type CacheBackend, CacheObserver, getBackend, tagVersionKey } from '@cache/core'
+import { Duplex } from 'node:stream'
+import { type CacheBackend, CacheError, CacheObserver, getBackend, tagVersionKey } from '@cache/core'
 import { type CapturedResponse, captureResponse } from './capture.js'
 import type { Settings } from './options.js'
 import { requestKey, variantKey } from './request-key.js'
@@ -20,6 +20,12 @@ import {
 
 type Request = IncomingMessage & { originalUrl?: string; hostname?: string; app?: unknown }
 
+/** An Express app as far as a refresh needs it: its request handler and, when mounted, its parent. */
+interface ExpressApp {
+  handle?: (req: unknown, res: unknown, done: (error?: unknown) => void) => void
+  parent?: ExpressApp
+}
+
 /** What concurrent requests for one key wait for: the leader's response and the headers it varied on. */
 interface Flight {
   entry: StoredResponse
@@ -28,8 +34,12 @@ interface Flight {
   headers: IncomingMessage['headers']
 }
 
-/** Marks the synthetic request of a stale-while-revalidate refresh. */
-const REVALIDATE = Symbol('@cache/express revalidate')
+/**
+ * Marks the synthetic request of a stale-while-revalidate refresh; its value reports the outcome
+ * (an error when the refreshed response was not stored).
+ */
+const REVALIDATE = Symbol.for('@cache/express revalidate')
+type RevalidateReport = (error?: unknown) => void
 
 /**
  * The engine behind `cacheResponse`: looks a request up, replays a hit with one `writeHead` and
@@ -40,6 +50,8 @@ export class ResponseCache {
   private readonly inflight = new Map<string, Promise<Flight | undefined>>()
   /** Flight keys with a stale-while-revalidate refresh under way. */
   private readonly refreshing = new Set<string>()
+  /** Requests this engine already handles: a second pass (the same cache mounted twice) runs through. */
+  private readonly handled = new WeakSet<IncomingMessage>()
 
   constructor(readonly settings: Settings) {}
 
@@ -56,9 +68,13 @@ export class ResponseCache {
 
   /** Serves `req` from the cache, or calls `run` (the handler, or `next`) and stores its response. */
   handle(req: Request, res: ServerResponse, run: () => unknown): unknown {
+    if (this.handled.has(req)) return run()
+    this.handled.add(req)
     const method = req.method
     if (method !== 'GET' && method !== 'HEAD') return this.bypass(res, run, 'method', 'method')
     const s = this.settings
+    // A GET with a body ("fat GET"): a body parser could make the response depend on what is not keyed.
+    if (hasBody(req)) return this.bypass(res, run, 'request', 'body')
     if (!s.allowAuthorized && req.headers.authorization !== undefined)
       return this.bypass(res, run, 'request', 'authorization')
     if (!s.allowCookies && req.headers.cookie !== undefined) return this.bypass(res, run, 'request', 'cookie')
@@ -73,7 +89,7 @@ export class ResponseCache {
     }
     if (key === undefined) return this.bypass(res, run, 'request', 'host')
     const pending = this.inflight.get(key)
-    if (pending !== undefined && method === 'GET' && !(req as any)[REVALIDATE]) {
+    if (pending !== undefined && method === 'GET' && !isRevalidation(req)) {
       return this.follow(req, res, run, key, pending)
     }
     const backend = this.backend()
@@ -102,17 +118,24 @@ export class ResponseCache {
   }
 
   /**
-   * The fast path of {@link cacheFront}: replays a fresh hit from an in-process backend before the
-   * app runs, and returns `false` for everything else (the app then answers as usual, with its
-   * own `cacheResponse` middleware deciding what to store). Requests whose key Express could
-   * resolve differently (`X-Forwarded-Host` under `trust proxy`) are never answered here.
+   * The fast path of `cache.front(app)`: replays a fresh hit from an in-process backend before the
+   * app runs, only for entries stored with `frontSkipsAllMiddleware`, and returns `false` for
+   * everything else (the app then answers as usual, with its own `cacheResponse` middleware
+   * deciding what to store). Requests whose key Express could resolve differently
+   * (`X-Forwarded-Host` or `X-Forwarded-Proto` under `trust proxy`) are never answered here.
    */
   serveFresh(req: Request, res: ServerResponse): boolean {
     const method = req.method
     if (method !== 'GET' && method !== 'HEAD') return false
     const s = this.settings
     const headers = req.headers
-    if (s.key !== undefined || headers['x-forwarded-host'] !== undefined) return false
+    if (
+      s.key !== undefined ||
+      headers['x-forwarded-host'] !== undefined ||
+      headers['x-forwarded-proto'] !== undefined ||
+      hasBody(req)
+    )
+      return false
     if (!s.allowAuthorized && headers.authorization !== undefined) return false
     if (!s.allowCookies && headers.cookie !== undefined) return false
     const backend = this.backend()
@@ -124,7 +147,7 @@ export class ResponseCache {
       key = requestKey(req, s.keyPrefix, s.vary)
       if (key === undefined) return false
       entry = backend.sync.getEntry(key)?.value
-      if (!isStoredResponse(entry)) return false
+      if (!isStoredResponse(entry) || entry.front !== true) return false
       const values: unknown[] = [entry]
       for (const k of s.prefixVersionKeys) values.push(backend.sync.getEntry(k)?.value)
       versions = versionsOf(values)
@@ -174,7 +197,7 @@ export class ResponseCache {
     record: VaryRecord | undefined,
   ): unknown {
     const s = this.settings
-    const revalidating = (req as any)[REVALIDATE] !== undefined
+    const revalidating = isRevalidation(req)
     if (!revalidating && isStoredResponse(found) && sameVersions(found.versions, versions)) {
       const now = s.now()
       if (now < found.staleAt) {
@@ -206,7 +229,11 @@ export class ResponseCache {
     return this.lead(req, res, run, key, flightKey, versions, record, missKind)
   }
 
-  /** Runs the handler, captures what it sends and stores it; concurrent requests wait for it. */
+  /**
+   * Runs the handler and captures what it sends. Concurrent requests for the key wait for it (a
+   * background refresh makes nobody wait) and get its response once it ended complete and
+   * storable; it is stored once it finished.
+   */
   private lead(
     req: Request,
     res: ServerResponse,
@@ -218,35 +245,35 @@ export class ResponseCache {
     missKind: string,
   ): unknown {
     const s = this.settings
+    const report = (req as any)[REVALIDATE] as RevalidateReport | undefined
     let settle!: (flight: Flight | undefined) => void
     const flight = new Promise<Flight | undefined>((resolve) => {
       settle = resolve
     })
-    this.inflight.set(flightKey, flight)
-    const finish = (stored: Promise<unknown> | undefined) => {
-      ;(req as any)[REVALIDATE]?.()
-      if (stored === undefined) {
-        if (this.inflight.get(flightKey) === flight) this.inflight.delete(flightKey)
-        return
-      }
-      // Keep followers on the in-memory result until the backend has it too.
-      void stored.finally(() => this.inflight.get(flightKey) === flight && this.inflight.delete(flightKey))
+    if (report === undefined) this.inflight.set(flightKey, flight)
+    const release = () => {
+      if (this.inflight.get(flightKey) === flight) this.inflight.delete(flightKey)
     }
+    let ready: { entry: StoredResponse; record: VaryRecord | undefined } | undefined
     this.setStatus(res, `fwd=${missKind}`, 'MISS')
-    captureResponse(
-      res,
-      s.maxBodySize,
-      (captured) => {
-        const entry = this.toEntry(captured, versions)
-        if (entry === undefined) {
+    captureResponse(res, s.maxBodySize, {
+      beforeHeaders: (out, body) => {
+        // For this client only: the real decision is made once the headers went out.
+        if (body === undefined || !s.storable(out.statusCode)) return
+        if (unstorableReason(out.getHeaders()) !== undefined) return
+        if (s.etag && out.getHeader('etag') === undefined) out.setHeader('etag', bodyEtag(body))
+        this.setStatus(out, `fwd=${missKind}; stored`, 'MISS')
+      },
+      ended: (captured) => {
+        const reason = this.unstorable(req, captured)
+        if (reason !== undefined) {
           settle(undefined)
-          return finish(undefined)
+          release()
+          report?.(new CacheError(`the refreshed response for ${key} was not stored: ${reason}`))
+          return
         }
-        if (!res.headersSent) {
-          if (entry.etag !== '' && res.getHeader('etag') === undefined) res.setHeader('etag', entry.etag)
-          this.setStatus(res, `fwd=${missKind}; stored`, 'MISS')
-        }
-        const vary = varyNames(captured.headers)
+        const entry = this.toEntry(captured, versions)
+        const vary = varyNames(captured.final.headers)
         let varyRecord: VaryRecord | undefined
         if (vary.length > 0) {
           varyRecord =
@@ -254,14 +281,21 @@ export class ResponseCache {
               ? record
               : { vary, id: randomBytes(6).toString('base64url') }
         }
+        ready = { entry, record: varyRecord }
         settle({ entry, record: varyRecord, headers: req.headers })
-        finish(this.store(key, entry, varyRecord, req))
       },
-      () => {
+      settled: (finished) => {
         settle(undefined)
-        finish(undefined)
+        if (!finished || ready === undefined) {
+          release()
+          if (!finished) report?.(new CacheError(`the refreshed response for ${key} did not finish`))
+          return
+        }
+        // Followers keep replaying the in-memory entry until the backend has it too.
+        void this.store(key, ready.entry, ready.record, req).finally(release)
+        report?.()
       },
-    )
+    })
     return run()
   }
 
@@ -292,21 +326,33 @@ export class ResponseCache {
     return this.lead(req, res, run, key, flightKey, flight.entry.versions, record, 'vary-miss')
   }
 
-  private toEntry(captured: CapturedResponse, versions: number[]): StoredResponse | undefined {
+  /** Why a captured response must not be stored (nor replayed to followers), or `undefined`. */
+  private unstorable(req: Request, captured: CapturedResponse): string | undefined {
     const s = this.settings
-    if (captured.body === undefined || !s.storable(captured.status)) return undefined
-    if (unstorableReason(captured.headers) !== undefined) return undefined
+    if (captured.incomplete !== undefined) return captured.incomplete
+    if (captured.body === undefined) return 'too-large'
+    // Middleware behind the cache turned the request into another method (a method override).
+    if (req.method !== 'GET') return 'method'
+    if (!s.storable(captured.final.status) || !s.storable(captured.status)) return 'status'
+    return unstorableReason(captured.final.headers)
+  }
+
+  private toEntry(captured: CapturedResponse, versions: number[]): StoredResponse {
+    const s = this.settings
+    const body = captured.body!
     const now = s.now()
-    const given = captured.headers.etag
-    return {
+    const given = captured.headers.etag ?? captured.final.headers.etag
+    const entry: StoredResponse = {
       status: captured.status,
       headers: storedHeaders(captured.headers),
-      body: captured.body,
+      body,
       storedAt: now,
-      etag: given !== undefined ? String(given) : s.etag ? bodyEtag(captured.body) : '',
+      etag: given !== undefined ? String(given) : s.etag ? bodyEtag(body) : '',
       versions,
       staleAt: now + s.ttlMs,
     }
+    if (s.frontSkipsAllMiddleware) entry.front = true
+    return entry
   }
 
   private async store(
@@ -371,17 +417,23 @@ export class ResponseCache {
     res.end(req.method === 'HEAD' ? undefined : entry.body)
   }
 
-  /** Refreshes a stale entry in the background by running the app again for a copy of the request. */
+  /**
+   * Refreshes a stale entry in the background: the app handles a copy of the request (same URL,
+   * headers and connection properties, no conditional headers) written to a socket that discards
+   * what it is sent. Nobody waits for it. It ends when the response finished, the app gave up on
+   * it (`next()`, `next(error)`, a throw) or after `revalidateTimeout`; anything but a stored
+   * response is counted and emitted as a `revalidate` error, and the stale entry stays.
+   */
   private revalidate(req: Request, flightKey: string): void {
-    const app = req.app as { handle?: (req: unknown, res: unknown, done: (error?: unknown) => void) => void }
-    if (this.inflight.has(flightKey) || this.refreshing.has(flightKey) || typeof app?.handle !== 'function')
-      return
+    const app = rootApp(req.app)
+    if (app === undefined || this.inflight.has(flightKey) || this.refreshing.has(flightKey)) return
     this.refreshing.add(flightKey)
-    const done = () => this.refreshing.delete(flightKey)
-    const copy = new IncomingMessage(new Socket()) as Request
+    const socket = new DiscardingSocket(req.socket)
+    const copy = new IncomingMessage(socket as never) as Request
     copy.method = 'GET'
     copy.url = req.originalUrl ?? req.url ?? '/'
     copy.headers = { ...req.headers }
+    copy.rawHeaders = []
     delete copy.headers['if-none-match']
     delete copy.headers['if-modified-since']
     copy.httpVersionMajor = req.httpVersionMajor
@@ -389,17 +441,37 @@ export class ResponseCache {
     copy.httpVersion = req.httpVersion
     copy.complete = true
     copy.push(null)
-    ;(copy as any)[REVALIDATE] = done
     const response = new ServerResponse(copy)
+    response.assignSocket(socket as never)
+    let done = false
+    const timer = setTimeout(
+      () =>
+        finish(
+          new CacheError(
+            `the refresh of ${flightKey} took longer than revalidateTimeout (${this.settings.revalidateTimeoutMs} ms)`,
+          ),
+        ),
+      this.settings.revalidateTimeoutMs,
+    )
+    timer.unref?.()
+    const finish: RevalidateReport = (error) => {
+      if (done) return
+      done = true
+      clearTimeout(timer)
+      this.refreshing.delete(flightKey)
+      if (error !== undefined) this.observer.error('revalidate', error, flightKey)
+      // Stops a handler still writing (a stream, a timer) from holding anything.
+      socket.destroy()
+    }
+    ;(copy as any)[REVALIDATE] = finish
     try {
-      // `done` runs when the refreshed response ends; the callback only when nothing answered.
-      app.handle(copy, response, (error) => {
-        done()
-        if (error) this.observer.error('revalidate', error, flightKey)
-      })
+      app.handle!(copy, response, (error?: unknown) =>
+        finish(
+          error ?? new CacheError(`the refresh of ${flightKey} got no response (the app called next())`),
+        ),
+      )
     } catch (error) {
-      done()
-      this.observer.error('revalidate', error, flightKey)
+      finish(error)
     }
   }
 
@@ -421,6 +493,61 @@ export class ResponseCache {
     if (s.statusHeader === 'cache-status') res.setHeader('cache-status', `${s.cacheName}; ${cacheStatus}`)
     else res.setHeader('x-cache', xCache)
   }
+}
+
+/**
+ * The socket of a background refresh: accepts and discards every write at once, so a handler
+ * that streams (`sendFile`, a pipe) is never held by backpressure; carries the connection
+ * properties Express reads (`encrypted` for `req.protocol`, `remoteAddress` for `trust proxy`).
+ */
+class DiscardingSocket extends Duplex {
+  readonly remoteAddress: string | undefined
+  readonly remotePort: number | undefined
+  readonly encrypted: boolean | undefined
+
+  constructor(from: IncomingMessage['socket']) {
+    super({
+      read() {},
+      write(_chunk, _encoding, callback) {
+        callback()
+      },
+      writableHighWaterMark: Number.MAX_SAFE_INTEGER,
+    })
+    this.remoteAddress = from?.remoteAddress
+    this.remotePort = from?.remotePort
+    if ((from as { encrypted?: boolean } | undefined)?.encrypted) this.encrypted = true
+  }
+
+  setTimeout(): this {
+    return this
+  }
+
+  setNoDelay(): this {
+    return this
+  }
+
+  setKeepAlive(): this {
+    return this
+  }
+}
+
+function isRevalidation(req: IncomingMessage): boolean {
+  return (req as any)[REVALIDATE] !== undefined
+}
+
+/** The top-level app of a request: a refresh must enter where the original request entered. */
+function rootApp(app: unknown): ExpressApp | undefined {
+  let current = app as ExpressApp | undefined
+  while (current?.parent !== undefined) current = current.parent
+  return typeof current?.handle === 'function' ? current : undefined
+}
+
+/** A request that announces a body (`Content-Length` above 0, or `Transfer-Encoding`). */
+function hasBody(req: IncomingMessage): boolean {
+  const headers = req.headers
+  if (headers['transfer-encoding'] !== undefined) return true
+  const length = headers['content-length']
+  return length !== undefined && length !== '0'
 }
 
 function versionsOf(values: readonly unknown[]): number[] {

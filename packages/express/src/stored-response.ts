@@ -22,6 +22,8 @@ export interface StoredResponse {
   versions: number[]
   /** Epoch ms after which the entry is stale (served only under stale-while-revalidate). */
   staleAt: number
+  /** Stored with `frontSkipsAllMiddleware`: `cache.front(app)` may replay it before any middleware. */
+  front?: boolean
 }
 
 /** Stored at the base key when the response varies on request headers (its `Vary`). */

@@ -11,10 +11,54 @@ async function listenFront(listener: RequestListener): Promise<number> {
   return (await serve({ listen: (...args: any[]) => createServer(listener).listen(...args) })).port
 }
 
-describe.each(EXPRESS)('cache.front(app) on %s', (_name, express) => {
+describe.each(EXPRESS)('cache.front(app) on %s, by default', (_name, express) => {
+  function guarded() {
+    const cache = cacheResponse({ ttl: 60, backend: memory() })
+    const app = express()
+    const requireApiKey = (req: any, res: any, next: any) => {
+      if (req.get('x-api-key') !== 'admin-key') return res.status(401).json({ error: 'api key required' })
+      next()
+    }
+    app.get('/admin/report', requireApiKey, cache, (_req: any, res: any) => res.json({ revenue: 1_000_000 }))
+    return { cache, app }
+  }
+
+  it('never replays past a route guard: an admin fills the cache, an anonymous client still gets 401', async () => {
+    const { cache, app } = guarded()
+    const port = await listenFront(cache.front(app))
+    const admin = await request(port, '/admin/report', { headers: { 'x-api-key': 'admin-key' } })
+    expect(admin.status).toBe(200)
+    const anonymous = await request(port, '/admin/report')
+    expect(anonymous.status).toBe(401)
+    expect(anonymous.body.toString()).not.toContain('revenue')
+    // The entry still serves requests that pass the guard, through the middleware.
+    const again = await request(port, '/admin/report', { headers: { 'x-api-key': 'admin-key' } })
+    expect(again.headers['cache-status']).toMatch(/hit/)
+  })
+
+  it('never replays past app-level middleware either', async () => {
+    const cache = cacheResponse({ ttl: 60, backend: memory() })
+    const app = express()
+    let seen = 0
+    app.use((_req: any, res: any, next: any) => {
+      seen++
+      res.set('access-control-allow-origin', 'https://shop.example')
+      next()
+    })
+    app.get('/items', cache, (_req: any, res: any) => res.json([1]))
+    const port = await listenFront(cache.front(app))
+    await request(port, '/items')
+    const hit = await request(port, '/items')
+    expect(hit.headers['cache-status']).toMatch(/hit/)
+    expect(hit.headers['access-control-allow-origin']).toBe('https://shop.example')
+    expect(seen).toBe(2)
+  })
+})
+
+describe.each(EXPRESS)('cache.front(app) on %s, with frontSkipsAllMiddleware', (_name, express) => {
   function setup(options: Parameters<typeof cacheResponse>[0] = {}) {
     const backend = memory()
-    const cache = cacheResponse({ ttl: 60, backend, ...(options as object) })
+    const cache = cacheResponse({ ttl: 60, backend, frontSkipsAllMiddleware: true, ...(options as object) })
     const app = express()
     const seen = { app: 0, handler: 0 }
     app.use((_req: any, res: any, next: any) => {
@@ -64,7 +108,7 @@ describe.each(EXPRESS)('cache.front(app) on %s', (_name, express) => {
     expect(seen.handler).toBe(1)
   })
 
-  it('hands misses, other methods, credentials and forwarded hosts to the app', async () => {
+  it('hands misses, other methods, credentials and forwarded hosts and protocols to the app', async () => {
     const { cache, app, seen } = setup()
     const port = await listenFront(cache.front(app))
     await request(port, '/items')
@@ -76,7 +120,9 @@ describe.each(EXPRESS)('cache.front(app) on %s', (_name, express) => {
     expect(withCookie.headers['x-app-middleware']).toBe('ran')
     const forwarded = await request(port, '/items', { headers: { 'x-forwarded-host': 'evil.example' } })
     expect(forwarded.headers['x-app-middleware']).toBe('ran')
-    expect(seen.app).toBe(5)
+    const proto = await request(port, '/items', { headers: { 'x-forwarded-proto': 'https' } })
+    expect(proto.headers['x-app-middleware']).toBe('ran')
+    expect(seen.app).toBe(6)
   })
 
   it('never replays a response that the middleware would not store', async () => {

@@ -90,11 +90,11 @@ describe('invalidation', () => {
     const r = await serve(a)
     await r.request('/users/1?x=1&y=2')
     await r.request('/users/2')
-    expect(await mw.invalidate('http://127.0.0.1/users/1?y=2&x=1')).toBe(true)
+    expect(await mw.invalidate(`${r.url}/users/1?y=2&x=1`)).toBe(true)
     await r.request('/users/1?x=1&y=2')
     await r.request('/users/2')
     expect(calls.n).toBe(3)
-    expect(await invalidateResponse('/users/2', { backend, host: '127.0.0.1' })).toBe(true)
+    expect(await invalidateResponse('/users/2', { backend, host: `127.0.0.1:${r.port}` })).toBe(true)
     expect((await r.request('/users/2')).body.toString()).toBe('user 2 v4')
   })
 
@@ -143,7 +143,7 @@ describe('invalidation', () => {
     await r.request('/v', { headers: { accept: 'text/html' } })
     await r.request('/v', { headers: { accept: 'application/json' } })
     expect((await r.request('/v', { headers: { accept: 'text/html' } })).body.toString()).toBe('text/html 1')
-    await invalidateResponse('http://127.0.0.1/v', { backend })
+    await invalidateResponse(`${r.url}/v`, { backend })
     expect((await r.request('/v', { headers: { accept: 'application/json' } })).body.toString()).toBe(
       'application/json 3',
     )

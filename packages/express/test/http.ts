@@ -22,7 +22,7 @@ export interface Reply {
 export interface Running {
   url: string
   port: number
-  request(path: string, options?: { method?: string; headers?: Record<string, string> }): Promise<Reply>
+  request(path: string, options?: RequestOptions): Promise<Reply>
   close(): Promise<void>
 }
 
@@ -44,11 +44,7 @@ export async function listen(app: { listen: (...args: any[]) => Server }): Promi
 }
 
 /** A raw HTTP request: the body exactly as sent on the wire (no decompression). */
-export function request(
-  port: number,
-  path: string,
-  options: { method?: string; headers?: Record<string, string> } = {},
-): Promise<Reply> {
+export function request(port: number, path: string, options: RequestOptions = {}): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const req = httpRequest(
       {
@@ -58,8 +54,14 @@ export function request(
         method: options.method ?? 'GET',
         headers: options.headers,
         agent: false,
+        timeout: options.timeout ?? 5_000,
       },
       (res) => {
+        if (options.headersOnly) {
+          resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.alloc(0) })
+          req.destroy()
+          return
+        }
         const chunks: Buffer[] = []
         res.on('data', (c: Buffer) => chunks.push(c))
         res.on('end', () =>
@@ -68,9 +70,32 @@ export function request(
         res.on('error', reject)
       },
     )
+    req.on('timeout', () => req.destroy(new Error(`${options.method ?? 'GET'} ${path} timed out`)))
     req.on('error', reject)
     req.end()
   })
+}
+
+export interface RequestOptions {
+  method?: string
+  headers?: Record<string, string>
+  /** Give up (reject) after this many ms without activity. Default: 5000. */
+  timeout?: number
+  /** Resolve as soon as the status line and headers arrive, then drop the connection. */
+  headersOnly?: boolean
+}
+
+/** A request that may fail (an aborted or truncated response): its reply, or the error. */
+export async function attempt(
+  port: number,
+  path: string,
+  options: RequestOptions = {},
+): Promise<Reply | Error> {
+  try {
+    return await request(port, path, options)
+  } catch (error) {
+    return error as Error
+  }
 }
 
 /** A backend that keeps values as bytes through the core codec, as a remote store does. */

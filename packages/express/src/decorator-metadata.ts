@@ -1,0 +1,104 @@
+import { IncomingMessage, ServerResponse } from 'node:http'
+import type { ResponseCache } from './response-cache.js'
+
+/** `Reflect` with the reflect-metadata API, present when the app loaded `reflect-metadata` (NestJS does). */
+interface ReflectMetadata {
+  getOwnMetadataKeys(target: object): unknown[]
+  getOwnMetadata(key: unknown, target: object): unknown
+  defineMetadata(key: unknown, value: unknown, target: object): void
+}
+
+function reflectMetadata(): ReflectMetadata | undefined {
+  const api = Reflect as unknown as Partial<ReflectMetadata>
+  return typeof api.getOwnMetadataKeys === 'function' && typeof api.defineMetadata === 'function'
+    ? (api as ReflectMetadata)
+    : undefined
+}
+
+/** Properties every function has of its own: never copied from one function to another. */
+const FUNCTION_OWN = new Set<PropertyKey>(['length', 'name', 'prototype', 'arguments', 'caller'])
+
+/**
+ * Gives `wrapper` everything other decorators attached to `method` before it was wrapped: every
+ * reflect-metadata key (NestJS's route path and method, guards, interceptors, pipes, …) and every
+ * own property of the function. Decorators applied after the wrap attach to `wrapper` itself, so
+ * the order in which decorators are listed does not matter.
+ */
+export function keepMetadata(method: Function, wrapper: Function): void {
+  const metadata = reflectMetadata()
+  if (metadata !== undefined) {
+    for (const key of metadata.getOwnMetadataKeys(method)) {
+      metadata.defineMetadata(key, metadata.getOwnMetadata(key, method), wrapper)
+    }
+  }
+  for (const key of Reflect.ownKeys(method)) {
+    if (FUNCTION_OWN.has(key) || Object.hasOwn(wrapper, key)) continue
+    Object.defineProperty(wrapper, key, Object.getOwnPropertyDescriptor(method, key)!)
+  }
+}
+
+/** NestJS's metadata key for the interceptors of a handler (`@UseInterceptors`). */
+const NEST_INTERCEPTORS = '__interceptors__'
+
+/** The shapes of NestJS's `ExecutionContext` and `CallHandler` this package uses. */
+interface ExecutionContextLike {
+  switchToHttp?(): { getRequest(): unknown; getResponse(): unknown }
+}
+interface CallHandlerLike {
+  handle(): unknown
+}
+
+/**
+ * An interceptor instance for NestJS (an object with `intercept`, which Nest accepts as it is): on
+ * Nest's Express platform it sees the real `req`/`res`, after guards and before pipes and the
+ * handler, so it caches handlers that return a value as well as those that write with `@Res()`.
+ */
+export function nestInterceptor(engine: ResponseCache) {
+  return {
+    intercept(context: ExecutionContextLike, next: CallHandlerLike): unknown {
+      const http = context.switchToHttp?.()
+      const req = http?.getRequest()
+      const res = http?.getResponse()
+      if (!(req instanceof IncomingMessage) || !(res instanceof ServerResponse)) return next.handle()
+      let handled: unknown
+      let ran = false
+      const result = engine.handle(req, res, () => {
+        ran = true
+        handled = next.handle()
+        return handled
+      })
+      const outcome = () => (ran ? handled : answeredFromCache(res))
+      return typeof (result as Promise<unknown> | undefined)?.then === 'function'
+        ? (result as Promise<unknown>).then(outcome)
+        : outcome()
+    },
+  }
+}
+
+/**
+ * After a replay, Nest still hands the handler's result (`undefined` here) to the response: make
+ * that a no-op for this one response, which is already complete.
+ */
+function answeredFromCache(res: ServerResponse): unknown[] {
+  const done = function (this: ServerResponse) {
+    return this
+  }
+  const target = res as unknown as Record<string, unknown>
+  for (const method of ['status', 'send', 'json', 'jsonp', 'render', 'redirect', 'sendFile', 'end']) {
+    target[method] = done
+  }
+  // An observable input that emits `undefined` once, without this package depending on rxjs.
+  return [undefined]
+}
+
+/** Adds `interceptor` to the NestJS interceptors of `method`, after those already there. */
+export function useInterceptor(method: Function, interceptor: object): void {
+  const metadata = reflectMetadata()
+  if (metadata === undefined) return
+  const existing = metadata.getOwnMetadata(NEST_INTERCEPTORS, method)
+  metadata.defineMetadata(
+    NEST_INTERCEPTORS,
+    Array.isArray(existing) ? [...existing, interceptor] : [interceptor],
+    method,
+  )
+}

@@ -1,0 +1,348 @@
+/**
+ * The response cache from the seat of a hostile or unlucky client: middleware before the cache
+ * that makes a response private, a proxy in front of the app, handlers that lie about their
+ * length or die mid-response. Every test asserts what another client receives.
+ */
+import { Readable } from 'node:stream'
+import compression from 'compression'
+import session from 'express-session'
+import { describe, expect, it } from 'vitest'
+import { cacheResponse } from '../src/index.js'
+import { attempt, EXPRESS, memory, type Reply, serveEach } from './http.js'
+
+const serve = serveEach()
+const text = (reply: Reply) => reply.body.toString()
+const isHit = (reply: Reply) => /hit|collapsed/.test(String(reply.headers['cache-status']))
+
+describe.each(EXPRESS)('decided on the final response, on %s', (_name, express) => {
+  it('never replays a response that earlier middleware made Cache-Control: private', async () => {
+    const app = express()
+    app.use((req: any, res: any, next: any) => {
+      // A session layer that knows the user from its own header and marks the response private.
+      req.user = req.get('x-session')
+      if (req.user) res.set('cache-control', 'private')
+      next()
+    })
+    app.get('/account', cacheResponse({ backend: memory() }), (req: any, res: any) => {
+      res.json({ account: req.user ?? 'anonymous' })
+    })
+    const r = await serve(app)
+    expect(text(await r.request('/account', { headers: { 'x-session': 'alice' } }))).toBe(
+      '{"account":"alice"}',
+    )
+    expect(text(await r.request('/account', { headers: { 'x-session': 'bob' } }))).toBe('{"account":"bob"}')
+    expect(text(await r.request('/account'))).toBe('{"account":"anonymous"}')
+  })
+
+  it('never replays a response that earlier middleware marked no-store', async () => {
+    const app = express()
+    let n = 0
+    app.use((_req: any, res: any, next: any) => {
+      res.set('cache-control', 'no-store')
+      next()
+    })
+    app.get('/n', cacheResponse({ backend: memory() }), (_req: any, res: any) => res.send(`n=${++n}`))
+    const r = await serve(app)
+    await r.request('/n')
+    expect(text(await r.request('/n'))).toBe('n=2')
+  })
+
+  it("never replays one visitor's session cookie and CSRF token to another (cookie set before the cache)", async () => {
+    const app = express()
+    let visitors = 0
+    app.use((req: any, res: any, next: any) => {
+      visitors++
+      req.csrf = `token-${visitors}`
+      res.cookie('sid', `visitor-${visitors}`)
+      next()
+    })
+    app.get('/form', cacheResponse({ backend: memory() }), (req: any, res: any) => {
+      res.send(`<input name="csrf" value="${req.csrf}">`)
+    })
+    const r = await serve(app)
+    const first = await r.request('/form')
+    const second = await r.request('/form')
+    expect(String(second.headers['set-cookie'])).toMatch(/^sid=visitor-2/)
+    expect(text(second)).toBe('<input name="csrf" value="token-2">')
+    expect(text(second)).not.toBe(text(first))
+  })
+
+  it('never replays a session cookie that express-session sets as the headers go out', async () => {
+    const app = express()
+    app.use(session({ secret: 'test', resave: false, saveUninitialized: true }))
+    app.get('/page', cacheResponse({ backend: memory() }), (req: any, res: any) => {
+      res.send(`session ${req.sessionID}`)
+    })
+    const r = await serve(app)
+    const first = await r.request('/page')
+    const second = await r.request('/page')
+    expect(first.headers['set-cookie']).toBeDefined()
+    expect(isHit(second)).toBe(false)
+    expect(text(second)).not.toBe(text(first))
+    expect(String(second.headers['set-cookie'])).not.toBe(String(first.headers['set-cookie']))
+  })
+
+  it('keys on Vary set by earlier middleware: an en client never gets the fr body', async () => {
+    const app = express()
+    app.use((req: any, res: any, next: any) => {
+      req.locale = req.acceptsLanguages('fr', 'en') || 'en'
+      res.vary('Accept-Language')
+      next()
+    })
+    app.get('/hello', cacheResponse({ backend: memory() }), (req: any, res: any) => {
+      res.send(req.locale === 'fr' ? 'bonjour' : 'hello')
+    })
+    const r = await serve(app)
+    expect(text(await r.request('/hello', { headers: { 'accept-language': 'fr' } }))).toBe('bonjour')
+    expect(text(await r.request('/hello', { headers: { 'accept-language': 'en' } }))).toBe('hello')
+    const fr = await r.request('/hello', { headers: { 'accept-language': 'fr' } })
+    expect(text(fr)).toBe('bonjour')
+    expect(isHit(fr)).toBe(true)
+  })
+
+  it('sees headers that middleware after the cache sets (private) and does not store', async () => {
+    const app = express()
+    let n = 0
+    app.use(cacheResponse({ backend: memory() }))
+    app.use((_req: any, res: any, next: any) => {
+      res.set('cache-control', 'private, max-age=10')
+      next()
+    })
+    app.get('/after', (_req: any, res: any) => res.send(`n=${++n}`))
+    const r = await serve(app)
+    await r.request('/after')
+    expect(text(await r.request('/after'))).toBe('n=2')
+  })
+
+  it('keeps per-request headers of earlier middleware out of the entry, and replays the rest', async () => {
+    const app = express()
+    let id = 0
+    app.use((_req: any, res: any, next: any) => {
+      res.set('x-request-id', String(++id))
+      next()
+    })
+    app.get('/r', cacheResponse({ backend: memory() }), (_req: any, res: any) => {
+      res.set('x-handler', 'yes').send('r')
+    })
+    const r = await serve(app)
+    await r.request('/r')
+    const hit = await r.request('/r')
+    expect(isHit(hit)).toBe(true)
+    expect(hit.headers['x-request-id']).toBe('2')
+    expect(hit.headers['x-handler']).toBe('yes')
+  })
+
+  it('stores per Accept-Encoding when compression runs before the cache, and never sends gzip to a client without it', async () => {
+    const app = express()
+    let n = 0
+    app.use(compression({ threshold: 0 }))
+    app.get('/t', cacheResponse({ backend: memory() }), (_req: any, res: any) => {
+      n++
+      res.type('text').send('squeeze '.repeat(300))
+    })
+    const r = await serve(app)
+    const gzip = await r.request('/t', { headers: { 'accept-encoding': 'gzip' } })
+    expect(gzip.headers['content-encoding']).toBe('gzip')
+    const plain = await r.request('/t', { headers: { 'accept-encoding': 'identity' } })
+    expect(plain.headers['content-encoding']).toBeUndefined()
+    expect(text(plain)).toBe('squeeze '.repeat(300))
+    const again = await r.request('/t', { headers: { 'accept-encoding': 'gzip' } })
+    expect(isHit(again)).toBe(true)
+    expect(again.headers['content-encoding']).toBe('gzip')
+    expect(n).toBe(2)
+  })
+})
+
+describe.each(EXPRESS)('request properties Express exposes are in the key, on %s', (_name, express) => {
+  function linkApp(trustProxy: boolean) {
+    const app = express()
+    if (trustProxy) app.set('trust proxy', true)
+    app.get('/link', cacheResponse({ backend: memory() }), (req: any, res: any) => {
+      res.send(`${req.protocol}://${req.get('host')}/next secure=${req.secure}`)
+    })
+    return app
+  }
+
+  it('keeps http and https apart behind a proxy with trust proxy (X-Forwarded-Proto)', async () => {
+    const r = await serve(linkApp(true))
+    const planted = await r.request('/link', {
+      headers: { host: 'shop.example', 'x-forwarded-proto': 'http' },
+    })
+    expect(text(planted)).toBe('http://shop.example/next secure=false')
+    const victim = await r.request('/link', {
+      headers: { host: 'shop.example', 'x-forwarded-proto': 'https' },
+    })
+    expect(text(victim)).toBe('https://shop.example/next secure=true')
+    const again = await r.request('/link', {
+      headers: { host: 'shop.example', 'x-forwarded-proto': 'https' },
+    })
+    expect(isHit(again)).toBe(true)
+  })
+
+  it('ignores X-Forwarded-Proto without trust proxy, as Express does', async () => {
+    const r = await serve(linkApp(false))
+    await r.request('/link', { headers: { host: 'shop.example', 'x-forwarded-proto': 'https' } })
+    const plain = await r.request('/link', { headers: { host: 'shop.example' } })
+    expect(text(plain)).toBe('http://shop.example/next secure=false')
+  })
+
+  it('keeps ports apart: Host a.example:8080 never plants its links for a.example', async () => {
+    const r = await serve(linkApp(false))
+    expect(text(await r.request('/link', { headers: { host: 'a.example:8080' } }))).toBe(
+      'http://a.example:8080/next secure=false',
+    )
+    expect(text(await r.request('/link', { headers: { host: 'a.example' } }))).toBe(
+      'http://a.example/next secure=false',
+    )
+  })
+
+  it('keeps forwarded ports apart under trust proxy', async () => {
+    const app = express()
+    app.set('trust proxy', true)
+    app.get('/link', cacheResponse({ backend: memory() }), (req: any, res: any) => {
+      // Express 5's req.host; what Express 4 apps read by hand.
+      res.send(`https://${req.get('x-forwarded-host')}/next`)
+    })
+    const r = await serve(app)
+    await r.request('/link', { headers: { host: 'in', 'x-forwarded-host': 'shop.example:444' } })
+    const victim = await r.request('/link', { headers: { host: 'in', 'x-forwarded-host': 'shop.example' } })
+    expect(text(victim)).toBe('https://shop.example/next')
+  })
+
+  it('bypasses a GET that carries a body, which a body parser could make the response depend on', async () => {
+    const app = express()
+    app.use(express.text({ type: '*/*' }))
+    app.get('/search', cacheResponse({ backend: memory() }), (req: any, res: any) => {
+      res.send(`results for ${typeof req.body === 'string' && req.body !== '' ? req.body : 'everything'}`)
+    })
+    const r = await serve(app)
+    const { request: raw } = await import('node:http')
+    await new Promise<void>((resolve, reject) => {
+      const req = raw(
+        { host: '127.0.0.1', port: r.port, path: '/search', method: 'GET', agent: false },
+        (res) => {
+          res.resume()
+          res.on('end', resolve)
+        },
+      )
+      req.on('error', reject)
+      req.setHeader('content-type', 'text/plain')
+      req.setHeader('content-length', '4')
+      req.end('evil')
+    })
+    expect(text(await r.request('/search'))).toBe('results for everything')
+  })
+
+  it('does not store a response after middleware behind the cache changed the method', async () => {
+    const app = express()
+    let n = 0
+    app.use(cacheResponse({ backend: memory() }))
+    app.use((req: any, _res: any, next: any) => {
+      if (req.query.as === 'delete') req.method = 'DELETE'
+      next()
+    })
+    app.all('/thing', (req: any, res: any) => res.send(`${req.method} ${++n}`))
+    const r = await serve(app)
+    expect(text(await r.request('/thing?as=delete'))).toBe('DELETE 1')
+    expect(text(await r.request('/thing?as=delete'))).toBe('DELETE 2')
+  })
+})
+
+describe.each(EXPRESS)('a body that did not complete is never stored, on %s', (_name, express) => {
+  function app(handler: (req: any, res: any) => void) {
+    const a = express()
+    const calls = { n: 0 }
+    a.get('/x', cacheResponse({ backend: memory(), maxBodySize: '16MB' }), (req: any, res: any) => {
+      calls.n++
+      handler(req, res)
+    })
+    return { a, calls }
+  }
+
+  it('declares Content-Length 4000 and sends 100 bytes: not stored', async () => {
+    const { a, calls } = app((_req, res) => {
+      res.set('content-length', '4000').type('text')
+      res.end('x'.repeat(100))
+    })
+    const r = await serve(a)
+    await attempt(r.port, '/x', { timeout: 300 })
+    const second = await attempt(r.port, '/x', { headersOnly: true })
+    expect(second).not.toBeInstanceOf(Error)
+    expect(isHit(second as Reply)).toBe(false)
+    expect(calls.n).toBe(2)
+  })
+
+  it('declares Content-Length 3 and sends 10 bytes: not stored', async () => {
+    const { a, calls } = app((_req, res) => {
+      res.set('content-length', '3').type('text')
+      res.end('0123456789')
+    })
+    const r = await serve(a)
+    await attempt(r.port, '/x', { timeout: 300 })
+    await attempt(r.port, '/x', { timeout: 300 })
+    expect(calls.n).toBe(2)
+  })
+
+  it('destroys the response and then calls end(): not stored', async () => {
+    const { a, calls } = app((_req, res) => {
+      res.type('text').write('partial ')
+      res.destroy()
+      res.end('rest')
+    })
+    const r = await serve(a)
+    expect(await attempt(r.port, '/x')).toBeInstanceOf(Error)
+    expect(await attempt(r.port, '/x')).toBeInstanceOf(Error)
+    expect(calls.n).toBe(2)
+  })
+
+  it('ends and then destroys the socket before the response finished: not stored', async () => {
+    const { a, calls } = app((_req, res) => {
+      // Too much for the socket to take at once: the end of it is still queued when it goes.
+      res.type('text').end(Buffer.alloc(8 * 1024 * 1024, 'y'))
+      res.socket.destroy()
+    })
+    const r = await serve(a)
+    await attempt(r.port, '/x')
+    await attempt(r.port, '/x')
+    expect(calls.n).toBe(2)
+  })
+
+  it('streams a body whose source fails half-way: not stored, the next client gets a full answer', async () => {
+    let fail = true
+    const { a, calls } = app((_req, res) => {
+      const chunks = ['a'.repeat(1000), 'b'.repeat(1000)]
+      const source = new Readable({
+        read() {
+          const next = chunks.shift()
+          if (next !== undefined) this.push(next)
+          else if (fail) this.destroy(new Error('disk read failed'))
+          else this.push(null)
+        },
+      })
+      res.type('text')
+      source.on('error', () => res.destroy())
+      source.pipe(res)
+    })
+    const r = await serve(a)
+    expect(await attempt(r.port, '/x')).toBeInstanceOf(Error)
+    fail = false
+    const full = await attempt(r.port, '/x')
+    expect(full).not.toBeInstanceOf(Error)
+    expect((full as Reply).body.length).toBe(2000)
+    expect(calls.n).toBe(2)
+  })
+
+  it('the client aborts mid-stream: not stored', async () => {
+    const { a, calls } = app(async (_req, res) => {
+      res.type('text').write('first ')
+      await new Promise((resolve) => setTimeout(resolve, 150))
+      res.end('second')
+    })
+    const r = await serve(a)
+    await attempt(r.port, '/x', { timeout: 50 })
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    const full = await attempt(r.port, '/x')
+    expect(text(full as Reply)).toBe('first second')
+    expect(calls.n).toBe(2)
+  })
+})
