@@ -1,0 +1,173 @@
+/**
+ * Stale-while-revalidate from the seat of the clients that arrive while a refresh runs, and of
+ * refreshes that go wrong: nobody waits for a refresh, nobody hangs on one.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Readable } from 'node:stream'
+import { afterAll, describe, expect, it } from 'vitest'
+import { cacheResponse } from '../src/index.js'
+import { EXPRESS, memory, type Reply, serveEach } from './http.js'
+
+const serve = serveEach()
+const text = (reply: Reply) => reply.body.toString()
+
+const dir = mkdtempSync(join(tmpdir(), 'cache-express-swr-'))
+const bigFile = join(dir, 'big.txt')
+writeFileSync(bigFile, 'z'.repeat(200 * 1024))
+afterAll(() => rmSync(dir, { recursive: true, force: true }))
+
+/** Polls `check` every 10 ms, for at most 3 s (a refresh runs in the background). */
+async function eventually(check: () => boolean): Promise<void> {
+  for (let i = 0; i < 300 && !check(); i++) await new Promise((resolve) => setTimeout(resolve, 10))
+}
+
+describe.each(EXPRESS)('stale-while-revalidate on %s', (name, express) => {
+  /**
+   * `/s` answers v1, then whatever `refresh` does on the runs after it. The clock is moved past
+   * the ttl by `expire()`.
+   */
+  function staleApp(refresh: (req: any, res: any, next: any) => unknown, options = {}) {
+    let now = 1_000_000
+    const clock = () => now
+    const mw = cacheResponse({
+      backend: memory(clock),
+      ttl: 60,
+      staleWhileRevalidate: 600,
+      now: clock,
+      ...options,
+    })
+    const app = express()
+    const runs = { n: 0 }
+    app.get('/s', mw, (req: any, res: any, next: any) => {
+      runs.n++
+      if (runs.n === 1) return res.send('v1')
+      return refresh(req, res, next)
+    })
+    app.use((_error: unknown, _req: any, res: any, _next: any) => res.status(500).send('error page'))
+    return { app, mw, runs, expire: () => void (now += 61_000) }
+  }
+
+  it('answers every request inside the stale window from the stale entry while the refresh is still running', async () => {
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    const { app, mw, runs, expire } = staleApp(async (_req, res) => {
+      await gate
+      res.send('v2')
+    })
+    const r = await serve(app)
+    await r.request('/s')
+    expire()
+    // The first stale hit starts the refresh; it waits on the gate, which stays closed until all
+    // of these have been answered.
+    const during = await Promise.all(Array.from({ length: 10 }, () => r.request('/s', { timeout: 3_000 })))
+    expect(during.map(text)).toEqual(Array(10).fill('v1'))
+    expect(runs.n).toBe(2)
+    release()
+    await eventually(() => mw.stats.sets === 2)
+    expect(text(await r.request('/s'))).toBe('v2')
+  })
+
+  const failures: [string, (req: any, res: any, next: any) => unknown][] = [
+    ['calls next()', (_req, _res, next) => next()],
+    ['calls next(error)', (_req, _res, next) => next(new Error('database down'))],
+    [
+      'throws',
+      () => {
+        throw new Error('boom')
+      },
+    ],
+    ['answers 500', (_req, res) => res.status(500).send('nope')],
+  ]
+  if (name === 'Express 5') {
+    failures.push([
+      'rejects (an async throw)',
+      async () => {
+        throw new Error('async boom')
+      },
+    ])
+  }
+
+  it.each(failures)(
+    'a refresh that %s keeps the stale entry and never hangs a request',
+    async (_, refresh) => {
+      const { app, mw, runs, expire } = staleApp(refresh)
+      const errors: unknown[] = []
+      mw.on('error', (event) => errors.push(event.error))
+      const r = await serve(app)
+      await r.request('/s')
+      expire()
+      for (let i = 0; i < 3; i++) {
+        const reply = await r.request('/s', { timeout: 3_000 })
+        expect(text(reply)).toBe('v1')
+        await eventually(() => errors.length > i)
+      }
+      // One refresh per stale hit, each failure counted: the URL is never left waiting on one.
+      expect(runs.n).toBe(4)
+      expect(errors).toHaveLength(3)
+      expect(mw.stats.errors).toBe(3)
+    },
+  )
+
+  it('a refresh that streams a 200 KB file with sendFile completes and replaces the entry', async () => {
+    const { app, mw, expire } = staleApp((_req, res) => res.sendFile(bigFile), { maxBodySize: '1MB' })
+    const r = await serve(app)
+    await r.request('/s')
+    expire()
+    expect(text(await r.request('/s', { timeout: 3_000 }))).toBe('v1')
+    await eventually(() => mw.stats.sets === 2)
+    const fresh = await r.request('/s', { timeout: 3_000 })
+    expect(fresh.body.length).toBe(200 * 1024)
+    expect(fresh.headers['cache-status']).toMatch(/hit; ttl=60/)
+  })
+
+  it('a refresh that pipes a large stream completes and replaces the entry', async () => {
+    const { app, mw, expire } = staleApp((_req, res) => {
+      res.type('text')
+      Readable.from(Array.from({ length: 20 }, () => Buffer.alloc(8 * 1024, 'p'))).pipe(res)
+    })
+    const r = await serve(app)
+    await r.request('/s')
+    expire()
+    await r.request('/s', { timeout: 3_000 })
+    await eventually(() => mw.stats.sets === 2)
+    expect((await r.request('/s', { timeout: 3_000 })).body.length).toBe(160 * 1024)
+  })
+
+  it('a refresh that never answers is abandoned after revalidateTimeout, counted, and tried again later', async () => {
+    const { app, mw, runs, expire } = staleApp(() => undefined, { revalidateTimeout: '200ms' })
+    const errors: Error[] = []
+    mw.on('error', (event) => errors.push(event.error as Error))
+    const r = await serve(app)
+    await r.request('/s')
+    expire()
+    expect(text(await r.request('/s', { timeout: 3_000 }))).toBe('v1')
+    expect(text(await r.request('/s', { timeout: 3_000 }))).toBe('v1')
+    expect(runs.n).toBe(2)
+    await eventually(() => errors.length === 1)
+    expect(errors[0]!.message).toMatch(/revalidateTimeout/)
+    expect(text(await r.request('/s', { timeout: 3_000 }))).toBe('v1')
+    expect(runs.n).toBe(3)
+  })
+
+  it('refreshes with the protocol of the request it copies (https behind a trusted proxy)', async () => {
+    let now = 1_000_000
+    const clock = () => now
+    const app = express()
+    app.set('trust proxy', true)
+    let runs = 0
+    const mw = cacheResponse({ backend: memory(clock), ttl: 60, staleWhileRevalidate: 600, now: clock })
+    app.get('/p', mw, (req: any, res: any) => res.send(`${req.protocol} ${++runs}`))
+    const r = await serve(app)
+    const https = { 'x-forwarded-proto': 'https' }
+    expect(text(await r.request('/p', { headers: https }))).toBe('https 1')
+    now += 61_000
+    expect(text(await r.request('/p', { headers: https }))).toBe('https 1')
+    await eventually(() => mw.stats.sets === 2)
+    expect(text(await r.request('/p', { headers: https }))).toBe('https 2')
+    expect(text(await r.request('/p'))).toBe('http 3')
+  })
+})
