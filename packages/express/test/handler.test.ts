@@ -44,6 +44,55 @@ describe('as a handler wrapper and a decorator', () => {
     expect(controller.calls).toBe(1)
   })
 
+  it('keeps context.metadata and reflect-metadata of other TC39 decorators, in any order', async () => {
+    await import('reflect-metadata')
+    const metadataSymbol: symbol = (Symbol as any).metadata ?? Symbol.for('Symbol.metadata')
+    ;(Symbol as any).metadata ??= metadataSymbol
+    const R = Reflect as any
+    const mark =
+      (name: string) =>
+      (method: Function, context: ClassMethodDecoratorContext): void => {
+        ;(context.metadata as Record<string, unknown>)[name] = true
+        R.defineMetadata(name, `on ${String(context.name)}`, method)
+      }
+    const backend = memory()
+    class Controller {
+      @mark('outer')
+      @cache({ ttl: 60, backend })
+      @mark('inner')
+      async show(_req: any, res: any) {
+        res.send('shown')
+      }
+    }
+    const metadata = (Controller as any)[metadataSymbol] as Record<string, unknown>
+    expect(metadata).toMatchObject({ outer: true, inner: true })
+    const show = Controller.prototype.show
+    expect(R.getOwnMetadata('inner', show)).toBe('on show')
+    expect(R.getOwnMetadata('outer', show)).toBe('on show')
+    const app = express()
+    const controller = new Controller()
+    app.get('/show', (req, res) => controller.show(req, res))
+    const r = await serve(app)
+    await r.request('/show')
+    expect((await r.request('/show')).headers['cache-status']).toMatch(/hit/)
+  })
+
+  it('hands a rejected async handler to the error handler on Express 4 too', async () => {
+    const { default: express4 } = await import('express4')
+    const app = express4()
+    app.get(
+      '/fails',
+      cacheResponse({ backend: memory() })(async () => {
+        throw new Error('nope')
+      }),
+    )
+    app.use((error: Error, _req: any, res: any, _next: any) => res.status(500).send(error.message))
+    const r = await serve(app)
+    const reply = await r.request('/fails', { timeout: 3_000 })
+    expect(reply.status).toBe(500)
+    expect(reply.body.toString()).toBe('nope')
+  })
+
   it('decorates a controller method as a legacy experimentalDecorators decorator', async () => {
     const controller = legacyController(memory())
     const app = express()
