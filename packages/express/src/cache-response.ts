@@ -67,7 +67,7 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       // interceptor registered below does the caching there; the method runs as written.
       if (!(req instanceof IncomingMessage) || !(res instanceof ServerResponse))
         return handler.apply(this, args)
-      const result = engine.handle(req, res, () => handler.apply(this, args))
+      const result = engine.handle(req, res, () => handler.apply(this, args), wrapped)
       if (typeof next === 'function' && isThenable(result)) {
         // Express 4 ignores a rejected promise: hand the error to the error handler, once.
         return result.then(undefined, (error: unknown) => (next as (error: unknown) => void)(error))
@@ -97,7 +97,7 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       return wrap(a)
     }
     // Middleware: (req, res, next)
-    const result = engine.handle(a, b, () => c())
+    const result = engine.handle(a, b, () => c(), cacheHandler)
     if (isThenable(result)) result.then(undefined, c)
   }) as ResponseCacheHandler
 

@@ -20,6 +20,15 @@ import {
 
 type Request = IncomingMessage & { originalUrl?: string; hostname?: string; app?: unknown }
 
+/** The part of an Express request that tells which route answered, and through which layers. */
+type ExpressRequest = IncomingMessage & { route?: { stack?: { handle?: unknown; method?: string }[] } }
+
+/** The route Express was dispatching when the cache ran (none: app-level), and the cache's function. */
+interface Position {
+  route: ExpressRequest['route']
+  self: Function
+}
+
 /** An Express app as far as a refresh needs it: its request handler and, when mounted, its parent. */
 interface ExpressApp {
   handle?: (req: unknown, res: unknown, done: (error?: unknown) => void) => void
@@ -52,6 +61,8 @@ export class ResponseCache {
   private readonly refreshing = new Set<string>()
   /** Requests this engine already handles: a second pass (the same cache mounted twice) runs through. */
   private readonly handled = new WeakSet<IncomingMessage>()
+  /** Per request: where the cache sat among Express's layers, to find middleware that ran after it. */
+  private readonly positions = new WeakMap<IncomingMessage, Position>()
 
   constructor(readonly settings: Settings) {}
 
@@ -66,10 +77,15 @@ export class ResponseCache {
     return requestKey(req, s.keyPrefix, s.vary)
   }
 
-  /** Serves `req` from the cache, or calls `run` (the handler, or `next`) and stores its response. */
-  handle(req: Request, res: ServerResponse, run: () => unknown): unknown {
+  /**
+   * Serves `req` from the cache, or calls `run` (the handler, or `next`) and stores its response.
+   * `self` is the function Express called (the middleware or the wrapped handler), used to find
+   * route middleware that runs after the cache.
+   */
+  handle(req: Request, res: ServerResponse, run: () => unknown, self?: Function): unknown {
     if (this.handled.has(req)) return run()
     this.handled.add(req)
+    if (self !== undefined) this.positions.set(req, { route: (req as ExpressRequest).route, self })
     const method = req.method
     if (method !== 'GET' && method !== 'HEAD') return this.bypass(res, run, 'method', 'method')
     const s = this.settings
@@ -333,6 +349,8 @@ export class ResponseCache {
     if (captured.body === undefined) return 'too-large'
     // Middleware behind the cache turned the request into another method (a method override).
     if (req.method !== 'GET') return 'method'
+    const position = this.positions.get(req)
+    if (position !== undefined && routeMiddlewareAfter(req as ExpressRequest, position)) return 'route-middleware'
     if (!s.storable(captured.final.status) || !s.storable(captured.status)) return 'status'
     return unstorableReason(captured.final.headers)
   }
@@ -529,6 +547,22 @@ class DiscardingSocket extends Duplex {
   setKeepAlive(): this {
     return this
   }
+}
+
+/**
+ * Whether the route that answered ran middleware after the cache: a guard there would be skipped
+ * by every hit. As app-level middleware the cache precedes every layer of the route, so a route
+ * with more than its handler counts; on a route, any layer between the cache and the last one.
+ */
+function routeMiddlewareAfter(req: ExpressRequest, position: Position): boolean {
+  const all = req.route?.stack
+  if (!Array.isArray(all)) return false
+  // The layers that run for a GET (`app.all` adds one per method).
+  const stack = all.filter((layer) => layer.method === undefined || layer.method === 'get')
+  if (position.route === undefined) return stack.length > 1
+  if (req.route !== position.route) return true
+  const index = stack.findIndex((layer) => layer.handle === position.self)
+  return index !== -1 && stack.length - index > 2
 }
 
 function isRevalidation(req: IncomingMessage): boolean {

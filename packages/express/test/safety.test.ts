@@ -153,6 +153,42 @@ describe.each(EXPRESS)('decided on the final response, on %s', (_name, express) 
   })
 })
 
+describe.each(EXPRESS)('middleware after the cache, on %s', (_name, express) => {
+  const requireApiKey = (req: any, res: any, next: any) =>
+    req.get('x-api-key') === 'admin-key' ? next() : res.status(401).json({ error: 'api key required' })
+  const report = (_req: any, res: any) => res.json({ revenue: 1_000_000 })
+
+  it('as global middleware, never stores what a route guard after it let through', async () => {
+    const app = express()
+    app.use(cacheResponse({ backend: memory() }))
+    app.get('/admin/report', requireApiKey, report)
+    app.get('/public', (_req: any, res: any) => res.send('public'))
+    const r = await serve(app)
+    expect((await r.request('/admin/report', { headers: { 'x-api-key': 'admin-key' } })).status).toBe(200)
+    expect((await r.request('/admin/report')).status).toBe(401)
+    // Routes without middleware of their own are still cached.
+    await r.request('/public')
+    expect(isHit(await r.request('/public'))).toBe(true)
+  })
+
+  it('on a route, never stores what a guard listed after it let through', async () => {
+    const app = express()
+    app.get('/admin/report', cacheResponse({ backend: memory() }), requireApiKey, report)
+    const r = await serve(app)
+    expect((await r.request('/admin/report', { headers: { 'x-api-key': 'admin-key' } })).status).toBe(200)
+    expect((await r.request('/admin/report')).status).toBe(401)
+  })
+
+  it('on a route after its guard, caches and still answers every anonymous request with 401', async () => {
+    const app = express()
+    app.get('/admin/report', requireApiKey, cacheResponse({ backend: memory() }), report)
+    const r = await serve(app)
+    await r.request('/admin/report', { headers: { 'x-api-key': 'admin-key' } })
+    expect(isHit(await r.request('/admin/report', { headers: { 'x-api-key': 'admin-key' } }))).toBe(true)
+    expect((await r.request('/admin/report')).status).toBe(401)
+  })
+})
+
 describe.each(EXPRESS)('request properties Express exposes are in the key, on %s', (_name, express) => {
   function linkApp(trustProxy: boolean) {
     const app = express()
