@@ -1,7 +1,9 @@
 /**
  * Hostile and unusual HTTP requests against an Express app using @cache/express: every row is a
  * safe bypass or a correct answer; nobody ever receives a response meant for another client,
- * another host, or another method.
+ * another host, another protocol or another method, nor a body that did not complete. The second
+ * half runs each attack on Express 4 and 5, with the cache as global middleware, route middleware
+ * and handler wrapper, on memory and memory → Redis.
  */
 import { request as httpRequest, type IncomingHttpHeaders, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
@@ -11,8 +13,18 @@ import { memoryBackend } from '@cache/memory'
 import { multiLevel } from '@cache/multi-level'
 import { redisBackend } from '@cache/redis'
 import express from 'express'
+import express4 from 'express4'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { SharedServers } from './support/backends.js'
+import {
+  closeServer,
+  frontApp,
+  type HostileApp,
+  hostileApp,
+  listenOn,
+  POSITIONS,
+  type Position,
+} from './support/hostile-http-app.js'
 
 interface Reply {
   status: number
@@ -46,6 +58,46 @@ function send(
     req.on('error', reject)
     req.end()
   })
+}
+
+/** A request that may fail (an aborted or truncated response): its reply, or the error. */
+function attempt(
+  port: number,
+  path: string,
+  options: { headers?: Record<string, string>; body?: string; timeout?: number } = {},
+): Promise<Reply | Error> {
+  return new Promise((resolve) => {
+    const req = httpRequest(
+      {
+        host: '127.0.0.1',
+        port,
+        path,
+        headers: options.headers,
+        agent: false,
+        timeout: options.timeout ?? 5_000,
+      },
+      (res) => {
+        const chunks: Buffer[] = []
+        res.on('data', (chunk) => chunks.push(chunk))
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            body: Buffer.concat(chunks).toString(),
+          }),
+        )
+        res.on('error', resolve)
+      },
+    )
+    req.on('timeout', () => req.destroy(new Error(`GET ${path} timed out`)))
+    req.on('error', resolve)
+    req.end(options.body)
+  })
+}
+
+/** Polls `check` every 10 ms for at most 3 s (a background refresh, a store after 'finish'). */
+async function eventually(check: () => boolean): Promise<void> {
+  for (let i = 0; i < 300 && !check(); i++) await new Promise((resolve) => setTimeout(resolve, 10))
 }
 
 /** Builds the app: every handler counts its runs, so a replay from the cache is visible. */
@@ -322,5 +374,184 @@ describe.each(backends)('%s', (_, makeBackend) => {
     expect(ba.n).toBe(ab.n)
     const other = JSON.parse((await send(port, '/echo?a=1&b=3')).body)
     expect(other.url).toBe('/echo?a=1&b=3')
+  })
+})
+
+const majors = [
+  ['Express 4', express4 as unknown as typeof express],
+  ['Express 5', express],
+] as const
+
+describe.each(backends)('attacks on %s', (_, makeBackend) => {
+  let backend: CacheBackend
+  beforeAll(async () => {
+    backend = await makeBackend()
+  })
+  afterAll(async () => {
+    await backend.close()
+  })
+
+  describe.each(majors)('%s', (_major, expressOf) => {
+    it('front(app) never replays past a route guard: an admin fills the cache, an anonymous client gets 401', async () => {
+      const { server, port } = await listenOn(frontApp(expressOf, backend))
+      try {
+        expect((await send(port, '/admin/report', { 'x-api-key': 'admin-key' })).status).toBe(200)
+        const anonymous = await send(port, '/admin/report')
+        expect(anonymous.status).toBe(401)
+        expect(anonymous.body).not.toContain('revenue')
+      } finally {
+        await closeServer(server)
+      }
+    })
+
+    describe.each(POSITIONS)('cache as %s', (position: Position) => {
+      let app: HostileApp
+      let server: Server
+      let port: number
+      const runs = (route: string) => app.runs.get(route) ?? 0
+      beforeAll(async () => {
+        app = hostileApp(expressOf, backend, position)
+        ;({ server, port } = await listenOn(app.listener))
+      })
+      afterAll(() => closeServer(server))
+
+      it("Bob never receives Alice's account (session layer before the cache sets Cache-Control: private)", async () => {
+        expect(JSON.parse((await send(port, '/private', { 'x-session': 'alice' })).body)).toEqual({
+          account: 'alice',
+        })
+        expect(JSON.parse((await send(port, '/private', { 'x-session': 'bob' })).body)).toEqual({
+          account: 'bob',
+        })
+        expect(JSON.parse((await send(port, '/private')).body)).toEqual({ account: 'anonymous' })
+      })
+
+      it("visitor 2 never receives visitor 1's cookie and CSRF token (set before the cache)", async () => {
+        const first = await send(port, '/form')
+        const second = await send(port, '/form')
+        expect(second.body).not.toBe(first.body)
+        expect(String(second.headers['set-cookie'])).not.toBe(String(first.headers['set-cookie']))
+      })
+
+      it("visitor 2 never receives visitor 1's express-session cookie (set as the headers go out)", async () => {
+        const first = await send(port, '/session/page')
+        const second = await send(port, '/session/page')
+        expect(first.headers['set-cookie']).toBeDefined()
+        expect(second.body).not.toBe(first.body)
+        expect(String(second.headers['set-cookie'])).not.toBe(String(first.headers['set-cookie']))
+      })
+
+      it('an en client never receives the fr body (Vary: Accept-Language set before the cache)', async () => {
+        expect((await send(port, '/i18n', { 'accept-language': 'fr' })).body).toBe('bonjour')
+        expect((await send(port, '/i18n', { 'accept-language': 'en' })).body).toBe('hello')
+        expect((await send(port, '/i18n', { 'accept-language': 'fr' })).body).toBe('bonjour')
+      })
+
+      it('a route guard before the cache answers every anonymous request, after an admin filled the cache', async () => {
+        expect((await send(port, '/admin/report', { 'x-api-key': 'admin-key' })).status).toBe(200)
+        const hit = await send(port, '/admin/report', { 'x-api-key': 'admin-key' })
+        expect(hit.body).toContain('revenue')
+        const anonymous = await send(port, '/admin/report')
+        expect(anonymous.status).toBe(401)
+        expect(anonymous.body).not.toContain('revenue')
+      })
+
+      it('X-Forwarded-Proto: http behind a trusted proxy never plants http:// links for https clients', async () => {
+        const host = { host: 'shop.example' }
+        expect((await send(port, '/link', { ...host, 'x-forwarded-proto': 'http' })).body).toBe(
+          'http://shop.example/next',
+        )
+        expect((await send(port, '/link', { ...host, 'x-forwarded-proto': 'https' })).body).toBe(
+          'https://shop.example/next',
+        )
+      })
+
+      it('Host with a port never plants its links for the host without it', async () => {
+        expect((await send(port, '/link', { host: 'a.example:8080' })).body).toBe(
+          'http://a.example:8080/next',
+        )
+        expect((await send(port, '/link', { host: 'a.example' })).body).toBe('http://a.example/next')
+      })
+
+      it.each([
+        ['declares Content-Length 4000 and sends 100 bytes', '/liar', 'liar'],
+        ['destroys the response, then calls end()', '/destroyed', 'destroyed'],
+      ])('a handler that %s is never replayed', async (_, path, route) => {
+        const before = runs(route)
+        await attempt(port, path, { timeout: 300 })
+        await attempt(port, path, { timeout: 300 })
+        expect(runs(route) - before).toBe(2)
+      })
+
+      it('a response whose client aborted mid-stream is never replayed', async () => {
+        const before = runs('slow-stream')
+        await attempt(port, '/slow-stream', { timeout: 50 })
+        await new Promise((resolve) => setTimeout(resolve, 200))
+        expect((await send(port, '/slow-stream')).body).toBe('first second')
+        expect(runs('slow-stream') - before).toBe(2)
+      })
+
+      it('a GET with a body never plants what the body asked for', async () => {
+        await attempt(port, '/search', {
+          body: 'evil',
+          headers: { 'content-type': 'text/plain', 'content-length': '4' },
+        })
+        expect((await send(port, '/search')).body).toBe('results for everything')
+      })
+
+      it('a Range request never plants a part of the body; HEAD and If-None-Match never plant an empty one', async () => {
+        const part = await attempt(port, '/file', { headers: { range: 'bytes=0-9' } })
+        expect((part as Reply).status).toBe(206)
+        const head = await send(port, '/file', {}, 'HEAD')
+        expect(head.status).toBe(200)
+        const etag = String(head.headers.etag)
+        expect((await send(port, '/file', { 'if-none-match': etag })).status).toBe(304)
+        const full = await send(port, '/file')
+        expect(full.status).toBe(200)
+        expect(full.body.length).toBe(64 * 1024)
+        const again = await send(port, '/file')
+        expect(again.body.length).toBe(64 * 1024)
+      })
+
+      it.each([
+        ['before', '/gzip-before/text'],
+        ['after', '/gzip-after/text'],
+      ])(
+        'compression registered %s the cache never sends gzip to a client that did not ask for it',
+        async (_, path) => {
+          expect((await send(port, path, { 'accept-encoding': 'gzip' })).headers['content-encoding']).toBe(
+            'gzip',
+          )
+          for (let i = 0; i < 2; i++) {
+            const plain = await send(port, path, { 'accept-encoding': 'identity' })
+            expect(plain.headers['content-encoding']).toBeUndefined()
+            expect(plain.body).toBe('squeeze '.repeat(200))
+          }
+          expect((await send(port, path, { 'accept-encoding': 'gzip' })).headers['content-encoding']).toBe(
+            'gzip',
+          )
+        },
+      )
+
+      it('a concurrent request never receives the variant of the request it waited for', async () => {
+        const languages = ['de', 'fr', 'de', 'it', 'fr', 'de']
+        const replies = await Promise.all(
+          languages.map((language) =>
+            send(port, `/slow-vary?${position.length}`, { 'accept-language': language }),
+          ),
+        )
+        expect(replies.map((reply) => reply.body)).toEqual(languages.map((language) => `lang ${language}`))
+      })
+
+      it.each([
+        ['calls next()', '/refresh'],
+        ['streams 64 KB with sendFile', '/refresh-file'],
+      ])('a stale-while-revalidate refresh that %s never hangs a request', async (_, path) => {
+        expect((await send(port, path)).body).toBe('first')
+        app.expire()
+        for (let i = 0; i < 3; i++) expect((await send(port, path)).status).toBe(200)
+        await eventually(() => runs(path.slice(1)) >= 2)
+        expect((await send(port, path)).status).toBe(200)
+      })
+    })
   })
 })
