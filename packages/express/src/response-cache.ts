@@ -350,7 +350,8 @@ export class ResponseCache {
     // Middleware behind the cache turned the request into another method (a method override).
     if (req.method !== 'GET') return 'method'
     const position = this.positions.get(req)
-    if (position !== undefined && routeMiddlewareAfter(req as ExpressRequest, position)) return 'route-middleware'
+    if (position !== undefined && routeMiddlewareAfter(req as ExpressRequest, position))
+      return 'route-middleware'
     if (!s.storable(captured.final.status) || !s.storable(captured.status)) return 'status'
     return unstorableReason(captured.final.headers)
   }
