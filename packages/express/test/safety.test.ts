@@ -153,6 +153,32 @@ describe.each(EXPRESS)('decided on the final response, on %s', (_name, express) 
   })
 })
 
+describe.each(EXPRESS)('a custom key keeps every other safety rule, on %s', (_name, express) => {
+  it('still refuses private, Set-Cookie and incomplete responses, and still splits on Vary', async () => {
+    const app = express()
+    app.use((req: any, res: any, next: any) => {
+      if (req.get('x-session')) res.set('cache-control', 'private')
+      if (req.query.cookie) res.cookie('sid', String(req.query.cookie))
+      res.vary('Accept-Language')
+      next()
+    })
+    let n = 0
+    app.get('/k', cacheResponse({ backend: memory(), key: (req: any) => req.path }), (req: any, res: any) => {
+      n++
+      if (req.query.lie) res.set('content-length', '999')
+      res.send(`${req.get('x-session') ?? 'anon'} ${req.get('accept-language') ?? '-'} ${n}`)
+    })
+    const r = await serve(app)
+    expect(text(await r.request('/k', { headers: { 'x-session': 'alice' } }))).toBe('alice - 1')
+    expect(text(await r.request('/k?cookie=alice'))).toBe('anon - 2')
+    await attempt(r.port, '/k?lie=1', { timeout: 300 })
+    expect(text(await r.request('/k', { headers: { 'accept-language': 'fr' } }))).toBe('anon fr 4')
+    expect(text(await r.request('/k', { headers: { 'accept-language': 'en' } }))).toBe('anon en 5')
+    expect(text(await r.request('/k', { headers: { 'accept-language': 'fr' } }))).toBe('anon fr 4')
+    expect(text(await r.request('/k', { headers: { authorization: 'Bearer bob' } }))).toBe('anon - 6')
+  })
+})
+
 describe.each(EXPRESS)('middleware after the cache, on %s', (_name, express) => {
   const requireApiKey = (req: any, res: any, next: any) =>
     req.get('x-api-key') === 'admin-key' ? next() : res.status(401).json({ error: 'api key required' })
