@@ -14,6 +14,8 @@ interface NestFixture {
     app: { close(): Promise<void> }
     runs: { counts: Map<string, number> }
     ReportsController: Function
+    stale: { stats: { sets: number; errors: number } }
+    clock: { now: number }
     port: number
   }>
 }
@@ -92,6 +94,18 @@ describe('@cacheResponse on a NestJS controller', () => {
   it('never stores a response that @Header made Cache-Control: private', async () => {
     await get('/reports/private')
     expect(json(await get('/reports/private'))).toEqual({ route: 'private', run: 2 })
+  })
+
+  it('refreshes a stale entry in the background through the guard, keeping it when the refresh throws', async () => {
+    expect(json(await get('/reports/stale', admin))).toEqual({ route: 'stale', run: 1 })
+    nest.clock.now += 61_000
+    expect(json(await get('/reports/stale', admin))).toEqual({ route: 'stale', run: 1 })
+    for (let i = 0; i < 300 && nest.stale.stats.errors < 1; i++) await new Promise((r) => setTimeout(r, 10))
+    expect(nest.stale.stats.errors).toBe(1)
+    expect(json(await get('/reports/stale', admin))).toEqual({ route: 'stale', run: 1 })
+    for (let i = 0; i < 300 && nest.stale.stats.sets < 2; i++) await new Promise((r) => setTimeout(r, 10))
+    expect(json(await get('/reports/stale', admin))).toEqual({ route: 'stale', run: 3 })
+    expect((await get('/reports/stale')).status).toBe(403)
   })
 
   it('keeps every metadata key other decorators attached to the handler, in any order', () => {
