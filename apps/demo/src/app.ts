@@ -99,7 +99,7 @@ export function createApp(options: DemoOptions = {}): Express {
       res.status(400).json({ error: 'give ?url=/path' })
       return
     }
-    const removed = await invalidateResponse(url, { host: req.hostname, keyPrefix: 'pages:products' })
+    const removed = await invalidateResponse(url, { host: req.get('host'), keyPrefix: 'pages:products' })
     res.json({ url, removed })
   })
   app.post('/admin/invalidate/tag/:tag', async (req, res) => {

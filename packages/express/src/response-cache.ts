@@ -57,6 +57,8 @@ type RevalidateReport = (error?: unknown) => void
 export class ResponseCache {
   readonly observer = new CacheObserver('http')
   private readonly inflight = new Map<string, Promise<Flight | undefined>>()
+  /** Flights whose response already ended complete, while it is being stored: served as hits. */
+  private readonly ready = new WeakMap<Promise<Flight | undefined>, Flight>()
   /** Flight keys with a stale-while-revalidate refresh under way. */
   private readonly refreshing = new Set<string>()
   /** Requests this engine already handles: a second pass (the same cache mounted twice) runs through. */
@@ -298,7 +300,9 @@ export class ResponseCache {
               : { vary, id: randomBytes(6).toString('base64url') }
         }
         ready = { entry, record: varyRecord }
-        settle({ entry, record: varyRecord, headers: req.headers })
+        const done = { entry, record: varyRecord, headers: req.headers }
+        this.ready.set(flight, done)
+        settle(done)
       },
       settled: (finished) => {
         settle(undefined)
@@ -323,7 +327,8 @@ export class ResponseCache {
     key: string,
     pending: Promise<Flight | undefined>,
   ): Promise<unknown> {
-    const flight = await pending
+    const done = this.ready.get(pending)
+    const flight = done ?? (await pending)
     if (flight === undefined) {
       // The leader's response was not storable (an error, Set-Cookie, too large): no collapsing.
       this.setStatus(res, 'fwd=uri-miss', 'MISS')
@@ -332,7 +337,8 @@ export class ResponseCache {
     const record = flight.record
     if (record === undefined || record.vary.every((name) => req.headers[name] === flight.headers[name])) {
       this.observer.hit(key)
-      this.replay(req, res, flight.entry, this.settings.now(), 'collapsed')
+      // A response that already ended is a hit from memory; one waited for is collapsed.
+      this.replay(req, res, flight.entry, this.settings.now(), done === undefined ? 'collapsed' : 'hit')
       return undefined
     }
     // Same URL, another variant (e.g. another Accept-Encoding): its own flight.
