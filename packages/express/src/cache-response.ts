@@ -92,6 +92,10 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       if (b !== undefined && typeof b === 'object' && 'kind' in b && b.kind !== 'method') {
         throw new TypeError(`@cacheResponse() decorates methods, not ${String(b.kind)}s`)
       }
+      // A legacy class decorator gets the class alone: wrapping it would break `new`.
+      if (/^class[\s{]/.test(Function.prototype.toString.call(a))) {
+        throw new TypeError('@cacheResponse() decorates methods, not classes')
+      }
       // A TC39 standard decorator (method, context) or a wrapper (handler). `context.metadata`
       // belongs to the class and is left as other decorators made it.
       return wrap(a)

@@ -333,5 +333,7 @@ describe('options', () => {
     expect(() => cacheResponse({ maxBodySize: '1XB' })).toThrow(/maxBodySize/)
     expect(() => cacheResponse({ statuses: [99] })).toThrow(/statuses/)
     expect(() => cacheResponse({ keyPrefix: '' })).toThrow(/keyPrefix/)
+    expect(() => cacheResponse({ revalidateTimeout: 0 })).toThrow(/revalidateTimeout/)
+    expect(() => (cacheResponse() as any)(class Controller {})).toThrow(/not classes/)
   })
 })
