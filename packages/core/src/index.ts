@@ -72,6 +72,7 @@ export {
   type Codec,
   type CodecOptions,
   type Serializer,
+  assertSerializable,
   createCodec,
   jsonSerializer,
   parseTagged,
