@@ -261,27 +261,33 @@ export class MultiLevelBackend implements CacheBackend {
     return false
   }
 
+  /**
+   * Clears every level. Resolves only if the shared level was cleared; otherwise the levels that
+   * answered are cleared, the others are cleared before they are used again, and the call
+   * rejects with `CacheUnavailableError`.
+   */
   async clear(): Promise<void> {
     this.reads.invalidateAll()
     this.state.cleared()
-    let answered = false
-    let lastError: unknown
+    const shared = this.levels[this.levels.length - 1]!
+    let sharedCleared = false
+    let sharedError: unknown
     await Promise.all(
       this.levels.map(async (level) => {
         if (!this.health.usable(level)) return level.missedClear()
         try {
           await level.backend.clear()
           level.breaker.success()
-          answered = true
+          if (level === shared) sharedCleared = true
         } catch (error) {
           level.missedClear()
           this.health.failed(level, 'clear', error)
-          lastError = error
+          if (level === shared) sharedError = error
         }
       }),
     )
-    if (!answered) throw this.health.allDown('clear', lastError)
-    await this.invalidation.publish({ clear: true })
+    if (sharedCleared) await this.invalidation.publish({ clear: true })
+    else throw this.health.notTaken(shared, 'clear', sharedError)
   }
 
   async incr(key: string, by = 1, ttl?: Duration): Promise<number> {

@@ -291,6 +291,20 @@ describe('multiLevel with a failing level', () => {
     expect(await l2.inner.has('late')).toBe(false)
   })
 
+  it('reports a clear() the shared level did not take, and clears it before it is used again', async () => {
+    const { clock, l1, l2, cache } = twoLevels({ failureThreshold: 3 })
+    await cache.set('k', 'old')
+    l2.failNext('clear')
+    await expect(cache.clear()).rejects.toBeInstanceOf(CacheUnavailableError)
+    expect(await l1.has('k')).toBe(false)
+    expect(cache.levelStats()[1]).toMatchObject({ state: 'closed', pendingClear: true })
+    expect(await cache.get('k')).toBeUndefined() // L2 still holds it, and is skipped
+    clock.t += 1000
+    for (let i = 0; i < 50 && (await l2.inner.has('k')); i++) await settle()
+    expect(await l2.inner.has('k')).toBe(false)
+    expect(cache.levelStats()[1]).toMatchObject({ state: 'closed', pendingClear: false })
+  })
+
   it('fails with CacheUnavailableError only when no level answers', async () => {
     const a = chaos(memoryBackend())
     const b = chaos(memoryBackend())
