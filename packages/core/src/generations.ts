@@ -27,7 +27,7 @@ export function generationKey(scope: string): string {
 
 /** True for a key that holds invalidation state (see {@link GENERATION_PREFIX}). */
 export function isGenerationKey(key: string): boolean {
-  return key.charCodeAt(0) === 95 && key.startsWith(GENERATION_PREFIX)
+  return typeof key === 'string' && key.charCodeAt(0) === 95 && key.startsWith(GENERATION_PREFIX)
 }
 
 /** A fresh generation token: a random integer in [1, 2^52], never reused in practice. */
