@@ -7,6 +7,8 @@ import {
   currentGenerations,
   currentGenerationsSync,
   generationKey,
+  isGeneration,
+  newGeneration,
   renewGenerations,
   sameGenerations,
 } from './generations.js'
@@ -84,10 +86,17 @@ interface Envelope {
   s?: number
 }
 
-/** The keys of one call: its entry, and its generations (function, arguments, then tags). */
+/**
+ * The keys of one call: its entry, and its generations. An in-process backend (one with `sync`
+ * access) needs the function's and the tags' (`local`): invalidating one set of arguments there
+ * is deleting its entry, and no other process holds a copy. A shared backend also needs the
+ * generation of the arguments (`shared`): a copy in another process's L1, or a result another
+ * process is still computing, must stop matching once `invalidate()` resolves.
+ */
 interface CallKeys {
   entry: string
-  state: string[]
+  local: readonly string[]
+  shared: readonly string[]
 }
 
 /** A computation in flight, joined by concurrent misses of the same key. */
@@ -189,6 +198,7 @@ function createMemo<F extends AnyFunction>(
   const entryTtl =
     ttlMs === undefined ? undefined : swrMs === undefined ? ttlMs / 1000 : (ttlMs + swrMs) / 1000
   const generationTtls = [undefined, entryTtl]
+  const staticLocal = staticTags === undefined ? undefined : [functionGeneration, ...staticTags]
   let isAsync = fn instanceof ASYNC_FUNCTION
 
   // Keys for calls with one number or short string argument (`getUser(42)`), per entry prefix.
@@ -212,9 +222,11 @@ function createMemo<F extends AnyFunction>(
   function buildKeys(prefix: string, part: string, args: Parameters<F>): CallKeys {
     const argsGeneration = generationKey(`${naming.scope}:${part}`)
     const tags = staticTags ?? tagsOf(...args).map(tagVersionKey)
-    const state =
-      tags.length === 0 ? [functionGeneration, argsGeneration] : [functionGeneration, argsGeneration, ...tags]
-    return { entry: prefix + part, state }
+    return {
+      entry: prefix + part,
+      local: staticLocal ?? [functionGeneration, ...tags],
+      shared: [functionGeneration, argsGeneration, ...tags],
+    }
   }
 
   function keysFor(prefix: string, args: Parameters<F>): CallKeys {
@@ -280,12 +292,27 @@ function createMemo<F extends AnyFunction>(
   function readSync(backend: CacheBackend, keys: CallKeys): Read {
     const sync = backend.sync!
     const envelope = sync.getEntry<Envelope>(keys.entry)?.value
-    return classify(envelope, currentGenerationsSync(sync, keys.state, generationTtls))
+    const local = keys.local
+    if (local.length === 1) {
+      // The common case (the function's generation, no tags) without the arrays of the general
+      // path: on a hit the stored generations equal the current ones and are handed on as they are.
+      const found = sync.getEntry(local[0]!)?.value
+      let generation: number
+      if (isGeneration(found)) generation = found
+      else sync.set(local[0]!, (generation = newGeneration()))
+      if (typeof envelope === 'object' && envelope !== null) {
+        const stored = envelope.g
+        if (Array.isArray(stored) && stored.length === 1 && stored[0] === generation)
+          return { hit: envelope, generations: stored }
+      }
+      return { generations: [generation] }
+    }
+    return classify(envelope, currentGenerationsSync(sync, local))
   }
 
   async function readAsync(backend: CacheBackend, keys: CallKeys): Promise<Read> {
-    const values = await backend.getMany([keys.entry, ...keys.state])
-    const generations = await currentGenerations(backend, keys.state, values.slice(1), generationTtls)
+    const values = await backend.getMany([keys.entry, ...keys.shared])
+    const generations = await currentGenerations(backend, keys.shared, values.slice(1), generationTtls)
     return classify(values[0], generations)
   }
 
@@ -491,6 +518,11 @@ function createMemo<F extends AnyFunction>(
     const entries = [...naming.prefixes()].map((prefix) => prefix + part)
     for (const entry of entries) supersede(inflight.get(entry))
     const backend = backendOf()
+    // In one process, deleting the entry is the invalidation (calls in flight were superseded).
+    if (backend.sync !== undefined) {
+      await backend.deleteMany(entries)
+      return
+    }
     await renewGenerations(backend, [argsGeneration], entryTtl)
     // The stored results can no longer match; removing them only frees the space.
     await backend.deleteMany(entries).catch((error) => observer.error('delete', error))

@@ -281,6 +281,32 @@ describe('cached()', () => {
     expect(await failing).toBe('holder failed')
   })
 
+  it('invalidate() while a call is in flight: later calls run again, and the old result is not stored', async () => {
+    let db = 'old'
+    const gates: (() => void)[] = []
+    const f = cached(
+      async (id: number) => {
+        const value = `${db} ${id}`
+        await new Promise<void>((resolve) => gates.push(resolve))
+        return value
+      },
+      { backend, name: 'inflightMemory' },
+    )
+    const before = f(1)
+    await tick()
+    db = 'new'
+    await f.invalidate(1)
+    const after = f(1)
+    for (let i = 0; i < 50 && gates.length < 2; i++) await tick()
+    expect(gates.length).toBe(2)
+    // The new call finishes first; the old one after it must not overwrite its result.
+    gates[1]!()
+    expect(await after).toBe('new 1')
+    gates[0]!()
+    expect(await before).toBe('old 1')
+    expect(await f(1)).toBe('new 1')
+  })
+
   it('never serves a result from before clear() once LRU pressure evicted the invalidation state', async () => {
     const small = memoryBackend({ maxKeys: 4 })
     let db = 'old'
