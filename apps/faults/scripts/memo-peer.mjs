@@ -32,8 +32,10 @@ backend.on?.('error', () => {})
 
 /** The database: what the memoized function reads. Both processes are told every change. */
 const rows = new Map()
+let runs = 0
 const row = cached(
   async function row(id) {
+    runs++
     return { id, version: rows.get(id) }
   },
   { ttl: 600, tags: (id) => [`row:${spec.namespace}:${id}`] },
@@ -45,6 +47,7 @@ const ops = {
   clear: () => row.clear(),
   invalidate: (id) => row.invalidate(id),
   invalidateTags: (id) => invalidateTags([`row:${spec.namespace}:${id}`]),
+  runs: () => runs,
   levels: () => backend.levelStats?.() ?? [],
   close: async () => {
     await backend.close()

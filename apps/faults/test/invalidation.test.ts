@@ -127,6 +127,8 @@ describe.each(CHAINS)('two processes on %s, no bus', (_chain, spec) => {
       await setRow(peers, 'v0')
       expect(await a.request('call', 1)).toBe('v0')
       expect(await b.request('call', 1)).toBe('v0')
+      // Keys are the same in both processes: b was served what a computed.
+      expect(await b.request('runs')).toBe(0)
       // Two rounds of each: the first invalidation creates state that the later ones change.
       let version = 0
       for (const [op, args] of [...INVALIDATIONS, ...INVALIDATIONS]) {
