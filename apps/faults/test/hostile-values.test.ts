@@ -4,6 +4,7 @@
  * clear typed error or a correct round-trip: never a crash, a hang, or a silent wrong answer.
  */
 import {
+  cached,
   CacheKeyError,
   CacheNotANumberError,
   CacheSerializationError,
@@ -200,6 +201,24 @@ describe.each(backendsUnderTest(servers).map((b) => [b.name, b] as const))(
         const got = await backend.get('v:class')
         expect(got).toBeInstanceOf(Point)
         expect((got as Point).norm()).toBe(5)
+      })
+
+      it('a memoized function returning a class instance: refused the same way, never counted as the backend failing', async () => {
+        const area = cached(async (x: number) => new Point(x, x), {
+          backend,
+          name: `hostile-memo-${target.name}`,
+        })
+        const result = await outcome(() => area(3))
+        expect(area.stats.errors).toBe(0)
+        if (target.storage === 'reference') {
+          expect(result.ok).toBe(true)
+          expect((result as { value: Point }).value).toBeInstanceOf(Point)
+          return
+        }
+        expect(result.ok).toBe(false)
+        const error = (result as { error: Error }).error
+        expect(error).toBeInstanceOf(CacheSerializationError)
+        expect(error.message).toMatch(/Point/)
       })
 
       it('a JSON payload with "__proto__" round-trips as data and pollutes nothing', async () => {

@@ -57,9 +57,13 @@ async function outageUnderLoad(remote: Remote, chain: MultiLevelBackend, expecta
     await sleep(KILL_AT_MS)
     await remote.process.kill('SIGKILL')
     const downAt = performance.now()
-    // Written while the remote level is down: these must win over what the server kept.
-    await chain.set('check:changed', 'during')
-    await chain.delete('check:deleted')
+    // Written while the remote level is down: these must win over what the server kept. The
+    // remote level did not take them, so the chain reports it (and repairs the server later).
+    const unshared = await Promise.all([
+      chain.set('check:changed', 'during').catch((error: Error) => error.name),
+      chain.delete('check:deleted').catch((error: Error) => error.name),
+    ])
+    expect(unshared).toEqual(['CacheUnavailableError', 'CacheUnavailableError'])
     const duringOutage = [await chain.get('check:changed'), await chain.get('check:deleted')]
     await sleep(OUTAGE_MS)
     await remote.process.start()

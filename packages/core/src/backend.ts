@@ -52,6 +52,13 @@ export interface CacheBackend {
   deleteMany(keys: readonly string[]): Promise<number>
   /** Idempotent. Never closes a client the user passed in. */
   close(): Promise<void>
+  /**
+   * Deletes `key` only if it holds exactly the string `expected`, in one atomic step across every
+   * process sharing the backend: how a lock holder releases its own lock and never one that
+   * another caller took after its own expired. `true` if it deleted. Optional: without it, core's
+   * {@link compareAndDelete} reads then deletes, serialized in this process only.
+   */
+  compareAndDelete?(key: string, expected: string): Promise<boolean>
   /** Counters, when the backend keeps them (all @cache backends do). */
   readonly stats?: CacheStats
   on?(event: CacheEventName, listener: (event: CacheEvent) => void): unknown
@@ -137,6 +144,13 @@ export function defineBackend(backend: MinimalBackend): CacheBackend {
   const deleteMany =
     source.deleteMany?.bind(source) ??
     (async (keys: readonly string[]) => (await Promise.all(keys.map((k) => del(k)))).filter(Boolean).length)
+  const compareAndDeleteFallback =
+    source.compareAndDelete?.bind(source) ??
+    ((key: string, expected: string) =>
+      queue.run(key, async () => {
+        if ((await get(key)) !== expected) return false
+        return del(key)
+      }))
   let closed: Promise<void> | undefined
   const close = () => (closed ??= Promise.resolve(source.close?.()).then(() => undefined))
   return {
@@ -154,6 +168,7 @@ export function defineBackend(backend: MinimalBackend): CacheBackend {
     setMany,
     deleteMany,
     close,
+    compareAndDelete: compareAndDeleteFallback,
     get stats() {
       return source.stats
     },
@@ -195,6 +210,20 @@ export function toBackend(value: MinimalBackend | CacheBackend): CacheBackend {
   if (!isMinimalBackend(value))
     throw new TypeError('expected a cache backend: an object with get, set, delete and clear methods')
   return defineBackend(value)
+}
+
+/**
+ * Deletes `key` if it holds exactly `expected`: the backend's own atomic `compareAndDelete`, or
+ * for a backend without one a read then a delete (atomic within this process only).
+ */
+export async function compareAndDelete(
+  backend: CacheBackend,
+  key: string,
+  expected: string,
+): Promise<boolean> {
+  if (backend.compareAndDelete) return backend.compareAndDelete(key, expected)
+  if ((await backend.get(key)) !== expected) return false
+  return backend.delete(key)
 }
 
 /** Throws a `RangeError` unless `by` is a safe integer. */

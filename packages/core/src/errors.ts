@@ -13,6 +13,7 @@ export type CacheErrorCode =
   | 'CACHE_TIMEOUT'
   | 'CACHE_VALUE_TOO_LARGE'
   | 'CACHE_SERIALIZATION'
+  | 'CACHE_ARGUMENT'
   | 'CACHE_CONFIG'
   | 'CACHE_MISSING_PACKAGE'
   | 'CACHE_KEY'
@@ -171,6 +172,27 @@ export class CacheSerializationError extends TypeError {
     this.name = 'CacheSerializationError'
     this.path = path
     brand(this, 'CACHE_SERIALIZATION')
+  }
+}
+
+/**
+ * An argument of a memoized function cannot be keyed by its full value (a class instance whose
+ * state a key cannot see, a function, an unregistered symbol…). It is also a `TypeError`, and
+ * `instanceof CacheError` holds. The fix is a `key` option that builds the key from what the
+ * result depends on.
+ */
+export class CacheArgumentError extends TypeError {
+  declare readonly code: 'CACHE_ARGUMENT'
+  /** The position of the argument at fault (0 for the first). */
+  readonly argument: number
+  /** Where in that argument the problem is, e.g. `$[1].user`. */
+  readonly path: string
+  constructor(message: string, argument: number, path: string) {
+    super(message)
+    this.name = 'CacheArgumentError'
+    this.argument = argument
+    this.path = path
+    brand(this, 'CACHE_ARGUMENT')
   }
 }
 

@@ -5,6 +5,7 @@ export {
   type SetManyItem,
   type SyncAccess,
   assertIncrement,
+  compareAndDelete,
   defineBackend,
   isCacheBackend,
   isMinimalBackend,
@@ -46,6 +47,7 @@ export {
   CacheMissingPackageError,
   CacheNotANumberError,
   CacheSerializationError,
+  CacheArgumentError,
   CacheTimeoutError,
   CacheUnavailableError,
   CacheValueTooLargeError,
@@ -53,12 +55,24 @@ export {
   isUnavailable,
 } from './errors.js'
 export { KeyedQueue } from './key-queue.js'
+export {
+  currentGenerations,
+  currentGenerationsSync,
+  GENERATION_PREFIX,
+  generationKey,
+  isGeneration,
+  isGenerationKey,
+  newGeneration,
+  renewGenerations,
+  sameGenerations,
+} from './generations.js'
 export { argumentsKey, assertKey, assertNamespace, hashKey, namespacedKey, stableStringify } from './keys.js'
 export { type CacheOptions, type Memoized, cache, cached } from './memoize.js'
 export {
   type Codec,
   type CodecOptions,
   type Serializer,
+  assertSerializable,
   createCodec,
   jsonSerializer,
   parseTagged,

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto'
-import { CacheKeyError, CacheSerializationError } from './errors.js'
+import { CacheArgumentError, CacheKeyError, CacheSerializationError } from './errors.js'
 
 /** A short, collision-resistant digest of a string: SHA-256, base64url, 43 characters. */
 export function hashKey(text: string): string {
@@ -26,63 +26,137 @@ export function namespacedKey(namespace: string | undefined, key: string): strin
 }
 
 /**
- * A deterministic text for a list of arguments: object keys sorted, so `{a, b}` and `{b, a}`
- * give the same text; types kept apart, so `1` and `'1'` do not. Used to build memoize keys.
- * Functions, symbols and circular structures throw a {@link CacheSerializationError}.
+ * A deterministic text for a value: object keys sorted, so `{a, b}` and `{b, a}` give the same
+ * text; types kept apart, so `1` and `'1'` do not; every other difference kept (`-0` and `0`,
+ * the bytes of a buffer, the order of URLSearchParams). Values whose full state cannot be read
+ * (class instances, functions, unregistered symbols, WeakMaps, promises…) and circular structures
+ * throw a {@link CacheSerializationError}.
  */
 export function stableStringify(value: unknown): string {
-  return write(value, '$', new Set())
+  return write(value, '$', new Set(), (path, what) => {
+    throw new CacheSerializationError(`cannot build a cache key from ${what} at ${path}`, path)
+  })
 }
 
-function write(value: unknown, path: string, seen: Set<object>): string {
+type Fail = (path: string, what: string) => never
+
+function write(value: unknown, path: string, seen: Set<object>, fail: Fail): string {
   switch (typeof value) {
     case 'string':
       return JSON.stringify(value)
     case 'number':
-      return Number.isFinite(value) ? (Object.is(value, -0) ? '-0' : String(value)) : `#${value}`
+      if (Object.is(value, -0)) return '-0'
+      return Number.isFinite(value) ? String(value) : `#${value}`
     case 'boolean':
       return value ? 'true' : 'false'
     case 'undefined':
       return 'undefined'
     case 'bigint':
       return `${value}n`
-    case 'function':
     case 'symbol':
-      throw new CacheSerializationError(`cannot build a cache key from a ${typeof value} at ${path}`, path)
+      return symbolText(value, path, fail)
+    case 'function':
+      return fail(path, `a function (${value.name || 'anonymous'})`)
   }
   if (value === null) return 'null'
   const object = value as object
-  if (seen.has(object))
-    throw new CacheSerializationError(`cannot build a cache key from a circular reference at ${path}`, path)
+  if (seen.has(object)) return fail(path, 'a circular reference')
   seen.add(object)
   try {
-    if (Array.isArray(object)) return `[${object.map((v, i) => write(v, `${path}[${i}]`, seen)).join(',')}]`
-    if (object instanceof Date) return `D(${object.getTime()})`
-    if (object instanceof Uint8Array)
-      return `B(${Buffer.from(object.buffer, object.byteOffset, object.byteLength).toString('base64')})`
-    if (object instanceof Map) {
-      const entries = [...object].map(
-        ([k, v], i) => `${write(k, `${path}<key ${i}>`, seen)}=>${write(v, `${path}.get(${i})`, seen)}`,
-      )
-      return `Map{${entries.sort().join(',')}}`
-    }
-    if (object instanceof Set)
-      return `Set{${[...object]
-        .map((v, i) => write(v, `${path}<item ${i}>`, seen))
-        .sort()
-        .join(',')}}`
-    if (object instanceof RegExp || object instanceof URL)
-      return `${object.constructor.name}(${String(object)})`
-    const keys = Object.keys(object).sort()
-    const parts = keys.map(
-      (k) => `${JSON.stringify(k)}:${write((object as Record<string, unknown>)[k], `${path}.${k}`, seen)}`,
-    )
-    const proto = Object.getPrototypeOf(object)
-    const tag = proto === Object.prototype || proto === null ? '' : (proto?.constructor?.name ?? '')
-    return `${tag}{${parts.join(',')}}`
+    return objectText(object, path, seen, fail)
   } finally {
     seen.delete(object)
   }
+}
+
+function symbolText(symbol: symbol, path: string, fail: Fail): string {
+  // Only a registered symbol is the same in every process.
+  const name = Symbol.keyFor(symbol)
+  if (name === undefined) return fail(path, `a symbol that is not from Symbol.for() (${symbol.toString()})`)
+  return `Symbol.for(${JSON.stringify(name)})`
+}
+
+/** Prototypes whose instances are keyed by a text of their whole value. */
+const BOXED = new Map<unknown, string>([
+  [Boolean.prototype, 'Boolean'],
+  [Number.prototype, 'Number'],
+  [String.prototype, 'String'],
+  [BigInt.prototype, 'BigInt'],
+  [Symbol.prototype, 'Symbol'],
+])
+
+function objectText(object: object, path: string, seen: Set<object>, fail: Fail): string {
+  const proto = Object.getPrototypeOf(object)
+  if (proto === Object.prototype) return propertiesText(object, '', path, seen, fail)
+  if (proto === null) return propertiesText(object, 'null', path, seen, fail)
+  if (proto === Array.prototype) return arrayText(object as unknown[], path, seen, fail)
+  if (proto === Date.prototype) return `D(${(object as Date).getTime()})`
+  if (proto === Map.prototype) {
+    const entries = [...(object as Map<unknown, unknown>)].map(
+      ([k, v], i) =>
+        `${write(k, `${path}<key ${i}>`, seen, fail)}=>${write(v, `${path}.get(${i})`, seen, fail)}`,
+    )
+    return `Map{${entries.sort().join(',')}}`
+  }
+  if (proto === Set.prototype) {
+    const items = [...(object as Set<unknown>)].map((v, i) => write(v, `${path}<item ${i}>`, seen, fail))
+    return `Set{${items.sort().join(',')}}`
+  }
+  if (proto === RegExp.prototype) {
+    const regex = object as RegExp
+    return `RegExp(${JSON.stringify(String(regex))},${regex.lastIndex})`
+  }
+  if (proto === URL.prototype) return `URL(${JSON.stringify((object as URL).href)})`
+  if (proto === URLSearchParams.prototype) return `URLSearchParams(${JSON.stringify(String(object))})`
+  if (typeof Headers === 'function' && proto === Headers.prototype)
+    return `Headers(${JSON.stringify([...(object as Headers)])})`
+  if (proto === ArrayBuffer.prototype || proto === SharedArrayBuffer.prototype)
+    return `${proto.constructor.name}(${Buffer.from(object as ArrayBuffer).toString('base64')})`
+  if (ArrayBuffer.isView(object) && isBuiltinView(proto)) {
+    const bytes = Buffer.from(object.buffer, object.byteOffset, object.byteLength).toString('base64')
+    return `${proto.constructor.name}(${bytes})`
+  }
+  const boxed = BOXED.get(proto)
+  if (boxed !== undefined) return `${boxed}(${write(proto.valueOf.call(object), path, seen, fail)})`
+  const kind = typeof proto?.constructor === 'function' ? proto.constructor.name : ''
+  return fail(
+    path,
+    kind
+      ? `an instance of ${kind} (a class instance can hold state a key cannot see: #private fields, closures, internal slots)`
+      : 'an object with a custom prototype',
+  )
+}
+
+/** A typed array, `Buffer` or `DataView` of the platform itself, not a subclass. */
+function isBuiltinView(proto: { constructor?: { name?: unknown } }): boolean {
+  const name = proto.constructor?.name
+  if (typeof name !== 'string') return false
+  if (name === 'Buffer') return proto === Buffer.prototype
+  return (globalThis as Record<string, { prototype?: unknown } | undefined>)[name]?.prototype === proto
+}
+
+function propertiesText(object: object, tag: string, path: string, seen: Set<object>, fail: Fail): string {
+  const parts: string[] = []
+  for (const key of Reflect.ownKeys(object)) {
+    if (typeof key === 'symbol') return fail(`${path}[${key.toString()}]`, 'a symbol-keyed property')
+    parts.push(
+      `${JSON.stringify(key)}:${write((object as Record<string, unknown>)[key], `${path}.${key}`, seen, fail)}`,
+    )
+  }
+  return `${tag}{${parts.sort().join(',')}}`
+}
+
+function arrayText(array: unknown[], path: string, seen: Set<object>, fail: Fail): string {
+  const parts = new Array<string>(array.length)
+  let own = 1 // `length`
+  for (let i = 0; i < array.length; i++) {
+    // A hole is not `undefined`: `i in array` tells them apart.
+    if (!(i in array)) continue
+    own++
+    parts[i] = write(array[i], `${path}[${i}]`, seen, fail)
+  }
+  if (Reflect.ownKeys(array).length !== own) return fail(path, 'an array with properties besides its items')
+  return `[${parts.join(',')}]`
 }
 
 /** Argument lists whose stable text is longer than this are hashed instead of inlined. */
@@ -90,7 +164,8 @@ const INLINE_LIMIT = 64
 
 /**
  * The key part for a list of arguments: short argument texts are kept readable
- * (`user:42` style debugging), longer ones are replaced by their SHA-256.
+ * (`user:42` style debugging), longer ones are replaced by their SHA-256. An argument that cannot
+ * be keyed by its full value throws a {@link CacheArgumentError} naming it.
  */
 export function argumentsKey(args: readonly unknown[]): string {
   if (args.length === 0) return '()'
@@ -98,8 +173,19 @@ export function argumentsKey(args: readonly unknown[]): string {
     const only = args[0]
     if (typeof only === 'string' && only.length <= INLINE_LIMIT && !only.includes(':'))
       return JSON.stringify(only)
-    if (typeof only === 'number' && Number.isFinite(only)) return String(only)
+    if (typeof only === 'number' && Number.isFinite(only) && !Object.is(only, -0)) return String(only)
   }
-  const text = stableStringify(args)
+  const parts = new Array<string>(args.length)
+  for (let i = 0; i < args.length; i++) {
+    parts[i] = write(args[i], `$[${i}]`, new Set(), (path, what) => {
+      throw new CacheArgumentError(
+        `cannot build a cache key from argument ${i} (${path}): it is ${what}. ` +
+          'Pass a `key` option that builds the key from what the result depends on.',
+        i,
+        path,
+      )
+    })
+  }
+  const text = `[${parts.join(',')}]`
   return text.length <= INLINE_LIMIT ? text : `#${hashKey(text)}`
 }

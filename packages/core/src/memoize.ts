@@ -1,10 +1,21 @@
 import { randomUUID } from 'node:crypto'
-import { type CacheBackend, type MinimalBackend, toBackend } from './backend.js'
+import { type CacheBackend, compareAndDelete, type MinimalBackend, toBackend } from './backend.js'
 import { getBackend } from './default-cache.js'
 import { type Duration, parseDuration, ttlToMs } from './durations.js'
+import { CacheConfigError } from './errors.js'
+import {
+  currentGenerations,
+  currentGenerationsSync,
+  generationKey,
+  isGeneration,
+  newGeneration,
+  renewGenerations,
+  sameGenerations,
+} from './generations.js'
+import { callerFile, claimName, classFingerprint, digest, sourceOf } from './identity.js'
 import { argumentsKey, assertNamespace } from './keys.js'
 import { CacheObserver, type CacheEvent, type CacheEventName, type CacheStats } from './stats.js'
-import { sameVersions, tagVersionKey, versionsOf } from './tags.js'
+import { tagInvalidationCount, tagVersionKey } from './tags.js'
 
 type AnyFunction = (...args: any[]) => any
 
@@ -14,11 +25,20 @@ export interface CacheOptions<A extends unknown[] = any[], R = any> {
   ttl?: Duration
   /** Where results are stored. Default: the configured default cache ({@link getBackend}), resolved at call time. */
   backend?: CacheBackend | MinimalBackend
-  /** Builds the key part for a call from its arguments. Default: a stable hash of the arguments. */
+  /**
+   * Builds the key part for a call from its arguments. Default: a text of every argument's full
+   * value; an argument whose value cannot be read in full (a class instance, a function) throws
+   * a `CacheArgumentError` that points here.
+   */
   key?: (...args: A) => string
   /** First segment of every key. Default: `'memo'`. */
   namespace?: string
-  /** Name of the function in keys. Default: `Class.method` for decorated methods, `fn.name` for functions. */
+  /**
+   * Name of the function in keys. Default: `fn.name` for functions; for decorated methods the
+   * class of `this` and the method (`Reports.monthly`, or `Repository.findById(UserRepository)`
+   * for a method inherited from another class). Required for anonymous and bound functions.
+   * A name you give is yours: two functions given the same name share entries.
+   */
   name?: string
   /** Store a result only when this returns true. */
   condition?: (result: Awaited<R>, ...args: A) => boolean
@@ -31,8 +51,10 @@ export interface CacheOptions<A extends unknown[] = any[], R = any> {
   staleWhileRevalidate?: Duration
   /**
    * Stampede protection across processes: on a miss, only the caller that wins a lock (`add` on
-   * the backend) runs the function; others wait for its result up to `wait` (default 5 s), then
-   * run it themselves. `true` uses the defaults. Default: off (single-flight is per process).
+   * the backend) runs the function; the others poll for its result and take the lock over as
+   * soon as it is released (the holder failed) or expired, or run the function themselves after
+   * `wait` (default 5 s). The holder releases only its own lock (`compareAndDelete` of its
+   * token). `true` uses the defaults. Default: off (single-flight is per process).
    */
   lock?: boolean | { ttl?: Duration; wait?: Duration; poll?: Duration }
   /** Tags for {@link invalidateTags}: a list, or a function of the arguments. */
@@ -43,9 +65,12 @@ export interface CacheOptions<A extends unknown[] = any[], R = any> {
 
 /** A memoized function: the same call signature plus invalidation and stats. */
 export type Memoized<F extends AnyFunction> = F & {
-  /** Removes the stored result for one set of arguments. */
+  /**
+   * Invalidates the stored result for one set of arguments, in every process sharing the
+   * backend. Rejects if the backend did not take the change.
+   */
   invalidate(...args: Parameters<F>): Promise<void>
-  /** Removes every stored result of this function (in every process sharing the backend). */
+  /** Invalidates every stored result of this function, in every process sharing the backend. */
   clear(): Promise<void>
   /** The full backend key for a set of arguments. */
   keyFor(...args: Parameters<F>): string
@@ -54,12 +79,36 @@ export type Memoized<F extends AnyFunction> = F & {
   off(event: CacheEventName, listener: (event: CacheEvent) => void): void
 }
 
-/** The stored envelope: the value, the versions it was written under, and when it turns stale. */
+/** The stored envelope: the value, the generations it was computed under, and when it turns stale. */
 interface Envelope {
   v: unknown
   g: number[]
   s?: number
 }
+
+/**
+ * The keys of one call: its entry, and its generations. An in-process backend (one with `sync`
+ * access) needs the function's and the tags' (`local`): invalidating one set of arguments there
+ * is deleting its entry, and no other process holds a copy. A shared backend also needs the
+ * generation of the arguments (`shared`): a copy in another process's L1, or a result another
+ * process is still computing, must stop matching once `invalidate()` resolves.
+ */
+interface CallKeys {
+  entry: string
+  local: readonly string[]
+  shared: readonly string[]
+}
+
+/** A computation in flight, joined by concurrent misses of the same key. */
+interface Flight {
+  promise: Promise<unknown>
+  generations: number[]
+  tagInvalidations: number
+  /** An invalidation happened after it started: nobody joins it and its result is not stored. */
+  superseded: boolean
+}
+
+type Read = { hit?: Envelope; generations: number[] }
 
 const ASYNC_FUNCTION = Object.getPrototypeOf(async () => {}).constructor
 
@@ -67,6 +116,20 @@ const ASYNC_FUNCTION = Object.getPrototypeOf(async () => {}).constructor
 const KEY_CACHE_SIZE = 10_000
 /** Longest string argument whose key is remembered. */
 const KEY_CACHE_ARGUMENT_LENGTH = 64
+
+/**
+ * How a memoized function names itself in keys. `scope` names its generations (what `clear()`
+ * and `invalidate()` renew); `prefix` the start of its entry keys for a call on `thisArg`.
+ */
+interface Naming {
+  readonly label: string
+  readonly scope: string
+  prefix(thisArg: unknown): string
+  /** The prefix of calls without a known `this` (`keyFor`); throws if it cannot be known yet. */
+  defaultPrefix(): string
+  /** Every entry prefix this function has used in this process. */
+  prefixes(): Iterable<string>
+}
 
 /**
  * Memoizes `fn`. Concurrent misses for one key run `fn` once (single-flight); errors are never
@@ -80,19 +143,43 @@ export function cached<F extends AnyFunction>(
   fn: F,
   options: CacheOptions<Parameters<F>, ReturnType<F>> = {},
 ): Memoized<F> {
-  const name = options.name ?? fn.name
-  if (!name)
-    throw new TypeError('cached(): anonymous functions need a `name` option so that their keys are distinct')
-  return createMemo(fn, options, () => name)
+  const namespace = options.namespace ?? 'memo'
+  assertNamespace(namespace)
+  let name = options.name
+  if (name === undefined) {
+    name = fn.name
+    const source = sourceOf(fn)
+    if (!name || source === undefined)
+      throw new CacheConfigError(
+        'name',
+        `cached(): ${name ? `"${name}" is a bound or native function` : 'an anonymous function'} needs a \`name\` option so that its keys are its own`,
+      )
+    // Claimed once the other options are checked, below: a bad option must not hold the name.
+    const label = `${namespace}:${name}`
+    const file = callerFile(cached)
+    const memo = createMemo(fn, options, functionNaming(label))
+    claimName(label, { file, fingerprint: digest(source) }, `functions named "${name}"`)
+    return memo
+  }
+  return createMemo(fn, options, functionNaming(`${namespace}:${name}`))
+}
+
+function functionNaming(label: string): Naming {
+  const prefix = `${label}:`
+  return {
+    label,
+    scope: label,
+    prefix: () => prefix,
+    defaultPrefix: () => prefix,
+    prefixes: () => [prefix],
+  }
 }
 
 function createMemo<F extends AnyFunction>(
   fn: F,
   options: CacheOptions<Parameters<F>, ReturnType<F>>,
-  resolveName: () => string,
+  naming: Naming,
 ): Memoized<F> {
-  const namespace = options.namespace ?? 'memo'
-  assertNamespace(namespace)
   const ttlMs = ttlToMs(options.ttl)
   const swrMs =
     options.staleWhileRevalidate === undefined
@@ -100,48 +187,67 @@ function createMemo<F extends AnyFunction>(
       : parseDuration(options.staleWhileRevalidate, 'staleWhileRevalidate')
   const lock = resolveLock(options.lock)
   const fixedBackend = options.backend === undefined ? undefined : toBackend(options.backend)
-  const observer = new CacheObserver(`memo`)
-  const inflight = new Map<string, Promise<unknown>>()
+  const observer = new CacheObserver(`memo ${naming.label}`)
+  const inflight = new Map<string, Flight>()
   const tagsOf =
     typeof options.tags === 'function' ? options.tags : () => (options.tags ?? []) as readonly string[]
   const hasTags = options.tags !== undefined
-  let prefix: string | undefined
-  let versionKey = ''
+  const staticTags = typeof options.tags === 'function' ? undefined : (options.tags ?? []).map(tagVersionKey)
+  const functionGeneration = generationKey(naming.scope)
+  /** Lifetime of an entry, and of the generation of its arguments (created with it). */
+  const entryTtl =
+    ttlMs === undefined ? undefined : swrMs === undefined ? ttlMs / 1000 : (ttlMs + swrMs) / 1000
+  const generationTtls = [undefined, entryTtl]
+  const staticLocal = staticTags === undefined ? undefined : [functionGeneration, ...staticTags]
   let isAsync = fn instanceof ASYNC_FUNCTION
 
-  // Full keys for calls with one number or short string argument (`getUser(42)`). Building a key
-  // allocates a new string that the backend must then hash and compare character by character;
-  // the cached one is hashed once and matches the stored key by identity. Bounded: emptied when full.
-  const keyCache = options.key === undefined ? new Map<unknown, string>() : undefined
+  // Keys for calls with one number or short string argument (`getUser(42)`), per entry prefix.
+  // Building a key allocates a new string that the backend must then hash and compare character
+  // by character; a remembered one is hashed once and matches the stored key by identity.
+  // Bounded: emptied when full.
+  const keyCaches = options.key === undefined ? new Map<string, Map<unknown, CallKeys>>() : undefined
 
   const backendOf = () => fixedBackend ?? getBackend()
-  const keyFor = (args: Parameters<F>): string => {
-    if (prefix === undefined) {
-      const fnName = resolveName()
-      prefix = `${namespace}:${fnName}:`
-      versionKey = `__v:${namespace}:${fnName}`
-      observer.backend = `memo ${fnName}`
+
+  function argumentPart(args: Parameters<F>): string {
+    try {
+      return options.key ? options.key(...args) : argumentsKey(args)
+    } catch (error) {
+      if ((error as { code?: unknown })?.code === 'CACHE_ARGUMENT')
+        (error as Error).message = `${naming.label}: ${(error as Error).message}`
+      throw error
     }
-    if (keyCache !== undefined && args.length === 1) {
+  }
+
+  function buildKeys(prefix: string, part: string, args: Parameters<F>): CallKeys {
+    const argsGeneration = generationKey(`${naming.scope}:${part}`)
+    const tags = staticTags ?? tagsOf(...args).map(tagVersionKey)
+    return {
+      entry: prefix + part,
+      local: staticLocal ?? [functionGeneration, ...tags],
+      shared: [functionGeneration, argsGeneration, ...tags],
+    }
+  }
+
+  function keysFor(prefix: string, args: Parameters<F>): CallKeys {
+    if (keyCaches !== undefined && args.length === 1 && staticTags !== undefined) {
       const only = args[0]
       if (
-        typeof only === 'number' ||
+        (typeof only === 'number' && !Object.is(only, -0)) ||
         (typeof only === 'string' && only.length <= KEY_CACHE_ARGUMENT_LENGTH)
       ) {
-        let key = keyCache.get(only)
-        if (key === undefined) {
-          key = prefix + argumentsKey(args)
-          if (keyCache.size >= KEY_CACHE_SIZE) keyCache.clear()
-          keyCache.set(only, key)
+        let cache = keyCaches.get(prefix)
+        if (cache === undefined) keyCaches.set(prefix, (cache = new Map()))
+        let keys = cache.get(only)
+        if (keys === undefined) {
+          keys = buildKeys(prefix, argumentPart(args), args)
+          if (cache.size >= KEY_CACHE_SIZE) cache.clear()
+          cache.set(only, keys)
         }
-        return key
+        return keys
       }
     }
-    return prefix + (options.key ? options.key(...args) : argumentsKey(args))
-  }
-  const versionKeys = (args: Parameters<F>): string[] => {
-    if (!hasTags) return [versionKey]
-    return [versionKey, ...tagsOf(...args).map(tagVersionKey)]
+    return buildKeys(prefix, argumentPart(args), args)
   }
 
   function shouldStore(result: unknown, args: Parameters<F>): boolean {
@@ -150,211 +256,254 @@ function createMemo<F extends AnyFunction>(
     return true
   }
 
-  function envelopeFor(value: unknown, versions: number[]): { envelope: Envelope; ttl: number | undefined } {
-    if (swrMs !== undefined && ttlMs !== undefined) {
-      return { envelope: { v: value, g: versions, s: Date.now() + ttlMs }, ttl: (ttlMs + swrMs) / 1000 }
-    }
-    return { envelope: { v: value, g: versions }, ttl: ttlMs === undefined ? undefined : ttlMs / 1000 }
+  function envelopeFor(value: unknown, generations: number[]): Envelope {
+    if (swrMs !== undefined && ttlMs !== undefined) return { v: value, g: generations, s: Date.now() + ttlMs }
+    return { v: value, g: generations }
   }
 
+  /** A backend failure: rethrown in strict mode, else counted and evented. */
   function failed(operation: string, error: unknown, key: string): void {
     if (options.strict) throw error
     observer.error(operation, error, key)
   }
 
-  /** Looks up a key. Returns the envelope on a fresh or stale hit, `undefined` on a miss. */
-  function readSync(
-    backend: CacheBackend,
-    key: string,
-    args: Parameters<F>,
-  ): { hit?: Envelope; versions: number[] } {
-    const sync = backend.sync!
-    const envelope = sync.getEntry<Envelope>(key)?.value
-    if (!hasTags) {
-      // The common case (one version counter, no tags) without the arrays of the general path.
-      // On a hit the stored versions equal the current ones, so they are handed on as they are.
-      const stored = sync.getEntry(versionKey)?.value
-      const version = typeof stored === 'number' ? stored : 0
-      if (typeof envelope === 'object' && envelope !== null) {
-        const g = envelope.g
-        if (Array.isArray(g) && g.length === 1 && g[0] === version) return { hit: envelope, versions: g }
-      }
-      return { versions: [version] }
-    }
-    const values: unknown[] = [envelope]
-    for (const k of versionKeys(args)) values.push(sync.getEntry(k)?.value)
-    return classify(values)
+  /**
+   * A write the backend refused. A value it cannot serialize is the caller's error, thrown on
+   * every backend; a value too large is not cached (thrown only in strict mode); anything else
+   * is a backend failure.
+   */
+  function storeFailed(error: unknown, key: string): void {
+    const code = (error as { code?: unknown })?.code
+    if (code === 'CACHE_SERIALIZATION') throw error
+    failed('set', error, key)
   }
 
-  async function readAsync(
-    backend: CacheBackend,
-    key: string,
-    vkeys: string[],
-  ): Promise<{ hit?: Envelope; versions: number[] }> {
-    return classify(await backend.getMany([key, ...vkeys]))
-  }
-
-  function classify(values: readonly unknown[]): { hit?: Envelope; versions: number[] } {
-    const versions = versionsOf(values, 1)
-    const envelope = values[0] as Envelope | undefined
+  function classify(envelope: unknown, generations: number[]): Read {
     if (
-      envelope !== undefined &&
-      envelope !== null &&
       typeof envelope === 'object' &&
-      sameVersions(envelope.g, versions)
+      envelope !== null &&
+      sameGenerations((envelope as Envelope).g, generations)
     ) {
-      return { hit: envelope, versions }
+      return { hit: envelope as Envelope, generations }
     }
-    return { versions }
+    return { generations }
+  }
+
+  function readSync(backend: CacheBackend, keys: CallKeys): Read {
+    const sync = backend.sync!
+    const envelope = sync.getEntry<Envelope>(keys.entry)?.value
+    const local = keys.local
+    if (local.length === 1) {
+      // The common case (the function's generation, no tags) without the arrays of the general
+      // path: on a hit the stored generations equal the current ones and are handed on as they are.
+      const found = sync.getEntry(local[0]!)?.value
+      let generation: number
+      if (isGeneration(found)) generation = found
+      else sync.set(local[0]!, (generation = newGeneration()))
+      if (typeof envelope === 'object' && envelope !== null) {
+        const stored = envelope.g
+        if (Array.isArray(stored) && stored.length === 1 && stored[0] === generation)
+          return { hit: envelope, generations: stored }
+      }
+      return { generations: [generation] }
+    }
+    return classify(envelope, currentGenerationsSync(sync, local))
+  }
+
+  async function readAsync(backend: CacheBackend, keys: CallKeys): Promise<Read> {
+    const values = await backend.getMany([keys.entry, ...keys.shared])
+    const generations = await currentGenerations(backend, keys.shared, values.slice(1), generationTtls)
+    return classify(values[0], generations)
+  }
+
+  function storeSync(backend: CacheBackend, keys: CallKeys, value: unknown, read: Read, args: Parameters<F>) {
+    if (!shouldStore(value, args)) return
+    try {
+      backend.sync!.set(keys.entry, envelopeFor(value, read.generations), entryTtl)
+      observer.set(keys.entry)
+    } catch (error) {
+      storeFailed(error, keys.entry)
+    }
   }
 
   async function store(
     backend: CacheBackend,
-    key: string,
+    keys: CallKeys,
     value: unknown,
-    versions: number[],
+    generations: number[],
     args: Parameters<F>,
+    flight: Flight | undefined,
   ) {
+    if (flight !== undefined && isStale(flight)) return
     if (!shouldStore(value, args)) return
-    const { envelope, ttl } = envelopeFor(value, versions)
     try {
-      if (backend.sync && !isPromiseLike(value)) backend.sync.set(key, envelope, ttl)
-      else await backend.set(key, envelope, ttl)
-      observer.set(key)
+      await backend.set(keys.entry, envelopeFor(value, generations), entryTtl)
+      observer.set(keys.entry)
     } catch (error) {
-      failed('set', error, key)
+      storeFailed(error, keys.entry)
     }
   }
 
   async function load(
     backend: CacheBackend,
-    key: string,
-    versions: number[],
+    keys: CallKeys,
+    generations: number[],
     thisArg: unknown,
     args: Parameters<F>,
+    flight: Flight | undefined,
   ): Promise<unknown> {
-    let lockKey: string | undefined
+    let held: { key: string; token: string } | undefined
     if (lock) {
-      lockKey = `__lock:${key}`
-      const acquired = await backend.add(lockKey, randomUUID(), lock.ttlMs / 1000).catch((error) => {
-        failed('lock', error, key)
-        return true
-      })
-      if (!acquired) {
-        const waited = await waitForValue(backend, key, versions, lock)
-        if (waited !== undefined) return waited.v
-        lockKey = undefined
+      const lockKey = `__lock:${keys.entry}`
+      const token = randomUUID()
+      let acquired: boolean | 'unknown'
+      try {
+        acquired = await backend.add(lockKey, token, lock.ttlMs / 1000)
+      } catch (error) {
+        // No lock to be had: compute without one rather than wait for a backend that is down.
+        failed('lock', error, keys.entry)
+        acquired = 'unknown'
+      }
+      if (acquired === true) held = { key: lockKey, token }
+      else if (acquired === false) {
+        const waited = await waitForValue(backend, keys.entry, generations, lockKey, token, lock)
+        if (waited === 'acquired') held = { key: lockKey, token }
+        else if (waited !== undefined) return waited.v
       }
     }
     try {
       const value = await fn.apply(thisArg, args)
-      await store(backend, key, value, versions, args)
+      await store(backend, keys, value, generations, args, flight)
       return value
     } finally {
-      if (lockKey) await backend.delete(lockKey).catch((error) => failed('unlock', error, key))
+      if (held)
+        await compareAndDelete(backend, held.key, held.token).catch((error) =>
+          observer.error('unlock', error, keys.entry),
+        )
     }
   }
 
+  /**
+   * Waits for the lock holder's result. Takes the lock over as soon as it is free (the holder
+   * failed and released it, or it expired): then the caller computes. `undefined` after `wait`.
+   */
   async function waitForValue(
     backend: CacheBackend,
     key: string,
-    versions: number[],
-    settings: { waitMs: number; pollMs: number },
-  ): Promise<Envelope | undefined> {
+    generations: number[],
+    lockKey: string,
+    token: string,
+    settings: { ttlMs: number; waitMs: number; pollMs: number },
+  ): Promise<Envelope | 'acquired' | undefined> {
     const deadline = Date.now() + settings.waitMs
     while (Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, settings.pollMs))
-      const envelope = (await backend.get<Envelope>(key).catch(() => undefined)) as Envelope | undefined
-      if (envelope && sameVersions(envelope.g, versions)) return envelope
+      try {
+        const envelope = await backend.get<Envelope>(key)
+        if (envelope && sameGenerations(envelope.g, generations)) return envelope
+        if (await backend.add(lockKey, token, settings.ttlMs / 1000)) return 'acquired'
+      } catch (error) {
+        observer.error('lock', error, key)
+      }
     }
     return undefined
   }
 
-  function singleFlight(key: string, start: () => Promise<unknown>): Promise<unknown> {
-    let pending = inflight.get(key)
-    if (pending === undefined) {
-      pending = start().finally(() => inflight.delete(key))
-      inflight.set(key, pending)
-    }
-    return pending
+  function isStale(flight: Flight): boolean {
+    return flight.superseded || (hasTags && flight.tagInvalidations !== tagInvalidationCount())
   }
 
-  function onHit(
-    backend: CacheBackend,
+  /** Joins the flight for `key` if it computes under the same generations, else starts one. */
+  function singleFlight(
     key: string,
-    hit: Envelope,
-    versions: number[],
-    thisArg: unknown,
-    args: Parameters<F>,
-  ) {
-    observer.hit(key)
-    if (hit.s !== undefined && Date.now() > hit.s && !inflight.has(key)) {
+    generations: number[],
+    start: (flight: Flight) => Promise<unknown>,
+  ): Promise<unknown> {
+    const current = inflight.get(key)
+    if (current !== undefined && !isStale(current) && sameGenerations(current.generations, generations))
+      return current.promise
+    const flight: Flight = {
+      promise: undefined as unknown as Promise<unknown>,
+      generations,
+      tagInvalidations: tagInvalidationCount(),
+      superseded: false,
+    }
+    flight.promise = start(flight).finally(() => {
+      if (inflight.get(key) === flight) inflight.delete(key)
+    })
+    inflight.set(key, flight)
+    return flight.promise
+  }
+
+  function onHit(backend: CacheBackend, keys: CallKeys, read: Read, thisArg: unknown, args: Parameters<F>) {
+    const hit = read.hit!
+    observer.hit(keys.entry)
+    if (hit.s !== undefined && Date.now() > hit.s && !inflight.has(keys.entry)) {
       // Stale: answer now, refresh once in the background.
-      void singleFlight(key, () => load(backend, key, versions, thisArg, args)).catch((error) =>
-        observer.error('refresh', error, key),
-      )
+      void singleFlight(keys.entry, read.generations, (flight) =>
+        load(backend, keys, read.generations, thisArg, args, flight),
+      ).catch((error) => observer.error('refresh', error, keys.entry))
     }
     return hit.v
   }
 
-  function miss(
-    backend: CacheBackend,
-    key: string,
-    versions: number[],
-    thisArg: unknown,
-    args: Parameters<F>,
-  ): Promise<unknown> {
-    observer.miss(key)
-    return singleFlight(key, () => load(backend, key, versions, thisArg, args))
-  }
-
   /** The sync path: an in-process backend and a function that has returned plain values. */
-  function callSync(this: unknown, backend: CacheBackend, key: string, args: Parameters<F>): unknown {
-    let read: { hit?: Envelope; versions: number[] }
+  function callSync(thisArg: unknown, backend: CacheBackend, keys: CallKeys, args: Parameters<F>): unknown {
+    let read: Read
     try {
-      read = readSync(backend, key, args)
+      read = readSync(backend, keys)
     } catch (error) {
-      failed('get', error, key)
-      return fn.apply(this, args)
+      failed('get', error, keys.entry)
+      return fn.apply(thisArg, args)
     }
-    if (read.hit) return onHit(backend, key, read.hit, read.versions, this, args)
-    observer.miss(key)
-    const value = fn.apply(this, args)
+    if (read.hit) return onHit(backend, keys, read, thisArg, args)
+    observer.miss(keys.entry)
+    const value = fn.apply(thisArg, args)
     if (isPromiseLike(value)) {
       isAsync = true
-      return singleFlight(key, async () => {
+      return singleFlight(keys.entry, read.generations, async (flight) => {
         const resolved = await value
-        await store(backend, key, resolved, read.versions, args)
+        await store(backend, keys, resolved, read.generations, args, flight)
         return resolved
       })
     }
-    void store(backend, key, value, read.versions, args)
+    storeSync(backend, keys, value, read, args)
     return value
   }
 
   async function callAsync(
-    this: unknown,
+    thisArg: unknown,
     backend: CacheBackend,
-    key: string,
+    keys: CallKeys,
     args: Parameters<F>,
   ): Promise<unknown> {
-    let read: { hit?: Envelope; versions: number[] }
+    let read: Read
     try {
-      read = backend.sync ? readSync(backend, key, args) : await readAsync(backend, key, versionKeys(args))
+      read = backend.sync ? readSync(backend, keys) : await readAsync(backend, keys)
     } catch (error) {
-      failed('get', error, key)
-      return fn.apply(this, args)
+      failed('get', error, keys.entry)
+      return fn.apply(thisArg, args)
     }
-    if (read.hit) return onHit(backend, key, read.hit, read.versions, this, args)
-    return miss(backend, key, read.versions, this, args)
+    if (read.hit) return onHit(backend, keys, read, thisArg, args)
+    observer.miss(keys.entry)
+    return singleFlight(keys.entry, read.generations, (flight) =>
+      load(backend, keys, read.generations, thisArg, args, flight),
+    )
   }
 
   const memoized = function (this: unknown, ...args: Parameters<F>): unknown {
     const backend = backendOf()
-    const key = keyFor(args)
     // Locks wait asynchronously, so a locked function always takes the async path.
-    if (backend.sync && !isAsync && !lock) return callSync.call(this, backend, key, args)
-    return callAsync.call(this, backend, key, args)
+    const sync = backend.sync !== undefined && !isAsync && !lock
+    let keys: CallKeys
+    try {
+      keys = keysFor(naming.prefix(this), args)
+    } catch (error) {
+      if (sync) throw error
+      return Promise.reject(error)
+    }
+    if (sync) return callSync(this, backend, keys, args)
+    return callAsync(this, backend, keys, args)
   } as Memoized<F>
 
   Object.defineProperties(memoized, {
@@ -362,17 +511,33 @@ function createMemo<F extends AnyFunction>(
     length: { value: fn.length, configurable: true },
     stats: { get: () => observer.stats },
   })
-  memoized.keyFor = (...args) => keyFor(args)
+  memoized.keyFor = (...args) => keysFor(naming.defaultPrefix(), args).entry
   memoized.invalidate = async (...args) => {
-    await backendOf().delete(keyFor(args))
+    const part = argumentPart(args)
+    const argsGeneration = generationKey(`${naming.scope}:${part}`)
+    const entries = [...naming.prefixes()].map((prefix) => prefix + part)
+    for (const entry of entries) supersede(inflight.get(entry))
+    const backend = backendOf()
+    // In one process, deleting the entry is the invalidation (calls in flight were superseded).
+    if (backend.sync !== undefined) {
+      await backend.deleteMany(entries)
+      return
+    }
+    await renewGenerations(backend, [argsGeneration], entryTtl)
+    // The stored results can no longer match; removing them only frees the space.
+    await backend.deleteMany(entries).catch((error) => observer.error('delete', error))
   }
   memoized.clear = async () => {
-    keyFor([] as unknown as Parameters<F>)
-    await backendOf().incr(versionKey)
+    for (const flight of inflight.values()) supersede(flight)
+    await renewGenerations(backendOf(), [functionGeneration])
   }
   memoized.on = (event, listener) => void observer.on(event, listener)
   memoized.off = (event, listener) => void observer.off(event, listener)
   return memoized
+}
+
+function supersede(flight: Flight | undefined): void {
+  if (flight !== undefined) flight.superseded = true
 }
 
 function resolveLock(
@@ -395,9 +560,13 @@ function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
  * Memoizes a method: `@cache({ ttl: 60 })`, `@cache(60)` or `@cache('1m')`.
  *
  * Works as a TC39 standard decorator (TypeScript 5 default) and as a legacy
- * `experimentalDecorators` decorator (NestJS). Keys are `memo:Class.method:<arguments>`: every
- * instance of the class shares them, so put instance-specific state into `key` if results depend
- * on it. The decorated method gains `.invalidate(...args)`, `.clear()` and `.stats`.
+ * `experimentalDecorators` decorator (NestJS), in any order with other decorators: metadata they
+ * attached to the method (reflect-metadata keys, TC39 `context.metadata`) is kept. Keys name the
+ * class of `this`: `memo:Reports.monthly:<arguments>`, and
+ * `memo:Repository.findById(UserRepository):<arguments>` for a method a subclass inherits. Every
+ * instance of a class shares them, so put instance-specific state into `key` if results depend
+ * on it. The decorated method gains `.invalidate(...args)`, `.clear()`, `.keyFor(...args)` and
+ * `.stats`.
  */
 export function cache(options: CacheOptions | Duration = {}): any {
   const opts: CacheOptions = typeof options === 'object' ? options : { ttl: options }
@@ -405,28 +574,146 @@ export function cache(options: CacheOptions | Duration = {}): any {
     if (typeof context === 'object' && context !== null && 'kind' in context) {
       // TC39 standard decorator: (method, context) => replacement
       if (context.kind !== 'method') throw new TypeError(`@cache() decorates methods, not ${context.kind}s`)
-      const method = String(context.name)
-      let owner = opts.name
-      const memo = createMemo(target, opts, () => owner ?? method)
+      const naming = new MethodNaming(opts, String(context.name), target, context.static === true)
+      const memo = createMemo(target, opts, naming)
+      naming.memo = memo
+      keepMetadata(target, memo)
       context.addInitializer(function (this: unknown) {
-        owner ??= `${definingClass(this, context.name, memo)}.${method}`
+        naming.definedOn(this)
       })
       return memo
     }
     // Legacy decorator: (prototype or constructor, propertyKey, descriptor) => descriptor
     if (!descriptor || typeof descriptor.value !== 'function')
       throw new TypeError('@cache() decorates methods')
-    const className = typeof target === 'function' ? target.name : target.constructor.name
-    const name = opts.name ?? `${className}.${String(context)}`
-    descriptor.value = createMemo(descriptor.value, opts, () => name)
+    const original = descriptor.value
+    const naming = new MethodNaming(opts, String(context), original, typeof target === 'function')
+    const memo = createMemo(original, opts, naming)
+    naming.memo = memo
+    naming.definingClass = typeof target === 'function' ? target : target.constructor
+    keepMetadata(original, memo)
+    descriptor.value = memo
     return descriptor
   }
 }
 
-function definingClass(self: unknown, key: PropertyKey, method: unknown): string {
-  if (typeof self === 'function') return self.name
-  for (let proto = Object.getPrototypeOf(self); proto; proto = Object.getPrototypeOf(proto)) {
-    if (Object.hasOwn(proto, key) && proto[key] === method) return proto.constructor.name
+/**
+ * Copies the reflect-metadata keys other decorators attached to the method before `@cache`
+ * replaced it (NestJS's `@UseGuards`, `@Get` and friends keep theirs on the function), so the
+ * decorators may be written in any order. TC39 `context.metadata` lives on the class and is
+ * untouched.
+ */
+function keepMetadata(from: Function, to: Function): void {
+  const reflect = Reflect as unknown as {
+    getOwnMetadataKeys?: (target: object) => unknown[]
+    getOwnMetadata?: (key: unknown, target: object) => unknown
+    defineMetadata?: (key: unknown, value: unknown, target: object) => void
   }
-  return (self as { constructor?: { name?: string } })?.constructor?.name ?? 'anonymous'
+  if (typeof reflect.getOwnMetadataKeys !== 'function' || typeof reflect.defineMetadata !== 'function') return
+  for (const key of reflect.getOwnMetadataKeys(from))
+    reflect.defineMetadata(key, reflect.getOwnMetadata!(key, from), to)
+}
+
+/**
+ * Names a decorated method after the class of `this`. Generations are scoped to the method
+ * itself (its `name`, or its name and a digest of its source), so `clear()` and `invalidate()`
+ * reach the entries of every class that runs it, even before any instance exists.
+ */
+class MethodNaming implements Naming {
+  readonly scope: string
+  readonly label: string
+  memo: Function | undefined
+  definingClass: Function | undefined
+  private readonly namespace: string
+  private readonly byClass = new WeakMap<Function, string>()
+  private readonly used = new Set<string>()
+  private readonly fingerprint: string
+
+  constructor(
+    private readonly options: CacheOptions,
+    private readonly method: string,
+    fn: Function,
+    private readonly isStatic: boolean,
+  ) {
+    this.namespace = options.namespace ?? 'memo'
+    assertNamespace(this.namespace)
+    const source = sourceOf(fn) ?? method
+    this.fingerprint = `${isStatic ? 'static' : 'instance'}:${digest(source)}`
+    this.scope = `${this.namespace}:${options.name ?? `${method}#${digest(source)}`}`
+    this.label = options.name ?? method
+  }
+
+  /** A TC39 initializer ran: `self` is an instance (or, for a static method, the class). */
+  definedOn(self: unknown): void {
+    if (this.definingClass !== undefined) return
+    this.definingClass = this.ownerOf(
+      typeof self === 'function' ? self : Object.getPrototypeOf(self)?.constructor,
+    )
+  }
+
+  prefix(thisArg: unknown): string {
+    const cls =
+      typeof thisArg === 'function'
+        ? thisArg
+        : typeof thisArg === 'object' && thisArg !== null
+          ? Object.getPrototypeOf(thisArg)?.constructor
+          : undefined
+    const runtime = typeof cls === 'function' ? cls : this.definingClass
+    if (runtime === undefined) throw this.unknownClass()
+    let prefix = this.byClass.get(runtime)
+    if (prefix === undefined) {
+      prefix = this.prefixOf(runtime)
+      this.byClass.set(runtime, prefix)
+      this.used.add(prefix)
+    }
+    return prefix
+  }
+
+  defaultPrefix(): string {
+    if (this.definingClass !== undefined) return this.prefix(this.definingClass)
+    if (this.options.name !== undefined) return `${this.namespace}:${this.options.name}:`
+    throw this.unknownClass()
+  }
+
+  prefixes(): Iterable<string> {
+    return this.used
+  }
+
+  private prefixOf(runtime: Function): string {
+    if (!runtime.name)
+      throw new CacheConfigError(
+        'name',
+        `@cache(): ${this.method} runs on an anonymous class: pass a \`name\` option`,
+      )
+    const owner = this.ownerOf(runtime)
+    this.definingClass ??= owner
+    const own = owner === undefined || owner === runtime
+    const base = this.options.name ?? `${(owner ?? runtime).name}.${this.method}`
+    if (own && this.options.name !== undefined) return `${this.namespace}:${base}:`
+    const label = `${this.namespace}:${own ? base : `${base}(${runtime.name})`}`
+    claimName(
+      label,
+      { file: undefined, fingerprint: `${classFingerprint(runtime)}:${this.fingerprint}` },
+      `classes or methods named "${runtime.name}"`,
+    )
+    return `${label}:`
+  }
+
+  /** The class whose prototype (or, for static methods, the class itself) holds this memoized method. */
+  private ownerOf(runtime: Function | undefined): Function | undefined {
+    for (let cls: unknown = runtime; typeof cls === 'function'; cls = Object.getPrototypeOf(cls)) {
+      const holder = this.isStatic ? cls : (cls as Function).prototype
+      if (holder && Object.hasOwn(holder, this.method) && holder[this.method] === this.memo)
+        return cls as Function
+    }
+    return undefined
+  }
+
+  private unknownClass(): CacheConfigError {
+    return new CacheConfigError(
+      'name',
+      `@cache(): the class of ${this.method}() is not known before an instance of it exists; ` +
+        'call it on an instance, or pass a `name` option',
+    )
+  }
 }

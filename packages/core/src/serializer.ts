@@ -188,6 +188,16 @@ function isPlainJson(value: unknown, depth: number): boolean {
 }
 
 /**
+ * Throws the {@link CacheSerializationError} the default serializer would throw for `value` (a
+ * function, symbol, class instance or circular reference, with its path), or returns. Costs a
+ * walk of the value, without building the text for plain JSON values.
+ */
+export function assertSerializable(value: unknown): void {
+  if (isPlainJson(value, 0)) return
+  encode(value, '$', new Set())
+}
+
+/**
  * The default serializer: JSON text with tags for what JSON would mangle. Round-trips `Date`,
  * `Buffer`, `Uint8Array`, `Map`, `Set`, `BigInt`, `undefined`, `NaN`/`±Infinity`/`-0`, `RegExp`
  * and `URL`; throws {@link CacheSerializationError} (a `TypeError`) naming the path for

@@ -1,36 +1,33 @@
 import type { CacheBackend } from './backend.js'
 import { getBackend } from './default-cache.js'
+import { generationKey, renewGenerations } from './generations.js'
 
 /**
- * Tag invalidation by version counters: an entry remembers the version of each of its tags when
- * it was written, and is a miss once any of them has moved on. Invalidating a tag is one `incr`,
- * whatever the number of entries, and works across processes sharing the backend.
+ * Tag invalidation by generations: an entry remembers the generation of each of its tags when
+ * its computation started, and is a miss once any of them has been renewed. Invalidating a tag
+ * is one write, whatever the number of entries, and works across processes sharing the backend.
  */
 export function tagVersionKey(tag: string): string {
-  return `__tag:${tag}`
+  return generationKey(`tag:${tag}`)
 }
 
-/** Invalidates every entry (memoized result or cached response) carrying any of `tags`. */
+let tagInvalidations = 0
+
+/** How many times this process has invalidated tags: calls in flight started before a change are not joined. */
+export function tagInvalidationCount(): number {
+  return tagInvalidations
+}
+
+/**
+ * Invalidates every entry (memoized result or cached response) carrying any of `tags`, in every
+ * process sharing the backend. Resolves once the backend has taken the change; rejects if it
+ * did not.
+ */
 export async function invalidateTags(
   tags: readonly string[],
   options: { backend?: CacheBackend } = {},
 ): Promise<void> {
   const backend = options.backend ?? getBackend()
-  await Promise.all(tags.map((tag) => backend.incr(tagVersionKey(tag))))
-}
-
-/** Current versions for a list of version keys (a missing counter is version 0). */
-export function versionsOf(values: readonly unknown[], from: number): number[] {
-  const out = new Array<number>(values.length - from)
-  for (let i = from; i < values.length; i++) {
-    const v = values[i]
-    out[i - from] = typeof v === 'number' ? v : 0
-  }
-  return out
-}
-
-export function sameVersions(stored: readonly number[] | undefined, current: readonly number[]): boolean {
-  if (stored === undefined || stored.length !== current.length) return false
-  for (let i = 0; i < current.length; i++) if (stored[i] !== current[i]) return false
-  return true
+  tagInvalidations++
+  await renewGenerations(backend, tags.map(tagVersionKey))
 }

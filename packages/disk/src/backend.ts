@@ -121,6 +121,25 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
     return live
   }
 
+  /**
+   * Deletes the key only if it holds the string `expected`: reads the row and its version, then
+   * deletes it only if the version is unchanged (one SQLite statement), atomic across processes.
+   */
+  async compareAndDelete(key: string, expected: string): Promise<boolean> {
+    if (typeof key !== 'string') assertKey(key)
+    const row = await this.locked('compareAndDelete', key, () => this.store.getForWrite(this.ns, key))
+    if (row === undefined) return false
+    const current = await this.currentValue<unknown>(key, row)
+    if (current !== expected) return false
+    const removed = await this.locked('compareAndDelete', key, () =>
+      this.store.deleteIfVersion(this.ns, key, row[3]),
+    )
+    if (removed === undefined) return false
+    await this.discard([removed[0]])
+    this.observer.delete(key)
+    return true
+  }
+
   async has(key: string): Promise<boolean> {
     if (typeof key !== 'string') assertKey(key)
     const row = await this.locked('has', key, () => this.store.get(this.ns, key))

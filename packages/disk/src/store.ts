@@ -113,6 +113,7 @@ export class EntryStore {
   private selectForWrite!: Database.Statement<[string, string], WriteRow>
   private upsert!: Database.Statement
   private removeRow!: Database.Statement<[string, string], [string | null, number | null]>
+  private removeIfVersion!: Database.Statement<[string, string, number], [string | null, number | null]>
   private touchRow!: Database.Statement
   private clearBatch!: Database.Statement<[string, number], [string | null]>
   private pruneBatch!: Database.Statement<[number, number], [string | null]>
@@ -218,6 +219,9 @@ export class EntryStore {
          expires_at = excluded.expires_at, accessed_at = excluded.accessed_at, version = excluded.version`,
     )
     this.removeRow = raw('DELETE FROM entries WHERE ns = ? AND key = ? RETURNING file, expires_at')
+    this.removeIfVersion = raw(
+      'DELETE FROM entries WHERE ns = ? AND key = ? AND version = ? RETURNING file, expires_at',
+    )
     this.touchRow = db.prepare(
       'UPDATE entries SET accessed_at = ? WHERE ns = ? AND key = ? AND accessed_at < ?',
     )
@@ -309,6 +313,11 @@ export class EntryStore {
   /** Deletes a key; returns `[file, expiresAt]` of the removed row. */
   delete(ns: string, key: string): [string | null, number | null] | undefined {
     return this.removeRow.get(ns, key)
+  }
+
+  /** Deletes a key only if its row is still at `version` (nothing wrote it since it was read). */
+  deleteIfVersion(ns: string, key: string, version: number): [string | null, number | null] | undefined {
+    return this.removeIfVersion.get(ns, key, version)
   }
 
   /** Removes a row whose value file has vanished. */

@@ -48,8 +48,8 @@ interface Envelope {
  * `Set`, `BigInt`, `undefined` and binary round-trip) and rethrows store failures. Given a Keyv
  * instance, its serializer and error policy are used as they are.
  *
- * Keyv stores have no atomic primitives: `add`, `incr` and `atomicUpdate` are serialized by a
- * per-key queue **in this process only**. Two processes sharing a store can lose updates.
+ * Keyv stores have no atomic primitives: `add`, `incr`, `atomicUpdate` and `compareAndDelete`
+ * are serialized by a per-key queue **in this process only**. Two processes sharing a store can lose updates.
  */
 export class KeyvBackend extends ObservedBackend implements CacheBackend {
   readonly name = 'keyv'
@@ -149,6 +149,18 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
     const removed = await this.run('delete', key, () => this.keyv.delete(this.prefix + key))
     if (removed) this.observer.delete(key)
     return removed
+  }
+
+  /**
+   * Deletes the key only if it holds the string `expected`. Keyv has no conditional delete: the
+   * read and the delete are serialized with `add` by the per-key queue, in this process only.
+   */
+  async compareAndDelete(key: string, expected: string): Promise<boolean> {
+    assertKey(key)
+    return this.queue.run(key, async () => {
+      if ((await this.getEntry(key))?.value !== expected) return false
+      return this.delete(key)
+    })
   }
 
   async has(key: string): Promise<boolean> {

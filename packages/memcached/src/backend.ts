@@ -207,6 +207,24 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   }
 
   /**
+   * Deletes the key only if it holds the string `expected`: a get, then a delete carrying that
+   * item's CAS version, which the server refuses if anything wrote the key in between.
+   */
+  async compareAndDelete(key: string, expected: string): Promise<boolean> {
+    const [index, mkey] = await this.locate(key, 'compareAndDelete')
+    const found = await this.call(index, request(Opcode.get, mkey), 'compareAndDelete', key)
+    if (found.status === Status.notFound) return false
+    if (found.status !== Status.ok) throw this.failure('compareAndDelete', found.status, key)
+    if (isExpired(found.flags, this.now()) || !found.value.equals(this.codec.encode(expected))) return false
+    const cas = request(Opcode.delete, mkey, undefined, undefined, found.cas)
+    const removed = await this.call(index, cas, 'compareAndDelete', key)
+    if (removed.status === Status.exists || removed.status === Status.notFound) return false
+    if (removed.status !== Status.ok) throw this.failure('compareAndDelete', removed.status, key)
+    this.observer.delete(key)
+    return true
+  }
+
+  /**
    * Removes this namespace: bumps its generation on every server, so every key written before
    * becomes unreachable (memcached evicts the old items in time). `{ flush: true }` (or the
    * `flushOnClear` option) flushes the servers instead, removing every application's keys.

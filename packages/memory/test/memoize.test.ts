@@ -1,4 +1,9 @@
+import { execFile } from 'node:child_process'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
 import {
+  CacheSerializationError,
   cached,
   configureCache,
   defineBackend,
@@ -11,6 +16,8 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest'
 import { memoryBackend } from '../src/index.js'
 
 const tick = () => new Promise((resolve) => setImmediate(resolve))
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+const fixtures = join(dirname(fileURLToPath(import.meta.url)), 'fixtures')
 
 /** A backend whose every operation fails, like a server that is down. */
 function downBackend(): CacheBackend {
@@ -229,6 +236,124 @@ describe('cached()', () => {
     expect(results).toEqual(['computed', 'computed'])
     expect(fn).toHaveBeenCalledTimes(1)
     expect(await backend.has('__lock:memo:locked:()')).toBe(false)
+  })
+
+  it('with lock, a holder whose lock expired does not release the lock another caller took', async () => {
+    // Two memoized functions stand for two processes sharing one backend.
+    const gates: (() => void)[] = []
+    const slow = async () => {
+      await new Promise<void>((resolve) => gates.push(resolve))
+      return 'done'
+    }
+    const lock = { ttl: '100ms', wait: '10s', poll: '10ms' }
+    const first = cached(slow, { backend, name: 'expiring', lock })
+    const second = cached(slow, { backend, name: 'expiring', lock })
+    const lockKey = `__lock:${first.keyFor()}`
+    const one = first()
+    await sleep(200) // the first holder's lock has expired; it is still computing
+    const two = second()
+    for (let i = 0; i < 100 && gates.length < 2; i++) await sleep(5)
+    expect(gates.length).toBe(2) // the second caller took the expired lock and computes too
+    gates[0]!()
+    expect(await one).toBe('done')
+    // The first holder finished: the lock the second one holds is still there.
+    expect(await backend.has(lockKey)).toBe(true)
+    gates[1]!()
+    expect(await two).toBe('done')
+    expect(await backend.has(lockKey)).toBe(false)
+  })
+
+  it('with lock, a waiter takes over as soon as the holder fails, not after `wait`', async () => {
+    const lock = { wait: '30s', poll: '10ms' }
+    const holder = cached(
+      async () => {
+        await sleep(50)
+        throw new Error('holder failed')
+      },
+      { backend, name: 'takeover', lock },
+    )
+    const waiter = cached(async () => 'waiter computed', { backend, name: 'takeover', lock })
+    const failing = holder().catch((error: Error) => error.message)
+    await sleep(10)
+    const startedAt = Date.now()
+    expect(await waiter()).toBe('waiter computed')
+    expect(Date.now() - startedAt).toBeLessThan(10_000)
+    expect(await failing).toBe('holder failed')
+  })
+
+  it('invalidate() while a call is in flight: later calls run again, and the old result is not stored', async () => {
+    let db = 'old'
+    const gates: (() => void)[] = []
+    const f = cached(
+      async (id: number) => {
+        const value = `${db} ${id}`
+        await new Promise<void>((resolve) => gates.push(resolve))
+        return value
+      },
+      { backend, name: 'inflightMemory' },
+    )
+    const before = f(1)
+    await tick()
+    db = 'new'
+    await f.invalidate(1)
+    const after = f(1)
+    for (let i = 0; i < 50 && gates.length < 2; i++) await tick()
+    expect(gates.length).toBe(2)
+    // The new call finishes first; the old one after it must not overwrite its result.
+    gates[1]!()
+    expect(await after).toBe('new 1')
+    gates[0]!()
+    expect(await before).toBe('old 1')
+    expect(await f(1)).toBe('new 1')
+  })
+
+  it('never serves a result from before clear() once LRU pressure evicted the invalidation state', async () => {
+    const small = memoryBackend({ maxKeys: 4 })
+    let db = 'old'
+    const f = cached(async (id: number) => `${db} ${id}`, { backend: small, name: 'evicted' })
+    expect(await f(1)).toBe('old 1')
+    db = 'new'
+    await f.clear()
+    // Keep the entry recently used while other keys push everything else out of the LRU.
+    for (let i = 0; i < 4; i++) {
+      await small.get(f.keyFor(1))
+      await small.set(`filler:${i}`, i)
+    }
+    expect(await small.has(f.keyFor(1))).toBe(true) // the old entry survived, its state did not
+    expect(await f(1)).toBe('new 1')
+  })
+
+  it('refuses a result a shared backend could not store, as they do, without counting an error', async () => {
+    class Point {
+      constructor(readonly x: number) {}
+    }
+    const f = cached(async (x: number) => new Point(x), { backend, name: 'point' })
+    await expect(f(1)).rejects.toBeInstanceOf(CacheSerializationError)
+    await expect(f(1)).rejects.toThrow(/Point/)
+    expect(f.stats.errors).toBe(0)
+    const sync = cached((x: number) => new Point(x), { backend, name: 'syncPoint' })
+    expect(() => sync(1)).toThrow(CacheSerializationError)
+    // In production (or with checkValues: false) memory stores references, class instances too.
+    const loose = cached(async (x: number) => new Point(x), {
+      backend: memoryBackend({ checkValues: false }),
+      name: 'loosePoint',
+    })
+    expect(await loose(1)).toBeInstanceOf(Point)
+  })
+
+  it('never leaves an unhandled rejection behind a sync function (--unhandled-rejections=strict)', async () => {
+    const { stdout } = await promisify(execFile)(
+      process.execPath,
+      ['--unhandled-rejections=strict', join(fixtures, 'sync-unhandled.mjs')],
+      { timeout: 10_000 },
+    )
+    expect(JSON.parse(stdout)).toEqual({
+      'condition throws': { threw: 'Error' },
+      'unless throws': { threw: 'Error' },
+      'strict, result over maxSize': { threw: 'CacheValueTooLargeError' },
+      'result over maxSize': { returned: 1000 },
+      'result not serializable': { threw: 'CacheSerializationError' },
+    })
   })
 
   it('becomes a pass-through when the backend is down, counted and evented', async () => {

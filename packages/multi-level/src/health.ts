@@ -56,6 +56,17 @@ export class LevelHealth {
     if (this.observer.listenerCount(name) > 0) this.observer.emit(name, event)
   }
 
+  /** The shared level did not take a write: other processes may not see it. */
+  notTaken(shared: Level, operation: string, cause: unknown): CacheUnavailableError {
+    return new CacheUnavailableError(
+      'multi-level',
+      `multi-level: ${operation} did not reach the shared level (${shared.name}${
+        shared.breaker.state === 'closed' ? '' : ', skipped while its breaker is open'
+      }): applied to the faster levels only, and repaired on ${shared.name} as soon as it answers`,
+      cause === undefined ? undefined : { cause },
+    )
+  }
+
   allDown(operation: string, cause: unknown): CacheUnavailableError {
     return new CacheUnavailableError(
       'multi-level',

@@ -23,11 +23,15 @@ export interface LevelReport extends LevelStats {
   index: number
   name: string
   state: BreakerState
-  /** Keys to delete from this level before it is used again. */
+  /** Keys to delete from this level before it is used again (or, while it is in use, before it serves them). */
   pendingKeys: number
   /** The level will be cleared before it is used again. */
   pendingClear: boolean
 }
+
+/** First pause before a level that is in use retries the repairs a failed write left; doubles up to the max. */
+const REPAIR_DELAY_MS = 50
+const MAX_REPAIR_DELAY_MS = 2000
 
 /** A key name no application uses, for the probe of a level that has nothing to repair. */
 const PROBE_KEY = '\u0000@cache/multi-level:probe'
@@ -35,7 +39,9 @@ const PROBE_KEY = '\u0000@cache/multi-level:probe'
 /**
  * One level of a chain: the backend, its breaker, and the writes it missed while it was skipped
  * or failing. Those are replayed as deletes (or one `clear`) before the level is used again, so a
- * value changed or deleted while the level was down never reappears from it.
+ * value changed or deleted while the level was down never reappears from it. A write that fails
+ * while the breaker stays closed is repaired the same way, in the background, soon; until then
+ * reads of that key skip this level.
  */
 export class Level {
   readonly name: string
@@ -55,6 +61,10 @@ export class Level {
   private readonly pending = new Set<string>()
   private pendingClear = false
   private recovering = false
+  private repairTimer: NodeJS.Timeout | undefined
+  private repairDelayMs = REPAIR_DELAY_MS
+  /** Told when a background repair of a level in use fails (counted like any failure). */
+  onRepairFailure: (error: unknown) => void = () => {}
 
   constructor(
     readonly backend: CacheBackend,
@@ -72,26 +82,45 @@ export class Level {
     return this.breaker.state === 'closed'
   }
 
+  /** True while this level has repairs waiting: the hot path checks this before {@link isPending}. */
+  get hasRepairs(): boolean {
+    return this.pendingClear || this.pending.size > 0
+  }
+
+  /** True if this level may hold an outdated value for `key`: reads must not use it for that key. */
+  isPending(key: string): boolean {
+    return this.pendingClear || this.pending.has(key)
+  }
+
   /** Remembers that `key` changed while this level could not be written. */
   missed(key: string): void {
-    if (this.pendingClear) return
-    if (this.pending.size >= this.maxPending) {
-      // Lost track of what changed: the only safe repair left is to clear the level.
-      this.pending.clear()
-      this.pendingClear = true
-      return
-    }
-    this.pending.add(key)
+    this.remember(key)
+    this.repairSoon()
   }
 
   missedMany(keys: readonly string[]): void {
-    for (const key of keys) this.missed(key)
+    for (const key of keys) this.remember(key)
+    this.repairSoon()
   }
 
   /** Remembers that a `clear()` did not reach this level. */
   missedClear(): void {
     this.pending.clear()
     this.pendingClear = true
+    this.repairSoon()
+  }
+
+  /** A write of these keys reached this level: it holds their newest state, nothing to repair. */
+  written(keys: string | readonly string[]): void {
+    if (this.pending.size === 0) return
+    if (typeof keys === 'string') this.pending.delete(keys)
+    else for (const key of keys) this.pending.delete(key)
+  }
+
+  /** Stops the background repair timer (the chain is closing). */
+  stop(): void {
+    clearTimeout(this.repairTimer)
+    this.repairTimer = undefined
   }
 
   /**
@@ -127,32 +156,76 @@ export class Level {
     }
   }
 
+  private remember(key: string): void {
+    if (this.pendingClear) return
+    if (this.pending.size >= this.maxPending) {
+      // Lost track of what changed: the only safe repair left is to clear the level.
+      this.pending.clear()
+      this.pendingClear = true
+      return
+    }
+    this.pending.add(key)
+  }
+
+  /**
+   * A level in use (breaker closed) that failed a write repairs it in the background, soon, so
+   * other processes stop reading the outdated value from it; once its breaker opens, the probe
+   * does the repairs instead.
+   */
+  private repairSoon(): void {
+    if (this.breaker.state !== 'closed' || this.repairTimer !== undefined || this.recovering) return
+    this.repairTimer = setTimeout(() => {
+      this.repairTimer = undefined
+      if (this.breaker.state !== 'closed' || this.recovering || !this.hasRepairs) return
+      this.recovering = true
+      void this.replay().then(
+        () => {
+          this.recovering = false
+          this.repairDelayMs = REPAIR_DELAY_MS
+          if (this.hasRepairs) this.repairSoon()
+        },
+        (error) => {
+          this.recovering = false
+          this.repairDelayMs = Math.min(this.repairDelayMs * 2, MAX_REPAIR_DELAY_MS)
+          this.onRepairFailure(error)
+          this.repairSoon()
+        },
+      )
+    }, this.repairDelayMs)
+    this.repairTimer.unref?.()
+  }
+
+  /** Replays the missed writes as one clear or one batch of deletes. */
+  private async replay(): Promise<void> {
+    if (this.pendingClear) {
+      this.pendingClear = false
+      this.pending.clear()
+      try {
+        await this.backend.clear()
+      } catch (error) {
+        this.pendingClear = true
+        throw error
+      }
+    } else if (this.pending.size > 0) {
+      const keys = [...this.pending]
+      this.pending.clear()
+      try {
+        await this.backend.deleteMany(keys)
+      } catch (error) {
+        for (const key of keys) this.remember(key)
+        throw error
+      }
+    }
+  }
+
   private async repair(): Promise<void> {
     let answered = false
     // Writes keep arriving (and being recorded) while the repair runs: loop until none is left,
     // and close the breaker in the same tick as the last check so none slips through.
     for (;;) {
-      if (this.pendingClear) {
-        this.pendingClear = false
-        this.pending.clear()
-        try {
-          await this.backend.clear()
-        } catch (error) {
-          this.pendingClear = true
-          throw error
-        }
-      } else if (this.pending.size > 0) {
-        const keys = [...this.pending]
-        this.pending.clear()
-        try {
-          await this.backend.deleteMany(keys)
-        } catch (error) {
-          this.missedMany(keys)
-          throw error
-        }
-      } else if (!answered) {
-        await this.backend.has(PROBE_KEY)
-      } else {
+      if (this.hasRepairs) await this.replay()
+      else if (!answered) await this.backend.has(PROBE_KEY)
+      else {
         this.breaker.close()
         return
       }

@@ -6,8 +6,11 @@ import {
   CacheConfigError,
   CacheObserver,
   type CacheStats,
+  compareAndDelete,
   type Duration,
+  isGenerationKey,
   type MinimalBackend,
+  parseDuration,
   type SetManyItem,
   toBackend,
   ttlToMs,
@@ -19,6 +22,7 @@ import { ChainInvalidation } from './invalidation.js'
 import { Level, type LevelReport } from './level.js'
 import { ReadGuards } from './read-guard.js'
 import { LevelReader } from './reads.js'
+import { StateKeys } from './state.js'
 import { LevelWriter } from './writes.js'
 
 /** Options of {@link multiLevel}. */
@@ -34,6 +38,15 @@ export interface MultiLevelOptions {
   maxPendingKeys?: number
   /** Evicts keys from the faster levels of other processes. Default: none. */
   bus?: InvalidationBus
+  /**
+   * How long a faster level may keep a copy of invalidation state (the `__v:` keys behind
+   * memoize's `clear()`, `invalidate()`, `invalidateTags()` and the HTTP cache's `clear()`) read
+   * from the shared level. `0`: no copy, every lookup reads the shared level, and an invalidation
+   * made by any process is seen at once. A longer time saves that read on hits, at the price of
+   * seeing another process's invalidation up to that late (the bus evicts copies sooner).
+   * Seconds or a duration string. Default: `0` without a bus, `'1s'` with one.
+   */
+  stateTtl?: Duration | 0
   /**
    * Scope of bus messages: only chains with the same namespace evict for each other. Default:
    * the last level's `namespace` property, else `''`.
@@ -64,6 +77,7 @@ export class MultiLevelBackend implements CacheBackend {
   private readonly reader: LevelReader
   private readonly writer: LevelWriter
   private readonly invalidation: ChainInvalidation
+  private readonly state: StateKeys
   private readonly closeLevels: boolean
   private closed: Promise<void> | undefined
 
@@ -94,6 +108,26 @@ export class MultiLevelBackend implements CacheBackend {
       this.health,
       this.observer,
     )
+    const stateTtlMs =
+      options.stateTtl === 0
+        ? 0
+        : options.stateTtl === undefined
+          ? options.bus === undefined
+            ? 0
+            : 1000
+          : parseDuration(options.stateTtl, 'stateTtl')
+    this.state = new StateKeys(
+      this.levels,
+      this.reads,
+      this.health,
+      this.writer,
+      this.observer,
+      (keys) => this.invalidation.publish({ keys }),
+      stateTtlMs,
+      now,
+    )
+    for (const level of this.levels)
+      level.onRepairFailure = (error) => this.health.failed(level, 'repair', error, undefined, false)
   }
 
   /** Chain-level counters: one hit or miss per read, level failures as `errors`. */
@@ -120,7 +154,8 @@ export class MultiLevelBackend implements CacheBackend {
     // Hot path: an L1 hit is one synchronous L1 read, nothing else awaited or allocated.
     const first = this.first
     const sync = first.sync
-    if (sync !== undefined && first.breaker.state === 'closed') {
+    if (isGenerationKey(key)) return (await this.state.read<T>(key))?.value
+    if (sync !== undefined && first.breaker.state === 'closed' && !first.hasRepairs) {
       let entry: CacheEntry<T> | undefined
       try {
         entry = sync.getEntry<T>(key)
@@ -143,7 +178,8 @@ export class MultiLevelBackend implements CacheBackend {
   async getEntry<T = unknown>(key: string): Promise<CacheEntry<T> | undefined> {
     const first = this.first
     const sync = first.sync
-    if (sync !== undefined && first.breaker.state === 'closed') {
+    if (isGenerationKey(key)) return this.state.read<T>(key)
+    if (sync !== undefined && first.breaker.state === 'closed' && !first.hasRepairs) {
       let entry: CacheEntry<T> | undefined
       try {
         entry = sync.getEntry<T>(key)
@@ -166,6 +202,7 @@ export class MultiLevelBackend implements CacheBackend {
   async set(key: string, value: unknown, ttl?: Duration): Promise<void> {
     assertKey(key)
     ttlToMs(ttl)
+    if (isGenerationKey(key)) return this.state.set(key, value, ttl)
     this.reads.invalidate(key)
     await this.writer.all('set', key, (backend) => backend.set(key, value, ttl))
     this.observer.set(key)
@@ -175,6 +212,7 @@ export class MultiLevelBackend implements CacheBackend {
   async add(key: string, value: unknown, ttl?: Duration): Promise<boolean> {
     assertKey(key)
     ttlToMs(ttl)
+    if (isGenerationKey(key)) return this.state.add(key, value, ttl)
     // The slowest level that answers decides, atomically; the faster ones follow.
     const { result: added, index } = await this.writer.slowest('add', key, (backend) =>
       backend.add(key, value, ttl),
@@ -189,6 +227,7 @@ export class MultiLevelBackend implements CacheBackend {
 
   async delete(key: string): Promise<boolean> {
     assertKey(key)
+    if (isGenerationKey(key)) return this.state.delete(key)
     this.reads.invalidate(key)
     const results = await this.writer.all('delete', key, (backend) => backend.delete(key))
     const removed = results.some(Boolean)
@@ -199,10 +238,15 @@ export class MultiLevelBackend implements CacheBackend {
 
   async has(key: string): Promise<boolean> {
     assertKey(key)
+    if (isGenerationKey(key)) return (await this.state.read(key)) !== undefined
     let answered = false
     let lastError: unknown
     for (const level of this.levels) {
       if (!this.health.usable(level)) continue
+      if (level.hasRepairs && level.isPending(key)) {
+        answered = true
+        continue
+      }
       try {
         const found = await level.backend.has(key)
         level.breaker.success()
@@ -217,33 +261,47 @@ export class MultiLevelBackend implements CacheBackend {
     return false
   }
 
+  /**
+   * Clears every level. Resolves only if the shared level was cleared; otherwise the levels that
+   * answered are cleared, the others are cleared before they are used again, and the call
+   * rejects with `CacheUnavailableError`.
+   */
   async clear(): Promise<void> {
     this.reads.invalidateAll()
-    let answered = false
-    let lastError: unknown
+    this.state.cleared()
+    const shared = this.levels[this.levels.length - 1]!
+    let sharedCleared = false
+    let sharedError: unknown
     await Promise.all(
       this.levels.map(async (level) => {
         if (!this.health.usable(level)) return level.missedClear()
         try {
           await level.backend.clear()
           level.breaker.success()
-          answered = true
+          if (level === shared) sharedCleared = true
         } catch (error) {
           level.missedClear()
           this.health.failed(level, 'clear', error)
-          lastError = error
+          if (level === shared) sharedError = error
         }
       }),
     )
-    if (!answered) throw this.health.allDown('clear', lastError)
-    await this.invalidation.publish({ clear: true })
+    if (sharedCleared) await this.invalidation.publish({ clear: true })
+    else throw this.health.notTaken(shared, 'clear', sharedError)
   }
 
   async incr(key: string, by = 1, ttl?: Duration): Promise<number> {
     assertKey(key)
     assertIncrement(by)
     ttlToMs(ttl)
+    if (isGenerationKey(key)) return this.state.incr(key, by, ttl)
     return this.onShared('incr', key, (backend) => backend.incr(key, by, ttl))
+  }
+
+  /** Decided by the slowest level that answers, atomically; the faster ones drop their copies. */
+  async compareAndDelete(key: string, expected: string): Promise<boolean> {
+    assertKey(key)
+    return this.onShared('compareAndDelete', key, (backend) => compareAndDelete(backend, key, expected))
   }
 
   async atomicUpdate<T>(
@@ -277,6 +335,24 @@ export class MultiLevelBackend implements CacheBackend {
 
   async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
     for (const key of keys) assertKey(key)
+    let state: number[] | undefined
+    for (let i = 0; i < keys.length; i++) if (isGenerationKey(keys[i]!)) (state ??= []).push(i)
+    if (state === undefined) return this.readMany<T>(keys)
+    // Memoize reads an entry and its generations at once: the generations take the state path.
+    const plain = keys.filter((key) => !isGenerationKey(key))
+    const [values, states] = await Promise.all([
+      plain.length === 0 ? [] : this.readMany<T>(plain),
+      Promise.all(state.map((i) => this.state.read<T>(keys[i]!))),
+    ])
+    const out = new Array<T | undefined>(keys.length)
+    let p = 0
+    let q = 0
+    for (let i = 0; i < keys.length; i++)
+      out[i] = state[q] === i ? states[q++]?.value : (values as (T | undefined)[])[p++]
+    return out
+  }
+
+  private async readMany<T>(keys: readonly string[]): Promise<(T | undefined)[]> {
     const out = new Array<T | undefined>(keys.length)
     let start = 0
     let firstAnswered = false
@@ -295,7 +371,10 @@ export class MultiLevelBackend implements CacheBackend {
       start = 1
     }
     const missing: number[] = []
+    const first = this.first
     for (let i = 0; i < keys.length; i++) {
+      // A write of this key failed on L1: its copy may be outdated.
+      if (first.hasRepairs && first.isPending(keys[i]!)) out[i] = undefined
       if (firstAnswered && out[i] !== undefined) {
         this.first.stats.hits++
         this.observer.hit(keys[i]!)
@@ -318,6 +397,16 @@ export class MultiLevelBackend implements CacheBackend {
       assertKey(item.key)
       ttlToMs(item.ttl)
     }
+    if (items.some((item) => isGenerationKey(item.key))) {
+      const plain = items.filter((item) => !isGenerationKey(item.key))
+      const writes = items
+        .filter((item) => isGenerationKey(item.key))
+        .map((item) => this.state.set(item.key, item.value, item.ttl))
+      if (plain.length > 0) writes.push(this.setMany(plain))
+      const failure = (await Promise.allSettled(writes)).find((r) => r.status === 'rejected')
+      if (failure !== undefined) throw (failure as PromiseRejectedResult).reason
+      return
+    }
     const keys = items.map((item) => item.key)
     for (const key of keys) this.reads.invalidate(key)
     await this.writer.all('setMany', keys, (backend) => backend.setMany(items))
@@ -327,6 +416,16 @@ export class MultiLevelBackend implements CacheBackend {
 
   async deleteMany(keys: readonly string[]): Promise<number> {
     for (const key of keys) assertKey(key)
+    if (keys.some(isGenerationKey)) {
+      const plain = keys.filter((key) => !isGenerationKey(key))
+      const results = await Promise.allSettled([
+        ...keys.filter(isGenerationKey).map(async (key) => ((await this.state.delete(key)) ? 1 : 0)),
+        plain.length === 0 ? Promise.resolve(0) : this.deleteMany(plain),
+      ])
+      const failure = results.find((r) => r.status === 'rejected')
+      if (failure !== undefined) throw (failure as PromiseRejectedResult).reason
+      return results.reduce((sum, r) => sum + (r as PromiseFulfilledResult<number>).value, 0)
+    }
     for (const key of keys) this.reads.invalidate(key)
     const counts = await this.writer.all('deleteMany', keys, (backend) => backend.deleteMany(keys))
     await this.invalidation.publish({ keys: [...keys] })
@@ -338,6 +437,7 @@ export class MultiLevelBackend implements CacheBackend {
   close(): Promise<void> {
     this.closed ??= (async () => {
       this.invalidation.close()
+      for (const level of this.levels) level.stop()
       if (!this.closeLevels) return
       const results = await Promise.allSettled(this.levels.map((level) => level.backend.close()))
       const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')

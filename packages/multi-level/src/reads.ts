@@ -26,6 +26,11 @@ export class LevelReader {
       for (let i = start; i < levels.length; i++) {
         const level = levels[i]!
         if (!this.health.usable(level)) continue
+        // A write of this key failed on this level: what it holds may be outdated.
+        if (level.hasRepairs && level.isPending(key)) {
+          answered = true
+          continue
+        }
         let entry: CacheEntry<T> | undefined
         try {
           entry = await level.backend.getEntry<T>(key)
@@ -68,7 +73,7 @@ export class LevelReader {
     const tasks: Promise<void>[] = []
     for (let j = 0; j < from; j++) {
       const level = this.levels[j]!
-      if (!level.closed) continue
+      if (!level.closed || (level.hasRepairs && level.isPending(key))) continue
       tasks.push(
         level.backend.set(key, entry.value, ttl).then(
           () => {

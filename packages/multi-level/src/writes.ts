@@ -14,16 +14,41 @@ export class LevelWriter {
     private readonly health: LevelHealth,
   ) {}
 
-  /** Writes to the slowest level that answers first, then to the faster ones in parallel. */
+  /**
+   * A write (set, delete and their batches): the shared (slowest) level first, so a value it
+   * refuses is stored nowhere, then the faster levels in parallel. Resolves only if the shared
+   * level took it. If it did not (it failed, or its breaker is open), the write still reaches the
+   * faster levels, so this process never serves what it replaced; the shared level remembers the
+   * keys, skips them on reads and deletes them as soon as it answers again; and the call rejects
+   * with `CacheUnavailableError`, since other processes may still read the old value meanwhile.
+   */
   async all<R>(
     operation: string,
     keys: string | readonly string[],
     run: (backend: CacheBackend) => Promise<R>,
   ): Promise<R[]> {
-    const { result, index } = await this.slowest(operation, keys, run)
-    const rest = await this.faster(index, operation, keys, run)
-    rest.push(result)
-    return rest
+    const last = this.levels.length - 1
+    const shared = this.levels[last]!
+    let taken: { result: R } | undefined
+    let failure: unknown
+    if (this.health.usable(shared)) {
+      try {
+        taken = { result: await run(shared.backend) }
+        shared.breaker.success()
+        shared.written(keys)
+        count(shared, operation, keys)
+      } catch (error) {
+        this.health.failed(shared, operation, error, typeof keys === 'string' ? keys : undefined)
+        missed(shared, keys)
+        failure = error
+      }
+    } else {
+      missed(shared, keys)
+    }
+    const results = await this.faster(last, operation, keys, run)
+    if (taken === undefined) throw this.health.notTaken(shared, operation, failure)
+    results.push(taken.result)
+    return results
   }
 
   /** Runs `run` on the slowest level that answers; slower levels it passed remember the keys. */
@@ -43,6 +68,7 @@ export class LevelWriter {
       try {
         const result = await run(level.backend)
         level.breaker.success()
+        if (operation !== 'add' && operation !== 'compareAndDelete') level.written(keys)
         count(level, operation, keys)
         return { result, index: i }
       } catch (error) {
@@ -74,6 +100,7 @@ export class LevelWriter {
         run(level.backend).then(
           (result) => {
             level.breaker.success()
+            level.written(keys)
             count(level, operation, keys)
             results.push(result)
           },
@@ -97,6 +124,7 @@ export class LevelWriter {
     try {
       if (typeof keys === 'string') await level.backend.delete(keys)
       else await level.backend.deleteMany(keys)
+      level.written(keys)
     } catch (error) {
       missed(level, keys)
       this.health.failed(level, 'evict', error, typeof keys === 'string' ? keys : undefined, false)

@@ -25,6 +25,8 @@ export class ChaosBackend {
   down = false
   delayMs = 0
   calls = 0
+  /** Operations that fail their next call(s) while the rest keep working: a one-off network error. */
+  private readonly failures = new Map<string, number>()
   readonly name: string
   readonly namespace: string | undefined
 
@@ -36,12 +38,22 @@ export class ChaosBackend {
       ;(this as Record<string, unknown>)[method] = async (...args: unknown[]) => {
         this.calls++
         if (this.down) throw new CacheUnavailableError(this.name, `${this.name}: ${method}: server is down`)
+        const failing = this.failures.get(method) ?? 0
+        if (failing > 0) {
+          this.failures.set(method, failing - 1)
+          throw new CacheUnavailableError(this.name, `${this.name}: ${method}: connection reset`)
+        }
         const result = await run(...args)
         // The answer is slow to come back, as over a network: the operation itself is done.
         if (this.delayMs > 0) await new Promise((resolve) => setTimeout(resolve, this.delayMs))
         return result
       }
     }
+  }
+
+  /** Makes the next `times` calls of `method` fail, and only those. */
+  failNext(method: (typeof METHODS)[number], times = 1): void {
+    this.failures.set(method, times)
   }
 
   async close(): Promise<void> {

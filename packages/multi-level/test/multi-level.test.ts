@@ -207,7 +207,8 @@ describe('multiLevel with a failing level', () => {
     l2.down = true
     expect(await cache.get('warm')).toBe('v')
     expect(await cache.get('cold')).toBeUndefined()
-    await cache.set('new', 1)
+    // A write the shared level did not take reaches L1, and is reported.
+    await expect(cache.set('new', 1)).rejects.toBeInstanceOf(CacheUnavailableError)
     expect(await cache.get('new')).toBe(1)
     expect(await cache.incr('counter')).toBe(1)
     expect(cache.levels[1]!.breaker.state).toBe('open')
@@ -228,8 +229,8 @@ describe('multiLevel with a failing level', () => {
     await cache.set('gone', 'old')
     await cache.set('changed', 'old')
     l2.down = true
-    await cache.delete('gone')
-    await cache.set('changed', 'new')
+    await expect(cache.delete('gone')).rejects.toBeInstanceOf(CacheUnavailableError)
+    await expect(cache.set('changed', 'new')).rejects.toBeInstanceOf(CacheUnavailableError)
     expect(cache.levelStats()[1]).toMatchObject({ state: 'open', pendingKeys: 2 })
     l2.down = false // back, still holding the old values
     expect(await l2.get('gone')).toBe('old')
@@ -248,7 +249,7 @@ describe('multiLevel with a failing level', () => {
     const { clock, l2, cache } = twoLevels({ failureThreshold: 1, maxPendingKeys: 3 })
     await l2.set('untouched', 1)
     l2.down = true
-    for (let i = 0; i < 5; i++) await cache.set(`k${i}`, i)
+    for (let i = 0; i < 5; i++) await expect(cache.set(`k${i}`, i)).rejects.toThrow(/did not reach/)
     expect(cache.levelStats()[1]).toMatchObject({ pendingClear: true, pendingKeys: 0 })
     l2.down = false
     clock.t += 5000
@@ -261,7 +262,7 @@ describe('multiLevel with a failing level', () => {
   it('reopens the breaker when the probe fails, and keeps the repairs for later', async () => {
     const { clock, l2, cache } = twoLevels({ failureThreshold: 1 })
     l2.down = true
-    await cache.set('k', 1)
+    await expect(cache.set('k', 1)).rejects.toBeInstanceOf(CacheUnavailableError)
     clock.t += 5000
     await cache.get('x')
     await settle()
@@ -277,16 +278,31 @@ describe('multiLevel with a failing level', () => {
     const { clock, l2, cache } = twoLevels({ failureThreshold: 1 })
     await cache.set('k', 'old')
     l2.down = true
-    await cache.delete('k')
+    await expect(cache.delete('k')).rejects.toBeInstanceOf(CacheUnavailableError)
     l2.down = false
     l2.delayMs = 10
     clock.t += 5000
     await cache.get('x') // probe starts and takes a while
     await l2.inner.set('late', 'old') // what L2 held before …
-    await cache.delete('late') // … deleted during the probe: L2 is still skipped
+    // … deleted during the probe: L2 is still skipped, so the delete is reported as not shared
+    await expect(cache.delete('late')).rejects.toBeInstanceOf(CacheUnavailableError)
     await new Promise((resolve) => setTimeout(resolve, 60))
     expect(cache.levels[1]!.breaker.state).toBe('closed')
     expect(await l2.inner.has('late')).toBe(false)
+  })
+
+  it('reports a clear() the shared level did not take, and clears it before it is used again', async () => {
+    const { clock, l1, l2, cache } = twoLevels({ failureThreshold: 3 })
+    await cache.set('k', 'old')
+    l2.failNext('clear')
+    await expect(cache.clear()).rejects.toBeInstanceOf(CacheUnavailableError)
+    expect(await l1.has('k')).toBe(false)
+    expect(cache.levelStats()[1]).toMatchObject({ state: 'closed', pendingClear: true })
+    expect(await cache.get('k')).toBeUndefined() // L2 still holds it, and is skipped
+    clock.t += 1000
+    for (let i = 0; i < 50 && (await l2.inner.has('k')); i++) await settle()
+    expect(await l2.inner.has('k')).toBe(false)
+    expect(cache.levelStats()[1]).toMatchObject({ state: 'closed', pendingClear: false })
   })
 
   it('fails with CacheUnavailableError only when no level answers', async () => {

@@ -23,6 +23,7 @@ import {
 import type { ChainableCommander, Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis'
 import type { RedisClient, RedisConnection } from './client.js'
 import { Connection } from './connection.js'
+import { COMPARE_AND_DELETE } from './compare-and-delete.js'
 import { COMPARE_AND_SET, GET_ENTRY, INCR, sha1 } from './scripts.js'
 import { groupByNodeAndSlot } from './slots.js'
 
@@ -197,6 +198,17 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     const k = this.key(key)
     if (this.connection.blocked) await this.connection.ready('delete', key)
     const removed = (await this.connection.call('delete', key, this.client.unlink(k))) === 1
+    if (removed) this.observer.delete(key)
+    return removed
+  }
+
+  /** Deletes the key only if it holds the string `expected`: one Lua script, atomic on the server. */
+  async compareAndDelete(key: string, expected: string): Promise<boolean> {
+    const k = this.key(key)
+    const bytes = this.encode(expected)
+    if (this.connection.blocked) await this.connection.ready('compareAndDelete', key)
+    const script = COMPARE_AND_DELETE.run(this.client, k, [bytes])
+    const removed = (await this.connection.call('compareAndDelete', key, script)) === 1
     if (removed) this.observer.delete(key)
     return removed
   }

@@ -1,7 +1,8 @@
 /**
  * Every backend under test, built the way a user builds it, with what each one promises about
  * values it cannot serialize. Backends that leave the process serialize (functions, symbols,
- * class instances and cycles throw); memory keeps references unless `clone` is on.
+ * class instances and cycles throw); memory refuses the same values outside production, and
+ * keeps references in production (`checkValues: false`) unless `clone` is on.
  */
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -45,7 +46,13 @@ export function backendsUnderTest(servers: SharedServers): BackendUnderTest[] {
   const diskDir = join(diskRoot, 'a', 'b', 'cache')
   const ns = `faults${process.pid}`
   return [
-    { name: 'memory', storage: 'reference', create: async () => memoryBackend({ maxKeys: 1000 }) },
+    // Outside production memory refuses what the serializing backends refuse, the same way.
+    { name: 'memory', storage: 'serialize', create: async () => memoryBackend({ maxKeys: 1000 }) },
+    {
+      name: 'memory (checkValues: false, as in production)',
+      storage: 'reference',
+      create: async () => memoryBackend({ maxKeys: 1000, checkValues: false }),
+    },
     {
       name: 'memory (clone)',
       storage: 'clone',

@@ -214,6 +214,33 @@ export function runConformance(name: string, options: ConformanceOptions): void 
       expect(results.filter(Boolean)).toHaveLength(1)
     })
 
+    it('compareAndDelete() deletes only a key that holds the expected string', async () => {
+      expect(typeof cache.compareAndDelete).toBe('function')
+      const k = key()
+      await cache.set(k, 'token-a', 60)
+      expect(await cache.compareAndDelete!(k, 'token-b')).toBe(false)
+      expect(await cache.get(k)).toBe('token-a')
+      expect(await cache.compareAndDelete!(k, 'token-a')).toBe(true)
+      expect(await cache.has(k)).toBe(false)
+      expect(await cache.compareAndDelete!(k, 'token-a')).toBe(false)
+      await cache.set(k, { not: 'a string' })
+      expect(await cache.compareAndDelete!(k, '[object Object]')).toBe(false)
+      expect(await cache.has(k)).toBe(true)
+    })
+
+    it('compareAndDelete() never removes what another caller wrote after the expected value', async () => {
+      const k = key()
+      await cache.set(k, 'mine')
+      await cache.set(k, 'theirs')
+      const results = await Promise.all(Array.from({ length: 20 }, () => cache.compareAndDelete!(k, 'mine')))
+      expect(results.every((removed) => removed === false)).toBe(true)
+      expect(await cache.get(k)).toBe('theirs')
+      const releases = await Promise.all(
+        Array.from({ length: 20 }, () => cache.compareAndDelete!(k, 'theirs')),
+      )
+      expect(releases.filter(Boolean)).toHaveLength(1)
+    })
+
     it('getMany/setMany/deleteMany keep order and report misses', async () => {
       const [a, b, c, missing] = [key('a'), key('b'), key('c'), key('m')]
       await cache.setMany([

@@ -1,0 +1,44 @@
+import { dirname, join } from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+import ts from 'typescript'
+import { expect } from 'vitest'
+
+export type DecoratorMode = 'standard' | 'legacy'
+
+const fixtures = join(dirname(fileURLToPath(import.meta.url)), 'fixtures')
+
+/**
+ * Compiles a fixture directory with a real TypeScript program (TC39 standard decorators, or
+ * `experimentalDecorators` + `emitDecoratorMetadata` as NestJS uses), failing on any type error,
+ * and returns a function that imports a compiled module fresh (a new module instance per call).
+ */
+export function compileFixture(dir: string, mode: DecoratorMode): (file: string) => Promise<any> {
+  const root = join(fixtures, dir)
+  const outDir = join(root, '.compiled', mode)
+  const legacy = mode === 'legacy'
+  const options: ts.CompilerOptions = {
+    target: ts.ScriptTarget.ES2022,
+    module: ts.ModuleKind.NodeNext,
+    moduleResolution: ts.ModuleResolutionKind.NodeNext,
+    lib: ['lib.es2023.d.ts', 'lib.esnext.decorators.d.ts', 'lib.dom.d.ts'],
+    types: ['node'],
+    strict: true,
+    skipLibCheck: true,
+    declaration: false,
+    rootDir: root,
+    outDir,
+    experimentalDecorators: legacy,
+    emitDecoratorMetadata: legacy,
+  }
+  const files = ts.sys.readDirectory(root, ['.ts'], ['**/.compiled/**'])
+  const program = ts.createProgram(files, options)
+  const result = program.emit()
+  const diagnostics = [...ts.getPreEmitDiagnostics(program), ...result.diagnostics]
+  expect(diagnostics.map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n'))).toEqual([])
+  let generation = 0
+  const run = `${Date.now()}-${Math.random()}`
+  return async (file: string) => {
+    const url = pathToFileURL(join(outDir, file.replace(/\.ts$/, '.js'))).href
+    return import(`${url}?${run}-${generation++}`)
+  }
+}

@@ -1,0 +1,62 @@
+import { beforeAll, describe, expect, it } from 'vitest'
+import { compileFixture, type DecoratorMode } from './compile.js'
+
+/**
+ * The identity cases for one decorator mode. Each mode runs in its own test file (its own
+ * process): the classes of the two modes differ, so in one process they would rightly conflict.
+ */
+export function identityCases(mode: DecoratorMode): void {
+  describe(`@cache identity with ${mode} decorators`, () => {
+    let load: (file: string) => Promise<any>
+    beforeAll(() => {
+      load = compileFixture('identity', mode)
+    })
+
+    it('names the class of `this`: subclasses of a generic base never share results', async () => {
+      const { UserRepository, OrderRepository } = await load('repositories.ts')
+      const users = new UserRepository()
+      const orders = new OrderRepository()
+      expect(await users.findById('1')).toEqual({ table: 'users', id: '1' })
+      expect(await orders.findById('1')).toEqual({ table: 'orders', id: '1' })
+      expect(await orders.findById('1')).toEqual({ table: 'orders', id: '1' })
+      expect(await users.findById('1')).toEqual({ table: 'users', id: '1' })
+    })
+
+    it('throws, asking for `name`, when two classes of one name in two modules would share keys', async () => {
+      const auth = await load('auth/user-repository.ts')
+      const billing = await load('billing/user-repository.ts')
+      expect(await new auth.UserRepository().find('7')).toBe('auth user 7')
+      await expect(new billing.UserRepository().find('7')).rejects.toThrow(/UserRepository.*`name`/s)
+    })
+
+    it('does not fix a wrong key when clear() or keyFor() runs before the first instance', async () => {
+      const { Users, Invoices, Named } = await load('before-instance.ts')
+      await Users.prototype.get.clear()
+      await Invoices.prototype.get.clear()
+      if (mode === 'legacy') {
+        // A legacy decorator is given the class.
+        expect(Users.prototype.get.keyFor(1)).toBe('memo:Users.get:1')
+      } else {
+        // A TC39 method decorator is not: before an instance exists, an error, never a wrong key.
+        expect(() => Users.prototype.get.keyFor(1)).toThrow(/`name`/)
+      }
+      expect(await new Users().get(1)).toBe('user 1')
+      expect(await new Invoices().get(1)).toBe('invoice 1')
+      expect(await new Invoices().get(1)).toBe('invoice 1')
+      expect(Users.prototype.get.keyFor(1)).toBe('memo:Users.get:1')
+      expect(Invoices.prototype.get.keyFor(1)).toBe('memo:Invoices.get:1')
+      expect(Named.prototype.lookup.keyFor(1)).toBe('memo:named.lookup:1')
+      await Users.prototype.get.invalidate(1)
+      expect(await new Users().get(1)).toBe('user 1')
+    })
+
+    it('keeps keys the same in every process: the same class and arguments give the same key', async () => {
+      const first = await load('repositories.ts')
+      const second = await load('repositories.ts')
+      await new first.UserRepository().findById('1')
+      expect([...first.backend.rows.keys()]).toContain('memo:Repository.findById(UserRepository):"1"')
+      await new second.UserRepository().findById('1')
+      expect([...second.backend.rows.keys()]).toContain('memo:Repository.findById(UserRepository):"1"')
+    })
+  })
+}

@@ -1,0 +1,3 @@
+import { identityCases } from './identity-cases.js'
+
+identityCases('standard')

@@ -1,0 +1,92 @@
+import { dirname, join } from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+import ts from 'typescript'
+import { describe, expect, it } from 'vitest'
+
+/** What fixtures/reports.ts exports (not imported for its types: it is compiled by the test). */
+interface Fixture {
+  backend: import('../src/index.js').MemoryBackend
+  calls: Record<'monthly' | 'square' | 'yearly' | 'base', number>
+  Reports: {
+    new (): { monthly(m: string): Promise<{ month: string; total: number }>; square(n: number): number }
+    yearly(y: number): Promise<number>
+  }
+  Base: new () => { describe(): Promise<string> }
+  Derived: new () => { describe(): Promise<string> }
+}
+
+const fixtures = join(dirname(fileURLToPath(import.meta.url)), 'fixtures')
+
+/** Compiles the fixture with a real tsconfig, failing on any type error, and imports the output. */
+async function compile(mode: 'standard' | 'legacy') {
+  const configPath = join(fixtures, `tsconfig.${mode}.json`)
+  const { config } = ts.readConfigFile(configPath, ts.sys.readFile)
+  const parsed = ts.parseJsonConfigFileContent(config, ts.sys, fixtures)
+  const program = ts.createProgram(parsed.fileNames, parsed.options)
+  const result = program.emit()
+  const diagnostics = [...ts.getPreEmitDiagnostics(program), ...result.diagnostics]
+  const messages = diagnostics.map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n'))
+  expect(messages).toEqual([])
+  const out = join(fixtures, '.compiled', mode, 'reports.js')
+  return (await import(`${pathToFileURL(out).href}?${Date.now()}`)) as Fixture
+}
+
+/**
+ * The cases for one decorator mode. Each mode runs in its own test file (its own process): the
+ * classes the two modes compile are different code under the same names, which one process
+ * rightly refuses to let share keys.
+ */
+export function decoratorCases(mode: 'standard' | 'legacy'): void {
+  describe(`@cache on ${mode} decorators`, () => {
+    it('compiles, and memoizes an async method per arguments, shared across instances', async () => {
+      const { Reports, calls, backend } = await compile(mode)
+      const a = new Reports()
+      const b = new Reports()
+      expect(await a.monthly('2024-01')).toEqual({ month: '2024-01', total: 100 })
+      expect(await b.monthly('2024-01')).toEqual({ month: '2024-01', total: 100 })
+      expect(await a.monthly('2024-02')).toEqual({ month: '2024-02', total: 100 })
+      expect(calls.monthly).toBe(2)
+      expect(await backend.has('memo:Reports.monthly:"2024-01"')).toBe(true)
+      const entry = await backend.getEntry('memo:Reports.monthly:"2024-01"')
+      expect(entry?.expiresAt).toBeGreaterThan(Date.now() + 59_000)
+    })
+
+    it('keeps a sync method sync on the memory backend', async () => {
+      const { Reports, calls } = await compile(mode)
+      const r = new Reports()
+      expect(r.square(7)).toBe(49)
+      expect(r.square(7)).toBe(49)
+      expect(calls.square).toBe(1)
+    })
+
+    it('memoizes static methods under the class name', async () => {
+      const { Reports, calls, backend } = await compile(mode)
+      expect(await Reports.yearly(2)).toBe(24)
+      expect(await Reports.yearly(2)).toBe(24)
+      expect(calls.yearly).toBe(1)
+      expect(await backend.has('memo:Reports.yearly:2')).toBe(true)
+    })
+
+    it('names an inherited method after the class of `this` as well as the class that defines it', async () => {
+      const { Derived, Base, calls, backend } = await compile(mode)
+      expect(await new Derived().describe()).toBe('base')
+      expect(await new Derived().describe()).toBe('base')
+      expect(await new Base().describe()).toBe('base')
+      expect(calls.base).toBe(2)
+      expect(await backend.has('memo:Base.describe:()')).toBe(true)
+      expect(await backend.has('memo:Base.describe(Derived):()')).toBe(true)
+    })
+
+    it('exposes invalidate() and clear() on the decorated method', async () => {
+      const { Reports, calls } = await compile(mode)
+      const r = new Reports()
+      await r.monthly('2024-03')
+      await (r.monthly as unknown as { invalidate(m: string): Promise<void> }).invalidate('2024-03')
+      await r.monthly('2024-03')
+      expect(calls.monthly).toBe(2)
+      await (r.monthly as unknown as { clear(): Promise<void> }).clear()
+      await r.monthly('2024-03')
+      expect(calls.monthly).toBe(3)
+    })
+  })
+}

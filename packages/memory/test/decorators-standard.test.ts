@@ -1,0 +1,3 @@
+import { decoratorCases } from './decorator-cases.js'
+
+decoratorCases('standard')
