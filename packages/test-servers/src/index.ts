@@ -238,82 +238,105 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
 }
 
 export interface RedisCluster {
+  /** Every node, masters first as `redis-cli --cluster create` assigned them (roles change on failover). */
   readonly nodes: { host: string; port: number }[]
+  /** The process of each node, in the order of {@link RedisCluster.nodes}. */
   readonly processes: ManagedServer[]
   stop(): Promise<void>
 }
 
-/** Builds a Redis Cluster of `masters` nodes (no replicas) on loopback with `redis-cli --cluster create`. */
-export async function startRedisCluster(masters = 3): Promise<RedisCluster> {
+export interface RedisClusterOptions {
+  /** Replicas per master (`--cluster-replicas`). Default: 0. */
+  replicas?: number
+  /** `cluster-node-timeout` in ms: how long a silent node takes to be marked failed. Default: 2000. */
+  nodeTimeout?: number
+}
+
+/**
+ * Builds a Redis Cluster of `masters` nodes, each with `replicas` replicas, on loopback with
+ * `redis-cli --cluster create`. Resolves once every node reports `cluster_state:ok` and every
+ * replica has synced with its master.
+ */
+export async function startRedisCluster(
+  masters = 3,
+  options: RedisClusterOptions = {},
+): Promise<RedisCluster> {
+  const { replicas = 0, nodeTimeout = 2000 } = options
   const redisServer = requireBinary('redis-server')
   const redisCli = requireBinary('redis-cli')
   const root = mkdtempSync(join(tmpdir(), 'cache-cluster-'))
   const processes: ManagedServer[] = []
   const nodes: { host: string; port: number }[] = []
-  for (let i = 0; i < masters; i++) {
+  for (let i = 0; i < masters * (1 + replicas); i++) {
     const port = await freePort()
     const dir = join(root, String(port))
     execFileSync('mkdir', ['-p', dir])
-    const server = new ManagedServer(
-      'redis-server (cluster)',
-      port,
-      redisServer,
-      [
-        '--port',
-        String(port),
-        '--bind',
-        HOST,
-        '--cluster-enabled',
-        'yes',
-        '--cluster-config-file',
-        'nodes.conf',
-        '--cluster-node-timeout',
-        '2000',
-        '--save',
-        '',
-        '--appendonly',
-        'no',
-        '--dir',
+    processes.push(
+      new ManagedServer(
+        'redis-server (cluster)',
+        port,
+        redisServer,
+        [
+          '--port',
+          String(port),
+          '--bind',
+          HOST,
+          '--cluster-enabled',
+          'yes',
+          '--cluster-config-file',
+          'nodes.conf',
+          '--cluster-node-timeout',
+          String(nodeTimeout),
+          '--save',
+          '',
+          '--appendonly',
+          'no',
+          '--dir',
+          dir,
+        ],
         dir,
-      ],
-      dir,
+      ),
     )
-    await server.start()
-    processes.push(server)
     nodes.push({ host: HOST, port })
   }
-  execFileSync(
-    redisCli,
-    [
-      '--cluster',
-      'create',
-      ...nodes.map((n) => `${n.host}:${n.port}`),
-      '--cluster-replicas',
-      '0',
-      '--cluster-yes',
-    ],
-    { stdio: 'pipe' },
-  )
-  // Wait until every node agrees the cluster is up.
-  const deadline = Date.now() + 15_000
-  for (const node of nodes) {
-    while (
-      !execFileSync(redisCli, ['-h', node.host, '-p', String(node.port), 'cluster', 'info'])
-        .toString()
-        .includes('cluster_state:ok')
-    ) {
-      if (Date.now() > deadline) throw new Error('redis cluster did not reach cluster_state:ok')
-      await new Promise((r) => setTimeout(r, 100))
+  const stop = async () => {
+    await Promise.all(processes.map((p) => p.stop()))
+    rmSync(root, { recursive: true, force: true })
+  }
+  try {
+    await Promise.all(processes.map((p) => p.start()))
+    execFileSync(
+      redisCli,
+      [
+        '--cluster',
+        'create',
+        ...nodes.map((n) => `${n.host}:${n.port}`),
+        '--cluster-replicas',
+        String(replicas),
+        '--cluster-yes',
+      ],
+      { stdio: 'pipe' },
+    )
+    // Wait until every node agrees the cluster is up and every replica has its master's data.
+    const deadline = Date.now() + 20_000
+    const info = (node: { host: string; port: number }, ...command: string[]) =>
+      execFileSync(redisCli, ['-h', node.host, '-p', String(node.port), ...command]).toString()
+    const synced = (replication: string) =>
+      !replication.includes('role:slave') || replication.includes('master_link_status:up')
+    for (const node of nodes) {
+      while (
+        !info(node, 'cluster', 'info').includes('cluster_state:ok') ||
+        !synced(info(node, 'info', 'replication'))
+      ) {
+        if (Date.now() > deadline) throw new Error('redis cluster did not reach cluster_state:ok')
+        await new Promise((r) => setTimeout(r, 100))
+      }
     }
+  } catch (error) {
+    await stop()
+    throw error
   }
-  return {
-    nodes,
-    processes,
-    async stop() {
-      await Promise.all(processes.map((p) => p.stop()))
-      rmSync(root, { recursive: true, force: true })
-    },
-  }
+  return { nodes, processes, stop }
 }
 
 export interface RedisSentinel {
@@ -409,3 +432,8 @@ export async function startMemcached(options: MemcachedOptions = {}): Promise<Me
   return { server: `${HOST}:${port}`, port, process: server, stop: () => server.stop() }
 }
 export { type FaultProxy, type ProxyMode, startFaultProxy } from './proxy.js'
+export {
+  type RedisSentinelGroup,
+  type RedisSentinelGroupOptions,
+  startRedisSentinelGroup,
+} from './sentinels.js'
