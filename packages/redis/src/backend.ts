@@ -7,6 +7,7 @@ import {
   CacheConfigError,
   CacheConflictError,
   type CacheEntry,
+  CacheUnavailableError,
   ObservedBackend,
   type Codec,
   type CodecOptions,
@@ -23,8 +24,10 @@ import {
 import type { ChainableCommander, Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis'
 import type { RedisClient, RedisConnection } from './client.js'
 import { Connection } from './connection.js'
+import { COMPARE_AND_SET_ONCE, ExactlyOnce, INCR_ONCE } from './exactly-once.js'
 import { COMPARE_AND_SET, GET_ENTRY, INCR, sha1 } from './scripts.js'
 import { groupByNodeAndSlot } from './slots.js'
+import { nodeKey } from './topology.js'
 
 /** Options of {@link redisBackend}. Durations given as numbers are milliseconds here. */
 export interface RedisBackendOptions extends BaseBackendOptions, CodecOptions {
@@ -50,6 +53,14 @@ export interface RedisBackendOptions extends BaseBackendOptions, CodecOptions {
   maxAttempts?: number
   /** Keys asked for per `SCAN` step of `clear()`. Default: 1000. */
   scanCount?: number
+  /**
+   * How long, in ms (or `'10s'`), the server remembers the outcome of each `incr` and
+   * `atomicUpdate`, so that a call whose reply was lost is applied exactly once or reported
+   * failed and not applied (see the README). Costs one small key per call for this long.
+   * `false`: no records; a call whose reply is lost then fails without telling whether it was
+   * applied. Default: 10 s.
+   */
+  exactlyOnceWindow?: number | string | false
   /** TLS settings (e.g. `{ ca }`); `rediss://` URLs use TLS with Node's defaults without it. Default: none. */
   tls?: ConnectionOptions
   /** More ioredis options for single-node and Sentinel connections we create; they win over ours. */
@@ -81,6 +92,9 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
    */
   private readonly text: boolean
   private readonly queue = new KeyedQueue()
+  /** Settles `incr`/`atomicUpdate` calls whose reply was lost; undefined with `exactlyOnceWindow: false`. */
+  private readonly once: ExactlyOnce | undefined
+  private readonly connectTimeoutMs: number
   private readonly defaultTtlMs: number | undefined
   private readonly maxAttempts: number
   private readonly scanCount: number
@@ -98,12 +112,18 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
       (options.compressThreshold === undefined || options.compressThreshold === false)
     this.maxAttempts = positiveInteger(options.maxAttempts ?? 200, 'maxAttempts')
     this.scanCount = positiveInteger(options.scanCount ?? 1000, 'scanCount')
+    const window =
+      options.exactlyOnceWindow === false
+        ? undefined
+        : milliseconds(options.exactlyOnceWindow, 10_000, 'exactlyOnceWindow')
+    const maxReconnectDelayMs = milliseconds(options.maxReconnectDelay, 2000, 'maxReconnectDelay')
+    this.connectTimeoutMs = milliseconds(options.connectTimeout, 2000, 'connectTimeout')
     this.connection = new Connection(
       connection,
       {
         timeoutMs: milliseconds(options.timeout, 300, 'timeout'),
-        connectTimeoutMs: milliseconds(options.connectTimeout, 2000, 'connectTimeout'),
-        maxReconnectDelayMs: milliseconds(options.maxReconnectDelay, 2000, 'maxReconnectDelay'),
+        connectTimeoutMs: this.connectTimeoutMs,
+        maxReconnectDelayMs,
         tls: options.tls,
         redisOptions: options.redisOptions,
         clusterOptions: options.clusterOptions,
@@ -111,6 +131,21 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
       this.observer,
     )
     this.client = this.connection.client
+    this.once =
+      window === undefined
+        ? undefined
+        : new ExactlyOnce(this.connection, this.observer, window, maxReconnectDelayMs, this.prefix)
+  }
+
+  /**
+   * Resolves once the backend can serve: connected (Sentinel: to the master the sentinels name;
+   * Cluster: every slot has a master and every master is connected). Waits through reconnection
+   * attempts and failovers for at most `timeout` (ms, or `'5s'`; default: `connectTimeout`), then
+   * rejects with `CacheUnavailableError`. Optional: calls made while the client connects wait for
+   * it, but only up to their own `timeout` each.
+   */
+  async ready(timeout: number | string = this.connectTimeoutMs): Promise<void> {
+    await this.connection.whenReady(milliseconds(timeout, this.connectTimeoutMs, 'timeout'))
   }
 
   /** Per-operation timeout in ms. */
@@ -221,11 +256,28 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     if (this.connection.blocked) await this.connection.ready('clear')
     const pattern = `${escapeGlob(this.namespace)}:*`
     const cluster = this.client.isCluster
-    const masters = cluster ? (this.client as Cluster).nodes('master') : [this.client as Redis]
-    await this.connection.call(
+    // On a cluster: every master serving a slot now, read again after the scan; a master that
+    // took over slots meanwhile (a failover) is scanned too.
+    const scanned = new Set<string>()
+    for (let round = 0; round < 3; round++) {
+      const masters = await this.connection.call('clear', undefined, this.connection.masters('clear'))
+      const left = masters.filter((node) => !scanned.has(nodeKey(node)))
+      if (left.length === 0) return
+      await this.connection.call(
+        'clear',
+        undefined,
+        Promise.all(left.map((node) => this.clearNode(node, pattern, cluster))),
+      )
+      if (!cluster) return
+      for (const node of left) scanned.add(nodeKey(node))
+    }
+    throw this.connection.failed(
       'clear',
+      new CacheUnavailableError(
+        'redis',
+        'redis: clear failed: the cluster kept changing masters; call it again',
+      ),
       undefined,
-      Promise.all(masters.map((node) => this.clearNode(node, pattern, cluster))),
     )
   }
 
@@ -233,8 +285,13 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     assertIncrement(by)
     const k = this.key(key)
     const ms = this.ttlMs(ttl)
-    if (this.connection.blocked) await this.connection.ready('incr', key)
-    const reply = await this.connection.call('incr', key, INCR.run(this.client, k, [by, ms ?? '']))
+    let reply: unknown
+    if (this.once !== undefined)
+      reply = await this.once.run('incr', key, k, INCR_ONCE, [by, ms ?? ''], Number)
+    else {
+      if (this.connection.blocked) await this.connection.ready('incr', key)
+      reply = await this.connection.call('incr', key, INCR.run(this.client, k, [by, ms ?? '']))
+    }
     if (!Number.isSafeInteger(reply))
       throw new RangeError(`incr: the counter "${key}" is past Number.MAX_SAFE_INTEGER`)
     this.observer.set(key)
@@ -264,9 +321,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
       for (let attempt = 1; ; attempt++) {
         const next = await fn(current === null ? undefined : (this.codec.decode(current) as T))
         const expected = current === null ? '' : sha1(current)
-        if (this.connection.blocked) await this.connection.ready('atomicUpdate', key)
-        const script = COMPARE_AND_SET.run(this.client, k, [expected, this.encode(next), ms ?? ''])
-        const reply = (await this.connection.call('atomicUpdate', key, script)) as [number, Buffer?]
+        const reply = await this.compareAndSet(key, k, [expected, this.encode(next), ms ?? ''])
         if (reply[0] === 1) {
           this.observer.set(key)
           return next
@@ -344,7 +399,21 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
 
   /** Idempotent. Quits a client this backend created; a client passed in is left open. */
   close(): Promise<void> {
+    this.once?.close()
     return this.connection.close()
+  }
+
+  /** One compare-and-set attempt of `atomicUpdate`: `[1]` when written, else `[0, current?]`. */
+  private async compareAndSet(
+    key: string,
+    k: string,
+    args: (string | Buffer | number)[],
+  ): Promise<[number, Buffer?]> {
+    if (this.once !== undefined)
+      return this.once.run('atomicUpdate', key, k, COMPARE_AND_SET_ONCE, args, () => [1] as [number])
+    if (this.connection.blocked) await this.connection.ready('atomicUpdate', key)
+    const script = COMPARE_AND_SET.run(this.client, k, args)
+    return (await this.connection.call('atomicUpdate', key, script)) as [number, Buffer?]
   }
 
   private encode(value: unknown): string | Buffer {
