@@ -4,7 +4,7 @@
  * point tests at existing servers instead (except tests that must kill a server: they pass
  * `{ spawn: true }`).
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
+import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, Socket } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -242,7 +242,21 @@ export interface RedisCluster {
   readonly nodes: { host: string; port: number }[]
   /** The process of each node, in the order of {@link RedisCluster.nodes}. */
   readonly processes: ManagedServer[]
+  /** The masters now and their replicas, by port, as CLUSTER NODES on a running node says (failed nodes left out). */
+  shards(): ClusterShard[]
+  /** Resolves once the node on `port` is a master and every running node says `cluster_state:ok`. */
+  failedOver(port: number, timeoutMs?: number): Promise<void>
+  /** Resolves once a running node says `cluster_state:fail` (CLUSTERDOWN). */
+  down(timeoutMs?: number): Promise<void>
+  /** The process listening on `port`. */
+  processOn(port: number): ManagedServer
   stop(): Promise<void>
+}
+
+/** A master of a cluster and its replicas, by port. */
+export interface ClusterShard {
+  master: number
+  replicas: number[]
 }
 
 export interface RedisClusterOptions {
@@ -287,6 +301,9 @@ export async function startRedisCluster(
           'nodes.conf',
           '--cluster-node-timeout',
           String(nodeTimeout),
+          // A replica syncs at once, not after the default 5 s wait for more replicas.
+          '--repl-diskless-sync-delay',
+          '0',
           '--save',
           '',
           '--appendonly',
@@ -336,7 +353,72 @@ export async function startRedisCluster(
     await stop()
     throw error
   }
-  return { nodes, processes, stop }
+  const cli = (port: number, ...command: string[]) =>
+    execFileSync(redisCli, ['-h', HOST, '-p', String(port), ...command], { stdio: 'pipe' }).toString()
+  const live = () => {
+    const running = processes.find((p) => p.running)
+    if (!running) throw new Error('no cluster node is running')
+    return running.port
+  }
+  // Asynchronous: the process polling is often the one under test, whose event loop must not stall.
+  const cliAsync = (port: number, ...command: string[]) =>
+    new Promise<string>((resolve) =>
+      execFile(redisCli, ['-h', HOST, '-p', String(port), ...command], (error, stdout) =>
+        resolve(error ? '' : stdout.toString()),
+      ),
+    )
+  const poll = async (done: () => Promise<boolean>, timeoutMs: number, what: string) => {
+    const deadline = Date.now() + timeoutMs
+    while (!(await done())) {
+      if (Date.now() > deadline) throw new Error(`${what} within ${timeoutMs} ms`)
+      await new Promise((r) => setTimeout(r, 20))
+    }
+  }
+  return {
+    nodes,
+    processes,
+    shards() {
+      const known = cli(live(), 'cluster', 'nodes')
+        .trim()
+        .split('\n')
+        .map((line) => {
+          const [id, address, flags, masterId] = line.split(' ')
+          const port = Number(address!.split('@')[0]!.split(':').pop())
+          return { id: id!, port, flags: flags!.split(','), masterId: masterId! }
+        })
+        .filter((node) => !node.flags.includes('fail'))
+      return known
+        .filter((node) => node.flags.includes('master'))
+        .map((master) => ({
+          master: master.port,
+          replicas: known.filter((node) => node.masterId === master.id).map((node) => node.port),
+        }))
+    },
+    failedOver: (port, timeoutMs = 20_000) =>
+      poll(
+        async () => {
+          if (!(await cliAsync(port, 'role')).startsWith('master')) return false
+          const states = await Promise.all(
+            processes.filter((p) => p.running).map((p) => cliAsync(p.port, 'cluster', 'info')),
+          )
+          return states.every((info) => info.includes('cluster_state:ok'))
+        },
+        timeoutMs,
+        `${port} did not take over`,
+      ),
+    down: (timeoutMs = 20_000) =>
+      poll(
+        async () => (await cliAsync(live(), 'cluster', 'info')).includes('cluster_state:fail'),
+        timeoutMs,
+        'the cluster did not go down',
+      ),
+    processOn(port) {
+      const process = processes.find((p) => p.port === port)
+      if (!process) throw new Error(`no cluster node on port ${port}`)
+      return process
+    },
+    stop,
+  }
 }
 
 export interface RedisSentinel {

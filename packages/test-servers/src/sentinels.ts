@@ -2,7 +2,7 @@
  * A Sentinel deployment on loopback: one master, its replicas and several sentinels that agree by
  * quorum, as production runs it (a single sentinel with quorum 1 cannot show a real failover).
  */
-import { execFileSync } from 'node:child_process'
+import { execFile, execFileSync } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -30,9 +30,9 @@ export interface RedisSentinelGroup {
   readonly replicas: RedisServer[]
   readonly sentinels: ManagedServer[]
   /** `SENTINEL <args…>` on the first running sentinel, as redis-cli prints it. */
-  sentinel(...args: string[]): string
+  sentinel(...args: string[]): Promise<string>
   /** The address the sentinels give for the master now. */
-  currentMaster(): { host: string; port: number }
+  currentMaster(): Promise<{ host: string; port: number }>
   stop(): Promise<void>
 }
 
@@ -45,10 +45,17 @@ export async function startRedisSentinelGroup(
   options: RedisSentinelGroupOptions = {},
 ): Promise<RedisSentinelGroup> {
   const { name = 'mymaster', replicas: replicaCount = 1, sentinels: sentinelCount = 3, quorum = 2 } = options
-  const args = options.args ?? []
+  // A replica syncs at once, not after the default 5 s wait for more replicas.
+  const args = ['--repl-diskless-sync-delay', '0', ...(options.args ?? [])]
   const redisCli = requireBinary('redis-cli')
   const cli = (port: number, ...command: string[]) =>
     execFileSync(redisCli, ['-h', HOST, '-p', String(port), ...command], { stdio: 'pipe' }).toString()
+  const cliAsync = (port: number, ...command: string[]) =>
+    new Promise<string>((resolve, reject) =>
+      execFile(redisCli, ['-h', HOST, '-p', String(port), ...command], (error, stdout) =>
+        error ? reject(error) : resolve(stdout.toString()),
+      ),
+    )
 
   const started: { stop(): Promise<void> }[] = []
   const dirs: string[] = []
@@ -121,11 +128,11 @@ export async function startRedisSentinelGroup(
       master,
       replicas,
       sentinels,
-      sentinel: (...command: string[]) => cli(running().port, 'sentinel', ...command),
-      currentMaster() {
-        const [host, port] = cli(running().port, 'sentinel', 'get-master-addr-by-name', name)
-          .trim()
-          .split('\n')
+      // Asynchronous: the caller is often the process under test, whose event loop must not stall.
+      sentinel: (...command: string[]) => cliAsync(running().port, 'sentinel', ...command),
+      async currentMaster() {
+        const reply = await cliAsync(running().port, 'sentinel', 'get-master-addr-by-name', name)
+        const [host, port] = reply.trim().split('\n')
         return { host: host!, port: Number(port) }
       },
       stop,
