@@ -98,6 +98,8 @@ export function createClient(
         ...common,
         sentinels: url.sentinels,
         name: url.name,
+        // The backend's switch-over guard follows +switch-master (and holds calls back before it).
+        failoverDetector: false,
         db: url.db,
         ...(url.query.sentinelUsername === undefined ? {} : { sentinelUsername: url.query.sentinelUsername }),
         ...(url.query.sentinelPassword === undefined ? {} : { sentinelPassword: url.query.sentinelPassword }),
@@ -119,7 +121,8 @@ export function createClient(
     const { cluster: nodes, ...clusterOptions } = connection
     return buildCluster(nodes, base, tls, clusterOptions, settings)
   }
-  return new Redis({ ...base, ...tls, ...settings.redisOptions, ...(connection as RedisOptions) })
+  const guarded = 'sentinels' in connection ? { failoverDetector: false } : {}
+  return new Redis({ ...base, ...guarded, ...tls, ...settings.redisOptions, ...(connection as RedisOptions) })
 }
 
 function buildCluster(

@@ -9,6 +9,7 @@ import {
   type RedisConnection,
 } from './client.js'
 import { translateError } from './errors.js'
+import { SwitchOverGuard } from './switch-over.js'
 import { ClusterTopology } from './topology.js'
 
 /**
@@ -25,6 +26,8 @@ export class Connection {
   private readonly clientTimesOut: boolean
   /** Cluster only: which masters are connected, connecting or down. */
   private readonly topology: ClusterTopology | undefined
+  /** Sentinel only: holds calls back while a switch-over promotes a replica. */
+  private readonly switchOver: SwitchOverGuard | undefined
   private readySignal: Promise<boolean> | undefined
   private closed = false
   private closing: Promise<void> | undefined
@@ -46,12 +49,20 @@ export class Connection {
     this.topology = this.client.isCluster
       ? new ClusterTopology(this.client as Cluster, this.timeoutMs)
       : undefined
+    const sentinels = this.client.isCluster ? undefined : (this.client as Redis).options.sentinels
+    this.switchOver =
+      sentinels && sentinels.length > 0
+        ? new SwitchOverGuard(this.client as Redis, observer, this.timeoutMs)
+        : undefined
   }
 
   /** True when a command cannot be sent right now: call {@link ready} first. */
   get blocked(): boolean {
     return (
-      this.client.status !== 'ready' || this.closed || (this.topology !== undefined && !this.topology.settled)
+      this.client.status !== 'ready' ||
+      this.closed ||
+      (this.topology !== undefined && !this.topology.settled) ||
+      this.switchOver?.holding === true
     )
   }
 
@@ -63,6 +74,10 @@ export class Connection {
    */
   async ready(operation: string, key?: string): Promise<void> {
     if (this.closed) throw this.failed(operation, new CacheClosedError('redis'), key)
+    if (this.switchOver?.holding) {
+      const reason = `redis: ${operation} failed: a Sentinel switch-over is promoting a replica`
+      throw this.failed(operation, new CacheUnavailableError('redis', reason), key)
+    }
     const client = this.client
     const status = client.status
     const deadline = Date.now() + this.timeoutMs
@@ -123,8 +138,10 @@ export class Connection {
     if (this.closed) throw new CacheClosedError('redis')
     const deadline = Date.now() + ms
     const left = () => Math.max(0, deadline - Date.now())
+    while (this.switchOver?.holding && left() > 0) await delay(Math.min(left(), 20))
     if (
-      (await this.clientReady(ms)) &&
+      !this.switchOver?.holding &&
+      (await this.clientReady(left())) &&
       (this.topology === undefined || (await this.topology.healthy(left())))
     )
       return
@@ -191,6 +208,7 @@ export class Connection {
   private async shutdown(): Promise<void> {
     this.closed = true
     this.topology?.close()
+    this.switchOver?.close()
     const client = this.client
     if (!this.owned) {
       client.off('error', this.onClientError)

@@ -3,7 +3,7 @@ import { type RedisCluster, startRedisCluster } from '@cache/test-servers'
 import { type Cluster, Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type RedisBackend, redisBackend } from '../src/index.js'
-import { clusterDown, failedOver, keysOn, keysServedBy, processOn, shards } from './servers.js'
+import { keysOn, keysServedBy } from './servers.js'
 
 /**
  * A 3-master + 3-replica cluster (`cluster-node-timeout` 2 s) whose masters die or hand over one
@@ -68,12 +68,12 @@ describe('Redis Cluster with replicas, through failovers', () => {
     const cache = backend('handover')
     await cache.ready()
     await cache.setMany(Array.from({ length: 300 }, (_, i) => ({ key: `k${i}`, value: i })))
-    const [shard] = shards(cluster)
+    const [shard] = cluster.shards()
     // CLUSTER FAILOVER: the replica takes over, the old master stays up as its replica; no link drops.
     const replica = new Redis(shard!.replicas[0]!, '127.0.0.1')
     await replica.cluster('FAILOVER')
     replica.disconnect()
-    await failedOver(cluster, shard!.replicas[0]!)
+    await cluster.failedOver(shard!.replicas[0]!)
 
     await cache.clear()
     expect(await keysOn(cluster, 'handover')).toEqual([])
@@ -82,15 +82,15 @@ describe('Redis Cluster with replicas, through failovers', () => {
   it('fails an incr at once during CLUSTERDOWN and never applies it later', async () => {
     const cache = backend('down', 300)
     await cache.ready()
-    const [, victim, healthy] = shards(cluster)
+    const [, victim, healthy] = cluster.shards()
     expect(victim!.replicas).toHaveLength(1)
     const [key] = keysServedBy(healthy!.master, 'down', 1)
-    await processOn(cluster, victim!.master).kill()
+    await cluster.processOn(victim!.master).kill()
     // Between the master being marked failed and its replica taking over, every node refuses
     // every slot: ioredis used to retry then, after the call had timed out.
-    await clusterDown(cluster)
+    await cluster.down()
     const outcome = await timed(() => cache.incr(key!))
-    await failedOver(cluster, victim!.replicas[0]!)
+    await cluster.failedOver(victim!.replicas[0]!)
     await sleep(1000)
 
     expect(await get(healthy!.master, `down:${key}`)).toBeNull()
@@ -102,11 +102,11 @@ describe('Redis Cluster with replicas, through failovers', () => {
   it('fails calls for a dead master fast, follows the promoted replica and counts exactly', async () => {
     const cache = backend('dead')
     await cache.ready()
-    const victim = shards(cluster).find((s) => s.replicas.length > 0)
-    const others = shards(cluster).filter((s) => s.master !== victim!.master)
+    const victim = cluster.shards().find((s) => s.replicas.length > 0)
+    const others = cluster.shards().filter((s) => s.master !== victim!.master)
     const lost = keysServedBy(victim!.master, 'dead', 5)
     const kept = others.flatMap((s) => keysServedBy(s.master, 'dead', 5))
-    await processOn(cluster, victim!.master).kill()
+    await cluster.processOn(victim!.master).kill()
 
     const lostCalls: { ms: number; error?: unknown }[] = []
     const keptCalls: { ms: number; error?: unknown }[] = []
@@ -148,9 +148,9 @@ describe('Redis Cluster with replicas, through failovers', () => {
     const cache = backend('cleared')
     await cache.ready()
     await cache.setMany(Array.from({ length: 300 }, (_, i) => ({ key: `k${i}`, value: i })))
-    const victim = shards(cluster).find((s) => s.replicas.length > 0)!
-    await processOn(cluster, victim.master).kill()
-    await failedOver(cluster, victim.replicas[0]!)
+    const victim = cluster.shards().find((s) => s.replicas.length > 0)!
+    await cluster.processOn(victim.master).kill()
+    await cluster.failedOver(victim.replicas[0]!)
 
     await cache.clear()
     expect(await keysOn(cluster, 'cleared')).toEqual([])

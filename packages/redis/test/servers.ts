@@ -1,6 +1,5 @@
 import { execFileSync } from 'node:child_process'
 import {
-  type ManagedServer,
   type RedisCluster,
   type RedisServer,
   requireBinary,
@@ -30,72 +29,16 @@ export function useSingleAndCluster(): { singleUrl(): string; clusterUrl(): stri
   }
 }
 
-/** A master of a cluster and its replicas, by port. */
-export interface Shard {
-  master: number
-  replicas: number[]
-}
-
 function cli(port: number, ...command: string[]): string {
   return execFileSync(requireBinary('redis-cli'), ['-h', '127.0.0.1', '-p', String(port), ...command], {
     stdio: 'pipe',
   }).toString()
 }
 
-/** The shards of a cluster now, as CLUSTER NODES on a running node tells them. */
-export function shards(cluster: RedisCluster): Shard[] {
-  const live = cluster.processes.find((p) => p.running)!
-  const nodes = cli(live.port, 'cluster', 'nodes')
-    .trim()
-    .split('\n')
-    .map((line) => {
-      const [id, address, flags, masterId] = line.split(' ')
-      return {
-        id: id!,
-        port: Number(address!.split('@')[0]!.split(':')[1]),
-        flags: flags!,
-        masterId: masterId!,
-      }
-    })
-  return nodes
-    .filter((n) => n.flags.includes('master') && !n.flags.includes('fail'))
-    .map((m) => ({
-      master: m.port,
-      replicas: nodes.filter((n) => n.masterId === m.id && !n.flags.includes('fail')).map((n) => n.port),
-    }))
-}
-
-/** Resolves once `port` is a master and every running node says the cluster is ok. */
-export async function failedOver(cluster: RedisCluster, port: number, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  const ok = () =>
-    cli(port, 'role').startsWith('master') &&
-    cluster.processes.every((p) => !p.running || cli(p.port, 'cluster', 'info').includes('cluster_state:ok'))
-  while (!ok()) {
-    if (Date.now() > deadline) throw new Error(`${port} did not take over within ${timeoutMs} ms`)
-    await new Promise((r) => setTimeout(r, 50))
-  }
-}
-
-/** Resolves once a running node reports `cluster_state:fail`. */
-export async function clusterDown(cluster: RedisCluster, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  const live = cluster.processes.find((p) => p.running)!
-  while (!cli(live.port, 'cluster', 'info').includes('cluster_state:fail')) {
-    if (Date.now() > deadline) throw new Error(`the cluster did not go down within ${timeoutMs} ms`)
-    await new Promise((r) => setTimeout(r, 10))
-  }
-}
-
-/** The process listening on `port`. */
-export function processOn(cluster: RedisCluster, port: number): ManagedServer {
-  return cluster.processes.find((p) => p.port === port)!
-}
-
 /** Every key of `namespace` on the masters of the cluster now. */
 export async function keysOn(cluster: RedisCluster, namespace: string): Promise<string[]> {
   const keys: string[] = []
-  for (const { master } of shards(cluster)) {
+  for (const { master } of cluster.shards()) {
     const client = new Redis(master, '127.0.0.1')
     try {
       keys.push(...(await client.keys(`${namespace}:*`)))
