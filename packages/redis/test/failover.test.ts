@@ -96,7 +96,7 @@ describe('Redis Cluster with replicas, through failovers', () => {
     expect(await get(healthy!.master, `down:${key}`)).toBeNull()
     expect(outcome.error).toBeInstanceOf(CacheUnavailableError)
     expect(outcome.error).not.toBeInstanceOf(CacheTimeoutError)
-    expect(outcome.ms).toBeLessThan(250)
+    expect(outcome.ms).toBeLessThan(300)
   })
 
   it('fails calls for a dead master fast, follows the promoted replica and counts exactly', async () => {
@@ -127,7 +127,7 @@ describe('Redis Cluster with replicas, through failovers', () => {
     expect(keptCalls.filter((c) => c.error === undefined).length).toBeGreaterThan(0)
     for (const call of keptCalls.filter((c) => c.error !== undefined)) {
       expect(String(call.error)).toMatch(/CLUSTERDOWN/)
-      expect(call.ms).toBeLessThan(250)
+      expect(call.ms).toBeLessThan(500)
     }
     const failures = lostCalls.filter((c) => c.error !== undefined)
     expect(failures.length).toBeGreaterThan(0)
@@ -136,7 +136,7 @@ describe('Redis Cluster with replicas, through failovers', () => {
     // calls fail without waiting for the timeout (1000 ms).
     const known = failures.slice(2)
     expect(known.length).toBeGreaterThan(0)
-    for (const failure of known) expect(failure.ms).toBeLessThan(250)
+    for (const failure of known) expect(failure.ms).toBeLessThan(500)
     expect(counted).toBe(20)
     const promoted = victim!.replicas[0]!
     let stored = 0
