@@ -24,6 +24,8 @@ export class ExactlyOnce {
   private readonly background = new Set<NodeJS.Timeout>()
   private closed = false
   private readonly recordPrefix: string
+  /** On a cluster a record must share its key's hash slot; elsewhere any key will do. */
+  private readonly cluster: boolean
 
   constructor(
     private readonly connection: Connection,
@@ -35,6 +37,8 @@ export class ExactlyOnce {
     // Records sit under the namespace (for ACL key patterns and for clear()) unless its text
     // would decide the hash slot.
     this.recordPrefix = prefix.includes('{') ? '' : prefix
+    this.cluster = connection.client.isCluster
+    if (this.cluster) fillSlotTags()
   }
 
   /**
@@ -61,13 +65,18 @@ export class ExactlyOnce {
       return reply
     } catch (error) {
       if (!mayHaveRun(error)) throw this.connection.failed(operation, error, userKey)
-      const recorded = await this.settle(key, record, this.connection.timeoutMs)
+      // Settle within what is left of the timeout (a dropped link fails at once, leaving time to
+      // reconnect), but at least one short round trip: after a timeout the reply may have been
+      // waiting behind a busy event loop. A frozen server costs the timeout + SETTLE_GRACE_MS.
+      const budget = Math.max(start + this.connection.timeoutMs - performance.now(), SETTLE_GRACE_MS)
+      const settling = this.settle(key, record, budget)
+      const recorded = await within(settling, budget)
       if (recorded !== undefined && recorded !== FENCE) {
         this.observer.latency(performance.now() - start)
         return fromRecord(recorded)
       }
       const failure = this.connection.failed(operation, error, userKey)
-      if (recorded === undefined) this.settleLater(operation, userKey, key, record)
+      if (recorded === undefined) this.settleLater(operation, userKey, key, record, settling)
       throw failure
     }
   }
@@ -81,7 +90,9 @@ export class ExactlyOnce {
 
   /** A key no other call uses, in the hash slot of `key`. */
   private recordKey(key: string): string {
-    return `${this.recordPrefix}{${tagForSlot(calculateSlot(key))}}~op:${this.id}.${(this.sequence++).toString(36)}`
+    const token = `~op:${this.id}.${(this.sequence++).toString(36)}`
+    if (!this.cluster) return this.recordPrefix + token
+    return `${this.recordPrefix}{${tagForSlot(calculateSlot(key))}}${token}`
   }
 
   /** The recorded outcome, {@link FENCE} when none was (and none can be now), undefined if unreachable. */
@@ -98,14 +109,21 @@ export class ExactlyOnce {
     }
   }
 
-  private settleLater(operation: string, userKey: string, key: string, record: string): void {
+  /** Goes on settling in the background, starting with the attempt under way (`first`). */
+  private settleLater(
+    operation: string,
+    userKey: string,
+    key: string,
+    record: string,
+    first: Promise<string | undefined>,
+  ): void {
     const deadline = Date.now() + this.windowMs - this.connection.timeoutMs
-    const attempt = (pause: number) => {
+    const attempt = (pause: number, pending?: Promise<string | undefined>) => {
       if (this.closed) return
       const timer = setTimeout(async () => {
         this.background.delete(timer)
-        const recorded = await this.settle(key, record, this.connection.timeoutMs)
-        if (recorded === FENCE) return
+        const recorded = await (pending ?? this.settle(key, record, this.connection.timeoutMs))
+        if (recorded === FENCE || this.closed) return
         if (recorded !== undefined) {
           this.observer.error(
             operation,
@@ -116,7 +134,7 @@ export class ExactlyOnce {
           )
           return
         }
-        if (Date.now() < deadline) return attempt(Math.min(pause * 2, this.maxRetryDelayMs))
+        if (Date.now() < deadline) return attempt(Math.min(Math.max(100, pause * 2), this.maxRetryDelayMs))
         this.observer.error(
           operation,
           new CacheError(
@@ -128,8 +146,18 @@ export class ExactlyOnce {
       timer.unref()
       this.background.add(timer)
     }
-    attempt(100)
+    // The attempt under way first; retries after 100 ms, doubling up to maxReconnectDelay.
+    attempt(0, first)
   }
+}
+
+/** `promise`'s value if it settles within `ms`, else undefined (it goes on). */
+function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined
+  const expired = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), ms)
+  })
+  return Promise.race([promise, expired]).finally(() => clearTimeout(timer))
 }
 
 /** What a settled token holds when its command did not run (and now never will). */
@@ -147,16 +175,40 @@ function mayHaveRun(error: unknown): boolean {
   return !/^(Stream isn't writeable|Cluster isn't ready|Too many Cluster redirections)/.test(message)
 }
 
-/** Short strings whose hash slot is their index, found as they are needed (all of them: ~30 ms). */
+/** After a timeout, the longest wait for the one round trip that tells whether the reply was just late. */
+const SETTLE_GRACE_MS = 50
+
+/**
+ * Short strings whose hash slot is their index (about 90 000 candidates, ~30 ms of CPU for all):
+ * found in small slices in the background once a cluster backend exists, and on demand by a
+ * call that needs a slot not found yet.
+ */
 const slotTags: string[] = []
 let nextCandidate = 0
+let found = 0
+let filling = false
 
 function tagForSlot(slot: number): string {
-  while (slotTags[slot] === undefined) {
-    const candidate = (nextCandidate++).toString(36)
-    slotTags[calculateSlot(candidate)] ??= candidate
-  }
+  while (slotTags[slot] === undefined) tryCandidate()
   return slotTags[slot]!
+}
+
+function tryCandidate(): void {
+  const candidate = (nextCandidate++).toString(36)
+  const slot = calculateSlot(candidate)
+  if (slotTags[slot] !== undefined) return
+  slotTags[slot] = candidate
+  found++
+}
+
+function fillSlotTags(): void {
+  if (filling || found === 16384) return
+  filling = true
+  const slice = () => {
+    for (let i = 0; i < 2000 && found < 16384; i++) tryCandidate()
+    if (found < 16384) setImmediate(slice).unref()
+  }
+  setImmediate(slice).unref()
 }
 
 const FENCED = "redis.error_reply('FENCED this call was settled as not applied')"

@@ -23,7 +23,7 @@ async function single(): Promise<Setup> {
   const redis: RedisServer = await startRedis({ spawn: true })
   const proxy = await startFaultProxy(redis)
   const server = new Redis(redis.port, redis.host)
-  const cache = redisBackend(`redis://${proxy.host}:${proxy.port}`, { namespace: 'once', timeout: 1000 })
+  const cache = redisBackend(`redis://${proxy.host}:${proxy.port}`, { namespace: 'once' })
   return {
     cache,
     route: async () => ({ proxy, server }),
@@ -49,7 +49,7 @@ async function cluster(): Promise<Setup> {
   const direct = servers.nodes.map((node) => new Redis(node.port, node.host))
   const cache = redisBackend(
     { cluster: proxies.map((p) => ({ host: p.host, port: p.port })), natMap },
-    { namespace: 'once', timeout: 1000 },
+    { namespace: 'once' },
   )
   return {
     cache,
