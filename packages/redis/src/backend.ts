@@ -7,6 +7,7 @@ import {
   CacheConfigError,
   CacheConflictError,
   type CacheEntry,
+  CacheUnavailableError,
   ObservedBackend,
   type Codec,
   type CodecOptions,
@@ -24,8 +25,11 @@ import type { ChainableCommander, Cluster, ClusterOptions, Redis, RedisOptions }
 import type { RedisClient, RedisConnection } from './client.js'
 import { Connection } from './connection.js'
 import { COMPARE_AND_DELETE } from './compare-and-delete.js'
+import { COMPARE_AND_SET_ONCE, ExactlyOnce, INCR_ONCE } from './exactly-once.js'
+import { NearCache, nearCacheSize } from './near-cache.js'
 import { COMPARE_AND_SET, GET_ENTRY, INCR, sha1 } from './scripts.js'
 import { groupByNodeAndSlot } from './slots.js'
+import { nodeKey } from './topology.js'
 
 /** Options of {@link redisBackend}. Durations given as numbers are milliseconds here. */
 export interface RedisBackendOptions extends BaseBackendOptions, CodecOptions {
@@ -51,6 +55,21 @@ export interface RedisBackendOptions extends BaseBackendOptions, CodecOptions {
   maxAttempts?: number
   /** Keys asked for per `SCAN` step of `clear()`. Default: 1000. */
   scanCount?: number
+  /**
+   * How long, in ms (or `'10s'`), the server remembers the outcome of each `incr` and
+   * `atomicUpdate`, so that a call whose reply was lost is applied exactly once or reported
+   * failed and not applied (see the README). Costs one small key per call for this long.
+   * `false`: no records; a call whose reply is lost then fails without telling whether it was
+   * applied. Default: 10 s.
+   */
+  exactlyOnceWindow?: number | string | false
+  /**
+   * Keep what `get`/`getEntry` read in this process, evicted by Redis itself when any client
+   * changes the key (`CLIENT TRACKING`, Redis 6+; one server or Sentinel). `true` or
+   * `{ maxKeys }` (least recently used beyond it; default 10 000). Costs one more connection and,
+   * on the server, a tracking-table entry per key read. Default: off.
+   */
+  nearCache?: boolean | { maxKeys?: number }
   /** TLS settings (e.g. `{ ca }`); `rediss://` URLs use TLS with Node's defaults without it. Default: none. */
   tls?: ConnectionOptions
   /** More ioredis options for single-node and Sentinel connections we create; they win over ours. */
@@ -82,6 +101,11 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
    */
   private readonly text: boolean
   private readonly queue = new KeyedQueue()
+  /** Settles `incr`/`atomicUpdate` calls whose reply was lost; undefined with `exactlyOnceWindow: false`. */
+  private readonly once: ExactlyOnce | undefined
+  /** Values read, kept until Redis says they changed; undefined unless `nearCache` is on. */
+  private readonly near: NearCache | undefined
+  private readonly connectTimeoutMs: number
   private readonly defaultTtlMs: number | undefined
   private readonly maxAttempts: number
   private readonly scanCount: number
@@ -99,12 +123,19 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
       (options.compressThreshold === undefined || options.compressThreshold === false)
     this.maxAttempts = positiveInteger(options.maxAttempts ?? 200, 'maxAttempts')
     this.scanCount = positiveInteger(options.scanCount ?? 1000, 'scanCount')
+    const window =
+      options.exactlyOnceWindow === false
+        ? undefined
+        : milliseconds(options.exactlyOnceWindow, 10_000, 'exactlyOnceWindow')
+    const nearKeys = nearCacheSize(options.nearCache)
+    const maxReconnectDelayMs = milliseconds(options.maxReconnectDelay, 2000, 'maxReconnectDelay')
+    this.connectTimeoutMs = milliseconds(options.connectTimeout, 2000, 'connectTimeout')
     this.connection = new Connection(
       connection,
       {
         timeoutMs: milliseconds(options.timeout, 300, 'timeout'),
-        connectTimeoutMs: milliseconds(options.connectTimeout, 2000, 'connectTimeout'),
-        maxReconnectDelayMs: milliseconds(options.maxReconnectDelay, 2000, 'maxReconnectDelay'),
+        connectTimeoutMs: this.connectTimeoutMs,
+        maxReconnectDelayMs,
         tls: options.tls,
         redisOptions: options.redisOptions,
         clusterOptions: options.clusterOptions,
@@ -112,6 +143,37 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
       this.observer,
     )
     this.client = this.connection.client
+    this.once =
+      window === undefined
+        ? undefined
+        : new ExactlyOnce(this.connection, this.observer, window, maxReconnectDelayMs, this.prefix)
+    if (nearKeys !== undefined && this.client.isCluster) {
+      void this.connection.close()
+      throw new CacheConfigError(
+        'nearCache',
+        'not available on a Redis Cluster (one server or Sentinel only)',
+      )
+    }
+    this.near =
+      nearKeys === undefined ? undefined : new NearCache(this.client as Redis, nearKeys, this.observer)
+  }
+
+  /**
+   * Resolves once the backend can serve: connected (Sentinel: to the master the sentinels name;
+   * Cluster: every slot has a master and every master is connected). Waits through reconnection
+   * attempts and failovers for at most `timeout` (ms, or `'5s'`; default: `connectTimeout`), then
+   * rejects with `CacheUnavailableError`. With `nearCache`, also until Redis tracks its reads. Optional: calls made while the client connects wait for
+   * it, but only up to their own `timeout` each.
+   */
+  async ready(timeout: number | string = this.connectTimeoutMs): Promise<void> {
+    const ms = milliseconds(timeout, this.connectTimeoutMs, 'timeout')
+    const deadline = Date.now() + ms
+    await this.connection.whenReady(ms)
+    if (this.near !== undefined && !(await this.near.whenActive(deadline - Date.now())))
+      throw new CacheUnavailableError(
+        'redis',
+        `redis: nearCache: tracking not on within ${ms} ms (Redis 6+ needed)`,
+      )
   }
 
   /** Per-operation timeout in ms. */
@@ -120,6 +182,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   }
 
   async get<T = unknown>(key: string): Promise<T | undefined> {
+    if (this.near !== undefined) return (await this.getNear<T>('get', key))?.value
     const k = this.key(key)
     if (this.connection.blocked) await this.connection.ready('get', key)
     const start = performance.now()
@@ -147,6 +210,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   }
 
   async getEntry<T = unknown>(key: string): Promise<CacheEntry<T> | undefined> {
+    if (this.near !== undefined) return this.getNear<T>('getEntry', key)
     const k = this.key(key)
     if (this.connection.blocked) await this.connection.ready('getEntry', key)
     const reply = (await this.connection.call('getEntry', key, GET_ENTRY.run(this.client, k, NO_ARGS))) as
@@ -165,6 +229,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     const k = this.key(key)
     const ms = this.ttlMs(ttl)
     const bytes = this.text ? stringifyTagged(value) : this.codec.encode(value)
+    this.near?.forget(k)
     if (this.connection.blocked) await this.connection.ready('set', key)
     const start = performance.now()
     try {
@@ -175,6 +240,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     } catch (error) {
       throw this.connection.failed('set', error, key)
     }
+    this.near?.forget(k)
     this.observer.latency(performance.now() - start)
     this.observer.set(key)
   }
@@ -183,12 +249,14 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     const k = this.key(key)
     const ms = this.ttlMs(ttl)
     const bytes = this.encode(value)
+    this.near?.forget(k)
     if (this.connection.blocked) await this.connection.ready('add', key)
     const reply = await this.connection.call(
       'add',
       key,
       ms === undefined ? this.client.set(k, bytes, 'NX') : this.client.set(k, bytes, 'PX', ms, 'NX'),
     )
+    this.near?.forget(k)
     if (reply === null) return false
     this.observer.set(key)
     return true
@@ -196,8 +264,10 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
 
   async delete(key: string): Promise<boolean> {
     const k = this.key(key)
+    this.near?.forget(k)
     if (this.connection.blocked) await this.connection.ready('delete', key)
     const removed = (await this.connection.call('delete', key, this.client.unlink(k))) === 1
+    this.near?.forget(k)
     if (removed) this.observer.delete(key)
     return removed
   }
@@ -230,14 +300,32 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
         'clear() needs a namespace: without one it would delete every key in the database',
       )
     }
+    this.near?.forgetAll()
     if (this.connection.blocked) await this.connection.ready('clear')
     const pattern = `${escapeGlob(this.namespace)}:*`
     const cluster = this.client.isCluster
-    const masters = cluster ? (this.client as Cluster).nodes('master') : [this.client as Redis]
-    await this.connection.call(
+    // On a cluster: every master serving a slot now, read again after the scan; a master that
+    // took over slots meanwhile (a failover) is scanned too.
+    const scanned = new Set<string>()
+    for (let round = 0; round < 3; round++) {
+      const masters = await this.connection.call('clear', undefined, this.connection.masters('clear'))
+      const left = masters.filter((node) => !scanned.has(nodeKey(node)))
+      if (left.length === 0) return
+      await this.connection.call(
+        'clear',
+        undefined,
+        Promise.all(left.map((node) => this.clearNode(node, pattern, cluster))),
+      )
+      if (!cluster) return
+      for (const node of left) scanned.add(nodeKey(node))
+    }
+    throw this.connection.failed(
       'clear',
+      new CacheUnavailableError(
+        'redis',
+        'redis: clear failed: the cluster kept changing masters; call it again',
+      ),
       undefined,
-      Promise.all(masters.map((node) => this.clearNode(node, pattern, cluster))),
     )
   }
 
@@ -245,8 +333,15 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     assertIncrement(by)
     const k = this.key(key)
     const ms = this.ttlMs(ttl)
-    if (this.connection.blocked) await this.connection.ready('incr', key)
-    const reply = await this.connection.call('incr', key, INCR.run(this.client, k, [by, ms ?? '']))
+    this.near?.forget(k)
+    let reply: unknown
+    if (this.once !== undefined)
+      reply = await this.once.run('incr', key, k, INCR_ONCE, [by, ms ?? ''], Number)
+    else {
+      if (this.connection.blocked) await this.connection.ready('incr', key)
+      reply = await this.connection.call('incr', key, INCR.run(this.client, k, [by, ms ?? '']))
+    }
+    this.near?.forget(k)
     if (!Number.isSafeInteger(reply))
       throw new RangeError(`incr: the counter "${key}" is past Number.MAX_SAFE_INTEGER`)
     this.observer.set(key)
@@ -266,6 +361,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   ): Promise<T> {
     const k = this.key(key)
     const ms = this.ttlMs(ttl)
+    this.near?.forget(k)
     return this.queue.run(k, async () => {
       if (this.connection.blocked) await this.connection.ready('atomicUpdate', key)
       let current = (await this.connection.call(
@@ -276,10 +372,9 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
       for (let attempt = 1; ; attempt++) {
         const next = await fn(current === null ? undefined : (this.codec.decode(current) as T))
         const expected = current === null ? '' : sha1(current)
-        if (this.connection.blocked) await this.connection.ready('atomicUpdate', key)
-        const script = COMPARE_AND_SET.run(this.client, k, [expected, this.encode(next), ms ?? ''])
-        const reply = (await this.connection.call('atomicUpdate', key, script)) as [number, Buffer?]
+        const reply = await this.compareAndSet(key, k, [expected, this.encode(next), ms ?? ''])
         if (reply[0] === 1) {
+          this.near?.forget(k)
           this.observer.set(key)
           return next
         }
@@ -322,6 +417,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     const full = items.map((item) => this.key(item.key))
     const ttls = items.map((item) => this.ttlMs(item.ttl))
     const values = items.map((item) => this.encode(item.value))
+    for (const k of full) this.near?.forget(k)
     await this.batch('setMany', full, (pipeline, positions) => {
       for (const i of positions) {
         const ms = ttls[i]
@@ -329,16 +425,19 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
         else pipeline.set(full[i]!, values[i]!, 'PX', ms)
       }
     })
+    for (const k of full) this.near?.forget(k)
     for (const item of items) this.observer.set(item.key)
   }
 
   async deleteMany(keys: readonly string[]): Promise<number> {
     if (keys.length === 0) return 0
     const full = keys.map((key) => this.key(key))
+    for (const k of full) this.near?.forget(k)
     // One UNLINK per key (still one round trip per node) tells which keys were removed.
     const batches = await this.batch('deleteMany', full, (pipeline, positions) => {
       for (const i of positions) pipeline.unlink(full[i]!)
     })
+    for (const k of full) this.near?.forget(k)
     let removed = 0
     for (const { groups, replies } of batches) {
       let r = 0
@@ -356,7 +455,43 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
 
   /** Idempotent. Quits a client this backend created; a client passed in is left open. */
   close(): Promise<void> {
+    this.once?.close()
+    this.near?.close()
     return this.connection.close()
+  }
+
+  /** One compare-and-set attempt of `atomicUpdate`: `[1]` when written, else `[0, current?]`. */
+  private async compareAndSet(
+    key: string,
+    k: string,
+    args: (string | Buffer | number)[],
+  ): Promise<[number, Buffer?]> {
+    if (this.once !== undefined)
+      return this.once.run('atomicUpdate', key, k, COMPARE_AND_SET_ONCE, args, () => [1] as [number])
+    if (this.connection.blocked) await this.connection.ready('atomicUpdate', key)
+    const script = COMPARE_AND_SET.run(this.client, k, args)
+    return (await this.connection.call('atomicUpdate', key, script)) as [number, Buffer?]
+  }
+
+  /** `get`/`getEntry` through the near cache: a copy Redis has not invalidated, else a read kept. */
+  private async getNear<T>(operation: string, key: string): Promise<CacheEntry<T> | undefined> {
+    const k = this.key(key)
+    const entry = await this.near!.read(k, async () => {
+      if (this.connection.blocked) await this.connection.ready(operation, key)
+      // PTTL keeps the copy from outliving the key.
+      return this.connection.call(
+        operation,
+        key,
+        Promise.all([this.client.getBuffer(k), this.client.pttl(k)]),
+      )
+    })
+    if (entry === undefined) {
+      this.observer.miss(key)
+      return undefined
+    }
+    this.observer.hit(key)
+    const value = this.codec.decode(entry.bytes) as T
+    return entry.expiresAt === undefined ? { value } : { value, expiresAt: entry.expiresAt }
   }
 
   private encode(value: unknown): string | Buffer {

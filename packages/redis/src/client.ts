@@ -43,9 +43,9 @@ export function isRedisClient(value: unknown): value is RedisClient {
 }
 
 /**
- * The ioredis options that make a client fail fast instead of queueing while Redis is down; for
- * clients you build yourself. Defaults: 300 ms per command, 2000 ms to connect, reconnection
- * pauses up to 2000 ms.
+ * The ioredis options that make a client fail fast instead of queueing while Redis is down, and
+ * follow a Sentinel switch-over at once; for clients you build yourself. Defaults: 300 ms per
+ * command, 2000 ms to connect, reconnection pauses up to 2000 ms.
  */
 export function failFastOptions(
   settings: Partial<Pick<ConnectionSettings, 'timeoutMs' | 'connectTimeoutMs' | 'maxReconnectDelayMs'>> = {},
@@ -56,10 +56,17 @@ export function failFastOptions(
     enableOfflineQueue: false,
     commandTimeout: timeoutMs,
     connectTimeout: connectTimeoutMs,
-    maxRetriesPerRequest: 1,
     // A command in flight when the connection drops may or may not have run: never send it
-    // twice (an INCRBY would count twice); the caller gets an error instead.
+    // twice (an INCRBY would count twice); the caller gets an error at once instead of after
+    // the timeout.
+    maxRetriesPerRequest: 0,
     autoResendUnfulfilledCommands: false,
+    // Sentinel: every sentinel's +switch-master message makes the client ask for the new master
+    // at once (without it, writes go on to a demoted master until it turns read-only: ~10 s).
+    failoverDetector: true,
+    // A master that became a replica (a switch-over, a DNS name that moved) answers writes with
+    // READONLY: reconnect, to the master the sentinels or the DNS now give.
+    reconnectOnError: (error: Error) => (error.message.startsWith('READONLY') ? 1 : false),
     // Reconnect forever, backing off to at most `cap` ms, with jitter so many clients do not
     // stampede a restarted server.
     retryStrategy: (attempt: number) =>
@@ -91,6 +98,8 @@ export function createClient(
         ...common,
         sentinels: url.sentinels,
         name: url.name,
+        // The backend's switch-over guard follows +switch-master (and holds calls back before it).
+        failoverDetector: false,
         db: url.db,
         ...(url.query.sentinelUsername === undefined ? {} : { sentinelUsername: url.query.sentinelUsername }),
         ...(url.query.sentinelPassword === undefined ? {} : { sentinelPassword: url.query.sentinelPassword }),
@@ -112,7 +121,8 @@ export function createClient(
     const { cluster: nodes, ...clusterOptions } = connection
     return buildCluster(nodes, base, tls, clusterOptions, settings)
   }
-  return new Redis({ ...base, ...tls, ...settings.redisOptions, ...(connection as RedisOptions) })
+  const guarded = 'sentinels' in connection ? { failoverDetector: false } : {}
+  return new Redis({ ...base, ...guarded, ...tls, ...settings.redisOptions, ...(connection as RedisOptions) })
 }
 
 function buildCluster(
@@ -123,9 +133,18 @@ function buildCluster(
   settings: ConnectionSettings,
 ): Cluster {
   const cap = settings.maxReconnectDelayMs
+  const backoff = (attempt: number) => Math.min(cap, 50 * 2 ** Math.min(attempt, 10))
   const options: ClusterOptions = {
     enableOfflineQueue: false,
-    clusterRetryStrategy: (attempt: number) => Math.min(cap, 50 * 2 ** Math.min(attempt, 10)),
+    clusterRetryStrategy: backoff,
+    // A node whose connection dropped reconnects by itself (not on its next command), so a
+    // command for a down master fails at once and one for a recovered master goes through.
+    clusterNodeRetryStrategy: (attempt: number) => backoff(attempt) * (0.75 + Math.random() / 4),
+    // ioredis resends a command after a dropped link, CLUSTERDOWN or a failover, even after the
+    // caller's timeout rejected it: an INCRBY reported failed was applied later, or twice. These
+    // fail instead (the backend settles what may have run, see exactly-once.ts).
+    retryDelayOnFailover: 0,
+    retryDelayOnClusterDown: 0,
     slotsRefreshTimeout: Math.max(1000, settings.timeoutMs),
     ...settings.clusterOptions,
     ...given,

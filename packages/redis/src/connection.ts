@@ -9,6 +9,8 @@ import {
   type RedisConnection,
 } from './client.js'
 import { translateError } from './errors.js'
+import { SwitchOverGuard } from './switch-over.js'
+import { ClusterTopology } from './topology.js'
 
 /**
  * One backend's hold on its ioredis client: whether commands may be sent now, how long they may
@@ -22,6 +24,10 @@ export class Connection {
   private readonly owned: boolean
   /** The client enforces `commandTimeout` itself; otherwise {@link timed} races a timer. */
   private readonly clientTimesOut: boolean
+  /** Cluster only: which masters are connected, connecting or down. */
+  private readonly topology: ClusterTopology | undefined
+  /** Sentinel only: holds calls back while a switch-over promotes a replica. */
+  private readonly switchOver: SwitchOverGuard | undefined
   private readySignal: Promise<boolean> | undefined
   private closed = false
   private closing: Promise<void> | undefined
@@ -40,38 +46,117 @@ export class Connection {
     this.timeoutMs = clientTimeout ?? settings.timeoutMs
     // Without a listener ioredis prints every connection error; we count them instead.
     this.client.on('error', this.onClientError)
+    this.topology = this.client.isCluster
+      ? new ClusterTopology(this.client as Cluster, this.timeoutMs)
+      : undefined
+    const sentinels = this.client.isCluster ? undefined : (this.client as Redis).options.sentinels
+    this.switchOver =
+      sentinels && sentinels.length > 0
+        ? new SwitchOverGuard(this.client as Redis, observer, this.timeoutMs)
+        : undefined
   }
 
   /** True when a command cannot be sent right now: call {@link ready} first. */
   get blocked(): boolean {
-    return this.client.status !== 'ready' || this.closed
+    return (
+      this.client.status !== 'ready' ||
+      this.closed ||
+      (this.topology !== undefined && !this.topology.settled) ||
+      this.switchOver?.holding === true
+    )
   }
 
   /**
    * Waits, at most the operation timeout, for a connection that is being established (a new
-   * backend, a reconnect attempt under way). A client that is down between attempts fails at
-   * once: waiting out the reconnect window is what fail-fast avoids.
+   * backend, a reconnect attempt under way; on a cluster also a master's first connection). A
+   * client that is down between attempts fails at once: waiting out the reconnect window is what
+   * fail-fast avoids.
    */
   async ready(operation: string, key?: string): Promise<void> {
     if (this.closed) throw this.failed(operation, new CacheClosedError('redis'), key)
+    if (this.switchOver?.holding) {
+      const reason = `redis: ${operation} failed: a Sentinel switch-over is promoting a replica`
+      throw this.failed(operation, new CacheUnavailableError('redis', reason), key)
+    }
     const client = this.client
     const status = client.status
-    if (status === 'ready') return
-    if (status === 'wait') client.connect().catch(noop)
-    if (status !== 'wait' && status !== 'connecting' && status !== 'connect')
-      throw this.failed(operation, notConnected(client, operation), key)
-    let timer: NodeJS.Timeout | undefined
-    const expired = new Promise<boolean>((resolve) => {
-      timer = setTimeout(resolve, this.timeoutMs, false)
-    })
-    const ok = await Promise.race([this.connected(), expired])
-    clearTimeout(timer)
-    if (ok || client.status === 'ready') return
-    const stillConnecting = client.status === 'connecting' || client.status === 'connect'
+    const deadline = Date.now() + this.timeoutMs
+    if (status !== 'ready') {
+      if (status === 'wait') client.connect().catch(noop)
+      if (status !== 'wait' && status !== 'connecting' && status !== 'connect')
+        throw this.failed(operation, notConnected(client, operation), key)
+      let timer: NodeJS.Timeout | undefined
+      const expired = new Promise<boolean>((resolve) => {
+        timer = setTimeout(resolve, this.timeoutMs, false)
+      })
+      await Promise.race([this.connected(), expired])
+      clearTimeout(timer)
+    }
+    if (client.status === 'ready') {
+      // A cluster's masters connect once its slot map is known: wait for those too.
+      if (this.topology === undefined || (await this.topology.connected(deadline - Date.now()))) return
+    }
+    const stillConnecting =
+      client.status === 'connecting' || client.status === 'connect' || client.status === 'ready'
     const error = stillConnecting
       ? new CacheTimeoutError('redis', `${operation} (waiting for the connection)`, this.timeoutMs)
       : notConnected(client, operation)
     throw this.failed(operation, error, key)
+  }
+
+  /**
+   * Before a command that must not run twice: as {@link ready}, and on a cluster fails at once
+   * (so the caller knows nothing was sent) when the master serving `key` is known to be down.
+   */
+  async reachable(operation: string, userKey: string, key: string): Promise<void> {
+    if (!this.blocked) return
+    await this.ready(operation, userKey)
+    try {
+      await this.topology?.assertReachable(operation, key, userKey)
+    } catch (error) {
+      throw this.failed(operation, error, userKey)
+    }
+  }
+
+  /**
+   * Waits, at most `ms`, until a command for `key` can be sent: the connection (on a cluster: the
+   * master serving `key`, across a failover) is up. False when it is not within `ms`.
+   */
+  async serving(key: string, ms: number): Promise<boolean> {
+    const deadline = Date.now() + ms
+    if (!(await this.clientReady(ms))) return false
+    if (this.topology === undefined) return true
+    return (await this.topology.masterReady(key, deadline - Date.now())) !== undefined
+  }
+
+  /**
+   * Waits, at most `ms`, until the client is ready (a cluster: its slot map covers every slot and
+   * every master is connected), through reconnection attempts. Rejects with
+   * {@link CacheUnavailableError} (or {@link CacheClosedError}) otherwise.
+   */
+  async whenReady(ms: number): Promise<void> {
+    if (this.closed) throw new CacheClosedError('redis')
+    const deadline = Date.now() + ms
+    const left = () => Math.max(0, deadline - Date.now())
+    while (this.switchOver?.holding && left() > 0) await delay(Math.min(left(), 20))
+    if (
+      !this.switchOver?.holding &&
+      (await this.clientReady(left())) &&
+      (this.topology === undefined || (await this.topology.healthy(left())))
+    )
+      return
+    if (this.closed) throw new CacheClosedError('redis')
+    const state = this.client.status === 'ready' ? 'a master is unreachable' : this.client.status
+    throw new CacheUnavailableError('redis', `redis: not ready within ${ms} ms (${state})`)
+  }
+
+  /**
+   * The connections a command must visit to reach every key: the client itself, or on a cluster
+   * the masters serving all 16384 slots now (see {@link ClusterTopology.currentMasters}).
+   */
+  async masters(operation: string): Promise<Redis[]> {
+    if (this.topology === undefined) return [this.client as Redis]
+    return this.topology.currentMasters(operation)
   }
 
   /** Awaits one command sent when not {@link blocked}: measures it and translates its failure. */
@@ -122,6 +207,8 @@ export class Connection {
 
   private async shutdown(): Promise<void> {
     this.closed = true
+    this.topology?.close()
+    this.switchOver?.close()
     const client = this.client
     if (!this.owned) {
       client.off('error', this.onClientError)
@@ -153,6 +240,25 @@ export class Connection {
       client.once('ready', onReady).once('close', onClose).once('end', onClose)
     })
     return this.readySignal
+  }
+
+  /** True once the client is ready, waiting at most `ms` (through reconnection attempts). */
+  private async clientReady(ms: number): Promise<boolean> {
+    const client = this.client
+    const deadline = Date.now() + ms
+    while (!this.closed && client.status !== 'ready') {
+      if (client.status === 'wait') client.connect().catch(noop)
+      if (client.status === 'end') return false
+      const left = deadline - Date.now()
+      if (left <= 0) return false
+      let timer: NodeJS.Timeout | undefined
+      const expired = new Promise<boolean>((resolve) => {
+        timer = setTimeout(resolve, left, false)
+      })
+      await Promise.race([this.connected(), expired])
+      clearTimeout(timer)
+    }
+    return client.status === 'ready' && !this.closed
   }
 
   private readonly onClientError = (error: unknown): void => {

@@ -8,7 +8,7 @@ import {
 
 /** Replies that mean "this server cannot serve you right now", not "your command is wrong". */
 const UNAVAILABLE_REPLY =
-  /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|READONLY|NOAUTH|WRONGPASS|NOPERM|OOM)\b/
+  /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|MOVED|ASK|READONLY|NOREPLICAS|NOAUTH|WRONGPASS|NOPERM|OOM)\b/
 
 /**
  * Turns what ioredis rejected with into the @cache error family, keeping it as `cause`:

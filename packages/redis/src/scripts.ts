@@ -12,12 +12,17 @@ export class LuaScript {
     this.sha = sha1(source)
   }
 
-  async run(client: RedisClient, key: string, args: (string | Buffer | number)[]): Promise<unknown> {
+  run(client: RedisClient, key: string, args: (string | Buffer | number)[]): Promise<unknown> {
+    return this.runKeys(client, [key], args)
+  }
+
+  /** With several keys: on a cluster they must share a hash slot. */
+  async runKeys(client: RedisClient, keys: string[], args: (string | Buffer | number)[]): Promise<unknown> {
     try {
-      return await client.callBuffer('evalsha', this.sha, 1, key, ...args)
+      return await client.callBuffer('evalsha', this.sha, keys.length, ...keys, ...args)
     } catch (error) {
       if (!String((error as Error).message).startsWith('NOSCRIPT')) throw error
-      return client.callBuffer('eval', this.source, 1, key, ...args)
+      return client.callBuffer('eval', this.source, keys.length, ...keys, ...args)
     }
   }
 }

@@ -18,3 +18,8 @@ runConformance('redis (values as bytes, compressed from 1 KB)', {
   create: ({ namespace }) => redisBackend(servers.singleUrl(), { namespace, compressThreshold: '1KB' }),
   ttlMs: 100,
 })
+
+runConformance('redis (near cache)', {
+  create: ({ namespace }) => redisBackend(servers.singleUrl(), { namespace, nearCache: true }),
+  ttlMs: 100,
+})

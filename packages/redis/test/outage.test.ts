@@ -127,3 +127,26 @@ describe('a backend created while redis is down', () => {
     }
   })
 })
+
+describe('a master that refuses writes', () => {
+  it('turns NOREPLICAS (min-replicas-to-write with no replica) into CacheUnavailableError, applying nothing', async () => {
+    const server = await startRedis({ spawn: true, args: ['--min-replicas-to-write', '1'] })
+    const cache = redisBackend(server.url, { namespace: 'guarded', timeout: TIMEOUT_MS })
+    try {
+      const writes: (() => Promise<unknown>)[] = [
+        () => cache.set('k', 1),
+        () => cache.incr('n'),
+        () => cache.atomicUpdate('u', () => 1),
+      ]
+      for (const op of writes) {
+        const result = await timedSettle(op)
+        expect(result.error).toBeInstanceOf(CacheUnavailableError)
+        expect((result.error as Error).message).toMatch(/NOREPLICAS/)
+      }
+      expect(await cache.getMany(['k', 'n', 'u'])).toEqual([undefined, undefined, undefined])
+    } finally {
+      await cache.close()
+      await server.stop()
+    }
+  })
+})

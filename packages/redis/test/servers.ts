@@ -1,4 +1,13 @@
-import { type RedisCluster, type RedisServer, startRedis, startRedisCluster } from '@cache/test-servers'
+import { execFileSync } from 'node:child_process'
+import {
+  type RedisCluster,
+  type RedisServer,
+  requireBinary,
+  startRedis,
+  startRedisCluster,
+} from '@cache/test-servers'
+import calculateSlot from 'cluster-key-slot'
+import { Redis } from 'ioredis'
 import { afterAll, beforeAll } from 'vitest'
 
 /**
@@ -18,4 +27,41 @@ export function useSingleAndCluster(): { singleUrl(): string; clusterUrl(): stri
     singleUrl: () => single!.url,
     clusterUrl: () => `redis+cluster://${cluster!.nodes.map((n) => `${n.host}:${n.port}`).join(',')}`,
   }
+}
+
+function cli(port: number, ...command: string[]): string {
+  return execFileSync(requireBinary('redis-cli'), ['-h', '127.0.0.1', '-p', String(port), ...command], {
+    stdio: 'pipe',
+  }).toString()
+}
+
+/** Every key of `namespace` on the masters of the cluster now. */
+export async function keysOn(cluster: RedisCluster, namespace: string): Promise<string[]> {
+  const keys: string[] = []
+  for (const { master } of cluster.shards()) {
+    const client = new Redis(master, '127.0.0.1')
+    try {
+      keys.push(...(await client.keys(`${namespace}:*`)))
+    } finally {
+      client.disconnect()
+    }
+  }
+  return keys
+}
+
+/** `count` keys (as the backend names them, without the namespace) that the master on `port` serves. */
+export function keysServedBy(port: number, namespace: string, count: number, prefix = 'k'): string[] {
+  const lines = cli(port, 'cluster', 'slots').trim().split('\n')
+  // redis-cli prints CLUSTER SLOTS flat: from, to, host, port, id, [host, port, id]…
+  const ranges: [number, number][] = []
+  for (let i = 0; i < lines.length; i++) {
+    if (/^\d+$/.test(lines[i]!) && /^\d+$/.test(lines[i + 1] ?? '') && lines[i + 3] === String(port))
+      ranges.push([Number(lines[i]), Number(lines[i + 1])])
+  }
+  const keys: string[] = []
+  for (let i = 0; keys.length < count; i++) {
+    const slot = calculateSlot(`${namespace}:${prefix}${i}`)
+    if (ranges.some(([from, to]) => slot >= from && slot <= to)) keys.push(`${prefix}${i}`)
+  }
+  return keys
 }

@@ -4,7 +4,7 @@
  * point tests at existing servers instead (except tests that must kill a server: they pass
  * `{ spawn: true }`).
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
+import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, Socket } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -238,81 +238,186 @@ export async function startRedis(options: RedisOptions = {}): Promise<RedisServe
 }
 
 export interface RedisCluster {
+  /** Every node, masters first as `redis-cli --cluster create` assigned them (roles change on failover). */
   readonly nodes: { host: string; port: number }[]
+  /** The process of each node, in the order of {@link RedisCluster.nodes}. */
   readonly processes: ManagedServer[]
+  /** The masters now and their replicas, by port, as CLUSTER NODES on a running node says (failed nodes left out). */
+  shards(): ClusterShard[]
+  /** Resolves once the node on `port` is a master and every running node says `cluster_state:ok`. */
+  failedOver(port: number, timeoutMs?: number): Promise<void>
+  /** Resolves once a running node says `cluster_state:fail` (CLUSTERDOWN). */
+  down(timeoutMs?: number): Promise<void>
+  /** The process listening on `port`. */
+  processOn(port: number): ManagedServer
   stop(): Promise<void>
 }
 
-/** Builds a Redis Cluster of `masters` nodes (no replicas) on loopback with `redis-cli --cluster create`. */
-export async function startRedisCluster(masters = 3): Promise<RedisCluster> {
+/** A master of a cluster and its replicas, by port. */
+export interface ClusterShard {
+  master: number
+  replicas: number[]
+}
+
+export interface RedisClusterOptions {
+  /** Replicas per master (`--cluster-replicas`). Default: 0. */
+  replicas?: number
+  /** `cluster-node-timeout` in ms: how long a silent node takes to be marked failed. Default: 2000. */
+  nodeTimeout?: number
+}
+
+/**
+ * Builds a Redis Cluster of `masters` nodes, each with `replicas` replicas, on loopback with
+ * `redis-cli --cluster create`. Resolves once every node reports `cluster_state:ok` and every
+ * replica has synced with its master.
+ */
+export async function startRedisCluster(
+  masters = 3,
+  options: RedisClusterOptions = {},
+): Promise<RedisCluster> {
+  const { replicas = 0, nodeTimeout = 2000 } = options
   const redisServer = requireBinary('redis-server')
   const redisCli = requireBinary('redis-cli')
   const root = mkdtempSync(join(tmpdir(), 'cache-cluster-'))
   const processes: ManagedServer[] = []
   const nodes: { host: string; port: number }[] = []
-  for (let i = 0; i < masters; i++) {
+  for (let i = 0; i < masters * (1 + replicas); i++) {
     const port = await freePort()
     const dir = join(root, String(port))
     execFileSync('mkdir', ['-p', dir])
-    const server = new ManagedServer(
-      'redis-server (cluster)',
-      port,
-      redisServer,
-      [
-        '--port',
-        String(port),
-        '--bind',
-        HOST,
-        '--cluster-enabled',
-        'yes',
-        '--cluster-config-file',
-        'nodes.conf',
-        '--cluster-node-timeout',
-        '2000',
-        '--save',
-        '',
-        '--appendonly',
-        'no',
-        '--dir',
+    processes.push(
+      new ManagedServer(
+        'redis-server (cluster)',
+        port,
+        redisServer,
+        [
+          '--port',
+          String(port),
+          '--bind',
+          HOST,
+          '--cluster-enabled',
+          'yes',
+          '--cluster-config-file',
+          'nodes.conf',
+          '--cluster-node-timeout',
+          String(nodeTimeout),
+          // A replica syncs at once, not after the default 5 s wait for more replicas.
+          '--repl-diskless-sync-delay',
+          '0',
+          '--save',
+          '',
+          '--appendonly',
+          'no',
+          '--dir',
+          dir,
+        ],
         dir,
-      ],
-      dir,
+      ),
     )
-    await server.start()
-    processes.push(server)
     nodes.push({ host: HOST, port })
   }
-  execFileSync(
-    redisCli,
-    [
-      '--cluster',
-      'create',
-      ...nodes.map((n) => `${n.host}:${n.port}`),
-      '--cluster-replicas',
-      '0',
-      '--cluster-yes',
-    ],
-    { stdio: 'pipe' },
-  )
-  // Wait until every node agrees the cluster is up.
-  const deadline = Date.now() + 15_000
-  for (const node of nodes) {
-    while (
-      !execFileSync(redisCli, ['-h', node.host, '-p', String(node.port), 'cluster', 'info'])
-        .toString()
-        .includes('cluster_state:ok')
-    ) {
-      if (Date.now() > deadline) throw new Error('redis cluster did not reach cluster_state:ok')
-      await new Promise((r) => setTimeout(r, 100))
+  const stop = async () => {
+    await Promise.all(processes.map((p) => p.stop()))
+    rmSync(root, { recursive: true, force: true })
+  }
+  try {
+    await Promise.all(processes.map((p) => p.start()))
+    execFileSync(
+      redisCli,
+      [
+        '--cluster',
+        'create',
+        ...nodes.map((n) => `${n.host}:${n.port}`),
+        '--cluster-replicas',
+        String(replicas),
+        '--cluster-yes',
+      ],
+      { stdio: 'pipe' },
+    )
+    // Wait until every node agrees the cluster is up and every replica has its master's data.
+    const deadline = Date.now() + 20_000
+    const info = (node: { host: string; port: number }, ...command: string[]) =>
+      execFileSync(redisCli, ['-h', node.host, '-p', String(node.port), ...command]).toString()
+    const synced = (replication: string) =>
+      !replication.includes('role:slave') || replication.includes('master_link_status:up')
+    for (const node of nodes) {
+      while (
+        !info(node, 'cluster', 'info').includes('cluster_state:ok') ||
+        !synced(info(node, 'info', 'replication'))
+      ) {
+        if (Date.now() > deadline) throw new Error('redis cluster did not reach cluster_state:ok')
+        await new Promise((r) => setTimeout(r, 100))
+      }
+    }
+  } catch (error) {
+    await stop()
+    throw error
+  }
+  const cli = (port: number, ...command: string[]) =>
+    execFileSync(redisCli, ['-h', HOST, '-p', String(port), ...command], { stdio: 'pipe' }).toString()
+  const live = () => {
+    const running = processes.find((p) => p.running)
+    if (!running) throw new Error('no cluster node is running')
+    return running.port
+  }
+  // Asynchronous: the process polling is often the one under test, whose event loop must not stall.
+  const cliAsync = (port: number, ...command: string[]) =>
+    new Promise<string>((resolve) =>
+      execFile(redisCli, ['-h', HOST, '-p', String(port), ...command], (error, stdout) =>
+        resolve(error ? '' : stdout.toString()),
+      ),
+    )
+  const poll = async (done: () => Promise<boolean>, timeoutMs: number, what: string) => {
+    const deadline = Date.now() + timeoutMs
+    while (!(await done())) {
+      if (Date.now() > deadline) throw new Error(`${what} within ${timeoutMs} ms`)
+      await new Promise((r) => setTimeout(r, 20))
     }
   }
   return {
     nodes,
     processes,
-    async stop() {
-      await Promise.all(processes.map((p) => p.stop()))
-      rmSync(root, { recursive: true, force: true })
+    shards() {
+      const known = cli(live(), 'cluster', 'nodes')
+        .trim()
+        .split('\n')
+        .map((line) => {
+          const [id, address, flags, masterId] = line.split(' ')
+          const port = Number(address!.split('@')[0]!.split(':').pop())
+          return { id: id!, port, flags: flags!.split(','), masterId: masterId! }
+        })
+        .filter((node) => !node.flags.includes('fail'))
+      return known
+        .filter((node) => node.flags.includes('master'))
+        .map((master) => ({
+          master: master.port,
+          replicas: known.filter((node) => node.masterId === master.id).map((node) => node.port),
+        }))
     },
+    failedOver: (port, timeoutMs = 20_000) =>
+      poll(
+        async () => {
+          if (!(await cliAsync(port, 'role')).startsWith('master')) return false
+          const states = await Promise.all(
+            processes.filter((p) => p.running).map((p) => cliAsync(p.port, 'cluster', 'info')),
+          )
+          return states.every((info) => info.includes('cluster_state:ok'))
+        },
+        timeoutMs,
+        `${port} did not take over`,
+      ),
+    down: (timeoutMs = 20_000) =>
+      poll(
+        async () => (await cliAsync(live(), 'cluster', 'info')).includes('cluster_state:fail'),
+        timeoutMs,
+        'the cluster did not go down',
+      ),
+    processOn(port) {
+      const process = processes.find((p) => p.port === port)
+      if (!process) throw new Error(`no cluster node on port ${port}`)
+      return process
+    },
+    stop,
   }
 }
 
@@ -409,3 +514,8 @@ export async function startMemcached(options: MemcachedOptions = {}): Promise<Me
   return { server: `${HOST}:${port}`, port, process: server, stop: () => server.stop() }
 }
 export { type FaultProxy, type ProxyMode, startFaultProxy } from './proxy.js'
+export {
+  type RedisSentinelGroup,
+  type RedisSentinelGroupOptions,
+  startRedisSentinelGroup,
+} from './sentinels.js'

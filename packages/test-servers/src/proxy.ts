@@ -27,6 +27,12 @@ export interface FaultProxy {
    * after the server ran the command. Resolves when a connection has been dropped this way.
    */
   dropAfterNextReply(): Promise<void>
+  /**
+   * The next time the server sends bytes on any connection, throw them away and destroy both sides
+   * of that connection: the server ran the command, the client never sees the reply. Resolves when
+   * a connection has been dropped this way.
+   */
+  dropNextReply(): Promise<void>
   /** Destroys every open connection (a reset); new connections are accepted. */
   dropAll(): void
   /** Refuses new connections (closes the listening socket) until {@link FaultProxy.listen}. */
@@ -47,6 +53,7 @@ export async function startFaultProxy(target: { host?: string; port: number }): 
   const links = new Set<Link>()
   let mode: ProxyMode = 'pass'
   let dropWaiters: (() => void)[] = []
+  let swallowWaiters: (() => void)[] = []
 
   const destroy = (link: Link) => {
     links.delete(link)
@@ -69,6 +76,13 @@ export async function startFaultProxy(target: { host?: string; port: number }): 
     })
     server.on('data', (chunk) => {
       if (mode !== 'pass') return
+      if (swallowWaiters.length > 0) {
+        const waiters = swallowWaiters
+        swallowWaiters = []
+        destroy(link)
+        for (const resolve of waiters) resolve()
+        return
+      }
       if (dropWaiters.length > 0) {
         const waiters = dropWaiters
         dropWaiters = []
@@ -116,6 +130,9 @@ export async function startFaultProxy(target: { host?: string; port: number }): 
     },
     dropAfterNextReply() {
       return new Promise<void>((resolve) => dropWaiters.push(resolve))
+    },
+    dropNextReply() {
+      return new Promise<void>((resolve) => swallowWaiters.push(resolve))
     },
     dropAll() {
       for (const link of [...links]) destroy(link)

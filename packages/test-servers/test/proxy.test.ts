@@ -29,7 +29,7 @@ function exchange(port: number, payload: string, until: RegExp, timeoutMs = 1000
 }
 
 describe('fault proxy', () => {
-  it('passes traffic, drops a link right after the server answered, and black-holes', async () => {
+  it('passes traffic, drops a link right after the server answered (with or without the reply), and black-holes', async () => {
     const redis = await startRedis({ spawn: true })
     const proxy = await startFaultProxy({ port: redis.port })
     try {
@@ -41,6 +41,13 @@ describe('fault proxy', () => {
       await dropped
       expect(first.closed).toBe(true)
       expect((await exchange(redis.port, 'GET proxy:n\r\n', /\r\n.*\r\n/)).data).toBe('$1\r\n1\r\n')
+
+      // The server runs INCR again; its reply is thrown away with the link.
+      const swallowed = proxy.dropNextReply()
+      const second = await exchange(proxy.port, 'INCR proxy:n\r\n', /never/)
+      await swallowed
+      expect(second).toEqual({ data: '', closed: true })
+      expect((await exchange(redis.port, 'GET proxy:n\r\n', /\r\n.*\r\n/)).data).toBe('$1\r\n2\r\n')
 
       proxy.setMode('blackhole')
       const silent = await exchange(proxy.port, 'PING\r\n', /PONG/, 300)

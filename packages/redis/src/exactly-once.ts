@@ -1,0 +1,267 @@
+import { randomBytes } from 'node:crypto'
+import { CacheError, type CacheObserver } from '@cache/core'
+import calculateSlot from 'cluster-key-slot'
+import type { Connection } from './connection.js'
+import { LuaScript } from './scripts.js'
+
+/**
+ * `incr` and `atomicUpdate` applied exactly once, or reported failed and not applied.
+ *
+ * Each call carries a token. Its script records the outcome under a record key in the same hash
+ * slot for `window` ms, and a replay of a recorded token returns the recorded outcome instead of
+ * applying again. Nothing resends a command on its own (the clients we build have every ioredis
+ * retry turned off); when a reply is lost — the link dropped or the timeout passed with the
+ * command sent — the backend *settles* the token: one script that returns the recorded outcome if
+ * the command ran (the call then succeeds with it) or records a fence that makes any later arrival
+ * of the command a no-op (the call fails, and the command can no longer be applied). If the
+ * server cannot be reached to settle within the timeout, the call fails and settling goes on in
+ * the background until it lands or the window ends; if it then finds the command was applied,
+ * that is reported as an `error` event (the one case where a failed call was applied).
+ */
+export class ExactlyOnce {
+  private readonly id = randomBytes(9).toString('base64url')
+  private sequence = 0
+  private readonly background = new Set<NodeJS.Timeout>()
+  private closed = false
+  private readonly recordPrefix: string
+  /** On a cluster a record must share its key's hash slot; elsewhere any key will do. */
+  private readonly cluster: boolean
+
+  constructor(
+    private readonly connection: Connection,
+    private readonly observer: CacheObserver,
+    private readonly windowMs: number,
+    private readonly maxRetryDelayMs: number,
+    prefix: string,
+  ) {
+    // Records sit under the namespace (for ACL key patterns and for clear()) unless its text
+    // would decide the hash slot.
+    this.recordPrefix = prefix.includes('{') ? '' : prefix
+    this.cluster = connection.client.isCluster
+    if (this.cluster) fillSlotTags()
+  }
+
+  /**
+   * Runs `script` on `[key, record]` with `args` and the window. On a lost reply, settles as
+   * described above; a recorded outcome becomes the reply through `fromRecord`.
+   */
+  async run<R>(
+    operation: string,
+    userKey: string,
+    key: string,
+    script: LuaScript,
+    args: (string | Buffer | number)[],
+    fromRecord: (recorded: string) => R,
+  ): Promise<R> {
+    const record = this.recordKey(key)
+    await this.connection.reachable(operation, userKey, key)
+    const start = performance.now()
+    try {
+      const reply = (await this.connection.timed(
+        script.runKeys(this.connection.client, [key, record], [...args, this.windowMs]),
+        operation,
+      )) as R
+      this.observer.latency(performance.now() - start)
+      return reply
+    } catch (error) {
+      if (!mayHaveRun(error)) throw this.connection.failed(operation, error, userKey)
+      // Settle within what is left of the timeout (a dropped link fails at once, leaving time to
+      // reconnect), but at least one short round trip: after a timeout the reply may have been
+      // waiting behind a busy event loop. A frozen server costs the timeout + SETTLE_GRACE_MS.
+      const budget = Math.max(start + this.connection.timeoutMs - performance.now(), SETTLE_GRACE_MS)
+      const settling = this.settle(key, record, budget)
+      const recorded = await within(settling, budget)
+      if (recorded !== undefined && recorded !== FENCE) {
+        this.observer.latency(performance.now() - start)
+        return fromRecord(recorded)
+      }
+      const failure = this.connection.failed(operation, error, userKey)
+      if (recorded === undefined) this.settleLater(operation, userKey, key, record, settling)
+      throw failure
+    }
+  }
+
+  /** Cancels background settling (its outcomes stay unknown). */
+  close(): void {
+    this.closed = true
+    for (const timer of this.background) clearTimeout(timer)
+    this.background.clear()
+  }
+
+  /** A key no other call uses, in the hash slot of `key`. */
+  private recordKey(key: string): string {
+    const token = `~op:${this.id}.${(this.sequence++).toString(36)}`
+    if (!this.cluster) return this.recordPrefix + token
+    return `${this.recordPrefix}{${tagForSlot(calculateSlot(key))}}${token}`
+  }
+
+  /** The recorded outcome, {@link FENCE} when none was (and none can be now), undefined if unreachable. */
+  private async settle(key: string, record: string, ms: number): Promise<string | undefined> {
+    if (!(await this.connection.serving(key, ms))) return undefined
+    try {
+      const reply = await this.connection.timed(
+        SETTLE.runKeys(this.connection.client, [record], [this.windowMs]),
+        'settle',
+      )
+      return String(reply)
+    } catch {
+      return undefined
+    }
+  }
+
+  /** Goes on settling in the background, starting with the attempt under way (`first`). */
+  private settleLater(
+    operation: string,
+    userKey: string,
+    key: string,
+    record: string,
+    first: Promise<string | undefined>,
+  ): void {
+    const deadline = Date.now() + this.windowMs - this.connection.timeoutMs
+    const attempt = (pause: number, pending?: Promise<string | undefined>) => {
+      if (this.closed) return
+      const timer = setTimeout(async () => {
+        this.background.delete(timer)
+        const recorded = await (pending ?? this.settle(key, record, this.connection.timeoutMs))
+        if (recorded === FENCE || this.closed) return
+        if (recorded !== undefined) {
+          this.observer.error(
+            operation,
+            new CacheError(
+              `redis: ${operation} of "${userKey}" was applied although it was reported failed: its reply was lost and the server could not be reached in time`,
+            ),
+            userKey,
+          )
+          return
+        }
+        if (Date.now() < deadline) return attempt(Math.min(Math.max(100, pause * 2), this.maxRetryDelayMs))
+        this.observer.error(
+          operation,
+          new CacheError(
+            `redis: ${operation} of "${userKey}" failed with its reply lost, and whether it was applied could not be checked within ${this.windowMs} ms`,
+          ),
+          userKey,
+        )
+      }, pause)
+      timer.unref()
+      this.background.add(timer)
+    }
+    // The attempt under way first; retries after 100 ms, doubling up to maxReconnectDelay.
+    attempt(0, first)
+  }
+}
+
+/** `promise`'s value if it settles within `ms`, else undefined (it goes on). */
+function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined
+  const expired = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), ms)
+  })
+  return Promise.race([promise, expired]).finally(() => clearTimeout(timer))
+}
+
+/** What a settled token holds when its command did not run (and now never will). */
+const FENCE = 'x'
+
+/**
+ * False when the command certainly did not run: the server answered with an error (scripts
+ * here fail before writing anything), or the client refused to send it.
+ */
+function mayHaveRun(error: unknown): boolean {
+  const e = error as { name?: string; message?: string; code?: string } | undefined
+  if (e?.name === 'ReplyError') return false
+  if (typeof e?.code === 'string' && e.code.startsWith('CACHE_') && e.code !== 'CACHE_TIMEOUT') return false
+  const message = String(e?.message ?? '')
+  return !/^(Stream isn't writeable|Cluster isn't ready|Too many Cluster redirections)/.test(message)
+}
+
+/** After a timeout, the longest wait for the one round trip that tells whether the reply was just late. */
+const SETTLE_GRACE_MS = 50
+
+/**
+ * Short strings whose hash slot is their index (about 90 000 candidates, ~30 ms of CPU for all):
+ * found in small slices in the background once a cluster backend exists, and on demand by a
+ * call that needs a slot not found yet.
+ */
+const slotTags: string[] = []
+let nextCandidate = 0
+let found = 0
+let filling = false
+
+function tagForSlot(slot: number): string {
+  while (slotTags[slot] === undefined) tryCandidate()
+  return slotTags[slot]!
+}
+
+function tryCandidate(): void {
+  const candidate = (nextCandidate++).toString(36)
+  const slot = calculateSlot(candidate)
+  if (slotTags[slot] !== undefined) return
+  slotTags[slot] = candidate
+  found++
+}
+
+function fillSlotTags(): void {
+  if (filling || found === 16384) return
+  filling = true
+  const slice = () => {
+    for (let i = 0; i < 2000 && found < 16384; i++) tryCandidate()
+    if (found < 16384) setImmediate(slice).unref()
+  }
+  setImmediate(slice).unref()
+}
+
+const FENCED = "redis.error_reply('FENCED this call was settled as not applied')"
+
+/**
+ * Adds ARGV[1] to KEYS[1]; only the call that creates the counter sets its TTL (ARGV[2] ms, ''
+ * for none). The result is recorded in KEYS[2] for ARGV[3] ms; a replay returns it.
+ */
+export const INCR_ONCE = new LuaScript(`
+local done = redis.call('GET', KEYS[2])
+if done == '${FENCE}' then return ${FENCED} end
+if done then return tonumber(done) end
+local created
+if ARGV[2] == '' then
+  created = redis.call('SET', KEYS[1], ARGV[1], 'NX')
+else
+  created = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+end
+local value
+if created then value = tonumber(ARGV[1]) else value = redis.call('INCRBY', KEYS[1], ARGV[1]) end
+redis.call('SET', KEYS[2], value, 'PX', ARGV[3])
+return value
+`)
+
+/**
+ * Compare-and-set: writes ARGV[2] (TTL ARGV[3] ms, '' for none) to KEYS[1] only if it still
+ * holds the value whose SHA-1 is ARGV[1] ('' = only if absent). Returns {1} when written (and
+ * records it in KEYS[2] for ARGV[4] ms; a replay returns {1} again), else {0} or {0, current}.
+ */
+export const COMPARE_AND_SET_ONCE = new LuaScript(`
+local done = redis.call('GET', KEYS[2])
+if done == '${FENCE}' then return ${FENCED} end
+if done then return {1} end
+local current = redis.call('GET', KEYS[1])
+local same
+if current then same = redis.sha1hex(current) == ARGV[1] else same = ARGV[1] == '' end
+if not same then
+  if current then return {0, current} end
+  return {0}
+end
+if ARGV[3] == '' then
+  redis.call('SET', KEYS[1], ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
+return {1}
+`)
+
+/** The recorded outcome of a token, or a fence ('${FENCE}') recorded now for ARGV[1] ms. */
+const SETTLE = new LuaScript(`
+local done = redis.call('GET', KEYS[1])
+if done then return done end
+redis.call('SET', KEYS[1], '${FENCE}', 'PX', ARGV[1])
+return '${FENCE}'
+`)

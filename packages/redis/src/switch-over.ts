@@ -1,0 +1,117 @@
+import type { CacheObserver } from '@cache/core'
+import { Redis, type RedisOptions } from 'ioredis'
+import { translateError } from './errors.js'
+
+/** The sentinel events this guard reacts to (each published on a channel of its name). */
+const PROMOTING = '+failover-state-send-slaveof-noone'
+const SWITCHED = '+switch-master'
+const ABORTED = [
+  '-failover-abort-not-elected',
+  '-failover-abort-no-good-slave',
+  '-failover-abort-slave-timeout',
+]
+/** A switch-over that neither ends nor aborts within this long no longer holds calls back. */
+const LONGEST_SWITCH_MS = 15_000
+
+/**
+ * Holds calls back during a Sentinel switch-over. A write the old master acknowledges after its
+ * replica was promoted is lost when the old master rejoins as a replica; the sentinels announce
+ * the promotion (`+failover-state-send-slaveof-noone`, about 100 ms before they send `REPLICAOF
+ * NO ONE`) and its end (`+switch-master`). From the first until the client is connected to the
+ * new master, calls fail at once with `CacheUnavailableError` instead of being acknowledged and
+ * lost. On `+switch-master` the client reconnects (what ioredis' `failoverDetector` does, which
+ * this replaces). One subscriber connection per sentinel given.
+ */
+export class SwitchOverGuard {
+  private readonly subscribers: Redis[]
+  private promotingSince: number | undefined
+  /** `host:port` of the new master once `+switch-master` named it. */
+  private target: string | undefined
+  private closed = false
+
+  constructor(
+    private readonly client: Redis,
+    private readonly observer: CacheObserver,
+    timeoutMs: number,
+  ) {
+    const options = client.options
+    this.subscribers = (options.sentinels ?? []).map((sentinel) => {
+      const subscriber = new Redis({
+        host: sentinel.host ?? '127.0.0.1',
+        port: sentinel.port ?? 26379,
+        ...(sentinel.family === undefined ? {} : { family: sentinel.family }),
+        username: options.sentinelUsername ?? undefined,
+        password: options.sentinelPassword ?? undefined,
+        ...(options.enableTLSForSentinelMode && options.sentinelTLS ? { tls: options.sentinelTLS } : {}),
+        connectTimeout: options.connectTimeout,
+        commandTimeout: timeoutMs,
+        enableReadyCheck: false,
+        retryStrategy: options.sentinelRetryStrategy ?? undefined,
+        connectionName: 'cache-switch-over',
+      } satisfies RedisOptions)
+      subscriber.on('error', this.onError)
+      subscriber.on('message', this.onMessage)
+      subscriber.subscribe(PROMOTING, SWITCHED, ...ABORTED).catch(this.onError)
+      return subscriber
+    })
+    client.on('ready', this.onReady)
+  }
+
+  /** True while a switch-over is promoting a replica and the client is not on the new master yet. */
+  get holding(): boolean {
+    if (this.promotingSince === undefined) return false
+    if (performance.now() - this.promotingSince < LONGEST_SWITCH_MS) return true
+    this.promotingSince = undefined
+    return false
+  }
+
+  close(): void {
+    if (this.closed) return
+    this.closed = true
+    this.client.off('ready', this.onReady)
+    for (const subscriber of this.subscribers) subscriber.disconnect()
+  }
+
+  private readonly onMessage = (channel: string, message: string): void => {
+    const words = message.split(' ')
+    if (channel === PROMOTING) {
+      // "slave <name> <ip> <port> @ <master name> <ip> <port>"
+      if (words[words.indexOf('@') + 1] !== this.client.options.name) return
+      this.promotingSince ??= performance.now()
+      this.target = undefined
+      return
+    }
+    if (channel === SWITCHED) {
+      // "<master name> <old ip> <old port> <new ip> <new port>"
+      if (words[0] !== this.client.options.name) return
+      this.target = this.mapped(words[3]!, Number(words[4]))
+      if (this.connectedTo() === this.target) this.promotingSince = undefined
+      else if (!this.client.options.failoverDetector) this.client.disconnect(true)
+      return
+    }
+    // "-failover-abort-…": "master <name> <ip> <port>"
+    if (words[1] === this.client.options.name) this.promotingSince = undefined
+  }
+
+  private readonly onReady = (): void => {
+    if (this.promotingSince !== undefined && this.target !== undefined && this.connectedTo() === this.target)
+      this.promotingSince = undefined
+  }
+
+  private readonly onError = (error: unknown): void => {
+    if (!this.closed) this.observer.error('sentinel', translateError(error, 'sentinel', 0))
+  }
+
+  private connectedTo(): string | undefined {
+    const stream = this.client.stream
+    return stream?.remoteAddress === undefined ? undefined : `${stream.remoteAddress}:${stream.remotePort}`
+  }
+
+  /** The address as the client reaches it: through `natMap` when one is set (as ioredis does). */
+  private mapped(host: string, port: number): string {
+    const key = `${host}:${port}`
+    const natMap = this.client.options.natMap
+    const target = typeof natMap === 'function' ? natMap(key) : natMap?.[key]
+    return target ? `${target.host}:${target.port}` : key
+  }
+}
