@@ -38,6 +38,7 @@ export {
 export { type Duration, expiryFor, parseDuration, ttlToMs } from './durations.js'
 export {
   type CacheErrorCode,
+  type UnavailableOptions,
   CacheClosedError,
   CacheConfigError,
   CacheConflictError,

@@ -1,0 +1,224 @@
+import { CacheConfigError, type Duration, parseDuration } from '@cache/core'
+import { KetamaRing, type RingServer } from './ring.js'
+
+/** When a failing server is taken out of use, and when it is tried again. */
+export interface EjectOptions {
+  /**
+   * Consecutive failed reads (connection refused or reset, no answer within `timeout`) that eject
+   * a server. A failed write or delete ejects it at once: what it holds may be stale. Default: 2.
+   */
+  failureThreshold?: number
+  /**
+   * Wait before an ejected server is tried again; doubled after each failed retry (±20% jitter)
+   * up to `maxRetryAfter`. Seconds or a duration string. Default: `'1s'`.
+   */
+  retryAfter?: Duration
+  /** Longest wait between retries of an ejected server. Default: `'30s'`. */
+  maxRetryAfter?: Duration
+}
+
+/** `up`: in use. `down`: ejected; its keys fail at once until a retry succeeds. */
+export type ServerState = 'up' | 'down'
+
+/** One server's health, as {@link ServerPool.report} gives it. */
+export interface ServerReport {
+  /** `host:port` as listed. */
+  server: string
+  weight: number
+  state: ServerState
+  /** Consecutive failures since its last success. */
+  failures: number
+  /** Times it was ejected. */
+  ejections: number
+  /** Failed requests, in all. */
+  errors: number
+  /** While down: when the next retry starts (epoch ms). */
+  retryAt?: number
+  /** The message of its last failure. */
+  lastError?: string
+}
+
+/** What the pool tells its owner. */
+export interface PoolEvents {
+  /** Re-admits a server: resolves if it answers (and has been repaired), rejects otherwise. */
+  retry(index: number): Promise<void>
+  down(index: number, error: unknown): void
+  up(index: number): void
+}
+
+interface Health {
+  state: ServerState
+  failures: number
+  ejections: number
+  errors: number
+  delayMs: number
+  retryAt: number
+  timer: NodeJS.Timeout | undefined
+  lastError: string | undefined
+}
+
+/**
+ * The servers of a backend: where each key lives (a ketama ring) and whether each server may be
+ * used. A server that keeps failing is ejected: its keys fail at once instead of waiting for a
+ * timeout each, and a timer retries it in the background with a growing back-off. Keys never
+ * move to another server while theirs is down (other processes would not know, and would read
+ * and write elsewhere).
+ */
+export class ServerPool {
+  readonly names: readonly string[]
+  private readonly weights: readonly number[]
+  private readonly ring: KetamaRing | undefined
+  private readonly health: Health[]
+  private readonly threshold: number
+  private readonly baseDelayMs: number
+  private readonly maxDelayMs: number
+  private closed = false
+
+  constructor(
+    servers: readonly { host: string; port: number }[],
+    weights: Readonly<Record<string, number>> | undefined,
+    options: EjectOptions,
+    private readonly events: PoolEvents,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.names = servers.map((server) => `${server.host}:${server.port}`)
+    const twice = this.names.find((name, i) => this.names.indexOf(name) !== i)
+    if (twice !== undefined) throw new CacheConfigError('servers', `${twice} is listed twice`)
+    this.weights = resolveWeights(this.names, weights)
+    const listed: RingServer[] = servers.map((server, i) => ({ ...server, weight: this.weights[i]! }))
+    this.ring = servers.length > 1 ? new KetamaRing(listed) : undefined
+    this.threshold = options.failureThreshold ?? 2
+    if (!Number.isSafeInteger(this.threshold) || this.threshold < 1) {
+      throw new CacheConfigError(
+        'eject.failureThreshold',
+        `${String(options.failureThreshold)} is not a positive whole number`,
+      )
+    }
+    this.baseDelayMs = parseDuration(options.retryAfter ?? '1s', 'eject.retryAfter')
+    this.maxDelayMs = Math.max(
+      this.baseDelayMs,
+      parseDuration(options.maxRetryAfter ?? '30s', 'eject.maxRetryAfter'),
+    )
+    this.health = this.names.map(() => ({
+      state: 'up',
+      failures: 0,
+      ejections: 0,
+      errors: 0,
+      delayMs: this.baseDelayMs,
+      retryAt: 0,
+      timer: undefined,
+      lastError: undefined,
+    }))
+  }
+
+  /** The index of the server that holds `placementKey`. */
+  serverOf(placementKey: string): number {
+    return this.ring === undefined ? 0 : this.ring.serverOf(placementKey)
+  }
+
+  /** True if the server may be used now. */
+  usable(index: number): boolean {
+    return this.health[index]!.state === 'up'
+  }
+
+  /** Why the server is not used, for the error its keys fail with. */
+  whyDown(index: number): string {
+    const health = this.health[index]!
+    const wait = Math.max(0, health.retryAt - this.now())
+    return `the server is ejected after failing (${health.lastError ?? 'unknown error'}); next retry in ${Math.round(wait)} ms`
+  }
+
+  /** True when another server of the pool is up: a failure of `index` is partial. */
+  othersUp(index: number): boolean {
+    return this.health.some((health, i) => i !== index && health.state === 'up')
+  }
+
+  succeeded(index: number): void {
+    const health = this.health[index]!
+    if (health.state === 'up') health.failures = 0
+  }
+
+  /** A request to the server failed (no answer); `write` if it may have changed data. */
+  failed(index: number, error: unknown, write: boolean): void {
+    const health = this.health[index]!
+    health.errors++
+    health.lastError = error instanceof Error ? error.message : String(error)
+    if (health.state !== 'up') return
+    health.failures++
+    if (write || health.failures >= this.threshold) this.eject(index, error)
+  }
+
+  report(): ServerReport[] {
+    return this.health.map((health, i) => ({
+      server: this.names[i]!,
+      weight: this.weights[i]!,
+      state: health.state,
+      failures: health.failures,
+      ejections: health.ejections,
+      errors: health.errors,
+      ...(health.state === 'down' ? { retryAt: health.retryAt } : {}),
+      ...(health.lastError === undefined ? {} : { lastError: health.lastError }),
+    }))
+  }
+
+  /** Stops the retry timers. */
+  close(): void {
+    this.closed = true
+    for (const health of this.health) clearTimeout(health.timer)
+  }
+
+  private eject(index: number, error: unknown): void {
+    const health = this.health[index]!
+    health.state = 'down'
+    health.ejections++
+    this.schedule(index)
+    this.events.down(index, error)
+  }
+
+  private schedule(index: number): void {
+    const health = this.health[index]!
+    const wait = health.delayMs * (0.8 + Math.random() * 0.4)
+    health.retryAt = this.now() + wait
+    health.timer = setTimeout(() => this.retry(index), wait)
+    health.timer.unref?.()
+  }
+
+  private retry(index: number): void {
+    const health = this.health[index]!
+    health.timer = undefined
+    if (this.closed) return
+    this.events.retry(index).then(
+      () => {
+        if (this.closed) return
+        health.state = 'up'
+        health.failures = 0
+        health.delayMs = this.baseDelayMs
+        this.events.up(index)
+      },
+      (error) => {
+        if (this.closed) return
+        health.errors++
+        health.lastError = error instanceof Error ? error.message : String(error)
+        health.delayMs = Math.min(this.maxDelayMs, health.delayMs * 2)
+        this.schedule(index)
+      },
+    )
+  }
+}
+
+function resolveWeights(names: readonly string[], weights: Readonly<Record<string, number>> | undefined) {
+  for (const [server, weight] of Object.entries(weights ?? {})) {
+    if (!names.includes(server)) {
+      throw new CacheConfigError(
+        'weights',
+        `${JSON.stringify(server)} is not one of the servers (${names.join(', ')})`,
+      )
+    }
+    if (!Number.isSafeInteger(weight) || weight < 1 || weight > 0xffff)
+      throw new CacheConfigError(
+        'weights',
+        `${server}: ${String(weight)} is not a whole number from 1 to 65535`,
+      )
+  }
+  return names.map((name) => weights?.[name] ?? 1)
+}
