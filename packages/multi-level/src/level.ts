@@ -1,5 +1,6 @@
 import type { CacheBackend, SyncAccess } from '@cache/core'
 import { type BreakerOptions, type BreakerState, CircuitBreaker } from './breaker.js'
+import { isPartialFailure } from './health.js'
 
 /** What multi-level counted for one level. */
 export interface LevelStats {
@@ -138,8 +139,11 @@ export class Level {
         try {
           await this.backend.clear()
         } catch (error) {
-          this.pendingClear = true
-          throw error
+          // Partial: the failed server is repaired by the backend before it serves again.
+          if (!isPartialFailure(error)) {
+            this.pendingClear = true
+            throw error
+          }
         }
       } else if (this.pending.size > 0) {
         const keys = [...this.pending]
@@ -147,11 +151,16 @@ export class Level {
         try {
           await this.backend.deleteMany(keys)
         } catch (error) {
-          this.missedMany(keys)
-          throw error
+          if (!isPartialFailure(error)) {
+            this.missedMany(keys)
+            throw error
+          }
         }
       } else if (!answered) {
-        await this.backend.has(PROBE_KEY)
+        // The probe key lives on one server of a pool: that server being down is not the level.
+        await this.backend.has(PROBE_KEY).catch((error) => {
+          if (!isPartialFailure(error)) throw error
+        })
       } else {
         this.breaker.close()
         return
