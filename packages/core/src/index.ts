@@ -67,6 +67,13 @@ export {
   stringifyTagged,
   v8Serializer,
 } from './serializer.js'
+export {
+  type ParsedRedisUrl,
+  type RedisHost,
+  type RedisUrlQuery,
+  parseRedisUrl,
+  redactUrl,
+} from './redis-url.js'
 export { type Size, parseSize } from './sizes.js'
 export {
   type CacheEvent,
