@@ -112,6 +112,8 @@ export function redisBus(connection: RedisBusConnection, options: RedisBusOption
   return new RedisBus(connection, options)
 }
 
+/** Wait between a message being queued and its batch being sent, in ms. */
+const BATCH_MS = 1
 /** Keys per message: a batch of writes with more keys is split into several PUBLISHes. */
 const MAX_KEYS_PER_MESSAGE = 1000
 /** While the link is down, the subscriber is reconnected every this many heartbeats. */
@@ -183,7 +185,9 @@ export class RedisBus implements InvalidationBus {
     this.firstUp = new Promise<void>((resolve) => {
       this.markUp = resolve
     })
-    this.clients = openClients(connection, options.redisOptions ?? {})
+    // A malformed URL or connection throws here, not on the first publish.
+    const target = isClient(connection) ? connection : describe(connection)
+    this.clients = openClients(target, options.redisOptions ?? {})
     this.clients.then(
       (clients) => this.listen(clients),
       () => {},
@@ -243,7 +247,7 @@ export class RedisBus implements InvalidationBus {
     this.closed ??= (async () => {
       clearInterval(this.timer)
       await this.flushing
-      if (this.queue.length > 0) await this.drain()
+      while (this.queue.length > 0) await this.sendQueued()
       this.listeners.clear()
       const clients = await this.clients.catch(() => undefined)
       await Promise.all(clients?.owned.map((client) => client.quit().catch(() => {})) ?? [])
@@ -251,36 +255,37 @@ export class RedisBus implements InvalidationBus {
     return this.closed
   }
 
+  /**
+   * Sends what is queued in one batch, {@link BATCH_MS} after the first message of it, one batch
+   * in flight at a time (so order is kept): writes in between share a PUBLISH, which is what keeps
+   * the bus cheap under a stream of writes. The writes that queued them have already resolved.
+   */
   private scheduleFlush(): void {
     if (this.flushScheduled || this.flushing) return
     this.flushScheduled = true
-    // Writes of the same tick share one PUBLISH; the write that queued them has already resolved.
-    setImmediate(() => {
+    setTimeout(() => {
       this.flushScheduled = false
-      this.flushing = this.drain().finally(() => {
+      this.flushing = this.sendQueued().finally(() => {
         this.flushing = undefined
         if (this.queue.length > 0) this.scheduleFlush()
       })
-    })
+    }, BATCH_MS)
   }
 
-  /** Sends the queue in batches, one batch in flight at a time (so order is kept). */
-  private async drain(): Promise<void> {
-    while (this.queue.length > 0) {
-      const batch = this.queue
-      this.queue = []
-      const messages = batch.flatMap((pending) => (pending.message ? [pending.message] : []))
-      try {
-        await this.send(encodeBatch(messages, this.gap ? this.id : undefined))
-        this.gap = false
-        this.stats.published += messages.length
-        for (const pending of batch) pending.resolve()
-      } catch (error) {
-        this.stats.publishFailures += messages.length
-        this.gap = true
-        if (messages.length > 0) this.emit('error', { backend: 'bus', operation: 'publish', error })
-        for (const pending of batch) pending.reject(error)
-      }
+  private async sendQueued(): Promise<void> {
+    const batch = this.queue
+    this.queue = []
+    const messages = batch.flatMap((pending) => (pending.message ? [pending.message] : []))
+    try {
+      await this.send(encodeBatch(messages, this.gap ? this.id : undefined))
+      this.gap = false
+      this.stats.published += messages.length
+      for (const pending of batch) pending.resolve()
+    } catch (error) {
+      this.stats.publishFailures += messages.length
+      this.gap = true
+      if (messages.length > 0) this.emit('error', { backend: 'bus', operation: 'publish', error })
+      for (const pending of batch) pending.reject(error)
     }
   }
 
@@ -427,16 +432,17 @@ const PUBLISHER = { enableOfflineQueue: false, maxRetriesPerRequest: 0 }
 const SUBSCRIBER = { enableOfflineQueue: true, maxRetriesPerRequest: null, autoResubscribe: true }
 const RECONNECT = { retryStrategy: (attempt: number) => Math.min(attempt * 50, 500) }
 
-async function openClients(connection: RedisBusConnection, extra: Record<string, unknown>): Promise<Clients> {
-  if (isClient(connection)) {
-    const subscriber = duplicateForSubscribing(connection)
-    return { publisher: connection, subscriber, owned: [subscriber] }
+/** What the bus connects to: a client passed in, or the ioredis settings of a URL or options. */
+type Target = RedisClientLike | Described
+
+async function openClients(target: Target, extra: Record<string, unknown>): Promise<Clients> {
+  if (isClient(target)) {
+    const subscriber = duplicateForSubscribing(target)
+    return { publisher: target, subscriber, owned: [subscriber] }
   }
-  if (typeof connection !== 'string' && (typeof connection !== 'object' || connection === null))
-    throw new CacheConfigError('connection', 'expected a Redis URL, ioredis options or an ioredis client')
   const { Redis, Cluster } = await import('ioredis')
+  const { nodes, options } = target
   const build = (settings: Record<string, unknown>): RedisClientLike => {
-    const { nodes, options } = describe(connection)
     if (nodes !== undefined) {
       const { redisOptions, ...clusterOptions } = options as { redisOptions?: Record<string, unknown> }
       return new Cluster(nodes, {
@@ -466,10 +472,14 @@ function duplicateForSubscribing(client: RedisClientLike): RedisClientLike {
 }
 
 /** ioredis options for a URL or an options object; `nodes` for a cluster. */
-function describe(connection: string | Record<string, unknown>): {
+interface Described {
   nodes?: { host: string; port: number }[]
   options: Record<string, unknown>
-} {
+}
+
+function describe(connection: string | Record<string, unknown>): Described {
+  if (typeof connection !== 'string' && (typeof connection !== 'object' || connection === null))
+    throw new CacheConfigError('connection', 'expected a Redis URL, ioredis options or an ioredis client')
   if (typeof connection !== 'string') {
     const { cluster, ...options } = connection as { cluster?: unknown }
     if (Array.isArray(cluster)) return { nodes: cluster, options }
