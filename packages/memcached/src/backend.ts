@@ -86,8 +86,8 @@ export interface MemcachedBackendOptions extends BaseBackendOptions, CodecOption
   weights?: Readonly<Record<string, number>>
   /**
    * When a failing server is ejected (its keys then fail at once) and when it is tried again.
-   * Defaults: ejected after 2 consecutive failed reads or 1 failed write; retried after `'1s'`,
-   * doubling up to `'30s'`. See the README ("Several servers").
+   * Defaults: ejected after 2 consecutive failed reads or 1 failed write; retried every `'250ms'`,
+   * backing off to `'10s'` while retries time out. See the README ("Several servers").
    */
   eject?: EjectOptions
   /** A memjs client to use instead of creating one; `close()` leaves it open. Default: none. */

@@ -9,11 +9,13 @@ export interface EjectOptions {
    */
   failureThreshold?: number
   /**
-   * Wait before an ejected server is tried again; doubled after each failed retry (±20% jitter)
-   * up to `maxRetryAfter`. Seconds or a duration string. Default: `'1s'`.
+   * Wait before an ejected server is tried again (±20% jitter). A server that refuses connections
+   * is retried at this pace (a refused connection costs nothing); after a retry that times out
+   * (a frozen or unreachable server) the wait doubles, up to `maxRetryAfter`. Seconds or a
+   * duration string. Default: `'250ms'`.
    */
   retryAfter?: Duration
-  /** Longest wait between retries of an ejected server. Default: `'30s'`. */
+  /** Longest wait between retries of an ejected server that does not answer. Default: `'10s'`. */
   maxRetryAfter?: Duration
 }
 
@@ -94,10 +96,10 @@ export class ServerPool {
         `${String(options.failureThreshold)} is not a positive whole number`,
       )
     }
-    this.baseDelayMs = parseDuration(options.retryAfter ?? '1s', 'eject.retryAfter')
+    this.baseDelayMs = parseDuration(options.retryAfter ?? '250ms', 'eject.retryAfter')
     this.maxDelayMs = Math.max(
       this.baseDelayMs,
-      parseDuration(options.maxRetryAfter ?? '30s', 'eject.maxRetryAfter'),
+      parseDuration(options.maxRetryAfter ?? '10s', 'eject.maxRetryAfter'),
     )
     this.health = this.names.map(() => ({
       state: 'up',
@@ -199,7 +201,10 @@ export class ServerPool {
         if (this.closed) return
         health.errors++
         health.lastError = error instanceof Error ? error.message : String(error)
-        health.delayMs = Math.min(this.maxDelayMs, health.delayMs * 2)
+        // Waiting for a server that does not answer costs a request held for the timeout: back
+        // off. One that refuses costs nothing: keep retrying at the base pace.
+        const timedOut = (error as { timedOut?: unknown } | null)?.timedOut === true
+        health.delayMs = timedOut ? Math.min(this.maxDelayMs, health.delayMs * 2) : this.baseDelayMs
         this.schedule(index)
       },
     )

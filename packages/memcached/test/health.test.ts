@@ -166,29 +166,38 @@ describe('health per server', () => {
     }
   })
 
-  it('retries a server that stays down less and less often, up to maxRetryAfter', async () => {
+  it('retries a frozen server less and less often, up to maxRetryAfter; a refusing one at the base pace', async () => {
     const names = servers.map((server) => server.server)
     const cache = pool(names, 'backoff')
-    await servers[1]!.process!.kill()
-    const key = keysOn(cache, names[1]!, 1)[0]!
-    for (let i = 0; i < 2; i++) await cache.get(key).catch(() => {})
-    expect(cache.serverStats()[1]!.state).toBe('down')
-    const retries: number[] = []
-    let last = cache.serverStats()[1]!.retryAt!
-    const deadline = Date.now() + 2800
-    while (Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 20))
-      const next = cache.serverStats()[1]!.retryAt!
-      if (next !== last) {
-        retries.push(next - last)
-        last = next
+    const gapsOf = async (index: number, ms: number): Promise<number[]> => {
+      const key = keysOn(cache, names[index]!, 1)[0]!
+      for (let i = 0; i < 2; i++) await cache.get(key).catch(() => {})
+      expect(cache.serverStats()[index]!.state).toBe('down')
+      const gaps: number[] = []
+      let last = cache.serverStats()[index]!.retryAt!
+      const deadline = Date.now() + ms
+      while (Date.now() < deadline) {
+        await new Promise((resolve) => setTimeout(resolve, 10))
+        const next = cache.serverStats()[index]!.retryAt!
+        if (next !== last) {
+          gaps.push(next - last)
+          last = next
+        }
       }
+      return gaps
     }
-    // 200 ms ±20%, then 400, 800, 800 …: each gap at least as long as the one before, none past the cap.
-    expect(retries.length).toBeGreaterThanOrEqual(3)
-    expect(retries[0]!).toBeLessThan(700)
-    expect(retries.at(-1)!).toBeGreaterThan(retries[0]!)
-    expect(Math.max(...retries)).toBeLessThan(800 * 1.2 + TIMEOUT_MS + 200)
+    // Frozen: each retry waits the 300 ms timeout, then 200 ms → 400 → 800 → 800 … (±20%).
+    process.kill(servers[2]!.process!.pid!, 'SIGSTOP')
+    const frozen = (await gapsOf(2, 3500)).map((gap) => gap - TIMEOUT_MS)
+    expect(frozen.length).toBeGreaterThanOrEqual(3)
+    expect(frozen[1]!).toBeGreaterThan(frozen[0]!)
+    expect(Math.max(...frozen)).toBeLessThan(800 * 1.2 + 200)
+    expect(frozen.at(-1)!).toBeGreaterThan(800 * 0.8 - 100)
+    // Refusing connections: retried every 200 ms (±20%), however long it stays down.
+    await servers[1]!.process!.kill()
+    const refused = await gapsOf(1, 1500)
+    expect(refused.length).toBeGreaterThanOrEqual(4)
+    expect(Math.max(...refused)).toBeLessThan(200 * 1.2 + 100)
   })
 
   it('reports failures as not partial once every server is down', async () => {
