@@ -250,7 +250,7 @@ export class RedisBus implements InvalidationBus {
       while (this.queue.length > 0) await this.sendQueued()
       this.listeners.clear()
       const clients = await this.clients.catch(() => undefined)
-      await Promise.all(clients?.owned.map((client) => client.quit().catch(() => {})) ?? [])
+      await Promise.all(clients?.owned.map((client) => closeClient(client, this.publishTimeoutMs)) ?? [])
     })()
     return this.closed
   }
@@ -408,6 +408,22 @@ export class RedisBus implements InvalidationBus {
   private emit(name: BusEventName, event: BusEvent): void {
     if (this.events.listenerCount(name) > 0) this.events.emit(name, event)
   }
+}
+
+/**
+ * QUIT when connected (bounded), else drop the connection: a QUIT sent while Redis is unreachable
+ * would wait in the offline queue for good.
+ */
+async function closeClient(client: RedisClientLike, ms: number): Promise<void> {
+  if (client.status === 'ready') {
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, ms)
+    })
+    await Promise.race([client.quit().catch(() => {}), late])
+    clearTimeout(timer)
+  }
+  client.disconnect?.()
 }
 
 const CONNECTING = new Set(['wait', 'connecting', 'connect', 'reconnecting'])

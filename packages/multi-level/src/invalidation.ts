@@ -31,7 +31,13 @@ export class ChainInvalidation {
   /** Queues the message; the write does not wait for it (see the README for the semantics). */
   publish(message: Omit<InvalidationMessage, 'origin' | 'namespace'>): void {
     if (this.bus === undefined || this.levels.length < 2) return
-    this.bus.publish({ origin: this.origin, namespace: this.namespace, ...message }).catch((error) => {
+    let sent: Promise<void>
+    try {
+      sent = Promise.resolve(this.bus.publish({ origin: this.origin, namespace: this.namespace, ...message }))
+    } catch (error) {
+      sent = Promise.reject(error)
+    }
+    sent.catch((error) => {
       this.observer.stats.errors++
       this.health.emit('error', { backend: 'bus', operation: 'publish', error })
     })

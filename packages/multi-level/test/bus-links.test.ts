@@ -2,6 +2,7 @@ import { CacheConfigError } from '@cache/core'
 import { type MemoryBackend, memoryBackend } from '@cache/memory'
 import { redisBackend } from '@cache/redis'
 import {
+  freePort,
   type RedisCluster,
   type RedisSentinel,
   type RedisServer,
@@ -251,5 +252,13 @@ describe('publishing', () => {
     closing.push({ close: () => raw.quit() })
     await raw.publish('@cache/multi-level:invalidate', JSON.stringify({ o: 'old', n: namespace, k: ['k'] }))
     expect(await within(2000, () => !inL1(b, 'k'))).toBeGreaterThanOrEqual(0)
+  })
+
+  it('closes promptly when Redis never answered (a QUIT would wait in the offline queue)', async () => {
+    const bus = redisBus(`redis://127.0.0.1:${await freePort()}`)
+    await sleep(300)
+    const started = performance.now()
+    await bus.close()
+    expect(performance.now() - started).toBeLessThan(1000)
   })
 })
