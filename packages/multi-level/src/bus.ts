@@ -1,6 +1,19 @@
 import { randomUUID } from 'node:crypto'
 import { EventEmitter } from 'node:events'
-import { CacheClosedError, CacheConfigError, type Duration, parseDuration, parseRedisUrl } from '@cache/core'
+import { CacheClosedError, CacheConfigError, type Duration, parseDuration } from '@cache/core'
+import { decode, encodeBatch } from './bus-messages.js'
+import {
+  type Clients,
+  closeClient,
+  describe,
+  isClient,
+  openClients,
+  type RedisBusConnection,
+  type RedisClientLike,
+  whenReady,
+} from './redis-clients.js'
+
+export type { RedisBusConnection, RedisClientLike } from './redis-clients.js'
 
 /**
  * What travels on the bus: keys (or "clear this namespace"), never values. `origin` identifies the
@@ -31,32 +44,6 @@ export interface InvalidationBus {
   /** Idempotent. Closes only the connections the bus opened itself. */
   close(): Promise<void>
 }
-
-/** The part of an ioredis client (`Redis` or `Cluster`) the bus uses. */
-export interface RedisClientLike {
-  publish(channel: string, message: string): Promise<unknown>
-  subscribe(...channels: string[]): Promise<unknown>
-  duplicate(...args: any[]): RedisClientLike
-  on(event: string, listener: (...args: any[]) => void): unknown
-  once?(event: string, listener: (...args: any[]) => void): unknown
-  off?(event: string, listener: (...args: any[]) => void): unknown
-  quit(): Promise<unknown>
-  disconnect?(reconnect?: boolean): void
-  readonly status?: string
-  readonly isCluster?: boolean
-  readonly options?: Record<string, any>
-}
-
-/**
- * Where the bus connects: any form the redis backend accepts.
- *
- * - a URL: `redis://`, `rediss://`, `redis+sentinel://host:port[,…]/masterName`,
- *   `redis+cluster://host:port[,…]` (see @cache/redis for the full grammar);
- * - ioredis options for one node or Sentinel (`{ host, port }`, `{ sentinels, name }`), or
- *   `{ cluster: [{ host, port }, …], …ClusterOptions }`;
- * - an ioredis `Redis` or `Cluster` client (e.g. `redisBackend(url).client`).
- */
-export type RedisBusConnection = string | RedisClientLike | Record<string, unknown>
 
 /** Options of {@link redisBus}. */
 export interface RedisBusOptions {
@@ -114,16 +101,8 @@ export function redisBus(connection: RedisBusConnection, options: RedisBusOption
 
 /** Wait between a message being queued and its batch being sent, in ms. */
 const BATCH_MS = 1
-/** Keys per message: a batch of writes with more keys is split into several PUBLISHes. */
-const MAX_KEYS_PER_MESSAGE = 1000
 /** While the link is down, the subscriber is reconnected every this many heartbeats. */
 const RECONNECT_EVERY = 5
-
-interface Clients {
-  publisher: RedisClientLike
-  subscriber: RedisClientLike
-  owned: RedisClientLike[]
-}
 
 interface Pending {
   /** Absent for a gap notice alone. */
@@ -410,181 +389,7 @@ export class RedisBus implements InvalidationBus {
   }
 }
 
-/**
- * QUIT when connected (bounded), else drop the connection: a QUIT sent while Redis is unreachable
- * would wait in the offline queue for good.
- */
-async function closeClient(client: RedisClientLike, ms: number): Promise<void> {
-  if (client.status === 'ready') {
-    let timer: NodeJS.Timeout | undefined
-    const late = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, ms)
-    })
-    await Promise.race([client.quit().catch(() => {}), late])
-    clearTimeout(timer)
-  }
-  client.disconnect?.()
-}
-
-const CONNECTING = new Set(['wait', 'connecting', 'connect', 'reconnecting'])
-const readiness = new WeakMap<RedisClientLike, Promise<void>>()
-
-/** Resolves when the client can send, or at once if it is not connecting (the send then fails fast). */
-function whenReady(client: RedisClientLike): Promise<void> {
-  if (client.status === undefined || !CONNECTING.has(client.status) || !client.once) return Promise.resolve()
-  let ready = readiness.get(client)
-  if (ready === undefined) {
-    // One listener per client however many sends wait for it.
-    ready = new Promise<void>((resolve) => client.once!('ready', () => resolve())).finally(() =>
-      readiness.delete(client),
-    )
-    readiness.set(client, ready)
-  }
-  return ready
-}
-
-/** Connection settings of the bus's own clients: fail fast when publishing, queue the SUBSCRIBE. */
-const PUBLISHER = { enableOfflineQueue: false, maxRetriesPerRequest: 0 }
-const SUBSCRIBER = { enableOfflineQueue: true, maxRetriesPerRequest: null, autoResubscribe: true }
-const RECONNECT = { retryStrategy: (attempt: number) => Math.min(attempt * 50, 500) }
-
-/** What the bus connects to: a client passed in, or the ioredis settings of a URL or options. */
-type Target = RedisClientLike | Described
-
-async function openClients(target: Target, extra: Record<string, unknown>): Promise<Clients> {
-  if (isClient(target)) {
-    const subscriber = duplicateForSubscribing(target)
-    return { publisher: target, subscriber, owned: [subscriber] }
-  }
-  const { Redis, Cluster } = await import('ioredis')
-  const { nodes, options } = target
-  const build = (settings: Record<string, unknown>): RedisClientLike => {
-    if (nodes !== undefined) {
-      const { redisOptions, ...clusterOptions } = options as { redisOptions?: Record<string, unknown> }
-      return new Cluster(nodes, {
-        clusterRetryStrategy: RECONNECT.retryStrategy,
-        ...clusterOptions,
-        enableOfflineQueue: settings.enableOfflineQueue as boolean,
-        redisOptions: { ...redisOptions, ...extra, ...settings },
-      }) as unknown as RedisClientLike
-    }
-    return new Redis({ ...RECONNECT, ...options, ...extra, ...settings }) as unknown as RedisClientLike
-  }
-  const publisher = build(PUBLISHER)
-  publisher.on('error', () => {})
-  const subscriber = build(SUBSCRIBER)
-  return { publisher, subscriber, owned: [publisher, subscriber] }
-}
-
-/** The subscriber for a client passed in: its settings, but queueing commands until connected. */
-function duplicateForSubscribing(client: RedisClientLike): RedisClientLike {
-  // A client built to fail fast (no offline queue, a command timeout) would drop the SUBSCRIBE
-  // sent before its connection is up, and never receive anything.
-  if (client.isCluster) {
-    const redisOptions = { ...client.options?.redisOptions, ...SUBSCRIBER, commandTimeout: undefined }
-    return client.duplicate([], { enableOfflineQueue: true, lazyConnect: false, redisOptions })
-  }
-  return client.duplicate({ ...SUBSCRIBER, commandTimeout: undefined, lazyConnect: false })
-}
-
-/** ioredis options for a URL or an options object; `nodes` for a cluster. */
-interface Described {
-  nodes?: { host: string; port: number }[]
-  options: Record<string, unknown>
-}
-
-function describe(connection: string | Record<string, unknown>): Described {
-  if (typeof connection !== 'string' && (typeof connection !== 'object' || connection === null))
-    throw new CacheConfigError('connection', 'expected a Redis URL, ioredis options or an ioredis client')
-  if (typeof connection !== 'string') {
-    const { cluster, ...options } = connection as { cluster?: unknown }
-    if (Array.isArray(cluster)) return { nodes: cluster, options }
-    return { options }
-  }
-  const url = parseRedisUrl(connection)
-  const common: Record<string, unknown> = {
-    ...(url.auth.username === undefined ? {} : { username: url.auth.username }),
-    ...(url.auth.password === undefined ? {} : { password: url.auth.password }),
-    ...(url.query.connectionName === undefined ? {} : { connectionName: url.query.connectionName }),
-    ...(url.query.family === undefined ? {} : { family: url.query.family }),
-    ...(url.tls ? { tls: {} } : {}),
-  }
-  if (url.mode === 'cluster') return { nodes: url.nodes, options: { redisOptions: common } }
-  if (url.mode === 'sentinel') {
-    return {
-      options: {
-        ...common,
-        sentinels: url.sentinels,
-        name: url.name,
-        db: url.db,
-        ...(url.query.sentinelUsername === undefined ? {} : { sentinelUsername: url.query.sentinelUsername }),
-        ...(url.query.sentinelPassword === undefined ? {} : { sentinelPassword: url.query.sentinelPassword }),
-        ...(url.tls ? { enableTLSForSentinelMode: true, sentinelTLS: {} } : {}),
-      },
-    }
-  }
-  return { options: { ...common, host: url.host, port: url.port, db: url.db } }
-}
-
-function isClient(value: unknown): value is RedisClientLike {
-  const v = value as Partial<RedisClientLike> | null
-  return typeof v?.publish === 'function' && typeof v.duplicate === 'function'
-}
-
 /** A fresh id for one multi-level instance. */
 export function newOrigin(): string {
   return randomUUID()
-}
-
-/**
- * The PUBLISH payloads for a batch: one message per chain and namespace with all their keys (a
- * clear covers them all), at most {@link MAX_KEYS_PER_MESSAGE} keys each. The wire format is the
- * one older versions read (`o`, `n`, `k` or `c`); `g` (a gap notice from bus `b`) is new.
- */
-function encodeBatch(messages: readonly InvalidationMessage[], gapFrom: string | undefined): string[] {
-  const groups = new Map<string, { origin: string; namespace: string; keys: Set<string>; clear: boolean }>()
-  for (const message of messages) {
-    const id = `${message.origin}\u0000${message.namespace}`
-    let group = groups.get(id)
-    if (group === undefined) {
-      group = { origin: message.origin, namespace: message.namespace, keys: new Set(), clear: false }
-      groups.set(id, group)
-    }
-    if (message.clear) group.clear = true
-    else for (const key of message.keys ?? []) group.keys.add(key)
-  }
-  const payloads: Record<string, unknown>[] = []
-  for (const { origin, namespace, keys, clear } of groups.values()) {
-    if (clear) {
-      payloads.push({ o: origin, n: namespace, c: 1 })
-      continue
-    }
-    const list = [...keys]
-    for (let i = 0; i < list.length; i += MAX_KEYS_PER_MESSAGE)
-      payloads.push({ o: origin, n: namespace, k: list.slice(i, i + MAX_KEYS_PER_MESSAGE) })
-  }
-  if (gapFrom !== undefined) {
-    if (payloads.length === 0) payloads.push({})
-    Object.assign(payloads[0]!, { b: gapFrom, g: 1 })
-  }
-  return payloads.map((payload) => JSON.stringify(payload))
-}
-
-/** What one payload says, or `undefined` for anything malformed (ignored). */
-function decode(text: string): { messages: InvalidationMessage[]; gapFrom?: string } | undefined {
-  let raw: unknown
-  try {
-    raw = JSON.parse(text)
-  } catch {
-    return undefined
-  }
-  if (typeof raw !== 'object' || raw === null) return undefined
-  const { o, n, k, c, b, g } = raw as Record<string, unknown>
-  const gapFrom = g === 1 && typeof b === 'string' ? b : undefined
-  const base = gapFrom === undefined ? {} : { gapFrom }
-  if (typeof o !== 'string' || typeof n !== 'string')
-    return gapFrom === undefined ? undefined : { messages: [], ...base }
-  if (c === 1) return { messages: [{ origin: o, namespace: n, clear: true }], ...base }
-  if (!Array.isArray(k) || !k.every((key) => typeof key === 'string')) return undefined
-  return { messages: [{ origin: o, namespace: n, keys: k as string[] }], ...base }
 }
