@@ -6,8 +6,6 @@ import {
   CacheConflictError,
   type CacheEntry,
   CacheNotANumberError,
-  CacheTimeoutError,
-  CacheUnavailableError,
   CacheValueTooLargeError,
   type CacheEvent,
   type CacheEventName,
@@ -32,12 +30,10 @@ import {
   counterBytes,
   counterValue,
   incrExtras,
-  LinkFailure,
   Opcode,
   type Response,
   request,
   Status,
-  send,
   storeRequest,
   unexpected,
 } from './protocol.js'
@@ -164,18 +160,13 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
       generationTtlMs,
       (i, buf, op) => this.call(i, buf, op, undefined, false),
     )
-    this.pool = new ServerPool(
-      this.client.servers.map((server) => ({ host: server.host, port: Number(server.port) })),
-      options.weights,
-      options.eject ?? {},
-      {
-        // A server comes back only once its generation moved on: values it kept through a freeze,
-        // or writes and deletes it missed while ejected, are never read again.
-        retry: (index) => this.generations.bumpOne(index, 'retry', (i, buf) => this.request(i, buf)),
-        down: (index, error) => this.serverEvent('server-down', index, error),
-        up: (index) => this.serverEvent('server-up', index),
-      },
-    )
+    this.pool = new ServerPool(this.client, this.timeoutMs, options.weights, options.eject ?? {}, {
+      // A server comes back only once its generation moved on: values it kept through a freeze,
+      // or writes and deletes it missed while ejected, are never read again.
+      retry: (index) => this.generations.bumpOne(index, 'retry', (i, buf) => this.pool.sendRaw(i, buf)),
+      down: (index, error) => this.serverEvent('server-down', index, error),
+      up: (index) => this.serverEvent('server-up', index),
+    })
   }
 
   override on(event: MemcachedEventName, listener: (event: MemcachedEvent) => void): this {
@@ -426,11 +417,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     return `${this.namespace}:${suffix}`
   }
 
-  /**
-   * One request, timed and counted. A server that is ejected fails at once; one that does not
-   * answer fails with `CacheUnavailableError`/`CacheTimeoutError`, `partial` while other servers
-   * of the pool are up. Failures are counted and rethrown.
-   */
+  /** One request (see {@link ServerPool.send}), timed; failures are counted and rethrown. */
   private async call(
     index: number,
     buf: Buffer,
@@ -438,46 +425,15 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     key?: string,
     countErrors = true,
   ): Promise<Response> {
-    const server = this.pool.names[index]!
-    if (!this.pool.usable(index)) {
-      const error = new CacheUnavailableError(
-        this.name,
-        `${this.name}: ${operation} on ${server} failed: ${this.pool.whyDown(index)}`,
-        { server, partial: this.pool.othersUp(index) },
-      )
-      if (countErrors) this.observer.error(operation, error, key)
-      throw error
-    }
     const start = performance.now()
     try {
-      const response = await this.request(index, buf)
+      const response = await this.pool.send(index, buf, operation)
       this.observer.latency(performance.now() - start)
-      this.pool.succeeded(index)
       return response
-    } catch (failure) {
-      // Anything but a GET may have changed data: the server is ejected at once.
-      this.pool.failed(index, failure, buf[1] !== Opcode.get)
-      const error = this.unavailable(operation, index, failure)
+    } catch (error) {
       if (countErrors) this.observer.error(operation, error, key)
       throw error
     }
-  }
-
-  private request(index: number, buf: Buffer): Promise<Response> {
-    return send(this.client, index, buf, this.timeoutMs)
-  }
-
-  private unavailable(operation: string, index: number, failure: unknown): CacheUnavailableError {
-    const server = this.pool.names[index]!
-    const options = { cause: failure, server, partial: this.pool.othersUp(index) }
-    if (failure instanceof LinkFailure && failure.timedOut)
-      return new CacheTimeoutError(this.name, `${operation} on ${server}`, this.timeoutMs, options)
-    const message = failure instanceof Error ? failure.message : String(failure)
-    return new CacheUnavailableError(
-      this.name,
-      `${this.name}: ${operation} on ${server} failed: ${message}`,
-      options,
-    )
   }
 
   private serverEvent(name: 'server-down' | 'server-up', index: number, error?: unknown): void {

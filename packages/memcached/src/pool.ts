@@ -1,4 +1,12 @@
-import { CacheConfigError, type Duration, parseDuration } from '@cache/core'
+import {
+  CacheConfigError,
+  CacheTimeoutError,
+  CacheUnavailableError,
+  type Duration,
+  parseDuration,
+} from '@cache/core'
+import type memjs from 'memjs'
+import { LinkFailure, Opcode, type Response, send } from './protocol.js'
 import { KetamaRing, type RingServer } from './ring.js'
 
 /** When a failing server is taken out of use, and when it is tried again. */
@@ -60,11 +68,11 @@ interface Health {
 }
 
 /**
- * The servers of a backend: where each key lives (a ketama ring) and whether each server may be
- * used. A server that keeps failing is ejected: its keys fail at once instead of waiting for a
- * timeout each, and a timer retries it in the background with a growing back-off. Keys never
- * move to another server while theirs is down (other processes would not know, and would read
- * and write elsewhere).
+ * The servers of a backend: where each key lives (a ketama ring), whether each server may be
+ * used, and sending a request to one. A server that keeps failing is ejected: its keys fail at
+ * once instead of waiting for a timeout each, and a timer retries it in the background. Keys
+ * never move to another server while theirs is down (other processes would not know, and would
+ * read and write elsewhere).
  */
 export class ServerPool {
   readonly names: readonly string[]
@@ -77,12 +85,14 @@ export class ServerPool {
   private closed = false
 
   constructor(
-    servers: readonly { host: string; port: number }[],
+    private readonly client: memjs.Client,
+    private readonly timeoutMs: number,
     weights: Readonly<Record<string, number>> | undefined,
     options: EjectOptions,
     private readonly events: PoolEvents,
     private readonly now: () => number = Date.now,
   ) {
+    const servers = client.servers.map((server) => ({ host: server.host, port: Number(server.port) }))
     this.names = servers.map((server) => `${server.host}:${server.port}`)
     const twice = this.names.find((name, i) => this.names.indexOf(name) !== i)
     if (twice !== undefined) throw new CacheConfigError('servers', `${twice} is listed twice`)
@@ -118,30 +128,53 @@ export class ServerPool {
     return this.ring === undefined ? 0 : this.ring.serverOf(placementKey)
   }
 
-  /** True if the server may be used now. */
-  usable(index: number): boolean {
-    return this.health[index]!.state === 'up'
+  /**
+   * Sends one request to server `index`. An ejected server fails at once; one that does not
+   * answer fails with `CacheUnavailableError` / `CacheTimeoutError` (and may be ejected). The
+   * errors name the `server` and are `partial` while another server of the pool is up.
+   */
+  async send(index: number, buf: Buffer, operation: string): Promise<Response> {
+    const server = this.names[index]!
+    const health = this.health[index]!
+    if (health.state !== 'up') {
+      const wait = Math.round(Math.max(0, health.retryAt - this.now()))
+      throw new CacheUnavailableError(
+        'memcached',
+        `memcached: ${operation} on ${server} failed: the server is ejected after failing (${health.lastError ?? 'unknown error'}); next retry in ${wait} ms`,
+        { server, partial: this.othersUp(index) },
+      )
+    }
+    try {
+      const response = await this.sendRaw(index, buf)
+      if (health.state === 'up') health.failures = 0
+      return response
+    } catch (failure) {
+      // Anything but a GET may have changed data: the server is ejected at once.
+      this.failed(index, failure, buf[1] !== Opcode.get)
+      const options = { cause: failure, server, partial: this.othersUp(index) }
+      if (failure instanceof LinkFailure && failure.timedOut)
+        throw new CacheTimeoutError('memcached', `${operation} on ${server}`, this.timeoutMs, options)
+      const message = failure instanceof Error ? failure.message : String(failure)
+      throw new CacheUnavailableError(
+        'memcached',
+        `memcached: ${operation} on ${server} failed: ${message}`,
+        options,
+      )
+    }
   }
 
-  /** Why the server is not used, for the error its keys fail with. */
-  whyDown(index: number): string {
-    const health = this.health[index]!
-    const wait = Math.max(0, health.retryAt - this.now())
-    return `the server is ejected after failing (${health.lastError ?? 'unknown error'}); next retry in ${Math.round(wait)} ms`
+  /** Sends one request whatever the server's health (the retry of an ejected server). */
+  sendRaw(index: number, buf: Buffer): Promise<Response> {
+    return send(this.client, index, buf, this.timeoutMs)
   }
 
   /** True when another server of the pool is up: a failure of `index` is partial. */
-  othersUp(index: number): boolean {
+  private othersUp(index: number): boolean {
     return this.health.some((health, i) => i !== index && health.state === 'up')
   }
 
-  succeeded(index: number): void {
-    const health = this.health[index]!
-    if (health.state === 'up') health.failures = 0
-  }
-
   /** A request to the server failed (no answer); `write` if it may have changed data. */
-  failed(index: number, error: unknown, write: boolean): void {
+  private failed(index: number, error: unknown, write: boolean): void {
     const health = this.health[index]!
     health.errors++
     health.lastError = error instanceof Error ? error.message : String(error)
