@@ -101,10 +101,14 @@ describe('a frozen server (SIGSTOP: connections open, no answers)', () => {
           ok: worst <= TIMEOUT_MS + 100,
         })
         expect(worst).toBeLessThanOrEqual(TIMEOUT_MS + 100)
-        // Operations that timed out may have been queued by the frozen server: wait until it answers.
-        await timeUntil(async () => (await backend.get('warm')) === 1, 5_000)
-        await backend.set('after', 'thaw')
-        expect(await backend.get('after')).toBe('thaw')
+        // Operations that timed out may have been queued by the frozen server: wait until it
+        // answers again. memcached ejected it and takes it back cleared for the namespace (writes
+        // failed while it was frozen), so only Redis still has what was written before.
+        await timeUntil(async () => {
+          await backend.set('after', 'thaw')
+          return (await backend.get('after')) === 'thaw'
+        }, 5_000)
+        if (name === 'redis') expect(await backend.get('warm')).toBe(1)
       } finally {
         await backend.close()
         await stop()

@@ -1,7 +1,7 @@
 import type { Contestant, Scenario } from '../contestant.js'
 import { TTL_MS, TTL_SECONDS } from '../data.js'
 import { CAPACITY, ourMemory } from './memory.js'
-import { ourRedis } from './redis.js'
+import { IN_FLIGHT, ourRedis } from './redis.js'
 
 /**
  * Reads that hit the first level of a memory → Redis chain. Every row writes through both levels
@@ -88,9 +88,52 @@ const contestants: Contestant[] = [
   },
 ]
 
+/** Writes through memory → Redis without and with the invalidation bus: what publishing costs. */
+function chainWriter(id: string, label: string, withBus: boolean, concurrency?: number): Contestant {
+  return {
+    id,
+    label,
+    role: withBus ? 'ours' : 'limit',
+    ...(concurrency === undefined ? {} : { concurrency }),
+    ...(withBus
+      ? { baseline: concurrency === undefined ? 'cache-multi-level-set' : 'cache-multi-level-set-64' }
+      : {}),
+    packages: ['@cache/multi-level', '@cache/memory', '@cache/redis', '@cache/core', 'ioredis'],
+    needs: '@cache/multi-level,@cache/redis',
+    workloads: ['set'],
+    ...(withBus
+      ? {
+          note: 'The bus publishes each write’s key after the write resolves, batched, on a channel of its own (only this process subscribes); × limit is the same chain without a bus.',
+        }
+      : {}),
+    create: async (env) => {
+      const { multiLevel, redisBus } = await import('@cache/multi-level')
+      // A channel of its own: the other rows' processes do not wake up for this row's messages.
+      const bus = withBus ? redisBus(env.redisUrl!, { channel: `bench:${id}` }) : undefined
+      await bus?.ready()
+      const backend = multiLevel({ levels: [await ourMemory(), await ourRedis(env)], bus })
+      return {
+        get: (key) => backend.get(key),
+        set: (key, value) => backend.set(key, value, TTL_SECONDS),
+        close: async () => {
+          await backend.close()
+          await bus?.close()
+        },
+      }
+    },
+  }
+}
+
+contestants.push(
+  chainWriter('cache-multi-level-set', '`multiLevel(memory, redis)`, no bus', false),
+  chainWriter('cache-multi-level-bus', '`multiLevel(memory, redis)` + `redisBus`', true),
+  chainWriter('cache-multi-level-set-64', '`multiLevel(memory, redis)`, no bus ×64', false, IN_FLIGHT),
+  chainWriter('cache-multi-level-bus-64', '`multiLevel(memory, redis)` + `redisBus` ×64', true, IN_FLIGHT),
+)
+
 export const multiLevel: Scenario = {
   id: 'multi-level',
-  title: 'Multi-level: L1 hit (memory → redis)',
+  title: 'Multi-level: L1 hit, and writes with and without the invalidation bus (memory → redis)',
   servers: ['redis'],
   contestants,
 }

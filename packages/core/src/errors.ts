@@ -54,25 +54,47 @@ function sameNamedBrand(ctor: Function, value: unknown): boolean {
   return false
 }
 
+/** What an unavailable error may say besides its message. */
+export interface UnavailableOptions {
+  cause?: unknown
+  /** The server that failed (`host:port`), for backends that spread keys over several. */
+  server?: string
+  /**
+   * Only the keys on `server` fail: the backend's other servers answer, and the backend repairs
+   * that server (forgets what it held) before using it again. Default: false.
+   */
+  partial?: boolean
+}
+
 /** The server is down, unreachable, or did not answer within the operation timeout. */
 export class CacheUnavailableError extends CacheError {
   /** Name of the backend that failed, e.g. `redis`. */
   readonly backend: string
+  /** The server that failed (`host:port`), when the backend has several. */
+  readonly server: string | undefined
+  /**
+   * True when the failure is limited to one server of a pool whose other servers answer (see
+   * {@link UnavailableOptions.partial}): the backend as a whole is up. A multi-level chain keeps
+   * such a level in use instead of counting the failure towards its circuit breaker.
+   */
+  readonly partial: boolean
   constructor(
     backend: string,
     message: string,
-    options?: { cause?: unknown },
+    options?: UnavailableOptions,
     code: CacheErrorCode = 'CACHE_UNAVAILABLE',
   ) {
     super(message, options, code)
     this.backend = backend
+    this.server = options?.server
+    this.partial = options?.partial ?? false
   }
 }
 
 /** The operation did not complete within its timeout. A kind of {@link CacheUnavailableError}. */
 export class CacheTimeoutError extends CacheUnavailableError {
   readonly timeoutMs: number
-  constructor(backend: string, operation: string, timeoutMs: number, options?: { cause?: unknown }) {
+  constructor(backend: string, operation: string, timeoutMs: number, options?: UnavailableOptions) {
     super(backend, `${backend}: ${operation} timed out after ${timeoutMs} ms`, options, 'CACHE_TIMEOUT')
     this.timeoutMs = timeoutMs
   }

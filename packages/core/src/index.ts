@@ -39,6 +39,7 @@ export {
 export { type Duration, expiryFor, parseDuration, ttlToMs } from './durations.js'
 export {
   type CacheErrorCode,
+  type UnavailableOptions,
   CacheClosedError,
   CacheConfigError,
   CacheConflictError,
@@ -80,6 +81,13 @@ export {
   stringifyTagged,
   v8Serializer,
 } from './serializer.js'
+export {
+  type ParsedRedisUrl,
+  type RedisHost,
+  type RedisUrlQuery,
+  parseRedisUrl,
+  redactUrl,
+} from './redis-url.js'
 export { type Size, parseSize } from './sizes.js'
 export {
   type CacheEvent,

@@ -6,8 +6,10 @@ import {
   CacheConflictError,
   type CacheEntry,
   CacheNotANumberError,
-  ObservedBackend,
   CacheValueTooLargeError,
+  type CacheEvent,
+  type CacheEventName,
+  ObservedBackend,
   type Codec,
   type CodecOptions,
   createCodec,
@@ -23,6 +25,7 @@ import memjs from 'memjs'
 import { type Expiry, expiryFor, isExpired, keepExpiry, NEVER } from './expiry.js'
 import { Generations } from './generations.js'
 import { KeyMapper } from './keys.js'
+import { type EjectOptions, ServerPool, type ServerReport } from './pool.js'
 import {
   counterBytes,
   counterValue,
@@ -31,7 +34,6 @@ import {
   type Response,
   request,
   Status,
-  send,
   storeRequest,
   unexpected,
 } from './protocol.js'
@@ -73,6 +75,17 @@ export interface MemcachedBackendOptions extends BaseBackendOptions, CodecOption
   flushOnClear?: boolean
   /** TCP keep-alive on the connections. Default: true. */
   keepAlive?: boolean
+  /**
+   * Relative weights of servers, by `host:port` as listed, e.g. `{ '10.0.0.3:11211': 2 }`: a
+   * server with weight 2 gets twice the keys of one with weight 1. Whole numbers. Default: 1 each.
+   */
+  weights?: Readonly<Record<string, number>>
+  /**
+   * When a failing server is ejected (its keys then fail at once) and when it is tried again.
+   * Defaults: ejected after 2 consecutive failed reads or 1 failed write; retried every `'250ms'`,
+   * backing off to `'10s'` while retries time out. See the README ("Several servers").
+   */
+  eject?: EjectOptions
   /** A memjs client to use instead of creating one; `close()` leaves it open. Default: none. */
   client?: memjs.Client
   /** Clock in epoch ms, for tests. Default: `Date.now`. */
@@ -80,6 +93,14 @@ export interface MemcachedBackendOptions extends BaseBackendOptions, CodecOption
 }
 
 const DEFAULT_MAX_VALUE = 1024 * 1024 - 512
+
+/** The backend's events: the cache events, plus a server being ejected and re-admitted. */
+export type MemcachedEventName = CacheEventName | 'server-down' | 'server-up'
+
+/** What a listener receives; `server` (`host:port`) is set for events about one server. */
+export interface MemcachedEvent extends CacheEvent {
+  server?: string
+}
 
 /** What one CAS attempt writes, and what the operation then returns. */
 interface Write<R> {
@@ -89,8 +110,9 @@ interface Write<R> {
 }
 
 /**
- * memcached through memjs: one or many servers (keys spread by hash), SASL, CAS. See the README
- * for the key format, TTL rounding, how `clear()` works and failure behaviour.
+ * memcached through memjs: one or many servers (keys placed by a ketama ring, a failing server
+ * ejected and retried), SASL, CAS. See the README for the key format, TTL rounding, how
+ * `clear()` works, placement and failure behaviour.
  */
 export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   readonly name = 'memcached'
@@ -100,7 +122,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   private readonly codec: Codec
   private readonly keys: KeyMapper
   private readonly generations: Generations
-  private readonly servers: number
+  private readonly pool: ServerPool
   private readonly timeoutMs: number
   private readonly maxValueSize: number
   private readonly defaultTtlMs: number | undefined
@@ -129,13 +151,42 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     this.now = options.now ?? Date.now
     this.ownsClient = options.client === undefined
     this.client = options.client ?? createClient(servers, options, this.timeoutMs)
-    this.servers = this.client.servers.length
     const generationTtlMs =
       options.generationTtl === 0 ? 0 : (ttlToMs(options.generationTtl ?? 1, 'generationTtl') as number)
     // Generation reads are timed here but their failures are counted by the operation that waited.
-    this.generations = new Generations(this.keys.generationKey, this.servers, generationTtlMs, (i, buf, op) =>
-      this.call(i, buf, op, undefined, false),
+    this.generations = new Generations(
+      this.keys.generationKey,
+      this.client.servers.length,
+      generationTtlMs,
+      (i, buf, op) => this.call(i, buf, op, undefined, false),
     )
+    this.pool = new ServerPool(this.client, this.timeoutMs, options.weights, options.eject ?? {}, {
+      // A server comes back only once its generation moved on: values it kept through a freeze,
+      // or writes and deletes it missed while ejected, are never read again.
+      retry: (index) => this.generations.bumpOne(index, 'retry', (i, buf) => this.pool.sendRaw(i, buf)),
+      down: (index, error) => this.serverEvent('server-down', index, error),
+      up: (index) => this.serverEvent('server-up', index),
+    })
+  }
+
+  override on(event: MemcachedEventName, listener: (event: MemcachedEvent) => void): this {
+    this.observer.on(event, listener)
+    return this
+  }
+
+  override off(event: MemcachedEventName, listener: (event: MemcachedEvent) => void): this {
+    this.observer.off(event, listener)
+    return this
+  }
+
+  /** Each server's health: state, consecutive failures, ejections, next retry. */
+  serverStats(): ServerReport[] {
+    return this.pool.report()
+  }
+
+  /** The server (`host:port`) that holds `key`. */
+  serverFor(key: string): string {
+    return this.pool.names[this.pool.serverOf(this.placementKey(this.keys.suffix(key)))]!
   }
 
   async get<T = unknown>(key: string): Promise<T | undefined> {
@@ -313,6 +364,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   async close(): Promise<void> {
     if (this.closed) return
     this.closed = true
+    this.pool.close()
     if (this.ownsClient) this.client.close()
   }
 
@@ -362,7 +414,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   private async locate(key: string, operation: string): Promise<[number, string]> {
     if (this.closed) throw new CacheClosedError(this.name)
     const suffix = this.keys.suffix(key)
-    const index = this.servers > 1 ? memjs.Utils.hashCode(suffix) % this.servers : 0
+    const index = this.pool.serverOf(this.placementKey(suffix))
     let generation = this.generations.cached(index)
     if (generation === undefined) {
       try {
@@ -375,7 +427,15 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     return [index, this.keys.key(generation, suffix)]
   }
 
-  /** One request, timed and counted; transport failures are counted and rethrown. */
+  /**
+   * What a key is placed by: `<namespace>:<key part>` (the generation, which differs per server,
+   * is left out), hashed by the ketama ring.
+   */
+  private placementKey(suffix: string): string {
+    return `${this.namespace}:${suffix}`
+  }
+
+  /** One request (see {@link ServerPool.send}), timed; failures are counted and rethrown. */
   private async call(
     index: number,
     buf: Buffer,
@@ -385,13 +445,20 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   ): Promise<Response> {
     const start = performance.now()
     try {
-      const response = await send(this.client, index, buf, this.name, operation, this.timeoutMs)
+      const response = await this.pool.send(index, buf, operation)
       this.observer.latency(performance.now() - start)
       return response
     } catch (error) {
       if (countErrors) this.observer.error(operation, error, key)
       throw error
     }
+  }
+
+  private serverEvent(name: 'server-down' | 'server-up', index: number, error?: unknown): void {
+    if (this.observer.listenerCount(name) === 0) return
+    const event: MemcachedEvent = { backend: this.name, server: this.pool.names[index]! }
+    if (error !== undefined) event.error = error
+    this.observer.emit(name, event)
   }
 
   private failure(operation: string, status: number, key: string, size = 0): Error {

@@ -60,16 +60,25 @@ export class Generations {
 
   /** Moves every server to a new generation. Fails if any server could not be reached. */
   async bump(): Promise<void> {
-    await this.everyServer(async (index) => {
-      for (let attempt = 0; attempt < 5; attempt++) {
-        const response = await this.call(index, request(Opcode.increment, this.key, incrExtras(1)), 'clear')
-        if (response.status === Status.ok) return this.remember(index, response.value.readBigUInt64BE(0))
-        if (response.status !== Status.notFound) throw unexpected('clear', response.status)
-        // No counter yet (or it was evicted): any fresh one is a new generation.
-        if (await this.create(index, 'clear')) return
+    await this.everyServer((index) => this.bumpOne(index, 'clear'))
+  }
+
+  /**
+   * Moves one server to a new generation: nothing it held for this namespace is read again.
+   * `call` defaults to the one every operation uses.
+   */
+  async bumpOne(index: number, operation: string, call: Call = this.call): Promise<void> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const response = await call(index, request(Opcode.increment, this.key, incrExtras(1)), operation)
+      if (response.status === Status.ok) {
+        this.remember(index, response.value.readBigUInt64BE(0))
+        return
       }
-      throw new CacheError('memcached: clear could not update the generation counter')
-    })
+      if (response.status !== Status.notFound) throw unexpected(operation, response.status)
+      // No counter yet (or it was evicted): any fresh one is a new generation.
+      if (await this.create(index, operation, call)) return
+    }
+    throw new CacheError(`memcached: ${operation} could not update the generation counter`)
   }
 
   /** `flush_all` on every server; the next operation starts a new generation. */
@@ -94,9 +103,13 @@ export class Generations {
   }
 
   /** ADDs a fresh counter; its text, or undefined if another process created one first. */
-  private async create(index: number, operation: string): Promise<string | undefined> {
+  private async create(
+    index: number,
+    operation: string,
+    call: Call = this.call,
+  ): Promise<string | undefined> {
     const start = (BigInt(Date.now()) << 20n) | BigInt(randomInt(1 << 20))
-    const response = await this.call(
+    const response = await call(
       index,
       request(Opcode.add, this.key, storeExtras(0, 0), Buffer.from(start.toString())),
       operation,

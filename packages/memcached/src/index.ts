@@ -1,1 +1,8 @@
-export { MemcachedBackend, type MemcachedBackendOptions, memcachedBackend } from './backend.js'
+export {
+  MemcachedBackend,
+  type MemcachedBackendOptions,
+  type MemcachedEvent,
+  type MemcachedEventName,
+  memcachedBackend,
+} from './backend.js'
+export type { EjectOptions, ServerReport, ServerState } from './pool.js'

@@ -6,7 +6,7 @@
  * memjs `Server` chosen by the backend: memjs still owns the sockets, SASL, response framing and
  * the per-request timeout; this file owns the bytes and the statuses.
  */
-import { CacheError, CacheTimeoutError, CacheUnavailableError } from '@cache/core'
+import { CacheError } from '@cache/core'
 import type memjs from 'memjs'
 import type { Expiry } from './expiry.js'
 
@@ -118,19 +118,24 @@ export function incrExtras(amount: number): Buffer {
   return extras
 }
 
+/** A request that got no answer: the link failed, or the server did not answer in time. */
+export class LinkFailure extends Error {
+  constructor(
+    readonly timedOut: boolean,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options)
+  }
+}
+
 /**
- * Sends one request on one memjs server and resolves with its response. memjs fails the request
- * when the server does not answer within its `timeout`; `guardMs` also bounds the time spent
- * connecting, which memjs counts separately. Never retried: a lost INCR is reported, not replayed.
+ * Sends one request on one memjs server and resolves with its response, or rejects with a
+ * {@link LinkFailure}. memjs fails the request when the server does not answer within its
+ * `timeout`; `guardMs` also bounds the time spent connecting, which memjs counts separately.
+ * Never retried: a lost INCR is reported, not replayed.
  */
-export function send(
-  client: memjs.Client,
-  index: number,
-  buf: Buffer,
-  backend: string,
-  operation: string,
-  guardMs: number,
-): Promise<Response> {
+export function send(client: memjs.Client, index: number, buf: Buffer, guardMs: number): Promise<Response> {
   const server = client.servers[index] as unknown as Connection
   client.incrSeq()
   const seq = (client as unknown as { seq: number }).seq
@@ -149,39 +154,20 @@ export function send(
     })
     server.onError(seq, (error) => {
       if (guard) clearTimeout(guard)
-      reject(unavailable(backend, operation, server, error, guardMs))
+      const message = error instanceof Error ? error.message : String(error)
+      const cause = error instanceof Error ? error : new Error(message)
+      reject(new LinkFailure(/timed out/i.test(message), message, { cause }))
     })
     if (!server.connected) {
       // Connecting (or reconnecting): bound the whole operation, not just the request.
       guard = setTimeout(() => {
         server.onResponse(seq, () => {})
         server.onError(seq, () => {})
-        reject(new CacheTimeoutError(backend, `${operation} on ${server.host}:${server.port}`, guardMs))
+        reject(new LinkFailure(true, `not connected within ${guardMs} ms`))
       }, guardMs)
     }
     server.write(buf)
   })
-}
-
-function unavailable(
-  backend: string,
-  operation: string,
-  server: Connection,
-  error: unknown,
-  timeoutMs: number,
-): CacheUnavailableError {
-  const message = error instanceof Error ? error.message : String(error)
-  const cause = error instanceof Error ? error : new Error(message)
-  if (/timed out/i.test(message)) {
-    return new CacheTimeoutError(backend, `${operation} on ${server.host}:${server.port}`, timeoutMs, {
-      cause,
-    })
-  }
-  return new CacheUnavailableError(
-    backend,
-    `${backend}: ${operation} on ${server.host}:${server.port} failed: ${message}`,
-    { cause },
-  )
 }
 
 /** An error for a status the caller did not expect. */

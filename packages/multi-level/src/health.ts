@@ -35,7 +35,8 @@ export class LevelHealth {
 
   /**
    * A level threw. Caller errors (bad TTL, unserializable value…) are rethrown unless `rethrow`
-   * is false; anything else counts towards the level's breaker and is reported as an event.
+   * is false; anything else is counted and reported as an event, and counts towards the level's
+   * breaker unless it is a partial failure (one server of a pool whose others answer).
    */
   failed(level: Level, operation: string, error: unknown, key?: string, rethrow = true): void {
     if (isCallerError(error)) {
@@ -46,6 +47,7 @@ export class LevelHealth {
     if ((error as { code?: string })?.code === 'CACHE_TIMEOUT') level.stats.timeouts++
     this.observer.stats.errors++
     this.emit('error', { backend: level.name, level: level.index, operation, key, error })
+    if (isPartialFailure(error)) return
     if (level.breaker.failure(this.now())) {
       level.stats.opened++
       this.emit('level-down', { backend: level.name, level: level.index, operation, error })
@@ -74,4 +76,14 @@ export class LevelHealth {
       cause === undefined ? undefined : { cause },
     )
   }
+}
+
+/**
+ * True for a failure limited to one server of a pool whose other servers answer
+ * (`CacheUnavailableError.partial`, e.g. one memcached server down): only the keys on that server
+ * fail, and the backend repairs that server itself before using it again. Such failures are
+ * counted but do not open the level's breaker; when every server is down they are not partial.
+ */
+export function isPartialFailure(error: unknown): boolean {
+  return (error as { partial?: unknown } | null)?.partial === true
 }

@@ -28,14 +28,19 @@ export class ChainInvalidation {
     )
   }
 
-  async publish(message: Omit<InvalidationMessage, 'origin' | 'namespace'>): Promise<void> {
+  /** Queues the message; the write does not wait for it (see the README for the semantics). */
+  publish(message: Omit<InvalidationMessage, 'origin' | 'namespace'>): void {
     if (this.bus === undefined || this.levels.length < 2) return
+    let sent: Promise<void>
     try {
-      await this.bus.publish({ origin: this.origin, namespace: this.namespace, ...message })
+      sent = Promise.resolve(this.bus.publish({ origin: this.origin, namespace: this.namespace, ...message }))
     } catch (error) {
+      sent = Promise.reject(error)
+    }
+    sent.catch((error) => {
       this.observer.stats.errors++
       this.health.emit('error', { backend: 'bus', operation: 'publish', error })
-    }
+    })
   }
 
   /** Stops receiving messages; the bus itself is not closed. */

@@ -1,5 +1,6 @@
 import type { CacheBackend, SyncAccess } from '@cache/core'
 import { type BreakerOptions, type BreakerState, CircuitBreaker } from './breaker.js'
+import { isPartialFailure } from './health.js'
 
 /** What multi-level counted for one level. */
 export interface LevelStats {
@@ -203,6 +204,8 @@ export class Level {
       try {
         await this.backend.clear()
       } catch (error) {
+        // Partial: the failed server is repaired by the backend before it serves again.
+        if (isPartialFailure(error)) return
         this.pendingClear = true
         throw error
       }
@@ -212,6 +215,7 @@ export class Level {
       try {
         await this.backend.deleteMany(keys)
       } catch (error) {
+        if (isPartialFailure(error)) return
         for (const key of keys) this.remember(key)
         throw error
       }
@@ -224,8 +228,12 @@ export class Level {
     // and close the breaker in the same tick as the last check so none slips through.
     for (;;) {
       if (this.hasRepairs) await this.replay()
-      else if (!answered) await this.backend.has(PROBE_KEY)
-      else {
+      else if (!answered) {
+        // The probe key lives on one server of a pool: that server being down is not the level.
+        await this.backend.has(PROBE_KEY).catch((error) => {
+          if (!isPartialFailure(error)) throw error
+        })
+      } else {
         this.breaker.close()
         return
       }

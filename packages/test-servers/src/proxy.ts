@@ -108,13 +108,11 @@ export async function startFaultProxy(target: { host?: string; port: number }): 
         resolve()
       })
     })
-  const refuse = () =>
-    new Promise<void>((resolve) => {
-      const current = listener
-      listener = undefined
-      if (current === undefined) return resolve()
-      current.close(() => resolve())
-    })
+  // The listening socket closes at once; its callback would wait for every open connection.
+  const refuse = async () => {
+    listener?.close()
+    listener = undefined
+  }
 
   await listen()
   return {
@@ -140,8 +138,8 @@ export async function startFaultProxy(target: { host?: string; port: number }): 
     refuse,
     listen,
     async close() {
-      await refuse()
       for (const link of [...links]) destroy(link)
+      await refuse()
     },
   }
 }
