@@ -14,7 +14,13 @@ import {
 } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { CacheConfigError, type CacheBackend } from '@cache/core'
-import { cacheResponse } from '@cache/express'
+import {
+  cacheResponse,
+  invalidateResponse,
+  invalidateResponsePrefix,
+  invalidateTags,
+  type ResponseCacheHandler,
+} from '@cache/express'
 import { memoryBackend } from '@cache/memory'
 import { multiLevel } from '@cache/multi-level'
 import { redisBackend } from '@cache/redis'
@@ -552,9 +558,10 @@ describe.each(backends)('attacks on %s', (_, makeBackend) => {
             expect(plain.headers['content-encoding']).toBeUndefined()
             expect(plain.body).toBe('squeeze '.repeat(200))
           }
-          expect((await send(port, path, { 'accept-encoding': 'gzip' })).headers['content-encoding']).toBe(
-            'gzip',
-          )
+          const gzip = await send(port, path, { 'accept-encoding': 'gzip' })
+          expect(gzip.headers['content-encoding']).toBe('gzip')
+          // Both encodings are stored: the attack ran against entries, not pass-throughs.
+          expect(gzip.headers['cache-status']).toMatch(/hit/)
         },
       )
 
@@ -859,33 +866,133 @@ describe.each(majors)('%s, attacked from every position', (_major, expressOf) =>
       expect(hit.body).toBe('original body')
     })
 
-    it('invalidate() during a response in flight wins: neither that response nor a request after it gets the old body', async () => {
+    const invalidations: [string, (cache: ResponseCacheHandler, prefix: string) => Promise<unknown>][] = [
+      ['invalidate()', (cache) => cache.invalidate('/price', { host: 'shop.test' })],
+      [
+        'invalidateResponse()',
+        (_cache, prefix) =>
+          invalidateResponse('http://shop.test/price', { backend: shared, keyPrefix: prefix }),
+      ],
+      ['clear()', (cache) => cache.clear()],
+      [
+        'invalidateResponsePrefix()',
+        (_cache, prefix) => invalidateResponsePrefix(prefix, { backend: shared }),
+      ],
+      ['invalidateTags()', () => invalidateTags(['prices'], { backend: shared })],
+    ]
+    const shared = memoryBackend()
+
+    it.each(invalidations)(
+      '%s during a response in flight wins: neither that response nor a request after it gets the old body',
+      async (_, invalidate) => {
+        let version = 1
+        let release!: () => void
+        let gate = new Promise<void>((resolve) => {
+          release = resolve
+        })
+        const keyPrefix = unique()
+        const cache = cacheResponse({ backend: shared, ttl: 60, keyPrefix, tags: ['prices'] })
+        const app = expressOf()
+        mount(app, cache, '/price', async (_req, res) => {
+          const seen = version
+          await gate
+          res.send(`price v${seen}`)
+        })
+        const port = await serve(app)
+        const first = send(port, '/price', host)
+        await new Promise((resolve) => setTimeout(resolve, 50))
+        version = 2
+        await invalidate(cache, keyPrefix)
+        const follower = send(port, '/price', host)
+        await new Promise((resolve) => setTimeout(resolve, 50))
+        release()
+        gate = Promise.resolve()
+        expect((await first).body).toBe('price v1')
+        expect((await follower).body).toBe('price v2')
+        await new Promise((resolve) => setTimeout(resolve, 50))
+        expect((await send(port, '/price', host)).body).toBe('price v2')
+      },
+    )
+
+    it('invalidate() during a background refresh wins: the refreshed body from before it is never stored', async () => {
+      let now = Date.now()
       let version = 1
       let release!: () => void
-      let gate = new Promise<void>((resolve) => {
+      const gate = new Promise<void>((resolve) => {
         release = resolve
       })
-      const cache = cacheResponse({ backend: memoryBackend(), ttl: 60 })
+      const cache = cacheResponse({
+        backend: memoryBackend(),
+        ttl: 1,
+        staleWhileRevalidate: 600,
+        now: () => now,
+      })
       const app = expressOf()
       mount(app, cache, '/price', async (_req, res) => {
         const seen = version
-        await gate
+        if (seen > 1) await gate
         res.send(`price v${seen}`)
       })
       const port = await serve(app)
-      const first = send(port, '/price', host)
-      await new Promise((resolve) => setTimeout(resolve, 50))
+      expect((await send(port, '/price', host)).body).toBe('price v1')
+      now += 2_000
       version = 2
+      // A stale hit starts the refresh, which computes v2 and waits.
+      expect((await send(port, '/price', host)).body).toBe('price v1')
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      version = 3
       await cache.invalidate('/price', { host: 'shop.test' })
-      const follower = send(port, '/price', host)
-      await new Promise((resolve) => setTimeout(resolve, 50))
       release()
-      gate = Promise.resolve()
-      expect((await first).body).toBe('price v1')
-      expect((await follower).body).toBe('price v2')
-      await new Promise((resolve) => setTimeout(resolve, 50))
-      expect((await send(port, '/price', host)).body).toBe('price v2')
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      expect((await send(port, '/price', host)).body).toBe('price v3')
     })
+  })
+
+  it.each([
+    ['a mounted router', (express: any) => express.Router()],
+    ['a mounted sub-app', (express: any) => express()],
+  ])('a guard in %s of the other Express major never lets a hit skip it', async (_, make) => {
+    const other = expressOf === (express as unknown) ? express4 : express
+    const app = expressOf()
+    app.use(cacheResponse({ backend: memoryBackend(), ttl: 60 }))
+    const admin = make(other)
+    admin.use(requireKey)
+    admin.get('/payroll', (_req: unknown, res: any) => res.send('SECRET'))
+    app.use('/admin', admin)
+    const port = await serve(app)
+    expect((await send(port, '/admin/payroll', { ...host, 'x-api-key': 'admin-key' })).body).toBe('SECRET')
+    const anonymous = await send(port, '/admin/payroll', host)
+    expect(anonymous.status).toBe(403)
+    expect(anonymous.body).not.toContain('SECRET')
+  })
+
+  it('a request target with an empty query never shares the entry of the target without it', async () => {
+    const app = expressOf()
+    app.use(cacheResponse({ backend: memoryBackend(), ttl: 60 }))
+    app.get('/e', (req, res) => res.send(req.url))
+    const port = await serve(app)
+    for (const target of ['/e?', '/e?&', '/e', '/e?', '/e?&', '/e']) {
+      expect((await send(port, target, host)).body, target).toBe(target)
+    }
+  })
+
+  it.each([
+    ['X-Forwarded-Host with a leading space', { 'x-forwarded-host': ' evil.test' }],
+    ['X-Forwarded-Host with a port and upper case', { 'x-forwarded-host': 'Shop.Test:443' }],
+    ['X-Forwarded-Proto in upper case', { 'x-forwarded-proto': 'HTTPS' }],
+    ['X-Forwarded-Proto as a list', { 'x-forwarded-proto': 'https, http' }],
+    ['X-Forwarded-Host as a list', { 'x-forwarded-host': 'evil.test, shop.test' }],
+  ])('%s under trust proxy never plants its links for the plain host', async (_, forwarded) => {
+    const app = expressOf()
+    app.set('trust proxy', true)
+    app.use(cacheResponse({ backend: memoryBackend(), ttl: 60 }))
+    app.get('/link', (req, res) => res.send(`${req.protocol}://${req.hostname}/next`))
+    const port = await serve(app)
+    await send(port, '/link', { ...host, ...forwarded })
+    expect((await send(port, '/link', host)).body).toBe('http://shop.test/next')
+    expect((await send(port, '/link', { host: 'lb.internal', 'x-forwarded-host': 'shop.test' })).body).toBe(
+      'http://shop.test/next',
+    )
   })
 
   it('X-Forwarded-Host that Express resolves to no host never plants an entry for the real host', async () => {

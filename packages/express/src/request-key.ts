@@ -157,11 +157,8 @@ export function isSafeCustomKey(key: string): boolean {
 function pathAndQuery(url: string): string | undefined {
   const q = url.indexOf('?')
   if (q === -1) return url
-  const params = url
-    .slice(q + 1)
-    .split('&')
-    .filter((p) => p !== '')
-  if (params.length === 0) return url.slice(0, q)
+  // Empty parameters stay: `/a?` and `/a` are two request targets a handler can tell apart.
+  const params = url.slice(q + 1).split('&')
   if (params.length > MAX_QUERY_PARAMETERS) return undefined
   const named: { param: string; name: string }[] = []
   for (const param of params) {
