@@ -108,6 +108,24 @@ export const SEPARATE_GUARDS: [string, (app: any, express: Express, secret: Hand
     },
   ],
   [
+    'router.param in a mounted router',
+    (app, express, secret) => {
+      const router = express.Router()
+      router.param('page', (req: any, res: any, next: any) => requireKey(req, res, next))
+      router.get('/:page', secret)
+      app.use('/admin', router)
+    },
+  ],
+  [
+    'a router passed as the route handler',
+    (app, express, secret) => {
+      const router = express.Router()
+      router.use(requireKey)
+      router.get('/admin/payroll', secret)
+      app.get('/admin/payroll', router)
+    },
+  ],
+  [
     'app.use in a mounted sub-app',
     (app, express, secret) => {
       const admin = express()
@@ -160,6 +178,13 @@ export const HIDDEN_CACHES: [string, (app: any, cache: any) => void][] = [
       app.get('/r', cache(loadReport), (req: any, res: any, next: any) =>
         requireKey(req, res, () => renderReport(req, res, next)),
       ),
+  ],
+  [
+    'route middleware whose handler passes on to app-level middleware',
+    (app, cache) => {
+      app.get('/r', cache, loadReport)
+      app.use('/r', requireKey, renderReport)
+    },
   ],
   [
     'a wrapped handler that passes on to app-level middleware',
