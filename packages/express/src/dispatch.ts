@@ -72,8 +72,8 @@ export class DispatchWatch {
   verdict(): string | undefined {
     if (this.failed) return 'handler-error'
     if (this.position === 'handler') {
-      if (this.functions > 0) return 'middleware-after-cache'
-      return this.passedOn ? 'next' : undefined
+      if (this.passedOn) return 'next'
+      return this.functions > 0 ? 'middleware-after-cache' : undefined
     }
     // As middleware, exactly one function may run after the cache: the handler that answers.
     if (!this.observed || this.opaque || this.functions !== 1) return 'middleware-after-cache'

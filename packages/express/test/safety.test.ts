@@ -216,6 +216,38 @@ describe.each(EXPRESS)('middleware after the cache, on %s', (_name, express) => 
     expect((await r.request('/admin/report')).status).toBe(401)
   })
 
+  it('as global middleware, still stores what routing structure alone leads to: params, routers, sub-apps, app.route', async () => {
+    const app = express()
+    const cache = cacheResponse({ backend: memory() })
+    app.use(cache)
+    const v1 = express.Router()
+    v1.get('/items/:id', report)
+    const api = express()
+    api.use('/v1', v1)
+    app.use('/api', api)
+    app.route('/route').get(report)
+    app.get('/twice', cache, report)
+    app.use((_error: unknown, _req: any, res: any, _next: any) => res.status(500).end())
+    const r = await serve(app)
+    for (const path of ['/api/v1/items/7', '/route', '/twice']) {
+      expect((await r.request(path)).headers['cache-status'], path).toBe('@cache; fwd=uri-miss; stored')
+      expect(isHit(await r.request(path)), path).toBe(true)
+    }
+  })
+
+  it('a wrapped handler that calls next() is not stored, whatever answers after it', async () => {
+    const app = express()
+    app.get(
+      '/page',
+      cacheResponse({ backend: memory() })((_req: any, _res: any, next: any) => next()),
+    )
+    app.get('/page', (_req: any, res: any) => res.send('the next route'))
+    const r = await serve(app)
+    const first = await r.request('/page')
+    expect(first.body.toString()).toBe('the next route')
+    expect(first.headers['cache-status']).toBe('@cache; fwd=uri-miss; detail=next')
+  })
+
   it('on a route after its guard, caches and still answers every anonymous request with 401', async () => {
     const app = express()
     app.get('/admin/report', requireApiKey, cacheResponse({ backend: memory() }), report)
