@@ -121,15 +121,13 @@ export function markCacheMiddleware(fn: Function): void {
   cacheMiddleware.add(fn)
 }
 
-/**
- * Starts watching `req`'s dispatch for `watch` (from the moment the cache passes it on). Returns
- * whether Express's dispatch is observed for this request.
- */
+/** Starts watching `req`'s dispatch for `watch`: called as the cache passes the request on. */
 export function watchDispatch(req: IncomingMessage, watch: DispatchWatch): void {
   const watched = req as Watched
   ;(watched[WATCHES] ??= []).push(watch)
 }
 
+/** Stops watching: called once the response is settled. */
 export function unwatchDispatch(req: IncomingMessage, watch: DispatchWatch): void {
   const watched = req as Watched
   const list = watched[WATCHES]
@@ -148,12 +146,13 @@ export function observeDispatch(req: IncomingMessage): boolean {
   if (app === undefined || app === null) return false
   const known = observedApps.get(app)
   if (known !== undefined) return known
-  const observed = observe(app)
+  const observed = wrapDispatchOf(app)
   observedApps.set(app, observed)
   return observed
 }
 
-function observe(app: App): boolean {
+/** Wraps the layer dispatch of `app`'s copy of Express (once), and learns its routing structure. */
+function wrapDispatchOf(app: App): boolean {
   const router = routerOf(app)
   const stack = router?.stack
   if (
@@ -190,7 +189,7 @@ function wrap(layer: Record<string, unknown>, request: string, error: string): v
   layer[request] = function observedRequest(this: Layer, req: IncomingMessage, res: unknown, next: Next) {
     const watches = (req as Watched | undefined)?.[WATCHES]
     if (watches === undefined) return handleRequest.call(this, req, res, next)
-    return handleRequest.call(this, req, res, observed(this, req, watches, next))
+    return handleRequest.call(this, req, res, record(this, req, watches, next))
   }
   layer[error] = function observedError(
     this: Layer,
@@ -206,7 +205,7 @@ function wrap(layer: Record<string, unknown>, request: string, error: string): v
 }
 
 /** Records the layer `req` is dispatched to, and returns the `next` it gets. */
-function observed(layer: Layer, req: IncomingMessage, watches: DispatchWatch[], next: Next): Next {
+function record(layer: Layer, req: IncomingMessage, watches: DispatchWatch[], next: Next): Next {
   const fn = layer.handle
   // Express skips error handlers (four parameters) without calling them.
   if (typeof fn !== 'function' || fn.length > 3) return next
