@@ -27,7 +27,10 @@ export interface ResponseCacheHandler {
   readonly stats: CacheStats
   on(event: CacheEventName, listener: (event: CacheEvent) => void): void
   off(event: CacheEventName, listener: (event: CacheEvent) => void): void
-  /** The backend key of a request (`undefined` when it would bypass for a malformed host). */
+  /**
+   * The backend key of a request; `undefined` when the request bypasses the cache (a host, port,
+   * query or custom key the cache refuses).
+   */
   keyFor(req: IncomingMessage): string | undefined
   /**
    * Removes the stored response for a URL (`https://host/path?query`, or a path with `host`),
