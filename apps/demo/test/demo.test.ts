@@ -87,7 +87,7 @@ describe.each(setups)('the demo on %s', (backendList) => {
     expect((await get('/api/products/999')).status).toBe(404)
     const again = await get('/api/products/999')
     expect(again.status).toBe(404)
-    expect(again.headers.get('cache-status')).toBe('@cache; fwd=uri-miss')
+    expect(again.headers.get('cache-status')).toBe('@cache; fwd=uri-miss; detail=status')
   })
 
   it('serves a PDF byte for byte from the cache', async () => {

@@ -5,16 +5,28 @@
  * half runs each attack on Express 4 and 5, with the cache as global middleware, route middleware
  * and handler wrapper, on memory and memory → Redis.
  */
-import { request as httpRequest, type IncomingHttpHeaders, type Server } from 'node:http'
+import { writeFileSync } from 'node:fs'
+import {
+  request as httpRequest,
+  type IncomingHttpHeaders,
+  type RequestListener,
+  type Server,
+} from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { CacheConfigError, type CacheBackend } from '@cache/core'
-import { cacheResponse } from '@cache/express'
+import {
+  cacheResponse,
+  invalidateResponse,
+  invalidateResponsePrefix,
+  invalidateTags,
+  type ResponseCacheHandler,
+} from '@cache/express'
 import { memoryBackend } from '@cache/memory'
 import { multiLevel } from '@cache/multi-level'
 import { redisBackend } from '@cache/redis'
 import express from 'express'
 import express4 from 'express4'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { SharedServers } from './support/backends.js'
 import {
   closeServer,
@@ -25,6 +37,17 @@ import {
   POSITIONS,
   type Position,
 } from './support/hostile-http-app.js'
+import {
+  asyncHandler,
+  HIDDEN_CACHES,
+  HUGE_FILE,
+  MEDIUM_FILE,
+  neverReads,
+  pipelineAndLeave,
+  requireKey,
+  SEPARATE_GUARDS,
+  STATIC_DIR,
+} from './support/hostile-http-attacks.js'
 
 interface Reply {
   status: number
@@ -262,14 +285,23 @@ describe.each(backends)('%s', (_, makeBackend) => {
     expect(second.headers['x-cache']).not.toBe('HIT')
   })
 
-  it('Host variations share an entry only when they name the same host', async () => {
+  it('Host variations share an entry only when they name the same host, spelled the same', async () => {
     const a = JSON.parse((await send(port, '/home', { host: 'a.example' })).body)
     const b = JSON.parse((await send(port, '/home', { host: 'b.example' })).body)
     expect(a.link).toBe('https://a.example/next')
     expect(b.link).toBe('https://b.example/next')
+    // Express tells these apart from a.example (a tenant lookup would too): each gets its own answer.
     for (const host of ['A.EXAMPLE', 'a.example.', 'a.example:8080']) {
-      expect(JSON.parse((await send(port, '/home', { host })).body).link, host).toBe('https://a.example/next')
+      const hostname = host.replace(/:8080$/, '')
+      for (let i = 0; i < 2; i++) {
+        expect(JSON.parse((await send(port, '/home', { host })).body).link, host).toBe(
+          `https://${hostname}/next`,
+        )
+      }
     }
+    expect(JSON.parse((await send(port, '/home', { host: 'a.example' })).body).link).toBe(
+      'https://a.example/next',
+    )
     expect(JSON.parse((await send(port, '/home', { host: 'b.example' })).body).link).toBe(
       'https://b.example/next',
     )
@@ -526,9 +558,10 @@ describe.each(backends)('attacks on %s', (_, makeBackend) => {
             expect(plain.headers['content-encoding']).toBeUndefined()
             expect(plain.body).toBe('squeeze '.repeat(200))
           }
-          expect((await send(port, path, { 'accept-encoding': 'gzip' })).headers['content-encoding']).toBe(
-            'gzip',
-          )
+          const gzip = await send(port, path, { 'accept-encoding': 'gzip' })
+          expect(gzip.headers['content-encoding']).toBe('gzip')
+          // Both encodings are stored: the attack ran against entries, not pass-throughs.
+          expect(gzip.headers['cache-status']).toMatch(/hit/)
         },
       )
 
@@ -553,5 +586,512 @@ describe.each(backends)('attacks on %s', (_, makeBackend) => {
         expect((await send(port, path)).status).toBe(200)
       })
     })
+  })
+})
+
+/**
+ * Attacks from positions the rows above do not take: a guard registered as a route of its own, a
+ * cache hidden in another function, pipelined requests whose client left, a client that never
+ * reads, an error after the body started, a sub-app with its own settings, host spellings, query
+ * encodings, and invalidation racing a response in flight. Express 4 and 5; each app is built for
+ * its test.
+ */
+describe.each(majors)('%s, attacked from every position', (_major, expressOf) => {
+  const started: Server[] = []
+  const sockets: { destroy(): void }[] = []
+  afterEach(async () => {
+    for (const socket of sockets.splice(0)) socket.destroy()
+    await Promise.all(started.splice(0).map((server) => closeServer(server)))
+  })
+  const serve = async (app: unknown): Promise<number> => {
+    const { server, port } = await listenOn(app as RequestListener)
+    started.push(server)
+    return port
+  }
+  const unique = () => `attack-${Math.random().toString(36).slice(2)}`
+  const host = { host: 'shop.test' }
+
+  describe.each(backends)('on %s', (_, makeBackend) => {
+    let backend: CacheBackend
+    beforeAll(async () => {
+      backend = await makeBackend()
+    })
+    afterAll(() => backend.close())
+
+    it('a pipelined request whose client left never pins its response past the ttl or an invalidation', async () => {
+      let now = Date.now()
+      let version = 0
+      const news = cacheResponse({ ttl: 1, backend, keyPrefix: unique(), now: () => now })
+      const app = expressOf()
+      app.use('/static', expressOf.static(STATIC_DIR))
+      app.get('/news', news, (_req, res) => {
+        res.send(`headline v${++version}`)
+      })
+      const port = await serve(app)
+      await pipelineAndLeave(port, '/static/huge.bin', '/news', 'shop.test')
+      await send(port, '/news', host)
+      now += 2_000
+      const afterTtl = await send(port, '/news', host)
+      expect(afterTtl.headers['cache-status']).not.toMatch(/hit/)
+      expect(afterTtl.body).toBe(`headline v${version}`)
+      const before = version
+      await news.invalidate('/news', { host: 'shop.test' })
+      expect((await send(port, '/news', host)).body).toBe(`headline v${before + 1}`)
+    })
+  })
+
+  it('a streamed response queued behind a pipelined download never hangs the next clients', async () => {
+    const app = expressOf()
+    app.use('/static', expressOf.static(STATIC_DIR))
+    app.get('/img', cacheResponse({ backend: memoryBackend(), ttl: 60 }), (_req, res) =>
+      res.sendFile(MEDIUM_FILE),
+    )
+    const port = await serve(app)
+    await pipelineAndLeave(port, '/static/huge.bin', '/img', 'shop.test')
+    const next = await attempt(port, '/img', { headers: host, timeout: 3_000 })
+    expect(next).not.toBeInstanceOf(Error)
+    expect((next as Reply).body.length).toBe(100 * 1024)
+  })
+
+  it('a handler that stops when its pipelined client left never stores the truncated body', async () => {
+    const app = expressOf()
+    app.use('/static', expressOf.static(STATIC_DIR))
+    app.get('/feed', cacheResponse({ backend: memoryBackend(), ttl: 60 }), (req, res) => {
+      res.type('text')
+      let item = 0
+      const timer = setInterval(() => {
+        res.write(`item${++item};`)
+        if (item === 5) {
+          clearInterval(timer)
+          res.end('END')
+        }
+      }, 40)
+      req.on('close', () => {
+        if (item < 5) {
+          clearInterval(timer)
+          res.end()
+        }
+      })
+    })
+    const port = await serve(app)
+    await pipelineAndLeave(port, '/static/huge.bin', '/feed', 'shop.test', 100)
+    expect((await send(port, '/feed', host)).body).toBe('item1;item2;item3;item4;item5;END')
+  })
+
+  it('a client that never reads a large response never makes other clients wait', async () => {
+    const app = expressOf()
+    app.get('/report.bin', cacheResponse({ backend: memoryBackend(), ttl: 60 }), (_req, res) =>
+      res.sendFile(HUGE_FILE),
+    )
+    const port = await serve(app)
+    sockets.push(neverReads(port, '/report.bin', 'shop.test'))
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    const victim = await attempt(port, '/report.bin', { headers: host, timeout: 3_000 })
+    expect(victim).not.toBeInstanceOf(Error)
+    expect((victim as Reply).body.length).toBe(8 * 1024 * 1024)
+  })
+
+  it('a concurrent request waits for a stalled first response at most collapseTimeout', async () => {
+    let release!: () => void
+    const stalled = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    let runs = 0
+    const app = expressOf()
+    app.get(
+      '/slow',
+      cacheResponse({ backend: memoryBackend(), ttl: 60, collapseTimeout: '300ms' } as never),
+      async (_req, res) => {
+        if (++runs === 1) {
+          res.type('text').write('part ')
+          await stalled
+        }
+        res.end('whole')
+      },
+    )
+    const port = await serve(app)
+    const first = attempt(port, '/slow', { headers: host, timeout: 5_000 })
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    const second = await attempt(port, '/slow', { headers: host, timeout: 2_000 })
+    release()
+    await first
+    expect(second).not.toBeInstanceOf(Error)
+    expect((second as Reply).body).toBe('whole')
+  })
+
+  describe('a guard the answering route does not list, behind a global cache', () => {
+    it.each(SEPARATE_GUARDS)('%s: an admin fills nothing an anonymous client gets', async (_, register) => {
+      const app = expressOf()
+      app.use(cacheResponse({ backend: memoryBackend(), ttl: 60 }))
+      register(app, expressOf as never, (_req: unknown, res: any) => res.json({ payroll: 'SECRET' }))
+      const port = await serve(app)
+      const admin = await send(port, '/admin/payroll', { ...host, 'x-api-key': 'admin-key' })
+      expect(admin.status).toBe(200)
+      const anonymous = await send(port, '/admin/payroll', host)
+      expect(anonymous.status).toBe(403)
+      expect(anonymous.body).not.toContain('SECRET')
+      expect(admin.headers['cache-status']).not.toMatch(/stored/)
+      expect(admin.headers['cache-status']).toMatch(/detail=middleware-after-cache/)
+    })
+
+    it('caches the route when the guard runs before the cache, and the guard still answers every anonymous request', async () => {
+      const app = expressOf()
+      app.use('/admin', requireKey)
+      app.use(cacheResponse({ backend: memoryBackend(), ttl: 60 }))
+      app.get('/admin/payroll', (_req, res) => res.json({ payroll: 'SECRET' }))
+      const port = await serve(app)
+      await send(port, '/admin/payroll', { ...host, 'x-api-key': 'admin-key' })
+      const hit = await send(port, '/admin/payroll', { ...host, 'x-api-key': 'admin-key' })
+      expect(hit.headers['cache-status']).toMatch(/hit/)
+      expect((await send(port, '/admin/payroll', host)).status).toBe(403)
+    })
+  })
+
+  it.each(HIDDEN_CACHES)('a cache as %s never lets a hit skip the guard after it', async (_, register) => {
+    const app = expressOf()
+    register(app, cacheResponse({ backend: memoryBackend(), ttl: 60 }))
+    const port = await serve(app)
+    const withKey = await send(port, '/r', { ...host, 'x-api-key': 'admin-key' })
+    expect(withKey.body).toBe('SECRET report')
+    const anonymous = await send(port, '/r', host)
+    expect(anonymous.status).toBe(403)
+    expect(anonymous.body).not.toContain('SECRET')
+  })
+
+  describe.each(POSITIONS)('cache as %s', (position: Position) => {
+    const mount = (
+      app: any,
+      cache: any,
+      path: string,
+      handler: (req: any, res: any, next: any) => unknown,
+    ) => {
+      if (position === 'global middleware') {
+        app.use(cache)
+        app.get(path, handler)
+      } else if (position === 'route middleware') app.get(path, cache, handler)
+      else app.get(path, cache(handler))
+    }
+    const swallowAfterHeaders = (_error: Error, _req: any, res: any, _next: any) => {
+      if (res.headersSent) return res.end()
+      res.status(500).json({ error: 'internal' })
+    }
+
+    it('an error after the body started is never stored, even when an error handler ends the response', async () => {
+      let runs = 0
+      const app = expressOf()
+      mount(app, cacheResponse({ backend: memoryBackend(), ttl: 60 }), '/items', (_req, res) => {
+        runs++
+        res.type('json').write('{"items":[1,2,')
+        throw new Error('db connection lost')
+      })
+      app.use(swallowAfterHeaders)
+      const port = await serve(app)
+      await send(port, '/items', host)
+      const second = await send(port, '/items', host)
+      expect(second.headers['cache-status']).not.toMatch(/hit/)
+      expect(runs).toBe(2)
+    })
+
+    it('a rejected async handler after the body started is never stored', async () => {
+      let runs = 0
+      const app = expressOf()
+      const handler = async (_req: any, res: any) => {
+        runs++
+        res.type('json').write('{"items":[1,2,')
+        await new Promise((resolve) => setTimeout(resolve, 5))
+        throw new Error('db connection lost')
+      }
+      // Express 4 ignores a rejected promise: apps there wrap async handlers.
+      mount(
+        app,
+        cacheResponse({ backend: memoryBackend(), ttl: 60 }),
+        '/items',
+        position === 'wrapper' ? handler : asyncHandler(handler),
+      )
+      app.use(swallowAfterHeaders)
+      const port = await serve(app)
+      await send(port, '/items', host)
+      const second = await send(port, '/items', host)
+      expect(second.headers['cache-status']).not.toMatch(/hit/)
+      expect(runs).toBe(2)
+    })
+
+    it('Cache-Control: s-maxage=0 or max-age=0 is never stored', async () => {
+      let runs = 0
+      const app = expressOf()
+      const cache = cacheResponse({ backend: memoryBackend(), ttl: 60 })
+      mount(app, cache, '/cc', (req, res) => {
+        runs++
+        res.set('cache-control', String(req.query.cc)).send('fresh only')
+      })
+      const port = await serve(app)
+      for (const cc of ['s-maxage=0', 'max-age=0', 'public, max-age=0', 'max-age=60, s-maxage=0']) {
+        const before = runs
+        await send(port, `/cc?cc=${encodeURIComponent(cc)}`, host)
+        await send(port, `/cc?cc=${encodeURIComponent(cc)}`, host)
+        expect(runs - before, cc).toBe(2)
+      }
+    })
+
+    it('a Content-Length set before the cache that the body does not match is never stored', async () => {
+      let runs = 0
+      const app = expressOf()
+      app.use('/liar', (_req: any, res: any, next: any) => {
+        res.setHeader('content-length', '4000')
+        next()
+      })
+      mount(app, cacheResponse({ backend: memoryBackend(), ttl: 60 }), '/liar', (_req, res) => {
+        runs++
+        res.write('x'.repeat(100))
+        res.end()
+      })
+      const port = await serve(app)
+      await attempt(port, '/liar', { headers: host, timeout: 300 })
+      await attempt(port, '/liar', { headers: host, timeout: 300 })
+      expect(runs).toBe(2)
+    })
+
+    it('a Buffer the handler reuses after sending never changes the stored body', async () => {
+      const app = expressOf()
+      mount(app, cacheResponse({ backend: memoryBackend(), ttl: 60 }), '/buffer', (_req, res) => {
+        const body = Buffer.from('original body')
+        res.type('text').end(body)
+        setImmediate(() => body.fill('x'))
+      })
+      const port = await serve(app)
+      expect((await send(port, '/buffer', host)).body).toBe('original body')
+      await new Promise((resolve) => setTimeout(resolve, 20))
+      const hit = await send(port, '/buffer', host)
+      expect(hit.headers['cache-status']).toMatch(/hit/)
+      expect(hit.body).toBe('original body')
+    })
+
+    const invalidations: [string, (cache: ResponseCacheHandler, prefix: string) => Promise<unknown>][] = [
+      ['invalidate()', (cache) => cache.invalidate('/price', { host: 'shop.test' })],
+      [
+        'invalidateResponse()',
+        (_cache, prefix) =>
+          invalidateResponse('http://shop.test/price', { backend: shared, keyPrefix: prefix }),
+      ],
+      ['clear()', (cache) => cache.clear()],
+      [
+        'invalidateResponsePrefix()',
+        (_cache, prefix) => invalidateResponsePrefix(prefix, { backend: shared }),
+      ],
+      ['invalidateTags()', () => invalidateTags(['prices'], { backend: shared })],
+    ]
+    const shared = memoryBackend()
+
+    it.each(invalidations)(
+      '%s during a response in flight wins: neither that response nor a request after it gets the old body',
+      async (_, invalidate) => {
+        let version = 1
+        let release!: () => void
+        let gate = new Promise<void>((resolve) => {
+          release = resolve
+        })
+        const keyPrefix = unique()
+        const cache = cacheResponse({ backend: shared, ttl: 60, keyPrefix, tags: ['prices'] })
+        const app = expressOf()
+        mount(app, cache, '/price', async (_req, res) => {
+          const seen = version
+          await gate
+          res.send(`price v${seen}`)
+        })
+        const port = await serve(app)
+        const first = send(port, '/price', host)
+        await new Promise((resolve) => setTimeout(resolve, 50))
+        version = 2
+        await invalidate(cache, keyPrefix)
+        const follower = send(port, '/price', host)
+        await new Promise((resolve) => setTimeout(resolve, 50))
+        release()
+        gate = Promise.resolve()
+        expect((await first).body).toBe('price v1')
+        expect((await follower).body).toBe('price v2')
+        await new Promise((resolve) => setTimeout(resolve, 50))
+        expect((await send(port, '/price', host)).body).toBe('price v2')
+      },
+    )
+
+    it('invalidate() during a background refresh wins: the refreshed body from before it is never stored', async () => {
+      let now = Date.now()
+      let version = 1
+      let release!: () => void
+      const gate = new Promise<void>((resolve) => {
+        release = resolve
+      })
+      const cache = cacheResponse({
+        backend: memoryBackend(),
+        ttl: 1,
+        staleWhileRevalidate: 600,
+        now: () => now,
+      })
+      const app = expressOf()
+      mount(app, cache, '/price', async (_req, res) => {
+        const seen = version
+        if (seen > 1) await gate
+        res.send(`price v${seen}`)
+      })
+      const port = await serve(app)
+      expect((await send(port, '/price', host)).body).toBe('price v1')
+      now += 2_000
+      version = 2
+      // A stale hit starts the refresh, which computes v2 and waits.
+      expect((await send(port, '/price', host)).body).toBe('price v1')
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      version = 3
+      await cache.invalidate('/price', { host: 'shop.test' })
+      release()
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      expect((await send(port, '/price', host)).body).toBe('price v3')
+    })
+  })
+
+  it.each([
+    ['a mounted router', (express: any) => express.Router()],
+    ['a mounted sub-app', (express: any) => express()],
+  ])('a guard in %s of the other Express major never lets a hit skip it', async (_, make) => {
+    const other = expressOf === (express as unknown) ? express4 : express
+    const app = expressOf()
+    app.use(cacheResponse({ backend: memoryBackend(), ttl: 60 }))
+    const admin = make(other)
+    admin.use(requireKey)
+    admin.get('/payroll', (_req: unknown, res: any) => res.send('SECRET'))
+    app.use('/admin', admin)
+    const port = await serve(app)
+    expect((await send(port, '/admin/payroll', { ...host, 'x-api-key': 'admin-key' })).body).toBe('SECRET')
+    const anonymous = await send(port, '/admin/payroll', host)
+    expect(anonymous.status).toBe(403)
+    expect(anonymous.body).not.toContain('SECRET')
+  })
+
+  it('a request target with an empty query never shares the entry of the target without it', async () => {
+    const app = expressOf()
+    app.use(cacheResponse({ backend: memoryBackend(), ttl: 60 }))
+    app.get('/e', (req, res) => res.send(req.url))
+    const port = await serve(app)
+    for (const target of ['/e?', '/e?&', '/e', '/e?', '/e?&', '/e']) {
+      expect((await send(port, target, host)).body, target).toBe(target)
+    }
+  })
+
+  it.each([
+    ['X-Forwarded-Host with a leading space', { 'x-forwarded-host': ' evil.test' }],
+    ['X-Forwarded-Host with a port and upper case', { 'x-forwarded-host': 'Shop.Test:443' }],
+    ['X-Forwarded-Proto in upper case', { 'x-forwarded-proto': 'HTTPS' }],
+    ['X-Forwarded-Proto as a list', { 'x-forwarded-proto': 'https, http' }],
+    ['X-Forwarded-Host as a list', { 'x-forwarded-host': 'evil.test, shop.test' }],
+  ])('%s under trust proxy never plants its links for the plain host', async (_, forwarded) => {
+    const app = expressOf()
+    app.set('trust proxy', true)
+    app.use(cacheResponse({ backend: memoryBackend(), ttl: 60 }))
+    app.get('/link', (req, res) => res.send(`${req.protocol}://${req.hostname}/next`))
+    const port = await serve(app)
+    await send(port, '/link', { ...host, ...forwarded })
+    expect((await send(port, '/link', host)).body).toBe('http://shop.test/next')
+    expect((await send(port, '/link', { host: 'lb.internal', 'x-forwarded-host': 'shop.test' })).body).toBe(
+      'http://shop.test/next',
+    )
+  })
+
+  it('X-Forwarded-Host that Express resolves to no host never plants an entry for the real host', async () => {
+    const app = expressOf()
+    app.set('trust proxy', true)
+    app.use(cacheResponse({ backend: memoryBackend(), ttl: 60 }))
+    const sites: Record<string, string> = { 'shop.test': 'Shop Inc' }
+    app.get('/', (req, res) => res.send(sites[req.hostname] ?? `Unknown site ${req.hostname}`))
+    const port = await serve(app)
+    await send(port, '/', { host: 'shop.test', 'x-forwarded-host': ',x' })
+    expect((await send(port, '/', { host: 'shop.test' })).body).toBe('Shop Inc')
+    expect((await send(port, '/', { host: 'lb.internal', 'x-forwarded-host': 'shop.test' })).body).toBe(
+      'Shop Inc',
+    )
+  })
+
+  it("a sub-app's trust proxy never lets a forwarded host plant an entry for clients of the plain host", async () => {
+    const app = expressOf()
+    app.use(cacheResponse({ backend: memoryBackend(), ttl: 60 }))
+    const api = expressOf()
+    api.set('trust proxy', true)
+    api.get('/items', (req, res) => res.json({ self: `${req.protocol}://${req.hostname}/api/items` }))
+    app.use('/api', api)
+    const port = await serve(app)
+    await send(port, '/api/items', {
+      host: 'shop.test',
+      'x-forwarded-host': 'evil.test',
+      'x-forwarded-proto': 'https',
+    })
+    expect(JSON.parse((await send(port, '/api/items', host)).body).self).toBe('http://shop.test/api/items')
+  })
+
+  it.each([
+    ['a trailing dot', { host: 'shop.test.' }],
+    ['upper case', { host: 'SHOP.test' }],
+    ['a forwarded trailing dot', { host: 'lb.internal', 'x-forwarded-host': 'shop.test.' }],
+  ])('a Host with %s never shares an entry with the host Express tells apart', async (_, attacker) => {
+    const app = expressOf()
+    app.set('trust proxy', true)
+    app.use(cacheResponse({ backend: memoryBackend(), ttl: 60 }))
+    const sites: Record<string, string> = { 'shop.test': 'Shop Inc' }
+    app.get('/', (req, res) => res.send(sites[req.hostname] ?? 'This domain is for sale'))
+    const port = await serve(app)
+    expect((await send(port, '/', attacker)).body).toBe('This domain is for sale')
+    expect((await send(port, '/', host)).body).toBe('Shop Inc')
+  })
+
+  it.each([
+    ['an encoded name', '/q?%61=1&a=2', '/q?a=2&%61=1'],
+    ['a bracketed name', '/q?a[b]=1&a=2', '/q?a=2&a[b]=1'],
+    ['a plus in a name', '/q?a+b=1&a%20b=2', '/q?a%20b=2&a+b=1'],
+  ])('queries with %s that parse differently never share an entry', async (_, first, second) => {
+    const build = (cached: boolean) => {
+      const app = expressOf()
+      if (cached) app.use(cacheResponse({ backend: memoryBackend(), ttl: 60 }))
+      app.get('/q', (req, res) => res.json(req.query))
+      return app
+    }
+    const plain = await serve(build(false))
+    const port = await serve(build(true))
+    await send(port, first, host)
+    expect(JSON.parse((await send(port, second, host)).body)).toEqual(
+      JSON.parse((await send(plain, second, host)).body),
+    )
+  })
+
+  it('a stale-while-revalidate refresh triggered with Range or If-Match still refreshes the whole entry', async () => {
+    let now = Date.now()
+    let version = 0
+    const errors: unknown[] = []
+    const cache = cacheResponse({
+      backend: memoryBackend(),
+      ttl: 1,
+      staleWhileRevalidate: 600,
+      now: () => now,
+    })
+    cache.on('error', (event) => errors.push(event.error))
+    const app = expressOf()
+    const file = `${STATIC_DIR}/doc-${Math.random().toString(36).slice(2)}.txt`
+    app.get('/doc', cache, (_req, res) => {
+      writeFileSync(file, `document v${++version}`)
+      // sendFile says `max-age=0` unless told otherwise: that is never stored.
+      res.sendFile(file, { maxAge: '1h' })
+    })
+    const port = await serve(app)
+    expect((await send(port, '/doc', host)).body).toBe('document v1')
+    for (const conditional of [{ range: 'bytes=0-3' }, { 'if-match': '"nope"' }] as Record<
+      string,
+      string
+    >[]) {
+      now += 2_000
+      const before = version
+      await send(port, '/doc', { ...host, ...conditional })
+      for (let i = 0; i < 100 && version === before; i++)
+        await new Promise((resolve) => setTimeout(resolve, 10))
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      const refreshed = await send(port, '/doc', host)
+      expect(refreshed.body, JSON.stringify(conditional)).toBe(`document v${before + 1}`)
+    }
+    expect(errors).toEqual([])
   })
 })

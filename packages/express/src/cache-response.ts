@@ -1,6 +1,8 @@
 import { type IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import type { CacheEvent, CacheEventName, CacheStats, Duration } from '@cache/core'
 import { keepMetadata, nestInterceptor, useInterceptor } from './decorator-metadata.js'
+import { markCacheMiddleware } from './dispatch.js'
+import { Flight } from './flight.js'
 import { type CacheResponseOptions, prefixVersionKey, resolveOptions } from './options.js'
 import { urlKeys } from './request-key.js'
 import { ResponseCache } from './response-cache.js'
@@ -25,7 +27,10 @@ export interface ResponseCacheHandler {
   readonly stats: CacheStats
   on(event: CacheEventName, listener: (event: CacheEvent) => void): void
   off(event: CacheEventName, listener: (event: CacheEvent) => void): void
-  /** The backend key of a request (`undefined` when it would bypass for a malformed host). */
+  /**
+   * The backend key of a request; `undefined` when the request bypasses the cache (a host, port,
+   * query or custom key the cache refuses).
+   */
   keyFor(req: IncomingMessage): string | undefined
   /**
    * Removes the stored response for a URL (`https://host/path?query`, or a path with `host`),
@@ -67,7 +72,17 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       // interceptor registered below does the caching there; the method runs as written.
       if (!(req instanceof IncomingMessage) || !(res instanceof ServerResponse))
         return handler.apply(this, args)
-      const result = engine.handle(req, res, () => handler.apply(this, args), wrapped)
+      const result = engine.handle(
+        req,
+        res,
+        (watch) => {
+          // A handler that passes the request on (or fails through `next`) is not the whole answer.
+          if (watch !== undefined && typeof next === 'function')
+            args[2] = watch.handlerNext(next as (error?: unknown) => void)
+          return handler.apply(this, args)
+        },
+        'handler',
+      )
       if (typeof next === 'function' && isThenable(result)) {
         // Express 4 ignores a rejected promise: hand the error to the error handler, once.
         return result.then(undefined, (error: unknown) => (next as (error: unknown) => void)(error))
@@ -101,22 +116,31 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       return wrap(a)
     }
     // Middleware: (req, res, next)
-    const result = engine.handle(a, b, () => c(), cacheHandler)
+    const result = engine.handle(a, b, () => c(), 'middleware')
     if (isThenable(result)) result.then(undefined, c)
   }) as ResponseCacheHandler
+  markCacheMiddleware(cacheHandler)
 
   Object.defineProperty(cacheHandler, 'stats', { get: () => engine.observer.stats })
   cacheHandler.on = (event, listener) => void engine.observer.on(event, listener)
   cacheHandler.off = (event, listener) => void engine.observer.off(event, listener)
   cacheHandler.keyFor = (req) => engine.keyFor(req)
-  cacheHandler.invalidate = async (url, opts = {}) =>
-    (await engine.backend().deleteMany(urlKeys(url, settings.keyPrefix, { ...opts, vary: settings.vary }))) >
-    0
-  cacheHandler.invalidateKey = (key) => engine.backend().delete(`${settings.keyPrefix}:${key}`)
+  cacheHandler.invalidate = async (url, opts = {}) => {
+    const keys = urlKeys(url, settings.keyPrefix, { ...opts, vary: settings.vary })
+    // Before anything is awaited: a response in flight now is neither stored nor shared.
+    Flight.invalidate({ keys })
+    return (await engine.backend().deleteMany(keys)) > 0
+  }
+  cacheHandler.invalidateKey = (key) => {
+    const full = `${settings.keyPrefix}:${key}`
+    Flight.invalidate({ keys: [full] })
+    return engine.backend().delete(full)
+  }
   cacheHandler.front = (app) => (req, res) => {
     if (!engine.serveFresh(req, res)) app(req, res)
   }
   cacheHandler.clear = async () => {
+    Flight.invalidate({ prefix: settings.keyPrefix })
     await engine.backend().incr(prefixVersionKey(settings.keyPrefix))
   }
   return cacheHandler

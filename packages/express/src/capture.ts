@@ -1,4 +1,5 @@
-import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 
 /** What a handler sent, as seen at the capture layer, and the response as it left the server. */
 export interface CapturedResponse {
@@ -24,15 +25,19 @@ export interface CapturedResponse {
 
 export interface CaptureHooks {
   /**
-   * At `end()`, before the headers go out, when the whole body is known (the response was not
-   * streamed): headers may still be added.
+   * Once, just before the headers go out (an explicit `writeHead`, or the implicit one of the first
+   * `write` or of `end`): headers may still be added. `body` is the whole body when the response is
+   * being ended in one go, `undefined` when it is streamed.
    */
   beforeHeaders(res: ServerResponse, body: Buffer | undefined): void
+  /** The body passed the size limit: it will not be stored. */
+  tooLarge(): void
   /** Just after `end()` returned: everything the handler sent, and the final headers. */
   ended(captured: CapturedResponse): void
   /**
-   * Once: `true` when the response finished (every byte handed to the OS), `false` when it was
-   * closed or destroyed first, before or after `end()`. Runs after `ended` when both run.
+   * Once: `true` when the response finished (every byte handed to the OS on a live connection),
+   * `false` when it, or its connection, was closed or destroyed first, before or after `end()`.
+   * Runs after `ended` when both run.
    */
   settled(finished: boolean): void
 }
@@ -45,31 +50,46 @@ export interface CaptureHooks {
  * again on replay, while one installed after it is captured in its output. What is *decided on*
  * is the response as it leaves for the client: read after the innermost `writeHead` ran, so it
  * includes headers that earlier middleware set, even from hooks that run as the headers go out.
+ *
+ * The connection is watched as well as the response: a response queued behind another one on a
+ * pipelined connection has no socket of its own, and Node emits neither `finish` nor `close` on it
+ * when that connection dies.
  */
 export function captureResponse(res: ServerResponse, maxBodySize: number, hooks: CaptureHooks): void {
   const original = { writeHead: res.writeHead, write: res.write, end: res.end }
   const before = res.getHeaders()
+  const connection = (res as { req?: IncomingMessage }).req?.socket ?? res.socket ?? undefined
   const chunks: Buffer[] = []
   let size = 0
   let tooLarge = false
   let status: number | undefined
   let headers: OutgoingHttpHeaders | undefined
   let final: CapturedResponse['final'] | undefined
+  let endingBody: Buffer | undefined
   let ended = false
   let reported = false
   let finished = false
   let settled = false
+  let connectionClosed = connection?.destroyed === true
 
   const settle = (ok: boolean) => {
     if (settled) return
     settled = true
+    stopWatching()
     hooks.settled(ok)
   }
-  // Node emits 'finish' even when the socket was destroyed with bytes of the response still queued
-  // (their write callbacks run on destroy): only a live socket at 'finish' proves the bytes left.
-  const socket = res.socket
+  const stopWatching = connection
+    ? onConnectionClose(connection, () => {
+        connectionClosed = true
+        if (!finished) settle(false)
+      })
+    : () => {}
+  // A request whose connection died before its handler ran (queued behind another response).
+  if (connectionClosed) queueMicrotask(() => settle(false))
   res.once('finish', () => {
-    if (socket?.destroyed) return settle(false)
+    // Node emits 'finish' even when the connection was destroyed with bytes of the response still
+    // queued (their write callbacks run on destroy): only a live connection proves the bytes left.
+    if (connectionClosed || connection?.destroyed) return settle(false)
     finished = true
     if (reported) settle(true)
   })
@@ -79,16 +99,16 @@ export function captureResponse(res: ServerResponse, maxBodySize: number, hooks:
 
   const collect = (chunk: unknown, encoding: unknown) => {
     if (chunk === undefined || chunk === null || typeof chunk === 'function' || tooLarge) return
+    // Always a copy: a handler may reuse or fill its buffer once it is written.
     const bytes =
       typeof chunk === 'string'
         ? Buffer.from(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8')
-        : Buffer.isBuffer(chunk)
-          ? chunk
-          : Buffer.from(chunk as Uint8Array)
+        : Buffer.from(chunk as Uint8Array)
     size += bytes.length
     if (size > maxBodySize) {
       tooLarge = true
       chunks.length = 0
+      hooks.tooLarge()
     } else {
       chunks.push(bytes)
     }
@@ -97,6 +117,10 @@ export function captureResponse(res: ServerResponse, maxBodySize: number, hooks:
   res.writeHead = function (this: ServerResponse, code: number, ...rest: unknown[]) {
     const given = headerArgument(typeof rest[0] === 'string' ? rest[1] : rest[0])
     if (headers === undefined) {
+      if (!res.headersSent && !res.destroyed) {
+        if (typeof code === 'number') res.statusCode = code
+        hooks.beforeHeaders(res, endingBody)
+      }
       status = code
       headers = {}
       const current = res.getHeaders()
@@ -124,16 +148,22 @@ export function captureResponse(res: ServerResponse, maxBodySize: number, hooks:
     ended = true
     collect(chunk, encoding)
     const body = tooLarge ? undefined : chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size)
-    if (!res.headersSent && !res.destroyed) hooks.beforeHeaders(res, body)
-    const result = (original.end as (...args: unknown[]) => ServerResponse).call(this, chunk, encoding, cb)
+    endingBody = body
+    let result: ServerResponse
+    try {
+      result = (original.end as (...args: unknown[]) => ServerResponse).call(this, chunk, encoding, cb)
+    } finally {
+      endingBody = undefined
+    }
     if (!settled) {
       reported = true
+      const last = final ?? { status: res.statusCode, headers: res.getHeaders() }
       hooks.ended({
         status: status ?? res.statusCode,
         headers: headers ?? {},
-        final: final ?? { status: res.statusCode, headers: res.getHeaders() },
+        final: last,
         body,
-        incomplete: incompleteReason(res, final !== undefined, headers, size),
+        incomplete: incompleteReason(res, connectionClosed, final !== undefined, headers, last.headers, size),
       })
       if (finished) settle(true)
     }
@@ -143,18 +173,41 @@ export function captureResponse(res: ServerResponse, maxBodySize: number, hooks:
 
 function incompleteReason(
   res: ServerResponse,
+  connectionClosed: boolean,
   sawHeaders: boolean,
   headers: OutgoingHttpHeaders | undefined,
+  finalHeaders: OutgoingHttpHeaders,
   size: number,
 ): string | undefined {
   if (res.destroyed) return 'destroyed'
+  if (connectionClosed) return 'closed'
   // Headers that went out without passing this layer's writeHead: what was sent is unknown.
   if (!sawHeaders || headers === undefined) return 'headers-unseen'
-  const declared = headers['content-length']
-  if (declared !== undefined && Number(declared) !== size) return 'content-length'
+  // The length this layer set, and the one the client was told (which middleware before the cache
+  // may have set): both must be the bytes sent.
+  for (const declared of [headers['content-length'], finalHeaders['content-length']]) {
+    if (declared !== undefined && Number(declared) !== size) return 'content-length'
+  }
   return undefined
 }
 
+/** One 'close' listener per connection, whatever the number of responses queued on it. */
+const closeListeners = new WeakMap<Socket, Set<() => void>>()
+
+function onConnectionClose(connection: Socket, listener: () => void): () => void {
+  let listeners = closeListeners.get(connection)
+  if (listeners === undefined) {
+    const set = new Set<() => void>()
+    listeners = set
+    closeListeners.set(connection, set)
+    connection.once('close', () => {
+      closeListeners.delete(connection)
+      for (const fn of [...set]) fn()
+    })
+  }
+  listeners.add(listener)
+  return () => listeners.delete(listener)
+}
 /** The headers given to `writeHead` itself, as an object with lower-case names. */
 function headerArgument(value: unknown): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {}

@@ -62,11 +62,16 @@ export function nestInterceptor(engine: ResponseCache) {
       if (!(req instanceof IncomingMessage) || !(res instanceof ServerResponse)) return next.handle()
       let handled: unknown
       let ran = false
-      const result = engine.handle(req, res, () => {
-        ran = true
-        handled = next.handle()
-        return handled
-      })
+      const result = engine.handle(
+        req,
+        res,
+        () => {
+          ran = true
+          handled = next.handle()
+          return handled
+        },
+        'handler',
+      )
       const outcome = () => (ran ? handled : answeredFromCache(res))
       return typeof (result as Promise<unknown> | undefined)?.then === 'function'
         ? (result as Promise<unknown>).then(outcome)

@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { type CacheBackend, getBackend, type MinimalBackend, toBackend } from '@cache/core'
+import { Flight } from './flight.js'
 import { prefixVersionKey } from './options.js'
 import { urlKeys } from './request-key.js'
 
@@ -30,6 +31,8 @@ export async function invalidateResponse(
     headers: options.headers,
     vary: [...(options.vary ?? [])].map((n) => n.toLowerCase()).sort(),
   })
+  // Before anything is awaited: a response in flight in this process is neither stored nor shared.
+  Flight.invalidate({ keys })
   return (await backendOf(options).deleteMany(keys)) > 0
 }
 
@@ -41,6 +44,7 @@ export async function invalidateResponse(
 export async function invalidateResponsePrefix(prefix: string, options: { backend?: CacheBackend } = {}) {
   if (typeof prefix !== 'string' || prefix === '')
     throw new TypeError('invalidateResponsePrefix: expected a prefix')
+  Flight.invalidate({ prefix })
   await backendOf(options).incr(prefixVersionKey(prefix))
 }
 

@@ -63,6 +63,21 @@ export interface CacheResponseOptions<Req extends IncomingMessage = any> {
    */
   revalidateTimeout?: Duration
   /**
+   * How long a request waits for a concurrent request for the same key (single-flight) to share
+   * its response, in seconds or a duration string; after that it runs the handler itself. A
+   * waiting request is also released at once when that response cannot be stored (an error, a
+   * body over `maxBodySize`, a closed connection). Default: `'5s'`.
+   */
+  collapseTimeout?: Duration
+  /**
+   * Middleware functions (by identity) registered **after** the cache that a hit may skip: their
+   * effect is in the stored response. By default any function that runs between the cache and the
+   * handler prevents storing (it could be a guard). List here only functions whose work on a hit
+   * is already in the stored bytes, such as a `compression()` instance registered after a global
+   * cache. Default: none.
+   */
+  middlewareSkippedOnHits?: readonly Function[]
+  /**
    * Makes the responses this middleware stores eligible for `cache.front(app)`, which replays
    * them before Express runs: **every middleware of the app is skipped for those hits** (app-level
    * and route-level: authentication, guards, rate limits, CORS, sessions, logging). Only for routes
@@ -90,6 +105,8 @@ export interface Settings {
   ttlMs: number
   swrMs: number | undefined
   revalidateTimeoutMs: number
+  collapseTimeoutMs: number
+  skippedOnHits: ReadonlySet<Function>
   frontSkipsAllMiddleware: boolean
   backend: CacheBackend | undefined
   keyPrefix: string
@@ -124,6 +141,10 @@ export function resolveOptions(options: CacheResponseOptions | Duration = {}): S
     )
   }
   const tags = opts.tags
+  const skipped = opts.middlewareSkippedOnHits ?? []
+  if (!Array.isArray(skipped) || skipped.some((fn) => typeof fn !== 'function')) {
+    throw new CacheConfigError('middlewareSkippedOnHits', 'expected a list of middleware functions')
+  }
   return {
     ttlMs: parseDuration(opts.ttl ?? 60, 'ttl'),
     swrMs:
@@ -131,6 +152,8 @@ export function resolveOptions(options: CacheResponseOptions | Duration = {}): S
         ? undefined
         : parseDuration(opts.staleWhileRevalidate, 'staleWhileRevalidate'),
     revalidateTimeoutMs: parseDuration(opts.revalidateTimeout ?? '30s', 'revalidateTimeout'),
+    collapseTimeoutMs: parseDuration(opts.collapseTimeout ?? '5s', 'collapseTimeout'),
+    skippedOnHits: new Set(skipped),
     frontSkipsAllMiddleware: opts.frontSkipsAllMiddleware ?? false,
     backend: opts.backend === undefined ? undefined : toBackend(opts.backend),
     keyPrefix,

@@ -8,17 +8,32 @@ type KeyedRequest = IncomingMessage & {
   app?: any
 }
 
-/** A host name as it may appear in a key: letters, digits, dots, dashes, IPv6 brackets. */
-const SAFE_HOST = /^[a-z0-9._\-[\]:]*$/
+/**
+ * Separates the parts of a key that do not come from the URL (the `vary` header values, a
+ * variant's id): a line feed, which no request target, `Host` or header value can contain (Node's
+ * parser refuses it), so no URL can address a variant's key or another header value's key.
+ */
+const SEPARATOR = '\n'
+
+/** A host name as it may appear in a key: lower-case letters, digits, dots, dashes, IPv6 brackets. */
+const CANONICAL_HOST = /^[a-z0-9._\-[\]:]+$/
 const SAFE_PORT = /^[0-9]{1,5}$/
+
+/**
+ * Query strings with more parameters than this are not keyed: Express's parsers (`qs` and
+ * `querystring`) drop the parameters after the 1000th, so two orders of one list could mean two
+ * different queries.
+ */
+const MAX_QUERY_PARAMETERS = 1000
 
 /**
  * The built-in key: `<prefix>:<protocol>://<host>[:port]<path>?<sorted query>` plus the values of
  * the `vary` headers. Protocol, host and port are the ones Express resolved for the handler
  * (`req.protocol`, and the `Host` or, under `trust proxy`, the `X-Forwarded-Host` it read
- * `req.hostname` from), so nothing the handler can see of them is left out. The host is
- * lower-cased and without a trailing dot. `undefined` when the host or port is malformed, so such
- * requests bypass the cache instead of poisoning an entry.
+ * `req.hostname` from), so nothing the handler can see of them is left out. `undefined` (the
+ * request bypasses the cache) when the host is malformed, not in its canonical spelling (upper
+ * case, a trailing dot), when Express resolves no host or another one, or when the query has more
+ * parameters than Express parses.
  */
 export function requestKey(
   req: KeyedRequest,
@@ -27,38 +42,44 @@ export function requestKey(
 ): string | undefined {
   const origin = requestOrigin(req)
   if (origin === undefined) return undefined
-  return `${keyPrefix}:${origin}${pathAndQuery(req.originalUrl ?? req.url ?? '/')}${varyPart(req.headers, vary)}`
+  const target = pathAndQuery(req.originalUrl ?? req.url ?? '/')
+  if (target === undefined) return undefined
+  return `${keyPrefix}:${origin}${target}${varyPart(req.headers, vary)}`
 }
 
-/** `http://host[:port]` as Express resolves it for this request, or `undefined` when malformed. */
+/** `http://host[:port]` as Express resolves it for this request, or `undefined`. */
 function requestOrigin(req: KeyedRequest): string | undefined {
   const protocol =
     typeof req.protocol === 'string'
       ? req.protocol
-      : (req.socket as { encrypted?: boolean }).encrypted
+      : (req.socket as { encrypted?: boolean } | undefined)?.encrypted
         ? 'https'
         : 'http'
   if (protocol !== 'http' && protocol !== 'https') return undefined
   const authority = splitAuthority(resolvedHost(req))
-  if (authority === undefined) return undefined
-  const host = normalizeHost(authority.host)
-  if (host === undefined) return undefined
-  // Express's own reading of the host must agree with ours, or the key could name another host.
-  if (req.hostname !== undefined && normalizeHost(req.hostname) !== host) return undefined
-  return authority.port === undefined ? `${protocol}://${host}` : `${protocol}://${host}:${authority.port}`
+  if (authority === undefined || !CANONICAL_HOST.test(authority.host) || authority.host.endsWith('.'))
+    return undefined
+  // Express's own reading of the host must be exactly ours; a request where Express resolves no
+  // host at all (`X-Forwarded-Host: ,x` under trust proxy) has nothing to key on.
+  if ('hostname' in req && req.hostname !== authority.host) return undefined
+  return authority.port === undefined
+    ? `${protocol}://${authority.host}`
+    : `${protocol}://${authority.host}:${authority.port}`
 }
 
-/** The raw `host[:port]` Express reads `req.hostname` from: `X-Forwarded-Host` only when trusted. */
+/**
+ * The raw `host[:port]` Express reads `req.hostname` from, by Express's own rule: the first
+ * `X-Forwarded-Host` entry when the app trusts the peer, else `Host`.
+ */
 function resolvedHost(req: KeyedRequest): string | undefined {
-  const forwarded = req.headers['x-forwarded-host']
-  if (forwarded !== undefined && req.hostname !== undefined) {
-    const trust = req.app?.get?.('trust proxy fn')
-    if (typeof trust === 'function' && trust(req.socket?.remoteAddress, 0)) {
-      const first = String(forwarded).split(',')[0]!.trim()
-      if (first !== '') return first
-    }
+  let value = req.headers['x-forwarded-host'] as string | undefined
+  const trust = req.app?.get?.('trust proxy fn')
+  if (!value || typeof trust !== 'function' || !trust(req.socket?.remoteAddress, 0)) {
+    value = req.headers.host
+  } else if (value.includes(',')) {
+    value = value.slice(0, value.indexOf(',')).trimEnd()
   }
-  return req.headers.host
+  return value || undefined
 }
 
 function splitAuthority(value: string | undefined): { host: string; port: string | undefined } | undefined {
@@ -73,7 +94,8 @@ function splitAuthority(value: string | undefined): { host: string; port: string
 
 /**
  * The keys of a URL (`https://example.com/a?b=1`, or a path with `host`, which may carry a port),
- * as requests for it over http and https get them.
+ * as requests for it over http and https get them. The host is taken in its canonical spelling
+ * (lower case, no trailing dot), the only one the cache stores.
  */
 export function urlKeys(
   url: string,
@@ -89,11 +111,17 @@ export function urlKeys(
     target = `${parsed.pathname}${parsed.search}`
   }
   const authority = splitAuthority(host)
-  const normalized = authority && normalizeHost(authority.host)
-  if (authority === undefined || normalized === undefined)
+  const canonical = authority?.host.toLowerCase().replace(/\.$/, '')
+  const path = pathAndQuery(target)
+  if (
+    authority === undefined ||
+    canonical === undefined ||
+    !CANONICAL_HOST.test(canonical) ||
+    path === undefined
+  )
     throw new TypeError(`cannot build a response key for ${url}: give a host`)
-  const origin = authority.port === undefined ? normalized : `${normalized}:${authority.port}`
-  const rest = `${pathAndQuery(target)}${varyPart(lowerCaseKeys(options.headers ?? {}), options.vary ?? [])}`
+  const origin = authority.port === undefined ? canonical : `${canonical}:${authority.port}`
+  const rest = `${path}${varyPart(lowerCaseKeys(options.headers ?? {}), options.vary ?? [])}`
   // The app may see either protocol (a TLS proxy without `trust proxy` makes every request http):
   // both entries go.
   return [`${keyPrefix}:http://${origin}${rest}`, `${keyPrefix}:https://${origin}${rest}`]
@@ -106,43 +134,60 @@ export function variantKey(
   headers: IncomingHttpHeaders,
   names: readonly string[],
 ): string {
-  return `${base}#${id}${varyPart(headers, names)}`
+  return `${base}${SEPARATOR}#${id}${varyPart(headers, names)}`
 }
 
-function normalizeHost(host: string | undefined): string | undefined {
-  if (host === undefined || host === '') return undefined
-  let h = host.toLowerCase()
-  if (h.endsWith('.')) h = h.slice(0, -1)
-  return SAFE_HOST.test(h) ? h : undefined
+/** Whether `key` is `base` itself or one of its variants. */
+export function isKeyOf(key: string, base: string): boolean {
+  return key === base || key.startsWith(`${base}${SEPARATOR}#`)
 }
 
-/** The path as sent, and the query parameters sorted by name (repeated names keep their order). */
-function pathAndQuery(url: string): string {
+/** A key built by the `key` option must not reach into the key space of variants. */
+export function isSafeCustomKey(key: string): boolean {
+  return !key.includes(SEPARATOR)
+}
+
+/**
+ * The path as sent, and the query parameters sorted by their decoded name; parameters with the
+ * same name keep their order (`a=1&a=2` is the list `[1, 2]`). Only plain names are reordered: when
+ * a name holds `[`, `]` or `.` (which `qs` turns into nesting, where order changes what
+ * `a[b]=1&a=2` means) or does not decode, the query keeps its order. `undefined` for more
+ * parameters than Express parses.
+ */
+function pathAndQuery(url: string): string | undefined {
   const q = url.indexOf('?')
   if (q === -1) return url
-  const params = url
-    .slice(q + 1)
-    .split('&')
-    .filter((p) => p !== '')
-  if (params.length === 0) return url.slice(0, q)
-  params.sort((a, b) => {
-    const ka = paramName(a)
-    const kb = paramName(b)
-    return ka < kb ? -1 : ka > kb ? 1 : 0
-  })
-  return `${url.slice(0, q)}?${params.join('&')}`
+  // Empty parameters stay: `/a?` and `/a` are two request targets a handler can tell apart.
+  const params = url.slice(q + 1).split('&')
+  if (params.length > MAX_QUERY_PARAMETERS) return undefined
+  const named: { param: string; name: string }[] = []
+  for (const param of params) {
+    const name = plainName(param)
+    if (name === undefined) return `${url.slice(0, q)}?${params.join('&')}`
+    named.push({ param, name })
+  }
+  // Array.prototype.sort is stable: parameters of one name keep their order.
+  named.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+  return `${url.slice(0, q)}?${named.map((p) => p.param).join('&')}`
 }
 
-function paramName(param: string): string {
+/** The name of a query parameter as the parsers decode it, or `undefined` when it is not plain. */
+function plainName(param: string): string | undefined {
   const eq = param.indexOf('=')
-  return eq === -1 ? param : param.slice(0, eq)
+  let name: string
+  try {
+    name = decodeURIComponent((eq === -1 ? param : param.slice(0, eq)).replaceAll('+', ' '))
+  } catch {
+    return undefined
+  }
+  return /[[\].]/.test(name) ? undefined : name
 }
 
 function varyPart(headers: IncomingHttpHeaders, names: readonly string[]): string {
   let part = ''
   for (const name of names) {
     const value = headers[name]
-    part += `|${name}=${value === undefined ? '-' : JSON.stringify(value)}`
+    part += `${SEPARATOR}${name}=${value === undefined ? '-' : JSON.stringify(value)}`
   }
   return part
 }

@@ -1,10 +1,18 @@
 import { randomBytes } from 'node:crypto'
-import { IncomingMessage, ServerResponse } from 'node:http'
+import { IncomingMessage, type OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import { Duplex } from 'node:stream'
 import { type CacheBackend, CacheError, CacheObserver, getBackend, tagVersionKey } from '@cache/core'
 import { type CapturedResponse, captureResponse } from './capture.js'
+import {
+  type CachePosition,
+  DispatchWatch,
+  observeDispatch,
+  unwatchDispatch,
+  watchDispatch,
+} from './dispatch.js'
+import { Flight, type Shared } from './flight.js'
 import type { Settings } from './options.js'
-import { requestKey, variantKey } from './request-key.js'
+import { isSafeCustomKey, requestKey, variantKey } from './request-key.js'
 import {
   bodyEtag,
   etagMatches,
@@ -20,27 +28,16 @@ import {
 
 type Request = IncomingMessage & { originalUrl?: string; hostname?: string; app?: unknown }
 
-/** The part of an Express request that tells which route answered, and through which layers. */
-type ExpressRequest = IncomingMessage & { route?: { stack?: { handle?: unknown; method?: string }[] } }
-
-/** The route Express was dispatching when the cache ran (none: app-level), and the cache's function. */
-interface Position {
-  route: ExpressRequest['route']
-  self: Function
-}
+/**
+ * Runs the rest of the request: `next` as middleware, the handler as a wrapper. When the cache
+ * runs the handler to store its response, it passes the watch of that request's dispatch.
+ */
+export type Run = (watch?: DispatchWatch) => unknown
 
 /** An Express app as far as a refresh needs it: its request handler and, when mounted, its parent. */
 interface ExpressApp {
   handle?: (req: unknown, res: unknown, done: (error?: unknown) => void) => void
   parent?: ExpressApp
-}
-
-/** What concurrent requests for one key wait for: the leader's response and the headers it varied on. */
-interface Flight {
-  entry: StoredResponse
-  /** Set when the response varies on request headers. */
-  record: VaryRecord | undefined
-  headers: IncomingMessage['headers']
 }
 
 /**
@@ -50,21 +47,28 @@ interface Flight {
 const REVALIDATE = Symbol.for('@cache/express revalidate')
 type RevalidateReport = (error?: unknown) => void
 
+/** Request headers a refresh leaves out: it must get the whole, unconditional response. */
+const CONDITIONAL_HEADERS = [
+  'if-none-match',
+  'if-modified-since',
+  'if-match',
+  'if-unmodified-since',
+  'if-range',
+  'range',
+]
+
 /**
  * The engine behind `cacheResponse`: looks a request up, replays a hit with one `writeHead` and
  * one `end`, or runs the handler once per key (single-flight) and stores what it sent.
  */
 export class ResponseCache {
   readonly observer = new CacheObserver('http')
-  private readonly inflight = new Map<string, Promise<Flight | undefined>>()
-  /** Flights whose response already ended complete, while it is being stored: served as hits. */
-  private readonly ready = new WeakMap<Promise<Flight | undefined>, Flight>()
+  /** The flight of each key (or variant key) whose first response is under way. */
+  private readonly inflight = new Map<string, Flight>()
   /** Flight keys with a stale-while-revalidate refresh under way. */
   private readonly refreshing = new Set<string>()
   /** Requests this engine already handles: a second pass (the same cache mounted twice) runs through. */
   private readonly handled = new WeakSet<IncomingMessage>()
-  /** Per request: where the cache sat among Express's layers, to find middleware that ran after it. */
-  private readonly positions = new WeakMap<IncomingMessage, Position>()
 
   constructor(readonly settings: Settings) {}
 
@@ -72,22 +76,20 @@ export class ResponseCache {
     return this.settings.backend ?? getBackend()
   }
 
-  /** The key of a request, or `undefined` when its host is malformed. */
+  /** The key of a request, or `undefined` when it bypasses the cache (see {@link resolveKey}). */
   keyFor(req: Request): string | undefined {
-    const s = this.settings
-    if (s.key) return `${s.keyPrefix}:${s.key(req)}`
-    return requestKey(req, s.keyPrefix, s.vary)
+    const resolved = this.resolveKey(req)
+    return typeof resolved === 'string' ? resolved : undefined
   }
 
   /**
    * Serves `req` from the cache, or calls `run` (the handler, or `next`) and stores its response.
-   * `self` is the function Express called (the middleware or the wrapped handler), used to find
-   * route middleware that runs after the cache.
+   * `position` says whether the app answers after the cache (middleware) or the cache wraps the
+   * handler itself: it decides what may run between the cache and the response.
    */
-  handle(req: Request, res: ServerResponse, run: () => unknown, self?: Function): unknown {
+  handle(req: Request, res: ServerResponse, run: Run, position: CachePosition): unknown {
     if (this.handled.has(req)) return run()
     this.handled.add(req)
-    if (self !== undefined) this.positions.set(req, { route: (req as ExpressRequest).route, self })
     const method = req.method
     if (method !== 'GET' && method !== 'HEAD') return this.bypass(res, run, 'method', 'method')
     const s = this.settings
@@ -96,43 +98,18 @@ export class ResponseCache {
     if (!s.allowAuthorized && req.headers.authorization !== undefined)
       return this.bypass(res, run, 'request', 'authorization')
     if (!s.allowCookies && req.headers.cookie !== undefined) return this.bypass(res, run, 'request', 'cookie')
-    let key: string | undefined
+    let key: string
     let versionKeys: string[]
     try {
-      key = this.keyFor(req)
+      const resolved = this.resolveKey(req)
+      if (typeof resolved !== 'string') return this.bypass(res, run, 'request', resolved.bypass)
+      key = resolved
       versionKeys = s.tags ? [...s.prefixVersionKeys, ...s.tags(req).map(tagVersionKey)] : s.prefixVersionKeys
     } catch (error) {
       this.observer.error('key', error)
       return this.bypass(res, run, 'request', 'key-error')
     }
-    if (key === undefined) return this.bypass(res, run, 'request', 'host')
-    const pending = this.inflight.get(key)
-    if (pending !== undefined && method === 'GET' && !isRevalidation(req)) {
-      return this.follow(req, res, run, key, pending)
-    }
-    const backend = this.backend()
-    if (backend.sync) {
-      let values: unknown[]
-      try {
-        values = [backend.sync.getEntry(key)?.value]
-        for (const k of versionKeys) values.push(backend.sync.getEntry(k)?.value)
-      } catch (error) {
-        return this.lookupFailed(res, run, error, key)
-      }
-      const first = values[0]
-      const versions = versionsOf(values)
-      if (isVaryRecord(first)) {
-        let variant: unknown
-        try {
-          variant = backend.sync.getEntry(variantKey(key, first.id, req.headers, first.vary))?.value
-        } catch (error) {
-          return this.lookupFailed(res, run, error, key)
-        }
-        return this.decide(req, res, run, key, versions, variant, first)
-      }
-      return this.decide(req, res, run, key, versions, first, undefined)
-    }
-    return this.lookupAsync(req, res, run, backend, key, versionKeys)
+    return this.lookup(req, res, run, position, key, versionKeys, [])
   }
 
   /**
@@ -180,13 +157,58 @@ export class ResponseCache {
     return true
   }
 
+  /** The key, or why the request bypasses the cache. */
+  private resolveKey(req: Request): string | { bypass: string } {
+    const s = this.settings
+    if (s.key) {
+      const custom = s.key(req)
+      return isSafeCustomKey(custom) ? `${s.keyPrefix}:${custom}` : { bypass: 'key' }
+    }
+    return requestKey(req, s.keyPrefix, s.vary) ?? { bypass: 'url' }
+  }
+
+  /** Reads the entry and its generations; `waited`: the flights this request already waited for. */
+  private lookup(
+    req: Request,
+    res: ServerResponse,
+    run: Run,
+    position: CachePosition,
+    key: string,
+    versionKeys: string[],
+    waited: readonly Flight[],
+  ): unknown {
+    const backend = this.backend()
+    if (!backend.sync) return this.lookupAsync(req, res, run, position, backend, key, versionKeys, waited)
+    let values: unknown[]
+    try {
+      values = [backend.sync.getEntry(key)?.value]
+      for (const k of versionKeys) values.push(backend.sync.getEntry(k)?.value)
+    } catch (error) {
+      return this.lookupFailed(res, run, error, key)
+    }
+    const first = values[0]
+    const versions = versionsOf(values)
+    if (isVaryRecord(first)) {
+      let variant: unknown
+      try {
+        variant = backend.sync.getEntry(variantKey(key, first.id, req.headers, first.vary))?.value
+      } catch (error) {
+        return this.lookupFailed(res, run, error, key)
+      }
+      return this.decide(req, res, run, position, key, versionKeys, versions, variant, first, waited)
+    }
+    return this.decide(req, res, run, position, key, versionKeys, versions, first, undefined, waited)
+  }
+
   private async lookupAsync(
     req: Request,
     res: ServerResponse,
-    run: () => unknown,
+    run: Run,
+    position: CachePosition,
     backend: CacheBackend,
     key: string,
     versionKeys: string[],
+    waited: readonly Flight[],
   ): Promise<unknown> {
     let first: unknown
     let versions: number[]
@@ -202,22 +224,25 @@ export class ResponseCache {
     } catch (error) {
       return this.lookupFailed(res, run, error, key)
     }
-    return this.decide(req, res, run, key, versions, first, record)
+    return this.decide(req, res, run, position, key, versionKeys, versions, first, record, waited)
   }
 
   private decide(
     req: Request,
     res: ServerResponse,
-    run: () => unknown,
+    run: Run,
+    position: CachePosition,
     key: string,
+    versionKeys: string[],
     versions: number[],
     found: unknown,
     record: VaryRecord | undefined,
+    waited: readonly Flight[],
   ): unknown {
     const s = this.settings
     const revalidating = isRevalidation(req)
+    const now = s.now()
     if (!revalidating && isStoredResponse(found) && sameVersions(found.versions, versions)) {
-      const now = s.now()
       if (now < found.staleAt) {
         this.observer.hit(key)
         this.replay(req, res, found, now, 'hit')
@@ -233,29 +258,64 @@ export class ResponseCache {
         return undefined
       }
     }
-    this.observer.miss(key)
-    const missKind = record === undefined ? 'uri-miss' : 'vary-miss'
+    let missKind = record === undefined ? 'uri-miss' : 'vary-miss'
     if (req.method === 'HEAD') {
       // A HEAD response carries no body to store: answer it, and let a GET fill the cache.
+      this.observer.miss(key)
       this.setStatus(res, `fwd=${missKind}`, 'MISS')
       return run()
     }
     // A known variant has its own flight, so concurrent misses of two encodings do not wait on each other.
-    const flightKey = record === undefined ? key : variantKey(key, record.id, req.headers, record.vary)
-    const pending = this.inflight.get(flightKey)
-    if (pending !== undefined && !revalidating) return this.follow(req, res, run, key, pending)
-    return this.lead(req, res, run, key, flightKey, versions, record, missKind)
+    let flightKey = record === undefined ? key : variantKey(key, record.id, req.headers, record.vary)
+    for (let hop = 0; hop < 2 && !revalidating; hop++) {
+      const flight = this.inflight.get(flightKey)
+      if (flight === undefined) break
+      const shared = flight.result
+      // What a concurrent request shares is replayed only while fresh and of the current generations.
+      if (
+        shared !== undefined &&
+        now < shared.entry.staleAt &&
+        sameVersions(shared.entry.versions, versions)
+      ) {
+        if (sameVariant(req, shared)) {
+          this.observer.hit(key)
+          this.replay(req, res, shared.entry, now, waited.length > 0 ? 'collapsed' : 'hit')
+          return undefined
+        }
+        // Same URL, another variant (e.g. another Accept-Encoding): its own flight.
+        record = shared.record!
+        flightKey = variantKey(key, record.id, req.headers, record.vary)
+        missKind = 'vary-miss'
+        continue
+      }
+      // Wait for a first response (of the URL, then of its variant) once each, bounded; then look up again.
+      if (flight.pending && !waited.includes(flight) && waited.length < 2) {
+        const next = [...waited, flight]
+        return this.waitFor(flight, () => this.lookup(req, res, run, position, key, versionKeys, next))
+      }
+      break
+    }
+    this.observer.miss(key)
+    return this.lead(req, res, run, position, key, flightKey, versions, record, missKind)
+  }
+
+  private async waitFor(flight: Flight, retry: () => unknown): Promise<unknown> {
+    await flight.wait(this.settings.collapseTimeoutMs)
+    return retry()
   }
 
   /**
-   * Runs the handler and captures what it sends. Concurrent requests for the key wait for it (a
-   * background refresh makes nobody wait) and get its response once it ended complete and
-   * storable; it is stored once it finished.
+   * Runs the handler and captures what it sends. Concurrent requests for the key wait for it
+   * (bounded; a background refresh makes nobody wait) and replay its response once it ended
+   * complete and storable; it is stored once it finished. Anything that makes it unstorable (an
+   * error, a function after the cache, a body over the size limit, a closed connection, an
+   * invalidation) releases the waiting requests at once.
    */
   private lead(
     req: Request,
     res: ServerResponse,
-    run: () => unknown,
+    run: Run,
+    position: CachePosition,
     key: string,
     flightKey: string,
     versions: number[],
@@ -264,30 +324,44 @@ export class ResponseCache {
   ): unknown {
     const s = this.settings
     const report = (req as any)[REVALIDATE] as RevalidateReport | undefined
-    let settle!: (flight: Flight | undefined) => void
-    const flight = new Promise<Flight | undefined>((resolve) => {
-      settle = resolve
-    })
+    const flight = new Flight(s.keyPrefix, key)
     if (report === undefined) this.inflight.set(flightKey, flight)
-    const release = () => {
+    const forget = () => {
       if (this.inflight.get(flightKey) === flight) this.inflight.delete(flightKey)
     }
-    let ready: { entry: StoredResponse; record: VaryRecord | undefined } | undefined
+    const release = () => {
+      flight.withdraw()
+      forget()
+    }
+    const watch = new DispatchWatch(position, observeDispatch(req), s.skippedOnHits)
+    // Every change to what ran after the cache only makes a verdict final: release at the first.
+    watch.onChange = () => {
+      if (watch.verdict() !== undefined) release()
+    }
+    let ready: Shared | undefined
+    const refused = (reason: string) =>
+      report?.(new CacheError(`the refreshed response for ${key} was not stored: ${reason}`))
     this.setStatus(res, `fwd=${missKind}`, 'MISS')
     captureResponse(res, s.maxBodySize, {
       beforeHeaders: (out, body) => {
-        // For this client only: the real decision is made once the headers went out.
-        if (body === undefined || !s.storable(out.statusCode)) return
-        if (unstorableReason(out.getHeaders()) !== undefined) return
+        // What is known before the headers leave; the decision is made again once the response
+        // ended and finished.
+        const reason = this.refusal(req, out.statusCode, out.statusCode, out.getHeaders(), watch, key)
+        if (reason !== undefined) {
+          release()
+          this.setStatus(out, `fwd=${missKind}; detail=${reason}`, 'MISS')
+          return
+        }
+        if (body === undefined) return
         if (s.etag && out.getHeader('etag') === undefined) out.setHeader('etag', bodyEtag(body))
         this.setStatus(out, `fwd=${missKind}; stored`, 'MISS')
       },
+      tooLarge: release,
       ended: (captured) => {
-        const reason = this.unstorable(req, captured)
+        const reason = flight.invalidated ? 'invalidated' : this.unstorable(req, captured, watch, key)
         if (reason !== undefined) {
-          settle(undefined)
           release()
-          report?.(new CacheError(`the refreshed response for ${key} was not stored: ${reason}`))
+          refused(reason)
           return
         }
         const entry = this.toEntry(captured, versions)
@@ -299,67 +373,89 @@ export class ResponseCache {
               ? record
               : { vary, id: randomBytes(6).toString('base64url') }
         }
-        ready = { entry, record: varyRecord }
-        const done = { entry, record: varyRecord, headers: req.headers }
-        this.ready.set(flight, done)
-        settle(done)
+        ready = { entry, record: varyRecord, headers: req.headers }
+        flight.share(ready)
       },
       settled: (finished) => {
-        settle(undefined)
-        if (!finished || ready === undefined) {
+        unwatchDispatch(req, watch)
+        const over = () => {
+          flight.settle()
+          forget()
+        }
+        const reason = !finished
+          ? 'it did not finish'
+          : ready === undefined
+            ? 'it was not storable'
+            : flight.invalidated
+              ? 'invalidated'
+              : (watch.verdict() ??
+                (s.now() >= ready.entry.staleAt ? 'expired before it finished' : undefined))
+        if (reason !== undefined || ready === undefined) {
           release()
-          if (!finished) report?.(new CacheError(`the refreshed response for ${key} did not finish`))
+          over()
+          refused(reason ?? 'it was not storable')
           return
         }
-        // Followers keep replaying the in-memory entry until the backend has it too.
-        void this.store(key, ready.entry, ready.record, req).finally(release)
+        // Waiting requests keep replaying the shared entry until the backend has it too.
+        void this.store(key, ready.entry, ready.record, req).finally(over)
         report?.()
       },
     })
-    return run()
+    watchDispatch(req, watch)
+    let result: unknown
+    try {
+      result = run(watch)
+    } catch (error) {
+      watch.fail()
+      throw error
+    }
+    if (isThenable(result)) {
+      return result.then(undefined, (error: unknown) => {
+        watch.fail()
+        throw error
+      })
+    }
+    return result
   }
 
-  /** Waits for the request already running for the same key, then replays its response. */
-  private async follow(
+  /** Why a captured response must not be stored (nor shared with waiting requests), or `undefined`. */
+  private unstorable(
     req: Request,
-    res: ServerResponse,
-    run: () => unknown,
+    captured: CapturedResponse,
+    watch: DispatchWatch,
     key: string,
-    pending: Promise<Flight | undefined>,
-  ): Promise<unknown> {
-    const done = this.ready.get(pending)
-    const flight = done ?? (await pending)
-    if (flight === undefined) {
-      // The leader's response was not storable (an error, Set-Cookie, too large): no collapsing.
-      this.setStatus(res, 'fwd=uri-miss', 'MISS')
-      return run()
-    }
-    const record = flight.record
-    if (record === undefined || record.vary.every((name) => req.headers[name] === flight.headers[name])) {
-      this.observer.hit(key)
-      // A response that already ended is a hit from memory; one waited for is collapsed.
-      this.replay(req, res, flight.entry, this.settings.now(), done === undefined ? 'collapsed' : 'hit')
-      return undefined
-    }
-    // Same URL, another variant (e.g. another Accept-Encoding): its own flight.
-    const flightKey = variantKey(key, record.id, req.headers, record.vary)
-    const other = this.inflight.get(flightKey)
-    if (other !== undefined) return this.follow(req, res, run, key, other)
-    return this.lead(req, res, run, key, flightKey, flight.entry.versions, record, 'vary-miss')
-  }
-
-  /** Why a captured response must not be stored (nor replayed to followers), or `undefined`. */
-  private unstorable(req: Request, captured: CapturedResponse): string | undefined {
-    const s = this.settings
+  ): string | undefined {
     if (captured.incomplete !== undefined) return captured.incomplete
     if (captured.body === undefined) return 'too-large'
+    return this.refusal(req, captured.final.status, captured.status, captured.final.headers, watch, key)
+  }
+
+  /** Why a response with these statuses and headers must not be stored, or `undefined`. */
+  private refusal(
+    req: Request,
+    finalStatus: number,
+    status: number,
+    headers: OutgoingHttpHeaders,
+    watch: DispatchWatch,
+    key: string,
+  ): string | undefined {
+    const s = this.settings
     // Middleware behind the cache turned the request into another method (a method override).
     if (req.method !== 'GET') return 'method'
-    const position = this.positions.get(req)
-    if (position !== undefined && routeMiddlewareAfter(req as ExpressRequest, position))
-      return 'route-middleware'
-    if (!s.storable(captured.final.status) || !s.storable(captured.status)) return 'status'
-    return unstorableReason(captured.final.headers)
+    const verdict = watch.verdict()
+    if (verdict !== undefined) return verdict
+    if (!s.storable(finalStatus) || !s.storable(status)) return 'status'
+    const reason = unstorableReason(headers)
+    if (reason !== undefined) return reason
+    // Where the response was made, Express may see the request otherwise than where the cache
+    // looked it up (a sub-app with its own `trust proxy`): it is stored only under the key it has there.
+    let there: string | undefined
+    try {
+      there = this.keyFor(req)
+    } catch {
+      there = undefined
+    }
+    return there === key ? undefined : 'key-changed'
   }
 
   private toEntry(captured: CapturedResponse, versions: number[]): StoredResponse {
@@ -459,8 +555,7 @@ export class ResponseCache {
     copy.url = req.originalUrl ?? req.url ?? '/'
     copy.headers = { ...req.headers }
     copy.rawHeaders = []
-    delete copy.headers['if-none-match']
-    delete copy.headers['if-modified-since']
+    for (const name of CONDITIONAL_HEADERS) delete copy.headers[name]
     copy.httpVersionMajor = req.httpVersionMajor
     copy.httpVersionMinor = req.httpVersionMinor
     copy.httpVersion = req.httpVersion
@@ -556,22 +651,6 @@ class DiscardingSocket extends Duplex {
   }
 }
 
-/**
- * Whether the route that answered ran middleware after the cache: a guard there would be skipped
- * by every hit. As app-level middleware the cache precedes every layer of the route, so a route
- * with more than its handler counts; on a route, any layer between the cache and the last one.
- */
-function routeMiddlewareAfter(req: ExpressRequest, position: Position): boolean {
-  const all = req.route?.stack
-  if (!Array.isArray(all)) return false
-  // The layers that run for a GET (`app.all` adds one per method).
-  const stack = all.filter((layer) => layer.method === undefined || layer.method === 'get')
-  if (position.route === undefined) return stack.length > 1
-  if (req.route !== position.route) return true
-  const index = stack.findIndex((layer) => layer.handle === position.self)
-  return index !== -1 && stack.length - index > 2
-}
-
 function isRevalidation(req: IncomingMessage): boolean {
   return (req as any)[REVALIDATE] !== undefined
 }
@@ -608,4 +687,14 @@ function sameVersions(stored: readonly number[] | undefined, current: readonly n
 
 function sameNames(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((name, i) => name === b[i])
+}
+
+/** Whether a waiting request asks for the variant a concurrent response was made for. */
+function sameVariant(req: IncomingMessage, shared: Shared): boolean {
+  const record = shared.record
+  return record === undefined || record.vary.every((name) => req.headers[name] === shared.headers[name])
+}
+
+function isThenable(value: unknown): value is Promise<unknown> {
+  return typeof (value as Promise<unknown> | undefined)?.then === 'function'
 }

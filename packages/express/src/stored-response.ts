@@ -67,10 +67,25 @@ const NOT_STORED = new Set([
 /** Why a response is not stored, or `undefined` when it may be. */
 export function unstorableReason(headers: OutgoingHttpHeaders): string | undefined {
   if (headers['set-cookie'] !== undefined) return 'set-cookie'
-  const cacheControl = String(headers['cache-control'] ?? '').toLowerCase()
+  const raw = headers['cache-control']
+  const cacheControl = (Array.isArray(raw) ? raw.join(',') : String(raw ?? '')).toLowerCase()
   if (/(^|[\s,])(no-store|private|no-cache)([\s,=]|$)/.test(cacheControl)) return 'cache-control'
+  // A shared cache reads s-maxage, else max-age: zero (or a value that is not a number of
+  // seconds) means the response is stale at once, as no-cache does.
+  const ages = directiveValues(cacheControl, 's-maxage')
+  for (const age of ages.length > 0 ? ages : directiveValues(cacheControl, 'max-age')) {
+    if (!/^[0-9]+$/.test(age) || !/[1-9]/.test(age)) return 'cache-control'
+  }
   if (varyNames(headers).includes('*')) return 'vary'
   return undefined
+}
+
+/** Every value of one `Cache-Control` directive (quotes removed; `''` when it has none). */
+function directiveValues(cacheControl: string, name: string): string[] {
+  const values: string[] = []
+  const pattern = new RegExp(`(?:^|[\\s,])${name}(?:\\s*=\\s*("[^"]*"|[^,\\s]*))?(?=[\\s,]|$)`, 'g')
+  for (const match of cacheControl.matchAll(pattern)) values.push((match[1] ?? '').replaceAll('"', ''))
+  return values
 }
 
 /** The response's `Vary` header names, lower-cased and sorted. */

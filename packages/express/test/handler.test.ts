@@ -1,4 +1,4 @@
-import { CacheUnavailableError, defineBackend, invalidateTags } from '@cache/core'
+import { CacheConfigError, CacheUnavailableError, defineBackend, invalidateTags } from '@cache/core'
 import express from 'express'
 import { describe, expect, it } from 'vitest'
 import { cache, cacheResponse, invalidateResponse, invalidateResponsePrefix } from '../src/index.js'
@@ -334,6 +334,13 @@ describe('options', () => {
     expect(() => cacheResponse({ statuses: [99] })).toThrow(/statuses/)
     expect(() => cacheResponse({ keyPrefix: '' })).toThrow(/keyPrefix/)
     expect(() => cacheResponse({ revalidateTimeout: 0 })).toThrow(/revalidateTimeout/)
+    expect(() => cacheResponse({ collapseTimeout: 'never' })).toThrow(/collapseTimeout/)
+    expect(() => cacheResponse({ middlewareSkippedOnHits: ['compression'] as never })).toThrow(
+      CacheConfigError,
+    )
+    expect(() => cacheResponse({ middlewareSkippedOnHits: ['compression'] as never })).toThrow(
+      /middlewareSkippedOnHits/,
+    )
     expect(() => (cacheResponse() as any)(class Controller {})).toThrow(/not classes/)
   })
 })

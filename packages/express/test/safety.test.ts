@@ -177,6 +177,17 @@ describe.each(EXPRESS)('a custom key keeps every other safety rule, on %s', (_na
     expect(text(await r.request('/k', { headers: { 'accept-language': 'fr' } }))).toBe('anon fr 4')
     expect(text(await r.request('/k', { headers: { authorization: 'Bearer bob' } }))).toBe('anon - 6')
   })
+
+  it('bypasses a request whose custom key holds a line feed, which separates variants in keys', async () => {
+    const app = express()
+    const mw = cacheResponse({ backend: memory(), key: (req: any) => `page ${req.query.page}` })
+    app.get('/k', mw, (req: any, res: any) => res.send(`page ${req.query.page}`))
+    const r = await serve(app)
+    await r.request('/k?page=1')
+    expect((await r.request('/k?page=1')).headers['cache-status']).toMatch(/hit/)
+    const crafted = await r.request('/k?page=1%0A%23id%0Aaccept-language=%22fr%22')
+    expect(crafted.headers['cache-status']).toBe('@cache; fwd=request; detail=key')
+  })
 })
 
 describe.each(EXPRESS)('middleware after the cache, on %s', (_name, express) => {
@@ -203,6 +214,38 @@ describe.each(EXPRESS)('middleware after the cache, on %s', (_name, express) => 
     const r = await serve(app)
     expect((await r.request('/admin/report', { headers: { 'x-api-key': 'admin-key' } })).status).toBe(200)
     expect((await r.request('/admin/report')).status).toBe(401)
+  })
+
+  it('as global middleware, still stores what routing structure alone leads to: params, routers, sub-apps, app.route', async () => {
+    const app = express()
+    const cache = cacheResponse({ backend: memory() })
+    app.use(cache)
+    const v1 = express.Router()
+    v1.get('/items/:id', report)
+    const api = express()
+    api.use('/v1', v1)
+    app.use('/api', api)
+    app.route('/route').get(report)
+    app.get('/twice', cache, report)
+    app.use((_error: unknown, _req: any, res: any, _next: any) => res.status(500).end())
+    const r = await serve(app)
+    for (const path of ['/api/v1/items/7', '/route', '/twice']) {
+      expect((await r.request(path)).headers['cache-status'], path).toBe('@cache; fwd=uri-miss; stored')
+      expect(isHit(await r.request(path)), path).toBe(true)
+    }
+  })
+
+  it('a wrapped handler that calls next() is not stored, whatever answers after it', async () => {
+    const app = express()
+    app.get(
+      '/page',
+      cacheResponse({ backend: memory() })((_req: any, _res: any, next: any) => next()),
+    )
+    app.get('/page', (_req: any, res: any) => res.send('the next route'))
+    const r = await serve(app)
+    const first = await r.request('/page')
+    expect(first.body.toString()).toBe('the next route')
+    expect(first.headers['cache-status']).toBe('@cache; fwd=uri-miss; detail=next')
   })
 
   it('on a route after its guard, caches and still answers every anonymous request with 401', async () => {

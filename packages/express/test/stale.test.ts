@@ -113,7 +113,10 @@ describe.each(EXPRESS)('stale-while-revalidate on %s', (name, express) => {
   )
 
   it('a refresh that streams a 200 KB file with sendFile completes and replaces the entry', async () => {
-    const { app, mw, expire } = staleApp((_req, res) => res.sendFile(bigFile), { maxBodySize: '1MB' })
+    // sendFile sends `Cache-Control: public, max-age=0` unless given a maxAge: never stored.
+    const { app, mw, expire } = staleApp((_req, res) => res.sendFile(bigFile, { maxAge: '1h' }), {
+      maxBodySize: '1MB',
+    })
     const r = await serve(app)
     await r.request('/s')
     expire()
