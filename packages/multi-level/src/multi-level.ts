@@ -122,7 +122,7 @@ export class MultiLevelBackend implements CacheBackend {
       this.health,
       this.writer,
       this.observer,
-      (keys) => this.invalidation.publish({ keys }),
+      async (keys) => this.invalidation.publish({ keys }),
       stateTtlMs,
       now,
     )
