@@ -27,6 +27,12 @@ export interface Environment {
   dir: string
 }
 
+/** A write's time to live, in both units the libraries take. */
+export interface Ttl {
+  seconds: number
+  ms: number
+}
+
 /**
  * The operations a worker times. `get` resolves to the value, `undefined`/`null` on a miss.
  * A sync driver (`sync: true`) returns plain values; the loop then skips `await` unless the
@@ -35,7 +41,7 @@ export interface Environment {
 export interface Driver {
   /** `index` is the key's position in the key list (memoize rows call their function with it). */
   get(key: string, index: number): unknown
-  set(key: string, value: Record<string, unknown>, index: number): unknown
+  set(key: string, value: Record<string, unknown>, index: number, ttl: Ttl): unknown
   /**
    * For `get-many` rows: the values of `keys` in order (`undefined`/`null` for a miss), or a
    * promise of them. `indexes` are the keys' positions in the key list.

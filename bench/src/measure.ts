@@ -1,5 +1,5 @@
 import type { Driver, Workload } from './contestant.js'
-import { batches, keys, mixIsSet, ORDER_LENGTH, order, values } from './data.js'
+import { batches, keys, mixIsSet, ORDER_LENGTH, order, TTL, values } from './data.js'
 
 /** How long to warm up and how the measured rounds are sized. */
 export interface Plan {
@@ -125,7 +125,7 @@ function stepFor(driver: Driver, workload: Workload, tally: Tally): Step {
       return {
         start: (s) => {
           const i = order[s]!
-          return driver.set(keys[i]!, values[i]!, i)
+          return driver.set(keys[i]!, values[i]!, i, TTL)
         },
         count: none,
       }
@@ -133,7 +133,7 @@ function stepFor(driver: Driver, workload: Workload, tally: Tally): Step {
       return {
         start: (s) => {
           const i = order[s]!
-          return mixIsSet[s] === 1 ? driver.set(keys[i]!, values[i]!, i) : driver.get(keys[i]!, i)
+          return mixIsSet[s] === 1 ? driver.set(keys[i]!, values[i]!, i, TTL) : driver.get(keys[i]!, i)
         },
         count: (v, s) => {
           if (mixIsSet[s] !== 1) countGet(v)

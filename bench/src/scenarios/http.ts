@@ -63,7 +63,9 @@ const contestants: Contestant[] = [
     role: 'peer',
     packages: ['apicache', 'express'],
     workloads: ['http'],
-    note: "apicache's in-memory store, `middleware('60 seconds')`, on Express 5.",
+    note:
+      "apicache's in-memory store, `middleware('60 seconds')`, on Express 5. Its README documents no speed setting: " +
+      'its costly options (`debug`, `trackPerformance`) are off by default, so its default is its fastest configuration.',
     serve: async () => {
       const { default: apicache } = await import('apicache')
       return slowRoute(apicache.middleware('60 seconds'))
@@ -76,7 +78,7 @@ const contestants: Contestant[] = [
     packages: ['@cache/express', '@cache/memory', '@cache/core', 'express'],
     needs: '@cache/express',
     workloads: ['http'],
-    note: '`cacheResponse({ ttl: 60 })` on an @cache/memory backend, on Express 5.',
+    note: '`cacheResponse({ ttl: 60 })` on an @cache/memory backend, on Express 5, with every safety rule of the route middleware on.',
     serve: async () => {
       const { cacheResponse } = await import('@cache/express')
       return slowRoute(cacheResponse({ ttl: 60, backend: await ourMemory() }))
