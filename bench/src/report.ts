@@ -280,7 +280,7 @@ function header(report: Report): string {
       'the rounds of the contestants of one workload taking turns (round 1 of each, then round 2 of each, …) so that load from elsewhere on the machine lands on all of them; ' +
       `the median round is reported, and the spread is half the range of the rounds. HTTP rows: autocannon, ${plan.httpConnections} connections, ` +
       `${plan.httpRounds} rounds of ${plan.httpSeconds} s, from the runner process (the server runs in its own).`,
-    'Workload: 10 000 keys `user:<n>:profile`, ~1 KB JSON-able objects, 60 s TTL, keys read and written in uniform random order (one seeded sequence, the same for every contestant); ' +
+    'Workload: 10 000 keys `user:<n>:profile`, ~1 KB JSON-able objects, a 1 h TTL on every write, keys read and written in uniform random order (one seeded sequence, the same for every contestant); ' +
       'async operations awaited one by one unless the row says ×64 in flight; getMany rows read 100 distinct random keys a call (a row counts calls). ' +
       'get-hit and getMany rows are prefilled and fail if any key misses. ' +
       'p50/p99: per-operation latency, one operation in 2ⁿ timed (n chosen so the clock reads cost under 0.5 % of the loop), over the measured rounds.',

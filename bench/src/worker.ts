@@ -8,7 +8,7 @@
  * runner → `finish`; worker → `result` (hits checked) and exits. `error` on any failure.
  */
 import type { Environment, Workload } from './contestant.js'
-import { KEY_COUNT, keys, PREFILL_TTL, values } from './data.js'
+import { KEY_COUNT, keys, TTL, values } from './data.js'
 import {
   calibrate,
   type Latency,
@@ -58,11 +58,11 @@ async function main(): Promise<void> {
     Promise.race([driver.close?.(), new Promise((resolve) => setTimeout(resolve, 2000).unref())])
   const sync = contestant.sync === true
   if (spec.workload !== 'set') {
-    if (sync) for (let i = 0; i < KEY_COUNT; i++) driver.set(keys[i]!, values[i]!, i, PREFILL_TTL)
+    if (sync) for (let i = 0; i < KEY_COUNT; i++) driver.set(keys[i]!, values[i]!, i, TTL)
     else {
       let next = 0
       const lane = async () => {
-        for (let i = next++; i < KEY_COUNT; i = next++) await driver.set(keys[i]!, values[i]!, i, PREFILL_TTL)
+        for (let i = next++; i < KEY_COUNT; i = next++) await driver.set(keys[i]!, values[i]!, i, TTL)
       }
       await Promise.all(Array.from({ length: PREFILL_IN_FLIGHT }, lane))
     }

@@ -1,4 +1,4 @@
-import { TTL_MS, values } from '../data.js'
+import { TTL_MS, TTL_SECONDS, values } from '../data.js'
 import type { Contestant, Driver, Scenario } from '../contestant.js'
 import { CAPACITY, ourMemory } from './memory.js'
 import { CACHEABLE_MEMORY_FAST, keyvWithoutSerialization } from './peers.js'
@@ -126,7 +126,7 @@ const contestants: Contestant[] = [
       const backend = await ourMemory()
       const { loadProfile, loads } = source()
       class Profiles {
-        @cache({ ttl: 60, backend })
+        @cache({ ttl: TTL_SECONDS, backend })
         async byId(id: number) {
           return loadProfile(id)
         }
@@ -150,7 +150,7 @@ const contestants: Contestant[] = [
       const { cached } = await import('@cache/core')
       const backend = await ourMemory()
       const { loadProfile, loads } = source()
-      const getProfile = cached(loadProfile, { ttl: 60, backend, name: 'loadProfile' })
+      const getProfile = cached(loadProfile, { ttl: TTL_SECONDS, backend, name: 'loadProfile' })
       return memoDriver(getProfile, loads, () => backend.close())
     },
   },

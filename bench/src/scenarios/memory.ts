@@ -61,7 +61,7 @@ const contestants: Contestant[] = [
     workloads: [...ALL],
     sync: true,
     awaited: true,
-    note: 'lru-cache with `max` and a 60 s constructor `ttl` (default `ttlResolution`: the clock read at most once a millisecond on get): what TTL tracking costs lru-cache itself.',
+    note: 'lru-cache with `max` and a constructor `ttl` (default `ttlResolution`: the clock read at most once a millisecond on get): what TTL tracking costs lru-cache itself.',
     create: () => lruDriver(TTL_MS),
   },
   {
