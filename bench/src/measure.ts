@@ -36,9 +36,9 @@ export interface Latency {
 /**
  * Samples per-operation latency without slowing the loop down: one operation in `every` (a power
  * of two) is timed with `performance.now()` around it, and `every` is chosen so that the clock
- * reads cost at most {@link CLOCK_BUDGET} of the loop's time (a 60 ns get is timed one time in
- * 256 or so; a 20 µs round trip every time). With several operations in flight, a sample is the
- * time from issuing that operation to its result, queueing included.
+ * reads cost at most {@link CLOCK_BUDGET} of the loop's time (where a clock read costs 100 ns, a
+ * 100 ns get is timed one time in 512; a 20 µs round trip every time). With several operations
+ * in flight, a sample is the time from issuing that operation to its result, queueing included.
  */
 export class LatencySampler {
   /** An operation at cursor position `s` is timed when `(s & mask) === 0`. */
