@@ -268,7 +268,6 @@ export class MultiLevelBackend implements CacheBackend {
    */
   async clear(): Promise<void> {
     this.reads.invalidateAll()
-    this.state.cleared()
     const shared = this.levels[this.levels.length - 1]!
     let sharedCleared = false
     let sharedError: unknown
