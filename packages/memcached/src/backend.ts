@@ -13,6 +13,7 @@ import {
   createCodec,
   type Duration,
   KeyedQueue,
+  isInternalKey,
   parseServerList,
   parseSize,
   type SetManyItem,
@@ -59,9 +60,12 @@ export interface MemcachedBackendOptions extends BaseBackendOptions, CodecOption
   /** SASL password (memjs also reads `MEMCACHIER_PASSWORD`/`MEMCACHE_PASSWORD`). Default: none. */
   password?: string
   /**
-   * How long a process trusts its copy of a namespace's generation before reading it again. A
-   * `clear()` in another process takes up to this long to be seen here; `0` reads it before every
-   * operation (exact, but two round trips each). Seconds or a duration string. Default: `1` (1 s).
+   * How long a process trusts its copy of a namespace's generation without reading it. `0`: the
+   * generation is read with every operation, in the same round trip (one extra small request, no
+   * extra wait), so a `clear()` by any process is seen at once. A longer time saves that request,
+   * and plain reads and writes in this process may then see another process's `clear()` up to
+   * that late; @cache's own keys (memoize's invalidation state and locks) are always checked.
+   * Seconds or a duration string. Default: `0`.
    */
   generationTtl?: Duration | 0
   /** `atomicUpdate`/`incr` attempts on CAS conflicts before `CacheConflictError`. Default: 100. */
@@ -131,7 +135,9 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     this.client = options.client ?? createClient(servers, options, this.timeoutMs)
     this.servers = this.client.servers.length
     const generationTtlMs =
-      options.generationTtl === 0 ? 0 : (ttlToMs(options.generationTtl ?? 1, 'generationTtl') as number)
+      options.generationTtl === undefined || options.generationTtl === 0
+        ? 0
+        : (ttlToMs(options.generationTtl, 'generationTtl') as number)
     // Generation reads are timed here but their failures are counted by the operation that waited.
     this.generations = new Generations(this.keys.generationKey, this.servers, generationTtlMs, (i, buf, op) =>
       this.call(i, buf, op, undefined, false),
@@ -166,44 +172,45 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   async set(key: string, value: unknown, ttl?: Duration): Promise<void> {
     const expiry = this.expiry(ttl)
     const bytes = this.encode(key, value)
-    const [index, mkey] = await this.locate(key, 'set')
-    const response = await this.call(index, storeRequest(Opcode.set, mkey, expiry, bytes), 'set', key)
-    if (response.status !== Status.ok) throw this.failure('set', response.status, key, bytes.length)
+    await this.withKey(key, 'set', async (index, mkey) => {
+      const response = await this.call(index, storeRequest(Opcode.set, mkey, expiry, bytes), 'set', key)
+      if (response.status !== Status.ok) throw this.failure('set', response.status, key, bytes.length)
+    })
     this.observer.set(key)
   }
 
   async add(key: string, value: unknown, ttl?: Duration): Promise<boolean> {
     const expiry = this.expiry(ttl)
     const bytes = this.encode(key, value)
-    const [index, mkey] = await this.locate(key, 'add')
-    const added = await this.call(index, storeRequest(Opcode.add, mkey, expiry, bytes), 'add', key)
-    if (added.status === Status.ok) {
-      this.observer.set(key)
-      return true
-    }
-    if (added.status !== Status.exists) throw this.failure('add', added.status, key, bytes.length)
-    // The server may still hold an item that reads already treat as expired (see expiry.ts):
-    // replace it, but only if nobody changed it meanwhile.
-    const current = await this.call(index, request(Opcode.get, mkey), 'add', key)
-    if (current.status !== Status.ok || !isExpired(current.flags, this.now())) return false
-    const replaced = await this.call(
-      index,
-      storeRequest(Opcode.set, mkey, expiry, bytes, current.cas),
-      'add',
-      key,
-    )
-    if (replaced.status !== Status.ok) return false
-    this.observer.set(key)
-    return true
+    const added = await this.withKey(key, 'add', async (index, mkey) => {
+      const response = await this.call(index, storeRequest(Opcode.add, mkey, expiry, bytes), 'add', key)
+      if (response.status === Status.ok) return true
+      if (response.status !== Status.exists) throw this.failure('add', response.status, key, bytes.length)
+      // The server may still hold an item that reads already treat as expired (see expiry.ts):
+      // replace it, but only if nobody changed it meanwhile.
+      const current = await this.call(index, request(Opcode.get, mkey), 'add', key)
+      if (current.status !== Status.ok || !isExpired(current.flags, this.now())) return false
+      const replaced = await this.call(
+        index,
+        storeRequest(Opcode.set, mkey, expiry, bytes, current.cas),
+        'add',
+        key,
+      )
+      return replaced.status === Status.ok
+    })
+    if (added) this.observer.set(key)
+    return added
   }
 
   async delete(key: string): Promise<boolean> {
-    const [index, mkey] = await this.locate(key, 'delete')
-    const response = await this.call(index, request(Opcode.delete, mkey), 'delete', key)
-    if (response.status === Status.notFound) return false
-    if (response.status !== Status.ok) throw this.failure('delete', response.status, key)
-    this.observer.delete(key)
-    return true
+    const removed = await this.withKey(key, 'delete', async (index, mkey) => {
+      const response = await this.call(index, request(Opcode.delete, mkey), 'delete', key)
+      if (response.status === Status.notFound) return false
+      if (response.status !== Status.ok) throw this.failure('delete', response.status, key)
+      return true
+    })
+    if (removed) this.observer.delete(key)
+    return removed
   }
 
   /**
@@ -211,17 +218,19 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
    * item's CAS version, which the server refuses if anything wrote the key in between.
    */
   async compareAndDelete(key: string, expected: string): Promise<boolean> {
-    const [index, mkey] = await this.locate(key, 'compareAndDelete')
-    const found = await this.call(index, request(Opcode.get, mkey), 'compareAndDelete', key)
-    if (found.status === Status.notFound) return false
-    if (found.status !== Status.ok) throw this.failure('compareAndDelete', found.status, key)
-    if (isExpired(found.flags, this.now()) || !found.value.equals(this.codec.encode(expected))) return false
-    const cas = request(Opcode.delete, mkey, undefined, undefined, found.cas)
-    const removed = await this.call(index, cas, 'compareAndDelete', key)
-    if (removed.status === Status.exists || removed.status === Status.notFound) return false
-    if (removed.status !== Status.ok) throw this.failure('compareAndDelete', removed.status, key)
-    this.observer.delete(key)
-    return true
+    const removed = await this.withKey(key, 'compareAndDelete', async (index, mkey) => {
+      const found = await this.call(index, request(Opcode.get, mkey), 'compareAndDelete', key)
+      if (found.status === Status.notFound) return false
+      if (found.status !== Status.ok) throw this.failure('compareAndDelete', found.status, key)
+      if (isExpired(found.flags, this.now()) || !found.value.equals(this.codec.encode(expected))) return false
+      const cas = request(Opcode.delete, mkey, undefined, undefined, found.cas)
+      const response = await this.call(index, cas, 'compareAndDelete', key)
+      if (response.status === Status.exists || response.status === Status.notFound) return false
+      if (response.status !== Status.ok) throw this.failure('compareAndDelete', response.status, key)
+      return true
+    })
+    if (removed) this.observer.delete(key)
+    return removed
   }
 
   /**
@@ -248,7 +257,16 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   async incr(key: string, by = 1, ttl?: Duration): Promise<number> {
     assertIncrement(by)
     const ttlMs = this.ttlMs(ttl)
-    const [index, mkey] = await this.locate(key, 'incr')
+    return this.withKey(key, 'incr', (index, mkey) => this.increment(key, index, mkey, by, ttlMs))
+  }
+
+  private async increment(
+    key: string,
+    index: number,
+    mkey: string,
+    by: number,
+    ttlMs: number | undefined,
+  ): Promise<number> {
     for (let attempt = 1; by >= 0 && attempt <= this.casAttempts; attempt++) {
       const response = await this.call(index, request(Opcode.increment, mkey, incrExtras(by)), 'incr', key)
       if (response.status === Status.ok) return counterValue(response)
@@ -284,11 +302,12 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     ttl?: Duration,
   ): Promise<T> {
     const ttlMs = this.ttlMs(ttl)
-    const [index, mkey] = await this.locate(key, 'atomicUpdate')
-    return this.casLoop(key, index, mkey, 'atomicUpdate', async (found) => {
-      const next = await fn(found === undefined ? undefined : (this.codec.decode(found.value) as T))
-      return { bytes: this.encode(key, next), expiry: expiryFor(ttlMs, this.now()), result: next }
-    })
+    return this.withKey(key, 'atomicUpdate', (index, mkey) =>
+      this.casLoop(key, index, mkey, 'atomicUpdate', async (found) => {
+        const next = await fn(found === undefined ? undefined : (this.codec.decode(found.value) as T))
+        return { bytes: this.encode(key, next), expiry: expiryFor(ttlMs, this.now()), result: next }
+      }),
+    )
   }
 
   async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
@@ -317,12 +336,13 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   }
 
   /** The live item for a key, or undefined on a miss (or an item past its stored expiry). */
-  private async fetch(key: string, operation: string): Promise<Response | undefined> {
-    const [index, mkey] = await this.locate(key, operation)
-    const response = await this.call(index, request(Opcode.get, mkey), operation, key)
-    if (response.status === Status.notFound) return undefined
-    if (response.status !== Status.ok) throw this.failure(operation, response.status, key)
-    return isExpired(response.flags, this.now()) ? undefined : response
+  private fetch(key: string, operation: string): Promise<Response | undefined> {
+    return this.withKey(key, operation, async (index, mkey) => {
+      const response = await this.call(index, request(Opcode.get, mkey), operation, key)
+      if (response.status === Status.notFound) return undefined
+      if (response.status !== Status.ok) throw this.failure(operation, response.status, key)
+      return isExpired(response.flags, this.now()) ? undefined : response
+    })
   }
 
   private async casLoop<R>(
@@ -358,21 +378,55 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     })
   }
 
-  /** The server index and memcached key of a user key. */
-  private async locate(key: string, operation: string): Promise<[number, string]> {
+  /**
+   * Runs `run` with the server index and memcached key of a user key, in the namespace's current
+   * generation. The generation is read with a request of its own sent just before the
+   * operation's, on the same connection: both go out together and memcached answers them in
+   * order, so the operation costs no extra round trip and sees any `clear()` that finished before
+   * it started. If the generation changed since this process last saw it, what `run` did under
+   * the old one (a read, or a write nobody will read again) is dropped and it runs again. Within
+   * `generationTtl` of the last read, the copy is trusted instead, except for @cache's own keys
+   * (invalidation state, locks), which are always checked.
+   */
+  private async withKey<R>(
+    key: string,
+    operation: string,
+    run: (index: number, mkey: string) => Promise<R>,
+  ): Promise<R> {
     if (this.closed) throw new CacheClosedError(this.name)
     const suffix = this.keys.suffix(key)
     const index = this.servers > 1 ? memjs.Utils.hashCode(suffix) % this.servers : 0
-    let generation = this.generations.cached(index)
-    if (generation === undefined) {
+    const trusted = this.generations.trusted(index)
+    if (trusted !== undefined && !isInternalKey(key)) return run(index, this.keys.key(trusted, suffix))
+    const known = this.generations.last(index)
+    if (known === undefined) {
+      let generation: string
       try {
-        generation = await this.generations.load(index, operation)
+        generation = await this.generations.read(index, `${operation} (reading the generation)`)
       } catch (error) {
         this.observer.error(operation, error, key)
         throw error
       }
+      return run(index, this.keys.key(generation, suffix))
     }
-    return [index, this.keys.key(generation, suffix)]
+    const reading = this.generations.read(index, `${operation} (reading the generation)`).then(
+      (value) => ({ value }),
+      (error: unknown) => ({ error }),
+    )
+    const guess = run(index, this.keys.key(known, suffix)).then(
+      (value) => ({ value }),
+      (error: unknown) => ({ error }),
+    )
+    const [current, outcome] = await Promise.all([reading, guess])
+    if ('error' in current) {
+      // Sent together: if the operation failed too, its own failure was counted and says more.
+      if ('error' in outcome) throw outcome.error
+      this.observer.error(operation, current.error, key)
+      throw current.error
+    }
+    if (current.value !== known) return run(index, this.keys.key(current.value, suffix))
+    if ('error' in outcome) throw outcome.error
+    return outcome.value
   }
 
   /** One request, timed and counted; transport failures are counted and rethrown. */
