@@ -34,6 +34,7 @@ import {
   Status,
   send,
   storeRequest,
+  together,
   unexpected,
 } from './protocol.js'
 
@@ -409,14 +410,16 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
       }
       return run(index, this.keys.key(generation, suffix))
     }
-    const reading = this.generations.read(index, `${operation} (reading the generation)`).then(
-      (value) => ({ value }),
-      (error: unknown) => ({ error }),
-    )
-    const guess = run(index, this.keys.key(known, suffix)).then(
-      (value) => ({ value }),
-      (error: unknown) => ({ error }),
-    )
+    const [reading, guess] = together(this.client, index, () => [
+      this.generations.read(index, `${operation} (reading the generation)`).then(
+        (value) => ({ value }),
+        (error: unknown) => ({ error }),
+      ),
+      run(index, this.keys.key(known, suffix)).then(
+        (value) => ({ value }),
+        (error: unknown) => ({ error }),
+      ),
+    ])
     const [current, outcome] = await Promise.all([reading, guess])
     if ('error' in current) {
       // Sent together: if the operation failed too, its own failure was counted and says more.
