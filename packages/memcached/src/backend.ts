@@ -33,8 +33,8 @@ import {
   request,
   Status,
   send,
+  holdWrites,
   storeRequest,
-  together,
   unexpected,
 } from './protocol.js'
 
@@ -105,6 +105,8 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   private readonly codec: Codec
   private readonly keys: KeyMapper
   private readonly generations: Generations
+  /** Per server, the generation read the operations of the current tick share. */
+  private readonly tickReads: (Promise<{ value: string } | { error: unknown }> | undefined)[] = []
   private readonly servers: number
   private readonly timeoutMs: number
   private readonly maxValueSize: number
@@ -381,13 +383,14 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
 
   /**
    * Runs `run` with the server index and memcached key of a user key, in the namespace's current
-   * generation. The generation is read with a request of its own sent just before the
-   * operation's, on the same connection: both go out together and memcached answers them in
-   * order, so the operation costs no extra round trip and sees any `clear()` that finished before
-   * it started. If the generation changed since this process last saw it, what `run` did under
-   * the old one (a read, or a write nobody will read again) is dropped and it runs again. Within
-   * `generationTtl` of the last read, the copy is trusted instead, except for @cache's own keys
-   * (invalidation state, locks), which are always checked.
+   * generation. The generation is read by a request written together with the operation's (and
+   * with those of every other operation of the same tick, which share it), on the same
+   * connection: memcached answers them in order, so the operation costs no extra round trip and
+   * sees any `clear()` that finished before it started. If the generation changed since this
+   * process last saw it, what `run` did under the old one (a read, or a write nobody will read
+   * again) is dropped and it runs again. Within `generationTtl` of the last read, the copy is
+   * trusted instead, except for @cache's own keys (invalidation state, locks), which are always
+   * checked.
    */
   private async withKey<R>(
     key: string,
@@ -399,27 +402,20 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     const index = this.servers > 1 ? memjs.Utils.hashCode(suffix) % this.servers : 0
     const trusted = this.generations.trusted(index)
     if (trusted !== undefined && !isInternalKey(key)) return run(index, this.keys.key(trusted, suffix))
+    const reading = this.generationOfThisTick(index, operation)
     const known = this.generations.last(index)
     if (known === undefined) {
-      let generation: string
-      try {
-        generation = await this.generations.read(index, `${operation} (reading the generation)`)
-      } catch (error) {
-        this.observer.error(operation, error, key)
-        throw error
+      const first = await reading
+      if ('error' in first) {
+        this.observer.error(operation, first.error, key)
+        throw first.error
       }
-      return run(index, this.keys.key(generation, suffix))
+      return run(index, this.keys.key(first.value, suffix))
     }
-    const [reading, guess] = together(this.client, index, () => [
-      this.generations.read(index, `${operation} (reading the generation)`).then(
-        (value) => ({ value }),
-        (error: unknown) => ({ error }),
-      ),
-      run(index, this.keys.key(known, suffix)).then(
-        (value) => ({ value }),
-        (error: unknown) => ({ error }),
-      ),
-    ])
+    const guess = run(index, this.keys.key(known, suffix)).then(
+      (value) => ({ value }),
+      (error: unknown) => ({ error }),
+    )
     const [current, outcome] = await Promise.all([reading, guess])
     if ('error' in current) {
       // Sent together: if the operation failed too, its own failure was counted and says more.
@@ -430,6 +426,31 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     if (current.value !== known) return run(index, this.keys.key(current.value, suffix))
     if ('error' in outcome) throw outcome.error
     return outcome.value
+  }
+
+  /**
+   * The generation of server `index`, read by a request sent in this tick: the operations of one
+   * tick share it (it is written, with them, once they are all in). None of them can have started
+   * after a `clear()` that this read missed: learning that a `clear()` finished takes I/O, which a
+   * tick does not do.
+   */
+  private generationOfThisTick(
+    index: number,
+    operation: string,
+  ): Promise<{ value: string } | { error: unknown }> {
+    let read = this.tickReads[index]
+    if (read === undefined) {
+      holdWrites(this.client, index)
+      read = this.generations.read(index, `${operation} (reading the generation)`).then(
+        (value) => ({ value }),
+        (error: unknown) => ({ error }),
+      )
+      this.tickReads[index] = read
+      queueMicrotask(() => {
+        this.tickReads[index] = undefined
+      })
+    }
+    return read
   }
 
   /** One request, timed and counted; transport failures are counted and rethrown. */

@@ -72,10 +72,7 @@ export class Generations {
     })
   }
 
-  /**
-   * Reads (or creates) the generation of server `index`, with a request of its own sent now:
-   * never one another operation sent earlier, which might predate a `clear()` the caller must see.
-   */
+  /** Reads (or creates) the generation of server `index`, with a request sent now. */
   async read(index: number, operation: string): Promise<string> {
     for (let attempt = 0; attempt < 5; attempt++) {
       const response = await this.call(index, request(Opcode.get, this.key), operation)

@@ -165,19 +165,16 @@ export function send(
 }
 
 /**
- * Runs `start`, which sends requests to server `index`, with the connection corked: requests it
- * writes synchronously leave in one write, so the server gets them together (otherwise Nagle's
- * algorithm holds the second back until the first is acknowledged, doubling the wait).
+ * Holds the writes to server `index` until the current tick ends, so that the requests this tick
+ * sends leave in one write and reach the server together (otherwise Nagle's algorithm holds each
+ * small request back until the previous one is acknowledged).
  */
-export function together<R>(client: memjs.Client, index: number, start: () => R): R {
+export function holdWrites(client: memjs.Client, index: number): void {
   const server = client.servers[index] as unknown as Connection
   const socket = server.connected ? server._socket : undefined
-  socket?.cork()
-  try {
-    return start()
-  } finally {
-    socket?.uncork()
-  }
+  if (socket === undefined) return
+  socket.cork()
+  queueMicrotask(() => socket.uncork())
 }
 
 function unavailable(
