@@ -513,7 +513,10 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     return `${this.namespace}:${suffix}`
   }
 
-  /** One request (see {@link ServerPool.send}), timed; failures are counted and rethrown. */
+  /**
+   * One request (see {@link ServerPool.send}), timed; failures are counted and rethrown, except
+   * those of generation reads (`countErrors` false), counted by the operation that waited.
+   */
   private async call(
     index: number,
     buf: Buffer,
@@ -523,7 +526,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   ): Promise<Response> {
     const start = performance.now()
     try {
-      const response = await this.pool.send(index, buf, operation)
+      const response = await this.pool.send(index, buf, operation, !countErrors)
       this.observer.latency(performance.now() - start)
       return response
     } catch (error) {
