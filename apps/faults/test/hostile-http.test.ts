@@ -1095,3 +1095,70 @@ describe.each(majors)('%s, attacked from every position', (_major, expressOf) =>
     expect(errors).toEqual([])
   })
 })
+
+describe('two app processes sharing Redis, each with its own memory level and no bus', () => {
+  const started: Server[] = []
+  afterEach(async () => {
+    await Promise.all(started.splice(0).map((server) => closeServer(server)))
+  })
+  const host = { host: 'shop.test' }
+
+  /** One "process": its own memory level in front of the shared Redis, its own Express app. */
+  async function instance(namespace: string, keyPrefix: string, price: () => number) {
+    const backend = multiLevel(
+      memoryBackend({ maxKeys: 1000 }),
+      redisBackend(await servers.redisUrl(), { namespace }),
+    )
+    const cache = cacheResponse({ backend, ttl: 600, keyPrefix, tags: ['prices'] })
+    const app = express()
+    app.get('/price', cache, (_req, res) => {
+      res.send(`price ${price()}`)
+    })
+    const { server, port } = await listenOn(app as unknown as RequestListener)
+    started.push(server)
+    return { backend, cache, port }
+  }
+
+  const invalidations: [
+    string,
+    (cache: ResponseCacheHandler, backend: CacheBackend, prefix: string) => Promise<unknown>,
+  ][] = [
+    ['invalidate()', (cache) => cache.invalidate('/price', { host: 'shop.test' })],
+    [
+      'invalidateResponse()',
+      (_cache, backend, prefix) =>
+        invalidateResponse('http://shop.test/price', { backend, keyPrefix: prefix }),
+    ],
+    ['invalidateKey()', (cache) => cache.invalidateKey('http://shop.test/price')],
+    ['clear()', (cache) => cache.clear()],
+    [
+      'invalidateResponsePrefix()',
+      (_cache, backend, prefix) => invalidateResponsePrefix(prefix, { backend }),
+    ],
+    ['invalidateTags()', (_cache, backend) => invalidateTags(['prices'], { backend })],
+  ]
+
+  it.each(invalidations)(
+    '%s in one process: the other never replays the old response from its own memory level',
+    async (_, invalidate) => {
+      let price = 1
+      const namespace = `faults-http2-${Math.random().toString(36).slice(2)}`
+      const keyPrefix = `p${Math.random().toString(36).slice(2)}`
+      const a = await instance(namespace, keyPrefix, () => price)
+      const b = await instance(namespace, keyPrefix, () => price)
+      try {
+        expect((await send(a.port, '/price', host)).body).toBe('price 1')
+        // B reads the stored response and keeps a copy in its own memory level.
+        const seen = await send(b.port, '/price', host)
+        expect(seen.body).toBe('price 1')
+        expect((await send(b.port, '/price', host)).headers['cache-status']).toMatch(/hit/)
+        price = 2
+        await invalidate(a.cache, a.backend, keyPrefix)
+        expect((await send(b.port, '/price', host)).body).toBe('price 2')
+        expect((await send(a.port, '/price', host)).body).toBe('price 2')
+      } finally {
+        await Promise.all([a.backend.close(), b.backend.close()])
+      }
+    },
+  )
+})

@@ -59,26 +59,44 @@ export { KeyedQueue } from './key-queue.js'
 export {
   currentGenerations,
   currentGenerationsSync,
-  GENERATION_PREFIX,
-  generationKey,
   isGeneration,
-  isGenerationKey,
   newGeneration,
   renewGenerations,
   sameGenerations,
 } from './generations.js'
-export { argumentsKey, assertKey, assertNamespace, hashKey, namespacedKey, stableStringify } from './keys.js'
+export {
+  assertMemoNamespace,
+  GENERATION_PREFIX,
+  generationKey,
+  INTERNAL_PREFIX,
+  isGenerationKey,
+  isInternalKey,
+  keySegment,
+  lockKey,
+} from './internal-keys.js'
+export {
+  argumentsKey,
+  assertKey,
+  assertNamespace,
+  hashKey,
+  namespacedKey,
+  stableStringify,
+  wellFormedKey,
+} from './keys.js'
 export { type CacheOptions, type Memoized, cache, cached } from './memoize.js'
 export {
   type Codec,
   type CodecOptions,
   type Serializer,
   assertSerializable,
+  assertStructuredClonable,
   createCodec,
+  fromTaggedJson,
   jsonSerializer,
   parseTagged,
   resolveSerializer,
   stringifyTagged,
+  toTaggedJson,
   v8Serializer,
 } from './serializer.js'
 export {

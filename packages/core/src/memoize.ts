@@ -4,18 +4,31 @@ import { getBackend } from './default-cache.js'
 import { type Duration, parseDuration, ttlToMs } from './durations.js'
 import { CacheConfigError } from './errors.js'
 import {
+  type Flight,
+  invalidatedHere,
+  isStale,
+  prefixesOf,
+  type Round,
+  release,
+  type Slot,
+  slotOf,
+  startFlight,
+  tick,
+  usePrefix,
+} from './flights.js'
+import {
   currentGenerations,
   currentGenerationsSync,
-  generationKey,
   isGeneration,
   newGeneration,
   renewGenerations,
   sameGenerations,
 } from './generations.js'
-import { callerFile, claimName, classFingerprint, digest, sourceOf } from './identity.js'
-import { argumentsKey, assertNamespace } from './keys.js'
+import { claimPrefix, sourceOf } from './identity.js'
+import { assertMemoNamespace, generationKey, keySegment, lockKey } from './internal-keys.js'
+import { argumentsKey } from './keys.js'
 import { CacheObserver, type CacheEvent, type CacheEventName, type CacheStats } from './stats.js'
-import { tagInvalidationCount, tagVersionKey } from './tags.js'
+import { tagVersionKey } from './tags.js'
 
 type AnyFunction = (...args: any[]) => any
 
@@ -31,13 +44,15 @@ export interface CacheOptions<A extends unknown[] = any[], R = any> {
    * a `CacheArgumentError` that points here.
    */
   key?: (...args: A) => string
-  /** First segment of every key. Default: `'memo'`. */
+  /** First segment of every key. Must not start with `__` (kept for internal keys). Default: `'memo'`. */
   namespace?: string
   /**
    * Name of the function in keys. Default: `fn.name` for functions; for decorated methods the
    * class of `this` and the method (`Reports.monthly`, or `Repository.findById(UserRepository)`
    * for a method inherited from another class). Required for anonymous and bound functions.
-   * A name you give is yours: two functions given the same name share entries.
+   * Two different functions (or classes) that would get the same default name in one process
+   * are an error that asks for this option. A name you give is yours: functions given the same
+   * `name` share entries, deliberately.
    */
   name?: string
   /** Store a result only when this returns true. */
@@ -57,7 +72,7 @@ export interface CacheOptions<A extends unknown[] = any[], R = any> {
    * token). `true` uses the defaults. Default: off (single-flight is per process).
    */
   lock?: boolean | { ttl?: Duration; wait?: Duration; poll?: Duration }
-  /** Tags for {@link invalidateTags}: a list, or a function of the arguments. */
+  /** Tags for {@link invalidateTags}: a list (read once, when the function is memoized), or a function of the arguments. */
   tags?: readonly string[] | ((...args: A) => readonly string[])
   /** Rethrow backend failures instead of calling the function uncached. Default: false. */
   strict?: boolean
@@ -66,8 +81,9 @@ export interface CacheOptions<A extends unknown[] = any[], R = any> {
 /** A memoized function: the same call signature plus invalidation and stats. */
 export type Memoized<F extends AnyFunction> = F & {
   /**
-   * Invalidates the stored result for one set of arguments, in every process sharing the
-   * backend. Rejects if the backend did not take the change.
+   * Invalidates the stored result for one argument list (exactly as the call passed it:
+   * `f(1)` and `f(1, undefined)` are two lists), in every process sharing the backend and for
+   * every handle sharing this function's name. Rejects if the backend did not take the change.
    */
   invalidate(...args: Parameters<F>): Promise<void>
   /** Invalidates every stored result of this function, in every process sharing the backend. */
@@ -91,7 +107,8 @@ interface Envelope {
  * access) needs the function's and the tags' (`local`): invalidating one set of arguments there
  * is deleting its entry, and no other process holds a copy. A shared backend also needs the
  * generation of the arguments (`shared`): a copy in another process's L1, or a result another
- * process is still computing, must stop matching once `invalidate()` resolves.
+ * process is still computing, must stop matching once `invalidate()` resolves. `shared` is also
+ * what a flight in this process is made stale by, on every backend.
  */
 interface CallKeys {
   entry: string
@@ -99,16 +116,9 @@ interface CallKeys {
   shared: readonly string[]
 }
 
-/** A computation in flight, joined by concurrent misses of the same key. */
-interface Flight {
-  promise: Promise<unknown>
-  generations: number[]
-  tagInvalidations: number
-  /** An invalidation happened after it started: nobody joins it and its result is not stored. */
-  superseded: boolean
-}
-
 type Read = { hit?: Envelope; generations: number[] }
+/** What a round of callers read: the entry and generations, or the backend's failure. */
+type Outcome = Read | { error: unknown }
 
 const ASYNC_FUNCTION = Object.getPrototypeOf(async () => {}).constructor
 
@@ -119,22 +129,44 @@ const KEY_CACHE_ARGUMENT_LENGTH = 64
 
 /**
  * How a memoized function names itself in keys. `scope` names its generations (what `clear()`
- * and `invalidate()` renew); `prefix` the start of its entry keys for a call on `thisArg`.
+ * and `invalidate()` renew): a function of names only, the same in every process and build.
+ * `prefix` is the start of its entry keys for a call on `thisArg`.
  */
 interface Naming {
   readonly label: string
-  readonly scope: string
+  readonly scope: readonly [string, ...string[]]
   prefix(thisArg: unknown): string
   /** The prefix of calls without a known `this` (`keyFor`); throws if it cannot be known yet. */
   defaultPrefix(): string
-  /** Every entry prefix this function has used in this process. */
-  prefixes(): Iterable<string>
+}
+
+/** Characters a name may not hold as they are: the key separator, `%`, and the parentheses of `Base.method(Subclass)`. */
+const NAME_SPECIALS = /[%:()]/g
+/** Also `.`, for the class and method parts of a default method name (`Class.method`). */
+const PART_SPECIALS = /[%:().]/g
+
+const percent = (c: string) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`
+
+/** A function name, or a `name` option, in a key: separators percent-encoded so keys stay one-to-one. */
+function nameSegment(name: string): string {
+  return name.replace(NAME_SPECIALS, percent)
+}
+
+/** A class or method name inside a default method name. */
+function partSegment(name: string): string {
+  return name.replace(PART_SPECIALS, percent)
+}
+
+function assertName(name: unknown): asserts name is string | undefined {
+  if (name !== undefined && (typeof name !== 'string' || name.length === 0))
+    throw new CacheConfigError('name', `expected a non-empty string, got ${JSON.stringify(name)}`)
 }
 
 /**
- * Memoizes `fn`. Concurrent misses for one key run `fn` once (single-flight); errors are never
- * cached and reach every waiter; `null`/`undefined` results are cached. A failing backend makes
- * the call a pass-through (counted in `stats.errors`, emitted as `error`) unless `strict`.
+ * Memoizes `fn`. Concurrent misses for one key run `fn` once (single-flight), in this process,
+ * across every handle sharing its name; errors are never cached and reach every waiter;
+ * `null`/`undefined` results are cached. A failing backend makes the call a pass-through
+ * (counted in `stats.errors`, emitted as `error`) unless `strict`.
  *
  * With a sync `fn` and an in-process backend (memory) the result stays sync; otherwise the
  * memoized function returns a promise.
@@ -144,35 +176,26 @@ export function cached<F extends AnyFunction>(
   options: CacheOptions<Parameters<F>, ReturnType<F>> = {},
 ): Memoized<F> {
   const namespace = options.namespace ?? 'memo'
-  assertNamespace(namespace)
-  let name = options.name
-  if (name === undefined) {
-    name = fn.name
-    const source = sourceOf(fn)
-    if (!name || source === undefined)
-      throw new CacheConfigError(
-        'name',
-        `cached(): ${name ? `"${name}" is a bound or native function` : 'an anonymous function'} needs a \`name\` option so that its keys are its own`,
-      )
-    // Claimed once the other options are checked, below: a bad option must not hold the name.
-    const label = `${namespace}:${name}`
-    const file = callerFile(cached)
-    const memo = createMemo(fn, options, functionNaming(label))
-    claimName(label, { file, fingerprint: digest(source) }, `functions named "${name}"`)
-    return memo
-  }
-  return createMemo(fn, options, functionNaming(`${namespace}:${name}`))
-}
-
-function functionNaming(label: string): Naming {
-  const prefix = `${label}:`
-  return {
-    label,
-    scope: label,
+  assertMemoNamespace(namespace)
+  assertName(options.name)
+  const name = options.name ?? fn.name
+  if (options.name === undefined && (!name || sourceOf(fn) === undefined))
+    throw new CacheConfigError(
+      'name',
+      `cached(): ${name ? `"${name}" is a bound or native function` : 'an anonymous function'} needs a \`name\` option so that its keys are its own`,
+    )
+  const prefix = `${keySegment(namespace)}:${nameSegment(name)}:`
+  const scope: [string, ...string[]] = ['fn', namespace, name]
+  // Claimed once the other options are checked: a bad option must not hold the name.
+  const memo = createMemo(fn, options, {
+    label: `${namespace}:${name}`,
+    scope,
     prefix: () => prefix,
     defaultPrefix: () => prefix,
-    prefixes: () => [prefix],
-  }
+  })
+  claimPrefix(prefix, fn, options.name === undefined, () => `Two different functions named "${name}"`)
+  usePrefix(generationKey(...scope), prefix)
+  return memo
 }
 
 function createMemo<F extends AnyFunction>(
@@ -188,12 +211,10 @@ function createMemo<F extends AnyFunction>(
   const lock = resolveLock(options.lock)
   const fixedBackend = options.backend === undefined ? undefined : toBackend(options.backend)
   const observer = new CacheObserver(`memo ${naming.label}`)
-  const inflight = new Map<string, Flight>()
   const tagsOf =
     typeof options.tags === 'function' ? options.tags : () => (options.tags ?? []) as readonly string[]
-  const hasTags = options.tags !== undefined
   const staticTags = typeof options.tags === 'function' ? undefined : (options.tags ?? []).map(tagVersionKey)
-  const functionGeneration = generationKey(naming.scope)
+  const functionGeneration = generationKey(...naming.scope)
   /** Lifetime of an entry, and of the generation of its arguments (created with it). */
   const entryTtl =
     ttlMs === undefined ? undefined : swrMs === undefined ? ttlMs / 1000 : (ttlMs + swrMs) / 1000
@@ -219,13 +240,16 @@ function createMemo<F extends AnyFunction>(
     }
   }
 
+  function argumentsGeneration(part: string): string {
+    return generationKey(...naming.scope, part)
+  }
+
   function buildKeys(prefix: string, part: string, args: Parameters<F>): CallKeys {
-    const argsGeneration = generationKey(`${naming.scope}:${part}`)
     const tags = staticTags ?? tagsOf(...args).map(tagVersionKey)
     return {
       entry: prefix + part,
       local: staticLocal ?? [functionGeneration, ...tags],
-      shared: [functionGeneration, argsGeneration, ...tags],
+      shared: [functionGeneration, argumentsGeneration(part), ...tags],
     }
   }
 
@@ -256,9 +280,10 @@ function createMemo<F extends AnyFunction>(
     return true
   }
 
-  function envelopeFor(value: unknown, generations: number[]): Envelope {
-    if (swrMs !== undefined && ttlMs !== undefined) return { v: value, g: generations, s: Date.now() + ttlMs }
-    return { v: value, g: generations }
+  function envelopeFor(value: unknown, generations: readonly number[]): Envelope {
+    if (swrMs !== undefined && ttlMs !== undefined)
+      return { v: value, g: generations as number[], s: Date.now() + ttlMs }
+    return { v: value, g: generations as number[] }
   }
 
   /** A backend failure: rethrown in strict mode, else counted and evented. */
@@ -330,11 +355,12 @@ function createMemo<F extends AnyFunction>(
     backend: CacheBackend,
     keys: CallKeys,
     value: unknown,
-    generations: number[],
+    generations: readonly number[],
     args: Parameters<F>,
-    flight: Flight | undefined,
+    flight: Flight,
   ) {
-    if (flight !== undefined && isStale(flight)) return
+    // Invalidated here while it computed: its result is from before, and must not be stored.
+    if (isStale(flight)) return
     if (!shouldStore(value, args)) return
     try {
       await backend.set(keys.entry, envelopeFor(value, generations), entryTtl)
@@ -347,27 +373,27 @@ function createMemo<F extends AnyFunction>(
   async function load(
     backend: CacheBackend,
     keys: CallKeys,
-    generations: number[],
+    generations: readonly number[],
     thisArg: unknown,
     args: Parameters<F>,
-    flight: Flight | undefined,
+    flight: Flight,
   ): Promise<unknown> {
     let held: { key: string; token: string } | undefined
     if (lock) {
-      const lockKey = `__lock:${keys.entry}`
+      const key = lockKey(keys.entry)
       const token = randomUUID()
       let acquired: boolean | 'unknown'
       try {
-        acquired = await backend.add(lockKey, token, lock.ttlMs / 1000)
+        acquired = await backend.add(key, token, lock.ttlMs / 1000)
       } catch (error) {
         // No lock to be had: compute without one rather than wait for a backend that is down.
         failed('lock', error, keys.entry)
         acquired = 'unknown'
       }
-      if (acquired === true) held = { key: lockKey, token }
+      if (acquired === true) held = { key, token }
       else if (acquired === false) {
-        const waited = await waitForValue(backend, keys.entry, generations, lockKey, token, lock)
-        if (waited === 'acquired') held = { key: lockKey, token }
+        const waited = await waitForValue(backend, keys.entry, generations, key, token, lock)
+        if (waited === 'acquired') held = { key, token }
         else if (waited !== undefined) return waited.v
       }
     }
@@ -390,8 +416,8 @@ function createMemo<F extends AnyFunction>(
   async function waitForValue(
     backend: CacheBackend,
     key: string,
-    generations: number[],
-    lockKey: string,
+    generations: readonly number[],
+    lockKeyName: string,
     token: string,
     settings: { ttlMs: number; waitMs: number; pollMs: number },
   ): Promise<Envelope | 'acquired' | undefined> {
@@ -401,7 +427,7 @@ function createMemo<F extends AnyFunction>(
       try {
         const envelope = await backend.get<Envelope>(key)
         if (envelope && sameGenerations(envelope.g, generations)) return envelope
-        if (await backend.add(lockKey, token, settings.ttlMs / 1000)) return 'acquired'
+        if (await backend.add(lockKeyName, token, settings.ttlMs / 1000)) return 'acquired'
       } catch (error) {
         observer.error('lock', error, key)
       }
@@ -409,40 +435,45 @@ function createMemo<F extends AnyFunction>(
     return undefined
   }
 
-  function isStale(flight: Flight): boolean {
-    return flight.superseded || (hasTags && flight.tagInvalidations !== tagInvalidationCount())
-  }
-
-  /** Joins the flight for `key` if it computes under the same generations, else starts one. */
-  function singleFlight(
-    key: string,
+  /**
+   * Joins the flight of `slot` if it computes under the same generations, nothing invalidated it
+   * here since it started, and it was still running when the caller's read was sent (`sent`);
+   * otherwise starts one.
+   */
+  function joinOrStart(
+    backend: CacheBackend,
+    keys: CallKeys,
+    slot: Slot,
     generations: number[],
-    start: (flight: Flight) => Promise<unknown>,
+    sent: number,
+    thisArg: unknown,
+    args: Parameters<F>,
   ): Promise<unknown> {
-    const current = inflight.get(key)
-    if (current !== undefined && !isStale(current) && sameGenerations(current.generations, generations))
+    const current = slot.flight
+    if (
+      current !== undefined &&
+      current.generations !== undefined &&
+      (current.settled === undefined || current.settled > sent) &&
+      !isStale(current) &&
+      sameGenerations(current.generations, generations)
+    )
       return current.promise
-    const flight: Flight = {
-      promise: undefined as unknown as Promise<unknown>,
-      generations,
-      tagInvalidations: tagInvalidationCount(),
-      superseded: false,
-    }
-    flight.promise = start(flight).finally(() => {
-      if (inflight.get(key) === flight) inflight.delete(key)
-    })
-    inflight.set(key, flight)
-    return flight.promise
+    return startFlight(backend, keys.entry, slot, generations, keys.shared, (flight) =>
+      load(backend, keys, generations, thisArg, args, flight),
+    ).promise
   }
 
   function onHit(backend: CacheBackend, keys: CallKeys, read: Read, thisArg: unknown, args: Parameters<F>) {
     const hit = read.hit!
     observer.hit(keys.entry)
-    if (hit.s !== undefined && Date.now() > hit.s && !inflight.has(keys.entry)) {
+    if (hit.s !== undefined && Date.now() > hit.s) {
       // Stale: answer now, refresh once in the background.
-      void singleFlight(keys.entry, read.generations, (flight) =>
-        load(backend, keys, read.generations, thisArg, args, flight),
-      ).catch((error) => observer.error('refresh', error, keys.entry))
+      const slot = slotOf(backend, keys.entry)
+      if (slot.flight === undefined || slot.flight.settled !== undefined) {
+        startFlight(backend, keys.entry, slot, read.generations, keys.shared, (flight) =>
+          load(backend, keys, read.generations, thisArg, args, flight),
+        ).promise.catch((error) => observer.error('refresh', error, keys.entry))
+      } else release(backend, keys.entry, slot)
     }
     return hit.v
   }
@@ -461,34 +492,98 @@ function createMemo<F extends AnyFunction>(
     const value = fn.apply(thisArg, args)
     if (isPromiseLike(value)) {
       isAsync = true
-      return singleFlight(keys.entry, read.generations, async (flight) => {
+      const slot = slotOf(backend, keys.entry)
+      return startFlight(backend, keys.entry, slot, read.generations, keys.shared, async (flight) => {
         const resolved = await value
         await store(backend, keys, resolved, read.generations, args, flight)
         return resolved
-      })
+      }).promise
     }
     storeSync(backend, keys, value, read, args)
     return value
   }
 
-  async function callAsync(
+  /**
+   * The async path. On an in-process backend the read is synchronous, made when the caller
+   * arrives. On any other, callers of one key that arrive before its read is sent share that
+   * read (sent once the current tick's callers are in), and then one flight: a hundred
+   * concurrent misses run `fn` once and get one result or one error.
+   */
+  function callAsync(
     thisArg: unknown,
     backend: CacheBackend,
     keys: CallKeys,
     args: Parameters<F>,
   ): Promise<unknown> {
-    let read: Read
-    try {
-      read = backend.sync ? readSync(backend, keys) : await readAsync(backend, keys)
-    } catch (error) {
-      failed('get', error, keys.entry)
-      return fn.apply(thisArg, args)
+    if (backend.sync !== undefined) {
+      let read: Read
+      try {
+        read = readSync(backend, keys)
+      } catch (error) {
+        try {
+          failed('get', error, keys.entry)
+        } catch (strict) {
+          return Promise.reject(strict)
+        }
+        return Promise.resolve().then(() => fn.apply(thisArg, args))
+      }
+      if (read.hit) return Promise.resolve(onHit(backend, keys, read, thisArg, args))
+      observer.miss(keys.entry)
+      return joinOrStart(backend, keys, slotOf(backend, keys.entry), read.generations, tick(), thisArg, args)
     }
-    if (read.hit) return onHit(backend, keys, read, thisArg, args)
-    observer.miss(keys.entry)
-    return singleFlight(keys.entry, read.generations, (flight) =>
-      load(backend, keys, read.generations, thisArg, args, flight),
-    )
+    const slot = slotOf(backend, keys.entry)
+    let round = slot.gathering as Round<Outcome> | undefined
+    if (round === undefined) slot.gathering = round = gather(backend, keys, slot)
+    round.waiters++
+    return settle(round, slot, backend, keys, thisArg, args)
+  }
+
+  function gather(backend: CacheBackend, keys: CallKeys, slot: Slot): Round<Outcome> {
+    const round: Round<Outcome> = { promise: undefined as unknown as Promise<Outcome>, sent: 0, waiters: 0 }
+    round.promise = (async (): Promise<Outcome> => {
+      // Every caller of this tick joins before the read goes out.
+      await undefined
+      slot.gathering = undefined
+      slot.rounds++
+      round.sent = tick()
+      try {
+        return await readAsync(backend, keys)
+      } catch (error) {
+        return { error }
+      }
+    })()
+    return round
+  }
+
+  async function settle(
+    round: Round<Outcome>,
+    slot: Slot,
+    backend: CacheBackend,
+    keys: CallKeys,
+    thisArg: unknown,
+    args: Parameters<F>,
+  ): Promise<unknown> {
+    const outcome = await round.promise
+    try {
+      if ('error' in outcome) {
+        if (options.strict) throw outcome.error
+        if (!round.reported) {
+          round.reported = true
+          observer.error('get', outcome.error, keys.entry)
+        }
+        // The backend is down: one pass-through run for the callers of this round.
+        round.passThrough ??= Promise.resolve().then(() => fn.apply(thisArg, args))
+        return round.passThrough
+      }
+      if (outcome.hit) return onHit(backend, keys, outcome, thisArg, args)
+      observer.miss(keys.entry)
+      return joinOrStart(backend, keys, slot, outcome.generations, round.sent, thisArg, args)
+    } finally {
+      if (--round.waiters === 0) {
+        slot.rounds--
+        release(backend, keys.entry, slot)
+      }
+    }
   }
 
   const memoized = function (this: unknown, ...args: Parameters<F>): unknown {
@@ -514,30 +609,27 @@ function createMemo<F extends AnyFunction>(
   memoized.keyFor = (...args) => keysFor(naming.defaultPrefix(), args).entry
   memoized.invalidate = async (...args) => {
     const part = argumentPart(args)
-    const argsGeneration = generationKey(`${naming.scope}:${part}`)
-    const entries = [...naming.prefixes()].map((prefix) => prefix + part)
-    for (const entry of entries) supersede(inflight.get(entry))
+    const generation = argumentsGeneration(part)
+    // Calls in flight here under these arguments, through any handle, are neither joined nor stored.
+    invalidatedHere([generation])
+    const entries = [...prefixesOf(functionGeneration)].map((prefix) => prefix + part)
     const backend = backendOf()
-    // In one process, deleting the entry is the invalidation (calls in flight were superseded).
+    // In one process, deleting the entries is the invalidation.
     if (backend.sync !== undefined) {
       await backend.deleteMany(entries)
       return
     }
-    await renewGenerations(backend, [argsGeneration], entryTtl)
+    await renewGenerations(backend, [generation], entryTtl)
     // The stored results can no longer match; removing them only frees the space.
     await backend.deleteMany(entries).catch((error) => observer.error('delete', error))
   }
   memoized.clear = async () => {
-    for (const flight of inflight.values()) supersede(flight)
+    invalidatedHere([functionGeneration])
     await renewGenerations(backendOf(), [functionGeneration])
   }
   memoized.on = (event, listener) => void observer.on(event, listener)
   memoized.off = (event, listener) => void observer.off(event, listener)
   return memoized
-}
-
-function supersede(flight: Flight | undefined): void {
-  if (flight !== undefined) flight.superseded = true
 }
 
 function resolveLock(
@@ -563,10 +655,11 @@ function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
  * `experimentalDecorators` decorator (NestJS), in any order with other decorators: metadata they
  * attached to the method (reflect-metadata keys, TC39 `context.metadata`) is kept. Keys name the
  * class of `this`: `memo:Reports.monthly:<arguments>`, and
- * `memo:Repository.findById(UserRepository):<arguments>` for a method a subclass inherits. Every
- * instance of a class shares them, so put instance-specific state into `key` if results depend
- * on it. The decorated method gains `.invalidate(...args)`, `.clear()`, `.keyFor(...args)` and
- * `.stats`.
+ * `memo:Repository.findById(UserRepository):<arguments>` for a method a subclass inherits. Two
+ * different classes that would share those keys in one process are an error that asks for
+ * `name`. Every instance of a class shares them, so put instance-specific state into `key` if
+ * results depend on it. The decorated method gains `.invalidate(...args)`, `.clear()`,
+ * `.keyFor(...args)` and `.stats`.
  */
 export function cache(options: CacheOptions | Duration = {}): any {
   const opts: CacheOptions = typeof options === 'object' ? options : { ttl: options }
@@ -574,7 +667,7 @@ export function cache(options: CacheOptions | Duration = {}): any {
     if (typeof context === 'object' && context !== null && 'kind' in context) {
       // TC39 standard decorator: (method, context) => replacement
       if (context.kind !== 'method') throw new TypeError(`@cache() decorates methods, not ${context.kind}s`)
-      const naming = new MethodNaming(opts, String(context.name), target, context.static === true)
+      const naming = new MethodNaming(opts, String(context.name), context.static === true)
       const memo = createMemo(target, opts, naming)
       naming.memo = memo
       keepMetadata(target, memo)
@@ -587,7 +680,7 @@ export function cache(options: CacheOptions | Duration = {}): any {
     if (!descriptor || typeof descriptor.value !== 'function')
       throw new TypeError('@cache() decorates methods')
     const original = descriptor.value
-    const naming = new MethodNaming(opts, String(context), original, typeof target === 'function')
+    const naming = new MethodNaming(opts, String(context), typeof target === 'function')
     const memo = createMemo(original, opts, naming)
     naming.memo = memo
     naming.definingClass = typeof target === 'function' ? target : target.constructor
@@ -615,32 +708,35 @@ function keepMetadata(from: Function, to: Function): void {
 }
 
 /**
- * Names a decorated method after the class of `this`. Generations are scoped to the method
- * itself (its `name`, or its name and a digest of its source), so `clear()` and `invalidate()`
- * reach the entries of every class that runs it, even before any instance exists.
+ * Names a decorated method after the class of `this`. Its generations are scoped by names only
+ * (the `name` option, or the method's name), never by its source, so `clear()` and `invalidate()`
+ * reach the entries of every class that runs it, in every process and every build of the code,
+ * even before any instance exists. Methods of the same name in other classes of the namespace
+ * share that scope: invalidating one also invalidates theirs (a miss, never a wrong result).
  */
 class MethodNaming implements Naming {
-  readonly scope: string
+  readonly scope: readonly [string, ...string[]]
   readonly label: string
   memo: Function | undefined
   definingClass: Function | undefined
   private readonly namespace: string
+  private readonly functionGeneration: string
   private readonly byClass = new WeakMap<Function, string>()
-  private readonly used = new Set<string>()
-  private readonly fingerprint: string
 
   constructor(
     private readonly options: CacheOptions,
     private readonly method: string,
-    fn: Function,
     private readonly isStatic: boolean,
   ) {
     this.namespace = options.namespace ?? 'memo'
-    assertNamespace(this.namespace)
-    const source = sourceOf(fn) ?? method
-    this.fingerprint = `${isStatic ? 'static' : 'instance'}:${digest(source)}`
-    this.scope = `${this.namespace}:${options.name ?? `${method}#${digest(source)}`}`
+    assertMemoNamespace(this.namespace)
+    assertName(options.name)
+    this.scope =
+      options.name === undefined
+        ? ['method', this.namespace, isStatic ? 'static' : 'instance', method]
+        : ['fn', this.namespace, options.name]
     this.label = options.name ?? method
+    this.functionGeneration = generationKey(...this.scope)
   }
 
   /** A TC39 initializer ran: `self` is an instance (or, for a static method, the class). */
@@ -664,19 +760,15 @@ class MethodNaming implements Naming {
     if (prefix === undefined) {
       prefix = this.prefixOf(runtime)
       this.byClass.set(runtime, prefix)
-      this.used.add(prefix)
     }
     return prefix
   }
 
   defaultPrefix(): string {
     if (this.definingClass !== undefined) return this.prefix(this.definingClass)
-    if (this.options.name !== undefined) return `${this.namespace}:${this.options.name}:`
+    if (this.options.name !== undefined)
+      return `${keySegment(this.namespace)}:${nameSegment(this.options.name)}:`
     throw this.unknownClass()
-  }
-
-  prefixes(): Iterable<string> {
-    return this.used
   }
 
   private prefixOf(runtime: Function): string {
@@ -688,15 +780,24 @@ class MethodNaming implements Naming {
     const owner = this.ownerOf(runtime)
     this.definingClass ??= owner
     const own = owner === undefined || owner === runtime
-    const base = this.options.name ?? `${(owner ?? runtime).name}.${this.method}`
-    if (own && this.options.name !== undefined) return `${this.namespace}:${base}:`
-    const label = `${this.namespace}:${own ? base : `${base}(${runtime.name})`}`
-    claimName(
-      label,
-      { file: undefined, fingerprint: `${classFingerprint(runtime)}:${this.fingerprint}` },
-      `classes or methods named "${runtime.name}"`,
+    const name = this.options.name
+    const base =
+      name === undefined
+        ? `${partSegment((owner ?? runtime).name)}.${partSegment(this.method)}`
+        : nameSegment(name)
+    const prefix = `${keySegment(this.namespace)}:${own ? base : `${base}(${partSegment(runtime.name)})`}:`
+    // The claimant is this method on this class: another class of the same name, or another
+    // method that would be named the same, is a different one.
+    claimPrefix(
+      prefix,
+      {},
+      name === undefined,
+      () =>
+        `Two different memoized methods named "${own ? '' : `${(owner ?? runtime).name}.${this.method} on `}` +
+        `${runtime.name}${own ? `.${this.method}` : ''}" (two classes named "${runtime.name}", or a static and an instance method)`,
     )
-    return `${label}:`
+    usePrefix(this.functionGeneration, prefix)
+    return prefix
   }
 
   /** The class whose prototype (or, for static methods, the class itself) holds this memoized method. */

@@ -1,5 +1,9 @@
 import { beforeAll, describe, expect, it } from 'vitest'
-import { compileFixture, type DecoratorMode } from './compile.js'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
+import { compiledUrl, compileFixture, type DecoratorMode } from './compile.js'
+
+const run = promisify(execFile)
 
 /**
  * The identity cases for one decorator mode. Each mode runs in its own test file (its own
@@ -29,6 +33,13 @@ export function identityCases(mode: DecoratorMode): void {
       await expect(new billing.UserRepository().find('7')).rejects.toThrow(/UserRepository.*`name`/s)
     })
 
+    it('throws for two classes of identical text whose modules differ (never compares source)', async () => {
+      const users = await load('tables/users.ts')
+      const orders = await load('tables/orders.ts')
+      expect(await new users.Repo().find(1)).toBe('users#1')
+      await expect(new orders.Repo().find(1)).rejects.toThrow(/Repo.*`name`/s)
+    })
+
     it('does not fix a wrong key when clear() or keyFor() runs before the first instance', async () => {
       const { Users, Invoices, Named } = await load('before-instance.ts')
       await Users.prototype.get.clear()
@@ -51,12 +62,20 @@ export function identityCases(mode: DecoratorMode): void {
     })
 
     it('keeps keys the same in every process: the same class and arguments give the same key', async () => {
-      const first = await load('repositories.ts')
-      const second = await load('repositories.ts')
-      await new first.UserRepository().findById('1')
-      expect([...first.backend.rows.keys()]).toContain('memo:Repository.findById(UserRepository):"1"')
-      await new second.UserRepository().findById('1')
-      expect([...second.backend.rows.keys()]).toContain('memo:Repository.findById(UserRepository):"1"')
+      await load('repositories.ts') // compiled
+      const keysOf = async () => {
+        const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script], {
+          timeout: 10_000,
+        })
+        return JSON.parse(stdout) as string[]
+      }
+      const script = `
+        const m = await import(${JSON.stringify(compiledUrl('identity', mode, 'repositories.ts'))})
+        await new m.UserRepository().findById('1')
+        console.log(JSON.stringify([...m.backend.rows.keys()]))`
+      const [first, second] = await Promise.all([keysOf(), keysOf()])
+      expect(first).toContain('memo:Repository.findById(UserRepository):"1"')
+      expect(second).toEqual(first)
     })
   })
 }

@@ -32,22 +32,6 @@ describe('cached(): two different functions never share entries', () => {
     expect(define).toThrow(/loadIdentityCase.*`name`/s)
   })
 
-  it('lets the same function be memoized again (a factory, a module loaded twice)', async () => {
-    const backend = mapBackend()
-    const make = () =>
-      cached(
-        async function sameFactoryCase(n: number) {
-          return n * 2
-        },
-        { backend },
-      )
-    const a = make()
-    const b = make()
-    expect(await a(2)).toBe(4)
-    expect(await b(2)).toBe(4)
-    expect(a.keyFor(2)).toBe(b.keyFor(2))
-  })
-
   it('asks for `name` for a bound function, whose source says nothing', () => {
     const backend = mapBackend()
     const service = {

@@ -1,8 +1,15 @@
 import { type IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
-import type { CacheEvent, CacheEventName, CacheStats, Duration } from '@cache/core'
+import {
+  type CacheEvent,
+  type CacheEventName,
+  type CacheStats,
+  type Duration,
+  renewGenerations,
+} from '@cache/core'
 import { keepMetadata, nestInterceptor, useInterceptor } from './decorator-metadata.js'
 import { markCacheMiddleware } from './dispatch.js'
 import { Flight } from './flight.js'
+import { removeResponses } from './invalidate.js'
 import { type CacheResponseOptions, prefixVersionKey, resolveOptions } from './options.js'
 import { urlKeys } from './request-key.js'
 import { ResponseCache } from './response-cache.js'
@@ -129,19 +136,19 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     const keys = urlKeys(url, settings.keyPrefix, { ...opts, vary: settings.vary })
     // Before anything is awaited: a response in flight now is neither stored nor shared.
     Flight.invalidate({ keys })
-    return (await engine.backend().deleteMany(keys)) > 0
+    return removeResponses(engine.backend(), keys)
   }
-  cacheHandler.invalidateKey = (key) => {
+  cacheHandler.invalidateKey = async (key) => {
     const full = `${settings.keyPrefix}:${key}`
     Flight.invalidate({ keys: [full] })
-    return engine.backend().delete(full)
+    return removeResponses(engine.backend(), [full])
   }
   cacheHandler.front = (app) => (req, res) => {
     if (!engine.serveFresh(req, res)) app(req, res)
   }
   cacheHandler.clear = async () => {
     Flight.invalidate({ prefix: settings.keyPrefix })
-    await engine.backend().incr(prefixVersionKey(settings.keyPrefix))
+    await renewGenerations(engine.backend(), [prefixVersionKey(settings.keyPrefix)])
   }
   return cacheHandler
 }

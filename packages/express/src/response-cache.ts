@@ -1,7 +1,18 @@
 import { randomBytes } from 'node:crypto'
 import { IncomingMessage, type OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import { Duplex } from 'node:stream'
-import { type CacheBackend, CacheError, CacheObserver, getBackend, tagVersionKey } from '@cache/core'
+import {
+  type CacheBackend,
+  CacheError,
+  CacheObserver,
+  currentGenerations,
+  currentGenerationsSync,
+  type Duration,
+  getBackend,
+  isGeneration,
+  sameGenerations,
+  tagVersionKey,
+} from '@cache/core'
 import { type CapturedResponse, captureResponse } from './capture.js'
 import {
   type CachePosition,
@@ -11,7 +22,7 @@ import {
   watchDispatch,
 } from './dispatch.js'
 import { Flight, type Shared } from './flight.js'
-import type { Settings } from './options.js'
+import { type Settings, urlVersionKey } from './options.js'
 import { isSafeCustomKey, requestKey, variantKey } from './request-key.js'
 import {
   bodyEtag,
@@ -104,7 +115,8 @@ export class ResponseCache {
       const resolved = this.resolveKey(req)
       if (typeof resolved !== 'string') return this.bypass(res, run, 'request', resolved.bypass)
       key = resolved
-      versionKeys = s.tags ? [...s.prefixVersionKeys, ...s.tags(req).map(tagVersionKey)] : s.prefixVersionKeys
+      versionKeys = [...s.prefixVersionKeys, urlVersionKey(key)]
+      if (s.tags) for (const tag of s.tags(req)) versionKeys.push(tagVersionKey(tag))
     } catch (error) {
       this.observer.error('key', error)
       return this.bypass(res, run, 'request', 'key-error')
@@ -143,18 +155,33 @@ export class ResponseCache {
       if (key === undefined) return false
       entry = backend.sync.getEntry(key)?.value
       if (!isStoredResponse(entry) || entry.front !== true) return false
-      const values: unknown[] = [entry]
-      for (const k of s.prefixVersionKeys) values.push(backend.sync.getEntry(k)?.value)
-      versions = versionsOf(values)
+      versions = []
+      for (const k of [...s.prefixVersionKeys, urlVersionKey(key)]) {
+        // A scope without a generation yet matches no entry: the app answers and creates it.
+        const generation = backend.sync.getEntry(k)?.value
+        if (!isGeneration(generation)) return false
+        versions.push(generation)
+      }
     } catch (error) {
       this.observer.error('get', error, key)
       return false
     }
     const now = s.now()
-    if (!sameVersions(entry.versions, versions) || now >= entry.staleAt) return false
+    if (!sameGenerations(entry.versions, versions) || now >= entry.staleAt) return false
     this.observer.hit(key)
     this.replay(req, res, entry, now, 'hit')
     return true
+  }
+
+  /**
+   * How long a generation created on a read lives: the URL's as long as its entries (a lost
+   * generation only turns entries into misses); prefixes and tags until renewed.
+   */
+  private generationTtls(versionKeys: readonly string[]): (Duration | undefined)[] {
+    const s = this.settings
+    const ttls = new Array<Duration | undefined>(versionKeys.length).fill(undefined)
+    ttls[s.prefixVersionKeys.length] = (s.ttlMs + (s.swrMs ?? 0)) / 1000
+    return ttls
   }
 
   /** The key, or why the request bypasses the cache. */
@@ -179,15 +206,14 @@ export class ResponseCache {
   ): unknown {
     const backend = this.backend()
     if (!backend.sync) return this.lookupAsync(req, res, run, position, backend, key, versionKeys, waited)
-    let values: unknown[]
+    let first: unknown
+    let versions: number[]
     try {
-      values = [backend.sync.getEntry(key)?.value]
-      for (const k of versionKeys) values.push(backend.sync.getEntry(k)?.value)
+      first = backend.sync.getEntry(key)?.value
+      versions = currentGenerationsSync(backend.sync, versionKeys, this.generationTtls(versionKeys))
     } catch (error) {
       return this.lookupFailed(res, run, error, key)
     }
-    const first = values[0]
-    const versions = versionsOf(values)
     if (isVaryRecord(first)) {
       let variant: unknown
       try {
@@ -215,7 +241,12 @@ export class ResponseCache {
     let record: VaryRecord | undefined
     try {
       const values = await backend.getMany([key, ...versionKeys])
-      versions = versionsOf(values)
+      versions = await currentGenerations(
+        backend,
+        versionKeys,
+        values.slice(1),
+        this.generationTtls(versionKeys),
+      )
       first = values[0]
       if (isVaryRecord(first)) {
         record = first
@@ -242,7 +273,7 @@ export class ResponseCache {
     const s = this.settings
     const revalidating = isRevalidation(req)
     const now = s.now()
-    if (!revalidating && isStoredResponse(found) && sameVersions(found.versions, versions)) {
+    if (!revalidating && isStoredResponse(found) && sameGenerations(found.versions, versions)) {
       if (now < found.staleAt) {
         this.observer.hit(key)
         this.replay(req, res, found, now, 'hit')
@@ -275,7 +306,7 @@ export class ResponseCache {
       if (
         shared !== undefined &&
         now < shared.entry.staleAt &&
-        sameVersions(shared.entry.versions, versions)
+        sameGenerations(shared.entry.versions, versions)
       ) {
         if (sameVariant(req, shared)) {
           this.observer.hit(key)
@@ -668,21 +699,6 @@ function hasBody(req: IncomingMessage): boolean {
   if (headers['transfer-encoding'] !== undefined) return true
   const length = headers['content-length']
   return length !== undefined && length !== '0'
-}
-
-function versionsOf(values: readonly unknown[]): number[] {
-  const out = new Array<number>(values.length - 1)
-  for (let i = 1; i < values.length; i++) {
-    const v = values[i]
-    out[i - 1] = typeof v === 'number' ? v : 0
-  }
-  return out
-}
-
-function sameVersions(stored: readonly number[] | undefined, current: readonly number[]): boolean {
-  if (stored === undefined || stored.length !== current.length) return false
-  for (let i = 0; i < current.length; i++) if (stored[i] !== current[i]) return false
-  return true
 }
 
 function sameNames(a: readonly string[], b: readonly string[]): boolean {

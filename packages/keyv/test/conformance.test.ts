@@ -2,6 +2,7 @@ import { runConformance } from '@cache/core/testing'
 import { memoryBackend } from '@cache/memory'
 import { type RedisServer, startRedis } from '@cache/test-servers'
 import KeyvRedis from '@keyv/redis'
+import { Keyv } from 'keyv'
 import { afterAll, beforeAll } from 'vitest'
 import { keyvBackend, toKeyvStore } from '../src/index.js'
 
@@ -22,6 +23,13 @@ runConformance('keyv (Map store)', {
 
 runConformance('keyv (@keyv/redis store)', {
   create: ({ namespace }) => keyvBackend(new KeyvRedis(redis.url), { namespace, closeStore: true }),
+  ttlMs: 100,
+})
+
+// A Keyv instance as it is: its own namespace and serializer (JSON).
+const shared = new Map()
+runConformance('keyv (Keyv instance)', {
+  create: ({ namespace }) => keyvBackend(new Keyv({ store: shared, namespace })),
   ttlMs: 100,
 })
 

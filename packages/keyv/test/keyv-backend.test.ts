@@ -1,4 +1,4 @@
-import { CacheUnavailableError } from '@cache/core'
+import { CacheSerializationError, CacheUnavailableError } from '@cache/core'
 import { startRedis } from '@cache/test-servers'
 import KeyvRedis from '@keyv/redis'
 import { Keyv } from 'keyv'
@@ -56,6 +56,28 @@ describe('keyvBackend', () => {
     await cache.clear()
     expect(await keyv.get('k')).toBeUndefined()
     expect(store.get('other:x')).toBe('kept') // clear() of a Map removes this namespace only
+  })
+
+  it('never lets a Keyv instance mangle a value silently: exact round trip, or CacheSerializationError', async () => {
+    class Money {
+      constructor(readonly cents: number) {}
+    }
+    class When extends Date {}
+    const cache = keyvBackend(new Keyv())
+    for (const [label, value] of [
+      ['a class instance', { price: new Money(150) }],
+      ['an Error', { error: new Error('boom') }],
+      ['a Date subclass', { at: new When(0) }],
+    ] as const) {
+      const error = await cache.set(label, value).catch((e) => e)
+      expect(error, label).toBeInstanceOf(CacheSerializationError)
+      expect(await cache.has(label)).toBe(false)
+    }
+    const rich = { at: new Date(5), map: new Map([['a', 1]]), set: new Set([1]), big: 1n, none: undefined }
+    await cache.set('rich', rich)
+    expect(await cache.get('rich')).toEqual(rich)
+    await cache.set('plain', { a: [1, 'x'] })
+    expect(await cache.keyv.get('plain')).toEqual({ a: [1, 'x'] })
   })
 
   it('counts the errors of a Keyv that swallows them', async () => {

@@ -43,6 +43,7 @@ interface Connection {
   host: string
   port: number
   connected: boolean
+  _socket?: { cork(): void; uncork(): void }
   onResponse(seq: number, fn: (response: RawResponse) => void): void
   onError(seq: number, fn: (error: unknown) => void): void
   write(blob: Buffer): void
@@ -168,6 +169,19 @@ export function send(client: memjs.Client, index: number, buf: Buffer, guardMs: 
     }
     server.write(buf)
   })
+}
+
+/**
+ * Holds the writes to server `index` until the current tick ends, so that the requests this tick
+ * sends leave in one write and reach the server together (otherwise Nagle's algorithm holds each
+ * small request back until the previous one is acknowledged).
+ */
+export function holdWrites(client: memjs.Client, index: number): void {
+  const server = client.servers[index] as unknown as Connection
+  const socket = server.connected ? server._socket : undefined
+  if (socket === undefined) return
+  socket.cork()
+  queueMicrotask(() => socket.uncork())
 }
 
 /** An error for a status the caller did not expect. */

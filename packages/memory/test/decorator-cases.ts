@@ -1,5 +1,6 @@
 import { dirname, join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
+import { forgetMemoizedNames } from '@cache/core/testing'
 import ts from 'typescript'
 import { describe, expect, it } from 'vitest'
 
@@ -28,6 +29,9 @@ async function compile(mode: 'standard' | 'legacy') {
   const messages = diagnostics.map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n'))
   expect(messages).toEqual([])
   const out = join(fixtures, '.compiled', mode, 'reports.js')
+  // Each test imports the module afresh: new classes under the same names, which the name
+  // registry would rightly refuse in one process. Tests that re-import modules forget the names.
+  forgetMemoizedNames()
   return (await import(`${pathToFileURL(out).href}?${Date.now()}`)) as Fixture
 }
 
