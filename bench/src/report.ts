@@ -26,7 +26,15 @@ export interface Row {
    * over the measured rounds; for HTTP and redis-benchmark rows, the median of the rounds'
    * percentiles as the load tool reports them.
    */
-  latency?: { p50: number; p99: number; samples?: number; every?: number; clock?: number }
+  latency?: {
+    p50: number
+    p99: number
+    samples?: number
+    every?: number
+    clock?: number
+    /** The finest step the load tool reports, in µs (autocannon: whole milliseconds). */
+    resolution?: number
+  }
   gets?: number
   hits?: number
   /** The limit row the "× limit" ratio divides by, and the ratio. */
@@ -202,9 +210,13 @@ export function formatRate(rate: number | undefined): string {
   return rate.toFixed(0)
 }
 
-/** A latency in microseconds, with the unit that reads best. */
-export function formatLatency(us: number | undefined): string {
+/**
+ * A latency in microseconds, with the unit that reads best. `resolution` (µs) is the finest step
+ * the tool that measured it reports: a value under it reads "< resolution", not 0.
+ */
+export function formatLatency(us: number | undefined, resolution?: number): string {
   if (us === undefined) return '—'
+  if (resolution !== undefined && us < resolution) return `< ${formatLatency(resolution)}`
   if (us >= 1000) return `${(us / 1000).toFixed(2)} ms`
   if (us >= 10) return `${us.toFixed(0)} µs`
   if (us >= 1) return `${us.toFixed(1)} µs`
@@ -262,7 +274,7 @@ function scenarioTable(report: Report, scenario: ScenarioReport): string {
         ? '—'
         : `${ratio(row.ratioToLimit)} (${labelOf(report, scenario.id, row.limit)})`
     lines.push(
-      `| ${WORKLOAD_LABEL[row.workload]} | ${name} | ${row.role} | ${formatRate(row.median)} ${row.unit} | ${pct(row.spread)} | ${formatLatency(row.latency?.p50)} | ${formatLatency(row.latency?.p99)} | ${limit} | ${ratio(row.ratioToBestPeer)} |`,
+      `| ${WORKLOAD_LABEL[row.workload]} | ${name} | ${row.role} | ${formatRate(row.median)} ${row.unit} | ${pct(row.spread)} | ${formatLatency(row.latency?.p50, row.latency?.resolution)} | ${formatLatency(row.latency?.p99, row.latency?.resolution)} | ${limit} | ${ratio(row.ratioToBestPeer)} |`,
     )
   }
   if (scenario.notes.length) lines.push('', ...scenario.notes.map((n) => `- ${n}`))

@@ -155,7 +155,7 @@ function log(row: Row): void {
       `${head} ${formatRate(row.median).padStart(9)} ${row.unit} ±${(row.spread! * 100).toFixed(1)}%`.padEnd(
         95,
       ) +
-        ` p50 ${formatLatency(row.latency?.p50).padStart(9)}  p99 ${formatLatency(row.latency?.p99).padStart(9)}`,
+        ` p50 ${formatLatency(row.latency?.p50, row.latency?.resolution).padStart(9)}  p99 ${formatLatency(row.latency?.p99, row.latency?.resolution).padStart(9)}`,
     )
   else if (row.status === 'skipped') console.log(`${head} skipped: ${row.reason}`)
   else console.error(`${head} ✗ FAILED: ${row.reason}`)
@@ -408,7 +408,7 @@ async function alternateHttp(
     for (const server of servers) {
       if (server.row.status !== 'ok' || server.p50.length === 0) continue
       const median = (values: number[]) => medianOf([...values].sort((a, b) => a - b))
-      server.row.latency = { p50: median(server.p50), p99: median(server.p99) }
+      server.row.latency = { p50: median(server.p50), p99: median(server.p99), resolution: 1000 }
     }
     for (const server of servers) {
       if (server.row.status !== 'ok' || !server.cached) continue
