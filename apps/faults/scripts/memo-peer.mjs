@@ -70,6 +70,7 @@ const other = cached(async (id) => id, { name: 'other', ttl: 600 })
 const ops = {
   db: (id, version) => void rows.set(id, version),
   call: async (id) => (await row(id)).version,
+  key: (id) => row.keyFor(id),
   clear: () => row.clear(),
   invalidate: (id) => row.invalidate(id),
   invalidateTags: (id) => invalidateTags([`row:${spec.namespace}:${id}`]),

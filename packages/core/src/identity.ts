@@ -1,16 +1,17 @@
+import { createHash } from 'node:crypto'
 import { CacheConfigError } from './errors.js'
 
 /*
  * Who a memoized function is, so that two different functions never share entries. Keys must be
  * the same in every process and after a restart, so they are built from names (`Class.method`,
- * `fn.name`, or the `name` option), never from source text or a build. Names can collide (two
- * modules with a `UserRepository`, two functions called `load`, minified code, one factory
- * called twice): every key prefix is claimed here, in a registry shared by every copy of
- * @cache/core in the process, by the object it stands for — the function given to `cached()`, or
- * a decorated method on one class. A second object claiming a prefix that a *default* name
- * claimed (or claiming by default a prefix an explicit `name` claimed) is an error asking for
- * `name`: identical source text with different closures is a different function. Only a `name`
- * given on both sides shares deliberately.
+ * `fn.name`, or the `name` option) and, for default names, a fingerprint of the source text
+ * (`sourceFingerprint`): two functions of one name with different code never meet. What is left
+ * can still collide (one factory called twice, two classes of identical text in two modules, the
+ * same module loaded twice): every key prefix is claimed here, in a registry shared by every copy
+ * of @cache/core in the process, by the object it stands for — the function given to `cached()`,
+ * or a decorated method on one class. A second object claiming a prefix that a *default* name
+ * claimed is an error asking for `name`: identical source text with different closures is a
+ * different function. Only a `name` given on both sides shares deliberately.
  */
 
 interface Claim {
@@ -35,6 +36,16 @@ const registry: Map<string, Claim> = ((globalThis as Record<symbol, unknown>)[RE
 export function sourceOf(fn: Function): string | undefined {
   const text = Function.prototype.toString.call(fn)
   return text.endsWith('{ [native code] }') ? undefined : text
+}
+
+/**
+ * A short fingerprint of a function's source text (12 hex digits of its SHA-256), part of every
+ * default key name: two builds that give two different functions one name (a minifier renaming
+ * both `o`) still key them apart, and a function whose code changed does not serve the results of
+ * its old code. The same code gives the same fingerprint in every process and build.
+ */
+export function sourceFingerprint(fn: Function): string {
+  return createHash('sha256').update(Function.prototype.toString.call(fn)).digest('hex').slice(0, 12)
 }
 
 /**

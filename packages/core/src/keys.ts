@@ -157,8 +157,13 @@ function builtinText(object: object, proto: object, path: string, seen: Set<obje
   if (proto === ArrayBuffer.prototype || proto === SharedArrayBuffer.prototype)
     return `${(proto as { constructor: Function }).constructor.name}${bufferShape(object as ArrayBuffer)}(${Buffer.from(object as ArrayBuffer).toString('base64')})`
   if (ArrayBuffer.isView(object) && isBuiltinView(proto)) {
+    if (bufferShape(object.buffer) !== '')
+      return fail(
+        path,
+        'a view of a resizable buffer (whether it tracks the buffer as it grows cannot be seen)',
+      )
     const bytes = Buffer.from(object.buffer, object.byteOffset, object.byteLength).toString('base64')
-    return `${(proto as { constructor: Function }).constructor.name}${bufferShape(object.buffer)}(${bytes})`
+    return `${(proto as { constructor: Function }).constructor.name}${viewPlace(object)}(${bytes})`
   }
   const boxed = BOXED.get(proto)
   if (boxed !== undefined)
@@ -173,6 +178,17 @@ function builtinText(object: object, proto: object, path: string, seen: Set<obje
       ? `an instance of ${kind} (a class instance can hold state a key cannot see: #private fields, closures, internal slots)`
       : 'an object with a custom prototype',
   )
+}
+
+/**
+ * Where a view sits, when it is not the whole of its own buffer: `@offset/length of the buffer`
+ * (code can read `byteOffset` and `buffer`, and a view of a small pooled `Buffer` is a window on
+ * a shared 8 KB pool), and `[shared]` for a view of a SharedArrayBuffer.
+ */
+function viewPlace(view: ArrayBufferView): string {
+  const shared = typeof SharedArrayBuffer === 'function' && view.buffer instanceof SharedArrayBuffer
+  const whole = view.byteOffset === 0 && view.byteLength === view.buffer.byteLength
+  return `${shared ? '[shared]' : ''}${whole ? '' : `@${view.byteOffset}/${view.buffer.byteLength}`}`
 }
 
 /** `[resizable max]` for a resizable (or growable) buffer: it behaves differently from a fixed one. */
@@ -214,7 +230,7 @@ function arrayText(array: unknown[], path: string, seen: Set<object>, fail: Fail
   if (extra) return fail(path, 'an array with properties besides its items')
   if (items === array.length) {
     const parts = new Array<string>(items)
-    for (let i = 0; i < items; i++) parts[i] = write(array[i], `${path}[${i}]`, seen, fail)
+    for (let i = 0; i < items; i++) parts[i] = itemText(array, i, `${path}[${i}]`, seen, fail)
     return `[${parts.join(',')}]`
   }
   // Holes: written as the length and the items present, in time proportional to those (an
@@ -222,9 +238,17 @@ function arrayText(array: unknown[], path: string, seen: Set<object>, fail: Fail
   const parts = new Array<string>(items)
   for (let k = 0; k < items; k++) {
     const index = keys[k] as string
-    parts[k] = `${index}:${write(array[index as unknown as number], `${path}[${index}]`, seen, fail)}`
+    parts[k] = `${index}:${itemText(array, index, `${path}[${index}]`, seen, fail)}`
   }
   return `Array(${array.length}){${parts.join(',')}}`
+}
+
+/** One array item, by the same rules as an object's properties: no getters, non-enumerable apart. */
+function itemText(array: unknown[], index: number | string, path: string, seen: Set<object>, fail: Fail) {
+  const descriptor = Object.getOwnPropertyDescriptor(array, index)!
+  if (descriptor.get !== undefined || descriptor.set !== undefined)
+    return fail(path, 'a getter or setter (its value is computed, not held)')
+  return `${descriptor.enumerable ? '' : '~'}${write(descriptor.value, path, seen, fail)}`
 }
 
 /** Argument lists whose stable text is longer than this are hashed instead of inlined. */

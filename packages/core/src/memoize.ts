@@ -24,7 +24,7 @@ import {
   renewGenerations,
   sameGenerations,
 } from './generations.js'
-import { claimPrefix, sourceOf } from './identity.js'
+import { claimPrefix, sourceFingerprint, sourceOf } from './identity.js'
 import { assertMemoNamespace, generationKey, keySegment, lockKey } from './internal-keys.js'
 import { argumentsKey } from './keys.js'
 import { CacheObserver, type CacheEvent, type CacheEventName, type CacheStats } from './stats.js'
@@ -140,10 +140,13 @@ interface Naming {
   defaultPrefix(): string
 }
 
-/** Characters a name may not hold as they are: the key separator, `%`, and the parentheses of `Base.method(Subclass)`. */
-const NAME_SPECIALS = /[%:()]/g
+/**
+ * Characters a name may not hold as they are: the key separator, `%`, the parentheses of
+ * `Base.method(Subclass)` and the `#` before a default name's source fingerprint.
+ */
+const NAME_SPECIALS = /[%:()#]/g
 /** Also `.`, for the class and method parts of a default method name (`Class.method`). */
-const PART_SPECIALS = /[%:().]/g
+const PART_SPECIALS = /[%:().#]/g
 
 const percent = (c: string) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`
 
@@ -184,7 +187,10 @@ export function cached<F extends AnyFunction>(
       'name',
       `cached(): ${name ? `"${name}" is a bound or native function` : 'an anonymous function'} needs a \`name\` option so that its keys are its own`,
     )
-  const prefix = `${keySegment(namespace)}:${nameSegment(name)}:`
+  // A default name carries the fingerprint of the source: see `sourceFingerprint`.
+  const keyName =
+    options.name === undefined ? `${nameSegment(name)}#${sourceFingerprint(fn)}` : nameSegment(name)
+  const prefix = `${keySegment(namespace)}:${keyName}:`
   const scope: [string, ...string[]] = ['fn', namespace, name]
   // Claimed once the other options are checked: a bad option must not hold the name.
   const memo = createMemo(fn, options, {
@@ -606,7 +612,11 @@ function createMemo<F extends AnyFunction>(
     length: { value: fn.length, configurable: true },
     stats: { get: () => observer.stats },
   })
-  memoized.keyFor = (...args) => keysFor(naming.defaultPrefix(), args).entry
+  // `keyFor.call(instance, ...args)` names the entry of a call on `instance` (its class's keys).
+  memoized.keyFor = function (this: unknown, ...args) {
+    const self = this === memoized || this === undefined || this === globalThis ? undefined : this
+    return keysFor(self === undefined ? naming.defaultPrefix() : naming.prefix(self), args).entry
+  } as Memoized<F>['keyFor']
   memoized.invalidate = async (...args) => {
     const part = argumentPart(args)
     const generation = argumentsGeneration(part)
@@ -667,7 +677,7 @@ export function cache(options: CacheOptions | Duration = {}): any {
     if (typeof context === 'object' && context !== null && 'kind' in context) {
       // TC39 standard decorator: (method, context) => replacement
       if (context.kind !== 'method') throw new TypeError(`@cache() decorates methods, not ${context.kind}s`)
-      const naming = new MethodNaming(opts, String(context.name), context.static === true)
+      const naming = new MethodNaming(opts, String(context.name), context.static === true, target)
       const memo = createMemo(target, opts, naming)
       naming.memo = memo
       keepMetadata(target, memo)
@@ -680,7 +690,7 @@ export function cache(options: CacheOptions | Duration = {}): any {
     if (!descriptor || typeof descriptor.value !== 'function')
       throw new TypeError('@cache() decorates methods')
     const original = descriptor.value
-    const naming = new MethodNaming(opts, String(context), typeof target === 'function')
+    const naming = new MethodNaming(opts, String(context), typeof target === 'function', original)
     const memo = createMemo(original, opts, naming)
     naming.memo = memo
     naming.definingClass = typeof target === 'function' ? target : target.constructor
@@ -723,11 +733,18 @@ class MethodNaming implements Naming {
   private readonly functionGeneration: string
   private readonly byClass = new WeakMap<Function, string>()
 
+  /** A subclass that ran the method (its entries are keyed apart): `keyFor()` then needs `this`. */
+  private inheritedBy: string | undefined
+  /** `#` and the fingerprint of the method's source, in default names. */
+  private readonly fingerprint: string
+
   constructor(
     private readonly options: CacheOptions,
     private readonly method: string,
     private readonly isStatic: boolean,
+    source: Function,
   ) {
+    this.fingerprint = `#${sourceFingerprint(source)}`
     this.namespace = options.namespace ?? 'memo'
     assertMemoNamespace(this.namespace)
     assertName(options.name)
@@ -765,6 +782,12 @@ class MethodNaming implements Naming {
   }
 
   defaultPrefix(): string {
+    if (this.inheritedBy !== undefined)
+      throw new CacheConfigError(
+        'name',
+        `@cache(): ${this.method}() also runs on ${this.inheritedBy}, whose entries have their own keys: ` +
+          'call keyFor on the instance, `obj.method.keyFor.call(obj, ...args)`',
+      )
     if (this.definingClass !== undefined) return this.prefix(this.definingClass)
     if (this.options.name !== undefined)
       return `${keySegment(this.namespace)}:${nameSegment(this.options.name)}:`
@@ -780,10 +803,11 @@ class MethodNaming implements Naming {
     const owner = this.ownerOf(runtime)
     this.definingClass ??= owner
     const own = owner === undefined || owner === runtime
+    if (!own) this.inheritedBy ??= runtime.name
     const name = this.options.name
     const base =
       name === undefined
-        ? `${partSegment((owner ?? runtime).name)}.${partSegment(this.method)}`
+        ? `${partSegment((owner ?? runtime).name)}.${partSegment(this.method)}${this.fingerprint}`
         : nameSegment(name)
     const prefix = `${keySegment(this.namespace)}:${own ? base : `${base}(${partSegment(runtime.name)})`}:`
     // The claimant is this method on this class: another class of the same name, or another

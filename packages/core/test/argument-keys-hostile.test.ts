@@ -110,6 +110,44 @@ describe('arguments a function can tell apart never share a key', () => {
     expectApart(new Resizable(2, { maxByteLength: 8 }), new Resizable(2, { maxByteLength: 16 }))
   })
 
+  it('keeps views of the same bytes apart when they sit differently in their buffers', async () => {
+    const offsetOf = cached((view: Uint8Array) => view.byteOffset, {
+      backend: mapBackend(),
+      name: 'offsetOf',
+    })
+    const whole = new Uint8Array([1, 2, 3])
+    const windowed = new Uint8Array(new Uint8Array([9, 9, 1, 2, 3]).buffer, 2, 3)
+    expect(await offsetOf(whole)).toBe(0)
+    expect(await offsetOf(windowed)).toBe(2)
+    expectApart(whole, windowed)
+    expectApart(new DataView(new ArrayBuffer(4), 0, 2), new DataView(new ArrayBuffer(4), 2, 2))
+    expectApart(new Uint8Array(new ArrayBuffer(2)), new Uint8Array(new ArrayBuffer(4), 0, 2))
+    expectApart(new Uint8Array(new SharedArrayBuffer(2)), new Uint8Array(new ArrayBuffer(2)))
+    // The same window of the same bytes is the same key.
+    expect(argumentsKey([windowed])).toBe(
+      argumentsKey([new Uint8Array(new Uint8Array([0, 0, 1, 2, 3]).buffer, 2, 3)]),
+    )
+  })
+
+  it('refuses a view of a resizable buffer: whether it tracks the length cannot be seen', () => {
+    const buffer = new (ArrayBuffer as any)(2, { maxByteLength: 8 }) as ArrayBuffer
+    expect(keyOrError(new Uint8Array(buffer))).toBeInstanceOf(CacheArgumentError)
+  })
+
+  it('keys array items by the same rules as properties: getters refused, non-enumerable apart', () => {
+    const hidden = [1, 2]
+    Object.defineProperty(hidden, 0, { value: 1, enumerable: false })
+    expectApart([1, 2], hidden)
+    expect(argumentsKey([[1, 2]])).not.toBe(argumentsKey([hidden]))
+    const computed = [0, 2]
+    Object.defineProperty(computed, 0, { get: () => Math.random(), enumerable: true })
+    expect(keyOrError(computed)).toBeInstanceOf(CacheArgumentError)
+    const sparse: unknown[] = []
+    sparse[5] = 1
+    Object.defineProperty(sparse, 9, { get: () => 1, enumerable: true })
+    expect(keyOrError(sparse)).toBeInstanceOf(CacheArgumentError)
+  })
+
   it('refuses an `arguments` object with CacheArgumentError pointing at `key`', () => {
     const args = (function (..._a: unknown[]) {
       // biome-ignore lint/complexity/noArguments: the argument under test

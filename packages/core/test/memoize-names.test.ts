@@ -24,31 +24,19 @@ describe('keys are injective: no two (namespace, name) pairs share a key', () =>
 })
 
 describe('a default name is never shared silently with another function', () => {
-  it('throws when a function given that name explicitly meets a default-named one', () => {
+  it('keeps a function given a name apart from a default-named one of that name, either order', async () => {
     const backend = mapBackend()
-    cached(
+    const byDefault = cached(
       function loadDefaultVersusExplicit(id: string) {
         return `d1:${id}`
       },
       { backend },
     )
-    const explicit = () =>
-      cached(async (id: string) => `d2:${id}`, { backend, name: 'loadDefaultVersusExplicit' })
-    expect(explicit).toThrow(CacheConfigError)
-    expect(explicit).toThrow(/loadDefaultVersusExplicit.*`name`/s)
-  })
-
-  it('throws the other way round too: explicit name first, default name second', () => {
-    const backend = mapBackend()
-    cached(async (id: string) => `e:${id}`, { backend, name: 'loadExplicitFirst' })
-    expect(() =>
-      cached(
-        function loadExplicitFirst(id: string) {
-          return `d:${id}`
-        },
-        { backend },
-      ),
-    ).toThrow(/loadExplicitFirst.*`name`/s)
+    const explicit = cached(async (id: string) => `d2:${id}`, { backend, name: 'loadDefaultVersusExplicit' })
+    expect(explicit.keyFor('1')).not.toBe(byDefault.keyFor('1'))
+    expect(await byDefault('1')).toBe('d1:1')
+    expect(await explicit('1')).toBe('d2:1')
+    expect(await byDefault('1')).toBe('d1:1')
   })
 
   it('throws for identical source text with different closures (a project helper around cached())', async () => {
@@ -101,10 +89,11 @@ describe('a default name is never shared silently with another function', () => 
 
   it('says what to do in the error: pass `name`, and how to share deliberately', () => {
     const backend = mapBackend()
-    cached(function actionableMessage() {}, { backend })
+    const make = () => cached(function actionableMessage() {}, { backend })
+    make()
     const error = (() => {
       try {
-        cached(function actionableMessage() {}, { backend })
+        make()
       } catch (e) {
         return e as CacheConfigError
       }
