@@ -23,7 +23,7 @@ import {
 } from './dispatch.js'
 import { Flight, type Shared } from './flight.js'
 import { type Settings, urlVersionKey } from './options.js'
-import { isSafeCustomKey, requestKey, variantKey } from './request-key.js'
+import { isRoutedAsSent, isSafeCustomKey, requestKey, variantKey } from './request-key.js'
 import {
   bodyEtag,
   etagMatches,
@@ -102,24 +102,25 @@ export class ResponseCache {
     if (this.handled.has(req)) return run()
     this.handled.add(req)
     const method = req.method
-    if (method !== 'GET' && method !== 'HEAD') return this.bypass(res, run, 'method', 'method')
+    if (method !== 'GET' && method !== 'HEAD') return this.bypass(req, res, run, 'method', 'method')
     const s = this.settings
     // A GET with a body ("fat GET"): a body parser could make the response depend on what is not keyed.
-    if (hasBody(req)) return this.bypass(res, run, 'request', 'body')
+    if (hasBody(req)) return this.bypass(req, res, run, 'request', 'body')
     if (!s.allowAuthorized && req.headers.authorization !== undefined)
-      return this.bypass(res, run, 'request', 'authorization')
-    if (!s.allowCookies && req.headers.cookie !== undefined) return this.bypass(res, run, 'request', 'cookie')
+      return this.bypass(req, res, run, 'request', 'authorization')
+    if (!s.allowCookies && req.headers.cookie !== undefined)
+      return this.bypass(req, res, run, 'request', 'cookie')
     let key: string
     let versionKeys: string[]
     try {
       const resolved = this.resolveKey(req)
-      if (typeof resolved !== 'string') return this.bypass(res, run, 'request', resolved.bypass)
+      if (typeof resolved !== 'string') return this.bypass(req, res, run, 'request', resolved.bypass)
       key = resolved
       versionKeys = [...s.prefixVersionKeys, urlVersionKey(key)]
       if (s.tags) for (const tag of s.tags(req)) versionKeys.push(tagVersionKey(tag))
     } catch (error) {
       this.observer.error('key', error)
-      return this.bypass(res, run, 'request', 'key-error')
+      return this.bypass(req, res, run, 'request', 'key-error')
     }
     return this.lookup(req, res, run, position, key, versionKeys, [])
   }
@@ -184,9 +185,14 @@ export class ResponseCache {
     return ttls
   }
 
-  /** The key, or why the request bypasses the cache. */
+  /**
+   * The key, or why the request bypasses the cache: `rewritten-url` when Express routes another URL
+   * than the one the request was sent with (middleware before the cache rewrote `req.url`), with
+   * the built-in key and a custom one alike.
+   */
   private resolveKey(req: Request): string | { bypass: string } {
     const s = this.settings
+    if (!isRoutedAsSent(req)) return { bypass: 'rewritten-url' }
     if (s.key) {
       const custom = s.key(req)
       return isSafeCustomKey(custom) ? `${s.keyPrefix}:${custom}` : { bypass: 'key' }
@@ -633,8 +639,18 @@ export class ResponseCache {
     return run()
   }
 
-  private bypass(res: ServerResponse, run: () => unknown, fwd: string, detail: string): unknown {
+  private bypass(
+    req: Request,
+    res: ServerResponse,
+    run: () => unknown,
+    fwd: string,
+    detail: string,
+  ): unknown {
     this.setStatus(res, fwd === 'method' ? 'fwd=method' : `fwd=${fwd}; detail=${detail}`, 'BYPASS')
+    // A background refresh that the cache does not handle stores nothing: it is over now, the app
+    // may still answer it.
+    const report = (req as any)[REVALIDATE] as RevalidateReport | undefined
+    report?.(new CacheError(`the refresh of ${req.originalUrl ?? req.url} bypassed the cache (${detail})`))
     return run()
   }
 
