@@ -370,7 +370,7 @@ export class ResponseCache {
       flight.withdraw()
       forget()
     }
-    const watch = new DispatchWatch(position, observeDispatch(req), s.skippedOnHits)
+    const watch = new DispatchWatch(position, observeDispatch(req), s.skippedOnHits, req)
     // Every change to what ran after the cache only makes a verdict final: release at the first.
     watch.onChange = () => {
       if (watch.verdict() !== undefined) release()
