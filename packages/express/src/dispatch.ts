@@ -77,6 +77,7 @@ export class DispatchWatch {
   private passedOn = false
   private failed = false
   private opaque = false
+  private hidden = false
   /** Values of `req.next` set after the cache started that no wrapped router or layer accounts for. */
   private readonly unproven = new Set<unknown>()
   /** `req.route` when the cache started. */
@@ -99,11 +100,13 @@ export class DispatchWatch {
    * `handler-error` when an error went through `next(error)`, an error handler or a throw;
    * `next` when the handler passed the request on; `middleware-after-cache` when any other
    * function ran between the cache and the handler, or when that cannot be known (a router or
-   * route of a copy of Express the cache cannot see into ran after it).
+   * route of a copy of Express the cache cannot see into ran after it); `hidden-middleware` when
+   * a function after the cache runs middleware of its own (a NestJS route).
    */
   verdict(): string | undefined {
     if (this.failed) return 'handler-error'
     if (this.unproven.size > 0 || this.unobservedRoute()) return 'middleware-after-cache'
+    if (this.hidden) return 'hidden-middleware'
     if (this.position === 'handler') {
       if (this.passedOn) return 'next'
       return this.functions > 0 ? 'middleware-after-cache' : undefined
@@ -129,10 +132,11 @@ export class DispatchWatch {
     }
   }
 
-  entered(fn: Function, opaque: boolean): void {
+  entered(fn: Function, opaque: boolean, hidden: boolean): void {
     if (this.skipped.has(fn)) return
     this.functions++
     if (opaque) this.opaque = true
+    if (hidden) this.hidden = true
     this.onChange()
   }
 
@@ -347,7 +351,8 @@ function record(layer: Layer, req: IncomingMessage, watches: DispatchWatch[], ne
     })
   }
   const opaque = isOpaque(fn)
-  for (const watch of watching) watch.entered(fn, opaque)
+  const hidden = runsHiddenMiddleware(fn)
+  for (const watch of watching) watch.entered(fn, opaque, hidden)
   return own((error?: unknown) => {
     for (const watch of watching) watch.left(fn, error)
     return next(error)
@@ -380,6 +385,21 @@ function isStructure(layer: Layer, fn: Function): boolean {
 function isOpaque(fn: Function): boolean {
   const candidate = fn as { stack?: unknown; handle?: unknown }
   return Array.isArray(candidate.stack) || typeof candidate.handle === 'function'
+}
+
+/**
+ * A route function that runs middleware of its own, out of the dispatch's sight: the function
+ * NestJS registers with Express for a controller method runs that method's guards, interceptors
+ * and pipes inside it. Nest copies the method's metadata onto it, its route `path` and `method`
+ * among them (reflect-metadata, which Nest loads).
+ */
+function runsHiddenMiddleware(fn: Function): boolean {
+  const reflect = Reflect as { getOwnMetadata?: (key: string, target: object) => unknown }
+  return (
+    typeof reflect.getOwnMetadata === 'function' &&
+    reflect.getOwnMetadata('method', fn) !== undefined &&
+    reflect.getOwnMetadata('path', fn) !== undefined
+  )
 }
 
 /**

@@ -52,11 +52,21 @@ interface ExpressApp {
 }
 
 /**
- * Marks the synthetic request of a stale-while-revalidate refresh; its value reports the outcome
- * (an error when the refreshed response was not stored).
+ * Marks the synthetic request of a stale-while-revalidate refresh: the cache that started it, and
+ * how it reports the outcome (an error when the refreshed response was not stored). Other caches
+ * the refresh passes treat it as any request.
  */
 const REVALIDATE = Symbol.for('@cache/express revalidate')
 type RevalidateReport = (error?: unknown) => void
+type Refresh = { engine: ResponseCache; report: RevalidateReport }
+
+/**
+ * The keys the caches handling a request resolved, with their backends: a cache inside another
+ * one that reads the same entry must not store it (the outer one would replay it to requests that
+ * never reached what runs between them).
+ */
+const RESOLVED = Symbol('@cache/express resolved keys')
+type Resolved = { backend: CacheBackend; key: string }[]
 
 /** Request headers a refresh leaves out: it must get the whole, unconditional response. */
 const CONDITIONAL_HEADERS = [
@@ -122,6 +132,11 @@ export class ResponseCache {
       this.observer.error('key', error)
       return this.bypass(req, res, run, 'request', 'key-error')
     }
+    const backend = this.backend()
+    const resolved = ((req as any)[RESOLVED] ??= []) as Resolved
+    if (resolved.some((r) => r.key === key && r.backend === backend))
+      return this.bypass(req, res, run, 'bypass', 'nested-cache')
+    resolved.push({ backend, key })
     return this.lookup(req, res, run, position, key, versionKeys, [])
   }
 
@@ -277,7 +292,7 @@ export class ResponseCache {
     waited: readonly Flight[],
   ): unknown {
     const s = this.settings
-    const revalidating = isRevalidation(req)
+    const revalidating = this.refreshReport(req) !== undefined
     const now = s.now()
     if (!revalidating && isStoredResponse(found) && sameGenerations(found.versions, versions)) {
       if (now < found.staleAt) {
@@ -360,7 +375,7 @@ export class ResponseCache {
     missKind: string,
   ): unknown {
     const s = this.settings
-    const report = (req as any)[REVALIDATE] as RevalidateReport | undefined
+    const report = this.refreshReport(req)
     const flight = new Flight(s.keyPrefix, key)
     if (report === undefined) this.inflight.set(flightKey, flight)
     const forget = () => {
@@ -620,7 +635,7 @@ export class ResponseCache {
       // Stops a handler still writing (a stream, a timer) from holding anything.
       socket.destroy()
     }
-    ;(copy as any)[REVALIDATE] = finish
+    ;(copy as any)[REVALIDATE] = { engine: this, report: finish } satisfies Refresh
     try {
       app.handle!(copy, response, (error?: unknown) =>
         finish(
@@ -630,6 +645,12 @@ export class ResponseCache {
     } catch (error) {
       finish(error)
     }
+  }
+
+  /** How a refresh this cache started reports its outcome, when `req` is one. */
+  private refreshReport(req: Request): RevalidateReport | undefined {
+    const refresh = (req as any)[REVALIDATE] as Refresh | undefined
+    return refresh?.engine === this ? refresh.report : undefined
   }
 
   private lookupFailed(res: ServerResponse, run: () => unknown, error: unknown, key: string): unknown {
@@ -649,8 +670,9 @@ export class ResponseCache {
     this.setStatus(res, fwd === 'method' ? 'fwd=method' : `fwd=${fwd}; detail=${detail}`, 'BYPASS')
     // A background refresh that the cache does not handle stores nothing: it is over now, the app
     // may still answer it.
-    const report = (req as any)[REVALIDATE] as RevalidateReport | undefined
-    report?.(new CacheError(`the refresh of ${req.originalUrl ?? req.url} bypassed the cache (${detail})`))
+    this.refreshReport(req)?.(
+      new CacheError(`the refresh of ${req.originalUrl ?? req.url} bypassed the cache (${detail})`),
+    )
     return run()
   }
 
@@ -696,10 +718,6 @@ class DiscardingSocket extends Duplex {
   setKeepAlive(): this {
     return this
   }
-}
-
-function isRevalidation(req: IncomingMessage): boolean {
-  return (req as any)[REVALIDATE] !== undefined
 }
 
 /** The top-level app of a request: a refresh must enter where the original request entered. */

@@ -248,6 +248,46 @@ describe.each(EXPRESS)('middleware after the cache, on %s', (_name, express) => 
     expect(first.headers['cache-status']).toBe('@cache; fwd=uri-miss; detail=next')
   })
 
+  it('a global cache never replays what a route cache after a guard stored under the same key', async () => {
+    const backend = memory()
+    const app = express()
+    app.use(cacheResponse({ backend }))
+    const inner = cacheResponse({ backend })
+    app.get('/admin/report', requireApiKey, inner, report)
+    const r = await serve(app)
+    const admin = { headers: { 'x-api-key': 'admin-key' } }
+    const first = await r.request('/admin/report', admin)
+    expect(first.status).toBe(200)
+    expect(first.headers['cache-status']).not.toMatch(/stored/)
+    expect(inner.stats.sets).toBe(0)
+    for (let i = 0; i < 2; i++) {
+      expect((await r.request('/admin/report', admin)).status).toBe(200)
+      const anonymous = await r.request('/admin/report')
+      expect(anonymous.status).toBe(401)
+      expect(text(anonymous)).not.toContain('revenue')
+    }
+  })
+
+  it('nested caches with their own keyPrefix: the route cache stores after the guard, the global one never replays it', async () => {
+    const backend = memory()
+    const app = express()
+    app.use(cacheResponse({ backend }))
+    let runs = 0
+    app.get(
+      '/admin/report',
+      requireApiKey,
+      cacheResponse({ backend, keyPrefix: 'admin' }),
+      (_req: any, res: any) => res.json({ revenue: 1_000_000, run: ++runs }),
+    )
+    const r = await serve(app)
+    const admin = { headers: { 'x-api-key': 'admin-key' } }
+    await r.request('/admin/report', admin)
+    const hit = await r.request('/admin/report', admin)
+    expect(isHit(hit)).toBe(true)
+    expect(JSON.parse(text(hit)).run).toBe(1)
+    expect((await r.request('/admin/report')).status).toBe(401)
+  })
+
   it('on a route after its guard, caches and still answers every anonymous request with 401', async () => {
     const app = express()
     app.get('/admin/report', requireApiKey, cacheResponse({ backend: memory() }), report)
