@@ -3,7 +3,7 @@
  * that makes a response private, a proxy in front of the app, handlers that lie about their
  * length or die mid-response. Every test asserts what another client receives.
  */
-import { Readable } from 'node:stream'
+import { PassThrough, pipeline, Readable } from 'node:stream'
 import compression from 'compression'
 import session from 'express-session'
 import { describe, expect, it } from 'vitest'
@@ -475,6 +475,71 @@ describe.each(EXPRESS)('a body that did not complete is never stored, on %s', (_
     expect(full).not.toBeInstanceOf(Error)
     expect((full as Reply).body.length).toBe(2000)
     expect(calls.n).toBe(2)
+  })
+
+  /** A source that sends two chunks, then fails (or, once `fail` is false, ends). */
+  function failingSource(state: { fail: boolean }, how: 'error' | 'destroy' = 'error') {
+    const chunks = ['{"items":[1,2,', '3]}']
+    return new Readable({
+      read() {
+        if (chunks.length > (state.fail ? 1 : 0)) return void this.push(chunks.shift())
+        if (!state.fail) return void this.push(null)
+        setTimeout(() => (how === 'error' ? this.destroy(new Error('disk read failed')) : this.destroy()), 10)
+      },
+    })
+  }
+
+  it.each(['error', 'destroy'] as const)(
+    'a piped source that fails half-way (%s), ended by the handler itself: not stored',
+    async (how) => {
+      const state = { fail: true }
+      const { a, calls } = app((_req, res) => {
+        res.type('json')
+        const source = failingSource(state, how)
+        // The failure is swallowed: the handler ends the response as if the body were whole.
+        source.on('error', () => res.end())
+        source.on('close', () => res.end())
+        source.pipe(res)
+      })
+      const r = await serve(a)
+      const cut = await attempt(r.port, '/x')
+      expect(text(cut as Reply)).toBe('{"items":[1,2,')
+      state.fail = false
+      expect(text((await attempt(r.port, '/x')) as Reply)).toBe('{"items":[1,2,3]}')
+      const hit = await attempt(r.port, '/x')
+      expect(text(hit as Reply)).toBe('{"items":[1,2,3]}')
+      expect(isHit(hit as Reply)).toBe(true)
+      expect(calls.n).toBe(2)
+    },
+  )
+
+  it('a source that fails before a transform piped into the response, ended by the handler: not stored', async () => {
+    const state = { fail: true }
+    const { a, calls } = app((_req, res) => {
+      res.type('json')
+      const source = failingSource(state)
+      const through = new PassThrough()
+      source.on('error', () => res.end())
+      source.pipe(through).pipe(res)
+    })
+    const r = await serve(a)
+    expect(text((await attempt(r.port, '/x')) as Reply)).toBe('{"items":[1,2,')
+    state.fail = false
+    expect(text((await attempt(r.port, '/x')) as Reply)).toBe('{"items":[1,2,3]}')
+    expect(calls.n).toBe(2)
+  })
+
+  it('a source piped with stream.pipeline that completes is stored', async () => {
+    const { a, calls } = app((_req, res) => {
+      res.type('json')
+      pipeline(failingSource({ fail: false }), res, () => {})
+    })
+    const r = await serve(a)
+    await attempt(r.port, '/x')
+    const hit = await attempt(r.port, '/x')
+    expect(isHit(hit as Reply)).toBe(true)
+    expect(text(hit as Reply)).toBe('{"items":[1,2,3]}')
+    expect(calls.n).toBe(1)
   })
 
   it('the client aborts mid-stream: not stored', async () => {
