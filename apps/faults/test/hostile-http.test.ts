@@ -1030,23 +1030,32 @@ describe.each(majors)('%s, attacked from every position', (_major, expressOf) =>
     expect(anonymous.body).not.toContain('SECRET')
   })
 
-  it('a global cache never replays what a route cache after a guard stored under the same key', async () => {
-    const shared = memoryBackend()
-    const app = expressOf()
-    app.use(cacheResponse({ backend: shared, ttl: 60 }))
-    app.get('/admin/payroll', requireKey, cacheResponse({ backend: shared, ttl: 60 }), (_req, res) =>
-      res.send('SECRET payroll'),
-    )
-    const port = await serve(app)
-    for (let i = 0; i < 2; i++) {
-      expect((await send(port, '/admin/payroll', { ...host, 'x-api-key': 'admin-key' })).body).toBe(
-        'SECRET payroll',
+  it.each([
+    ['an API-key guard', { 'x-api-key': 'admin-key' }, {}],
+    // The global cache passes requests with Authorization through; the route cache allows them.
+    ['a bearer guard', { authorization: 'Bearer admin' }, { allowAuthorized: true }],
+  ])(
+    'a global cache never replays what a route cache behind %s stored under the same key',
+    async (_, admin, inner) => {
+      const shared = memoryBackend()
+      const app = expressOf()
+      app.use(cacheResponse({ backend: shared, ttl: 60 }))
+      const guard = (req: any, res: any, next: any) =>
+        req.get('x-api-key') === 'admin-key' || req.get('authorization') === 'Bearer admin'
+          ? next()
+          : res.status(403).send('forbidden')
+      app.get('/admin/payroll', guard, cacheResponse({ backend: shared, ttl: 60, ...inner }), (_req, res) =>
+        res.send('SECRET payroll'),
       )
-      const anonymous = await send(port, '/admin/payroll', host)
-      expect(anonymous.status).toBe(403)
-      expect(anonymous.body).not.toContain('SECRET')
-    }
-  })
+      const port = await serve(app)
+      for (let i = 0; i < 2; i++) {
+        expect((await send(port, '/admin/payroll', { ...host, ...admin })).body).toBe('SECRET payroll')
+        const anonymous = await send(port, '/admin/payroll', host)
+        expect(anonymous.status).toBe(403)
+        expect(anonymous.body).not.toContain('SECRET')
+      }
+    },
+  )
 
   it('a request target with an empty query never shares the entry of the target without it', async () => {
     const app = expressOf()

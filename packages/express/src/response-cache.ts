@@ -53,20 +53,21 @@ interface ExpressApp {
 
 /**
  * Marks the synthetic request of a stale-while-revalidate refresh: the cache that started it, and
- * how it reports the outcome (an error when the refreshed response was not stored). Other caches
- * the refresh passes treat it as any request.
+ * how it reports the outcome (an error when the refreshed response was not stored). Every cache
+ * it passes answers it fresh (no hit, no shared flight); only the one that started it reports.
  */
 const REVALIDATE = Symbol.for('@cache/express revalidate')
 type RevalidateReport = (error?: unknown) => void
 type Refresh = { engine: ResponseCache; report: RevalidateReport }
 
 /**
- * The keys the caches handling a request resolved, with their backends: a cache inside another
- * one that reads the same entry must not store it (the outer one would replay it to requests that
- * never reached what runs between them).
+ * The caches a request passed, outermost first, and the dispatch each one watches while it runs
+ * the rest of the request: a cache inside another one that reads its entries (same backend and
+ * `keyPrefix`) stores only what the outer one could have stored, or the outer one would replay it
+ * to requests that never reached what runs between them.
  */
-const RESOLVED = Symbol('@cache/express resolved keys')
-type Resolved = { backend: CacheBackend; key: string }[]
+const CACHES = Symbol('@cache/express caches passed')
+type Passed = { engine: ResponseCache; watch?: DispatchWatch }[]
 
 /** Request headers a refresh leaves out: it must get the whole, unconditional response. */
 const CONDITIONAL_HEADERS = [
@@ -111,6 +112,7 @@ export class ResponseCache {
   handle(req: Request, res: ServerResponse, run: Run, position: CachePosition): unknown {
     if (this.handled.has(req)) return run()
     this.handled.add(req)
+    ;(((req as any)[CACHES] ??= []) as Passed).push({ engine: this })
     const method = req.method
     if (method !== 'GET' && method !== 'HEAD') return this.bypass(req, res, run, 'method', 'method')
     const s = this.settings
@@ -132,11 +134,6 @@ export class ResponseCache {
       this.observer.error('key', error)
       return this.bypass(req, res, run, 'request', 'key-error')
     }
-    const backend = this.backend()
-    const resolved = ((req as any)[RESOLVED] ??= []) as Resolved
-    if (resolved.some((r) => r.key === key && r.backend === backend))
-      return this.bypass(req, res, run, 'bypass', 'nested-cache')
-    resolved.push({ backend, key })
     return this.lookup(req, res, run, position, key, versionKeys, [])
   }
 
@@ -292,7 +289,8 @@ export class ResponseCache {
     waited: readonly Flight[],
   ): unknown {
     const s = this.settings
-    const revalidating = this.refreshReport(req) !== undefined
+    // A refresh (of this cache or of another one it passes) asks for a fresh response: no hit.
+    const revalidating = isRefresh(req)
     const now = s.now()
     if (!revalidating && isStoredResponse(found) && sameGenerations(found.versions, versions)) {
       if (now < found.staleAt) {
@@ -377,7 +375,7 @@ export class ResponseCache {
     const s = this.settings
     const report = this.refreshReport(req)
     const flight = new Flight(s.keyPrefix, key)
-    if (report === undefined) this.inflight.set(flightKey, flight)
+    if (!isRefresh(req)) this.inflight.set(flightKey, flight)
     const forget = () => {
       if (this.inflight.get(flightKey) === flight) this.inflight.delete(flightKey)
     }
@@ -386,6 +384,9 @@ export class ResponseCache {
       forget()
     }
     const watch = new DispatchWatch(position, observeDispatch(req), s.skippedOnHits, req)
+    const passed = (req as any)[CACHES] as Passed | undefined
+    const self = passed?.find((p) => p.engine === this)
+    if (self !== undefined) self.watch = watch
     // Every change to what ran after the cache only makes a verdict final: release at the first.
     watch.onChange = () => {
       if (watch.verdict() !== undefined) release()
@@ -441,6 +442,7 @@ export class ResponseCache {
             : flight.invalidated
               ? 'invalidated'
               : (watch.verdict() ??
+                this.nestedRefusal(req) ??
                 (s.now() >= ready.entry.staleAt ? 'expired before it finished' : undefined))
         if (reason !== undefined || ready === undefined) {
           release()
@@ -494,7 +496,7 @@ export class ResponseCache {
     const s = this.settings
     // Middleware behind the cache turned the request into another method (a method override).
     if (req.method !== 'GET') return 'method'
-    const verdict = watch.verdict()
+    const verdict = watch.verdict() ?? this.nestedRefusal(req)
     if (verdict !== undefined) return verdict
     if (!s.storable(finalStatus) || !s.storable(status)) return 'status'
     const reason = unstorableReason(headers)
@@ -508,6 +510,32 @@ export class ResponseCache {
       there = undefined
     }
     return there === key ? undefined : 'key-changed'
+  }
+
+  /**
+   * `nested-cache` when a cache before this one on the request reads the same entries (same
+   * backend and `keyPrefix`) and could not have stored this response: it passed the request
+   * through (for its own reasons: `Authorization`, a cookie, …), or something it watched ran
+   * between it and this cache. Its hits would skip what this cache's entry was made behind.
+   */
+  private nestedRefusal(req: Request): string | undefined {
+    const passed = (req as any)[CACHES] as Passed | undefined
+    if (passed === undefined) return undefined
+    for (const outer of passed) {
+      if (outer.engine === this) return undefined
+      if (!this.sharesEntriesWith(outer.engine)) continue
+      if (outer.watch === undefined || outer.watch.verdict() !== undefined) return 'nested-cache'
+    }
+    return undefined
+  }
+
+  private sharesEntriesWith(other: ResponseCache): boolean {
+    if (other.settings.keyPrefix !== this.settings.keyPrefix) return false
+    try {
+      return other.backend() === this.backend()
+    } catch {
+      return true
+    }
   }
 
   private toEntry(captured: CapturedResponse, versions: number[]): StoredResponse {
@@ -718,6 +746,10 @@ class DiscardingSocket extends Duplex {
   setKeepAlive(): this {
     return this
   }
+}
+
+function isRefresh(req: IncomingMessage): boolean {
+  return (req as any)[REVALIDATE] !== undefined
 }
 
 /** The top-level app of a request: a refresh must enter where the original request entered. */

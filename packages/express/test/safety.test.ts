@@ -268,6 +268,41 @@ describe.each(EXPRESS)('middleware after the cache, on %s', (_name, express) => 
     }
   })
 
+  it('a global cache that passed a request through (Authorization) never replays what a route cache stored for it', async () => {
+    const backend = memory()
+    const app = express()
+    app.use(cacheResponse({ backend }))
+    const requireBearer = (req: any, res: any, next: any) =>
+      req.get('authorization') === 'Bearer admin' ? next() : res.status(401).send('login required')
+    app.get('/admin/report', requireBearer, cacheResponse({ backend, allowAuthorized: true }), report)
+    const r = await serve(app)
+    expect((await r.request('/admin/report', { headers: { authorization: 'Bearer admin' } })).status).toBe(
+      200,
+    )
+    expect((await r.request('/admin/report', { headers: { authorization: 'Bearer admin' } })).status).toBe(
+      200,
+    )
+    const anonymous = await r.request('/admin/report')
+    expect(anonymous.status).toBe(401)
+    expect(text(anonymous)).not.toContain('revenue')
+  })
+
+  it('a route cache with nothing between it and a global cache of the same key still stores, with its own ttl', async () => {
+    let now = 1_000_000
+    const backend = memory(() => now)
+    const app = express()
+    app.use(cacheResponse({ backend, ttl: 600, now: () => now }))
+    const route = cacheResponse({ backend, ttl: 5, now: () => now })
+    let runs = 0
+    app.get('/news', route, (_req: any, res: any) => res.send(`news ${++runs}`))
+    const r = await serve(app)
+    expect(text(await r.request('/news'))).toBe('news 1')
+    expect(route.stats.sets).toBe(1)
+    expect(text(await r.request('/news'))).toBe('news 1')
+    now += 6_000
+    expect(text(await r.request('/news'))).toBe('news 2')
+  })
+
   it('nested caches with their own keyPrefix: the route cache stores after the guard, the global one never replays it', async () => {
     const backend = memory()
     const app = express()
