@@ -14,8 +14,9 @@ export interface InvalidateOptions {
 
 /**
  * Removes the stored response for a URL (`https://example.com/a?b=1`, or a path with `host`),
- * every variant included, as requested over http and over https (the app may see either behind a
- * proxy). Give `headers` and `vary` when the middleware keyed on request headers.
+ * with every variant its responses made with `Vary`, as requested over http and over https (the
+ * app may see either behind a proxy). Give `headers` and `vary` when the middleware keyed on
+ * request headers (its `vary` option): only the entry for those header values is reached.
  * `true` if something was removed.
  */
 export async function invalidateResponse(
