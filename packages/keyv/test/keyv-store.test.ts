@@ -1,4 +1,7 @@
+import { CacheSerializationError, CacheUnavailableError } from '@cache/core'
 import { memoryBackend } from '@cache/memory'
+import { redisBackend } from '@cache/redis'
+import { startRedis } from '@cache/test-servers'
 import { Cacheable } from 'cacheable'
 import { createCache } from 'cache-manager'
 import { Keyv } from 'keyv'
@@ -58,22 +61,6 @@ describe('toKeyvStore through Keyv 5', () => {
     expect(await keyv.get('b')).toBeUndefined()
   })
 
-  it('surfaces backend failures as Keyv errors', async () => {
-    const failing = {
-      name: 'failing',
-      get: async () => {
-        throw new Error('down')
-      },
-      set: async () => {},
-      delete: async () => false,
-      clear: async () => {},
-    }
-    const keyv = new Keyv({ store: toKeyvStore(failing), throwOnErrors: true })
-    const errors: unknown[] = []
-    keyv.on('error', (error) => errors.push(error))
-    await expect(keyv.get('k')).rejects.toThrow('down')
-  })
-
   it('closes the backend on disconnect, unless told not to', async () => {
     let closed = 0
     const backend = { ...plain(), close: async () => void closed++ }
@@ -81,6 +68,79 @@ describe('toKeyvStore through Keyv 5', () => {
     expect(closed).toBe(1)
     await new Keyv({ store: toKeyvStore(backend, { closeOnDisconnect: false }) }).disconnect()
     expect(closed).toBe(1)
+  })
+})
+
+describe('toKeyvStore failures, reported as Keyv’s own adapters report them', () => {
+  it('emits each failure once as a Keyv error event and answers a miss, while the Redis behind it is down', async () => {
+    const redis = await startRedis({ spawn: true })
+    const keyv = new Keyv({ store: toKeyvStore(redisBackend(redis.url, { namespace: 'down' })) })
+    const errors: unknown[] = []
+    keyv.on('error', (error) => errors.push(error))
+    try {
+      expect(await keyv.set('k', 'v')).toBe(true)
+      await redis.process!.kill()
+      expect(await keyv.get('k')).toBeUndefined()
+      expect(await keyv.get(['k', 'other'])).toEqual([undefined, undefined])
+      expect(await keyv.has('k')).toBe(false)
+      expect(await keyv.has(['k', 'other'])).toEqual([false, false])
+      expect(errors).toHaveLength(4)
+      expect(await keyv.set('k', 'w')).toBe(false)
+      expect(await keyv.delete('k')).toBe(false)
+      await keyv.clear()
+      expect(errors).toHaveLength(7)
+      for (const error of errors) expect(error).toBeInstanceOf(CacheUnavailableError)
+    } finally {
+      await redis.stop()
+      await keyv.disconnect()
+    }
+  })
+
+  it('throws the failures when the adapter and Keyv are told to (throwOnErrors), still one event each', async () => {
+    const failing = {
+      name: 'failing',
+      get: async () => {
+        throw new Error('down')
+      },
+      set: async () => {
+        throw new Error('down')
+      },
+      delete: async () => false,
+      clear: async () => {},
+    }
+    const keyv = new Keyv({ store: toKeyvStore(failing, { throwOnErrors: true }), throwOnErrors: true })
+    const errors: unknown[] = []
+    keyv.on('error', (error) => errors.push(error))
+    await expect(keyv.get('k')).rejects.toThrow('down')
+    await expect(keyv.get(['k', 'j'])).rejects.toThrow('down')
+    await expect(keyv.set('k', 1)).rejects.toThrow('down')
+    expect(errors).toHaveLength(3)
+  })
+
+  it('throws the caller’s errors whatever throwOnErrors says: a value the backend cannot store', async () => {
+    const redis = await startRedis()
+    // Without a Keyv serializer the backend serializes the envelope itself, and refuses a class instance.
+    const keyv = new Keyv({
+      store: toKeyvStore(redisBackend(redis.url, { namespace: 'caller' })),
+      serialize: undefined,
+      deserialize: undefined,
+    })
+    const errors: unknown[] = []
+    keyv.on('error', (error) => errors.push(error))
+    try {
+      class Money {
+        constructor(readonly cents: number) {}
+      }
+      // Keyv's contract for a write it could not do: `false` and one error event.
+      expect(await keyv.set('price', new Money(5))).toBe(false)
+      expect(errors).toHaveLength(1)
+      expect(errors[0]).toBeInstanceOf(CacheSerializationError)
+      keyv.throwOnErrors = true
+      await expect(keyv.set('price', new Money(5))).rejects.toBeInstanceOf(CacheSerializationError)
+    } finally {
+      await keyv.disconnect()
+      await redis.stop()
+    }
   })
 })
 
