@@ -2,9 +2,18 @@ import { EventEmitter } from 'node:events'
 import { type CacheBackend, isCacheError, isUnavailable, type MinimalBackend, toBackend } from '@cache/core'
 import type { KeyvStoreAdapter, StoredData } from 'keyv'
 
+/**
+ * The backend for one Keyv namespace, given that namespace (`undefined` for a Keyv without one),
+ * e.g. `(namespace) => redisBackend(client, { namespace })`.
+ */
+export type BackendForNamespace = (namespace: string | undefined) => CacheBackend | MinimalBackend
+
 /** Options of {@link toKeyvStore}. */
 export interface KeyvStoreOptions {
-  /** `disconnect()` (called by `keyv.disconnect()`) closes the backend. Default: true. */
+  /**
+   * `disconnect()` (called by `keyv.disconnect()`) closes the backend, or every backend the
+   * {@link BackendForNamespace} function returned. Default: true.
+   */
   closeOnDisconnect?: boolean
   /**
    * Throw the backend's failures to Keyv instead of answering a miss (`undefined`, `false`), as
@@ -19,8 +28,11 @@ export interface KeyvStoreOptions {
  *
  * Keyv hands the adapter its `{ value, expires }` envelope (serialized by Keyv unless told
  * otherwise) and a TTL in ms; the backend stores the envelope with that TTL, so entries expire
- * in the backend as well. Keys arrive prefixed by Keyv's namespace. `clear()` clears the
- * backend's namespace: give each Keyv namespace its own backend namespace.
+ * in the backend as well. Keys are stored as Keyv hands them (prefixed by its namespace).
+ *
+ * Namespaces: given a function of the namespace ({@link BackendForNamespace}), each Keyv namespace
+ * gets its own backend namespace, so `clear()` of one leaves the others alone. Given one
+ * backend, every Keyv namespace shares it and `clear()` clears the whole backend namespace.
  *
  * Failures follow the contract of Keyv's own adapters: each is emitted once as an `error` event
  * (which Keyv re-emits) and answered as a miss, unless `throwOnErrors`. A caller's error (a value
@@ -29,18 +41,37 @@ export interface KeyvStoreOptions {
 export class KeyvStoreFromBackend extends EventEmitter implements KeyvStoreAdapter {
   /** Read by Keyv and cacheable; `dialect` names where the data lives. */
   readonly opts: { dialect: string; url: string }
-  /** Set by Keyv to its namespace; keys already carry it, so it is informational here. */
+  /** Set by Keyv to its namespace; picks the backend when the adapter was given a function. */
   namespace: string | undefined
-  readonly backend: CacheBackend
+  private readonly single: CacheBackend | undefined
+  private readonly forNamespace: BackendForNamespace | undefined
+  /** What `forNamespace` returned, by namespace. */
+  private readonly backends = new Map<string | undefined, CacheBackend>()
   private readonly closeOnDisconnect: boolean
   private readonly throwOnErrors: boolean
 
-  constructor(backend: CacheBackend | MinimalBackend, options: KeyvStoreOptions = {}) {
+  constructor(backend: CacheBackend | MinimalBackend | BackendForNamespace, options: KeyvStoreOptions = {}) {
     super()
-    this.backend = toBackend(backend)
-    this.opts = { dialect: `@cache/${this.backend.name}`, url: '' }
+    if (typeof backend === 'function') {
+      this.forNamespace = backend
+      this.opts = { dialect: '@cache', url: '' }
+    } else {
+      this.single = toBackend(backend)
+      this.opts = { dialect: `@cache/${this.single.name}`, url: '' }
+    }
     this.closeOnDisconnect = options.closeOnDisconnect ?? true
     this.throwOnErrors = options.throwOnErrors ?? false
+  }
+
+  /** The backend of the current Keyv namespace (the one backend, when given one). */
+  get backend(): CacheBackend {
+    if (this.single) return this.single
+    let backend = this.backends.get(this.namespace)
+    if (!backend) {
+      backend = toBackend(this.forNamespace!(this.namespace))
+      this.backends.set(this.namespace, backend)
+    }
+    return backend
   }
 
   async get<Value>(key: string): Promise<StoredData<Value> | undefined> {
@@ -125,7 +156,9 @@ export class KeyvStoreFromBackend extends EventEmitter implements KeyvStoreAdapt
   }
 
   async disconnect(): Promise<void> {
-    if (this.closeOnDisconnect) await this.backend.close()
+    if (!this.closeOnDisconnect) return
+    if (this.single) return this.single.close()
+    await Promise.all([...this.backends.values()].map((backend) => backend.close()))
   }
 
   /**
@@ -159,9 +192,12 @@ function toTtl(ttl: number | undefined): string | undefined {
   return typeof ttl === 'number' && ttl > 0 && Number.isFinite(ttl) ? `${ttl}ms` : undefined
 }
 
-/** Wraps a @cache backend as a Keyv store adapter. See {@link KeyvStoreOptions}. */
+/**
+ * Wraps a @cache backend as a Keyv store adapter: one backend, or a function that gives the
+ * backend of each Keyv namespace. See {@link KeyvStoreOptions}.
+ */
 export function toKeyvStore(
-  backend: CacheBackend | MinimalBackend,
+  backend: CacheBackend | MinimalBackend | BackendForNamespace,
   options: KeyvStoreOptions = {},
 ): KeyvStoreFromBackend {
   return new KeyvStoreFromBackend(backend, options)

@@ -71,6 +71,59 @@ describe('toKeyvStore through Keyv 5', () => {
   })
 })
 
+describe('toKeyvStore namespaces', () => {
+  it('maps each Keyv namespace to its own backend namespace: clear() of one leaves the others alone', async () => {
+    const redis = await startRedis()
+    const backends: ReturnType<typeof redisBackend>[] = []
+    const byNamespace = (namespace: string | undefined) => {
+      const backend = redisBackend(redis.url, { namespace: `app-${namespace}` })
+      backends.push(backend)
+      return backend
+    }
+    const users = new Keyv({ store: toKeyvStore(byNamespace), namespace: 'users' })
+    const orders = new Keyv({ store: toKeyvStore(byNamespace), namespace: 'orders' })
+    const view = redisBackend(redis.url, { namespace: 'app-users' })
+    try {
+      await users.set('1', 'Ada')
+      await orders.set('1', 'order of Ada')
+      await orders.set('2', 'another order')
+      // Keys live in the backend namespace of their Keyv namespace, as Keyv hands them over.
+      expect(await view.has('users:1')).toBe(true)
+      await users.clear()
+      expect(await users.get('1')).toBeUndefined()
+      expect(await orders.get(['1', '2'])).toEqual(['order of Ada', 'another order'])
+      expect(backends.map((backend) => backend.namespace)).toEqual(['app-users', 'app-orders'])
+    } finally {
+      await users.disconnect()
+      await orders.disconnect()
+      await view.close()
+      await redis.stop()
+    }
+  })
+
+  it('follows Keyv when it changes its namespace, and closes every backend it was given', async () => {
+    const made = new Map<string | undefined, ReturnType<typeof memoryBackend>>()
+    const closed: (string | undefined)[] = []
+    const store = toKeyvStore((namespace) => {
+      const backend = memoryBackend({ namespace })
+      backend.close = async () => void closed.push(namespace)
+      made.set(namespace, backend)
+      return backend
+    })
+    const keyv = new Keyv({ store, namespace: 'a' })
+    await keyv.set('k', 1)
+    keyv.namespace = 'b'
+    expect(await keyv.get('k')).toBeUndefined()
+    await keyv.set('k', 2)
+    expect([...made.keys()]).toEqual(['a', 'b'])
+    await keyv.clear()
+    expect(made.get('a')!.size).toBe(1)
+    expect(made.get('b')!.size).toBe(0)
+    await keyv.disconnect()
+    expect(closed).toEqual(['a', 'b'])
+  })
+})
+
 describe('toKeyvStore failures, reported as Keyv’s own adapters report them', () => {
   it('emits each failure once as a Keyv error event and answers a miss, while the Redis behind it is down', async () => {
     const redis = await startRedis({ spawn: true })
