@@ -47,8 +47,12 @@ export class KeyvStoreFromBackend extends EventEmitter implements KeyvStoreAdapt
   private readonly forNamespace: BackendForNamespace | undefined
   /** What `forNamespace` returned, by namespace. */
   private readonly backends = new Map<string | undefined, CacheBackend>()
+  /**
+   * See {@link KeyvStoreOptions.throwOnErrors}. Public, as on Keyv's own adapters:
+   * `keyvBackend(adapter)` turns it on, so that a backend built back from the adapter throws.
+   */
+  throwOnErrors: boolean
   private readonly closeOnDisconnect: boolean
-  private readonly throwOnErrors: boolean
 
   constructor(backend: CacheBackend | MinimalBackend | BackendForNamespace, options: KeyvStoreOptions = {}) {
     super()

@@ -6,7 +6,7 @@ import { Cacheable } from 'cacheable'
 import { createCache } from 'cache-manager'
 import { Keyv } from 'keyv'
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { toKeyvStore } from '../src/index.js'
+import { keyvBackend, toKeyvStore } from '../src/index.js'
 
 afterEach(() => {
   vi.useRealTimers()
@@ -168,6 +168,23 @@ describe('toKeyvStore failures, reported as Keyv’s own adapters report them', 
     await expect(keyv.get(['k', 'j'])).rejects.toThrow('down')
     await expect(keyv.set('k', 1)).rejects.toThrow('down')
     expect(errors).toHaveLength(3)
+  })
+
+  it('throws failures to keyvBackend(toKeyvStore(backend)), which turns throwOnErrors on', async () => {
+    const failing = {
+      name: 'failing',
+      get: async () => {
+        throw new Error('down')
+      },
+      set: async () => {},
+      delete: async () => false,
+      clear: async () => {},
+    }
+    const store = toKeyvStore(failing)
+    const again = keyvBackend(store, { namespace: 'again' })
+    expect(store.throwOnErrors).toBe(true)
+    await expect(again.get('k')).rejects.toBeInstanceOf(CacheUnavailableError)
+    expect(again.stats.errors).toBe(1)
   })
 
   it('throws the caller’s errors whatever throwOnErrors says: a value the backend cannot store', async () => {
