@@ -33,11 +33,14 @@ vitest.afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true })
 })
 
+/** Keeps this run's keys apart from anything else on a server given by REDIS_URL / MEMCACHED_SERVERS. */
+const run = `compliance-${process.pid}-${Date.now().toString(36)}`
+
 /** One backend per Keyv namespace, shared by every adapter (as one server is). */
 function onePerNamespace(create: (namespace: string) => CacheBackend): BackendForNamespace {
   const backends = new Map<string, CacheBackend>()
   return (namespace) => {
-    const name = namespace ?? 'keyv-none'
+    const name = `${run}-${namespace ?? 'none'}`
     let backend = backends.get(name)
     if (!backend) {
       backend = create(name)
