@@ -5,6 +5,7 @@ import {
   type CacheBackend,
   type CacheEntry,
   CacheNotANumberError,
+  CacheSerializationError,
   ObservedBackend,
   CacheTimeoutError,
   CacheUnavailableError,
@@ -277,7 +278,10 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
     }
   }
 
-  /** Runs a Keyv call within the timeout; store failures become `CacheUnavailableError`. */
+  /**
+   * Runs a Keyv call within the timeout. Store failures become `CacheUnavailableError`; what the
+   * Keyv instance's own serializer throws (see {@link serializerFailure}) `CacheSerializationError`.
+   */
   private async run<R>(operation: string, key: string | undefined, call: () => Promise<R>): Promise<R> {
     try {
       if (this.timeoutMs === 0) return await call()
@@ -296,6 +300,13 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
     } catch (error) {
       if (isCacheError(error) && !(error instanceof CacheUnavailableError)) throw error
       if (error instanceof RangeError) throw error
+      if (this.tagged && serializerFailure(error)) {
+        throw new CacheSerializationError(
+          `keyv: ${operation} failed in the Keyv instance's serializer: ${error.message}`,
+          '$',
+          { cause: error },
+        )
+      }
       const failure =
         error instanceof CacheUnavailableError
           ? error
@@ -342,6 +353,16 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
     const value = this.unwrap(raw.value) as T
     return typeof expires === 'number' ? { value, expiresAt: expires } : { value }
   }
+}
+
+/**
+ * True for what a serializer throws: `TypeError` (JSON.stringify on a BigInt or a cycle) or
+ * `SyntaxError` (JSON.parse on text that is not JSON). A Keyv instance serializes inside its own
+ * calls, so this is how its serializer's failures are told from its store's: stores report a
+ * server that is down or slow with plain `Error`s (connection refused, closed, timed out).
+ */
+function serializerFailure(error: unknown): error is TypeError | SyntaxError {
+  return error instanceof TypeError || error instanceof SyntaxError
 }
 
 /** What remains of an expiry, at least 1 ms; `undefined` for none. */
