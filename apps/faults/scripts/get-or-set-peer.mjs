@@ -9,7 +9,7 @@ const realNow = Date.now
 let offset = 0
 Date.now = () => realNow() + offset
 
-const backend = configureCache({ backend: spec.chain, namespace: spec.namespace, redisUrl: spec.redisUrl })
+const backend = configureCache({ ...spec, backend: spec.chain })
 // Failures of a level are counted and evented; this process has no logger to print them to.
 backend.on?.('error', () => {})
 
