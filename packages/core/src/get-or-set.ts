@@ -54,6 +54,78 @@ function backendOf(backend: CacheBackend | MinimalBackend): CacheBackend {
   return full
 }
 
+/** What an options object resolves to, with the values it was resolved from. */
+interface Engine {
+  readonly loader: Loader
+  readonly tags: readonly string[]
+  readonly from: readonly unknown[]
+}
+
+const OPTION_NAMES = [
+  'ttl',
+  'maxTtl',
+  'condition',
+  'unless',
+  'staleWhileRevalidate',
+  'grace',
+  'graceBackoff',
+  'timeout',
+  'hardTimeout',
+  'refreshAhead',
+  'lock',
+  'strict',
+  'tags',
+] as const satisfies readonly (keyof GetOrSetOptions)[]
+
+/** The engines of the last option sets used: call sites usually pass the same values every time. */
+const recent: Engine[] = []
+const RECENT = 8
+
+function engineFor(options: GetOrSetOptions<any>): Engine {
+  for (const engine of recent) if (sameValues(options, engine.from)) return engine
+  const policy = resolvePolicy(options)
+  const engine: Engine = {
+    loader: new Loader(policy, observer, 'getOrSet', [policy.generationTtl]),
+    tags: (options.tags ?? []).map(tagVersionKey),
+    from: OPTION_NAMES.map((name) =>
+      Array.isArray(options[name]) ? [...(options[name] as unknown[])] : options[name],
+    ),
+  }
+  if (recent.unshift(engine) > RECENT) recent.pop()
+  return engine
+}
+
+function sameValues(options: GetOrSetOptions<any>, values: readonly unknown[]): boolean {
+  for (let i = 0; i < OPTION_NAMES.length; i++) {
+    const value = options[OPTION_NAMES[i]!]
+    if (value !== values[i] && !(Array.isArray(value) && sameList(value, values[i]))) return false
+  }
+  return true
+}
+
+/** Tags written inline (`tags: [`user:${id}`]`) are a new array every call: compare their items. */
+function sameList(list: readonly unknown[], other: unknown): boolean {
+  if (!Array.isArray(other) || other.length !== list.length) return false
+  for (let i = 0; i < list.length; i++) if (list[i] !== other[i]) return false
+  return true
+}
+
+/**
+ * The keys of one `getOrSet` call. In one process, deleting the entry invalidates it: only the
+ * tags are state to check there (`local`). The key's own generation is built when a shared
+ * backend reads it, or a flight is started.
+ */
+class KeysOf implements CallKeys {
+  private all: readonly string[] | undefined
+  constructor(
+    readonly entry: string,
+    readonly local: readonly string[],
+  ) {}
+  get shared(): readonly string[] {
+    return (this.all ??= [keyGeneration(this.entry), ...this.local])
+  }
+}
+
 /** The generation of one `getOrSet` key: what {@link invalidateKeys} ends. */
 function keyGeneration(key: string): string {
   return generationKey('key', key)
@@ -79,13 +151,10 @@ export const getOrSet: GetOrSet = Object.defineProperties(
       if (typeof fn !== 'function')
         throw new TypeError(`getOrSet("${key}"): expected a function, got ${typeof fn}`)
       const store = backendOf(backend)
-      const policy = resolvePolicy(options)
-      const tags = (options.tags ?? []).map(tagVersionKey)
-      const generation = keyGeneration(key)
-      // In one process deleting the entry invalidates it: only the tags are state to check there.
-      const keys: CallKeys = { entry: key, local: tags, shared: [generation, ...tags] }
-      const loader = new Loader(policy, observer, 'getOrSet', [policy.generationTtl])
-      return loader.callAsync(store, keys, fn, undefined, NO_ARGUMENTS) as Promise<Awaited<T>>
+      const { loader, tags } = engineFor(options)
+      return loader.callAsync(store, new KeysOf(key, tags), fn, undefined, NO_ARGUMENTS) as Promise<
+        Awaited<T>
+      >
     } catch (error) {
       return Promise.reject(error)
     }

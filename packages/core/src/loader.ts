@@ -386,11 +386,12 @@ export class Loader {
         }
         return this.passThrough(keys, fn, thisArg, args)
       }
-      try {
-        return Promise.resolve(this.afterRead(backend, keys, read, undefined, undefined, fn, thisArg, args))
-      } catch (error) {
-        return Promise.reject(error)
+      const entry = read.entry
+      if (entry !== undefined) {
+        const state = this.stateOf(entry)
+        if (state < GRACE) return Promise.resolve(this.onHit(backend, keys, read, state, fn, thisArg, args))
       }
+      return this.afterRead(backend, keys, read, undefined, undefined, fn, thisArg, args) as Promise<unknown>
     }
     const slot = slotOf(backend, keys.entry)
     let round = slot.gathering as Round<Outcome> | undefined

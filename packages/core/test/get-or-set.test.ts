@@ -10,6 +10,7 @@ import {
   defineBackend,
   getOrSet,
   invalidateKeys,
+  invalidateTags,
 } from '../src/index.js'
 import { mapBackend } from './map-backend.js'
 
@@ -33,6 +34,8 @@ function recordingBackend() {
   })
   return { backend, rows, ttls }
 }
+
+const invalidateTagsOf = (backend: CacheBackend, tags: string[]) => invalidateTags(tags, { backend })
 
 /** A backend that is down: every operation fails, as a server that refuses connections. */
 function downBackend(): CacheBackend {
@@ -128,6 +131,21 @@ describe('getOrSet()', () => {
     await invalidateKeys(['visits'])
     expect(await cacheGetOrSet('visits', load, { ttl: 60 })).toBe(2)
     expect(await backend.has('visits')).toBe(true)
+  })
+
+  it('reads options again when a reused options object or its tags change', async () => {
+    const backend = mapBackend()
+    const options: { ttl: number; tags: string[]; grace?: number } = { ttl: 60, tags: ['a'] }
+    await getOrSet(backend, 'reused', async () => 1, options)
+    options.tags.push('b')
+    await invalidateTagsOf(backend, ['b'])
+    let runs = 0
+    await getOrSet(backend, 'reused-2', async () => ++runs, options)
+    await invalidateTagsOf(backend, ['b'])
+    await getOrSet(backend, 'reused-2', async () => ++runs, options)
+    expect(runs).toBe(2)
+    options.grace = -1
+    await expect(getOrSet(backend, 'reused', async () => 1, options)).rejects.toMatchObject({ setting: 'grace' })
   })
 
   it('keeps a stored null and undefined apart from a miss', async () => {
