@@ -145,7 +145,9 @@ describe('getOrSet()', () => {
     await getOrSet(backend, 'reused-2', async () => ++runs, options)
     expect(runs).toBe(2)
     options.grace = -1
-    await expect(getOrSet(backend, 'reused', async () => 1, options)).rejects.toMatchObject({ setting: 'grace' })
+    await expect(getOrSet(backend, 'reused', async () => 1, options)).rejects.toMatchObject({
+      setting: 'grace',
+    })
   })
 
   it('keeps a stored null and undefined apart from a miss', async () => {
