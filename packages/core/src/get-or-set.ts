@@ -4,16 +4,9 @@ import { CacheKeyError } from './errors.js'
 import { invalidatedHere } from './flights.js'
 import { generationKey, isInternalKey } from './internal-keys.js'
 import { assertKey } from './keys.js'
-import {
-  type CallKeys,
-  type LoadOptions,
-  Loader,
-  type MemoEventName,
-  MemoObserver,
-  type MemoStats,
-  resolvePolicy,
-} from './loader.js'
-import type { CacheEvent } from './stats.js'
+import { type LoadOptions, resolvePolicy } from './load-options.js'
+import { type CallKeys, Loader } from './loader.js'
+import { type CacheEvent, type MemoEventName, MemoObserver, type MemoStats } from './stats.js'
 import { tagVersionKey } from './tags.js'
 
 /** Options of {@link getOrSet}: those of `cached()` that are not about naming keys, plus `tags`. */

@@ -91,12 +91,7 @@ export {
   stableStringify,
   wellFormedKey,
 } from './keys.js'
-export type {
-  GraceReason,
-  LoadOptions,
-  MemoEventName,
-  MemoStats,
-} from './loader.js'
+export type { LoadOptions } from './load-options.js'
 export { type CacheOptions, type Memoized, cache, cached } from './memoize.js'
 export {
   type Codec,
@@ -125,6 +120,9 @@ export {
   type CacheEvent,
   type CacheEventName,
   type CacheStats,
+  type GraceReason,
+  type MemoEventName,
+  type MemoStats,
   type Observable,
   CacheObserver,
   ObservedBackend,

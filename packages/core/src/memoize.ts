@@ -7,16 +7,9 @@ import { renewGenerations } from './generations.js'
 import { claimPrefix, sourceOf } from './identity.js'
 import { assertMemoNamespace, generationKey, keySegment } from './internal-keys.js'
 import { argumentsKey } from './keys.js'
-import {
-  type CallKeys,
-  type LoadOptions,
-  Loader,
-  type MemoEventName,
-  MemoObserver,
-  type MemoStats,
-  resolvePolicy,
-} from './loader.js'
-import type { CacheEvent } from './stats.js'
+import { type LoadOptions, resolvePolicy } from './load-options.js'
+import { type CallKeys, Loader } from './loader.js'
+import { type CacheEvent, type MemoEventName, MemoObserver, type MemoStats } from './stats.js'
 import { tagVersionKey } from './tags.js'
 
 type AnyFunction = (...args: any[]) => any
