@@ -44,6 +44,7 @@ export {
   CacheConfigError,
   CacheConflictError,
   CacheError,
+  CacheFunctionTimeoutError,
   CacheKeyError,
   CacheMissingPackageError,
   CacheNotANumberError,
@@ -55,6 +56,13 @@ export {
   isCacheError,
   isUnavailable,
 } from './errors.js'
+export {
+  type GetOrSet,
+  type GetOrSetOptions,
+  cacheGetOrSet,
+  getOrSet,
+  invalidateKeys,
+} from './get-or-set.js'
 export { KeyedQueue } from './key-queue.js'
 export {
   currentGenerations,
@@ -83,6 +91,7 @@ export {
   stableStringify,
   wellFormedKey,
 } from './keys.js'
+export type { LoadOptions } from './load-options.js'
 export { type CacheOptions, type Memoized, cache, cached } from './memoize.js'
 export {
   type Codec,
@@ -111,6 +120,9 @@ export {
   type CacheEvent,
   type CacheEventName,
   type CacheStats,
+  type GraceReason,
+  type MemoEventName,
+  type MemoStats,
   type Observable,
   CacheObserver,
   ObservedBackend,

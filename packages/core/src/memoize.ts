@@ -1,41 +1,25 @@
-import { randomUUID } from 'node:crypto'
-import { type CacheBackend, compareAndDelete, type MinimalBackend, toBackend } from './backend.js'
+import { type CacheBackend, type MinimalBackend, toBackend } from './backend.js'
 import { getBackend } from './default-cache.js'
-import { type Duration, parseDuration, ttlToMs } from './durations.js'
+import type { Duration } from './durations.js'
 import { CacheConfigError } from './errors.js'
-import {
-  type Flight,
-  invalidatedHere,
-  isStale,
-  prefixesOf,
-  type Round,
-  release,
-  type Slot,
-  slotOf,
-  startFlight,
-  tick,
-  usePrefix,
-} from './flights.js'
-import {
-  currentGenerations,
-  currentGenerationsSync,
-  isGeneration,
-  newGeneration,
-  renewGenerations,
-  sameGenerations,
-} from './generations.js'
+import { invalidatedHere, prefixesOf, usePrefix } from './flights.js'
+import { renewGenerations } from './generations.js'
 import { claimPrefix, sourceFingerprint, sourceOf } from './identity.js'
-import { assertMemoNamespace, generationKey, keySegment, lockKey } from './internal-keys.js'
+import { assertMemoNamespace, generationKey, keySegment } from './internal-keys.js'
 import { argumentsKey } from './keys.js'
-import { CacheObserver, type CacheEvent, type CacheEventName, type CacheStats } from './stats.js'
+import { type LoadOptions, resolvePolicy } from './load-options.js'
+import { type CallKeys, Loader } from './loader.js'
+import { type CacheEvent, type MemoEventName, MemoObserver, type MemoStats } from './stats.js'
 import { tagVersionKey } from './tags.js'
 
 type AnyFunction = (...args: any[]) => any
 
-/** Options of {@link cached} and the {@link cache} decorator. */
-export interface CacheOptions<A extends unknown[] = any[], R = any> {
-  /** Seconds or a duration string. Default: the backend's default TTL (none unless configured). */
-  ttl?: Duration
+/**
+ * Options of {@link cached} and the {@link cache} decorator: where and under which key results
+ * go, plus what is done with them ({@link LoadOptions}: ttl, stale-while-revalidate, grace,
+ * timeouts, refresh ahead, lock…).
+ */
+export interface CacheOptions<A extends unknown[] = any[], R = any> extends LoadOptions<A, R> {
   /** Where results are stored. Default: the configured default cache ({@link getBackend}), resolved at call time. */
   backend?: CacheBackend | MinimalBackend
   /**
@@ -55,27 +39,8 @@ export interface CacheOptions<A extends unknown[] = any[], R = any> {
    * `name` share entries, deliberately.
    */
   name?: string
-  /** Store a result only when this returns true. */
-  condition?: (result: Awaited<R>, ...args: A) => boolean
-  /** Do not store a result when this returns true. */
-  unless?: (result: Awaited<R>, ...args: A) => boolean
-  /**
-   * After `ttl`, keep serving the stale result for this long while one caller refreshes it in
-   * the background. Default: off.
-   */
-  staleWhileRevalidate?: Duration
-  /**
-   * Stampede protection across processes: on a miss, only the caller that wins a lock (`add` on
-   * the backend) runs the function; the others poll for its result and take the lock over as
-   * soon as it is released (the holder failed) or expired, or run the function themselves after
-   * `wait` (default 5 s). The holder releases only its own lock (`compareAndDelete` of its
-   * token). `true` uses the defaults. Default: off (single-flight is per process).
-   */
-  lock?: boolean | { ttl?: Duration; wait?: Duration; poll?: Duration }
   /** Tags for {@link invalidateTags}: a list (read once, when the function is memoized), or a function of the arguments. */
   tags?: readonly string[] | ((...args: A) => readonly string[])
-  /** Rethrow backend failures instead of calling the function uncached. Default: false. */
-  strict?: boolean
 }
 
 /** A memoized function: the same call signature plus invalidation and stats. */
@@ -90,35 +55,11 @@ export type Memoized<F extends AnyFunction> = F & {
   clear(): Promise<void>
   /** The full backend key for a set of arguments. */
   keyFor(...args: Parameters<F>): string
-  readonly stats: CacheStats
-  on(event: CacheEventName, listener: (event: CacheEvent) => void): void
-  off(event: CacheEventName, listener: (event: CacheEvent) => void): void
+  /** Counters, with `graced`, `refreshes` and `functionTimeouts`. */
+  readonly stats: MemoStats
+  on(event: MemoEventName, listener: (event: CacheEvent) => void): void
+  off(event: MemoEventName, listener: (event: CacheEvent) => void): void
 }
-
-/** The stored envelope: the value, the generations it was computed under, and when it turns stale. */
-interface Envelope {
-  v: unknown
-  g: number[]
-  s?: number
-}
-
-/**
- * The keys of one call: its entry, and its generations. An in-process backend (one with `sync`
- * access) needs the function's and the tags' (`local`): invalidating one set of arguments there
- * is deleting its entry, and no other process holds a copy. A shared backend also needs the
- * generation of the arguments (`shared`): a copy in another process's L1, or a result another
- * process is still computing, must stop matching once `invalidate()` resolves. `shared` is also
- * what a flight in this process is made stale by, on every backend.
- */
-interface CallKeys {
-  entry: string
-  local: readonly string[]
-  shared: readonly string[]
-}
-
-type Read = { hit?: Envelope; generations: number[] }
-/** What a round of callers read: the entry and generations, or the backend's failure. */
-type Outcome = Read | { error: unknown }
 
 const ASYNC_FUNCTION = Object.getPrototypeOf(async () => {}).constructor
 
@@ -209,24 +150,17 @@ function createMemo<F extends AnyFunction>(
   options: CacheOptions<Parameters<F>, ReturnType<F>>,
   naming: Naming,
 ): Memoized<F> {
-  const ttlMs = ttlToMs(options.ttl)
-  const swrMs =
-    options.staleWhileRevalidate === undefined
-      ? undefined
-      : parseDuration(options.staleWhileRevalidate, 'staleWhileRevalidate')
-  const lock = resolveLock(options.lock)
+  const policy = resolvePolicy(options)
   const fixedBackend = options.backend === undefined ? undefined : toBackend(options.backend)
-  const observer = new CacheObserver(`memo ${naming.label}`)
+  const observer = new MemoObserver(`memo ${naming.label}`)
   const tagsOf =
     typeof options.tags === 'function' ? options.tags : () => (options.tags ?? []) as readonly string[]
   const staticTags = typeof options.tags === 'function' ? undefined : (options.tags ?? []).map(tagVersionKey)
   const functionGeneration = generationKey(...naming.scope)
-  /** Lifetime of an entry, and of the generation of its arguments (created with it). */
-  const entryTtl =
-    ttlMs === undefined ? undefined : swrMs === undefined ? ttlMs / 1000 : (ttlMs + swrMs) / 1000
-  const generationTtls = [undefined, entryTtl]
+  // The function's generation never expires; the arguments' lives as long as their entries.
+  const loader = new Loader(policy, observer, naming.label, [undefined, policy.generationTtl])
+  loader.syncFunction = !(fn instanceof ASYNC_FUNCTION)
   const staticLocal = staticTags === undefined ? undefined : [functionGeneration, ...staticTags]
-  let isAsync = fn instanceof ASYNC_FUNCTION
 
   // Keys for calls with one number or short string argument (`getUser(42)`), per entry prefix.
   // Building a key allocates a new string that the backend must then hash and compare character
@@ -280,322 +214,10 @@ function createMemo<F extends AnyFunction>(
     return buildKeys(prefix, argumentPart(args), args)
   }
 
-  function shouldStore(result: unknown, args: Parameters<F>): boolean {
-    if (options.condition && !options.condition(result as Awaited<ReturnType<F>>, ...args)) return false
-    if (options.unless?.(result as Awaited<ReturnType<F>>, ...args)) return false
-    return true
-  }
-
-  function envelopeFor(value: unknown, generations: readonly number[]): Envelope {
-    if (swrMs !== undefined && ttlMs !== undefined)
-      return { v: value, g: generations as number[], s: Date.now() + ttlMs }
-    return { v: value, g: generations as number[] }
-  }
-
-  /** A backend failure: rethrown in strict mode, else counted and evented. */
-  function failed(operation: string, error: unknown, key: string): void {
-    if (options.strict) throw error
-    observer.error(operation, error, key)
-  }
-
-  /**
-   * A write the backend refused. A value it cannot serialize is the caller's error, thrown on
-   * every backend; a value too large is not cached (thrown only in strict mode); anything else
-   * is a backend failure.
-   */
-  function storeFailed(error: unknown, key: string): void {
-    const code = (error as { code?: unknown })?.code
-    if (code === 'CACHE_SERIALIZATION') throw error
-    failed('set', error, key)
-  }
-
-  function classify(envelope: unknown, generations: number[]): Read {
-    if (
-      typeof envelope === 'object' &&
-      envelope !== null &&
-      sameGenerations((envelope as Envelope).g, generations)
-    ) {
-      return { hit: envelope as Envelope, generations }
-    }
-    return { generations }
-  }
-
-  function readSync(backend: CacheBackend, keys: CallKeys): Read {
-    const sync = backend.sync!
-    const envelope = sync.getEntry<Envelope>(keys.entry)?.value
-    const local = keys.local
-    if (local.length === 1) {
-      // The common case (the function's generation, no tags) without the arrays of the general
-      // path: on a hit the stored generations equal the current ones and are handed on as they are.
-      const found = sync.getEntry(local[0]!)?.value
-      let generation: number
-      if (isGeneration(found)) generation = found
-      else sync.set(local[0]!, (generation = newGeneration()))
-      if (typeof envelope === 'object' && envelope !== null) {
-        const stored = envelope.g
-        if (Array.isArray(stored) && stored.length === 1 && stored[0] === generation)
-          return { hit: envelope, generations: stored }
-      }
-      return { generations: [generation] }
-    }
-    return classify(envelope, currentGenerationsSync(sync, local))
-  }
-
-  async function readAsync(backend: CacheBackend, keys: CallKeys): Promise<Read> {
-    const values = await backend.getMany([keys.entry, ...keys.shared])
-    const generations = await currentGenerations(backend, keys.shared, values.slice(1), generationTtls)
-    return classify(values[0], generations)
-  }
-
-  function storeSync(backend: CacheBackend, keys: CallKeys, value: unknown, read: Read, args: Parameters<F>) {
-    if (!shouldStore(value, args)) return
-    try {
-      backend.sync!.set(keys.entry, envelopeFor(value, read.generations), entryTtl)
-      observer.set(keys.entry)
-    } catch (error) {
-      storeFailed(error, keys.entry)
-    }
-  }
-
-  async function store(
-    backend: CacheBackend,
-    keys: CallKeys,
-    value: unknown,
-    generations: readonly number[],
-    args: Parameters<F>,
-    flight: Flight,
-  ) {
-    // Invalidated here while it computed: its result is from before, and must not be stored.
-    if (isStale(flight)) return
-    if (!shouldStore(value, args)) return
-    try {
-      await backend.set(keys.entry, envelopeFor(value, generations), entryTtl)
-      observer.set(keys.entry)
-    } catch (error) {
-      storeFailed(error, keys.entry)
-    }
-  }
-
-  async function load(
-    backend: CacheBackend,
-    keys: CallKeys,
-    generations: readonly number[],
-    thisArg: unknown,
-    args: Parameters<F>,
-    flight: Flight,
-  ): Promise<unknown> {
-    let held: { key: string; token: string } | undefined
-    if (lock) {
-      const key = lockKey(keys.entry)
-      const token = randomUUID()
-      let acquired: boolean | 'unknown'
-      try {
-        acquired = await backend.add(key, token, lock.ttlMs / 1000)
-      } catch (error) {
-        // No lock to be had: compute without one rather than wait for a backend that is down.
-        failed('lock', error, keys.entry)
-        acquired = 'unknown'
-      }
-      if (acquired === true) held = { key, token }
-      else if (acquired === false) {
-        const waited = await waitForValue(backend, keys.entry, generations, key, token, lock)
-        if (waited === 'acquired') held = { key, token }
-        else if (waited !== undefined) return waited.v
-      }
-    }
-    try {
-      const value = await fn.apply(thisArg, args)
-      await store(backend, keys, value, generations, args, flight)
-      return value
-    } finally {
-      if (held)
-        await compareAndDelete(backend, held.key, held.token).catch((error) =>
-          observer.error('unlock', error, keys.entry),
-        )
-    }
-  }
-
-  /**
-   * Waits for the lock holder's result. Takes the lock over as soon as it is free (the holder
-   * failed and released it, or it expired): then the caller computes. `undefined` after `wait`.
-   */
-  async function waitForValue(
-    backend: CacheBackend,
-    key: string,
-    generations: readonly number[],
-    lockKeyName: string,
-    token: string,
-    settings: { ttlMs: number; waitMs: number; pollMs: number },
-  ): Promise<Envelope | 'acquired' | undefined> {
-    const deadline = Date.now() + settings.waitMs
-    while (Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, settings.pollMs))
-      try {
-        const envelope = await backend.get<Envelope>(key)
-        if (envelope && sameGenerations(envelope.g, generations)) return envelope
-        if (await backend.add(lockKeyName, token, settings.ttlMs / 1000)) return 'acquired'
-      } catch (error) {
-        observer.error('lock', error, key)
-      }
-    }
-    return undefined
-  }
-
-  /**
-   * Joins the flight of `slot` if it computes under the same generations, nothing invalidated it
-   * here since it started, and it was still running when the caller's read was sent (`sent`);
-   * otherwise starts one.
-   */
-  function joinOrStart(
-    backend: CacheBackend,
-    keys: CallKeys,
-    slot: Slot,
-    generations: number[],
-    sent: number,
-    thisArg: unknown,
-    args: Parameters<F>,
-  ): Promise<unknown> {
-    const current = slot.flight
-    if (
-      current !== undefined &&
-      current.generations !== undefined &&
-      (current.settled === undefined || current.settled > sent) &&
-      !isStale(current) &&
-      sameGenerations(current.generations, generations)
-    )
-      return current.promise
-    return startFlight(backend, keys.entry, slot, generations, keys.shared, (flight) =>
-      load(backend, keys, generations, thisArg, args, flight),
-    ).promise
-  }
-
-  function onHit(backend: CacheBackend, keys: CallKeys, read: Read, thisArg: unknown, args: Parameters<F>) {
-    const hit = read.hit!
-    observer.hit(keys.entry)
-    if (hit.s !== undefined && Date.now() > hit.s) {
-      // Stale: answer now, refresh once in the background.
-      const slot = slotOf(backend, keys.entry)
-      if (slot.flight === undefined || slot.flight.settled !== undefined) {
-        startFlight(backend, keys.entry, slot, read.generations, keys.shared, (flight) =>
-          load(backend, keys, read.generations, thisArg, args, flight),
-        ).promise.catch((error) => observer.error('refresh', error, keys.entry))
-      } else release(backend, keys.entry, slot)
-    }
-    return hit.v
-  }
-
-  /** The sync path: an in-process backend and a function that has returned plain values. */
-  function callSync(thisArg: unknown, backend: CacheBackend, keys: CallKeys, args: Parameters<F>): unknown {
-    let read: Read
-    try {
-      read = readSync(backend, keys)
-    } catch (error) {
-      failed('get', error, keys.entry)
-      return fn.apply(thisArg, args)
-    }
-    if (read.hit) return onHit(backend, keys, read, thisArg, args)
-    observer.miss(keys.entry)
-    const value = fn.apply(thisArg, args)
-    if (isPromiseLike(value)) {
-      isAsync = true
-      const slot = slotOf(backend, keys.entry)
-      return startFlight(backend, keys.entry, slot, read.generations, keys.shared, async (flight) => {
-        const resolved = await value
-        await store(backend, keys, resolved, read.generations, args, flight)
-        return resolved
-      }).promise
-    }
-    storeSync(backend, keys, value, read, args)
-    return value
-  }
-
-  /**
-   * The async path. On an in-process backend the read is synchronous, made when the caller
-   * arrives. On any other, callers of one key that arrive before its read is sent share that
-   * read (sent once the current tick's callers are in), and then one flight: a hundred
-   * concurrent misses run `fn` once and get one result or one error.
-   */
-  function callAsync(
-    thisArg: unknown,
-    backend: CacheBackend,
-    keys: CallKeys,
-    args: Parameters<F>,
-  ): Promise<unknown> {
-    if (backend.sync !== undefined) {
-      let read: Read
-      try {
-        read = readSync(backend, keys)
-      } catch (error) {
-        try {
-          failed('get', error, keys.entry)
-        } catch (strict) {
-          return Promise.reject(strict)
-        }
-        return Promise.resolve().then(() => fn.apply(thisArg, args))
-      }
-      if (read.hit) return Promise.resolve(onHit(backend, keys, read, thisArg, args))
-      observer.miss(keys.entry)
-      return joinOrStart(backend, keys, slotOf(backend, keys.entry), read.generations, tick(), thisArg, args)
-    }
-    const slot = slotOf(backend, keys.entry)
-    let round = slot.gathering as Round<Outcome> | undefined
-    if (round === undefined) slot.gathering = round = gather(backend, keys, slot)
-    round.waiters++
-    return settle(round, slot, backend, keys, thisArg, args)
-  }
-
-  function gather(backend: CacheBackend, keys: CallKeys, slot: Slot): Round<Outcome> {
-    const round: Round<Outcome> = { promise: undefined as unknown as Promise<Outcome>, sent: 0, waiters: 0 }
-    round.promise = (async (): Promise<Outcome> => {
-      // Every caller of this tick joins before the read goes out.
-      await undefined
-      slot.gathering = undefined
-      slot.rounds++
-      round.sent = tick()
-      try {
-        return await readAsync(backend, keys)
-      } catch (error) {
-        return { error }
-      }
-    })()
-    return round
-  }
-
-  async function settle(
-    round: Round<Outcome>,
-    slot: Slot,
-    backend: CacheBackend,
-    keys: CallKeys,
-    thisArg: unknown,
-    args: Parameters<F>,
-  ): Promise<unknown> {
-    const outcome = await round.promise
-    try {
-      if ('error' in outcome) {
-        if (options.strict) throw outcome.error
-        if (!round.reported) {
-          round.reported = true
-          observer.error('get', outcome.error, keys.entry)
-        }
-        // The backend is down: one pass-through run for the callers of this round.
-        round.passThrough ??= Promise.resolve().then(() => fn.apply(thisArg, args))
-        return round.passThrough
-      }
-      if (outcome.hit) return onHit(backend, keys, outcome, thisArg, args)
-      observer.miss(keys.entry)
-      return joinOrStart(backend, keys, slot, outcome.generations, round.sent, thisArg, args)
-    } finally {
-      if (--round.waiters === 0) {
-        slot.rounds--
-        release(backend, keys.entry, slot)
-      }
-    }
-  }
-
   const memoized = function (this: unknown, ...args: Parameters<F>): unknown {
     const backend = backendOf()
-    // Locks wait asynchronously, so a locked function always takes the async path.
-    const sync = backend.sync !== undefined && !isAsync && !lock
+    // Locks, grace and timeouts wait asynchronously: with them a function always takes the async path.
+    const sync = backend.sync !== undefined && loader.syncFunction && !policy.async
     let keys: CallKeys
     try {
       keys = keysFor(naming.prefix(this), args)
@@ -603,8 +225,8 @@ function createMemo<F extends AnyFunction>(
       if (sync) throw error
       return Promise.reject(error)
     }
-    if (sync) return callSync(this, backend, keys, args)
-    return callAsync(this, backend, keys, args)
+    if (sync) return loader.callSync(backend, keys, fn, this, args)
+    return loader.callAsync(backend, keys, fn, this, args)
   } as Memoized<F>
 
   Object.defineProperties(memoized, {
@@ -629,7 +251,7 @@ function createMemo<F extends AnyFunction>(
       await backend.deleteMany(entries)
       return
     }
-    await renewGenerations(backend, [generation], entryTtl)
+    await renewGenerations(backend, [generation], policy.generationTtl)
     // The stored results can no longer match; removing them only frees the space.
     await backend.deleteMany(entries).catch((error) => observer.error('delete', error))
   }
@@ -640,22 +262,6 @@ function createMemo<F extends AnyFunction>(
   memoized.on = (event, listener) => void observer.on(event, listener)
   memoized.off = (event, listener) => void observer.off(event, listener)
   return memoized
-}
-
-function resolveLock(
-  lock: CacheOptions['lock'],
-): { ttlMs: number; waitMs: number; pollMs: number } | undefined {
-  if (!lock) return undefined
-  const settings = lock === true ? {} : lock
-  return {
-    ttlMs: parseDuration(settings.ttl ?? 30, 'lock.ttl'),
-    waitMs: parseDuration(settings.wait ?? 5, 'lock.wait'),
-    pollMs: parseDuration(settings.poll ?? '50ms', 'lock.poll'),
-  }
-}
-
-function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
-  return typeof (value as PromiseLike<unknown> | null)?.then === 'function'
 }
 
 /**
