@@ -36,7 +36,7 @@ export {
   getBackend,
   resetCache,
 } from './default-cache.js'
-export { type Duration, expiryFor, parseDuration, ttlToMs } from './durations.js'
+export { type Duration, expiryFor, formatDuration, parseDuration, ttlToMs } from './durations.js'
 export {
   type CacheErrorCode,
   type UnavailableOptions,
@@ -117,3 +117,12 @@ export {
   emptyStats,
 } from './stats.js'
 export { invalidateTags, tagVersionKey } from './tags.js'
+export {
+  type CacheLogger,
+  type LoggerOption,
+  IncidentLog,
+  checkLogger,
+  processLogger,
+  setCacheLogger,
+  warnOnce,
+} from './logger.js'
