@@ -20,6 +20,7 @@ export type CacheErrorCode =
   | 'CACHE_NOT_A_NUMBER'
   | 'CACHE_CONFLICT'
   | 'CACHE_CLOSED'
+  | 'CACHE_UNSUPPORTED'
 
 function brand(error: Error, code: CacheErrorCode): void {
   Object.defineProperty(error, BRAND, { value: true })
@@ -178,6 +179,19 @@ export class CacheConflictError extends CacheError {
 export class CacheClosedError extends CacheError {
   constructor(backend: string) {
     super(`${backend}: the backend is closed`, undefined, 'CACHE_CLOSED')
+  }
+}
+
+/** An operation the backend does not implement (a custom backend without `clear`). */
+export class CacheUnsupportedError extends CacheError {
+  /** Name of the backend. */
+  readonly backend: string
+  /** The operation it lacks, e.g. `clear`. */
+  readonly operation: string
+  constructor(backend: string, operation: string, hint: string) {
+    super(`${backend}: ${operation}() is not supported: ${hint}`, undefined, 'CACHE_UNSUPPORTED')
+    this.backend = backend
+    this.operation = operation
   }
 }
 

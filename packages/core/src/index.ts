@@ -51,6 +51,7 @@ export {
   CacheArgumentError,
   CacheTimeoutError,
   CacheUnavailableError,
+  CacheUnsupportedError,
   CacheValueTooLargeError,
   isCacheError,
   isUnavailable,
