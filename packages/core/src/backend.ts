@@ -91,8 +91,8 @@ export type MinimalBackend = {
 /**
  * Completes a backend that implements at least get/set/delete, so it works with the decorator,
  * the convenience functions and multi-level. Its methods may be sync or async; `set` receives the
- * TTL as a number of seconds, or `undefined` for none (no TTL given, or `Infinity`); `delete`
- * should return whether it removed something.
+ * TTL as a number of seconds: `Infinity` for "never expires", `undefined` when the caller gave
+ * none (the backend's default, if it has one); `delete` should return whether it removed something.
  *
  * The fallbacks for `add`, `incr` and `atomicUpdate` serialize callers with a per-key queue
  * **inside this process only**; for cross-process atomicity implement them natively.
@@ -107,7 +107,7 @@ export function defineBackend(backend: MinimalBackend): CacheBackend {
   const get = async <T>(key: string): Promise<T | undefined> => source.get<T>(key)
   const set = async (key: string, value: unknown, ttl?: Duration): Promise<void> => {
     const ms = ttlToMs(ttl)
-    await source.set(key, value, ms === undefined ? undefined : ms / 1000)
+    await source.set(key, value, ms !== undefined ? ms / 1000 : ttl === undefined ? undefined : Infinity)
   }
   const del = async (key: string): Promise<boolean> => Boolean(await source.delete(key))
   const clear =

@@ -81,14 +81,16 @@ function parseText(text: string, what: string): number {
 }
 
 /**
- * Milliseconds in a TTL; `undefined` stays `undefined` (the backend's default TTL), and
- * `Infinity` is `undefined` too: stored without expiry. Otherwise as {@link parseDuration}.
+ * Milliseconds in a TTL, or `undefined` for no expiry: `Infinity`, and `undefined`/`null`, which
+ * a backend reads as "my default TTL" before calling this. Otherwise as {@link parseDuration}.
  */
-export function ttlToMs(ttl: Duration | undefined, what = 'ttl'): number | undefined {
+export function ttlToMs(ttl: Duration | null | undefined, what = 'ttl'): number | undefined {
   // Numbers are the common case on hot paths: skip the parser (multiples of 1000 take it: they may warn).
   if (typeof ttl === 'number' && ttl > 0 && ttl < 1e15 && (ttl < 1000 || ttl % 1000 !== 0))
     return Math.max(1, Math.ceil(ttl * SECOND))
-  return ttl === undefined || ttl === Number.POSITIVE_INFINITY ? undefined : parseDuration(ttl, what)
+  return ttl === undefined || ttl === null || ttl === Number.POSITIVE_INFINITY
+    ? undefined
+    : parseDuration(ttl, what)
 }
 
 /**

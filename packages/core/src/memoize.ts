@@ -217,8 +217,9 @@ function createMemo<F extends AnyFunction>(
   const functionGeneration = generationKey(...naming.scope)
   /** Lifetime of an entry, and of the generation of its arguments (created with it). */
   const entryTtl =
-    ttlMs === undefined ? undefined : swrMs === undefined ? ttlMs / 1000 : (ttlMs + swrMs) / 1000
-  const generationTtls = [undefined, entryTtl]
+    ttlMs === undefined ? options.ttl : swrMs === undefined ? ttlMs / 1000 : (ttlMs + swrMs) / 1000
+  // The function's generation (and its tags', past the end) never expires; its arguments' live as long as their entry.
+  const generationTtls = [Number.POSITIVE_INFINITY, entryTtl]
   const staticLocal = staticTags === undefined ? undefined : [functionGeneration, ...staticTags]
   let isAsync = fn instanceof ASYNC_FUNCTION
 

@@ -122,7 +122,7 @@ describe('a custom backend with only get, set and delete', () => {
     await resetCache()
   })
 
-  it('receives the TTL as a number of seconds (undefined for none), whatever form the caller used', async () => {
+  it('receives the TTL as a number of seconds (Infinity: no expiry; undefined: its default), whatever form the caller used', async () => {
     const store = new DictStore()
     const backend = toBackend(store)
     await backend.set('a', 1, '2m')
@@ -130,7 +130,7 @@ describe('a custom backend with only get, set and delete', () => {
     await backend.set('c', 1, '250ms')
     await backend.set('d', 1)
     await backend.set('e', 1, Number.POSITIVE_INFINITY)
-    expect(store.ttls).toEqual([120, 90, 0.25, undefined, undefined])
+    expect(store.ttls).toEqual([120, 90, 0.25, undefined, Number.POSITIVE_INFINITY])
   })
 
   it('throws a typed "not supported" error from clear(), and only when it is called', async () => {
