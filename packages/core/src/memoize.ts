@@ -615,12 +615,14 @@ function createMemo<F extends AnyFunction>(
     invalidatedHere([generation])
     const entries = [...prefixesOf(functionGeneration)].map((prefix) => prefix + part)
     const backend = backendOf()
+    const done = () => observer.delete(entries[0] ?? `${naming.label}:${part}`)
     // In one process, deleting the entries is the invalidation.
     if (backend.sync !== undefined) {
       await backend.deleteMany(entries)
-      return
+      return done()
     }
     await renewGenerations(backend, [generation], entryTtl)
+    done()
     // The stored results can no longer match; removing them only frees the space.
     await backend.deleteMany(entries).catch((error) => observer.error('delete', error))
   }
