@@ -34,6 +34,7 @@ export {
   cacheSet,
   configureCache,
   getBackend,
+  prepareDefaultCache,
   resetCache,
 } from './default-cache.js'
 export { type Duration, expiryFor, formatDuration, parseDuration, ttlToMs } from './durations.js'

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { type CacheBackend, compareAndDelete, type MinimalBackend, toBackend } from './backend.js'
-import { getBackend } from './default-cache.js'
+import { getBackend, prepareDefaultCache } from './default-cache.js'
 import { type Duration, parseDuration, ttlToMs } from './durations.js'
 import { CacheConfigError } from './errors.js'
 import {
@@ -210,6 +210,8 @@ function createMemo<F extends AnyFunction>(
       : parseDuration(options.staleWhileRevalidate, 'staleWhileRevalidate')
   const lock = resolveLock(options.lock)
   const fixedBackend = options.backend === undefined ? undefined : toBackend(options.backend)
+  // A bad CACHE_* variable stops the application now, while it defines its functions.
+  if (fixedBackend === undefined) prepareDefaultCache()
   const observer = new CacheObserver(`memo ${naming.label}`)
   const tagsOf =
     typeof options.tags === 'function' ? options.tags : () => (options.tags ?? []) as readonly string[]
