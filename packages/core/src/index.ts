@@ -128,3 +128,4 @@ export {
   setCacheLogger,
   warnOnce,
 } from './logger.js'
+export { unrefRedisClient } from './unref.js'
