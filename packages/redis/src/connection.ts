@@ -41,6 +41,8 @@ export class Connection {
   private readonly incidents: IncidentLog
   /** When an operation last failed for want of the server (epoch ms). */
   private lastFailure = 0
+  /** When the last outage ended (epoch ms). */
+  private recoveredAt = 0
   /** We built the client, so we close it; a client passed in stays open. */
   private readonly owned: boolean
   /** The client enforces `commandTimeout` itself; otherwise {@link timed} races a timer. */
@@ -323,7 +325,10 @@ export class Connection {
   }
 
   private outage(reason: string): void {
-    this.lastFailure = Date.now()
+    const now = Date.now()
+    this.lastFailure = now
+    // A command sent before the connection came back may still fail just after: the same outage.
+    if (now - this.recoveredAt < QUIET_MS) return
     this.incidents.report(
       'down',
       `redis: cannot reach ${this.address}: ${reason.replace(/\.+$/, '')}. Operations fail fast with CacheUnavailableError (memoized functions run uncached) while the client keeps reconnecting.`,
@@ -332,6 +337,7 @@ export class Connection {
 
   private recovered(): void {
     this.lastFailure = 0
+    if (this.incidents.has('down')) this.recoveredAt = Date.now()
     this.incidents.resolve('down', `redis: ${this.address} answers again.`)
   }
 

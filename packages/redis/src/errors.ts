@@ -24,7 +24,7 @@ export function translateError(
   address?: string,
 ): Error {
   if (isCacheError(error)) return error as Error
-  const message = (error as Error | undefined)?.message ?? String(error)
+  const message = plain((error as Error | undefined)?.message ?? String(error))
   const where = address === undefined ? operation : `${operation} on ${address}`
   const server = address === undefined ? {} : { server: address }
   if (message === 'Command timed out')
@@ -36,4 +36,11 @@ export function translateError(
       return new CacheError(`redis: ${where} failed: ${message}`, { cause: error })
   }
   return new CacheUnavailableError('redis', `redis: ${where} failed: ${message}`, { cause: error, ...server })
+}
+
+/** ioredis's words for "the connection is down", in the words of the rest of the messages. */
+function plain(message: string): string {
+  if (message.startsWith("Stream isn't writeable")) return 'not connected (the connection is down)'
+  if (message === 'Connection is closed.') return 'the connection closed'
+  return message
 }
