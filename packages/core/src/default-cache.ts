@@ -7,7 +7,7 @@ import {
   type PackageLoader,
   parseBackendList,
 } from './config.js'
-import type { Duration } from './durations.js'
+import { type Duration, ttlToMs } from './durations.js'
 import { CacheMissingPackageError } from './errors.js'
 import { type CacheLogger, setCacheLogger } from './logger.js'
 
@@ -126,6 +126,7 @@ export function cacheGet<T = unknown>(key: string): Promise<T | undefined> {
 
 /** `set` on the default cache. `ttl` in seconds or a duration string. */
 export function cacheSet(key: string, value: unknown, ttl?: Duration): Promise<void> {
+  checkTtl(ttl)
   return getBackend().set(key, value, ttl)
 }
 
@@ -141,6 +142,7 @@ export function cacheFlush(): Promise<void> {
 
 /** `incr` on the default cache: atomic across every process sharing it. */
 export function cacheIncr(key: string, by?: number, ttl?: Duration): Promise<number> {
+  checkTtl(ttl)
   return getBackend().incr(key, by, ttl)
 }
 
@@ -150,5 +152,11 @@ export function cacheAtomicUpdate<T>(
   fn: (current: T | undefined) => T | Promise<T>,
   ttl?: Duration,
 ): Promise<T> {
+  checkTtl(ttl)
   return getBackend().atomicUpdate<T>(key, fn, ttl)
+}
+
+/** A TTL given by the caller: one that looks like milliseconds is warned about (see `parseDuration`). */
+function checkTtl(ttl: Duration | undefined): void {
+  if (typeof ttl === 'number' && ttl >= 1000) ttlToMs(ttl, 'ttl')
 }

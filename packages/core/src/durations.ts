@@ -48,12 +48,16 @@ const FORMS = "use seconds, or e.g. '250ms', '30s', '5m', '1h30m', '2 hours', '7
  * @param what how to name the value in the error, e.g. `ttl` or `CACHE_DEFAULT_TTL`
  */
 export function parseDuration(value: Duration, what = 'duration'): number {
+  return toMs(value, what, true)
+}
+
+function toMs(value: Duration, what: string, warn: boolean): number {
   let ms: number
   if (typeof value === 'number') {
     ms = value * SECOND
-    if (looksLikeMilliseconds(value)) warnMilliseconds(value, what)
+    if (warn && looksLikeMilliseconds(value)) warnMilliseconds(value, what)
   } else if (typeof value === 'string') {
-    ms = parseText(value, what)
+    ms = parseText(value, what, warn)
   } else {
     throw new RangeError(`${what}: ${describe(value)} is not a duration (${FORMS})`)
   }
@@ -63,10 +67,10 @@ export function parseDuration(value: Duration, what = 'duration'): number {
   return Math.max(1, Math.ceil(ms))
 }
 
-function parseText(text: string, what: string): number {
+function parseText(text: string, what: string, warn: boolean): number {
   if (SECONDS.test(text)) {
     const seconds = Number(text)
-    if (looksLikeMilliseconds(seconds)) warnMilliseconds(seconds, what)
+    if (warn && looksLikeMilliseconds(seconds)) warnMilliseconds(seconds, what)
     return seconds * SECOND
   }
   if (!PARTS.test(text)) throw new RangeError(`${what}: ${JSON.stringify(text)} is not a duration (${FORMS})`)
@@ -83,14 +87,18 @@ function parseText(text: string, what: string): number {
 /**
  * Milliseconds in a TTL, or `undefined` for no expiry: `Infinity`, and `undefined`/`null`, which
  * a backend reads as "my default TTL" before calling this. Otherwise as {@link parseDuration}.
+ *
+ * @param what the option the TTL was given as (`ttl`, `defaultTtl`): given, a TTL that looks like
+ *   milliseconds is warned about, as by {@link parseDuration}; left out (a TTL computed by code
+ *   and handed to a backend), it is not.
  */
-export function ttlToMs(ttl: Duration | null | undefined, what = 'ttl'): number | undefined {
-  // Numbers are the common case on hot paths: skip the parser (multiples of 1000 take it: they may warn).
-  if (typeof ttl === 'number' && ttl > 0 && ttl < 1e15 && (ttl < 1000 || ttl % 1000 !== 0))
+export function ttlToMs(ttl: Duration | null | undefined, what?: string): number | undefined {
+  // Numbers are the common case on hot paths: skip the parser.
+  if (typeof ttl === 'number' && ttl > 0 && ttl < 1e15 && (what === undefined || !looksLikeMilliseconds(ttl)))
     return Math.max(1, Math.ceil(ttl * SECOND))
   return ttl === undefined || ttl === null || ttl === Number.POSITIVE_INFINITY
     ? undefined
-    : parseDuration(ttl, what)
+    : toMs(ttl, what ?? 'ttl', what !== undefined)
 }
 
 /**

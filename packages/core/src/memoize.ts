@@ -203,7 +203,7 @@ function createMemo<F extends AnyFunction>(
   options: CacheOptions<Parameters<F>, ReturnType<F>>,
   naming: Naming,
 ): Memoized<F> {
-  const ttlMs = ttlToMs(options.ttl)
+  const ttlMs = ttlToMs(options.ttl, 'ttl')
   const swrMs =
     options.staleWhileRevalidate === undefined
       ? undefined

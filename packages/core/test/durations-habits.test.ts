@@ -1,5 +1,16 @@
 import { afterEach, describe, expect, it } from 'vitest'
-import { type CacheLogger, parseDuration, setCacheLogger, ttlToMs } from '../src/index.js'
+import {
+  type CacheLogger,
+  cache,
+  cacheSet,
+  cached,
+  configureCache,
+  defineBackend,
+  parseDuration,
+  resetCache,
+  setCacheLogger,
+  ttlToMs,
+} from '../src/index.js'
 
 /** A logger that keeps what it is told. */
 function recorder(): CacheLogger & { lines: string[] } {
@@ -79,8 +90,8 @@ describe('the milliseconds habit', () => {
   it('warns once, through the logger, that ttl: 60000 is read as 16h40m of seconds', () => {
     const logger = recorder()
     setCacheLogger(logger)
-    expect(ttlToMs(60_000)).toBe(60_000_000)
-    expect(ttlToMs(60_000)).toBe(60_000_000)
+    expect(ttlToMs(60_000, 'ttl')).toBe(60_000_000)
+    expect(ttlToMs(60_000, 'ttl')).toBe(60_000_000)
     expect(parseDuration(60_000, 'ttl')).toBe(60_000_000)
     expect(logger.lines).toEqual([
       "warn [@cache] ttl: 60000 is read as seconds (16h40m). If you meant milliseconds, write 60 or '60s'; to keep 16h40m, write '16h40m' and this warning goes away.",
@@ -102,11 +113,54 @@ describe('the milliseconds habit', () => {
     (seconds) => {
       const logger = recorder()
       setCacheLogger(logger)
-      ttlToMs(seconds)
+      ttlToMs(seconds, 'ttl')
       parseDuration(String(seconds), 'ttl')
       expect(logger.lines).toEqual([])
     },
   )
+
+  it('catches it where people write TTLs: cached(), the decorator, cacheSet(), a backend option', async () => {
+    const logger = recorder()
+    setCacheLogger(logger)
+    const rows = new Map<string, unknown>()
+    const backend = defineBackend({
+      get: (k: string) => rows.get(k),
+      set: (k: string, v: unknown) => void rows.set(k, v),
+      delete: (k: string) => rows.delete(k),
+    })
+    cached(async (n: number) => n, { backend, name: 'ms-habit', ttl: 120_000 })
+    class Reports {
+      @cache({ backend, ttl: 180_000 })
+      async monthly(month: string) {
+        return month
+      }
+    }
+    void Reports
+    configureCache(backend)
+    await cacheSet('k', 1, 240_000)
+    await resetCache()
+    expect(logger.lines.map((line) => line.split(' is read')[0])).toEqual([
+      'warn [@cache] ttl: 120000',
+      'warn [@cache] ttl: 180000',
+      'warn [@cache] ttl: 240000',
+    ])
+  })
+
+  it('stays quiet for TTLs that code computed and hands to a backend (18000 s is 5h)', async () => {
+    const logger = recorder()
+    setCacheLogger(logger)
+    ttlToMs(18_000)
+    const rows = new Map<string, unknown>()
+    const backend = defineBackend({
+      get: (k: string) => rows.get(k),
+      set: (k: string, v: unknown) => void rows.set(k, v),
+      delete: (k: string) => rows.delete(k),
+    })
+    const report = cached(async (n: number) => n, { backend, name: 'five-hours', ttl: '5h' })
+    await report(1)
+    await backend.set('x', 1, 36_000)
+    expect(logger.lines).toEqual([])
+  })
 
   it('stays quiet for a duration with a unit', () => {
     const logger = recorder()
