@@ -1,5 +1,5 @@
 import { createRequire } from 'node:module'
-import { join } from 'node:path'
+import { isAbsolute, join } from 'node:path'
 import type { CacheBackend } from './backend.js'
 import { type Duration, parseDuration } from './durations.js'
 import { CacheConfigError, CacheMissingPackageError } from './errors.js'
@@ -189,13 +189,20 @@ const PACKAGES: Record<BackendName, string> = {
 
 /**
  * Loads an installed @cache package by name, resolving from the application (the working
- * directory) first, then from @cache/core itself. A missing package gives
+ * directory, then its entry script) first, then from @cache/core itself. A missing package gives
  * `install @cache/redis to use "redis"`.
  */
 export type PackageLoader = (packageName: string) => Record<string, unknown> | undefined
 
 export const loadInstalledPackage: PackageLoader = (packageName) => {
-  const bases = [join(process.cwd(), 'package.json'), import.meta.url]
+  // The application's own files (its entry script) find its dependencies even when it was started
+  // from another directory.
+  const entry = process.argv[1]
+  const bases = [
+    join(process.cwd(), 'package.json'),
+    ...(entry && isAbsolute(entry) ? [entry] : []),
+    import.meta.url,
+  ]
   for (const base of bases) {
     try {
       return createRequire(base)(packageName) as Record<string, unknown>
