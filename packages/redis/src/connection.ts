@@ -271,8 +271,11 @@ export class Connection {
     } catch {
       client.disconnect()
     }
-    // QUIT's reply comes before the socket closes; wait (briefly) for the close itself.
-    await Promise.race([ended, delay(this.timeoutMs)])
+    // QUIT's reply comes before the socket closes; wait (briefly) for the close itself. The wait
+    // holds the process (the socket does not): `await close()` must return before it may exit.
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([ended, new Promise((resolve) => (timer = setTimeout(resolve, this.timeoutMs)))])
+    clearTimeout(timer)
   }
 
   /** Resolves true on `ready`, false when the attempt fails; one shared listener set for all waiters. */

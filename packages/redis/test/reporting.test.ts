@@ -148,8 +148,12 @@ describe('a script that never calls close()', () => {
       const cache = redisBackend(${JSON.stringify(server.url)}, { namespace: 'exit-test' })
       await cache.set('k', 'v')
       console.log(await cache.get('k'))
+      const other = redisBackend(${JSON.stringify(server.url)}, { namespace: 'exit-test' })
+      await other.incr('n')
+      await other.close() // a close that is awaited completes before the process ends
+      console.log('closed')
     `)
-    expect(output).toBe('v\n')
+    expect(output).toBe('v\nclosed\n')
     expect(code).toBe(0)
   })
 
