@@ -26,11 +26,14 @@ const WARNED = Symbol.for('@cache/core:warned')
 type Holder = { [PROCESS_LOGGER]?: CacheLogger | false; [WARNED]?: Set<string> }
 const holder = globalThis as Holder
 
+/**
+ * Standard error only (a program's standard output may be its data): "back to normal" messages
+ * go to `console.warn`. Looked up at call time, so a console replaced later (by a test runner)
+ * is the one used.
+ */
 const CONSOLE: CacheLogger = {
-  // Looked up at call time, so that a console replaced later (by a test runner) is the one used.
   warn: (message) => console.warn(message),
   error: (message) => console.error(message),
-  info: (message) => console.info(message),
 }
 
 const SILENT: CacheLogger = { warn() {}, error() {} }
