@@ -102,7 +102,14 @@ export type MinimalBackend = {
 export function defineBackend(backend: MinimalBackend): CacheBackend {
   const source = backend as CacheBackend
   const queue = new KeyedQueue()
-  const name = typeof source.name === 'string' ? source.name : (source.constructor?.name ?? 'custom')
+  // A class names its instances; a plain object literal (constructor Object) is just "custom".
+  const ctor = (source as { constructor?: Function }).constructor
+  const name =
+    typeof source.name === 'string'
+      ? source.name
+      : ctor && ctor !== Object && ctor.name
+        ? ctor.name
+        : 'custom'
   // Sync methods, and methods that throw instead of rejecting, become async ones.
   const get = async <T>(key: string): Promise<T | undefined> => source.get<T>(key)
   const set = async (key: string, value: unknown, ttl?: Duration): Promise<void> => {

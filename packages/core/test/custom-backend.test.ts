@@ -143,6 +143,13 @@ describe('a custom backend with only get, set and delete', () => {
     )
   })
 
+  it('names a plain object "custom" in that error, and a class instance by its class', async () => {
+    const plain = toBackend({ get() {}, set() {}, delete() {} })
+    await expect(plain.clear()).rejects.toThrow(/^custom: clear\(\) is not supported/)
+    expect(plain.name).toBe('custom')
+    expect(toBackend(new DictStore()).name).toBe('DictStore')
+  })
+
   it('still rejects an object without get, set and delete, saying what it needs', () => {
     expect(() => toBackend({ get() {}, set() {} } as never)).toThrow(
       'expected a cache backend: an object with get, set and delete methods (clear optional)',
