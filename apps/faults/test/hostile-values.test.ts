@@ -25,7 +25,18 @@ import { dirname, join, resolve } from 'node:path'
 import { type BackendUnderTest, backendsUnderTest, SharedServers } from './support/backends.js'
 import { outcome } from './support/bounded.js'
 
-const BAD_TTLS: unknown[] = [0, -1, Number.NaN, 'abc', '5 parsecs', Number.POSITIVE_INFINITY, '', '-5s']
+// Infinity is a valid TTL ("never expires"); -Infinity is not.
+const BAD_TTLS: unknown[] = [
+  0,
+  -1,
+  Number.NaN,
+  'abc',
+  '5 parsecs',
+  Number.NEGATIVE_INFINITY,
+  '',
+  '-5s',
+  '1 month',
+]
 
 /** How a bad value is named in an error message. */
 function shown(value: unknown): string {

@@ -1,5 +1,5 @@
-import type { Duration } from './durations.js'
-import { CacheNotANumberError } from './errors.js'
+import { type Duration, ttlToMs } from './durations.js'
+import { CacheNotANumberError, CacheUnsupportedError } from './errors.js'
 import { KeyedQueue } from './key-queue.js'
 import type { CacheStats, CacheEvent, CacheEventName } from './stats.js'
 
@@ -76,12 +76,23 @@ export interface SyncAccess {
   set(key: string, value: unknown, ttl?: Duration): void
 }
 
-/** The least a custom backend must implement: everything else has a fallback. */
-export type MinimalBackend = Pick<CacheBackend, 'get' | 'set' | 'delete' | 'clear'> & Partial<CacheBackend>
+/**
+ * The least a custom backend must implement: `get`, `set(key, value, ttl)` and `delete`, sync or
+ * async. Everything else has a fallback; without `clear`, `clear()` throws
+ * `CacheUnsupportedError` when it is called.
+ */
+export type MinimalBackend = {
+  get(key: string): unknown
+  set(key: string, value: unknown, ttl?: any): unknown
+  delete(key: string): unknown
+  clear?(): unknown
+} & Partial<Omit<CacheBackend, 'get' | 'set' | 'delete' | 'clear'>>
 
 /**
- * Completes a backend that implements at least get/set/delete/clear, so it works with the
- * decorator, the convenience functions and multi-level.
+ * Completes a backend that implements at least get/set/delete, so it works with the decorator,
+ * the convenience functions and multi-level. Its methods may be sync or async; `set` receives the
+ * TTL as a number of seconds: `Infinity` for "never expires", `undefined` when the caller gave
+ * none (the backend's default, if it has one); `delete` should return whether it removed something.
  *
  * The fallbacks for `add`, `incr` and `atomicUpdate` serialize callers with a per-key queue
  * **inside this process only**; for cross-process atomicity implement them natively.
@@ -91,10 +102,33 @@ export type MinimalBackend = Pick<CacheBackend, 'get' | 'set' | 'delete' | 'clea
 export function defineBackend(backend: MinimalBackend): CacheBackend {
   const source = backend as CacheBackend
   const queue = new KeyedQueue()
-  const name = typeof source.name === 'string' ? source.name : (source.constructor?.name ?? 'custom')
-  const get = source.get.bind(source)
-  const set = source.set.bind(source)
-  const del = source.delete.bind(source)
+  // A class names its instances; a plain object literal (constructor Object) is just "custom".
+  const ctor = (source as { constructor?: Function }).constructor
+  const name =
+    typeof source.name === 'string'
+      ? source.name
+      : ctor && ctor !== Object && ctor.name
+        ? ctor.name
+        : 'custom'
+  // Sync methods, and methods that throw instead of rejecting, become async ones.
+  const get = async <T>(key: string): Promise<T | undefined> => source.get<T>(key)
+  const set = async (key: string, value: unknown, ttl?: Duration): Promise<void> => {
+    const ms = ttlToMs(ttl)
+    await source.set(key, value, ms !== undefined ? ms / 1000 : ttl === undefined ? undefined : Infinity)
+  }
+  const del = async (key: string): Promise<boolean> => Boolean(await source.delete(key))
+  const clear =
+    typeof source.clear === 'function'
+      ? async (): Promise<void> => {
+          await source.clear()
+        }
+      : async (): Promise<void> => {
+          throw new CacheUnsupportedError(
+            name,
+            'clear',
+            'the backend has no clear method (add one to use cacheFlush() or clear a multi-level chain)',
+          )
+        }
   const getEntry =
     source.getEntry?.bind(source) ??
     (async <T>(key: string): Promise<CacheEntry<T> | undefined> => {
@@ -161,7 +195,7 @@ export function defineBackend(backend: MinimalBackend): CacheBackend {
     add,
     delete: del,
     has,
-    clear: source.clear.bind(source),
+    clear,
     incr,
     atomicUpdate,
     getMany,
@@ -179,6 +213,7 @@ export function defineBackend(backend: MinimalBackend): CacheBackend {
 }
 
 const PROTOCOL = [
+  'clear',
   'getEntry',
   'add',
   'has',
@@ -197,18 +232,23 @@ export function isCacheBackend(value: unknown): value is CacheBackend {
   return isMinimalBackend(value) && PROTOCOL.every((m) => typeof v[m] === 'function')
 }
 
-/** True if `value` has get/set/delete/clear. */
+/** True if `value` has get/set/delete (and, if it has `clear`, a function there). */
 export function isMinimalBackend(value: unknown): value is MinimalBackend {
   if (typeof value !== 'object' || value === null) return false
   const v = value as Record<string, unknown>
-  return ['get', 'set', 'delete', 'clear'].every((m) => typeof v[m] === 'function')
+  return (
+    ['get', 'set', 'delete'].every((m) => typeof v[m] === 'function') &&
+    (v.clear === undefined || typeof v.clear === 'function')
+  )
 }
 
 /** A full backend as is; a minimal one completed with {@link defineBackend}. */
 export function toBackend(value: MinimalBackend | CacheBackend): CacheBackend {
   if (isCacheBackend(value)) return value
   if (!isMinimalBackend(value))
-    throw new TypeError('expected a cache backend: an object with get, set, delete and clear methods')
+    throw new TypeError(
+      'expected a cache backend: an object with get, set and delete methods (clear optional)',
+    )
   return defineBackend(value)
 }
 

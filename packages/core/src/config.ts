@@ -1,8 +1,9 @@
 import { createRequire } from 'node:module'
-import { join } from 'node:path'
+import { isAbsolute, join } from 'node:path'
 import type { CacheBackend } from './backend.js'
 import { type Duration, parseDuration } from './durations.js'
 import { CacheConfigError, CacheMissingPackageError } from './errors.js'
+import type { CacheLogger } from './logger.js'
 import { parseSize, type Size } from './sizes.js'
 
 /** Options every @cache backend accepts. */
@@ -12,8 +13,18 @@ export interface BaseBackendOptions {
    * only this namespace. Default: none (memory, disk) or as documented by the backend.
    */
   namespace?: string
-  /** TTL used when `set` is called without one. Seconds or a duration string. Default: none. */
-  defaultTtl?: Duration
+  /**
+   * TTL used when `set` is called without one. Seconds or a duration string; `null` (or leaving it
+   * out) for none. Default: none, except on the default cache built from names or the
+   * environment, where it is `CACHE_DEFAULT_TTL`, 300 s unless set.
+   */
+  defaultTtl?: Duration | null
+  /**
+   * Where this backend reports trouble (a server unreachable, back again): `console` by default
+   * (the process-wide logger, see `setCacheLogger`), any object with `warn` and `error`, or
+   * `false`. Default: the process-wide logger.
+   */
+  logger?: CacheLogger | false
 }
 
 /** The backend names understood by {@link configureCache} and `CACHE_BACKEND`. */
@@ -36,7 +47,11 @@ export interface CacheConfig {
   redisUrl: string
   /** `memcached`: `host:port,host:port`. Default: `127.0.0.1:11211`. */
   memcachedServers: string
-  defaultTtl?: Duration
+  /**
+   * TTL of entries written without one: `CACHE_DEFAULT_TTL`, 300 s unless set; `null` for none
+   * (`CACHE_DEFAULT_TTL=none`).
+   */
+  defaultTtl?: Duration | null
   namespace?: string
 }
 
@@ -48,6 +63,7 @@ export const ENV_DEFAULTS = {
   CACHE_DISK_MAX_SIZE: '10GB',
   REDIS_URL: 'redis://127.0.0.1:6379',
   MEMCACHED_SERVERS: '127.0.0.1:11211',
+  CACHE_DEFAULT_TTL: '300',
 } as const
 
 const REDIS_URL = /^(redis|rediss)(\+sentinel|\+cluster)?:\/\/[^\s]+$/
@@ -135,10 +151,11 @@ export function configFromEnv(env: Record<string, string | undefined> = process.
       `${JSON.stringify(namespace)} contains whitespace or control characters`,
     )
   }
-  const ttlText = env.CACHE_DEFAULT_TTL?.trim()
-  const defaultTtl = ttlText
-    ? named('CACHE_DEFAULT_TTL', () => durationFromText(ttlText, 'CACHE_DEFAULT_TTL'))
-    : undefined
+  const ttlText = read('CACHE_DEFAULT_TTL')
+  const defaultTtl =
+    ttlText.toLowerCase() === 'none'
+      ? null
+      : named('CACHE_DEFAULT_TTL', () => durationFromText(ttlText, 'CACHE_DEFAULT_TTL'))
   return {
     backends: parseBackendList(read('CACHE_BACKEND')),
     maxKeys: Number(maxKeysText),
@@ -154,7 +171,7 @@ export function configFromEnv(env: Record<string, string | undefined> = process.
   }
 }
 
-/** `'60'` is 60 seconds; `'5m'` is five minutes. Validated, returned as given. */
+/** `'60'` is 60 seconds; `'5m'` is five minutes; `'none'` is read before. Validated, returned as given. */
 function durationFromText(text: string, what: string): Duration {
   const value: Duration = /^\d+(\.\d+)?$/.test(text) ? Number(text) : text
   parseDuration(value, what)
@@ -172,13 +189,20 @@ const PACKAGES: Record<BackendName, string> = {
 
 /**
  * Loads an installed @cache package by name, resolving from the application (the working
- * directory) first, then from @cache/core itself. A missing package gives
+ * directory, then its entry script) first, then from @cache/core itself. A missing package gives
  * `install @cache/redis to use "redis"`.
  */
 export type PackageLoader = (packageName: string) => Record<string, unknown> | undefined
 
 export const loadInstalledPackage: PackageLoader = (packageName) => {
-  const bases = [join(process.cwd(), 'package.json'), import.meta.url]
+  // The application's own files (its entry script) find its dependencies even when it was started
+  // from another directory.
+  const entry = process.argv[1]
+  const bases = [
+    join(process.cwd(), 'package.json'),
+    ...(entry && isAbsolute(entry) ? [entry] : []),
+    import.meta.url,
+  ]
   for (const base of bases) {
     try {
       return createRequire(base)(packageName) as Record<string, unknown>
@@ -217,7 +241,7 @@ export function createBackendFromConfig(
 ): CacheBackend {
   const base: BaseBackendOptions = {}
   if (config.namespace !== undefined) base.namespace = config.namespace
-  if (config.defaultTtl !== undefined) base.defaultTtl = config.defaultTtl
+  if (config.defaultTtl !== undefined && config.defaultTtl !== null) base.defaultTtl = config.defaultTtl
   const levels = config.backends.map((name) => withSettingNames(name, setting, () => createLevel(name)))
   if (levels.length === 1) return levels[0]!
   return load('@cache/multi-level', config.backends.join(','), 'multiLevel', loader, setting)(...levels)

@@ -7,9 +7,13 @@ import {
   type PackageLoader,
   parseBackendList,
 } from './config.js'
-import type { Duration } from './durations.js'
+import { type Duration, ttlToMs } from './durations.js'
+import { CacheMissingPackageError } from './errors.js'
+import { type CacheLogger, setCacheLogger } from './logger.js'
 
 let current: CacheBackend | undefined
+/** `current` was built from the environment by @cache itself (not given to configureCache): it is ours to close. */
+let implicit = false
 
 /** What {@link configureCache} accepts besides a backend or a backend list. */
 export interface ConfigureOptions extends Partial<Omit<CacheConfig, 'backends'>> {
@@ -17,6 +21,12 @@ export interface ConfigureOptions extends Partial<Omit<CacheConfig, 'backends'>>
   backend?: CacheBackend | MinimalBackend | string
   /** How backend packages are loaded. Default: `require` from the working directory. */
   loader?: PackageLoader
+  /**
+   * Where @cache reports trouble in this whole process (a server unreachable and back, a level
+   * skipped, a TTL that looks like milliseconds): any object with `warn` and `error` (pino,
+   * winston), or `false`. Sets the process-wide logger (see `setCacheLogger`). Default: `console`.
+   */
+  logger?: CacheLogger | false
 }
 
 /**
@@ -28,13 +38,26 @@ export interface ConfigureOptions extends Partial<Omit<CacheConfig, 'backends'>>
  * - options: `configureCache({ backend: 'memory,redis', redisUrl, namespace: 'app' })`
  * - nothing: build from `CACHE_BACKEND` and friends (default `memory`)
  *
- * The previous default backend is not closed: it may be in use elsewhere.
+ * A backend built from names or the environment gets a default TTL of 300 s
+ * (`CACHE_DEFAULT_TTL`; `'none'`/`defaultTtl: null` for no expiry); a backend instance keeps its
+ * own. The previous default backend is not closed when it was given to this function (it may be
+ * in use elsewhere); one that @cache built from the environment because nothing was configured
+ * yet is closed.
  */
 export function configureCache(
   input?: CacheBackend | MinimalBackend | string | ConfigureOptions,
 ): CacheBackend {
-  current = build(input)
-  return current
+  if (isOptions(input) && input.logger !== undefined) setCacheLogger(input.logger)
+  const next = build(input)
+  const previous = implicit ? current : undefined
+  current = next
+  implicit = false
+  if (previous !== undefined && previous !== next) previous.close().catch(() => {})
+  return next
+}
+
+function isOptions(input: unknown): input is ConfigureOptions {
+  return typeof input === 'object' && input !== null && !isMinimalBackend(input)
 }
 
 function build(input: CacheBackend | MinimalBackend | string | ConfigureOptions | undefined): CacheBackend {
@@ -47,7 +70,7 @@ function build(input: CacheBackend | MinimalBackend | string | ConfigureOptions 
     )
   }
   if (isMinimalBackend(input)) return toBackend(input)
-  const { backend, loader = loadInstalledPackage, ...overrides } = input
+  const { backend, loader = loadInstalledPackage, logger: _, ...overrides } = input
   if (backend !== undefined && typeof backend !== 'string') return toBackend(backend)
   const env = configFromEnv()
   const defined = Object.fromEntries(Object.entries(overrides).filter(([, v]) => v !== undefined))
@@ -61,13 +84,38 @@ function build(input: CacheBackend | MinimalBackend | string | ConfigureOptions 
 
 /** The default cache; built from the environment on first use if {@link configureCache} was not called. */
 export function getBackend(): CacheBackend {
-  return (current ??= build(undefined))
+  if (current === undefined) {
+    current = build(undefined)
+    implicit = true
+  }
+  return current
+}
+
+/**
+ * Builds the default cache from the environment now, unless it is configured already: called
+ * where something that will use it is defined (a memoized function, a response cache without
+ * `backend`), so that a bad `CACHE_*` variable stops the application while it starts, naming the
+ * variable, instead of failing its requests, and a server that cannot be reached is reported at
+ * start-up. A later {@link configureCache} replaces (and closes) what this built.
+ *
+ * With no `CACHE_BACKEND` and no `@cache/memory` installed there is nothing to build: the
+ * application configures its cache in code, later.
+ */
+export function prepareDefaultCache(): void {
+  if (current !== undefined) return
+  try {
+    getBackend()
+  } catch (error) {
+    if (error instanceof CacheMissingPackageError && !process.env.CACHE_BACKEND?.trim()) return
+    throw error
+  }
 }
 
 /** Closes the default cache and forgets it; the next use builds a new one. */
 export async function resetCache(): Promise<void> {
   const previous = current
   current = undefined
+  implicit = false
   await previous?.close()
 }
 
@@ -78,6 +126,7 @@ export function cacheGet<T = unknown>(key: string): Promise<T | undefined> {
 
 /** `set` on the default cache. `ttl` in seconds or a duration string. */
 export function cacheSet(key: string, value: unknown, ttl?: Duration): Promise<void> {
+  checkTtl(ttl)
   return getBackend().set(key, value, ttl)
 }
 
@@ -93,6 +142,7 @@ export function cacheFlush(): Promise<void> {
 
 /** `incr` on the default cache: atomic across every process sharing it. */
 export function cacheIncr(key: string, by?: number, ttl?: Duration): Promise<number> {
+  checkTtl(ttl)
   return getBackend().incr(key, by, ttl)
 }
 
@@ -102,5 +152,11 @@ export function cacheAtomicUpdate<T>(
   fn: (current: T | undefined) => T | Promise<T>,
   ttl?: Duration,
 ): Promise<T> {
+  checkTtl(ttl)
   return getBackend().atomicUpdate<T>(key, fn, ttl)
+}
+
+/** A TTL given by the caller: one that looks like milliseconds is warned about (see `parseDuration`). */
+function checkTtl(ttl: Duration | undefined): void {
+  if (typeof ttl === 'number' && ttl >= 1000) ttlToMs(ttl, 'ttl')
 }

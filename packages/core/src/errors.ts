@@ -21,6 +21,7 @@ export type CacheErrorCode =
   | 'CACHE_CONFLICT'
   | 'CACHE_CLOSED'
   | 'CACHE_FUNCTION_TIMEOUT'
+  | 'CACHE_UNSUPPORTED'
 
 function brand(error: Error, code: CacheErrorCode): void {
   Object.defineProperty(error, BRAND, { value: true })
@@ -200,6 +201,19 @@ export class CacheConflictError extends CacheError {
 export class CacheClosedError extends CacheError {
   constructor(backend: string) {
     super(`${backend}: the backend is closed`, undefined, 'CACHE_CLOSED')
+  }
+}
+
+/** An operation the backend does not implement (a custom backend without `clear`). */
+export class CacheUnsupportedError extends CacheError {
+  /** Name of the backend. */
+  readonly backend: string
+  /** The operation it lacks, e.g. `clear`. */
+  readonly operation: string
+  constructor(backend: string, operation: string, hint: string) {
+    super(`${backend}: ${operation}() is not supported: ${hint}`, undefined, 'CACHE_UNSUPPORTED')
+    this.backend = backend
+    this.operation = operation
   }
 }
 

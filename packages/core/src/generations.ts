@@ -38,8 +38,11 @@ export function sameGenerations(stored: readonly unknown[] | undefined, current:
  * The current generations of `keys`. `values` are what a read already returned for them (say,
  * from the same `getMany` as the entry, so a hit costs one round trip); a key without a
  * generation gets a fresh one, created with `add` so that concurrent readers in every process
- * agree on it. `ttls[i]` is the lifetime of a generation created for `keys[i]` (expiring is
- * always safe: it only turns entries into misses).
+ * agree on it. `ttls[i]` is the lifetime of a generation created for `keys[i]`: a duration,
+ * `undefined` for the backend's default TTL, and for keys past the end of `ttls` no expiry
+ * (`Infinity`) whatever the backend's default. Expiring is always safe (it only turns entries
+ * into misses), but a generation that expires before the entries written under it costs them
+ * their remaining life.
  */
 export async function currentGenerations(
   backend: CacheBackend,
@@ -55,7 +58,7 @@ export async function currentGenerations(
     if (isGeneration(value)) out[i] = value
     else
       (missing ??= []).push(
-        createGeneration(backend, keys[i]!, ttls?.[i]).then((g) => {
+        createGeneration(backend, keys[i]!, lifetime(ttls, i)).then((g) => {
           out[i] = g
         }),
       )
@@ -66,7 +69,7 @@ export async function currentGenerations(
 
 /**
  * {@link currentGenerations} for an in-process backend, synchronously. A sync backend lives in
- * one process, where a read followed by a write cannot be interleaved.
+ * one process, where a read followed by a write cannot be interleaved. `ttls` as there.
  */
 export function currentGenerationsSync(
   sync: SyncAccess,
@@ -79,7 +82,7 @@ export function currentGenerationsSync(
     if (isGeneration(value)) out[i] = value
     else {
       const fresh = newGeneration()
-      sync.set(keys[i]!, fresh, ttls?.[i])
+      sync.set(keys[i]!, fresh, lifetime(ttls, i))
       out[i] = fresh
     }
   }
@@ -89,16 +92,21 @@ export function currentGenerationsSync(
 /**
  * Starts a new generation for each key: every entry written under the old ones stops matching,
  * in every process sharing the backend. Resolves once the backend has taken the new tokens,
- * rejects if it did not (the invalidation may not have happened).
+ * rejects if it did not (the invalidation may not have happened). `ttl`: their lifetime; none
+ * (`Infinity`) unless given, whatever the backend's default TTL.
  */
 export async function renewGenerations(
   backend: CacheBackend,
   keys: readonly string[],
-  ttl?: Duration,
+  ttl: Duration = Number.POSITIVE_INFINITY,
 ): Promise<void> {
   if (keys.length === 0) return
   if (keys.length === 1) return backend.set(keys[0]!, newGeneration(), ttl)
   await backend.setMany(keys.map((key) => ({ key, value: newGeneration(), ttl })))
+}
+
+function lifetime(ttls: readonly (Duration | undefined)[] | undefined, i: number): Duration | undefined {
+  return ttls !== undefined && i < ttls.length ? ttls[i] : Number.POSITIVE_INFINITY
 }
 
 async function createGeneration(

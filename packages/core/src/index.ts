@@ -34,9 +34,10 @@ export {
   cacheSet,
   configureCache,
   getBackend,
+  prepareDefaultCache,
   resetCache,
 } from './default-cache.js'
-export { type Duration, expiryFor, parseDuration, ttlToMs } from './durations.js'
+export { type Duration, expiryFor, formatDuration, parseDuration, ttlToMs } from './durations.js'
 export {
   type CacheErrorCode,
   type UnavailableOptions,
@@ -52,6 +53,7 @@ export {
   CacheArgumentError,
   CacheTimeoutError,
   CacheUnavailableError,
+  CacheUnsupportedError,
   CacheValueTooLargeError,
   isCacheError,
   isUnavailable,
@@ -129,3 +131,13 @@ export {
   emptyStats,
 } from './stats.js'
 export { invalidateTags, tagVersionKey } from './tags.js'
+export {
+  type CacheLogger,
+  type LoggerOption,
+  IncidentLog,
+  checkLogger,
+  processLogger,
+  setCacheLogger,
+  warnOnce,
+} from './logger.js'
+export { unrefRedisClient } from './unref.js'

@@ -102,7 +102,7 @@ export interface Lifetime {
 /** Checks the options; a bad one throws `CacheConfigError` naming it (`RangeError` for `ttl`, `staleWhileRevalidate`, `lock.*`). */
 export function resolvePolicy(options: LoadOptions): Policy {
   const ttlOf = typeof options.ttl === 'function' ? (options.ttl as AnyFunction) : undefined
-  const ttlMs = ttlOf === undefined ? ttlToMs(options.ttl as Duration | undefined) : undefined
+  const ttlMs = ttlOf === undefined ? ttlToMs(options.ttl as Duration | undefined, 'ttl') : undefined
   const hasTtl = ttlOf !== undefined || ttlMs !== undefined
   if (options.maxTtl !== undefined && ttlOf === undefined)
     throw new CacheConfigError('maxTtl', 'bounds a `ttl` function; with a fixed ttl, set `ttl` itself')

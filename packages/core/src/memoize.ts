@@ -1,5 +1,5 @@
 import { type CacheBackend, type MinimalBackend, toBackend } from './backend.js'
-import { getBackend } from './default-cache.js'
+import { getBackend, prepareDefaultCache } from './default-cache.js'
 import type { Duration } from './durations.js'
 import { CacheConfigError } from './errors.js'
 import { invalidatedHere, prefixesOf, usePrefix } from './flights.js'
@@ -152,13 +152,16 @@ function createMemo<F extends AnyFunction>(
 ): Memoized<F> {
   const policy = resolvePolicy(options)
   const fixedBackend = options.backend === undefined ? undefined : toBackend(options.backend)
+  // A bad CACHE_* variable stops the application now, while it defines its functions.
+  if (fixedBackend === undefined) prepareDefaultCache()
   const observer = new MemoObserver(`memo ${naming.label}`)
   const tagsOf =
     typeof options.tags === 'function' ? options.tags : () => (options.tags ?? []) as readonly string[]
   const staticTags = typeof options.tags === 'function' ? undefined : (options.tags ?? []).map(tagVersionKey)
   const functionGeneration = generationKey(...naming.scope)
-  // The function's generation never expires; the arguments' lives as long as their entries.
-  const loader = new Loader(policy, observer, naming.label, [undefined, policy.generationTtl])
+  // The function's generation (and its tags', past the end) never expires, whatever the
+  // backend's default TTL; the arguments' lives as long as their entries.
+  const loader = new Loader(policy, observer, naming.label, [Number.POSITIVE_INFINITY, policy.generationTtl])
   loader.syncFunction = !(fn instanceof ASYNC_FUNCTION)
   const staticLocal = staticTags === undefined ? undefined : [functionGeneration, ...staticTags]
 
@@ -246,12 +249,14 @@ function createMemo<F extends AnyFunction>(
     invalidatedHere([generation])
     const entries = [...prefixesOf(functionGeneration)].map((prefix) => prefix + part)
     const backend = backendOf()
+    const done = () => observer.delete(entries[0] ?? `${naming.label}:${part}`)
     // In one process, deleting the entries is the invalidation.
     if (backend.sync !== undefined) {
       await backend.deleteMany(entries)
-      return
+      return done()
     }
     await renewGenerations(backend, [generation], policy.generationTtl)
+    done()
     // The stored results can no longer match; removing them only frees the space.
     await backend.deleteMany(entries).catch((error) => observer.error('delete', error))
   }

@@ -20,7 +20,7 @@ describe('configFromEnv', () => {
       redisUrl: 'redis://127.0.0.1:6379',
       memcachedServers: '127.0.0.1:11211',
     })
-    expect(config.defaultTtl).toBeUndefined()
+    expect(config.defaultTtl).toBe(300)
     expect(config.namespace).toBeUndefined()
   })
 

@@ -11,9 +11,11 @@ import {
   ObservedBackend,
   CacheUnavailableError,
   CacheValueTooLargeError,
+  checkLogger,
   type Codec,
   createCodec,
   type Duration,
+  IncidentLog,
   KeyedQueue,
   type SetManyItem,
   ttlToMs,
@@ -76,7 +78,13 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
       mkdirSync(this.path, { recursive: true, mode: 0o700 })
       this.files = new ValueFiles(this.path)
       this.store = new EntryStore(join(this.path, 'cache.db'), settings.busyTimeoutMs)
-      this.lock = new StoreLock(this.store, this.observer, settings.lockTimeoutMs, () => this.closed)
+      this.lock = new StoreLock(
+        this.store,
+        this.observer,
+        settings.lockTimeoutMs,
+        () => this.closed,
+        new IncidentLog(checkLogger(options.logger)),
+      )
       const recovery = this.store.open()
       // Reported on the next turn, so listeners attached right after construction hear it.
       if (recovery !== undefined) setImmediate(() => this.lock.report(recovery, 'open'))

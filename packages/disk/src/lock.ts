@@ -4,6 +4,7 @@ import {
   type CacheObserver,
   CacheTimeoutError,
   CacheUnavailableError,
+  type IncidentLog,
 } from '@cache/core'
 import { setTimeout as sleep } from 'node:timers/promises'
 import Database from 'better-sqlite3'
@@ -24,6 +25,7 @@ export class StoreLock {
     private readonly observer: CacheObserver,
     private readonly lockTimeoutMs: number,
     private readonly isClosed: () => boolean,
+    private readonly log: IncidentLog,
   ) {}
 
   async run<R>(operation: string, key: string | undefined, step: () => R): Promise<R> {
@@ -35,12 +37,13 @@ export class StoreLock {
     }
   }
 
-  /** Counts and emits (as an `error` event) that the database was rebuilt. */
+  /** Counts, emits (as an `error` event) and logs (a warning) that the database was rebuilt. */
   report(recovery: Recovery, operation: string): void {
     this.recovered = recovery.movedTo
     const code = (recovery.cause as { code?: string }).code ?? 'unknown error'
     const message = `disk: ${this.store.file} was damaged (${code}); moved it to ${recovery.movedTo} and started an empty cache`
     this.observer.error(operation, new CacheError(message, { cause: recovery.cause }))
+    this.log.warn(message)
   }
 
   /** Handles the error a first attempt of `step` threw: waits and retries, rebuilds, or rethrows typed. */

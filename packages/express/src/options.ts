@@ -6,6 +6,7 @@ import {
   type MinimalBackend,
   parseDuration,
   parseSize,
+  prepareDefaultCache,
   type Size,
   toBackend,
 } from '@cache/core'
@@ -146,6 +147,8 @@ export function resolveOptions(options: CacheResponseOptions | Duration = {}): S
   if (!Array.isArray(skipped) || skipped.some((fn) => typeof fn !== 'function')) {
     throw new CacheConfigError('middlewareSkippedOnHits', 'expected a list of middleware functions')
   }
+  // A bad CACHE_* variable stops the application now, while it sets up its routes.
+  if (opts.backend === undefined) prepareDefaultCache()
   return {
     ttlMs: parseDuration(opts.ttl ?? 60, 'ttl'),
     swrMs:

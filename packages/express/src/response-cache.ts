@@ -192,7 +192,8 @@ export class ResponseCache {
    */
   private generationTtls(versionKeys: readonly string[]): (Duration | undefined)[] {
     const s = this.settings
-    const ttls = new Array<Duration | undefined>(versionKeys.length).fill(undefined)
+    // Prefix generations never expire (whatever the backend's default TTL); the URL's lives with its entry.
+    const ttls = new Array<Duration | undefined>(versionKeys.length).fill(Number.POSITIVE_INFINITY)
     ttls[s.prefixVersionKeys.length] = (s.ttlMs + (s.swrMs ?? 0)) / 1000
     return ttls
   }
@@ -405,7 +406,12 @@ export class ResponseCache {
           this.setStatus(out, `fwd=${missKind}; detail=${reason}`, 'MISS')
           return
         }
-        if (body === undefined) return
+        if (body === undefined) {
+          // Streamed: stored once it ends complete, unless its declared length is already too large.
+          const tooLarge = Number(out.getHeader('content-length')) > s.maxBodySize
+          this.setStatus(out, `fwd=${missKind}; ${tooLarge ? 'detail=too-large' : 'stored'}`, 'MISS')
+          return
+        }
         if (s.etag && out.getHeader('etag') === undefined) out.setHeader('etag', bodyEtag(body))
         this.setStatus(out, `fwd=${missKind}; stored`, 'MISS')
       },

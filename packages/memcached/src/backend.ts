@@ -8,6 +8,8 @@ import {
   CacheNotANumberError,
   CacheValueTooLargeError,
   type CacheEvent,
+  checkLogger,
+  IncidentLog,
   type CacheEventName,
   ObservedBackend,
   type Codec,
@@ -137,6 +139,10 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   private readonly flushOnClear: boolean
   private readonly ownsClient: boolean
   private readonly now: () => number
+  /** Logs each server's outage once, and its end once. */
+  private readonly incidents: IncidentLog
+  /** Per server: an outage of it is logged and not over (checked on every answer). */
+  private readonly reported: boolean[]
   private closed = false
 
   constructor(
@@ -169,13 +175,22 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
       generationTtlMs,
       (i, buf, op) => this.call(i, buf, op, undefined, false),
     )
+    this.incidents = new IncidentLog(checkLogger(options.logger))
+    this.reported = this.client.servers.map(() => false)
     this.pool = new ServerPool(this.client, this.timeoutMs, options.weights, options.eject ?? {}, {
       // A server comes back only once its generation moved on: values it kept through a freeze,
       // or writes and deletes it missed while ejected, are never read again.
       retry: (index) => this.generations.bumpOne(index, 'retry', (i, buf) => this.pool.sendRaw(i, buf)),
-      down: (index, error) => this.serverEvent('server-down', index, error),
-      up: (index) => this.serverEvent('server-up', index),
+      down: (index, error) => {
+        this.unreachable(index, error)
+        this.serverEvent('server-down', index, error)
+      },
+      up: (index) => {
+        this.answered(index)
+        this.serverEvent('server-up', index)
+      },
     })
+    this.probe()
   }
 
   override on(event: MemcachedEventName, listener: (event: MemcachedEvent) => void): this {
@@ -528,11 +543,45 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     try {
       const response = await this.pool.send(index, buf, operation, !countErrors)
       this.observer.latency(performance.now() - start)
+      if (this.reported[index]) this.answered(index)
       return response
     } catch (error) {
       if (countErrors) this.observer.error(operation, error, key)
       throw error
     }
+  }
+
+  /**
+   * Asks every server for its version once, in the background, so that one nobody can reach is
+   * reported while the application starts, not at its first request. Counts nothing.
+   */
+  private probe(): void {
+    for (let index = 0; index < this.client.servers.length; index++) {
+      this.pool.sendRaw(index, request(Opcode.version, '')).then(
+        () => {
+          if (this.reported[index]) this.answered(index)
+        },
+        (error: unknown) => {
+          if (!this.closed) this.unreachable(index, error)
+        },
+      )
+    }
+  }
+
+  private unreachable(index: number, error: unknown): void {
+    const server = this.pool.names[index]!
+    const reason = (error instanceof Error ? error.message : String(error)).replace(/\.+$/, '')
+    this.reported[index] = true
+    this.incidents.report(
+      server,
+      `memcached: cannot reach ${server}: ${reason}. Its keys fail with CacheUnavailableError (memoized functions run uncached) until it answers; it is retried in the background.`,
+    )
+  }
+
+  private answered(index: number): void {
+    this.reported[index] = false
+    const server = this.pool.names[index]!
+    this.incidents.resolve(server, `memcached: ${server} answers again.`)
   }
 
   private serverEvent(name: 'server-down' | 'server-up', index: number, error?: unknown): void {

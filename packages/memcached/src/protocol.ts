@@ -17,6 +17,7 @@ export const Opcode = {
   delete: 0x04,
   increment: 0x05,
   flush: 0x08,
+  version: 0x0b,
 } as const
 
 export const Status = {
@@ -43,7 +44,7 @@ interface Connection {
   host: string
   port: number
   connected: boolean
-  _socket?: { cork(): void; uncork(): void }
+  _socket?: { cork(): void; uncork(): void; ref(): unknown; unref(): unknown }
   onResponse(seq: number, fn: (response: RawResponse) => void): void
   onError(seq: number, fn: (error: unknown) => void): void
   write(blob: Buffer): void
@@ -143,8 +144,14 @@ export function send(client: memjs.Client, index: number, buf: Buffer, guardMs: 
   buf.writeUInt32BE(seq, 12)
   return new Promise<Response>((resolve, reject) => {
     let guard: NodeJS.Timeout | undefined
-    server.onResponse(seq, (response) => {
+    let settled = false
+    const settle = () => {
       if (guard) clearTimeout(guard)
+      if (!settled) release(server)
+      settled = true
+    }
+    server.onResponse(seq, (response) => {
+      settle()
       const extras = response.extras
       resolve({
         status: response.header.status,
@@ -154,7 +161,7 @@ export function send(client: memjs.Client, index: number, buf: Buffer, guardMs: 
       })
     })
     server.onError(seq, (error) => {
-      if (guard) clearTimeout(guard)
+      settle()
       const message = error instanceof Error ? error.message : String(error)
       const cause = error instanceof Error ? error : new Error(message)
       reject(new LinkFailure(/timed out/i.test(message), message, { cause }))
@@ -164,11 +171,33 @@ export function send(client: memjs.Client, index: number, buf: Buffer, guardMs: 
       guard = setTimeout(() => {
         server.onResponse(seq, () => {})
         server.onError(seq, () => {})
+        settle()
         reject(new LinkFailure(true, `not connected within ${guardMs} ms`))
       }, guardMs)
     }
+    hold(server)
     server.write(buf)
   })
+}
+
+/*
+ * A connection keeps the process alive only while it has requests waiting for their answer: a
+ * script that never calls close() exits once its work is done. memjs times requests out with the
+ * socket's own timeout, which holds nothing, so the socket itself is ref'd while busy.
+ */
+const waiting = new WeakMap<Connection, number>()
+
+function hold(server: Connection): void {
+  const count = (waiting.get(server) ?? 0) + 1
+  waiting.set(server, count)
+  // An idle socket is unref'd; one memjs creates for this write starts ref'd.
+  if (count === 1) server._socket?.ref()
+}
+
+function release(server: Connection): void {
+  const count = (waiting.get(server) ?? 1) - 1
+  waiting.set(server, count)
+  if (count === 0) server._socket?.unref()
 }
 
 /**

@@ -25,7 +25,8 @@ export class CircuitBreaker {
   /** Epoch ms until which an open breaker skips its level. */
   openUntil = 0
   private readonly threshold: number
-  private readonly openMs: number
+  /** How long an open breaker skips its level, in ms. */
+  readonly openMs: number
 
   constructor(options: BreakerOptions = {}) {
     const threshold = options.failureThreshold ?? 3

@@ -1,8 +1,17 @@
 import { randomUUID } from 'node:crypto'
 import { EventEmitter } from 'node:events'
-import { CacheClosedError, CacheConfigError, type Duration, parseDuration } from '@cache/core'
+import {
+  CacheClosedError,
+  CacheConfigError,
+  type CacheLogger,
+  checkLogger,
+  type Duration,
+  IncidentLog,
+  parseDuration,
+} from '@cache/core'
 import { decode, encodeBatch } from './bus-messages.js'
 import {
+  addressOf,
   type Clients,
   closeClient,
   describe,
@@ -62,6 +71,11 @@ export interface RedisBusOptions {
   heartbeat?: Duration
   /** More ioredis options for the connections the bus opens itself (e.g. `tls: { ca }`). */
   redisOptions?: Record<string, unknown>
+  /**
+   * Where the bus reports its link going down (or never coming up) and coming back, once each:
+   * any object with `warn` and `error`, or `false`. Default: the process-wide logger (`console`).
+   */
+  logger?: CacheLogger | false
 }
 
 /** `connecting`: not yet proven. `up`: heartbeats come back. `down`: they stopped. */
@@ -145,6 +159,11 @@ export class RedisBus implements InvalidationBus {
   private beatAwaited: number | undefined
   private beatAwaitedSince = 0
   private ticksDown = 0
+  /** Heartbeats sent while still `connecting`: the link is reported down after a few. */
+  private ticksConnecting = 0
+  private readonly incidents: IncidentLog
+  /** Where the bus connects, for the log. */
+  private readonly address: string
   private timer: NodeJS.Timeout | undefined
   private closed: Promise<void> | undefined
 
@@ -164,8 +183,10 @@ export class RedisBus implements InvalidationBus {
     this.firstUp = new Promise<void>((resolve) => {
       this.markUp = resolve
     })
+    this.incidents = new IncidentLog(checkLogger(options.logger))
     // A malformed URL or connection throws here, not on the first publish.
     const target = isClient(connection) ? connection : describe(connection)
+    this.address = addressOf(target)
     this.clients = openClients(target, options.redisOptions ?? {})
     this.clients.then(
       (clients) => this.listen(clients),
@@ -197,7 +218,11 @@ export class RedisBus implements InvalidationBus {
   }
 
   ready(): Promise<void> {
-    return this.clients.then(() => this.firstUp)
+    // The bus's connections do not keep the process alive; a caller waiting for it to be up does.
+    const hold = setInterval(() => {}, 60_000)
+    const up = this.clients.then(() => this.firstUp)
+    up.finally(() => clearInterval(hold)).catch(() => {})
+    return up
   }
 
   /**
@@ -324,6 +349,8 @@ export class RedisBus implements InvalidationBus {
     // Judged once it had half an interval at least (one sent on reconnect may be very recent).
     if (this.beatAwaited !== undefined && performance.now() - this.beatAwaitedSince >= this.heartbeatMs / 2)
       this.down(`no heartbeat came back within ${this.heartbeatMs} ms`)
+    if (this.current === 'connecting' && ++this.ticksConnecting === RECONNECT_EVERY)
+      this.reportDown(`not up after ${RECONNECT_EVERY} heartbeats`)
     if (this.current !== 'up') {
       // Nothing received while down can be trusted: keep the faster levels empty.
       this.resync()
@@ -356,6 +383,7 @@ export class RedisBus implements InvalidationBus {
     // The subscription works again; anything sent before it took effect may be lost.
     this.resync()
     this.markUp()
+    this.incidents.resolve('link', `invalidation bus: the link to Redis (${this.address}) is back.`)
     if (wasDown) this.emit('link-up', { backend: 'bus' })
   }
 
@@ -365,6 +393,7 @@ export class RedisBus implements InvalidationBus {
     if (this.current !== 'up' || this.closed) return
     this.current = 'down'
     this.stats.linkDowns++
+    this.reportDown(reason)
     this.emit('link-down', { backend: 'bus', reason })
     this.resync()
     if (reconnect) void this.reconnect()
@@ -376,6 +405,13 @@ export class RedisBus implements InvalidationBus {
     const { subscriber, publisher, owned } = await this.clients
     subscriber.disconnect?.(true)
     if (owned.includes(publisher) && publisher !== subscriber) publisher.disconnect?.(true)
+  }
+
+  private reportDown(reason: string): void {
+    this.incidents.report(
+      'link',
+      `invalidation bus: the link to Redis (${this.address}) is down: ${reason}. Until it is back, chains on this bus keep their faster levels empty (reads go to the shared level).`,
+    )
   }
 
   private resync(): void {

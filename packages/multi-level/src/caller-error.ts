@@ -5,9 +5,13 @@ const CALLER_ERRORS = new Set([
   'CACHE_CONFLICT',
   'CACHE_CONFIG',
   'CACHE_SERIALIZATION',
+  'CACHE_UNSUPPORTED',
 ])
 
-/** Errors that are about the call (bad TTL, value, key), not about a level being unavailable. */
+/**
+ * Errors that are about the call (bad TTL, value, key) or the level's abilities (a custom backend
+ * without `clear`), not about a level being unavailable.
+ */
 export function isCallerError(error: unknown): boolean {
   if (error instanceof RangeError) return true
   const code = (error as { code?: unknown } | null)?.code

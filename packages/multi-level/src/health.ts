@@ -1,4 +1,11 @@
-import { type CacheEvent, type CacheEventName, type CacheObserver, CacheUnavailableError } from '@cache/core'
+import {
+  type CacheEvent,
+  type CacheEventName,
+  type CacheObserver,
+  CacheUnavailableError,
+  formatDuration,
+  type IncidentLog,
+} from '@cache/core'
 import { isCallerError } from './caller-error.js'
 import type { Level } from './level.js'
 
@@ -18,6 +25,8 @@ export class LevelHealth {
   constructor(
     private readonly observer: CacheObserver,
     private readonly now: () => number,
+    /** Logs each level's breaker opening once, and its closing once. */
+    private readonly incidents: IncidentLog,
   ) {}
 
   /** True if the level may be used now; starts its probe once its open period is over. */
@@ -26,7 +35,13 @@ export class LevelHealth {
     level.stats.skipped++
     if (level.breaker.probeDue(this.now())) {
       level.recover(
-        () => this.emit('level-up', { backend: level.name, level: level.index }),
+        () => {
+          this.incidents.resolve(
+            `level ${level.index}`,
+            `multi-level: level ${level.index + 1} (${level.name}) answers again and is back in use.`,
+          )
+          this.emit('level-up', { backend: level.name, level: level.index })
+        },
         (error) => this.failed(level, 'probe', error, undefined, false),
       )
     }
@@ -50,6 +65,10 @@ export class LevelHealth {
     if (isPartialFailure(error)) return
     if (level.breaker.failure(this.now())) {
       level.stats.opened++
+      this.incidents.report(
+        `level ${level.index}`,
+        `multi-level: level ${level.index + 1} (${level.name}) is skipped after ${level.breaker.failures} failures in a row (${describeError(error)}): the other levels serve meanwhile; it is probed every ${formatDuration(level.breaker.openMs)} and repaired before it is used again.`,
+      )
       this.emit('level-down', { backend: level.name, level: level.index, operation, error })
     }
   }
@@ -86,4 +105,8 @@ export class LevelHealth {
  */
 export function isPartialFailure(error: unknown): boolean {
   return (error as { partial?: unknown } | null)?.partial === true
+}
+
+function describeError(error: unknown): string {
+  return (error instanceof Error ? error.message : String(error)).replace(/\.+$/, '')
 }

@@ -4,6 +4,9 @@ import {
   type CacheBackend,
   type CacheEntry,
   CacheConfigError,
+  type CacheLogger,
+  checkLogger,
+  IncidentLog,
   CacheObserver,
   type CacheStats,
   compareAndDelete,
@@ -56,6 +59,13 @@ export interface MultiLevelOptions {
   namespace?: string
   /** `close()` closes the levels too. Default: true. */
   closeLevels?: boolean
+  /**
+   * Where the chain reports a level's breaker opening (the level is skipped) and closing (it is
+   * back), once each: any object with `warn` and `error` (pino, winston), or `false`. Default:
+   * the process-wide logger (`console` unless `setCacheLogger` or `configureCache({ logger })`
+   * changed it).
+   */
+  logger?: CacheLogger | false
   /** Clock in epoch ms, for tests. Default: `Date.now`. */
   now?: () => number
 }
@@ -98,7 +108,7 @@ export class MultiLevelBackend implements CacheBackend {
       (backends[backends.length - 1] as { namespace?: unknown }).namespace?.toString() ??
       ''
     const now = options.now ?? Date.now
-    this.health = new LevelHealth(this.observer, now)
+    this.health = new LevelHealth(this.observer, now, new IncidentLog(checkLogger(options.logger)))
     this.reader = new LevelReader(this.levels, this.reads, this.health, this.observer, now)
     this.writer = new LevelWriter(this.levels, this.health)
     this.invalidation = new ChainInvalidation(

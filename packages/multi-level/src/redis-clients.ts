@@ -3,7 +3,7 @@
  * ioredis options, a client), with settings for publishing (fail fast) and subscribing (queue the
  * SUBSCRIBE until connected), and closed without waiting on a server that never answered.
  */
-import { CacheConfigError, parseRedisUrl } from '@cache/core'
+import { CacheConfigError, parseRedisUrl, unrefRedisClient } from '@cache/core'
 
 /** The part of an ioredis client (`Redis` or `Cluster`) the bus uses. */
 export interface RedisClientLike {
@@ -80,8 +80,10 @@ const RECONNECT = { retryStrategy: (attempt: number) => Math.min(attempt * 50, 5
 export type Target = RedisClientLike | Described
 
 export async function openClients(target: Target, extra: Record<string, unknown>): Promise<Clients> {
+  // The connections the bus opens must not keep the process alive (a client passed in is its owner's).
   if (isClient(target)) {
     const subscriber = duplicateForSubscribing(target)
+    unrefRedisClient(subscriber)
     return { publisher: target, subscriber, owned: [subscriber] }
   }
   const { Redis, Cluster } = await import('ioredis')
@@ -101,6 +103,8 @@ export async function openClients(target: Target, extra: Record<string, unknown>
   const publisher = build(PUBLISHER)
   publisher.on('error', () => {})
   const subscriber = build(SUBSCRIBER)
+  unrefRedisClient(publisher)
+  unrefRedisClient(subscriber)
   return { publisher, subscriber, owned: [publisher, subscriber] }
 }
 
@@ -157,4 +161,16 @@ export function describe(connection: string | Record<string, unknown>): Describe
 export function isClient(value: unknown): value is RedisClientLike {
   const v = value as Partial<RedisClientLike> | null
   return typeof v?.publish === 'function' && typeof v.duplicate === 'function'
+}
+
+/** Where the bus connects, for messages: `host:port`, the seed nodes, or the sentinels. */
+export function addressOf(target: Target): string {
+  const options = (isClient(target) ? target.options : target.options) ?? {}
+  const nodes = isClient(target) ? undefined : target.nodes
+  if (nodes !== undefined) return `cluster ${nodes.map((n) => `${n.host}:${n.port}`).join(',')}`
+  const sentinels = options.sentinels as { host?: string; port?: number }[] | undefined
+  if (Array.isArray(sentinels) && sentinels.length > 0)
+    return `master "${options.name}" of sentinels ${sentinels.map((s) => `${s.host ?? '127.0.0.1'}:${s.port ?? 26379}`).join(',')}`
+  if (isClient(target) && target.isCluster) return 'cluster'
+  return `${options.host ?? '127.0.0.1'}:${options.port ?? 6379}`
 }

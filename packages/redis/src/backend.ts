@@ -3,6 +3,7 @@ import {
   assertIncrement,
   assertKey,
   type BaseBackendOptions,
+  checkLogger,
   type CacheBackend,
   CacheConfigError,
   CacheConflictError,
@@ -143,6 +144,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
         clusterOptions: options.clusterOptions,
       },
       this.observer,
+      checkLogger(options.logger),
     )
     this.client = this.connection.client
     this.once =
@@ -198,6 +200,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
       throw this.connection.failed('get', error, key)
     }
     this.observer.latency(performance.now() - start)
+    this.connection.answered()
     if (stored === null) {
       this.observer.miss(key)
       return undefined
@@ -244,6 +247,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     }
     this.near?.forget(k)
     this.observer.latency(performance.now() - start)
+    this.connection.answered()
     this.observer.set(key)
   }
 

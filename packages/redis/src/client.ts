@@ -166,3 +166,24 @@ export function commandTimeoutOf(client: RedisClient): number | undefined {
   const timeout = options?.commandTimeout
   return typeof timeout === 'number' && timeout > 0 ? timeout : undefined
 }
+
+/**
+ * Where a client connects, for messages: `host:port` (one node), the sentinels and master name
+ * (Sentinel), or the seed nodes (Cluster).
+ */
+export function addressOf(client: RedisClient): string {
+  if (client.isCluster) {
+    const nodes = (client as unknown as { startupNodes?: ClusterNode[] }).startupNodes ?? []
+    const named = nodes.map((node) =>
+      typeof node === 'object' ? `${node.host ?? '127.0.0.1'}:${node.port ?? 6379}` : String(node),
+    )
+    return `cluster ${named.join(',')}`
+  }
+  const options = (client as Redis).options
+  if (options.sentinels && options.sentinels.length > 0) {
+    const sentinels = options.sentinels.map((s) => `${s.host ?? '127.0.0.1'}:${s.port ?? 26379}`).join(',')
+    return `master "${options.name}" of sentinels ${sentinels}`
+  }
+  if (options.path) return options.path
+  return `${options.host ?? '127.0.0.1'}:${options.port ?? 6379}`
+}

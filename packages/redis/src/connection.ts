@@ -1,6 +1,16 @@
-import { CacheClosedError, type CacheObserver, CacheTimeoutError, CacheUnavailableError } from '@cache/core'
+import {
+  CacheClosedError,
+  type CacheObserver,
+  CacheTimeoutError,
+  CacheUnavailableError,
+  IncidentLog,
+  isUnavailable,
+  type LoggerOption,
+  unrefRedisClient,
+} from '@cache/core'
 import type { Cluster, Redis } from 'ioredis'
 import {
+  addressOf,
   type ConnectionSettings,
   commandTimeoutOf,
   createClient,
@@ -12,14 +22,27 @@ import { translateError } from './errors.js'
 import { SwitchOverGuard } from './switch-over.js'
 import { ClusterTopology } from './topology.js'
 
+/** A failure this long after the previous one keeps an outage open: it is not over yet. */
+const QUIET_MS = 1000
+
 /**
  * One backend's hold on its ioredis client: whether commands may be sent now, how long they may
- * take, what their failures become, and closing. Every failure is counted by the observer.
+ * take, what their failures become, and closing. Every failure is counted by the observer; an
+ * outage (the server unreachable, or not answering in time) is logged once, and its end once.
  */
 export class Connection {
   readonly client: RedisClient
   /** Per-operation timeout in ms. */
   readonly timeoutMs: number
+  /** Where the client connects (`host:port`, the sentinels, the seed nodes): said in errors and logs. */
+  readonly address: string
+  /** The client's latest connection error: the `cause` of "not connected" failures. */
+  private lastError: Error | undefined
+  private readonly incidents: IncidentLog
+  /** When an operation last failed for want of the server (epoch ms). */
+  private lastFailure = 0
+  /** When the last outage ended (epoch ms). */
+  private recoveredAt = 0
   /** We built the client, so we close it; a client passed in stays open. */
   private readonly owned: boolean
   /** The client enforces `commandTimeout` itself; otherwise {@link timed} races a timer. */
@@ -36,16 +59,22 @@ export class Connection {
     connection: RedisConnection,
     settings: ConnectionSettings,
     private readonly observer: CacheObserver,
+    logger?: LoggerOption,
   ) {
+    this.incidents = new IncidentLog(logger)
     this.owned = !isRedisClient(connection)
     this.client = this.owned
       ? createClient(connection as Exclude<RedisConnection, Redis | Cluster>, settings)
       : (connection as RedisClient)
+    this.address = addressOf(this.client)
+    // A client we built must not keep the process alive (a client passed in is its owner's).
+    if (this.owned) unrefRedisClient(this.client)
     const clientTimeout = commandTimeoutOf(this.client)
     this.clientTimesOut = clientTimeout !== undefined
     this.timeoutMs = clientTimeout ?? settings.timeoutMs
     // Without a listener ioredis prints every connection error; we count them instead.
     this.client.on('error', this.onClientError)
+    this.client.on('ready', this.onReady)
     this.topology = this.client.isCluster
       ? new ClusterTopology(this.client as Cluster, this.timeoutMs)
       : undefined
@@ -84,7 +113,7 @@ export class Connection {
     if (status !== 'ready') {
       if (status === 'wait') client.connect().catch(noop)
       if (status !== 'wait' && status !== 'connecting' && status !== 'connect')
-        throw this.failed(operation, notConnected(client, operation), key)
+        throw this.failed(operation, this.notConnected(operation), key)
       let timer: NodeJS.Timeout | undefined
       const expired = new Promise<boolean>((resolve) => {
         timer = setTimeout(resolve, this.timeoutMs, false)
@@ -99,8 +128,15 @@ export class Connection {
     const stillConnecting =
       client.status === 'connecting' || client.status === 'connect' || client.status === 'ready'
     const error = stillConnecting
-      ? new CacheTimeoutError('redis', `${operation} (waiting for the connection)`, this.timeoutMs)
-      : notConnected(client, operation)
+      ? new CacheTimeoutError(
+          'redis',
+          `${operation} on ${this.address} (waiting for the connection)`,
+          this.timeoutMs,
+          {
+            server: this.address,
+          },
+        )
+      : this.notConnected(operation)
     throw this.failed(operation, error, key)
   }
 
@@ -165,6 +201,7 @@ export class Connection {
     try {
       const reply = await this.timed(command, operation)
       this.observer.latency(performance.now() - start)
+      this.answered()
       return reply
     } catch (error) {
       throw this.failed(operation, error, key)
@@ -176,7 +213,12 @@ export class Connection {
     if (this.clientTimesOut) return command
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(
-        () => reject(new CacheTimeoutError('redis', operation, this.timeoutMs)),
+        () =>
+          reject(
+            new CacheTimeoutError('redis', `${operation} on ${this.address}`, this.timeoutMs, {
+              server: this.address,
+            }),
+          ),
         this.timeoutMs,
       )
       command.then(
@@ -192,11 +234,18 @@ export class Connection {
     })
   }
 
-  /** The @cache error for a failure, counted and emitted as an `error` event. */
+  /** The @cache error for a failure, counted, emitted as an `error` event, and logged once per outage. */
   failed(operation: string, error: unknown, key: string | undefined): Error {
-    const translated = translateError(error, operation, this.timeoutMs, key)
+    const translated = translateError(error, operation, this.timeoutMs, key, this.address)
     this.observer.error(operation, translated, key)
+    if (isUnavailable(translated) && !this.closed && !(translated instanceof CacheClosedError))
+      this.outage(reasonOf(translated, this.timeoutMs))
     return translated
+  }
+
+  /** A command was answered: an outage that has been quiet for a while is over. */
+  answered(): void {
+    if (this.lastFailure !== 0 && Date.now() - this.lastFailure >= QUIET_MS) this.recovered()
   }
 
   /** Idempotent. Quits a client we created; a client passed in is left open. */
@@ -222,8 +271,11 @@ export class Connection {
     } catch {
       client.disconnect()
     }
-    // QUIT's reply comes before the socket closes; wait (briefly) for the close itself.
-    await Promise.race([ended, delay(this.timeoutMs)])
+    // QUIT's reply comes before the socket closes; wait (briefly) for the close itself. The wait
+    // holds the process (the socket does not): `await close()` must return before it may exit.
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([ended, new Promise((resolve) => (timer = setTimeout(resolve, this.timeoutMs)))])
+    clearTimeout(timer)
   }
 
   /** Resolves true on `ready`, false when the attempt fails; one shared listener set for all waiters. */
@@ -262,12 +314,45 @@ export class Connection {
   }
 
   private readonly onClientError = (error: unknown): void => {
-    this.observer.error('connection', translateError(error, 'connection', this.timeoutMs))
+    this.lastError = error instanceof Error ? error : new Error(String(error))
+    this.observer.error(
+      'connection',
+      translateError(error, 'connection', this.timeoutMs, undefined, this.address),
+    )
+    if (!this.closed) this.outage(this.lastError.message)
   }
-}
 
-function notConnected(client: RedisClient, operation: string): CacheUnavailableError {
-  return new CacheUnavailableError('redis', `redis: ${operation} failed: not connected (${client.status})`)
+  private readonly onReady = (): void => {
+    this.lastError = undefined
+    this.recovered()
+  }
+
+  private outage(reason: string): void {
+    const now = Date.now()
+    this.lastFailure = now
+    // A command sent before the connection came back may still fail just after: the same outage.
+    if (now - this.recoveredAt < QUIET_MS) return
+    this.incidents.report(
+      'down',
+      `redis: cannot reach ${this.address}: ${reason.replace(/\.+$/, '')}. Operations fail fast with CacheUnavailableError (memoized functions run uncached) while the client keeps reconnecting.`,
+    )
+  }
+
+  private recovered(): void {
+    this.lastFailure = 0
+    if (this.incidents.has('down')) this.recoveredAt = Date.now()
+    this.incidents.resolve('down', `redis: ${this.address} answers again.`)
+  }
+
+  /** Why a command cannot be sent: the client is not connected; the cause is its latest error. */
+  private notConnected(operation: string): CacheUnavailableError {
+    const last = this.lastError
+    return new CacheUnavailableError(
+      'redis',
+      `redis: ${operation} on ${this.address} failed: not connected (${this.client.status})${last ? `: ${last.message}` : ''}`,
+      { cause: last, server: this.address },
+    )
+  }
 }
 
 /** A wait that does not keep the process alive. */
@@ -276,3 +361,11 @@ function delay(ms: number): Promise<void> {
 }
 
 function noop(): void {}
+
+/** What went wrong, for the log: the client's own error when there is one. */
+function reasonOf(error: Error, timeoutMs: number): string {
+  if ((error as { code?: string }).code === 'CACHE_TIMEOUT') return `no answer within ${timeoutMs} ms`
+  const cause = error.cause
+  if (cause instanceof Error) return cause.message
+  return error.message.replace(/^redis: .*? failed: /, '')
+}

@@ -16,16 +16,31 @@ const UNAVAILABLE_REPLY =
  * {@link CacheUnavailableError}, and a reply error about the data (e.g. INCRBY on text) a
  * plain {@link CacheError}.
  */
-export function translateError(error: unknown, operation: string, timeoutMs: number, key?: string): Error {
+export function translateError(
+  error: unknown,
+  operation: string,
+  timeoutMs: number,
+  key?: string,
+  address?: string,
+): Error {
   if (isCacheError(error)) return error as Error
-  const message = (error as Error | undefined)?.message ?? String(error)
+  const message = plain((error as Error | undefined)?.message ?? String(error))
+  const where = address === undefined ? operation : `${operation} on ${address}`
+  const server = address === undefined ? {} : { server: address }
   if (message === 'Command timed out')
-    return new CacheTimeoutError('redis', operation, timeoutMs, { cause: error })
+    return new CacheTimeoutError('redis', where, timeoutMs, { cause: error, ...server })
   if ((error as Error | undefined)?.name === 'ReplyError') {
     if (/not an integer|out of range/.test(message) && key !== undefined && operation === 'incr')
       return new CacheNotANumberError(key)
     if (!UNAVAILABLE_REPLY.test(message))
-      return new CacheError(`redis: ${operation} failed: ${message}`, { cause: error })
+      return new CacheError(`redis: ${where} failed: ${message}`, { cause: error })
   }
-  return new CacheUnavailableError('redis', `redis: ${operation} failed: ${message}`, { cause: error })
+  return new CacheUnavailableError('redis', `redis: ${where} failed: ${message}`, { cause: error, ...server })
+}
+
+/** ioredis's words for "the connection is down", in the words of the rest of the messages. */
+function plain(message: string): string {
+  if (message.startsWith("Stream isn't writeable")) return 'not connected (the connection is down)'
+  if (message === 'Connection is closed.') return 'the connection closed'
+  return message
 }

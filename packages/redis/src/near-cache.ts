@@ -1,4 +1,4 @@
-import { CacheConfigError, type CacheObserver } from '@cache/core'
+import { CacheConfigError, type CacheObserver, unrefRedisClient } from '@cache/core'
 import type { Redis } from 'ioredis'
 import { translateError } from './errors.js'
 
@@ -47,6 +47,7 @@ export class NearCache {
       autoResubscribe: false,
       lazyConnect: false,
     })
+    unrefRedisClient(this.subscriber)
     this.subscriber.on('error', this.onError)
     this.subscriber.on('messageBuffer', this.onMessage)
     this.subscriber.on('ready', this.onSubscriberReady)

@@ -1,4 +1,4 @@
-import type { CacheObserver } from '@cache/core'
+import { type CacheObserver, unrefRedisClient } from '@cache/core'
 import { Redis, type RedisOptions } from 'ioredis'
 import { translateError } from './errors.js'
 
@@ -49,6 +49,7 @@ export class SwitchOverGuard {
         retryStrategy: options.sentinelRetryStrategy ?? undefined,
         connectionName: 'cache-switch-over',
       } satisfies RedisOptions)
+      unrefRedisClient(subscriber)
       subscriber.on('error', this.onError)
       subscriber.on('message', this.onMessage)
       subscriber.subscribe(PROMOTING, SWITCHED, ...ABORTED).catch(this.onError)

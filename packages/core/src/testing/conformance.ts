@@ -168,7 +168,23 @@ export function runConformance(name: string, options: ConformanceOptions): void 
       }
     })
 
-    it.each([[0], [-1], [Number.NaN], ['abc'], ['5 parsecs'], [Number.POSITIVE_INFINITY]])(
+    it('accepts the durations people write: seconds as text, words, compounds', async () => {
+      for (const ttl of ['300', '2 minutes', '1m30s', '1 hour 30 minutes']) {
+        const k = key()
+        await cache.set(k, ttl, ttl)
+        expect(await cache.get(k), ttl).toBe(ttl)
+      }
+    })
+
+    it('keeps a value stored with the TTL Infinity without expiry', async () => {
+      const k = key()
+      await cache.set(k, 'forever', Number.POSITIVE_INFINITY)
+      expect(await cache.add(key(), 1, Number.POSITIVE_INFINITY)).toBe(true)
+      expect(await cache.get(k)).toBe('forever')
+      if (reportsExpiry) expect((await cache.getEntry(k))!.expiresAt).toBeUndefined()
+    })
+
+    it.each([[0], [-1], [Number.NaN], ['abc'], ['5 parsecs'], [Number.NEGATIVE_INFINITY]])(
       'rejects the TTL %s with a RangeError',
       async (ttl) => {
         const k = key()

@@ -1,0 +1,136 @@
+import { spawn } from 'node:child_process'
+import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { type CacheLogger, CacheUnavailableError } from '@cache/core'
+import { freePort, type MemcachedServer, startMemcached } from '@cache/test-servers'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { type MemcachedBackend, memcachedBackend } from '../src/index.js'
+
+/** A logger that keeps what it is told, as `level message` lines. */
+function recorder(): CacheLogger & { lines: string[] } {
+  const lines: string[] = []
+  return {
+    lines,
+    warn: (message: string) => void lines.push(`warn ${message}`),
+    error: (message: string) => void lines.push(`error ${message}`),
+    info: (message: string) => void lines.push(`info ${message}`),
+  }
+}
+
+async function until(check: () => boolean, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error('timed out waiting')
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+}
+
+const opened: MemcachedBackend[] = []
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((backend) => backend.close()))
+})
+
+describe('a memcached server nobody listens on', () => {
+  it('is reported once, at start-up, before any operation, with its address and the error', async () => {
+    const port = await freePort()
+    const logger = recorder()
+    const cache = memcachedBackend(`127.0.0.1:${port}`, { logger, timeout: '200ms' })
+    opened.push(cache)
+    await until(() => logger.lines.length > 0)
+    for (let i = 0; i < 5; i++) await cache.get('k').catch(() => {})
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    expect(logger.lines).toEqual([
+      `error [@cache] memcached: cannot reach 127.0.0.1:${port}: connect ECONNREFUSED 127.0.0.1:${port}. Its keys fail with CacheUnavailableError (memoized functions run uncached) until it answers; it is retried in the background.`,
+    ])
+    const error = await cache.get('k').catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(CacheUnavailableError)
+    expect((error as CacheUnavailableError).server).toBe(`127.0.0.1:${port}`)
+    expect((error as Error).message).toContain(`127.0.0.1:${port}`)
+  })
+})
+
+describe('a memcached server that is killed and restarted', () => {
+  let server: MemcachedServer
+  beforeAll(async () => {
+    server = await startMemcached({ spawn: true })
+  })
+  afterAll(async () => {
+    await server?.stop()
+  })
+
+  it('is reported once when it goes down and once when it is back', async () => {
+    const logger = recorder()
+    const cache = memcachedBackend(server.server, {
+      logger,
+      timeout: '200ms',
+      eject: { retryAfter: '100ms' },
+    })
+    opened.push(cache)
+    await cache.set('k', 1)
+    expect(logger.lines).toEqual([])
+    await server.process!.kill()
+    for (let i = 0; i < 20; i++) await cache.get('k').catch(() => {})
+    expect(logger.lines).toHaveLength(1)
+    expect(logger.lines[0]).toMatch(
+      new RegExp(`^error \\[@cache\\] memcached: cannot reach ${server.server.replace(/\./g, '\\.')}: `),
+    )
+    await server.process!.start()
+    await until(() => logger.lines.length === 2)
+    expect(logger.lines[1]).toBe(`info [@cache] memcached: ${server.server} answers again.`)
+    await cache.set('k', 2)
+    expect(await cache.get('k')).toBe(2)
+    expect(logger.lines).toHaveLength(2)
+  })
+})
+
+describe('a script that never calls close()', () => {
+  let server: MemcachedServer
+  beforeAll(async () => {
+    server = await startMemcached()
+  })
+  afterAll(async () => {
+    await server?.stop()
+  })
+
+  function run(source: string, ms = 8_000): Promise<{ code: number | 'hung'; output: string }> {
+    const child = spawn(process.execPath, ['--input-type=module', '-e', source], { stdio: 'pipe' })
+    let output = ''
+    child.stdout.on('data', (chunk) => (output += chunk))
+    child.stderr.on('data', (chunk) => (output += chunk))
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL')
+        resolve({ code: 'hung', output })
+      }, ms)
+      child.once('exit', (code) => {
+        clearTimeout(timer)
+        resolve({ code: code ?? -1, output })
+      })
+    })
+  }
+  const memcached = pathToFileURL(join(__dirname, '../dist/index.js')).href
+
+  it('exits once its work is done, and waits for replies in flight', async () => {
+    const { code, output } = await run(`
+      const { memcachedBackend } = await import(${JSON.stringify(memcached)})
+      const cache = memcachedBackend(${JSON.stringify(server.server)}, { namespace: 'exit-test' })
+      await cache.set('k', 'v')
+      console.log(await cache.get('k'))
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      console.log(JSON.stringify(await Promise.all([cache.get('k'), cache.incr('n'), cache.has('k')])))
+    `)
+    expect(output).toMatch(/^v\n\["v",\d+,true\]\n$/)
+    expect(code).toBe(0)
+  })
+
+  it('exits with memcached unreachable, after saying so', async () => {
+    const port = await freePort()
+    const { code, output } = await run(`
+      const { memcachedBackend } = await import(${JSON.stringify(memcached)})
+      const cache = memcachedBackend('127.0.0.1:${port}')
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    `)
+    expect(output).toContain(`[@cache] memcached: cannot reach 127.0.0.1:${port}`)
+    expect(code).toBe(0)
+  })
+})
