@@ -87,6 +87,8 @@ export class ResponseCache {
   readonly observer = new CacheObserver('http')
   /** The flight of each key (or variant key) whose first response is under way. */
   private readonly inflight = new Map<string, Flight>()
+  /** Responses stored so far: a read that overlapped one reads again before it runs the handler. */
+  private stores = 0
   /** Flight keys with a stale-while-revalidate refresh under way. */
   private readonly refreshing = new Set<string>()
   /** Requests this engine already handles: a second pass (the same cache mounted twice) runs through. */
@@ -254,10 +256,12 @@ export class ResponseCache {
     key: string,
     versionKeys: string[],
     waited: readonly Flight[],
+    again = true,
   ): Promise<unknown> {
     let first: unknown
     let versions: number[]
     let record: VaryRecord | undefined
+    const storesBefore = this.stores
     try {
       const values = await backend.getMany([key, ...versionKeys])
       versions = await currentGenerations(
@@ -274,6 +278,14 @@ export class ResponseCache {
     } catch (error) {
       return this.lookupFailed(res, run, error, key)
     }
+    // A response stored (and its flight ended) while this read was on its way may be the one it
+    // missed: read once more rather than run the handler again.
+    if (
+      again &&
+      this.stores !== storesBefore &&
+      !(isStoredResponse(first) && sameGenerations(first.versions, versions))
+    )
+      return this.lookupAsync(req, res, run, position, backend, key, versionKeys, waited, false)
     return this.decide(req, res, run, position, key, versionKeys, versions, first, record, waited)
   }
 
@@ -457,7 +469,10 @@ export class ResponseCache {
           return
         }
         // Waiting requests keep replaying the shared entry until the backend has it too.
-        void this.store(key, ready.entry, ready.record, req).finally(over)
+        void this.store(key, ready.entry, ready.record, req).finally(() => {
+          this.stores++
+          over()
+        })
         report?.()
       },
     })
