@@ -250,6 +250,12 @@ export interface RedisCluster {
   down(timeoutMs?: number): Promise<void>
   /** The process listening on `port`. */
   processOn(port: number): ManagedServer
+  /**
+   * Starts one more node and joins it as a master that serves no slot yet (`redis-cli --cluster
+   * add-node`), as a scale-out begins; resolves once every node knows it. Appended to
+   * {@link RedisCluster.nodes} and stopped with the cluster.
+   */
+  addMaster(): Promise<{ host: string; port: number }>
   stop(): Promise<void>
 }
 
@@ -281,41 +287,42 @@ export async function startRedisCluster(
   const root = mkdtempSync(join(tmpdir(), 'cache-cluster-'))
   const processes: ManagedServer[] = []
   const nodes: { host: string; port: number }[] = []
-  for (let i = 0; i < masters * (1 + replicas); i++) {
+  const newNode = async () => {
     const port = await freePort()
     const dir = join(root, String(port))
     execFileSync('mkdir', ['-p', dir])
-    processes.push(
-      new ManagedServer(
-        'redis-server (cluster)',
-        port,
-        redisServer,
-        [
-          '--port',
-          String(port),
-          '--bind',
-          HOST,
-          '--cluster-enabled',
-          'yes',
-          '--cluster-config-file',
-          'nodes.conf',
-          '--cluster-node-timeout',
-          String(nodeTimeout),
-          // A replica syncs at once, not after the default 5 s wait for more replicas.
-          '--repl-diskless-sync-delay',
-          '0',
-          '--save',
-          '',
-          '--appendonly',
-          'no',
-          '--dir',
-          dir,
-        ],
+    const node = new ManagedServer(
+      'redis-server (cluster)',
+      port,
+      redisServer,
+      [
+        '--port',
+        String(port),
+        '--bind',
+        HOST,
+        '--cluster-enabled',
+        'yes',
+        '--cluster-config-file',
+        'nodes.conf',
+        '--cluster-node-timeout',
+        String(nodeTimeout),
+        // A replica syncs at once, not after the default 5 s wait for more replicas.
+        '--repl-diskless-sync-delay',
+        '0',
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--dir',
         dir,
-      ),
+      ],
+      dir,
     )
+    processes.push(node)
     nodes.push({ host: HOST, port })
+    return node
   }
+  for (let i = 0; i < masters * (1 + replicas); i++) await newNode()
   const stop = async () => {
     await Promise.all(processes.map((p) => p.stop()))
     rmSync(root, { recursive: true, force: true })
@@ -416,6 +423,29 @@ export async function startRedisCluster(
       const process = processes.find((p) => p.port === port)
       if (!process) throw new Error(`no cluster node on port ${port}`)
       return process
+    },
+    async addMaster() {
+      const node = await newNode()
+      await node.start()
+      const seed = live()
+      await new Promise<void>((resolve, reject) =>
+        execFile(
+          redisCli,
+          ['--cluster', 'add-node', `${HOST}:${node.port}`, `${HOST}:${seed}`],
+          (error, _stdout, stderr) => (error ? reject(new Error(`add-node failed: ${stderr}`)) : resolve()),
+        ),
+      )
+      const others = processes.filter((p) => p.running && p !== node)
+      await poll(
+        async () => {
+          const views = await Promise.all(others.map((p) => cliAsync(p.port, 'cluster', 'nodes')))
+          const known = views.every((view) => view.includes(`:${node.port}@`))
+          return known && (await cliAsync(node.port, 'cluster', 'info')).includes('cluster_state:ok')
+        },
+        20_000,
+        `the new node ${node.port} did not join`,
+      )
+      return { host: HOST, port: node.port }
     },
     stop,
   }
