@@ -24,12 +24,12 @@ import {
 import type { ChainableCommander, Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis'
 import type { RedisClient, RedisConnection } from './client.js'
 import { Connection } from './connection.js'
+import { clearCluster } from './cluster-clear.js'
 import { COMPARE_AND_DELETE } from './compare-and-delete.js'
 import { COMPARE_AND_SET_ONCE, ExactlyOnce, INCR_ONCE } from './exactly-once.js'
 import { NearCache, nearCacheSize } from './near-cache.js'
 import { COMPARE_AND_SET, GET_ENTRY, INCR, sha1 } from './scripts.js'
 import { groupByNodeAndSlot } from './slots.js'
-import { nodeKey } from './topology.js'
 
 /** Options of {@link redisBackend}. Durations given as numbers are milliseconds here. */
 export interface RedisBackendOptions extends BaseBackendOptions, CodecOptions {
@@ -290,8 +290,9 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   }
 
   /**
-   * Removes every key of this namespace with `SCAN MATCH namespace:*` and `UNLINK`, on every
-   * master of a cluster. Never `FLUSHDB`. Refuses to run without a namespace.
+   * Removes every key of this namespace with `SCAN MATCH namespace:*` and `UNLINK`; on a cluster
+   * on every master the nodes themselves name (see cluster-clear.ts). Never `FLUSHDB`. Refuses to
+   * run without a namespace.
    */
   async clear(): Promise<void> {
     if (this.namespace === undefined) {
@@ -303,30 +304,19 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     this.near?.forgetAll()
     if (this.connection.blocked) await this.connection.ready('clear')
     const pattern = `${escapeGlob(this.namespace)}:*`
-    const cluster = this.client.isCluster
-    // On a cluster: every master serving a slot now, read again after the scan; a master that
-    // took over slots meanwhile (a failover) is scanned too.
-    const scanned = new Set<string>()
-    for (let round = 0; round < 3; round++) {
-      const masters = await this.connection.call('clear', undefined, this.connection.masters('clear'))
-      const left = masters.filter((node) => !scanned.has(nodeKey(node)))
-      if (left.length === 0) return
-      await this.connection.call(
-        'clear',
-        undefined,
-        Promise.all(left.map((node) => this.clearNode(node, pattern, cluster))),
-      )
-      if (!cluster) return
-      for (const node of left) scanned.add(nodeKey(node))
+    const start = performance.now()
+    try {
+      if (this.client.isCluster) {
+        const limits = {
+          timed: <T>(command: Promise<T>) => this.connection.timed(command, 'clear'),
+          ms: this.timeoutMs,
+        }
+        await clearCluster(this.client as Cluster, pattern, this.scanCount, limits)
+      } else await this.clearNode(this.client as Redis, pattern)
+    } catch (error) {
+      throw this.connection.failed('clear', error, undefined)
     }
-    throw this.connection.failed(
-      'clear',
-      new CacheUnavailableError(
-        'redis',
-        'redis: clear failed: the cluster kept changing masters; call it again',
-      ),
-      undefined,
-    )
+    this.observer.latency(performance.now() - start)
   }
 
   async incr(key: string, by = 1, ttl?: Duration): Promise<number> {
@@ -543,7 +533,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     return this.connection.call(operation, undefined, Promise.all(perNode.map(run)))
   }
 
-  private async clearNode(node: Redis, pattern: string, cluster: boolean): Promise<void> {
+  private async clearNode(node: Redis, pattern: string): Promise<void> {
     let cursor = '0'
     do {
       const [next, keys] = await this.connection.timed(
@@ -551,16 +541,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
         'clear',
       )
       cursor = next.toString()
-      if (keys.length === 0) continue
-      if (!cluster) {
-        await this.connection.timed(node.unlink(...keys), 'clear')
-        continue
-      }
-      // Keys of one node may still hash to different slots: one UNLINK each, pipelined.
-      const pipeline = node.pipeline()
-      for (const key of keys) pipeline.unlink(key)
-      for (const [error] of (await this.connection.timed(pipeline.exec(), 'clear')) ?? [])
-        if (error) throw error
+      if (keys.length > 0) await this.connection.timed(node.unlink(...keys), 'clear')
     } while (cursor !== '0')
   }
 }
