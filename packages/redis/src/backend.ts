@@ -27,7 +27,7 @@ import { Connection } from './connection.js'
 import { clearCluster } from './cluster-clear.js'
 import { COMPARE_AND_DELETE } from './compare-and-delete.js'
 import { COMPARE_AND_SET_ONCE, ExactlyOnce, INCR_ONCE } from './exactly-once.js'
-import { NearCache, nearCacheSize } from './near-cache.js'
+import { NearCache, type NearCacheOptions, nearCacheSettings } from './near-cache.js'
 import { COMPARE_AND_SET, GET_ENTRY, INCR, sha1 } from './scripts.js'
 import { groupByNodeAndSlot } from './slots.js'
 
@@ -66,10 +66,11 @@ export interface RedisBackendOptions extends BaseBackendOptions, CodecOptions {
   /**
    * Keep what `get`/`getEntry` read in this process, evicted by Redis itself when any client
    * changes the key (`CLIENT TRACKING`, Redis 6+; one server or Sentinel). `true` or
-   * `{ maxKeys }` (least recently used beyond it; default 10 000). Costs one more connection and,
-   * on the server, a tracking-table entry per key read. Default: off.
+   * `{ maxKeys, heartbeat }` (see {@link NearCacheOptions}). Costs one more connection, a
+   * heartbeat PUBLISH every 500 ms and, on the server, a tracking-table entry per key read.
+   * Default: off.
    */
-  nearCache?: boolean | { maxKeys?: number }
+  nearCache?: boolean | NearCacheOptions
   /** TLS settings (e.g. `{ ca }`); `rediss://` URLs use TLS with Node's defaults without it. Default: none. */
   tls?: ConnectionOptions
   /** More ioredis options for single-node and Sentinel connections we create; they win over ours. */
@@ -127,7 +128,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
       options.exactlyOnceWindow === false
         ? undefined
         : milliseconds(options.exactlyOnceWindow, 10_000, 'exactlyOnceWindow')
-    const nearKeys = nearCacheSize(options.nearCache)
+    const near = nearCacheSettings(options.nearCache)
     const maxReconnectDelayMs = milliseconds(options.maxReconnectDelay, 2000, 'maxReconnectDelay')
     this.connectTimeoutMs = milliseconds(options.connectTimeout, 2000, 'connectTimeout')
     this.connection = new Connection(
@@ -147,15 +148,14 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
       window === undefined
         ? undefined
         : new ExactlyOnce(this.connection, this.observer, window, maxReconnectDelayMs, this.prefix)
-    if (nearKeys !== undefined && this.client.isCluster) {
+    if (near !== undefined && this.client.isCluster) {
       void this.connection.close()
       throw new CacheConfigError(
         'nearCache',
         'not available on a Redis Cluster (one server or Sentinel only)',
       )
     }
-    this.near =
-      nearKeys === undefined ? undefined : new NearCache(this.client as Redis, nearKeys, this.observer)
+    this.near = near === undefined ? undefined : new NearCache(this.client as Redis, near, this.observer)
   }
 
   /**
@@ -466,15 +466,13 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   /** `get`/`getEntry` through the near cache: a copy Redis has not invalidated, else a read kept. */
   private async getNear<T>(operation: string, key: string): Promise<CacheEntry<T> | undefined> {
     const k = this.key(key)
-    const entry = await this.near!.read(k, async () => {
-      if (this.connection.blocked) await this.connection.ready(operation, key)
+    // A copy is served only when a call could be sent now: never while a Sentinel switch-over
+    // holds calls back, nor while the connection is down.
+    if (this.connection.blocked) await this.connection.ready(operation, key)
+    const entry = await this.near!.read(k, () =>
       // PTTL keeps the copy from outliving the key.
-      return this.connection.call(
-        operation,
-        key,
-        Promise.all([this.client.getBuffer(k), this.client.pttl(k)]),
-      )
-    })
+      this.connection.call(operation, key, Promise.all([this.client.getBuffer(k), this.client.pttl(k)])),
+    )
     if (entry === undefined) {
       this.observer.miss(key)
       return undefined
