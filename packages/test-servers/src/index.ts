@@ -5,7 +5,7 @@
  * `{ spawn: true }`).
  */
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -114,6 +114,44 @@ export class ManagedServer {
   async stop(): Promise<void> {
     await this.kill('SIGTERM')
   }
+
+  /**
+   * SIGSTOP, and resolves once every thread of the process is stopped (the signal takes effect a
+   * moment after it is sent: a request sent right after could still be answered).
+   */
+  async freeze(): Promise<void> {
+    const pid = this.pid
+    if (pid === undefined || !this.running) throw new Error(`${this.name} is not running`)
+    process.kill(pid, 'SIGSTOP')
+    const deadline = Date.now() + 2000
+    while (!allStopped(pid)) {
+      if (Date.now() > deadline) throw new Error(`${this.name} (pid ${pid}) did not stop`)
+      await new Promise((r) => setTimeout(r, 2))
+    }
+  }
+
+  /** SIGCONT: a frozen process runs again. */
+  thaw(): void {
+    if (this.pid !== undefined && this.running) process.kill(this.pid, 'SIGCONT')
+  }
+}
+
+/** True when every thread of `pid` is stopped (Linux /proc; elsewhere: assumed after the signal). */
+function allStopped(pid: number): boolean {
+  let tasks: string[]
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`)
+  } catch {
+    return true
+  }
+  return tasks.every((task) => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${task}/stat`, 'utf8')
+      return /\) [Tt] /.test(stat)
+    } catch {
+      return true
+    }
+  })
 }
 
 export interface RedisServer {
