@@ -158,7 +158,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
       this.keys.generationKey,
       this.client.servers.length,
       generationTtlMs,
-      (i, buf, op) => this.call(i, buf, op, undefined, false),
+      (i, buf, op) => this.call(i, buf, op, undefined, false, false),
     )
     this.pool = new ServerPool(this.client, this.timeoutMs, options.weights, options.eject ?? {}, {
       // A server comes back only once its generation moved on: values it kept through a freeze,
@@ -442,10 +442,11 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     operation: string,
     key?: string,
     countErrors = true,
+    undoable = true,
   ): Promise<Response> {
     const start = performance.now()
     try {
-      const response = await this.pool.send(index, buf, operation)
+      const response = await this.pool.send(index, buf, operation, undoable)
       this.observer.latency(performance.now() - start)
       return response
     } catch (error) {
@@ -500,7 +501,9 @@ function createClient(
   return memjs.Client.create(list.join(','), {
     username: options.username,
     password: options.password,
-    timeout: timeoutMs / 1000,
+    // Each request has its own deadline (protocol.ts); memjs's timer, which every new request
+    // resets, must never end a connection first (it would skip the undo of late writes).
+    timeout: 3600,
     conntimeout: timeoutMs / 1000,
     keepAlive: options.keepAlive ?? true,
     // Requests go through protocol.ts, never through memjs's retrying perform(); keep it quiet

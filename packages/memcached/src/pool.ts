@@ -131,9 +131,11 @@ export class ServerPool {
   /**
    * Sends one request to server `index`. An ejected server fails at once; one that does not
    * answer fails with `CacheUnavailableError` / `CacheTimeoutError` (and may be ejected). The
-   * errors name the `server` and are `partial` while another server of the pool is up.
+   * errors name the `server` and are `partial` while another server of the pool is up. A write
+   * that does not answer in time is undone behind itself (see protocol.ts) unless `undoable` is
+   * false (the generation counters: a generation is never given back).
    */
-  async send(index: number, buf: Buffer, operation: string): Promise<Response> {
+  async send(index: number, buf: Buffer, operation: string, undoable = true): Promise<Response> {
     const server = this.names[index]!
     const health = this.health[index]!
     if (health.state !== 'up') {
@@ -145,7 +147,7 @@ export class ServerPool {
       )
     }
     try {
-      const response = await this.sendRaw(index, buf)
+      const response = await send(this.client, index, buf, this.timeoutMs, undoable)
       if (health.state === 'up') health.failures = 0
       return response
     } catch (failure) {
@@ -163,9 +165,9 @@ export class ServerPool {
     }
   }
 
-  /** Sends one request whatever the server's health (the retry of an ejected server). */
+  /** Sends one request whatever the server's health (the retry of an ejected server: a generation bump). */
   sendRaw(index: number, buf: Buffer): Promise<Response> {
-    return send(this.client, index, buf, this.timeoutMs)
+    return send(this.client, index, buf, this.timeoutMs, false)
   }
 
   /** True when another server of the pool is up: a failure of `index` is partial. */
