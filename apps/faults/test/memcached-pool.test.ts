@@ -197,15 +197,13 @@ describe('a pool of memcached servers', () => {
     const times = await Promise.all(reads)
     const slowest = Math.max(...times)
     const over = times.filter((ms) => ms > OP_TIMEOUT_MS + 50).length
-    recordFigures(
-      {
-        scenario: 'memcached pool: 1 of 3 frozen, a read every 20-60 ms behind multiLevel',
-        metric: 'slowest read / reads over op timeout + 50 ms',
-        value: `${slowest.toFixed(0)} ms / ${over} of ${times.length}`,
-        bar: `< ${OP_TIMEOUT_MS + 100} ms / 0 (was 1.1-1.2 s, 17-41 reads)`,
-        ok: slowest < OP_TIMEOUT_MS + 100 && over === 0,
-      },
-    )
+    recordFigures({
+      scenario: 'memcached pool: 1 of 3 frozen, a read every 20-60 ms behind multiLevel',
+      metric: 'slowest read / reads over op timeout + 50 ms',
+      value: `${slowest.toFixed(0)} ms / ${over} of ${times.length}`,
+      bar: `< ${OP_TIMEOUT_MS + 100} ms / 0 (was 1.1-1.2 s, 17-41 reads)`,
+      ok: slowest < OP_TIMEOUT_MS + 100 && over === 0,
+    })
     expect(slowest).toBeLessThan(OP_TIMEOUT_MS + 100)
     expect(cache.levelStats()[1]!.opened).toBe(0)
   })
