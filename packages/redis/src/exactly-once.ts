@@ -34,9 +34,11 @@ export class ExactlyOnce {
     private readonly maxRetryDelayMs: number,
     prefix: string,
   ) {
-    // Records sit under the namespace (for ACL key patterns and for clear()) unless its text
-    // would decide the hash slot.
-    this.recordPrefix = prefix.includes('{') ? '' : prefix
+    // Records sit beside the namespace, not in it: `<namespace>~op~…` (no colon), which clear()'s
+    // `<namespace>:*` never matches, so a fence outlives any clear(). Without the namespace when
+    // its text would decide the hash slot.
+    const namespace = prefix.endsWith(':') ? prefix.slice(0, -1) : prefix
+    this.recordPrefix = namespace.includes('{') ? '' : namespace
     this.cluster = connection.client.isCluster
     if (this.cluster) fillSlotTags()
   }
@@ -90,9 +92,9 @@ export class ExactlyOnce {
 
   /** A key no other call uses, in the hash slot of `key`. */
   private recordKey(key: string): string {
-    const token = `~op:${this.id}.${(this.sequence++).toString(36)}`
-    if (!this.cluster) return this.recordPrefix + token
-    return `${this.recordPrefix}{${tagForSlot(calculateSlot(key))}}${token}`
+    const token = `${this.id}.${(this.sequence++).toString(36)}`
+    if (!this.cluster) return `${this.recordPrefix}~op~${token}`
+    return `${this.recordPrefix}~op~{${tagForSlot(calculateSlot(key))}}${token}`
   }
 
   /** The recorded outcome, {@link FENCE} when none was (and none can be now), undefined if unreachable. */
