@@ -225,7 +225,10 @@ export class NearCache {
         this.onError(error)
         // The subscriber's connection went away meanwhile: reconnect it. Any other refusal (Redis
         // before 6, an ACL) leaves copies off; reads go to Redis.
-        if (/redirect to does not exist/.test(String((error as Error).message)))
+        if (
+          /redirect to does not exist/.test(String((error as Error).message)) &&
+          this.subscriber.status === 'ready'
+        )
           this.subscriber.disconnect(true)
       },
     )
@@ -243,7 +246,8 @@ export class NearCache {
       this.stop()
       // The reading connection answers but nothing arrives on the subscriber: replace it. (When
       // the reading connection does not answer either, reads fail on their own; nothing to redo.)
-      if (this.publishAnswered) this.subscriber.disconnect(true)
+      // (Only a connected one: dropping one while ioredis asks the sentinels ends it for good.)
+      if (this.publishAnswered && this.subscriber.status === 'ready') this.subscriber.disconnect(true)
     }
     this.beat()
   }

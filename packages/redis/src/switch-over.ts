@@ -96,7 +96,10 @@ export class SwitchOverGuard {
       }
       // Held until connected there, also when the promotion message was missed.
       this.promotingSince ??= performance.now()
-      if (!this.client.options.failoverDetector) this.client.disconnect(true)
+      // A client still connecting is judged when it is ready (onReady): dropping it while ioredis
+      // asks the sentinels ends it for good.
+      if (!this.client.options.failoverDetector && this.client.status === 'ready')
+        this.client.disconnect(true)
       return
     }
     // "-failover-abort-…": "master <name> <ip> <port>"

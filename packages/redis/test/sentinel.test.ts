@@ -76,4 +76,33 @@ describe('Sentinel switch-over', () => {
       await cache.close()
     }
   }, 20_000)
+
+  it('a client still connecting when the switch-over ends is not left dead', async () => {
+    // The client asks a frozen sentinel first: it stays connecting (sentinel timeout 2 s) while
+    // the other sentinels announce +switch-master.
+    const hosts = group.url.slice('redis+sentinel://'.length).split('/')[0]!
+    const url = `redis+sentinel://127.0.0.1:${stale.port},${hosts}/${group.name}`
+    const before = await group.currentMaster()
+    const next = [group.master, ...group.replicas].find((server) => server.port !== before.port)!
+    await stale.process.freeze()
+    const cache = redisBackend(url, { namespace: 'connecting' })
+    try {
+      await group.sentinel('failover', group.name)
+      while ((await group.currentMaster()).port !== next.port) await new Promise((r) => setTimeout(r, 20))
+      const start = performance.now()
+      let written = false
+      while (!written && performance.now() - start < 10_000) {
+        written = await cache.set('k', 1).then(
+          () => true,
+          () => false,
+        )
+        await new Promise((r) => setTimeout(r, 50))
+      }
+      expect(written).toBe(true)
+      expect(cache.client.status).toBe('ready')
+    } finally {
+      stale.process.thaw()
+      await cache.close()
+    }
+  }, 20_000)
 })
