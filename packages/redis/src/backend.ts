@@ -28,6 +28,7 @@ import { clearCluster } from './cluster-clear.js'
 import { COMPARE_AND_DELETE } from './compare-and-delete.js'
 import { COMPARE_AND_SET_ONCE, ExactlyOnce, INCR_ONCE } from './exactly-once.js'
 import { NearCache, type NearCacheOptions, nearCacheSettings } from './near-cache.js'
+import { type Replication, replicationSettings } from './replication.js'
 import { COMPARE_AND_SET, GET_ENTRY, INCR, sha1 } from './scripts.js'
 import { groupByNodeAndSlot } from './slots.js'
 
@@ -63,6 +64,14 @@ export interface RedisBackendOptions extends BaseBackendOptions, CodecOptions {
    * applied. Default: 10 s.
    */
   exactlyOnceWindow?: number | string | false
+  /**
+   * Replicas that must have every write before it resolves: each write is followed by `WAIT
+   * replicas` on the same connection (same round trip), waiting up to `timeout` − 50 ms for the
+   * acknowledgements; too few reject with `CacheReplicationError` (the master applied the write).
+   * Without it a failover can lose acknowledged writes (replication is asynchronous). `clear()`
+   * does not wait. Costs the replication delay on every write. Default: 0.
+   */
+  replicas?: number
   /**
    * Keep what `get`/`getEntry` read in this process, evicted by Redis itself when any client
    * changes the key (`CLIENT TRACKING`, Redis 6+; one server or Sentinel). `true` or
@@ -110,6 +119,8 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   private readonly defaultTtlMs: number | undefined
   private readonly maxAttempts: number
   private readonly scanCount: number
+  /** Writes wait for this many replicas; undefined with `replicas: 0`. */
+  private readonly replication: Replication | undefined
 
   constructor(connection: RedisConnection = 'redis://127.0.0.1:6379', options: RedisBackendOptions = {}) {
     super('redis')
@@ -144,10 +155,18 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
       this.observer,
     )
     this.client = this.connection.client
+    this.replication = replicationSettings(options.replicas, this.connection.timeoutMs)
     this.once =
       window === undefined
         ? undefined
-        : new ExactlyOnce(this.connection, this.observer, window, maxReconnectDelayMs, this.prefix)
+        : new ExactlyOnce(
+            this.connection,
+            this.observer,
+            window,
+            maxReconnectDelayMs,
+            this.prefix,
+            this.replication,
+          )
     if (near !== undefined && this.client.isCluster) {
       void this.connection.close()
       throw new CacheConfigError(
@@ -234,7 +253,17 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     const start = performance.now()
     try {
       await this.connection.timed(
-        ms === undefined ? this.client.set(k, bytes) : this.client.set(k, bytes, 'PX', ms),
+        this.replication !== undefined
+          ? this.replication.send(
+              this.client,
+              'set',
+              k,
+              'set',
+              ms === undefined ? [k, bytes] : [k, bytes, 'PX', ms],
+            )
+          : ms === undefined
+            ? this.client.set(k, bytes)
+            : this.client.set(k, bytes, 'PX', ms),
         'set',
       )
     } catch (error) {
@@ -251,10 +280,13 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     const bytes = this.encode(value)
     this.near?.forget(k)
     if (this.connection.blocked) await this.connection.ready('add', key)
+    const args = ms === undefined ? [k, bytes, 'NX'] : [k, bytes, 'PX', ms, 'NX']
     const reply = await this.connection.call(
       'add',
       key,
-      ms === undefined ? this.client.set(k, bytes, 'NX') : this.client.set(k, bytes, 'PX', ms, 'NX'),
+      this.replication !== undefined
+        ? this.replication.send(this.client, 'add', k, 'set', args)
+        : this.client.call('set', ...args),
     )
     this.near?.forget(k)
     if (reply === null) return false
@@ -266,7 +298,11 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     const k = this.key(key)
     this.near?.forget(k)
     if (this.connection.blocked) await this.connection.ready('delete', key)
-    const removed = (await this.connection.call('delete', key, this.client.unlink(k))) === 1
+    const unlink =
+      this.replication !== undefined
+        ? this.replication.send(this.client, 'delete', k, 'unlink', [k])
+        : this.client.unlink(k)
+    const removed = (await this.connection.call('delete', key, unlink)) === 1
     this.near?.forget(k)
     if (removed) this.observer.delete(key)
     return removed
@@ -277,7 +313,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     const k = this.key(key)
     const bytes = this.encode(expected)
     if (this.connection.blocked) await this.connection.ready('compareAndDelete', key)
-    const script = COMPARE_AND_DELETE.run(this.client, k, [bytes])
+    const script = COMPARE_AND_DELETE.run(this.client, k, [bytes], this.replication, 'compareAndDelete')
     const removed = (await this.connection.call('compareAndDelete', key, script)) === 1
     if (removed) this.observer.delete(key)
     return removed
@@ -329,7 +365,8 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
       reply = await this.once.run('incr', key, k, INCR_ONCE, [by, ms ?? ''], Number)
     else {
       if (this.connection.blocked) await this.connection.ready('incr', key)
-      reply = await this.connection.call('incr', key, INCR.run(this.client, k, [by, ms ?? '']))
+      const script = INCR.run(this.client, k, [by, ms ?? ''], this.replication, 'incr')
+      reply = await this.connection.call('incr', key, script)
     }
     this.near?.forget(k)
     if (!Number.isSafeInteger(reply))
@@ -380,7 +417,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     const out = new Array<T | undefined>(keys.length).fill(undefined)
     if (keys.length === 0) return out
     const full = keys.map((key) => this.key(key))
-    const batches = await this.batch('getMany', full, (pipeline, positions) => {
+    const batches = await this.batch('getMany', full, false, (pipeline, positions) => {
       pipeline.mgetBuffer(positions.map((i) => full[i]!))
     })
     for (const { groups, replies } of batches) {
@@ -408,7 +445,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     const ttls = items.map((item) => this.ttlMs(item.ttl))
     const values = items.map((item) => this.encode(item.value))
     for (const k of full) this.near?.forget(k)
-    await this.batch('setMany', full, (pipeline, positions) => {
+    await this.batch('setMany', full, true, (pipeline, positions) => {
       for (const i of positions) {
         const ms = ttls[i]
         if (ms === undefined) pipeline.set(full[i]!, values[i]!)
@@ -424,7 +461,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     const full = keys.map((key) => this.key(key))
     for (const k of full) this.near?.forget(k)
     // One UNLINK per key (still one round trip per node) tells which keys were removed.
-    const batches = await this.batch('deleteMany', full, (pipeline, positions) => {
+    const batches = await this.batch('deleteMany', full, true, (pipeline, positions) => {
       for (const i of positions) pipeline.unlink(full[i]!)
     })
     for (const k of full) this.near?.forget(k)
@@ -459,7 +496,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     if (this.once !== undefined)
       return this.once.run('atomicUpdate', key, k, COMPARE_AND_SET_ONCE, args, () => [1] as [number])
     if (this.connection.blocked) await this.connection.ready('atomicUpdate', key)
-    const script = COMPARE_AND_SET.run(this.client, k, args)
+    const script = COMPARE_AND_SET.run(this.client, k, args, this.replication, 'atomicUpdate')
     return (await this.connection.call('atomicUpdate', key, script)) as [number, Buffer?]
   }
 
@@ -506,26 +543,33 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   /**
    * Sends commands for many keys: one pipeline per node (a single node: one pipeline), `add`
    * called once per hash slot group. Replies come back flat, in the order the commands were added.
+   * Writes (`writes`) end each pipeline with the WAIT of `replicas`.
    */
   private async batch(
     operation: string,
     keys: string[],
+    writes: boolean,
     add: (pipeline: ChainableCommander, positions: number[]) => void,
   ): Promise<{ groups: number[][]; replies: unknown[] }[]> {
+    const replication = writes ? this.replication : undefined
     if (this.connection.blocked) await this.connection.ready(operation)
     const perNode: number[][][] = this.client.isCluster
       ? [...groupByNodeAndSlot(this.client as Cluster, keys).values()].map((slots) => [...slots.values()])
       : [[keys.map((_, i) => i)]]
     const run = async (groups: number[][]) => {
+      const master = await replication?.admit(this.client, operation, keys[groups[0]![0]!]!)
       const pipeline = this.client.pipeline()
       for (const positions of groups) add(pipeline, positions)
+      if (replication !== undefined) replication.addWait(pipeline)
       const results = (await pipeline.exec()) ?? []
+      const waited = replication === undefined ? undefined : results.pop()
       const replies = new Array<unknown>(results.length)
       for (let i = 0; i < results.length; i++) {
         const [error, reply] = results[i]!
         if (error) throw error
         replies[i] = reply
       }
+      if (master !== undefined) replication!.check(master, operation, waited)
       return { groups, replies }
     }
     return this.connection.call(operation, undefined, Promise.all(perNode.map(run)))

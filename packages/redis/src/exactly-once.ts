@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { CacheError, type CacheObserver } from '@cache/core'
 import calculateSlot from 'cluster-key-slot'
 import type { Connection } from './connection.js'
+import { CacheReplicationError, type Replication } from './replication.js'
 import { LuaScript } from './scripts.js'
 
 /**
@@ -33,6 +34,8 @@ export class ExactlyOnce {
     private readonly windowMs: number,
     private readonly maxRetryDelayMs: number,
     prefix: string,
+    /** With `replicas`: a call (and a settle that finds it applied) succeeds only once replicated. */
+    private readonly replication?: Replication,
   ) {
     // Records sit beside the namespace, not in it: `<namespace>~op~…` (no colon), which clear()'s
     // `<namespace>:*` never matches, so a fence outlives any clear(). Without the namespace when
@@ -60,7 +63,13 @@ export class ExactlyOnce {
     const start = performance.now()
     try {
       const reply = (await this.connection.timed(
-        script.runKeys(this.connection.client, [key, record], [...args, this.windowMs]),
+        script.runKeys(
+          this.connection.client,
+          [key, record],
+          [...args, this.windowMs],
+          this.replication,
+          operation,
+        ),
         operation,
       )) as R
       this.observer.latency(performance.now() - start)
@@ -73,6 +82,12 @@ export class ExactlyOnce {
       const budget = Math.max(start + this.connection.timeoutMs - performance.now(), SETTLE_GRACE_MS)
       const settling = this.settle(key, record, budget)
       const recorded = await within(settling, budget)
+      if (recorded === UNREPLICATED)
+        throw this.connection.failed(
+          operation,
+          new CacheReplicationError(operation, this.replication!.replicas, 0, this.replication!.waitMs),
+          userKey,
+        )
       if (recorded !== undefined && recorded !== FENCE) {
         this.observer.latency(performance.now() - start)
         return fromRecord(recorded)
@@ -101,11 +116,16 @@ export class ExactlyOnce {
   private async settle(key: string, record: string, ms: number): Promise<string | undefined> {
     if (!(await this.connection.serving(key, ms))) return undefined
     try {
-      const reply = await this.connection.timed(
-        SETTLE.runKeys(this.connection.client, [record], [this.windowMs]),
-        'settle',
+      const client = this.connection.client
+      const reply = String(
+        await this.connection.timed(SETTLE.runKeys(client, [record], [this.windowMs]), 'settle'),
       )
-      return String(reply)
+      // Applied: acknowledged only once replicated (a fence need not be: the command it stops
+      // was sent to this master or one it replaced, never to a later one).
+      if (reply === FENCE || this.replication === undefined) return reply
+      return (await this.connection.timed(this.replication.confirm(client, record), 'settle'))
+        ? reply
+        : UNREPLICATED
     } catch {
       return undefined
     }
@@ -164,6 +184,8 @@ function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
 
 /** What a settled token holds when its command did not run (and now never will). */
 const FENCE = 'x'
+/** A settle found the command applied, but fewer replicas than `replicas` acknowledged it. */
+const UNREPLICATED = '\u0000unreplicated'
 
 /**
  * False when the command certainly did not run: the server answered with an error (scripts
