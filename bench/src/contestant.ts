@@ -1,11 +1,14 @@
+import { BATCH_SIZE } from './data.js'
+
 /** What a scenario declares: its contestants, the workloads they run, and what they need. */
 
-export type Workload = 'get-hit' | 'set' | 'mixed' | 'http'
+export type Workload = 'get-hit' | 'set' | 'mixed' | 'get-many' | 'http'
 
 export const WORKLOAD_LABEL: Record<Workload, string> = {
   'get-hit': 'get (hit)',
   set: 'set',
   mixed: '90% get / 10% set',
+  'get-many': `getMany (${BATCH_SIZE} keys)`,
   http: 'GET req/s',
 }
 
@@ -24,6 +27,12 @@ export interface Environment {
   dir: string
 }
 
+/** A write's time to live, in both units the libraries take. */
+export interface Ttl {
+  seconds: number
+  ms: number
+}
+
 /**
  * The operations a worker times. `get` resolves to the value, `undefined`/`null` on a miss.
  * A sync driver (`sync: true`) returns plain values; the loop then skips `await` unless the
@@ -32,7 +41,12 @@ export interface Environment {
 export interface Driver {
   /** `index` is the key's position in the key list (memoize rows call their function with it). */
   get(key: string, index: number): unknown
-  set(key: string, value: Record<string, unknown>, index: number): unknown
+  set(key: string, value: Record<string, unknown>, index: number, ttl: Ttl): unknown
+  /**
+   * For `get-many` rows: the values of `keys` in order (`undefined`/`null` for a miss), or a
+   * promise of them. `indexes` are the keys' positions in the key list.
+   */
+  getMany?(keys: string[], indexes: number[]): unknown
   /** For memoize rows: how many times the memoized function really ran (a hit runs it 0 times). */
   loads?(): number
   close?(): Promise<void> | void
@@ -59,7 +73,10 @@ export interface Contestant {
    * with the same concurrency.
    */
   baseline?: string
-  /** Notes shown under the table: configuration choices that matter for fairness. */
+  /**
+   * Notes shown under the table: configuration choices that matter for fairness, and for a peer's
+   * fast configuration the documentation that recommends it.
+   */
   note?: string
   /** Builds the driver, in the worker process. */
   create?(env: Environment): Promise<Driver>
@@ -85,6 +102,8 @@ export interface ExternalResult {
   rates: number[]
   gets: number
   hits: number
+  /** Per-operation latency in microseconds, as the outside program reports it. */
+  latency?: { p50: number; p99: number }
   failure?: string
 }
 
@@ -100,4 +119,16 @@ export interface Scenario {
   /** Servers the runner starts before the rows run. */
   servers?: ('redis' | 'memcached')[]
   contestants: Contestant[]
+}
+
+/**
+ * The same contestant as another row: another id and label, and whatever else changes (more
+ * operations in flight, another `create`). A batching path of an @cache package is one line:
+ * `variant(cacheRedis, { id: 'cache-redis-64-batched', label: '…', concurrency: 64, create: … })`.
+ */
+export function variant(
+  base: Contestant,
+  changes: Partial<Contestant> & Pick<Contestant, 'id' | 'label'>,
+): Contestant {
+  return { ...base, ...changes }
 }

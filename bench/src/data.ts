@@ -1,11 +1,20 @@
 /**
  * The data every workload uses: 10 000 keys shaped like `user:123:profile`, one ~1 KB JSON-able
- * profile object per key, a 60 s TTL, and a fixed pseudo-random 90 % get / 10 % set sequence.
+ * profile object per key, a TTL on every write, and fixed pseudo-random sequences of keys to read and write.
  */
+import type { Ttl } from './contestant.js'
 
 export const KEY_COUNT = 10_000
-export const TTL_SECONDS = 60
+/**
+ * Every write carries this TTL, so every contestant runs its expiry bookkeeping. An hour, not a
+ * minute: the rows of one workload take turns, and on a loaded machine a row can wait over a minute
+ * between its prefill or warm-up and its last round (a peer on a rollback journal alone takes
+ * longer than that to write 10 000 keys); an entry expiring mid-run would turn hits into misses.
+ * How long an entry has left changes what no contestant's read or write costs.
+ */
+export const TTL_SECONDS = 3600
 export const TTL_MS = TTL_SECONDS * 1000
+export const TTL: Ttl = { seconds: TTL_SECONDS, ms: TTL_MS }
 
 export const keys: readonly string[] = Array.from({ length: KEY_COUNT }, (_, i) => `user:${i}:profile`)
 
@@ -51,17 +60,43 @@ export function prng(seed: number): () => number {
   }
 }
 
-/** The mixed workload: for each step a key index, and whether the step is a set (10 %). */
-export const MIX_LENGTH = 10_000
-export const mixKey = new Uint16Array(MIX_LENGTH)
-export const mixIsSet = new Uint8Array(MIX_LENGTH)
+/**
+ * The order every loop reads and writes keys in: uniform random draws of a key index (with
+ * replacement), from a fixed seed, so every contestant of a row walks the same sequence. Reading
+ * keys in order 0, 1, 2… would favour a store whose neighbouring keys share cache lines or hash
+ * buckets; a real cache is hit at random. A power of two long, so a cursor wraps with a mask.
+ */
+export const ORDER_LENGTH = 1 << 16
+export const order = new Uint16Array(ORDER_LENGTH)
+/** For the 90 % get / 10 % set workload: whether the step at the same position is a set. */
+export const mixIsSet = new Uint8Array(ORDER_LENGTH)
 {
   const random = prng(42)
-  for (let i = 0; i < MIX_LENGTH; i++) {
-    mixKey[i] = Math.floor(random() * KEY_COUNT)
+  for (let i = 0; i < ORDER_LENGTH; i++) {
+    order[i] = Math.floor(random() * KEY_COUNT)
     mixIsSet[i] = random() < 0.1 ? 1 : 0
   }
 }
+
+/** `getMany` rows read this many keys a call. */
+export const BATCH_SIZE = 100
+
+/** One `getMany` call's keys (uniform random, distinct) and their positions in {@link keys}. */
+export interface Batch {
+  keys: string[]
+  indexes: number[]
+}
+
+/** The batches `getMany` rows cycle through (a power of two of them), the same for every contestant. */
+export const batches: readonly Batch[] = (() => {
+  const random = prng(7)
+  return Array.from({ length: 512 }, () => {
+    const chosen = new Set<number>()
+    while (chosen.size < BATCH_SIZE) chosen.add(Math.floor(random() * KEY_COUNT))
+    const indexes = [...chosen]
+    return { keys: indexes.map((i) => keys[i]!), indexes }
+  })
+})()
 
 /** The precomputed body the HTTP rows serve: 10 KB of JSON (profiles, as many as fit, padded). */
 export const HTTP_BODY = ((): string => {

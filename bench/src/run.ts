@@ -19,12 +19,13 @@ import autocannon from 'autocannon'
 import type { Contestant, Environment, Scenario, Workload } from './contestant.js'
 import { WORKLOAD_LABEL } from './contestant.js'
 import { BENCH_DIR, isBuilt, versionOf } from './load.js'
-import { FULL, type Plan, QUICK, summarize } from './measure.js'
+import { FULL, medianOf, type Plan, QUICK, summarize } from './measure.js'
 import { PATH } from './scenarios/http.js'
 import { scenarios } from './scenarios/index.js'
 import {
   addRatios,
   evaluateTargets,
+  formatLatency,
   formatRate,
   type Report,
   type Row,
@@ -36,9 +37,10 @@ import {
 import { Child } from './processes.js'
 import type { WorkerMessage, WorkerSpec } from './worker.js'
 
+/** 7 rounds, like the other rows: the fewest whose extremes bound a ratio with 95 % confidence. */
 const HTTP = {
   connections: 32,
-  full: { warmup: 2, seconds: 3, rounds: 3 },
+  full: { warmup: 2, seconds: 2, rounds: 7 },
   quick: { warmup: 1, seconds: 1, rounds: 1 },
 }
 
@@ -124,9 +126,13 @@ export async function runBench(options: RunOptions): Promise<Report> {
   writeFileSync(`${base}.json`, `${JSON.stringify(result, null, 2)}\n`)
   writeFileSync(`${base}.md`, toMarkdown(result))
   console.log(`\nwrote ${base}.md and ${base}.json`)
-  for (const t of result.targets.filter((t) => t.holds !== null)) {
+  for (const t of result.targets.filter((t) => t.verdict !== 'not measured')) {
+    const band =
+      t.low === undefined
+        ? ''
+        : `, band ${t.low.toFixed(2)}–${t.high!.toFixed(2)}× at ${(t.confidence! * 100).toFixed(1)} %`
     console.log(
-      `${t.holds ? 'holds ' : 'MISSES'} ${t.scenario} ${t.workload} ${t.ours} vs ${t.reference}: ${t.ratio!.toFixed(2)}× (target ${t.min}×)`,
+      `${t.verdict.toUpperCase().padEnd(12)} ${t.scenario} ${t.workload} ${t.ours} vs ${t.reference}: ${t.ratio!.toFixed(2)}× (target ${t.min}×${band})`,
     )
   }
   if (options.readme) {
@@ -140,13 +146,16 @@ export async function runBench(options: RunOptions): Promise<Report> {
   return result
 }
 
-const WORKLOADS: Workload[] = ['get-hit', 'set', 'mixed', 'http']
+const WORKLOADS: Workload[] = ['get-hit', 'set', 'mixed', 'get-many', 'http']
 
 function log(row: Row): void {
   const head = `${row.scenario.padEnd(11)} ${WORKLOAD_LABEL[row.workload].padEnd(17)} ${row.label.padEnd(48)}`
   if (row.status === 'ok')
     console.log(
-      `${head} ${formatRate(row.median).padStart(9)} ${row.unit} ±${(row.spread! * 100).toFixed(1)}%`,
+      `${head} ${formatRate(row.median).padStart(9)} ${row.unit} ±${(row.spread! * 100).toFixed(1)}%`.padEnd(
+        95,
+      ) +
+        ` p50 ${formatLatency(row.latency?.p50, row.latency?.resolution).padStart(9)}  p99 ${formatLatency(row.latency?.p99, row.latency?.resolution).padStart(9)}`,
     )
   else if (row.status === 'skipped') console.log(`${head} skipped: ${row.reason}`)
   else console.error(`${head} ✗ FAILED: ${row.reason}`)
@@ -253,7 +262,12 @@ async function runGroup(
           rounds: plan.rounds,
           quick: options.quick === true,
         })
-        Object.assign(row, { rounds: result.rates, gets: result.gets, hits: result.hits })
+        Object.assign(row, {
+          rounds: result.rates,
+          gets: result.gets,
+          hits: result.hits,
+          ...(result.latency ? { latency: result.latency } : {}),
+        })
         if (result.failure) fail(row, result.failure)
       } catch (error) {
         fail(row, (error as Error).message)
@@ -305,7 +319,11 @@ async function alternateWorkers(
       if (row.status !== 'ok') continue
       const answer = await child.ask('finish')
       if (answer.type === 'result') {
-        Object.assign(row, { gets: answer.result.gets, hits: answer.result.hits })
+        Object.assign(row, {
+          gets: answer.result.gets,
+          hits: answer.result.hits,
+          ...(answer.result.latency ? { latency: answer.result.latency } : {}),
+        })
         if (answer.result.failure) fail(row, answer.result.failure)
       } else fail(row, answer.type === 'error' ? answer.message : `unexpected ${answer.type}`)
     }
@@ -324,7 +342,15 @@ async function alternateHttp(
   http: { warmup: number; seconds: number; rounds: number },
   options: RunOptions,
 ): Promise<void> {
-  const servers: { row: Row; child: Child<ServerMessage>; url: string; cached: boolean; calls: number }[] = []
+  const servers: {
+    row: Row
+    child: Child<ServerMessage>
+    url: string
+    cached: boolean
+    calls: number
+    p50: number[]
+    p99: number[]
+  }[] = []
   const check = (result: autocannon.Result): string | undefined => {
     if (result.errors || result.timeouts) return `${result.errors} errors, ${result.timeouts} timeouts`
     if (result.non2xx) return `${result.non2xx} non-2xx responses`
@@ -352,7 +378,15 @@ async function alternateHttp(
         await (await fetch(url)).arrayBuffer()
         const problem = check(await load(url, http.warmup))
         if (problem) throw new Error(`warm-up: ${problem}`)
-        servers.push({ row, child, url, cached: ready.cached, calls: await routeCalls(child) })
+        servers.push({
+          row,
+          child,
+          url,
+          cached: ready.cached,
+          calls: await routeCalls(child),
+          p50: [],
+          p99: [],
+        })
       } catch (error) {
         fail(row, (error as Error).message)
         child.kill()
@@ -364,8 +398,17 @@ async function alternateHttp(
         const result = await load(server.url, http.seconds)
         const problem = check(result)
         if (problem) fail(server.row, problem)
-        else server.row.rounds!.push(result.requests.total / (result.duration || http.seconds))
+        else {
+          server.row.rounds!.push(result.requests.total / (result.duration || http.seconds))
+          server.p50.push(result.latency.p50 * 1000)
+          server.p99.push(result.latency.p99 * 1000)
+        }
       }
+    }
+    for (const server of servers) {
+      if (server.row.status !== 'ok' || server.p50.length === 0) continue
+      const median = (values: number[]) => medianOf([...values].sort((a, b) => a - b))
+      server.row.latency = { p50: median(server.p50), p99: median(server.p99), resolution: 1000 }
     }
     for (const server of servers) {
       if (server.row.status !== 'ok' || !server.cached) continue

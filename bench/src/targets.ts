@@ -2,7 +2,8 @@ import type { Workload } from './contestant.js'
 
 /**
  * The speed @cache promises, as ratios measured in one run: `ours` divided by `against` (a row
- * id, or the fastest peer of the same workload and concurrency) must be at least `min`.
+ * id, or the fastest peer of the same workload and concurrency, over every configuration of every
+ * peer) must be at least `min`. A target is claimed only outside the noise band (report.ts).
  */
 export interface Target {
   scenario: string
@@ -15,19 +16,37 @@ export interface Target {
 const rw = ['get-hit', 'set', 'mixed'] as const
 
 export const TARGETS: Target[] = [
-  { scenario: 'memory', workload: 'get-hit', ours: 'cache-memory', against: 'lru-cache-awaited', min: 0.5 },
+  // Memory: within 15 % of lru-cache in its fastest documented configuration, awaited.
+  { scenario: 'memory', workload: 'get-hit', ours: 'cache-memory', against: 'lru-cache-awaited', min: 0.85 },
+  { scenario: 'memory', workload: 'set', ours: 'cache-memory', against: 'lru-cache-awaited', min: 0.85 },
   { scenario: 'memory', workload: 'get-hit', ours: 'cache-memory', against: 'best-peer', min: 2 },
-  { scenario: 'memory', workload: 'set', ours: 'cache-memory', against: 'lru-cache-awaited', min: 0.4 },
   { scenario: 'memory', workload: 'set', ours: 'cache-memory', against: 'best-peer', min: 2 },
+  // Memoize: a hit costs at most ~1.4× a hand-written Map memo.
+  { scenario: 'memoize', workload: 'get-hit', ours: 'cache-cached', against: 'map-memo', min: 0.7 },
   { scenario: 'memoize', workload: 'get-hit', ours: 'cache-decorator', against: 'best-peer', min: 2 },
   { scenario: 'memoize', workload: 'get-hit', ours: 'cache-cached', against: 'best-peer', min: 2 },
-  ...(['redis', 'memcached'] as const).flatMap((scenario) => {
-    const [seq, par] = scenario === 'redis' ? ['ioredis', 'ioredis-64'] : ['memjs', 'memjs-64']
-    return rw.flatMap((workload): Target[] => [
-      { scenario, workload, ours: `cache-${scenario}`, against: seq, min: 0.95 },
-      { scenario, workload, ours: `cache-${scenario}-64`, against: par, min: 0.9 },
-    ])
-  }),
+  // Redis with 64 operations in flight: faster than raw ioredis (batching what the wire can batch).
+  { scenario: 'redis', workload: 'get-hit', ours: 'cache-redis-64', against: 'ioredis-64', min: 1.5 },
+  { scenario: 'redis', workload: 'set', ours: 'cache-redis-64', against: 'ioredis-64', min: 1.2 },
+  { scenario: 'redis', workload: 'mixed', ours: 'cache-redis-64', against: 'ioredis-64', min: 0.9 },
+  { scenario: 'memcached', workload: 'get-hit', ours: 'cache-memcached-64', against: 'memjs-64', min: 0.9 },
+  { scenario: 'memcached', workload: 'set', ours: 'cache-memcached-64', against: 'memjs-64', min: 0.9 },
+  { scenario: 'memcached', workload: 'mixed', ours: 'cache-memcached-64', against: 'memjs-64', min: 0.9 },
+  // One operation at a time, a round trip dominates: within 5 % of the raw client.
+  ...(['redis', 'memcached'] as const).flatMap((scenario) =>
+    rw.map(
+      (workload): Target => ({
+        scenario,
+        workload,
+        ours: `cache-${scenario}`,
+        against: scenario === 'redis' ? 'ioredis' : 'memjs',
+        min: 0.95,
+      }),
+    ),
+  ),
+  // Disk: a set as fast as one raw better-sqlite3 statement, and 3× the fastest peer either way.
+  { scenario: 'disk', workload: 'set', ours: 'cache-disk', against: 'better-sqlite3', min: 1 },
+  { scenario: 'disk', workload: 'set', ours: 'cache-disk', against: 'best-peer', min: 3 },
   { scenario: 'disk', workload: 'get-hit', ours: 'cache-disk', against: 'better-sqlite3', min: 0.5 },
   { scenario: 'disk', workload: 'get-hit', ours: 'cache-disk', against: 'best-peer', min: 3 },
   {
@@ -41,9 +60,11 @@ export const TARGETS: Target[] = [
     scenario: 'multi-level',
     workload: 'get-hit',
     ours: 'cache-multi-level',
-    against: 'bentocache-tiered',
+    against: 'best-peer',
     min: 5,
   },
-  { scenario: 'http', workload: 'http', ours: 'cache-express', against: 'apicache', min: 1.3 },
-  { scenario: 'http', workload: 'http', ours: 'cache-express-front', against: 'apicache', min: 1.3 },
+  // HTTP: route middleware with every safety rule at least matches apicache; the opt-in fast path
+  // (`front`, per route `frontSkipsAllMiddleware: true`) triples it.
+  { scenario: 'http', workload: 'http', ours: 'cache-express', against: 'apicache', min: 1 },
+  { scenario: 'http', workload: 'http', ours: 'cache-express-front', against: 'apicache', min: 3 },
 ]

@@ -9,6 +9,8 @@ declare module 'autocannon' {
       non2xx: number
       requests: { total: number; average: number }
       throughput: { total: number }
+      /** Milliseconds. */
+      latency: { p50: number; p99: number }
     }
   }
   function autocannon(options: {

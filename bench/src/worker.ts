@@ -8,8 +8,16 @@
  * runner → `finish`; worker → `result` (hits checked) and exits. `error` on any failure.
  */
 import type { Environment, Workload } from './contestant.js'
-import { KEY_COUNT, keys, values } from './data.js'
-import { calibrate, loopFor, type Plan, type Tally, timeRound } from './measure.js'
+import { KEY_COUNT, keys, TTL, values } from './data.js'
+import {
+  calibrate,
+  type Latency,
+  LatencySampler,
+  loopFor,
+  type Plan,
+  type Tally,
+  timeRound,
+} from './measure.js'
 import { findContestant } from './scenarios/index.js'
 
 export interface WorkerSpec {
@@ -23,6 +31,8 @@ export interface WorkerSpec {
 export interface WorkerResult {
   gets: number
   hits: number
+  /** Sampled per-operation latency over the measured rounds. */
+  latency?: Latency
   /** Set when the row must not be trusted (e.g. a get-hit row that missed). */
   failure?: string
 }
@@ -48,31 +58,35 @@ async function main(): Promise<void> {
     Promise.race([driver.close?.(), new Promise((resolve) => setTimeout(resolve, 2000).unref())])
   const sync = contestant.sync === true
   if (spec.workload !== 'set') {
-    if (sync) for (let i = 0; i < KEY_COUNT; i++) driver.set(keys[i]!, values[i]!, i)
+    if (sync) for (let i = 0; i < KEY_COUNT; i++) driver.set(keys[i]!, values[i]!, i, TTL)
     else {
       let next = 0
       const lane = async () => {
-        for (let i = next++; i < KEY_COUNT; i = next++) await driver.set(keys[i]!, values[i]!, i)
+        for (let i = next++; i < KEY_COUNT; i = next++) await driver.set(keys[i]!, values[i]!, i, TTL)
       }
       await Promise.all(Array.from({ length: PREFILL_IN_FLIGHT }, lane))
     }
   }
   const tally: Tally = { gets: 0, hits: 0 }
   const concurrency = contestant.concurrency ?? 1
+  const sampler = new LatencySampler()
   const run = loopFor(
     driver,
     spec.workload,
     { sync: sync && contestant.awaited !== true, concurrency },
     tally,
+    sampler,
   )
   // Hits are checked from here on: the warm-up and every measured round.
   const loadsBefore = driver.loads?.()
-  const opsPerRound = await calibrate(run, spec.plan, concurrency)
+  const opsPerRound = await calibrate(run, spec.plan, concurrency, sampler)
+  // Latency is reported over the measured rounds only.
+  sampler.reset()
   process.on('message', async (message: { type: string }) => {
     try {
       if (message.type === 'round') await send({ type: 'round', rate: await timeRound(run, opsPerRound) })
       if (message.type === 'finish') {
-        const result: WorkerResult = { gets: tally.gets, hits: tally.hits }
+        const result: WorkerResult = { gets: tally.gets, hits: tally.hits, latency: sampler.summary() }
         if (spec.workload !== 'set' && tally.hits !== tally.gets)
           result.failure = `only ${tally.hits} of ${tally.gets} gets hit`
         const loads = driver.loads?.()

@@ -1,7 +1,7 @@
 // One application process of the invalidation tests: it configures its cache as a user would
 // (configureCache with a backend list, or a chain with an invalidation bus), memoizes a lookup
 // of a "database" row, and does what the test process asks over IPC.
-import { cached, configureCache, invalidateTags } from '@cache/core'
+import { cache, cached, configureCache, getBackend, invalidateTags } from '@cache/core'
 import { memoryBackend } from '@cache/memory'
 import { multiLevel, redisBus } from '@cache/multi-level'
 import { redisBackend } from '@cache/redis'
@@ -41,13 +41,45 @@ const row = cached(
   { ttl: 600, tags: (id) => [`row:${spec.namespace}:${id}`] },
 )
 
+/**
+ * A decorated service method, as one build of the application compiles it (the legacy form of
+ * `@cache({ ttl: 600 })`). `spec.build` picks the source: two builds differ by one field, as a
+ * rolling deploy's old and new processes do.
+ */
+const BUILDS = {
+  v1: class Prices {
+    async quote(sku) {
+      return { sku, price: rows.get('price'), build: 'v1' }
+    }
+  },
+  v2: class Prices {
+    async quote(sku) {
+      return { sku, price: rows.get('price'), build: 'v2', currency: 'EUR' }
+    }
+  },
+}
+const Prices = BUILDS[spec.build ?? 'v1']
+Object.defineProperty(
+  Prices.prototype,
+  'quote',
+  cache({ ttl: 600 })(Prices.prototype, 'quote', Object.getOwnPropertyDescriptor(Prices.prototype, 'quote')),
+)
+const prices = new Prices()
+const other = cached(async (id) => id, { name: 'other', ttl: 600 })
+
 const ops = {
   db: (id, version) => void rows.set(id, version),
   call: async (id) => (await row(id)).version,
+  key: (id) => row.keyFor(id),
   clear: () => row.clear(),
   invalidate: (id) => row.invalidate(id),
   invalidateTags: (id) => invalidateTags([`row:${spec.namespace}:${id}`]),
   runs: () => runs,
+  quote: async (sku) => (await prices.quote(sku)).price,
+  quoteInvalidate: (sku) => prices.quote.invalidate(sku),
+  quoteClear: () => prices.quote.clear(),
+  other: (id) => other(id),
+  backendClear: () => getBackend().clear(),
   levels: () => backend.levelStats?.() ?? [],
   close: async () => {
     await backend.close()

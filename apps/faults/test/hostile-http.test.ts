@@ -39,14 +39,17 @@ import {
 } from './support/hostile-http-app.js'
 import {
   asyncHandler,
+  freshExpress,
   HIDDEN_CACHES,
   HUGE_FILE,
   MEDIUM_FILE,
   neverReads,
   pipelineAndLeave,
+  rawGet,
   requireKey,
   SEPARATE_GUARDS,
   STATIC_DIR,
+  swallowingPipe,
 } from './support/hostile-http-attacks.js'
 
 interface Reply {
@@ -851,6 +854,67 @@ describe.each(majors)('%s, attacked from every position', (_major, expressOf) =>
       expect(runs).toBe(2)
     })
 
+    it("an anonymous request rewritten before the cache never gets the members' page, nor plants the teaser for members", async () => {
+      const app = expressOf()
+      // An auth layer that shows anyone without the member key the teaser instead (internal rewrite).
+      app.use((req: any, _res: any, next: any) => {
+        if (req.get('x-api-key') !== 'member-key') req.url = '/teaser'
+        next()
+      })
+      const cache = cacheResponse({ backend: memoryBackend(), ttl: 60 })
+      mount(app, cache, '/report', (_req, res) => res.send('MEMBERS ONLY report'))
+      // Global middleware is registered once, by the first mount.
+      if (position === 'global middleware') app.get('/teaser', (_req, res) => res.send('subscribe'))
+      else mount(app, cache, '/teaser', (_req, res) => res.send('subscribe'))
+      const port = await serve(app)
+      const member = { ...host, 'x-api-key': 'member-key' }
+      expect((await send(port, '/report', host)).body).toBe('subscribe')
+      expect((await send(port, '/report', member)).body).toBe('MEMBERS ONLY report')
+      expect((await send(port, '/report', member)).headers['cache-status']).toMatch(/hit/)
+      for (const path of ['/report', '/teaser']) expect((await send(port, path, host)).body).toBe('subscribe')
+    })
+
+    it('a raw # in the request target never lets two queries Express parses apart share an entry', async () => {
+      const app = expressOf()
+      mount(app, cacheResponse({ backend: memoryBackend(), ttl: 60 }), '/q', (req, res) =>
+        res.json(req.query),
+      )
+      const port = await serve(app)
+      expect(JSON.parse(await rawGet(port, '/q?b=2&a=1#', 'shop.test'))).toEqual({ b: '2', a: '1' })
+      expect(JSON.parse(await rawGet(port, '/q?a=1#&b=2', 'shop.test'))).toEqual({ a: '1' })
+    })
+
+    it('a piped source that fails half-way, its error swallowed by the handler, is never replayed', async () => {
+      const state = { fail: true }
+      const app = expressOf()
+      mount(app, cacheResponse({ backend: memoryBackend(), ttl: 60 }), '/items', swallowingPipe(state))
+      const port = await serve(app)
+      expect((await send(port, '/items', host)).body).toBe('{"items":[1,2,')
+      state.fail = false
+      expect((await send(port, '/items', host)).body).toBe('{"items":[1,2,3]}')
+    })
+
+    it.each(['express4', 'express'] as const)(
+      'a router of a never-loaded copy (%s) reached through a function never lets a hit skip its guard',
+      async (copy) => {
+        const other = freshExpress(copy)
+        const admin = other.Router()
+        admin.use(requireKey)
+        admin.get('/admin/payroll', (_req: any, res: any) => res.send('SECRET payroll'))
+        const app = expressOf()
+        mount(app, cacheResponse({ backend: memoryBackend(), ttl: 60 }), '/admin/payroll', (req, res, next) =>
+          admin(req, res, next),
+        )
+        const port = await serve(app)
+        expect((await send(port, '/admin/payroll', { ...host, 'x-api-key': 'admin-key' })).body).toBe(
+          'SECRET payroll',
+        )
+        const anonymous = await send(port, '/admin/payroll', host)
+        expect(anonymous.status).toBe(403)
+        expect(anonymous.body).not.toContain('SECRET')
+      },
+    )
+
     it('a Buffer the handler reuses after sending never changes the stored body', async () => {
       const app = expressOf()
       mount(app, cacheResponse({ backend: memoryBackend(), ttl: 60 }), '/buffer', (_req, res) => {
@@ -965,6 +1029,33 @@ describe.each(majors)('%s, attacked from every position', (_major, expressOf) =>
     expect(anonymous.status).toBe(403)
     expect(anonymous.body).not.toContain('SECRET')
   })
+
+  it.each([
+    ['an API-key guard', { 'x-api-key': 'admin-key' }, {}],
+    // The global cache passes requests with Authorization through; the route cache allows them.
+    ['a bearer guard', { authorization: 'Bearer admin' }, { allowAuthorized: true }],
+  ])(
+    'a global cache never replays what a route cache behind %s stored under the same key',
+    async (_, admin, inner) => {
+      const shared = memoryBackend()
+      const app = expressOf()
+      app.use(cacheResponse({ backend: shared, ttl: 60 }))
+      const guard = (req: any, res: any, next: any) =>
+        req.get('x-api-key') === 'admin-key' || req.get('authorization') === 'Bearer admin'
+          ? next()
+          : res.status(403).send('forbidden')
+      app.get('/admin/payroll', guard, cacheResponse({ backend: shared, ttl: 60, ...inner }), (_req, res) =>
+        res.send('SECRET payroll'),
+      )
+      const port = await serve(app)
+      for (let i = 0; i < 2; i++) {
+        expect((await send(port, '/admin/payroll', { ...host, ...admin })).body).toBe('SECRET payroll')
+        const anonymous = await send(port, '/admin/payroll', host)
+        expect(anonymous.status).toBe(403)
+        expect(anonymous.body).not.toContain('SECRET')
+      }
+    },
+  )
 
   it('a request target with an empty query never shares the entry of the target without it', async () => {
     const app = expressOf()
@@ -1094,4 +1185,71 @@ describe.each(majors)('%s, attacked from every position', (_major, expressOf) =>
     }
     expect(errors).toEqual([])
   })
+})
+
+describe('two app processes sharing Redis, each with its own memory level and no bus', () => {
+  const started: Server[] = []
+  afterEach(async () => {
+    await Promise.all(started.splice(0).map((server) => closeServer(server)))
+  })
+  const host = { host: 'shop.test' }
+
+  /** One "process": its own memory level in front of the shared Redis, its own Express app. */
+  async function instance(namespace: string, keyPrefix: string, price: () => number) {
+    const backend = multiLevel(
+      memoryBackend({ maxKeys: 1000 }),
+      redisBackend(await servers.redisUrl(), { namespace }),
+    )
+    const cache = cacheResponse({ backend, ttl: 600, keyPrefix, tags: ['prices'] })
+    const app = express()
+    app.get('/price', cache, (_req, res) => {
+      res.send(`price ${price()}`)
+    })
+    const { server, port } = await listenOn(app as unknown as RequestListener)
+    started.push(server)
+    return { backend, cache, port }
+  }
+
+  const invalidations: [
+    string,
+    (cache: ResponseCacheHandler, backend: CacheBackend, prefix: string) => Promise<unknown>,
+  ][] = [
+    ['invalidate()', (cache) => cache.invalidate('/price', { host: 'shop.test' })],
+    [
+      'invalidateResponse()',
+      (_cache, backend, prefix) =>
+        invalidateResponse('http://shop.test/price', { backend, keyPrefix: prefix }),
+    ],
+    ['invalidateKey()', (cache) => cache.invalidateKey('http://shop.test/price')],
+    ['clear()', (cache) => cache.clear()],
+    [
+      'invalidateResponsePrefix()',
+      (_cache, backend, prefix) => invalidateResponsePrefix(prefix, { backend }),
+    ],
+    ['invalidateTags()', (_cache, backend) => invalidateTags(['prices'], { backend })],
+  ]
+
+  it.each(invalidations)(
+    '%s in one process: the other never replays the old response from its own memory level',
+    async (_, invalidate) => {
+      let price = 1
+      const namespace = `faults-http2-${Math.random().toString(36).slice(2)}`
+      const keyPrefix = `p${Math.random().toString(36).slice(2)}`
+      const a = await instance(namespace, keyPrefix, () => price)
+      const b = await instance(namespace, keyPrefix, () => price)
+      try {
+        expect((await send(a.port, '/price', host)).body).toBe('price 1')
+        // B reads the stored response and keeps a copy in its own memory level.
+        const seen = await send(b.port, '/price', host)
+        expect(seen.body).toBe('price 1')
+        expect((await send(b.port, '/price', host)).headers['cache-status']).toMatch(/hit/)
+        price = 2
+        await invalidate(a.cache, a.backend, keyPrefix)
+        expect((await send(b.port, '/price', host)).body).toBe('price 2')
+        expect((await send(a.port, '/price', host)).body).toBe('price 2')
+      } finally {
+        await Promise.all([a.backend.close(), b.backend.close()])
+      }
+    },
+  )
 })

@@ -6,14 +6,19 @@
  * outage the chain repaired.
  */
 import { type ChildProcess, fork } from 'node:child_process'
+import { Socket } from 'node:net'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { cached, generationKey } from '@cache/core'
 import { memcachedBackend } from '@cache/memcached'
+import { memoryBackend } from '@cache/memory'
+import { multiLevel } from '@cache/multi-level'
+import { redisBackend } from '@cache/redis'
 import { type MemcachedServer, type RedisServer, startMemcached, startRedis } from '@cache/test-servers'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { timeUntil, within } from './support/bounded.js'
+import { sleep, timeUntil, within } from './support/bounded.js'
 import { recordFigures } from './support/figures.js'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
@@ -22,6 +27,7 @@ const PEER = join(root, 'scripts', 'memo-peer.mjs')
 interface PeerSpec {
   chain?: string
   bus?: boolean
+  build?: 'v1' | 'v2'
   namespace: string
   redisUrl?: string
   memcachedServers?: string
@@ -75,9 +81,13 @@ class Peer {
   }
 }
 
-/** Both processes see the same database: tell them both. */
-async function setRow(peers: Peer[], version: string): Promise<void> {
-  await Promise.all(peers.map((peer) => peer.request('db', 1, version)))
+/** Both processes see the same database: tell them both (row 1 unless told otherwise). */
+async function setRow(
+  peers: Peer[],
+  ...change: [version: string] | [row: string, value: unknown]
+): Promise<void> {
+  const [row, value] = change.length === 1 ? [1, change[0]] : change
+  await Promise.all(peers.map((peer) => peer.request('db', row, value)))
 }
 
 const INVALIDATIONS = [
@@ -200,7 +210,7 @@ describe('memory,memcached after memcached evicted the invalidation state', () =
       await a.request('clear')
       // Fill memcached with small items while keeping the stored result recently used: the
       // generation clear() wrote is evicted, the result from before it is not.
-      const entry = 'memo:row:1'
+      const entry = (await a.request('key', 1)) as string
       for (let i = 0; i < 30; i++) {
         await Promise.all(
           Array.from({ length: 1000 }, (_, j) => raw.set(`__v:filler:${i}:${j}`, 100_000_000_000 + j)),
@@ -208,7 +218,7 @@ describe('memory,memcached after memcached evicted the invalidation state', () =
         await raw.get(entry)
       }
       expect(await raw.get(entry)).toBeDefined()
-      expect(await raw.get('__v:memo:row')).toBeUndefined()
+      expect(await raw.get(generationKey('fn', 'memo', 'row'))).toBeUndefined()
       b = await Peer.start(settings)
       await b.request('db', 1, 'v1')
       expect(await b.request('call', 1)).toBe('v1')
@@ -259,4 +269,210 @@ describe('memory,redis after a Redis outage', () => {
       await Promise.all(peers.map((peer) => peer.close()))
     }
   })
+})
+
+/** Sends one command over memcached's text protocol; resolves with the reply. */
+function memcachedCommand(port: number, command: string): Promise<string> {
+  return within(
+    2_000,
+    new Promise<string>((resolve, reject) => {
+      const socket = new Socket()
+      socket.once('data', (chunk) => {
+        socket.destroy()
+        resolve(String(chunk))
+      })
+      socket.on('error', reject)
+      socket.connect(port, '127.0.0.1', () => socket.write(`${command}\r\n`))
+    }),
+    `memcached ${command}`,
+  )
+}
+
+describe('memcached after it lost the namespace generation', () => {
+  let small: MemcachedServer
+  beforeAll(async () => {
+    small = await startMemcached({ spawn: true })
+  })
+  afterAll(async () => {
+    await small?.stop()
+  })
+
+  it('another process invalidate() resolves: this one returns the new result at once', async () => {
+    const settings = { chain: 'memcached', namespace: namespace(), memcachedServers: small.server }
+    const peers = await Promise.all([Peer.start(settings), Peer.start(settings)])
+    const [a, b] = peers as [Peer, Peer]
+    try {
+      await setRow(peers, 'v0')
+      expect(await a.request('call', 1)).toBe('v0')
+      // Older than the 1 s a process used to trust its copy of the generation: a reads it again.
+      await sleep(1100)
+      expect(await a.request('call', 1)).toBe('v0')
+      // What an eviction leaves behind: the counter is gone (deleted here, deterministically;
+      // memcached's LRU decides when it evicts a key the processes read on every operation).
+      // Real eviction is what the test of the invalidation state above does.
+      expect(await memcachedCommand(small.port, `delete ${settings.namespace}#g`)).toBe('DELETED\r\n')
+      await setRow(peers, 'v1')
+      await b.request('invalidate', 1)
+      expect(await a.request('call', 1)).toBe('v1')
+      expect(await b.request('call', 1)).toBe('v1')
+      // And a clear() of the whole backend, then of the function, in the other process.
+      await setRow(peers, 'v2')
+      await b.request('backendClear')
+      await b.request('clear')
+      expect(await a.request('call', 1)).toBe('v2')
+    } finally {
+      await Promise.all(peers.map((peer) => peer.close()))
+    }
+  })
+})
+
+describe('memory,redis: what a process computed while Redis was down never outlives the outage', () => {
+  let fresh: RedisServer
+  beforeAll(async () => {
+    // No persistence: Redis comes back empty, as a restarted cache server does.
+    fresh = await startRedis({ spawn: true })
+  })
+  afterAll(async () => {
+    await fresh?.stop()
+  })
+
+  it('after the restart, and during a second outage, once another process invalidated', async () => {
+    const settings = { chain: 'memory,redis', namespace: namespace(), redisUrl: fresh.url }
+    const a = await Peer.start(settings)
+    let b: Peer | undefined
+    try {
+      await a.request('db', 1, 'v0')
+      expect(await a.request('call', 1)).toBe('v0')
+      await fresh.process!.kill()
+      await a.request('db', 1, 'v1')
+      for (let i = 0; i < 4; i++) expect(await a.request('call', 1)).toBe('v1')
+      await fresh.process!.start()
+      b = await Peer.start(settings)
+      await setRow([a, b], 'v2')
+      await b.request('invalidate', 1)
+      await b.request('clear')
+      await b.request('invalidateTags', 1)
+      expect(await b.request('call', 1)).toBe('v2')
+      // Past the breaker's open period: a's next call finds Redis back.
+      await sleep(1200)
+      expect(await a.request('call', 1)).toBe('v2')
+      // Unrelated work until a's breaker is closed, then another invalidation and a second outage.
+      await timeUntil(async () => {
+        await a.request('other', 1)
+        return (await a.request<{ state: string }[]>('levels'))[1]!.state === 'closed'
+      }, 5_000)
+      await setRow([a, b], 'v3')
+      await b.request('clear')
+      await fresh.process!.kill()
+      for (let i = 0; i < 3; i++) {
+        expect(await a.request('call', 1)).toBe('v3')
+        await sleep(300)
+      }
+    } finally {
+      if (!fresh.process!.running) await fresh.process!.start()
+      await Promise.all([a.close(), b?.close()])
+    }
+  })
+
+  it('with a bus, when Redis hangs (SIGSTOP) instead of dying', async () => {
+    const settings = { bus: true, namespace: namespace(), redisUrl: fresh.url }
+    const peers = await Promise.all([Peer.start(settings), Peer.start(settings)])
+    const [a, b] = peers as [Peer, Peer]
+    const pid = fresh.process!.pid!
+    try {
+      await setRow(peers, 'v0')
+      expect(await a.request('call', 1)).toBe('v0')
+      process.kill(pid, 'SIGSTOP')
+      await setRow(peers, 'v1')
+      for (let i = 0; i < 3; i++) expect(await a.request('call', 1)).toBe('v1')
+      process.kill(pid, 'SIGCONT')
+      await sleep(1200)
+      await timeUntil(async () => {
+        await a.request('other', 1)
+        return (await a.request<{ state: string }[]>('levels'))[1]!.state === 'closed'
+      }, 5_000)
+      await setRow(peers, 'v2')
+      await b.request('clear')
+      await b.request('invalidateTags', 1)
+      await sleep(200)
+      process.kill(pid, 'SIGSTOP')
+      for (let i = 0; i < 3; i++) {
+        expect(await a.request('call', 1)).toBe('v2')
+        await sleep(300)
+      }
+    } finally {
+      process.kill(pid, 'SIGCONT')
+      await Promise.all(peers.map((peer) => peer.close()))
+    }
+  })
+})
+
+describe.each([['redis'], ['memory,redis']])(
+  'two builds of the application on %s (a rolling deploy)',
+  (chain) => {
+    it("invalidate() and clear() of a decorated method in the new build reach the old build's results", async () => {
+      const base = { chain, namespace: namespace(), redisUrl: redis.url }
+      const [old, neu] = await Promise.all([
+        Peer.start({ ...base, build: 'v1' }),
+        Peer.start({ ...base, build: 'v2' }),
+      ])
+      try {
+        await setRow([old, neu], 'price', 10)
+        expect(await old.request('quote', 'A')).toBe(10)
+        expect(await neu.request('quote', 'A')).toBe(10) // each build its own key: their code differs
+        await setRow([old, neu], 'price', 12)
+        await neu.request('quoteInvalidate', 'A')
+        expect(await old.request('quote', 'A')).toBe(12)
+        await setRow([old, neu], 'price', 13)
+        await neu.request('quoteClear')
+        expect(await old.request('quote', 'A')).toBe(13)
+        expect(await neu.request('quote', 'A')).toBe(13)
+      } finally {
+        await Promise.all([old.close(), neu.close()])
+      }
+    })
+  },
+)
+
+describe('single-flight against real servers', () => {
+  it.each([
+    ['redis', () => redisBackend(redis.url, { namespace: namespace() })],
+    ['memcached', () => memcachedBackend(memcached.server, { namespace: namespace() })],
+    ['memory,redis', () => multiLevel(memoryBackend(), redisBackend(redis.url, { namespace: namespace() }))],
+  ])(
+    '%s: 100 concurrent misses run the function once, and a failure reaches every waiter',
+    async (_label, make) => {
+      const backend = make()
+      try {
+        let runs = 0
+        const load = cached(
+          async (id: number) => {
+            runs++
+            await sleep(5)
+            return { id, run: runs }
+          },
+          { backend, name: 'concurrent', ttl: 60 },
+        )
+        const results = await Promise.all(Array.from({ length: 100 }, () => load(1)))
+        expect(runs).toBe(1)
+        expect(new Set(results.map((r) => r.run)).size).toBe(1)
+        let failures = 0
+        const boom = cached(
+          async (_id: number) => {
+            failures++
+            await sleep(5)
+            throw new Error(`failure #${failures}`)
+          },
+          { backend, name: 'failing', ttl: 60 },
+        )
+        const outcomes = await Promise.allSettled(Array.from({ length: 100 }, () => boom(1)))
+        expect(failures).toBe(1)
+        expect(new Set(outcomes.map((o) => (o as PromiseRejectedResult).reason.message))).toEqual(
+          new Set(['failure #1']),
+        )
+      } finally {
+        await backend.close()
+      }
+    },
+  )
 })

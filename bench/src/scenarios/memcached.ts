@@ -1,5 +1,5 @@
 import type { Contestant, Driver, Environment, Scenario } from '../contestant.js'
-import { TTL_MS, TTL_SECONDS } from '../data.js'
+import { withJsonSerializer } from './peers.js'
 import { IN_FLIGHT, NETWORK_PLAN } from './redis.js'
 
 const RW = ['get-hit', 'set', 'mixed'] as const
@@ -8,23 +8,51 @@ const RW = ['get-hit', 'set', 'mixed'] as const
 async function rawMemjs(env: Environment): Promise<Driver> {
   const { default: memjs } = await import('memjs')
   const client = memjs.Client.create(env.memcached, { retries: 0 })
+  const get = async (key: string) => {
+    const { value } = await client.get(key)
+    return value === null ? undefined : JSON.parse(value.toString())
+  }
   return {
-    get: async (key) => {
-      const { value } = await client.get(key)
-      return value === null ? undefined : JSON.parse(value.toString())
-    },
-    set: (key, value) => client.set(key, JSON.stringify(value), { expires: TTL_SECONDS }),
+    get,
+    set: (key, value, _index, ttl) => client.set(key, JSON.stringify(value), { expires: ttl.seconds }),
+    // memjs has no multi-get: the requests go out together on its one connection.
+    getMany: (keys) => Promise.all(keys.map(get)),
     close: () => client.close(),
   }
 }
 
-async function ours(env: Environment): Promise<Driver> {
-  const { memcachedBackend } = await import('@cache/memcached')
-  const backend = memcachedBackend(env.memcached)
+type MemcachedOptions = NonNullable<Parameters<typeof import('@cache/memcached').memcachedBackend>[1]>
+
+/**
+ * An `@cache/memcached` row. A batching path is one more line in the list below, e.g.
+ * `cacheMemcached({ id: 'cache-memcached-64-batched', label: '…', concurrency: IN_FLIGHT, options: { … } })`.
+ */
+function cacheMemcached(row: {
+  id: string
+  label: string
+  concurrency?: number
+  options?: MemcachedOptions
+  note?: string
+}): Contestant {
   return {
-    get: (key) => backend.get(key),
-    set: (key, value) => backend.set(key, value, TTL_SECONDS),
-    close: () => backend.close(),
+    id: row.id,
+    label: row.label,
+    role: 'ours',
+    packages: ['@cache/memcached', '@cache/core'],
+    needs: '@cache/memcached',
+    workloads: row.concurrency ? [...RW] : [...RW, 'get-many'],
+    ...(row.concurrency ? { concurrency: row.concurrency } : {}),
+    ...(row.note ? { note: row.note } : {}),
+    create: async (env) => {
+      const { memcachedBackend } = await import('@cache/memcached')
+      const backend = memcachedBackend(env.memcached, row.options)
+      return {
+        get: (key) => backend.get(key),
+        set: (key, value, _index, ttl) => backend.set(key, value, ttl.seconds),
+        getMany: (keys) => backend.getMany(keys),
+        close: () => backend.close(),
+      }
+    },
   }
 }
 
@@ -34,8 +62,8 @@ const contestants: Contestant[] = [
     label: 'memjs (raw, JSON)',
     role: 'limit',
     packages: ['memjs'],
-    workloads: [...RW],
-    note: 'memjs `get` / `set` with `JSON.stringify`/`JSON.parse`.',
+    workloads: [...RW, 'get-many'],
+    note: 'memjs `get` / `set` with `JSON.stringify`/`JSON.parse`; its getMany is 100 `get`s issued at once (memjs has no multi-get).',
     create: rawMemjs,
   },
   {
@@ -47,42 +75,36 @@ const contestants: Contestant[] = [
     concurrency: IN_FLIGHT,
     create: rawMemjs,
   },
-  {
-    id: 'keyv-memcache',
-    label: 'keyv + @keyv/memcache',
-    role: 'peer',
-    packages: ['keyv', '@keyv/memcache'],
-    workloads: [...RW],
-    create: async (env) => {
-      const { Keyv } = await import('keyv')
-      const { KeyvMemcache } = await import('@keyv/memcache')
-      const keyv = new Keyv({ store: new KeyvMemcache(env.memcached) })
-      return {
-        get: (key) => keyv.get(key),
-        set: (key, value) => keyv.set(key, value, TTL_MS),
-        close: () => keyv.disconnect(),
-      }
-    },
-  },
-  {
-    id: 'cache-memcached',
-    label: '@cache/memcached',
-    role: 'ours',
-    packages: ['@cache/memcached', '@cache/core'],
-    needs: '@cache/memcached',
-    workloads: [...RW],
-    create: ours,
-  },
-  {
+  ...[false, true].map(
+    (fast): Contestant => ({
+      id: fast ? 'keyv-memcache-fast' : 'keyv-memcache',
+      label: fast ? 'keyv + @keyv/memcache (JSON serializer)' : 'keyv + @keyv/memcache',
+      role: 'peer',
+      packages: ['keyv', '@keyv/memcache'],
+      workloads: [...RW, 'get-many'],
+      note: fast
+        ? '`serialize: JSON.stringify, deserialize: JSON.parse` (keyv README, "Custom Serializers"); @keyv/memcache documents no other option.'
+        : 'Default `new Keyv({ store: new KeyvMemcache(servers) })`.',
+      create: async (env) => {
+        const { Keyv } = await import('keyv')
+        const { KeyvMemcache } = await import('@keyv/memcache')
+        const keyv = new Keyv({ store: new KeyvMemcache(env.memcached) })
+        if (fast) withJsonSerializer(keyv)
+        return {
+          get: (key) => keyv.get(key),
+          set: (key, value, _index, ttl) => keyv.set(key, value, ttl.ms),
+          getMany: (keys) => keyv.getMany(keys),
+          close: () => keyv.disconnect(),
+        }
+      },
+    }),
+  ),
+  cacheMemcached({ id: 'cache-memcached', label: '@cache/memcached' }),
+  cacheMemcached({
     id: 'cache-memcached-64',
     label: `@cache/memcached ×${IN_FLIGHT}`,
-    role: 'ours',
-    packages: ['@cache/memcached', '@cache/core'],
-    needs: '@cache/memcached',
-    workloads: [...RW],
     concurrency: IN_FLIGHT,
-    create: ours,
-  },
+  }),
 ]
 
 export const memcached: Scenario = {

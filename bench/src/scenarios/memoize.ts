@@ -1,6 +1,7 @@
-import { TTL_MS, values } from '../data.js'
+import { TTL_MS, TTL_SECONDS, values } from '../data.js'
 import type { Contestant, Driver, Scenario } from '../contestant.js'
 import { CAPACITY, ourMemory } from './memory.js'
+import { CACHEABLE_MEMORY_FAST, keyvWithoutSerialization } from './peers.js'
 
 /**
  * Memoized lookups of `loadProfile(id)`, an async function standing in for a database read.
@@ -33,7 +34,7 @@ const contestants: Contestant[] = [
     role: 'limit',
     packages: [],
     workloads: ['get-hit'],
-    note: 'A Map from id to `{ value, expiresAt }` with the TTL checked on read, in an async function.',
+    note: 'A Map from id to `{ value, expiresAt }` with the TTL checked against `Date.now()` on read, in an async function: the memoize hit target’s reference.',
     create: async () => {
       const { loadProfile, loads } = source()
       const memo = new Map<number, { value: unknown; expiresAt: number }>()
@@ -47,54 +48,72 @@ const contestants: Contestant[] = [
       return memoDriver(getProfile, loads)
     },
   },
-  {
-    id: 'cacheable-wrap',
-    label: 'cacheable `wrap`',
-    role: 'peer',
-    packages: ['cacheable'],
-    workloads: ['get-hit'],
-    create: async () => {
-      const { Cacheable } = await import('cacheable')
-      const { loadProfile, loads } = source()
-      const cache = new Cacheable()
-      const getProfile = cache.wrap(loadProfile, { ttl: TTL_MS })
-      return memoDriver(getProfile, loads)
-    },
-  },
-  {
-    id: 'cache-manager-wrap',
-    label: 'cache-manager `wrap`',
-    role: 'peer',
-    packages: ['cache-manager', 'keyv'],
-    workloads: ['get-hit'],
-    create: async () => {
-      const { createCache } = await import('cache-manager')
-      const { loadProfile, loads } = source()
-      const cache = createCache()
-      const getProfile = (id: number) => cache.wrap(`user:${id}:profile`, () => loadProfile(id), TTL_MS)
-      return memoDriver(getProfile, loads)
-    },
-  },
-  {
-    id: 'bentocache-getorset',
-    label: 'bentocache `getOrSet`',
-    role: 'peer',
-    packages: ['bentocache'],
-    workloads: ['get-hit'],
-    note: 'bentocache `getOrSet` on its memory driver with `serialize: false`.',
-    create: async () => {
-      const { BentoCache, bentostore } = await import('bentocache')
-      const { memoryDriver } = await import('bentocache/drivers/memory')
-      const { loadProfile, loads } = source()
-      const bento = new BentoCache({
-        default: 'memory',
-        stores: { memory: bentostore().useL1Layer(memoryDriver({ maxItems: CAPACITY, serialize: false })) },
-      })
-      const getProfile = (id: number) =>
-        bento.getOrSet({ key: `user:${id}:profile`, factory: () => loadProfile(id), ttl: TTL_MS })
-      return memoDriver(getProfile, loads, () => bento.disconnectAll())
-    },
-  },
+  ...[false, true].map(
+    (fast): Contestant => ({
+      id: fast ? 'cacheable-wrap-fast' : 'cacheable-wrap',
+      label: fast ? 'cacheable `wrap` (`useClone: false`, one map)' : 'cacheable `wrap`',
+      role: 'peer',
+      packages: ['cacheable'],
+      workloads: ['get-hit'],
+      note: fast
+        ? '`new Cacheable({ primary: createKeyv({ useClone: false, storeHashSize: 1 }) })` (@cacheable/memory README).'
+        : 'Default `new Cacheable()`.',
+      create: async () => {
+        const { Cacheable, createKeyv } = await import('cacheable')
+        const { loadProfile, loads } = source()
+        const cache = new Cacheable(fast ? { primary: createKeyv(CACHEABLE_MEMORY_FAST) } : {})
+        const getProfile = cache.wrap(loadProfile, { ttl: TTL_MS })
+        return memoDriver(getProfile, loads)
+      },
+    }),
+  ),
+  ...[false, true].map(
+    (fast): Contestant => ({
+      id: fast ? 'cache-manager-wrap-fast' : 'cache-manager-wrap',
+      label: fast ? 'cache-manager `wrap` (Keyv Map store, no serialization)' : 'cache-manager `wrap`',
+      role: 'peer',
+      packages: ['cache-manager', 'keyv'],
+      workloads: ['get-hit'],
+      note: fast
+        ? '`createCache({ stores: [keyv] })` with Keyv’s serialization off (cache-manager README).'
+        : 'Default `createCache()`.',
+      create: async () => {
+        const { createCache } = await import('cache-manager')
+        const { loadProfile, loads } = source()
+        const cache = createCache(fast ? { stores: [await keyvWithoutSerialization()] } : {})
+        const getProfile = (id: number) => cache.wrap(`user:${id}:profile`, () => loadProfile(id), TTL_MS)
+        return memoDriver(getProfile, loads)
+      },
+    }),
+  ),
+  ...[false, true].map(
+    (fast): Contestant => ({
+      id: fast ? 'bentocache-getorset-fast' : 'bentocache-getorset',
+      label: fast ? 'bentocache `getOrSet` (`serialize: false`)' : 'bentocache `getOrSet`',
+      role: 'peer',
+      packages: ['bentocache'],
+      workloads: ['get-hit'],
+      note: fast
+        ? 'bentocache `getOrSet` on its memory driver with `serialize: false` (bentocache docs, Cache drivers → Memory).'
+        : 'bentocache `getOrSet` on its memory driver, default `serialize: true`.',
+      create: async () => {
+        const { BentoCache, bentostore } = await import('bentocache')
+        const { memoryDriver } = await import('bentocache/drivers/memory')
+        const { loadProfile, loads } = source()
+        const bento = new BentoCache({
+          default: 'memory',
+          stores: {
+            memory: bentostore().useL1Layer(
+              memoryDriver({ maxItems: CAPACITY, ...(fast ? { serialize: false } : {}) }),
+            ),
+          },
+        })
+        const getProfile = (id: number) =>
+          bento.getOrSet({ key: `user:${id}:profile`, factory: () => loadProfile(id), ttl: TTL_MS })
+        return memoDriver(getProfile, loads, () => bento.disconnectAll())
+      },
+    }),
+  ),
   {
     id: 'cache-decorator',
     label: '`@cache` decorator (memory)',
@@ -107,7 +126,7 @@ const contestants: Contestant[] = [
       const backend = await ourMemory()
       const { loadProfile, loads } = source()
       class Profiles {
-        @cache({ ttl: 60, backend })
+        @cache({ ttl: TTL_SECONDS, backend })
         async byId(id: number) {
           return loadProfile(id)
         }
@@ -131,7 +150,7 @@ const contestants: Contestant[] = [
       const { cached } = await import('@cache/core')
       const backend = await ourMemory()
       const { loadProfile, loads } = source()
-      const getProfile = cached(loadProfile, { ttl: 60, backend, name: 'loadProfile' })
+      const getProfile = cached(loadProfile, { ttl: TTL_SECONDS, backend, name: 'loadProfile' })
       return memoDriver(getProfile, loads, () => backend.close())
     },
   },

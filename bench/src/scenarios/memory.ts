@@ -1,14 +1,20 @@
-import { TTL_MS, TTL_SECONDS } from '../data.js'
 import type { Contestant, Scenario } from '../contestant.js'
+import { TTL_MS } from '../data.js'
+import { CACHEABLE_MEMORY_FAST, keyvWithoutSerialization } from './peers.js'
 
 /** Every in-process cache holds up to this many entries: the 10 000 keys never evict. */
 export const CAPACITY = 20_000
 
 const ALL = ['get-hit', 'set', 'mixed'] as const
 
-async function lruDriver() {
+/**
+ * lru-cache as its README recommends for speed: `max` (storage allocated up front) and no `ttl`
+ * ("Do not use a `dispose` function, size tracking, or especially ttl behavior … unless absolutely
+ * needed"). With `ttl`, every set reads the clock and every get checks the age.
+ */
+async function lruDriver(ttl?: number) {
   const { LRUCache } = await import('lru-cache')
-  const lru = new LRUCache<string, Record<string, unknown>>({ max: CAPACITY, ttl: TTL_MS })
+  const lru = new LRUCache<string, Record<string, unknown>>({ max: CAPACITY, ...(ttl ? { ttl } : {}) })
   return {
     get: (key: string) => lru.get(key),
     set: (key: string, value: Record<string, unknown>) => lru.set(key, value),
@@ -30,8 +36,10 @@ const contestants: Contestant[] = [
     packages: ['lru-cache'],
     workloads: [...ALL],
     sync: true,
-    note: 'lru-cache with `max` and a 60 s `ttl`, called synchronously: the ceiling of any wrapper.',
-    create: lruDriver,
+    note:
+      'lru-cache with `max` and no `ttl`, as its README recommends for speed ("Do not use … especially ttl behavior … unless absolutely needed"), ' +
+      'called synchronously: the ceiling of any wrapper.',
+    create: () => lruDriver(),
   },
   {
     id: 'lru-cache-awaited',
@@ -41,8 +49,20 @@ const contestants: Contestant[] = [
     workloads: [...ALL],
     sync: true,
     awaited: true,
-    note: 'The same calls with `await` in the loop: the ceiling of an async API.',
-    create: lruDriver,
+    note: 'The same calls with `await` in the loop: the ceiling of an async API, and the memory targets’ reference.',
+    create: () => lruDriver(),
+  },
+  {
+    id: 'lru-cache-ttl-awaited',
+    label: 'lru-cache with `ttl` (awaited)',
+    role: 'limit',
+    baseline: 'lru-cache-awaited',
+    packages: ['lru-cache'],
+    workloads: [...ALL],
+    sync: true,
+    awaited: true,
+    note: 'lru-cache with `max` and a constructor `ttl` (default `ttlResolution`: the clock read at most once a millisecond on get): what TTL tracking costs lru-cache itself.',
+    create: () => lruDriver(TTL_MS),
   },
   {
     id: 'keyv-memory',
@@ -51,10 +71,24 @@ const contestants: Contestant[] = [
     baseline: 'lru-cache-awaited',
     packages: ['keyv'],
     workloads: [...ALL],
+    note: 'Default `new Keyv()`: every value goes through `@keyv/serialize`.',
     create: async () => {
       const { Keyv } = await import('keyv')
       const keyv = new Keyv()
-      return { get: (key) => keyv.get(key), set: (key, value) => keyv.set(key, value, TTL_MS) }
+      return { get: (key) => keyv.get(key), set: (key, value, _index, ttl) => keyv.set(key, value, ttl.ms) }
+    },
+  },
+  {
+    id: 'keyv-memory-fast',
+    label: 'keyv (Map store, no serialization)',
+    role: 'peer',
+    baseline: 'lru-cache-awaited',
+    packages: ['keyv'],
+    workloads: [...ALL],
+    note: '`keyv.serialize = undefined; keyv.deserialize = undefined` (keyv README, "Custom Serializers"): values stored by reference.',
+    create: async () => {
+      const keyv = await keyvWithoutSerialization()
+      return { get: (key) => keyv.get(key), set: (key, value, _index, ttl) => keyv.set(key, value, ttl.ms) }
     },
   },
   {
@@ -64,10 +98,41 @@ const contestants: Contestant[] = [
     baseline: 'lru-cache-awaited',
     packages: ['cacheable'],
     workloads: [...ALL],
+    note: 'Default `new Cacheable()`: its primary is `createKeyv()` from @cacheable/memory (values cloned, keys hashed over 16 maps).',
     create: async () => {
       const { Cacheable } = await import('cacheable')
       const cache = new Cacheable()
-      return { get: (key) => cache.get(key), set: (key, value) => cache.set(key, value, TTL_MS) }
+      return { get: (key) => cache.get(key), set: (key, value, _index, ttl) => cache.set(key, value, ttl.ms) }
+    },
+  },
+  {
+    id: 'cacheable-memory-fast',
+    label: 'cacheable (Cacheable, `useClone: false`, one map)',
+    role: 'peer',
+    baseline: 'lru-cache-awaited',
+    packages: ['cacheable'],
+    workloads: [...ALL],
+    note: '`new Cacheable({ primary: createKeyv({ useClone: false, storeHashSize: 1 }) })` (@cacheable/memory README: `useClone`, `storeHashSize`).',
+    create: async () => {
+      const { Cacheable, createKeyv } = await import('cacheable')
+      const cache = new Cacheable({ primary: createKeyv(CACHEABLE_MEMORY_FAST) })
+      return { get: (key) => cache.get(key), set: (key, value, _index, ttl) => cache.set(key, value, ttl.ms) }
+    },
+  },
+  {
+    id: 'cacheable-cacheablememory',
+    label: 'cacheable `CacheableMemory` (sync API, awaited)',
+    role: 'peer',
+    baseline: 'lru-cache-awaited',
+    packages: ['cacheable'],
+    workloads: [...ALL],
+    sync: true,
+    awaited: true,
+    note: 'cacheable’s in-memory class used standalone (its README: "You can use this as a standalone cache"), `useClone: false, storeHashSize: 1`; its API is synchronous, awaited here like lru-cache.',
+    create: async () => {
+      const { CacheableMemory } = await import('cacheable')
+      const cache = new CacheableMemory(CACHEABLE_MEMORY_FAST)
+      return { get: (key) => cache.get(key), set: (key, value, _index, ttl) => cache.set(key, value, ttl.ms) }
     },
   },
   {
@@ -77,10 +142,27 @@ const contestants: Contestant[] = [
     baseline: 'lru-cache-awaited',
     packages: ['cache-manager', 'keyv'],
     workloads: [...ALL],
+    note: 'Default `createCache()`: a Keyv Map store with Keyv’s serialization.',
     create: async () => {
       const { createCache } = await import('cache-manager')
       const cache = createCache()
-      return { get: (key) => cache.get(key), set: (key, value) => cache.set(key, value, TTL_MS) }
+      return { get: (key) => cache.get(key), set: (key, value, _index, ttl) => cache.set(key, value, ttl.ms) }
+    },
+  },
+  {
+    id: 'cache-manager-memory-fast',
+    label: 'cache-manager (Keyv Map store, no serialization)',
+    role: 'peer',
+    baseline: 'lru-cache-awaited',
+    packages: ['cache-manager', 'keyv'],
+    workloads: [...ALL],
+    note:
+      '`createCache({ stores: [keyv] })` with `keyv.serialize = keyv.deserialize = undefined` (cache-manager README). ' +
+      'Faster here than its other documented store, `createKeyv()` from cacheable, even with `useClone: false, storeHashSize: 1`.',
+    create: async () => {
+      const { createCache } = await import('cache-manager')
+      const cache = createCache({ stores: [await keyvWithoutSerialization()] })
+      return { get: (key) => cache.get(key), set: (key, value, _index, ttl) => cache.set(key, value, ttl.ms) }
     },
   },
   {
@@ -90,7 +172,29 @@ const contestants: Contestant[] = [
     baseline: 'lru-cache-awaited',
     packages: ['bentocache'],
     workloads: [...ALL],
-    note: 'bentocache memory driver with `serialize: false` (stores references, its fastest setting, as @cache/memory does).',
+    note: 'bentocache memory driver with its default `serialize: true` (values stored as JSON).',
+    create: async () => {
+      const { BentoCache, bentostore } = await import('bentocache')
+      const { memoryDriver } = await import('bentocache/drivers/memory')
+      const bento = new BentoCache({
+        default: 'memory',
+        stores: { memory: bentostore().useL1Layer(memoryDriver({ maxItems: CAPACITY })) },
+      })
+      return {
+        get: (key) => bento.get({ key }),
+        set: (key, value, _index, ttl) => bento.set({ key, value, ttl: ttl.ms }),
+        close: () => bento.disconnectAll(),
+      }
+    },
+  },
+  {
+    id: 'bentocache-memory-fast',
+    label: 'bentocache (memory driver, `serialize: false`)',
+    role: 'peer',
+    baseline: 'lru-cache-awaited',
+    packages: ['bentocache'],
+    workloads: [...ALL],
+    note: 'bentocache memory driver with `serialize: false` ("allows for a much faster throughput", bentocache docs, Cache drivers → Memory): values stored by reference.',
     create: async () => {
       const { BentoCache, bentostore } = await import('bentocache')
       const { memoryDriver } = await import('bentocache/drivers/memory')
@@ -100,7 +204,7 @@ const contestants: Contestant[] = [
       })
       return {
         get: (key) => bento.get({ key }),
-        set: (key, value) => bento.set({ key, value, ttl: TTL_MS }),
+        set: (key, value, _index, ttl) => bento.set({ key, value, ttl: ttl.ms }),
         close: () => bento.disconnectAll(),
       }
     },
@@ -117,7 +221,7 @@ const contestants: Contestant[] = [
       const backend = await ourMemory()
       return {
         get: (key) => backend.get(key),
-        set: (key, value) => backend.set(key, value, TTL_SECONDS),
+        set: (key, value, _index, ttl) => backend.set(key, value, ttl.seconds),
         close: () => backend.close(),
       }
     },

@@ -1,6 +1,6 @@
 import type { Contestant, Scenario } from '../contestant.js'
-import { TTL_MS, TTL_SECONDS } from '../data.js'
 import { CAPACITY, ourMemory } from './memory.js'
+import { CACHEABLE_MEMORY_FAST } from './peers.js'
 import { IN_FLIGHT, ourRedis } from './redis.js'
 
 /**
@@ -19,56 +19,74 @@ const contestants: Contestant[] = [
       const backend = await ourMemory()
       return {
         get: (key) => backend.get(key),
-        set: (key, value) => backend.set(key, value, TTL_SECONDS),
+        set: (key, value, _index, ttl) => backend.set(key, value, ttl.seconds),
         close: () => backend.close(),
       }
     },
   },
-  {
-    id: 'bentocache-tiered',
-    label: 'bentocache L1 memory + L2 redis',
-    role: 'peer',
-    packages: ['bentocache', 'ioredis'],
-    workloads: ['get-hit'],
-    note: 'bentocache memory driver (`serialize: false`) over its redis driver, no bus.',
-    create: async (env) => {
-      const { BentoCache, bentostore } = await import('bentocache')
-      const { memoryDriver } = await import('bentocache/drivers/memory')
-      const { redisDriver } = await import('bentocache/drivers/redis')
-      const bento = new BentoCache({
-        default: 'tiered',
-        stores: {
-          tiered: bentostore()
-            .useL1Layer(memoryDriver({ maxItems: CAPACITY, serialize: false }))
-            .useL2Layer(
-              redisDriver({ connection: { host: env.redisHost, port: env.redisPort, db: env.redisDb } }),
-            ),
-        },
-      })
-      return {
-        get: (key) => bento.get({ key }),
-        set: (key, value) => bento.set({ key, value, ttl: TTL_MS }),
-        close: () => bento.disconnectAll(),
-      }
-    },
-  },
-  {
-    id: 'cacheable-tiered',
-    label: 'cacheable primary memory + secondary @keyv/redis',
-    role: 'peer',
-    packages: ['cacheable', 'keyv', '@keyv/redis'],
-    workloads: ['get-hit'],
-    create: async (env) => {
-      const { Cacheable } = await import('cacheable')
-      const { default: KeyvRedis } = await import('@keyv/redis')
-      const cache = new Cacheable({ secondary: new KeyvRedis(env.redisUrl) })
-      return {
-        get: (key) => cache.get(key),
-        set: (key, value) => cache.set(key, value, TTL_MS),
-        close: () => cache.disconnect(),
-      }
-    },
-  },
+  ...[false, true].map(
+    (fast): Contestant => ({
+      id: fast ? 'bentocache-tiered-fast' : 'bentocache-tiered',
+      label: fast
+        ? 'bentocache L1 memory (`serialize: false`) + L2 redis'
+        : 'bentocache L1 memory + L2 redis',
+      role: 'peer',
+      packages: ['bentocache', 'ioredis'],
+      workloads: ['get-hit'],
+      note: fast
+        ? 'bentocache memory driver with `serialize: false` (bentocache docs, Cache drivers → Memory) over its redis driver, no bus.'
+        : 'bentocache memory driver (default `serialize: true`) over its redis driver, no bus.',
+      create: async (env) => {
+        const { BentoCache, bentostore } = await import('bentocache')
+        const { memoryDriver } = await import('bentocache/drivers/memory')
+        const { redisDriver } = await import('bentocache/drivers/redis')
+        const bento = new BentoCache({
+          default: 'tiered',
+          stores: {
+            tiered: bentostore()
+              .useL1Layer(memoryDriver({ maxItems: CAPACITY, ...(fast ? { serialize: false } : {}) }))
+              .useL2Layer(
+                redisDriver({ connection: { host: env.redisHost, port: env.redisPort, db: env.redisDb } }),
+              ),
+          },
+        })
+        return {
+          get: (key) => bento.get({ key }),
+          set: (key, value, _index, ttl) => bento.set({ key, value, ttl: ttl.ms }),
+          close: () => bento.disconnectAll(),
+        }
+      },
+    }),
+  ),
+  ...[false, true].map(
+    (fast): Contestant => ({
+      id: fast ? 'cacheable-tiered-fast' : 'cacheable-tiered',
+      label: fast
+        ? 'cacheable primary memory (`useClone: false`, one map) + secondary @keyv/redis'
+        : 'cacheable primary memory + secondary @keyv/redis',
+      role: 'peer',
+      packages: ['cacheable', 'keyv', '@keyv/redis'],
+      workloads: ['get-hit'],
+      note: fast
+        ? '`new Cacheable({ primary: createKeyv({ useClone: false, storeHashSize: 1 }), secondary: createKeyv(url) })` (@cacheable/memory and @keyv/redis READMEs).'
+        : '`new Cacheable({ secondary: new KeyvRedis(url) })`.',
+      create: async (env) => {
+        const { Cacheable, createKeyv } = await import('cacheable')
+        const { default: KeyvRedis, createKeyv: createKeyvRedis } = await import('@keyv/redis')
+        const cache = fast
+          ? new Cacheable({
+              primary: createKeyv(CACHEABLE_MEMORY_FAST),
+              secondary: createKeyvRedis(env.redisUrl),
+            })
+          : new Cacheable({ secondary: new KeyvRedis(env.redisUrl) })
+        return {
+          get: (key) => cache.get(key),
+          set: (key, value, _index, ttl) => cache.set(key, value, ttl.ms),
+          close: () => cache.disconnect(),
+        }
+      },
+    }),
+  ),
   {
     id: 'cache-multi-level',
     label: '`multiLevel(memory, redis)`',
@@ -81,7 +99,7 @@ const contestants: Contestant[] = [
       const backend = multiLevel(await ourMemory(), await ourRedis(env))
       return {
         get: (key) => backend.get(key),
-        set: (key, value) => backend.set(key, value, TTL_SECONDS),
+        set: (key, value, _index, ttl) => backend.set(key, value, ttl.seconds),
         close: () => backend.close(),
       }
     },
@@ -114,7 +132,7 @@ function chainWriter(id: string, label: string, withBus: boolean, concurrency?: 
       const backend = multiLevel({ levels: [await ourMemory(), await ourRedis(env)], bus })
       return {
         get: (key) => backend.get(key),
-        set: (key, value) => backend.set(key, value, TTL_SECONDS),
+        set: (key, value, _index, ttl) => backend.set(key, value, ttl.seconds),
         close: async () => {
           await backend.close()
           await bus?.close()

@@ -20,6 +20,7 @@ export type CacheErrorCode =
   | 'CACHE_NOT_A_NUMBER'
   | 'CACHE_CONFLICT'
   | 'CACHE_CLOSED'
+  | 'CACHE_FUNCTION_TIMEOUT'
 
 function brand(error: Error, code: CacheErrorCode): void {
   Object.defineProperty(error, BRAND, { value: true })
@@ -96,6 +97,27 @@ export class CacheTimeoutError extends CacheUnavailableError {
   readonly timeoutMs: number
   constructor(backend: string, operation: string, timeoutMs: number, options?: UnavailableOptions) {
     super(backend, `${backend}: ${operation} timed out after ${timeoutMs} ms`, options, 'CACHE_TIMEOUT')
+    this.timeoutMs = timeoutMs
+  }
+}
+
+/**
+ * A cached function (memoize, `getOrSet`) did not return within its `hardTimeout`, and no value
+ * within its grace period could be served instead. The function goes on in the background; its
+ * result is stored when it completes. Not a {@link CacheUnavailableError}: the cache answered,
+ * the function did not.
+ */
+export class CacheFunctionTimeoutError extends CacheError {
+  /** The cache key of the call. */
+  readonly key: string
+  readonly timeoutMs: number
+  constructor(label: string, key: string, timeoutMs: number, option = 'hardTimeout') {
+    super(
+      `${label}: the function did not return within ${timeoutMs} ms (${option}) for key "${truncate(key)}"`,
+      undefined,
+      'CACHE_FUNCTION_TIMEOUT',
+    )
+    this.key = key
     this.timeoutMs = timeoutMs
   }
 }

@@ -6,8 +6,8 @@ import { CacheError } from './errors.js'
 /*
  * Invalidation state. A scope (a memoized function, one set of its arguments, a tag, a prefix of
  * HTTP responses) has a *generation*: a random token stored under a key that starts with
- * `__v:`. An entry remembers the generations of its scopes when its computation started, and is
- * served only while every one of them is still current. Invalidating a scope writes a new random
+ * `__v:` (built by `generationKey()`). An entry remembers the generations of its scopes when its
+ * computation started, and is served only while every one of them is still current. Invalidating a scope writes a new random
  * token; a scope whose token is missing (never written, expired, evicted, deleted by a repair)
  * gets a fresh one on its next read. So no state ever reads as "the oldest generation": an entry
  * matches only the exact tokens it was written under.
@@ -16,19 +16,6 @@ import { CacheError } from './errors.js'
  * generation key keeps working (any change is a new generation), and far enough from
  * Number.MAX_SAFE_INTEGER that `incr` never overflows.
  */
-
-/** Every invalidation-state key starts with this. `@cache/multi-level` reads such keys from its shared level. */
-export const GENERATION_PREFIX = '__v:'
-
-/** The key holding the generation of `scope`. */
-export function generationKey(scope: string): string {
-  return GENERATION_PREFIX + scope
-}
-
-/** True for a key that holds invalidation state (see {@link GENERATION_PREFIX}). */
-export function isGenerationKey(key: string): boolean {
-  return typeof key === 'string' && key.charCodeAt(0) === 95 && key.startsWith(GENERATION_PREFIX)
-}
 
 /** A fresh generation token: a random integer in [1, 2^52], never reused in practice. */
 export function newGeneration(): number {

@@ -4,30 +4,30 @@ import { CacheConfigError } from './errors.js'
 /*
  * Who a memoized function is, so that two different functions never share entries. Keys must be
  * the same in every process and after a restart, so they are built from names (`Class.method`,
- * `fn.name`, or the `name` option). Names can collide (two modules with a `UserRepository`, two
- * functions called `load`, minified code): every default name is claimed here, in a registry
- * shared by every copy of @cache/core in the process, together with a fingerprint of the code it
- * stands for. A second, different piece of code claiming the same name is an error that asks for
- * `name`; the same code claiming it again (a factory called twice, a module loaded twice) is not.
+ * `fn.name`, or the `name` option) and, for default names, a fingerprint of the source text
+ * (`sourceFingerprint`): two functions of one name with different code never meet. What is left
+ * can still collide (one factory called twice, two classes of identical text in two modules, the
+ * same module loaded twice): every key prefix is claimed here, in a registry shared by every copy
+ * of @cache/core in the process, by the object it stands for — the function given to `cached()`,
+ * or a decorated method on one class. A second object claiming a prefix that a *default* name
+ * claimed is an error asking for `name`: identical source text with different closures is a
+ * different function. Only a `name` given on both sides shares deliberately.
  */
 
 interface Claim {
-  /** The file the claim was made from, when the stack tells (functions only). */
-  file: string | undefined
-  /** A digest of the source code the name stands for. */
-  fingerprint: string
+  /** Claimed by a default name (fn.name, Class.method) at least once. */
+  byDefault: boolean
+  /** The objects that claimed it (held weakly: a claim never keeps code alive). */
+  readonly owners: WeakSet<object>
+  /** How many different objects claimed it. */
+  distinct: number
 }
 
-const REGISTRY = Symbol.for('@cache/core:memoized-names')
+const REGISTRY = Symbol.for('@cache/core:memoized-names@2')
 const registry: Map<string, Claim> = ((globalThis as Record<symbol, unknown>)[REGISTRY] ??= new Map()) as Map<
   string,
   Claim
 >
-
-/** A short digest of source text. */
-export function digest(text: string): string {
-  return createHash('sha256').update(text).digest('base64url').slice(0, 12)
-}
 
 /**
  * The source text of a function, or `undefined` for one whose source says nothing about it
@@ -39,51 +39,48 @@ export function sourceOf(fn: Function): string | undefined {
 }
 
 /**
- * Claims `label` (the part of the keys that names the function) for code with `fingerprint`.
- * Throws a {@link CacheConfigError} asking for `name` when different code already holds it.
+ * A short fingerprint of a function's source text (12 hex digits of its SHA-256), part of every
+ * default key name: two builds that give two different functions one name (a minifier renaming
+ * both `o`) still key them apart, and a function whose code changed does not serve the results of
+ * its old code. The same code gives the same fingerprint in every process and build.
  */
-export function claimName(label: string, claim: Claim, what: string): void {
-  const held = registry.get(label)
-  if (held === undefined) {
-    registry.set(label, claim)
-    return
-  }
-  const sameFile = held.file === undefined || claim.file === undefined || held.file === claim.file
-  if (sameFile && held.fingerprint === claim.fingerprint) return
-  throw new CacheConfigError(
-    'name',
-    `two different ${what} would share the cache keys "${label}:…" and return each other's results. ` +
-      'Give each its own `name` option (after a hot reload that edited this code, restart or pass `name`).',
-  )
+export function sourceFingerprint(fn: Function): string {
+  return createHash('sha256').update(Function.prototype.toString.call(fn)).digest('hex').slice(0, 12)
 }
 
 /**
- * The file of the code that called `callee` (the query and hash of a module URL dropped, so a
- * module reloaded as `file.js?t=2` is the same file), or `undefined` if the stack does not say.
+ * Claims the keys under `prefix` for `owner`. `byDefault` says the name was not given by the
+ * user. Throws a {@link CacheConfigError} asking for `name` when another object already holds a
+ * prefix that a default name is involved in; `describe` says what collided, for the message.
  */
-export function callerFile(callee: Function): string | undefined {
-  const holder: { stack?: string } = {}
-  const limit = Error.stackTraceLimit
-  try {
-    Error.stackTraceLimit = 1
-    Error.captureStackTrace(holder, callee)
-  } finally {
-    Error.stackTraceLimit = limit
+export function claimPrefix(prefix: string, owner: object, byDefault: boolean, describe: () => string): void {
+  const held = registry.get(prefix)
+  if (held === undefined) {
+    registry.set(prefix, { byDefault, owners: new WeakSet([owner]), distinct: 1 })
+    return
   }
-  const frame = holder.stack?.split('\n')[1]
-  const match = frame === undefined ? null : /\(?([^()\s]+?):\d+:\d+\)?\s*$/.exec(frame)
-  return match?.[1]?.replace(/[?#].*$/, '')
+  if (held.owners.has(owner)) {
+    if (byDefault && held.distinct > 1) throw collision(prefix, describe())
+    held.byDefault ||= byDefault
+    return
+  }
+  if (byDefault || held.byDefault) throw collision(prefix, describe())
+  held.owners.add(owner)
+  held.distinct++
 }
 
-/** A fingerprint of a class: its source and the source of every class it extends. */
-export function classFingerprint(cls: Function): string {
-  const parts: string[] = []
-  for (
-    let c: unknown = cls;
-    typeof c === 'function' && c !== Function.prototype;
-    c = Object.getPrototypeOf(c)
-  ) {
-    parts.push(sourceOf(c as Function) ?? `[native ${(c as Function).name}]`)
-  }
-  return digest(parts.join('\n'))
+/** Forgets every claim: for test suites that load the same modules again in one process. */
+export function forgetMemoizedNames(): void {
+  registry.clear()
+}
+
+function collision(prefix: string, what: string): CacheConfigError {
+  return new CacheConfigError(
+    'name',
+    `${what} would share the cache keys "${prefix}…" and return each other's results. ` +
+      "Give each its own `name` option (cached(fn, { name: 'billing.load' }), @cache({ name: 'BillingRepository.find' })). " +
+      'To share entries on purpose, give both the same `name`. ' +
+      'The same code loaded twice counts as two functions (a factory called twice, a hot reload, a test that ' +
+      're-imports a module): give it a `name`, or call forgetMemoizedNames() from @cache/core/testing between test runs.',
+  )
 }

@@ -44,6 +44,7 @@ export {
   CacheConfigError,
   CacheConflictError,
   CacheError,
+  CacheFunctionTimeoutError,
   CacheKeyError,
   CacheMissingPackageError,
   CacheNotANumberError,
@@ -55,30 +56,56 @@ export {
   isCacheError,
   isUnavailable,
 } from './errors.js'
+export {
+  type GetOrSet,
+  type GetOrSetOptions,
+  cacheGetOrSet,
+  getOrSet,
+  invalidateKeys,
+} from './get-or-set.js'
 export { KeyedQueue } from './key-queue.js'
 export {
   currentGenerations,
   currentGenerationsSync,
-  GENERATION_PREFIX,
-  generationKey,
   isGeneration,
-  isGenerationKey,
   newGeneration,
   renewGenerations,
   sameGenerations,
 } from './generations.js'
-export { argumentsKey, assertKey, assertNamespace, hashKey, namespacedKey, stableStringify } from './keys.js'
+export {
+  assertMemoNamespace,
+  GENERATION_PREFIX,
+  generationKey,
+  INTERNAL_PREFIX,
+  isGenerationKey,
+  isInternalKey,
+  keySegment,
+  lockKey,
+} from './internal-keys.js'
+export {
+  argumentsKey,
+  assertKey,
+  assertNamespace,
+  hashKey,
+  namespacedKey,
+  stableStringify,
+  wellFormedKey,
+} from './keys.js'
+export type { LoadOptions } from './load-options.js'
 export { type CacheOptions, type Memoized, cache, cached } from './memoize.js'
 export {
   type Codec,
   type CodecOptions,
   type Serializer,
   assertSerializable,
+  assertStructuredClonable,
   createCodec,
+  fromTaggedJson,
   jsonSerializer,
   parseTagged,
   resolveSerializer,
   stringifyTagged,
+  toTaggedJson,
   v8Serializer,
 } from './serializer.js'
 export {
@@ -93,6 +120,9 @@ export {
   type CacheEvent,
   type CacheEventName,
   type CacheStats,
+  type GraceReason,
+  type MemoEventName,
+  type MemoStats,
   type Observable,
   CacheObserver,
   ObservedBackend,

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto'
+import { arrayShape, hasExtraOwnProperties, isArgumentsObject } from './builtins.js'
 import { CacheArgumentError, CacheKeyError, CacheSerializationError } from './errors.js'
 
 /** A short, collision-resistant digest of a string: SHA-256, base64url, 43 characters. */
@@ -18,6 +19,22 @@ export function assertNamespace(namespace: unknown, what = 'namespace'): asserts
   if (typeof namespace !== 'string' || namespace.length === 0) {
     throw new CacheKeyError(`${what}: expected a non-empty string, got ${JSON.stringify(namespace)}`)
   }
+}
+
+/** Marks a key written by {@link wellFormedKey} in its escaped form; never left in a key as it is. */
+const ESCAPED_KEY = '\uffff'
+
+/**
+ * `key` as a string that UTF-8 encodes without loss, for backends that send keys as UTF-8
+ * (Redis, memcached). A well-formed key is returned as it is. A key UTF-8 cannot hold — one with
+ * a lone surrogate, which would become U+FFFD and share its entry with every other such key — is
+ * written as U+FFFF followed by the base64url of its UTF-16 code units; so is any key that
+ * contains U+FFFF (a noncharacter) itself, so the mapping stays one-to-one. Cost: one native
+ * scan of the key.
+ */
+export function wellFormedKey(key: string): string {
+  if ((key as string & { isWellFormed(): boolean }).isWellFormed() && !key.includes(ESCAPED_KEY)) return key
+  return ESCAPED_KEY + Buffer.from(key, 'utf16le').toString('base64url')
 }
 
 /** `namespace:key`, or `key` when there is no namespace. */
@@ -87,20 +104,47 @@ const BOXED = new Map<unknown, string>([
 
 function objectText(object: object, path: string, seen: Set<object>, fail: Fail): string {
   const proto = Object.getPrototypeOf(object)
-  if (proto === Object.prototype) return propertiesText(object, '', path, seen, fail)
+  if (proto === Object.prototype) {
+    if (isArgumentsObject(object))
+      return fail(path, 'an `arguments` object (pass the values themselves, or build the key from them)')
+    return propertiesText(object, '', path, seen, fail)
+  }
   if (proto === null) return propertiesText(object, 'null', path, seen, fail)
   if (proto === Array.prototype) return arrayText(object as unknown[], path, seen, fail)
+  const text = builtinText(object, proto, path, seen, fail)
+  // Everything a built-in holds besides its value (`date.tz`, `buffer.encoding`) is refused, the
+  // same way for every type: a key would have to see it, and an argument rarely carries any.
+  if (hasExtraOwnProperties(object, proto))
+    return fail(path, `a ${describeType(proto)} with properties of its own besides its value`)
+  return text
+}
+
+function builtinText(object: object, proto: object, path: string, seen: Set<object>, fail: Fail): string {
   if (proto === Date.prototype) return `D(${(object as Date).getTime()})`
   if (proto === Map.prototype) {
-    const entries = [...(object as Map<unknown, unknown>)].map(
-      ([k, v], i) =>
-        `${write(k, `${path}<key ${i}>`, seen, fail)}=>${write(v, `${path}.get(${i})`, seen, fail)}`,
-    )
-    return `Map{${entries.sort().join(',')}}`
+    // In insertion order: iterating a Map is part of what a function sees.
+    const parts: string[] = []
+    let i = 0
+    for (const [k, v] of object as Map<unknown, unknown>) {
+      if (typeof k === 'object' ? k !== null : typeof k === 'function')
+        fail(
+          `${path}<key ${i}>`,
+          'an object used as a Map key (a Map finds it by identity, which no key can hold)',
+        )
+      parts.push(`${write(k, `${path}<key ${i}>`, seen, fail)}=>${write(v, `${path}.get(${i})`, seen, fail)}`)
+      i++
+    }
+    return `Map{${parts.join(',')}}`
   }
   if (proto === Set.prototype) {
-    const items = [...(object as Set<unknown>)].map((v, i) => write(v, `${path}<item ${i}>`, seen, fail))
-    return `Set{${items.sort().join(',')}}`
+    const parts: string[] = []
+    let i = 0
+    for (const v of object as Set<unknown>) {
+      if (typeof v === 'object' ? v !== null : typeof v === 'function')
+        fail(`${path}<item ${i}>`, 'an object in a Set (a Set finds it by identity, which no key can hold)')
+      parts.push(write(v, `${path}<item ${i++}>`, seen, fail))
+    }
+    return `Set{${parts.join(',')}}`
   }
   if (proto === RegExp.prototype) {
     const regex = object as RegExp
@@ -111,20 +155,51 @@ function objectText(object: object, path: string, seen: Set<object>, fail: Fail)
   if (typeof Headers === 'function' && proto === Headers.prototype)
     return `Headers(${JSON.stringify([...(object as Headers)])})`
   if (proto === ArrayBuffer.prototype || proto === SharedArrayBuffer.prototype)
-    return `${proto.constructor.name}(${Buffer.from(object as ArrayBuffer).toString('base64')})`
+    return `${(proto as { constructor: Function }).constructor.name}${bufferShape(object as ArrayBuffer)}(${Buffer.from(object as ArrayBuffer).toString('base64')})`
   if (ArrayBuffer.isView(object) && isBuiltinView(proto)) {
+    if (bufferShape(object.buffer) !== '')
+      return fail(
+        path,
+        'a view of a resizable buffer (whether it tracks the buffer as it grows cannot be seen)',
+      )
     const bytes = Buffer.from(object.buffer, object.byteOffset, object.byteLength).toString('base64')
-    return `${proto.constructor.name}(${bytes})`
+    return `${(proto as { constructor: Function }).constructor.name}${viewPlace(object)}(${bytes})`
   }
   const boxed = BOXED.get(proto)
-  if (boxed !== undefined) return `${boxed}(${write(proto.valueOf.call(object), path, seen, fail)})`
-  const kind = typeof proto?.constructor === 'function' ? proto.constructor.name : ''
+  if (boxed !== undefined)
+    return `${boxed}(${write((proto as { valueOf(): unknown }).valueOf.call(object), path, seen, fail)})`
+  const kind =
+    typeof (proto as { constructor?: unknown }).constructor === 'function'
+      ? (proto as { constructor: Function }).constructor.name
+      : ''
   return fail(
     path,
     kind
       ? `an instance of ${kind} (a class instance can hold state a key cannot see: #private fields, closures, internal slots)`
       : 'an object with a custom prototype',
   )
+}
+
+/**
+ * Where a view sits, when it is not the whole of its own buffer: `@offset/length of the buffer`
+ * (code can read `byteOffset` and `buffer`, and a view of a small pooled `Buffer` is a window on
+ * a shared 8 KB pool), and `[shared]` for a view of a SharedArrayBuffer.
+ */
+function viewPlace(view: ArrayBufferView): string {
+  const shared = typeof SharedArrayBuffer === 'function' && view.buffer instanceof SharedArrayBuffer
+  const whole = view.byteOffset === 0 && view.byteLength === view.buffer.byteLength
+  return `${shared ? '[shared]' : ''}${whole ? '' : `@${view.byteOffset}/${view.buffer.byteLength}`}`
+}
+
+/** `[resizable max]` for a resizable (or growable) buffer: it behaves differently from a fixed one. */
+function bufferShape(buffer: ArrayBufferLike): string {
+  const b = buffer as { resizable?: boolean; growable?: boolean; maxByteLength?: number }
+  return b.resizable === true || b.growable === true ? `[resizable ${b.maxByteLength}]` : ''
+}
+
+function describeType(proto: object): string {
+  const name = (proto as { constructor?: { name?: unknown } }).constructor?.name
+  return typeof name === 'string' ? name : 'built-in object'
 }
 
 /** A typed array, `Buffer` or `DataView` of the platform itself, not a subclass. */
@@ -139,24 +214,41 @@ function propertiesText(object: object, tag: string, path: string, seen: Set<obj
   const parts: string[] = []
   for (const key of Reflect.ownKeys(object)) {
     if (typeof key === 'symbol') return fail(`${path}[${key.toString()}]`, 'a symbol-keyed property')
-    parts.push(
-      `${JSON.stringify(key)}:${write((object as Record<string, unknown>)[key], `${path}.${key}`, seen, fail)}`,
-    )
+    const descriptor = Object.getOwnPropertyDescriptor(object, key)!
+    if (descriptor.get !== undefined || descriptor.set !== undefined)
+      return fail(`${path}.${key}`, 'a getter or setter (its value is computed, not held)')
+    // A non-enumerable property is seen by some code (`in`, direct reads) and not by other
+    // (Object.keys, spreading): it is keyed apart from an enumerable one.
+    const mark = descriptor.enumerable ? '' : '~'
+    parts.push(`${mark}${JSON.stringify(key)}:${write(descriptor.value, `${path}.${key}`, seen, fail)}`)
   }
   return `${tag}{${parts.sort().join(',')}}`
 }
 
 function arrayText(array: unknown[], path: string, seen: Set<object>, fail: Fail): string {
-  const parts = new Array<string>(array.length)
-  let own = 1 // `length`
-  for (let i = 0; i < array.length; i++) {
-    // A hole is not `undefined`: `i in array` tells them apart.
-    if (!(i in array)) continue
-    own++
-    parts[i] = write(array[i], `${path}[${i}]`, seen, fail)
+  const { keys, items, extra } = arrayShape(array)
+  if (extra) return fail(path, 'an array with properties besides its items')
+  if (items === array.length) {
+    const parts = new Array<string>(items)
+    for (let i = 0; i < items; i++) parts[i] = itemText(array, i, `${path}[${i}]`, seen, fail)
+    return `[${parts.join(',')}]`
   }
-  if (Reflect.ownKeys(array).length !== own) return fail(path, 'an array with properties besides its items')
-  return `[${parts.join(',')}]`
+  // Holes: written as the length and the items present, in time proportional to those (an
+  // array with one item at index 2^32 - 2 is two numbers, not four billion commas).
+  const parts = new Array<string>(items)
+  for (let k = 0; k < items; k++) {
+    const index = keys[k] as string
+    parts[k] = `${index}:${itemText(array, index, `${path}[${index}]`, seen, fail)}`
+  }
+  return `Array(${array.length}){${parts.join(',')}}`
+}
+
+/** One array item, by the same rules as an object's properties: no getters, non-enumerable apart. */
+function itemText(array: unknown[], index: number | string, path: string, seen: Set<object>, fail: Fail) {
+  const descriptor = Object.getOwnPropertyDescriptor(array, index)!
+  if (descriptor.get !== undefined || descriptor.set !== undefined)
+    return fail(path, 'a getter or setter (its value is computed, not held)')
+  return `${descriptor.enumerable ? '' : '~'}${write(descriptor.value, path, seen, fail)}`
 }
 
 /** Argument lists whose stable text is longer than this are hashed instead of inlined. */

@@ -1,28 +1,25 @@
-import { randomUUID } from 'node:crypto'
-import { type CacheBackend, compareAndDelete, type MinimalBackend, toBackend } from './backend.js'
+import { type CacheBackend, type MinimalBackend, toBackend } from './backend.js'
 import { getBackend } from './default-cache.js'
-import { type Duration, parseDuration, ttlToMs } from './durations.js'
+import type { Duration } from './durations.js'
 import { CacheConfigError } from './errors.js'
-import {
-  currentGenerations,
-  currentGenerationsSync,
-  generationKey,
-  isGeneration,
-  newGeneration,
-  renewGenerations,
-  sameGenerations,
-} from './generations.js'
-import { callerFile, claimName, classFingerprint, digest, sourceOf } from './identity.js'
-import { argumentsKey, assertNamespace } from './keys.js'
-import { CacheObserver, type CacheEvent, type CacheEventName, type CacheStats } from './stats.js'
-import { tagInvalidationCount, tagVersionKey } from './tags.js'
+import { invalidatedHere, prefixesOf, usePrefix } from './flights.js'
+import { renewGenerations } from './generations.js'
+import { claimPrefix, sourceFingerprint, sourceOf } from './identity.js'
+import { assertMemoNamespace, generationKey, keySegment } from './internal-keys.js'
+import { argumentsKey } from './keys.js'
+import { type LoadOptions, resolvePolicy } from './load-options.js'
+import { type CallKeys, Loader } from './loader.js'
+import { type CacheEvent, type MemoEventName, MemoObserver, type MemoStats } from './stats.js'
+import { tagVersionKey } from './tags.js'
 
 type AnyFunction = (...args: any[]) => any
 
-/** Options of {@link cached} and the {@link cache} decorator. */
-export interface CacheOptions<A extends unknown[] = any[], R = any> {
-  /** Seconds or a duration string. Default: the backend's default TTL (none unless configured). */
-  ttl?: Duration
+/**
+ * Options of {@link cached} and the {@link cache} decorator: where and under which key results
+ * go, plus what is done with them ({@link LoadOptions}: ttl, stale-while-revalidate, grace,
+ * timeouts, refresh ahead, lock…).
+ */
+export interface CacheOptions<A extends unknown[] = any[], R = any> extends LoadOptions<A, R> {
   /** Where results are stored. Default: the configured default cache ({@link getBackend}), resolved at call time. */
   backend?: CacheBackend | MinimalBackend
   /**
@@ -31,84 +28,38 @@ export interface CacheOptions<A extends unknown[] = any[], R = any> {
    * a `CacheArgumentError` that points here.
    */
   key?: (...args: A) => string
-  /** First segment of every key. Default: `'memo'`. */
+  /** First segment of every key. Must not start with `__` (kept for internal keys). Default: `'memo'`. */
   namespace?: string
   /**
    * Name of the function in keys. Default: `fn.name` for functions; for decorated methods the
    * class of `this` and the method (`Reports.monthly`, or `Repository.findById(UserRepository)`
    * for a method inherited from another class). Required for anonymous and bound functions.
-   * A name you give is yours: two functions given the same name share entries.
+   * Two different functions (or classes) that would get the same default name in one process
+   * are an error that asks for this option. A name you give is yours: functions given the same
+   * `name` share entries, deliberately.
    */
   name?: string
-  /** Store a result only when this returns true. */
-  condition?: (result: Awaited<R>, ...args: A) => boolean
-  /** Do not store a result when this returns true. */
-  unless?: (result: Awaited<R>, ...args: A) => boolean
-  /**
-   * After `ttl`, keep serving the stale result for this long while one caller refreshes it in
-   * the background. Default: off.
-   */
-  staleWhileRevalidate?: Duration
-  /**
-   * Stampede protection across processes: on a miss, only the caller that wins a lock (`add` on
-   * the backend) runs the function; the others poll for its result and take the lock over as
-   * soon as it is released (the holder failed) or expired, or run the function themselves after
-   * `wait` (default 5 s). The holder releases only its own lock (`compareAndDelete` of its
-   * token). `true` uses the defaults. Default: off (single-flight is per process).
-   */
-  lock?: boolean | { ttl?: Duration; wait?: Duration; poll?: Duration }
-  /** Tags for {@link invalidateTags}: a list, or a function of the arguments. */
+  /** Tags for {@link invalidateTags}: a list (read once, when the function is memoized), or a function of the arguments. */
   tags?: readonly string[] | ((...args: A) => readonly string[])
-  /** Rethrow backend failures instead of calling the function uncached. Default: false. */
-  strict?: boolean
 }
 
 /** A memoized function: the same call signature plus invalidation and stats. */
 export type Memoized<F extends AnyFunction> = F & {
   /**
-   * Invalidates the stored result for one set of arguments, in every process sharing the
-   * backend. Rejects if the backend did not take the change.
+   * Invalidates the stored result for one argument list (exactly as the call passed it:
+   * `f(1)` and `f(1, undefined)` are two lists), in every process sharing the backend and for
+   * every handle sharing this function's name. Rejects if the backend did not take the change.
    */
   invalidate(...args: Parameters<F>): Promise<void>
   /** Invalidates every stored result of this function, in every process sharing the backend. */
   clear(): Promise<void>
   /** The full backend key for a set of arguments. */
   keyFor(...args: Parameters<F>): string
-  readonly stats: CacheStats
-  on(event: CacheEventName, listener: (event: CacheEvent) => void): void
-  off(event: CacheEventName, listener: (event: CacheEvent) => void): void
+  /** Counters, with `graced`, `refreshes` and `functionTimeouts`. */
+  readonly stats: MemoStats
+  on(event: MemoEventName, listener: (event: CacheEvent) => void): void
+  off(event: MemoEventName, listener: (event: CacheEvent) => void): void
 }
-
-/** The stored envelope: the value, the generations it was computed under, and when it turns stale. */
-interface Envelope {
-  v: unknown
-  g: number[]
-  s?: number
-}
-
-/**
- * The keys of one call: its entry, and its generations. An in-process backend (one with `sync`
- * access) needs the function's and the tags' (`local`): invalidating one set of arguments there
- * is deleting its entry, and no other process holds a copy. A shared backend also needs the
- * generation of the arguments (`shared`): a copy in another process's L1, or a result another
- * process is still computing, must stop matching once `invalidate()` resolves.
- */
-interface CallKeys {
-  entry: string
-  local: readonly string[]
-  shared: readonly string[]
-}
-
-/** A computation in flight, joined by concurrent misses of the same key. */
-interface Flight {
-  promise: Promise<unknown>
-  generations: number[]
-  tagInvalidations: number
-  /** An invalidation happened after it started: nobody joins it and its result is not stored. */
-  superseded: boolean
-}
-
-type Read = { hit?: Envelope; generations: number[] }
 
 const ASYNC_FUNCTION = Object.getPrototypeOf(async () => {}).constructor
 
@@ -119,22 +70,47 @@ const KEY_CACHE_ARGUMENT_LENGTH = 64
 
 /**
  * How a memoized function names itself in keys. `scope` names its generations (what `clear()`
- * and `invalidate()` renew); `prefix` the start of its entry keys for a call on `thisArg`.
+ * and `invalidate()` renew): a function of names only, the same in every process and build.
+ * `prefix` is the start of its entry keys for a call on `thisArg`.
  */
 interface Naming {
   readonly label: string
-  readonly scope: string
+  readonly scope: readonly [string, ...string[]]
   prefix(thisArg: unknown): string
   /** The prefix of calls without a known `this` (`keyFor`); throws if it cannot be known yet. */
   defaultPrefix(): string
-  /** Every entry prefix this function has used in this process. */
-  prefixes(): Iterable<string>
 }
 
 /**
- * Memoizes `fn`. Concurrent misses for one key run `fn` once (single-flight); errors are never
- * cached and reach every waiter; `null`/`undefined` results are cached. A failing backend makes
- * the call a pass-through (counted in `stats.errors`, emitted as `error`) unless `strict`.
+ * Characters a name may not hold as they are: the key separator, `%`, the parentheses of
+ * `Base.method(Subclass)` and the `#` before a default name's source fingerprint.
+ */
+const NAME_SPECIALS = /[%:()#]/g
+/** Also `.`, for the class and method parts of a default method name (`Class.method`). */
+const PART_SPECIALS = /[%:().#]/g
+
+const percent = (c: string) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`
+
+/** A function name, or a `name` option, in a key: separators percent-encoded so keys stay one-to-one. */
+function nameSegment(name: string): string {
+  return name.replace(NAME_SPECIALS, percent)
+}
+
+/** A class or method name inside a default method name. */
+function partSegment(name: string): string {
+  return name.replace(PART_SPECIALS, percent)
+}
+
+function assertName(name: unknown): asserts name is string | undefined {
+  if (name !== undefined && (typeof name !== 'string' || name.length === 0))
+    throw new CacheConfigError('name', `expected a non-empty string, got ${JSON.stringify(name)}`)
+}
+
+/**
+ * Memoizes `fn`. Concurrent misses for one key run `fn` once (single-flight), in this process,
+ * across every handle sharing its name; errors are never cached and reach every waiter;
+ * `null`/`undefined` results are cached. A failing backend makes the call a pass-through
+ * (counted in `stats.errors`, emitted as `error`) unless `strict`.
  *
  * With a sync `fn` and an in-process backend (memory) the result stays sync; otherwise the
  * memoized function returns a promise.
@@ -144,35 +120,29 @@ export function cached<F extends AnyFunction>(
   options: CacheOptions<Parameters<F>, ReturnType<F>> = {},
 ): Memoized<F> {
   const namespace = options.namespace ?? 'memo'
-  assertNamespace(namespace)
-  let name = options.name
-  if (name === undefined) {
-    name = fn.name
-    const source = sourceOf(fn)
-    if (!name || source === undefined)
-      throw new CacheConfigError(
-        'name',
-        `cached(): ${name ? `"${name}" is a bound or native function` : 'an anonymous function'} needs a \`name\` option so that its keys are its own`,
-      )
-    // Claimed once the other options are checked, below: a bad option must not hold the name.
-    const label = `${namespace}:${name}`
-    const file = callerFile(cached)
-    const memo = createMemo(fn, options, functionNaming(label))
-    claimName(label, { file, fingerprint: digest(source) }, `functions named "${name}"`)
-    return memo
-  }
-  return createMemo(fn, options, functionNaming(`${namespace}:${name}`))
-}
-
-function functionNaming(label: string): Naming {
-  const prefix = `${label}:`
-  return {
-    label,
-    scope: label,
+  assertMemoNamespace(namespace)
+  assertName(options.name)
+  const name = options.name ?? fn.name
+  if (options.name === undefined && (!name || sourceOf(fn) === undefined))
+    throw new CacheConfigError(
+      'name',
+      `cached(): ${name ? `"${name}" is a bound or native function` : 'an anonymous function'} needs a \`name\` option so that its keys are its own`,
+    )
+  // A default name carries the fingerprint of the source: see `sourceFingerprint`.
+  const keyName =
+    options.name === undefined ? `${nameSegment(name)}#${sourceFingerprint(fn)}` : nameSegment(name)
+  const prefix = `${keySegment(namespace)}:${keyName}:`
+  const scope: [string, ...string[]] = ['fn', namespace, name]
+  // Claimed once the other options are checked: a bad option must not hold the name.
+  const memo = createMemo(fn, options, {
+    label: `${namespace}:${name}`,
+    scope,
     prefix: () => prefix,
     defaultPrefix: () => prefix,
-    prefixes: () => [prefix],
-  }
+  })
+  claimPrefix(prefix, fn, options.name === undefined, () => `Two different functions named "${name}"`)
+  usePrefix(generationKey(...scope), prefix)
+  return memo
 }
 
 function createMemo<F extends AnyFunction>(
@@ -180,26 +150,17 @@ function createMemo<F extends AnyFunction>(
   options: CacheOptions<Parameters<F>, ReturnType<F>>,
   naming: Naming,
 ): Memoized<F> {
-  const ttlMs = ttlToMs(options.ttl)
-  const swrMs =
-    options.staleWhileRevalidate === undefined
-      ? undefined
-      : parseDuration(options.staleWhileRevalidate, 'staleWhileRevalidate')
-  const lock = resolveLock(options.lock)
+  const policy = resolvePolicy(options)
   const fixedBackend = options.backend === undefined ? undefined : toBackend(options.backend)
-  const observer = new CacheObserver(`memo ${naming.label}`)
-  const inflight = new Map<string, Flight>()
+  const observer = new MemoObserver(`memo ${naming.label}`)
   const tagsOf =
     typeof options.tags === 'function' ? options.tags : () => (options.tags ?? []) as readonly string[]
-  const hasTags = options.tags !== undefined
   const staticTags = typeof options.tags === 'function' ? undefined : (options.tags ?? []).map(tagVersionKey)
-  const functionGeneration = generationKey(naming.scope)
-  /** Lifetime of an entry, and of the generation of its arguments (created with it). */
-  const entryTtl =
-    ttlMs === undefined ? undefined : swrMs === undefined ? ttlMs / 1000 : (ttlMs + swrMs) / 1000
-  const generationTtls = [undefined, entryTtl]
+  const functionGeneration = generationKey(...naming.scope)
+  // The function's generation never expires; the arguments' lives as long as their entries.
+  const loader = new Loader(policy, observer, naming.label, [undefined, policy.generationTtl])
+  loader.syncFunction = !(fn instanceof ASYNC_FUNCTION)
   const staticLocal = staticTags === undefined ? undefined : [functionGeneration, ...staticTags]
-  let isAsync = fn instanceof ASYNC_FUNCTION
 
   // Keys for calls with one number or short string argument (`getUser(42)`), per entry prefix.
   // Building a key allocates a new string that the backend must then hash and compare character
@@ -219,13 +180,16 @@ function createMemo<F extends AnyFunction>(
     }
   }
 
+  function argumentsGeneration(part: string): string {
+    return generationKey(...naming.scope, part)
+  }
+
   function buildKeys(prefix: string, part: string, args: Parameters<F>): CallKeys {
-    const argsGeneration = generationKey(`${naming.scope}:${part}`)
     const tags = staticTags ?? tagsOf(...args).map(tagVersionKey)
     return {
       entry: prefix + part,
       local: staticLocal ?? [functionGeneration, ...tags],
-      shared: [functionGeneration, argsGeneration, ...tags],
+      shared: [functionGeneration, argumentsGeneration(part), ...tags],
     }
   }
 
@@ -250,251 +214,10 @@ function createMemo<F extends AnyFunction>(
     return buildKeys(prefix, argumentPart(args), args)
   }
 
-  function shouldStore(result: unknown, args: Parameters<F>): boolean {
-    if (options.condition && !options.condition(result as Awaited<ReturnType<F>>, ...args)) return false
-    if (options.unless?.(result as Awaited<ReturnType<F>>, ...args)) return false
-    return true
-  }
-
-  function envelopeFor(value: unknown, generations: number[]): Envelope {
-    if (swrMs !== undefined && ttlMs !== undefined) return { v: value, g: generations, s: Date.now() + ttlMs }
-    return { v: value, g: generations }
-  }
-
-  /** A backend failure: rethrown in strict mode, else counted and evented. */
-  function failed(operation: string, error: unknown, key: string): void {
-    if (options.strict) throw error
-    observer.error(operation, error, key)
-  }
-
-  /**
-   * A write the backend refused. A value it cannot serialize is the caller's error, thrown on
-   * every backend; a value too large is not cached (thrown only in strict mode); anything else
-   * is a backend failure.
-   */
-  function storeFailed(error: unknown, key: string): void {
-    const code = (error as { code?: unknown })?.code
-    if (code === 'CACHE_SERIALIZATION') throw error
-    failed('set', error, key)
-  }
-
-  function classify(envelope: unknown, generations: number[]): Read {
-    if (
-      typeof envelope === 'object' &&
-      envelope !== null &&
-      sameGenerations((envelope as Envelope).g, generations)
-    ) {
-      return { hit: envelope as Envelope, generations }
-    }
-    return { generations }
-  }
-
-  function readSync(backend: CacheBackend, keys: CallKeys): Read {
-    const sync = backend.sync!
-    const envelope = sync.getEntry<Envelope>(keys.entry)?.value
-    const local = keys.local
-    if (local.length === 1) {
-      // The common case (the function's generation, no tags) without the arrays of the general
-      // path: on a hit the stored generations equal the current ones and are handed on as they are.
-      const found = sync.getEntry(local[0]!)?.value
-      let generation: number
-      if (isGeneration(found)) generation = found
-      else sync.set(local[0]!, (generation = newGeneration()))
-      if (typeof envelope === 'object' && envelope !== null) {
-        const stored = envelope.g
-        if (Array.isArray(stored) && stored.length === 1 && stored[0] === generation)
-          return { hit: envelope, generations: stored }
-      }
-      return { generations: [generation] }
-    }
-    return classify(envelope, currentGenerationsSync(sync, local))
-  }
-
-  async function readAsync(backend: CacheBackend, keys: CallKeys): Promise<Read> {
-    const values = await backend.getMany([keys.entry, ...keys.shared])
-    const generations = await currentGenerations(backend, keys.shared, values.slice(1), generationTtls)
-    return classify(values[0], generations)
-  }
-
-  function storeSync(backend: CacheBackend, keys: CallKeys, value: unknown, read: Read, args: Parameters<F>) {
-    if (!shouldStore(value, args)) return
-    try {
-      backend.sync!.set(keys.entry, envelopeFor(value, read.generations), entryTtl)
-      observer.set(keys.entry)
-    } catch (error) {
-      storeFailed(error, keys.entry)
-    }
-  }
-
-  async function store(
-    backend: CacheBackend,
-    keys: CallKeys,
-    value: unknown,
-    generations: number[],
-    args: Parameters<F>,
-    flight: Flight | undefined,
-  ) {
-    if (flight !== undefined && isStale(flight)) return
-    if (!shouldStore(value, args)) return
-    try {
-      await backend.set(keys.entry, envelopeFor(value, generations), entryTtl)
-      observer.set(keys.entry)
-    } catch (error) {
-      storeFailed(error, keys.entry)
-    }
-  }
-
-  async function load(
-    backend: CacheBackend,
-    keys: CallKeys,
-    generations: number[],
-    thisArg: unknown,
-    args: Parameters<F>,
-    flight: Flight | undefined,
-  ): Promise<unknown> {
-    let held: { key: string; token: string } | undefined
-    if (lock) {
-      const lockKey = `__lock:${keys.entry}`
-      const token = randomUUID()
-      let acquired: boolean | 'unknown'
-      try {
-        acquired = await backend.add(lockKey, token, lock.ttlMs / 1000)
-      } catch (error) {
-        // No lock to be had: compute without one rather than wait for a backend that is down.
-        failed('lock', error, keys.entry)
-        acquired = 'unknown'
-      }
-      if (acquired === true) held = { key: lockKey, token }
-      else if (acquired === false) {
-        const waited = await waitForValue(backend, keys.entry, generations, lockKey, token, lock)
-        if (waited === 'acquired') held = { key: lockKey, token }
-        else if (waited !== undefined) return waited.v
-      }
-    }
-    try {
-      const value = await fn.apply(thisArg, args)
-      await store(backend, keys, value, generations, args, flight)
-      return value
-    } finally {
-      if (held)
-        await compareAndDelete(backend, held.key, held.token).catch((error) =>
-          observer.error('unlock', error, keys.entry),
-        )
-    }
-  }
-
-  /**
-   * Waits for the lock holder's result. Takes the lock over as soon as it is free (the holder
-   * failed and released it, or it expired): then the caller computes. `undefined` after `wait`.
-   */
-  async function waitForValue(
-    backend: CacheBackend,
-    key: string,
-    generations: number[],
-    lockKey: string,
-    token: string,
-    settings: { ttlMs: number; waitMs: number; pollMs: number },
-  ): Promise<Envelope | 'acquired' | undefined> {
-    const deadline = Date.now() + settings.waitMs
-    while (Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, settings.pollMs))
-      try {
-        const envelope = await backend.get<Envelope>(key)
-        if (envelope && sameGenerations(envelope.g, generations)) return envelope
-        if (await backend.add(lockKey, token, settings.ttlMs / 1000)) return 'acquired'
-      } catch (error) {
-        observer.error('lock', error, key)
-      }
-    }
-    return undefined
-  }
-
-  function isStale(flight: Flight): boolean {
-    return flight.superseded || (hasTags && flight.tagInvalidations !== tagInvalidationCount())
-  }
-
-  /** Joins the flight for `key` if it computes under the same generations, else starts one. */
-  function singleFlight(
-    key: string,
-    generations: number[],
-    start: (flight: Flight) => Promise<unknown>,
-  ): Promise<unknown> {
-    const current = inflight.get(key)
-    if (current !== undefined && !isStale(current) && sameGenerations(current.generations, generations))
-      return current.promise
-    const flight: Flight = {
-      promise: undefined as unknown as Promise<unknown>,
-      generations,
-      tagInvalidations: tagInvalidationCount(),
-      superseded: false,
-    }
-    flight.promise = start(flight).finally(() => {
-      if (inflight.get(key) === flight) inflight.delete(key)
-    })
-    inflight.set(key, flight)
-    return flight.promise
-  }
-
-  function onHit(backend: CacheBackend, keys: CallKeys, read: Read, thisArg: unknown, args: Parameters<F>) {
-    const hit = read.hit!
-    observer.hit(keys.entry)
-    if (hit.s !== undefined && Date.now() > hit.s && !inflight.has(keys.entry)) {
-      // Stale: answer now, refresh once in the background.
-      void singleFlight(keys.entry, read.generations, (flight) =>
-        load(backend, keys, read.generations, thisArg, args, flight),
-      ).catch((error) => observer.error('refresh', error, keys.entry))
-    }
-    return hit.v
-  }
-
-  /** The sync path: an in-process backend and a function that has returned plain values. */
-  function callSync(thisArg: unknown, backend: CacheBackend, keys: CallKeys, args: Parameters<F>): unknown {
-    let read: Read
-    try {
-      read = readSync(backend, keys)
-    } catch (error) {
-      failed('get', error, keys.entry)
-      return fn.apply(thisArg, args)
-    }
-    if (read.hit) return onHit(backend, keys, read, thisArg, args)
-    observer.miss(keys.entry)
-    const value = fn.apply(thisArg, args)
-    if (isPromiseLike(value)) {
-      isAsync = true
-      return singleFlight(keys.entry, read.generations, async (flight) => {
-        const resolved = await value
-        await store(backend, keys, resolved, read.generations, args, flight)
-        return resolved
-      })
-    }
-    storeSync(backend, keys, value, read, args)
-    return value
-  }
-
-  async function callAsync(
-    thisArg: unknown,
-    backend: CacheBackend,
-    keys: CallKeys,
-    args: Parameters<F>,
-  ): Promise<unknown> {
-    let read: Read
-    try {
-      read = backend.sync ? readSync(backend, keys) : await readAsync(backend, keys)
-    } catch (error) {
-      failed('get', error, keys.entry)
-      return fn.apply(thisArg, args)
-    }
-    if (read.hit) return onHit(backend, keys, read, thisArg, args)
-    observer.miss(keys.entry)
-    return singleFlight(keys.entry, read.generations, (flight) =>
-      load(backend, keys, read.generations, thisArg, args, flight),
-    )
-  }
-
   const memoized = function (this: unknown, ...args: Parameters<F>): unknown {
     const backend = backendOf()
-    // Locks wait asynchronously, so a locked function always takes the async path.
-    const sync = backend.sync !== undefined && !isAsync && !lock
+    // Locks, grace and timeouts wait asynchronously: with them a function always takes the async path.
+    const sync = backend.sync !== undefined && loader.syncFunction && !policy.async
     let keys: CallKeys
     try {
       keys = keysFor(naming.prefix(this), args)
@@ -502,8 +225,8 @@ function createMemo<F extends AnyFunction>(
       if (sync) throw error
       return Promise.reject(error)
     }
-    if (sync) return callSync(this, backend, keys, args)
-    return callAsync(this, backend, keys, args)
+    if (sync) return loader.callSync(backend, keys, fn, this, args)
+    return loader.callAsync(backend, keys, fn, this, args)
   } as Memoized<F>
 
   Object.defineProperties(memoized, {
@@ -511,49 +234,34 @@ function createMemo<F extends AnyFunction>(
     length: { value: fn.length, configurable: true },
     stats: { get: () => observer.stats },
   })
-  memoized.keyFor = (...args) => keysFor(naming.defaultPrefix(), args).entry
+  // `keyFor.call(instance, ...args)` names the entry of a call on `instance` (its class's keys).
+  memoized.keyFor = function (this: unknown, ...args) {
+    const self = this === memoized || this === undefined || this === globalThis ? undefined : this
+    return keysFor(self === undefined ? naming.defaultPrefix() : naming.prefix(self), args).entry
+  } as Memoized<F>['keyFor']
   memoized.invalidate = async (...args) => {
     const part = argumentPart(args)
-    const argsGeneration = generationKey(`${naming.scope}:${part}`)
-    const entries = [...naming.prefixes()].map((prefix) => prefix + part)
-    for (const entry of entries) supersede(inflight.get(entry))
+    const generation = argumentsGeneration(part)
+    // Calls in flight here under these arguments, through any handle, are neither joined nor stored.
+    invalidatedHere([generation])
+    const entries = [...prefixesOf(functionGeneration)].map((prefix) => prefix + part)
     const backend = backendOf()
-    // In one process, deleting the entry is the invalidation (calls in flight were superseded).
+    // In one process, deleting the entries is the invalidation.
     if (backend.sync !== undefined) {
       await backend.deleteMany(entries)
       return
     }
-    await renewGenerations(backend, [argsGeneration], entryTtl)
+    await renewGenerations(backend, [generation], policy.generationTtl)
     // The stored results can no longer match; removing them only frees the space.
     await backend.deleteMany(entries).catch((error) => observer.error('delete', error))
   }
   memoized.clear = async () => {
-    for (const flight of inflight.values()) supersede(flight)
+    invalidatedHere([functionGeneration])
     await renewGenerations(backendOf(), [functionGeneration])
   }
   memoized.on = (event, listener) => void observer.on(event, listener)
   memoized.off = (event, listener) => void observer.off(event, listener)
   return memoized
-}
-
-function supersede(flight: Flight | undefined): void {
-  if (flight !== undefined) flight.superseded = true
-}
-
-function resolveLock(
-  lock: CacheOptions['lock'],
-): { ttlMs: number; waitMs: number; pollMs: number } | undefined {
-  if (!lock) return undefined
-  const settings = lock === true ? {} : lock
-  return {
-    ttlMs: parseDuration(settings.ttl ?? 30, 'lock.ttl'),
-    waitMs: parseDuration(settings.wait ?? 5, 'lock.wait'),
-    pollMs: parseDuration(settings.poll ?? '50ms', 'lock.poll'),
-  }
-}
-
-function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
-  return typeof (value as PromiseLike<unknown> | null)?.then === 'function'
 }
 
 /**
@@ -563,10 +271,11 @@ function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
  * `experimentalDecorators` decorator (NestJS), in any order with other decorators: metadata they
  * attached to the method (reflect-metadata keys, TC39 `context.metadata`) is kept. Keys name the
  * class of `this`: `memo:Reports.monthly:<arguments>`, and
- * `memo:Repository.findById(UserRepository):<arguments>` for a method a subclass inherits. Every
- * instance of a class shares them, so put instance-specific state into `key` if results depend
- * on it. The decorated method gains `.invalidate(...args)`, `.clear()`, `.keyFor(...args)` and
- * `.stats`.
+ * `memo:Repository.findById(UserRepository):<arguments>` for a method a subclass inherits. Two
+ * different classes that would share those keys in one process are an error that asks for
+ * `name`. Every instance of a class shares them, so put instance-specific state into `key` if
+ * results depend on it. The decorated method gains `.invalidate(...args)`, `.clear()`,
+ * `.keyFor(...args)` and `.stats`.
  */
 export function cache(options: CacheOptions | Duration = {}): any {
   const opts: CacheOptions = typeof options === 'object' ? options : { ttl: options }
@@ -574,7 +283,7 @@ export function cache(options: CacheOptions | Duration = {}): any {
     if (typeof context === 'object' && context !== null && 'kind' in context) {
       // TC39 standard decorator: (method, context) => replacement
       if (context.kind !== 'method') throw new TypeError(`@cache() decorates methods, not ${context.kind}s`)
-      const naming = new MethodNaming(opts, String(context.name), target, context.static === true)
+      const naming = new MethodNaming(opts, String(context.name), context.static === true, target)
       const memo = createMemo(target, opts, naming)
       naming.memo = memo
       keepMetadata(target, memo)
@@ -587,7 +296,7 @@ export function cache(options: CacheOptions | Duration = {}): any {
     if (!descriptor || typeof descriptor.value !== 'function')
       throw new TypeError('@cache() decorates methods')
     const original = descriptor.value
-    const naming = new MethodNaming(opts, String(context), original, typeof target === 'function')
+    const naming = new MethodNaming(opts, String(context), typeof target === 'function', original)
     const memo = createMemo(original, opts, naming)
     naming.memo = memo
     naming.definingClass = typeof target === 'function' ? target : target.constructor
@@ -615,32 +324,42 @@ function keepMetadata(from: Function, to: Function): void {
 }
 
 /**
- * Names a decorated method after the class of `this`. Generations are scoped to the method
- * itself (its `name`, or its name and a digest of its source), so `clear()` and `invalidate()`
- * reach the entries of every class that runs it, even before any instance exists.
+ * Names a decorated method after the class of `this`. Its generations are scoped by names only
+ * (the `name` option, or the method's name), never by its source, so `clear()` and `invalidate()`
+ * reach the entries of every class that runs it, in every process and every build of the code,
+ * even before any instance exists. Methods of the same name in other classes of the namespace
+ * share that scope: invalidating one also invalidates theirs (a miss, never a wrong result).
  */
 class MethodNaming implements Naming {
-  readonly scope: string
+  readonly scope: readonly [string, ...string[]]
   readonly label: string
   memo: Function | undefined
   definingClass: Function | undefined
   private readonly namespace: string
+  private readonly functionGeneration: string
   private readonly byClass = new WeakMap<Function, string>()
-  private readonly used = new Set<string>()
+
+  /** A subclass that ran the method (its entries are keyed apart): `keyFor()` then needs `this`. */
+  private inheritedBy: string | undefined
+  /** `#` and the fingerprint of the method's source, in default names. */
   private readonly fingerprint: string
 
   constructor(
     private readonly options: CacheOptions,
     private readonly method: string,
-    fn: Function,
     private readonly isStatic: boolean,
+    source: Function,
   ) {
+    this.fingerprint = `#${sourceFingerprint(source)}`
     this.namespace = options.namespace ?? 'memo'
-    assertNamespace(this.namespace)
-    const source = sourceOf(fn) ?? method
-    this.fingerprint = `${isStatic ? 'static' : 'instance'}:${digest(source)}`
-    this.scope = `${this.namespace}:${options.name ?? `${method}#${digest(source)}`}`
+    assertMemoNamespace(this.namespace)
+    assertName(options.name)
+    this.scope =
+      options.name === undefined
+        ? ['method', this.namespace, isStatic ? 'static' : 'instance', method]
+        : ['fn', this.namespace, options.name]
     this.label = options.name ?? method
+    this.functionGeneration = generationKey(...this.scope)
   }
 
   /** A TC39 initializer ran: `self` is an instance (or, for a static method, the class). */
@@ -664,19 +383,21 @@ class MethodNaming implements Naming {
     if (prefix === undefined) {
       prefix = this.prefixOf(runtime)
       this.byClass.set(runtime, prefix)
-      this.used.add(prefix)
     }
     return prefix
   }
 
   defaultPrefix(): string {
+    if (this.inheritedBy !== undefined)
+      throw new CacheConfigError(
+        'name',
+        `@cache(): ${this.method}() also runs on ${this.inheritedBy}, whose entries have their own keys: ` +
+          'call keyFor on the instance, `obj.method.keyFor.call(obj, ...args)`',
+      )
     if (this.definingClass !== undefined) return this.prefix(this.definingClass)
-    if (this.options.name !== undefined) return `${this.namespace}:${this.options.name}:`
+    if (this.options.name !== undefined)
+      return `${keySegment(this.namespace)}:${nameSegment(this.options.name)}:`
     throw this.unknownClass()
-  }
-
-  prefixes(): Iterable<string> {
-    return this.used
   }
 
   private prefixOf(runtime: Function): string {
@@ -688,15 +409,25 @@ class MethodNaming implements Naming {
     const owner = this.ownerOf(runtime)
     this.definingClass ??= owner
     const own = owner === undefined || owner === runtime
-    const base = this.options.name ?? `${(owner ?? runtime).name}.${this.method}`
-    if (own && this.options.name !== undefined) return `${this.namespace}:${base}:`
-    const label = `${this.namespace}:${own ? base : `${base}(${runtime.name})`}`
-    claimName(
-      label,
-      { file: undefined, fingerprint: `${classFingerprint(runtime)}:${this.fingerprint}` },
-      `classes or methods named "${runtime.name}"`,
+    if (!own) this.inheritedBy ??= runtime.name
+    const name = this.options.name
+    const base =
+      name === undefined
+        ? `${partSegment((owner ?? runtime).name)}.${partSegment(this.method)}${this.fingerprint}`
+        : nameSegment(name)
+    const prefix = `${keySegment(this.namespace)}:${own ? base : `${base}(${partSegment(runtime.name)})`}:`
+    // The claimant is this method on this class: another class of the same name, or another
+    // method that would be named the same, is a different one.
+    claimPrefix(
+      prefix,
+      {},
+      name === undefined,
+      () =>
+        `Two different memoized methods named "${own ? '' : `${(owner ?? runtime).name}.${this.method} on `}` +
+        `${runtime.name}${own ? `.${this.method}` : ''}" (two classes named "${runtime.name}", or a static and an instance method)`,
     )
-    return `${label}:`
+    usePrefix(this.functionGeneration, prefix)
+    return prefix
   }
 
   /** The class whose prototype (or, for static methods, the class itself) holds this memoized method. */

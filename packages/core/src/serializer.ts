@@ -1,5 +1,6 @@
 import { deflateRawSync, inflateRawSync } from 'node:zlib'
 import { deserialize as v8Deserialize, serialize as v8Serialize } from 'node:v8'
+import { arrayShape, hasExtraOwnProperties } from './builtins.js'
 import { CacheSerializationError } from './errors.js'
 import { parseSize, type Size } from './sizes.js'
 
@@ -60,13 +61,10 @@ function encode(value: unknown, path: string, seen: Set<object>): unknown {
 }
 
 function encodeObject(object: object, path: string, seen: Set<object>): unknown {
-  if (Array.isArray(object)) {
-    const out = new Array(object.length)
-    for (let i = 0; i < object.length; i++) out[i] = encode(object[i], `${path}[${i}]`, seen)
-    return out
-  }
   const proto = Object.getPrototypeOf(object)
+  if (proto === Array.prototype) return encodeArray(object as unknown[], path, seen)
   if (proto === Object.prototype || proto === null) {
+    assertOnlyEnumerableStrings(object, path)
     const out: Record<string, unknown> = {}
     let hasTagKey = false
     for (const key of Object.keys(object)) {
@@ -75,34 +73,86 @@ function encodeObject(object: object, path: string, seen: Set<object>): unknown 
       // JSON drops undefined properties; we keep them so the value round-trips exactly.
       defineOwn(out, key, encode(v, `${path}.${key}`, seen))
     }
+    if (proto === null) return tagged('P', out)
     return hasTagKey ? tagged('O', out) : out
   }
-  if (object instanceof Date) return tagged('D', Number.isNaN(object.getTime()) ? null : object.toISOString())
-  if (Buffer.isBuffer(object)) return tagged('B', object.toString('base64'))
-  if (object instanceof Uint8Array)
-    return tagged('U8', Buffer.from(object.buffer, object.byteOffset, object.byteLength).toString('base64'))
-  if (object instanceof Map) {
+  const encoded = encodeBuiltin(object, proto, path, seen)
+  // A property added to a built-in (`date.tz`, `buffer.encoding`) would be dropped: refuse it.
+  if (hasExtraOwnProperties(object, proto))
+    fail(
+      path,
+      `a ${proto.constructor.name} with properties of its own besides its value (they would be lost)`,
+    )
+  return encoded
+}
+
+function encodeBuiltin(object: object, proto: object, path: string, seen: Set<object>): unknown {
+  if (proto === Date.prototype) {
+    const time = (object as Date).getTime()
+    return tagged('D', Number.isNaN(time) ? null : (object as Date).toISOString())
+  }
+  if (proto === Buffer.prototype) return tagged('B', (object as Buffer).toString('base64'))
+  if (proto === Uint8Array.prototype) {
+    const bytes = object as Uint8Array
+    return tagged('U8', Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64'))
+  }
+  if (proto === Map.prototype) {
     const entries: unknown[] = []
     let i = 0
-    for (const [k, v] of object) {
+    for (const [k, v] of object as Map<unknown, unknown>) {
       entries.push([encode(k, `${path}<key ${i}>`, seen), encode(v, `${path}.get(${i})`, seen)])
       i++
     }
     return tagged('M', entries)
   }
-  if (object instanceof Set) {
+  if (proto === Set.prototype) {
     const items: unknown[] = []
     let i = 0
-    for (const v of object) items.push(encode(v, `${path}<item ${i++}>`, seen))
+    for (const v of object as Set<unknown>) items.push(encode(v, `${path}<item ${i++}>`, seen))
     return tagged('S', items)
   }
-  if (object instanceof RegExp) return tagged('R', [object.source, object.flags])
-  if (object instanceof URL) return tagged('L', object.href)
-  const kind = proto?.constructor?.name ?? 'object'
+  if (proto === RegExp.prototype) {
+    const regex = object as RegExp
+    return tagged(
+      'R',
+      regex.lastIndex === 0 ? [regex.source, regex.flags] : [regex.source, regex.flags, regex.lastIndex],
+    )
+  }
+  if (proto === URL.prototype) return tagged('L', (object as URL).href)
+  const kind = (proto as { constructor?: { name?: string } }).constructor?.name ?? 'object'
   return fail(
     path,
-    `an instance of ${kind} (only plain objects, arrays, Date, Buffer, Uint8Array, Map, Set, BigInt, RegExp and URL round-trip; use a custom serializer for classes)`,
+    `an instance of ${kind} (only plain objects, arrays, Date, Buffer, Uint8Array, Map, Set, BigInt, RegExp and URL round-trip, not subclasses of them; use a custom serializer for classes)`,
   )
+}
+
+/** Arrays as JSON arrays; one with holes as its length and the items present (a hole is not `undefined`). */
+function encodeArray(array: unknown[], path: string, seen: Set<object>): unknown {
+  const { keys, items, extra } = arrayShape(array)
+  if (extra) fail(path, 'an array with properties besides its items (they would be lost)')
+  if (items === array.length) {
+    const out = new Array(items)
+    for (let i = 0; i < items; i++) out[i] = encode(array[i], `${path}[${i}]`, seen)
+    return out
+  }
+  const entries = new Array(items)
+  for (let k = 0; k < items; k++) {
+    const index = Number(keys[k])
+    entries[k] = [index, encode(array[index], `${path}[${index}]`, seen)]
+  }
+  return tagged('A', [array.length, entries])
+}
+
+/** Refuses what JSON would drop from a plain object: symbol-keyed and non-enumerable properties. */
+function assertOnlyEnumerableStrings(object: object, path: string): void {
+  const keys = Reflect.ownKeys(object)
+  if (keys.length === Object.keys(object).length) return
+  for (const key of keys) {
+    if (typeof key === 'symbol')
+      fail(`${path}[${key.toString()}]`, 'a symbol-keyed property (it would be lost)')
+    if (!Object.getOwnPropertyDescriptor(object, key)!.enumerable)
+      fail(`${path}.${key}`, 'a non-enumerable property (it would be lost)')
+  }
 }
 
 function defineOwn(target: Record<string, unknown>, key: string, value: unknown): void {
@@ -145,8 +195,22 @@ function decodeTagged(t: Tagged): unknown {
     case 'S':
       return new Set((v as unknown[]).map(decode))
     case 'R': {
-      const [source, flags] = v as [string, string]
-      return new RegExp(source, flags)
+      const [source, flags, lastIndex] = v as [string, string, number?]
+      const regex = new RegExp(source, flags)
+      if (lastIndex !== undefined) regex.lastIndex = lastIndex
+      return regex
+    }
+    case 'A': {
+      const [length, entries] = v as [number, [number, unknown][]]
+      const array = new Array(length)
+      for (const [index, item] of entries) array[index] = decode(item)
+      return array
+    }
+    case 'P': {
+      const record = v as Record<string, unknown>
+      const out = Object.create(null) as Record<string, unknown>
+      for (const key of Object.keys(record)) out[key] = decode(record[key])
+      return out
     }
     case 'L':
       return new URL(v as string)
@@ -172,15 +236,22 @@ function isPlainJson(value: unknown, depth: number): boolean {
       return Number.isFinite(value) && !Object.is(value, -0)
     case 'object': {
       if (depth > 64) return false
-      if (Array.isArray(value)) {
-        for (let i = 0; i < value.length; i++) if (!isPlainJson(value[i], depth + 1)) return false
-        return true
+      const proto = Object.getPrototypeOf(value)
+      if (proto === Array.prototype) {
+        const array = value as unknown[]
+        for (let i = 0; i < array.length; i++) if (!isPlainJson(array[i], depth + 1)) return false
+        // Holes and added properties are what JSON would lose: the tagged path handles them.
+        const { items, extra } = arrayShape(array)
+        return items === array.length && !extra
       }
-      if (Object.getPrototypeOf(value) !== Object.prototype) return false
+      if (proto !== Object.prototype) return false
+      let count = 0
       for (const key in value) {
         if (key === TAG || !isPlainJson((value as Record<string, unknown>)[key], depth + 1)) return false
+        count++
       }
-      return true
+      // Symbol-keyed or non-enumerable properties: JSON would drop them.
+      return Reflect.ownKeys(value).length === count
     }
     default:
       return false
@@ -221,6 +292,31 @@ export function stringifyTagged(value: unknown): string {
   return JSON.stringify(isPlainJson(value, 0) ? value : encode(value, '$', new Set()))
 }
 
+/**
+ * The JSON value {@link stringifyTagged} would write, before it becomes text: plain JSON values as
+ * they are, everything else tagged. For stores with their own (JSON) serializer, such as a Keyv
+ * instance: whatever that serializer does with a JSON value, {@link fromTaggedJson} gets the
+ * original back. Throws like {@link jsonSerializer} for what cannot round-trip.
+ */
+export function toTaggedJson(value: unknown): unknown {
+  return isPlainJson(value, 0) ? value : encode(value, '$', new Set())
+}
+
+/** The value a {@link toTaggedJson} tree stands for. Does not modify `tree` (a tree without tags is returned as it is). */
+export function fromTaggedJson(tree: unknown): unknown {
+  if (!hasTags(tree, 0)) return tree
+  return decode(JSON.parse(JSON.stringify(tree)))
+}
+
+function hasTags(tree: unknown, depth: number): boolean {
+  if (typeof tree !== 'object' || tree === null || depth > 512) return false
+  if (Array.isArray(tree)) return tree.some((item) => hasTags(item, depth + 1))
+  if (Object.getPrototypeOf(tree) !== Object.prototype) return false
+  if (Object.hasOwn(tree, TAG)) return true
+  for (const key in tree) if (hasTags((tree as Record<string, unknown>)[key], depth + 1)) return true
+  return false
+}
+
 /** Reads text written by {@link stringifyTagged}. Throws {@link CacheSerializationError} if it is not JSON. */
 export function parseTagged(text: string): unknown {
   let tree: unknown
@@ -233,6 +329,96 @@ export function parseTagged(text: string): unknown {
   return text.includes('$c') || text.includes('\\u') ? decode(tree) : tree
 }
 
+/** Prototypes whose instances V8's serializer brings back as they were (when nothing was added to them). */
+const CLONABLE = new Set<unknown>([
+  Date.prototype,
+  Map.prototype,
+  Set.prototype,
+  ArrayBuffer.prototype,
+  DataView.prototype,
+  Buffer.prototype,
+  Boolean.prototype,
+  Number.prototype,
+  String.prototype,
+  BigInt.prototype,
+  ...[
+    Int8Array,
+    Uint8Array,
+    Uint8ClampedArray,
+    Int16Array,
+    Uint16Array,
+    Int32Array,
+    Uint32Array,
+    Float32Array,
+    Float64Array,
+    BigInt64Array,
+    BigUint64Array,
+  ].map((type) => type.prototype),
+])
+
+/**
+ * Throws the {@link CacheSerializationError} for what V8's serializer (and a structured clone)
+ * would not bring back as it was, naming the path: a class instance or a subclass of a built-in
+ * (it comes back as a plain object or as the base type), an Error, an object with a null
+ * prototype, a symbol-keyed or non-enumerable property, a property added to a built-in, a
+ * function or a symbol. Cycles are fine.
+ */
+export function assertStructuredClonable(value: unknown, path = '$', seen = new Set<object>()): void {
+  if (typeof value === 'function')
+    throw new CacheSerializationError(
+      `cannot serialize a function (${value.name || 'anonymous'}) at ${path}`,
+      path,
+    )
+  if (typeof value === 'symbol')
+    throw new CacheSerializationError(`cannot serialize a symbol (${value.toString()}) at ${path}`, path)
+  if (typeof value !== 'object' || value === null || seen.has(value)) return
+  seen.add(value)
+  const proto = Object.getPrototypeOf(value)
+  if (proto === Object.prototype || proto === Array.prototype) {
+    // V8 keeps an array's holes and its enumerable named properties, and an object's
+    // enumerable string-keyed ones: only symbol-keyed and non-enumerable ones are lost.
+    for (const key of Reflect.ownKeys(value)) {
+      if (typeof key === 'symbol')
+        fail(`${path}[${key.toString()}]`, 'a symbol-keyed property (it would be lost)')
+      const descriptor = Object.getOwnPropertyDescriptor(value, key)!
+      if (!descriptor.enumerable) {
+        if (key === 'length' && proto === Array.prototype) continue
+        fail(`${path}.${key}`, 'a non-enumerable property (it would be lost)')
+      }
+      if ('value' in descriptor) assertStructuredClonable(descriptor.value, childPath(path, key, proto), seen)
+    }
+    return
+  }
+  if (proto === RegExp.prototype && (value as RegExp).lastIndex !== 0)
+    fail(path, 'a RegExp with a lastIndex (it would be lost)')
+  if (!CLONABLE.has(proto) && proto !== RegExp.prototype) {
+    const kind =
+      proto === null
+        ? 'an object with a null prototype'
+        : `an instance of ${proto.constructor?.name ?? 'a class'}`
+    fail(path, `${kind} (it would come back as a plain object, or as its base type)`)
+  }
+  if (hasExtraOwnProperties(value, proto))
+    fail(
+      path,
+      `a ${proto.constructor.name} with properties of its own besides its value (they would be lost)`,
+    )
+  if (value instanceof Map) {
+    let i = 0
+    for (const [k, v] of value) {
+      assertStructuredClonable(k, `${path}<key ${i}>`, seen)
+      assertStructuredClonable(v, `${path}.get(${i++})`, seen)
+    }
+  } else if (value instanceof Set) {
+    let i = 0
+    for (const v of value) assertStructuredClonable(v, `${path}<item ${i++}>`, seen)
+  }
+}
+
+function childPath(path: string, key: string, proto: unknown): string {
+  return proto === Array.prototype && /^\d+$/.test(key) ? `${path}[${key}]` : `${path}.${key}`
+}
+
 /**
  * V8's structured-clone serializer: faster for large objects, keeps class-free object graphs with
  * cycles, but its bytes are tied to the Node.js major version that wrote them.
@@ -240,6 +426,7 @@ export function parseTagged(text: string): unknown {
 export const v8Serializer: Serializer = {
   name: 'v8',
   serialize(value) {
+    assertStructuredClonable(value)
     try {
       return v8Serialize(value)
     } catch (cause) {

@@ -143,3 +143,46 @@ export abstract class ObservedBackend implements Observable {
     return this
   }
 }
+
+/** Counters of a memoized function (and of `getOrSet`): a backend's, plus what the engine does. */
+export interface MemoStats extends CacheStats {
+  /** Calls answered with a result past its `ttl`, within `grace`: the function failed, timed out, or is backing off. */
+  graced: number
+  /** Background refreshes started (stale-while-revalidate, refresh ahead). */
+  refreshes: number
+  /** Calls that waited longer than `timeout` or `hardTimeout` for the function. */
+  functionTimeouts: number
+}
+
+/** Events of a memoized function: a backend's, plus `grace` (`operation`: `error`, `timeout` or `backoff`). */
+export type MemoEventName = CacheEventName | 'grace'
+
+export type GraceReason = 'error' | 'timeout' | 'backoff'
+
+/** Stats and events of memoized functions and `getOrSet`. */
+export class MemoObserver extends CacheObserver {
+  declare readonly stats: MemoStats
+
+  constructor(name: string) {
+    super(name)
+    Object.assign(this.stats, { graced: 0, refreshes: 0, functionTimeouts: 0 })
+  }
+
+  graced(key: string, reason: GraceReason, error?: unknown): void {
+    this.stats.graced++
+    if (this.listenerCount('grace') > 0)
+      this.emit('grace', { backend: this.backend, key, operation: reason, error })
+  }
+
+  refreshing(): void {
+    this.stats.refreshes++
+  }
+
+  timedOut(): void {
+    this.stats.functionTimeouts++
+  }
+
+  override reset(): void {
+    Object.assign(this.stats, emptyStats(), { graced: 0, refreshes: 0, functionTimeouts: 0 })
+  }
+}

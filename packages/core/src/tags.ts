@@ -1,6 +1,8 @@
 import type { CacheBackend } from './backend.js'
 import { getBackend } from './default-cache.js'
-import { generationKey, renewGenerations } from './generations.js'
+import { invalidatedHere } from './flights.js'
+import { renewGenerations } from './generations.js'
+import { generationKey } from './internal-keys.js'
 
 /**
  * Tag invalidation by generations: an entry remembers the generation of each of its tags when
@@ -8,26 +10,21 @@ import { generationKey, renewGenerations } from './generations.js'
  * is one write, whatever the number of entries, and works across processes sharing the backend.
  */
 export function tagVersionKey(tag: string): string {
-  return generationKey(`tag:${tag}`)
-}
-
-let tagInvalidations = 0
-
-/** How many times this process has invalidated tags: calls in flight started before a change are not joined. */
-export function tagInvalidationCount(): number {
-  return tagInvalidations
+  return generationKey('tag', tag)
 }
 
 /**
  * Invalidates every entry (memoized result or cached response) carrying any of `tags`, in every
  * process sharing the backend. Resolves once the backend has taken the change; rejects if it
- * did not.
+ * did not. Calls in flight in this process that carry one of the tags are not joined by later
+ * calls, and their results are not stored.
  */
 export async function invalidateTags(
   tags: readonly string[],
   options: { backend?: CacheBackend } = {},
 ): Promise<void> {
   const backend = options.backend ?? getBackend()
-  tagInvalidations++
-  await renewGenerations(backend, tags.map(tagVersionKey))
+  const keys = tags.map(tagVersionKey)
+  invalidatedHere(keys)
+  await renewGenerations(backend, keys)
 }

@@ -177,7 +177,27 @@ function sameValue(a: unknown, b: unknown): boolean {
       b instanceof ArrayBuffer &&
       Buffer.from(a).equals(Buffer.from(b as ArrayBuffer))
     )
-  return isDeepStrictEqual(a, b)
+  return isDeepStrictEqual(inOrder(a), inOrder(b))
+}
+
+/** Maps and Sets as lists of their entries: their order is part of their value (iteration sees it). */
+function inOrder(value: unknown, seen = new Map<unknown, unknown>()): unknown {
+  if (typeof value !== 'object' || value === null) return value
+  if (seen.has(value)) return seen.get(value)
+  if (value instanceof Map) return { map: [...value].map(([k, v]) => [inOrder(k, seen), inOrder(v, seen)]) }
+  if (value instanceof Set) return { set: [...value].map((v) => inOrder(v, seen)) }
+  if (Array.isArray(value)) {
+    const out: unknown[] = new Array(value.length)
+    seen.set(value, out)
+    for (const key of Object.keys(value)) out[Number(key)] = inOrder(value[Number(key)], seen)
+    return out
+  }
+  const proto = Object.getPrototypeOf(value)
+  if (proto !== Object.prototype && proto !== null) return value
+  const out = Object.create(proto) as Record<string, unknown>
+  seen.set(value, out)
+  for (const key of Object.keys(value)) out[key] = inOrder((value as Record<string, unknown>)[key], seen)
+  return out
 }
 
 function hasInvalidDate(value: unknown, seen = new Set<unknown>()): boolean {

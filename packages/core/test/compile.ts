@@ -7,6 +7,11 @@ export type DecoratorMode = 'standard' | 'legacy'
 
 const fixtures = join(dirname(fileURLToPath(import.meta.url)), 'fixtures')
 
+/** The file URL of a fixture module once compiled (by {@link compileFixture}). */
+export function compiledUrl(dir: string, mode: DecoratorMode, file: string): string {
+  return pathToFileURL(join(fixtures, dir, '.compiled', mode, file.replace(/\.ts$/, '.js'))).href
+}
+
 /**
  * Compiles a fixture directory with a real TypeScript program (TC39 standard decorators, or
  * `experimentalDecorators` + `emitDecoratorMetadata` as NestJS uses), failing on any type error,

@@ -1,5 +1,9 @@
 import { beforeAll, describe, expect, it } from 'vitest'
-import { compileFixture, type DecoratorMode } from './compile.js'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
+import { compiledUrl, compileFixture, type DecoratorMode } from './compile.js'
+
+const run = promisify(execFile)
 
 /**
  * The identity cases for one decorator mode. Each mode runs in its own test file (its own
@@ -13,20 +17,33 @@ export function identityCases(mode: DecoratorMode): void {
     })
 
     it('names the class of `this`: subclasses of a generic base never share results', async () => {
-      const { UserRepository, OrderRepository } = await load('repositories.ts')
+      const { UserRepository, OrderRepository, backend } = await load('repositories.ts')
       const users = new UserRepository()
       const orders = new OrderRepository()
       expect(await users.findById('1')).toEqual({ table: 'users', id: '1' })
       expect(await orders.findById('1')).toEqual({ table: 'orders', id: '1' })
       expect(await orders.findById('1')).toEqual({ table: 'orders', id: '1' })
       expect(await users.findById('1')).toEqual({ table: 'users', id: '1' })
+      // keyFor names the entry of a call on a given instance, and refuses to guess without one.
+      expect(() => orders.findById.keyFor('1')).toThrow(/Repository.*keyFor\.call/s)
+      const key = orders.findById.keyFor.call(orders, '1')
+      expect(key).toMatch(/^memo:Repository\.findById#[0-9a-f]{12}\(OrderRepository\):"1"$/)
+      expect(backend.rows.has(key)).toBe(true)
     })
 
-    it('throws, asking for `name`, when two classes of one name in two modules would share keys', async () => {
+    it('keeps two classes of one name in two modules apart: their methods differ, so do their keys', async () => {
       const auth = await load('auth/user-repository.ts')
       const billing = await load('billing/user-repository.ts')
       expect(await new auth.UserRepository().find('7')).toBe('auth user 7')
-      await expect(new billing.UserRepository().find('7')).rejects.toThrow(/UserRepository.*`name`/s)
+      expect(await new billing.UserRepository().find('7')).toBe('billing customer 7')
+      expect(await new auth.UserRepository().find('7')).toBe('auth user 7')
+    })
+
+    it('throws for two classes of identical text whose modules differ (never compares source)', async () => {
+      const users = await load('tables/users.ts')
+      const orders = await load('tables/orders.ts')
+      expect(await new users.Repo().find(1)).toBe('users#1')
+      await expect(new orders.Repo().find(1)).rejects.toThrow(/Repo.*`name`/s)
     })
 
     it('does not fix a wrong key when clear() or keyFor() runs before the first instance', async () => {
@@ -35,7 +52,7 @@ export function identityCases(mode: DecoratorMode): void {
       await Invoices.prototype.get.clear()
       if (mode === 'legacy') {
         // A legacy decorator is given the class.
-        expect(Users.prototype.get.keyFor(1)).toBe('memo:Users.get:1')
+        expect(Users.prototype.get.keyFor(1)).toMatch(/^memo:Users\.get#[0-9a-f]{12}:1$/)
       } else {
         // A TC39 method decorator is not: before an instance exists, an error, never a wrong key.
         expect(() => Users.prototype.get.keyFor(1)).toThrow(/`name`/)
@@ -43,20 +60,30 @@ export function identityCases(mode: DecoratorMode): void {
       expect(await new Users().get(1)).toBe('user 1')
       expect(await new Invoices().get(1)).toBe('invoice 1')
       expect(await new Invoices().get(1)).toBe('invoice 1')
-      expect(Users.prototype.get.keyFor(1)).toBe('memo:Users.get:1')
-      expect(Invoices.prototype.get.keyFor(1)).toBe('memo:Invoices.get:1')
+      expect(Users.prototype.get.keyFor(1)).toMatch(/^memo:Users\.get#[0-9a-f]{12}:1$/)
+      expect(Invoices.prototype.get.keyFor(1)).toMatch(/^memo:Invoices\.get#[0-9a-f]{12}:1$/)
       expect(Named.prototype.lookup.keyFor(1)).toBe('memo:named.lookup:1')
       await Users.prototype.get.invalidate(1)
       expect(await new Users().get(1)).toBe('user 1')
     })
 
     it('keeps keys the same in every process: the same class and arguments give the same key', async () => {
-      const first = await load('repositories.ts')
-      const second = await load('repositories.ts')
-      await new first.UserRepository().findById('1')
-      expect([...first.backend.rows.keys()]).toContain('memo:Repository.findById(UserRepository):"1"')
-      await new second.UserRepository().findById('1')
-      expect([...second.backend.rows.keys()]).toContain('memo:Repository.findById(UserRepository):"1"')
+      await load('repositories.ts') // compiled
+      const keysOf = async () => {
+        const { stdout } = await run(process.execPath, ['--input-type=module', '-e', script], {
+          timeout: 10_000,
+        })
+        return JSON.parse(stdout) as string[]
+      }
+      const script = `
+        const m = await import(${JSON.stringify(compiledUrl('identity', mode, 'repositories.ts'))})
+        await new m.UserRepository().findById('1')
+        console.log(JSON.stringify([...m.backend.rows.keys()]))`
+      const [first, second] = await Promise.all([keysOf(), keysOf()])
+      expect(
+        first.some((key) => /^memo:Repository\.findById#[0-9a-f]{12}\(UserRepository\):"1"$/.test(key)),
+      ).toBe(true)
+      expect(second).toEqual(first)
     })
   })
 }

@@ -1,5 +1,9 @@
+import { execFile } from 'node:child_process'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
 import { describe, expect, it } from 'vitest'
-import { CacheConfigError, cached, defineBackend } from '../src/index.js'
+import { cached, defineBackend } from '../src/index.js'
 
 function mapBackend() {
   const rows = new Map<string, unknown>()
@@ -12,7 +16,7 @@ function mapBackend() {
 }
 
 describe('cached(): two different functions never share entries', () => {
-  it('throws, asking for `name`, when a second function gets the same default name', async () => {
+  it('keeps two functions of one default name but different code apart (two modules, two builds)', async () => {
     const backend = mapBackend()
     const users = cached(
       async function loadIdentityCase(id: string) {
@@ -21,31 +25,37 @@ describe('cached(): two different functions never share entries', () => {
       { backend },
     )
     expect(await users('1')).toBe('user 1')
-    const define = () =>
-      cached(
-        async function loadIdentityCase(id: string) {
-          return `invoice ${id}`
-        },
-        { backend },
-      )
-    expect(define).toThrow(CacheConfigError)
-    expect(define).toThrow(/loadIdentityCase.*`name`/s)
+    const invoices = cached(
+      async function loadIdentityCase(id: string) {
+        return `invoice ${id}`
+      },
+      { backend },
+    )
+    expect(invoices.keyFor('1')).not.toBe(users.keyFor('1'))
+    expect(await invoices('1')).toBe('invoice 1')
+    expect(await users('1')).toBe('user 1')
   })
 
-  it('lets the same function be memoized again (a factory, a module loaded twice)', async () => {
-    const backend = mapBackend()
-    const make = () =>
-      cached(
-        async function sameFactoryCase(n: number) {
-          return n * 2
-        },
-        { backend },
-      )
-    const a = make()
-    const b = make()
-    expect(await a(2)).toBe(4)
-    expect(await b(2)).toBe(4)
-    expect(a.keyFor(2)).toBe(b.keyFor(2))
+  it('keeps two builds apart that gave two different functions one (minified) name', async () => {
+    // Each build runs in its own process, as two versions of an app do during a rolling deploy.
+    const keyIn = async (body: string) => {
+      const script = `
+        const { cached } = await import('@cache/core')
+        const o = cached(async function o(id) { ${body} }, { backend: { get: async () => undefined, set: async () => {}, delete: async () => false, clear: async () => {} } })
+        console.log(o.keyFor(1))`
+      const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], {
+        cwd: join(dirname(fileURLToPath(import.meta.url)), '..'),
+        timeout: 10_000,
+      })
+      return stdout.trim()
+    }
+    const [user, order, userAgain] = await Promise.all([
+      keyIn("return 'user ' + id"),
+      keyIn("return 'order ' + id"),
+      keyIn("return 'user ' + id"),
+    ])
+    expect(user).not.toBe(order)
+    expect(userAgain).toBe(user)
   })
 
   it('asks for `name` for a bound function, whose source says nothing', () => {

@@ -1,8 +1,15 @@
 import { type IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
-import type { CacheEvent, CacheEventName, CacheStats, Duration } from '@cache/core'
+import {
+  type CacheEvent,
+  type CacheEventName,
+  type CacheStats,
+  type Duration,
+  renewGenerations,
+} from '@cache/core'
 import { keepMetadata, nestInterceptor, useInterceptor } from './decorator-metadata.js'
 import { markCacheMiddleware } from './dispatch.js'
 import { Flight } from './flight.js'
+import { removeResponses } from './invalidate.js'
 import { type CacheResponseOptions, prefixVersionKey, resolveOptions } from './options.js'
 import { urlKeys } from './request-key.js'
 import { ResponseCache } from './response-cache.js'
@@ -34,8 +41,9 @@ export interface ResponseCacheHandler {
   keyFor(req: IncomingMessage): string | undefined
   /**
    * Removes the stored response for a URL (`https://host/path?query`, or a path with `host`),
-   * every variant included. `headers` give the values of the `vary` request headers. `true` if
-   * something was removed.
+   * with every variant its responses made with `Vary`. Headers of the `vary` option are part of
+   * the key: `headers` give their values (absent when not given), and only that entry is reached.
+   * `true` if something was removed.
    */
   invalidate(url: string, options?: { host?: string; headers?: IncomingHttpHeaders }): Promise<boolean>
   /** Removes the stored response for a key built by the `key` option (without `keyPrefix`). */
@@ -129,19 +137,19 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     const keys = urlKeys(url, settings.keyPrefix, { ...opts, vary: settings.vary })
     // Before anything is awaited: a response in flight now is neither stored nor shared.
     Flight.invalidate({ keys })
-    return (await engine.backend().deleteMany(keys)) > 0
+    return removeResponses(engine.backend(), keys)
   }
-  cacheHandler.invalidateKey = (key) => {
+  cacheHandler.invalidateKey = async (key) => {
     const full = `${settings.keyPrefix}:${key}`
     Flight.invalidate({ keys: [full] })
-    return engine.backend().delete(full)
+    return removeResponses(engine.backend(), [full])
   }
   cacheHandler.front = (app) => (req, res) => {
     if (!engine.serveFresh(req, res)) app(req, res)
   }
   cacheHandler.clear = async () => {
     Flight.invalidate({ prefix: settings.keyPrefix })
-    await engine.backend().incr(prefixVersionKey(settings.keyPrefix))
+    await renewGenerations(engine.backend(), [prefixVersionKey(settings.keyPrefix)])
   }
   return cacheHandler
 }

@@ -1,5 +1,6 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
+import type { Readable } from 'node:stream'
 
 /** What a handler sent, as seen at the capture layer, and the response as it left the server. */
 export interface CapturedResponse {
@@ -71,6 +72,9 @@ export function captureResponse(res: ServerResponse, maxBodySize: number, hooks:
   let finished = false
   let settled = false
   let connectionClosed = connection?.destroyed === true
+  /** Streams piped into the response (`source.pipe(res)`, `pipeline`, `sendFile`). */
+  const sources: Readable[] = []
+  res.on('pipe', (source: Readable) => sources.push(source))
 
   const settle = (ok: boolean) => {
     if (settled) return
@@ -163,7 +167,15 @@ export function captureResponse(res: ServerResponse, maxBodySize: number, hooks:
         headers: headers ?? {},
         final: last,
         body,
-        incomplete: incompleteReason(res, connectionClosed, final !== undefined, headers, last.headers, size),
+        incomplete: incompleteReason(
+          res,
+          connectionClosed,
+          final !== undefined,
+          headers,
+          last.headers,
+          size,
+          sources,
+        ),
       })
       if (finished) settle(true)
     }
@@ -178,9 +190,14 @@ function incompleteReason(
   headers: OutgoingHttpHeaders | undefined,
   finalHeaders: OutgoingHttpHeaders,
   size: number,
+  sources: readonly Readable[],
 ): string | undefined {
   if (res.destroyed) return 'destroyed'
   if (connectionClosed) return 'closed'
+  // A stream piped into the response ends it when the stream ends: a response ended while one
+  // had not ended (it failed or was destroyed half-way, and the handler ended the response in
+  // its place) holds part of a body. Streams of the older API (no `readableEnded`) cannot say.
+  if (sources.some((source) => source.readableEnded === false)) return 'source-unfinished'
   // Headers that went out without passing this layer's writeHead: what was sent is unknown.
   if (!sawHeaders || headers === undefined) return 'headers-unseen'
   // The length this layer set, and the one the client was told (which middleware before the cache

@@ -14,6 +14,14 @@ import type { IncomingMessage } from 'node:http'
  * Express 4's built-in `query` and `expressInit`, and cache middleware itself. Every other function
  * is: middleware, route handlers, and `app.param` callbacks (counted whenever the app registered
  * one for a parameter of the layer being dispatched).
+ *
+ * A router of a copy of Express the cache has not wrapped (a plugin's own Express, reached through
+ * a plain function) dispatches out of sight, but every Express router announces itself: it sets
+ * `req.next` to its own `next` as it starts, and passes that `next` to every layer it dispatches.
+ * While a request is watched, `req.next` is an accessor that sees each value set: a value set by
+ * a wrapped router's `handle` is known, one a wrapped layer dispatch receives as its `next` is
+ * proven, and any other is a router the cache cannot see into, which ran after the cache.
+ * `req.route` is read too: a route whose layers are not of a wrapped copy ran out of sight.
  */
 
 /** Where the cache sits: as middleware (the app answers after it), or around the handler itself. */
@@ -30,12 +38,28 @@ type DispatchError = (this: Layer, error: unknown, req: IncomingMessage, res: un
 type App = Record<string, any>
 
 const WATCHES = Symbol('@cache/express dispatch watches')
-type Watched = IncomingMessage & { [WATCHES]?: DispatchWatch[] }
+const NEXT_VALUES = Symbol('@cache/express next values')
+type Watched = IncomingMessage & {
+  [WATCHES]?: DispatchWatch[]
+  /** The values of `req.next`, innermost router last, while the request is watched. */
+  [NEXT_VALUES]?: unknown[]
+  next?: unknown
+  route?: { stack?: unknown }
+}
 
 /** The functions that `cacheResponse()` returns as middleware: transparent to other caches. */
 const cacheMiddleware = new WeakSet<Function>()
 /** Layer prototypes already wrapped (one per copy of Express 4 / of `router`). */
 const wrappedLayers = new WeakSet<object>()
+/** Router prototypes whose `handle` is wrapped (one per copy). */
+const wrappedRouters = new WeakSet<object>()
+/**
+ * The watched request a wrapped router's `handle` is starting for: the `req.next` it sets first
+ * is that router's own. Dispatch is synchronous up to that assignment.
+ */
+let entering: IncomingMessage | undefined
+/** The `next` functions this file hands to layers: Express 4's `expressInit` sets `req.next` to one. */
+const ownNexts = new WeakSet<Function>()
 /** Apps whose Express was looked at; `true` when its dispatch is observed. */
 const observedApps = new WeakMap<object, boolean>()
 /** `Router.prototype.handle` of each copy seen: identifies a mounted router as structure. */
@@ -53,6 +77,11 @@ export class DispatchWatch {
   private passedOn = false
   private failed = false
   private opaque = false
+  private hidden = false
+  /** Values of `req.next` set after the cache started that no wrapped router or layer accounts for. */
+  private readonly unproven = new Set<unknown>()
+  /** `req.route` when the cache started. */
+  private readonly route: unknown
   /** Called whenever the verdict may have changed. */
   onChange: () => void = () => {}
 
@@ -61,16 +90,23 @@ export class DispatchWatch {
     /** Whether Express's dispatch is observed for this request (false outside Express). */
     readonly observed: boolean,
     private readonly skipped: ReadonlySet<Function>,
-  ) {}
+    private readonly req: IncomingMessage,
+  ) {
+    this.route = (req as Watched).route
+  }
 
   /**
    * Why the response must not be stored, from what ran after the cache, or `undefined`:
    * `handler-error` when an error went through `next(error)`, an error handler or a throw;
    * `next` when the handler passed the request on; `middleware-after-cache` when any other
-   * function ran between the cache and the handler, or when that cannot be known.
+   * function ran between the cache and the handler, or when that cannot be known (a router or
+   * route of a copy of Express the cache cannot see into ran after it); `hidden-middleware` when
+   * a function after the cache runs middleware of its own (a NestJS route).
    */
   verdict(): string | undefined {
     if (this.failed) return 'handler-error'
+    if (this.unproven.size > 0 || this.unobservedRoute()) return 'middleware-after-cache'
+    if (this.hidden) return 'hidden-middleware'
     if (this.position === 'handler') {
       if (this.passedOn) return 'next'
       return this.functions > 0 ? 'middleware-after-cache' : undefined
@@ -96,10 +132,11 @@ export class DispatchWatch {
     }
   }
 
-  entered(fn: Function, opaque: boolean): void {
+  entered(fn: Function, opaque: boolean, hidden: boolean): void {
     if (this.skipped.has(fn)) return
     this.functions++
     if (opaque) this.opaque = true
+    if (hidden) this.hidden = true
     this.onChange()
   }
 
@@ -114,6 +151,25 @@ export class DispatchWatch {
     this.functions++
     this.onChange()
   }
+
+  /** `req.next` was set to a value no wrapped router set: a router out of sight, until proven. */
+  nextSet(value: unknown): void {
+    this.unproven.add(value)
+    this.onChange()
+  }
+
+  /** A wrapped layer was dispatched with `next`: the router it belongs to is observed. */
+  nextProven(next: unknown): void {
+    if (this.unproven.delete(next)) this.onChange()
+  }
+
+  /** A route other than the one the cache started in, whose layers are of a copy never wrapped. */
+  private unobservedRoute(): boolean {
+    const route = (this.req as Watched).route
+    if (route === this.route || route === undefined || route === null) return false
+    const first: unknown = Array.isArray(route.stack) ? route.stack[0] : undefined
+    return typeof first !== 'object' || first === null || !wrappedLayers.has(Object.getPrototypeOf(first))
+  }
 }
 
 /** Marks a function as cache middleware (transparent to the dispatch of other caches). */
@@ -125,6 +181,7 @@ export function markCacheMiddleware(fn: Function): void {
 export function watchDispatch(req: IncomingMessage, watch: DispatchWatch): void {
   const watched = req as Watched
   ;(watched[WATCHES] ??= []).push(watch)
+  if (watched[NEXT_VALUES] === undefined) traceNext(watched)
 }
 
 /** Stops watching: called once the response is settled. */
@@ -134,7 +191,46 @@ export function unwatchDispatch(req: IncomingMessage, watch: DispatchWatch): voi
   if (list === undefined) return
   const i = list.indexOf(watch)
   if (i !== -1) list.splice(i, 1)
-  if (list.length === 0) delete watched[WATCHES]
+  if (list.length === 0) {
+    delete watched[WATCHES]
+    untraceNext(watched)
+  }
+}
+
+/** Makes `req.next` an accessor that sees every value routers set (see the top of this file). */
+function traceNext(req: Watched): void {
+  const values: unknown[] = [req.next]
+  req[NEXT_VALUES] = values
+  Object.defineProperty(req, 'next', {
+    configurable: true,
+    enumerable: true,
+    get: () => values[values.length - 1],
+    set: (value: unknown) => {
+      const known = entering === req
+      if (known) entering = undefined
+      // A router that is done restores the value it found: back to it.
+      const i = values.lastIndexOf(value)
+      if (i !== -1) {
+        values.length = i + 1
+        return
+      }
+      values.push(value)
+      if (!known && !ownNexts.has(value as Function))
+        for (const watch of req[WATCHES] ?? []) watch.nextSet(value)
+    },
+  })
+}
+
+function untraceNext(req: Watched): void {
+  const values = req[NEXT_VALUES]
+  if (values === undefined) return
+  delete req[NEXT_VALUES]
+  Object.defineProperty(req, 'next', {
+    configurable: true,
+    enumerable: true,
+    writable: true,
+    value: values[values.length - 1],
+  })
 }
 
 /**
@@ -171,6 +267,11 @@ function wrapDispatchOf(app: App): boolean {
     wrap(layer, request, error)
     wrappedLayers.add(layer)
   }
+  const routerProto = ownerOf(router, 'handle')
+  if (routerProto !== undefined && !wrappedRouters.has(routerProto)) {
+    wrapRouter(routerProto)
+    wrappedRouters.add(routerProto)
+  }
   routerHandles.add(router.handle)
   // Express 4 starts every app's router with its `query` and `expressInit` functions.
   for (const first of stack.slice(0, 2)) {
@@ -199,30 +300,68 @@ function wrap(layer: Record<string, unknown>, request: string, error: string): v
     next: Next,
   ) {
     const watches = (req as Watched | undefined)?.[WATCHES]
-    if (watches !== undefined) for (const watch of watches.slice()) watch.fail()
+    if (watches !== undefined)
+      for (const watch of watches.slice()) {
+        watch.nextProven(next)
+        watch.fail()
+      }
     return handleError.call(this, e, req, res, next)
   }
 }
 
+/** Marks the `req.next` each wrapped router sets as its own: that router is observed. */
+function wrapRouter(proto: Record<string, unknown>): void {
+  const handle = proto.handle as (this: unknown, req: IncomingMessage, ...rest: unknown[]) => unknown
+  proto.handle = function observedHandle(this: unknown, req: IncomingMessage, ...rest: unknown[]) {
+    if ((req as Watched | undefined)?.[WATCHES] === undefined) return handle.call(this, req, ...rest)
+    const previous = entering
+    entering = req
+    try {
+      return handle.call(this, req, ...rest)
+    } finally {
+      entering = previous
+    }
+  }
+}
+
+/** The object in `value`'s prototype chain that holds `name` itself. */
+function ownerOf(value: object, name: string): Record<string, unknown> | undefined {
+  for (let o: object | null = Object.getPrototypeOf(value); o !== null; o = Object.getPrototypeOf(o)) {
+    if (o === Function.prototype || o === Object.prototype) return undefined
+    if (Object.hasOwn(o, name))
+      return typeof (o as Record<string, unknown>)[name] === 'function'
+        ? (o as Record<string, unknown>)
+        : undefined
+  }
+  return undefined
+}
+
 /** Records the layer `req` is dispatched to, and returns the `next` it gets. */
 function record(layer: Layer, req: IncomingMessage, watches: DispatchWatch[], next: Next): Next {
+  for (const watch of watches) watch.nextProven(next)
   const fn = layer.handle
   // Express skips error handlers (four parameters) without calling them.
   if (typeof fn !== 'function' || fn.length > 3) return next
   const watching = watches.slice()
   if (isStructure(layer, fn)) {
     if (paramCallbacksMayRun(req)) for (const watch of watching) watch.ranParamCallbacks()
-    return (error?: unknown) => {
+    return own((error?: unknown) => {
       if (isError(error)) for (const watch of watching) watch.fail()
       return next(error)
-    }
+    })
   }
   const opaque = isOpaque(fn)
-  for (const watch of watching) watch.entered(fn, opaque)
-  return (error?: unknown) => {
+  const hidden = runsHiddenMiddleware(fn)
+  for (const watch of watching) watch.entered(fn, opaque, hidden)
+  return own((error?: unknown) => {
     for (const watch of watching) watch.left(fn, error)
     return next(error)
-  }
+  })
+}
+
+function own(next: Next): Next {
+  ownNexts.add(next)
+  return next
 }
 
 /** Routing structure: no function of the app runs in it (other than param callbacks). */
@@ -246,6 +385,21 @@ function isStructure(layer: Layer, fn: Function): boolean {
 function isOpaque(fn: Function): boolean {
   const candidate = fn as { stack?: unknown; handle?: unknown }
   return Array.isArray(candidate.stack) || typeof candidate.handle === 'function'
+}
+
+/**
+ * A route function that runs middleware of its own, out of the dispatch's sight: the function
+ * NestJS registers with Express for a controller method runs that method's guards, interceptors
+ * and pipes inside it. Nest copies the method's metadata onto it, its route `path` and `method`
+ * among them (reflect-metadata, which Nest loads).
+ */
+function runsHiddenMiddleware(fn: Function): boolean {
+  const reflect = Reflect as { getOwnMetadata?: (key: string, target: object) => unknown }
+  return (
+    typeof reflect.getOwnMetadata === 'function' &&
+    reflect.getOwnMetadata('method', fn) !== undefined &&
+    reflect.getOwnMetadata('path', fn) !== undefined
+  )
 }
 
 /**

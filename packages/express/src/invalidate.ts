@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http'
-import { type CacheBackend, getBackend, type MinimalBackend, toBackend } from '@cache/core'
+import { type CacheBackend, getBackend, type MinimalBackend, renewGenerations, toBackend } from '@cache/core'
 import { Flight } from './flight.js'
-import { prefixVersionKey } from './options.js'
+import { prefixVersionKey, urlVersionKey } from './options.js'
 import { urlKeys } from './request-key.js'
 
 /** Where and under which prefix to invalidate. */
@@ -14,8 +14,9 @@ export interface InvalidateOptions {
 
 /**
  * Removes the stored response for a URL (`https://example.com/a?b=1`, or a path with `host`),
- * every variant included, as requested over http and over https (the app may see either behind a
- * proxy). Give `headers` and `vary` when the middleware keyed on request headers.
+ * with every variant its responses made with `Vary`, as requested over http and over https (the
+ * app may see either behind a proxy). Give `headers` and `vary` when the middleware keyed on
+ * request headers (its `vary` option): only the entry for those header values is reached.
  * `true` if something was removed.
  */
 export async function invalidateResponse(
@@ -33,19 +34,29 @@ export async function invalidateResponse(
   })
   // Before anything is awaited: a response in flight in this process is neither stored nor shared.
   Flight.invalidate({ keys })
-  return (await backendOf(options).deleteMany(keys)) > 0
+  return removeResponses(backendOf(options), keys)
+}
+
+/**
+ * Renews the generation of each request key (so no process serves what it stored under them,
+ * whatever copies its levels still hold), then deletes the entries to free their space.
+ * Resolves once the backend took both; `true` if an entry was there.
+ */
+export async function removeResponses(backend: CacheBackend, keys: readonly string[]): Promise<boolean> {
+  await renewGenerations(backend, keys.map(urlVersionKey))
+  return (await backend.deleteMany([...keys])) > 0
 }
 
 /**
  * Invalidates every response cached under `prefix` or under a longer prefix that starts with its
- * segments (`api` reaches `api` and `api:users`, not `apiv2`). One `incr` of a generation counter,
+ * segments (`api` reaches `api` and `api:users`, not `apiv2`). One write (a new generation),
  * whatever the number of entries; works across processes sharing the backend.
  */
 export async function invalidateResponsePrefix(prefix: string, options: { backend?: CacheBackend } = {}) {
   if (typeof prefix !== 'string' || prefix === '')
     throw new TypeError('invalidateResponsePrefix: expected a prefix')
   Flight.invalidate({ prefix })
-  await backendOf(options).incr(prefixVersionKey(prefix))
+  await renewGenerations(backendOf(options), [prefixVersionKey(prefix)])
 }
 
 function backendOf(options: { backend?: CacheBackend | MinimalBackend }): CacheBackend {

@@ -2,6 +2,7 @@ import {
   type CacheBackend,
   type Duration,
   CacheConfigError,
+  generationKey,
   type MinimalBackend,
   parseDuration,
   parseSize,
@@ -179,8 +180,17 @@ export function prefixVersionKeys(keyPrefix: string): string[] {
   return segments.map((_, i) => prefixVersionKey(segments.slice(0, i + 1).join(':')))
 }
 
+/** The generation of every response cached under `prefix` (see core's invalidation state). */
 export function prefixVersionKey(prefix: string): string {
-  return `__v:http:${prefix}`
+  return generationKey('http', prefix)
+}
+
+/**
+ * The generation of the responses stored under one request key (every variant): renewing it is
+ * how `invalidate(url)` reaches every process, whatever copies their levels still hold.
+ */
+export function urlVersionKey(key: string): string {
+  return generationKey('http-url', key)
 }
 
 /** Statuses whose response is never a whole, replayable answer for everyone. */

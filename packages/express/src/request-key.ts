@@ -1,10 +1,14 @@
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
 
-/** What the key reads from a request: Express's `protocol`, `hostname`, `app` and `originalUrl` when present. */
+/**
+ * What the key reads from a request: Express's `protocol`, `hostname`, `app`, `originalUrl` and
+ * `baseUrl` when present.
+ */
 type KeyedRequest = IncomingMessage & {
   protocol?: string
   hostname?: string
   originalUrl?: string
+  baseUrl?: string
   app?: any
 }
 
@@ -20,6 +24,13 @@ const CANONICAL_HOST = /^[a-z0-9._\-[\]:]+$/
 const SAFE_PORT = /^[0-9]{1,5}$/
 
 /**
+ * Characters after which Express's URL parser (`parseurl`) stops reading the target as sent: it
+ * drops a fragment (`#`) and trims white space, so the query it routes on is not the one a sort
+ * of the raw target would name. Node refuses all but `#` in a request target today.
+ */
+const UNROUTED = /[#\t\n\f\r \u00a0\ufeff]/
+
+/**
  * Query strings with more parameters than this are not keyed: Express's parsers (`qs` and
  * `querystring`) drop the parameters after the 1000th, so two orders of one list could mean two
  * different queries.
@@ -32,8 +43,9 @@ const MAX_QUERY_PARAMETERS = 1000
  * (`req.protocol`, and the `Host` or, under `trust proxy`, the `X-Forwarded-Host` it read
  * `req.hostname` from), so nothing the handler can see of them is left out. `undefined` (the
  * request bypasses the cache) when the host is malformed, not in its canonical spelling (upper
- * case, a trailing dot), when Express resolves no host or another one, or when the query has more
- * parameters than Express parses.
+ * case, a trailing dot), when Express resolves no host or another one, when the target holds a
+ * `#` (Express routes on what comes before it), or when the query has more parameters than Express
+ * parses.
  */
 export function requestKey(
   req: KeyedRequest,
@@ -42,9 +54,44 @@ export function requestKey(
 ): string | undefined {
   const origin = requestOrigin(req)
   if (origin === undefined) return undefined
-  const target = pathAndQuery(req.originalUrl ?? req.url ?? '/')
+  const sent = req.originalUrl ?? req.url ?? '/'
+  if (UNROUTED.test(sent)) return undefined
+  const target = pathAndQuery(sent)
   if (target === undefined) return undefined
   return `${keyPrefix}:${origin}${target}${varyPart(req.headers, vary)}`
+}
+
+/**
+ * Whether Express routes `req` on the URL it was sent with (`originalUrl`, which the key names):
+ * `baseUrl` + `url` must lead back to it. Mounting strips the mount path from `url` (`/admin?x`
+ * is routed as `/?x` under `baseUrl` `/admin`); middleware that rewrites `req.url` (an internal
+ * rewrite, a history-API fallback) makes the request another one than its key says.
+ */
+export function isRoutedAsSent(req: KeyedRequest): boolean {
+  const sent = req.originalUrl
+  const url = req.url
+  // Outside Express (no `originalUrl`) the key is `url` itself.
+  if (sent === undefined || url === undefined) return true
+  const base = req.baseUrl ?? ''
+  // An absolute-form target (`GET http://host/path`): Express keeps `http://host` in front of `url`.
+  const protohost = protohostOf(sent)
+  if (!url.startsWith(protohost)) return false
+  const routed = url.slice(protohost.length)
+  const path = sent.slice(protohost.length)
+  if (!path.startsWith(base)) return false
+  const rest = path.slice(base.length)
+  // Express adds the leading slash a mount path left out (`/admin` → `/`, `/admin?x` → `/?x`).
+  return routed === rest || (protohost === '' && (rest === '' || rest[0] === '?') && routed === `/${rest}`)
+}
+
+/** `scheme://host` of an absolute-form target as Express reads it, or `''`. */
+function protohostOf(url: string): string {
+  if (url === '' || url[0] === '/') return ''
+  const query = url.indexOf('?')
+  const scheme = url.slice(0, query === -1 ? url.length : query).indexOf('://')
+  if (scheme === -1) return ''
+  const path = url.indexOf('/', scheme + 3)
+  return path === -1 ? url : url.slice(0, path)
 }
 
 /** `http://host[:port]` as Express resolves it for this request, or `undefined`. */

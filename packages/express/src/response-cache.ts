@@ -1,7 +1,18 @@
 import { randomBytes } from 'node:crypto'
 import { IncomingMessage, type OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import { Duplex } from 'node:stream'
-import { type CacheBackend, CacheError, CacheObserver, getBackend, tagVersionKey } from '@cache/core'
+import {
+  type CacheBackend,
+  CacheError,
+  CacheObserver,
+  currentGenerations,
+  currentGenerationsSync,
+  type Duration,
+  getBackend,
+  isGeneration,
+  sameGenerations,
+  tagVersionKey,
+} from '@cache/core'
 import { type CapturedResponse, captureResponse } from './capture.js'
 import {
   type CachePosition,
@@ -11,8 +22,8 @@ import {
   watchDispatch,
 } from './dispatch.js'
 import { Flight, type Shared } from './flight.js'
-import type { Settings } from './options.js'
-import { isSafeCustomKey, requestKey, variantKey } from './request-key.js'
+import { type Settings, urlVersionKey } from './options.js'
+import { isRoutedAsSent, isSafeCustomKey, requestKey, variantKey } from './request-key.js'
 import {
   bodyEtag,
   etagMatches,
@@ -41,11 +52,22 @@ interface ExpressApp {
 }
 
 /**
- * Marks the synthetic request of a stale-while-revalidate refresh; its value reports the outcome
- * (an error when the refreshed response was not stored).
+ * Marks the synthetic request of a stale-while-revalidate refresh: the cache that started it, and
+ * how it reports the outcome (an error when the refreshed response was not stored). Every cache
+ * it passes answers it fresh (no hit, no shared flight); only the one that started it reports.
  */
 const REVALIDATE = Symbol.for('@cache/express revalidate')
 type RevalidateReport = (error?: unknown) => void
+type Refresh = { engine: ResponseCache; report: RevalidateReport }
+
+/**
+ * The caches a request passed, outermost first, and the dispatch each one watches while it runs
+ * the rest of the request: a cache inside another one that reads its entries (same backend and
+ * `keyPrefix`) stores only what the outer one could have stored, or the outer one would replay it
+ * to requests that never reached what runs between them.
+ */
+const CACHES = Symbol('@cache/express caches passed')
+type Passed = { engine: ResponseCache; watch?: DispatchWatch }[]
 
 /** Request headers a refresh leaves out: it must get the whole, unconditional response. */
 const CONDITIONAL_HEADERS = [
@@ -90,24 +112,27 @@ export class ResponseCache {
   handle(req: Request, res: ServerResponse, run: Run, position: CachePosition): unknown {
     if (this.handled.has(req)) return run()
     this.handled.add(req)
+    ;(((req as any)[CACHES] ??= []) as Passed).push({ engine: this })
     const method = req.method
-    if (method !== 'GET' && method !== 'HEAD') return this.bypass(res, run, 'method', 'method')
+    if (method !== 'GET' && method !== 'HEAD') return this.bypass(req, res, run, 'method', 'method')
     const s = this.settings
     // A GET with a body ("fat GET"): a body parser could make the response depend on what is not keyed.
-    if (hasBody(req)) return this.bypass(res, run, 'request', 'body')
+    if (hasBody(req)) return this.bypass(req, res, run, 'request', 'body')
     if (!s.allowAuthorized && req.headers.authorization !== undefined)
-      return this.bypass(res, run, 'request', 'authorization')
-    if (!s.allowCookies && req.headers.cookie !== undefined) return this.bypass(res, run, 'request', 'cookie')
+      return this.bypass(req, res, run, 'request', 'authorization')
+    if (!s.allowCookies && req.headers.cookie !== undefined)
+      return this.bypass(req, res, run, 'request', 'cookie')
     let key: string
     let versionKeys: string[]
     try {
       const resolved = this.resolveKey(req)
-      if (typeof resolved !== 'string') return this.bypass(res, run, 'request', resolved.bypass)
+      if (typeof resolved !== 'string') return this.bypass(req, res, run, 'request', resolved.bypass)
       key = resolved
-      versionKeys = s.tags ? [...s.prefixVersionKeys, ...s.tags(req).map(tagVersionKey)] : s.prefixVersionKeys
+      versionKeys = [...s.prefixVersionKeys, urlVersionKey(key)]
+      if (s.tags) for (const tag of s.tags(req)) versionKeys.push(tagVersionKey(tag))
     } catch (error) {
       this.observer.error('key', error)
-      return this.bypass(res, run, 'request', 'key-error')
+      return this.bypass(req, res, run, 'request', 'key-error')
     }
     return this.lookup(req, res, run, position, key, versionKeys, [])
   }
@@ -143,23 +168,43 @@ export class ResponseCache {
       if (key === undefined) return false
       entry = backend.sync.getEntry(key)?.value
       if (!isStoredResponse(entry) || entry.front !== true) return false
-      const values: unknown[] = [entry]
-      for (const k of s.prefixVersionKeys) values.push(backend.sync.getEntry(k)?.value)
-      versions = versionsOf(values)
+      versions = []
+      for (const k of [...s.prefixVersionKeys, urlVersionKey(key)]) {
+        // A scope without a generation yet matches no entry: the app answers and creates it.
+        const generation = backend.sync.getEntry(k)?.value
+        if (!isGeneration(generation)) return false
+        versions.push(generation)
+      }
     } catch (error) {
       this.observer.error('get', error, key)
       return false
     }
     const now = s.now()
-    if (!sameVersions(entry.versions, versions) || now >= entry.staleAt) return false
+    if (!sameGenerations(entry.versions, versions) || now >= entry.staleAt) return false
     this.observer.hit(key)
     this.replay(req, res, entry, now, 'hit')
     return true
   }
 
-  /** The key, or why the request bypasses the cache. */
+  /**
+   * How long a generation created on a read lives: the URL's as long as its entries (a lost
+   * generation only turns entries into misses); prefixes and tags until renewed.
+   */
+  private generationTtls(versionKeys: readonly string[]): (Duration | undefined)[] {
+    const s = this.settings
+    const ttls = new Array<Duration | undefined>(versionKeys.length).fill(undefined)
+    ttls[s.prefixVersionKeys.length] = (s.ttlMs + (s.swrMs ?? 0)) / 1000
+    return ttls
+  }
+
+  /**
+   * The key, or why the request bypasses the cache: `rewritten-url` when Express routes another URL
+   * than the one the request was sent with (middleware before the cache rewrote `req.url`), with
+   * the built-in key and a custom one alike.
+   */
   private resolveKey(req: Request): string | { bypass: string } {
     const s = this.settings
+    if (!isRoutedAsSent(req)) return { bypass: 'rewritten-url' }
     if (s.key) {
       const custom = s.key(req)
       return isSafeCustomKey(custom) ? `${s.keyPrefix}:${custom}` : { bypass: 'key' }
@@ -179,15 +224,14 @@ export class ResponseCache {
   ): unknown {
     const backend = this.backend()
     if (!backend.sync) return this.lookupAsync(req, res, run, position, backend, key, versionKeys, waited)
-    let values: unknown[]
+    let first: unknown
+    let versions: number[]
     try {
-      values = [backend.sync.getEntry(key)?.value]
-      for (const k of versionKeys) values.push(backend.sync.getEntry(k)?.value)
+      first = backend.sync.getEntry(key)?.value
+      versions = currentGenerationsSync(backend.sync, versionKeys, this.generationTtls(versionKeys))
     } catch (error) {
       return this.lookupFailed(res, run, error, key)
     }
-    const first = values[0]
-    const versions = versionsOf(values)
     if (isVaryRecord(first)) {
       let variant: unknown
       try {
@@ -215,7 +259,12 @@ export class ResponseCache {
     let record: VaryRecord | undefined
     try {
       const values = await backend.getMany([key, ...versionKeys])
-      versions = versionsOf(values)
+      versions = await currentGenerations(
+        backend,
+        versionKeys,
+        values.slice(1),
+        this.generationTtls(versionKeys),
+      )
       first = values[0]
       if (isVaryRecord(first)) {
         record = first
@@ -240,9 +289,10 @@ export class ResponseCache {
     waited: readonly Flight[],
   ): unknown {
     const s = this.settings
-    const revalidating = isRevalidation(req)
+    // A refresh (of this cache or of another one it passes) asks for a fresh response: no hit.
+    const revalidating = isRefresh(req)
     const now = s.now()
-    if (!revalidating && isStoredResponse(found) && sameVersions(found.versions, versions)) {
+    if (!revalidating && isStoredResponse(found) && sameGenerations(found.versions, versions)) {
       if (now < found.staleAt) {
         this.observer.hit(key)
         this.replay(req, res, found, now, 'hit')
@@ -275,7 +325,7 @@ export class ResponseCache {
       if (
         shared !== undefined &&
         now < shared.entry.staleAt &&
-        sameVersions(shared.entry.versions, versions)
+        sameGenerations(shared.entry.versions, versions)
       ) {
         if (sameVariant(req, shared)) {
           this.observer.hit(key)
@@ -323,9 +373,9 @@ export class ResponseCache {
     missKind: string,
   ): unknown {
     const s = this.settings
-    const report = (req as any)[REVALIDATE] as RevalidateReport | undefined
+    const report = this.refreshReport(req)
     const flight = new Flight(s.keyPrefix, key)
-    if (report === undefined) this.inflight.set(flightKey, flight)
+    if (!isRefresh(req)) this.inflight.set(flightKey, flight)
     const forget = () => {
       if (this.inflight.get(flightKey) === flight) this.inflight.delete(flightKey)
     }
@@ -333,7 +383,10 @@ export class ResponseCache {
       flight.withdraw()
       forget()
     }
-    const watch = new DispatchWatch(position, observeDispatch(req), s.skippedOnHits)
+    const watch = new DispatchWatch(position, observeDispatch(req), s.skippedOnHits, req)
+    const passed = (req as any)[CACHES] as Passed | undefined
+    const self = passed?.find((p) => p.engine === this)
+    if (self !== undefined) self.watch = watch
     // Every change to what ran after the cache only makes a verdict final: release at the first.
     watch.onChange = () => {
       if (watch.verdict() !== undefined) release()
@@ -389,6 +442,7 @@ export class ResponseCache {
             : flight.invalidated
               ? 'invalidated'
               : (watch.verdict() ??
+                this.nestedRefusal(req) ??
                 (s.now() >= ready.entry.staleAt ? 'expired before it finished' : undefined))
         if (reason !== undefined || ready === undefined) {
           release()
@@ -442,7 +496,7 @@ export class ResponseCache {
     const s = this.settings
     // Middleware behind the cache turned the request into another method (a method override).
     if (req.method !== 'GET') return 'method'
-    const verdict = watch.verdict()
+    const verdict = watch.verdict() ?? this.nestedRefusal(req)
     if (verdict !== undefined) return verdict
     if (!s.storable(finalStatus) || !s.storable(status)) return 'status'
     const reason = unstorableReason(headers)
@@ -456,6 +510,32 @@ export class ResponseCache {
       there = undefined
     }
     return there === key ? undefined : 'key-changed'
+  }
+
+  /**
+   * `nested-cache` when a cache before this one on the request reads the same entries (same
+   * backend and `keyPrefix`) and could not have stored this response: it passed the request
+   * through (for its own reasons: `Authorization`, a cookie, …), or something it watched ran
+   * between it and this cache. Its hits would skip what this cache's entry was made behind.
+   */
+  private nestedRefusal(req: Request): string | undefined {
+    const passed = (req as any)[CACHES] as Passed | undefined
+    if (passed === undefined) return undefined
+    for (const outer of passed) {
+      if (outer.engine === this) return undefined
+      if (!this.sharesEntriesWith(outer.engine)) continue
+      if (outer.watch === undefined || outer.watch.verdict() !== undefined) return 'nested-cache'
+    }
+    return undefined
+  }
+
+  private sharesEntriesWith(other: ResponseCache): boolean {
+    if (other.settings.keyPrefix !== this.settings.keyPrefix) return false
+    try {
+      return other.backend() === this.backend()
+    } catch {
+      return true
+    }
   }
 
   private toEntry(captured: CapturedResponse, versions: number[]): StoredResponse {
@@ -583,7 +663,7 @@ export class ResponseCache {
       // Stops a handler still writing (a stream, a timer) from holding anything.
       socket.destroy()
     }
-    ;(copy as any)[REVALIDATE] = finish
+    ;(copy as any)[REVALIDATE] = { engine: this, report: finish } satisfies Refresh
     try {
       app.handle!(copy, response, (error?: unknown) =>
         finish(
@@ -595,6 +675,12 @@ export class ResponseCache {
     }
   }
 
+  /** How a refresh this cache started reports its outcome, when `req` is one. */
+  private refreshReport(req: Request): RevalidateReport | undefined {
+    const refresh = (req as any)[REVALIDATE] as Refresh | undefined
+    return refresh?.engine === this ? refresh.report : undefined
+  }
+
   private lookupFailed(res: ServerResponse, run: () => unknown, error: unknown, key: string): unknown {
     // A backend that is down makes the cache a pass-through: counted, never the request's failure.
     this.observer.error('get', error, key)
@@ -602,8 +688,19 @@ export class ResponseCache {
     return run()
   }
 
-  private bypass(res: ServerResponse, run: () => unknown, fwd: string, detail: string): unknown {
+  private bypass(
+    req: Request,
+    res: ServerResponse,
+    run: () => unknown,
+    fwd: string,
+    detail: string,
+  ): unknown {
     this.setStatus(res, fwd === 'method' ? 'fwd=method' : `fwd=${fwd}; detail=${detail}`, 'BYPASS')
+    // A background refresh that the cache does not handle stores nothing: it is over now, the app
+    // may still answer it.
+    this.refreshReport(req)?.(
+      new CacheError(`the refresh of ${req.originalUrl ?? req.url} bypassed the cache (${detail})`),
+    )
     return run()
   }
 
@@ -651,7 +748,7 @@ class DiscardingSocket extends Duplex {
   }
 }
 
-function isRevalidation(req: IncomingMessage): boolean {
+function isRefresh(req: IncomingMessage): boolean {
   return (req as any)[REVALIDATE] !== undefined
 }
 
@@ -668,21 +765,6 @@ function hasBody(req: IncomingMessage): boolean {
   if (headers['transfer-encoding'] !== undefined) return true
   const length = headers['content-length']
   return length !== undefined && length !== '0'
-}
-
-function versionsOf(values: readonly unknown[]): number[] {
-  const out = new Array<number>(values.length - 1)
-  for (let i = 1; i < values.length; i++) {
-    const v = values[i]
-    out[i - 1] = typeof v === 'number' ? v : 0
-  }
-  return out
-}
-
-function sameVersions(stored: readonly number[] | undefined, current: readonly number[]): boolean {
-  if (stored === undefined || stored.length !== current.length) return false
-  for (let i = 0; i < current.length; i++) if (stored[i] !== current[i]) return false
-  return true
 }
 
 function sameNames(a: readonly string[], b: readonly string[]): boolean {

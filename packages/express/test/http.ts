@@ -1,4 +1,5 @@
 import { request as httpRequest, type IncomingHttpHeaders, type Server } from 'node:http'
+import { createRequire } from 'node:module'
 import type { AddressInfo } from 'node:net'
 import { createCodec, defineBackend, type CacheBackend } from '@cache/core'
 import { MemoryBackend } from '@cache/memory'
@@ -138,5 +139,23 @@ export function serveEach(): (app: { listen: (...args: any[]) => Server }) => Pr
     const r = await listen(app)
     running.push(r)
     return r
+  }
+}
+
+/**
+ * A copy of a package that nothing else in this process has loaded: the package and every module
+ * it requires are loaded anew, as when a plugin brings its own Express next to the app's. The
+ * module cache is left as it was.
+ */
+export function freshCopy<T>(id: string): T {
+  const require = createRequire(import.meta.url)
+  const cache = require.cache
+  const saved = Object.entries(cache)
+  for (const key of Object.keys(cache)) delete cache[key]
+  try {
+    return require(id) as T
+  } finally {
+    for (const key of Object.keys(cache)) delete cache[key]
+    for (const [key, module] of saved) cache[key] = module
   }
 }

@@ -3,7 +3,7 @@
  * that makes a response private, a proxy in front of the app, handlers that lie about their
  * length or die mid-response. Every test asserts what another client receives.
  */
-import { Readable } from 'node:stream'
+import { PassThrough, pipeline, Readable } from 'node:stream'
 import compression from 'compression'
 import session from 'express-session'
 import { describe, expect, it } from 'vitest'
@@ -248,6 +248,81 @@ describe.each(EXPRESS)('middleware after the cache, on %s', (_name, express) => 
     expect(first.headers['cache-status']).toBe('@cache; fwd=uri-miss; detail=next')
   })
 
+  it('a global cache never replays what a route cache after a guard stored under the same key', async () => {
+    const backend = memory()
+    const app = express()
+    app.use(cacheResponse({ backend }))
+    const inner = cacheResponse({ backend })
+    app.get('/admin/report', requireApiKey, inner, report)
+    const r = await serve(app)
+    const admin = { headers: { 'x-api-key': 'admin-key' } }
+    const first = await r.request('/admin/report', admin)
+    expect(first.status).toBe(200)
+    expect(first.headers['cache-status']).not.toMatch(/stored/)
+    expect(inner.stats.sets).toBe(0)
+    for (let i = 0; i < 2; i++) {
+      expect((await r.request('/admin/report', admin)).status).toBe(200)
+      const anonymous = await r.request('/admin/report')
+      expect(anonymous.status).toBe(401)
+      expect(text(anonymous)).not.toContain('revenue')
+    }
+  })
+
+  it('a global cache that passed a request through (Authorization) never replays what a route cache stored for it', async () => {
+    const backend = memory()
+    const app = express()
+    app.use(cacheResponse({ backend }))
+    const requireBearer = (req: any, res: any, next: any) =>
+      req.get('authorization') === 'Bearer admin' ? next() : res.status(401).send('login required')
+    app.get('/admin/report', requireBearer, cacheResponse({ backend, allowAuthorized: true }), report)
+    const r = await serve(app)
+    expect((await r.request('/admin/report', { headers: { authorization: 'Bearer admin' } })).status).toBe(
+      200,
+    )
+    expect((await r.request('/admin/report', { headers: { authorization: 'Bearer admin' } })).status).toBe(
+      200,
+    )
+    const anonymous = await r.request('/admin/report')
+    expect(anonymous.status).toBe(401)
+    expect(text(anonymous)).not.toContain('revenue')
+  })
+
+  it('a route cache with nothing between it and a global cache of the same key still stores, with its own ttl', async () => {
+    let now = 1_000_000
+    const backend = memory(() => now)
+    const app = express()
+    app.use(cacheResponse({ backend, ttl: 600, now: () => now }))
+    const route = cacheResponse({ backend, ttl: 5, now: () => now })
+    let runs = 0
+    app.get('/news', route, (_req: any, res: any) => res.send(`news ${++runs}`))
+    const r = await serve(app)
+    expect(text(await r.request('/news'))).toBe('news 1')
+    expect(route.stats.sets).toBe(1)
+    expect(text(await r.request('/news'))).toBe('news 1')
+    now += 6_000
+    expect(text(await r.request('/news'))).toBe('news 2')
+  })
+
+  it('nested caches with their own keyPrefix: the route cache stores after the guard, the global one never replays it', async () => {
+    const backend = memory()
+    const app = express()
+    app.use(cacheResponse({ backend }))
+    let runs = 0
+    app.get(
+      '/admin/report',
+      requireApiKey,
+      cacheResponse({ backend, keyPrefix: 'admin' }),
+      (_req: any, res: any) => res.json({ revenue: 1_000_000, run: ++runs }),
+    )
+    const r = await serve(app)
+    const admin = { headers: { 'x-api-key': 'admin-key' } }
+    await r.request('/admin/report', admin)
+    const hit = await r.request('/admin/report', admin)
+    expect(isHit(hit)).toBe(true)
+    expect(JSON.parse(text(hit)).run).toBe(1)
+    expect((await r.request('/admin/report')).status).toBe(401)
+  })
+
   it('on a route after its guard, caches and still answers every anonymous request with 401', async () => {
     const app = express()
     app.get('/admin/report', requireApiKey, cacheResponse({ backend: memory() }), report)
@@ -435,6 +510,71 @@ describe.each(EXPRESS)('a body that did not complete is never stored, on %s', (_
     expect(full).not.toBeInstanceOf(Error)
     expect((full as Reply).body.length).toBe(2000)
     expect(calls.n).toBe(2)
+  })
+
+  /** A source that sends two chunks, then fails (or, once `fail` is false, ends). */
+  function failingSource(state: { fail: boolean }, how: 'error' | 'destroy' = 'error') {
+    const chunks = ['{"items":[1,2,', '3]}']
+    return new Readable({
+      read() {
+        if (chunks.length > (state.fail ? 1 : 0)) return void this.push(chunks.shift())
+        if (!state.fail) return void this.push(null)
+        setTimeout(() => (how === 'error' ? this.destroy(new Error('disk read failed')) : this.destroy()), 10)
+      },
+    })
+  }
+
+  it.each(['error', 'destroy'] as const)(
+    'a piped source that fails half-way (%s), ended by the handler itself: not stored',
+    async (how) => {
+      const state = { fail: true }
+      const { a, calls } = app((_req, res) => {
+        res.type('json')
+        const source = failingSource(state, how)
+        // The failure is swallowed: the handler ends the response as if the body were whole.
+        source.on('error', () => res.end())
+        source.on('close', () => res.end())
+        source.pipe(res)
+      })
+      const r = await serve(a)
+      const cut = await attempt(r.port, '/x')
+      expect(text(cut as Reply)).toBe('{"items":[1,2,')
+      state.fail = false
+      expect(text((await attempt(r.port, '/x')) as Reply)).toBe('{"items":[1,2,3]}')
+      const hit = await attempt(r.port, '/x')
+      expect(text(hit as Reply)).toBe('{"items":[1,2,3]}')
+      expect(isHit(hit as Reply)).toBe(true)
+      expect(calls.n).toBe(2)
+    },
+  )
+
+  it('a source that fails before a transform piped into the response, ended by the handler: not stored', async () => {
+    const state = { fail: true }
+    const { a, calls } = app((_req, res) => {
+      res.type('json')
+      const source = failingSource(state)
+      const through = new PassThrough()
+      source.on('error', () => res.end())
+      source.pipe(through).pipe(res)
+    })
+    const r = await serve(a)
+    expect(text((await attempt(r.port, '/x')) as Reply)).toBe('{"items":[1,2,')
+    state.fail = false
+    expect(text((await attempt(r.port, '/x')) as Reply)).toBe('{"items":[1,2,3]}')
+    expect(calls.n).toBe(2)
+  })
+
+  it('a source piped with stream.pipeline that completes is stored', async () => {
+    const { a, calls } = app((_req, res) => {
+      res.type('json')
+      pipeline(failingSource({ fail: false }), res, () => {})
+    })
+    const r = await serve(a)
+    await attempt(r.port, '/x')
+    const hit = await attempt(r.port, '/x')
+    expect(isHit(hit as Reply)).toBe(true)
+    expect(text(hit as Reply)).toBe('{"items":[1,2,3]}')
+    expect(calls.n).toBe(1)
   })
 
   it('the client aborts mid-stream: not stored', async () => {

@@ -173,4 +173,28 @@ describe.each(EXPRESS)('stale-while-revalidate on %s', (name, express) => {
     expect(text(await r.request('/p', { headers: https }))).toBe('https 2')
     expect(text(await r.request('/p'))).toBe('http 3')
   })
+
+  it('a refresh that passes another cache is reported by the cache that started it alone', async () => {
+    let now = 1_000_000
+    const clock = () => now
+    const backend = memory(clock)
+    const errors: Error[] = []
+    const outer = cacheResponse({ backend, ttl: 60, staleWhileRevalidate: 600, now: clock })
+    // Its own keyPrefix, and a size limit the body exceeds: it never stores, the outer cache does.
+    const inner = cacheResponse({ backend, ttl: 60, keyPrefix: 'inner', maxBodySize: '1KB', now: clock })
+    for (const cache of [outer, inner]) cache.on('error', (event) => errors.push(event.error as Error))
+    let runs = 0
+    const app = express()
+    app.use(outer)
+    app.get('/n', inner, (_req: any, res: any) => res.send(`v${++runs} ${'x'.repeat(2048)}`))
+    const r = await serve(app)
+    expect(text(await r.request('/n')).slice(0, 2)).toBe('v1')
+    await eventually(() => outer.stats.sets === 1)
+    now += 61_000
+    expect(text(await r.request('/n')).slice(0, 2)).toBe('v1')
+    await eventually(() => outer.stats.sets === 2 || errors.length > 0)
+    expect(errors).toEqual([])
+    expect(outer.stats.sets).toBe(2)
+    expect(text(await r.request('/n')).slice(0, 2)).toBe('v2')
+  })
 })

@@ -1,2 +1,7 @@
 export { KeyvBackend, type KeyvBackendOptions, keyvBackend } from './keyv-backend.js'
-export { KeyvStoreFromBackend, type KeyvStoreOptions, toKeyvStore } from './keyv-store.js'
+export {
+  type BackendForNamespace,
+  KeyvStoreFromBackend,
+  type KeyvStoreOptions,
+  toKeyvStore,
+} from './keyv-store.js'

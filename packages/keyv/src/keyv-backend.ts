@@ -5,15 +5,19 @@ import {
   type CacheBackend,
   type CacheEntry,
   CacheNotANumberError,
+  CacheSerializationError,
   ObservedBackend,
   CacheTimeoutError,
   CacheUnavailableError,
   type Duration,
+  fromTaggedJson,
   isCacheError,
   jsonSerializer,
   KeyedQueue,
   type SetManyItem,
+  toTaggedJson,
   ttlToMs,
+  wellFormedKey,
 } from '@cache/core'
 import { Keyv, type KeyvStoreAdapter } from 'keyv'
 
@@ -46,7 +50,9 @@ interface Envelope {
  * Given a store, the backend builds its own Keyv around it that serializes the envelope with
  * @cache's tagged JSON (plain JSON values stay readable by other Keyv clients; `Date`, `Map`,
  * `Set`, `BigInt`, `undefined` and binary round-trip) and rethrows store failures. Given a Keyv
- * instance, its serializer and error policy are used as they are.
+ * instance, its serializer and error policy are used as they are, and values are handed to it
+ * as tagged JSON trees: plain JSON values as themselves, anything else tagged, so whatever that
+ * serializer does, values come back exactly or are refused with `CacheSerializationError`.
  *
  * Keyv stores have no atomic primitives: `add`, `incr`, `atomicUpdate` and `compareAndDelete`
  * are serialized by a per-key queue **in this process only**. Two processes sharing a store can lose updates.
@@ -62,6 +68,8 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
   private readonly defaultTtlMs: number | undefined
   private readonly timeoutMs: number
   private readonly closeStore: boolean
+  /** Values go through the Keyv instance's own serializer as tagged JSON trees (see `keyvBackend`). */
+  private readonly tagged: boolean
   private closed: Promise<void> | undefined
 
   constructor(
@@ -76,6 +84,7 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
     this.closeStore = options.closeStore ?? false
     if (isKeyvInstance(keyvOrStore)) {
       this.keyv = keyvOrStore
+      this.tagged = true
       this.namespace = keyvOrStore.namespace
       this.prefix = ''
       // Keyv prefixes keys itself; in a bare Map they read `namespace:key`.
@@ -84,6 +93,7 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
       if (!keyvOrStore.throwOnErrors) keyvOrStore.on('error', (error) => this.observer.error('keyv', error))
     } else {
       const namespace = options.namespace ?? 'keyv'
+      this.tagged = false
       this.namespace = namespace
       // Our own prefix, always applied: Keyv's skips keys that already start with `namespace:`,
       // which would make `x` and `keyv:x` one key.
@@ -115,7 +125,7 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
 
   async getEntry<T = unknown>(key: string): Promise<CacheEntry<T> | undefined> {
     assertKey(key)
-    const raw = (await this.run('get', key, () => this.keyv.get(this.prefix + key, { raw: true }))) as
+    const raw = (await this.run('get', key, () => this.keyv.get(this.storeKey(key), { raw: true }))) as
       | Envelope
       | undefined
     if (raw === undefined || raw === null) {
@@ -123,22 +133,24 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
       return undefined
     }
     this.observer.hit(key)
-    return toEntry<T>(raw)
+    return this.entry<T>(raw)
   }
 
   async set(key: string, value: unknown, ttl?: Duration): Promise<void> {
     assertKey(key)
     const ms = this.ttlMs(ttl)
-    await this.run('set', key, () => this.keyv.set(this.prefix + key, value, ms))
+    const stored = this.wrap(value)
+    await this.run('set', key, () => this.keyv.set(this.storeKey(key), stored, ms))
     this.observer.set(key)
   }
 
   async add(key: string, value: unknown, ttl?: Duration): Promise<boolean> {
     assertKey(key)
     const ms = this.ttlMs(ttl)
+    const stored = this.wrap(value)
     return this.queue.run(key, async () => {
       if ((await this.getEntry(key)) !== undefined) return false
-      await this.run('add', key, () => this.keyv.set(this.prefix + key, value, ms))
+      await this.run('add', key, () => this.keyv.set(this.storeKey(key), stored, ms))
       this.observer.set(key)
       return true
     })
@@ -146,7 +158,7 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
 
   async delete(key: string): Promise<boolean> {
     assertKey(key)
-    const removed = await this.run('delete', key, () => this.keyv.delete(this.prefix + key))
+    const removed = await this.run('delete', key, () => this.keyv.delete(this.storeKey(key)))
     if (removed) this.observer.delete(key)
     return removed
   }
@@ -165,7 +177,7 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
 
   async has(key: string): Promise<boolean> {
     assertKey(key)
-    return this.run('has', key, () => this.keyv.has(this.prefix + key))
+    return this.run('has', key, () => this.keyv.has(this.storeKey(key)))
   }
 
   async clear(): Promise<void> {
@@ -190,7 +202,7 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
       const next = ((entry?.value as number | undefined) ?? 0) + by
       // Keep the counter's original expiry: re-set it with what remains.
       const keep = entry === undefined ? ms : remainingMs(entry.expiresAt)
-      await this.run('incr', key, () => this.keyv.set(this.prefix + key, next, keep))
+      await this.run('incr', key, () => this.keyv.set(this.storeKey(key), next, keep))
       return next
     })
   }
@@ -205,7 +217,8 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
     return this.queue.run(key, async () => {
       const entry = await this.getEntry<T>(key)
       const next = await fn(entry?.value)
-      await this.run('atomicUpdate', key, () => this.keyv.set(this.prefix + key, next, ms))
+      const stored = this.wrap(next)
+      await this.run('atomicUpdate', key, () => this.keyv.set(this.storeKey(key), stored, ms))
       this.observer.set(key)
       return next
     })
@@ -216,7 +229,7 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
     if (keys.length === 0) return []
     const rows = (await this.run('getMany', undefined, () =>
       this.keyv.get(
-        keys.map((key) => this.prefix + key),
+        keys.map((key) => this.storeKey(key)),
         { raw: true },
       ),
     )) as (Envelope | undefined)[]
@@ -226,14 +239,14 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
         return undefined
       }
       this.observer.hit(keys[i]!)
-      return row.value as T
+      return this.unwrap(row.value) as T
     })
   }
 
   async setMany(items: readonly SetManyItem[]): Promise<void> {
     const entries = items.map((item) => {
       assertKey(item.key)
-      return { key: this.prefix + item.key, value: item.value, ttl: this.ttlMs(item.ttl) }
+      return { key: this.storeKey(item.key), value: this.wrap(item.value), ttl: this.ttlMs(item.ttl) }
     })
     await this.run('setMany', undefined, () => this.keyv.setMany(entries))
     for (const item of items) this.observer.set(item.key)
@@ -265,7 +278,10 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
     }
   }
 
-  /** Runs a Keyv call within the timeout; store failures become `CacheUnavailableError`. */
+  /**
+   * Runs a Keyv call within the timeout. Store failures become `CacheUnavailableError`; what the
+   * Keyv instance's own serializer throws (see {@link serializerFailure}) `CacheSerializationError`.
+   */
   private async run<R>(operation: string, key: string | undefined, call: () => Promise<R>): Promise<R> {
     try {
       if (this.timeoutMs === 0) return await call()
@@ -284,6 +300,13 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
     } catch (error) {
       if (isCacheError(error) && !(error instanceof CacheUnavailableError)) throw error
       if (error instanceof RangeError) throw error
+      if (this.tagged && serializerFailure(error)) {
+        throw new CacheSerializationError(
+          `keyv: ${operation} failed in the Keyv instance's serializer: ${error.message}`,
+          '$',
+          { cause: error },
+        )
+      }
       const failure =
         error instanceof CacheUnavailableError
           ? error
@@ -299,16 +322,47 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
     }
   }
 
+  /**
+   * The key in the store: prefixed, and well-formed, since most stores (Redis, SQL) encode keys
+   * as UTF-8, where every key with a lone surrogate would become one.
+   */
+  private storeKey(key: string): string {
+    return this.prefix + wellFormedKey(key)
+  }
+
   private ttlMs(ttl: Duration | undefined): number | undefined {
     return ttl === undefined ? this.defaultTtlMs : ttlToMs(ttl)
   }
+
+  /**
+   * What a Keyv instance is given to store: a JSON value its serializer (whatever it is) keeps
+   * as it is. Plain JSON values stay themselves; a Date, Map, BigInt… is tagged; what cannot
+   * round-trip (a class instance, an Error, a subclass of a built-in) throws
+   * `CacheSerializationError` instead of being mangled by that serializer.
+   */
+  private wrap(value: unknown): unknown {
+    return this.tagged ? toTaggedJson(value) : value
+  }
+
+  private unwrap(value: unknown): unknown {
+    return this.tagged ? fromTaggedJson(value) : value
+  }
+
+  private entry<T>(raw: Envelope): CacheEntry<T> {
+    const expires = raw.expires
+    const value = this.unwrap(raw.value) as T
+    return typeof expires === 'number' ? { value, expiresAt: expires } : { value }
+  }
 }
 
-function toEntry<T>(raw: Envelope): CacheEntry<T> {
-  const expires = raw.expires
-  return typeof expires === 'number'
-    ? { value: raw.value as T, expiresAt: expires }
-    : { value: raw.value as T }
+/**
+ * True for what a serializer throws: `TypeError` (JSON.stringify on a BigInt or a cycle) or
+ * `SyntaxError` (JSON.parse on text that is not JSON). A Keyv instance serializes inside its own
+ * calls, so this is how its serializer's failures are told from its store's: stores report a
+ * server that is down or slow with plain `Error`s (connection refused, closed, timed out).
+ */
+function serializerFailure(error: unknown): error is TypeError | SyntaxError {
+  return error instanceof TypeError || error instanceof SyntaxError
 }
 
 /** What remains of an expiry, at least 1 ms; `undefined` for none. */

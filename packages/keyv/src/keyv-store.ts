@@ -1,11 +1,26 @@
 import { EventEmitter } from 'node:events'
-import { type CacheBackend, type MinimalBackend, toBackend } from '@cache/core'
+import { type CacheBackend, isCacheError, isUnavailable, type MinimalBackend, toBackend } from '@cache/core'
 import type { KeyvStoreAdapter, StoredData } from 'keyv'
+
+/**
+ * The backend for one Keyv namespace, given that namespace (`undefined` for a Keyv without one),
+ * e.g. `(namespace) => redisBackend(client, { namespace })`.
+ */
+export type BackendForNamespace = (namespace: string | undefined) => CacheBackend | MinimalBackend
 
 /** Options of {@link toKeyvStore}. */
 export interface KeyvStoreOptions {
-  /** `disconnect()` (called by `keyv.disconnect()`) closes the backend. Default: true. */
+  /**
+   * `disconnect()` (called by `keyv.disconnect()`) closes the backend, or every backend the
+   * {@link BackendForNamespace} function returned. Default: true.
+   */
   closeOnDisconnect?: boolean
+  /**
+   * Throw the backend's failures to Keyv instead of answering a miss (`undefined`, `false`), as
+   * Keyv's own adapters do with the same option. Each failure is emitted as an `error` event
+   * either way. Set it together with Keyv's own `throwOnErrors`. Default: false.
+   */
+  throwOnErrors?: boolean
 }
 
 /**
@@ -13,66 +28,167 @@ export interface KeyvStoreOptions {
  *
  * Keyv hands the adapter its `{ value, expires }` envelope (serialized by Keyv unless told
  * otherwise) and a TTL in ms; the backend stores the envelope with that TTL, so entries expire
- * in the backend as well. Keys arrive prefixed by Keyv's namespace. `clear()` clears the
- * backend's namespace: give each Keyv namespace its own backend namespace.
+ * in the backend as well. Keys are stored as Keyv hands them (prefixed by its namespace).
+ *
+ * Namespaces: given a function of the namespace ({@link BackendForNamespace}), each Keyv namespace
+ * gets its own backend namespace, so `clear()` of one leaves the others alone. Given one
+ * backend, every Keyv namespace shares it and `clear()` clears the whole backend namespace.
+ *
+ * Failures follow the contract of Keyv's own adapters: each is emitted once as an `error` event
+ * (which Keyv re-emits) and answered as a miss, unless `throwOnErrors`. A caller's error (a value
+ * the backend cannot store, a bad TTL) is always thrown, as Keyv throws for what it cannot serialize.
  */
 export class KeyvStoreFromBackend extends EventEmitter implements KeyvStoreAdapter {
   /** Read by Keyv and cacheable; `dialect` names where the data lives. */
   readonly opts: { dialect: string; url: string }
-  /** Set by Keyv to its namespace; keys already carry it, so it is informational here. */
+  /** Set by Keyv to its namespace; picks the backend when the adapter was given a function. */
   namespace: string | undefined
-  readonly backend: CacheBackend
+  private readonly single: CacheBackend | undefined
+  private readonly forNamespace: BackendForNamespace | undefined
+  /** What `forNamespace` returned, by namespace. */
+  private readonly backends = new Map<string | undefined, CacheBackend>()
+  /**
+   * See {@link KeyvStoreOptions.throwOnErrors}. Public, as on Keyv's own adapters:
+   * `keyvBackend(adapter)` turns it on, so that a backend built back from the adapter throws.
+   */
+  throwOnErrors: boolean
   private readonly closeOnDisconnect: boolean
 
-  constructor(backend: CacheBackend | MinimalBackend, options: KeyvStoreOptions = {}) {
+  constructor(backend: CacheBackend | MinimalBackend | BackendForNamespace, options: KeyvStoreOptions = {}) {
     super()
-    this.backend = toBackend(backend)
-    this.opts = { dialect: `@cache/${this.backend.name}`, url: '' }
+    if (typeof backend === 'function') {
+      this.forNamespace = backend
+      this.opts = { dialect: '@cache', url: '' }
+    } else {
+      this.single = toBackend(backend)
+      this.opts = { dialect: `@cache/${this.single.name}`, url: '' }
+    }
     this.closeOnDisconnect = options.closeOnDisconnect ?? true
+    this.throwOnErrors = options.throwOnErrors ?? false
+  }
+
+  /** The backend of the current Keyv namespace (the one backend, when given one). */
+  get backend(): CacheBackend {
+    if (this.single) return this.single
+    let backend = this.backends.get(this.namespace)
+    if (!backend) {
+      backend = toBackend(this.forNamespace!(this.namespace))
+      this.backends.set(this.namespace, backend)
+    }
+    return backend
   }
 
   async get<Value>(key: string): Promise<StoredData<Value> | undefined> {
-    return this.backend.get<StoredData<Value>>(key)
-  }
-
-  async set(key: string, value: unknown, ttl?: number): Promise<boolean> {
-    await this.backend.set(key, value, toTtl(ttl))
-    return true
-  }
-
-  async setMany(entries: Array<{ key: string; value: unknown; ttl?: number }>): Promise<void> {
-    await this.backend.setMany(
-      entries.map((entry) => ({ key: entry.key, value: entry.value, ttl: toTtl(entry.ttl) })),
-    )
-  }
-
-  delete(key: string): Promise<boolean> {
-    return this.backend.delete(key)
-  }
-
-  async deleteMany(keys: string[]): Promise<boolean> {
-    return (await this.backend.deleteMany(keys)) > 0
-  }
-
-  clear(): Promise<void> {
-    return this.backend.clear()
-  }
-
-  has(key: string): Promise<boolean> {
-    return this.backend.has(key)
-  }
-
-  async hasMany(keys: string[]): Promise<boolean[]> {
-    return Promise.all(keys.map((key) => this.backend.has(key)))
+    try {
+      return await this.backend.get<StoredData<Value>>(key)
+    } catch (error) {
+      return this.readFailed(error, undefined)
+    }
   }
 
   async getMany<Value>(keys: string[]): Promise<Array<StoredData<Value | undefined>>> {
-    return this.backend.getMany<StoredData<Value>>(keys)
+    try {
+      return await this.backend.getMany<StoredData<Value>>(keys)
+    } catch (error) {
+      return this.readFailed(
+        error,
+        keys.map(() => undefined),
+      )
+    }
+  }
+
+  async has(key: string): Promise<boolean> {
+    try {
+      return await this.backend.has(key)
+    } catch (error) {
+      return this.readFailed(error, false)
+    }
+  }
+
+  async hasMany(keys: string[]): Promise<boolean[]> {
+    try {
+      return await Promise.all(keys.map((key) => this.backend.has(key)))
+    } catch (error) {
+      return this.readFailed(
+        error,
+        keys.map(() => false),
+      )
+    }
+  }
+
+  async set(key: string, value: unknown, ttl?: number): Promise<boolean> {
+    try {
+      await this.backend.set(key, value, toTtl(ttl))
+      return true
+    } catch (error) {
+      return this.writeFailed(error, false)
+    }
+  }
+
+  async setMany(entries: Array<{ key: string; value: unknown; ttl?: number }>): Promise<void> {
+    try {
+      await this.backend.setMany(
+        entries.map((entry) => ({ key: entry.key, value: entry.value, ttl: toTtl(entry.ttl) })),
+      )
+    } catch (error) {
+      this.writeFailed(error, undefined)
+    }
+  }
+
+  async delete(key: string): Promise<boolean> {
+    try {
+      return await this.backend.delete(key)
+    } catch (error) {
+      return this.writeFailed(error, false)
+    }
+  }
+
+  async deleteMany(keys: string[]): Promise<boolean> {
+    try {
+      return (await this.backend.deleteMany(keys)) > 0
+    } catch (error) {
+      return this.writeFailed(error, false)
+    }
+  }
+
+  async clear(): Promise<void> {
+    try {
+      await this.backend.clear()
+    } catch (error) {
+      this.writeFailed(error, undefined)
+    }
   }
 
   async disconnect(): Promise<void> {
-    if (this.closeOnDisconnect) await this.backend.close()
+    if (!this.closeOnDisconnect) return
+    if (this.single) return this.single.close()
+    await Promise.all([...this.backends.values()].map((backend) => backend.close()))
   }
+
+  /**
+   * Keyv reports nothing of a failed store read (it answers a miss, or rethrows), so the adapter
+   * emits it; then throws it if asked to, or if it is the caller's error, else answers `miss`.
+   */
+  private readFailed<T>(error: unknown, miss: T): T {
+    this.emit('error', error)
+    if (this.throwOnErrors || callerError(error)) throw error
+    return miss
+  }
+
+  /**
+   * Keyv emits what a store write throws (and rethrows it with its own `throwOnErrors`), so a
+   * thrown failure is left to Keyv; one that is answered as `miss` is emitted here.
+   */
+  private writeFailed<T>(error: unknown, miss: T): T {
+    if (this.throwOnErrors || callerError(error)) throw error
+    this.emit('error', error)
+    return miss
+  }
+}
+
+/** An error about the call (a value the backend cannot store, a bad TTL), not about the backend. */
+function callerError(error: unknown): boolean {
+  return error instanceof RangeError || (isCacheError(error) && !isUnavailable(error))
 }
 
 /** Keyv's TTL: ms, with 0/undefined for none. Passed on exactly (as `'<ms>ms'`, never rounded). */
@@ -80,9 +196,12 @@ function toTtl(ttl: number | undefined): string | undefined {
   return typeof ttl === 'number' && ttl > 0 && Number.isFinite(ttl) ? `${ttl}ms` : undefined
 }
 
-/** Wraps a @cache backend as a Keyv store adapter. See {@link KeyvStoreOptions}. */
+/**
+ * Wraps a @cache backend as a Keyv store adapter: one backend, or a function that gives the
+ * backend of each Keyv namespace. See {@link KeyvStoreOptions}.
+ */
 export function toKeyvStore(
-  backend: CacheBackend | MinimalBackend,
+  backend: CacheBackend | MinimalBackend | BackendForNamespace,
   options: KeyvStoreOptions = {},
 ): KeyvStoreFromBackend {
   return new KeyvStoreFromBackend(backend, options)

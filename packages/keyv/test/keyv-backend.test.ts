@@ -1,4 +1,6 @@
-import { CacheUnavailableError } from '@cache/core'
+import { CacheSerializationError, CacheUnavailableError } from '@cache/core'
+import { memoryBackend } from '@cache/memory'
+import { multiLevel } from '@cache/multi-level'
 import { startRedis } from '@cache/test-servers'
 import KeyvRedis from '@keyv/redis'
 import { Keyv } from 'keyv'
@@ -56,6 +58,62 @@ describe('keyvBackend', () => {
     await cache.clear()
     expect(await keyv.get('k')).toBeUndefined()
     expect(store.get('other:x')).toBe('kept') // clear() of a Map removes this namespace only
+  })
+
+  it('never lets a Keyv instance mangle a value silently: exact round trip, or CacheSerializationError', async () => {
+    class Money {
+      constructor(readonly cents: number) {}
+    }
+    class When extends Date {}
+    const cache = keyvBackend(new Keyv())
+    for (const [label, value] of [
+      ['a class instance', { price: new Money(150) }],
+      ['an Error', { error: new Error('boom') }],
+      ['a Date subclass', { at: new When(0) }],
+    ] as const) {
+      const error = await cache.set(label, value).catch((e) => e)
+      expect(error, label).toBeInstanceOf(CacheSerializationError)
+      expect(await cache.has(label)).toBe(false)
+    }
+    const rich = { at: new Date(5), map: new Map([['a', 1]]), set: new Set([1]), big: 1n, none: undefined }
+    await cache.set('rich', rich)
+    expect(await cache.get('rich')).toEqual(rich)
+    await cache.set('plain', { a: [1, 'x'] })
+    expect(await cache.keyv.get('plain')).toEqual({ a: [1, 'x'] })
+  })
+
+  it('reports what a Keyv instance cannot serialize or read back as the caller’s error: a chain keeps that level in use', async () => {
+    // The Keyv's own serializer refuses a value (as JSON.stringify refuses a BigInt), and another
+    // client left an entry it cannot parse (text that is not JSON) in the shared store.
+    const store = new Map<string, unknown>([['keyv:foreign', 'written by another client, not JSON']])
+    const keyv = new Keyv({
+      store,
+      serialize: (data) => {
+        if (JSON.stringify(data).includes('"huge"'))
+          throw new TypeError('Do not know how to serialize a BigInt')
+        return JSON.stringify(data)
+      },
+      deserialize: (text) => JSON.parse(text),
+    })
+    const level = keyvBackend(keyv)
+    const chain = multiLevel({
+      levels: [memoryBackend(), level],
+      breaker: { failureThreshold: 2, openFor: '1m' },
+    })
+    const downs: unknown[] = []
+    chain.on('level-down', (event) => downs.push(event))
+    for (let i = 0; i < 3; i++) {
+      expect(await chain.set('v', { kind: 'huge' }).catch((e) => e)).toBeInstanceOf(CacheSerializationError)
+      expect(await chain.get('foreign').catch((e) => e)).toBeInstanceOf(CacheSerializationError)
+    }
+    expect(await level.set('v', { kind: 'huge' }).catch((e) => e)).toBeInstanceOf(CacheSerializationError)
+    expect(level.stats.errors).toBe(0) // not counted as the store being down
+    expect(downs).toEqual([])
+    expect(chain.levelStats()[1]).toMatchObject({ state: 'closed', errors: 0, opened: 0 })
+    // The level still serves everything else.
+    await chain.set('fine', 1)
+    expect(await level.get('fine')).toBe(1)
+    await chain.close()
   })
 
   it('counts the errors of a Keyv that swallows them', async () => {

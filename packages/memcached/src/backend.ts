@@ -15,6 +15,7 @@ import {
   createCodec,
   type Duration,
   KeyedQueue,
+  isInternalKey,
   parseServerList,
   parseSize,
   type SetManyItem,
@@ -34,6 +35,7 @@ import {
   type Response,
   request,
   Status,
+  holdWrites,
   storeRequest,
   unexpected,
 } from './protocol.js'
@@ -61,9 +63,12 @@ export interface MemcachedBackendOptions extends BaseBackendOptions, CodecOption
   /** SASL password (memjs also reads `MEMCACHIER_PASSWORD`/`MEMCACHE_PASSWORD`). Default: none. */
   password?: string
   /**
-   * How long a process trusts its copy of a namespace's generation before reading it again. A
-   * `clear()` in another process takes up to this long to be seen here; `0` reads it before every
-   * operation (exact, but two round trips each). Seconds or a duration string. Default: `1` (1 s).
+   * How long a process trusts its copy of a namespace's generation without reading it. `0`: the
+   * generation is read with every operation, in the same round trip (one extra small request, no
+   * extra wait), so a `clear()` by any process is seen at once. A longer time saves that request,
+   * and plain reads and writes in this process may then see another process's `clear()` up to
+   * that late; @cache's own keys (memoize's invalidation state and locks) are always checked.
+   * Seconds or a duration string. Default: `0`.
    */
   generationTtl?: Duration | 0
   /** `atomicUpdate`/`incr` attempts on CAS conflicts before `CacheConflictError`. Default: 100. */
@@ -123,6 +128,8 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   private readonly keys: KeyMapper
   private readonly generations: Generations
   private readonly pool: ServerPool
+  /** Per server, the generation read the operations of the current tick share. */
+  private readonly tickReads: (Promise<{ value: string } | { error: unknown }> | undefined)[] = []
   private readonly timeoutMs: number
   private readonly maxValueSize: number
   private readonly defaultTtlMs: number | undefined
@@ -152,7 +159,9 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     this.ownsClient = options.client === undefined
     this.client = options.client ?? createClient(servers, options, this.timeoutMs)
     const generationTtlMs =
-      options.generationTtl === 0 ? 0 : (ttlToMs(options.generationTtl ?? 1, 'generationTtl') as number)
+      options.generationTtl === undefined || options.generationTtl === 0
+        ? 0
+        : (ttlToMs(options.generationTtl, 'generationTtl') as number)
     // Generation reads are timed here but their failures are counted by the operation that waited.
     this.generations = new Generations(
       this.keys.generationKey,
@@ -217,44 +226,45 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   async set(key: string, value: unknown, ttl?: Duration): Promise<void> {
     const expiry = this.expiry(ttl)
     const bytes = this.encode(key, value)
-    const [index, mkey] = await this.locate(key, 'set')
-    const response = await this.call(index, storeRequest(Opcode.set, mkey, expiry, bytes), 'set', key)
-    if (response.status !== Status.ok) throw this.failure('set', response.status, key, bytes.length)
+    await this.withKey(key, 'set', async (index, mkey) => {
+      const response = await this.call(index, storeRequest(Opcode.set, mkey, expiry, bytes), 'set', key)
+      if (response.status !== Status.ok) throw this.failure('set', response.status, key, bytes.length)
+    })
     this.observer.set(key)
   }
 
   async add(key: string, value: unknown, ttl?: Duration): Promise<boolean> {
     const expiry = this.expiry(ttl)
     const bytes = this.encode(key, value)
-    const [index, mkey] = await this.locate(key, 'add')
-    const added = await this.call(index, storeRequest(Opcode.add, mkey, expiry, bytes), 'add', key)
-    if (added.status === Status.ok) {
-      this.observer.set(key)
-      return true
-    }
-    if (added.status !== Status.exists) throw this.failure('add', added.status, key, bytes.length)
-    // The server may still hold an item that reads already treat as expired (see expiry.ts):
-    // replace it, but only if nobody changed it meanwhile.
-    const current = await this.call(index, request(Opcode.get, mkey), 'add', key)
-    if (current.status !== Status.ok || !isExpired(current.flags, this.now())) return false
-    const replaced = await this.call(
-      index,
-      storeRequest(Opcode.set, mkey, expiry, bytes, current.cas),
-      'add',
-      key,
-    )
-    if (replaced.status !== Status.ok) return false
-    this.observer.set(key)
-    return true
+    const added = await this.withKey(key, 'add', async (index, mkey) => {
+      const response = await this.call(index, storeRequest(Opcode.add, mkey, expiry, bytes), 'add', key)
+      if (response.status === Status.ok) return true
+      if (response.status !== Status.exists) throw this.failure('add', response.status, key, bytes.length)
+      // The server may still hold an item that reads already treat as expired (see expiry.ts):
+      // replace it, but only if nobody changed it meanwhile.
+      const current = await this.call(index, request(Opcode.get, mkey), 'add', key)
+      if (current.status !== Status.ok || !isExpired(current.flags, this.now())) return false
+      const replaced = await this.call(
+        index,
+        storeRequest(Opcode.set, mkey, expiry, bytes, current.cas),
+        'add',
+        key,
+      )
+      return replaced.status === Status.ok
+    })
+    if (added) this.observer.set(key)
+    return added
   }
 
   async delete(key: string): Promise<boolean> {
-    const [index, mkey] = await this.locate(key, 'delete')
-    const response = await this.call(index, request(Opcode.delete, mkey), 'delete', key)
-    if (response.status === Status.notFound) return false
-    if (response.status !== Status.ok) throw this.failure('delete', response.status, key)
-    this.observer.delete(key)
-    return true
+    const removed = await this.withKey(key, 'delete', async (index, mkey) => {
+      const response = await this.call(index, request(Opcode.delete, mkey), 'delete', key)
+      if (response.status === Status.notFound) return false
+      if (response.status !== Status.ok) throw this.failure('delete', response.status, key)
+      return true
+    })
+    if (removed) this.observer.delete(key)
+    return removed
   }
 
   /**
@@ -262,17 +272,19 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
    * item's CAS version, which the server refuses if anything wrote the key in between.
    */
   async compareAndDelete(key: string, expected: string): Promise<boolean> {
-    const [index, mkey] = await this.locate(key, 'compareAndDelete')
-    const found = await this.call(index, request(Opcode.get, mkey), 'compareAndDelete', key)
-    if (found.status === Status.notFound) return false
-    if (found.status !== Status.ok) throw this.failure('compareAndDelete', found.status, key)
-    if (isExpired(found.flags, this.now()) || !found.value.equals(this.codec.encode(expected))) return false
-    const cas = request(Opcode.delete, mkey, undefined, undefined, found.cas)
-    const removed = await this.call(index, cas, 'compareAndDelete', key)
-    if (removed.status === Status.exists || removed.status === Status.notFound) return false
-    if (removed.status !== Status.ok) throw this.failure('compareAndDelete', removed.status, key)
-    this.observer.delete(key)
-    return true
+    const removed = await this.withKey(key, 'compareAndDelete', async (index, mkey) => {
+      const found = await this.call(index, request(Opcode.get, mkey), 'compareAndDelete', key)
+      if (found.status === Status.notFound) return false
+      if (found.status !== Status.ok) throw this.failure('compareAndDelete', found.status, key)
+      if (isExpired(found.flags, this.now()) || !found.value.equals(this.codec.encode(expected))) return false
+      const cas = request(Opcode.delete, mkey, undefined, undefined, found.cas)
+      const response = await this.call(index, cas, 'compareAndDelete', key)
+      if (response.status === Status.exists || response.status === Status.notFound) return false
+      if (response.status !== Status.ok) throw this.failure('compareAndDelete', response.status, key)
+      return true
+    })
+    if (removed) this.observer.delete(key)
+    return removed
   }
 
   /**
@@ -299,7 +311,16 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   async incr(key: string, by = 1, ttl?: Duration): Promise<number> {
     assertIncrement(by)
     const ttlMs = this.ttlMs(ttl)
-    const [index, mkey] = await this.locate(key, 'incr')
+    return this.withKey(key, 'incr', (index, mkey) => this.increment(key, index, mkey, by, ttlMs))
+  }
+
+  private async increment(
+    key: string,
+    index: number,
+    mkey: string,
+    by: number,
+    ttlMs: number | undefined,
+  ): Promise<number> {
     for (let attempt = 1; by >= 0 && attempt <= this.casAttempts; attempt++) {
       const response = await this.call(index, request(Opcode.increment, mkey, incrExtras(by)), 'incr', key)
       if (response.status === Status.ok) return counterValue(response)
@@ -335,11 +356,12 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     ttl?: Duration,
   ): Promise<T> {
     const ttlMs = this.ttlMs(ttl)
-    const [index, mkey] = await this.locate(key, 'atomicUpdate')
-    return this.casLoop(key, index, mkey, 'atomicUpdate', async (found) => {
-      const next = await fn(found === undefined ? undefined : (this.codec.decode(found.value) as T))
-      return { bytes: this.encode(key, next), expiry: expiryFor(ttlMs, this.now()), result: next }
-    })
+    return this.withKey(key, 'atomicUpdate', (index, mkey) =>
+      this.casLoop(key, index, mkey, 'atomicUpdate', async (found) => {
+        const next = await fn(found === undefined ? undefined : (this.codec.decode(found.value) as T))
+        return { bytes: this.encode(key, next), expiry: expiryFor(ttlMs, this.now()), result: next }
+      }),
+    )
   }
 
   async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
@@ -369,12 +391,13 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   }
 
   /** The live item for a key, or undefined on a miss (or an item past its stored expiry). */
-  private async fetch(key: string, operation: string): Promise<Response | undefined> {
-    const [index, mkey] = await this.locate(key, operation)
-    const response = await this.call(index, request(Opcode.get, mkey), operation, key)
-    if (response.status === Status.notFound) return undefined
-    if (response.status !== Status.ok) throw this.failure(operation, response.status, key)
-    return isExpired(response.flags, this.now()) ? undefined : response
+  private fetch(key: string, operation: string): Promise<Response | undefined> {
+    return this.withKey(key, operation, async (index, mkey) => {
+      const response = await this.call(index, request(Opcode.get, mkey), operation, key)
+      if (response.status === Status.notFound) return undefined
+      if (response.status !== Status.ok) throw this.failure(operation, response.status, key)
+      return isExpired(response.flags, this.now()) ? undefined : response
+    })
   }
 
   private async casLoop<R>(
@@ -410,21 +433,76 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     })
   }
 
-  /** The server index and memcached key of a user key. */
-  private async locate(key: string, operation: string): Promise<[number, string]> {
+  /**
+   * Runs `run` with the server index and memcached key of a user key, in the namespace's current
+   * generation. The generation is read by a request written together with the operation's (and
+   * with those of every other operation of the same tick, which share it), on the same
+   * connection: memcached answers them in order, so the operation costs no extra round trip and
+   * sees any `clear()` that finished before it started. If the generation changed since this
+   * process last saw it, what `run` did under the old one (a read, or a write nobody will read
+   * again) is dropped and it runs again. Within `generationTtl` of the last read, the copy is
+   * trusted instead, except for @cache's own keys (invalidation state, locks), which are always
+   * checked.
+   */
+  private async withKey<R>(
+    key: string,
+    operation: string,
+    run: (index: number, mkey: string) => Promise<R>,
+  ): Promise<R> {
     if (this.closed) throw new CacheClosedError(this.name)
     const suffix = this.keys.suffix(key)
     const index = this.pool.serverOf(this.placementKey(suffix))
-    let generation = this.generations.cached(index)
-    if (generation === undefined) {
-      try {
-        generation = await this.generations.load(index, operation)
-      } catch (error) {
-        this.observer.error(operation, error, key)
-        throw error
+    const trusted = this.generations.trusted(index)
+    if (trusted !== undefined && !isInternalKey(key)) return run(index, this.keys.key(trusted, suffix))
+    const reading = this.generationOfThisTick(index, operation)
+    const known = this.generations.last(index)
+    if (known === undefined) {
+      const first = await reading
+      if ('error' in first) {
+        this.observer.error(operation, first.error, key)
+        throw first.error
       }
+      return run(index, this.keys.key(first.value, suffix))
     }
-    return [index, this.keys.key(generation, suffix)]
+    const guess = run(index, this.keys.key(known, suffix)).then(
+      (value) => ({ value }),
+      (error: unknown) => ({ error }),
+    )
+    const [current, outcome] = await Promise.all([reading, guess])
+    if ('error' in current) {
+      // Sent together: if the operation failed too, its own failure was counted and says more.
+      if ('error' in outcome) throw outcome.error
+      this.observer.error(operation, current.error, key)
+      throw current.error
+    }
+    if (current.value !== known) return run(index, this.keys.key(current.value, suffix))
+    if ('error' in outcome) throw outcome.error
+    return outcome.value
+  }
+
+  /**
+   * The generation of server `index`, read by a request sent in this tick: the operations of one
+   * tick share it (it is written, with them, once they are all in). None of them can have started
+   * after a `clear()` that this read missed: learning that a `clear()` finished takes I/O, which a
+   * tick does not do.
+   */
+  private generationOfThisTick(
+    index: number,
+    operation: string,
+  ): Promise<{ value: string } | { error: unknown }> {
+    let read = this.tickReads[index]
+    if (read === undefined) {
+      holdWrites(this.client, index)
+      read = this.generations.read(index, `${operation} (reading the generation)`).then(
+        (value) => ({ value }),
+        (error: unknown) => ({ error }),
+      )
+      this.tickReads[index] = read
+      queueMicrotask(() => {
+        this.tickReads[index] = undefined
+      })
+    }
+    return read
   }
 
   /**
@@ -435,7 +513,11 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     return `${this.namespace}:${suffix}`
   }
 
-  /** One request (see {@link ServerPool.send}), timed; failures are counted and rethrown. */
+  /**
+   * One request (see {@link ServerPool.send}), timed; failures are counted and rethrown, except
+   * those of generation requests (`countErrors` false), counted by the operation that waited.
+   * `undoable` false: not undone when given up (a generation is never given back).
+   */
   private async call(
     index: number,
     buf: Buffer,
@@ -446,7 +528,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   ): Promise<Response> {
     const start = performance.now()
     try {
-      const response = await this.pool.send(index, buf, operation, undoable)
+      const response = await this.pool.send(index, buf, operation, { companion: !countErrors, undoable })
       this.observer.latency(performance.now() - start)
       return response
     } catch (error) {

@@ -28,7 +28,6 @@ interface Cached {
  */
 export class Generations {
   private readonly values: (Cached | undefined)[]
-  private readonly loading: (Promise<string> | undefined)[]
 
   constructor(
     private readonly key: string,
@@ -37,25 +36,17 @@ export class Generations {
     private readonly call: Call,
   ) {
     this.values = new Array(servers).fill(undefined)
-    this.loading = new Array(servers).fill(undefined)
   }
 
-  /** The generation of server `index` if it was read recently enough to trust. */
-  cached(index: number): string | undefined {
+  /** The generation of server `index` if it was read recently enough to trust without reading it. */
+  trusted(index: number): string | undefined {
     const cached = this.values[index]
     return cached !== undefined && performance.now() - cached.at < this.ttlMs ? cached.text : undefined
   }
 
-  /** Reads (or creates) the generation of server `index`; concurrent callers share one read. */
-  load(index: number, operation: string): Promise<string> {
-    let pending = this.loading[index]
-    if (pending === undefined) {
-      pending = this.read(index, `${operation} (reading the generation)`).finally(() => {
-        this.loading[index] = undefined
-      })
-      this.loading[index] = pending
-    }
-    return pending
+  /** The generation of server `index` last seen by this process, however old. */
+  last(index: number): string | undefined {
+    return this.values[index]?.text
   }
 
   /** Moves every server to a new generation. Fails if any server could not be reached. */
@@ -90,7 +81,8 @@ export class Generations {
     })
   }
 
-  private async read(index: number, operation: string): Promise<string> {
+  /** Reads (or creates) the generation of server `index`, with a request sent now. */
+  async read(index: number, operation: string): Promise<string> {
     for (let attempt = 0; attempt < 5; attempt++) {
       const response = await this.call(index, request(Opcode.get, this.key), operation)
       if (response.status === Status.ok)

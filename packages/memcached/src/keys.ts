@@ -1,4 +1,4 @@
-import { CacheKeyError, hashKey } from '@cache/core'
+import { CacheKeyError, hashKey, wellFormedKey } from '@cache/core'
 
 /** memcached's key limit, in bytes. */
 export const MAX_KEY_BYTES = 250
@@ -39,7 +39,9 @@ export class KeyMapper {
   /** The part of the memcached key that depends on the user key alone. */
   suffix(key: string): string {
     if (typeof key !== 'string') throw new CacheKeyError(`cache keys are strings, got ${describe(key)}`)
-    return key.length <= this.maxVerbatim && VERBATIM.test(key) ? key : `#${hashKey(key)}`
+    // Hashed as UTF-8: a key with a lone surrogate is first made well-formed, one to one, so
+    // that it does not hash like every other such key (they would all read as U+FFFD).
+    return key.length <= this.maxVerbatim && VERBATIM.test(key) ? key : `#${hashKey(wellFormedKey(key))}`
   }
 
   /** The full memcached key for a suffix in a generation. */

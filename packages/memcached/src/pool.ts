@@ -56,6 +56,10 @@ export interface PoolEvents {
   up(index: number): void
 }
 
+interface Batch {
+  operations: number
+}
+
 interface Health {
   state: ServerState
   failures: number
@@ -65,6 +69,8 @@ interface Health {
   retryAt: number
   timer: NodeJS.Timeout | undefined
   lastError: string | undefined
+  /** The operations (not counting generation reads) sent to the server in the current tick. */
+  batch: Batch | undefined
 }
 
 /**
@@ -120,6 +126,7 @@ export class ServerPool {
       retryAt: 0,
       timer: undefined,
       lastError: undefined,
+      batch: undefined,
     }))
   }
 
@@ -131,11 +138,18 @@ export class ServerPool {
   /**
    * Sends one request to server `index`. An ejected server fails at once; one that does not
    * answer fails with `CacheUnavailableError` / `CacheTimeoutError` (and may be ejected). The
-   * errors name the `server` and are `partial` while another server of the pool is up. A write
-   * that does not answer in time is undone behind itself (see protocol.ts) unless `undoable` is
-   * false (the generation counters: a generation is never given back).
+   * errors name the `server` and are `partial` while another server of the pool is up.
+   * A `companion` request (the generation read written with an operation) does not count
+   * against the server's health when an operation was sent with it: theirs is one failure. A
+   * write that does not answer in time is undone behind itself (see protocol.ts) unless
+   * `undoable` is false (the generation counters: a generation is never given back).
    */
-  async send(index: number, buf: Buffer, operation: string, undoable = true): Promise<Response> {
+  async send(
+    index: number,
+    buf: Buffer,
+    operation: string,
+    { companion = false, undoable = true }: { companion?: boolean; undoable?: boolean } = {},
+  ): Promise<Response> {
     const server = this.names[index]!
     const health = this.health[index]!
     if (health.state !== 'up') {
@@ -146,13 +160,15 @@ export class ServerPool {
         { server, partial: this.othersUp(index) },
       )
     }
+    const batch = this.batchOf(health)
+    if (!companion) batch.operations++
     try {
       const response = await send(this.client, index, buf, this.timeoutMs, undoable)
       if (health.state === 'up') health.failures = 0
       return response
     } catch (failure) {
       // Anything but a GET may have changed data: the server is ejected at once.
-      this.failed(index, failure, buf[1] !== Opcode.get)
+      this.failed(index, failure, buf[1] !== Opcode.get, companion && batch.operations > 0)
       const options = { cause: failure, server, partial: this.othersUp(index) }
       if (failure instanceof LinkFailure && failure.timedOut)
         throw new CacheTimeoutError('memcached', `${operation} on ${server}`, this.timeoutMs, options)
@@ -175,12 +191,27 @@ export class ServerPool {
     return this.health.some((health, i) => i !== index && health.state === 'up')
   }
 
-  /** A request to the server failed (no answer); `write` if it may have changed data. */
-  private failed(index: number, error: unknown, write: boolean): void {
+  /** The requests sent to a server in this tick, which leave in one write. */
+  private batchOf(health: Health): Batch {
+    if (health.batch === undefined) {
+      const batch = { operations: 0 }
+      health.batch = batch
+      queueMicrotask(() => {
+        if (health.batch === batch) health.batch = undefined
+      })
+    }
+    return health.batch
+  }
+
+  /**
+   * A request to the server failed (no answer); `write` if it may have changed data, `counted`
+   * if the operation it was sent with counts the failure.
+   */
+  private failed(index: number, error: unknown, write: boolean, counted: boolean): void {
     const health = this.health[index]!
     health.errors++
     health.lastError = error instanceof Error ? error.message : String(error)
-    if (health.state !== 'up') return
+    if (health.state !== 'up' || (counted && !write)) return
     health.failures++
     if (write || health.failures >= this.threshold) this.eject(index, error)
   }

@@ -9,6 +9,9 @@
  * traffic held requests for seconds).
  */
 import type { Socket } from 'node:net'
+// A request's deadline is real time: the timers of `node:timers`, which an app's fake timers
+// (which replace the global ones in its tests) leave alone.
+import { clearTimeout, setTimeout } from 'node:timers'
 import { CacheError } from '@cache/core'
 import type memjs from 'memjs'
 import type { Expiry } from './expiry.js'
@@ -245,6 +248,19 @@ export function undoFor(buf: Buffer): Buffer | undefined {
   const keyStart = 24 + buf[4]!
   const key = buf.toString('latin1', keyStart, keyStart + buf.readUInt16BE(2))
   return request(Opcode.delete, key)
+}
+
+/**
+ * Holds the writes to server `index` until the current tick ends, so that the requests this tick
+ * sends leave in one write and reach the server together (otherwise Nagle's algorithm holds each
+ * small request back until the previous one is acknowledged).
+ */
+export function holdWrites(client: memjs.Client, index: number): void {
+  const server = client.servers[index] as unknown as Connection
+  const socket = server.connected ? server._socket : undefined
+  if (socket === undefined) return
+  socket.cork()
+  queueMicrotask(() => socket.uncork())
 }
 
 /** An error for a status the caller did not expect. */

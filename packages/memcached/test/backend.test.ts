@@ -21,8 +21,9 @@ describe('value size limit', () => {
       await expect(cache.atomicUpdate('k', () => 'x'.repeat(5000))).rejects.toBeInstanceOf(
         CacheValueTooLargeError,
       )
-      // Only the atomicUpdate's read went out: no write was attempted.
-      expect(cache.stats.operations).toBe(sent + 1)
+      // Only the atomicUpdate's read went out (with the generation read sent alongside it): no
+      // write was attempted.
+      expect(cache.stats.operations).toBe(sent + 2)
       expect(await cache.has('k')).toBe(false)
     } finally {
       await cache.close()
@@ -126,8 +127,9 @@ describe('stats and events', () => {
       await cache.delete('a')
       expect(events).toEqual(['miss:a', 'set:a', 'hit:a', 'delete:a'])
       expect(cache.stats).toMatchObject({ hits: 1, misses: 1, sets: 1, deletes: 1, errors: 0 })
-      // Four operations, plus reading and creating the new namespace's generation.
-      expect(cache.stats.operations).toBe(6)
+      // Four operations, each with the generation read sent alongside it, plus creating the new
+      // namespace's generation.
+      expect(cache.stats.operations).toBe(9)
       expect(cache.stats.totalLatencyMs).toBeGreaterThan(0)
     } finally {
       await cache.close()

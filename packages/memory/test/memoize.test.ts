@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import {
   CacheSerializationError,
+  cache,
   cached,
   configureCache,
   defineBackend,
@@ -18,6 +19,25 @@ import { memoryBackend } from '../src/index.js'
 const tick = () => new Promise((resolve) => setImmediate(resolve))
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 const fixtures = join(dirname(fileURLToPath(import.meta.url)), 'fixtures')
+
+/**
+ * The same store seen from another process: a different backend object (so no flight is shared
+ * with it in this process) whose operations reach the same entries, asynchronously.
+ */
+function otherProcess(store: CacheBackend): CacheBackend {
+  return defineBackend({
+    name: 'other process',
+    get: (key) => store.get(key),
+    getEntry: (key) => store.getEntry(key),
+    getMany: (keys) => store.getMany(keys),
+    set: (key, value, ttl) => store.set(key, value, ttl),
+    add: (key, value, ttl) => store.add(key, value, ttl),
+    delete: (key) => store.delete(key),
+    deleteMany: (keys) => store.deleteMany(keys),
+    compareAndDelete: (key, expected) => store.compareAndDelete!(key, expected),
+    clear: () => store.clear(),
+  })
+}
 
 /** A backend whose every operation fails, like a server that is down. */
 function downBackend(): CacheBackend {
@@ -225,13 +245,13 @@ describe('cached()', () => {
   })
 
   it('with lock, lets one caller compute while others wait for its result', async () => {
-    // Two memoized functions stand for two processes: no shared single-flight, one backend.
+    // Two backend objects over one store stand for two processes: no shared single-flight.
     const fn = vi.fn(async () => {
       await new Promise((resolve) => setTimeout(resolve, 50))
       return 'computed'
     })
-    const p1 = cached(fn, { backend, name: 'locked', lock: { wait: 2, poll: '10ms' } })
-    const p2 = cached(fn, { backend, name: 'locked', lock: { wait: 2, poll: '10ms' } })
+    const p1 = cached(fn, { backend: otherProcess(backend), name: 'locked', lock: { wait: 2, poll: '10ms' } })
+    const p2 = cached(fn, { backend: otherProcess(backend), name: 'locked', lock: { wait: 2, poll: '10ms' } })
     const results = await Promise.all([p1(), p2()])
     expect(results).toEqual(['computed', 'computed'])
     expect(fn).toHaveBeenCalledTimes(1)
@@ -239,15 +259,15 @@ describe('cached()', () => {
   })
 
   it('with lock, a holder whose lock expired does not release the lock another caller took', async () => {
-    // Two memoized functions stand for two processes sharing one backend.
+    // Two backend objects over one store stand for two processes sharing one backend.
     const gates: (() => void)[] = []
     const slow = async () => {
       await new Promise<void>((resolve) => gates.push(resolve))
       return 'done'
     }
     const lock = { ttl: '100ms', wait: '10s', poll: '10ms' }
-    const first = cached(slow, { backend, name: 'expiring', lock })
-    const second = cached(slow, { backend, name: 'expiring', lock })
+    const first = cached(slow, { backend: otherProcess(backend), name: 'expiring', lock })
+    const second = cached(slow, { backend: otherProcess(backend), name: 'expiring', lock })
     const lockKey = `__lock:${first.keyFor()}`
     const one = first()
     await sleep(200) // the first holder's lock has expired; it is still computing
@@ -270,9 +290,13 @@ describe('cached()', () => {
         await sleep(50)
         throw new Error('holder failed')
       },
-      { backend, name: 'takeover', lock },
+      { backend: otherProcess(backend), name: 'takeover', lock },
     )
-    const waiter = cached(async () => 'waiter computed', { backend, name: 'takeover', lock })
+    const waiter = cached(async () => 'waiter computed', {
+      backend: otherProcess(backend),
+      name: 'takeover',
+      lock,
+    })
     const failing = holder().catch((error: Error) => error.message)
     await sleep(10)
     const startedAt = Date.now()
@@ -305,6 +329,51 @@ describe('cached()', () => {
     gates[0]!()
     expect(await before).toBe('old 1')
     expect(await f(1)).toBe('new 1')
+  })
+
+  it.each([
+    ['invalidate()', (f: { invalidate(id: number): Promise<void> }) => f.invalidate(1)],
+    ['clear()', (f: { clear(): Promise<void> }) => f.clear()],
+  ])(
+    '%s through one handle stops the flights and results of every handle sharing the name',
+    async (_label, invalidate) => {
+      let version = 0
+      const load = async (id: number) => {
+        const v = version
+        await sleep(30)
+        return { id, v }
+      }
+      const reader = cached(load, { name: 'getUserShared', backend, ttl: 60 })
+      const admin = cached(load, { name: 'getUserShared', backend, ttl: 60 })
+      const inFlight = reader(1)
+      await sleep(5)
+      version = 1
+      await invalidate(admin as never)
+      expect(await inFlight).toEqual({ id: 1, v: 0 })
+      expect(await reader(1)).toEqual({ id: 1, v: 1 })
+      expect(await admin(1)).toEqual({ id: 1, v: 1 })
+    },
+  )
+
+  it('invalidate() through one handle reaches the results another handle stored for a subclass', async () => {
+    class Repository {
+      get(id: number) {
+        return `${this.constructor.name} ${id} v${version}`
+      }
+    }
+    let version = 0
+    const descriptor = Object.getOwnPropertyDescriptor(Repository.prototype, 'get')!
+    Object.defineProperty(
+      Repository.prototype,
+      'get',
+      cache({ backend, name: 'repo.get' })(Repository.prototype, 'get', descriptor),
+    )
+    class Users extends Repository {}
+    const other = cached((id: number) => `direct ${id} v${version}`, { backend, name: 'repo.get' })
+    expect(new Users().get(1)).toBe('Users 1 v0')
+    version = 1
+    await other.invalidate(1)
+    expect(new Users().get(1)).toBe('Users 1 v1')
   })
 
   it('never serves a result from before clear() once LRU pressure evicted the invalidation state', async () => {

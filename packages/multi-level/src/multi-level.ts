@@ -43,7 +43,9 @@ export interface MultiLevelOptions {
    * memoize's `clear()`, `invalidate()`, `invalidateTags()` and the HTTP cache's `clear()`) read
    * from the shared level. `0`: no copy, every lookup reads the shared level, and an invalidation
    * made by any process is seen at once. A longer time saves that read on hits, at the price of
-   * seeing another process's invalidation up to that late (the bus evicts copies sooner).
+   * seeing another process's invalidation up to that late (the bus evicts copies sooner). A copy
+   * is used only while the shared level is in use; while it cannot answer, reading invalidation
+   * state fails (memoize then runs the function uncached).
    * Seconds or a duration string. Default: `0` without a bus, `'1s'` with one.
    */
   stateTtl?: Duration | 0
@@ -268,7 +270,6 @@ export class MultiLevelBackend implements CacheBackend {
    */
   async clear(): Promise<void> {
     this.reads.invalidateAll()
-    this.state.cleared()
     const shared = this.levels[this.levels.length - 1]!
     let sharedCleared = false
     let sharedError: unknown

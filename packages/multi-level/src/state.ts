@@ -1,4 +1,4 @@
-import { type CacheEntry, type CacheObserver, type Duration, newGeneration } from '@cache/core'
+import { type CacheEntry, type CacheObserver, CacheUnavailableError, type Duration } from '@cache/core'
 import type { LevelHealth } from './health.js'
 import type { Level } from './level.js'
 import type { ReadGuard, ReadGuards } from './read-guard.js'
@@ -11,16 +11,16 @@ import type { LevelWriter } from './writes.js'
  * values:
  *
  * - reads go to the shared (slowest) level; a faster level keeps a copy for at most `stateTtl`
- *   (default 0: none), and the bus evicts copies when the state changes;
+ *   (default 0: none), used only while the shared level is in use, and the bus evicts copies
+ *   when the state changes;
  * - writes go to the shared level and evict the copies; a write the shared level did not take is
- *   remembered for its repair (reads skip it meanwhile) and rejected;
- * - while the shared level cannot answer, this process keeps its own state in memory (never in a
- *   level, where it could outlive the outage); each key's is dropped once the shared level
- *   answers for it again.
+ *   remembered for its repair (reads fail meanwhile) and rejected;
+ * - while the shared level cannot answer for a key (its breaker is open, a repair of that key is
+ *   pending, or the read fails), reading that key fails with `CacheUnavailableError`: memoize
+ *   then calls the function without caching. No process ever decides state on its own, so
+ *   nothing decided during an outage can outlive it.
  */
 export class StateKeys {
-  /** This process's state for keys the shared level could not answer for. */
-  private readonly fallback = new Map<string, unknown>()
   private readonly shared: Level
   private readonly faster: readonly Level[]
 
@@ -46,48 +46,36 @@ export class StateKeys {
   }
 
   async set(key: string, value: unknown, ttl: Duration | undefined): Promise<void> {
-    await this.write(key, 'set', (backend) => backend.set(key, value, ttl), value)
+    await this.write(key, 'set', (backend) => backend.set(key, value, ttl))
   }
 
   async delete(key: string): Promise<boolean> {
-    return this.write(key, 'delete', (backend) => backend.delete(key), undefined)
+    return this.write(key, 'delete', (backend) => backend.delete(key))
   }
 
   async incr(key: string, by: number, ttl: Duration | undefined): Promise<number> {
-    // Not taken: any new value is a new generation for this process.
-    return this.write(key, 'incr', (backend) => backend.incr(key, by, ttl), newGeneration)
+    return this.write(key, 'incr', (backend) => backend.incr(key, by, ttl))
   }
 
-  /**
-   * Creates the state if absent. The shared level decides for every process; while it cannot,
-   * this process decides for itself (it must keep working, and nothing else can see the change).
-   */
+  /** Creates the state if absent: the shared level decides for every process, or the call fails. */
   async add(key: string, value: unknown, ttl: Duration | undefined): Promise<boolean> {
     const shared = this.shared
-    if (this.usable(key)) {
-      try {
-        const added = await shared.backend.add(key, value, ttl)
-        shared.breaker.success()
-        this.fallback.delete(key)
-        if (added) {
-          shared.stats.sets++
-          this.guards.invalidate(key)
-          await this.evictCopies(key)
-          await this.publish([key])
-        }
-        return added
-      } catch (error) {
-        this.health.failed(shared, 'add', error, key)
-      }
+    if (!this.usable(key)) throw this.unavailable('add', undefined)
+    let added: boolean
+    try {
+      added = await shared.backend.add(key, value, ttl)
+      shared.breaker.success()
+    } catch (error) {
+      this.health.failed(shared, 'add', error, key)
+      throw this.unavailable('add', error)
     }
-    if (this.fallback.has(key)) return false
-    this.fallback.set(key, value)
-    return true
-  }
-
-  /** The chain was cleared: this process's own state goes too. */
-  cleared(): void {
-    this.fallback.clear()
+    if (added) {
+      shared.stats.sets++
+      this.guards.invalidate(key)
+      await this.evictCopies(key)
+      await this.publish([key])
+    }
+    return added
   }
 
   private usable(key: string): boolean {
@@ -96,6 +84,8 @@ export class StateKeys {
   }
 
   private async lookup<T>(key: string): Promise<CacheEntry<T> | undefined> {
+    const shared = this.shared
+    if (!this.usable(key)) throw this.unavailable('get', undefined)
     if (this.ttlMs > 0) {
       for (const level of this.faster) {
         if (!this.health.usable(level) || (level.hasRepairs && level.isPending(key))) continue
@@ -112,26 +102,22 @@ export class StateKeys {
         }
       }
     }
-    const shared = this.shared
-    if (this.usable(key)) {
-      const guard = this.guards.enter(key)
-      try {
-        const entry = await shared.backend.getEntry<T>(key)
-        shared.breaker.success()
-        this.fallback.delete(key)
-        if (entry === undefined) shared.stats.misses++
-        else {
-          shared.stats.hits++
-          if (this.ttlMs > 0) await this.copy(key, entry, guard)
-        }
-        return entry
-      } catch (error) {
-        this.health.failed(shared, 'get', error, key, false)
-      } finally {
-        this.guards.leave(key, guard)
+    const guard = this.guards.enter(key)
+    try {
+      const entry = await shared.backend.getEntry<T>(key)
+      shared.breaker.success()
+      if (entry === undefined) shared.stats.misses++
+      else {
+        shared.stats.hits++
+        if (this.ttlMs > 0) await this.copy(key, entry, guard)
       }
+      return entry
+    } catch (error) {
+      this.health.failed(shared, 'get', error, key, false)
+      throw this.unavailable('get', error)
+    } finally {
+      this.guards.leave(key, guard)
     }
-    return this.fallback.has(key) ? { value: this.fallback.get(key) as T } : undefined
   }
 
   /** Copies state read from the shared level into the faster levels, for at most `stateTtl`. */
@@ -155,14 +141,13 @@ export class StateKeys {
 
   /**
    * A change of state: on the shared level, then the faster levels' copies are evicted and the
-   * bus tells other processes. If the shared level did not take it, this process keeps the new
-   * state (`local`) until the shared level is repaired, and the call rejects.
+   * bus tells other processes. If the shared level did not take it, the key is remembered for
+   * its repair (until then, reading it fails) and the call rejects.
    */
   private async write<R>(
     key: string,
     operation: string,
     run: (backend: Level['backend']) => Promise<R>,
-    local: unknown,
   ): Promise<R> {
     const shared = this.shared
     this.guards.invalidate(key)
@@ -182,17 +167,22 @@ export class StateKeys {
     }
     await this.evictCopies(key)
     if (taken !== undefined) {
-      this.fallback.delete(key)
       await this.publish([key])
       return taken.result
     }
     shared.missed(key)
-    if (operation === 'delete') this.fallback.delete(key)
-    else this.fallback.set(key, typeof local === 'function' ? local() : local)
     throw this.health.notTaken(shared, operation, failure)
   }
 
   private async evictCopies(key: string): Promise<void> {
     await Promise.all(this.faster.map((level) => this.writer.evict(level, key)))
+  }
+
+  private unavailable(operation: string, cause: unknown): CacheUnavailableError {
+    return new CacheUnavailableError(
+      'multi-level',
+      `multi-level: ${operation} of invalidation state needs the shared level (${this.shared.name}), which cannot answer now`,
+      cause === undefined ? undefined : { cause },
+    )
   }
 }

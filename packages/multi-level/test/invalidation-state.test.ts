@@ -1,4 +1,4 @@
-import { CacheUnavailableError, cached, invalidateTags } from '@cache/core'
+import { CacheUnavailableError, cached, generationKey, invalidateTags } from '@cache/core'
 import { memoryBackend } from '@cache/memory'
 import { redisBackend } from '@cache/redis'
 import { type RedisServer, startRedis } from '@cache/test-servers'
@@ -69,8 +69,9 @@ describe('invalidation state in a chain without a bus', () => {
     const { a, fa, close } = twoChains()
     await fa(1)
     const l1 = a.levels[0]!.backend
-    for (const key of ['__v:memo:lookup', '__v:memo:lookup:1']) expect(await l1.has(key)).toBe(false)
-    expect(await a.has('__v:memo:lookup')).toBe(true)
+    const state = [generationKey('fn', 'memo', 'lookup'), generationKey('fn', 'memo', 'lookup', '1')]
+    for (const key of state) expect(await l1.has(key)).toBe(false)
+    for (const key of state) expect(await a.has(key)).toBe(true)
     await close()
   })
 })
@@ -123,5 +124,40 @@ describe('a write that fails once on the shared level (breaker still closed)', (
     expect(await eventually(async () => (await there(1)) === 'new 1')).toBe(true)
     await elsewhere.close()
     await close()
+  })
+})
+
+describe('copies of invalidation state (stateTtl)', () => {
+  it('are not trusted while the shared level cannot answer: the call computes instead', async () => {
+    const ns = namespace()
+    const shared = chaos(redisBackend(redis.url, { namespace: ns }))
+    const cache = multiLevel({
+      levels: [memoryBackend(), shared],
+      stateTtl: '10s',
+      breaker: { failureThreshold: 1, openFor: '10s' },
+    })
+    cache.on('error', () => {})
+    let db = 'old'
+    const f = cached(async (id: number) => `${db} ${id}`, { backend: cache, name: 'copied' })
+    try {
+      expect(await f(1)).toBe('old 1')
+      expect(await f(1)).toBe('old 1') // served with the state copied into L1
+      // Another process clears while this one cannot reach the shared level (or the bus).
+      const other = redisBackend(redis.url, { namespace: ns })
+      db = 'new'
+      await cached(async () => 0, { backend: other, name: 'copied' }).clear()
+      await other.close()
+      shared.down = true
+      // A read this process makes meanwhile finds the shared level down: its breaker opens.
+      await cache.get('unrelated')
+      await expect(cache.getMany(['x', generationKey('fn', 'memo', 'copied')])).rejects.toBeInstanceOf(
+        CacheUnavailableError,
+      )
+      expect(cache.levelStats()[1]!.state).not.toBe('closed')
+      expect(await f(1)).toBe('new 1')
+    } finally {
+      shared.down = false
+      await cache.close()
+    }
   })
 })

@@ -20,6 +20,7 @@ import {
   type SetManyItem,
   stringifyTagged,
   ttlToMs,
+  wellFormedKey,
 } from '@cache/core'
 import type { ChainableCommander, Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis'
 import type { RedisClient, RedisConnection } from './client.js'
@@ -125,7 +126,8 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   constructor(connection: RedisConnection = 'redis://127.0.0.1:6379', options: RedisBackendOptions = {}) {
     super('redis')
     const namespace = options.namespace ?? DEFAULT_NAMESPACE
-    if (typeof namespace !== 'string') throw new CacheConfigError('namespace', 'expected a string')
+    if (typeof namespace !== 'string' || !(namespace as string & { isWellFormed(): boolean }).isWellFormed())
+      throw new CacheConfigError('namespace', 'expected a string that UTF-8 can encode (no lone surrogates)')
     this.namespace = namespace === '' ? undefined : namespace
     this.prefix = namespace === '' ? '' : `${namespace}:`
     this.defaultTtlMs = ttlToMs(options.defaultTtl, 'defaultTtl')
@@ -531,7 +533,9 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
 
   private key(key: string): string {
     if (typeof key !== 'string') assertKey(key)
-    return this.prefix + key
+    // Redis keys are bytes and ioredis sends strings as UTF-8: a key with a lone surrogate
+    // would become U+FFFD and share its entry with every other such key.
+    return this.prefix + wellFormedKey(key)
   }
 
   private ttlMs(ttl: Duration | undefined): number | undefined {

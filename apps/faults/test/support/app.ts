@@ -19,7 +19,9 @@ export interface RunningApp {
 
 export async function startApp(backend: CacheBackend): Promise<RunningApp> {
   class Catalog {
-    @cache({ ttl: 30, backend, namespace: 'catalog' })
+    // Each app this factory starts defines the class again: a distinct class under the same
+    // name, which memoize refuses to key by default. A `name` shares the keys deliberately.
+    @cache({ ttl: 30, backend, namespace: 'catalog', name: 'Catalog.product' })
     async product(id: string) {
       await sleep(HANDLER_MS)
       return { id, name: `product ${id}` }

@@ -2,12 +2,15 @@
  * Building blocks for the attacks that put `cacheResponse` in positions a first reading of the
  * app does not show: a guard registered as its own route, a cache wrapped in another function, a
  * pipelined request whose client leaves, a client that never reads, an error after the body
- * started, a sub-app with its own `trust proxy`.
+ * started, a sub-app with its own `trust proxy`, a copy of Express the cache never saw, a source
+ * that fails half-way, a raw request target.
  */
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import { connect, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { Readable } from 'node:stream'
 import type express from 'express'
 
 type Express = typeof express
@@ -194,3 +197,57 @@ export const HIDDEN_CACHES: [string, (app: any, cache: any) => void][] = [
     },
   ],
 ]
+
+/**
+ * A copy of Express that nothing else in this process has loaded (a plugin that bundles its own):
+ * the package and every module it requires are loaded anew; the module cache is left as it was.
+ */
+export function freshExpress(id: 'express' | 'express4'): Express {
+  const require = createRequire(import.meta.url)
+  const cache = require.cache
+  const saved = Object.entries(cache)
+  for (const key of Object.keys(cache)) delete cache[key]
+  try {
+    return require(id) as Express
+  } finally {
+    for (const key of Object.keys(cache)) delete cache[key]
+    for (const [key, module] of saved) cache[key] = module
+  }
+}
+
+/**
+ * A handler that pipes a source which sends `{"items":[1,2,` and then fails (while `state.fail`),
+ * and ends the response itself when it does: the failure is swallowed.
+ */
+export function swallowingPipe(state: { fail: boolean }): Handler {
+  return (_req, res) => {
+    const chunks = ['{"items":[1,2,', '3]}']
+    const source = new Readable({
+      read() {
+        if (chunks.length > (state.fail ? 1 : 0)) return void this.push(chunks.shift())
+        if (!state.fail) return void this.push(null)
+        setTimeout(() => this.destroy(new Error('disk read failed')), 10)
+      },
+    })
+    res.type('json')
+    source.on('error', () => res.end())
+    source.pipe(res)
+  }
+}
+
+/** Sends `target` byte for byte (Node's client would not send a raw `#`); the reply's body. */
+export function rawGet(port: number, target: string, host: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () =>
+      socket.write(`GET ${target} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`),
+    )
+    let data = ''
+    socket.setEncoding('latin1')
+    socket.on('data', (chunk) => {
+      data += chunk
+    })
+    socket.on('end', () => resolve(data.slice(data.indexOf('\r\n\r\n') + 4)))
+    socket.on('error', reject)
+    socket.setTimeout(5_000, () => socket.destroy(new Error(`GET ${target} timed out`)))
+  })
+}

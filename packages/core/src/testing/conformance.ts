@@ -276,6 +276,16 @@ export function runConformance(name: string, options: ConformanceOptions): void 
       expect(await cache.get(`${run}:a`)).toBe(1)
     })
 
+    it('keeps keys that are not well-formed UTF-16 (lone surrogates) apart', async () => {
+      // UTF-8 cannot encode a lone surrogate: a backend that encodes keys as UTF-8 must not let
+      // them all become U+FFFD and share one entry.
+      const keys = [`${run}k\ud800`, `${run}k\ud801`, `${run}k\ufffd`, `${run}k\udc00\ud800`, `${run}k\uffff`]
+      await cache.set(keys[0]!, 'A')
+      for (const other of keys.slice(1)) expect(await cache.get(other)).toBeUndefined()
+      for (const [i, k] of keys.entries()) await cache.set(k, i)
+      for (const [i, k] of keys.entries()) expect(await cache.get(k)).toBe(i)
+    })
+
     it('isolates namespaces, and clear() removes only its own', async () => {
       const users = await options.create({ namespace: ns('users') })
       const usersAbc = await options.create({ namespace: ns('usersAbc') })
@@ -392,6 +402,24 @@ export function runConformance(name: string, options: ConformanceOptions): void 
         const k = key()
         const error = await cache.set(k, value).catch((e) => e)
         expect(error).toBeInstanceOf(TypeError)
+        expect(error.message).toMatch(/\$\.\w/)
+        expect(await cache.has(k)).toBe(false)
+      })
+
+      class Items extends Array<number> {}
+      class When extends Date {}
+      it.each([
+        ['an Array subclass', { items: Items.from([1, 2]) }],
+        ['a Date subclass', { at: new When(0) }],
+        ['a symbol-keyed property', { a: { [Symbol.for('meta')]: 'x' } }],
+        ['a non-enumerable property', { a: Object.defineProperty({}, 'hidden', { value: 42 }) }],
+        ['an array with an extra property', { list: Object.assign([1, 2], { extra: 'x' }) }],
+        ['a Date with an extra property', { at: Object.assign(new Date(0), { tz: 'UTC' }) }],
+      ])('refuses %s, which would not come back as it was, naming the path', async (_label, value) => {
+        const k = key()
+        const error = await cache.set(k, value).catch((e) => e)
+        expect(error).toBeInstanceOf(TypeError)
+        expect(error.code).toBe('CACHE_SERIALIZATION')
         expect(error.message).toMatch(/\$\.\w/)
         expect(await cache.has(k)).toBe(false)
       })

@@ -1,1 +1,2 @@
 export { runConformance, type ConformanceOptions } from './conformance.js'
+export { forgetMemoizedNames } from '../identity.js'
