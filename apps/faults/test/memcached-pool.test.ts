@@ -178,6 +178,36 @@ describe('a pool of memcached servers', () => {
     expect(fresh.levelStats()[1]!.opened).toBe(0)
   })
 
+  it('one server frozen under a steady stream of reads behind multiLevel: every read settles within the op timeout', async () => {
+    const namespace = `steady${Date.now()}`
+    const { cache, shared } = chain(namespace)
+    // Written past L1: every read goes to memcached, on a connection already in use.
+    await shared.setMany(KEYS.map((key) => ({ key, value: key })))
+    const frozen = servers[2]!.server
+    const onFrozen = KEYS.filter((key) => shared.serverFor(key) === frozen)
+    await servers[2]!.process!.freeze()
+    // A read every 20-60 ms: requests keep arriving on the frozen server's connection.
+    const reads: Promise<number>[] = []
+    const until = performance.now() + 2000
+    for (let i = 0; performance.now() < until; i++) {
+      const started = performance.now()
+      reads.push(cache.get(onFrozen[i % onFrozen.length]!).then(() => performance.now() - started))
+      await sleep(20 + Math.random() * 40)
+    }
+    const times = await Promise.all(reads)
+    const slowest = Math.max(...times)
+    const over = times.filter((ms) => ms > OP_TIMEOUT_MS + 50).length
+    recordFigures({
+      scenario: 'memcached pool: 1 of 3 frozen, a read every 20-60 ms behind multiLevel',
+      metric: 'slowest read / reads over op timeout + 50 ms',
+      value: `${slowest.toFixed(0)} ms / ${over} of ${times.length}`,
+      bar: `< ${OP_TIMEOUT_MS + 100} ms / 0 (was 1.1-1.2 s, 17-41 reads)`,
+      ok: slowest < OP_TIMEOUT_MS + 100 && over === 0,
+    })
+    expect(slowest).toBeLessThan(OP_TIMEOUT_MS + 100)
+    expect(cache.levelStats()[1]!.opened).toBe(0)
+  })
+
   it('a whole-pool outage: the level comes back once servers return, though its probe key’s server stays down', async () => {
     const namespace = `all${Date.now()}`
     const { cache, shared } = chain(namespace)

@@ -173,7 +173,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
       this.keys.generationKey,
       this.client.servers.length,
       generationTtlMs,
-      (i, buf, op) => this.call(i, buf, op, undefined, false),
+      (i, buf, op) => this.call(i, buf, op, undefined, false, false),
     )
     this.incidents = new IncidentLog(checkLogger(options.logger))
     this.reported = this.client.servers.map(() => false)
@@ -530,7 +530,8 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
 
   /**
    * One request (see {@link ServerPool.send}), timed; failures are counted and rethrown, except
-   * those of generation reads (`countErrors` false), counted by the operation that waited.
+   * those of generation requests (`countErrors` false), counted by the operation that waited.
+   * `undoable` false: not undone when given up (a generation is never given back).
    */
   private async call(
     index: number,
@@ -538,10 +539,11 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     operation: string,
     key?: string,
     countErrors = true,
+    undoable = true,
   ): Promise<Response> {
     const start = performance.now()
     try {
-      const response = await this.pool.send(index, buf, operation, !countErrors)
+      const response = await this.pool.send(index, buf, operation, { companion: !countErrors, undoable })
       this.observer.latency(performance.now() - start)
       if (this.reported[index]) this.answered(index)
       return response
@@ -630,7 +632,9 @@ function createClient(
   return memjs.Client.create(list.join(','), {
     username: options.username,
     password: options.password,
-    timeout: timeoutMs / 1000,
+    // Each request has its own deadline (protocol.ts); memjs's timer, which every new request
+    // resets, must never end a connection first (it would skip the undo of late writes).
+    timeout: 3600,
     conntimeout: timeoutMs / 1000,
     keepAlive: options.keepAlive ?? true,
     // Requests go through protocol.ts, never through memjs's retrying perform(); keep it quiet

@@ -140,9 +140,16 @@ export class ServerPool {
    * answer fails with `CacheUnavailableError` / `CacheTimeoutError` (and may be ejected). The
    * errors name the `server` and are `partial` while another server of the pool is up.
    * A `companion` request (the generation read written with an operation) does not count
-   * against the server's health when an operation was sent with it: theirs is one failure.
+   * against the server's health when an operation was sent with it: theirs is one failure. A
+   * write that does not answer in time is undone behind itself (see protocol.ts) unless
+   * `undoable` is false (the generation counters: a generation is never given back).
    */
-  async send(index: number, buf: Buffer, operation: string, companion = false): Promise<Response> {
+  async send(
+    index: number,
+    buf: Buffer,
+    operation: string,
+    { companion = false, undoable = true }: { companion?: boolean; undoable?: boolean } = {},
+  ): Promise<Response> {
     const server = this.names[index]!
     const health = this.health[index]!
     if (health.state !== 'up') {
@@ -156,7 +163,7 @@ export class ServerPool {
     const batch = this.batchOf(health)
     if (!companion) batch.operations++
     try {
-      const response = await this.sendRaw(index, buf)
+      const response = await send(this.client, index, buf, this.timeoutMs, undoable)
       if (health.state === 'up') health.failures = 0
       return response
     } catch (failure) {
@@ -174,9 +181,9 @@ export class ServerPool {
     }
   }
 
-  /** Sends one request whatever the server's health (the retry of an ejected server). */
+  /** Sends one request whatever the server's health (the retry of an ejected server: a generation bump). */
   sendRaw(index: number, buf: Buffer): Promise<Response> {
-    return send(this.client, index, buf, this.timeoutMs)
+    return send(this.client, index, buf, this.timeoutMs, false)
   }
 
   /** True when another server of the pool is up: a failure of `index` is partial. */

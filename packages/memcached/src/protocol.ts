@@ -3,9 +3,15 @@
  *
  * memjs's high-level client has no gets/cas, parses INCR results wrongly above 2^32, and retries
  * failed requests (which would replay an increment). So requests are built here and written to a
- * memjs `Server` chosen by the backend: memjs still owns the sockets, SASL, response framing and
- * the per-request timeout; this file owns the bytes and the statuses.
+ * memjs `Server` chosen by the backend: memjs still owns the sockets, SASL and response framing;
+ * this file owns the bytes, the statuses and each request's deadline (memjs times requests with
+ * the socket's inactivity timer, which every new request resets: a frozen server under steady
+ * traffic held requests for seconds).
  */
+import type { Socket } from 'node:net'
+// A request's deadline is real time: the timers of `node:timers`, which an app's fake timers
+// (which replace the global ones in its tests) leave alone.
+import { clearTimeout, setTimeout } from 'node:timers'
 import { CacheError } from '@cache/core'
 import type memjs from 'memjs'
 import type { Expiry } from './expiry.js'
@@ -16,6 +22,7 @@ export const Opcode = {
   add: 0x02,
   delete: 0x04,
   increment: 0x05,
+  decrement: 0x06,
   flush: 0x08,
   version: 0x0b,
 } as const
@@ -44,10 +51,13 @@ interface Connection {
   host: string
   port: number
   connected: boolean
-  _socket?: { cork(): void; uncork(): void; ref(): unknown; unref(): unknown }
+  timeoutSet: boolean
+  _socket: Socket | undefined
   onResponse(seq: number, fn: (response: RawResponse) => void): void
   onError(seq: number, fn: (error: unknown) => void): void
   write(blob: Buffer): void
+  /** Fails every request waiting on the server (and forgets them). */
+  error(error: unknown): void
 }
 
 export interface Response {
@@ -131,27 +141,54 @@ export class LinkFailure extends Error {
   }
 }
 
+/** A request sent and not answered yet: what undoes it if it is given up. */
+interface Pending {
+  undo: Buffer | undefined
+}
+
+/** Requests waiting for an answer, per memjs server. */
+const waiting = new WeakMap<Connection, Map<number, Pending>>()
+
+/** How long a connection that was given up may linger (closing, unread) before it is destroyed. */
+const LINGER_MS = 60_000
+
 /**
  * Sends one request on one memjs server and resolves with its response, or rejects with a
- * {@link LinkFailure}. memjs fails the request when the server does not answer within its
- * `timeout`; `guardMs` also bounds the time spent connecting, which memjs counts separately.
- * Never retried: a lost INCR is reported, not replayed.
+ * {@link LinkFailure}. Each request has its own deadline of `timeoutMs` from now (connecting
+ * included), which later requests do not move. Never retried: a lost INCR is reported, not
+ * replayed.
+ *
+ * When a deadline passes, the connection is given up ({@link abandon}): every request waiting on
+ * it fails at once, and each of them that changes data (`undoable`) is followed on that same
+ * connection by the request that undoes it, before the connection is closed.
  */
-export function send(client: memjs.Client, index: number, buf: Buffer, guardMs: number): Promise<Response> {
+export function send(
+  client: memjs.Client,
+  index: number,
+  buf: Buffer,
+  timeoutMs: number,
+  undoable: boolean,
+): Promise<Response> {
   const server = client.servers[index] as unknown as Connection
   client.incrSeq()
   const seq = (client as unknown as { seq: number }).seq
   buf.writeUInt32BE(seq, 12)
+  let pending = waiting.get(server)
+  if (pending === undefined) waiting.set(server, (pending = new Map()))
+  const requests = pending
   return new Promise<Response>((resolve, reject) => {
-    let guard: NodeJS.Timeout | undefined
-    let settled = false
-    const settle = () => {
-      if (guard) clearTimeout(guard)
-      if (!settled) release(server)
-      settled = true
+    const timer = setTimeout(() => abandon(server, `no answer within ${timeoutMs} ms`), timeoutMs)
+    const settled = () => {
+      clearTimeout(timer)
+      // An idle connection does not keep the process alive: a script that never calls close()
+      // exits once its work is done.
+      if (requests.delete(seq) && requests.size === 0) server._socket?.unref()
     }
+    requests.set(seq, { undo: undoable ? undoFor(buf) : undefined })
+    // A socket memjs creates for this write starts ref'd; an idle one was unref'd.
+    if (requests.size === 1) server._socket?.ref()
     server.onResponse(seq, (response) => {
-      settle()
+      settled()
       const extras = response.extras
       resolve({
         status: response.header.status,
@@ -161,43 +198,61 @@ export function send(client: memjs.Client, index: number, buf: Buffer, guardMs: 
       })
     })
     server.onError(seq, (error) => {
-      settle()
+      settled()
       const message = error instanceof Error ? error.message : String(error)
       const cause = error instanceof Error ? error : new Error(message)
       reject(new LinkFailure(/timed out/i.test(message), message, { cause }))
     })
-    if (!server.connected) {
-      // Connecting (or reconnecting): bound the whole operation, not just the request.
-      guard = setTimeout(() => {
-        server.onResponse(seq, () => {})
-        server.onError(seq, () => {})
-        settle()
-        reject(new LinkFailure(true, `not connected within ${guardMs} ms`))
-      }, guardMs)
-    }
-    hold(server)
     server.write(buf)
   })
 }
 
-/*
- * A connection keeps the process alive only while it has requests waiting for their answer: a
- * script that never calls close() exits once its work is done. memjs times requests out with the
- * socket's own timeout, which holds nothing, so the socket itself is ref'd while busy.
+/**
+ * Gives up a connection whose server did not answer in time. A frozen (or overloaded) server
+ * runs what is in its input buffer when it resumes, so a write reported failed would still be
+ * applied: each one waiting on this connection is followed by its undo (a DELETE of the key
+ * after a SET/ADD, a DECR after an INCR), then the connection is ended, not reset, so that the
+ * server reads all of it, in order. Every request waiting on it fails now; the next one opens a
+ * new connection.
  */
-const waiting = new WeakMap<Connection, number>()
-
-function hold(server: Connection): void {
-  const count = (waiting.get(server) ?? 0) + 1
-  waiting.set(server, count)
-  // An idle socket is unref'd; one memjs creates for this write starts ref'd.
-  if (count === 1) server._socket?.ref()
+function abandon(server: Connection, reason: string): void {
+  const socket = server._socket
+  const undos = [...(waiting.get(server)?.values() ?? [])].flatMap((p) => (p.undo ? [p.undo] : []))
+  if (socket !== undefined) {
+    // What the server says on this connection from now on concerns nobody: memjs lets go of it,
+    // and it is read and thrown away (an unread socket would be reset when closed, losing undos).
+    for (const event of ['data', 'close', 'error', 'timeout']) socket.removeAllListeners(event)
+    socket.on('error', () => {})
+    socket.resume()
+    socket.setTimeout(LINGER_MS, () => socket.destroy())
+    if (server.connected) {
+      for (const undo of undos) socket.write(undo)
+      socket.end()
+    } else socket.destroy() // not connected yet: nothing was written
+  }
+  server.connected = false
+  server._socket = undefined
+  server.timeoutSet = false
+  server.error(new Error(`timed out: ${reason}`))
 }
 
-function release(server: Connection): void {
-  const count = (waiting.get(server) ?? 1) - 1
-  waiting.set(server, count)
-  if (count === 0) server._socket?.unref()
+/**
+ * The request that undoes `buf` when the server runs both in order: DELETE after a SET or ADD of
+ * a value (the key is then absent: a miss, never the value reported failed), DECR by the same
+ * amount after an INCR. Undefined for requests that change nothing worth undoing (reads, deletes).
+ */
+export function undoFor(buf: Buffer): Buffer | undefined {
+  const opcode = buf[1]
+  if (opcode === Opcode.increment) {
+    const undo = Buffer.from(buf)
+    undo[1] = Opcode.decrement
+    undo.writeUInt32BE(0, 12)
+    return undo
+  }
+  if (opcode !== Opcode.set && opcode !== Opcode.add) return undefined
+  const keyStart = 24 + buf[4]!
+  const key = buf.toString('latin1', keyStart, keyStart + buf.readUInt16BE(2))
+  return request(Opcode.delete, key)
 }
 
 /**

@@ -1,4 +1,4 @@
-import { CacheUnavailableError } from '@cache/core'
+import { CacheTimeoutError, CacheUnavailableError } from '@cache/core'
 import { type FaultProxy, type MemcachedServer, startFaultProxy, startMemcached } from '@cache/test-servers'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { type MemcachedBackend, memcachedBackend } from '../src/index.js'
@@ -111,6 +111,49 @@ describe('health per server', () => {
     expect(cache.serverStats()[2]!.state).toBe('down')
     // The other servers never noticed.
     expect(await cache.get(keysOn(cache, names[0]!, 1)[0]!)).toBeUndefined()
+  })
+
+  it('fails every request to a frozen server within the timeout, however often new ones arrive', async () => {
+    const names = servers.map((server) => server.server)
+    const cache = pool(names, 'steady')
+    const frozen = keysOn(cache, names[2]!, 20)
+    await cache.setMany(frozen.map((key) => ({ key, value: 1 })))
+    await servers[2]!.process!.freeze()
+    // A request every 20-60 ms: each new write on the socket must not push the others' deadline.
+    const calls: Promise<{ error: unknown; ms: number }>[] = []
+    const until = performance.now() + 1200
+    for (let i = 0; performance.now() < until; i++) {
+      calls.push(timed(() => cache.get(frozen[i % frozen.length]!)))
+      await new Promise((resolve) => setTimeout(resolve, 20 + Math.random() * 40))
+    }
+    const results = await Promise.all(calls)
+    for (const { error } of results) expect(error).toBeInstanceOf(CacheUnavailableError)
+    expect(Math.max(...results.map((r) => r.ms))).toBeLessThan(TIMEOUT_MS + FAST_MS)
+    expect(cache.serverStats()[2]!.state).toBe('down')
+  })
+
+  it('never lets another process read a write that timed out on a frozen server, once it resumes', async () => {
+    const names = servers.map((server) => server.server)
+    const writer = pool(names, 'late')
+    // Another process that trusts its copy of the generation for long.
+    const reader = memcachedBackend(names, { namespace: 'late', generationTtl: '10s' })
+    open.push(reader)
+    const [key, counter] = keysOn(writer, names[1]!, 2)
+    await writer.set(key!, 'before')
+    await writer.incr(counter!, 5)
+    expect(await reader.get(key!)).toBe('before')
+    expect(await reader.get(counter!)).toBe(5)
+    await servers[1]!.process!.freeze()
+    const failed = await Promise.all([
+      writer.set(key!, 'reported failed').catch((e: unknown) => e),
+      writer.incr(counter!, 1).catch((e: unknown) => e),
+    ])
+    for (const error of failed) expect(error).toBeInstanceOf(CacheTimeoutError)
+    servers[1]!.process!.thaw()
+    // The server runs what was in its input buffer when it resumes.
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    expect(await reader.get(key!)).not.toBe('reported failed')
+    expect(await reader.get(counter!)).toBe(5)
   })
 
   it('ejects a server behind a black-holed link the same way, and takes it back once the link passes', async () => {

@@ -9,7 +9,17 @@ import {
   IncidentLog,
   parseDuration,
 } from '@cache/core'
-import { decode, encodeBatch } from './bus-messages.js'
+import {
+  type Decoded,
+  decode,
+  encodeBatch,
+  farewell,
+  heartbeat,
+  type Payload,
+  stamp,
+} from './bus-messages.js'
+import { Senders } from './bus-senders.js'
+import { type RedisConstructor, SentinelWatch } from './bus-sentinel.js'
 import {
   addressOf,
   type Clients,
@@ -64,9 +74,10 @@ export interface RedisBusOptions {
    */
   publishTimeout?: Duration
   /**
-   * How often the bus checks its link: it publishes a heartbeat to itself every `heartbeat` and
-   * declares the link down when one has not come back by the next. A silent link is therefore
-   * noticed within 2 × `heartbeat`. Seconds or a duration string. Default: `'1s'`.
+   * How often the bus proves its link and tells the others it is there: it publishes a heartbeat
+   * every `heartbeat`, declares its own link down when one has not come back by the next, and
+   * counts another bus as gone (messages from it may be lost) when nothing came from it for
+   * 2 × its `heartbeat`. Seconds or a duration string. Default: `'1s'`.
    */
   heartbeat?: Duration
   /** More ioredis options for the connections the bus opens itself (e.g. `tls: { ca }`). */
@@ -93,10 +104,15 @@ export interface BusStats {
   linkDowns: number
   /** Times the listeners were told to resync (forget their faster levels). */
   resyncs: number
+  /** Times messages from another bus were found missing (a gap in its numbers, or its silence). */
+  gaps: number
 }
 
-/** Events of a bus: a failed publish, and the link going down and coming back. */
-export type BusEventName = 'error' | 'link-down' | 'link-up'
+/**
+ * Events of a bus: a failed publish, the link going down and coming back, and messages found
+ * missing (`gap`: a skipped sequence number or a sender fallen silent; the listeners resync).
+ */
+export type BusEventName = 'error' | 'link-down' | 'link-up' | 'gap'
 
 export interface BusEvent {
   backend: 'bus'
@@ -117,6 +133,8 @@ export function redisBus(connection: RedisBusConnection, options: RedisBusOption
 const BATCH_MS = 1
 /** While the link is down, the subscriber is reconnected every this many heartbeats. */
 const RECONNECT_EVERY = 5
+/** Most wait before answering a bus heard for the first time (answers to several are shared). */
+const ANSWER_MS = 5
 
 interface Pending {
   /** Absent for a gap notice alone. */
@@ -131,16 +149,23 @@ interface Listener {
 }
 
 /**
- * The bus: publishes batched after the write (never awaited by it), proves its own link with a
- * heartbeat on a private channel, and tells its listeners to resync whenever messages may have
- * been lost.
+ * The bus: publishes batched after the write (never awaited by it), numbers every payload and
+ * sends a heartbeat on the channel (which proves its own link and tells the others it is there),
+ * and tells its listeners to resync whenever messages may have been lost: its link went down, a
+ * sender's numbers skipped, or a sender fell silent.
  */
 export class RedisBus implements InvalidationBus {
-  readonly stats: BusStats = { published: 0, publishFailures: 0, received: 0, linkDowns: 0, resyncs: 0 }
-  /** This bus's id: its heartbeat channel, and its mark on gap notices. */
+  readonly stats: BusStats = {
+    published: 0,
+    publishFailures: 0,
+    received: 0,
+    linkDowns: 0,
+    resyncs: 0,
+    gaps: 0,
+  }
+  /** This bus's id: the sender of its messages. */
   readonly id = randomUUID()
   private readonly channel: string
-  private readonly beatChannel: string
   private readonly publishTimeoutMs: number
   private readonly heartbeatMs: number
   private readonly events = new EventEmitter()
@@ -154,10 +179,19 @@ export class RedisBus implements InvalidationBus {
   private flushScheduled = false
   /** A publish failed since the last successful one: the next message tells receivers to resync. */
   private gap = false
-  private beatSent = 0
+  /** Sequence number of the last payload published (each one gets the next). */
+  private seq = 0
+  /** The next number expected from this bus itself: a gap means its own messages were lost. */
+  private ownNext: number | undefined
   /** The oldest heartbeat not back yet, and when it was sent (performance.now()). */
   private beatAwaited: number | undefined
   private beatAwaitedSince = 0
+  /** The other buses heard from, by their sequence numbers. */
+  private readonly senders: Senders
+  /** The cluster node this bus publishes through (one node keeps its messages in order). */
+  private pinned: RedisClientLike | undefined
+  private sentinels: SentinelWatch | undefined
+  private answering = false
   private ticksDown = 0
   /** Heartbeats sent while still `connecting`: the link is reported down after a few. */
   private ticksConnecting = 0
@@ -177,14 +211,14 @@ export class RedisBus implements InvalidationBus {
     this.channel = options.channel ?? '@cache/multi-level:invalidate'
     if (typeof this.channel !== 'string' || this.channel === '')
       throw new CacheConfigError('channel', 'expected a non-empty string')
-    this.beatChannel = `${this.channel}:heartbeat:${this.id}`
     this.publishTimeoutMs = parseDuration(options.publishTimeout ?? '500ms', 'publishTimeout')
     this.heartbeatMs = parseDuration(options.heartbeat ?? '1s', 'heartbeat')
+    this.senders = new Senders(this.heartbeatMs)
     this.firstUp = new Promise<void>((resolve) => {
       this.markUp = resolve
     })
-    this.incidents = new IncidentLog(checkLogger(options.logger))
     // A malformed URL or connection throws here, not on the first publish.
+    this.incidents = new IncidentLog(checkLogger(options.logger))
     const target = isClient(connection) ? connection : describe(connection)
     this.address = addressOf(target)
     this.clients = openClients(target, options.redisOptions ?? {})
@@ -246,13 +280,16 @@ export class RedisBus implements InvalidationBus {
     return this
   }
 
-  /** Sends what is queued, then closes the connections the bus opened. Idempotent. */
+  /** Sends what is queued (and a farewell), then closes the connections the bus opened. Idempotent. */
   close(): Promise<void> {
     this.closed ??= (async () => {
       clearInterval(this.timer)
       await this.flushing
       while (this.queue.length > 0) await this.sendQueued()
+      // The others stop expecting heartbeats from this bus without counting its silence as a loss.
+      await this.send([farewell()]).catch(() => {})
       this.listeners.clear()
+      this.sentinels?.close()
       const clients = await this.clients.catch(() => undefined)
       await Promise.all(clients?.owned.map((client) => closeClient(client, this.publishTimeoutMs)) ?? [])
     })()
@@ -281,7 +318,7 @@ export class RedisBus implements InvalidationBus {
     this.queue = []
     const messages = batch.flatMap((pending) => (pending.message ? [pending.message] : []))
     try {
-      await this.send(encodeBatch(messages, this.gap ? this.id : undefined))
+      await this.send(encodeBatch(messages, this.gap))
       this.gap = false
       this.stats.published += messages.length
       for (const pending of batch) pending.resolve()
@@ -293,8 +330,12 @@ export class RedisBus implements InvalidationBus {
     }
   }
 
-  /** PUBLISHes payloads on the channel, within `publishTimeout` (connecting included). */
-  private async send(payloads: string[], channel = this.channel): Promise<void> {
+  /**
+   * PUBLISHes payloads on the channel, within `publishTimeout` (connecting included). Each is
+   * stamped with this bus's id and the next sequence number at the moment it is handed to the
+   * connection, so the numbers follow the order on the wire.
+   */
+  private async send(payloads: Payload[]): Promise<void> {
     const { publisher } = await this.clients
     let timer: NodeJS.Timeout | undefined
     const expired = new Promise<never>((_, reject) => {
@@ -305,9 +346,19 @@ export class RedisBus implements InvalidationBus {
     })
     try {
       await Promise.race([
-        whenReady(publisher).then(() =>
-          Promise.all(payloads.map((payload) => publisher.publish(channel, payload))),
-        ),
+        whenReady(publisher).then(() => {
+          const target = this.publishTarget(publisher)
+          return Promise.all(
+            payloads.map((payload) => {
+              const seq = ++this.seq
+              if (payload.h !== undefined && this.beatAwaited === undefined) {
+                this.beatAwaited = seq
+                this.beatAwaitedSince = performance.now()
+              }
+              return target.publish(this.channel, stamp(payload, this.id, seq))
+            }),
+          )
+        }),
         expired,
       ])
     } finally {
@@ -315,17 +366,29 @@ export class RedisBus implements InvalidationBus {
     }
   }
 
-  private listen({ subscriber }: Clients): void {
+  /**
+   * Where to PUBLISH: the client itself, or on a cluster always the same node while it is up
+   * (ioredis sends a command without a key to any node; two nodes relay to a third in either
+   * order, which would look like lost messages).
+   */
+  private publishTarget(publisher: RedisClientLike): RedisClientLike {
+    if (!publisher.isCluster || publisher.nodes === undefined) return publisher
+    if (this.pinned?.status === 'ready' && publisher.nodes('master').includes(this.pinned)) return this.pinned
+    const name = (node: RedisClientLike) => `${node.options?.host}:${node.options?.port}`
+    const ready = publisher
+      .nodes('master')
+      .filter((node) => node.status === 'ready')
+      .sort((x, y) => (name(x) < name(y) ? -1 : 1))
+    this.pinned = ready[0]
+    return this.pinned ?? publisher
+  }
+
+  private listen(clients: Clients): void {
+    const { subscriber } = clients
     subscriber.on('message', (channel: string, text: string) => {
-      if (channel === this.beatChannel) return this.onBeat(Number(text))
       if (channel !== this.channel) return
       const decoded = decode(text)
-      if (decoded === undefined) return
-      if (decoded.gapFrom !== undefined && decoded.gapFrom !== this.id) this.resync()
-      for (const message of decoded.messages) {
-        this.stats.received++
-        for (const listener of this.listeners) listener.message(message)
-      }
+      if (decoded !== undefined) this.receive(decoded)
     })
     // A closed connection is known at once; a silent one only by the heartbeat.
     subscriber.on('close', () => this.down('the subscriber connection closed', false))
@@ -335,16 +398,78 @@ export class RedisBus implements InvalidationBus {
     // ioredis reconnects by itself; a bus that cannot reach Redis is reported by its state.
     subscriber.on('error', () => {})
     this.subscribeAndBeat(subscriber)
+    if (subscriber.options?.sentinels?.length > 0) void this.watchSentinels(clients)
+  }
+
+  /** Sentinel: keeps the bus's connections on the master the sentinels name (see bus-sentinel.ts). */
+  private async watchSentinels({ publisher, subscriber, owned }: Clients): Promise<void> {
+    const { Redis } = await import('ioredis')
+    if (this.closed) return
+    const clients = publisher === subscriber ? [subscriber] : [publisher, subscriber]
+    this.sentinels = new SentinelWatch(
+      Redis as unknown as RedisConstructor,
+      subscriber.options!,
+      clients,
+      new Set(owned),
+      this.publishTimeoutMs,
+      (reason) => this.down(reason, false),
+    )
+  }
+
+  /** One payload from the channel: its sender's numbers tell whether anything was missed. */
+  private receive(decoded: Decoded): void {
+    const { from, seq } = decoded
+    if (from === this.id) {
+      if (seq !== undefined) this.onOwn(seq)
+    } else {
+      if (decoded.gapFrom !== undefined) this.resync()
+      if (from !== undefined && seq !== undefined) {
+        const { first, missed } = this.senders.heard(from, seq, decoded, performance.now())
+        if (missed) this.lost(`messages of bus ${from} were missed (its payload ${seq} arrived)`)
+        // A bus heard for the first time learns this one's number now, not a heartbeat later:
+        // what it cached until then is what it forgets if that number shows a gap.
+        if (first) this.answer()
+      }
+    }
+    // Own messages too: several chains may share this bus (each ignores its own origin).
+    for (const message of decoded.messages) {
+      this.stats.received++
+      for (const listener of this.listeners) listener.message(message)
+    }
+  }
+
+  /** This bus's own payload came back: the link works; a skipped number means messages were lost. */
+  private onOwn(seq: number): void {
+    if (this.ownNext !== undefined && seq > this.ownNext && this.current === 'up')
+      this.lost(`own payloads ${this.ownNext}-${seq - 1} did not come back`)
+    this.ownNext = Math.max(this.ownNext ?? 0, seq + 1)
+    if (this.beatAwaited !== undefined && seq >= this.beatAwaited) this.beatAwaited = undefined
+    if (this.current === 'up') return
+    const wasDown = this.current === 'down'
+    this.current = 'up'
+    this.ticksDown = 0
+    // The subscription works again; anything sent before it took effect may be lost.
+    this.resync()
+    this.markUp()
+    this.incidents.resolve('link', `invalidation bus: the link to Redis (${this.address}) is back.`)
+    if (wasDown) this.emit('link-up', { backend: 'bus' })
+  }
+
+  /** Messages of this or another bus went missing: the listeners forget what they cached. */
+  private lost(reason: string): void {
+    this.stats.gaps++
+    this.emit('gap', { backend: 'bus', reason })
+    this.resync()
   }
 
   private subscribeAndBeat(subscriber: RedisClientLike): void {
-    subscriber.subscribe(this.channel, this.beatChannel).then(
+    subscriber.subscribe(this.channel).then(
       () => this.beat(),
       () => {},
     )
   }
 
-  /** Every `heartbeat`: judge the oldest heartbeat out, send the next one. */
+  /** Every `heartbeat`: judge the link and the other buses, send the next heartbeat. */
   private tick(): void {
     // Judged once it had half an interval at least (one sent on reconnect may be very recent).
     if (this.beatAwaited !== undefined && performance.now() - this.beatAwaitedSince >= this.heartbeatMs / 2)
@@ -356,6 +481,10 @@ export class RedisBus implements InvalidationBus {
       this.resync()
       if (++this.ticksDown % RECONNECT_EVERY === 0) void this.reconnect()
     }
+    // A bus not heard from for two of its heartbeats (and one of ours) is gone, or cut off.
+    const silent = this.senders.forgetSilent(performance.now(), this.heartbeatMs)
+    if (silent > 0 && this.current === 'up') this.lost(`${silent} other bus(es) fell silent`)
+    void this.sentinels?.check()
     this.beat()
     if (this.gap && this.queue.length === 0) {
       // Nobody writes: the lost messages are announced on a notice of their own.
@@ -364,27 +493,19 @@ export class RedisBus implements InvalidationBus {
     }
   }
 
-  private beat(): void {
-    if (this.closed) return
-    const seq = ++this.beatSent
-    if (this.beatAwaited === undefined) {
-      this.beatAwaited = seq
-      this.beatAwaitedSince = performance.now()
-    }
-    this.send([String(seq)], this.beatChannel).catch(() => {})
+  /** A heartbeat out of turn, within {@link ANSWER_MS}: one for every bus heard first meanwhile. */
+  private answer(): void {
+    if (this.answering || this.closed) return
+    this.answering = true
+    setTimeout(() => {
+      this.answering = false
+      this.beat()
+    }, ANSWER_MS).unref?.()
   }
 
-  private onBeat(seq: number): void {
-    if (this.beatAwaited !== undefined && seq >= this.beatAwaited) this.beatAwaited = undefined
-    if (this.current === 'up') return
-    const wasDown = this.current === 'down'
-    this.current = 'up'
-    this.ticksDown = 0
-    // The subscription works again; anything sent before it took effect may be lost.
-    this.resync()
-    this.markUp()
-    this.incidents.resolve('link', `invalidation bus: the link to Redis (${this.address}) is back.`)
-    if (wasDown) this.emit('link-up', { backend: 'bus' })
+  private beat(): void {
+    if (this.closed) return
+    this.send([heartbeat(this.heartbeatMs)]).catch(() => {})
   }
 
   /** The link is down: tell the listeners, and reopen a silent connection (`reconnect`). */

@@ -18,6 +18,10 @@ export interface RedisClientLike {
   readonly status?: string
   readonly isCluster?: boolean
   readonly options?: Record<string, any>
+  /** The socket of a single-node client (where it is connected). */
+  readonly stream?: { remoteAddress?: string; remotePort?: number }
+  /** A cluster client's node connections. */
+  nodes?(role?: 'all' | 'master' | 'slave'): RedisClientLike[]
 }
 
 /**

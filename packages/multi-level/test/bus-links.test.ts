@@ -3,13 +3,16 @@ import { type MemoryBackend, memoryBackend } from '@cache/memory'
 import { redisBackend } from '@cache/redis'
 import {
   freePort,
+  type ManagedServer,
   type RedisCluster,
   type RedisSentinel,
+  type RedisSentinelGroup,
   type RedisServer,
   startFaultProxy,
   startRedis,
   startRedisCluster,
   startRedisSentinel,
+  startRedisSentinelGroup,
 } from '@cache/test-servers'
 import { Redis } from 'ioredis'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
@@ -24,12 +27,17 @@ import {
 let redis: RedisServer
 let sentinel: RedisSentinel
 let cluster: RedisCluster
+let group: RedisSentinelGroup
 beforeAll(async () => {
   redis = await startRedis({ spawn: true })
-  ;[sentinel, cluster] = await Promise.all([startRedisSentinel(redis), startRedisCluster(3)])
+  ;[sentinel, cluster, group] = await Promise.all([
+    startRedisSentinel(redis),
+    startRedisCluster(3),
+    startRedisSentinelGroup(),
+  ])
 }, 60_000)
 afterAll(async () => {
-  await Promise.all([sentinel?.stop(), cluster?.stop()])
+  await Promise.all([sentinel?.stop(), cluster?.stop(), group?.stop()])
   await redis?.stop()
 })
 
@@ -70,6 +78,19 @@ function peer(l2: string, bus: RedisBus, namespace: string): Peer {
 /** True while `peer`'s L1 holds `key`. */
 function inL1(peer: Peer, key: string): boolean {
   return peer.l1.sync!.getEntry(key) !== undefined
+}
+
+/** Resolves once every peer's shared level takes writes (it holds them back during a switch-over). */
+async function writable(...peers: Peer[]): Promise<void> {
+  for (const { cache } of peers) {
+    const took = await within(15_000, () =>
+      cache.set('probe', 1).then(
+        () => true,
+        () => false,
+      ),
+    )
+    expect(took).toBeGreaterThanOrEqual(0)
+  }
 }
 
 function clusterUrl(): string {
@@ -128,6 +149,8 @@ describe('redisBus accepts every connection the redis backend accepts', () => {
       const backendA = redisBackend(url(), { namespace })
       const backendB = redisBackend(url(), { namespace })
       closing.push(backendA, backendB)
+      // A cluster client connecting on a busy machine can take longer than one call's timeout.
+      await Promise.all([backendA.ready(), backendB.ready()])
       const a = peer(url(), redisBus(backendA.client), namespace)
       const b = peer(url(), redisBus(backendB.client), namespace)
       expect(await evictionTime(a, b, 'k')).toBeGreaterThanOrEqual(0)
@@ -211,6 +234,132 @@ describe('a bus whose link goes silent', () => {
     await sleep(600) // the SUBSCRIBE has long taken effect
     expect(await b.cache.get('k')).toBe('v2')
   })
+})
+
+describe('messages lost where no link of this process failed', () => {
+  it('a process that joins keeps what it cached: it learns the others’ numbers at once, not as a gap a heartbeat later', async () => {
+    const namespace = `join${Date.now()}`
+    const a = peer(redis.url, redisBus(redis.url, { heartbeat: '300ms' }), namespace)
+    await a.bus.ready()
+    await a.cache.set('k', 'v1')
+    // a has sent a few heartbeats: the first payload b hears from it is not its number 1.
+    await sleep(700)
+    const b = peer(redis.url, redisBus(redis.url, { heartbeat: '300ms' }), namespace)
+    await b.bus.ready()
+    await sleep(100)
+    expect(await b.cache.get('k')).toBe('v1')
+    expect(inL1(b, 'k')).toBe(true)
+    await sleep(1000)
+    expect(inL1(b, 'k')).toBe(true)
+    // And a write of a still reaches it.
+    expect(await evictionTime(a, b, 'k')).toBeGreaterThanOrEqual(0)
+  })
+
+  it('Redis Cluster: subscribers killed again and again during writes; the reader resyncs instead of staying stale', async () => {
+    const namespace = `kills${Date.now()}`
+    const a = peer(clusterUrl(), redisBus(clusterUrl()), namespace)
+    const b = peer(clusterUrl(), redisBus(clusterUrl()), namespace)
+    await Promise.all([a.bus.ready(), b.bus.ready()])
+    const keys = Array.from({ length: 200 }, (_, i) => `k${i}`)
+    for (const key of keys) await a.cache.set(key, 'v1')
+    await a.bus.flush()
+    await sleep(300)
+    for (const key of keys) expect(await b.cache.get(key)).toBe('v1')
+    // ioredis subscribes again on another node by itself, without a close on the Cluster client:
+    // messages published in between never reach it.
+    const admins = cluster.nodes.map((node) => new Redis(node.port, node.host))
+    closing.push({
+      close: async () => {
+        for (const admin of admins) admin.disconnect()
+      },
+    })
+    const kills = setInterval(() => {
+      for (const admin of admins) admin.client('KILL', 'TYPE', 'pubsub').catch(() => {})
+    }, 100)
+    try {
+      for (const key of keys) {
+        await a.cache.set(key, 'v2')
+        await sleep(3)
+      }
+    } finally {
+      clearInterval(kills)
+    }
+    await a.bus.flush()
+    // Lost messages are found out by the next message or heartbeat of their sender (1 s).
+    await sleep(2500)
+    const stale = []
+    for (const key of keys) if ((await b.cache.get(key)) !== 'v2') stale.push(key)
+    expect(stale).toEqual([])
+  })
+
+  it('Sentinel: a process whose bus was on the old master reaches one that started after SENTINEL FAILOVER', async () => {
+    const namespace = `split${Date.now()}`
+    const a = peer(group.url, redisBus(group.url, { heartbeat: '200ms' }), namespace)
+    await a.bus.ready()
+    const keys = Array.from({ length: 50 }, (_, i) => `k${i}`)
+    for (const key of keys) await a.cache.set(key, 'v1')
+    await group.sentinel('failover', group.name)
+    const promoted = group.replicas[0]!.port
+    while ((await group.currentMaster()).port !== promoted) await sleep(20)
+    await sleep(300)
+    // b starts now: its bus is on the new master from the start.
+    const b = peer(group.url, redisBus(group.url, { heartbeat: '200ms' }), namespace)
+    await b.bus.ready()
+    await writable(a, b)
+    for (const key of keys) expect(await b.cache.get(key)).toBe('v1')
+    for (const key of keys) await a.cache.set(key, 'v2')
+    await a.bus.flush()
+    await sleep(1500)
+    const stale = []
+    for (const key of keys) if ((await b.cache.get(key)) !== 'v2') stale.push(key)
+    expect(stale).toEqual([])
+  }, 30_000)
+
+  it('Sentinel: a sentinel that slept through the switch-over and is asked first does not split the processes', async () => {
+    const namespace = `slept${Date.now()}`
+    const [s0, s1, s2] = group.sentinels as [ManagedServer, ManagedServer, ManagedServer]
+    const through = (...sentinels: ManagedServer[]) =>
+      `redis+sentinel://${sentinels.map((s) => `127.0.0.1:${s.port}`).join(',')}/${group.name}`
+    // The shared level always asks an up-to-date sentinel first: only the buses are under test.
+    const l2 = through(s1, s2, s0)
+    const a = peer(l2, redisBus(through(s0, s1, s2), { heartbeat: '200ms' }), namespace)
+    await a.bus.ready()
+    const before = await group.currentMaster()
+    const next = [group.master, ...group.replicas].find((server) => server.port !== before.port)!
+    const asker = new Redis(s1.port, '127.0.0.1')
+    closing.push({ close: async () => asker.disconnect() })
+    await s0.freeze()
+    try {
+      await asker.call('SENTINEL', 'FAILOVER', group.name)
+      const named = async () =>
+        Number(((await asker.call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', group.name)) as string[])[1])
+      while ((await named()) !== next.port) await sleep(20)
+    } finally {
+      s0.thaw()
+    }
+    // s0 names the old master until the others' hello messages reach it (up to 2 s): b asks it
+    // first, c asks one that knows.
+    const b = peer(l2, redisBus(through(s0, s1, s2), { heartbeat: '200ms' }), namespace)
+    const c = peer(l2, redisBus(through(s1, s0, s2), { heartbeat: '200ms' }), namespace)
+    await Promise.all([b.bus.ready(), c.bus.ready()])
+    await writable(a, b, c)
+    const keys = Array.from({ length: 30 }, (_, i) => `k${i}`)
+    const staleIn = async (readers: Peer[], value: string) => {
+      const stale: string[] = []
+      for (const reader of readers)
+        for (const key of keys) if ((await reader.cache.get(key)) !== value) stale.push(key)
+      return stale
+    }
+    for (const key of keys) await a.cache.set(key, 'v1')
+    await sleep(500)
+    expect(await staleIn([b, c], 'v1')).toEqual([])
+    for (const key of keys) await c.cache.set(key, 'v2')
+    await sleep(1500)
+    expect(await staleIn([a, b], 'v2')).toEqual([])
+    for (const key of keys) await b.cache.set(key, 'v3')
+    await sleep(1500)
+    expect(await staleIn([a, c], 'v3')).toEqual([])
+  }, 40_000)
 })
 
 describe('publishing', () => {

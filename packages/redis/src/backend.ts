@@ -26,12 +26,13 @@ import {
 import type { ChainableCommander, Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis'
 import type { RedisClient, RedisConnection } from './client.js'
 import { Connection } from './connection.js'
+import { clearCluster } from './cluster-clear.js'
 import { COMPARE_AND_DELETE } from './compare-and-delete.js'
 import { COMPARE_AND_SET_ONCE, ExactlyOnce, INCR_ONCE } from './exactly-once.js'
-import { NearCache, nearCacheSize } from './near-cache.js'
+import { NearCache, type NearCacheOptions, nearCacheSettings } from './near-cache.js'
+import { type Replication, replicationSettings } from './replication.js'
 import { COMPARE_AND_SET, GET_ENTRY, INCR, sha1 } from './scripts.js'
 import { groupByNodeAndSlot } from './slots.js'
-import { nodeKey } from './topology.js'
 
 /** Options of {@link redisBackend}. Durations given as numbers are milliseconds here. */
 export interface RedisBackendOptions extends BaseBackendOptions, CodecOptions {
@@ -66,12 +67,21 @@ export interface RedisBackendOptions extends BaseBackendOptions, CodecOptions {
    */
   exactlyOnceWindow?: number | string | false
   /**
+   * Replicas that must have every write before it resolves: each write is followed by `WAIT
+   * replicas` on the same connection (same round trip), waiting up to `timeout` − 50 ms for the
+   * acknowledgements; too few reject with `CacheReplicationError` (the master applied the write).
+   * Without it a failover can lose acknowledged writes (replication is asynchronous). `clear()`
+   * does not wait. Costs the replication delay on every write. Default: 0.
+   */
+  replicas?: number
+  /**
    * Keep what `get`/`getEntry` read in this process, evicted by Redis itself when any client
    * changes the key (`CLIENT TRACKING`, Redis 6+; one server or Sentinel). `true` or
-   * `{ maxKeys }` (least recently used beyond it; default 10 000). Costs one more connection and,
-   * on the server, a tracking-table entry per key read. Default: off.
+   * `{ maxKeys, heartbeat }` (see {@link NearCacheOptions}). Costs one more connection, a
+   * heartbeat PUBLISH every 500 ms and, on the server, a tracking-table entry per key read.
+   * Default: off.
    */
-  nearCache?: boolean | { maxKeys?: number }
+  nearCache?: boolean | NearCacheOptions
   /** TLS settings (e.g. `{ ca }`); `rediss://` URLs use TLS with Node's defaults without it. Default: none. */
   tls?: ConnectionOptions
   /** More ioredis options for single-node and Sentinel connections we create; they win over ours. */
@@ -111,6 +121,8 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   private readonly defaultTtlMs: number | undefined
   private readonly maxAttempts: number
   private readonly scanCount: number
+  /** Writes wait for this many replicas; undefined with `replicas: 0`. */
+  private readonly replication: Replication | undefined
 
   constructor(connection: RedisConnection = 'redis://127.0.0.1:6379', options: RedisBackendOptions = {}) {
     super('redis')
@@ -130,7 +142,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
       options.exactlyOnceWindow === false
         ? undefined
         : milliseconds(options.exactlyOnceWindow, 10_000, 'exactlyOnceWindow')
-    const nearKeys = nearCacheSize(options.nearCache)
+    const near = nearCacheSettings(options.nearCache)
     const maxReconnectDelayMs = milliseconds(options.maxReconnectDelay, 2000, 'maxReconnectDelay')
     this.connectTimeoutMs = milliseconds(options.connectTimeout, 2000, 'connectTimeout')
     this.connection = new Connection(
@@ -147,19 +159,26 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
       checkLogger(options.logger),
     )
     this.client = this.connection.client
+    this.replication = replicationSettings(options.replicas, this.connection.timeoutMs)
     this.once =
       window === undefined
         ? undefined
-        : new ExactlyOnce(this.connection, this.observer, window, maxReconnectDelayMs, this.prefix)
-    if (nearKeys !== undefined && this.client.isCluster) {
+        : new ExactlyOnce(
+            this.connection,
+            this.observer,
+            window,
+            maxReconnectDelayMs,
+            this.prefix,
+            this.replication,
+          )
+    if (near !== undefined && this.client.isCluster) {
       void this.connection.close()
       throw new CacheConfigError(
         'nearCache',
         'not available on a Redis Cluster (one server or Sentinel only)',
       )
     }
-    this.near =
-      nearKeys === undefined ? undefined : new NearCache(this.client as Redis, nearKeys, this.observer)
+    this.near = near === undefined ? undefined : new NearCache(this.client as Redis, near, this.observer)
   }
 
   /**
@@ -239,7 +258,17 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     const start = performance.now()
     try {
       await this.connection.timed(
-        ms === undefined ? this.client.set(k, bytes) : this.client.set(k, bytes, 'PX', ms),
+        this.replication !== undefined
+          ? this.replication.send(
+              this.client,
+              'set',
+              k,
+              'set',
+              ms === undefined ? [k, bytes] : [k, bytes, 'PX', ms],
+            )
+          : ms === undefined
+            ? this.client.set(k, bytes)
+            : this.client.set(k, bytes, 'PX', ms),
         'set',
       )
     } catch (error) {
@@ -257,10 +286,13 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     const bytes = this.encode(value)
     this.near?.forget(k)
     if (this.connection.blocked) await this.connection.ready('add', key)
+    const args = ms === undefined ? [k, bytes, 'NX'] : [k, bytes, 'PX', ms, 'NX']
     const reply = await this.connection.call(
       'add',
       key,
-      ms === undefined ? this.client.set(k, bytes, 'NX') : this.client.set(k, bytes, 'PX', ms, 'NX'),
+      this.replication !== undefined
+        ? this.replication.send(this.client, 'add', k, 'set', args)
+        : this.client.call('set', ...args),
     )
     this.near?.forget(k)
     if (reply === null) return false
@@ -272,7 +304,11 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     const k = this.key(key)
     this.near?.forget(k)
     if (this.connection.blocked) await this.connection.ready('delete', key)
-    const removed = (await this.connection.call('delete', key, this.client.unlink(k))) === 1
+    const unlink =
+      this.replication !== undefined
+        ? this.replication.send(this.client, 'delete', k, 'unlink', [k])
+        : this.client.unlink(k)
+    const removed = (await this.connection.call('delete', key, unlink)) === 1
     this.near?.forget(k)
     if (removed) this.observer.delete(key)
     return removed
@@ -283,7 +319,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     const k = this.key(key)
     const bytes = this.encode(expected)
     if (this.connection.blocked) await this.connection.ready('compareAndDelete', key)
-    const script = COMPARE_AND_DELETE.run(this.client, k, [bytes])
+    const script = COMPARE_AND_DELETE.run(this.client, k, [bytes], this.replication, 'compareAndDelete')
     const removed = (await this.connection.call('compareAndDelete', key, script)) === 1
     if (removed) this.observer.delete(key)
     return removed
@@ -296,8 +332,9 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   }
 
   /**
-   * Removes every key of this namespace with `SCAN MATCH namespace:*` and `UNLINK`, on every
-   * master of a cluster. Never `FLUSHDB`. Refuses to run without a namespace.
+   * Removes every key of this namespace with `SCAN MATCH namespace:*` and `UNLINK`; on a cluster
+   * on every master the nodes themselves name (see cluster-clear.ts). Never `FLUSHDB`. Refuses to
+   * run without a namespace.
    */
   async clear(): Promise<void> {
     if (this.namespace === undefined) {
@@ -309,30 +346,19 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     this.near?.forgetAll()
     if (this.connection.blocked) await this.connection.ready('clear')
     const pattern = `${escapeGlob(this.namespace)}:*`
-    const cluster = this.client.isCluster
-    // On a cluster: every master serving a slot now, read again after the scan; a master that
-    // took over slots meanwhile (a failover) is scanned too.
-    const scanned = new Set<string>()
-    for (let round = 0; round < 3; round++) {
-      const masters = await this.connection.call('clear', undefined, this.connection.masters('clear'))
-      const left = masters.filter((node) => !scanned.has(nodeKey(node)))
-      if (left.length === 0) return
-      await this.connection.call(
-        'clear',
-        undefined,
-        Promise.all(left.map((node) => this.clearNode(node, pattern, cluster))),
-      )
-      if (!cluster) return
-      for (const node of left) scanned.add(nodeKey(node))
+    const start = performance.now()
+    try {
+      if (this.client.isCluster) {
+        const limits = {
+          timed: <T>(command: Promise<T>) => this.connection.timed(command, 'clear'),
+          ms: this.timeoutMs,
+        }
+        await clearCluster(this.client as Cluster, pattern, this.scanCount, limits)
+      } else await this.clearNode(this.client as Redis, pattern)
+    } catch (error) {
+      throw this.connection.failed('clear', error, undefined)
     }
-    throw this.connection.failed(
-      'clear',
-      new CacheUnavailableError(
-        'redis',
-        'redis: clear failed: the cluster kept changing masters; call it again',
-      ),
-      undefined,
-    )
+    this.observer.latency(performance.now() - start)
   }
 
   async incr(key: string, by = 1, ttl?: Duration): Promise<number> {
@@ -345,7 +371,8 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
       reply = await this.once.run('incr', key, k, INCR_ONCE, [by, ms ?? ''], Number)
     else {
       if (this.connection.blocked) await this.connection.ready('incr', key)
-      reply = await this.connection.call('incr', key, INCR.run(this.client, k, [by, ms ?? '']))
+      const script = INCR.run(this.client, k, [by, ms ?? ''], this.replication, 'incr')
+      reply = await this.connection.call('incr', key, script)
     }
     this.near?.forget(k)
     if (!Number.isSafeInteger(reply))
@@ -396,7 +423,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     const out = new Array<T | undefined>(keys.length).fill(undefined)
     if (keys.length === 0) return out
     const full = keys.map((key) => this.key(key))
-    const batches = await this.batch('getMany', full, (pipeline, positions) => {
+    const batches = await this.batch('getMany', full, false, (pipeline, positions) => {
       pipeline.mgetBuffer(positions.map((i) => full[i]!))
     })
     for (const { groups, replies } of batches) {
@@ -424,7 +451,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     const ttls = items.map((item) => this.ttlMs(item.ttl))
     const values = items.map((item) => this.encode(item.value))
     for (const k of full) this.near?.forget(k)
-    await this.batch('setMany', full, (pipeline, positions) => {
+    await this.batch('setMany', full, true, (pipeline, positions) => {
       for (const i of positions) {
         const ms = ttls[i]
         if (ms === undefined) pipeline.set(full[i]!, values[i]!)
@@ -440,7 +467,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     const full = keys.map((key) => this.key(key))
     for (const k of full) this.near?.forget(k)
     // One UNLINK per key (still one round trip per node) tells which keys were removed.
-    const batches = await this.batch('deleteMany', full, (pipeline, positions) => {
+    const batches = await this.batch('deleteMany', full, true, (pipeline, positions) => {
       for (const i of positions) pipeline.unlink(full[i]!)
     })
     for (const k of full) this.near?.forget(k)
@@ -475,22 +502,20 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     if (this.once !== undefined)
       return this.once.run('atomicUpdate', key, k, COMPARE_AND_SET_ONCE, args, () => [1] as [number])
     if (this.connection.blocked) await this.connection.ready('atomicUpdate', key)
-    const script = COMPARE_AND_SET.run(this.client, k, args)
+    const script = COMPARE_AND_SET.run(this.client, k, args, this.replication, 'atomicUpdate')
     return (await this.connection.call('atomicUpdate', key, script)) as [number, Buffer?]
   }
 
   /** `get`/`getEntry` through the near cache: a copy Redis has not invalidated, else a read kept. */
   private async getNear<T>(operation: string, key: string): Promise<CacheEntry<T> | undefined> {
     const k = this.key(key)
-    const entry = await this.near!.read(k, async () => {
-      if (this.connection.blocked) await this.connection.ready(operation, key)
+    // A copy is served only when a call could be sent now: never while a Sentinel switch-over
+    // holds calls back, nor while the connection is down.
+    if (this.connection.blocked) await this.connection.ready(operation, key)
+    const entry = await this.near!.read(k, () =>
       // PTTL keeps the copy from outliving the key.
-      return this.connection.call(
-        operation,
-        key,
-        Promise.all([this.client.getBuffer(k), this.client.pttl(k)]),
-      )
-    })
+      this.connection.call(operation, key, Promise.all([this.client.getBuffer(k), this.client.pttl(k)])),
+    )
     if (entry === undefined) {
       this.observer.miss(key)
       return undefined
@@ -526,32 +551,39 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   /**
    * Sends commands for many keys: one pipeline per node (a single node: one pipeline), `add`
    * called once per hash slot group. Replies come back flat, in the order the commands were added.
+   * Writes (`writes`) end each pipeline with the WAIT of `replicas`.
    */
   private async batch(
     operation: string,
     keys: string[],
+    writes: boolean,
     add: (pipeline: ChainableCommander, positions: number[]) => void,
   ): Promise<{ groups: number[][]; replies: unknown[] }[]> {
+    const replication = writes ? this.replication : undefined
     if (this.connection.blocked) await this.connection.ready(operation)
     const perNode: number[][][] = this.client.isCluster
       ? [...groupByNodeAndSlot(this.client as Cluster, keys).values()].map((slots) => [...slots.values()])
       : [[keys.map((_, i) => i)]]
     const run = async (groups: number[][]) => {
+      const master = await replication?.admit(this.client, operation, keys[groups[0]![0]!]!)
       const pipeline = this.client.pipeline()
       for (const positions of groups) add(pipeline, positions)
+      if (replication !== undefined) replication.addWait(pipeline)
       const results = (await pipeline.exec()) ?? []
+      const waited = replication === undefined ? undefined : results.pop()
       const replies = new Array<unknown>(results.length)
       for (let i = 0; i < results.length; i++) {
         const [error, reply] = results[i]!
         if (error) throw error
         replies[i] = reply
       }
+      if (master !== undefined) replication!.check(master, operation, waited)
       return { groups, replies }
     }
     return this.connection.call(operation, undefined, Promise.all(perNode.map(run)))
   }
 
-  private async clearNode(node: Redis, pattern: string, cluster: boolean): Promise<void> {
+  private async clearNode(node: Redis, pattern: string): Promise<void> {
     let cursor = '0'
     do {
       const [next, keys] = await this.connection.timed(
@@ -559,16 +591,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
         'clear',
       )
       cursor = next.toString()
-      if (keys.length === 0) continue
-      if (!cluster) {
-        await this.connection.timed(node.unlink(...keys), 'clear')
-        continue
-      }
-      // Keys of one node may still hash to different slots: one UNLINK each, pipelined.
-      const pipeline = node.pipeline()
-      for (const key of keys) pipeline.unlink(key)
-      for (const [error] of (await this.connection.timed(pipeline.exec(), 'clear')) ?? [])
-        if (error) throw error
+      if (keys.length > 0) await this.connection.timed(node.unlink(...keys), 'clear')
     } while (cursor !== '0')
   }
 }

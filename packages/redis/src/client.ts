@@ -100,6 +100,9 @@ export function createClient(
         name: url.name,
         // The backend's switch-over guard follows +switch-master (and holds calls back before it).
         failoverDetector: false,
+        // A sentinel that accepts the connection but does not answer (frozen) must not stall the
+        // reconnection: the next one is asked.
+        sentinelCommandTimeout: settings.connectTimeoutMs,
         db: url.db,
         ...(url.query.sentinelUsername === undefined ? {} : { sentinelUsername: url.query.sentinelUsername }),
         ...(url.query.sentinelPassword === undefined ? {} : { sentinelPassword: url.query.sentinelPassword }),
@@ -121,7 +124,10 @@ export function createClient(
     const { cluster: nodes, ...clusterOptions } = connection
     return buildCluster(nodes, base, tls, clusterOptions, settings)
   }
-  const guarded = 'sentinels' in connection ? { failoverDetector: false } : {}
+  const guarded =
+    'sentinels' in connection
+      ? { failoverDetector: false, sentinelCommandTimeout: settings.connectTimeoutMs }
+      : {}
   return new Redis({ ...base, ...guarded, ...tls, ...settings.redisOptions, ...(connection as RedisOptions) })
 }
 

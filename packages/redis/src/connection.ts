@@ -186,15 +186,6 @@ export class Connection {
     throw new CacheUnavailableError('redis', `redis: not ready within ${ms} ms (${state})`)
   }
 
-  /**
-   * The connections a command must visit to reach every key: the client itself, or on a cluster
-   * the masters serving all 16384 slots now (see {@link ClusterTopology.currentMasters}).
-   */
-  async masters(operation: string): Promise<Redis[]> {
-    if (this.topology === undefined) return [this.client as Redis]
-    return this.topology.currentMasters(operation)
-  }
-
   /** Awaits one command sent when not {@link blocked}: measures it and translates its failure. */
   async call<T>(operation: string, key: string | undefined, command: Promise<T>): Promise<T> {
     const start = performance.now()

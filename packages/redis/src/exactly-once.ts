@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { CacheError, type CacheObserver } from '@cache/core'
 import calculateSlot from 'cluster-key-slot'
 import type { Connection } from './connection.js'
+import { CacheReplicationError, type Replication } from './replication.js'
 import { LuaScript } from './scripts.js'
 
 /**
@@ -33,10 +34,14 @@ export class ExactlyOnce {
     private readonly windowMs: number,
     private readonly maxRetryDelayMs: number,
     prefix: string,
+    /** With `replicas`: a call (and a settle that finds it applied) succeeds only once replicated. */
+    private readonly replication?: Replication,
   ) {
-    // Records sit under the namespace (for ACL key patterns and for clear()) unless its text
-    // would decide the hash slot.
-    this.recordPrefix = prefix.includes('{') ? '' : prefix
+    // Records sit beside the namespace, not in it: `<namespace>~op~…` (no colon), which clear()'s
+    // `<namespace>:*` never matches, so a fence outlives any clear(). Without the namespace when
+    // its text would decide the hash slot.
+    const namespace = prefix.endsWith(':') ? prefix.slice(0, -1) : prefix
+    this.recordPrefix = namespace.includes('{') ? '' : namespace
     this.cluster = connection.client.isCluster
     if (this.cluster) fillSlotTags()
   }
@@ -58,7 +63,13 @@ export class ExactlyOnce {
     const start = performance.now()
     try {
       const reply = (await this.connection.timed(
-        script.runKeys(this.connection.client, [key, record], [...args, this.windowMs]),
+        script.runKeys(
+          this.connection.client,
+          [key, record],
+          [...args, this.windowMs],
+          this.replication,
+          operation,
+        ),
         operation,
       )) as R
       this.observer.latency(performance.now() - start)
@@ -71,6 +82,12 @@ export class ExactlyOnce {
       const budget = Math.max(start + this.connection.timeoutMs - performance.now(), SETTLE_GRACE_MS)
       const settling = this.settle(key, record, budget)
       const recorded = await within(settling, budget)
+      if (recorded === UNREPLICATED)
+        throw this.connection.failed(
+          operation,
+          new CacheReplicationError(operation, this.replication!.replicas, 0, this.replication!.waitMs),
+          userKey,
+        )
       if (recorded !== undefined && recorded !== FENCE) {
         this.observer.latency(performance.now() - start)
         return fromRecord(recorded)
@@ -90,20 +107,25 @@ export class ExactlyOnce {
 
   /** A key no other call uses, in the hash slot of `key`. */
   private recordKey(key: string): string {
-    const token = `~op:${this.id}.${(this.sequence++).toString(36)}`
-    if (!this.cluster) return this.recordPrefix + token
-    return `${this.recordPrefix}{${tagForSlot(calculateSlot(key))}}${token}`
+    const token = `${this.id}.${(this.sequence++).toString(36)}`
+    if (!this.cluster) return `${this.recordPrefix}~op~${token}`
+    return `${this.recordPrefix}~op~{${tagForSlot(calculateSlot(key))}}${token}`
   }
 
   /** The recorded outcome, {@link FENCE} when none was (and none can be now), undefined if unreachable. */
   private async settle(key: string, record: string, ms: number): Promise<string | undefined> {
     if (!(await this.connection.serving(key, ms))) return undefined
     try {
-      const reply = await this.connection.timed(
-        SETTLE.runKeys(this.connection.client, [record], [this.windowMs]),
-        'settle',
+      const client = this.connection.client
+      const reply = String(
+        await this.connection.timed(SETTLE.runKeys(client, [record], [this.windowMs]), 'settle'),
       )
-      return String(reply)
+      // Applied: acknowledged only once replicated (a fence need not be: the command it stops
+      // was sent to this master or one it replaced, never to a later one).
+      if (reply === FENCE || this.replication === undefined) return reply
+      return (await this.connection.timed(this.replication.confirm(client, record), 'settle'))
+        ? reply
+        : UNREPLICATED
     } catch {
       return undefined
     }
@@ -162,6 +184,8 @@ function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
 
 /** What a settled token holds when its command did not run (and now never will). */
 const FENCE = 'x'
+/** A settle found the command applied, but fewer replicas than `replicas` acknowledged it. */
+const UNREPLICATED = '\u0000unreplicated'
 
 /**
  * False when the command certainly did not run: the server answered with an error (scripts

@@ -7,4 +7,5 @@ export {
   type RedisClusterConnection,
   type RedisConnection,
 } from './client.js'
+export { CacheReplicationError } from './replication.js'
 export { type ParsedRedisUrl, parseRedisUrl, type RedisHost, redactUrl } from './url.js'

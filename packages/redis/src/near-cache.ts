@@ -1,9 +1,36 @@
-import { CacheConfigError, type CacheObserver, unrefRedisClient } from '@cache/core'
+import { randomUUID } from 'node:crypto'
+import {
+  CacheConfigError,
+  type CacheObserver,
+  CacheUnavailableError,
+  parseDuration,
+  unrefRedisClient,
+} from '@cache/core'
 import type { Redis } from 'ioredis'
 import { translateError } from './errors.js'
 
 /** Where Redis publishes invalidations for a client that redirects them (RESP2). */
 const INVALIDATE = '__redis__:invalidate'
+
+/** The `nearCache` option as an object. */
+export interface NearCacheOptions {
+  /** Copies kept at most; the least recently used go first. Default: 10 000. */
+  maxKeys?: number
+  /**
+   * How often the backend proves that invalidations still arrive: it publishes on a channel of
+   * its own through the connection it reads with and waits for it on the invalidation
+   * connection. A copy is served only while a heartbeat sent less than 2 × `heartbeat` ago has
+   * come back, so a silent link serves nothing older than that. In ms, or `'500ms'`, `'1s'`.
+   * Default: 500 ms.
+   */
+  heartbeat?: number | string
+}
+
+/** The `nearCache` option resolved, or undefined when it is off. */
+export interface NearCacheSettings {
+  maxKeys: number
+  heartbeatMs: number
+}
 
 /** A value read from Redis and kept in this process, with its expiry. */
 export interface NearEntry {
@@ -18,10 +45,17 @@ export interface NearEntry {
  * key by any client — this one, another process, `redis-cli`, an expiry — makes Redis send an
  * invalidation, and the copy is dropped when it arrives.
  *
- * Copies are served only while tracking is on for the current connection and the subscriber is
- * connected: when either connection drops, every copy is dropped (invalidations may have been
- * missed) and reads go to Redis until both are back and tracking is on again. A read that an
- * invalidation overtakes is not kept (a token per read, removed by any invalidation of its key).
+ * Copies are served only while (1) tracking is on for the current connection and the subscriber
+ * is connected — when either connection drops, every copy is dropped and reads go to Redis until
+ * both are back and tracking is on again — and (2) a heartbeat proves the path recent: the
+ * reading connection publishes on a private channel every `heartbeat`, and the subscriber
+ * receives it after every invalidation Redis sent before it. A copy is served only while a
+ * heartbeat sent less than 2 × `heartbeat` ago has come back; past that, every copy is dropped
+ * and the subscriber reconnected. A read that an invalidation overtakes is not kept (a token per
+ * read, removed by any invalidation of its key).
+ *
+ * Copies are keyed by the bytes of the key as Redis stores it (UTF-8), and invalidations are
+ * matched by bytes, so keys that are not plain text match too.
  */
 export class NearCache {
   private readonly entries = new Map<string, NearEntry>()
@@ -29,17 +63,32 @@ export class NearCache {
   private readonly reading = new Map<string, number>()
   private nextToken = 0
   private readonly subscriber: Redis
-  /** Tracking is on, redirected to the connected subscriber: copies may be kept and served. */
+  private readonly maxKeys: number
+  private readonly heartbeatMs: number
+  private readonly beatChannel = `__cache_near__:${randomUUID()}`
+  /** Tracking is on, redirected to the connected subscriber: copies may be kept. */
   private active = false
   /** Bumped whenever tracking stops, so that reads started before cannot store. */
   private epoch = 0
   private closed = false
+  /** The subscriber's client id on its current connection, once it listens for invalidations. */
+  private subscriberId: number | undefined
+  private beatsSent = 0
+  /** When each heartbeat not back yet was sent (performance.now()), by number. */
+  private readonly beatTimes = new Map<number, number>()
+  /** When the latest heartbeat that came back was sent: every invalidation sent before it has arrived. */
+  private provenAt = Number.NEGATIVE_INFINITY
+  /** The last heartbeat PUBLISH was answered: the reading connection works, so a silent path is the subscriber's. */
+  private publishAnswered = false
+  private readonly timer: NodeJS.Timeout
 
   constructor(
     private readonly client: Redis,
-    private readonly maxKeys: number,
+    settings: NearCacheSettings,
     private readonly observer: CacheObserver,
   ) {
+    this.maxKeys = settings.maxKeys
+    this.heartbeatMs = settings.heartbeatMs
     // Subscribed anew on each connection, after CLIENT ID (refused once subscribed).
     this.subscriber = client.duplicate({
       connectionName: 'cache-near-invalidations',
@@ -54,63 +103,37 @@ export class NearCache {
     this.subscriber.on('close', this.onSubscriberClose)
     client.on('ready', this.enable)
     client.on('close', this.stop)
-  }
-
-  /** The copy of `key` if one may be served now. */
-  private get(key: string): NearEntry | undefined {
-    if (!this.active) return undefined
-    const entry = this.entries.get(key)
-    if (entry === undefined) return undefined
-    if (entry.expiresAt !== undefined && entry.expiresAt <= Date.now()) {
-      this.entries.delete(key)
-      return undefined
-    }
-    // Least recently used first: a hit moves the key to the end.
-    this.entries.delete(key)
-    this.entries.set(key, entry)
-    return entry
+    this.timer = setInterval(this.tick, this.heartbeatMs)
+    this.timer.unref()
   }
 
   /**
-   * The copy of `key`, or what `load` reads from Redis (value and PTTL, both tracked by Redis),
-   * kept unless tracking stopped or an invalidation of `key` came while it was read.
+   * The copy of `key` (a full Redis key), or what `load` reads from Redis (value and PTTL, both
+   * tracked by Redis), kept unless tracking stopped or an invalidation of `key` came meanwhile.
    */
   async read(key: string, load: () => Promise<[Buffer | null, number]>): Promise<NearEntry | undefined> {
-    const copy = this.get(key)
+    const id = wireKey(key)
+    const copy = this.get(id)
     if (copy !== undefined) return copy
-    const token = this.startRead(key)
+    const token = ++this.nextToken
+    if (this.active) this.reading.set(id, token)
     const epoch = this.epoch
     let bytes: Buffer | null
     let ttl: number
     try {
       ;[bytes, ttl] = await load()
     } catch (error) {
-      if (this.reading.get(key) === token) this.reading.delete(key)
+      if (this.reading.get(id) === token) this.reading.delete(id)
       throw error
     }
     const entry = bytes === null ? undefined : { bytes, expiresAt: ttl >= 0 ? Date.now() + ttl : undefined }
-    this.keep(key, token, epoch, entry)
+    this.keep(id, token, epoch, entry)
     return entry
   }
 
-  private startRead(key: string): number {
-    const token = ++this.nextToken
-    if (this.active) this.reading.set(key, token)
-    return token
-  }
-
-  private keep(key: string, token: number, epoch: number, entry: NearEntry | undefined): void {
-    if (this.reading.get(key) !== token) return
-    this.reading.delete(key)
-    if (!this.active || epoch !== this.epoch || entry === undefined) return
-    this.entries.set(key, entry)
-    if (this.entries.size > this.maxKeys) this.entries.delete(this.entries.keys().next().value!)
-  }
-
-  /** Drops the copy of `key` (this backend is about to write it). */
+  /** Drops the copy of `key` (a full Redis key: this backend is about to write it). */
   forget(key: string): void {
-    this.entries.delete(key)
-    this.reading.delete(key)
+    this.drop(wireKey(key))
   }
 
   /** Drops every copy. */
@@ -119,21 +142,60 @@ export class NearCache {
     this.reading.clear()
   }
 
+  /** Waits (at most `ms`) until copies are kept and served. */
+  async whenActive(ms: number): Promise<boolean> {
+    const deadline = Date.now() + ms
+    while (!this.serving() && !this.closed && Date.now() < deadline)
+      await delay(Math.min(20, deadline - Date.now()))
+    return this.serving()
+  }
+
   close(): void {
     this.closed = true
+    clearInterval(this.timer)
     this.stop()
     this.client.off('ready', this.enable).off('close', this.stop)
     this.subscriber.disconnect()
   }
 
-  /** The subscriber's client id on its current connection, once it listens for invalidations. */
-  private subscriberId: number | undefined
+  /** Copies may be served now: tracking is on and a recent heartbeat proves the path. */
+  private serving(): boolean {
+    return this.active && performance.now() - this.provenAt < 2 * this.heartbeatMs
+  }
+
+  /** The copy of `id` if one may be served now. */
+  private get(id: string): NearEntry | undefined {
+    if (!this.serving()) return undefined
+    const entry = this.entries.get(id)
+    if (entry === undefined) return undefined
+    if (entry.expiresAt !== undefined && entry.expiresAt <= Date.now()) {
+      this.entries.delete(id)
+      return undefined
+    }
+    // Least recently used first: a hit moves the key to the end.
+    this.entries.delete(id)
+    this.entries.set(id, entry)
+    return entry
+  }
+
+  private keep(id: string, token: number, epoch: number, entry: NearEntry | undefined): void {
+    if (this.reading.get(id) !== token) return
+    this.reading.delete(id)
+    if (!this.active || epoch !== this.epoch || entry === undefined) return
+    this.entries.set(id, entry)
+    if (this.entries.size > this.maxKeys) this.entries.delete(this.entries.keys().next().value!)
+  }
+
+  private drop(id: string): void {
+    this.entries.delete(id)
+    this.reading.delete(id)
+  }
 
   private readonly onSubscriberReady = (): void => {
     const subscriber = this.subscriber
     ;(async () => {
       const id = Number(await subscriber.call('CLIENT', 'ID'))
-      await subscriber.subscribe(INVALIDATE)
+      await subscriber.subscribe(INVALIDATE, this.beatChannel)
       if (subscriber.status !== 'ready') return
       this.subscriberId = id
       this.enable()
@@ -161,24 +223,65 @@ export class NearCache {
     const epoch = this.epoch
     this.client.call('CLIENT', 'TRACKING', 'ON', 'REDIRECT', String(id)).then(
       () => {
-        if (epoch === this.epoch && !this.closed && this.subscriberId === id) this.active = true
+        if (epoch !== this.epoch || this.closed || this.subscriberId !== id) return
+        this.active = true
+        // Copies are served once a heartbeat sent from now on comes back.
+        this.beat()
       },
       (error: unknown) => {
         this.onError(error)
         // The subscriber's connection went away meanwhile: reconnect it. Any other refusal (Redis
         // before 6, an ACL) leaves copies off; reads go to Redis.
-        if (/redirect to does not exist/.test(String((error as Error).message)))
+        if (
+          /redirect to does not exist/.test(String((error as Error).message)) &&
+          this.subscriber.status === 'ready'
+        )
           this.subscriber.disconnect(true)
       },
     )
   }
 
-  /** Waits (at most `ms`) until copies are kept and served. */
-  async whenActive(ms: number): Promise<boolean> {
-    const deadline = Date.now() + ms
-    while (!this.active && !this.closed && Date.now() < deadline)
-      await delay(Math.min(20, deadline - Date.now()))
-    return this.active
+  /** Every `heartbeat`: judge the path, send the next heartbeat. */
+  private readonly tick = (): void => {
+    if (this.closed) return
+    if (this.active && performance.now() - this.provenAt >= 2 * this.heartbeatMs) {
+      const silent = `no heartbeat came back within ${2 * this.heartbeatMs} ms`
+      this.observer.error(
+        'near cache',
+        new CacheUnavailableError('redis', `redis: nearCache: ${silent}; every copy was dropped`),
+      )
+      this.stop()
+      // The reading connection answers but nothing arrives on the subscriber: replace it. (When
+      // the reading connection does not answer either, reads fail on their own; nothing to redo.)
+      // (Only a connected one: dropping one while ioredis asks the sentinels ends it for good.)
+      if (this.publishAnswered && this.subscriber.status === 'ready') this.subscriber.disconnect(true)
+    }
+    this.beat()
+  }
+
+  private beat(): void {
+    if (this.closed || this.client.status !== 'ready' || this.subscriberId === undefined) return
+    const seq = ++this.beatsSent
+    this.beatTimes.set(seq, performance.now())
+    // Beats that never came back are forgotten once they no longer matter.
+    for (const old of this.beatTimes.keys()) if (old < seq - 16) this.beatTimes.delete(old)
+    this.client.publish(this.beatChannel, String(seq)).then(
+      () => {
+        this.publishAnswered = true
+      },
+      () => {
+        this.publishAnswered = false
+      },
+    )
+  }
+
+  private onBeat(seq: number): void {
+    const sentAt = this.beatTimes.get(seq)
+    if (sentAt === undefined) return
+    for (const old of this.beatTimes.keys()) if (old <= seq) this.beatTimes.delete(old)
+    this.provenAt = Math.max(this.provenAt, sentAt)
+    // The path works again after a silence that stopped tracking with both connections open.
+    if (!this.active && this.subscriberId !== undefined) this.enable()
   }
 
   /** Stops serving copies and drops them all: invalidations may be missed from now on. */
@@ -188,14 +291,18 @@ export class NearCache {
     this.forgetAll()
   }
 
-  private readonly onMessage = (_channel: Buffer, message: Buffer | Buffer[] | null): void => {
+  private readonly onMessage = (channel: Buffer, message: Buffer | Buffer[] | null): void => {
+    if (channel.length === this.beatChannel.length && channel.toString() === this.beatChannel) {
+      this.onBeat(Number(String(message)))
+      return
+    }
     // RESP2 sends the invalidated keys as an array; null (or an empty message) means "all".
     if (message === null || (Array.isArray(message) && message.length === 0)) {
       this.forgetAll()
       return
     }
     const keys = Array.isArray(message) ? message : [message]
-    for (const key of keys) this.forget(key.toString())
+    for (const key of keys) this.drop(key.toString('latin1'))
   }
 
   private readonly onError = (error: unknown): void => {
@@ -203,18 +310,34 @@ export class NearCache {
   }
 }
 
+/**
+ * The key as the bytes Redis holds (UTF-8), one char per byte: what invalidations name. A key of
+ * plain ASCII is its own text; any other is encoded (a lone surrogate becomes what ioredis sends).
+ */
+function wireKey(key: string): string {
+  return /^[\u0000-\u007f]*$/.test(key) ? key : Buffer.from(key, 'utf8').toString('latin1')
+}
+
 function address(client: Redis): string | undefined {
   const stream = client.stream
   return stream?.remoteAddress === undefined ? undefined : `${stream.remoteAddress}:${stream.remotePort}`
 }
 
-/** `maxKeys` of the `nearCache` option, undefined when it is off. */
-export function nearCacheSize(option: boolean | { maxKeys?: number } | undefined): number | undefined {
+/** The `nearCache` option resolved, undefined when it is off. */
+export function nearCacheSettings(
+  option: boolean | NearCacheOptions | undefined,
+): NearCacheSettings | undefined {
   if (option === undefined || option === false) return undefined
-  const maxKeys = option === true ? 10_000 : (option.maxKeys ?? 10_000)
+  const given = option === true ? {} : option
+  const maxKeys = given.maxKeys ?? 10_000
   if (!Number.isSafeInteger(maxKeys) || maxKeys < 1)
     throw new CacheConfigError('nearCache', `maxKeys: ${String(maxKeys)} is not a positive whole number`)
-  return maxKeys
+  const heartbeat = given.heartbeat ?? 500
+  if (typeof heartbeat === 'number' && !(heartbeat > 0 && Number.isFinite(heartbeat)))
+    throw new CacheConfigError('nearCache', `heartbeat: ${heartbeat} is not a positive number of ms`)
+  const heartbeatMs =
+    typeof heartbeat === 'number' ? heartbeat : parseDuration(heartbeat, 'nearCache.heartbeat')
+  return { maxKeys, heartbeatMs }
 }
 
 function delay(ms: number): Promise<void> {

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
 import type { RedisClient } from './client.js'
+import type { Replication } from './replication.js'
 
 /**
  * A Lua script run with EVALSHA; on NOSCRIPT (a restarted server, a failover, a new cluster
@@ -12,17 +13,36 @@ export class LuaScript {
     this.sha = sha1(source)
   }
 
-  run(client: RedisClient, key: string, args: (string | Buffer | number)[]): Promise<unknown> {
-    return this.runKeys(client, [key], args)
+  run(
+    client: RedisClient,
+    key: string,
+    args: (string | Buffer | number)[],
+    replication?: Replication,
+    operation = 'script',
+  ): Promise<unknown> {
+    return this.runKeys(client, [key], args, replication, operation)
   }
 
-  /** With several keys: on a cluster they must share a hash slot. */
-  async runKeys(client: RedisClient, keys: string[], args: (string | Buffer | number)[]): Promise<unknown> {
+  /**
+   * With several keys: on a cluster they must share a hash slot. With `replication`, the script
+   * is followed by WAIT (see replication.ts) and resolves once replicated.
+   */
+  async runKeys(
+    client: RedisClient,
+    keys: string[],
+    args: (string | Buffer | number)[],
+    replication?: Replication,
+    operation = 'script',
+  ): Promise<unknown> {
+    const send = (command: string, first: string) =>
+      replication === undefined
+        ? client.callBuffer(command, first, keys.length, ...keys, ...args)
+        : replication.send(client, operation, keys[0]!, command, [first, keys.length, ...keys, ...args], true)
     try {
-      return await client.callBuffer('evalsha', this.sha, keys.length, ...keys, ...args)
+      return await send('evalsha', this.sha)
     } catch (error) {
       if (!String((error as Error).message).startsWith('NOSCRIPT')) throw error
-      return client.callBuffer('eval', this.source, keys.length, ...keys, ...args)
+      return send('eval', this.source)
     }
   }
 }

@@ -12,6 +12,8 @@ const ABORTED = [
 ]
 /** A switch-over that neither ends nor aborts within this long no longer holds calls back. */
 const LONGEST_SWITCH_MS = 15_000
+/** Pause before asking the sentinels again when the client reached the wrong master. */
+const RETRY_MS = 50
 
 /**
  * Holds calls back during a Sentinel switch-over. A write the old master acknowledges after its
@@ -20,7 +22,10 @@ const LONGEST_SWITCH_MS = 15_000
  * NO ONE`) and its end (`+switch-master`). From the first until the client is connected to the
  * new master, calls fail at once with `CacheUnavailableError` instead of being acknowledged and
  * lost. On `+switch-master` the client reconnects (what ioredis' `failoverDetector` does, which
- * this replaces). One subscriber connection per sentinel given.
+ * this replaces) and the calls stay held until it is connected to the master that message names:
+ * a sentinel that has not heard of the switch yet (cut off, or slow) may name the old master,
+ * so the client asks again (ioredis asks the next sentinel each time) until one names the new
+ * one. One subscriber connection per sentinel given.
  */
 export class SwitchOverGuard {
   private readonly subscribers: Redis[]
@@ -86,8 +91,16 @@ export class SwitchOverGuard {
       // "<master name> <old ip> <old port> <new ip> <new port>"
       if (words[0] !== this.client.options.name) return
       this.target = this.mapped(words[3]!, Number(words[4]))
-      if (this.connectedTo() === this.target) this.promotingSince = undefined
-      else if (!this.client.options.failoverDetector) this.client.disconnect(true)
+      if (this.connectedTo() === this.target) {
+        this.promotingSince = undefined
+        return
+      }
+      // Held until connected there, also when the promotion message was missed.
+      this.promotingSince ??= performance.now()
+      // A client still connecting is judged when it is ready (onReady): dropping it while ioredis
+      // asks the sentinels ends it for good.
+      if (!this.client.options.failoverDetector && this.client.status === 'ready')
+        this.client.disconnect(true)
       return
     }
     // "-failover-abort-…": "master <name> <ip> <port>"
@@ -95,8 +108,17 @@ export class SwitchOverGuard {
   }
 
   private readonly onReady = (): void => {
-    if (this.promotingSince !== undefined && this.target !== undefined && this.connectedTo() === this.target)
+    if (!this.holding || this.target === undefined) return
+    if (this.connectedTo() === this.target) {
       this.promotingSince = undefined
+      return
+    }
+    // The sentinel asked still names the old master: ask again (the next one).
+    const retry = setTimeout(() => {
+      if (!this.closed && this.holding && this.target !== undefined && this.connectedTo() !== this.target)
+        this.client.disconnect(true)
+    }, RETRY_MS)
+    retry.unref()
   }
 
   private readonly onError = (error: unknown): void => {

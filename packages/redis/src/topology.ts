@@ -2,7 +2,6 @@ import { CacheUnavailableError } from '@cache/core'
 import calculateSlot from 'cluster-key-slot'
 import type { Cluster, Redis } from 'ioredis'
 
-const SLOTS = 16384
 /** How often the slot map is asked for while a master is unreachable, to follow a failover. */
 const REFRESH_WHILE_DEGRADED_MS = 250
 
@@ -101,76 +100,11 @@ export class ClusterTopology {
     return poll()
   }
 
-  /**
-   * The masters serving all 16384 slots right now, read from a connected master (not from the slot
-   * cache, which may predate a failover) and connected. Throws {@link CacheUnavailableError} when a
-   * slot has no master or its master cannot be reached: a caller that must visit every key (clear)
-   * must not succeed on part of them.
-   */
-  async currentMasters(operation: string): Promise<Redis[]> {
-    const owners = await this.readSlotOwners(operation)
-    const wanted = new Set(owners.map((range) => range.owner))
-    const find = () => new Map(this.cluster.nodes('master').map((node) => [nodeKey(node), node]))
-    let masters = find()
-    if ([...wanted].some((key) => !masters.has(key))) {
-      // ioredis has not seen this topology yet: refresh its slot cache, then connect.
-      await refreshSlots(this.cluster)
-      masters = find()
-    }
-    const nodes: Redis[] = []
-    for (const key of wanted) {
-      const node = masters.get(key)
-      if (node === undefined)
-        throw unavailable(operation, `${key} serves slots but is not known to the client`)
-      if (node.status === 'wait') node.connect().catch(noop)
-      nodes.push(node)
-    }
-    await Promise.all(
-      nodes.map(async (node) => {
-        if (node.status !== 'ready' && !(await readyWithin(node, this.timeoutMs)))
-          throw unavailable(operation, `the master ${nodeKey(node)} is unreachable (${node.status})`)
-      }),
-    )
-    return nodes
-  }
-
   /** Stops the refresh timer; the cluster client itself is closed by its owner. */
   close(): void {
     this.closed = true
     clearTimeout(this.refreshTimer)
     this.cluster.off('refresh', this.onRefresh).off('ready', this.onRefresh).off('-node', this.check)
-  }
-
-  /** Who serves each slot range, as CLUSTER SLOTS says on a master that answers now. */
-  private async readSlotOwners(operation: string): Promise<{ from: number; to: number; owner: string }[]> {
-    let lastError: unknown
-    for (const node of this.cluster.nodes('master')) {
-      if (node.status !== 'ready') continue
-      try {
-        const reply = (await node.call('CLUSTER', 'SLOTS')) as [
-          number,
-          number,
-          [string, number, ...unknown[]],
-        ][]
-        const ranges = reply.map(([from, to, [host, port]]) => ({ from, to, owner: this.mapped(host, port) }))
-        const covered = ranges.reduce((sum, r) => sum + r.to - r.from + 1, 0)
-        if (covered !== SLOTS)
-          throw unavailable(operation, `the cluster serves ${covered} of ${SLOTS} slots (CLUSTERDOWN)`)
-        return ranges
-      } catch (error) {
-        if (error instanceof CacheUnavailableError) throw error
-        lastError = error
-      }
-    }
-    throw unavailable(operation, 'no master answers CLUSTER SLOTS', lastError)
-  }
-
-  /** `host:port` as the client reaches it: through `natMap` when one is set (as ioredis does). */
-  private mapped(host: string, port: number): string {
-    const key = `${host}:${port}`
-    const natMap = this.cluster.options.natMap
-    const target = typeof natMap === 'function' ? natMap(key) : natMap?.[key]
-    return target ? `${target.host}:${target.port}` : key
   }
 
   private readonly onRefresh = (): void => {
@@ -219,19 +153,6 @@ export function nodeKey(node: Redis): string {
   return `${node.options.host}:${node.options.port}`
 }
 
-/** ioredis' slot cache refreshed now (resolves when done, successful or not). */
-function refreshSlots(cluster: Cluster): Promise<void> {
-  return new Promise((resolve) => cluster.refreshSlotsCache(() => resolve()))
-}
-
-function readyWithin(node: Redis, ms: number): Promise<boolean> {
-  return waitFor(ms, (done) => {
-    const onReady = () => done()
-    node.once('ready', onReady)
-    return () => node.off('ready', onReady)
-  })
-}
-
 /** Resolves true when `start`'s `done` is called, false after `ms`; `start` returns its cleanup. */
 function waitFor(ms: number, start: (done: () => void) => () => void): Promise<boolean> {
   return new Promise((resolve) => {
@@ -246,10 +167,6 @@ function waitFor(ms: number, start: (done: () => void) => () => void): Promise<b
       resolve(true)
     })
   })
-}
-
-function unavailable(operation: string, reason: string, cause?: unknown): CacheUnavailableError {
-  return new CacheUnavailableError('redis', `redis: ${operation} failed: ${reason}`, { cause })
 }
 
 function delay(ms: number): Promise<void> {

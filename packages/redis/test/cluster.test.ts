@@ -1,6 +1,8 @@
 import { CacheUnavailableError } from '@cache/core'
-import { type RedisCluster, startRedisCluster } from '@cache/test-servers'
-import { Cluster } from 'ioredis'
+import { execFileSync } from 'node:child_process'
+import { type RedisCluster, requireBinary, startRedisCluster } from '@cache/test-servers'
+import calculateSlot from 'cluster-key-slot'
+import { Cluster, Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { redisBackend } from '../src/index.js'
 
@@ -47,6 +49,59 @@ describe('Redis Cluster', () => {
     }
   })
 
+  it('clear() during a slot migration to a new master removes the keys already moved there', async () => {
+    const cache = redisBackend({ cluster: cluster.nodes }, { namespace: 'moving' })
+    const direct: Redis[] = []
+    const connect = (port: number) => {
+      const client = new Redis(port, '127.0.0.1')
+      direct.push(client)
+      return client
+    }
+    try {
+      // 40 keys in one slot (a hash tag), 40 spread over the others.
+      const moving = Array.from({ length: 40 }, (_, i) => `{m}k${i}`)
+      const spread = Array.from({ length: 40 }, (_, i) => `s${i}`)
+      await cache.setMany([...moving, ...spread].map((key) => ({ key, value: key })))
+      const slot = calculateSlot('moving:{m}')
+      // A scale-out starts: a new, empty master imports the slot; half its keys have moved.
+      const added = await cluster.addMaster()
+      const target = connect(added.port)
+      const owner = cluster.shards().find((shard) => ownsSlot(shard.master, slot))!
+      const source = connect(owner.master)
+      const [sourceId, targetId] = await Promise.all([
+        source.cluster('MYID') as Promise<string>,
+        target.cluster('MYID') as Promise<string>,
+      ])
+      await target.cluster('SETSLOT', slot, 'IMPORTING', sourceId)
+      await source.cluster('SETSLOT', slot, 'MIGRATING', targetId)
+      const keys = (await source.cluster('GETKEYSINSLOT', slot, 20)) as string[]
+      expect(keys).toHaveLength(20)
+      await source.migrate('127.0.0.1', added.port, '', 0, 5000, 'KEYS', ...keys)
+      expect(await target.dbsize()).toBe(20)
+
+      await cache.clear()
+      const left: string[] = []
+      for (const node of cluster.nodes) {
+        const client = connect(node.port)
+        if ((await client.role())[0] === 'master') left.push(...(await client.keys('moving:*')))
+      }
+      expect(left).toEqual([])
+      // Read one by one (ioredis follows ASK for single commands): no value is served. (A read
+      // sent to the new master before the client's first connection to it is up fails.)
+      const values = await Promise.all(
+        [...moving, ...spread].map((key) => cache.get(key).catch((error: unknown) => error)),
+      )
+      for (const value of values) if (value !== undefined) expect(value).toBeInstanceOf(CacheUnavailableError)
+
+      // The migration is called off: the slot stays with its owner.
+      await target.cluster('SETSLOT', slot, 'STABLE')
+      await source.cluster('SETSLOT', slot, 'STABLE')
+    } finally {
+      for (const client of direct) client.disconnect()
+      await cache.close()
+    }
+  })
+
   it('fails fast for keys of a master that died, and keeps serving the others', async () => {
     const cache = redisBackend({ cluster: cluster.nodes }, { namespace: 'partial', timeout: 200 })
     try {
@@ -76,3 +131,15 @@ describe('Redis Cluster', () => {
     }
   })
 })
+
+/** True when the master on `port` serves `slot`, as CLUSTER SLOTS on that master says. */
+function ownsSlot(port: number, slot: number): boolean {
+  const out = execFileSync(requireBinary('redis-cli'), ['-p', String(port), 'cluster', 'slots']).toString()
+  const lines = out.trim().split('\n')
+  for (let i = 0; i + 3 < lines.length; i++) {
+    if (/^\d+$/.test(lines[i]!) && /^\d+$/.test(lines[i + 1]!) && lines[i + 3] === String(port)) {
+      if (slot >= Number(lines[i]) && slot <= Number(lines[i + 1])) return true
+    }
+  }
+  return false
+}

@@ -123,3 +123,26 @@ describe.each([
     expect(await server.get(`once:${key}`)).toBe('1')
   })
 })
+
+describe('outcome records and clear()', () => {
+  it('clear() never removes the outcome records: a settled call stays settled through it', async () => {
+    const redis = await startRedis({ spawn: true })
+    const cache = redisBackend(redis.url, { namespace: 'fenced' })
+    const raw = new Redis(redis.port, redis.host)
+    try {
+      await cache.incr('n')
+      await cache.atomicUpdate<number>('total', (n) => (n ?? 0) + 1)
+      const records = await raw.dbsize()
+      expect(records).toBe(4) // two keys and their two records
+      await cache.clear()
+      expect(await cache.get('n')).toBeUndefined()
+      // The records (a late copy of a settled call finds its outcome or fence there) are left.
+      expect(await raw.dbsize()).toBe(2)
+      expect(await raw.keys('fenced:*')).toEqual([])
+    } finally {
+      raw.disconnect()
+      await cache.close()
+      await redis.stop()
+    }
+  })
+})

@@ -1,7 +1,14 @@
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
-import { CacheConfigError } from '@cache/core'
-import { type RedisServer, requireBinary, startRedis } from '@cache/test-servers'
+import { CacheConfigError, CacheUnavailableError } from '@cache/core'
+import {
+  type RedisServer,
+  type RedisSentinelGroup,
+  requireBinary,
+  startFaultProxy,
+  startRedis,
+  startRedisSentinelGroup,
+} from '@cache/test-servers'
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type RedisBackend, redisBackend } from '../src/index.js'
@@ -118,9 +125,142 @@ describe('nearCache: copies of what was read, evicted by Redis when any client c
   })
 })
 
+describe('nearCache: keys that are not plain text', () => {
+  let server: RedisServer
+  beforeAll(async () => {
+    server = await startRedis({ spawn: true })
+  })
+  afterAll(() => server?.stop())
+
+  it('drops the copy of a key with a lone surrogate when another client changes it', async () => {
+    const reader = redisBackend(server.url, { namespace: 'near', nearCache: true })
+    const writer = redisBackend(server.url, { namespace: 'near' })
+    try {
+      await reader.ready()
+      for (const key of ['x\uD800', 'a\uDC00b', 'é\uDBFF']) {
+        await writer.set(key, 'v1')
+        expect(await reader.get(key)).toBe('v1')
+        await writer.set(key, 'v2')
+        await until(reader, key, 'v2')
+      }
+    } finally {
+      await Promise.all([reader.close(), writer.close()])
+    }
+  })
+})
+
+/** Reads `key` every 10 ms until `stop()`: what each read returned (or threw), and when. */
+function readLoop(cache: RedisBackend, key: string) {
+  const reads: { at: number; value?: unknown; error?: unknown }[] = []
+  let running = true
+  const done = (async () => {
+    while (running) {
+      try {
+        reads.push({ at: performance.now(), value: await cache.get(key) })
+      } catch (error) {
+        reads.push({ at: performance.now(), error })
+      }
+      await new Promise((r) => setTimeout(r, 10))
+    }
+  })()
+  return {
+    reads,
+    stop: async () => {
+      running = false
+      await done
+    },
+  }
+}
+
+describe('nearCache: a link that goes silent', () => {
+  let server: RedisServer
+  beforeAll(async () => {
+    server = await startRedis({ spawn: true })
+  })
+  afterAll(() => server?.stop())
+
+  it('stops serving copies within 2 × heartbeat when the invalidation link is black-holed, and recovers', async () => {
+    const proxy = await startFaultProxy(server)
+    const reader = redisBackend(`redis://127.0.0.1:${proxy.port}`, {
+      namespace: 'near',
+      nearCache: { heartbeat: '200ms' },
+      timeout: 200,
+    })
+    const writer = redisBackend(server.url, { namespace: 'near' })
+    const admin = new Redis(server.port, server.host)
+    try {
+      await reader.ready()
+      await writer.set('k', 'v1')
+      expect(await reader.get('k')).toBe('v1')
+      // The subscriber's link (as Redis sees it) goes silent; the data link still passes.
+      const clients = (await admin.client('LIST')) as string
+      const line = clients.split('\n').find((l) => l.includes('name=cache-near-invalidations'))!
+      const port = Number(/addr=[^ ]*:(\d+) /.exec(line)![1])
+      proxy.setMode('blackhole', { serverSidePort: port })
+      await writer.set('k', 'v2')
+      const changedAt = performance.now()
+      const loop = readLoop(reader, 'k')
+      await new Promise((r) => setTimeout(r, 1500))
+      await loop.stop()
+      const stale = loop.reads.filter((r) => r.value === 'v1')
+      const lastStale = Math.max(0, ...stale.map((r) => r.at - changedAt))
+      // Served from memory at most 2 × heartbeat (400 ms) after the change, with a margin for a busy machine.
+      expect(lastStale).toBeLessThan(400 + 250)
+      expect(loop.reads.at(-1)).toMatchObject({ value: 'v2' })
+      // A fresh subscriber connection took over: copies are served again and evicted again.
+      expect(await reader.get('k')).toBe('v2')
+      await writer.set('k', 'v3')
+      await until(reader, 'k', 'v3')
+    } finally {
+      admin.disconnect()
+      await Promise.all([reader.close(), writer.close()])
+      await proxy.close()
+    }
+  })
+})
+
+describe('nearCache on Sentinel: a switch-over', () => {
+  let group: RedisSentinelGroup
+  beforeAll(async () => {
+    group = await startRedisSentinelGroup()
+  }, 30_000)
+  afterAll(() => group?.stop())
+
+  it('serves no copy from the old master once the sentinels promote the replica', async () => {
+    const reader = redisBackend(group.url, { namespace: 'near', nearCache: true })
+    try {
+      await reader.ready()
+      await reader.set('k', 'v1')
+      expect(await reader.get('k')).toBe('v1')
+      const loop = readLoop(reader, 'k')
+      await group.sentinel('failover', group.name)
+      const promoted = new Redis(group.replicas[0]!.port, '127.0.0.1')
+      try {
+        while (!String((await promoted.role())[0]).startsWith('master'))
+          await new Promise((r) => setTimeout(r, 5))
+        // Another client writes the new master as soon as it is one.
+        await promoted.set('near:k', '"v2"')
+      } finally {
+        promoted.disconnect()
+      }
+      const writtenAt = performance.now()
+      await new Promise((r) => setTimeout(r, 1500))
+      await loop.stop()
+      const after = loop.reads.filter((r) => r.at > writtenAt)
+      expect(after.filter((r) => r.value === 'v1')).toEqual([])
+      for (const read of after.filter((r) => r.error !== undefined))
+        expect(read.error).toBeInstanceOf(CacheUnavailableError)
+      expect(after.at(-1)).toMatchObject({ value: 'v2' })
+    } finally {
+      await reader.close()
+    }
+  }, 20_000)
+})
+
 describe('nearCache options', () => {
   it('is refused on a Redis Cluster and for a bad maxKeys, naming the option', () => {
     expect(() => redisBackend('redis+cluster://127.0.0.1:1', { nearCache: true })).toThrow(CacheConfigError)
     expect(() => redisBackend('redis://127.0.0.1:1', { nearCache: { maxKeys: 0 } })).toThrow(/nearCache/)
+    expect(() => redisBackend('redis://127.0.0.1:1', { nearCache: { heartbeat: 0 } })).toThrow(/heartbeat/)
   })
 })

@@ -5,7 +5,7 @@
  * `{ spawn: true }`).
  */
 import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer, Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -114,6 +114,44 @@ export class ManagedServer {
   async stop(): Promise<void> {
     await this.kill('SIGTERM')
   }
+
+  /**
+   * SIGSTOP, and resolves once every thread of the process is stopped (the signal takes effect a
+   * moment after it is sent: a request sent right after could still be answered).
+   */
+  async freeze(): Promise<void> {
+    const pid = this.pid
+    if (pid === undefined || !this.running) throw new Error(`${this.name} is not running`)
+    process.kill(pid, 'SIGSTOP')
+    const deadline = Date.now() + 2000
+    while (!allStopped(pid)) {
+      if (Date.now() > deadline) throw new Error(`${this.name} (pid ${pid}) did not stop`)
+      await new Promise((r) => setTimeout(r, 2))
+    }
+  }
+
+  /** SIGCONT: a frozen process runs again. */
+  thaw(): void {
+    if (this.pid !== undefined && this.running) process.kill(this.pid, 'SIGCONT')
+  }
+}
+
+/** True when every thread of `pid` is stopped (Linux /proc; elsewhere: assumed after the signal). */
+function allStopped(pid: number): boolean {
+  let tasks: string[]
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`)
+  } catch {
+    return true
+  }
+  return tasks.every((task) => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${task}/stat`, 'utf8')
+      return /\) [Tt] /.test(stat)
+    } catch {
+      return true
+    }
+  })
 }
 
 export interface RedisServer {
@@ -250,6 +288,12 @@ export interface RedisCluster {
   down(timeoutMs?: number): Promise<void>
   /** The process listening on `port`. */
   processOn(port: number): ManagedServer
+  /**
+   * Starts one more node and joins it as a master that serves no slot yet (`redis-cli --cluster
+   * add-node`), as a scale-out begins; resolves once every node knows it. Appended to
+   * {@link RedisCluster.nodes} and stopped with the cluster.
+   */
+  addMaster(): Promise<{ host: string; port: number }>
   stop(): Promise<void>
 }
 
@@ -281,41 +325,42 @@ export async function startRedisCluster(
   const root = mkdtempSync(join(tmpdir(), 'cache-cluster-'))
   const processes: ManagedServer[] = []
   const nodes: { host: string; port: number }[] = []
-  for (let i = 0; i < masters * (1 + replicas); i++) {
+  const newNode = async () => {
     const port = await freePort()
     const dir = join(root, String(port))
     execFileSync('mkdir', ['-p', dir])
-    processes.push(
-      new ManagedServer(
-        'redis-server (cluster)',
-        port,
-        redisServer,
-        [
-          '--port',
-          String(port),
-          '--bind',
-          HOST,
-          '--cluster-enabled',
-          'yes',
-          '--cluster-config-file',
-          'nodes.conf',
-          '--cluster-node-timeout',
-          String(nodeTimeout),
-          // A replica syncs at once, not after the default 5 s wait for more replicas.
-          '--repl-diskless-sync-delay',
-          '0',
-          '--save',
-          '',
-          '--appendonly',
-          'no',
-          '--dir',
-          dir,
-        ],
+    const node = new ManagedServer(
+      'redis-server (cluster)',
+      port,
+      redisServer,
+      [
+        '--port',
+        String(port),
+        '--bind',
+        HOST,
+        '--cluster-enabled',
+        'yes',
+        '--cluster-config-file',
+        'nodes.conf',
+        '--cluster-node-timeout',
+        String(nodeTimeout),
+        // A replica syncs at once, not after the default 5 s wait for more replicas.
+        '--repl-diskless-sync-delay',
+        '0',
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--dir',
         dir,
-      ),
+      ],
+      dir,
     )
+    processes.push(node)
     nodes.push({ host: HOST, port })
+    return node
   }
+  for (let i = 0; i < masters * (1 + replicas); i++) await newNode()
   const stop = async () => {
     await Promise.all(processes.map((p) => p.stop()))
     rmSync(root, { recursive: true, force: true })
@@ -416,6 +461,29 @@ export async function startRedisCluster(
       const process = processes.find((p) => p.port === port)
       if (!process) throw new Error(`no cluster node on port ${port}`)
       return process
+    },
+    async addMaster() {
+      const node = await newNode()
+      await node.start()
+      const seed = live()
+      await new Promise<void>((resolve, reject) =>
+        execFile(
+          redisCli,
+          ['--cluster', 'add-node', `${HOST}:${node.port}`, `${HOST}:${seed}`],
+          (error, _stdout, stderr) => (error ? reject(new Error(`add-node failed: ${stderr}`)) : resolve()),
+        ),
+      )
+      const others = processes.filter((p) => p.running && p !== node)
+      await poll(
+        async () => {
+          const views = await Promise.all(others.map((p) => cliAsync(p.port, 'cluster', 'nodes')))
+          const known = views.every((view) => view.includes(`:${node.port}@`))
+          return known && (await cliAsync(node.port, 'cluster', 'info')).includes('cluster_state:ok')
+        },
+        20_000,
+        `the new node ${node.port} did not join`,
+      )
+      return { host: HOST, port: node.port }
     },
     stop,
   }

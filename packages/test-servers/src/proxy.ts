@@ -19,8 +19,12 @@ export interface FaultProxy {
   readonly host: string
   /** Connections currently open through the proxy. */
   readonly connections: number
-  /** Sets the mode of every current and future connection. */
-  setMode(mode: ProxyMode): void
+  /**
+   * Sets the mode of every current and future connection; with `serverSidePort`, of the one open
+   * connection whose link to the server leaves from that local port (what the server shows as the
+   * client's address, e.g. in Redis `CLIENT LIST`), leaving the others as they are.
+   */
+  setMode(mode: ProxyMode, only?: { serverSidePort: number }): void
   /**
    * The next time the server sends bytes on any connection, forward them, then destroy both sides
    * of that connection: the client has its reply half-read or not at all and sees the link drop
@@ -45,6 +49,8 @@ export interface FaultProxy {
 interface Link {
   client: Socket
   server: Socket
+  /** Overrides the proxy's mode for this connection alone. */
+  mode?: ProxyMode
 }
 
 /** Starts a proxy on a free loopback port that forwards to `target`. */
@@ -72,10 +78,10 @@ export async function startFaultProxy(target: { host?: string; port: number }): 
     server.on('close', () => destroy(link))
     server.connect(target.port, targetHost, () => client.resume())
     client.on('data', (chunk) => {
-      if (mode === 'pass') server.write(chunk)
+      if ((link.mode ?? mode) === 'pass') server.write(chunk)
     })
     server.on('data', (chunk) => {
-      if (mode !== 'pass') return
+      if ((link.mode ?? mode) !== 'pass') return
       if (swallowWaiters.length > 0) {
         const waiters = swallowWaiters
         swallowWaiters = []
@@ -123,8 +129,15 @@ export async function startFaultProxy(target: { host?: string; port: number }): 
     get connections() {
       return links.size
     },
-    setMode(next) {
-      mode = next
+    setMode(next, only) {
+      if (only === undefined) {
+        mode = next
+        for (const link of links) link.mode = undefined
+        return
+      }
+      const link = [...links].find((l) => l.server.localPort === only.serverSidePort)
+      if (link === undefined) throw new Error(`no open connection leaves from port ${only.serverSidePort}`)
+      link.mode = next
     },
     dropAfterNextReply() {
       return new Promise<void>((resolve) => dropWaiters.push(resolve))
