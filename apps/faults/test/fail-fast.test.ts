@@ -23,6 +23,8 @@ interface Target {
   backend: CacheBackend
   /** The server's pid, to freeze it with SIGSTOP. */
   pid: number
+  /** SIGSTOP, resolved once every thread of the server is stopped. */
+  freeze(): Promise<void>
   kill(): Promise<void>
   stop(): Promise<void>
 }
@@ -36,6 +38,7 @@ const targets: [string, () => Promise<Target>][] = [
       return {
         backend,
         pid: server.process!.pid!,
+        freeze: () => server.process!.freeze(),
         kill: () => server.process!.kill(),
         stop: () => server.stop(),
       }
@@ -52,6 +55,7 @@ const targets: [string, () => Promise<Target>][] = [
       return {
         backend,
         pid: server.process!.pid!,
+        freeze: () => server.process!.freeze(),
         kill: () => server.process!.kill(),
         stop: () => server.stop(),
       }
@@ -83,10 +87,10 @@ describe('a frozen server (SIGSTOP: connections open, no answers)', () => {
   it.each(targets)(
     '%s: ops time out within the op timeout, then work again after SIGCONT',
     async (name, setup) => {
-      const { backend, pid, stop } = await setup()
+      const { backend, pid, freeze, stop } = await setup()
       try {
         await backend.set('warm', 1)
-        process.kill(pid, 'SIGSTOP')
+        await freeze()
         let worst: number
         try {
           worst = await slowestFailure(backend, FROZEN_OPS)

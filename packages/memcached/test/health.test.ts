@@ -100,7 +100,8 @@ describe('health per server', () => {
     const cache = pool(names, 'frozen')
     const frozen = keysOn(cache, names[2]!, 20)
     await cache.setMany(frozen.map((key) => ({ key, value: 1 })))
-    process.kill(servers[2]!.process!.pid!, 'SIGSTOP')
+    // Every thread stopped: a request sent right after a bare SIGSTOP can still be answered.
+    await servers[2]!.process!.freeze()
     const slow: number[] = []
     for (const key of frozen) {
       const { error, ms } = await timed(() => cache.get(key))
@@ -230,7 +231,7 @@ describe('health per server', () => {
       return gaps
     }
     // Frozen: each retry waits the 300 ms timeout, then 200 ms → 400 → 800 → 800 … (±20%).
-    process.kill(servers[2]!.process!.pid!, 'SIGSTOP')
+    await servers[2]!.process!.freeze()
     const frozen = (await gapsOf(2, 3500)).map((gap) => gap - TIMEOUT_MS)
     expect(frozen.length).toBeGreaterThanOrEqual(3)
     expect(frozen[1]!).toBeGreaterThan(frozen[0]!)
