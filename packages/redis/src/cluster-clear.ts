@@ -118,7 +118,9 @@ async function survey(
     for (const address of wave) views.set(address, undefined)
     const answers = await Promise.all(
       wave.map(async (address) => {
-        const connection = await usable(known.get(address) ?? connect(cluster, address, opened), limits.ms)
+        // A connection of its own to every node: the client's may predate a failover (a demoted
+        // master drops its clients, and the client's connection would retry for seconds).
+        const connection = await usable(connect(cluster, address, opened), limits.ms)
         if (connection === undefined) return undefined
         const text = await limits.timed(connection.cluster('NODES') as Promise<string>).catch(nothing)
         return text === undefined ? undefined : { address, connection, text }
