@@ -50,6 +50,19 @@ async function get(port: number, key: string): Promise<string | null> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
+/**
+ * The shards once each lists its replica: after a switch-over (or right after start-up) a node
+ * takes a moment to be listed as the replica of its shard again.
+ */
+async function settledShards() {
+  let shards = cluster.shards()
+  for (let i = 0; i < 100 && shards.some((shard) => shard.replicas.length !== 1); i++) {
+    await sleep(100)
+    shards = cluster.shards()
+  }
+  return shards
+}
+
 describe('Redis Cluster with replicas, through failovers', () => {
   it("serves a new client's first burst while it connects, and ready() waits for every master", async () => {
     const cache = backend('burst')
@@ -68,7 +81,7 @@ describe('Redis Cluster with replicas, through failovers', () => {
     const cache = backend('handover')
     await cache.ready()
     await cache.setMany(Array.from({ length: 300 }, (_, i) => ({ key: `k${i}`, value: i })))
-    const [shard] = cluster.shards()
+    const [shard] = await settledShards()
     // CLUSTER FAILOVER: the replica takes over, the old master stays up as its replica; no link drops.
     const replica = new Redis(shard!.replicas[0]!, '127.0.0.1')
     await replica.cluster('FAILOVER')
@@ -82,7 +95,7 @@ describe('Redis Cluster with replicas, through failovers', () => {
   it('fails an incr at once during CLUSTERDOWN and never applies it later', async () => {
     const cache = backend('down', 300)
     await cache.ready()
-    const [, victim, healthy] = cluster.shards()
+    const [, victim, healthy] = await settledShards()
     expect(victim!.replicas).toHaveLength(1)
     const [key] = keysServedBy(healthy!.master, 'down', 1)
     await cluster.processOn(victim!.master).kill()
