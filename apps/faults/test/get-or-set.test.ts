@@ -242,7 +242,15 @@ describe.each(SETUPS)('on $name', (setup) => {
       const base = { ...f.stats }
       return (name: keyof MemoStats) => f.stats[name] - base[name]
     }
-    const advance = (ms: number) => vi.advanceTimersByTimeAsync(ms)
+    /**
+     * Moves the fake clock on, once the writes already sent have been answered: the backends'
+     * own request timeouts run on the same fake timers, so jumping seconds ahead while a write is
+     * on the wire would time it out (a 300 ms Redis timeout firing on a write Redis answers in 1 ms).
+     */
+    const advance = async (ms: number) => {
+      await settle()
+      await vi.advanceTimersByTimeAsync(ms)
+    }
     const outcomeOf = (call: Promise<unknown>) =>
       call.then(
         (value) => ({ value }),
