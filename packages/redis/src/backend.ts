@@ -32,7 +32,7 @@ import { COMPARE_AND_SET_ONCE, ExactlyOnce, INCR_ONCE } from './exactly-once.js'
 import { NearCache, type NearCacheOptions, nearCacheSettings } from './near-cache.js'
 import { type Replication, replicationSettings } from './replication.js'
 import { COMPARE_AND_SET, GET_ENTRY, INCR, sha1 } from './scripts.js'
-import { groupByNodeAndSlot } from './slots.js'
+import { groupByNodeAndSlot, isMoved, renewSlots } from './slots.js'
 
 /** Options of {@link redisBackend}. Durations given as numbers are milliseconds here. */
 export interface RedisBackendOptions extends BaseBackendOptions, CodecOptions {
@@ -574,7 +574,11 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
       const replies = new Array<unknown>(results.length)
       for (let i = 0; i < results.length; i++) {
         const [error, reply] = results[i]!
-        if (error) throw error
+        if (error) {
+          // Followed by WAIT, ioredis does not follow a MOVED: the next call goes to the new master.
+          if (isMoved(this.client, error)) await renewSlots(this.client as Cluster)
+          throw error
+        }
         replies[i] = reply
       }
       if (master !== undefined) replication!.check(master, operation, waited)

@@ -2,6 +2,7 @@ import { CacheConfigError, CacheUnavailableError } from '@cache/core'
 import calculateSlot from 'cluster-key-slot'
 import type { ChainableCommander, Cluster, Redis } from 'ioredis'
 import type { RedisClient } from './client.js'
+import { isMoved, renewSlots } from './slots.js'
 
 type Arg = string | Buffer | number
 
@@ -131,17 +132,26 @@ export class Replication {
     args: Arg[],
     buffers = false,
   ): Promise<unknown> {
-    const master = await this.admit(client, operation, key)
-    const pipeline = client.pipeline()
-    if (buffers) pipeline.callBuffer(command, ...args)
-    else pipeline.call(command, ...args)
-    this.addWait(pipeline)
-    const results = (await pipeline.exec()) ?? []
-    const [error, reply] = results[0] ?? [new Error(`no reply to ${command}`), undefined]
-    // The command failed (nothing was written): its own error, not a replication failure.
-    if (error) throw error
-    this.check(master, operation, results[1])
-    return reply
+    for (let attempt = 1; ; attempt++) {
+      const master = await this.admit(client, operation, key)
+      const pipeline = client.pipeline()
+      if (buffers) pipeline.callBuffer(command, ...args)
+      else pipeline.call(command, ...args)
+      this.addWait(pipeline)
+      const results = (await pipeline.exec()) ?? []
+      const [error, reply] = results[0] ?? [new Error(`no reply to ${command}`), undefined]
+      if (error) {
+        // The slot moved (nothing was written): once more, to its new master.
+        if (attempt === 1 && isMoved(client, error)) {
+          await renewSlots(client as Cluster)
+          continue
+        }
+        // The command failed (nothing was written): its own error, not a replication failure.
+        throw error
+      }
+      this.check(master, operation, results[1])
+      return reply
+    }
   }
 
   /**

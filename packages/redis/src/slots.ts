@@ -1,5 +1,6 @@
 import calculateSlot from 'cluster-key-slot'
 import type { Cluster } from 'ioredis'
+import type { RedisClient } from './client.js'
 
 /**
  * Positions of `keys` grouped first by the node that serves them, then by hash slot: one
@@ -23,4 +24,19 @@ export function groupByNodeAndSlot(
     else positions.push(i)
   }
   return nodes
+}
+
+/**
+ * True if `error` is a cluster's `MOVED` reply: the slot has another master now and the command
+ * was not applied. ioredis follows it by itself except in a pipeline whose other replies differ
+ * (a write followed by `WAIT`): there the slot map is renewed here, or a client that only writes
+ * would send every write to the old master for good.
+ */
+export function isMoved(client: RedisClient, error: unknown): boolean {
+  return client.isCluster && error instanceof Error && error.message.startsWith('MOVED ')
+}
+
+/** Reads the cluster's slot map again (one refresh shared by the callers that ask meanwhile). */
+export function renewSlots(cluster: Cluster): Promise<void> {
+  return new Promise((resolve) => cluster.refreshSlotsCache(() => resolve()))
 }

@@ -175,4 +175,43 @@ describe('replicas: writes acknowledged only once replicated', () => {
       promoted.disconnect()
     }
   }, 30_000)
+
+  it('a client that only writes follows a planned CLUSTER FAILOVER within a second (a MOVED reply renews its slot map)', async () => {
+    const cache = backend(`redis+cluster://${cluster.nodes.map((n) => `${n.host}:${n.port}`).join(',')}`, {
+      namespace: 'planned',
+      replicas: 1,
+    })
+    await cache.ready()
+    const shard = cluster.shards().find((s) => s.replicas.length > 0)!
+    const [key] = keysServedBy(shard.master, 'planned', 1)
+    await cache.set(key!, 0)
+    const promoted = new Redis(shard.replicas[0]!, '127.0.0.1')
+    try {
+      await promoted.call('CLUSTER', 'FAILOVER')
+      while (!(await promoted.info('replication')).includes('role:master')) await sleep(20)
+      // Nothing but writes: no read renews the client's slot map.
+      const start = performance.now()
+      let written = -1
+      const errors: unknown[] = []
+      for (let i = 1; performance.now() - start < 5000 && written < 0; i++) {
+        try {
+          await cache.set(key!, i)
+          written = i
+        } catch (error) {
+          errors.push(error)
+          await sleep(50)
+        }
+      }
+      expect(written, `still failing after 5 s: ${String(errors.at(-1))}`).toBeGreaterThan(0)
+      expect(performance.now() - start).toBeLessThan(1500)
+      for (const error of errors) expect(error).toBeInstanceOf(CacheUnavailableError)
+      // The write went to the new master, and the next ones go there too.
+      expect(await promoted.get(`planned:${key}`)).toBe(JSON.stringify(written))
+      await cache.set(key!, 'after')
+      await cache.delete(key!)
+      expect(await promoted.exists(`planned:${key}`)).toBe(0)
+    } finally {
+      promoted.disconnect()
+    }
+  }, 30_000)
 })
