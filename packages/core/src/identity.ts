@@ -39,13 +39,14 @@ export function sourceOf(fn: Function): string | undefined {
 }
 
 /**
- * A short fingerprint of a function's source text (12 hex digits of its SHA-256), part of every
+ * A short fingerprint of a function's source text, or of a text (12 hex digits of its SHA-256), part of every
  * default key name: two builds that give two different functions one name (a minifier renaming
  * both `o`) still key them apart, and a function whose code changed does not serve the results of
  * its old code. The same code gives the same fingerprint in every process and build.
  */
-export function sourceFingerprint(fn: Function): string {
-  return createHash('sha256').update(Function.prototype.toString.call(fn)).digest('hex').slice(0, 12)
+export function sourceFingerprint(fn: Function | string): string {
+  const text = typeof fn === 'string' ? fn : Function.prototype.toString.call(fn)
+  return createHash('sha256').update(text).digest('hex').slice(0, 12)
 }
 
 /**

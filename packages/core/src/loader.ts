@@ -585,7 +585,7 @@ export class Loader {
       const found = sync.getEntry(local[0]!)?.value
       let generation: number
       if (isGeneration(found)) generation = found
-      else sync.set(local[0]!, (generation = newGeneration()))
+      else sync.set(local[0]!, (generation = newGeneration()), Number.POSITIVE_INFINITY)
       if (typeof envelope === 'object' && envelope !== null) {
         const stored = envelope.g
         if (Array.isArray(stored) && stored.length === 1 && stored[0] === generation)

@@ -346,7 +346,7 @@ class MethodNaming implements Naming {
 
   /** A subclass that ran the method (its entries are keyed apart): `keyFor()` then needs `this`. */
   private inheritedBy: string | undefined
-  /** `#` and the fingerprint of the method's source, in default names. */
+  /** The fingerprint of the method's source, part of its class's in default names. */
   private readonly fingerprint: string
 
   constructor(
@@ -355,7 +355,7 @@ class MethodNaming implements Naming {
     private readonly isStatic: boolean,
     source: Function,
   ) {
-    this.fingerprint = `#${sourceFingerprint(source)}`
+    this.fingerprint = sourceFingerprint(source)
     this.namespace = options.namespace ?? 'memo'
     assertMemoNamespace(this.namespace)
     assertName(options.name)
@@ -416,11 +416,15 @@ class MethodNaming implements Naming {
     const own = owner === undefined || owner === runtime
     if (!own) this.inheritedBy ??= runtime.name
     const name = this.options.name
+    // A class's text holds the method and everything else its results may depend on (fields,
+    // constructor): two classes of one name whose method text is the same but whose other code
+    // differs (two modules, two processes) get two fingerprints.
     const base =
       name === undefined
-        ? `${partSegment((owner ?? runtime).name)}.${partSegment(this.method)}${this.fingerprint}`
+        ? `${partSegment((owner ?? runtime).name)}.${partSegment(this.method)}#${classFingerprint(owner ?? runtime, this.fingerprint)}`
         : nameSegment(name)
-    const prefix = `${keySegment(this.namespace)}:${own ? base : `${base}(${partSegment(runtime.name)})`}:`
+    const inherited = `(${partSegment(runtime.name)}#${classFingerprint(runtime, this.fingerprint)})`
+    const prefix = `${keySegment(this.namespace)}:${own ? base : `${base}${inherited}`}:`
     // The claimant is this method on this class: another class of the same name, or another
     // method that would be named the same, is a different one.
     claimPrefix(
@@ -452,4 +456,13 @@ class MethodNaming implements Naming {
         'call it on an instance, or pass a `name` option',
     )
   }
+}
+
+/**
+ * The fingerprint of a class's source text together with a method's: the class text holds its
+ * fields and constructor, which a method's results may depend on as much as on its own text.
+ */
+function classFingerprint(cls: Function, method: string): string {
+  const text = sourceOf(cls)
+  return text === undefined ? method : sourceFingerprint(`${method}\n${text}`)
 }

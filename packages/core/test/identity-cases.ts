@@ -27,7 +27,7 @@ export function identityCases(mode: DecoratorMode): void {
       // keyFor names the entry of a call on a given instance, and refuses to guess without one.
       expect(() => orders.findById.keyFor('1')).toThrow(/Repository.*keyFor\.call/s)
       const key = orders.findById.keyFor.call(orders, '1')
-      expect(key).toMatch(/^memo:Repository\.findById#[0-9a-f]{12}\(OrderRepository\):"1"$/)
+      expect(key).toMatch(/^memo:Repository\.findById#[0-9a-f]{12}\(OrderRepository#[0-9a-f]{12}\):"1"$/)
       expect(backend.rows.has(key)).toBe(true)
     })
 
@@ -81,7 +81,7 @@ export function identityCases(mode: DecoratorMode): void {
         console.log(JSON.stringify([...m.backend.rows.keys()]))`
       const [first, second] = await Promise.all([keysOf(), keysOf()])
       expect(
-        first.some((key) => /^memo:Repository\.findById#[0-9a-f]{12}\(UserRepository\):"1"$/.test(key)),
+        first.some((key) => /^memo:Repository\.findById#[0-9a-f]{12}\(UserRepository#[0-9a-f]{12}\):"1"$/.test(key)),
       ).toBe(true)
       expect(second).toEqual(first)
     })

@@ -178,6 +178,40 @@ describe('cached()', () => {
     }
   })
 
+  it("keeps results for their own ttl on a backend whose default TTL is shorter (the function's invalidation state never expires)", async () => {
+    vi.useFakeTimers()
+    try {
+      const short = memoryBackend({ defaultTtl: '1s' })
+      const calls = { sync: 0, async: 0 }
+      const sync = cached(
+        (x: number) => {
+          calls.sync++
+          return x
+        },
+        { backend: short, name: 'long-sync', ttl: '1h' },
+      )
+      const async = cached(
+        async (x: number) => {
+          calls.async++
+          return x
+        },
+        { backend: short, name: 'long-async', ttl: '1h' },
+      )
+      sync(1)
+      await async(1)
+      vi.advanceTimersByTime(1_500)
+      expect(sync(1)).toBe(1)
+      expect(await async(1)).toBe(1)
+      expect(calls).toEqual({ sync: 1, async: 1 })
+      vi.advanceTimersByTime(3_600_000)
+      sync(1)
+      await async(1)
+      expect(calls).toEqual({ sync: 2, async: 2 })
+    } finally {
+      vi.useRealTimers()
+    }
+  })
+
   it('serves a stale result while one caller refreshes it', async () => {
     vi.useFakeTimers()
     try {
