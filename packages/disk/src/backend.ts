@@ -89,6 +89,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
       // Reported on the next turn, so listeners attached right after construction hear it.
       if (recovery !== undefined) setImmediate(() => this.lock.report(recovery, 'open'))
     } catch (cause) {
+      if (isUnbuiltNativeModule(cause)) throw unbuiltNativeModule(cause)
       const message = `cannot open a disk cache in ${this.path}: ${(cause as Error).message}`
       throw new CacheConfigError('path', message, { cause })
     }
@@ -471,4 +472,17 @@ const CONFLICT = Symbol('conflict')
 /** A persistent, multi-process disk cache. See {@link DiskBackendOptions}. */
 export function diskBackend(options: DiskBackendOptions = {}): DiskBackend {
   return new DiskBackend(options)
+}
+
+/** better-sqlite3 is installed but its native module was never built (pnpm 10 skips install scripts). */
+function isUnbuiltNativeModule(error: unknown): boolean {
+  return error instanceof Error && /Could not locate the bindings file|better_sqlite3\.node/.test(error.message)
+}
+
+function unbuiltNativeModule(cause: unknown): CacheConfigError {
+  const message =
+    'its native module is not built, so the disk cache cannot open. pnpm 10 skips install scripts unless ' +
+    'allowed: run `pnpm approve-builds` (select better-sqlite3), then `pnpm rebuild better-sqlite3`; or list ' +
+    'better-sqlite3 under `onlyBuiltDependencies` in pnpm-workspace.yaml. With npm, reinstall without --ignore-scripts.'
+  return new CacheConfigError('better-sqlite3', message, { cause }, 'CACHE_MISSING_PACKAGE')
 }
