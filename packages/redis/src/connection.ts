@@ -19,6 +19,7 @@ import {
   type RedisConnection,
 } from './client.js'
 import { translateError } from './errors.js'
+import { handleAskingFailures } from './slots.js'
 import { SwitchOverGuard } from './switch-over.js'
 import { ClusterTopology } from './topology.js'
 
@@ -78,6 +79,7 @@ export class Connection {
     this.topology = this.client.isCluster
       ? new ClusterTopology(this.client as Cluster, this.timeoutMs)
       : undefined
+    if (this.client.isCluster) handleAskingFailures(this.client as Cluster)
     const sentinels = this.client.isCluster ? undefined : (this.client as Redis).options.sentinels
     this.switchOver =
       sentinels && sentinels.length > 0

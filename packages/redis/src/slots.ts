@@ -1,5 +1,5 @@
 import calculateSlot from 'cluster-key-slot'
-import type { Cluster } from 'ioredis'
+import type { Cluster, Redis } from 'ioredis'
 import type { RedisClient } from './client.js'
 
 /**
@@ -39,4 +39,27 @@ export function isMoved(client: RedisClient, error: unknown): boolean {
 /** Reads the cluster's slot map again (one refresh shared by the callers that ask meanwhile). */
 export function renewSlots(cluster: Cluster): Promise<void> {
   return new Promise((resolve) => cluster.refreshSlotsCache(() => resolve()))
+}
+
+const guarded = new WeakSet<Redis>()
+
+/**
+ * ioredis follows an `ASK` by sending `ASKING` to the importing node and keeps no handler on that
+ * command: when it fails (times out, or the connection closes first, as while the node is still
+ * connecting) its rejection is unhandled, which ends a Node process by default. The command it
+ * precedes reports the failure; this gives every node's `ASKING`, present and future, a handler.
+ */
+export function handleAskingFailures(cluster: Cluster): void {
+  const guard = (node: Redis) => {
+    if (guarded.has(node)) return
+    guarded.add(node)
+    const asking = node.asking.bind(node)
+    node.asking = ((...args: Parameters<Redis['asking']>) => {
+      const reply = asking(...args)
+      reply.catch(() => undefined)
+      return reply
+    }) as Redis['asking']
+  }
+  for (const node of cluster.nodes('all')) guard(node)
+  cluster.on('+node', guard)
 }

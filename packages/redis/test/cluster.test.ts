@@ -93,6 +93,29 @@ describe('Redis Cluster', () => {
       )
       for (const value of values) if (value !== undefined) expect(value).toBeInstanceOf(CacheUnavailableError)
 
+      // A client that follows those ASKs to a master it cannot reach yet, then closes: the ASKING
+      // ioredis queued for each must not end as an unhandled rejection (which stops a Node process).
+      const unhandled: unknown[] = []
+      const record = (reason: unknown) => unhandled.push(reason)
+      process.on('unhandledRejection', record)
+      const frozen = cluster.processOn(added.port)
+      await frozen.freeze()
+      try {
+        const late = redisBackend(
+          { cluster: cluster.nodes.slice(0, 3) },
+          { namespace: 'moving', timeout: 200 },
+        )
+        await late.ready()
+        const reads = await Promise.all(moving.map((key) => late.get(key).catch((error: unknown) => error)))
+        for (const read of reads) expect(read).toBeInstanceOf(CacheUnavailableError)
+        await late.close()
+        await new Promise((resolve) => setTimeout(resolve, 200))
+      } finally {
+        frozen.thaw()
+        process.off('unhandledRejection', record)
+      }
+      expect(unhandled).toEqual([])
+
       // The migration is called off: the slot stays with its owner.
       await target.cluster('SETSLOT', slot, 'STABLE')
       await source.cluster('SETSLOT', slot, 'STABLE')

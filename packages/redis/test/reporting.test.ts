@@ -161,8 +161,10 @@ describe('a script that never calls close()', () => {
     const clusterUrl = `redis+cluster://${cluster.nodes.map((n) => `${n.host}:${n.port}`).join(',')}`
     const { code, output } = await run(`
       const { redisBackend } = await import(${JSON.stringify(redis)})
-      const onCluster = redisBackend(${JSON.stringify(clusterUrl)}, { namespace: 'exit-test' })
-      const near = redisBackend(${JSON.stringify(server.url)}, { namespace: 'exit-test', nearCache: true })
+      // (A 2 s timeout: a fresh process connecting to every node of a cluster on a loaded machine
+      // can take longer than the 300 ms default, and how long does not matter here.)
+      const onCluster = redisBackend(${JSON.stringify(clusterUrl)}, { namespace: 'exit-test', timeout: '2s' })
+      const near = redisBackend(${JSON.stringify(server.url)}, { namespace: 'exit-test', nearCache: true, timeout: '2s' })
       await onCluster.setMany([{ key: 'a', value: 1 }, { key: 'b', value: 2 }])
       await near.set('k', 'v')
       console.log(JSON.stringify(await onCluster.getMany(['a', 'b'])), await near.get('k'), await near.get('k'))
