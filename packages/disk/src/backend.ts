@@ -476,7 +476,9 @@ export function diskBackend(options: DiskBackendOptions = {}): DiskBackend {
 
 /** better-sqlite3 is installed but its native module was never built (pnpm 10 skips install scripts). */
 function isUnbuiltNativeModule(error: unknown): boolean {
-  return error instanceof Error && /Could not locate the bindings file|better_sqlite3\.node/.test(error.message)
+  return (
+    error instanceof Error && /Could not locate the bindings file|better_sqlite3\.node/.test(error.message)
+  )
 }
 
 function unbuiltNativeModule(cause: unknown): CacheConfigError {
