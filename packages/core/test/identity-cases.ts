@@ -81,7 +81,9 @@ export function identityCases(mode: DecoratorMode): void {
         console.log(JSON.stringify([...m.backend.rows.keys()]))`
       const [first, second] = await Promise.all([keysOf(), keysOf()])
       expect(
-        first.some((key) => /^memo:Repository\.findById#[0-9a-f]{12}\(UserRepository#[0-9a-f]{12}\):"1"$/.test(key)),
+        first.some((key) =>
+          /^memo:Repository\.findById#[0-9a-f]{12}\(UserRepository#[0-9a-f]{12}\):"1"$/.test(key),
+        ),
       ).toBe(true)
       expect(second).toEqual(first)
     })

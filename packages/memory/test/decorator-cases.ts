@@ -74,7 +74,10 @@ export function decoratorCases(mode: 'standard' | 'legacy'): void {
       expect(await new auth.CustomerRepository().findById(1)).toEqual({ table: 'auth_customers', id: 1 })
       const billing = await load('billing')
       expect(await new billing.UserRepository().findById(1)).toEqual({ table: 'billing_users', id: 1 })
-      expect(await new billing.CustomerRepository().findById(1)).toEqual({ table: 'billing_customers', id: 1 })
+      expect(await new billing.CustomerRepository().findById(1)).toEqual({
+        table: 'billing_customers',
+        id: 1,
+      })
     })
 
     it('keeps a sync method sync on the memory backend', async () => {
