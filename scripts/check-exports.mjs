@@ -22,6 +22,18 @@ for (const [subpath, target] of Object.entries(pkg.exports)) {
     esmOnly.push(subpath)
     continue
   }
+  // An ES-module-only entry may give `require` a file that throws, to say so clearly.
+  if (typeof target.require === 'string' && target.require.endsWith('esm-only.cjs')) {
+    esmOnly.push(subpath)
+    try {
+      require(join(dir, target.require))
+      failures.push(`${pkg.name}${subpath.slice(1)}: ${target.require} loaded instead of throwing`)
+    } catch (error) {
+      if (!/ES module only/.test(String(error?.message)))
+        failures.push(`${pkg.name}${subpath.slice(1)}: require threw something else: ${error?.message}`)
+    }
+    continue
+  }
   const cjs = require(join(dir, target.require.default))
   const esmNames = Object.keys(esm)
     .filter((n) => n !== 'default' && n !== 'module.exports')
