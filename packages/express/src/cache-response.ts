@@ -13,6 +13,7 @@ import { removeResponses } from './invalidate.js'
 import { type CacheResponseOptions, prefixVersionKey, resolveOptions } from './options.js'
 import { urlKeys } from './request-key.js'
 import { ResponseCache } from './response-cache.js'
+import { type ResponseIndexEntry, type ResponseIndexOptions, responseIndex } from './response-index.js'
 
 type Handler = (...args: any[]) => unknown
 
@@ -62,6 +63,13 @@ export interface ResponseCacheHandler {
   front(
     app: (req: IncomingMessage, res: ServerResponse) => void,
   ): (req: IncomingMessage, res: ServerResponse) => void
+  /**
+   * The responses stored under this cache's `keyPrefix` that are still served, each with its URL,
+   * status, age, remaining TTL, tags and size: for debugging. Reads every key of the prefix from
+   * the backend (`backend.keys()`), so it costs a scan; backends that cannot list keys
+   * (memcached) throw `CacheUnsupportedError`.
+   */
+  responseIndex(options?: ResponseIndexOptions): AsyncIterableIterator<ResponseIndexEntry>
 }
 
 /**
@@ -144,6 +152,7 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     Flight.invalidate({ keys: [full] })
     return removeResponses(engine.backend(), [full])
   }
+  cacheHandler.responseIndex = (opts) => responseIndex(engine, opts)
   cacheHandler.front = (app) => (req, res) => {
     if (!engine.serveFresh(req, res)) app(req, res)
   }

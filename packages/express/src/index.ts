@@ -3,3 +3,5 @@ export { type InvalidateOptions, invalidateResponse, invalidateResponsePrefix } 
 export type { CacheResponseOptions } from './options.js'
 export type { StoredResponse } from './stored-response.js'
 export { invalidateTags } from '@cache/core'
+export type { ResponseIndexEntry, ResponseIndexOptions } from './response-index.js'
+export { setResponseCaching } from './switch.js'

@@ -11,11 +11,18 @@ import {
   toBackend,
 } from '@cache/core'
 import type { IncomingMessage } from 'node:http'
+import type { CacheControlRule, TtlFromResponse } from './cache-control.js'
+import { responseCachingFromEnv } from './switch.js'
 
 /** Options of {@link cacheResponse}. Every option is optional; the defaults are safe. */
 export interface CacheResponseOptions<Req extends IncomingMessage = any> {
-  /** How long a stored response is fresh: seconds or a duration string (`'5m'`). Default: 60 s. */
-  ttl?: Duration
+  /**
+   * How long a stored response is fresh: seconds or a duration string (`'5m'`). Or
+   * `'from-response'`: the handler's own `Cache-Control: s-maxage`, else `max-age`; a response
+   * with neither is not stored. `{ fromResponse: true, default, max }` adds a TTL for responses
+   * with neither (`default`) and a cap (`max`, default `'1d'`). Default: 60 s.
+   */
+  ttl?: Duration | 'from-response' | { fromResponse: true; default?: Duration; max?: Duration }
   /**
    * Where responses are stored. Default: the configured default cache (`getBackend()` from
    * @cache/core), resolved on each request so `configureCache()` may run after the app is built.
@@ -100,6 +107,24 @@ export interface CacheResponseOptions<Req extends IncomingMessage = any> {
   etag?: boolean
   /** Clock in epoch ms, for tests. Default: `Date.now`. */
   now?: () => number
+  /**
+   * Per-request opt-out: `true` sends the request straight to the handler, nothing read nor
+   * stored (`Cache-Status: …; fwd=bypass; detail=bypass`). A `bypass` that throws counts as `true`:
+   * the error is counted in `stats.errors`, emitted as an `error` event (operation `bypass`) and
+   * logged once. Caches with a `bypass` are never answered by `cache.front(app)`. Default: none.
+   */
+  bypass?: (req: Req) => boolean
+  /**
+   * `Cache-Control` for browsers and CDNs on the responses the cache stores and replays, unless
+   * the handler (or middleware) set one. `true`: `public, max-age=<ttl>` and
+   * `stale-while-revalidate=<staleWhileRevalidate>` when set. An object gives each directive
+   * (durations in seconds or strings; `maxAge` defaults to the ttl, `public` to true). Responses
+   * whose key holds what a downstream cache cannot see (the `vary` option, a custom `key`, an
+   * allowed `Authorization` or `Cookie`) get `private, max-age=…` instead. Default: off.
+   */
+  cacheControl?:
+    | true
+    | { maxAge?: Duration; sMaxAge?: Duration; staleWhileRevalidate?: Duration; public?: boolean }
 }
 
 /** Options resolved once, when the middleware is built. */
@@ -125,6 +150,12 @@ export interface Settings {
   cacheName: string
   etag: boolean
   now: () => number
+  bypass: ((req: any) => boolean) | undefined
+  /** Caching was on (`CACHE_HTTP`) when the cache was built; `setResponseCaching` overrides it. */
+  enabledFromEnv: boolean
+  cacheControl: CacheControlRule | undefined
+  /** Set for `ttl: 'from-response'`; `ttlMs` is then its `maxMs`. */
+  ttlFromResponse: TtlFromResponse | undefined
 }
 
 const DEFAULT_MAX_BODY = 1024 * 1024
@@ -147,10 +178,14 @@ export function resolveOptions(options: CacheResponseOptions | Duration = {}): S
   if (!Array.isArray(skipped) || skipped.some((fn) => typeof fn !== 'function')) {
     throw new CacheConfigError('middlewareSkippedOnHits', 'expected a list of middleware functions')
   }
+  if (opts.bypass !== undefined && typeof opts.bypass !== 'function')
+    throw new CacheConfigError('bypass', 'expected a function (req) => boolean')
+  const enabledFromEnv = responseCachingFromEnv()
   // A bad CACHE_* variable stops the application now, while it sets up its routes.
   if (opts.backend === undefined) prepareDefaultCache()
+  const ttlFromResponse = resolveTtlFromResponse(opts.ttl)
   return {
-    ttlMs: parseDuration(opts.ttl ?? 60, 'ttl'),
+    ttlMs: ttlFromResponse?.maxMs ?? parseDuration((opts.ttl as Duration | undefined) ?? 60, 'ttl'),
     swrMs:
       opts.staleWhileRevalidate === undefined
         ? undefined
@@ -174,6 +209,53 @@ export function resolveOptions(options: CacheResponseOptions | Duration = {}): S
     cacheName: opts.cacheName ?? '@cache',
     etag: opts.etag ?? true,
     now: opts.now ?? Date.now,
+    bypass: opts.bypass,
+    enabledFromEnv,
+    cacheControl: resolveCacheControl(opts.cacheControl),
+    ttlFromResponse,
+  }
+}
+
+const DEFAULT_MAX_FROM_RESPONSE = '1d'
+
+function resolveTtlFromResponse(ttl: CacheResponseOptions['ttl']): TtlFromResponse | undefined {
+  if (ttl === 'from-response')
+    return { defaultMs: undefined, maxMs: parseDuration(DEFAULT_MAX_FROM_RESPONSE) }
+  if (typeof ttl !== 'object' || ttl === null) return undefined
+  if (ttl.fromResponse !== true)
+    throw new CacheConfigError(
+      'ttl',
+      "expected a duration, 'from-response' or { fromResponse: true, default?, max? }",
+    )
+  return {
+    defaultMs: ttl.default === undefined ? undefined : parseDuration(ttl.default, 'ttl.default'),
+    maxMs: parseDuration(ttl.max ?? DEFAULT_MAX_FROM_RESPONSE, 'ttl.max'),
+  }
+}
+
+/** Whole seconds of a duration option, as a header carries them (rounded down; at least 0). */
+function headerSeconds(value: Duration, what: string): number {
+  return Math.floor(parseDuration(value, what) / 1000)
+}
+
+function resolveCacheControl(option: CacheResponseOptions['cacheControl']): CacheControlRule | undefined {
+  if (option === undefined || (option as unknown) === false) return undefined
+  if (option === true) return { public: true, maxAge: 'ttl', sMaxAge: undefined, staleWhileRevalidate: 'swr' }
+  if (typeof option !== 'object' || option === null)
+    throw new CacheConfigError('cacheControl', `expected true or an object, got ${JSON.stringify(option)}`)
+  if (option.public !== undefined && typeof option.public !== 'boolean')
+    throw new CacheConfigError(
+      'cacheControl.public',
+      `expected a boolean, got ${JSON.stringify(option.public)}`,
+    )
+  return {
+    public: option.public ?? true,
+    maxAge: option.maxAge === undefined ? 'ttl' : headerSeconds(option.maxAge, 'cacheControl.maxAge'),
+    sMaxAge: option.sMaxAge === undefined ? undefined : headerSeconds(option.sMaxAge, 'cacheControl.sMaxAge'),
+    staleWhileRevalidate:
+      option.staleWhileRevalidate === undefined
+        ? 'swr'
+        : headerSeconds(option.staleWhileRevalidate, 'cacheControl.staleWhileRevalidate'),
   }
 }
 

@@ -10,9 +10,11 @@ import {
   type Duration,
   getBackend,
   isGeneration,
+  processLogger,
   sameGenerations,
   tagVersionKey,
 } from '@cache/core'
+import { cacheControlValue, offerCacheControl, ttlFromResponse } from './cache-control.js'
 import { type CapturedResponse, captureResponse } from './capture.js'
 import {
   type CachePosition,
@@ -36,6 +38,7 @@ import {
   type VaryRecord,
   varyNames,
 } from './stored-response.js'
+import { responseCachingEnabled } from './switch.js'
 
 type Request = IncomingMessage & { originalUrl?: string; hostname?: string; app?: unknown }
 
@@ -93,6 +96,8 @@ export class ResponseCache {
   private readonly refreshing = new Set<string>()
   /** Requests this engine already handles: a second pass (the same cache mounted twice) runs through. */
   private readonly handled = new WeakSet<IncomingMessage>()
+  /** A `bypass` option that threw was logged (once per cache; every throw is counted). */
+  private bypassErrorLogged = false
 
   constructor(readonly settings: Settings) {}
 
@@ -117,6 +122,8 @@ export class ResponseCache {
     ;(((req as any)[CACHES] ??= []) as Passed).push({ engine: this })
     const method = req.method
     if (method !== 'GET' && method !== 'HEAD') return this.bypass(req, res, run, 'method', 'method')
+    const skipped = this.skipReason(req)
+    if (skipped !== undefined) return this.bypass(req, res, run, 'bypass', skipped)
     const s = this.settings
     // A GET with a body ("fat GET"): a body parser could make the response depend on what is not keyed.
     if (hasBody(req)) return this.bypass(req, res, run, 'request', 'body')
@@ -150,6 +157,8 @@ export class ResponseCache {
     const method = req.method
     if (method !== 'GET' && method !== 'HEAD') return false
     const s = this.settings
+    // `bypass` is a function of the request as the app sees it: the app answers.
+    if (s.bypass !== undefined || !responseCachingEnabled(s.enabledFromEnv)) return false
     const headers = req.headers
     if (
       s.key !== undefined ||
@@ -359,7 +368,7 @@ export class ResponseCache {
       break
     }
     this.observer.miss(key)
-    return this.lead(req, res, run, position, key, flightKey, versions, record, missKind)
+    return this.lead(req, res, run, position, key, flightKey, versions, versionKeys, record, missKind)
   }
 
   private async waitFor(flight: Flight, retry: () => unknown): Promise<unknown> {
@@ -382,6 +391,7 @@ export class ResponseCache {
     key: string,
     flightKey: string,
     versions: number[],
+    versionKeys: string[],
     record: VaryRecord | undefined,
     missKind: string,
   ): unknown {
@@ -405,6 +415,7 @@ export class ResponseCache {
       if (watch.verdict() !== undefined) release()
     }
     let ready: Shared | undefined
+    let offered: string | undefined
     const refused = (reason: string) =>
       report?.(new CacheError(`the refreshed response for ${key} was not stored: ${reason}`))
     this.setStatus(res, `fwd=${missKind}`, 'MISS')
@@ -422,20 +433,24 @@ export class ResponseCache {
           // Streamed: stored once it ends complete, unless its declared length is already too large.
           const tooLarge = Number(out.getHeader('content-length')) > s.maxBodySize
           this.setStatus(out, `fwd=${missKind}; ${tooLarge ? 'detail=too-large' : 'stored'}`, 'MISS')
+          if (!tooLarge) offered = this.offerCacheControl(req, out, this.entryTtlMs(out.getHeaders()))
           return
         }
         if (s.etag && out.getHeader('etag') === undefined) out.setHeader('etag', bodyEtag(body))
         this.setStatus(out, `fwd=${missKind}; stored`, 'MISS')
+        offered = this.offerCacheControl(req, out, this.entryTtlMs(out.getHeaders()))
       },
       tooLarge: release,
-      ended: (captured) => {
+      ended: (full) => {
+        // The cache's own Cache-Control is not the handler's: not stored, not a TTL.
+        const captured = withoutOwnCacheControl(full, offered)
         const reason = flight.invalidated ? 'invalidated' : this.unstorable(req, captured, watch, key)
         if (reason !== undefined) {
           release()
           refused(reason)
           return
         }
-        const entry = this.toEntry(captured, versions)
+        const entry = this.toEntry(req, captured, versions, versionKeys)
         const vary = varyNames(captured.final.headers)
         let varyRecord: VaryRecord | undefined
         if (vary.length > 0) {
@@ -522,6 +537,10 @@ export class ResponseCache {
     if (!s.storable(finalStatus) || !s.storable(status)) return 'status'
     const reason = unstorableReason(headers)
     if (reason !== undefined) return reason
+    if (s.ttlFromResponse !== undefined) {
+      const ttl = ttlFromResponse(headers, s.ttlFromResponse)
+      if (typeof ttl === 'string') return ttl
+    }
     // Where the response was made, Express may see the request otherwise than where the cache
     // looked it up (a sub-app with its own `trust proxy`): it is stored only under the key it has there.
     let there: string | undefined
@@ -559,7 +578,12 @@ export class ResponseCache {
     }
   }
 
-  private toEntry(captured: CapturedResponse, versions: number[]): StoredResponse {
+  private toEntry(
+    req: Request,
+    captured: CapturedResponse,
+    versions: number[],
+    versionKeys: string[],
+  ): StoredResponse {
     const s = this.settings
     const body = captured.body!
     const now = s.now()
@@ -571,10 +595,69 @@ export class ResponseCache {
       storedAt: now,
       etag: given !== undefined ? String(given) : s.etag ? bodyEtag(body) : '',
       versions,
-      staleAt: now + s.ttlMs,
+      staleAt: now + this.entryTtlMs(captured.final.headers),
+      versionKeys,
+      url: requestUrl(req),
+    }
+    if (s.tags) {
+      try {
+        entry.tags = [...s.tags(req)]
+      } catch {
+        // The tags were read when the request was looked up; the index only shows them.
+      }
     }
     if (s.frontSkipsAllMiddleware) entry.front = true
     return entry
+  }
+
+  /** How long a response with these final headers stays fresh, in ms. */
+  private entryTtlMs(headers: OutgoingHttpHeaders): number {
+    const s = this.settings
+    if (s.ttlFromResponse === undefined) return s.ttlMs
+    const ttl = ttlFromResponse(headers, s.ttlFromResponse)
+    return typeof ttl === 'number' ? ttl : s.ttlMs
+  }
+
+  /**
+   * Why the request skips the cache before any lookup: caching switched off (`setResponseCaching`,
+   * `CACHE_HTTP`), or the `bypass` option. A `bypass` that throws is a bypass: counted, emitted,
+   * and logged once for this cache.
+   */
+  private skipReason(req: Request): string | undefined {
+    const s = this.settings
+    if (!responseCachingEnabled(s.enabledFromEnv)) return 'disabled'
+    if (s.bypass === undefined) return undefined
+    try {
+      return s.bypass(req) ? 'bypass' : undefined
+    } catch (error) {
+      this.observer.error('bypass', error)
+      if (!this.bypassErrorLogged) {
+        this.bypassErrorLogged = true
+        processLogger().warn(
+          `[@cache] cacheResponse: the bypass option threw, so the request bypassed the cache (counted in stats.errors and emitted as 'error' events; logged once): ${
+            (error as Error)?.message ?? String(error)
+          }`,
+        )
+      }
+      return 'bypass-error'
+    }
+  }
+
+  /**
+   * Sets the `cacheControl` option's header on a response the cache stores or replays, when the
+   * option is set (see {@link offerCacheControl}); returns the value set.
+   */
+  private offerCacheControl(req: Request, res: ServerResponse, ttlMs: number): string | undefined {
+    const s = this.settings
+    if (s.cacheControl === undefined) return undefined
+    // A downstream cache keys by URL and the response's own Vary: it cannot see what else the key holds.
+    const shared =
+      s.vary.length === 0 &&
+      s.key === undefined &&
+      req.headers.authorization === undefined &&
+      req.headers.cookie === undefined
+    const value = cacheControlValue(s.cacheControl, ttlMs, s.swrMs, shared)
+    return offerCacheControl(res, value) ? value : undefined
   }
 
   private async store(
@@ -584,7 +667,7 @@ export class ResponseCache {
     req: Request,
   ): Promise<void> {
     const s = this.settings
-    const ttl = (s.ttlMs + (s.swrMs ?? 0)) / 1000
+    const ttl = (entry.staleAt - entry.storedAt + (s.swrMs ?? 0)) / 1000
     try {
       const backend = this.backend()
       if (record === undefined) {
@@ -623,6 +706,9 @@ export class ResponseCache {
     } else if (s.statusHeader === 'x-cache') {
       headers.push('x-cache', kind === 'stale' ? 'STALE' : 'HIT')
     }
+    // Not counted down: with `Age`, a downstream cache's freshness is max-age − Age (RFC 9111 §4.2.3).
+    if (s.cacheControl !== undefined && !hasHeader(entry.headers, 'cache-control'))
+      this.offerCacheControl(req, res, entry.staleAt - entry.storedAt)
     if (etagMatches(req.headers['if-none-match'] as string | undefined, entry.etag)) {
       const kept: (string | string[])[] = []
       for (let i = 0; i < headers.length; i += 2) {
@@ -786,6 +872,33 @@ function hasBody(req: IncomingMessage): boolean {
   if (headers['transfer-encoding'] !== undefined) return true
   const length = headers['content-length']
   return length !== undefined && length !== '0'
+}
+
+/** The absolute URL of a request, as the index shows it. */
+function requestUrl(req: Request): string {
+  const protocol = (req as { protocol?: string }).protocol ?? 'http'
+  return `${protocol}://${req.headers.host ?? ''}${req.originalUrl ?? req.url ?? '/'}`
+}
+
+/** Whether a flat `[name, value, …]` list has a header. */
+function hasHeader(headers: readonly (string | string[])[], name: string): boolean {
+  for (let i = 0; i < headers.length; i += 2) if (headers[i] === name) return true
+  return false
+}
+
+/** A captured response without the `Cache-Control` the cache set on it (`offered`). */
+function withoutOwnCacheControl(captured: CapturedResponse, offered: string | undefined): CapturedResponse {
+  if (offered === undefined) return captured
+  const strip = (headers: OutgoingHttpHeaders) => {
+    if (headers['cache-control'] !== offered) return headers
+    const { 'cache-control': _, ...rest } = headers
+    return rest
+  }
+  return {
+    ...captured,
+    headers: strip(captured.headers),
+    final: { ...captured.final, headers: strip(captured.final.headers) },
+  }
 }
 
 function sameNames(a: readonly string[], b: readonly string[]): boolean {

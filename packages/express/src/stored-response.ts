@@ -24,6 +24,12 @@ export interface StoredResponse {
   staleAt: number
   /** Stored with `frontSkipsAllMiddleware`: `cache.front(app)` may replay it before any middleware. */
   front?: boolean
+  /** The keys of `versions`, in order: lets `responseIndex()` tell a live entry from an invalidated one. */
+  versionKeys?: string[]
+  /** The URL of the request that made it (`protocol://host/path?query`), for `responseIndex()`. */
+  url?: string
+  /** Its tags (the `tags` option), for `responseIndex()`. */
+  tags?: string[]
 }
 
 /** Stored at the base key when the response varies on request headers (its `Vary`). */
