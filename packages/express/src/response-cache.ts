@@ -409,10 +409,11 @@ export class ResponseCache {
       report?.(new CacheError(`the refreshed response for ${key} was not stored: ${reason}`))
     this.setStatus(res, `fwd=${missKind}`, 'MISS')
     captureResponse(res, s.maxBodySize, {
-      beforeHeaders: (out, body) => {
+      beforeHeaders: (out, body, given) => {
         // What is known before the headers leave; the decision is made again once the response
         // ended and finished.
-        const reason = this.refusal(req, out.statusCode, out.statusCode, out.getHeaders(), watch, key)
+        const headers = { ...out.getHeaders(), ...given }
+        const reason = this.refusal(req, out.statusCode, out.statusCode, headers, watch, key)
         if (reason !== undefined) {
           release()
           this.setStatus(out, `fwd=${missKind}; detail=${reason}`, 'MISS')
@@ -420,14 +421,18 @@ export class ResponseCache {
         }
         if (body === undefined) {
           // Streamed: stored once it ends complete, unless its declared length is already too large.
-          const tooLarge = Number(out.getHeader('content-length')) > s.maxBodySize
+          const tooLarge = Number(headers['content-length']) > s.maxBodySize
           this.setStatus(out, `fwd=${missKind}; ${tooLarge ? 'detail=too-large' : 'stored'}`, 'MISS')
           return
         }
-        if (s.etag && out.getHeader('etag') === undefined) out.setHeader('etag', bodyEtag(body))
+        if (s.etag && headers.etag === undefined) out.setHeader('etag', bodyEtag(body))
         this.setStatus(out, `fwd=${missKind}; stored`, 'MISS')
       },
       tooLarge: release,
+      // Nothing is known of the response that will replace it yet: no claim until its headers.
+      headersRefused: () => {
+        if (s.statusHeader !== false && !res.headersSent) res.removeHeader(s.statusHeader)
+      },
       ended: (captured) => {
         const reason = flight.invalidated ? 'invalidated' : this.unstorable(req, captured, watch, key)
         if (reason !== undefined) {
