@@ -23,7 +23,15 @@ import {
 } from './dispatch.js'
 import { Flight, type Shared } from './flight.js'
 import { type Settings, urlVersionKey } from './options.js'
-import { isRoutedAsSent, isSafeCustomKey, requestKey, variantKey } from './request-key.js'
+import {
+  isRoutedAsSent,
+  isSafeCustomKey,
+  type RequestKey,
+  requestKey,
+  siteKey,
+  variantKey,
+} from './request-key.js'
+import { siteOf } from './site.js'
 import {
   bodyEtag,
   etagMatches,
@@ -93,6 +101,8 @@ export class ResponseCache {
   private readonly refreshing = new Set<string>()
   /** Requests this engine already handles: a second pass (the same cache mounted twice) runs through. */
   private readonly handled = new WeakSet<IncomingMessage>()
+  /** The site each request this engine handles was looked up at. */
+  private readonly sites = new WeakMap<IncomingMessage, string>()
 
   constructor(readonly settings: Settings) {}
 
@@ -103,7 +113,20 @@ export class ResponseCache {
   /** The key of a request, or `undefined` when it bypasses the cache (see {@link resolveKey}). */
   keyFor(req: Request): string | undefined {
     const resolved = this.resolveKey(req)
-    return typeof resolved === 'string' ? resolved : undefined
+    if ('bypass' in resolved) return undefined
+    const site = this.sites.get(req) ?? this.siteOf(req, undefined, undefined)
+    return site === undefined ? undefined : siteKey(resolved.key, site)
+  }
+
+  /** The site of the cache in the app (`''` for entries every site shares), or `undefined`. */
+  private siteOf(
+    req: Request,
+    anchor: Function | undefined,
+    identity: string | undefined,
+  ): string | undefined {
+    // Entries replayed by `front(app)` skip every middleware by the user's choice: one for every site.
+    if (this.settings.frontSkipsAllMiddleware) return ''
+    return siteOf(req, anchor, identity)
   }
 
   /**
@@ -111,7 +134,14 @@ export class ResponseCache {
    * `position` says whether the app answers after the cache (middleware) or the cache wraps the
    * handler itself: it decides what may run between the cache and the response.
    */
-  handle(req: Request, res: ServerResponse, run: Run, position: CachePosition): unknown {
+  handle(
+    req: Request,
+    res: ServerResponse,
+    run: Run,
+    position: CachePosition,
+    anchor?: Function,
+    identity?: string,
+  ): unknown {
     if (this.handled.has(req)) return run()
     this.handled.add(req)
     ;(((req as any)[CACHES] ??= []) as Passed).push({ engine: this })
@@ -128,9 +158,16 @@ export class ResponseCache {
     let versionKeys: string[]
     try {
       const resolved = this.resolveKey(req)
-      if (typeof resolved !== 'string') return this.bypass(req, res, run, 'request', resolved.bypass)
-      key = resolved
-      versionKeys = [...s.prefixVersionKeys, urlVersionKey(key)]
+      if ('bypass' in resolved) return this.bypass(req, res, run, 'request', resolved.bypass)
+      // Observed from now on: later requests of this app say where the cache sits as they go.
+      observeDispatch(req)
+      const site = this.siteOf(req, anchor, identity)
+      // Where the cache sits cannot be told: no entry may be replayed here, nor made.
+      if (site === undefined) return this.bypass(req, res, run, 'request', 'site')
+      this.sites.set(req, site)
+      key = siteKey(resolved.key, site)
+      // The URL's generation is its scope's: every spelling of it, at every site.
+      versionKeys = [...s.prefixVersionKeys, urlVersionKey(resolved.scope)]
       if (s.tags) for (const tag of s.tags(req)) versionKeys.push(tagVersionKey(tag))
     } catch (error) {
       this.observer.error('key', error)
@@ -166,12 +203,13 @@ export class ResponseCache {
     let versions: number[]
     let key: string | undefined
     try {
-      key = requestKey(req, s.keyPrefix, s.vary)
-      if (key === undefined) return false
+      const resolved = requestKey(req, s.keyPrefix, s.vary)
+      if (resolved === undefined) return false
+      key = resolved.key
       entry = backend.sync.getEntry(key)?.value
       if (!isStoredResponse(entry) || entry.front !== true) return false
       versions = []
-      for (const k of [...s.prefixVersionKeys, urlVersionKey(key)]) {
+      for (const k of [...s.prefixVersionKeys, urlVersionKey(resolved.scope)]) {
         // A scope without a generation yet matches no entry: the app answers and creates it.
         const generation = backend.sync.getEntry(k)?.value
         if (!isGeneration(generation)) return false
@@ -205,12 +243,15 @@ export class ResponseCache {
    * than the one the request was sent with (middleware before the cache rewrote `req.url`), with
    * the built-in key and a custom one alike.
    */
-  private resolveKey(req: Request): string | { bypass: string } {
+  private resolveKey(req: Request): RequestKey | { bypass: string } {
     const s = this.settings
     if (!isRoutedAsSent(req)) return { bypass: 'rewritten-url' }
     if (s.key) {
       const custom = s.key(req)
-      return isSafeCustomKey(custom) ? `${s.keyPrefix}:${custom}` : { bypass: 'key' }
+      if (!isSafeCustomKey(custom)) return { bypass: 'key' }
+      // A custom key is its own invalidation scope (`invalidateKey`).
+      const full = `${s.keyPrefix}:${custom}`
+      return { key: full, scope: full }
     }
     return requestKey(req, s.keyPrefix, s.vary) ?? { bypass: 'url' }
   }
@@ -359,7 +400,8 @@ export class ResponseCache {
       break
     }
     this.observer.miss(key)
-    return this.lead(req, res, run, position, key, flightKey, versions, record, missKind)
+    const scope = versionKeys[s.prefixVersionKeys.length]!
+    return this.lead(req, res, run, position, key, scope, flightKey, versions, record, missKind)
   }
 
   private async waitFor(flight: Flight, retry: () => unknown): Promise<unknown> {
@@ -380,6 +422,7 @@ export class ResponseCache {
     run: Run,
     position: CachePosition,
     key: string,
+    scope: string,
     flightKey: string,
     versions: number[],
     record: VaryRecord | undefined,
@@ -387,7 +430,8 @@ export class ResponseCache {
   ): unknown {
     const s = this.settings
     const report = this.refreshReport(req)
-    const flight = new Flight(s.keyPrefix, key)
+    // Invalidation reaches a flight through the generation key of its URL's scope.
+    const flight = new Flight(s.keyPrefix, scope)
     if (!isRefresh(req)) this.inflight.set(flightKey, flight)
     const forget = () => {
       if (this.inflight.get(flightKey) === flight) this.inflight.delete(flightKey)
@@ -543,14 +587,22 @@ export class ResponseCache {
    * backend and `keyPrefix`) and could not have stored this response: it passed the request
    * through (for its own reasons: `Authorization`, a cookie, …), or something it watched ran
    * between it and this cache. Its hits would skip what this cache's entry was made behind.
+   * Also when a cache after this one reads the same entries: the innermost one stores.
    */
   private nestedRefusal(req: Request): string | undefined {
     const passed = (req as any)[CACHES] as Passed | undefined
     if (passed === undefined) return undefined
-    for (const outer of passed) {
-      if (outer.engine === this) return undefined
-      if (!this.sharesEntriesWith(outer.engine)) continue
-      if (outer.watch === undefined || outer.watch.verdict() !== undefined) return 'nested-cache'
+    let inner = false
+    for (const other of passed) {
+      if (other.engine === this) {
+        inner = true
+        continue
+      }
+      if (!this.sharesEntriesWith(other.engine)) continue
+      // A cache after this one of the same entries stored the response at its own site, with its
+      // own ttl: it answers these requests; this one stores nothing of its own.
+      if (inner) return 'nested-cache'
+      if (other.watch === undefined || other.watch.verdict() !== undefined) return 'nested-cache'
     }
     return undefined
   }
