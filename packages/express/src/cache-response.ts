@@ -144,13 +144,21 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     const generation = urlVersionKey(scope)
     // Before anything is awaited: a response in flight now is neither stored nor shared.
     Flight.invalidate({ keys: [generation] })
-    return removeResponses(engine.backend(), keys, generation)
+    return removeResponses(engine.backend(), keys, [generation])
   }
   cacheHandler.invalidateKey = async (key) => {
     const full = `${settings.keyPrefix}:${key}`
-    const generation = urlVersionKey(full)
-    Flight.invalidate({ keys: [generation] })
-    return removeResponses(engine.backend(), [full], generation)
+    const generations = [urlVersionKey(full)]
+    // A built-in key given here (`https://host/path`): its URL's scope, which its entries read.
+    if (settings.key === undefined && /^https?:\/\/[^\n]*$/i.test(key)) {
+      try {
+        generations.push(urlVersionKey(urlKeys(key, settings.keyPrefix).scope))
+      } catch {
+        // Not a URL the built-in key could have come from: the key's own generation is enough.
+      }
+    }
+    Flight.invalidate({ keys: generations })
+    return removeResponses(engine.backend(), [full], generations)
   }
   cacheHandler.front = (app) => (req, res) => {
     if (!engine.serveFresh(req, res)) app(req, res)

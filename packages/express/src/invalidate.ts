@@ -36,11 +36,11 @@ export async function invalidateResponse(
   const generation = urlVersionKey(scope)
   // Before anything is awaited: a response in flight in this process is neither stored nor shared.
   Flight.invalidate({ keys: [generation] })
-  return removeResponses(backendOf(options), keys, generation)
+  return removeResponses(backendOf(options), keys, [generation])
 }
 
 /**
- * Renews the generation of a URL's scope (so no process serves what it stored under any spelling
+ * Renews the generations of a URL's scope (so no process serves what it stored under any spelling
  * of it, at any site, whatever copies its levels still hold), then deletes the entries of `keys`
  * at every site this process has seen, to free their space. Resolves once the backend took both;
  * `true` if an entry was there.
@@ -48,9 +48,9 @@ export async function invalidateResponse(
 export async function removeResponses(
   backend: CacheBackend,
   keys: readonly string[],
-  generation: string,
+  generations: readonly string[],
 ): Promise<boolean> {
-  await renewGenerations(backend, [generation])
+  await renewGenerations(backend, [...generations])
   const sites = ['', ...seenSites()]
   return (await backend.deleteMany(keys.flatMap((key) => sites.map((site) => siteKey(key, site))))) > 0
 }

@@ -133,7 +133,12 @@ function searchedLevels(
       const handle = layer.handle as (Function & { stack?: unknown; handle?: unknown }) | undefined
       if (layer.route !== undefined && layer.route !== null) {
         if (layer.route !== route || route === undefined) continue
-        const stack = Array.isArray(route.stack) ? route.stack : []
+        // Express dispatches the layers of the request's method only (`app.all` adds one per method).
+        const method = req.method?.toLowerCase()
+        const stack = (Array.isArray(route.stack) ? route.stack : []).filter((l) => {
+          const own = (l as { method?: unknown }).method
+          return own === undefined || own === method || (method === 'head' && own === 'get')
+        })
         const inner =
           anchor !== undefined ? stack.filter((l) => l.handle === anchor) : stack.length === 1 ? stack : []
         for (const l of inner) found.push([...outer, describeRoute(router, route, l)].join('/'))
