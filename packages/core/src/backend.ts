@@ -297,7 +297,10 @@ export async function compareAndDelete(
  * Throws `CacheUnsupportedError` at once when the backend cannot list keys (memcached, a custom
  * backend without `keys`), and `CacheKeyError` when `prefix` is not a string.
  */
-export function listKeys(backend: CacheBackend, options: ListKeysOptions = {}): AsyncIterableIterator<string> {
+export function listKeys(
+  backend: CacheBackend,
+  options: ListKeysOptions = {},
+): AsyncIterableIterator<string> {
   listPrefix(options)
   if (typeof backend.keys !== 'function') {
     throw new CacheUnsupportedError(

@@ -182,7 +182,9 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
     for (;;) {
       if (this.closed) throw new CacheClosedError('disk')
       const start = from
-      const page = await this.locked('keys', undefined, () => this.store.keyPage(this.ns, start, below, BATCH))
+      const page = await this.locked('keys', undefined, () =>
+        this.store.keyPage(this.ns, start, below, BATCH),
+      )
       const now = this.now()
       for (const [bytes, expiresAt] of page) {
         const key = keyFromBytes(bytes)

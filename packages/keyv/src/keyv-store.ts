@@ -183,7 +183,9 @@ export class KeyvStoreFromBackend extends EventEmitter implements KeyvStoreAdapt
    * list keys (Keyv then offers no `iterator()`), and a backend failure as it is (a listing cut
    * short is never passed off as complete).
    */
-  async *iterator<Value>(namespace?: string): AsyncGenerator<Array<string | Awaited<Value> | undefined>, void> {
+  async *iterator<Value>(
+    namespace?: string,
+  ): AsyncGenerator<Array<string | Awaited<Value> | undefined>, void> {
     const backend = this.backend
     const keys = listKeys(backend, namespace ? { prefix: `${namespace}:` } : {})
     let page: string[] = []

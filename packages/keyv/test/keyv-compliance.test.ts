@@ -72,7 +72,8 @@ for (const [name, forNamespace] of Object.entries(backends)) {
 vitest.describe('Keyv iterator() on toKeyvStore()', () => {
   vitest.it('is offered for a backend that lists keys, and not for memcached, which cannot', () => {
     const store = (name: string) => toKeyvStore(backends[name]!, { closeOnDisconnect: false })
-    for (const name of listing) vitest.expect(typeof new Keyv({ store: store(name) }).iterator).toBe('function')
+    for (const name of listing)
+      vitest.expect(typeof new Keyv({ store: store(name) }).iterator).toBe('function')
     vitest.expect(new Keyv({ store: store('memcached') }).iterator).toBeUndefined()
   })
 })

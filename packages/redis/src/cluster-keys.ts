@@ -57,7 +57,10 @@ export async function* listCluster(
     }
     const after = await survey(cluster, opened, limits, 'keys')
     if (after.signature !== before.signature)
-      throw unavailable('keys', 'the cluster changed masters or slots during the listing; keys may be missing: list again')
+      throw unavailable(
+        'keys',
+        'the cluster changed masters or slots during the listing; keys may be missing: list again',
+      )
   } finally {
     for (const connection of opened.values()) connection.disconnect()
   }

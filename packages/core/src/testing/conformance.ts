@@ -543,7 +543,15 @@ function listingCases(options: ConformanceOptions, ns: (label: string) => string
         const prefix = 'p*?[%_\\]'
         const matching = [`${prefix}`, `${prefix}x`, `${prefix}*`]
         // Each decoy matches the prefix read as a Redis glob or as an SQL LIKE pattern.
-        const decoys = ['pZZZZZZZ', 'p*Z[%_\\]', 'p*?%%_\\]', 'p*?[ab_\\]', 'p*?[%Z\\]', 'p*?[%_Z]', 'p*?[%_\\Z']
+        const decoys = [
+          'pZZZZZZZ',
+          'p*Z[%_\\]',
+          'p*?%%_\\]',
+          'p*?[ab_\\]',
+          'p*?[%Z\\]',
+          'p*?[%_Z]',
+          'p*?[%_\\Z',
+        ]
         for (const key of [...matching, ...decoys]) await cache.set(key, key)
         expect(sorted(await listAll(cache, prefix))).toEqual(sorted(matching))
         expect(sorted(await listAll(cache, '%'))).toEqual([])
@@ -554,7 +562,20 @@ function listingCases(options: ConformanceOptions, ns: (label: string) => string
 
     it('lists unicode keys and keys with lone surrogates as they were set', () =>
       withBackends(['list-utf'], async (cache) => {
-        const keys = ['ünïcødé 🔑', 'k\ud800', 'k\ud801', 'k\ufffd', 'k\udc00\ud800', 'k\uffff', '\uffffk', 'a b\nc', 'nul', 'nul\u0000byte', 'nul\u0000', '日本:語']
+        const keys = [
+          'ünïcødé 🔑',
+          'k\ud800',
+          'k\ud801',
+          'k\ufffd',
+          'k\udc00\ud800',
+          'k\uffff',
+          '\uffffk',
+          'a b\nc',
+          'nul',
+          'nul\u0000byte',
+          'nul\u0000',
+          '日本:語',
+        ]
         for (const key of keys) await cache.set(key, key)
         expect(sorted(await listAll(cache))).toEqual(sorted(keys))
         expect(sorted(await listAll(cache, 'k\ud800'))).toEqual(['k\ud800'])
