@@ -1,4 +1,6 @@
 import { createHash } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
 import { CacheConfigError } from './errors.js'
 
 /*
@@ -84,4 +86,47 @@ function collision(prefix: string, what: string): CacheConfigError {
       'The same code loaded twice counts as two functions (a factory called twice, a hot reload, a test that ' +
       're-imports a module): give it a `name`, or call forgetMemoizedNames() from @cache/core/testing between test runs.',
   )
+}
+
+const moduleFingerprints = new Map<string, string | undefined>()
+
+/**
+ * The fingerprint of the source file of the module that is calling into @cache/core (decorating
+ * a class, as legacy decorators do from a `__decorate` call beside the class), or `undefined` when
+ * it cannot be read (code built in memory, an `eval`). A class's own text does not hold what
+ * TypeScript's `experimentalDecorators` emits after it — decorator arguments, parameter decorators
+ * such as `@Inject('users')` — nor the module's constants; its file does. Read once per file.
+ */
+export function callerModuleFingerprint(callee: Function): string | undefined {
+  // The stack from the caller of `callee` on (frames inside @cache/core left out by the engine,
+  // whatever source maps make of their file names).
+  const holder: { stack?: string } = {}
+  const limit = Error.stackTraceLimit
+  Error.stackTraceLimit = 10
+  Error.captureStackTrace(holder, callee)
+  Error.stackTraceLimit = limit
+  for (const line of (holder.stack ?? '').split('\n').slice(1)) {
+    const match = /[(\s]((?:file:\/\/)?\/[^():]+|[A-Za-z]:\\[^():]+):\d+:\d+\)?\s*$/.exec(line)
+    if (match === null) continue
+    const file = fileOf(match[1]!)
+    // A decorator helper shared from tslib (importHelpers) is not the module being decorated.
+    if (/[\\/]node_modules[\\/]tslib[\\/]/.test(file)) continue
+    if (!moduleFingerprints.has(file)) {
+      let fingerprint: string | undefined
+      try {
+        fingerprint = sourceFingerprint(readFileSync(file, 'utf8'))
+      } catch {
+        fingerprint = undefined
+      }
+      moduleFingerprints.set(file, fingerprint)
+    }
+    return moduleFingerprints.get(file)
+  }
+  return undefined
+}
+
+/** A stack frame's or module's location as a path (a module URL's query, as in `import('./m.js?v=2')`, dropped). */
+function fileOf(location: string): string {
+  const path = location.replace(/[?#].*$/, '')
+  return path.startsWith('file:') ? fileURLToPath(path) : path
 }

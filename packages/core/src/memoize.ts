@@ -4,7 +4,7 @@ import type { Duration } from './durations.js'
 import { CacheConfigError } from './errors.js'
 import { invalidatedHere, prefixesOf, usePrefix } from './flights.js'
 import { renewGenerations } from './generations.js'
-import { claimPrefix, sourceFingerprint, sourceOf } from './identity.js'
+import { callerModuleFingerprint, claimPrefix, sourceFingerprint, sourceOf } from './identity.js'
 import { assertMemoNamespace, generationKey, keySegment } from './internal-keys.js'
 import { argumentsKey } from './keys.js'
 import { type LoadOptions, resolvePolicy } from './load-options.js'
@@ -288,7 +288,13 @@ export function cache(options: CacheOptions | Duration = {}): any {
     if (typeof context === 'object' && context !== null && 'kind' in context) {
       // TC39 standard decorator: (method, context) => replacement
       if (context.kind !== 'method') throw new TypeError(`@cache() decorates methods, not ${context.kind}s`)
-      const naming = new MethodNaming(opts, String(context.name), context.static === true, target)
+      const naming = new MethodNaming(
+        opts,
+        String(context.name),
+        context.static === true,
+        target,
+        callerModuleFingerprint(decorate),
+      )
       const memo = createMemo(target, opts, naming)
       naming.memo = memo
       keepMetadata(target, memo)
@@ -301,7 +307,13 @@ export function cache(options: CacheOptions | Duration = {}): any {
     if (!descriptor || typeof descriptor.value !== 'function')
       throw new TypeError('@cache() decorates methods')
     const original = descriptor.value
-    const naming = new MethodNaming(opts, String(context), typeof target === 'function', original)
+    const naming = new MethodNaming(
+      opts,
+      String(context),
+      typeof target === 'function',
+      original,
+      callerModuleFingerprint(decorate),
+    )
     const memo = createMemo(original, opts, naming)
     naming.memo = memo
     naming.definingClass = typeof target === 'function' ? target : target.constructor
@@ -354,8 +366,13 @@ class MethodNaming implements Naming {
     private readonly method: string,
     private readonly isStatic: boolean,
     source: Function,
+    /** The fingerprint of the file the class is decorated in, when it can be read. */
+    module: string | undefined,
   ) {
-    this.fingerprint = sourceFingerprint(source)
+    this.fingerprint =
+      module === undefined
+        ? sourceFingerprint(source)
+        : sourceFingerprint(`${module}\n${sourceOf(source) ?? ''}`)
     this.namespace = options.namespace ?? 'memo'
     assertMemoNamespace(this.namespace)
     assertName(options.name)
@@ -423,7 +440,7 @@ class MethodNaming implements Naming {
       name === undefined
         ? `${partSegment((owner ?? runtime).name)}.${partSegment(this.method)}#${classFingerprint(owner ?? runtime, this.fingerprint)}`
         : nameSegment(name)
-    const inherited = `(${partSegment(runtime.name)}#${classFingerprint(runtime, this.fingerprint)})`
+    const inherited = `(${partSegment(runtime.name)}#${chainFingerprint(runtime, owner, this.fingerprint)})`
     const prefix = `${keySegment(this.namespace)}:${own ? base : `${base}${inherited}`}:`
     // The claimant is this method on this class: another class of the same name, or another
     // method that would be named the same, is a different one.
@@ -465,4 +482,22 @@ class MethodNaming implements Naming {
 function classFingerprint(cls: Function, method: string): string {
   const text = sourceOf(cls)
   return text === undefined ? method : sourceFingerprint(`${method}\n${text}`)
+}
+
+/**
+ * The fingerprint of every class from `runtime` up to `owner` (the class that defines the method),
+ * `owner` excluded: any of them may set what the inherited method reads (a constructor passing
+ * `super('users')`, a field, an override of a helper it calls).
+ */
+function chainFingerprint(runtime: Function, owner: Function | undefined, method: string): string {
+  const texts: string[] = []
+  for (
+    let cls: unknown = runtime;
+    typeof cls === 'function' && cls !== owner;
+    cls = Object.getPrototypeOf(cls)
+  ) {
+    if (cls === Function.prototype) break
+    texts.push(sourceOf(cls as Function) ?? '')
+  }
+  return sourceFingerprint(`${method}\n${texts.join('\n')}`)
 }

@@ -67,12 +67,18 @@ export function decoratorCases(mode: 'standard' | 'legacy'): void {
         return (await import(url)) as {
           UserRepository: new () => { findById(id: number): Promise<{ table: string }> }
           CustomerRepository: new () => { findById(id: number): Promise<{ table: string }> }
+          AppRepository: new () => { findById(id: number): Promise<{ table: string }> }
+          Pricing: new () => { price(x: number): Promise<number> }
         }
       }
       const auth = await load('auth')
       expect(await new auth.UserRepository().findById(1)).toEqual({ table: 'auth_users', id: 1 })
       expect(await new auth.CustomerRepository().findById(1)).toEqual({ table: 'auth_customers', id: 1 })
+      expect(await new auth.AppRepository().findById(1)).toEqual({ table: 'auth_tables', id: 1 })
+      expect(await new auth.Pricing().price(10)).toBe(20)
       const billing = await load('billing')
+      expect(await new billing.AppRepository().findById(1)).toEqual({ table: 'billing_tables', id: 1 })
+      expect(await new billing.Pricing().price(10)).toBe(30)
       expect(await new billing.UserRepository().findById(1)).toEqual({ table: 'billing_users', id: 1 })
       expect(await new billing.CustomerRepository().findById(1)).toEqual({
         table: 'billing_customers',
