@@ -99,9 +99,7 @@ export function memoized(fnOrTarget: unknown, ...method: [PropertyKey?]): Memoiz
   const name = method[0]
   const target = fnOrTarget as Record<PropertyKey, unknown>
   const memo = memoOf(target?.[name as PropertyKey], String(name))
-  const handle = function (...args: unknown[]) {
-    return memo.apply(target, args)
-  } as Memoized<AnyFunction>
+  const handle = ((...args: unknown[]) => memo.apply(target, args)) as Memoized<AnyFunction>
   Object.defineProperties(handle, {
     name: { value: memo.name, configurable: true },
     length: { value: memo.length, configurable: true },
@@ -151,7 +149,9 @@ export interface CacheDecorator<O> {
   /** TC39 standard decorator (TypeScript 5 default). */
   <This, F extends (this: This, ...args: any) => any>(
     method: F,
-    context: Fits<O, F> extends true ? ClassMethodDecoratorContext<This, F> : CacheOptionsDoNotFitMethod<O, F>,
+    context: Fits<O, F> extends true
+      ? ClassMethodDecoratorContext<This, F>
+      : CacheOptionsDoNotFitMethod<O, F>,
   ): F
   /** Legacy `experimentalDecorators` decorator (NestJS). */
   <F extends AnyFunction>(

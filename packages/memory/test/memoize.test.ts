@@ -542,12 +542,15 @@ describe('cached()', () => {
     ['lock', { lock: true }],
     ['grace', { ttl: 60, grace: '1m' }],
     ['hardTimeout', { hardTimeout: '1s' }],
-  ] as const)('refuses a sync function with %s (it waits asynchronously), even on the memory backend', async (option, extra) => {
-    const fn = vi.fn((a: number) => a + 1)
-    const plus1 = cached(fn, { backend, name: `plus1-${option}`, ...extra })
-    await expect((async () => plus1(1))()).rejects.toThrow(new RegExp(`^${option}: .*plus1-${option}`, 's'))
-    expect(() => plus1(1)).toThrow(CacheConfigError)
-  })
+  ] as const)(
+    'refuses a sync function with %s (it waits asynchronously), even on the memory backend',
+    async (option, extra) => {
+      const fn = vi.fn((a: number) => a + 1)
+      const plus1 = cached(fn, { backend, name: `plus1-${option}`, ...extra })
+      await expect((async () => plus1(1))()).rejects.toThrow(new RegExp(`^${option}: .*plus1-${option}`, 's'))
+      expect(() => plus1(1)).toThrow(CacheConfigError)
+    },
+  )
 
   it('rejects a bad TTL when it is defined', () => {
     expect(() => cached(async () => 1, { backend, name: 'bad', ttl: 0 })).toThrow(RangeError)
