@@ -6,6 +6,7 @@ import {
   type CacheStats,
   getBackend,
   invalidateTags,
+  memoized,
 } from '@cache/core'
 import { cacheResponse, invalidateResponse, invalidateResponsePrefix } from '@cache/express'
 import express, { type Express, type NextFunction, type Request, type Response } from 'express'
@@ -152,15 +153,14 @@ function statsSnapshot(
     typeof chain.levelStats === 'function'
       ? chain.levelStats().map((level) => ({ name: level.name, stats: { ...level } }))
       : [{ name: backend.name, stats: { ...backend.stats } }]
-  const memo = (method: unknown) => (method as { stats: CacheStats }).stats
   return {
     backend: backend.name,
     stats: backend.stats === undefined ? undefined : { ...backend.stats },
     levels,
     responses: Object.entries(responseCaches).map(([name, c]) => ({ name, stats: { ...c.stats } })),
     memoized: [
-      { name: 'ProductService.product', stats: { ...memo(service.product) } },
-      { name: 'ProductService.products', stats: { ...memo(service.products) } },
+      { name: 'ProductService.product', stats: { ...memoized(service, 'product').stats } },
+      { name: 'ProductService.products', stats: { ...memoized(service, 'products').stats } },
     ],
     catalogQueries: catalog.queries,
   }

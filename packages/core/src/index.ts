@@ -100,7 +100,16 @@ export {
 } from './keys.js'
 export { sourceFingerprint } from './identity.js'
 export type { LoadOptions } from './load-options.js'
-export { type CacheOptions, type Memoized, cache, cached } from './memoize.js'
+export {
+  type CacheDecorator,
+  type CacheOptions,
+  type CacheOptionsDoNotFitMethod,
+  type Memoized,
+  type MethodName,
+  cache,
+  cached,
+  memoized,
+} from './memoize.js'
 export {
   type Codec,
   type CodecOptions,

@@ -78,9 +78,6 @@ type EntryState = 0 | 1 | 2 | 3 | 4 | 5 | 6
 const reportedLate = new WeakSet<object>()
 
 export class Loader {
-  /** False once the function returned a promise: a memoized sync function then takes the async path. */
-  syncFunction = true
-
   constructor(
     readonly policy: Policy,
     readonly observer: MemoObserver,
@@ -112,7 +109,6 @@ export class Loader {
     this.observer.miss(keys.entry)
     const value = fn.apply(thisArg, args)
     if (isPromiseLike(value)) {
-      this.syncFunction = false
       const slot = slotOf(backend, keys.entry)
       return startFlight(backend, keys.entry, slot, read.generations, keys.shared, async (flight) => {
         const resolved = await value

@@ -43,7 +43,10 @@ export interface CacheOptions<A extends unknown[] = any[], R = any> extends Load
   tags?: readonly string[] | ((...args: A) => readonly string[])
 }
 
-/** A memoized function: the same call signature plus invalidation and stats. */
+/**
+ * A memoized function: the same call signature plus invalidation and stats. `cached()` returns
+ * one; for a method decorated with `@cache()`, {@link memoized} gives it.
+ */
 export type Memoized<F extends AnyFunction> = F & {
   /**
    * Invalidates the stored result for one argument list (exactly as the call passed it:
@@ -63,6 +66,101 @@ export type Memoized<F extends AnyFunction> = F & {
 
 const ASYNC_FUNCTION = Object.getPrototypeOf(async () => {}).constructor
 
+/**
+ * Marks the functions `cached()` and `@cache()` return. A registered symbol, so that two copies
+ * of this package in one process (an ESM and a CJS one) recognize each other's.
+ */
+const MEMOIZED = Symbol.for('@cache/core.memoized')
+
+/** The names of `T`'s methods (own or inherited, static if `T` is a class). */
+export type MethodName<T> = { [K in keyof T]-?: T[K] extends AnyFunction ? K : never }[keyof T]
+
+/**
+ * The typed handle of a method decorated with `@cache()` (whose own type does not show
+ * `invalidate`, `clear`, `keyFor`, `stats`), or of a function `cached()` returned:
+ * `memoized(users.getUser).invalidate(42)`, `memoized(Reports.yearly).clear()`.
+ *
+ * With an object and a method name, `memoized(users, 'getUser')`, the handle is the method of
+ * that object: calling it calls `users.getUser(...)`, and `keyFor(...)` names the entry of a call
+ * on `users`, which differs from the defining class's when a subclass inherits the method (it is
+ * `users.getUser.keyFor.call(users, ...)`). `invalidate()` and `clear()` reach every class's
+ * entries either way.
+ *
+ * Throws `CacheConfigError` (setting `memoized()`) for a function that is not memoized: a method
+ * without `@cache()`, or a plain function.
+ */
+export function memoized<F extends AnyFunction>(fn: F): Memoized<F>
+export function memoized<T extends object, K extends MethodName<T>>(
+  target: T,
+  method: K,
+): Memoized<Extract<T[K], AnyFunction>>
+export function memoized(fnOrTarget: unknown, ...method: [PropertyKey?]): Memoized<AnyFunction> {
+  if (method.length === 0) return memoOf(fnOrTarget, describe(fnOrTarget))
+  const name = method[0]
+  const target = fnOrTarget as Record<PropertyKey, unknown>
+  const memo = memoOf(target?.[name as PropertyKey], String(name))
+  const handle = ((...args: unknown[]) => memo.apply(target, args)) as Memoized<AnyFunction>
+  Object.defineProperties(handle, {
+    name: { value: memo.name, configurable: true },
+    length: { value: memo.length, configurable: true },
+    stats: { get: () => memo.stats },
+  })
+  handle.keyFor = (...args) => memo.keyFor.apply(target, args)
+  handle.invalidate = memo.invalidate
+  handle.clear = memo.clear
+  handle.on = memo.on
+  handle.off = memo.off
+  return handle
+}
+
+function memoOf(value: unknown, name: string): Memoized<AnyFunction> {
+  if (typeof value === 'function' && (value as { [MEMOIZED]?: unknown })[MEMOIZED] === true)
+    return value as Memoized<AnyFunction>
+  throw new CacheConfigError(
+    'memoized()',
+    `${name} is not memoized: decorate the method with @cache(), or wrap the function with cached()`,
+  )
+}
+
+function describe(value: unknown): string {
+  return typeof value === 'function' ? value.name || 'an anonymous function' : String(value)
+}
+
+/**
+ * Shown by the compiler when `key`, `ttl`, `condition`, `unless` or `tags` of `@cache()` do not
+ * accept the decorated method's arguments or (awaited) result: `Options` are the options as
+ * written, `Method` the method's type.
+ */
+export interface CacheOptionsDoNotFitMethod<Options, Method> {
+  '@cache(): key, ttl, condition, unless or tags do not accept the arguments or the result of the method': [
+    Options,
+    Method,
+  ]
+}
+
+type Fits<O, F extends AnyFunction> = O extends CacheOptions<Parameters<F>, ReturnType<F>> ? true : false
+
+/**
+ * What `@cache()` returns: a decorator of methods, in both decorator modes, that checks the
+ * options' functions against the method. On a class, a field, a getter or a setter, or with
+ * options that do not fit, it does not compile.
+ */
+export interface CacheDecorator<O> {
+  /** TC39 standard decorator (TypeScript 5 default). */
+  <This, F extends (this: This, ...args: any) => any>(
+    method: F,
+    context: Fits<O, F> extends true
+      ? ClassMethodDecoratorContext<This, F>
+      : CacheOptionsDoNotFitMethod<O, F>,
+  ): F
+  /** Legacy `experimentalDecorators` decorator (NestJS). */
+  <F extends AnyFunction>(
+    target: object,
+    propertyKey: Fits<O, F> extends true ? string | symbol : CacheOptionsDoNotFitMethod<O, F>,
+    descriptor: TypedPropertyDescriptor<F>,
+  ): TypedPropertyDescriptor<F>
+}
+
 /** Most keys remembered per memoized function (about 100 bytes each): the default memory backend's size. */
 const KEY_CACHE_SIZE = 10_000
 /** Longest string argument whose key is remembered. */
@@ -75,6 +173,8 @@ const KEY_CACHE_ARGUMENT_LENGTH = 64
  */
 interface Naming {
   readonly label: string
+  /** The function as its author knows it, in error messages: `square`, `Reports.square`. */
+  readonly display: string
   readonly scope: readonly [string, ...string[]]
   prefix(thisArg: unknown): string
   /** The prefix of calls without a known `this` (`keyFor`); throws if it cannot be known yet. */
@@ -136,6 +236,7 @@ export function cached<F extends AnyFunction>(
   // Claimed once the other options are checked: a bad option must not hold the name.
   const memo = createMemo(fn, options, {
     label: `${namespace}:${name}`,
+    display: name,
     scope,
     prefix: () => prefix,
     defaultPrefix: () => prefix,
@@ -162,7 +263,38 @@ function createMemo<F extends AnyFunction>(
   // The function's generation (and its tags', past the end) never expires, whatever the
   // backend's default TTL; the arguments' lives as long as their entries.
   const loader = new Loader(policy, observer, naming.label, [Number.POSITIVE_INFINITY, policy.generationTtl])
-  loader.syncFunction = !(fn instanceof ASYNC_FUNCTION)
+  // What the calls have shown of `fn`: `async` once it returned a promise (an `async function`
+  // from the start), `sync` once it returned anything else. A sync function stays sync, or is
+  // refused: its type says it returns a value, never a promise.
+  let kind: 'unknown' | 'sync' | 'async' = fn instanceof ASYNC_FUNCTION ? 'async' : 'unknown'
+  const observed = function (this: unknown, ...args: unknown[]): unknown {
+    const value = fn.apply(this, args)
+    if (typeof (value as PromiseLike<unknown> | null)?.then === 'function') kind = 'async'
+    else if (kind === 'unknown') kind = 'sync'
+    return value
+  }
+  /** `fn` on the async path while its kind is unknown: a sync result is refused, not stored. */
+  const checked = (backend: CacheBackend) =>
+    function (this: unknown, ...args: unknown[]): unknown {
+      const value = observed.apply(this, args)
+      if (kind === 'sync') throw notSync(backend)
+      return value
+    }
+  function notSync(backend: CacheBackend): CacheConfigError {
+    const fix = 'make it async (an `async` function, or one that returns a promise)'
+    const waits = policy.lock ? 'lock' : policy.graceMs !== undefined ? 'grace' : 'hardTimeout'
+    if (backend.sync !== undefined)
+      return new CacheConfigError(
+        waits,
+        `${naming.display}() is a sync function, and \`${waits}\` waits asynchronously, which would turn its result into a promise: ${fix}, or drop \`${waits}\``,
+      )
+    return new CacheConfigError(
+      'backend',
+      `${naming.display}() is a sync function, and the backend "${backend.name}" has no sync access ` +
+        '(only in-process backends such as memory have it; redis, memcached, disk and multi-level chains do not), ' +
+        `which would turn its result into a promise: ${fix}, or give it an in-process backend`,
+    )
+  }
   const staticLocal = staticTags === undefined ? undefined : [functionGeneration, ...staticTags]
 
   // Keys for calls with one number or short string argument (`getUser(42)`), per entry prefix.
@@ -220,7 +352,9 @@ function createMemo<F extends AnyFunction>(
   const memoized = function (this: unknown, ...args: Parameters<F>): unknown {
     const backend = backendOf()
     // Locks, grace and timeouts wait asynchronously: with them a function always takes the async path.
-    const sync = backend.sync !== undefined && loader.syncFunction && !policy.async
+    const inProcess = backend.sync !== undefined && !policy.async
+    if (kind === 'sync' && !inProcess) throw notSync(backend)
+    const sync = inProcess && kind !== 'async'
     let keys: CallKeys
     try {
       keys = keysFor(naming.prefix(this), args)
@@ -228,11 +362,12 @@ function createMemo<F extends AnyFunction>(
       if (sync) throw error
       return Promise.reject(error)
     }
-    if (sync) return loader.callSync(backend, keys, fn, this, args)
-    return loader.callAsync(backend, keys, fn, this, args)
+    if (sync) return loader.callSync(backend, keys, observed, this, args)
+    return loader.callAsync(backend, keys, kind === 'async' ? fn : checked(backend), this, args)
   } as Memoized<F>
 
   Object.defineProperties(memoized, {
+    [MEMOIZED]: { value: true },
     name: { value: fn.name, configurable: true },
     length: { value: fn.length, configurable: true },
     stats: { get: () => observer.stats },
@@ -280,8 +415,16 @@ function createMemo<F extends AnyFunction>(
  * different classes that would share those keys in one process are an error that asks for
  * `name`. Every instance of a class shares them, so put instance-specific state into `key` if
  * results depend on it. The decorated method gains `.invalidate(...args)`, `.clear()`,
- * `.keyFor(...args)` and `.stats`.
+ * `.keyFor(...args)` and `.stats`, which {@link memoized} types: `memoized(svc.getUser).clear()`.
+ *
+ * Typed: on anything but a method, or with `key`, `ttl`, `condition`, `unless` or `tags` functions
+ * that do not accept the method's arguments or result, it does not compile ({@link CacheDecorator}).
+ * A sync method stays sync: on a backend without sync access (or with `lock`, `grace`,
+ * `hardTimeout`) it is refused with `CacheConfigError` instead of returning promises.
  */
+export function cache<O extends CacheOptions = {}>(options?: O & CacheOptions): CacheDecorator<O>
+/** `@cache(60)`, `@cache('1m')`: the ttl alone. */
+export function cache(ttl: Duration): CacheDecorator<{}>
 export function cache(options: CacheOptions | Duration = {}): any {
   const opts: CacheOptions = typeof options === 'object' ? options : { ttl: options }
   return function decorate(target: any, context: any, descriptor?: PropertyDescriptor): any {
@@ -382,6 +525,11 @@ class MethodNaming implements Naming {
         : ['fn', this.namespace, options.name]
     this.label = options.name ?? method
     this.functionGeneration = generationKey(...this.scope)
+  }
+
+  get display(): string {
+    if (this.options.name !== undefined) return this.options.name
+    return this.definingClass?.name ? `${this.definingClass.name}.${this.method}` : this.method
   }
 
   /** A TC39 initializer ran: `self` is an instance (or, for a static method, the class). */

@@ -24,7 +24,7 @@ function expectApart(a: unknown, b: unknown): void {
 
 describe('arguments a function can tell apart never share a key', () => {
   it('keeps Map and Set insertion order', async () => {
-    const first = cached((m: Map<string, number>) => [...m.keys()][0], {
+    const first = cached(async (m: Map<string, number>) => [...m.keys()][0], {
       backend: mapBackend(),
       name: 'firstKey',
     })
@@ -111,7 +111,7 @@ describe('arguments a function can tell apart never share a key', () => {
   })
 
   it('keeps views of the same bytes apart when they sit differently in their buffers', async () => {
-    const offsetOf = cached((view: Uint8Array) => view.byteOffset, {
+    const offsetOf = cached(async (view: Uint8Array) => view.byteOffset, {
       backend: mapBackend(),
       name: 'offsetOf',
     })

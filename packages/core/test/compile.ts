@@ -1,4 +1,4 @@
-import { dirname, join } from 'node:path'
+import { dirname, join, relative } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import ts from 'typescript'
 import { expect } from 'vitest'
@@ -18,6 +18,34 @@ export function compiledUrl(dir: string, mode: DecoratorMode, file: string): str
  * and returns a function that imports a compiled module fresh (a new module instance per call).
  */
 export function compileFixture(dir: string, mode: DecoratorMode): (file: string) => Promise<any> {
+  const { diagnostics, outDir } = diagnoseFixture(dir, mode)
+  expect(diagnostics.map((d) => d.message)).toEqual([])
+  let generation = 0
+  const run = `${Date.now()}-${Math.random()}`
+  return async (file: string) => {
+    const url = pathToFileURL(join(outDir, file.replace(/\.ts$/, '.js'))).href
+    return import(`${url}?${run}-${generation++}`)
+  }
+}
+
+/** A type error, located: the fixture file (relative to its directory), its line (1-based), its code. */
+export interface FixtureDiagnostic {
+  file: string | undefined
+  line: number | undefined
+  code: number
+  message: string
+}
+
+/**
+ * Compiles (and emits) a fixture directory as {@link compileFixture} does, and returns its
+ * diagnostics instead of failing on them: for fixtures that must not compile. `files` limits the
+ * program to those files of the directory (default: all of them).
+ */
+export function diagnoseFixture(
+  dir: string,
+  mode: DecoratorMode,
+  files?: readonly string[],
+): { diagnostics: FixtureDiagnostic[]; outDir: string } {
   const root = join(fixtures, dir)
   const outDir = join(root, '.compiled', mode)
   const legacy = mode === 'legacy'
@@ -35,15 +63,21 @@ export function compileFixture(dir: string, mode: DecoratorMode): (file: string)
     experimentalDecorators: legacy,
     emitDecoratorMetadata: legacy,
   }
-  const files = ts.sys.readDirectory(root, ['.ts'], ['**/.compiled/**'])
-  const program = ts.createProgram(files, options)
+  const names =
+    files === undefined
+      ? ts.sys.readDirectory(root, ['.ts'], ['**/.compiled/**'])
+      : files.map((file) => join(root, file))
+  const program = ts.createProgram(names, options)
   const result = program.emit()
-  const diagnostics = [...ts.getPreEmitDiagnostics(program), ...result.diagnostics]
-  expect(diagnostics.map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n'))).toEqual([])
-  let generation = 0
-  const run = `${Date.now()}-${Math.random()}`
-  return async (file: string) => {
-    const url = pathToFileURL(join(outDir, file.replace(/\.ts$/, '.js'))).href
-    return import(`${url}?${run}-${generation++}`)
-  }
+  const diagnostics = [...ts.getPreEmitDiagnostics(program), ...result.diagnostics].map((d) => {
+    const at =
+      d.file && d.start !== undefined ? d.file.getLineAndCharacterOfPosition(d.start).line + 1 : undefined
+    return {
+      file: d.file ? relative(root, d.file.fileName) : undefined,
+      line: at,
+      code: d.code,
+      message: ts.flattenDiagnosticMessageText(d.messageText, '\n'),
+    }
+  })
+  return { diagnostics, outDir }
 }

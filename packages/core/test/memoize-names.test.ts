@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { CacheConfigError, cache, cached } from '../src/index.js'
+import { CacheConfigError, cache, cached, memoized } from '../src/index.js'
 import { mapBackend } from './map-backend.js'
 
 describe('keys are injective: no two (namespace, name) pairs share a key', () => {
@@ -27,7 +27,7 @@ describe('a default name is never shared silently with another function', () => 
   it('keeps a function given a name apart from a default-named one of that name, either order', async () => {
     const backend = mapBackend()
     const byDefault = cached(
-      function loadDefaultVersusExplicit(id: string) {
+      async function loadDefaultVersusExplicit(id: string) {
         return `d1:${id}`
       },
       { backend },
@@ -41,10 +41,10 @@ describe('a default name is never shared silently with another function', () => 
 
   it('throws for identical source text with different closures (a project helper around cached())', async () => {
     const backend = mapBackend()
-    const memo = (fn: (amount: number) => number) => cached(fn, { backend, ttl: 60 })
+    const memo = (fn: (amount: number) => Promise<number>) => cached(fn, { backend, ttl: 60 })
     const rates = [0.9, 150]
     const convertTo = (rate: number) =>
-      memo(function convertWithHelper(amount: number) {
+      memo(async function convertWithHelper(amount: number) {
         return amount * rate
       })
     const eur = convertTo(rates[0]!)
@@ -154,7 +154,7 @@ describe('generation scopes are a function of the name only', () => {
         access: { has: () => true, get: () => source },
         addInitializer: () => {},
       } as unknown as ClassMethodDecoratorContext)
-      return memo as { clear(): Promise<void>; invalidate(sku: string): Promise<void> }
+      return memoized(memo)
     }
     const v1 = method(async (sku) => ({ sku, build: 'v1' }))
     const v2 = method(async (sku) => ({ sku, build: 'v2', currency: 'EUR' }))

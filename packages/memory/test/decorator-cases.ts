@@ -1,5 +1,6 @@
 import { dirname, join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
+import { CacheConfigError, memoized } from '@cache/core'
 import { forgetMemoizedNames } from '@cache/core/testing'
 import ts from 'typescript'
 import { describe, expect, it } from 'vitest'
@@ -9,7 +10,11 @@ interface Fixture {
   backend: import('../src/index.js').MemoryBackend
   calls: Record<'monthly' | 'square' | 'yearly' | 'base', number>
   Reports: {
-    new (): { monthly(m: string): Promise<{ month: string; total: number }>; square(n: number): number }
+    new (): {
+      readonly currency: string
+      monthly(m: string): Promise<{ month: string; total: number }>
+      square(n: number): number
+    }
     yearly(y: number): Promise<number>
   }
   Base: new () => { describe(): Promise<string> }
@@ -99,10 +104,15 @@ export function decoratorCases(mode: 'standard' | 'legacy'): void {
       expect(await Reports.yearly(2)).toBe(24)
       expect(await Reports.yearly(2)).toBe(24)
       expect(calls.yearly).toBe(1)
-      // A decorated method's type does not show `keyFor` (it is the method's own type).
-      const yearly = Reports.yearly as unknown as { keyFor(year: number): string }
+      // A decorated method's type is the method's own: memoized() gives its typed handle.
+      const yearly = memoized(Reports.yearly)
       expect(yearly.keyFor(2)).toMatch(/^memo:Reports\.yearly#[0-9a-f]{12}:2$/)
+      expect(memoized(Reports, 'yearly').keyFor(2)).toBe(yearly.keyFor(2))
       expect(await backend.has(yearly.keyFor(2))).toBe(true)
+      expect(yearly.stats.hits).toBe(1)
+      await memoized(Reports, 'yearly').invalidate(2)
+      expect(await Reports.yearly(2)).toBe(24)
+      expect(calls.yearly).toBe(2)
     })
 
     it('names an inherited method after the class of `this` as well as the class that defines it', async () => {
@@ -120,16 +130,48 @@ export function decoratorCases(mode: 'standard' | 'legacy'): void {
       expect(await backend.has(inherited)).toBe(true)
     })
 
-    it('exposes invalidate() and clear() on the decorated method', async () => {
+    it('gives the typed handle of a decorated method through memoized(): invalidate(), clear(), stats', async () => {
       const { Reports, calls } = await compile(mode)
       const r = new Reports()
       await r.monthly('2024-03')
-      await (r.monthly as unknown as { invalidate(m: string): Promise<void> }).invalidate('2024-03')
+      await memoized(r.monthly).invalidate('2024-03')
       await r.monthly('2024-03')
       expect(calls.monthly).toBe(2)
-      await (r.monthly as unknown as { clear(): Promise<void> }).clear()
+      await memoized(r, 'monthly').clear()
       await r.monthly('2024-03')
       expect(calls.monthly).toBe(3)
+      await r.monthly('2024-03')
+      expect(memoized(r, 'monthly').stats).toMatchObject({ hits: 1, misses: 3 })
+      // The handle of an instance calls the method on it.
+      expect(await memoized(r, 'monthly')('2024-03')).toEqual({ month: '2024-03', total: 100 })
+    })
+
+    it("keeps keyFor's rule for inherited methods: memoized(instance, method) names the entry of a call on that instance", async () => {
+      const { Derived, Base, backend, calls } = await compile(mode)
+      const derived = new Derived()
+      await derived.describe()
+      await new Base().describe()
+      const key = memoized(derived, 'describe').keyFor()
+      expect(key).toBe(Base.prototype.describe.keyFor.call(derived))
+      expect(key).toMatch(/\(Derived#[0-9a-f]{12}\):\(\)$/)
+      expect(memoized(new Base(), 'describe').keyFor()).toMatch(/^memo:Base\.describe#[0-9a-f]{12}:\(\)$/)
+      // Without the instance, keyFor refuses to guess once a subclass ran the method.
+      expect(() => memoized(derived.describe).keyFor()).toThrow(/keyFor\.call/)
+      expect(await backend.has(key)).toBe(true)
+      await memoized(derived, 'describe').invalidate()
+      expect(await backend.has(key)).toBe(false)
+      await derived.describe()
+      expect(calls.base).toBe(3)
+    })
+
+    it('refuses, with CacheConfigError, a function or property that is not memoized', async () => {
+      const { Reports } = await compile(mode)
+      const r = new Reports()
+      const plain = (n: number) => n
+      expect(() => memoized(plain)).toThrow(CacheConfigError)
+      expect(() => memoized(plain)).toThrow(/plain is not memoized.*@cache\(\).*cached\(\)/s)
+      expect(() => memoized(r, 'currency' as never)).toThrow(/currency is not memoized/)
+      expect(() => memoized(r, 'nothing' as never)).toThrow(CacheConfigError)
     })
   })
 }

@@ -3,6 +3,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import {
+  CacheConfigError,
   CacheSerializationError,
   cache,
   cached,
@@ -484,22 +485,72 @@ describe('cached()', () => {
     expect(fn).toHaveBeenCalledTimes(1)
   })
 
-  it('turns a sync function async on a backend without sync access', async () => {
+  /** A backend of another process: no sync access, as redis, memcached or a `memory,disk` chain. */
+  const remoteBackend = () => {
     const map = new Map<string, unknown>()
-    const remote = defineBackend({
+    return defineBackend({
+      name: 'remote',
       get: async (k) => map.get(k) as never,
       set: async (k, v) => void map.set(k, v),
       delete: async (k) => map.delete(k),
       clear: async () => map.clear(),
     })
+  }
+
+  it('never turns a sync function async on a backend without sync access: CacheConfigError naming it, and nothing stored', async () => {
+    const remote = remoteBackend()
     const fn = vi.fn((a: number) => a * 10)
     const times10 = cached(fn, { backend: remote, name: 'times10' })
-    const first = times10(4)
-    expect(first).toBeInstanceOf(Promise)
-    expect(await first).toBe(40)
+    // The first call learns that the function is sync (its lookup was already under way).
+    const first = (async () => times10(4))()
+    await expect(first).rejects.toThrow(CacheConfigError)
+    await expect(first).rejects.toThrow(/times10.*sync.*remote.*async/s)
+    // Every later call refuses at once, as a sync function: no promise where the type says number.
+    expect(() => times10(4)).toThrow(CacheConfigError)
+    expect(() => times10(5)).toThrow(/times10/)
+    expect(fn).toHaveBeenCalledTimes(1)
+    expect(await remote.has(times10.keyFor(4))).toBe(false)
+  })
+
+  it('refuses a sync method on a backend without sync access, naming its class and method', async () => {
+    const remote = remoteBackend()
+    class Geometry {
+      square(n: number): number {
+        return n * n
+      }
+    }
+    const descriptor = Object.getOwnPropertyDescriptor(Geometry.prototype, 'square')!
+    Object.defineProperty(
+      Geometry.prototype,
+      'square',
+      cache({ backend: remote })(Geometry.prototype, 'square', descriptor),
+    )
+    const g = new Geometry()
+    await expect((async () => g.square(4))()).rejects.toThrow(/Geometry\.square.*sync/s)
+    expect(() => g.square(4)).toThrow(CacheConfigError)
+  })
+
+  it('keeps caching a function that returns a promise without being declared async, on a backend without sync access', async () => {
+    const fn = vi.fn((a: number) => Promise.resolve(a * 10))
+    const times10 = cached(fn, { backend: remoteBackend(), name: 'times10p' })
+    expect(await times10(4)).toBe(40)
     expect(await times10(4)).toBe(40)
     expect(fn).toHaveBeenCalledTimes(1)
   })
+
+  it.each([
+    ['lock', { lock: true }],
+    ['grace', { ttl: 60, grace: '1m' }],
+    ['hardTimeout', { hardTimeout: '1s' }],
+  ] as const)(
+    'refuses a sync function with %s (it waits asynchronously), even on the memory backend',
+    async (option, extra) => {
+      const fn = vi.fn((a: number) => a + 1)
+      const plus1 = cached(fn, { backend, name: `plus1-${option}`, ...extra })
+      await expect((async () => plus1(1))()).rejects.toThrow(new RegExp(`^${option}: .*plus1-${option}`, 's'))
+      expect(() => plus1(1)).toThrow(CacheConfigError)
+    },
+  )
 
   it('rejects a bad TTL when it is defined', () => {
     expect(() => cached(async () => 1, { backend, name: 'bad', ttl: 0 })).toThrow(RangeError)

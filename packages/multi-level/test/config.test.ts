@@ -7,10 +7,12 @@ import { pathToFileURL } from 'node:url'
 import {
   type CacheBackend,
   CacheConfigError,
+  cached,
   CacheMissingPackageError,
   configFromEnv,
   configureCache,
   createBackendFromConfig,
+  getBackend,
   loadInstalledPackage,
   type PackageLoader,
   resetCache,
@@ -169,6 +171,29 @@ describe('CACHE_BACKEND=memory,disk,redis through configFromEnv and createBacken
     expect(() => configFromEnv({ REDIS_URL: 'http://x' })).toThrow(CacheConfigError)
     expect(() => configFromEnv({ MEMCACHED_SERVERS: 'nohost' })).toThrow(/MEMCACHED_SERVERS/)
     expect(() => configFromEnv({ CACHE_DISK_MAX_SIZE: 'lots' })).toThrow(/CACHE_DISK_MAX_SIZE/)
+  })
+})
+
+describe('CACHE_BACKEND=memory,disk and a sync memoized function', () => {
+  it('refuses the function with CacheConfigError instead of turning its number into a promise', async () => {
+    setEnv({ CACHE_BACKEND: 'memory,disk', CACHE_DISK_PATH: join(dir, 'disk-sync') })
+    let runs = 0
+    const square = cached(function square(n: number): number {
+      runs++
+      return n * n
+    })
+    // The chain has no sync access. The first call's lookup is under way before the function
+    // shows it is sync: that one call returns a promise, which rejects with the error...
+    const first: unknown = square(4)
+    expect(first).toBeInstanceOf(Promise)
+    await expect(first).rejects.toThrow(/square\d*\(\) is a sync function.*"multi-level".*async/s)
+    // ...and every later call throws at once instead of giving "[object Promise]1".
+    expect(() => square(4) + 1).toThrow(CacheConfigError)
+    expect(() => square(5) + 1).toThrow(CacheConfigError)
+    expect(runs).toBe(1)
+    const chain = getBackend() as Chain
+    expect(chain.sync).toBeUndefined()
+    expect(await chain.has(square.keyFor(4))).toBe(false)
   })
 })
 
