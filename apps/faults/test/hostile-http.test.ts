@@ -513,8 +513,11 @@ describe.each(backends)('attacks on %s', (_, makeBackend) => {
           req.role === role ? next() : res.sendStatus(403)
         const make = (role: string, data: object) => {
           const r: any = shape === 'router' ? express.Router() : express()
-          r.get('/report', requireRole(role), cacheResponse({ ttl: 60, backend, keyPrefix }), (_req: any, res: any) =>
-            res.json(data),
+          r.get(
+            '/report',
+            requireRole(role),
+            cacheResponse({ ttl: 60, backend, keyPrefix }),
+            (_req: any, res: any) => res.json(data),
           )
           return r
         }
@@ -549,7 +552,8 @@ describe.each(backends)('attacks on %s', (_, makeBackend) => {
       )
       const { server, port } = await listenOn(app as unknown as RequestListener)
       try {
-        const at = async () => JSON.parse((await send(port, '/products/1', { host: 'shop.test:80' })).body).price
+        const at = async () =>
+          JSON.parse((await send(port, '/products/1', { host: 'shop.test:80' })).body).price
         expect(await at()).toBe(10)
         price = 20
         expect(await at()).toBe(10)

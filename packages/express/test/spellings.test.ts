@@ -89,7 +89,7 @@ describe.each(EXPRESS)(
       await invalidateResponsePrefix('http', { backend })
       for (const path of [...PATHS, ...QUERIES]) expect(json(await r.request(path)).price, path).toBe(99)
     })
-  
+
     it('a Host with its default port spelled out (shop.test:80) is reached from the host without it, and back', async () => {
       const { a, backend, prices } = app()
       const r = await serve(a)
@@ -105,7 +105,8 @@ describe.each(EXPRESS)(
         for (const host of ['shop.test:80', 'shop.test']) expect(isHit(await at(host)), host).toBe(true)
         prices[1] = 100 + i
         await invalidate()
-        for (const host of ['shop.test:80', 'shop.test']) expect(json(await at(host)).price, `${i} ${host}`).toBe(100 + i)
+        for (const host of ['shop.test:80', 'shop.test'])
+          expect(json(await at(host)).price, `${i} ${host}`).toBe(100 + i)
       }
     })
 
@@ -116,7 +117,9 @@ describe.each(EXPRESS)(
       expect(first.head).toMatch(/cache-status: @cache; fwd=request; detail=url/i)
       expect(JSON.parse(first.body).price).toBe(10)
       prices[1] = 20
-      expect(JSON.parse((await absoluteForm(r.port, 'http://shop.test/products/1', 'shop.test')).body).price).toBe(20)
+      expect(
+        JSON.parse((await absoluteForm(r.port, 'http://shop.test/products/1', 'shop.test')).body).price,
+      ).toBe(20)
     })
 
     it('invalidating ?id=1 reaches ?id=1&=x and ?id=1&= (Express 4 drops a pair without a name)', async () => {
@@ -133,7 +136,9 @@ describe.each(EXPRESS)(
     it('invalidating ids[]=1 reaches ids[0]=1 and back (Express 4 reads both as one list)', async () => {
       const { a, backend } = app()
       let price = 10
-      a.get('/list', cacheResponse({ ttl: 300, backend }), (req: any, res: any) => res.json({ ids: req.query.ids, price }))
+      a.get('/list', cacheResponse({ ttl: 300, backend }), (req: any, res: any) =>
+        res.json({ ids: req.query.ids, price }),
+      )
       const r = await serve(a)
       const spellings = ['/list?ids[]=1', '/list?ids[0]=1', '/list?ids%5B0%5D=1']
       for (const [i, given] of ['/list?ids[]=1', '/list?ids[0]=1'].entries()) {
@@ -141,7 +146,8 @@ describe.each(EXPRESS)(
         for (const path of spellings) expect(isHit(await r.request(path)), path).toBe(true)
         price = 100 + i
         await invalidateResponse(`${r.url}${given}`, { backend })
-        for (const path of spellings) expect(json(await r.request(path)).price, `${given} -> ${path}`).toBe(100 + i)
+        for (const path of spellings)
+          expect(json(await r.request(path)).price, `${given} -> ${path}`).toBe(100 + i)
       }
     })
   },
