@@ -504,6 +504,69 @@ describe.each(backends)('attacks on %s', (_, makeBackend) => {
       }
     })
 
+    it.each(['router', 'sub-app'] as const)(
+      'two %ss made by one factory, picked per request by a function, never serve the admin response to a user',
+      async (shape) => {
+        const express = expressOf
+        const keyPrefix = `factory-${shape}-${Math.random().toString(36).slice(2)}`
+        const requireRole = (role: string) => (req: any, res: any, next: any) =>
+          req.role === role ? next() : res.sendStatus(403)
+        const make = (role: string, data: object) => {
+          const r: any = shape === 'router' ? express.Router() : express()
+          r.get(
+            '/report',
+            requireRole(role),
+            cacheResponse({ ttl: 60, backend, keyPrefix }),
+            (_req: any, res: any) => res.json(data),
+          )
+          return r
+        }
+        const admin = make('admin', { salaries: 'SECRET' })
+        const user = make('user', { salaries: 'n/a' })
+        const app = express()
+        app.use((req: any, _res: any, next: any) => {
+          req.role = req.get('x-api-key') === 'admin-key' ? 'admin' : 'user'
+          next()
+        })
+        app.use((req: any, res: any, next: any) => (req.role === 'admin' ? admin : user)(req, res, next))
+        const { server, port } = await listenOn(app as unknown as RequestListener)
+        try {
+          for (let i = 0; i < 3; i++) {
+            expect((await send(port, '/report', { 'x-api-key': 'admin-key' })).body).toContain('SECRET')
+            const other = await send(port, '/report')
+            expect(other.body).not.toContain('SECRET')
+            expect(JSON.parse(other.body).salaries).toBe('n/a')
+          }
+        } finally {
+          await closeServer(server)
+        }
+      },
+    )
+
+    it('invalidating a URL reaches the entry of a Host that spells out its default port (shop.test:80)', async () => {
+      const app = expressOf()
+      const keyPrefix = `port-${Math.random().toString(36).slice(2)}`
+      let price = 10
+      app.get('/products/:id', cacheResponse({ ttl: 300, backend, keyPrefix }), (_req: any, res: any) =>
+        res.json({ price }),
+      )
+      const { server, port } = await listenOn(app as unknown as RequestListener)
+      try {
+        const at = async () =>
+          JSON.parse((await send(port, '/products/1', { host: 'shop.test:80' })).body).price
+        expect(await at()).toBe(10)
+        price = 20
+        expect(await at()).toBe(10)
+        await invalidateResponse('/products/1', { host: 'shop.test', backend, keyPrefix })
+        expect(await at()).toBe(20)
+        price = 30
+        await invalidateResponse('http://shop.test:80/products/1', { backend, keyPrefix })
+        expect(await at()).toBe(30)
+      } finally {
+        await closeServer(server)
+      }
+    })
+
     describe.each(POSITIONS)('cache as %s', (position: Position) => {
       let app: HostileApp
       let server: Server

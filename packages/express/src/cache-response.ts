@@ -14,7 +14,7 @@ import { type CacheResponseOptions, prefixVersionKey, resolveOptions, urlVersion
 import { urlKeys } from './request-key.js'
 import { ResponseCache } from './response-cache.js'
 import { type ResponseIndexEntry, type ResponseIndexOptions, responseIndex } from './response-index.js'
-import { identifyAs } from './site.js'
+import { frontOf, identifyAs } from './site.js'
 
 type Handler = (...args: any[]) => unknown
 
@@ -169,8 +169,12 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     return removeResponses(engine.backend(), [full], generations)
   }
   cacheHandler.responseIndex = (opts) => responseIndex(engine, opts)
-  cacheHandler.front = (app) => (req, res) => {
-    if (!engine.serveFresh(req, res)) app(req, res)
+  cacheHandler.front = (app) => {
+    const listener = (req: IncomingMessage, res: ServerResponse) => {
+      if (!engine.serveFresh(req, res)) app(req, res)
+    }
+    frontOf(listener, app)
+    return listener
   }
   cacheHandler.clear = async () => {
     Flight.invalidate({ prefix: settings.keyPrefix })

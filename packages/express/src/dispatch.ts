@@ -39,6 +39,14 @@ export interface RouterFrame {
   /** The layer of the parent router that dispatched into this one (`undefined` at the top). */
   mount: Layer | undefined
   parent: RouterFrame | undefined
+  /**
+   * Whether this router was entered the way Express mounts one: by the layer of its parent that
+   * holds it (`router.use(path, router)`, or the `mounted_app` function `app.use(path, subApp)`
+   * adds), or, at the top, as the first router of the request. `false` for a router or app
+   * called by a plain function (`(req, res, next) => pick(req)(req, res, next)`): which one ran is
+   * a closure's choice, and no description of the app can tell two made by one factory apart.
+   */
+  mounted: boolean
 }
 
 /**
@@ -344,10 +352,16 @@ function wrapRouter(proto: Record<string, unknown>): void {
     if (watched !== undefined && watched !== null) {
       // Where the request is: this router, mounted by the layer just dispatched in the one around it.
       const parent = watched[FRAME]
+      const mount = parent === undefined ? undefined : watched[LAYER]
       watched[FRAME] = {
         router: this as RouterFrame['router'],
-        mount: parent === undefined ? undefined : watched[LAYER],
+        mount,
         parent,
+        // At the top: no router ran before this one (each sets `originalUrl` as it starts).
+        mounted:
+          parent === undefined
+            ? (watched as { originalUrl?: unknown }).originalUrl === undefined
+            : mount !== undefined && mounts(mount.handle, this),
       }
       const done = rest[1]
       if (typeof done === 'function')
@@ -502,6 +516,26 @@ function mountedAppSource(use: unknown): string | undefined {
   return typeof mounted === 'function' && mounted.name === 'mounted_app'
     ? Function.prototype.toString.call(mounted)
     : undefined
+}
+
+/**
+ * Whether a layer's function is how Express mounts `router`: the router itself, an app whose
+ * router it is (`router.use(subApp)`), or the `mounted_app` function `app.use(subApp)` adds.
+ */
+function mounts(handle: unknown, router: unknown): boolean {
+  if (handle === router) return true
+  if (typeof handle !== 'function') return false
+  if (typeof (handle as App).handle === 'function' && routerOf(handle as App) === router) return true
+  return isMountedApp(handle)
+}
+
+/** The function Express's `app.use(path, subApp)` mounts a sub-app with, of a copy seen. */
+function isMountedApp(fn: unknown): boolean {
+  return (
+    typeof fn === 'function' &&
+    fn.name === 'mounted_app' &&
+    internalSources.has(Function.prototype.toString.call(fn))
+  )
 }
 
 /** `next('route')` and `next('router')` are routing, not errors. */

@@ -22,6 +22,8 @@ const SEPARATOR = '\n'
 /** A host name as it may appear in a key: lower-case letters, digits, dots, dashes, IPv6 brackets. */
 const CANONICAL_HOST = /^[a-z0-9._\-[\]:]+$/
 const SAFE_PORT = /^[0-9]{1,5}$/
+/** A port a client may spell out or leave off (`Host: shop.test:80`): the scope leaves it off. */
+const DEFAULT_PORT = /:(?:80|443)$/
 
 /**
  * Characters after which Express's URL parser (`parseurl`) stops reading the target as sent: it
@@ -56,6 +58,11 @@ export function requestKey(
   if (origin === undefined) return undefined
   const sent = req.originalUrl ?? req.url ?? '/'
   if (UNROUTED.test(sent)) return undefined
+  // An absolute-form target (`GET http://host/path`, what a client sends a proxy): Express routes
+  // its path, but the handler sees the whole target in `originalUrl` and may reflect it, host
+  // included, which need not be the `Host` Express resolves. Keyed as its path it could plant that
+  // text for every client of the URL; keyed as sent, no invalidation of the URL reaches it.
+  if (protohostOf(sent) !== '') return undefined
   const target = pathAndQuery(sent)
   if (target === undefined) return undefined
   const varied = varyPart(req.headers, vary)
@@ -76,7 +83,8 @@ export interface RequestKey {
 }
 
 /**
- * The invalidation scope of a URL: host (both protocols), the path with percent-escapes decoded,
+ * The invalidation scope of a URL: host (both protocols, without a default port: `:80` and `:443`
+ * name the host Express resolves without one), the path with percent-escapes decoded,
  * lower-cased and without trailing slashes (Express routes case-insensitively and with an optional
  * trailing slash by default, and decodes parameters), the query parsed, decoded, sorted and
  * without empty pairs, and the `vary` header values. Entries keep their exact key (a parameter
@@ -84,10 +92,11 @@ export interface RequestKey {
  * `/products/1`, and in an app with case-sensitive or strict routing, `/a` also renews `/A`.
  */
 function urlScope(keyPrefix: string, authority: string, target: string, varied: string): string {
+  const host = authority.replace(DEFAULT_PORT, '')
   const q = target.indexOf('?')
   const path = canonicalPath(q === -1 ? target : target.slice(0, q))
   const query = q === -1 ? '' : canonicalQuery(target.slice(q + 1))
-  return `${keyPrefix}:${SEPARATOR}url ${authority}${path}${query === '' ? '' : `?${query}`}${varied}`
+  return `${keyPrefix}:${SEPARATOR}url ${host}${path}${query === '' ? '' : `?${query}`}${varied}`
 }
 
 function canonicalPath(path: string): string {
@@ -101,18 +110,29 @@ function canonicalPath(path: string): string {
   return decoded.slice(0, end)
 }
 
+/**
+ * The query as a set of decoded pairs, sorted. Coarser than any parser, so that every spelling
+ * Express 4's `qs` reads as one query shares it: a pair without a name is dropped (`qs` drops
+ * `=x`), and array indices are one (`ids[0]=1`, `ids[1]=1` and `ids[]=1` are all `{ ids: ['1'] }`).
+ */
 function canonicalQuery(query: string): string {
   const pairs: [string, string][] = []
   for (const param of query.split('&')) {
     if (param === '') continue
     const eq = param.indexOf('=')
-    const name = safeDecode((eq === -1 ? param : param.slice(0, eq)).replaceAll('+', ' '))
+    const name = safeDecode((eq === -1 ? param : param.slice(0, eq)).replaceAll('+', ' ')).replace(
+      ARRAY_INDEX,
+      '[]',
+    )
+    if (name === '') continue
     const value = eq === -1 ? '' : safeDecode(param.slice(eq + 1).replaceAll('+', ' '))
     pairs.push([name, value])
   }
   pairs.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0))
   return pairs.map(([n, v]) => `${encodeURIComponent(n)}=${encodeURIComponent(v)}`).join('&')
 }
+
+const ARRAY_INDEX = /\[\s*\d+\s*\]/g
 
 /** Percent-escapes decoded, or the text as it is when they do not decode. */
 function safeDecode(text: string): string {
@@ -234,9 +254,14 @@ export function urlKeys(
   const varied = varyPart(lowerCaseKeys(options.headers ?? {}), options.vary ?? [])
   const rest = `${path}${varied}`
   // The app may see either protocol (a TLS proxy without `trust proxy` makes every request http):
-  // both entries go, and the scope names neither.
+  // both entries go, and the scope names neither. A default port may have been spelled out by
+  // the client or left off: the entries of both spellings go.
+  const origins = new Set([`http://${origin}`, `https://${origin}`])
+  if (authority.port === undefined || DEFAULT_PORT.test(`:${authority.port}`))
+    for (const o of [canonical, `${canonical}:80`, `${canonical}:443`])
+      for (const protocol of ['http', 'https']) origins.add(`${protocol}://${o}`)
   return {
-    keys: [`${keyPrefix}:http://${origin}${rest}`, `${keyPrefix}:https://${origin}${rest}`],
+    keys: [...origins].map((o) => `${keyPrefix}:${o}${rest}`),
     scope: urlScope(keyPrefix, origin, target, varied),
   }
 }

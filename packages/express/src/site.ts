@@ -67,9 +67,47 @@ export function siteOf(
   // Outside Express there is no routing to tell apart: the handler is the place.
   if (app === undefined || app === null) return hashSite(`direct|${identity ?? ''}`)
   const tracked = trackedLevels(req)
-  const levels = tracked === undefined ? searchedLevels(req, app as Record<string, any>, anchor) : tracked
-  if (levels === undefined || levels === null) return undefined
-  return hashSite(`${levels}|${identity ?? ''}`)
+  const found = tracked === undefined ? searchedLevels(req, app as Record<string, any>, anchor) : tracked
+  if (found === undefined || found === null) return undefined
+  const site = hashSite(`${found.levels}|${identity ?? ''}`)
+  return isAmbiguous(found, site, anchor) ? undefined : site
+}
+
+/** A site's description, and what it describes: the app's top router, and the cache's route or router. */
+interface Found {
+  levels: string
+  top: object
+  owner: object
+}
+
+/** Per top router: the route (or router) and cache function first seen at each site. */
+const owners = new WeakMap<object, Map<string, { owner: object; anchor: Function | undefined }>>()
+/** Per top router: sites two different routes (or cache functions) turned out to share. */
+const ambiguous = new WeakMap<object, Set<string>>()
+
+/**
+ * Whether two different routes or routers of one app (or two cache functions at one place) were
+ * seen with the same site: their entries would answer for each other, so the site bypasses for
+ * good. Mounted routes never collide (their sites name their place); this is a second line
+ * behind the mount check, for what the description cannot see.
+ */
+function isAmbiguous(found: Found, site: string, anchor: Function | undefined): boolean {
+  const marked = ambiguous.get(found.top)
+  if (marked?.has(site)) return true
+  let known = owners.get(found.top)
+  if (known === undefined) {
+    known = new Map()
+    owners.set(found.top, known)
+  }
+  const first = known.get(site)
+  if (first === undefined) {
+    if (known.size < MAX_HASHES) known.set(site, { owner: found.owner, anchor })
+    return false
+  }
+  if (first.owner === found.owner && first.anchor === anchor) return false
+  if (marked === undefined) ambiguous.set(found.top, new Set([site]))
+  else marked.add(site)
+  return true
 }
 
 /** Hashes of the sites seen in this process, for deleting the entries of an invalidated URL. */
@@ -92,23 +130,32 @@ function hashSite(description: string): string {
  * The site from the dispatch this package observed for `req`: `undefined` when it was not
  * observed, `null` when the layer that called the cache is not in the router it was dispatched in.
  */
-function trackedLevels(req: IncomingMessage): string | null | undefined {
+function trackedLevels(req: IncomingMessage): Found | null | undefined {
   const position = dispatchPosition(req)
   if (position === undefined) return undefined
   const { layer, frame } = position
   const route = (req as { route?: Route }).route
-  const inner =
+  const inRoute =
     route !== undefined && route !== null && Array.isArray(route.stack) && route.stack.includes(layer)
-      ? describeRoute(frame.router, route, layer)
-      : describeLayer(frame.router, layer)
+  const inner = inRoute ? describeRoute(frame.router, route, layer) : describeLayer(frame.router, layer)
   if (inner === undefined) return null
   const parts = [inner]
-  for (let f: RouterFrame | undefined = frame; f?.parent !== undefined; f = f.parent) {
+  let top: RouterFrame = frame
+  for (let f: RouterFrame | undefined = frame; f !== undefined; f = f.parent) {
+    // A router entered by a plain function, not by the layer that mounts it: its place in the app
+    // is a closure's choice, and the site cannot be told.
+    if (!f.mounted) return null
+    top = f
+    if (f.parent === undefined) break
     const mount = f.mount === undefined ? undefined : describeLayer(f.parent.router, f.mount)
     if (mount === undefined) return null
     parts.push(mount)
   }
-  return parts.reverse().join('/')
+  return {
+    levels: parts.reverse().join('/'),
+    top: top.router,
+    owner: inRoute ? (route as object) : frame.router,
+  }
 }
 
 /**
@@ -120,11 +167,14 @@ function searchedLevels(
   req: IncomingMessage,
   app: Record<string, any>,
   anchor: Function | undefined,
-): string | undefined {
-  if (app.parent !== undefined) return undefined
+): Found | undefined {
+  // Only an app the server calls itself: one a plain function picked (an app not mounted anywhere,
+  // entered from another app's middleware) has the same description as any other its factory made.
+  if (app.parent !== undefined || !isServerListener(req, app)) return undefined
   const root = routerOf(app) as Router | undefined
+  if (root === undefined) return undefined
   const route = (req as { route?: Route }).route
-  const found: string[] = []
+  const found: { levels: string; owner: object }[] = []
   const visited = new Set<unknown>()
   const visit = (router: Router, outer: string[]) => {
     if (visited.has(router) || !Array.isArray(router.stack) || found.length > 1) return
@@ -141,9 +191,10 @@ function searchedLevels(
         })
         const inner =
           anchor !== undefined ? stack.filter((l) => l.handle === anchor) : stack.length === 1 ? stack : []
-        for (const l of inner) found.push([...outer, describeRoute(router, route, l)].join('/'))
+        for (const l of inner)
+          found.push({ levels: [...outer, describeRoute(router, route, l)].join('/'), owner: route })
       } else if (anchor !== undefined && layer.handle === anchor) {
-        found.push([...outer, describeLayer(router, layer)].join('/'))
+        found.push({ levels: [...outer, describeLayer(router, layer)].join('/'), owner: router })
       } else if (
         typeof handle === 'function' &&
         Array.isArray(handle.stack) &&
@@ -153,8 +204,27 @@ function searchedLevels(
       }
     }
   }
-  if (root !== undefined) visit(root, [])
-  return found.length === 1 ? found[0] : undefined
+  visit(root, [])
+  const [only] = found
+  return found.length === 1 && only !== undefined ? { ...only, top: root } : undefined
+}
+
+/** Listeners that call one app for every request they do not answer themselves (`cache.front(app)`). */
+const fronts = new WeakMap<Function, unknown>()
+
+/** Records that `listener` calls `app` for every request it passes on. */
+export function frontOf(listener: Function, app: unknown): void {
+  fronts.set(listener, app)
+}
+
+/**
+ * Whether `app` is what the request's server calls (`app.listen`, `createServer(app)`,
+ * `createServer(cache.front(app))`), rather than an app a function of another one picked.
+ */
+function isServerListener(req: IncomingMessage, app: unknown): boolean {
+  const server = (req.socket as { server?: { listeners?: (event: string) => Function[] } } | null)?.server
+  if (typeof server?.listeners !== 'function') return false
+  return server.listeners('request').some((listener) => listener === app || fronts.get(listener) === app)
 }
 
 /** `index:pattern:function` of a layer in its router, or `undefined` when it is not there. */

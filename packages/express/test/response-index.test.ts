@@ -2,7 +2,7 @@
  * `cache.responseIndex()`: what a developer sees when asking which responses are stored, with
  * their age and remaining TTL, after real requests over HTTP.
  */
-import { CacheUnsupportedError, invalidateTags } from '@cache/core'
+import { CacheUnsupportedError, defineBackend, invalidateTags } from '@cache/core'
 import type { MemoryBackend } from '@cache/memory'
 import { describe, expect, it } from 'vitest'
 import { cacheResponse } from '../src/index.js'
@@ -152,7 +152,14 @@ describe.each(EXPRESS)('responseIndex on %s', (_name, express) => {
   })
 
   it('throws CacheUnsupportedError on a backend that cannot list its keys', async () => {
-    const cache = cacheResponse({ backend: memory() })
+    // A custom backend of get/set/delete only: nothing to list with.
+    const store = new Map<string, unknown>()
+    const backend = defineBackend({
+      get: (key: string) => store.get(key) as any,
+      set: (key: string, value: unknown) => void store.set(key, value),
+      delete: (key: string) => store.delete(key),
+    })
+    const cache = cacheResponse({ backend })
     await expect(collect(cache.responseIndex())).rejects.toThrow(CacheUnsupportedError)
   })
 })

@@ -133,3 +133,103 @@ describe.each(EXPRESS)('a guard that sends rejected requests on, on %s', (_name,
     await bothMiss()
   })
 })
+
+describe.each(EXPRESS)(
+  'routers and apps made by one factory, picked per request by a function, on %s',
+  (_name, express) => {
+    const requireRole = (role: string) => (req: any, res: any, next: any) =>
+      req.role === role ? next() : res.sendStatus(403)
+    const withRole = (req: any, _res: any, next: any) => {
+      req.role = req.get('x-api-key') === 'k-internal' ? 'admin' : 'user'
+      next()
+    }
+
+    /** Two routers (or sub-apps) of the same text, one per role, and a function that picks one. */
+    function picked(shape: 'router' | 'sub-app') {
+      const backend = memory()
+      const make = (role: string, data: object) => {
+        const r: any = shape === 'router' ? express.Router() : express()
+        r.get('/report', requireRole(role), cacheResponse({ ttl: 60, backend }), (_req: any, res: any) =>
+          res.json(data),
+        )
+        return r
+      }
+      const admin = make('admin', SECRET)
+      const user = make('user', PUBLIC)
+      const a = express()
+      a.use(withRole)
+      a.use((req: any, res: any, next: any) => (req.role === 'admin' ? admin : user)(req, res, next))
+      return a
+    }
+
+    it.each(['router', 'sub-app'] as const)(
+      '%s: a user never gets the admin response; neither is stored (detail=site)',
+      async (shape) => {
+        const r = await serve(picked(shape))
+        for (let round = 0; round < 3; round++) {
+          const admin = await r.request('/report', { headers: internal })
+          expect(json(admin)).toEqual(SECRET)
+          const user = await r.request('/report')
+          expect(json(user)).toEqual(PUBLIC)
+          expect(user.headers['cache-status']).toMatch(/fwd=request; detail=site/)
+          expect(admin.headers['cache-status']).toMatch(/fwd=request; detail=site/)
+        }
+      },
+    )
+
+    it('two cached handlers of one text picked by a function on one route: the second one seen bypasses', async () => {
+      const cache = cacheResponse({ ttl: 60, backend: memory() })
+      const report = (data: object) => (_req: any, res: any, _next: any) => res.json(data)
+      const forAdmin = cache(report(SECRET))
+      const forUser = cache(report(PUBLIC))
+      const a = express()
+      a.use(withRole)
+      a.get('/report', (req: any, res: any, next: any) =>
+        (req.role === 'admin' ? forAdmin : forUser)(req, res, next),
+      )
+      const r = await serve(a)
+      for (let round = 0; round < 3; round++) {
+        expect(json(await r.request('/report', { headers: internal }))).toEqual(SECRET)
+        const user = await r.request('/report')
+        expect(json(user)).toEqual(PUBLIC)
+        expect(user.headers['cache-status']).toMatch(/detail=site/)
+      }
+    })
+
+    it.each([
+      ['a router mounted with app.use(path)', '/api/report'],
+      ['nested routers', '/api/v1/report'],
+      ['a sub-app mounted with app.use(path)', '/sub/report'],
+      ['a sub-app in a mounted router', '/api/sub/report'],
+      ['app.route()', '/route'],
+      ['app.all()', '/all'],
+    ])('%s still caches', async (_shape, path) => {
+      const backend = memory()
+      const cache = cacheResponse({ ttl: 60, backend })
+      let runs = 0
+      const answer = (_req: any, res: any) => res.json({ run: ++runs })
+      const a = express()
+      const api = express.Router()
+      const v1 = express.Router()
+      const sub = express()
+      const inner = express()
+      api.get('/report', requireRole('user'), cache, answer)
+      v1.get('/report', cache, answer)
+      sub.get('/report', cache, answer)
+      inner.get('/report', cache, answer)
+      api.use('/v1', v1)
+      api.use('/sub', inner)
+      a.use(withRole)
+      a.use('/api', api)
+      a.use('/sub', sub)
+      a.route('/route').get(cache, answer)
+      a.all('/all', cache, answer)
+      const r = await serve(a)
+      await r.request(path)
+      await r.request(path)
+      const third = await r.request(path)
+      expect(isHit(third)).toBe(true)
+      expect(runs).toBeLessThanOrEqual(2)
+    })
+  },
+)

@@ -3,6 +3,7 @@
  * slash, percent-escapes, an empty query pair). Each keeps its own entry, but invalidating any
  * spelling reaches them all.
  */
+import { connect } from 'node:net'
 import { describe, expect, it } from 'vitest'
 import { cacheResponse, invalidateResponse, invalidateResponsePrefix } from '../src/index.js'
 import { EXPRESS, memory, type Reply, serveEach } from './http.js'
@@ -10,6 +11,25 @@ import { EXPRESS, memory, type Reply, serveEach } from './http.js'
 const serve = serveEach()
 const json = (reply: Reply) => JSON.parse(reply.body.toString())
 const isHit = (reply: Reply) => /hit|collapsed/.test(String(reply.headers['cache-status']))
+
+/** A request with a target in absolute form (`GET http://host/path`), as a client sends a proxy. */
+function absoluteForm(port: number, target: string, host: string): Promise<{ head: string; body: string }> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () =>
+      socket.write(`GET ${target} HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`),
+    )
+    let text = ''
+    socket.setEncoding('latin1')
+    socket.on('data', (chunk: string) => {
+      text += chunk
+    })
+    socket.on('error', reject)
+    socket.on('end', () => {
+      const split = text.indexOf('\r\n\r\n')
+      resolve({ head: text.slice(0, split), body: text.slice(split + 4) })
+    })
+  })
+}
 
 const PATHS = ['/products/1', '/products/1/', '/Products/1', '/products/%31', '/PRODUCTS/%31/']
 const QUERIES = ['/product?id=1', '/product?id=%31', '/product?id=1&', '/product?&id=1', '/product?id=1&&']
@@ -68,6 +88,67 @@ describe.each(EXPRESS)(
       prices[1] = 99
       await invalidateResponsePrefix('http', { backend })
       for (const path of [...PATHS, ...QUERIES]) expect(json(await r.request(path)).price, path).toBe(99)
+    })
+
+    it('a Host with its default port spelled out (shop.test:80) is reached from the host without it, and back', async () => {
+      const { a, backend, prices } = app()
+      const r = await serve(a)
+      const at = (host: string) => r.request('/products/1', { headers: { host } })
+      const invalidations = [
+        () => invalidateResponse('/products/1', { host: 'shop.test', backend }),
+        () => invalidateResponse('http://shop.test:80/products/1', { backend }),
+        () => invalidateResponse('/products/1', { host: 'shop.test:80', backend }),
+        () => invalidateResponse('https://shop.test/products/1', { backend }),
+      ]
+      for (const [i, invalidate] of invalidations.entries()) {
+        for (const host of ['shop.test:80', 'shop.test']) await at(host)
+        for (const host of ['shop.test:80', 'shop.test']) expect(isHit(await at(host)), host).toBe(true)
+        prices[1] = 100 + i
+        await invalidate()
+        for (const host of ['shop.test:80', 'shop.test'])
+          expect(json(await at(host)).price, `${i} ${host}`).toBe(100 + i)
+      }
+    })
+
+    it('an absolute-form target (GET http://shop.test/products/1) bypasses: no invalidation could reach its key', async () => {
+      const { a, prices } = app()
+      const r = await serve(a)
+      const first = await absoluteForm(r.port, 'http://shop.test/products/1', 'shop.test')
+      expect(first.head).toMatch(/cache-status: @cache; fwd=request; detail=url/i)
+      expect(JSON.parse(first.body).price).toBe(10)
+      prices[1] = 20
+      expect(
+        JSON.parse((await absoluteForm(r.port, 'http://shop.test/products/1', 'shop.test')).body).price,
+      ).toBe(20)
+    })
+
+    it('invalidating ?id=1 reaches ?id=1&=x and ?id=1&= (Express 4 drops a pair without a name)', async () => {
+      const { a, backend, prices } = app()
+      const r = await serve(a)
+      const spellings = ['/product?id=1&=x', '/product?id=1&=', '/product?=&id=1']
+      for (const path of spellings) await r.request(path)
+      for (const path of spellings) expect(isHit(await r.request(path)), path).toBe(true)
+      prices[1] = 99
+      await invalidateResponse(`${r.url}/product?id=1`, { backend })
+      for (const path of spellings) expect(json(await r.request(path)).price, path).toBe(99)
+    })
+
+    it('invalidating ids[]=1 reaches ids[0]=1 and back (Express 4 reads both as one list)', async () => {
+      const { a, backend } = app()
+      let price = 10
+      a.get('/list', cacheResponse({ ttl: 300, backend }), (req: any, res: any) =>
+        res.json({ ids: req.query.ids, price }),
+      )
+      const r = await serve(a)
+      const spellings = ['/list?ids[]=1', '/list?ids[0]=1', '/list?ids%5B0%5D=1']
+      for (const [i, given] of ['/list?ids[]=1', '/list?ids[0]=1'].entries()) {
+        for (const path of spellings) await r.request(path)
+        for (const path of spellings) expect(isHit(await r.request(path)), path).toBe(true)
+        price = 100 + i
+        await invalidateResponse(`${r.url}${given}`, { backend })
+        for (const path of spellings)
+          expect(json(await r.request(path)).price, `${given} -> ${path}`).toBe(100 + i)
+      }
     })
   },
 )
