@@ -28,6 +28,8 @@ const env = {
   REDIS_URL: inject('redisUrl'),
   MEMCACHED_SERVERS: inject('memcachedServers'),
   CACHE_DISK_PATH: mkdtempSync(join(tmpdir(), 'cache-fresh-disk-')),
+  // README examples that listen read PORT (default 3000).
+  PORT: '0',
 }
 // Two cores: at most two compilers or examples at once.
 const cpu = limiter(2)
