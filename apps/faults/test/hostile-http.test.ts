@@ -439,6 +439,71 @@ describe.each(backends)('attacks on %s', (_, makeBackend) => {
       }
     })
 
+    it.each(['route', 'router'] as const)(
+      "a guard that sends outsiders on with next('%s') never lets them receive the guarded response",
+      async (skip) => {
+        const express = expressOf
+        const app = express()
+        const keyPrefix = `guard-${skip}-${Math.random().toString(36).slice(2)}`
+        const cache = cacheResponse({ ttl: 60, backend, keyPrefix })
+        const internalOnly = (req: any, _res: any, next: any) =>
+          req.get('x-api-key') === 'k-internal' ? next() : next(skip)
+        const secret = (_req: any, res: any) => res.json({ view: 'internal', dbPassword: 'hunter2' })
+        if (skip === 'route') {
+          app.get('/status', internalOnly, cache, secret)
+        } else {
+          const internal = express.Router()
+          internal.use(internalOnly)
+          internal.get('/status', cache, secret)
+          app.use(internal)
+        }
+        app.get('/status', cache, (_req: any, res: any) => res.json({ view: 'public' }))
+        const { server, port } = await listenOn(app as unknown as RequestListener)
+        try {
+          expect(JSON.parse((await send(port, '/status', { 'x-api-key': 'k-internal' })).body).view).toBe(
+            'internal',
+          )
+          for (let i = 0; i < 2; i++) {
+            const outsider = await send(port, '/status')
+            expect(outsider.body).not.toContain('hunter2')
+            expect(JSON.parse(outsider.body).view).toBe('public')
+          }
+        } finally {
+          await closeServer(server)
+        }
+      },
+    )
+
+    it('invalidating one spelling of a URL renews every spelling Express routes to the same handler', async () => {
+      const express = expressOf
+      const app = express()
+      const keyPrefix = `spell-${Math.random().toString(36).slice(2)}`
+      const cache = cacheResponse({ ttl: 300, backend, keyPrefix })
+      const prices: Record<string, number> = { 1: 10 }
+      app.get('/products/:id', cache, (req: any, res: any) => res.json({ price: prices[req.params.id] }))
+      app.get('/product', cache, (req: any, res: any) => res.json({ price: prices[req.query.id] }))
+      const { server, port } = await listenOn(app as unknown as RequestListener)
+      const spellings = [
+        '/products/1',
+        '/products/1/',
+        '/Products/1',
+        '/products/%31',
+        '/product?id=1',
+        '/product?id=%31',
+        '/product?id=1&',
+      ]
+      try {
+        for (const path of spellings) await send(port, path, { host: 'shop.test' })
+        prices[1] = 99
+        await cache.invalidate('/products/1', { host: 'shop.test' })
+        await invalidateResponse('https://shop.test/product?id=1', { backend, keyPrefix })
+        for (const path of spellings)
+          expect(JSON.parse((await send(port, path, { host: 'shop.test' })).body).price, path).toBe(99)
+      } finally {
+        await closeServer(server)
+      }
+    })
+
     describe.each(POSITIONS)('cache as %s', (position: Position) => {
       let app: HostileApp
       let server: Server

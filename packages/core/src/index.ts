@@ -93,6 +93,7 @@ export {
   stableStringify,
   wellFormedKey,
 } from './keys.js'
+export { sourceFingerprint } from './identity.js'
 export type { LoadOptions } from './load-options.js'
 export { type CacheOptions, type Memoized, cache, cached } from './memoize.js'
 export {

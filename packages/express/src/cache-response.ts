@@ -10,10 +10,11 @@ import { keepMetadata, nestInterceptor, useInterceptor } from './decorator-metad
 import { markCacheMiddleware } from './dispatch.js'
 import { Flight } from './flight.js'
 import { removeResponses } from './invalidate.js'
-import { type CacheResponseOptions, prefixVersionKey, resolveOptions } from './options.js'
+import { type CacheResponseOptions, prefixVersionKey, resolveOptions, urlVersionKey } from './options.js'
 import { urlKeys } from './request-key.js'
 import { ResponseCache } from './response-cache.js'
 import { type ResponseIndexEntry, type ResponseIndexOptions, responseIndex } from './response-index.js'
+import { identifyAs } from './site.js'
 
 type Handler = (...args: any[]) => unknown
 
@@ -82,6 +83,7 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
   const { settings } = engine
 
   const wrap = <H extends Handler>(handler: H): H => {
+    let identity: string
     const wrapped = function (this: unknown, ...args: unknown[]) {
       const [req, res, next] = args
       // Called by a framework with other arguments (a NestJS handler gets its parameters): the
@@ -98,6 +100,8 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
           return handler.apply(this, args)
         },
         'handler',
+        wrapped,
+        identity,
       )
       if (typeof next === 'function' && isThenable(result)) {
         // Express 4 ignores a rejected promise: hand the error to the error handler, once.
@@ -106,6 +110,8 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       return result
     } as unknown as H
     Object.defineProperty(wrapped, 'name', { value: handler.name, configurable: true })
+    // In a route's description (its site) the wrapper stands for the handler it wraps.
+    identity = identifyAs(wrapped, handler)
     keepMetadata(handler, wrapped)
     useInterceptor(wrapped, interceptor)
     return wrapped
@@ -132,7 +138,7 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       return wrap(a)
     }
     // Middleware: (req, res, next)
-    const result = engine.handle(a, b, () => c(), 'middleware')
+    const result = engine.handle(a, b, () => c(), 'middleware', cacheHandler)
     if (isThenable(result)) result.then(undefined, c)
   }) as ResponseCacheHandler
   markCacheMiddleware(cacheHandler)
@@ -142,15 +148,25 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
   cacheHandler.off = (event, listener) => void engine.observer.off(event, listener)
   cacheHandler.keyFor = (req) => engine.keyFor(req)
   cacheHandler.invalidate = async (url, opts = {}) => {
-    const keys = urlKeys(url, settings.keyPrefix, { ...opts, vary: settings.vary })
+    const { keys, scope } = urlKeys(url, settings.keyPrefix, { ...opts, vary: settings.vary })
+    const generation = urlVersionKey(scope)
     // Before anything is awaited: a response in flight now is neither stored nor shared.
-    Flight.invalidate({ keys })
-    return removeResponses(engine.backend(), keys)
+    Flight.invalidate({ keys: [generation] })
+    return removeResponses(engine.backend(), keys, [generation])
   }
   cacheHandler.invalidateKey = async (key) => {
     const full = `${settings.keyPrefix}:${key}`
-    Flight.invalidate({ keys: [full] })
-    return removeResponses(engine.backend(), [full])
+    const generations = [urlVersionKey(full)]
+    // A built-in key given here (`https://host/path`): its URL's scope, which its entries read.
+    if (settings.key === undefined && /^https?:\/\/[^\n]*$/i.test(key)) {
+      try {
+        generations.push(urlVersionKey(urlKeys(key, settings.keyPrefix).scope))
+      } catch {
+        // Not a URL the built-in key could have come from: the key's own generation is enough.
+      }
+    }
+    Flight.invalidate({ keys: generations })
+    return removeResponses(engine.backend(), [full], generations)
   }
   cacheHandler.responseIndex = (opts) => responseIndex(engine, opts)
   cacheHandler.front = (app) => (req, res) => {

@@ -28,11 +28,14 @@ export interface CaptureHooks {
   /**
    * Once, just before the headers go out (an explicit `writeHead`, or the implicit one of the first
    * `write` or of `end`): headers may still be added. `body` is the whole body when the response is
-   * being ended in one go, `undefined` when it is streamed.
+   * being ended in one go, `undefined` when it is streamed. `given`: the headers passed to
+   * `writeHead` itself, which `res.getHeaders()` does not hold yet (lower-case names).
    */
-  beforeHeaders(res: ServerResponse, body: Buffer | undefined): void
+  beforeHeaders(res: ServerResponse, body: Buffer | undefined, given: OutgoingHttpHeaders): void
   /** The body passed the size limit: it will not be stored. */
   tooLarge(): void
+  /** `writeHead` threw (headers Node refuses) before anything was sent. */
+  headersRefused(): void
   /** Just after `end()` returned: everything the handler sent, and the final headers. */
   ended(captured: CapturedResponse): void
   /**
@@ -120,10 +123,11 @@ export function captureResponse(res: ServerResponse, maxBodySize: number, hooks:
 
   res.writeHead = function (this: ServerResponse, code: number, ...rest: unknown[]) {
     const given = headerArgument(typeof rest[0] === 'string' ? rest[1] : rest[0])
-    if (headers === undefined) {
+    const first = headers === undefined
+    if (first) {
       if (!res.headersSent && !res.destroyed) {
         if (typeof code === 'number') res.statusCode = code
-        hooks.beforeHeaders(res, endingBody)
+        hooks.beforeHeaders(res, endingBody, given)
       }
       status = code
       headers = {}
@@ -134,7 +138,19 @@ export function captureResponse(res: ServerResponse, maxBodySize: number, hooks:
       }
       Object.assign(headers, given)
     }
-    const result = (original.writeHead as (...args: unknown[]) => ServerResponse).call(this, code, ...rest)
+    let result: ServerResponse
+    try {
+      result = (original.writeHead as (...args: unknown[]) => ServerResponse).call(this, code, ...rest)
+    } catch (error) {
+      // Node refused the headers and sent nothing: the response that goes out instead (an error
+      // handler's) is decided, and reported, anew.
+      if (first && !res.headersSent) {
+        status = undefined
+        headers = undefined
+        hooks.headersRefused()
+      }
+      throw error
+    }
     if (final === undefined && res.headersSent) {
       // Every layer below this one has run its hooks: this is what the client gets.
       final = { status: res.statusCode, headers: { ...res.getHeaders(), ...given } }

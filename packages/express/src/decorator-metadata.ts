@@ -1,5 +1,6 @@
 import { IncomingMessage, ServerResponse } from 'node:http'
 import type { ResponseCache } from './response-cache.js'
+import { describeFunction } from './site.js'
 
 /** `Reflect` with the reflect-metadata API, present when the app loaded `reflect-metadata` (NestJS does). */
 interface ReflectMetadata {
@@ -43,6 +44,8 @@ const NEST_INTERCEPTORS = '__interceptors__'
 /** The shapes of NestJS's `ExecutionContext` and `CallHandler` this package uses. */
 interface ExecutionContextLike {
   switchToHttp?(): { getRequest(): unknown; getResponse(): unknown }
+  getClass?(): unknown
+  getHandler?(): unknown
 }
 interface CallHandlerLike {
   handle(): unknown
@@ -62,6 +65,10 @@ export function nestInterceptor(engine: ResponseCache) {
       if (!(req instanceof IncomingMessage) || !(res instanceof ServerResponse)) return next.handle()
       let handled: unknown
       let ran = false
+      // Two handlers of one URL never share entries: the site names the controller and method.
+      const owner = context.getClass?.()
+      const method = context.getHandler?.()
+      const identity = `${typeof owner === 'function' ? owner.name : '?'}.${typeof method === 'function' ? describeFunction(method) : '?'}`
       const result = engine.handle(
         req,
         res,
@@ -71,6 +78,8 @@ export function nestInterceptor(engine: ResponseCache) {
           return handled
         },
         'handler',
+        undefined,
+        identity,
       )
       const outcome = () => (ran ? handled : answeredFromCache(res))
       return typeof (result as Promise<unknown> | undefined)?.then === 'function'

@@ -28,9 +28,29 @@ import type { IncomingMessage } from 'node:http'
 export type CachePosition = 'middleware' | 'handler'
 
 /** The part of Express's `Layer` that dispatch reads. */
-interface Layer {
+export interface Layer {
   handle: unknown
   route?: unknown
+}
+
+/** A router a request is in, as dispatch entered it: innermost first, through `parent`. */
+export interface RouterFrame {
+  router: { stack?: unknown }
+  /** The layer of the parent router that dispatched into this one (`undefined` at the top). */
+  mount: Layer | undefined
+  parent: RouterFrame | undefined
+}
+
+/**
+ * Where Express dispatched `req` last: the layer (the cache's own, or the route function that
+ * runs it) and the chain of routers around it. `undefined` when its dispatch started before this
+ * package observed its copy of Express (the first request a cache of the app handled).
+ */
+export function dispatchPosition(req: IncomingMessage): { layer: Layer; frame: RouterFrame } | undefined {
+  const watched = req as Watched
+  const frame = watched[FRAME]
+  const layer = watched[LAYER]
+  return frame === undefined || layer === undefined ? undefined : { layer, frame }
 }
 type Next = (error?: unknown) => void
 type Dispatch = (this: Layer, req: IncomingMessage, res: unknown, next: Next) => unknown
@@ -38,8 +58,14 @@ type DispatchError = (this: Layer, error: unknown, req: IncomingMessage, res: un
 type App = Record<string, any>
 
 const WATCHES = Symbol('@cache/express dispatch watches')
+/** The layer Express dispatched `req` to last: the one that called the cache, while it runs. */
+const LAYER = Symbol('@cache/express current layer')
+/** The router `req` is in, and the layer of the router around it that mounted it. */
+const FRAME = Symbol('@cache/express router frame')
 const NEXT_VALUES = Symbol('@cache/express next values')
 type Watched = IncomingMessage & {
+  [LAYER]?: Layer
+  [FRAME]?: RouterFrame
   [WATCHES]?: DispatchWatch[]
   /** The values of `req.next`, innermost router last, while the request is watched. */
   [NEXT_VALUES]?: unknown[]
@@ -288,6 +314,7 @@ function wrap(layer: Record<string, unknown>, request: string, error: string): v
   const handleRequest = layer[request] as Dispatch
   const handleError = layer[error] as DispatchError
   layer[request] = function observedRequest(this: Layer, req: IncomingMessage, res: unknown, next: Next) {
+    if (req !== undefined && req !== null) (req as Watched)[LAYER] = this
     const watches = (req as Watched | undefined)?.[WATCHES]
     if (watches === undefined) return handleRequest.call(this, req, res, next)
     return handleRequest.call(this, req, res, record(this, req, watches, next))
@@ -313,7 +340,23 @@ function wrap(layer: Record<string, unknown>, request: string, error: string): v
 function wrapRouter(proto: Record<string, unknown>): void {
   const handle = proto.handle as (this: unknown, req: IncomingMessage, ...rest: unknown[]) => unknown
   proto.handle = function observedHandle(this: unknown, req: IncomingMessage, ...rest: unknown[]) {
-    if ((req as Watched | undefined)?.[WATCHES] === undefined) return handle.call(this, req, ...rest)
+    const watched = req as Watched | undefined
+    if (watched !== undefined && watched !== null) {
+      // Where the request is: this router, mounted by the layer just dispatched in the one around it.
+      const parent = watched[FRAME]
+      watched[FRAME] = {
+        router: this as RouterFrame['router'],
+        mount: parent === undefined ? undefined : watched[LAYER],
+        parent,
+      }
+      const done = rest[1]
+      if (typeof done === 'function')
+        rest[1] = function leftRouter(this: unknown, ...args: unknown[]) {
+          watched[FRAME] = parent
+          return done.apply(this, args)
+        }
+    }
+    if (watched?.[WATCHES] === undefined) return handle.call(this, req, ...rest)
     const previous = entering
     entering = req
     try {
@@ -427,7 +470,7 @@ function paramCallbacksMayRun(req: IncomingMessage): boolean {
   return routers.some((router) => names.some((name) => (router.params?.[name]?.length ?? 0) > 0))
 }
 
-function routerOf(app: App): App | undefined {
+export function routerOf(app: App): App | undefined {
   if (app._router !== undefined) return app._router
   try {
     return app.router

@@ -27,7 +27,7 @@ export class Flight {
 
   constructor(
     readonly keyPrefix: string,
-    /** The base key (URL and `vary` headers), what `invalidate(url)` names. */
+    /** The generation key of the URL's invalidation scope, what `invalidate(url)` renews. */
     readonly key: string,
   ) {
     running.add(this)
@@ -94,7 +94,7 @@ export class Flight {
 
   /**
    * Invalidation wins over every flight started before it: their responses are neither stored
-   * nor shared. `keys`: base keys invalidated one by one; `prefix`: a `keyPrefix` invalidated
+   * nor shared. `keys`: generation keys of URL scopes invalidated one by one; `prefix`: a `keyPrefix` invalidated
    * whole (with its longer prefixes).
    */
   static invalidate(target: { keys: readonly string[] } | { prefix: string }): void {

@@ -2,7 +2,8 @@ import type { IncomingHttpHeaders } from 'node:http'
 import { type CacheBackend, getBackend, type MinimalBackend, renewGenerations, toBackend } from '@cache/core'
 import { Flight } from './flight.js'
 import { prefixVersionKey, urlVersionKey } from './options.js'
-import { urlKeys } from './request-key.js'
+import { siteKey, urlKeys } from './request-key.js'
+import { seenSites } from './site.js'
 
 /** Where and under which prefix to invalidate. */
 export interface InvalidateOptions {
@@ -27,24 +28,31 @@ export async function invalidateResponse(
     vary?: readonly string[]
   } = {},
 ): Promise<boolean> {
-  const keys = urlKeys(url, options.keyPrefix ?? 'http', {
+  const { keys, scope } = urlKeys(url, options.keyPrefix ?? 'http', {
     host: options.host,
     headers: options.headers,
     vary: [...(options.vary ?? [])].map((n) => n.toLowerCase()).sort(),
   })
+  const generation = urlVersionKey(scope)
   // Before anything is awaited: a response in flight in this process is neither stored nor shared.
-  Flight.invalidate({ keys })
-  return removeResponses(backendOf(options), keys)
+  Flight.invalidate({ keys: [generation] })
+  return removeResponses(backendOf(options), keys, [generation])
 }
 
 /**
- * Renews the generation of each request key (so no process serves what it stored under them,
- * whatever copies its levels still hold), then deletes the entries to free their space.
- * Resolves once the backend took both; `true` if an entry was there.
+ * Renews the generations of a URL's scope (so no process serves what it stored under any spelling
+ * of it, at any site, whatever copies its levels still hold), then deletes the entries of `keys`
+ * at every site this process has seen, to free their space. Resolves once the backend took both;
+ * `true` if an entry was there.
  */
-export async function removeResponses(backend: CacheBackend, keys: readonly string[]): Promise<boolean> {
-  await renewGenerations(backend, keys.map(urlVersionKey))
-  return (await backend.deleteMany([...keys])) > 0
+export async function removeResponses(
+  backend: CacheBackend,
+  keys: readonly string[],
+  generations: readonly string[],
+): Promise<boolean> {
+  await renewGenerations(backend, [...generations])
+  const sites = ['', ...seenSites()]
+  return (await backend.deleteMany(keys.flatMap((key) => sites.map((site) => siteKey(key, site))))) > 0
 }
 
 /**

@@ -51,14 +51,77 @@ export function requestKey(
   req: KeyedRequest,
   keyPrefix: string,
   vary: readonly string[],
-): string | undefined {
+): RequestKey | undefined {
   const origin = requestOrigin(req)
   if (origin === undefined) return undefined
   const sent = req.originalUrl ?? req.url ?? '/'
   if (UNROUTED.test(sent)) return undefined
   const target = pathAndQuery(sent)
   if (target === undefined) return undefined
-  return `${keyPrefix}:${origin}${target}${varyPart(req.headers, vary)}`
+  const varied = varyPart(req.headers, vary)
+  return {
+    key: `${keyPrefix}:${origin}${target}${varied}`,
+    scope: urlScope(keyPrefix, origin.slice(origin.indexOf('://') + 3), sent, varied),
+  }
+}
+
+/**
+ * A request's key, and its invalidation scope: the coarser key whose generation
+ * `invalidate(url)` renews, shared by every spelling of the URL that Express may route to the same
+ * handler (see {@link urlScope}).
+ */
+export interface RequestKey {
+  key: string
+  scope: string
+}
+
+/**
+ * The invalidation scope of a URL: host (both protocols), the path with percent-escapes decoded,
+ * lower-cased and without trailing slashes (Express routes case-insensitively and with an optional
+ * trailing slash by default, and decodes parameters), the query parsed, decoded, sorted and
+ * without empty pairs, and the `vary` header values. Entries keep their exact key (a parameter
+ * keeps its case); only invalidation is coarser: invalidating `/Products/1/` also renews
+ * `/products/1`, and in an app with case-sensitive or strict routing, `/a` also renews `/A`.
+ */
+function urlScope(keyPrefix: string, authority: string, target: string, varied: string): string {
+  const q = target.indexOf('?')
+  const path = canonicalPath(q === -1 ? target : target.slice(0, q))
+  const query = q === -1 ? '' : canonicalQuery(target.slice(q + 1))
+  return `${keyPrefix}:${SEPARATOR}url ${authority}${path}${query === '' ? '' : `?${query}`}${varied}`
+}
+
+function canonicalPath(path: string): string {
+  const decoded = path
+    .split('/')
+    .map((segment) => safeDecode(segment))
+    .join('/')
+    .toLowerCase()
+  let end = decoded.length
+  while (end > 1 && decoded[end - 1] === '/') end--
+  return decoded.slice(0, end)
+}
+
+function canonicalQuery(query: string): string {
+  const pairs: [string, string][] = []
+  for (const param of query.split('&')) {
+    if (param === '') continue
+    const eq = param.indexOf('=')
+    const name = safeDecode((eq === -1 ? param : param.slice(0, eq)).replaceAll('+', ' '))
+    const value = eq === -1 ? '' : safeDecode(param.slice(eq + 1).replaceAll('+', ' '))
+    pairs.push([name, value])
+  }
+  pairs.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0))
+  return pairs.map(([n, v]) => `${encodeURIComponent(n)}=${encodeURIComponent(v)}`).join('&')
+}
+
+/** Percent-escapes decoded, or the text as it is when they do not decode. */
+function safeDecode(text: string): string {
+  if (!text.includes('%')) return text
+  try {
+    return decodeURIComponent(text)
+  } catch {
+    return text
+  }
 }
 
 /**
@@ -141,14 +204,14 @@ function splitAuthority(value: string | undefined): { host: string; port: string
 
 /**
  * The keys of a URL (`https://example.com/a?b=1`, or a path with `host`, which may carry a port),
- * as requests for it over http and https get them. The host is taken in its canonical spelling
+ * as requests for it over http and https get them, and its invalidation scope. The host is taken in its canonical spelling
  * (lower case, no trailing dot), the only one the cache stores.
  */
 export function urlKeys(
   url: string,
   keyPrefix: string,
   options: { host?: string; headers?: IncomingHttpHeaders; vary?: readonly string[] } = {},
-): string[] {
+): { keys: string[]; scope: string } {
   let host = options.host
   let target = url
   const absolute = /^[a-z][a-z0-9+.-]*:\/\//i.exec(url)
@@ -168,10 +231,14 @@ export function urlKeys(
   )
     throw new TypeError(`cannot build a response key for ${url}: give a host`)
   const origin = authority.port === undefined ? canonical : `${canonical}:${authority.port}`
-  const rest = `${path}${varyPart(lowerCaseKeys(options.headers ?? {}), options.vary ?? [])}`
+  const varied = varyPart(lowerCaseKeys(options.headers ?? {}), options.vary ?? [])
+  const rest = `${path}${varied}`
   // The app may see either protocol (a TLS proxy without `trust proxy` makes every request http):
-  // both entries go.
-  return [`${keyPrefix}:http://${origin}${rest}`, `${keyPrefix}:https://${origin}${rest}`]
+  // both entries go, and the scope names neither.
+  return {
+    keys: [`${keyPrefix}:http://${origin}${rest}`, `${keyPrefix}:https://${origin}${rest}`],
+    scope: urlScope(keyPrefix, origin, target, varied),
+  }
 }
 
 /** The key of one variant of a response that sent `Vary`: the base key plus the varied header values. */
@@ -182,6 +249,14 @@ export function variantKey(
   names: readonly string[],
 ): string {
   return `${base}${SEPARATOR}#${id}${varyPart(headers, names)}`
+}
+
+/**
+ * The key of a request at one site of the app (see site.ts): `''` for entries that every site
+ * shares (`frontSkipsAllMiddleware`). The line feed keeps it out of reach of any URL.
+ */
+export function siteKey(key: string, site: string): string {
+  return site === '' ? key : `${key}${SEPARATOR}@${site}`
 }
 
 /** Whether `key` is `base` itself or one of its variants. */

@@ -25,7 +25,15 @@ import {
 } from './dispatch.js'
 import { Flight, type Shared } from './flight.js'
 import { type Settings, urlVersionKey } from './options.js'
-import { isRoutedAsSent, isSafeCustomKey, requestKey, variantKey } from './request-key.js'
+import {
+  isRoutedAsSent,
+  isSafeCustomKey,
+  type RequestKey,
+  requestKey,
+  siteKey,
+  variantKey,
+} from './request-key.js'
+import { siteOf } from './site.js'
 import {
   bodyEtag,
   etagMatches,
@@ -98,6 +106,8 @@ export class ResponseCache {
   private readonly handled = new WeakSet<IncomingMessage>()
   /** A `bypass` option that threw was logged (once per cache; every throw is counted). */
   private bypassErrorLogged = false
+  /** The site each request this engine handles was looked up at. */
+  private readonly sites = new WeakMap<IncomingMessage, string>()
 
   constructor(readonly settings: Settings) {}
 
@@ -108,7 +118,20 @@ export class ResponseCache {
   /** The key of a request, or `undefined` when it bypasses the cache (see {@link resolveKey}). */
   keyFor(req: Request): string | undefined {
     const resolved = this.resolveKey(req)
-    return typeof resolved === 'string' ? resolved : undefined
+    if ('bypass' in resolved) return undefined
+    const site = this.sites.get(req) ?? this.siteOf(req, undefined, undefined)
+    return site === undefined ? undefined : siteKey(resolved.key, site)
+  }
+
+  /** The site of the cache in the app (`''` for entries every site shares), or `undefined`. */
+  private siteOf(
+    req: Request,
+    anchor: Function | undefined,
+    identity: string | undefined,
+  ): string | undefined {
+    // Entries replayed by `front(app)` skip every middleware by the user's choice: one for every site.
+    if (this.settings.frontSkipsAllMiddleware) return ''
+    return siteOf(req, anchor, identity)
   }
 
   /**
@@ -116,7 +139,14 @@ export class ResponseCache {
    * `position` says whether the app answers after the cache (middleware) or the cache wraps the
    * handler itself: it decides what may run between the cache and the response.
    */
-  handle(req: Request, res: ServerResponse, run: Run, position: CachePosition): unknown {
+  handle(
+    req: Request,
+    res: ServerResponse,
+    run: Run,
+    position: CachePosition,
+    anchor?: Function,
+    identity?: string,
+  ): unknown {
     if (this.handled.has(req)) return run()
     this.handled.add(req)
     ;(((req as any)[CACHES] ??= []) as Passed).push({ engine: this })
@@ -135,9 +165,16 @@ export class ResponseCache {
     let versionKeys: string[]
     try {
       const resolved = this.resolveKey(req)
-      if (typeof resolved !== 'string') return this.bypass(req, res, run, 'request', resolved.bypass)
-      key = resolved
-      versionKeys = [...s.prefixVersionKeys, urlVersionKey(key)]
+      if ('bypass' in resolved) return this.bypass(req, res, run, 'request', resolved.bypass)
+      // Observed from now on: later requests of this app say where the cache sits as they go.
+      observeDispatch(req)
+      const site = this.siteOf(req, anchor, identity)
+      // Where the cache sits cannot be told: no entry may be replayed here, nor made.
+      if (site === undefined) return this.bypass(req, res, run, 'request', 'site')
+      this.sites.set(req, site)
+      key = siteKey(resolved.key, site)
+      // The URL's generation is its scope's: every spelling of it, at every site.
+      versionKeys = [...s.prefixVersionKeys, urlVersionKey(resolved.scope)]
       if (s.tags) for (const tag of s.tags(req)) versionKeys.push(tagVersionKey(tag))
     } catch (error) {
       this.observer.error('key', error)
@@ -175,12 +212,13 @@ export class ResponseCache {
     let versions: number[]
     let key: string | undefined
     try {
-      key = requestKey(req, s.keyPrefix, s.vary)
-      if (key === undefined) return false
+      const resolved = requestKey(req, s.keyPrefix, s.vary)
+      if (resolved === undefined) return false
+      key = resolved.key
       entry = backend.sync.getEntry(key)?.value
       if (!isStoredResponse(entry) || entry.front !== true) return false
       versions = []
-      for (const k of [...s.prefixVersionKeys, urlVersionKey(key)]) {
+      for (const k of [...s.prefixVersionKeys, urlVersionKey(resolved.scope)]) {
         // A scope without a generation yet matches no entry: the app answers and creates it.
         const generation = backend.sync.getEntry(k)?.value
         if (!isGeneration(generation)) return false
@@ -214,12 +252,15 @@ export class ResponseCache {
    * than the one the request was sent with (middleware before the cache rewrote `req.url`), with
    * the built-in key and a custom one alike.
    */
-  private resolveKey(req: Request): string | { bypass: string } {
+  private resolveKey(req: Request): RequestKey | { bypass: string } {
     const s = this.settings
     if (!isRoutedAsSent(req)) return { bypass: 'rewritten-url' }
     if (s.key) {
       const custom = s.key(req)
-      return isSafeCustomKey(custom) ? `${s.keyPrefix}:${custom}` : { bypass: 'key' }
+      if (!isSafeCustomKey(custom)) return { bypass: 'key' }
+      // A custom key is its own invalidation scope (`invalidateKey`).
+      const full = `${s.keyPrefix}:${custom}`
+      return { key: full, scope: full }
     }
     return requestKey(req, s.keyPrefix, s.vary) ?? { bypass: 'url' }
   }
@@ -368,7 +409,8 @@ export class ResponseCache {
       break
     }
     this.observer.miss(key)
-    return this.lead(req, res, run, position, key, flightKey, versions, versionKeys, record, missKind)
+    const scope = versionKeys[s.prefixVersionKeys.length]!
+    return this.lead(req, res, run, position, key, scope, flightKey, versions, versionKeys, record, missKind)
   }
 
   private async waitFor(flight: Flight, retry: () => unknown): Promise<unknown> {
@@ -389,6 +431,7 @@ export class ResponseCache {
     run: Run,
     position: CachePosition,
     key: string,
+    scope: string,
     flightKey: string,
     versions: number[],
     versionKeys: string[],
@@ -397,7 +440,8 @@ export class ResponseCache {
   ): unknown {
     const s = this.settings
     const report = this.refreshReport(req)
-    const flight = new Flight(s.keyPrefix, key)
+    // Invalidation reaches a flight through the generation key of its URL's scope.
+    const flight = new Flight(s.keyPrefix, scope)
     if (!isRefresh(req)) this.inflight.set(flightKey, flight)
     const forget = () => {
       if (this.inflight.get(flightKey) === flight) this.inflight.delete(flightKey)
@@ -420,10 +464,11 @@ export class ResponseCache {
       report?.(new CacheError(`the refreshed response for ${key} was not stored: ${reason}`))
     this.setStatus(res, `fwd=${missKind}`, 'MISS')
     captureResponse(res, s.maxBodySize, {
-      beforeHeaders: (out, body) => {
+      beforeHeaders: (out, body, given) => {
         // What is known before the headers leave; the decision is made again once the response
         // ended and finished.
-        const reason = this.refusal(req, out.statusCode, out.statusCode, out.getHeaders(), watch, key)
+        const headers = { ...out.getHeaders(), ...given }
+        const reason = this.refusal(req, out.statusCode, out.statusCode, headers, watch, key)
         if (reason !== undefined) {
           release()
           this.setStatus(out, `fwd=${missKind}; detail=${reason}`, 'MISS')
@@ -431,16 +476,20 @@ export class ResponseCache {
         }
         if (body === undefined) {
           // Streamed: stored once it ends complete, unless its declared length is already too large.
-          const tooLarge = Number(out.getHeader('content-length')) > s.maxBodySize
+          const tooLarge = Number(headers['content-length']) > s.maxBodySize
           this.setStatus(out, `fwd=${missKind}; ${tooLarge ? 'detail=too-large' : 'stored'}`, 'MISS')
-          if (!tooLarge) offered = this.offerCacheControl(req, out, this.entryTtlMs(out.getHeaders()))
+          if (!tooLarge) offered = this.offerCacheControl(req, out, this.entryTtlMs(headers))
           return
         }
-        if (s.etag && out.getHeader('etag') === undefined) out.setHeader('etag', bodyEtag(body))
+        if (s.etag && headers.etag === undefined) out.setHeader('etag', bodyEtag(body))
         this.setStatus(out, `fwd=${missKind}; stored`, 'MISS')
-        offered = this.offerCacheControl(req, out, this.entryTtlMs(out.getHeaders()))
+        offered = this.offerCacheControl(req, out, this.entryTtlMs(headers))
       },
       tooLarge: release,
+      // Nothing is known of the response that will replace it yet: no claim until its headers.
+      headersRefused: () => {
+        if (s.statusHeader !== false && !res.headersSent) res.removeHeader(s.statusHeader)
+      },
       ended: (full) => {
         // The cache's own Cache-Control is not the handler's: not stored, not a TTL.
         const captured = withoutOwnCacheControl(full, offered)
@@ -557,14 +606,22 @@ export class ResponseCache {
    * backend and `keyPrefix`) and could not have stored this response: it passed the request
    * through (for its own reasons: `Authorization`, a cookie, …), or something it watched ran
    * between it and this cache. Its hits would skip what this cache's entry was made behind.
+   * Also when a cache after this one reads the same entries: the innermost one stores.
    */
   private nestedRefusal(req: Request): string | undefined {
     const passed = (req as any)[CACHES] as Passed | undefined
     if (passed === undefined) return undefined
-    for (const outer of passed) {
-      if (outer.engine === this) return undefined
-      if (!this.sharesEntriesWith(outer.engine)) continue
-      if (outer.watch === undefined || outer.watch.verdict() !== undefined) return 'nested-cache'
+    let inner = false
+    for (const other of passed) {
+      if (other.engine === this) {
+        inner = true
+        continue
+      }
+      if (!this.sharesEntriesWith(other.engine)) continue
+      // A cache after this one of the same entries stored the response at its own site, with its
+      // own ttl: it answers these requests; this one stores nothing of its own.
+      if (inner) return 'nested-cache'
+      if (other.watch === undefined || other.watch.verdict() !== undefined) return 'nested-cache'
     }
     return undefined
   }

@@ -60,3 +60,39 @@ describe.each(EXPRESS)('%s', (_name, express) => {
     expect(later.body.toString()).toBe('report 1')
   })
 })
+
+describe.each(EXPRESS)('Cache-Status tells the truth about storing, on %s', (_name, express) => {
+  it('does not say "; stored" when Vary: * comes in the headers given to writeHead', async () => {
+    const app = express()
+    let calls = 0
+    app.get('/star', cacheResponse({ backend: memory() }), (_req: any, res: any) => {
+      calls++
+      res.writeHead(200, { VARY: 'x-other, *' })
+      res.end(`star ${calls}`)
+    })
+    const r = await serve(app)
+    const first = await r.request('/star')
+    expect(first.headers['cache-status']).toBe('@cache; fwd=uri-miss; detail=vary')
+    const second = await r.request('/star')
+    expect(second.body.toString()).toBe('star 2')
+  })
+
+  it('does not say "; stored" on the error response sent after a writeHead that threw', async () => {
+    const app = express()
+    app.get('/nested', cacheResponse({ backend: memory() }), (_req: any, res: any, next: any) => {
+      try {
+        res.writeHead(200, [['Vary', 'X-Theme']])
+        res.end('never')
+      } catch (error) {
+        next(error)
+      }
+    })
+    app.use((_error: unknown, _req: any, res: any, _next: any) => {
+      res.status(500).send('failed')
+    })
+    const r = await serve(app)
+    const reply = await r.request('/nested')
+    expect(reply.status).toBe(500)
+    expect(String(reply.headers['cache-status'] ?? '')).not.toContain('stored')
+  })
+})

@@ -39,6 +39,30 @@ describe.each(EXPRESS)("ttl: 'from-response' on %s", (_name, express) => {
     expect(text(await r.request('/r'))).toBe('r2')
   })
 
+  it('reads a Cache-Control given only to writeHead, and says so in Cache-Status', async () => {
+    let now = 1_000_000
+    const clock = () => now
+    const a = express()
+    let runs = 0
+    a.get(
+      '/w',
+      cacheResponse({ backend: memory(clock), now: clock, ttl: 'from-response' }),
+      (_req: any, res: any) => {
+        runs++
+        res.writeHead(200, { 'content-type': 'text/plain', 'cache-control': 'max-age=60' })
+        res.end(`w${runs}`)
+      },
+    )
+    const r = await serve(a)
+    const miss = await r.request('/w')
+    expect(miss.headers['cache-status']).toBe('@cache; fwd=uri-miss; stored')
+    const hit = await r.request('/w')
+    expect(hit.headers['cache-status']).toBe('@cache; hit; ttl=60')
+    expect(text(hit)).toBe('w1')
+    now += 61_000
+    expect(text(await r.request('/w'))).toBe('w2')
+  })
+
   it('keeps a response for its max-age when it has no s-maxage', async () => {
     const { app: a, advance } = app('from-response', 'max-age=30')
     const r = await serve(a)
