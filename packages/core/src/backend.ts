@@ -1,5 +1,5 @@
 import { type Duration, ttlToMs } from './durations.js'
-import { CacheNotANumberError, CacheUnsupportedError } from './errors.js'
+import { CacheKeyError, CacheNotANumberError, CacheUnsupportedError } from './errors.js'
 import { KeyedQueue } from './key-queue.js'
 import type { CacheStats, CacheEvent, CacheEventName } from './stats.js'
 
@@ -14,6 +14,12 @@ export interface SetManyItem {
   key: string
   value: unknown
   ttl?: Duration
+}
+
+/** Options of {@link CacheBackend.keys} and {@link listKeys}. */
+export interface ListKeysOptions {
+  /** Only keys that start with this text (compared literally: no glob, no LIKE). Default: every key. */
+  prefix?: string
 }
 
 /**
@@ -59,6 +65,18 @@ export interface CacheBackend {
    * {@link compareAndDelete} reads then deletes, serialized in this process only.
    */
   compareAndDelete?(key: string, expected: string): Promise<boolean>
+  /**
+   * The keys of this backend's namespace that are live (not expired), as they were passed to
+   * `set` (without the namespace), each at most once, in no particular order; with `prefix`,
+   * only those that start with it. Keys @cache writes for itself (invalidation state, locks:
+   * every key that starts with `__`) are never listed.
+   *
+   * Streams in pages (bounded memory, no blocking server command). Like Redis `SCAN`, a key
+   * present for the whole iteration is listed; a key written or deleted during it may or may not
+   * be. Optional: a backend that cannot list (memcached) lacks it, and {@link listKeys} throws
+   * `CacheUnsupportedError` for it.
+   */
+  keys?(options?: ListKeysOptions): AsyncIterableIterator<string>
   /** Counters, when the backend keeps them (all @cache backends do). */
   readonly stats?: CacheStats
   on?(event: CacheEventName, listener: (event: CacheEvent) => void): unknown
@@ -203,6 +221,8 @@ export function defineBackend(backend: MinimalBackend): CacheBackend {
     deleteMany,
     close,
     compareAndDelete: compareAndDeleteFallback,
+    // No fallback: listing cannot be built from get/set/delete. A backend that lists keeps it.
+    ...(typeof source.keys === 'function' ? { keys: source.keys.bind(source) } : {}),
     get stats() {
       return source.stats
     },
@@ -264,6 +284,41 @@ export async function compareAndDelete(
   if (backend.compareAndDelete) return backend.compareAndDelete(key, expected)
   if ((await backend.get(key)) !== expected) return false
   return backend.delete(key)
+}
+
+/**
+ * The keys of `backend`'s namespace (see {@link CacheBackend.keys}): live ones, each at most once,
+ * without internal keys; with `prefix`, only those that start with it.
+ *
+ * ```ts
+ * for await (const key of listKeys(backend, { prefix: 'user:' })) console.log(key)
+ * ```
+ *
+ * Throws `CacheUnsupportedError` at once when the backend cannot list keys (memcached, a custom
+ * backend without `keys`), and `CacheKeyError` when `prefix` is not a string.
+ */
+export function listKeys(
+  backend: CacheBackend,
+  options: ListKeysOptions = {},
+): AsyncIterableIterator<string> {
+  listPrefix(options)
+  if (typeof backend.keys !== 'function') {
+    throw new CacheUnsupportedError(
+      backend.name,
+      'keys',
+      'this backend cannot list its keys (use memory, disk, redis or a Keyv store that iterates)',
+    )
+  }
+  return backend.keys(options)
+}
+
+/** The `prefix` of {@link ListKeysOptions}: `''` when absent; throws `CacheKeyError` unless a string. */
+export function listPrefix(options: ListKeysOptions | undefined): string {
+  const prefix = options?.prefix
+  if (prefix === undefined) return ''
+  if (typeof prefix !== 'string')
+    throw new CacheKeyError(`keys: prefix must be a string, got ${prefix === null ? 'null' : typeof prefix}`)
+  return prefix
 }
 
 /** Throws a `RangeError` unless `by` is a safe integer. */

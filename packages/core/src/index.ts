@@ -1,6 +1,7 @@
 export {
   type CacheBackend,
   type CacheEntry,
+  type ListKeysOptions,
   type MinimalBackend,
   type SetManyItem,
   type SyncAccess,
@@ -9,6 +10,8 @@ export {
   defineBackend,
   isCacheBackend,
   isMinimalBackend,
+  listKeys,
+  listPrefix,
   toBackend,
 } from './backend.js'
 export {
@@ -81,6 +84,7 @@ export {
   INTERNAL_PREFIX,
   isGenerationKey,
   isInternalKey,
+  isListedKey,
   keySegment,
   lockKey,
 } from './internal-keys.js'
@@ -89,6 +93,7 @@ export {
   assertKey,
   assertNamespace,
   hashKey,
+  keyFromWellFormed,
   namespacedKey,
   stableStringify,
   wellFormedKey,

@@ -67,3 +67,11 @@ export function assertMemoNamespace(namespace: unknown): asserts namespace is st
       `${JSON.stringify(namespace)} starts with "${INTERNAL_PREFIX}", which @cache keeps for its own keys (invalidation state, locks)`,
     )
 }
+
+/**
+ * True for a key that a backend's `keys()` lists under `prefix`: not internal, and starting
+ * with `prefix`.
+ */
+export function isListedKey(key: string, prefix: string): boolean {
+  return !key.startsWith(INTERNAL_PREFIX) && key.startsWith(prefix)
+}

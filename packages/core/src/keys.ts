@@ -37,6 +37,18 @@ export function wellFormedKey(key: string): string {
   return ESCAPED_KEY + Buffer.from(key, 'utf16le').toString('base64url')
 }
 
+/**
+ * The key {@link wellFormedKey} was given, from what it returned: how a backend that lists keys
+ * reads them back. A stored key that is not in the escaped form is returned as it is.
+ */
+export function keyFromWellFormed(stored: string): string {
+  if (!stored.startsWith(ESCAPED_KEY)) return stored
+  const units = Buffer.from(stored.slice(1), 'base64url')
+  // A foreign key that merely starts with U+FFFF (not written by wellFormedKey) stays as it is.
+  if (units.length % 2 !== 0 || units.toString('base64url') !== stored.slice(1)) return stored
+  return units.toString('utf16le')
+}
+
 /** `namespace:key`, or `key` when there is no namespace. */
 export function namespacedKey(namespace: string | undefined, key: string): string {
   return namespace === undefined ? key : `${namespace}:${key}`

@@ -5,6 +5,7 @@ import {
   cached,
   configureCache,
   defineBackend,
+  isListedKey,
   type MinimalBackend,
   resetCache,
   toBackend,
@@ -72,6 +73,32 @@ describe('a custom backend with only get/set/delete/clear', () => {
 
 runConformance('toy custom backend', {
   create: ({ namespace }) => defineBackend(toyBackend(store, namespace)),
+  serializes: false,
+  reportsExpiry: false,
+  storesUndefined: false,
+  ttlMs: 100,
+  // Only get/set/delete/clear: listKeys() throws CacheUnsupportedError.
+  listsKeys: false,
+})
+
+/** The toy with a `keys()` of its own, which `defineBackend` keeps. */
+function listingToy(namespace: string): MinimalBackend {
+  const prefix = `${namespace}:`
+  return {
+    ...toyBackend(store, namespace),
+    async *keys(options) {
+      for (const [stored, entry] of [...store.entries()]) {
+        if (!stored.startsWith(prefix)) continue
+        const key = stored.slice(prefix.length)
+        const live = entry.expiresAt === undefined || entry.expiresAt > Date.now()
+        if (live && isListedKey(key, options?.prefix ?? '')) yield key
+      }
+    },
+  }
+}
+
+runConformance('toy custom backend that lists keys', {
+  create: ({ namespace }) => defineBackend(listingToy(namespace)),
   serializes: false,
   reportsExpiry: false,
   storesUndefined: false,

@@ -16,7 +16,10 @@ import {
   createCodec,
   type Duration,
   IncidentLog,
+  isListedKey,
   KeyedQueue,
+  type ListKeysOptions,
+  listPrefix,
   type SetManyItem,
   ttlToMs,
 } from '@cache/core'
@@ -27,6 +30,7 @@ import { ValueFiles } from './files.js'
 import { StoreLock } from './lock.js'
 import { type DiskBackendOptions, resolveOptions } from './options.js'
 import { type Condition, EntryStore, isBusy, type LiveRow, type WriteRow } from './store.js'
+import { keyFromBytes, prefixUpperBound } from './stored-keys.js'
 
 /** Orphan files (from crashed writers) are swept at most this often, and only when at least this old. */
 const SWEEP_EVERY_MS = 3_600_000
@@ -161,6 +165,35 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
       const files = await this.locked('clear', undefined, () => this.store.clearSome(this.ns, BATCH))
       await this.discard(files)
       if (files.length < BATCH) return
+    }
+  }
+
+  /**
+   * The live keys of this namespace, each once (internal `__` keys left out); with `prefix`, only
+   * those that start with it. Reads pages of 500 keys in key order along the primary key
+   * (`WHERE ns = ? AND key >= ? ORDER BY key LIMIT 500`, a prefix as a key range, never `LIKE`),
+   * each page a short read of its own, so writers are never held up. Keys written or deleted
+   * during the iteration may or may not be listed.
+   */
+  async *keys(options?: ListKeysOptions): AsyncIterableIterator<string> {
+    const prefix = listPrefix(options)
+    const below = prefixUpperBound(prefix)
+    // A prefix with a surrogate code unit has no exact key range: read the namespace, filter here.
+    let from = below === undefined ? '' : prefix
+    for (;;) {
+      if (this.closed) throw new CacheClosedError('disk')
+      const start = from
+      const page = await this.locked('keys', undefined, () =>
+        this.store.keyPage(this.ns, start, below, BATCH),
+      )
+      const now = this.now()
+      for (const [bytes, expiresAt] of page) {
+        const key = keyFromBytes(bytes)
+        if ((expiresAt === null || expiresAt > now) && isListedKey(key, prefix)) yield key
+      }
+      if (page.length < BATCH) return
+      // The next key after the last one read, in SQLite's byte order, is that key followed by NUL.
+      from = `${keyFromBytes(page[page.length - 1]![0])}\u0000`
     }
   }
 

@@ -122,6 +122,8 @@ export class EntryStore {
   private readTotals!: Database.Statement<[], [number, number]>
   private fileReferenced!: Database.Statement<[string], [number]>
   private dropBroken!: Database.Statement
+  private keysFrom!: Database.Statement<[string, string, number], [Buffer, number | null]>
+  private keysBetween!: Database.Statement<[string, string, string, number], [Buffer, number | null]>
   private writeTx!: (row: NewRow, condition: Condition, version: number) => WriteResult
   private touchTx!: (ns: string, keys: string[], now: number) => void
   private evictTx!: (now: number, limit: number) => { files: (string | null)[]; total: number }
@@ -236,6 +238,13 @@ export class EntryStore {
     this.readTotals = raw('SELECT size, count FROM totals WHERE id = 0')
     this.fileReferenced = raw('SELECT 1 FROM entries WHERE file = ? LIMIT 1')
     this.dropBroken = db.prepare('DELETE FROM entries WHERE ns = ? AND key = ? AND file = ?')
+    // Keys as bytes (see stored-keys.ts), in key order along the primary key.
+    this.keysFrom = raw(
+      'SELECT CAST(key AS BLOB), expires_at FROM entries WHERE ns = ? AND key >= ? ORDER BY key LIMIT ?',
+    )
+    this.keysBetween = raw(
+      'SELECT CAST(key AS BLOB), expires_at FROM entries WHERE ns = ? AND key >= ? AND key < ? ORDER BY key LIMIT ?',
+    )
 
     this.writeTx = db.transaction((row: NewRow, condition: Condition, version: number): WriteResult => {
       const old = this.selectForWrite.get(row.ns, row.key)
@@ -328,6 +337,16 @@ export class EntryStore {
   /** Updates access times (used for LRU eviction) of several keys in one transaction. */
   touch(ns: string, keys: string[], now: number): void {
     this.touchTx(ns, keys, now)
+  }
+
+  /**
+   * Up to `limit` keys of a namespace from `from` on (inclusive), before `below` if given, in
+   * key order: `[key as bytes, expiresAt]`, expired rows included.
+   */
+  keyPage(ns: string, from: string, below: string | undefined, limit: number): [Buffer, number | null][] {
+    return below === undefined
+      ? this.keysFrom.all(ns, from, limit)
+      : this.keysBetween.all(ns, from, below, limit)
   }
 
   /** Deletes up to `limit` rows of a namespace; returns their files (null for inline ones). */

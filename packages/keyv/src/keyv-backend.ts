@@ -12,8 +12,12 @@ import {
   type Duration,
   fromTaggedJson,
   isCacheError,
+  isListedKey,
   jsonSerializer,
   KeyedQueue,
+  keyFromWellFormed,
+  type ListKeysOptions,
+  listPrefix,
   type SetManyItem,
   toTaggedJson,
   ttlToMs,
@@ -71,6 +75,14 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
   /** Values go through the Keyv instance's own serializer as tagged JSON trees (see `keyvBackend`). */
   private readonly tagged: boolean
   private closed: Promise<void> | undefined
+  /**
+   * The live keys of this namespace, each once (internal `__` keys left out); with `prefix`, only
+   * those that start with it. Present when the store can be iterated: a `Map` (a snapshot of its
+   * keys), or a store Keyv iterates (`keyv.iterator()`: @keyv/redis, sqlite, postgres, mysql,
+   * mongo, etcd…), which reads every key of the Keyv namespace with its value, page by page as
+   * the store does; the prefix is applied here. Absent otherwise.
+   */
+  readonly keys?: (options?: ListKeysOptions) => AsyncIterableIterator<string>
 
   constructor(
     keyvOrStore: Keyv | KeyvStoreAdapter | Map<unknown, unknown>,
@@ -117,6 +129,9 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
       throw new RangeError(`timeoutMs: ${String(timeoutMs)} is not a number of milliseconds >= 0`)
     }
     this.timeoutMs = timeoutMs
+    if (this.keyv.store instanceof Map) this.keys = (options) => this.mapKeys(listPrefix(options))
+    else if (typeof this.keyv.iterator === 'function')
+      this.keys = (options) => this.iteratedKeys(listPrefix(options))
   }
 
   async get<T = unknown>(key: string): Promise<T | undefined> {
@@ -275,6 +290,45 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
       await Promise.race([this.keyv.disconnect(), bounded])
     } finally {
       clearTimeout(timer)
+    }
+  }
+
+  /**
+   * The keys of a `Map` store, read directly: Keyv's own iterator over a Map would also yield the
+   * keys of every namespace whose name contains this one's (`list` inside `listAbc`).
+   */
+  private async *mapKeys(prefix: string): AsyncIterableIterator<string> {
+    const map = this.keyv.store as Map<unknown, unknown>
+    const start = this.mapPrefix ?? ''
+    for (const stored of [...map.keys()]) {
+      if (typeof stored !== 'string' || !stored.startsWith(start)) continue
+      const escaped = stored.slice(start.length)
+      const key = keyFromWellFormed(escaped)
+      if (!isListedKey(key, prefix)) continue
+      // Through Keyv, so an expired entry is not listed (and is dropped, as a read drops it).
+      if (await this.keyv.has(this.tagged ? escaped : stored)) yield key
+    }
+  }
+
+  /** The keys Keyv's `iterator()` yields, as `set` was given them. */
+  private async *iteratedKeys(prefix: string): AsyncIterableIterator<string> {
+    try {
+      for await (const [stored] of this.keyv.iterator!(undefined) as AsyncIterable<[string, unknown]>) {
+        if (typeof stored !== 'string') continue
+        // Our own Keyv hands keys as stored (`namespace:key`); a Keyv instance strips its namespace.
+        if (!this.tagged && !stored.startsWith(this.prefix)) continue
+        const key = keyFromWellFormed(this.tagged ? stored : stored.slice(this.prefix.length))
+        if (isListedKey(key, prefix)) yield key
+      }
+    } catch (error) {
+      if (isCacheError(error)) throw error
+      const failure = new CacheUnavailableError(
+        'keyv',
+        `keyv: keys failed: ${(error as Error)?.message ?? error}`,
+        { cause: error },
+      )
+      this.observer.error('keys', failure)
+      throw failure
     }
   }
 

@@ -1,5 +1,12 @@
 import { EventEmitter } from 'node:events'
-import { type CacheBackend, isCacheError, isUnavailable, type MinimalBackend, toBackend } from '@cache/core'
+import {
+  type CacheBackend,
+  isCacheError,
+  isUnavailable,
+  listKeys,
+  type MinimalBackend,
+  toBackend,
+} from '@cache/core'
 import type { KeyvStoreAdapter, StoredData } from 'keyv'
 
 /**
@@ -39,8 +46,7 @@ export interface KeyvStoreOptions {
  * the backend cannot store, a bad TTL) is always thrown, as Keyv throws for what it cannot serialize.
  */
 export class KeyvStoreFromBackend extends EventEmitter implements KeyvStoreAdapter {
-  /** Read by Keyv and cacheable; `dialect` names where the data lives. */
-  readonly opts: { dialect: string; url: string }
+  private readonly dialect: string
   /** Set by Keyv to its namespace; picks the backend when the adapter was given a function. */
   namespace: string | undefined
   private readonly single: CacheBackend | undefined
@@ -58,13 +64,23 @@ export class KeyvStoreFromBackend extends EventEmitter implements KeyvStoreAdapt
     super()
     if (typeof backend === 'function') {
       this.forNamespace = backend
-      this.opts = { dialect: '@cache', url: '' }
+      this.dialect = '@cache'
     } else {
       this.single = toBackend(backend)
-      this.opts = { dialect: `@cache/${this.single.name}`, url: '' }
+      this.dialect = `@cache/${this.single.name}`
     }
     this.closeOnDisconnect = options.closeOnDisconnect ?? true
     this.throwOnErrors = options.throwOnErrors ?? false
+  }
+
+  /**
+   * Read by Keyv and cacheable; `dialect` names where the data lives. Keyv offers
+   * `keyv.iterator()` only for stores whose dialect or url names an adapter on its own list
+   * (sqlite, postgres, mysql, mongo, redis, valkey, etcd): when the backend lists keys, `url`
+   * says `ITERABLE_URL`, which names one, so that Keyv uses {@link iterator}.
+   */
+  get opts(): { dialect: string; url: string } {
+    return { dialect: this.dialect, url: typeof this.backend.keys === 'function' ? ITERABLE_URL : '' }
   }
 
   /** The backend of the current Keyv namespace (the one backend, when given one). */
@@ -159,6 +175,38 @@ export class KeyvStoreFromBackend extends EventEmitter implements KeyvStoreAdapt
     }
   }
 
+  /**
+   * Keyv's store iterator: `[key, value]` for every live key of the Keyv namespace `namespace`
+   * (keys as Keyv handed them, `namespace:key`; every key without one), values as stored. Lists
+   * through the backend's `keys()` and reads values with `getMany`, 100 keys at a time; a key
+   * deleted between the two is left out. Throws `CacheUnsupportedError` when the backend cannot
+   * list keys (Keyv then offers no `iterator()`), and a backend failure as it is (a listing cut
+   * short is never passed off as complete).
+   */
+  async *iterator<Value>(
+    namespace?: string,
+  ): AsyncGenerator<Array<string | Awaited<Value> | undefined>, void> {
+    const backend = this.backend
+    const keys = listKeys(backend, namespace ? { prefix: `${namespace}:` } : {})
+    let page: string[] = []
+    const flush = async function* (batch: string[]): AsyncGenerator<[string, Awaited<Value>]> {
+      const values = await backend.getMany<Awaited<Value>>(batch)
+      for (let i = 0; i < batch.length; i++) if (values[i] !== undefined) yield [batch[i]!, values[i]!]
+    }
+    try {
+      for await (const key of keys) {
+        page.push(key)
+        if (page.length < ITERATOR_PAGE) continue
+        yield* flush(page)
+        page = []
+      }
+      if (page.length > 0) yield* flush(page)
+    } catch (error) {
+      this.emit('error', error)
+      throw error
+    }
+  }
+
   async disconnect(): Promise<void> {
     if (!this.closeOnDisconnect) return
     if (this.single) return this.single.close()
@@ -185,6 +233,12 @@ export class KeyvStoreFromBackend extends EventEmitter implements KeyvStoreAdapt
     return miss
   }
 }
+
+/** Keys per `getMany` of {@link KeyvStoreFromBackend.iterator}. */
+const ITERATOR_PAGE = 100
+
+/** The `opts.url` of an adapter whose backend lists keys; it names `redis` for Keyv's list of iterable adapters. */
+const ITERABLE_URL = '@cache (iterates keys as @keyv/redis does)'
 
 /** An error about the call (a value the backend cannot store, a bad TTL), not about the backend. */
 function callerError(error: unknown): boolean {

@@ -7,7 +7,7 @@ import { memcachedBackend } from '@cache/memcached'
 import { memoryBackend } from '@cache/memory'
 import { redisBackend } from '@cache/redis'
 import { type MemcachedServer, type RedisServer, startMemcached, startRedis } from '@cache/test-servers'
-import keyvTestSuite from '@keyv/test-suite'
+import keyvTestSuite, { keyvIteratorTests } from '@keyv/test-suite'
 import { Keyv } from 'keyv'
 import * as vitest from 'vitest'
 import { type BackendForNamespace, toKeyvStore } from '../src/index.js'
@@ -58,8 +58,22 @@ const backends: Record<string, BackendForNamespace> = {
   memcached: onePerNamespace((namespace) => memcachedBackend(memcached.server, { namespace })),
 }
 
+/** Backends that list keys: Keyv offers `iterator()` on them, and the suite's iterator cases run. */
+const listing = new Set(['memory', 'disk', 'redis'])
+
 for (const [name, forNamespace] of Object.entries(backends)) {
   vitest.describe(`@keyv/test-suite on toKeyvStore(${name})`, () => {
     keyvTestSuite(vitest, Keyv, () => toKeyvStore(forNamespace, { closeOnDisconnect: false }))
+    if (listing.has(name))
+      keyvIteratorTests(vitest, Keyv, () => toKeyvStore(forNamespace, { closeOnDisconnect: false }))
   })
 }
+
+vitest.describe('Keyv iterator() on toKeyvStore()', () => {
+  vitest.it('is offered for a backend that lists keys, and not for memcached, which cannot', () => {
+    const store = (name: string) => toKeyvStore(backends[name]!, { closeOnDisconnect: false })
+    for (const name of listing)
+      vitest.expect(typeof new Keyv({ store: store(name) }).iterator).toBe('function')
+    vitest.expect(new Keyv({ store: store('memcached') }).iterator).toBeUndefined()
+  })
+})

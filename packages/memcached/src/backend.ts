@@ -127,7 +127,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   readonly client: memjs.Client
   private readonly queue = new KeyedQueue()
   private readonly codec: Codec
-  private readonly keys: KeyMapper
+  private readonly keyMapper: KeyMapper
   private readonly generations: Generations
   private readonly pool: ServerPool
   /** Per server, the generation read the operations of the current tick share. */
@@ -151,7 +151,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   ) {
     super('memcached')
     this.namespace = options.namespace ?? 'cache'
-    this.keys = new KeyMapper(this.namespace)
+    this.keyMapper = new KeyMapper(this.namespace)
     this.codec = createCodec(options)
     this.timeoutMs = ttlToMs(options.timeout ?? 0.3, 'timeout') as number
     this.maxValueSize =
@@ -170,7 +170,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
         : (ttlToMs(options.generationTtl, 'generationTtl') as number)
     // Generation reads are timed here but their failures are counted by the operation that waited.
     this.generations = new Generations(
-      this.keys.generationKey,
+      this.keyMapper.generationKey,
       this.client.servers.length,
       generationTtlMs,
       (i, buf, op) => this.call(i, buf, op, undefined, false, false),
@@ -210,7 +210,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
 
   /** The server (`host:port`) that holds `key`. */
   serverFor(key: string): string {
-    return this.pool.names[this.pool.serverOf(this.placementKey(this.keys.suffix(key)))]!
+    return this.pool.names[this.pool.serverOf(this.placementKey(this.keyMapper.suffix(key)))]!
   }
 
   async get<T = unknown>(key: string): Promise<T | undefined> {
@@ -465,10 +465,10 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     run: (index: number, mkey: string) => Promise<R>,
   ): Promise<R> {
     if (this.closed) throw new CacheClosedError(this.name)
-    const suffix = this.keys.suffix(key)
+    const suffix = this.keyMapper.suffix(key)
     const index = this.pool.serverOf(this.placementKey(suffix))
     const trusted = this.generations.trusted(index)
-    if (trusted !== undefined && !isInternalKey(key)) return run(index, this.keys.key(trusted, suffix))
+    if (trusted !== undefined && !isInternalKey(key)) return run(index, this.keyMapper.key(trusted, suffix))
     const reading = this.generationOfThisTick(index, operation)
     const known = this.generations.last(index)
     if (known === undefined) {
@@ -477,9 +477,9 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
         this.observer.error(operation, first.error, key)
         throw first.error
       }
-      return run(index, this.keys.key(first.value, suffix))
+      return run(index, this.keyMapper.key(first.value, suffix))
     }
-    const guess = run(index, this.keys.key(known, suffix)).then(
+    const guess = run(index, this.keyMapper.key(known, suffix)).then(
       (value) => ({ value }),
       (error: unknown) => ({ error }),
     )
@@ -490,7 +490,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
       this.observer.error(operation, current.error, key)
       throw current.error
     }
-    if (current.value !== known) return run(index, this.keys.key(current.value, suffix))
+    if (current.value !== known) return run(index, this.keyMapper.key(current.value, suffix))
     if ('error' in outcome) throw outcome.error
     return outcome.value
   }

@@ -9,7 +9,10 @@ import {
   ObservedBackend,
   CacheValueTooLargeError,
   type Duration,
+  isListedKey,
   KeyedQueue,
+  type ListKeysOptions,
+  listPrefix,
   parseSize,
   type SetManyItem,
   type Size,
@@ -154,6 +157,23 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
 
   async clear(): Promise<void> {
     this.lru.clear()
+  }
+
+  /**
+   * The live keys of this backend, each once (internal `__` keys left out); with `prefix`, only
+   * those that start with it. Iterates a snapshot of the key list taken at the first step (one
+   * array of references, as long as the cache holds entries: the keys themselves are not copied),
+   * and checks each key's expiry, and that it is still there, when it is reached.
+   */
+  async *keys(options?: ListKeysOptions): AsyncIterableIterator<string> {
+    const prefix = listPrefix(options)
+    // A snapshot: lru-cache's own iterator may skip or repeat keys when entries change under it.
+    const snapshot = [...this.lru.keys()]
+    for (const key of snapshot) {
+      if (!isListedKey(key, prefix)) continue
+      const slot = this.lru.peek(key)
+      if (slot !== undefined && (slot.e === 0 || slot.e > this.now())) yield key
+    }
   }
 
   async incr(key: string, by = 1, ttl?: Duration): Promise<number> {

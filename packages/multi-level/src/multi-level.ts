@@ -12,6 +12,7 @@ import {
   compareAndDelete,
   type Duration,
   isGenerationKey,
+  type ListKeysOptions,
   type MinimalBackend,
   parseDuration,
   type SetManyItem,
@@ -92,6 +93,12 @@ export class MultiLevelBackend implements CacheBackend {
   private readonly state: StateKeys
   private readonly closeLevels: boolean
   private closed: Promise<void> | undefined
+  /**
+   * The keys of the chain, as the last level that can list keys lists them (normally the
+   * shared, slowest one: writes reach every level, so it holds every key). Absent when no level
+   * can list (a memcached-only chain); see the README for a chain whose last level cannot list.
+   */
+  readonly keys?: (options?: ListKeysOptions) => AsyncIterableIterator<string>
 
   constructor(options: MultiLevelOptions) {
     const backends = options.levels?.map((level) => toBackend(level)) ?? []
@@ -140,6 +147,8 @@ export class MultiLevelBackend implements CacheBackend {
     )
     for (const level of this.levels)
       level.onRepairFailure = (error) => this.health.failed(level, 'repair', error, undefined, false)
+    const lister = [...backends].reverse().find((backend) => typeof backend.keys === 'function')
+    if (lister !== undefined) this.keys = (options) => lister.keys!(options)
   }
 
   /** Chain-level counters: one hit or miss per read, level failures as `errors`. */

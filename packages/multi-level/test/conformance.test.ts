@@ -34,6 +34,13 @@ function sharedLevel(namespace: string) {
     async clear() {
       for (const key of [...shared.keys()]) if (key.startsWith(prefix)) shared.delete(key)
     },
+    async *keys(options) {
+      const wanted = prefix + (options?.prefix ?? '')
+      for (const [key, entry] of [...shared.entries()]) {
+        const live = entry.expiresAt === undefined || entry.expiresAt > Date.now()
+        if (live && key.startsWith(wanted) && !key.startsWith(`${prefix}__`)) yield key.slice(prefix.length)
+      }
+    },
   }
   return defineBackend(backend)
 }

@@ -14,8 +14,12 @@ import {
   type CodecOptions,
   createCodec,
   type Duration,
+  isListedKey,
   jsonSerializer,
   KeyedQueue,
+  keyFromWellFormed,
+  type ListKeysOptions,
+  listPrefix,
   parseTagged,
   parseDuration,
   type SetManyItem,
@@ -27,6 +31,7 @@ import type { ChainableCommander, Cluster, ClusterOptions, Redis, RedisOptions }
 import type { RedisClient, RedisConnection } from './client.js'
 import { Connection } from './connection.js'
 import { clearCluster } from './cluster-clear.js'
+import { listCluster } from './cluster-keys.js'
 import { COMPARE_AND_DELETE } from './compare-and-delete.js'
 import { COMPARE_AND_SET_ONCE, ExactlyOnce, INCR_ONCE } from './exactly-once.js'
 import { NearCache, type NearCacheOptions, nearCacheSettings } from './near-cache.js'
@@ -56,7 +61,7 @@ export interface RedisBackendOptions extends BaseBackendOptions, CodecOptions {
    * non-stop, an update takes about n attempts on average and rarely more than 10n. Default: 200.
    */
   maxAttempts?: number
-  /** Keys asked for per `SCAN` step of `clear()`. Default: 1000. */
+  /** Keys asked for per `SCAN` step of `clear()` and `keys()`. Default: 1000. */
   scanCount?: number
   /**
    * How long, in ms (or `'10s'`), the server remembers the outcome of each `incr` and
@@ -94,6 +99,10 @@ const DEFAULT_NAMESPACE = 'cache'
 /** Redis rejects expiries past 2^63 ms from the epoch; anything near that is a mistake. */
 const MAX_TTL_MS = 2 ** 52
 const NO_ARGS: string[] = []
+/** How `wellFormedKey` marks a key it escaped. */
+const ESCAPED = '\uffff'
+/** Outcome records of `exactlyOnceWindow` without a namespace (see exactly-once.ts). */
+const RECORD_PREFIX = '~op~'
 
 /**
  * A cache on Redis through ioredis: one node, Sentinel or Cluster. Fails fast while Redis is
@@ -361,6 +370,41 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     this.observer.latency(performance.now() - start)
   }
 
+  /**
+   * The live keys of this namespace, each once (internal `__` keys left out); with `prefix`, only
+   * those that start with it. `SCAN cursor MATCH namespace:prefix* COUNT scanCount` (glob
+   * characters in both escaped), one step per page, never `KEYS`; on a cluster on every master
+   * the nodes themselves name (see cluster-keys.ts). Keys stored escaped (those with a lone
+   * surrogate or U+FFFF) cannot be matched by their text: with a prefix, a second
+   * `SCAN MATCH namespace:\uffff*` finds them. Like `SCAN`, a key present for the whole
+   * iteration is listed; one written or deleted during it may or may not be. Without a
+   * namespace it lists every key of the database.
+   */
+  async *keys(options?: ListKeysOptions): AsyncIterableIterator<string> {
+    const prefix = listPrefix(options)
+    if (this.connection.blocked) await this.connection.ready('keys')
+    const timed = <T>(command: Promise<T>) => this.connection.timed(command, 'keys')
+    const start = this.namespace === undefined ? '' : `${escapeGlob(this.namespace)}:`
+    const patterns: string[] = []
+    // A key with U+FFFF or a lone surrogate is stored escaped (see wellFormedKey): never as its text.
+    if (prefix === '' || (wellFormed(prefix) && !prefix.includes(ESCAPED)))
+      patterns.push(`${start}${escapeGlob(prefix)}*`)
+    if (prefix !== '') patterns.push(`${start}${ESCAPED}*`)
+    try {
+      for (const pattern of patterns) {
+        const found = this.client.isCluster
+          ? listCluster(this.client as Cluster, pattern, this.scanCount, { timed, ms: this.timeoutMs })
+          : this.scanNode(this.client as Redis, pattern, timed)
+        for await (const stored of found) {
+          const key = this.userKey(stored)
+          if (key !== undefined && isListedKey(key, prefix)) yield key
+        }
+      }
+    } catch (error) {
+      throw this.connection.failed('keys', error, undefined)
+    }
+  }
+
   async incr(key: string, by = 1, ttl?: Duration): Promise<number> {
     assertIncrement(by)
     const k = this.key(key)
@@ -587,6 +631,32 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     return this.connection.call(operation, undefined, Promise.all(perNode.map(run)))
   }
 
+  /**
+   * The key `set` was given, from a key as stored; undefined for one no key maps to (bytes that
+   * are not UTF-8, written by someone else) and, without a namespace, for `exactlyOnceWindow`'s
+   * outcome records (`~op~…`).
+   */
+  private userKey(stored: Buffer): string | undefined {
+    const text = stored.toString('utf8')
+    if (text.includes('\ufffd') && !Buffer.from(text, 'utf8').equals(stored)) return undefined
+    if (this.namespace === undefined && text.startsWith(RECORD_PREFIX)) return undefined
+    return keyFromWellFormed(text.slice(this.prefix.length))
+  }
+
+  /** One node's keys matching `pattern`, a `SCAN` step (`scanCount` keys asked for) at a time. */
+  private async *scanNode(
+    node: Redis,
+    pattern: string,
+    timed: <T>(command: Promise<T>) => Promise<T>,
+  ): AsyncGenerator<Buffer> {
+    let cursor = '0'
+    do {
+      const [next, keys] = await timed(node.scanBuffer(cursor, 'MATCH', pattern, 'COUNT', this.scanCount))
+      cursor = next.toString()
+      yield* keys
+    } while (cursor !== '0')
+  }
+
   private async clearNode(node: Redis, pattern: string): Promise<void> {
     let cursor = '0'
     do {
@@ -608,6 +678,10 @@ export function redisBackend(connection?: RedisConnection, options?: RedisBacken
 /** `MATCH` treats `* ? [ ] \\` as glob syntax: escape them so a namespace matches literally. */
 function escapeGlob(text: string): string {
   return text.replace(/[*?[\]\\]/g, '\\$&')
+}
+
+function wellFormed(text: string): boolean {
+  return (text as string & { isWellFormed(): boolean }).isWellFormed()
 }
 
 function milliseconds(value: number | string | undefined, fallback: number, what: string): number {

@@ -1,7 +1,7 @@
 import { CacheUnavailableError } from '@cache/core'
 import { type Cluster, Redis } from 'ioredis'
 
-const SLOTS = 16384
+export const SLOTS = 16384
 /** Rounds of survey → scan → survey before `clear()` gives up on a cluster that keeps changing. */
 const ROUNDS = 3
 
@@ -17,12 +17,12 @@ export interface NodeView {
   importing: string[]
 }
 
-interface Surveyed extends NodeView {
+export interface Surveyed extends NodeView {
   connection: Redis
 }
 
 /** The masters that answered, and a text that changes whenever a master, slot or migration does. */
-interface Survey {
+export interface Survey {
   masters: Surveyed[]
   signature: string
 }
@@ -103,8 +103,11 @@ async function scanNode(node: Surveyed, pattern: string, count: number, { timed 
   return redirected
 }
 
-/** Asks every node it can reach for its own view; throws unless the masters serve every slot. */
-async function survey(
+/**
+ * Asks every node it can reach for its own view; throws unless the masters serve every slot.
+ * Connections it opens go into `opened`, which the caller disconnects.
+ */
+export async function survey(
   cluster: Cluster,
   opened: Map<string, Redis>,
   limits: Limits,
@@ -238,6 +241,6 @@ function nothing(): undefined {
   return undefined
 }
 
-function unavailable(operation: string, reason: string): CacheUnavailableError {
+export function unavailable(operation: string, reason: string): CacheUnavailableError {
   return new CacheUnavailableError('redis', `redis: ${operation} failed: ${reason}`)
 }

@@ -1,6 +1,9 @@
 import { randomBytes } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import type { CacheBackend } from '../backend.js'
+import { type CacheBackend, listKeys } from '../backend.js'
+import { CacheKeyError, CacheUnsupportedError } from '../errors.js'
+import { cached } from '../memoize.js'
+import { invalidateTags } from '../tags.js'
 
 /** How to build the backend under test, and what it can do. */
 export interface ConformanceOptions {
@@ -24,6 +27,13 @@ export interface ConformanceOptions {
   storesUndefined?: boolean
   /** Test timeout in ms for slow servers. Default: 20 s. */
   timeoutMs?: number
+  /**
+   * The backend lists its keys (`keys()`); the listing cases run. When false, the suite checks
+   * instead that `listKeys()` throws `CacheUnsupportedError`. Default: true.
+   */
+  listsKeys?: boolean
+  /** Keys the "more than one page" listing case writes. Default: 2500. */
+  manyKeys?: number
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
@@ -450,11 +460,185 @@ export function runConformance(name: string, options: ConformanceOptions): void 
       })
     }
 
+    if (options.listsKeys ?? true) listingCases(options, ns, ttlMs)
+    else
+      it('listKeys() throws CacheUnsupportedError: this backend cannot list keys', () => {
+        expect(cache.keys).toBeUndefined()
+        expect(() => listKeys(cache)).toThrow(CacheUnsupportedError)
+      })
+
     it('close() can be called twice', async () => {
       const extra = await options.create({ namespace: ns('close') })
       await extra.set('k', 1)
       await extra.close()
       await expect(extra.close()).resolves.toBeUndefined()
     })
+  })
+}
+
+/** Every key `listKeys` yields, in the order given: duplicates kept, so a test can see them. */
+async function listAll(backend: CacheBackend, prefix?: string): Promise<string[]> {
+  const out: string[] = []
+  for await (const key of listKeys(backend, prefix === undefined ? {} : { prefix })) out.push(key)
+  return out
+}
+
+const sorted = (keys: readonly string[]) => [...keys].sort()
+
+/** The `keys()` cases: each in namespaces of its own, so a listing can be compared exactly. */
+function listingCases(options: ConformanceOptions, ns: (label: string) => string, ttlMs: number): void {
+  const withBackends = async (labels: string[], test: (...backends: CacheBackend[]) => Promise<void>) => {
+    const backends = await Promise.all(labels.map((label) => options.create({ namespace: ns(label) })))
+    try {
+      await test(...backends)
+    } finally {
+      await Promise.all(backends.map((backend) => backend.close()))
+    }
+  }
+
+  describe('keys()', () => {
+    it('lists the keys that were set, each once, and only those under a prefix', () =>
+      withBackends(['list'], async (cache) => {
+        const keys = ['user:1', 'user:2', 'user:10', 'users', 'order:1', 'u', '']
+        for (const key of keys) await cache.set(key, key)
+        await cache.set('user:2', 'again')
+        const all = await listAll(cache)
+        expect(sorted(all)).toEqual(sorted(keys))
+        expect(sorted(await listAll(cache, 'user:'))).toEqual(['user:1', 'user:10', 'user:2'])
+        expect(sorted(await listAll(cache, 'user'))).toEqual(['user:1', 'user:10', 'user:2', 'users'])
+        expect(await listAll(cache, 'nothing-starts-like-this')).toEqual([])
+        expect(sorted(await listAll(cache, ''))).toEqual(sorted(keys))
+      }))
+
+    it('lists no expired key and no deleted key', () =>
+      withBackends(['list-gone'], async (cache) => {
+        await cache.set('short', 1, ttlMs / 1000)
+        await cache.set('kept', 2)
+        await cache.set('deleted', 3)
+        await cache.incr('counter')
+        expect(sorted(await listAll(cache))).toEqual(['counter', 'deleted', 'kept', 'short'])
+        await cache.delete('deleted')
+        await sleep(ttlMs * 2 + 50)
+        expect(sorted(await listAll(cache))).toEqual(['counter', 'kept'])
+        await cache.deleteMany(['counter'])
+        expect(await listAll(cache)).toEqual(['kept'])
+        await cache.clear()
+        expect(await listAll(cache)).toEqual([])
+      }))
+
+    it('lists only its own namespace, not one that merely starts the same', () =>
+      withBackends(['lns', 'lnsAbc'], async (users, usersAbc) => {
+        await users.set('k', 1)
+        await usersAbc.set('k', 2)
+        await usersAbc.set('only-abc', 2)
+        expect(await listAll(users)).toEqual(['k'])
+        expect(sorted(await listAll(usersAbc))).toEqual(['k', 'only-abc'])
+        await usersAbc.clear()
+        expect(await listAll(users)).toEqual(['k'])
+        expect(await listAll(usersAbc)).toEqual([])
+      }))
+
+    it('matches a prefix literally: glob and LIKE characters * ? [ ] % _ \\ are not patterns', () =>
+      withBackends(['list-glob'], async (cache) => {
+        const prefix = 'p*?[%_\\]'
+        const matching = [`${prefix}`, `${prefix}x`, `${prefix}*`]
+        // Each decoy matches the prefix read as a Redis glob or as an SQL LIKE pattern.
+        const decoys = [
+          'pZZZZZZZ',
+          'p*Z[%_\\]',
+          'p*?%%_\\]',
+          'p*?[ab_\\]',
+          'p*?[%Z\\]',
+          'p*?[%_Z]',
+          'p*?[%_\\Z',
+        ]
+        for (const key of [...matching, ...decoys]) await cache.set(key, key)
+        expect(sorted(await listAll(cache, prefix))).toEqual(sorted(matching))
+        expect(sorted(await listAll(cache, '%'))).toEqual([])
+        expect(sorted(await listAll(cache, '_'))).toEqual([])
+        expect(sorted(await listAll(cache, 'p*?%'))).toEqual(['p*?%%_\\]'])
+        expect(sorted(await listAll(cache))).toEqual(sorted([...matching, ...decoys]))
+      }))
+
+    it('lists unicode keys and keys with lone surrogates as they were set', () =>
+      withBackends(['list-utf'], async (cache) => {
+        const keys = [
+          'ünïcødé 🔑',
+          'k\ud800',
+          'k\ud801',
+          'k\ufffd',
+          'k\udc00\ud800',
+          'k\uffff',
+          '\uffffk',
+          'a b\nc',
+          'nul',
+          'nul\u0000byte',
+          'nul\u0000',
+          '日本:語',
+        ]
+        for (const key of keys) await cache.set(key, key)
+        expect(sorted(await listAll(cache))).toEqual(sorted(keys))
+        expect(sorted(await listAll(cache, 'k\ud800'))).toEqual(['k\ud800'])
+        expect(sorted(await listAll(cache, 'k'))).toEqual(sorted(keys.filter((k) => k.startsWith('k'))))
+        expect(sorted(await listAll(cache, '\uffff'))).toEqual(['\uffffk'])
+        expect(sorted(await listAll(cache, '日本'))).toEqual(['日本:語'])
+        expect(sorted(await listAll(cache, 'nul\u0000'))).toEqual(['nul\u0000', 'nul\u0000byte'])
+      }))
+
+    it('lists more keys than one page holds, each exactly once', () =>
+      withBackends(['list-many'], async (cache) => {
+        const count = options.manyKeys ?? 2500
+        const keys = Array.from({ length: count }, (_, i) => `item:${String(i).padStart(5, '0')}`)
+        for (let i = 0; i < keys.length; i += 500)
+          await cache.setMany(keys.slice(i, i + 500).map((key) => ({ key, value: 1 })))
+        await cache.set('other', 1)
+        const listed = await listAll(cache, 'item:')
+        expect(listed).toHaveLength(count)
+        expect(new Set(listed).size).toBe(count)
+        expect(sorted(listed)).toEqual(keys)
+      }))
+
+    it('stops early without harm, and can list again', () =>
+      withBackends(['list-stop'], async (cache) => {
+        for (let i = 0; i < 20; i++) await cache.set(`k${i}`, i)
+        const iterator = listKeys(cache)
+        const first = await iterator.next()
+        expect(first.done).toBe(false)
+        await iterator.return?.()
+        expect(await listAll(cache)).toHaveLength(20)
+      }))
+
+    it('never lists internal keys: memoize entries yes, generations and locks no', () =>
+      withBackends(['list-memo'], async (cache) => {
+        let calls = 0
+        const load = cached(async (id: string) => `${id}:${++calls}`, {
+          backend: cache,
+          name: 'load',
+          namespace: 'memo',
+          ttl: 60,
+          lock: true,
+          tags: ['users'],
+        })
+        await load('a')
+        await load('b')
+        await load.invalidate('a')
+        await load('a')
+        await invalidateTags(['users'], { backend: cache })
+        await load('c')
+        await cache.set('mine', 1)
+        const listed = await listAll(cache)
+        expect(listed.filter((key) => key.startsWith('__'))).toEqual([])
+        expect(listed).toContain('mine')
+        expect(listed).toContain(load.keyFor('c'))
+        expect(listed.every((key) => key === 'mine' || key.startsWith('memo:'))).toBe(true)
+        expect(await listAll(cache, '__')).toEqual([])
+        await load.clear()
+        expect((await listAll(cache)).filter((key) => key.startsWith('__'))).toEqual([])
+      }))
+
+    it('rejects a prefix that is not a string with CacheKeyError', () =>
+      withBackends(['list-bad'], async (cache) => {
+        expect(() => listKeys(cache, { prefix: 5 as unknown as string })).toThrow(CacheKeyError)
+      }))
   })
 }

@@ -1,0 +1,61 @@
+import { CacheUnsupportedError, defineBackend, listKeys } from '@cache/core'
+import { memoryBackend } from '@cache/memory'
+import { redisBackend } from '@cache/redis'
+import { type RedisServer, startRedis } from '@cache/test-servers'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { multiLevel } from '../src/index.js'
+
+let redis: RedisServer
+beforeAll(async () => {
+  redis = await startRedis()
+})
+afterAll(async () => {
+  await redis?.stop()
+})
+
+async function listAll(iterator: AsyncIterableIterator<string>): Promise<string[]> {
+  const out: string[] = []
+  for await (const key of iterator) out.push(key)
+  return out.sort()
+}
+
+/** A level that cannot list keys, as memcached cannot. */
+function unlistable() {
+  const map = new Map<string, unknown>()
+  return defineBackend({
+    name: 'unlistable',
+    get: (key) => map.get(key),
+    set: (key, value) => void map.set(key, value),
+    delete: (key) => map.delete(key),
+    clear: () => map.clear(),
+  })
+}
+
+describe('keys() of a chain', () => {
+  it('lists the shared level: keys another process wrote, not only those in this L1', async () => {
+    const one = multiLevel(memoryBackend(), redisBackend(redis.url, { namespace: 'chain-list' }))
+    const two = multiLevel(memoryBackend(), redisBackend(redis.url, { namespace: 'chain-list' }))
+    try {
+      await one.set('from-one', 1)
+      await two.set('from-two', 2)
+      await one.levels[0]!.backend.set('only-in-l1', 3)
+      expect(await listAll(listKeys(one))).toEqual(['from-one', 'from-two'])
+      await two.delete('from-one')
+      expect(await listAll(listKeys(one, { prefix: 'from-' }))).toEqual(['from-two'])
+    } finally {
+      await Promise.all([one.close(), two.close()])
+    }
+  })
+
+  it('lists the last level that can list when the shared one cannot', async () => {
+    const chain = multiLevel(memoryBackend(), unlistable())
+    await chain.set('a', 1)
+    expect(await listAll(listKeys(chain))).toEqual(['a'])
+  })
+
+  it('cannot list when no level can: listKeys() throws CacheUnsupportedError', () => {
+    const chain = multiLevel(unlistable(), unlistable())
+    expect(chain.keys).toBeUndefined()
+    expect(() => listKeys(chain)).toThrow(CacheUnsupportedError)
+  })
+})
