@@ -5,10 +5,10 @@
  * driven over HTTP and left to exit on their own. In the pnpm project (strict node_modules), every
  * README example is compiled the same way and run to its end against real servers.
  */
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { describe, expect, inject, it } from 'vitest'
+import { afterAll, describe, expect, inject, it } from 'vitest'
 import {
   addFixture,
   APP_DIR,
@@ -23,11 +23,14 @@ import {
 import { type CodeBlock, readReadmes } from './support/readmes.js'
 
 const projects = inject('projects')
+// Disk caches of the apps and examples, one directory each.
+const scratch = mkdtempSync(join(tmpdir(), 'cache-fresh-disk-'))
+afterAll(() => rmSync(scratch, { recursive: true, force: true }))
+const diskPath = () => mkdtempSync(join(scratch, 'cache-'))
 const env = {
   ...process.env,
   REDIS_URL: inject('redisUrl'),
   MEMCACHED_SERVERS: inject('memcachedServers'),
-  CACHE_DISK_PATH: mkdtempSync(join(tmpdir(), 'cache-fresh-disk-')),
   // README examples that listen read PORT (default 3000).
   PORT: '0',
 }
@@ -75,6 +78,27 @@ const diagnosticsOf = (outcome: Outcome, file: string) =>
     .filter((line) => line.startsWith(`src/${file}(`))
     .join('\n')
 
+/**
+ * What a process wrote to standard error, less a server reported unreachable and then back (on a
+ * loaded machine the first connection can take longer than the 300 ms operation timeout): every
+ * other line is a failure.
+ */
+function unexpectedStderr(stderr: string): string {
+  const lines = stderr.split('\n').filter(Boolean)
+  const back = new Set(
+    lines.flatMap(
+      (line) => /^\[@cache\] (\w+): (\S+) answers again\.$/.exec(line)?.slice(1, 3).join(' ') ?? [],
+    ),
+  )
+  return lines
+    .filter((line) => {
+      const down = /^\[@cache\] (\w+): cannot reach (\S+?):/.exec(line)
+      const up = /^\[@cache\] (\w+): (\S+) answers again\.$/.exec(line)
+      return !(down && back.has(`${down[1]} ${down[2]}`)) && !up
+    })
+    .join('\n')
+}
+
 const cacheStatus = (reply: { headers: Record<string, unknown> }) => String(reply.headers['cache-status'])
 
 describe.concurrent.each(['pnpm', 'npm'] as const)('installed with %s', (pm) => {
@@ -92,7 +116,9 @@ describe.concurrent.each(['pnpm', 'npm'] as const)('installed with %s', (pm) => 
 
   it('an ESM app (Express, TC39 @cache, memory → Redis) compiles, serves a miss then a hit, and exits by itself', async () => {
     expect(diagnosticsOf(await compiled(pm, 'esm'), 'app.ts')).toBe('')
-    const app = await startApp('dist/app.js', { cwd: dirs[pm].esm, env })
+    const app = await cpu(() =>
+      startApp('dist/app.js', { cwd: dirs[pm].esm, env: { ...env, CACHE_DISK_PATH: diskPath() } }),
+    )
     const miss = await request(app.ready.port, '/quote/A-1')
     expect(miss.status).toBe(200)
     expect(cacheStatus(miss)).toMatch(/fwd=uri-miss; stored/)
@@ -105,13 +131,15 @@ describe.concurrent.each(['pnpm', 'npm'] as const)('installed with %s', (pm) => 
     await request(app.ready.port, '/done', { method: 'POST' })
     const end = await app.waitForExit(EXIT_WITHIN_MS)
     expect(end.timedOut, 'still running 5 s after its server closed').toBe(false)
-    expect(end.stderr).toBe('')
+    expect(unexpectedStderr(end.stderr)).toBe('')
     expect(end.code).toBe(0)
   })
 
   it('a CommonJS app (require, Express, cached() on memory → memcached) compiles, serves a miss then a hit, and exits by itself', async () => {
     expect(diagnosticsOf(await compiled(pm, 'cjs'), 'app.ts')).toBe('')
-    const app = await startApp('dist/app.js', { cwd: dirs[pm].cjs, env })
+    const app = await cpu(() =>
+      startApp('dist/app.js', { cwd: dirs[pm].cjs, env: { ...env, CACHE_DISK_PATH: diskPath() } }),
+    )
     expect(app.ready).toMatchObject({ module: 'object', caught: true })
     const miss = await request(app.ready.port, '/report/2024-05')
     expect(cacheStatus(miss)).toMatch(/fwd=uri-miss; stored/)
@@ -122,13 +150,15 @@ describe.concurrent.each(['pnpm', 'npm'] as const)('installed with %s', (pm) => 
     await request(app.ready.port, '/done', { method: 'POST' })
     const end = await app.waitForExit(EXIT_WITHIN_MS)
     expect(end.timedOut, 'still running 5 s after its server closed').toBe(false)
-    expect(end.stderr).toBe('')
+    expect(unexpectedStderr(end.stderr)).toBe('')
     expect(end.code).toBe(0)
   })
 
   it('a NestJS 11 app (@cacheResponse under a guard, legacy @cache, memory → disk) compiles, serves a miss then a hit, and exits by itself', async () => {
     expect(diagnosticsOf(await compiled(pm, 'cjs'), 'nest.ts')).toBe('')
-    const app = await startApp('dist/nest.js', { cwd: dirs[pm].cjs, env })
+    const app = await cpu(() =>
+      startApp('dist/nest.js', { cwd: dirs[pm].cjs, env: { ...env, CACHE_DISK_PATH: diskPath() } }),
+    )
     const key = { 'x-api-key': 'secret' }
     expect((await request(app.ready.port, '/reports/7')).status).toBe(403)
     const miss = await request(app.ready.port, '/reports/7', { headers: key })
@@ -143,7 +173,7 @@ describe.concurrent.each(['pnpm', 'npm'] as const)('installed with %s', (pm) => 
     await request(app.ready.port, '/done', { method: 'POST' })
     const end = await app.waitForExit(EXIT_WITHIN_MS)
     expect(end.timedOut, 'still running 5 s after Nest closed').toBe(false)
-    expect(end.stderr).toBe('')
+    expect(unexpectedStderr(end.stderr)).toBe('')
     expect(end.code).toBe(0)
   })
 })
@@ -173,13 +203,13 @@ describe.concurrent.each(readmes.map((readme) => [readme.id, readme] as const))(
             ],
             {
               cwd: dirs.pnpm[fixture],
-              env: { ...env, CACHE_DISK_PATH: mkdtempSync(join(tmpdir(), 'cache-fresh-disk-')) },
+              env: { ...env, CACHE_DISK_PATH: diskPath() },
               timeoutMs: EXAMPLE_WITHIN_MS,
             },
           ),
         )
         expect(run.timedOut, `still running after ${EXAMPLE_WITHIN_MS} ms`).toBe(false)
-        expect(run.stderr).toBe('')
+        expect(unexpectedStderr(run.stderr)).toBe('')
         expect(run.code).toBe(0)
       },
     )
