@@ -94,9 +94,8 @@ export class MultiLevelBackend implements CacheBackend {
   private readonly closeLevels: boolean
   private closed: Promise<void> | undefined
   /**
-   * The keys of the chain, as the last level that can list keys lists them (normally the
-   * shared, slowest one: writes reach every level, so it holds every key). Absent when no level
-   * can list (a memcached-only chain); see the README for a chain whose last level cannot list.
+   * The keys of the chain, as its last level lists them (the shared, slowest one: writes reach
+   * every level, so it holds every key). Absent when the last level cannot list (memcached).
    */
   readonly keys?: (options?: ListKeysOptions) => AsyncIterableIterator<string>
 
@@ -147,8 +146,10 @@ export class MultiLevelBackend implements CacheBackend {
     )
     for (const level of this.levels)
       level.onRepairFailure = (error) => this.health.failed(level, 'repair', error, undefined, false)
-    const lister = [...backends].reverse().find((backend) => typeof backend.keys === 'function')
-    if (lister !== undefined) this.keys = (options) => lister.keys!(options)
+    // Only the last level holds every key (writes reach every level; faster ones keep a subset):
+    // when it cannot list, a faster level's list would pass a partial view off as the whole.
+    const last = backends[backends.length - 1]!
+    if (typeof last.keys === 'function') this.keys = (options) => last.keys!(options)
   }
 
   /** Chain-level counters: one hit or miss per read, level failures as `errors`. */
