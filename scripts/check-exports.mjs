@@ -47,6 +47,12 @@ for (const [subpath, target] of Object.entries(pkg.exports)) {
     )
   }
   if (esmNames.length === 0) failures.push(`${pkg.name}${subpath.slice(1)}: no exports`)
+  // A class or function keeps its own name at run time (error names in logs and stack traces),
+  // unless it is an alias of another export.
+  for (const [name, value] of Object.entries(esm)) {
+    if (typeof value !== 'function' || value.name === name || esm[value.name] === value) continue
+    failures.push(`${pkg.name}${subpath.slice(1)}: export ${name} is named "${value.name}" at run time (keepNames)`)
+  }
 }
 
 const bin = (name) => join(dir, 'node_modules', '.bin', name)
