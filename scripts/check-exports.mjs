@@ -51,7 +51,9 @@ for (const [subpath, target] of Object.entries(pkg.exports)) {
   // unless it is an alias of another export.
   for (const [name, value] of Object.entries(esm)) {
     if (typeof value !== 'function' || value.name === name || esm[value.name] === value) continue
-    failures.push(`${pkg.name}${subpath.slice(1)}: export ${name} is named "${value.name}" at run time (keepNames)`)
+    failures.push(
+      `${pkg.name}${subpath.slice(1)}: export ${name} is named "${value.name}" at run time (keepNames)`,
+    )
   }
 }
 

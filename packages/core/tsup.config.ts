@@ -1,6 +1,13 @@
 import { defineConfig } from 'tsup'
 
-const common = { dts: true, shims: true, sourcemap: true, keepNames: true, target: 'node20', external: ['vitest'] } as const
+const common = {
+  dts: true,
+  shims: true,
+  sourcemap: true,
+  keepNames: true,
+  target: 'node20',
+  external: ['vitest'],
+} as const
 
 export default defineConfig([
   { ...common, entry: { index: 'src/index.ts' }, format: ['esm', 'cjs'] },
