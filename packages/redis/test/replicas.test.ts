@@ -3,7 +3,7 @@ import { type RedisCluster, type RedisServer, startRedis, startRedisCluster } fr
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { CacheReplicationError, type RedisBackend, redisBackend } from '../src/index.js'
-import { keysServedBy } from './servers.js'
+import { keysServedBy, switchOver } from './servers.js'
 
 /**
  * `replicas`: a write resolves only once replicas have it. Against a master with one replica,
@@ -187,8 +187,7 @@ describe('replicas: writes acknowledged only once replicated', () => {
     await cache.set(key!, 0)
     const promoted = new Redis(shard.replicas[0]!, '127.0.0.1')
     try {
-      await promoted.call('CLUSTER', 'FAILOVER')
-      while (!(await promoted.info('replication')).includes('role:master')) await sleep(20)
+      await switchOver(cluster, shard.replicas[0]!)
       // Nothing but writes: no read renews the client's slot map.
       const start = performance.now()
       let written = -1

@@ -65,3 +65,25 @@ export function keysServedBy(port: number, namespace: string, count: number, pre
   }
   return keys
 }
+
+/**
+ * `CLUSTER FAILOVER` on the replica at `port`, until it has taken over: Redis abandons a manual
+ * failover its master does not agree to in time (on a busy machine), so it is asked again (three
+ * times at most) while the node is still a replica.
+ */
+export async function switchOver(cluster: RedisCluster, port: number): Promise<void> {
+  const replica = new Redis(port, '127.0.0.1')
+  try {
+    for (let attempt = 1; ; attempt++) {
+      if ((await replica.role())[0] !== 'master') await replica.cluster('FAILOVER')
+      try {
+        await cluster.failedOver(port, 6000)
+        return
+      } catch (error) {
+        if (attempt === 3) throw error
+      }
+    }
+  } finally {
+    replica.disconnect()
+  }
+}
