@@ -109,8 +109,9 @@ export function callerModuleFingerprint(callee: Function): string | undefined {
     const match = /[(\s]((?:file:\/\/)?\/[^():]+|[A-Za-z]:\\[^():]+):\d+:\d+\)?\s*$/.exec(line)
     if (match === null) continue
     const file = fileOf(match[1]!)
-    // A decorator helper shared from tslib (importHelpers) is not the module being decorated.
-    if (/[\\/]node_modules[\\/]tslib[\\/]/.test(file)) continue
+    // Installed code between the decorator and the class (tslib's `__decorate` with importHelpers,
+    // a framework's `applyDecorators`) is not the module being decorated.
+    if (/[\\/]node_modules[\\/]/.test(file)) continue
     if (!moduleFingerprints.has(file)) {
       let fingerprint: string | undefined
       try {
