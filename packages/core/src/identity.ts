@@ -98,32 +98,55 @@ const moduleFingerprints = new Map<string, string | undefined>()
  * such as `@Inject('users')` — nor the module's constants; its file does. Read once per file.
  */
 export function callerModuleFingerprint(callee: Function): string | undefined {
-  // The stack from the caller of `callee` on (frames inside @cache/core left out by the engine,
-  // whatever source maps make of their file names).
-  const holder: { stack?: string } = {}
-  const limit = Error.stackTraceLimit
-  Error.stackTraceLimit = 10
-  Error.captureStackTrace(holder, callee)
-  Error.stackTraceLimit = limit
-  for (const line of (holder.stack ?? '').split('\n').slice(1)) {
-    const match = /[(\s]((?:file:\/\/)?\/[^():]+|[A-Za-z]:\\[^():]+):\d+:\d+\)?\s*$/.exec(line)
-    if (match === null) continue
-    const file = fileOf(match[1]!)
-    // Installed code between the decorator and the class (tslib's `__decorate` with importHelpers,
-    // a framework's `applyDecorators`) is not the module being decorated.
-    if (/[\\/]node_modules[\\/]/.test(file)) continue
-    if (!moduleFingerprints.has(file)) {
-      let fingerprint: string | undefined
-      try {
-        fingerprint = sourceFingerprint(readFileSync(file, 'utf8'))
-      } catch {
-        fingerprint = undefined
-      }
-      moduleFingerprints.set(file, fingerprint)
+  const file = declaringFile(callee)
+  if (file === undefined) return undefined
+  if (!moduleFingerprints.has(file)) {
+    let fingerprint: string | undefined
+    try {
+      fingerprint = sourceFingerprint(readFileSync(file, 'utf8'))
+    } catch {
+      fingerprint = undefined
     }
-    return moduleFingerprints.get(file)
+    moduleFingerprints.set(file, fingerprint)
   }
-  return undefined
+  return moduleFingerprints.get(file)
+}
+
+/** The helpers compilers emit to apply decorators, in the module that declares the class (or in tslib). */
+const DECORATE_HELPERS =
+  /^(?:__decorate|__esDecorate|__runInitializers|__decorateClass|__decorateElement|_applyDecs\w*|_decorate)$/
+
+/**
+ * The file of the module that applies the decorator `callee`, from the call sites below it (V8's
+ * structured frames, so neither source maps nor a user's `Error.prepareStackTrace` change them):
+ * where the compiler's decorate helper runs (`__decorate`, `__esDecorate`…), passing over installed
+ * code (tslib with `importHelpers`, reflect-metadata's `Reflect.decorate`, a framework's
+ * `applyDecorators`); without such a helper, the first frame outside `node_modules`.
+ */
+function declaringFile(callee: Function): string | undefined {
+  const original = Error.prepareStackTrace
+  const limit = Error.stackTraceLimit
+  let sites: NodeJS.CallSite[] = []
+  try {
+    Error.stackTraceLimit = 30
+    Error.prepareStackTrace = (_error, callSites) => callSites
+    const holder: { stack?: unknown } = {}
+    Error.captureStackTrace(holder, callee)
+    if (Array.isArray(holder.stack)) sites = holder.stack as NodeJS.CallSite[]
+  } catch {
+    sites = []
+  } finally {
+    Error.prepareStackTrace = original
+    Error.stackTraceLimit = limit
+  }
+  const frames = sites.map((site) => ({
+    file: typeof site.getFileName() === 'string' ? fileOf(site.getFileName()!) : undefined,
+    name: site.getFunctionName(),
+  }))
+  const installed = (file: string | undefined) => file === undefined || /[\\/]node_modules[\\/]/.test(file)
+  const helper = frames.findIndex((frame) => frame.name !== null && DECORATE_HELPERS.test(frame.name))
+  const from = helper === -1 ? 0 : helper
+  return frames.slice(from).find((frame) => !installed(frame.file))?.file
 }
 
 /** A stack frame's or module's location as a path (a module URL's query, as in `import('./m.js?v=2')`, dropped). */

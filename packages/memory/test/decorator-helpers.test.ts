@@ -57,3 +57,57 @@ it('fingerprints the module that declares the class when an installed helper app
   const orders = await load('orders')
   expect(await new orders.Repo().find(1)).toBe('orders#1')
 })
+
+it("fingerprints the class module, not a project helper that wraps cache(), found through the compiler's __decorate (also in a path with parentheses, and under a prepareStackTrace that returns call sites)", async () => {
+  const core = pathToFileURL(require.resolve('@cache/core')).href.replace(/index\.cjs$/, 'index.js')
+  const memory = pathToFileURL(join(__dirname, '..', 'dist', 'index.js')).href
+  const root = join(dir, 'app (blue)')
+  mkdirSync(join(root, 'shared'), { recursive: true })
+  // A project's own decorator helper, in a module every class shares.
+  writeFileSync(
+    join(root, 'shared', 'cached.mjs'),
+    `import { cache } from '${core}'
+    export const Cached = (options) => (...args) => cache(options)(...args)`,
+  )
+  writeFileSync(
+    join(root, 'backend.mjs'),
+    `import { memoryBackend } from '${memory}'\nexport const backend = memoryBackend()\n`,
+  )
+  for (const side of ['users', 'orders'])
+    writeFileSync(
+      join(root, `${side}.mjs`),
+      // What tsc emits for experimentalDecorators: its __decorate helper in the class's module.
+      `import { Cached } from './shared/cached.mjs'
+      import { backend } from './backend.mjs'
+      var __decorate = function (decorators, target, key, desc) {
+        let d = desc ?? Object.getOwnPropertyDescriptor(target, key)
+        for (let i = decorators.length - 1; i >= 0; i--) d = decorators[i](target, key, d) || d
+        Object.defineProperty(target, key, d)
+        return d
+      }
+      const TABLE = '${side}'
+      export class Repo {
+        async find(id) {
+          return TABLE + '#' + id
+        }
+      }
+      __decorate([Cached({ backend })], Repo.prototype, 'find', null)
+      `,
+    )
+  const original = Error.prepareStackTrace
+  Error.prepareStackTrace = (_error, sites) => sites
+  try {
+    const load = async (side: string) => {
+      forgetMemoizedNames()
+      return (await import(pathToFileURL(join(root, `${side}.mjs`)).href)) as {
+        Repo: new () => { find(id: number): Promise<string> }
+      }
+    }
+    const users = await load('users')
+    expect(await new users.Repo().find(1)).toBe('users#1')
+    const orders = await load('orders')
+    expect(await new orders.Repo().find(1)).toBe('orders#1')
+  } finally {
+    Error.prepareStackTrace = original
+  }
+})
