@@ -129,8 +129,10 @@ export {
   type ParsedRedisUrl,
   type RedisHost,
   type RedisUrlQuery,
+  type SentinelClientOptions,
   parseRedisUrl,
   redactUrl,
+  sentinelConnection,
 } from './redis-url.js'
 export { type Size, parseSize } from './sizes.js'
 export {

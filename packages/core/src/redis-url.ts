@@ -147,3 +147,30 @@ function decode(url: string, text: string): string {
 function fail(url: string, message: string): never {
   throw new CacheConfigError('url', `${JSON.stringify(redactUrl(url))} is not a Redis URL: ${message}`)
 }
+
+/** What {@link sentinelConnection} reads of a Sentinel client's options (ioredis `RedisOptions`). */
+export interface SentinelClientOptions {
+  sentinelUsername?: string | null
+  sentinelPassword?: string | null
+  enableTLSForSentinelMode?: boolean
+  sentinelTLS?: unknown
+}
+
+/**
+ * The options of a connection of our own to one sentinel of a Sentinel client (its address,
+ * credentials and TLS), for the redis switch-over guard and the invalidation bus to listen to
+ * the sentinels as the client does. Timeouts, retries and names are the caller's.
+ */
+export function sentinelConnection(
+  options: SentinelClientOptions,
+  sentinel: { host?: string; port?: number; family?: number },
+): { host: string; port: number; family?: number; username?: string; password?: string; tls?: any } {
+  return {
+    host: sentinel.host ?? '127.0.0.1',
+    port: sentinel.port ?? 26379,
+    ...(sentinel.family === undefined ? {} : { family: sentinel.family }),
+    username: options.sentinelUsername ?? undefined,
+    password: options.sentinelPassword ?? undefined,
+    ...(options.enableTLSForSentinelMode && options.sentinelTLS ? { tls: options.sentinelTLS } : {}),
+  }
+}

@@ -1,6 +1,7 @@
 import { lookup } from 'node:dns/promises'
 import { isIP } from 'node:net'
 import type { RedisClientLike } from './redis-clients.js'
+import { sentinelConnection } from '@cache/core'
 
 /** What the watch needs from ioredis: a client constructor. */
 export type RedisConstructor = new (
@@ -129,12 +130,7 @@ export class SentinelWatch {
   }): InstanceType<RedisConstructor> {
     const options = this.options
     const client = new this.Redis({
-      host: sentinel.host ?? '127.0.0.1',
-      port: sentinel.port ?? 26379,
-      ...(sentinel.family === undefined ? {} : { family: sentinel.family }),
-      username: options.sentinelUsername ?? undefined,
-      password: options.sentinelPassword ?? undefined,
-      ...(options.enableTLSForSentinelMode && options.sentinelTLS ? { tls: options.sentinelTLS } : {}),
+      ...sentinelConnection(options, sentinel),
       connectTimeout: this.timeoutMs,
       enableReadyCheck: false,
       enableOfflineQueue: true,

@@ -1,4 +1,4 @@
-import { type CacheObserver, unrefRedisClient } from '@cache/core'
+import { type CacheObserver, sentinelConnection, unrefRedisClient } from '@cache/core'
 import { Redis, type RedisOptions } from 'ioredis'
 import { translateError } from './errors.js'
 
@@ -42,12 +42,7 @@ export class SwitchOverGuard {
     const options = client.options
     this.subscribers = (options.sentinels ?? []).map((sentinel) => {
       const subscriber = new Redis({
-        host: sentinel.host ?? '127.0.0.1',
-        port: sentinel.port ?? 26379,
-        ...(sentinel.family === undefined ? {} : { family: sentinel.family }),
-        username: options.sentinelUsername ?? undefined,
-        password: options.sentinelPassword ?? undefined,
-        ...(options.enableTLSForSentinelMode && options.sentinelTLS ? { tls: options.sentinelTLS } : {}),
+        ...sentinelConnection(options, sentinel),
         connectTimeout: options.connectTimeout,
         commandTimeout: timeoutMs,
         enableReadyCheck: false,
