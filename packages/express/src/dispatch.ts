@@ -47,6 +47,8 @@ export interface RouterFrame {
    * a closure's choice, and no description of the app can tell two made by one factory apart.
    */
   mounted: boolean
+  /** `req.app` as this router's layers were dispatched: the app the request is in, once it began there. */
+  app?: unknown
 }
 
 /**
@@ -322,7 +324,11 @@ function wrap(layer: Record<string, unknown>, request: string, error: string): v
   const handleRequest = layer[request] as Dispatch
   const handleError = layer[error] as DispatchError
   layer[request] = function observedRequest(this: Layer, req: IncomingMessage, res: unknown, next: Next) {
-    if (req !== undefined && req !== null) (req as Watched)[LAYER] = this
+    if (req !== undefined && req !== null) {
+      ;(req as Watched)[LAYER] = this
+      const frame = (req as Watched)[FRAME]
+      if (frame !== undefined) frame.app = (req as { app?: unknown }).app
+    }
     const watches = (req as Watched | undefined)?.[WATCHES]
     if (watches === undefined) return handleRequest.call(this, req, res, next)
     return handleRequest.call(this, req, res, record(this, req, watches, next))
@@ -530,7 +536,7 @@ function mounts(handle: unknown, router: unknown): boolean {
 }
 
 /** The function Express's `app.use(path, subApp)` mounts a sub-app with, of a copy seen. */
-function isMountedApp(fn: unknown): boolean {
+export function isMountedApp(fn: unknown): boolean {
   return (
     typeof fn === 'function' &&
     fn.name === 'mounted_app' &&

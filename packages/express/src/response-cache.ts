@@ -879,11 +879,14 @@ export class ResponseCache {
 /**
  * The socket of a background refresh: accepts and discards every write at once, so a handler
  * that streams (`sendFile`, a pipe) is never held by backpressure; carries the connection
- * properties Express reads (`encrypted` for `req.protocol`, `remoteAddress` for `trust proxy`).
+ * properties Express reads (`encrypted` for `req.protocol`, `remoteAddress` for `trust proxy`)
+ * and the port the original request reached (part of its site).
  */
 class DiscardingSocket extends Duplex {
   readonly remoteAddress: string | undefined
   readonly remotePort: number | undefined
+  readonly localAddress: string | undefined
+  readonly localPort: number | undefined
   readonly encrypted: boolean | undefined
 
   constructor(from: IncomingMessage['socket']) {
@@ -896,6 +899,8 @@ class DiscardingSocket extends Duplex {
     })
     this.remoteAddress = from?.remoteAddress
     this.remotePort = from?.remotePort
+    this.localAddress = from?.localAddress
+    this.localPort = from?.localPort
     if ((from as { encrypted?: boolean } | undefined)?.encrypted) this.encrypted = true
   }
 

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import { sourceFingerprint } from '@cache/core'
-import { dispatchPosition, type Layer, type RouterFrame, routerOf } from './dispatch.js'
+import { dispatchPosition, isMountedApp, type Layer, type RouterFrame, routerOf } from './dispatch.js'
 
 /*
  * Where a cache sits in an app: its site. A stored response is replayed only at the site that
@@ -9,13 +9,22 @@ import { dispatchPosition, type Layer, type RouterFrame, routerOf } from './disp
  * turns a request away with `next('route')` or `next('router')` sends it on to another route for
  * the same URL; that route's cache must never answer it with what the guarded route stored.
  *
- * A site names, from the app down: for each router level on the dispatch path the layer that
- * mounted the next router (its index in its router's stack, its path pattern and function), then
- * either the cache's own layer or the route that runs it (index, path, methods, and every
- * function of the route's stack, each as `name#<fingerprint of its source>`, plus the position in
- * it). Processes running the same code compute the same site; two different routes never share
- * one. The site is hashed into a short component of every key (`@<12 hex>`); the per-URL
- * invalidation scope does not hold it, so invalidation reaches every site.
+ * A site names, from the app down: for each router level on the dispatch path every layer of
+ * that router up to the one the request went on through (each layer's path pattern and function,
+ * a route's path, methods and every function of its stack, each function as
+ * `name#<fingerprint of its source>`), the router's param callbacks, and the position in the
+ * innermost route. What ran before the cache is in it: a guard in `app.use`, in a router, in an
+ * earlier route for the same path or in `app.param` is part of the place. Processes running the
+ * same code compute the same site; two different routes never share one. The site is hashed into
+ * a short component of every key (`@<12 hex>`); the per-URL invalidation scope does not hold it,
+ * so invalidation reaches every site.
+ *
+ * The port the request reached is part of it too: two servers in one process (an admin API and a
+ * public one, say) never share entries, whatever `Host` a client sends.
+ *
+ * What no description of code can tell apart is configuration: two apps of one factory whose
+ * guards differ by a closure's value. On one port in one process the ambiguity check below
+ * bypasses them; processes listening on one port need distinct `keyPrefix`es (the README says so).
  */
 
 type Router = { stack?: unknown }
@@ -25,10 +34,12 @@ type Route = { path?: unknown; methods?: Record<string, unknown>; stack?: Layer[
 const identities = new WeakMap<Function, string>()
 /** `name#fingerprint` of each function described so far. */
 const described = new WeakMap<Function, string>()
-/** Each layer's description in the router that holds it, checked against the stack on every use. */
-const layerTexts = new WeakMap<Layer, { router: Router; index: number; text: string }>()
-/** Each route's description (without the cache's position in it), checked against its stack. */
-const routeTexts = new WeakMap<Route, { router: Router; index: number; size: number; text: string }>()
+/**
+ * Per router: what its stack held when it was last described, and for each index the hash of the
+ * descriptions of every layer before it. Checked against the stack (layers, their functions, the
+ * functions of their routes) on every use: stacks change at runtime.
+ */
+const prefixes = new WeakMap<Router, { layers: Layer[]; functions: unknown[][]; hashes: string[] }>()
 /** Site descriptions and their hash: a bounded memo (an app has a bounded number of sites). */
 const hashes = new Map<string, string>()
 const MAX_HASHES = 10_000
@@ -64,50 +75,65 @@ export function siteOf(
   identity?: string,
 ): string | undefined {
   const app = (req as { app?: unknown }).app
+  // The port the request reached: two servers of one process never share a site.
+  const port = (req.socket as { localPort?: unknown } | null)?.localPort ?? ''
   // Outside Express there is no routing to tell apart: the handler is the place.
-  if (app === undefined || app === null) return hashSite(`direct|${identity ?? ''}`)
+  if (app === undefined || app === null) return hashSite(`direct|${identity ?? ''}|${port}`)
   const tracked = trackedLevels(req)
   const found = tracked === undefined ? searchedLevels(req, app as Record<string, any>, anchor) : tracked
   if (found === undefined || found === null) return undefined
-  const site = hashSite(`${found.levels}|${identity ?? ''}`)
-  return isAmbiguous(found, site, anchor) ? undefined : site
+  const site = hashSite(`${found.levels}|${identity ?? ''}|${port}`)
+  return isAmbiguous(found, site, anchor, req) ? undefined : site
 }
 
-/** A site's description, and what it describes: the app's top router, and the cache's route or router. */
+/** A site's description, and what it describes: the cache's route or router. */
 interface Found {
   levels: string
-  top: object
   owner: object
 }
 
-/** Per top router: the route (or router) and cache function first seen at each site. */
-const owners = new WeakMap<object, Map<string, { owner: object; anchor: Function | undefined }>>()
-/** Per top router: sites two different routes (or cache functions) turned out to share. */
-const ambiguous = new WeakMap<object, Set<string>>()
+/**
+ * The route (or router) and cache function first seen at each site in this process, and the
+ * server that request came through. Held weakly: an app that is gone no longer owns its sites.
+ */
+const owners = new Map<
+  string,
+  { owner: WeakRef<object>; anchor: WeakRef<Function> | undefined; server: WeakRef<object> | undefined }
+>()
+/** Sites two different routes (or cache functions) turned out to share while both were served. */
+const ambiguous = new Set<string>()
 
 /**
- * Whether two different routes or routers of one app (or two cache functions at one place) were
- * seen with the same site: their entries would answer for each other, so the site bypasses for
- * good. Mounted routes never collide (their sites name their place); this is a second line
- * behind the mount check, for what the description cannot see.
+ * Whether two different routes or routers (or two cache functions at one place) were seen with
+ * the same site in this process, in one app or in two apps of one factory each on its own
+ * server: their entries would answer for each other (a client of one server can send the other's
+ * `Host`), so the site bypasses for good. A route whose server has closed (or whose app is gone)
+ * hands its sites on: that is a later deployment, as in another process. This is a second line
+ * behind the description, for what it cannot see.
  */
-function isAmbiguous(found: Found, site: string, anchor: Function | undefined): boolean {
-  const marked = ambiguous.get(found.top)
-  if (marked?.has(site)) return true
-  let known = owners.get(found.top)
-  if (known === undefined) {
-    known = new Map()
-    owners.set(found.top, known)
-  }
-  const first = known.get(site)
-  if (first === undefined) {
-    if (known.size < MAX_HASHES) known.set(site, { owner: found.owner, anchor })
-    return false
-  }
-  if (first.owner === found.owner && first.anchor === anchor) return false
-  if (marked === undefined) ambiguous.set(found.top, new Set([site]))
-  else marked.add(site)
-  return true
+function isAmbiguous(found: Found, site: string, anchor: Function | undefined, req: IncomingMessage): boolean {
+  if (ambiguous.has(site)) return true
+  const first = owners.get(site)
+  if (first !== undefined) {
+    const owner = first.owner.deref()
+    if (owner === found.owner && first.anchor?.deref() === anchor) return false
+    const server = first.server?.deref() as { listening?: unknown } | undefined
+    const gone =
+      owner === undefined ||
+      (first.anchor !== undefined && first.anchor.deref() === undefined) ||
+      (first.server !== undefined && (server === undefined || server.listening === false))
+    if (!gone) {
+      ambiguous.add(site)
+      return true
+    }
+  } else if (owners.size >= MAX_HASHES) return false
+  const server = (req.socket as { server?: object } | null)?.server
+  owners.set(site, {
+    owner: new WeakRef(found.owner),
+    anchor: anchor === undefined ? undefined : new WeakRef(anchor),
+    server: server === undefined ? undefined : new WeakRef(server),
+  })
+  return false
 }
 
 /** Hashes of the sites seen in this process, for deleting the entries of an invalidated URL. */
@@ -118,7 +144,7 @@ export function seenSites(): readonly string[] {
 function hashSite(description: string): string {
   let hash = hashes.get(description)
   if (hash === undefined) {
-    hash = createHash('sha256').update(description).digest('hex').slice(0, 12)
+    hash = digest(description).slice(0, 12)
     if (hashes.size >= MAX_HASHES) hashes.clear()
     hashes.set(description, hash)
   }
@@ -140,22 +166,17 @@ function trackedLevels(req: IncomingMessage): Found | null | undefined {
   const inner = inRoute ? describeRoute(frame.router, route, layer) : describeLayer(frame.router, layer)
   if (inner === undefined) return null
   const parts = [inner]
-  let top: RouterFrame = frame
   for (let f: RouterFrame | undefined = frame; f !== undefined; f = f.parent) {
     // A router entered by a plain function, not by the layer that mounts it: its place in the app
     // is a closure's choice, and the site cannot be told.
     if (!f.mounted) return null
-    top = f
     if (f.parent === undefined) break
-    const mount = f.mount === undefined ? undefined : describeLayer(f.parent.router, f.mount)
+    if (f.mount === undefined || !entersMountedApp(f)) return null
+    const mount = describeLayer(f.parent.router, f.mount)
     if (mount === undefined) return null
     parts.push(mount)
   }
-  return {
-    levels: parts.reverse().join('/'),
-    top: top.router,
-    owner: inRoute ? (route as object) : frame.router,
-  }
+  return { levels: parts.reverse().join('/'), owner: inRoute ? (route as object) : frame.router }
 }
 
 /**
@@ -206,7 +227,22 @@ function searchedLevels(
   }
   visit(root, [])
   const [only] = found
-  return found.length === 1 && only !== undefined ? { ...only, top: root } : undefined
+  return found.length === 1 && only !== undefined ? only : undefined
+}
+
+/**
+ * Whether the router a frame entered through Express's `mounted_app` function is the one of the
+ * app that was mounted there: the app the request is in (set as its dispatch began) has the
+ * mounting app as its `parent`. A mounted app whose `handle` was replaced to pick an app per
+ * request enters an app nobody mounted.
+ */
+function entersMountedApp(frame: RouterFrame): boolean {
+  if (!isMountedApp(frame.mount?.handle)) return true
+  const app = frame.app as Record<string, any> | undefined
+  const parent = frame.parent?.app
+  return (
+    app !== undefined && app !== null && parent !== undefined && app.parent === parent && routerOf(app) === frame.router
+  )
 }
 
 /** Listeners that call one app for every request they do not answer themselves (`cache.front(app)`). */
@@ -227,53 +263,149 @@ function isServerListener(req: IncomingMessage, app: unknown): boolean {
   return server.listeners('request').some((listener) => listener === app || fronts.get(listener) === app)
 }
 
-/** `index:pattern:function` of a layer in its router, or `undefined` when it is not there. */
+/**
+ * A layer's place in its router: its index, every layer before it (what a request passed on its
+ * way there, the content of routers included), the router's param callbacks, and the layer itself
+ * (its path pattern and function). `undefined` when the layer is not in the router.
+ */
 function describeLayer(router: Router, layer: Layer): string | undefined {
   const stack = router.stack as Layer[] | undefined
   if (!Array.isArray(stack)) return undefined
-  const known = layerTexts.get(layer)
-  if (known !== undefined && known.router === router && stack[known.index] === layer) return known.text
   const index = stack.indexOf(layer)
   if (index === -1) return undefined
-  const handle = layer.handle
-  const text = `${index}:${pathPattern(layer)}:${typeof handle === 'function' ? describeFunction(handle) : '?'}`
-  layerTexts.set(layer, { router, index, text })
-  return text
+  return `${index}:${before(router, index)}:${paramsOf(router)}:${layerText(layer, false)}`
 }
 
-/** A route in its router (index, path, methods, every function) and the cache's place in it. */
+/** A route in its router (its place, path, methods, every function) and the cache's place in it. */
 function describeRoute(router: Router, route: Route, inner: Layer): string | undefined {
   const stack = router.stack as Layer[] | undefined
-  const own = route.stack ?? []
   if (!Array.isArray(stack)) return undefined
-  let known = routeTexts.get(route)
-  if (
-    known === undefined ||
-    known.router !== router ||
-    known.size !== own.length ||
-    (stack[known.index] as Layer | undefined)?.route !== route
-  ) {
-    const index = stack.findIndex((l) => l.route === route)
-    if (index === -1) return undefined
+  const layer = stack.find((l) => l.route === route)
+  const place = layer === undefined ? undefined : describeLayer(router, layer)
+  return place === undefined ? undefined : `${place}@${(route.stack ?? []).indexOf(inner)}`
+}
+
+/** How deep `before` is in routers inside routers: a router that holds itself ends there. */
+let depth = 0
+const MAX_DEPTH = 32
+
+/**
+ * The hash of every layer of `router` before `index`, in order; a router among them with all it
+ * holds. Checked against the stack on every call (each layer, its function, its route's
+ * functions, a router's content), and described again from where it changed.
+ */
+function before(router: Router, index: number): string {
+  const stack = router.stack as Layer[]
+  let memo = prefixes.get(router)
+  if (memo === undefined) {
+    memo = { layers: [], functions: [], hashes: [''] }
+    prefixes.set(router, memo)
+  }
+  if (depth >= MAX_DEPTH) return '?'
+  depth++
+  try {
+    const checked = Math.min(index, memo.layers.length)
+    let valid = 0
+    while (valid < checked && memo.layers[valid] === stack[valid] && same(stack[valid]!, memo.functions[valid]!))
+      valid++
+    if (valid < memo.layers.length && valid < checked) {
+      memo.layers.length = valid
+      memo.functions.length = valid
+      memo.hashes.length = valid + 1
+    }
+    for (let i = memo.layers.length; i < index; i++) {
+      const layer = stack[i]!
+      memo.layers.push(layer)
+      memo.functions.push(functionsOf(layer))
+      memo.hashes.push(digest(`${memo.hashes[i]}\n${layerText(layer, true)}`))
+    }
+    return memo.hashes[index]!
+  } finally {
+    depth--
+  }
+}
+
+/** A router as a layer's function: its content is part of what a request passes through it. */
+function routerIn(layer: Layer): Router | undefined {
+  const handle = layer.handle
+  if (typeof handle !== 'function') return undefined
+  const router = handle as Function & { stack?: unknown; handle?: unknown }
+  return Array.isArray(router.stack) && typeof router.handle === 'function' ? router : undefined
+}
+
+/** What a layer's description depends on: its function, its route's methods and functions, a router's content. */
+function functionsOf(layer: Layer): unknown[] {
+  const out: unknown[] = [layer.handle]
+  const own = (layer.route as Route | undefined)?.stack
+  if (Array.isArray(own)) for (const l of own) out.push((l as { method?: unknown }).method, l.handle)
+  const router = routerIn(layer)
+  if (router !== undefined) out.push(before(router, (router.stack as Layer[]).length))
+  return out
+}
+
+function same(layer: Layer, functions: unknown[]): boolean {
+  if (layer.handle !== functions[0]) return false
+  const own = (layer.route as Route | undefined)?.stack
+  let n = 1
+  if (Array.isArray(own)) {
+    for (const l of own) {
+      if ((l as { method?: unknown }).method !== functions[n] || l.handle !== functions[n + 1]) return false
+      n += 2
+    }
+  }
+  const router = routerIn(layer)
+  if (router !== undefined) {
+    if (before(router, (router.stack as Layer[]).length) !== functions[n]) return false
+    n++
+  }
+  return n === functions.length
+}
+
+/**
+ * A layer as text: its path pattern and function, or a route's path, methods and functions; with
+ * `deep`, a router's content too (for a layer the request went through and left).
+ */
+function layerText(layer: Layer, deep: boolean): string {
+  const route = layer.route as Route | undefined
+  if (route !== undefined && route !== null) {
     const methods = Object.keys(route.methods ?? {})
       .filter((m) => route.methods?.[m])
       .sort()
       .join(',')
-    const functions = own
+    const functions = (route.stack ?? [])
       .map((l) => {
         const method = (l as { method?: unknown }).method
         return `${typeof method === 'string' ? method : '*'} ${typeof l.handle === 'function' ? describeFunction(l.handle) : '?'}`
       })
       .join(',')
-    known = {
-      router,
-      index,
-      size: own.length,
-      text: `${index}:route ${JSON.stringify(route.path)} ${methods} [${functions}]`,
-    }
-    routeTexts.set(route, known)
+    return `route ${JSON.stringify(route.path)} ${methods} [${functions}]`
   }
-  return `${known.text}@${own.indexOf(inner)}`
+  const handle = layer.handle
+  const text = `${pathPattern(layer)}:${typeof handle === 'function' ? describeFunction(handle) : '?'}`
+  const router = deep ? routerIn(layer) : undefined
+  return router === undefined
+    ? text
+    : `${text}[${paramsOf(router)}|${before(router, (router.stack as Layer[]).length)}]`
+}
+
+/** A router's param callbacks (`app.param`, `router.param`): they run before the layers they match. */
+function paramsOf(router: Router): string {
+  const params = (router as { params?: Record<string, unknown> }).params
+  if (params === undefined || params === null || typeof params !== 'object') return ''
+  const names = Object.keys(params)
+  if (names.length === 0) return ''
+  return names
+    .sort()
+    .map((name) => {
+      const fns = params[name]
+      const list = Array.isArray(fns) ? fns : [fns]
+      return `${name}=${list.map((fn) => (typeof fn === 'function' ? describeFunction(fn) : '?')).join(',')}`
+    })
+    .join(';')
+}
+
+function digest(text: string): string {
+  return createHash('sha256').update(text).digest('hex').slice(0, 16)
 }
 
 /** The path a layer matches: Express 5 keeps it as given (`rawPath`), Express 4 as a RegExp. */

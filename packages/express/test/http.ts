@@ -27,15 +27,16 @@ export interface Running {
   close(): Promise<void>
 }
 
-export async function listen(app: { listen: (...args: any[]) => Server }): Promise<Running> {
+/** `port`: a port to listen on (one a closed server of the test used, say); a free one by default. */
+export async function listen(app: { listen: (...args: any[]) => Server }, port = 0): Promise<Running> {
   const server = await new Promise<Server>((resolve) => {
-    const s = app.listen(0, '127.0.0.1', () => resolve(s))
+    const s = app.listen(port, '127.0.0.1', () => resolve(s))
   })
-  const { port } = server.address() as AddressInfo
+  const address = (server.address() as AddressInfo).port
   return {
-    url: `http://127.0.0.1:${port}`,
-    port,
-    request: (path, options = {}) => request(port, path, options),
+    url: `http://127.0.0.1:${address}`,
+    port: address,
+    request: (path, options = {}) => request(address, path, options),
     close: () =>
       new Promise<void>((resolve) => {
         server.closeAllConnections()
@@ -130,13 +131,13 @@ export function memory(now?: () => number): MemoryBackend {
  * `serve(app)` for a test file: starts an app (anything with `listen`) on a free loopback port and
  * closes every app it started after each test.
  */
-export function serveEach(): (app: { listen: (...args: any[]) => Server }) => Promise<Running> {
+export function serveEach(): (app: { listen: (...args: any[]) => Server }, port?: number) => Promise<Running> {
   const running: Running[] = []
   afterEach(async () => {
     await Promise.all(running.splice(0).map((r) => r.close()))
   })
-  return async (app) => {
-    const r = await listen(app)
+  return async (app, port) => {
+    const r = await listen(app, port)
     running.push(r)
     return r
   }

@@ -3,9 +3,10 @@
  * away with `next('route')` or `next('router')` sends it to another route for the same URL: that
  * route's cache must never answer it with what the guarded route stored.
  */
-import { request as httpRequest } from 'node:http'
+import { createServer, request as httpRequest } from 'node:http'
 import { describe, expect, it } from 'vitest'
 import { cacheResponse, invalidateResponse, invalidateResponsePrefix } from '../src/index.js'
+import type { MemoryBackend } from '@cache/memory'
 import { EXPRESS, memory, type Reply, serveEach } from './http.js'
 
 const serve = serveEach()
@@ -233,3 +234,158 @@ describe.each(EXPRESS)(
     })
   },
 )
+
+describe.each(EXPRESS)('apps that differ only in what runs before the route, on %s', (_name, express) => {
+  const requireRole = (role: string) =>
+    function guard(req: any, res: any, next: any) {
+      return req.get('x-role') === role ? next() : res.status(403).send('forbidden')
+    }
+  /** The same route in every app: what it answers depends on what ran before it. */
+  const report = (req: any, res: any) => res.json({ audience: req.audience ?? 'anyone', data: req.data })
+  const audience = (who: string, data: string) => (req: any) => {
+    req.audience = who
+    req.data = data
+  }
+
+  it('two live apps of one factory, guards configured apart: a client of one never gets the other one’s entry, whatever Host it sends', async () => {
+    const backend = memory()
+    const make = (role: string, data: string) => {
+      const a = express()
+      a.get('/report', requireRole(role), cacheResponse({ ttl: 60, backend }), (req: any, res: any) => {
+        audience(role, data)(req)
+        report(req, res)
+      })
+      return a
+    }
+    const admin = await serve(make('admin', 'ADMIN-ONLY'))
+    const user = await serve(make('user', 'public'))
+    expect(json(await admin.request('/report', { headers: { 'x-role': 'admin' } })).data).toBe('ADMIN-ONLY')
+    for (let i = 0; i < 3; i++) {
+      const spoofed = await user.request('/report', {
+        headers: { 'x-role': 'user', host: `127.0.0.1:${admin.port}` },
+      })
+      expect(json(spoofed).data).toBe('public')
+      // Its own entry from the second request on.
+      expect(isHit(spoofed)).toBe(i > 0)
+    }
+  })
+
+  it('two apps of one factory that the server’s own listener picks between: the second one seen bypasses', async () => {
+    const backend = memory()
+    const make = (role: string, data: string) => {
+      const a = express()
+      a.get('/report', cacheResponse({ ttl: 60, backend }), (req: any, res: any) => {
+        audience(role, data)(req)
+        report(req, res)
+      })
+      return a
+    }
+    const forAdmin = make('admin', 'ADMIN-ONLY')
+    const forUser = make('user', 'public')
+    const server = createServer((req, res) =>
+      (req.headers['x-role'] === 'admin' ? forAdmin : forUser)(req as any, res as any),
+    )
+    const r = await serve({ listen: (...args: any[]) => server.listen(...args) })
+    for (let i = 0; i < 3; i++) {
+      expect(json(await r.request('/report', { headers: { 'x-role': 'admin' } })).data).toBe('ADMIN-ONLY')
+      const user = await r.request('/report', { headers: { 'x-role': 'user' } })
+      expect(json(user).data).toBe('public')
+      if (i > 0) expect(user.headers['cache-status']).toMatch(/detail=site/)
+    }
+  })
+
+  const SHAPES = ['app.use(guard)', 'router.use(guard)', 'app.get(path, guard) before the route', 'app.param'] as const
+
+  /** One deployment: its guard code is the only difference (`code` is part of the guard's source). */
+  function deployment(shape: (typeof SHAPES)[number], backend: MemoryBackend, code: 'admin' | 'user') {
+    const guard =
+      code === 'admin'
+        ? function requireAdminKey(req: any, _res: any, next: any) {
+            audience('admin', 'ADMIN-ONLY')(req)
+            return req.get('x-api-key') === 'k-internal' ? next() : next(new Error('forbidden'))
+          }
+        : function publicAccess(req: any, _res: any, next: any) {
+            audience('user', 'public')(req)
+            next()
+          }
+    const a = express()
+    const cache = cacheResponse({ ttl: 60, backend })
+    if (shape === 'app.use(guard)') {
+      a.use(guard)
+      a.get('/api/report', cache, report)
+    } else if (shape === 'router.use(guard)') {
+      const api = express.Router()
+      api.use(guard)
+      api.get('/report', cache, report)
+      a.use('/api', api)
+    } else if (shape === 'app.get(path, guard) before the route') {
+      a.get('/api/report', guard)
+      a.get('/api/report', cache, report)
+    } else {
+      a.param('part', guard)
+      a.get('/api/:part', cache, report)
+    }
+    return a
+  }
+
+  it.each(SHAPES)(
+    '%s: another deployment whose guard differs in code never replays the first one’s entries',
+    async (shape) => {
+      const backend = memory()
+      const admin = await serve(deployment(shape, backend, 'admin'))
+      expect(json(await admin.request('/api/report', { headers: internal })).data).toBe('ADMIN-ONLY')
+      expect(isHit(await admin.request('/api/report', { headers: internal }))).toBe(true)
+      await admin.close()
+      // The other deployment, as another process would run it: same route, port, Host and backend.
+      const user = await serve(deployment(shape, backend, 'user'), admin.port)
+      const answer = await user.request('/api/report')
+      expect(json(answer).data).toBe('public')
+      expect(isHit(answer)).toBe(false)
+    },
+  )
+
+  it.each(SHAPES)('%s: a deployment of the same code keeps the entries of the one before it', async (shape) => {
+    const backend = memory()
+    const first = await serve(deployment(shape, backend, 'user'))
+    expect(json(await first.request('/api/report')).data).toBe('public')
+    await first.close()
+    const next = await serve(deployment(shape, backend, 'user'), first.port)
+    const answer = await next.request('/api/report')
+    expect(json(answer).data).toBe('public')
+    expect(isHit(answer)).toBe(true)
+  })
+
+  it.each(['before', 'after'] as const)(
+    'a sub-app whose handle is replaced (%s it is mounted) to pick an app per request has no site',
+    async (when) => {
+      const backend = memory()
+      const make = (role: string, data: string) => {
+        const a = express()
+        a.get('/report', cacheResponse({ ttl: 60, backend }), (req: any, res: any) => {
+          audience(role, data)(req)
+          report(req, res)
+        })
+        return a
+      }
+      const forAdmin = make('admin', 'ADMIN-ONLY')
+      const forUser = make('user', 'public')
+      const a = express()
+      a.get('/health', cacheResponse({ ttl: 60, backend }), (_req: any, res: any) => res.json({ ok: true }))
+      const picker = express()
+      const pick = (req: any, res: any, done: any) =>
+        (req.get('x-role') === 'admin' ? (forAdmin as any) : (forUser as any)).handle(req, res, done)
+      if (when === 'before') (picker as any).handle = pick
+      a.use(picker)
+      if (when === 'after') (picker as any).handle = pick
+      const r = await serve(a)
+      // The process's cache hooks Express on its first request.
+      await r.request('/health')
+      const first = await r.request('/report', { headers: { 'x-role': 'admin' } })
+      expect(json(first).data).toBe('ADMIN-ONLY')
+      expect(first.headers['cache-status']).toMatch(/detail=site/)
+      const user = await r.request('/report', { headers: { 'x-role': 'user' } })
+      expect(json(user).data).toBe('public')
+      expect(user.headers['cache-status']).toMatch(/detail=site/)
+    },
+  )
+})
