@@ -26,6 +26,8 @@ export class Child<M extends { type: string }> {
           ]
         : [],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      // Contestants run as in production: @cache/memory's development-only value check is off.
+      env: { ...process.env, NODE_ENV: 'production' },
     })
     this.process.on('message', (message: M) => this.push(message))
     this.process.on('exit', (code, signal) =>

@@ -21,6 +21,7 @@ import {
 } from '@cache/core'
 import { LRUCache } from 'lru-cache'
 import { cloneValue } from './clone.js'
+import { coarseNow } from './clock.js'
 import { estimateSize } from './size.js'
 
 /** Options of {@link memoryBackend}. */
@@ -54,7 +55,10 @@ export interface MemoryBackendOptions extends BaseBackendOptions {
    * refuses class instances and functions, as the `v8` serializer would).
    */
   checkValues?: boolean
-  /** Clock in epoch ms, for tests. Default: `Date.now`. */
+  /**
+   * Clock in epoch ms, for tests. Default: `Date.now`, read at most once a millisecond and at
+   * least every 32 reads (an entry may be answered that long past its expiry).
+   */
   now?: () => number
 }
 
@@ -85,8 +89,8 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
     this.defaultTtlMs = ttlToMs(options.defaultTtl, 'defaultTtl')
     this.clone = options.clone ?? false
     this.checkValues = options.checkValues ?? (!this.clone && process.env.NODE_ENV !== 'production')
-    // Read Date.now at call time so fake timers in tests apply.
-    this.now = options.now ?? (() => Date.now())
+    // The default clock follows fake timers in tests (see clock.ts).
+    this.now = options.now ?? coarseNow
     this.maxSize = options.maxSize === undefined ? undefined : parseSize(options.maxSize, 'maxSize')
     const maxKeys = options.maxKeys ?? (this.maxSize === undefined ? 10_000 : undefined)
     if (maxKeys !== undefined && (!Number.isSafeInteger(maxKeys) || maxKeys < 1)) {
