@@ -91,6 +91,8 @@ export interface CacheBackend {
 /** Synchronous reads and writes, offered by in-process backends. */
 export interface SyncAccess {
   getEntry<T = unknown>(key: string): CacheEntry<T> | undefined
+  /** The value alone (`undefined` for a miss), without building an entry: the memoize hit path. */
+  get?<T = unknown>(key: string): T | undefined
   set(key: string, value: unknown, ttl?: Duration): void
 }
 

@@ -573,12 +573,12 @@ export class Loader {
 
   private readSync(backend: CacheBackend, keys: CallKeys): Read {
     const sync = backend.sync!
-    const envelope = sync.getEntry<Envelope>(keys.entry)?.value
+    const envelope = sync.get === undefined ? sync.getEntry<Envelope>(keys.entry)?.value : sync.get<Envelope>(keys.entry)
     const local = keys.local
     if (local.length === 1) {
       // The common case (the function's generation, no tags) without the arrays of the general
       // path: on a hit the stored generations equal the current ones and are handed on as they are.
-      const found = sync.getEntry(local[0]!)?.value
+      const found = sync.get === undefined ? sync.getEntry(local[0]!)?.value : sync.get(local[0]!)
       let generation: number
       if (isGeneration(found)) generation = found
       else sync.set(local[0]!, (generation = newGeneration()), Number.POSITIVE_INFINITY)

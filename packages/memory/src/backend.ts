@@ -234,6 +234,10 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   /** Synchronous access: lets memoized sync functions stay sync. */
   readonly sync: SyncAccess = {
     getEntry: <T>(key: string) => this.readEntry<T>(key),
+    get: <T>(key: string) => {
+      const slot = this.read(key)
+      return slot === undefined ? undefined : (this.out(slot.v) as T)
+    },
     set: (key, value, ttl) => this.write(key, value, ttl),
   }
 

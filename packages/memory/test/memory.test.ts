@@ -108,6 +108,21 @@ describe('memoryBackend', () => {
     const cache = memoryBackend()
     cache.sync.set('k', 'v', 60)
     expect(cache.sync.getEntry('k')?.value).toBe('v')
+    expect(cache.sync.get?.('k')).toBe('v')
+  })
+
+  it('sync get counts like get, misses expired entries and clones when asked', () => {
+    let now = 1_000
+    const cache = memoryBackend({ now: () => now, clone: true })
+    const value = { n: 1 }
+    cache.sync.set('k', value, 1)
+    const got = cache.sync.get?.<{ n: number }>('k')
+    expect(got).toEqual(value)
+    expect(got).not.toBe(value)
+    expect(cache.sync.get?.('missing')).toBeUndefined()
+    now += 1_000
+    expect(cache.sync.get?.('k')).toBeUndefined()
+    expect(cache.stats).toMatchObject({ hits: 1, misses: 2 })
   })
 
   it('rejects bad options', () => {
