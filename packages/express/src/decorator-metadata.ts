@@ -65,10 +65,7 @@ export function nestInterceptor(engine: ResponseCache) {
       if (!(req instanceof IncomingMessage) || !(res instanceof ServerResponse)) return next.handle()
       let handled: unknown
       let ran = false
-      // Two handlers of one URL never share entries: the site names the controller and method.
-      const owner = context.getClass?.()
-      const method = context.getHandler?.()
-      const identity = `${typeof owner === 'function' ? owner.name : '?'}.${typeof method === 'function' ? describeFunction(method) : '?'}`
+      const identity = nestIdentity(context.getClass?.(), context.getHandler?.())
       const result = engine.handle(
         req,
         res,
@@ -87,6 +84,34 @@ export function nestInterceptor(engine: ResponseCache) {
         : outcome()
     },
   }
+}
+
+/** NestJS's metadata key for the guards of a handler or controller (`@UseGuards`). */
+const NEST_GUARDS = '__guards__'
+const identities = new WeakMap<Function, string>()
+
+/**
+ * A Nest handler's part of the site: the controller's name, the method, and the guards on the
+ * method and the controller (each as `name#fingerprint` of its class or function), so two handlers
+ * of one URL never share entries, nor two deployments whose guards differ in code. Global guards
+ * and middleware are not in the route's metadata (see the README).
+ */
+function nestIdentity(owner: unknown, method: unknown): string {
+  if (typeof method !== 'function') return `${typeof owner === 'function' ? owner.name : '?'}.?`
+  const known = identities.get(method)
+  if (known !== undefined) return known
+  const metadata = reflectMetadata()
+  const guards = [method, owner].flatMap((target) => {
+    const list = typeof target === 'function' ? metadata?.getOwnMetadata(NEST_GUARDS, target) : undefined
+    return Array.isArray(list) ? list : []
+  })
+  const described = guards.map((guard) => {
+    const fn = typeof guard === 'function' ? guard : (guard as { constructor?: unknown } | null)?.constructor
+    return typeof fn === 'function' ? describeFunction(fn) : '?'
+  })
+  const identity = `${typeof owner === 'function' ? owner.name : '?'}.${describeFunction(method)}${described.length > 0 ? ` guards ${described.join(',')}` : ''}`
+  identities.set(method, identity)
+  return identity
 }
 
 /**

@@ -887,6 +887,8 @@ class DiscardingSocket extends Duplex {
   readonly remotePort: number | undefined
   readonly localAddress: string | undefined
   readonly localPort: number | undefined
+  /** The server the original request came through: a refresh enters the app it calls. */
+  readonly server: unknown
   readonly encrypted: boolean | undefined
 
   constructor(from: IncomingMessage['socket']) {
@@ -901,6 +903,7 @@ class DiscardingSocket extends Duplex {
     this.remotePort = from?.remotePort
     this.localAddress = from?.localAddress
     this.localPort = from?.localPort
+    this.server = (from as { server?: unknown } | null | undefined)?.server
     if ((from as { encrypted?: boolean } | undefined)?.encrypted) this.encrypted = true
   }
 

@@ -111,7 +111,12 @@ const ambiguous = new Set<string>()
  * hands its sites on: that is a later deployment, as in another process. This is a second line
  * behind the description, for what it cannot see.
  */
-function isAmbiguous(found: Found, site: string, anchor: Function | undefined, req: IncomingMessage): boolean {
+function isAmbiguous(
+  found: Found,
+  site: string,
+  anchor: Function | undefined,
+  req: IncomingMessage,
+): boolean {
   if (ambiguous.has(site)) return true
   const first = owners.get(site)
   if (first !== undefined) {
@@ -170,7 +175,12 @@ function trackedLevels(req: IncomingMessage): Found | null | undefined {
     // A router entered by a plain function, not by the layer that mounts it: its place in the app
     // is a closure's choice, and the site cannot be told.
     if (!f.mounted) return null
-    if (f.parent === undefined) break
+    // At the top: the app the server calls itself. A listener of another function may pick an
+    // app per request, and apps of one factory describe alike.
+    if (f.parent === undefined) {
+      if (!isServerListener(req, f.app)) return null
+      break
+    }
     if (f.mount === undefined || !entersMountedApp(f)) return null
     const mount = describeLayer(f.parent.router, f.mount)
     if (mount === undefined) return null
@@ -237,12 +247,49 @@ function searchedLevels(
  * request enters an app nobody mounted.
  */
 function entersMountedApp(frame: RouterFrame): boolean {
-  if (!isMountedApp(frame.mount?.handle)) return true
+  const mount = frame.mount
+  if (mount === undefined || !isMountedApp(mount.handle)) return true
   const app = frame.app as Record<string, any> | undefined
   const parent = frame.parent?.app
   return (
-    app !== undefined && app !== null && parent !== undefined && app.parent === parent && routerOf(app) === frame.router
+    app !== undefined &&
+    app !== null &&
+    parent !== undefined &&
+    app.parent === parent &&
+    routerOf(app) === frame.router &&
+    mountsAt(mount, app.mountpath)
   )
+}
+
+/**
+ * Whether a layer's path is the one an app was mounted at (`app.mountpath`): the layer Express
+ * added for it, not another mount of the same parent. Express 5 keeps the path as given; Express
+ * 4 only its RegExp, which a layer of the same class built for that path reproduces.
+ */
+function mountsAt(layer: Layer, mountpath: unknown): boolean {
+  const raw = (layer as { rawPath?: unknown }).rawPath
+  if (raw !== undefined) {
+    const given = Array.isArray(mountpath) ? mountpath.flat(Number.POSITIVE_INFINITY) : mountpath
+    return pathText(raw) === pathText(given)
+  }
+  const regexp = (layer as { regexp?: unknown }).regexp
+  if (!(regexp instanceof RegExp)) return false
+  const Made = (layer as object).constructor as new (path: unknown, options: object, fn: Function) => Layer
+  try {
+    const probe = new Made(
+      mountpath,
+      { sensitive: !regexp.flags.includes('i'), strict: false, end: false },
+      () => {},
+    )
+    const made = (probe as { regexp?: unknown }).regexp
+    return made instanceof RegExp && made.source === regexp.source && made.flags === regexp.flags
+  } catch {
+    return false
+  }
+}
+
+function pathText(path: unknown): string {
+  return JSON.stringify(path, (_k, v) => (v instanceof RegExp ? String(v) : v)) ?? ''
 }
 
 /** Listeners that call one app for every request they do not answer themselves (`cache.front(app)`). */
@@ -258,10 +305,29 @@ export function frontOf(listener: Function, app: unknown): void {
  * `createServer(cache.front(app))`), rather than an app a function of another one picked.
  */
 function isServerListener(req: IncomingMessage, app: unknown): boolean {
-  const server = (req.socket as { server?: { listeners?: (event: string) => Function[] } } | null)?.server
-  if (typeof server?.listeners !== 'function') return false
-  return server.listeners('request').some((listener) => listener === app || fronts.get(listener) === app)
+  if (app === undefined || app === null) return false
+  const server = (req.socket as { server?: Server } | null)?.server
+  if (typeof server?.listeners !== 'function' || typeof server.listenerCount !== 'function') return false
+  // A verdict per server and app, asked again when the server's listeners change.
+  const count = server.listenerCount('request')
+  let known = listenerVerdicts.get(server)
+  if (known === undefined || known.count !== count) {
+    known = { count, apps: new WeakMap() }
+    listenerVerdicts.set(server, known)
+  }
+  let verdict = known.apps.get(app as object)
+  if (verdict === undefined) {
+    verdict = server.listeners('request').some((listener) => listener === app || fronts.get(listener) === app)
+    known.apps.set(app as object, verdict)
+  }
+  return verdict
 }
+
+type Server = {
+  listeners?: (event: string) => Function[]
+  listenerCount?: (event: string) => number
+}
+const listenerVerdicts = new WeakMap<object, { count: number; apps: WeakMap<object, boolean> }>()
 
 /**
  * A layer's place in its router: its index, every layer before it (what a request passed on its
@@ -273,7 +339,18 @@ function describeLayer(router: Router, layer: Layer): string | undefined {
   if (!Array.isArray(stack)) return undefined
   const index = stack.indexOf(layer)
   if (index === -1) return undefined
-  return `${index}:${before(router, index)}:${paramsOf(router)}:${layerText(layer, false)}`
+  return `${index}:${before(router, index)}:${paramsOf(router)}:${ownText(layer)}`
+}
+
+/** Each layer's own description (not deep), checked against its functions on every use. */
+const ownTexts = new WeakMap<Layer, { functions: unknown[]; text: string }>()
+
+function ownText(layer: Layer): string {
+  const known = ownTexts.get(layer)
+  if (known !== undefined && same(layer, known.functions, false)) return known.text
+  const text = layerText(layer, false)
+  ownTexts.set(layer, { functions: functionsOf(layer, false), text })
+  return text
 }
 
 /** A route in its router (its place, path, methods, every function) and the cache's place in it. */
@@ -306,7 +383,11 @@ function before(router: Router, index: number): string {
   try {
     const checked = Math.min(index, memo.layers.length)
     let valid = 0
-    while (valid < checked && memo.layers[valid] === stack[valid] && same(stack[valid]!, memo.functions[valid]!))
+    while (
+      valid < checked &&
+      memo.layers[valid] === stack[valid] &&
+      same(stack[valid]!, memo.functions[valid]!, true)
+    )
       valid++
     if (valid < memo.layers.length && valid < checked) {
       memo.layers.length = valid
@@ -316,7 +397,7 @@ function before(router: Router, index: number): string {
     for (let i = memo.layers.length; i < index; i++) {
       const layer = stack[i]!
       memo.layers.push(layer)
-      memo.functions.push(functionsOf(layer))
+      memo.functions.push(functionsOf(layer, true))
       memo.hashes.push(digest(`${memo.hashes[i]}\n${layerText(layer, true)}`))
     }
     return memo.hashes[index]!
@@ -333,17 +414,20 @@ function routerIn(layer: Layer): Router | undefined {
   return Array.isArray(router.stack) && typeof router.handle === 'function' ? router : undefined
 }
 
-/** What a layer's description depends on: its function, its route's methods and functions, a router's content. */
-function functionsOf(layer: Layer): unknown[] {
+/**
+ * What a layer's description depends on: its function, its route's methods and functions, and
+ * with `deep` a router's content.
+ */
+function functionsOf(layer: Layer, deep: boolean): unknown[] {
   const out: unknown[] = [layer.handle]
   const own = (layer.route as Route | undefined)?.stack
   if (Array.isArray(own)) for (const l of own) out.push((l as { method?: unknown }).method, l.handle)
-  const router = routerIn(layer)
+  const router = deep ? routerIn(layer) : undefined
   if (router !== undefined) out.push(before(router, (router.stack as Layer[]).length))
   return out
 }
 
-function same(layer: Layer, functions: unknown[]): boolean {
+function same(layer: Layer, functions: unknown[], deep: boolean): boolean {
   if (layer.handle !== functions[0]) return false
   const own = (layer.route as Route | undefined)?.stack
   let n = 1
@@ -353,7 +437,7 @@ function same(layer: Layer, functions: unknown[]): boolean {
       n += 2
     }
   }
-  const router = routerIn(layer)
+  const router = deep ? routerIn(layer) : undefined
   if (router !== undefined) {
     if (before(router, (router.stack as Layer[]).length) !== functions[n]) return false
     n++
@@ -411,7 +495,7 @@ function digest(text: string): string {
 /** The path a layer matches: Express 5 keeps it as given (`rawPath`), Express 4 as a RegExp. */
 function pathPattern(layer: Layer): string {
   const raw = (layer as { rawPath?: unknown }).rawPath
-  if (raw !== undefined) return JSON.stringify(raw, (_k, v) => (v instanceof RegExp ? String(v) : v))
+  if (raw !== undefined) return pathText(raw)
   const regexp = (layer as { regexp?: unknown }).regexp
   return regexp instanceof RegExp ? String(regexp) : ''
 }

@@ -131,7 +131,10 @@ export function memory(now?: () => number): MemoryBackend {
  * `serve(app)` for a test file: starts an app (anything with `listen`) on a free loopback port and
  * closes every app it started after each test.
  */
-export function serveEach(): (app: { listen: (...args: any[]) => Server }, port?: number) => Promise<Running> {
+export function serveEach(): (
+  app: { listen: (...args: any[]) => Server },
+  port?: number,
+) => Promise<Running> {
   const running: Running[] = []
   afterEach(async () => {
     await Promise.all(running.splice(0).map((r) => r.close()))

@@ -270,7 +270,7 @@ describe.each(EXPRESS)('apps that differ only in what runs before the route, on 
     }
   })
 
-  it('two apps of one factory that the server’s own listener picks between: the second one seen bypasses', async () => {
+  it('two apps of one factory that the server’s own listener picks between: no site, from the first request on', async () => {
     const backend = memory()
     const make = (role: string, data: string) => {
       const a = express()
@@ -286,15 +286,24 @@ describe.each(EXPRESS)('apps that differ only in what runs before the route, on 
       (req.headers['x-role'] === 'admin' ? forAdmin : forUser)(req as any, res as any),
     )
     const r = await serve({ listen: (...args: any[]) => server.listen(...args) })
+    // The process's cache hooks Express on its first request (as a restarted process would).
+    await r.request('/report', { headers: { 'x-role': 'user' } })
     for (let i = 0; i < 3; i++) {
-      expect(json(await r.request('/report', { headers: { 'x-role': 'admin' } })).data).toBe('ADMIN-ONLY')
+      const admin = await r.request('/report', { headers: { 'x-role': 'admin' } })
+      expect(json(admin).data).toBe('ADMIN-ONLY')
+      expect(admin.headers['cache-status']).toMatch(/detail=site/)
       const user = await r.request('/report', { headers: { 'x-role': 'user' } })
       expect(json(user).data).toBe('public')
-      if (i > 0) expect(user.headers['cache-status']).toMatch(/detail=site/)
+      expect(user.headers['cache-status']).toMatch(/detail=site/)
     }
   })
 
-  const SHAPES = ['app.use(guard)', 'router.use(guard)', 'app.get(path, guard) before the route', 'app.param'] as const
+  const SHAPES = [
+    'app.use(guard)',
+    'router.use(guard)',
+    'app.get(path, guard) before the route',
+    'app.param',
+  ] as const
 
   /** One deployment: its guard code is the only difference (`code` is part of the guard's source). */
   function deployment(shape: (typeof SHAPES)[number], backend: MemoryBackend, code: 'admin' | 'user') {
@@ -344,16 +353,59 @@ describe.each(EXPRESS)('apps that differ only in what runs before the route, on 
     },
   )
 
-  it.each(SHAPES)('%s: a deployment of the same code keeps the entries of the one before it', async (shape) => {
-    const backend = memory()
-    const first = await serve(deployment(shape, backend, 'user'))
-    expect(json(await first.request('/api/report')).data).toBe('public')
-    await first.close()
-    const next = await serve(deployment(shape, backend, 'user'), first.port)
-    const answer = await next.request('/api/report')
-    expect(json(answer).data).toBe('public')
-    expect(isHit(answer)).toBe(true)
-  })
+  it.each(SHAPES)(
+    '%s: a deployment of the same code keeps the entries of the one before it',
+    async (shape) => {
+      const backend = memory()
+      const first = await serve(deployment(shape, backend, 'user'))
+      expect(json(await first.request('/api/report')).data).toBe('public')
+      await first.close()
+      const next = await serve(deployment(shape, backend, 'user'), first.port)
+      const answer = await next.request('/api/report')
+      expect(json(answer).data).toBe('public')
+      expect(isHit(answer)).toBe(true)
+    },
+  )
+
+  it.each(['never mounted', 'mounted elsewhere'] as const)(
+    'a mounted sub-app whose handle picks between apps %s has no site',
+    async (picked) => {
+      const backend = memory()
+      const make = (role: string, data: string) => {
+        const a = express()
+        a.get('/report', cacheResponse({ ttl: 60, backend }), (req: any, res: any) => {
+          audience(role, data)(req)
+          report(req, res)
+        })
+        return a
+      }
+      const forAdmin = make('admin', 'ADMIN-ONLY')
+      const forUser = make('user', 'public')
+      const a = express()
+      a.get('/health', cacheResponse({ ttl: 60, backend }), (_req: any, res: any) => res.json({ ok: true }))
+      // Mounted normally elsewhere: their `parent` is the app.
+      if (picked === 'mounted elsewhere') {
+        a.use('/internal/admin', forAdmin)
+        a.use('/internal/public', forUser)
+      }
+      const picker = express()
+      a.use(picker)
+      ;(picker as any).handle = (req: any, res: any, done: any) =>
+        (req.get('x-role') === 'admin' ? (forAdmin as any) : (forUser as any)).handle(req, res, done)
+      const r = await serve(a)
+      await r.request('/health')
+      for (const role of ['admin', 'user', 'admin', 'user']) {
+        const reply = await r.request('/report', { headers: { 'x-role': role } })
+        expect(json(reply).data).toBe(role === 'admin' ? 'ADMIN-ONLY' : 'public')
+        expect(reply.headers['cache-status']).toMatch(/detail=site/)
+      }
+      // Through their own mounts they cache.
+      if (picked === 'mounted elsewhere') {
+        await r.request('/internal/admin/report')
+        expect(isHit(await r.request('/internal/admin/report'))).toBe(true)
+      }
+    },
+  )
 
   it.each(['before', 'after'] as const)(
     'a sub-app whose handle is replaced (%s it is mounted) to pick an app per request has no site',
