@@ -13,6 +13,7 @@ import express, { type Express, type NextFunction, type Request, type Response }
 import { ProductService, SlowCatalog } from './catalog.js'
 import { rateLimit } from './rate-limit.js'
 import { reportPdf } from './report.js'
+import { homePage } from './home-page.js'
 import { statsPage } from './stats-page.js'
 
 export interface DemoOptions {
@@ -34,10 +35,17 @@ export function createApp(options: DemoOptions = {}): Express {
     tags: (req: Request) => ['products', ...(req.params.id ? [`product:${req.params.id}`] : [])],
   })
   const reports = cacheResponse({ ttl: '5m', keyPrefix: 'pages:reports', tags: ['products'] })
-  const responseCaches = { productPages, reports }
+  // Not memoized underneath: a miss costs the whole slow query, a hit none of it.
+  const reviewPages = cacheResponse({
+    ttl: 60,
+    keyPrefix: 'pages:reviews',
+    tags: (req: Request) => ['reviews', `product:${req.params.id}`],
+  })
+  const responseCaches = { productPages, reports, reviewPages }
+  const keyPrefixes = ['pages:products', 'pages:reports', 'pages:reviews']
 
   app.get('/', (_req, res) => {
-    res.type('html').send(indexPage())
+    res.type('html').send(homePage())
   })
 
   app.get('/api/products', productPages, async (req, res) => {
@@ -52,6 +60,15 @@ export function createApp(options: DemoOptions = {}): Express {
       return
     }
     res.json(product)
+  })
+
+  app.get('/api/products/:id/reviews', reviewPages, async (req, res) => {
+    const reviews = await catalog.reviews(req.params.id)
+    if (reviews === null) {
+      res.status(404).json({ error: `no product ${req.params.id}` })
+      return
+    }
+    res.json(reviews)
   })
 
   // A binary response, cached byte for byte.
@@ -100,7 +117,10 @@ export function createApp(options: DemoOptions = {}): Express {
       res.status(400).json({ error: 'give ?url=/path' })
       return
     }
-    const removed = await invalidateResponse(url, { host: req.get('host'), keyPrefix: 'pages:products' })
+    // From whichever response cache holds it.
+    let removed = false
+    for (const keyPrefix of keyPrefixes)
+      if (await invalidateResponse(url, { host: req.get('host'), keyPrefix })) removed = true
     res.json({ url, removed })
   })
   app.post('/admin/invalidate/tag/:tag', async (req, res) => {
@@ -116,12 +136,17 @@ export function createApp(options: DemoOptions = {}): Express {
     res.json({ flushed: true })
   })
 
-  const snapshot = () => statsSnapshot(getBackend(), responseCaches, service, catalog)
-  app.get('/stats.json', (_req, res) => {
-    res.json(snapshot())
+  const latency = new LevelLatency()
+  const snapshot = async () => {
+    const backend = getBackend()
+    const latencies = await latency.measure(backend)
+    return statsSnapshot(backend, responseCaches, service, catalog, latencies, latency.probed)
+  }
+  app.get('/stats.json', async (_req, res) => {
+    res.json(await snapshot())
   })
-  app.get('/stats', (_req, res) => {
-    res.type('html').send(statsPage(snapshot()))
+  app.get('/stats', async (_req, res) => {
+    res.type('html').send(statsPage(await snapshot()))
   })
 
   app.use((error: unknown, _req: Request, res: Response, _next: NextFunction) => {
@@ -135,7 +160,8 @@ export function createApp(options: DemoOptions = {}): Express {
 export interface StatsSnapshot {
   backend: string
   stats: CacheStats | undefined
-  levels: { name: string; stats: Record<string, unknown> }[]
+  /** Per level: its counters and the median time of one read of a cached entry, in µs. */
+  levels: { name: string; stats: Record<string, unknown>; readLatencyUs: number }[]
   responses: { name: string; stats: CacheStats }[]
   memoized: { name: string; stats: CacheStats }[]
   catalogQueries: number
@@ -146,13 +172,28 @@ function statsSnapshot(
   responseCaches: Record<string, { stats: CacheStats }>,
   service: ProductService,
   catalog: SlowCatalog,
+  latencies: number[],
+  probed: { hits: number; misses: number },
 ): StatsSnapshot {
-  // A multi-level chain reports each level; a single backend is its own only level.
+  // A multi-level chain reports each level; a single backend is its own only level (minus the
+  // latency probe's reads, which a chain's level stats never see).
   const chain = backend as CacheBackend & { levelStats?: () => { name: string }[] }
   const levels =
     typeof chain.levelStats === 'function'
-      ? chain.levelStats().map((level) => ({ name: level.name, stats: { ...level } }))
-      : [{ name: backend.name, stats: { ...backend.stats } }]
+      ? chain
+          .levelStats()
+          .map((level, i) => ({ name: level.name, stats: { ...level }, readLatencyUs: latencies[i]! }))
+      : [
+          {
+            name: backend.name,
+            stats: {
+              ...backend.stats,
+              hits: (backend.stats?.hits ?? 0) - probed.hits,
+              misses: (backend.stats?.misses ?? 0) - probed.misses,
+            },
+            readLatencyUs: latencies[0]!,
+          },
+        ]
   return {
     backend: backend.name,
     stats: backend.stats === undefined ? undefined : { ...backend.stats },
@@ -166,16 +207,37 @@ function statsSnapshot(
   }
 }
 
-function indexPage(): string {
-  const links = [
-    ['/api/products', 'all products (JSON, cached response over a memoized service)'],
-    ['/api/products?category=office', 'products in one category'],
-    ['/api/products/1', 'one product'],
-    ['/report.pdf', 'a PDF price list (binary, cached byte for byte)'],
-    ['/api/quote', 'a rate-limited endpoint (5 per minute)'],
-    ['/stats', 'hits and misses per backend and level'],
-  ]
-  return `<!doctype html><html><head><meta charset="utf-8"><title>@cache demo</title></head><body>
-<h1>@cache demo</h1><ul>${links.map(([href, text]) => `<li><a href="${href}">${href}</a>: ${text}</li>`).join('')}</ul>
-<p>Every response carries a <code>Cache-Status</code> header. See the README for curl commands.</p></body></html>`
+/**
+ * Read latency per level, for the home page's chart. The backends in process (memory, disk) do
+ * not time their operations, so the demo times reads of one entry it keeps in each level: the
+ * median of a few, each refresh.
+ */
+class LevelLatency {
+  static readonly KEY = 'demo:latency-probe'
+  static readonly READS = 15
+  /** The probe's hits and misses on a single (non-chain) backend, which count in its own stats. */
+  readonly probed = { hits: 0, misses: 0 }
+
+  async measure(backend: CacheBackend): Promise<number[]> {
+    const chain = backend as CacheBackend & { levels?: readonly { backend: CacheBackend }[] }
+    const levels = chain.levels?.map((level) => level.backend) ?? [backend]
+    const before = { hits: backend.stats?.hits ?? 0, misses: backend.stats?.misses ?? 0 }
+    const latencies = await Promise.all(levels.map((level) => this.time(level)))
+    if (chain.levels === undefined) {
+      this.probed.hits += (backend.stats?.hits ?? 0) - before.hits
+      this.probed.misses += (backend.stats?.misses ?? 0) - before.misses
+    }
+    return latencies
+  }
+
+  private async time(level: CacheBackend): Promise<number> {
+    if ((await level.get(LevelLatency.KEY)) === undefined) await level.set(LevelLatency.KEY, 'probe', '1h')
+    const times: number[] = []
+    for (let i = 0; i < LevelLatency.READS; i++) {
+      const start = performance.now()
+      await level.get(LevelLatency.KEY)
+      times.push((performance.now() - start) * 1000)
+    }
+    return Math.round(times.sort((a, b) => a - b)[LevelLatency.READS >> 1]!)
+  }
 }

@@ -7,6 +7,12 @@ export interface Product {
   priceCents: number
 }
 
+export interface Review {
+  productId: string
+  stars: number
+  text: string
+}
+
 /** Stands in for a database or a remote API: every call takes `delayMs`. */
 export class SlowCatalog {
   queries = 0
@@ -27,6 +33,17 @@ export class SlowCatalog {
   async list(category?: string): Promise<Product[]> {
     await this.wait()
     return [...this.products.values()].filter((p) => category === undefined || p.category === category)
+  }
+
+  /** What customers said about a product; `null` for an unknown product. */
+  async reviews(id: string): Promise<Review[] | null> {
+    await this.wait()
+    const product = this.products.get(id)
+    if (product === undefined) return null
+    return [
+      { productId: id, stars: 5, text: `The ${product.name.toLowerCase()} does what it says.` },
+      { productId: id, stars: 4, text: 'Arrived quickly, works well.' },
+    ]
   }
 
   async setPrice(id: string, priceCents: number): Promise<Product | null> {

@@ -1,11 +1,12 @@
 /**
  * End to end in a real browser: starts the demo on memory,disk, opens its HTML pages in headless
- * Chromium (the system one at /usr/bin/chromium, driven by playwright-core), follows the index's
- * links to a cached JSON route, then reads the hit counts back out of the rendered stats tables.
+ * Chromium (the system one at /usr/bin/chromium, driven by playwright-core), clicks through the
+ * home page (a slow request missing then hitting, each invalidation button, the charts), follows
+ * its links to a cached JSON route, then reads the hit counts back out of the rendered stats tables.
  *
- * The demo is built into its own directory under node_modules (not dist/) so this file cannot
- * clean dist/ from under demo.test.ts when vitest runs the two files in parallel. Set
- * KEEP_SCREENSHOT=1 to keep the stats-page screenshot and print its path.
+ * The demo is built into its own directory under node_modules (not dist/) so this file never
+ * touches the dist/ the other files use. Set KEEP_SCREENSHOT=1 to keep the home-page screenshot
+ * and print its path.
  */
 import { execFileSync } from 'node:child_process'
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
@@ -70,7 +71,8 @@ describe('the demo in a real browser (memory,disk)', () => {
     diskPath = mkdtempSync(join(tmpdir(), 'cache-demo-browser-'))
     shotDir = mkdtempSync(join(tmpdir(), 'cache-demo-screenshot-'))
     demo = await startDemo(
-      { CACHE_BACKEND: 'memory,disk', CACHE_DISK_PATH: diskPath },
+      // The catalog as slow as by default, so the page shows what a 300 ms miss looks like.
+      { CACHE_BACKEND: 'memory,disk', CACHE_DISK_PATH: diskPath, CATALOG_DELAY_MS: '300' },
       join(buildDir, 'server.js'),
     )
     browser = await chromium.launch({
@@ -97,10 +99,77 @@ describe('the demo in a real browser (memory,disk)', () => {
     expect(res?.status()).toBe(200)
     expect(await page.title()).toBe('@cache demo')
     expect(await page.locator('h1').textContent()).toBe('@cache demo')
-    const hrefs = await page.locator('ul a').evaluateAll((links) => links.map((a) => a.getAttribute('href')))
+    const hrefs = await page
+      .locator('#links a')
+      .evaluateAll((links) => links.map((a) => a.getAttribute('href')))
     expect(hrefs).toEqual(INDEX_LINKS)
     for (const href of INDEX_LINKS)
       await expect(page.locator(`a[href="${href}"]`).isVisible()).resolves.toBe(true)
+  })
+
+  it('shows a request going from a 300 ms miss to a hit, and missing again after each invalidation', async () => {
+    await page.goto(`${demo!.base}/`)
+    const entries = page.locator('#requests li[data-kind]')
+    /** Clicks a button, waits for the request it fires, and returns that request's row. */
+    const request = async (button: string) => {
+      const before = await entries.count()
+      await page.locator(button).click()
+      await expect.poll(() => entries.count(), { timeout: STEP_TIMEOUT_MS }).toBe(before + 1)
+      const row = entries.first()
+      return {
+        kind: await row.getAttribute('data-kind'),
+        ms: Number(await row.getAttribute('data-ms')),
+        status: (await row.locator('.cache-status').textContent()) ?? '',
+        latency: (await row.locator('.latency').textContent()) ?? '',
+      }
+    }
+    const miss = await request('#fire')
+    expect(miss).toMatchObject({ kind: 'miss', status: '@cache; fwd=uri-miss; stored' })
+    expect(miss.ms).toBeGreaterThanOrEqual(300)
+    expect(miss.latency).toMatch(/^\d+\.\d ms$/)
+    const hit = await request('#fire')
+    expect(hit.kind).toBe('hit')
+    expect(hit.status).toMatch(/^@cache; hit; ttl=\d+$/)
+    expect(hit.ms).toBeLessThan(miss.ms / 3)
+
+    for (const how of ['key', 'tag', 'prefix']) {
+      const after = await request(`#invalidate-${how}`)
+      expect(after, `after invalidating by ${how}`).toMatchObject({
+        kind: 'miss',
+        status: '@cache; fwd=uri-miss; stored',
+      })
+      expect(after.ms).toBeGreaterThanOrEqual(300)
+      expect(await page.locator('#requests li.action').first().textContent()).toContain(
+        `invalidated by ${how}`,
+      )
+      expect((await request('#fire')).kind).toBe('hit')
+    }
+  })
+
+  it('draws hit ratio and read latency per level as charts, from live stats', async () => {
+    for (const chart of ['#hit-ratio-chart', '#latency-chart']) {
+      for (const level of ['memory', 'disk']) {
+        const line = page.locator(`${chart} polyline[data-level="${level}"]`)
+        await expect
+          .poll(async () => Number(await line.getAttribute('data-points')), { timeout: STEP_TIMEOUT_MS })
+          .toBeGreaterThanOrEqual(2)
+        // Drawn inside the chart's 460×170 box, one point a second.
+        const points = ((await line.getAttribute('points')) ?? '')
+          .split(' ')
+          .map((p) => p.split(',').map(Number))
+        expect(new Set(points.map(([x]) => x)).size).toBe(points.length)
+        for (const [x, y] of points) {
+          expect(x).toBeGreaterThanOrEqual(0)
+          expect(x).toBeLessThanOrEqual(460)
+          expect(y).toBeGreaterThanOrEqual(0)
+          expect(y).toBeLessThanOrEqual(170)
+        }
+      }
+    }
+    const memory = await page.locator('.legend[data-of="ratio"] span[data-level="memory"]').textContent()
+    expect(memory).toMatch(/^memory: \d+% \(\d+ of \d+\)$/)
+    const latency = await page.locator('.legend[data-of="latency"] span[data-level="disk"]').textContent()
+    expect(latency).toMatch(/^disk: \d+ µs$/)
   })
 
   it('follows the product-list link twice: a stored miss, then a hit', async () => {
@@ -142,8 +211,14 @@ describe('the demo in a real browser (memory,disk)', () => {
     expect(Number(memoized['ProductService.products']!.misses)).toBeGreaterThan(0)
   })
 
-  it('takes a non-empty PNG screenshot of the stats page', async () => {
-    const file = join(shotDir, 'stats.png')
+  it('takes a non-empty PNG screenshot of the home page', async () => {
+    const file = join(shotDir, 'home.png')
+    await page.goto(`${demo!.base}/`)
+    // An invalidation (which requests again: a miss), then a hit.
+    await page.locator('#invalidate-key').click()
+    await page.locator('#requests li[data-kind]').first().waitFor()
+    await page.locator('#fire').click()
+    await expect.poll(() => page.locator('#requests li[data-kind]').count()).toBe(2)
     await page.screenshot({ path: file, fullPage: true, timeout: STEP_TIMEOUT_MS })
     const png = readFileSync(file)
     expect(statSync(file).size).toBeGreaterThan(1000)
@@ -153,6 +228,6 @@ describe('the demo in a real browser (memory,disk)', () => {
     expect(png.subarray(12, 16).toString('latin1')).toBe('IHDR')
     expect(png.readUInt32BE(16)).toBe(1100)
     expect(png.readUInt32BE(20)).toBeGreaterThan(0)
-    if (process.env.KEEP_SCREENSHOT) console.log(`stats screenshot kept at ${file}`)
+    if (process.env.KEEP_SCREENSHOT) console.log(`home-page screenshot kept at ${file}`)
   })
 })

@@ -139,7 +139,6 @@ export class MultiLevelBackend implements CacheBackend {
       this.reads,
       this.health,
       this.writer,
-      this.observer,
       async (keys) => this.invalidation.publish({ keys }),
       stateTtlMs,
       now,

@@ -1,4 +1,4 @@
-import { type CacheEntry, type CacheObserver, CacheUnavailableError, type Duration } from '@cache/core'
+import { type CacheEntry, CacheUnavailableError, type Duration } from '@cache/core'
 import type { LevelHealth } from './health.js'
 import type { Level } from './level.js'
 import type { ReadGuard, ReadGuards } from './read-guard.js'
@@ -29,7 +29,6 @@ export class StateKeys {
     private readonly guards: ReadGuards,
     private readonly health: LevelHealth,
     private readonly writer: LevelWriter,
-    private readonly observer: CacheObserver,
     private readonly publish: (keys: string[]) => Promise<void>,
     private readonly ttlMs: number,
     private readonly now: () => number,
@@ -38,11 +37,13 @@ export class StateKeys {
     this.faster = levels.slice(0, -1)
   }
 
+  /**
+   * The state under `key`. Not counted as a hit or miss, in the chain's stats or a level's: these
+   * reads come with the lookups they serve, and counting them would make the hit ratios those
+   * of @cache's bookkeeping rather than of the application's lookups.
+   */
   async read<T>(key: string): Promise<CacheEntry<T> | undefined> {
-    const entry = await this.lookup<T>(key)
-    if (entry === undefined) this.observer.miss(key)
-    else this.observer.hit(key)
-    return entry
+    return this.lookup<T>(key)
   }
 
   async set(key: string, value: unknown, ttl: Duration | undefined): Promise<void> {
@@ -92,11 +93,7 @@ export class StateKeys {
         try {
           const entry = await level.backend.getEntry<T>(key)
           level.breaker.success()
-          if (entry !== undefined) {
-            level.stats.hits++
-            return entry
-          }
-          level.stats.misses++
+          if (entry !== undefined) return entry
         } catch (error) {
           this.health.failed(level, 'get', error, key, false)
         }
@@ -106,11 +103,7 @@ export class StateKeys {
     try {
       const entry = await shared.backend.getEntry<T>(key)
       shared.breaker.success()
-      if (entry === undefined) shared.stats.misses++
-      else {
-        shared.stats.hits++
-        if (this.ttlMs > 0) await this.copy(key, entry, guard)
-      }
+      if (entry !== undefined && this.ttlMs > 0) await this.copy(key, entry, guard)
       return entry
     } catch (error) {
       this.health.failed(shared, 'get', error, key, false)

@@ -1,4 +1,4 @@
-import { CacheUnavailableError, isCacheError } from '@cache/core'
+import { CacheUnavailableError, cached, isCacheError } from '@cache/core'
 import { memoryBackend } from '@cache/memory'
 import { describe, expect, it } from 'vitest'
 import { type MultiLevelEvent, multiLevel } from '../src/index.js'
@@ -365,5 +365,27 @@ describe('multiLevel construction', () => {
     const kept = multiLevel({ levels: [memoryBackend(), l2], closeLevels: false })
     await kept.close()
     expect(closed).toBe(1)
+  })
+})
+
+describe('multiLevel stats', () => {
+  it.each([
+    ['without copies of invalidation state', 0],
+    ['with copies of invalidation state in L1', '1m'],
+  ] as const)('counts only lookups of entries as hits and misses, %s', async (_, stateTtl) => {
+    const l1 = memoryBackend()
+    const l2 = memoryBackend()
+    const cache = multiLevel({ levels: [l1, l2], stateTtl })
+    // Memoize reads the entry's generations (function, arguments, tag) with every lookup.
+    const f = cached(async (id: number) => `value ${id}`, { backend: cache, name: 'counted', tags: ['t'] })
+    expect(await f(1)).toBe('value 1')
+    expect(await f(1)).toBe('value 1')
+    expect(await f(1)).toBe('value 1')
+    expect(cache.levelStats().map((l) => [l.name, l.hits, l.misses])).toEqual([
+      ['memory', 2, 1],
+      ['memory', 0, 1],
+    ])
+    expect(cache.stats).toMatchObject({ hits: 2, misses: 1 })
+    await cache.close()
   })
 })
