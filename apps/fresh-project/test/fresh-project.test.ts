@@ -12,6 +12,7 @@ import { afterAll, describe, expect, inject, it } from 'vitest'
 import {
   addFixture,
   APP_DIR,
+  installEnv,
   limiter,
   type Outcome,
   type PackageManager,
@@ -175,6 +176,54 @@ describe.concurrent.each(['pnpm', 'npm'] as const)('installed with %s', (pm) => 
     expect(end.timedOut, 'still running 5 s after Nest closed').toBe(false)
     expect(unexpectedStderr(end.stderr)).toBe('')
     expect(end.code).toBe(0)
+  })
+})
+
+/** Lines of `npm ls --all` that report a dependency as unmet, invalid or missing, or that name `name`. */
+const npmLsProblems = (tree: string, name?: string) =>
+  tree
+    .split('\n')
+    .filter((line) => /UNMET|invalid|missing/i.test(line) || (name !== undefined && line.includes(name)))
+
+describe.concurrent('npm ls --all in a fresh npm project', () => {
+  it('after npm i @cache/core @cache/memory, names no vitest and nothing unmet, invalid or missing', async () => {
+    const tarballs = inject('tarballs')
+    const dir = mkdtempSync(join(scratch, 'npm-core-memory-'))
+    writeFileSync(
+      join(dir, 'package.json'),
+      '{ "name": "core-and-memory", "version": "1.0.0", "private": true }\n',
+    )
+    const env = installEnv()
+    const install = await cpu(() =>
+      runToEnd(
+        'npm',
+        [
+          'install',
+          tarballs['@cache/core']!,
+          tarballs['@cache/memory']!,
+          '--prefer-offline',
+          '--no-audit',
+          '--no-fund',
+        ],
+        { cwd: dir, env, timeoutMs: 120_000 },
+      ),
+    )
+    expect(install.code, install.stderr).toBe(0)
+    const ls = await runToEnd('npm', ['ls', '--all'], { cwd: dir, env, timeoutMs: 60_000 })
+    expect(ls.stdout).toContain('@cache/memory@')
+    expect(npmLsProblems(ls.stdout, 'vitest')).toEqual([])
+    expect(ls.code, ls.stderr).toBe(0)
+  })
+
+  it("with every package (and vitest, @cache/testing's peer) installed, names nothing unmet, invalid or missing", async () => {
+    const ls = await runToEnd('npm', ['ls', '--all'], {
+      cwd: projects.npm,
+      env: installEnv(),
+      timeoutMs: 60_000,
+    })
+    expect(ls.stdout).toContain('@cache/testing@')
+    expect(npmLsProblems(ls.stdout)).toEqual([])
+    expect(ls.code, ls.stderr).toBe(0)
   })
 })
 
