@@ -152,6 +152,7 @@ export {
   type CacheLogger,
   type LoggerOption,
   IncidentLog,
+  SlowServerWatch,
   checkLogger,
   processLogger,
   setCacheLogger,
