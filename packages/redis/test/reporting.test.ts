@@ -119,7 +119,7 @@ describe('a Redis that is healthy but slow to answer (a loaded machine)', () => 
     server = await startRedis({ spawn: true })
   })
   afterAll(async () => {
-    server?.process!.thaw()
+    server?.process?.thaw()
     await server?.stop()
   })
 
