@@ -22,12 +22,14 @@ for (const [subpath, target] of Object.entries(pkg.exports)) {
     esmOnly.push(subpath)
     continue
   }
-  // An ES-module-only entry may give `require` a file that throws, to say so clearly.
-  if (typeof target.require === 'string' && target.require.endsWith('esm-only.cjs')) {
+  // An ES-module-only entry may give `require` a file that throws, to say so clearly (with the
+  // entry's types, for test files of CommonJS projects that vitest runs as ES modules).
+  const requireFile = typeof target.require === 'string' ? target.require : target.require.default
+  if (requireFile.endsWith('esm-only.cjs')) {
     esmOnly.push(subpath)
     try {
-      require(join(dir, target.require))
-      failures.push(`${pkg.name}${subpath.slice(1)}: ${target.require} loaded instead of throwing`)
+      require(join(dir, requireFile))
+      failures.push(`${pkg.name}${subpath.slice(1)}: ${requireFile} loaded instead of throwing`)
     } catch (error) {
       if (!/ES module only/.test(String(error?.message)))
         failures.push(`${pkg.name}${subpath.slice(1)}: require threw something else: ${error?.message}`)

@@ -12,6 +12,7 @@ import { afterAll, describe, expect, inject, it } from 'vitest'
 import {
   addFixture,
   APP_DIR,
+  installEnv,
   limiter,
   type Outcome,
   type PackageManager,
@@ -175,6 +176,61 @@ describe.concurrent.each(['pnpm', 'npm'] as const)('installed with %s', (pm) => 
     expect(end.timedOut, 'still running 5 s after Nest closed').toBe(false)
     expect(unexpectedStderr(end.stderr)).toBe('')
     expect(end.code).toBe(0)
+  })
+})
+
+/**
+ * Lines of `npm ls --all` that report vitest or an @cache package unmet, invalid or missing (other
+ * packages' own optional peers are theirs to declare), and with `name`, every line naming it.
+ */
+const npmLsProblems = (tree: string, name?: string) =>
+  tree
+    .split('\n')
+    .filter(
+      (line) =>
+        (/UNMET|invalid|missing/i.test(line) && /(?<![\w/@-])(vitest|@cache\/[\w-]+)@/.test(line)) ||
+        (name !== undefined && line.includes(name)),
+    )
+
+describe.concurrent('npm ls --all in a fresh npm project', () => {
+  it('after npm i @cache/core @cache/memory, names no vitest at all (no UNMET OPTIONAL DEPENDENCY) and no @cache package unmet, invalid or missing', async () => {
+    const tarballs = inject('tarballs')
+    const dir = mkdtempSync(join(scratch, 'npm-core-memory-'))
+    writeFileSync(
+      join(dir, 'package.json'),
+      '{ "name": "core-and-memory", "version": "1.0.0", "private": true }\n',
+    )
+    const env = installEnv()
+    const install = await cpu(() =>
+      runToEnd(
+        'npm',
+        [
+          'install',
+          tarballs['@cache/core']!,
+          tarballs['@cache/memory']!,
+          '--prefer-offline',
+          '--no-audit',
+          '--no-fund',
+        ],
+        { cwd: dir, env, timeoutMs: 120_000 },
+      ),
+    )
+    expect(install.code, install.stderr).toBe(0)
+    const ls = await runToEnd('npm', ['ls', '--all'], { cwd: dir, env, timeoutMs: 60_000 })
+    expect(ls.stdout).toContain('@cache/memory@')
+    expect(npmLsProblems(ls.stdout, 'vitest')).toEqual([])
+    expect(ls.code, ls.stderr).toBe(0)
+  })
+
+  it("with every package (and vitest, @cache/testing's peer) installed, reports neither vitest nor an @cache package unmet, invalid or missing", async () => {
+    const ls = await runToEnd('npm', ['ls', '--all'], {
+      cwd: projects.npm,
+      env: installEnv(),
+      timeoutMs: 60_000,
+    })
+    expect(ls.stdout).toContain('@cache/testing@')
+    expect(npmLsProblems(ls.stdout)).toEqual([])
+    expect(ls.code, ls.stderr).toBe(0)
   })
 })
 

@@ -72,7 +72,11 @@ export function claimPrefix(prefix: string, owner: object, byDefault: boolean, d
   held.distinct++
 }
 
-/** Forgets every claim: for test suites that load the same modules again in one process. */
+/**
+ * Forgets every claimed key prefix, for every copy of @cache/core in the process: for test suites
+ * that load the same modules again in one process. Not for production code: after it, two
+ * different functions of one default name are no longer told apart.
+ */
 export function forgetMemoizedNames(): void {
   registry.clear()
 }
@@ -84,7 +88,7 @@ function collision(prefix: string, what: string): CacheConfigError {
       "Give each its own `name` option (cached(fn, { name: 'billing.load' }), @cache({ name: 'BillingRepository.find' })). " +
       'To share entries on purpose, give both the same `name`. ' +
       'The same code loaded twice counts as two functions (a factory called twice, a hot reload, a test that ' +
-      're-imports a module): give it a `name`, or call forgetMemoizedNames() from @cache/core/testing between test runs.',
+      're-imports a module): give it a `name`, or call forgetMemoizedNames() (from @cache/core or @cache/testing) between test runs.',
   )
 }
 

@@ -98,7 +98,7 @@ export {
   stableStringify,
   wellFormedKey,
 } from './keys.js'
-export { sourceFingerprint } from './identity.js'
+export { forgetMemoizedNames, sourceFingerprint } from './identity.js'
 export type { LoadOptions } from './load-options.js'
 export {
   type CacheDecorator,
@@ -152,6 +152,7 @@ export {
   type CacheLogger,
   type LoggerOption,
   IncidentLog,
+  SlowServerWatch,
   checkLogger,
   processLogger,
   setCacheLogger,

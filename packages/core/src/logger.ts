@@ -121,6 +121,52 @@ export class IncidentLog {
 }
 
 /**
+ * Tells a slow server from an unreachable one, for the "cannot reach" log. A refused connection,
+ * an unknown host or a rejected password is an outage at once; a request that merely timed out
+ * may be a healthy server on a loaded machine (a process's first connection can take longer than
+ * a 300 ms operation timeout). Timeouts become an outage only when the server has answered
+ * nothing for {@link windowMs} (5 s, or three operation timeouts if longer) and at least three
+ * requests timed out in that time. Each timeout is still counted and thrown to its caller.
+ */
+export class SlowServerWatch {
+  /** How long timeouts must go on, with no answer in between, to be an outage (ms). */
+  readonly windowMs: number
+  /** When the first timeout since the last answer happened (epoch ms). */
+  private since: number | undefined
+  private timeouts = 0
+
+  /** @param timeoutMs the per-operation timeout, in ms */
+  constructor(
+    readonly timeoutMs: number,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.windowMs = Math.max(5_000, 3 * timeoutMs)
+  }
+
+  /** A request timed out. True when the server now counts as unreachable (report it). */
+  timedOut(): boolean {
+    const now = this.now()
+    if (this.since === undefined) {
+      this.since = now
+      this.timeouts = 0
+    }
+    this.timeouts++
+    return this.timeouts >= 3 && now - this.since >= this.windowMs
+  }
+
+  /** The server answered: timeouts start over. */
+  answered(): void {
+    this.since = undefined
+  }
+
+  /** The reason for the log: how long nothing was answered. */
+  reason(): string {
+    const seconds = Math.round((this.now() - (this.since ?? this.now())) / 1000)
+    return `no answer for ${seconds} s (each operation gave up after ${this.timeoutMs} ms)`
+  }
+}
+
+/**
  * Logs `message` as a warning through the process-wide logger, once per `id` for the life of the
  * process (shared by every copy of @cache/core).
  */

@@ -5,13 +5,11 @@ import {
   cached,
   configureCache,
   defineBackend,
-  isListedKey,
   type MinimalBackend,
   resetCache,
   toBackend,
   ttlToMs,
 } from '../src/index.js'
-import { runConformance } from '../src/testing/index.js'
 
 /**
  * What a user writes to plug in their own store: only get/set/delete/clear. Values go through
@@ -69,40 +67,6 @@ describe('a custom backend with only get/set/delete/clear', () => {
     expect(await double(21)).toBe(42)
     expect(calls).toBe(2)
   })
-})
-
-runConformance('toy custom backend', {
-  create: ({ namespace }) => defineBackend(toyBackend(store, namespace)),
-  serializes: false,
-  reportsExpiry: false,
-  storesUndefined: false,
-  ttlMs: 100,
-  // Only get/set/delete/clear: listKeys() throws CacheUnsupportedError.
-  listsKeys: false,
-})
-
-/** The toy with a `keys()` of its own, which `defineBackend` keeps. */
-function listingToy(namespace: string): MinimalBackend {
-  const prefix = `${namespace}:`
-  return {
-    ...toyBackend(store, namespace),
-    async *keys(options) {
-      for (const [stored, entry] of [...store.entries()]) {
-        if (!stored.startsWith(prefix)) continue
-        const key = stored.slice(prefix.length)
-        const live = entry.expiresAt === undefined || entry.expiresAt > Date.now()
-        if (live && isListedKey(key, options?.prefix ?? '')) yield key
-      }
-    },
-  }
-}
-
-runConformance('toy custom backend that lists keys', {
-  create: ({ namespace }) => defineBackend(listingToy(namespace)),
-  serializes: false,
-  reportsExpiry: false,
-  storesUndefined: false,
-  ttlMs: 100,
 })
 
 /** The smallest store people write: a dict with get, set(key, value, ttl) and delete. */

@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { runConformance } from '@cache/core/testing'
+import { runConformance } from '@cache/testing'
 import { afterAll } from 'vitest'
 import { diskBackend } from '../src/index.js'
 

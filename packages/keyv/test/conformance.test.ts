@@ -1,4 +1,4 @@
-import { runConformance } from '@cache/core/testing'
+import { runConformance } from '@cache/testing'
 import { memoryBackend } from '@cache/memory'
 import { type RedisServer, startRedis } from '@cache/test-servers'
 import KeyvRedis from '@keyv/redis'

@@ -22,6 +22,7 @@ import {
   parseSize,
   type SetManyItem,
   type Size,
+  SlowServerWatch,
   ttlToMs,
 } from '@cache/core'
 import memjs from 'memjs'
@@ -33,6 +34,7 @@ import {
   counterBytes,
   counterValue,
   incrExtras,
+  LinkFailure,
   Opcode,
   type Response,
   request,
@@ -143,6 +145,8 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   private readonly incidents: IncidentLog
   /** Per server: an outage of it is logged and not over (checked on every answer). */
   private readonly reported: boolean[]
+  /** Per server: timeouts alone (a slow server, a loaded machine) are an outage only once they last. */
+  private readonly slowness: SlowServerWatch[]
   private closed = false
 
   constructor(
@@ -177,10 +181,18 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     )
     this.incidents = new IncidentLog(checkLogger(options.logger))
     this.reported = this.client.servers.map(() => false)
+    this.slowness = this.client.servers.map(() => new SlowServerWatch(this.timeoutMs))
     this.pool = new ServerPool(this.client, this.timeoutMs, options.weights, options.eject ?? {}, {
       // A server comes back only once its generation moved on: values it kept through a freeze,
       // or writes and deletes it missed while ejected, are never read again.
-      retry: (index) => this.generations.bumpOne(index, 'retry', (i, buf) => this.pool.sendRaw(i, buf)),
+      retry: (index) =>
+        this.generations
+          .bumpOne(index, 'retry', (i, buf) => this.pool.sendRaw(i, buf))
+          .catch((error: unknown) => {
+            // An ejected server that keeps not answering becomes an outage once that lasts.
+            if (!this.closed && isTimeout(error)) this.unreachable(index, error)
+            throw error
+          }),
       down: (index, error) => {
         this.unreachable(index, error)
         this.serverEvent('server-down', index, error)
@@ -545,6 +557,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     try {
       const response = await this.pool.send(index, buf, operation, { companion: !countErrors, undoable })
       this.observer.latency(performance.now() - start)
+      this.slowness[index]!.answered()
       if (this.reported[index]) this.answered(index)
       return response
     } catch (error) {
@@ -554,13 +567,16 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   }
 
   /**
-   * Asks every server for its version once, in the background, so that one nobody can reach is
-   * reported while the application starts, not at its first request. Counts nothing.
+   * Asks every server for its version once, in the background, so that one nobody can reach
+   * (connection refused, unknown host) is reported while the application starts, not at its first
+   * request. One that only answers late is not reported for that (see {@link unreachable}).
+   * Counts nothing.
    */
   private probe(): void {
     for (let index = 0; index < this.client.servers.length; index++) {
       this.pool.sendRaw(index, request(Opcode.version, '')).then(
         () => {
+          this.slowness[index]!.answered()
           if (this.reported[index]) this.answered(index)
         },
         (error: unknown) => {
@@ -570,9 +586,18 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     }
   }
 
+  /**
+   * Logs that server `index` is down, once. A refused or reset connection, an unknown host, is
+   * reported at once; a request that timed out only once the server has answered nothing for a
+   * while (a healthy server on a loaded machine can miss the first timeouts of a process).
+   */
   private unreachable(index: number, error: unknown): void {
     const server = this.pool.names[index]!
-    const reason = (error instanceof Error ? error.message : String(error)).replace(/\.+$/, '')
+    let reason = (error instanceof Error ? error.message : String(error)).replace(/\.+$/, '')
+    if (isTimeout(error)) {
+      if (this.reported[index] || !this.slowness[index]!.timedOut()) return
+      reason = this.slowness[index]!.reason()
+    }
     this.reported[index] = true
     this.incidents.report(
       server,
@@ -581,6 +606,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   }
 
   private answered(index: number): void {
+    this.slowness[index]!.answered()
     this.reported[index] = false
     const server = this.pool.names[index]!
     this.incidents.resolve(server, `memcached: ${server} answers again.`)
@@ -653,4 +679,10 @@ export function memcachedBackend(
   options: MemcachedBackendOptions = {},
 ): MemcachedBackend {
   return new MemcachedBackend(servers, options)
+}
+
+/** A request that got no answer in time (the link itself did not fail). */
+function isTimeout(error: unknown): boolean {
+  if (error instanceof LinkFailure) return error.timedOut
+  return (error as { code?: unknown } | null)?.code === 'CACHE_TIMEOUT'
 }

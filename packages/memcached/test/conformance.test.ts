@@ -1,4 +1,4 @@
-import { runConformance } from '@cache/core/testing'
+import { runConformance } from '@cache/testing'
 import { startMemcached } from '@cache/test-servers'
 import { afterAll } from 'vitest'
 import { memcachedBackend } from '../src/index.js'

@@ -83,6 +83,72 @@ describe('a memcached server that is killed and restarted', () => {
   })
 })
 
+describe('a memcached server that is healthy but slow to answer (a loaded machine)', () => {
+  let server: MemcachedServer
+  beforeAll(async () => {
+    server = await startMemcached({ spawn: true })
+  })
+  afterAll(async () => {
+    server?.process?.thaw()
+    await server?.stop()
+  })
+
+  it('is not reported as unreachable when its start-up check and first operations take longer than the timeout', async () => {
+    const logger = recorder()
+    // Stopped, the server still accepts connections (the kernel does) but answers nothing.
+    await server.process!.freeze()
+    const cache = memcachedBackend(server.server, {
+      logger,
+      timeout: '200ms',
+      eject: { retryAfter: '100ms' },
+    })
+    opened.push(cache)
+    try {
+      // Operations fail fast meanwhile (the caller hears it), for about a second.
+      for (let i = 0; i < 4; i++)
+        expect(await cache.get('k').catch((e: unknown) => e)).toBeInstanceOf(CacheUnavailableError)
+      await new Promise((resolve) => setTimeout(resolve, 300))
+    } finally {
+      server.process!.thaw()
+    }
+    await until(() => cache.serverStats()[0]!.state === 'up')
+    await cache.set('k', 1)
+    expect(await cache.get('k')).toBe(1)
+    expect(logger.lines).toEqual([])
+  })
+
+  it('is reported once it has answered nothing for 5 s, and again once it answers', async () => {
+    const logger = recorder()
+    const cache = memcachedBackend(server.server, {
+      logger,
+      timeout: '200ms',
+      eject: { retryAfter: '100ms', maxRetryAfter: '200ms' },
+    })
+    opened.push(cache)
+    await cache.set('k', 1)
+    await server.process!.freeze()
+    const frozenAt = Date.now()
+    try {
+      for (let i = 0; i < 100 && logger.lines.length === 0; i++) {
+        await cache.get('k').catch(() => {})
+        await new Promise((resolve) => setTimeout(resolve, 100))
+      }
+      expect(Date.now() - frozenAt).toBeGreaterThanOrEqual(5_000)
+    } finally {
+      server.process!.thaw()
+    }
+    expect(logger.lines).toEqual([
+      expect.stringMatching(
+        new RegExp(
+          `^error \\[@cache\\] memcached: cannot reach ${server.server.replace(/\./g, '\\.')}: no answer for [5-9] s \\(each operation gave up after 200 ms\\)\\. Its keys fail`,
+        ),
+      ),
+    ])
+    await until(() => logger.lines.length === 2)
+    expect(logger.lines[1]).toBe(`info [@cache] memcached: ${server.server} answers again.`)
+  })
+})
+
 describe('a script that never calls close()', () => {
   let server: MemcachedServer
   beforeAll(async () => {

@@ -1,4 +1,4 @@
-import { runConformance } from '@cache/core/testing'
+import { runConformance } from '@cache/testing'
 import { memoryBackend } from '../src/index.js'
 
 runConformance('memory', {

@@ -1,7 +1,7 @@
 import { dirname, join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { CacheConfigError, memoized } from '@cache/core'
-import { forgetMemoizedNames } from '@cache/core/testing'
+import { forgetMemoizedNames } from '@cache/testing'
 import ts from 'typescript'
 import { describe, expect, it } from 'vitest'
 

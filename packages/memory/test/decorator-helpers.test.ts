@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { forgetMemoizedNames } from '@cache/core/testing'
+import { forgetMemoizedNames } from '@cache/testing'
 import { afterAll, expect, it } from 'vitest'
 
 /**

@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { runConformance } from '@cache/core/testing'
+import { runConformance } from '@cache/testing'
 import { diskBackend } from '@cache/disk'
 import { memoryBackend } from '@cache/memory'
 import { redisBackend } from '@cache/redis'

@@ -1,5 +1,5 @@
 import { defineBackend, type MinimalBackend, ttlToMs } from '@cache/core'
-import { runConformance } from '@cache/core/testing'
+import { runConformance } from '@cache/testing'
 import { memoryBackend } from '@cache/memory'
 import { multiLevel } from '../src/index.js'
 

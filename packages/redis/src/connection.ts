@@ -6,6 +6,7 @@ import {
   IncidentLog,
   isUnavailable,
   type LoggerOption,
+  SlowServerWatch,
   unrefRedisClient,
 } from '@cache/core'
 import type { Cluster, Redis } from 'ioredis'
@@ -40,6 +41,8 @@ export class Connection {
   /** The client's latest connection error: the `cause` of "not connected" failures. */
   private lastError: Error | undefined
   private readonly incidents: IncidentLog
+  /** Timeouts alone (a slow server, a loaded machine) are an outage only once they last. */
+  private readonly slowness: SlowServerWatch
   /** When an operation last failed for want of the server (epoch ms). */
   private lastFailure = 0
   /** When the last outage ended (epoch ms). */
@@ -73,6 +76,7 @@ export class Connection {
     const clientTimeout = commandTimeoutOf(this.client)
     this.clientTimesOut = clientTimeout !== undefined
     this.timeoutMs = clientTimeout ?? settings.timeoutMs
+    this.slowness = new SlowServerWatch(this.timeoutMs)
     // Without a listener ioredis prints every connection error; we count them instead.
     this.client.on('error', this.onClientError)
     this.client.on('ready', this.onReady)
@@ -232,12 +236,13 @@ export class Connection {
     const translated = translateError(error, operation, this.timeoutMs, key, this.address)
     this.observer.error(operation, translated, key)
     if (isUnavailable(translated) && !this.closed && !(translated instanceof CacheClosedError))
-      this.outage(reasonOf(translated, this.timeoutMs))
+      this.outage(reasonOf(translated, this.timeoutMs), isTimeout(translated))
     return translated
   }
 
   /** A command was answered: an outage that has been quiet for a while is over. */
   answered(): void {
+    this.slowness.answered()
     if (this.lastFailure !== 0 && Date.now() - this.lastFailure >= QUIET_MS) this.recovered()
   }
 
@@ -312,19 +317,29 @@ export class Connection {
       'connection',
       translateError(error, 'connection', this.timeoutMs, undefined, this.address),
     )
-    if (!this.closed) this.outage(this.lastError.message)
+    if (!this.closed) this.outage(this.lastError.message, isTimeout(this.lastError))
   }
 
   private readonly onReady = (): void => {
     this.lastError = undefined
+    this.slowness.answered()
     this.recovered()
   }
 
-  private outage(reason: string): void {
+  /**
+   * Logs an outage once. A connection refused, an unknown host, a rejected password is one at
+   * once; a `timedOut` failure only once the server has answered nothing for a while (a healthy
+   * server on a loaded machine can miss the first timeouts of a process).
+   */
+  private outage(reason: string, timedOut: boolean): void {
     const now = Date.now()
     this.lastFailure = now
     // A command sent before the connection came back may still fail just after: the same outage.
     if (now - this.recoveredAt < QUIET_MS) return
+    if (timedOut) {
+      if (this.incidents.has('down') || !this.slowness.timedOut()) return
+      reason = this.slowness.reason()
+    }
     this.incidents.report(
       'down',
       `redis: cannot reach ${this.address}: ${reason.replace(/\.+$/, '')}. Operations fail fast with CacheUnavailableError (memoized functions run uncached) while the client keeps reconnecting.`,
@@ -354,6 +369,13 @@ function delay(ms: number): Promise<void> {
 }
 
 function noop(): void {}
+
+/** A request that got no answer in time (ours, ioredis's `Command timed out`, a TCP connect timeout). */
+function isTimeout(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code
+  if (code === 'CACHE_TIMEOUT' || code === 'ETIMEDOUT') return true
+  return error instanceof Error && /timed? ?out/i.test(error.message)
+}
 
 /** What went wrong, for the log: the client's own error when there is one. */
 function reasonOf(error: Error, timeoutMs: number): string {

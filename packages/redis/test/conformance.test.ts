@@ -1,4 +1,4 @@
-import { runConformance } from '@cache/core/testing'
+import { runConformance } from '@cache/testing'
 import { redisBackend } from '../src/index.js'
 import { useSingleAndCluster } from './servers.js'
 

@@ -113,6 +113,69 @@ describe('a Redis that is killed and restarted', () => {
   })
 })
 
+describe('a Redis that is healthy but slow to answer (a loaded machine)', () => {
+  let server: RedisServer
+  beforeAll(async () => {
+    server = await startRedis({ spawn: true })
+  })
+  afterAll(async () => {
+    server?.process?.thaw()
+    await server?.stop()
+  })
+
+  it('is not reported as unreachable when its first connection and first operations take longer than the timeout', async () => {
+    const logger = recorder()
+    // Stopped, the server still accepts connections (the kernel does) but answers nothing.
+    await server.process!.freeze()
+    const cache = redisBackend(server.url, { logger, timeout: 200 })
+    opened.push(cache)
+    try {
+      // Operations fail fast meanwhile (the caller hears it), for about a second.
+      for (let i = 0; i < 4; i++)
+        expect(await cache.get('k').catch((e: unknown) => e)).toBeInstanceOf(CacheUnavailableError)
+      await new Promise((resolve) => setTimeout(resolve, 300))
+    } finally {
+      server.process!.thaw()
+    }
+    await cache.ready(5_000)
+    await cache.set('k', 1)
+    expect(await cache.get('k')).toBe(1)
+    expect(logger.lines).toEqual([])
+  })
+
+  it('is reported once it has answered nothing for 5 s while operations time out, and again once it answers', async () => {
+    const logger = recorder()
+    const cache = redisBackend(server.url, { logger, timeout: 200 })
+    opened.push(cache)
+    await cache.set('k', 1)
+    await server.process!.freeze()
+    const frozenAt = Date.now()
+    try {
+      for (let i = 0; i < 100 && logger.lines.length === 0; i++) {
+        await cache.get('k').catch(() => {})
+        await new Promise((resolve) => setTimeout(resolve, 100))
+      }
+      expect(Date.now() - frozenAt).toBeGreaterThanOrEqual(5_000)
+    } finally {
+      server.process!.thaw()
+    }
+    expect(logger.lines).toEqual([
+      expect.stringMatching(
+        new RegExp(
+          `^error \\[@cache\\] redis: cannot reach 127\\.0\\.0\\.1:${server.port}: no answer for [5-9] s \\(each operation gave up after 200 ms\\)\\. Operations fail fast`,
+        ),
+      ),
+    ])
+    await cache.ready(5_000)
+    // An answer a second after the last failure ends the outage.
+    for (let i = 0; i < 50 && logger.lines.length < 2; i++) {
+      expect(await cache.get('k')).toBe(1)
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+    expect(logger.lines[1]).toBe(`info [@cache] redis: 127.0.0.1:${server.port} answers again.`)
+  })
+})
+
 describe('a script that never calls close()', () => {
   let server: RedisServer
   let cluster: RedisCluster

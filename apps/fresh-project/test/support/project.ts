@@ -58,6 +58,8 @@ export const THIRD_PARTY = [
   'keyv',
   '@keyv/redis',
   'cache-manager',
+  // @cache/testing's peer: a project that runs the conformance suite has vitest already.
+  'vitest',
 ] as const
 
 /** The highest version of `name` the workspace lockfile resolved. */
@@ -118,10 +120,7 @@ export async function createProject(
   const thirdParty = Object.fromEntries(THIRD_PARTY.map((name) => [name, lockedVersion(name, lockfile)]))
   const own = Object.fromEntries([...tarballs].map(([name, file]) => [name, `file:${file}`]))
   const manifest: Record<string, unknown> = { name: 'fresh-app', version: '1.0.0', private: true }
-  const env: NodeJS.ProcessEnv = { ...process.env, CI: 'true' }
-  // Keep the workspace's own settings (its pnpm, its registry scopes) from leaking in.
-  for (const key of Object.keys(env)) if (key.startsWith('npm_') || key.startsWith('PNPM_')) delete env[key]
-  env.npm_config_update_notifier = 'false'
+  const env = installEnv()
   env.npm_config_better_sqlite3_local_prebuilds = prebuilds
   if (pm === 'pnpm') {
     manifest.dependencies = { ...thirdParty, ...own }
@@ -140,6 +139,15 @@ export async function createProject(
     })
   }
   return dir
+}
+
+/** The environment of an install or of `npm ls` in a fresh project, as a user's shell has it. */
+export function installEnv(): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env, CI: 'true' }
+  // Keep the workspace's own settings (its pnpm, its registry scopes) from leaking in.
+  for (const key of Object.keys(env)) if (key.startsWith('npm_') || key.startsWith('PNPM_')) delete env[key]
+  env.npm_config_update_notifier = 'false'
+  return env
 }
 
 /** Copies `fixtures/<name>` into `<project>/<name>`. */

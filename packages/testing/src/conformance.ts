@@ -1,9 +1,13 @@
 import { randomBytes } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { type CacheBackend, listKeys } from '../backend.js'
-import { CacheKeyError, CacheUnsupportedError } from '../errors.js'
-import { cached } from '../memoize.js'
-import { invalidateTags } from '../tags.js'
+import {
+  type CacheBackend,
+  CacheKeyError,
+  CacheUnsupportedError,
+  cached,
+  invalidateTags,
+  listKeys,
+} from '@cache/core'
 
 /** How to build the backend under test, and what it can do. */
 export interface ConformanceOptions {

@@ -1,2 +1,0 @@
-export { runConformance, type ConformanceOptions } from './conformance.js'
-export { forgetMemoizedNames } from '../identity.js'
