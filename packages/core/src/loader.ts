@@ -573,7 +573,8 @@ export class Loader {
 
   private readSync(backend: CacheBackend, keys: CallKeys): Read {
     const sync = backend.sync!
-    const envelope = sync.get === undefined ? sync.getEntry<Envelope>(keys.entry)?.value : sync.get<Envelope>(keys.entry)
+    const envelope =
+      sync.get === undefined ? sync.getEntry<Envelope>(keys.entry)?.value : sync.get<Envelope>(keys.entry)
     const local = keys.local
     if (local.length === 1) {
       // The common case (the function's generation, no tags) without the arrays of the general
