@@ -247,6 +247,16 @@ describe.each(EXPRESS)('apps that differ only in what runs before the route, on 
     req.data = data
   }
 
+  /** An app whose one cached route answers what `role` may see. */
+  function cachedReport(backend: MemoryBackend, role: string, data: string) {
+    const a = express()
+    a.get('/report', cacheResponse({ ttl: 60, backend }), (req: any, res: any) => {
+      audience(role, data)(req)
+      report(req, res)
+    })
+    return a
+  }
+
   it('two live apps of one factory, guards configured apart: a client of one never gets the other one’s entry, whatever Host it sends', async () => {
     const backend = memory()
     const make = (role: string, data: string) => {
@@ -272,14 +282,7 @@ describe.each(EXPRESS)('apps that differ only in what runs before the route, on 
 
   it('two apps of one factory that the server’s own listener picks between: no site, from the first request on', async () => {
     const backend = memory()
-    const make = (role: string, data: string) => {
-      const a = express()
-      a.get('/report', cacheResponse({ ttl: 60, backend }), (req: any, res: any) => {
-        audience(role, data)(req)
-        report(req, res)
-      })
-      return a
-    }
+    const make = (role: string, data: string) => cachedReport(backend, role, data)
     const forAdmin = make('admin', 'ADMIN-ONLY')
     const forUser = make('user', 'public')
     const server = createServer((req, res) =>
@@ -371,14 +374,7 @@ describe.each(EXPRESS)('apps that differ only in what runs before the route, on 
     'a mounted sub-app whose handle picks between apps %s has no site',
     async (picked) => {
       const backend = memory()
-      const make = (role: string, data: string) => {
-        const a = express()
-        a.get('/report', cacheResponse({ ttl: 60, backend }), (req: any, res: any) => {
-          audience(role, data)(req)
-          report(req, res)
-        })
-        return a
-      }
+      const make = (role: string, data: string) => cachedReport(backend, role, data)
       const forAdmin = make('admin', 'ADMIN-ONLY')
       const forUser = make('user', 'public')
       const a = express()
@@ -411,14 +407,7 @@ describe.each(EXPRESS)('apps that differ only in what runs before the route, on 
     'a sub-app whose handle is replaced (%s it is mounted) to pick an app per request has no site',
     async (when) => {
       const backend = memory()
-      const make = (role: string, data: string) => {
-        const a = express()
-        a.get('/report', cacheResponse({ ttl: 60, backend }), (req: any, res: any) => {
-          audience(role, data)(req)
-          report(req, res)
-        })
-        return a
-      }
+      const make = (role: string, data: string) => cachedReport(backend, role, data)
       const forAdmin = make('admin', 'ADMIN-ONLY')
       const forUser = make('user', 'public')
       const a = express()
