@@ -102,6 +102,7 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
         'handler',
         wrapped,
         identity,
+        this,
       )
       if (typeof next === 'function' && isThenable(result)) {
         // Express 4 ignores a rejected promise: hand the error to the error handler, once.

@@ -67,9 +67,23 @@ export function requestKey(
   if (target === undefined) return undefined
   const varied = varyPart(req.headers, vary)
   return {
-    key: `${keyPrefix}:${origin}${target}${varied}`,
+    key: `${keyPrefix}:${origin}${target}${varied}${forwardedPart(req)}`,
     scope: urlScope(keyPrefix, origin.slice(origin.indexOf('://') + 3), sent, varied),
   }
+}
+
+/**
+ * Under `trust proxy`, the host comes from `X-Forwarded-Host`, and the `Host` header the handler
+ * can still read (`req.get('host')`, a common way to build absolute links) is another input: when
+ * it differs, it is part of the key, so a request with a forged `Host` behind a forwarded one
+ * keeps its own entry. Invalidation by URL reaches it (the URL's scope leaves it out).
+ */
+function forwardedPart(req: KeyedRequest): string {
+  const forwarded = req.headers['x-forwarded-host']
+  if (forwarded === undefined) return ''
+  const host = req.headers.host
+  if (host === undefined || resolvedHost(req) === host) return ''
+  return `${SEPARATOR}@host=${JSON.stringify(host)}`
 }
 
 /**

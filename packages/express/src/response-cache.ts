@@ -128,10 +128,11 @@ export class ResponseCache {
     req: Request,
     anchor: Function | undefined,
     identity: string | undefined,
+    receiver?: unknown,
   ): string | undefined {
     // Entries replayed by `front(app)` skip every middleware by the user's choice: one for every site.
     if (this.settings.frontSkipsAllMiddleware) return ''
-    return siteOf(req, anchor, identity)
+    return siteOf(req, anchor, identity, receiver)
   }
 
   /**
@@ -146,6 +147,8 @@ export class ResponseCache {
     position: CachePosition,
     anchor?: Function,
     identity?: string,
+    /** The object a decorated method was called on: two instances are two handlers. */
+    receiver?: unknown,
   ): unknown {
     if (this.handled.has(req)) return run()
     this.handled.add(req)
@@ -168,7 +171,7 @@ export class ResponseCache {
       if ('bypass' in resolved) return this.bypass(req, res, run, 'request', resolved.bypass)
       // Observed from now on: later requests of this app say where the cache sits as they go.
       observeDispatch(req)
-      const site = this.siteOf(req, anchor, identity)
+      const site = this.siteOf(req, anchor, identity, receiver)
       // Where the cache sits cannot be told: no entry may be replayed here, nor made.
       if (site === undefined) return this.bypass(req, res, run, 'request', 'site')
       this.sites.set(req, site)

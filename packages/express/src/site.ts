@@ -19,8 +19,9 @@ import { dispatchPosition, isMountedApp, type Layer, type RouterFrame, routerOf 
  * a short component of every key (`@<12 hex>`); the per-URL invalidation scope does not hold it,
  * so invalidation reaches every site.
  *
- * The port the request reached is part of it too: two servers in one process (an admin API and a
- * public one, say) never share entries, whatever `Host` a client sends.
+ * Where the server listens is part of it too (its bound address and port, or Unix socket path):
+ * two servers in one process (an admin API and a public one, say) never share entries, whatever
+ * `Host` a client sends, and replicas of a service that all listen at `0.0.0.0:3000` share them.
  *
  * What no description of code can tell apart is configuration: two apps of one factory whose
  * guards differ by a closure's value. On one port in one process the ambiguity check below
@@ -73,17 +74,42 @@ export function siteOf(
   req: IncomingMessage,
   anchor: Function | undefined,
   identity?: string,
+  receiver?: unknown,
 ): string | undefined {
   const app = (req as { app?: unknown }).app
-  // The port the request reached: two servers of one process never share a site.
-  const port = (req.socket as { localPort?: unknown } | null)?.localPort ?? ''
+  // Where the server listens: two servers of one process never share a site.
+  const listening = listeningAt(req)
   // Outside Express there is no routing to tell apart: the handler is the place.
-  if (app === undefined || app === null) return hashSite(`direct|${identity ?? ''}|${port}`)
+  if (app === undefined || app === null) return hashSite(`direct|${identity ?? ''}|${listening}`)
   const tracked = trackedLevels(req)
   const found = tracked === undefined ? searchedLevels(req, app as Record<string, any>, anchor) : tracked
   if (found === undefined || found === null) return undefined
-  const site = hashSite(`${found.levels}|${identity ?? ''}|${port}`)
-  return isAmbiguous(found, site, anchor, req) ? undefined : site
+  const site = hashSite(`${found.levels}|${identity ?? ''}|${listening}`)
+  return isAmbiguous(found, site, anchor, receiver, req) ? undefined : site
+}
+
+/** The address each server listens at, as it said once listening. */
+const listenAddresses = new WeakMap<object, string>()
+
+/**
+ * Where the request's server listens, as it was told to: the bound address and port
+ * (`0.0.0.0:3000` for every replica of a service, `127.0.0.1:3000` and `10.0.0.5:3000` for two
+ * interfaces of one), or the path of a Unix socket. What replicas share, and two servers of one
+ * process never do.
+ */
+function listeningAt(req: IncomingMessage): string {
+  const socket = req.socket as { server?: { address?: () => unknown }; localPort?: unknown } | null
+  const server = socket?.server
+  if (server === undefined || server === null || typeof server.address !== 'function')
+    return String(socket?.localPort ?? '')
+  let known = listenAddresses.get(server)
+  if (known === undefined) {
+    const address = server.address() as { address?: string; port?: number } | string | null
+    if (address === null) return String(socket?.localPort ?? '')
+    known = typeof address === 'string' ? address : `${address.address}:${address.port}`
+    listenAddresses.set(server, known)
+  }
+  return known
 }
 
 /** A site's description, and what it describes: the cache's route or router. */
@@ -98,7 +124,12 @@ interface Found {
  */
 const owners = new Map<
   string,
-  { owner: WeakRef<object>; anchor: WeakRef<Function> | undefined; server: WeakRef<object> | undefined }
+  {
+    owner: WeakRef<object>
+    anchor: WeakRef<Function> | undefined
+    receiver: WeakRef<object> | undefined
+    server: WeakRef<object> | undefined
+  }
 >()
 /** Sites two different routes (or cache functions) turned out to share while both were served. */
 const ambiguous = new Set<string>()
@@ -115,17 +146,21 @@ function isAmbiguous(
   found: Found,
   site: string,
   anchor: Function | undefined,
+  receiver: unknown,
   req: IncomingMessage,
 ): boolean {
   if (ambiguous.has(site)) return true
   const first = owners.get(site)
+  const instance = typeof receiver === 'object' && receiver !== null ? receiver : undefined
   if (first !== undefined) {
     const owner = first.owner.deref()
-    if (owner === found.owner && first.anchor?.deref() === anchor) return false
+    if (owner === found.owner && first.anchor?.deref() === anchor && first.receiver?.deref() === instance)
+      return false
     const server = first.server?.deref() as { listening?: unknown } | undefined
     const gone =
       owner === undefined ||
       (first.anchor !== undefined && first.anchor.deref() === undefined) ||
+      (first.receiver !== undefined && first.receiver.deref() === undefined) ||
       (first.server !== undefined && (server === undefined || server.listening === false))
     if (!gone) {
       ambiguous.add(site)
@@ -136,6 +171,7 @@ function isAmbiguous(
   owners.set(site, {
     owner: new WeakRef(found.owner),
     anchor: anchor === undefined ? undefined : new WeakRef(anchor),
+    receiver: instance === undefined ? undefined : new WeakRef(instance),
     server: server === undefined ? undefined : new WeakRef(server),
   })
   return false

@@ -4,8 +4,11 @@
  * route's cache must never answer it with what the guarded route stored.
  */
 import { createServer, request as httpRequest } from 'node:http'
-import { describe, expect, it } from 'vitest'
-import { cacheResponse, invalidateResponse, invalidateResponsePrefix } from '../src/index.js'
+import { describe, expect, it, vi } from 'vitest'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { cache, cacheResponse, invalidateResponse, invalidateResponsePrefix } from '../src/index.js'
 import type { MemoryBackend } from '@cache/memory'
 import { EXPRESS, memory, type Reply, serveEach } from './http.js'
 
@@ -429,4 +432,129 @@ describe.each(EXPRESS)('apps that differ only in what runs before the route, on 
       expect(user.headers['cache-status']).toMatch(/detail=site/)
     },
   )
+})
+
+describe.each(EXPRESS)('what a site holds beyond the routes, on %s', (_name, express) => {
+  const audienceApp = (backend: MemoryBackend, data: string, cacheWith = cacheResponse) => {
+    const a = express()
+    a.get('/report', cacheWith({ ttl: 60, backend }), (_req: any, res: any) => res.json({ data }))
+    return a
+  }
+
+  /** Listens on `address` (`host:port`, or a Unix socket path); resolves once listening. */
+  function listenAt(app: any, address: { host: string; port: number } | string) {
+    return new Promise<import('node:http').Server>((resolve) => {
+      const server: import('node:http').Server =
+        typeof address === 'string'
+          ? app.listen(address, () => resolve(server))
+          : app.listen(address.port, address.host, () => resolve(server))
+    })
+  }
+  const close = (server: import('node:http').Server) =>
+    new Promise<void>((resolve) => {
+      server.closeAllConnections()
+      server.close(() => resolve())
+    })
+  function getAt(address: { host: string; port: number } | string, path: string): Promise<Reply> {
+    return new Promise((resolve, reject) => {
+      const where =
+        typeof address === 'string' ? { socketPath: address } : { host: address.host, port: address.port }
+      // One name for the service on both interfaces, as a proxy in front would send.
+      const headers = { host: 'api.example' }
+      const req = httpRequest({ ...where, path, headers, agent: false, timeout: 5_000 }, (res) => {
+        const chunks: Buffer[] = []
+        res.on('data', (c: Buffer) => chunks.push(c))
+        res.on('end', () =>
+          resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }),
+        )
+      })
+      req.on('error', reject)
+      req.end()
+    })
+  }
+
+  it.each(['two addresses, one port', 'two Unix sockets'] as const)(
+    'two servers of one process (%s) never share an entry, also after a restart',
+    async (shape) => {
+      const backend = memory()
+      const dir = mkdtempSync(join(tmpdir(), 'cache-site-'))
+      const probe = await listenAt(express(), { host: '127.0.0.1', port: 0 })
+      const port = (probe.address() as { port: number }).port
+      await close(probe)
+      const internal = shape === 'two Unix sockets' ? join(dir, 'internal.sock') : { host: '127.0.0.1', port }
+      const external = shape === 'two Unix sockets' ? join(dir, 'public.sock') : { host: '127.0.0.2', port }
+      try {
+        for (let run = 0; run < 2; run++) {
+          // The same service started twice (a restart, with the package loaded afresh as a new
+          // process would): the internal API, and the public one.
+          vi.resetModules()
+          const fresh = ((await import('../src/index.js')) as typeof import('../src/index.js')).cacheResponse
+          const a = await listenAt(audienceApp(backend, 'ADMIN-ONLY', fresh), internal)
+          const b = await listenAt(audienceApp(backend, 'public', fresh), external)
+          try {
+            if (run === 0) expect(json(await getAt(internal, '/report')).data).toBe('ADMIN-ONLY')
+            const answer = await getAt(external, '/report')
+            expect(json(answer).data).toBe('public')
+          } finally {
+            await close(a)
+            await close(b)
+          }
+        }
+      } finally {
+        rmSync(dir, { recursive: true, force: true })
+      }
+    },
+  )
+
+  it('a decorated method of two instances that a route picks between: the second one seen bypasses', async () => {
+    const backend = memory()
+    class ReportsController {
+      constructor(private readonly data: string) {}
+      @cache({ ttl: 60, backend })
+      list(_req: any, res: any, _next?: any) {
+        res.json({ data: this.data })
+      }
+    }
+    const internalOnly = new ReportsController('ADMIN-ONLY')
+    const everyone = new ReportsController('public')
+    const a = express()
+    a.get('/reports', (req: any, res: any, next: any) =>
+      (req.get('x-api-key') === 'k-internal' ? internalOnly : everyone).list(req, res, next),
+    )
+    const r = await serve(a)
+    await r.request('/reports', { headers: internal })
+    expect(json(await r.request('/reports', { headers: internal })).data).toBe('ADMIN-ONLY')
+    for (let i = 0; i < 3; i++) {
+      const outsider = await r.request('/reports')
+      expect(json(outsider).data).toBe('public')
+      expect(outsider.headers['cache-status']).toMatch(/detail=site/)
+    }
+  })
+
+  it('under trust proxy, a forged Host behind X-Forwarded-Host keeps its own entry', async () => {
+    const a = express()
+    a.set('trust proxy', 'loopback')
+    const backend = memory()
+    a.get('/reset', cacheResponse({ ttl: 60, backend }), (req: any, res: any) =>
+      res.json({ action: `${req.protocol}://${req.get('host')}/reset/confirm` }),
+    )
+    const r = await serve(a)
+    const forged = await r.request('/reset', {
+      headers: { host: 'evil.example', 'x-forwarded-host': 'shop.example' },
+    })
+    expect(json(forged).action).toBe('http://evil.example/reset/confirm')
+    const victim = await r.request('/reset', {
+      headers: { host: 'shop.example', 'x-forwarded-host': 'shop.example' },
+    })
+    expect(json(victim).action).toBe('http://shop.example/reset/confirm')
+    expect(isHit(victim)).toBe(false)
+    // Each is cached, and invalidating the URL reaches both.
+    const victimHeaders = { host: 'shop.example', 'x-forwarded-host': 'shop.example' }
+    const forgedHeaders = { host: 'evil.example', 'x-forwarded-host': 'shop.example' }
+    expect(isHit(await r.request('/reset', { headers: victimHeaders }))).toBe(true)
+    expect(isHit(await r.request('/reset', { headers: forgedHeaders }))).toBe(true)
+    await invalidateResponse('http://shop.example/reset', { backend })
+    expect(isHit(await r.request('/reset', { headers: victimHeaders }))).toBe(false)
+    expect(isHit(await r.request('/reset', { headers: forgedHeaders }))).toBe(false)
+  })
 })
