@@ -127,7 +127,8 @@ function canonicalPath(path: string): string {
 /**
  * The query as a set of decoded pairs, sorted. Coarser than any parser, so that every spelling
  * Express 4's `qs` reads as one query shares it: a pair without a name is dropped (`qs` drops
- * `=x`), and array indices are one (`ids[0]=1`, `ids[1]=1` and `ids[]=1` are all `{ ids: ['1'] }`).
+ * `=x`), and list brackets and indices are dropped (`ids=1&ids=2`, `ids[]=1&ids[]=2` and
+ * `ids[0]=1&ids[1]=2` are all `{ ids: ['1', '2'] }`).
  */
 function canonicalQuery(query: string): string {
   const pairs: [string, string][] = []
@@ -135,8 +136,8 @@ function canonicalQuery(query: string): string {
     if (param === '') continue
     const eq = param.indexOf('=')
     const name = safeDecode((eq === -1 ? param : param.slice(0, eq)).replaceAll('+', ' ')).replace(
-      ARRAY_INDEX,
-      '[]',
+      LIST_BRACKETS,
+      '',
     )
     if (name === '') continue
     const value = eq === -1 ? '' : safeDecode(param.slice(eq + 1).replaceAll('+', ' '))
@@ -146,7 +147,8 @@ function canonicalQuery(query: string): string {
   return pairs.map(([n, v]) => `${encodeURIComponent(n)}=${encodeURIComponent(v)}`).join('&')
 }
 
-const ARRAY_INDEX = /\[\s*\d+\s*\]/g
+/** `[]` and `[<index>]` in a parameter name: `qs` reads `ids`, `ids[]` and `ids[0]` as one list. */
+const LIST_BRACKETS = /\[\s*\d*\s*\]/g
 
 /** Percent-escapes decoded, or the text as it is when they do not decode. */
 function safeDecode(text: string): string {
