@@ -119,6 +119,7 @@ export {
   createCodec,
   fromTaggedJson,
   jsonSerializer,
+  MAX_VALUE_DEPTH,
   parseTagged,
   resolveSerializer,
   stringifyTagged,

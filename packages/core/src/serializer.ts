@@ -32,6 +32,22 @@ function fail(path: string, what: string): never {
   throw new CacheSerializationError(`cannot serialize ${what} at ${path}`, path)
 }
 
+/**
+ * How deep a value may nest. Deeper, walking it would exhaust the stack (a bare `RangeError`
+ * from the serializer, or from the structured clone a memory backend makes); such a value is
+ * refused with a {@link CacheSerializationError} instead. JSON and V8's own formats read back
+ * anything this deep.
+ */
+export const MAX_VALUE_DEPTH = 1000
+
+function tooDeep(path: string): never {
+  const shown = path.length > 80 ? `${path.slice(0, 80)}…` : path
+  throw new CacheSerializationError(
+    `cannot serialize a value nested more than ${MAX_VALUE_DEPTH} levels deep (at ${shown})`,
+    shown,
+  )
+}
+
 function encode(value: unknown, path: string, seen: Set<object>): unknown {
   switch (typeof value) {
     case 'string':
@@ -52,6 +68,8 @@ function encode(value: unknown, path: string, seen: Set<object>): unknown {
   if (value === null) return null
   const object = value as object
   if (seen.has(object)) fail(path, 'a circular reference')
+  // `seen` holds the objects on the path to this one: its size is the depth.
+  if (seen.size >= MAX_VALUE_DEPTH) tooDeep(path)
   seen.add(object)
   try {
     return encodeObject(object, path, seen)
@@ -363,7 +381,12 @@ const CLONABLE = new Set<unknown>([
  * prototype, a symbol-keyed or non-enumerable property, a property added to a built-in, a
  * function or a symbol. Cycles are fine.
  */
-export function assertStructuredClonable(value: unknown, path = '$', seen = new Set<object>()): void {
+export function assertStructuredClonable(
+  value: unknown,
+  path = '$',
+  seen = new Set<object>(),
+  depth = 0,
+): void {
   if (typeof value === 'function')
     throw new CacheSerializationError(
       `cannot serialize a function (${value.name || 'anonymous'}) at ${path}`,
@@ -372,6 +395,7 @@ export function assertStructuredClonable(value: unknown, path = '$', seen = new 
   if (typeof value === 'symbol')
     throw new CacheSerializationError(`cannot serialize a symbol (${value.toString()}) at ${path}`, path)
   if (typeof value !== 'object' || value === null || seen.has(value)) return
+  if (depth >= MAX_VALUE_DEPTH) tooDeep(path)
   seen.add(value)
   const proto = Object.getPrototypeOf(value)
   if (proto === Object.prototype || proto === Array.prototype) {
@@ -385,7 +409,8 @@ export function assertStructuredClonable(value: unknown, path = '$', seen = new 
         if (key === 'length' && proto === Array.prototype) continue
         fail(`${path}.${key}`, 'a non-enumerable property (it would be lost)')
       }
-      if ('value' in descriptor) assertStructuredClonable(descriptor.value, childPath(path, key, proto), seen)
+      if ('value' in descriptor)
+        assertStructuredClonable(descriptor.value, childPath(path, key, proto), seen, depth + 1)
     }
     return
   }
@@ -406,12 +431,12 @@ export function assertStructuredClonable(value: unknown, path = '$', seen = new 
   if (value instanceof Map) {
     let i = 0
     for (const [k, v] of value) {
-      assertStructuredClonable(k, `${path}<key ${i}>`, seen)
-      assertStructuredClonable(v, `${path}.get(${i++})`, seen)
+      assertStructuredClonable(k, `${path}<key ${i}>`, seen, depth + 1)
+      assertStructuredClonable(v, `${path}.get(${i++})`, seen, depth + 1)
     }
   } else if (value instanceof Set) {
     let i = 0
-    for (const v of value) assertStructuredClonable(v, `${path}<item ${i++}>`, seen)
+    for (const v of value) assertStructuredClonable(v, `${path}<item ${i++}>`, seen, depth + 1)
   }
 }
 
@@ -451,7 +476,11 @@ export interface CodecOptions {
   compressThreshold?: Size | false
 }
 
-/** Marks a compressed value. Neither JSON text nor V8's format (0xFF) starts with a NUL byte. */
+/**
+ * Marks a compressed value. Neither JSON text nor V8's format (0xFF) starts with a NUL byte; what
+ * another serializer writes starting with one is always stored compressed, so a stored value that
+ * starts with the marker is always compressed.
+ */
 const COMPRESSED = 0x00
 
 /**
@@ -486,16 +515,24 @@ export function createCodec(options: CodecOptions = {}): Codec {
     encode(value) {
       let bytes = serializer.serialize(value)
       if (!Buffer.isBuffer(bytes)) bytes = Buffer.from(bytes as Uint8Array | string)
-      if (bytes.length >= threshold) {
+      // Bytes that start like the marker are compressed whatever their size (see COMPRESSED).
+      const marked = bytes.length > 0 && bytes[0] === COMPRESSED
+      if (marked || bytes.length >= threshold) {
         const packed = deflateRawSync(bytes)
-        if (packed.length + 1 < bytes.length) return Buffer.concat([Buffer.of(COMPRESSED), packed])
+        if (marked || packed.length + 1 < bytes.length) return Buffer.concat([Buffer.of(COMPRESSED), packed])
       }
       return bytes
     },
     decode(stored) {
       const bytes = typeof stored === 'string' ? Buffer.from(stored) : stored
       if (bytes.length > 0 && bytes[0] === COMPRESSED) {
-        return serializer.deserialize(inflateRawSync(bytes.subarray(1)))
+        let inflated: Buffer | undefined
+        try {
+          inflated = inflateRawSync(bytes.subarray(1))
+        } catch {
+          // Written uncompressed by an earlier version, which stored such bytes as they were.
+        }
+        if (inflated !== undefined) return serializer.deserialize(inflated)
       }
       // Counters written by incr are plain integers whatever the serializer.
       if (bytes.length <= 21 && bytes.length > 0 && bytes[0] !== 0xff) {

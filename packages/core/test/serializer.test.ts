@@ -1,10 +1,13 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import {
+  assertSerializable,
+  assertStructuredClonable,
   CacheError,
   CacheSerializationError,
   createCodec,
   jsonSerializer,
+  MAX_VALUE_DEPTH,
   v8Serializer,
 } from '../src/index.js'
 
@@ -191,5 +194,59 @@ describe('createCodec', () => {
 
   it('rejects a bad compressThreshold', () => {
     expect(() => createCodec({ compressThreshold: '1XB' })).toThrow(/compressThreshold/)
+  })
+})
+
+describe('values nested very deep', () => {
+  const nested = (levels: number) => {
+    const root: Record<string, unknown> = {}
+    let current = root
+    for (let i = 0; i < levels; i++) {
+      const next: Record<string, unknown> = {}
+      current.a = next
+      current = next
+    }
+    return root
+  }
+
+  it.each(['json', 'v8'] as const)(
+    '%s: a value deeper than MAX_VALUE_DEPTH is refused with CacheSerializationError, not a stack overflow',
+    (serializer) => {
+      const codec = createCodec({ serializer })
+      let error: unknown
+      try {
+        codec.encode(nested(20_000))
+      } catch (caught) {
+        error = caught
+      }
+      expect(error).toBeInstanceOf(CacheSerializationError)
+      expect(String((error as Error).message)).toMatch(/nested more than 1000 levels/)
+      // Just within the bound, the value round-trips.
+      expect(codec.decode(codec.encode(nested(MAX_VALUE_DEPTH - 2)))).toEqual(nested(MAX_VALUE_DEPTH - 2))
+    },
+  )
+
+  it('assertSerializable and assertStructuredClonable refuse it the same way', () => {
+    expect(() => assertSerializable(nested(20_000))).toThrow(CacheSerializationError)
+    expect(() => assertStructuredClonable(nested(20_000))).toThrow(CacheSerializationError)
+  })
+})
+
+describe('a serializer whose bytes start with a NUL byte', () => {
+  // What msgpack writes for 0, or any binary format may start with.
+  const binary = {
+    name: 'binary',
+    serialize: (value: unknown) => Buffer.concat([Buffer.of(0), Buffer.from(JSON.stringify(value))]),
+    deserialize: (bytes: Buffer) => JSON.parse(bytes.subarray(1).toString()),
+  }
+
+  it.each([false, 1] as const)('round-trips with compressThreshold %s', (compressThreshold) => {
+    const codec = createCodec({ serializer: binary, compressThreshold })
+    for (const value of [0, 'x', { a: [1, 2] }]) expect(codec.decode(codec.encode(value))).toEqual(value)
+  })
+
+  it('reads bytes an earlier version stored uncompressed', () => {
+    const codec = createCodec({ serializer: binary })
+    expect(codec.decode(binary.serialize({ old: true }))).toEqual({ old: true })
   })
 })

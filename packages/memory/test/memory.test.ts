@@ -177,3 +177,33 @@ describe('clone: true', () => {
     expect(back.m).toEqual(new Map([[1, new Set([2])]]))
   })
 })
+
+describe('maxSize bounds what values keep alive', () => {
+  it('measures a doubly linked list and a tree with parent links at once, each object once', async () => {
+    type Node = { n: number; prev?: Node; next?: Node; children?: Node[]; parent?: Node }
+    const nodes: Node[] = Array.from({ length: 2_000 }, (_, n) => ({ n }))
+    for (let i = 1; i < nodes.length; i++) {
+      nodes[i]!.prev = nodes[i - 1]
+      nodes[i - 1]!.next = nodes[i]
+    }
+    const root: Node = { n: -1, children: [] }
+    for (let i = 0; i < 50; i++) root.children!.push({ n: i, parent: root, children: [] })
+    const cache = memoryBackend({ maxSize: '10MB', checkValues: false })
+    const started = performance.now()
+    await cache.set('list', nodes[0])
+    await cache.set('tree', root)
+    expect(performance.now() - started).toBeLessThan(2_000)
+    // Each node: overhead, three keys and their values: no more than a few hundred bytes each.
+    expect(estimateSize(nodes[0])).toBeGreaterThan(2_000 * 16)
+    expect(estimateSize(nodes[0])).toBeLessThan(2_000 * 200)
+  })
+
+  it('counts the memory a view keeps alive and values nested deeper than any cap', async () => {
+    const big = Buffer.alloc(4 * 1024 * 1024)
+    const cache = memoryBackend({ maxSize: '1MB' })
+    await expect(cache.set('view', big.subarray(0, 10))).rejects.toBeInstanceOf(CacheValueTooLargeError)
+    let deep: Record<string, unknown> = { leaf: 'x'.repeat(1000) }
+    for (let i = 0; i < 5_000; i++) deep = { a: deep }
+    expect(estimateSize(deep)).toBeGreaterThan(5_000 * 16)
+  })
+})
