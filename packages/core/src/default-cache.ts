@@ -11,9 +11,21 @@ import { type Duration, ttlToMs } from './durations.js'
 import { CacheMissingPackageError } from './errors.js'
 import { type CacheLogger, setCacheLogger } from './logger.js'
 
-let current: CacheBackend | undefined
-/** `current` was built from the environment by @cache itself (not given to configureCache): it is ours to close. */
-let implicit = false
+/**
+ * The default cache, one per process: held on `globalThis`, so that every copy of this package an
+ * application loads (its ESM and CommonJS builds side by side, two installed versions) configures
+ * and uses the same one. `implicit`: it was built from the environment by @cache itself (not given
+ * to configureCache), and is ours to close.
+ */
+interface DefaultCache {
+  current: CacheBackend | undefined
+  implicit: boolean
+}
+const DEFAULT_CACHE = Symbol.for('@cache/core:default-cache@1')
+const state = ((globalThis as Record<symbol, unknown>)[DEFAULT_CACHE] ??= {
+  current: undefined,
+  implicit: false,
+} satisfies DefaultCache) as DefaultCache
 
 /** What {@link configureCache} accepts besides a backend or a backend list. */
 export interface ConfigureOptions extends Partial<Omit<CacheConfig, 'backends'>> {
@@ -49,9 +61,9 @@ export function configureCache(
 ): CacheBackend {
   if (isOptions(input) && input.logger !== undefined) setCacheLogger(input.logger)
   const next = build(input)
-  const previous = implicit ? current : undefined
-  current = next
-  implicit = false
+  const previous = state.implicit ? state.current : undefined
+  state.current = next
+  state.implicit = false
   if (previous !== undefined && previous !== next) previous.close().catch(() => {})
   return next
 }
@@ -84,11 +96,11 @@ function build(input: CacheBackend | MinimalBackend | string | ConfigureOptions 
 
 /** The default cache; built from the environment on first use if {@link configureCache} was not called. */
 export function getBackend(): CacheBackend {
-  if (current === undefined) {
-    current = build(undefined)
-    implicit = true
+  if (state.current === undefined) {
+    state.current = build(undefined)
+    state.implicit = true
   }
-  return current
+  return state.current
 }
 
 /**
@@ -102,7 +114,7 @@ export function getBackend(): CacheBackend {
  * application configures its cache in code, later.
  */
 export function prepareDefaultCache(): void {
-  if (current !== undefined) return
+  if (state.current !== undefined) return
   try {
     getBackend()
   } catch (error) {
@@ -113,9 +125,9 @@ export function prepareDefaultCache(): void {
 
 /** Closes the default cache and forgets it; the next use builds a new one. */
 export async function resetCache(): Promise<void> {
-  const previous = current
-  current = undefined
-  implicit = false
+  const previous = state.current
+  state.current = undefined
+  state.implicit = false
   await previous?.close()
 }
 
