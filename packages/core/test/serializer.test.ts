@@ -1,6 +1,7 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import {
+  CacheConfigError,
   CacheError,
   CacheSerializationError,
   createCodec,
@@ -186,7 +187,7 @@ describe('createCodec', () => {
     expect(createCodec({ serializer: upper }).decode(createCodec({ serializer: upper }).encode('abc'))).toBe(
       'ABC',
     )
-    expect(() => createCodec({ serializer: {} as never })).toThrow(TypeError)
+    expect(() => createCodec({ serializer: {} as never })).toThrow(CacheConfigError)
   })
 
   it('rejects a bad compressThreshold', () => {
