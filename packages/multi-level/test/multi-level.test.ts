@@ -335,7 +335,7 @@ describe('multiLevel construction', () => {
     expect(() => multiLevel({ levels: [] })).toThrow(/at least one backend/)
     expect(() => multiLevel({} as never)).toThrow(TypeError)
     expect(() => multiLevel({ levels: [memoryBackend()], breaker: { failureThreshold: 0 } })).toThrow(
-      RangeError,
+      CacheConfigError,
     )
     expect(() => multiLevel({ levels: [memoryBackend()], breaker: { openFor: -1 } })).toThrow(
       CacheConfigError,
