@@ -11,7 +11,7 @@ const cache =
   kind === 'disk'
     ? diskBackend({ path: target, namespace })
     : kind === 'redis'
-      ? redisBackend(target, { namespace, timeout: 2000 })
+      ? redisBackend(target, { namespace, timeout: '2s' })
       : memcachedBackend(target, { namespace, timeout: '2s' })
 
 await new Promise((resolve) => process.stdin.once('data', resolve))

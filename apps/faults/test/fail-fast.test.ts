@@ -34,7 +34,7 @@ const targets: [string, () => Promise<Target>][] = [
     'redis',
     async () => {
       const server = await startRedis({ spawn: true })
-      const backend = redisBackend(server.url, { namespace: 'faults-fast', timeout: TIMEOUT_MS })
+      const backend = redisBackend(server.url, { namespace: 'faults-fast', timeout: `${TIMEOUT_MS}ms` })
       return {
         backend,
         pid: server.process!.pid!,

@@ -13,6 +13,7 @@ import {
   isCacheError,
   parseDuration,
   parseSize,
+  CacheConfigError,
 } from '@cache/core'
 import { diskBackend } from '@cache/disk'
 import { memcachedBackend } from '@cache/memcached'
@@ -102,11 +103,14 @@ describe('backend options reject bad sizes and durations at construction', () =>
     ['memcached timeout -1', () => memcachedBackend('127.0.0.1:1', { timeout: -1 }), /timeout.*-1/],
     ["memcached defaultTtl 'abc'", () => memcachedBackend('127.0.0.1:1', { defaultTtl: 'abc' }), /"abc"/],
   ]
-  it.each(rows)('%s throws a RangeError naming the option, and creates nothing', (_, build, message) => {
-    expect(build).toThrow(RangeError)
-    expect(build).toThrow(message)
-    expect(existsSync(unusedDir)).toBe(false)
-  })
+  it.each(rows)(
+    '%s throws a CacheConfigError naming the option, and creates nothing',
+    (_, build, message) => {
+      expect(build).toThrow(CacheConfigError)
+      expect(build).toThrow(message)
+      expect(existsSync(unusedDir)).toBe(false)
+    },
+  )
 })
 
 const servers = new SharedServers()

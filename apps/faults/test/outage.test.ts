@@ -173,7 +173,7 @@ const durableRedis = () =>
 describe('a remote level killed and restarted under load', () => {
   it('memory → redis, tuned for fast recovery (durable AOF: old values survive the kill)', async () => {
     const server = await durableRedis()
-    const options = { namespace: 'faults-outage', timeout: OP_TIMEOUT_MS, maxReconnectDelay: 500 }
+    const options = { namespace: 'faults-outage', timeout: `${OP_TIMEOUT_MS}ms`, maxReconnectDelay: '500ms' }
     const chain = multiLevel({
       levels: [memoryBackend({ maxKeys: 200 }), redisBackend(server.url, options)],
       ...FAST_RECOVERY,

@@ -146,7 +146,8 @@ function looksLikeMilliseconds(seconds: number): boolean {
   )
 }
 
-function warnMilliseconds(seconds: number, what: string): void {
+/** Warns once that `seconds` (given as `what`) is read as seconds, not the milliseconds it looks like. */
+export function warnMilliseconds(seconds: number, what: string): void {
   const read = formatDuration(seconds * SECOND)
   const meant = seconds / 1000
   warnOnce(

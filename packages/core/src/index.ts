@@ -98,6 +98,15 @@ export {
   stableStringify,
   wellFormedKey,
 } from './keys.js'
+export {
+  type DurationOptionRules,
+  checkOption,
+  countOption,
+  durationOption,
+  fromMilliseconds,
+  renamedOption,
+  ttlOption,
+} from './option-checks.js'
 export { forgetMemoizedNames, sourceFingerprint } from './identity.js'
 export type { LoadOptions } from './load-options.js'
 export {

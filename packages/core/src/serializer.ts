@@ -1,7 +1,8 @@
 import { deflateRawSync, inflateRawSync } from 'node:zlib'
 import { deserialize as v8Deserialize, serialize as v8Serialize } from 'node:v8'
 import { arrayShape, hasExtraOwnProperties } from './builtins.js'
-import { CacheSerializationError } from './errors.js'
+import { CacheConfigError, CacheSerializationError } from './errors.js'
+import { checkOption } from './option-checks.js'
 import { parseSize, type Size } from './sizes.js'
 
 /**
@@ -497,7 +498,10 @@ export function resolveSerializer(serializer: CodecOptions['serializer']): Seria
   if (serializer === undefined || serializer === 'json') return jsonSerializer
   if (serializer === 'v8') return v8Serializer
   if (typeof serializer?.serialize !== 'function' || typeof serializer.deserialize !== 'function') {
-    throw new TypeError('serializer: expected "json", "v8" or an object with serialize() and deserialize()')
+    throw new CacheConfigError(
+      'serializer',
+      'expected "json", "v8" or an object with serialize() and deserialize()',
+    )
   }
   return serializer
 }
@@ -509,7 +513,9 @@ export function createCodec(options: CodecOptions = {}): Codec {
   const threshold =
     options.compressThreshold === undefined || options.compressThreshold === false
       ? Number.POSITIVE_INFINITY
-      : parseSize(options.compressThreshold, 'compressThreshold')
+      : checkOption('compressThreshold', () =>
+          parseSize(options.compressThreshold as Size, 'compressThreshold'),
+        )
   return {
     serializer,
     encode(value) {

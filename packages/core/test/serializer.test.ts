@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest'
 import {
   assertSerializable,
   assertStructuredClonable,
+  CacheConfigError,
   CacheError,
   CacheSerializationError,
   createCodec,
@@ -189,7 +190,7 @@ describe('createCodec', () => {
     expect(createCodec({ serializer: upper }).decode(createCodec({ serializer: upper }).encode('abc'))).toBe(
       'ABC',
     )
-    expect(() => createCodec({ serializer: {} as never })).toThrow(TypeError)
+    expect(() => createCodec({ serializer: {} as never })).toThrow(CacheConfigError)
   })
 
   it('rejects a bad compressThreshold', () => {

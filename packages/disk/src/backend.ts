@@ -270,7 +270,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   /**
    * Deletes expired entries (every namespace) and, when `orphanAgeMs` is given or an hour has
    * passed, value files no entry references that are at least that old. Runs in the background
-   * every `pruneIntervalMs`; call it yourself to prune now.
+   * every `pruneInterval`; call it yourself to prune now.
    */
   async prune(options: { orphanAgeMs?: number } = {}): Promise<{ expired: number; orphans: number }> {
     let expired = 0

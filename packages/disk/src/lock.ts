@@ -12,8 +12,8 @@ import { type EntryStore, isBusy, isCorruption, type Recovery } from './store.js
 
 /**
  * Runs the backend's synchronous SQLite steps. better-sqlite3 blocks while SQLite waits for a
- * lock, so SQLite's own wait (`busyTimeoutMs`) is kept short; past it the step is retried after an
- * asynchronous, jittered pause, until `lockTimeoutMs` has passed (then `CacheTimeoutError`).
+ * lock, so SQLite's own wait (`busyTimeout`) is kept short; past it the step is retried after an
+ * asynchronous, jittered pause, until `lockTimeout` has passed (then `CacheTimeoutError`).
  * A damaged database is rebuilt once, then the step is retried on the new one.
  */
 export class StoreLock {

@@ -2,14 +2,23 @@ import {
   type BaseBackendOptions,
   type CodecOptions,
   assertNamespace,
+  checkOption,
+  countOption,
+  type Duration,
+  durationOption,
+  fromMilliseconds,
   parseSize,
+  renamedOption,
   type Size,
-  ttlToMs,
+  ttlOption,
 } from '@cache/core'
 import { resolve } from 'node:path'
 import { defaultCachePath } from './paths.js'
 
-/** Options of {@link diskBackend}. Durations in ms are named `…Ms`; TTLs are seconds or strings. */
+/**
+ * Options of {@link diskBackend}. Every duration is a `Duration`: a number of **seconds**, or a
+ * string with a unit (`'10ms'`, `'1 minute'`). A bad option throws `CacheConfigError` naming it.
+ */
 export interface DiskBackendOptions extends BaseBackendOptions, CodecOptions {
   /**
    * Directory of the cache, created private (0700) if missing. Several processes (and several
@@ -26,17 +35,32 @@ export interface DiskBackendOptions extends BaseBackendOptions, CodecOptions {
   inlineThreshold?: Size
   /**
    * How long one SQLite call may wait, blocking the event loop, for another process's write lock
-   * before the backend yields and retries asynchronously. Default: 10 ms.
+   * before the backend yields and retries asynchronously. Seconds, or `'10ms'`; `0` never blocks.
+   * Default: `'10ms'`.
    */
-  busyTimeoutMs?: number
-  /** Total time an operation waits for the write lock before failing with `CacheTimeoutError`. Default: 2000 ms. */
-  lockTimeoutMs?: number
+  busyTimeout?: Duration
+  /**
+   * Total time an operation waits for the write lock before failing with `CacheTimeoutError`.
+   * Seconds, or `'2s'`. Default: `'2s'`.
+   */
+  lockTimeout?: Duration
   /**
    * A read records its access time (for LRU eviction) only when the stored one is older than this,
-   * so reads rarely write. Default: 60 000 ms.
+   * so reads rarely write. Seconds, or `'1 minute'`; `0` records every read. Default: `'1m'`.
    */
+  accessResolution?: Duration
+  /**
+   * How often expired entries are deleted in the background (an unref'd timer); `false` to never.
+   * Seconds, or `'1 minute'`. Default: `'1m'`.
+   */
+  pruneInterval?: Duration | false
+  /** @deprecated Use `busyTimeout` (seconds, or `'10ms'`); accepted until the next minor version. */
+  busyTimeoutMs?: number
+  /** @deprecated Use `lockTimeout` (seconds, or `'2s'`); accepted until the next minor version. */
+  lockTimeoutMs?: number
+  /** @deprecated Use `accessResolution` (seconds, or `'1m'`); accepted until the next minor version. */
   accessResolutionMs?: number
-  /** How often expired entries are deleted in the background (an unref'd timer); `false` to never. Default: 60 000 ms. */
+  /** @deprecated Use `pruneInterval` (seconds, `'1m'` or `false`); accepted until the next minor version. */
   pruneIntervalMs?: number | false
   /** `atomicUpdate` attempts before `CacheConflictError` when other processes keep writing the key. Default: 100. */
   maxAttempts?: number
@@ -58,40 +82,54 @@ export interface DiskSettings {
   now: () => number
 }
 
-/** Checks every option (a bad one throws a `RangeError` naming it) and applies the defaults. */
+/** Checks every option (a bad one throws a `CacheConfigError` naming it) and applies the defaults. */
 export function resolveOptions(options: DiskBackendOptions): DiskSettings {
-  if (options.namespace !== undefined) assertNamespace(options.namespace)
+  if (options.namespace !== undefined) checkOption('namespace', () => assertNamespace(options.namespace))
   const envMax = process.env.CACHE_DISK_MAX_SIZE?.trim()
   const maxSize =
     options.maxSize !== undefined
-      ? parseSize(options.maxSize, 'maxSize')
-      : parseSize(envMax || '10GB', envMax ? 'CACHE_DISK_MAX_SIZE' : 'maxSize')
+      ? checkOption('maxSize', () => parseSize(options.maxSize as Size, 'maxSize'))
+      : checkOption(envMax ? 'CACHE_DISK_MAX_SIZE' : 'maxSize', () =>
+          parseSize(envMax || '10GB', envMax ? 'CACHE_DISK_MAX_SIZE' : 'maxSize'),
+        )
+  const pruneInterval = renamed(options, 'pruneInterval', 'pruneIntervalMs', { false: true })
   return {
     path: resolve(options.path ?? defaultCachePath()),
-    defaultTtlMs: ttlToMs(options.defaultTtl, 'defaultTtl'),
+    defaultTtlMs: ttlOption(options.defaultTtl, 'defaultTtl'),
     maxSize,
-    inlineThreshold: parseSize(options.inlineThreshold ?? '32KB', 'inlineThreshold'),
-    busyTimeoutMs: wholeNumber(options.busyTimeoutMs, 10, 'busyTimeoutMs'),
-    lockTimeoutMs: wholeNumber(options.lockTimeoutMs, 2000, 'lockTimeoutMs'),
-    accessResolutionMs: wholeNumber(options.accessResolutionMs, 60_000, 'accessResolutionMs'),
-    pruneIntervalMs:
-      options.pruneIntervalMs === false
-        ? false
-        : Math.max(1, wholeNumber(options.pruneIntervalMs, 60_000, 'pruneIntervalMs')),
-    maxAttempts: Math.max(1, wholeNumber(options.maxAttempts, 100, 'maxAttempts', 'attempts')),
+    inlineThreshold: checkOption('inlineThreshold', () =>
+      parseSize(options.inlineThreshold ?? '32KB', 'inlineThreshold'),
+    ),
+    busyTimeoutMs: durationOption(renamed(options, 'busyTimeout', 'busyTimeoutMs'), 'busyTimeout', '10ms', {
+      zero: true,
+    }),
+    lockTimeoutMs: durationOption(renamed(options, 'lockTimeout', 'lockTimeoutMs'), 'lockTimeout', '2s', {
+      zero: true,
+    }),
+    accessResolutionMs: durationOption(
+      renamed(options, 'accessResolution', 'accessResolutionMs'),
+      'accessResolution',
+      '1m',
+      { zero: true },
+    ),
+    pruneIntervalMs: pruneInterval === false ? false : durationOption(pruneInterval, 'pruneInterval', '1m'),
+    maxAttempts: countOption(options.maxAttempts, 'maxAttempts', 100),
     now: options.now ?? Date.now,
   }
 }
 
-function wholeNumber(
-  value: number | undefined,
-  fallback: number,
-  what: string,
-  unit = 'milliseconds',
-): number {
-  if (value === undefined) return fallback
-  if (!Number.isSafeInteger(value) || value < 0) {
-    throw new RangeError(`${what}: ${String(value)} is not a whole number of ${unit} >= 0`)
-  }
-  return value
+/** A duration option, or its deprecated `…Ms` name converted (warned about once). */
+function renamed(
+  options: DiskBackendOptions,
+  name: 'busyTimeout' | 'lockTimeout' | 'accessResolution' | 'pruneInterval',
+  oldName: `${typeof name}Ms`,
+  allow: { zero?: boolean; false?: boolean } = { zero: true },
+): Duration | false | undefined {
+  return renamedOption<DiskBackendOptions, Duration | false>(
+    options,
+    name,
+    oldName,
+    fromMilliseconds(oldName, allow),
+    " (a Duration: seconds, or e.g. '250ms')",
+  )
 }

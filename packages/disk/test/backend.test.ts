@@ -32,7 +32,7 @@ const open: DiskBackend[] = []
 
 function cache(options: DiskBackendOptions = {}): DiskBackend {
   dir ??= mkdtempSync(join(tmpdir(), 'cache-disk-'))
-  const backend = diskBackend({ path: dir, pruneIntervalMs: false, ...options })
+  const backend = diskBackend({ path: dir, pruneInterval: false, ...options })
   open.push(backend)
   return backend
 }
@@ -211,7 +211,7 @@ describe('TTL', () => {
 describe('size limit', () => {
   it('evicts the least recently used entries to stay under maxSize, keeping recently read ones', async () => {
     const time = clock()
-    const c = cache({ now: time.now, maxSize: 10_000, accessResolutionMs: 0, inlineThreshold: 1500 })
+    const c = cache({ now: time.now, maxSize: 10_000, accessResolution: 0, inlineThreshold: 1500 })
     // Each entry is 1002 or 2002 bytes (JSON text plus key): six of them fit in 10 000.
     for (let i = 0; i < 6; i++) {
       await c.set(`k${i}`, 'x'.repeat(998 + (i % 2) * 1000)) // alternately inline and in a file
@@ -283,7 +283,7 @@ describe('contention and failures', () => {
   })
 
   it('waits for a lock held by another connection without blocking the event loop, then fails with CacheTimeoutError', async () => {
-    const c = cache({ lockTimeoutMs: 200 })
+    const c = cache({ lockTimeout: '200ms' })
     await c.set('k', 'before')
     const other = new Database(join(dir, 'cache.db'))
     other.prepare('BEGIN IMMEDIATE').run()
@@ -308,7 +308,7 @@ describe('contention and failures', () => {
   })
 
   it('a write waiting for the lock succeeds once the other connection commits', async () => {
-    const c = cache({ lockTimeoutMs: 2000 })
+    const c = cache({ lockTimeout: '2s' })
     const other = new Database(join(dir, 'cache.db'))
     other.prepare('BEGIN IMMEDIATE').run()
     const pending = c.incr('n')
@@ -363,12 +363,16 @@ describe('contention and failures', () => {
     [{ maxSize: '10XB' }, /maxSize/],
     [{ maxSize: 0 }, /maxSize/],
     [{ inlineThreshold: -1 }, /inlineThreshold/],
-    [{ lockTimeoutMs: 1.5 }, /lockTimeoutMs/],
+    [{ lockTimeout: -1 }, /lockTimeout/],
+    [{ lockTimeoutMs: -1 }, /lockTimeoutMs/],
     [{ defaultTtl: 0 }, /defaultTtl/],
-  ] as [DiskBackendOptions, RegExp][])('rejects the option %o with a RangeError', (options, message) => {
-    expect(() => cache(options)).toThrow(RangeError)
-    expect(() => cache(options)).toThrow(message)
-  })
+  ] as [DiskBackendOptions, RegExp][])(
+    'rejects the option %o with a CacheConfigError',
+    (options, message) => {
+      expect(() => cache(options)).toThrow(CacheConfigError)
+      expect(() => cache(options)).toThrow(message)
+    },
+  )
 })
 
 describe('events and stats', () => {

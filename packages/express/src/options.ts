@@ -9,6 +9,8 @@ import {
   prepareDefaultCache,
   type Size,
   toBackend,
+  checkOption,
+  durationOption,
 } from '@cache/core'
 import type { IncomingMessage } from 'node:http'
 import type { CacheControlRule, TtlFromResponse } from './cache-control.js'
@@ -185,13 +187,13 @@ export function resolveOptions(options: CacheResponseOptions | Duration = {}): S
   if (opts.backend === undefined) prepareDefaultCache()
   const ttlFromResponse = resolveTtlFromResponse(opts.ttl)
   return {
-    ttlMs: ttlFromResponse?.maxMs ?? parseDuration((opts.ttl as Duration | undefined) ?? 60, 'ttl'),
+    ttlMs: ttlFromResponse?.maxMs ?? durationOption(opts.ttl, 'ttl', 60),
     swrMs:
       opts.staleWhileRevalidate === undefined
         ? undefined
-        : parseDuration(opts.staleWhileRevalidate, 'staleWhileRevalidate'),
-    revalidateTimeoutMs: parseDuration(opts.revalidateTimeout ?? '30s', 'revalidateTimeout'),
-    collapseTimeoutMs: parseDuration(opts.collapseTimeout ?? '5s', 'collapseTimeout'),
+        : durationOption(opts.staleWhileRevalidate, 'staleWhileRevalidate', 0),
+    revalidateTimeoutMs: durationOption(opts.revalidateTimeout, 'revalidateTimeout', '30s'),
+    collapseTimeoutMs: durationOption(opts.collapseTimeout, 'collapseTimeout', '5s'),
     skippedOnHits: new Set(skipped),
     frontSkipsAllMiddleware: opts.frontSkipsAllMiddleware ?? false,
     backend: opts.backend === undefined ? undefined : toBackend(opts.backend),
@@ -201,7 +203,9 @@ export function resolveOptions(options: CacheResponseOptions | Duration = {}): S
     key: opts.key,
     storable: storablePredicate(opts.statuses),
     maxBodySize:
-      opts.maxBodySize === undefined ? DEFAULT_MAX_BODY : parseSize(opts.maxBodySize, 'maxBodySize'),
+      opts.maxBodySize === undefined
+        ? DEFAULT_MAX_BODY
+        : checkOption('maxBodySize', () => parseSize(opts.maxBodySize as Size, 'maxBodySize')),
     allowAuthorized: opts.allowAuthorized ?? false,
     allowCookies: opts.allowCookies ?? false,
     tags: tags === undefined ? undefined : typeof tags === 'function' ? tags : () => tags,
@@ -228,14 +232,14 @@ function resolveTtlFromResponse(ttl: CacheResponseOptions['ttl']): TtlFromRespon
       "expected a duration, 'from-response' or { fromResponse: true, default?, max? }",
     )
   return {
-    defaultMs: ttl.default === undefined ? undefined : parseDuration(ttl.default, 'ttl.default'),
-    maxMs: parseDuration(ttl.max ?? DEFAULT_MAX_FROM_RESPONSE, 'ttl.max'),
+    defaultMs: ttl.default === undefined ? undefined : durationOption(ttl.default, 'ttl.default', 0),
+    maxMs: durationOption(ttl.max, 'ttl.max', DEFAULT_MAX_FROM_RESPONSE),
   }
 }
 
 /** Whole seconds of a duration option, as a header carries them (rounded down; at least 0). */
 function headerSeconds(value: Duration, what: string): number {
-  return Math.floor(parseDuration(value, what) / 1000)
+  return Math.floor(durationOption(value, what, 0) / 1000)
 }
 
 function resolveCacheControl(option: CacheResponseOptions['cacheControl']): CacheControlRule | undefined {

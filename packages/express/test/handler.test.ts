@@ -328,7 +328,7 @@ describe.each(EXPRESS)('stale-while-revalidate on %s', (_name, express) => {
 
 describe('options', () => {
   it('rejects bad options with clear errors', () => {
-    expect(() => cacheResponse({ ttl: 0 })).toThrow(RangeError)
+    expect(() => cacheResponse({ ttl: 0 })).toThrow(CacheConfigError)
     expect(() => cacheResponse({ ttl: 'soon' })).toThrow(/ttl/)
     expect(() => cacheResponse({ maxBodySize: '1XB' })).toThrow(/maxBodySize/)
     expect(() => cacheResponse({ statuses: [99] })).toThrow(/statuses/)

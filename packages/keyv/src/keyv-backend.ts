@@ -22,6 +22,10 @@ import {
   toTaggedJson,
   ttlToMs,
   wellFormedKey,
+  ttlOption,
+  durationOption,
+  fromMilliseconds,
+  renamedOption,
 } from '@cache/core'
 import { Keyv, type KeyvStoreAdapter } from 'keyv'
 
@@ -33,9 +37,12 @@ export interface KeyvBackendOptions extends BaseBackendOptions {
    */
   namespace?: string
   /**
-   * Longest time an operation may take before it fails with `CacheTimeoutError`, in ms; `0`
-   * turns the timer off. Default: 1000, or 0 for an in-process `Map` store.
+   * Longest time an operation may take before it fails with `CacheTimeoutError`: seconds, or a
+   * string such as `'250ms'`; `false` (or `0`) turns the timer off. Default: `'1s'`, or off for
+   * an in-process `Map` store.
    */
+  timeout?: Duration | false
+  /** @deprecated Use `timeout` (seconds, or `'250ms'`; `false` for none); accepted until the next minor version. */
   timeoutMs?: number
   /** `close()` disconnects the store (or Keyv instance) too. Default: false (it is yours). */
   closeStore?: boolean
@@ -92,7 +99,7 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
     if (!isKeyvLike(keyvOrStore)) {
       throw new TypeError('keyvBackend: expected a Keyv instance, a Keyv store adapter or a Map')
     }
-    this.defaultTtlMs = ttlToMs(options.defaultTtl, 'defaultTtl')
+    this.defaultTtlMs = ttlOption(options.defaultTtl, 'defaultTtl')
     this.closeStore = options.closeStore ?? false
     if (isKeyvInstance(keyvOrStore)) {
       this.keyv = keyvOrStore
@@ -124,10 +131,20 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
       })
       this.keyv.on('error', () => {}) // thrown to the caller instead
     }
-    const timeoutMs = options.timeoutMs ?? (this.keyv.store instanceof Map ? 0 : 1000)
-    if (!Number.isFinite(timeoutMs) || timeoutMs < 0) {
-      throw new RangeError(`timeoutMs: ${String(timeoutMs)} is not a number of milliseconds >= 0`)
-    }
+    const timeout = renamedOption<KeyvBackendOptions, Duration | false>(
+      options,
+      'timeout',
+      'timeoutMs',
+      fromMilliseconds('timeoutMs', { zero: true }),
+      " (a Duration: seconds, or e.g. '250ms'; false for none)",
+    )
+    const timeoutMs =
+      timeout === false
+        ? 0
+        : durationOption(timeout, 'timeout', this.keyv.store instanceof Map ? 0 : '1s', {
+            zero: true,
+            msHabitFrom: 10,
+          })
     this.timeoutMs = timeoutMs
     if (this.keyv.store instanceof Map) this.keys = (options) => this.mapKeys(listPrefix(options))
     else if (typeof this.keyv.iterator === 'function')

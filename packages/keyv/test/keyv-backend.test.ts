@@ -1,4 +1,4 @@
-import { CacheSerializationError, CacheUnavailableError } from '@cache/core'
+import { CacheSerializationError, CacheUnavailableError, CacheConfigError } from '@cache/core'
 import { memoryBackend } from '@cache/memory'
 import { multiLevel } from '@cache/multi-level'
 import { startRedis } from '@cache/test-servers'
@@ -137,14 +137,14 @@ describe('keyvBackend', () => {
 
   it('rejects what is neither a Keyv, a store nor a Map', () => {
     expect(() => keyvBackend({} as never)).toThrow(TypeError)
-    expect(() => keyvBackend(new Map(), { timeoutMs: -1 })).toThrow(RangeError)
+    expect(() => keyvBackend(new Map(), { timeout: -1 })).toThrow(CacheConfigError)
   })
 
   it('fails fast with CacheUnavailableError when the Redis behind @keyv/redis is down', async () => {
     const redis = await startRedis({ spawn: true })
     const cache = keyvBackend(new KeyvRedis(redis.url), {
       namespace: 'down',
-      timeoutMs: 500,
+      timeout: '500ms',
       closeStore: true,
     })
     try {

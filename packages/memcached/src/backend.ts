@@ -24,6 +24,11 @@ import {
   type Size,
   SlowServerWatch,
   ttlToMs,
+  ttlOption,
+  checkOption,
+  countOption,
+  durationOption,
+  renamedOption,
 } from '@cache/core'
 import memjs from 'memjs'
 import { type Expiry, expiryFor, isExpired, keepExpiry, NEVER } from './expiry.js'
@@ -76,6 +81,8 @@ export interface MemcachedBackendOptions extends BaseBackendOptions, CodecOption
    */
   generationTtl?: Duration | 0
   /** `atomicUpdate`/`incr` attempts on CAS conflicts before `CacheConflictError`. Default: 100. */
+  maxAttempts?: number
+  /** @deprecated Use `maxAttempts`; accepted until the next minor version. */
   casAttempts?: number
   /**
    * Make `clear()` flush every server (`flush_all`): removes every key of every application
@@ -137,7 +144,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   private readonly timeoutMs: number
   private readonly maxValueSize: number
   private readonly defaultTtlMs: number | undefined
-  private readonly casAttempts: number
+  private readonly maxAttempts: number
   private readonly flushOnClear: boolean
   private readonly ownsClient: boolean
   private readonly now: () => number
@@ -157,21 +164,22 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     this.namespace = options.namespace ?? 'cache'
     this.keyMapper = new KeyMapper(this.namespace)
     this.codec = createCodec(options)
-    this.timeoutMs = ttlToMs(options.timeout ?? 0.3, 'timeout') as number
+    this.timeoutMs = durationOption(options.timeout, 'timeout', '300ms')
     this.maxValueSize =
-      options.maxValueSize === undefined ? DEFAULT_MAX_VALUE : parseSize(options.maxValueSize, 'maxValueSize')
-    this.defaultTtlMs = ttlToMs(options.defaultTtl, 'defaultTtl')
-    this.casAttempts = options.casAttempts ?? 100
-    if (!Number.isSafeInteger(this.casAttempts) || this.casAttempts < 1)
-      throw new RangeError(`casAttempts: ${String(options.casAttempts)} is not a positive whole number`)
+      options.maxValueSize === undefined
+        ? DEFAULT_MAX_VALUE
+        : checkOption('maxValueSize', () => parseSize(options.maxValueSize as Size, 'maxValueSize'))
+    this.defaultTtlMs = ttlOption(options.defaultTtl, 'defaultTtl')
+    this.maxAttempts = countOption(
+      renamedOption(options, 'maxAttempts', 'casAttempts', (old) => countOption(old, 'casAttempts', 100)),
+      'maxAttempts',
+      100,
+    )
     this.flushOnClear = options.flushOnClear ?? false
     this.now = options.now ?? Date.now
     this.ownsClient = options.client === undefined
     this.client = options.client ?? createClient(servers, options, this.timeoutMs)
-    const generationTtlMs =
-      options.generationTtl === undefined || options.generationTtl === 0
-        ? 0
-        : (ttlToMs(options.generationTtl, 'generationTtl') as number)
+    const generationTtlMs = durationOption(options.generationTtl, 'generationTtl', 0, { zero: true })
     // Generation reads are timed here but their failures are counted by the operation that waited.
     this.generations = new Generations(
       this.keyMapper.generationKey,
@@ -348,7 +356,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     by: number,
     ttlMs: number | undefined,
   ): Promise<number> {
-    for (let attempt = 1; by >= 0 && attempt <= this.casAttempts; attempt++) {
+    for (let attempt = 1; by >= 0 && attempt <= this.maxAttempts; attempt++) {
       const response = await this.call(index, request(Opcode.increment, mkey, incrExtras(by)), 'incr', key)
       if (response.status === Status.ok) return counterValue(response)
       if (response.status === Status.nonNumeric) break
@@ -435,7 +443,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     next: (found: Response | undefined) => Write<R> | Promise<Write<R>>,
   ): Promise<R> {
     return this.queue.run(mkey, async () => {
-      for (let attempt = 1; attempt <= this.casAttempts; attempt++) {
+      for (let attempt = 1; attempt <= this.maxAttempts; attempt++) {
         const current = await this.call(index, request(Opcode.get, mkey), operation, key)
         if (current.status !== Status.ok && current.status !== Status.notFound)
           throw this.failure(operation, current.status, key)
@@ -456,7 +464,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
         // Another process wrote first: retry after a short random pause so writers spread out.
         await new Promise((resolve) => setTimeout(resolve, Math.random() * 2))
       }
-      throw new CacheConflictError(key, this.casAttempts)
+      throw new CacheConflictError(key, this.maxAttempts)
     })
   }
 

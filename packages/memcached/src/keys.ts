@@ -1,4 +1,4 @@
-import { CacheKeyError, hashKey, wellFormedKey } from '@cache/core'
+import { CacheConfigError, CacheKeyError, hashKey, wellFormedKey } from '@cache/core'
 
 /** memcached's key limit, in bytes. */
 export const MAX_KEY_BYTES = 250
@@ -28,8 +28,9 @@ export class KeyMapper {
 
   constructor(readonly namespace: string) {
     if (!NAMESPACE.test(namespace)) {
-      throw new CacheKeyError(
-        `namespace: ${JSON.stringify(namespace)} must be 1-128 printable ASCII characters without spaces or "#"`,
+      throw new CacheConfigError(
+        'namespace',
+        `${JSON.stringify(namespace)} must be 1-128 printable ASCII characters without spaces or "#"`,
       )
     }
     this.generationKey = `${namespace}#g`

@@ -3,7 +3,7 @@ import {
   CacheTimeoutError,
   CacheUnavailableError,
   type Duration,
-  parseDuration,
+  durationOption,
 } from '@cache/core'
 import type memjs from 'memjs'
 import { LinkFailure, Opcode, type Response, send } from './protocol.js'
@@ -112,10 +112,10 @@ export class ServerPool {
         `${String(options.failureThreshold)} is not a positive whole number`,
       )
     }
-    this.baseDelayMs = parseDuration(options.retryAfter ?? '250ms', 'eject.retryAfter')
+    this.baseDelayMs = durationOption(options.retryAfter, 'eject.retryAfter', '250ms')
     this.maxDelayMs = Math.max(
       this.baseDelayMs,
-      parseDuration(options.maxRetryAfter ?? '10s', 'eject.maxRetryAfter'),
+      durationOption(options.maxRetryAfter, 'eject.maxRetryAfter', '10s'),
     )
     this.health = this.names.map(() => ({
       state: 'up',

@@ -1,4 +1,4 @@
-import { CacheValueTooLargeError } from '@cache/core'
+import { CacheValueTooLargeError, CacheConfigError } from '@cache/core'
 import { startMemcached } from '@cache/test-servers'
 import memjs from 'memjs'
 import { afterAll, describe, expect, it } from 'vitest'
@@ -157,9 +157,9 @@ describe('lifecycle', () => {
 
   it('validates options with clear errors', () => {
     expect(() => memcachedBackend('not a server')).toThrow(/servers: "not a server" is not host:port/)
-    expect(() => memcachedBackend(server.server, { timeout: 0 })).toThrow(RangeError)
-    expect(() => memcachedBackend(server.server, { casAttempts: 0 })).toThrow(RangeError)
-    expect(() => memcachedBackend(server.server, { maxValueSize: 'lots' })).toThrow(RangeError)
+    expect(() => memcachedBackend(server.server, { timeout: 0 })).toThrow(CacheConfigError)
+    expect(() => memcachedBackend(server.server, { maxAttempts: 0 })).toThrow(CacheConfigError)
+    expect(() => memcachedBackend(server.server, { maxValueSize: 'lots' })).toThrow(CacheConfigError)
   })
 
   it('clear({ flush: true }) flushes the whole server, other namespaces too', async () => {

@@ -44,9 +44,11 @@ describe('KeyMapper', () => {
   })
 
   it.each([[''], ['has space'], ['has#hash'], ['ü'], ['n'.repeat(129)]])(
-    'rejects the namespace %j with a CacheKeyError',
+    'rejects the namespace %j with a CacheConfigError naming the option',
     (namespace) => {
-      expect(() => new KeyMapper(namespace)).toThrow(expect.objectContaining({ code: 'CACHE_KEY' }))
+      expect(() => new KeyMapper(namespace)).toThrow(
+        expect.objectContaining({ code: 'CACHE_CONFIG', setting: 'namespace' }),
+      )
     },
   )
 })

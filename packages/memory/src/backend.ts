@@ -18,6 +18,9 @@ import {
   type Size,
   type SyncAccess,
   ttlToMs,
+  ttlOption,
+  checkOption,
+  countOption,
 } from '@cache/core'
 import { LRUCache } from 'lru-cache'
 import { cloneValue } from './clone.js'
@@ -86,16 +89,19 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   constructor(options: MemoryBackendOptions = {}) {
     super('memory')
     this.namespace = options.namespace
-    this.defaultTtlMs = ttlToMs(options.defaultTtl, 'defaultTtl')
+    this.defaultTtlMs = ttlOption(options.defaultTtl, 'defaultTtl')
     this.clone = options.clone ?? false
     this.checkValues = options.checkValues ?? (!this.clone && process.env.NODE_ENV !== 'production')
     // The default clock follows fake timers in tests (see clock.ts).
     this.now = options.now ?? coarseNow
-    this.maxSize = options.maxSize === undefined ? undefined : parseSize(options.maxSize, 'maxSize')
-    const maxKeys = options.maxKeys ?? (this.maxSize === undefined ? 10_000 : undefined)
-    if (maxKeys !== undefined && (!Number.isSafeInteger(maxKeys) || maxKeys < 1)) {
-      throw new RangeError(`maxKeys: ${String(maxKeys)} is not a positive whole number`)
-    }
+    this.maxSize =
+      options.maxSize === undefined
+        ? undefined
+        : checkOption('maxSize', () => parseSize(options.maxSize as Size, 'maxSize'))
+    const maxKeys =
+      options.maxKeys === undefined && this.maxSize !== undefined
+        ? undefined
+        : countOption(options.maxKeys, 'maxKeys', 10_000)
     const sizeOf = options.sizeOf ?? estimateSize
     const lruOptions = {
       ...(maxKeys === undefined ? {} : { max: maxKeys }),

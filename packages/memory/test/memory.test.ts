@@ -1,4 +1,4 @@
-import { CacheValueTooLargeError, type CacheEvent } from '@cache/core'
+import { CacheValueTooLargeError, type CacheEvent, CacheConfigError } from '@cache/core'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { estimateSize, memoryBackend } from '../src/index.js'
 
@@ -126,7 +126,7 @@ describe('memoryBackend', () => {
   })
 
   it('rejects bad options', () => {
-    expect(() => memoryBackend({ maxKeys: 0 })).toThrow(RangeError)
+    expect(() => memoryBackend({ maxKeys: 0 })).toThrow(CacheConfigError)
     expect(() => memoryBackend({ maxSize: '1XB' })).toThrow(/maxSize/)
     expect(() => memoryBackend({ defaultTtl: -1 })).toThrow(/defaultTtl/)
   })

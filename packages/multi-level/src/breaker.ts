@@ -1,4 +1,4 @@
-import { type Duration, parseDuration } from '@cache/core'
+import { countOption, type Duration, durationOption } from '@cache/core'
 
 /** Options of the circuit breaker kept for each level. */
 export interface BreakerOptions {
@@ -29,12 +29,8 @@ export class CircuitBreaker {
   readonly openMs: number
 
   constructor(options: BreakerOptions = {}) {
-    const threshold = options.failureThreshold ?? 3
-    if (!Number.isSafeInteger(threshold) || threshold < 1) {
-      throw new RangeError(`breaker.failureThreshold: ${String(threshold)} is not a positive whole number`)
-    }
-    this.threshold = threshold
-    this.openMs = parseDuration(options.openFor ?? '1s', 'breaker.openFor')
+    this.threshold = countOption(options.failureThreshold, 'breaker.failureThreshold', 3)
+    this.openMs = durationOption(options.openFor, 'breaker.openFor', '1s')
   }
 
   /** True once the open period is over and a probe may run. */

@@ -7,7 +7,9 @@ import {
   checkLogger,
   type Duration,
   IncidentLog,
-  parseDuration,
+  durationOption,
+  fromMilliseconds,
+  renamedOption,
 } from '@cache/core'
 import {
   type Decoded,
@@ -73,6 +75,8 @@ export interface RedisBusOptions {
    * it count as lost. Seconds or a duration string. Default: `'500ms'`.
    */
   publishTimeout?: Duration
+  /** @deprecated Use `publishTimeout` (seconds, or `'500ms'`); accepted until the next minor version. */
+  publishTimeoutMs?: number
   /**
    * How often the bus proves its link and tells the others it is there: it publishes a heartbeat
    * every `heartbeat`, declares its own link down when one has not come back by the next, and
@@ -202,17 +206,18 @@ export class RedisBus implements InvalidationBus {
   private closed: Promise<void> | undefined
 
   constructor(connection: RedisBusConnection, options: RedisBusOptions) {
-    if ('publishTimeoutMs' in options) {
-      throw new CacheConfigError(
-        'publishTimeoutMs',
-        'renamed `publishTimeout` (seconds or a duration string)',
-      )
-    }
     this.channel = options.channel ?? '@cache/multi-level:invalidate'
     if (typeof this.channel !== 'string' || this.channel === '')
       throw new CacheConfigError('channel', 'expected a non-empty string')
-    this.publishTimeoutMs = parseDuration(options.publishTimeout ?? '500ms', 'publishTimeout')
-    this.heartbeatMs = parseDuration(options.heartbeat ?? '1s', 'heartbeat')
+    const publishTimeout = renamedOption(
+      options,
+      'publishTimeout',
+      'publishTimeoutMs',
+      fromMilliseconds('publishTimeoutMs'),
+      " (a Duration: seconds, or e.g. '500ms')",
+    )
+    this.publishTimeoutMs = durationOption(publishTimeout, 'publishTimeout', '500ms', { msHabitFrom: 10 })
+    this.heartbeatMs = durationOption(options.heartbeat, 'heartbeat', '1s', { msHabitFrom: 100 })
     this.senders = new Senders(this.heartbeatMs)
     this.firstUp = new Promise<void>((resolve) => {
       this.markUp = resolve

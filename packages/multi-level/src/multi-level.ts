@@ -14,10 +14,10 @@ import {
   isGenerationKey,
   type ListKeysOptions,
   type MinimalBackend,
-  parseDuration,
   type SetManyItem,
   toBackend,
   ttlToMs,
+  durationOption,
 } from '@cache/core'
 import type { BreakerOptions } from './breaker.js'
 import type { InvalidationBus } from './bus.js'
@@ -103,9 +103,8 @@ export class MultiLevelBackend implements CacheBackend {
     const backends = options.levels?.map((level) => toBackend(level)) ?? []
     if (backends.length === 0) throw new CacheConfigError('levels', 'multiLevel needs at least one backend')
     const maxPending = options.maxPendingKeys ?? 10_000
-    if (!Number.isSafeInteger(maxPending) || maxPending < 0) {
-      throw new RangeError(`maxPendingKeys: ${String(maxPending)} is not a whole number`)
-    }
+    if (!Number.isSafeInteger(maxPending) || maxPending < 0)
+      throw new CacheConfigError('maxPendingKeys', `${String(maxPending)} is not a whole number`)
     this.levels = backends.map((backend, i) => new Level(backend, i, options.breaker ?? {}, maxPending))
     this.first = this.levels[0]!
     this.closeLevels = options.closeLevels ?? true
@@ -126,14 +125,9 @@ export class MultiLevelBackend implements CacheBackend {
       this.health,
       this.observer,
     )
-    const stateTtlMs =
-      options.stateTtl === 0
-        ? 0
-        : options.stateTtl === undefined
-          ? options.bus === undefined
-            ? 0
-            : 1000
-          : parseDuration(options.stateTtl, 'stateTtl')
+    const stateTtlMs = durationOption(options.stateTtl, 'stateTtl', options.bus === undefined ? 0 : '1s', {
+      zero: true,
+    })
     this.state = new StateKeys(
       this.levels,
       this.reads,

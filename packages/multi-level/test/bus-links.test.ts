@@ -160,8 +160,8 @@ describe('redisBus accepts every connection the redis backend accepts', () => {
     },
   )
 
-  it('rejects the old publishTimeoutMs option and a malformed URL, naming them', () => {
-    expect(() => redisBus(redis.url, { publishTimeoutMs: 100 } as never)).toThrow(CacheConfigError)
+  it('rejects a bad publishTimeoutMs (the deprecated name) and a malformed URL, naming them', () => {
+    expect(() => redisBus(redis.url, { publishTimeoutMs: -1 })).toThrow(/publishTimeoutMs/)
     expect(() => redisBus(redis.url, { heartbeat: 0 })).toThrow(/heartbeat/)
     expect(() => redisBus('redis+sentinel://127.0.0.1:26379')).toThrow(CacheConfigError)
     expect(() => redisBus('http://127.0.0.1')).toThrow(/not a Redis URL/)

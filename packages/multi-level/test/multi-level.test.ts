@@ -1,4 +1,4 @@
-import { CacheUnavailableError, cached, isCacheError } from '@cache/core'
+import { CacheUnavailableError, cached, isCacheError, CacheConfigError } from '@cache/core'
 import { memoryBackend } from '@cache/memory'
 import { describe, expect, it } from 'vitest'
 import { type MultiLevelEvent, multiLevel } from '../src/index.js'
@@ -335,9 +335,11 @@ describe('multiLevel construction', () => {
     expect(() => multiLevel({ levels: [] })).toThrow(/at least one backend/)
     expect(() => multiLevel({} as never)).toThrow(TypeError)
     expect(() => multiLevel({ levels: [memoryBackend()], breaker: { failureThreshold: 0 } })).toThrow(
-      RangeError,
+      CacheConfigError,
     )
-    expect(() => multiLevel({ levels: [memoryBackend()], breaker: { openFor: -1 } })).toThrow(RangeError)
+    expect(() => multiLevel({ levels: [memoryBackend()], breaker: { openFor: -1 } })).toThrow(
+      CacheConfigError,
+    )
   })
 
   it('completes a minimal custom level', async () => {

@@ -41,7 +41,10 @@ describe('a chain whose shared level is killed and restarted', () => {
     const address = `127.0.0.1:${server.port}`
     const bus = redisBus(server.url, { heartbeat: '200ms', logger })
     const chain = multiLevel({
-      levels: [memoryBackend(), redisBackend(server.url, { timeout: 200, maxReconnectDelay: 100, logger })],
+      levels: [
+        memoryBackend(),
+        redisBackend(server.url, { timeout: '200ms', maxReconnectDelay: '100ms', logger }),
+      ],
       breaker: { failureThreshold: 2, openFor: '200ms' },
       bus,
       logger,

@@ -7,6 +7,8 @@ import {
   type CacheBackend,
   CacheConfigError,
   CacheConflictError,
+  countOption,
+  durationOption,
   type CacheEntry,
   CacheUnavailableError,
   ObservedBackend,
@@ -26,6 +28,7 @@ import {
   stringifyTagged,
   ttlToMs,
   wellFormedKey,
+  ttlOption,
 } from '@cache/core'
 import type { ChainableCommander, Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis'
 import type { RedisClient, RedisConnection } from './client.js'
@@ -39,7 +42,10 @@ import { type Replication, replicationSettings } from './replication.js'
 import { COMPARE_AND_SET, GET_ENTRY, INCR, sha1 } from './scripts.js'
 import { groupByNodeAndSlot, isMoved, renewSlots } from './slots.js'
 
-/** Options of {@link redisBackend}. Durations given as numbers are milliseconds here. */
+/**
+ * Options of {@link redisBackend}. Every duration is a `Duration`: a number of **seconds**
+ * (`0.3`), or a string with a unit (`'300ms'`, `'2s'`). A bad option throws `CacheConfigError`.
+ */
 export interface RedisBackendOptions extends BaseBackendOptions, CodecOptions {
   /**
    * Prefix of every key, as `namespace:key`; `clear()` removes `namespace:*` only. `''` stores
@@ -47,14 +53,14 @@ export interface RedisBackendOptions extends BaseBackendOptions, CodecOptions {
    */
   namespace?: string
   /**
-   * Longest wait for one operation, in ms (or `'300ms'`, `'1s'`): past it the call rejects with
-   * `CacheTimeoutError`. Default: 300 ms.
+   * Longest wait for one operation (seconds, or `'300ms'`): past it the call rejects with
+   * `CacheTimeoutError`. Default: `'300ms'`.
    */
-  timeout?: number | string
-  /** TCP connect (and TLS handshake) timeout, in ms. Default: 2000 ms. */
-  connectTimeout?: number | string
-  /** Longest pause between reconnection attempts, in ms; attempts never stop. Default: 2000 ms. */
-  maxReconnectDelay?: number | string
+  timeout?: Duration
+  /** TCP connect (and TLS handshake) timeout (seconds, or `'2s'`). Default: `'2s'`. */
+  connectTimeout?: Duration
+  /** Longest pause between reconnection attempts (seconds, or `'2s'`); attempts never stop. Default: `'2s'`. */
+  maxReconnectDelay?: Duration
   /**
    * `atomicUpdate` attempts before `CacheConflictError` when other clients keep writing the same
    * key. Each attempt costs one round trip and one call of `fn`; with n clients updating one key
@@ -64,13 +70,13 @@ export interface RedisBackendOptions extends BaseBackendOptions, CodecOptions {
   /** Keys asked for per `SCAN` step of `clear()` and `keys()`. Default: 1000. */
   scanCount?: number
   /**
-   * How long, in ms (or `'10s'`), the server remembers the outcome of each `incr` and
+   * How long (seconds, or `'10s'`) the server remembers the outcome of each `incr` and
    * `atomicUpdate`, so that a call whose reply was lost is applied exactly once or reported
    * failed and not applied (see the README). Costs one small key per call for this long.
    * `false`: no records; a call whose reply is lost then fails without telling whether it was
    * applied. Default: 10 s.
    */
-  exactlyOnceWindow?: number | string | false
+  exactlyOnceWindow?: Duration | false
   /**
    * Replicas that must have every write before it resolves: each write is followed by `WAIT
    * replicas` on the same connection (same round trip), waiting up to `timeout` − 50 ms for the
@@ -96,6 +102,15 @@ export interface RedisBackendOptions extends BaseBackendOptions, CodecOptions {
 }
 
 const DEFAULT_NAMESPACE = 'cache'
+/**
+ * Bare numbers from these up are read as seconds but warned about once: until 0.2 they were
+ * milliseconds here, and `timeout: 300` (5 minutes now) is far likelier to mean 300 ms.
+ */
+const MS_HABIT = {
+  timeout: { msHabitFrom: 10 },
+  delay: { msHabitFrom: 100 },
+  window: { msHabitFrom: 1000 },
+} as const
 /** Redis rejects expiries past 2^63 ms from the epoch; anything near that is a mistake. */
 const MAX_TTL_MS = 2 ** 52
 const NO_ARGS: string[] = []
@@ -140,24 +155,29 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
       throw new CacheConfigError('namespace', 'expected a string that UTF-8 can encode (no lone surrogates)')
     this.namespace = namespace === '' ? undefined : namespace
     this.prefix = namespace === '' ? '' : `${namespace}:`
-    this.defaultTtlMs = ttlToMs(options.defaultTtl, 'defaultTtl')
+    this.defaultTtlMs = ttlOption(options.defaultTtl, 'defaultTtl')
     this.codec = createCodec(options)
     this.text =
       this.codec.serializer === jsonSerializer &&
       (options.compressThreshold === undefined || options.compressThreshold === false)
-    this.maxAttempts = positiveInteger(options.maxAttempts ?? 200, 'maxAttempts')
-    this.scanCount = positiveInteger(options.scanCount ?? 1000, 'scanCount')
+    this.maxAttempts = countOption(options.maxAttempts, 'maxAttempts', 200)
+    this.scanCount = countOption(options.scanCount, 'scanCount', 1000)
     const window =
       options.exactlyOnceWindow === false
         ? undefined
-        : milliseconds(options.exactlyOnceWindow, 10_000, 'exactlyOnceWindow')
+        : durationOption(options.exactlyOnceWindow, 'exactlyOnceWindow', '10s', MS_HABIT.window)
     const near = nearCacheSettings(options.nearCache)
-    const maxReconnectDelayMs = milliseconds(options.maxReconnectDelay, 2000, 'maxReconnectDelay')
-    this.connectTimeoutMs = milliseconds(options.connectTimeout, 2000, 'connectTimeout')
+    const maxReconnectDelayMs = durationOption(
+      options.maxReconnectDelay,
+      'maxReconnectDelay',
+      '2s',
+      MS_HABIT.delay,
+    )
+    this.connectTimeoutMs = durationOption(options.connectTimeout, 'connectTimeout', '2s', MS_HABIT.timeout)
     this.connection = new Connection(
       connection,
       {
-        timeoutMs: milliseconds(options.timeout, 300, 'timeout'),
+        timeoutMs: durationOption(options.timeout, 'timeout', '300ms', MS_HABIT.timeout),
         connectTimeoutMs: this.connectTimeoutMs,
         maxReconnectDelayMs,
         tls: options.tls,
@@ -193,12 +213,12 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   /**
    * Resolves once the backend can serve: connected (Sentinel: to the master the sentinels name;
    * Cluster: every slot has a master and every master is connected). Waits through reconnection
-   * attempts and failovers for at most `timeout` (ms, or `'5s'`; default: `connectTimeout`), then
+   * attempts and failovers for at most `timeout` (seconds, or `'5s'`; default: `connectTimeout`), then
    * rejects with `CacheUnavailableError`. With `nearCache`, also until Redis tracks its reads. Optional: calls made while the client connects wait for
    * it, but only up to their own `timeout` each.
    */
-  async ready(timeout: number | string = this.connectTimeoutMs): Promise<void> {
-    const ms = milliseconds(timeout, this.connectTimeoutMs, 'timeout')
+  async ready(timeout?: Duration): Promise<void> {
+    const ms = timeout === undefined ? this.connectTimeoutMs : parseDuration(timeout, 'timeout')
     const deadline = Date.now() + ms
     await this.connection.whenReady(ms)
     if (this.near !== undefined && !(await this.near.whenActive(deadline - Date.now())))
@@ -682,20 +702,4 @@ function escapeGlob(text: string): string {
 
 function wellFormed(text: string): boolean {
   return (text as string & { isWellFormed(): boolean }).isWellFormed()
-}
-
-function milliseconds(value: number | string | undefined, fallback: number, what: string): number {
-  if (value === undefined) return fallback
-  if (typeof value === 'number') {
-    if (!(value > 0) || !Number.isFinite(value))
-      throw new RangeError(`${what}: ${value} is not a positive number of ms`)
-    return Math.ceil(value)
-  }
-  return parseDuration(value, what)
-}
-
-function positiveInteger(value: number, what: string): number {
-  if (!Number.isSafeInteger(value) || value < 1)
-    throw new RangeError(`${what}: ${String(value)} is not a positive whole number`)
-  return value
 }

@@ -1,6 +1,7 @@
 import type { ConnectionOptions } from 'node:tls'
 import { Cluster, type ClusterNode, type ClusterOptions, Redis, type RedisOptions } from 'ioredis'
 import { parseRedisUrl } from './url.js'
+import { type Duration, durationOption, fromMilliseconds, renamedOption } from '@cache/core'
 
 /** A client of either kind: commands are the same, `isCluster` tells them apart. */
 export type RedisClient = Redis | Cluster
@@ -42,15 +43,53 @@ export function isRedisClient(value: unknown): value is RedisClient {
   )
 }
 
+/** The settings of {@link failFastOptions}: Durations (seconds, or `'300ms'`), as `redisBackend` takes them. */
+export interface FailFastSettings {
+  /** Per-command timeout (ioredis `commandTimeout`). Default: `'300ms'`. */
+  timeout?: Duration
+  /** TCP connect (and TLS handshake) timeout. Default: `'2s'`. */
+  connectTimeout?: Duration
+  /** Longest wait between reconnection attempts; they go on forever. Default: `'2s'`. */
+  maxReconnectDelay?: Duration
+  /** @deprecated Use `timeout`; accepted until the next minor version. */
+  timeoutMs?: number
+  /** @deprecated Use `connectTimeout`; accepted until the next minor version. */
+  connectTimeoutMs?: number
+  /** @deprecated Use `maxReconnectDelay`; accepted until the next minor version. */
+  maxReconnectDelayMs?: number
+}
+
 /**
  * The ioredis options that make a client fail fast instead of queueing while Redis is down, and
  * follow a Sentinel switch-over at once; for clients you build yourself. Defaults: 300 ms per
- * command, 2000 ms to connect, reconnection pauses up to 2000 ms.
+ * command, 2 s to connect, reconnection pauses up to 2 s.
  */
-export function failFastOptions(
-  settings: Partial<Pick<ConnectionSettings, 'timeoutMs' | 'connectTimeoutMs' | 'maxReconnectDelayMs'>> = {},
+export function failFastOptions(settings: FailFastSettings = {}): RedisOptions {
+  const duration = (name: 'timeout' | 'connectTimeout' | 'maxReconnectDelay', fallback: Duration) =>
+    durationOption(
+      renamedOption(
+        settings,
+        name,
+        `${name}Ms`,
+        fromMilliseconds(`${name}Ms`),
+        " (a Duration: seconds, or e.g. '300ms')",
+      ),
+      name,
+      fallback,
+      { msHabitFrom: name === 'maxReconnectDelay' ? 100 : 10 },
+    )
+  return failFastMs({
+    timeoutMs: duration('timeout', '300ms'),
+    connectTimeoutMs: duration('connectTimeout', '2s'),
+    maxReconnectDelayMs: duration('maxReconnectDelay', '2s'),
+  })
+}
+
+/** {@link failFastOptions} from settings already in ms. */
+function failFastMs(
+  settings: Pick<ConnectionSettings, 'timeoutMs' | 'connectTimeoutMs' | 'maxReconnectDelayMs'>,
 ): RedisOptions {
-  const { timeoutMs = 300, connectTimeoutMs = 2000, maxReconnectDelayMs: cap = 2000 } = settings
+  const { timeoutMs, connectTimeoutMs, maxReconnectDelayMs: cap } = settings
   return {
     // A command sent while disconnected is rejected at once, not parked until the reconnect.
     enableOfflineQueue: false,
@@ -80,7 +119,7 @@ export function createClient(
   connection: Exclude<RedisConnection, Redis | Cluster>,
   settings: ConnectionSettings,
 ): RedisClient {
-  const base = failFastOptions(settings)
+  const base = failFastMs(settings)
   if (typeof connection === 'string') {
     const url = parseRedisUrl(connection)
     const tls = url.tls || settings.tls ? { ...settings.tls } : undefined

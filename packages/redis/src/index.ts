@@ -1,6 +1,7 @@
 export { RedisBackend, type RedisBackendOptions, redisBackend } from './backend.js'
 export {
   type ConnectionSettings,
+  type FailFastSettings,
   failFastOptions,
   isRedisClient,
   type RedisClient,

@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto'
 import {
-  CacheConfigError,
   type CacheObserver,
   CacheUnavailableError,
-  parseDuration,
+  countOption,
+  type Duration,
+  durationOption,
   unrefRedisClient,
 } from '@cache/core'
 import type { Redis } from 'ioredis'
@@ -20,10 +21,10 @@ export interface NearCacheOptions {
    * How often the backend proves that invalidations still arrive: it publishes on a channel of
    * its own through the connection it reads with and waits for it on the invalidation
    * connection. A copy is served only while a heartbeat sent less than 2 × `heartbeat` ago has
-   * come back, so a silent link serves nothing older than that. In ms, or `'500ms'`, `'1s'`.
-   * Default: 500 ms.
+   * come back, so a silent link serves nothing older than that. Seconds, or `'500ms'`, `'1s'`.
+   * Default: `'500ms'`.
    */
-  heartbeat?: number | string
+  heartbeat?: Duration
 }
 
 /** The `nearCache` option resolved, or undefined when it is off. */
@@ -329,14 +330,8 @@ export function nearCacheSettings(
 ): NearCacheSettings | undefined {
   if (option === undefined || option === false) return undefined
   const given = option === true ? {} : option
-  const maxKeys = given.maxKeys ?? 10_000
-  if (!Number.isSafeInteger(maxKeys) || maxKeys < 1)
-    throw new CacheConfigError('nearCache', `maxKeys: ${String(maxKeys)} is not a positive whole number`)
-  const heartbeat = given.heartbeat ?? 500
-  if (typeof heartbeat === 'number' && !(heartbeat > 0 && Number.isFinite(heartbeat)))
-    throw new CacheConfigError('nearCache', `heartbeat: ${heartbeat} is not a positive number of ms`)
-  const heartbeatMs =
-    typeof heartbeat === 'number' ? heartbeat : parseDuration(heartbeat, 'nearCache.heartbeat')
+  const maxKeys = countOption(given.maxKeys, 'nearCache.maxKeys', 10_000)
+  const heartbeatMs = durationOption(given.heartbeat, 'nearCache.heartbeat', '500ms', { msHabitFrom: 10 })
   return { maxKeys, heartbeatMs }
 }
 

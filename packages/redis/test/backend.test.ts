@@ -1,4 +1,4 @@
-import { CacheError, CacheNotANumberError, type CacheEvent } from '@cache/core'
+import { CacheError, CacheNotANumberError, type CacheEvent, CacheConfigError } from '@cache/core'
 import { type RedisServer, startRedis } from '@cache/test-servers'
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -129,9 +129,9 @@ describe('redis backend', () => {
   })
 
   it('validates its options', () => {
-    expect(() => redisBackend(server.url, { timeout: 0 })).toThrow(RangeError)
-    expect(() => redisBackend(server.url, { maxAttempts: 0 })).toThrow(RangeError)
-    expect(() => redisBackend(server.url, { defaultTtl: -1 })).toThrow(RangeError)
+    expect(() => redisBackend(server.url, { timeout: 0 })).toThrow(CacheConfigError)
+    expect(() => redisBackend(server.url, { maxAttempts: 0 })).toThrow(CacheConfigError)
+    expect(() => redisBackend(server.url, { defaultTtl: -1 })).toThrow(CacheConfigError)
     expect(() => redisBackend('memcached://x')).toThrow(/not a Redis URL/)
   })
 })

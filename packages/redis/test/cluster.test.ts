@@ -103,7 +103,7 @@ describe('Redis Cluster', () => {
       try {
         const late = redisBackend(
           { cluster: cluster.nodes.slice(0, 3) },
-          { namespace: 'moving', timeout: 200 },
+          { namespace: 'moving', timeout: '200ms' },
         )
         await late.ready()
         const reads = await Promise.all(moving.map((key) => late.get(key).catch((error: unknown) => error)))
@@ -126,7 +126,7 @@ describe('Redis Cluster', () => {
   })
 
   it('fails fast for keys of a master that died, and keeps serving the others', async () => {
-    const cache = redisBackend({ cluster: cluster.nodes }, { namespace: 'partial', timeout: 200 })
+    const cache = redisBackend({ cluster: cluster.nodes }, { namespace: 'partial', timeout: '200ms' })
     try {
       const keys = Array.from({ length: 30 }, (_, i) => `k${i}`)
       await cache.setMany(keys.map((key) => ({ key, value: key })))

@@ -23,7 +23,10 @@ describe('AUTH through the URL', () => {
   })
 
   it('fails with CacheUnavailableError, not a hang, when the password is wrong', async () => {
-    const cache = redisBackend(`redis://:wrong@127.0.0.1:${server.port}`, { namespace: 'auth', timeout: 200 })
+    const cache = redisBackend(`redis://:wrong@127.0.0.1:${server.port}`, {
+      namespace: 'auth',
+      timeout: '200ms',
+    })
     try {
       await expect(cache.get('k')).rejects.toBeInstanceOf(CacheUnavailableError)
     } finally {
@@ -53,7 +56,7 @@ describe('TLS through rediss://', () => {
   })
 
   it('refuses a certificate it does not trust', async () => {
-    const cache = redisBackend(server.url, { namespace: 'tls', timeout: 300 })
+    const cache = redisBackend(server.url, { namespace: 'tls', timeout: '300ms' })
     try {
       await expect(cache.get('k')).rejects.toBeInstanceOf(CacheUnavailableError)
     } finally {
@@ -90,7 +93,7 @@ describe('a client passed in', () => {
 
   it('is bounded by the backend timeout when the client has no commandTimeout', async () => {
     const client = new Redis(server.url)
-    const cache = redisBackend(client, { namespace: 'mine', timeout: 150 })
+    const cache = redisBackend(client, { namespace: 'mine', timeout: '150ms' })
     try {
       await cache.set('k', 1)
       const pid = server.process!.pid!
@@ -109,8 +112,8 @@ describe('a client passed in', () => {
   })
 
   it('takes its timeout from a client built with failFastOptions()', async () => {
-    const client = new Redis(server.url, failFastOptions({ timeoutMs: 150 }))
-    const cache = redisBackend(client, { namespace: 'mine', timeout: 5000 })
+    const client = new Redis(server.url, failFastOptions({ timeout: '150ms' }))
+    const cache = redisBackend(client, { namespace: 'mine', timeout: '5s' })
     try {
       expect(cache.timeoutMs).toBe(150)
       await cache.set('k', 2)
@@ -197,7 +200,7 @@ describe('Sentinel', () => {
   it('finds the master through redis+sentinel://', async () => {
     const master = await startRedis({ spawn: true })
     const sentinel = await startRedisSentinel(master, 'cachemaster')
-    const cache = redisBackend(sentinel.url, { namespace: 'sentinel', timeout: 1000 })
+    const cache = redisBackend(sentinel.url, { namespace: 'sentinel', timeout: '1s' })
     const raw = new Redis(master.url)
     try {
       expect(sentinel.url).toMatch(/^redis\+sentinel:\/\/127\.0\.0\.1:\d+\/cachemaster$/)

@@ -36,13 +36,13 @@ describe('contention across separate clients', () => {
 
   it(`${CLIENTS} clients x ${UPDATES} atomicUpdate and incr lose nothing (single node)`, async () => {
     await contend(
-      () => redisBackend(servers.singleUrl(), { namespace: 'contention', timeout: 2000 }),
+      () => redisBackend(servers.singleUrl(), { namespace: 'contention', timeout: '2s' }),
       `k${Date.now()}`,
     )
   })
 
   it(`${CLIENTS} clients x ${UPDATES} atomicUpdate and incr lose nothing (cluster)`, async () => {
     const url = servers.clusterUrl()
-    await contend(() => redisBackend(url, { namespace: 'contention', timeout: 2000 }), `k${Date.now()}`)
+    await contend(() => redisBackend(url, { namespace: 'contention', timeout: '2s' }), `k${Date.now()}`)
   })
 })

@@ -1,4 +1,4 @@
-import { CacheTimeoutError, CacheUnavailableError } from '@cache/core'
+import { CacheTimeoutError, CacheUnavailableError, type Duration } from '@cache/core'
 import { type RedisCluster, startRedisCluster } from '@cache/test-servers'
 import { type Cluster, Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -23,7 +23,7 @@ afterAll(async () => {
   await cluster?.stop()
 })
 
-function backend(namespace: string, timeout = 1000): RedisBackend {
+function backend(namespace: string, timeout: Duration = '1s'): RedisBackend {
   const cache = redisBackend(url, { namespace, timeout })
   open.push(cache)
   return cache
@@ -90,7 +90,7 @@ describe('Redis Cluster with replicas, through failovers', () => {
   }, 40_000)
 
   it('fails an incr at once during CLUSTERDOWN and never applies it later', async () => {
-    const cache = backend('down', 300)
+    const cache = backend('down', '300ms')
     await cache.ready()
     const [, victim, healthy] = await settledShards()
     expect(victim!.replicas).toHaveLength(1)

@@ -69,7 +69,7 @@ describe('keys() on a Redis Cluster', () => {
   })
 
   it('rejects with CacheUnavailableError when a master does not answer, rather than listing part of the keys', async () => {
-    const cache = redisBackend({ cluster: cluster.nodes }, { namespace: 'listing-down', timeout: 300 })
+    const cache = redisBackend({ cluster: cluster.nodes }, { namespace: 'listing-down', timeout: '300ms' })
     // A master that answers nothing (paused; killing one would free a port another file's cluster may take).
     // It must be a master that holds some of the keys: the other test adds a master that owns no slot.
     let master: Redis | undefined

@@ -184,7 +184,7 @@ describe('nearCache: a link that goes silent', () => {
     const reader = redisBackend(`redis://127.0.0.1:${proxy.port}`, {
       namespace: 'near',
       nearCache: { heartbeat: '200ms' },
-      timeout: 200,
+      timeout: '200ms',
     })
     const writer = redisBackend(server.url, { namespace: 'near' })
     const admin = new Redis(server.port, server.host)

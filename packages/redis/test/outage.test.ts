@@ -37,7 +37,7 @@ describe('a redis server that goes away', () => {
 
   beforeAll(async () => {
     server = await startRedis({ spawn: true })
-    cache = redisBackend(server.url, { namespace: 'outage', timeout: TIMEOUT_MS })
+    cache = redisBackend(server.url, { namespace: 'outage', timeout: `${TIMEOUT_MS}ms` })
   })
   afterAll(async () => {
     await cache?.close()
@@ -107,7 +107,7 @@ describe('a redis server that goes away', () => {
 describe('a backend created while redis is down', () => {
   it('fails fast, then works once the server comes up on that port', async () => {
     const port = await freePort()
-    const cache = redisBackend(`redis://127.0.0.1:${port}`, { namespace: 'late', timeout: TIMEOUT_MS })
+    const cache = redisBackend(`redis://127.0.0.1:${port}`, { namespace: 'late', timeout: `${TIMEOUT_MS}ms` })
     const errors: unknown[] = []
     cache.on('error', (event) => errors.push(event.error))
     try {
@@ -131,7 +131,7 @@ describe('a backend created while redis is down', () => {
 describe('a master that refuses writes', () => {
   it('turns NOREPLICAS (min-replicas-to-write with no replica) into CacheUnavailableError, applying nothing', async () => {
     const server = await startRedis({ spawn: true, args: ['--min-replicas-to-write', '1'] })
-    const cache = redisBackend(server.url, { namespace: 'guarded', timeout: TIMEOUT_MS })
+    const cache = redisBackend(server.url, { namespace: 'guarded', timeout: `${TIMEOUT_MS}ms` })
     try {
       const writes: (() => Promise<unknown>)[] = [
         () => cache.set('k', 1),

@@ -41,7 +41,7 @@ describe('a Redis nobody listens on', () => {
   it('is reported once, at start-up, with its address and the client error, before any operation', async () => {
     const port = await freePort()
     const logger = recorder()
-    const cache = redisBackend(`redis://127.0.0.1:${port}`, { logger, timeout: 200 })
+    const cache = redisBackend(`redis://127.0.0.1:${port}`, { logger, timeout: '200ms' })
     opened.push(cache)
     await until(() => logger.lines.length > 0)
     for (let i = 0; i < 5; i++) await cache.get('k').catch(() => {})
@@ -53,9 +53,9 @@ describe('a Redis nobody listens on', () => {
 
   it('fails an operation with an error that names the address and carries the client error as cause', async () => {
     const port = await freePort()
-    const cache = redisBackend(`redis://127.0.0.1:${port}`, { logger: false, timeout: 200 })
+    const cache = redisBackend(`redis://127.0.0.1:${port}`, { logger: false, timeout: '200ms' })
     opened.push(cache)
-    await cache.ready(300).catch(() => {})
+    await cache.ready('300ms').catch(() => {})
     const error = await cache.get('k').catch((e: unknown) => e)
     expect(error).toBeInstanceOf(CacheUnavailableError)
     expect((error as Error).message).toMatch(
@@ -80,7 +80,7 @@ describe('a Redis that is killed and restarted', () => {
 
   it('is reported once when it goes down and once when it is back, however many operations failed', async () => {
     const logger = recorder()
-    const cache = redisBackend(server.url, { logger, timeout: 200, maxReconnectDelay: 100 })
+    const cache = redisBackend(server.url, { logger, timeout: '200ms', maxReconnectDelay: '100ms' })
     opened.push(cache)
     await cache.set('k', 1)
     expect(logger.lines).toEqual([])
@@ -94,7 +94,7 @@ describe('a Redis that is killed and restarted', () => {
     )
 
     await server.process!.start()
-    await cache.ready(5_000)
+    await cache.ready('5s')
     await cache.set('k', 2)
     expect(await cache.get('k')).toBe(2)
     expect(logger.lines).toEqual([
@@ -107,7 +107,7 @@ describe('a Redis that is killed and restarted', () => {
     for (let i = 0; i < 10; i++) await cache.get('k').catch(() => {})
     await until(() => logger.lines.length === 3)
     await server.process!.start()
-    await cache.ready(5_000)
+    await cache.ready('5s')
     await until(() => logger.lines.length === 4)
     expect(logger.lines.slice(2).map((line) => line.split(' ')[0])).toEqual(['error', 'info'])
   })
@@ -127,7 +127,7 @@ describe('a Redis that is healthy but slow to answer (a loaded machine)', () => 
     const logger = recorder()
     // Stopped, the server still accepts connections (the kernel does) but answers nothing.
     await server.process!.freeze()
-    const cache = redisBackend(server.url, { logger, timeout: 200 })
+    const cache = redisBackend(server.url, { logger, timeout: '200ms' })
     opened.push(cache)
     try {
       // Operations fail fast meanwhile (the caller hears it), for about a second.
@@ -137,7 +137,7 @@ describe('a Redis that is healthy but slow to answer (a loaded machine)', () => 
     } finally {
       server.process!.thaw()
     }
-    await cache.ready(5_000)
+    await cache.ready('5s')
     await cache.set('k', 1)
     expect(await cache.get('k')).toBe(1)
     expect(logger.lines).toEqual([])
@@ -145,7 +145,7 @@ describe('a Redis that is healthy but slow to answer (a loaded machine)', () => 
 
   it('is reported once it has answered nothing for 5 s while operations time out, and again once it answers', async () => {
     const logger = recorder()
-    const cache = redisBackend(server.url, { logger, timeout: 200 })
+    const cache = redisBackend(server.url, { logger, timeout: '200ms' })
     opened.push(cache)
     await cache.set('k', 1)
     await server.process!.freeze()
@@ -166,7 +166,7 @@ describe('a Redis that is healthy but slow to answer (a loaded machine)', () => 
         ),
       ),
     ])
-    await cache.ready(5_000)
+    await cache.ready('5s')
     // An answer a second after the last failure ends the outage.
     for (let i = 0; i < 50 && logger.lines.length < 2; i++) {
       expect(await cache.get('k')).toBe(1)

@@ -1,0 +1,125 @@
+import { type Duration, parseDuration, ttlToMs, warnMilliseconds } from './durations.js'
+import { CacheConfigError } from './errors.js'
+import { warnOnce } from './logger.js'
+
+/**
+ * The one vocabulary of backend options: every duration is a {@link Duration} (a number of
+ * **seconds**, or a string with a unit such as `'250ms'`), retries are `maxAttempts`, and a bad
+ * option throws a {@link CacheConfigError} whose `setting` names it.
+ */
+
+/** How {@link durationOption} reads one option. */
+export interface DurationOptionRules {
+  /** `0` is allowed (and returned as 0 ms): "never wait", "always". Default: false. */
+  zero?: boolean
+  /**
+   * A bare number of seconds from this one up is most likely milliseconds written by habit
+   * (`timeout: 300` meaning 300 ms): it is read as seconds, and a warning goes to the logger once
+   * per value. Core's own habit check (multiples of 1000) applies to every duration option.
+   */
+  msHabitFrom?: number
+}
+
+/**
+ * Milliseconds in the duration option `option`, or `fallback` (a Duration) when it is
+ * `undefined`. A bad value throws {@link CacheConfigError} naming the option.
+ */
+export function durationOption(
+  value: unknown,
+  option: string,
+  fallback: Duration,
+  rules: DurationOptionRules = {},
+): number {
+  const given = value === undefined ? fallback : value
+  if (rules.zero && (given === 0 || given === '0')) return 0
+  const ms = checkOption(option, () => parseDuration(given as Duration, option))
+  const seconds = typeof given === 'number' ? given : Number(given)
+  if (rules.msHabitFrom !== undefined && seconds >= rules.msHabitFrom) warnMilliseconds(seconds, option)
+  return ms
+}
+
+/**
+ * Milliseconds in a TTL option such as `defaultTtl` (`undefined` for none: `undefined`, `null`,
+ * `Infinity`); a bad value throws {@link CacheConfigError} naming the option.
+ */
+export function ttlOption(value: Duration | null | undefined, option: string): number | undefined {
+  return checkOption(option, () => ttlToMs(value, option))
+}
+
+/**
+ * The option `option`, a positive whole number (a count such as `maxAttempts`), or `fallback`
+ * when it is `undefined`. Anything else throws {@link CacheConfigError} naming the option.
+ */
+export function countOption(value: unknown, option: string, fallback: number): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1)
+    throw new CacheConfigError(option, `${describe(value)} is not a positive whole number`)
+  return value
+}
+
+/**
+ * Runs `check` (a parser such as `parseSize` given the option's value) and turns what it throws
+ * into a {@link CacheConfigError} naming `option`, with the original error as `cause`.
+ */
+export function checkOption<T>(option: string, check: () => T): T {
+  try {
+    return check()
+  } catch (error) {
+    if (error instanceof CacheConfigError) throw error
+    const message = error instanceof Error ? error.message : String(error)
+    const prefix = `${option}: `
+    throw new CacheConfigError(option, message.startsWith(prefix) ? message.slice(prefix.length) : message, {
+      cause: error,
+    })
+  }
+}
+
+/**
+ * Reads an option that was renamed, keeping the old name as a deprecated alias for one minor
+ * version: the new name wins; the old one is accepted, converted by `convert`, and the first time
+ * it is seen a warning through the process-wide logger names the new option. Both given is a
+ * {@link CacheConfigError}.
+ *
+ * @param options the options object as given
+ * @param convert turns the old value into the new option's value (e.g. ms into `'250ms'`)
+ */
+export function renamedOption<O extends object, T>(
+  options: O,
+  newName: string,
+  oldName: string,
+  convert: (old: unknown) => T,
+  hint = '',
+): T | undefined {
+  const given = options as Record<string, unknown>
+  const current = given[newName] as T | undefined
+  const old = given[oldName]
+  if (old === undefined) return current
+  if (current !== undefined)
+    throw new CacheConfigError(oldName, `give \`${newName}\` or its deprecated name \`${oldName}\`, not both`)
+  warnOnce(
+    `renamed:${oldName}:${newName}`,
+    `${oldName} is deprecated: use ${newName}${hint}. ${oldName} is still accepted until the next minor version.`,
+  )
+  return convert(old)
+}
+
+/**
+ * Converts the value of a deprecated `…Ms` option (a number of milliseconds) into a Duration
+ * (`'250ms'`); `false`, where the option allowed it, stays `false`. A value that was not valid
+ * under the old name throws {@link CacheConfigError} naming the old name.
+ */
+export function fromMilliseconds(oldName: string, options: { zero?: boolean; false?: boolean } = {}) {
+  return (old: unknown): Duration | false => {
+    if (old === false && options.false) return false
+    if (typeof old !== 'number' || !Number.isFinite(old) || old < 0 || (old === 0 && !options.zero))
+      throw new CacheConfigError(oldName, `${describe(old)} is not a number of milliseconds`)
+    return old === 0 ? 0 : `${old}ms`
+  }
+}
+
+function describe(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value)
+  if (typeof value === 'bigint') return `${value}n`
+  if (typeof value === 'symbol') return value.toString()
+  return String(value)
+}

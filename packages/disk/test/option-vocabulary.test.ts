@@ -1,0 +1,62 @@
+import { CacheConfigError, type CacheLogger, setCacheLogger } from '@cache/core'
+import { afterEach, describe, expect, it } from 'vitest'
+import { type DiskBackendOptions, type DiskSettings, resolveOptions } from '../src/options.js'
+
+/**
+ * The option vocabulary shared by every @cache package: a duration is a Duration (1 is one second,
+ * `'250ms'` works), a bad option throws CacheConfigError naming it, and the old `…Ms` names still
+ * work for one minor version, with one warning naming the new option.
+ */
+
+const PATH = '/nonexistent/cache-option-vocabulary'
+const resolved = (options: DiskBackendOptions) => resolveOptions({ path: PATH, ...options })
+function recorder(): CacheLogger & { lines: string[] } {
+  const lines: string[] = []
+  return { lines, warn: (m: string) => void lines.push(m), error: (m: string) => void lines.push(m) }
+}
+afterEach(() => setCacheLogger(undefined))
+
+const durations: [keyof DiskBackendOptions, keyof DiskSettings][] = [
+  ['busyTimeout', 'busyTimeoutMs'],
+  ['lockTimeout', 'lockTimeoutMs'],
+  ['accessResolution', 'accessResolutionMs'],
+  ['pruneInterval', 'pruneIntervalMs'],
+]
+
+describe('disk options speak the one vocabulary', () => {
+  it.each(durations)('%s: 1 is one second and "250ms" is 250 ms', (option, setting) => {
+    expect(resolved({ [option]: 1 })[setting]).toBe(1000)
+    expect(resolved({ [option]: '250ms' })[setting]).toBe(250)
+  })
+
+  it('keeps pruneInterval: false (never)', () => {
+    expect(resolved({ pruneInterval: false }).pruneIntervalMs).toBe(false)
+  })
+
+  it.each([
+    ...durations.map(([option]) => option),
+    'maxAttempts',
+    'maxSize',
+    'inlineThreshold',
+    'defaultTtl',
+    'namespace',
+  ])('%s: a bad value throws CacheConfigError naming it', (option) => {
+    const bad = option === 'namespace' ? '' : -1
+    expect(() => resolved({ [option]: bad })).toThrow(CacheConfigError)
+    expect(() => resolved({ [option]: bad })).toThrow(expect.objectContaining({ setting: option }) as never)
+  })
+
+  it.each(durations)(
+    'the old name %sMs still works (ms), with one warning naming the new one',
+    (option, setting) => {
+      const logger = recorder()
+      setCacheLogger(logger)
+      const old = `${option}Ms`
+      expect(resolved({ [old]: 250 })[setting]).toBe(250)
+      expect(resolved({ [old]: 250 })[setting]).toBe(250)
+      expect(logger.lines).toHaveLength(1)
+      expect(logger.lines[0]).toContain(`${old} is deprecated: use ${option}`)
+      expect(() => resolved({ [old]: 250, [option]: 1 })).toThrow(CacheConfigError)
+    },
+  )
+})
