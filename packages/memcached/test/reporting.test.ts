@@ -1,29 +1,10 @@
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { type CacheLogger, CacheUnavailableError } from '@cache/core'
-import { freePort, type MemcachedServer, startMemcached } from '@cache/test-servers'
+import { CacheUnavailableError } from '@cache/core'
+import { freePort, type MemcachedServer, recorder, startMemcached, until } from '@cache/test-servers'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { type MemcachedBackend, memcachedBackend } from '../src/index.js'
-
-/** A logger that keeps what it is told, as `level message` lines. */
-function recorder(): CacheLogger & { lines: string[] } {
-  const lines: string[] = []
-  return {
-    lines,
-    warn: (message: string) => void lines.push(`warn ${message}`),
-    error: (message: string) => void lines.push(`error ${message}`),
-    info: (message: string) => void lines.push(`info ${message}`),
-  }
-}
-
-async function until(check: () => boolean, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('timed out waiting')
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
 
 const opened: MemcachedBackend[] = []
 afterEach(async () => {

@@ -1,31 +1,11 @@
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import type { CacheLogger } from '@cache/core'
 import { memoryBackend } from '@cache/memory'
 import { redisBackend } from '@cache/redis'
-import { type RedisServer, startRedis } from '@cache/test-servers'
+import { type RedisServer, recorder, startRedis, until } from '@cache/test-servers'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { multiLevel, redisBus } from '../src/index.js'
-
-/** A logger that keeps what it is told, as `level message` lines. */
-function recorder(): CacheLogger & { lines: string[] } {
-  const lines: string[] = []
-  return {
-    lines,
-    warn: (message: string) => void lines.push(`warn ${message}`),
-    error: (message: string) => void lines.push(`error ${message}`),
-    info: (message: string) => void lines.push(`info ${message}`),
-  }
-}
-
-async function until(check: () => boolean, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('timed out waiting')
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
 
 describe('a chain whose shared level is killed and restarted', () => {
   let server: RedisServer

@@ -1,36 +1,18 @@
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { type CacheLogger, CacheUnavailableError } from '@cache/core'
+import { CacheUnavailableError } from '@cache/core'
 import {
   freePort,
   type RedisCluster,
   type RedisServer,
+  recorder,
   startRedis,
   startRedisCluster,
+  until,
 } from '@cache/test-servers'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { type RedisBackend, redisBackend } from '../src/index.js'
-
-/** A logger that keeps what it is told, as `level message` lines. */
-function recorder(): CacheLogger & { lines: string[] } {
-  const lines: string[] = []
-  return {
-    lines,
-    warn: (message: string) => void lines.push(`warn ${message}`),
-    error: (message: string) => void lines.push(`error ${message}`),
-    info: (message: string) => void lines.push(`info ${message}`),
-  }
-}
-
-/** Waits (at most `ms`) until `check` holds. */
-async function until(check: () => boolean, ms = 10_000): Promise<void> {
-  const deadline = Date.now() + ms
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error('timed out waiting')
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-}
 
 const opened: RedisBackend[] = []
 afterEach(async () => {

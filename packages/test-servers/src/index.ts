@@ -587,3 +587,4 @@ export {
   type RedisSentinelGroupOptions,
   startRedisSentinelGroup,
 } from './sentinels.js'
+export { recorder, until } from './waiting.js'
