@@ -212,9 +212,9 @@ const backends: [string, () => Promise<CacheBackend>][] = [
 
 describe('bad cacheResponse options fail at start-up, naming the option', () => {
   it.each([
-    ['ttl', () => cacheResponse({ ttl: 'abc' }), RangeError, /ttl/],
-    ['ttl 0', () => cacheResponse({ ttl: 0 }), RangeError, /ttl/],
-    ['maxBodySize', () => cacheResponse({ maxBodySize: '1XB' }), RangeError, /maxBodySize.*"1XB"/],
+    ['ttl', () => cacheResponse({ ttl: 'abc' }), CacheConfigError, /ttl/],
+    ['ttl 0', () => cacheResponse({ ttl: 0 }), CacheConfigError, /ttl/],
+    ['maxBodySize', () => cacheResponse({ maxBodySize: '1XB' }), CacheConfigError, /maxBodySize.*"1XB"/],
     ['keyPrefix', () => cacheResponse({ keyPrefix: '' }), CacheConfigError, /keyPrefix/],
     ['statuses', () => cacheResponse({ statuses: [99] }), CacheConfigError, /statuses/],
   ] as const)('%s', (_, build, type, message) => {
