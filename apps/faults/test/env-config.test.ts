@@ -62,6 +62,8 @@ const BAD: [string, string, Record<string, string>?][] = [
   ['CACHE_DEFAULT_TTL', '5 parsecs'],
   ['CACHE_NAMESPACE', 'has space'],
   ['CACHE_NAMESPACE', 'tab\there'],
+  // Longer than a memcached key may be: memcached refuses it, and the error names the variable.
+  ['CACHE_NAMESPACE', 'x'.repeat(300), { CACHE_BACKEND: 'memcached', MEMCACHED_SERVERS: '127.0.0.1:1' }],
 ]
 
 const rows = BAD.flatMap(([name, value, extra]) =>
