@@ -1,4 +1,5 @@
-import { CacheConfigError, type CacheLogger, setCacheLogger } from '@cache/core'
+import { CacheConfigError, setCacheLogger } from '@cache/core'
+import { recorder } from '@cache/test-servers'
 import { afterEach, describe, expect, it } from 'vitest'
 import { type DiskBackendOptions, type DiskSettings, resolveOptions } from '../src/options.js'
 
@@ -10,10 +11,6 @@ import { type DiskBackendOptions, type DiskSettings, resolveOptions } from '../s
 
 const PATH = '/nonexistent/cache-option-vocabulary'
 const resolved = (options: DiskBackendOptions) => resolveOptions({ path: PATH, ...options })
-function recorder(): CacheLogger & { lines: string[] } {
-  const lines: string[] = []
-  return { lines, warn: (m: string) => void lines.push(m), error: (m: string) => void lines.push(m) }
-}
 afterEach(() => setCacheLogger(undefined))
 
 const durations: [keyof DiskBackendOptions, keyof DiskSettings][] = [
@@ -49,7 +46,7 @@ describe('disk options speak the one vocabulary', () => {
   it.each(durations)(
     'the old name %sMs still works (ms), with one warning naming the new one',
     (option, setting) => {
-      const logger = recorder()
+      const logger = recorder({ levels: false })
       setCacheLogger(logger)
       const old = `${option}Ms`
       expect(resolved({ [old]: 250 })[setting]).toBe(250)

@@ -1,4 +1,5 @@
-import { CacheConfigError, type CacheLogger, setCacheLogger } from '@cache/core'
+import { CacheConfigError, setCacheLogger } from '@cache/core'
+import { recorder } from '@cache/test-servers'
 import { afterEach, describe, expect, it } from 'vitest'
 import { type KeyvBackendOptions, keyvBackend } from '../src/index.js'
 
@@ -10,10 +11,6 @@ import { type KeyvBackendOptions, keyvBackend } from '../src/index.js'
 
 const timeoutOf = (options: KeyvBackendOptions) =>
   (keyvBackend(new Map(), options) as unknown as { timeoutMs: number }).timeoutMs
-function recorder(): CacheLogger & { lines: string[] } {
-  const lines: string[] = []
-  return { lines, warn: (m: string) => void lines.push(m), error: (m: string) => void lines.push(m) }
-}
 afterEach(() => setCacheLogger(undefined))
 
 describe('keyv options speak the one vocabulary', () => {
@@ -31,7 +28,7 @@ describe('keyv options speak the one vocabulary', () => {
   })
 
   it('timeoutMs still works (ms), with one warning naming timeout', () => {
-    const logger = recorder()
+    const logger = recorder({ levels: false })
     setCacheLogger(logger)
     expect(timeoutOf({ timeoutMs: 250 })).toBe(250)
     expect(timeoutOf({ timeoutMs: 0 })).toBe(0)

@@ -1,4 +1,5 @@
-import { CacheConfigError, type CacheLogger, setCacheLogger } from '@cache/core'
+import { CacheConfigError, setCacheLogger } from '@cache/core'
+import { recorder } from '@cache/test-servers'
 import { afterEach, describe, expect, it } from 'vitest'
 import { type MemcachedBackend, type MemcachedBackendOptions, memcachedBackend } from '../src/index.js'
 
@@ -22,10 +23,6 @@ type Inside = {
   pool: { baseDelayMs: number; maxDelayMs: number }
 }
 const inside = (b: MemcachedBackend) => b as unknown as Inside
-function recorder(): CacheLogger & { lines: string[] } {
-  const lines: string[] = []
-  return { lines, warn: (m: string) => void lines.push(m), error: (m: string) => void lines.push(m) }
-}
 afterEach(async () => {
   setCacheLogger(undefined)
   await Promise.all(made.splice(0).map((b) => b.close()))
@@ -68,7 +65,7 @@ describe('memcached options speak the one vocabulary', () => {
 
   it('retries are maxAttempts; casAttempts still works, with one warning naming maxAttempts', () => {
     expect(inside(backend({ maxAttempts: 7 })).maxAttempts).toBe(7)
-    const logger = recorder()
+    const logger = recorder({ levels: false })
     setCacheLogger(logger)
     expect(inside(backend({ casAttempts: 5 })).maxAttempts).toBe(5)
     expect(inside(backend({ casAttempts: 5 })).maxAttempts).toBe(5)

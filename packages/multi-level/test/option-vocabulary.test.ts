@@ -1,5 +1,6 @@
-import { CacheConfigError, type CacheLogger, setCacheLogger } from '@cache/core'
+import { CacheConfigError, setCacheLogger } from '@cache/core'
 import { memoryBackend } from '@cache/memory'
+import { recorder } from '@cache/test-servers'
 import { afterEach, describe, expect, it } from 'vitest'
 import { multiLevel, type RedisBus, redisBus } from '../src/index.js'
 
@@ -18,10 +19,6 @@ function bus(options: Parameters<typeof redisBus>[1]): RedisBus {
   return b
 }
 const inside = (b: RedisBus) => b as unknown as { publishTimeoutMs: number; heartbeatMs: number }
-function recorder(): CacheLogger & { lines: string[] } {
-  const lines: string[] = []
-  return { lines, warn: (m: string) => void lines.push(m), error: (m: string) => void lines.push(m) }
-}
 afterEach(async () => {
   setCacheLogger(undefined)
   await Promise.all(buses.splice(0).map((b) => b.close()))
@@ -64,7 +61,7 @@ describe('multi-level options speak the one vocabulary', () => {
   })
 
   it('publishTimeoutMs still works (ms), with one warning naming publishTimeout', () => {
-    const logger = recorder()
+    const logger = recorder({ levels: false })
     setCacheLogger(logger)
     expect(inside(bus({ publishTimeoutMs: 250 })).publishTimeoutMs).toBe(250)
     expect(inside(bus({ publishTimeoutMs: 250 })).publishTimeoutMs).toBe(250)

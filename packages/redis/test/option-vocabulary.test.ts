@@ -1,5 +1,6 @@
-import { type CacheLogger, CacheConfigError, setCacheLogger } from '@cache/core'
+import { CacheConfigError, setCacheLogger } from '@cache/core'
 import type { Redis } from 'ioredis'
+import { recorder } from '@cache/test-servers'
 import { afterEach, describe, expect, it } from 'vitest'
 import { failFastOptions, type RedisBackend, type RedisBackendOptions, redisBackend } from '../src/index.js'
 
@@ -15,10 +16,6 @@ function backend(options: RedisBackendOptions): RedisBackend {
   const b = redisBackend(URL, { logger: false, ...options })
   made.push(b)
   return b
-}
-function recorder(): CacheLogger & { lines: string[] } {
-  const lines: string[] = []
-  return { lines, warn: (m: string) => void lines.push(m), error: (m: string) => void lines.push(m) }
 }
 afterEach(async () => {
   setCacheLogger(undefined)
@@ -72,7 +69,7 @@ describe('redis options speak the one vocabulary', () => {
   })
 
   it('warns once that timeout: 300 is now 5 minutes, naming the option', () => {
-    const logger = recorder()
+    const logger = recorder({ levels: false })
     setCacheLogger(logger)
     expect(backend({ timeout: 300 }).timeoutMs).toBe(300_000)
     backend({ timeout: 300 })
@@ -86,7 +83,7 @@ describe('redis options speak the one vocabulary', () => {
   it('failFastOptions takes Durations, and its old …Ms names still work and warn once', () => {
     expect(failFastOptions({ timeout: 1 }).commandTimeout).toBe(1000)
     expect(failFastOptions({ timeout: '250ms' }).commandTimeout).toBe(250)
-    const logger = recorder()
+    const logger = recorder({ levels: false })
     setCacheLogger(logger)
     expect(failFastOptions({ timeoutMs: 150 }).commandTimeout).toBe(150)
     expect(failFastOptions({ timeoutMs: 150 }).commandTimeout).toBe(150)

@@ -1,17 +1,17 @@
-/** A logger that keeps every line it is given (`warn <message>`, `error …`, `info …`), for tests. */
-export function recorder(): {
+/**
+ * A logger that keeps every line it is given, for tests: `warn <message>`, `error …`, `info …`,
+ * or the messages alone with `{ levels: false }`.
+ */
+export function recorder({ levels = true }: { levels?: boolean } = {}): {
   lines: string[]
   warn(message: string): void
   error(message: string): void
   info(message: string): void
 } {
   const lines: string[] = []
-  return {
-    lines,
-    warn: (message: string) => void lines.push(`warn ${message}`),
-    error: (message: string) => void lines.push(`error ${message}`),
-    info: (message: string) => void lines.push(`info ${message}`),
-  }
+  const keep = (level: string) => (message: string) =>
+    void lines.push(levels ? `${level} ${message}` : message)
+  return { lines, warn: keep('warn'), error: keep('error'), info: keep('info') }
 }
 
 /** Waits (at most `ms`) until `check` holds, looking every 20 ms. */
