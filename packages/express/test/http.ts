@@ -50,8 +50,10 @@ export function request(port: number, path: string, options: RequestOptions = {}
   return new Promise((resolve, reject) => {
     const req = httpRequest(
       {
-        host: '127.0.0.1',
+        host: options.host ?? '127.0.0.1',
         port,
+        socketPath: options.socketPath,
+        localAddress: options.localAddress,
         path,
         method: options.method ?? 'GET',
         headers: options.headers,
@@ -80,6 +82,12 @@ export function request(port: number, path: string, options: RequestOptions = {}
 
 export interface RequestOptions {
   method?: string
+  /** The address to connect to. Default: 127.0.0.1. */
+  host?: string
+  /** A Unix socket to connect to instead of a port. */
+  socketPath?: string
+  /** The local address to send from, as a client on another host would. */
+  localAddress?: string
   headers?: Record<string, string>
   /** Give up (reject) after this many ms without activity. Default: 5000. */
   timeout?: number

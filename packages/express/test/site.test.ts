@@ -3,14 +3,14 @@
  * away with `next('route')` or `next('router')` sends it to another route for the same URL: that
  * route's cache must never answer it with what the guarded route stored.
  */
-import { createServer, request as httpRequest } from 'node:http'
+import { createServer } from 'node:http'
 import { describe, expect, it, vi } from 'vitest'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { cache, cacheResponse, invalidateResponse, invalidateResponsePrefix } from '../src/index.js'
 import type { MemoryBackend } from '@cache/memory'
-import { EXPRESS, memory, type Reply, serveEach } from './http.js'
+import { EXPRESS, memory, type Reply, request, serveEach } from './http.js'
 
 const serve = serveEach()
 const json = (reply: Reply) => JSON.parse(reply.body.toString())
@@ -20,22 +20,7 @@ const SECRET = { view: 'internal', dbPassword: 'hunter2' }
 const PUBLIC = { view: 'public', ok: true }
 
 /** Sends a request from a chosen loopback address, as a client on another host would. */
-function getFrom(port: number, path: string, localAddress: string): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest(
-      { host: '127.0.0.1', port, path, localAddress, agent: false, timeout: 5_000 },
-      (res) => {
-        const chunks: Buffer[] = []
-        res.on('data', (c: Buffer) => chunks.push(c))
-        res.on('end', () =>
-          resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }),
-        )
-      },
-    )
-    req.on('error', reject)
-    req.end()
-  })
-}
+const getFrom = (port: number, path: string, localAddress: string) => request(port, path, { localAddress })
 
 const SHAPES = ['two caches', 'one shared cache', 'next(router)', 'handler wrapper'] as const
 
@@ -455,23 +440,11 @@ describe.each(EXPRESS)('what a site holds beyond the routes, on %s', (_name, exp
       server.closeAllConnections()
       server.close(() => resolve())
     })
-  function getAt(address: { host: string; port: number } | string, path: string): Promise<Reply> {
-    return new Promise((resolve, reject) => {
-      const where =
-        typeof address === 'string' ? { socketPath: address } : { host: address.host, port: address.port }
-      // One name for the service on both interfaces, as a proxy in front would send.
-      const headers = { host: 'api.example' }
-      const req = httpRequest({ ...where, path, headers, agent: false, timeout: 5_000 }, (res) => {
-        const chunks: Buffer[] = []
-        res.on('data', (c: Buffer) => chunks.push(c))
-        res.on('end', () =>
-          resolve({ status: res.statusCode!, headers: res.headers, body: Buffer.concat(chunks) }),
-        )
-      })
-      req.on('error', reject)
-      req.end()
-    })
-  }
+  /** One name for the service on both interfaces, as a proxy in front would send. */
+  const getAt = (address: { host: string; port: number } | string, path: string) =>
+    typeof address === 'string'
+      ? request(0, path, { socketPath: address, headers: { host: 'api.example' } })
+      : request(address.port, path, { host: address.host, headers: { host: 'api.example' } })
 
   it.each(['two addresses, one port', 'two Unix sockets'] as const)(
     'two servers of one process (%s) never share an entry, also after a restart',
