@@ -58,12 +58,31 @@ export type WriteRow = [
 /** What a conditional write requires: any state, no live entry, or this exact version (0: no row). */
 export type Condition = { kind: 'always' } | { kind: 'absent' } | { kind: 'version'; version: number }
 
-/** The outcome of a write: whether it stored, the file the old entry used, and the new byte total. */
-export interface WriteResult {
-  stored: boolean
-  oldFile: string | null
-  total: number
+/** One write of a group commit: a conditional put of an encoded value, or a delete. */
+export type BatchOp =
+  | {
+      kind: 'put'
+      key: string
+      value: Buffer | null
+      file: string | null
+      size: number
+      /** From the commit's clock: `now + ttlMs`, or no expiry. */
+      ttlMs: number | undefined
+      condition: Condition
+    }
+  | { kind: 'delete'; key: string }
+
+/**
+ * What one write of a batch did: `done` (the put stored / the delete found a row), the value
+ * file the replaced or deleted row used, and whether a deleted row was live.
+ */
+export interface BatchOutcome {
+  done: boolean
+  file: string | null
+  live: boolean
 }
+
+const UNDONE: BatchOutcome = { done: false, file: null, live: false }
 
 export interface NewRow {
   ns: string
@@ -124,7 +143,9 @@ export class EntryStore {
   private dropBroken!: Database.Statement
   private keysFrom!: Database.Statement<[string, string, number], [Buffer, number | null]>
   private keysBetween!: Database.Statement<[string, string, string, number], [Buffer, number | null]>
-  private writeTx!: (row: NewRow, condition: Condition, version: number) => WriteResult
+  private batchTx!: (ns: string, ops: readonly BatchOp[], now: number) => { outcomes: BatchOutcome[]; total: number }
+  /** `getMany` statements, one per key count (a chunk holds at most `MANY_CHUNK` keys). */
+  private selectMany = new Map<number, Database.Statement<unknown[], [number, ...LiveRow]>>()
   private touchTx!: (ns: string, keys: string[], now: number) => void
   private evictTx!: (now: number, limit: number) => { files: (string | null)[]; total: number }
   private incrTx!: (row: NewRow, by: number, readInteger: IntegerReader) => IncrResult
@@ -207,6 +228,7 @@ export class EntryStore {
   }
 
   private prepare(db: Database.Database): void {
+    this.selectMany = new Map()
     const raw = <P extends unknown[], R>(sql: string) => db.prepare<P, R>(sql).raw(true)
     this.select = raw(
       'SELECT value, file, expires_at, accessed_at, size FROM entries WHERE ns = ? AND key = ?',
@@ -246,18 +268,14 @@ export class EntryStore {
       'SELECT CAST(key AS BLOB), expires_at FROM entries WHERE ns = ? AND key >= ? AND key < ? ORDER BY key LIMIT ?',
     )
 
-    this.writeTx = db.transaction((row: NewRow, condition: Condition, version: number): WriteResult => {
-      const old = this.selectForWrite.get(row.ns, row.key)
-      const live = old !== undefined && (old[2] === null || old[2] > row.now)
-      if (
-        (condition.kind === 'absent' && live) ||
-        (condition.kind === 'version' && (old === undefined ? 0 : old[3]) !== condition.version)
-      ) {
-        return { stored: false, oldFile: null, total: 0 }
+    this.batchTx = db.transaction((ns: string, ops: readonly BatchOp[], now: number) => {
+      const outcomes = new Array<BatchOutcome>(ops.length)
+      for (let i = 0; i < ops.length; i++) {
+        const op = ops[i]!
+        outcomes[i] = op.kind === 'put' ? this.putOne(ns, op, now) : this.deleteOne(ns, op.key, now)
       }
-      this.upsert.run(row.ns, row.key, row.value, row.file, row.size, row.expiresAt, row.now, version)
-      return { stored: true, oldFile: old?.[1] ?? null, total: this.readTotals.get()![0] }
-    }).immediate as typeof this.writeTx
+      return { outcomes, total: this.readTotals.get()![0] }
+    }).immediate as typeof this.batchTx
     this.incrTx = db.transaction((row: NewRow, by: number, readInteger: IntegerReader): IncrResult => {
       const old = this.selectForWrite.get(row.ns, row.key)
       const live = old !== undefined && (old[2] === null || old[2] > row.now)
@@ -299,6 +317,27 @@ export class EntryStore {
     }).immediate as typeof this.evictTx
   }
 
+  private putOne(ns: string, op: BatchOp & { kind: 'put' }, now: number): BatchOutcome {
+    const old = this.selectForWrite.get(ns, op.key)
+    const live = old !== undefined && (old[2] === null || old[2] > now)
+    const { condition } = op
+    if (
+      (condition.kind === 'absent' && live) ||
+      (condition.kind === 'version' && (old === undefined ? 0 : old[3]) !== condition.version)
+    ) {
+      return UNDONE
+    }
+    const expiresAt = op.ttlMs === undefined ? null : now + op.ttlMs
+    this.upsert.run(ns, op.key, op.value, op.file, op.size, expiresAt, now, randomVersion())
+    return { done: true, file: old?.[1] ?? null, live }
+  }
+
+  private deleteOne(ns: string, key: string, now: number): BatchOutcome {
+    const row = this.removeRow.get(ns, key)
+    if (row === undefined) return UNDONE
+    return { done: true, file: row[0], live: row[1] === null || row[1] > now }
+  }
+
   /** The row for a key, expired or not. */
   get(ns: string, key: string): LiveRow | undefined {
     return this.select.get(ns, key)
@@ -309,19 +348,39 @@ export class EntryStore {
     return this.selectForWrite.get(ns, key)
   }
 
-  /** Writes a row in one IMMEDIATE transaction if `condition` holds. */
-  write(row: NewRow, condition: Condition): WriteResult {
-    return this.writeTx(row, condition, randomVersion())
+  /**
+   * Applies writes in order in one IMMEDIATE transaction (one commit for all of them), each put
+   * only if its condition holds against the state the writes before it left; returns what each
+   * did and the new byte total.
+   */
+  writeBatch(ns: string, ops: readonly BatchOp[], now: number): { outcomes: BatchOutcome[]; total: number } {
+    return this.batchTx(ns, ops, now)
+  }
+
+  /** The rows of several keys (expired or not), in the order of `keys`, with one statement. */
+  getMany(ns: string, keys: readonly string[]): (LiveRow | undefined)[] {
+    let statement = this.selectMany.get(keys.length)
+    if (statement === undefined) {
+      // A numbered list of the keys joined to the primary key: one index lookup a key, and each
+      // row comes back with its position, so keys are never decoded from SQLite's text.
+      const wanted = keys.map((_, i) => `(${i}, ?)`).join(', ')
+      statement = this.db
+        .prepare<unknown[], [number, ...LiveRow]>(
+          `WITH wanted (i, key) AS (VALUES ${wanted})
+           SELECT wanted.i, e.value, e.file, e.expires_at, e.accessed_at, e.size
+           FROM wanted JOIN entries AS e ON e.ns = ? AND e.key = wanted.key`,
+        )
+        .raw(true)
+      this.selectMany.set(keys.length, statement)
+    }
+    const rows = new Array<LiveRow | undefined>(keys.length)
+    for (const [i, ...row] of statement.all(...keys, ns)) rows[i] = row
+    return rows
   }
 
   /** Adds `by` to the counter at `row.key` in one IMMEDIATE transaction. */
   incr(row: NewRow, by: number, readInteger: IntegerReader): IncrResult {
     return this.incrTx(row, by, readInteger)
-  }
-
-  /** Deletes a key; returns `[file, expiresAt]` of the removed row. */
-  delete(ns: string, key: string): [string | null, number | null] | undefined {
-    return this.removeRow.get(ns, key)
   }
 
   /** Deletes a key only if its row is still at `version` (nothing wrote it since it was read). */
