@@ -113,7 +113,11 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
     try {
       mkdirSync(this.path, { recursive: true, mode: 0o700 })
       this.files = new ValueFiles(this.path)
-      this.store = new EntryStore(join(this.path, 'cache.db'), settings.busyTimeoutMs)
+      this.store = new EntryStore(
+        join(this.path, 'cache.db'),
+        settings.busyTimeoutMs,
+        settings.accessResolutionMs,
+      )
       this.lock = new StoreLock(
         this.store,
         this.observer,
@@ -188,7 +192,9 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
 
   async has(key: string): Promise<boolean> {
     if (typeof key !== 'string') assertKey(key)
-    const row = await this.inOrder(key, false, () => this.locked('has', key, () => this.store.get(this.ns, key)))
+    const row = await this.inOrder(key, false, () =>
+      this.locked('has', key, () => this.store.get(this.ns, key)),
+    )
     return row !== undefined && (row[2] === null || row[2] > this.now())
   }
 
@@ -375,7 +381,8 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   private read<T>(key: string): CacheEntry<T> | undefined | Promise<CacheEntry<T> | undefined> {
     if (typeof key !== 'string') assertKey(key)
     if (this.closed) throw new CacheClosedError('disk')
-    if (this.writing.size > 0 && this.writing.has(key)) return this.inOrder(key, false, () => this.lookup<T>(key))
+    if (this.writing.size > 0 && this.writing.has(key))
+      return this.inOrder(key, false, () => this.lookup<T>(key))
     return this.lookup<T>(key)
   }
 

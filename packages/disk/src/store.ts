@@ -131,6 +131,13 @@ export class EntryStore {
   private select!: Database.Statement<[string, string], LiveRow>
   private selectForWrite!: Database.Statement<[string, string], WriteRow>
   private upsert!: Database.Statement
+  private selectForPut!: Database.Statement<
+    [string, string],
+    [rowid: number, file: string | null, expiresAt: number | null, version: number, accessedAt: number]
+  >
+  private insertRow!: Database.Statement
+  private rewriteRow!: Database.Statement
+  private rewriteRowAccessed!: Database.Statement
   private removeRow!: Database.Statement<[string, string], [string | null, number | null]>
   private removeIfVersion!: Database.Statement<[string, string, number], [string | null, number | null]>
   private touchRow!: Database.Statement
@@ -143,16 +150,25 @@ export class EntryStore {
   private dropBroken!: Database.Statement
   private keysFrom!: Database.Statement<[string, string, number], [Buffer, number | null]>
   private keysBetween!: Database.Statement<[string, string, string, number], [Buffer, number | null]>
-  private batchTx!: (ns: string, ops: readonly BatchOp[], now: number) => { outcomes: BatchOutcome[]; total: number }
+  private batchTx!: (
+    ns: string,
+    ops: readonly BatchOp[],
+    now: number,
+  ) => { outcomes: BatchOutcome[]; total: number }
   /** `getMany` statements, one per key count (a chunk holds at most `MANY_CHUNK` keys). */
   private selectMany = new Map<number, Database.Statement<unknown[], [number, ...LiveRow]>>()
   private touchTx!: (ns: string, keys: string[], now: number) => void
   private evictTx!: (now: number, limit: number) => { files: (string | null)[]; total: number }
   private incrTx!: (row: NewRow, by: number, readInteger: IntegerReader) => IncrResult
 
+  /**
+   * @param accessResolutionMs a rewrite records its access time only when the stored one is at
+   *   least this old, as a read does: the access-time index is then left alone.
+   */
   constructor(
     readonly file: string,
     private readonly busyTimeoutMs: number,
+    private readonly accessResolutionMs: number,
   ) {}
 
   /**
@@ -242,6 +258,21 @@ export class EntryStore {
        ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, file = excluded.file, size = excluded.size,
          expires_at = excluded.expires_at, accessed_at = excluded.accessed_at, version = excluded.version`,
     )
+    this.selectForPut = raw(
+      'SELECT rowid, file, expires_at, version, accessed_at FROM entries WHERE ns = ? AND key = ?',
+    )
+    this.insertRow = db.prepare(
+      `INSERT INTO entries (ns, key, value, file, size, expires_at, accessed_at, version)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+    )
+    // Two statements so that a rewrite which keeps the access time does not name accessed_at:
+    // SQLite then leaves the access-time index untouched.
+    this.rewriteRow = db.prepare(
+      'UPDATE entries SET value = ?, file = ?, size = ?, expires_at = ?, version = ? WHERE rowid = ?',
+    )
+    this.rewriteRowAccessed = db.prepare(
+      'UPDATE entries SET value = ?, file = ?, size = ?, expires_at = ?, version = ?, accessed_at = ? WHERE rowid = ?',
+    )
     this.removeRow = raw('DELETE FROM entries WHERE ns = ? AND key = ? RETURNING file, expires_at')
     this.removeIfVersion = raw(
       'DELETE FROM entries WHERE ns = ? AND key = ? AND version = ? RETURNING file, expires_at',
@@ -318,7 +349,7 @@ export class EntryStore {
   }
 
   private putOne(ns: string, op: BatchOp & { kind: 'put' }, now: number): BatchOutcome {
-    const old = this.selectForWrite.get(ns, op.key)
+    const old = this.selectForPut.get(ns, op.key)
     const live = old !== undefined && (old[2] === null || old[2] > now)
     const { condition } = op
     if (
@@ -328,8 +359,17 @@ export class EntryStore {
       return UNDONE
     }
     const expiresAt = op.ttlMs === undefined ? null : now + op.ttlMs
-    this.upsert.run(ns, op.key, op.value, op.file, op.size, expiresAt, now, randomVersion())
-    return { done: true, file: old?.[1] ?? null, live }
+    if (old === undefined) {
+      this.insertRow.run(ns, op.key, op.value, op.file, op.size, expiresAt, now, randomVersion())
+      return { done: true, file: null, live }
+    }
+    // An expired entry being replaced is a new entry: its access time starts now.
+    if (live && now - old[4] < this.accessResolutionMs) {
+      this.rewriteRow.run(op.value, op.file, op.size, expiresAt, randomVersion(), old[0])
+    } else {
+      this.rewriteRowAccessed.run(op.value, op.file, op.size, expiresAt, randomVersion(), now, old[0])
+    }
+    return { done: true, file: old[1], live }
   }
 
   private deleteOne(ns: string, key: string, now: number): BatchOutcome {

@@ -145,6 +145,45 @@ describe('writes issued together (group commit)', () => {
   })
 })
 
+describe('access times of rewritten entries', () => {
+  it('a rewrite records the access time once the stored one is older than accessResolution: LRU eviction still spares it', async () => {
+    let now = 1_700_000_000_000
+    const c = cache({ now: () => now, maxSize: 4_500, accessResolution: '1m' })
+    for (const key of ['a', 'b', 'c', 'd']) {
+      await c.set(key, 'x'.repeat(998))
+      now += 120_000
+    }
+    await c.set('a', 'y'.repeat(998)) // a's access time is 8 minutes old: recorded again
+    now += 120_000
+    await c.set('e', 'x'.repeat(998)) // over 4 500 bytes: the least recently used goes
+    expect(await c.getMany(['a', 'b', 'c', 'd', 'e'])).toEqual([
+      'y'.repeat(998),
+      undefined,
+      'x'.repeat(998),
+      'x'.repeat(998),
+      'x'.repeat(998),
+    ])
+  })
+
+  it('a rewrite within accessResolution leaves the access-time index alone: fewer log bytes', async () => {
+    const bytesOfRewrites = async (accessResolution: number) => {
+      const c = cache({ accessResolution, path: mkdtempSync(join(tmpdir(), 'cache-disk-rewrite-')) })
+      const keys = Array.from({ length: 300 }, (_, i) => `k${i}`)
+      await Promise.all(keys.map((key) => c.set(key, 'v'.repeat(100))))
+      const wal = join(c.path, 'cache.db-wal')
+      const before = statSync(wal).size
+      for (let i = 0; i < 30; i++) await c.set(keys[(i * 97) % keys.length]!, 'w'.repeat(100))
+      const written = statSync(wal).size - before
+      await c.close()
+      rmSync(c.path, { recursive: true, force: true })
+      return written
+    }
+    const everyWrite = await bytesOfRewrites(0)
+    const withinResolution = await bytesOfRewrites(60)
+    expect(withinResolution).toBeLessThan(everyWrite * 0.8)
+  })
+})
+
 describe('getMany', () => {
   it('returns each key’s value in order: hits, misses, expired, duplicates, values in files, odd keys', async () => {
     let now = 1_700_000_000_000
