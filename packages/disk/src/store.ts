@@ -2,13 +2,18 @@ import { closeSync, existsSync, openSync, renameSync, statSync, unlinkSync } fro
 import Database from 'better-sqlite3'
 
 /** Bumped when the table layout changes; a database with a newer layout is never touched. */
-const SCHEMA_VERSION = 1
+const SCHEMA_VERSION = 2
+
+/** Width of the expiry index's buckets: a rewrite whose expiry stays in its minute leaves the index alone. */
+const EXPIRY_BUCKET_MS = 60_000
 
 /*
  * One row per entry. `size` counts the value's bytes plus the key's length; `totals` keeps the
  * sum, maintained by triggers in the same transaction as every insert, update and delete.
  * `version` is a random number replaced on every write: `atomicUpdate` compares it to detect
  * a writer in between (random rather than a counter, so delete-then-recreate cannot fake it).
+ * `expiry_bucket` is the minute `expires_at` falls in; pruning finds expired rows through its
+ * index. Indexing the exact expiry instead would rewrite two index pages on every write with a TTL.
  */
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS entries (
@@ -20,10 +25,11 @@ CREATE TABLE IF NOT EXISTS entries (
   expires_at INTEGER,
   accessed_at INTEGER NOT NULL,
   version INTEGER NOT NULL,
+  expiry_bucket INTEGER,
   PRIMARY KEY (ns, key)
 );
 CREATE INDEX IF NOT EXISTS entries_accessed ON entries (accessed_at);
-CREATE INDEX IF NOT EXISTS entries_expires ON entries (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS entries_expiry ON entries (expiry_bucket) WHERE expiry_bucket IS NOT NULL;
 CREATE INDEX IF NOT EXISTS entries_file ON entries (file) WHERE file IS NOT NULL;
 CREATE TABLE IF NOT EXISTS totals (id INTEGER PRIMARY KEY CHECK (id = 0), size INTEGER NOT NULL, count INTEGER NOT NULL);
 INSERT OR IGNORE INTO totals VALUES (0, 0, 0);
@@ -37,6 +43,19 @@ CREATE TRIGGER IF NOT EXISTS entries_resize AFTER UPDATE OF size ON entries WHEN
   UPDATE totals SET size = size + NEW.size - OLD.size WHERE id = 0;
 END;
 `
+
+/** Schema 1 (the first release) to 2: the exact-expiry index becomes the bucketed one. */
+const MIGRATE_1_TO_2 = `
+ALTER TABLE entries ADD COLUMN expiry_bucket INTEGER;
+UPDATE entries SET expiry_bucket = expires_at / ${EXPIRY_BUCKET_MS} WHERE expires_at IS NOT NULL;
+DROP INDEX IF EXISTS entries_expires;
+CREATE INDEX IF NOT EXISTS entries_expiry ON entries (expiry_bucket) WHERE expiry_bucket IS NOT NULL;
+`
+
+/** The expiry index's bucket of an expiry time. */
+function expiryBucket(expiresAt: number | null): number | null {
+  return expiresAt === null ? null : Math.floor(expiresAt / EXPIRY_BUCKET_MS)
+}
 
 /** A row as read by the get path: `[value, file, expiresAt, accessedAt, size]`. */
 export type LiveRow = [
@@ -133,16 +152,22 @@ export class EntryStore {
   private upsert!: Database.Statement
   private selectForPut!: Database.Statement<
     [string, string],
-    [rowid: number, file: string | null, expiresAt: number | null, version: number, accessedAt: number]
+    [
+      rowid: number,
+      file: string | null,
+      expiresAt: number | null,
+      version: number,
+      accessedAt: number,
+      expiryBucket: number | null,
+    ]
   >
   private insertRow!: Database.Statement
-  private rewriteRow!: Database.Statement
-  private rewriteRowAccessed!: Database.Statement
+  private rewriteRow!: Database.Statement[][]
   private removeRow!: Database.Statement<[string, string], [string | null, number | null]>
   private removeIfVersion!: Database.Statement<[string, string, number], [string | null, number | null]>
   private touchRow!: Database.Statement
   private clearBatch!: Database.Statement<[string, number], [string | null]>
-  private pruneBatch!: Database.Statement<[number, number], [string | null]>
+  private pruneBatch!: Database.Statement<[number | null, number, number], [string | null]>
   private lruBatch!: Database.Statement<[number], [number, number, string | null]>
   private deleteRowid!: Database.Statement<[number], [string | null]>
   private readTotals!: Database.Statement<[], [number, number]>
@@ -235,7 +260,10 @@ export class EntryStore {
     }
     if (version < SCHEMA_VERSION) {
       db.transaction(() => {
-        db.exec(SCHEMA)
+        // Read again under the write lock: another process may have created or migrated it meanwhile.
+        const current = db.pragma('user_version', { simple: true }) as number
+        if (current === 1) db.exec(MIGRATE_1_TO_2)
+        else if (current === 0) db.exec(SCHEMA)
         db.pragma(`user_version = ${SCHEMA_VERSION}`)
       }).immediate()
     }
@@ -253,26 +281,31 @@ export class EntryStore {
       'SELECT value, file, expires_at, version, size FROM entries WHERE ns = ? AND key = ?',
     )
     this.upsert = db.prepare(
-      `INSERT INTO entries (ns, key, value, file, size, expires_at, accessed_at, version)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+      `INSERT INTO entries (ns, key, value, file, size, expires_at, accessed_at, version, expiry_bucket)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, file = excluded.file, size = excluded.size,
-         expires_at = excluded.expires_at, accessed_at = excluded.accessed_at, version = excluded.version`,
+         expires_at = excluded.expires_at, accessed_at = excluded.accessed_at, version = excluded.version,
+         expiry_bucket = excluded.expiry_bucket`,
     )
     this.selectForPut = raw(
-      'SELECT rowid, file, expires_at, version, accessed_at FROM entries WHERE ns = ? AND key = ?',
+      'SELECT rowid, file, expires_at, version, accessed_at, expiry_bucket FROM entries WHERE ns = ? AND key = ?',
     )
     this.insertRow = db.prepare(
-      `INSERT INTO entries (ns, key, value, file, size, expires_at, accessed_at, version)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT INTO entries (ns, key, value, file, size, expires_at, accessed_at, version, expiry_bucket)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     )
-    // Two statements so that a rewrite which keeps the access time does not name accessed_at:
-    // SQLite then leaves the access-time index untouched.
-    this.rewriteRow = db.prepare(
-      'UPDATE entries SET value = ?, file = ?, size = ?, expires_at = ?, version = ? WHERE rowid = ?',
-    )
-    this.rewriteRowAccessed = db.prepare(
-      'UPDATE entries SET value = ?, file = ?, size = ?, expires_at = ?, version = ?, accessed_at = ? WHERE rowid = ?',
-    )
+    // A rewrite names accessed_at and expiry_bucket only when they change: an UPDATE that does not
+    // name an index's column leaves that index untouched. Index: [access time changes][bucket changes].
+    const rewrite = (accessed: boolean, bucket: boolean) =>
+      db.prepare(
+        `UPDATE entries SET value = ?, file = ?, size = ?, expires_at = ?, version = ?${
+          accessed ? ', accessed_at = ?' : ''
+        }${bucket ? ', expiry_bucket = ?' : ''} WHERE rowid = ?`,
+      )
+    this.rewriteRow = [
+      [rewrite(false, false), rewrite(false, true)],
+      [rewrite(true, false), rewrite(true, true)],
+    ]
     this.removeRow = raw('DELETE FROM entries WHERE ns = ? AND key = ? RETURNING file, expires_at')
     this.removeIfVersion = raw(
       'DELETE FROM entries WHERE ns = ? AND key = ? AND version = ? RETURNING file, expires_at',
@@ -284,7 +317,8 @@ export class EntryStore {
       'DELETE FROM entries WHERE rowid IN (SELECT rowid FROM entries WHERE ns = ? LIMIT ?) RETURNING file',
     )
     this.pruneBatch = raw(
-      'DELETE FROM entries WHERE rowid IN (SELECT rowid FROM entries WHERE expires_at <= ? LIMIT ?) RETURNING file',
+      `DELETE FROM entries WHERE rowid IN
+         (SELECT rowid FROM entries WHERE expiry_bucket <= ? AND expires_at <= ? LIMIT ?) RETURNING file`,
     )
     this.lruBatch = raw('SELECT rowid, size, file FROM entries ORDER BY accessed_at LIMIT ?')
     this.deleteRowid = raw('DELETE FROM entries WHERE rowid = ? RETURNING file')
@@ -325,6 +359,7 @@ export class EntryStore {
         expiresAt,
         row.now,
         randomVersion(),
+        expiryBucket(expiresAt),
       )
       return { value, oldFile: old?.[1] ?? null, total: this.readTotals.get()![0] }
     }).immediate as typeof this.incrTx
@@ -336,7 +371,7 @@ export class EntryStore {
       const files: (string | null)[] = []
       if (total <= limit) return { files, total }
       // Expired entries go first, then the least recently used, a batch per transaction.
-      for (const [file] of this.pruneBatch.all(now, 256)) files.push(file)
+      for (const [file] of this.pruneBatch.all(expiryBucket(now), now, 256)) files.push(file)
       total = this.readTotals.get()![0]
       if (files.length > 0) return { files, total }
       for (const [rowid, size] of this.lruBatch.all(256)) {
@@ -359,16 +394,19 @@ export class EntryStore {
       return UNDONE
     }
     const expiresAt = op.ttlMs === undefined ? null : now + op.ttlMs
+    const bucket = expiryBucket(expiresAt)
     if (old === undefined) {
-      this.insertRow.run(ns, op.key, op.value, op.file, op.size, expiresAt, now, randomVersion())
+      this.insertRow.run(ns, op.key, op.value, op.file, op.size, expiresAt, now, randomVersion(), bucket)
       return { done: true, file: null, live }
     }
     // An expired entry being replaced is a new entry: its access time starts now.
-    if (live && now - old[4] < this.accessResolutionMs) {
-      this.rewriteRow.run(op.value, op.file, op.size, expiresAt, randomVersion(), old[0])
-    } else {
-      this.rewriteRowAccessed.run(op.value, op.file, op.size, expiresAt, randomVersion(), now, old[0])
-    }
+    const accessed = !live || now - old[4] >= this.accessResolutionMs
+    const moved = bucket !== old[5]
+    const params: unknown[] = [op.value, op.file, op.size, expiresAt, randomVersion()]
+    if (accessed) params.push(now)
+    if (moved) params.push(bucket)
+    params.push(old[0])
+    this.rewriteRow[accessed ? 1 : 0]![moved ? 1 : 0]!.run(...params)
     return { done: true, file: old[1], live }
   }
 
@@ -455,7 +493,7 @@ export class EntryStore {
 
   /** Deletes up to `limit` expired rows; returns their files. */
   pruneSome(now: number, limit: number): (string | null)[] {
-    return this.pruneBatch.all(now, limit).map((row) => row[0])
+    return this.pruneBatch.all(expiryBucket(now), now, limit).map((row) => row[0])
   }
 
   /** One eviction step towards `limit` bytes. */
