@@ -164,7 +164,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
     if (typeof key !== 'string') assertKey(key)
     const outcome = await this.commit({ kind: 'delete', key })
     if (!outcome.done) return false
-    await this.discard([outcome.file])
+    if (outcome.file !== null) await this.discard([outcome.file])
     if (outcome.live) this.observer.delete(key)
     return outcome.live
   }
@@ -478,7 +478,8 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
       await this.discard([file])
       throw error
     }
-    await this.discard([outcome.done ? outcome.file : file])
+    const unused = outcome.done ? outcome.file : file
+    if (unused !== null) await this.discard([unused])
     if (!outcome.done) return false
     this.observer.set(key)
     return true
