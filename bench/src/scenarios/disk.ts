@@ -4,6 +4,8 @@ import { BATCH_SIZE } from '../data.js'
 import { withJsonSerializer } from './peers.js'
 
 const RW = ['get-hit', 'set', 'mixed'] as const
+/** Operations in flight in the ×64 rows, as a server handling concurrent requests has. */
+const IN_FLIGHT = 64
 
 /**
  * The journal every SQLite contestant's fast configuration runs with, as @cache/disk does:
@@ -178,21 +180,24 @@ const contestants: Contestant[] = [
       return bentoDatabase(knexDriver({ connection: db }))
     },
   },
-  {
-    id: 'bentocache-kysely',
-    label: 'bentocache (kysely driver, better-sqlite3, WAL)',
-    role: 'peer',
-    packages: ['bentocache', 'kysely'],
-    workloads: [...RW],
-    note: 'bentocache `kyselyDriver` over Kysely’s `SqliteDialect` on a better-sqlite3 database in WAL with `synchronous = NORMAL`.',
-    create: async (env) => {
-      const { Kysely, SqliteDialect } = await import('kysely')
-      const { kyselyDriver } = await import('bentocache/drivers/kysely')
-      const database = await sqliteDatabase(join(env.dir, 'bento-kysely.db'))
-      const db = new Kysely<unknown>({ dialect: new SqliteDialect({ database }) })
-      return bentoDatabase(kyselyDriver({ connection: db as never }))
-    },
-  },
+  ...[1, IN_FLIGHT].map(
+    (concurrency): Contestant => ({
+      id: concurrency === 1 ? 'bentocache-kysely' : `bentocache-kysely-${concurrency}`,
+      label: `bentocache (kysely driver, better-sqlite3, WAL)${concurrency === 1 ? '' : ` ×${concurrency}`}`,
+      role: 'peer',
+      packages: ['bentocache', 'kysely'],
+      workloads: concurrency === 1 ? [...RW] : ['set', 'mixed'],
+      ...(concurrency === 1 ? {} : { concurrency }),
+      note: 'bentocache `kyselyDriver` over Kysely’s `SqliteDialect` on a better-sqlite3 database in WAL with `synchronous = NORMAL`.',
+      create: async (env) => {
+        const { Kysely, SqliteDialect } = await import('kysely')
+        const { kyselyDriver } = await import('bentocache/drivers/kysely')
+        const database = await sqliteDatabase(join(env.dir, 'bento-kysely.db'))
+        const db = new Kysely<unknown>({ dialect: new SqliteDialect({ database }) })
+        return bentoDatabase(kyselyDriver({ connection: db as never }))
+      },
+    }),
+  ),
   {
     id: 'cacache',
     label: 'cacache',
@@ -217,6 +222,12 @@ const contestants: Contestant[] = [
     },
   },
   cacheDisk({ id: 'cache-disk', label: '@cache/disk' }),
+  cacheDisk({
+    id: `cache-disk-${IN_FLIGHT}`,
+    label: `@cache/disk ×${IN_FLIGHT}`,
+    concurrency: IN_FLIGHT,
+    note: `${IN_FLIGHT} operations in flight: the writes issued in one tick commit in one transaction (group commit); each set resolves once its transaction has committed.`,
+  }),
 ]
 
 export const disk: Scenario = { id: 'disk', title: 'Disk (local SQLite / files)', contestants }

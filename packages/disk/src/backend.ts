@@ -29,13 +29,38 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { ValueFiles } from './files.js'
 import { StoreLock } from './lock.js'
 import { type DiskBackendOptions, resolveOptions } from './options.js'
-import { type Condition, EntryStore, isBusy, type LiveRow, type WriteRow } from './store.js'
+import {
+  type BatchOp,
+  type BatchOutcome,
+  type Condition,
+  EntryStore,
+  isBusy,
+  type LiveRow,
+  type WriteRow,
+} from './store.js'
 import { keyFromBytes, prefixUpperBound } from './stored-keys.js'
 
 /** Orphan files (from crashed writers) are swept at most this often, and only when at least this old. */
 const SWEEP_EVERY_MS = 3_600_000
 const ORPHAN_AGE_MS = 600_000
 const BATCH = 500
+/** getMany reads at most this many keys with one statement. */
+const MANY_CHUNK = 100
+
+/**
+ * What waits its turn behind writes not yet committed: a write for the next group commit, or an
+ * operation that must see the writes issued before it (and none issued after), run alone.
+ */
+type Queued =
+  | { kind: 'write'; op: BatchOp; resolve: (outcome: BatchOutcome) => void; reject: (error: unknown) => void }
+  | {
+      kind: 'task'
+      /** Set when the task writes this key: later reads of the key queue behind it. */
+      key: string | undefined
+      run: () => unknown
+      resolve: (result: never) => void
+      reject: (error: unknown) => void
+    }
 
 /**
  * A persistent cache in a directory: SQLite (WAL) as the index and store of small values, one
@@ -64,6 +89,13 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   private lastSweep = 0
   private evicting = false
   private closed = false
+  private closing: Promise<void> | undefined
+  /** Writes not yet committed and the operations issued after them, in order (see `commit`). */
+  private ordered: Queued[] = []
+  /** How many queued or committing writes each key has: an operation on such a key queues behind them. */
+  private readonly writing = new Map<string, number>()
+  /** Set while the queue is being worked through; settles when it is empty. */
+  private draining: Promise<void> | undefined
 
   constructor(options: DiskBackendOptions = {}) {
     super('disk')
@@ -81,7 +113,11 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
     try {
       mkdirSync(this.path, { recursive: true, mode: 0o700 })
       this.files = new ValueFiles(this.path)
-      this.store = new EntryStore(join(this.path, 'cache.db'), settings.busyTimeoutMs)
+      this.store = new EntryStore(
+        join(this.path, 'cache.db'),
+        settings.busyTimeoutMs,
+        settings.accessResolutionMs,
+      )
       this.lock = new StoreLock(
         this.store,
         this.observer,
@@ -126,12 +162,11 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
 
   async delete(key: string): Promise<boolean> {
     if (typeof key !== 'string') assertKey(key)
-    const row = await this.locked('delete', key, () => this.store.delete(this.ns, key))
-    if (row === undefined) return false
-    await this.discard([row[0]])
-    const live = row[1] === null || row[1] > this.now()
-    if (live) this.observer.delete(key)
-    return live
+    const outcome = await this.commit({ kind: 'delete', key })
+    if (!outcome.done) return false
+    if (outcome.file !== null) await this.discard([outcome.file])
+    if (outcome.live) this.observer.delete(key)
+    return outcome.live
   }
 
   /**
@@ -140,7 +175,9 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
    */
   async compareAndDelete(key: string, expected: string): Promise<boolean> {
     if (typeof key !== 'string') assertKey(key)
-    const row = await this.locked('compareAndDelete', key, () => this.store.getForWrite(this.ns, key))
+    const row = await this.inOrder(key, false, () =>
+      this.locked('compareAndDelete', key, () => this.store.getForWrite(this.ns, key)),
+    )
     if (row === undefined) return false
     const current = await this.currentValue<unknown>(key, row)
     if (current !== expected) return false
@@ -155,17 +192,21 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
 
   async has(key: string): Promise<boolean> {
     if (typeof key !== 'string') assertKey(key)
-    const row = await this.locked('has', key, () => this.store.get(this.ns, key))
+    const row = await this.inOrder(key, false, () =>
+      this.locked('has', key, () => this.store.get(this.ns, key)),
+    )
     return row !== undefined && (row[2] === null || row[2] > this.now())
   }
 
   /** Removes this namespace's entries (in batches, so other processes are never locked out for long). */
   async clear(): Promise<void> {
-    for (;;) {
-      const files = await this.locked('clear', undefined, () => this.store.clearSome(this.ns, BATCH))
-      await this.discard(files)
-      if (files.length < BATCH) return
-    }
+    await this.inOrder(undefined, false, async () => {
+      for (;;) {
+        const files = await this.locked('clear', undefined, () => this.store.clearSome(this.ns, BATCH))
+        await this.discard(files)
+        if (files.length < BATCH) return
+      }
+    })
   }
 
   /**
@@ -180,6 +221,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
     const below = prefixUpperBound(prefix)
     // A prefix with a surrogate code unit has no exact key range: read the namespace, filter here.
     let from = below === undefined ? '' : prefix
+    await this.inOrder(undefined, false, () => undefined)
     for (;;) {
       if (this.closed) throw new CacheClosedError('disk')
       const start = from
@@ -206,12 +248,14 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
       if (!Number.isSafeInteger(current)) throw new CacheNotANumberError(key)
       return current as number
     }
-    const result = await this.locked('incr', key, () => {
-      const now = this.now()
-      const expiresAt = ttlMs === undefined ? null : now + ttlMs
-      const row = { ns: this.ns, key, value: null, file: null, size: 0, expiresAt, now }
-      return this.store.incr(row, by, readInteger)
-    })
+    const result = await this.inOrder(key, true, () =>
+      this.locked('incr', key, () => {
+        const now = this.now()
+        const expiresAt = ttlMs === undefined ? null : now + ttlMs
+        const row = { ns: this.ns, key, value: null, file: null, size: 0, expiresAt, now }
+        return this.store.incr(row, by, readInteger)
+      }),
+    )
     await this.discard([result.oldFile])
     this.observer.set(key)
     if (result.total > this.maxSize) await this.evict()
@@ -233,7 +277,9 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
     const ttlMs = this.ttl(ttl)
     return this.queue.run(key, async () => {
       for (let attempt = 1; ; attempt++) {
-        const row = await this.locked('atomicUpdate', key, () => this.store.getForWrite(this.ns, key))
+        const row = await this.inOrder(key, false, () =>
+          this.locked('atomicUpdate', key, () => this.store.getForWrite(this.ns, key)),
+        )
         const current = await this.currentValue<T>(key, row)
         if (current !== CONFLICT) {
           const next = await fn(current)
@@ -246,9 +292,31 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
     })
   }
 
+  /** Reads up to 100 keys with one SQLite statement (a primary-key lookup a key), then decodes each hit. */
   async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
+    for (const key of keys) if (typeof key !== 'string') assertKey(key)
+    if (this.closed) throw new CacheClosedError('disk')
+    if (this.writing.size > 0 && keys.some((key) => this.writing.has(key)))
+      return this.inOrder(undefined, false, () => this.readMany<T>(keys))
+    return this.readMany<T>(keys)
+  }
+
+  private async readMany<T>(keys: readonly string[]): Promise<(T | undefined)[]> {
     const out = new Array<T | undefined>(keys.length)
-    for (let i = 0; i < keys.length; i++) out[i] = (await this.read<T>(keys[i]!))?.value
+    for (let start = 0; start < keys.length; start += MANY_CHUNK) {
+      const chunk = keys.length <= MANY_CHUNK ? keys : keys.slice(start, start + MANY_CHUNK)
+      const lookup = () => this.store.getMany(this.ns, chunk)
+      let rows: (LiveRow | undefined)[]
+      try {
+        rows = lookup()
+      } catch (error) {
+        rows = await this.lock.retry('get', undefined, error, lookup)
+      }
+      for (let i = 0; i < chunk.length; i++) {
+        const entry = this.found<T>(chunk[i]!, rows[i], false)
+        out[start + i] = entry instanceof Promise ? (await entry)?.value : entry?.value
+      }
+    }
     return out
   }
 
@@ -273,6 +341,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
    * every `pruneInterval`; call it yourself to prune now.
    */
   async prune(options: { orphanAgeMs?: number } = {}): Promise<{ expired: number; orphans: number }> {
+    await this.inOrder(undefined, false, () => undefined)
     let expired = 0
     for (;;) {
       const files = await this.locked('prune', undefined, () => this.store.pruneSome(this.now(), BATCH))
@@ -290,12 +359,17 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
 
   /** Bytes (values plus key lengths) and entries in the whole directory, every namespace included. */
   async usage(): Promise<{ bytes: number; entries: number }> {
-    return this.locked('usage', undefined, () => this.store.totals())
+    return this.inOrder(undefined, false, () => this.locked('usage', undefined, () => this.store.totals()))
   }
 
-  /** Idempotent. Pending access times are written first; background timers stop. */
-  async close(): Promise<void> {
-    if (this.closed) return
+  /** Idempotent. Writes not yet committed and pending access times are written first; background timers stop. */
+  close(): Promise<void> {
+    this.closing ??= this.shutdown()
+    return this.closing
+  }
+
+  private async shutdown(): Promise<void> {
+    await this.afterWrites()
     this.flushTouches()
     this.closed = true
     clearInterval(this.pruneTimer)
@@ -307,6 +381,12 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   private read<T>(key: string): CacheEntry<T> | undefined | Promise<CacheEntry<T> | undefined> {
     if (typeof key !== 'string') assertKey(key)
     if (this.closed) throw new CacheClosedError('disk')
+    if (this.writing.size > 0 && this.writing.has(key))
+      return this.inOrder(key, false, () => this.lookup<T>(key))
+    return this.lookup<T>(key)
+  }
+
+  private lookup<T>(key: string): CacheEntry<T> | undefined | Promise<CacheEntry<T> | undefined> {
     let row: LiveRow | undefined
     try {
       row = this.store.get(this.ns, key)
@@ -390,23 +470,107 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
     if (size > this.maxSize) throw new CacheValueTooLargeError(key, size, this.maxSize)
     const file =
       bytes.length > this.inlineThreshold ? await this.fileIo('set', key, this.files.write(bytes)) : null
-    let result: { stored: boolean; oldFile: string | null; total: number }
+    const value = file === null ? bytes : null
+    let outcome: BatchOutcome
     try {
-      result = await this.locked('set', key, () => {
-        const now = this.now()
-        const expiresAt = ttlMs === undefined ? null : now + ttlMs
-        const row = { ns: this.ns, key, value: file === null ? bytes : null, file, size, expiresAt, now }
-        return this.store.write(row, condition)
-      })
+      outcome = await this.commit({ kind: 'put', key, value, file, size, ttlMs, condition })
     } catch (error) {
       await this.discard([file])
       throw error
     }
-    await this.discard([result.stored ? result.oldFile : file])
-    if (!result.stored) return false
+    const unused = outcome.done ? outcome.file : file
+    if (unused !== null) await this.discard([unused])
+    if (!outcome.done) return false
     this.observer.set(key)
-    if (result.total > this.maxSize) await this.evict()
     return true
+  }
+
+  /**
+   * Group commit: a write joins the writes issued in the same tick (and those issued while a
+   * commit is in progress), and consecutive writes are applied in order in one transaction. The
+   * promise settles once that transaction has committed (or failed: then every write in it fails
+   * with the error), and after any eviction the new total calls for.
+   */
+  private commit(op: BatchOp): Promise<BatchOutcome> {
+    if (this.closed) return Promise.reject(new CacheClosedError('disk'))
+    this.writing.set(op.key, (this.writing.get(op.key) ?? 0) + 1)
+    const done = new Promise<BatchOutcome>((resolve, reject) =>
+      this.ordered.push({ kind: 'write', op, resolve, reject }),
+    )
+    this.draining ??= this.drain()
+    return done
+  }
+
+  /**
+   * Runs `task` now, unless writes issued before it are not committed yet (writes of `key`, or
+   * any write when no key is given): then it waits its turn behind them, ahead of any write
+   * issued after it. `writes`: the task writes `key`, so what comes after it waits for it too.
+   */
+  private inOrder<R>(key: string | undefined, writes: boolean, task: () => R): R | Promise<Awaited<R>> {
+    if (this.draining === undefined || (key !== undefined && !this.writing.has(key))) return task()
+    if (writes) this.writing.set(key!, (this.writing.get(key!) ?? 0) + 1)
+    return new Promise<Awaited<R>>((resolve, reject) =>
+      this.ordered.push({ kind: 'task', key: writes ? key : undefined, run: task, resolve, reject }),
+    )
+  }
+
+  private async drain(): Promise<void> {
+    try {
+      // Yield once, so every write issued in this tick joins the first batch.
+      await undefined
+      while (this.ordered.length > 0) {
+        const head = this.ordered[0]!
+        if (head.kind === 'task') {
+          this.ordered.shift()
+          try {
+            head.resolve((await head.run()) as never)
+          } catch (error) {
+            head.reject(error)
+          } finally {
+            if (head.key !== undefined) this.settled(head.key)
+          }
+          continue
+        }
+        let end = 1
+        while (end < this.ordered.length && this.ordered[end]!.kind === 'write') end++
+        await this.commitBatch(this.ordered.splice(0, end) as (Queued & { kind: 'write' })[])
+      }
+    } finally {
+      this.draining = undefined
+    }
+  }
+
+  private async commitBatch(batch: (Queued & { kind: 'write' })[]): Promise<void> {
+    const ops = batch.map((write) => write.op)
+    const operation = ops.some((op) => op.kind === 'put') ? 'set' : 'delete'
+    let total = 0
+    let outcomes: BatchOutcome[] | undefined
+    let failure: unknown
+    try {
+      ;({ outcomes, total } = await this.locked(operation, ops.length === 1 ? ops[0]!.key : undefined, () =>
+        this.store.writeBatch(this.ns, ops, this.now()),
+      ))
+      if (total > this.maxSize) await this.evict()
+    } catch (error) {
+      failure = error
+    }
+    for (let i = 0; i < batch.length; i++) {
+      const { op, resolve, reject } = batch[i]!
+      this.settled(op.key)
+      if (outcomes === undefined) reject(failure)
+      else resolve(outcomes[i]!)
+    }
+  }
+
+  private settled(key: string): void {
+    const left = this.writing.get(key)! - 1
+    if (left === 0) this.writing.delete(key)
+    else this.writing.set(key, left)
+  }
+
+  /** Waits until every write issued so far has committed or failed. */
+  private async afterWrites(): Promise<void> {
+    while (this.draining !== undefined) await this.draining
   }
 
   /** Runs a short synchronous SQLite step; on a busy lock, waits without blocking and retries. */

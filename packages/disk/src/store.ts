@@ -2,13 +2,18 @@ import { closeSync, existsSync, openSync, renameSync, statSync, unlinkSync } fro
 import Database from 'better-sqlite3'
 
 /** Bumped when the table layout changes; a database with a newer layout is never touched. */
-const SCHEMA_VERSION = 1
+const SCHEMA_VERSION = 2
+
+/** Width of the expiry index's buckets: a rewrite whose expiry stays in its minute leaves the index alone. */
+const EXPIRY_BUCKET_MS = 60_000
 
 /*
  * One row per entry. `size` counts the value's bytes plus the key's length; `totals` keeps the
  * sum, maintained by triggers in the same transaction as every insert, update and delete.
  * `version` is a random number replaced on every write: `atomicUpdate` compares it to detect
  * a writer in between (random rather than a counter, so delete-then-recreate cannot fake it).
+ * `expiry_bucket` is the minute `expires_at` falls in; pruning finds expired rows through its
+ * index. Indexing the exact expiry instead would rewrite two index pages on every write with a TTL.
  */
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS entries (
@@ -20,10 +25,11 @@ CREATE TABLE IF NOT EXISTS entries (
   expires_at INTEGER,
   accessed_at INTEGER NOT NULL,
   version INTEGER NOT NULL,
+  expiry_bucket INTEGER,
   PRIMARY KEY (ns, key)
 );
 CREATE INDEX IF NOT EXISTS entries_accessed ON entries (accessed_at);
-CREATE INDEX IF NOT EXISTS entries_expires ON entries (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX IF NOT EXISTS entries_expiry ON entries (expiry_bucket) WHERE expiry_bucket IS NOT NULL;
 CREATE INDEX IF NOT EXISTS entries_file ON entries (file) WHERE file IS NOT NULL;
 CREATE TABLE IF NOT EXISTS totals (id INTEGER PRIMARY KEY CHECK (id = 0), size INTEGER NOT NULL, count INTEGER NOT NULL);
 INSERT OR IGNORE INTO totals VALUES (0, 0, 0);
@@ -37,6 +43,19 @@ CREATE TRIGGER IF NOT EXISTS entries_resize AFTER UPDATE OF size ON entries WHEN
   UPDATE totals SET size = size + NEW.size - OLD.size WHERE id = 0;
 END;
 `
+
+/** Schema 1 (the first release) to 2: the exact-expiry index becomes the bucketed one. */
+const MIGRATE_1_TO_2 = `
+ALTER TABLE entries ADD COLUMN expiry_bucket INTEGER;
+UPDATE entries SET expiry_bucket = expires_at / ${EXPIRY_BUCKET_MS} WHERE expires_at IS NOT NULL;
+DROP INDEX IF EXISTS entries_expires;
+CREATE INDEX IF NOT EXISTS entries_expiry ON entries (expiry_bucket) WHERE expiry_bucket IS NOT NULL;
+`
+
+/** The expiry index's bucket of an expiry time. */
+function expiryBucket(expiresAt: number | null): number | null {
+  return expiresAt === null ? null : Math.floor(expiresAt / EXPIRY_BUCKET_MS)
+}
 
 /** A row as read by the get path: `[value, file, expiresAt, accessedAt, size]`. */
 export type LiveRow = [
@@ -58,12 +77,31 @@ export type WriteRow = [
 /** What a conditional write requires: any state, no live entry, or this exact version (0: no row). */
 export type Condition = { kind: 'always' } | { kind: 'absent' } | { kind: 'version'; version: number }
 
-/** The outcome of a write: whether it stored, the file the old entry used, and the new byte total. */
-export interface WriteResult {
-  stored: boolean
-  oldFile: string | null
-  total: number
+/** One write of a group commit: a conditional put of an encoded value, or a delete. */
+export type BatchOp =
+  | {
+      kind: 'put'
+      key: string
+      value: Buffer | null
+      file: string | null
+      size: number
+      /** From the commit's clock: `now + ttlMs`, or no expiry. */
+      ttlMs: number | undefined
+      condition: Condition
+    }
+  | { kind: 'delete'; key: string }
+
+/**
+ * What one write of a batch did: `done` (the put stored / the delete found a row), the value
+ * file the replaced or deleted row used, and whether a deleted row was live.
+ */
+export interface BatchOutcome {
+  done: boolean
+  file: string | null
+  live: boolean
 }
+
+const UNDONE: BatchOutcome = { done: false, file: null, live: false }
 
 export interface NewRow {
   ns: string
@@ -112,11 +150,24 @@ export class EntryStore {
   private select!: Database.Statement<[string, string], LiveRow>
   private selectForWrite!: Database.Statement<[string, string], WriteRow>
   private upsert!: Database.Statement
+  private selectForPut!: Database.Statement<
+    [string, string],
+    [
+      rowid: number,
+      file: string | null,
+      expiresAt: number | null,
+      version: number,
+      accessedAt: number,
+      expiryBucket: number | null,
+    ]
+  >
+  private insertRow!: Database.Statement
+  private rewriteRow!: Database.Statement[][]
   private removeRow!: Database.Statement<[string, string], [string | null, number | null]>
   private removeIfVersion!: Database.Statement<[string, string, number], [string | null, number | null]>
   private touchRow!: Database.Statement
   private clearBatch!: Database.Statement<[string, number], [string | null]>
-  private pruneBatch!: Database.Statement<[number, number], [string | null]>
+  private pruneBatch!: Database.Statement<[number | null, number, number], [string | null]>
   private lruBatch!: Database.Statement<[number], [number, number, string | null]>
   private deleteRowid!: Database.Statement<[number], [string | null]>
   private readTotals!: Database.Statement<[], [number, number]>
@@ -124,14 +175,25 @@ export class EntryStore {
   private dropBroken!: Database.Statement
   private keysFrom!: Database.Statement<[string, string, number], [Buffer, number | null]>
   private keysBetween!: Database.Statement<[string, string, string, number], [Buffer, number | null]>
-  private writeTx!: (row: NewRow, condition: Condition, version: number) => WriteResult
+  private batchTx!: (
+    ns: string,
+    ops: readonly BatchOp[],
+    now: number,
+  ) => { outcomes: BatchOutcome[]; total: number }
+  /** `getMany` statements, one per key count (a chunk holds at most `MANY_CHUNK` keys). */
+  private selectMany = new Map<number, Database.Statement<unknown[], [number, ...LiveRow]>>()
   private touchTx!: (ns: string, keys: string[], now: number) => void
   private evictTx!: (now: number, limit: number) => { files: (string | null)[]; total: number }
   private incrTx!: (row: NewRow, by: number, readInteger: IntegerReader) => IncrResult
 
+  /**
+   * @param accessResolutionMs a rewrite records its access time only when the stored one is at
+   *   least this old, as a read does: the access-time index is then left alone.
+   */
   constructor(
     readonly file: string,
     private readonly busyTimeoutMs: number,
+    private readonly accessResolutionMs: number,
   ) {}
 
   /**
@@ -198,7 +260,10 @@ export class EntryStore {
     }
     if (version < SCHEMA_VERSION) {
       db.transaction(() => {
-        db.exec(SCHEMA)
+        // Read again under the write lock: another process may have created or migrated it meanwhile.
+        const current = db.pragma('user_version', { simple: true }) as number
+        if (current === 1) db.exec(MIGRATE_1_TO_2)
+        else if (current === 0) db.exec(SCHEMA)
         db.pragma(`user_version = ${SCHEMA_VERSION}`)
       }).immediate()
     }
@@ -207,6 +272,7 @@ export class EntryStore {
   }
 
   private prepare(db: Database.Database): void {
+    this.selectMany = new Map()
     const raw = <P extends unknown[], R>(sql: string) => db.prepare<P, R>(sql).raw(true)
     this.select = raw(
       'SELECT value, file, expires_at, accessed_at, size FROM entries WHERE ns = ? AND key = ?',
@@ -215,11 +281,31 @@ export class EntryStore {
       'SELECT value, file, expires_at, version, size FROM entries WHERE ns = ? AND key = ?',
     )
     this.upsert = db.prepare(
-      `INSERT INTO entries (ns, key, value, file, size, expires_at, accessed_at, version)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+      `INSERT INTO entries (ns, key, value, file, size, expires_at, accessed_at, version, expiry_bucket)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
        ON CONFLICT (ns, key) DO UPDATE SET value = excluded.value, file = excluded.file, size = excluded.size,
-         expires_at = excluded.expires_at, accessed_at = excluded.accessed_at, version = excluded.version`,
+         expires_at = excluded.expires_at, accessed_at = excluded.accessed_at, version = excluded.version,
+         expiry_bucket = excluded.expiry_bucket`,
     )
+    this.selectForPut = raw(
+      'SELECT rowid, file, expires_at, version, accessed_at, expiry_bucket FROM entries WHERE ns = ? AND key = ?',
+    )
+    this.insertRow = db.prepare(
+      `INSERT INTO entries (ns, key, value, file, size, expires_at, accessed_at, version, expiry_bucket)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    )
+    // A rewrite names accessed_at and expiry_bucket only when they change: an UPDATE that does not
+    // name an index's column leaves that index untouched. Index: [access time changes][bucket changes].
+    const rewrite = (accessed: boolean, bucket: boolean) =>
+      db.prepare(
+        `UPDATE entries SET value = ?, file = ?, size = ?, expires_at = ?, version = ?${
+          accessed ? ', accessed_at = ?' : ''
+        }${bucket ? ', expiry_bucket = ?' : ''} WHERE rowid = ?`,
+      )
+    this.rewriteRow = [
+      [rewrite(false, false), rewrite(false, true)],
+      [rewrite(true, false), rewrite(true, true)],
+    ]
     this.removeRow = raw('DELETE FROM entries WHERE ns = ? AND key = ? RETURNING file, expires_at')
     this.removeIfVersion = raw(
       'DELETE FROM entries WHERE ns = ? AND key = ? AND version = ? RETURNING file, expires_at',
@@ -231,7 +317,8 @@ export class EntryStore {
       'DELETE FROM entries WHERE rowid IN (SELECT rowid FROM entries WHERE ns = ? LIMIT ?) RETURNING file',
     )
     this.pruneBatch = raw(
-      'DELETE FROM entries WHERE rowid IN (SELECT rowid FROM entries WHERE expires_at <= ? LIMIT ?) RETURNING file',
+      `DELETE FROM entries WHERE rowid IN
+         (SELECT rowid FROM entries WHERE expiry_bucket <= ? AND expires_at <= ? LIMIT ?) RETURNING file`,
     )
     this.lruBatch = raw('SELECT rowid, size, file FROM entries ORDER BY accessed_at LIMIT ?')
     this.deleteRowid = raw('DELETE FROM entries WHERE rowid = ? RETURNING file')
@@ -246,18 +333,14 @@ export class EntryStore {
       'SELECT CAST(key AS BLOB), expires_at FROM entries WHERE ns = ? AND key >= ? AND key < ? ORDER BY key LIMIT ?',
     )
 
-    this.writeTx = db.transaction((row: NewRow, condition: Condition, version: number): WriteResult => {
-      const old = this.selectForWrite.get(row.ns, row.key)
-      const live = old !== undefined && (old[2] === null || old[2] > row.now)
-      if (
-        (condition.kind === 'absent' && live) ||
-        (condition.kind === 'version' && (old === undefined ? 0 : old[3]) !== condition.version)
-      ) {
-        return { stored: false, oldFile: null, total: 0 }
+    this.batchTx = db.transaction((ns: string, ops: readonly BatchOp[], now: number) => {
+      const outcomes = new Array<BatchOutcome>(ops.length)
+      for (let i = 0; i < ops.length; i++) {
+        const op = ops[i]!
+        outcomes[i] = op.kind === 'put' ? this.putOne(ns, op, now) : this.deleteOne(ns, op.key, now)
       }
-      this.upsert.run(row.ns, row.key, row.value, row.file, row.size, row.expiresAt, row.now, version)
-      return { stored: true, oldFile: old?.[1] ?? null, total: this.readTotals.get()![0] }
-    }).immediate as typeof this.writeTx
+      return { outcomes, total: this.readTotals.get()![0] }
+    }).immediate as typeof this.batchTx
     this.incrTx = db.transaction((row: NewRow, by: number, readInteger: IntegerReader): IncrResult => {
       const old = this.selectForWrite.get(row.ns, row.key)
       const live = old !== undefined && (old[2] === null || old[2] > row.now)
@@ -276,6 +359,7 @@ export class EntryStore {
         expiresAt,
         row.now,
         randomVersion(),
+        expiryBucket(expiresAt),
       )
       return { value, oldFile: old?.[1] ?? null, total: this.readTotals.get()![0] }
     }).immediate as typeof this.incrTx
@@ -287,7 +371,7 @@ export class EntryStore {
       const files: (string | null)[] = []
       if (total <= limit) return { files, total }
       // Expired entries go first, then the least recently used, a batch per transaction.
-      for (const [file] of this.pruneBatch.all(now, 256)) files.push(file)
+      for (const [file] of this.pruneBatch.all(expiryBucket(now), now, 256)) files.push(file)
       total = this.readTotals.get()![0]
       if (files.length > 0) return { files, total }
       for (const [rowid, size] of this.lruBatch.all(256)) {
@@ -297,6 +381,39 @@ export class EntryStore {
       }
       return { files, total: this.readTotals.get()![0] }
     }).immediate as typeof this.evictTx
+  }
+
+  private putOne(ns: string, op: BatchOp & { kind: 'put' }, now: number): BatchOutcome {
+    const old = this.selectForPut.get(ns, op.key)
+    const live = old !== undefined && (old[2] === null || old[2] > now)
+    const { condition } = op
+    if (
+      (condition.kind === 'absent' && live) ||
+      (condition.kind === 'version' && (old === undefined ? 0 : old[3]) !== condition.version)
+    ) {
+      return UNDONE
+    }
+    const expiresAt = op.ttlMs === undefined ? null : now + op.ttlMs
+    const bucket = expiryBucket(expiresAt)
+    if (old === undefined) {
+      this.insertRow.run(ns, op.key, op.value, op.file, op.size, expiresAt, now, randomVersion(), bucket)
+      return { done: true, file: null, live }
+    }
+    // An expired entry being replaced is a new entry: its access time starts now.
+    const accessed = !live || now - old[4] >= this.accessResolutionMs
+    const moved = bucket !== old[5]
+    const params: unknown[] = [op.value, op.file, op.size, expiresAt, randomVersion()]
+    if (accessed) params.push(now)
+    if (moved) params.push(bucket)
+    params.push(old[0])
+    this.rewriteRow[accessed ? 1 : 0]![moved ? 1 : 0]!.run(...params)
+    return { done: true, file: old[1], live }
+  }
+
+  private deleteOne(ns: string, key: string, now: number): BatchOutcome {
+    const row = this.removeRow.get(ns, key)
+    if (row === undefined) return UNDONE
+    return { done: true, file: row[0], live: row[1] === null || row[1] > now }
   }
 
   /** The row for a key, expired or not. */
@@ -309,19 +426,39 @@ export class EntryStore {
     return this.selectForWrite.get(ns, key)
   }
 
-  /** Writes a row in one IMMEDIATE transaction if `condition` holds. */
-  write(row: NewRow, condition: Condition): WriteResult {
-    return this.writeTx(row, condition, randomVersion())
+  /**
+   * Applies writes in order in one IMMEDIATE transaction (one commit for all of them), each put
+   * only if its condition holds against the state the writes before it left; returns what each
+   * did and the new byte total.
+   */
+  writeBatch(ns: string, ops: readonly BatchOp[], now: number): { outcomes: BatchOutcome[]; total: number } {
+    return this.batchTx(ns, ops, now)
+  }
+
+  /** The rows of several keys (expired or not), in the order of `keys`, with one statement. */
+  getMany(ns: string, keys: readonly string[]): (LiveRow | undefined)[] {
+    let statement = this.selectMany.get(keys.length)
+    if (statement === undefined) {
+      // A numbered list of the keys joined to the primary key: one index lookup a key, and each
+      // row comes back with its position, so keys are never decoded from SQLite's text.
+      const wanted = keys.map((_, i) => `(${i}, ?)`).join(', ')
+      statement = this.db
+        .prepare<unknown[], [number, ...LiveRow]>(
+          `WITH wanted (i, key) AS (VALUES ${wanted})
+           SELECT wanted.i, e.value, e.file, e.expires_at, e.accessed_at, e.size
+           FROM wanted JOIN entries AS e ON e.ns = ? AND e.key = wanted.key`,
+        )
+        .raw(true)
+      this.selectMany.set(keys.length, statement)
+    }
+    const rows = new Array<LiveRow | undefined>(keys.length)
+    for (const [i, ...row] of statement.all(...keys, ns)) rows[i] = row
+    return rows
   }
 
   /** Adds `by` to the counter at `row.key` in one IMMEDIATE transaction. */
   incr(row: NewRow, by: number, readInteger: IntegerReader): IncrResult {
     return this.incrTx(row, by, readInteger)
-  }
-
-  /** Deletes a key; returns `[file, expiresAt]` of the removed row. */
-  delete(ns: string, key: string): [string | null, number | null] | undefined {
-    return this.removeRow.get(ns, key)
   }
 
   /** Deletes a key only if its row is still at `version` (nothing wrote it since it was read). */
@@ -356,7 +493,7 @@ export class EntryStore {
 
   /** Deletes up to `limit` expired rows; returns their files. */
   pruneSome(now: number, limit: number): (string | null)[] {
-    return this.pruneBatch.all(now, limit).map((row) => row[0])
+    return this.pruneBatch.all(expiryBucket(now), now, limit).map((row) => row[0])
   }
 
   /** One eviction step towards `limit` bytes. */
