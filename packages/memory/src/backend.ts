@@ -83,6 +83,7 @@ type Stored = NonNullable<unknown> | typeof UNDEFINED
 const EPSILON = 2 ** -10
 
 const PEEK_EVEN_EXPIRED = { allowStale: true }
+const UNDERSCORE = 95
 
 /**
  * An in-process LRU cache on `lru-cache`. TTLs are checked on read (an expired entry is a miss
@@ -105,6 +106,8 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
     noUpdateTTL: false,
   }
   private readonly status: LRUCache.Status<string, Stored> = {}
+  /** Changes when a key that starts with `_` (@cache's own: generations, locks) may have changed. */
+  private internalWrites = 0
   private readonly getOptions: LRUCache.GetOptions<string, Stored, unknown> = { status: this.status }
 
   constructor(options: MemoryBackendOptions = {}) {
@@ -175,6 +178,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
     assertKey(key)
     const existed = this.read(key, false) !== MISS
     this.lru.delete(key)
+    if (key.charCodeAt(0) === UNDERSCORE) this.internalWrites++
     if (existed) this.observer.delete(key)
     return existed
   }
@@ -186,12 +190,14 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   async compareAndDelete(key: string, expected: string): Promise<boolean> {
     if (this.read(key, false) !== expected) return false
     this.lru.delete(key)
+    if (key.charCodeAt(0) === UNDERSCORE) this.internalWrites++
     this.observer.delete(key)
     return true
   }
 
   async clear(): Promise<void> {
     this.lru.clear()
+    this.internalWrites++
   }
 
   /**
@@ -260,6 +266,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
 
   async close(): Promise<void> {
     this.lru.clear()
+    this.internalWrites++
   }
 
   /** Synchronous access: lets memoized sync functions stay sync. */
@@ -269,7 +276,12 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
       const stored = this.read(key)
       return stored === MISS ? undefined : (this.out(stored) as T)
     },
+    getOr: <T, M>(key: string, miss: M) => {
+      const stored = this.read(key)
+      return stored === MISS ? miss : (this.out(stored) as T)
+    },
     set: (key, value, ttl) => this.write(key, value, ttl),
+    internalVersion: () => this.internalWrites,
   }
 
   private readEntry<T>(key: string): CacheEntry<T> | undefined {
@@ -327,6 +339,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
         options.ttl = expiresAt - start - EPSILON
       }
     }
+    if (key.charCodeAt(0) === UNDERSCORE) this.internalWrites++
     this.lru.set(key, stored, options)
     if (this.maxSize !== undefined && this.lru.peek(key, PEEK_EVEN_EXPIRED) !== stored) {
       // lru-cache refused it (larger than maxSize) and dropped what the key held.
