@@ -5,7 +5,9 @@ import { CACHEABLE_MEMORY_FAST, keyvWithoutSerialization } from './peers.js'
 /** Every in-process cache holds up to this many entries: the 10 000 keys never evict. */
 export const CAPACITY = 20_000
 
-const ALL = ['get-hit', 'set', 'mixed'] as const
+const SINGLE = ['get-hit', 'set', 'mixed'] as const
+/** getMany rows read 100 keys a call: lru-cache's is a loop of gets (it has no batch read). */
+const ALL = [...SINGLE, 'get-many'] as const
 
 /**
  * lru-cache as its README recommends for speed: `max` (storage allocated up front) and no `ttl`
@@ -18,6 +20,12 @@ async function lruDriver(ttl?: number) {
   return {
     get: (key: string) => lru.get(key),
     set: (key: string, value: Record<string, unknown>) => lru.set(key, value),
+    // lru-cache has no batch read: the fastest batch is a loop of gets.
+    getMany: (keys: string[]) => {
+      const out = new Array<unknown>(keys.length)
+      for (let i = 0; i < keys.length; i++) out[i] = lru.get(keys[i]!)
+      return out
+    },
   }
 }
 
@@ -75,7 +83,11 @@ const contestants: Contestant[] = [
     create: async () => {
       const { Keyv } = await import('keyv')
       const keyv = new Keyv()
-      return { get: (key) => keyv.get(key), set: (key, value, _index, ttl) => keyv.set(key, value, ttl.ms) }
+      return {
+        get: (key) => keyv.get(key),
+        set: (key, value, _index, ttl) => keyv.set(key, value, ttl.ms),
+        getMany: (keys) => keyv.getMany(keys),
+      }
     },
   },
   {
@@ -88,7 +100,11 @@ const contestants: Contestant[] = [
     note: '`keyv.serialize = undefined; keyv.deserialize = undefined` (keyv README, "Custom Serializers"): values stored by reference.',
     create: async () => {
       const keyv = await keyvWithoutSerialization()
-      return { get: (key) => keyv.get(key), set: (key, value, _index, ttl) => keyv.set(key, value, ttl.ms) }
+      return {
+        get: (key) => keyv.get(key),
+        set: (key, value, _index, ttl) => keyv.set(key, value, ttl.ms),
+        getMany: (keys) => keyv.getMany(keys),
+      }
     },
   },
   {
@@ -102,7 +118,11 @@ const contestants: Contestant[] = [
     create: async () => {
       const { Cacheable } = await import('cacheable')
       const cache = new Cacheable()
-      return { get: (key) => cache.get(key), set: (key, value, _index, ttl) => cache.set(key, value, ttl.ms) }
+      return {
+        get: (key) => cache.get(key),
+        set: (key, value, _index, ttl) => cache.set(key, value, ttl.ms),
+        getMany: (keys) => cache.getMany(keys),
+      }
     },
   },
   {
@@ -116,7 +136,11 @@ const contestants: Contestant[] = [
     create: async () => {
       const { Cacheable, createKeyv } = await import('cacheable')
       const cache = new Cacheable({ primary: createKeyv(CACHEABLE_MEMORY_FAST) })
-      return { get: (key) => cache.get(key), set: (key, value, _index, ttl) => cache.set(key, value, ttl.ms) }
+      return {
+        get: (key) => cache.get(key),
+        set: (key, value, _index, ttl) => cache.set(key, value, ttl.ms),
+        getMany: (keys) => cache.getMany(keys),
+      }
     },
   },
   {
@@ -132,7 +156,11 @@ const contestants: Contestant[] = [
     create: async () => {
       const { CacheableMemory } = await import('cacheable')
       const cache = new CacheableMemory(CACHEABLE_MEMORY_FAST)
-      return { get: (key) => cache.get(key), set: (key, value, _index, ttl) => cache.set(key, value, ttl.ms) }
+      return {
+        get: (key) => cache.get(key),
+        set: (key, value, _index, ttl) => cache.set(key, value, ttl.ms),
+        getMany: (keys) => cache.getMany(keys),
+      }
     },
   },
   {
@@ -146,7 +174,11 @@ const contestants: Contestant[] = [
     create: async () => {
       const { createCache } = await import('cache-manager')
       const cache = createCache()
-      return { get: (key) => cache.get(key), set: (key, value, _index, ttl) => cache.set(key, value, ttl.ms) }
+      return {
+        get: (key) => cache.get(key),
+        set: (key, value, _index, ttl) => cache.set(key, value, ttl.ms),
+        getMany: (keys) => cache.mget(keys),
+      }
     },
   },
   {
@@ -162,7 +194,11 @@ const contestants: Contestant[] = [
     create: async () => {
       const { createCache } = await import('cache-manager')
       const cache = createCache({ stores: [await keyvWithoutSerialization()] })
-      return { get: (key) => cache.get(key), set: (key, value, _index, ttl) => cache.set(key, value, ttl.ms) }
+      return {
+        get: (key) => cache.get(key),
+        set: (key, value, _index, ttl) => cache.set(key, value, ttl.ms),
+        getMany: (keys) => cache.mget(keys),
+      }
     },
   },
   {
@@ -171,8 +207,8 @@ const contestants: Contestant[] = [
     role: 'peer',
     baseline: 'lru-cache-awaited',
     packages: ['bentocache'],
-    workloads: [...ALL],
-    note: 'bentocache memory driver with its default `serialize: true` (values stored as JSON).',
+    workloads: [...SINGLE],
+    note: 'bentocache memory driver with its default `serialize: true` (values stored as JSON). It has no getMany.',
     create: async () => {
       const { BentoCache, bentostore } = await import('bentocache')
       const { memoryDriver } = await import('bentocache/drivers/memory')
@@ -193,7 +229,7 @@ const contestants: Contestant[] = [
     role: 'peer',
     baseline: 'lru-cache-awaited',
     packages: ['bentocache'],
-    workloads: [...ALL],
+    workloads: [...SINGLE],
     note: 'bentocache memory driver with `serialize: false` ("allows for a much faster throughput", bentocache docs, Cache drivers → Memory): values stored by reference.',
     create: async () => {
       const { BentoCache, bentostore } = await import('bentocache')
@@ -222,6 +258,7 @@ const contestants: Contestant[] = [
       return {
         get: (key) => backend.get(key),
         set: (key, value, _index, ttl) => backend.set(key, value, ttl.seconds),
+        getMany: (keys) => backend.getMany(keys),
         close: () => backend.close(),
       }
     },

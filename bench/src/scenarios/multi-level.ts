@@ -4,8 +4,9 @@ import { CACHEABLE_MEMORY_FAST } from './peers.js'
 import { IN_FLIGHT, ourRedis } from './redis.js'
 
 /**
- * Reads that hit the first level of a memory → Redis chain. Every row writes through both levels
- * in the prefill, so a get is an L1 hit; the memory-only row is the ceiling.
+ * Reads that hit the first level of a memory → Redis chain (one key, and 100 a call). Every row
+ * writes through both levels in the prefill, so a get is an L1 hit; the memory-only row is the
+ * ceiling. bentocache has no getMany.
  */
 const contestants: Contestant[] = [
   {
@@ -14,12 +15,13 @@ const contestants: Contestant[] = [
     role: 'limit',
     packages: ['@cache/memory', '@cache/core'],
     needs: '@cache/memory',
-    workloads: ['get-hit'],
+    workloads: ['get-hit', 'get-many'],
     create: async () => {
       const backend = await ourMemory()
       return {
         get: (key) => backend.get(key),
         set: (key, value, _index, ttl) => backend.set(key, value, ttl.seconds),
+        getMany: (keys) => backend.getMany(keys),
         close: () => backend.close(),
       }
     },
@@ -66,7 +68,7 @@ const contestants: Contestant[] = [
         : 'cacheable primary memory + secondary @keyv/redis',
       role: 'peer',
       packages: ['cacheable', 'keyv', '@keyv/redis'],
-      workloads: ['get-hit'],
+      workloads: ['get-hit', 'get-many'],
       note: fast
         ? '`new Cacheable({ primary: createKeyv({ useClone: false, storeHashSize: 1 }), secondary: createKeyv(url) })` (@cacheable/memory and @keyv/redis READMEs).'
         : '`new Cacheable({ secondary: new KeyvRedis(url) })`.',
@@ -82,6 +84,7 @@ const contestants: Contestant[] = [
         return {
           get: (key) => cache.get(key),
           set: (key, value, _index, ttl) => cache.set(key, value, ttl.ms),
+          getMany: (keys) => cache.getMany(keys),
           close: () => cache.disconnect(),
         }
       },
@@ -93,13 +96,14 @@ const contestants: Contestant[] = [
     role: 'ours',
     packages: ['@cache/multi-level', '@cache/memory', '@cache/redis', '@cache/core'],
     needs: '@cache/multi-level,@cache/redis',
-    workloads: ['get-hit'],
+    workloads: ['get-hit', 'get-many'],
     create: async (env) => {
       const { multiLevel } = await import('@cache/multi-level')
       const backend = multiLevel(await ourMemory(), await ourRedis(env))
       return {
         get: (key) => backend.get(key),
         set: (key, value, _index, ttl) => backend.set(key, value, ttl.seconds),
+        getMany: (keys) => backend.getMany(keys),
         close: () => backend.close(),
       }
     },

@@ -93,7 +93,19 @@ export interface SyncAccess {
   getEntry<T = unknown>(key: string): CacheEntry<T> | undefined
   /** The value alone (`undefined` for a miss), without building an entry: the memoize hit path. */
   get?<T = unknown>(key: string): T | undefined
+  /**
+   * The value, or `miss` for a miss: tells a stored `undefined` from a miss without building an
+   * entry (a multi-level chain's L1 hit). Counts a hit or a miss as `getEntry` does.
+   */
+  getOr?<T = unknown, M = undefined>(key: string, miss: M): T | M
   set(key: string, value: unknown, ttl?: Duration): void
+  /**
+   * A number that changes whenever a key of @cache's own (one that starts with `_`: generations,
+   * locks) is written or deleted here, or the backend is cleared. Memoize keeps the generations
+   * it read while it stays the same, instead of reading them again on every hit. Leave it out
+   * unless every such change goes through this backend's methods.
+   */
+  internalVersion?(): number
 }
 
 /**

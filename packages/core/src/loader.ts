@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import { type CacheBackend, compareAndDelete } from './backend.js'
+import { type CacheBackend, compareAndDelete, type SyncAccess } from './backend.js'
 import { type Duration, parseDuration } from './durations.js'
 import { CacheFunctionTimeoutError } from './errors.js'
 import { type Flight, isStale, type Round, release, type Slot, slotOf, startFlight, tick } from './flights.js'
@@ -78,6 +78,11 @@ type EntryState = 0 | 1 | 2 | 3 | 4 | 5 | 6
 const reportedLate = new WeakSet<object>()
 
 export class Loader {
+  /** What {@link localGenerations} read last, and the backend's `internalVersion` then. */
+  private known:
+    | { sync: SyncAccess; local: readonly string[]; version: number; generations: number[] }
+    | undefined
+
   constructor(
     readonly policy: Policy,
     readonly observer: MemoObserver,
@@ -575,22 +580,43 @@ export class Loader {
     const sync = backend.sync!
     const envelope =
       sync.get === undefined ? sync.getEntry<Envelope>(keys.entry)?.value : sync.get<Envelope>(keys.entry)
-    const local = keys.local
-    if (local.length === 1) {
-      // The common case (the function's generation, no tags) without the arrays of the general
-      // path: on a hit the stored generations equal the current ones and are handed on as they are.
-      const found = sync.get === undefined ? sync.getEntry(local[0]!)?.value : sync.get(local[0]!)
-      let generation: number
-      if (isGeneration(found)) generation = found
-      else sync.set(local[0]!, (generation = newGeneration()), Number.POSITIVE_INFINITY)
-      if (typeof envelope === 'object' && envelope !== null) {
-        const stored = envelope.g
-        if (Array.isArray(stored) && stored.length === 1 && stored[0] === generation)
-          return { entry: envelope, generations: stored }
-      }
-      return { generations: [generation] }
-    }
-    return this.classify(envelope, currentGenerationsSync(sync, local))
+    const generations = this.localGenerations(sync, keys.local)
+    if (typeof envelope === 'object' && envelope !== null && sameGenerations(envelope.g, generations))
+      return { entry: envelope, generations }
+    return { generations }
+  }
+
+  /**
+   * The current generations of `local` on an in-process backend. Read again only when the
+   * backend says one of its own keys may have changed since the last read (`internalVersion`):
+   * every invalidation is such a change, so a hit costs one read, the entry's. A generation
+   * evicted or expired without a write is still the last one written: entries under it were
+   * computed after the last invalidation, and those under older ones still do not match it.
+   */
+  private localGenerations(sync: SyncAccess, local: readonly string[]): number[] {
+    const known = this.known
+    if (
+      known !== undefined &&
+      known.local === local &&
+      known.sync === sync &&
+      known.version === sync.internalVersion?.()
+    )
+      return known.generations
+    const generations =
+      local.length === 1 ? [this.generationSync(sync, local[0]!)] : currentGenerationsSync(sync, local)
+    // Read after the generations: creating one is itself a change, and nothing runs in between.
+    const version = sync.internalVersion?.()
+    if (version !== undefined) this.known = { sync, local, version, generations }
+    return generations
+  }
+
+  /** The current generation under `key`; a missing one is created (never expiring). */
+  private generationSync(sync: SyncAccess, key: string): number {
+    const found = sync.get === undefined ? sync.getEntry(key)?.value : sync.get(key)
+    if (isGeneration(found)) return found
+    const generation = newGeneration()
+    sync.set(key, generation, Number.POSITIVE_INFINITY)
+    return generation
   }
 
   private async readAsync(backend: CacheBackend, keys: CallKeys): Promise<Read> {

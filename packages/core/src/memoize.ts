@@ -302,6 +302,8 @@ function createMemo<F extends AnyFunction>(
   // by character; a remembered one is hashed once and matches the stored key by identity.
   // Bounded: emptied when full.
   const keyCaches = options.key === undefined ? new Map<string, Map<unknown, CallKeys>>() : undefined
+  let lastPrefix: string | undefined
+  let lastKeyCache: Map<unknown, CallKeys> | undefined
 
   const backendOf = () => fixedBackend ?? getBackend()
 
@@ -335,8 +337,11 @@ function createMemo<F extends AnyFunction>(
         (typeof only === 'number' && !Object.is(only, -0)) ||
         (typeof only === 'string' && only.length <= KEY_CACHE_ARGUMENT_LENGTH)
       ) {
-        let cache = keyCaches.get(prefix)
+        // One prefix in all for `cached()` and most methods: skip the lookup while it repeats.
+        let cache = prefix === lastPrefix ? lastKeyCache : keyCaches.get(prefix)
         if (cache === undefined) keyCaches.set(prefix, (cache = new Map()))
+        lastPrefix = prefix
+        lastKeyCache = cache
         let keys = cache.get(only)
         if (keys === undefined) {
           keys = buildKeys(prefix, argumentPart(args), args)

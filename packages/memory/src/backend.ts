@@ -65,11 +65,25 @@ export interface MemoryBackendOptions extends BaseBackendOptions {
   now?: () => number
 }
 
-/** An entry as stored: the value and its expiry (0 = never). */
-interface Slot {
-  v: unknown
-  e: number
-}
+/**
+ * What lru-cache holds for a stored `undefined` (lru-cache takes setting `undefined` as a delete).
+ * Every other value is stored as it is, with no wrapper: a set allocates nothing of its own.
+ */
+const UNDEFINED: unique symbol = Symbol('undefined')
+/** What {@link MemoryBackend.read} returns for a miss. */
+const MISS: unique symbol = Symbol('miss')
+type Stored = NonNullable<unknown> | typeof UNDEFINED
+
+/**
+ * Expiries live in lru-cache's own TTL storage (two number arrays, no object per entry). An entry
+ * that expires at `e` (epoch ms) is stored with `start: e - 1` and `ttl: 1 - EPSILON`: lru-cache
+ * calls it stale once `now - start > ttl`, which for whole-millisecond clocks is exactly `now >= e`,
+ * the rule of every backend (and within EPSILON of it for a clock with fractions).
+ */
+const EPSILON = 2 ** -10
+
+const PEEK_EVEN_EXPIRED = { allowStale: true }
+const UNDERSCORE = 95
 
 /**
  * An in-process LRU cache on `lru-cache`. TTLs are checked on read (an expired entry is a miss
@@ -78,13 +92,23 @@ interface Slot {
 export class MemoryBackend extends ObservedBackend implements CacheBackend {
   readonly name = 'memory'
   readonly namespace: string | undefined
-  private readonly lru: LRUCache<string, Slot>
+  private readonly lru: LRUCache<string, Stored>
   private readonly queue = new KeyedQueue()
   private readonly defaultTtlMs: number | undefined
   private readonly clone: boolean
   private readonly checkValues: boolean
   private readonly now: () => number
   private readonly maxSize: number | undefined
+  /** Reused for every set and entry read: lru-cache reads its options, it does not keep them. */
+  private readonly setOptions: LRUCache.SetOptions<string, Stored, unknown> = {
+    ttl: 0,
+    start: 0,
+    noUpdateTTL: false,
+  }
+  private readonly status: LRUCache.Status<string, Stored> = {}
+  /** Changes when a key that starts with `_` (@cache's own: generations, locks) may have changed. */
+  private internalWrites = 0
+  private readonly getOptions: LRUCache.GetOptions<string, Stored, unknown> = { status: this.status }
 
   constructor(options: MemoryBackendOptions = {}) {
     super('memory')
@@ -103,16 +127,21 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
         ? undefined
         : countOption(options.maxKeys, 'maxKeys', 10_000)
     const sizeOf = options.sizeOf ?? estimateSize
+    const now = this.now
     const lruOptions = {
       ...(maxKeys === undefined ? {} : { max: maxKeys }),
       ...(this.maxSize === undefined
         ? {}
         : {
             maxSize: this.maxSize,
-            sizeCalculation: (slot: Slot, key: string) => Math.max(1, sizeOf(slot.v, key) + key.length * 2),
+            sizeCalculation: (stored: Stored, key: string) =>
+              Math.max(1, sizeOf(stored === UNDEFINED ? undefined : stored, key) + key.length * 2),
           }),
-    } as LRUCache.Options<string, Slot, unknown>
-    this.lru = new LRUCache<string, Slot>(lruOptions)
+      // lru-cache checks expiry against this clock, read at every check (it is cached already).
+      perf: { now },
+      ttlResolution: 0,
+    } as LRUCache.Options<string, Stored, unknown>
+    this.lru = new LRUCache<string, Stored>(lruOptions)
   }
 
   /** Entries currently held (expired ones not yet dropped included). */
@@ -126,8 +155,8 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   }
 
   async get<T = unknown>(key: string): Promise<T | undefined> {
-    const slot = this.read(key)
-    return slot === undefined ? undefined : (this.out(slot.v) as T)
+    const stored = this.read(key)
+    return stored === MISS ? undefined : (this.out(stored) as T)
   }
 
   async getEntry<T = unknown>(key: string): Promise<CacheEntry<T> | undefined> {
@@ -140,33 +169,35 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
 
   async add(key: string, value: unknown, ttl?: Duration): Promise<boolean> {
     const expiresAt = this.expiry(ttl)
-    if (this.read(key, false) !== undefined) return false
+    if (this.read(key, false) !== MISS) return false
     this.store(key, value, expiresAt)
     return true
   }
 
   async delete(key: string): Promise<boolean> {
     assertKey(key)
-    const existed = this.read(key, false) !== undefined
+    const existed = this.read(key, false) !== MISS
     this.lru.delete(key)
+    if (key.charCodeAt(0) === UNDERSCORE) this.internalWrites++
     if (existed) this.observer.delete(key)
     return existed
   }
 
   async has(key: string): Promise<boolean> {
-    return this.read(key, false) !== undefined
+    return this.read(key, false) !== MISS
   }
 
   async compareAndDelete(key: string, expected: string): Promise<boolean> {
-    const slot = this.read(key, false)
-    if (slot === undefined || slot.v !== expected) return false
+    if (this.read(key, false) !== expected) return false
     this.lru.delete(key)
+    if (key.charCodeAt(0) === UNDERSCORE) this.internalWrites++
     this.observer.delete(key)
     return true
   }
 
   async clear(): Promise<void> {
     this.lru.clear()
+    this.internalWrites++
   }
 
   /**
@@ -181,22 +212,22 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
     const snapshot = [...this.lru.keys()]
     for (const key of snapshot) {
       if (!isListedKey(key, prefix)) continue
-      const slot = this.lru.peek(key)
-      if (slot !== undefined && (slot.e === 0 || slot.e > this.now())) yield key
+      // peek answers undefined for an entry that expired, and leaves it where it is.
+      if (this.lru.peek(key) !== undefined) yield key
     }
   }
 
   async incr(key: string, by = 1, ttl?: Duration): Promise<number> {
     assertIncrement(by)
     const expiresAt = this.expiry(ttl)
-    const slot = this.read(key, false)
-    if (slot === undefined) {
+    const current = this.read(key, false)
+    if (current === MISS) {
       this.store(key, by, expiresAt)
       return by
     }
-    if (!Number.isSafeInteger(slot.v)) throw new CacheNotANumberError(key)
-    const next = (slot.v as number) + by
-    this.store(key, next, slot.e)
+    if (!Number.isSafeInteger(current)) throw new CacheNotANumberError(key)
+    const next = (current as number) + by
+    this.store(key, next, 0, true)
     return next
   }
 
@@ -204,8 +235,8 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
     assertKey(key)
     const expiresAt = this.expiry(ttl)
     return this.queue.run(key, async () => {
-      const slot = this.read(key, false)
-      const next = await fn(slot === undefined ? undefined : (this.out(slot.v) as T))
+      const current = this.read(key, false)
+      const next = await fn(current === MISS ? undefined : (this.out(current) as T))
       this.store(key, next, expiresAt)
       return next
     })
@@ -214,8 +245,8 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
     const out = new Array<T | undefined>(keys.length)
     for (let i = 0; i < keys.length; i++) {
-      const slot = this.read(keys[i]!)
-      out[i] = slot === undefined ? undefined : (this.out(slot.v) as T)
+      const stored = this.read(keys[i]!)
+      out[i] = stored === MISS ? undefined : (this.out(stored) as T)
     }
     return out
   }
@@ -235,48 +266,83 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
 
   async close(): Promise<void> {
     this.lru.clear()
+    this.internalWrites++
   }
 
   /** Synchronous access: lets memoized sync functions stay sync. */
   readonly sync: SyncAccess = {
     getEntry: <T>(key: string) => this.readEntry<T>(key),
     get: <T>(key: string) => {
-      const slot = this.read(key)
-      return slot === undefined ? undefined : (this.out(slot.v) as T)
+      const stored = this.read(key)
+      return stored === MISS ? undefined : (this.out(stored) as T)
+    },
+    getOr: <T, M>(key: string, miss: M) => {
+      const stored = this.read(key)
+      return stored === MISS ? miss : (this.out(stored) as T)
     },
     set: (key, value, ttl) => this.write(key, value, ttl),
+    internalVersion: () => this.internalWrites,
   }
 
   private readEntry<T>(key: string): CacheEntry<T> | undefined {
-    const slot = this.read(key)
-    if (slot === undefined) return undefined
-    const value = this.out(slot.v) as T
-    return slot.e === 0 ? { value } : { value, expiresAt: slot.e }
+    if (typeof key !== 'string') assertKey(key)
+    const status = this.status
+    status.ttl = 0
+    const stored = this.lru.get(key, this.getOptions)
+    if (stored === undefined) {
+      this.observer.miss(key)
+      return undefined
+    }
+    this.observer.hit(key)
+    const value = this.out(stored) as T
+    // lru-cache fills in ttl and start only for an entry that has them.
+    return status.ttl === 0 ? { value } : { value, expiresAt: status.start! + status.ttl! + EPSILON }
   }
 
   private write(key: string, value: unknown, ttl: Duration | undefined): void {
     this.store(key, value, this.expiry(ttl))
   }
 
-  /** The live slot for a key, or undefined; drops an expired one. `count` records hit/miss. */
-  private read(key: string, count = true): Slot | undefined {
+  /**
+   * The live value for a key as stored (see {@link UNDEFINED}), or MISS; lru-cache drops an
+   * expired entry as it finds it. `count` records hit/miss.
+   */
+  private read(key: string, count = true): Stored | typeof MISS {
     if (typeof key !== 'string') assertKey(key)
-    const slot = this.lru.get(key)
-    if (slot !== undefined && (slot.e === 0 || slot.e > this.now())) {
+    const stored = this.lru.get(key)
+    if (stored !== undefined) {
       if (count) this.observer.hit(key)
-      return slot
+      return stored
     }
-    if (slot !== undefined) this.lru.delete(key)
     if (count) this.observer.miss(key)
-    return undefined
+    return MISS
   }
 
-  private store(key: string, value: unknown, expiresAt: number): void {
+  /** `expiresAt`: epoch ms, 0 for never; `keepExpiry`: the entry's own instead (it exists). */
+  private store(key: string, value: unknown, expiresAt: number, keepExpiry = false): void {
     if (typeof key !== 'string') assertKey(key)
     if (this.checkValues) assertSerializable(value)
-    const slot: Slot = { v: this.clone ? cloneValue(value) : value, e: expiresAt }
-    this.lru.set(key, slot)
-    if (this.maxSize !== undefined && this.lru.peek(key) !== slot) {
+    const copy = this.clone ? cloneValue(value) : value
+    const stored: Stored = copy === undefined ? UNDEFINED : (copy as Stored)
+    const options = this.setOptions
+    if (keepExpiry) {
+      options.noUpdateTTL = true
+    } else {
+      options.noUpdateTTL = false
+      if (expiresAt === 0) {
+        options.ttl = 0
+        options.start = 0
+      } else {
+        // A start of 0 means "no TTL" to lru-cache: possible with an injected clock near 0.
+        const start = expiresAt - 1 === 0 ? -1 : expiresAt - 1
+        options.start = start
+        options.ttl = expiresAt - start - EPSILON
+      }
+    }
+    if (key.charCodeAt(0) === UNDERSCORE) this.internalWrites++
+    this.lru.set(key, stored, options)
+    if (this.maxSize !== undefined && this.lru.peek(key, PEEK_EVEN_EXPIRED) !== stored) {
+      // lru-cache refused it (larger than maxSize) and dropped what the key held.
       this.lru.delete(key)
       throw new CacheValueTooLargeError(key, estimateSize(value), this.maxSize)
     }
@@ -288,8 +354,10 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
     return ms === undefined ? 0 : this.now() + ms
   }
 
-  private out(value: unknown): unknown {
-    return this.clone ? cloneValue(value) : value
+  /** A stored value as a reader gets it. */
+  private out(stored: Stored): unknown {
+    if (stored === UNDEFINED) return undefined
+    return this.clone ? cloneValue(stored) : stored
   }
 }
 

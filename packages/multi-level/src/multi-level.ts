@@ -71,6 +71,13 @@ export interface MultiLevelOptions {
   now?: () => number
 }
 
+/** What an L1 read answers for a miss (a stored `undefined` is a hit). */
+const MISS: unique symbol = Symbol('miss')
+
+function entryValue<T>(entry: CacheEntry<T> | undefined): T | typeof MISS {
+  return entry === undefined ? MISS : entry.value
+}
+
 /**
  * A chain of backends used as one. Reads go level by level and backfill the faster levels with
  * the entry's remaining TTL; writes go to the slowest level first (so a value it refuses is stored
@@ -171,18 +178,19 @@ export class MultiLevelBackend implements CacheBackend {
     const sync = first.sync
     if (isGenerationKey(key)) return (await this.state.read<T>(key))?.value
     if (sync !== undefined && first.breaker.state === 'closed' && !first.hasRepairs) {
-      let entry: CacheEntry<T> | undefined
+      let found: T | typeof MISS
       try {
-        entry = sync.getEntry<T>(key)
+        found =
+          sync.getOr === undefined ? entryValue(sync.getEntry<T>(key)) : sync.getOr<T, typeof MISS>(key, MISS)
       } catch (error) {
         this.health.failed(first, 'get', error, key)
         return (await this.reader.read<T>(key, 1, false))?.value
       }
       first.breaker.failures = 0
-      if (entry !== undefined) {
+      if (found !== MISS) {
         first.stats.hits++
         this.observer.hit(key)
-        return entry.value
+        return found
       }
       first.stats.misses++
       return (await this.reader.read<T>(key, 1, true))?.value

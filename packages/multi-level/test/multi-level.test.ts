@@ -38,6 +38,26 @@ describe('multiLevel reads', () => {
     expect(cache.levels[1]!.stats.hits).toBe(0)
   })
 
+  it('answers a stored undefined, null and empty string from L1 as hits, without calling L2', async () => {
+    const { l1, l2, cache } = twoLevels()
+    await cache.set('undefined', undefined)
+    await cache.set('null', null)
+    await cache.set('empty', '')
+    const calls = l2.calls
+    expect(await cache.get('undefined')).toBeUndefined()
+    expect(await cache.get('null')).toBeNull()
+    expect(await cache.get('empty')).toBe('')
+    expect(l2.calls).toBe(calls)
+    expect(cache.levels[0]!.stats).toMatchObject({ hits: 3, misses: 0 })
+    expect(cache.stats).toMatchObject({ hits: 3, misses: 0 })
+    expect(l1.stats).toMatchObject({ hits: 3, misses: 0 })
+    // A miss in L1 is counted once there, then read from L2.
+    await l1.delete('null')
+    expect(await cache.get('null')).toBeNull()
+    expect(l1.stats).toMatchObject({ hits: 3, misses: 1 })
+    expect(cache.levels[1]!.stats.hits).toBe(1)
+  })
+
   it('backfills L1 with the remaining TTL, not the full TTL', async () => {
     const { clock, l1, l2, cache } = twoLevels()
     await l2.set('k', 'v', 10)

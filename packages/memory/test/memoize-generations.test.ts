@@ -1,0 +1,113 @@
+/**
+ * A memoize hit on the memory backend keeps the generations it read until the backend says one
+ * of its own keys changed: whatever changes them (an invalidation through any handle, a direct
+ * write or delete of the state, a cleared backend, eviction followed by an invalidation) must
+ * still turn the next call into a miss, and never bring back a result from before.
+ */
+import { cached, generationKey, invalidateTags } from '@cache/core'
+import { describe, expect, it } from 'vitest'
+import { memoryBackend } from '../src/index.js'
+
+function counted(backend: ReturnType<typeof memoryBackend>, name: string, options: { tags?: string[] } = {}) {
+  let version = 0
+  let runs = 0
+  const fn = cached(
+    async (id: number) => {
+      runs++
+      return `${id} v${version}`
+    },
+    { backend, name, ...options },
+  )
+  return {
+    fn,
+    runs: () => runs,
+    bump: () => {
+      version++
+    },
+  }
+}
+
+describe('memoize hits on the memory backend', () => {
+  it('read only their entry: one backend read per hit once the generation is known', async () => {
+    const backend = memoryBackend()
+    const { fn } = counted(backend, 'one-read')
+    await fn(1)
+    await fn(1)
+    const before = backend.stats.hits
+    for (let i = 0; i < 10; i++) expect(await fn(1)).toBe('1 v0')
+    expect(backend.stats.hits - before).toBe(10)
+  })
+
+  it('see clear() made through another handle of the same name after a run of hits', async () => {
+    const backend = memoryBackend()
+    const a = counted(backend, 'shared-name')
+    const b = counted(backend, 'shared-name')
+    for (let i = 0; i < 3; i++) expect(await a.fn(1)).toBe('1 v0')
+    a.bump()
+    await b.fn.clear()
+    expect(await a.fn(1)).toBe('1 v1')
+    expect(a.runs()).toBe(2)
+  })
+
+  it('see the invalidation state written, incremented or deleted directly in the backend', async () => {
+    const backend = memoryBackend()
+    const { fn, bump, runs } = counted(backend, 'direct')
+    const state = generationKey('fn', 'memo', 'direct')
+    expect(await fn(1)).toBe('1 v0')
+    expect(await fn(1)).toBe('1 v0')
+
+    bump()
+    await backend.delete(state)
+    expect(await fn(1)).toBe('1 v1')
+
+    bump()
+    await backend.incr(state)
+    expect(await fn(1)).toBe('1 v2')
+
+    bump()
+    backend.sync.set(state, 42)
+    expect(await fn(1)).toBe('1 v3')
+
+    bump()
+    await backend.setMany([{ key: state, value: 43 }])
+    expect(await fn(1)).toBe('1 v4')
+
+    bump()
+    await backend.deleteMany([state])
+    expect(await fn(1)).toBe('1 v5')
+    expect(runs()).toBe(6)
+  })
+
+  it('see a cleared backend, and a tag invalidated after a run of hits', async () => {
+    const backend = memoryBackend()
+    const { fn, bump } = counted(backend, 'tagged', { tags: ['users'] })
+    expect(await fn(1)).toBe('1 v0')
+    expect(await fn(1)).toBe('1 v0')
+    bump()
+    await backend.clear()
+    expect(await fn(1)).toBe('1 v1')
+    expect(await fn(1)).toBe('1 v1')
+    bump()
+    await invalidateTags(['users'], { backend })
+    expect(await fn(1)).toBe('1 v2')
+  })
+
+  it('never serve a result from before clear() when the state was evicted after the hits began', async () => {
+    const backend = memoryBackend({ maxKeys: 4 })
+    const { fn, bump } = counted(backend, 'evicted-after')
+    expect(await fn(1)).toBe('1 v0')
+    expect(await fn(1)).toBe('1 v0')
+    // Keep the entry recently used while other keys push the state out of the LRU.
+    for (let i = 0; i < 4; i++) {
+      await backend.get(fn.keyFor(1))
+      await backend.set(`filler:${i}`, i)
+    }
+    bump()
+    await fn.clear()
+    for (let i = 0; i < 4; i++) {
+      await backend.get(fn.keyFor(1))
+      await backend.set(`filler:${i}`, i)
+    }
+    expect(await fn(1)).toBe('1 v1')
+  })
+})
