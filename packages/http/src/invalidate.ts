@@ -1,0 +1,72 @@
+import type { IncomingHttpHeaders } from 'node:http'
+import { type CacheBackend, getBackend, type MinimalBackend, renewGenerations, toBackend } from '@cache/core'
+import { Flight } from './flight.js'
+import { prefixVersionKey, urlVersionKey } from './options.js'
+import { siteKey, urlKeys } from './request-key.js'
+import { seenSites } from './sites.js'
+
+/** Where and under which prefix to invalidate, for the functions that work without a cache instance. */
+export interface InvalidateOptions {
+  /** Default: the configured default cache (`getBackend()`). */
+  backend?: CacheBackend | MinimalBackend
+  /** The `keyPrefix` the responses were cached under. Default: `'http'`. */
+  keyPrefix?: string
+}
+
+/**
+ * Removes the stored response for a URL (`https://example.com/a?b=1`, or a path with `host`),
+ * with every variant its responses made with `Vary`, as requested over http and over https (the
+ * app may see either behind a proxy). Give `headers` and `vary` when the middleware keyed on
+ * request headers (its `vary` option): only the entry for those header values is reached.
+ * `true` if something was removed.
+ */
+export async function invalidateResponse(
+  url: string,
+  options: InvalidateOptions & {
+    host?: string
+    headers?: IncomingHttpHeaders
+    vary?: readonly string[]
+  } = {},
+): Promise<boolean> {
+  const { keys, scope } = urlKeys(url, options.keyPrefix ?? 'http', {
+    host: options.host,
+    headers: options.headers,
+    vary: [...(options.vary ?? [])].map((n) => n.toLowerCase()).sort(),
+  })
+  const generation = urlVersionKey(scope)
+  // Before anything is awaited: a response in flight in this process is neither stored nor shared.
+  Flight.invalidate({ keys: [generation] })
+  return removeResponses(backendOf(options), keys, [generation])
+}
+
+/**
+ * Renews the generations of a URL's scope (so no process serves what it stored under any spelling
+ * of it, at any site, whatever copies its levels still hold), then deletes the entries of `keys`
+ * at every site this process has seen, to free their space. Resolves once the backend took both;
+ * `true` if an entry was there.
+ */
+export async function removeResponses(
+  backend: CacheBackend,
+  keys: readonly string[],
+  generations: readonly string[],
+): Promise<boolean> {
+  await renewGenerations(backend, [...generations])
+  const sites = ['', ...seenSites()]
+  return (await backend.deleteMany(keys.flatMap((key) => sites.map((site) => siteKey(key, site))))) > 0
+}
+
+/**
+ * Invalidates every response cached under `prefix` or under a longer prefix that starts with its
+ * segments (`api` reaches `api` and `api:users`, not `apiv2`). One write (a new generation),
+ * whatever the number of entries; works across processes sharing the backend.
+ */
+export async function invalidateResponsePrefix(prefix: string, options: { backend?: CacheBackend } = {}) {
+  if (typeof prefix !== 'string' || prefix === '')
+    throw new TypeError('invalidateResponsePrefix: expected a prefix')
+  Flight.invalidate({ prefix })
+  await renewGenerations(backendOf(options), [prefixVersionKey(prefix)])
+}
+
+function backendOf(options: { backend?: CacheBackend | MinimalBackend }): CacheBackend {
+  return options.backend === undefined ? getBackend() : toBackend(options.backend)
+}

@@ -1,0 +1,247 @@
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
+import type { Readable } from 'node:stream'
+import { offerCacheControl } from './cache-control.js'
+import type { HttpRequestView, LookupResult, MissResult, ResponseHead } from './view.js'
+
+/**
+ * Building blocks for adapters whose framework answers on Node's own `ServerResponse` (Express,
+ * Nest on Express, a plain `node:http` server): a view of an `IncomingMessage`, the recording of
+ * a `ServerResponse`, and the replay of a result onto one.
+ */
+
+/**
+ * The view of a plain `node:http` request: the target as sent, `Host` as the host, `https` when
+ * the connection is TLS. A framework that resolves these otherwise (a trusted proxy's
+ * `X-Forwarded-*`, a rewritten URL) builds its own view instead.
+ */
+export function nodeRequestView<Raw extends IncomingMessage = IncomingMessage>(
+  req: Raw,
+  options: { site?: string } = {},
+): HttpRequestView<Raw> {
+  return {
+    method: req.method ?? 'GET',
+    url: req.url ?? '/',
+    headers: req.headers,
+    protocol: (req.socket as { encrypted?: boolean } | null)?.encrypted ? 'https' : 'http',
+    host: req.headers.host,
+    site: options.site ?? '',
+    raw: req,
+  }
+}
+
+/**
+ * Sends a `hit` or `not-modified` result on `res` with one `writeHead` and one `end`, and returns
+ * `true`; for a `miss` or `bypass`, sets its status header (unless the headers are sent) and
+ * returns `false`: the handler answers.
+ */
+export function answerFromResult(res: ServerResponse, result: LookupResult): boolean {
+  if (result.kind === 'hit' || result.kind === 'not-modified') {
+    if (result.cacheControl !== undefined) offerCacheControl(res, result.cacheControl)
+    res.writeHead(result.status, result.headers as string[])
+    res.end(result.kind === 'hit' && !result.headOnly ? result.body : undefined)
+    return true
+  }
+  if (!res.headersSent) for (const [name, value] of result.set) res.setHeader(name, value)
+  return false
+}
+
+/**
+ * Feeds what passes through `res.writeHead`/`write`/`end` to a miss's recorder, and the fate of
+ * the response (finished, or closed first) after it.
+ *
+ * Two views of the headers are given. What is *stored* is what this layer sends: a transform
+ * installed before the cache (a compression middleware registered earlier) is not part of it and
+ * runs again on replay, while one installed after it is recorded in its output; headers set before
+ * the cache was reached are left out (that layer sets them again on every hit). What is *decided
+ * on* is the response as it leaves for the client: read after the innermost `writeHead` ran, so it
+ * includes headers that earlier layers set, even from hooks that run as the headers go out.
+ *
+ * The connection is watched as well as the response: a response queued behind another one on a
+ * pipelined connection has no socket of its own, and Node emits neither `finish` nor `close` on it
+ * when that connection dies.
+ */
+export function recordNodeResponse(res: ServerResponse, miss: MissResult): void {
+  const recorder = miss.recorder
+  const original = { writeHead: res.writeHead, write: res.write, end: res.end }
+  const before = res.getHeaders()
+  const connection = (res as { req?: IncomingMessage }).req?.socket ?? res.socket ?? undefined
+  let status: number | undefined
+  let own: OutgoingHttpHeaders | undefined
+  let final: ResponseHead | undefined
+  let endingBody: Buffer | undefined
+  let ended = false
+  let reported = false
+  let finished = false
+  let settled = false
+  let connectionClosed = connection?.destroyed === true
+  /** Streams piped into the response (`source.pipe(res)`, `pipeline`, `sendFile`). */
+  const sources: Readable[] = []
+  res.on('pipe', (source: Readable) => sources.push(source))
+
+  const settle = (ok: boolean) => {
+    if (settled) return
+    settled = true
+    stopWatching()
+    if (ok) recorder.finish()
+    else recorder.abort('it did not finish')
+  }
+  const stopWatching = connection
+    ? onConnectionClose(connection, () => {
+        connectionClosed = true
+        if (!finished) settle(false)
+      })
+    : () => {}
+  // A request whose connection died before its handler ran (queued behind another response).
+  if (connectionClosed) queueMicrotask(() => settle(false))
+  res.once('finish', () => {
+    // Node emits 'finish' even when the connection was destroyed with bytes of the response still
+    // queued (their write callbacks run on destroy): only a live connection proves the bytes left.
+    if (connectionClosed || connection?.destroyed) return settle(false)
+    finished = true
+    if (reported) settle(true)
+  })
+  res.once('close', () => {
+    if (!finished) settle(false)
+  })
+
+  res.writeHead = function (this: ServerResponse, code: number, ...rest: unknown[]) {
+    const given = headerArgument(typeof rest[0] === 'string' ? rest[1] : rest[0])
+    const first = own === undefined
+    if (first) {
+      if (!res.headersSent && !res.destroyed) {
+        if (typeof code === 'number') res.statusCode = code
+        const advice = recorder.head({
+          status: res.statusCode,
+          headers: { ...res.getHeaders(), ...given },
+          body: endingBody,
+        })
+        for (const [name, value] of advice.set) res.setHeader(name, value)
+        if (advice.cacheControl !== undefined) offerCacheControl(res, advice.cacheControl)
+      }
+      status = code
+      own = {}
+      const current = res.getHeaders()
+      for (const name of Object.keys(current)) {
+        const value = current[name]
+        if (value !== undefined && String(value) !== String(before[name])) own[name] = value
+      }
+      Object.assign(own, given)
+    }
+    let result: ServerResponse
+    try {
+      result = (original.writeHead as (...args: unknown[]) => ServerResponse).call(this, code, ...rest)
+    } catch (error) {
+      // Node refused the headers and sent nothing: the response that goes out instead (an error
+      // handler's) is decided, and reported, anew; nothing is claimed until then.
+      if (first && !res.headersSent) {
+        status = undefined
+        own = undefined
+        for (const [name] of miss.set) res.removeHeader(name)
+      }
+      throw error
+    }
+    if (final === undefined && res.headersSent) {
+      // Every layer below this one has run its hooks: this is what the client gets.
+      final = { status: res.statusCode, headers: { ...res.getHeaders(), ...given } }
+    }
+    return result
+  } as ServerResponse['writeHead']
+
+  res.write = function (this: ServerResponse, chunk: unknown, encoding?: unknown, cb?: unknown) {
+    if (!ended) collect(chunk, encoding)
+    return (original.write as (...args: unknown[]) => boolean).call(this, chunk, encoding, cb)
+  } as ServerResponse['write']
+
+  const collect = (chunk: unknown, encoding: unknown) => {
+    if (chunk === undefined || chunk === null || typeof chunk === 'function') return
+    recorder.write(
+      chunk as Uint8Array | string,
+      typeof encoding === 'string' ? (encoding as BufferEncoding) : undefined,
+    )
+  }
+
+  res.end = function (this: ServerResponse, chunk?: unknown, encoding?: unknown, cb?: unknown) {
+    if (ended) return (original.end as (...args: unknown[]) => ServerResponse).call(this, chunk, encoding, cb)
+    ended = true
+    const last = chunk !== undefined && chunk !== null && typeof chunk !== 'function' ? chunk : undefined
+    // Recorded before the headers leave, so that the cache knows the whole body (or that it is too large) then.
+    if (last !== undefined) collect(last, encoding)
+    // Sent in one piece when nothing was written before: the cache may tag it before the headers leave.
+    if (own === undefined && !res.headersSent)
+      endingBody =
+        last === undefined
+          ? Buffer.alloc(0)
+          : typeof last === 'string'
+            ? Buffer.from(last, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8')
+            : Buffer.from(last as Uint8Array)
+    let result: ServerResponse
+    try {
+      result = (original.end as (...args: unknown[]) => ServerResponse).call(this, chunk, encoding, cb)
+    } finally {
+      endingBody = undefined
+    }
+    if (!settled) {
+      reported = true
+      const head: ResponseHead = final ?? { status: res.statusCode, headers: res.getHeaders() }
+      head.own = { status: status ?? res.statusCode, headers: own ?? {} }
+      recorder.end(undefined, {
+        head,
+        incomplete: incompleteReason(res, connectionClosed, final !== undefined, own, sources),
+      })
+      if (finished) settle(true)
+    }
+    return result
+  } as ServerResponse['end']
+}
+
+function incompleteReason(
+  res: ServerResponse,
+  connectionClosed: boolean,
+  sawHeaders: boolean,
+  own: OutgoingHttpHeaders | undefined,
+  sources: readonly Readable[],
+): string | undefined {
+  if (res.destroyed) return 'destroyed'
+  if (connectionClosed) return 'closed'
+  // A stream piped into the response ends it when the stream ends: a response ended while one
+  // had not ended (it failed or was destroyed half-way, and the handler ended the response in
+  // its place) holds part of a body. Streams of the older API (no `readableEnded`) cannot say.
+  if (sources.some((source) => source.readableEnded === false)) return 'source-unfinished'
+  // Headers that went out without passing this layer's writeHead: what was sent is unknown.
+  if (!sawHeaders || own === undefined) return 'headers-unseen'
+  return undefined
+}
+
+/** One 'close' listener per connection, whatever the number of responses queued on it. */
+const closeListeners = new WeakMap<Socket, Set<() => void>>()
+
+function onConnectionClose(connection: Socket, listener: () => void): () => void {
+  let listeners = closeListeners.get(connection)
+  if (listeners === undefined) {
+    const set = new Set<() => void>()
+    listeners = set
+    closeListeners.set(connection, set)
+    connection.once('close', () => {
+      closeListeners.delete(connection)
+      for (const fn of [...set]) fn()
+    })
+  }
+  listeners.add(listener)
+  return () => listeners.delete(listener)
+}
+
+/** The headers given to `writeHead` itself, as an object with lower-case names. */
+function headerArgument(value: unknown): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {}
+  if (Array.isArray(value)) {
+    if (Array.isArray(value[0])) {
+      for (const [k, v] of value as [string, string][]) out[String(k).toLowerCase()] = v
+    } else {
+      for (let i = 0; i + 1 < value.length; i += 2) out[String(value[i]).toLowerCase()] = value[i + 1]
+    }
+  } else if (value && typeof value === 'object') {
+    for (const [k, v] of Object.entries(value)) out[k.toLowerCase()] = v as string
+  }
+  return out
+}

@@ -1,0 +1,293 @@
+import type { IncomingHttpHeaders } from 'node:http'
+import type { HttpRequestView } from './view.js'
+
+/**
+ * Separates the parts of a key that do not come from the URL (the `vary` header values, a
+ * variant's id): a line feed, which no request target, `Host` or header value can contain (Node's
+ * parser refuses it), so no URL can address a variant's key or another header value's key.
+ */
+const SEPARATOR = '\n'
+
+/** A host name as it may appear in a key: lower-case letters, digits, dots, dashes, IPv6 brackets. */
+const CANONICAL_HOST = /^[a-z0-9._\-[\]:]+$/
+const SAFE_PORT = /^[0-9]{1,5}$/
+/** A port a client may spell out or leave off (`Host: shop.test:80`): the scope leaves it off. */
+const DEFAULT_PORT = /:(?:80|443)$/
+
+/**
+ * Characters after which URL parsers (Express's `parseurl`, Fastify's) stop reading the target as
+ * sent: they drop a fragment (`#`) and trim white space, so the query they route on is not the one
+ * a sort of the raw target would name. Node refuses all but `#` in a request target today.
+ */
+const UNROUTED = /[#\t\n\f\r \u00a0\ufeff]/
+
+/**
+ * Query strings with more parameters than this are not keyed: the usual parsers (`qs` and
+ * `querystring`) drop the parameters after the 1000th, so two orders of one list could mean two
+ * different queries.
+ */
+const MAX_QUERY_PARAMETERS = 1000
+
+/**
+ * The built-in key: `<prefix>:<protocol>://<host>[:port]<path>?<sorted query>` plus the values of
+ * the `vary` headers and the adapter's {@link HttpRequestView.keyExtra}. Protocol, host and port are
+ * the ones the framework resolved for the handler, so nothing the handler can see of them is left
+ * out. `undefined` (the request bypasses the cache) when the protocol is not http(s), the host is
+ * missing, malformed or not in its canonical spelling (upper case, a trailing dot), when the
+ * target holds a `#` or white space (a URL parser routes on what comes before it), is in
+ * absolute form, or when the query has more parameters than the usual parsers read.
+ */
+export function requestKey(
+  view: Pick<HttpRequestView, 'protocol' | 'host' | 'url' | 'headers' | 'keyExtra'>,
+  keyPrefix: string,
+  vary: readonly string[],
+): RequestKey | undefined {
+  const origin = requestOrigin(view.protocol, view.host)
+  if (origin === undefined) return undefined
+  const sent = view.url
+  if (UNROUTED.test(sent)) return undefined
+  // An absolute-form target (`GET http://host/path`, what a client sends a proxy): frameworks route
+  // its path, but the handler may see the whole target and reflect it, host included, which need
+  // not be the host the framework resolves. Keyed as its path it could plant that text for every
+  // client of the URL; keyed as sent, no invalidation of the URL reaches it.
+  if (protohostOf(sent) !== '') return undefined
+  const target = pathAndQuery(sent)
+  if (target === undefined) return undefined
+  const varied = varyPart(view.headers, vary)
+  const extra = view.keyExtra
+  if (extra?.includes(SEPARATOR)) return undefined
+  return {
+    key: `${keyPrefix}:${origin}${target}${varied}${extra === undefined || extra === '' ? '' : `${SEPARATOR}${extra}`}`,
+    scope: urlScope(keyPrefix, origin.slice(origin.indexOf('://') + 3), sent, varied),
+  }
+}
+
+/**
+ * A request's key, and its invalidation scope: the coarser key whose generation
+ * `invalidate(url)` renews, shared by every spelling of the URL that a framework may route to the same
+ * handler (see {@link urlScope}).
+ */
+export interface RequestKey {
+  key: string
+  scope: string
+}
+
+/**
+ * The invalidation scope of a URL: host (both protocols, without a default port: `:80` and `:443`
+ * name the host the framework resolves without one), the path with percent-escapes decoded,
+ * lower-cased and without trailing slashes (Express routes case-insensitively and with an optional
+ * trailing slash by default, and decodes parameters), the query parsed, decoded, sorted and
+ * without empty pairs, and the `vary` header values. Entries keep their exact key (a parameter
+ * keeps its case); only invalidation is coarser: invalidating `/Products/1/` also renews
+ * `/products/1`, and in an app with case-sensitive or strict routing, `/a` also renews `/A`.
+ */
+function urlScope(keyPrefix: string, authority: string, target: string, varied: string): string {
+  const host = authority.replace(DEFAULT_PORT, '')
+  const q = target.indexOf('?')
+  const path = canonicalPath(q === -1 ? target : target.slice(0, q))
+  const query = q === -1 ? '' : canonicalQuery(target.slice(q + 1))
+  return `${keyPrefix}:${SEPARATOR}url ${host}${path}${query === '' ? '' : `?${query}`}${varied}`
+}
+
+function canonicalPath(path: string): string {
+  const decoded = path
+    .split('/')
+    .map((segment) => safeDecode(segment))
+    .join('/')
+    .toLowerCase()
+  let end = decoded.length
+  while (end > 1 && decoded[end - 1] === '/') end--
+  return decoded.slice(0, end)
+}
+
+/**
+ * The query as a set of decoded pairs, sorted. Coarser than any parser, so that every spelling
+ * Express 4's `qs` reads as one query shares it: a pair without a name is dropped (`qs` drops
+ * `=x`), and list brackets and indices are dropped (`ids=1&ids=2`, `ids[]=1&ids[]=2` and
+ * `ids[0]=1&ids[1]=2` are all `{ ids: ['1', '2'] }`).
+ */
+function canonicalQuery(query: string): string {
+  const pairs: [string, string][] = []
+  for (const param of query.split('&')) {
+    if (param === '') continue
+    const eq = param.indexOf('=')
+    const name = safeDecode((eq === -1 ? param : param.slice(0, eq)).replaceAll('+', ' ')).replace(
+      LIST_BRACKETS,
+      '',
+    )
+    if (name === '') continue
+    const value = eq === -1 ? '' : safeDecode(param.slice(eq + 1).replaceAll('+', ' '))
+    pairs.push([name, value])
+  }
+  pairs.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0))
+  return pairs.map(([n, v]) => `${encodeURIComponent(n)}=${encodeURIComponent(v)}`).join('&')
+}
+
+/** `[]` and `[<index>]` in a parameter name: `qs` reads `ids`, `ids[]` and `ids[0]` as one list. */
+const LIST_BRACKETS = /\[\s*\d*\s*\]/g
+
+/** Percent-escapes decoded, or the text as it is when they do not decode. */
+function safeDecode(text: string): string {
+  if (!text.includes('%')) return text
+  try {
+    return decodeURIComponent(text)
+  } catch {
+    return text
+  }
+}
+
+/** `scheme://host` of an absolute-form target, or `''`. */
+export function protohostOf(url: string): string {
+  if (url === '' || url[0] === '/') return ''
+  const query = url.indexOf('?')
+  const scheme = url.slice(0, query === -1 ? url.length : query).indexOf('://')
+  if (scheme === -1) return ''
+  const path = url.indexOf('/', scheme + 3)
+  return path === -1 ? url : url.slice(0, path)
+}
+
+/** `http://host[:port]` in the one spelling the cache stores, or `undefined`. */
+function requestOrigin(protocol: string, host: string | undefined): string | undefined {
+  if (protocol !== 'http' && protocol !== 'https') return undefined
+  const authority = splitAuthority(host)
+  if (authority === undefined || !CANONICAL_HOST.test(authority.host) || authority.host.endsWith('.'))
+    return undefined
+  return authority.port === undefined
+    ? `${protocol}://${authority.host}`
+    : `${protocol}://${authority.host}:${authority.port}`
+}
+
+export function splitAuthority(
+  value: string | undefined,
+): { host: string; port: string | undefined } | undefined {
+  if (value === undefined || value === '') return undefined
+  const end = value.startsWith('[') ? value.indexOf(']') + 1 : value.indexOf(':')
+  if (end <= 0) return { host: value, port: undefined }
+  const rest = value.slice(end)
+  if (rest === '') return { host: value.slice(0, end), port: undefined }
+  if (rest[0] !== ':' || !SAFE_PORT.test(rest.slice(1))) return undefined
+  return { host: value.slice(0, end), port: rest.slice(1) }
+}
+
+/**
+ * The keys of a URL (`https://example.com/a?b=1`, or a path with `host`, which may carry a port),
+ * as requests for it over http and https get them, and its invalidation scope. The host is taken in its canonical spelling
+ * (lower case, no trailing dot), the only one the cache stores.
+ */
+export function urlKeys(
+  url: string,
+  keyPrefix: string,
+  options: { host?: string; headers?: IncomingHttpHeaders; vary?: readonly string[] } = {},
+): { keys: string[]; scope: string } {
+  let host = options.host
+  let target = url
+  const absolute = /^[a-z][a-z0-9+.-]*:\/\//i.exec(url)
+  if (absolute) {
+    const parsed = new URL(url)
+    host ??= parsed.host
+    target = `${parsed.pathname}${parsed.search}`
+  }
+  const authority = splitAuthority(host)
+  const canonical = authority?.host.toLowerCase().replace(/\.$/, '')
+  const path = pathAndQuery(target)
+  if (
+    authority === undefined ||
+    canonical === undefined ||
+    !CANONICAL_HOST.test(canonical) ||
+    path === undefined
+  )
+    throw new TypeError(`cannot build a response key for ${url}: give a host`)
+  const origin = authority.port === undefined ? canonical : `${canonical}:${authority.port}`
+  const varied = varyPart(lowerCaseKeys(options.headers ?? {}), options.vary ?? [])
+  const rest = `${path}${varied}`
+  // The app may see either protocol (a TLS proxy without `trust proxy` makes every request http):
+  // both entries go, and the scope names neither. A default port may have been spelled out by
+  // the client or left off: the entries of both spellings go.
+  const origins = new Set([`http://${origin}`, `https://${origin}`])
+  if (authority.port === undefined || DEFAULT_PORT.test(`:${authority.port}`))
+    for (const o of [canonical, `${canonical}:80`, `${canonical}:443`])
+      for (const protocol of ['http', 'https']) origins.add(`${protocol}://${o}`)
+  return {
+    keys: [...origins].map((o) => `${keyPrefix}:${o}${rest}`),
+    scope: urlScope(keyPrefix, origin, target, varied),
+  }
+}
+
+/** The key of one variant of a response that sent `Vary`: the base key plus the varied header values. */
+export function variantKey(
+  base: string,
+  id: string,
+  headers: IncomingHttpHeaders,
+  names: readonly string[],
+): string {
+  return `${base}${SEPARATOR}#${id}${varyPart(headers, names)}`
+}
+
+/**
+ * The key of a request at one site of the app (see site.ts): `''` for entries that every site
+ * shares (`frontSkipsAllMiddleware`). The line feed keeps it out of reach of any URL.
+ */
+export function siteKey(key: string, site: string): string {
+  return site === '' ? key : `${key}${SEPARATOR}@${site}`
+}
+
+/** Whether `key` is `base` itself or one of its variants. */
+export function isKeyOf(key: string, base: string): boolean {
+  return key === base || key.startsWith(`${base}${SEPARATOR}#`)
+}
+
+/** A key built by the `key` option must not reach into the key space of variants. */
+export function isSafeCustomKey(key: string): boolean {
+  return !key.includes(SEPARATOR)
+}
+
+/**
+ * The path as sent, and the query parameters sorted by their decoded name; parameters with the
+ * same name keep their order (`a=1&a=2` is the list `[1, 2]`). Only plain names are reordered: when
+ * a name holds `[`, `]` or `.` (which `qs` turns into nesting, where order changes what
+ * `a[b]=1&a=2` means) or does not decode, the query keeps its order. `undefined` for more
+ * parameters than the parsers read.
+ */
+function pathAndQuery(url: string): string | undefined {
+  const q = url.indexOf('?')
+  if (q === -1) return url
+  // Empty parameters stay: `/a?` and `/a` are two request targets a handler can tell apart.
+  const params = url.slice(q + 1).split('&')
+  if (params.length > MAX_QUERY_PARAMETERS) return undefined
+  const named: { param: string; name: string }[] = []
+  for (const param of params) {
+    const name = plainName(param)
+    if (name === undefined) return `${url.slice(0, q)}?${params.join('&')}`
+    named.push({ param, name })
+  }
+  // Array.prototype.sort is stable: parameters of one name keep their order.
+  named.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+  return `${url.slice(0, q)}?${named.map((p) => p.param).join('&')}`
+}
+
+/** The name of a query parameter as the parsers decode it, or `undefined` when it is not plain. */
+function plainName(param: string): string | undefined {
+  const eq = param.indexOf('=')
+  let name: string
+  try {
+    name = decodeURIComponent((eq === -1 ? param : param.slice(0, eq)).replaceAll('+', ' '))
+  } catch {
+    return undefined
+  }
+  return /[[\].]/.test(name) ? undefined : name
+}
+
+function varyPart(headers: IncomingHttpHeaders, names: readonly string[]): string {
+  let part = ''
+  for (const name of names) {
+    const value = headers[name]
+    part += `${SEPARATOR}${name}=${value === undefined ? '-' : JSON.stringify(value)}`
+  }
+  return part
+}
+
+function lowerCaseKeys(headers: IncomingHttpHeaders): IncomingHttpHeaders {
+  const out: IncomingHttpHeaders = {}
+  for (const [k, v] of Object.entries(headers)) out[k.toLowerCase()] = v
+  return out
+}
