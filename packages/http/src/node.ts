@@ -175,6 +175,9 @@ export function recordNodeResponse(res: ServerResponse, miss: MissResult): void 
           : typeof last === 'string'
             ? Buffer.from(last, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8')
             : Buffer.from(last as Uint8Array)
+    // Read before ending: a response object that tears itself down once it ended (the injected
+    // responses of light-my-request, which Fastify's `inject` uses) was not destroyed half-way.
+    const destroyedBeforeEnd = res.destroyed
     let result: ServerResponse
     try {
       result = (original.end as (...args: unknown[]) => ServerResponse).call(this, chunk, encoding, cb)
@@ -187,7 +190,7 @@ export function recordNodeResponse(res: ServerResponse, miss: MissResult): void 
       head.own = { status: status ?? res.statusCode, headers: own ?? {} }
       recorder.end(undefined, {
         head,
-        incomplete: incompleteReason(res, connectionClosed, final !== undefined, own, sources),
+        incomplete: incompleteReason(destroyedBeforeEnd, connectionClosed, final !== undefined, own, sources),
       })
       if (finished) settle(true)
     }
@@ -196,13 +199,13 @@ export function recordNodeResponse(res: ServerResponse, miss: MissResult): void 
 }
 
 function incompleteReason(
-  res: ServerResponse,
+  destroyed: boolean,
   connectionClosed: boolean,
   sawHeaders: boolean,
   own: OutgoingHttpHeaders | undefined,
   sources: readonly Readable[],
 ): string | undefined {
-  if (res.destroyed) return 'destroyed'
+  if (destroyed) return 'destroyed'
   if (connectionClosed) return 'closed'
   // A stream piped into the response ends it when the stream ends: a response ended while one
   // had not ended (it failed or was destroyed half-way, and the handler ended the response in
