@@ -77,7 +77,13 @@ const CONDITIONAL = [
 ]
 
 const cachePluginCallback: FastifyPluginCallback<CachePluginOptions> = (fastify, options, done) => {
-  const defaults = pluginDefaults(options)
+  let defaults: RouteCacheOptions
+  try {
+    defaults = pluginDefaults(options)
+  } catch (error) {
+    done(error as Error)
+    return
+  }
   const caches = new Map<string, HttpCache<FastifyRequest>>()
   const byConfig = new WeakMap<object, HttpCache<FastifyRequest>>()
   // The header that marks a refresh the plugin runs through `inject`: a name no client can guess.
