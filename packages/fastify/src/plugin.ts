@@ -76,7 +76,7 @@ const CONDITIONAL = [
   'range',
 ]
 
-const cachePluginCallback: FastifyPluginCallback<CachePluginOptions> = (fastify, options, done) => {
+const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, done) => {
   let defaults: RouteCacheOptions
   try {
     defaults = pluginDefaults(options)
@@ -157,7 +157,13 @@ const cachePluginCallback: FastifyPluginCallback<CachePluginOptions> = (fastify,
  * included) let the request through, with one write of the stored status, headers and bytes.
  * Storability is decided on the response as the client receives it, after every `onSend` hook.
  */
-export const cachePlugin = fp(cachePluginCallback, { fastify: '5.x', name: '@cache/fastify' })
+export const cachePlugin = fp(
+  // Named as exported: fastify-plugin returns this function itself.
+  function cachePlugin(fastify, options, done) {
+    register(fastify, options, done)
+  } as FastifyPluginCallback<CachePluginOptions>,
+  { fastify: '5.x', name: '@cache/fastify' },
+)
 
 /** Checks the plugin's options now: a bad one throws a `CacheConfigError` at registration. */
 function pluginDefaults(options: CachePluginOptions): RouteCacheOptions {
