@@ -751,7 +751,10 @@ export class HttpCache<Raw = any> {
     try {
       const stop = start(run)
       // No refresh could be started: over, without an error.
-      if (stop === false) return run.finish()
+      if (stop === false) {
+        run.finish()
+        return
+      }
       run.stop = stop
     } catch (error) {
       run.finish(error)
