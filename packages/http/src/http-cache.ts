@@ -206,6 +206,19 @@ export class HttpCache<Raw = any> {
   }
 
   /**
+   * The `hit` (or `not-modified`) result of an entry an adapter read itself, fresh and of the
+   * current generations (a front door answering from an in-process backend before the app runs).
+   */
+  replayEntry(
+    view: HttpRequestView<Raw>,
+    key: string,
+    entry: StoredResponse,
+    now = this.settings.now(),
+  ): LookupResult {
+    return this.replay(view, key, entry, now, 'fresh')
+  }
+
+  /**
    * The key, or why the request bypasses the cache: the custom `key` option (its own
    * invalidation scope), else the built-in key of the view.
    */
@@ -336,7 +349,13 @@ export class HttpCache<Raw = any> {
     if (view.method === 'HEAD') {
       // A HEAD response carries no body to store: answer it, and let a GET fill the cache.
       this.observer.miss(key)
-      return { kind: 'miss', recorder: NOT_RECORDED, set: this.status(`fwd=${missKind}`, 'MISS'), key }
+      return {
+        kind: 'miss',
+        recorder: NOT_RECORDED,
+        recording: false,
+        set: this.status(`fwd=${missKind}`, 'MISS'),
+        key,
+      }
     }
     // A known variant has its own flight, so concurrent misses of two encodings do not wait on each other.
     let flightKey = record === undefined ? key : variantKey(key, record.id, view.headers, record.vary)
@@ -471,6 +490,7 @@ export class HttpCache<Raw = any> {
       return advice
     }
     recorder.onTooLarge = release
+    recorder.onRefuse = release
     recorder.onEnd = (ended) => {
       // The cache's own Cache-Control is not the handler's: not stored, not a TTL.
       const captured = withoutOwnCacheControl(ended, offered)
@@ -504,7 +524,7 @@ export class HttpCache<Raw = any> {
       settle(reason, detail)
     }
     recorder.outcome = outcome
-    return { kind: 'miss', recorder, set: this.status(`fwd=${missKind}`, 'MISS'), key }
+    return { kind: 'miss', recorder, recording: true, set: this.status(`fwd=${missKind}`, 'MISS'), key }
   }
 
   /** Why a recorded response must not be stored (nor shared with waiting requests), or `undefined`. */
@@ -729,7 +749,13 @@ export class HttpCache<Raw = any> {
     timer.unref?.()
     run.timer = timer
     try {
-      run.stop = start(run)
+      const stop = start(run)
+      // No refresh could be started: over, without an error.
+      if (stop === false) {
+        run.finish()
+        return
+      }
+      run.stop = stop
     } catch (error) {
       run.finish(error)
     }
@@ -742,6 +768,7 @@ export class HttpCache<Raw = any> {
     return {
       kind: 'miss',
       recorder: NOT_RECORDED,
+      recording: false,
       set: this.status('fwd=uri-miss; detail=error', 'MISS'),
       key,
     }
@@ -808,6 +835,7 @@ interface Ended {
 class Recording implements ResponseRecorder {
   onHead: (head: ResponseHead) => HeadAdvice = () => ({ set: [], storable: false })
   onTooLarge: () => void = () => {}
+  onRefuse: () => void = () => {}
   onEnd: (ended: Ended) => string | undefined = () => undefined
   onSettle: (finished: boolean, reason?: string) => void = () => {}
   outcome!: Promise<{ stored: boolean; reason?: string }>
@@ -870,6 +898,10 @@ class Recording implements ResponseRecorder {
     if (this.finished) this.settle(true)
   }
 
+  refuse(_reason: string): void {
+    this.onRefuse()
+  }
+
   finish(): void {
     if (this.finished || this.settled) return
     this.finished = true
@@ -909,6 +941,7 @@ const NOT_RECORDED: ResponseRecorder = {
   end: () => {},
   finish: () => {},
   abort: () => {},
+  refuse: () => {},
   outcome: Promise.resolve({ stored: false, reason: 'not-recorded' }),
 }
 

@@ -70,6 +70,8 @@ export interface Refresh {
   fail(error: unknown): void
   /** Whether the refresh is over (stored, refused, failed or timed out): the adapter may stop its work. */
   readonly done: boolean
+  /** The key of the entry it refreshes, for messages. */
+  readonly key: string
 }
 
 /** What an adapter lends the cache for one lookup, besides the request. */
@@ -78,10 +80,11 @@ export interface LookupContext {
    * Runs a copy of the request through the application in the background, without conditional
    * headers (`If-None-Match`, `Range`, …), with `refresh` as its view's
    * {@link HttpRequestView.refresh}. Needed for `staleWhileRevalidate`: without it a stale entry
-   * is a miss. The returned function, if any, is called once the refresh is over (stored,
-   * refused, failed or after `revalidateTimeout`) to stop what still runs (a socket, a stream).
+   * is served stale, and never refreshed. The returned function, if any, is called once the
+   * refresh is over (stored, refused, failed or after `revalidateTimeout`) to stop what still runs
+   * (a socket, a stream). `false`: no refresh could be started (nothing is counted).
    */
-  revalidate?: (refresh: Refresh) => (() => void) | undefined
+  revalidate?: (refresh: Refresh) => (() => void) | undefined | false
   /**
    * Asked each time the cache decides whether the response may be stored (`head`: its headers
    * leave; `end`: its body ended; `finish`: it reached the client), before the cache's own rules:
@@ -157,6 +160,12 @@ export interface ResponseRecorder {
    * adapter refuses it for `reason`: nothing is stored or shared, waiting requests run the handler.
    */
   abort(reason: string): void
+  /**
+   * The adapter knows now that the response must not be stored (something ran that a hit would
+   * skip): requests waiting for it are released at once. Keep feeding the recorder; nothing will
+   * be stored.
+   */
+  refuse(reason: string): void
   /** Settles once the response was stored (`true`) or not (`false`, with the reason). */
   readonly outcome: Promise<{ stored: boolean; reason?: string }>
 }
@@ -200,6 +209,11 @@ export interface NotModifiedResult {
 export interface MissResult {
   kind: 'miss'
   recorder: ResponseRecorder
+  /**
+   * `false` when nothing the handler sends will be stored (a `HEAD` miss, a backend that failed
+   * to read): feeding the recorder is then optional.
+   */
+  recording: boolean
   /** The status header to set before the handler runs (it may be replaced by {@link ResponseRecorder.head}). */
   set: [name: string, value: string][]
   key: string
