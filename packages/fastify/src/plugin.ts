@@ -35,8 +35,16 @@ export type RouteCacheOptions = HttpCacheOptions<FastifyRequest>
  */
 export type RouteCacheConfig = boolean | Duration | RouteCacheOptions
 
-/** Options of {@link cachePlugin}: defaults for every cached route. */
-export type CachePluginOptions = RouteCacheOptions
+/** Options of {@link cachePlugin}: defaults for every cached route, and where the API goes. */
+export interface CachePluginOptions extends RouteCacheOptions {
+  /**
+   * The name of the instance decorator holding {@link FastifyResponseCache}. Another plugin that
+   * decorates `cache` (`@fastify/caching` does) makes registration fail with a
+   * `CacheConfigError` naming this option; choose another name then (typed as `cache` only).
+   * Default: `'cache'`.
+   */
+  decorateAs?: string
+}
 
 /** `fastify.cache`: invalidation across every cached route. */
 export interface FastifyResponseCache {
@@ -78,8 +86,19 @@ const CONDITIONAL = [
 
 const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, done) => {
   let defaults: RouteCacheOptions
+  const decorateAs = options?.decorateAs ?? 'cache'
   try {
     defaults = pluginDefaults(options)
+    if (typeof decorateAs !== 'string' || decorateAs === '')
+      throw new CacheConfigError(
+        'decorateAs',
+        `expected a non-empty string, got ${JSON.stringify(decorateAs)}`,
+      )
+    if (fastify.hasDecorator(decorateAs))
+      throw new CacheConfigError(
+        'decorateAs',
+        `fastify.${decorateAs} is already decorated by another plugin (@fastify/caching decorates "cache"): choose another name`,
+      )
   } catch (error) {
     done(error as Error)
     return
@@ -140,7 +159,7 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
     },
     routes: caches,
   }
-  fastify.decorate('cache', api)
+  fastify.decorate(decorateAs, api)
   done()
 }
 
@@ -169,9 +188,10 @@ export const cachePlugin = fp(
 function pluginDefaults(options: CachePluginOptions): RouteCacheOptions {
   if (options === null || typeof options !== 'object')
     throw new CacheConfigError('options', `expected an object, got ${String(options)}`)
+  const { decorateAs: _, ...defaults } = options
   // Built once to check every option (ttl, keyPrefix, statuses, …) when the plugin registers.
-  new HttpCache(options)
-  return options
+  new HttpCache(defaults)
+  return defaults
 }
 
 function routeOptions(config: RouteCacheConfig, url: string): RouteCacheOptions {

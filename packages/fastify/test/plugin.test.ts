@@ -120,6 +120,37 @@ describe('config.cache', () => {
 })
 
 describe('fastify.cache', () => {
+  it("refuses to register over another plugin's cache decorator (@fastify/caching), and takes decorateAs", async () => {
+    const { default: caching } = await import('@fastify/caching')
+    const app = Fastify()
+    apps.push(app)
+    await app.register(caching, { privacy: 'public', expiresIn: 60 })
+    await expect(app.register(cachePlugin, { backend: memoryBackend() })).rejects.toThrow(/decorateAs/)
+    const other = Fastify()
+    apps.push(other)
+    await other.register(caching, { privacy: 'public', expiresIn: 60 })
+    await other.register(cachePlugin, { backend: memoryBackend(), decorateAs: 'responses' })
+    let runs = 0
+    other.get('/r', { config: { cache: 60 } }, async () => `run ${++runs}`)
+    await other.inject({ url: '/r', headers: { host: 'shop.test' } })
+    await (other as unknown as { responses: typeof other.cache }).responses.invalidate('/r', {
+      host: 'shop.test',
+    })
+    expect((await other.inject({ url: '/r', headers: { host: 'shop.test' } })).body).toBe('run 2')
+  })
+
+  it('runs onResponse hooks and the request log for hits', async () => {
+    const app = await build()
+    const seen: number[] = []
+    app.addHook('onResponse', async (_request, reply) => {
+      seen.push(reply.statusCode)
+    })
+    app.get('/t', { config: { cache: 60 } }, async () => 'x')
+    await app.inject({ url: '/t' })
+    expect((await app.inject({ url: '/t' })).headers['cache-status']).toMatch(/hit/)
+    expect(seen).toEqual([200, 200])
+  })
+
   it('invalidates a URL under every keyPrefix of the app, by prefix and by tag', async () => {
     const app = await build()
     let version = 1
