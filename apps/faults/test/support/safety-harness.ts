@@ -8,7 +8,7 @@ import {
 } from '@cache/express'
 import compression from 'compression'
 import express from 'express'
-import type { HttpCacheHarness, SafetyApp, SafetyResponse } from '../../src/http-safety.js'
+import type { HttpCacheHarness, SafetyApp, SafetyResponse } from '@cache/testing'
 
 /** The safety table's routes on Express 5 with `cacheResponse` as route middleware. */
 export const expressHarness: HttpCacheHarness = {
