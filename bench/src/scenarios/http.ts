@@ -24,6 +24,34 @@ async function slowRoute(
   return { handler: front ? front(app) : app, routeCalls: () => calls, cached: true }
 }
 
+/**
+ * A Fastify 5 app whose `/users` route takes {@link ROUTE_MS}, set up by `setup` (plugins) and
+ * declared with `routeConfig`, as a request listener (Fastify's own handler, from `serverFactory`).
+ */
+async function slowFastifyRoute(
+  setup: (app: import('fastify').FastifyInstance) => Promise<void>,
+  routeConfig: Record<string, unknown>,
+  cached: boolean,
+): Promise<HttpService> {
+  const { default: Fastify } = await import('fastify')
+  const { createServer } = await import('node:http')
+  let handler: HttpService['handler'] | undefined
+  const app = Fastify({
+    serverFactory: (h) => {
+      handler = h
+      return createServer()
+    },
+  })
+  await setup(app)
+  let calls = 0
+  app.get(PATH, { config: routeConfig }, (_request, reply) => {
+    calls++
+    setTimeout(() => reply.type('application/json').send(HTTP_BODY), ROUTE_MS)
+  })
+  await app.ready()
+  return { handler: handler!, routeCalls: () => calls, cached }
+}
+
 const contestants: Contestant[] = [
   {
     id: 'node-http',
@@ -100,6 +128,78 @@ const contestants: Contestant[] = [
         frontSkipsAllMiddleware: true,
       })
       return slowRoute(cache, (app) => cache.front(app))
+    },
+  },
+  {
+    id: 'fastify-bare',
+    label: 'Fastify (precomputed body)',
+    role: 'limit',
+    packages: ['fastify'],
+    workloads: ['http'],
+    note: 'Fastify 5 with default settings sending the same precomputed body.',
+    serve: async () => {
+      const { default: Fastify } = await import('fastify')
+      const { createServer } = await import('node:http')
+      let handler: HttpService['handler'] | undefined
+      const app = Fastify({
+        serverFactory: (h) => {
+          handler = h
+          return createServer()
+        },
+      })
+      app.get(PATH, (_request, reply) => {
+        reply.type('application/json').send(HTTP_BODY)
+      })
+      await app.ready()
+      return { handler: handler!, routeCalls: () => 0, cached: false }
+    },
+  },
+  {
+    id: 'fastify-uncached',
+    label: `Fastify, the ${ROUTE_MS} ms route uncached`,
+    role: 'limit',
+    packages: ['fastify'],
+    workloads: ['http'],
+    note: `The Fastify route itself, taking ${ROUTE_MS} ms per request, with no cache: what the cached rows save.`,
+    serve: () => slowFastifyRoute(async () => {}, {}, false),
+  },
+  {
+    id: 'fastify-caching',
+    label: `@fastify/caching in front of a ${ROUTE_MS} ms route`,
+    role: 'peer',
+    packages: ['@fastify/caching', 'fastify'],
+    workloads: ['http'],
+    note:
+      `\`@fastify/caching\` (Fastify's cache plugin) with \`privacy: 'public', expiresIn: ${TTL_SECONDS}\`. ` +
+      'It stores no responses: it sets `Cache-Control` and answers `304` to a client whose `If-None-Match` it knows, so a load without conditional requests runs the route every time.',
+    serve: () =>
+      slowFastifyRoute(
+        async (app) => {
+          const { default: caching } = await import('@fastify/caching')
+          await app.register(caching, { privacy: 'public', expiresIn: TTL_SECONDS })
+        },
+        {},
+        false,
+      ),
+  },
+  {
+    id: 'cache-fastify',
+    label: `\`@cache/fastify\` in front of a ${ROUTE_MS} ms route`,
+    role: 'ours',
+    packages: ['@cache/fastify', '@cache/memory', '@cache/core', 'fastify'],
+    needs: '@cache/fastify',
+    workloads: ['http'],
+    note: `\`cachePlugin\` on an @cache/memory backend, the route with \`config: { cache: { ttl: ${TTL_SECONDS} } }\`, on Fastify 5, with every safety rule on.`,
+    serve: async () => {
+      const { cachePlugin } = await import('@cache/fastify')
+      const backend = await ourMemory()
+      return slowFastifyRoute(
+        async (app) => {
+          await app.register(cachePlugin, { backend })
+        },
+        { cache: { ttl: TTL_SECONDS } },
+        true,
+      )
     },
   },
 ]
