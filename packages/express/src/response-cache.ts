@@ -129,47 +129,23 @@ export class ResponseCache {
     /** A lookup observes the app's dispatch from now on; `keyFor` only reads. */
     lookup = true,
   ): HttpRequestView<Request> {
-    const engine = this
-    let site: string | undefined | null = null
-    return {
-      // Read again when the response is decided on: a method override behind the cache counts.
-      get method() {
-        return req.method ?? 'GET'
-      },
-      get url() {
-        return req.originalUrl ?? req.url ?? '/'
-      },
-      headers: req.headers,
-      get protocol() {
-        return typeof req.protocol === 'string'
-          ? req.protocol
-          : (req.socket as { encrypted?: boolean } | undefined)?.encrypted
-            ? 'https'
-            : 'http'
-      },
-      get host() {
-        return expressHost(req)
-      },
-      get keyExtra() {
-        return forwardedPart(req)
-      },
-      get bypass() {
-        return isRoutedAsSent(req) ? undefined : 'rewritten-url'
-      },
-      get site() {
-        if (site === null) {
-          if (lookup) {
-            // Observed from now on: later requests of this app say where the cache sits as they go.
-            observeDispatch(req)
-            site = engine.siteOf(req, anchor, identity, receiver)
-            if (site !== undefined) engine.sites.set(req, site)
-          } else site = engine.sites.get(req) ?? engine.siteOf(req, anchor, identity, receiver)
-        }
-        return site
-      },
-      raw: req,
-      refresh: (req as any)[REVALIDATE] as Refresh | undefined,
-    }
+    return new ExpressView(this, req, anchor, identity, receiver, lookup)
+  }
+
+  /** The site of `req` for {@link ExpressView}: observed for a lookup, only read for `keyFor`. */
+  siteFor(
+    req: Request,
+    anchor: Function | undefined,
+    identity: string | undefined,
+    receiver: unknown,
+    lookup: boolean,
+  ): string | undefined {
+    if (!lookup) return this.sites.get(req) ?? this.siteOf(req, anchor, identity, receiver)
+    // Observed from now on: later requests of this app say where the cache sits as they go.
+    observeDispatch(req)
+    const site = this.siteOf(req, anchor, identity, receiver)
+    if (site !== undefined) this.sites.set(req, site)
+    return site
   }
 
   /**
@@ -192,30 +168,28 @@ export class ResponseCache {
     const passed = ((req as any)[CACHES] ??= []) as Passed
     const self: Passed[number] = { engine: this }
     passed.push(self)
-    let key: string | undefined
-    const context: LookupContext = {
-      revalidate: (refresh) => this.revalidate(req, refresh),
-      verdict: () => self.watch?.verdict() ?? this.nestedRefusal(req),
-      recheck: () => {
-        // Where the response was made, Express may see the request otherwise than where the cache
-        // looked it up (a sub-app with its own `trust proxy`): stored only under the key it has there.
-        let there: string | undefined
-        try {
-          there = this.keyFor(req)
-        } catch {
-          there = undefined
-        }
-        return there === key ? undefined : 'key-changed'
-      },
-    }
-    const act = (result: LookupResult): unknown => {
-      if (answerFromResult(res, result)) return undefined
-      if (result.kind !== 'miss' || !result.recording) return run()
-      key = result.key
-      return this.lead(req, res, run, position, result, self)
-    }
+    const context = new ExpressLookup(this, req)
     const result = this.http.lookup(this.view(req, anchor, identity, receiver), context)
-    return isThenable(result) ? result.then(act) : act(result)
+    return isThenable(result)
+      ? result.then((settled) => this.act(req, res, run, position, settled, self, context))
+      : this.act(req, res, run, position, result, self, context)
+  }
+
+  /** Answers a hit, or runs the rest of the request (recording it on a miss the cache records). */
+  private act(
+    req: Request,
+    res: ServerResponse,
+    run: Run,
+    position: CachePosition,
+    result: LookupResult,
+    self: Passed[number],
+    context: ExpressLookup,
+  ): unknown {
+    if (answerFromResult(res, result)) return undefined
+    if (result.kind !== 'miss' || !result.recording) return run()
+    context.key = result.key
+    context.self = self
+    return this.lead(req, res, run, position, result, self)
   }
 
   /**
@@ -337,7 +311,7 @@ export class ResponseCache {
    * between it and this cache. Its hits would skip what this cache's entry was made behind.
    * Also when a cache after this one reads the same entries: the innermost one stores.
    */
-  private nestedRefusal(req: Request): string | undefined {
+  nestedRefusal(req: Request): string | undefined {
     const passed = (req as any)[CACHES] as Passed | undefined
     if (passed === undefined) return undefined
     let inner = false
@@ -370,7 +344,7 @@ export class ResponseCache {
    * what it is sent. It ends when the response finished, the app gave up on it (`next()`,
    * `next(error)`, a throw) or after `revalidateTimeout`.
    */
-  private revalidate(req: Request, refresh: Refresh): (() => void) | false {
+  revalidate(req: Request, refresh: Refresh): (() => void) | false {
     const app = rootApp(req.app)
     if (app === undefined) return false
     const socket = new DiscardingSocket(req.socket)
@@ -403,6 +377,100 @@ export class ResponseCache {
       }
     })
     return stop
+  }
+}
+
+/** What only Express can tell the neutral cache about one lookup (see `LookupContext`). */
+class ExpressLookup implements LookupContext {
+  /** The key of the miss whose response is recorded. */
+  key: string | undefined
+  /** This cache's record on the request, with the dispatch it watches. */
+  self: Passed[number] | undefined
+
+  constructor(
+    private readonly engine: ResponseCache,
+    private readonly req: Request,
+  ) {}
+
+  revalidate(refresh: Refresh): (() => void) | false {
+    return this.engine.revalidate(this.req, refresh)
+  }
+
+  verdict(): string | undefined {
+    return this.self?.watch?.verdict() ?? this.engine.nestedRefusal(this.req)
+  }
+
+  /**
+   * Where the response was made, Express may see the request otherwise than where the cache
+   * looked it up (a sub-app with its own `trust proxy`): stored only under the key it has there.
+   */
+  recheck(): string | undefined {
+    let there: string | undefined
+    try {
+      there = this.engine.keyFor(this.req)
+    } catch {
+      there = undefined
+    }
+    return there === this.key ? undefined : 'key-changed'
+  }
+}
+
+/**
+ * How Express resolved a request, read as the cache needs it: the URL Express routes (or
+ * `rewritten-url`), the protocol and host it resolved (under `trust proxy`, the forwarded ones),
+ * and where the cache sits. Read lazily: only what a lookup reaches is computed.
+ */
+class ExpressView implements HttpRequestView<Request> {
+  readonly headers: Request['headers']
+  readonly refresh: Refresh | undefined
+  private site_: string | undefined | null = null
+
+  constructor(
+    private readonly engine: ResponseCache,
+    readonly raw: Request,
+    private readonly anchor: Function | undefined,
+    private readonly identity: string | undefined,
+    private readonly receiver: unknown,
+    private readonly lookup: boolean,
+  ) {
+    this.headers = raw.headers
+    this.refresh = (raw as any)[REVALIDATE]
+  }
+
+  // Read again when the response is decided on: a method override behind the cache counts.
+  get method(): string {
+    return this.raw.method ?? 'GET'
+  }
+
+  get url(): string {
+    return this.raw.originalUrl ?? this.raw.url ?? '/'
+  }
+
+  get protocol(): string {
+    const req = this.raw
+    return typeof req.protocol === 'string'
+      ? req.protocol
+      : (req.socket as { encrypted?: boolean } | undefined)?.encrypted
+        ? 'https'
+        : 'http'
+  }
+
+  get host(): string | undefined {
+    return expressHost(this.raw)
+  }
+
+  get keyExtra(): string | undefined {
+    return forwardedPart(this.raw)
+  }
+
+  get bypass(): string | undefined {
+    return isRoutedAsSent(this.raw) ? undefined : 'rewritten-url'
+  }
+
+  get site(): string | undefined {
+    if (this.site_ === null)
+      this.site_ = this.engine.siteFor(this.raw, this.anchor, this.identity, this.receiver, this.lookup)
+    return this.site_
   }
 }
 

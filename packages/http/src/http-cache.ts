@@ -730,8 +730,8 @@ export class HttpCache<Raw = any> {
    * `revalidate` error, and the stale entry stays.
    */
   private revalidate(_view: HttpRequestView<Raw>, context: LookupContext, flightKey: string): void {
-    const start = context.revalidate
-    if (start === undefined || this.inflight.has(flightKey) || this.refreshing.has(flightKey)) return
+    if (context.revalidate === undefined || this.inflight.has(flightKey) || this.refreshing.has(flightKey))
+      return
     this.refreshing.add(flightKey)
     const run = new RefreshRun(this, flightKey, (error) => {
       this.refreshing.delete(flightKey)
@@ -749,7 +749,7 @@ export class HttpCache<Raw = any> {
     timer.unref?.()
     run.timer = timer
     try {
-      const stop = start(run)
+      const stop = context.revalidate(run)
       // No refresh could be started: over, without an error.
       if (stop === false) {
         run.finish()
