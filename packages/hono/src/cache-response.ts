@@ -99,8 +99,6 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     handled.add(c)
     const refresh = refreshes.get(c)
     const view = requestView(c, refresh)
-    // The headers layers before the cache prepared: theirs, set again on every request.
-    const before = outgoingHeaders(c.newResponse(null).headers)
     let result: LookupResult = http.lookup(view, {
       revalidate: refresh === undefined ? (run) => revalidate(c, run) : undefined,
     }) as LookupResult
@@ -109,7 +107,8 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       const headers = headersOf(result.headers)
       if (result.cacheControl !== undefined && sharable(headers))
         headers.set('cache-control', result.cacheControl)
-      const body = result.kind === 'hit' && !result.headOnly ? new Uint8Array(result.body) : null
+      // The stored bytes as they are (no copy): a Response never writes into its body.
+      const body = result.kind === 'hit' && !result.headOnly ? (result.body as Uint8Array<ArrayBuffer>) : null
       return c.newResponse(body, { status: result.status as StatusCode, headers })
     }
     if (result.kind === 'bypass' || !result.recording) {
@@ -117,6 +116,8 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       for (const [name, value] of result.set) c.header(name, value)
       return undefined
     }
+    // The headers layers before the cache prepared: theirs, set again on every request.
+    const before = outgoingHeaders(c.newResponse(null).headers)
     await record(c, next, result, before, refresh !== undefined)
     return undefined
   }
