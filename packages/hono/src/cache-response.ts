@@ -264,6 +264,10 @@ function requestView(c: Context, refresh: Refresh | undefined): HttpRequestView<
   const host = raw.headers.get('host') ?? undefined
   let site: string | undefined | null = null
   return {
+    // A target in absolute form (`GET http://a.example/ HTTP/1.1`, what clients send a proxy) is
+    // routed on its own authority, while the handler may read another one in `Host`: keyed on
+    // either, a response could be planted for the other host.
+    ...(host !== undefined && host !== url.host ? { bypass: 'url' } : {}),
     method: raw.method,
     url: url.pathname + url.search,
     headers,

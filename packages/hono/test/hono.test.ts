@@ -193,7 +193,7 @@ describe('on a runtime without Node’s response (app.request, the Web Request/R
       )
     })
     for (let i = 0; i < 2; i++) {
-      const res = await app.request('/broken', { headers: { host: 'shop.test' } })
+      const res = await app.request('http://shop.test/broken', { headers: { host: 'shop.test' } })
       await expect(res.text()).rejects.toThrow('source failed')
     }
     expect(runs).toBe(2)
@@ -215,15 +215,53 @@ describe('on a runtime without Node’s response (app.request, the Web Request/R
         }),
       )
     })
-    const res = await app.request('/slow', { headers: { host: 'shop.test' } })
+    const res = await app.request('http://shop.test/slow', { headers: { host: 'shop.test' } })
     const reader = res.body!.getReader()
     await reader.read()
     await reader.cancel()
-    const again = await app.request('/slow', { headers: { host: 'shop.test' } })
+    const again = await app.request('http://shop.test/slow', { headers: { host: 'shop.test' } })
     expect(await again.text()).toBe('first second')
     expect(runs).toBe(2)
-    const hit = await app.request('/slow', { headers: { host: 'shop.test' } })
+    const hit = await app.request('http://shop.test/slow', { headers: { host: 'shop.test' } })
     expect(await hit.text()).toBe('first second')
     expect(runs).toBe(2)
+  })
+})
+
+describe('the request target', () => {
+  it('an absolute-form target naming another host than Host never plants a response for either', async () => {
+    const app = new Hono()
+    app.get('/link', cacheResponse({ ttl: 60, backend: memoryBackend() }), (c) =>
+      c.text(`https://${c.req.header('host')}/next`),
+    )
+    const base = await listen(app)
+    const { hostname, port } = new URL(base)
+    const planted = await new Promise<string>((resolve, reject) => {
+      // The target names shop.test, the Host header evil.test: Hono routes the URL of the target.
+      const req = httpRequest(
+        { host: hostname, port, path: 'http://shop.test/link', headers: { host: 'evil.test' }, agent: false },
+        (res) => {
+          let text = ''
+          res.on('data', (chunk: Buffer) => (text += chunk))
+          res.on('end', () => resolve(text))
+        },
+      )
+      req.on('error', reject)
+      req.end()
+    })
+    expect(planted).toBe('https://evil.test/next')
+    const victim = await new Promise<string>((resolve, reject) => {
+      const req = httpRequest(
+        { host: hostname, port, path: '/link', headers: { host: 'shop.test' }, agent: false },
+        (res) => {
+          let text = ''
+          res.on('data', (chunk: Buffer) => (text += chunk))
+          res.on('end', () => resolve(text))
+        },
+      )
+      req.on('error', reject)
+      req.end()
+    })
+    expect(victim).toBe('https://shop.test/next')
   })
 })
