@@ -265,3 +265,31 @@ describe('the request target', () => {
     expect(victim).toBe('https://shop.test/next')
   })
 })
+
+describe('stale-while-revalidate', () => {
+  it('the background refresh runs the handler with the route parameters and the middleware after the cache', async () => {
+    let clock = Date.now()
+    let runs = 0
+    const app = new Hono()
+    app.get(
+      '/items/:id',
+      cacheResponse({ ttl: 1, staleWhileRevalidate: 600, backend: memoryBackend(), now: () => clock }),
+      async (c, next) => {
+        c.header('x-after-cache', 'ran')
+        await next()
+      },
+      (c) => c.text(`item ${c.req.param('id')} v${++runs}`),
+    )
+    const base = await listen(app)
+    expect((await get(base, '/items/42')).text).toBe('item 42 v1')
+    clock += 2_000
+    const stale = await get(base, '/items/42')
+    expect(stale.text).toBe('item 42 v1')
+    for (let i = 0; i < 300 && runs < 2; i++) await new Promise((resolve) => setTimeout(resolve, 10))
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    const fresh = await get(base, '/items/42')
+    expect(fresh.text).toBe('item 42 v2')
+    expect(fresh.headers['x-after-cache']).toBe('ran')
+    expect(runs).toBe(2)
+  })
+})
