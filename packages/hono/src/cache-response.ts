@@ -295,6 +295,11 @@ const described = new WeakMap<Function, string>()
 function siteOf(c: Context): string | undefined {
   const match = matchResultOf(c)
   if (match === undefined) return undefined
+  // Hono's router hands out the same match for every request of a static route: hashed once.
+  let known = sites.get(match[0])
+  const index = c.req.routeIndex
+  const hit = known?.get(index)
+  if (hit !== undefined) return hit
   const parts: string[] = []
   for (const [[fn, route]] of match[0]) {
     let text = described.get(fn)
@@ -304,9 +309,15 @@ function siteOf(c: Context): string | undefined {
     }
     parts.push(`${route?.method ?? ''} ${route?.basePath ?? ''} ${route?.path ?? ''} ${text}`)
   }
-  parts.push(`@${c.req.routeIndex}`)
-  return createHash('sha256').update(parts.join('\n')).digest('hex').slice(0, 12)
+  parts.push(`@${index}`)
+  const site = createHash('sha256').update(parts.join('\n')).digest('hex').slice(0, 12)
+  if (known === undefined) sites.set(match[0], (known = new Map()))
+  known.set(index, site)
+  return site
 }
+
+/** The sites of each router match seen so far, by the cache's position in it. */
+const sites = new WeakMap<object, Map<number, string>>()
 
 type RouteEntry = [
   [Function & ((c: Context, next: Next) => unknown), { method?: string; path?: string; basePath?: string }],
