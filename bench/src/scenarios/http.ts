@@ -52,6 +52,28 @@ async function slowFastifyRoute(
   return { handler: handler!, routeCalls: () => calls, cached }
 }
 
+/**
+ * A Hono app whose `/users` route takes {@link ROUTE_MS}, behind `middleware` when given, as a
+ * request listener (`getRequestListener` of @hono/node-server, what its `serve` runs).
+ */
+async function slowHonoRoute(
+  middleware: import('hono').MiddlewareHandler | undefined,
+  cached: boolean,
+): Promise<HttpService> {
+  const { Hono } = await import('hono')
+  const { getRequestListener } = await import('@hono/node-server')
+  let calls = 0
+  const app = new Hono()
+  const route = async (c: import('hono').Context) => {
+    calls++
+    await new Promise((resolve) => setTimeout(resolve, ROUTE_MS))
+    return c.json(JSON.parse(HTTP_BODY))
+  }
+  if (middleware) app.get(PATH, middleware, route)
+  else app.get(PATH, route)
+  return { handler: getRequestListener(app.fetch), routeCalls: () => calls, cached }
+}
+
 const contestants: Contestant[] = [
   {
     id: 'node-http',
@@ -200,6 +222,43 @@ const contestants: Contestant[] = [
         { cache: { ttl: TTL_SECONDS } },
         true,
       )
+    },
+  },
+  {
+    id: 'hono-bare',
+    label: 'Hono (precomputed body)',
+    role: 'limit',
+    packages: ['hono', '@hono/node-server'],
+    workloads: ['http'],
+    note: 'Hono 4 on @hono/node-server sending the same precomputed body with `c.body()`.',
+    serve: async () => {
+      const { Hono } = await import('hono')
+      const { getRequestListener } = await import('@hono/node-server')
+      const app = new Hono()
+      app.get(PATH, (c) => c.body(HTTP_BODY, 200, { 'content-type': 'application/json' }))
+      return { handler: getRequestListener(app.fetch), routeCalls: () => 0, cached: false }
+    },
+  },
+  {
+    id: 'hono-uncached',
+    label: `Hono, the ${ROUTE_MS} ms route uncached`,
+    role: 'limit',
+    packages: ['hono', '@hono/node-server'],
+    workloads: ['http'],
+    note: `The Hono route itself, taking ${ROUTE_MS} ms per request, with no cache: what the cached row saves. Hono's own \`cache\` middleware needs the Web Cache API (\`caches\`), which Node does not have: on Node there is no usual Hono cache to compare with.`,
+    serve: () => slowHonoRoute(undefined, false),
+  },
+  {
+    id: 'cache-hono',
+    label: `\`@cache/hono\` in front of a ${ROUTE_MS} ms route`,
+    role: 'ours',
+    packages: ['@cache/hono', '@cache/memory', '@cache/core', 'hono', '@hono/node-server'],
+    needs: '@cache/hono',
+    workloads: ['http'],
+    note: `\`cacheResponse({ ttl: ${TTL_SECONDS} })\` on an @cache/memory backend, on Hono 4 over @hono/node-server, with every safety rule on.`,
+    serve: async () => {
+      const { cacheResponse } = await import('@cache/hono')
+      return slowHonoRoute(cacheResponse({ ttl: TTL_SECONDS, backend: await ourMemory() }), true)
     },
   },
 ]

@@ -51,6 +51,8 @@ export const THIRD_PARTY = [
   '@nestjs/common',
   '@nestjs/core',
   '@nestjs/platform-express',
+  'hono',
+  '@hono/node-server',
   'reflect-metadata',
   'rxjs',
   'ioredis',

@@ -1,0 +1,392 @@
+import { createHash } from 'node:crypto'
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
+import {
+  type CacheEvent,
+  type CacheEventName,
+  type CacheStats,
+  type Duration,
+  sourceFingerprint,
+} from '@cache/core'
+import {
+  type HeaderList,
+  HttpCache,
+  type HttpCacheOptions,
+  type HttpRequestView,
+  type LookupResult,
+  type MissResult,
+  type Refresh,
+  type ResponseIndexEntry,
+  type ResponseIndexOptions,
+  resolveHttpCacheOptions,
+} from '@cache/http'
+import type { Context, MiddlewareHandler, Next } from 'hono'
+import type { StatusCode } from 'hono/utils/http-status'
+
+/**
+ * Options of {@link cacheResponse}: every option of the framework-neutral cache of @cache/http
+ * (`ttl`, `backend`, `keyPrefix`, `vary`, `key`, `statuses`, `maxBodySize`, `allowAuthorized`,
+ * `allowCookies`, `staleWhileRevalidate`, `revalidateTimeout`, `collapseTimeout`, `tags`,
+ * `statusHeader`, `cacheName`, `etag`, `now`, `bypass`, `cacheControl`). The `key`, `tags` and
+ * `bypass` functions receive Hono's `Context`. Every option is optional; the defaults are safe.
+ */
+export type CacheResponseOptions = HttpCacheOptions<Context>
+
+/**
+ * What `cacheResponse(options)` returns: Hono middleware (`app.get('/path', cacheResponse(60),
+ * handler)` or `app.use('/api/*', cacheResponse(60))`), plus invalidation and stats for the
+ * responses it stores.
+ */
+export interface ResponseCacheMiddleware extends MiddlewareHandler {
+  /** Hits, misses, sets and backend errors of this cache. */
+  readonly stats: CacheStats
+  on(event: CacheEventName, listener: (event: CacheEvent) => void): void
+  off(event: CacheEventName, listener: (event: CacheEvent) => void): void
+  /** The backend key of a request, or `undefined` when the request bypasses the cache. */
+  keyFor(c: Context): string | undefined
+  /**
+   * Removes the stored response for a URL (`https://host/path?query`, or a path with `host`),
+   * with every variant its responses made with `Vary`, at every route of this process, and
+   * renews the URL's generation so that no process serves it again. Headers of the `vary` option
+   * are part of the key: `headers` give their values. `true` if something was removed.
+   */
+  invalidate(url: string, options?: { host?: string; headers?: IncomingHttpHeaders }): Promise<boolean>
+  /** Removes the stored response for a key built by the `key` option (without `keyPrefix`). */
+  invalidateKey(key: string): Promise<boolean>
+  /** Invalidates every response stored under this `keyPrefix`, in every process sharing the backend. */
+  clear(): Promise<void>
+  /**
+   * The responses stored under this cache's `keyPrefix` that are still served: for debugging.
+   * Reads every key of the prefix from the backend; backends that cannot list keys (memcached)
+   * throw `CacheUnsupportedError`.
+   */
+  responseIndex(options?: ResponseIndexOptions): AsyncIterableIterator<ResponseIndexEntry>
+}
+
+/** Request headers a background refresh leaves out: it must get the whole, unconditional response. */
+const CONDITIONAL_HEADERS = [
+  'if-none-match',
+  'if-modified-since',
+  'if-match',
+  'if-unmodified-since',
+  'if-range',
+  'range',
+]
+
+/** The contexts of background refreshes, with the refresh each one runs. */
+const refreshes = new WeakMap<Context, Refresh>()
+
+/**
+ * Caches whole HTTP responses (GET, with HEAD answered from the GET entry) as Hono middleware.
+ * `options` may be a TTL alone: `cacheResponse(60)`, `cacheResponse('5m')`. See
+ * {@link CacheResponseOptions}.
+ *
+ * On a miss the response the handler made (`c.res` after `await next()`) goes to the client as
+ * it is produced: its body passes through a stream that copies each chunk, and it is stored once
+ * the last byte was handed over. Headers that middleware before the cache set (a session's
+ * `Set-Cookie`, `Cache-Control: private`) are decided on, and not stored: that middleware sets
+ * them again on a hit.
+ */
+export function cacheResponse(options: CacheResponseOptions | Duration = {}): ResponseCacheMiddleware {
+  const http = new HttpCache<Context>({}, resolveHttpCacheOptions(options))
+  const handled = new WeakSet<Context>()
+
+  const middleware = async (c: Context, next: Next): Promise<Response | undefined> => {
+    // The same cache reached twice by one request (mounted at two levels): the outer one decides.
+    if (handled.has(c)) {
+      await next()
+      return undefined
+    }
+    handled.add(c)
+    const refresh = refreshes.get(c)
+    const view = requestView(c, refresh)
+    let result: LookupResult = http.lookup(view, {
+      revalidate: refresh === undefined ? (run) => revalidate(c, run) : undefined,
+    }) as LookupResult
+    if (isThenable(result)) result = await result
+    if (result.kind === 'hit' || result.kind === 'not-modified') {
+      const headers = headersOf(result.headers)
+      if (result.cacheControl !== undefined && sharable(headers))
+        headers.set('cache-control', result.cacheControl)
+      // The stored bytes as they are (no copy): a Response never writes into its body.
+      const body = result.kind === 'hit' && !result.headOnly ? (result.body as Uint8Array<ArrayBuffer>) : null
+      return c.newResponse(body, { status: result.status as StatusCode, headers })
+    }
+    if (result.kind === 'bypass' || !result.recording) {
+      await next()
+      for (const [name, value] of result.set) c.header(name, value)
+      return undefined
+    }
+    // The headers layers before the cache prepared: theirs, set again on every request.
+    const before = outgoingHeaders(c.newResponse(null).headers)
+    await record(c, next, result, before, refresh !== undefined)
+    return undefined
+  }
+
+  /** Runs the rest of the request and records the response it made, as it streams to the client. */
+  const record = async (
+    c: Context,
+    next: Next,
+    miss: MissResult,
+    before: OutgoingHttpHeaders,
+    refreshing: boolean,
+  ): Promise<void> => {
+    const recorder = miss.recorder
+    try {
+      await next()
+    } catch (error) {
+      recorder.abort('error')
+      throw error
+    }
+    const res = c.res
+    const headers = outgoingHeaders(res.headers)
+    const own: OutgoingHttpHeaders = {}
+    for (const [name, value] of Object.entries(headers)) {
+      if (value !== undefined && String(value) !== String(before[name])) own[name] = value
+    }
+    const advice = recorder.head({ status: res.status, headers, own: { status: res.status, headers: own } })
+    const sent = new Headers(res.headers)
+    for (const [name, value] of miss.set) sent.set(name, value)
+    for (const [name, value] of advice.set) sent.set(name, value)
+    if (advice.cacheControl !== undefined && sharable(sent)) sent.set('cache-control', advice.cacheControl)
+    // The connection the bytes leave on, when the server is Node's: stored only once they left.
+    const outgoing = refreshing ? undefined : nodeOutgoing(c.env)
+    const finish = () => {
+      if (outgoing === undefined || outgoing.writableFinished) return recorder.finish()
+      if (outgoing.destroyed) return recorder.abort('closed')
+      outgoing.once('finish', () => recorder.finish())
+      outgoing.once('close', () => recorder.abort('closed'))
+    }
+    if (!advice.storable) recorder.abort('not-storable')
+    const source = res.body
+    if (source === null || !advice.storable) {
+      if (source === null) {
+        recorder.end()
+        finish()
+      }
+      c.res = undefined
+      c.res = new Response(source, { status: res.status, statusText: res.statusText, headers: sent })
+      return
+    }
+    const reader = source.getReader()
+    let over = false
+    const body = new ReadableStream<Uint8Array>(
+      {
+        async pull(controller) {
+          let chunk: Awaited<ReturnType<typeof reader.read>>
+          try {
+            chunk = await reader.read()
+          } catch (error) {
+            // The handler's stream failed half-way: the client gets a broken body, the cache nothing.
+            over = true
+            recorder.abort('source-error')
+            controller.error(error)
+            return
+          }
+          if (chunk.done) {
+            over = true
+            recorder.end()
+            finish()
+            controller.close()
+            return
+          }
+          recorder.write(chunk.value)
+          controller.enqueue(chunk.value)
+        },
+        cancel(reason) {
+          // The client went away (or a layer gave up on the body): what it got is not whole.
+          if (!over) recorder.abort('cancelled')
+          over = true
+          return reader.cancel(reason)
+        },
+      },
+      { highWaterMark: 0 },
+    )
+    c.res = undefined
+    c.res = new Response(body, { status: res.status, statusText: res.statusText, headers: sent })
+  }
+
+  /**
+   * Runs a copy of the request (without its conditional headers) through the handlers after the
+   * cache, in the background, in a context of its own: the refresh of a stale entry.
+   */
+  const revalidate = (c: Context, refresh: Refresh): (() => void) | false => {
+    const match = matchResultOf(c)
+    if (match === undefined) return false
+    const index = c.req.routeIndex
+    const headers = new Headers(c.req.raw.headers)
+    for (const name of CONDITIONAL_HEADERS) headers.delete(name)
+    const request = new Request(c.req.raw.url, { method: 'GET', headers })
+    const Ctx = c.constructor as new (req: Request, options: object) => Context
+    const copy = new Ctx(request, { env: c.env, path: c.req.path, matchResult: match })
+    refreshes.set(copy, refresh)
+    const handlers = match[0]
+    const dispatch = async (i: number): Promise<void> => {
+      const entry = handlers[i]
+      if (entry === undefined) return
+      copy.req.routeIndex = i
+      const res = await entry[0][0](copy, () => dispatch(i + 1))
+      if (res instanceof Response && !copy.finalized) copy.res = res
+    }
+    let reader: ReadableStreamDefaultReader<Uint8Array> | undefined
+    void (async () => {
+      copy.req.routeIndex = index
+      await middleware(copy, () => dispatch(index + 1))
+      // The copy's response goes nowhere: read it through, which records it.
+      reader = copy.res.body?.getReader()
+      if (reader === undefined) return
+      for (;;) if ((await reader.read()).done) break
+    })().catch((error: unknown) => refresh.fail(error))
+    return () => void reader?.cancel().catch(() => {})
+  }
+
+  const handler = middleware as unknown as ResponseCacheMiddleware
+  Object.defineProperty(handler, 'stats', { get: () => http.stats })
+  handler.on = (event, listener) => http.on(event, listener)
+  handler.off = (event, listener) => http.off(event, listener)
+  handler.keyFor = (c) => http.keyFor(requestView(c, undefined))
+  handler.invalidate = (url, opts = {}) => http.invalidate(url, opts)
+  handler.invalidateKey = (key) => http.invalidateKey(key)
+  handler.clear = () => http.clear()
+  handler.responseIndex = (opts) => http.responseIndex(opts)
+  return handler
+}
+
+/**
+ * How Hono sees the request: the method the client sent (`HEAD` included, which Hono routes as
+ * `GET`), the path and query of its URL, the protocol of that URL, the `Host` header (none: the
+ * request bypasses the cache), and the route it reached as the site.
+ */
+function requestView(c: Context, refresh: Refresh | undefined): HttpRequestView<Context> {
+  const raw = c.req.raw
+  const url = new URL(raw.url)
+  const headers: IncomingHttpHeaders = {}
+  for (const [name, value] of raw.headers) if (name !== 'set-cookie') headers[name] = value
+  const host = raw.headers.get('host') ?? undefined
+  let site: string | undefined | null = null
+  return {
+    // A target in absolute form (`GET http://a.example/ HTTP/1.1`, what clients send a proxy) is
+    // routed on its own authority, while the handler may read another one in `Host`: keyed on
+    // either, a response could be planted for the other host.
+    ...(host !== undefined && host !== url.host ? { bypass: 'url' } : {}),
+    method: raw.method,
+    url: url.pathname + url.search,
+    headers,
+    protocol: url.protocol.slice(0, -1),
+    host: host === undefined ? undefined : url.host,
+    get site() {
+      if (site === null) site = siteOf(c)
+      return site
+    },
+    raw: c,
+    ...(refresh === undefined ? {} : { refresh }),
+  }
+}
+
+/** `name#<fingerprint of its source>` of each handler described so far. */
+const described = new WeakMap<Function, string>()
+
+/**
+ * Where the cache sits: every route the request matched (middleware and handlers, with their
+ * methods, path patterns and the source of their functions, mount points of `app.route()`
+ * included) and the cache's position among them, hashed. Two routes never share an entry;
+ * processes running the same code compute the same site. `undefined` (the request bypasses)
+ * when Hono's match cannot be read.
+ */
+function siteOf(c: Context): string | undefined {
+  const match = matchResultOf(c)
+  if (match === undefined) return undefined
+  // Hono's router hands out the same match for every request of a static route: hashed once.
+  let known = sites.get(match[0])
+  const index = c.req.routeIndex
+  const hit = known?.get(index)
+  if (hit !== undefined) return hit
+  const parts: string[] = []
+  for (const [[fn, route]] of match[0]) {
+    let text = described.get(fn)
+    if (text === undefined) {
+      text = `${fn.name}#${sourceFingerprint(fn)}`
+      described.set(fn, text)
+    }
+    parts.push(`${route?.method ?? ''} ${route?.basePath ?? ''} ${route?.path ?? ''} ${text}`)
+  }
+  parts.push(`@${index}`)
+  const site = createHash('sha256').update(parts.join('\n')).digest('hex').slice(0, 12)
+  if (known === undefined) sites.set(match[0], (known = new Map()))
+  known.set(index, site)
+  return site
+}
+
+/** The sites of each router match seen so far, by the cache's position in it. */
+const sites = new WeakMap<object, Map<number, string>>()
+
+type RouteEntry = [
+  [Function & ((c: Context, next: Next) => unknown), { method?: string; path?: string; basePath?: string }],
+  unknown,
+]
+type MatchResult = [RouteEntry[], unknown?]
+
+/** The symbol under which Hono's request keeps its router match (found once, on its prototype). */
+let matchSymbol: symbol | null | undefined
+
+/** Hono's router match of the request: each matched handler with its route, and the parameters. */
+function matchResultOf(c: Context): MatchResult | undefined {
+  const req = c.req as unknown as Record<symbol, unknown>
+  if (matchSymbol === undefined) {
+    matchSymbol = null
+    for (const symbol of Object.getOwnPropertySymbols(Object.getPrototypeOf(req))) {
+      const value = req[symbol]
+      if (Array.isArray(value) && Array.isArray(value[0])) {
+        matchSymbol = symbol
+        break
+      }
+    }
+  }
+  if (matchSymbol === null) return undefined
+  const match = req[matchSymbol]
+  return Array.isArray(match) && Array.isArray(match[0]) ? (match as MatchResult) : undefined
+}
+
+/** Node's `ServerResponse` of the request on `@hono/node-server` (`c.env.outgoing`). */
+function nodeOutgoing(env: unknown): NodeOutgoing | undefined {
+  const outgoing = (env as { outgoing?: unknown } | undefined)?.outgoing as NodeOutgoing | undefined
+  return typeof outgoing?.once === 'function' && typeof outgoing.writableFinished === 'boolean'
+    ? outgoing
+    : undefined
+}
+
+interface NodeOutgoing {
+  readonly writableFinished: boolean
+  readonly destroyed: boolean
+  once(event: 'finish' | 'close', listener: () => void): unknown
+}
+
+/** Web headers as Node's outgoing headers: lower-case names, `set-cookie` a list. */
+function outgoingHeaders(headers: Headers): OutgoingHttpHeaders {
+  const out: OutgoingHttpHeaders = {}
+  for (const [name, value] of headers) if (name !== 'set-cookie') out[name] = value
+  const cookies = headers.getSetCookie()
+  if (cookies.length > 0) out['set-cookie'] = cookies
+  return out
+}
+
+/** A replay's `[name, value, …]` list as Web headers. */
+function headersOf(list: HeaderList): Headers {
+  const headers = new Headers()
+  for (let i = 0; i + 1 < list.length; i += 2) {
+    const name = list[i] as string
+    const value = list[i + 1]!
+    if (Array.isArray(value)) for (const v of value) headers.append(name, v)
+    else headers.set(name, value)
+  }
+  return headers
+}
+
+/** A response a shared cache may keep: no `Cache-Control` of its own, no `Set-Cookie`, no `Vary: *`. */
+function sharable(headers: Headers): boolean {
+  if (headers.has('cache-control') || headers.has('set-cookie')) return false
+  return !(headers.get('vary') ?? '').includes('*')
+}
+
+function isThenable<T>(value: T | Promise<T>): value is Promise<T> {
+  return typeof (value as Promise<T> | undefined)?.then === 'function'
+}

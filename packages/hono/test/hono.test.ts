@@ -1,0 +1,295 @@
+import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { memoryBackend } from '@cache/memory'
+import { type ServerType, serve } from '@hono/node-server'
+import { Hono } from 'hono'
+import { afterEach, describe, expect, it } from 'vitest'
+import { cacheResponse } from '../src/index.js'
+
+/** Every byte value, 64 times: any text decoding on the way corrupts it. */
+const BINARY = Uint8Array.from({ length: 256 * 64 }, (_, i) => (i * 7 + (i >> 8)) % 256)
+
+const servers: ServerType[] = []
+afterEach(async () => {
+  for (const server of servers.splice(0)) {
+    ;(server as { closeAllConnections?: () => void }).closeAllConnections?.()
+    await new Promise((resolve) => server.close(resolve))
+  }
+})
+
+/** Serves `app` on Node's Hono server, on a free loopback port. */
+async function listen(app: Hono): Promise<string> {
+  const server = await new Promise<ServerType>((resolve) => {
+    const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s))
+  })
+  servers.push(server)
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+}
+
+interface Reply {
+  status: number
+  headers: IncomingHttpHeaders
+  body: Buffer
+  text: string
+}
+
+function get(base: string, path: string, method = 'GET'): Promise<Reply> {
+  const { hostname, port } = new URL(base)
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: hostname, port, path, method, agent: false, timeout: 5_000 }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (chunk: Buffer) => chunks.push(chunk))
+      res.on('end', () => {
+        const body = Buffer.concat(chunks)
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body, text: body.toString() })
+      })
+      res.on('error', reject)
+    })
+    req.on('timeout', () => req.destroy(new Error(`${path} timed out`)))
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+describe('c.body with each kind of body', () => {
+  it.each([
+    ['ArrayBuffer', () => BINARY.slice().buffer],
+    ['Uint8Array', () => BINARY.slice()],
+    [
+      'ReadableStream',
+      () =>
+        new ReadableStream<Uint8Array>({
+          start(controller) {
+            for (let i = 0; i < BINARY.length; i += 4096) controller.enqueue(BINARY.slice(i, i + 4096))
+            controller.close()
+          },
+        }),
+    ],
+  ] as const)('a %s body is replayed byte for byte', async (_, body) => {
+    let runs = 0
+    const app = new Hono()
+    app.get('/bytes', cacheResponse({ ttl: 60, backend: memoryBackend() }), (c) => {
+      runs++
+      c.header('content-type', 'application/octet-stream')
+      return c.body(body())
+    })
+    const base = await listen(app)
+    for (let i = 0; i < 3; i++) {
+      const reply = await get(base, '/bytes')
+      expect(reply.status).toBe(200)
+      expect(Buffer.compare(reply.body, Buffer.from(BINARY))).toBe(0)
+    }
+    expect(runs).toBe(1)
+  })
+})
+
+describe('app.route() sub-apps', () => {
+  it('two sub-apps with the same route shape never share an entry, even under one key', async () => {
+    // One cache instance and a key of the id alone: only where the cache sits tells them apart.
+    const cache = cacheResponse({ ttl: 60, backend: memoryBackend(), key: (c) => c.req.param('id') ?? '' })
+    const shop = new Hono().get('/items/:id', cache, (c) => c.text(`shop item ${c.req.param('id')}`))
+    const blog = new Hono().get('/items/:id', cache, (c) => c.text(`blog item ${c.req.param('id')}`))
+    const app = new Hono().route('/shop', shop).route('/blog', blog)
+    const base = await listen(app)
+    for (let i = 0; i < 2; i++) {
+      expect((await get(base, '/shop/items/7')).text).toBe('shop item 7')
+      expect((await get(base, '/blog/items/7')).text).toBe('blog item 7')
+    }
+  })
+})
+
+describe('middleware before the cache', () => {
+  it("a header it sets on every request is its own on a hit, never the stored request's", async () => {
+    let requests = 0
+    let runs = 0
+    const app = new Hono()
+    app.use(async (c, next) => {
+      c.header('x-request-id', `req-${++requests}`)
+      await next()
+    })
+    app.get('/page', cacheResponse({ ttl: 60, backend: memoryBackend() }), (c) => c.text(`page ${++runs}`))
+    const base = await listen(app)
+    const first = await get(base, '/page')
+    const second = await get(base, '/page')
+    expect(second.text).toBe(first.text)
+    expect(runs).toBe(1)
+    expect(first.headers['x-request-id']).toBe('req-1')
+    expect(second.headers['x-request-id']).toBe('req-2')
+  })
+})
+
+describe('streaming', () => {
+  it('the client receives each chunk of a miss as the handler makes it, and the whole body is stored', async () => {
+    let release!: () => void
+    const gate = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    let runs = 0
+    const app = new Hono()
+    app.get('/feed', cacheResponse({ ttl: 60, backend: memoryBackend() }), (c) => {
+      runs++
+      const encoder = new TextEncoder()
+      return c.body(
+        new ReadableStream<Uint8Array>({
+          async start(controller) {
+            controller.enqueue(encoder.encode('first '))
+            await gate
+            controller.enqueue(encoder.encode('second'))
+            controller.close()
+          },
+        }),
+      )
+    })
+    const base = await listen(app)
+    const { hostname, port } = new URL(base)
+    const received = await new Promise<string>((resolve, reject) => {
+      const req = httpRequest({ host: hostname, port, path: '/feed', agent: false }, (res) => {
+        let text = ''
+        res.on('data', (chunk: Buffer) => {
+          text += chunk.toString()
+          // The second chunk is made only once the first one reached the client.
+          if (text === 'first ') release()
+        })
+        res.on('end', () => resolve(text))
+        res.on('error', reject)
+      })
+      req.on('error', reject)
+      req.end()
+    })
+    expect(received).toBe('first second')
+    expect((await get(base, '/feed')).text).toBe('first second')
+    expect(runs).toBe(1)
+  })
+})
+
+describe('HEAD', () => {
+  it('a HEAD miss is answered without recording: it never claims to store', async () => {
+    const app = new Hono()
+    app.get('/h', cacheResponse({ ttl: 60, backend: memoryBackend() }), (c) => c.text('body'))
+    const base = await listen(app)
+    const head = await get(base, '/h', 'HEAD')
+    expect(head.status).toBe(200)
+    expect(head.body.length).toBe(0)
+    expect(head.headers['cache-status']).toBe('@cache; fwd=uri-miss')
+    expect((await get(base, '/h')).headers['cache-status']).toBe('@cache; fwd=uri-miss; stored')
+  })
+})
+
+describe('on a runtime without Node’s response (app.request, the Web Request/Response alone)', () => {
+  it('a body stream that fails half-way is never stored', async () => {
+    let runs = 0
+    const app = new Hono()
+    app.get('/broken', cacheResponse({ ttl: 60, backend: memoryBackend() }), (c) => {
+      runs++
+      let sent = false
+      return c.body(
+        new ReadableStream<Uint8Array>({
+          pull(controller) {
+            if (sent) return controller.error(new Error('source failed'))
+            sent = true
+            controller.enqueue(new TextEncoder().encode('{"items":[1,'))
+          },
+        }),
+      )
+    })
+    for (let i = 0; i < 2; i++) {
+      const res = await app.request('http://shop.test/broken', { headers: { host: 'shop.test' } })
+      await expect(res.text()).rejects.toThrow('source failed')
+    }
+    expect(runs).toBe(2)
+  })
+
+  it('a body the client cancelled half-way is never stored', async () => {
+    let runs = 0
+    const app = new Hono()
+    app.get('/slow', cacheResponse({ ttl: 60, backend: memoryBackend() }), (c) => {
+      runs++
+      const chunks = ['first ', 'second']
+      return c.body(
+        new ReadableStream<Uint8Array>({
+          pull(controller) {
+            const chunk = chunks.shift()
+            if (chunk === undefined) controller.close()
+            else controller.enqueue(new TextEncoder().encode(chunk))
+          },
+        }),
+      )
+    })
+    const res = await app.request('http://shop.test/slow', { headers: { host: 'shop.test' } })
+    const reader = res.body!.getReader()
+    await reader.read()
+    await reader.cancel()
+    const again = await app.request('http://shop.test/slow', { headers: { host: 'shop.test' } })
+    expect(await again.text()).toBe('first second')
+    expect(runs).toBe(2)
+    const hit = await app.request('http://shop.test/slow', { headers: { host: 'shop.test' } })
+    expect(await hit.text()).toBe('first second')
+    expect(runs).toBe(2)
+  })
+})
+
+describe('the request target', () => {
+  it('an absolute-form target naming another host than Host never plants a response for either', async () => {
+    const app = new Hono()
+    app.get('/link', cacheResponse({ ttl: 60, backend: memoryBackend() }), (c) =>
+      c.text(`https://${c.req.header('host')}/next`),
+    )
+    const base = await listen(app)
+    const { hostname, port } = new URL(base)
+    const planted = await new Promise<string>((resolve, reject) => {
+      // The target names shop.test, the Host header evil.test: Hono routes the URL of the target.
+      const req = httpRequest(
+        { host: hostname, port, path: 'http://shop.test/link', headers: { host: 'evil.test' }, agent: false },
+        (res) => {
+          let text = ''
+          res.on('data', (chunk: Buffer) => (text += chunk))
+          res.on('end', () => resolve(text))
+        },
+      )
+      req.on('error', reject)
+      req.end()
+    })
+    expect(planted).toBe('https://evil.test/next')
+    const victim = await new Promise<string>((resolve, reject) => {
+      const req = httpRequest(
+        { host: hostname, port, path: '/link', headers: { host: 'shop.test' }, agent: false },
+        (res) => {
+          let text = ''
+          res.on('data', (chunk: Buffer) => (text += chunk))
+          res.on('end', () => resolve(text))
+        },
+      )
+      req.on('error', reject)
+      req.end()
+    })
+    expect(victim).toBe('https://shop.test/next')
+  })
+})
+
+describe('stale-while-revalidate', () => {
+  it('the background refresh runs the handler with the route parameters and the middleware after the cache', async () => {
+    let clock = Date.now()
+    let runs = 0
+    const app = new Hono()
+    app.get(
+      '/items/:id',
+      cacheResponse({ ttl: 1, staleWhileRevalidate: 600, backend: memoryBackend(), now: () => clock }),
+      async (c, next) => {
+        c.header('x-after-cache', 'ran')
+        await next()
+      },
+      (c) => c.text(`item ${c.req.param('id')} v${++runs}`),
+    )
+    const base = await listen(app)
+    expect((await get(base, '/items/42')).text).toBe('item 42 v1')
+    clock += 2_000
+    const stale = await get(base, '/items/42')
+    expect(stale.text).toBe('item 42 v1')
+    for (let i = 0; i < 300 && runs < 2; i++) await new Promise((resolve) => setTimeout(resolve, 10))
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    const fresh = await get(base, '/items/42')
+    expect(fresh.text).toBe('item 42 v2')
+    expect(fresh.headers['x-after-cache']).toBe('ran')
+    expect(runs).toBe(2)
+  })
+})
