@@ -99,8 +99,8 @@ export interface RedisBackendOptions extends BaseBackendOptions, CodecOptions {
   /**
    * Send the gets, and the sets, that this process issues in the same tick together: the first
    * call of a tick goes out at once as before; the calls that follow it in that tick go out at
-   * its end as one command (gets: one Lua script running each key's `GET`) or one pipeline
-   * (sets). Each call keeps its own value, error, timeout and stats; calls go out in the order
+   * its end as one command (a Lua script running each key's `GET`, or each key's `SET`
+   * with its own TTL). Each call keeps its own value, error, timeout and stats; calls go out in the order
    * they were made. One node or Sentinel only, and not with `nearCache` or `replicas` (those
    * send each call alone). `false`: every call is its own command. Default: `true`.
    */

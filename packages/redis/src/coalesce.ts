@@ -1,18 +1,28 @@
 import type { CacheObserver } from '@cache/core'
 import type { Redis } from 'ioredis'
 import type { Connection } from './connection.js'
-import { LuaScript } from './scripts.js'
 
-/**
- * Each key's `GET` inside one script, with `pcall`: a key that holds another type answers its own
- * WRONGTYPE error in its place of the reply (`MGET` would answer nil, a miss), the other keys
- * their values. Reads only, so it runs on a replica and on a server out of memory.
+/*
+ * Batches are scripts so that one command carries many keys, each with its own outcome: `pcall`
+ * puts a key's error (WRONGTYPE, READONLY, OOM) in its place of the reply, where `MGET` would
+ * answer a WRONGTYPE key with nil (a miss) and `MSET` has no TTL. They go as EVAL, never EVALSHA:
+ * after a NOSCRIPT (a restarted server) the script would be sent again behind commands issued
+ * later, and a get could read a set made after it.
  */
-const GET_EACH = new LuaScript(`
-local values = {}
+
+/** Each key's `GET`. */
+const GET_EACH = `local values = {}
 for i, key in ipairs(KEYS) do values[i] = redis.pcall('GET', key) end
-return values
-`)
+return values`
+
+/** Each key's `SET`; ARGV holds, per key, its value and its TTL in ms ('' for none). */
+const SET_EACH = `local replies = {}
+for i, key in ipairs(KEYS) do
+  local ms = ARGV[2 * i]
+  if ms == '' then replies[i] = redis.pcall('SET', key, ARGV[2 * i - 1])
+  else replies[i] = redis.pcall('SET', key, ARGV[2 * i - 1], 'PX', ms) end
+end
+return replies`
 
 /**
  * Most operations one batch holds: a tick with more sends several batches. Bounds the size of
@@ -43,7 +53,7 @@ export interface SendOne {
  * Sends the gets and the sets a process issues in one tick as one round trip: the first call of a
  * tick goes out alone at once, as it always did (a lone call pays nothing more than scheduling
  * the end of its tick); calls that follow it in the same tick wait for the end of the tick and go
- * out together, gets as one script (one command, one timeout), sets as one pipeline (one write).
+ * out together: the gets as one script, the sets as one script (one command, one timeout each).
  *
  * Order is kept: a run of gets and a run of sets are sent as soon as a call of the other kind
  * (or any other operation, through {@link flush}) comes after them, so a set then a get of one
@@ -118,9 +128,11 @@ export class Coalescer {
   private sendGets(batch: Waiting[]): void {
     const keys = batch.map((w) => w.k)
     const start = performance.now()
-    const reply = GET_EACH.runKeysAs(this.client, keys, this.text) as Promise<
-      (string | Buffer | null | Error)[]
-    >
+    const reply = (
+      this.text
+        ? this.client.call('eval', GET_EACH, keys.length, ...keys)
+        : this.client.callBuffer('eval', GET_EACH, keys.length, ...keys)
+    ) as Promise<(string | Buffer | null | Error)[]>
     this.connection.timed(reply, 'get').then(
       (values) => {
         this.answered(batch.length, start)
@@ -143,20 +155,28 @@ export class Coalescer {
   }
 
   private sendSets(batch: Waiting[]): void {
-    const pipeline = this.client.pipeline()
-    for (const w of batch) {
-      if (w.ms === undefined) pipeline.set(w.k, w.bytes!)
-      else pipeline.set(w.k, w.bytes!, 'PX', w.ms)
+    const n = batch.length
+    const args = new Array<string | Buffer | number>(2 + 3 * n)
+    args[0] = SET_EACH
+    args[1] = n
+    for (let i = 0; i < n; i++) {
+      const w = batch[i]!
+      args[2 + i] = w.k
+      args[2 + n + 2 * i] = w.bytes!
+      args[3 + n + 2 * i] = w.ms ?? ''
     }
     const start = performance.now()
-    this.connection.timed(pipeline.exec(), 'set').then(
+    const reply = this.client.call('eval', ...args) as Promise<unknown[]>
+    this.connection.timed(reply, 'set').then(
       (results) => {
-        this.answered(batch.length, start)
-        for (let i = 0; i < batch.length; i++) {
+        this.answered(n, start)
+        for (let i = 0; i < n; i++) {
           const w = batch[i]!
-          const error = results?.[i]?.[0]
-          if (error) w.reject(this.connection.failed('set', error, w.key))
-          else {
+          const error = results[i]
+          if (error instanceof Error) {
+            this.reconnectOnError(error)
+            w.reject(this.connection.failed('set', error, w.key))
+          } else {
             this.observer.set(w.key)
             w.resolve(undefined)
           }
@@ -171,6 +191,19 @@ export class Coalescer {
     const ms = performance.now() - start
     for (let i = 0; i < count; i++) this.observer.latency(ms)
     this.connection.answered()
+  }
+
+  /**
+   * What ioredis does when a command's own reply is an error it is told to reconnect on (READONLY:
+   * the master became a replica; reconnecting reaches the master Sentinel names now). An error
+   * inside a script's reply does not reach that hook by itself.
+   */
+  private reconnectOnError(error: Error): void {
+    const decide = this.client.options.reconnectOnError
+    if (typeof decide !== 'function') return
+    const verdict = decide(error)
+    if ((verdict === true || verdict === 1 || verdict === 2) && this.client.status !== 'reconnecting')
+      this.client.disconnect(true)
   }
 
   private failAll(batch: Waiting[], operation: string, error: unknown): void {
