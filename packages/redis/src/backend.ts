@@ -562,6 +562,20 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     const out = new Array<T | undefined>(keys.length).fill(undefined)
     if (keys.length === 0) return out
     const full = keys.map((key) => this.key(key))
+    if (!this.client.isCluster) {
+      // One node: one MGET, without a pipeline around it, read as `get` reads (strings by default).
+      if (this.connection.blocked) await this.connection.ready('getMany')
+      const stored = await this.connection.call<(string | Buffer | null)[]>(
+        'getMany',
+        undefined,
+        this.text ? this.client.mget(full) : this.client.mgetBuffer(full),
+      )
+      for (let i = 0; i < keys.length; i++) {
+        const value = this.read(stored[i] ?? null, full[i]!, keys[i]!)
+        out[i] = (value instanceof Promise ? await value : value) as T
+      }
+      return out
+    }
     const batches = await this.batch('getMany', full, false, (pipeline, positions) => {
       pipeline.mgetBuffer(positions.map((i) => full[i]!))
     })

@@ -249,3 +249,25 @@ describe('a batch whose link fails', () => {
     })
   })
 })
+
+describe('getMany on one node', () => {
+  it('reads hits, misses, a binary serializer and a compressing writer, each counted', async () => {
+    const text = backend()
+    const compressing = redisBackend(server.url, { namespace: text.namespace, compressThreshold: 64 })
+    open.push(compressing)
+    const big = 'y'.repeat(5000)
+    await compressing.set('big', big)
+    await text.setMany([
+      { key: 'a', value: { a: 1 } },
+      { key: 'b', value: new Date(3) },
+    ])
+    const before = text.stats
+    expect(await text.getMany(['a', 'missing', 'big', 'b'])).toEqual([{ a: 1 }, undefined, big, new Date(3)])
+    expect(text.stats.hits - before.hits).toBe(3)
+    expect(text.stats.misses - before.misses).toBe(1)
+
+    const binary = backend({ serializer: v8Serializer })
+    await binary.setMany([{ key: 'm', value: new Map([[1, 2]]) }])
+    expect(await binary.getMany(['m', 'none'])).toEqual([new Map([[1, 2]]), undefined])
+  })
+})
