@@ -97,12 +97,12 @@ export interface RedisBackendOptions extends BaseBackendOptions, CodecOptions {
   /** TLS settings (e.g. `{ ca }`); `rediss://` URLs use TLS with Node's defaults without it. Default: none. */
   tls?: ConnectionOptions
   /**
-   * Send the gets, and the sets, that this process issues in the same tick together: the first
-   * call of a tick goes out at once as before; the calls that follow it in that tick go out at
-   * its end as one command (a Lua script running each key's `GET`, or each key's `SET`
-   * with its own TTL). Each call keeps its own value, error, timeout and stats; calls go out in the order
-   * they were made. One node or Sentinel only, and not with `nearCache` or `replicas` (those
-   * send each call alone). `false`: every call is its own command. Default: `true`.
+   * Send the gets that this process issues in the same tick together: the first get of a tick
+   * goes out at once as before; the gets that follow it in that tick go out at its end as one
+   * command (a Lua script running each key's `GET`). Each call keeps its own value, error,
+   * timeout and stats; commands go out in the order calls were made. One node or Sentinel only,
+   * and not with `nearCache` or `replicas` (those send each call alone). `false`: every get is its own
+   * command. Default: `true`.
    */
   coalesce?: boolean
   /** More ioredis options for single-node and Sentinel connections we create; they win over ours. */
@@ -230,7 +230,6 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
         ? undefined
         : new Coalescer(this.client as Redis, this.connection, this.observer, this.text, {
             get: (k, key) => this.getOne(k, key),
-            set: (k, key, bytes, ms) => this.setOne(k, key, bytes, ms),
             read: (stored, k, key) => this.read(stored, k, key),
           })
   }
@@ -334,10 +333,8 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     } catch (error) {
       return Promise.reject(error)
     }
-    if (this.coalescer !== undefined && !this.connection.blocked) {
-      const batched = this.coalescer.set(k, key, bytes, ms)
-      if (batched !== undefined) return batched
-    }
+    // Sets go alone (batched as one script they were slower under load); gets waiting go first.
+    this.coalescer?.flush()
     return this.setOne(k, key, bytes, ms)
   }
 
