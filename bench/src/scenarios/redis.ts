@@ -272,6 +272,13 @@ const contestants: Contestant[] = [
   },
   cacheRedis({ id: 'cache-redis', label: '@cache/redis' }),
   cacheRedis({ id: 'cache-redis-64', label: `@cache/redis ×${IN_FLIGHT}`, concurrency: IN_FLIGHT }),
+  cacheRedis({
+    id: 'cache-redis-64-alone',
+    label: `@cache/redis ×${IN_FLIGHT}, \`coalesce: false\``,
+    concurrency: IN_FLIGHT,
+    options: { coalesce: false },
+    note: 'Every call its own command: what coalescing the calls of one tick buys.',
+  }),
 ]
 
 export const redis: Scenario = {

@@ -32,6 +32,7 @@ import {
 } from '@cache/core'
 import type { ChainableCommander, Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis'
 import type { RedisClient, RedisConnection } from './client.js'
+import { Coalescer } from './coalesce.js'
 import { Connection } from './connection.js'
 import { clearCluster } from './cluster-clear.js'
 import { listCluster } from './cluster-keys.js'
@@ -95,6 +96,15 @@ export interface RedisBackendOptions extends BaseBackendOptions, CodecOptions {
   nearCache?: boolean | NearCacheOptions
   /** TLS settings (e.g. `{ ca }`); `rediss://` URLs use TLS with Node's defaults without it. Default: none. */
   tls?: ConnectionOptions
+  /**
+   * Send the gets that this process issues in the same tick together: the first get of a tick
+   * goes out at once as before; the gets that follow it in that tick go out at its end as one
+   * command (a Lua script running each key's `GET`). Each call keeps its own value, error,
+   * timeout and stats; commands go out in the order calls were made. One node or Sentinel only,
+   * and not with `nearCache` or `replicas` (those send each call alone). `false`: every get is its own
+   * command. Default: `true`.
+   */
+  coalesce?: boolean
   /** More ioredis options for single-node and Sentinel connections we create; they win over ours. */
   redisOptions?: RedisOptions
   /** More ioredis options for cluster connections we create; they win over ours. */
@@ -147,6 +157,8 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   private readonly scanCount: number
   /** Writes wait for this many replicas; undefined with `replicas: 0`. */
   private readonly replication: Replication | undefined
+  /** Batches the gets and sets of one tick; undefined with `coalesce: false` (see the option). */
+  private readonly coalescer: Coalescer | undefined
 
   constructor(connection: RedisConnection = 'redis://127.0.0.1:6379', options: RedisBackendOptions = {}) {
     super('redis')
@@ -208,6 +220,18 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
       )
     }
     this.near = near === undefined ? undefined : new NearCache(this.client as Redis, near, this.observer)
+    if (options.coalesce !== undefined && typeof options.coalesce !== 'boolean')
+      throw new CacheConfigError('coalesce', 'expected true or false')
+    this.coalescer =
+      options.coalesce === false ||
+      this.client.isCluster ||
+      near !== undefined ||
+      this.replication !== undefined
+        ? undefined
+        : new Coalescer(this.client as Redis, this.connection, this.observer, this.text, {
+            get: (k, key) => this.getOne(k, key),
+            read: (stored, k, key) => this.read(stored, k, key),
+          })
   }
 
   /**
@@ -233,9 +257,23 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     return this.connection.timeoutMs
   }
 
-  async get<T = unknown>(key: string): Promise<T | undefined> {
-    if (this.near !== undefined) return (await this.getNear<T>('get', key))?.value
-    const k = this.key(key)
+  get<T = unknown>(key: string): Promise<T | undefined> {
+    if (this.near !== undefined) return this.getNear<T>('get', key).then((entry) => entry?.value)
+    let k: string
+    try {
+      k = this.key(key)
+    } catch (error) {
+      return Promise.reject(error)
+    }
+    if (this.coalescer !== undefined && !this.connection.blocked) {
+      const batched = this.coalescer.get(k, key)
+      if (batched !== undefined) return batched as Promise<T | undefined>
+    }
+    return this.getOne(k, key) as Promise<T | undefined>
+  }
+
+  /** One `GET`, sent now (or once the connection is ready). */
+  private async getOne(k: string, key: string): Promise<unknown> {
     if (this.connection.blocked) await this.connection.ready('get', key)
     const start = performance.now()
     let stored: string | Buffer | null
@@ -249,20 +287,26 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     }
     this.observer.latency(performance.now() - start)
     this.connection.answered()
+    return this.read(stored, k, key)
+  }
+
+  /** What `get` returns for a stored value (null: a miss), the hit or miss counted. */
+  private read(stored: string | Buffer | null, k: string, key: string): unknown {
     if (stored === null) {
       this.observer.miss(key)
       return undefined
     }
     this.observer.hit(key)
-    if (typeof stored !== 'string') return this.codec.decode(stored) as T
+    if (typeof stored !== 'string') return this.codec.decode(stored)
     const first = stored.charCodeAt(0)
     // NUL (compressed) or U+FFFD (binary, e.g. v8) was written by a differently configured
     // client: those need the exact bytes.
-    if (first === 0 || first === 0xfffd) return this.getBytes(k, key) as Promise<T | undefined>
-    return parseTagged(stored) as T
+    if (first === 0 || first === 0xfffd) return this.getBytes(k, key)
+    return parseTagged(stored)
   }
 
   async getEntry<T = unknown>(key: string): Promise<CacheEntry<T> | undefined> {
+    this.coalescer?.flush()
     if (this.near !== undefined) return this.getNear<T>('getEntry', key)
     const k = this.key(key)
     if (this.connection.blocked) await this.connection.ready('getEntry', key)
@@ -278,10 +322,29 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     return reply[1] >= 0 ? { value, expiresAt: Date.now() + reply[1] } : { value }
   }
 
-  async set(key: string, value: unknown, ttl?: Duration): Promise<void> {
-    const k = this.key(key)
-    const ms = this.ttlMs(ttl)
-    const bytes = this.text ? stringifyTagged(value) : this.codec.encode(value)
+  set(key: string, value: unknown, ttl?: Duration): Promise<void> {
+    let k: string
+    let ms: number | undefined
+    let bytes: string | Buffer
+    try {
+      k = this.key(key)
+      ms = this.ttlMs(ttl)
+      bytes = this.text ? stringifyTagged(value) : this.codec.encode(value)
+    } catch (error) {
+      return Promise.reject(error)
+    }
+    // Sets go alone (batched as one script they were slower under load); gets waiting go first.
+    this.coalescer?.flush()
+    return this.setOne(k, key, bytes, ms)
+  }
+
+  /** One `SET`, sent now (or once the connection is ready). */
+  private async setOne(
+    k: string,
+    key: string,
+    bytes: string | Buffer,
+    ms: number | undefined,
+  ): Promise<void> {
     this.near?.forget(k)
     if (this.connection.blocked) await this.connection.ready('set', key)
     const start = performance.now()
@@ -310,6 +373,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   }
 
   async add(key: string, value: unknown, ttl?: Duration): Promise<boolean> {
+    this.coalescer?.flush()
     const k = this.key(key)
     const ms = this.ttlMs(ttl)
     const bytes = this.encode(value)
@@ -330,6 +394,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   }
 
   async delete(key: string): Promise<boolean> {
+    this.coalescer?.flush()
     const k = this.key(key)
     this.near?.forget(k)
     if (this.connection.blocked) await this.connection.ready('delete', key)
@@ -345,6 +410,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
 
   /** Deletes the key only if it holds the string `expected`: one Lua script, atomic on the server. */
   async compareAndDelete(key: string, expected: string): Promise<boolean> {
+    this.coalescer?.flush()
     const k = this.key(key)
     const bytes = this.encode(expected)
     if (this.connection.blocked) await this.connection.ready('compareAndDelete', key)
@@ -355,6 +421,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   }
 
   async has(key: string): Promise<boolean> {
+    this.coalescer?.flush()
     const k = this.key(key)
     if (this.connection.blocked) await this.connection.ready('has', key)
     return (await this.connection.call('has', key, this.client.exists(k))) === 1
@@ -366,6 +433,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
    * run without a namespace.
    */
   async clear(): Promise<void> {
+    this.coalescer?.flush()
     if (this.namespace === undefined) {
       throw new CacheConfigError(
         'namespace',
@@ -401,6 +469,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
    * namespace it lists every key of the database.
    */
   async *keys(options?: ListKeysOptions): AsyncIterableIterator<string> {
+    this.coalescer?.flush()
     const prefix = listPrefix(options)
     if (this.connection.blocked) await this.connection.ready('keys')
     const timed = <T>(command: Promise<T>) => this.connection.timed(command, 'keys')
@@ -426,6 +495,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   }
 
   async incr(key: string, by = 1, ttl?: Duration): Promise<number> {
+    this.coalescer?.flush()
     assertIncrement(by)
     const k = this.key(key)
     const ms = this.ttlMs(ttl)
@@ -460,6 +530,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     const ms = this.ttlMs(ttl)
     this.near?.forget(k)
     return this.queue.run(k, async () => {
+      this.coalescer?.flush()
       if (this.connection.blocked) await this.connection.ready('atomicUpdate', key)
       let current = (await this.connection.call(
         'atomicUpdate',
@@ -484,9 +555,24 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   }
 
   async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
+    this.coalescer?.flush()
     const out = new Array<T | undefined>(keys.length).fill(undefined)
     if (keys.length === 0) return out
     const full = keys.map((key) => this.key(key))
+    if (!this.client.isCluster) {
+      // One node: one MGET, without a pipeline around it, read as `get` reads (strings by default).
+      if (this.connection.blocked) await this.connection.ready('getMany')
+      const stored = await this.connection.call<(string | Buffer | null)[]>(
+        'getMany',
+        undefined,
+        this.text ? this.client.mget(full) : this.client.mgetBuffer(full),
+      )
+      for (let i = 0; i < keys.length; i++) {
+        const value = this.read(stored[i] ?? null, full[i]!, keys[i]!)
+        out[i] = (value instanceof Promise ? await value : value) as T
+      }
+      return out
+    }
     const batches = await this.batch('getMany', full, false, (pipeline, positions) => {
       pipeline.mgetBuffer(positions.map((i) => full[i]!))
     })
@@ -509,6 +595,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   }
 
   async setMany(items: readonly SetManyItem[]): Promise<void> {
+    this.coalescer?.flush()
     if (items.length === 0) return
     // Check and encode everything first, so a bad item stores nothing.
     const full = items.map((item) => this.key(item.key))
@@ -527,6 +614,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   }
 
   async deleteMany(keys: readonly string[]): Promise<number> {
+    this.coalescer?.flush()
     if (keys.length === 0) return 0
     const full = keys.map((key) => this.key(key))
     for (const k of full) this.near?.forget(k)
@@ -552,6 +640,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
 
   /** Idempotent. Quits a client this backend created; a client passed in is left open. */
   close(): Promise<void> {
+    this.coalescer?.flush()
     this.once?.close()
     this.near?.close()
     return this.connection.close()
@@ -563,6 +652,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     k: string,
     args: (string | Buffer | number)[],
   ): Promise<[number, Buffer?]> {
+    this.coalescer?.flush()
     if (this.once !== undefined)
       return this.once.run('atomicUpdate', key, k, COMPARE_AND_SET_ONCE, args, () => [1] as [number])
     if (this.connection.blocked) await this.connection.ready('atomicUpdate', key)
@@ -595,6 +685,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
 
   /** Reads a value again as bytes (see `get`). */
   private async getBytes(k: string, key: string): Promise<unknown> {
+    this.coalescer?.flush()
     const bytes = await this.connection.call('get', key, this.client.getBuffer(k))
     return bytes === null ? undefined : this.codec.decode(bytes)
   }

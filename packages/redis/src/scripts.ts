@@ -45,6 +45,23 @@ export class LuaScript {
       return send('eval', this.source)
     }
   }
+
+  /**
+   * With several keys and no arguments, replies read as strings when `text` (bulk strings decoded
+   * as UTF-8), else as Buffers. A key's own error is an `Error` in its place of the reply.
+   */
+  async runKeysAs(client: RedisClient, keys: string[], text: boolean): Promise<unknown> {
+    const send = (command: string, first: string) =>
+      text
+        ? client.call(command, first, keys.length, ...keys)
+        : client.callBuffer(command, first, keys.length, ...keys)
+    try {
+      return await send('evalsha', this.sha)
+    } catch (error) {
+      if (!String((error as Error).message).startsWith('NOSCRIPT')) throw error
+      return send('eval', this.source)
+    }
+  }
 }
 
 export function sha1(data: string | Buffer): string {

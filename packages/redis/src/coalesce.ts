@@ -1,0 +1,133 @@
+import type { CacheObserver } from '@cache/core'
+import type { Redis } from 'ioredis'
+import type { Connection } from './connection.js'
+
+/*
+ * A batch is a script so that one command carries many keys, each with its own outcome: `pcall`
+ * puts a key's error (WRONGTYPE) in its place of the reply, where `MGET` would answer a
+ * WRONGTYPE key with nil (a miss). They go as EVAL, never EVALSHA:
+ * after a NOSCRIPT (a restarted server) the script would be sent again behind commands issued
+ * later, and a get could read a set called after it.
+ */
+
+/** Each key's `GET`. */
+const GET_EACH = `local values = {}
+for i, key in ipairs(KEYS) do values[i] = redis.pcall('GET', key) end
+return values`
+
+/**
+ * Most operations one batch holds: a tick with more sends several batches. Bounds the size of
+ * one script call (Lua unpacks its keys onto a stack of at most 8000 slots).
+ */
+const MAX_BATCH = 512
+
+/** A get waiting for the end of its tick. */
+interface Waiting {
+  k: string
+  key: string
+  resolve(value: unknown): void
+  reject(error: unknown): void
+}
+
+/** What the backend does with one operation: the path every call took before batching. */
+export interface SendOne {
+  /** Resolves with what `get` returns: the value decoded, or undefined on a miss. */
+  get(k: string, key: string): Promise<unknown>
+  /** A stored value (null: a miss) turned into what `get` returns, the hit or miss counted. */
+  read(stored: string | Buffer | null, k: string, key: string): unknown
+}
+
+/**
+ * Sends the gets a process issues in one tick as one round trip: the first get of a tick goes out
+ * at once, alone, as it always did (a lone call pays nothing more than scheduling the end of its
+ * tick); gets that follow it in the same tick wait for the end of the tick and go out together as
+ * one script (one command, one timeout).
+ *
+ * Order is kept: the gets waiting are sent as soon as any other operation comes after them
+ * (through {@link flush}), so a get then a set of one key in one tick reads the value from before
+ * the set. Every call keeps its own outcome: its value, its hit or miss, its own error (one key's
+ * WRONGTYPE fails only its caller); a failure of the whole batch (timeout, dropped link) fails
+ * each of its callers with the error a lone call would get.
+ */
+export class Coalescer {
+  /** A tick is under way whose first call went out: later calls of the tick wait. */
+  private open = false
+  private waiting: Waiting[] = []
+
+  constructor(
+    private readonly client: Redis,
+    private readonly connection: Connection,
+    private readonly observer: CacheObserver,
+    /** Values travel as strings (the default JSON serializer): replies are read as strings too. */
+    private readonly text: boolean,
+    private readonly one: SendOne,
+  ) {}
+
+  /** The value of `k`, or undefined when the caller should send the get itself (first of its tick). */
+  get(k: string, key: string): Promise<unknown> | undefined {
+    if (!this.open) {
+      this.open = true
+      process.nextTick(this.endTick)
+      return undefined
+    }
+    return new Promise((resolve, reject) => {
+      if (this.waiting.push({ k, key, resolve, reject }) >= MAX_BATCH) this.flush()
+    })
+  }
+
+  /** Sends the gets waiting now; before any other command, so that commands go out in call order. */
+  flush(): void {
+    const batch = this.waiting
+    if (batch.length === 0) return
+    this.waiting = []
+    if (batch.length === 1) {
+      const w = batch[0]!
+      this.one.get(w.k, w.key).then(w.resolve, w.reject)
+    } else this.sendGets(batch)
+  }
+
+  private readonly endTick = (): void => {
+    this.flush()
+    this.open = false
+  }
+
+  private sendGets(batch: Waiting[]): void {
+    const keys = batch.map((w) => w.k)
+    const start = performance.now()
+    const reply = (
+      this.text
+        ? this.client.call('eval', GET_EACH, keys.length, ...keys)
+        : this.client.callBuffer('eval', GET_EACH, keys.length, ...keys)
+    ) as Promise<(string | Buffer | null | Error)[]>
+    this.connection.timed(reply, 'get').then(
+      (values) => {
+        this.answered(batch.length, start)
+        for (let i = 0; i < batch.length; i++) {
+          const w = batch[i]!
+          const value = values[i]
+          if (value instanceof Error) {
+            w.reject(this.connection.failed('get', value, w.key))
+            continue
+          }
+          try {
+            w.resolve(this.one.read(value ?? null, w.k, w.key))
+          } catch (error) {
+            w.reject(error)
+          }
+        }
+      },
+      (error) => this.failAll(batch, 'get', error),
+    )
+  }
+
+  /** One clock read for the batch; each call counts as one operation of that latency. */
+  private answered(count: number, start: number): void {
+    const ms = performance.now() - start
+    for (let i = 0; i < count; i++) this.observer.latency(ms)
+    this.connection.answered()
+  }
+
+  private failAll(batch: Waiting[], operation: string, error: unknown): void {
+    for (const w of batch) w.reject(this.connection.failed(operation, error, w.key))
+  }
+}
