@@ -6,7 +6,7 @@ import {
   durationOption,
 } from '@cache/core'
 import type memjs from 'memjs'
-import { LinkFailure, Opcode, type Response, send } from './protocol.js'
+import { LinkFailure, Opcode, type Response, send, sendQuiet } from './protocol.js'
 import { KetamaRing, type RingServer } from './ring.js'
 
 /** When a failing server is taken out of use, and when it is tried again. */
@@ -144,12 +144,42 @@ export class ServerPool {
    * write that does not answer in time is undone behind itself (see protocol.ts) unless
    * `undoable` is false (the generation counters: a generation is never given back).
    */
-  async send(
+  send(
     index: number,
     buf: Buffer,
     operation: string,
     { companion = false, undoable = true }: { companion?: boolean; undoable?: boolean } = {},
   ): Promise<Response> {
+    // Anything but a GET may have changed data.
+    return this.exchange(index, operation, buf[1] !== Opcode.get, companion ? 0 : 1, () =>
+      send(this.client, index, buf, this.timeoutMs, undoable),
+    )
+  }
+
+  /**
+   * Sends quiet requests (GETKQ or SETQ, see protocol.ts) to server `index` in one write, ended by
+   * a NOOP: one round trip for all of them. Each request counts as one operation against the
+   * server's health, as if sent alone (a failed read of ten keys is ten failed reads). `write`: the
+   * requests may change data (the server is then ejected at once if they fail).
+   */
+  sendQuiet(
+    index: number,
+    requests: readonly Buffer[],
+    operation: string,
+    write: boolean,
+  ): Promise<(Response | undefined)[]> {
+    return this.exchange(index, operation, write, requests.length, () =>
+      sendQuiet(this.client, index, requests, this.timeoutMs),
+    )
+  }
+
+  private async exchange<R>(
+    index: number,
+    operation: string,
+    write: boolean,
+    operations: number,
+    run: () => Promise<R>,
+  ): Promise<R> {
     const server = this.names[index]!
     const health = this.health[index]!
     if (health.state !== 'up') {
@@ -161,14 +191,15 @@ export class ServerPool {
       )
     }
     const batch = this.batchOf(health)
-    if (!companion) batch.operations++
+    batch.operations += operations
     try {
-      const response = await send(this.client, index, buf, this.timeoutMs, undoable)
+      const response = await run()
       if (health.state === 'up') health.failures = 0
       return response
     } catch (failure) {
-      // Anything but a GET may have changed data: the server is ejected at once.
-      this.failed(index, failure, buf[1] !== Opcode.get, companion && batch.operations > 0)
+      // A companion request (no operation of its own) fails with the operations sent with it:
+      // theirs is the failure that counts.
+      this.failed(index, failure, write, operations === 0 && batch.operations > 0, Math.max(1, operations))
       const options = { cause: failure, server, partial: this.othersUp(index) }
       if (failure instanceof LinkFailure && failure.timedOut)
         throw new CacheTimeoutError('memcached', `${operation} on ${server}`, this.timeoutMs, options)
@@ -205,14 +236,14 @@ export class ServerPool {
 
   /**
    * A request to the server failed (no answer); `write` if it may have changed data, `counted`
-   * if the operation it was sent with counts the failure.
+   * if the operation it was sent with counts the failure; `operations`: how many it carried.
    */
-  private failed(index: number, error: unknown, write: boolean, counted: boolean): void {
+  private failed(index: number, error: unknown, write: boolean, counted: boolean, operations = 1): void {
     const health = this.health[index]!
     health.errors++
     health.lastError = error instanceof Error ? error.message : String(error)
     if (health.state !== 'up' || (counted && !write)) return
-    health.failures++
+    health.failures += operations
     if (write || health.failures >= this.threshold) this.eject(index, error)
   }
 

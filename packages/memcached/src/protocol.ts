@@ -24,7 +24,12 @@ export const Opcode = {
   increment: 0x05,
   decrement: 0x06,
   flush: 0x08,
+  noop: 0x0a,
   version: 0x0b,
+  /** GET that answers only a hit, with its key. */
+  getkq: 0x0d,
+  /** SET that answers only a failure. */
+  setq: 0x11,
 } as const
 
 export const Status = {
@@ -53,6 +58,7 @@ interface Connection {
   connected: boolean
   timeoutSet: boolean
   _socket: Socket | undefined
+  responseCallbacks: Record<number, unknown>
   onResponse(seq: number, fn: (response: RawResponse) => void): void
   onError(seq: number, fn: (error: unknown) => void): void
   write(blob: Buffer): void
@@ -170,13 +176,91 @@ export function send(
   undoable: boolean,
 ): Promise<Response> {
   const server = client.servers[index] as unknown as Connection
-  client.incrSeq()
-  const seq = (client as unknown as { seq: number }).seq
+  const seq = nextSeq(client)
   buf.writeUInt32BE(seq, 12)
+  return exchange(server, seq, undoable ? undoFor(buf) : undefined, timeoutMs, buf, (answer) => {
+    server.onResponse(seq, (response) => answer(toResponse(response)))
+  })
+}
+
+/**
+ * Sends quiet requests (GETKQ, SETQ) to one memjs server in one write, followed by a NOOP, and
+ * resolves once the NOOP is answered with each request's answer, or undefined where the server
+ * answered nothing (a GETKQ miss, a SETQ that succeeded). memcached answers in order, so by the
+ * NOOP's answer every request before it has been run. One deadline for the whole write; if it is
+ * given up, each write in it is undone (see {@link abandon}).
+ */
+export function sendQuiet(
+  client: memjs.Client,
+  index: number,
+  requests: readonly Buffer[],
+  timeoutMs: number,
+): Promise<(Response | undefined)[]> {
+  const server = client.servers[index] as unknown as Connection
+  const answers: (Response | undefined)[] = new Array(requests.length).fill(undefined)
+  const seqs: number[] = new Array(requests.length)
+  const undos: Buffer[] = []
+  for (let i = 0; i < requests.length; i++) {
+    const buf = requests[i]!
+    const seq = nextSeq(client)
+    buf.writeUInt32BE(seq, 12)
+    seqs[i] = seq
+    server.onResponse(seq, (response) => {
+      answers[i] = toResponse(response)
+    })
+    const undo = undoFor(buf)
+    if (undo !== undefined) undos.push(undo)
+  }
+  const noop = request(Opcode.noop, '')
+  const seq = nextSeq(client)
+  noop.writeUInt32BE(seq, 12)
+  const blob = Buffer.concat([...requests, noop])
+  const undo = undos.length === 0 ? undefined : Buffer.concat(undos)
+  return exchange(server, seq, undo, timeoutMs, blob, (answer) => {
+    server.onResponse(seq, () => {
+      // memjs forgets a request once answered; the quiet ones that were not are forgotten here.
+      for (const quiet of seqs) delete server.responseCallbacks[quiet]
+      answer(answers)
+    })
+  })
+}
+
+/**
+ * The next request number of a client: unsigned 32-bit, as the opaque field holds it and as
+ * memjs reads it back (memjs's own counter turns negative past 2^31, which no buffer accepts).
+ */
+function nextSeq(client: memjs.Client): number {
+  const counter = client as unknown as { seq: number }
+  counter.seq = (counter.seq + 1) >>> 0
+  return counter.seq
+}
+
+function toResponse(response: RawResponse): Response {
+  const extras = response.extras
+  return {
+    status: response.header.status,
+    value: response.val,
+    flags: extras.length >= 4 ? extras.readUInt32BE(0) : 0,
+    cas: response.header.cas,
+  }
+}
+
+/**
+ * Writes `blob` to `server` and waits for the answer to request `seq` (which `listen` registers
+ * with memjs, calling `answer` with the result), with a deadline of `timeoutMs` from now.
+ */
+function exchange<T>(
+  server: Connection,
+  seq: number,
+  undo: Buffer | undefined,
+  timeoutMs: number,
+  blob: Buffer,
+  listen: (answer: (result: T) => void) => void,
+): Promise<T> {
   let pending = waiting.get(server)
   if (pending === undefined) waiting.set(server, (pending = new Map()))
   const requests = pending
-  return new Promise<Response>((resolve, reject) => {
+  return new Promise<T>((resolve, reject) => {
     const timer = setTimeout(() => abandon(server, `no answer within ${timeoutMs} ms`), timeoutMs)
     const settled = () => {
       clearTimeout(timer)
@@ -184,18 +268,12 @@ export function send(
       // exits once its work is done.
       if (requests.delete(seq) && requests.size === 0) server._socket?.unref()
     }
-    requests.set(seq, { undo: undoable ? undoFor(buf) : undefined })
+    requests.set(seq, { undo })
     // A socket memjs creates for this write starts ref'd; an idle one was unref'd.
     if (requests.size === 1) server._socket?.ref()
-    server.onResponse(seq, (response) => {
+    listen((result) => {
       settled()
-      const extras = response.extras
-      resolve({
-        status: response.header.status,
-        value: response.val,
-        flags: extras.length >= 4 ? extras.readUInt32BE(0) : 0,
-        cas: response.header.cas,
-      })
+      resolve(result)
     })
     server.onError(seq, (error) => {
       settled()
@@ -203,7 +281,7 @@ export function send(
       const cause = error instanceof Error ? error : new Error(message)
       reject(new LinkFailure(/timed out/i.test(message), message, { cause }))
     })
-    server.write(buf)
+    server.write(blob)
   })
 }
 
@@ -237,7 +315,7 @@ function abandon(server: Connection, reason: string): void {
 }
 
 /**
- * The request that undoes `buf` when the server runs both in order: DELETE after a SET or ADD of
+ * The request that undoes `buf` when the server runs both in order: DELETE after a SET(Q) or ADD of
  * a value (the key is then absent: a miss, never the value reported failed), DECR by the same
  * amount after an INCR. Undefined for requests that change nothing worth undoing (reads, deletes).
  */
@@ -249,7 +327,7 @@ export function undoFor(buf: Buffer): Buffer | undefined {
     undo.writeUInt32BE(0, 12)
     return undo
   }
-  if (opcode !== Opcode.set && opcode !== Opcode.add) return undefined
+  if (opcode !== Opcode.set && opcode !== Opcode.add && opcode !== Opcode.setq) return undefined
   const keyStart = 24 + buf[4]!
   const key = buf.toString('latin1', keyStart, keyStart + buf.readUInt16BE(2))
   return request(Opcode.delete, key)
