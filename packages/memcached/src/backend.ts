@@ -32,12 +32,13 @@ import {
 } from '@cache/core'
 import memjs from 'memjs'
 import { type Expiry, expiryFor, isExpired, keepExpiry, NEVER } from './expiry.js'
-import { Generations } from './generations.js'
+import { type GenerationRead, Generations } from './generations.js'
 import { KeyMapper } from './keys.js'
 import { type EjectOptions, ServerPool, type ServerReport } from './pool.js'
 import {
   counterBytes,
   counterValue,
+  type Done,
   incrExtras,
   LinkFailure,
   Opcode,
@@ -118,6 +119,23 @@ export interface MemcachedEvent extends CacheEvent {
   server?: string
 }
 
+/** The generation read the operations of one tick on one server share. */
+class TickRead {
+  result: GenerationRead | undefined
+  private waiters: ((read: GenerationRead) => void)[] = []
+
+  settle(read: GenerationRead): void {
+    this.result = read
+    for (const waiter of this.waiters.splice(0)) waiter(read)
+  }
+
+  wait(): Promise<GenerationRead> {
+    const result = this.result
+    if (result !== undefined) return Promise.resolve(result)
+    return new Promise((resolve) => this.waiters.push(resolve))
+  }
+}
+
 /** What one CAS attempt writes, and what the operation then returns. */
 interface Write<R> {
   bytes: Buffer
@@ -140,7 +158,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   private readonly generations: Generations
   private readonly pool: ServerPool
   /** Per server, the generation read the operations of the current tick share. */
-  private readonly tickReads: (Promise<{ value: string } | { error: unknown }> | undefined)[] = []
+  private readonly tickReads: (TickRead | undefined)[] = []
   private readonly timeoutMs: number
   private readonly maxValueSize: number
   private readonly defaultTtlMs: number | undefined
@@ -186,6 +204,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
       this.client.servers.length,
       generationTtlMs,
       (i, buf, op) => this.call(i, buf, op, undefined, false, false),
+      (i, buf, op, done) => this.callNow(i, buf, op, undefined, false, false, done),
     )
     this.incidents = new IncidentLog(checkLogger(options.logger))
     this.reported = this.client.servers.map(() => false)
@@ -614,21 +633,25 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   ): Promise<R> {
     const trusted = this.generations.trusted(index)
     if (trusted !== undefined && !internal) return run(trusted)
-    const reading = this.generationOfThisTick(index, operation)
+    const read = this.generationOfThisTick(index, operation)
     const known = this.generations.last(index)
     if (known === undefined) {
-      const first = await reading
+      const first = read.result ?? (await read.wait())
       if ('error' in first) {
         count(first.error)
         throw first.error
       }
       return run(first.value)
     }
-    const guess = run(known).then(
-      (value) => ({ value }),
-      (error: unknown) => ({ error }),
-    )
-    const [current, outcome] = await Promise.all([reading, guess])
+    let outcome: { value: R } | { error: unknown }
+    try {
+      outcome = { value: await run(known) }
+    } catch (error) {
+      outcome = { error }
+    }
+    // Answered in order: by the operation's first answer the read has its own (unless the
+    // operation failed before sending anything).
+    const current = read.result ?? (await read.wait())
     if ('error' in current) {
       // Sent together: if the operation failed too, its own failure was counted and says more.
       if ('error' in outcome) throw outcome.error
@@ -646,21 +669,19 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
    * after a `clear()` that this read missed: learning that a `clear()` finished takes I/O, which a
    * tick does not do.
    */
-  private generationOfThisTick(
-    index: number,
-    operation: string,
-  ): Promise<{ value: string } | { error: unknown }> {
+  private generationOfThisTick(index: number, operation: string): TickRead {
     let read = this.tickReads[index]
     if (read === undefined) {
       holdWrites(this.client, index)
-      read = this.generations.read(index, `${operation} (reading the generation)`).then(
-        (value) => ({ value }),
-        (error: unknown) => ({ error }),
-      )
-      this.tickReads[index] = read
+      const fresh = new TickRead()
+      read = fresh
+      this.tickReads[index] = fresh
       queueMicrotask(() => {
         this.tickReads[index] = undefined
       })
+      this.generations.readNow(index, `${operation} (reading the generation)`, (result) =>
+        fresh.settle(result),
+      )
     }
     return read
   }
@@ -678,7 +699,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
    * those of generation requests (`countErrors` false), counted by the operation that waited.
    * `undoable` false: not undone when given up (a generation is never given back).
    */
-  private async call(
+  private call(
     index: number,
     buf: Buffer,
     operation: string,
@@ -686,17 +707,34 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     countErrors = true,
     undoable = true,
   ): Promise<Response> {
+    return new Promise((resolve, reject) =>
+      this.callNow(index, buf, operation, key, countErrors, undoable, (error, response) =>
+        error === undefined ? resolve(response!) : reject(error),
+      ),
+    )
+  }
+
+  /** {@link call}, calling `done` (never before it returns) instead of returning a promise. */
+  private callNow(
+    index: number,
+    buf: Buffer,
+    operation: string,
+    key: string | undefined,
+    countErrors: boolean,
+    undoable: boolean,
+    done: Done<Response>,
+  ): void {
     const start = performance.now()
-    try {
-      const response = await this.pool.send(index, buf, operation, { companion: !countErrors, undoable })
+    this.pool.sendNow(index, buf, operation, { companion: !countErrors, undoable }, (error, response) => {
+      if (error !== undefined) {
+        if (countErrors) this.observer.error(operation, error, key)
+        return done(error)
+      }
       this.observer.latency(performance.now() - start)
       this.slowness[index]!.answered()
       if (this.reported[index]) this.answered(index)
-      return response
-    } catch (error) {
-      if (countErrors) this.observer.error(operation, error, key)
-      throw error
-    }
+      done(undefined, response)
+    })
   }
 
   /** Quiet requests to one server (see {@link ServerPool.sendQuiet}), timed; a failure counts once per key. */

@@ -6,7 +6,7 @@ import {
   durationOption,
 } from '@cache/core'
 import type memjs from 'memjs'
-import { LinkFailure, Opcode, type Response, send, sendQuiet } from './protocol.js'
+import { type Done, LinkFailure, Opcode, type Response, send, sendNow, sendQuiet } from './protocol.js'
 import { KetamaRing, type RingServer } from './ring.js'
 
 /** When a failing server is taken out of use, and when it is tried again. */
@@ -148,11 +148,26 @@ export class ServerPool {
     index: number,
     buf: Buffer,
     operation: string,
-    { companion = false, undoable = true }: { companion?: boolean; undoable?: boolean } = {},
+    options: { companion?: boolean; undoable?: boolean } = {},
   ): Promise<Response> {
+    return new Promise((resolve, reject) =>
+      this.sendNow(index, buf, operation, options, (error, response) =>
+        error === undefined ? resolve(response!) : reject(error),
+      ),
+    )
+  }
+
+  /** {@link send}, calling `done` (never before it returns) instead of returning a promise. */
+  sendNow(
+    index: number,
+    buf: Buffer,
+    operation: string,
+    { companion = false, undoable = true }: { companion?: boolean; undoable?: boolean },
+    done: Done<Response>,
+  ): void {
     // Anything but a GET may have changed data.
-    return this.exchange(index, operation, buf[1] !== Opcode.get, companion ? 0 : 1, () =>
-      send(this.client, index, buf, this.timeoutMs, undoable),
+    this.exchange(index, operation, buf[1] !== Opcode.get, companion ? 0 : 1, done, (sent) =>
+      sendNow(this.client, index, buf, this.timeoutMs, undoable, sent),
     )
   }
 
@@ -168,47 +183,67 @@ export class ServerPool {
     operation: string,
     write: boolean,
   ): Promise<(Response | undefined)[]> {
-    return this.exchange(index, operation, write, requests.length, () =>
-      sendQuiet(this.client, index, requests, this.timeoutMs),
+    return new Promise((resolve, reject) =>
+      this.exchange<(Response | undefined)[]>(
+        index,
+        operation,
+        write,
+        requests.length,
+        (error, answers) => (error === undefined ? resolve(answers!) : reject(error)),
+        (sent) => sendQuiet(this.client, index, requests, this.timeoutMs, sent),
+      ),
     )
   }
 
-  private async exchange<R>(
+  private exchange<R>(
     index: number,
     operation: string,
     write: boolean,
     operations: number,
-    run: () => Promise<R>,
-  ): Promise<R> {
+    done: Done<R>,
+    run: (sent: Done<R>) => void,
+  ): void {
     const server = this.names[index]!
     const health = this.health[index]!
     if (health.state !== 'up') {
       const wait = Math.round(Math.max(0, health.retryAt - this.now()))
-      throw new CacheUnavailableError(
+      const error = new CacheUnavailableError(
         'memcached',
         `memcached: ${operation} on ${server} failed: the server is ejected after failing (${health.lastError ?? 'unknown error'}); next retry in ${wait} ms`,
         { server, partial: this.othersUp(index) },
       )
+      queueMicrotask(() => done(error))
+      return
     }
     const batch = this.batchOf(health)
     batch.operations += operations
-    try {
-      const response = await run()
-      if (health.state === 'up') health.failures = 0
-      return response
-    } catch (failure) {
+    const sent: Done<R> = (failure, result) => {
+      if (failure === undefined) {
+        if (health.state === 'up') health.failures = 0
+        done(undefined, result)
+        return
+      }
       // A companion request (no operation of its own) fails with the operations sent with it:
       // theirs is the failure that counts.
       this.failed(index, failure, write, operations === 0 && batch.operations > 0, Math.max(1, operations))
       const options = { cause: failure, server, partial: this.othersUp(index) }
-      if (failure instanceof LinkFailure && failure.timedOut)
-        throw new CacheTimeoutError('memcached', `${operation} on ${server}`, this.timeoutMs, options)
+      if (failure instanceof LinkFailure && failure.timedOut) {
+        done(new CacheTimeoutError('memcached', `${operation} on ${server}`, this.timeoutMs, options))
+        return
+      }
       const message = failure instanceof Error ? failure.message : String(failure)
-      throw new CacheUnavailableError(
-        'memcached',
-        `memcached: ${operation} on ${server} failed: ${message}`,
-        options,
+      done(
+        new CacheUnavailableError(
+          'memcached',
+          `memcached: ${operation} on ${server} failed: ${message}`,
+          options,
+        ),
       )
+    }
+    try {
+      run(sent)
+    } catch (failure) {
+      queueMicrotask(() => sent(failure))
     }
   }
 

@@ -158,16 +158,37 @@ const waiting = new WeakMap<Connection, Map<number, Pending>>()
 /** How long a connection that was given up may linger (closing, unread) before it is destroyed. */
 const LINGER_MS = 60_000
 
+/** What a request ends with: its answer, or the {@link LinkFailure} (or other error) that ended it. */
+export type Done<T> = (failure: unknown, result?: T) => void
+
 /**
- * Sends one request on one memjs server and resolves with its response, or rejects with a
- * {@link LinkFailure}. Each request has its own deadline of `timeoutMs` from now (connecting
- * included), which later requests do not move. Never retried: a lost INCR is reported, not
- * replayed.
+ * Sends one request on one memjs server and calls `done` with its response, or with a
+ * {@link LinkFailure}. Each request has its own deadline of `timeoutMs` from when it was written
+ * (connecting included), which later requests do not move (the requests written to a server in
+ * one tick share one timer: they were written together). Never retried: a lost INCR is reported,
+ * not replayed.
  *
  * When a deadline passes, the connection is given up ({@link abandon}): every request waiting on
  * it fails at once, and each of them that changes data (`undoable`) is followed on that same
  * connection by the request that undoes it, before the connection is closed.
  */
+export function sendNow(
+  client: memjs.Client,
+  index: number,
+  buf: Buffer,
+  timeoutMs: number,
+  undoable: boolean,
+  done: Done<Response>,
+): void {
+  const server = client.servers[index] as unknown as Connection
+  const seq = nextSeq(client)
+  buf.writeUInt32BE(seq, 12)
+  exchange(server, seq, undoable ? undoFor(buf) : undefined, timeoutMs, buf, done, (answer) => {
+    server.onResponse(seq, (response) => answer(toResponse(response)))
+  })
+}
+
+/** {@link sendNow}, as a promise. */
 export function send(
   client: memjs.Client,
   index: number,
@@ -175,27 +196,27 @@ export function send(
   timeoutMs: number,
   undoable: boolean,
 ): Promise<Response> {
-  const server = client.servers[index] as unknown as Connection
-  const seq = nextSeq(client)
-  buf.writeUInt32BE(seq, 12)
-  return exchange(server, seq, undoable ? undoFor(buf) : undefined, timeoutMs, buf, (answer) => {
-    server.onResponse(seq, (response) => answer(toResponse(response)))
-  })
+  return new Promise((resolve, reject) =>
+    sendNow(client, index, buf, timeoutMs, undoable, (failure, response) =>
+      failure === undefined ? resolve(response!) : reject(failure),
+    ),
+  )
 }
 
 /**
  * Sends quiet requests (GETKQ, SETQ) to one memjs server in one write, followed by a NOOP, and
- * resolves once the NOOP is answered with each request's answer, or undefined where the server
- * answered nothing (a GETKQ miss, a SETQ that succeeded). memcached answers in order, so by the
- * NOOP's answer every request before it has been run. One deadline for the whole write; if it is
- * given up, each write in it is undone (see {@link abandon}).
+ * calls `done` once the NOOP is answered with each request's answer, or undefined where the
+ * server answered nothing (a GETKQ miss, a SETQ that succeeded). memcached answers in order, so
+ * by the NOOP's answer every request before it has been run. One deadline for the whole write; if
+ * it is given up, each write in it is undone (see {@link abandon}).
  */
 export function sendQuiet(
   client: memjs.Client,
   index: number,
   requests: readonly Buffer[],
   timeoutMs: number,
-): Promise<(Response | undefined)[]> {
+  done: Done<(Response | undefined)[]>,
+): void {
   const server = client.servers[index] as unknown as Connection
   const answers: (Response | undefined)[] = new Array(requests.length).fill(undefined)
   const seqs: number[] = new Array(requests.length)
@@ -205,9 +226,6 @@ export function sendQuiet(
     const seq = nextSeq(client)
     buf.writeUInt32BE(seq, 12)
     seqs[i] = seq
-    server.onResponse(seq, (response) => {
-      answers[i] = toResponse(response)
-    })
     const undo = undoFor(buf)
     if (undo !== undefined) undos.push(undo)
   }
@@ -216,7 +234,12 @@ export function sendQuiet(
   noop.writeUInt32BE(seq, 12)
   const blob = Buffer.concat([...requests, noop])
   const undo = undos.length === 0 ? undefined : Buffer.concat(undos)
-  return exchange(server, seq, undo, timeoutMs, blob, (answer) => {
+  exchange(server, seq, undo, timeoutMs, blob, done, (answer) => {
+    for (let i = 0; i < seqs.length; i++) {
+      server.onResponse(seqs[i]!, (response) => {
+        answers[i] = toResponse(response)
+      })
+    }
     server.onResponse(seq, () => {
       // memjs forgets a request once answered; the quiet ones that were not are forgotten here.
       for (const quiet of seqs) delete server.responseCallbacks[quiet]
@@ -245,9 +268,38 @@ function toResponse(response: RawResponse): Response {
   }
 }
 
+/** The requests written to one server in one tick, with the timer of their shared deadline. */
+interface Deadline {
+  timer: NodeJS.Timeout
+  timeoutMs: number
+  /** Requests of the tick not answered yet. */
+  open: number
+}
+
+/** Per memjs server, the deadline of the requests written to it in the current tick. */
+const tickDeadlines = new WeakMap<Connection, Deadline>()
+
+function deadlineOf(server: Connection, timeoutMs: number): Deadline {
+  const current = tickDeadlines.get(server)
+  if (current !== undefined && current.timeoutMs === timeoutMs) return current
+  const deadline: Deadline = {
+    timer: setTimeout(() => {
+      if (deadline.open > 0) abandon(server, `no answer within ${timeoutMs} ms`)
+    }, timeoutMs),
+    timeoutMs,
+    open: 0,
+  }
+  tickDeadlines.set(server, deadline)
+  queueMicrotask(() => {
+    if (tickDeadlines.get(server) === deadline) tickDeadlines.delete(server)
+  })
+  return deadline
+}
+
 /**
  * Writes `blob` to `server` and waits for the answer to request `seq` (which `listen` registers
- * with memjs, calling `answer` with the result), with a deadline of `timeoutMs` from now.
+ * with memjs, calling `answer` with the result), with a deadline of `timeoutMs` from now. `done`
+ * is called once, never before this returns.
  */
 function exchange<T>(
   server: Connection,
@@ -255,34 +307,37 @@ function exchange<T>(
   undo: Buffer | undefined,
   timeoutMs: number,
   blob: Buffer,
+  done: Done<T>,
   listen: (answer: (result: T) => void) => void,
-): Promise<T> {
-  let pending = waiting.get(server)
-  if (pending === undefined) waiting.set(server, (pending = new Map()))
-  const requests = pending
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => abandon(server, `no answer within ${timeoutMs} ms`), timeoutMs)
-    const settled = () => {
-      clearTimeout(timer)
-      // An idle connection does not keep the process alive: a script that never calls close()
-      // exits once its work is done.
-      if (requests.delete(seq) && requests.size === 0) server._socket?.unref()
+): void {
+  let requests = waiting.get(server)
+  if (requests === undefined) waiting.set(server, (requests = new Map()))
+  const pending = requests
+  const deadline = deadlineOf(server, timeoutMs)
+  deadline.open++
+  const settled = () => {
+    if (--deadline.open === 0) {
+      clearTimeout(deadline.timer)
+      if (tickDeadlines.get(server) === deadline) tickDeadlines.delete(server)
     }
-    requests.set(seq, { undo })
-    // A socket memjs creates for this write starts ref'd; an idle one was unref'd.
-    if (requests.size === 1) server._socket?.ref()
-    listen((result) => {
-      settled()
-      resolve(result)
-    })
-    server.onError(seq, (error) => {
-      settled()
-      const message = error instanceof Error ? error.message : String(error)
-      const cause = error instanceof Error ? error : new Error(message)
-      reject(new LinkFailure(/timed out/i.test(message), message, { cause }))
-    })
-    server.write(blob)
+    // An idle connection does not keep the process alive: a script that never calls close()
+    // exits once its work is done.
+    if (pending.delete(seq) && pending.size === 0) server._socket?.unref()
+  }
+  pending.set(seq, { undo })
+  // A socket memjs creates for this write starts ref'd; an idle one was unref'd.
+  if (pending.size === 1) server._socket?.ref()
+  listen((result) => {
+    settled()
+    done(undefined, result)
   })
+  server.onError(seq, (error) => {
+    settled()
+    const message = error instanceof Error ? error.message : String(error)
+    const cause = error instanceof Error ? error : new Error(message)
+    done(new LinkFailure(/timed out/i.test(message), message, { cause }))
+  })
+  server.write(blob)
 }
 
 /**
