@@ -45,7 +45,7 @@ import {
   type Response,
   request,
   Status,
-  holdWrites,
+  flushWrites,
   storeRequest,
   unexpected,
 } from './protocol.js'
@@ -492,6 +492,9 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     if (this.closed) return
     this.closed = true
     this.pool.close()
+    // What this tick sent goes out before the connections end: it is answered, as it would be
+    // had it been written at once.
+    flushWrites(this.client)
     if (this.ownsClient) this.client.close()
   }
 
@@ -672,7 +675,6 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   private generationOfThisTick(index: number, operation: string): TickRead {
     let read = this.tickReads[index]
     if (read === undefined) {
-      holdWrites(this.client, index)
       const fresh = new TickRead()
       read = fresh
       this.tickReads[index] = fresh

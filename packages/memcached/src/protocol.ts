@@ -268,7 +268,7 @@ function toResponse(response: RawResponse): Response {
   }
 }
 
-/** The requests written to one server in one tick, with the timer of their shared deadline. */
+/** The requests written to one server in one tick share one deadline, and one timer. */
 interface Deadline {
   timer: NodeJS.Timeout
   timeoutMs: number
@@ -276,11 +276,47 @@ interface Deadline {
   open: number
 }
 
-/** Per memjs server, the deadline of the requests written to it in the current tick. */
-const tickDeadlines = new WeakMap<Connection, Deadline>()
+/**
+ * What is written to one server in the current tick: it leaves in one write when the tick's
+ * synchronous work is done, so that the requests of one tick (an operation and its generation
+ * read, 64 operations in flight) reach the server together, in one system call, and are not
+ * held back one by one by Nagle's algorithm.
+ */
+interface Outbox {
+  chunks: Buffer[]
+  deadline: Deadline | undefined
+}
 
-function deadlineOf(server: Connection, timeoutMs: number): Deadline {
-  const current = tickDeadlines.get(server)
+const outboxes = new WeakMap<Connection, Outbox>()
+
+function outboxOf(server: Connection): Outbox {
+  let outbox = outboxes.get(server)
+  if (outbox === undefined) {
+    const fresh: Outbox = { chunks: [], deadline: undefined }
+    outboxes.set(server, fresh)
+    queueMicrotask(() => flush(server, fresh))
+    outbox = fresh
+  }
+  return outbox
+}
+
+function flush(server: Connection, outbox: Outbox): void {
+  if (outboxes.get(server) !== outbox) return
+  outboxes.delete(server)
+  const { chunks } = outbox
+  if (chunks.length > 0) server.write(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks))
+}
+
+/** Writes now what the current tick has for the servers of `client` (before it is closed). */
+export function flushWrites(client: memjs.Client): void {
+  for (const server of client.servers as unknown as Connection[]) {
+    const outbox = outboxes.get(server)
+    if (outbox !== undefined) flush(server, outbox)
+  }
+}
+
+function deadlineOf(server: Connection, outbox: Outbox, timeoutMs: number): Deadline {
+  const current = outbox.deadline
   if (current !== undefined && current.timeoutMs === timeoutMs) return current
   const deadline: Deadline = {
     timer: setTimeout(() => {
@@ -289,17 +325,14 @@ function deadlineOf(server: Connection, timeoutMs: number): Deadline {
     timeoutMs,
     open: 0,
   }
-  tickDeadlines.set(server, deadline)
-  queueMicrotask(() => {
-    if (tickDeadlines.get(server) === deadline) tickDeadlines.delete(server)
-  })
+  outbox.deadline = deadline
   return deadline
 }
 
 /**
- * Writes `blob` to `server` and waits for the answer to request `seq` (which `listen` registers
- * with memjs, calling `answer` with the result), with a deadline of `timeoutMs` from now. `done`
- * is called once, never before this returns.
+ * Writes `blob` to `server` (with the rest of this tick's, see {@link Outbox}) and waits for the
+ * answer to request `seq` (which `listen` registers with memjs, calling `answer` with the result),
+ * with a deadline of `timeoutMs` from now. `done` is called once, never before this returns.
  */
 function exchange<T>(
   server: Connection,
@@ -313,12 +346,13 @@ function exchange<T>(
   let requests = waiting.get(server)
   if (requests === undefined) waiting.set(server, (requests = new Map()))
   const pending = requests
-  const deadline = deadlineOf(server, timeoutMs)
+  const outbox = outboxOf(server)
+  const deadline = deadlineOf(server, outbox, timeoutMs)
   deadline.open++
   const settled = () => {
     if (--deadline.open === 0) {
       clearTimeout(deadline.timer)
-      if (tickDeadlines.get(server) === deadline) tickDeadlines.delete(server)
+      if (outbox.deadline === deadline) outbox.deadline = undefined
     }
     // An idle connection does not keep the process alive: a script that never calls close()
     // exits once its work is done.
@@ -337,7 +371,7 @@ function exchange<T>(
     const cause = error instanceof Error ? error : new Error(message)
     done(new LinkFailure(/timed out/i.test(message), message, { cause }))
   })
-  server.write(blob)
+  outbox.chunks.push(blob)
 }
 
 /**
@@ -386,19 +420,6 @@ export function undoFor(buf: Buffer): Buffer | undefined {
   const keyStart = 24 + buf[4]!
   const key = buf.toString('latin1', keyStart, keyStart + buf.readUInt16BE(2))
   return request(Opcode.delete, key)
-}
-
-/**
- * Holds the writes to server `index` until the current tick ends, so that the requests this tick
- * sends leave in one write and reach the server together (otherwise Nagle's algorithm holds each
- * small request back until the previous one is acknowledged).
- */
-export function holdWrites(client: memjs.Client, index: number): void {
-  const server = client.servers[index] as unknown as Connection
-  const socket = server.connected ? server._socket : undefined
-  if (socket === undefined) return
-  socket.cork()
-  queueMicrotask(() => socket.uncork())
 }
 
 /** An error for a status the caller did not expect. */
