@@ -217,34 +217,44 @@ export class ServerPool {
     }
     const batch = this.batchOf(health)
     batch.operations += operations
-    const sent: Done<R> = (failure, result) => {
-      if (failure === undefined) {
-        if (health.state === 'up') health.failures = 0
-        done(undefined, result)
-        return
-      }
-      // A companion request (no operation of its own) fails with the operations sent with it:
-      // theirs is the failure that counts.
-      this.failed(index, failure, write, operations === 0 && batch.operations > 0, Math.max(1, operations))
-      const options = { cause: failure, server, partial: this.othersUp(index) }
-      if (failure instanceof LinkFailure && failure.timedOut) {
-        done(new CacheTimeoutError('memcached', `${operation} on ${server}`, this.timeoutMs, options))
-        return
-      }
-      const message = failure instanceof Error ? failure.message : String(failure)
-      done(
-        new CacheUnavailableError(
-          'memcached',
-          `memcached: ${operation} on ${server} failed: ${message}`,
-          options,
-        ),
-      )
-    }
+    // Arrow functions passed straight on: the build names those kept in a variable, per call.
     try {
-      run(sent)
+      run((failure, result) => this.settle(index, operation, write, operations, batch, done, failure, result))
     } catch (failure) {
-      queueMicrotask(() => sent(failure))
+      queueMicrotask(() => this.settle(index, operation, write, operations, batch, done, failure))
     }
+  }
+
+  /** A request answered (`failure` undefined) or failed: the server's health, then `done`. */
+  private settle<R>(
+    index: number,
+    operation: string,
+    write: boolean,
+    operations: number,
+    batch: Batch,
+    done: Done<R>,
+    failure: unknown,
+    result?: R,
+  ): void {
+    const health = this.health[index]!
+    if (failure === undefined) {
+      if (health.state === 'up') health.failures = 0
+      done(undefined, result)
+      return
+    }
+    const server = this.names[index]!
+    // A companion request (no operation of its own) fails with the operations sent with it:
+    // theirs is the failure that counts.
+    this.failed(index, failure, write, operations === 0 && batch.operations > 0, Math.max(1, operations))
+    const options = { cause: failure, server, partial: this.othersUp(index) }
+    if (failure instanceof LinkFailure && failure.timedOut) {
+      done(new CacheTimeoutError('memcached', `${operation} on ${server}`, this.timeoutMs, options))
+      return
+    }
+    const message = failure instanceof Error ? failure.message : String(failure)
+    done(
+      new CacheUnavailableError('memcached', `memcached: ${operation} on ${server} failed: ${message}`, options),
+    )
   }
 
   /** Sends one request whatever the server's health (the retry of an ejected server: a generation bump). */

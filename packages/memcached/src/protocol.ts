@@ -11,7 +11,7 @@
 import type { Socket } from 'node:net'
 // A request's deadline is real time: the timers of `node:timers`, which an app's fake timers
 // (which replace the global ones in its tests) leave alone.
-import { clearTimeout, setTimeout } from 'node:timers'
+import { setTimeout } from 'node:timers'
 import { CacheError } from '@cache/core'
 import type memjs from 'memjs'
 import type { Expiry } from './expiry.js'
@@ -268,13 +268,30 @@ function toResponse(response: RawResponse): Response {
   }
 }
 
-/** The requests written to one server in one tick share one deadline, and one timer. */
+/** The requests written to one server in one tick share one deadline. */
 interface Deadline {
-  timer: NodeJS.Timeout
+  /** When they were written (ms, {@link clock}). */
+  start: number
   timeoutMs: number
   /** Requests of the tick not answered yet. */
   open: number
 }
+
+/**
+ * The deadlines of one server's requests waiting for an answer, oldest first, and the one timer
+ * that watches the oldest: it fires when that one is due (giving the connection up if it is still
+ * waiting) or re-arms for the next. Requests that are answered cost no timer work.
+ */
+interface Watch {
+  deadlines: Deadline[]
+  head: number
+  timer: NodeJS.Timeout | undefined
+}
+
+const watches = new WeakMap<Connection, Watch>()
+
+/** Real time, also under an application's fake timers (bound before any test replaces it). */
+const clock = performance.now.bind(performance)
 
 /**
  * What is written to one server in the current tick: it leaves in one write when the tick's
@@ -318,15 +335,44 @@ export function flushWrites(client: memjs.Client): void {
 function deadlineOf(server: Connection, outbox: Outbox, timeoutMs: number): Deadline {
   const current = outbox.deadline
   if (current !== undefined && current.timeoutMs === timeoutMs) return current
-  const deadline: Deadline = {
-    timer: setTimeout(() => {
-      if (deadline.open > 0) abandon(server, `no answer within ${timeoutMs} ms`)
-    }, timeoutMs),
-    timeoutMs,
-    open: 0,
-  }
+  const deadline: Deadline = { start: clock(), timeoutMs, open: 0 }
   outbox.deadline = deadline
+  let watch = watches.get(server)
+  if (watch === undefined) watches.set(server, (watch = { deadlines: [], head: 0, timer: undefined }))
+  watch.deadlines.push(deadline)
+  if (watch.timer === undefined) arm(server, watch, timeoutMs)
   return deadline
+}
+
+function arm(server: Connection, watch: Watch, ms: number): void {
+  watch.timer = setTimeout(() => check(server, watch), Math.max(1, Math.ceil(ms)))
+  // The socket keeps the process alive while requests wait; the watch alone does not.
+  watch.timer.unref()
+}
+
+/** Gives the connection up if its oldest waiting requests are due; otherwise waits for them. */
+function check(server: Connection, watch: Watch): void {
+  watch.timer = undefined
+  const { deadlines } = watch
+  while (watch.head < deadlines.length && deadlines[watch.head]!.open === 0) watch.head++
+  if (watch.head === deadlines.length) {
+    watch.deadlines = []
+    watch.head = 0
+    return
+  }
+  if (watch.head > 1024) {
+    watch.deadlines = deadlines.slice(watch.head)
+    watch.head = 0
+  }
+  const oldest = watch.deadlines[watch.head]!
+  const left = oldest.start + oldest.timeoutMs - clock()
+  if (left > 0) {
+    arm(server, watch, left)
+    return
+  }
+  watch.deadlines = []
+  watch.head = 0
+  abandon(server, `no answer within ${oldest.timeoutMs} ms`)
 }
 
 /**
@@ -349,29 +395,35 @@ function exchange<T>(
   const outbox = outboxOf(server)
   const deadline = deadlineOf(server, outbox, timeoutMs)
   deadline.open++
-  const settled = () => {
-    if (--deadline.open === 0) {
-      clearTimeout(deadline.timer)
-      if (outbox.deadline === deadline) outbox.deadline = undefined
-    }
-    // An idle connection does not keep the process alive: a script that never calls close()
-    // exits once its work is done.
-    if (pending.delete(seq) && pending.size === 0) server._socket?.unref()
-  }
   pending.set(seq, { undo })
   // A socket memjs creates for this write starts ref'd; an idle one was unref'd.
   if (pending.size === 1) server._socket?.ref()
+  // Arrow functions passed straight on: the build names those kept in a variable, per call.
   listen((result) => {
-    settled()
+    settled(server, pending, outbox, deadline, seq)
     done(undefined, result)
   })
   server.onError(seq, (error) => {
-    settled()
+    settled(server, pending, outbox, deadline, seq)
     const message = error instanceof Error ? error.message : String(error)
     const cause = error instanceof Error ? error : new Error(message)
     done(new LinkFailure(/timed out/i.test(message), message, { cause }))
   })
   outbox.chunks.push(blob)
+}
+
+/** Request `seq` is answered or failed: it no longer waits. */
+function settled(
+  server: Connection,
+  pending: Map<number, Pending>,
+  outbox: Outbox,
+  deadline: Deadline,
+  seq: number,
+): void {
+  if (--deadline.open === 0 && outbox.deadline === deadline) outbox.deadline = undefined
+  // An idle connection does not keep the process alive: a script that never calls close()
+  // exits once its work is done.
+  if (pending.delete(seq) && pending.size === 0) server._socket?.unref()
 }
 
 /**
