@@ -253,7 +253,11 @@ export class ServerPool {
     }
     const message = failure instanceof Error ? failure.message : String(failure)
     done(
-      new CacheUnavailableError('memcached', `memcached: ${operation} on ${server} failed: ${message}`, options),
+      new CacheUnavailableError(
+        'memcached',
+        `memcached: ${operation} on ${server} failed: ${message}`,
+        options,
+      ),
     )
   }
 
