@@ -32,6 +32,10 @@ export const TARGETS: Target[] = [
   { scenario: 'memcached', workload: 'get-hit', ours: 'cache-memcached-64', against: 'memjs-64', min: 0.9 },
   { scenario: 'memcached', workload: 'set', ours: 'cache-memcached-64', against: 'memjs-64', min: 0.9 },
   { scenario: 'memcached', workload: 'mixed', ours: 'cache-memcached-64', against: 'memjs-64', min: 0.9 },
+  // getMany of 100 keys: one round trip per server (quiet GETs + NOOP) against memjs's 100 gets
+  // at once (it has no multi-get), and against the peers' batch reads.
+  { scenario: 'memcached', workload: 'get-many', ours: 'cache-memcached', against: 'memjs', min: 1.5 },
+  { scenario: 'memcached', workload: 'get-many', ours: 'cache-memcached', against: 'best-peer', min: 2 },
   // One operation at a time, a round trip dominates: within 5 % of the raw client.
   ...(['redis', 'memcached'] as const).flatMap((scenario) =>
     rw.map(

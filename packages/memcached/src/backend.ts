@@ -32,19 +32,20 @@ import {
 } from '@cache/core'
 import memjs from 'memjs'
 import { type Expiry, expiryFor, isExpired, keepExpiry, NEVER } from './expiry.js'
-import { Generations } from './generations.js'
+import { type GenerationRead, Generations } from './generations.js'
 import { KeyMapper } from './keys.js'
 import { type EjectOptions, ServerPool, type ServerReport } from './pool.js'
 import {
   counterBytes,
   counterValue,
+  type Done,
   incrExtras,
   LinkFailure,
   Opcode,
   type Response,
   request,
   Status,
-  holdWrites,
+  flushWrites,
   storeRequest,
   unexpected,
 } from './protocol.js'
@@ -118,6 +119,23 @@ export interface MemcachedEvent extends CacheEvent {
   server?: string
 }
 
+/** The generation read the operations of one tick on one server share. */
+class TickRead {
+  result: GenerationRead | undefined
+  private waiters: ((read: GenerationRead) => void)[] = []
+
+  settle(read: GenerationRead): void {
+    this.result = read
+    for (const waiter of this.waiters.splice(0)) waiter(read)
+  }
+
+  wait(): Promise<GenerationRead> {
+    const result = this.result
+    if (result !== undefined) return Promise.resolve(result)
+    return new Promise((resolve) => this.waiters.push(resolve))
+  }
+}
+
 /** What one CAS attempt writes, and what the operation then returns. */
 interface Write<R> {
   bytes: Buffer
@@ -140,7 +158,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   private readonly generations: Generations
   private readonly pool: ServerPool
   /** Per server, the generation read the operations of the current tick share. */
-  private readonly tickReads: (Promise<{ value: string } | { error: unknown }> | undefined)[] = []
+  private readonly tickReads: (TickRead | undefined)[] = []
   private readonly timeoutMs: number
   private readonly maxValueSize: number
   private readonly defaultTtlMs: number | undefined
@@ -186,6 +204,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
       this.client.servers.length,
       generationTtlMs,
       (i, buf, op) => this.call(i, buf, op, undefined, false, false),
+      (i, buf, op, done) => this.callNow(i, buf, op, undefined, false, false, done),
     )
     this.incidents = new IncidentLog(checkLogger(options.logger))
     this.reported = this.client.servers.map(() => false)
@@ -399,17 +418,68 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     )
   }
 
+  /**
+   * Reads many keys in one round trip per server: the keys of each server go out in one write as
+   * quiet GETs (GETKQ, answered only on a hit) ended by a NOOP, with that server's generation read.
+   * Rejects (after every server answered) with the first failure, e.g. a server that is down.
+   */
   async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
-    return Promise.all(keys.map((key) => this.get<T>(key)))
+    const found = await this.many('get', keys, (mkey) => request(Opcode.getkq, mkey), false)
+    const values: (T | undefined)[] = new Array(keys.length).fill(undefined)
+    let failure: unknown
+    for (let i = 0; i < keys.length; i++) {
+      const outcome = found[i]!
+      const key = keys[i]!
+      if ('error' in outcome) {
+        failure ??= outcome.error
+        continue
+      }
+      const response = outcome.value
+      if (response === undefined || isExpired(response.flags, this.now())) {
+        this.observer.miss(key)
+        continue
+      }
+      if (response.status !== Status.ok) {
+        failure ??= this.failure('get', response.status, key)
+        continue
+      }
+      try {
+        values[i] = this.codec.decode(response.value) as T
+        this.observer.hit(key)
+      } catch (error) {
+        failure ??= error
+      }
+    }
+    if (failure !== undefined) throw failure
+    return values
   }
 
+  /**
+   * Writes many keys in one round trip per server (quiet SETs, SETQ, answered only on a failure,
+   * ended by a NOOP). Every TTL and value is checked first, so a bad item stores nothing. A key the
+   * server refuses, or a server that is down, fails those keys only: the others are stored, and
+   * the call rejects with the first failure.
+   */
   async setMany(items: readonly SetManyItem[]): Promise<void> {
-    // Check every TTL and value first, so a bad item stores nothing.
-    for (const item of items) {
-      this.expiry(item.ttl)
-      this.encode(item.key, item.value)
+    const writes = items.map((item) => ({
+      expiry: this.expiry(item.ttl),
+      bytes: this.encode(item.key, item.value),
+    }))
+    const outcomes = await this.many(
+      'set',
+      items.map((item) => item.key),
+      (mkey, i) => storeRequest(Opcode.setq, mkey, writes[i]!.expiry, writes[i]!.bytes),
+      true,
+    )
+    let failure: unknown
+    for (let i = 0; i < items.length; i++) {
+      const outcome = outcomes[i]!
+      const key = items[i]!.key
+      if ('error' in outcome) failure ??= outcome.error
+      else if (outcome.value === undefined) this.observer.set(key)
+      else failure ??= this.failure('set', outcome.value.status, key, writes[i]!.bytes.length)
     }
-    await Promise.all(items.map((item) => this.set(item.key, item.value, item.ttl)))
+    if (failure !== undefined) throw failure
   }
 
   async deleteMany(keys: readonly string[]): Promise<number> {
@@ -422,7 +492,59 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     if (this.closed) return
     this.closed = true
     this.pool.close()
+    // What this tick sent goes out before the connections end: it is answered, as it would be
+    // had it been written at once.
+    flushWrites(this.client)
     if (this.ownsClient) this.client.close()
+  }
+
+  /**
+   * Sends one quiet request per key (`build`), the keys of each server in one write with that
+   * server's generation read (see {@link inGeneration}): one round trip per server. Per key: the
+   * server's answer (undefined: it answered nothing), or the failure of its server.
+   */
+  private async many(
+    operation: string,
+    keys: readonly string[],
+    build: (mkey: string, position: number) => Buffer,
+    write: boolean,
+  ): Promise<({ value: Response | undefined } | { error: unknown })[]> {
+    this.assertOpen()
+    const outcomes: ({ value: Response | undefined } | { error: unknown })[] = new Array(keys.length)
+    const suffixes = keys.map((key) => this.keyMapper.suffix(key))
+    const groups = new Map<number, number[]>()
+    for (let i = 0; i < keys.length; i++) {
+      const index = this.pool.serverOf(this.placementKey(suffixes[i]!))
+      const group = groups.get(index)
+      if (group === undefined) groups.set(index, [i])
+      else group.push(i)
+    }
+    const perServer = [...groups].map(async ([index, positions]) => {
+      const groupKeys = positions.map((i) => keys[i]!)
+      try {
+        const answers = await this.inGeneration(
+          index,
+          operation,
+          groupKeys.some(isInternalKey),
+          (error) => {
+            for (const key of groupKeys) this.observer.error(operation, error, key)
+          },
+          (generation) =>
+            this.callQuiet(
+              index,
+              positions.map((i) => build(this.keyMapper.key(generation, suffixes[i]!), i)),
+              operation,
+              write,
+              groupKeys,
+            ),
+        )
+        for (let j = 0; j < positions.length; j++) outcomes[positions[j]!] = { value: answers[j] }
+      } catch (error) {
+        for (const i of positions) outcomes[i] = { error }
+      }
+    })
+    await Promise.all(perServer)
+    return outcomes
   }
 
   /** The live item for a key, or undefined on a miss (or an item past its stored expiry). */
@@ -479,38 +601,67 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
    * trusted instead, except for @cache's own keys (invalidation state, locks), which are always
    * checked.
    */
-  private async withKey<R>(
+  private withKey<R>(
     key: string,
     operation: string,
     run: (index: number, mkey: string) => Promise<R>,
   ): Promise<R> {
-    if (this.closed) throw new CacheClosedError(this.name)
-    const suffix = this.keyMapper.suffix(key)
+    if (this.closed) return Promise.reject(new CacheClosedError(this.name))
+    let suffix: string
+    try {
+      suffix = this.keyMapper.suffix(key)
+    } catch (error) {
+      return Promise.reject(error)
+    }
     const index = this.pool.serverOf(this.placementKey(suffix))
+    return this.inGeneration(
+      index,
+      operation,
+      isInternalKey(key),
+      (error) => this.observer.error(operation, error, key),
+      (generation) => run(index, this.keyMapper.key(generation, suffix)),
+    )
+  }
+
+  /**
+   * Runs `run` with the generation of server `index` (see {@link withKey}); `internal`: the keys
+   * concerned include @cache's own, always checked; `count` counts a failed generation read.
+   */
+  private async inGeneration<R>(
+    index: number,
+    operation: string,
+    internal: boolean,
+    count: (error: unknown) => void,
+    run: (generation: string) => Promise<R>,
+  ): Promise<R> {
     const trusted = this.generations.trusted(index)
-    if (trusted !== undefined && !isInternalKey(key)) return run(index, this.keyMapper.key(trusted, suffix))
-    const reading = this.generationOfThisTick(index, operation)
+    if (trusted !== undefined && !internal) return run(trusted)
+    const read = this.generationOfThisTick(index, operation)
     const known = this.generations.last(index)
     if (known === undefined) {
-      const first = await reading
+      const first = read.result ?? (await read.wait())
       if ('error' in first) {
-        this.observer.error(operation, first.error, key)
+        count(first.error)
         throw first.error
       }
-      return run(index, this.keyMapper.key(first.value, suffix))
+      return run(first.value)
     }
-    const guess = run(index, this.keyMapper.key(known, suffix)).then(
-      (value) => ({ value }),
-      (error: unknown) => ({ error }),
-    )
-    const [current, outcome] = await Promise.all([reading, guess])
+    let outcome: { value: R } | { error: unknown }
+    try {
+      outcome = { value: await run(known) }
+    } catch (error) {
+      outcome = { error }
+    }
+    // Answered in order: by the operation's first answer the read has its own (unless the
+    // operation failed before sending anything).
+    const current = read.result ?? (await read.wait())
     if ('error' in current) {
       // Sent together: if the operation failed too, its own failure was counted and says more.
       if ('error' in outcome) throw outcome.error
-      this.observer.error(operation, current.error, key)
+      count(current.error)
       throw current.error
     }
-    if (current.value !== known) return run(index, this.keyMapper.key(current.value, suffix))
+    if (current.value !== known) return run(current.value)
     if ('error' in outcome) throw outcome.error
     return outcome.value
   }
@@ -521,21 +672,18 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
    * after a `clear()` that this read missed: learning that a `clear()` finished takes I/O, which a
    * tick does not do.
    */
-  private generationOfThisTick(
-    index: number,
-    operation: string,
-  ): Promise<{ value: string } | { error: unknown }> {
+  private generationOfThisTick(index: number, operation: string): TickRead {
     let read = this.tickReads[index]
     if (read === undefined) {
-      holdWrites(this.client, index)
-      read = this.generations.read(index, `${operation} (reading the generation)`).then(
-        (value) => ({ value }),
-        (error: unknown) => ({ error }),
-      )
-      this.tickReads[index] = read
+      const fresh = new TickRead()
+      read = fresh
+      this.tickReads[index] = fresh
       queueMicrotask(() => {
         this.tickReads[index] = undefined
       })
+      this.generations.readNow(index, `${operation} (reading the generation)`, (result) =>
+        fresh.settle(result),
+      )
     }
     return read
   }
@@ -553,7 +701,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
    * those of generation requests (`countErrors` false), counted by the operation that waited.
    * `undoable` false: not undone when given up (a generation is never given back).
    */
-  private async call(
+  private call(
     index: number,
     buf: Buffer,
     operation: string,
@@ -561,15 +709,53 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     countErrors = true,
     undoable = true,
   ): Promise<Response> {
+    return new Promise((resolve, reject) =>
+      this.callNow(index, buf, operation, key, countErrors, undoable, (error, response) =>
+        error === undefined ? resolve(response!) : reject(error),
+      ),
+    )
+  }
+
+  /** {@link call}, calling `done` (never before it returns) instead of returning a promise. */
+  private callNow(
+    index: number,
+    buf: Buffer,
+    operation: string,
+    key: string | undefined,
+    countErrors: boolean,
+    undoable: boolean,
+    done: Done<Response>,
+  ): void {
     const start = performance.now()
-    try {
-      const response = await this.pool.send(index, buf, operation, { companion: !countErrors, undoable })
+    this.pool.sendNow(index, buf, operation, { companion: !countErrors, undoable }, (error, response) => {
+      if (error !== undefined) {
+        if (countErrors) this.observer.error(operation, error, key)
+        return done(error)
+      }
       this.observer.latency(performance.now() - start)
       this.slowness[index]!.answered()
       if (this.reported[index]) this.answered(index)
-      return response
+      done(undefined, response)
+    })
+  }
+
+  /** Quiet requests to one server (see {@link ServerPool.sendQuiet}), timed; a failure counts once per key. */
+  private async callQuiet(
+    index: number,
+    requests: Buffer[],
+    operation: string,
+    write: boolean,
+    keys: readonly string[],
+  ): Promise<(Response | undefined)[]> {
+    const start = performance.now()
+    try {
+      const answers = await this.pool.sendQuiet(index, requests, operation, write)
+      this.observer.latency(performance.now() - start)
+      this.slowness[index]!.answered()
+      if (this.reported[index]) this.answered(index)
+      return answers
     } catch (error) {
-      if (countErrors) this.observer.error(operation, error, key)
+      for (const key of keys) this.observer.error(operation, error, key)
       throw error
     }
   }

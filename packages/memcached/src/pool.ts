@@ -6,7 +6,7 @@ import {
   durationOption,
 } from '@cache/core'
 import type memjs from 'memjs'
-import { LinkFailure, Opcode, type Response, send } from './protocol.js'
+import { type Done, LinkFailure, Opcode, type Response, send, sendNow, sendQuiet } from './protocol.js'
 import { KetamaRing, type RingServer } from './ring.js'
 
 /** When a failing server is taken out of use, and when it is tried again. */
@@ -144,41 +144,121 @@ export class ServerPool {
    * write that does not answer in time is undone behind itself (see protocol.ts) unless
    * `undoable` is false (the generation counters: a generation is never given back).
    */
-  async send(
+  send(
     index: number,
     buf: Buffer,
     operation: string,
-    { companion = false, undoable = true }: { companion?: boolean; undoable?: boolean } = {},
+    options: { companion?: boolean; undoable?: boolean } = {},
   ): Promise<Response> {
+    return new Promise((resolve, reject) =>
+      this.sendNow(index, buf, operation, options, (error, response) =>
+        error === undefined ? resolve(response!) : reject(error),
+      ),
+    )
+  }
+
+  /** {@link send}, calling `done` (never before it returns) instead of returning a promise. */
+  sendNow(
+    index: number,
+    buf: Buffer,
+    operation: string,
+    { companion = false, undoable = true }: { companion?: boolean; undoable?: boolean },
+    done: Done<Response>,
+  ): void {
+    // Anything but a GET may have changed data.
+    this.exchange(index, operation, buf[1] !== Opcode.get, companion ? 0 : 1, done, (sent) =>
+      sendNow(this.client, index, buf, this.timeoutMs, undoable, sent),
+    )
+  }
+
+  /**
+   * Sends quiet requests (GETKQ or SETQ, see protocol.ts) to server `index` in one write, ended by
+   * a NOOP: one round trip for all of them. Each request counts as one operation against the
+   * server's health, as if sent alone (a failed read of ten keys is ten failed reads). `write`: the
+   * requests may change data (the server is then ejected at once if they fail).
+   */
+  sendQuiet(
+    index: number,
+    requests: readonly Buffer[],
+    operation: string,
+    write: boolean,
+  ): Promise<(Response | undefined)[]> {
+    return new Promise((resolve, reject) =>
+      this.exchange<(Response | undefined)[]>(
+        index,
+        operation,
+        write,
+        requests.length,
+        (error, answers) => (error === undefined ? resolve(answers!) : reject(error)),
+        (sent) => sendQuiet(this.client, index, requests, this.timeoutMs, sent),
+      ),
+    )
+  }
+
+  private exchange<R>(
+    index: number,
+    operation: string,
+    write: boolean,
+    operations: number,
+    done: Done<R>,
+    run: (sent: Done<R>) => void,
+  ): void {
     const server = this.names[index]!
     const health = this.health[index]!
     if (health.state !== 'up') {
       const wait = Math.round(Math.max(0, health.retryAt - this.now()))
-      throw new CacheUnavailableError(
+      const error = new CacheUnavailableError(
         'memcached',
         `memcached: ${operation} on ${server} failed: the server is ejected after failing (${health.lastError ?? 'unknown error'}); next retry in ${wait} ms`,
         { server, partial: this.othersUp(index) },
       )
+      queueMicrotask(() => done(error))
+      return
     }
     const batch = this.batchOf(health)
-    if (!companion) batch.operations++
+    batch.operations += operations
+    // Arrow functions passed straight on: the build names those kept in a variable, per call.
     try {
-      const response = await send(this.client, index, buf, this.timeoutMs, undoable)
-      if (health.state === 'up') health.failures = 0
-      return response
+      run((failure, result) => this.settle(index, operation, write, operations, batch, done, failure, result))
     } catch (failure) {
-      // Anything but a GET may have changed data: the server is ejected at once.
-      this.failed(index, failure, buf[1] !== Opcode.get, companion && batch.operations > 0)
-      const options = { cause: failure, server, partial: this.othersUp(index) }
-      if (failure instanceof LinkFailure && failure.timedOut)
-        throw new CacheTimeoutError('memcached', `${operation} on ${server}`, this.timeoutMs, options)
-      const message = failure instanceof Error ? failure.message : String(failure)
-      throw new CacheUnavailableError(
+      queueMicrotask(() => this.settle(index, operation, write, operations, batch, done, failure))
+    }
+  }
+
+  /** A request answered (`failure` undefined) or failed: the server's health, then `done`. */
+  private settle<R>(
+    index: number,
+    operation: string,
+    write: boolean,
+    operations: number,
+    batch: Batch,
+    done: Done<R>,
+    failure: unknown,
+    result?: R,
+  ): void {
+    const health = this.health[index]!
+    if (failure === undefined) {
+      if (health.state === 'up') health.failures = 0
+      done(undefined, result)
+      return
+    }
+    const server = this.names[index]!
+    // A companion request (no operation of its own) fails with the operations sent with it:
+    // theirs is the failure that counts.
+    this.failed(index, failure, write, operations === 0 && batch.operations > 0, Math.max(1, operations))
+    const options = { cause: failure, server, partial: this.othersUp(index) }
+    if (failure instanceof LinkFailure && failure.timedOut) {
+      done(new CacheTimeoutError('memcached', `${operation} on ${server}`, this.timeoutMs, options))
+      return
+    }
+    const message = failure instanceof Error ? failure.message : String(failure)
+    done(
+      new CacheUnavailableError(
         'memcached',
         `memcached: ${operation} on ${server} failed: ${message}`,
         options,
-      )
-    }
+      ),
+    )
   }
 
   /** Sends one request whatever the server's health (the retry of an ejected server: a generation bump). */
@@ -205,14 +285,14 @@ export class ServerPool {
 
   /**
    * A request to the server failed (no answer); `write` if it may have changed data, `counted`
-   * if the operation it was sent with counts the failure.
+   * if the operation it was sent with counts the failure; `operations`: how many it carried.
    */
-  private failed(index: number, error: unknown, write: boolean, counted: boolean): void {
+  private failed(index: number, error: unknown, write: boolean, counted: boolean, operations = 1): void {
     const health = this.health[index]!
     health.errors++
     health.lastError = error instanceof Error ? error.message : String(error)
     if (health.state !== 'up' || (counted && !write)) return
-    health.failures++
+    health.failures += operations
     if (write || health.failures >= this.threshold) this.eject(index, error)
   }
 

@@ -11,7 +11,7 @@
 import type { Socket } from 'node:net'
 // A request's deadline is real time: the timers of `node:timers`, which an app's fake timers
 // (which replace the global ones in its tests) leave alone.
-import { clearTimeout, setTimeout } from 'node:timers'
+import { setTimeout } from 'node:timers'
 import { CacheError } from '@cache/core'
 import type memjs from 'memjs'
 import type { Expiry } from './expiry.js'
@@ -24,7 +24,12 @@ export const Opcode = {
   increment: 0x05,
   decrement: 0x06,
   flush: 0x08,
+  noop: 0x0a,
   version: 0x0b,
+  /** GET that answers only a hit, with its key. */
+  getkq: 0x0d,
+  /** SET that answers only a failure. */
+  setq: 0x11,
 } as const
 
 export const Status = {
@@ -53,6 +58,7 @@ interface Connection {
   connected: boolean
   timeoutSet: boolean
   _socket: Socket | undefined
+  responseCallbacks: Record<number, unknown>
   onResponse(seq: number, fn: (response: RawResponse) => void): void
   onError(seq: number, fn: (error: unknown) => void): void
   write(blob: Buffer): void
@@ -152,16 +158,37 @@ const waiting = new WeakMap<Connection, Map<number, Pending>>()
 /** How long a connection that was given up may linger (closing, unread) before it is destroyed. */
 const LINGER_MS = 60_000
 
+/** What a request ends with: its answer, or the {@link LinkFailure} (or other error) that ended it. */
+export type Done<T> = (failure: unknown, result?: T) => void
+
 /**
- * Sends one request on one memjs server and resolves with its response, or rejects with a
- * {@link LinkFailure}. Each request has its own deadline of `timeoutMs` from now (connecting
- * included), which later requests do not move. Never retried: a lost INCR is reported, not
- * replayed.
+ * Sends one request on one memjs server and calls `done` with its response, or with a
+ * {@link LinkFailure}. Each request has its own deadline of `timeoutMs` from when it was written
+ * (connecting included), which later requests do not move (the requests written to a server in
+ * one tick share one timer: they were written together). Never retried: a lost INCR is reported,
+ * not replayed.
  *
  * When a deadline passes, the connection is given up ({@link abandon}): every request waiting on
  * it fails at once, and each of them that changes data (`undoable`) is followed on that same
  * connection by the request that undoes it, before the connection is closed.
  */
+export function sendNow(
+  client: memjs.Client,
+  index: number,
+  buf: Buffer,
+  timeoutMs: number,
+  undoable: boolean,
+  done: Done<Response>,
+): void {
+  const server = client.servers[index] as unknown as Connection
+  const seq = nextSeq(client)
+  buf.writeUInt32BE(seq, 12)
+  exchange(server, seq, undoable ? undoFor(buf) : undefined, timeoutMs, buf, done, (answer) => {
+    server.onResponse(seq, (response) => answer(toResponse(response)))
+  })
+}
+
+/** {@link sendNow}, as a promise. */
 export function send(
   client: memjs.Client,
   index: number,
@@ -169,42 +196,234 @@ export function send(
   timeoutMs: number,
   undoable: boolean,
 ): Promise<Response> {
+  return new Promise((resolve, reject) =>
+    sendNow(client, index, buf, timeoutMs, undoable, (failure, response) =>
+      failure === undefined ? resolve(response!) : reject(failure),
+    ),
+  )
+}
+
+/**
+ * Sends quiet requests (GETKQ, SETQ) to one memjs server in one write, followed by a NOOP, and
+ * calls `done` once the NOOP is answered with each request's answer, or undefined where the
+ * server answered nothing (a GETKQ miss, a SETQ that succeeded). memcached answers in order, so
+ * by the NOOP's answer every request before it has been run. One deadline for the whole write; if
+ * it is given up, each write in it is undone (see {@link abandon}).
+ */
+export function sendQuiet(
+  client: memjs.Client,
+  index: number,
+  requests: readonly Buffer[],
+  timeoutMs: number,
+  done: Done<(Response | undefined)[]>,
+): void {
   const server = client.servers[index] as unknown as Connection
-  client.incrSeq()
-  const seq = (client as unknown as { seq: number }).seq
-  buf.writeUInt32BE(seq, 12)
-  let pending = waiting.get(server)
-  if (pending === undefined) waiting.set(server, (pending = new Map()))
-  const requests = pending
-  return new Promise<Response>((resolve, reject) => {
-    const timer = setTimeout(() => abandon(server, `no answer within ${timeoutMs} ms`), timeoutMs)
-    const settled = () => {
-      clearTimeout(timer)
-      // An idle connection does not keep the process alive: a script that never calls close()
-      // exits once its work is done.
-      if (requests.delete(seq) && requests.size === 0) server._socket?.unref()
-    }
-    requests.set(seq, { undo: undoable ? undoFor(buf) : undefined })
-    // A socket memjs creates for this write starts ref'd; an idle one was unref'd.
-    if (requests.size === 1) server._socket?.ref()
-    server.onResponse(seq, (response) => {
-      settled()
-      const extras = response.extras
-      resolve({
-        status: response.header.status,
-        value: response.val,
-        flags: extras.length >= 4 ? extras.readUInt32BE(0) : 0,
-        cas: response.header.cas,
+  const answers: (Response | undefined)[] = new Array(requests.length).fill(undefined)
+  const seqs: number[] = new Array(requests.length)
+  const undos: Buffer[] = []
+  for (let i = 0; i < requests.length; i++) {
+    const buf = requests[i]!
+    const seq = nextSeq(client)
+    buf.writeUInt32BE(seq, 12)
+    seqs[i] = seq
+    const undo = undoFor(buf)
+    if (undo !== undefined) undos.push(undo)
+  }
+  const noop = request(Opcode.noop, '')
+  const seq = nextSeq(client)
+  noop.writeUInt32BE(seq, 12)
+  const blob = Buffer.concat([...requests, noop])
+  const undo = undos.length === 0 ? undefined : Buffer.concat(undos)
+  exchange(server, seq, undo, timeoutMs, blob, done, (answer) => {
+    for (let i = 0; i < seqs.length; i++) {
+      server.onResponse(seqs[i]!, (response) => {
+        answers[i] = toResponse(response)
       })
+    }
+    server.onResponse(seq, () => {
+      // memjs forgets a request once answered; the quiet ones that were not are forgotten here.
+      for (const quiet of seqs) delete server.responseCallbacks[quiet]
+      answer(answers)
     })
-    server.onError(seq, (error) => {
-      settled()
-      const message = error instanceof Error ? error.message : String(error)
-      const cause = error instanceof Error ? error : new Error(message)
-      reject(new LinkFailure(/timed out/i.test(message), message, { cause }))
-    })
-    server.write(buf)
   })
+}
+
+/**
+ * The next request number of a client: unsigned 32-bit, as the opaque field holds it and as
+ * memjs reads it back (memjs's own counter turns negative past 2^31, which no buffer accepts).
+ */
+function nextSeq(client: memjs.Client): number {
+  const counter = client as unknown as { seq: number }
+  counter.seq = (counter.seq + 1) >>> 0
+  return counter.seq
+}
+
+function toResponse(response: RawResponse): Response {
+  const extras = response.extras
+  return {
+    status: response.header.status,
+    value: response.val,
+    flags: extras.length >= 4 ? extras.readUInt32BE(0) : 0,
+    cas: response.header.cas,
+  }
+}
+
+/** The requests written to one server in one tick share one deadline. */
+interface Deadline {
+  /** When they were written (ms, {@link clock}). */
+  start: number
+  timeoutMs: number
+  /** Requests of the tick not answered yet. */
+  open: number
+}
+
+/**
+ * The deadlines of one server's requests waiting for an answer, oldest first, and the one timer
+ * that watches the oldest: it fires when that one is due (giving the connection up if it is still
+ * waiting) or re-arms for the next. Requests that are answered cost no timer work.
+ */
+interface Watch {
+  deadlines: Deadline[]
+  head: number
+  timer: NodeJS.Timeout | undefined
+}
+
+const watches = new WeakMap<Connection, Watch>()
+
+/** Real time, also under an application's fake timers (bound before any test replaces it). */
+const clock = performance.now.bind(performance)
+
+/**
+ * What is written to one server in the current tick: it leaves in one write when the tick's
+ * synchronous work is done, so that the requests of one tick (an operation and its generation
+ * read, 64 operations in flight) reach the server together, in one system call, and are not
+ * held back one by one by Nagle's algorithm.
+ */
+interface Outbox {
+  chunks: Buffer[]
+  deadline: Deadline | undefined
+}
+
+const outboxes = new WeakMap<Connection, Outbox>()
+
+function outboxOf(server: Connection): Outbox {
+  let outbox = outboxes.get(server)
+  if (outbox === undefined) {
+    const fresh: Outbox = { chunks: [], deadline: undefined }
+    outboxes.set(server, fresh)
+    queueMicrotask(() => flush(server, fresh))
+    outbox = fresh
+  }
+  return outbox
+}
+
+function flush(server: Connection, outbox: Outbox): void {
+  if (outboxes.get(server) !== outbox) return
+  outboxes.delete(server)
+  const { chunks } = outbox
+  if (chunks.length > 0) server.write(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks))
+}
+
+/** Writes now what the current tick has for the servers of `client` (before it is closed). */
+export function flushWrites(client: memjs.Client): void {
+  for (const server of client.servers as unknown as Connection[]) {
+    const outbox = outboxes.get(server)
+    if (outbox !== undefined) flush(server, outbox)
+  }
+}
+
+function deadlineOf(server: Connection, outbox: Outbox, timeoutMs: number): Deadline {
+  const current = outbox.deadline
+  if (current !== undefined && current.timeoutMs === timeoutMs) return current
+  const deadline: Deadline = { start: clock(), timeoutMs, open: 0 }
+  outbox.deadline = deadline
+  let watch = watches.get(server)
+  if (watch === undefined) watches.set(server, (watch = { deadlines: [], head: 0, timer: undefined }))
+  watch.deadlines.push(deadline)
+  if (watch.timer === undefined) arm(server, watch, timeoutMs)
+  return deadline
+}
+
+function arm(server: Connection, watch: Watch, ms: number): void {
+  watch.timer = setTimeout(() => check(server, watch), Math.max(1, Math.ceil(ms)))
+  // The socket keeps the process alive while requests wait; the watch alone does not.
+  watch.timer.unref()
+}
+
+/** Gives the connection up if its oldest waiting requests are due; otherwise waits for them. */
+function check(server: Connection, watch: Watch): void {
+  watch.timer = undefined
+  const { deadlines } = watch
+  while (watch.head < deadlines.length && deadlines[watch.head]!.open === 0) watch.head++
+  if (watch.head === deadlines.length) {
+    watch.deadlines = []
+    watch.head = 0
+    return
+  }
+  if (watch.head > 1024) {
+    watch.deadlines = deadlines.slice(watch.head)
+    watch.head = 0
+  }
+  const oldest = watch.deadlines[watch.head]!
+  const left = oldest.start + oldest.timeoutMs - clock()
+  if (left > 0) {
+    arm(server, watch, left)
+    return
+  }
+  watch.deadlines = []
+  watch.head = 0
+  abandon(server, `no answer within ${oldest.timeoutMs} ms`)
+}
+
+/**
+ * Writes `blob` to `server` (with the rest of this tick's, see {@link Outbox}) and waits for the
+ * answer to request `seq` (which `listen` registers with memjs, calling `answer` with the result),
+ * with a deadline of `timeoutMs` from now. `done` is called once, never before this returns.
+ */
+function exchange<T>(
+  server: Connection,
+  seq: number,
+  undo: Buffer | undefined,
+  timeoutMs: number,
+  blob: Buffer,
+  done: Done<T>,
+  listen: (answer: (result: T) => void) => void,
+): void {
+  let requests = waiting.get(server)
+  if (requests === undefined) waiting.set(server, (requests = new Map()))
+  const pending = requests
+  const outbox = outboxOf(server)
+  const deadline = deadlineOf(server, outbox, timeoutMs)
+  deadline.open++
+  pending.set(seq, { undo })
+  // A socket memjs creates for this write starts ref'd; an idle one was unref'd.
+  if (pending.size === 1) server._socket?.ref()
+  // Arrow functions passed straight on: the build names those kept in a variable, per call.
+  listen((result) => {
+    settled(server, pending, outbox, deadline, seq)
+    done(undefined, result)
+  })
+  server.onError(seq, (error) => {
+    settled(server, pending, outbox, deadline, seq)
+    const message = error instanceof Error ? error.message : String(error)
+    const cause = error instanceof Error ? error : new Error(message)
+    done(new LinkFailure(/timed out/i.test(message), message, { cause }))
+  })
+  outbox.chunks.push(blob)
+}
+
+/** Request `seq` is answered or failed: it no longer waits. */
+function settled(
+  server: Connection,
+  pending: Map<number, Pending>,
+  outbox: Outbox,
+  deadline: Deadline,
+  seq: number,
+): void {
+  if (--deadline.open === 0 && outbox.deadline === deadline) outbox.deadline = undefined
+  // An idle connection does not keep the process alive: a script that never calls close()
+  // exits once its work is done.
+  if (pending.delete(seq) && pending.size === 0) server._socket?.unref()
 }
 
 /**
@@ -237,7 +456,7 @@ function abandon(server: Connection, reason: string): void {
 }
 
 /**
- * The request that undoes `buf` when the server runs both in order: DELETE after a SET or ADD of
+ * The request that undoes `buf` when the server runs both in order: DELETE after a SET(Q) or ADD of
  * a value (the key is then absent: a miss, never the value reported failed), DECR by the same
  * amount after an INCR. Undefined for requests that change nothing worth undoing (reads, deletes).
  */
@@ -249,23 +468,10 @@ export function undoFor(buf: Buffer): Buffer | undefined {
     undo.writeUInt32BE(0, 12)
     return undo
   }
-  if (opcode !== Opcode.set && opcode !== Opcode.add) return undefined
+  if (opcode !== Opcode.set && opcode !== Opcode.add && opcode !== Opcode.setq) return undefined
   const keyStart = 24 + buf[4]!
   const key = buf.toString('latin1', keyStart, keyStart + buf.readUInt16BE(2))
   return request(Opcode.delete, key)
-}
-
-/**
- * Holds the writes to server `index` until the current tick ends, so that the requests this tick
- * sends leave in one write and reach the server together (otherwise Nagle's algorithm holds each
- * small request back until the previous one is acknowledged).
- */
-export function holdWrites(client: memjs.Client, index: number): void {
-  const server = client.servers[index] as unknown as Connection
-  const socket = server.connected ? server._socket : undefined
-  if (socket === undefined) return
-  socket.cork()
-  queueMicrotask(() => socket.uncork())
 }
 
 /** An error for a status the caller did not expect. */
