@@ -1,19 +1,10 @@
 import { type IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
-import {
-  type CacheEvent,
-  type CacheEventName,
-  type CacheStats,
-  type Duration,
-  renewGenerations,
-} from '@cache/core'
+import type { CacheEvent, CacheEventName, CacheStats, Duration } from '@cache/core'
+import type { ResponseIndexEntry, ResponseIndexOptions } from '@cache/http'
 import { keepMetadata, nestInterceptor, useInterceptor } from './decorator-metadata.js'
 import { markCacheMiddleware } from './dispatch.js'
-import { Flight } from './flight.js'
-import { removeResponses } from './invalidate.js'
-import { type CacheResponseOptions, prefixVersionKey, resolveOptions, urlVersionKey } from './options.js'
-import { urlKeys } from './request-key.js'
+import { type CacheResponseOptions, resolveOptions } from './options.js'
 import { ResponseCache } from './response-cache.js'
-import { type ResponseIndexEntry, type ResponseIndexOptions, responseIndex } from './response-index.js'
 import { frontOf, identifyAs } from './site.js'
 
 type Handler = (...args: any[]) => unknown
@@ -80,7 +71,6 @@ export interface ResponseCacheHandler {
  */
 export function cacheResponse(options: CacheResponseOptions | Duration = {}): ResponseCacheHandler {
   const engine = new ResponseCache(resolveOptions(options))
-  const { settings } = engine
 
   const wrap = <H extends Handler>(handler: H): H => {
     let identity: string
@@ -148,28 +138,9 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
   cacheHandler.on = (event, listener) => void engine.observer.on(event, listener)
   cacheHandler.off = (event, listener) => void engine.observer.off(event, listener)
   cacheHandler.keyFor = (req) => engine.keyFor(req)
-  cacheHandler.invalidate = async (url, opts = {}) => {
-    const { keys, scope } = urlKeys(url, settings.keyPrefix, { ...opts, vary: settings.vary })
-    const generation = urlVersionKey(scope)
-    // Before anything is awaited: a response in flight now is neither stored nor shared.
-    Flight.invalidate({ keys: [generation] })
-    return removeResponses(engine.backend(), keys, [generation])
-  }
-  cacheHandler.invalidateKey = async (key) => {
-    const full = `${settings.keyPrefix}:${key}`
-    const generations = [urlVersionKey(full)]
-    // A built-in key given here (`https://host/path`): its URL's scope, which its entries read.
-    if (settings.key === undefined && /^https?:\/\/[^\n]*$/i.test(key)) {
-      try {
-        generations.push(urlVersionKey(urlKeys(key, settings.keyPrefix).scope))
-      } catch {
-        // Not a URL the built-in key could have come from: the key's own generation is enough.
-      }
-    }
-    Flight.invalidate({ keys: generations })
-    return removeResponses(engine.backend(), [full], generations)
-  }
-  cacheHandler.responseIndex = (opts) => responseIndex(engine, opts)
+  cacheHandler.invalidate = (url, opts = {}) => engine.http.invalidate(url, opts)
+  cacheHandler.invalidateKey = (key) => engine.http.invalidateKey(key)
+  cacheHandler.responseIndex = (opts) => engine.http.responseIndex(opts)
   cacheHandler.front = (app) => {
     const listener = (req: IncomingMessage, res: ServerResponse) => {
       if (!engine.serveFresh(req, res)) app(req, res)
@@ -177,10 +148,7 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     frontOf(listener, app)
     return listener
   }
-  cacheHandler.clear = async () => {
-    Flight.invalidate({ prefix: settings.keyPrefix })
-    await renewGenerations(engine.backend(), [prefixVersionKey(settings.keyPrefix)])
-  }
+  cacheHandler.clear = () => engine.http.clear()
   return cacheHandler
 }
 

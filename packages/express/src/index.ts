@@ -1,7 +1,12 @@
 export { cacheResponse, cacheResponse as cache, type ResponseCacheHandler } from './cache-response.js'
-export { type InvalidateOptions, invalidateResponse, invalidateResponsePrefix } from './invalidate.js'
 export type { CacheResponseOptions } from './options.js'
-export type { StoredResponse } from './stored-response.js'
-export { invalidateTags } from '@cache/core'
-export type { ResponseIndexEntry, ResponseIndexOptions } from './response-index.js'
-export { setResponseCaching } from './switch.js'
+export {
+  type InvalidateOptions,
+  invalidateResponse,
+  invalidateResponsePrefix,
+  invalidateTags,
+  type ResponseIndexEntry,
+  type ResponseIndexOptions,
+  type StoredResponse,
+  setResponseCaching,
+} from '@cache/http'

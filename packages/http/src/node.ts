@@ -1,74 +1,74 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Readable } from 'node:stream'
+import { offerCacheControl } from './cache-control.js'
+import type { HttpRequestView, LookupResult, MissResult, ResponseHead } from './view.js'
 
-/** What a handler sent, as seen at the capture layer, and the response as it left the server. */
-export interface CapturedResponse {
-  /** The status at this layer. */
-  status: number
-  /**
-   * Headers set at this layer or after it (by the handler, or middleware registered after the
-   * cache): what a replay must carry. Headers that middleware registered before the cache set
-   * before the handler ran are left out: that middleware sets them again on every hit.
-   */
-  headers: OutgoingHttpHeaders
-  /**
-   * The status and every header of the response as the client receives it, whoever set them:
-   * middleware before the cache (including hooks that run as the headers go out, like a session
-   * cookie), the handler, and middleware after it. Storability is decided on these.
-   */
-  final: { status: number; headers: OutgoingHttpHeaders }
-  /** The body bytes, or `undefined` when they exceeded the size limit. */
-  body: Buffer | undefined
-  /** Why the body cannot be trusted to be complete, or `undefined` when it can. */
-  incomplete: string | undefined
-}
+/**
+ * Building blocks for adapters whose framework answers on Node's own `ServerResponse` (Express,
+ * Nest on Express, a plain `node:http` server): a view of an `IncomingMessage`, the recording of
+ * a `ServerResponse`, and the replay of a result onto one.
+ */
 
-export interface CaptureHooks {
-  /**
-   * Once, just before the headers go out (an explicit `writeHead`, or the implicit one of the first
-   * `write` or of `end`): headers may still be added. `body` is the whole body when the response is
-   * being ended in one go, `undefined` when it is streamed. `given`: the headers passed to
-   * `writeHead` itself, which `res.getHeaders()` does not hold yet (lower-case names).
-   */
-  beforeHeaders(res: ServerResponse, body: Buffer | undefined, given: OutgoingHttpHeaders): void
-  /** The body passed the size limit: it will not be stored. */
-  tooLarge(): void
-  /** `writeHead` threw (headers Node refuses) before anything was sent. */
-  headersRefused(): void
-  /** Just after `end()` returned: everything the handler sent, and the final headers. */
-  ended(captured: CapturedResponse): void
-  /**
-   * Once: `true` when the response finished (every byte handed to the OS on a live connection),
-   * `false` when it, or its connection, was closed or destroyed first, before or after `end()`.
-   * Runs after `ended` when both run.
-   */
-  settled(finished: boolean): void
+/**
+ * The view of a plain `node:http` request: the target as sent, `Host` as the host, `https` when
+ * the connection is TLS. A framework that resolves these otherwise (a trusted proxy's
+ * `X-Forwarded-*`, a rewritten URL) builds its own view instead.
+ */
+export function nodeRequestView<Raw extends IncomingMessage = IncomingMessage>(
+  req: Raw,
+  options: { site?: string } = {},
+): HttpRequestView<Raw> {
+  return {
+    method: req.method ?? 'GET',
+    url: req.url ?? '/',
+    headers: req.headers,
+    protocol: (req.socket as { encrypted?: boolean } | null)?.encrypted ? 'https' : 'http',
+    host: req.headers.host,
+    site: options.site ?? '',
+    raw: req,
+  }
 }
 
 /**
- * Records what passes through `res.writeHead`/`write`/`end` of one response.
+ * Sends a `hit` or `not-modified` result on `res` with one `writeHead` and one `end`, and returns
+ * `true`; for a `miss` or `bypass`, sets its status header (unless the headers are sent) and
+ * returns `false`: the handler answers.
+ */
+export function answerFromResult(res: ServerResponse, result: LookupResult): boolean {
+  if (result.kind === 'hit' || result.kind === 'not-modified') {
+    if (result.cacheControl !== undefined) offerCacheControl(res, result.cacheControl)
+    res.writeHead(result.status, result.headers as string[])
+    res.end(result.kind === 'hit' && !result.headOnly ? result.body : undefined)
+    return true
+  }
+  if (!res.headersSent) for (const [name, value] of result.set) res.setHeader(name, value)
+  return false
+}
+
+/**
+ * Feeds what passes through `res.writeHead`/`write`/`end` to a miss's recorder, and the fate of
+ * the response (finished, or closed first) after it.
  *
- * Two views of the headers are kept. What is *stored* is what this layer sends: a transform
- * installed before the cache (e.g. `compression` registered earlier) is not part of it and runs
- * again on replay, while one installed after it is captured in its output. What is *decided on*
- * is the response as it leaves for the client: read after the innermost `writeHead` ran, so it
- * includes headers that earlier middleware set, even from hooks that run as the headers go out.
+ * Two views of the headers are given. What is *stored* is what this layer sends: a transform
+ * installed before the cache (a compression middleware registered earlier) is not part of it and
+ * runs again on replay, while one installed after it is recorded in its output; headers set before
+ * the cache was reached are left out (that layer sets them again on every hit). What is *decided
+ * on* is the response as it leaves for the client: read after the innermost `writeHead` ran, so it
+ * includes headers that earlier layers set, even from hooks that run as the headers go out.
  *
  * The connection is watched as well as the response: a response queued behind another one on a
  * pipelined connection has no socket of its own, and Node emits neither `finish` nor `close` on it
  * when that connection dies.
  */
-export function captureResponse(res: ServerResponse, maxBodySize: number, hooks: CaptureHooks): void {
+export function recordNodeResponse(res: ServerResponse, miss: MissResult): void {
+  const recorder = miss.recorder
   const original = { writeHead: res.writeHead, write: res.write, end: res.end }
   const before = res.getHeaders()
   const connection = (res as { req?: IncomingMessage }).req?.socket ?? res.socket ?? undefined
-  const chunks: Buffer[] = []
-  let size = 0
-  let tooLarge = false
   let status: number | undefined
-  let headers: OutgoingHttpHeaders | undefined
-  let final: CapturedResponse['final'] | undefined
+  let own: OutgoingHttpHeaders | undefined
+  let final: ResponseHead | undefined
   let endingBody: Buffer | undefined
   let ended = false
   let reported = false
@@ -83,7 +83,8 @@ export function captureResponse(res: ServerResponse, maxBodySize: number, hooks:
     if (settled) return
     settled = true
     stopWatching()
-    hooks.settled(ok)
+    if (ok) recorder.finish()
+    else recorder.abort('it did not finish')
   }
   const stopWatching = connection
     ? onConnectionClose(connection, () => {
@@ -104,50 +105,39 @@ export function captureResponse(res: ServerResponse, maxBodySize: number, hooks:
     if (!finished) settle(false)
   })
 
-  const collect = (chunk: unknown, encoding: unknown) => {
-    if (chunk === undefined || chunk === null || typeof chunk === 'function' || tooLarge) return
-    // Always a copy: a handler may reuse or fill its buffer once it is written.
-    const bytes =
-      typeof chunk === 'string'
-        ? Buffer.from(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8')
-        : Buffer.from(chunk as Uint8Array)
-    size += bytes.length
-    if (size > maxBodySize) {
-      tooLarge = true
-      chunks.length = 0
-      hooks.tooLarge()
-    } else {
-      chunks.push(bytes)
-    }
-  }
-
   res.writeHead = function (this: ServerResponse, code: number, ...rest: unknown[]) {
     const given = headerArgument(typeof rest[0] === 'string' ? rest[1] : rest[0])
-    const first = headers === undefined
+    const first = own === undefined
     if (first) {
       if (!res.headersSent && !res.destroyed) {
         if (typeof code === 'number') res.statusCode = code
-        hooks.beforeHeaders(res, endingBody, given)
+        const advice = recorder.head({
+          status: res.statusCode,
+          headers: { ...res.getHeaders(), ...given },
+          body: endingBody,
+        })
+        for (const [name, value] of advice.set) res.setHeader(name, value)
+        if (advice.cacheControl !== undefined) offerCacheControl(res, advice.cacheControl)
       }
       status = code
-      headers = {}
+      own = {}
       const current = res.getHeaders()
       for (const name of Object.keys(current)) {
         const value = current[name]
-        if (value !== undefined && String(value) !== String(before[name])) headers[name] = value
+        if (value !== undefined && String(value) !== String(before[name])) own[name] = value
       }
-      Object.assign(headers, given)
+      Object.assign(own, given)
     }
     let result: ServerResponse
     try {
       result = (original.writeHead as (...args: unknown[]) => ServerResponse).call(this, code, ...rest)
     } catch (error) {
       // Node refused the headers and sent nothing: the response that goes out instead (an error
-      // handler's) is decided, and reported, anew.
+      // handler's) is decided, and reported, anew; nothing is claimed until then.
       if (first && !res.headersSent) {
         status = undefined
-        headers = undefined
-        hooks.headersRefused()
+        own = undefined
+        for (const [name] of miss.set) res.removeHeader(name)
       }
       throw error
     }
@@ -163,12 +153,28 @@ export function captureResponse(res: ServerResponse, maxBodySize: number, hooks:
     return (original.write as (...args: unknown[]) => boolean).call(this, chunk, encoding, cb)
   } as ServerResponse['write']
 
+  const collect = (chunk: unknown, encoding: unknown) => {
+    if (chunk === undefined || chunk === null || typeof chunk === 'function') return
+    recorder.write(
+      chunk as Uint8Array | string,
+      typeof encoding === 'string' ? (encoding as BufferEncoding) : undefined,
+    )
+  }
+
   res.end = function (this: ServerResponse, chunk?: unknown, encoding?: unknown, cb?: unknown) {
     if (ended) return (original.end as (...args: unknown[]) => ServerResponse).call(this, chunk, encoding, cb)
     ended = true
-    collect(chunk, encoding)
-    const body = tooLarge ? undefined : chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, size)
-    endingBody = body
+    const last = chunk !== undefined && chunk !== null && typeof chunk !== 'function' ? chunk : undefined
+    // Recorded before the headers leave, so that the cache knows the whole body (or that it is too large) then.
+    if (last !== undefined) collect(last, encoding)
+    // Sent in one piece when nothing was written before: the cache may tag it before the headers leave.
+    if (own === undefined && !res.headersSent)
+      endingBody =
+        last === undefined
+          ? Buffer.alloc(0)
+          : typeof last === 'string'
+            ? Buffer.from(last, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8')
+            : Buffer.from(last as Uint8Array)
     let result: ServerResponse
     try {
       result = (original.end as (...args: unknown[]) => ServerResponse).call(this, chunk, encoding, cb)
@@ -177,21 +183,11 @@ export function captureResponse(res: ServerResponse, maxBodySize: number, hooks:
     }
     if (!settled) {
       reported = true
-      const last = final ?? { status: res.statusCode, headers: res.getHeaders() }
-      hooks.ended({
-        status: status ?? res.statusCode,
-        headers: headers ?? {},
-        final: last,
-        body,
-        incomplete: incompleteReason(
-          res,
-          connectionClosed,
-          final !== undefined,
-          headers,
-          last.headers,
-          size,
-          sources,
-        ),
+      const head: ResponseHead = final ?? { status: res.statusCode, headers: res.getHeaders() }
+      head.own = { status: status ?? res.statusCode, headers: own ?? {} }
+      recorder.end(undefined, {
+        head,
+        incomplete: incompleteReason(res, connectionClosed, final !== undefined, own, sources),
       })
       if (finished) settle(true)
     }
@@ -203,9 +199,7 @@ function incompleteReason(
   res: ServerResponse,
   connectionClosed: boolean,
   sawHeaders: boolean,
-  headers: OutgoingHttpHeaders | undefined,
-  finalHeaders: OutgoingHttpHeaders,
-  size: number,
+  own: OutgoingHttpHeaders | undefined,
   sources: readonly Readable[],
 ): string | undefined {
   if (res.destroyed) return 'destroyed'
@@ -215,12 +209,7 @@ function incompleteReason(
   // its place) holds part of a body. Streams of the older API (no `readableEnded`) cannot say.
   if (sources.some((source) => source.readableEnded === false)) return 'source-unfinished'
   // Headers that went out without passing this layer's writeHead: what was sent is unknown.
-  if (!sawHeaders || headers === undefined) return 'headers-unseen'
-  // The length this layer set, and the one the client was told (which middleware before the cache
-  // may have set): both must be the bytes sent.
-  for (const declared of [headers['content-length'], finalHeaders['content-length']]) {
-    if (declared !== undefined && Number(declared) !== size) return 'content-length'
-  }
+  if (!sawHeaders || own === undefined) return 'headers-unseen'
   return undefined
 }
 
@@ -241,6 +230,7 @@ function onConnectionClose(connection: Socket, listener: () => void): () => void
   listeners.add(listener)
   return () => listeners.delete(listener)
 }
+
 /** The headers given to `writeHead` itself, as an object with lower-case names. */
 function headerArgument(value: unknown): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {}

@@ -1,16 +1,5 @@
-import type { IncomingHttpHeaders, IncomingMessage } from 'node:http'
-
-/**
- * What the key reads from a request: Express's `protocol`, `hostname`, `app`, `originalUrl` and
- * `baseUrl` when present.
- */
-type KeyedRequest = IncomingMessage & {
-  protocol?: string
-  hostname?: string
-  originalUrl?: string
-  baseUrl?: string
-  app?: any
-}
+import type { IncomingHttpHeaders } from 'node:http'
+import type { HttpRequestView } from './view.js'
 
 /**
  * Separates the parts of a key that do not come from the URL (the `vary` header values, a
@@ -26,14 +15,14 @@ const SAFE_PORT = /^[0-9]{1,5}$/
 const DEFAULT_PORT = /:(?:80|443)$/
 
 /**
- * Characters after which Express's URL parser (`parseurl`) stops reading the target as sent: it
- * drops a fragment (`#`) and trims white space, so the query it routes on is not the one a sort
- * of the raw target would name. Node refuses all but `#` in a request target today.
+ * Characters after which URL parsers (Express's `parseurl`, Fastify's) stop reading the target as
+ * sent: they drop a fragment (`#`) and trim white space, so the query they route on is not the one
+ * a sort of the raw target would name. Node refuses all but `#` in a request target today.
  */
 const UNROUTED = /[#\t\n\f\r \u00a0\ufeff]/
 
 /**
- * Query strings with more parameters than this are not keyed: Express's parsers (`qs` and
+ * Query strings with more parameters than this are not keyed: the usual parsers (`qs` and
  * `querystring`) drop the parameters after the 1000th, so two orders of one list could mean two
  * different queries.
  */
@@ -41,54 +30,41 @@ const MAX_QUERY_PARAMETERS = 1000
 
 /**
  * The built-in key: `<prefix>:<protocol>://<host>[:port]<path>?<sorted query>` plus the values of
- * the `vary` headers. Protocol, host and port are the ones Express resolved for the handler
- * (`req.protocol`, and the `Host` or, under `trust proxy`, the `X-Forwarded-Host` it read
- * `req.hostname` from), so nothing the handler can see of them is left out. `undefined` (the
- * request bypasses the cache) when the host is malformed, not in its canonical spelling (upper
- * case, a trailing dot), when Express resolves no host or another one, when the target holds a
- * `#` (Express routes on what comes before it), or when the query has more parameters than Express
- * parses.
+ * the `vary` headers and the adapter's {@link HttpRequestView.keyExtra}. Protocol, host and port are
+ * the ones the framework resolved for the handler, so nothing the handler can see of them is left
+ * out. `undefined` (the request bypasses the cache) when the protocol is not http(s), the host is
+ * missing, malformed or not in its canonical spelling (upper case, a trailing dot), when the
+ * target holds a `#` or white space (a URL parser routes on what comes before it), is in
+ * absolute form, or when the query has more parameters than the usual parsers read.
  */
 export function requestKey(
-  req: KeyedRequest,
+  view: Pick<HttpRequestView, 'protocol' | 'host' | 'url' | 'headers' | 'keyExtra'>,
   keyPrefix: string,
   vary: readonly string[],
 ): RequestKey | undefined {
-  const origin = requestOrigin(req)
+  const origin = requestOrigin(view.protocol, view.host)
   if (origin === undefined) return undefined
-  const sent = req.originalUrl ?? req.url ?? '/'
+  const sent = view.url
   if (UNROUTED.test(sent)) return undefined
-  // An absolute-form target (`GET http://host/path`, what a client sends a proxy): Express routes
-  // its path, but the handler sees the whole target in `originalUrl` and may reflect it, host
-  // included, which need not be the `Host` Express resolves. Keyed as its path it could plant that
-  // text for every client of the URL; keyed as sent, no invalidation of the URL reaches it.
+  // An absolute-form target (`GET http://host/path`, what a client sends a proxy): frameworks route
+  // its path, but the handler may see the whole target and reflect it, host included, which need
+  // not be the host the framework resolves. Keyed as its path it could plant that text for every
+  // client of the URL; keyed as sent, no invalidation of the URL reaches it.
   if (protohostOf(sent) !== '') return undefined
   const target = pathAndQuery(sent)
   if (target === undefined) return undefined
-  const varied = varyPart(req.headers, vary)
+  const varied = varyPart(view.headers, vary)
+  const extra = view.keyExtra
+  if (extra?.includes(SEPARATOR)) return undefined
   return {
-    key: `${keyPrefix}:${origin}${target}${varied}${forwardedPart(req)}`,
+    key: `${keyPrefix}:${origin}${target}${varied}${extra === undefined || extra === '' ? '' : `${SEPARATOR}${extra}`}`,
     scope: urlScope(keyPrefix, origin.slice(origin.indexOf('://') + 3), sent, varied),
   }
 }
 
 /**
- * Under `trust proxy`, the host comes from `X-Forwarded-Host`, and the `Host` header the handler
- * can still read (`req.get('host')`, a common way to build absolute links) is another input: when
- * it differs, it is part of the key, so a request with a forged `Host` behind a forwarded one
- * keeps its own entry. Invalidation by URL reaches it (the URL's scope leaves it out).
- */
-function forwardedPart(req: KeyedRequest): string {
-  const forwarded = req.headers['x-forwarded-host']
-  if (forwarded === undefined) return ''
-  const host = req.headers.host
-  if (host === undefined || resolvedHost(req) === host) return ''
-  return `${SEPARATOR}@host=${JSON.stringify(host)}`
-}
-
-/**
  * A request's key, and its invalidation scope: the coarser key whose generation
- * `invalidate(url)` renews, shared by every spelling of the URL that Express may route to the same
+ * `invalidate(url)` renews, shared by every spelling of the URL that a framework may route to the same
  * handler (see {@link urlScope}).
  */
 export interface RequestKey {
@@ -98,7 +74,7 @@ export interface RequestKey {
 
 /**
  * The invalidation scope of a URL: host (both protocols, without a default port: `:80` and `:443`
- * name the host Express resolves without one), the path with percent-escapes decoded,
+ * name the host the framework resolves without one), the path with percent-escapes decoded,
  * lower-cased and without trailing slashes (Express routes case-insensitively and with an optional
  * trailing slash by default, and decodes parameters), the query parsed, decoded, sorted and
  * without empty pairs, and the `vary` header values. Entries keep their exact key (a parameter
@@ -160,31 +136,8 @@ function safeDecode(text: string): string {
   }
 }
 
-/**
- * Whether Express routes `req` on the URL it was sent with (`originalUrl`, which the key names):
- * `baseUrl` + `url` must lead back to it. Mounting strips the mount path from `url` (`/admin?x`
- * is routed as `/?x` under `baseUrl` `/admin`); middleware that rewrites `req.url` (an internal
- * rewrite, a history-API fallback) makes the request another one than its key says.
- */
-export function isRoutedAsSent(req: KeyedRequest): boolean {
-  const sent = req.originalUrl
-  const url = req.url
-  // Outside Express (no `originalUrl`) the key is `url` itself.
-  if (sent === undefined || url === undefined) return true
-  const base = req.baseUrl ?? ''
-  // An absolute-form target (`GET http://host/path`): Express keeps `http://host` in front of `url`.
-  const protohost = protohostOf(sent)
-  if (!url.startsWith(protohost)) return false
-  const routed = url.slice(protohost.length)
-  const path = sent.slice(protohost.length)
-  if (!path.startsWith(base)) return false
-  const rest = path.slice(base.length)
-  // Express adds the leading slash a mount path left out (`/admin` → `/`, `/admin?x` → `/?x`).
-  return routed === rest || (protohost === '' && (rest === '' || rest[0] === '?') && routed === `/${rest}`)
-}
-
-/** `scheme://host` of an absolute-form target as Express reads it, or `''`. */
-function protohostOf(url: string): string {
+/** `scheme://host` of an absolute-form target, or `''`. */
+export function protohostOf(url: string): string {
   if (url === '' || url[0] === '/') return ''
   const query = url.indexOf('?')
   const scheme = url.slice(0, query === -1 ? url.length : query).indexOf('://')
@@ -193,42 +146,20 @@ function protohostOf(url: string): string {
   return path === -1 ? url : url.slice(0, path)
 }
 
-/** `http://host[:port]` as Express resolves it for this request, or `undefined`. */
-function requestOrigin(req: KeyedRequest): string | undefined {
-  const protocol =
-    typeof req.protocol === 'string'
-      ? req.protocol
-      : (req.socket as { encrypted?: boolean } | undefined)?.encrypted
-        ? 'https'
-        : 'http'
+/** `http://host[:port]` in the one spelling the cache stores, or `undefined`. */
+function requestOrigin(protocol: string, host: string | undefined): string | undefined {
   if (protocol !== 'http' && protocol !== 'https') return undefined
-  const authority = splitAuthority(resolvedHost(req))
+  const authority = splitAuthority(host)
   if (authority === undefined || !CANONICAL_HOST.test(authority.host) || authority.host.endsWith('.'))
     return undefined
-  // Express's own reading of the host must be exactly ours; a request where Express resolves no
-  // host at all (`X-Forwarded-Host: ,x` under trust proxy) has nothing to key on.
-  if ('hostname' in req && req.hostname !== authority.host) return undefined
   return authority.port === undefined
     ? `${protocol}://${authority.host}`
     : `${protocol}://${authority.host}:${authority.port}`
 }
 
-/**
- * The raw `host[:port]` Express reads `req.hostname` from, by Express's own rule: the first
- * `X-Forwarded-Host` entry when the app trusts the peer, else `Host`.
- */
-function resolvedHost(req: KeyedRequest): string | undefined {
-  let value = req.headers['x-forwarded-host'] as string | undefined
-  const trust = req.app?.get?.('trust proxy fn')
-  if (!value || typeof trust !== 'function' || !trust(req.socket?.remoteAddress, 0)) {
-    value = req.headers.host
-  } else if (value.includes(',')) {
-    value = value.slice(0, value.indexOf(',')).trimEnd()
-  }
-  return value || undefined
-}
-
-function splitAuthority(value: string | undefined): { host: string; port: string | undefined } | undefined {
+export function splitAuthority(
+  value: string | undefined,
+): { host: string; port: string | undefined } | undefined {
   if (value === undefined || value === '') return undefined
   const end = value.startsWith('[') ? value.indexOf(']') + 1 : value.indexOf(':')
   if (end <= 0) return { host: value, port: undefined }
@@ -315,7 +246,7 @@ export function isSafeCustomKey(key: string): boolean {
  * same name keep their order (`a=1&a=2` is the list `[1, 2]`). Only plain names are reordered: when
  * a name holds `[`, `]` or `.` (which `qs` turns into nesting, where order changes what
  * `a[b]=1&a=2` means) or does not decode, the query keeps its order. `undefined` for more
- * parameters than Express parses.
+ * parameters than the parsers read.
  */
 function pathAndQuery(url: string): string | undefined {
   const q = url.indexOf('?')

@@ -1,11 +1,11 @@
 import { CacheConfigError } from '@cache/core'
 
-/** Shared by every copy of @cache/express in the process (ESM and CJS builds). */
-const SWITCH = Symbol.for('@cache/express:enabled')
+/** Shared by every copy of @cache/http in the process (ESM and CJS builds), and so by every adapter. */
+const SWITCH = Symbol.for('@cache/http:enabled')
 const holder = globalThis as { [SWITCH]?: boolean }
 
 /**
- * Turns response caching on or off for every `cacheResponse` of the process, at once and at run
+ * Turns response caching on or off for every response cache of the process (every adapter), at once and at run
  * time (a test suite that wants the handlers to run every time, an operator's kill switch). Off,
  * every request goes straight to the handler: nothing is read, nothing is stored, nothing is
  * removed, and `Cache-Status` says `fwd=bypass; detail=disabled`. `undefined` returns to what

@@ -3,9 +3,9 @@ import { type CacheBackend, getBackend, type MinimalBackend, renewGenerations, t
 import { Flight } from './flight.js'
 import { prefixVersionKey, urlVersionKey } from './options.js'
 import { siteKey, urlKeys } from './request-key.js'
-import { seenSites } from './site.js'
+import { seenSites } from './sites.js'
 
-/** Where and under which prefix to invalidate. */
+/** Where and under which prefix to invalidate, for the functions that work without a cache instance. */
 export interface InvalidateOptions {
   /** Default: the configured default cache (`getBackend()`). */
   backend?: CacheBackend | MinimalBackend

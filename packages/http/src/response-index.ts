@@ -5,7 +5,7 @@ import {
   isInternalKey,
   sameGenerations,
 } from '@cache/core'
-import type { ResponseCache } from './response-cache.js'
+import type { HttpCache } from './http-cache.js'
 import { isStoredResponse, type StoredResponse } from './stored-response.js'
 
 /** One stored response, as {@link responseIndex} lists it. */
@@ -47,7 +47,7 @@ type ListingBackend = CacheBackend & {
  * a version without the index (no `url`/`versionKeys`) are left out.
  */
 export async function* responseIndex(
-  engine: ResponseCache,
+  engine: HttpCache,
   options: ResponseIndexOptions = {},
 ): AsyncIterableIterator<ResponseIndexEntry> {
   const batchSize = options.batchSize ?? 100

@@ -1,0 +1,983 @@
+import { randomBytes } from 'node:crypto'
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
+import {
+  type CacheBackend,
+  CacheError,
+  type CacheEvent,
+  type CacheEventName,
+  CacheObserver,
+  type CacheStats,
+  currentGenerations,
+  currentGenerationsSync,
+  type Duration,
+  getBackend,
+  processLogger,
+  renewGenerations,
+  sameGenerations,
+  tagVersionKey,
+} from '@cache/core'
+import { cacheControlValue, ttlFromResponse } from './cache-control.js'
+import { Flight, type Shared } from './flight.js'
+import { removeResponses } from './invalidate.js'
+import {
+  type HttpCacheOptions,
+  type HttpCacheSettings,
+  prefixVersionKey,
+  resolveHttpCacheOptions,
+  urlVersionKey,
+} from './options.js'
+import { isSafeCustomKey, type RequestKey, requestKey, siteKey, urlKeys, variantKey } from './request-key.js'
+import { type ResponseIndexEntry, type ResponseIndexOptions, responseIndex } from './response-index.js'
+import { noteSite } from './sites.js'
+import {
+  bodyEtag,
+  etagMatches,
+  isStoredResponse,
+  isVaryRecord,
+  NOT_MODIFIED_HEADERS,
+  type StoredResponse,
+  storedHeaders,
+  unstorableReason,
+  type VaryRecord,
+  varyNames,
+} from './stored-response.js'
+import { responseCachingEnabled } from './switch.js'
+import type {
+  BypassResult,
+  HeadAdvice,
+  HeaderList,
+  HttpRequestView,
+  LookupContext,
+  LookupResult,
+  MissResult,
+  Refresh,
+  ResponseHead,
+  ResponseRecorder,
+} from './view.js'
+
+/**
+ * The framework-neutral response cache: one per cached route, middleware or plugin registration.
+ * An adapter asks {@link lookup} for each request and acts on the result: replays a hit, answers
+ * `304`, or runs the handler and feeds its response to the miss's recorder; everything else (the
+ * key, storability, variants, `ETag`, `Age`, `Cache-Status`, single-flight, stale-while-revalidate,
+ * generations for invalidation, byte limits) is decided here.
+ */
+export class HttpCache<Raw = any> {
+  readonly observer = new CacheObserver('http')
+  readonly settings: HttpCacheSettings
+  /** The flight of each key (or variant key) whose first response is under way. */
+  private readonly inflight = new Map<string, Flight>()
+  /** Responses stored so far: a read that overlapped one reads again before it runs the handler. */
+  private stores = 0
+  /** Flight keys with a stale-while-revalidate refresh under way. */
+  private readonly refreshing = new Set<string>()
+  /** A `bypass` option that threw was logged (once per cache; every throw is counted). */
+  private bypassErrorLogged = false
+
+  /**
+   * @param options the cache's options, or a TTL alone (`60`, `'5m'`); checked now
+   *   (`CacheConfigError` naming a bad one).
+   * @param settings options an adapter already resolved with {@link resolveHttpCacheOptions}
+   *   (used instead of `options`).
+   */
+  constructor(options: HttpCacheOptions<Raw> | Duration = {}, settings?: HttpCacheSettings) {
+    this.settings = settings ?? resolveHttpCacheOptions(options)
+  }
+
+  /** Where responses are stored: the `backend` option, else the default cache at this moment. */
+  backend(): CacheBackend {
+    return this.settings.backend ?? getBackend()
+  }
+
+  /** Hits, misses, sets and backend errors of this cache. */
+  get stats(): CacheStats {
+    return this.observer.stats
+  }
+
+  on(event: CacheEventName, listener: (event: CacheEvent) => void): void {
+    this.observer.on(event, listener)
+  }
+
+  off(event: CacheEventName, listener: (event: CacheEvent) => void): void {
+    this.observer.off(event, listener)
+  }
+
+  /**
+   * The backend key of a request, or `undefined` when it bypasses the cache on its URL, host,
+   * custom key or site (the adapter's {@link HttpRequestView.bypass} included).
+   */
+  keyFor(view: HttpRequestView<Raw>): string | undefined {
+    if (view.bypass !== undefined) return undefined
+    const resolved = this.resolveKey(view)
+    if ('bypass' in resolved) return undefined
+    const site = view.site
+    return site === undefined ? undefined : siteKey(resolved.key, site)
+  }
+
+  /**
+   * Decides what to do with a request: a `hit` or `not-modified` to send as it is, a `miss` whose
+   * recorder the adapter feeds with the response its handler sends, or a `bypass`. Synchronous
+   * when the backend reads synchronously (in-process) and no concurrent miss is waited for.
+   * Never rejects: a backend that fails makes the request a miss (counted, emitted).
+   */
+  lookup(view: HttpRequestView<Raw>, context: LookupContext = {}): LookupResult | Promise<LookupResult> {
+    const method = view.method
+    if (method !== 'GET' && method !== 'HEAD') return this.bypass(view, 'method', 'method')
+    const skipped = this.skipReason(view)
+    if (skipped !== undefined) return this.bypass(view, 'bypass', skipped)
+    const s = this.settings
+    const headers = view.headers
+    // A GET with a body ("fat GET"): a body parser could make the response depend on what is not keyed.
+    if (hasBody(headers)) return this.bypass(view, 'request', 'body')
+    if (!s.allowAuthorized && headers.authorization !== undefined)
+      return this.bypass(view, 'request', 'authorization')
+    if (!s.allowCookies && headers.cookie !== undefined) return this.bypass(view, 'request', 'cookie')
+    let key: string
+    let versionKeys: string[]
+    try {
+      const refused = view.bypass
+      if (refused !== undefined) return this.bypass(view, 'request', refused)
+      const resolved = this.resolveKey(view)
+      if ('bypass' in resolved) return this.bypass(view, 'request', resolved.bypass)
+      const site = view.site
+      // Where the cache sits cannot be told: no entry may be replayed here, nor made.
+      if (site === undefined) return this.bypass(view, 'request', 'site')
+      noteSite(site)
+      key = siteKey(resolved.key, site)
+      // The URL's generation is its scope's: every spelling of it, at every site.
+      versionKeys = [...s.prefixVersionKeys, urlVersionKey(resolved.scope)]
+      if (s.tags) for (const tag of s.tags(view.raw)) versionKeys.push(tagVersionKey(tag))
+    } catch (error) {
+      this.observer.error('key', error)
+      return this.bypass(view, 'request', 'key-error')
+    }
+    return this.read(view, context, key, versionKeys, [])
+  }
+
+  /**
+   * Removes the stored response for a URL (`https://host/path?query`, or a path with `host`),
+   * with every variant its responses made with `Vary`, over http and https, at every site this
+   * process has seen, and renews the URL's generation so that no process serves it again.
+   * Headers of the `vary` option are part of the key: `headers` give their values. `true` if an
+   * entry was there.
+   */
+  async invalidate(
+    url: string,
+    options: { host?: string; headers?: IncomingHttpHeaders } = {},
+  ): Promise<boolean> {
+    const s = this.settings
+    const { keys, scope } = urlKeys(url, s.keyPrefix, { ...options, vary: s.vary })
+    const generation = urlVersionKey(scope)
+    // Before anything is awaited: a response in flight now is neither stored nor shared.
+    Flight.invalidate({ keys: [generation] })
+    return removeResponses(this.backend(), keys, [generation])
+  }
+
+  /** Removes the stored response for a key built by the `key` option (without `keyPrefix`). */
+  async invalidateKey(key: string): Promise<boolean> {
+    const s = this.settings
+    const full = `${s.keyPrefix}:${key}`
+    const generations = [urlVersionKey(full)]
+    // A built-in key given here (`https://host/path`): its URL's scope, which its entries read.
+    if (s.key === undefined && /^https?:\/\/[^\n]*$/i.test(key)) {
+      try {
+        generations.push(urlVersionKey(urlKeys(key, s.keyPrefix).scope))
+      } catch {
+        // Not a URL the built-in key could have come from: the key's own generation is enough.
+      }
+    }
+    Flight.invalidate({ keys: generations })
+    return removeResponses(this.backend(), [full], generations)
+  }
+
+  /** Invalidates every response stored under this `keyPrefix`, in every process sharing the backend. */
+  async clear(): Promise<void> {
+    const prefix = this.settings.keyPrefix
+    Flight.invalidate({ prefix })
+    await renewGenerations(this.backend(), [prefixVersionKey(prefix)])
+  }
+
+  /**
+   * The responses stored under this cache's `keyPrefix` that are still served (see
+   * {@link responseIndex}): a scan of the backend's keys, for debugging.
+   */
+  responseIndex(options?: ResponseIndexOptions): AsyncIterableIterator<ResponseIndexEntry> {
+    return responseIndex(this, options)
+  }
+
+  /**
+   * The `hit` (or `not-modified`) result of an entry an adapter read itself, fresh and of the
+   * current generations (a front door answering from an in-process backend before the app runs).
+   */
+  replayEntry(view: HttpRequestView<Raw>, key: string, entry: StoredResponse, now = this.settings.now()): LookupResult {
+    return this.replay(view, key, entry, now, 'fresh')
+  }
+
+  /**
+   * The key, or why the request bypasses the cache: the custom `key` option (its own
+   * invalidation scope), else the built-in key of the view.
+   */
+  private resolveKey(view: HttpRequestView<Raw>): RequestKey | { bypass: string } {
+    const s = this.settings
+    if (s.key) {
+      const custom = s.key(view.raw)
+      if (!isSafeCustomKey(custom)) return { bypass: 'key' }
+      // A custom key is its own invalidation scope (`invalidateKey`).
+      const full = `${s.keyPrefix}:${custom}`
+      return { key: full, scope: full }
+    }
+    return requestKey(view, s.keyPrefix, s.vary) ?? { bypass: 'url' }
+  }
+
+  /**
+   * How long a generation created on a read lives: the URL's as long as its entries (a lost
+   * generation only turns entries into misses); prefixes and tags until renewed.
+   */
+  private generationTtls(versionKeys: readonly string[]): (Duration | undefined)[] {
+    const s = this.settings
+    const ttls = new Array<Duration | undefined>(versionKeys.length).fill(Number.POSITIVE_INFINITY)
+    ttls[s.prefixVersionKeys.length] = (s.ttlMs + (s.swrMs ?? 0)) / 1000
+    return ttls
+  }
+
+  /** Reads the entry and its generations; `waited`: the flights this request already waited for. */
+  private read(
+    view: HttpRequestView<Raw>,
+    context: LookupContext,
+    key: string,
+    versionKeys: string[],
+    waited: readonly Flight[],
+  ): LookupResult | Promise<LookupResult> {
+    const backend = this.backend()
+    if (!backend.sync) return this.readAsync(view, context, backend, key, versionKeys, waited)
+    let first: unknown
+    let versions: number[]
+    try {
+      first = backend.sync.getEntry(key)?.value
+      versions = currentGenerationsSync(backend.sync, versionKeys, this.generationTtls(versionKeys))
+    } catch (error) {
+      return this.readFailed(error, key)
+    }
+    if (isVaryRecord(first)) {
+      let variant: unknown
+      try {
+        variant = backend.sync.getEntry(variantKey(key, first.id, view.headers, first.vary))?.value
+      } catch (error) {
+        return this.readFailed(error, key)
+      }
+      return this.decide(view, context, key, versionKeys, versions, variant, first, waited)
+    }
+    return this.decide(view, context, key, versionKeys, versions, first, undefined, waited)
+  }
+
+  private async readAsync(
+    view: HttpRequestView<Raw>,
+    context: LookupContext,
+    backend: CacheBackend,
+    key: string,
+    versionKeys: string[],
+    waited: readonly Flight[],
+    again = true,
+  ): Promise<LookupResult> {
+    let first: unknown
+    let versions: number[]
+    let record: VaryRecord | undefined
+    const storesBefore = this.stores
+    try {
+      const values = await backend.getMany([key, ...versionKeys])
+      versions = await currentGenerations(
+        backend,
+        versionKeys,
+        values.slice(1),
+        this.generationTtls(versionKeys),
+      )
+      first = values[0]
+      if (isVaryRecord(first)) {
+        record = first
+        first = await backend.get(variantKey(key, record.id, view.headers, record.vary))
+      }
+    } catch (error) {
+      return this.readFailed(error, key)
+    }
+    // A response stored (and its flight ended) while this read was on its way may be the one it
+    // missed: read once more rather than run the handler again.
+    if (
+      again &&
+      this.stores !== storesBefore &&
+      !(isStoredResponse(first) && sameGenerations(first.versions, versions))
+    )
+      return this.readAsync(view, context, backend, key, versionKeys, waited, false)
+    return this.decide(view, context, key, versionKeys, versions, first, record, waited)
+  }
+
+  private decide(
+    view: HttpRequestView<Raw>,
+    context: LookupContext,
+    key: string,
+    versionKeys: string[],
+    versions: number[],
+    found: unknown,
+    record: VaryRecord | undefined,
+    waited: readonly Flight[],
+  ): LookupResult | Promise<LookupResult> {
+    const s = this.settings
+    // A refresh (of this cache or of another one it passes) asks for a fresh response: no hit.
+    const revalidating = view.refresh !== undefined
+    const now = s.now()
+    if (!revalidating && isStoredResponse(found) && sameGenerations(found.versions, versions)) {
+      if (now < found.staleAt) {
+        this.observer.hit(key)
+        return this.replay(view, key, found, now, 'fresh')
+      }
+      if (s.swrMs !== undefined && now < found.staleAt + s.swrMs) {
+        this.observer.hit(key)
+        const result = this.replay(view, key, found, now, 'stale')
+        this.revalidate(
+          view,
+          context,
+          record === undefined ? key : variantKey(key, record.id, view.headers, record.vary),
+        )
+        return result
+      }
+    }
+    let missKind = record === undefined ? 'uri-miss' : 'vary-miss'
+    if (view.method === 'HEAD') {
+      // A HEAD response carries no body to store: answer it, and let a GET fill the cache.
+      this.observer.miss(key)
+      return {
+        kind: 'miss',
+        recorder: NOT_RECORDED,
+        recording: false,
+        set: this.status(`fwd=${missKind}`, 'MISS'),
+        key,
+      }
+    }
+    // A known variant has its own flight, so concurrent misses of two encodings do not wait on each other.
+    let flightKey = record === undefined ? key : variantKey(key, record.id, view.headers, record.vary)
+    for (let hop = 0; hop < 2 && !revalidating; hop++) {
+      const flight = this.inflight.get(flightKey)
+      if (flight === undefined) break
+      const shared = flight.result
+      // What a concurrent request shares is replayed only while fresh and of the current generations.
+      if (
+        shared !== undefined &&
+        now < shared.entry.staleAt &&
+        sameGenerations(shared.entry.versions, versions)
+      ) {
+        if (sameVariant(view.headers, shared)) {
+          this.observer.hit(key)
+          return this.replay(view, key, shared.entry, now, waited.length > 0 ? 'collapsed' : 'fresh')
+        }
+        // Same URL, another variant (e.g. another Accept-Encoding): its own flight.
+        record = shared.record!
+        flightKey = variantKey(key, record.id, view.headers, record.vary)
+        missKind = 'vary-miss'
+        continue
+      }
+      // Wait for a first response (of the URL, then of its variant) once each, bounded; then look up again.
+      if (flight.pending && !waited.includes(flight) && waited.length < 2) {
+        const next = [...waited, flight]
+        return flight.wait(s.collapseTimeoutMs).then(() => this.read(view, context, key, versionKeys, next))
+      }
+      break
+    }
+    this.observer.miss(key)
+    const scope = versionKeys[s.prefixVersionKeys.length]!
+    return this.lead(view, context, key, scope, flightKey, versions, versionKeys, record, missKind)
+  }
+
+  /**
+   * The miss that runs the handler: concurrent requests for the key wait for it (bounded; a
+   * background refresh makes nobody wait) and replay its response once it ended complete and
+   * storable; it is stored once it finished. Anything that makes it unstorable releases the
+   * waiting requests at once.
+   */
+  private lead(
+    view: HttpRequestView<Raw>,
+    context: LookupContext,
+    key: string,
+    scope: string,
+    flightKey: string,
+    versions: number[],
+    versionKeys: string[],
+    record: VaryRecord | undefined,
+    missKind: string,
+  ): MissResult {
+    const s = this.settings
+    const refresh =
+      view.refresh instanceof RefreshRun && view.refresh.engine === this ? view.refresh : undefined
+    // Invalidation reaches a flight through the generation key of its URL's scope.
+    const flight = new Flight(s.keyPrefix, scope)
+    if (view.refresh === undefined) this.inflight.set(flightKey, flight)
+    const forget = () => {
+      if (this.inflight.get(flightKey) === flight) this.inflight.delete(flightKey)
+    }
+    const release = () => {
+      flight.withdraw()
+      forget()
+    }
+    const recorder = new Recording(s.maxBodySize)
+    let ready: Shared | undefined
+    let offered: string | undefined
+    let settled = false
+    let resolveOutcome!: (outcome: { stored: boolean; reason?: string }) => void
+    const outcome = new Promise<{ stored: boolean; reason?: string }>((resolve) => {
+      resolveOutcome = resolve
+    })
+    const settle = (reason: string | undefined, detail?: string) => {
+      if (settled) return
+      settled = true
+      const over = () => {
+        flight.settle()
+        forget()
+      }
+      if (reason !== undefined || ready === undefined) {
+        release()
+        over()
+        const why = reason ?? 'it was not storable'
+        refresh?.finish(new CacheError(`the refreshed response for ${key} was not stored: ${why}`))
+        resolveOutcome({ stored: false, reason: detail ?? why })
+        return
+      }
+      // Waiting requests keep replaying the shared entry until the backend has it too.
+      const entry = ready
+      void this.store(key, entry.entry, entry.record, view.headers)
+        .finally(() => {
+          this.stores++
+          over()
+        })
+        .then(
+          () => resolveOutcome({ stored: true }),
+          () => resolveOutcome({ stored: false, reason: 'set' }),
+        )
+      refresh?.finish()
+    }
+
+    recorder.onHead = (head) => {
+      const own = head.own ?? head
+      const headers = head.headers
+      const advice: HeadAdvice = { set: [], storable: false }
+      const reason = this.refusal(view, context, head.status, own.status, headers, 'head')
+      if (reason !== undefined) {
+        release()
+        advice.set = this.status(`fwd=${missKind}; detail=${reason}`, 'MISS')
+        return advice
+      }
+      if (head.body === undefined) {
+        // Streamed: stored once it ends complete, unless its declared length is already too large.
+        const tooLarge = Number(headers['content-length']) > s.maxBodySize
+        advice.set = this.status(`fwd=${missKind}; ${tooLarge ? 'detail=too-large' : 'stored'}`, 'MISS')
+        if (tooLarge) {
+          release()
+          return advice
+        }
+      } else {
+        if (s.etag && headers.etag === undefined)
+          advice.set.push([
+            'etag',
+            bodyEtag(Buffer.from(head.body.buffer, head.body.byteOffset, head.body.byteLength)),
+          ])
+        advice.set.push(...this.status(`fwd=${missKind}; stored`, 'MISS'))
+      }
+      offered = this.offerValue(view, headers, this.entryTtlMs(headers))
+      if (offered !== undefined) advice.cacheControl = offered
+      advice.storable = true
+      return advice
+    }
+    recorder.onTooLarge = release
+    recorder.onRefuse = release
+    recorder.onEnd = (ended) => {
+      // The cache's own Cache-Control is not the handler's: not stored, not a TTL.
+      const captured = withoutOwnCacheControl(ended, offered)
+      const reason = flight.invalidated ? 'invalidated' : this.unstorable(view, context, captured)
+      if (reason !== undefined) {
+        release()
+        return reason
+      }
+      const entry = this.toEntry(view, captured, versions, versionKeys)
+      const vary = varyNames(captured.final.headers)
+      let varyRecord: VaryRecord | undefined
+      if (vary.length > 0) {
+        varyRecord =
+          record !== undefined && sameNames(record.vary, vary)
+            ? record
+            : { vary, id: randomBytes(6).toString('base64url') }
+      }
+      ready = { entry, record: varyRecord, headers: view.headers }
+      flight.share(ready)
+      return undefined
+    }
+    recorder.onSettle = (finished, detail) => {
+      const reason = !finished
+        ? 'it did not finish'
+        : ready === undefined
+          ? 'it was not storable'
+          : flight.invalidated
+            ? 'invalidated'
+            : (context.verdict?.('finish') ??
+              (s.now() >= ready.entry.staleAt ? 'expired before it finished' : undefined))
+      settle(reason, detail)
+    }
+    recorder.outcome = outcome
+    return { kind: 'miss', recorder, recording: true, set: this.status(`fwd=${missKind}`, 'MISS'), key }
+  }
+
+  /** Why a recorded response must not be stored (nor shared with waiting requests), or `undefined`. */
+  private unstorable(
+    view: HttpRequestView<Raw>,
+    context: LookupContext,
+    captured: Ended,
+  ): string | undefined {
+    if (captured.incomplete !== undefined) return captured.incomplete
+    if (captured.body === undefined) return 'too-large'
+    return this.refusal(view, context, captured.final.status, captured.status, captured.final.headers, 'end')
+  }
+
+  /** Why a response with these statuses and headers must not be stored, or `undefined`. */
+  private refusal(
+    view: HttpRequestView<Raw>,
+    context: LookupContext,
+    finalStatus: number,
+    status: number,
+    headers: OutgoingHttpHeaders,
+    stage: 'head' | 'end',
+  ): string | undefined {
+    const s = this.settings
+    // What runs after the cache turned the request into another method (a method override).
+    if (view.method !== 'GET') return 'method'
+    const verdict = context.verdict?.(stage)
+    if (verdict !== undefined) return verdict
+    if (!s.storable(finalStatus) || !s.storable(status)) return 'status'
+    const reason = unstorableReason(headers)
+    if (reason !== undefined) return reason
+    if (s.ttlFromResponse !== undefined) {
+      const ttl = ttlFromResponse(headers, s.ttlFromResponse)
+      if (typeof ttl === 'string') return ttl
+    }
+    return context.recheck?.()
+  }
+
+  private toEntry(
+    view: HttpRequestView<Raw>,
+    captured: Ended,
+    versions: number[],
+    versionKeys: string[],
+  ): StoredResponse {
+    const s = this.settings
+    const body = captured.body!
+    const now = s.now()
+    const given = captured.headers.etag ?? captured.final.headers.etag
+    const entry: StoredResponse = {
+      status: captured.status,
+      headers: storedHeaders(captured.headers),
+      body,
+      storedAt: now,
+      etag: given !== undefined ? String(given) : s.etag ? bodyEtag(body) : '',
+      versions,
+      staleAt: now + this.entryTtlMs(captured.final.headers),
+      versionKeys,
+      url: `${view.protocol}://${view.headers.host ?? ''}${view.url}`,
+    }
+    if (s.tags) {
+      try {
+        entry.tags = [...s.tags(view.raw)]
+      } catch {
+        // The tags were read when the request was looked up; the index only shows them.
+      }
+    }
+    if (s.frontSkipsAllMiddleware) entry.front = true
+    return entry
+  }
+
+  /** How long a response with these final headers stays fresh, in ms. */
+  private entryTtlMs(headers: OutgoingHttpHeaders): number {
+    const s = this.settings
+    if (s.ttlFromResponse === undefined) return s.ttlMs
+    const ttl = ttlFromResponse(headers, s.ttlFromResponse)
+    return typeof ttl === 'number' ? ttl : s.ttlMs
+  }
+
+  /**
+   * Why the request skips the cache before any lookup: caching switched off (`setResponseCaching`,
+   * `CACHE_HTTP`), or the `bypass` option. A `bypass` that throws is a bypass: counted, emitted,
+   * and logged once for this cache.
+   */
+  private skipReason(view: HttpRequestView<Raw>): string | undefined {
+    const s = this.settings
+    if (!responseCachingEnabled(s.enabledFromEnv)) return 'disabled'
+    if (s.bypass === undefined) return undefined
+    try {
+      return s.bypass(view.raw) ? 'bypass' : undefined
+    } catch (error) {
+      this.observer.error('bypass', error)
+      if (!this.bypassErrorLogged) {
+        this.bypassErrorLogged = true
+        processLogger().warn(
+          `[@cache] cacheResponse: the bypass option threw, so the request bypassed the cache (counted in stats.errors and emitted as 'error' events; logged once): ${
+            (error as Error)?.message ?? String(error)
+          }`,
+        )
+      }
+      return 'bypass-error'
+    }
+  }
+
+  /**
+   * The `cacheControl` option's header for a response the cache stores or replays, when the
+   * option is set and the response may be kept by a shared cache (no `Cache-Control` of its own,
+   * no `Set-Cookie`, no `Vary: *`).
+   */
+  private offerValue(
+    view: HttpRequestView<Raw>,
+    headers: OutgoingHttpHeaders | undefined,
+    ttlMs: number,
+  ): string | undefined {
+    const s = this.settings
+    if (s.cacheControl === undefined) return undefined
+    if (headers !== undefined && !sharable(headers)) return undefined
+    // A downstream cache keys by URL and the response's own Vary: it cannot see what else the key holds.
+    const shared =
+      s.vary.length === 0 &&
+      s.key === undefined &&
+      view.headers.authorization === undefined &&
+      view.headers.cookie === undefined
+    return cacheControlValue(s.cacheControl, ttlMs, s.swrMs, shared)
+  }
+
+  private async store(
+    key: string,
+    entry: StoredResponse,
+    record: VaryRecord | undefined,
+    headers: IncomingHttpHeaders,
+  ): Promise<void> {
+    const s = this.settings
+    const ttl = (entry.staleAt - entry.storedAt + (s.swrMs ?? 0)) / 1000
+    try {
+      const backend = this.backend()
+      if (record === undefined) {
+        await backend.set(key, entry, ttl)
+      } else {
+        await backend.setMany([
+          { key, value: record, ttl },
+          { key: variantKey(key, record.id, headers, record.vary), value: entry, ttl },
+        ])
+      }
+      this.observer.set(key)
+    } catch (error) {
+      this.observer.error('set', error, key)
+      throw error
+    }
+  }
+
+  /** The headers and body of a replay; `304` when `If-None-Match` matches. */
+  private replay(
+    view: HttpRequestView<Raw>,
+    key: string,
+    entry: StoredResponse,
+    now: number,
+    freshness: 'fresh' | 'stale' | 'collapsed',
+  ): LookupResult {
+    const s = this.settings
+    const headers = entry.headers.slice()
+    const age = now > entry.storedAt ? Math.floor((now - entry.storedAt) / 1000) : 0
+    headers.push('age', String(age))
+    if (entry.etag !== '') headers.push('etag', entry.etag)
+    if (s.statusHeader === 'cache-status') {
+      const detail =
+        freshness === 'collapsed'
+          ? 'fwd=uri-miss; collapsed'
+          : `hit; ttl=${Math.floor((entry.staleAt - now) / 1000)}`
+      headers.push('cache-status', `${s.cacheName}; ${detail}`)
+    } else if (s.statusHeader === 'x-cache') {
+      headers.push('x-cache', freshness === 'stale' ? 'STALE' : 'HIT')
+    }
+    // Not counted down: with `Age`, a downstream cache's freshness is max-age − Age (RFC 9111 §4.2.3).
+    const cacheControl =
+      s.cacheControl !== undefined && !hasHeader(entry.headers, 'cache-control')
+        ? this.offerValue(view, undefined, entry.staleAt - entry.storedAt)
+        : undefined
+    if (etagMatches(view.headers['if-none-match'] as string | undefined, entry.etag)) {
+      const kept: HeaderList = []
+      for (let i = 0; i < headers.length; i += 2) {
+        const name = headers[i] as string
+        if (NOT_MODIFIED_HEADERS.has(name) || name === 'age' || name === 'cache-status' || name === 'x-cache')
+          kept.push(name, headers[i + 1]!)
+      }
+      return { kind: 'not-modified', status: 304, headers: kept, cacheControl, key }
+    }
+    headers.push('content-length', String(entry.body.length))
+    return {
+      kind: 'hit',
+      freshness,
+      status: entry.status,
+      headers,
+      body: entry.body,
+      headOnly: view.method === 'HEAD',
+      cacheControl,
+      key,
+    }
+  }
+
+  /**
+   * Refreshes a stale entry in the background through the adapter's `revalidate`: nobody waits
+   * for it. It ends when the refreshed response was stored or refused, the adapter gave up on it,
+   * or after `revalidateTimeout`; anything but a stored response is counted and emitted as a
+   * `revalidate` error, and the stale entry stays.
+   */
+  private revalidate(_view: HttpRequestView<Raw>, context: LookupContext, flightKey: string): void {
+    const start = context.revalidate
+    if (start === undefined || this.inflight.has(flightKey) || this.refreshing.has(flightKey)) return
+    this.refreshing.add(flightKey)
+    const run = new RefreshRun(this, flightKey, (error) => {
+      this.refreshing.delete(flightKey)
+      if (error !== undefined) this.observer.error('revalidate', error, flightKey)
+    })
+    const timer = setTimeout(
+      () =>
+        run.finish(
+          new CacheError(
+            `the refresh of ${flightKey} took longer than revalidateTimeout (${this.settings.revalidateTimeoutMs} ms)`,
+          ),
+        ),
+      this.settings.revalidateTimeoutMs,
+    )
+    timer.unref?.()
+    run.timer = timer
+    try {
+      const stop = start(run)
+      // No refresh could be started: over, without an error.
+      if (stop === false) return run.finish()
+      run.stop = stop
+    } catch (error) {
+      run.finish(error)
+    }
+    if (run.done) run.stop?.()
+  }
+
+  private readFailed(error: unknown, key: string): MissResult {
+    // A backend that is down makes the cache a pass-through: counted, never the request's failure.
+    this.observer.error('get', error, key)
+    return {
+      kind: 'miss',
+      recorder: NOT_RECORDED,
+      recording: false,
+      set: this.status('fwd=uri-miss; detail=error', 'MISS'),
+      key,
+    }
+  }
+
+  private bypass(view: HttpRequestView<Raw>, fwd: string, detail: string): BypassResult {
+    // A background refresh that the cache does not handle stores nothing: it is over now, the app
+    // may still answer it.
+    const refresh = view.refresh
+    if (refresh instanceof RefreshRun && refresh.engine === this)
+      refresh.finish(new CacheError(`the refresh of ${view.url} bypassed the cache (${detail})`))
+    return {
+      kind: 'bypass',
+      reason: detail,
+      set: this.status(fwd === 'method' ? 'fwd=method' : `fwd=${fwd}; detail=${detail}`, 'BYPASS'),
+    }
+  }
+
+  /** The status header (`Cache-Status` or `X-Cache`) of a miss or bypass, or none. */
+  private status(cacheStatus: string, xCache: string): [string, string][] {
+    const s = this.settings
+    if (s.statusHeader === 'cache-status') return [['cache-status', `${s.cacheName}; ${cacheStatus}`]]
+    if (s.statusHeader === 'x-cache') return [['x-cache', xCache]]
+    return []
+  }
+}
+
+/** A background refresh this cache started (see {@link LookupContext.revalidate}). */
+class RefreshRun implements Refresh {
+  done = false
+  timer: ReturnType<typeof setTimeout> | undefined
+  stop: (() => void) | undefined
+
+  constructor(
+    readonly engine: HttpCache,
+    readonly key: string,
+    private readonly over: (error?: unknown) => void,
+  ) {}
+
+  fail(error: unknown): void {
+    this.finish(error ?? new CacheError(`the refresh of ${this.key} failed`))
+  }
+
+  finish(error?: unknown): void {
+    if (this.done) return
+    this.done = true
+    clearTimeout(this.timer)
+    this.over(error)
+    // Stops a handler still writing (a stream, a timer) from holding anything.
+    this.stop?.()
+  }
+}
+
+/** A response as recorded: what a replay carries, what the client got, and the body. */
+interface Ended {
+  status: number
+  headers: OutgoingHttpHeaders
+  final: { status: number; headers: OutgoingHttpHeaders }
+  body: Buffer | undefined
+  incomplete: string | undefined
+}
+
+/** The recorder of one miss: collects the body (a copy of each chunk) and reports to its cache. */
+class Recording implements ResponseRecorder {
+  onHead: (head: ResponseHead) => HeadAdvice = () => ({ set: [], storable: false })
+  onTooLarge: () => void = () => {}
+  onRefuse: () => void = () => {}
+  onEnd: (ended: Ended) => string | undefined = () => undefined
+  onSettle: (finished: boolean, reason?: string) => void = () => {}
+  outcome!: Promise<{ stored: boolean; reason?: string }>
+  private head_: ResponseHead | undefined
+  private readonly chunks: Buffer[] = []
+  private size = 0
+  private tooLarge = false
+  private ended = false
+  private finished = false
+  private settled = false
+  /** Why the ended response is not stored (refused at `end`), reported when it settles. */
+  private refused: string | undefined
+
+  constructor(private readonly maxBodySize: number) {}
+
+  head(head: ResponseHead): HeadAdvice {
+    this.head_ = head
+    // A body already over the limit is not the cache's: it is treated as streamed.
+    return this.onHead(this.tooLarge && head.body !== undefined ? { ...head, body: undefined } : head)
+  }
+
+  write(chunk: Uint8Array | string, encoding?: BufferEncoding): void {
+    if (!this.ended) this.collect(chunk, encoding)
+  }
+
+  end(
+    chunk?: Uint8Array | string,
+    options: { encoding?: BufferEncoding; incomplete?: string; head?: ResponseHead } = {},
+  ): void {
+    if (this.ended || this.settled) return
+    this.ended = true
+    if (chunk !== undefined) this.collect(chunk, options.encoding)
+    const body = this.tooLarge
+      ? undefined
+      : this.chunks.length === 1
+        ? this.chunks[0]
+        : Buffer.concat(this.chunks, this.size)
+    const seen = this.head_
+    const last = options.head ?? seen
+    const own = last?.own ?? seen?.own ?? seen
+    let incomplete = options.incomplete
+    // Headers that went out without passing the recorder: what was sent is unknown.
+    if (incomplete === undefined && (seen === undefined || last === undefined)) incomplete = 'headers-unseen'
+    if (incomplete === undefined) {
+      // The length the handler set, and the one the client was told: both must be the bytes sent.
+      for (const declared of [own!.headers['content-length'], last!.headers['content-length']]) {
+        if (declared !== undefined && Number(declared) !== this.size) {
+          incomplete = 'content-length'
+          break
+        }
+      }
+    }
+    this.refused = this.onEnd({
+      status: own?.status ?? last?.status ?? 0,
+      headers: own?.headers ?? {},
+      final: { status: last?.status ?? 0, headers: last?.headers ?? {} },
+      body,
+      incomplete,
+    })
+    if (this.finished) this.settle(true)
+  }
+
+  refuse(_reason: string): void {
+    this.onRefuse()
+  }
+
+  finish(): void {
+    if (this.finished || this.settled) return
+    this.finished = true
+    if (this.ended) this.settle(true)
+  }
+
+  abort(reason: string): void {
+    if (!this.ended) this.refused = reason
+    this.settle(false, reason)
+  }
+
+  private settle(finished: boolean, reason?: string): void {
+    if (this.settled) return
+    this.settled = true
+    this.onSettle(finished, finished ? this.refused : (reason ?? this.refused))
+  }
+
+  private collect(chunk: Uint8Array | string, encoding: BufferEncoding | undefined): void {
+    if (this.tooLarge) return
+    // Always a copy: a handler may reuse or fill its buffer once it is written.
+    const bytes = typeof chunk === 'string' ? Buffer.from(chunk, encoding ?? 'utf8') : Buffer.from(chunk)
+    this.size += bytes.length
+    if (this.size > this.maxBodySize) {
+      this.tooLarge = true
+      this.chunks.length = 0
+      this.onTooLarge()
+    } else {
+      this.chunks.push(bytes)
+    }
+  }
+}
+
+/** The recorder of a response the cache does not store (a `HEAD` miss, a failed read). */
+const NOT_RECORDED: ResponseRecorder = {
+  head: () => ({ set: [], storable: false }),
+  write: () => {},
+  end: () => {},
+  finish: () => {},
+  abort: () => {},
+  refuse: () => {},
+  outcome: Promise.resolve({ stored: false, reason: 'not-recorded' }),
+}
+
+/** A request that announces a body (`Content-Length` above 0, or `Transfer-Encoding`). */
+function hasBody(headers: IncomingHttpHeaders): boolean {
+  if (headers['transfer-encoding'] !== undefined) return true
+  const length = headers['content-length']
+  return length !== undefined && length !== '0'
+}
+
+/** Whether a flat `[name, value, …]` list has a header. */
+function hasHeader(headers: readonly (string | string[])[], name: string): boolean {
+  for (let i = 0; i < headers.length; i += 2) if (headers[i] === name) return true
+  return false
+}
+
+/** A response a shared cache may keep: no `Set-Cookie`, no `Vary: *`. */
+function sharable(headers: OutgoingHttpHeaders): boolean {
+  if (headers['cache-control'] !== undefined || headers['set-cookie'] !== undefined) return false
+  const vary = headers.vary
+  return vary === undefined || !String(vary).includes('*')
+}
+
+/** A recorded response without the `Cache-Control` the cache set on it (`offered`). */
+function withoutOwnCacheControl(captured: Ended, offered: string | undefined): Ended {
+  if (offered === undefined) return captured
+  const strip = (headers: OutgoingHttpHeaders) => {
+    if (headers['cache-control'] !== offered) return headers
+    const { 'cache-control': _, ...rest } = headers
+    return rest
+  }
+  return {
+    ...captured,
+    headers: strip(captured.headers),
+    final: { ...captured.final, headers: strip(captured.final.headers) },
+  }
+}
+
+function sameNames(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((name, i) => name === b[i])
+}
+
+/** Whether a waiting request asks for the variant a concurrent response was made for. */
+function sameVariant(headers: IncomingHttpHeaders, shared: Shared): boolean {
+  const record = shared.record
+  return record === undefined || record.vary.every((name) => headers[name] === shared.headers[name])
+}

@@ -1,0 +1,32 @@
+export { HttpCache } from './http-cache.js'
+export type {
+  BypassResult,
+  HeadAdvice,
+  HeaderList,
+  HitResult,
+  HttpRequestView,
+  LookupContext,
+  LookupResult,
+  MissResult,
+  NotModifiedResult,
+  Refresh,
+  ResponseHead,
+  ResponseRecorder,
+} from './view.js'
+export {
+  type HttpCacheOptions,
+  type HttpCacheSettings,
+  prefixVersionKey,
+  prefixVersionKeys,
+  resolveHttpCacheOptions,
+  urlVersionKey,
+} from './options.js'
+export { type InvalidateOptions, invalidateResponse, invalidateResponsePrefix } from './invalidate.js'
+export { invalidateTags } from '@cache/core'
+export type { ResponseIndexEntry, ResponseIndexOptions } from './response-index.js'
+export { type StoredResponse, isStoredResponse } from './stored-response.js'
+export { responseCachingEnabled, responseCachingFromEnv, setResponseCaching } from './switch.js'
+export { type RequestKey, protohostOf, requestKey, siteKey, splitAuthority, urlKeys } from './request-key.js'
+export { seenSites } from './sites.js'
+export { offerCacheControl, parseCacheControl } from './cache-control.js'
+export { answerFromResult, nodeRequestView, recordNodeResponse } from './node.js'
