@@ -2,3 +2,14 @@ export { type ConformanceOptions, runConformance } from './conformance.js'
 // Kept beside the suite for test files that re-import modules; it lives in @cache/core, whose
 // registry it clears.
 export { forgetMemoizedNames } from '@cache/core'
+export {
+  describeHttpCacheSafety,
+  type HttpCacheHarness,
+  type HttpCacheSafetyOptions,
+  type SafetyApp,
+  type SafetyCacheOptions,
+  type SafetyRequest,
+  type SafetyResponse,
+  type SafetyRoute,
+  type SafetySetup,
+} from './http-safety.js'
