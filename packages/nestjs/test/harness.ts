@@ -27,8 +27,8 @@ export async function startApp(
 ): Promise<{ app: INestApplication; url: string; port: number }> {
   const app =
     platform === 'express'
-      ? await NestFactory.create(module, new ExpressAdapter(), { logger: false })
-      : await NestFactory.create(module, new FastifyAdapter(), { logger: false })
+      ? await NestFactory.create(module, new ExpressAdapter(), { logger: false, abortOnError: false })
+      : await NestFactory.create(module, new FastifyAdapter(), { logger: false, abortOnError: false })
   await before?.(app)
   await app.listen(0, '127.0.0.1')
   const port = (app.getHttpServer().address() as AddressInfo).port
