@@ -89,6 +89,7 @@ Inject(MODULE_CACHE)(CacheLifecycle, undefined as never, 0)
  * export class AppModule {}
  * ```
  */
+// biome-ignore lint/complexity/noStaticOnlyClass: Nest modules are classes, configured by static forRoot methods
 export class CacheModule {
   /**
    * @param options a backend instance, a spec string (`'memory,redis'`), or
@@ -97,7 +98,9 @@ export class CacheModule {
    */
   static forRoot(options: CacheModuleOptions | CacheBackend | MinimalBackend | string = {}): DynamicModule {
     const resolved: CacheModuleOptions =
-      typeof options === 'string' || isMinimalBackend(options) ? { backend: options as CacheModuleOptions['backend'] } : options
+      typeof options === 'string' || isMinimalBackend(options)
+        ? { backend: options as CacheModuleOptions['backend'] }
+        : options
     return CacheModule.module(
       { provide: MODULE_CACHE, useFactory: () => createModuleCache(resolved) },
       resolved.isGlobal === true,

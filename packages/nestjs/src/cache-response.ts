@@ -68,7 +68,9 @@ const claimed = new WeakSet<IncomingMessage>()
  *
  * @param options the options, or a TTL alone (`60`, `'5m'`); checked now (`CacheConfigError`).
  */
-export function CacheResponse(options: CacheResponseOptions | Duration = {}): ClassDecorator & MethodDecorator {
+export function CacheResponse(
+  options: CacheResponseOptions | Duration = {},
+): ClassDecorator & MethodDecorator {
   const normalized: CacheResponseOptions = typeof options === 'object' ? options : { ttl: options }
   // A bad option stops the application while its controllers load, naming the option.
   resolveHttpCacheOptions(normalized)
@@ -135,7 +137,12 @@ export class CacheResponseInterceptor implements NestInterceptor {
   }
 
   /** One cache per controller and method (a method inherited by two controllers gets two). */
-  private cacheFor(owner: Function, handler: Function, options: CacheResponseOptions, vary: string[]): HttpCache {
+  private cacheFor(
+    owner: Function,
+    handler: Function,
+    options: CacheResponseOptions,
+    vary: string[],
+  ): HttpCache {
     let byHandler = this.caches.get(owner)
     if (byHandler === undefined) {
       byHandler = new WeakMap()
@@ -290,7 +297,11 @@ function siteOf(owner: Function, handler: Function, req: IncomingMessage): strin
 
 function listeningAt(req: IncomingMessage): string {
   const socket = req.socket as { server?: { address?: () => unknown }; localPort?: unknown } | null
-  const address = socket?.server?.address?.() as { address?: string; port?: number } | string | null | undefined
+  const address = socket?.server?.address?.() as
+    | { address?: string; port?: number }
+    | string
+    | null
+    | undefined
   if (address === null || address === undefined) return String(socket?.localPort ?? '')
   return typeof address === 'string' ? address : `${address.address}:${address.port}`
 }
@@ -307,7 +318,14 @@ function revalidate(req: IncomingMessage, refresh: Refresh): (() => void) | fals
   const headers: Record<string, string | string[] | undefined> = { ...req.headers, [REFRESH_HEADER]: id }
   for (const name of ['if-none-match', 'if-modified-since', 'range', 'if-range']) delete headers[name]
   const copy = httpRequest(
-    { host: socket.localAddress, port: socket.localPort, path: req.url, method: 'GET', headers, agent: false },
+    {
+      host: socket.localAddress,
+      port: socket.localPort,
+      path: req.url,
+      method: 'GET',
+      headers,
+      agent: false,
+    },
     (response) => response.resume(),
   )
   copy.on('error', (error) => {

@@ -9,12 +9,26 @@ import { request } from 'node:http'
 import type { IncomingHttpHeaders } from 'node:http'
 import fastifyCompress from '@fastify/compress'
 import type { HttpCacheHarness, SafetyApp, SafetyResponse, SafetyRoute } from '@cache/testing'
-import { Controller, type INestApplication, Module, RequestMapping, RequestMethod, Req, Res } from '@nestjs/common'
+import {
+  Controller,
+  type INestApplication,
+  Module,
+  RequestMapping,
+  RequestMethod,
+  Req,
+  Res,
+} from '@nestjs/common'
 import { NestFactory } from '@nestjs/core'
 import { ExpressAdapter } from '@nestjs/platform-express'
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify'
 import compression from 'compression'
-import { CacheModule, CacheResponse, invalidateResponse, invalidateResponsePrefix, invalidateTags } from '../src/index.js'
+import {
+  CacheModule,
+  CacheResponse,
+  invalidateResponse,
+  invalidateResponsePrefix,
+  invalidateTags,
+} from '../src/index.js'
 
 export type PlatformName = 'express' | 'fastify'
 export const PLATFORMS: PlatformName[] = ['express', 'fastify']
@@ -22,7 +36,7 @@ export const PLATFORMS: PlatformName[] = ['express', 'fastify']
 /** Starts `module` on `platform` at 127.0.0.1:<free port>. `before` runs before routes are registered. */
 export async function startApp(
   platform: PlatformName,
-  module: Function,
+  module: new (...args: never[]) => unknown,
   before?: (app: INestApplication) => void | Promise<void>,
 ): Promise<{ app: INestApplication; url: string; port: number }> {
   const app =
@@ -53,7 +67,11 @@ export function nestHarness(platform: PlatformName): HttpCacheHarness {
             await answer(platform, res, plan)
           }
           const descriptor = Object.getOwnPropertyDescriptor(proto, name)!
-          RequestMapping({ path: route.path, method: RequestMethod[method as 'GET'] })(proto, name, descriptor)
+          RequestMapping({ path: route.path, method: RequestMethod[method as 'GET'] })(
+            proto,
+            name,
+            descriptor,
+          )
           CacheResponse({
             ttl: route.cache.ttl,
             keyPrefix: route.cache.keyPrefix,
@@ -75,7 +93,7 @@ export function nestHarness(platform: PlatformName): HttpCacheHarness {
         controllers: [SafetyController],
       })(SafetyModule)
 
-      const { app, url } = await startApp(platform, SafetyModule, async (app) => {
+      const { app, url } = await startApp(platform, SafetyModule as never, async (app) => {
         if (platform === 'express') {
           // Nest runs middleware before interceptors: compression wraps the response either way.
           if (setup.compression !== undefined) app.use(compression())
@@ -91,7 +109,8 @@ export function nestHarness(platform: PlatformName): HttpCacheHarness {
           })
         }
       })
-      const route = (prefix: string): SafetyRoute | undefined => routes.find((r) => r.cache.keyPrefix === prefix)
+      const route = (prefix: string): SafetyRoute | undefined =>
+        routes.find((r) => r.cache.keyPrefix === prefix)
       const safetyApp: SafetyApp = {
         url,
         async invalidate(path, host) {
@@ -148,7 +167,10 @@ async function answer(platform: PlatformName, res: any, plan: SafetyResponse): P
   if (plan.declaredLength !== undefined) {
     // Fastify corrects a wrong Content-Length it is given: a handler that lies writes the raw response.
     res.hijack()
-    res.raw.writeHead(plan.status ?? 200, { ...res.getHeaders(), 'content-length': String(plan.declaredLength) })
+    res.raw.writeHead(plan.status ?? 200, {
+      ...res.getHeaders(),
+      'content-length': String(plan.declaredLength),
+    })
     return void res.raw.end(plan.body)
   }
   if (plan.chunks === undefined) return void res.send(plan.body ?? '')
@@ -183,7 +205,15 @@ export function send(
   const { hostname, port } = new URL(url)
   return new Promise((resolve, reject) => {
     const req = request(
-      { host: hostname, port, path, method: options.method ?? 'GET', headers: options.headers, agent: false, timeout: 5000 },
+      {
+        host: hostname,
+        port,
+        path,
+        method: options.method ?? 'GET',
+        headers: options.headers,
+        agent: false,
+        timeout: 5000,
+      },
       (res) => {
         const chunks: Buffer[] = []
         res.on('data', (chunk: Buffer) => chunks.push(chunk))

@@ -7,15 +7,7 @@ import 'reflect-metadata'
 import { type CacheBackend, cache, getBackend, resetCache } from '@cache/core'
 import { memoryBackend } from '@cache/memory'
 import { type RedisServer, startRedis } from '@cache/test-servers'
-import {
-  Controller,
-  Get,
-  Inject,
-  Injectable,
-  Module,
-  Param,
-  SetMetadata,
-} from '@nestjs/common'
+import { Controller, Get, Inject, Injectable, Module, Param, SetMetadata } from '@nestjs/common'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { CACHE_BACKEND, CacheModule, CacheResponse, InjectCache } from '../src/index.js'
 import { PLATFORMS, send, startApp } from './harness.js'
@@ -70,7 +62,10 @@ class PricesModule {}
 describe.each(PLATFORMS)('CacheModule (platform-%s)', (platform) => {
   it("forRoot('memory,redis'): a spec string builds the chain, the default cache is it, services get it injected", async () => {
     @Module({
-      imports: [CacheModule.forRoot({ backend: 'memory,redis', redisUrl: redis.url, isGlobal: true }), PricesModule],
+      imports: [
+        CacheModule.forRoot({ backend: 'memory,redis', redisUrl: redis.url, isGlobal: true }),
+        PricesModule,
+      ],
     })
     class AppModule {}
     const { app, url } = await startApp(platform, AppModule)
@@ -117,7 +112,9 @@ describe.each(PLATFORMS)('CacheModule (platform-%s)', (platform) => {
       const backend = app.get<CacheBackend>(CACHE_BACKEND)
       expect(backend.name).toMatch(/redis/)
       await send(url, `/prices/desk-${platform}`)
-      expect(JSON.parse((await send(url, `/prices/desk-${platform}`)).text)).toEqual({ price: `desk-${platform}:1` })
+      expect(JSON.parse((await send(url, `/prices/desk-${platform}`)).text)).toEqual({
+        price: `desk-${platform}:1`,
+      })
       expect(app.get(Counter).runs).toBe(1)
     } finally {
       await app.close()
@@ -125,7 +122,9 @@ describe.each(PLATFORMS)('CacheModule (platform-%s)', (platform) => {
   })
 
   it('closes the backend when the application shuts down', async () => {
-    @Module({ imports: [CacheModule.forRoot({ backend: 'redis', redisUrl: redis.url, isGlobal: true }), PricesModule] })
+    @Module({
+      imports: [CacheModule.forRoot({ backend: 'redis', redisUrl: redis.url, isGlobal: true }), PricesModule],
+    })
     class AppModule {}
     const { app } = await startApp(platform, AppModule)
     const backend = app.get<CacheBackend>(CACHE_BACKEND)
@@ -137,7 +136,9 @@ describe.each(PLATFORMS)('CacheModule (platform-%s)', (platform) => {
 
   it('closeOnShutdown: false leaves the backend open', async () => {
     const backend = memoryBackend()
-    @Module({ imports: [CacheModule.forRoot({ backend, closeOnShutdown: false, isGlobal: true }), PricesModule] })
+    @Module({
+      imports: [CacheModule.forRoot({ backend, closeOnShutdown: false, isGlobal: true }), PricesModule],
+    })
     class AppModule {}
     const { app } = await startApp(platform, AppModule)
     await backend.set('k', 'v', 60)

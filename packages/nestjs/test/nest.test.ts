@@ -99,7 +99,13 @@ class RawController {
   }
 
   @Get('manual')
-  manual(@Res() res: { header(n: string, v: string): unknown; status(code: number): unknown; send(body: string): unknown }) {
+  manual(
+    @Res() res: {
+      header(n: string, v: string): unknown
+      status(code: number): unknown
+      send(body: string): unknown
+    },
+  ) {
     res.header('content-type', 'application/json; charset=utf-8')
     res.status(200)
     res.send(JSON.stringify({ run: this.runs.next('manual') }))
@@ -158,8 +164,14 @@ describe.each(PLATFORMS)('@CacheResponse on Nest 11 (platform-%s)', (platform) =
 
   it('two controllers answering the same URL never share an entry', async () => {
     for (let i = 0; i < 2; i++) {
-      expect(JSON.parse((await get('/catalog', { 'x-api-version': '1' })).text)).toEqual({ version: 1, run: 1 })
-      expect(JSON.parse((await get('/catalog', { 'x-api-version': '2' })).text)).toEqual({ version: 2, run: 1 })
+      expect(JSON.parse((await get('/catalog', { 'x-api-version': '1' })).text)).toEqual({
+        version: 1,
+        run: 1,
+      })
+      expect(JSON.parse((await get('/catalog', { 'x-api-version': '2' })).text)).toEqual({
+        version: 2,
+        run: 1,
+      })
     }
   })
 
