@@ -295,15 +295,22 @@ function siteOf(owner: Function, handler: Function, req: IncomingMessage): strin
   return `${identity} at ${listeningAt(req)}`
 }
 
+/** The address each server listens at, asked once per server. */
+const listenAddresses = new WeakMap<object, string>()
+
 function listeningAt(req: IncomingMessage): string {
   const socket = req.socket as { server?: { address?: () => unknown }; localPort?: unknown } | null
-  const address = socket?.server?.address?.() as
-    | { address?: string; port?: number }
-    | string
-    | null
-    | undefined
-  if (address === null || address === undefined) return String(socket?.localPort ?? '')
-  return typeof address === 'string' ? address : `${address.address}:${address.port}`
+  const server = socket?.server
+  if (server === undefined || server === null || typeof server.address !== 'function')
+    return String(socket?.localPort ?? '')
+  let known = listenAddresses.get(server)
+  if (known === undefined) {
+    const address = server.address() as { address?: string; port?: number } | string | null
+    if (address === null) return String(socket?.localPort ?? '')
+    known = typeof address === 'string' ? address : `${address.address}:${address.port}`
+    listenAddresses.set(server, known)
+  }
+  return known
 }
 
 /**
