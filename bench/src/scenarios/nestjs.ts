@@ -49,7 +49,11 @@ async function nestRoute(platform: Platform, caching: Caching): Promise<HttpServ
     const { ExpressAdapter } = await import('@nestjs/platform-express')
     const app = await NestFactory.create(AppModule, new ExpressAdapter(), { logger: false })
     await app.init()
-    return { handler: app.getHttpAdapter().getInstance(), routeCalls: () => calls, cached: caching !== 'none' }
+    return {
+      handler: app.getHttpAdapter().getInstance(),
+      routeCalls: () => calls,
+      cached: caching !== 'none',
+    }
   }
   const { FastifyAdapter } = await import('@nestjs/platform-fastify')
   const app = await NestFactory.create(AppModule, new FastifyAdapter(), { logger: false })

@@ -4,7 +4,7 @@
  * and core's `@cache` on providers, with Nest's metadata and injection intact.
  */
 import 'reflect-metadata'
-import { type CacheBackend, cache, getBackend, resetCache } from '@cache/core'
+import { type CacheBackend, CacheClosedError, cache, getBackend, resetCache } from '@cache/core'
 import { memoryBackend } from '@cache/memory'
 import { type RedisServer, startRedis } from '@cache/test-servers'
 import { Controller, Get, Inject, Injectable, Module, Param, SetMetadata } from '@nestjs/common'
@@ -22,6 +22,22 @@ afterAll(async () => {
 afterEach(async () => {
   await resetCache()
 })
+
+/**
+ * Waits until `backend` answers: a Redis connection opened at start-up may not be up yet, and the
+ * backend fails fast (300 ms) meanwhile, on a loaded machine too.
+ */
+async function connected(backend: CacheBackend): Promise<void> {
+  const end = Date.now() + 10_000
+  for (;;) {
+    try {
+      await backend.get('connected?')
+      return
+    } catch (error) {
+      if (Date.now() > end) throw error
+    }
+  }
+}
 
 @Injectable()
 class Counter {
@@ -71,6 +87,7 @@ describe.each(PLATFORMS)('CacheModule (platform-%s)', (platform) => {
     const { app, url } = await startApp(platform, AppModule)
     try {
       const backend = app.get<CacheBackend>(CACHE_BACKEND)
+      await connected(backend)
       expect(backend.name).toBe('multi-level')
       expect(getBackend()).toBe(backend)
       expect(app.get(Prices).backend).toBe(backend)
@@ -110,6 +127,7 @@ describe.each(PLATFORMS)('CacheModule (platform-%s)', (platform) => {
     try {
       expect(given).toEqual({ spec: 'redis', url: '' })
       const backend = app.get<CacheBackend>(CACHE_BACKEND)
+      await connected(backend)
       expect(backend.name).toMatch(/redis/)
       await send(url, `/prices/desk-${platform}`)
       expect(JSON.parse((await send(url, `/prices/desk-${platform}`)).text)).toEqual({
@@ -128,10 +146,11 @@ describe.each(PLATFORMS)('CacheModule (platform-%s)', (platform) => {
     class AppModule {}
     const { app } = await startApp(platform, AppModule)
     const backend = app.get<CacheBackend>(CACHE_BACKEND)
+    await connected(backend)
     await backend.set('k', 'v', 60)
     expect(await backend.get('k')).toBe('v')
     await app.close()
-    await expect(backend.get('k')).rejects.toThrow()
+    await expect(backend.get('k')).rejects.toThrow(CacheClosedError)
   })
 
   it('closeOnShutdown: false leaves the backend open', async () => {
