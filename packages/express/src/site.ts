@@ -44,9 +44,6 @@ const prefixes = new WeakMap<Router, { layers: Layer[]; functions: unknown[][]; 
 /** Site descriptions and their hash: a bounded memo (an app has a bounded number of sites). */
 const hashes = new Map<string, string>()
 const MAX_HASHES = 10_000
-/** Hashes of sites seen in this process: `invalidate(url)` deletes the entry of each. */
-const seen = new Set<string>()
-const MAX_SEEN = 1_000
 
 /** Gives a handler wrapper the identity of the handler it wraps. */
 export function identifyAs(wrapper: Function, handler: Function): string {
@@ -177,11 +174,6 @@ function isAmbiguous(
   return false
 }
 
-/** Hashes of the sites seen in this process, for deleting the entries of an invalidated URL. */
-export function seenSites(): readonly string[] {
-  return [...seen]
-}
-
 function hashSite(description: string): string {
   let hash = hashes.get(description)
   if (hash === undefined) {
@@ -189,7 +181,6 @@ function hashSite(description: string): string {
     if (hashes.size >= MAX_HASHES) hashes.clear()
     hashes.set(description, hash)
   }
-  if (seen.size < MAX_SEEN) seen.add(hash)
   return hash
 }
 

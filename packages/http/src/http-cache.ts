@@ -209,7 +209,12 @@ export class HttpCache<Raw = any> {
    * The `hit` (or `not-modified`) result of an entry an adapter read itself, fresh and of the
    * current generations (a front door answering from an in-process backend before the app runs).
    */
-  replayEntry(view: HttpRequestView<Raw>, key: string, entry: StoredResponse, now = this.settings.now()): LookupResult {
+  replayEntry(
+    view: HttpRequestView<Raw>,
+    key: string,
+    entry: StoredResponse,
+    now = this.settings.now(),
+  ): LookupResult {
     return this.replay(view, key, entry, now, 'fresh')
   }
 
@@ -746,7 +751,10 @@ export class HttpCache<Raw = any> {
     try {
       const stop = start(run)
       // No refresh could be started: over, without an error.
-      if (stop === false) return run.finish()
+      if (stop === false) {
+        run.finish()
+        return
+      }
       run.stop = stop
     } catch (error) {
       run.finish(error)

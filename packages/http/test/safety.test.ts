@@ -3,7 +3,7 @@
  * stored, what is replayed, to whom, and what never is.
  */
 import { randomBytes } from 'node:crypto'
-import { invalidateTags } from '@cache/core'
+import { defineBackend, invalidateTags } from '@cache/core'
 import { MemoryBackend } from '@cache/memory'
 import { afterEach, describe, expect, it } from 'vitest'
 import { HttpCache, type HttpCacheOptions, invalidateResponsePrefix } from '../src/index.js'
@@ -344,5 +344,53 @@ describe('invalidation', () => {
     await until(() => app.calls() === 2, 'the handler again')
     finish()
     expect(String((await second).body)).toBe('made 2')
+  })
+
+  it('never shares nor stores a response in flight at its invalidation, before the new generation lands', async () => {
+    // A backend whose generation writes are slow (a remote level): until the new generation
+    // lands, only the cancelled flight keeps the old response from being stored and served.
+    const values = new Map<string, unknown>()
+    let landed: () => void = () => {}
+    let slow: Promise<void> | undefined
+    const backend = defineBackend({
+      name: 'slow-generations',
+      async get(key: string) {
+        return values.get(key) as never
+      },
+      async set(key: string, value: unknown) {
+        if (slow !== undefined && key.startsWith('__v:')) await slow
+        values.set(key, value)
+      },
+      async delete(key: string) {
+        return values.delete(key)
+      },
+      async clear() {
+        values.clear()
+      },
+    })
+    let version = 1
+    let finish: () => void = () => {}
+    const cache = new HttpCache({ backend })
+    const app = await serve(cache, (_req, res) => {
+      const seen = version
+      finish = () => res.end(`v${seen}`)
+    })
+    running.push(app)
+    const host = new URL(app.url).host
+    const first = send(`${app.url}/a`)
+    await until(() => app.calls() === 1, 'the handler')
+    slow = new Promise((resolve) => {
+      landed = resolve
+    })
+    version = 2
+    const invalidated = cache.invalidate('/a', { host })
+    finish()
+    expect(String((await first).body)).toBe('v1')
+    const second = send(`${app.url}/a`)
+    await until(() => app.calls() === 2, 'the handler again')
+    finish()
+    expect(String((await second).body)).toBe('v2')
+    landed()
+    await invalidated
   })
 })
