@@ -3,7 +3,7 @@
  * contestant × workload, and writes results/latest.{md,json}.
  *
  *   --quick                 few short rounds (a smoke run; writes results/partial.*)
- *   --only a,b              only these scenarios (memory, memoize, redis, memcached, disk, multi-level, http)
+ *   --only a,b              only these scenarios (memory, memoize, redis, memcached, disk, multi-level, http, nestjs)
  *   --contestants a,b       only these contestant ids
  *   --readme                also regenerate the Performance section of the root README.md
  *   --out <dir>             where to write the results (default: bench/results)

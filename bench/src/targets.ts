@@ -76,4 +76,14 @@ export const TARGETS: Target[] = [
   // (`front`, per route `frontSkipsAllMiddleware: true`) triples it.
   { scenario: 'http', workload: 'http', ours: 'cache-express', against: 'apicache', min: 1 },
   { scenario: 'http', workload: 'http', ours: 'cache-express-front', against: 'apicache', min: 3 },
+  // NestJS: @CacheResponse (every safety rule, bytes replayed) against Nest's own CacheInterceptor
+  // (URL key, the returned object serialized again on each hit), on each platform.
+  { scenario: 'nestjs', workload: 'http', ours: 'cache-nestjs', against: 'nest-cache-manager', min: 1.3 },
+  {
+    scenario: 'nestjs',
+    workload: 'http',
+    ours: 'cache-nestjs-fastify',
+    against: 'nest-cache-manager-fastify',
+    min: 1.3,
+  },
 ]

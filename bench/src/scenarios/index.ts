@@ -5,10 +5,11 @@ import { memcached } from './memcached.js'
 import { memoize } from './memoize.js'
 import { memory } from './memory.js'
 import { multiLevel } from './multi-level.js'
+import { nestjs } from './nestjs.js'
 import { redis } from './redis.js'
 
 /** Every scenario, in the order the runner runs them. */
-export const scenarios: Scenario[] = [memory, memoize, redis, memcached, disk, multiLevel, http]
+export const scenarios: Scenario[] = [memory, memoize, redis, memcached, disk, multiLevel, http, nestjs]
 
 export function findScenario(id: string): Scenario {
   const scenario = scenarios.find((s) => s.id === id)

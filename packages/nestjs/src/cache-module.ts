@@ -1,0 +1,143 @@
+import {
+  type DynamicModule,
+  type FactoryProvider,
+  Inject,
+  Injectable,
+  type ModuleMetadata,
+  type OnApplicationShutdown,
+} from '@nestjs/common'
+import {
+  type CacheBackend,
+  CacheConfigError,
+  type ConfigureOptions,
+  configureCache,
+  getBackend,
+  isMinimalBackend,
+  type MinimalBackend,
+  resetCache,
+} from '@cache/core'
+import { CACHE_BACKEND } from './tokens.js'
+
+/**
+ * What {@link CacheModule.forRoot} accepts: `configureCache`'s options from `@cache/core` — a
+ * `backend` instance or a spec string (`'memory,redis'`, read with the same rules as
+ * `CACHE_BACKEND`), `namespace`, `defaultTtl`, `redisUrl`, … — plus how the module is seen.
+ */
+export interface CacheModuleOptions extends ConfigureOptions {
+  /**
+   * Provide the backend to every module of the application, without importing `CacheModule`
+   * into each (as `@nestjs/cache-manager`'s `isGlobal`). Default: `false`.
+   */
+  isGlobal?: boolean
+  /**
+   * Close the backend when the application shuts down (`app.close()`, or a signal with
+   * `enableShutdownHooks()`). A backend never closes a client you passed into it. Default: `true`.
+   */
+  closeOnShutdown?: boolean
+}
+
+/** What {@link CacheModule.forRootAsync} accepts: a factory of the options, as Nest's other modules take. */
+export interface CacheModuleAsyncOptions extends Pick<ModuleMetadata, 'imports'> {
+  /** Builds the options from the providers in `inject` (a `ConfigService`, …). May be async. */
+  useFactory: (...args: any[]) => CacheModuleOptions | Promise<CacheModuleOptions>
+  /** Providers handed to `useFactory`, in order. Default: none. */
+  inject?: FactoryProvider['inject']
+  /** As {@link CacheModuleOptions.isGlobal}; decided here because Nest must know it before the factory runs. Default: `false`. */
+  isGlobal?: boolean
+}
+
+/** The backend a module built, and whether it closes it. */
+interface ModuleCache {
+  backend: CacheBackend
+  closeOnShutdown: boolean
+}
+const MODULE_CACHE = Symbol.for('@cache/nestjs:module-cache')
+
+/** Builds the backend from the options and makes it the process's default cache. */
+function createModuleCache(options: CacheModuleOptions | undefined): ModuleCache {
+  if (options === null || typeof options !== 'object')
+    throw new CacheConfigError('CacheModule', `expected an options object, got ${String(options)}`)
+  const { isGlobal: _global, closeOnShutdown = true, ...configure } = options
+  if (typeof closeOnShutdown !== 'boolean')
+    throw new CacheConfigError('closeOnShutdown', `expected a boolean, got ${String(closeOnShutdown)}`)
+  // `@cache` methods, `cached()` functions and responses without a `backend` of their own use this one.
+  const backend = configureCache(configure)
+  return { backend, closeOnShutdown }
+}
+
+/** Closes the module's backend when the application shuts down. */
+class CacheLifecycle implements OnApplicationShutdown {
+  constructor(private readonly cache: ModuleCache) {}
+
+  async onApplicationShutdown(): Promise<void> {
+    if (!this.cache.closeOnShutdown) return
+    // Still the default cache: forget it too, so nothing later uses a closed backend.
+    if (getBackend() === this.cache.backend) await resetCache()
+    else await this.cache.backend.close()
+  }
+}
+Injectable()(CacheLifecycle)
+Inject(MODULE_CACHE)(CacheLifecycle, undefined as never, 0)
+
+/**
+ * The cache of a Nest application: builds the backend, makes it the default cache (the one
+ * `@cache` methods and `@CacheResponse` handlers use unless given their own), provides it to
+ * services as {@link CACHE_BACKEND} / `@InjectCache()`, and closes it on shutdown.
+ *
+ * ```ts
+ * @Module({ imports: [CacheModule.forRoot({ backend: 'memory,redis', isGlobal: true })] })
+ * export class AppModule {}
+ * ```
+ */
+// biome-ignore lint/complexity/noStaticOnlyClass: Nest modules are classes, configured by static forRoot methods
+export class CacheModule {
+  /**
+   * @param options a backend instance, a spec string (`'memory,redis'`), or
+   *   {@link CacheModuleOptions}. Nothing: built from `CACHE_BACKEND` and the other `CACHE_*`
+   *   variables (default `memory`).
+   */
+  static forRoot(options: CacheModuleOptions | CacheBackend | MinimalBackend | string = {}): DynamicModule {
+    const resolved: CacheModuleOptions =
+      typeof options === 'string' || isMinimalBackend(options)
+        ? { backend: options as CacheModuleOptions['backend'] }
+        : options
+    return CacheModule.module(
+      { provide: MODULE_CACHE, useFactory: () => createModuleCache(resolved) },
+      resolved.isGlobal === true,
+      [],
+    )
+  }
+
+  /** As {@link forRoot}, with options built by a factory from other providers. */
+  static forRootAsync(options: CacheModuleAsyncOptions): DynamicModule {
+    if (typeof options?.useFactory !== 'function')
+      throw new CacheConfigError('useFactory', 'CacheModule.forRootAsync needs a useFactory function')
+    return CacheModule.module(
+      {
+        provide: MODULE_CACHE,
+        useFactory: async (...args: unknown[]) => createModuleCache(await options.useFactory(...args)),
+        inject: options.inject ?? [],
+      },
+      options.isGlobal === true,
+      options.imports ?? [],
+    )
+  }
+
+  private static module(
+    cache: FactoryProvider,
+    global: boolean,
+    imports: NonNullable<ModuleMetadata['imports']>,
+  ): DynamicModule {
+    return {
+      module: CacheModule,
+      global,
+      imports,
+      providers: [
+        cache,
+        { provide: CACHE_BACKEND, useFactory: (c: ModuleCache) => c.backend, inject: [MODULE_CACHE] },
+        CacheLifecycle,
+      ],
+      exports: [CACHE_BACKEND],
+    }
+  }
+}

@@ -1,0 +1,347 @@
+import { randomBytes } from 'node:crypto'
+import { request as httpRequest, type IncomingMessage, ServerResponse } from 'node:http'
+import {
+  applyDecorators,
+  type CallHandler,
+  type ExecutionContext,
+  Inject,
+  Injectable,
+  type NestInterceptor,
+  Optional,
+  SetMetadata,
+  UseInterceptors,
+} from '@nestjs/common'
+import { type CacheBackend, type Duration, processLogger, sourceFingerprint } from '@cache/core'
+import {
+  answerFromResult,
+  HttpCache,
+  type HttpCacheOptions,
+  type HttpRequestView,
+  type LookupResult,
+  type Refresh,
+  recordNodeResponse,
+  resolveHttpCacheOptions,
+} from '@cache/http'
+import { from, mergeMap, type Observable, of } from 'rxjs'
+import { CACHE_BACKEND } from './tokens.js'
+
+/**
+ * The options of {@link CacheResponse}: those of `@cache/http` (`ttl`, `tags`, `vary`, `key`,
+ * `keyPrefix`, `staleWhileRevalidate`, `maxBodySize`, `allowAuthorized`, `allowCookies`,
+ * `statusHeader`, `cacheControl`, …, each documented there with its default). `key`, `tags` and
+ * `bypass` functions get the platform's request: Express's `Request` or Fastify's `FastifyRequest`.
+ * `backend` defaults to the one {@link CacheModule} provides.
+ */
+export type CacheResponseOptions = HttpCacheOptions<any>
+
+/** The metadata key under which {@link CacheResponse} keeps its options on a handler or controller. */
+export const CACHE_RESPONSE_OPTIONS = '@cache/nestjs:cache-response'
+
+/** Nest's metadata key for the guards of a handler or controller (`@UseGuards`). */
+const GUARDS_METADATA = '__guards__'
+
+/** Marks the loopback copy of a request that refreshes a stale entry; its value is a random id. */
+const REFRESH_HEADER = 'x-cache-nestjs-refresh'
+const refreshes = new Map<string, Refresh>()
+
+/** Requests a cache interceptor already took (`@CacheResponse` on a controller and on its method). */
+const claimed = new WeakSet<IncomingMessage>()
+
+/**
+ * Caches the responses of a controller method, or of every method of a controller: a Nest
+ * interceptor, so it runs where Nest runs interceptors — after middleware and guards (a request a
+ * guard denies never reaches the cache, nor gets a stored response), before pipes and the handler
+ * (pipes run on a miss only: what they check must be in the key, i.e. the URL or `vary`).
+ *
+ * Works on `@nestjs/platform-express` and `@nestjs/platform-fastify`, for handlers that return a
+ * value and handlers that write with `@Res()`. Entries are per handler: the controller, the
+ * method and the guards on both are part of where an entry was made, so two controllers answering
+ * the same URL never share one. The safety rules are `@cache/http`'s: only `GET` (and `HEAD` from
+ * it), no `Authorization`/`Cookie` requests, no `Set-Cookie`/`private`/`no-store`/`Vary: *`
+ * responses, errors never stored.
+ *
+ * ```ts
+ * @Get(':id')
+ * @CacheResponse({ ttl: '1m', tags: ['products'] })
+ * find(@Param('id') id: string) { … }
+ * ```
+ *
+ * @param options the options, or a TTL alone (`60`, `'5m'`); checked now (`CacheConfigError`).
+ */
+export function CacheResponse(
+  options: CacheResponseOptions | Duration = {},
+): ClassDecorator & MethodDecorator {
+  const normalized: CacheResponseOptions = typeof options === 'object' ? options : { ttl: options }
+  // A bad option stops the application while its controllers load, naming the option.
+  resolveHttpCacheOptions(normalized)
+  return applyDecorators(
+    SetMetadata(CACHE_RESPONSE_OPTIONS, normalized),
+    UseInterceptors(CacheResponseInterceptor),
+  ) as ClassDecorator & MethodDecorator
+}
+
+/** The request and response of one platform, and how to answer on it without Nest. */
+interface Platform {
+  view: Omit<HttpRequestView, 'site'>
+  /** The Node request and response underneath. */
+  req: IncomingMessage
+  res: ServerResponse
+  /** After a replay: Nest's own sending of the handler's (absent) result becomes a no-op. */
+  answered(): void
+  /** Request headers the platform makes responses depend on without always saying so with `Vary`. */
+  vary: string[]
+}
+
+/**
+ * The interceptor behind {@link CacheResponse}: caches handlers that carry its metadata. Usable
+ * on its own with `@UseInterceptors(CacheResponseInterceptor)` plus `SetMetadata`, or as
+ * `APP_INTERCEPTOR` (handlers without `@CacheResponse` are left alone).
+ */
+export class CacheResponseInterceptor implements NestInterceptor {
+  private readonly caches = new WeakMap<Function, WeakMap<Function, HttpCache>>()
+  private unknownPlatformLogged = false
+
+  constructor(private readonly backend?: CacheBackend) {}
+
+  intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
+    if (context.getType() !== 'http') return next.handle()
+    const handler = context.getHandler()
+    const owner = context.getClass()
+    const options = (metadataOf(handler) ?? metadataOf(owner)) as CacheResponseOptions | undefined
+    if (options === undefined) return next.handle()
+    const http = context.switchToHttp()
+    const platform = platformOf(http.getRequest(), http.getResponse())
+    if (platform === undefined) {
+      if (!this.unknownPlatformLogged) {
+        this.unknownPlatformLogged = true
+        processLogger().warn(
+          `@cache/nestjs: ${owner.name}.${handler.name} runs on a platform other than Express or Fastify; its responses are not cached`,
+        )
+      }
+      return next.handle()
+    }
+    if (claimed.has(platform.req)) return next.handle()
+    claimed.add(platform.req)
+    const cache = this.cacheFor(owner, handler, options, platform.vary)
+    const view: HttpRequestView = { ...platform.view, site: siteOf(owner, handler, platform.req) }
+    const id = platform.req.headers[REFRESH_HEADER]
+    if (typeof id === 'string') {
+      delete platform.req.headers[REFRESH_HEADER]
+      view.refresh = refreshes.get(id)
+      refreshes.delete(id)
+    }
+    const result = cache.lookup(view, { revalidate: (refresh) => revalidate(platform.req, refresh) })
+    return result instanceof Promise
+      ? from(result).pipe(mergeMap((settled) => act(settled, platform, next)))
+      : act(result, platform, next)
+  }
+
+  /** One cache per controller and method (a method inherited by two controllers gets two). */
+  private cacheFor(
+    owner: Function,
+    handler: Function,
+    options: CacheResponseOptions,
+    vary: string[],
+  ): HttpCache {
+    let byHandler = this.caches.get(owner)
+    if (byHandler === undefined) {
+      byHandler = new WeakMap()
+      this.caches.set(owner, byHandler)
+    }
+    let cache = byHandler.get(handler)
+    if (cache === undefined) {
+      cache = new HttpCache({
+        ...options,
+        backend: options.backend ?? this.backend,
+        ...(vary.length > 0 ? { vary: [...new Set([...(options.vary ?? []), ...vary])] } : {}),
+      })
+      byHandler.set(handler, cache)
+    }
+    return cache
+  }
+}
+Injectable()(CacheResponseInterceptor)
+Optional()(CacheResponseInterceptor, undefined as never, 0)
+Inject(CACHE_BACKEND)(CacheResponseInterceptor, undefined as never, 0)
+
+function act(result: LookupResult, platform: Platform, next: CallHandler): Observable<unknown> {
+  if (result.kind === 'hit' || result.kind === 'not-modified') {
+    answerFromResult(platform.res, result)
+    platform.answered()
+    // Nest hands the (absent) result to the response next; this one is complete already.
+    return of(undefined)
+  }
+  answerFromResult(platform.res, result)
+  if (result.kind === 'miss') recordNodeResponse(platform.res, result)
+  return next.handle()
+}
+
+function metadataOf(target: Function): unknown {
+  const api = Reflect as unknown as { getMetadata?(key: unknown, target: object): unknown }
+  return api.getMetadata?.(CACHE_RESPONSE_OPTIONS, target)
+}
+
+/** Express's request (platform-express) or Fastify's request and reply (platform-fastify). */
+function platformOf(request: any, response: any): Platform | undefined {
+  if (response instanceof ServerResponse) return expressPlatform(request, response)
+  if (response?.raw instanceof ServerResponse && request?.raw !== undefined)
+    return fastifyPlatform(request, response)
+  return undefined
+}
+
+function expressPlatform(req: any, res: ServerResponse): Platform {
+  const headers = (req as IncomingMessage).headers
+  // Express resolves the host and protocol with its `trust proxy` setting.
+  const host: string | undefined = typeof req.host === 'string' ? req.host : headers.host
+  return {
+    view: {
+      method: req.method,
+      url: req.originalUrl ?? req.url,
+      headers,
+      protocol: typeof req.protocol === 'string' ? req.protocol : 'http',
+      host,
+      ...(host !== headers.host ? { keyExtra: `host ${String(headers.host)}` } : {}),
+      raw: req,
+    },
+    req,
+    res,
+    vary: [],
+    answered() {
+      const done = function (this: unknown) {
+        return this
+      }
+      const target = res as unknown as Record<string, unknown>
+      for (const method of ['status', 'send', 'json', 'jsonp', 'render', 'redirect', 'sendFile', 'end'])
+        target[method] = done
+    },
+  }
+}
+
+function fastifyPlatform(request: any, reply: any): Platform {
+  const raw = request.raw as IncomingMessage
+  const headers = raw.headers
+  // Fastify resolves the host and protocol with its `trustProxy` option.
+  const host: string | undefined = typeof request.host === 'string' ? request.host : headers.host
+  return {
+    view: {
+      method: request.method,
+      url: request.url ?? raw.url,
+      headers,
+      protocol: typeof request.protocol === 'string' ? request.protocol : 'http',
+      host,
+      ...(host !== headers.host ? { keyExtra: `host ${String(headers.host)}` } : {}),
+      raw: request,
+    },
+    req: raw,
+    res: reply.raw,
+    // @fastify/compress adds `Vary: Accept-Encoding` only to the responses it compresses: an
+    // identity response stored first would be replayed to every client. Keyed on
+    // Accept-Encoding, each encoding keeps its own entry.
+    vary: reply.server?.hasReplyDecorator?.('compress') === true ? ['accept-encoding'] : [],
+    answered() {
+      // Fastify leaves the (already sent) response alone, and Nest's sending of the result does nothing.
+      reply.hijack()
+      const done = function (this: unknown) {
+        return this
+      }
+      for (const method of ['send', 'status', 'code', 'header', 'headers', 'type']) reply[method] = done
+    },
+  }
+}
+
+/** Fingerprints of the functions in a site, so two deployments of different code never share entries. */
+const described = new WeakMap<Function, string>()
+const identities = new WeakMap<Function, WeakMap<Function, string>>()
+
+function describe(fn: Function): string {
+  let text = described.get(fn)
+  if (text === undefined) {
+    text = `${fn.name}#${sourceFingerprint(fn)}`
+    described.set(fn, text)
+  }
+  return text
+}
+
+/**
+ * Where an entry is made: the controller, the method and the guards on both (global guards are
+ * not in a route's metadata: they guard every route alike), and the address the server listens
+ * at (two apps of one process never share entries).
+ */
+function siteOf(owner: Function, handler: Function, req: IncomingMessage): string {
+  let byHandler = identities.get(owner)
+  if (byHandler === undefined) {
+    byHandler = new WeakMap()
+    identities.set(owner, byHandler)
+  }
+  let identity = byHandler.get(handler)
+  if (identity === undefined) {
+    const guards = [handler, owner].flatMap((target) => {
+      const list = (Reflect as unknown as { getMetadata?(k: unknown, t: object): unknown }).getMetadata?.(
+        GUARDS_METADATA,
+        target,
+      )
+      return Array.isArray(list) ? list : []
+    })
+    const names = guards.map((guard) =>
+      typeof guard === 'function'
+        ? describe(guard)
+        : typeof guard?.constructor === 'function'
+          ? describe(guard.constructor)
+          : '?',
+    )
+    identity = `nest ${describe(owner)}.${describe(handler)}${names.length > 0 ? ` guards ${names.join(',')}` : ''}`
+    byHandler.set(handler, identity)
+  }
+  return `${identity} at ${listeningAt(req)}`
+}
+
+/** The address each server listens at, asked once per server. */
+const listenAddresses = new WeakMap<object, string>()
+
+function listeningAt(req: IncomingMessage): string {
+  const socket = req.socket as { server?: { address?: () => unknown }; localPort?: unknown } | null
+  const server = socket?.server
+  if (server === undefined || server === null || typeof server.address !== 'function')
+    return String(socket?.localPort ?? '')
+  let known = listenAddresses.get(server)
+  if (known === undefined) {
+    const address = server.address() as { address?: string; port?: number } | string | null
+    if (address === null) return String(socket?.localPort ?? '')
+    known = typeof address === 'string' ? address : `${address.address}:${address.port}`
+    listenAddresses.set(server, known)
+  }
+  return known
+}
+
+/**
+ * Refreshes a stale entry by sending a copy of the request to this server over loopback, so that
+ * it passes the same middleware, guards and pipes as any request. `false` on a TLS server.
+ */
+function revalidate(req: IncomingMessage, refresh: Refresh): (() => void) | false {
+  const socket = req.socket as (typeof req.socket & { encrypted?: boolean }) | null
+  if (socket === null || socket.encrypted || socket.localPort === undefined) return false
+  const id = randomBytes(16).toString('hex')
+  refreshes.set(id, refresh)
+  const headers: Record<string, string | string[] | undefined> = { ...req.headers, [REFRESH_HEADER]: id }
+  for (const name of ['if-none-match', 'if-modified-since', 'range', 'if-range']) delete headers[name]
+  const copy = httpRequest(
+    {
+      host: socket.localAddress,
+      port: socket.localPort,
+      path: req.url,
+      method: 'GET',
+      headers,
+      agent: false,
+    },
+    (response) => response.resume(),
+  )
+  copy.on('error', (error) => {
+    refreshes.delete(id)
+    refresh.fail(error)
+  })
+  copy.end()
+  return () => {
+    refreshes.delete(id)
+    copy.destroy()
+  }
+}
