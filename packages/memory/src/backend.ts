@@ -24,7 +24,7 @@ import {
 } from '@cache/core'
 import { LRUCache } from 'lru-cache'
 import { cloneValue } from './clone.js'
-import { coarseNow } from './clock.js'
+import { coarseNow, preciseNow } from './clock.js'
 import { estimateSize } from './size.js'
 
 /** Options of {@link memoryBackend}. */
@@ -98,6 +98,8 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   private readonly clone: boolean
   private readonly checkValues: boolean
   private readonly now: () => number
+  /** The clock an expiry is computed from when a value is written: exact, not coarse. */
+  private readonly writeNow: () => number
   private readonly maxSize: number | undefined
   /** Reused for every set and entry read: lru-cache reads its options, it does not keep them. */
   private readonly setOptions: LRUCache.SetOptions<string, Stored, unknown> = {
@@ -118,6 +120,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
     this.checkValues = options.checkValues ?? (!this.clone && process.env.NODE_ENV !== 'production')
     // The default clock follows fake timers in tests (see clock.ts).
     this.now = options.now ?? coarseNow
+    this.writeNow = options.now ?? preciseNow
     this.maxSize =
       options.maxSize === undefined
         ? undefined
@@ -351,7 +354,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
 
   private expiry(ttl: Duration | undefined): number {
     const ms = ttl === undefined ? this.defaultTtlMs : ttlToMs(ttl)
-    return ms === undefined ? 0 : this.now() + ms
+    return ms === undefined ? 0 : this.writeNow() + ms
   }
 
   /** A stored value as a reader gets it. */

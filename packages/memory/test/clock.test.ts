@@ -37,4 +37,17 @@ describe('the default clock', () => {
     expect(await cache.get('k')).toBeUndefined()
     expect(await cache.get('warm')).toBeUndefined()
   })
+
+  it('a write after a long synchronous stretch gets its whole TTL (the expiry is computed from the exact time)', async () => {
+    const cache = memoryBackend()
+    await cache.set('warm', 1, 60)
+    expect(await cache.get('warm')).toBe(1) // the coarse clock has just been read
+    // 150 ms of work that never yields: a timer cannot refresh the coarse clock meanwhile.
+    const until = Date.now() + 150
+    while (Date.now() < until) {}
+    await cache.set('k', 'v', '100ms')
+    await new Promise((resolve) => setTimeout(resolve, 5))
+    // 5 ms of its 100 ms have passed (plus scheduling): it must still be there.
+    expect(await cache.get('k')).toBe('v')
+  })
 })
