@@ -159,6 +159,11 @@ export {
 } from './stats.js'
 export { invalidateTags, tagVersionKey } from './tags.js'
 export {
+  invalidationTargets,
+  onInvalidationTargets,
+  registerInvalidationTarget,
+} from './invalidation-targets.js'
+export {
   type CacheLogger,
   type LoggerOption,
   IncidentLog,

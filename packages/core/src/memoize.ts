@@ -5,6 +5,7 @@ import { CacheConfigError } from './errors.js'
 import { invalidatedHere, prefixesOf, usePrefix } from './flights.js'
 import { renewGenerations } from './generations.js'
 import { callerModuleFingerprint, claimPrefix, sourceFingerprint, sourceOf } from './identity.js'
+import { registerInvalidationTarget } from './invalidation-targets.js'
 import { assertMemoNamespace, generationKey, keySegment } from './internal-keys.js'
 import { argumentsKey } from './keys.js'
 import { type LoadOptions, resolvePolicy } from './load-options.js'
@@ -255,6 +256,8 @@ function createMemo<F extends AnyFunction>(
   const fixedBackend = options.backend === undefined ? undefined : toBackend(options.backend)
   // A bad CACHE_* variable stops the application now, while it defines its functions.
   if (fixedBackend === undefined) prepareDefaultCache()
+  // invalidateTags() without a backend reaches this function's entries too.
+  else registerInvalidationTarget(fixedBackend)
   const observer = new MemoObserver(`memo ${naming.label}`)
   const tagsOf =
     typeof options.tags === 'function' ? options.tags : () => (options.tags ?? []) as readonly string[]

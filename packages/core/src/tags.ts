@@ -1,7 +1,7 @@
 import type { CacheBackend } from './backend.js'
-import { getBackend } from './default-cache.js'
 import { invalidatedHere } from './flights.js'
 import { renewGenerations } from './generations.js'
+import { onInvalidationTargets } from './invalidation-targets.js'
 import { generationKey } from './internal-keys.js'
 
 /**
@@ -15,16 +15,17 @@ export function tagVersionKey(tag: string): string {
 
 /**
  * Invalidates every entry (memoized result or cached response) carrying any of `tags`, in every
- * process sharing the backend. Resolves once the backend has taken the change; rejects if it
- * did not. Calls in flight in this process that carry one of the tags are not joined by later
+ * process sharing the backend. Without `backend`: on the default cache and on every backend a
+ * memoized function or a response cache of this process was given (`cached(fn, { backend })`,
+ * `cacheResponse({ backend })`); with it, on that backend only. Resolves once every one has taken
+ * the change; rejects if one did not. Calls in flight in this process that carry one of the tags are not joined by later
  * calls, and their results are not stored.
  */
 export async function invalidateTags(
   tags: readonly string[],
   options: { backend?: CacheBackend } = {},
 ): Promise<void> {
-  const backend = options.backend ?? getBackend()
   const keys = tags.map(tagVersionKey)
   invalidatedHere(keys)
-  await renewGenerations(backend, keys)
+  await onInvalidationTargets(options.backend, (backend) => renewGenerations(backend, keys))
 }

@@ -1,4 +1,5 @@
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
+import { receivedAge } from './stored-response.js'
 
 /**
  * The directives of a `Cache-Control` header (one value, or several header lines), by lower-case
@@ -33,7 +34,7 @@ export interface TtlFromResponse {
 
 /**
  * The freshness lifetime a response gives itself, for a shared cache: `s-maxage`, else `max-age`
- * (RFC 9111 §4.2.1), in ms, capped at `maxMs`. A directive given twice with two values makes the
+ * (RFC 9111 §4.2.1) less the response's `Age`, in ms, capped at `maxMs`. A directive given twice with two values makes the
  * response stale (`'cache-control'`: not stored), as §4.2.1 allows; none at all gives `defaultMs`,
  * or `'no-ttl'` without one. `max-age=0` and `no-store` are refused before this is asked.
  */
@@ -46,7 +47,9 @@ export function ttlFromResponse(
   if (values === undefined)
     return rule.defaultMs === undefined ? 'no-ttl' : Math.min(rule.defaultMs, rule.maxMs)
   if (values.some((v) => v !== values[0]) || !/^[0-9]+$/.test(values[0]!)) return 'cache-control'
-  const seconds = Number(values[0])
+  // Freshness left: the lifetime minus the age the response already has (RFC 9111 §4.2.3), as
+  // when a handler relays an upstream response with its `Age`.
+  const seconds = Number(values[0]) - receivedAge(headers.age)
   if (seconds <= 0) return 'cache-control'
   return Math.min(seconds * 1000, rule.maxMs)
 }

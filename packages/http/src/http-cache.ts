@@ -11,6 +11,7 @@ import {
   currentGenerationsSync,
   type Duration,
   getBackend,
+  registerInvalidationTarget,
   processLogger,
   renewGenerations,
   sameGenerations,
@@ -35,6 +36,7 @@ import {
   isStoredResponse,
   isVaryRecord,
   NOT_MODIFIED_HEADERS,
+  receivedAge,
   type StoredResponse,
   storedHeaders,
   unstorableReason,
@@ -82,6 +84,8 @@ export class HttpCache<Raw = any> {
    */
   constructor(options: HttpCacheOptions<Raw> | Duration = {}, settings?: HttpCacheSettings) {
     this.settings = settings ?? resolveHttpCacheOptions(options)
+    // invalidateTags() and invalidateResponse…() without a backend reach this cache's entries too.
+    if (this.settings.backend !== undefined) registerInvalidationTarget(this.settings.backend)
   }
 
   /** Where responses are stored: the `backend` option, else the default cache at this moment. */
@@ -591,6 +595,8 @@ export class HttpCache<Raw = any> {
       }
     }
     if (s.frontSkipsAllMiddleware) entry.front = true
+    const age = receivedAge(captured.final.headers.age ?? captured.headers.age)
+    if (age > 0) entry.initialAge = age
     return entry
   }
 
@@ -684,7 +690,8 @@ export class HttpCache<Raw = any> {
   ): LookupResult {
     const s = this.settings
     const headers = entry.headers.slice()
-    const age = now > entry.storedAt ? Math.floor((now - entry.storedAt) / 1000) : 0
+    const age =
+      (entry.initialAge ?? 0) + (now > entry.storedAt ? Math.floor((now - entry.storedAt) / 1000) : 0)
     headers.push('age', String(age))
     if (entry.etag !== '') headers.push('etag', entry.etag)
     if (s.statusHeader === 'cache-status') {

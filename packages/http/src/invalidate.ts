@@ -1,5 +1,11 @@
 import type { IncomingHttpHeaders } from 'node:http'
-import { type CacheBackend, getBackend, type MinimalBackend, renewGenerations, toBackend } from '@cache/core'
+import {
+  type CacheBackend,
+  type MinimalBackend,
+  onInvalidationTargets,
+  renewGenerations,
+  toBackend,
+} from '@cache/core'
 import { Flight } from './flight.js'
 import { prefixVersionKey, urlVersionKey } from './options.js'
 import { siteKey, urlKeys } from './request-key.js'
@@ -7,7 +13,10 @@ import { seenSites } from './sites.js'
 
 /** Where and under which prefix to invalidate, for the functions that work without a cache instance. */
 export interface InvalidateOptions {
-  /** Default: the configured default cache (`getBackend()`). */
+  /**
+   * Default: the default cache and every backend a response cache of this process was given
+   * (`cacheResponse({ backend })`), each once.
+   */
   backend?: CacheBackend | MinimalBackend
   /** The `keyPrefix` the responses were cached under. Default: `'http'`. */
   keyPrefix?: string
@@ -36,7 +45,11 @@ export async function invalidateResponse(
   const generation = urlVersionKey(scope)
   // Before anything is awaited: a response in flight in this process is neither stored nor shared.
   Flight.invalidate({ keys: [generation] })
-  return removeResponses(backendOf(options), keys, [generation])
+  let removed = false
+  await onInvalidationTargets(backendOf(options), async (backend) => {
+    if (await removeResponses(backend, keys, [generation])) removed = true
+  })
+  return removed
 }
 
 /**
@@ -64,9 +77,12 @@ export async function invalidateResponsePrefix(prefix: string, options: { backen
   if (typeof prefix !== 'string' || prefix === '')
     throw new TypeError('invalidateResponsePrefix: expected a prefix')
   Flight.invalidate({ prefix })
-  await renewGenerations(backendOf(options), [prefixVersionKey(prefix)])
+  await onInvalidationTargets(backendOf(options), (backend) =>
+    renewGenerations(backend, [prefixVersionKey(prefix)]),
+  )
 }
 
-function backendOf(options: { backend?: CacheBackend | MinimalBackend }): CacheBackend {
-  return options.backend === undefined ? getBackend() : toBackend(options.backend)
+/** The backend named by the options; `undefined`: every target ({@link onInvalidationTargets}). */
+function backendOf(options: { backend?: CacheBackend | MinimalBackend }): CacheBackend | undefined {
+  return options.backend === undefined ? undefined : toBackend(options.backend)
 }

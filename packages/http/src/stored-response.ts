@@ -30,6 +30,20 @@ export interface StoredResponse {
   url?: string
   /** Its tags (the `tags` option), for `responseIndex()`. */
   tags?: string[]
+  /**
+   * Seconds the response was already old when it was stored: the `Age` it came with (a handler
+   * relaying an upstream response). Replays add it to their own `Age` (RFC 9111 §4.2.3).
+   */
+  initialAge?: number
+}
+
+/** The `Age` a response carries (RFC 9111 §5.1: a non-negative integer; anything else counts as 0). */
+export function receivedAge(value: unknown): number {
+  const text = Array.isArray(value) ? value[0] : value
+  if (typeof text === 'number') return Number.isSafeInteger(text) && text > 0 ? text : 0
+  if (typeof text !== 'string' || !/^[0-9]+$/.test(text.trim())) return 0
+  const age = Number(text.trim())
+  return Number.isSafeInteger(age) ? age : 2 ** 31
 }
 
 /** Stored at the base key when the response varies on request headers (its `Vary`). */

@@ -1,0 +1,135 @@
+/**
+ * Invalidations called without a `backend` reach every cache of the process, including the ones
+ * given their own backend; and a response relayed with an `Age` is as old as it says.
+ */
+import { cached, invalidateTags } from '@cache/core'
+import { MemoryBackend } from '@cache/memory'
+import { afterEach, describe, expect, it } from 'vitest'
+import {
+  HttpCache,
+  type HttpCacheOptions,
+  invalidateResponse,
+  invalidateResponsePrefix,
+} from '../src/index.js'
+import { type Handler, type Served, send, serve } from './node-adapter.js'
+
+const running: Served[] = []
+afterEach(async () => {
+  await Promise.all(running.splice(0).map((s) => s.close()))
+})
+
+async function start(handler: Handler, options: HttpCacheOptions = {}) {
+  const backend = new MemoryBackend()
+  const cache = new HttpCache({ backend, ...options })
+  const served = await serve(cache, handler)
+  running.push(served)
+  return { ...served, cache, backend }
+}
+
+/** Answers the current price: a change shows whether the next request ran the handler. */
+function priced() {
+  const state = { price: 1 }
+  const handler: Handler = (_req, res) => {
+    res.setHeader('content-type', 'application/json')
+    res.end(JSON.stringify({ price: state.price }))
+  }
+  return { state, handler }
+}
+
+describe('invalidations without a backend reach a cache given its own', () => {
+  it("invalidateTags(['products']) renews the responses of a cache with its own backend", async () => {
+    const { state, handler } = priced()
+    const app = await start(handler, { ttl: 60, tags: ['products'] })
+    expect(JSON.parse((await send(`${app.url}/p`)).body.toString())).toEqual({ price: 1 })
+    state.price = 2
+    await invalidateTags(['products'])
+    expect(JSON.parse((await send(`${app.url}/p`)).body.toString())).toEqual({ price: 2 })
+    expect(app.calls()).toBe(2)
+  })
+
+  it('invalidateResponse(url) renews the response of a cache with its own backend', async () => {
+    const { state, handler } = priced()
+    const app = await start(handler, { ttl: 60 })
+    await send(`${app.url}/p?page=1`)
+    state.price = 2
+    await invalidateResponse(`${app.url}/p?page=1`)
+    expect(JSON.parse((await send(`${app.url}/p?page=1`)).body.toString())).toEqual({ price: 2 })
+  })
+
+  it("invalidateResponsePrefix('http') renews the responses of a cache with its own backend", async () => {
+    const { state, handler } = priced()
+    const app = await start(handler, { ttl: 60 })
+    await send(`${app.url}/p`)
+    state.price = 2
+    await invalidateResponsePrefix('http')
+    expect(JSON.parse((await send(`${app.url}/p`)).body.toString())).toEqual({ price: 2 })
+  })
+
+  it('invalidateTags() reaches a memoized function given its own backend', async () => {
+    const backend = new MemoryBackend()
+    let price = 1
+    const getPrice = cached(async (id: number) => ({ id, price }), {
+      name: 'invalidation-reach-price',
+      backend,
+      tags: ['prices'],
+    })
+    expect(await getPrice(1)).toEqual({ id: 1, price: 1 })
+    price = 2
+    await invalidateTags(['prices'])
+    expect(await getPrice(1)).toEqual({ id: 1, price: 2 })
+  })
+
+  it('a closed backend of another cache does not make invalidateTags() fail', async () => {
+    const { handler } = priced()
+    const app = await start(handler, { ttl: 60, tags: ['closed'] })
+    await send(`${app.url}/p`)
+    await app.backend.close()
+    await expect(invalidateTags(['closed'])).resolves.toBeUndefined()
+  })
+})
+
+describe('a relayed response with an Age', () => {
+  it("ttl 'from-response' counts the Age the response came with, and replays report it", async () => {
+    let now = 1_000_000
+    const upstream: Handler = (_req, res) => {
+      res.setHeader('cache-control', 'public, max-age=60')
+      res.setHeader('age', '50')
+      res.end('relayed')
+    }
+    const app = await start(upstream, { ttl: 'from-response', now: () => now })
+    await send(`${app.url}/r`)
+    now += 5_000
+    const hit = await send(`${app.url}/r`)
+    expect(hit.headers.age).toBe('55')
+    expect(hit.headers['cache-status']).toBe('@cache; hit; ttl=5')
+    now += 6_000 // 61 s old: past its 60 s lifetime
+    await send(`${app.url}/r`)
+    expect(app.calls()).toBe(2)
+  })
+
+  it("ttl 'from-response' never stores a response that arrives older than its max-age", async () => {
+    const stale: Handler = (_req, res) => {
+      res.setHeader('cache-control', 'public, max-age=60')
+      res.setHeader('age', '70')
+      res.end('old')
+    }
+    const app = await start(stale, { ttl: 'from-response' })
+    await send(`${app.url}/s`)
+    await send(`${app.url}/s`)
+    expect(app.calls()).toBe(2)
+  })
+
+  it('a fixed ttl keeps its own lifetime, and the replay still counts the Age it came with', async () => {
+    let now = 2_000_000
+    const upstream: Handler = (_req, res) => {
+      res.setHeader('age', '30')
+      res.end('relayed')
+    }
+    const app = await start(upstream, { ttl: 60, now: () => now })
+    await send(`${app.url}/f`)
+    now += 10_000
+    const hit = await send(`${app.url}/f`)
+    expect(hit.headers.age).toBe('40')
+    expect(app.calls()).toBe(1)
+  })
+})
