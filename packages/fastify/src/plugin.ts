@@ -1,6 +1,13 @@
-import { randomUUID } from 'node:crypto'
-import type { IncomingHttpHeaders } from 'node:http'
-import { type CacheBackend, CacheConfigError, type Duration, getBackend, invalidateTags } from '@cache/core'
+import { createHash, randomUUID } from 'node:crypto'
+import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http'
+import {
+  type CacheBackend,
+  CacheConfigError,
+  type Duration,
+  getBackend,
+  invalidateTags,
+  sourceFingerprint,
+} from '@cache/core'
 import {
   answerFromResult,
   HttpCache,
@@ -9,6 +16,7 @@ import {
   invalidateResponsePrefix,
   type LookupContext,
   type LookupResult,
+  type MissResult,
   type Refresh,
   recordNodeResponse,
 } from '@cache/http'
@@ -116,18 +124,17 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
     const holder = route.config as object
     let cache = byConfig.get(holder)
     if (cache === undefined) {
-      const own = { ...defaults, ...routeOptions(config, route.url) }
-      // @fastify/compress adds `Vary: Accept-Encoding` only to the responses it compresses: an
-      // identity response stored first would then be replayed to every client, gzip-capable or
-      // not. Keyed on Accept-Encoding, each encoding keeps its own entry.
-      if (this.hasReplyDecorator('compress'))
-        own.vary = [...new Set([...(own.vary ?? []), 'accept-encoding'])]
-      cache = new HttpCache<FastifyRequest>(own)
+      cache = new HttpCache<FastifyRequest>({ ...defaults, ...routeOptions(config, route.url) })
       byConfig.set(holder, cache)
       caches.set(`${route.url}${caches.has(route.url) ? ` #${caches.size}` : ''}`, cache)
     }
-    const site = siteOf(route)
-    const lookup = lookupHook(fastify, cache, site, refreshHeader, refreshes)
+    const site = siteOf(fastify, route)
+    // @fastify/compress adds `Vary: Accept-Encoding` only to the responses it compresses: the
+    // cache's responses get it whatever their encoding, so that each encoding is a variant of its
+    // own (which invalidating a URL reaches), and an identity response stored first is not
+    // replayed to gzip-capable clients.
+    const varyEncoding = this.hasReplyDecorator('compress')
+    const lookup = lookupHook(fastify, cache, site, varyEncoding, refreshHeader, refreshes)
     // Last before the handler: every hook of the route (a guard in onRequest, preValidation or
     // preHandler, at any level) ran for a hit as it did for the response stored.
     route.preHandler = [...toList(route.preHandler), lookup]
@@ -210,13 +217,51 @@ function answersGet(route: RouteOptions): boolean {
 }
 
 /**
- * Where the cache sits: one site for the app (a URL reaches one route), except for a route with
- * constraints (host, version), which shares its URL with other routes.
+ * Where the cache sits, as a function giving the site of a request: the server the app listens
+ * at and the route. The server is its bound address and port (`0.0.0.0:3000` for every replica
+ * of a service, which share entries) or Unix socket path: two apps of one process never share
+ * entries, whatever `Host` a client sends. An app that does not listen (`inject()`) has an
+ * identity of its own. The route is its methods, URL pattern, constraints (host, version), and
+ * the handler and hooks declared on it, each as `name#<fingerprint of its source>`.
  */
-function siteOf(route: RouteOptions): string {
-  const constraints = route.constraints
-  if (constraints === undefined || Object.keys(constraints).length === 0) return ''
-  return `${route.url} ${JSON.stringify(constraints, (_, value) => (value instanceof RegExp ? String(value) : value))}`
+function siteOf(fastify: FastifyInstance, route: RouteOptions): () => string {
+  const methods = [...new Set(toList(route.method).map((m) => (m === 'HEAD' ? 'GET' : m)))].sort()
+  const functions = (value: unknown) =>
+    toList(value as Function | Function[] | undefined)
+      .map((fn) => (typeof fn === 'function' ? `${fn.name}#${sourceFingerprint(fn)}` : '?'))
+      .join(',')
+  const description = [
+    methods.join(','),
+    route.url,
+    JSON.stringify(route.constraints ?? {}, (_, value) => (value instanceof RegExp ? String(value) : value)),
+    functions(route.handler),
+    ...ROUTE_HOOKS.map((hook) => `${hook}=${functions(route[hook])}`),
+  ].join('\n')
+  const server = fastify.server
+  const hash = (at: string) => createHash('sha256').update(`${at}\n${description}`).digest('hex').slice(0, 12)
+  let listening: { at: string; site: string } | undefined
+  let unlistened: string | undefined
+  return () => {
+    const address = server.listening ? server.address() : null
+    if (address === null) return (unlistened ??= hash(`instance ${instanceOf(server)}`))
+    const at = typeof address === 'string' ? address : `${address.address}:${address.port}`
+    if (listening?.at !== at) listening = { at, site: hash(at) }
+    return listening.site
+  }
+}
+
+/** The hooks a route declares that run before its handler (and so before the cache). */
+const ROUTE_HOOKS = ['onRequest', 'preParsing', 'preValidation', 'preHandler'] as const
+
+/** An identity per server of an app that does not listen. */
+const instances = new WeakMap<object, string>()
+function instanceOf(server: object): string {
+  let id = instances.get(server)
+  if (id === undefined) {
+    id = randomUUID()
+    instances.set(server, id)
+  }
+  return id
 }
 
 const backendIds = new WeakMap<CacheBackend, number>()
@@ -240,12 +285,13 @@ function toList<T>(value: T | readonly T[] | undefined): T[] {
 function lookupHook(
   fastify: FastifyInstance,
   cache: HttpCache<FastifyRequest>,
-  site: string,
+  site: () => string,
+  varyEncoding: boolean,
   refreshHeader: string,
   refreshes: Map<string, Refresh>,
 ) {
   return function cacheLookup(request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) {
-    const view = viewOf(request, site, refreshHeader, refreshes)
+    const view = viewOf(request, site(), refreshHeader, refreshes)
     const context: LookupContext = {
       revalidate: (refresh) => {
         const id = randomUUID()
@@ -268,12 +314,17 @@ function lookupHook(
       done(error as Error)
       return
     }
-    if (result instanceof Promise) result.then((settled) => act(settled, reply, done), done)
-    else act(result, reply, done)
+    if (result instanceof Promise) result.then((settled) => act(settled, reply, varyEncoding, done), done)
+    else act(result, reply, varyEncoding, done)
   }
 }
 
-function act(result: LookupResult, reply: FastifyReply, done: HookHandlerDoneFunction): void {
+function act(
+  result: LookupResult,
+  reply: FastifyReply,
+  varyEncoding: boolean,
+  done: HookHandlerDoneFunction,
+): void {
   if (result.kind === 'hit' || result.kind === 'not-modified') {
     reply.hijack()
     // Headers the hooks before this one set on the reply (CORS, security headers) go out as they
@@ -284,9 +335,48 @@ function act(result: LookupResult, reply: FastifyReply, done: HookHandlerDoneFun
     done()
     return
   }
-  if (result.kind === 'miss') recordNodeResponse(reply.raw, result)
+  if (result.kind === 'miss') record(reply, result, varyEncoding)
   answerFromResult(reply.raw, result)
   done()
+}
+
+/**
+ * Records a miss's response. Headers the hooks before the cache set on the reply (a request id,
+ * rate-limit counters) are this request's, not the response's: they are not stored, and every hit
+ * sends its own. Fastify keeps them on the reply until it writes the head, so they are set on the
+ * raw response first (where the recorder sees what was set before the cache), and left out of
+ * the head Fastify writes unless a later hook or the handler changed them. With `varyEncoding`,
+ * the response says `Vary: Accept-Encoding`.
+ */
+function record(reply: FastifyReply, miss: MissResult, varyEncoding: boolean): void {
+  const res = reply.raw
+  const earlier = reply.getHeaders()
+  for (const [name, value] of Object.entries(earlier)) if (value !== undefined) res.setHeader(name, value)
+  recordNodeResponse(res, miss)
+  const writeHead = res.writeHead
+  res.writeHead = function (this: ServerResponse, code: number, ...rest: unknown[]) {
+    const at = typeof rest[0] === 'string' ? 1 : 0
+    const given = rest[at]
+    if (given !== null && typeof given === 'object' && !Array.isArray(given)) {
+      const kept: OutgoingHttpHeaders = {}
+      for (const [name, value] of Object.entries(given as OutgoingHttpHeaders)) {
+        const before = earlier[name.toLowerCase()]
+        if (before === undefined || String(before) !== String(value)) kept[name] = value
+      }
+      rest[at] = kept
+    }
+    if (varyEncoding) {
+      const headers = rest[at] as OutgoingHttpHeaders | undefined
+      const vary = headers?.vary ?? res.getHeader('vary')
+      const list = vary === undefined ? '' : String(vary)
+      if (!/(^|,)\s*(accept-encoding|\*)\s*(,|$)/i.test(list)) {
+        const value = list === '' ? 'Accept-Encoding' : `${list}, Accept-Encoding`
+        if (headers !== null && typeof headers === 'object' && !Array.isArray(headers)) headers.vary = value
+        else res.setHeader('vary', value)
+      }
+    }
+    return (writeHead as (...args: unknown[]) => ServerResponse).call(this, code, ...rest)
+  } as ServerResponse['writeHead']
 }
 
 function viewOf(
