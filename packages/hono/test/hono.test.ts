@@ -179,6 +179,21 @@ describe('a session middleware before the cache that sets its cookie after await
     return { app, runs: () => runs }
   }
 
+  it("the cache's own Cache-Control (private under the vary option) never keeps it from storing", async () => {
+    let runs = 0
+    const app = new Hono()
+    app.get('/greeting', cacheResponse({ ttl: 60, backend: memoryBackend(), vary: ['accept-language'], cacheControl: true }), (c) =>
+      c.text(`hello ${++runs}`),
+    )
+    const base = await listen(app)
+    const first = await get(base, '/greeting', 'GET', { 'accept-language': 'fr' })
+    expect(first.headers['cache-control']).toMatch(/private/)
+    expect((await get(base, '/greeting', 'GET', { 'accept-language': 'fr' })).text).toBe('hello 1')
+    const init = { headers: { host: 'shop.test', 'accept-language': 'fr' } }
+    expect(await (await app.request('http://shop.test/greeting', init)).text()).toBe('hello 2')
+    expect(await (await app.request('http://shop.test/greeting', init)).text()).toBe('hello 2')
+  })
+
   it("on Node's server, the response that carried Set-Cookie is not stored", async () => {
     const { app, runs } = sessionApp(memoryBackend())
     const base = await listen(app)
