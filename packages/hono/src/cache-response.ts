@@ -384,7 +384,10 @@ const listenAddresses = new WeakMap<object, string>()
  */
 function listeningAt(server: NodeServer | undefined, env: unknown): string {
   const local = () =>
-    String((env as { incoming?: { socket?: { localPort?: unknown } } } | undefined)?.incoming?.socket?.localPort ?? '')
+    String(
+      (env as { incoming?: { socket?: { localPort?: unknown } } } | undefined)?.incoming?.socket?.localPort ??
+        '',
+    )
   if (server === undefined) return local()
   let known = listenAddresses.get(server)
   if (known === undefined) {
@@ -412,7 +415,8 @@ function isAmbiguous(site: string, entries: RouteEntry[], server: NodeServer | u
   const first = owners.get(site)
   if (first !== undefined) {
     const functions = first.functions.map((ref) => ref.deref())
-    if (functions.length === entries.length && functions.every((fn, i) => fn === entries[i]![0][0])) return false
+    if (functions.length === entries.length && functions.every((fn, i) => fn === entries[i]![0][0]))
+      return false
     const owner = first.server?.deref()
     const gone =
       functions.includes(undefined) ||
@@ -473,10 +477,12 @@ function watchHead(outgoing: NodeOutgoing, judge: (final: OutgoingHttpHeaders) =
       const flat = given.every((item) => Array.isArray(item)) ? (given as unknown[][]).flat() : given
       for (let i = 0; i + 1 < flat.length; i += 2) {
         const name = String(flat[i]).toLowerCase()
-        final[name] = final[name] === undefined ? String(flat[i + 1]) : [final[name], flat[i + 1]].flat().map(String)
+        final[name] =
+          final[name] === undefined ? String(flat[i + 1]) : [final[name], flat[i + 1]].flat().map(String)
       }
     } else if (typeof given === 'object' && given !== null) {
-      for (const [name, value] of Object.entries(given)) final[name.toLowerCase()] = value as OutgoingHttpHeaders[string]
+      for (const [name, value] of Object.entries(given))
+        final[name.toLowerCase()] = value as OutgoingHttpHeaders[string]
     }
     judge(final)
     return original.apply(this, args)

@@ -20,7 +20,7 @@ afterEach(async () => {
 })
 
 /** Serves `app` on Node's Hono server, on a free loopback port. */
-async function listen(app: Hono): Promise<string> {
+async function listen(app: Pick<Hono, 'fetch'>): Promise<string> {
   const server = await new Promise<ServerType>((resolve) => {
     const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s))
   })
@@ -35,7 +35,12 @@ interface Reply {
   text: string
 }
 
-function get(base: string, path: string, method = 'GET', headers: Record<string, string> = {}): Promise<Reply> {
+function get(
+  base: string,
+  path: string,
+  method = 'GET',
+  headers: Record<string, string> = {},
+): Promise<Reply> {
   const { hostname, port } = new URL(base)
   return new Promise((resolve, reject) => {
     const options = { host: hostname, port, path, method, headers, agent: false, timeout: 5_000 }
@@ -126,7 +131,8 @@ describe('two apps of one factory in one process', () => {
   function createApp(config: { internal: boolean; figures: string }, backend: CacheBackend) {
     const app = new Hono()
     app.use('*', async (c, next) => {
-      if (config.internal && c.req.header('x-sso-user') !== 'alice') return c.json({ error: 'forbidden' }, 403)
+      if (config.internal && c.req.header('x-sso-user') !== 'alice')
+        return c.json({ error: 'forbidden' }, 403)
       await next()
     })
     app.get('/report', cacheResponse({ ttl: 60, backend }), (c) => c.json({ figures: config.figures }))
@@ -138,7 +144,9 @@ describe('two apps of one factory in one process', () => {
     const internal = await listen(createApp({ internal: true, figures: 'SECRET margins' }, backend))
     const open = await listen(createApp({ internal: false, figures: 'public summary' }, backend))
     const host = { host: 'shop.example' }
-    expect((await get(internal, '/report', 'GET', { ...host, 'x-sso-user': 'alice' })).text).toContain('SECRET')
+    expect((await get(internal, '/report', 'GET', { ...host, 'x-sso-user': 'alice' })).text).toContain(
+      'SECRET',
+    )
     expect((await get(open, '/report', 'GET', host)).text).toBe('{"figures":"public summary"}')
     // Each server still caches its own response.
     const again = await get(open, '/report', 'GET', host)
@@ -182,8 +190,10 @@ describe('a session middleware before the cache that sets its cookie after await
   it("the cache's own Cache-Control (private under the vary option) never keeps it from storing", async () => {
     let runs = 0
     const app = new Hono()
-    app.get('/greeting', cacheResponse({ ttl: 60, backend: memoryBackend(), vary: ['accept-language'], cacheControl: true }), (c) =>
-      c.text(`hello ${++runs}`),
+    app.get(
+      '/greeting',
+      cacheResponse({ ttl: 60, backend: memoryBackend(), vary: ['accept-language'], cacheControl: true }),
+      (c) => c.text(`hello ${++runs}`),
     )
     const base = await listen(app)
     const first = await get(base, '/greeting', 'GET', { 'accept-language': 'fr' })
