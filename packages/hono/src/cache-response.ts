@@ -155,12 +155,13 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     // what is stored is decided again on the headers the client receives. On Node they are those
     // the server writes; elsewhere, those of Hono's response once its body was read through.
     let judged = refreshing
-    const judge = (final: OutgoingHttpHeaders): void => {
+    const judge = (final: OutgoingHttpHeaders): string | undefined => {
       judged = true
       // The cache's own `Cache-Control` (`private` under the `vary` option) is not a layer's.
       const ours = advice.cacheControl !== undefined && String(final['cache-control']) === advice.cacheControl
       const reason = unstorableReason(ours ? { ...final, 'cache-control': headers['cache-control'] } : final)
       if (reason !== undefined) recorder.abort(`not-storable: ${reason} set after the cache`)
+      return reason
     }
     const finish = () => {
       if (outgoing === undefined || outgoing.writableFinished)
@@ -170,7 +171,12 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       outgoing.once('close', () => recorder.abort('closed'))
     }
     if (!advice.storable) recorder.abort('not-storable')
-    else if (outgoing !== undefined) watchHead(outgoing, judge)
+    else if (outgoing !== undefined)
+      watchHead(
+        outgoing,
+        judge,
+        advice.set.map(([name]) => name.toLowerCase()),
+      )
     const source = res.body
     if (source === null || !advice.storable) {
       if (source === null) {
@@ -463,8 +469,14 @@ function matchResultOf(c: Context): MatchResult | undefined {
 /**
  * Calls `judge` with the headers of the first `writeHead` of Node's response (what
  * `@hono/node-server` writes: the final response of the whole middleware chain), then lets it be.
+ * When `judge` gives a reason not to store, the cache's status headers (`names`) that still say
+ * `stored` say why not instead.
  */
-function watchHead(outgoing: NodeOutgoing, judge: (final: OutgoingHttpHeaders) => void): void {
+function watchHead(
+  outgoing: NodeOutgoing,
+  judge: (final: OutgoingHttpHeaders) => string | undefined,
+  names: string[],
+): void {
   const own = Object.hasOwn(outgoing, 'writeHead')
   const original = outgoing.writeHead
   outgoing.writeHead = function (this: NodeOutgoing, ...args: unknown[]) {
@@ -484,7 +496,15 @@ function watchHead(outgoing: NodeOutgoing, judge: (final: OutgoingHttpHeaders) =
       for (const [name, value] of Object.entries(given))
         final[name.toLowerCase()] = value as OutgoingHttpHeaders[string]
     }
-    judge(final)
+    const reason = judge(final)
+    if (reason !== undefined && typeof given === 'object' && given !== null && !Array.isArray(given)) {
+      const record = given as Record<string, unknown>
+      for (const name of Object.keys(record)) {
+        const value = record[name]
+        if (names.includes(name.toLowerCase()) && typeof value === 'string')
+          record[name] = value.replace('; stored', `; detail=${reason}`)
+      }
+    }
     return original.apply(this, args)
   }
 }

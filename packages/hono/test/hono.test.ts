@@ -210,6 +210,7 @@ describe('a session middleware before the cache that sets its cookie after await
     const a = await get(base, '/signup')
     const b = await get(base, '/signup')
     expect(a.headers['set-cookie']?.[0]).toMatch(/^sid=visitor-1/)
+    expect(a.headers['cache-status']).not.toMatch(/stored/)
     expect(b.headers['set-cookie']?.[0]).toMatch(/^sid=visitor-2/)
     expect(b.text).toContain('csrf-visitor-2')
     expect(runs()).toBe(2)
@@ -225,6 +226,24 @@ describe('a session middleware before the cache that sets its cookie after await
     expect(b.headers.get('set-cookie')).toMatch(/^sid=visitor-2/)
     expect(await b.text()).toContain('csrf-visitor-2')
     expect(runs()).toBe(2)
+  })
+})
+
+describe('a response without a body (`c.body(null)`)', () => {
+  it("is stored on Node's server, where the headers that leave are seen, and not without it", async () => {
+    let runs = 0
+    const app = new Hono()
+    app.get('/old', cacheResponse({ ttl: 60, backend: memoryBackend() }), (c) => {
+      runs++
+      c.header('x-moved-to', '/new')
+      return c.body(null)
+    })
+    const base = await listen(app)
+    for (let i = 0; i < 2; i++) expect((await get(base, '/old')).headers['x-moved-to']).toBe('/new')
+    expect(runs).toBe(1)
+    const init = { headers: { host: 'shop.test' } }
+    for (let i = 0; i < 2; i++) expect((await app.request('http://shop.test/old', init)).status).toBe(200)
+    expect(runs).toBe(3)
   })
 })
 
