@@ -18,6 +18,7 @@ import {
   type ResponseIndexEntry,
   type ResponseIndexOptions,
   resolveHttpCacheOptions,
+  unstorableReason,
 } from '@cache/http'
 import type { Context, MiddlewareHandler, Next } from 'hono'
 import type { StatusCode } from 'hono/utils/http-status'
@@ -150,18 +151,40 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     if (advice.cacheControl !== undefined && sharable(sent)) sent.set('cache-control', advice.cacheControl)
     // The connection the bytes leave on, when the server is Node's: stored only once they left.
     const outgoing = refreshing ? undefined : nodeOutgoing(c.env)
+    // Middleware before the cache runs on after `await next()` (a session writing its cookie):
+    // what is stored is decided again on the headers the client receives. On Node they are those
+    // the server writes; elsewhere, those of Hono's response once its body was read through.
+    let judged = refreshing
+    const judge = (final: OutgoingHttpHeaders): string | undefined => {
+      judged = true
+      // The cache's own `Cache-Control` (`private` under the `vary` option) is not a layer's.
+      const ours = advice.cacheControl !== undefined && String(final['cache-control']) === advice.cacheControl
+      const reason = unstorableReason(ours ? { ...final, 'cache-control': headers['cache-control'] } : final)
+      if (reason !== undefined) recorder.abort(`not-storable: ${reason} set after the cache`)
+      return reason
+    }
     const finish = () => {
-      if (outgoing === undefined || outgoing.writableFinished) return recorder.finish()
+      if (outgoing === undefined || outgoing.writableFinished)
+        return judged ? recorder.finish() : recorder.abort('headers-unseen')
       if (outgoing.destroyed) return recorder.abort('closed')
-      outgoing.once('finish', () => recorder.finish())
+      outgoing.once('finish', () => (judged ? recorder.finish() : recorder.abort('headers-unseen')))
       outgoing.once('close', () => recorder.abort('closed'))
     }
     if (!advice.storable) recorder.abort('not-storable')
+    else if (outgoing !== undefined)
+      watchHead(
+        outgoing,
+        judge,
+        advice.set.map(([name]) => name.toLowerCase()),
+      )
     const source = res.body
     if (source === null || !advice.storable) {
       if (source === null) {
         recorder.end()
-        finish()
+        // Without Node's response nothing tells when the layers before the cache are done with
+        // a bodiless response: it is not stored.
+        if (outgoing === undefined && !refreshing) recorder.abort('headers-unseen')
+        else finish()
       }
       c.res = undefined
       c.res = new Response(source, { status: res.status, statusText: res.statusText, headers: sent })
@@ -184,6 +207,7 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
           }
           if (chunk.done) {
             over = true
+            if (outgoing === undefined && !judged) judge(outgoingHeaders(c.res.headers))
             recorder.end()
             finish()
             controller.close()
@@ -288,13 +312,25 @@ const described = new WeakMap<Function, string>()
 /**
  * Where the cache sits: every route the request matched (middleware and handlers, with their
  * methods, path patterns and the source of their functions, mount points of `app.route()`
- * included) and the cache's position among them, hashed. Two routes never share an entry;
- * processes running the same code compute the same site. `undefined` (the request bypasses)
- * when Hono's match cannot be read.
+ * included), the cache's position among them, and where the server that received the request
+ * listens (on `@hono/node-server`: its bound address and port, or Unix socket path), hashed.
+ * Two routes never share an entry; two servers of one process never do, whatever `Host` a
+ * client sends; replicas running the same code and listening at the same address (`0.0.0.0:3000`)
+ * compute the same site. `undefined` (the request bypasses) when Hono's match cannot be read, or
+ * when two apps of one process (one factory called twice, its closures holding different
+ * configuration) meet at one site without a server to tell them apart (`app.request`, one
+ * `fetch` dispatching to both).
  */
 function siteOf(c: Context): string | undefined {
   const match = matchResultOf(c)
   if (match === undefined) return undefined
+  const server = serverOf(c.env)
+  const site = hashOnce(`${routeSite(c, match)}|${listeningAt(server, c.env)}`)
+  return isAmbiguous(site, match[0], server) ? undefined : site
+}
+
+/** The hash of the routes the request matched and the cache's position among them. */
+function routeSite(c: Context, match: MatchResult): string {
   // Hono's router hands out the same match for every request of a static route: hashed once.
   let known = sites.get(match[0])
   const index = c.req.routeIndex
@@ -318,6 +354,90 @@ function siteOf(c: Context): string | undefined {
 
 /** The sites of each router match seen so far, by the cache's position in it. */
 const sites = new WeakMap<object, Map<number, string>>()
+
+/** Site descriptions and their hash: a bounded memo (an app has a bounded number of sites). */
+const hashes = new Map<string, string>()
+const MAX_SITES = 10_000
+
+function hashOnce(description: string): string {
+  let hash = hashes.get(description)
+  if (hash === undefined) {
+    hash = createHash('sha256').update(description).digest('hex').slice(0, 12)
+    if (hashes.size >= MAX_SITES) hashes.clear()
+    hashes.set(description, hash)
+  }
+  return hash
+}
+
+interface NodeServer {
+  address(): { address?: string; port?: number } | string | null
+  readonly listening?: boolean
+}
+
+/** The Node server that received the request, on `@hono/node-server` (`c.env.incoming`). */
+function serverOf(env: unknown): NodeServer | undefined {
+  const incoming = (env as { incoming?: { socket?: { server?: unknown } } } | undefined)?.incoming
+  const server = incoming?.socket?.server as NodeServer | undefined
+  return typeof server?.address === 'function' ? server : undefined
+}
+
+/** The address each server listens at, as it said once listening. */
+const listenAddresses = new WeakMap<object, string>()
+
+/**
+ * Where the request's server listens, as it was told to: the bound address and port, or the path
+ * of a Unix socket; the local port when the server is not known; `''` without Node's request.
+ */
+function listeningAt(server: NodeServer | undefined, env: unknown): string {
+  const local = () =>
+    String(
+      (env as { incoming?: { socket?: { localPort?: unknown } } } | undefined)?.incoming?.socket?.localPort ??
+        '',
+    )
+  if (server === undefined) return local()
+  let known = listenAddresses.get(server)
+  if (known === undefined) {
+    const address = server.address()
+    if (address === null) return local()
+    known = typeof address === 'string' ? address : `${address.address}:${address.port}`
+    listenAddresses.set(server, known)
+  }
+  return known
+}
+
+/** The functions (and server) first seen at each site in this process, held weakly. */
+const owners = new Map<string, { functions: WeakRef<Function>[]; server: WeakRef<NodeServer> | undefined }>()
+/** Sites two different apps turned out to share while both were alive: they bypass for good. */
+const ambiguous = new Set<string>()
+
+/**
+ * Whether another app's route (other function objects: one factory called twice) was seen at
+ * this site while that app is alive and its server listening: their entries would answer for
+ * each other, so the site bypasses. An app that is gone, or whose server closed, hands its sites
+ * on: that is a later deployment, as in another process.
+ */
+function isAmbiguous(site: string, entries: RouteEntry[], server: NodeServer | undefined): boolean {
+  if (ambiguous.has(site)) return true
+  const first = owners.get(site)
+  if (first !== undefined) {
+    const functions = first.functions.map((ref) => ref.deref())
+    if (functions.length === entries.length && functions.every((fn, i) => fn === entries[i]![0][0]))
+      return false
+    const owner = first.server?.deref()
+    const gone =
+      functions.includes(undefined) ||
+      (first.server !== undefined && (owner === undefined || owner.listening === false))
+    if (!gone) {
+      ambiguous.add(site)
+      return true
+    }
+  } else if (owners.size >= MAX_SITES) return false
+  owners.set(site, {
+    functions: entries.map(([[fn]]) => new WeakRef(fn)),
+    server: server === undefined ? undefined : new WeakRef(server),
+  })
+  return false
+}
 
 type RouteEntry = [
   [Function & ((c: Context, next: Next) => unknown), { method?: string; path?: string; basePath?: string }],
@@ -346,10 +466,56 @@ function matchResultOf(c: Context): MatchResult | undefined {
   return Array.isArray(match) && Array.isArray(match[0]) ? (match as MatchResult) : undefined
 }
 
+/**
+ * Calls `judge` with the headers of the first `writeHead` of Node's response (what
+ * `@hono/node-server` writes: the final response of the whole middleware chain), then lets it be.
+ * When `judge` gives a reason not to store, the cache's status headers (`names`) that still say
+ * `stored` say why not instead.
+ */
+function watchHead(
+  outgoing: NodeOutgoing,
+  judge: (final: OutgoingHttpHeaders) => string | undefined,
+  names: string[],
+): void {
+  const own = Object.hasOwn(outgoing, 'writeHead')
+  const original = outgoing.writeHead
+  outgoing.writeHead = function (this: NodeOutgoing, ...args: unknown[]) {
+    if (own) outgoing.writeHead = original
+    else delete (outgoing as { writeHead?: unknown }).writeHead
+    const given = typeof args[1] === 'string' ? args[2] : args[1]
+    const final: OutgoingHttpHeaders = { ...outgoing.getHeaders() }
+    if (Array.isArray(given)) {
+      // `[[name, value], …]` or `[name, value, …]`.
+      const flat = given.every((item) => Array.isArray(item)) ? (given as unknown[][]).flat() : given
+      for (let i = 0; i + 1 < flat.length; i += 2) {
+        const name = String(flat[i]).toLowerCase()
+        final[name] =
+          final[name] === undefined ? String(flat[i + 1]) : [final[name], flat[i + 1]].flat().map(String)
+      }
+    } else if (typeof given === 'object' && given !== null) {
+      for (const [name, value] of Object.entries(given))
+        final[name.toLowerCase()] = value as OutgoingHttpHeaders[string]
+    }
+    const reason = judge(final)
+    if (reason !== undefined && typeof given === 'object' && given !== null && !Array.isArray(given)) {
+      const record = given as Record<string, unknown>
+      for (const name of Object.keys(record)) {
+        const value = record[name]
+        if (names.includes(name.toLowerCase()) && typeof value === 'string')
+          record[name] = value.replace('; stored', `; detail=${reason}`)
+      }
+    }
+    return original.apply(this, args)
+  }
+}
+
 /** Node's `ServerResponse` of the request on `@hono/node-server` (`c.env.outgoing`). */
 function nodeOutgoing(env: unknown): NodeOutgoing | undefined {
   const outgoing = (env as { outgoing?: unknown } | undefined)?.outgoing as NodeOutgoing | undefined
-  return typeof outgoing?.once === 'function' && typeof outgoing.writableFinished === 'boolean'
+  return typeof outgoing?.once === 'function' &&
+    typeof outgoing.writableFinished === 'boolean' &&
+    typeof outgoing.writeHead === 'function' &&
+    typeof outgoing.getHeaders === 'function'
     ? outgoing
     : undefined
 }
@@ -358,6 +524,8 @@ interface NodeOutgoing {
   readonly writableFinished: boolean
   readonly destroyed: boolean
   once(event: 'finish' | 'close', listener: () => void): unknown
+  writeHead(...args: unknown[]): unknown
+  getHeaders(): OutgoingHttpHeaders
 }
 
 /** Web headers as Node's outgoing headers: lower-case names, `set-cookie` a list. */

@@ -2,7 +2,9 @@ import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { memoryBackend } from '@cache/memory'
 import { type ServerType, serve } from '@hono/node-server'
+import type { CacheBackend } from '@cache/core'
 import { Hono } from 'hono'
+import { getCookie, setCookie } from 'hono/cookie'
 import { afterEach, describe, expect, it } from 'vitest'
 import { cacheResponse } from '../src/index.js'
 
@@ -18,7 +20,7 @@ afterEach(async () => {
 })
 
 /** Serves `app` on Node's Hono server, on a free loopback port. */
-async function listen(app: Hono): Promise<string> {
+async function listen(app: Pick<Hono, 'fetch'>): Promise<string> {
   const server = await new Promise<ServerType>((resolve) => {
     const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s))
   })
@@ -33,10 +35,16 @@ interface Reply {
   text: string
 }
 
-function get(base: string, path: string, method = 'GET'): Promise<Reply> {
+function get(
+  base: string,
+  path: string,
+  method = 'GET',
+  headers: Record<string, string> = {},
+): Promise<Reply> {
   const { hostname, port } = new URL(base)
   return new Promise((resolve, reject) => {
-    const req = httpRequest({ host: hostname, port, path, method, agent: false, timeout: 5_000 }, (res) => {
+    const options = { host: hostname, port, path, method, headers, agent: false, timeout: 5_000 }
+    const req = httpRequest(options, (res) => {
       const chunks: Buffer[] = []
       res.on('data', (chunk: Buffer) => chunks.push(chunk))
       res.on('end', () => {
@@ -115,6 +123,127 @@ describe('middleware before the cache', () => {
     expect(runs).toBe(1)
     expect(first.headers['x-request-id']).toBe('req-1')
     expect(second.headers['x-request-id']).toBe('req-2')
+  })
+})
+
+describe('two apps of one factory in one process', () => {
+  /** A public and an internal app from one factory: only the closures' values differ. */
+  function createApp(config: { internal: boolean; figures: string }, backend: CacheBackend) {
+    const app = new Hono()
+    app.use('*', async (c, next) => {
+      if (config.internal && c.req.header('x-sso-user') !== 'alice')
+        return c.json({ error: 'forbidden' }, 403)
+      await next()
+    })
+    app.get('/report', cacheResponse({ ttl: 60, backend }), (c) => c.json({ figures: config.figures }))
+    return app
+  }
+
+  it('on two servers, under one Host, never answer for each other', async () => {
+    const backend = memoryBackend()
+    const internal = await listen(createApp({ internal: true, figures: 'SECRET margins' }, backend))
+    const open = await listen(createApp({ internal: false, figures: 'public summary' }, backend))
+    const host = { host: 'shop.example' }
+    expect((await get(internal, '/report', 'GET', { ...host, 'x-sso-user': 'alice' })).text).toContain(
+      'SECRET',
+    )
+    expect((await get(open, '/report', 'GET', host)).text).toBe('{"figures":"public summary"}')
+    // Each server still caches its own response.
+    const again = await get(open, '/report', 'GET', host)
+    expect(again.text).toBe('{"figures":"public summary"}')
+    expect(again.headers['cache-status']).toMatch(/hit/)
+  })
+
+  it('without a server (app.request), under one URL, never answer for each other', async () => {
+    const backend = memoryBackend()
+    const internal = createApp({ internal: true, figures: 'SECRET margins' }, backend)
+    const open = createApp({ internal: false, figures: 'public summary' }, backend)
+    const url = 'http://shop.example/report'
+    const secret = await internal.request(url, { headers: { host: 'shop.example', 'x-sso-user': 'alice' } })
+    expect(await secret.text()).toContain('SECRET')
+    for (let i = 0; i < 2; i++) {
+      const res = await open.request(url, { headers: { host: 'shop.example' } })
+      expect(await res.text()).toBe('{"figures":"public summary"}')
+    }
+  })
+})
+
+describe('a session middleware before the cache that sets its cookie after await next()', () => {
+  /** The usual shape: a new visitor gets a session, the app runs, then the cookie is written. */
+  function sessionApp(backend: CacheBackend) {
+    let runs = 0
+    let visitors = 0
+    const app = new Hono<{ Variables: { csrf: string } }>()
+    app.use('*', async (c, next) => {
+      const sid = getCookie(c, 'sid') ?? `visitor-${++visitors}`
+      c.set('csrf', `csrf-${sid}`)
+      await next()
+      setCookie(c, 'sid', sid, { httpOnly: true })
+    })
+    app.get('/signup', cacheResponse({ ttl: 60, backend }), (c) => {
+      runs++
+      return c.html(`<input name=csrf value="${c.get('csrf')}">`)
+    })
+    return { app, runs: () => runs }
+  }
+
+  it("the cache's own Cache-Control (private under the vary option) never keeps it from storing", async () => {
+    let runs = 0
+    const app = new Hono()
+    app.get(
+      '/greeting',
+      cacheResponse({ ttl: 60, backend: memoryBackend(), vary: ['accept-language'], cacheControl: true }),
+      (c) => c.text(`hello ${++runs}`),
+    )
+    const base = await listen(app)
+    const first = await get(base, '/greeting', 'GET', { 'accept-language': 'fr' })
+    expect(first.headers['cache-control']).toMatch(/private/)
+    expect((await get(base, '/greeting', 'GET', { 'accept-language': 'fr' })).text).toBe('hello 1')
+    const init = { headers: { host: 'shop.test', 'accept-language': 'fr' } }
+    expect(await (await app.request('http://shop.test/greeting', init)).text()).toBe('hello 2')
+    expect(await (await app.request('http://shop.test/greeting', init)).text()).toBe('hello 2')
+  })
+
+  it("on Node's server, the response that carried Set-Cookie is not stored", async () => {
+    const { app, runs } = sessionApp(memoryBackend())
+    const base = await listen(app)
+    const a = await get(base, '/signup')
+    const b = await get(base, '/signup')
+    expect(a.headers['set-cookie']?.[0]).toMatch(/^sid=visitor-1/)
+    expect(a.headers['cache-status']).not.toMatch(/stored/)
+    expect(b.headers['set-cookie']?.[0]).toMatch(/^sid=visitor-2/)
+    expect(b.text).toContain('csrf-visitor-2')
+    expect(runs()).toBe(2)
+  })
+
+  it('without Node (app.request), the response that carried Set-Cookie is not stored', async () => {
+    const { app, runs } = sessionApp(memoryBackend())
+    const init = { headers: { host: 'shop.test' } }
+    const a = await app.request('http://shop.test/signup', init)
+    expect(a.headers.get('set-cookie')).toMatch(/^sid=visitor-1/)
+    expect(await a.text()).toContain('csrf-visitor-1')
+    const b = await app.request('http://shop.test/signup', init)
+    expect(b.headers.get('set-cookie')).toMatch(/^sid=visitor-2/)
+    expect(await b.text()).toContain('csrf-visitor-2')
+    expect(runs()).toBe(2)
+  })
+})
+
+describe('a response without a body (`c.body(null)`)', () => {
+  it("is stored on Node's server, where the headers that leave are seen, and not without it", async () => {
+    let runs = 0
+    const app = new Hono()
+    app.get('/old', cacheResponse({ ttl: 60, backend: memoryBackend() }), (c) => {
+      runs++
+      c.header('x-moved-to', '/new')
+      return c.body(null)
+    })
+    const base = await listen(app)
+    for (let i = 0; i < 2; i++) expect((await get(base, '/old')).headers['x-moved-to']).toBe('/new')
+    expect(runs).toBe(1)
+    const init = { headers: { host: 'shop.test' } }
+    for (let i = 0; i < 2; i++) expect((await app.request('http://shop.test/old', init)).status).toBe(200)
+    expect(runs).toBe(3)
   })
 })
 

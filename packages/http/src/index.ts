@@ -24,7 +24,7 @@ export {
 export { type InvalidateOptions, invalidateResponse, invalidateResponsePrefix } from './invalidate.js'
 export { invalidateTags } from '@cache/core'
 export type { ResponseIndexEntry, ResponseIndexOptions } from './response-index.js'
-export { type StoredResponse, isStoredResponse } from './stored-response.js'
+export { type StoredResponse, isStoredResponse, unstorableReason } from './stored-response.js'
 export { responseCachingEnabled, responseCachingFromEnv, setResponseCaching } from './switch.js'
 export { type RequestKey, protohostOf, requestKey, siteKey, splitAuthority, urlKeys } from './request-key.js'
 export { seenSites } from './sites.js'
