@@ -267,7 +267,10 @@ function fastifyHookHeaders(reply: any): (() => void) | undefined {
       .flatMap((v) => v.split(','))
       .map((v) => v.trim().toLowerCase())
     if (!names.includes('accept-encoding') && !names.includes('*'))
-      reply.header('vary', vary === undefined ? 'accept-encoding' : `${[vary].flat().join(', ')}, accept-encoding`)
+      reply.header(
+        'vary',
+        vary === undefined ? 'accept-encoding' : `${[vary].flat().join(', ')}, accept-encoding`,
+      )
   }
   const raw = reply.raw as ServerResponse
   if (raw.headersSent) return undefined
@@ -363,11 +366,13 @@ function fingerprintValue(value: unknown, depth = 0, seen = new Set<object>()): 
 function metadataFingerprint(target: object, property?: string): string {
   const api = Reflect as unknown as MetadataApi
   if (typeof api.getMetadataKeys !== 'function' || typeof api.getMetadata !== 'function') return ''
-  const keys = (property === undefined ? api.getMetadataKeys(target) : api.getMetadataKeys(target, property)) ?? []
+  const keys =
+    (property === undefined ? api.getMetadataKeys(target) : api.getMetadataKeys(target, property)) ?? []
   return keys
     .filter((key) => key !== CACHE_RESPONSE_OPTIONS)
     .map((key) => {
-      const value = property === undefined ? api.getMetadata!(key, target) : api.getMetadata!(key, target, property)
+      const value =
+        property === undefined ? api.getMetadata!(key, target) : api.getMetadata!(key, target, property)
       return `${fingerprintValue(key)}=${fingerprintValue(value)}`
     })
     .join(';')

@@ -65,8 +65,12 @@ describe.each(PLATFORMS)('two versions of one controller (platform-%s)', (platfo
     })
     apps.push(app)
     for (let i = 0; i < 2; i++) {
-      expect(JSON.parse((await send(url, '/items', { headers: { 'x-api-version': '1' } })).text)).toEqual({ api: 1 })
-      expect(JSON.parse((await send(url, '/items', { headers: { 'x-api-version': '2' } })).text)).toEqual({ api: 2 })
+      expect(JSON.parse((await send(url, '/items', { headers: { 'x-api-version': '1' } })).text)).toEqual({
+        api: 1,
+      })
+      expect(JSON.parse((await send(url, '/items', { headers: { 'x-api-version': '2' } })).text)).toEqual({
+        api: 2,
+      })
     }
   })
 })
