@@ -338,7 +338,9 @@ type MetadataApi = {
  * and width; cycles are cut.
  */
 function fingerprintValue(value: unknown, depth = 0, seen = new Set<object>()): string {
-  if (typeof value === 'function') return describe(value)
+  // By code alone: Nest's `mixin()` (behind `AuthGuard('jwt')` and the like) gives each class a
+  // random name per process, which replicas of one app would not agree on.
+  if (typeof value === 'function') return `fn#${sourceFingerprint(value)}`
   if (typeof value === 'symbol') return `symbol(${value.description ?? ''})`
   if (typeof value === 'bigint') return `${value}n`
   if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'undefined'
@@ -373,9 +375,23 @@ function metadataFingerprint(target: object, property?: string): string {
     .map((key) => {
       const value =
         property === undefined ? api.getMetadata!(key, target) : api.getMetadata!(key, target, property)
-      return `${fingerprintValue(key)}=${fingerprintValue(value)}`
+      return `${fingerprintValue(key)}=${fingerprintValue(key === ROUTE_ARGS_METADATA ? routeArguments(value) : value)}`
     })
     .join(';')
+}
+
+/** Nest's metadata key for a handler's parameters (`@Param`, `@Query`, custom decorators, with their pipes). */
+const ROUTE_ARGS_METADATA = '__routeArguments__'
+
+/**
+ * A handler's parameters without the random id that `createParamDecorator` puts in the name of
+ * each custom parameter (one per process): the kind, index, data, pipes and factory remain.
+ */
+function routeArguments(value: unknown): unknown {
+  if (value === null || typeof value !== 'object') return value
+  const out: Record<string, unknown> = {}
+  for (const [key, entry] of Object.entries(value)) out[key.replace(/^.*(?=__customRouteArgs__)/, '')] = entry
+  return out
 }
 
 /**
@@ -397,6 +413,8 @@ function siteOf(owner: Function, handler: Function, req: IncomingMessage): strin
     const decorators = [
       metadataFingerprint(owner),
       metadataFingerprint(handler),
+      // Parameters (with their pipes) are kept on the class, their types on the prototype.
+      handler.name === '' ? '' : metadataFingerprint(owner, handler.name),
       typeof owner.prototype === 'object' && owner.prototype !== null && handler.name !== ''
         ? metadataFingerprint(owner.prototype, handler.name)
         : '',
