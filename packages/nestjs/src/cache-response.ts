@@ -288,8 +288,13 @@ function fastifyHookHeaders(reply: any): (() => void) | undefined {
       const given = rest[at]
       if (given !== null && typeof given === 'object' && !Array.isArray(given)) {
         const kept: Record<string, unknown> = {}
-        for (const [name, value] of Object.entries(given))
+        const names = new Set<string>()
+        for (const [name, value] of Object.entries(given)) {
+          names.add(name.toLowerCase())
           if (moved[name.toLowerCase()] !== String(value)) kept[name] = value
+        }
+        // Fastify sends every header its reply holds: one missing was removed from the reply since.
+        for (const name of Object.keys(moved)) if (!names.has(name)) raw.removeHeader(name)
         rest[at] = kept
       }
       return (recording as (...args: unknown[]) => ServerResponse).call(this, code, ...rest)

@@ -153,4 +153,38 @@ describe('Nest on Fastify', () => {
     }
     expect(statuses[2]).toMatch(/hit/)
   })
+
+  // On a hit, onSend hooks do not run (the reply is answered before Fastify sends): a header they
+  // would remove is sent. Only the miss is held here.
+  it('a header a hook set and an onSend hook removed stays removed on the miss', async () => {
+    class NotesController {
+      list() {
+        return { notes: [] }
+      }
+    }
+    const descriptor = Object.getOwnPropertyDescriptor(NotesController.prototype, 'list')!
+    Get()(NotesController.prototype, 'list', descriptor)
+    CacheResponse({ ttl: 60 })(NotesController.prototype, 'list', descriptor)
+    Controller('notes')(NotesController)
+    class AppModule {}
+    Module({
+      imports: [CacheModule.forRoot({ backend: memoryBackend(), isGlobal: true })],
+      controllers: [NotesController],
+    })(AppModule)
+    const { app, url } = await startApp('fastify', AppModule, (nest) => {
+      const fastify = (nest.getHttpAdapter() as FastifyAdapter).getInstance()
+      fastify.addHook('onRequest', async (_request, reply) => {
+        reply.header('x-draft', 'yes')
+      })
+      fastify.addHook('onSend', async (_request, reply, payload) => {
+        reply.removeHeader('x-draft')
+        return payload
+      })
+    })
+    apps.push(app)
+    const reply = await send(url, '/notes')
+    expect(JSON.parse(reply.text)).toEqual({ notes: [] })
+    expect(reply.headers['cache-status']).toMatch(/stored/)
+    expect(reply.headers['x-draft']).toBeUndefined()
+  })
 })
