@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes } from 'node:crypto'
 import { request as httpRequest, type IncomingMessage, ServerResponse } from 'node:http'
 import {
   applyDecorators,
@@ -37,9 +37,6 @@ export type CacheResponseOptions = HttpCacheOptions<any>
 /** The metadata key under which {@link CacheResponse} keeps its options on a handler or controller. */
 export const CACHE_RESPONSE_OPTIONS = '@cache/nestjs:cache-response'
 
-/** Nest's metadata key for the guards of a handler or controller (`@UseGuards`). */
-const GUARDS_METADATA = '__guards__'
-
 /** Marks the loopback copy of a request that refreshes a stale entry; its value is a random id. */
 const REFRESH_HEADER = 'x-cache-nestjs-refresh'
 const refreshes = new Map<string, Refresh>()
@@ -74,10 +71,14 @@ export function CacheResponse(
   const normalized: CacheResponseOptions = typeof options === 'object' ? options : { ttl: options }
   // A bad option stops the application while its controllers load, naming the option.
   resolveHttpCacheOptions(normalized)
-  return applyDecorators(
+  const decorate = applyDecorators(
     SetMetadata(CACHE_RESPONSE_OPTIONS, normalized),
     UseInterceptors(CacheResponseInterceptor),
-  ) as ClassDecorator & MethodDecorator
+  ) as (target: object, key?: string | symbol, descriptor?: TypedPropertyDescriptor<unknown>) => void
+  return ((target: object, key?: string | symbol, descriptor?: TypedPropertyDescriptor<unknown>) => {
+    declare(target)
+    return decorate(target, key, descriptor)
+  }) as ClassDecorator & MethodDecorator
 }
 
 /** The request and response of one platform, and how to answer on it without Nest. */
@@ -88,8 +89,13 @@ interface Platform {
   res: ServerResponse
   /** After a replay: Nest's own sending of the handler's (absent) result becomes a no-op. */
   answered(): void
-  /** Request headers the platform makes responses depend on without always saying so with `Vary`. */
-  vary: string[]
+  /**
+   * Before a lookup is answered: headers set for this request before the interceptor ran that live
+   * outside the Node response (Fastify hooks' `reply.header()`) move onto it, so that a replay
+   * sends them with the stored ones and a recording leaves them out. Returns what to run once
+   * the recording is installed.
+   */
+  prepare?(): (() => void) | undefined
 }
 
 /**
@@ -122,7 +128,7 @@ export class CacheResponseInterceptor implements NestInterceptor {
     }
     if (claimed.has(platform.req)) return next.handle()
     claimed.add(platform.req)
-    const cache = this.cacheFor(owner, handler, options, platform.vary)
+    const cache = this.cacheFor(owner, handler, options)
     const view: HttpRequestView = { ...platform.view, site: siteOf(owner, handler, platform.req) }
     const id = platform.req.headers[REFRESH_HEADER]
     if (typeof id === 'string') {
@@ -137,12 +143,7 @@ export class CacheResponseInterceptor implements NestInterceptor {
   }
 
   /** One cache per controller and method (a method inherited by two controllers gets two). */
-  private cacheFor(
-    owner: Function,
-    handler: Function,
-    options: CacheResponseOptions,
-    vary: string[],
-  ): HttpCache {
+  private cacheFor(owner: Function, handler: Function, options: CacheResponseOptions): HttpCache {
     let byHandler = this.caches.get(owner)
     if (byHandler === undefined) {
       byHandler = new WeakMap()
@@ -150,11 +151,7 @@ export class CacheResponseInterceptor implements NestInterceptor {
     }
     let cache = byHandler.get(handler)
     if (cache === undefined) {
-      cache = new HttpCache({
-        ...options,
-        backend: options.backend ?? this.backend,
-        ...(vary.length > 0 ? { vary: [...new Set([...(options.vary ?? []), ...vary])] } : {}),
-      })
+      cache = new HttpCache({ ...options, backend: options.backend ?? this.backend })
       byHandler.set(handler, cache)
     }
     return cache
@@ -165,6 +162,7 @@ Optional()(CacheResponseInterceptor, undefined as never, 0)
 Inject(CACHE_BACKEND)(CacheResponseInterceptor, undefined as never, 0)
 
 function act(result: LookupResult, platform: Platform, next: CallHandler): Observable<unknown> {
+  const installed = platform.prepare?.()
   if (result.kind === 'hit' || result.kind === 'not-modified') {
     answerFromResult(platform.res, result)
     platform.answered()
@@ -172,7 +170,10 @@ function act(result: LookupResult, platform: Platform, next: CallHandler): Obser
     return of(undefined)
   }
   answerFromResult(platform.res, result)
-  if (result.kind === 'miss') recordNodeResponse(platform.res, result)
+  if (result.kind === 'miss') {
+    recordNodeResponse(platform.res, result)
+    installed?.()
+  }
   return next.handle()
 }
 
@@ -205,7 +206,6 @@ function expressPlatform(req: any, res: ServerResponse): Platform {
     },
     req,
     res,
-    vary: [],
     answered() {
       const done = function (this: unknown) {
         return this
@@ -234,10 +234,7 @@ function fastifyPlatform(request: any, reply: any): Platform {
     },
     req: raw,
     res: reply.raw,
-    // @fastify/compress adds `Vary: Accept-Encoding` only to the responses it compresses: an
-    // identity response stored first would be replayed to every client. Keyed on
-    // Accept-Encoding, each encoding keeps its own entry.
-    vary: reply.server?.hasReplyDecorator?.('compress') === true ? ['accept-encoding'] : [],
+    prepare: () => fastifyHookHeaders(reply),
     answered() {
       // Fastify leaves the (already sent) response alone, and Nest's sending of the result does nothing.
       reply.hijack()
@@ -246,6 +243,62 @@ function fastifyPlatform(request: any, reply: any): Platform {
       }
       for (const method of ['send', 'status', 'code', 'header', 'headers', 'type']) reply[method] = done
     },
+  }
+}
+
+/**
+ * Headers on a Fastify reply when the interceptor runs were set for this request by hooks (a
+ * request id, rate-limit counters, CORS) or by Nest (`@Header`): they go on the Node response now,
+ * where a replay's `writeHead` adds the stored headers to them, and Fastify's `writeHead` of a
+ * miss leaves out those it would send unchanged, so they are not recorded. What the client gets
+ * (and what the cache decides on) still has them.
+ *
+ * @fastify/compress adds `Vary: Accept-Encoding` only to the responses it compresses: an identity
+ * response stored first would then be replayed to gzip clients, and a compressed one stored under
+ * a key without the encoding would not be reached by URL invalidation. With the plugin, every
+ * response says `Vary: Accept-Encoding`, so each encoding is a variant of the URL's entry, and
+ * `invalidateResponse(url)` removes them all.
+ */
+function fastifyHookHeaders(reply: any): (() => void) | undefined {
+  if (typeof reply.getHeaders !== 'function') return undefined
+  if (reply.server?.hasReplyDecorator?.('compress') === true) {
+    const vary = reply.getHeader?.('vary') as string | string[] | number | undefined
+    const names = (Array.isArray(vary) ? vary : vary === undefined ? [] : [String(vary)])
+      .flatMap((v) => v.split(','))
+      .map((v) => v.trim().toLowerCase())
+    if (!names.includes('accept-encoding') && !names.includes('*'))
+      reply.header(
+        'vary',
+        vary === undefined ? 'accept-encoding' : `${[vary].flat().join(', ')}, accept-encoding`,
+      )
+  }
+  const raw = reply.raw as ServerResponse
+  if (raw.headersSent) return undefined
+  const current = reply.getHeaders() as Record<string, string | string[] | number | undefined>
+  const moved: Record<string, string> = {}
+  for (const [name, value] of Object.entries(current)) {
+    if (value === undefined) continue
+    raw.setHeader(name, value)
+    moved[name.toLowerCase()] = String(value)
+  }
+  return () => {
+    const recording = raw.writeHead
+    raw.writeHead = function (this: ServerResponse, code: number, ...rest: unknown[]) {
+      const at = typeof rest[0] === 'string' ? 1 : 0
+      const given = rest[at]
+      if (given !== null && typeof given === 'object' && !Array.isArray(given)) {
+        const kept: Record<string, unknown> = {}
+        const names = new Set<string>()
+        for (const [name, value] of Object.entries(given)) {
+          names.add(name.toLowerCase())
+          if (moved[name.toLowerCase()] !== String(value)) kept[name] = value
+        }
+        // Fastify sends every header its reply holds: one missing was removed from the reply since.
+        for (const name of Object.keys(moved)) if (!names.has(name)) raw.removeHeader(name)
+        rest[at] = kept
+      }
+      return (recording as (...args: unknown[]) => ServerResponse).call(this, code, ...rest)
+    } as ServerResponse['writeHead']
   }
 }
 
@@ -263,9 +316,96 @@ function describe(fn: Function): string {
 }
 
 /**
- * Where an entry is made: the controller, the method and the guards on both (global guards are
- * not in a route's metadata: they guard every route alike), and the address the server listens
- * at (two apps of one process never share entries).
+ * The order in which classes that describe alike (same name and source) received `@CacheResponse`
+ * in this process: the same in every replica of an app (modules load in one order), different for
+ * two copies of one class (a controller emitted once per version folder).
+ */
+const declared = new WeakMap<Function, number>()
+const declaredCount = new Map<string, number>()
+
+function declare(target: object): void {
+  const owner = typeof target === 'function' ? target : (target as { constructor?: unknown }).constructor
+  if (typeof owner !== 'function' || declared.has(owner)) return
+  const text = describe(owner)
+  const n = declaredCount.get(text) ?? 0
+  declaredCount.set(text, n + 1)
+  declared.set(owner, n)
+}
+
+type MetadataApi = {
+  getMetadata?(key: unknown, target: object, property?: string | symbol): unknown
+  getMetadataKeys?(target: object, property?: string | symbol): unknown[]
+}
+
+/**
+ * A stable text for a metadata value: functions (guards, interceptors, pipes, injected types) by
+ * name and source, instances by class and own fields, plain values as they are. Bounded in depth
+ * and width; cycles are cut.
+ */
+function fingerprintValue(value: unknown, depth = 0, seen = new Set<object>()): string {
+  // By code alone: Nest's `mixin()` (behind `AuthGuard('jwt')` and the like) gives each class a
+  // random name per process, which replicas of one app would not agree on.
+  if (typeof value === 'function') return `fn#${sourceFingerprint(value)}`
+  if (typeof value === 'symbol') return `symbol(${value.description ?? ''})`
+  if (typeof value === 'bigint') return `${value}n`
+  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'undefined'
+  if (seen.has(value) || depth > 4) return '…'
+  seen.add(value)
+  try {
+    if (Array.isArray(value))
+      return `[${value
+        .slice(0, 64)
+        .map((item) => fingerprintValue(item, depth + 1, seen))
+        .join(',')}]`
+    if (value instanceof RegExp) return String(value)
+    const ctor = (value as { constructor?: unknown }).constructor
+    const kind = typeof ctor === 'function' && ctor !== Object ? describe(ctor) : ''
+    const fields = Object.keys(value)
+      .slice(0, 64)
+      .map((key) => `${key}:${fingerprintValue((value as Record<string, unknown>)[key], depth + 1, seen)}`)
+    return `${kind}{${fields.join(',')}}`
+  } finally {
+    seen.delete(value)
+  }
+}
+
+/** Every metadata entry on `target` (and on `property` of it), except this package's own options. */
+function metadataFingerprint(target: object, property?: string): string {
+  const api = Reflect as unknown as MetadataApi
+  if (typeof api.getMetadataKeys !== 'function' || typeof api.getMetadata !== 'function') return ''
+  const keys =
+    (property === undefined ? api.getMetadataKeys(target) : api.getMetadataKeys(target, property)) ?? []
+  return keys
+    .filter((key) => key !== CACHE_RESPONSE_OPTIONS)
+    .map((key) => {
+      const value =
+        property === undefined ? api.getMetadata!(key, target) : api.getMetadata!(key, target, property)
+      return `${fingerprintValue(key)}=${fingerprintValue(key === ROUTE_ARGS_METADATA ? routeArguments(value) : value)}`
+    })
+    .join(';')
+}
+
+/** Nest's metadata key for a handler's parameters (`@Param`, `@Query`, custom decorators, with their pipes). */
+const ROUTE_ARGS_METADATA = '__routeArguments__'
+
+/**
+ * A handler's parameters without the random id that `createParamDecorator` puts in the name of
+ * each custom parameter (one per process): the kind, index, data, pipes and factory remain.
+ */
+function routeArguments(value: unknown): unknown {
+  if (value === null || typeof value !== 'object') return value
+  const out: Record<string, unknown> = {}
+  for (const [key, entry] of Object.entries(value)) out[key.replace(/^.*(?=__customRouteArgs__)/, '')] = entry
+  return out
+}
+
+/**
+ * Where an entry is made: the controller and the method by name and source, what their decorators
+ * say (every metadata entry on both: path, version, host, method, guards, interceptors, pipes,
+ * injected types; global guards are not in a route's metadata: they guard every route alike), the
+ * controller's rank among copies of its class in this process, and the address the server listens
+ * at (two apps of one process never share entries). Replicas of one app in several processes run
+ * the same code with the same decorators, so they share.
  */
 function siteOf(owner: Function, handler: Function, req: IncomingMessage): string {
   let byHandler = identities.get(owner)
@@ -275,21 +415,17 @@ function siteOf(owner: Function, handler: Function, req: IncomingMessage): strin
   }
   let identity = byHandler.get(handler)
   if (identity === undefined) {
-    const guards = [handler, owner].flatMap((target) => {
-      const list = (Reflect as unknown as { getMetadata?(k: unknown, t: object): unknown }).getMetadata?.(
-        GUARDS_METADATA,
-        target,
-      )
-      return Array.isArray(list) ? list : []
-    })
-    const names = guards.map((guard) =>
-      typeof guard === 'function'
-        ? describe(guard)
-        : typeof guard?.constructor === 'function'
-          ? describe(guard.constructor)
-          : '?',
-    )
-    identity = `nest ${describe(owner)}.${describe(handler)}${names.length > 0 ? ` guards ${names.join(',')}` : ''}`
+    const decorators = [
+      metadataFingerprint(owner),
+      metadataFingerprint(handler),
+      // Parameters (with their pipes) are kept on the class, their types on the prototype.
+      handler.name === '' ? '' : metadataFingerprint(owner, handler.name),
+      typeof owner.prototype === 'object' && owner.prototype !== null && handler.name !== ''
+        ? metadataFingerprint(owner.prototype, handler.name)
+        : '',
+    ].join('|')
+    const copy = declared.get(owner) ?? 0
+    identity = `nest ${describe(owner)}.${describe(handler)} copy ${copy} meta ${createHash('sha256').update(decorators).digest('base64url').slice(0, 22)}`
     byHandler.set(handler, identity)
   }
   return `${identity} at ${listeningAt(req)}`
