@@ -39,7 +39,9 @@ describe('a quick memory run, end to end', () => {
     expect(report.versions['lru-cache']).toMatch(/^\d+\.\d+\.\d+/)
     expect(report.scenarios.map((s) => s.id)).toEqual(['memory'])
     const rows = report.scenarios[0]!.rows
-    expect(rows).toHaveLength(12)
+    // 4 contestants × 4 workloads: get (hit), set, 90/10 and getMany (100 keys a call).
+    expect(rows).toHaveLength(16)
+    expect(new Set(rows.map((r) => r.workload)).size).toBe(4)
     for (const row of rows) {
       expect(row.status, `${row.contestant} ${row.workload}: ${row.reason}`).toBe('ok')
       expect(row.rounds).toHaveLength(report.plan.rounds)
