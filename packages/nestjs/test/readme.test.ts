@@ -11,7 +11,7 @@ afterEach(async () => {
 
 it("the README's example runs: a miss, a hit, and a miss after invalidateTags", async () => {
   const readme = await readFile(join(here, '..', 'README.md'), 'utf8')
-  const example = /## Example\n\n```ts\n([\s\S]*?)```/.exec(readme)?.[1]
+  const example = /## Example\n\n```ts(?: fragment)?\n([\s\S]*?)```/.exec(readme)?.[1]
   expect(example).toBeDefined()
   // Inside test/, so that it is compiled as Nest apps are (legacy decorators with metadata).
   const file = join(here, `.readme-example-${process.pid}.ts`)

@@ -53,6 +53,7 @@ export const THIRD_PARTY = [
   '@nestjs/platform-express',
   'hono',
   '@hono/node-server',
+  'fastify',
   'reflect-metadata',
   'rxjs',
   'ioredis',
