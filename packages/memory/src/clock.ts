@@ -19,13 +19,7 @@ let timer: ReturnType<typeof setTimeout> | undefined
 export function coarseNow(): number {
   if (Date.now !== nativeNow) return Date.now()
   if (cached !== 0 && ++reads < READS_PER_CLOCK) return cached
-  cached = nativeNow()
-  reads = 0
-  if (timer === undefined) {
-    timer = setTimeout(expire, 1)
-    timer.unref?.()
-  }
-  return cached
+  return refresh()
 }
 
 function expire(): void {
@@ -39,6 +33,11 @@ function expire(): void {
  */
 export function preciseNow(): number {
   if (Date.now !== nativeNow) return Date.now()
+  return refresh()
+}
+
+/** Reads the clock, and forgets it at the next turn of the event loop's timers. */
+function refresh(): number {
   cached = nativeNow()
   reads = 0
   if (timer === undefined) {
