@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import { sourceFingerprint } from '@cache/core'
+import { listeningAt } from '@cache/http'
 import { dispatchPosition, isMountedApp, type Layer, type RouterFrame, routerOf } from './dispatch.js'
 
 /*
@@ -75,7 +76,7 @@ export function siteOf(
 ): string | undefined {
   const app = (req as { app?: unknown }).app
   // Where the server listens: two servers of one process never share a site.
-  const listening = listeningAt(req)
+  const listening = listeningAt(req.socket)
   // Outside Express there is no routing to tell apart: the handler is the place.
   if (app === undefined || app === null) return hashSite(`direct|${identity ?? ''}|${listening}`)
   const tracked = trackedLevels(req)
@@ -83,30 +84,6 @@ export function siteOf(
   if (found === undefined || found === null) return undefined
   const site = hashSite(`${found.levels}|${identity ?? ''}|${listening}`)
   return isAmbiguous(found, site, anchor, receiver, req) ? undefined : site
-}
-
-/** The address each server listens at, as it said once listening. */
-const listenAddresses = new WeakMap<object, string>()
-
-/**
- * Where the request's server listens, as it was told to: the bound address and port
- * (`0.0.0.0:3000` for every replica of a service, `127.0.0.1:3000` and `10.0.0.5:3000` for two
- * interfaces of one), or the path of a Unix socket. What replicas share, and two servers of one
- * process never do.
- */
-function listeningAt(req: IncomingMessage): string {
-  const socket = req.socket as { server?: { address?: () => unknown }; localPort?: unknown } | null
-  const server = socket?.server
-  if (server === undefined || server === null || typeof server.address !== 'function')
-    return String(socket?.localPort ?? '')
-  let known = listenAddresses.get(server)
-  if (known === undefined) {
-    const address = server.address() as { address?: string; port?: number } | string | null
-    if (address === null) return String(socket?.localPort ?? '')
-    known = typeof address === 'string' ? address : `${address.address}:${address.port}`
-    listenAddresses.set(server, known)
-  }
-  return known
 }
 
 /** A site's description, and what it describes: the cache's route or router. */

@@ -13,6 +13,7 @@ import {
   type HttpCacheOptions,
   type HttpRequestView,
   type LookupResult,
+  listeningAt,
   type MissResult,
   type Refresh,
   type ResponseIndexEntry,
@@ -325,7 +326,7 @@ function siteOf(c: Context): string | undefined {
   const match = matchResultOf(c)
   if (match === undefined) return undefined
   const server = serverOf(c.env)
-  const site = hashOnce(`${routeSite(c, match)}|${listeningAt(server, c.env)}`)
+  const site = hashOnce(`${routeSite(c, match)}|${listeningAt(socketOf(c.env))}`)
   return isAmbiguous(site, match[0], server) ? undefined : site
 }
 
@@ -374,35 +375,16 @@ interface NodeServer {
   readonly listening?: boolean
 }
 
-/** The Node server that received the request, on `@hono/node-server` (`c.env.incoming`). */
-function serverOf(env: unknown): NodeServer | undefined {
-  const incoming = (env as { incoming?: { socket?: { server?: unknown } } } | undefined)?.incoming
-  const server = incoming?.socket?.server as NodeServer | undefined
-  return typeof server?.address === 'function' ? server : undefined
+/** The socket of the request on `@hono/node-server` (`c.env.incoming`); undefined elsewhere. */
+function socketOf(env: unknown): { server?: unknown; localPort?: unknown } | undefined {
+  return (env as { incoming?: { socket?: { server?: unknown; localPort?: unknown } } } | undefined)?.incoming
+    ?.socket
 }
 
-/** The address each server listens at, as it said once listening. */
-const listenAddresses = new WeakMap<object, string>()
-
-/**
- * Where the request's server listens, as it was told to: the bound address and port, or the path
- * of a Unix socket; the local port when the server is not known; `''` without Node's request.
- */
-function listeningAt(server: NodeServer | undefined, env: unknown): string {
-  const local = () =>
-    String(
-      (env as { incoming?: { socket?: { localPort?: unknown } } } | undefined)?.incoming?.socket?.localPort ??
-        '',
-    )
-  if (server === undefined) return local()
-  let known = listenAddresses.get(server)
-  if (known === undefined) {
-    const address = server.address()
-    if (address === null) return local()
-    known = typeof address === 'string' ? address : `${address.address}:${address.port}`
-    listenAddresses.set(server, known)
-  }
-  return known
+/** The Node server that received the request, on `@hono/node-server` (`c.env.incoming`). */
+function serverOf(env: unknown): NodeServer | undefined {
+  const server = socketOf(env)?.server as NodeServer | undefined
+  return typeof server?.address === 'function' ? server : undefined
 }
 
 /** The functions (and server) first seen at each site in this process, held weakly. */

@@ -29,4 +29,4 @@ export { responseCachingEnabled, responseCachingFromEnv, setResponseCaching } fr
 export { type RequestKey, protohostOf, requestKey, siteKey, splitAuthority, urlKeys } from './request-key.js'
 export { seenSites } from './sites.js'
 export { offerCacheControl, parseCacheControl } from './cache-control.js'
-export { answerFromResult, nodeRequestView, recordNodeResponse } from './node.js'
+export { answerFromResult, listeningAt, nodeRequestView, recordNodeResponse } from './node.js'

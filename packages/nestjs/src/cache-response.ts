@@ -18,6 +18,7 @@ import {
   type HttpCacheOptions,
   type HttpRequestView,
   type LookupResult,
+  listeningAt,
   type Refresh,
   recordNodeResponse,
   resolveHttpCacheOptions,
@@ -428,25 +429,7 @@ function siteOf(owner: Function, handler: Function, req: IncomingMessage): strin
     identity = `nest ${describe(owner)}.${describe(handler)} copy ${copy} meta ${createHash('sha256').update(decorators).digest('base64url').slice(0, 22)}`
     byHandler.set(handler, identity)
   }
-  return `${identity} at ${listeningAt(req)}`
-}
-
-/** The address each server listens at, asked once per server. */
-const listenAddresses = new WeakMap<object, string>()
-
-function listeningAt(req: IncomingMessage): string {
-  const socket = req.socket as { server?: { address?: () => unknown }; localPort?: unknown } | null
-  const server = socket?.server
-  if (server === undefined || server === null || typeof server.address !== 'function')
-    return String(socket?.localPort ?? '')
-  let known = listenAddresses.get(server)
-  if (known === undefined) {
-    const address = server.address() as { address?: string; port?: number } | string | null
-    if (address === null) return String(socket?.localPort ?? '')
-    known = typeof address === 'string' ? address : `${address.address}:${address.port}`
-    listenAddresses.set(server, known)
-  }
-  return known
+  return `${identity} at ${listeningAt(req.socket)}`
 }
 
 /**
