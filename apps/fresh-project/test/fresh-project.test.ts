@@ -177,6 +177,36 @@ describe.concurrent.each(['pnpm', 'npm'] as const)('installed with %s', (pm) => 
     expect(unexpectedStderr(end.stderr)).toBe('')
     expect(end.code).toBe(0)
   })
+  it('a NestJS 11 app on Fastify (@cache/nestjs: CacheModule from a spec string, @CacheResponse under a guard, @InjectCache) compiles, serves a miss then a hit, invalidates by tag, and exits by itself', async () => {
+    expect(diagnosticsOf(await compiled(pm, 'cjs'), 'nest-fastify.ts')).toBe('')
+    const app = await cpu(() =>
+      startApp('dist/nest-fastify.js', {
+        cwd: dirs[pm].cjs,
+        env: { ...env, CACHE_DISK_PATH: diskPath() },
+      }),
+    )
+    const key = { 'x-api-key': 'secret' }
+    expect((await request(app.ready.port, '/stock/3')).status).toBe(403)
+    const miss = await request(app.ready.port, '/stock/3', { headers: key })
+    expect(miss.status).toBe(200)
+    expect(cacheStatus(miss)).toMatch(/fwd=uri-miss; stored/)
+    expect(JSON.parse(miss.body)).toEqual({ id: 3, runs: 1, views: 1 })
+    const hit = await request(app.ready.port, '/stock/3', { headers: key })
+    expect(cacheStatus(hit)).toMatch(/; hit/)
+    expect(hit.body).toBe(miss.body)
+    // The guard still runs before a hit.
+    expect((await request(app.ready.port, '/stock/3')).status).toBe(403)
+    expect((await request(app.ready.port, '/stock/restock', { method: 'POST' })).status).toBe(201)
+    const after = await request(app.ready.port, '/stock/3', { headers: key })
+    expect(cacheStatus(after)).toMatch(/fwd=uri-miss; stored/)
+    // The service's memoized result outlives the response's tag.
+    expect(JSON.parse(after.body)).toEqual({ id: 3, runs: 1, views: 1 })
+    await request(app.ready.port, '/done', { method: 'POST' })
+    const end = await app.waitForExit(EXIT_WITHIN_MS)
+    expect(end.timedOut, 'still running 5 s after Nest closed').toBe(false)
+    expect(unexpectedStderr(end.stderr)).toBe('')
+    expect(end.code).toBe(0)
+  })
 })
 
 /**

@@ -51,6 +51,7 @@ export const THIRD_PARTY = [
   '@nestjs/common',
   '@nestjs/core',
   '@nestjs/platform-express',
+  '@nestjs/platform-fastify',
   'hono',
   '@hono/node-server',
   'fastify',
