@@ -76,6 +76,9 @@ export const TARGETS: Target[] = [
   // (`front`, per route `frontSkipsAllMiddleware: true`) triples it.
   { scenario: 'http', workload: 'http', ours: 'cache-express', against: 'apicache', min: 1 },
   { scenario: 'http', workload: 'http', ours: 'cache-express-front', against: 'apicache', min: 3 },
+  // Fastify: the plugin against Fastify's own cache plugin, which stores no response (it answers
+  // 304 to clients that revalidate; the bench's clients do not, so its route runs every time).
+  { scenario: 'http', workload: 'http', ours: 'cache-fastify', against: 'fastify-caching', min: 1.3 },
   // NestJS: @CacheResponse (every safety rule, bytes replayed) against Nest's own CacheInterceptor
   // (URL key, the returned object serialized again on each hit), on each platform.
   { scenario: 'nestjs', workload: 'http', ours: 'cache-nestjs', against: 'nest-cache-manager', min: 1.3 },

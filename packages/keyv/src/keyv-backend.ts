@@ -1,9 +1,11 @@
 import {
   assertIncrement,
   assertKey,
+  assertSerializable,
   type BaseBackendOptions,
   type CacheBackend,
   type CacheEntry,
+  CacheClosedError,
   CacheNotANumberError,
   CacheSerializationError,
   ObservedBackend,
@@ -157,15 +159,18 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
 
   async getEntry<T = unknown>(key: string): Promise<CacheEntry<T> | undefined> {
     assertKey(key)
+    const entry = await this.read<T>(key)
+    if (entry === undefined) this.observer.miss(key)
+    else this.observer.hit(key)
+    return entry
+  }
+
+  /** The entry of a key, read for an operation of this backend (add, incr…): not counted as the caller's hit or miss. */
+  private async read<T>(key: string): Promise<CacheEntry<T> | undefined> {
     const raw = (await this.run('get', key, () => this.keyv.get(this.storeKey(key), { raw: true }))) as
       | Envelope
       | undefined
-    if (raw === undefined || raw === null) {
-      this.observer.miss(key)
-      return undefined
-    }
-    this.observer.hit(key)
-    return this.entry<T>(raw)
+    return raw === undefined || raw === null ? undefined : this.entry<T>(raw)
   }
 
   async set(key: string, value: unknown, ttl?: Duration): Promise<void> {
@@ -181,7 +186,7 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
     const ms = this.ttlMs(ttl)
     const stored = this.wrap(value)
     return this.queue.run(key, async () => {
-      if ((await this.getEntry(key)) !== undefined) return false
+      if ((await this.read(key)) !== undefined) return false
       await this.run('add', key, () => this.keyv.set(this.storeKey(key), stored, ms))
       this.observer.set(key)
       return true
@@ -202,7 +207,7 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
   async compareAndDelete(key: string, expected: string): Promise<boolean> {
     assertKey(key)
     return this.queue.run(key, async () => {
-      if ((await this.getEntry(key))?.value !== expected) return false
+      if ((await this.read(key))?.value !== expected) return false
       return this.delete(key)
     })
   }
@@ -213,6 +218,7 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
   }
 
   async clear(): Promise<void> {
+    if (this.closed !== undefined) throw new CacheClosedError('keyv')
     const store = this.keyv.store
     if (this.mapPrefix !== undefined && store instanceof Map) {
       // Keyv clears a Map whole; remove this namespace only.
@@ -229,12 +235,13 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
     assertIncrement(by)
     const ms = this.ttlMs(ttl)
     return this.queue.run(key, async () => {
-      const entry = await this.getEntry(key)
+      const entry = await this.read(key)
       if (entry !== undefined && !Number.isSafeInteger(entry.value)) throw new CacheNotANumberError(key)
       const next = ((entry?.value as number | undefined) ?? 0) + by
       // Keep the counter's original expiry: re-set it with what remains.
       const keep = entry === undefined ? ms : remainingMs(entry.expiresAt)
       await this.run('incr', key, () => this.keyv.set(this.storeKey(key), next, keep))
+      this.observer.set(key)
       return next
     })
   }
@@ -247,7 +254,7 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
     assertKey(key)
     const ms = this.ttlMs(ttl)
     return this.queue.run(key, async () => {
-      const entry = await this.getEntry<T>(key)
+      const entry = await this.read<T>(key)
       const next = await fn(entry?.value)
       const stored = this.wrap(next)
       await this.run('atomicUpdate', key, () => this.keyv.set(this.storeKey(key), stored, ms))
@@ -278,6 +285,9 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
   async setMany(items: readonly SetManyItem[]): Promise<void> {
     const entries = items.map((item) => {
       assertKey(item.key)
+      // Keyv serializes item by item as it stores them: a value that cannot be written is refused
+      // before any is, so a bad item stores nothing.
+      if (!this.tagged) assertSerializable(item.value)
       return { key: this.storeKey(item.key), value: this.wrap(item.value), ttl: this.ttlMs(item.ttl) }
     })
     await this.run('setMany', undefined, () => this.keyv.setMany(entries))
@@ -315,6 +325,7 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
    * keys of every namespace whose name contains this one's (`list` inside `listAbc`).
    */
   private async *mapKeys(prefix: string): AsyncIterableIterator<string> {
+    if (this.closed !== undefined) throw new CacheClosedError('keyv')
     const map = this.keyv.store as Map<unknown, unknown>
     const start = this.mapPrefix ?? ''
     for (const stored of [...map.keys()]) {
@@ -329,6 +340,7 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
 
   /** The keys Keyv's `iterator()` yields, as `set` was given them. */
   private async *iteratedKeys(prefix: string): AsyncIterableIterator<string> {
+    if (this.closed !== undefined) throw new CacheClosedError('keyv')
     try {
       for await (const [stored] of this.keyv.iterator!(undefined) as AsyncIterable<[string, unknown]>) {
         if (typeof stored !== 'string') continue
@@ -354,6 +366,7 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
    * Keyv instance's own serializer throws (see {@link serializerFailure}) `CacheSerializationError`.
    */
   private async run<R>(operation: string, key: string | undefined, call: () => Promise<R>): Promise<R> {
+    if (this.closed !== undefined) throw new CacheClosedError('keyv')
     try {
       if (this.timeoutMs === 0) return await call()
       let timer: NodeJS.Timeout | undefined

@@ -39,4 +39,5 @@ runConformance('keyv (Keyv instance)', {
 runConformance('keyv (toKeyvStore(memory) round trip)', {
   create: ({ namespace }) => keyvBackend(toKeyvStore(memoryBackend()), { namespace }),
   ttlMs: 100,
+  sharesStore: false,
 })

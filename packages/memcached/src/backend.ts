@@ -377,7 +377,10 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   ): Promise<number> {
     for (let attempt = 1; by >= 0 && attempt <= this.maxAttempts; attempt++) {
       const response = await this.call(index, request(Opcode.increment, mkey, incrExtras(by)), 'incr', key)
-      if (response.status === Status.ok) return counterValue(response)
+      if (response.status === Status.ok) {
+        this.observer.set(key)
+        return counterValue(response)
+      }
       if (response.status === Status.nonNumeric) break
       if (response.status !== Status.notFound) throw this.failure('incr', response.status, key)
       const created = await this.call(
@@ -386,7 +389,10 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
         'incr',
         key,
       )
-      if (created.status === Status.ok) return by
+      if (created.status === Status.ok) {
+        this.observer.set(key)
+        return by
+      }
       if (created.status !== Status.exists) throw this.failure('incr', created.status, key)
     }
     return this.casLoop(key, index, mkey, 'incr', (found) => {

@@ -3,6 +3,7 @@ import {
   assertKey,
   assertSerializable,
   type BaseBackendOptions,
+  CacheClosedError,
   type CacheBackend,
   type CacheEntry,
   CacheNotANumberError,
@@ -111,6 +112,8 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   /** Changes when a key that starts with `_` (@cache's own: generations, locks) may have changed. */
   private internalWrites = 0
   private readonly getOptions: LRUCache.GetOptions<string, Stored, unknown> = { status: this.status }
+  /** After close(): every operation throws CacheClosedError, as on every backend. */
+  private closed = false
 
   constructor(options: MemoryBackendOptions = {}) {
     super('memory')
@@ -178,6 +181,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   }
 
   async delete(key: string): Promise<boolean> {
+    if (this.closed) this.refuse()
     assertKey(key)
     const existed = this.read(key, false) !== MISS
     this.lru.delete(key)
@@ -191,6 +195,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   }
 
   async compareAndDelete(key: string, expected: string): Promise<boolean> {
+    if (this.closed) this.refuse()
     if (this.read(key, false) !== expected) return false
     this.lru.delete(key)
     if (key.charCodeAt(0) === UNDERSCORE) this.internalWrites++
@@ -199,6 +204,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   }
 
   async clear(): Promise<void> {
+    if (this.closed) this.refuse()
     this.lru.clear()
     this.internalWrites++
   }
@@ -210,6 +216,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
    * and checks each key's expiry, and that it is still there, when it is reached.
    */
   async *keys(options?: ListKeysOptions): AsyncIterableIterator<string> {
+    if (this.closed) this.refuse()
     const prefix = listPrefix(options)
     // A snapshot: lru-cache's own iterator may skip or repeat keys when entries change under it.
     const snapshot = [...this.lru.keys()]
@@ -235,6 +242,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   }
 
   atomicUpdate<T>(key: string, fn: (current: T | undefined) => T | Promise<T>, ttl?: Duration): Promise<T> {
+    if (this.closed) return Promise.reject(new CacheClosedError(this.name))
     assertKey(key)
     const expiresAt = this.expiry(ttl)
     return this.queue.run(key, async () => {
@@ -255,7 +263,9 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   }
 
   async setMany(items: readonly SetManyItem[]): Promise<void> {
-    // Check every TTL and value first so a bad item stores nothing.
+    if (this.closed) this.refuse()
+    // Check every key, TTL and value first so a bad item stores nothing.
+    for (const item of items) if (typeof item.key !== 'string') assertKey(item.key)
     const expiries = items.map((item) => this.expiry(item.ttl))
     if (this.checkValues) for (const item of items) assertSerializable(item.value)
     for (let i = 0; i < items.length; i++) this.store(items[i]!.key, items[i]!.value, expiries[i]!)
@@ -267,7 +277,10 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
     return removed
   }
 
+  /** Drops every entry; from then on every operation rejects with `CacheClosedError`. Idempotent. */
   async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
     this.lru.clear()
     this.internalWrites++
   }
@@ -288,6 +301,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   }
 
   private readEntry<T>(key: string): CacheEntry<T> | undefined {
+    if (this.closed) this.refuse()
     if (typeof key !== 'string') assertKey(key)
     const status = this.status
     status.ttl = 0
@@ -311,6 +325,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
    * expired entry as it finds it. `count` records hit/miss.
    */
   private read(key: string, count = true): Stored | typeof MISS {
+    if (this.closed) this.refuse()
     if (typeof key !== 'string') assertKey(key)
     const stored = this.lru.get(key)
     if (stored !== undefined) {
@@ -323,6 +338,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
 
   /** `expiresAt`: epoch ms, 0 for never; `keepExpiry`: the entry's own instead (it exists). */
   private store(key: string, value: unknown, expiresAt: number, keepExpiry = false): void {
+    if (this.closed) this.refuse()
     if (typeof key !== 'string') assertKey(key)
     if (this.checkValues) assertSerializable(value)
     const copy = this.clone ? cloneValue(value) : value
@@ -355,6 +371,10 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   private expiry(ttl: Duration | undefined): number {
     const ms = ttl === undefined ? this.defaultTtlMs : ttlToMs(ttl)
     return ms === undefined ? 0 : this.writeNow() + ms
+  }
+
+  private refuse(): never {
+    throw new CacheClosedError(this.name)
   }
 
   /** A stored value as a reader gets it. */

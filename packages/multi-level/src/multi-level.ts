@@ -1,6 +1,7 @@
 import {
   assertIncrement,
   assertKey,
+  CacheClosedError,
   type CacheBackend,
   type CacheEntry,
   CacheConfigError,
@@ -173,6 +174,7 @@ export class MultiLevelBackend implements CacheBackend {
   }
 
   async get<T = unknown>(key: string): Promise<T | undefined> {
+    if (this.closed !== undefined) this.refuse()
     // Hot path: an L1 hit is one synchronous L1 read, nothing else awaited or allocated.
     const first = this.first
     const sync = first.sync
@@ -199,6 +201,7 @@ export class MultiLevelBackend implements CacheBackend {
   }
 
   async getEntry<T = unknown>(key: string): Promise<CacheEntry<T> | undefined> {
+    if (this.closed !== undefined) this.refuse()
     const first = this.first
     const sync = first.sync
     if (isGenerationKey(key)) return this.state.read<T>(key)
@@ -223,6 +226,7 @@ export class MultiLevelBackend implements CacheBackend {
   }
 
   async set(key: string, value: unknown, ttl?: Duration): Promise<void> {
+    if (this.closed !== undefined) this.refuse()
     assertKey(key)
     ttlToMs(ttl)
     if (isGenerationKey(key)) return this.state.set(key, value, ttl)
@@ -233,6 +237,7 @@ export class MultiLevelBackend implements CacheBackend {
   }
 
   async add(key: string, value: unknown, ttl?: Duration): Promise<boolean> {
+    if (this.closed !== undefined) this.refuse()
     assertKey(key)
     ttlToMs(ttl)
     if (isGenerationKey(key)) return this.state.add(key, value, ttl)
@@ -249,6 +254,7 @@ export class MultiLevelBackend implements CacheBackend {
   }
 
   async delete(key: string): Promise<boolean> {
+    if (this.closed !== undefined) this.refuse()
     assertKey(key)
     if (isGenerationKey(key)) return this.state.delete(key)
     this.reads.invalidate(key)
@@ -260,6 +266,7 @@ export class MultiLevelBackend implements CacheBackend {
   }
 
   async has(key: string): Promise<boolean> {
+    if (this.closed !== undefined) this.refuse()
     assertKey(key)
     if (isGenerationKey(key)) return (await this.state.read(key)) !== undefined
     let answered = false
@@ -290,6 +297,7 @@ export class MultiLevelBackend implements CacheBackend {
    * rejects with `CacheUnavailableError`.
    */
   async clear(): Promise<void> {
+    if (this.closed !== undefined) this.refuse()
     this.reads.invalidateAll()
     const shared = this.levels[this.levels.length - 1]!
     let sharedCleared = false
@@ -313,17 +321,25 @@ export class MultiLevelBackend implements CacheBackend {
   }
 
   async incr(key: string, by = 1, ttl?: Duration): Promise<number> {
+    if (this.closed !== undefined) this.refuse()
     assertKey(key)
     assertIncrement(by)
     ttlToMs(ttl)
     if (isGenerationKey(key)) return this.state.incr(key, by, ttl)
-    return this.onShared('incr', key, (backend) => backend.incr(key, by, ttl))
+    const value = await this.onShared('incr', key, (backend) => backend.incr(key, by, ttl))
+    this.observer.set(key)
+    return value
   }
 
   /** Decided by the slowest level that answers, atomically; the faster ones drop their copies. */
   async compareAndDelete(key: string, expected: string): Promise<boolean> {
+    if (this.closed !== undefined) this.refuse()
     assertKey(key)
-    return this.onShared('compareAndDelete', key, (backend) => compareAndDelete(backend, key, expected))
+    const removed = await this.onShared('compareAndDelete', key, (backend) =>
+      compareAndDelete(backend, key, expected),
+    )
+    if (removed) this.observer.delete(key)
+    return removed
   }
 
   async atomicUpdate<T>(
@@ -331,6 +347,7 @@ export class MultiLevelBackend implements CacheBackend {
     fn: (current: T | undefined) => T | Promise<T>,
     ttl?: Duration,
   ): Promise<T> {
+    if (this.closed !== undefined) this.refuse()
     assertKey(key)
     ttlToMs(ttl)
     // An error thrown by fn is the caller's, not a failure of the level.
@@ -344,18 +361,21 @@ export class MultiLevelBackend implements CacheBackend {
       }
     }
     try {
-      return await this.onShared(
+      const value = await this.onShared(
         'atomicUpdate',
         key,
         (backend) => backend.atomicUpdate<T>(key, guarded, ttl),
         () => thrown !== undefined,
       )
+      this.observer.set(key)
+      return value
     } catch (error) {
       throw thrown ? thrown.error : error
     }
   }
 
   async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
+    if (this.closed !== undefined) this.refuse()
     for (const key of keys) assertKey(key)
     let state: number[] | undefined
     for (let i = 0; i < keys.length; i++) if (isGenerationKey(keys[i]!)) (state ??= []).push(i)
@@ -415,6 +435,7 @@ export class MultiLevelBackend implements CacheBackend {
   }
 
   async setMany(items: readonly SetManyItem[]): Promise<void> {
+    if (this.closed !== undefined) this.refuse()
     for (const item of items) {
       assertKey(item.key)
       ttlToMs(item.ttl)
@@ -437,6 +458,7 @@ export class MultiLevelBackend implements CacheBackend {
   }
 
   async deleteMany(keys: readonly string[]): Promise<number> {
+    if (this.closed !== undefined) this.refuse()
     for (const key of keys) assertKey(key)
     if (keys.some(isGenerationKey)) {
       const plain = keys.filter((key) => !isGenerationKey(key))
@@ -452,10 +474,20 @@ export class MultiLevelBackend implements CacheBackend {
     const counts = await this.writer.all('deleteMany', keys, (backend) => backend.deleteMany(keys))
     await this.invalidation.publish({ keys: [...keys] })
     // Each level reports a count, not which keys: the level that held the most is the best answer.
-    return Math.max(0, ...counts)
+    // It is counted in stats.deletes; no `delete` event can name the keys (listen on the levels).
+    const removed = Math.max(0, ...counts)
+    this.observer.stats.deletes += removed
+    return removed
   }
 
-  /** Idempotent. Closes the levels too unless `closeLevels: false`; never closes the bus. */
+  private refuse(): never {
+    throw new CacheClosedError(this.name)
+  }
+
+  /**
+   * Idempotent. Closes the levels too unless `closeLevels: false`; never closes the bus. From then
+   * on every operation rejects with `CacheClosedError`.
+   */
   close(): Promise<void> {
     this.closed ??= (async () => {
       this.invalidation.close()

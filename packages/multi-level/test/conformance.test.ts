@@ -49,6 +49,7 @@ runConformance('multi-level (memory, memory)', {
   create: ({ namespace }) => multiLevel(memoryBackend({ namespace }), memoryBackend({ namespace })),
   serializes: false,
   ttlMs: 100,
+  sharesStore: false,
 })
 
 runConformance('multi-level (memory, shared map)', {
@@ -68,4 +69,5 @@ runConformance('multi-level (memory, memory, memory with clone)', {
     }),
   serializes: false,
   ttlMs: 100,
+  sharesStore: false,
 })

@@ -38,6 +38,12 @@ export interface ConformanceOptions {
   listsKeys?: boolean
   /** Keys the "more than one page" listing case writes. Default: 2500. */
   manyKeys?: number
+  /**
+   * Two backends built by `create` with one namespace share their entries (a server, a directory,
+   * a shared map): the use-after-close case reads back through a new one. False for a store each
+   * `create` makes anew (an in-process memory backend). Default: true.
+   */
+  sharesStore?: boolean
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
@@ -474,6 +480,127 @@ export function runConformance(name: string, options: ConformanceOptions): void 
         expect(cache.keys).toBeUndefined()
         expect(() => listKeys(cache)).toThrow(CacheUnsupportedError)
       })
+
+    it('setMany with one bad item stores none of them: a bad TTL, an unkeyable key, an unstorable value', async () => {
+      const bad: { label: string; item: { key: string; value: unknown; ttl?: number }; error: string }[] = [
+        { label: 'ttl', item: { key: key('bad'), value: 2, ttl: -1 }, error: 'RangeError' },
+        { label: 'key', item: { key: 5 as unknown as string, value: 2 }, error: 'CacheKeyError' },
+      ]
+      if (serializes)
+        bad.push({
+          label: 'value',
+          item: { key: key('bad'), value: () => 2 },
+          error: 'CacheSerializationError',
+        })
+      for (const { label, item, error } of bad) {
+        const good = key(`good-${label}`)
+        const failed = await Promise.resolve()
+          .then(() => cache.setMany([{ key: good, value: 1 }, item]))
+          .then(
+            () => undefined,
+            (reason: unknown) => reason,
+          )
+        expect(failed, `setMany with a bad ${label}`).toBeInstanceOf(Error)
+        expect((failed as Error).name, `setMany with a bad ${label}`).toBe(error)
+        expect(await cache.has(good), `the good item of a setMany with a bad ${label}`).toBe(false)
+      }
+    })
+
+    it('stats count each operation of the caller once: a hit, a miss, a write, a removal', async () => {
+      const stats = (cache as { stats?: Record<string, number> }).stats
+      expect(stats, 'a @cache backend has stats').toBeDefined()
+      const [present, absent, counter, added, updated] = [key('s'), key('s'), key('s'), key('s'), key('s')]
+      const counted = async (work: () => Promise<unknown>) => {
+        const before = { ...stats! }
+        await work()
+        const after = stats!
+        return {
+          hits: after.hits! - before.hits!,
+          misses: after.misses! - before.misses!,
+          sets: after.sets! - before.sets!,
+          deletes: after.deletes! - before.deletes!,
+          errors: after.errors! - before.errors!,
+        }
+      }
+      const none = { hits: 0, misses: 0, sets: 0, deletes: 0, errors: 0 }
+      expect(await counted(() => cache.set(present, 1)), 'set').toEqual({ ...none, sets: 1 })
+      expect(await counted(() => cache.get(present)), 'get of a present key').toEqual({ ...none, hits: 1 })
+      expect(await counted(() => cache.get(absent)), 'get of an absent key').toEqual({ ...none, misses: 1 })
+      expect(await counted(() => cache.getEntry(present)), 'getEntry').toEqual({ ...none, hits: 1 })
+      expect(await counted(() => cache.getMany([present, absent])), 'getMany').toEqual({
+        ...none,
+        hits: 1,
+        misses: 1,
+      })
+      expect(
+        await counted(() =>
+          cache.setMany([
+            { key: present, value: 2 },
+            { key: absent, value: 2 },
+          ]),
+        ),
+        'setMany',
+      ).toEqual({ ...none, sets: 2 })
+      expect(await counted(() => cache.add(added, 1)), 'add that stores').toEqual({ ...none, sets: 1 })
+      expect(await counted(() => cache.incr(counter)), 'incr that creates').toEqual({ ...none, sets: 1 })
+      expect(await counted(() => cache.incr(counter)), 'incr').toEqual({ ...none, sets: 1 })
+      expect(await counted(() => cache.atomicUpdate(updated, () => 1)), 'atomicUpdate').toEqual({
+        ...none,
+        sets: 1,
+      })
+      expect(await counted(() => cache.delete(present)), 'delete of a present key').toEqual({
+        ...none,
+        deletes: 1,
+      })
+      expect(await counted(() => cache.delete(present)), 'delete of an absent key').toEqual(none)
+      expect(await counted(() => cache.deleteMany([absent, present])), 'deleteMany').toEqual({
+        ...none,
+        deletes: 1,
+      })
+    })
+
+    it('after close(), every operation rejects with CacheClosedError, and nothing is written', async () => {
+      const extra = await options.create({ namespace: ns('closed') })
+      await extra.set('kept', 1)
+      await extra.close()
+      const operations: [string, () => Promise<unknown>][] = [
+        ['get', () => extra.get('kept')],
+        ['getEntry', () => extra.getEntry('kept')],
+        ['has', () => extra.has('kept')],
+        ['set', () => extra.set('written', 1)],
+        ['add', () => extra.add('added', 1)],
+        ['delete', () => extra.delete('kept')],
+        ['incr', () => extra.incr('counter')],
+        ['atomicUpdate', () => extra.atomicUpdate('updated', () => 1)],
+        ['getMany', () => extra.getMany(['kept'])],
+        ['setMany', () => extra.setMany([{ key: 'written', value: 1 }])],
+        ['deleteMany', () => extra.deleteMany(['kept'])],
+        ['clear', () => extra.clear()],
+      ]
+      for (const [operation, call] of operations) {
+        const outcome = await Promise.resolve()
+          .then(call)
+          .then(
+            (value: unknown) => ({ value }),
+            (error: unknown) => ({ error }),
+          )
+        expect(outcome, `${operation} after close()`).toMatchObject({ error: { name: 'CacheClosedError' } })
+      }
+      await expect(extra.close()).resolves.toBeUndefined()
+      // A backend built again on the same store sees the value kept, and nothing written after close().
+      const again = await options.create({ namespace: ns('closed') })
+      try {
+        if (options.sharesStore ?? true) expect(await again.get('kept')).toBe(1)
+        expect(await again.getMany(['written', 'added', 'counter', 'updated'])).toEqual([
+          undefined,
+          undefined,
+          undefined,
+          undefined,
+        ])
+      } finally {
+        await again.close()
+      }
+    })
 
     it('close() can be called twice', async () => {
       const extra = await options.create({ namespace: ns('close') })
