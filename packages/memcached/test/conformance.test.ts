@@ -1,5 +1,5 @@
 import { runConformance } from '@cache/testing'
-import { startMemcached } from '@cache/test-servers'
+import { freePort, startMemcached } from '@cache/test-servers'
 import { afterAll } from 'vitest'
 import { memcachedBackend } from '../src/index.js'
 
@@ -8,6 +8,8 @@ afterAll(() => server.stop())
 
 runConformance('memcached', {
   create: ({ namespace }) => memcachedBackend(server.server, { namespace }),
+  createDown: async ({ namespace }) =>
+    memcachedBackend(`127.0.0.1:${await freePort()}`, { namespace, logger: false }),
   // memcached counts whole seconds: the expiry tests need TTLs of a second or more.
   ttlMs: 1500,
   largeValueBytes: 512 * 1024,

@@ -1,4 +1,5 @@
 import { runConformance } from '@cache/testing'
+import { freePort } from '@cache/test-servers'
 import { redisBackend } from '../src/index.js'
 import { useSingleAndCluster } from './servers.js'
 
@@ -6,6 +7,8 @@ const servers = useSingleAndCluster()
 
 runConformance('redis (single node)', {
   create: ({ namespace }) => redisBackend(servers.singleUrl(), { namespace }),
+  createDown: async ({ namespace }) =>
+    redisBackend(`redis://127.0.0.1:${await freePort()}`, { namespace, logger: false }),
   ttlMs: 100,
 })
 

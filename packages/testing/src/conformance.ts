@@ -44,6 +44,14 @@ export interface ConformanceOptions {
    * `create` makes anew (an in-process memory backend). Default: true.
    */
   sharesStore?: boolean
+  /**
+   * Builds the backend against a server that is down (a loopback port nothing listens on), for
+   * backends that use a server: the suite checks that every operation fails fast with
+   * `CacheUnavailableError`, counted and evented. Default: none (the case does not run).
+   */
+  createDown?(options: { namespace: string }): CacheBackend | Promise<CacheBackend>
+  /** How long an operation against a server that is down may take before it rejects, in ms. Default: 3000. */
+  downWithinMs?: number
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
@@ -601,6 +609,56 @@ export function runConformance(name: string, options: ConformanceOptions): void 
         await again.close()
       }
     })
+
+    if (options.createDown !== undefined) {
+      const createDown = options.createDown
+      it('a backend whose server is down fails every operation fast with CacheUnavailableError, counted and evented', async () => {
+        const down = await createDown({ namespace: ns('down') })
+        const seen: unknown[] = []
+        const events = down as { on?(name: 'error', listener: (event: unknown) => void): unknown }
+        events.on?.('error', (event) => seen.push(event))
+        const stats = (down as { stats?: { errors: number } }).stats
+        const operations: [string, () => Promise<unknown>][] = [
+          ['get', () => down.get('k')],
+          ['getEntry', () => down.getEntry('k')],
+          ['has', () => down.has('k')],
+          ['set', () => down.set('k', 1)],
+          ['add', () => down.add('k', 1)],
+          ['delete', () => down.delete('k')],
+          ['incr', () => down.incr('k')],
+          ['atomicUpdate', () => down.atomicUpdate('k', () => 1)],
+          ['getMany', () => down.getMany(['k', 'l'])],
+          ['setMany', () => down.setMany([{ key: 'k', value: 1 }])],
+        ]
+        const within = options.downWithinMs ?? 3000
+        try {
+          for (const [operation, call] of operations) {
+            const errorsBefore = stats?.errors ?? 0
+            const eventsBefore = seen.length
+            const started = performance.now()
+            const outcome = await Promise.resolve()
+              .then(call)
+              .then(
+                (value: unknown) => ({ value }),
+                (error: unknown) => ({ error }),
+              )
+            const ms = performance.now() - started
+            expect(outcome, `${operation} on a server that is down`).toHaveProperty('error')
+            const error = (outcome as { error: { name?: string; code?: string } }).error
+            expect(
+              ['CacheUnavailableError', 'CacheTimeoutError'],
+              `${operation}: ${String(error)}`,
+            ).toContain(error.name)
+            expect(ms, `${operation} took ${Math.round(ms)} ms`).toBeLessThan(within)
+            expect(stats, 'a @cache backend has stats').toBeDefined()
+            expect(stats!.errors, `${operation} counted in stats.errors`).toBeGreaterThan(errorsBefore)
+            expect(seen.length, `${operation} emitted as an error event`).toBeGreaterThan(eventsBefore)
+          }
+        } finally {
+          await down.close()
+        }
+      })
+    }
 
     it('close() can be called twice', async () => {
       const extra = await options.create({ namespace: ns('close') })
