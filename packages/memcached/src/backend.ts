@@ -378,8 +378,15 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     for (let attempt = 1; by >= 0 && attempt <= this.maxAttempts; attempt++) {
       const response = await this.call(index, request(Opcode.increment, mkey, incrExtras(by)), 'incr', key)
       if (response.status === Status.ok) {
+        const value = counterValue(response)
+        if (!Number.isSafeInteger(value)) {
+          // memcached holds the 64-bit result exactly; the number a caller would get is not the
+          // counter's. Taken back before anyone is answered, as the other backends refuse it.
+          await this.call(index, request(Opcode.decrement, mkey, incrExtras(by)), 'incr', key)
+          throw pastSafeRange(key)
+        }
         this.observer.set(key)
-        return counterValue(response)
+        return value
       }
       if (response.status === Status.nonNumeric) break
       if (response.status !== Status.notFound) throw this.failure('incr', response.status, key)
@@ -401,6 +408,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
       const current = this.codec.decode(found.value)
       if (!Number.isSafeInteger(current)) throw new CacheNotANumberError(key)
       const next = (current as number) + by
+      if (!Number.isSafeInteger(next)) throw pastSafeRange(key)
       return { bytes: counterBytes(next), expiry: keepExpiry(found.flags), result: next }
     })
   }
@@ -885,4 +893,9 @@ export function memcachedBackend(
 function isTimeout(error: unknown): boolean {
   if (error instanceof LinkFailure) return error.timedOut
   return (error as { code?: unknown } | null)?.code === 'CACHE_TIMEOUT'
+}
+
+/** The error of an `incr` whose result would not be an exact number (as redis and disk answer it). */
+function pastSafeRange(key: string): RangeError {
+  return new RangeError(`incr: the counter "${key}" would pass Number.MAX_SAFE_INTEGER in magnitude`)
 }

@@ -112,6 +112,36 @@ describe('incr', () => {
   })
 })
 
+describe('incr at the edge of exact numbers', () => {
+  it('refuses an increment past Number.MAX_SAFE_INTEGER with RangeError, and leaves the counter as it was', async () => {
+    const cache = memcachedBackend(server.server, { namespace: 'edge-up' })
+    const other = memcachedBackend(server.server, { namespace: 'edge-up' })
+    try {
+      await cache.set('id', Number.MAX_SAFE_INTEGER - 1)
+      expect(await cache.incr('id')).toBe(Number.MAX_SAFE_INTEGER)
+      // memcached would hold 2^53 exactly, but the number a caller gets would not be the counter's.
+      for (let i = 0; i < 3; i++) await expect(cache.incr('id')).rejects.toThrow(RangeError)
+      await expect(cache.incr('id', 5)).rejects.toThrow(RangeError)
+      expect(await other.get('id')).toBe(Number.MAX_SAFE_INTEGER)
+      expect(await other.incr('id', -1)).toBe(Number.MAX_SAFE_INTEGER - 1)
+    } finally {
+      await Promise.all([cache.close(), other.close()])
+    }
+  })
+
+  it('refuses a decrement below Number.MIN_SAFE_INTEGER with RangeError, and leaves the counter as it was', async () => {
+    const cache = memcachedBackend(server.server, { namespace: 'edge-down' })
+    try {
+      await cache.set('floor', Number.MIN_SAFE_INTEGER + 1)
+      expect(await cache.incr('floor', -1)).toBe(Number.MIN_SAFE_INTEGER)
+      await expect(cache.incr('floor', -1)).rejects.toThrow(RangeError)
+      expect(await cache.get('floor')).toBe(Number.MIN_SAFE_INTEGER)
+    } finally {
+      await cache.close()
+    }
+  })
+})
+
 describe('stats and events', () => {
   it('counts hits, misses, sets, deletes and latency, and emits events', async () => {
     const cache = memcachedBackend(server.server, { namespace: 'stats' })
