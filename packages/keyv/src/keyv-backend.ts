@@ -118,14 +118,14 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
       this.namespace = namespace
       // Our own prefix, always applied: Keyv's skips keys that already start with `namespace:`,
       // which would make `x` and `keyv:x` one key.
-      this.prefix = `${namespace}:`
+      this.prefix = `${storedNamespace(namespace)}:`
       this.mapPrefix = keyvOrStore instanceof Map ? this.prefix : undefined
       // Adapters such as @keyv/redis turn failures into misses unless told to throw.
       const adapter = keyvOrStore as { throwOnErrors?: unknown }
       if (adapter.throwOnErrors === false) adapter.throwOnErrors = true
       this.keyv = new Keyv({
         store: keyvOrStore,
-        namespace,
+        namespace: storedNamespace(namespace),
         useKeyPrefix: false,
         throwOnErrors: true,
         serialize: (data) => jsonSerializer.serialize(data).toString('utf8'),
@@ -474,4 +474,19 @@ export function keyvBackend(
   options: KeyvBackendOptions = {},
 ): KeyvBackend {
   return new KeyvBackend(keyvOrStore, options)
+}
+
+/**
+ * The namespace as it is written in the store. `:` ends a namespace in `namespace:key`, so one
+ * inside it is written `%3A` (and `%` as `%25`): namespace `a` with key `b:x` and namespace `a:b`
+ * with key `x` are two keys, not one. Glob characters (`*?[]\`), which adapters' scoped
+ * `clear()` put in a pattern (`namespace:*`), are written the same way, so that a namespace `a*`
+ * clears itself, not every namespace that starts with `a`. Namespaces without these characters
+ * are written as they are (a plain Keyv on the same store and namespace reads the same keys).
+ */
+function storedNamespace(namespace: string): string {
+  return namespace.replace(
+    /[%:*?[\]\\]/g,
+    (c) => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`,
+  )
 }

@@ -162,3 +162,57 @@ describe('keyvBackend', () => {
     }
   })
 })
+
+describe('namespaces that nest, or hold pattern characters, on one store', () => {
+  // Namespace 'a' with key 'b:x' and namespace 'a:b' with key 'x' once made one stored key.
+  // A Map is shared as it is; a Redis server through one @keyv/redis adapter per backend (an
+  // adapter holds the namespace of the Keyv that uses it).
+  const stores = [
+    [
+      'a Map',
+      async () => {
+        const map = new Map()
+        return { store: () => map, stop: async () => {} }
+      },
+    ],
+    [
+      '@keyv/redis',
+      async () => {
+        const redis = await startRedis()
+        return { store: () => new KeyvRedis(redis.url), stop: () => redis.stop() }
+      },
+    ],
+  ] as const
+
+  it.each(stores)(
+    'on %s: each namespace keeps its own entries, and clear() removes its own only',
+    async (_name, open) => {
+      const { store, stop } = await open()
+      const backend = (namespace: string) => keyvBackend(store(), { namespace, closeStore: true })
+      const [a, ab, star, kept] = [backend('a'), backend('a:b'), backend('a*'), backend('app')]
+      try {
+        await a.set('b:x', 'of a')
+        await ab.set('x', 'of a:b')
+        await star.set('b:x', 'of a*')
+        await kept.set('x', 'of app')
+        expect(await a.get('b:x')).toBe('of a')
+        expect(await ab.get('x')).toBe('of a:b')
+        expect(await star.get('b:x')).toBe('of a*')
+        await ab.set('y', 1)
+        await a.clear()
+        expect(await a.get('b:x')).toBeUndefined()
+        expect(await ab.get('y')).toBe(1)
+        expect(await ab.get('x')).toBe('of a:b')
+        expect(await star.get('b:x')).toBe('of a*')
+        // A namespace with pattern characters clears itself, not every namespace the pattern matches.
+        await star.clear()
+        expect(await star.get('b:x')).toBeUndefined()
+        expect(await kept.get('x')).toBe('of app')
+        expect(await ab.get('x')).toBe('of a:b')
+      } finally {
+        await Promise.all([a.close(), ab.close(), star.close(), kept.close()])
+        await stop()
+      }
+    },
+  )
+})
