@@ -1,7 +1,8 @@
 import { type Duration, ttlToMs } from './durations.js'
-import { CacheKeyError, CacheNotANumberError, CacheUnsupportedError } from './errors.js'
+import { CacheClosedError, CacheKeyError, CacheNotANumberError, CacheUnsupportedError } from './errors.js'
 import { KeyedQueue } from './key-queue.js'
-import type { CacheStats, CacheEvent, CacheEventName } from './stats.js'
+import { assertKey } from './keys.js'
+import { CacheObserver, type CacheEvent, type CacheEventName, type CacheStats } from './stats.js'
 
 /** A stored value with its absolute expiry (epoch ms), if it has one. */
 export interface CacheEntry<T = unknown> {
@@ -217,31 +218,149 @@ export function defineBackend(backend: MinimalBackend): CacheBackend {
         if ((await get(key)) !== expected) return false
         return del(key)
       }))
-  let closed: Promise<void> | undefined
-  const close = () => (closed ??= Promise.resolve(source.close?.()).then(() => undefined))
+  // The layer in front of the store: closed state, key and TTL checks before anything is written,
+  // and stats and events when the store keeps none of its own.
+  const observer = source.stats === undefined ? new CacheObserver(name) : undefined
+  let closing: Promise<void> | undefined
+  const open = (): void => {
+    if (closing !== undefined) throw new CacheClosedError(name)
+  }
+  const counted = <R>(count: (result: R) => void, run: () => Promise<R>): Promise<R> =>
+    run().then((result) => {
+      count(result)
+      return result
+    })
+  const hitOrMiss = (key: string, found: boolean) => (found ? observer?.hit(key) : observer?.miss(key))
+  const wrapped: Partial<CacheBackend> = {
+    get: async <T>(key: string) => {
+      open()
+      assertKey(key)
+      return counted(
+        (value) => hitOrMiss(key, value !== undefined),
+        () => get<T>(key),
+      )
+    },
+    getEntry: async <T>(key: string) => {
+      open()
+      assertKey(key)
+      return counted(
+        (entry) => hitOrMiss(key, entry !== undefined),
+        () => getEntry<T>(key),
+      )
+    },
+    has: async (key: string) => {
+      open()
+      assertKey(key)
+      return has(key)
+    },
+    set: async (key: string, value: unknown, ttl?: Duration) => {
+      open()
+      assertKey(key)
+      return counted(
+        () => observer?.set(key),
+        () => set(key, value, ttl),
+      )
+    },
+    add: async (key: string, value: unknown, ttl?: Duration) => {
+      open()
+      assertKey(key)
+      ttlToMs(ttl)
+      return counted(
+        (added) => added && observer?.set(key),
+        () => add(key, value, ttl),
+      )
+    },
+    delete: async (key: string) => {
+      open()
+      assertKey(key)
+      return counted(
+        (removed) => removed && observer?.delete(key),
+        () => del(key),
+      )
+    },
+    clear: async () => {
+      open()
+      return clear()
+    },
+    incr: async (key: string, by?: number, ttl?: Duration) => {
+      open()
+      assertKey(key)
+      ttlToMs(ttl)
+      return counted(
+        () => observer?.set(key),
+        () => incr(key, by, ttl),
+      )
+    },
+    atomicUpdate: async <T>(key: string, fn: (current: T | undefined) => T | Promise<T>, ttl?: Duration) => {
+      open()
+      assertKey(key)
+      ttlToMs(ttl)
+      return counted(
+        () => observer?.set(key),
+        () => atomicUpdate<T>(key, fn, ttl),
+      )
+    },
+    getMany: async <T>(keys: readonly string[]) => {
+      open()
+      for (const key of keys) assertKey(key)
+      return counted(
+        (values) => {
+          for (let i = 0; i < keys.length; i++) hitOrMiss(keys[i]!, values[i] !== undefined)
+        },
+        () => getMany(keys) as Promise<(T | undefined)[]>,
+      )
+    },
+    setMany: async (items: readonly SetManyItem[]) => {
+      open()
+      // Every key and TTL is checked first, so a bad item stores nothing.
+      for (const item of items) {
+        assertKey(item.key)
+        ttlToMs(item.ttl)
+      }
+      return counted(
+        () => {
+          for (const item of items) observer?.set(item.key)
+        },
+        () => setMany(items),
+      )
+    },
+    deleteMany: async (keys: readonly string[]) => {
+      open()
+      for (const key of keys) assertKey(key)
+      if (source.deleteMany !== undefined || observer === undefined) return deleteMany(keys)
+      // Key by key, so that each removal is counted with its key.
+      const removed = await Promise.all(keys.map((key) => wrapped.delete!(key)))
+      return removed.filter(Boolean).length
+    },
+    compareAndDelete: async (key: string, expected: string) => {
+      open()
+      assertKey(key)
+      return counted(
+        (removed) => removed && observer?.delete(key),
+        () => compareAndDeleteFallback(key, expected),
+      )
+    },
+  }
+  const close = () => (closing ??= Promise.resolve(source.close?.()).then(() => undefined))
+  const keys = source.keys
   return {
     name,
-    get,
-    getEntry,
-    set,
-    add,
-    delete: del,
-    has,
-    clear,
-    incr,
-    atomicUpdate,
-    getMany,
-    setMany,
-    deleteMany,
+    ...wrapped,
     close,
-    compareAndDelete: compareAndDeleteFallback,
     // No fallback: listing cannot be built from get/set/delete. A backend that lists keeps it.
-    ...(typeof source.keys === 'function' ? { keys: source.keys.bind(source) } : {}),
+    ...(typeof keys === 'function'
+      ? {
+          keys: (options?: ListKeysOptions) => {
+            open()
+            return keys.call(source, options)
+          },
+        }
+      : {}),
     get stats() {
-      return source.stats
+      return source.stats ?? observer!.stats
     },
-    on: source.on?.bind(source),
-    off: source.off?.bind(source),
+    on: observer ? observer.on.bind(observer) : source.on?.bind(source),
+    off: observer ? observer.off.bind(observer) : source.off?.bind(source),
     sync: source.sync,
   } as CacheBackend
 }
