@@ -62,21 +62,25 @@ export class CacheObserver extends EventEmitter {
   }
 
   hit(key: string): void {
+    if (isOwnKey(key)) return
     this.stats.hits++
     if (this.listening) this.emit('hit', { backend: this.backend, key })
   }
 
   miss(key: string): void {
+    if (isOwnKey(key)) return
     this.stats.misses++
     if (this.listening) this.emit('miss', { backend: this.backend, key })
   }
 
   set(key: string): void {
+    if (isOwnKey(key)) return
     this.stats.sets++
     if (this.listening) this.emit('set', { backend: this.backend, key })
   }
 
   delete(key: string): void {
+    if (isOwnKey(key)) return
     this.stats.deletes++
     if (this.listening) this.emit('delete', { backend: this.backend, key })
   }
@@ -185,4 +189,13 @@ export class MemoObserver extends CacheObserver {
   override reset(): void {
     Object.assign(this.stats, emptyStats(), { graced: 0, refreshes: 0, functionTimeouts: 0 })
   }
+}
+
+/**
+ * Keys @cache reads and writes for itself (generations, locks: `__…`, see internal-keys.ts) are
+ * not the caller's: a memoize hit reads its generations too, and counting those reads would show
+ * hits and misses nobody asked for. Failures on them are still counted ({@link CacheObserver.error}).
+ */
+function isOwnKey(key: string | undefined): boolean {
+  return typeof key === 'string' && key.charCodeAt(0) === 95 && key.charCodeAt(1) === 95
 }

@@ -111,3 +111,39 @@ describe('memoize hits on the memory backend', () => {
     expect(await fn(1)).toBe('1 v1')
   })
 })
+
+describe('backend stats count what the caller asked for', () => {
+  it('a memoized miss, hits, an invalidation: one miss, hits per hit, no reads of generations', async () => {
+    const backend = memoryBackend()
+    const seen: string[] = []
+    backend.on('hit', (event) => seen.push(event.key!))
+    backend.on('miss', (event) => seen.push(event.key!))
+    backend.on('set', (event) => seen.push(event.key!))
+    const double = cached(async (x: number) => x * 2, {
+      name: 'stats-double',
+      backend,
+      ttl: 60,
+      tags: ['stats'],
+    })
+    await double(1)
+    await double(1)
+    await double(1)
+    expect({ hits: backend.stats.hits, misses: backend.stats.misses, sets: backend.stats.sets }).toEqual({
+      hits: 2,
+      misses: 1,
+      sets: 1,
+    })
+    await invalidateTags(['stats'])
+    await double(1)
+    await double(1)
+    // The entry from before the invalidation is still there (a read that finds it, then refuses
+    // it for its generation): one hit, the new result written, then one hit.
+    expect({ hits: backend.stats.hits, misses: backend.stats.misses, sets: backend.stats.sets }).toEqual({
+      hits: 4,
+      misses: 1,
+      sets: 2,
+    })
+    expect(seen.filter((key) => key.startsWith('__'))).toEqual([])
+    await backend.close()
+  })
+})
