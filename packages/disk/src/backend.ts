@@ -17,12 +17,12 @@ import {
   type Duration,
   IncidentLog,
   isListedKey,
-  KeyedQueue,
   type ListKeysOptions,
   listPrefix,
   type SetManyItem,
   ttlToMs,
 } from '@cache/core'
+import { AsyncLocalStorage } from 'node:async_hooks'
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -48,19 +48,87 @@ const BATCH = 500
 const MANY_CHUNK = 100
 
 /**
- * What waits its turn behind writes not yet committed: a write for the next group commit, or an
- * operation that must see the writes issued before it (and none issued after), run alone.
+ * One operation as those issued after it see it. `placed`: a write has joined a group commit, or
+ * any other operation has finished; a write issued after it may then join a batch (the same one
+ * or a later one, so it is applied after). `done`: finished (committed, or failed); an operation
+ * that reads issued after it may then run.
  */
-type Queued =
-  | { kind: 'write'; op: BatchOp; resolve: (outcome: BatchOutcome) => void; reject: (error: unknown) => void }
-  | {
-      kind: 'task'
-      /** Set when the task writes this key: later reads of the key queue behind it. */
-      key: string | undefined
-      run: () => unknown
-      resolve: (result: never) => void
-      reject: (error: unknown) => void
+class Turn {
+  placed = false
+  done = false
+  private whenPlaced: (() => void)[] | undefined
+  private whenDone: (() => void)[] | undefined
+
+  /** `keys`: the keys it is the latest operation of; undefined for a whole-namespace operation. */
+  constructor(readonly keys: readonly string[] | undefined) {}
+
+  on(event: 'placed' | 'done', callback: () => void): void {
+    if (event === 'placed' ? this.placed : this.done) callback()
+    else if (event === 'placed') (this.whenPlaced ??= []).push(callback)
+    else (this.whenDone ??= []).push(callback)
+  }
+
+  place(): void {
+    if (this.placed) return
+    this.placed = true
+    if (this.whenPlaced !== undefined) dispatch(this.whenPlaced)
+    this.whenPlaced = undefined
+  }
+
+  finish(): void {
+    this.place()
+    this.done = true
+    if (this.whenDone !== undefined) dispatch(this.whenDone)
+    this.whenDone = undefined
+  }
+}
+
+/**
+ * Runs callbacks one after the other, never nested: a callback that places or finishes another
+ * turn queues that turn's callbacks here, so a long chain of operations on one key cannot grow
+ * the stack.
+ */
+const callbacks: (() => void)[] = []
+let dispatching = false
+function dispatch(more: readonly (() => void)[]): void {
+  for (const callback of more) callbacks.push(callback)
+  if (dispatching) return
+  dispatching = true
+  try {
+    for (let i = 0; i < callbacks.length; i++) {
+      try {
+        callbacks[i]!()
+      } catch (error) {
+        // A bug, not an outcome: surface it, and still run the callbacks queued after it.
+        queueMicrotask(() => {
+          throw error
+        })
+      }
     }
+  } finally {
+    callbacks.length = 0
+    dispatching = false
+  }
+}
+
+/** Calls `callback` once every turn in `turns` has reached `event`. */
+function afterAll(turns: readonly Turn[], event: 'placed' | 'done', callback: () => void): void {
+  let left = turns.length
+  const one = () => {
+    if (--left === 0) callback()
+  }
+  for (const turn of turns) turn.on(event, one)
+}
+
+type PutOp = BatchOp & { kind: 'put' }
+
+/** A write waiting for, or in, a group commit. A large value's op settles once its file is written. */
+interface QueuedWrite {
+  op: BatchOp | Promise<BatchOp>
+  turn: Turn
+  resolve: (outcome: BatchOutcome) => void
+  reject: (error: unknown) => void
+}
 
 /**
  * A persistent cache in a directory: SQLite (WAL) as the index and store of small values, one
@@ -72,7 +140,6 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   /** The cache directory. */
   readonly path: string
   private readonly ns: string
-  private readonly queue = new KeyedQueue()
   private readonly codec: Codec
   private readonly store: EntryStore
   private readonly lock: StoreLock
@@ -90,12 +157,19 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   private evicting = false
   private closed = false
   private closing: Promise<void> | undefined
-  /** Writes not yet committed and the operations issued after them, in order (see `commit`). */
-  private ordered: Queued[] = []
-  /** How many queued or committing writes each key has: an operation on such a key queues behind them. */
-  private readonly writing = new Map<string, number>()
-  /** Set while the queue is being worked through; settles when it is empty. */
-  private draining: Promise<void> | undefined
+  /**
+   * The latest operation issued on each key that has not finished: an operation on the key issued
+   * next waits for it (see `commit` and `inOrder`). Empty when nothing is pending.
+   */
+  private readonly tails = new Map<string, Turn>()
+  /** The latest whole-namespace operation (clear, keys, usage, prune) not finished: everything issued after it waits for it. */
+  private barrier: Turn | undefined
+  /** Writes that have joined the next group commit, in the order they joined. */
+  private batch: QueuedWrite[] = []
+  /** Set while batches are being committed; settles when none is left. */
+  private flushing: Promise<void> | undefined
+  /** Set while an `atomicUpdate` runs its `fn`: operations `fn` calls are not queued (they would wait for `fn`). */
+  private readonly updating = new AsyncLocalStorage<true>()
 
   constructor(options: DiskBackendOptions = {}) {
     super('disk')
@@ -162,7 +236,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
 
   async delete(key: string): Promise<boolean> {
     if (typeof key !== 'string') assertKey(key)
-    const outcome = await this.commit({ kind: 'delete', key })
+    const outcome = await this.commit(key, { kind: 'delete', key })
     if (!outcome.done) return false
     if (outcome.file !== null) await this.discard([outcome.file])
     if (outcome.live) this.observer.delete(key)
@@ -172,35 +246,36 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   /**
    * Deletes the key only if it holds the string `expected`: reads the row and its version, then
    * deletes it only if the version is unchanged (one SQLite statement), atomic across processes.
+   * Takes its turn on the key as a whole: it sees the writes issued before it, and those issued
+   * after it wait until it has deleted (or not).
    */
   async compareAndDelete(key: string, expected: string): Promise<boolean> {
     if (typeof key !== 'string') assertKey(key)
-    const row = await this.inOrder(key, false, () =>
-      this.locked('compareAndDelete', key, () => this.store.getForWrite(this.ns, key)),
-    )
-    if (row === undefined) return false
-    const current = await this.currentValue<unknown>(key, row)
-    if (current !== expected) return false
-    const removed = await this.locked('compareAndDelete', key, () =>
-      this.store.deleteIfVersion(this.ns, key, row[3]),
-    )
-    if (removed === undefined) return false
-    await this.discard([removed[0]])
-    this.observer.delete(key)
-    return true
+    return this.inOrder([key], true, async () => {
+      const row = await this.locked('compareAndDelete', key, () => this.store.getForWrite(this.ns, key))
+      if (row === undefined) return false
+      const current = await this.currentValue<unknown>(key, row)
+      if (current !== expected) return false
+      const removed = await this.locked('compareAndDelete', key, () =>
+        this.store.deleteIfVersion(this.ns, key, row[3]),
+      )
+      if (removed === undefined) return false
+      await this.discard([removed[0]])
+      this.observer.delete(key)
+      return true
+    })
   }
 
   async has(key: string): Promise<boolean> {
     if (typeof key !== 'string') assertKey(key)
-    const row = await this.inOrder(key, false, () =>
-      this.locked('has', key, () => this.store.get(this.ns, key)),
-    )
+    const lookup = () => this.locked('has', key, () => this.store.get(this.ns, key))
+    const row = await (this.idle() ? lookup() : this.inOrder([key], false, lookup))
     return row !== undefined && (row[2] === null || row[2] > this.now())
   }
 
   /** Removes this namespace's entries (in batches, so other processes are never locked out for long). */
   async clear(): Promise<void> {
-    await this.inOrder(undefined, false, async () => {
+    await this.inOrder(undefined, true, async () => {
       for (;;) {
         const files = await this.locked('clear', undefined, () => this.store.clearSome(this.ns, BATCH))
         await this.discard(files)
@@ -221,13 +296,13 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
     const below = prefixUpperBound(prefix)
     // A prefix with a surrogate code unit has no exact key range: read the namespace, filter here.
     let from = below === undefined ? '' : prefix
-    await this.inOrder(undefined, false, () => undefined)
-    for (;;) {
+    for (let first = true; ; first = false) {
       if (this.closed) throw new CacheClosedError('disk')
       const start = from
-      const page = await this.locked('keys', undefined, () =>
-        this.store.keyPage(this.ns, start, below, BATCH),
-      )
+      const read = () =>
+        this.locked('keys', undefined, () => this.store.keyPage(this.ns, start, below, BATCH))
+      // The first page waits for the writes issued before the call, and is read before those issued after it.
+      const page = await (first ? this.inOrder(undefined, false, read) : read())
       const now = this.now()
       for (const [bytes, expiresAt] of page) {
         const key = keyFromBytes(bytes)
@@ -248,7 +323,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
       if (!Number.isSafeInteger(current)) throw new CacheNotANumberError(key)
       return current as number
     }
-    const result = await this.inOrder(key, true, () =>
+    const result = await this.inOrder([key], true, () =>
       this.locked('incr', key, () => {
         const now = this.now()
         const expiresAt = ttlMs === undefined ? null : now + ttlMs
@@ -265,8 +340,10 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   /**
    * Read-modify-write, exact across processes: reads the entry and its version, runs `fn`
    * (outside any transaction, so it may be async), then writes only if the version is unchanged,
-   * else retries with the newer value. Calls in this process are queued per key, so retries only
-   * happen against other processes. `fn` may run more than once: keep it free of side effects.
+   * else retries with the newer value. It takes its turn on the key as a whole (calls in this
+   * process queue per key, so retries only happen against other processes), and operations
+   * issued after it wait for its commit. Operations `fn` itself calls are not queued. `fn` may
+   * run more than once: keep it free of side effects.
    */
   async atomicUpdate<T>(
     key: string,
@@ -275,16 +352,14 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   ): Promise<T> {
     if (typeof key !== 'string') assertKey(key)
     const ttlMs = this.ttl(ttl)
-    return this.queue.run(key, async () => {
+    return this.inOrder([key], true, async () => {
       for (let attempt = 1; ; attempt++) {
-        const row = await this.inOrder(key, false, () =>
-          this.locked('atomicUpdate', key, () => this.store.getForWrite(this.ns, key)),
-        )
+        const row = await this.locked('atomicUpdate', key, () => this.store.getForWrite(this.ns, key))
         const current = await this.currentValue<T>(key, row)
         if (current !== CONFLICT) {
-          const next = await fn(current)
+          const next = await this.updating.run(true, () => fn(current))
           const condition: Condition = { kind: 'version', version: row === undefined ? 0 : row[3] }
-          if (await this.put(key, this.codec.encode(next), ttlMs, condition)) return next
+          if (await this.put(key, this.codec.encode(next), ttlMs, condition, true)) return next
         }
         if (attempt >= this.maxAttempts) throw new CacheConflictError(key, attempt)
         await sleep(Math.random() * Math.min(attempt, 10))
@@ -296,9 +371,8 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
     for (const key of keys) if (typeof key !== 'string') assertKey(key)
     if (this.closed) throw new CacheClosedError('disk')
-    if (this.writing.size > 0 && keys.some((key) => this.writing.has(key)))
-      return this.inOrder(undefined, false, () => this.readMany<T>(keys))
-    return this.readMany<T>(keys)
+    if (this.idle()) return this.readMany<T>(keys)
+    return this.inOrder(keys, false, () => this.readMany<T>(keys))
   }
 
   private async readMany<T>(keys: readonly string[]): Promise<(T | undefined)[]> {
@@ -320,19 +394,29 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
     return out
   }
 
+  /**
+   * Every item joins the group commit at once, in order (usually one transaction for all), so an
+   * operation issued after the call sees every item.
+   */
   async setMany(items: readonly SetManyItem[]): Promise<void> {
-    // Check every key, TTL and value first so a bad item stores nothing.
+    if (this.closed) throw new CacheClosedError('disk')
+    // Check every key, TTL, value and size first so a bad item stores nothing.
     const prepared = items.map((item) => {
       assertKey(item.key)
-      return { key: item.key, ttlMs: this.ttl(item.ttl), bytes: this.codec.encode(item.value) }
+      const bytes = this.codec.encode(item.value)
+      const size = bytes.length + item.key.length
+      if (size > this.maxSize) throw new CacheValueTooLargeError(item.key, size, this.maxSize)
+      return { key: item.key, ttlMs: this.ttl(item.ttl), bytes }
     })
-    for (const item of prepared) await this.put(item.key, item.bytes, item.ttlMs, ALWAYS)
+    await settledAll(prepared.map((item) => this.put(item.key, item.bytes, item.ttlMs, ALWAYS)))
   }
 
+  /** Every delete joins the group commit at once, in order, so an operation issued after the call sees them all. */
   async deleteMany(keys: readonly string[]): Promise<number> {
-    let removed = 0
-    for (const key of keys) if (await this.delete(key)) removed++
-    return removed
+    for (const key of keys) if (typeof key !== 'string') assertKey(key)
+    if (this.closed) throw new CacheClosedError('disk')
+    const removed = await settledAll(keys.map((key) => this.delete(key)))
+    return removed.filter(Boolean).length
   }
 
   /**
@@ -381,9 +465,8 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   private read<T>(key: string): CacheEntry<T> | undefined | Promise<CacheEntry<T> | undefined> {
     if (typeof key !== 'string') assertKey(key)
     if (this.closed) throw new CacheClosedError('disk')
-    if (this.writing.size > 0 && this.writing.has(key))
-      return this.inOrder(key, false, () => this.lookup<T>(key))
-    return this.lookup<T>(key)
+    if (this.idle()) return this.lookup<T>(key)
+    return this.inOrder([key], false, () => this.lookup<T>(key))
   }
 
   private lookup<T>(key: string): CacheEntry<T> | undefined | Promise<CacheEntry<T> | undefined> {
@@ -459,25 +542,52 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
     return this.put(key, this.codec.encode(value), ttlMs, condition)
   }
 
-  /** Stores encoded bytes (a large value goes to a file first) if `condition` holds. */
-  private async put(
+  /**
+   * Stores encoded bytes if `condition` holds. The write takes its place in the group commit at
+   * once (a large value joins with its file still being written: the batch waits for the file).
+   * `ownTurn`: called by an operation holding the key's turn (atomicUpdate), so it joins at once.
+   */
+  private put(
     key: string,
     bytes: Buffer,
     ttlMs: number | undefined,
     condition: Condition,
+    ownTurn = false,
   ): Promise<boolean> {
     const size = bytes.length + key.length
-    if (size > this.maxSize) throw new CacheValueTooLargeError(key, size, this.maxSize)
-    const file =
-      bytes.length > this.inlineThreshold ? await this.fileIo('set', key, this.files.write(bytes)) : null
-    const value = file === null ? bytes : null
+    if (size > this.maxSize) return Promise.reject(new CacheValueTooLargeError(key, size, this.maxSize))
+    let op: PutOp | Promise<PutOp>
+    if (bytes.length > this.inlineThreshold) {
+      op = this.fileIo('set', key, this.files.write(bytes)).then(
+        (file): PutOp => ({ kind: 'put', key, value: null, file, size, ttlMs, condition }),
+      )
+      op.catch(noop) // the write it belongs to fails with this error
+    } else {
+      op = { kind: 'put', key, value: bytes, file: null, size, ttlMs, condition }
+    }
+    return this.stored(key, op, ownTurn ? this.commitNow(op) : this.commit(key, op))
+  }
+
+  /** What a put's caller learns once its write committed: unused value files are removed first. */
+  private async stored(
+    key: string,
+    op: PutOp | Promise<PutOp>,
+    commit: Promise<BatchOutcome>,
+  ): Promise<boolean> {
     let outcome: BatchOutcome
     try {
-      outcome = await this.commit({ kind: 'put', key, value, file, size, ttlMs, condition })
+      outcome = await commit
     } catch (error) {
-      await this.discard([file])
+      if (op instanceof Promise)
+        await this.discard([
+          await op.then(
+            (put) => put.file,
+            () => null,
+          ),
+        ])
       throw error
     }
+    const file = op instanceof Promise ? (await op).file : null
     const unused = outcome.done ? outcome.file : file
     if (unused !== null) await this.discard([unused])
     if (!outcome.done) return false
@@ -485,63 +595,164 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
     return true
   }
 
+  /** True when no operation is waiting or in progress: anything may run at once. */
+  private idle(): boolean {
+    return this.tails.size === 0 && this.barrier === undefined
+  }
+
   /**
-   * Group commit: a write joins the writes issued in the same tick (and those issued while a
-   * commit is in progress), and consecutive writes are applied in order in one transaction. The
-   * promise settles once that transaction has committed (or failed: then every write in it fails
-   * with the error), and after any eviction the new total calls for.
+   * What an operation issued now must wait for: the whole-namespace operation in progress, and
+   * the latest operation on each of `keys` (every key's, when undefined) that has not reached
+   * `event` yet (`placed` for a write, `done` for anything else).
    */
-  private commit(op: BatchOp): Promise<BatchOutcome> {
+  private waitsFor(keys: readonly string[] | undefined, event: 'placed' | 'done'): Turn[] {
+    const waits: Turn[] = []
+    if (this.barrier !== undefined) waits.push(this.barrier)
+    if (keys === undefined) {
+      for (const turn of this.tails.values()) waits.push(turn)
+    } else {
+      for (const key of keys) {
+        const turn = this.tails.get(key)
+        if (turn !== undefined && !(event === 'placed' ? turn.placed : turn.done)) waits.push(turn)
+      }
+    }
+    return waits
+  }
+
+  /** Makes `turn` the latest operation on its keys (or on the whole namespace). */
+  private follow(turn: Turn): void {
+    if (turn.keys === undefined) this.barrier = turn
+    else for (const key of turn.keys) this.tails.set(key, turn)
+  }
+
+  /** Marks `turn` finished, and forgets it if nothing was issued on its keys after it. */
+  private finish(turn: Turn): void {
+    if (turn.keys === undefined) {
+      if (this.barrier === turn) this.barrier = undefined
+    } else {
+      for (const key of turn.keys) if (this.tails.get(key) === turn) this.tails.delete(key)
+    }
+    turn.finish()
+  }
+
+  /**
+   * Group commit: a write joins the next batch at once, unless an operation on its key issued
+   * before it has not taken its place yet (a compareAndDelete, incr or atomicUpdate in progress,
+   * a read waiting its turn, a write waiting behind one, a clear): then it joins once that one has.
+   * Writes issued in the same tick (and those issued while a commit is in progress) are applied in
+   * order in one transaction. The promise settles once that transaction has committed (or failed:
+   * then every write in it fails with the error), and after any eviction the new total calls for.
+   */
+  private commit(key: string, op: BatchOp | Promise<BatchOp>): Promise<BatchOutcome> {
     if (this.closed) return Promise.reject(new CacheClosedError('disk'))
-    this.writing.set(op.key, (this.writing.get(op.key) ?? 0) + 1)
-    const done = new Promise<BatchOutcome>((resolve, reject) =>
-      this.ordered.push({ kind: 'write', op, resolve, reject }),
-    )
-    this.draining ??= this.drain()
-    return done
+    return new Promise<BatchOutcome>((resolve, reject) => {
+      const waits = this.idle() ? NONE : this.waitsFor([key], 'placed')
+      const turn = new Turn([key])
+      const write: QueuedWrite = { op, turn, resolve, reject }
+      if (waits.length === 0) {
+        this.follow(turn)
+        this.join(write)
+      } else if (this.updating.getStore() === true) {
+        // Called by an atomicUpdate's fn: that update holds the key until fn returns, so run now.
+        this.join({ ...write, turn: new Turn(undefined) })
+      } else {
+        this.follow(turn)
+        afterAll(waits, 'placed', () => this.join(write))
+      }
+    })
   }
 
-  /**
-   * Runs `task` now, unless writes issued before it are not committed yet (writes of `key`, or
-   * any write when no key is given): then it waits its turn behind them, ahead of any write
-   * issued after it. `writes`: the task writes `key`, so what comes after it waits for it too.
-   */
-  private inOrder<R>(key: string | undefined, writes: boolean, task: () => R): R | Promise<Awaited<R>> {
-    if (this.draining === undefined || (key !== undefined && !this.writing.has(key))) return task()
-    if (writes) this.writing.set(key!, (this.writing.get(key!) ?? 0) + 1)
-    return new Promise<Awaited<R>>((resolve, reject) =>
-      this.ordered.push({ kind: 'task', key: writes ? key : undefined, run: task, resolve, reject }),
+  /** A write by the operation holding the key's turn: joins the next batch at once. */
+  private commitNow(op: BatchOp | Promise<BatchOp>): Promise<BatchOutcome> {
+    if (this.closed) return Promise.reject(new CacheClosedError('disk'))
+    return new Promise<BatchOutcome>((resolve, reject) =>
+      this.join({ op, turn: new Turn(undefined), resolve, reject }),
     )
   }
 
-  private async drain(): Promise<void> {
+  private join(write: QueuedWrite): void {
+    this.batch.push(write)
+    write.turn.place()
+    this.flushing ??= this.flush()
+  }
+
+  private async flush(): Promise<void> {
     try {
       // Yield once, so every write issued in this tick joins the first batch.
       await undefined
-      while (this.ordered.length > 0) {
-        const head = this.ordered[0]!
-        if (head.kind === 'task') {
-          this.ordered.shift()
-          try {
-            head.resolve((await head.run()) as never)
-          } catch (error) {
-            head.reject(error)
-          } finally {
-            if (head.key !== undefined) this.settled(head.key)
-          }
-          continue
-        }
-        let end = 1
-        while (end < this.ordered.length && this.ordered[end]!.kind === 'write') end++
-        await this.commitBatch(this.ordered.splice(0, end) as (Queued & { kind: 'write' })[])
+      while (this.batch.length > 0) {
+        const batch = this.batch
+        this.batch = []
+        await this.commitBatch(batch)
       }
     } finally {
-      this.draining = undefined
+      this.flushing = undefined
     }
   }
 
-  private async commitBatch(batch: (Queued & { kind: 'write' })[]): Promise<void> {
-    const ops = batch.map((write) => write.op)
+  /**
+   * Runs `task` in call order: after the operations on `keys` issued before it (every operation,
+   * when `keys` is undefined) have finished, and before those issued after it. A read with nothing
+   * to wait for runs at once. `writes`: the task changes the keys (or, without keys, the namespace),
+   * so it is waited for even when it could start at once.
+   */
+  private inOrder<R>(
+    keys: readonly string[] | undefined,
+    writes: boolean,
+    task: () => R,
+  ): R | Promise<Awaited<R>> {
+    const waits = this.idle() ? NONE : this.waitsFor(keys, 'done')
+    if (waits.length === 0 && !writes) return task()
+    // Called by an atomicUpdate's fn: that update holds the key until fn returns, so run now.
+    if (waits.length > 0 && this.updating.getStore() === true) return task()
+    const turn = new Turn(keys)
+    this.follow(turn)
+    return new Promise<Awaited<R>>((resolve, reject) => {
+      const run = () => {
+        let result: R
+        try {
+          result = task()
+        } catch (error) {
+          this.finish(turn)
+          reject(error)
+          return
+        }
+        Promise.resolve(result).then(
+          (value) => {
+            this.finish(turn)
+            resolve(value)
+          },
+          (error: unknown) => {
+            this.finish(turn)
+            reject(error)
+          },
+        )
+      }
+      if (waits.length === 0) run()
+      else afterAll(waits, 'done', run)
+    })
+  }
+
+  private async commitBatch(queued: QueuedWrite[]): Promise<void> {
+    let batch = queued
+    if (batch.some((write) => write.op instanceof Promise)) {
+      // Large values: their files are written first; one whose file cannot be written fails alone.
+      const ops = await Promise.allSettled(batch.map((write) => write.op))
+      batch = []
+      for (let i = 0; i < ops.length; i++) {
+        const result = ops[i]!
+        const write = queued[i]!
+        if (result.status === 'fulfilled') {
+          write.op = result.value
+          batch.push(write)
+        } else {
+          this.finish(write.turn)
+          write.reject(result.reason)
+        }
+      }
+      if (batch.length === 0) return
+    }
+    const ops = batch.map((write) => write.op as BatchOp)
     const operation = ops.some((op) => op.kind === 'put') ? 'set' : 'delete'
     let total = 0
     let outcomes: BatchOutcome[] | undefined
@@ -555,22 +766,21 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
       failure = error
     }
     for (let i = 0; i < batch.length; i++) {
-      const { op, resolve, reject } = batch[i]!
-      this.settled(op.key)
+      const { turn, resolve, reject } = batch[i]!
       if (outcomes === undefined) reject(failure)
       else resolve(outcomes[i]!)
+      this.finish(turn)
     }
   }
 
-  private settled(key: string): void {
-    const left = this.writing.get(key)! - 1
-    if (left === 0) this.writing.delete(key)
-    else this.writing.set(key, left)
-  }
-
-  /** Waits until every write issued so far has committed or failed. */
+  /** Waits until every operation issued so far has finished. */
   private async afterWrites(): Promise<void> {
-    while (this.draining !== undefined) await this.draining
+    for (;;) {
+      const waits = this.waitsFor(undefined, 'done')
+      if (waits.length > 0) await new Promise<void>((resolve) => afterAll(waits, 'done', resolve))
+      else if (this.flushing !== undefined) await this.flushing
+      else return
+    }
   }
 
   /** Runs a short synchronous SQLite step; on a busy lock, waits without blocking and retries. */
@@ -662,9 +872,20 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   }
 }
 
+const NONE: readonly Turn[] = []
 const ALWAYS: Condition = { kind: 'always' }
 const ABSENT: Condition = { kind: 'absent' }
 const CONFLICT = Symbol('conflict')
+
+function noop(): void {}
+
+/** Waits for every promise; then rejects with the first failure, or resolves with every value. */
+async function settledAll<T>(promises: readonly Promise<T>[]): Promise<T[]> {
+  const results = await Promise.allSettled(promises)
+  const failed = results.find((result) => result.status === 'rejected')
+  if (failed !== undefined) throw (failed as PromiseRejectedResult).reason
+  return results.map((result) => (result as PromiseFulfilledResult<T>).value)
+}
 
 /** A persistent, multi-process disk cache. See {@link DiskBackendOptions}. */
 export function diskBackend(options: DiskBackendOptions = {}): DiskBackend {
