@@ -389,14 +389,16 @@ function serverOf(env: unknown): NodeServer | undefined {
 
 /** The functions (and server) first seen at each site in this process, held weakly. */
 const owners = new Map<string, { functions: WeakRef<Function>[]; server: WeakRef<NodeServer> | undefined }>()
-/** Sites two different apps turned out to share while both were alive: they bypass for good. */
+/** Sites two different apps turned out to share: they bypass for good. */
 const ambiguous = new Set<string>()
 
 /**
  * Whether another app's route (other function objects: one factory called twice) was seen at
- * this site while that app is alive and its server listening: their entries would answer for
- * each other, so the site bypasses. An app that is gone, or whose server closed, hands its sites
- * on: that is a later deployment, as in another process.
+ * this site: their entries would answer for each other, so the site bypasses for good. That the
+ * first app was garbage-collected says nothing (an app built per request from a factory is
+ * collected between requests, its sibling is another tenant): only an app whose server closed
+ * hands its sites on, as a later deployment does in another process. A site this process can no
+ * longer keep track of bypasses too.
  */
 function isAmbiguous(site: string, entries: RouteEntry[], server: NodeServer | undefined): boolean {
   if (ambiguous.has(site)) return true
@@ -406,14 +408,12 @@ function isAmbiguous(site: string, entries: RouteEntry[], server: NodeServer | u
     if (functions.length === entries.length && functions.every((fn, i) => fn === entries[i]![0][0]))
       return false
     const owner = first.server?.deref()
-    const gone =
-      functions.includes(undefined) ||
-      (first.server !== undefined && (owner === undefined || owner.listening === false))
-    if (!gone) {
+    const closed = first.server !== undefined && (owner === undefined || owner.listening === false)
+    if (!closed) {
       ambiguous.add(site)
       return true
     }
-  } else if (owners.size >= MAX_SITES) return false
+  } else if (owners.size >= MAX_SITES) return true
   owners.set(site, {
     functions: entries.map(([[fn]]) => new WeakRef(fn)),
     server: server === undefined ? undefined : new WeakRef(server),

@@ -1,5 +1,7 @@
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import v8 from 'node:v8'
+import { runInNewContext } from 'node:vm'
 import { memoryBackend } from '@cache/memory'
 import { type ServerType, serve } from '@hono/node-server'
 import type { CacheBackend } from '@cache/core'
@@ -420,5 +422,59 @@ describe('stale-while-revalidate', () => {
     expect(fresh.text).toBe('item 42 v2')
     expect(fresh.headers['x-after-cache']).toBe('ran')
     expect(runs).toBe(2)
+  })
+})
+
+describe('apps of one factory built per request, after the first one is garbage-collected', () => {
+  v8.setFlagsFromString('--expose-gc')
+  const gc = runInNewContext('gc') as () => void
+
+  /** Collects what nothing references any more, and waits for weak references to clear. */
+  async function collect(): Promise<void> {
+    for (let i = 0; i < 3; i++) {
+      gc()
+      await new Promise((resolve) => setTimeout(resolve, 10))
+    }
+  }
+
+  /** A tenant's app, built from its configuration: only the closures' values differ. */
+  function createApp(tenant: string, backend: CacheBackend, built: WeakRef<Hono>[]) {
+    const app = new Hono()
+    app.get('/home', cacheResponse({ ttl: 60, backend }), (c) => c.text(`home of ${tenant}`))
+    built.push(new WeakRef(app))
+    return app
+  }
+
+  it("behind one server's fetch, the next app never gets the previous app's entry", async () => {
+    const backend = memoryBackend()
+    const built: WeakRef<Hono>[] = []
+    const base = await listen({
+      fetch: (request: Request, env: unknown) =>
+        createApp(request.headers.get('x-tenant') ?? '', backend, built).fetch(request, env as object),
+    })
+    for (const tenant of ['alpha', 'alpha', 'beta', 'gamma', 'beta']) {
+      const res = await get(base, '/home', 'GET', { 'x-tenant': tenant })
+      expect(res.text).toBe(`home of ${tenant}`)
+      await collect()
+      // The app that answered is gone: the next request meets a site whose first app was collected.
+      expect(built.at(-1)!.deref()).toBeUndefined()
+    }
+  })
+
+  it("without a server (app.request), the next app never gets the previous app's entry", async () => {
+    const backend = memoryBackend()
+    const built: WeakRef<Hono>[] = []
+    const ask = async (tenant: string) => {
+      const res = await createApp(tenant, backend, built).request('http://shop.test/home', {
+        headers: { host: 'shop.test' },
+      })
+      return res.text()
+    }
+    expect(await ask('alpha')).toBe('home of alpha')
+    await collect()
+    expect(built[0]!.deref()).toBeUndefined()
+    expect(await ask('beta')).toBe('home of beta')
+    await collect()
+    expect(await ask('gamma')).toBe('home of gamma')
   })
 })
