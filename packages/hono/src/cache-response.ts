@@ -1,6 +1,8 @@
+import { AsyncLocalStorage } from 'node:async_hooks'
 import { createHash } from 'node:crypto'
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
 import {
+  CacheError,
   type CacheEvent,
   type CacheEventName,
   type CacheStats,
@@ -78,6 +80,40 @@ const CONDITIONAL_HEADERS = [
 const refreshes = new WeakMap<Context, Refresh>()
 
 /**
+ * What each cache that records a refresh's response does once the whole chain ran for it (the
+ * layers before the cache included): decide on the final headers, then store.
+ */
+const chainEnds = new WeakMap<Context, Map<HttpCache<Context>, () => void>>()
+
+/** A miss being made: whether the request's code logged an error through `console.error` meanwhile. */
+interface Making {
+  logged: boolean
+}
+
+/**
+ * The miss the code running now works for. Hono's stream helpers (`stream()`, `streamText()` of
+ * `hono/streaming`) catch an error of their callback, log it with `console.error` and end the
+ * body as if it were whole: that log, made in the request's async context, is the only sign.
+ */
+const making = new AsyncLocalStorage<Making>()
+
+/** The `console.error` this package put in place (it calls the one it found). */
+let watchingErrors: ((...args: unknown[]) => void) | undefined
+
+/** Notes every `console.error` call on the miss it was made for (put back if replaced since). */
+function watchErrorLog(): void {
+  if (console.error === watchingErrors) return
+  const original = console.error
+  const watching = function (this: unknown, ...args: unknown[]): void {
+    const miss = making.getStore()
+    if (miss !== undefined) miss.logged = true
+    original.apply(this, args)
+  }
+  watchingErrors = watching
+  console.error = watching
+}
+
+/**
  * Caches whole HTTP responses (GET, with HEAD answered from the GET entry) as Hono middleware.
  * `options` may be a TTL alone: `cacheResponse(60)`, `cacheResponse('5m')`. See
  * {@link CacheResponseOptions}.
@@ -133,8 +169,10 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     refreshing: boolean,
   ): Promise<void> => {
     const recorder = miss.recorder
+    const made: Making = { logged: false }
+    watchErrorLog()
     try {
-      await next()
+      await making.run(made, next)
     } catch (error) {
       recorder.abort('error')
       throw error
@@ -154,8 +192,9 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     const outgoing = refreshing ? undefined : nodeOutgoing(c.env)
     // Middleware before the cache runs on after `await next()` (a session writing its cookie):
     // what is stored is decided again on the headers the client receives. On Node they are those
-    // the server writes; elsewhere, those of Hono's response once its body was read through.
-    let judged = refreshing
+    // the server writes; for a refresh, those of the copy's response once its whole chain ran;
+    // elsewhere, those of Hono's response once its body was read through.
+    let judged = false
     const judge = (final: OutgoingHttpHeaders): string | undefined => {
       judged = true
       // The cache's own `Cache-Control` (`private` under the `vary` option) is not a layer's.
@@ -164,6 +203,20 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       if (reason !== undefined) recorder.abort(`not-storable: ${reason} set after the cache`)
       return reason
     }
+    // A refresh is stored once both its chain and its body are over.
+    let chainOver = !refreshing
+    let bodyOver = false
+    if (refreshing) {
+      let ends = chainEnds.get(c)
+      if (ends === undefined) chainEnds.set(c, (ends = new Map()))
+      ends.set(http, () => {
+        chainOver = true
+        if (!judged) judge(outgoingHeaders(c.res.headers))
+        if (bodyOver) finish()
+      })
+    }
+    /** The error sign of Hono's stream helpers, or an error `app.onError` answered. */
+    const failed = () => made.logged || c.error !== undefined
     const finish = () => {
       if (outgoing === undefined || outgoing.writableFinished)
         return judged ? recorder.finish() : recorder.abort('headers-unseen')
@@ -181,10 +234,14 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     const source = res.body
     if (source === null || !advice.storable) {
       if (source === null) {
+        if (failed()) recorder.abort('source-error')
         recorder.end()
+        bodyOver = true
         // Without Node's response nothing tells when the layers before the cache are done with
-        // a bodiless response: it is not stored.
-        if (outgoing === undefined && !refreshing) recorder.abort('headers-unseen')
+        // a bodiless response: it is not stored (a refresh's chain end tells).
+        if (refreshing) {
+          if (chainOver) finish()
+        } else if (outgoing === undefined) recorder.abort('headers-unseen')
         else finish()
       }
       c.res = undefined
@@ -208,9 +265,12 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
           }
           if (chunk.done) {
             over = true
-            if (outgoing === undefined && !judged) judge(outgoingHeaders(c.res.headers))
+            // A stream helper whose callback threw ends its body as if it were whole: not stored.
+            if (failed()) recorder.abort('source-error')
+            if (!refreshing && outgoing === undefined && !judged) judge(outgoingHeaders(c.res.headers))
             recorder.end()
-            finish()
+            bodyOver = true
+            if (chainOver) finish()
             controller.close()
             return
           }
@@ -231,36 +291,62 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
   }
 
   /**
-   * Runs a copy of the request (without its conditional headers) through the handlers after the
-   * cache, in the background, in a context of its own: the refresh of a stale entry.
+   * Runs a copy of the request (without its conditional headers) in the background, in a context
+   * of its own, through every middleware and handler the request matched, from the first: the
+   * layers before the cache (a language detector, a tenant from `Host`) run for it as they run for
+   * a client's request. The refresh of a stale entry.
    */
   const revalidate = (c: Context, refresh: Refresh): (() => void) | false => {
     const match = matchResultOf(c)
     if (match === undefined) return false
-    const index = c.req.routeIndex
     const headers = new Headers(c.req.raw.headers)
     for (const name of CONDITIONAL_HEADERS) headers.delete(name)
     const request = new Request(c.req.raw.url, { method: 'GET', headers })
     const Ctx = c.constructor as new (req: Request, options: object) => Context
-    const copy = new Ctx(request, { env: c.env, path: c.req.path, matchResult: match })
+    const copy = new Ctx(request, {
+      env: c.env,
+      executionCtx: executionContextOf(c),
+      path: c.req.path,
+      matchResult: match,
+    })
     refreshes.set(copy, refresh)
     const handlers = match[0]
+    // What Hono's own dispatch does, minus `app.onError`: an error fails the refresh.
     const dispatch = async (i: number): Promise<void> => {
       const entry = handlers[i]
-      if (entry === undefined) return
+      if (entry === undefined) {
+        if (!copy.finalized)
+          throw new CacheError(
+            `the refresh of ${refresh.key} got no response (the last handler called next())`,
+          )
+        return
+      }
       copy.req.routeIndex = i
       const res = await entry[0][0](copy, () => dispatch(i + 1))
       if (res instanceof Response && !copy.finalized) copy.res = res
     }
     let reader: ReadableStreamDefaultReader<Uint8Array> | undefined
-    void (async () => {
-      copy.req.routeIndex = index
-      await middleware(copy, () => dispatch(index + 1))
+    const run = async () => {
+      await dispatch(0)
+      const ends = chainEnds.get(copy)
+      for (const end of ends?.values() ?? []) end()
+      if (ends?.has(http) !== true)
+        refresh.fail(
+          new CacheError(
+            `the refresh of ${refresh.key} never reached the cache (a layer before it answered)`,
+          ),
+        )
+      const body = copy.res.body
+      if (refresh.done) return void body?.cancel().catch(() => {})
       // The copy's response goes nowhere: read it through, which records it.
-      reader = copy.res.body?.getReader()
+      reader = body?.getReader()
       if (reader === undefined) return
       for (;;) if ((await reader.read()).done) break
-    })().catch((error: unknown) => refresh.fail(error))
+    }
+    // Started once the cache knows how to stop it; outside the request's own miss, if any.
+    queueMicrotask(() => {
+      if (!refresh.done) making.exit(() => run().catch((error: unknown) => refresh.fail(error)))
+    })
     return () => void reader?.cancel().catch(() => {})
   }
 
@@ -274,6 +360,16 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
   handler.clear = () => http.clear()
   handler.responseIndex = (opts) => http.responseIndex(opts)
   return handler
+}
+
+/** The request's `ExecutionContext` (Cloudflare Workers and the like), if it has one. */
+function executionContextOf(c: Context): unknown {
+  try {
+    return c.executionCtx
+  } catch {
+    // Hono throws when there is none.
+    return undefined
+  }
 }
 
 /**
@@ -389,14 +485,16 @@ function serverOf(env: unknown): NodeServer | undefined {
 
 /** The functions (and server) first seen at each site in this process, held weakly. */
 const owners = new Map<string, { functions: WeakRef<Function>[]; server: WeakRef<NodeServer> | undefined }>()
-/** Sites two different apps turned out to share while both were alive: they bypass for good. */
+/** Sites two different apps turned out to share: they bypass for good. */
 const ambiguous = new Set<string>()
 
 /**
  * Whether another app's route (other function objects: one factory called twice) was seen at
- * this site while that app is alive and its server listening: their entries would answer for
- * each other, so the site bypasses. An app that is gone, or whose server closed, hands its sites
- * on: that is a later deployment, as in another process.
+ * this site: their entries would answer for each other, so the site bypasses for good. That the
+ * first app was garbage-collected says nothing (an app built per request from a factory is
+ * collected between requests, its sibling is another tenant): only an app whose server closed
+ * hands its sites on, as a later deployment does in another process. A site this process can no
+ * longer keep track of bypasses too.
  */
 function isAmbiguous(site: string, entries: RouteEntry[], server: NodeServer | undefined): boolean {
   if (ambiguous.has(site)) return true
@@ -406,14 +504,12 @@ function isAmbiguous(site: string, entries: RouteEntry[], server: NodeServer | u
     if (functions.length === entries.length && functions.every((fn, i) => fn === entries[i]![0][0]))
       return false
     const owner = first.server?.deref()
-    const gone =
-      functions.includes(undefined) ||
-      (first.server !== undefined && (owner === undefined || owner.listening === false))
-    if (!gone) {
+    const closed = first.server !== undefined && (owner === undefined || owner.listening === false)
+    if (!closed) {
       ambiguous.add(site)
       return true
     }
-  } else if (owners.size >= MAX_SITES) return false
+  } else if (owners.size >= MAX_SITES) return true
   owners.set(site, {
     functions: entries.map(([[fn]]) => new WeakRef(fn)),
     server: server === undefined ? undefined : new WeakRef(server),

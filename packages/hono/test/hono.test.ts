@@ -1,12 +1,16 @@
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
 import type { AddressInfo } from 'node:net'
+import v8 from 'node:v8'
+import { runInNewContext } from 'node:vm'
 import { memoryBackend } from '@cache/memory'
 import { type ServerType, serve } from '@hono/node-server'
 import type { CacheBackend } from '@cache/core'
 import { Hono } from 'hono'
 import { getCookie, setCookie } from 'hono/cookie'
-import { afterEach, describe, expect, it } from 'vitest'
-import { cacheResponse } from '../src/index.js'
+import { languageDetector } from 'hono/language'
+import { stream, streamText } from 'hono/streaming'
+import { afterEach, describe, expect, it, vi } from 'vitest'
+import { cacheResponse, type ResponseCacheMiddleware } from '../src/index.js'
 
 /** Every byte value, 64 times: any text decoding on the way corrupts it. */
 const BINARY = Uint8Array.from({ length: 256 * 64 }, (_, i) => (i * 7 + (i >> 8)) % 256)
@@ -420,5 +424,321 @@ describe('stale-while-revalidate', () => {
     expect(fresh.text).toBe('item 42 v2')
     expect(fresh.headers['x-after-cache']).toBe('ran')
     expect(runs).toBe(2)
+  })
+})
+
+/** Resolves once `cache` emitted `event` `count` times in all (bounded: rejects after 5 s). */
+function emitted(cache: ResponseCacheMiddleware, event: 'set' | 'error', count = 1): Promise<void> {
+  let seen = 0
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${event} event after 5 s`)), 5_000)
+    cache.on(event, () => {
+      if (++seen < count) return
+      clearTimeout(timer)
+      resolve()
+    })
+  })
+}
+
+describe('stale-while-revalidate: the refresh passes the middleware before the cache', () => {
+  const greetings: Record<string, string> = { en: 'Hello', fr: 'Bonjour' }
+
+  /** languageDetector and a tenant from Host before the cache, as a client request passes them. */
+  function contextApp(cache: ResponseCacheMiddleware) {
+    let runs = 0
+    const app = new Hono<{ Variables: { tenant: string; language: string } }>()
+    app.use(
+      '*',
+      languageDetector({
+        supportedLanguages: ['en', 'fr'],
+        fallbackLanguage: 'en',
+        order: ['header'],
+        caches: false,
+      }),
+    )
+    app.use('*', async (c, next) => {
+      c.set('tenant', (c.req.header('host') ?? '').split('.')[0]!)
+      await next()
+    })
+    app.use('*', cache)
+    app.get('/greet', (c) => {
+      c.header('Vary', 'Accept-Language')
+      return c.text(`${greetings[c.get('language')] ?? 'MISSING-LANGUAGE'} v${++runs}`)
+    })
+    app.get('/home', (c) => c.text(`home of tenant ${c.get('tenant')} v${++runs}`))
+    return app
+  }
+
+  it("on Node's server, the refreshed entry is what the client's request gets: the language and tenant are there", async () => {
+    let clock = Date.now()
+    const cache = cacheResponse({
+      ttl: 1,
+      staleWhileRevalidate: 600,
+      backend: memoryBackend(),
+      now: () => clock,
+    })
+    const base = await listen(contextApp(cache))
+    const fr = { 'accept-language': 'fr', host: 'shop.test' }
+    const acme = { host: 'acme.test' }
+    expect((await get(base, '/greet', 'GET', fr)).text).toBe('Bonjour v1')
+    expect((await get(base, '/home', 'GET', acme)).text).toBe('home of tenant acme v2')
+    clock += 2_000
+    const refreshed = emitted(cache, 'set', 2)
+    expect((await get(base, '/greet', 'GET', fr)).text).toBe('Bonjour v1')
+    expect((await get(base, '/home', 'GET', acme)).text).toBe('home of tenant acme v2')
+    await refreshed
+    const greet = await get(base, '/greet', 'GET', fr)
+    expect(greet.text).toMatch(/^Bonjour v[34]$/)
+    expect(greet.headers['cache-status']).toMatch(/hit/)
+    const home = await get(base, '/home', 'GET', acme)
+    expect(home.text).toMatch(/^home of tenant acme v[34]$/)
+    expect(home.headers['cache-status']).toMatch(/hit/)
+  })
+
+  it('without a server (app.request), the refresh passes them too', async () => {
+    let clock = Date.now()
+    const cache = cacheResponse({
+      ttl: 1,
+      staleWhileRevalidate: 600,
+      backend: memoryBackend(),
+      now: () => clock,
+    })
+    const app = contextApp(cache)
+    const ask = async () =>
+      (
+        await app.request('http://shop.test/greet', {
+          headers: { host: 'shop.test', 'accept-language': 'fr' },
+        })
+      ).text()
+    expect(await ask()).toBe('Bonjour v1')
+    clock += 2_000
+    const refreshed = emitted(cache, 'set')
+    expect(await ask()).toBe('Bonjour v1')
+    await refreshed
+    expect(await ask()).toBe('Bonjour v2')
+  })
+
+  it('a refresh that a layer before the cache answers itself stores nothing: the stale entry stays', async () => {
+    let clock = Date.now()
+    const cache = cacheResponse({
+      ttl: 1,
+      staleWhileRevalidate: 600,
+      backend: memoryBackend(),
+      now: () => clock,
+    })
+    let allowed = 1
+    let runs = 0
+    const app = new Hono()
+    // A quota checked before the cache: the refresh is a request like any other and is refused.
+    app.use('*', async (c, next) => {
+      if (allowed-- <= 0) return c.text('quota exceeded', 200)
+      await next()
+    })
+    app.use('*', cache)
+    app.get('/report', (c) => c.text(`report v${++runs}`))
+    const base = await listen(app)
+    expect((await get(base, '/report')).text).toBe('report v1')
+    allowed = 1
+    clock += 2_000
+    const failed = emitted(cache, 'error')
+    expect((await get(base, '/report')).text).toBe('report v1')
+    await failed
+    allowed = 1
+    const after = await get(base, '/report')
+    expect(after.text).toBe('report v1')
+    expect(after.headers['cache-status']).toMatch(/hit/)
+    expect(runs).toBe(1)
+  })
+
+  it('a refresh whose layer before the cache makes the response private after await next() is not stored', async () => {
+    let clock = Date.now()
+    const cache = cacheResponse({
+      ttl: 1,
+      staleWhileRevalidate: 600,
+      backend: memoryBackend(),
+      now: () => clock,
+    })
+    let privateFrom = Number.POSITIVE_INFINITY
+    let runs = 0
+    const app = new Hono()
+    app.use('*', async (c, next) => {
+      await next()
+      if (runs >= privateFrom) c.header('Cache-Control', 'private')
+    })
+    app.use('*', cache)
+    app.get('/account', (c) => c.text(`account v${++runs}`))
+    const base = await listen(app)
+    expect((await get(base, '/account')).text).toBe('account v1')
+    privateFrom = 2
+    clock += 2_000
+    const failed = emitted(cache, 'error')
+    expect((await get(base, '/account')).text).toBe('account v1')
+    await failed
+    expect(runs).toBe(2)
+    const after = await get(base, '/account')
+    expect(after.text).toBe('account v1')
+    expect(after.headers['cache-status']).toMatch(/hit/)
+  })
+})
+
+describe("a body made with Hono's stream helpers (hono/streaming)", () => {
+  /** Rows 1 and 2, then the source fails: rows 3.. and END never come. */
+  async function* rows() {
+    yield 'row1\n'
+    yield 'row2\n'
+    throw new Error('database connection lost')
+  }
+
+  /** `stream()`, `streamText()`, and `stream()` with an `onError` that logs, as Hono's docs show. */
+  function exportApp(runs: { count: number }, fail: () => boolean) {
+    const app = new Hono()
+    const backend = memoryBackend()
+    const write = async (s: { write(text: string): Promise<unknown> }) => {
+      runs.count++
+      if (fail()) for await (const row of rows()) await s.write(row)
+      else await s.write('row1\nrow2\n')
+      await s.write('row3\nEND\n')
+    }
+    app.get('/export', cacheResponse({ ttl: 60, backend }), (c) => stream(c, write))
+    app.get('/export-text', cacheResponse({ ttl: 60, backend }), (c) => streamText(c, write))
+    app.get('/export-handled', cacheResponse({ ttl: 60, backend }), (c) =>
+      stream(c, write, async (error, s) => {
+        await s.write(`\nexport failed\n`)
+        console.error(error)
+      }),
+    )
+    // An onError of one's own that does not log: it sets c.error, as Hono's own dispatch does.
+    app.get('/export-marked', cacheResponse({ ttl: 60, backend }), (c) =>
+      stream(c, write, async (error, s) => {
+        c.error = error
+        await s.write(`\nexport failed\n`)
+      }),
+    )
+    app.get('/export-at-once', cacheResponse({ ttl: 60, backend }), (c) =>
+      stream(c, async () => {
+        runs.count++
+        if (fail()) throw new Error('no rows')
+      }),
+    )
+    return app
+  }
+
+  const paths = ['/export', '/export-text', '/export-handled', '/export-marked', '/export-at-once']
+
+  it("on Node's server, a callback that throws half-way (Hono logs it and ends the body) is never stored", async () => {
+    const logged = vi.spyOn(console, 'error').mockImplementation(() => {})
+    try {
+      const runs = { count: 0 }
+      const base = await listen(exportApp(runs, () => true))
+      for (const path of paths) {
+        for (let i = 0; i < 2; i++) {
+          const res = await get(base, path)
+          expect(res.text).not.toContain('END')
+          expect(res.headers['cache-status']).not.toMatch(/hit/)
+        }
+      }
+      expect(runs.count).toBe(2 * paths.length)
+      expect(logged).toHaveBeenCalled()
+    } finally {
+      logged.mockRestore()
+    }
+  })
+
+  it('without a server (app.request), it is never stored either', async () => {
+    const logged = vi.spyOn(console, 'error').mockImplementation(() => {})
+    try {
+      const runs = { count: 0 }
+      const app = exportApp(runs, () => true)
+      for (const path of paths) {
+        for (let i = 0; i < 2; i++) {
+          const res = await app.request(`http://shop.test${path}`, { headers: { host: 'shop.test' } })
+          expect(await res.text()).not.toContain('END')
+          expect(res.headers.get('cache-status') ?? '').not.toMatch(/hit/)
+        }
+      }
+      expect(runs.count).toBe(2 * paths.length)
+    } finally {
+      logged.mockRestore()
+    }
+  })
+
+  it('a callback that ends normally is stored, even while another request’s callback fails', async () => {
+    const logged = vi.spyOn(console, 'error').mockImplementation(() => {})
+    try {
+      const runs = { count: 0 }
+      let failing = false
+      const app = exportApp(runs, () => failing)
+      const base = await listen(app)
+      // A failing export of another app logs while this one streams: it is not this request's.
+      const other = exportApp({ count: 0 }, () => true)
+      const [whole] = await Promise.all([
+        get(base, '/export-text'),
+        Promise.resolve(other.request('http://shop.test/export', { headers: { host: 'shop.test' } })).then(
+          (r) => r.text(),
+        ),
+      ])
+      expect(whole.text).toBe('row1\nrow2\nrow3\nEND\n')
+      failing = true
+      const again = await get(base, '/export-text')
+      expect(again.text).toBe('row1\nrow2\nrow3\nEND\n')
+      expect(again.headers['cache-status']).toMatch(/hit/)
+      expect(runs.count).toBe(1)
+    } finally {
+      logged.mockRestore()
+    }
+  })
+})
+
+describe('apps of one factory built per request, after the first one is garbage-collected', () => {
+  v8.setFlagsFromString('--expose-gc')
+  const gc = runInNewContext('gc') as () => void
+
+  /** Collects what nothing references any more, and waits for weak references to clear. */
+  async function collect(): Promise<void> {
+    for (let i = 0; i < 3; i++) {
+      gc()
+      await new Promise((resolve) => setTimeout(resolve, 10))
+    }
+  }
+
+  /** A tenant's app, built from its configuration: only the closures' values differ. */
+  function createApp(tenant: string, backend: CacheBackend, built: WeakRef<Hono>[]) {
+    const app = new Hono()
+    app.get('/home', cacheResponse({ ttl: 60, backend }), (c) => c.text(`home of ${tenant}`))
+    built.push(new WeakRef(app))
+    return app
+  }
+
+  it("behind one server's fetch, the next app never gets the previous app's entry", async () => {
+    const backend = memoryBackend()
+    const built: WeakRef<Hono>[] = []
+    const base = await listen({
+      fetch: (request: Request, env: unknown) =>
+        createApp(request.headers.get('x-tenant') ?? '', backend, built).fetch(request, env as object),
+    })
+    for (const tenant of ['alpha', 'alpha', 'beta', 'gamma', 'beta']) {
+      const res = await get(base, '/home', 'GET', { 'x-tenant': tenant })
+      expect(res.text).toBe(`home of ${tenant}`)
+      await collect()
+      // The app that answered is gone: the next request meets a site whose first app was collected.
+      expect(built.at(-1)!.deref()).toBeUndefined()
+    }
+  })
+
+  it("without a server (app.request), the next app never gets the previous app's entry", async () => {
+    const backend = memoryBackend()
+    const built: WeakRef<Hono>[] = []
+    const ask = async (tenant: string) => {
+      const res = await createApp(tenant, backend, built).request('http://shop.test/home', {
+        headers: { host: 'shop.test' },
+      })
+      return res.text()
+    }
+    expect(await ask('alpha')).toBe('home of alpha')
+    await collect()
+    expect(built[0]!.deref()).toBeUndefined()
+    expect(await ask('beta')).toBe('home of beta')
+    await collect()
+    expect(await ask('gamma')).toBe('home of gamma')
   })
 })
