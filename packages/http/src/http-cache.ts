@@ -488,7 +488,12 @@ export class HttpCache<Raw = any> {
           ])
         advice.set.push(...this.status(`fwd=${missKind}; stored`, 'MISS'))
       }
-      offered = this.offerValue(view, headers, this.entryTtlMs(headers))
+      offered = this.offerValue(
+        view,
+        headers,
+        this.entryTtlMs(headers),
+        receivedAge(headers.age ?? own.headers.age),
+      )
       if (offered !== undefined) advice.cacheControl = offered
       advice.storable = true
       return advice
@@ -642,6 +647,7 @@ export class HttpCache<Raw = any> {
     view: HttpRequestView<Raw>,
     headers: OutgoingHttpHeaders | undefined,
     ttlMs: number,
+    receivedAge: number,
   ): string | undefined {
     const s = this.settings
     if (s.cacheControl === undefined) return undefined
@@ -652,7 +658,7 @@ export class HttpCache<Raw = any> {
       s.key === undefined &&
       view.headers.authorization === undefined &&
       view.headers.cookie === undefined
-    return cacheControlValue(s.cacheControl, ttlMs, s.swrMs, shared)
+    return cacheControlValue(s.cacheControl, ttlMs, s.swrMs, shared, receivedAge)
   }
 
   private async store(
@@ -706,7 +712,7 @@ export class HttpCache<Raw = any> {
     // Not counted down: with `Age`, a downstream cache's freshness is max-age − Age (RFC 9111 §4.2.3).
     const cacheControl =
       s.cacheControl !== undefined && !hasHeader(entry.headers, 'cache-control')
-        ? this.offerValue(view, undefined, entry.staleAt - entry.storedAt)
+        ? this.offerValue(view, undefined, entry.staleAt - entry.storedAt, entry.initialAge ?? 0)
         : undefined
     if (etagMatches(view.headers['if-none-match'] as string | undefined, entry.etag)) {
       const kept: HeaderList = []

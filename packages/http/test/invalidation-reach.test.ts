@@ -133,3 +133,63 @@ describe('a relayed response with an Age', () => {
     expect(app.calls()).toBe(1)
   })
 })
+
+describe('with cacheControl, max-age − Age is this cache freshness left, for a response that came with an Age', () => {
+  /** The freshness a downstream cache computes (RFC 9111 §4.2.3), and the one Cache-Status reports. */
+  function freshness(reply: { headers: Record<string, string> }, directive = 'max-age') {
+    const lifetime = Number(new RegExp(`${directive}=(\\d+)`).exec(reply.headers['cache-control'] ?? '')?.[1])
+    return {
+      downstream: lifetime - Number(reply.headers.age ?? 0),
+      here: Number(/ttl=(-?\d+)/.exec(reply.headers['cache-status'] ?? '')?.[1]),
+    }
+  }
+
+  function relay(age: string, cacheControl?: string): Handler {
+    return (_req, res) => {
+      res.setHeader('age', age)
+      if (cacheControl !== undefined) res.setHeader('cache-control', cacheControl)
+      res.end('relayed from upstream')
+    }
+  }
+
+  it('a fixed ttl: on the miss, on a hit 20 s later and on its 304', async () => {
+    let now = 3_000_000
+    const app = await start(relay('50'), { ttl: 60, cacheControl: true, now: () => now })
+    const miss = await send(`${app.url}/r`)
+    expect(miss.headers.age).toBe('50')
+    expect(freshness(miss).downstream).toBe(60)
+    now += 20_000
+    const hit = await send(`${app.url}/r`)
+    expect(hit.headers.age).toBe('70')
+    expect(freshness(hit)).toEqual({ downstream: 40, here: 40 })
+    const notModified = await send(`${app.url}/r`, { headers: { 'if-none-match': hit.headers.etag! } })
+    expect(notModified.status).toBe(304)
+    expect(freshness(notModified).downstream).toBe(40)
+  })
+
+  it("ttl 'from-response' with a default, for a response without Cache-Control", async () => {
+    let now = 4_000_000
+    const app = await start(relay('30'), {
+      ttl: { fromResponse: true, default: 60 },
+      cacheControl: true,
+      now: () => now,
+    })
+    expect(freshness(await send(`${app.url}/d`)).downstream).toBe(60)
+    now += 15_000
+    expect(freshness(await send(`${app.url}/d`))).toEqual({ downstream: 45, here: 45 })
+  })
+
+  it('an explicit maxAge and sMaxAge count from when this cache stored the response, too', async () => {
+    let now = 5_000_000
+    const app = await start(relay('50'), {
+      ttl: 60,
+      cacheControl: { maxAge: 30, sMaxAge: 60 },
+      now: () => now,
+    })
+    await send(`${app.url}/e`)
+    now += 20_000
+    const hit = await send(`${app.url}/e`)
+    expect(freshness(hit, 's-maxage')).toEqual({ downstream: 40, here: 40 })
+    expect(freshness(hit, 'max-age').downstream).toBe(10)
+  })
+})
