@@ -193,3 +193,70 @@ describe('with cacheControl, max-age − Age is this cache freshness left, for a
     expect(freshness(hit, 'max-age').downstream).toBe(10)
   })
 })
+
+describe('invalidating a URL reaches its entries under every keyPrefix', () => {
+  it('invalidateResponse(url) without keyPrefix reaches a cache under keyPrefix api', async () => {
+    const { state, handler } = priced()
+    const app = await start(handler, { ttl: 60, keyPrefix: 'api' })
+    await send(`${app.url}/p`)
+    state.price = 2
+    await invalidateResponse(`${app.url}/p`)
+    expect(JSON.parse((await send(`${app.url}/p`)).body.toString())).toEqual({ price: 2 })
+  })
+
+  it('from a process that never built that cache: a backend of its own on the same store', async () => {
+    const { state, handler } = priced()
+    const app = await start(handler, { ttl: 60, keyPrefix: 'api:v2' })
+    await send(`${app.url}/p?page=1`)
+    state.price = 2
+    // Nothing of this process's caches is needed: the URL's generation names no keyPrefix.
+    await invalidateResponse(`${app.url}/p?page=1`, { backend: app.backend, keyPrefix: 'other' })
+    expect(JSON.parse((await send(`${app.url}/p?page=1`)).body.toString())).toEqual({ price: 2 })
+  })
+
+  it("cache.invalidate(url) of one keyPrefix reaches another cache's entry of the URL", async () => {
+    const { state, handler } = priced()
+    const backend = new MemoryBackend()
+    const shop = await start(handler, { ttl: 60, keyPrefix: 'shop', backend })
+    const other = new HttpCache({ backend, keyPrefix: 'admin' })
+    await send(`${shop.url}/p`)
+    state.price = 2
+    await other.invalidate(`${shop.url}/p`)
+    expect(JSON.parse((await send(`${shop.url}/p`)).body.toString())).toEqual({ price: 2 })
+  })
+})
+
+describe('invalidating a URL reaches the spellings routers send to it', () => {
+  const SPELLINGS = ['/a/b', '/a//b', '//a/b', '/a/b/', '/A/b', '/a/b;jsessionid=x', '/a//b;s=1?']
+
+  it.each(['invalidateResponse', 'cache.invalidate'] as const)(
+    '%s(/a/b) reaches //, trailing-slash, upper-case and ;param spellings',
+    async (how) => {
+      const { state, handler } = priced()
+      const app = await start(handler, { ttl: 60 })
+      for (const s of SPELLINGS) await send(`${app.url}${s}`)
+      expect(app.calls()).toBe(SPELLINGS.length)
+      state.price = 2
+      if (how === 'invalidateResponse') await invalidateResponse(`${app.url}/a/b`)
+      else await app.cache.invalidate(`${app.url}/a/b`)
+      for (const s of SPELLINGS)
+        expect(JSON.parse((await send(`${app.url}${s}`)).body.toString()), s).toEqual({ price: 2 })
+    },
+  )
+
+  it('a ;param spelling is reached from the query useSemicolonDelimiter reads it as', async () => {
+    const { state, handler } = priced()
+    const app = await start(handler, { ttl: 60 })
+    const spellings = ['/a;page=2', '/a?page=2', '/a//;page=2']
+    for (const s of spellings) await send(`${app.url}${s}`)
+    state.price = 2
+    await invalidateResponse(`${app.url}/a?page=2`)
+    for (const s of spellings)
+      expect(JSON.parse((await send(`${app.url}${s}`)).body.toString()), s).toEqual({ price: 2 })
+    // `/a` is another URL: its entry stays.
+    await send(`${app.url}/a`)
+    state.price = 3
+    await invalidateResponse(`${app.url}/a?page=2`)
+    expect(JSON.parse((await send(`${app.url}/a`)).body.toString())).toEqual({ price: 2 })
+  })
+})
