@@ -227,7 +227,7 @@ export class ResponseCache {
       entry = backend.sync.getEntry(key)?.value
       if (!isStoredResponse(entry) || entry.front !== true) return false
       versions = []
-      for (const k of [...s.prefixVersionKeys, urlVersionKey(resolved.scope)]) {
+      for (const k of [...s.prefixVersionKeys, ...resolved.scopes.map(urlVersionKey)]) {
         // A scope without a generation yet matches no entry: the app answers and creates it.
         const generation = backend.sync.getEntry(k)?.value
         if (!isGeneration(generation)) return false

@@ -81,6 +81,16 @@ describe.each(EXPRESS)(
       for (const path of QUERIES) expect(json(await r.request(path)).price, path).toBe(99)
     })
 
+    it('invalidateResponse(url), without a backend or keyPrefix, renews every path spelling from any spelling given', async () => {
+      const { a, prices } = app()
+      const r = await serve(a)
+      for (const path of PATHS) await r.request(path)
+      for (const path of PATHS) expect(isHit(await r.request(path)), path).toBe(true)
+      prices[1] = 99
+      await invalidateResponse(`${r.url}/PRODUCTS/1/`)
+      for (const path of PATHS) expect(json(await r.request(path)).price, path).toBe(99)
+    })
+
     it('invalidateResponsePrefix still reaches every spelling', async () => {
       const { a, backend, prices } = app()
       const r = await serve(a)

@@ -66,19 +66,25 @@ export interface CacheControlRule {
  * The `Cache-Control` the cache gives a response it stores. `ttlMs` is the entry's own freshness,
  * `swrMs` the stale window. `shared` is false when the key holds request data that a downstream
  * cache cannot see (the `vary` option, a custom `key`, an allowed `Authorization` or `Cookie`):
- * the response is then `private`, for the client's own cache only.
+ * the response is then `private`, for the client's own cache only. `receivedAge` is the `Age` (in
+ * seconds) the response came with (a relayed upstream response): the replays send it plus the
+ * time since storing, and a downstream cache's freshness is `max-age − Age` (RFC 9111 §4.2.3),
+ * so it is added to `max-age` and `s-maxage`, which thus count from when this cache stored the
+ * response, as they do for a response without an `Age`.
  */
 export function cacheControlValue(
   rule: CacheControlRule,
   ttlMs: number,
   swrMs: number | undefined,
   shared: boolean,
+  receivedAge = 0,
 ): string {
   const parts: string[] = []
   if (!shared) parts.push('private')
   else if (rule.public) parts.push('public')
-  parts.push(`max-age=${rule.maxAge === 'ttl' ? Math.floor(ttlMs / 1000) : rule.maxAge}`)
-  if (shared && rule.sMaxAge !== undefined) parts.push(`s-maxage=${rule.sMaxAge}`)
+  const maxAge = rule.maxAge === 'ttl' ? Math.floor(ttlMs / 1000) : rule.maxAge
+  parts.push(`max-age=${lifetime(maxAge, receivedAge)}`)
+  if (shared && rule.sMaxAge !== undefined) parts.push(`s-maxage=${lifetime(rule.sMaxAge, receivedAge)}`)
   const swr =
     rule.staleWhileRevalidate === 'swr'
       ? swrMs === undefined
@@ -87,6 +93,14 @@ export function cacheControlValue(
       : rule.staleWhileRevalidate
   if (swr !== undefined && swr > 0) parts.push(`stale-while-revalidate=${swr}`)
   return parts.join(', ')
+}
+
+/**
+ * A freshness lifetime counted from when this cache stored a response that came with an `Age`:
+ * capped at 2^31 seconds, the largest value RFC 9111 §1.2.2 asks recipients to read.
+ */
+function lifetime(seconds: number, receivedAge: number): number {
+  return Math.min(seconds + receivedAge, 2 ** 31)
 }
 
 /**

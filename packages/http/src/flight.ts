@@ -27,8 +27,8 @@ export class Flight {
 
   constructor(
     readonly keyPrefix: string,
-    /** The generation key of the URL's invalidation scope, what `invalidate(url)` renews. */
-    readonly key: string,
+    /** The generation keys of the URL's invalidation scopes, what `invalidate(url)` renews. */
+    readonly keys: readonly string[],
   ) {
     running.add(this)
   }
@@ -101,7 +101,7 @@ export class Flight {
     for (const flight of running) {
       const hit =
         'keys' in target
-          ? target.keys.includes(flight.key)
+          ? flight.keys.some((key) => target.keys.includes(key))
           : flight.keyPrefix === target.prefix || flight.keyPrefix.startsWith(`${target.prefix}:`)
       if (hit) flight.cancel()
     }

@@ -23,6 +23,7 @@ import { removeResponses } from './invalidate.js'
 import {
   type HttpCacheOptions,
   type HttpCacheSettings,
+  isUrlVersionKey,
   prefixVersionKey,
   resolveHttpCacheOptions,
   urlVersionKey,
@@ -148,8 +149,8 @@ export class HttpCache<Raw = any> {
       if (site === undefined) return this.bypass(view, 'request', 'site')
       noteSite(site)
       key = siteKey(resolved.key, site)
-      // The URL's generation is its scope's: every spelling of it, at every site.
-      versionKeys = [...s.prefixVersionKeys, urlVersionKey(resolved.scope)]
+      // The URL's generations are its scopes': every spelling of it, at every site.
+      versionKeys = [...s.prefixVersionKeys, ...resolved.scopes.map(urlVersionKey)]
       if (s.tags) for (const tag of s.tags(view.raw)) versionKeys.push(tagVersionKey(tag))
     } catch (error) {
       this.observer.error('key', error)
@@ -170,11 +171,11 @@ export class HttpCache<Raw = any> {
     options: { host?: string; headers?: IncomingHttpHeaders } = {},
   ): Promise<boolean> {
     const s = this.settings
-    const { keys, scope } = urlKeys(url, s.keyPrefix, { ...options, vary: s.vary })
-    const generation = urlVersionKey(scope)
+    const { keys, scopes } = urlKeys(url, s.keyPrefix, { ...options, vary: s.vary })
+    const generations = scopes.map(urlVersionKey)
     // Before anything is awaited: a response in flight now is neither stored nor shared.
-    Flight.invalidate({ keys: [generation] })
-    return removeResponses(this.backend(), keys, [generation])
+    Flight.invalidate({ keys: generations })
+    return removeResponses(this.backend(), keys, generations)
   }
 
   /** Removes the stored response for a key built by the `key` option (without `keyPrefix`). */
@@ -185,7 +186,7 @@ export class HttpCache<Raw = any> {
     // A built-in key given here (`https://host/path`): its URL's scope, which its entries read.
     if (s.key === undefined && /^https?:\/\/[^\n]*$/i.test(key)) {
       try {
-        generations.push(urlVersionKey(urlKeys(key, s.keyPrefix).scope))
+        generations.push(...urlKeys(key, s.keyPrefix).scopes.map(urlVersionKey))
       } catch {
         // Not a URL the built-in key could have come from: the key's own generation is enough.
       }
@@ -233,7 +234,7 @@ export class HttpCache<Raw = any> {
       if (!isSafeCustomKey(custom)) return { bypass: 'key' }
       // A custom key is its own invalidation scope (`invalidateKey`).
       const full = `${s.keyPrefix}:${custom}`
-      return { key: full, scope: full }
+      return { key: full, scopes: [full] }
     }
     return requestKey(view, s.keyPrefix, s.vary) ?? { bypass: 'url' }
   }
@@ -244,9 +245,8 @@ export class HttpCache<Raw = any> {
    */
   private generationTtls(versionKeys: readonly string[]): (Duration | undefined)[] {
     const s = this.settings
-    const ttls = new Array<Duration | undefined>(versionKeys.length).fill(Number.POSITIVE_INFINITY)
-    ttls[s.prefixVersionKeys.length] = (s.ttlMs + (s.swrMs ?? 0)) / 1000
-    return ttls
+    const urlTtl = (s.ttlMs + (s.swrMs ?? 0)) / 1000
+    return versionKeys.map((key) => (isUrlVersionKey(key) ? urlTtl : Number.POSITIVE_INFINITY))
   }
 
   /** Reads the entry and its generations; `waited`: the flights this request already waited for. */
@@ -391,8 +391,7 @@ export class HttpCache<Raw = any> {
       break
     }
     this.observer.miss(key)
-    const scope = versionKeys[s.prefixVersionKeys.length]!
-    return this.lead(view, context, key, scope, flightKey, versions, versionKeys, record, missKind)
+    return this.lead(view, context, key, flightKey, versions, versionKeys, record, missKind)
   }
 
   /**
@@ -405,7 +404,6 @@ export class HttpCache<Raw = any> {
     view: HttpRequestView<Raw>,
     context: LookupContext,
     key: string,
-    scope: string,
     flightKey: string,
     versions: number[],
     versionKeys: string[],
@@ -415,8 +413,8 @@ export class HttpCache<Raw = any> {
     const s = this.settings
     const refresh =
       view.refresh instanceof RefreshRun && view.refresh.engine === this ? view.refresh : undefined
-    // Invalidation reaches a flight through the generation key of its URL's scope.
-    const flight = new Flight(s.keyPrefix, scope)
+    // Invalidation reaches a flight through the generation keys of its URL's scopes.
+    const flight = new Flight(s.keyPrefix, versionKeys.filter(isUrlVersionKey))
     if (view.refresh === undefined) this.inflight.set(flightKey, flight)
     const forget = () => {
       if (this.inflight.get(flightKey) === flight) this.inflight.delete(flightKey)
@@ -488,7 +486,12 @@ export class HttpCache<Raw = any> {
           ])
         advice.set.push(...this.status(`fwd=${missKind}; stored`, 'MISS'))
       }
-      offered = this.offerValue(view, headers, this.entryTtlMs(headers))
+      offered = this.offerValue(
+        view,
+        headers,
+        this.entryTtlMs(headers),
+        receivedAge(headers.age ?? own.headers.age),
+      )
       if (offered !== undefined) advice.cacheControl = offered
       advice.storable = true
       return advice
@@ -642,6 +645,7 @@ export class HttpCache<Raw = any> {
     view: HttpRequestView<Raw>,
     headers: OutgoingHttpHeaders | undefined,
     ttlMs: number,
+    receivedAge: number,
   ): string | undefined {
     const s = this.settings
     if (s.cacheControl === undefined) return undefined
@@ -652,7 +656,7 @@ export class HttpCache<Raw = any> {
       s.key === undefined &&
       view.headers.authorization === undefined &&
       view.headers.cookie === undefined
-    return cacheControlValue(s.cacheControl, ttlMs, s.swrMs, shared)
+    return cacheControlValue(s.cacheControl, ttlMs, s.swrMs, shared, receivedAge)
   }
 
   private async store(
@@ -706,7 +710,7 @@ export class HttpCache<Raw = any> {
     // Not counted down: with `Age`, a downstream cache's freshness is max-age − Age (RFC 9111 §4.2.3).
     const cacheControl =
       s.cacheControl !== undefined && !hasHeader(entry.headers, 'cache-control')
-        ? this.offerValue(view, undefined, entry.staleAt - entry.storedAt)
+        ? this.offerValue(view, undefined, entry.staleAt - entry.storedAt, entry.initialAge ?? 0)
         : undefined
     if (etagMatches(view.headers['if-none-match'] as string | undefined, entry.etag)) {
       const kept: HeaderList = []

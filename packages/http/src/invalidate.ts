@@ -18,7 +18,11 @@ export interface InvalidateOptions {
    * (`cacheResponse({ backend })`), each once.
    */
   backend?: CacheBackend | MinimalBackend
-  /** The `keyPrefix` the responses were cached under. Default: `'http'`. */
+  /**
+   * The `keyPrefix` whose entries of the URL are deleted (to free their space). A URL's
+   * generations are not a prefix's: its entries under every other `keyPrefix`, in every process,
+   * stop being served too, and leave the store with their TTL. Default: `'http'`.
+   */
   keyPrefix?: string
 }
 
@@ -27,7 +31,8 @@ export interface InvalidateOptions {
  * with every variant its responses made with `Vary`, as requested over http and over https (the
  * app may see either behind a proxy). Give `headers` and `vary` when the middleware keyed on
  * request headers (its `vary` option): only the entry for those header values is reached.
- * `true` if something was removed.
+ * Entries of the URL under every `keyPrefix` stop being served; `true` if an entry under
+ * `keyPrefix` was deleted.
  */
 export async function invalidateResponse(
   url: string,
@@ -37,17 +42,17 @@ export async function invalidateResponse(
     vary?: readonly string[]
   } = {},
 ): Promise<boolean> {
-  const { keys, scope } = urlKeys(url, options.keyPrefix ?? 'http', {
+  const { keys, scopes } = urlKeys(url, options.keyPrefix ?? 'http', {
     host: options.host,
     headers: options.headers,
     vary: [...(options.vary ?? [])].map((n) => n.toLowerCase()).sort(),
   })
-  const generation = urlVersionKey(scope)
+  const generations = scopes.map(urlVersionKey)
   // Before anything is awaited: a response in flight in this process is neither stored nor shared.
-  Flight.invalidate({ keys: [generation] })
+  Flight.invalidate({ keys: generations })
   let removed = false
   await onInvalidationTargets(backendOf(options), async (backend) => {
-    if (await removeResponses(backend, keys, [generation])) removed = true
+    if (await removeResponses(backend, keys, generations)) removed = true
   })
   return removed
 }

@@ -268,6 +268,13 @@ export function urlVersionKey(key: string): string {
   return generationKey('http-url', key)
 }
 
+const URL_VERSION_PREFIX = `${generationKey('http-url')}:`
+
+/** Whether a generation key is a URL scope's (see {@link urlVersionKey}). */
+export function isUrlVersionKey(key: string): boolean {
+  return key.startsWith(URL_VERSION_PREFIX)
+}
+
 /** Statuses whose response is never a whole, replayable answer for everyone. */
 function neverStored(status: number): boolean {
   return status < 200 || status === 206 || status === 304 || status >= 500

@@ -58,35 +58,58 @@ export function requestKey(
   if (extra?.includes(SEPARATOR)) return undefined
   return {
     key: `${keyPrefix}:${origin}${target}${varied}${extra === undefined || extra === '' ? '' : `${SEPARATOR}${extra}`}`,
-    scope: urlScope(keyPrefix, origin.slice(origin.indexOf('://') + 3), sent, varied),
+    scopes: urlScopes(origin.slice(origin.indexOf('://') + 3), sent, varied),
   }
 }
 
 /**
- * A request's key, and its invalidation scope: the coarser key whose generation
- * `invalidate(url)` renews, shared by every spelling of the URL that a framework may route to the same
- * handler (see {@link urlScope}).
+ * A request's key, and its invalidation scopes: the coarser keys whose generations
+ * `invalidate(url)` renews, shared by every spelling of the URL that a framework may route to the
+ * same handler (see {@link urlScopes}). Its entry is served only while every one is current.
  */
 export interface RequestKey {
   key: string
-  scope: string
+  /** One scope; three for a path holding `;` (see {@link urlScopes}). */
+  scopes: string[]
 }
 
 /**
- * The invalidation scope of a URL: host (both protocols, without a default port: `:80` and `:443`
- * name the host the framework resolves without one), the path with percent-escapes decoded,
- * lower-cased and without trailing slashes (Express routes case-insensitively and with an optional
- * trailing slash by default, and decodes parameters), the query parsed, decoded, sorted and
- * without empty pairs, and the `vary` header values. Entries keep their exact key (a parameter
- * keeps its case); only invalidation is coarser: invalidating `/Products/1/` also renews
- * `/products/1`, and in an app with case-sensitive or strict routing, `/a` also renews `/A`.
+ * The invalidation scopes of a URL, whatever the `keyPrefix` (as tags are): invalidating a URL
+ * reaches its entries under every `keyPrefix`, in every process, without knowing the prefixes. The
+ * first scope: host (both protocols, without a default port: `:80`
+ * and `:443` name the host the framework resolves without one), the path with percent-escapes
+ * decoded, lower-cased, runs of slashes made one and without trailing slashes (Express routes
+ * case-insensitively and with an optional trailing slash by default, and decodes parameters;
+ * Fastify's `caseSensitive: false`, `ignoreTrailingSlash` and `ignoreDuplicateSlashes` do the
+ * same), the query parsed, decoded, sorted and without empty pairs, and the `vary` header values.
+ *
+ * A path holding `;` has two more: Fastify's `useSemicolonDelimiter` routes `/a;b=1` to `/a` with
+ * the query `b=1` (everything after the `;`, a `?` included), and `;` parameters such as
+ * `;jsessionid=…` are commonly ignored (`/a` with the `?` query only). An entry is reached through
+ * any of its scopes, and invalidating a URL renews every scope of it: `/a;b=1` is reached from
+ * `/a`, `/a?b=1` and `/a;b=1`.
+ *
+ * Entries keep their exact key (a parameter keeps its case); only invalidation is coarser:
+ * invalidating `/Products/1/` also renews `/products/1`, and in an app with case-sensitive or
+ * strict routing, `/a` also renews `/A`.
  */
-function urlScope(keyPrefix: string, authority: string, target: string, varied: string): string {
+function urlScopes(authority: string, target: string, varied: string): string[] {
   const host = authority.replace(DEFAULT_PORT, '')
+  const scope = (path: string, query: string) => {
+    const canonical = canonicalQuery(query)
+    return `${SEPARATOR}url ${host}${canonicalPath(path)}${canonical === '' ? '' : `?${canonical}`}${varied}`
+  }
   const q = target.indexOf('?')
-  const path = canonicalPath(q === -1 ? target : target.slice(0, q))
-  const query = q === -1 ? '' : canonicalQuery(target.slice(q + 1))
-  return `${keyPrefix}:${SEPARATOR}url ${host}${path}${query === '' ? '' : `?${query}`}${varied}`
+  const path = q === -1 ? target : target.slice(0, q)
+  const query = q === -1 ? '' : target.slice(q + 1)
+  const scopes = [scope(path, query)]
+  const semicolon = path.indexOf(';')
+  if (semicolon !== -1) {
+    const routed = path.slice(0, semicolon)
+    for (const other of [scope(routed, target.slice(semicolon + 1)), scope(routed, query)])
+      if (!scopes.includes(other)) scopes.push(other)
+  }
+  return scopes
 }
 
 function canonicalPath(path: string): string {
@@ -95,10 +118,14 @@ function canonicalPath(path: string): string {
     .map((segment) => safeDecode(segment))
     .join('/')
     .toLowerCase()
+    .replace(SLASHES, '/')
   let end = decoded.length
   while (end > 1 && decoded[end - 1] === '/') end--
   return decoded.slice(0, end)
 }
+
+/** Two or more slashes in a row: one to Fastify's `ignoreDuplicateSlashes`. */
+const SLASHES = /\/{2,}/g
 
 /**
  * The query as a set of decoded pairs, sorted. Coarser than any parser, so that every spelling
@@ -171,14 +198,14 @@ export function splitAuthority(
 
 /**
  * The keys of a URL (`https://example.com/a?b=1`, or a path with `host`, which may carry a port),
- * as requests for it over http and https get them, and its invalidation scope. The host is taken in its canonical spelling
- * (lower case, no trailing dot), the only one the cache stores.
+ * as requests for it over http and https get them, and its invalidation scopes. The host is taken
+ * in its canonical spelling (lower case, no trailing dot), the only one the cache stores.
  */
 export function urlKeys(
   url: string,
   keyPrefix: string,
   options: { host?: string; headers?: IncomingHttpHeaders; vary?: readonly string[] } = {},
-): { keys: string[]; scope: string } {
+): { keys: string[]; scopes: string[] } {
   let host = options.host
   let target = url
   const absolute = /^[a-z][a-z0-9+.-]*:\/\//i.exec(url)
@@ -209,7 +236,7 @@ export function urlKeys(
       for (const protocol of ['http', 'https']) origins.add(`${protocol}://${o}`)
   return {
     keys: [...origins].map((o) => `${keyPrefix}:${o}${rest}`),
-    scope: urlScope(keyPrefix, origin, target, varied),
+    scopes: urlScopes(origin, target, varied),
   }
 }
 

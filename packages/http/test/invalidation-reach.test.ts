@@ -133,3 +133,130 @@ describe('a relayed response with an Age', () => {
     expect(app.calls()).toBe(1)
   })
 })
+
+describe('with cacheControl, max-age − Age is this cache freshness left, for a response that came with an Age', () => {
+  /** The freshness a downstream cache computes (RFC 9111 §4.2.3), and the one Cache-Status reports. */
+  function freshness(reply: { headers: Record<string, string> }, directive = 'max-age') {
+    const lifetime = Number(new RegExp(`${directive}=(\\d+)`).exec(reply.headers['cache-control'] ?? '')?.[1])
+    return {
+      downstream: lifetime - Number(reply.headers.age ?? 0),
+      here: Number(/ttl=(-?\d+)/.exec(reply.headers['cache-status'] ?? '')?.[1]),
+    }
+  }
+
+  function relay(age: string, cacheControl?: string): Handler {
+    return (_req, res) => {
+      res.setHeader('age', age)
+      if (cacheControl !== undefined) res.setHeader('cache-control', cacheControl)
+      res.end('relayed from upstream')
+    }
+  }
+
+  it('a fixed ttl: on the miss, on a hit 20 s later and on its 304', async () => {
+    let now = 3_000_000
+    const app = await start(relay('50'), { ttl: 60, cacheControl: true, now: () => now })
+    const miss = await send(`${app.url}/r`)
+    expect(miss.headers.age).toBe('50')
+    expect(freshness(miss).downstream).toBe(60)
+    now += 20_000
+    const hit = await send(`${app.url}/r`)
+    expect(hit.headers.age).toBe('70')
+    expect(freshness(hit)).toEqual({ downstream: 40, here: 40 })
+    const notModified = await send(`${app.url}/r`, { headers: { 'if-none-match': hit.headers.etag! } })
+    expect(notModified.status).toBe(304)
+    expect(freshness(notModified).downstream).toBe(40)
+  })
+
+  it("ttl 'from-response' with a default, for a response without Cache-Control", async () => {
+    let now = 4_000_000
+    const app = await start(relay('30'), {
+      ttl: { fromResponse: true, default: 60 },
+      cacheControl: true,
+      now: () => now,
+    })
+    expect(freshness(await send(`${app.url}/d`)).downstream).toBe(60)
+    now += 15_000
+    expect(freshness(await send(`${app.url}/d`))).toEqual({ downstream: 45, here: 45 })
+  })
+
+  it('an explicit maxAge and sMaxAge count from when this cache stored the response, too', async () => {
+    let now = 5_000_000
+    const app = await start(relay('50'), {
+      ttl: 60,
+      cacheControl: { maxAge: 30, sMaxAge: 60 },
+      now: () => now,
+    })
+    await send(`${app.url}/e`)
+    now += 20_000
+    const hit = await send(`${app.url}/e`)
+    expect(freshness(hit, 's-maxage')).toEqual({ downstream: 40, here: 40 })
+    expect(freshness(hit, 'max-age').downstream).toBe(10)
+  })
+})
+
+describe('invalidating a URL reaches its entries under every keyPrefix', () => {
+  it('invalidateResponse(url) without keyPrefix reaches a cache under keyPrefix api', async () => {
+    const { state, handler } = priced()
+    const app = await start(handler, { ttl: 60, keyPrefix: 'api' })
+    await send(`${app.url}/p`)
+    state.price = 2
+    await invalidateResponse(`${app.url}/p`)
+    expect(JSON.parse((await send(`${app.url}/p`)).body.toString())).toEqual({ price: 2 })
+  })
+
+  it('from a process that never built that cache: a backend of its own on the same store', async () => {
+    const { state, handler } = priced()
+    const app = await start(handler, { ttl: 60, keyPrefix: 'api:v2' })
+    await send(`${app.url}/p?page=1`)
+    state.price = 2
+    // Nothing of this process's caches is needed: the URL's generation names no keyPrefix.
+    await invalidateResponse(`${app.url}/p?page=1`, { backend: app.backend, keyPrefix: 'other' })
+    expect(JSON.parse((await send(`${app.url}/p?page=1`)).body.toString())).toEqual({ price: 2 })
+  })
+
+  it("cache.invalidate(url) of one keyPrefix reaches another cache's entry of the URL", async () => {
+    const { state, handler } = priced()
+    const backend = new MemoryBackend()
+    const shop = await start(handler, { ttl: 60, keyPrefix: 'shop', backend })
+    const other = new HttpCache({ backend, keyPrefix: 'admin' })
+    await send(`${shop.url}/p`)
+    state.price = 2
+    await other.invalidate(`${shop.url}/p`)
+    expect(JSON.parse((await send(`${shop.url}/p`)).body.toString())).toEqual({ price: 2 })
+  })
+})
+
+describe('invalidating a URL reaches the spellings routers send to it', () => {
+  const SPELLINGS = ['/a/b', '/a//b', '//a/b', '/a/b/', '/A/b', '/a/b;jsessionid=x', '/a//b;s=1?']
+
+  it.each(['invalidateResponse', 'cache.invalidate'] as const)(
+    '%s(/a/b) reaches //, trailing-slash, upper-case and ;param spellings',
+    async (how) => {
+      const { state, handler } = priced()
+      const app = await start(handler, { ttl: 60 })
+      for (const s of SPELLINGS) await send(`${app.url}${s}`)
+      expect(app.calls()).toBe(SPELLINGS.length)
+      state.price = 2
+      if (how === 'invalidateResponse') await invalidateResponse(`${app.url}/a/b`)
+      else await app.cache.invalidate(`${app.url}/a/b`)
+      for (const s of SPELLINGS)
+        expect(JSON.parse((await send(`${app.url}${s}`)).body.toString()), s).toEqual({ price: 2 })
+    },
+  )
+
+  it('a ;param spelling is reached from the query useSemicolonDelimiter reads it as', async () => {
+    const { state, handler } = priced()
+    const app = await start(handler, { ttl: 60 })
+    const spellings = ['/a;page=2', '/a?page=2', '/a//;page=2']
+    for (const s of spellings) await send(`${app.url}${s}`)
+    state.price = 2
+    await invalidateResponse(`${app.url}/a?page=2`)
+    for (const s of spellings)
+      expect(JSON.parse((await send(`${app.url}${s}`)).body.toString()), s).toEqual({ price: 2 })
+    // `/a` is another URL: its entry stays.
+    await send(`${app.url}/a`)
+    state.price = 3
+    await invalidateResponse(`${app.url}/a?page=2`)
+    expect(JSON.parse((await send(`${app.url}/a`)).body.toString())).toEqual({ price: 2 })
+  })
+})

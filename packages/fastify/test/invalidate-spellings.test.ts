@@ -1,0 +1,163 @@
+/**
+ * Fastify's router options send several spellings of one URL to one handler: invalidating the URL
+ * reaches the entry of every spelling, in this process and from another one sharing the backend.
+ */
+import { fork } from 'node:child_process'
+import { request } from 'node:http'
+import type { CacheBackend } from '@cache/core'
+import { memoryBackend } from '@cache/memory'
+import { redisBackend } from '@cache/redis'
+import { type RedisServer, startRedis } from '@cache/test-servers'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { cachePlugin, invalidateResponse } from '../src/index.js'
+
+const INVALIDATE = new URL('./fixtures/invalidate-response.mjs', import.meta.url)
+
+const apps: FastifyInstance[] = []
+afterEach(async () => {
+  await Promise.all(
+    apps.splice(0).map((app) => {
+      app.server.closeAllConnections()
+      return app.close()
+    }),
+  )
+})
+
+let redis: RedisServer
+beforeAll(async () => {
+  redis = await startRedis()
+})
+afterAll(() => redis?.stop())
+
+/** GET with the request target exactly as given (fetch would normalise some spellings). */
+function get(port: number, target: string): Promise<{ status: number; body: string; cacheStatus: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path: target, agent: false }, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (chunk: string) => {
+        body += chunk
+      })
+      res.on('end', () =>
+        resolve({ status: res.statusCode ?? 0, body, cacheStatus: String(res.headers['cache-status']) }),
+      )
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+const ROUTER = {
+  ignoreDuplicateSlashes: true,
+  useSemicolonDelimiter: true,
+  ignoreTrailingSlash: true,
+  caseSensitive: false,
+}
+
+/** An app with every normalising router option, and one cached route answering a price. */
+async function start(backend: CacheBackend = memoryBackend()) {
+  const app = Fastify({ routerOptions: ROUTER })
+  apps.push(app)
+  await app.register(cachePlugin, { backend, ttl: 60 })
+  const state = { price: 10 }
+  app.get('/api/products', { config: { cache: true } }, async (request) => ({
+    price: state.price,
+    query: request.query,
+  }))
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const address = app.server.address()
+  const port = typeof address === 'object' && address !== null ? address.port : 0
+  return { app, state, port, host: `127.0.0.1:${port}` }
+}
+
+/** Every spelling Fastify, with the options above, routes to `/api/products` without a query. */
+const SPELLINGS = [
+  '/api/products',
+  '/api//products',
+  '//api/products',
+  '/api/products/',
+  '/API/products',
+  '/Api//Products/',
+  '/api/products;jsessionid=abc',
+  '/api/product%73',
+]
+
+async function fill(port: number, targets: readonly string[]) {
+  for (const target of targets) {
+    await get(port, target)
+    // Stored: the second request is a hit of the spelling's own entry.
+    expect((await get(port, target)).cacheStatus, target).toMatch(/hit/)
+  }
+}
+
+async function prices(port: number, targets: readonly string[]) {
+  const seen: Record<string, number> = {}
+  for (const target of targets) seen[target] = JSON.parse((await get(port, target)).body).price
+  return seen
+}
+
+describe('invalidating a URL reaches every spelling the Fastify router sends to its route', () => {
+  it.each(['app.cache.invalidate', 'invalidateResponse'] as const)(
+    '%s(/api/products) reaches //, trailing-slash, upper-case and ;param spellings',
+    async (how) => {
+      const { app, state, port, host } = await start()
+      await fill(port, SPELLINGS)
+      state.price = 12
+      if (how === 'app.cache.invalidate') await app.cache.invalidate('/api/products', { host })
+      else await invalidateResponse(`http://${host}/api/products`)
+      expect(await prices(port, SPELLINGS)).toEqual(Object.fromEntries(SPELLINGS.map((s) => [s, 12])))
+    },
+  )
+
+  it('a ;param spelling is reached from the query Fastify reads it as, and from its own spelling', async () => {
+    const { app, state, port, host } = await start()
+    // useSemicolonDelimiter: the handler reads `;page=2` as the query `?page=2`.
+    expect(JSON.parse((await get(port, '/api/products;page=2')).body).query).toEqual({ page: '2' })
+    const paged = ['/api/products?page=2', '/api/products;page=2', '/api//products;page=2']
+    await fill(port, paged)
+    state.price = 12
+    await app.cache.invalidate('/api/products?page=2', { host })
+    expect(await prices(port, paged)).toEqual(Object.fromEntries(paged.map((s) => [s, 12])))
+    state.price = 13
+    await invalidateResponse(`http://${host}/api/products;page=2`)
+    expect(await prices(port, paged)).toEqual(Object.fromEntries(paged.map((s) => [s, 13])))
+  })
+
+  it('another query is another URL: invalidating /api/products leaves ?page=2 stored', async () => {
+    const { app, state, port, host } = await start()
+    const paged = ['/api/products?page=2', '/api/products;page=2']
+    await fill(port, paged)
+    state.price = 12
+    await app.cache.invalidate('/api/products', { host })
+    // A `;` parameter is also read as one to ignore (`;jsessionid=…`): that spelling is renewed too.
+    expect(await prices(port, paged)).toEqual({ '/api/products?page=2': 10, '/api/products;page=2': 12 })
+  })
+
+  it('an invalidation from another process sharing Redis reaches every spelling', async () => {
+    const namespace = `fastify-spellings-${Math.random().toString(36).slice(2)}`
+    const backend = redisBackend(redis.url, { namespace })
+    try {
+      const { state, port, host } = await start(backend)
+      await fill(port, SPELLINGS)
+      state.price = 12
+      await runChild([redis.url, namespace, `http://${host}/api/products`])
+      expect(await prices(port, SPELLINGS)).toEqual(Object.fromEntries(SPELLINGS.map((s) => [s, 12])))
+    } finally {
+      await backend.close()
+    }
+  })
+})
+
+/** Runs the invalidation fixture in a child process; rejects unless it exits with 0. */
+function runChild(args: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = fork(INVALIDATE, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000)
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer)
+      if (code === 0) resolve()
+      else reject(new Error(`invalidate-response.mjs exited with ${code ?? signal}`))
+    })
+  })
+}
