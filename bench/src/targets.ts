@@ -88,7 +88,13 @@ export const TARGETS: Target[] = [
   },
   // The opt-in front door (`CacheModule.forRoot({ front: true })`, per handler
   // `frontSkipsAllMiddleware: true`) answers hits before Nest's pipeline.
-  { scenario: 'nestjs', workload: 'http', ours: 'cache-nestjs-front', against: 'nest-cache-manager', min: 1.3 },
+  {
+    scenario: 'nestjs',
+    workload: 'http',
+    ours: 'cache-nestjs-front',
+    against: 'nest-cache-manager',
+    min: 1.3,
+  },
   {
     scenario: 'nestjs',
     workload: 'http',
