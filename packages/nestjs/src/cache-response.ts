@@ -288,12 +288,7 @@ function expressPlatform(req: any, res: ServerResponse): Platform {
     res,
     routedUrl: () => `${req.baseUrl ?? ''}${req.url}`,
     answered() {
-      const done = function (this: unknown) {
-        return this
-      }
-      const target = res as unknown as Record<string, unknown>
-      for (const method of ['status', 'send', 'json', 'jsonp', 'render', 'redirect', 'sendFile', 'end'])
-        target[method] = done
+      markAnswered(res, EXPRESS_SENDS)
     },
   }
 }
@@ -320,12 +315,37 @@ function fastifyPlatform(request: any, reply: any): Platform {
     answered() {
       // Fastify leaves the (already sent) response alone, and Nest's sending of the result does nothing.
       reply.hijack()
-      const done = function (this: unknown) {
-        return this
-      }
-      for (const method of ['send', 'status', 'code', 'header', 'headers', 'type']) reply[method] = done
+      markAnswered(reply, FASTIFY_SENDS)
     },
   }
+}
+
+/** What Nest, an outer interceptor or a filter may call to send a result on Express's response. */
+const EXPRESS_SENDS = ['status', 'send', 'json', 'jsonp', 'render', 'redirect', 'sendFile', 'end']
+/** The same on Fastify's reply. */
+const FASTIFY_SENDS = ['send', 'status', 'code', 'header', 'headers', 'type']
+
+function returnThis(this: unknown): unknown {
+  return this
+}
+
+const answeredPrototypes = new WeakMap<object, object>()
+
+/**
+ * After a replay, Nest's sending of the handler's (absent) result must do nothing: the response
+ * gets a prototype, made once per original prototype, whose sending methods return at once.
+ * Assigning the methods on each response instead gave every hit's response a shape of its own.
+ */
+function markAnswered(target: object, methods: readonly string[]): void {
+  const proto = Object.getPrototypeOf(target) as object
+  let answered = answeredPrototypes.get(proto)
+  if (answered === undefined) {
+    const made = Object.create(proto) as Record<string, unknown>
+    for (const method of methods) made[method] = returnThis
+    answered = made
+    answeredPrototypes.set(proto, answered)
+  }
+  Object.setPrototypeOf(target, answered)
 }
 
 /**
