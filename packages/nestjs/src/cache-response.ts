@@ -315,7 +315,8 @@ function fastifyPlatform(request: any, reply: any): Platform {
     answered() {
       // Fastify leaves the (already sent) response alone, and Nest's sending of the result does nothing.
       reply.hijack()
-      markAnswered(reply, FASTIFY_SENDS)
+      // Assigned on the reply: a swapped prototype (as on Express) measured no faster here.
+      for (const method of FASTIFY_SENDS) reply[method] = returnThis
     },
   }
 }
@@ -334,7 +335,8 @@ const answeredPrototypes = new WeakMap<object, object>()
 /**
  * After a replay, Nest's sending of the handler's (absent) result must do nothing: the response
  * gets a prototype, made once per original prototype, whose sending methods return at once.
- * Assigning the methods on each response instead gave every hit's response a shape of its own.
+ * Assigning eight methods on each Express response instead cost about a fifth more CPU per hit
+ * (341 against 431 µs per request, medians of 8 alternated runs of 15,000 hits, loaded machine).
  */
 function markAnswered(target: object, methods: readonly string[]): void {
   const proto = Object.getPrototypeOf(target) as object
