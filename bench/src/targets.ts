@@ -89,4 +89,20 @@ export const TARGETS: Target[] = [
     against: 'nest-cache-manager-fastify',
     min: 1.3,
   },
+  // The opt-in front door (`CacheModule.forRoot({ front: true })`, per handler
+  // `frontSkipsAllMiddleware: true`) answers hits before Nest's pipeline.
+  {
+    scenario: 'nestjs',
+    workload: 'http',
+    ours: 'cache-nestjs-front',
+    against: 'nest-cache-manager',
+    min: 1.3,
+  },
+  {
+    scenario: 'nestjs',
+    workload: 'http',
+    ours: 'cache-nestjs-front-fastify',
+    against: 'nest-cache-manager-fastify',
+    min: 1.3,
+  },
 ]

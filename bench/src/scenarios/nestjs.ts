@@ -5,7 +5,7 @@ import { ourMemory } from './memory.js'
 import { PATH, ROUTE_MS } from './http.js'
 
 type Platform = 'express' | 'fastify'
-type Caching = 'none' | 'cache-manager' | 'ours'
+type Caching = 'none' | 'cache-manager' | 'ours' | 'ours-front'
 
 /**
  * A Nest 11 app whose `/users` handler returns the body's object after {@link ROUTE_MS}, on
@@ -30,10 +30,11 @@ async function nestRoute(platform: Platform, caching: Caching): Promise<HttpServ
   const proto = UsersController.prototype
   const descriptor = Object.getOwnPropertyDescriptor(proto, 'list')!
   const imports: unknown[] = []
-  if (caching === 'ours') {
+  if (caching === 'ours' || caching === 'ours-front') {
+    const front = caching === 'ours-front'
     const { CacheModule, CacheResponse } = await import('@cache/nestjs')
-    imports.push(CacheModule.forRoot({ backend: await ourMemory(), closeOnShutdown: false }))
-    CacheResponse({ ttl: TTL_SECONDS })(proto, 'list', descriptor)
+    imports.push(CacheModule.forRoot({ backend: await ourMemory(), closeOnShutdown: false, front }))
+    CacheResponse({ ttl: TTL_SECONDS, frontSkipsAllMiddleware: front })(proto, 'list', descriptor)
   } else if (caching === 'cache-manager') {
     const { CacheModule, CacheInterceptor, CacheTTL } = await import('@nestjs/cache-manager')
     imports.push(CacheModule.register({ ttl: TTL_SECONDS * 1000 }))
@@ -50,7 +51,7 @@ async function nestRoute(platform: Platform, caching: Caching): Promise<HttpServ
     const app = await NestFactory.create(AppModule, new ExpressAdapter(), { logger: false })
     await app.init()
     return {
-      handler: app.getHttpAdapter().getInstance(),
+      handler: caching === 'ours-front' ? frontListener(app) : app.getHttpAdapter().getInstance(),
       routeCalls: () => calls,
       cached: caching !== 'none',
     }
@@ -61,10 +62,22 @@ async function nestRoute(platform: Platform, caching: Caching): Promise<HttpServ
   const fastify = (app.getHttpAdapter() as InstanceType<typeof FastifyAdapter>).getInstance()
   await fastify.ready()
   return {
-    handler: (req: IncomingMessage, res: ServerResponse) => fastify.routing(req, res),
+    handler:
+      caching === 'ours-front'
+        ? frontListener(app)
+        : (req: IncomingMessage, res: ServerResponse) => fastify.routing(req, res),
     routeCalls: () => calls,
     cached: caching !== 'none',
   }
+}
+
+/**
+ * The request listener `CacheModule.forRoot({ front: true })` put on the application's Node
+ * server when it started (the front door, then the platform's own listener).
+ */
+function frontListener(app: { getHttpServer(): import('node:http').Server }): HttpService['handler'] {
+  const [listener] = app.getHttpServer().listeners('request') as HttpService['handler'][]
+  return listener!
 }
 
 const PLATFORM_LABEL: Record<Platform, string> = { express: 'Nest on Express', fastify: 'Nest on Fastify' }
@@ -102,6 +115,18 @@ function rows(platform: Platform): Contestant[] {
       workloads: ['http'],
       note: `\`@CacheResponse({ ttl: ${TTL_SECONDS} })\` on an @cache/memory backend, every safety rule on; a hit replays the stored bytes.`,
       serve: () => nestRoute(platform, 'ours'),
+    },
+    {
+      id: `cache-nestjs-front${suffix}`,
+      label: `${PLATFORM_LABEL[platform]}, \`@CacheResponse\` + \`front: true\``,
+      role: 'ours',
+      packages: [...nestPackages, '@cache/nestjs', '@cache/memory'],
+      needs: '@cache/nestjs',
+      workloads: ['http'],
+      note:
+        `\`@CacheResponse({ ttl: ${TTL_SECONDS}, frontSkipsAllMiddleware: true })\` with \`CacheModule.forRoot({ front: true })\`: ` +
+        "fresh hits are answered before Nest and the platform run (no middleware, guard or interceptor), by the listener it puts on the app's Node server.",
+      serve: () => nestRoute(platform, 'ours-front'),
     },
   ]
 }

@@ -4,8 +4,10 @@ import {
   Inject,
   Injectable,
   type ModuleMetadata,
+  type OnApplicationBootstrap,
   type OnApplicationShutdown,
 } from '@nestjs/common'
+import { ApplicationConfig, HttpAdapterHost, ModulesContainer } from '@nestjs/core'
 import {
   type CacheBackend,
   CacheConfigError,
@@ -16,6 +18,7 @@ import {
   type MinimalBackend,
   resetCache,
 } from '@cache/core'
+import { installFront } from './front-install.js'
 import { CACHE_BACKEND } from './tokens.js'
 
 /**
@@ -34,6 +37,15 @@ export interface CacheModuleOptions extends ConfigureOptions {
    * `enableShutdownHooks()`). A backend never closes a client you passed into it. Default: `true`.
    */
   closeOnShutdown?: boolean
+  /**
+   * Serve fresh hits of the handlers marked `@CacheResponse({ frontSkipsAllMiddleware: true })`
+   * in front of Nest: when the application starts (`app.init()` / `app.listen()`), a listener is
+   * put before the platform's on the Node server (`app.getHttpServer()`), which answers those hits
+   * from an in-process backend (memory) before Nest and Express or Fastify see the request —
+   * **skipping every middleware, guard, interceptor, pipe and filter** — and hands every other
+   * request on untouched. See the README, "Serving hits in front of Nest". Default: `false`.
+   */
+  front?: boolean
 }
 
 /** What {@link CacheModule.forRootAsync} accepts: a factory of the options, as Nest's other modules take. */
@@ -50,6 +62,7 @@ export interface CacheModuleAsyncOptions extends Pick<ModuleMetadata, 'imports'>
 interface ModuleCache {
   backend: CacheBackend
   closeOnShutdown: boolean
+  front: boolean
 }
 const MODULE_CACHE = Symbol.for('@cache/nestjs:module-cache')
 
@@ -57,12 +70,14 @@ const MODULE_CACHE = Symbol.for('@cache/nestjs:module-cache')
 function createModuleCache(options: CacheModuleOptions | undefined): ModuleCache {
   if (options === null || typeof options !== 'object')
     throw new CacheConfigError('CacheModule', `expected an options object, got ${String(options)}`)
-  const { isGlobal: _global, closeOnShutdown = true, ...configure } = options
+  const { isGlobal: _global, closeOnShutdown = true, front = false, ...configure } = options
   if (typeof closeOnShutdown !== 'boolean')
     throw new CacheConfigError('closeOnShutdown', `expected a boolean, got ${String(closeOnShutdown)}`)
+  if (typeof front !== 'boolean')
+    throw new CacheConfigError('front', `expected a boolean, got ${String(front)}`)
   // `@cache` methods, `cached()` functions and responses without a `backend` of their own use this one.
   const backend = configureCache(configure)
-  return { backend, closeOnShutdown }
+  return { backend, closeOnShutdown, front }
 }
 
 /** Closes the module's backend when the application shuts down. */
@@ -78,6 +93,26 @@ class CacheLifecycle implements OnApplicationShutdown {
 }
 Injectable()(CacheLifecycle)
 Inject(MODULE_CACHE)(CacheLifecycle, undefined as never, 0)
+
+/** Installs the front door (`front: true`) once the application's routes are registered. */
+class FrontInstaller implements OnApplicationBootstrap {
+  constructor(
+    private readonly cache: ModuleCache,
+    private readonly adapterHost: HttpAdapterHost,
+    private readonly modules: ModulesContainer,
+    private readonly config: ApplicationConfig,
+  ) {}
+
+  onApplicationBootstrap(): void {
+    if (!this.cache.front) return
+    installFront(this.adapterHost, this.modules, this.config, this.cache.backend)
+  }
+}
+Injectable()(FrontInstaller)
+Inject(MODULE_CACHE)(FrontInstaller, undefined as never, 0)
+Inject(HttpAdapterHost)(FrontInstaller, undefined as never, 1)
+Inject(ModulesContainer)(FrontInstaller, undefined as never, 2)
+Inject(ApplicationConfig)(FrontInstaller, undefined as never, 3)
 
 /**
  * The cache of a Nest application: builds the backend, makes it the default cache (the one
@@ -136,6 +171,7 @@ export class CacheModule {
         cache,
         { provide: CACHE_BACKEND, useFactory: (c: ModuleCache) => c.backend, inject: [MODULE_CACHE] },
         CacheLifecycle,
+        FrontInstaller,
       ],
       exports: [CACHE_BACKEND],
     }

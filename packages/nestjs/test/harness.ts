@@ -38,11 +38,15 @@ export async function startApp(
   platform: PlatformName,
   module: new (...args: never[]) => unknown,
   before?: (app: INestApplication) => void | Promise<void>,
+  fastifyOptions?: ConstructorParameters<typeof FastifyAdapter>[0],
 ): Promise<{ app: INestApplication; url: string; port: number }> {
   const app =
     platform === 'express'
       ? await NestFactory.create(module, new ExpressAdapter(), { logger: false, abortOnError: false })
-      : await NestFactory.create(module, new FastifyAdapter(), { logger: false, abortOnError: false })
+      : await NestFactory.create(module, new FastifyAdapter(fastifyOptions), {
+          logger: false,
+          abortOnError: false,
+        })
   await before?.(app)
   await app.listen(0, '127.0.0.1')
   const port = (app.getHttpServer().address() as AddressInfo).port
@@ -200,7 +204,7 @@ export interface Reply {
 export function send(
   url: string,
   path: string,
-  options: { method?: string; headers?: Record<string, string> } = {},
+  options: { method?: string; headers?: Record<string, string>; body?: string } = {},
 ): Promise<Reply> {
   const { hostname, port } = new URL(url)
   return new Promise((resolve, reject) => {
@@ -226,6 +230,6 @@ export function send(
     )
     req.on('timeout', () => req.destroy(new Error(`timed out: ${path}`)))
     req.on('error', reject)
-    req.end()
+    req.end(options.body)
   })
 }

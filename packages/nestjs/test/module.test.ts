@@ -4,7 +4,14 @@
  * and core's `@cache` on providers, with Nest's metadata and injection intact.
  */
 import 'reflect-metadata'
-import { type CacheBackend, CacheClosedError, cache, getBackend, resetCache } from '@cache/core'
+import {
+  type CacheBackend,
+  CacheClosedError,
+  CacheConfigError,
+  cache,
+  getBackend,
+  resetCache,
+} from '@cache/core'
 import { memoryBackend } from '@cache/memory'
 import { type RedisServer, startRedis } from '@cache/test-servers'
 import { Controller, Get, Inject, Injectable, Module, Param, SetMetadata } from '@nestjs/common'
@@ -202,6 +209,24 @@ describe('CacheModule options', () => {
 
   it('@CacheResponse with a bad option throws when the controller is defined', () => {
     expect(() => CacheResponse({ ttl: 60, keyPrefix: '' })).toThrow(/keyPrefix/)
+  })
+
+  it('frontSkipsAllMiddleware with key or bypass, or not a boolean, is a CacheConfigError naming it', () => {
+    for (const options of [
+      { frontSkipsAllMiddleware: true, key: () => 'k' },
+      { frontSkipsAllMiddleware: true, bypass: () => false },
+      { frontSkipsAllMiddleware: 'yes' as never },
+    ]) {
+      expect(() => CacheResponse({ ttl: 60, ...options })).toThrow(CacheConfigError)
+      expect(() => CacheResponse({ ttl: 60, ...options })).toThrow(/frontSkipsAllMiddleware/)
+    }
+    expect(() => CacheResponse({ ttl: 60, frontSkipsAllMiddleware: false, key: () => 'k' })).not.toThrow()
+  })
+
+  it('front that is not a boolean stops the application at start-up, naming the option', async () => {
+    @Module({ imports: [CacheModule.forRoot({ backend: memoryBackend(), front: 'yes' as never })] })
+    class AppModule {}
+    await expect(startApp('express', AppModule)).rejects.toThrow(/front/)
   })
 
   it('Inject(CACHE_BACKEND) is what @InjectCache uses', () => {
