@@ -17,6 +17,7 @@ import {
   resetCache,
 } from '@cache/core'
 import { CACHE_BACKEND } from './tokens.js'
+import { moduleBackendTarget } from './invalidation-targets.js'
 
 /**
  * What {@link CacheModule.forRoot} accepts: `configureCache`'s options from `@cache/core` — a
@@ -134,7 +135,11 @@ export class CacheModule {
       imports,
       providers: [
         cache,
-        { provide: CACHE_BACKEND, useFactory: (c: ModuleCache) => c.backend, inject: [MODULE_CACHE] },
+        {
+          provide: CACHE_BACKEND,
+          useFactory: (c: ModuleCache) => moduleBackendTarget(c.backend),
+          inject: [MODULE_CACHE],
+        },
         CacheLifecycle,
       ],
       exports: [CACHE_BACKEND],

@@ -25,6 +25,7 @@ import {
 } from '@cache/http'
 import { from, mergeMap, type Observable, of } from 'rxjs'
 import { CACHE_BACKEND } from './tokens.js'
+import { registerHandlerBackend } from './invalidation-targets.js'
 
 /**
  * The options of {@link CacheResponse}: those of `@cache/http` (`ttl`, `tags`, `vary`, `key`,
@@ -78,6 +79,7 @@ export function CacheResponse(
   ) as (target: object, key?: string | symbol, descriptor?: TypedPropertyDescriptor<unknown>) => void
   return ((target: object, key?: string | symbol, descriptor?: TypedPropertyDescriptor<unknown>) => {
     declare(target)
+    registerHandlerBackend(normalized)
     return decorate(target, key, descriptor)
   }) as ClassDecorator & MethodDecorator
 }
