@@ -26,6 +26,7 @@ import {
 import { from, mergeMap, type Observable, of } from 'rxjs'
 import { CACHE_BACKEND } from './tokens.js'
 import { registerHandlerBackend } from './invalidation-targets.js'
+import { OuterInterceptorWatch } from './outer-interceptors.js'
 
 /**
  * The options of {@link CacheResponse}: those of `@cache/http` (`ttl`, `tags`, `vary`, `key`,
@@ -139,10 +140,14 @@ export class CacheResponseInterceptor implements NestInterceptor {
       view.refresh = refreshes.get(id)
       refreshes.delete(id)
     }
-    const result = cache.lookup(view, { revalidate: (refresh) => revalidate(platform.req, refresh) })
+    const outer = new OuterInterceptorWatch(http.getResponse())
+    const result = cache.lookup(view, {
+      revalidate: (refresh) => revalidate(platform.req, refresh),
+      verdict: outer.verdict,
+    })
     return result instanceof Promise
-      ? from(result).pipe(mergeMap((settled) => act(settled, platform, next)))
-      : act(result, platform, next)
+      ? from(result).pipe(mergeMap((settled) => act(settled, platform, outer.around(next, settled))))
+      : act(result, platform, outer.around(next, result))
   }
 
   /** One cache per controller and method (a method inherited by two controllers gets two). */
