@@ -20,6 +20,7 @@ import {
 } from '@cache/core'
 import { installFront } from './front-install.js'
 import { CACHE_BACKEND } from './tokens.js'
+import { moduleBackendTarget } from './invalidation-targets.js'
 
 /**
  * What {@link CacheModule.forRoot} accepts: `configureCache`'s options from `@cache/core` — a
@@ -169,7 +170,11 @@ export class CacheModule {
       imports,
       providers: [
         cache,
-        { provide: CACHE_BACKEND, useFactory: (c: ModuleCache) => c.backend, inject: [MODULE_CACHE] },
+        {
+          provide: CACHE_BACKEND,
+          useFactory: (c: ModuleCache) => moduleBackendTarget(c.backend),
+          inject: [MODULE_CACHE],
+        },
         CacheLifecycle,
         FrontInstaller,
       ],

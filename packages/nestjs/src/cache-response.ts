@@ -33,6 +33,8 @@ import {
 import { from, mergeMap, type Observable, of } from 'rxjs'
 import { frontPassOf } from './front.js'
 import { CACHE_BACKEND } from './tokens.js'
+import { registerHandlerBackend } from './invalidation-targets.js'
+import { OuterInterceptorWatch } from './outer-interceptors.js'
 
 /**
  * The options of {@link CacheResponse}: those of `@cache/http` (`ttl`, `tags`, `vary`, `key`,
@@ -97,6 +99,7 @@ export function CacheResponse(
   ) as (target: object, key?: string | symbol, descriptor?: TypedPropertyDescriptor<unknown>) => void
   return ((target: object, key?: string | symbol, descriptor?: TypedPropertyDescriptor<unknown>) => {
     declare(target)
+    registerHandlerBackend(normalized)
     return decorate(target, key, descriptor)
   }) as ClassDecorator & MethodDecorator
 }
@@ -189,10 +192,14 @@ export class CacheResponseInterceptor implements NestInterceptor {
       view.refresh = refreshes.get(id)
       refreshes.delete(id)
     }
-    const result = cache.lookup(view, { revalidate: (refresh) => revalidate(platform.req, refresh) })
+    const outer = new OuterInterceptorWatch(http.getResponse())
+    const result = cache.lookup(view, {
+      revalidate: (refresh) => revalidate(platform.req, refresh),
+      verdict: outer.verdict,
+    })
     return result instanceof Promise
-      ? from(result).pipe(mergeMap((settled) => act(settled, platform, next)))
-      : act(result, platform, next)
+      ? from(result).pipe(mergeMap((settled) => act(settled, platform, outer.around(next, settled))))
+      : act(result, platform, outer.around(next, result))
   }
 
   /** One cache per controller and method (a method inherited by two controllers gets two). */

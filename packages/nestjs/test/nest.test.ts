@@ -3,7 +3,6 @@
  * guards and pipes, what identifies a handler, value-returning and `@Res()` handlers.
  */
 import 'reflect-metadata'
-import { memoryBackend } from '@cache/memory'
 import {
   type CanActivate,
   Controller,
@@ -120,7 +119,7 @@ class RawController {
 }
 
 @Module({
-  imports: [CacheModule.forRoot({ backend: memoryBackend(), isGlobal: true })],
+  imports: [CacheModule.forRoot({ backend: 'memory', isGlobal: true })],
   controllers: [ReportsController, ItemsController, CatalogV1Controller, CatalogV2Controller, RawController],
   providers: [Runs],
 })
