@@ -106,7 +106,7 @@ export class FrontDoor {
       try {
         entry = sync.getEntry(key)?.value
         if (!isStoredResponse(entry) || entry.front !== true) continue
-        current = currentEntry(sync, entry, s.prefixVersionKeys, urlVersionKey(resolved.scope))
+        current = currentEntry(sync, entry, s.prefixVersionKeys, resolved.scopes.map(urlVersionKey))
       } catch (error) {
         cache.observer.error('get', error, key)
         continue
@@ -159,14 +159,16 @@ function currentEntry(
   sync: NonNullable<CacheBackend['sync']>,
   entry: { versions: number[]; versionKeys?: string[] },
   prefixKeys: readonly string[],
-  urlKey: string,
+  urlKeys: readonly string[],
 ): boolean {
   const keys = entry.versionKeys
   const versions = entry.versions
   if (!Array.isArray(keys) || !Array.isArray(versions) || keys.length !== versions.length) return false
   const n = prefixKeys.length
-  if (keys.length <= n || keys[n] !== urlKey) return false
+  // The entry's generations start with this request's prefix and URL scopes (then its tags).
+  if (keys.length < n + urlKeys.length) return false
   for (let i = 0; i < n; i++) if (keys[i] !== prefixKeys[i]) return false
+  for (let i = 0; i < urlKeys.length; i++) if (keys[n + i] !== urlKeys[i]) return false
   for (let i = 0; i < keys.length; i++) {
     const generation = sync.getEntry(keys[i]!)?.value
     if (!isGeneration(generation) || generation !== versions[i]) return false
