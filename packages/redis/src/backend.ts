@@ -37,10 +37,10 @@ import { Connection } from './connection.js'
 import { clearCluster } from './cluster-clear.js'
 import { listCluster } from './cluster-keys.js'
 import { COMPARE_AND_DELETE } from './compare-and-delete.js'
-import { COMPARE_AND_SET_ONCE, ExactlyOnce, INCR_ONCE } from './exactly-once.js'
+import { COMPARE_AND_SET_ONCE, ExactlyOnce, INCR_ONCE, REFUSED } from './exactly-once.js'
 import { NearCache, type NearCacheOptions, nearCacheSettings } from './near-cache.js'
 import { type Replication, replicationSettings } from './replication.js'
-import { COMPARE_AND_SET, GET_ENTRY, INCR, sha1 } from './scripts.js'
+import { COMPARE_AND_SET, GET_EACH, GET_ENTRY, INCR, sha1 } from './scripts.js'
 import { groupByNodeAndSlot, isMoved, renewSlots } from './slots.js'
 
 /**
@@ -502,15 +502,20 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     this.near?.forget(k)
     let reply: unknown
     if (this.once !== undefined)
-      reply = await this.once.run('incr', key, k, INCR_ONCE, [by, ms ?? ''], Number)
+      reply = await this.once.run('incr', key, k, INCR_ONCE, [by, ms ?? ''], (recorded) =>
+        recorded === REFUSED ? null : Number(recorded),
+      )
     else {
       if (this.connection.blocked) await this.connection.ready('incr', key)
       const script = INCR.run(this.client, k, [by, ms ?? ''], this.replication, 'incr')
       reply = await this.connection.call('incr', key, script)
     }
     this.near?.forget(k)
+    // null: the script refused, writing nothing, as the result would be past the safe integers.
     if (!Number.isSafeInteger(reply))
-      throw new RangeError(`incr: the counter "${key}" is past Number.MAX_SAFE_INTEGER`)
+      throw new RangeError(
+        `incr: ${by} added to the counter "${key}" is not a safe integer (past ±Number.MAX_SAFE_INTEGER); the counter is unchanged`,
+      )
     this.observer.set(key)
     return reply as number
   }
@@ -554,19 +559,31 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     })
   }
 
+  /**
+   * `MGET`, and in the same round trip `EXISTS` of the same keys: `MGET` answers a key of another
+   * type (a list) with nil, as a miss, but `EXISTS` counts it. When more keys exist than `MGET`
+   * returned values (a key of another type, or a write between the two), the nil ones are read
+   * again with a script of `GET`s, whose WRONGTYPE fails the call as `get` would. One node: one
+   * pair of commands; a cluster: one pair per hash slot, one pipeline per node.
+   */
   async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
     this.coalescer?.flush()
     const out = new Array<T | undefined>(keys.length).fill(undefined)
     if (keys.length === 0) return out
     const full = keys.map((key) => this.key(key))
     if (!this.client.isCluster) {
-      // One node: one MGET, without a pipeline around it, read as `get` reads (strings by default).
+      // One node: no pipeline around the two commands, read as `get` reads (strings by default).
       if (this.connection.blocked) await this.connection.ready('getMany')
-      const stored = await this.connection.call<(string | Buffer | null)[]>(
+      const [stored, existing] = await this.connection.call(
         'getMany',
         undefined,
-        this.text ? this.client.mget(full) : this.client.mgetBuffer(full),
+        Promise.all([
+          this.text ? this.client.mget(full) : this.client.mgetBuffer(full),
+          this.client.exists(full),
+        ]),
       )
+      const positions = keys.map((_, i) => i)
+      if (existing > hitsIn(stored)) await this.readAgain(stored, positions, full, keys)
       for (let i = 0; i < keys.length; i++) {
         const value = this.read(stored[i] ?? null, full[i]!, keys[i]!)
         out[i] = (value instanceof Promise ? await value : value) as T
@@ -574,11 +591,19 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
       return out
     }
     const batches = await this.batch('getMany', full, false, (pipeline, positions) => {
-      pipeline.mgetBuffer(positions.map((i) => full[i]!))
+      const group = positions.map((i) => full[i]!)
+      pipeline.mgetBuffer(group).exists(group)
     })
     for (const { groups, replies } of batches) {
       for (let g = 0; g < groups.length; g++) {
-        const values = replies[g] as (Buffer | null)[]
+        const values = replies[2 * g] as (Buffer | null)[]
+        if ((replies[2 * g + 1] as number) > hitsIn(values))
+          await this.readAgain(values, groups[g]!, full, keys)
+      }
+    }
+    for (const { groups, replies } of batches) {
+      for (let g = 0; g < groups.length; g++) {
+        const values = replies[2 * g] as (Buffer | null)[]
         const positions = groups[g]!
         for (let j = 0; j < positions.length; j++) {
           const i = positions[j]!
@@ -586,7 +611,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
           if (bytes === null || bytes === undefined) this.observer.miss(keys[i]!)
           else {
             this.observer.hit(keys[i]!)
-            out[i] = this.codec.decode(bytes) as T
+            out[i] = this.codec.decode(bytes as Buffer) as T
           }
         }
       }
@@ -644,6 +669,36 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     this.once?.close()
     this.near?.close()
     return this.connection.close()
+  }
+
+  /**
+   * Reads again, with a script of `GET`s (one hash slot), the keys `MGET` answered with nil
+   * (`values[j]` is the key at `positions[j]`), filling in `values`. A key of another type fails
+   * the whole `getMany` as `get` of that key fails: counted, with the error `get` throws.
+   */
+  private async readAgain(
+    values: (string | Buffer | null)[],
+    positions: readonly number[],
+    full: readonly string[],
+    keys: readonly string[],
+  ): Promise<void> {
+    const missing: number[] = []
+    for (let j = 0; j < values.length; j++) if (values[j] === null) missing.push(j)
+    const args = [GET_EACH, missing.length, ...missing.map((j) => full[positions[j]!]!)]
+    const strings = this.text && !this.client.isCluster
+    const again = await this.connection.call<(string | Buffer | null | Error)[]>(
+      'getMany',
+      undefined,
+      (strings ? this.client.call('eval', args) : this.client.callBuffer('eval', args)) as Promise<
+        (string | Buffer | null | Error)[]
+      >,
+    )
+    for (let m = 0; m < missing.length; m++) {
+      const value = again[m] ?? null
+      const j = missing[m]!
+      if (value instanceof Error) throw this.connection.failed('getMany', value, keys[positions[j]!])
+      values[j] = value
+    }
   }
 
   /** One compare-and-set attempt of `atomicUpdate`: `[1]` when written, else `[0, current?]`. */
@@ -720,7 +775,14 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
       ? [...groupByNodeAndSlot(this.client as Cluster, keys).values()].map((slots) => [...slots.values()])
       : [[keys.map((_, i) => i)]]
     const run = async (groups: number[][]) => {
-      const master = await replication?.admit(this.client, operation, keys[groups[0]![0]!]!)
+      // Without replicas (or with a master known to have them) the pipeline is sent before this
+      // returns: commands go out in call order.
+      const first = keys[groups[0]![0]!]!
+      const master =
+        replication === undefined
+          ? undefined
+          : (replication.admitted(this.client, first) ??
+            (await replication.admit(this.client, operation, first)))
       const pipeline = this.client.pipeline()
       for (const positions of groups) add(pipeline, positions)
       if (replication !== undefined) replication.addWait(pipeline)
@@ -793,4 +855,11 @@ function escapeGlob(text: string): string {
 
 function wellFormed(text: string): boolean {
   return (text as string & { isWellFormed(): boolean }).isWellFormed()
+}
+
+/** Values `MGET` returned (not nil). */
+function hitsIn(values: readonly unknown[]): number {
+  let hits = 0
+  for (const value of values) if (value !== null) hits++
+  return hits
 }

@@ -1,6 +1,7 @@
 import type { CacheObserver } from '@cache/core'
 import type { Redis } from 'ioredis'
 import type { Connection } from './connection.js'
+import { GET_EACH } from './scripts.js'
 
 /*
  * A batch is a script so that one command carries many keys, each with its own outcome: `pcall`
@@ -9,11 +10,6 @@ import type { Connection } from './connection.js'
  * after a NOSCRIPT (a restarted server) the script would be sent again behind commands issued
  * later, and a get could read a set called after it.
  */
-
-/** Each key's `GET`. */
-const GET_EACH = `local values = {}
-for i, key in ipairs(KEYS) do values[i] = redis.pcall('GET', key) end
-return values`
 
 /**
  * Most operations one batch holds: a tick with more sends several batches. Bounds the size of

@@ -3,7 +3,7 @@ import { CacheError, type CacheObserver } from '@cache/core'
 import calculateSlot from 'cluster-key-slot'
 import type { Connection } from './connection.js'
 import { CacheReplicationError, type Replication } from './replication.js'
-import { LuaScript } from './scripts.js'
+import { INCR_STEP, LuaScript } from './scripts.js'
 
 /**
  * `incr` and `atomicUpdate` applied exactly once, or reported failed and not applied.
@@ -59,7 +59,8 @@ export class ExactlyOnce {
     fromRecord: (recorded: string) => R,
   ): Promise<R> {
     const record = this.recordKey(key)
-    await this.connection.reachable(operation, userKey, key)
+    // Sent before this returns when the connection is up, so commands go out in call order.
+    if (this.connection.blocked) await this.connection.reachable(operation, userKey, key)
     const start = performance.now()
     try {
       const reply = (await this.connection.timed(
@@ -237,23 +238,25 @@ function fillSlotTags(): void {
 
 const FENCED = "redis.error_reply('FENCED this call was settled as not applied')"
 
+/** What an `incr` refused without writing (its result past the safe integers) records. */
+export const REFUSED = 'r'
+
 /**
- * Adds ARGV[1] to KEYS[1]; only the call that creates the counter sets its TTL (ARGV[2] ms, ''
- * for none). The result is recorded in KEYS[2] for ARGV[3] ms; a replay returns it.
+ * Adds ARGV[1] to KEYS[1] (see {@link INCR_STEP}: the TTL only at creation, nothing written
+ * past the safe integers). The outcome — the new value, or {@link REFUSED} — is recorded in
+ * KEYS[2] for ARGV[3] ms; a replay returns it (nil for a refusal, as the first time).
  */
 export const INCR_ONCE = new LuaScript(`
 local done = redis.call('GET', KEYS[2])
 if done == '${FENCE}' then return ${FENCED} end
+if done == '${REFUSED}' then return false end
 if done then return tonumber(done) end
-local created
-if ARGV[2] == '' then
-  created = redis.call('SET', KEYS[1], ARGV[1], 'NX')
+${INCR_STEP}
+if value then
+  redis.call('SET', KEYS[2], value, 'PX', ARGV[3])
 else
-  created = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+  redis.call('SET', KEYS[2], '${REFUSED}', 'PX', ARGV[3])
 end
-local value
-if created then value = tonumber(ARGV[1]) else value = redis.call('INCRBY', KEYS[1], ARGV[1]) end
-redis.call('SET', KEYS[2], value, 'PX', ARGV[3])
 return value
 `)
 

@@ -92,6 +92,12 @@ export class Replication {
     throw this.notSent(operation, name, master)
   }
 
+  /** The name of the master serving `key` when it is known to have its replicas (no need to ask). */
+  admitted(client: RedisClient, key: string): string | undefined {
+    const name = masterName(client, key)
+    return this.masters.get(name)?.ok ? name : undefined
+  }
+
   /** Appends the WAIT to a pipeline of writes (on a cluster: for one node). */
   addWait(pipeline: ChainableCommander): void {
     pipeline.call('WAIT', this.replicas, this.waitMs)
@@ -132,8 +138,9 @@ export class Replication {
     args: Arg[],
     buffers = false,
   ): Promise<unknown> {
+    // A master known to have its replicas: sent before this returns, so commands go out in call order.
+    let master = this.admitted(client, key) ?? (await this.admit(client, operation, key))
     for (let attempt = 1; ; attempt++) {
-      const master = await this.admit(client, operation, key)
       const pipeline = client.pipeline()
       if (buffers) pipeline.callBuffer(command, ...args)
       else pipeline.call(command, ...args)
@@ -144,6 +151,7 @@ export class Replication {
         // The slot moved (nothing was written): once more, to its new master.
         if (attempt === 1 && isMoved(client, error)) {
           await renewSlots(client as Cluster)
+          master = await this.admit(client, operation, key)
           continue
         }
         // The command failed (nothing was written): its own error, not a replication failure.

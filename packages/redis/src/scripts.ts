@@ -3,15 +3,14 @@ import type { RedisClient } from './client.js'
 import type { Replication } from './replication.js'
 
 /**
- * A Lua script run with EVALSHA; on NOSCRIPT (a restarted server, a failover, a new cluster
- * node) it is sent once in full with EVAL, which also caches it again. Replies keep bulk
- * strings as Buffers.
+ * A Lua script, always sent in full with EVAL (the server caches it by its text, so it is parsed
+ * once). Not EVALSHA: after a NOSCRIPT (a restarted server, a failover, a new cluster node, a
+ * `SCRIPT FLUSH`) the script would be sent again behind the commands called after it, and a get
+ * called after an incr could read the counter from before it. Replies keep bulk strings as
+ * Buffers.
  */
 export class LuaScript {
-  readonly sha: string
-  constructor(readonly source: string) {
-    this.sha = sha1(source)
-  }
+  constructor(readonly source: string) {}
 
   run(
     client: RedisClient,
@@ -25,48 +24,42 @@ export class LuaScript {
 
   /**
    * With several keys: on a cluster they must share a hash slot. With `replication`, the script
-   * is followed by WAIT (see replication.ts) and resolves once replicated.
+   * is followed by WAIT (see replication.ts) and resolves once replicated. Sent before this
+   * returns (unless `replication` must first ask the master for its replicas), so commands go
+   * out in call order.
    */
-  async runKeys(
+  runKeys(
     client: RedisClient,
     keys: string[],
     args: (string | Buffer | number)[],
     replication?: Replication,
     operation = 'script',
   ): Promise<unknown> {
-    const send = (command: string, first: string) =>
-      replication === undefined
-        ? client.callBuffer(command, first, keys.length, ...keys, ...args)
-        : replication.send(client, operation, keys[0]!, command, [first, keys.length, ...keys, ...args], true)
-    try {
-      return await send('evalsha', this.sha)
-    } catch (error) {
-      if (!String((error as Error).message).startsWith('NOSCRIPT')) throw error
-      return send('eval', this.source)
-    }
-  }
-
-  /**
-   * With several keys and no arguments, replies read as strings when `text` (bulk strings decoded
-   * as UTF-8), else as Buffers. A key's own error is an `Error` in its place of the reply.
-   */
-  async runKeysAs(client: RedisClient, keys: string[], text: boolean): Promise<unknown> {
-    const send = (command: string, first: string) =>
-      text
-        ? client.call(command, first, keys.length, ...keys)
-        : client.callBuffer(command, first, keys.length, ...keys)
-    try {
-      return await send('evalsha', this.sha)
-    } catch (error) {
-      if (!String((error as Error).message).startsWith('NOSCRIPT')) throw error
-      return send('eval', this.source)
-    }
+    return replication === undefined
+      ? client.callBuffer('eval', this.source, keys.length, ...keys, ...args)
+      : replication.send(
+          client,
+          operation,
+          keys[0]!,
+          'eval',
+          [this.source, keys.length, ...keys, ...args],
+          true,
+        )
   }
 }
 
 export function sha1(data: string | Buffer): string {
   return createHash('sha1').update(data).digest('hex')
 }
+
+/**
+ * Each key's `GET`, with `pcall`: a key's own error (WRONGTYPE) takes its place in the reply,
+ * where `MGET` would answer a key of another type with nil, a miss. Sent as EVAL of this text
+ * (see {@link LuaScript}).
+ */
+export const GET_EACH = `local values = {}
+for i, key in ipairs(KEYS) do values[i] = redis.pcall('GET', key) end
+return values`
 
 /** The value and its remaining TTL in ms (-1: none) in one atomic step; nil on a miss. */
 export const GET_ENTRY = new LuaScript(`
@@ -76,18 +69,38 @@ return {value, redis.call('PTTL', KEYS[1])}
 `)
 
 /**
- * Adds ARGV[1] to a counter; only the call that creates it sets the TTL (ARGV[2] ms, '' for
- * none). Creation is SET NX, so a counter that exists keeps its expiry.
+ * The part of the `incr` scripts that adds ARGV[1] to the counter KEYS[1]; leaves the reply in
+ * `value`, or false (nothing written) when the counter or the result is past ±(2^53 − 1), where a
+ * JavaScript number stops being exact. Only the call that creates the counter sets its TTL
+ * (ARGV[2] ms, '' for none), so a counter that exists keeps its expiry. Text that is not an
+ * integer is left to INCRBY's own error. Lua numbers are doubles: exact for the safe integers,
+ * and an integer past them (stored, or a sum of two safe ones) rounds to a double past them too,
+ * never back inside, so the check needs no big numbers.
  */
-export const INCR = new LuaScript(`
-local created
-if ARGV[2] == '' then
-  created = redis.call('SET', KEYS[1], ARGV[1], 'NX')
+export const INCR_STEP = `
+local value
+local current = redis.call('GET', KEYS[1])
+if not current then
+  if ARGV[2] == '' then
+    redis.call('SET', KEYS[1], ARGV[1])
+  else
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  end
+  value = tonumber(ARGV[1])
 else
-  created = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+  local past = false
+  if string.match(current, '^%-?%d+$') then
+    local n = tonumber(current)
+    local result = n + tonumber(ARGV[1])
+    past = math.abs(n) > 9007199254740991 or math.abs(result) > 9007199254740991
+  end
+  if past then value = false else value = redis.call('INCRBY', KEYS[1], ARGV[1]) end
 end
-if created then return tonumber(ARGV[1]) end
-return redis.call('INCRBY', KEYS[1], ARGV[1])
+`
+
+/** Adds ARGV[1] to a counter (see {@link INCR_STEP}): the new value, or nil when refused. */
+export const INCR = new LuaScript(`${INCR_STEP}
+return value
 `)
 
 /**

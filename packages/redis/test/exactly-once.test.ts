@@ -87,8 +87,7 @@ describe.each([
   beforeAll(async () => {
     setup = await start()
     await setup.cache.ready()
-    // Every master has run the scripts once: a first EVALSHA answers NOSCRIPT, which is not the
-    // case under test.
+    // Every master has served this backend once: the links are up before the faults start.
     for (let i = 0; i < 30; i++) {
       await setup.cache.incr(`warm-up-${i}`)
       await setup.cache.atomicUpdate<number>(`warm-up-${i}`, (n) => (n ?? 0) + 1)
@@ -105,6 +104,18 @@ describe.each([
     expect(outcome).toEqual({ value: 1 })
     expect(await server.get(`once:${key}`)).toBe('1')
     expect(await setup.cache.incr(key)).toBe(2)
+  })
+
+  it('settles an incr refused past the safe integers as refused: RangeError, the counter unchanged', async () => {
+    const key = `edge-${Date.now()}`
+    const { proxy, server } = await setup.route(key)
+    await server.set(`once:${key}`, String(Number.MAX_SAFE_INTEGER))
+    const dropped = proxy.dropNextReply()
+    const outcome = await settle(setup.cache.incr(key))
+    await dropped
+    expect((outcome as { error?: unknown }).error).toBeInstanceOf(RangeError)
+    expect(await server.get(`once:${key}`)).toBe(String(Number.MAX_SAFE_INTEGER))
+    expect(await setup.cache.incr(key, -1)).toBe(Number.MAX_SAFE_INTEGER - 1)
   })
 
   it('applies an atomicUpdate exactly once and reports what the server stored', async () => {

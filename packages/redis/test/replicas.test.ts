@@ -122,6 +122,33 @@ describe('replicas: writes acknowledged only once replicated', () => {
     }
   })
 
+  it('keeps call order: a read issued after a write in the same tick sees it, once the master is known to have its replicas', async () => {
+    const cache = backend(master.url, { namespace: 'ordered', replicas: 1 })
+    await cache.set('warm', 1)
+    await cache.set('c', 5)
+    await cache.set('d', 'old')
+    await cache.set('l', 'mine')
+    const [, afterSet, , afterIncr, , afterMany, , afterDelete, , lockHeld] = await Promise.all([
+      cache.set('s', 'new'),
+      cache.get('s'),
+      cache.incr('c'),
+      cache.get('c'),
+      cache.setMany([{ key: 'm', value: 'new' }]),
+      cache.getMany(['m']),
+      cache.deleteMany(['d']),
+      cache.has('d'),
+      cache.compareAndDelete('l', 'mine'),
+      cache.has('l'),
+    ])
+    expect({ afterSet, afterIncr, afterMany, afterDelete, lockHeld }).toEqual({
+      afterSet: 'new',
+      afterIncr: 6,
+      afterMany: ['new'],
+      afterDelete: false,
+      lockHeld: false,
+    })
+  })
+
   it('rejects a replica count that is not a whole number', () => {
     expect(() => redisBackend(master.url, { replicas: 1.5 })).toThrow(/replicas/)
     expect(() => redisBackend(master.url, { replicas: -1 })).toThrow(/replicas/)

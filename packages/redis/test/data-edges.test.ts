@@ -1,0 +1,140 @@
+import { CacheError, CacheNotANumberError } from '@cache/core'
+import { Cluster, Redis } from 'ioredis'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { type RedisBackend, type RedisBackendOptions, redisBackend } from '../src/index.js'
+import { useSingleAndCluster } from './servers.js'
+
+const servers = useSingleAndCluster()
+
+/** The seed nodes of a `redis+cluster://` URL. */
+function nodesOf(url: string): { host: string; port: number }[] {
+  return url
+    .slice('redis+cluster://'.length)
+    .split(',')
+    .map((node) => ({ host: node.split(':')[0]!, port: Number(node.split(':')[1]) }))
+}
+
+const MAX = Number.MAX_SAFE_INTEGER
+const MIN = Number.MIN_SAFE_INTEGER
+
+const modes: { name: string; url: () => string; options: RedisBackendOptions }[] = [
+  { name: 'one node', url: servers.singleUrl, options: {} },
+  { name: 'one node, exactlyOnceWindow off', url: servers.singleUrl, options: { exactlyOnceWindow: false } },
+  { name: 'one node, coalesce off', url: servers.singleUrl, options: { coalesce: false } },
+  { name: 'cluster', url: servers.clusterUrl, options: {} },
+  { name: 'cluster, exactlyOnceWindow off', url: servers.clusterUrl, options: { exactlyOnceWindow: false } },
+]
+
+describe.each(modes)('values at the edges ($name)', ({ name, url, options }) => {
+  let cache: RedisBackend
+  let raw: Redis | Cluster
+  let n = 0
+  const namespace = `edges-${name.replace(/\W+/g, '-')}`
+  beforeAll(async () => {
+    cache = redisBackend(url(), { namespace, ...options })
+    await cache.ready()
+    raw = cache.client.isCluster ? new Cluster(nodesOf(url())) : new Redis(url())
+  })
+  afterAll(async () => {
+    await cache?.close()
+    raw?.disconnect()
+  })
+  const key = () => `k${n++}`
+  const stored = (k: string) => raw.get(`${namespace}:${k}`)
+
+  describe('incr past the safe integers', () => {
+    it('refuses with RangeError and leaves the counter unchanged, also when retried', async () => {
+      const k = key()
+      await cache.set(k, MAX)
+      for (let i = 0; i < 3; i++) await expect(cache.incr(k)).rejects.toThrow(RangeError)
+      expect(await stored(k)).toBe(String(MAX))
+      expect(await cache.incr(k, -1)).toBe(MAX - 1)
+    })
+
+    it('refuses a negative step past Number.MIN_SAFE_INTEGER without applying it', async () => {
+      const k = key()
+      await cache.set(k, MIN + 2)
+      expect(await cache.incr(k, -2)).toBe(MIN)
+      await expect(cache.incr(k, -1)).rejects.toThrow(RangeError)
+      await expect(cache.incr(k, MIN)).rejects.toThrow(RangeError)
+      expect(await stored(k)).toBe(String(MIN))
+    })
+
+    it('refuses a step that would cross from one end past the other', async () => {
+      const k = key()
+      await cache.set(k, 10)
+      await expect(cache.incr(k, MAX)).rejects.toThrow(RangeError)
+      expect(await stored(k)).toBe('10')
+      expect(await cache.incr(k, MAX - 10)).toBe(MAX)
+    })
+
+    it('refuses a counter another client stored past 2^53 (by 0 too) without touching it or its TTL', async () => {
+      const k = key()
+      await raw.set(`${namespace}:${k}`, '9007199254740993', 'PX', 60_000)
+      await expect(cache.incr(k)).rejects.toThrow(RangeError)
+      await expect(cache.incr(k, 0)).rejects.toThrow(RangeError)
+      await expect(cache.incr(k, -5)).rejects.toThrow(RangeError)
+      // 2^53 + 1 is 2^53 as a double: minus 1 would look safe, but the result 2^53 is not.
+      await expect(cache.incr(k, -1)).rejects.toThrow(RangeError)
+      expect(await stored(k)).toBe('9007199254740993')
+      expect(await raw.pttl(`${namespace}:${k}`)).toBeGreaterThan(50_000)
+    })
+
+    it('still reports text that is not an integer as CacheNotANumberError', async () => {
+      for (const text of ['1e3', ' 12', '0x10', '01', '1.5', 'abc']) {
+        const k = key()
+        await raw.set(`${namespace}:${k}`, text)
+        await expect(cache.incr(k), text).rejects.toThrow(CacheNotANumberError)
+        expect(await stored(k)).toBe(text)
+      }
+    })
+
+    it('keeps the TTL-on-create rule: a counter created at a safe edge gets the TTL, a refused step sets none', async () => {
+      const k = key()
+      expect(await cache.incr(k, MAX, 60)).toBe(MAX)
+      expect(await raw.pttl(`${namespace}:${k}`)).toBeGreaterThan(50_000)
+      await expect(cache.incr(k, 1, 1)).rejects.toThrow(RangeError)
+      expect(await raw.pttl(`${namespace}:${k}`)).toBeGreaterThan(50_000)
+    })
+
+    it('does not count a refused incr as a set', async () => {
+      const k = key()
+      await cache.set(k, MAX)
+      const sets = cache.stats.sets
+      await expect(cache.incr(k)).rejects.toThrow(RangeError)
+      expect(cache.stats.sets).toBe(sets)
+    })
+  })
+
+  describe('getMany on a key of another Redis type', () => {
+    it('rejects the whole call with the error get throws (WRONGTYPE), counted', async () => {
+      const [a, list, c] = [key(), key(), key()]
+      await cache.set(a, 'A')
+      await cache.set(c, 'C')
+      await raw.rpush(`${namespace}:${list}`, 'job1')
+      const fromGet = await cache.get(list).then(
+        () => undefined,
+        (error: unknown) => error,
+      )
+      expect(fromGet).toBeInstanceOf(CacheError)
+      const errors = cache.stats.errors
+      const fromGetMany = await cache.getMany([a, list, c]).then(
+        () => undefined,
+        (error: unknown) => error,
+      )
+      expect(fromGetMany).toBeInstanceOf((fromGet as object).constructor)
+      expect(String((fromGetMany as Error).message)).toMatch(/WRONGTYPE/)
+      expect(cache.stats.errors).toBe(errors + 1)
+      expect(await cache.getMany([a, c])).toEqual(['A', 'C'])
+    })
+
+    it('rejects when the wrong-type key is one of many spread over every slot', async () => {
+      const keys = Array.from({ length: 200 }, () => key())
+      await cache.setMany(keys.map((k, i) => ({ key: k, value: i })))
+      await raw.del(`${namespace}:${keys[150]}`)
+      await raw.sadd(`${namespace}:${keys[150]}`, 'member')
+      await expect(cache.getMany(keys)).rejects.toThrow(/WRONGTYPE/)
+      expect(await cache.getMany(keys.slice(0, 150))).toEqual(keys.slice(0, 150).map((_, i) => i))
+    })
+  })
+})
