@@ -1,18 +1,10 @@
 import { CacheError, CacheNotANumberError } from '@cache/core'
-import { Cluster, Redis } from 'ioredis'
+import type { Cluster, Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { type RedisBackend, type RedisBackendOptions, redisBackend } from '../src/index.js'
-import { useSingleAndCluster } from './servers.js'
+import type { RedisBackend, RedisBackendOptions } from '../src/index.js'
+import { openWithRaw, useSingleAndCluster } from './servers.js'
 
 const servers = useSingleAndCluster()
-
-/** The seed nodes of a `redis+cluster://` URL. */
-function nodesOf(url: string): { host: string; port: number }[] {
-  return url
-    .slice('redis+cluster://'.length)
-    .split(',')
-    .map((node) => ({ host: node.split(':')[0]!, port: Number(node.split(':')[1]) }))
-}
 
 const MAX = Number.MAX_SAFE_INTEGER
 const MIN = Number.MIN_SAFE_INTEGER
@@ -31,9 +23,7 @@ describe.each(modes)('values at the edges ($name)', ({ name, url, options }) => 
   let n = 0
   const namespace = `edges-${name.replace(/\W+/g, '-')}`
   beforeAll(async () => {
-    cache = redisBackend(url(), { namespace, ...options })
-    await cache.ready()
-    raw = cache.client.isCluster ? new Cluster(nodesOf(url())) : new Redis(url())
+    ;({ cache, raw } = await openWithRaw(url(), namespace, options))
   })
   afterAll(async () => {
     await cache?.close()

@@ -1,7 +1,7 @@
-import { Cluster, Redis } from 'ioredis'
+import type { Cluster, Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { type RedisBackend, type RedisBackendOptions, redisBackend } from '../src/index.js'
-import { useSingleAndCluster } from './servers.js'
+import type { RedisBackend, RedisBackendOptions } from '../src/index.js'
+import { openWithRaw, useSingleAndCluster } from './servers.js'
 
 /*
  * The README's "Order": commands reach the server in the order they were called. Each write-ish
@@ -11,14 +11,6 @@ import { useSingleAndCluster } from './servers.js'
  */
 
 const servers = useSingleAndCluster()
-
-/** The seed nodes of a `redis+cluster://` URL. */
-function nodesOf(url: string): { host: string; port: number }[] {
-  return url
-    .slice('redis+cluster://'.length)
-    .split(',')
-    .map((node) => ({ host: node.split(':')[0]!, port: Number(node.split(':')[1]) }))
-}
 
 /** A write of `k` in a state set up by `before`, and what the key holds once it is applied. */
 interface Writer {
@@ -85,9 +77,7 @@ describe.each(modes)('commands reach the server in call order ($name)', ({ name,
   let n = 0
   const namespace = `order-${name.replace(/\W+/g, '-')}`
   beforeAll(async () => {
-    cache = redisBackend(url(), { namespace, ...options })
-    await cache.ready()
-    raw = cache.client.isCluster ? new Cluster(nodesOf(url())) : new Redis(url())
+    ;({ cache, raw } = await openWithRaw(url(), namespace, options))
   })
   afterAll(async () => {
     await cache?.close()

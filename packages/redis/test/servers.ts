@@ -7,8 +7,9 @@ import {
   startRedisCluster,
 } from '@cache/test-servers'
 import calculateSlot from 'cluster-key-slot'
-import { Redis } from 'ioredis'
+import { Cluster, Redis } from 'ioredis'
 import { afterAll, beforeAll } from 'vitest'
+import { type RedisBackend, type RedisBackendOptions, redisBackend } from '../src/index.js'
 
 /**
  * A redis-server and a 3-master cluster for the calling test file (or `describe`), started before
@@ -27,6 +28,25 @@ export function useSingleAndCluster(): { singleUrl(): string; clusterUrl(): stri
     singleUrl: () => single!.url,
     clusterUrl: () => `redis+cluster://${cluster!.nodes.map((n) => `${n.host}:${n.port}`).join(',')}`,
   }
+}
+
+/** The seed nodes of a `redis+cluster://` URL (as {@link useSingleAndCluster} gives it). */
+function nodesOf(url: string): { host: string; port: number }[] {
+  return url
+    .slice('redis+cluster://'.length)
+    .split(',')
+    .map((node) => ({ host: node.split(':')[0]!, port: Number(node.split(':')[1]) }))
+}
+
+/** A ready backend in `namespace` on `url`, and a raw client of the same node or cluster, to check what the server holds. */
+export async function openWithRaw(
+  url: string,
+  namespace: string,
+  options: RedisBackendOptions,
+): Promise<{ cache: RedisBackend; raw: Redis | Cluster }> {
+  const cache = redisBackend(url, { namespace, ...options })
+  await cache.ready()
+  return { cache, raw: cache.client.isCluster ? new Cluster(nodesOf(url)) : new Redis(url) }
 }
 
 function cli(port: number, ...command: string[]): string {
