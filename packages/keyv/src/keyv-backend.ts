@@ -218,7 +218,7 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
   }
 
   async clear(): Promise<void> {
-    if (this.closed !== undefined) throw new CacheClosedError('keyv')
+    this.assertOpen()
     const store = this.keyv.store
     if (this.mapPrefix !== undefined && store instanceof Map) {
       // Keyv clears a Map whole; remove this namespace only.
@@ -307,6 +307,11 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
     return this.closed
   }
 
+  /** After close(): every operation throws CacheClosedError, as on every backend. */
+  private assertOpen(): void {
+    if (this.closed !== undefined) throw new CacheClosedError('keyv')
+  }
+
   private async disconnect(): Promise<void> {
     let timer: NodeJS.Timeout | undefined
     const bounded = new Promise<void>((resolve) => {
@@ -325,7 +330,7 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
    * keys of every namespace whose name contains this one's (`list` inside `listAbc`).
    */
   private async *mapKeys(prefix: string): AsyncIterableIterator<string> {
-    if (this.closed !== undefined) throw new CacheClosedError('keyv')
+    this.assertOpen()
     const map = this.keyv.store as Map<unknown, unknown>
     const start = this.mapPrefix ?? ''
     for (const stored of [...map.keys()]) {
@@ -340,7 +345,7 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
 
   /** The keys Keyv's `iterator()` yields, as `set` was given them. */
   private async *iteratedKeys(prefix: string): AsyncIterableIterator<string> {
-    if (this.closed !== undefined) throw new CacheClosedError('keyv')
+    this.assertOpen()
     try {
       for await (const [stored] of this.keyv.iterator!(undefined) as AsyncIterable<[string, unknown]>) {
         if (typeof stored !== 'string') continue
@@ -366,7 +371,7 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
    * Keyv instance's own serializer throws (see {@link serializerFailure}) `CacheSerializationError`.
    */
   private async run<R>(operation: string, key: string | undefined, call: () => Promise<R>): Promise<R> {
-    if (this.closed !== undefined) throw new CacheClosedError('keyv')
+    this.assertOpen()
     try {
       if (this.timeoutMs === 0) return await call()
       let timer: NodeJS.Timeout | undefined

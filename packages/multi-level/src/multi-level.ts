@@ -174,7 +174,7 @@ export class MultiLevelBackend implements CacheBackend {
   }
 
   async get<T = unknown>(key: string): Promise<T | undefined> {
-    if (this.closed !== undefined) this.refuse()
+    this.assertOpen()
     // Hot path: an L1 hit is one synchronous L1 read, nothing else awaited or allocated.
     const first = this.first
     const sync = first.sync
@@ -201,7 +201,7 @@ export class MultiLevelBackend implements CacheBackend {
   }
 
   async getEntry<T = unknown>(key: string): Promise<CacheEntry<T> | undefined> {
-    if (this.closed !== undefined) this.refuse()
+    this.assertOpen()
     const first = this.first
     const sync = first.sync
     if (isGenerationKey(key)) return this.state.read<T>(key)
@@ -226,7 +226,7 @@ export class MultiLevelBackend implements CacheBackend {
   }
 
   async set(key: string, value: unknown, ttl?: Duration): Promise<void> {
-    if (this.closed !== undefined) this.refuse()
+    this.assertOpen()
     assertKey(key)
     ttlToMs(ttl)
     if (isGenerationKey(key)) return this.state.set(key, value, ttl)
@@ -237,7 +237,7 @@ export class MultiLevelBackend implements CacheBackend {
   }
 
   async add(key: string, value: unknown, ttl?: Duration): Promise<boolean> {
-    if (this.closed !== undefined) this.refuse()
+    this.assertOpen()
     assertKey(key)
     ttlToMs(ttl)
     if (isGenerationKey(key)) return this.state.add(key, value, ttl)
@@ -254,7 +254,7 @@ export class MultiLevelBackend implements CacheBackend {
   }
 
   async delete(key: string): Promise<boolean> {
-    if (this.closed !== undefined) this.refuse()
+    this.assertOpen()
     assertKey(key)
     if (isGenerationKey(key)) return this.state.delete(key)
     this.reads.invalidate(key)
@@ -266,7 +266,7 @@ export class MultiLevelBackend implements CacheBackend {
   }
 
   async has(key: string): Promise<boolean> {
-    if (this.closed !== undefined) this.refuse()
+    this.assertOpen()
     assertKey(key)
     if (isGenerationKey(key)) return (await this.state.read(key)) !== undefined
     let answered = false
@@ -297,7 +297,7 @@ export class MultiLevelBackend implements CacheBackend {
    * rejects with `CacheUnavailableError`.
    */
   async clear(): Promise<void> {
-    if (this.closed !== undefined) this.refuse()
+    this.assertOpen()
     this.reads.invalidateAll()
     const shared = this.levels[this.levels.length - 1]!
     let sharedCleared = false
@@ -321,7 +321,7 @@ export class MultiLevelBackend implements CacheBackend {
   }
 
   async incr(key: string, by = 1, ttl?: Duration): Promise<number> {
-    if (this.closed !== undefined) this.refuse()
+    this.assertOpen()
     assertKey(key)
     assertIncrement(by)
     ttlToMs(ttl)
@@ -333,7 +333,7 @@ export class MultiLevelBackend implements CacheBackend {
 
   /** Decided by the slowest level that answers, atomically; the faster ones drop their copies. */
   async compareAndDelete(key: string, expected: string): Promise<boolean> {
-    if (this.closed !== undefined) this.refuse()
+    this.assertOpen()
     assertKey(key)
     const removed = await this.onShared('compareAndDelete', key, (backend) =>
       compareAndDelete(backend, key, expected),
@@ -347,7 +347,7 @@ export class MultiLevelBackend implements CacheBackend {
     fn: (current: T | undefined) => T | Promise<T>,
     ttl?: Duration,
   ): Promise<T> {
-    if (this.closed !== undefined) this.refuse()
+    this.assertOpen()
     assertKey(key)
     ttlToMs(ttl)
     // An error thrown by fn is the caller's, not a failure of the level.
@@ -375,7 +375,7 @@ export class MultiLevelBackend implements CacheBackend {
   }
 
   async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
-    if (this.closed !== undefined) this.refuse()
+    this.assertOpen()
     for (const key of keys) assertKey(key)
     let state: number[] | undefined
     for (let i = 0; i < keys.length; i++) if (isGenerationKey(keys[i]!)) (state ??= []).push(i)
@@ -435,7 +435,7 @@ export class MultiLevelBackend implements CacheBackend {
   }
 
   async setMany(items: readonly SetManyItem[]): Promise<void> {
-    if (this.closed !== undefined) this.refuse()
+    this.assertOpen()
     for (const item of items) {
       assertKey(item.key)
       ttlToMs(item.ttl)
@@ -458,7 +458,7 @@ export class MultiLevelBackend implements CacheBackend {
   }
 
   async deleteMany(keys: readonly string[]): Promise<number> {
-    if (this.closed !== undefined) this.refuse()
+    this.assertOpen()
     for (const key of keys) assertKey(key)
     if (keys.some(isGenerationKey)) {
       const plain = keys.filter((key) => !isGenerationKey(key))
@@ -480,8 +480,9 @@ export class MultiLevelBackend implements CacheBackend {
     return removed
   }
 
-  private refuse(): never {
-    throw new CacheClosedError(this.name)
+  /** After close(): every operation throws CacheClosedError, as on every backend. */
+  private assertOpen(): void {
+    if (this.closed !== undefined) throw new CacheClosedError(this.name)
   }
 
   /**
