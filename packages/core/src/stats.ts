@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events'
+import { CacheClosedError } from './errors.js'
 
 /** Counters kept by every @cache backend. Latency is measured for backends that leave the process. */
 export interface CacheStats {
@@ -128,9 +129,27 @@ export interface Observable {
  */
 export abstract class ObservedBackend implements Observable {
   protected readonly observer: CacheObserver
+  #closed = false
 
   constructor(name: string) {
     this.observer = new CacheObserver(name)
+  }
+
+  /** True once {@link markClosed} ran: from then on every operation rejects with `CacheClosedError`. */
+  protected get closed(): boolean {
+    return this.#closed
+  }
+
+  /** Marks the backend closed; false when it already was (so `close()` is idempotent). */
+  protected markClosed(): boolean {
+    if (this.#closed) return false
+    this.#closed = true
+    return true
+  }
+
+  /** Throws `CacheClosedError` after close(): the same refusal on every backend. */
+  protected assertOpen(): void {
+    if (this.#closed) throw new CacheClosedError(this.observer.backend)
   }
 
   get stats(): CacheStats {

@@ -5,7 +5,6 @@ import {
   type BaseBackendOptions,
   type CacheBackend,
   type CacheEntry,
-  CacheClosedError,
   CacheNotANumberError,
   CacheSerializationError,
   ObservedBackend,
@@ -83,7 +82,7 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
   private readonly closeStore: boolean
   /** Values go through the Keyv instance's own serializer as tagged JSON trees (see `keyvBackend`). */
   private readonly tagged: boolean
-  private closed: Promise<void> | undefined
+  private closing: Promise<void> | undefined
   /**
    * The live keys of this namespace, each once (internal `__` keys left out); with `prefix`, only
    * those that start with it. Present when the store can be iterated: a `Map` (a snapshot of its
@@ -303,13 +302,8 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
   /** Idempotent. Waits at most `timeoutMs` (or 1 s) for the store to disconnect: a client that
    * is reconnecting to a dead server may never answer. */
   close(): Promise<void> {
-    this.closed ??= this.closeStore ? this.disconnect() : Promise.resolve()
-    return this.closed
-  }
-
-  /** After close(): every operation throws CacheClosedError, as on every backend. */
-  private assertOpen(): void {
-    if (this.closed !== undefined) throw new CacheClosedError('keyv')
+    if (this.markClosed()) this.closing = this.closeStore ? this.disconnect() : Promise.resolve()
+    return this.closing as Promise<void>
   }
 
   private async disconnect(): Promise<void> {

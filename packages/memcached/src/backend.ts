@@ -172,7 +172,6 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   private readonly reported: boolean[]
   /** Per server: timeouts alone (a slow server, a loaded machine) are an outage only once they last. */
   private readonly slowness: SlowServerWatch[]
-  private closed = false
 
   constructor(
     servers: string | readonly string[] = '127.0.0.1:11211',
@@ -503,8 +502,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
 
   /** Closes the connections this backend opened (not a client passed in). Idempotent. */
   async close(): Promise<void> {
-    if (this.closed) return
-    this.closed = true
+    if (!this.markClosed()) return
     this.pool.close()
     // What this tick sent goes out before the connections end: it is answered, as it would be
     // had it been written at once.
@@ -850,10 +848,6 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   private expiry(ttl: Duration | undefined): Expiry {
     const ms = this.ttlMs(ttl)
     return ms === undefined ? NEVER : expiryFor(ms, this.now())
-  }
-
-  private assertOpen(): void {
-    if (this.closed) throw new CacheClosedError(this.name)
   }
 }
 

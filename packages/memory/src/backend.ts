@@ -112,8 +112,6 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   /** Changes when a key that starts with `_` (@cache's own: generations, locks) may have changed. */
   private internalWrites = 0
   private readonly getOptions: LRUCache.GetOptions<string, Stored, unknown> = { status: this.status }
-  /** After close(): every operation throws CacheClosedError, as on every backend. */
-  private closed = false
 
   constructor(options: MemoryBackendOptions = {}) {
     super('memory')
@@ -181,7 +179,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   }
 
   async delete(key: string): Promise<boolean> {
-    if (this.closed) this.refuse()
+    this.assertOpen()
     assertKey(key)
     const existed = this.read(key, false) !== MISS
     this.lru.delete(key)
@@ -195,7 +193,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   }
 
   async compareAndDelete(key: string, expected: string): Promise<boolean> {
-    if (this.closed) this.refuse()
+    this.assertOpen()
     if (this.read(key, false) !== expected) return false
     this.lru.delete(key)
     if (key.charCodeAt(0) === UNDERSCORE) this.internalWrites++
@@ -204,7 +202,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   }
 
   async clear(): Promise<void> {
-    if (this.closed) this.refuse()
+    this.assertOpen()
     this.lru.clear()
     this.internalWrites++
   }
@@ -216,7 +214,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
    * and checks each key's expiry, and that it is still there, when it is reached.
    */
   async *keys(options?: ListKeysOptions): AsyncIterableIterator<string> {
-    if (this.closed) this.refuse()
+    this.assertOpen()
     const prefix = listPrefix(options)
     // A snapshot: lru-cache's own iterator may skip or repeat keys when entries change under it.
     const snapshot = [...this.lru.keys()]
@@ -263,7 +261,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   }
 
   async setMany(items: readonly SetManyItem[]): Promise<void> {
-    if (this.closed) this.refuse()
+    this.assertOpen()
     // Check every key, TTL and value first so a bad item stores nothing.
     for (const item of items) if (typeof item.key !== 'string') assertKey(item.key)
     const expiries = items.map((item) => this.expiry(item.ttl))
@@ -279,8 +277,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
 
   /** Drops every entry; from then on every operation rejects with `CacheClosedError`. Idempotent. */
   async close(): Promise<void> {
-    if (this.closed) return
-    this.closed = true
+    if (!this.markClosed()) return
     this.lru.clear()
     this.internalWrites++
   }
@@ -301,7 +298,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   }
 
   private readEntry<T>(key: string): CacheEntry<T> | undefined {
-    if (this.closed) this.refuse()
+    this.assertOpen()
     if (typeof key !== 'string') assertKey(key)
     const status = this.status
     status.ttl = 0
@@ -325,7 +322,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
    * expired entry as it finds it. `count` records hit/miss.
    */
   private read(key: string, count = true): Stored | typeof MISS {
-    if (this.closed) this.refuse()
+    this.assertOpen()
     if (typeof key !== 'string') assertKey(key)
     const stored = this.lru.get(key)
     if (stored !== undefined) {
@@ -338,7 +335,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
 
   /** `expiresAt`: epoch ms, 0 for never; `keepExpiry`: the entry's own instead (it exists). */
   private store(key: string, value: unknown, expiresAt: number, keepExpiry = false): void {
-    if (this.closed) this.refuse()
+    this.assertOpen()
     if (typeof key !== 'string') assertKey(key)
     if (this.checkValues) assertSerializable(value)
     const copy = this.clone ? cloneValue(value) : value
@@ -371,10 +368,6 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   private expiry(ttl: Duration | undefined): number {
     const ms = ttl === undefined ? this.defaultTtlMs : ttlToMs(ttl)
     return ms === undefined ? 0 : this.writeNow() + ms
-  }
-
-  private refuse(): never {
-    throw new CacheClosedError(this.name)
   }
 
   /** A stored value as a reader gets it. */
