@@ -7,9 +7,9 @@ import {
   defineBackend,
   type MinimalBackend,
   resetCache,
-  toBackend,
   ttlToMs,
 } from '../src/index.js'
+import { toBackend } from '../src/kit.js'
 
 /**
  * What a user writes to plug in their own store: only get/set/delete/clear. Values go through

@@ -9,10 +9,10 @@ import {
   configureCache,
   createBackendFromConfig,
   ENV_DEFAULTS,
-  type PackageLoader,
   resetCache,
   ttlToMs,
 } from '../src/index.js'
+import type { PackageLoader } from '../src/kit.js'
 
 /**
  * A store outside the process (no sync access) with a default TTL, as the configured default

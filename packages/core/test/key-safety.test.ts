@@ -1,6 +1,6 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { wellFormedKey } from '../src/index.js'
+import { wellFormedKey } from '../src/kit.js'
 
 describe('wellFormedKey: keys for stores that UTF-8-encode them', () => {
   it('leaves a well-formed key as it is', () => {

@@ -1,6 +1,7 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { argumentsKey, assertKey, CacheKeyError, hashKey, stableStringify } from '../src/index.js'
+import { argumentsKey, CacheKeyError, stableStringify } from '../src/index.js'
+import { assertKey, hashKey } from '../src/kit.js'
 
 describe('stableStringify', () => {
   it('ignores object key order, at every depth', () => {

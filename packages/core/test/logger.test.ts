@@ -3,7 +3,7 @@ import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { describe, expect, it } from 'vitest'
 
-const core = pathToFileURL(join(__dirname, '../dist/index.js')).href
+const core = pathToFileURL(join(__dirname, '../dist/backend.js')).href
 
 describe('the default logger', () => {
   it('writes to standard error only, so a program whose standard output is its data keeps it clean', () => {

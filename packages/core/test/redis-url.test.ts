@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { CacheConfigError, parseRedisUrl, redactUrl } from '../src/index.js'
+import { CacheConfigError } from '../src/index.js'
+import { parseRedisUrl, redactUrl } from '../src/kit.js'
 
 describe('parseRedisUrl', () => {
   it('reads a single-node URL with credentials, port and database', () => {

@@ -1,11 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import {
-  assertSerializable,
-  CacheSerializationError,
-  createCodec,
-  jsonSerializer,
-  v8Serializer,
-} from '../src/index.js'
+import { CacheSerializationError, jsonSerializer, v8Serializer } from '../src/index.js'
+import { assertSerializable, createCodec } from '../src/kit.js'
 
 class Items extends Array<number> {}
 class When extends Date {}

@@ -1,16 +1,13 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import {
-  assertSerializable,
-  assertStructuredClonable,
   CacheConfigError,
   CacheError,
   CacheSerializationError,
-  createCodec,
   jsonSerializer,
-  MAX_VALUE_DEPTH,
   v8Serializer,
 } from '../src/index.js'
+import { assertSerializable, assertStructuredClonable, createCodec, MAX_VALUE_DEPTH } from '../src/kit.js'
 
 const roundTrip = (value: unknown) => jsonSerializer.deserialize(jsonSerializer.serialize(value))
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { CacheSerializationError, jsonSerializer, parseTagged, stringifyTagged } from '../src/index.js'
+import { CacheSerializationError, jsonSerializer } from '../src/index.js'
+import { parseTagged, stringifyTagged } from '../src/kit.js'
 
 describe('stringifyTagged / parseTagged', () => {
   it('is the text jsonSerializer stores, and reads it back', () => {

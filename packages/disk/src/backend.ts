@@ -1,6 +1,4 @@
 import {
-  assertIncrement,
-  assertKey,
   type CacheBackend,
   CacheClosedError,
   CacheConfigError,
@@ -8,20 +6,24 @@ import {
   type CacheEntry,
   CacheError,
   CacheNotANumberError,
-  ObservedBackend,
   CacheUnavailableError,
   CacheValueTooLargeError,
-  checkLogger,
-  type Codec,
-  createCodec,
   type Duration,
-  IncidentLog,
-  isListedKey,
   type ListKeysOptions,
-  listPrefix,
   type SetManyItem,
   ttlToMs,
 } from '@cache/core'
+import {
+  assertIncrement,
+  assertKey,
+  ObservedBackend,
+  checkLogger,
+  type Codec,
+  createCodec,
+  IncidentLog,
+  isListedKey,
+  listPrefix,
+} from '@cache/core/backend'
 import { AsyncLocalStorage } from 'node:async_hooks'
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
@@ -155,7 +157,6 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   private pruneTimer: NodeJS.Timeout | undefined
   private lastSweep = 0
   private evicting = false
-  private closed = false
   private closing: Promise<void> | undefined
   /**
    * The latest operation issued on each key that has not finished: an operation on the key issued
@@ -297,7 +298,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
     // A prefix with a surrogate code unit has no exact key range: read the namespace, filter here.
     let from = below === undefined ? '' : prefix
     for (let first = true; ; first = false) {
-      if (this.closed) throw new CacheClosedError('disk')
+      this.assertOpen()
       const start = from
       const read = () =>
         this.locked('keys', undefined, () => this.store.keyPage(this.ns, start, below, BATCH))
@@ -370,7 +371,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   /** Reads up to 100 keys with one SQLite statement (a primary-key lookup a key), then decodes each hit. */
   async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
     for (const key of keys) if (typeof key !== 'string') assertKey(key)
-    if (this.closed) throw new CacheClosedError('disk')
+    this.assertOpen()
     if (this.idle()) return this.readMany<T>(keys)
     return this.inOrder(keys, false, () => this.readMany<T>(keys))
   }
@@ -399,7 +400,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
    * operation issued after the call sees every item.
    */
   async setMany(items: readonly SetManyItem[]): Promise<void> {
-    if (this.closed) throw new CacheClosedError('disk')
+    this.assertOpen()
     // Check every key, TTL, value and size first so a bad item stores nothing.
     const prepared = items.map((item) => {
       assertKey(item.key)
@@ -414,7 +415,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   /** Every delete joins the group commit at once, in order, so an operation issued after the call sees them all. */
   async deleteMany(keys: readonly string[]): Promise<number> {
     for (const key of keys) if (typeof key !== 'string') assertKey(key)
-    if (this.closed) throw new CacheClosedError('disk')
+    this.assertOpen()
     const removed = await settledAll(keys.map((key) => this.delete(key)))
     return removed.filter(Boolean).length
   }
@@ -455,7 +456,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   private async shutdown(): Promise<void> {
     await this.afterWrites()
     this.flushTouches()
-    this.closed = true
+    this.markClosed()
     clearInterval(this.pruneTimer)
     clearTimeout(this.touchTimer)
     this.store.close()
@@ -464,7 +465,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   /** The live entry, read with one prepared statement; sync unless the value is in a file. */
   private read<T>(key: string): CacheEntry<T> | undefined | Promise<CacheEntry<T> | undefined> {
     if (typeof key !== 'string') assertKey(key)
-    if (this.closed) throw new CacheClosedError('disk')
+    this.assertOpen()
     if (this.idle()) return this.lookup<T>(key)
     return this.inOrder([key], false, () => this.lookup<T>(key))
   }
@@ -537,7 +538,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
     condition: Condition,
   ): Promise<boolean> {
     if (typeof key !== 'string') assertKey(key)
-    if (this.closed) throw new CacheClosedError('disk')
+    this.assertOpen()
     const ttlMs = this.ttl(ttl)
     return this.put(key, this.codec.encode(value), ttlMs, condition)
   }

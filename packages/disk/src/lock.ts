@@ -1,11 +1,5 @@
-import {
-  CacheClosedError,
-  CacheError,
-  type CacheObserver,
-  CacheTimeoutError,
-  CacheUnavailableError,
-  type IncidentLog,
-} from '@cache/core'
+import { CacheClosedError, CacheError, CacheTimeoutError, CacheUnavailableError } from '@cache/core'
+import type { CacheObserver, IncidentLog } from '@cache/core/backend'
 import { setTimeout as sleep } from 'node:timers/promises'
 import Database from 'better-sqlite3'
 import { type EntryStore, isBusy, isCorruption, type Recovery } from './store.js'

@@ -1,17 +1,15 @@
+import { type Duration, parseSize, type Size } from '@cache/core'
 import {
   type BaseBackendOptions,
   type CodecOptions,
   assertNamespace,
   checkOption,
   countOption,
-  type Duration,
   durationOption,
   fromMilliseconds,
-  parseSize,
   renamedOption,
-  type Size,
   ttlOption,
-} from '@cache/core'
+} from '@cache/core/backend'
 import { resolve } from 'node:path'
 import { defaultCachePath } from './paths.js'
 

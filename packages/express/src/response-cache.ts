@@ -1,6 +1,7 @@
 import { IncomingMessage, ServerResponse } from 'node:http'
 import { Duplex } from 'node:stream'
-import { type CacheBackend, CacheError, isGeneration, sameGenerations } from '@cache/core'
+import { type CacheBackend, CacheError } from '@cache/core'
+import { isGeneration, sameGenerations } from '@cache/core/backend'
 import {
   answerFromResult,
   HttpCache,

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
-import { sourceFingerprint } from '@cache/core'
+import { sourceFingerprint } from '@cache/core/backend'
 import { listeningAt } from '@cache/http'
 import { dispatchPosition, isMountedApp, type Layer, type RouterFrame, routerOf } from './dispatch.js'
 

@@ -1,13 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto'
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http'
-import {
-  type CacheBackend,
-  CacheConfigError,
-  type Duration,
-  getBackend,
-  invalidateTags,
-  sourceFingerprint,
-} from '@cache/core'
+import { type CacheBackend, CacheConfigError, type Duration, getBackend, invalidateTags } from '@cache/core'
+import { sourceFingerprint } from '@cache/core/backend'
 import {
   answerFromResult,
   HttpCache,

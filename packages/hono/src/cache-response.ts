@@ -1,14 +1,8 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
 import { createHash } from 'node:crypto'
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
-import {
-  CacheError,
-  type CacheEvent,
-  type CacheEventName,
-  type CacheStats,
-  type Duration,
-  sourceFingerprint,
-} from '@cache/core'
+import { CacheError, type CacheEvent, type CacheEventName, type CacheStats, type Duration } from '@cache/core'
+import { sourceFingerprint } from '@cache/core/backend'
 import {
   type HeaderList,
   HttpCache,

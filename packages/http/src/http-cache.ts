@@ -5,18 +5,20 @@ import {
   CacheError,
   type CacheEvent,
   type CacheEventName,
-  CacheObserver,
   type CacheStats,
-  currentGenerations,
-  currentGenerationsSync,
   type Duration,
   getBackend,
+} from '@cache/core'
+import {
+  CacheObserver,
+  currentGenerations,
+  currentGenerationsSync,
   registerInvalidationTarget,
   processLogger,
   renewGenerations,
   sameGenerations,
   tagVersionKey,
-} from '@cache/core'
+} from '@cache/core/backend'
 import { cacheControlValue, ttlFromResponse } from './cache-control.js'
 import { Flight, type Shared } from './flight.js'
 import { removeResponses } from './invalidate.js'

@@ -1,11 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http'
-import {
-  type CacheBackend,
-  type MinimalBackend,
-  onInvalidationTargets,
-  renewGenerations,
-  toBackend,
-} from '@cache/core'
+import type { CacheBackend, MinimalBackend } from '@cache/core'
+import { onInvalidationTargets, renewGenerations, toBackend } from '@cache/core/backend'
 import { Flight } from './flight.js'
 import { prefixVersionKey, urlVersionKey } from './options.js'
 import { siteKey, urlKeys } from './request-key.js'

@@ -2,16 +2,18 @@ import {
   type CacheBackend,
   type Duration,
   CacheConfigError,
-  generationKey,
   type MinimalBackend,
   parseDuration,
   parseSize,
-  prepareDefaultCache,
   type Size,
+} from '@cache/core'
+import {
+  generationKey,
+  prepareDefaultCache,
   toBackend,
   checkOption,
   durationOption,
-} from '@cache/core'
+} from '@cache/core/backend'
 import type { CacheControlRule, TtlFromResponse } from './cache-control.js'
 import { responseCachingFromEnv } from './switch.js'
 

@@ -1,10 +1,5 @@
-import {
-  type CacheBackend,
-  CacheUnsupportedError,
-  isGeneration,
-  isInternalKey,
-  sameGenerations,
-} from '@cache/core'
+import { type CacheBackend, CacheUnsupportedError } from '@cache/core'
+import { isGeneration, isInternalKey, sameGenerations } from '@cache/core/backend'
 import type { HttpCache } from './http-cache.js'
 import { isStoredResponse, type StoredResponse } from './stored-response.js'
 

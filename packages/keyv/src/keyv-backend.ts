@@ -1,33 +1,35 @@
 import {
-  assertIncrement,
-  assertKey,
-  assertSerializable,
-  type BaseBackendOptions,
   type CacheBackend,
   type CacheEntry,
   CacheNotANumberError,
   CacheSerializationError,
-  ObservedBackend,
   CacheTimeoutError,
   CacheUnavailableError,
   type Duration,
-  fromTaggedJson,
   isCacheError,
-  isListedKey,
   jsonSerializer,
+  type ListKeysOptions,
+  type SetManyItem,
+  ttlToMs,
+} from '@cache/core'
+import {
+  assertIncrement,
+  assertKey,
+  assertSerializable,
+  type BaseBackendOptions,
+  ObservedBackend,
+  fromTaggedJson,
+  isListedKey,
   KeyedQueue,
   keyFromWellFormed,
-  type ListKeysOptions,
   listPrefix,
-  type SetManyItem,
   toTaggedJson,
-  ttlToMs,
   wellFormedKey,
   ttlOption,
   durationOption,
   fromMilliseconds,
   renamedOption,
-} from '@cache/core'
+} from '@cache/core/backend'
 import { Keyv, type KeyvStoreAdapter } from 'keyv'
 
 /** Options of {@link keyvBackend}. */

@@ -1,12 +1,6 @@
 import { EventEmitter } from 'node:events'
-import {
-  type CacheBackend,
-  isCacheError,
-  isUnavailable,
-  listKeys,
-  type MinimalBackend,
-  toBackend,
-} from '@cache/core'
+import { type CacheBackend, isCacheError, isUnavailable, listKeys, type MinimalBackend } from '@cache/core'
+import { toBackend } from '@cache/core/backend'
 import type { KeyvStoreAdapter, StoredData } from 'keyv'
 
 /**

@@ -1,6 +1,4 @@
 import {
-  assertIncrement,
-  type BaseBackendOptions,
   type CacheBackend,
   CacheClosedError,
   CacheConflictError,
@@ -8,28 +6,32 @@ import {
   CacheNotANumberError,
   CacheValueTooLargeError,
   type CacheEvent,
+  type CacheEventName,
+  type Duration,
+  parseSize,
+  type SetManyItem,
+  type Size,
+  ttlToMs,
+} from '@cache/core'
+import {
+  assertIncrement,
+  type BaseBackendOptions,
   checkLogger,
   IncidentLog,
-  type CacheEventName,
   ObservedBackend,
   type Codec,
   type CodecOptions,
   createCodec,
-  type Duration,
   KeyedQueue,
   isInternalKey,
   parseServerList,
-  parseSize,
-  type SetManyItem,
-  type Size,
   SlowServerWatch,
-  ttlToMs,
   ttlOption,
   checkOption,
   countOption,
   durationOption,
   renamedOption,
-} from '@cache/core'
+} from '@cache/core/backend'
 import memjs from 'memjs'
 import { type Expiry, expiryFor, isExpired, keepExpiry, NEVER } from './expiry.js'
 import { type GenerationRead, Generations } from './generations.js'

@@ -1,4 +1,5 @@
-import { CacheConfigError, CacheKeyError, hashKey, wellFormedKey } from '@cache/core'
+import { CacheConfigError, CacheKeyError } from '@cache/core'
+import { hashKey, wellFormedKey } from '@cache/core/backend'
 
 /** memcached's key limit, in bytes. */
 export const MAX_KEY_BYTES = 250

@@ -1,10 +1,5 @@
-import {
-  CacheConfigError,
-  CacheTimeoutError,
-  CacheUnavailableError,
-  type Duration,
-  durationOption,
-} from '@cache/core'
+import { CacheConfigError, CacheTimeoutError, CacheUnavailableError, type Duration } from '@cache/core'
+import { durationOption } from '@cache/core/backend'
 import type memjs from 'memjs'
 import { type Done, LinkFailure, Opcode, type Response, send, sendNow, sendQuiet } from './protocol.js'
 import { KetamaRing, type RingServer } from './ring.js'

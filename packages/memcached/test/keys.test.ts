@@ -1,4 +1,4 @@
-import { hashKey } from '@cache/core'
+import { hashKey } from '@cache/core/backend'
 import { startMemcached } from '@cache/test-servers'
 import { afterAll, describe, expect, it } from 'vitest'
 import { KeyMapper, MAX_KEY_BYTES } from '../src/keys.js'

@@ -1,28 +1,30 @@
 import {
-  assertIncrement,
-  assertKey,
-  assertSerializable,
-  type BaseBackendOptions,
   CacheClosedError,
   type CacheBackend,
   type CacheEntry,
   CacheNotANumberError,
-  ObservedBackend,
   CacheValueTooLargeError,
   type Duration,
-  isListedKey,
-  KeyedQueue,
   type ListKeysOptions,
-  listPrefix,
   parseSize,
   type SetManyItem,
   type Size,
-  type SyncAccess,
   ttlToMs,
+} from '@cache/core'
+import {
+  assertIncrement,
+  assertKey,
+  assertSerializable,
+  type BaseBackendOptions,
+  ObservedBackend,
+  isListedKey,
+  KeyedQueue,
+  listPrefix,
+  type SyncAccess,
   ttlOption,
   checkOption,
   countOption,
-} from '@cache/core'
+} from '@cache/core/backend'
 import { LRUCache } from 'lru-cache'
 import { cloneValue } from './clone.js'
 import { coarseNow, preciseNow } from './clock.js'

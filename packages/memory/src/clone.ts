@@ -1,5 +1,6 @@
 import { deserialize, serialize } from 'node:v8'
-import { assertStructuredClonable, CacheSerializationError } from '@cache/core'
+import { CacheSerializationError } from '@cache/core'
+import { assertStructuredClonable } from '@cache/core/backend'
 
 /**
  * A deep copy through V8's serializer (Buffers stay Buffers, cycles are kept). What V8 would not

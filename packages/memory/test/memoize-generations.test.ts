@@ -4,7 +4,8 @@
  * write or delete of the state, a cleared backend, eviction followed by an invalidation) must
  * still turn the next call into a miss, and never bring back a result from before.
  */
-import { cached, generationKey, invalidateTags } from '@cache/core'
+import { cached, invalidateTags } from '@cache/core'
+import { generationKey } from '@cache/core/backend'
 import { describe, expect, it } from 'vitest'
 import { memoryBackend } from '../src/index.js'
 

@@ -1,4 +1,5 @@
-import { countOption, type Duration, durationOption } from '@cache/core'
+import type { Duration } from '@cache/core'
+import { countOption, durationOption } from '@cache/core/backend'
 
 /** Options of the circuit breaker kept for each level. */
 export interface BreakerOptions {

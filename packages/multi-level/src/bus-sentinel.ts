@@ -1,7 +1,7 @@
 import { lookup } from 'node:dns/promises'
 import { isIP } from 'node:net'
 import type { RedisClientLike } from './redis-clients.js'
-import { sentinelConnection } from '@cache/core'
+import { sentinelConnection } from '@cache/core/backend'
 
 /** What the watch needs from ioredis: a client constructor. */
 export type RedisConstructor = new (

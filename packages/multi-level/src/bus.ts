@@ -1,16 +1,13 @@
 import { randomUUID } from 'node:crypto'
 import { EventEmitter } from 'node:events'
+import { CacheClosedError, CacheConfigError, type CacheLogger, type Duration } from '@cache/core'
 import {
-  CacheClosedError,
-  CacheConfigError,
-  type CacheLogger,
   checkLogger,
-  type Duration,
   IncidentLog,
   durationOption,
   fromMilliseconds,
   renamedOption,
-} from '@cache/core'
+} from '@cache/core/backend'
 import {
   type Decoded,
   decode,

@@ -1,11 +1,5 @@
-import {
-  type CacheEvent,
-  type CacheEventName,
-  type CacheObserver,
-  CacheUnavailableError,
-  formatDuration,
-  type IncidentLog,
-} from '@cache/core'
+import { type CacheEvent, type CacheEventName, CacheUnavailableError, formatDuration } from '@cache/core'
+import type { CacheObserver, IncidentLog } from '@cache/core/backend'
 import { isCallerError } from './caller-error.js'
 import type { Level } from './level.js'
 

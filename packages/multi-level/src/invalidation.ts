@@ -1,4 +1,4 @@
-import type { CacheObserver } from '@cache/core'
+import type { CacheObserver } from '@cache/core/backend'
 import { type InvalidationBus, type InvalidationMessage, newOrigin } from './bus.js'
 import type { LevelHealth } from './health.js'
 import type { Level } from './level.js'

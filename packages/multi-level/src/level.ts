@@ -1,4 +1,5 @@
-import type { CacheBackend, SyncAccess } from '@cache/core'
+import type { CacheBackend } from '@cache/core'
+import type { SyncAccess } from '@cache/core/backend'
 import { type BreakerOptions, type BreakerState, CircuitBreaker } from './breaker.js'
 import { isPartialFailure } from './health.js'
 

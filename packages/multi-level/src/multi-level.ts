@@ -1,25 +1,27 @@
 import {
-  assertIncrement,
-  assertKey,
   CacheClosedError,
   type CacheBackend,
   type CacheEntry,
   CacheConfigError,
   type CacheLogger,
-  checkLogger,
-  IncidentLog,
-  CacheObserver,
   type CacheStats,
-  compareAndDelete,
   type Duration,
-  isGenerationKey,
   type ListKeysOptions,
   type MinimalBackend,
   type SetManyItem,
-  toBackend,
   ttlToMs,
-  durationOption,
 } from '@cache/core'
+import {
+  assertIncrement,
+  assertKey,
+  checkLogger,
+  IncidentLog,
+  CacheObserver,
+  compareAndDelete,
+  isGenerationKey,
+  toBackend,
+  durationOption,
+} from '@cache/core/backend'
 import type { BreakerOptions } from './breaker.js'
 import type { InvalidationBus } from './bus.js'
 import { LevelHealth, type MultiLevelEvent, type MultiLevelEventName } from './health.js'

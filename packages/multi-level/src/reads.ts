@@ -1,4 +1,5 @@
-import { assertKey, type CacheEntry, type CacheObserver } from '@cache/core'
+import type { CacheEntry } from '@cache/core'
+import { assertKey, type CacheObserver } from '@cache/core/backend'
 import type { LevelHealth } from './health.js'
 import type { Level } from './level.js'
 import type { ReadGuard, ReadGuards } from './read-guard.js'

@@ -3,7 +3,8 @@
  * ioredis options, a client), with settings for publishing (fail fast) and subscribing (queue the
  * SUBSCRIBE until connected), and closed without waiting on a server that never answered.
  */
-import { CacheConfigError, parseRedisUrl, unrefRedisClient } from '@cache/core'
+import { CacheConfigError } from '@cache/core'
+import { parseRedisUrl, unrefRedisClient } from '@cache/core/backend'
 
 /** The part of an ioredis client (`Redis` or `Cluster`) the bus uses. */
 export interface RedisClientLike {

@@ -13,10 +13,9 @@ import {
   configureCache,
   createBackendFromConfig,
   getBackend,
-  loadInstalledPackage,
-  type PackageLoader,
   resetCache,
 } from '@cache/core'
+import { loadInstalledPackage, type PackageLoader } from '@cache/core/backend'
 import { redisBackend } from '@cache/redis'
 import { type MemcachedServer, type RedisServer, startMemcached, startRedis } from '@cache/test-servers'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'

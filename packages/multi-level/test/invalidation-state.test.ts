@@ -1,4 +1,5 @@
-import { CacheUnavailableError, cached, generationKey, invalidateTags } from '@cache/core'
+import { CacheUnavailableError, cached, invalidateTags } from '@cache/core'
+import { generationKey } from '@cache/core/backend'
 import { memoryBackend } from '@cache/memory'
 import { redisBackend } from '@cache/redis'
 import { type RedisServer, startRedis } from '@cache/test-servers'

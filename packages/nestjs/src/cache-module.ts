@@ -14,10 +14,10 @@ import {
   type ConfigureOptions,
   configureCache,
   getBackend,
-  isMinimalBackend,
   type MinimalBackend,
   resetCache,
 } from '@cache/core'
+import { isMinimalBackend } from '@cache/core/backend'
 import { installFront } from './front-install.js'
 import { CACHE_BACKEND } from './tokens.js'
 import { moduleBackendTarget } from './invalidation-targets.js'

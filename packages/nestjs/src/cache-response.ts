@@ -11,14 +11,8 @@ import {
   SetMetadata,
   UseInterceptors,
 } from '@nestjs/common'
-import {
-  type CacheBackend,
-  CacheConfigError,
-  type Duration,
-  type MinimalBackend,
-  processLogger,
-  sourceFingerprint,
-} from '@cache/core'
+import { type CacheBackend, CacheConfigError, type Duration, type MinimalBackend } from '@cache/core'
+import { processLogger, sourceFingerprint } from '@cache/core/backend'
 import {
   answerFromResult,
   HttpCache,

@@ -1,7 +1,8 @@
 import type { Server } from 'node:http'
 import { VersioningType } from '@nestjs/common'
 import type { ApplicationConfig, HttpAdapterHost, ModulesContainer } from '@nestjs/core'
-import { type CacheBackend, CacheConfigError, toBackend } from '@cache/core'
+import { type CacheBackend, CacheConfigError } from '@cache/core'
+import { toBackend } from '@cache/core/backend'
 import { type CacheResponseOptions, cacheOptionsOf, httpCacheFor } from './cache-response.js'
 import { FrontDoor } from './front.js'
 

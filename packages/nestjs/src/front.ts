@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } from 'node:http'
-import { type CacheBackend, isGeneration } from '@cache/core'
+import type { CacheBackend } from '@cache/core'
+import { isGeneration } from '@cache/core/backend'
 import {
   answerFromResult,
   type HttpCache,

@@ -1,4 +1,5 @@
-import { type CacheBackend, type MinimalBackend, registerInvalidationTarget, toBackend } from '@cache/core'
+import type { CacheBackend, MinimalBackend } from '@cache/core'
+import { registerInvalidationTarget, toBackend } from '@cache/core/backend'
 
 /**
  * `invalidateTags()` and the response invalidations called without `backend` reach the default

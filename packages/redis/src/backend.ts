@@ -1,35 +1,37 @@
 import type { ConnectionOptions } from 'node:tls'
 import {
+  type CacheBackend,
+  CacheConfigError,
+  CacheConflictError,
+  type CacheEntry,
+  CacheUnavailableError,
+  type Duration,
+  jsonSerializer,
+  type ListKeysOptions,
+  parseDuration,
+  type SetManyItem,
+  ttlToMs,
+} from '@cache/core'
+import {
   assertIncrement,
   assertKey,
   type BaseBackendOptions,
   checkLogger,
-  type CacheBackend,
-  CacheConfigError,
-  CacheConflictError,
   countOption,
   durationOption,
-  type CacheEntry,
-  CacheUnavailableError,
   ObservedBackend,
   type Codec,
   type CodecOptions,
   createCodec,
-  type Duration,
   isListedKey,
-  jsonSerializer,
   KeyedQueue,
   keyFromWellFormed,
-  type ListKeysOptions,
   listPrefix,
   parseTagged,
-  parseDuration,
-  type SetManyItem,
   stringifyTagged,
-  ttlToMs,
   wellFormedKey,
   ttlOption,
-} from '@cache/core'
+} from '@cache/core/backend'
 import type { ChainableCommander, Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis'
 import type { RedisClient, RedisConnection } from './client.js'
 import { Coalescer } from './coalesce.js'

@@ -1,4 +1,4 @@
-import type { CacheObserver } from '@cache/core'
+import type { CacheObserver } from '@cache/core/backend'
 import type { Redis } from 'ioredis'
 import type { Connection } from './connection.js'
 import { GET_EACH } from './scripts.js'

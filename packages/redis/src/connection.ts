@@ -1,14 +1,11 @@
 import {
   CacheClosedError,
-  type CacheObserver,
   CacheTimeoutError,
   CacheUnavailableError,
-  IncidentLog,
   isUnavailable,
   type LoggerOption,
-  SlowServerWatch,
-  unrefRedisClient,
 } from '@cache/core'
+import { type CacheObserver, IncidentLog, SlowServerWatch, unrefRedisClient } from '@cache/core/backend'
 import type { Cluster, Redis } from 'ioredis'
 import {
   addressOf,

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto'
-import { CacheError, type CacheObserver } from '@cache/core'
+import { CacheError } from '@cache/core'
+import type { CacheObserver } from '@cache/core/backend'
 import calculateSlot from 'cluster-key-slot'
 import type { Connection } from './connection.js'
 import { CacheReplicationError, type Replication } from './replication.js'

@@ -1,12 +1,6 @@
 import { randomUUID } from 'node:crypto'
-import {
-  type CacheObserver,
-  CacheUnavailableError,
-  countOption,
-  type Duration,
-  durationOption,
-  unrefRedisClient,
-} from '@cache/core'
+import { CacheUnavailableError, type Duration } from '@cache/core'
+import { type CacheObserver, countOption, durationOption, unrefRedisClient } from '@cache/core/backend'
 import type { Redis } from 'ioredis'
 import { translateError } from './errors.js'
 

@@ -1,4 +1,4 @@
-import { type CacheObserver, sentinelConnection, unrefRedisClient } from '@cache/core'
+import { type CacheObserver, sentinelConnection, unrefRedisClient } from '@cache/core/backend'
 import { Redis, type RedisOptions } from 'ioredis'
 import { translateError } from './errors.js'
 

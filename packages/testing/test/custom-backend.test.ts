@@ -1,5 +1,6 @@
 import { deserialize, serialize } from 'node:v8'
-import { defineBackend, isListedKey, type MinimalBackend, ttlToMs } from '@cache/core'
+import { defineBackend, type MinimalBackend, ttlToMs } from '@cache/core'
+import { isListedKey } from '@cache/core/backend'
 import { runConformance } from '../src/index.js'
 
 /**
