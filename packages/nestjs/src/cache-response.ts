@@ -193,6 +193,8 @@ export class CacheResponseInterceptor implements NestInterceptor {
       refreshes.delete(id)
     }
     const outer = new OuterInterceptorWatch(http.getResponse())
+    const setBefore = outer.statusSetBefore(view.method, handler)
+    if (setBefore !== undefined) view.bypass ??= setBefore
     const result = cache.lookup(view, {
       revalidate: (refresh) => revalidate(platform.req, refresh),
       verdict: outer.verdict,
