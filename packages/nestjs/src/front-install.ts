@@ -1,12 +1,16 @@
+import { createHash } from 'node:crypto'
 import type { Server } from 'node:http'
 import { VersioningType } from '@nestjs/common'
 import type { ApplicationConfig, HttpAdapterHost, ModulesContainer } from '@nestjs/core'
 import { type CacheBackend, CacheConfigError, toBackend } from '@cache/core'
 import { type CacheResponseOptions, cacheOptionsOf, httpCacheFor } from './cache-response.js'
 import { FrontDoor } from './front.js'
+import { fingerprintValue, handlerFingerprint } from './handler-sites.js'
 
 /** Nest's metadata key for a route's path: a method that has it is a route handler. */
 const PATH_METADATA = 'path'
+/** Nest's metadata key for a module's path (`RouterModule`), alone or followed by the application's id. */
+const MODULE_PATH = '__module_path__'
 
 /**
  * Puts a {@link FrontDoor} before the platform on the application's Node server, for the handlers
@@ -20,7 +24,8 @@ export function installFront(
   config: ApplicationConfig,
   backend: CacheBackend,
 ): void {
-  const flagged = flaggedHandlers(modules)
+  const handlers = routeHandlers(modules)
+  const flagged = flaggedHandlers(handlers)
   if (flagged.length === 0) return
   const versioning = config.getVersioning()
   if (versioning?.type === VersioningType.CUSTOM)
@@ -34,7 +39,7 @@ export function installFront(
       : versioning?.type === VersioningType.MEDIA_TYPE
         ? ['accept']
         : []
-  const door = new FrontDoor(routingHeaders)
+  const door = new FrontDoor(routingHeaders, applicationFingerprint(handlers, config))
   for (const { options } of flagged) {
     const own = options.backend ?? backend
     // Only an in-process backend answers before the request goes on; the others leave it to Nest.
@@ -51,31 +56,70 @@ export function installFront(
   door.install(server)
 }
 
-/** The route handlers whose `@CacheResponse` (of the method, else of the controller) sets the flag. */
-function flaggedHandlers(modules: ModulesContainer): { name: string; options: CacheResponseOptions }[] {
-  const found: { name: string; options: CacheResponseOptions }[] = []
+/** A route handler of the application: its controller, its method's name and function, its module's path. */
+interface RouteHandler {
+  owner: Function
+  name: string
+  handler: Function
+  modulePath: unknown
+}
+
+/** Every route handler of the application, in the order Nest registers their routes. */
+function routeHandlers(modules: ModulesContainer): RouteHandler[] {
+  const found: RouteHandler[] = []
   const api = Reflect as unknown as { getMetadata?(key: unknown, target: object): unknown }
+  if (api.getMetadata === undefined) return found
   for (const module of modules.values()) {
+    // As Nest's RoutesResolver reads it: a RouterModule path for this application, else the module's own.
+    const modulePath =
+      api.getMetadata(MODULE_PATH + modules.applicationId, module.metatype) ??
+      api.getMetadata(MODULE_PATH, module.metatype)
     for (const wrapper of module.controllers.values()) {
-      const type = wrapper.metatype
-      if (typeof type !== 'function' || api.getMetadata === undefined) continue
-      const ofClass = cacheOptionsOf(type)
+      const owner = wrapper.metatype
+      if (typeof owner !== 'function') continue
       const seen = new Set<string>()
       for (
-        let proto = type.prototype;
+        let proto = owner.prototype;
         proto && proto !== Object.prototype;
         proto = Object.getPrototypeOf(proto)
       ) {
         for (const name of Object.getOwnPropertyNames(proto)) {
           if (name === 'constructor' || seen.has(name)) continue
           seen.add(name)
-          const method = Object.getOwnPropertyDescriptor(proto, name)?.value
-          if (typeof method !== 'function' || api.getMetadata(PATH_METADATA, method) === undefined) continue
-          const options = cacheOptionsOf(method) ?? ofClass
-          if (options?.frontSkipsAllMiddleware === true) found.push({ name: `${type.name}.${name}`, options })
+          const handler = Object.getOwnPropertyDescriptor(proto, name)?.value
+          if (typeof handler !== 'function' || api.getMetadata(PATH_METADATA, handler) === undefined) continue
+          found.push({ owner, name, handler, modulePath })
         }
       }
     }
   }
   return found
+}
+
+/** The route handlers whose `@CacheResponse` (of the method, else of the controller) sets the flag. */
+function flaggedHandlers(handlers: RouteHandler[]): { name: string; options: CacheResponseOptions }[] {
+  const found: { name: string; options: CacheResponseOptions }[] = []
+  for (const { owner, name, handler } of handlers) {
+    const options = cacheOptionsOf(handler) ?? cacheOptionsOf(owner)
+    if (options?.frontSkipsAllMiddleware === true) found.push({ name: `${owner.name}.${name}`, options })
+  }
+  return found
+}
+
+/**
+ * What decides which handler answers a URL and what it answers, for the whole application: every
+ * route handler in registration order (controller and method by name and code, every decorator's
+ * metadata: path, version, host, guards, …; its module's path), the global prefix and versioning.
+ * An application restarted in the process on the same address with other handlers (HMR, a test
+ * suite reusing a port) gets another fingerprint, so its front never answers with the entries the
+ * other one made; the same code restarted, or a replica, gets the same one.
+ */
+function applicationFingerprint(handlers: RouteHandler[], config: ApplicationConfig): string {
+  const parts = [
+    `prefix ${fingerprintValue(config.getGlobalPrefix())} ${fingerprintValue(config.getGlobalPrefixOptions())}`,
+    `versioning ${fingerprintValue(config.getVersioning() ?? null)}`,
+  ]
+  for (const { owner, name, handler, modulePath } of handlers)
+    parts.push(`${fingerprintValue(modulePath ?? null)} ${name} ${handlerFingerprint(owner, handler)}`)
+  return createHash('sha256').update(parts.join('\n')).digest('base64url').slice(0, 22)
 }

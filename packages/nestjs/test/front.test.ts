@@ -19,6 +19,7 @@ import {
   Injectable,
   Module,
   Req,
+  UseGuards,
   VersioningType,
 } from '@nestjs/common'
 import { APP_GUARD, NestFactory } from '@nestjs/core'
@@ -120,6 +121,7 @@ async function frontApp(
     controllers?: Function[]
     before?: (app: INestApplication) => void | Promise<void>
     fastify?: ConstructorParameters<typeof FastifyAdapter>[0]
+    port?: number
   } = {},
 ) {
   const backend = options.backend ?? memoryBackend()
@@ -128,6 +130,7 @@ async function frontApp(
     appModule(backend, options.controllers),
     options.before,
     options.fastify,
+    options.port,
   )
   apps.push(started.app)
   const seen = started.app.get(Seen)
@@ -411,5 +414,108 @@ describe.each(PLATFORMS)('two Nest applications in one process on one backend (p
       route: 'open',
       run: 1,
     })
+  })
+})
+
+class DenyAll implements CanActivate {
+  canActivate(): boolean {
+    return false
+  }
+}
+
+/** The second application's /front/open: guarded, without the flag; its front is on for /front/b. */
+@Controller('front')
+class GuardedOpenController {
+  @Get('open')
+  @UseGuards(DenyAll)
+  @CacheResponse({ ttl: 60, tags: ['front-open'], now: clock })
+  open() {
+    return { app: 'two', admin: true }
+  }
+
+  @Get('b')
+  @CacheResponse({ ttl: 60, frontSkipsAllMiddleware: true, now: clock })
+  b() {
+    return { app: 'two', route: 'b' }
+  }
+}
+
+/** Only a guarded /front/open without the flag, registered before FrontController's (Express routes to the first). */
+@Controller('front')
+class GuardedOpenOnlyController {
+  @Get('open')
+  @UseGuards(DenyAll)
+  @CacheResponse({ ttl: 60, now: clock })
+  open() {
+    return { app: 'two', admin: true }
+  }
+}
+
+type FrontApp = Awaited<ReturnType<typeof frontApp>>
+
+/** Closes `first` and starts another application on its address (an in-process restart, as HMR does). */
+async function restartOnSameAddress(
+  platform: PlatformName,
+  first: FrontApp,
+  options: Parameters<typeof frontApp>[1] = {},
+): Promise<FrontApp> {
+  apps.splice(apps.indexOf(first.app), 1)
+  await first.app.close()
+  return frontApp(platform, { ...options, port: first.port })
+}
+
+describe.each(PLATFORMS)(
+  'Nest applications one after the other on one address and backend (platform-%s)',
+  (platform) => {
+    it("the second one's front never answers with the first one's entries (a guarded handler without the flag)", async () => {
+      const backend = memoryBackend()
+      const one = await frontApp(platform, { backend })
+      await one.through('/front/open')
+      expect((await one.through('/front/open')).nest).toBe(false)
+      const two = await restartOnSameAddress(platform, one, { backend, controllers: [GuardedOpenController] })
+      for (let i = 0; i < 2; i++) {
+        const denied = await two.through('/front/open')
+        expect(denied.nest).toBe(true)
+        expect(denied.reply.status).toBe(403)
+      }
+    })
+
+    it('the second one never answers a URL it does not route (a global prefix added)', async () => {
+      const backend = memoryBackend()
+      const one = await frontApp(platform, { backend })
+      await one.through('/front/open')
+      const two = await restartOnSameAddress(platform, one, {
+        backend,
+        before: (app) => void app.setGlobalPrefix('api'),
+      })
+      const old = await two.through('/front/open')
+      expect(old.reply.status).toBe(404)
+      expect(old.reply.headers['cache-status']).toBeUndefined()
+    })
+
+    it('the same application restarted on that address answers from the entries it made', async () => {
+      const backend = memoryBackend()
+      const one = await frontApp(platform, { backend })
+      await one.through('/front/open')
+      const again = await restartOnSameAddress(platform, one, { backend })
+      const hit = await again.through('/front/open')
+      expect(hit.nest).toBe(false)
+      expect(hit.body).toEqual({ route: 'open', run: 1 })
+    })
+  },
+)
+
+describe('Nest applications one after the other on one address and backend (platform-express)', () => {
+  it('a guarded handler without the flag registered before the same flagged handler is never answered by the front', async () => {
+    const backend = memoryBackend()
+    const one = await frontApp('express', { backend })
+    await one.through('/front/open')
+    const two = await restartOnSameAddress('express', one, {
+      backend,
+      controllers: [GuardedOpenOnlyController, FrontController],
+    })
+    const denied = await two.through('/front/open')
+    expect(denied.nest).toBe(true)
+    expect(denied.reply.status).toBe(403)
   })
 })
