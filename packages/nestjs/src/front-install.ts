@@ -16,7 +16,8 @@ const MODULE_PATH = '__module_path__'
  * Puts a {@link FrontDoor} before the platform on the application's Node server, for the handlers
  * marked `frontSkipsAllMiddleware` (none: nothing is installed). Runs once routes are registered
  * and versioning is settled. Custom versioning picks a handler by a function of the platform's
- * request, which the front cannot run: a `CacheConfigError` stops the application.
+ * request, which the front cannot run, as do Fastify's `rewriteUrl` and route constraints other
+ * than `host`: a `CacheConfigError` stops the application.
  */
 export function installFront(
   host: HttpAdapterHost,
@@ -33,6 +34,8 @@ export function installFront(
       'frontSkipsAllMiddleware',
       `${flagged[0]!.name} is marked frontSkipsAllMiddleware, but the application uses custom versioning: the handler of a URL is chosen by a function of the request that the front cannot run, so it could answer one version's request with another's entry. Remove the flag, or front: true from CacheModule`,
     )
+  if (host.httpAdapter?.getType?.() === 'fastify')
+    refuseFastifyRouting(host.httpAdapter.getInstance(), handlers, flagged[0]!.name)
   const routingHeaders =
     versioning?.type === VersioningType.HEADER
       ? [versioning.header.toLowerCase()]
@@ -54,6 +57,45 @@ export function installFront(
       'the application has no Node HTTP server to serve in front of (CacheModule front: true works on platform-express and platform-fastify)',
     )
   door.install(server)
+}
+
+/** Nest's metadata key for `@RouteConstraints` (platform-fastify). */
+const FASTIFY_ROUTE_CONSTRAINTS = '__fastify_route_constraints__'
+
+/**
+ * On Fastify, routing that depends on the request in ways the front cannot see stops the
+ * application: `rewriteUrl` (a function of the request that may send one URL to another handler
+ * for some clients: the front would answer them with the entry of the URL as it arrived), and a
+ * route constraint other than `host` (the key holds the host; a strategy of the application's
+ * own, on a header, may route one URL to two handlers).
+ */
+function refuseFastifyRouting(instance: unknown, handlers: RouteHandler[], marked: string): void {
+  if (fastifyOptions(instance)?.rewriteUrl !== undefined)
+    throw new CacheConfigError(
+      'frontSkipsAllMiddleware',
+      `${marked} is marked frontSkipsAllMiddleware, but the Fastify instance has rewriteUrl: it may route a URL to another handler for some requests, before any route runs, and the front answers before it with the entry of the URL as it arrived. Remove the flag, front: true from CacheModule, or rewriteUrl`,
+    )
+  const api = Reflect as unknown as { getMetadata?(key: unknown, target: object): unknown }
+  for (const { owner, name, handler } of handlers) {
+    const constraints = api.getMetadata?.(FASTIFY_ROUTE_CONSTRAINTS, handler)
+    if (constraints === null || typeof constraints !== 'object') continue
+    const other = Object.keys(constraints).find((constraint) => constraint !== 'host')
+    if (other !== undefined)
+      throw new CacheConfigError(
+        'frontSkipsAllMiddleware',
+        `${marked} is marked frontSkipsAllMiddleware, but ${owner.name}.${name} has the route constraint ${other}: Fastify may route one URL to two handlers by a function of the request that the front cannot run, so it could answer a request with another handler's entry. Remove the flag, front: true from CacheModule, or the constraint`,
+      )
+  }
+}
+
+/** The options a Fastify instance was created with (kept under Fastify's `fastify.options` symbol). */
+function fastifyOptions(instance: unknown): { rewriteUrl?: unknown } | undefined {
+  if (instance === null || typeof instance !== 'object') return undefined
+  const key = Object.getOwnPropertySymbols(instance).find(
+    (symbol) => symbol.description === 'fastify.options',
+  )
+  const options = key === undefined ? undefined : (instance as Record<symbol, unknown>)[key]
+  return options !== null && typeof options === 'object' ? options : undefined
 }
 
 /** A route handler of the application: its controller, its method's name and function, its module's path. */

@@ -24,7 +24,8 @@ import {
 } from '@nestjs/common'
 import { APP_GUARD, NestFactory } from '@nestjs/core'
 import { ExpressAdapter } from '@nestjs/platform-express'
-import { FastifyAdapter } from '@nestjs/platform-fastify'
+import { FastifyAdapter, RouteConstraints } from '@nestjs/platform-fastify'
+import type { FastifyInstance } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
 import {
   CacheModule,
@@ -277,20 +278,16 @@ describe.each(PLATFORMS)('the front door (platform-%s)', (platform) => {
     expect(hit.body).toEqual({ route: 'open', run: 1 })
     expect((await through('/front/open')).reply.status).toBe(404)
   })
+})
 
-  it('never answers with an entry made for a URL rewritten on the way to the handler', async () => {
-    const rewrite = (headers: Record<string, unknown>) => headers['x-rewrite'] === 'b'
-    const { through } = await frontApp(platform, {
+describe('the front door and a URL rewritten on the way (platform-express)', () => {
+  it('never answers with an entry made for a URL middleware rewrote', async () => {
+    const { through } = await frontApp('express', {
       before: (app) => {
-        if (platform === 'express')
-          app.use((req: any, _res: unknown, next: () => void) => {
-            if (rewrite(req.headers) && req.url === '/front/open') req.url = '/front/b'
-            next()
-          })
-      },
-      fastify: {
-        rewriteUrl: (req) =>
-          rewrite(req.headers) && req.url === '/front/open' ? '/front/b' : (req.url ?? '/'),
+        app.use((req: any, _res: unknown, next: () => void) => {
+          if (req.headers['x-rewrite'] === 'b' && req.url === '/front/open') req.url = '/front/b'
+          next()
+        })
       },
     })
     const rewritten = await through('/front/open', { 'x-rewrite': 'b' })
@@ -300,6 +297,113 @@ describe.each(PLATFORMS)('the front door (platform-%s)', (platform) => {
       expect(open.body).toEqual({ route: 'open', run: 1 })
     }
     expect((await through('/front/open')).nest).toBe(false)
+  })
+})
+
+/** /front/open twice: marked, and for requests with `x-beta: 1` (a constraint of the application's own strategy) without the flag. */
+@Controller('front')
+class BetaConstrainedController {
+  @Get('open')
+  @CacheResponse({ ttl: 60, frontSkipsAllMiddleware: true, now: clock })
+  open() {
+    return { route: 'open' }
+  }
+
+  @Get('open')
+  @RouteConstraints({ beta: '1' })
+  @CacheResponse({ ttl: 60, now: clock })
+  beta() {
+    return { route: 'beta' }
+  }
+}
+
+/** A constraint strategy routing on the `x-beta` request header. */
+const betaStrategy: Parameters<FastifyInstance['addConstraintStrategy']>[0] = {
+  name: 'beta',
+  storage() {
+    const handlers = new Map<unknown, any>()
+    return {
+      get: (value) => handlers.get(value) ?? null,
+      set: (value, handler) => void handlers.set(value, handler),
+    }
+  },
+  deriveConstraint: (req) => req.headers['x-beta'] as string,
+  mustMatchWhenDerived: false,
+}
+
+/** Starts an app on Fastify, expecting `app.listen()` to reject. */
+async function refusedOnFastify(
+  module: new (...args: never[]) => unknown,
+  options: ConstructorParameters<typeof FastifyAdapter>[0],
+  before?: (app: INestApplication) => void,
+) {
+  const app = await NestFactory.create(module, new FastifyAdapter(options), {
+    logger: false,
+    abortOnError: false,
+  })
+  apps.push(app)
+  before?.(app)
+  return app.listen(0, '127.0.0.1')
+}
+
+describe('the front door and routing the front cannot see (platform-fastify)', () => {
+  const rewriteUrl = (req: { url?: string; headers: Record<string, unknown> }) =>
+    req.headers['x-beta'] === '1' && req.url === '/front/open' ? '/front/b' : (req.url ?? '/')
+
+  it('rewriteUrl: the application does not start, with a CacheConfigError naming the option', async () => {
+    const started = refusedOnFastify(appModule(memoryBackend()), { rewriteUrl })
+    await expect(started).rejects.toThrow(CacheConfigError)
+    await expect(started).rejects.toThrow(/frontSkipsAllMiddleware.*rewriteUrl/)
+  })
+
+  it('rewriteUrl without a marked handler: the application starts, and its rewrite holds', async () => {
+    @Controller('front')
+    class UnmarkedController {
+      @Get('open')
+      @CacheResponse({ ttl: 60 })
+      open() {
+        return { route: 'open' }
+      }
+      @Get('b')
+      @CacheResponse({ ttl: 60 })
+      b() {
+        return { route: 'b' }
+      }
+    }
+    const { get } = await frontApp('fastify', { controllers: [UnmarkedController], fastify: { rewriteUrl } })
+    await get('/front/open')
+    expect(JSON.parse((await get('/front/open', { 'x-beta': '1' })).text)).toEqual({ route: 'b' })
+  })
+
+  it("a route constraint of the application's own strategy: the application does not start", async () => {
+    const started = refusedOnFastify(
+      appModule(memoryBackend(), [BetaConstrainedController]),
+      {},
+      (app) =>
+        void (app.getHttpAdapter() as FastifyAdapter)
+          .getInstance<FastifyInstance>()
+          .addConstraintStrategy(betaStrategy),
+    )
+    await expect(started).rejects.toThrow(CacheConfigError)
+    await expect(started).rejects.toThrow(/frontSkipsAllMiddleware.*BetaConstrainedController\.beta.*beta/)
+  })
+
+  it('a host constraint (part of the key): the application starts', async () => {
+    @Controller('front')
+    class HostController {
+      @Get('open')
+      @RouteConstraints({ host: '127.0.0.1' })
+      @CacheResponse({ ttl: 60, frontSkipsAllMiddleware: true, now: clock })
+      open() {
+        return { route: 'open' }
+      }
+    }
+    const { through } = await frontApp('fastify', { controllers: [HostController] })
+    await through('/front/open', { host: '127.0.0.1' })
+    const hit = await through('/front/open', { host: '127.0.0.1' })
+    expect(hit.nest).toBe(false)
+    expect(hit.body).toEqual({ route: 'open' })
+    expect((await through('/front/open', { host: 'other.example' })).reply.status).toBe(404)
   })
 })
 
