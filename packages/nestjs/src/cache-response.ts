@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { request as httpRequest, type IncomingMessage, ServerResponse } from 'node:http'
 import {
   applyDecorators,
@@ -12,21 +12,21 @@ import {
   UseInterceptors,
 } from '@nestjs/common'
 import { type CacheBackend, CacheConfigError, type Duration, type MinimalBackend } from '@cache/core'
-import { processLogger, sourceFingerprint } from '@cache/core/backend'
+import { processLogger } from '@cache/core/backend'
 import {
   answerFromResult,
   HttpCache,
   type HttpCacheOptions,
   type HttpRequestView,
   type LookupResult,
-  listeningAt,
   type Refresh,
   recordNodeResponse,
   resolveHttpCacheOptions,
 } from '@cache/http'
 import { from, mergeMap, type Observable, of } from 'rxjs'
 import { frontPassOf } from './front.js'
-import { CACHE_BACKEND } from './tokens.js'
+import { declare, siteOf } from './handler-sites.js'
+import { CACHE_BACKEND, CACHE_RESPONSE_OPTIONS } from './tokens.js'
 import { registerHandlerBackend } from './invalidation-targets.js'
 import { OuterInterceptorWatch } from './outer-interceptors.js'
 
@@ -43,14 +43,13 @@ export interface CacheResponseOptions extends HttpCacheOptions<any> {
    * true })`, which replays fresh hits from an in-process backend before Nest runs: **for those
    * hits no middleware, guard, interceptor, pipe or exception filter runs**, nor Express or Fastify
    * (their hooks included). Only for handlers whose stored response is the whole answer, the same
-   * for every client. Not with `key` or `bypass` (functions of the platform's request, which the
-   * front does not have): a `CacheConfigError`. Default: `false`.
+   * for every client, at a URL no middleware rewrites for some requests (the front answers by the
+   * URL as it arrived; on Fastify, `rewriteUrl` and route constraints other than `host` stop the
+   * application at start-up). Not with `key` or `bypass` (functions of the platform's request,
+   * which the front does not have): a `CacheConfigError`. Default: `false`.
    */
   frontSkipsAllMiddleware?: boolean
 }
-
-/** The metadata key under which {@link CacheResponse} keeps its options on a handler or controller. */
-export const CACHE_RESPONSE_OPTIONS = '@cache/nestjs:cache-response'
 
 /** Marks the loopback copy of a request that refreshes a stale entry; its value is a random id. */
 const REFRESH_HEADER = 'x-cache-nestjs-refresh'
@@ -187,6 +186,8 @@ export class CacheResponseInterceptor implements NestInterceptor {
       refreshes.delete(id)
     }
     const outer = new OuterInterceptorWatch(http.getResponse())
+    const setBefore = outer.statusSetBefore(view.method, handler)
+    if (setBefore !== undefined) view.bypass ??= setBefore
     const result = cache.lookup(view, {
       revalidate: (refresh) => revalidate(platform.req, refresh),
       verdict: outer.verdict,
@@ -405,135 +406,6 @@ function fastifyHookHeaders(reply: any): (() => void) | undefined {
       return (recording as (...args: unknown[]) => ServerResponse).call(this, code, ...rest)
     } as ServerResponse['writeHead']
   }
-}
-
-/** Fingerprints of the functions in a site, so two deployments of different code never share entries. */
-const described = new WeakMap<Function, string>()
-const identities = new WeakMap<Function, WeakMap<Function, string>>()
-
-function describe(fn: Function): string {
-  let text = described.get(fn)
-  if (text === undefined) {
-    text = `${fn.name}#${sourceFingerprint(fn)}`
-    described.set(fn, text)
-  }
-  return text
-}
-
-/**
- * The order in which classes that describe alike (same name and source) received `@CacheResponse`
- * in this process: the same in every replica of an app (modules load in one order), different for
- * two copies of one class (a controller emitted once per version folder).
- */
-const declared = new WeakMap<Function, number>()
-const declaredCount = new Map<string, number>()
-
-function declare(target: object): void {
-  const owner = typeof target === 'function' ? target : (target as { constructor?: unknown }).constructor
-  if (typeof owner !== 'function' || declared.has(owner)) return
-  const text = describe(owner)
-  const n = declaredCount.get(text) ?? 0
-  declaredCount.set(text, n + 1)
-  declared.set(owner, n)
-}
-
-type MetadataApi = {
-  getMetadata?(key: unknown, target: object, property?: string | symbol): unknown
-  getMetadataKeys?(target: object, property?: string | symbol): unknown[]
-}
-
-/**
- * A stable text for a metadata value: functions (guards, interceptors, pipes, injected types) by
- * name and source, instances by class and own fields, plain values as they are. Bounded in depth
- * and width; cycles are cut.
- */
-function fingerprintValue(value: unknown, depth = 0, seen = new Set<object>()): string {
-  // By code alone: Nest's `mixin()` (behind `AuthGuard('jwt')` and the like) gives each class a
-  // random name per process, which replicas of one app would not agree on.
-  if (typeof value === 'function') return `fn#${sourceFingerprint(value)}`
-  if (typeof value === 'symbol') return `symbol(${value.description ?? ''})`
-  if (typeof value === 'bigint') return `${value}n`
-  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'undefined'
-  if (seen.has(value) || depth > 4) return '…'
-  seen.add(value)
-  try {
-    if (Array.isArray(value))
-      return `[${value
-        .slice(0, 64)
-        .map((item) => fingerprintValue(item, depth + 1, seen))
-        .join(',')}]`
-    if (value instanceof RegExp) return String(value)
-    const ctor = (value as { constructor?: unknown }).constructor
-    const kind = typeof ctor === 'function' && ctor !== Object ? describe(ctor) : ''
-    const fields = Object.keys(value)
-      .slice(0, 64)
-      .map((key) => `${key}:${fingerprintValue((value as Record<string, unknown>)[key], depth + 1, seen)}`)
-    return `${kind}{${fields.join(',')}}`
-  } finally {
-    seen.delete(value)
-  }
-}
-
-/** Every metadata entry on `target` (and on `property` of it), except this package's own options. */
-function metadataFingerprint(target: object, property?: string): string {
-  const api = Reflect as unknown as MetadataApi
-  if (typeof api.getMetadataKeys !== 'function' || typeof api.getMetadata !== 'function') return ''
-  const keys =
-    (property === undefined ? api.getMetadataKeys(target) : api.getMetadataKeys(target, property)) ?? []
-  return keys
-    .filter((key) => key !== CACHE_RESPONSE_OPTIONS)
-    .map((key) => {
-      const value =
-        property === undefined ? api.getMetadata!(key, target) : api.getMetadata!(key, target, property)
-      return `${fingerprintValue(key)}=${fingerprintValue(key === ROUTE_ARGS_METADATA ? routeArguments(value) : value)}`
-    })
-    .join(';')
-}
-
-/** Nest's metadata key for a handler's parameters (`@Param`, `@Query`, custom decorators, with their pipes). */
-const ROUTE_ARGS_METADATA = '__routeArguments__'
-
-/**
- * A handler's parameters without the random id that `createParamDecorator` puts in the name of
- * each custom parameter (one per process): the kind, index, data, pipes and factory remain.
- */
-function routeArguments(value: unknown): unknown {
-  if (value === null || typeof value !== 'object') return value
-  const out: Record<string, unknown> = {}
-  for (const [key, entry] of Object.entries(value)) out[key.replace(/^.*(?=__customRouteArgs__)/, '')] = entry
-  return out
-}
-
-/**
- * Where an entry is made: the controller and the method by name and source, what their decorators
- * say (every metadata entry on both: path, version, host, method, guards, interceptors, pipes,
- * injected types; global guards are not in a route's metadata: they guard every route alike), the
- * controller's rank among copies of its class in this process, and the address the server listens
- * at (two apps of one process never share entries). Replicas of one app in several processes run
- * the same code with the same decorators, so they share.
- */
-function siteOf(owner: Function, handler: Function, req: IncomingMessage): string {
-  let byHandler = identities.get(owner)
-  if (byHandler === undefined) {
-    byHandler = new WeakMap()
-    identities.set(owner, byHandler)
-  }
-  let identity = byHandler.get(handler)
-  if (identity === undefined) {
-    const decorators = [
-      metadataFingerprint(owner),
-      metadataFingerprint(handler),
-      // Parameters (with their pipes) are kept on the class, their types on the prototype.
-      handler.name === '' ? '' : metadataFingerprint(owner, handler.name),
-      typeof owner.prototype === 'object' && owner.prototype !== null && handler.name !== ''
-        ? metadataFingerprint(owner.prototype, handler.name)
-        : '',
-    ].join('|')
-    const copy = declared.get(owner) ?? 0
-    identity = `nest ${describe(owner)}.${describe(handler)} copy ${copy} meta ${createHash('sha256').update(decorators).digest('base64url').slice(0, 22)}`
-    byHandler.set(handler, identity)
-  }
-  return `${identity} at ${listeningAt(req.socket)}`
 }
 
 /**

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto'
 import type { Server } from 'node:http'
 import { VersioningType } from '@nestjs/common'
 import type { ApplicationConfig, HttpAdapterHost, ModulesContainer } from '@nestjs/core'
@@ -5,15 +6,19 @@ import { type CacheBackend, CacheConfigError } from '@cache/core'
 import { toBackend } from '@cache/core/backend'
 import { type CacheResponseOptions, cacheOptionsOf, httpCacheFor } from './cache-response.js'
 import { FrontDoor } from './front.js'
+import { fingerprintValue, handlerFingerprint } from './handler-sites.js'
 
 /** Nest's metadata key for a route's path: a method that has it is a route handler. */
 const PATH_METADATA = 'path'
+/** Nest's metadata key for a module's path (`RouterModule`), alone or followed by the application's id. */
+const MODULE_PATH = '__module_path__'
 
 /**
  * Puts a {@link FrontDoor} before the platform on the application's Node server, for the handlers
  * marked `frontSkipsAllMiddleware` (none: nothing is installed). Runs once routes are registered
  * and versioning is settled. Custom versioning picks a handler by a function of the platform's
- * request, which the front cannot run: a `CacheConfigError` stops the application.
+ * request, which the front cannot run, as do Fastify's `rewriteUrl` and route constraints other
+ * than `host`: a `CacheConfigError` stops the application.
  */
 export function installFront(
   host: HttpAdapterHost,
@@ -21,7 +26,8 @@ export function installFront(
   config: ApplicationConfig,
   backend: CacheBackend,
 ): void {
-  const flagged = flaggedHandlers(modules)
+  const handlers = routeHandlers(modules)
+  const flagged = flaggedHandlers(handlers)
   if (flagged.length === 0) return
   const versioning = config.getVersioning()
   if (versioning?.type === VersioningType.CUSTOM)
@@ -29,13 +35,15 @@ export function installFront(
       'frontSkipsAllMiddleware',
       `${flagged[0]!.name} is marked frontSkipsAllMiddleware, but the application uses custom versioning: the handler of a URL is chosen by a function of the request that the front cannot run, so it could answer one version's request with another's entry. Remove the flag, or front: true from CacheModule`,
     )
+  if (host.httpAdapter?.getType?.() === 'fastify')
+    refuseFastifyRouting(host.httpAdapter.getInstance(), handlers, flagged[0]!.name)
   const routingHeaders =
     versioning?.type === VersioningType.HEADER
       ? [versioning.header.toLowerCase()]
       : versioning?.type === VersioningType.MEDIA_TYPE
         ? ['accept']
         : []
-  const door = new FrontDoor(routingHeaders)
+  const door = new FrontDoor(routingHeaders, applicationFingerprint(handlers, config))
   for (const { options } of flagged) {
     const own = options.backend ?? backend
     // Only an in-process backend answers before the request goes on; the others leave it to Nest.
@@ -52,31 +60,109 @@ export function installFront(
   door.install(server)
 }
 
-/** The route handlers whose `@CacheResponse` (of the method, else of the controller) sets the flag. */
-function flaggedHandlers(modules: ModulesContainer): { name: string; options: CacheResponseOptions }[] {
-  const found: { name: string; options: CacheResponseOptions }[] = []
+/** Nest's metadata key for `@RouteConstraints` (platform-fastify). */
+const FASTIFY_ROUTE_CONSTRAINTS = '__fastify_route_constraints__'
+
+/**
+ * On Fastify, routing that depends on the request in ways the front cannot see stops the
+ * application: `rewriteUrl` (a function of the request that may send one URL to another handler
+ * for some clients: the front would answer them with the entry of the URL as it arrived), and a
+ * route constraint other than `host` (the key holds the host; a strategy of the application's
+ * own, on a header, may route one URL to two handlers).
+ */
+function refuseFastifyRouting(instance: unknown, handlers: RouteHandler[], marked: string): void {
+  if (fastifyOptions(instance)?.rewriteUrl !== undefined)
+    throw new CacheConfigError(
+      'frontSkipsAllMiddleware',
+      `${marked} is marked frontSkipsAllMiddleware, but the Fastify instance has rewriteUrl: it may route a URL to another handler for some requests, before any route runs, and the front answers before it with the entry of the URL as it arrived. Remove the flag, front: true from CacheModule, or rewriteUrl`,
+    )
   const api = Reflect as unknown as { getMetadata?(key: unknown, target: object): unknown }
+  for (const { owner, name, handler } of handlers) {
+    const constraints = api.getMetadata?.(FASTIFY_ROUTE_CONSTRAINTS, handler)
+    if (constraints === null || typeof constraints !== 'object') continue
+    const other = Object.keys(constraints).find((constraint) => constraint !== 'host')
+    if (other !== undefined)
+      throw new CacheConfigError(
+        'frontSkipsAllMiddleware',
+        `${marked} is marked frontSkipsAllMiddleware, but ${owner.name}.${name} has the route constraint ${other}: Fastify may route one URL to two handlers by a function of the request that the front cannot run, so it could answer a request with another handler's entry. Remove the flag, front: true from CacheModule, or the constraint`,
+      )
+  }
+}
+
+/** The options a Fastify instance was created with (kept under Fastify's `fastify.options` symbol). */
+function fastifyOptions(instance: unknown): { rewriteUrl?: unknown } | undefined {
+  if (instance === null || typeof instance !== 'object') return undefined
+  const key = Object.getOwnPropertySymbols(instance).find(
+    (symbol) => symbol.description === 'fastify.options',
+  )
+  const options = key === undefined ? undefined : (instance as Record<symbol, unknown>)[key]
+  return options !== null && typeof options === 'object' ? options : undefined
+}
+
+/** A route handler of the application: its controller, its method's name and function, its module's path. */
+interface RouteHandler {
+  owner: Function
+  name: string
+  handler: Function
+  modulePath: unknown
+}
+
+/** Every route handler of the application, in the order Nest registers their routes. */
+function routeHandlers(modules: ModulesContainer): RouteHandler[] {
+  const found: RouteHandler[] = []
+  const api = Reflect as unknown as { getMetadata?(key: unknown, target: object): unknown }
+  if (api.getMetadata === undefined) return found
   for (const module of modules.values()) {
+    // As Nest's RoutesResolver reads it: a RouterModule path for this application, else the module's own.
+    const modulePath =
+      api.getMetadata(MODULE_PATH + modules.applicationId, module.metatype) ??
+      api.getMetadata(MODULE_PATH, module.metatype)
     for (const wrapper of module.controllers.values()) {
-      const type = wrapper.metatype
-      if (typeof type !== 'function' || api.getMetadata === undefined) continue
-      const ofClass = cacheOptionsOf(type)
+      const owner = wrapper.metatype
+      if (typeof owner !== 'function') continue
       const seen = new Set<string>()
       for (
-        let proto = type.prototype;
+        let proto = owner.prototype;
         proto && proto !== Object.prototype;
         proto = Object.getPrototypeOf(proto)
       ) {
         for (const name of Object.getOwnPropertyNames(proto)) {
           if (name === 'constructor' || seen.has(name)) continue
           seen.add(name)
-          const method = Object.getOwnPropertyDescriptor(proto, name)?.value
-          if (typeof method !== 'function' || api.getMetadata(PATH_METADATA, method) === undefined) continue
-          const options = cacheOptionsOf(method) ?? ofClass
-          if (options?.frontSkipsAllMiddleware === true) found.push({ name: `${type.name}.${name}`, options })
+          const handler = Object.getOwnPropertyDescriptor(proto, name)?.value
+          if (typeof handler !== 'function' || api.getMetadata(PATH_METADATA, handler) === undefined) continue
+          found.push({ owner, name, handler, modulePath })
         }
       }
     }
   }
   return found
+}
+
+/** The route handlers whose `@CacheResponse` (of the method, else of the controller) sets the flag. */
+function flaggedHandlers(handlers: RouteHandler[]): { name: string; options: CacheResponseOptions }[] {
+  const found: { name: string; options: CacheResponseOptions }[] = []
+  for (const { owner, name, handler } of handlers) {
+    const options = cacheOptionsOf(handler) ?? cacheOptionsOf(owner)
+    if (options?.frontSkipsAllMiddleware === true) found.push({ name: `${owner.name}.${name}`, options })
+  }
+  return found
+}
+
+/**
+ * What decides which handler answers a URL and what it answers, for the whole application: every
+ * route handler in registration order (controller and method by name and code, every decorator's
+ * metadata: path, version, host, guards, …; its module's path), the global prefix and versioning.
+ * An application restarted in the process on the same address with other handlers (HMR, a test
+ * suite reusing a port) gets another fingerprint, so its front never answers with the entries the
+ * other one made; the same code restarted, or a replica, gets the same one.
+ */
+function applicationFingerprint(handlers: RouteHandler[], config: ApplicationConfig): string {
+  const parts = [
+    `prefix ${fingerprintValue(config.getGlobalPrefix())} ${fingerprintValue(config.getGlobalPrefixOptions())}`,
+    `versioning ${fingerprintValue(config.getVersioning() ?? null)}`,
+  ]
+  for (const { owner, name, handler, modulePath } of handlers)
+    parts.push(`${fingerprintValue(modulePath ?? null)} ${name} ${handlerFingerprint(owner, handler)}`)
+  return createHash('sha256').update(parts.join('\n')).digest('base64url').slice(0, 22)
 }

@@ -23,9 +23,11 @@ import {
  * exactly the key the front computes from the request as it arrived: the interceptor stores at
  * the front's site only when the request it caches passed this front with that key (so a URL or a
  * header rewritten on the way, a request the front did not see, or a handler without the flag never
- * lands there). The site holds the address the server listens at (two applications of one process
- * never share) and the request headers Nest's versioning routes on (`header` and `media-type`
- * versioning: a v2 request never gets v1's entry).
+ * lands there). The site holds a fingerprint of the application's handlers and routing (one
+ * restarted in the process with other handlers never answers from the entries of the one before),
+ * the address the server listens at (two applications of one process never share) and the
+ * request headers Nest's versioning routes on (`header` and `media-type` versioning: a v2 request
+ * never gets v1's entry).
  */
 export class FrontDoor {
   /** One entry per distinct way of keying and replaying among the flagged handlers. */
@@ -34,8 +36,14 @@ export class FrontDoor {
   /**
    * @param routingHeaders request headers (lower case) that Nest routes on besides the URL: the
    *   versioning header, or `accept` for media-type versioning.
+   * @param application a fingerprint of what routes the application's requests (its handlers,
+   *   their decorators, the global prefix and versioning): entries made by another application
+   *   that listened at the same address are out of this front's reach.
    */
-  constructor(private readonly routingHeaders: readonly string[]) {}
+  constructor(
+    private readonly routingHeaders: readonly string[],
+    private readonly application: string,
+  ) {}
 
   /** Makes the entries of handlers keyed and replayed like `cache` answerable here. */
   add(cache: HttpCache, backend: object): void {
@@ -56,12 +64,12 @@ export class FrontDoor {
   }
 
   /**
-   * Where the entries of `group` answerable by this front live: the server's address, the group
-   * (handlers that allow `Authorization` never reach the entries of those that do not), and the
-   * routing headers.
+   * Where the entries of `group` answerable by this front live: the application's fingerprint,
+   * the server's address, the group (handlers that allow `Authorization` never reach the entries
+   * of those that do not), and the routing headers.
    */
   siteOf(req: IncomingMessage, group: number): string {
-    let site = `nest front ${group} at ${listeningAt(req.socket)}`
+    let site = `nest front ${group} app ${this.application} at ${listeningAt(req.socket)}`
     const headers = req.headers
     for (const name of this.routingHeaders) site += ` ${name}=${JSON.stringify(headers[name] ?? null)}`
     return site

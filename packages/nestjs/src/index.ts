@@ -5,9 +5,8 @@ export {
 } from './cache-module.js'
 export {
   type CacheResponseOptions,
-  CACHE_RESPONSE_OPTIONS,
   CacheResponse,
   CacheResponseInterceptor,
 } from './cache-response.js'
-export { CACHE_BACKEND, InjectCache } from './tokens.js'
+export { CACHE_BACKEND, CACHE_RESPONSE_OPTIONS, InjectCache } from './tokens.js'
 export { invalidateResponse, invalidateResponsePrefix, invalidateTags } from '@cache/http'

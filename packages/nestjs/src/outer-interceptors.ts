@@ -10,8 +10,11 @@ import { tap } from 'rxjs'
  * would, so such an interceptor never sees a result to transform: what it added on the miss (a
  * request id in the body, an `X-Request-Id` header, a timestamp) would be replayed to every later
  * request. So a miss is recorded only if the response Nest sends is what the handler produced:
- * the same body (as JSON, or the same value) and no header set or changed between the handler's
- * result and Nest's sending of it. Otherwise it is sent, and not stored (`detail=outer-interceptor`).
+ * the same body (as JSON, or the same value), the same status, and no header set or changed
+ * between the handler's result and Nest's sending of it. Otherwise it is sent, and not stored
+ * (`detail=outer-interceptor`). A status such an interceptor sets before the handler (Nest sets
+ * the handler's own, `@HttpCode` or 200, before any interceptor runs) makes the request bypass
+ * the cache: it is that request's own, which neither a stored entry nor a replay may carry.
  */
 export const OUTER_INTERCEPTOR = 'outer-interceptor'
 
@@ -19,22 +22,49 @@ export const OUTER_INTERCEPTOR = 'outer-interceptor'
 const SENDS = ['status', 'code', 'json', 'jsonp', 'send', 'render', 'view'] as const
 const WITH_BODY = new Set<string>(['json', 'jsonp', 'send'])
 const WITH_LOCALS = new Set<string>(['render', 'view'])
+/** Nest's metadata key for a handler's `@HttpCode`. */
+const HTTP_CODE_METADATA = '__httpCode__'
 
 /** One request's watch over what runs outside the cache's interceptor, after its handler. */
 export class OuterInterceptorWatch {
   private reason: string | undefined
   private produced = false
   private value: unknown
+  private status: unknown
   private json: string | undefined
   private headers: OutgoingHttpHeaders = {}
+  /** Headers Nest's adapter sets from a `StreamableFile` result as it sends it (Fastify's does so on the reply). */
+  private fileHeaders: OutgoingHttpHeaders = {}
   private headersChecked = false
   private bodyChecked = false
 
   /** @param response the platform's response: Express's `Response` or Fastify's `FastifyReply`. */
   constructor(private readonly response: any) {}
 
-  /** For the lookup's `verdict`: why the response must not be stored, once seen. */
-  readonly verdict = (): string | undefined => this.reason
+  /**
+   * For the lookup's `verdict`: why the response must not be stored, once seen. When its head
+   * leaves without Nest's sending of a body (a `StreamableFile` piped to the response), the status
+   * is compared then.
+   */
+  readonly verdict = (stage?: string): string | undefined => {
+    if (stage === 'head' && this.produced && !this.bodyChecked && statusOf(this.response) !== this.status)
+      this.reason ??= OUTER_INTERCEPTOR
+    return this.reason
+  }
+
+  /**
+   * Why a `GET` to `handler` must bypass the cache before the lookup: its status is no longer the
+   * one Nest set before the interceptors ran (its `@HttpCode`, else 200), so an interceptor
+   * outside the cache's set it for this request.
+   */
+  statusSetBefore(method: string, handler: Function): string | undefined {
+    if (method !== 'GET' && method !== 'HEAD') return undefined
+    const api = Reflect as unknown as { getMetadata?(key: unknown, target: object): unknown }
+    const own = api.getMetadata?.(HTTP_CODE_METADATA, handler)
+    const status = statusOf(this.response)
+    if (status === undefined) return undefined
+    return status === (typeof own === 'number' ? own : 200) ? undefined : OUTER_INTERCEPTOR
+  }
 
   /** `next`, watched when the result is a miss whose response is recorded. */
   around(next: CallHandler, result: LookupResult): CallHandler {
@@ -46,7 +76,9 @@ export class OuterInterceptorWatch {
   private handlerProduced(value: unknown): void {
     this.value = value
     this.json = jsonOf(value)
+    this.status = statusOf(this.response)
     this.headers = headersOf(this.response)
+    this.fileHeaders = streamableFileHeaders(value)
     if (this.produced) return
     this.produced = true
     const target = this.response as Record<string, unknown>
@@ -65,21 +97,42 @@ export class OuterInterceptorWatch {
   private sending(name: string, args: unknown[]): void {
     if (!this.headersChecked) {
       this.headersChecked = true
-      if (!sameHeaders(this.headers, headersOf(this.response))) this.reason ??= OUTER_INTERCEPTOR
+      const now = headersOf(this.response)
+      for (const [name, value] of Object.entries(this.fileHeaders))
+        if (this.headers[name] === undefined && String(now[name]) === String(value)) delete now[name]
+      if (!sameHeaders(this.headers, now)) this.reason ??= OUTER_INTERCEPTOR
     }
     if (this.bodyChecked) return
-    if (WITH_BODY.has(name)) {
-      this.bodyChecked = true
-      if (!sameBody(this.value, this.json, args[0])) this.reason ??= OUTER_INTERCEPTOR
-    } else if (WITH_LOCALS.has(name)) {
-      this.bodyChecked = true
-      if (!sameBody(this.value, this.json, args[1])) this.reason ??= OUTER_INTERCEPTOR
-    }
+    const body = WITH_BODY.has(name) ? 0 : WITH_LOCALS.has(name) ? 1 : -1
+    if (body === -1) return
+    this.bodyChecked = true
+    // The status as the body goes: one set after the handler (by `status()`/`code()` or on the
+    // Node response) differs from the one it had when the handler's result left the cache.
+    if (statusOf(this.response) !== this.status || !sameBody(this.value, this.json, args[body]))
+      this.reason ??= OUTER_INTERCEPTOR
   }
+}
+
+/** The status on Express's response, or on Fastify's reply (its Node response's). */
+function statusOf(response: any): number | undefined {
+  const status = response?.statusCode ?? response?.raw?.statusCode
+  return typeof status === 'number' ? status : undefined
 }
 
 function headersOf(response: any): OutgoingHttpHeaders {
   return typeof response?.getHeaders === 'function' ? { ...response.getHeaders() } : {}
+}
+
+/** What a `StreamableFile` result says of itself, as the headers Nest's adapters send for it. */
+function streamableFileHeaders(value: unknown): OutgoingHttpHeaders {
+  const file = value as { getStream?: unknown; getHeaders?: () => Record<string, unknown> } | null
+  if (typeof file?.getStream !== 'function' || typeof file.getHeaders !== 'function') return {}
+  const { type, disposition, length } = file.getHeaders()
+  const headers: OutgoingHttpHeaders = {}
+  if (typeof type === 'string') headers['content-type'] = type
+  if (typeof disposition === 'string') headers['content-disposition'] = disposition
+  if (typeof length === 'number' || typeof length === 'string') headers['content-length'] = String(length)
+  return headers
 }
 
 function sameHeaders(before: OutgoingHttpHeaders, now: OutgoingHttpHeaders): boolean {
@@ -103,11 +156,14 @@ function jsonOf(value: unknown): string | undefined {
 
 /**
  * Whether what is sent is the handler's result: the same value unchanged (in place too), one
- * that serializes alike (a `ClassSerializerInterceptor` that excludes nothing), or the text Nest
- * makes of a string or number, or nothing for nothing.
+ * that serializes alike (a `ClassSerializerInterceptor` that excludes nothing), the stream of a
+ * `StreamableFile`, or the text Nest makes of a string or number, or nothing for nothing.
  */
 function sameBody(value: unknown, json: string | undefined, sent: unknown): boolean {
   if (sent === value) return json === undefined || jsonOf(sent) === json
+  // A `StreamableFile`: Fastify's adapter sends its stream.
+  const file = value as { getStream?: () => unknown } | null | undefined
+  if (typeof file?.getStream === 'function' && sent === file.getStream()) return true
   if (value === undefined || value === null) return sent === undefined || sent === null
   if (typeof value !== 'object') return sent === String(value)
   return json !== undefined && jsonOf(sent) === json

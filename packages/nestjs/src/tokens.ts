@@ -6,6 +6,9 @@ import { Inject } from '@nestjs/common'
  */
 export const CACHE_BACKEND = Symbol.for('@cache/nestjs:backend')
 
+/** The metadata key under which `@CacheResponse` keeps its options on a handler or controller. */
+export const CACHE_RESPONSE_OPTIONS = '@cache/nestjs:cache-response'
+
 /**
  * Injects the module's `CacheBackend` into a constructor parameter or property:
  * `constructor(@InjectCache() private readonly cache: CacheBackend) {}`.

@@ -19,11 +19,13 @@ import {
   Injectable,
   Module,
   Req,
+  UseGuards,
   VersioningType,
 } from '@nestjs/common'
 import { APP_GUARD, NestFactory } from '@nestjs/core'
 import { ExpressAdapter } from '@nestjs/platform-express'
-import { FastifyAdapter } from '@nestjs/platform-fastify'
+import { FastifyAdapter, RouteConstraints } from '@nestjs/platform-fastify'
+import type { FastifyInstance } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
 import {
   CacheModule,
@@ -120,6 +122,7 @@ async function frontApp(
     controllers?: Function[]
     before?: (app: INestApplication) => void | Promise<void>
     fastify?: ConstructorParameters<typeof FastifyAdapter>[0]
+    port?: number
   } = {},
 ) {
   const backend = options.backend ?? memoryBackend()
@@ -128,6 +131,7 @@ async function frontApp(
     appModule(backend, options.controllers),
     options.before,
     options.fastify,
+    options.port,
   )
   apps.push(started.app)
   const seen = started.app.get(Seen)
@@ -274,20 +278,16 @@ describe.each(PLATFORMS)('the front door (platform-%s)', (platform) => {
     expect(hit.body).toEqual({ route: 'open', run: 1 })
     expect((await through('/front/open')).reply.status).toBe(404)
   })
+})
 
-  it('never answers with an entry made for a URL rewritten on the way to the handler', async () => {
-    const rewrite = (headers: Record<string, unknown>) => headers['x-rewrite'] === 'b'
-    const { through } = await frontApp(platform, {
+describe('the front door and a URL rewritten on the way (platform-express)', () => {
+  it('never answers with an entry made for a URL middleware rewrote', async () => {
+    const { through } = await frontApp('express', {
       before: (app) => {
-        if (platform === 'express')
-          app.use((req: any, _res: unknown, next: () => void) => {
-            if (rewrite(req.headers) && req.url === '/front/open') req.url = '/front/b'
-            next()
-          })
-      },
-      fastify: {
-        rewriteUrl: (req) =>
-          rewrite(req.headers) && req.url === '/front/open' ? '/front/b' : (req.url ?? '/'),
+        app.use((req: any, _res: unknown, next: () => void) => {
+          if (req.headers['x-rewrite'] === 'b' && req.url === '/front/open') req.url = '/front/b'
+          next()
+        })
       },
     })
     const rewritten = await through('/front/open', { 'x-rewrite': 'b' })
@@ -297,6 +297,113 @@ describe.each(PLATFORMS)('the front door (platform-%s)', (platform) => {
       expect(open.body).toEqual({ route: 'open', run: 1 })
     }
     expect((await through('/front/open')).nest).toBe(false)
+  })
+})
+
+/** /front/open twice: marked, and for requests with `x-beta: 1` (a constraint of the application's own strategy) without the flag. */
+@Controller('front')
+class BetaConstrainedController {
+  @Get('open')
+  @CacheResponse({ ttl: 60, frontSkipsAllMiddleware: true, now: clock })
+  open() {
+    return { route: 'open' }
+  }
+
+  @Get('open')
+  @RouteConstraints({ beta: '1' })
+  @CacheResponse({ ttl: 60, now: clock })
+  beta() {
+    return { route: 'beta' }
+  }
+}
+
+/** A constraint strategy routing on the `x-beta` request header. */
+const betaStrategy: Parameters<FastifyInstance['addConstraintStrategy']>[0] = {
+  name: 'beta',
+  storage() {
+    const handlers = new Map<unknown, any>()
+    return {
+      get: (value) => handlers.get(value) ?? null,
+      set: (value, handler) => void handlers.set(value, handler),
+    }
+  },
+  deriveConstraint: (req) => req.headers['x-beta'] as string,
+  mustMatchWhenDerived: false,
+}
+
+/** Starts an app on Fastify, expecting `app.listen()` to reject. */
+async function refusedOnFastify(
+  module: new (...args: never[]) => unknown,
+  options: ConstructorParameters<typeof FastifyAdapter>[0],
+  before?: (app: INestApplication) => void,
+) {
+  const app = await NestFactory.create(module, new FastifyAdapter(options), {
+    logger: false,
+    abortOnError: false,
+  })
+  apps.push(app)
+  before?.(app)
+  return app.listen(0, '127.0.0.1')
+}
+
+describe('the front door and routing the front cannot see (platform-fastify)', () => {
+  const rewriteUrl = (req: { url?: string; headers: Record<string, unknown> }) =>
+    req.headers['x-beta'] === '1' && req.url === '/front/open' ? '/front/b' : (req.url ?? '/')
+
+  it('rewriteUrl: the application does not start, with a CacheConfigError naming the option', async () => {
+    const started = refusedOnFastify(appModule(memoryBackend()), { rewriteUrl })
+    await expect(started).rejects.toThrow(CacheConfigError)
+    await expect(started).rejects.toThrow(/frontSkipsAllMiddleware.*rewriteUrl/)
+  })
+
+  it('rewriteUrl without a marked handler: the application starts, and its rewrite holds', async () => {
+    @Controller('front')
+    class UnmarkedController {
+      @Get('open')
+      @CacheResponse({ ttl: 60 })
+      open() {
+        return { route: 'open' }
+      }
+      @Get('b')
+      @CacheResponse({ ttl: 60 })
+      b() {
+        return { route: 'b' }
+      }
+    }
+    const { get } = await frontApp('fastify', { controllers: [UnmarkedController], fastify: { rewriteUrl } })
+    await get('/front/open')
+    expect(JSON.parse((await get('/front/open', { 'x-beta': '1' })).text)).toEqual({ route: 'b' })
+  })
+
+  it("a route constraint of the application's own strategy: the application does not start", async () => {
+    const started = refusedOnFastify(
+      appModule(memoryBackend(), [BetaConstrainedController]),
+      {},
+      (app) =>
+        void (app.getHttpAdapter() as FastifyAdapter)
+          .getInstance<FastifyInstance>()
+          .addConstraintStrategy(betaStrategy),
+    )
+    await expect(started).rejects.toThrow(CacheConfigError)
+    await expect(started).rejects.toThrow(/frontSkipsAllMiddleware.*BetaConstrainedController\.beta.*beta/)
+  })
+
+  it('a host constraint (part of the key): the application starts', async () => {
+    @Controller('front')
+    class HostController {
+      @Get('open')
+      @RouteConstraints({ host: '127.0.0.1' })
+      @CacheResponse({ ttl: 60, frontSkipsAllMiddleware: true, now: clock })
+      open() {
+        return { route: 'open' }
+      }
+    }
+    const { through } = await frontApp('fastify', { controllers: [HostController] })
+    await through('/front/open', { host: '127.0.0.1' })
+    const hit = await through('/front/open', { host: '127.0.0.1' })
+    expect(hit.nest).toBe(false)
+    expect(hit.body).toEqual({ route: 'open' })
+    expect((await through('/front/open', { host: 'other.example' })).reply.status).toBe(404)
   })
 })
 
@@ -411,5 +518,108 @@ describe.each(PLATFORMS)('two Nest applications in one process on one backend (p
       route: 'open',
       run: 1,
     })
+  })
+})
+
+class DenyAll implements CanActivate {
+  canActivate(): boolean {
+    return false
+  }
+}
+
+/** The second application's /front/open: guarded, without the flag; its front is on for /front/b. */
+@Controller('front')
+class GuardedOpenController {
+  @Get('open')
+  @UseGuards(DenyAll)
+  @CacheResponse({ ttl: 60, tags: ['front-open'], now: clock })
+  open() {
+    return { app: 'two', admin: true }
+  }
+
+  @Get('b')
+  @CacheResponse({ ttl: 60, frontSkipsAllMiddleware: true, now: clock })
+  b() {
+    return { app: 'two', route: 'b' }
+  }
+}
+
+/** Only a guarded /front/open without the flag, registered before FrontController's (Express routes to the first). */
+@Controller('front')
+class GuardedOpenOnlyController {
+  @Get('open')
+  @UseGuards(DenyAll)
+  @CacheResponse({ ttl: 60, now: clock })
+  open() {
+    return { app: 'two', admin: true }
+  }
+}
+
+type FrontApp = Awaited<ReturnType<typeof frontApp>>
+
+/** Closes `first` and starts another application on its address (an in-process restart, as HMR does). */
+async function restartOnSameAddress(
+  platform: PlatformName,
+  first: FrontApp,
+  options: Parameters<typeof frontApp>[1] = {},
+): Promise<FrontApp> {
+  apps.splice(apps.indexOf(first.app), 1)
+  await first.app.close()
+  return frontApp(platform, { ...options, port: first.port })
+}
+
+describe.each(PLATFORMS)(
+  'Nest applications one after the other on one address and backend (platform-%s)',
+  (platform) => {
+    it("the second one's front never answers with the first one's entries (a guarded handler without the flag)", async () => {
+      const backend = memoryBackend()
+      const one = await frontApp(platform, { backend })
+      await one.through('/front/open')
+      expect((await one.through('/front/open')).nest).toBe(false)
+      const two = await restartOnSameAddress(platform, one, { backend, controllers: [GuardedOpenController] })
+      for (let i = 0; i < 2; i++) {
+        const denied = await two.through('/front/open')
+        expect(denied.nest).toBe(true)
+        expect(denied.reply.status).toBe(403)
+      }
+    })
+
+    it('the second one never answers a URL it does not route (a global prefix added)', async () => {
+      const backend = memoryBackend()
+      const one = await frontApp(platform, { backend })
+      await one.through('/front/open')
+      const two = await restartOnSameAddress(platform, one, {
+        backend,
+        before: (app) => void app.setGlobalPrefix('api'),
+      })
+      const old = await two.through('/front/open')
+      expect(old.reply.status).toBe(404)
+      expect(old.reply.headers['cache-status']).toBeUndefined()
+    })
+
+    it('the same application restarted on that address answers from the entries it made', async () => {
+      const backend = memoryBackend()
+      const one = await frontApp(platform, { backend })
+      await one.through('/front/open')
+      const again = await restartOnSameAddress(platform, one, { backend })
+      const hit = await again.through('/front/open')
+      expect(hit.nest).toBe(false)
+      expect(hit.body).toEqual({ route: 'open', run: 1 })
+    })
+  },
+)
+
+describe('Nest applications one after the other on one address and backend (platform-express)', () => {
+  it('a guarded handler without the flag registered before the same flagged handler is never answered by the front', async () => {
+    const backend = memoryBackend()
+    const one = await frontApp('express', { backend })
+    await one.through('/front/open')
+    const two = await restartOnSameAddress('express', one, {
+      backend,
+      controllers: [GuardedOpenOnlyController, FrontController],
+    })
+    const denied = await two.through('/front/open')
+    expect(denied.nest).toBe(true)
+    expect(denied.reply.status).toBe(403)
   })
 })

@@ -33,12 +33,16 @@ import {
 export type PlatformName = 'express' | 'fastify'
 export const PLATFORMS: PlatformName[] = ['express', 'fastify']
 
-/** Starts `module` on `platform` at 127.0.0.1:<free port>. `before` runs before routes are registered. */
+/**
+ * Starts `module` on `platform` at 127.0.0.1:`port` (default: a free one). `before` runs before
+ * routes are registered.
+ */
 export async function startApp(
   platform: PlatformName,
   module: new (...args: never[]) => unknown,
   before?: (app: INestApplication) => void | Promise<void>,
   fastifyOptions?: ConstructorParameters<typeof FastifyAdapter>[0],
+  listenPort = 0,
 ): Promise<{ app: INestApplication; url: string; port: number }> {
   const app =
     platform === 'express'
@@ -48,7 +52,7 @@ export async function startApp(
           abortOnError: false,
         })
   await before?.(app)
-  await app.listen(0, '127.0.0.1')
+  await app.listen(listenPort, '127.0.0.1')
   const port = (app.getHttpServer().address() as AddressInfo).port
   return { app, url: `http://127.0.0.1:${port}`, port }
 }

@@ -10,10 +10,12 @@ import {
   Controller,
   type ExecutionContext,
   Get,
+  HttpCode,
   type INestApplication,
   Injectable,
   Module,
   type NestInterceptor,
+  StreamableFile,
   UseInterceptors,
 } from '@nestjs/common'
 import { APP_INTERCEPTOR } from '@nestjs/core'
@@ -175,5 +177,122 @@ describe.each(PLATFORMS)('interceptors outside @CacheResponse (platform-%s)', (p
     expect(first.headers['cache-status']).toMatch(/stored/)
     expect(second.headers['cache-status']).toMatch(/hit/)
     expect(second.text).toBe(first.text)
+  })
+})
+
+/** Sets status 203 for `x-user: alice`, after the handler (`after`) or before it, with the platform's method or on the Node response. */
+function perUserStatus(when: 'after' | 'before', spelling: 'method' | 'node') {
+  @Injectable()
+  class PerUserStatus implements NestInterceptor {
+    intercept(context: ExecutionContext, next: CallHandler) {
+      const http = context.switchToHttp()
+      const res = http.getResponse()
+      const alice = http.getRequest().headers['x-user'] === 'alice'
+      const set = () => {
+        if (!alice) return
+        if (spelling === 'node') (res.raw ?? res).statusCode = 203
+        else if (typeof res.code === 'function') res.code(203)
+        else res.status(203)
+      }
+      if (when === 'before') set()
+      return next.handle().pipe(tap(() => when === 'after' && set()))
+    }
+  }
+  return PerUserStatus
+}
+
+@Controller('partial')
+class PartialController {
+  @Get()
+  @HttpCode(203)
+  @CacheResponse({ ttl: 60 })
+  list() {
+    return { items: [1, 2, 3] }
+  }
+}
+
+@Controller('file')
+class FileController {
+  @Get()
+  @CacheResponse({ ttl: 60 })
+  file() {
+    return new StreamableFile(Buffer.from('file body'), { type: 'text/plain' })
+  }
+}
+
+describe.each(PLATFORMS)('a status set outside @CacheResponse (platform-%s)', (platform) => {
+  const as = (url: string, user: string) => send(url, '/items', { headers: { 'x-user': user } })
+
+  it.each([
+    ['after', 'method'],
+    ['after', 'node'],
+    ['before', 'method'],
+    ['before', 'node'],
+  ] as const)(
+    'never replays a per-user status a global interceptor sets %s the handler (%s)',
+    async (when, spelling) => {
+      @Module({
+        imports: [cacheModule],
+        controllers: [ItemsController],
+        providers: [{ provide: APP_INTERCEPTOR, useClass: perUserStatus(when, spelling) }],
+      })
+      class AppModule {}
+      const started = await startApp(platform, AppModule)
+      app = started.app
+      const alice = await as(started.url, 'alice')
+      expect(alice.status).toBe(203)
+      expect(alice.headers['cache-status']).toMatch(/detail=outer-interceptor/)
+      const bob = await as(started.url, 'bob')
+      expect(bob.status).toBe(200)
+      expect(bob.headers['cache-status']).toMatch(/stored/)
+      const bobAgain = await as(started.url, 'bob')
+      expect(bobAgain.status).toBe(200)
+      expect(bobAgain.headers['cache-status']).toMatch(/hit/)
+      if (when === 'before') {
+        // Alice's status is her own: she is not answered with Bob's entry either.
+        const aliceAgain = await as(started.url, 'alice')
+        expect(aliceAgain.status).toBe(203)
+        expect(aliceAgain.headers['cache-status']).toMatch(/detail=outer-interceptor/)
+      }
+    },
+  )
+
+  it('never replays a per-user status set after a handler that returns a StreamableFile', async () => {
+    @Module({
+      imports: [cacheModule],
+      controllers: [FileController],
+      providers: [{ provide: APP_INTERCEPTOR, useClass: perUserStatus('after', 'method') }],
+    })
+    class AppModule {}
+    const started = await startApp(platform, AppModule)
+    app = started.app
+    const file = (user: string) => send(started.url, '/file', { headers: { 'x-user': user } })
+    const alice = await file('alice')
+    expect(alice.status).toBe(203)
+    expect(alice.text).toBe('file body')
+    expect(alice.headers['cache-status']).toMatch(/detail=outer-interceptor/)
+    const bob = await file('bob')
+    expect(bob.status).toBe(200)
+    expect(bob.headers['cache-status']).toMatch(/stored/)
+    const bobAgain = await file('bob')
+    expect(bobAgain.status).toBe(200)
+    expect(bobAgain.text).toBe('file body')
+    expect(bobAgain.headers['cache-status']).toMatch(/hit/)
+  })
+
+  it("stores and replays the handler's own @HttpCode, with a global interceptor around it", async () => {
+    @Module({
+      imports: [cacheModule],
+      controllers: [PartialController],
+      providers: [{ provide: APP_INTERCEPTOR, useClass: perUserStatus('after', 'method') }],
+    })
+    class AppModule {}
+    const started = await startApp(platform, AppModule)
+    app = started.app
+    const [first, second] = await twice(started.url, '/partial')
+    expect(first.status).toBe(203)
+    expect(first.headers['cache-status']).toMatch(/stored/)
+    expect(second.status).toBe(203)
+    expect(second.headers['cache-status']).toMatch(/hit/)
   })
 })
