@@ -129,7 +129,8 @@ export interface Observable {
  */
 export abstract class ObservedBackend implements Observable {
   protected readonly observer: CacheObserver
-  #closed = false
+  // A property, not a #private field: a backend wrapped with Object.create or a Proxy keeps working.
+  private closedState = false
 
   constructor(name: string) {
     this.observer = new CacheObserver(name)
@@ -137,19 +138,19 @@ export abstract class ObservedBackend implements Observable {
 
   /** True once {@link markClosed} ran: from then on every operation rejects with `CacheClosedError`. */
   protected get closed(): boolean {
-    return this.#closed
+    return this.closedState
   }
 
   /** Marks the backend closed; false when it already was (so `close()` is idempotent). */
   protected markClosed(): boolean {
-    if (this.#closed) return false
-    this.#closed = true
+    if (this.closedState) return false
+    this.closedState = true
     return true
   }
 
   /** Throws `CacheClosedError` after close(): the same refusal on every backend. */
   protected assertOpen(): void {
-    if (this.#closed) throw new CacheClosedError(this.observer.backend)
+    if (this.closedState) throw new CacheClosedError(this.observer.backend)
   }
 
   get stats(): CacheStats {
