@@ -20,6 +20,7 @@ import type {
   FastifyReply,
   FastifyRequest,
   HookHandlerDoneFunction,
+  preHandlerHookHandler,
   RouteOptions,
 } from 'fastify'
 import fp from 'fastify-plugin'
@@ -131,7 +132,7 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
     const lookup = lookupHook(fastify, cache, site, varyEncoding, refreshHeader, refreshes)
     // Last before the handler: every hook of the route (a guard in onRequest, preValidation or
     // preHandler, at any level) ran for a hit as it did for the response stored.
-    route.preHandler = [...toList(route.preHandler), lookup]
+    keepLastPreHandler(route, lookup)
   })
 
   const distinct = () => {
@@ -274,6 +275,33 @@ function backendId(backend: CacheBackend | undefined): number {
 function toList<T>(value: T | readonly T[] | undefined): T[] {
   if (value === undefined) return []
   return Array.isArray(value) ? [...value] : [value as T]
+}
+
+/**
+ * Makes `hook` the route's last `preHandler`, and keeps it last whatever the `onRoute` hooks of
+ * plugins registered after this one do to the list (assign a new one, push onto it, replace it
+ * with a function): Fastify reads the route's hooks once every `onRoute` hook ran, through the
+ * accessor, which puts `hook` back at the end. A guard another plugin appends (`@fastify/autoload`
+ * loads `roles.js` after `cache.js`) so runs before every hit.
+ */
+function keepLastPreHandler(route: RouteOptions, hook: preHandlerHookHandler): void {
+  let list: preHandlerHookHandler[] = [...toList(route.preHandler), hook]
+  Object.defineProperty(route, 'preHandler', {
+    configurable: true,
+    enumerable: true,
+    get() {
+      // In place: a plugin may hold this array and push onto it.
+      const at = list.indexOf(hook)
+      if (at !== list.length - 1) {
+        if (at !== -1) list.splice(at, 1)
+        list.push(hook)
+      }
+      return list
+    },
+    set(value: preHandlerHookHandler | preHandlerHookHandler[] | undefined) {
+      list = [...toList(value).filter((fn) => fn !== hook), hook]
+    },
+  })
 }
 
 function lookupHook(
