@@ -414,12 +414,19 @@ function viewOf(
     delete request.headers[refreshHeader]
     delete request.raw.headers[refreshHeader]
   }
+  const host = request.host
+  // Under `trustProxy` the host comes from `X-Forwarded-Host`, and the `Host` header the handler
+  // can still read (`request.headers.host`, a common way to build absolute links) is another
+  // input: when it differs, it is part of the key, so a forged `Host` behind a forwarded one keeps
+  // its own entry. Invalidating the URL reaches it (the URL's scope leaves it out).
+  const sentHost = request.headers.host
   return {
     method: request.method,
     url: request.url,
     headers: request.headers,
     protocol: request.protocol,
-    host: request.host,
+    host,
+    ...(sentHost !== undefined && sentHost !== host ? { keyExtra: `@host=${JSON.stringify(sentHost)}` } : {}),
     site,
     raw: request,
     ...(refresh === undefined ? {} : { refresh }),

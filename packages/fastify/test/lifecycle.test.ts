@@ -1,4 +1,3 @@
-import { request } from 'node:http'
 import { memoryBackend } from '@cache/memory'
 import Fastify, {
   type FastifyInstance,
@@ -10,6 +9,7 @@ import Fastify, {
 import fp from 'fastify-plugin'
 import { afterEach, describe, expect, it } from 'vitest'
 import { cachePlugin } from '../src/index.js'
+import { get } from './http-get.js'
 
 const apps: FastifyInstance[] = []
 afterEach(async () => {
@@ -19,32 +19,6 @@ afterEach(async () => {
 async function listen(app: FastifyInstance): Promise<string> {
   apps.push(app)
   return app.listen({ port: 0, host: '127.0.0.1' })
-}
-
-interface Answer {
-  status: number
-  body: string
-  cacheStatus: string
-}
-
-/** A GET over real HTTP with the headers as given (fetch does not send a Host of its own choosing). */
-function get(url: string, headers: Record<string, string> = {}): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    request(url, { headers, agent: false }, (response) => {
-      const chunks: Buffer[] = []
-      response.on('data', (chunk: Buffer) => chunks.push(chunk))
-      response.on('end', () =>
-        resolve({
-          status: response.statusCode ?? 0,
-          body: Buffer.concat(chunks).toString(),
-          cacheStatus: String(response.headers['cache-status']),
-        }),
-      )
-      response.on('error', reject)
-    })
-      .on('error', reject)
-      .end()
-  })
 }
 
 declare module 'fastify' {
@@ -101,4 +75,56 @@ describe('a guard that another plugin adds to a route from onRoute', () => {
           expect(other.body).not.toContain('SECRET')
         }
       })
+})
+
+describe('under trustProxy, the Host header a handler reads', () => {
+  async function linkApp(): Promise<string> {
+    const app = Fastify({ trustProxy: true })
+    await app.register(cachePlugin, { backend: memoryBackend(), ttl: 60 })
+    // Links built from the raw Host header, as many apps do, not from the forwarded host.
+    app.get(
+      '/reset-password',
+      { config: { cache: true } },
+      async (request) => `${request.protocol}://${request.headers.host}/reset-password/submit`,
+    )
+    return `${await listen(app)}/reset-password`
+  }
+
+  it.each([
+    ['one forwarded host', 'shop.test'],
+    ['a list of forwarded hosts (Fastify takes the last)', 'other.test, shop.test'],
+  ])(
+    'is part of the key when it differs from %s: a forged Host never plants its links',
+    async (_, forwarded) => {
+      const url = await linkApp()
+      const proto = { 'x-forwarded-proto': 'https' }
+      const attack = await get(url, { host: 'evil.test', 'x-forwarded-host': forwarded, ...proto })
+      expect(attack.body).toBe('https://evil.test/reset-password/submit')
+      for (const host of ['internal-lb', 'shop.test']) {
+        const client = await get(url, { host, 'x-forwarded-host': 'shop.test', ...proto })
+        expect(client.body).toBe(`https://${host}/reset-password/submit`)
+      }
+      const direct = await get(url, { host: 'shop.test', ...proto })
+      expect(direct.body).toBe('https://shop.test/reset-password/submit')
+      // Each Host keeps its own entry, and the entries are still shared by its clients.
+      expect(
+        (await get(url, { host: 'internal-lb', 'x-forwarded-host': 'shop.test', ...proto })).cacheStatus,
+      ).toMatch(/hit/)
+    },
+  )
+
+  it('keys apart are all reached by invalidating the URL of the forwarded host', async () => {
+    const app = Fastify({ trustProxy: true })
+    await app.register(cachePlugin, { backend: memoryBackend(), ttl: 60 })
+    let version = 1
+    app.get('/page', { config: { cache: true } }, async (request) => `${request.headers.host} v${version}`)
+    const url = `${await listen(app)}/page`
+    const viaLb = { host: 'internal-lb', 'x-forwarded-host': 'shop.test' }
+    expect((await get(url, viaLb)).body).toBe('internal-lb v1')
+    expect((await get(url, { host: 'shop.test' })).body).toBe('shop.test v1')
+    version = 2
+    await app.cache.invalidate('/page', { host: 'shop.test' })
+    expect((await get(url, viaLb)).body).toBe('internal-lb v2')
+    expect((await get(url, { host: 'shop.test' })).body).toBe('shop.test v2')
+  })
 })
