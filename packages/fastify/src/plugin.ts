@@ -146,6 +146,19 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
     return { caches: [...seen.values()], backends: [...backends] }
   }
 
+  // An error on its way to an error handler (the handler threw or sent one, an onSend or
+  // preSerialization hook threw): whatever the error handler answers, even a 2xx, is not the
+  // route's response and is never stored. An instance hook, as the onRoute one: every route this
+  // plugin caches has it, and no other plugin's onRoute hook can take it off a route.
+  fastify.addHook('onError', (_request, reply, _error, hookDone) => {
+    const miss = misses.get(reply.raw)
+    if (miss !== undefined) {
+      failed.add(reply.raw)
+      miss.recorder.refuse('handler-error')
+    }
+    hookDone()
+  })
+
   const api: FastifyResponseCache = {
     async invalidate(url, invalidateOptions = {}) {
       const results = await Promise.all(
@@ -315,6 +328,7 @@ function lookupHook(
   return function cacheLookup(request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) {
     const view = viewOf(request, site(), refreshHeader, refreshes)
     const context: LookupContext = {
+      verdict: () => (failed.has(reply.raw) ? 'handler-error' : undefined),
       revalidate: (refresh) => {
         const id = randomUUID()
         refreshes.set(id, refresh)
@@ -341,6 +355,11 @@ function lookupHook(
   }
 }
 
+/** The miss each response being recorded answers, for the `onError` hook. */
+const misses = new WeakMap<ServerResponse, MissResult>()
+/** Responses of a miss that an error went through: an error handler makes them, never stored. */
+const failed = new WeakSet<ServerResponse>()
+
 function act(
   result: LookupResult,
   reply: FastifyReply,
@@ -357,7 +376,10 @@ function act(
     done()
     return
   }
-  if (result.kind === 'miss') record(reply, result, varyEncoding)
+  if (result.kind === 'miss') {
+    misses.set(reply.raw, result)
+    record(reply, result, varyEncoding)
+  }
   answerFromResult(reply.raw, result)
   done()
 }

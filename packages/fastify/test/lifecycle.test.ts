@@ -128,3 +128,70 @@ describe('under trustProxy, the Host header a handler reads', () => {
     expect((await get(url, { host: 'shop.test' })).body).toBe('shop.test v2')
   })
 })
+
+describe('a response an error handler made', () => {
+  const failures: Record<string, (app: FastifyInstance, fail: () => void) => void> = {
+    'the handler throws': (app, fail) =>
+      app.get('/prices', { config: { cache: true } }, async () => {
+        fail()
+        return 'price 10'
+      }),
+    'the handler sends an Error': (app, fail) =>
+      app.get('/prices', { config: { cache: true } }, (_request, reply) => {
+        try {
+          fail()
+          reply.send('price 10')
+        } catch (error) {
+          reply.send(error)
+        }
+      }),
+    'an onSend hook of the route throws': (app, fail) =>
+      app.get(
+        '/prices',
+        {
+          config: { cache: true },
+          onSend: async (_request, _reply, payload) => {
+            fail()
+            return payload
+          },
+        },
+        async () => 'price 10',
+      ),
+    'a preSerialization hook throws': (app, fail) =>
+      app.get(
+        '/prices',
+        {
+          config: { cache: true },
+          preSerialization: async (_request, _reply, payload) => {
+            fail()
+            return payload
+          },
+        },
+        async () => ({ price: 10 }),
+      ),
+  }
+
+  for (const [where, declare] of Object.entries(failures))
+    for (const handler of ['setErrorHandler', 'the route errorHandler option'] as const)
+      it(`is never stored, even a 200, when ${where} (${handler})`, async () => {
+        const app = Fastify()
+        await app.register(cachePlugin, { backend: memoryBackend(), ttl: 60 })
+        const degraded = (_error: unknown, _request: FastifyRequest, reply: FastifyReply) => {
+          reply.code(200).send('degraded')
+        }
+        if (handler === 'setErrorHandler') app.setErrorHandler(degraded)
+        else app.addHook('onRoute', (route) => void (route.errorHandler = degraded))
+        let calls = 0
+        declare(app, () => {
+          if (calls++ === 0) throw new Error('database timeout, once')
+        })
+        const url = `${await listen(app)}/prices`
+        const first = await get(url)
+        expect([first.status, first.body]).toEqual([200, 'degraded'])
+        expect(first.cacheStatus).toMatch(/detail=handler-error/)
+        const second = await get(url)
+        expect(second.body).not.toBe('degraded')
+        expect(second.body).toMatch(/10/)
+        expect((await get(url)).cacheStatus).toMatch(/hit/)
+      })
+})
