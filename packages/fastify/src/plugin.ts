@@ -53,9 +53,10 @@ export interface CachePluginOptions extends RouteCacheOptions {
 export interface FastifyResponseCache {
   /**
    * Removes the stored responses of a URL (`https://host/path?query`, or a path with `host`),
-   * every variant, under every `keyPrefix` and backend of the app's cached routes, in every
-   * process sharing the backend. Headers of the routes' `vary` option: give them in `headers`.
-   * `true` if an entry was there.
+   * every variant (of the response's `Vary` and of the headers of the routes' `vary` option),
+   * under every `keyPrefix` and backend of the app's cached routes, in every process sharing the
+   * backend. `headers` name the variant whose entry is deleted at once to free its space (the
+   * others stop being served). `true` if an entry was there.
    */
   invalidate(url: string, options?: { host?: string; headers?: IncomingHttpHeaders }): Promise<boolean>
   /** Invalidates every response stored under `prefix` (`api` reaches `api:users`, not `apiv2`). */

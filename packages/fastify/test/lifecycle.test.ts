@@ -195,3 +195,35 @@ describe('a response an error handler made', () => {
         expect((await get(url)).cacheStatus).toMatch(/hit/)
       })
 })
+
+describe('app.cache.invalidate(url)', () => {
+  it.each([
+    ['the plugin options', { vary: ['accept-language'] }, true],
+    ["the route's config.cache", {}, { vary: ['accept-language'] }],
+  ])('reaches every variant of the vary option given in %s', async (_, pluginOptions, routeCache) => {
+    const app = Fastify()
+    await app.register(cachePlugin, { backend: memoryBackend(), ttl: 60, ...pluginOptions })
+    let version = 1
+    app.get(
+      '/greeting',
+      { config: { cache: routeCache } },
+      async (request) => `${request.headers['accept-language'] ?? 'none'} v${version}`,
+    )
+    const url = `${await listen(app)}/greeting`
+    const host = new URL(url).host
+    const languages = [{ 'accept-language': 'fr' }, { 'accept-language': 'de' }, {}] as Record<
+      string,
+      string
+    >[]
+    for (const headers of languages) {
+      await get(url, headers)
+      expect((await get(url, headers)).cacheStatus).toMatch(/hit/)
+    }
+    version = 2
+    await app.cache.invalidate('/greeting', { host })
+    for (const headers of languages) expect((await get(url, headers)).body).toMatch(/ v2$/)
+    version = 3
+    await app.cache.invalidate('/greeting', { host, headers: { 'accept-language': 'en' } })
+    for (const headers of languages) expect((await get(url, headers)).body).toMatch(/ v3$/)
+  })
+})
