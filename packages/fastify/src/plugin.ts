@@ -107,6 +107,7 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
     done(error as Error)
     return
   }
+  const ownQueryParser = hasOwnQuerystringParser(fastify)
   const caches = new Map<string, HttpCache<FastifyRequest>>()
   const byConfig = new WeakMap<object, HttpCache<FastifyRequest>>()
   // The header that marks a refresh the plugin runs through `inject`: a name no client can guess.
@@ -130,7 +131,11 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
     // own (which invalidating a URL reaches), and an identity response stored first is not
     // replayed to gzip-capable clients.
     const varyEncoding = this.hasReplyDecorator('compress')
-    const lookup = lookupHook(fastify, cache, site, varyEncoding, refreshHeader, refreshes)
+    // The app reads queries with its own parser (qs with `comma`, `allowDots`, …): which query
+    // strings it reads as the same query cannot be told, so a query could be stored under several
+    // keys that no invalidation of one spelling reaches together. A `key` of the route's own decides.
+    const refuseQueries = ownQueryParser && cache.settings.key === undefined
+    const lookup = lookupHook(fastify, cache, site, varyEncoding, refreshHeader, refreshes, refuseQueries)
     // Last before the handler: every hook of the route (a guard in onRequest, preValidation or
     // preHandler, at any level) ran for a hit as it did for the response stored.
     keepLastPreHandler(route, lookup)
@@ -259,6 +264,26 @@ function siteOf(fastify: FastifyInstance, route: RouteOptions): () => string {
   }
 }
 
+/**
+ * Whether the app parses query strings with a parser of its own (`routerOptions.querystringParser`,
+ * or the older top-level option), read from the options Fastify 5 keeps on the instance. Options
+ * that cannot be found count as a parser of its own: query URLs then bypass the cache rather than
+ * risk two keys for one query.
+ */
+function hasOwnQuerystringParser(fastify: FastifyInstance): boolean {
+  for (let at: object | null = fastify; at !== null; at = Object.getPrototypeOf(at)) {
+    const symbol = Object.getOwnPropertySymbols(at).find((s) => s.description === 'fastify.options')
+    if (symbol === undefined) continue
+    const options = (
+      fastify as unknown as Record<symbol, { routerOptions?: { querystringParser?: unknown } }>
+    )[symbol]
+    const routerOptions = options?.routerOptions
+    if (routerOptions === undefined || routerOptions === null) return true
+    return typeof routerOptions.querystringParser === 'function'
+  }
+  return true
+}
+
 /** The hooks a route declares that run before its handler (and so before the cache). */
 const ROUTE_HOOKS = ['onRequest', 'preParsing', 'preValidation', 'preHandler'] as const
 
@@ -325,9 +350,12 @@ function lookupHook(
   varyEncoding: boolean,
   refreshHeader: string,
   refreshes: Map<string, Refresh>,
+  refuseQueries: boolean,
 ) {
   return function cacheLookup(request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) {
     const view = viewOf(request, site(), refreshHeader, refreshes)
+    // `;` too: with `useSemicolonDelimiter` the parser reads what follows it.
+    if (refuseQueries && /[?;]/.test(request.url)) view.bypass = 'querystring-parser'
     const context: LookupContext = {
       verdict: () => (failed.has(reply.raw) ? 'handler-error' : undefined),
       revalidate: (refresh) => {

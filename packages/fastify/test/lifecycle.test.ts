@@ -227,3 +227,70 @@ describe('app.cache.invalidate(url)', () => {
     for (const headers of languages) expect((await get(url, headers)).body).toMatch(/ v3$/)
   })
 })
+
+describe("an app's own querystringParser", () => {
+  /** `ids=1,2` and `ids=1&ids=2` read as the same list, as qs's `comma: true` does. */
+  const commaLists = (query: string) => {
+    const parsed: Record<string, string | string[]> = {}
+    for (const [name, value] of new URLSearchParams(query)) {
+      const values = value.includes(',') ? value.split(',') : [value]
+      const before = parsed[name]
+      const all = before === undefined ? values : [...[before].flat(), ...values]
+      parsed[name] = all.length === 1 ? all[0]! : all
+    }
+    return parsed
+  }
+
+  it.each([
+    ['routerOptions.querystringParser', { routerOptions: { querystringParser: commaLists } }],
+    ['the top-level querystringParser', { querystringParser: commaLists }],
+  ])(
+    '(%s): two spellings it reads as one query are never served apart after an invalidation',
+    async (_, options) => {
+      const app = Fastify(options)
+      await app.register(cachePlugin, { backend: memoryBackend(), ttl: 60 })
+      let version = 1
+      app.get('/products', { config: { cache: true } }, async (request) => ({
+        version,
+        query: request.query,
+      }))
+      const base = await listen(app)
+      const host = new URL(base).host
+      const [one, other] = [`${base}/products?ids=1,2`, `${base}/products?ids=1&ids=2`]
+      for (const url of [one, other, one, other]) expect(JSON.parse((await get(url)).body).version).toBe(1)
+      version = 2
+      await app.cache.invalidate('/products?ids=1&ids=2', { host })
+      for (const url of [one, other]) expect(JSON.parse((await get(url)).body).version).toBe(2)
+      version = 3
+      await app.cache.invalidate('/products?ids=1,2', { host })
+      for (const url of [one, other]) expect(JSON.parse((await get(url)).body).version).toBe(3)
+      expect((await get(one)).cacheStatus).toMatch(/detail=querystring-parser/)
+    },
+  )
+
+  it('leaves requests without a query cached, and a route with its own key cached', async () => {
+    const app = Fastify({ routerOptions: { querystringParser: commaLists } })
+    await app.register(cachePlugin, { backend: memoryBackend(), ttl: 60 })
+    let runs = 0
+    app.get('/plain', { config: { cache: true } }, async () => `run ${++runs}`)
+    app.get(
+      '/keyed',
+      { config: { cache: { key: (request) => `keyed ${JSON.stringify(request.query)}` } } },
+      async () => `run ${++runs}`,
+    )
+    const base = await listen(app)
+    await get(`${base}/plain`)
+    expect((await get(`${base}/plain`)).cacheStatus).toMatch(/hit/)
+    await get(`${base}/keyed?ids=1,2`)
+    expect((await get(`${base}/keyed?ids=1&ids=2`)).cacheStatus).toMatch(/hit/)
+  })
+
+  it('the default parser keeps query URLs cached', async () => {
+    const app = Fastify()
+    await app.register(cachePlugin, { backend: memoryBackend(), ttl: 60 })
+    app.get('/products', { config: { cache: true } }, async (request) => request.query)
+    const url = `${await listen(app)}/products?ids=1&ids=2`
+    await get(url)
+    expect((await get(url)).cacheStatus).toMatch(/hit/)
+  })
+})
