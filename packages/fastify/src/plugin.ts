@@ -20,6 +20,7 @@ import type {
   FastifyReply,
   FastifyRequest,
   HookHandlerDoneFunction,
+  preHandlerHookHandler,
   RouteOptions,
 } from 'fastify'
 import fp from 'fastify-plugin'
@@ -52,9 +53,10 @@ export interface CachePluginOptions extends RouteCacheOptions {
 export interface FastifyResponseCache {
   /**
    * Removes the stored responses of a URL (`https://host/path?query`, or a path with `host`),
-   * every variant, under every `keyPrefix` and backend of the app's cached routes, in every
-   * process sharing the backend. Headers of the routes' `vary` option: give them in `headers`.
-   * `true` if an entry was there.
+   * every variant (of the response's `Vary` and of the headers of the routes' `vary` option),
+   * under every `keyPrefix` and backend of the app's cached routes, in every process sharing the
+   * backend. `headers` name the variant whose entry is deleted at once to free its space (the
+   * others stop being served). `true` if an entry was there.
    */
   invalidate(url: string, options?: { host?: string; headers?: IncomingHttpHeaders }): Promise<boolean>
   /** Invalidates every response stored under `prefix` (`api` reaches `api:users`, not `apiv2`). */
@@ -105,6 +107,7 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
     done(error as Error)
     return
   }
+  const ownQueryParser = hasOwnQuerystringParser(fastify)
   const caches = new Map<string, HttpCache<FastifyRequest>>()
   const byConfig = new WeakMap<object, HttpCache<FastifyRequest>>()
   // The header that marks a refresh the plugin runs through `inject`: a name no client can guess.
@@ -128,10 +131,14 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
     // own (which invalidating a URL reaches), and an identity response stored first is not
     // replayed to gzip-capable clients.
     const varyEncoding = this.hasReplyDecorator('compress')
-    const lookup = lookupHook(fastify, cache, site, varyEncoding, refreshHeader, refreshes)
+    // The app reads queries with its own parser (qs with `comma`, `allowDots`, …): which query
+    // strings it reads as the same query cannot be told, so a query could be stored under several
+    // keys that no invalidation of one spelling reaches together. A `key` of the route's own decides.
+    const refuseQueries = ownQueryParser && cache.settings.key === undefined
+    const lookup = lookupHook(fastify, cache, site, varyEncoding, refreshHeader, refreshes, refuseQueries)
     // Last before the handler: every hook of the route (a guard in onRequest, preValidation or
     // preHandler, at any level) ran for a hit as it did for the response stored.
-    route.preHandler = [...toList(route.preHandler), lookup]
+    keepLastPreHandler(route, lookup)
   })
 
   const distinct = () => {
@@ -144,6 +151,19 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
     }
     return { caches: [...seen.values()], backends: [...backends] }
   }
+
+  // An error on its way to an error handler (the handler threw or sent one, an onSend or
+  // preSerialization hook threw): whatever the error handler answers, even a 2xx, is not the
+  // route's response and is never stored. An instance hook, as the onRoute one: every route this
+  // plugin caches has it, and no other plugin's onRoute hook can take it off a route.
+  fastify.addHook('onError', (_request, reply, _error, hookDone) => {
+    const miss = misses.get(reply.raw)
+    if (miss !== undefined) {
+      failed.add(reply.raw)
+      miss.recorder.refuse('handler-error')
+    }
+    hookDone()
+  })
 
   const api: FastifyResponseCache = {
     async invalidate(url, invalidateOptions = {}) {
@@ -244,6 +264,26 @@ function siteOf(fastify: FastifyInstance, route: RouteOptions): () => string {
   }
 }
 
+/**
+ * Whether the app parses query strings with a parser of its own (`routerOptions.querystringParser`,
+ * or the older top-level option), read from the options Fastify 5 keeps on the instance. Options
+ * that cannot be found count as a parser of its own: query URLs then bypass the cache rather than
+ * risk two keys for one query.
+ */
+function hasOwnQuerystringParser(fastify: FastifyInstance): boolean {
+  for (let at: object | null = fastify; at !== null; at = Object.getPrototypeOf(at)) {
+    const symbol = Object.getOwnPropertySymbols(at).find((s) => s.description === 'fastify.options')
+    if (symbol === undefined) continue
+    const options = (
+      fastify as unknown as Record<symbol, { routerOptions?: { querystringParser?: unknown } }>
+    )[symbol]
+    const routerOptions = options?.routerOptions
+    if (routerOptions === undefined || routerOptions === null) return true
+    return typeof routerOptions.querystringParser === 'function'
+  }
+  return true
+}
+
 /** The hooks a route declares that run before its handler (and so before the cache). */
 const ROUTE_HOOKS = ['onRequest', 'preParsing', 'preValidation', 'preHandler'] as const
 
@@ -276,6 +316,33 @@ function toList<T>(value: T | readonly T[] | undefined): T[] {
   return Array.isArray(value) ? [...value] : [value as T]
 }
 
+/**
+ * Makes `hook` the route's last `preHandler`, and keeps it last whatever the `onRoute` hooks of
+ * plugins registered after this one do to the list (assign a new one, push onto it, replace it
+ * with a function): Fastify reads the route's hooks once every `onRoute` hook ran, through the
+ * accessor, which puts `hook` back at the end. A guard another plugin appends (`@fastify/autoload`
+ * loads `roles.js` after `cache.js`) so runs before every hit.
+ */
+function keepLastPreHandler(route: RouteOptions, hook: preHandlerHookHandler): void {
+  let list: preHandlerHookHandler[] = [...toList(route.preHandler), hook]
+  Object.defineProperty(route, 'preHandler', {
+    configurable: true,
+    enumerable: true,
+    get() {
+      // In place: a plugin may hold this array and push onto it.
+      const at = list.indexOf(hook)
+      if (at !== list.length - 1) {
+        if (at !== -1) list.splice(at, 1)
+        list.push(hook)
+      }
+      return list
+    },
+    set(value: preHandlerHookHandler | preHandlerHookHandler[] | undefined) {
+      list = [...toList(value).filter((fn) => fn !== hook), hook]
+    },
+  })
+}
+
 function lookupHook(
   fastify: FastifyInstance,
   cache: HttpCache<FastifyRequest>,
@@ -283,10 +350,14 @@ function lookupHook(
   varyEncoding: boolean,
   refreshHeader: string,
   refreshes: Map<string, Refresh>,
+  refuseQueries: boolean,
 ) {
   return function cacheLookup(request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) {
     const view = viewOf(request, site(), refreshHeader, refreshes)
+    // `;` too: with `useSemicolonDelimiter` the parser reads what follows it.
+    if (refuseQueries && /[?;]/.test(request.url)) view.bypass = 'querystring-parser'
     const context: LookupContext = {
+      verdict: () => (failed.has(reply.raw) ? 'handler-error' : undefined),
       revalidate: (refresh) => {
         const id = randomUUID()
         refreshes.set(id, refresh)
@@ -313,6 +384,11 @@ function lookupHook(
   }
 }
 
+/** The miss each response being recorded answers, for the `onError` hook. */
+const misses = new WeakMap<ServerResponse, MissResult>()
+/** Responses of a miss that an error went through: an error handler makes them, never stored. */
+const failed = new WeakSet<ServerResponse>()
+
 function act(
   result: LookupResult,
   reply: FastifyReply,
@@ -329,7 +405,10 @@ function act(
     done()
     return
   }
-  if (result.kind === 'miss') record(reply, result, varyEncoding)
+  if (result.kind === 'miss') {
+    misses.set(reply.raw, result)
+    record(reply, result, varyEncoding)
+  }
   answerFromResult(reply.raw, result)
   done()
 }
@@ -386,12 +465,19 @@ function viewOf(
     delete request.headers[refreshHeader]
     delete request.raw.headers[refreshHeader]
   }
+  const host = request.host
+  // Under `trustProxy` the host comes from `X-Forwarded-Host`, and the `Host` header the handler
+  // can still read (`request.headers.host`, a common way to build absolute links) is another
+  // input: when it differs, it is part of the key, so a forged `Host` behind a forwarded one keeps
+  // its own entry. Invalidating the URL reaches it (the URL's scope leaves it out).
+  const sentHost = request.headers.host
   return {
     method: request.method,
     url: request.url,
     headers: request.headers,
     protocol: request.protocol,
-    host: request.host,
+    host,
+    ...(sentHost !== undefined && sentHost !== host ? { keyExtra: `@host=${JSON.stringify(sentHost)}` } : {}),
     site,
     raw: request,
     ...(refresh === undefined ? {} : { refresh }),

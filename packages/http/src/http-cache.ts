@@ -165,8 +165,8 @@ export class HttpCache<Raw = any> {
    * Removes the stored response for a URL (`https://host/path?query`, or a path with `host`),
    * with every variant its responses made with `Vary`, over http and https, at every site this
    * process has seen, and renews the URL's generation so that no process serves it again.
-   * Headers of the `vary` option are part of the key: `headers` give their values. `true` if an
-   * entry was there.
+   * Every value of the headers of the `vary` option is reached; `headers` give the values whose
+   * entry is deleted at once to free its space. `true` if an entry was there.
    */
   async invalidate(
     url: string,

@@ -24,8 +24,9 @@ export interface InvalidateOptions {
 /**
  * Removes the stored response for a URL (`https://example.com/a?b=1`, or a path with `host`),
  * with every variant its responses made with `Vary`, as requested over http and over https (the
- * app may see either behind a proxy). Give `headers` and `vary` when the middleware keyed on
- * request headers (its `vary` option): only the entry for those header values is reached.
+ * app may see either behind a proxy). Every value of the headers of a cache's `vary` option is
+ * reached; `headers` and `vary` name the entry to delete at once to free its space (the others stop
+ * being served and leave with their TTL).
  * Entries of the URL under every `keyPrefix` stop being served; `true` if an entry under
  * `keyPrefix` was deleted.
  */

@@ -58,7 +58,7 @@ export function requestKey(
   if (extra?.includes(SEPARATOR)) return undefined
   return {
     key: `${keyPrefix}:${origin}${target}${varied}${extra === undefined || extra === '' ? '' : `${SEPARATOR}${extra}`}`,
-    scopes: urlScopes(origin.slice(origin.indexOf('://') + 3), sent, varied),
+    scopes: urlScopes(origin.slice(origin.indexOf('://') + 3), sent),
   }
 }
 
@@ -81,7 +81,9 @@ export interface RequestKey {
  * decoded, lower-cased, runs of slashes made one and without trailing slashes (Express routes
  * case-insensitively and with an optional trailing slash by default, and decodes parameters;
  * Fastify's `caseSensitive: false`, `ignoreTrailingSlash` and `ignoreDuplicateSlashes` do the
- * same), the query parsed, decoded, sorted and without empty pairs, and the `vary` header values.
+ * same), the query parsed, decoded, sorted and without empty pairs. The values of the headers of
+ * the `vary` option are not in it: invalidating a URL reaches every variant of them (the values
+ * given in `headers` only choose which entries are deleted at once to free their space).
  *
  * A path holding `;` has two more: Fastify's `useSemicolonDelimiter` routes `/a;b=1` to `/a` with
  * the query `b=1` (everything after the `;`, a `?` included), and `;` parameters such as
@@ -93,11 +95,11 @@ export interface RequestKey {
  * invalidating `/Products/1/` also renews `/products/1`, and in an app with case-sensitive or
  * strict routing, `/a` also renews `/A`.
  */
-function urlScopes(authority: string, target: string, varied: string): string[] {
+function urlScopes(authority: string, target: string): string[] {
   const host = authority.replace(DEFAULT_PORT, '')
   const scope = (path: string, query: string) => {
     const canonical = canonicalQuery(query)
-    return `${SEPARATOR}url ${host}${canonicalPath(path)}${canonical === '' ? '' : `?${canonical}`}${varied}`
+    return `${SEPARATOR}url ${host}${canonicalPath(path)}${canonical === '' ? '' : `?${canonical}`}`
   }
   const q = target.indexOf('?')
   const path = q === -1 ? target : target.slice(0, q)
@@ -236,7 +238,7 @@ export function urlKeys(
       for (const protocol of ['http', 'https']) origins.add(`${protocol}://${o}`)
   return {
     keys: [...origins].map((o) => `${keyPrefix}:${o}${rest}`),
-    scopes: urlScopes(origin, target, varied),
+    scopes: urlScopes(origin, target),
   }
 }
 

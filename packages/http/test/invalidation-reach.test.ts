@@ -260,3 +260,46 @@ describe('invalidating a URL reaches the spellings routers send to it', () => {
     expect(JSON.parse((await send(`${app.url}/a`)).body.toString())).toEqual({ price: 2 })
   })
 })
+
+describe('invalidating a URL reaches every variant of the vary option', () => {
+  const greeting = () => {
+    const state = { version: 1 }
+    const handler: Handler = (req, res) => {
+      res.setHeader('content-type', 'text/plain')
+      res.end(`${req.headers['accept-language'] ?? 'none'} v${state.version}`)
+    }
+    return { state, handler }
+  }
+  const read = async (url: string, language?: string) =>
+    (
+      await send(url, { headers: language === undefined ? {} : { 'accept-language': language } })
+    ).body.toString()
+
+  it.each([
+    [
+      'cache.invalidate(url)',
+      (app: { url: string; cache: HttpCache }) => app.cache.invalidate(`${app.url}/greeting`),
+    ],
+    [
+      'cache.invalidate(url, { headers }) of another value',
+      (app: { url: string; cache: HttpCache }) =>
+        app.cache.invalidate(`${app.url}/greeting`, { headers: { 'accept-language': 'en' } }),
+    ],
+    ['invalidateResponse(url)', (app: { url: string }) => invalidateResponse(`${app.url}/greeting`)],
+    [
+      'invalidateResponse(url) under another keyPrefix',
+      (app: { url: string }) => invalidateResponse(`${app.url}/greeting`, { keyPrefix: 'other' }),
+    ],
+  ])('%s: no value of the header keeps the old response', async (_, invalidate) => {
+    const { state, handler } = greeting()
+    const app = await start(handler, { ttl: 60, vary: ['accept-language'] })
+    const url = `${app.url}/greeting`
+    for (const language of ['fr', 'de', undefined]) {
+      await read(url, language)
+      expect(await read(url, language)).toMatch(/ v1$/)
+    }
+    state.version = 2
+    await invalidate(app)
+    for (const language of ['fr', 'de', undefined]) expect(await read(url, language)).toMatch(/ v2$/)
+  })
+})
