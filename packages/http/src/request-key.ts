@@ -58,8 +58,18 @@ export function requestKey(
   if (extra?.includes(SEPARATOR)) return undefined
   return {
     key: `${keyPrefix}:${origin}${target}${varied}${extra === undefined || extra === '' ? '' : `${SEPARATOR}${extra}`}`,
-    scopes: urlScopes(origin.slice(origin.indexOf('://') + 3), sent, varied),
+    scopes: entryScopes(origin.slice(origin.indexOf('://') + 3), sent, varied),
   }
+}
+
+/**
+ * The scopes of an entry: those of its URL, which `invalidateResponse(url)` renews for every value
+ * of the `vary` headers, then, when the key holds `vary` header values, those of the URL with these
+ * values, which an invalidation given the headers renews for that variant alone.
+ */
+function entryScopes(authority: string, target: string, varied: string): string[] {
+  const scopes = urlScopes(authority, target, '')
+  return varied === '' ? scopes : [...scopes, ...urlScopes(authority, target, varied)]
 }
 
 /**
@@ -69,7 +79,10 @@ export function requestKey(
  */
 export interface RequestKey {
   key: string
-  /** One scope; three for a path holding `;` (see {@link urlScopes}). */
+  /**
+   * One scope; three for a path holding `;` (see {@link urlScopes}); twice as many under the `vary`
+   * option (the URL's, and the URL's with the header values).
+   */
   scopes: string[]
 }
 
@@ -81,7 +94,8 @@ export interface RequestKey {
  * decoded, lower-cased, runs of slashes made one and without trailing slashes (Express routes
  * case-insensitively and with an optional trailing slash by default, and decodes parameters;
  * Fastify's `caseSensitive: false`, `ignoreTrailingSlash` and `ignoreDuplicateSlashes` do the
- * same), the query parsed, decoded, sorted and without empty pairs, and the `vary` header values.
+ * same), the query parsed, decoded, sorted and without empty pairs, and the `vary` header values
+ * when an invalidation names one variant.
  *
  * A path holding `;` has two more: Fastify's `useSemicolonDelimiter` routes `/a;b=1` to `/a` with
  * the query `b=1` (everything after the `;`, a `?` included), and `;` parameters such as
