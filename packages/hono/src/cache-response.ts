@@ -1,7 +1,14 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
 import { createHash } from 'node:crypto'
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
-import { CacheError, type CacheEvent, type CacheEventName, type CacheStats, type Duration } from '@cache/core'
+import {
+  CacheConfigError,
+  CacheError,
+  type CacheEvent,
+  type CacheEventName,
+  type CacheStats,
+  type Duration,
+} from '@cache/core'
 import { sourceFingerprint } from '@cache/core/backend'
 import {
   type HeaderList,
@@ -27,7 +34,20 @@ import type { StatusCode } from 'hono/utils/http-status'
  * `statusHeader`, `cacheName`, `etag`, `now`, `bypass`, `cacheControl`). The `key`, `tags` and
  * `bypass` functions receive Hono's `Context`. Every option is optional; the defaults are safe.
  */
-export type CacheResponseOptions = HttpCacheOptions<Context>
+export interface CacheResponseOptions extends HttpCacheOptions<Context> {
+  /**
+   * Functions registered **after** the cache that hits may skip because their effect is in the
+   * stored response (a `compress()` instance after a global cache, a header set on every
+   * response). By default a response is stored only when the function that answered it is the
+   * only one that ran after the cache: any other (a guard, an `app.use` after the cache, a
+   * sub-app's middleware) would be skipped by a hit (`detail=middleware-after-cache`). Listed by
+   * identity (the same instance given to Hono). Default: none.
+   */
+  middlewareSkippedOnHits?: readonly Function[]
+}
+
+/** Why a response is not stored when a function besides the handler ran after the cache. */
+const MIDDLEWARE_AFTER_CACHE = 'middleware-after-cache'
 
 /**
  * What `cacheResponse(options)` returns: Hono middleware (`app.get('/path', cacheResponse(60),
@@ -120,6 +140,7 @@ function watchErrorLog(): void {
  */
 export function cacheResponse(options: CacheResponseOptions | Duration = {}): ResponseCacheMiddleware {
   const http = new HttpCache<Context>({}, resolveHttpCacheOptions(options))
+  const skipped = skippedOnHits(options)
   const handled = new WeakSet<Context>()
 
   const middleware = async (c: Context, next: Next): Promise<Response | undefined> => {
@@ -131,8 +152,10 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     handled.add(c)
     const refresh = refreshes.get(c)
     const view = requestView(c, refresh)
+    const at = c.req.routeIndex
     let result: LookupResult = http.lookup(view, {
       revalidate: refresh === undefined ? (run) => revalidate(c, run) : undefined,
+      verdict: () => ranAfter(c, at, skipped),
     }) as LookupResult
     if (isThenable(result)) result = await result
     if (result.kind === 'hit' || result.kind === 'not-modified') {
@@ -354,6 +377,30 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
   handler.clear = () => http.clear()
   handler.responseIndex = (opts) => http.responseIndex(opts)
   return handler
+}
+
+function skippedOnHits(options: CacheResponseOptions | Duration): ReadonlySet<Function> {
+  const listed = (typeof options === 'object' ? options.middlewareSkippedOnHits : undefined) ?? []
+  if (!Array.isArray(listed) || listed.some((fn) => typeof fn !== 'function'))
+    throw new CacheConfigError('middlewareSkippedOnHits', 'expected a list of middleware functions')
+  return new Set(listed)
+}
+
+/**
+ * `middleware-after-cache` when a function besides the one that answered ran between the cache
+ * (at `at` among the functions the request matched) and the response: a hit answers before it,
+ * so a guard there (`app.get(path, cache, guard, handler)`, an `app.use` after the cache, a
+ * sub-app's middleware under a cached prefix) would be skipped. Hono's dispatch notes the index
+ * of each function it enters in `c.req.routeIndex`, so after the chain ran it is the deepest one
+ * reached; functions listed in `middlewareSkippedOnHits` do not count.
+ */
+function ranAfter(c: Context, at: number, skipped: ReadonlySet<Function>): string | undefined {
+  const match = matchResultOf(c)
+  if (match === undefined) return undefined
+  const last = c.req.routeIndex
+  let ran = 0
+  for (let i = at + 1; i <= last && i < match[0].length; i++) if (!skipped.has(match[0][i]![0][0])) ran++
+  return ran > 1 ? MIDDLEWARE_AFTER_CACHE : undefined
 }
 
 /** The request's `ExecutionContext` (Cloudflare Workers and the like), if it has one. */

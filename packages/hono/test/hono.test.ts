@@ -5,7 +5,7 @@ import { runInNewContext } from 'node:vm'
 import { memoryBackend } from '@cache/memory'
 import { type ServerType, serve } from '@hono/node-server'
 import type { CacheBackend } from '@cache/core'
-import { Hono } from 'hono'
+import { type Context, Hono, type Next } from 'hono'
 import { getCookie, setCookie } from 'hono/cookie'
 import { languageDetector } from 'hono/language'
 import { stream, streamText } from 'hono/streaming'
@@ -404,13 +404,20 @@ describe('stale-while-revalidate', () => {
     let clock = Date.now()
     let runs = 0
     const app = new Hono()
+    const stamp = async (c: Context, next: Next) => {
+      c.header('x-after-cache', 'ran')
+      await next()
+    }
     app.get(
       '/items/:id',
-      cacheResponse({ ttl: 1, staleWhileRevalidate: 600, backend: memoryBackend(), now: () => clock }),
-      async (c, next) => {
-        c.header('x-after-cache', 'ran')
-        await next()
-      },
+      cacheResponse({
+        ttl: 1,
+        staleWhileRevalidate: 600,
+        backend: memoryBackend(),
+        now: () => clock,
+        middlewareSkippedOnHits: [stamp],
+      }),
+      stamp,
       (c) => c.text(`item ${c.req.param('id')} v${++runs}`),
     )
     const base = await listen(app)
@@ -740,5 +747,107 @@ describe('apps of one factory built per request, after the first one is garbage-
     expect(await ask('beta')).toBe('home of beta')
     await collect()
     expect(await ask('gamma')).toBe('home of gamma')
+  })
+})
+
+describe('a function that runs between the cache and the handler', () => {
+  /** Answers 403 without the API key: a guard a hit would skip if it ran after the cache. */
+  const apiKey = async (c: Context, next: Next) => {
+    if (c.req.header('x-api-key') !== 'secret-key') return c.json({ error: 'forbidden' }, 403)
+    await next()
+  }
+  const admin = { 'x-api-key': 'secret-key' }
+
+  /** The layouts in which a guard runs after the cache, each answering `path`. */
+  const layouts: [string, string, (cache: ResponseCacheMiddleware) => Hono][] = [
+    [
+      'route middleware: app.get(path, cache, guard, handler)',
+      '/reports/a',
+      (cache) => new Hono().get('/reports/a', cache, apiKey, (c) => c.json({ revenue: 1 })),
+    ],
+    [
+      'app.use(path, guard) registered after app.use(path, cache)',
+      '/reports/b',
+      (cache) =>
+        new Hono()
+          .use('/reports/b', cache)
+          .use('/reports/b', apiKey)
+          .get('/reports/b', (c) => c.json({ revenue: 2 })),
+    ],
+    [
+      "a guard inside an app.route() sub-app under the cache's prefix",
+      '/admin/c',
+      (cache) => {
+        const sub = new Hono().use('*', apiKey).get('/c', (c) => c.json({ revenue: 3 }))
+        return new Hono().use('/admin/*', cache).route('/admin', sub)
+      },
+    ],
+    [
+      'a guard registered with app.all() after a global cache',
+      '/reports/d',
+      (cache) =>
+        new Hono()
+          .use('*', cache)
+          .all('/reports/*', apiKey)
+          .get('/reports/d', (c) => c.json({ revenue: 4 })),
+    ],
+  ]
+
+  it.each(layouts)('%s: the guard is never skipped by a hit', async (_, path, build) => {
+    const base = await listen(build(cacheResponse({ ttl: 60, backend: memoryBackend() })))
+    expect((await get(base, path)).status).toBe(403)
+    const allowed = await get(base, path, 'GET', admin)
+    expect(allowed.status).toBe(200)
+    expect(allowed.headers['cache-status']).toMatch(/detail=middleware-after-cache/)
+    const anonymous = await get(base, path)
+    expect(anonymous.status).toBe(403)
+    expect(anonymous.text).not.toContain('revenue')
+  })
+
+  it.each(layouts)('%s: without a server (app.request), nothing is stored either', async (_, path, build) => {
+    const app = build(cacheResponse({ ttl: 60, backend: memoryBackend() }))
+    const host = { host: 'shop.test' }
+    const allowed = await app.request(`http://shop.test${path}`, { headers: { ...host, ...admin } })
+    expect(allowed.status).toBe(200)
+    expect(allowed.headers.get('cache-status')).toMatch(/detail=middleware-after-cache/)
+    await allowed.text()
+    const anonymous = await app.request(`http://shop.test${path}`, { headers: host })
+    expect(anonymous.status).toBe(403)
+  })
+
+  it('stores what a global cache answers through one handler, even when a later catch-all route also matched', async () => {
+    let runs = 0
+    const app = new Hono()
+      .use('*', cacheResponse({ ttl: 60, backend: memoryBackend() }))
+      .get('/items', (c) => c.text(`items ${++runs}`))
+      .get('*', (c) => c.text('fallback page', 404))
+    const base = await listen(app)
+    expect((await get(base, '/items')).headers['cache-status']).toMatch(/stored/)
+    const hit = await get(base, '/items')
+    expect(hit.text).toBe('items 1')
+    expect(hit.headers['cache-status']).toMatch(/hit/)
+  })
+
+  it('stores when the functions between the cache and the handler are listed in middlewareSkippedOnHits', async () => {
+    let runs = 0
+    const poweredBy = async (c: Context, next: Next) => {
+      await next()
+      c.header('x-powered-by', 'shop')
+    }
+    const app = new Hono()
+      .use('*', cacheResponse({ ttl: 60, backend: memoryBackend(), middlewareSkippedOnHits: [poweredBy] }))
+      .use('*', poweredBy)
+      .get('/items', (c) => c.text(`items ${++runs}`))
+    const base = await listen(app)
+    expect((await get(base, '/items')).headers['cache-status']).toMatch(/stored/)
+    const hit = await get(base, '/items')
+    expect(hit.text).toBe('items 1')
+    expect(hit.headers['x-powered-by']).toBe('shop')
+  })
+
+  it('refuses a middlewareSkippedOnHits that is not a list of functions', () => {
+    expect(() => cacheResponse({ middlewareSkippedOnHits: ['compress'] as never })).toThrow(
+      /middlewareSkippedOnHits/,
+    )
   })
 })

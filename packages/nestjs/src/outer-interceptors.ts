@@ -18,6 +18,9 @@ import { tap } from 'rxjs'
  */
 export const OUTER_INTERCEPTOR = 'outer-interceptor'
 
+/** Why a response is not stored when the handler failed, whatever answered the error (a filter's 200 too). */
+export const HANDLER_ERROR = 'handler-error'
+
 /** Where Nest sends a result: Express's response or Fastify's reply (and what an outer interceptor may call first). */
 const SENDS = ['status', 'code', 'json', 'jsonp', 'send', 'render', 'view'] as const
 const WITH_BODY = new Set<string>(['json', 'jsonp', 'send'])
@@ -66,10 +69,25 @@ export class OuterInterceptorWatch {
     return status === (typeof own === 'number' ? own : 200) ? undefined : OUTER_INTERCEPTOR
   }
 
-  /** `next`, watched when the result is a miss whose response is recorded. */
+  /**
+   * `next`, watched when the result is a miss whose response is recorded. An error on the way out
+   * of the handler (a throw, a rejection, a pipe's refusal) makes the response unstorable whatever
+   * answers it then: an exception filter or an outer interceptor's `catchError` may send a 2xx
+   * fallback, which is that failure's answer, not the handler's.
+   */
   around(next: CallHandler, result: LookupResult): CallHandler {
     if (result.kind !== 'miss' || !result.recording) return next
-    return { handle: () => next.handle().pipe(tap((value) => this.handlerProduced(value))) }
+    return {
+      handle: () =>
+        next.handle().pipe(
+          tap({
+            next: (value) => this.handlerProduced(value),
+            error: () => {
+              this.reason ??= HANDLER_ERROR
+            },
+          }),
+        ),
+    }
   }
 
   /** The handler's result, as it leaves the cache's interceptor (the last one, for a stream of them). */

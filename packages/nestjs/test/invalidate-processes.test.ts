@@ -27,7 +27,7 @@ afterAll(async () => {
 })
 
 // The app: one handler on a backend of its own (`@CacheResponse({ backend })`, on the method or on
-// the controller), the module's backend in memory. ROLE=serve listens; ROLE=invalidate starts the
+// the controller, keyed by a request header when VARY names one), the module's backend in memory. ROLE=serve listens; ROLE=invalidate starts the
 // same app without serving a request, invalidates as HOW says, and exits.
 const script = `
   import 'reflect-metadata'
@@ -38,9 +38,9 @@ const script = `
   import { redisBackend } from '@cache/redis'
   import { CacheModule, CacheResponse, invalidateResponse, invalidateResponsePrefix, invalidateTags } from '${dist}'
 
-  const { ROLE, HOW, PLATFORM, PORT, REDIS_URL, DATA, ON } = process.env
+  const { ROLE, HOW, PLATFORM, PORT, REDIS_URL, DATA, ON, VARY } = process.env
   const products = redisBackend(REDIS_URL, { namespace: 'products' })
-  const options = { ttl: 60, tags: ['products'], keyPrefix: 'catalog', backend: products }
+  const options = { ttl: 60, tags: ['products'], keyPrefix: 'catalog', backend: products, ...(VARY ? { vary: [VARY] } : {}) }
   class ProductsController {
     list() { return { v: readFileSync(DATA, 'utf8') } }
   }
@@ -100,22 +100,31 @@ async function serve(extra: Record<string, string>): Promise<ChildProcess> {
 }
 
 async function get(port: number): Promise<{ body: string; status: string | null }> {
-  const response = await fetch(`http://127.0.0.1:${port}/products`)
+  // A French client: under the `vary` option, a variant other than the header-less one.
+  const response = await fetch(`http://127.0.0.1:${port}/products`, { headers: { 'accept-language': 'fr' } })
   return { body: await response.text(), status: response.headers.get('cache-status') }
 }
 
 describe.each(PLATFORMS)('invalidation from another process (%s)', (platform) => {
   it.each([
-    ['tags', 'method'],
-    ['url', 'method'],
-    ['prefix', 'controller'],
+    ['tags', 'method', ''],
+    ['url', 'method', ''],
+    ['prefix', 'controller', ''],
+    ['url', 'method', ' keyed by Accept-Language (the vary option)'],
   ])(
-    'invalidate by %s, without a backend, reaches the backend of @CacheResponse on the %s in a process that served nothing',
-    async (how, on) => {
+    'invalidate by %s, without a backend, reaches the backend of @CacheResponse on the %s%s in a process that served nothing',
+    async (how, on, vary) => {
       const port = await freePort()
-      const data = join(dir, `${platform}-${how}`)
+      const data = join(dir, `${platform}-${how}${vary === '' ? '' : '-vary'}`)
       writeFileSync(data, 'old')
-      const extra = { PLATFORM: platform, PORT: String(port), DATA: data, ON: on, HOW: how }
+      const extra = {
+        PLATFORM: platform,
+        PORT: String(port),
+        DATA: data,
+        ON: on,
+        HOW: how,
+        VARY: vary === '' ? '' : 'accept-language',
+      }
       const server = await serve(extra)
       try {
         expect((await get(port)).status).toMatch(/stored/)

@@ -6,8 +6,11 @@
 import 'reflect-metadata'
 import { randomUUID } from 'node:crypto'
 import {
+  type ArgumentsHost,
   type CallHandler,
+  Catch,
   Controller,
+  type ExceptionFilter,
   type ExecutionContext,
   Get,
   HttpCode,
@@ -18,8 +21,8 @@ import {
   StreamableFile,
   UseInterceptors,
 } from '@nestjs/common'
-import { APP_INTERCEPTOR } from '@nestjs/core'
-import { map, tap } from 'rxjs'
+import { APP_FILTER, APP_INTERCEPTOR } from '@nestjs/core'
+import { catchError, map, of, tap } from 'rxjs'
 import { afterEach, describe, expect, it } from 'vitest'
 import { CacheModule, CacheResponse, CacheResponseInterceptor } from '../src/index.js'
 import { PLATFORMS, type Reply, send, startApp } from './harness.js'
@@ -294,5 +297,82 @@ describe.each(PLATFORMS)('a status set outside @CacheResponse (platform-%s)', (p
     expect(first.headers['cache-status']).toMatch(/stored/)
     expect(second.status).toBe(203)
     expect(second.headers['cache-status']).toMatch(/hit/)
+  })
+})
+
+/** Answers every error with 200 and a fallback body (a "degraded mode" filter). */
+@Catch()
+class DegradedFilter implements ExceptionFilter {
+  catch(_error: unknown, host: ArgumentsHost) {
+    const res = host.switchToHttp().getResponse()
+    if (typeof res.code === 'function') res.code(200).send({ degraded: true })
+    else res.status(200).json({ degraded: true })
+  }
+}
+
+/** Turns an error of the handler into a fallback result, which Nest sends with 200. */
+@Injectable()
+class FallbackOnError implements NestInterceptor {
+  intercept(_context: ExecutionContext, next: CallHandler) {
+    return next.handle().pipe(catchError(() => of({ degraded: true })))
+  }
+}
+
+/** A handler that fails once (synchronously or by rejecting), then recovers. */
+function failingOnce(how: 'throw' | 'reject') {
+  let calls = 0
+  @Controller('prices')
+  class PricesController {
+    @Get()
+    @CacheResponse({ ttl: 60 })
+    get() {
+      if (calls++ === 0) {
+        const error = new Error('database timeout, once')
+        if (how === 'throw') throw error
+        return Promise.reject(error)
+      }
+      return how === 'throw' ? { price: 10 } : Promise.resolve({ price: 10 })
+    }
+  }
+  return PricesController
+}
+
+describe.each(PLATFORMS)('an error answered with 200 outside @CacheResponse (platform-%s)', (platform) => {
+  it.each([
+    ['a global exception filter (APP_FILTER)', 'throw'],
+    ['a global exception filter (APP_FILTER)', 'reject'],
+    ["an outer interceptor's catchError fallback", 'throw'],
+    ["an outer interceptor's catchError fallback", 'reject'],
+  ] as const)('never stores what %s answers after the handler fails (%s)', async (by, how) => {
+    @Module({
+      imports: [cacheModule],
+      controllers: [failingOnce(how)],
+      providers: [
+        by.startsWith('a global')
+          ? { provide: APP_FILTER, useClass: DegradedFilter }
+          : { provide: APP_INTERCEPTOR, useClass: FallbackOnError },
+      ],
+    })
+    class AppModule {}
+    const started = await startApp(platform, AppModule)
+    app = started.app
+    const [first, second] = await twice(started.url, '/prices')
+    expect(first.status).toBe(200)
+    expect(JSON.parse(first.text)).toEqual({ degraded: true })
+    expect(first.headers['cache-status']).toMatch(/detail=handler-error/)
+    expect(JSON.parse(second.text)).toEqual({ price: 10 })
+    expect(second.headers['cache-status']).toMatch(/stored/)
+  })
+
+  it('never stores the 200 a filter from app.useGlobalFilters() answers an error with', async () => {
+    @Module({ imports: [cacheModule], controllers: [failingOnce('throw')] })
+    class AppModule {}
+    const started = await startApp(platform, AppModule, (nest) => {
+      nest.useGlobalFilters(new DegradedFilter())
+    })
+    app = started.app
+    const [first, second] = await twice(started.url, '/prices')
+    expect(JSON.parse(first.text)).toEqual({ degraded: true })
+    expect(JSON.parse(second.text)).toEqual({ price: 10 })
   })
 })
