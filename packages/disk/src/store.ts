@@ -64,16 +64,12 @@ CREATE INDEX IF NOT EXISTS entries_expiry ON entries (expiry_bucket) WHERE expir
 `
 
 /**
- * Schema 2 to 3: the access-time index goes; rows are renumbered after every existing rowid in
- * the order of their access times (oldest first), which is the LRU order from then on.
+ * Schema 2 to 3: the access-time index goes, and no row is rewritten (renumbering the rows in
+ * access order took about 8 s per 100 000 rows, all of it under the write lock at open). Rows
+ * keep their rowids, in insertion order: an entry read or rewritten after the upgrade moves
+ * behind all of them, so those untouched since the upgrade are evicted first, oldest insert first.
  */
-const MIGRATE_2_TO_3 = `
-DROP INDEX IF EXISTS entries_accessed;
-UPDATE entries SET rowid = ranked.next FROM (
-  SELECT rowid AS id, (SELECT max(rowid) FROM entries) + row_number() OVER (ORDER BY accessed_at, rowid) AS next
-  FROM entries
-) AS ranked WHERE entries.rowid = ranked.id;
-`
+const MIGRATE_2_TO_3 = 'DROP INDEX IF EXISTS entries_accessed;'
 
 /** The expiry index's bucket of an expiry time. */
 function expiryBucket(expiresAt: number | null): number | null {
