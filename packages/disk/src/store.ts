@@ -7,8 +7,9 @@ const SCHEMA_VERSION = 3
 /**
  * Log pages after which a commit copies the log into the database (SQLite's default is 1 000).
  * A checkpoint costs two fsyncs and one copy of each page the log holds, however often that page
- * was rewritten: a longer log makes both rarer per write (measured: a third less time per set
- * awaited one by one). The log file stays at most this many pages (16 MB with 4 KB pages).
+ * was rewritten: a longer log makes both rarer per write (measured at the SQLite level: about a
+ * third less time per rewrite committed on its own). The log file grows to about this many pages
+ * (16 MB with 4 KB pages).
  */
 const CHECKPOINT_PAGES = 4000
 
