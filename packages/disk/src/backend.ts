@@ -755,14 +755,14 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
     }
     const ops = batch.map((write) => write.op as BatchOp)
     const operation = ops.some((op) => op.kind === 'put') ? 'set' : 'delete'
-    let total = 0
+    let total: number | undefined
     let outcomes: BatchOutcome[] | undefined
     let failure: unknown
     try {
       ;({ outcomes, total } = await this.locked(operation, ops.length === 1 ? ops[0]!.key : undefined, () =>
         this.store.writeBatch(this.ns, ops, this.now()),
       ))
-      if (total > this.maxSize) await this.evict()
+      if (total !== undefined && total > this.maxSize) await this.evict()
     } catch (error) {
       failure = error
     }

@@ -234,6 +234,60 @@ describe('size limit', () => {
     expect(walk(join(dir, 'values'))).toHaveLength(live.filter((v) => v !== undefined).length)
   })
 
+  it('evicts when a rewrite makes an entry larger and the total passes maxSize', async () => {
+    const time = clock()
+    const c = cache({ now: time.now, maxSize: 5_000 })
+    for (const key of ['a', 'b', 'c', 'd']) {
+      await c.set(key, 'x'.repeat(998)) // 1 001 bytes each
+      time.advance(1000)
+    }
+    await c.set('d', 'x'.repeat(998)) // same size: nothing to evict
+    expect((await c.usage()).entries).toBe(4)
+    await c.set('d', 'y'.repeat(1_998)) // 2 001 bytes: 5 004 in all, over the limit
+    expect(await c.getMany(['a', 'b', 'c', 'd'])).toEqual([
+      undefined,
+      'x'.repeat(998),
+      'x'.repeat(998),
+      'y'.repeat(1_998),
+    ])
+    expect((await c.usage()).bytes).toBeLessThanOrEqual(5_000)
+  })
+
+  it('an incremented counter counts as recently used: eviction takes an older entry', async () => {
+    const time = clock()
+    const c = cache({ now: time.now, maxSize: 3_000, accessResolution: 0 })
+    await c.incr('hits')
+    time.advance(1000)
+    await c.set('a', 'x'.repeat(998))
+    time.advance(1000)
+    await c.incr('hits')
+    time.advance(1000)
+    await c.set('b', 'x'.repeat(998))
+    time.advance(1000)
+    await c.set('c', 'x'.repeat(998)) // 3 008 bytes, over 3 000: a, the least recently used, goes
+    expect(await c.getMany(['hits', 'a', 'b', 'c'])).toEqual([2, undefined, 'x'.repeat(998), 'x'.repeat(998)])
+  })
+
+  it('a read recorded by another connection to the directory spares that entry from eviction', async () => {
+    const time = clock()
+    const writer = cache({ now: time.now, maxSize: 3_100, accessResolution: 0 })
+    for (const key of ['a', 'b', 'c']) {
+      await writer.set(key, 'x'.repeat(998))
+      time.advance(1000)
+    }
+    const reader = diskBackend({ path: dir, now: time.now, accessResolution: 0, pruneInterval: false })
+    expect(await reader.get('a')).toBe('x'.repeat(998))
+    await reader.close() // writes the access time
+    time.advance(1000)
+    await writer.set('d', 'x'.repeat(998))
+    expect(await writer.getMany(['a', 'b', 'c', 'd'])).toEqual([
+      'x'.repeat(998),
+      undefined,
+      'x'.repeat(998),
+      'x'.repeat(998),
+    ])
+  })
+
   it('refuses a value larger than maxSize with CacheValueTooLargeError', async () => {
     const c = cache({ maxSize: '1KB' })
     await expect(c.set('big', 'x'.repeat(2000))).rejects.toBeInstanceOf(CacheValueTooLargeError)

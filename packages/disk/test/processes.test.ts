@@ -74,6 +74,22 @@ describe('several processes on one directory', { timeout: 90_000 }, () => {
     await cache.close()
   })
 
+  it('an entry another process read is spared when this process evicts to maxSize', async () => {
+    const path = newDir()
+    const cache = diskBackend({ path, namespace: 'shared', maxSize: 3_100, pruneInterval: false })
+    for (const key of ['a', 'b', 'c']) await cache.set(key, 'x'.repeat(998)) // 1 001 bytes each
+    const [read] = await runWorkers([[path, 'read', '1', 'a']])
+    expect(read).toEqual({ value: 'x'.repeat(998) })
+    await cache.set('d', 'x'.repeat(998)) // over 3 100 bytes: one entry goes, not the one just read
+    expect(await cache.getMany(['a', 'b', 'c', 'd'])).toEqual([
+      'x'.repeat(998),
+      undefined,
+      'x'.repeat(998),
+      'x'.repeat(998),
+    ])
+    await cache.close()
+  })
+
   it('a writer killed with SIGKILL mid-write leaves a cache that opens, reads and writes', async () => {
     const path = newDir()
     const child = fork(WORKER, [path, 'write-forever', '0'], {

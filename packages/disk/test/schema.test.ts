@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs'
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
@@ -75,8 +75,55 @@ describe('a cache file written by the first release (schema 1)', () => {
     await c.close()
     const check = new Database(join(dir, 'cache.db'), { readonly: true })
     try {
-      expect(check.pragma('user_version', { simple: true })).toBe(2)
+      expect(check.pragma('user_version', { simple: true })).toBe(3)
       expect(check.pragma('integrity_check', { simple: true })).toBe('ok')
+    } finally {
+      check.close()
+    }
+  })
+})
+
+/**
+ * `fixtures/schema-2.db` was written by the previous release (schema 2, with an access-time
+ * index) under a clock starting at 1 700 000 000 000: `a`, `b`, `c`, `d` (1 001 bytes each, one
+ * second apart), `expiring` (TTL 90 s), the counter `hits` (5), `a` in the namespace `other`,
+ * then `a` read last (recorded at 1 700 000 008 000). 4 041 bytes in 7 entries.
+ */
+const SCHEMA_2_FILE = new URL('./fixtures/schema-2.db', import.meta.url)
+
+describe('a cache file written by the previous release (schema 2)', () => {
+  it('keeps its entries and totals; entries used since the upgrade outlive those untouched since', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'cache-disk-schema-'))
+    copyFileSync(SCHEMA_2_FILE, join(dir, 'cache.db'))
+    // Every stored access time is now older than accessResolution (1 minute); `expiring` still lives.
+    let clock = 1_700_000_070_000
+    // One more 1 001-byte entry is one byte too many: exactly one entry must go.
+    const c = cache({ now: () => clock, maxSize: 4_041 + 1_001 - 1 })
+    const other = cache({ now: () => clock, namespace: 'other' })
+    const x = 'x'.repeat(998)
+    expect(await c.usage()).toEqual({ bytes: 4_041, entries: 7 })
+    expect(await other.get('a')).toBe('other namespace')
+    expect(await c.get('d')).toBe(x) // used after the upgrade
+
+    await c.set('e', x)
+    await c.set('f', x)
+    expect(await c.usage()).toEqual({ bytes: 4_041, entries: 7 })
+    const left = await c.getMany(['a', 'b', 'c', 'd', 'e', 'f', 'expiring', 'hits'])
+    // Two of the three entries untouched since the upgrade went, oldest insert first.
+    expect(left).toEqual([undefined, undefined, x, x, x, x, 'soon', 5])
+    expect(await other.get('a')).toBe('other namespace')
+
+    expect(await c.incr('hits')).toBe(6)
+    clock += 90_000
+    expect(await c.get('expiring')).toBeUndefined()
+    expect(await c.prune()).toMatchObject({ expired: 1 })
+    await Promise.all(open.splice(0).map((backend) => backend.close()))
+    const check = new Database(join(dir, 'cache.db'), { readonly: true })
+    try {
+      expect(check.pragma('user_version', { simple: true })).toBe(3)
+      expect(check.pragma('integrity_check', { simple: true })).toBe('ok')
+      const indexes = check.prepare("SELECT name FROM sqlite_master WHERE type = 'index'").pluck().all()
+      expect(indexes).not.toContain('entries_accessed')
     } finally {
       check.close()
     }
