@@ -69,7 +69,9 @@ interface Envelope {
  * serializer does, values come back exactly or are refused with `CacheSerializationError`.
  *
  * Keyv stores have no atomic primitives: `add`, `incr`, `atomicUpdate` and `compareAndDelete`
- * are serialized by a per-key queue **in this process only**. Two processes sharing a store can lose updates.
+ * are serialized by a per-key queue **in this process only**, and every other write of a key in
+ * this process (`set`, `delete`, the batches, `clear`) is ordered with them through that queue.
+ * Two processes sharing a store can lose updates.
  */
 export class KeyvBackend extends ObservedBackend implements CacheBackend {
   readonly name = 'keyv'
@@ -178,7 +180,9 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
     assertKey(key)
     const ms = this.ttlMs(ttl)
     const stored = this.wrap(value)
-    await this.run('set', key, () => this.keyv.set(this.storeKey(key), stored, ms))
+    await this.queue.write([key], () =>
+      this.run('set', key, () => this.keyv.set(this.storeKey(key), stored, ms)),
+    )
     this.observer.set(key)
   }
 
@@ -196,6 +200,11 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
 
   async delete(key: string): Promise<boolean> {
     assertKey(key)
+    return this.queue.write([key], () => this.remove(key))
+  }
+
+  /** Deletes, inside the key's queue (a plain delete, or `compareAndDelete`'s). */
+  private async remove(key: string): Promise<boolean> {
     const removed = await this.run('delete', key, () => this.keyv.delete(this.storeKey(key)))
     if (removed) this.observer.delete(key)
     return removed
@@ -209,7 +218,7 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
     assertKey(key)
     return this.queue.run(key, async () => {
       if ((await this.read(key))?.value !== expected) return false
-      return this.delete(key)
+      return this.remove(key)
     })
   }
 
@@ -219,6 +228,12 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
   }
 
   async clear(): Promise<void> {
+    this.assertOpen()
+    // After every write issued before it, before every one issued after it.
+    return this.queue.writeAll(() => this.clearStore())
+  }
+
+  private async clearStore(): Promise<void> {
     this.assertOpen()
     const store = this.keyv.store
     if (this.mapPrefix !== undefined && store instanceof Map) {
@@ -291,7 +306,10 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
       if (!this.tagged) assertSerializable(item.value)
       return { key: this.storeKey(item.key), value: this.wrap(item.value), ttl: this.ttlMs(item.ttl) }
     })
-    await this.run('setMany', undefined, () => this.keyv.setMany(entries))
+    await this.queue.write(
+      items.map((item) => item.key),
+      () => this.run('setMany', undefined, () => this.keyv.setMany(entries)),
+    )
     for (const item of items) this.observer.set(item.key)
   }
 
