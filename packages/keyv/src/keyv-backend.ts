@@ -496,16 +496,17 @@ export function keyvBackend(
 }
 
 /**
- * The namespace as it is written in the store. `:` ends a namespace in `namespace:key`, so one
- * inside it is written `%3A` (and `%` as `%25`): namespace `a` with key `b:x` and namespace `a:b`
- * with key `x` are two keys, not one. Glob characters (`*?[]\`), which adapters' scoped
- * `clear()` put in a pattern (`namespace:*`), are written the same way, so that a namespace `a*`
- * clears itself, not every namespace that starts with `a`. Namespaces without these characters
- * are written as they are (a plain Keyv on the same store and namespace reads the same keys).
+ * The namespace as it is written in the store: lowercase ASCII letters, digits and `-` as they
+ * are, every other UTF-16 unit as `~` and four lowercase hex digits (`App` is `~0041pp`, `a:b`
+ * is `a~003ab`). Adapters clear a namespace by matching a prefix (`namespace:*` in Redis,
+ * `LIKE 'namespace:%'` in SQL stores, a regular expression in others), and some of those
+ * matches fold case (SQLite's and MySQL's LIKE) or treat characters as wildcards (`*?[]\`, `%_`,
+ * `.`). No character of the written form is special to any of them nor has another case, and no
+ * `:` is left inside it, so the prefix of one namespace never matches another's keys (`App` does
+ * not clear `app`, `user_1` does not clear `userX1`, `a` does not reach into `a:b`). Namespaces
+ * made of lowercase letters, digits and `-` are written as they are (a plain Keyv on the same
+ * store and namespace reads the same keys).
  */
 function storedNamespace(namespace: string): string {
-  return namespace.replace(
-    /[%:*?[\]\\]/g,
-    (c) => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`,
-  )
+  return namespace.replace(/[^a-z0-9-]/g, (c) => `~${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
 }
