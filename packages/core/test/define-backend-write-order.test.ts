@@ -199,6 +199,31 @@ describe('defineBackend: the read-then-write fallbacks and the writes of the sam
     )
   })
 
+  it('lets a fallback through while writes of other keys keep arriving: it waits only for those already in flight', async () => {
+    const rows = new Map<string, unknown>()
+    const backend = defineBackend(slowStore(rows, { get: 1, write: 5 }))
+    const turn = () => new Promise((resolve) => setImmediate(resolve))
+    let turns = 0
+    let counted: number | undefined
+    let counter: Promise<number> | undefined
+    const writes: Promise<void>[] = []
+    // A new write of another key every turn, each overlapping the next: never a moment without
+    // one in flight. The incr arrives in the middle of them.
+    while (counted === undefined && turns < 200) {
+      writes.push(backend.set(`other:${turns % 7}`, turns))
+      if (turns === 10)
+        counter = backend.incr('c').then((n) => {
+          counted = turns
+          return n
+        })
+      await turn()
+      turns++
+    }
+    await Promise.all(writes)
+    expect(await counter).toBe(1)
+    expect(counted).toBeLessThan(60)
+  })
+
   it('adds no ordering to a store that implements every read-then-write itself', async () => {
     const rows = new Map<string, unknown>()
     const calls: string[] = []
