@@ -127,8 +127,11 @@ export type MinimalBackend = {
  * TTL as a number of seconds: `Infinity` for "never expires", `undefined` when the caller gave
  * none (the backend's default, if it has one); `delete` should return whether it removed something.
  *
- * The fallbacks for `add`, `incr` and `atomicUpdate` serialize callers with a per-key queue
- * **inside this process only**; for cross-process atomicity implement them natively.
+ * The fallbacks for `add`, `incr`, `atomicUpdate` and `compareAndDelete` read then write, one
+ * caller at a time per key, **inside this process only**; for cross-process atomicity implement
+ * them natively. While any fallback is in use, every write of a key in this process (set, delete,
+ * the batches, your native methods, and `clear` for every key) is ordered with them, so none is
+ * lost between a fallback's read and its write.
  * `getEntry` without a native implementation cannot tell a stored `undefined` from a miss,
  * and reports no `expiresAt`.
  */
@@ -208,9 +211,7 @@ export function defineBackend(backend: MinimalBackend): CacheBackend {
     (async (items: readonly SetManyItem[]) => {
       await Promise.all(items.map((item) => set(item.key, item.value, item.ttl)))
     })
-  const deleteMany =
-    source.deleteMany?.bind(source) ??
-    (async (keys: readonly string[]) => (await Promise.all(keys.map((k) => del(k)))).filter(Boolean).length)
+  const deleteMany = source.deleteMany?.bind(source)
   const compareAndDeleteFallback =
     source.compareAndDelete?.bind(source) ??
     ((key: string, expected: string) =>
@@ -218,6 +219,17 @@ export function defineBackend(backend: MinimalBackend): CacheBackend {
         if ((await get(key)) !== expected) return false
         return del(key)
       }))
+  // A fallback reads then writes: a write of the same key landing in between would be lost. While
+  // one is in use, every other write goes through the same queue (uncontended writes start at once).
+  const ordered = (['add', 'incr', 'atomicUpdate', 'compareAndDelete'] as const).some(
+    (method) => typeof source[method] !== 'function',
+  )
+  const write = <R>(key: string, run: () => Promise<R>): Promise<R> =>
+    ordered ? queue.write([key], run) : run()
+  const writeMany = <R>(keys: readonly string[], run: () => Promise<R>): Promise<R> =>
+    ordered ? queue.write(keys, run) : run()
+  const native = <R>(method: keyof CacheBackend, key: string, run: () => Promise<R>): Promise<R> =>
+    typeof source[method] === 'function' ? write(key, run) : run()
   // The layer in front of the store: closed state, key and TTL checks before anything is written,
   // and stats and events when the store keeps none of its own.
   const observer = source.stats === undefined ? new CacheObserver(name) : undefined
@@ -258,7 +270,7 @@ export function defineBackend(backend: MinimalBackend): CacheBackend {
       assertKey(key)
       return counted(
         () => observer?.set(key),
-        () => set(key, value, ttl),
+        () => write(key, () => set(key, value, ttl)),
       )
     },
     add: async (key: string, value: unknown, ttl?: Duration) => {
@@ -267,7 +279,7 @@ export function defineBackend(backend: MinimalBackend): CacheBackend {
       ttlToMs(ttl)
       return counted(
         (added) => added && observer?.set(key),
-        () => add(key, value, ttl),
+        () => native('add', key, () => add(key, value, ttl)),
       )
     },
     delete: async (key: string) => {
@@ -275,12 +287,12 @@ export function defineBackend(backend: MinimalBackend): CacheBackend {
       assertKey(key)
       return counted(
         (removed) => removed && observer?.delete(key),
-        () => del(key),
+        () => write(key, () => del(key)),
       )
     },
     clear: async () => {
       open()
-      return clear()
+      return ordered ? queue.writeAll(clear) : clear()
     },
     incr: async (key: string, by?: number, ttl?: Duration) => {
       open()
@@ -288,7 +300,7 @@ export function defineBackend(backend: MinimalBackend): CacheBackend {
       ttlToMs(ttl)
       return counted(
         () => observer?.set(key),
-        () => incr(key, by, ttl),
+        () => native('incr', key, () => incr(key, by, ttl)),
       )
     },
     atomicUpdate: async <T>(key: string, fn: (current: T | undefined) => T | Promise<T>, ttl?: Duration) => {
@@ -297,7 +309,7 @@ export function defineBackend(backend: MinimalBackend): CacheBackend {
       ttlToMs(ttl)
       return counted(
         () => observer?.set(key),
-        () => atomicUpdate<T>(key, fn, ttl),
+        () => native('atomicUpdate', key, () => atomicUpdate<T>(key, fn, ttl)),
       )
     },
     getMany: async <T>(keys: readonly string[]) => {
@@ -321,13 +333,17 @@ export function defineBackend(backend: MinimalBackend): CacheBackend {
         () => {
           for (const item of items) observer?.set(item.key)
         },
-        () => setMany(items),
+        () =>
+          writeMany(
+            items.map((item) => item.key),
+            () => setMany(items),
+          ),
       )
     },
     deleteMany: async (keys: readonly string[]) => {
       open()
       for (const key of keys) assertKey(key)
-      if (source.deleteMany !== undefined || observer === undefined) return deleteMany(keys)
+      if (deleteMany !== undefined) return writeMany(keys, () => deleteMany(keys))
       // Key by key, so that each removal is counted with its key.
       const removed = await Promise.all(keys.map((key) => wrapped.delete!(key)))
       return removed.filter(Boolean).length
@@ -337,7 +353,7 @@ export function defineBackend(backend: MinimalBackend): CacheBackend {
       assertKey(key)
       return counted(
         (removed) => removed && observer?.delete(key),
-        () => compareAndDeleteFallback(key, expected),
+        () => native('compareAndDelete', key, () => compareAndDeleteFallback(key, expected)),
       )
     },
   }

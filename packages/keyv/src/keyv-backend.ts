@@ -69,7 +69,9 @@ interface Envelope {
  * serializer does, values come back exactly or are refused with `CacheSerializationError`.
  *
  * Keyv stores have no atomic primitives: `add`, `incr`, `atomicUpdate` and `compareAndDelete`
- * are serialized by a per-key queue **in this process only**. Two processes sharing a store can lose updates.
+ * are serialized by a per-key queue **in this process only**, and every other write of a key in
+ * this process (`set`, `delete`, the batches, `clear`) is ordered with them through that queue.
+ * Two processes sharing a store can lose updates.
  */
 export class KeyvBackend extends ObservedBackend implements CacheBackend {
   readonly name = 'keyv'
@@ -178,7 +180,9 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
     assertKey(key)
     const ms = this.ttlMs(ttl)
     const stored = this.wrap(value)
-    await this.run('set', key, () => this.keyv.set(this.storeKey(key), stored, ms))
+    await this.queue.write([key], () =>
+      this.run('set', key, () => this.keyv.set(this.storeKey(key), stored, ms)),
+    )
     this.observer.set(key)
   }
 
@@ -196,6 +200,11 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
 
   async delete(key: string): Promise<boolean> {
     assertKey(key)
+    return this.queue.write([key], () => this.remove(key))
+  }
+
+  /** Deletes, inside the key's queue (a plain delete, or `compareAndDelete`'s). */
+  private async remove(key: string): Promise<boolean> {
     const removed = await this.run('delete', key, () => this.keyv.delete(this.storeKey(key)))
     if (removed) this.observer.delete(key)
     return removed
@@ -209,7 +218,7 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
     assertKey(key)
     return this.queue.run(key, async () => {
       if ((await this.read(key))?.value !== expected) return false
-      return this.delete(key)
+      return this.remove(key)
     })
   }
 
@@ -219,6 +228,12 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
   }
 
   async clear(): Promise<void> {
+    this.assertOpen()
+    // After every write issued before it, before every one issued after it.
+    return this.queue.writeAll(() => this.clearStore())
+  }
+
+  private async clearStore(): Promise<void> {
     this.assertOpen()
     const store = this.keyv.store
     if (this.mapPrefix !== undefined && store instanceof Map) {
@@ -291,7 +306,10 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
       if (!this.tagged) assertSerializable(item.value)
       return { key: this.storeKey(item.key), value: this.wrap(item.value), ttl: this.ttlMs(item.ttl) }
     })
-    await this.run('setMany', undefined, () => this.keyv.setMany(entries))
+    await this.queue.write(
+      items.map((item) => item.key),
+      () => this.run('setMany', undefined, () => this.keyv.setMany(entries)),
+    )
     for (const item of items) this.observer.set(item.key)
   }
 
@@ -478,16 +496,17 @@ export function keyvBackend(
 }
 
 /**
- * The namespace as it is written in the store. `:` ends a namespace in `namespace:key`, so one
- * inside it is written `%3A` (and `%` as `%25`): namespace `a` with key `b:x` and namespace `a:b`
- * with key `x` are two keys, not one. Glob characters (`*?[]\`), which adapters' scoped
- * `clear()` put in a pattern (`namespace:*`), are written the same way, so that a namespace `a*`
- * clears itself, not every namespace that starts with `a`. Namespaces without these characters
- * are written as they are (a plain Keyv on the same store and namespace reads the same keys).
+ * The namespace as it is written in the store: lowercase ASCII letters, digits and `-` as they
+ * are, every other UTF-16 unit as `~` and four lowercase hex digits (`App` is `~0041pp`, `a:b`
+ * is `a~003ab`). Adapters clear a namespace by matching a prefix (`namespace:*` in Redis,
+ * `LIKE 'namespace:%'` in SQL stores, a regular expression in others), and some of those
+ * matches fold case (SQLite's and MySQL's LIKE) or treat characters as wildcards (`*?[]\`, `%_`,
+ * `.`). No character of the written form is special to any of them nor has another case, and no
+ * `:` is left inside it, so the prefix of one namespace never matches another's keys (`App` does
+ * not clear `app`, `user_1` does not clear `userX1`, `a` does not reach into `a:b`). Namespaces
+ * made of lowercase letters, digits and `-` are written as they are (a plain Keyv on the same
+ * store and namespace reads the same keys).
  */
 function storedNamespace(namespace: string): string {
-  return namespace.replace(
-    /[%:*?[\]\\]/g,
-    (c) => `%${c.charCodeAt(0).toString(16).toUpperCase().padStart(2, '0')}`,
-  )
+  return namespace.replace(/[^a-z0-9-]/g, (c) => `~${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
 }

@@ -104,6 +104,8 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   /** The clock an expiry is computed from when a value is written: exact, not coarse. */
   private readonly writeNow: () => number
   private readonly maxSize: number | undefined
+  /** The bytes an entry counts for, when `maxSize` is set (what lru-cache's `sizeCalculation` would say). */
+  private readonly sizeOfEntry: ((stored: Stored, key: string) => number) | undefined
   /** Reused for every set and entry read: lru-cache reads its options, it does not keep them. */
   private readonly setOptions: LRUCache.SetOptions<string, Stored, unknown> = {
     ttl: 0,
@@ -133,16 +135,15 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
         ? undefined
         : countOption(options.maxKeys, 'maxKeys', 10_000)
     const sizeOf = options.sizeOf ?? estimateSize
+    this.sizeOfEntry =
+      this.maxSize === undefined
+        ? undefined
+        : (stored: Stored, key: string) =>
+            Math.max(1, sizeOf(stored === UNDEFINED ? undefined : stored, key) + key.length * 2)
     const now = this.now
     const lruOptions = {
       ...(maxKeys === undefined ? {} : { max: maxKeys }),
-      ...(this.maxSize === undefined
-        ? {}
-        : {
-            maxSize: this.maxSize,
-            sizeCalculation: (stored: Stored, key: string) =>
-              Math.max(1, sizeOf(stored === UNDEFINED ? undefined : stored, key) + key.length * 2),
-          }),
+      ...(this.maxSize === undefined ? {} : { maxSize: this.maxSize, sizeCalculation: this.sizeOfEntry }),
       // lru-cache checks expiry against this clock, read at every check (it is cached already).
       perf: { now },
       ttlResolution: 0,
@@ -267,8 +268,13 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
     // Check every key, TTL and value first so a bad item stores nothing.
     for (const item of items) if (typeof item.key !== 'string') assertKey(item.key)
     const expiries = items.map((item) => this.expiry(item.ttl))
-    if (this.checkValues) for (const item of items) assertSerializable(item.value)
-    for (let i = 0; i < items.length; i++) this.store(items[i]!.key, items[i]!.value, expiries[i]!)
+    // Each value is copied (with clone) and measured (with maxSize) before any is stored: a value
+    // that cannot be copied, or is too large, leaves every key as it was.
+    const prepared = items.map((item) => this.prepare(item.key, item.value))
+    for (let i = 0; i < items.length; i++) {
+      const { stored, size } = prepared[i]!
+      this.commit(items[i]!.key, items[i]!.value, stored, size, expiries[i]!)
+    }
   }
 
   async deleteMany(keys: readonly string[]): Promise<number> {
@@ -337,12 +343,45 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
 
   /** `expiresAt`: epoch ms, 0 for never; `keepExpiry`: the entry's own instead (it exists). */
   private store(key: string, value: unknown, expiresAt: number, keepExpiry = false): void {
+    const { stored, size } = this.prepare(key, value)
+    this.commit(key, value, stored, size, expiresAt, keepExpiry)
+  }
+
+  /**
+   * What `store` would keep for a value, and its size with `maxSize`; throws what storing it would
+   * throw (a bad key, a value that cannot be copied, one larger than `maxSize`) having stored
+   * nothing (a value larger than `maxSize` drops what its key held).
+   */
+  private prepare(key: string, value: unknown): { stored: Stored; size: number | undefined } {
     this.assertOpen()
     if (typeof key !== 'string') assertKey(key)
     if (this.checkValues) assertSerializable(value)
     const copy = this.clone ? cloneValue(value) : value
     const stored: Stored = copy === undefined ? UNDEFINED : (copy as Stored)
+    if (this.sizeOfEntry === undefined) return { stored, size: undefined }
+    const size = this.sizeOfEntry(stored, key)
+    if (!Number.isSafeInteger(size) || size <= 0)
+      throw new TypeError(
+        `memory: sizeOf returned ${String(size)} for key ${JSON.stringify(key)} (expected a number of bytes)`,
+      )
+    if (size > this.maxSize!) {
+      // As lru-cache does when it refuses a value: what the key held is dropped, not kept stale.
+      this.lru.delete(key)
+      throw new CacheValueTooLargeError(key, estimateSize(value), this.maxSize!)
+    }
+    return { stored, size }
+  }
+
+  private commit(
+    key: string,
+    value: unknown,
+    stored: Stored,
+    size: number | undefined,
+    expiresAt: number,
+    keepExpiry = false,
+  ): void {
     const options = this.setOptions
+    if (size !== undefined) options.size = size
     if (keepExpiry) {
       options.noUpdateTTL = true
     } else {

@@ -697,6 +697,8 @@ export function runConformance(name: string, options: ConformanceOptions): void 
       await expect(extra.close()).resolves.toBeUndefined()
     })
   })
+
+  longKeyCases(name, options, ns, timeout)
 }
 
 /** Every key `listKeys` yields, in the order given: duplicates kept, so a test can see them. */
@@ -868,5 +870,83 @@ function listingCases(
       withBackends(['list-bad'], async (cache) => {
         expect(() => listKeys(cache, { prefix: 5 as unknown as string })).toThrow(CacheKeyError)
       }))
+  })
+}
+
+/**
+ * Long keys that differ only at their end are distinct keys: a backend that truncates keys (at a
+ * number of characters, or of UTF-8 bytes, as a store's key limit invites), or hashes only part of
+ * them, would serve one caller's value for another's key.
+ */
+function longKeyCases(
+  name: string,
+  options: ConformanceOptions,
+  ns: (label: string) => string,
+  timeout: number,
+): void {
+  describe(`${name} conformance: long keys`, { timeout }, () => {
+    let cache: CacheBackend
+    beforeAll(async () => {
+      cache = await options.create({ namespace: ns('long') })
+    })
+    afterAll(async () => {
+      await cache?.close()
+    })
+
+    /** Keys of `length` UTF-16 units from `unit`, and their neighbours that differ only at the end. */
+    const family = (label: string, unit: string, length: number) => {
+      const stem = `${label}:`.padEnd(length - 1, unit).slice(0, length - 1)
+      return [`${stem}a`, `${stem}b`, stem, `${stem}aa`, `${stem}\u00e9`]
+    }
+    const families: [string, string[]][] = [
+      ...[100, 250, 251, 1000, 10_000].map((length): [string, string[]] => [
+        `${length} characters`,
+        family(`ascii${length}`, 'x', length),
+      ]),
+      // 2 UTF-8 bytes a character: 126 characters are 252 bytes, past a 250-byte key limit.
+      ['126 two-byte characters', family('e126', '\u00e9', 126)],
+      ['600 two-byte characters', family('e600', '\u00e9', 600)],
+      // 2 UTF-16 units (4 UTF-8 bytes) a character; the last key differs from the stem in its last unit only.
+      [
+        '124 emoji after a short label',
+        [...family('emoji', '\u{1F511}', 255), `emoji:${'\u{1F511}'.repeat(123)}\u{1F512}`],
+      ],
+      ['5000 emoji', [`${'\u{1F511}'.repeat(5000)}`, `${'\u{1F511}'.repeat(4999)}\u{1F512}`]],
+    ]
+
+    it.each(families)('keeps keys of %s that differ only at the end apart', async (_label, keys) => {
+      await cache.set(keys[0]!, 'alice')
+      for (const other of keys.slice(1)) {
+        expect(await cache.get(other)).toBeUndefined()
+        expect(await cache.has(other)).toBe(false)
+      }
+      for (const [i, k] of keys.entries()) await cache.set(k, `value ${i}`)
+      for (const [i, k] of keys.entries()) expect(await cache.get(k)).toBe(`value ${i}`)
+      expect(await cache.getMany(keys)).toEqual(keys.map((_, i) => `value ${i}`))
+      expect(await cache.delete(keys[0]!)).toBe(true)
+      expect(await cache.getMany(keys)).toEqual(keys.map((_, i) => (i === 0 ? undefined : `value ${i}`)))
+      expect(await cache.add(keys[0]!, 'again')).toBe(true)
+      expect(await cache.add(keys[1]!, 'not again')).toBe(false)
+      expect(await cache.get(keys[1]!)).toBe('value 1')
+      await cache.deleteMany(keys)
+    })
+
+    it('keeps long keys apart in setMany, incr and compareAndDelete too', async () => {
+      const [a, b, stem] = family('batch', 'y', 300)
+      await cache.setMany([
+        { key: a!, value: 'bob' },
+        { key: b!, value: 'carol' },
+      ])
+      expect(await cache.getMany([a!, b!, stem!])).toEqual(['bob', 'carol', undefined])
+      const [x, y] = family('count', 'z', 1000)
+      expect(await cache.incr(x!)).toBe(1)
+      expect(await cache.incr(y!, 5)).toBe(5)
+      expect(await cache.incr(x!)).toBe(2)
+      if (cache.compareAndDelete) {
+        expect(await cache.compareAndDelete(a!, 'carol')).toBe(false)
+        expect(await cache.get(a!)).toBe('bob')
+      }
+      await cache.deleteMany([a!, b!, x!, y!])
+    })
   })
 }
