@@ -503,17 +503,24 @@ export class MultiLevelBackend implements CacheBackend {
     }
     for (const key of keys) this.reads.invalidate(key)
     const ticket = this.order.begin(keys)
-    let counts: number[]
+    let results: boolean[][]
     try {
-      counts = await this.writer.all('deleteMany', keys, (backend) => backend.deleteMany(keys))
+      // Key by key on each level (every @cache backend's deleteMany does so inside, one round
+      // trip per server), so that the chain knows which keys it removed: as for delete, a key
+      // any level held, counted and evented once.
+      results = await this.writer.all('deleteMany', keys, (backend) =>
+        Promise.all(keys.map((key) => backend.delete(key))),
+      )
     } finally {
       this.order.end(ticket)
     }
+    let removed = 0
+    for (let i = 0; i < keys.length; i++) {
+      if (!results.some((levelResults) => levelResults[i])) continue
+      removed++
+      this.observer.delete(keys[i]!)
+    }
     await this.invalidation.publish({ keys: [...keys] })
-    // Each level reports a count, not which keys: the level that held the most is the best answer.
-    // It is counted in stats.deletes; no `delete` event can name the keys (listen on the levels).
-    const removed = Math.max(0, ...counts)
-    this.observer.stats.deletes += removed
     return removed
   }
 
@@ -524,10 +531,14 @@ export class MultiLevelBackend implements CacheBackend {
 
   /**
    * Idempotent. Closes the levels too unless `closeLevels: false`; never closes the bus. From then
-   * on every operation rejects with `CacheClosedError`.
+   * on every operation rejects with `CacheClosedError`; the writes already in flight are let
+   * finish first (on every level: a persistent faster level, such as disk, must not keep a value
+   * the shared level replaced), so they settle with their real result.
    */
   close(): Promise<void> {
     this.closed ??= (async () => {
+      await this.order.idle()
+      this.health.closing = true
       this.invalidation.close()
       for (const level of this.levels) level.stop()
       if (!this.closeLevels) return

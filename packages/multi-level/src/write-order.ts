@@ -25,12 +25,16 @@ export interface WriteTicket {
 export class WriteOrder {
   private readonly keys = new Map<string, KeyWrites>()
   private clearsActive = 0
+  /** Writes and clears in flight, and who waits for there to be none (close()). */
+  private active = 0
+  private idleWaiters: (() => void)[] = []
   /** Counts clears started: a write that sees it change was overlapped by one. */
   private clearsStarted = 0
 
   /** A write of `keys` starts (incr, atomicUpdate and compareAndDelete included); pair with {@link end}. */
   begin(keys: string | readonly string[]): WriteTicket {
     const list = typeof keys === 'string' ? [keys] : keys
+    this.active++
     const entries: KeyWrites[] = []
     const overlaps: number[] = []
     let overlapped = this.clearsActive > 0
@@ -60,6 +64,7 @@ export class WriteOrder {
   }
 
   end(ticket: WriteTicket): void {
+    this.ended()
     for (let i = 0; i < ticket.keys.length; i++) {
       const entry = ticket.entries[i]!
       if (--entry.active === 0 && this.keys.get(ticket.keys[i]!) === entry) this.keys.delete(ticket.keys[i]!)
@@ -68,12 +73,27 @@ export class WriteOrder {
 
   /** A clear starts: every write in flight is overlapped, and so is every write until it ends. */
   beginClear(): void {
+    this.active++
     this.clearsActive++
     this.clearsStarted++
   }
 
   endClear(): void {
     this.clearsActive--
+    this.ended()
+  }
+
+  /** Resolves once no write or clear is in flight. */
+  idle(): Promise<void> {
+    if (this.active === 0) return Promise.resolve()
+    return new Promise((resolve) => this.idleWaiters.push(resolve))
+  }
+
+  private ended(): void {
+    if (--this.active > 0 || this.idleWaiters.length === 0) return
+    const waiters = this.idleWaiters
+    this.idleWaiters = []
+    for (const resolve of waiters) resolve()
   }
 
   /** Another process changed `key` (a bus message): the writes of it in flight are overlapped. */
