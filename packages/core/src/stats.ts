@@ -86,10 +86,16 @@ export class CacheObserver extends EventEmitter {
     if (this.listening) this.emit('delete', { backend: this.backend, key })
   }
 
-  /** Counts a failure and emits it as an `error` event (if anyone listens). */
+  /**
+   * Counts a failure and emits it as an `error` event (if anyone listens). A `CacheClosedError`
+   * is not a failure of the backend but the caller's (it used it after `close()`): thrown to
+   * them, neither counted nor evented, on every backend.
+   */
   error(operation: string, error: unknown, key?: string): void {
+    const code = (error as { code?: string } | null)?.code
+    if (code === 'CACHE_CLOSED') return
     this.stats.errors++
-    if ((error as { code?: string })?.code === 'CACHE_TIMEOUT') this.stats.timeouts++
+    if (code === 'CACHE_TIMEOUT') this.stats.timeouts++
     if (this.listenerCount('error') > 0) this.emit('error', { backend: this.backend, operation, key, error })
   }
 

@@ -1,4 +1,10 @@
-import { CacheConfigError, CacheTimeoutError, CacheUnavailableError, type Duration } from '@cache/core'
+import {
+  CacheClosedError,
+  CacheConfigError,
+  CacheTimeoutError,
+  CacheUnavailableError,
+  type Duration,
+} from '@cache/core'
 import { durationOption } from '@cache/core/backend'
 import type memjs from 'memjs'
 import { type Done, LinkFailure, Opcode, type Response, send, sendNow, sendQuiet } from './protocol.js'
@@ -198,6 +204,13 @@ export class ServerPool {
     done: Done<R>,
     run: (sent: Done<R>) => void,
   ): void {
+    if (this.closed) {
+      // Not sent: a later round trip of a call in flight at close() (the write of an
+      // atomicUpdate, the add of a first incr). Written to a connection being ended, it would fail
+      // every request on it still waiting for its answer, though the server ran them.
+      queueMicrotask(() => done(new CacheClosedError('memcached')))
+      return
+    }
     const server = this.names[index]!
     const health = this.health[index]!
     if (health.state !== 'up') {
@@ -258,6 +271,7 @@ export class ServerPool {
 
   /** Sends one request whatever the server's health (the retry of an ejected server: a generation bump). */
   sendRaw(index: number, buf: Buffer): Promise<Response> {
+    if (this.closed) return Promise.reject(new CacheClosedError('memcached'))
     return send(this.client, index, buf, this.timeoutMs, false)
   }
 

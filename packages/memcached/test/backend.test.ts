@@ -175,6 +175,52 @@ describe('lifecycle', () => {
     await expect(cache.clear()).rejects.toMatchObject({ code: 'CACHE_CLOSED' })
   })
 
+  it('lets the calls issued before close() settle with their real result, and refuses only what it did not send', async () => {
+    const namespace = `closing${Date.now()}`
+    const logged: string[] = []
+    const logger = { warn: (m: string) => logged.push(m), error: (m: string) => logged.push(m) }
+    const cache = memcachedBackend(server.server, { namespace, logger })
+    const events: unknown[] = []
+    cache.on('error', (event) => events.push(event))
+    await cache.set('count', 10)
+    await cache.set('down', 5)
+    const slow = async (current: number | undefined) => {
+      await new Promise((resolve) => setTimeout(resolve, 20))
+      return (current ?? 0) + 1
+    }
+    const calls = [
+      cache.set('written', 'x'),
+      cache.incr('count', 1),
+      cache.incr('down', -2),
+      cache.atomicUpdate('updated', slow),
+    ]
+    const settled = Promise.allSettled(calls)
+    await cache.close()
+    const [set, incr, down, update] = (await settled) as PromiseSettledResult<number | undefined>[]
+    const after = memcachedBackend(server.server, { namespace })
+    try {
+      // Sent before close(): answered as the server answered.
+      expect(set).toEqual({ status: 'fulfilled', value: undefined })
+      expect(await after.get('written')).toBe('x')
+      expect(incr).toEqual({ status: 'fulfilled', value: 11 })
+      expect(await after.get('count')).toBe(11)
+      // A second round trip that close() came before is refused, and nothing of it is applied.
+      if (down!.status === 'fulfilled') expect(await after.get('down')).toBe(down!.value)
+      else {
+        expect(down!.reason).toMatchObject({ code: 'CACHE_CLOSED' })
+        expect(await after.get('down')).toBe(5)
+      }
+      expect(update).toMatchObject({ status: 'rejected', reason: { code: 'CACHE_CLOSED' } })
+      expect(await after.get('updated')).toBeUndefined()
+      // A refusal after close() is the caller's: no failure counted, evented or logged.
+      expect(cache.stats.errors).toBe(0)
+      expect(events).toEqual([])
+      expect(logged).toEqual([])
+    } finally {
+      await after.close()
+    }
+  })
+
   it('uses a memjs client passed in and leaves it open', async () => {
     const client = memjs.Client.create(server.server, { logger: { log() {} } })
     const cache = memcachedBackend(undefined, { client, namespace: 'mine' })

@@ -16,6 +16,12 @@ export interface MultiLevelEvent extends CacheEvent {
  * level's circuit breaker. Shared by the read, write and bus paths of a chain.
  */
 export class LevelHealth {
+  /**
+   * Set by the chain's close(): the levels close under the calls still in flight, and what they
+   * answer then is the shutdown, not an outage (see {@link failed}).
+   */
+  closing = false
+
   constructor(
     private readonly observer: CacheObserver,
     private readonly now: () => number,
@@ -50,6 +56,19 @@ export class LevelHealth {
   failed(level: Level, operation: string, error: unknown, key?: string, rethrow = true): void {
     if (isCallerError(error)) {
       if (rethrow) throw error
+      return
+    }
+    if (this.closing) {
+      // A level closed with the chain refuses the rest of a call in flight: the call rejects
+      // with that CacheClosedError, as any call after close() does. Nothing is counted, no
+      // breaker opens: the chain is shutting down, not losing a level.
+      if ((error as { code?: unknown } | null)?.code === 'CACHE_CLOSED') {
+        if (rethrow) throw error
+        return
+      }
+      level.stats.errors++
+      this.observer.stats.errors++
+      this.emit('error', { backend: level.name, level: level.index, operation, key, error })
       return
     }
     level.stats.errors++

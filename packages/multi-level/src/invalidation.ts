@@ -3,6 +3,7 @@ import { type InvalidationBus, type InvalidationMessage, newOrigin } from './bus
 import type { LevelHealth } from './health.js'
 import type { Level } from './level.js'
 import type { ReadGuards } from './read-guard.js'
+import type { WriteOrder } from './write-order.js'
 import type { LevelWriter } from './writes.js'
 
 /**
@@ -18,6 +19,7 @@ export class ChainInvalidation {
     private readonly namespace: string,
     private readonly levels: readonly Level[],
     private readonly reads: ReadGuards,
+    private readonly order: WriteOrder,
     private readonly writer: LevelWriter,
     private readonly health: LevelHealth,
     private readonly observer: CacheObserver,
@@ -57,13 +59,17 @@ export class ChainInvalidation {
       return
     }
     const keys = message.keys ?? []
-    for (const key of keys) this.reads.invalidate(key)
+    for (const key of keys) {
+      this.reads.invalidate(key)
+      this.order.changedElsewhere(key)
+    }
     for (const level of faster) void this.writer.evict(level, keys.length === 1 ? keys[0]! : keys)
   }
 
   /** Messages may have been lost: nothing in the faster levels can be trusted any more. */
   private onResync(): void {
     this.reads.invalidateAll()
+    this.order.clearedElsewhere()
     for (const level of this.levels.slice(0, -1)) {
       if (!level.closed) {
         level.missedClear()

@@ -63,6 +63,7 @@ export class Level {
   private readonly pending = new Set<string>()
   private pendingClear = false
   private recovering = false
+  private stopped = false
   private repairTimer: NodeJS.Timeout | undefined
   private repairDelayMs = REPAIR_DELAY_MS
   /** Told when a background repair of a level in use fails (counted like any failure). */
@@ -121,6 +122,7 @@ export class Level {
 
   /** Stops the background repair timer (the chain is closing). */
   stop(): void {
+    this.stopped = true
     clearTimeout(this.repairTimer)
     this.repairTimer = undefined
   }
@@ -131,7 +133,7 @@ export class Level {
    * the operation that triggers it, so callers never wait for a level that is down.
    */
   recover(onUp: () => void, onFailure: (error: unknown) => void): void {
-    if (this.recovering) return
+    if (this.recovering || this.stopped) return
     this.recovering = true
     this.breaker.state = 'half-open'
     void this.repair().then(
@@ -175,7 +177,8 @@ export class Level {
    * does the repairs instead.
    */
   private repairSoon(): void {
-    if (this.breaker.state !== 'closed' || this.repairTimer !== undefined || this.recovering) return
+    if (this.breaker.state !== 'closed' || this.repairTimer !== undefined || this.recovering || this.stopped)
+      return
     this.repairTimer = setTimeout(() => {
       this.repairTimer = undefined
       if (this.breaker.state !== 'closed' || this.recovering || !this.hasRepairs) return

@@ -30,6 +30,7 @@ import { Level, type LevelReport } from './level.js'
 import { ReadGuards } from './read-guard.js'
 import { LevelReader } from './reads.js'
 import { StateKeys } from './state.js'
+import { WriteOrder } from './write-order.js'
 import { LevelWriter } from './writes.js'
 
 /** Options of {@link multiLevel}. */
@@ -96,6 +97,7 @@ export class MultiLevelBackend implements CacheBackend {
   private readonly first: Level
   private readonly observer = new CacheObserver('multi-level')
   private readonly reads = new ReadGuards()
+  private readonly order = new WriteOrder()
   private readonly health: LevelHealth
   private readonly reader: LevelReader
   private readonly writer: LevelWriter
@@ -125,12 +127,13 @@ export class MultiLevelBackend implements CacheBackend {
     const now = options.now ?? Date.now
     this.health = new LevelHealth(this.observer, now, new IncidentLog(checkLogger(options.logger)))
     this.reader = new LevelReader(this.levels, this.reads, this.health, this.observer, now)
-    this.writer = new LevelWriter(this.levels, this.health)
+    this.writer = new LevelWriter(this.levels, this.health, this.order)
     this.invalidation = new ChainInvalidation(
       options.bus,
       this.namespace,
       this.levels,
       this.reads,
+      this.order,
       this.writer,
       this.health,
       this.observer,
@@ -233,7 +236,12 @@ export class MultiLevelBackend implements CacheBackend {
     ttlToMs(ttl)
     if (isGenerationKey(key)) return this.state.set(key, value, ttl)
     this.reads.invalidate(key)
-    await this.writer.all('set', key, (backend) => backend.set(key, value, ttl))
+    const ticket = this.order.begin(key)
+    try {
+      await this.writer.all('set', key, (backend) => backend.set(key, value, ttl), ticket)
+    } finally {
+      this.order.end(ticket)
+    }
     this.observer.set(key)
     await this.invalidation.publish({ keys: [key] })
   }
@@ -244,12 +252,17 @@ export class MultiLevelBackend implements CacheBackend {
     ttlToMs(ttl)
     if (isGenerationKey(key)) return this.state.add(key, value, ttl)
     // The slowest level that answers decides, atomically; the faster ones follow.
-    const { result: added, index } = await this.writer.slowest('add', key, (backend) =>
-      backend.add(key, value, ttl),
-    )
-    if (!added) return false
-    this.reads.invalidate(key)
-    await this.writer.faster(index, 'add', key, (backend) => backend.set(key, value, ttl))
+    const ticket = this.order.begin(key)
+    try {
+      const { result: added, index } = await this.writer.slowest('add', key, (backend) =>
+        backend.add(key, value, ttl),
+      )
+      if (!added) return false
+      this.reads.invalidate(key)
+      await this.writer.faster(index, 'add', key, (backend) => backend.set(key, value, ttl), ticket)
+    } finally {
+      this.order.end(ticket)
+    }
     this.observer.set(key)
     await this.invalidation.publish({ keys: [key] })
     return true
@@ -260,7 +273,13 @@ export class MultiLevelBackend implements CacheBackend {
     assertKey(key)
     if (isGenerationKey(key)) return this.state.delete(key)
     this.reads.invalidate(key)
-    const results = await this.writer.all('delete', key, (backend) => backend.delete(key))
+    const ticket = this.order.begin(key)
+    let results: boolean[]
+    try {
+      results = await this.writer.all('delete', key, (backend) => backend.delete(key))
+    } finally {
+      this.order.end(ticket)
+    }
     const removed = results.some(Boolean)
     if (removed) this.observer.delete(key)
     await this.invalidation.publish({ keys: [key] })
@@ -304,20 +323,25 @@ export class MultiLevelBackend implements CacheBackend {
     const shared = this.levels[this.levels.length - 1]!
     let sharedCleared = false
     let sharedError: unknown
-    await Promise.all(
-      this.levels.map(async (level) => {
-        if (!this.health.usable(level)) return level.missedClear()
-        try {
-          await level.backend.clear()
-          level.breaker.success()
-          if (level === shared) sharedCleared = true
-        } catch (error) {
-          level.missedClear()
-          this.health.failed(level, 'clear', error)
-          if (level === shared) sharedError = error
-        }
-      }),
-    )
+    this.order.beginClear()
+    try {
+      await Promise.all(
+        this.levels.map(async (level) => {
+          if (!this.health.usable(level)) return level.missedClear()
+          try {
+            await level.backend.clear()
+            level.breaker.success()
+            if (level === shared) sharedCleared = true
+          } catch (error) {
+            level.missedClear()
+            this.health.failed(level, 'clear', error)
+            if (level === shared) sharedError = error
+          }
+        }),
+      )
+    } finally {
+      this.order.endClear()
+    }
     if (sharedCleared) await this.invalidation.publish({ clear: true })
     else throw this.health.notTaken(shared, 'clear', sharedError)
   }
@@ -454,7 +478,12 @@ export class MultiLevelBackend implements CacheBackend {
     }
     const keys = items.map((item) => item.key)
     for (const key of keys) this.reads.invalidate(key)
-    await this.writer.all('setMany', keys, (backend) => backend.setMany(items))
+    const ticket = this.order.begin(keys)
+    try {
+      await this.writer.all('setMany', keys, (backend) => backend.setMany(items), ticket)
+    } finally {
+      this.order.end(ticket)
+    }
     for (const key of keys) this.observer.set(key)
     await this.invalidation.publish({ keys })
   }
@@ -473,12 +502,25 @@ export class MultiLevelBackend implements CacheBackend {
       return results.reduce((sum, r) => sum + (r as PromiseFulfilledResult<number>).value, 0)
     }
     for (const key of keys) this.reads.invalidate(key)
-    const counts = await this.writer.all('deleteMany', keys, (backend) => backend.deleteMany(keys))
+    const ticket = this.order.begin(keys)
+    let results: boolean[][]
+    try {
+      // Key by key on each level (every @cache backend's deleteMany does so inside, one round
+      // trip per server), so that the chain knows which keys it removed: as for delete, a key
+      // any level held, counted and evented once.
+      results = await this.writer.all('deleteMany', keys, (backend) =>
+        Promise.all(keys.map((key) => backend.delete(key))),
+      )
+    } finally {
+      this.order.end(ticket)
+    }
+    let removed = 0
+    for (let i = 0; i < keys.length; i++) {
+      if (!results.some((levelResults) => levelResults[i])) continue
+      removed++
+      this.observer.delete(keys[i]!)
+    }
     await this.invalidation.publish({ keys: [...keys] })
-    // Each level reports a count, not which keys: the level that held the most is the best answer.
-    // It is counted in stats.deletes; no `delete` event can name the keys (listen on the levels).
-    const removed = Math.max(0, ...counts)
-    this.observer.stats.deletes += removed
     return removed
   }
 
@@ -489,10 +531,14 @@ export class MultiLevelBackend implements CacheBackend {
 
   /**
    * Idempotent. Closes the levels too unless `closeLevels: false`; never closes the bus. From then
-   * on every operation rejects with `CacheClosedError`.
+   * on every operation rejects with `CacheClosedError`; the writes already in flight are let
+   * finish first (on every level: a persistent faster level, such as disk, must not keep a value
+   * the shared level replaced), so they settle with their real result.
    */
   close(): Promise<void> {
     this.closed ??= (async () => {
+      await this.order.idle()
+      this.health.closing = true
       this.invalidation.close()
       for (const level of this.levels) level.stop()
       if (!this.closeLevels) return
@@ -511,9 +557,17 @@ export class MultiLevelBackend implements CacheBackend {
     callerFailed?: () => boolean,
   ) {
     this.reads.invalidate(key)
-    const { result, index } = await this.writer.slowest(operation, key, run, callerFailed)
-    this.reads.invalidate(key)
-    await Promise.all(this.levels.slice(0, index).map((level) => this.writer.evict(level, key)))
+    // Marks the key as written meanwhile, so a value write overlapping this one is not copied.
+    const ticket = this.order.begin(key)
+    let result: R
+    try {
+      const slowest = await this.writer.slowest(operation, key, run, callerFailed)
+      result = slowest.result
+      this.reads.invalidate(key)
+      await Promise.all(this.levels.slice(0, slowest.index).map((level) => this.writer.evict(level, key)))
+    } finally {
+      this.order.end(ticket)
+    }
     await this.invalidation.publish({ keys: [key] })
     return result
   }

@@ -2,6 +2,7 @@ import type { CacheBackend } from '@cache/core'
 import { isCallerError } from './caller-error.js'
 import type { LevelHealth } from './health.js'
 import type { Level } from './level.js'
+import type { WriteOrder, WriteTicket } from './write-order.js'
 
 /**
  * Routes writes through a chain: the slowest level that answers first (so a value it refuses is
@@ -12,6 +13,7 @@ export class LevelWriter {
   constructor(
     private readonly levels: readonly Level[],
     private readonly health: LevelHealth,
+    private readonly order: WriteOrder,
   ) {}
 
   /**
@@ -21,11 +23,14 @@ export class LevelWriter {
    * faster levels, so this process never serves what it replaced; the shared level remembers the
    * keys, skips them on reads and deletes them as soon as it answers again; and the call rejects
    * with `CacheUnavailableError`, since other processes may still read the old value meanwhile.
+   * A write that stores a value passes its `ticket`: overlapped by another write of its keys, it
+   * deletes them from the faster levels instead (see {@link WriteOrder}).
    */
   async all<R>(
     operation: string,
     keys: string | readonly string[],
     run: (backend: CacheBackend) => Promise<R>,
+    ticket?: WriteTicket,
   ): Promise<R[]> {
     const last = this.levels.length - 1
     const shared = this.levels[last]!
@@ -45,7 +50,7 @@ export class LevelWriter {
     } else {
       missed(shared, keys)
     }
-    const results = await this.faster(last, operation, keys, run)
+    const results = await this.faster(last, operation, keys, run, ticket)
     if (taken === undefined) throw this.health.notTaken(shared, operation, failure)
     results.push(taken.result)
     return results
@@ -81,15 +86,25 @@ export class LevelWriter {
     throw this.health.allDown(operation, lastError)
   }
 
-  /** Runs `run` on the levels faster than `index`, in parallel; failures are counted, not thrown. */
+  /**
+   * Runs `run` on the levels faster than `index`, in parallel; failures are counted, not thrown.
+   * With a `ticket` that another write overlapped, deletes the keys from them instead: the shared
+   * level's order of the two is unknown here, and a copy must not outlive what replaced it there.
+   */
   async faster<R>(
     index: number,
     operation: string,
     keys: string | readonly string[],
     run: (backend: CacheBackend) => Promise<R>,
+    ticket?: WriteTicket,
   ): Promise<R[]> {
     const results: R[] = []
     const tasks: Promise<void>[] = []
+    if (ticket !== undefined && !this.order.alone(ticket)) {
+      for (let i = 0; i < index; i++) tasks.push(this.evict(this.levels[i]!, keys))
+      await Promise.all(tasks)
+      return results
+    }
     for (let i = 0; i < index; i++) {
       const level = this.levels[i]!
       if (!this.health.usable(level)) {

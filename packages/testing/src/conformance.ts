@@ -696,6 +696,93 @@ export function runConformance(name: string, options: ConformanceOptions): void 
       await extra.close()
       await expect(extra.close()).resolves.toBeUndefined()
     })
+
+    it('deleteMany emits one delete event per key it removed, as stats.deletes counts', async () => {
+      const observed = cache as {
+        stats?: { deletes: number }
+        on?(name: 'delete', listener: (event: { key?: string }) => void): unknown
+        off?(name: 'delete', listener: (event: { key?: string }) => void): unknown
+      }
+      const [a, b, absent] = [key('dm'), key('dm'), key('dm')]
+      await cache.setMany([
+        { key: a, value: 1 },
+        { key: b, value: 2 },
+      ])
+      const deleted: string[] = []
+      const listener = (event: { key?: string }) => void deleted.push(event.key!)
+      observed.on?.('delete', listener)
+      try {
+        const before = observed.stats?.deletes ?? 0
+        const removed = await cache.deleteMany([a, absent, b])
+        expect(removed).toBe(2)
+        expect(observed.stats?.deletes ?? 2, 'stats.deletes').toBe(before + 2)
+        if (observed.on !== undefined) expect(deleted.sort(), 'delete events').toEqual([a, b].sort())
+      } finally {
+        observed.off?.('delete', listener)
+      }
+    })
+
+    it('after close(), refusals are the caller error: neither counted in stats.errors nor evented', async () => {
+      const extra = await options.create({ namespace: ns('refused') })
+      const observed = extra as {
+        stats?: { errors: number }
+        on?(name: 'error', listener: (event: unknown) => void): unknown
+      }
+      const events: unknown[] = []
+      observed.on?.('error', (event) => events.push(event))
+      await extra.close()
+      const before = observed.stats?.errors ?? 0
+      for (const call of [
+        () => extra.get('k'),
+        () => extra.set('k', 1),
+        () => extra.incr('k'),
+        () => extra.getMany(['k']),
+        () => extra.deleteMany(['k']),
+      ])
+        await Promise.resolve()
+          .then(call)
+          .catch(() => {})
+      expect(observed.stats?.errors ?? before, 'stats.errors').toBe(before)
+      expect(events, 'error events').toEqual([])
+    })
+
+    it('calls in flight at close() settle with their real result, or reject with CacheClosedError and are not applied', async () => {
+      const extra = await options.create({ namespace: ns('inflight') })
+      const observed = extra as {
+        stats?: { errors: number }
+        on?(name: 'error', listener: (event: unknown) => void): unknown
+      }
+      const events: unknown[] = []
+      observed.on?.('error', (event) => events.push(event))
+      await extra.set('count', 10)
+      const slow = async (current: number | undefined) => {
+        await sleep(20)
+        return (current ?? 0) + 1
+      }
+      const calls = [extra.set('written', 'x'), extra.incr('count', 1), extra.atomicUpdate('updated', slow)]
+      const settled = Promise.allSettled(calls)
+      await extra.close()
+      const [set, incr, update] = await settled
+      for (const [label, outcome] of [
+        ['set', set],
+        ['incr', incr],
+        ['atomicUpdate', update],
+      ] as const)
+        if (outcome!.status === 'rejected')
+          expect(outcome!.reason, `${label} in flight at close()`).toMatchObject({ name: 'CacheClosedError' })
+      expect(observed.stats?.errors ?? 0, 'stats.errors').toBe(0)
+      expect(events, 'error events').toEqual([])
+      if (!(options.sharesStore ?? true)) return
+      const again = await options.create({ namespace: ns('inflight') })
+      try {
+        const [written, count, updated] = await again.getMany(['written', 'count', 'updated'])
+        expect(written, 'the set in flight').toBe(set!.status === 'fulfilled' ? 'x' : undefined)
+        expect(count, 'the incr in flight').toBe(incr!.status === 'fulfilled' ? incr!.value : 10)
+        expect(updated, 'the atomicUpdate in flight').toBe(update!.status === 'fulfilled' ? 1 : undefined)
+      } finally {
+        await again.close()
+      }
+    })
   })
 
   longKeyCases(name, options, ns, timeout)
