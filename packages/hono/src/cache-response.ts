@@ -214,6 +214,12 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     let judged = false
     const judge = (final: OutgoingHttpHeaders): string | undefined => {
       judged = true
+      // `app.onError` answered the handler's error, or the request's code logged one: the status
+      // line says so rather than `stored` (the body's end would abort it anyway).
+      if (failed()) {
+        recorder.abort('handler-error')
+        return 'handler-error'
+      }
       // The cache's own `Cache-Control` (`private` under the `vary` option) is not a layer's.
       const ours = advice.cacheControl !== undefined && String(final['cache-control']) === advice.cacheControl
       const reason = unstorableReason(ours ? { ...final, 'cache-control': headers['cache-control'] } : final)

@@ -851,3 +851,34 @@ describe('a function that runs between the cache and the handler', () => {
     )
   })
 })
+
+describe('a response answered after the handler failed', () => {
+  it("on Node's server, its Cache-Status says why it was not stored, for app.onError and a logged error", async () => {
+    const logged = vi.spyOn(console, 'error').mockImplementation(() => {})
+    try {
+      const app = new Hono()
+      const backend = memoryBackend()
+      let runs = 0
+      app.onError((_error, c) => c.json({ fallback: true }, 200))
+      app.get('/thrown', cacheResponse({ ttl: 60, backend }), (c) => {
+        if (++runs === 1) throw new Error('db down')
+        return c.json({ ok: runs })
+      })
+      app.get('/logged', cacheResponse({ ttl: 60, backend }), (c) => {
+        console.error('db slow, answering the fallback')
+        return c.json({ fallback: true })
+      })
+      const base = await listen(app)
+      for (const path of ['/thrown', '/logged']) {
+        const first = await get(base, path)
+        expect(first.status).toBe(200)
+        expect(first.headers['cache-status']).toMatch(/detail=handler-error/)
+        expect(first.headers['cache-status']).not.toMatch(/stored/)
+        const second = await get(base, path)
+        expect(second.headers['cache-status']).not.toMatch(/hit/)
+      }
+    } finally {
+      logged.mockRestore()
+    }
+  })
+})
