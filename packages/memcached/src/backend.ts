@@ -16,8 +16,6 @@ import {
 import {
   assertIncrement,
   type BaseBackendOptions,
-  checkLogger,
-  IncidentLog,
   ObservedBackend,
   type Codec,
   type CodecOptions,
@@ -25,7 +23,6 @@ import {
   KeyedQueue,
   isInternalKey,
   parseServerList,
-  SlowServerWatch,
   ttlOption,
   checkOption,
   countOption,
@@ -36,13 +33,12 @@ import memjs from 'memjs'
 import { type Expiry, expiryFor, isExpired, keepExpiry, NEVER } from './expiry.js'
 import { type GenerationRead, Generations } from './generations.js'
 import { KeyMapper } from './keys.js'
-import { type EjectOptions, ServerPool, type ServerReport } from './pool.js'
+import { Links } from './links.js'
+import type { EjectOptions, ServerPool, ServerReport } from './pool.js'
 import {
   counterBytes,
   counterValue,
-  type Done,
   incrExtras,
-  LinkFailure,
   Opcode,
   type Response,
   request,
@@ -158,6 +154,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   private readonly codec: Codec
   private readonly keyMapper: KeyMapper
   private readonly generations: Generations
+  private readonly links: Links
   private readonly pool: ServerPool
   /** Per server, the generation read the operations of the current tick share. */
   private readonly tickReads: (TickRead | undefined)[] = []
@@ -168,12 +165,6 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   private readonly flushOnClear: boolean
   private readonly ownsClient: boolean
   private readonly now: () => number
-  /** Logs each server's outage once, and its end once. */
-  private readonly incidents: IncidentLog
-  /** Per server: an outage of it is logged and not over (checked on every answer). */
-  private readonly reported: boolean[]
-  /** Per server: timeouts alone (a slow server, a loaded machine) are an outage only once they last. */
-  private readonly slowness: SlowServerWatch[]
 
   constructor(
     servers: string | readonly string[] = '127.0.0.1:11211',
@@ -199,38 +190,27 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     this.ownsClient = options.client === undefined
     this.client = options.client ?? createClient(servers, options, this.timeoutMs)
     const generationTtlMs = durationOption(options.generationTtl, 'generationTtl', 0, { zero: true })
+    this.links = new Links(this.client, {
+      timeoutMs: this.timeoutMs,
+      weights: options.weights,
+      eject: options.eject ?? {},
+      logger: options.logger,
+      observer: this.observer,
+      closed: () => this.closed,
+      // A server comes back only once its generation moved on: values it kept through a freeze,
+      // or writes and deletes it missed while ejected, are never read again.
+      retry: (index, links) =>
+        this.generations.bumpOne(index, 'retry', (i, buf) => links.pool.sendRaw(i, buf)),
+    })
+    this.pool = this.links.pool
     // Generation reads are timed here but their failures are counted by the operation that waited.
     this.generations = new Generations(
       this.keyMapper.generationKey,
       this.client.servers.length,
       generationTtlMs,
-      (i, buf, op) => this.call(i, buf, op, undefined, false, false),
-      (i, buf, op, done) => this.callNow(i, buf, op, undefined, false, false, done),
+      (i, buf, op) => this.links.call(i, buf, op, undefined, false, false),
+      (i, buf, op, done) => this.links.callNow(i, buf, op, undefined, false, false, done),
     )
-    this.incidents = new IncidentLog(checkLogger(options.logger))
-    this.reported = this.client.servers.map(() => false)
-    this.slowness = this.client.servers.map(() => new SlowServerWatch(this.timeoutMs))
-    this.pool = new ServerPool(this.client, this.timeoutMs, options.weights, options.eject ?? {}, {
-      // A server comes back only once its generation moved on: values it kept through a freeze,
-      // or writes and deletes it missed while ejected, are never read again.
-      retry: (index) =>
-        this.generations
-          .bumpOne(index, 'retry', (i, buf) => this.pool.sendRaw(i, buf))
-          .catch((error: unknown) => {
-            // An ejected server that keeps not answering becomes an outage once that lasts.
-            if (!this.closed && isTimeout(error)) this.unreachable(index, error)
-            throw error
-          }),
-      down: (index, error) => {
-        this.unreachable(index, error)
-        this.serverEvent('server-down', index, error)
-      },
-      up: (index) => {
-        this.answered(index)
-        this.serverEvent('server-up', index)
-      },
-    })
-    this.probe()
   }
 
   override on(event: MemcachedEventName, listener: (event: MemcachedEvent) => void): this {
@@ -282,7 +262,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     const expiry = this.expiry(ttl)
     const bytes = this.encode(key, value)
     await this.withKey(key, 'set', async (index, mkey) => {
-      const response = await this.call(index, storeRequest(Opcode.set, mkey, expiry, bytes), 'set', key)
+      const response = await this.links.call(index, storeRequest(Opcode.set, mkey, expiry, bytes), 'set', key)
       if (response.status !== Status.ok) throw this.failure('set', response.status, key, bytes.length)
     })
     this.observer.set(key)
@@ -292,14 +272,14 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     const expiry = this.expiry(ttl)
     const bytes = this.encode(key, value)
     const added = await this.withKey(key, 'add', async (index, mkey) => {
-      const response = await this.call(index, storeRequest(Opcode.add, mkey, expiry, bytes), 'add', key)
+      const response = await this.links.call(index, storeRequest(Opcode.add, mkey, expiry, bytes), 'add', key)
       if (response.status === Status.ok) return true
       if (response.status !== Status.exists) throw this.failure('add', response.status, key, bytes.length)
       // The server may still hold an item that reads already treat as expired (see expiry.ts):
       // replace it, but only if nobody changed it meanwhile.
-      const current = await this.call(index, request(Opcode.get, mkey), 'add', key)
+      const current = await this.links.call(index, request(Opcode.get, mkey), 'add', key)
       if (current.status !== Status.ok || !isExpired(current.flags, this.now())) return false
-      const replaced = await this.call(
+      const replaced = await this.links.call(
         index,
         storeRequest(Opcode.set, mkey, expiry, bytes, current.cas),
         'add',
@@ -313,7 +293,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
 
   async delete(key: string): Promise<boolean> {
     const removed = await this.withKey(key, 'delete', async (index, mkey) => {
-      const response = await this.call(index, request(Opcode.delete, mkey), 'delete', key)
+      const response = await this.links.call(index, request(Opcode.delete, mkey), 'delete', key)
       if (response.status === Status.notFound) return false
       if (response.status !== Status.ok) throw this.failure('delete', response.status, key)
       return true
@@ -328,12 +308,12 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
    */
   async compareAndDelete(key: string, expected: string): Promise<boolean> {
     const removed = await this.withKey(key, 'compareAndDelete', async (index, mkey) => {
-      const found = await this.call(index, request(Opcode.get, mkey), 'compareAndDelete', key)
+      const found = await this.links.call(index, request(Opcode.get, mkey), 'compareAndDelete', key)
       if (found.status === Status.notFound) return false
       if (found.status !== Status.ok) throw this.failure('compareAndDelete', found.status, key)
       if (isExpired(found.flags, this.now()) || !found.value.equals(this.codec.encode(expected))) return false
       const cas = request(Opcode.delete, mkey, undefined, undefined, found.cas)
-      const response = await this.call(index, cas, 'compareAndDelete', key)
+      const response = await this.links.call(index, cas, 'compareAndDelete', key)
       if (response.status === Status.exists || response.status === Status.notFound) return false
       if (response.status !== Status.ok) throw this.failure('compareAndDelete', response.status, key)
       return true
@@ -377,13 +357,18 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     ttlMs: number | undefined,
   ): Promise<number> {
     for (let attempt = 1; by >= 0 && attempt <= this.maxAttempts; attempt++) {
-      const response = await this.call(index, request(Opcode.increment, mkey, incrExtras(by)), 'incr', key)
+      const response = await this.links.call(
+        index,
+        request(Opcode.increment, mkey, incrExtras(by)),
+        'incr',
+        key,
+      )
       if (response.status === Status.ok) {
         const value = counterValue(response)
         if (!Number.isSafeInteger(value)) {
           // memcached holds the 64-bit result exactly; the number a caller would get is not the
           // counter's. Taken back before anyone is answered, as the other backends refuse it.
-          await this.call(index, request(Opcode.decrement, mkey, incrExtras(by)), 'incr', key)
+          await this.links.call(index, request(Opcode.decrement, mkey, incrExtras(by)), 'incr', key)
           throw pastSafeRange(key)
         }
         this.observer.set(key)
@@ -391,7 +376,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
       }
       if (response.status === Status.nonNumeric) break
       if (response.status !== Status.notFound) throw this.failure('incr', response.status, key)
-      const created = await this.call(
+      const created = await this.links.call(
         index,
         storeRequest(Opcode.add, mkey, expiryFor(ttlMs, this.now()), counterBytes(by)),
         'incr',
@@ -544,7 +529,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
             for (const key of groupKeys) this.observer.error(operation, error, key)
           },
           (generation) =>
-            this.callQuiet(
+            this.links.callQuiet(
               index,
               positions.map((i) => build(this.keyMapper.key(generation, suffixes[i]!), i)),
               operation,
@@ -564,7 +549,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   /** The live item for a key, or undefined on a miss (or an item past its stored expiry). */
   private fetch(key: string, operation: string): Promise<Response | undefined> {
     return this.withKey(key, operation, async (index, mkey) => {
-      const response = await this.call(index, request(Opcode.get, mkey), operation, key)
+      const response = await this.links.call(index, request(Opcode.get, mkey), operation, key)
       if (response.status === Status.notFound) return undefined
       if (response.status !== Status.ok) throw this.failure(operation, response.status, key)
       return isExpired(response.flags, this.now()) ? undefined : response
@@ -580,7 +565,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   ): Promise<R> {
     return this.queue.run(mkey, async () => {
       for (let attempt = 1; attempt <= this.maxAttempts; attempt++) {
-        const current = await this.call(index, request(Opcode.get, mkey), operation, key)
+        const current = await this.links.call(index, request(Opcode.get, mkey), operation, key)
         if (current.status !== Status.ok && current.status !== Status.notFound)
           throw this.failure(operation, current.status, key)
         const exists = current.status === Status.ok
@@ -590,7 +575,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
         const write = exists
           ? storeRequest(Opcode.set, mkey, expiry, bytes, current.cas)
           : storeRequest(Opcode.add, mkey, expiry, bytes)
-        const written = await this.call(index, write, operation, key)
+        const written = await this.links.call(index, write, operation, key)
         if (written.status === Status.ok) {
           this.observer.set(key)
           return result
@@ -710,123 +695,6 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     return `${this.namespace}:${suffix}`
   }
 
-  /**
-   * One request (see {@link ServerPool.send}), timed; failures are counted and rethrown, except
-   * those of generation requests (`countErrors` false), counted by the operation that waited.
-   * `undoable` false: not undone when given up (a generation is never given back).
-   */
-  private call(
-    index: number,
-    buf: Buffer,
-    operation: string,
-    key?: string,
-    countErrors = true,
-    undoable = true,
-  ): Promise<Response> {
-    return new Promise((resolve, reject) =>
-      this.callNow(index, buf, operation, key, countErrors, undoable, (error, response) =>
-        error === undefined ? resolve(response!) : reject(error),
-      ),
-    )
-  }
-
-  /** {@link call}, calling `done` (never before it returns) instead of returning a promise. */
-  private callNow(
-    index: number,
-    buf: Buffer,
-    operation: string,
-    key: string | undefined,
-    countErrors: boolean,
-    undoable: boolean,
-    done: Done<Response>,
-  ): void {
-    const start = performance.now()
-    this.pool.sendNow(index, buf, operation, { companion: !countErrors, undoable }, (error, response) => {
-      if (error !== undefined) {
-        if (countErrors) this.observer.error(operation, error, key)
-        return done(error)
-      }
-      this.observer.latency(performance.now() - start)
-      this.slowness[index]!.answered()
-      if (this.reported[index]) this.answered(index)
-      done(undefined, response)
-    })
-  }
-
-  /** Quiet requests to one server (see {@link ServerPool.sendQuiet}), timed; a failure counts once per key. */
-  private async callQuiet(
-    index: number,
-    requests: Buffer[],
-    operation: string,
-    write: boolean,
-    keys: readonly string[],
-  ): Promise<(Response | undefined)[]> {
-    const start = performance.now()
-    try {
-      const answers = await this.pool.sendQuiet(index, requests, operation, write)
-      this.observer.latency(performance.now() - start)
-      this.slowness[index]!.answered()
-      if (this.reported[index]) this.answered(index)
-      return answers
-    } catch (error) {
-      for (const key of keys) this.observer.error(operation, error, key)
-      throw error
-    }
-  }
-
-  /**
-   * Asks every server for its version once, in the background, so that one nobody can reach
-   * (connection refused, unknown host) is reported while the application starts, not at its first
-   * request. One that only answers late is not reported for that (see {@link unreachable}).
-   * Counts nothing.
-   */
-  private probe(): void {
-    for (let index = 0; index < this.client.servers.length; index++) {
-      this.pool.sendRaw(index, request(Opcode.version, '')).then(
-        () => {
-          this.slowness[index]!.answered()
-          if (this.reported[index]) this.answered(index)
-        },
-        (error: unknown) => {
-          if (!this.closed) this.unreachable(index, error)
-        },
-      )
-    }
-  }
-
-  /**
-   * Logs that server `index` is down, once. A refused or reset connection, an unknown host, is
-   * reported at once; a request that timed out only once the server has answered nothing for a
-   * while (a healthy server on a loaded machine can miss the first timeouts of a process).
-   */
-  private unreachable(index: number, error: unknown): void {
-    const server = this.pool.names[index]!
-    let reason = (error instanceof Error ? error.message : String(error)).replace(/\.+$/, '')
-    if (isTimeout(error)) {
-      if (this.reported[index] || !this.slowness[index]!.timedOut()) return
-      reason = this.slowness[index]!.reason()
-    }
-    this.reported[index] = true
-    this.incidents.report(
-      server,
-      `memcached: cannot reach ${server}: ${reason}. Its keys fail with CacheUnavailableError (memoized functions run uncached) until it answers; it is retried in the background.`,
-    )
-  }
-
-  private answered(index: number): void {
-    this.slowness[index]!.answered()
-    this.reported[index] = false
-    const server = this.pool.names[index]!
-    this.incidents.resolve(server, `memcached: ${server} answers again.`)
-  }
-
-  private serverEvent(name: 'server-down' | 'server-up', index: number, error?: unknown): void {
-    if (this.observer.listenerCount(name) === 0) return
-    const event: MemcachedEvent = { backend: this.name, server: this.pool.names[index]! }
-    if (error !== undefined) event.error = error
-    this.observer.emit(name, event)
-  }
-
   private failure(operation: string, status: number, key: string, size = 0): Error {
     const error =
       status === Status.tooLarge
@@ -886,10 +754,6 @@ export function memcachedBackend(
 }
 
 /** A request that got no answer in time (the link itself did not fail). */
-function isTimeout(error: unknown): boolean {
-  if (error instanceof LinkFailure) return error.timedOut
-  return (error as { code?: unknown } | null)?.code === 'CACHE_TIMEOUT'
-}
 
 /** The error of an `incr` whose result would not be an exact number (as redis and disk answer it). */
 function pastSafeRange(key: string): RangeError {

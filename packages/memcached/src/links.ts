@@ -1,0 +1,185 @@
+import type { LoggerOption } from '@cache/core'
+import { type CacheObserver, checkLogger, IncidentLog, SlowServerWatch } from '@cache/core/backend'
+import type memjs from 'memjs'
+import type { MemcachedEvent } from './backend.js'
+import { type EjectOptions, ServerPool } from './pool.js'
+import { type Done, LinkFailure, Opcode, type Response, request } from './protocol.js'
+
+/** How a {@link Links} is set up: its servers' pool options and who is told what. */
+export interface LinksOptions {
+  timeoutMs: number
+  weights: Readonly<Record<string, number>> | undefined
+  eject: EjectOptions
+  logger: LoggerOption | undefined
+  observer: CacheObserver
+  /** True once the backend is closed: failures after that are not outages. */
+  closed: () => boolean
+  /** Brings an ejected server back (bumping its generation first); rejects while it does not answer. */
+  retry: (index: number, links: Links) => Promise<void>
+}
+
+/**
+ * The backend's servers as it sees them: the pool that sends its requests (timed, failures
+ * counted), and each server's health as the application hears of it — an outage logged once and
+ * its end once, `server-down`/`server-up` events, a background probe at start so a server nobody
+ * can reach is reported before the first request.
+ */
+export class Links {
+  readonly pool: ServerPool
+  private readonly observer: CacheObserver
+  private readonly closed: () => boolean
+  /** Logs each server's outage once, and its end once. */
+  private readonly incidents: IncidentLog
+  /** Per server: an outage of it is logged and not over (checked on every answer). */
+  private readonly reported: boolean[]
+  /** Per server: timeouts alone (a slow server, a loaded machine) are an outage only once they last. */
+  private readonly slowness: SlowServerWatch[]
+
+  constructor(client: memjs.Client, options: LinksOptions) {
+    this.observer = options.observer
+    this.closed = options.closed
+    this.incidents = new IncidentLog(checkLogger(options.logger))
+    this.reported = client.servers.map(() => false)
+    this.slowness = client.servers.map(() => new SlowServerWatch(options.timeoutMs))
+    this.pool = new ServerPool(client, options.timeoutMs, options.weights, options.eject, {
+      retry: (index) =>
+        options.retry(index, this).catch((error: unknown) => {
+          // An ejected server that keeps not answering becomes an outage once that lasts.
+          if (!this.closed() && isTimeout(error)) this.unreachable(index, error)
+          throw error
+        }),
+      down: (index, error) => {
+        this.unreachable(index, error)
+        this.serverEvent('server-down', index, error)
+      },
+      up: (index) => {
+        this.answered(index)
+        this.serverEvent('server-up', index)
+      },
+    })
+    this.probe(client.servers.length)
+  }
+
+  /**
+   * One request (see {@link ServerPool.send}), timed; failures are counted and rethrown, except
+   * those of generation requests (`countErrors` false), counted by the operation that waited.
+   * `undoable` false: not undone when given up (a generation is never given back).
+   */
+  call(
+    index: number,
+    buf: Buffer,
+    operation: string,
+    key?: string,
+    countErrors = true,
+    undoable = true,
+  ): Promise<Response> {
+    return new Promise((resolve, reject) =>
+      this.callNow(index, buf, operation, key, countErrors, undoable, (error, response) =>
+        error === undefined ? resolve(response!) : reject(error),
+      ),
+    )
+  }
+
+  /** {@link call}, calling `done` (never before it returns) instead of returning a promise. */
+  callNow(
+    index: number,
+    buf: Buffer,
+    operation: string,
+    key: string | undefined,
+    countErrors: boolean,
+    undoable: boolean,
+    done: Done<Response>,
+  ): void {
+    const start = performance.now()
+    this.pool.sendNow(index, buf, operation, { companion: !countErrors, undoable }, (error, response) => {
+      if (error !== undefined) {
+        if (countErrors) this.observer.error(operation, error, key)
+        return done(error)
+      }
+      this.observer.latency(performance.now() - start)
+      this.heard(index)
+      done(undefined, response)
+    })
+  }
+
+  /** Quiet requests to one server (see {@link ServerPool.sendQuiet}), timed; a failure counts once per key. */
+  async callQuiet(
+    index: number,
+    requests: Buffer[],
+    operation: string,
+    write: boolean,
+    keys: readonly string[],
+  ): Promise<(Response | undefined)[]> {
+    const start = performance.now()
+    try {
+      const answers = await this.pool.sendQuiet(index, requests, operation, write)
+      this.observer.latency(performance.now() - start)
+      this.heard(index)
+      return answers
+    } catch (error) {
+      for (const key of keys) this.observer.error(operation, error, key)
+      throw error
+    }
+  }
+
+  /** Server `index` answered: a timeout streak ends, and a logged outage is over. */
+  private heard(index: number): void {
+    this.slowness[index]!.answered()
+    if (this.reported[index]) this.answered(index)
+  }
+
+  /**
+   * Asks every server for its version once, in the background, so that one nobody can reach
+   * (connection refused, unknown host) is reported while the application starts, not at its first
+   * request. One that only answers late is not reported for that (see {@link unreachable}).
+   * Counts nothing.
+   */
+  private probe(servers: number): void {
+    for (let index = 0; index < servers; index++) {
+      this.pool.sendRaw(index, request(Opcode.version, '')).then(
+        () => this.heard(index),
+        (error: unknown) => {
+          if (!this.closed()) this.unreachable(index, error)
+        },
+      )
+    }
+  }
+
+  /**
+   * Logs that server `index` is down, once. A refused or reset connection, an unknown host, is
+   * reported at once; a request that timed out only once the server has answered nothing for a
+   * while (a healthy server on a loaded machine can miss the first timeouts of a process).
+   */
+  private unreachable(index: number, error: unknown): void {
+    const server = this.pool.names[index]!
+    let reason = (error instanceof Error ? error.message : String(error)).replace(/\.+$/, '')
+    if (isTimeout(error)) {
+      if (this.reported[index] || !this.slowness[index]!.timedOut()) return
+      reason = this.slowness[index]!.reason()
+    }
+    this.reported[index] = true
+    this.incidents.report(
+      server,
+      `memcached: cannot reach ${server}: ${reason}. Its keys fail with CacheUnavailableError (memoized functions run uncached) until it answers; it is retried in the background.`,
+    )
+  }
+
+  private answered(index: number): void {
+    this.slowness[index]!.answered()
+    this.reported[index] = false
+    const server = this.pool.names[index]!
+    this.incidents.resolve(server, `memcached: ${server} answers again.`)
+  }
+
+  private serverEvent(name: 'server-down' | 'server-up', index: number, error?: unknown): void {
+    if (this.observer.listenerCount(name) === 0) return
+    const event: MemcachedEvent = { backend: 'memcached', server: this.pool.names[index]! }
+    if (error !== undefined) event.error = error
+    this.observer.emit(name, event)
+  }
+}
+
+export function isTimeout(error: unknown): boolean {
+  if (error instanceof LinkFailure) return error.timedOut
+  return (error as { code?: unknown } | null)?.code === 'CACHE_TIMEOUT'
+}
