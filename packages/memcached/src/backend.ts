@@ -31,7 +31,7 @@ import {
 } from '@cache/core/backend'
 import memjs from 'memjs'
 import { type Expiry, expiryFor, isExpired, keepExpiry, NEVER } from './expiry.js'
-import { type GenerationRead, Generations } from './generations.js'
+import { Generations } from './generations.js'
 import { KeyMapper } from './keys.js'
 import { Links } from './links.js'
 import type { EjectOptions, ServerPool, ServerReport } from './pool.js'
@@ -117,23 +117,6 @@ export interface MemcachedEvent extends CacheEvent {
   server?: string
 }
 
-/** The generation read the operations of one tick on one server share. */
-class TickRead {
-  result: GenerationRead | undefined
-  private waiters: ((read: GenerationRead) => void)[] = []
-
-  settle(read: GenerationRead): void {
-    this.result = read
-    for (const waiter of this.waiters.splice(0)) waiter(read)
-  }
-
-  wait(): Promise<GenerationRead> {
-    const result = this.result
-    if (result !== undefined) return Promise.resolve(result)
-    return new Promise((resolve) => this.waiters.push(resolve))
-  }
-}
-
 /** What one CAS attempt writes, and what the operation then returns. */
 interface Write<R> {
   bytes: Buffer
@@ -156,8 +139,6 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   private readonly generations: Generations
   private readonly links: Links
   private readonly pool: ServerPool
-  /** Per server, the generation read the operations of the current tick share. */
-  private readonly tickReads: (TickRead | undefined)[] = []
   private readonly timeoutMs: number
   private readonly maxValueSize: number
   private readonly defaultTtlMs: number | undefined
@@ -499,7 +480,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
 
   /**
    * Sends one quiet request per key (`build`), the keys of each server in one write with that
-   * server's generation read (see {@link inGeneration}): one round trip per server. Per key: the
+   * server's generation read (see {@link Generations.run}): one round trip per server. Per key: the
    * server's answer (undefined: it answered nothing), or the failure of its server.
    */
   private async many(
@@ -521,7 +502,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     const perServer = [...groups].map(async ([index, positions]) => {
       const groupKeys = positions.map((i) => keys[i]!)
       try {
-        const answers = await this.inGeneration(
+        const answers = await this.generations.run(
           index,
           operation,
           groupKeys.some(isInternalKey),
@@ -613,78 +594,13 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
       return Promise.reject(error)
     }
     const index = this.pool.serverOf(this.placementKey(suffix))
-    return this.inGeneration(
+    return this.generations.run(
       index,
       operation,
       isInternalKey(key),
       (error) => this.observer.error(operation, error, key),
       (generation) => run(index, this.keyMapper.key(generation, suffix)),
     )
-  }
-
-  /**
-   * Runs `run` with the generation of server `index` (see {@link withKey}); `internal`: the keys
-   * concerned include @cache's own, always checked; `count` counts a failed generation read.
-   */
-  private async inGeneration<R>(
-    index: number,
-    operation: string,
-    internal: boolean,
-    count: (error: unknown) => void,
-    run: (generation: string) => Promise<R>,
-  ): Promise<R> {
-    const trusted = this.generations.trusted(index)
-    if (trusted !== undefined && !internal) return run(trusted)
-    const read = this.generationOfThisTick(index, operation)
-    const known = this.generations.last(index)
-    if (known === undefined) {
-      const first = read.result ?? (await read.wait())
-      if ('error' in first) {
-        count(first.error)
-        throw first.error
-      }
-      return run(first.value)
-    }
-    let outcome: { value: R } | { error: unknown }
-    try {
-      outcome = { value: await run(known) }
-    } catch (error) {
-      outcome = { error }
-    }
-    // Answered in order: by the operation's first answer the read has its own (unless the
-    // operation failed before sending anything).
-    const current = read.result ?? (await read.wait())
-    if ('error' in current) {
-      // Sent together: if the operation failed too, its own failure was counted and says more.
-      if ('error' in outcome) throw outcome.error
-      count(current.error)
-      throw current.error
-    }
-    if (current.value !== known) return run(current.value)
-    if ('error' in outcome) throw outcome.error
-    return outcome.value
-  }
-
-  /**
-   * The generation of server `index`, read by a request sent in this tick: the operations of one
-   * tick share it (it is written, with them, once they are all in). None of them can have started
-   * after a `clear()` that this read missed: learning that a `clear()` finished takes I/O, which a
-   * tick does not do.
-   */
-  private generationOfThisTick(index: number, operation: string): TickRead {
-    let read = this.tickReads[index]
-    if (read === undefined) {
-      const fresh = new TickRead()
-      read = fresh
-      this.tickReads[index] = fresh
-      queueMicrotask(() => {
-        this.tickReads[index] = undefined
-      })
-      this.generations.readNow(index, `${operation} (reading the generation)`, (result) =>
-        fresh.settle(result),
-      )
-    }
-    return read
   }
 
   /**

@@ -34,6 +34,8 @@ export type GenerationRead = { value: string } | { error: unknown }
  * old one (not even one created in the same millisecond).
  */
 export class Generations {
+  /** Per server, the generation read the operations of the current tick share. */
+  private readonly tickReads: (TickRead | undefined)[] = []
   private readonly values: (Cached | undefined)[]
 
   constructor(
@@ -151,6 +153,74 @@ export class Generations {
     return undefined
   }
 
+  /**
+   * Runs `run` with the current generation of server `index`, read by a request written together
+   * with the operation's (and those of every other operation of the same tick, which share it),
+   * on the same connection: memcached answers them in order, so the operation costs no extra
+   * round trip and sees any `clear()` that finished before it started. If the generation changed
+   * since this process last saw it, what `run` did under the old one is dropped and it runs again.
+   * Within `generationTtl` of the last read, the copy is trusted instead, unless `internal` (the
+   * keys include @cache's own: invalidation state, locks). `count` counts a failed generation read.
+   */
+  async run<R>(
+    index: number,
+    operation: string,
+    internal: boolean,
+    count: (error: unknown) => void,
+    run: (generation: string) => Promise<R>,
+  ): Promise<R> {
+    const trusted = this.trusted(index)
+    if (trusted !== undefined && !internal) return run(trusted)
+    const read = this.generationOfThisTick(index, operation)
+    const known = this.last(index)
+    if (known === undefined) {
+      const first = read.result ?? (await read.wait())
+      if ('error' in first) {
+        count(first.error)
+        throw first.error
+      }
+      return run(first.value)
+    }
+    let outcome: { value: R } | { error: unknown }
+    try {
+      outcome = { value: await run(known) }
+    } catch (error) {
+      outcome = { error }
+    }
+    // Answered in order: by the operation's first answer the read has its own (unless the
+    // operation failed before sending anything).
+    const current = read.result ?? (await read.wait())
+    if ('error' in current) {
+      // Sent together: if the operation failed too, its own failure was counted and says more.
+      if ('error' in outcome) throw outcome.error
+      count(current.error)
+      throw current.error
+    }
+    if (current.value !== known) return run(current.value)
+    if ('error' in outcome) throw outcome.error
+    return outcome.value
+  }
+
+  /**
+   * The generation of server `index`, read by a request sent in this tick: the operations of one
+   * tick share it (it is written, with them, once they are all in). None of them can have started
+   * after a `clear()` that this read missed: learning that a `clear()` finished takes I/O, which a
+   * tick does not do.
+   */
+  private generationOfThisTick(index: number, operation: string): TickRead {
+    let read = this.tickReads[index]
+    if (read === undefined) {
+      const fresh = new TickRead()
+      read = fresh
+      this.tickReads[index] = fresh
+      queueMicrotask(() => {
+        this.tickReads[index] = undefined
+      })
+      this.readNow(index, `${operation} (reading the generation)`, (result) => fresh.settle(result))
+    }
+    return read
+  }
+
   private remember(index: number, value: bigint, bytes?: Buffer): string {
     const text = value.toString(36)
     this.values[index] =
@@ -167,4 +237,21 @@ export class Generations {
 
 function unexpected(operation: string, status: number): CacheError {
   return protocolError('memcached', operation, status)
+}
+
+/** The generation read the operations of one tick on one server share. */
+class TickRead {
+  result: GenerationRead | undefined
+  private waiters: ((read: GenerationRead) => void)[] = []
+
+  settle(read: GenerationRead): void {
+    this.result = read
+    for (const waiter of this.waiters.splice(0)) waiter(read)
+  }
+
+  wait(): Promise<GenerationRead> {
+    const result = this.result
+    if (result !== undefined) return Promise.resolve(result)
+    return new Promise((resolve) => this.waiters.push(resolve))
+  }
 }
