@@ -1,8 +1,3 @@
-export {
-  MemcachedBackend,
-  type MemcachedBackendOptions,
-  type MemcachedEvent,
-  type MemcachedEventName,
-  memcachedBackend,
-} from './backend.js'
+export { MemcachedBackend, memcachedBackend } from './backend.js'
+export type { MemcachedBackendOptions, MemcachedEvent, MemcachedEventName } from './options.js'
 export type { EjectOptions, ServerReport, ServerState } from './pool.js'

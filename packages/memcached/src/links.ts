@@ -1,7 +1,7 @@
 import type { LoggerOption } from '@cache/core'
 import { type CacheObserver, checkLogger, IncidentLog, SlowServerWatch } from '@cache/core/backend'
 import type memjs from 'memjs'
-import type { MemcachedEvent } from './backend.js'
+import type { MemcachedEvent } from './options.js'
 import { type EjectOptions, ServerPool } from './pool.js'
 import { type Done, LinkFailure, Opcode, type Response, request } from './protocol.js'
 
