@@ -1,9 +1,7 @@
 import {
   type CacheBackend,
   CacheClosedError,
-  CacheConflictError,
   type CacheEntry,
-  CacheNotANumberError,
   CacheValueTooLargeError,
   type Duration,
   parseSize,
@@ -16,7 +14,6 @@ import {
   ObservedBackend,
   type Codec,
   createCodec,
-  KeyedQueue,
   isInternalKey,
   ttlOption,
   checkOption,
@@ -25,9 +22,10 @@ import {
   renamedOption,
 } from '@cache/core/backend'
 import type memjs from 'memjs'
-import { type Expiry, expiryFor, isExpired, keepExpiry, NEVER } from './expiry.js'
+import { type Expiry, expiryFor, isExpired, NEVER } from './expiry.js'
 import { Generations } from './generations.js'
 import { KeyMapper } from './keys.js'
+import { Counters } from './counters.js'
 import { Links } from './links.js'
 import {
   createClient,
@@ -37,25 +35,7 @@ import {
   type MemcachedEventName,
 } from './options.js'
 import type { ServerPool, ServerReport } from './pool.js'
-import {
-  counterBytes,
-  counterValue,
-  incrExtras,
-  Opcode,
-  type Response,
-  request,
-  Status,
-  flushWrites,
-  storeRequest,
-  unexpected,
-} from './protocol.js'
-
-/** What one CAS attempt writes, and what the operation then returns. */
-interface Write<R> {
-  bytes: Buffer
-  expiry: Expiry
-  result: R
-}
+import { Opcode, type Response, request, Status, flushWrites, storeRequest, unexpected } from './protocol.js'
 
 /**
  * memcached through memjs: one or many servers (keys placed by a ketama ring, a failing server
@@ -66,7 +46,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   readonly name = 'memcached'
   readonly namespace: string
   readonly client: memjs.Client
-  private readonly queue = new KeyedQueue()
+  private readonly counters: Counters
   private readonly codec: Codec
   private readonly keyMapper: KeyMapper
   private readonly generations: Generations
@@ -117,6 +97,14 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
         this.generations.bumpOne(index, 'retry', (i, buf) => links.pool.sendRaw(i, buf)),
     })
     this.pool = this.links.pool
+    this.counters = new Counters({
+      links: this.links,
+      observer: this.observer,
+      codec: this.codec,
+      maxAttempts: this.maxAttempts,
+      now: this.now,
+      failure: (operation, status, key, size) => this.failure(operation, status, key, size),
+    })
     // Generation reads are timed here but their failures are counted by the operation that waited.
     this.generations = new Generations(
       this.keyMapper.generationKey,
@@ -260,57 +248,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   async incr(key: string, by = 1, ttl?: Duration): Promise<number> {
     assertIncrement(by)
     const ttlMs = this.ttlMs(ttl)
-    return this.withKey(key, 'incr', (index, mkey) => this.increment(key, index, mkey, by, ttlMs))
-  }
-
-  private async increment(
-    key: string,
-    index: number,
-    mkey: string,
-    by: number,
-    ttlMs: number | undefined,
-  ): Promise<number> {
-    for (let attempt = 1; by >= 0 && attempt <= this.maxAttempts; attempt++) {
-      const response = await this.links.call(
-        index,
-        request(Opcode.increment, mkey, incrExtras(by)),
-        'incr',
-        key,
-      )
-      if (response.status === Status.ok) {
-        const value = counterValue(response)
-        if (!Number.isSafeInteger(value)) {
-          // memcached holds the 64-bit result exactly; the number a caller would get is not the
-          // counter's. Taken back before anyone is answered, as the other backends refuse it.
-          await this.links.call(index, request(Opcode.decrement, mkey, incrExtras(by)), 'incr', key)
-          throw pastSafeRange(key)
-        }
-        this.observer.set(key)
-        return value
-      }
-      if (response.status === Status.nonNumeric) break
-      if (response.status !== Status.notFound) throw this.failure('incr', response.status, key)
-      const created = await this.links.call(
-        index,
-        storeRequest(Opcode.add, mkey, expiryFor(ttlMs, this.now()), counterBytes(by)),
-        'incr',
-        key,
-      )
-      if (created.status === Status.ok) {
-        this.observer.set(key)
-        return by
-      }
-      if (created.status !== Status.exists) throw this.failure('incr', created.status, key)
-    }
-    return this.casLoop(key, index, mkey, 'incr', (found) => {
-      if (found === undefined)
-        return { bytes: counterBytes(by), expiry: expiryFor(ttlMs, this.now()), result: by }
-      const current = this.codec.decode(found.value)
-      if (!Number.isSafeInteger(current)) throw new CacheNotANumberError(key)
-      const next = (current as number) + by
-      if (!Number.isSafeInteger(next)) throw pastSafeRange(key)
-      return { bytes: counterBytes(next), expiry: keepExpiry(found.flags), result: next }
-    })
+    return this.withKey(key, 'incr', (index, mkey) => this.counters.incr(key, index, mkey, by, ttlMs))
   }
 
   /**
@@ -325,7 +263,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   ): Promise<T> {
     const ttlMs = this.ttlMs(ttl)
     return this.withKey(key, 'atomicUpdate', (index, mkey) =>
-      this.casLoop(key, index, mkey, 'atomicUpdate', async (found) => {
+      this.counters.casLoop(key, index, mkey, 'atomicUpdate', async (found) => {
         const next = await fn(found === undefined ? undefined : (this.codec.decode(found.value) as T))
         return { bytes: this.encode(key, next), expiry: expiryFor(ttlMs, this.now()), result: next }
       }),
@@ -470,39 +408,6 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     })
   }
 
-  private async casLoop<R>(
-    key: string,
-    index: number,
-    mkey: string,
-    operation: string,
-    next: (found: Response | undefined) => Write<R> | Promise<Write<R>>,
-  ): Promise<R> {
-    return this.queue.run(mkey, async () => {
-      for (let attempt = 1; attempt <= this.maxAttempts; attempt++) {
-        const current = await this.links.call(index, request(Opcode.get, mkey), operation, key)
-        if (current.status !== Status.ok && current.status !== Status.notFound)
-          throw this.failure(operation, current.status, key)
-        const exists = current.status === Status.ok
-        const live = exists && !isExpired(current.flags, this.now()) ? current : undefined
-        const { bytes, expiry, result } = await next(live)
-        // An absent key is created with ADD; a present one (even expired) replaced with CAS.
-        const write = exists
-          ? storeRequest(Opcode.set, mkey, expiry, bytes, current.cas)
-          : storeRequest(Opcode.add, mkey, expiry, bytes)
-        const written = await this.links.call(index, write, operation, key)
-        if (written.status === Status.ok) {
-          this.observer.set(key)
-          return result
-        }
-        if (written.status !== Status.exists && written.status !== Status.notFound)
-          throw this.failure(operation, written.status, key, bytes.length)
-        // Another process wrote first: retry after a short random pause so writers spread out.
-        await new Promise((resolve) => setTimeout(resolve, Math.random() * 2))
-      }
-      throw new CacheConflictError(key, this.maxAttempts)
-    })
-  }
-
   /**
    * Runs `run` with the server index and memcached key of a user key, in the namespace's current
    * generation. The generation is read by a request written together with the operation's (and
@@ -579,9 +484,4 @@ export function memcachedBackend(
   options: MemcachedBackendOptions = {},
 ): MemcachedBackend {
   return new MemcachedBackend(servers, options)
-}
-
-/** The error of an `incr` whose result would not be an exact number (as redis and disk answer it). */
-function pastSafeRange(key: string): RangeError {
-  return new RangeError(`incr: the counter "${key}" would pass Number.MAX_SAFE_INTEGER in magnitude`)
 }
