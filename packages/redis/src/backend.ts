@@ -1,4 +1,3 @@
-import type { ConnectionOptions } from 'node:tls'
 import {
   type CacheBackend,
   CacheConfigError,
@@ -15,103 +14,34 @@ import {
 import {
   assertIncrement,
   assertKey,
-  type BaseBackendOptions,
   checkLogger,
   countOption,
   durationOption,
   ObservedBackend,
   type Codec,
-  type CodecOptions,
   createCodec,
   isListedKey,
   KeyedQueue,
-  keyFromWellFormed,
   listPrefix,
   parseTagged,
   stringifyTagged,
   wellFormedKey,
   ttlOption,
 } from '@cache/core/backend'
-import type { ChainableCommander, Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis'
+import type { ChainableCommander, Cluster, Redis } from 'ioredis'
 import type { RedisClient, RedisConnection } from './client.js'
 import { Coalescer } from './coalesce.js'
 import { Connection } from './connection.js'
 import { clearCluster } from './cluster-clear.js'
 import { listCluster } from './cluster-keys.js'
 import { COMPARE_AND_DELETE } from './compare-and-delete.js'
+import { clearNode, listPatterns, namespacePattern, scanNode, userKeyOf } from './listing.js'
 import { COMPARE_AND_SET_ONCE, ExactlyOnce, INCR_ONCE, REFUSED } from './exactly-once.js'
-import { NearCache, type NearCacheOptions, nearCacheSettings } from './near-cache.js'
+import { NearCache, nearCacheSettings } from './near-cache.js'
 import { type Replication, replicationSettings } from './replication.js'
+import type { RedisBackendOptions } from './options.js'
 import { COMPARE_AND_SET, GET_EACH, GET_ENTRY, INCR, sha1 } from './scripts.js'
 import { groupByNodeAndSlot, isMoved, renewSlots } from './slots.js'
-
-/**
- * Options of {@link redisBackend}. Every duration is a `Duration`: a number of **seconds**
- * (`0.3`), or a string with a unit (`'300ms'`, `'2s'`). A bad option throws `CacheConfigError`.
- */
-export interface RedisBackendOptions extends BaseBackendOptions, CodecOptions {
-  /**
-   * Prefix of every key, as `namespace:key`; `clear()` removes `namespace:*` only. `''` stores
-   * keys as given, and then `clear()` refuses to run. Default: `'cache'`.
-   */
-  namespace?: string
-  /**
-   * Longest wait for one operation (seconds, or `'300ms'`): past it the call rejects with
-   * `CacheTimeoutError`. Default: `'300ms'`.
-   */
-  timeout?: Duration
-  /** TCP connect (and TLS handshake) timeout (seconds, or `'2s'`). Default: `'2s'`. */
-  connectTimeout?: Duration
-  /** Longest pause between reconnection attempts (seconds, or `'2s'`); attempts never stop. Default: `'2s'`. */
-  maxReconnectDelay?: Duration
-  /**
-   * `atomicUpdate` attempts before `CacheConflictError` when other clients keep writing the same
-   * key. Each attempt costs one round trip and one call of `fn`; with n clients updating one key
-   * non-stop, an update takes about n attempts on average and rarely more than 10n. Default: 200.
-   */
-  maxAttempts?: number
-  /** Keys asked for per `SCAN` step of `clear()` and `keys()`. Default: 1000. */
-  scanCount?: number
-  /**
-   * How long (seconds, or `'10s'`) the server remembers the outcome of each `incr` and
-   * `atomicUpdate`, so that a call whose reply was lost is applied exactly once or reported
-   * failed and not applied (see the README). Costs one small key per call for this long.
-   * `false`: no records; a call whose reply is lost then fails without telling whether it was
-   * applied. Default: 10 s.
-   */
-  exactlyOnceWindow?: Duration | false
-  /**
-   * Replicas that must have every write before it resolves: each write is followed by `WAIT
-   * replicas` on the same connection (same round trip), waiting up to `timeout` − 50 ms for the
-   * acknowledgements; too few reject with `CacheReplicationError` (the master applied the write).
-   * Without it a failover can lose acknowledged writes (replication is asynchronous). `clear()`
-   * does not wait. Costs the replication delay on every write. Default: 0.
-   */
-  replicas?: number
-  /**
-   * Keep what `get`/`getEntry` read in this process, evicted by Redis itself when any client
-   * changes the key (`CLIENT TRACKING`, Redis 6+; one server or Sentinel). `true` or
-   * `{ maxKeys, heartbeat }` (see {@link NearCacheOptions}). Costs one more connection, a
-   * heartbeat PUBLISH every 500 ms and, on the server, a tracking-table entry per key read.
-   * Default: off.
-   */
-  nearCache?: boolean | NearCacheOptions
-  /** TLS settings (e.g. `{ ca }`); `rediss://` URLs use TLS with Node's defaults without it. Default: none. */
-  tls?: ConnectionOptions
-  /**
-   * Send the gets that this process issues in the same tick together: the first get of a tick
-   * goes out at once as before; the gets that follow it in that tick go out at its end as one
-   * command (a Lua script running each key's `GET`). Each call keeps its own value, error,
-   * timeout and stats; commands go out in the order calls were made. One node or Sentinel only,
-   * and not with `nearCache` or `replicas` (those send each call alone). `false`: every get is its own
-   * command. Default: `true`.
-   */
-  coalesce?: boolean
-  /** More ioredis options for single-node and Sentinel connections we create; they win over ours. */
-  redisOptions?: RedisOptions
-  /** More ioredis options for cluster connections we create; they win over ours. */
-  clusterOptions?: ClusterOptions
-}
 
 const DEFAULT_NAMESPACE = 'cache'
 /**
@@ -126,10 +56,6 @@ const MS_HABIT = {
 /** Redis rejects expiries past 2^63 ms from the epoch; anything near that is a mistake. */
 const MAX_TTL_MS = 2 ** 52
 const NO_ARGS: string[] = []
-/** How `wellFormedKey` marks a key it escaped. */
-const ESCAPED = '\uffff'
-/** Outcome records of `exactlyOnceWindow` without a namespace (see exactly-once.ts). */
-const RECORD_PREFIX = '~op~'
 
 /**
  * A cache on Redis through ioredis: one node, Sentinel or Cluster. Fails fast while Redis is
@@ -444,7 +370,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     }
     this.near?.forgetAll()
     if (this.connection.blocked) await this.connection.ready('clear')
-    const pattern = `${escapeGlob(this.namespace)}:*`
+    const pattern = namespacePattern(this.namespace)
     const start = performance.now()
     try {
       if (this.client.isCluster) {
@@ -453,7 +379,10 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
           ms: this.timeoutMs,
         }
         await clearCluster(this.client as Cluster, pattern, this.scanCount, limits)
-      } else await this.clearNode(this.client as Redis, pattern)
+      } else {
+        const timed = <T>(command: Promise<T>) => this.connection.timed(command, 'clear')
+        await clearNode(this.client as Redis, pattern, this.scanCount, timed)
+      }
     } catch (error) {
       throw this.connection.failed('clear', error, undefined)
     }
@@ -475,19 +404,13 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     const prefix = listPrefix(options)
     if (this.connection.blocked) await this.connection.ready('keys')
     const timed = <T>(command: Promise<T>) => this.connection.timed(command, 'keys')
-    const start = this.namespace === undefined ? '' : `${escapeGlob(this.namespace)}:`
-    const patterns: string[] = []
-    // A key with U+FFFF or a lone surrogate is stored escaped (see wellFormedKey): never as its text.
-    if (prefix === '' || (wellFormed(prefix) && !prefix.includes(ESCAPED)))
-      patterns.push(`${start}${escapeGlob(prefix)}*`)
-    if (prefix !== '') patterns.push(`${start}${ESCAPED}*`)
     try {
-      for (const pattern of patterns) {
+      for (const pattern of listPatterns(this.namespace, prefix)) {
         const found = this.client.isCluster
           ? listCluster(this.client as Cluster, pattern, this.scanCount, { timed, ms: this.timeoutMs })
-          : this.scanNode(this.client as Redis, pattern, timed)
+          : scanNode(this.client as Redis, pattern, this.scanCount, timed)
         for await (const stored of found) {
-          const key = this.userKey(stored)
+          const key = userKeyOf(stored, this.namespace, this.prefix)
           if (key !== undefined && isListedKey(key, prefix)) yield key
         }
       }
@@ -805,58 +728,11 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     }
     return this.connection.call(operation, undefined, Promise.all(perNode.map(run)))
   }
-
-  /**
-   * The key `set` was given, from a key as stored; undefined for one no key maps to (bytes that
-   * are not UTF-8, written by someone else) and, without a namespace, for `exactlyOnceWindow`'s
-   * outcome records (`~op~…`).
-   */
-  private userKey(stored: Buffer): string | undefined {
-    const text = stored.toString('utf8')
-    if (text.includes('\ufffd') && !Buffer.from(text, 'utf8').equals(stored)) return undefined
-    if (this.namespace === undefined && text.startsWith(RECORD_PREFIX)) return undefined
-    return keyFromWellFormed(text.slice(this.prefix.length))
-  }
-
-  /** One node's keys matching `pattern`, a `SCAN` step (`scanCount` keys asked for) at a time. */
-  private async *scanNode(
-    node: Redis,
-    pattern: string,
-    timed: <T>(command: Promise<T>) => Promise<T>,
-  ): AsyncGenerator<Buffer> {
-    let cursor = '0'
-    do {
-      const [next, keys] = await timed(node.scanBuffer(cursor, 'MATCH', pattern, 'COUNT', this.scanCount))
-      cursor = next.toString()
-      yield* keys
-    } while (cursor !== '0')
-  }
-
-  private async clearNode(node: Redis, pattern: string): Promise<void> {
-    let cursor = '0'
-    do {
-      const [next, keys] = await this.connection.timed(
-        node.scanBuffer(cursor, 'MATCH', pattern, 'COUNT', this.scanCount),
-        'clear',
-      )
-      cursor = next.toString()
-      if (keys.length > 0) await this.connection.timed(node.unlink(...keys), 'clear')
-    } while (cursor !== '0')
-  }
 }
 
 /** A cache on Redis: `redisBackend('redis://localhost:6379', { namespace: 'app' })`. See {@link RedisBackendOptions}. */
 export function redisBackend(connection?: RedisConnection, options?: RedisBackendOptions): RedisBackend {
   return new RedisBackend(connection, options)
-}
-
-/** `MATCH` treats `* ? [ ] \\` as glob syntax: escape them so a namespace matches literally. */
-function escapeGlob(text: string): string {
-  return text.replace(/[*?[\]\\]/g, '\\$&')
-}
-
-function wellFormed(text: string): boolean {
-  return (text as string & { isWellFormed(): boolean }).isWellFormed()
 }
 
 /** Values `MGET` returned (not nil). */

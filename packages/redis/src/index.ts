@@ -1,4 +1,5 @@
-export { RedisBackend, type RedisBackendOptions, redisBackend } from './backend.js'
+export { RedisBackend, redisBackend } from './backend.js'
+export type { RedisBackendOptions } from './options.js'
 export {
   type ConnectionSettings,
   type FailFastSettings,

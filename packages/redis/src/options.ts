@@ -1,0 +1,73 @@
+import type { ConnectionOptions } from 'node:tls'
+import type { Duration } from '@cache/core'
+import type { BaseBackendOptions, CodecOptions } from '@cache/core/backend'
+import type { ClusterOptions, RedisOptions } from 'ioredis'
+import type { NearCacheOptions } from './near-cache.js'
+
+/**
+ * Options of {@link redisBackend}. Every duration is a `Duration`: a number of **seconds**
+ * (`0.3`), or a string with a unit (`'300ms'`, `'2s'`). A bad option throws `CacheConfigError`.
+ */
+export interface RedisBackendOptions extends BaseBackendOptions, CodecOptions {
+  /**
+   * Prefix of every key, as `namespace:key`; `clear()` removes `namespace:*` only. `''` stores
+   * keys as given, and then `clear()` refuses to run. Default: `'cache'`.
+   */
+  namespace?: string
+  /**
+   * Longest wait for one operation (seconds, or `'300ms'`): past it the call rejects with
+   * `CacheTimeoutError`. Default: `'300ms'`.
+   */
+  timeout?: Duration
+  /** TCP connect (and TLS handshake) timeout (seconds, or `'2s'`). Default: `'2s'`. */
+  connectTimeout?: Duration
+  /** Longest pause between reconnection attempts (seconds, or `'2s'`); attempts never stop. Default: `'2s'`. */
+  maxReconnectDelay?: Duration
+  /**
+   * `atomicUpdate` attempts before `CacheConflictError` when other clients keep writing the same
+   * key. Each attempt costs one round trip and one call of `fn`; with n clients updating one key
+   * non-stop, an update takes about n attempts on average and rarely more than 10n. Default: 200.
+   */
+  maxAttempts?: number
+  /** Keys asked for per `SCAN` step of `clear()` and `keys()`. Default: 1000. */
+  scanCount?: number
+  /**
+   * How long (seconds, or `'10s'`) the server remembers the outcome of each `incr` and
+   * `atomicUpdate`, so that a call whose reply was lost is applied exactly once or reported
+   * failed and not applied (see the README). Costs one small key per call for this long.
+   * `false`: no records; a call whose reply is lost then fails without telling whether it was
+   * applied. Default: 10 s.
+   */
+  exactlyOnceWindow?: Duration | false
+  /**
+   * Replicas that must have every write before it resolves: each write is followed by `WAIT
+   * replicas` on the same connection (same round trip), waiting up to `timeout` − 50 ms for the
+   * acknowledgements; too few reject with `CacheReplicationError` (the master applied the write).
+   * Without it a failover can lose acknowledged writes (replication is asynchronous). `clear()`
+   * does not wait. Costs the replication delay on every write. Default: 0.
+   */
+  replicas?: number
+  /**
+   * Keep what `get`/`getEntry` read in this process, evicted by Redis itself when any client
+   * changes the key (`CLIENT TRACKING`, Redis 6+; one server or Sentinel). `true` or
+   * `{ maxKeys, heartbeat }` (see {@link NearCacheOptions}). Costs one more connection, a
+   * heartbeat PUBLISH every 500 ms and, on the server, a tracking-table entry per key read.
+   * Default: off.
+   */
+  nearCache?: boolean | NearCacheOptions
+  /** TLS settings (e.g. `{ ca }`); `rediss://` URLs use TLS with Node's defaults without it. Default: none. */
+  tls?: ConnectionOptions
+  /**
+   * Send the gets that this process issues in the same tick together: the first get of a tick
+   * goes out at once as before; the gets that follow it in that tick go out at its end as one
+   * command (a Lua script running each key's `GET`). Each call keeps its own value, error,
+   * timeout and stats; commands go out in the order calls were made. One node or Sentinel only,
+   * and not with `nearCache` or `replicas` (those send each call alone). `false`: every get is its own
+   * command. Default: `true`.
+   */
+  coalesce?: boolean
+  /** More ioredis options for single-node and Sentinel connections we create; they win over ours. */
+  redisOptions?: RedisOptions
+  /** More ioredis options for cluster connections we create; they win over ours. */
+  clusterOptions?: ClusterOptions
+}
