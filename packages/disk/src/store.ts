@@ -318,7 +318,8 @@ export class EntryStore {
     )
     // A rewrite names expiry_bucket only when it changes (an UPDATE that does not name an index's
     // column leaves that index untouched), and moves the row to the next rowid (the LRU order)
-    // only when it records an access. Index: [access recorded][bucket changes].
+    // only when it records an access: a new rowid rewrites the row's entry in every index, so
+    // that costs more than a rewrite in place. Index: [access recorded][bucket changes].
     const rewrite = (accessed: boolean, bucket: boolean) =>
       db.prepare(
         `UPDATE entries SET value = ?, file = ?, size = ?, expires_at = ?, version = ?${
@@ -416,8 +417,9 @@ export class EntryStore {
 
   /**
    * Inserts the row, or rewrites `old` in place. A rewrite records its access time (and so moves
-   * to the end of the LRU order) only when the stored one is `accessResolution` old, and names
-   * the expiry bucket only when it changes, so most rewrites write the row's page alone.
+   * to the end of the LRU order, a new rowid: every index's entry for the row is rewritten) only
+   * when the stored one is `accessResolution` old, and names the expiry bucket only when it
+   * changes, so most rewrites within `accessResolution` write the row's page alone.
    */
   private writeRow(
     ns: string,

@@ -34,9 +34,9 @@ export interface ResponseCacheHandler {
   keyFor(req: IncomingMessage): string | undefined
   /**
    * Removes the stored response for a URL (`https://host/path?query`, or a path with `host`),
-   * with every variant its responses made with `Vary`. Headers of the `vary` option are part of
-   * the key: `headers` give their values (absent when not given), and only that entry is reached.
-   * `true` if something was removed.
+   * with every variant its responses made with `Vary` and of the headers of the `vary` option,
+   * in every process sharing the backend. `headers` name the variant whose entry is deleted at
+   * once to free its space (the others stop being served). `true` if something was removed.
    */
   invalidate(url: string, options?: { host?: string; headers?: IncomingHttpHeaders }): Promise<boolean>
   /** Removes the stored response for a key built by the `key` option (without `keyPrefix`). */

@@ -275,11 +275,14 @@ function hasOwnQuerystringParser(fastify: FastifyInstance): boolean {
     const symbol = Object.getOwnPropertySymbols(at).find((s) => s.description === 'fastify.options')
     if (symbol === undefined) continue
     const options = (
-      fastify as unknown as Record<symbol, { routerOptions?: { querystringParser?: unknown } }>
+      fastify as unknown as Record<
+        symbol,
+        { querystringParser?: unknown; routerOptions?: { querystringParser?: unknown } } | undefined
+      >
     )[symbol]
-    const routerOptions = options?.routerOptions
-    if (routerOptions === undefined || routerOptions === null) return true
-    return typeof routerOptions.querystringParser === 'function'
+    if (options === undefined || options === null) return true
+    const parser = options.routerOptions?.querystringParser ?? options.querystringParser
+    return typeof parser === 'function'
   }
   return true
 }

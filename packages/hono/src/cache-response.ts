@@ -64,8 +64,9 @@ export interface ResponseCacheMiddleware extends MiddlewareHandler {
   /**
    * Removes the stored response for a URL (`https://host/path?query`, or a path with `host`),
    * with every variant its responses made with `Vary`, at every route of this process, and
-   * renews the URL's generation so that no process serves it again. Headers of the `vary` option
-   * are part of the key: `headers` give their values. `true` if something was removed.
+   * renews the URL's generation so that no process serves it again, whatever the values of the
+   * headers of the `vary` option: `headers` name the variant whose entry is deleted at once to
+   * free its space. `true` if something was removed.
    */
   invalidate(url: string, options?: { host?: string; headers?: IncomingHttpHeaders }): Promise<boolean>
   /** Removes the stored response for a key built by the `key` option (without `keyPrefix`). */
@@ -207,6 +208,8 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     if (advice.cacheControl !== undefined && sharable(sent)) sent.set('cache-control', advice.cacheControl)
     // The connection the bytes leave on, when the server is Node's: stored only once they left.
     const outgoing = refreshing ? undefined : nodeOutgoing(c.env)
+    /** The error sign of Hono's stream helpers, or an error `app.onError` answered. */
+    const failed = () => made.logged || c.error !== undefined
     // Middleware before the cache runs on after `await next()` (a session writing its cookie):
     // what is stored is decided again on the headers the client receives. On Node they are those
     // the server writes; for a refresh, those of the copy's response once its whole chain ran;
@@ -238,8 +241,6 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
         if (bodyOver) finish()
       })
     }
-    /** The error sign of Hono's stream helpers, or an error `app.onError` answered. */
-    const failed = () => made.logged || c.error !== undefined
     const finish = () => {
       if (outgoing === undefined || outgoing.writableFinished)
         return judged ? recorder.finish() : recorder.abort('headers-unseen')

@@ -1,4 +1,5 @@
 import {
+  CacheConflictError,
   CacheClosedError,
   type CacheBackend,
   type CacheEntry,
@@ -75,6 +76,8 @@ export interface MemoryBackendOptions extends BaseBackendOptions {
 const UNDEFINED: unique symbol = Symbol('undefined')
 /** What {@link MemoryBackend.read} returns for a miss. */
 const MISS: unique symbol = Symbol('miss')
+/** Runs of an `atomicUpdate` function before `CacheConflictError` when the key keeps being written meanwhile. */
+const MAX_UPDATE_ATTEMPTS = 100
 type Stored = NonNullable<unknown> | typeof UNDEFINED
 
 /**
@@ -247,10 +250,16 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
     assertKey(key)
     const expiresAt = this.expiry(ttl)
     return this.queue.run(key, async () => {
-      const current = this.read(key, false)
-      const next = await fn(current === MISS ? undefined : (this.out(current) as T))
-      this.store(key, next, expiresAt)
-      return next
+      // A set or delete of the key while an async `fn` runs is not lost: `fn` runs again on what
+      // is there now (compare-and-set, as on the server backends; `fn` may run more than once).
+      for (let attempt = 1; attempt <= MAX_UPDATE_ATTEMPTS; attempt++) {
+        const current = this.read(key, false)
+        const next = await fn(current === MISS ? undefined : (this.out(current) as T))
+        if (this.read(key, false) !== current) continue
+        this.store(key, next, expiresAt)
+        return next
+      }
+      throw new CacheConflictError(key, MAX_UPDATE_ATTEMPTS)
     })
   }
 
@@ -269,7 +278,8 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
     for (const item of items) if (typeof item.key !== 'string') assertKey(item.key)
     const expiries = items.map((item) => this.expiry(item.ttl))
     // Each value is copied (with clone) and measured (with maxSize) before any is stored: a value
-    // that cannot be copied, or is too large, leaves every key as it was.
+    // that cannot be copied, or is too large, rejects the call and stores no item (the too-large
+    // key's own old value is dropped, as by set).
     const prepared = items.map((item) => this.prepare(item.key, item.value))
     for (let i = 0; i < items.length; i++) {
       const { stored, size } = prepared[i]!

@@ -505,9 +505,9 @@ export class MultiLevelBackend implements CacheBackend {
     const ticket = this.order.begin(keys)
     let results: boolean[][]
     try {
-      // Key by key on each level (every @cache backend's deleteMany does so inside, one round
-      // trip per server), so that the chain knows which keys it removed: as for delete, a key
-      // any level held, counted and evented once.
+      // Key by key on each level, so that the chain knows which keys it removed: as for delete,
+      // a key any level held, counted and evented once. That is one call per key where a level's
+      // own deleteMany would batch them (redis pipelines one batch per node).
       results = await this.writer.all('deleteMany', keys, (backend) =>
         Promise.all(keys.map((key) => backend.delete(key))),
       )
