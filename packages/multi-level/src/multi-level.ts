@@ -234,7 +234,7 @@ export class MultiLevelBackend implements CacheBackend {
     this.assertOpen()
     assertKey(key)
     ttlToMs(ttl)
-    if (isGenerationKey(key)) return this.state.set(key, value, ttl)
+    if (isGenerationKey(key)) return this.order.track(this.state.set(key, value, ttl))
     this.reads.invalidate(key)
     const ticket = this.order.begin(key)
     try {
@@ -250,7 +250,7 @@ export class MultiLevelBackend implements CacheBackend {
     this.assertOpen()
     assertKey(key)
     ttlToMs(ttl)
-    if (isGenerationKey(key)) return this.state.add(key, value, ttl)
+    if (isGenerationKey(key)) return this.order.track(this.state.add(key, value, ttl))
     // The slowest level that answers decides, atomically; the faster ones follow.
     const ticket = this.order.begin(key)
     try {
@@ -271,7 +271,7 @@ export class MultiLevelBackend implements CacheBackend {
   async delete(key: string): Promise<boolean> {
     this.assertOpen()
     assertKey(key)
-    if (isGenerationKey(key)) return this.state.delete(key)
+    if (isGenerationKey(key)) return this.order.track(this.state.delete(key))
     this.reads.invalidate(key)
     const ticket = this.order.begin(key)
     let results: boolean[]
@@ -351,7 +351,7 @@ export class MultiLevelBackend implements CacheBackend {
     assertKey(key)
     assertIncrement(by)
     ttlToMs(ttl)
-    if (isGenerationKey(key)) return this.state.incr(key, by, ttl)
+    if (isGenerationKey(key)) return this.order.track(this.state.incr(key, by, ttl))
     const value = await this.onShared('incr', key, (backend) => backend.incr(key, by, ttl))
     this.observer.set(key)
     return value
@@ -470,7 +470,7 @@ export class MultiLevelBackend implements CacheBackend {
       const plain = items.filter((item) => !isGenerationKey(item.key))
       const writes = items
         .filter((item) => isGenerationKey(item.key))
-        .map((item) => this.state.set(item.key, item.value, item.ttl))
+        .map((item) => this.order.track(this.state.set(item.key, item.value, item.ttl)))
       if (plain.length > 0) writes.push(this.setMany(plain))
       const failure = (await Promise.allSettled(writes)).find((r) => r.status === 'rejected')
       if (failure !== undefined) throw (failure as PromiseRejectedResult).reason
@@ -494,7 +494,9 @@ export class MultiLevelBackend implements CacheBackend {
     if (keys.some(isGenerationKey)) {
       const plain = keys.filter((key) => !isGenerationKey(key))
       const results = await Promise.allSettled([
-        ...keys.filter(isGenerationKey).map(async (key) => ((await this.state.delete(key)) ? 1 : 0)),
+        ...keys
+          .filter(isGenerationKey)
+          .map(async (key) => ((await this.order.track(this.state.delete(key))) ? 1 : 0)),
         plain.length === 0 ? Promise.resolve(0) : this.deleteMany(plain),
       ])
       const failure = results.find((r) => r.status === 'rejected')

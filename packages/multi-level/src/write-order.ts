@@ -83,6 +83,15 @@ export class WriteOrder {
     this.ended()
   }
 
+  /**
+   * A write that no key tracks (@cache's invalidation state, written to every level as it is)
+   * is in flight until `work` settles: {@link idle} waits for it too.
+   */
+  track<T>(work: Promise<T>): Promise<T> {
+    this.active++
+    return work.finally(() => this.ended())
+  }
+
   /** Resolves once no write or clear is in flight. */
   idle(): Promise<void> {
     if (this.active === 0) return Promise.resolve()

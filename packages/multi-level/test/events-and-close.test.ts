@@ -2,6 +2,7 @@ import { cached } from '@cache/core'
 import { memoryBackend } from '@cache/memory'
 import { redisBackend } from '@cache/redis'
 import { type RedisServer, recorder, startRedis } from '@cache/test-servers'
+import { generationKey } from '@cache/core/backend'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type MultiLevelEvent, multiLevel } from '../src/index.js'
 
@@ -69,6 +70,22 @@ describe('multiLevel events', () => {
 })
 
 describe('multiLevel closed with calls in flight', () => {
+  it("lets an invalidation's state write in flight finish too (generation keys)", async () => {
+    const chain = chainOnRedis()
+    const shared = chain.levels[1]!.backend as unknown as { namespace: string }
+    const state = generationKey('fn', 'memo', 'closing')
+    const writes = [chain.set(state, 7), chain.incr(generationKey('fn', 'memo', 'closing', '1'))]
+    const settled = Promise.allSettled(writes)
+    await chain.close()
+    expect((await settled).map((outcome) => outcome.status)).toEqual(['fulfilled', 'fulfilled'])
+    const after = redisBackend(redis.url, { namespace: shared.namespace })
+    try {
+      expect(await after.get(state)).toBe(7)
+    } finally {
+      await after.close()
+    }
+  })
+
   it('lets the writes in flight finish on every level first, and reports no level as failing', async () => {
     const logger = recorder()
     const chain = chainOnRedis(logger)
