@@ -18,6 +18,13 @@ export {
   parseServerList,
 } from './config.js'
 export { prepareDefaultCache } from './default-cache.js'
+export {
+  type RetryConflictsOptions,
+  CONFLICT,
+  retryConflicts,
+  waitAtMost,
+  withTimeout,
+} from './deadlines.js'
 export { expiryFor } from './durations.js'
 export { KeyedQueue } from './key-queue.js'
 export {
