@@ -59,6 +59,30 @@ export class LevelReader {
     return undefined
   }
 
+  /** Whether any level holds `key`, level by level; a level whose copy may be outdated is passed over. */
+  async has(key: string): Promise<boolean> {
+    let answered = false
+    let lastError: unknown
+    for (const level of this.levels) {
+      if (!this.health.usable(level)) continue
+      if (level.hasRepairs && level.isPending(key)) {
+        answered = true
+        continue
+      }
+      try {
+        const found = await level.backend.has(key)
+        level.breaker.success()
+        if (found) return true
+        answered = true
+      } catch (error) {
+        this.health.failed(level, 'has', error, key)
+        lastError = error
+      }
+    }
+    if (!answered) throw this.health.allDown('has', lastError)
+    return false
+  }
+
   /**
    * Copies an entry found at level `from` into the faster levels with what remains of its TTL:
    * never the full TTL, never past the source's expiry. Skipped if the key was written meanwhile.

@@ -1,0 +1,161 @@
+import type { SetManyItem } from '@cache/core'
+import { isGenerationKey } from '@cache/core/backend'
+import type { ChainParts } from './chain-parts.js'
+
+/**
+ * A chain's operations on many keys, and `clear()`: keys and TTLs are checked by the chain
+ * before they get here. @cache's invalidation state (generation keys) takes its own path.
+ */
+export class ChainBatches {
+  constructor(private readonly chain: ChainParts) {}
+
+  /**
+   * Clears every level. Resolves only if the shared level was cleared; otherwise the levels that
+   * answered are cleared, the others are cleared before they are used again, and the call
+   * rejects with `CacheUnavailableError`.
+   */
+  async clear(): Promise<void> {
+    this.chain.reads.invalidateAll()
+    const shared = this.chain.levels[this.chain.levels.length - 1]!
+    let sharedCleared = false
+    let sharedError: unknown
+    this.chain.order.beginClear()
+    try {
+      await Promise.all(
+        this.chain.levels.map(async (level) => {
+          if (!this.chain.health.usable(level)) return level.missedClear()
+          try {
+            await level.backend.clear()
+            level.breaker.success()
+            if (level === shared) sharedCleared = true
+          } catch (error) {
+            level.missedClear()
+            this.chain.health.failed(level, 'clear', error)
+            if (level === shared) sharedError = error
+          }
+        }),
+      )
+    } finally {
+      this.chain.order.endClear()
+    }
+    if (sharedCleared) await this.chain.invalidation.publish({ clear: true })
+    else throw this.chain.health.notTaken(shared, 'clear', sharedError)
+  }
+
+  async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
+    let state: number[] | undefined
+    for (let i = 0; i < keys.length; i++) if (isGenerationKey(keys[i]!)) (state ??= []).push(i)
+    if (state === undefined) return this.readMany<T>(keys)
+    // Memoize reads an entry and its generations at once: the generations take the state path.
+    const plain = keys.filter((key) => !isGenerationKey(key))
+    const [values, states] = await Promise.all([
+      plain.length === 0 ? [] : this.readMany<T>(plain),
+      Promise.all(state.map((i) => this.chain.state.read<T>(keys[i]!))),
+    ])
+    const out = new Array<T | undefined>(keys.length)
+    let p = 0
+    let q = 0
+    for (let i = 0; i < keys.length; i++)
+      out[i] = state[q] === i ? states[q++]?.value : (values as (T | undefined)[])[p++]
+    return out
+  }
+
+  private async readMany<T>(keys: readonly string[]): Promise<(T | undefined)[]> {
+    const out = new Array<T | undefined>(keys.length)
+    let start = 0
+    let firstAnswered = false
+    if (this.chain.health.usable(this.chain.first)) {
+      try {
+        const values = await this.chain.first.backend.getMany<T>(keys)
+        this.chain.first.breaker.success()
+        for (let i = 0; i < keys.length; i++) out[i] = values[i]
+        start = 1
+        firstAnswered = true
+      } catch (error) {
+        this.chain.health.failed(this.chain.first, 'getMany', error)
+        start = 1
+      }
+    } else {
+      start = 1
+    }
+    const missing: number[] = []
+    const first = this.chain.first
+    for (let i = 0; i < keys.length; i++) {
+      // A write of this key failed on L1: its copy may be outdated.
+      if (first.hasRepairs && first.isPending(keys[i]!)) out[i] = undefined
+      if (firstAnswered && out[i] !== undefined) {
+        this.chain.first.stats.hits++
+        this.chain.observer.hit(keys[i]!)
+      } else {
+        if (firstAnswered) this.chain.first.stats.misses++
+        missing.push(i)
+      }
+    }
+    // Deeper levels are read key by key: backfill needs each entry's expiry.
+    await Promise.all(
+      missing.map(async (i) => {
+        out[i] = (await this.chain.reader.read<T>(keys[i]!, start, firstAnswered))?.value
+      }),
+    )
+    return out
+  }
+
+  async setMany(items: readonly SetManyItem[]): Promise<void> {
+    if (items.some((item) => isGenerationKey(item.key))) {
+      const plain = items.filter((item) => !isGenerationKey(item.key))
+      const writes = items
+        .filter((item) => isGenerationKey(item.key))
+        .map((item) => this.chain.order.track(this.chain.state.set(item.key, item.value, item.ttl)))
+      if (plain.length > 0) writes.push(this.setMany(plain))
+      const failure = (await Promise.allSettled(writes)).find((r) => r.status === 'rejected')
+      if (failure !== undefined) throw (failure as PromiseRejectedResult).reason
+      return
+    }
+    const keys = items.map((item) => item.key)
+    for (const key of keys) this.chain.reads.invalidate(key)
+    const ticket = this.chain.order.begin(keys)
+    try {
+      await this.chain.writer.all('setMany', keys, (backend) => backend.setMany(items), ticket)
+    } finally {
+      this.chain.order.end(ticket)
+    }
+    for (const key of keys) this.chain.observer.set(key)
+    await this.chain.invalidation.publish({ keys })
+  }
+
+  async deleteMany(keys: readonly string[]): Promise<number> {
+    if (keys.some(isGenerationKey)) {
+      const plain = keys.filter((key) => !isGenerationKey(key))
+      const results = await Promise.allSettled([
+        ...keys
+          .filter(isGenerationKey)
+          .map(async (key) => ((await this.chain.order.track(this.chain.state.delete(key))) ? 1 : 0)),
+        plain.length === 0 ? Promise.resolve(0) : this.deleteMany(plain),
+      ])
+      const failure = results.find((r) => r.status === 'rejected')
+      if (failure !== undefined) throw (failure as PromiseRejectedResult).reason
+      return results.reduce((sum, r) => sum + (r as PromiseFulfilledResult<number>).value, 0)
+    }
+    for (const key of keys) this.chain.reads.invalidate(key)
+    const ticket = this.chain.order.begin(keys)
+    let results: boolean[][]
+    try {
+      // Key by key on each level, so that the chain knows which keys it removed: as for delete,
+      // a key any level held, counted and evented once. That is one call per key where a level's
+      // own deleteMany would batch them (redis pipelines one batch per node).
+      results = await this.chain.writer.all('deleteMany', keys, (backend) =>
+        Promise.all(keys.map((key) => backend.delete(key))),
+      )
+    } finally {
+      this.chain.order.end(ticket)
+    }
+    let removed = 0
+    for (let i = 0; i < keys.length; i++) {
+      if (!results.some((levelResults) => levelResults[i])) continue
+      removed++
+      this.chain.observer.delete(keys[i]!)
+    }
+    await this.chain.invalidation.publish({ keys: [...keys] })
+    return removed
+  }
+}

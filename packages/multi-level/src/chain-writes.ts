@@ -1,0 +1,129 @@
+import type { CacheBackend, Duration } from '@cache/core'
+import { compareAndDelete, isGenerationKey } from '@cache/core/backend'
+import type { ChainParts } from './chain-parts.js'
+
+/**
+ * A chain's writes of one key: the shared (slowest) level first, then the faster ones, in the
+ * order {@link WriteOrder} keeps; the other processes told through the bus. Keys and TTLs are
+ * checked by the chain before they get here.
+ */
+export class ChainWrites {
+  constructor(private readonly chain: ChainParts) {}
+
+  async set(key: string, value: unknown, ttl?: Duration): Promise<void> {
+    if (isGenerationKey(key)) return this.chain.order.track(this.chain.state.set(key, value, ttl))
+    this.chain.reads.invalidate(key)
+    const ticket = this.chain.order.begin(key)
+    try {
+      await this.chain.writer.all('set', key, (backend) => backend.set(key, value, ttl), ticket)
+    } finally {
+      this.chain.order.end(ticket)
+    }
+    this.chain.observer.set(key)
+    await this.chain.invalidation.publish({ keys: [key] })
+  }
+
+  async add(key: string, value: unknown, ttl?: Duration): Promise<boolean> {
+    if (isGenerationKey(key)) return this.chain.order.track(this.chain.state.add(key, value, ttl))
+    // The slowest level that answers decides, atomically; the faster ones follow.
+    const ticket = this.chain.order.begin(key)
+    try {
+      const { result: added, index } = await this.chain.writer.slowest('add', key, (backend) =>
+        backend.add(key, value, ttl),
+      )
+      if (!added) return false
+      this.chain.reads.invalidate(key)
+      await this.chain.writer.faster(index, 'add', key, (backend) => backend.set(key, value, ttl), ticket)
+    } finally {
+      this.chain.order.end(ticket)
+    }
+    this.chain.observer.set(key)
+    await this.chain.invalidation.publish({ keys: [key] })
+    return true
+  }
+
+  async delete(key: string): Promise<boolean> {
+    if (isGenerationKey(key)) return this.chain.order.track(this.chain.state.delete(key))
+    this.chain.reads.invalidate(key)
+    const ticket = this.chain.order.begin(key)
+    let results: boolean[]
+    try {
+      results = await this.chain.writer.all('delete', key, (backend) => backend.delete(key))
+    } finally {
+      this.chain.order.end(ticket)
+    }
+    const removed = results.some(Boolean)
+    if (removed) this.chain.observer.delete(key)
+    await this.chain.invalidation.publish({ keys: [key] })
+    return removed
+  }
+
+  async incr(key: string, by = 1, ttl?: Duration): Promise<number> {
+    if (isGenerationKey(key)) return this.chain.order.track(this.chain.state.incr(key, by, ttl))
+    const value = await this.onShared('incr', key, (backend) => backend.incr(key, by, ttl))
+    this.chain.observer.set(key)
+    return value
+  }
+
+  async compareAndDelete(key: string, expected: string): Promise<boolean> {
+    const removed = await this.onShared('compareAndDelete', key, (backend) =>
+      compareAndDelete(backend, key, expected),
+    )
+    if (removed) this.chain.observer.delete(key)
+    return removed
+  }
+
+  async atomicUpdate<T>(
+    key: string,
+    fn: (current: T | undefined) => T | Promise<T>,
+    ttl?: Duration,
+  ): Promise<T> {
+    // An error thrown by fn is the caller's, not a failure of the level.
+    let thrown: { error: unknown } | undefined
+    const guarded = async (current: T | undefined) => {
+      try {
+        return await fn(current)
+      } catch (error) {
+        thrown = { error }
+        throw error
+      }
+    }
+    try {
+      const value = await this.onShared(
+        'atomicUpdate',
+        key,
+        (backend) => backend.atomicUpdate<T>(key, guarded, ttl),
+        () => thrown !== undefined,
+      )
+      this.chain.observer.set(key)
+      return value
+    } catch (error) {
+      throw thrown ? thrown.error : error
+    }
+  }
+
+  /** `incr`/`atomicUpdate`: run on the slowest level that answers, then evict the faster ones. */
+  private async onShared<R>(
+    operation: string,
+    key: string,
+    run: (backend: CacheBackend) => Promise<R>,
+    callerFailed?: () => boolean,
+  ) {
+    this.chain.reads.invalidate(key)
+    // Marks the key as written meanwhile, so a value write overlapping this one is not copied.
+    const ticket = this.chain.order.begin(key)
+    let result: R
+    try {
+      const slowest = await this.chain.writer.slowest(operation, key, run, callerFailed)
+      result = slowest.result
+      this.chain.reads.invalidate(key)
+      await Promise.all(
+        this.chain.levels.slice(0, slowest.index).map((level) => this.chain.writer.evict(level, key)),
+      )
+    } finally {
+      this.chain.order.end(ticket)
+    }
+    await this.chain.invalidation.publish({ keys: [key] })
+    return result
+  }
+}
