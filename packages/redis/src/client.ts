@@ -1,8 +1,7 @@
 import type { ConnectionOptions } from 'node:tls'
 import { Cluster, type ClusterNode, type ClusterOptions, Redis, type RedisOptions } from 'ioredis'
-import { parseRedisUrl } from './url.js'
 import type { Duration } from '@cache/core'
-import { durationOption, fromMilliseconds, renamedOption } from '@cache/core/backend'
+import { durationOption, fromMilliseconds, parseRedisUrl, renamedOption } from '@cache/core/backend'
 
 /** A client of either kind: commands are the same, `isCluster` tells them apart. */
 export type RedisClient = Redis | Cluster

@@ -10,4 +10,4 @@ export {
   type RedisConnection,
 } from './client.js'
 export { CacheReplicationError } from './replication.js'
-export { type ParsedRedisUrl, parseRedisUrl, type RedisHost, redactUrl } from './url.js'
+export { type ParsedRedisUrl, parseRedisUrl, type RedisHost, redactUrl } from '@cache/core/backend'
