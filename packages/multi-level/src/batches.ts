@@ -15,7 +15,7 @@ export class ChainBatches {
    * rejects with `CacheUnavailableError`.
    */
   async clear(): Promise<void> {
-    this.chain.reads.invalidateAll()
+    this.chain.reads.beginClear()
     const shared = this.chain.levels[this.chain.levels.length - 1]!
     let sharedCleared = false
     let sharedError: unknown
@@ -37,6 +37,7 @@ export class ChainBatches {
       )
     } finally {
       this.chain.order.endClear()
+      this.chain.reads.endClear()
     }
     if (sharedCleared) await this.chain.invalidation.publish({ clear: true })
     else throw this.chain.health.notTaken(shared, 'clear', sharedError)

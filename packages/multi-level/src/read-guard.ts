@@ -10,9 +10,12 @@ export interface ReadGuard {
  */
 export class ReadGuards {
   private readonly reads = new Map<string, ReadGuard>()
+  /** Clears in flight: a read that starts meanwhile may see a level before the clear reaches it. */
+  private clearing = 0
 
   /** A slow-path read of `key` starts; pair with {@link leave}. */
   enter(key: string): ReadGuard {
+    if (this.clearing > 0) return { readers: 1, dirty: true }
     let guard = this.reads.get(key)
     if (guard === undefined) {
       guard = { readers: 0, dirty: false }
@@ -38,5 +41,19 @@ export class ReadGuards {
   invalidateAll(): void {
     for (const guard of this.reads.values()) guard.dirty = true
     this.reads.clear()
+  }
+
+  /**
+   * A clear of the chain starts: reads in flight, and reads that start before it ends, must not
+   * backfill (the shared level may answer them before the clear reaches the key). Pair with
+   * {@link endClear}.
+   */
+  beginClear(): void {
+    this.clearing++
+    this.invalidateAll()
+  }
+
+  endClear(): void {
+    this.clearing--
   }
 }

@@ -66,6 +66,30 @@ describe('multiLevel keeps the faster levels in the shared level order', () => {
     await agreesWithShared(shares.redis, (c) => [c.clear(), c.set('k', 'new')])
   })
 
+  it('never backfills L1 with what a read got from Redis before a clear() issued with it removed it', async () => {
+    // A process starting (L1 empty) reads a key another process wrote, while it clears the chain:
+    // the read may reach Redis before the clear's UNLINK does, and must not copy that into L1.
+    for (const levels of [
+      (shared: CacheBackend) => [memoryBackend(), shared],
+      (shared: CacheBackend) => [memoryBackend(), diskBackend({ path: join(dir, `l2-${++n}`) }), shared],
+    ]) {
+      const make = shares.redis()
+      const other = make()
+      try {
+        for (let round = 0; round < 8; round++) {
+          const chain = multiLevel(...levels(make()))
+          await other.set('k', 'before-clear')
+          await Promise.all([chain.clear(), round % 2 ? chain.get('k') : chain.getMany(['k'])])
+          const here = await chain.get('k')
+          await chain.close()
+          expect({ round, here }).toEqual({ round, here: await other.get('k') })
+        }
+      } finally {
+        await other.close()
+      }
+    }
+  })
+
   it('never keeps a setMany value in L1 that a delete issued with it removed from Redis', async () => {
     await agreesWithShared(shares.redis, (c) => [c.setMany([{ key: 'k', value: 'new' }]), c.delete('k')])
     await agreesWithShared(shares.redis, (c) => [
