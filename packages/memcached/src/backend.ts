@@ -1,6 +1,5 @@
 import {
   type CacheBackend,
-  CacheClosedError,
   type CacheEntry,
   CacheValueTooLargeError,
   type Duration,
@@ -14,7 +13,6 @@ import {
   ObservedBackend,
   type Codec,
   createCodec,
-  isInternalKey,
   ttlOption,
   checkOption,
   countOption,
@@ -27,6 +25,7 @@ import { Generations } from './generations.js'
 import { KeyMapper } from './keys.js'
 import { Counters } from './counters.js'
 import { Links } from './links.js'
+import { type Outcome, Routes } from './routing.js'
 import {
   createClient,
   DEFAULT_MAX_VALUE,
@@ -52,6 +51,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   private readonly generations: Generations
   private readonly links: Links
   private readonly pool: ServerPool
+  private readonly routes: Routes
   private readonly timeoutMs: number
   private readonly maxValueSize: number
   private readonly defaultTtlMs: number | undefined
@@ -113,6 +113,13 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
       (i, buf, op) => this.links.call(i, buf, op, undefined, false, false),
       (i, buf, op, done) => this.links.callNow(i, buf, op, undefined, false, false, done),
     )
+    this.routes = new Routes({
+      keyMapper: this.keyMapper,
+      pool: this.pool,
+      generations: this.generations,
+      closed: () => this.closed,
+      countError: (operation, error, key) => this.observer.error(operation, error, key),
+    })
   }
 
   override on(event: MemcachedEventName, listener: (event: MemcachedEvent) => void): this {
@@ -132,7 +139,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
 
   /** The server (`host:port`) that holds `key`. */
   serverFor(key: string): string {
-    return this.pool.names[this.pool.serverOf(this.placementKey(this.keyMapper.suffix(key)))]!
+    return this.pool.names[this.routes.serverOf(key)]!
   }
 
   async get<T = unknown>(key: string): Promise<T | undefined> {
@@ -163,7 +170,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   async set(key: string, value: unknown, ttl?: Duration): Promise<void> {
     const expiry = this.expiry(ttl)
     const bytes = this.encode(key, value)
-    await this.withKey(key, 'set', async (index, mkey) => {
+    await this.routes.withKey(key, 'set', async (index, mkey) => {
       const response = await this.links.call(index, storeRequest(Opcode.set, mkey, expiry, bytes), 'set', key)
       if (response.status !== Status.ok) throw this.failure('set', response.status, key, bytes.length)
     })
@@ -173,7 +180,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   async add(key: string, value: unknown, ttl?: Duration): Promise<boolean> {
     const expiry = this.expiry(ttl)
     const bytes = this.encode(key, value)
-    const added = await this.withKey(key, 'add', async (index, mkey) => {
+    const added = await this.routes.withKey(key, 'add', async (index, mkey) => {
       const response = await this.links.call(index, storeRequest(Opcode.add, mkey, expiry, bytes), 'add', key)
       if (response.status === Status.ok) return true
       if (response.status !== Status.exists) throw this.failure('add', response.status, key, bytes.length)
@@ -194,7 +201,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   }
 
   async delete(key: string): Promise<boolean> {
-    const removed = await this.withKey(key, 'delete', async (index, mkey) => {
+    const removed = await this.routes.withKey(key, 'delete', async (index, mkey) => {
       const response = await this.links.call(index, request(Opcode.delete, mkey), 'delete', key)
       if (response.status === Status.notFound) return false
       if (response.status !== Status.ok) throw this.failure('delete', response.status, key)
@@ -209,7 +216,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
    * item's CAS version, which the server refuses if anything wrote the key in between.
    */
   async compareAndDelete(key: string, expected: string): Promise<boolean> {
-    const removed = await this.withKey(key, 'compareAndDelete', async (index, mkey) => {
+    const removed = await this.routes.withKey(key, 'compareAndDelete', async (index, mkey) => {
       const found = await this.links.call(index, request(Opcode.get, mkey), 'compareAndDelete', key)
       if (found.status === Status.notFound) return false
       if (found.status !== Status.ok) throw this.failure('compareAndDelete', found.status, key)
@@ -248,7 +255,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   async incr(key: string, by = 1, ttl?: Duration): Promise<number> {
     assertIncrement(by)
     const ttlMs = this.ttlMs(ttl)
-    return this.withKey(key, 'incr', (index, mkey) => this.counters.incr(key, index, mkey, by, ttlMs))
+    return this.routes.withKey(key, 'incr', (index, mkey) => this.counters.incr(key, index, mkey, by, ttlMs))
   }
 
   /**
@@ -262,7 +269,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     ttl?: Duration,
   ): Promise<T> {
     const ttlMs = this.ttlMs(ttl)
-    return this.withKey(key, 'atomicUpdate', (index, mkey) =>
+    return this.routes.withKey(key, 'atomicUpdate', (index, mkey) =>
       this.counters.casLoop(key, index, mkey, 'atomicUpdate', async (found) => {
         const next = await fn(found === undefined ? undefined : (this.codec.decode(found.value) as T))
         return { bytes: this.encode(key, next), expiry: expiryFor(ttlMs, this.now()), result: next }
@@ -354,99 +361,31 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
    * server's generation read (see {@link Generations.run}): one round trip per server. Per key: the
    * server's answer (undefined: it answered nothing), or the failure of its server.
    */
-  private async many(
+  private many(
     operation: string,
     keys: readonly string[],
     build: (mkey: string, position: number) => Buffer,
     write: boolean,
-  ): Promise<({ value: Response | undefined } | { error: unknown })[]> {
-    this.assertOpen()
-    const outcomes: ({ value: Response | undefined } | { error: unknown })[] = new Array(keys.length)
-    const suffixes = keys.map((key) => this.keyMapper.suffix(key))
-    const groups = new Map<number, number[]>()
-    for (let i = 0; i < keys.length; i++) {
-      const index = this.pool.serverOf(this.placementKey(suffixes[i]!))
-      const group = groups.get(index)
-      if (group === undefined) groups.set(index, [i])
-      else group.push(i)
-    }
-    const perServer = [...groups].map(async ([index, positions]) => {
-      const groupKeys = positions.map((i) => keys[i]!)
-      try {
-        const answers = await this.generations.run(
-          index,
-          operation,
-          groupKeys.some(isInternalKey),
-          (error) => {
-            for (const key of groupKeys) this.observer.error(operation, error, key)
-          },
-          (generation) =>
-            this.links.callQuiet(
-              index,
-              positions.map((i) => build(this.keyMapper.key(generation, suffixes[i]!), i)),
-              operation,
-              write,
-              groupKeys,
-            ),
-        )
-        for (let j = 0; j < positions.length; j++) outcomes[positions[j]!] = { value: answers[j] }
-      } catch (error) {
-        for (const i of positions) outcomes[i] = { error }
-      }
-    })
-    await Promise.all(perServer)
-    return outcomes
+  ): Promise<Outcome<Response | undefined>[]> {
+    return this.routes.perServer(keys, operation, (index, mkeys, positions, serverKeys) =>
+      this.links.callQuiet(
+        index,
+        mkeys.map((mkey, j) => build(mkey, positions[j]!)),
+        operation,
+        write,
+        serverKeys,
+      ),
+    )
   }
 
   /** The live item for a key, or undefined on a miss (or an item past its stored expiry). */
   private fetch(key: string, operation: string): Promise<Response | undefined> {
-    return this.withKey(key, operation, async (index, mkey) => {
+    return this.routes.withKey(key, operation, async (index, mkey) => {
       const response = await this.links.call(index, request(Opcode.get, mkey), operation, key)
       if (response.status === Status.notFound) return undefined
       if (response.status !== Status.ok) throw this.failure(operation, response.status, key)
       return isExpired(response.flags, this.now()) ? undefined : response
     })
-  }
-
-  /**
-   * Runs `run` with the server index and memcached key of a user key, in the namespace's current
-   * generation. The generation is read by a request written together with the operation's (and
-   * with those of every other operation of the same tick, which share it), on the same
-   * connection: memcached answers them in order, so the operation costs no extra round trip and
-   * sees any `clear()` that finished before it started. If the generation changed since this
-   * process last saw it, what `run` did under the old one (a read, or a write nobody will read
-   * again) is dropped and it runs again. Within `generationTtl` of the last read, the copy is
-   * trusted instead, except for @cache's own keys (invalidation state, locks), which are always
-   * checked.
-   */
-  private withKey<R>(
-    key: string,
-    operation: string,
-    run: (index: number, mkey: string) => Promise<R>,
-  ): Promise<R> {
-    if (this.closed) return Promise.reject(new CacheClosedError(this.name))
-    let suffix: string
-    try {
-      suffix = this.keyMapper.suffix(key)
-    } catch (error) {
-      return Promise.reject(error)
-    }
-    const index = this.pool.serverOf(this.placementKey(suffix))
-    return this.generations.run(
-      index,
-      operation,
-      isInternalKey(key),
-      (error) => this.observer.error(operation, error, key),
-      (generation) => run(index, this.keyMapper.key(generation, suffix)),
-    )
-  }
-
-  /**
-   * What a key is placed by: `<namespace>:<key part>` (the generation, which differs per server,
-   * is left out), hashed by the ketama ring.
-   */
-  private placementKey(suffix: string): string {
-    return `${this.namespace}:${suffix}`
   }
 
   private failure(operation: string, status: number, key: string, size = 0): Error {
