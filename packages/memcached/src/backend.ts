@@ -24,8 +24,9 @@ import { type Expiry, expiryFor, isExpired, NEVER } from './expiry.js'
 import { Generations } from './generations.js'
 import { KeyMapper } from './keys.js'
 import { Counters } from './counters.js'
+import { Batches } from './batch.js'
 import { Links } from './links.js'
-import { type Outcome, Routes } from './routing.js'
+import { Routes } from './routing.js'
 import {
   createClient,
   DEFAULT_MAX_VALUE,
@@ -52,6 +53,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   private readonly links: Links
   private readonly pool: ServerPool
   private readonly routes: Routes
+  private readonly batches: Batches
   private readonly timeoutMs: number
   private readonly maxValueSize: number
   private readonly defaultTtlMs: number | undefined
@@ -119,6 +121,16 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
       generations: this.generations,
       closed: () => this.closed,
       countError: (operation, error, key) => this.observer.error(operation, error, key),
+    })
+    this.batches = new Batches({
+      routes: this.routes,
+      links: this.links,
+      observer: this.observer,
+      codec: this.codec,
+      now: this.now,
+      encode: (key, value) => this.encode(key, value),
+      expiry: (ttl) => this.expiry(ttl),
+      failure: (operation, status, key, size) => this.failure(operation, status, key, size),
     })
   }
 
@@ -277,70 +289,17 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     )
   }
 
-  /**
-   * Reads many keys in one round trip per server: the keys of each server go out in one write as
-   * quiet GETs (GETKQ, answered only on a hit) ended by a NOOP, with that server's generation read.
-   * Rejects (after every server answered) with the first failure, e.g. a server that is down.
-   */
-  async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
-    const found = await this.many('get', keys, (mkey) => request(Opcode.getkq, mkey), false)
-    const values: (T | undefined)[] = new Array(keys.length).fill(undefined)
-    let failure: unknown
-    for (let i = 0; i < keys.length; i++) {
-      const outcome = found[i]!
-      const key = keys[i]!
-      if ('error' in outcome) {
-        failure ??= outcome.error
-        continue
-      }
-      const response = outcome.value
-      if (response === undefined || isExpired(response.flags, this.now())) {
-        this.observer.miss(key)
-        continue
-      }
-      if (response.status !== Status.ok) {
-        failure ??= this.failure('get', response.status, key)
-        continue
-      }
-      try {
-        values[i] = this.codec.decode(response.value) as T
-        this.observer.hit(key)
-      } catch (error) {
-        failure ??= error
-      }
-    }
-    if (failure !== undefined) throw failure
-    return values
+  /** One round trip per server, with quiet GETs (see {@link Batches.getMany}). */
+  getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
+    return this.batches.getMany<T>(keys)
   }
 
-  /**
-   * Writes many keys in one round trip per server (quiet SETs, SETQ, answered only on a failure,
-   * ended by a NOOP). Every TTL and value is checked first, so a bad item stores nothing. A key the
-   * server refuses, or a server that is down, fails those keys only: the others are stored, and
-   * the call rejects with the first failure.
-   */
-  async setMany(items: readonly SetManyItem[]): Promise<void> {
-    const writes = items.map((item) => ({
-      expiry: this.expiry(item.ttl),
-      bytes: this.encode(item.key, item.value),
-    }))
-    const outcomes = await this.many(
-      'set',
-      items.map((item) => item.key),
-      (mkey, i) => storeRequest(Opcode.setq, mkey, writes[i]!.expiry, writes[i]!.bytes),
-      true,
-    )
-    let failure: unknown
-    for (let i = 0; i < items.length; i++) {
-      const outcome = outcomes[i]!
-      const key = items[i]!.key
-      if ('error' in outcome) failure ??= outcome.error
-      else if (outcome.value === undefined) this.observer.set(key)
-      else failure ??= this.failure('set', outcome.value.status, key, writes[i]!.bytes.length)
-    }
-    if (failure !== undefined) throw failure
+  /** One round trip per server, with quiet SETs (see {@link Batches.setMany}). */
+  setMany(items: readonly SetManyItem[]): Promise<void> {
+    return this.batches.setMany(items)
   }
 
+  /** One `delete` per key, all at once (what core's fallback does), each removal counted with its key. */
   async deleteMany(keys: readonly string[]): Promise<number> {
     const removed = await Promise.all(keys.map((key) => this.delete(key)))
     return removed.filter(Boolean).length
@@ -354,28 +313,6 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     // had it been written at once.
     flushWrites(this.client)
     if (this.ownsClient) this.client.close()
-  }
-
-  /**
-   * Sends one quiet request per key (`build`), the keys of each server in one write with that
-   * server's generation read (see {@link Generations.run}): one round trip per server. Per key: the
-   * server's answer (undefined: it answered nothing), or the failure of its server.
-   */
-  private many(
-    operation: string,
-    keys: readonly string[],
-    build: (mkey: string, position: number) => Buffer,
-    write: boolean,
-  ): Promise<Outcome<Response | undefined>[]> {
-    return this.routes.perServer(keys, operation, (index, mkeys, positions, serverKeys) =>
-      this.links.callQuiet(
-        index,
-        mkeys.map((mkey, j) => build(mkey, positions[j]!)),
-        operation,
-        write,
-        serverKeys,
-      ),
-    )
   }
 
   /** The live item for a key, or undefined on a miss (or an item past its stored expiry). */
