@@ -1,41 +1,23 @@
-import {
-  type CacheBackend,
-  type CacheEntry,
-  CacheValueTooLargeError,
-  type Duration,
-  parseSize,
-  type SetManyItem,
-  type Size,
-  ttlToMs,
-} from '@cache/core'
-import {
-  assertIncrement,
-  ObservedBackend,
-  type Codec,
-  createCodec,
-  ttlOption,
-  checkOption,
-  countOption,
-  durationOption,
-  renamedOption,
-} from '@cache/core/backend'
+import type { CacheBackend, CacheEntry, Duration, SetManyItem } from '@cache/core'
+import { assertIncrement, ObservedBackend, durationOption } from '@cache/core/backend'
 import type memjs from 'memjs'
-import { type Expiry, expiryFor, isExpired, NEVER } from './expiry.js'
+import { isExpired } from './expiry.js'
 import { Generations } from './generations.js'
 import { KeyMapper } from './keys.js'
 import { Counters } from './counters.js'
 import { Batches } from './batch.js'
+import { ItemFormat } from './items.js'
 import { Links } from './links.js'
 import { Routes } from './routing.js'
 import {
   createClient,
-  DEFAULT_MAX_VALUE,
+  maxAttemptsOption,
   type MemcachedBackendOptions,
   type MemcachedEvent,
   type MemcachedEventName,
 } from './options.js'
 import type { ServerPool, ServerReport } from './pool.js'
-import { Opcode, type Response, request, Status, flushWrites, storeRequest, unexpected } from './protocol.js'
+import { Opcode, type Response, request, Status, flushWrites, storeRequest } from './protocol.js'
 
 /**
  * memcached through memjs: one or many servers (keys placed by a ketama ring, a failing server
@@ -46,8 +28,8 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   readonly name = 'memcached'
   readonly namespace: string
   readonly client: memjs.Client
+  private readonly items: ItemFormat
   private readonly counters: Counters
-  private readonly codec: Codec
   private readonly keyMapper: KeyMapper
   private readonly generations: Generations
   private readonly links: Links
@@ -55,12 +37,9 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   private readonly routes: Routes
   private readonly batches: Batches
   private readonly timeoutMs: number
-  private readonly maxValueSize: number
-  private readonly defaultTtlMs: number | undefined
   private readonly maxAttempts: number
   private readonly flushOnClear: boolean
   private readonly ownsClient: boolean
-  private readonly now: () => number
 
   constructor(
     servers: string | readonly string[] = '127.0.0.1:11211',
@@ -69,20 +48,10 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     super('memcached')
     this.namespace = options.namespace ?? 'cache'
     this.keyMapper = new KeyMapper(this.namespace)
-    this.codec = createCodec(options)
     this.timeoutMs = durationOption(options.timeout, 'timeout', '300ms')
-    this.maxValueSize =
-      options.maxValueSize === undefined
-        ? DEFAULT_MAX_VALUE
-        : checkOption('maxValueSize', () => parseSize(options.maxValueSize as Size, 'maxValueSize'))
-    this.defaultTtlMs = ttlOption(options.defaultTtl, 'defaultTtl')
-    this.maxAttempts = countOption(
-      renamedOption(options, 'maxAttempts', 'casAttempts', (old) => countOption(old, 'casAttempts', 100)),
-      'maxAttempts',
-      100,
-    )
+    this.items = new ItemFormat(options, this.observer)
+    this.maxAttempts = maxAttemptsOption(options)
     this.flushOnClear = options.flushOnClear ?? false
-    this.now = options.now ?? Date.now
     this.ownsClient = options.client === undefined
     this.client = options.client ?? createClient(servers, options, this.timeoutMs)
     const generationTtlMs = durationOption(options.generationTtl, 'generationTtl', 0, { zero: true })
@@ -102,10 +71,8 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     this.counters = new Counters({
       links: this.links,
       observer: this.observer,
-      codec: this.codec,
+      items: this.items,
       maxAttempts: this.maxAttempts,
-      now: this.now,
-      failure: (operation, status, key, size) => this.failure(operation, status, key, size),
     })
     // Generation reads are timed here but their failures are counted by the operation that waited.
     this.generations = new Generations(
@@ -126,11 +93,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
       routes: this.routes,
       links: this.links,
       observer: this.observer,
-      codec: this.codec,
-      now: this.now,
-      encode: (key, value) => this.encode(key, value),
-      expiry: (ttl) => this.expiry(ttl),
-      failure: (operation, status, key, size) => this.failure(operation, status, key, size),
+      items: this.items,
     })
   }
 
@@ -161,7 +124,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
       return undefined
     }
     this.observer.hit(key)
-    return this.codec.decode(found.value) as T
+    return this.items.decode(found.value) as T
   }
 
   async getEntry<T = unknown>(key: string): Promise<CacheEntry<T> | undefined> {
@@ -171,7 +134,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
       return undefined
     }
     this.observer.hit(key)
-    const value = this.codec.decode(found.value) as T
+    const value = this.items.decode(found.value) as T
     return found.flags === 0 ? { value } : { value, expiresAt: found.flags * 1000 }
   }
 
@@ -180,26 +143,27 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   }
 
   async set(key: string, value: unknown, ttl?: Duration): Promise<void> {
-    const expiry = this.expiry(ttl)
-    const bytes = this.encode(key, value)
+    const expiry = this.items.expiry(ttl)
+    const bytes = this.items.encode(key, value)
     await this.routes.withKey(key, 'set', async (index, mkey) => {
       const response = await this.links.call(index, storeRequest(Opcode.set, mkey, expiry, bytes), 'set', key)
-      if (response.status !== Status.ok) throw this.failure('set', response.status, key, bytes.length)
+      if (response.status !== Status.ok) throw this.items.failure('set', response.status, key, bytes.length)
     })
     this.observer.set(key)
   }
 
   async add(key: string, value: unknown, ttl?: Duration): Promise<boolean> {
-    const expiry = this.expiry(ttl)
-    const bytes = this.encode(key, value)
+    const expiry = this.items.expiry(ttl)
+    const bytes = this.items.encode(key, value)
     const added = await this.routes.withKey(key, 'add', async (index, mkey) => {
       const response = await this.links.call(index, storeRequest(Opcode.add, mkey, expiry, bytes), 'add', key)
       if (response.status === Status.ok) return true
-      if (response.status !== Status.exists) throw this.failure('add', response.status, key, bytes.length)
+      if (response.status !== Status.exists)
+        throw this.items.failure('add', response.status, key, bytes.length)
       // The server may still hold an item that reads already treat as expired (see expiry.ts):
       // replace it, but only if nobody changed it meanwhile.
       const current = await this.links.call(index, request(Opcode.get, mkey), 'add', key)
-      if (current.status !== Status.ok || !isExpired(current.flags, this.now())) return false
+      if (current.status !== Status.ok || !isExpired(current.flags, this.items.now())) return false
       const replaced = await this.links.call(
         index,
         storeRequest(Opcode.set, mkey, expiry, bytes, current.cas),
@@ -216,7 +180,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     const removed = await this.routes.withKey(key, 'delete', async (index, mkey) => {
       const response = await this.links.call(index, request(Opcode.delete, mkey), 'delete', key)
       if (response.status === Status.notFound) return false
-      if (response.status !== Status.ok) throw this.failure('delete', response.status, key)
+      if (response.status !== Status.ok) throw this.items.failure('delete', response.status, key)
       return true
     })
     if (removed) this.observer.delete(key)
@@ -231,12 +195,13 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     const removed = await this.routes.withKey(key, 'compareAndDelete', async (index, mkey) => {
       const found = await this.links.call(index, request(Opcode.get, mkey), 'compareAndDelete', key)
       if (found.status === Status.notFound) return false
-      if (found.status !== Status.ok) throw this.failure('compareAndDelete', found.status, key)
-      if (isExpired(found.flags, this.now()) || !found.value.equals(this.codec.encode(expected))) return false
+      if (found.status !== Status.ok) throw this.items.failure('compareAndDelete', found.status, key)
+      if (isExpired(found.flags, this.items.now()) || !found.value.equals(this.items.codec.encode(expected)))
+        return false
       const cas = request(Opcode.delete, mkey, undefined, undefined, found.cas)
       const response = await this.links.call(index, cas, 'compareAndDelete', key)
       if (response.status === Status.exists || response.status === Status.notFound) return false
-      if (response.status !== Status.ok) throw this.failure('compareAndDelete', response.status, key)
+      if (response.status !== Status.ok) throw this.items.failure('compareAndDelete', response.status, key)
       return true
     })
     if (removed) this.observer.delete(key)
@@ -266,7 +231,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
    */
   async incr(key: string, by = 1, ttl?: Duration): Promise<number> {
     assertIncrement(by)
-    const ttlMs = this.ttlMs(ttl)
+    const ttlMs = this.items.ttlMs(ttl)
     return this.routes.withKey(key, 'incr', (index, mkey) => this.counters.incr(key, index, mkey, by, ttlMs))
   }
 
@@ -280,12 +245,9 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     fn: (current: T | undefined) => T | Promise<T>,
     ttl?: Duration,
   ): Promise<T> {
-    const ttlMs = this.ttlMs(ttl)
+    const ttlMs = this.items.ttlMs(ttl)
     return this.routes.withKey(key, 'atomicUpdate', (index, mkey) =>
-      this.counters.casLoop(key, index, mkey, 'atomicUpdate', async (found) => {
-        const next = await fn(found === undefined ? undefined : (this.codec.decode(found.value) as T))
-        return { bytes: this.encode(key, next), expiry: expiryFor(ttlMs, this.now()), result: next }
-      }),
+      this.counters.update(key, index, mkey, fn, ttlMs),
     )
   }
 
@@ -320,34 +282,9 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     return this.routes.withKey(key, operation, async (index, mkey) => {
       const response = await this.links.call(index, request(Opcode.get, mkey), operation, key)
       if (response.status === Status.notFound) return undefined
-      if (response.status !== Status.ok) throw this.failure(operation, response.status, key)
-      return isExpired(response.flags, this.now()) ? undefined : response
+      if (response.status !== Status.ok) throw this.items.failure(operation, response.status, key)
+      return isExpired(response.flags, this.items.now()) ? undefined : response
     })
-  }
-
-  private failure(operation: string, status: number, key: string, size = 0): Error {
-    const error =
-      status === Status.tooLarge
-        ? new CacheValueTooLargeError(key, size, this.maxValueSize)
-        : unexpected(this.name, operation, status)
-    this.observer.error(operation, error, key)
-    return error
-  }
-
-  private encode(key: string, value: unknown): Buffer {
-    const bytes = this.codec.encode(value)
-    if (bytes.length > this.maxValueSize)
-      throw new CacheValueTooLargeError(key, bytes.length, this.maxValueSize)
-    return bytes
-  }
-
-  private ttlMs(ttl: Duration | undefined): number | undefined {
-    return ttl === undefined ? this.defaultTtlMs : ttlToMs(ttl)
-  }
-
-  private expiry(ttl: Duration | undefined): Expiry {
-    const ms = this.ttlMs(ttl)
-    return ms === undefined ? NEVER : expiryFor(ms, this.now())
   }
 }
 

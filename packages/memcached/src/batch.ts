@@ -1,6 +1,7 @@
-import type { Duration, SetManyItem } from '@cache/core'
-import type { CacheObserver, Codec } from '@cache/core/backend'
-import { type Expiry, isExpired } from './expiry.js'
+import type { SetManyItem } from '@cache/core'
+import type { CacheObserver } from '@cache/core/backend'
+import { isExpired } from './expiry.js'
+import type { ItemFormat } from './items.js'
 import type { Links } from './links.js'
 import { Opcode, type Response, request, Status, storeRequest } from './protocol.js'
 import type { Outcome, Routes } from './routing.js'
@@ -10,13 +11,7 @@ export interface BatchDeps {
   routes: Routes
   links: Links
   observer: CacheObserver
-  codec: Codec
-  now(): number
-  /** The serialized value, refused with `CacheValueTooLargeError` over `maxValueSize`. */
-  encode(key: string, value: unknown): Buffer
-  expiry(ttl: Duration | undefined): Expiry
-  /** The error for an unexpected status, counted. */
-  failure(operation: string, status: number, key: string, size?: number): Error
+  items: ItemFormat
 }
 
 /**
@@ -44,16 +39,16 @@ export class Batches {
         continue
       }
       const response = outcome.value
-      if (response === undefined || isExpired(response.flags, this.deps.now())) {
+      if (response === undefined || isExpired(response.flags, this.deps.items.now())) {
         this.deps.observer.miss(key)
         continue
       }
       if (response.status !== Status.ok) {
-        failure ??= this.deps.failure('get', response.status, key)
+        failure ??= this.deps.items.failure('get', response.status, key)
         continue
       }
       try {
-        values[i] = this.deps.codec.decode(response.value) as T
+        values[i] = this.deps.items.decode(response.value) as T
         this.deps.observer.hit(key)
       } catch (error) {
         failure ??= error
@@ -71,8 +66,8 @@ export class Batches {
    */
   async setMany(items: readonly SetManyItem[]): Promise<void> {
     const writes = items.map((item) => ({
-      expiry: this.deps.expiry(item.ttl),
-      bytes: this.deps.encode(item.key, item.value),
+      expiry: this.deps.items.expiry(item.ttl),
+      bytes: this.deps.items.encode(item.key, item.value),
     }))
     const outcomes = await this.many(
       'set',
@@ -86,7 +81,7 @@ export class Batches {
       const key = items[i]!.key
       if ('error' in outcome) failure ??= outcome.error
       else if (outcome.value === undefined) this.deps.observer.set(key)
-      else failure ??= this.deps.failure('set', outcome.value.status, key, writes[i]!.bytes.length)
+      else failure ??= this.deps.items.failure('set', outcome.value.status, key, writes[i]!.bytes.length)
     }
     if (failure !== undefined) throw failure
   }
