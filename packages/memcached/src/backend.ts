@@ -1,41 +1,23 @@
-import {
-  type CacheBackend,
-  CacheClosedError,
-  type CacheEntry,
-  CacheValueTooLargeError,
-  type Duration,
-  parseSize,
-  type SetManyItem,
-  type Size,
-  ttlToMs,
-} from '@cache/core'
-import {
-  assertIncrement,
-  ObservedBackend,
-  type Codec,
-  createCodec,
-  isInternalKey,
-  ttlOption,
-  checkOption,
-  countOption,
-  durationOption,
-  renamedOption,
-} from '@cache/core/backend'
+import type { CacheBackend, CacheEntry, Duration, SetManyItem } from '@cache/core'
+import { assertIncrement, ObservedBackend, durationOption } from '@cache/core/backend'
 import type memjs from 'memjs'
-import { type Expiry, expiryFor, isExpired, NEVER } from './expiry.js'
+import { isExpired } from './expiry.js'
 import { Generations } from './generations.js'
 import { KeyMapper } from './keys.js'
 import { Counters } from './counters.js'
+import { Batches } from './batch.js'
+import { ItemFormat } from './items.js'
 import { Links } from './links.js'
+import { Routes } from './routing.js'
 import {
   createClient,
-  DEFAULT_MAX_VALUE,
+  maxAttemptsOption,
   type MemcachedBackendOptions,
   type MemcachedEvent,
   type MemcachedEventName,
 } from './options.js'
 import type { ServerPool, ServerReport } from './pool.js'
-import { Opcode, type Response, request, Status, flushWrites, storeRequest, unexpected } from './protocol.js'
+import { Opcode, type Response, request, Status, flushWrites, storeRequest } from './protocol.js'
 
 /**
  * memcached through memjs: one or many servers (keys placed by a ketama ring, a failing server
@@ -46,19 +28,18 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   readonly name = 'memcached'
   readonly namespace: string
   readonly client: memjs.Client
+  private readonly items: ItemFormat
   private readonly counters: Counters
-  private readonly codec: Codec
   private readonly keyMapper: KeyMapper
   private readonly generations: Generations
   private readonly links: Links
   private readonly pool: ServerPool
+  private readonly routes: Routes
+  private readonly batches: Batches
   private readonly timeoutMs: number
-  private readonly maxValueSize: number
-  private readonly defaultTtlMs: number | undefined
   private readonly maxAttempts: number
   private readonly flushOnClear: boolean
   private readonly ownsClient: boolean
-  private readonly now: () => number
 
   constructor(
     servers: string | readonly string[] = '127.0.0.1:11211',
@@ -67,20 +48,10 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     super('memcached')
     this.namespace = options.namespace ?? 'cache'
     this.keyMapper = new KeyMapper(this.namespace)
-    this.codec = createCodec(options)
     this.timeoutMs = durationOption(options.timeout, 'timeout', '300ms')
-    this.maxValueSize =
-      options.maxValueSize === undefined
-        ? DEFAULT_MAX_VALUE
-        : checkOption('maxValueSize', () => parseSize(options.maxValueSize as Size, 'maxValueSize'))
-    this.defaultTtlMs = ttlOption(options.defaultTtl, 'defaultTtl')
-    this.maxAttempts = countOption(
-      renamedOption(options, 'maxAttempts', 'casAttempts', (old) => countOption(old, 'casAttempts', 100)),
-      'maxAttempts',
-      100,
-    )
+    this.items = new ItemFormat(options, this.observer)
+    this.maxAttempts = maxAttemptsOption(options)
     this.flushOnClear = options.flushOnClear ?? false
-    this.now = options.now ?? Date.now
     this.ownsClient = options.client === undefined
     this.client = options.client ?? createClient(servers, options, this.timeoutMs)
     const generationTtlMs = durationOption(options.generationTtl, 'generationTtl', 0, { zero: true })
@@ -100,10 +71,8 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     this.counters = new Counters({
       links: this.links,
       observer: this.observer,
-      codec: this.codec,
+      items: this.items,
       maxAttempts: this.maxAttempts,
-      now: this.now,
-      failure: (operation, status, key, size) => this.failure(operation, status, key, size),
     })
     // Generation reads are timed here but their failures are counted by the operation that waited.
     this.generations = new Generations(
@@ -113,6 +82,19 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
       (i, buf, op) => this.links.call(i, buf, op, undefined, false, false),
       (i, buf, op, done) => this.links.callNow(i, buf, op, undefined, false, false, done),
     )
+    this.routes = new Routes({
+      keyMapper: this.keyMapper,
+      pool: this.pool,
+      generations: this.generations,
+      closed: () => this.closed,
+      countError: (operation, error, key) => this.observer.error(operation, error, key),
+    })
+    this.batches = new Batches({
+      routes: this.routes,
+      links: this.links,
+      observer: this.observer,
+      items: this.items,
+    })
   }
 
   override on(event: MemcachedEventName, listener: (event: MemcachedEvent) => void): this {
@@ -132,7 +114,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
 
   /** The server (`host:port`) that holds `key`. */
   serverFor(key: string): string {
-    return this.pool.names[this.pool.serverOf(this.placementKey(this.keyMapper.suffix(key)))]!
+    return this.pool.names[this.routes.serverOf(key)]!
   }
 
   async get<T = unknown>(key: string): Promise<T | undefined> {
@@ -142,7 +124,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
       return undefined
     }
     this.observer.hit(key)
-    return this.codec.decode(found.value) as T
+    return this.items.decode(found.value) as T
   }
 
   async getEntry<T = unknown>(key: string): Promise<CacheEntry<T> | undefined> {
@@ -152,7 +134,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
       return undefined
     }
     this.observer.hit(key)
-    const value = this.codec.decode(found.value) as T
+    const value = this.items.decode(found.value) as T
     return found.flags === 0 ? { value } : { value, expiresAt: found.flags * 1000 }
   }
 
@@ -161,26 +143,27 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   }
 
   async set(key: string, value: unknown, ttl?: Duration): Promise<void> {
-    const expiry = this.expiry(ttl)
-    const bytes = this.encode(key, value)
-    await this.withKey(key, 'set', async (index, mkey) => {
+    const expiry = this.items.expiry(ttl)
+    const bytes = this.items.encode(key, value)
+    await this.routes.withKey(key, 'set', async (index, mkey) => {
       const response = await this.links.call(index, storeRequest(Opcode.set, mkey, expiry, bytes), 'set', key)
-      if (response.status !== Status.ok) throw this.failure('set', response.status, key, bytes.length)
+      if (response.status !== Status.ok) throw this.items.failure('set', response.status, key, bytes.length)
     })
     this.observer.set(key)
   }
 
   async add(key: string, value: unknown, ttl?: Duration): Promise<boolean> {
-    const expiry = this.expiry(ttl)
-    const bytes = this.encode(key, value)
-    const added = await this.withKey(key, 'add', async (index, mkey) => {
+    const expiry = this.items.expiry(ttl)
+    const bytes = this.items.encode(key, value)
+    const added = await this.routes.withKey(key, 'add', async (index, mkey) => {
       const response = await this.links.call(index, storeRequest(Opcode.add, mkey, expiry, bytes), 'add', key)
       if (response.status === Status.ok) return true
-      if (response.status !== Status.exists) throw this.failure('add', response.status, key, bytes.length)
+      if (response.status !== Status.exists)
+        throw this.items.failure('add', response.status, key, bytes.length)
       // The server may still hold an item that reads already treat as expired (see expiry.ts):
       // replace it, but only if nobody changed it meanwhile.
       const current = await this.links.call(index, request(Opcode.get, mkey), 'add', key)
-      if (current.status !== Status.ok || !isExpired(current.flags, this.now())) return false
+      if (current.status !== Status.ok || !isExpired(current.flags, this.items.now())) return false
       const replaced = await this.links.call(
         index,
         storeRequest(Opcode.set, mkey, expiry, bytes, current.cas),
@@ -194,10 +177,10 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   }
 
   async delete(key: string): Promise<boolean> {
-    const removed = await this.withKey(key, 'delete', async (index, mkey) => {
+    const removed = await this.routes.withKey(key, 'delete', async (index, mkey) => {
       const response = await this.links.call(index, request(Opcode.delete, mkey), 'delete', key)
       if (response.status === Status.notFound) return false
-      if (response.status !== Status.ok) throw this.failure('delete', response.status, key)
+      if (response.status !== Status.ok) throw this.items.failure('delete', response.status, key)
       return true
     })
     if (removed) this.observer.delete(key)
@@ -209,15 +192,16 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
    * item's CAS version, which the server refuses if anything wrote the key in between.
    */
   async compareAndDelete(key: string, expected: string): Promise<boolean> {
-    const removed = await this.withKey(key, 'compareAndDelete', async (index, mkey) => {
+    const removed = await this.routes.withKey(key, 'compareAndDelete', async (index, mkey) => {
       const found = await this.links.call(index, request(Opcode.get, mkey), 'compareAndDelete', key)
       if (found.status === Status.notFound) return false
-      if (found.status !== Status.ok) throw this.failure('compareAndDelete', found.status, key)
-      if (isExpired(found.flags, this.now()) || !found.value.equals(this.codec.encode(expected))) return false
+      if (found.status !== Status.ok) throw this.items.failure('compareAndDelete', found.status, key)
+      if (isExpired(found.flags, this.items.now()) || !found.value.equals(this.items.codec.encode(expected)))
+        return false
       const cas = request(Opcode.delete, mkey, undefined, undefined, found.cas)
       const response = await this.links.call(index, cas, 'compareAndDelete', key)
       if (response.status === Status.exists || response.status === Status.notFound) return false
-      if (response.status !== Status.ok) throw this.failure('compareAndDelete', response.status, key)
+      if (response.status !== Status.ok) throw this.items.failure('compareAndDelete', response.status, key)
       return true
     })
     if (removed) this.observer.delete(key)
@@ -247,8 +231,8 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
    */
   async incr(key: string, by = 1, ttl?: Duration): Promise<number> {
     assertIncrement(by)
-    const ttlMs = this.ttlMs(ttl)
-    return this.withKey(key, 'incr', (index, mkey) => this.counters.incr(key, index, mkey, by, ttlMs))
+    const ttlMs = this.items.ttlMs(ttl)
+    return this.routes.withKey(key, 'incr', (index, mkey) => this.counters.incr(key, index, mkey, by, ttlMs))
   }
 
   /**
@@ -261,79 +245,23 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     fn: (current: T | undefined) => T | Promise<T>,
     ttl?: Duration,
   ): Promise<T> {
-    const ttlMs = this.ttlMs(ttl)
-    return this.withKey(key, 'atomicUpdate', (index, mkey) =>
-      this.counters.casLoop(key, index, mkey, 'atomicUpdate', async (found) => {
-        const next = await fn(found === undefined ? undefined : (this.codec.decode(found.value) as T))
-        return { bytes: this.encode(key, next), expiry: expiryFor(ttlMs, this.now()), result: next }
-      }),
+    const ttlMs = this.items.ttlMs(ttl)
+    return this.routes.withKey(key, 'atomicUpdate', (index, mkey) =>
+      this.counters.update(key, index, mkey, fn, ttlMs),
     )
   }
 
-  /**
-   * Reads many keys in one round trip per server: the keys of each server go out in one write as
-   * quiet GETs (GETKQ, answered only on a hit) ended by a NOOP, with that server's generation read.
-   * Rejects (after every server answered) with the first failure, e.g. a server that is down.
-   */
-  async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
-    const found = await this.many('get', keys, (mkey) => request(Opcode.getkq, mkey), false)
-    const values: (T | undefined)[] = new Array(keys.length).fill(undefined)
-    let failure: unknown
-    for (let i = 0; i < keys.length; i++) {
-      const outcome = found[i]!
-      const key = keys[i]!
-      if ('error' in outcome) {
-        failure ??= outcome.error
-        continue
-      }
-      const response = outcome.value
-      if (response === undefined || isExpired(response.flags, this.now())) {
-        this.observer.miss(key)
-        continue
-      }
-      if (response.status !== Status.ok) {
-        failure ??= this.failure('get', response.status, key)
-        continue
-      }
-      try {
-        values[i] = this.codec.decode(response.value) as T
-        this.observer.hit(key)
-      } catch (error) {
-        failure ??= error
-      }
-    }
-    if (failure !== undefined) throw failure
-    return values
+  /** One round trip per server, with quiet GETs (see {@link Batches.getMany}). */
+  getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
+    return this.batches.getMany<T>(keys)
   }
 
-  /**
-   * Writes many keys in one round trip per server (quiet SETs, SETQ, answered only on a failure,
-   * ended by a NOOP). Every TTL and value is checked first, so a bad item stores nothing. A key the
-   * server refuses, or a server that is down, fails those keys only: the others are stored, and
-   * the call rejects with the first failure.
-   */
-  async setMany(items: readonly SetManyItem[]): Promise<void> {
-    const writes = items.map((item) => ({
-      expiry: this.expiry(item.ttl),
-      bytes: this.encode(item.key, item.value),
-    }))
-    const outcomes = await this.many(
-      'set',
-      items.map((item) => item.key),
-      (mkey, i) => storeRequest(Opcode.setq, mkey, writes[i]!.expiry, writes[i]!.bytes),
-      true,
-    )
-    let failure: unknown
-    for (let i = 0; i < items.length; i++) {
-      const outcome = outcomes[i]!
-      const key = items[i]!.key
-      if ('error' in outcome) failure ??= outcome.error
-      else if (outcome.value === undefined) this.observer.set(key)
-      else failure ??= this.failure('set', outcome.value.status, key, writes[i]!.bytes.length)
-    }
-    if (failure !== undefined) throw failure
+  /** One round trip per server, with quiet SETs (see {@link Batches.setMany}). */
+  setMany(items: readonly SetManyItem[]): Promise<void> {
+    return this.batches.setMany(items)
   }
 
+  /** One `delete` per key, all at once (what core's fallback does), each removal counted with its key. */
   async deleteMany(keys: readonly string[]): Promise<number> {
     const removed = await Promise.all(keys.map((key) => this.delete(key)))
     return removed.filter(Boolean).length
@@ -349,129 +277,14 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     if (this.ownsClient) this.client.close()
   }
 
-  /**
-   * Sends one quiet request per key (`build`), the keys of each server in one write with that
-   * server's generation read (see {@link Generations.run}): one round trip per server. Per key: the
-   * server's answer (undefined: it answered nothing), or the failure of its server.
-   */
-  private async many(
-    operation: string,
-    keys: readonly string[],
-    build: (mkey: string, position: number) => Buffer,
-    write: boolean,
-  ): Promise<({ value: Response | undefined } | { error: unknown })[]> {
-    this.assertOpen()
-    const outcomes: ({ value: Response | undefined } | { error: unknown })[] = new Array(keys.length)
-    const suffixes = keys.map((key) => this.keyMapper.suffix(key))
-    const groups = new Map<number, number[]>()
-    for (let i = 0; i < keys.length; i++) {
-      const index = this.pool.serverOf(this.placementKey(suffixes[i]!))
-      const group = groups.get(index)
-      if (group === undefined) groups.set(index, [i])
-      else group.push(i)
-    }
-    const perServer = [...groups].map(async ([index, positions]) => {
-      const groupKeys = positions.map((i) => keys[i]!)
-      try {
-        const answers = await this.generations.run(
-          index,
-          operation,
-          groupKeys.some(isInternalKey),
-          (error) => {
-            for (const key of groupKeys) this.observer.error(operation, error, key)
-          },
-          (generation) =>
-            this.links.callQuiet(
-              index,
-              positions.map((i) => build(this.keyMapper.key(generation, suffixes[i]!), i)),
-              operation,
-              write,
-              groupKeys,
-            ),
-        )
-        for (let j = 0; j < positions.length; j++) outcomes[positions[j]!] = { value: answers[j] }
-      } catch (error) {
-        for (const i of positions) outcomes[i] = { error }
-      }
-    })
-    await Promise.all(perServer)
-    return outcomes
-  }
-
   /** The live item for a key, or undefined on a miss (or an item past its stored expiry). */
   private fetch(key: string, operation: string): Promise<Response | undefined> {
-    return this.withKey(key, operation, async (index, mkey) => {
+    return this.routes.withKey(key, operation, async (index, mkey) => {
       const response = await this.links.call(index, request(Opcode.get, mkey), operation, key)
       if (response.status === Status.notFound) return undefined
-      if (response.status !== Status.ok) throw this.failure(operation, response.status, key)
-      return isExpired(response.flags, this.now()) ? undefined : response
+      if (response.status !== Status.ok) throw this.items.failure(operation, response.status, key)
+      return isExpired(response.flags, this.items.now()) ? undefined : response
     })
-  }
-
-  /**
-   * Runs `run` with the server index and memcached key of a user key, in the namespace's current
-   * generation. The generation is read by a request written together with the operation's (and
-   * with those of every other operation of the same tick, which share it), on the same
-   * connection: memcached answers them in order, so the operation costs no extra round trip and
-   * sees any `clear()` that finished before it started. If the generation changed since this
-   * process last saw it, what `run` did under the old one (a read, or a write nobody will read
-   * again) is dropped and it runs again. Within `generationTtl` of the last read, the copy is
-   * trusted instead, except for @cache's own keys (invalidation state, locks), which are always
-   * checked.
-   */
-  private withKey<R>(
-    key: string,
-    operation: string,
-    run: (index: number, mkey: string) => Promise<R>,
-  ): Promise<R> {
-    if (this.closed) return Promise.reject(new CacheClosedError(this.name))
-    let suffix: string
-    try {
-      suffix = this.keyMapper.suffix(key)
-    } catch (error) {
-      return Promise.reject(error)
-    }
-    const index = this.pool.serverOf(this.placementKey(suffix))
-    return this.generations.run(
-      index,
-      operation,
-      isInternalKey(key),
-      (error) => this.observer.error(operation, error, key),
-      (generation) => run(index, this.keyMapper.key(generation, suffix)),
-    )
-  }
-
-  /**
-   * What a key is placed by: `<namespace>:<key part>` (the generation, which differs per server,
-   * is left out), hashed by the ketama ring.
-   */
-  private placementKey(suffix: string): string {
-    return `${this.namespace}:${suffix}`
-  }
-
-  private failure(operation: string, status: number, key: string, size = 0): Error {
-    const error =
-      status === Status.tooLarge
-        ? new CacheValueTooLargeError(key, size, this.maxValueSize)
-        : unexpected(this.name, operation, status)
-    this.observer.error(operation, error, key)
-    return error
-  }
-
-  private encode(key: string, value: unknown): Buffer {
-    const bytes = this.codec.encode(value)
-    if (bytes.length > this.maxValueSize)
-      throw new CacheValueTooLargeError(key, bytes.length, this.maxValueSize)
-    return bytes
-  }
-
-  private ttlMs(ttl: Duration | undefined): number | undefined {
-    return ttl === undefined ? this.defaultTtlMs : ttlToMs(ttl)
-  }
-
-  private expiry(ttl: Duration | undefined): Expiry {
-    const ms = this.ttlMs(ttl)
-    return ms === undefined ? NEVER : expiryFor(ms, this.now())
   }
 }
 

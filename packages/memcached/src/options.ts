@@ -1,5 +1,11 @@
 import type { CacheEvent, CacheEventName, Duration, Size } from '@cache/core'
-import { type BaseBackendOptions, type CodecOptions, parseServerList } from '@cache/core/backend'
+import {
+  type BaseBackendOptions,
+  type CodecOptions,
+  countOption,
+  parseServerList,
+  renamedOption,
+} from '@cache/core/backend'
 import memjs from 'memjs'
 import type { EjectOptions } from './pool.js'
 
@@ -63,6 +69,15 @@ export interface MemcachedBackendOptions extends BaseBackendOptions, CodecOption
 }
 
 export const DEFAULT_MAX_VALUE = 1024 * 1024 - 512
+
+/** `maxAttempts`, or its deprecated name `casAttempts` (accepted with one warning); default 100. */
+export function maxAttemptsOption(options: MemcachedBackendOptions): number {
+  return countOption(
+    renamedOption(options, 'maxAttempts', 'casAttempts', (old) => countOption(old, 'casAttempts', 100)),
+    'maxAttempts',
+    100,
+  )
+}
 
 /** The backend's events: the cache events, plus a server being ejected and re-admitted. */
 export type MemcachedEventName = CacheEventName | 'server-down' | 'server-up'

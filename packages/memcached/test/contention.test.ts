@@ -1,3 +1,4 @@
+import { CacheConflictError } from '@cache/core'
 import { startMemcached } from '@cache/test-servers'
 import { afterAll, describe, expect, it } from 'vitest'
 import { memcachedBackend } from '../src/index.js'
@@ -58,6 +59,28 @@ describe('contention across connections', () => {
       expect(won.filter(Boolean)).toHaveLength(1)
     } finally {
       await Promise.all(all.map((c) => c.close()))
+    }
+  })
+
+  it('atomicUpdate() gives up with CacheConflictError after maxAttempts, each attempt beaten by another writer', async () => {
+    const [cache, other] = [
+      memcachedBackend(server.server, { namespace: 'beaten', timeout: 2, maxAttempts: 3 }),
+      memcachedBackend(server.server, { namespace: 'beaten', timeout: 2 }),
+    ]
+    try {
+      let calls = 0
+      const update = cache.atomicUpdate<number>('k', async () => {
+        calls++
+        await other.set('k', calls) // written between this attempt's read and its write
+        return -1
+      })
+      await expect(update).rejects.toThrow(CacheConflictError)
+      await expect(update).rejects.toThrow(/after 3 conflicting attempts/)
+      await expect(update).rejects.toMatchObject({ key: 'k' })
+      expect(calls).toBe(3)
+      expect(await other.get('k')).toBe(3)
+    } finally {
+      await Promise.all([cache.close(), other.close()])
     }
   })
 })
