@@ -263,6 +263,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
 
   /** One `delete` per key, all at once (what core's fallback does), each removal counted with its key. */
   async deleteMany(keys: readonly string[]): Promise<number> {
+    this.assertOpen()
     const removed = await Promise.all(keys.map((key) => this.delete(key)))
     return removed.filter(Boolean).length
   }

@@ -614,6 +614,10 @@ export function runConformance(name: string, options: ConformanceOptions): void 
         ['setMany', () => extra.setMany([{ key: 'written', value: 1 }])],
         ['deleteMany', () => extra.deleteMany(['kept'])],
         ['clear', () => extra.clear()],
+        // An empty batch has nothing to do, but is refused too: "every operation" means every call.
+        ['getMany of no keys', () => extra.getMany([])],
+        ['setMany of no items', () => extra.setMany([])],
+        ['deleteMany of no keys', () => extra.deleteMany([])],
       ]
       for (const [operation, call] of operations) {
         const outcome = await Promise.resolve()
