@@ -1,12 +1,10 @@
 import {
   type CacheBackend,
-  CacheClosedError,
   CacheConfigError,
   CacheConflictError,
   type CacheEntry,
   CacheError,
   CacheNotANumberError,
-  CacheUnavailableError,
   CacheValueTooLargeError,
   type Duration,
   type ListKeysOptions,
@@ -24,22 +22,16 @@ import {
   isListedKey,
   listPrefix,
 } from '@cache/core/backend'
-import { AsyncLocalStorage } from 'node:async_hooks'
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { CallOrder } from './call-order.js'
+import type { DiskContext } from './context.js'
 import { ValueFiles } from './files.js'
+import { GroupCommit } from './group-commit.js'
 import { StoreLock } from './lock.js'
 import { type DiskBackendOptions, resolveOptions } from './options.js'
-import {
-  type BatchOp,
-  type BatchOutcome,
-  type Condition,
-  EntryStore,
-  isBusy,
-  type LiveRow,
-  type WriteRow,
-} from './store.js'
+import { type Condition, EntryStore, isBusy, type LiveRow, type WriteRow } from './store.js'
 import { keyFromBytes, prefixUpperBound } from './stored-keys.js'
 
 /** Orphan files (from crashed writers) are swept at most this often, and only when at least this old. */
@@ -48,89 +40,6 @@ const ORPHAN_AGE_MS = 600_000
 const BATCH = 500
 /** getMany reads at most this many keys with one statement. */
 const MANY_CHUNK = 100
-
-/**
- * One operation as those issued after it see it. `placed`: a write has joined a group commit, or
- * any other operation has finished; a write issued after it may then join a batch (the same one
- * or a later one, so it is applied after). `done`: finished (committed, or failed); an operation
- * that reads issued after it may then run.
- */
-class Turn {
-  placed = false
-  done = false
-  private whenPlaced: (() => void)[] | undefined
-  private whenDone: (() => void)[] | undefined
-
-  /** `keys`: the keys it is the latest operation of; undefined for a whole-namespace operation. */
-  constructor(readonly keys: readonly string[] | undefined) {}
-
-  on(event: 'placed' | 'done', callback: () => void): void {
-    if (event === 'placed' ? this.placed : this.done) callback()
-    else if (event === 'placed') (this.whenPlaced ??= []).push(callback)
-    else (this.whenDone ??= []).push(callback)
-  }
-
-  place(): void {
-    if (this.placed) return
-    this.placed = true
-    if (this.whenPlaced !== undefined) dispatch(this.whenPlaced)
-    this.whenPlaced = undefined
-  }
-
-  finish(): void {
-    this.place()
-    this.done = true
-    if (this.whenDone !== undefined) dispatch(this.whenDone)
-    this.whenDone = undefined
-  }
-}
-
-/**
- * Runs callbacks one after the other, never nested: a callback that places or finishes another
- * turn queues that turn's callbacks here, so a long chain of operations on one key cannot grow
- * the stack.
- */
-const callbacks: (() => void)[] = []
-let dispatching = false
-function dispatch(more: readonly (() => void)[]): void {
-  for (const callback of more) callbacks.push(callback)
-  if (dispatching) return
-  dispatching = true
-  try {
-    for (let i = 0; i < callbacks.length; i++) {
-      try {
-        callbacks[i]!()
-      } catch (error) {
-        // A bug, not an outcome: surface it, and still run the callbacks queued after it.
-        queueMicrotask(() => {
-          throw error
-        })
-      }
-    }
-  } finally {
-    callbacks.length = 0
-    dispatching = false
-  }
-}
-
-/** Calls `callback` once every turn in `turns` has reached `event`. */
-function afterAll(turns: readonly Turn[], event: 'placed' | 'done', callback: () => void): void {
-  let left = turns.length
-  const one = () => {
-    if (--left === 0) callback()
-  }
-  for (const turn of turns) turn.on(event, one)
-}
-
-type PutOp = BatchOp & { kind: 'put' }
-
-/** A write waiting for, or in, a group commit. A large value's op settles once its file is written. */
-interface QueuedWrite {
-  op: BatchOp | Promise<BatchOp>
-  turn: Turn
-  resolve: (outcome: BatchOutcome) => void
-  reject: (error: unknown) => void
-}
 
 /**
  * A persistent cache in a directory: SQLite (WAL) as the index and store of small values, one
@@ -146,6 +55,8 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   private readonly store: EntryStore
   private readonly lock: StoreLock
   private readonly files: ValueFiles
+  private readonly order = new CallOrder()
+  private readonly writes: GroupCommit
   private readonly defaultTtlMs: number | undefined
   private readonly maxSize: number
   private readonly inlineThreshold: number
@@ -158,19 +69,6 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   private lastSweep = 0
   private evicting = false
   private closing: Promise<void> | undefined
-  /**
-   * The latest operation issued on each key that has not finished: an operation on the key issued
-   * next waits for it (see `commit` and `inOrder`). Empty when nothing is pending.
-   */
-  private readonly tails = new Map<string, Turn>()
-  /** The latest whole-namespace operation (clear, keys, usage, prune) not finished: everything issued after it waits for it. */
-  private barrier: Turn | undefined
-  /** Writes that have joined the next group commit, in the order they joined. */
-  private batch: QueuedWrite[] = []
-  /** Set while batches are being committed; settles when none is left. */
-  private flushing: Promise<void> | undefined
-  /** Set while an `atomicUpdate` runs its `fn`: operations `fn` calls are not queued (they would wait for `fn`). */
-  private readonly updating = new AsyncLocalStorage<true>()
 
   constructor(options: DiskBackendOptions = {}) {
     super('disk')
@@ -187,7 +85,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
     this.path = settings.path
     try {
       mkdirSync(this.path, { recursive: true, mode: 0o700 })
-      this.files = new ValueFiles(this.path)
+      this.files = new ValueFiles(this.path, this.observer)
       this.store = new EntryStore(
         join(this.path, 'cache.db'),
         settings.busyTimeoutMs,
@@ -208,6 +106,18 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
       const message = `cannot open a disk cache in ${this.path}: ${(cause as Error).message}`
       throw new CacheConfigError('path', message, { cause })
     }
+    const context: DiskContext = {
+      ns: this.ns,
+      store: this.store,
+      lock: this.lock,
+      files: this.files,
+      order: this.order,
+      observer: this.observer,
+      codec: this.codec,
+      settings,
+      isClosed: () => this.closed,
+    }
+    this.writes = new GroupCommit(context, () => this.evict())
     if (settings.pruneIntervalMs !== false) {
       this.pruneTimer = setInterval(() => void this.backgroundPrune(), settings.pruneIntervalMs).unref()
     }
@@ -237,11 +147,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
 
   async delete(key: string): Promise<boolean> {
     if (typeof key !== 'string') assertKey(key)
-    const outcome = await this.commit(key, { kind: 'delete', key })
-    if (!outcome.done) return false
-    if (outcome.file !== null) await this.discard([outcome.file])
-    if (outcome.live) this.observer.delete(key)
-    return outcome.live
+    return this.writes.delete(key)
   }
 
   /**
@@ -252,7 +158,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
    */
   async compareAndDelete(key: string, expected: string): Promise<boolean> {
     if (typeof key !== 'string') assertKey(key)
-    return this.inOrder([key], true, async () => {
+    return this.order.inOrder([key], true, async () => {
       const row = await this.locked('compareAndDelete', key, () => this.store.getForWrite(this.ns, key))
       if (row === undefined) return false
       const current = await this.currentValue<unknown>(key, row)
@@ -261,7 +167,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
         this.store.deleteIfVersion(this.ns, key, row[3]),
       )
       if (removed === undefined) return false
-      await this.discard([removed[0]])
+      await this.files.discard([removed[0]])
       this.observer.delete(key)
       return true
     })
@@ -270,16 +176,16 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   async has(key: string): Promise<boolean> {
     if (typeof key !== 'string') assertKey(key)
     const lookup = () => this.locked('has', key, () => this.store.get(this.ns, key))
-    const row = await (this.idle() ? lookup() : this.inOrder([key], false, lookup))
+    const row = await (this.order.idle() ? lookup() : this.order.inOrder([key], false, lookup))
     return row !== undefined && (row[2] === null || row[2] > this.now())
   }
 
   /** Removes this namespace's entries (in batches, so other processes are never locked out for long). */
   async clear(): Promise<void> {
-    await this.inOrder(undefined, true, async () => {
+    await this.order.inOrder(undefined, true, async () => {
       for (;;) {
         const files = await this.locked('clear', undefined, () => this.store.clearSome(this.ns, BATCH))
-        await this.discard(files)
+        await this.files.discard(files)
         if (files.length < BATCH) return
       }
     })
@@ -303,7 +209,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
       const read = () =>
         this.locked('keys', undefined, () => this.store.keyPage(this.ns, start, below, BATCH))
       // The first page waits for the writes issued before the call, and is read before those issued after it.
-      const page = await (first ? this.inOrder(undefined, false, read) : read())
+      const page = await (first ? this.order.inOrder(undefined, false, read) : read())
       const now = this.now()
       for (const [bytes, expiresAt] of page) {
         const key = keyFromBytes(bytes)
@@ -324,7 +230,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
       if (!Number.isSafeInteger(current)) throw new CacheNotANumberError(key)
       return current as number
     }
-    const result = await this.inOrder([key], true, () =>
+    const result = await this.order.inOrder([key], true, () =>
       this.locked('incr', key, () => {
         const now = this.now()
         const expiresAt = ttlMs === undefined ? null : now + ttlMs
@@ -332,7 +238,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
         return this.store.incr(row, by, readInteger)
       }),
     )
-    await this.discard([result.oldFile])
+    await this.files.discard([result.oldFile])
     this.observer.set(key)
     if (result.total > this.maxSize) await this.evict()
     return result.value
@@ -353,14 +259,14 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   ): Promise<T> {
     if (typeof key !== 'string') assertKey(key)
     const ttlMs = this.ttl(ttl)
-    return this.inOrder([key], true, async () => {
+    return this.order.inOrder([key], true, async () => {
       for (let attempt = 1; ; attempt++) {
         const row = await this.locked('atomicUpdate', key, () => this.store.getForWrite(this.ns, key))
         const current = await this.currentValue<T>(key, row)
         if (current !== CONFLICT) {
-          const next = await this.updating.run(true, () => fn(current))
+          const next = await this.order.runUpdate(() => fn(current))
           const condition: Condition = { kind: 'version', version: row === undefined ? 0 : row[3] }
-          if (await this.put(key, this.codec.encode(next), ttlMs, condition, true)) return next
+          if (await this.writes.put(key, this.codec.encode(next), ttlMs, condition, true)) return next
         }
         if (attempt >= this.maxAttempts) throw new CacheConflictError(key, attempt)
         await sleep(Math.random() * Math.min(attempt, 10))
@@ -372,8 +278,8 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
     for (const key of keys) if (typeof key !== 'string') assertKey(key)
     this.assertOpen()
-    if (this.idle()) return this.readMany<T>(keys)
-    return this.inOrder(keys, false, () => this.readMany<T>(keys))
+    if (this.order.idle()) return this.readMany<T>(keys)
+    return this.order.inOrder(keys, false, () => this.readMany<T>(keys))
   }
 
   private async readMany<T>(keys: readonly string[]): Promise<(T | undefined)[]> {
@@ -409,7 +315,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
       if (size > this.maxSize) throw new CacheValueTooLargeError(item.key, size, this.maxSize)
       return { key: item.key, ttlMs: this.ttl(item.ttl), bytes }
     })
-    await settledAll(prepared.map((item) => this.put(item.key, item.bytes, item.ttlMs, ALWAYS)))
+    await settledAll(prepared.map((item) => this.writes.put(item.key, item.bytes, item.ttlMs, ALWAYS)))
   }
 
   /** Every delete joins the group commit at once, in order, so an operation issued after the call sees them all. */
@@ -426,12 +332,12 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
    * every `pruneInterval`; call it yourself to prune now.
    */
   async prune(options: { orphanAgeMs?: number } = {}): Promise<{ expired: number; orphans: number }> {
-    await this.inOrder(undefined, false, () => undefined)
+    await this.order.inOrder(undefined, false, () => undefined)
     let expired = 0
     for (;;) {
       const files = await this.locked('prune', undefined, () => this.store.pruneSome(this.now(), BATCH))
       expired += files.length
-      await this.discard(files)
+      await this.files.discard(files)
       if (files.length < BATCH) break
     }
     let orphans = 0
@@ -444,7 +350,9 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
 
   /** Bytes (values plus key lengths) and entries in the whole directory, every namespace included. */
   async usage(): Promise<{ bytes: number; entries: number }> {
-    return this.inOrder(undefined, false, () => this.locked('usage', undefined, () => this.store.totals()))
+    return this.order.inOrder(undefined, false, () =>
+      this.locked('usage', undefined, () => this.store.totals()),
+    )
   }
 
   /** Idempotent. Writes not yet committed and pending access times are written first; background timers stop. */
@@ -454,7 +362,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   }
 
   private async shutdown(): Promise<void> {
-    await this.afterWrites()
+    await this.writes.settled()
     this.flushTouches()
     this.markClosed()
     clearInterval(this.pruneTimer)
@@ -466,8 +374,8 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   private read<T>(key: string): CacheEntry<T> | undefined | Promise<CacheEntry<T> | undefined> {
     if (typeof key !== 'string') assertKey(key)
     this.assertOpen()
-    if (this.idle()) return this.lookup<T>(key)
-    return this.inOrder([key], false, () => this.lookup<T>(key))
+    if (this.order.idle()) return this.lookup<T>(key)
+    return this.order.inOrder([key], false, () => this.lookup<T>(key))
   }
 
   private lookup<T>(key: string): CacheEntry<T> | undefined | Promise<CacheEntry<T> | undefined> {
@@ -505,7 +413,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
     retried: boolean,
   ): Promise<CacheEntry<T> | undefined> {
     const file = row[1]!
-    const bytes = await this.fileIo('get', key, this.files.read(file, row[4] - key.length))
+    const bytes = await this.files.load('get', key, file, row[4] - key.length)
     if (bytes === undefined) {
       // The file went away: most likely another process replaced the entry meanwhile.
       const again = await this.locked('get', key, () => this.store.get(this.ns, key))
@@ -527,7 +435,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   ): Promise<T | undefined | typeof CONFLICT> {
     if (row === undefined || (row[2] !== null && row[2] <= this.now())) return undefined
     if (row[1] === null) return this.codec.decode(row[0]!) as T
-    const bytes = await this.fileIo('atomicUpdate', key, this.files.read(row[1], row[4] - key.length))
+    const bytes = await this.files.load('atomicUpdate', key, row[1], row[4] - key.length)
     return bytes === undefined ? CONFLICT : (this.codec.decode(bytes) as T)
   }
 
@@ -540,274 +448,12 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
     if (typeof key !== 'string') assertKey(key)
     this.assertOpen()
     const ttlMs = this.ttl(ttl)
-    return this.put(key, this.codec.encode(value), ttlMs, condition)
-  }
-
-  /**
-   * Stores encoded bytes if `condition` holds. The write takes its place in the group commit at
-   * once (a large value joins with its file still being written: the batch waits for the file).
-   * `ownTurn`: called by an operation holding the key's turn (atomicUpdate), so it joins at once.
-   */
-  private put(
-    key: string,
-    bytes: Buffer,
-    ttlMs: number | undefined,
-    condition: Condition,
-    ownTurn = false,
-  ): Promise<boolean> {
-    const size = bytes.length + key.length
-    if (size > this.maxSize) return Promise.reject(new CacheValueTooLargeError(key, size, this.maxSize))
-    let op: PutOp | Promise<PutOp>
-    if (bytes.length > this.inlineThreshold) {
-      op = this.fileIo('set', key, this.files.write(bytes)).then(
-        (file): PutOp => ({ kind: 'put', key, value: null, file, size, ttlMs, condition }),
-      )
-      op.catch(noop) // the write it belongs to fails with this error
-    } else {
-      op = { kind: 'put', key, value: bytes, file: null, size, ttlMs, condition }
-    }
-    return this.stored(key, op, ownTurn ? this.commitNow(op) : this.commit(key, op))
-  }
-
-  /** What a put's caller learns once its write committed: unused value files are removed first. */
-  private async stored(
-    key: string,
-    op: PutOp | Promise<PutOp>,
-    commit: Promise<BatchOutcome>,
-  ): Promise<boolean> {
-    let outcome: BatchOutcome
-    try {
-      outcome = await commit
-    } catch (error) {
-      if (op instanceof Promise)
-        await this.discard([
-          await op.then(
-            (put) => put.file,
-            () => null,
-          ),
-        ])
-      throw error
-    }
-    const file = op instanceof Promise ? (await op).file : null
-    const unused = outcome.done ? outcome.file : file
-    if (unused !== null) await this.discard([unused])
-    if (!outcome.done) return false
-    this.observer.set(key)
-    return true
-  }
-
-  /** True when no operation is waiting or in progress: anything may run at once. */
-  private idle(): boolean {
-    return this.tails.size === 0 && this.barrier === undefined
-  }
-
-  /**
-   * What an operation issued now must wait for: the whole-namespace operation in progress, and
-   * the latest operation on each of `keys` (every key's, when undefined) that has not reached
-   * `event` yet (`placed` for a write, `done` for anything else).
-   */
-  private waitsFor(keys: readonly string[] | undefined, event: 'placed' | 'done'): Turn[] {
-    const waits: Turn[] = []
-    if (this.barrier !== undefined) waits.push(this.barrier)
-    if (keys === undefined) {
-      for (const turn of this.tails.values()) waits.push(turn)
-    } else {
-      for (const key of keys) {
-        const turn = this.tails.get(key)
-        if (turn !== undefined && !(event === 'placed' ? turn.placed : turn.done)) waits.push(turn)
-      }
-    }
-    return waits
-  }
-
-  /** Makes `turn` the latest operation on its keys (or on the whole namespace). */
-  private follow(turn: Turn): void {
-    if (turn.keys === undefined) this.barrier = turn
-    else for (const key of turn.keys) this.tails.set(key, turn)
-  }
-
-  /** Marks `turn` finished, and forgets it if nothing was issued on its keys after it. */
-  private finish(turn: Turn): void {
-    if (turn.keys === undefined) {
-      if (this.barrier === turn) this.barrier = undefined
-    } else {
-      for (const key of turn.keys) if (this.tails.get(key) === turn) this.tails.delete(key)
-    }
-    turn.finish()
-  }
-
-  /**
-   * Group commit: a write joins the next batch at once, unless an operation on its key issued
-   * before it has not taken its place yet (a compareAndDelete, incr or atomicUpdate in progress,
-   * a read waiting its turn, a write waiting behind one, a clear): then it joins once that one has.
-   * Writes issued in the same tick (and those issued while a commit is in progress) are applied in
-   * order in one transaction. The promise settles once that transaction has committed (or failed:
-   * then every write in it fails with the error), and after any eviction the new total calls for.
-   */
-  private commit(key: string, op: BatchOp | Promise<BatchOp>): Promise<BatchOutcome> {
-    if (this.closed) return Promise.reject(new CacheClosedError('disk'))
-    return new Promise<BatchOutcome>((resolve, reject) => {
-      const waits = this.idle() ? NONE : this.waitsFor([key], 'placed')
-      const turn = new Turn([key])
-      const write: QueuedWrite = { op, turn, resolve, reject }
-      if (waits.length === 0) {
-        this.follow(turn)
-        this.join(write)
-      } else if (this.updating.getStore() === true) {
-        // Called by an atomicUpdate's fn: that update holds the key until fn returns, so run now.
-        this.join({ ...write, turn: new Turn(undefined) })
-      } else {
-        this.follow(turn)
-        afterAll(waits, 'placed', () => this.join(write))
-      }
-    })
-  }
-
-  /** A write by the operation holding the key's turn: joins the next batch at once. */
-  private commitNow(op: BatchOp | Promise<BatchOp>): Promise<BatchOutcome> {
-    if (this.closed) return Promise.reject(new CacheClosedError('disk'))
-    return new Promise<BatchOutcome>((resolve, reject) =>
-      this.join({ op, turn: new Turn(undefined), resolve, reject }),
-    )
-  }
-
-  private join(write: QueuedWrite): void {
-    this.batch.push(write)
-    write.turn.place()
-    this.flushing ??= this.flush()
-  }
-
-  private async flush(): Promise<void> {
-    try {
-      // Yield once, so every write issued in this tick joins the first batch.
-      await undefined
-      while (this.batch.length > 0) {
-        const batch = this.batch
-        this.batch = []
-        await this.commitBatch(batch)
-      }
-    } finally {
-      this.flushing = undefined
-    }
-  }
-
-  /**
-   * Runs `task` in call order: after the operations on `keys` issued before it (every operation,
-   * when `keys` is undefined) have finished, and before those issued after it. A read with nothing
-   * to wait for runs at once. `writes`: the task changes the keys (or, without keys, the namespace),
-   * so it is waited for even when it could start at once.
-   */
-  private inOrder<R>(
-    keys: readonly string[] | undefined,
-    writes: boolean,
-    task: () => R,
-  ): R | Promise<Awaited<R>> {
-    const waits = this.idle() ? NONE : this.waitsFor(keys, 'done')
-    if (waits.length === 0 && !writes) return task()
-    // Called by an atomicUpdate's fn: that update holds the key until fn returns, so run now.
-    if (waits.length > 0 && this.updating.getStore() === true) return task()
-    const turn = new Turn(keys)
-    this.follow(turn)
-    return new Promise<Awaited<R>>((resolve, reject) => {
-      const run = () => {
-        let result: R
-        try {
-          result = task()
-        } catch (error) {
-          this.finish(turn)
-          reject(error)
-          return
-        }
-        Promise.resolve(result).then(
-          (value) => {
-            this.finish(turn)
-            resolve(value)
-          },
-          (error: unknown) => {
-            this.finish(turn)
-            reject(error)
-          },
-        )
-      }
-      if (waits.length === 0) run()
-      else afterAll(waits, 'done', run)
-    })
-  }
-
-  private async commitBatch(queued: QueuedWrite[]): Promise<void> {
-    let batch = queued
-    if (batch.some((write) => write.op instanceof Promise)) {
-      // Large values: their files are written first; one whose file cannot be written fails alone.
-      const ops = await Promise.allSettled(batch.map((write) => write.op))
-      batch = []
-      for (let i = 0; i < ops.length; i++) {
-        const result = ops[i]!
-        const write = queued[i]!
-        if (result.status === 'fulfilled') {
-          write.op = result.value
-          batch.push(write)
-        } else {
-          this.finish(write.turn)
-          write.reject(result.reason)
-        }
-      }
-      if (batch.length === 0) return
-    }
-    const ops = batch.map((write) => write.op as BatchOp)
-    const operation = ops.some((op) => op.kind === 'put') ? 'set' : 'delete'
-    let total: number | undefined
-    let outcomes: BatchOutcome[] | undefined
-    let failure: unknown
-    try {
-      ;({ outcomes, total } = await this.locked(operation, ops.length === 1 ? ops[0]!.key : undefined, () =>
-        this.store.writeBatch(this.ns, ops, this.now()),
-      ))
-      if (total !== undefined && total > this.maxSize) await this.evict()
-    } catch (error) {
-      failure = error
-    }
-    for (let i = 0; i < batch.length; i++) {
-      const { turn, resolve, reject } = batch[i]!
-      if (outcomes === undefined) reject(failure)
-      else resolve(outcomes[i]!)
-      this.finish(turn)
-    }
-  }
-
-  /** Waits until every operation issued so far has finished. */
-  private async afterWrites(): Promise<void> {
-    for (;;) {
-      const waits = this.waitsFor(undefined, 'done')
-      if (waits.length > 0) await new Promise<void>((resolve) => afterAll(waits, 'done', resolve))
-      else if (this.flushing !== undefined) await this.flushing
-      else return
-    }
+    return this.writes.put(key, this.codec.encode(value), ttlMs, condition)
   }
 
   /** Runs a short synchronous SQLite step; on a busy lock, waits without blocking and retries. */
   private locked<R>(operation: string, key: string | undefined, step: () => R): Promise<R> {
     return this.lock.run(operation, key, step)
-  }
-
-  /** Awaits a value-file read or write; an I/O failure (disk full, permissions) becomes a counted `CacheUnavailableError`. */
-  private async fileIo<R>(operation: string, key: string, task: Promise<R>): Promise<R> {
-    try {
-      return await task
-    } catch (cause) {
-      const message = `disk: ${operation} failed on a value file: ${(cause as Error).message}`
-      const error = new CacheUnavailableError('disk', message, { cause })
-      this.observer.error(operation, error, key)
-      throw error
-    }
-  }
-
-  /** Removes value files after their entries are gone; a failure is reported, and the sweep retries later. */
-  private async discard(files: Iterable<string | null>): Promise<void> {
-    try {
-      await this.files.remove(files)
-    } catch (error) {
-      this.observer.error('unlink', error)
-    }
   }
 
   /** Evicts until the directory is under `maxSize`; one in-process run at a time. */
@@ -820,7 +466,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
         const { files, total } = await this.locked('evict', undefined, () =>
           this.store.evictSome(this.now(), this.maxSize),
         )
-        await this.discard(files)
+        await this.files.discard(files)
         if (total <= this.maxSize || files.length === 0) return
       }
     } catch (error) {
@@ -873,12 +519,9 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   }
 }
 
-const NONE: readonly Turn[] = []
 const ALWAYS: Condition = { kind: 'always' }
 const ABSENT: Condition = { kind: 'absent' }
 const CONFLICT = Symbol('conflict')
-
-function noop(): void {}
 
 /** Waits for every promise; then rejects with the first failure, or resolves with every value. */
 async function settledAll<T>(promises: readonly Promise<T>[]): Promise<T[]> {
