@@ -1,10 +1,8 @@
-import { CacheConflictError, CacheNotANumberError } from '@cache/core'
-import { setTimeout as sleep } from 'node:timers/promises'
+import { CacheNotANumberError } from '@cache/core'
+import { CONFLICT, retryConflicts } from '@cache/core/backend'
 import type { DiskContext } from './context.js'
 import type { GroupCommit } from './group-commit.js'
 import type { Condition, WriteRow } from './store.js'
-
-const CONFLICT = Symbol('conflict')
 
 /**
  * The operations that read a key and write it back, exact across processes: `incr` in one
@@ -43,7 +41,8 @@ export class Updates {
 
   /**
    * Reads the entry and its version, runs `fn` (outside any transaction, so it may be async), then
-   * writes only if the version is unchanged, else retries with the newer value.
+   * writes only if the version is unchanged, else retries with the newer value after a short
+   * random pause (core's default), up to `maxAttempts`.
    */
   atomicUpdate<T>(
     key: string,
@@ -51,19 +50,16 @@ export class Updates {
     ttlMs: number | undefined,
   ): Promise<T> {
     const { ctx } = this
-    return ctx.order.inOrder([key], true, async () => {
-      for (let attempt = 1; ; attempt++) {
+    return ctx.order.inOrder([key], true, () =>
+      retryConflicts(key, { maxAttempts: ctx.settings.maxAttempts }, async () => {
         const row = await ctx.lock.run('atomicUpdate', key, () => ctx.store.getForWrite(ctx.ns, key))
         const current = await this.currentValue<T>(key, row)
-        if (current !== CONFLICT) {
-          const next = await ctx.order.runUpdate(() => fn(current))
-          const condition: Condition = { kind: 'version', version: row === undefined ? 0 : row[3] }
-          if (await this.writes.put(key, ctx.codec.encode(next), ttlMs, condition, true)) return next
-        }
-        if (attempt >= ctx.settings.maxAttempts) throw new CacheConflictError(key, attempt)
-        await sleep(Math.random() * Math.min(attempt, 10))
-      }
-    })
+        if (current === CONFLICT) return CONFLICT
+        const next = await ctx.order.runUpdate(() => fn(current))
+        const condition: Condition = { kind: 'version', version: row === undefined ? 0 : row[3] }
+        return (await this.writes.put(key, ctx.codec.encode(next), ttlMs, condition, true)) ? next : CONFLICT
+      }),
+    )
   }
 
   /** Deletes the key only if it holds the string `expected` and its version is unchanged since it was read. */
