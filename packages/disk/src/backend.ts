@@ -115,6 +115,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
 
   async delete(key: string): Promise<boolean> {
     if (typeof key !== 'string') assertKey(key)
+    this.assertOpen()
     return this.writes.delete(key)
   }
 
@@ -171,7 +172,9 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
     ttl?: Duration,
   ): Promise<T> {
     if (typeof key !== 'string') assertKey(key)
-    return this.updates.atomicUpdate(key, fn, this.ttl(ttl))
+    const ttlMs = this.ttl(ttl)
+    this.assertOpen()
+    return this.updates.atomicUpdate(key, fn, ttlMs)
   }
 
   /** Reads up to 100 keys with one SQLite statement (a primary-key lookup a key), then decodes each hit. */

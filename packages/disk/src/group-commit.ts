@@ -1,4 +1,4 @@
-import { CacheClosedError, CacheValueTooLargeError } from '@cache/core'
+import { CacheValueTooLargeError } from '@cache/core'
 import { Turn } from './call-order.js'
 import type { DiskContext } from './context.js'
 import type { BatchOp, BatchOutcome, Condition } from './store.js'
@@ -106,7 +106,6 @@ export class GroupCommit {
 
   /** A write of `key` in call order: joins the next batch once the operations before it on the key have taken their place. */
   private commit(key: string, op: BatchOp | Promise<BatchOp>): Promise<BatchOutcome> {
-    if (this.ctx.isClosed()) return Promise.reject(new CacheClosedError('disk'))
     return new Promise<BatchOutcome>((resolve, reject) =>
       this.ctx.order.placeWrite(key, (turn) => this.join({ op, turn, resolve, reject })),
     )
@@ -114,7 +113,6 @@ export class GroupCommit {
 
   /** A write by the operation holding the key's turn: joins the next batch at once. */
   private commitNow(op: BatchOp | Promise<BatchOp>): Promise<BatchOutcome> {
-    if (this.ctx.isClosed()) return Promise.reject(new CacheClosedError('disk'))
     return new Promise<BatchOutcome>((resolve, reject) =>
       this.join({ op, turn: new Turn(undefined), resolve, reject }),
     )
