@@ -1,12 +1,7 @@
 import {
   type CacheBackend,
-  CacheClosedError,
   CacheConfigError,
-  CacheConflictError,
   type CacheEntry,
-  CacheError,
-  CacheNotANumberError,
-  CacheUnavailableError,
   CacheValueTooLargeError,
   type Duration,
   type ListKeysOptions,
@@ -18,119 +13,23 @@ import {
   assertKey,
   ObservedBackend,
   checkLogger,
-  type Codec,
   createCodec,
   IncidentLog,
-  isListedKey,
-  listPrefix,
 } from '@cache/core/backend'
-import { AsyncLocalStorage } from 'node:async_hooks'
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
+import { AccessTimes } from './access-times.js'
+import { CallOrder } from './call-order.js'
+import { BATCH, type DiskContext } from './context.js'
 import { ValueFiles } from './files.js'
+import { GroupCommit } from './group-commit.js'
+import { Housekeeping } from './housekeeping.js'
+import { listKeys } from './listing.js'
 import { StoreLock } from './lock.js'
 import { type DiskBackendOptions, resolveOptions } from './options.js'
-import {
-  type BatchOp,
-  type BatchOutcome,
-  type Condition,
-  EntryStore,
-  isBusy,
-  type LiveRow,
-  type WriteRow,
-} from './store.js'
-import { keyFromBytes, prefixUpperBound } from './stored-keys.js'
-
-/** Orphan files (from crashed writers) are swept at most this often, and only when at least this old. */
-const SWEEP_EVERY_MS = 3_600_000
-const ORPHAN_AGE_MS = 600_000
-const BATCH = 500
-/** getMany reads at most this many keys with one statement. */
-const MANY_CHUNK = 100
-
-/**
- * One operation as those issued after it see it. `placed`: a write has joined a group commit, or
- * any other operation has finished; a write issued after it may then join a batch (the same one
- * or a later one, so it is applied after). `done`: finished (committed, or failed); an operation
- * that reads issued after it may then run.
- */
-class Turn {
-  placed = false
-  done = false
-  private whenPlaced: (() => void)[] | undefined
-  private whenDone: (() => void)[] | undefined
-
-  /** `keys`: the keys it is the latest operation of; undefined for a whole-namespace operation. */
-  constructor(readonly keys: readonly string[] | undefined) {}
-
-  on(event: 'placed' | 'done', callback: () => void): void {
-    if (event === 'placed' ? this.placed : this.done) callback()
-    else if (event === 'placed') (this.whenPlaced ??= []).push(callback)
-    else (this.whenDone ??= []).push(callback)
-  }
-
-  place(): void {
-    if (this.placed) return
-    this.placed = true
-    if (this.whenPlaced !== undefined) dispatch(this.whenPlaced)
-    this.whenPlaced = undefined
-  }
-
-  finish(): void {
-    this.place()
-    this.done = true
-    if (this.whenDone !== undefined) dispatch(this.whenDone)
-    this.whenDone = undefined
-  }
-}
-
-/**
- * Runs callbacks one after the other, never nested: a callback that places or finishes another
- * turn queues that turn's callbacks here, so a long chain of operations on one key cannot grow
- * the stack.
- */
-const callbacks: (() => void)[] = []
-let dispatching = false
-function dispatch(more: readonly (() => void)[]): void {
-  for (const callback of more) callbacks.push(callback)
-  if (dispatching) return
-  dispatching = true
-  try {
-    for (let i = 0; i < callbacks.length; i++) {
-      try {
-        callbacks[i]!()
-      } catch (error) {
-        // A bug, not an outcome: surface it, and still run the callbacks queued after it.
-        queueMicrotask(() => {
-          throw error
-        })
-      }
-    }
-  } finally {
-    callbacks.length = 0
-    dispatching = false
-  }
-}
-
-/** Calls `callback` once every turn in `turns` has reached `event`. */
-function afterAll(turns: readonly Turn[], event: 'placed' | 'done', callback: () => void): void {
-  let left = turns.length
-  const one = () => {
-    if (--left === 0) callback()
-  }
-  for (const turn of turns) turn.on(event, one)
-}
-
-type PutOp = BatchOp & { kind: 'put' }
-
-/** A write waiting for, or in, a group commit. A large value's op settles once its file is written. */
-interface QueuedWrite {
-  op: BatchOp | Promise<BatchOp>
-  turn: Turn
-  resolve: (outcome: BatchOutcome) => void
-  reject: (error: unknown) => void
-}
+import { Reads } from './reads.js'
+import { type Condition, EntryStore } from './store.js'
+import { Updates } from './updates.js'
 
 /**
  * A persistent cache in a directory: SQLite (WAL) as the index and store of small values, one
@@ -141,81 +40,60 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   readonly namespace: string | undefined
   /** The cache directory. */
   readonly path: string
-  private readonly ns: string
-  private readonly codec: Codec
-  private readonly store: EntryStore
-  private readonly lock: StoreLock
-  private readonly files: ValueFiles
-  private readonly defaultTtlMs: number | undefined
-  private readonly maxSize: number
-  private readonly inlineThreshold: number
-  private readonly accessResolutionMs: number
-  private readonly maxAttempts: number
-  private readonly now: () => number
-  private readonly touched = new Set<string>()
-  private touchTimer: NodeJS.Timeout | undefined
-  private pruneTimer: NodeJS.Timeout | undefined
-  private lastSweep = 0
-  private evicting = false
+  private readonly context: DiskContext
+  private readonly accessTimes: AccessTimes
+  private readonly housekeeping: Housekeeping
+  private readonly reads: Reads
+  private readonly writes: GroupCommit
+  private readonly updates: Updates
   private closing: Promise<void> | undefined
-  /**
-   * The latest operation issued on each key that has not finished: an operation on the key issued
-   * next waits for it (see `commit` and `inOrder`). Empty when nothing is pending.
-   */
-  private readonly tails = new Map<string, Turn>()
-  /** The latest whole-namespace operation (clear, keys, usage, prune) not finished: everything issued after it waits for it. */
-  private barrier: Turn | undefined
-  /** Writes that have joined the next group commit, in the order they joined. */
-  private batch: QueuedWrite[] = []
-  /** Set while batches are being committed; settles when none is left. */
-  private flushing: Promise<void> | undefined
-  /** Set while an `atomicUpdate` runs its `fn`: operations `fn` calls are not queued (they would wait for `fn`). */
-  private readonly updating = new AsyncLocalStorage<true>()
 
   constructor(options: DiskBackendOptions = {}) {
     super('disk')
     const settings = resolveOptions(options)
     this.namespace = options.namespace
-    this.ns = options.namespace ?? ''
-    this.defaultTtlMs = settings.defaultTtlMs
-    this.maxSize = settings.maxSize
-    this.inlineThreshold = settings.inlineThreshold
-    this.accessResolutionMs = settings.accessResolutionMs
-    this.maxAttempts = settings.maxAttempts
-    this.now = settings.now
-    this.codec = createCodec(options)
+    const codec = createCodec(options)
     this.path = settings.path
+    let files: ValueFiles
+    let store: EntryStore
+    let lock: StoreLock
     try {
       mkdirSync(this.path, { recursive: true, mode: 0o700 })
-      this.files = new ValueFiles(this.path)
-      this.store = new EntryStore(
-        join(this.path, 'cache.db'),
-        settings.busyTimeoutMs,
-        settings.accessResolutionMs,
-      )
-      this.lock = new StoreLock(
-        this.store,
-        this.observer,
-        settings.lockTimeoutMs,
-        () => this.closed,
-        new IncidentLog(checkLogger(options.logger)),
-      )
-      const recovery = this.store.open()
+      files = new ValueFiles(this.path, this.observer)
+      store = new EntryStore(join(this.path, 'cache.db'), settings.busyTimeoutMs, settings.accessResolutionMs)
+      const log = new IncidentLog(checkLogger(options.logger))
+      lock = new StoreLock(store, this.observer, settings.lockTimeoutMs, () => this.closed, log)
+      const recovery = store.open()
       // Reported on the next turn, so listeners attached right after construction hear it.
-      if (recovery !== undefined) setImmediate(() => this.lock.report(recovery, 'open'))
+      if (recovery !== undefined) setImmediate(() => lock.report(recovery, 'open'))
     } catch (cause) {
       if (isUnbuiltNativeModule(cause)) throw unbuiltNativeModule(cause)
       const message = `cannot open a disk cache in ${this.path}: ${(cause as Error).message}`
       throw new CacheConfigError('path', message, { cause })
     }
-    if (settings.pruneIntervalMs !== false) {
-      this.pruneTimer = setInterval(() => void this.backgroundPrune(), settings.pruneIntervalMs).unref()
+    const context: DiskContext = {
+      ns: options.namespace ?? '',
+      store,
+      lock,
+      files,
+      order: new CallOrder(),
+      observer: this.observer,
+      codec,
+      settings,
+      isClosed: () => this.closed,
     }
+    this.context = context
+    this.accessTimes = new AccessTimes(context)
+    this.housekeeping = new Housekeeping(context, this.accessTimes)
+    const evict = () => this.housekeeping.evict()
+    this.reads = new Reads(context, this.accessTimes)
+    this.writes = new GroupCommit(context, evict)
+    this.updates = new Updates(context, this.writes, evict)
   }
 
   /** Where a damaged database was moved, if this backend had to rebuild one. */
   get recovered(): string | undefined {
-    return this.lock.recovered
+    return this.context.lock.recovered
   }
 
   async get<T = unknown>(key: string): Promise<T | undefined> {
@@ -237,11 +115,8 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
 
   async delete(key: string): Promise<boolean> {
     if (typeof key !== 'string') assertKey(key)
-    const outcome = await this.commit(key, { kind: 'delete', key })
-    if (!outcome.done) return false
-    if (outcome.file !== null) await this.discard([outcome.file])
-    if (outcome.live) this.observer.delete(key)
-    return outcome.live
+    this.assertOpen()
+    return this.writes.delete(key)
   }
 
   /**
@@ -252,90 +127,35 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
    */
   async compareAndDelete(key: string, expected: string): Promise<boolean> {
     if (typeof key !== 'string') assertKey(key)
-    return this.inOrder([key], true, async () => {
-      const row = await this.locked('compareAndDelete', key, () => this.store.getForWrite(this.ns, key))
-      if (row === undefined) return false
-      const current = await this.currentValue<unknown>(key, row)
-      if (current !== expected) return false
-      const removed = await this.locked('compareAndDelete', key, () =>
-        this.store.deleteIfVersion(this.ns, key, row[3]),
-      )
-      if (removed === undefined) return false
-      await this.discard([removed[0]])
-      this.observer.delete(key)
-      return true
-    })
+    return this.updates.compareAndDelete(key, expected)
   }
 
   async has(key: string): Promise<boolean> {
     if (typeof key !== 'string') assertKey(key)
-    const lookup = () => this.locked('has', key, () => this.store.get(this.ns, key))
-    const row = await (this.idle() ? lookup() : this.inOrder([key], false, lookup))
-    return row !== undefined && (row[2] === null || row[2] > this.now())
+    return this.reads.has(key)
   }
 
   /** Removes this namespace's entries (in batches, so other processes are never locked out for long). */
   async clear(): Promise<void> {
-    await this.inOrder(undefined, true, async () => {
+    const { ns, order, files, lock, store } = this.context
+    await order.inOrder(undefined, true, async () => {
       for (;;) {
-        const files = await this.locked('clear', undefined, () => this.store.clearSome(this.ns, BATCH))
-        await this.discard(files)
-        if (files.length < BATCH) return
+        const removed = await lock.run('clear', undefined, () => store.clearSome(ns, BATCH))
+        await files.discard(removed)
+        if (removed.length < BATCH) return
       }
     })
   }
 
-  /**
-   * The live keys of this namespace, each once (internal `__` keys left out); with `prefix`, only
-   * those that start with it. Reads pages of 500 keys in key order along the primary key
-   * (`WHERE ns = ? AND key >= ? ORDER BY key LIMIT 500`, a prefix as a key range, never `LIKE`),
-   * each page a short read of its own, so writers are never held up. Keys written or deleted
-   * during the iteration may or may not be listed.
-   */
-  async *keys(options?: ListKeysOptions): AsyncIterableIterator<string> {
-    const prefix = listPrefix(options)
-    const below = prefixUpperBound(prefix)
-    // A prefix with a surrogate code unit has no exact key range: read the namespace, filter here.
-    let from = below === undefined ? '' : prefix
-    for (let first = true; ; first = false) {
-      this.assertOpen()
-      const start = from
-      const read = () =>
-        this.locked('keys', undefined, () => this.store.keyPage(this.ns, start, below, BATCH))
-      // The first page waits for the writes issued before the call, and is read before those issued after it.
-      const page = await (first ? this.inOrder(undefined, false, read) : read())
-      const now = this.now()
-      for (const [bytes, expiresAt] of page) {
-        const key = keyFromBytes(bytes)
-        if ((expiresAt === null || expiresAt > now) && isListedKey(key, prefix)) yield key
-      }
-      if (page.length < BATCH) return
-      // The next key after the last one read, in SQLite's byte order, is that key followed by NUL.
-      from = `${keyFromBytes(page[page.length - 1]![0])}\u0000`
-    }
+  /** The live keys of this namespace, each once; with `prefix`, those that start with it (see `listKeys`). */
+  keys(options?: ListKeysOptions): AsyncIterableIterator<string> {
+    return listKeys(this.context, options, () => this.assertOpen())
   }
 
   async incr(key: string, by = 1, ttl?: Duration): Promise<number> {
     if (typeof key !== 'string') assertKey(key)
     assertIncrement(by)
-    const ttlMs = this.ttl(ttl)
-    const readInteger = (value: Buffer | null, file: string | null): number => {
-      const current = file === null && value !== null ? this.codec.decode(value) : undefined
-      if (!Number.isSafeInteger(current)) throw new CacheNotANumberError(key)
-      return current as number
-    }
-    const result = await this.inOrder([key], true, () =>
-      this.locked('incr', key, () => {
-        const now = this.now()
-        const expiresAt = ttlMs === undefined ? null : now + ttlMs
-        const row = { ns: this.ns, key, value: null, file: null, size: 0, expiresAt, now }
-        return this.store.incr(row, by, readInteger)
-      }),
-    )
-    await this.discard([result.oldFile])
-    this.observer.set(key)
-    if (result.total > this.maxSize) await this.evict()
-    return result.value
+    return this.updates.incr(key, by, this.ttl(ttl))
   }
 
   /**
@@ -353,46 +173,15 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   ): Promise<T> {
     if (typeof key !== 'string') assertKey(key)
     const ttlMs = this.ttl(ttl)
-    return this.inOrder([key], true, async () => {
-      for (let attempt = 1; ; attempt++) {
-        const row = await this.locked('atomicUpdate', key, () => this.store.getForWrite(this.ns, key))
-        const current = await this.currentValue<T>(key, row)
-        if (current !== CONFLICT) {
-          const next = await this.updating.run(true, () => fn(current))
-          const condition: Condition = { kind: 'version', version: row === undefined ? 0 : row[3] }
-          if (await this.put(key, this.codec.encode(next), ttlMs, condition, true)) return next
-        }
-        if (attempt >= this.maxAttempts) throw new CacheConflictError(key, attempt)
-        await sleep(Math.random() * Math.min(attempt, 10))
-      }
-    })
+    this.assertOpen()
+    return this.updates.atomicUpdate(key, fn, ttlMs)
   }
 
   /** Reads up to 100 keys with one SQLite statement (a primary-key lookup a key), then decodes each hit. */
   async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
     for (const key of keys) if (typeof key !== 'string') assertKey(key)
     this.assertOpen()
-    if (this.idle()) return this.readMany<T>(keys)
-    return this.inOrder(keys, false, () => this.readMany<T>(keys))
-  }
-
-  private async readMany<T>(keys: readonly string[]): Promise<(T | undefined)[]> {
-    const out = new Array<T | undefined>(keys.length)
-    for (let start = 0; start < keys.length; start += MANY_CHUNK) {
-      const chunk = keys.length <= MANY_CHUNK ? keys : keys.slice(start, start + MANY_CHUNK)
-      const lookup = () => this.store.getMany(this.ns, chunk)
-      let rows: (LiveRow | undefined)[]
-      try {
-        rows = lookup()
-      } catch (error) {
-        rows = await this.lock.retry('get', undefined, error, lookup)
-      }
-      for (let i = 0; i < chunk.length; i++) {
-        const entry = this.found<T>(chunk[i]!, rows[i], false)
-        out[start + i] = entry instanceof Promise ? (await entry)?.value : entry?.value
-      }
-    }
-    return out
+    return this.reads.many<T>(keys)
   }
 
   /**
@@ -401,15 +190,16 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
    */
   async setMany(items: readonly SetManyItem[]): Promise<void> {
     this.assertOpen()
+    const { codec, settings } = this.context
     // Check every key, TTL, value and size first so a bad item stores nothing.
     const prepared = items.map((item) => {
       assertKey(item.key)
-      const bytes = this.codec.encode(item.value)
+      const bytes = codec.encode(item.value)
       const size = bytes.length + item.key.length
-      if (size > this.maxSize) throw new CacheValueTooLargeError(item.key, size, this.maxSize)
+      if (size > settings.maxSize) throw new CacheValueTooLargeError(item.key, size, settings.maxSize)
       return { key: item.key, ttlMs: this.ttl(item.ttl), bytes }
     })
-    await settledAll(prepared.map((item) => this.put(item.key, item.bytes, item.ttlMs, ALWAYS)))
+    await settledAll(prepared.map((item) => this.writes.put(item.key, item.bytes, item.ttlMs, ALWAYS)))
   }
 
   /** Every delete joins the group commit at once, in order, so an operation issued after the call sees them all. */
@@ -426,25 +216,13 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
    * every `pruneInterval`; call it yourself to prune now.
    */
   async prune(options: { orphanAgeMs?: number } = {}): Promise<{ expired: number; orphans: number }> {
-    await this.inOrder(undefined, false, () => undefined)
-    let expired = 0
-    for (;;) {
-      const files = await this.locked('prune', undefined, () => this.store.pruneSome(this.now(), BATCH))
-      expired += files.length
-      await this.discard(files)
-      if (files.length < BATCH) break
-    }
-    let orphans = 0
-    if (options.orphanAgeMs !== undefined || Date.now() - this.lastSweep >= SWEEP_EVERY_MS) {
-      this.lastSweep = Date.now()
-      orphans = await this.files.sweep((name) => this.referenced(name), options.orphanAgeMs ?? ORPHAN_AGE_MS)
-    }
-    return { expired, orphans }
+    return this.housekeeping.prune(options)
   }
 
   /** Bytes (values plus key lengths) and entries in the whole directory, every namespace included. */
   async usage(): Promise<{ bytes: number; entries: number }> {
-    return this.inOrder(undefined, false, () => this.locked('usage', undefined, () => this.store.totals()))
+    const { order, lock, store } = this.context
+    return order.inOrder(undefined, false, () => lock.run('usage', undefined, () => store.totals()))
   }
 
   /** Idempotent. Writes not yet committed and pending access times are written first; background timers stop. */
@@ -454,81 +232,18 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   }
 
   private async shutdown(): Promise<void> {
-    await this.afterWrites()
-    this.flushTouches()
+    await this.writes.settled()
+    this.accessTimes.flush()
     this.markClosed()
-    clearInterval(this.pruneTimer)
-    clearTimeout(this.touchTimer)
-    this.store.close()
+    this.housekeeping.stop()
+    this.context.store.close()
   }
 
   /** The live entry, read with one prepared statement; sync unless the value is in a file. */
   private read<T>(key: string): CacheEntry<T> | undefined | Promise<CacheEntry<T> | undefined> {
     if (typeof key !== 'string') assertKey(key)
     this.assertOpen()
-    if (this.idle()) return this.lookup<T>(key)
-    return this.inOrder([key], false, () => this.lookup<T>(key))
-  }
-
-  private lookup<T>(key: string): CacheEntry<T> | undefined | Promise<CacheEntry<T> | undefined> {
-    let row: LiveRow | undefined
-    try {
-      row = this.store.get(this.ns, key)
-    } catch (error) {
-      const lookup = () => this.store.get(this.ns, key)
-      return this.lock.retry('get', key, error, lookup).then((again) => this.found<T>(key, again, false))
-    }
-    return this.found<T>(key, row, false)
-  }
-
-  private found<T>(
-    key: string,
-    row: LiveRow | undefined,
-    retried: boolean,
-  ): CacheEntry<T> | undefined | Promise<CacheEntry<T> | undefined> {
-    const now = this.now()
-    const expiresAt = row?.[2]
-    if (row === undefined || (expiresAt !== null && expiresAt! <= now)) {
-      this.observer.miss(key)
-      return undefined
-    }
-    if (row[1] !== null) return this.foundInFile<T>(key, row, retried)
-    const value = this.codec.decode(row[0]!) as T
-    if (now - row[3] >= this.accessResolutionMs) this.touch(key)
-    this.observer.hit(key)
-    return expiresAt === null ? { value } : { value, expiresAt: expiresAt! }
-  }
-
-  private async foundInFile<T>(
-    key: string,
-    row: LiveRow,
-    retried: boolean,
-  ): Promise<CacheEntry<T> | undefined> {
-    const file = row[1]!
-    const bytes = await this.fileIo('get', key, this.files.read(file, row[4] - key.length))
-    if (bytes === undefined) {
-      // The file went away: most likely another process replaced the entry meanwhile.
-      const again = await this.locked('get', key, () => this.store.get(this.ns, key))
-      if (!retried && again !== undefined && again[1] !== file) return this.found<T>(key, again, true)
-      if (again?.[1] === file) await this.locked('get', key, () => this.store.dropIfFile(this.ns, key, file))
-      this.observer.miss(key)
-      return undefined
-    }
-    const value = this.codec.decode(bytes) as T
-    if (this.now() - row[3] >= this.accessResolutionMs) this.touch(key)
-    this.observer.hit(key)
-    return row[2] === null ? { value } : { value, expiresAt: row[2] }
-  }
-
-  /** The value `atomicUpdate` passes to `fn`, or CONFLICT if its file vanished under us. */
-  private async currentValue<T>(
-    key: string,
-    row: WriteRow | undefined,
-  ): Promise<T | undefined | typeof CONFLICT> {
-    if (row === undefined || (row[2] !== null && row[2] <= this.now())) return undefined
-    if (row[1] === null) return this.codec.decode(row[0]!) as T
-    const bytes = await this.fileIo('atomicUpdate', key, this.files.read(row[1], row[4] - key.length))
-    return bytes === undefined ? CONFLICT : (this.codec.decode(bytes) as T)
+    return this.reads.entry<T>(key)
   }
 
   private async write(
@@ -540,345 +255,16 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
     if (typeof key !== 'string') assertKey(key)
     this.assertOpen()
     const ttlMs = this.ttl(ttl)
-    return this.put(key, this.codec.encode(value), ttlMs, condition)
-  }
-
-  /**
-   * Stores encoded bytes if `condition` holds. The write takes its place in the group commit at
-   * once (a large value joins with its file still being written: the batch waits for the file).
-   * `ownTurn`: called by an operation holding the key's turn (atomicUpdate), so it joins at once.
-   */
-  private put(
-    key: string,
-    bytes: Buffer,
-    ttlMs: number | undefined,
-    condition: Condition,
-    ownTurn = false,
-  ): Promise<boolean> {
-    const size = bytes.length + key.length
-    if (size > this.maxSize) return Promise.reject(new CacheValueTooLargeError(key, size, this.maxSize))
-    let op: PutOp | Promise<PutOp>
-    if (bytes.length > this.inlineThreshold) {
-      op = this.fileIo('set', key, this.files.write(bytes)).then(
-        (file): PutOp => ({ kind: 'put', key, value: null, file, size, ttlMs, condition }),
-      )
-      op.catch(noop) // the write it belongs to fails with this error
-    } else {
-      op = { kind: 'put', key, value: bytes, file: null, size, ttlMs, condition }
-    }
-    return this.stored(key, op, ownTurn ? this.commitNow(op) : this.commit(key, op))
-  }
-
-  /** What a put's caller learns once its write committed: unused value files are removed first. */
-  private async stored(
-    key: string,
-    op: PutOp | Promise<PutOp>,
-    commit: Promise<BatchOutcome>,
-  ): Promise<boolean> {
-    let outcome: BatchOutcome
-    try {
-      outcome = await commit
-    } catch (error) {
-      if (op instanceof Promise)
-        await this.discard([
-          await op.then(
-            (put) => put.file,
-            () => null,
-          ),
-        ])
-      throw error
-    }
-    const file = op instanceof Promise ? (await op).file : null
-    const unused = outcome.done ? outcome.file : file
-    if (unused !== null) await this.discard([unused])
-    if (!outcome.done) return false
-    this.observer.set(key)
-    return true
-  }
-
-  /** True when no operation is waiting or in progress: anything may run at once. */
-  private idle(): boolean {
-    return this.tails.size === 0 && this.barrier === undefined
-  }
-
-  /**
-   * What an operation issued now must wait for: the whole-namespace operation in progress, and
-   * the latest operation on each of `keys` (every key's, when undefined) that has not reached
-   * `event` yet (`placed` for a write, `done` for anything else).
-   */
-  private waitsFor(keys: readonly string[] | undefined, event: 'placed' | 'done'): Turn[] {
-    const waits: Turn[] = []
-    if (this.barrier !== undefined) waits.push(this.barrier)
-    if (keys === undefined) {
-      for (const turn of this.tails.values()) waits.push(turn)
-    } else {
-      for (const key of keys) {
-        const turn = this.tails.get(key)
-        if (turn !== undefined && !(event === 'placed' ? turn.placed : turn.done)) waits.push(turn)
-      }
-    }
-    return waits
-  }
-
-  /** Makes `turn` the latest operation on its keys (or on the whole namespace). */
-  private follow(turn: Turn): void {
-    if (turn.keys === undefined) this.barrier = turn
-    else for (const key of turn.keys) this.tails.set(key, turn)
-  }
-
-  /** Marks `turn` finished, and forgets it if nothing was issued on its keys after it. */
-  private finish(turn: Turn): void {
-    if (turn.keys === undefined) {
-      if (this.barrier === turn) this.barrier = undefined
-    } else {
-      for (const key of turn.keys) if (this.tails.get(key) === turn) this.tails.delete(key)
-    }
-    turn.finish()
-  }
-
-  /**
-   * Group commit: a write joins the next batch at once, unless an operation on its key issued
-   * before it has not taken its place yet (a compareAndDelete, incr or atomicUpdate in progress,
-   * a read waiting its turn, a write waiting behind one, a clear): then it joins once that one has.
-   * Writes issued in the same tick (and those issued while a commit is in progress) are applied in
-   * order in one transaction. The promise settles once that transaction has committed (or failed:
-   * then every write in it fails with the error), and after any eviction the new total calls for.
-   */
-  private commit(key: string, op: BatchOp | Promise<BatchOp>): Promise<BatchOutcome> {
-    if (this.closed) return Promise.reject(new CacheClosedError('disk'))
-    return new Promise<BatchOutcome>((resolve, reject) => {
-      const waits = this.idle() ? NONE : this.waitsFor([key], 'placed')
-      const turn = new Turn([key])
-      const write: QueuedWrite = { op, turn, resolve, reject }
-      if (waits.length === 0) {
-        this.follow(turn)
-        this.join(write)
-      } else if (this.updating.getStore() === true) {
-        // Called by an atomicUpdate's fn: that update holds the key until fn returns, so run now.
-        this.join({ ...write, turn: new Turn(undefined) })
-      } else {
-        this.follow(turn)
-        afterAll(waits, 'placed', () => this.join(write))
-      }
-    })
-  }
-
-  /** A write by the operation holding the key's turn: joins the next batch at once. */
-  private commitNow(op: BatchOp | Promise<BatchOp>): Promise<BatchOutcome> {
-    if (this.closed) return Promise.reject(new CacheClosedError('disk'))
-    return new Promise<BatchOutcome>((resolve, reject) =>
-      this.join({ op, turn: new Turn(undefined), resolve, reject }),
-    )
-  }
-
-  private join(write: QueuedWrite): void {
-    this.batch.push(write)
-    write.turn.place()
-    this.flushing ??= this.flush()
-  }
-
-  private async flush(): Promise<void> {
-    try {
-      // Yield once, so every write issued in this tick joins the first batch.
-      await undefined
-      while (this.batch.length > 0) {
-        const batch = this.batch
-        this.batch = []
-        await this.commitBatch(batch)
-      }
-    } finally {
-      this.flushing = undefined
-    }
-  }
-
-  /**
-   * Runs `task` in call order: after the operations on `keys` issued before it (every operation,
-   * when `keys` is undefined) have finished, and before those issued after it. A read with nothing
-   * to wait for runs at once. `writes`: the task changes the keys (or, without keys, the namespace),
-   * so it is waited for even when it could start at once.
-   */
-  private inOrder<R>(
-    keys: readonly string[] | undefined,
-    writes: boolean,
-    task: () => R,
-  ): R | Promise<Awaited<R>> {
-    const waits = this.idle() ? NONE : this.waitsFor(keys, 'done')
-    if (waits.length === 0 && !writes) return task()
-    // Called by an atomicUpdate's fn: that update holds the key until fn returns, so run now.
-    if (waits.length > 0 && this.updating.getStore() === true) return task()
-    const turn = new Turn(keys)
-    this.follow(turn)
-    return new Promise<Awaited<R>>((resolve, reject) => {
-      const run = () => {
-        let result: R
-        try {
-          result = task()
-        } catch (error) {
-          this.finish(turn)
-          reject(error)
-          return
-        }
-        Promise.resolve(result).then(
-          (value) => {
-            this.finish(turn)
-            resolve(value)
-          },
-          (error: unknown) => {
-            this.finish(turn)
-            reject(error)
-          },
-        )
-      }
-      if (waits.length === 0) run()
-      else afterAll(waits, 'done', run)
-    })
-  }
-
-  private async commitBatch(queued: QueuedWrite[]): Promise<void> {
-    let batch = queued
-    if (batch.some((write) => write.op instanceof Promise)) {
-      // Large values: their files are written first; one whose file cannot be written fails alone.
-      const ops = await Promise.allSettled(batch.map((write) => write.op))
-      batch = []
-      for (let i = 0; i < ops.length; i++) {
-        const result = ops[i]!
-        const write = queued[i]!
-        if (result.status === 'fulfilled') {
-          write.op = result.value
-          batch.push(write)
-        } else {
-          this.finish(write.turn)
-          write.reject(result.reason)
-        }
-      }
-      if (batch.length === 0) return
-    }
-    const ops = batch.map((write) => write.op as BatchOp)
-    const operation = ops.some((op) => op.kind === 'put') ? 'set' : 'delete'
-    let total: number | undefined
-    let outcomes: BatchOutcome[] | undefined
-    let failure: unknown
-    try {
-      ;({ outcomes, total } = await this.locked(operation, ops.length === 1 ? ops[0]!.key : undefined, () =>
-        this.store.writeBatch(this.ns, ops, this.now()),
-      ))
-      if (total !== undefined && total > this.maxSize) await this.evict()
-    } catch (error) {
-      failure = error
-    }
-    for (let i = 0; i < batch.length; i++) {
-      const { turn, resolve, reject } = batch[i]!
-      if (outcomes === undefined) reject(failure)
-      else resolve(outcomes[i]!)
-      this.finish(turn)
-    }
-  }
-
-  /** Waits until every operation issued so far has finished. */
-  private async afterWrites(): Promise<void> {
-    for (;;) {
-      const waits = this.waitsFor(undefined, 'done')
-      if (waits.length > 0) await new Promise<void>((resolve) => afterAll(waits, 'done', resolve))
-      else if (this.flushing !== undefined) await this.flushing
-      else return
-    }
-  }
-
-  /** Runs a short synchronous SQLite step; on a busy lock, waits without blocking and retries. */
-  private locked<R>(operation: string, key: string | undefined, step: () => R): Promise<R> {
-    return this.lock.run(operation, key, step)
-  }
-
-  /** Awaits a value-file read or write; an I/O failure (disk full, permissions) becomes a counted `CacheUnavailableError`. */
-  private async fileIo<R>(operation: string, key: string, task: Promise<R>): Promise<R> {
-    try {
-      return await task
-    } catch (cause) {
-      const message = `disk: ${operation} failed on a value file: ${(cause as Error).message}`
-      const error = new CacheUnavailableError('disk', message, { cause })
-      this.observer.error(operation, error, key)
-      throw error
-    }
-  }
-
-  /** Removes value files after their entries are gone; a failure is reported, and the sweep retries later. */
-  private async discard(files: Iterable<string | null>): Promise<void> {
-    try {
-      await this.files.remove(files)
-    } catch (error) {
-      this.observer.error('unlink', error)
-    }
-  }
-
-  /** Evicts until the directory is under `maxSize`; one in-process run at a time. */
-  private async evict(): Promise<void> {
-    if (this.evicting) return
-    this.evicting = true
-    try {
-      this.flushTouches()
-      for (;;) {
-        const { files, total } = await this.locked('evict', undefined, () =>
-          this.store.evictSome(this.now(), this.maxSize),
-        )
-        await this.discard(files)
-        if (total <= this.maxSize || files.length === 0) return
-      }
-    } catch (error) {
-      // The write that triggered eviction succeeded; the next write over the limit tries again.
-      if (!(error instanceof CacheError)) this.observer.error('evict', error)
-    } finally {
-      this.evicting = false
-    }
-  }
-
-  /** Queues an access-time update; they are written in one batch, off the read path. */
-  private touch(key: string): void {
-    this.touched.add(key)
-    this.touchTimer ??= setTimeout(() => this.flushTouches(), 1000).unref()
-  }
-
-  private flushTouches(): void {
-    clearTimeout(this.touchTimer)
-    this.touchTimer = undefined
-    if (this.touched.size === 0 || this.closed) return
-    const keys = [...this.touched]
-    this.touched.clear()
-    try {
-      this.store.touch(this.ns, keys, this.now())
-    } catch (error) {
-      // Access times only steer eviction: a busy database skips this batch rather than wait.
-      if (!isBusy(error)) this.observer.error('touch', error)
-    }
-  }
-
-  private async backgroundPrune(): Promise<void> {
-    try {
-      this.store.followReplacement()
-      await this.prune()
-    } catch (error) {
-      if (!this.closed && !(error instanceof CacheError)) this.observer.error('prune', error)
-    }
-  }
-
-  private referenced(file: string): boolean {
-    try {
-      return this.store.isReferenced(file)
-    } catch {
-      return true // when in doubt, keep the file
-    }
+    return this.writes.put(key, this.context.codec.encode(value), ttlMs, condition)
   }
 
   private ttl(ttl: Duration | undefined): number | undefined {
-    return ttl === undefined ? this.defaultTtlMs : ttlToMs(ttl)
+    return ttl === undefined ? this.context.settings.defaultTtlMs : ttlToMs(ttl)
   }
 }
 
-const NONE: readonly Turn[] = []
 const ALWAYS: Condition = { kind: 'always' }
 const ABSENT: Condition = { kind: 'absent' }
-const CONFLICT = Symbol('conflict')
-
-function noop(): void {}
 
 /** Waits for every promise; then rejects with the first failure, or resolves with every value. */
 async function settledAll<T>(promises: readonly Promise<T>[]): Promise<T[]> {

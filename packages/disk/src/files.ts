@@ -1,3 +1,5 @@
+import { CacheUnavailableError } from '@cache/core'
+import type { CacheObserver } from '@cache/core/backend'
 import { randomBytes } from 'node:crypto'
 import { mkdirSync } from 'node:fs'
 import { mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises'
@@ -13,11 +15,34 @@ export class ValueFiles {
   readonly tmpDir: string
   private readonly madeDirs = new Set<string>()
 
-  constructor(dir: string) {
+  /** `observer`: where failed file reads, writes and removals are counted and emitted. */
+  constructor(
+    dir: string,
+    private readonly observer: CacheObserver,
+  ) {
     this.valuesDir = join(dir, 'values')
     this.tmpDir = join(dir, 'tmp')
     mkdirSync(this.valuesDir, { recursive: true, mode: 0o700 })
     mkdirSync(this.tmpDir, { recursive: true, mode: 0o700 })
+  }
+
+  /** {@link write} for a `set` of `key`; a failure (disk full, permissions) is a counted `CacheUnavailableError`. */
+  save(key: string, bytes: Buffer): Promise<string> {
+    return this.reported('set', key, this.write(bytes))
+  }
+
+  /** {@link read} for `operation` on `key`; a failure other than a missing file is a counted `CacheUnavailableError`. */
+  load(operation: string, key: string, name: string, length: number): Promise<Buffer | undefined> {
+    return this.reported(operation, key, this.read(name, length))
+  }
+
+  /** Removes files after their entries are gone; a failure is reported, and the sweep retries later. */
+  async discard(names: Iterable<string | null>): Promise<void> {
+    try {
+      await this.remove(names)
+    } catch (error) {
+      this.observer.error('unlink', error)
+    }
   }
 
   /** Writes bytes to a new private file; returns its name relative to the values directory. */
@@ -95,5 +120,16 @@ export class ValueFiles {
       }
     }
     return removed
+  }
+
+  private async reported<R>(operation: string, key: string, task: Promise<R>): Promise<R> {
+    try {
+      return await task
+    } catch (cause) {
+      const message = `disk: ${operation} failed on a value file: ${(cause as Error).message}`
+      const error = new CacheUnavailableError('disk', message, { cause })
+      this.observer.error(operation, error, key)
+      throw error
+    }
   }
 }

@@ -125,15 +125,17 @@ export type BatchOp =
 
 /**
  * What one write of a batch did: `done` (the put stored / the delete found a row), the value
- * file the replaced or deleted row used, and whether a deleted row was live.
+ * file the replaced or deleted row used, whether a deleted row was live, and whether the write
+ * added bytes to the total (a new row, or a larger value).
  */
 export interface BatchOutcome {
   done: boolean
   file: string | null
   live: boolean
+  grew: boolean
 }
 
-const UNDONE: BatchOutcome = { done: false, file: null, live: false }
+const UNDONE: BatchOutcome = { done: false, file: null, live: false, grew: false }
 
 export interface NewRow {
   ns: string
@@ -202,8 +204,6 @@ export class EntryStore {
     ops: readonly BatchOp[],
     now: number,
   ) => { outcomes: BatchOutcome[]; total: number | undefined }
-  /** Set by `putOne` when a write of the current batch added bytes (a new row, or a larger value). */
-  private grew = false
   /** `getMany` statements, one per key count (a chunk holds at most `MANY_CHUNK` keys). */
   private selectMany = new Map<number, Database.Statement<unknown[], [number, ...LiveRow]>>()
   private touchTx!: (ns: string, keys: string[], now: number) => void
@@ -359,13 +359,15 @@ export class EntryStore {
 
     this.batchTx = db.transaction((ns: string, ops: readonly BatchOp[], now: number) => {
       const outcomes = new Array<BatchOutcome>(ops.length)
-      this.grew = false
+      let grew = false
       for (let i = 0; i < ops.length; i++) {
         const op = ops[i]!
-        outcomes[i] = op.kind === 'put' ? this.putOne(ns, op, now) : this.deleteOne(ns, op.key, now)
+        const outcome = op.kind === 'put' ? this.putOne(ns, op, now) : this.deleteOne(ns, op.key, now)
+        grew ||= outcome.grew
+        outcomes[i] = outcome
       }
       // A batch that added no bytes cannot have pushed the total over a limit: no read-back.
-      return { outcomes, total: this.grew ? this.readTotals.get()![0] : undefined }
+      return { outcomes, total: grew ? this.readTotals.get()![0] : undefined }
     }).immediate as typeof this.batchTx
     this.incrTx = db.transaction((row: NewRow, by: number, readInteger: IntegerReader): IncrResult => {
       const old = this.selectForIncr.get(row.ns, row.key)
@@ -411,15 +413,16 @@ export class EntryStore {
       return UNDONE
     }
     const expiresAt = op.ttlMs === undefined ? null : now + op.ttlMs
-    this.writeRow(ns, op.key, op.value, op.file, op.size, expiresAt, now, old, live)
-    return { done: true, file: old === undefined ? null : old[1], live }
+    const grew = this.writeRow(ns, op.key, op.value, op.file, op.size, expiresAt, now, old, live)
+    return { done: true, file: old === undefined ? null : old[1], live, grew }
   }
 
   /**
    * Inserts the row, or rewrites `old` in place. A rewrite records its access time (and so moves
    * to the end of the LRU order, a new rowid: every index's entry for the row is rewritten) only
    * when the stored one is `accessResolution` old, and names the expiry bucket only when it
-   * changes, so most rewrites within `accessResolution` write the row's page alone.
+   * changes, so most rewrites within `accessResolution` write the row's page alone. True if it
+   * added bytes to the total (a new row, or a larger value).
    */
   private writeRow(
     ns: string,
@@ -431,14 +434,12 @@ export class EntryStore {
     now: number,
     old: PutRow | undefined,
     live: boolean,
-  ): void {
+  ): boolean {
     const bucket = expiryBucket(expiresAt)
     if (old === undefined) {
       this.insertRow.run(ns, key, value, file, size, expiresAt, now, randomVersion(), bucket)
-      this.grew = true
-      return
+      return true
     }
-    if (size > old[6]) this.grew = true
     // An expired entry being replaced is a new entry: its access time starts now.
     const accessed = !live || now - old[4] >= this.accessResolutionMs
     const moved = bucket !== old[5]
@@ -447,12 +448,13 @@ export class EntryStore {
     if (moved) params.push(bucket)
     params.push(old[0])
     this.rewriteRow[accessed ? 1 : 0]![moved ? 1 : 0]!.run(...params)
+    return size > old[6]
   }
 
   private deleteOne(ns: string, key: string, now: number): BatchOutcome {
     const row = this.removeRow.get(ns, key)
     if (row === undefined) return UNDONE
-    return { done: true, file: row[0], live: row[1] === null || row[1] > now }
+    return { done: true, file: row[0], live: row[1] === null || row[1] > now, grew: false }
   }
 
   /** The row for a key, expired or not. */

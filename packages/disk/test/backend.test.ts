@@ -399,6 +399,16 @@ describe('contention and failures', () => {
     await expect(c.get('k')).rejects.toBeInstanceOf(CacheClosedError)
     await expect(c.set('k', 1)).rejects.toBeInstanceOf(CacheClosedError)
     await expect(c.incr('k')).rejects.toBeInstanceOf(CacheClosedError)
+    await expect(c.add('k', 1)).rejects.toBeInstanceOf(CacheClosedError)
+    await expect(c.delete('k')).rejects.toBeInstanceOf(CacheClosedError)
+    await expect(c.atomicUpdate('k', () => 1)).rejects.toBeInstanceOf(CacheClosedError)
+    await expect(c.compareAndDelete('k', 'v')).rejects.toBeInstanceOf(CacheClosedError)
+    await expect(c.has('k')).rejects.toBeInstanceOf(CacheClosedError)
+    await expect(c.getMany(['k'])).rejects.toBeInstanceOf(CacheClosedError)
+    await expect(c.setMany([{ key: 'k', value: 1 }])).rejects.toBeInstanceOf(CacheClosedError)
+    await expect(c.deleteMany(['k'])).rejects.toBeInstanceOf(CacheClosedError)
+    await expect(c.clear()).rejects.toBeInstanceOf(CacheClosedError)
+    await expect(c.keys().next()).rejects.toBeInstanceOf(CacheClosedError)
   })
 
   it('fails at construction with CacheConfigError naming the path when the directory cannot be used', () => {

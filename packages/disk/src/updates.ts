@@ -1,0 +1,94 @@
+import { CacheNotANumberError } from '@cache/core'
+import { CONFLICT, retryConflicts } from '@cache/core/backend'
+import type { DiskContext } from './context.js'
+import type { GroupCommit } from './group-commit.js'
+import type { Condition, WriteRow } from './store.js'
+
+/**
+ * The operations that read a key and write it back, exact across processes: `incr` in one
+ * transaction, `atomicUpdate` and `compareAndDelete` by the row's version (compare-and-set).
+ * Each takes its turn on the key as a whole: operations issued after it wait for its commit.
+ */
+export class Updates {
+  /** `evict`: brings the directory back under `maxSize` after a write pushed it over. */
+  constructor(
+    private readonly ctx: DiskContext,
+    private readonly writes: GroupCommit,
+    private readonly evict: () => Promise<void>,
+  ) {}
+
+  /** Adds `by` to the counter, read and written in one transaction; `ttlMs` applies only to a new counter. */
+  async incr(key: string, by: number, ttlMs: number | undefined): Promise<number> {
+    const { ctx } = this
+    const readInteger = (value: Buffer | null, file: string | null): number => {
+      const current = file === null && value !== null ? ctx.codec.decode(value) : undefined
+      if (!Number.isSafeInteger(current)) throw new CacheNotANumberError(key)
+      return current as number
+    }
+    const result = await ctx.order.inOrder([key], true, () =>
+      ctx.lock.run('incr', key, () => {
+        const now = ctx.settings.now()
+        const expiresAt = ttlMs === undefined ? null : now + ttlMs
+        const row = { ns: ctx.ns, key, value: null, file: null, size: 0, expiresAt, now }
+        return ctx.store.incr(row, by, readInteger)
+      }),
+    )
+    await ctx.files.discard([result.oldFile])
+    ctx.observer.set(key)
+    if (result.total > ctx.settings.maxSize) await this.evict()
+    return result.value
+  }
+
+  /**
+   * Reads the entry and its version, runs `fn` (outside any transaction, so it may be async), then
+   * writes only if the version is unchanged, else retries with the newer value after a short
+   * random pause (core's default), up to `maxAttempts`.
+   */
+  atomicUpdate<T>(
+    key: string,
+    fn: (current: T | undefined) => T | Promise<T>,
+    ttlMs: number | undefined,
+  ): Promise<T> {
+    const { ctx } = this
+    return ctx.order.inOrder([key], true, () =>
+      retryConflicts(key, { maxAttempts: ctx.settings.maxAttempts }, async () => {
+        const row = await ctx.lock.run('atomicUpdate', key, () => ctx.store.getForWrite(ctx.ns, key))
+        const current = await this.currentValue<T>(key, row)
+        if (current === CONFLICT) return CONFLICT
+        const next = await ctx.order.runUpdate(() => fn(current))
+        const condition: Condition = { kind: 'version', version: row === undefined ? 0 : row[3] }
+        return (await this.writes.put(key, ctx.codec.encode(next), ttlMs, condition, true)) ? next : CONFLICT
+      }),
+    )
+  }
+
+  /** Deletes the key only if it holds the string `expected` and its version is unchanged since it was read. */
+  compareAndDelete(key: string, expected: string): Promise<boolean> {
+    const { ctx } = this
+    return ctx.order.inOrder([key], true, async () => {
+      const row = await ctx.lock.run('compareAndDelete', key, () => ctx.store.getForWrite(ctx.ns, key))
+      if (row === undefined) return false
+      const current = await this.currentValue<unknown>(key, row)
+      if (current !== expected) return false
+      const removed = await ctx.lock.run('compareAndDelete', key, () =>
+        ctx.store.deleteIfVersion(ctx.ns, key, row[3]),
+      )
+      if (removed === undefined) return false
+      await ctx.files.discard([removed[0]])
+      ctx.observer.delete(key)
+      return true
+    })
+  }
+
+  /** The live value of the row, or CONFLICT if its file vanished under us. */
+  private async currentValue<T>(
+    key: string,
+    row: WriteRow | undefined,
+  ): Promise<T | undefined | typeof CONFLICT> {
+    const { ctx } = this
+    if (row === undefined || (row[2] !== null && row[2] <= ctx.settings.now())) return undefined
+    if (row[1] === null) return ctx.codec.decode(row[0]!) as T
+    const bytes = await ctx.files.load('atomicUpdate', key, row[1], row[4] - key.length)
+    return bytes === undefined ? CONFLICT : (ctx.codec.decode(bytes) as T)
+  }
+}
