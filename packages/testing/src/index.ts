@@ -25,3 +25,4 @@ export {
   serialOrders,
   unexplainedPairs,
 } from './write-order.js'
+export { type MapBackendOptions, type MapRow, mapBackend } from './map-backend.js'
