@@ -6,6 +6,9 @@ import { type CacheBackend, defineBackend, type MinimalBackend } from '../src/in
  * the other in some order: each call's result and the final value are those of one of the two
  * serial orders. The store answers after a number of turns of the event loop, so a fallback's
  * read and its write can straddle the other call's write.
+ *
+ * The same checker as `unexplainedPairs` of @cache/testing, which other packages use: core keeps
+ * its own copy because @cache/testing depends on @cache/core (core's tests cannot import it).
  */
 
 const ABSENT = Symbol('absent')

@@ -1,5 +1,6 @@
-import { CacheUnsupportedError, defineBackend, listKeys } from '@cache/core'
+import { CacheUnsupportedError, listKeys } from '@cache/core'
 import { memoryBackend } from '@cache/memory'
+import { mapBackend } from '@cache/testing'
 import { Keyv } from 'keyv'
 import { describe, expect, it } from 'vitest'
 import { keyvBackend, toKeyvStore } from '../src/index.js'
@@ -8,18 +9,6 @@ async function listAll(iterator: AsyncIterableIterator<string>): Promise<string[
   const out: string[] = []
   for await (const key of iterator) out.push(key)
   return out.sort()
-}
-
-/** A backend that cannot list keys (as memcached cannot). */
-function unlistable() {
-  const map = new Map<string, unknown>()
-  return defineBackend({
-    name: 'unlistable',
-    get: (key) => map.get(key),
-    set: (key, value) => void map.set(key, value),
-    delete: (key) => map.delete(key),
-    clear: () => map.clear(),
-  })
 }
 
 describe('listing keys through Keyv', () => {
@@ -36,13 +25,13 @@ describe('listing keys through Keyv', () => {
   })
 
   it('a backend that cannot list: Keyv offers no iterator(), and the adapter says why', async () => {
-    const store = toKeyvStore(unlistable())
+    const store = toKeyvStore(mapBackend({ name: 'unlistable' }))
     expect(new Keyv({ store }).iterator).toBeUndefined()
     await expect(store.iterator().next()).rejects.toBeInstanceOf(CacheUnsupportedError)
   })
 
   it('keyvBackend over a store Keyv cannot iterate has no keys(); listKeys() throws CacheUnsupportedError', () => {
-    const cache = keyvBackend(toKeyvStore(unlistable()))
+    const cache = keyvBackend(toKeyvStore(mapBackend({ name: 'unlistable' })))
     expect(cache.keys).toBeUndefined()
     expect(() => listKeys(cache)).toThrow(CacheUnsupportedError)
   })

@@ -1,5 +1,6 @@
-import { CacheUnsupportedError, defineBackend, listKeys } from '@cache/core'
+import { CacheUnsupportedError, listKeys } from '@cache/core'
 import { memoryBackend } from '@cache/memory'
+import { mapBackend } from '@cache/testing'
 import { redisBackend } from '@cache/redis'
 import { type RedisServer, startRedis } from '@cache/test-servers'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -19,18 +20,6 @@ async function listAll(iterator: AsyncIterableIterator<string>): Promise<string[
   return out.sort()
 }
 
-/** A level that cannot list keys, as memcached cannot. */
-function unlistable() {
-  const map = new Map<string, unknown>()
-  return defineBackend({
-    name: 'unlistable',
-    get: (key) => map.get(key),
-    set: (key, value) => void map.set(key, value),
-    delete: (key) => map.delete(key),
-    clear: () => map.clear(),
-  })
-}
-
 describe('keys() of a chain', () => {
   it('lists the shared level: keys another process wrote, not only those in this L1', async () => {
     const one = multiLevel(memoryBackend(), redisBackend(redis.url, { namespace: 'chain-list' }))
@@ -48,14 +37,14 @@ describe('keys() of a chain', () => {
   })
 
   it('cannot list when its last level cannot, even if a faster one could (it holds a subset)', async () => {
-    const chain = multiLevel(memoryBackend(), unlistable())
+    const chain = multiLevel(memoryBackend(), mapBackend({ name: 'unlistable' }))
     await chain.set('a', 1)
     expect(chain.keys).toBeUndefined()
     expect(() => listKeys(chain)).toThrow(CacheUnsupportedError)
   })
 
   it('cannot list when no level can: listKeys() throws CacheUnsupportedError', () => {
-    const chain = multiLevel(unlistable(), unlistable())
+    const chain = multiLevel(mapBackend({ name: 'unlistable' }), mapBackend({ name: 'unlistable' }))
     expect(chain.keys).toBeUndefined()
     expect(() => listKeys(chain)).toThrow(CacheUnsupportedError)
   })

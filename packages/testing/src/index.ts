@@ -13,3 +13,16 @@ export {
   type SafetyRoute,
   type SafetySetup,
 } from './http-safety.js'
+export {
+  ABSENT,
+  type KeyOperation,
+  type KeyState,
+  keyOperations,
+  matchesSomeSerialOrder,
+  ORDER_KEY,
+  type SerialOrderOptions,
+  type SerialOutcome,
+  serialOrders,
+  unexplainedPairs,
+} from './write-order.js'
+export { type MapBackendOptions, type MapRow, mapBackend } from './map-backend.js'

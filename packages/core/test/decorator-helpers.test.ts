@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { forgetMemoizedNames } from '@cache/testing'
+import { forgetMemoizedNames } from '@cache/core'
 import { afterAll, expect, it } from 'vitest'
 
 /**
@@ -13,9 +13,21 @@ import { afterAll, expect, it } from 'vitest'
 const dir = mkdtempSync(join(tmpdir(), 'cache-decorator-helpers-'))
 afterAll(() => rmSync(dir, { recursive: true, force: true }))
 
+/** The built package, as an app imports it (and as this file's `forgetMemoizedNames` is). */
+const core = pathToFileURL(join(__dirname, '..', 'dist', 'index.js')).href
+/** A module that exports a Map-backed backend built with core's defineBackend. */
+const backendModule = `import { defineBackend } from '${core}'
+const rows = new Map()
+export const backend = defineBackend({
+  name: 'map',
+  get: async (key) => rows.get(key),
+  set: async (key, value) => void rows.set(key, value),
+  delete: async (key) => rows.delete(key),
+  clear: async () => rows.clear(),
+})
+`
+
 it('fingerprints the module that declares the class when an installed helper applies @cache', async () => {
-  const core = pathToFileURL(require.resolve('@cache/core')).href.replace(/index\.cjs$/, 'index.js')
-  const memory = pathToFileURL(join(__dirname, '..', 'dist', 'index.js')).href
   mkdirSync(join(dir, 'node_modules', 'apply-all'), { recursive: true })
   writeFileSync(
     join(dir, 'node_modules', 'apply-all', 'index.mjs'),
@@ -27,10 +39,7 @@ it('fingerprints the module that declares the class when an installed helper app
   )
   const helper = pathToFileURL(join(dir, 'node_modules', 'apply-all', 'index.mjs')).href
   const backendFile = join(dir, 'backend.mjs')
-  writeFileSync(
-    backendFile,
-    `import { memoryBackend } from '${memory}'\nexport const backend = memoryBackend()\n`,
-  )
+  writeFileSync(backendFile, backendModule)
   for (const side of ['users', 'orders'])
     writeFileSync(
       join(dir, `${side}.mjs`),
@@ -59,8 +68,6 @@ it('fingerprints the module that declares the class when an installed helper app
 })
 
 it("fingerprints the class module, not a project helper that wraps cache(), found through the compiler's __decorate (also in a path with parentheses, and under a prepareStackTrace that returns call sites)", async () => {
-  const core = pathToFileURL(require.resolve('@cache/core')).href.replace(/index\.cjs$/, 'index.js')
-  const memory = pathToFileURL(join(__dirname, '..', 'dist', 'index.js')).href
   const root = join(dir, 'app (blue)')
   mkdirSync(join(root, 'shared'), { recursive: true })
   // A project's own decorator helper, in a module every class shares.
@@ -69,10 +76,7 @@ it("fingerprints the class module, not a project helper that wraps cache(), foun
     `import { cache } from '${core}'
     export const Cached = (options) => (...args) => cache(options)(...args)`,
   )
-  writeFileSync(
-    join(root, 'backend.mjs'),
-    `import { memoryBackend } from '${memory}'\nexport const backend = memoryBackend()\n`,
-  )
+  writeFileSync(join(root, 'backend.mjs'), backendModule)
   for (const side of ['users', 'orders'])
     writeFileSync(
       join(root, `${side}.mjs`),

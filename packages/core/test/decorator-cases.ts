@@ -1,13 +1,13 @@
-import { dirname, join } from 'node:path'
-import { fileURLToPath, pathToFileURL } from 'node:url'
-import { CacheConfigError, memoized } from '@cache/core'
-import { forgetMemoizedNames } from '@cache/testing'
-import ts from 'typescript'
-import { describe, expect, it } from 'vitest'
+import { CacheConfigError, forgetMemoizedNames, memoized } from '@cache/core'
+import { beforeAll, describe, expect, it } from 'vitest'
+import { compileFixture, type DecoratorMode } from './compile.js'
 
-/** What fixtures/reports.ts exports (not imported for its types: it is compiled by the test). */
+// The compiled fixtures import '@cache/core' (the built package): so does this file, so that
+// memoized() and forgetMemoizedNames() see the functions they decorate.
+
+/** What fixtures/decorators/reports.ts exports (not imported for its types: the test compiles it). */
 interface Fixture {
-  backend: import('../src/index.js').MemoryBackend
+  backend: import('./fixtures/decorators/backend.js').MapBackend
   calls: Record<'monthly' | 'square' | 'yearly' | 'base', number>
   Reports: {
     new (): {
@@ -21,34 +21,27 @@ interface Fixture {
   Derived: new () => { describe(): Promise<string> }
 }
 
-const fixtures = join(dirname(fileURLToPath(import.meta.url)), 'fixtures')
-
-/** Compiles the fixture with a real tsconfig, failing on any type error, and imports the output. */
-async function compile(mode: 'standard' | 'legacy') {
-  const configPath = join(fixtures, `tsconfig.${mode}.json`)
-  const { config } = ts.readConfigFile(configPath, ts.sys.readFile)
-  const parsed = ts.parseJsonConfigFileContent(config, ts.sys, fixtures)
-  const program = ts.createProgram(parsed.fileNames, parsed.options)
-  const result = program.emit()
-  const diagnostics = [...ts.getPreEmitDiagnostics(program), ...result.diagnostics]
-  const messages = diagnostics.map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n'))
-  expect(messages).toEqual([])
-  const out = join(fixtures, '.compiled', mode, 'reports.js')
-  // Each test imports the module afresh: new classes under the same names, which the name
-  // registry would rightly refuse in one process. Tests that re-import modules forget the names.
-  forgetMemoizedNames()
-  return (await import(`${pathToFileURL(out).href}?${Date.now()}`)) as Fixture
-}
-
 /**
  * The cases for one decorator mode. Each mode runs in its own test file (its own process): the
  * classes the two modes compile are different code under the same names, which one process
  * rightly refuses to let share keys.
  */
-export function decoratorCases(mode: 'standard' | 'legacy'): void {
+export function decoratorCases(mode: DecoratorMode): void {
   describe(`@cache on ${mode} decorators`, () => {
+    // Compiled once (a real TypeScript program, failing on any type error); each test imports the
+    // module afresh: new classes under the same names, which the name registry would rightly
+    // refuse in one process, so it forgets the names first.
+    let load: (file: string) => Promise<any>
+    beforeAll(() => {
+      load = compileFixture('decorators', mode)
+    })
+    const compile = async (): Promise<Fixture> => {
+      forgetMemoizedNames()
+      return load('reports.ts')
+    }
+
     it('compiles, and memoizes an async method per arguments, shared across instances', async () => {
-      const { Reports, calls, backend } = await compile(mode)
+      const { Reports, calls, backend } = await compile()
       const a = new Reports()
       const b = new Reports()
       expect(await a.monthly('2024-01')).toEqual({ month: '2024-01', total: 100 })
@@ -63,25 +56,22 @@ export function decoratorCases(mode: 'standard' | 'legacy'): void {
     })
 
     it('keeps apart two classes of one name and one method text whose other code differs, as two processes sharing a backend', async () => {
-      await compile(mode)
-      const dir = join(fixtures, '.compiled', mode)
       // Each module alone, as a process that loads only one of them: a fresh name registry.
-      const load = async (side: 'auth' | 'billing') => {
+      const repos = async (side: 'auth' | 'billing') => {
         forgetMemoizedNames()
-        const url = `${pathToFileURL(join(dir, `${side}-repos.js`)).href}?${Date.now()}`
-        return (await import(url)) as {
+        return (await load(`${side}-repos.ts`)) as {
           UserRepository: new () => { findById(id: number): Promise<{ table: string }> }
           CustomerRepository: new () => { findById(id: number): Promise<{ table: string }> }
           AppRepository: new () => { findById(id: number): Promise<{ table: string }> }
           Pricing: new () => { price(x: number): Promise<number> }
         }
       }
-      const auth = await load('auth')
+      const auth = await repos('auth')
       expect(await new auth.UserRepository().findById(1)).toEqual({ table: 'auth_users', id: 1 })
       expect(await new auth.CustomerRepository().findById(1)).toEqual({ table: 'auth_customers', id: 1 })
       expect(await new auth.AppRepository().findById(1)).toEqual({ table: 'auth_tables', id: 1 })
       expect(await new auth.Pricing().price(10)).toBe(20)
-      const billing = await load('billing')
+      const billing = await repos('billing')
       expect(await new billing.AppRepository().findById(1)).toEqual({ table: 'billing_tables', id: 1 })
       expect(await new billing.Pricing().price(10)).toBe(30)
       expect(await new billing.UserRepository().findById(1)).toEqual({ table: 'billing_users', id: 1 })
@@ -91,8 +81,8 @@ export function decoratorCases(mode: 'standard' | 'legacy'): void {
       })
     })
 
-    it('keeps a sync method sync on the memory backend', async () => {
-      const { Reports, calls } = await compile(mode)
+    it('keeps a sync method sync on an in-process backend', async () => {
+      const { Reports, calls } = await compile()
       const r = new Reports()
       expect(r.square(7)).toBe(49)
       expect(r.square(7)).toBe(49)
@@ -100,7 +90,7 @@ export function decoratorCases(mode: 'standard' | 'legacy'): void {
     })
 
     it('memoizes static methods under the class name', async () => {
-      const { Reports, calls, backend } = await compile(mode)
+      const { Reports, calls, backend } = await compile()
       expect(await Reports.yearly(2)).toBe(24)
       expect(await Reports.yearly(2)).toBe(24)
       expect(calls.yearly).toBe(1)
@@ -116,7 +106,7 @@ export function decoratorCases(mode: 'standard' | 'legacy'): void {
     })
 
     it('names an inherited method after the class of `this` as well as the class that defines it', async () => {
-      const { Derived, Base, calls, backend } = await compile(mode)
+      const { Derived, Base, calls, backend } = await compile()
       expect(await new Derived().describe()).toBe('base')
       expect(await new Derived().describe()).toBe('base')
       expect(await new Base().describe()).toBe('base')
@@ -131,7 +121,7 @@ export function decoratorCases(mode: 'standard' | 'legacy'): void {
     })
 
     it('gives the typed handle of a decorated method through memoized(): invalidate(), clear(), stats', async () => {
-      const { Reports, calls } = await compile(mode)
+      const { Reports, calls } = await compile()
       const r = new Reports()
       await r.monthly('2024-03')
       await memoized(r.monthly).invalidate('2024-03')
@@ -147,7 +137,7 @@ export function decoratorCases(mode: 'standard' | 'legacy'): void {
     })
 
     it("keeps keyFor's rule for inherited methods: memoized(instance, method) names the entry of a call on that instance", async () => {
-      const { Derived, Base, backend, calls } = await compile(mode)
+      const { Derived, Base, backend, calls } = await compile()
       const derived = new Derived()
       await derived.describe()
       await new Base().describe()
@@ -165,7 +155,7 @@ export function decoratorCases(mode: 'standard' | 'legacy'): void {
     })
 
     it('refuses, with CacheConfigError, a function or property that is not memoized', async () => {
-      const { Reports } = await compile(mode)
+      const { Reports } = await compile()
       const r = new Reports()
       const plain = (n: number) => n
       expect(() => memoized(plain)).toThrow(CacheConfigError)
