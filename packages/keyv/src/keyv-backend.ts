@@ -1,19 +1,10 @@
-import type {
-  CacheBackend,
-  CacheEntry,
-  CacheEvent,
-  CacheEventName,
-  CacheStats,
-  Duration,
-  ListKeysOptions,
-  SetManyItem,
-} from '@cache/core'
+import type { CacheBackend, CacheEntry, Duration, ListKeysOptions, SetManyItem } from '@cache/core'
 import { defineBackend } from '@cache/core'
 import {
   type BaseBackendOptions,
-  CacheObserver,
   durationOption,
   fromMilliseconds,
+  ObservedBackend,
   renamedOption,
   ttlOption,
 } from '@cache/core/backend'
@@ -55,7 +46,9 @@ export interface KeyvBackendOptions extends BaseBackendOptions {
  * and every other write of a key in this process (`set`, `delete`, the batches, `clear`) is
  * ordered with them through that queue. Two processes sharing a store can lose updates.
  */
-export class KeyvBackend implements CacheBackend {
+// Stats and events from ObservedBackend, whose observer the layer counts in; its closed state is
+// the layer's.
+export class KeyvBackend extends ObservedBackend implements CacheBackend {
   readonly name = 'keyv'
   readonly namespace: string | undefined
   /** The Keyv instance every operation goes through. */
@@ -69,7 +62,6 @@ export class KeyvBackend implements CacheBackend {
    */
   readonly keys?: (options?: ListKeysOptions) => AsyncIterableIterator<string>
   private readonly timeoutMs: number
-  private readonly observer = new CacheObserver('keyv')
   /** Core's layer over the store: every operation goes through it. */
   private readonly layer: CacheBackend
 
@@ -77,6 +69,7 @@ export class KeyvBackend implements CacheBackend {
     keyvOrStore: Keyv | KeyvStoreAdapter | Map<unknown, unknown>,
     options: KeyvBackendOptions = {},
   ) {
+    super('keyv')
     if (!isKeyvLike(keyvOrStore)) {
       throw new TypeError('keyvBackend: expected a Keyv instance, a Keyv store adapter or a Map')
     }
@@ -169,20 +162,6 @@ export class KeyvBackend implements CacheBackend {
    */
   close(): Promise<void> {
     return this.layer.close()
-  }
-
-  get stats(): CacheStats {
-    return this.observer.stats
-  }
-
-  on(event: CacheEventName, listener: (event: CacheEvent) => void): this {
-    this.observer.on(event, listener)
-    return this
-  }
-
-  off(event: CacheEventName, listener: (event: CacheEvent) => void): this {
-    this.observer.off(event, listener)
-    return this
   }
 }
 
