@@ -1,7 +1,17 @@
+import { withTimeout } from './deadlines.js'
 import { type Duration, ttlToMs } from './durations.js'
-import { CacheClosedError, CacheKeyError, CacheNotANumberError, CacheUnsupportedError } from './errors.js'
+import {
+  CacheClosedError,
+  CacheKeyError,
+  CacheNotANumberError,
+  CacheTimeoutError,
+  CacheUnsupportedError,
+  isCacheError,
+  isUnavailable,
+} from './errors.js'
 import { KeyedQueue } from './key-queue.js'
 import { assertKey } from './keys.js'
+import { durationOption } from './option-checks.js'
 import { CacheObserver, type CacheEvent, type CacheEventName, type CacheStats } from './stats.js'
 
 /** A stored value with its absolute expiry (epoch ms), if it has one. */
@@ -121,6 +131,34 @@ export type MinimalBackend = {
   clear?(): unknown
 } & Partial<Omit<CacheBackend, 'get' | 'set' | 'delete' | 'clear'>>
 
+/** Options of {@link defineBackend}: what the layer does around every call to the store. */
+export interface DefineBackendOptions {
+  /**
+   * Longest time one call to the store may take before the operation fails with
+   * `CacheTimeoutError` (counted in `stats.timeouts` and `stats.errors`): seconds, or a string
+   * such as `'250ms'`; `false` or `0` for none. A read-then-write fallback bounds its read and
+   * its write each. Not applied to a native `atomicUpdate`, whose time is mostly the caller's
+   * `fn`. The call itself is not cancelled. Default: none.
+   */
+  timeout?: Duration | false
+  /**
+   * What a failure of the store means, given the error the store threw and the operation: return
+   * the error to throw. A `CacheUnavailableError` (or its `CacheTimeoutError`) says the store is
+   * unavailable (down, unreachable): it is counted in `stats.errors` and emitted as an `error`
+   * event. Any other error is the caller's (a value the store cannot encode, a bad argument):
+   * thrown, not counted. Not called for the layer's own refusals (bad keys and TTLs, a closed
+   * backend, a counter that is not a number), nor for what an `atomicUpdate` function throws.
+   * Default: the error as it is.
+   */
+  classifyError?: (error: unknown, operation: string) => Error
+  /**
+   * Where the stats and events are kept, for a store that reports failures outside of any
+   * operation too (an `error` event of its client): give it the observer it reports to. Default:
+   * a new one, unless the store keeps `stats` of its own.
+   */
+  observer?: CacheObserver
+}
+
 /**
  * Completes a backend that implements at least get/set/delete, so it works with the decorator,
  * the convenience functions and multi-level. Its methods may be sync or async; `set` receives the
@@ -134,8 +172,11 @@ export type MinimalBackend = {
  * lost between a fallback's read and its write.
  * `getEntry` without a native implementation cannot tell a stored `undefined` from a miss,
  * and reports no `expiresAt`.
+ *
+ * Which methods are native is read once, here: a method added to the store later is not used.
+ * After `close()`, no call reaches the store, also for operations already queued.
  */
-export function defineBackend(backend: MinimalBackend): CacheBackend {
+export function defineBackend(backend: MinimalBackend, options: DefineBackendOptions = {}): CacheBackend {
   const source = backend as CacheBackend
   const queue = new KeyedQueue()
   // A class names its instances; a plain object literal (constructor Object) is just "custom".
@@ -146,97 +187,167 @@ export function defineBackend(backend: MinimalBackend): CacheBackend {
       : ctor && ctor !== Object && ctor.name
         ? ctor.name
         : 'custom'
-  // Sync methods, and methods that throw instead of rejecting, become async ones.
-  const get = async <T>(key: string): Promise<T | undefined> => source.get<T>(key)
-  const set = async (key: string, value: unknown, ttl?: Duration): Promise<void> => {
-    const ms = ttlToMs(ttl)
-    await source.set(key, value, ms !== undefined ? ms / 1000 : ttl === undefined ? undefined : Infinity)
-  }
-  const del = async (key: string): Promise<boolean> => Boolean(await source.delete(key))
-  const clear =
-    typeof source.clear === 'function'
-      ? async (): Promise<void> => {
-          await source.clear()
-        }
-      : async (): Promise<void> => {
-          throw new CacheUnsupportedError(
-            name,
-            'clear',
-            'the backend has no clear method (add one to use cacheFlush() or clear a multi-level chain)',
-          )
-        }
-  const getEntry =
-    source.getEntry?.bind(source) ??
-    (async <T>(key: string): Promise<CacheEntry<T> | undefined> => {
-      const value = await get<T>(key)
-      return value === undefined ? undefined : { value }
-    })
-  const has = source.has?.bind(source) ?? (async (key: string) => (await getEntry(key)) !== undefined)
-  const add =
-    source.add?.bind(source) ??
-    ((key: string, value: unknown, ttl?: Duration) =>
-      queue.run(key, async () => {
-        if ((await getEntry(key)) !== undefined) return false
-        await set(key, value, ttl)
-        return true
-      }))
-  const incr =
-    source.incr?.bind(source) ??
-    ((key: string, by = 1, ttl?: Duration) =>
-      queue.run(key, async () => {
-        assertIncrement(by)
-        const entry = await getEntry(key)
-        const current = entry === undefined ? 0 : entry.value
-        if (!Number.isSafeInteger(current)) throw new CacheNotANumberError(key)
-        const next = (current as number) + by
-        // Keep the original expiry: re-set with what remains of it.
-        const remaining =
-          entry?.expiresAt === undefined ? undefined : Math.max(1, entry.expiresAt - Date.now()) / 1000
-        await set(key, next, entry === undefined ? ttl : remaining)
-        return next
-      }))
-  const atomicUpdate =
-    source.atomicUpdate?.bind(source) ??
-    (<T>(key: string, fn: (current: T | undefined) => T | Promise<T>, ttl?: Duration) =>
-      queue.run(key, async () => {
-        const entry = await getEntry<T>(key)
-        const next = await fn(entry?.value)
-        await set(key, next, ttl)
-        return next
-      }))
-  const getMany =
-    source.getMany?.bind(source) ?? ((keys: readonly string[]) => Promise.all(keys.map((k) => get(k))))
-  const setMany =
-    source.setMany?.bind(source) ??
-    (async (items: readonly SetManyItem[]) => {
-      await Promise.all(items.map((item) => set(item.key, item.value, item.ttl)))
-    })
-  const deleteMany = source.deleteMany?.bind(source)
-  const compareAndDeleteFallback =
-    source.compareAndDelete?.bind(source) ??
-    ((key: string, expected: string) =>
-      queue.run(key, async () => {
-        if ((await get(key)) !== expected) return false
-        return del(key)
-      }))
-  // A fallback reads then writes: a write of the same key landing in between would be lost. While
-  // one is in use, every other write goes through the same queue (uncontended writes start at once).
-  const ordered = (['add', 'incr', 'atomicUpdate', 'compareAndDelete'] as const).some(
-    (method) => typeof source[method] !== 'function',
-  )
-  const write = <R>(key: string, run: () => Promise<R>): Promise<R> =>
-    ordered ? queue.write([key], run) : run()
-  const writeMany = <R>(keys: readonly string[], run: () => Promise<R>): Promise<R> =>
-    ordered ? queue.write(keys, run) : run()
-  const native = <R>(method: keyof CacheBackend, key: string, run: () => Promise<R>): Promise<R> =>
-    typeof source[method] === 'function' ? write(key, run) : run()
-  // The layer in front of the store: closed state, key and TTL checks before anything is written,
-  // and stats and events when the store keeps none of its own.
-  const observer = source.stats === undefined ? new CacheObserver(name) : undefined
+  const native = (method: keyof CacheBackend): boolean => typeof source[method] === 'function'
+  const timeoutMs =
+    options.timeout === undefined || options.timeout === false
+      ? 0
+      : durationOption(options.timeout, 'timeout', 0, { zero: true })
+  const classify = options.classifyError
+  const observer = options.observer ?? (source.stats === undefined ? new CacheObserver(name) : undefined)
   let closing: Promise<void> | undefined
   const open = (): void => {
     if (closing !== undefined) throw new CacheClosedError(name)
   }
+  // What the store throws, as the caller receives it: classified, and counted when it says the
+  // store is unavailable.
+  const failed = (operation: string, key: string | undefined, error: unknown): unknown => {
+    const failure = classify === undefined ? error : classify(error, operation)
+    if (isUnavailable(failure)) observer?.error(operation, failure, key)
+    return failure
+  }
+  /**
+   * Every call to the store goes through here: refused once closed (also for work that was
+   * queued), bounded by the timeout, its failure classified. `run` starts in the caller's tick,
+   * so calls reach the store in the order they were made.
+   */
+  const call = async <R>(
+    operation: string,
+    key: string | undefined,
+    run: () => R | Promise<R>,
+  ): Promise<R> => {
+    open()
+    try {
+      if (timeoutMs === 0) return await run()
+      return await withTimeout(
+        Promise.resolve(run()),
+        timeoutMs,
+        () => new CacheTimeoutError(name, operation, timeoutMs),
+      )
+    } catch (error) {
+      if (isCacheError(error) && (error as { code?: string }).code === 'CACHE_CLOSED') throw error
+      throw failed(operation, key, error)
+    }
+  }
+  // The store's methods, as the layer calls them. Sync methods, and methods that throw instead of
+  // rejecting, become async ones.
+  const get = <T>(key: string, operation = 'get'): Promise<T | undefined> =>
+    call(operation, key, () => source.get<T>(key))
+  const set = async (key: string, value: unknown, ttl?: Duration, operation = 'set'): Promise<void> => {
+    const ms = ttlToMs(ttl)
+    const seconds = ms !== undefined ? ms / 1000 : ttl === undefined ? undefined : Infinity
+    return call(operation, key, () => source.set(key, value, seconds) as Promise<void>)
+  }
+  const del = (key: string, operation = 'delete'): Promise<boolean> =>
+    call(operation, key, async () => Boolean(await source.delete(key)))
+  const clear = native('clear')
+    ? () => call('clear', undefined, () => source.clear())
+    : async (): Promise<void> => {
+        throw new CacheUnsupportedError(
+          name,
+          'clear',
+          'the backend has no clear method (add one to use cacheFlush() or clear a multi-level chain)',
+        )
+      }
+  const getEntry = native('getEntry')
+    ? <T>(key: string, operation = 'getEntry') => call(operation, key, () => source.getEntry<T>(key))
+    : async <T>(key: string, operation = 'getEntry'): Promise<CacheEntry<T> | undefined> => {
+        const value = await get<T>(key, operation)
+        return value === undefined ? undefined : { value }
+      }
+  const has = native('has')
+    ? (key: string) => call('has', key, () => source.has(key))
+    : async (key: string) => (await getEntry(key, 'has')) !== undefined
+  const getMany = native('getMany')
+    ? <T>(keys: readonly string[]) => call('getMany', undefined, () => source.getMany<T>(keys))
+    : <T>(keys: readonly string[]) => Promise.all(keys.map((k) => get<T>(k, 'getMany')))
+  const setMany = native('setMany')
+    ? (items: readonly SetManyItem[]) => call('setMany', undefined, () => source.setMany(items))
+    : async (items: readonly SetManyItem[]) => {
+        await Promise.all(items.map((item) => set(item.key, item.value, item.ttl, 'setMany')))
+      }
+  // A fallback reads then writes: a write of the same key landing in between would be lost. While
+  // one is in use, every other write goes through the same queue (uncontended writes start at once).
+  const ordered = !(['add', 'incr', 'atomicUpdate', 'compareAndDelete'] as const).every(native)
+  const write = <R>(key: string, run: () => Promise<R>): Promise<R> =>
+    ordered ? queue.write([key], run) : run()
+  const writeMany = <R>(keys: readonly string[], run: () => Promise<R>): Promise<R> =>
+    ordered ? queue.write(keys, run) : run()
+  const add = native('add')
+    ? (key: string, value: unknown, ttl?: Duration) =>
+        write(key, () => call('add', key, () => source.add(key, value, ttl)))
+    : (key: string, value: unknown, ttl?: Duration) =>
+        queue.run(key, async () => {
+          if ((await getEntry(key, 'add')) !== undefined) return false
+          await set(key, value, ttl, 'add')
+          return true
+        })
+  // Without a native getEntry the entry's expiry is unknown: the counter is re-set with the
+  // store's default TTL. With one, an entry without expiry keeps none.
+  const noExpiry = native('getEntry') ? Infinity : undefined
+  const incr = native('incr')
+    ? (key: string, by?: number, ttl?: Duration) =>
+        write(key, () => call('incr', key, () => source.incr(key, by, ttl)))
+    : (key: string, by = 1, ttl?: Duration) =>
+        queue.run(key, async () => {
+          assertIncrement(by)
+          const entry = await getEntry(key, 'incr')
+          const current = entry === undefined ? 0 : entry.value
+          if (!Number.isSafeInteger(current)) throw new CacheNotANumberError(key)
+          const next = (current as number) + by
+          // Keep the original expiry: re-set with what remains of it.
+          const remaining =
+            entry?.expiresAt === undefined ? noExpiry : Math.max(1, entry.expiresAt - Date.now()) / 1000
+          await set(key, next, entry === undefined ? ttl : remaining, 'incr')
+          return next
+        })
+  const atomicUpdate = native('atomicUpdate')
+    ? <T>(key: string, fn: (current: T | undefined) => T | Promise<T>, ttl?: Duration) =>
+        write(key, () => callerAtomicUpdate(key, fn, ttl))
+    : <T>(key: string, fn: (current: T | undefined) => T | Promise<T>, ttl?: Duration) =>
+        queue.run(key, async () => {
+          const entry = await getEntry<T>(key, 'atomicUpdate')
+          const next = await fn(entry?.value)
+          await set(key, next, ttl, 'atomicUpdate')
+          return next
+        })
+  // A native atomicUpdate runs the caller's fn inside the store's call: what fn throws is the
+  // caller's and passes unclassified, and fn's time is not the store's (no timeout).
+  const callerAtomicUpdate = async <T>(
+    key: string,
+    fn: (current: T | undefined) => T | Promise<T>,
+    ttl?: Duration,
+  ): Promise<T> => {
+    open()
+    const thrownByFn = new WeakSet<object>()
+    const marked = async (current: T | undefined): Promise<T> => {
+      try {
+        return await fn(current)
+      } catch (error) {
+        if (typeof error === 'object' && error !== null) thrownByFn.add(error)
+        throw error
+      }
+    }
+    try {
+      return await source.atomicUpdate<T>(key, marked, ttl)
+    } catch (error) {
+      if (typeof error === 'object' && error !== null && thrownByFn.has(error)) throw error
+      throw failed('atomicUpdate', key, error)
+    }
+  }
+  const compareAndDelete = native('compareAndDelete')
+    ? (key: string, expected: string) =>
+        write(key, () => call('compareAndDelete', key, () => source.compareAndDelete!(key, expected)))
+    : (key: string, expected: string) =>
+        queue.run(key, async () => {
+          if ((await get(key, 'compareAndDelete')) !== expected) return false
+          return del(key, 'compareAndDelete')
+        })
+  const deleteMany = native('deleteMany')
+    ? (keys: readonly string[]) =>
+        writeMany(keys, () => call('deleteMany', undefined, () => source.deleteMany(keys)))
+    : undefined
+  // The layer in front of the store: closed state, key and TTL checks before anything is written,
+  // and stats and events when the store keeps none of its own.
   const counted = <R>(count: (result: R) => void, run: () => Promise<R>): Promise<R> =>
     run().then((result) => {
       count(result)
@@ -279,7 +390,7 @@ export function defineBackend(backend: MinimalBackend): CacheBackend {
       ttlToMs(ttl)
       return counted(
         (added) => added && observer?.set(key),
-        () => native('add', key, () => add(key, value, ttl)),
+        () => add(key, value, ttl),
       )
     },
     delete: async (key: string) => {
@@ -300,7 +411,7 @@ export function defineBackend(backend: MinimalBackend): CacheBackend {
       ttlToMs(ttl)
       return counted(
         () => observer?.set(key),
-        () => native('incr', key, () => incr(key, by, ttl)),
+        () => incr(key, by, ttl),
       )
     },
     atomicUpdate: async <T>(key: string, fn: (current: T | undefined) => T | Promise<T>, ttl?: Duration) => {
@@ -309,7 +420,7 @@ export function defineBackend(backend: MinimalBackend): CacheBackend {
       ttlToMs(ttl)
       return counted(
         () => observer?.set(key),
-        () => native('atomicUpdate', key, () => atomicUpdate<T>(key, fn, ttl)),
+        () => atomicUpdate<T>(key, fn, ttl),
       )
     },
     getMany: async <T>(keys: readonly string[]) => {
@@ -319,7 +430,7 @@ export function defineBackend(backend: MinimalBackend): CacheBackend {
         (values) => {
           for (let i = 0; i < keys.length; i++) hitOrMiss(keys[i]!, values[i] !== undefined)
         },
-        () => getMany(keys) as Promise<(T | undefined)[]>,
+        () => getMany<T>(keys),
       )
     },
     setMany: async (items: readonly SetManyItem[]) => {
@@ -343,7 +454,7 @@ export function defineBackend(backend: MinimalBackend): CacheBackend {
     deleteMany: async (keys: readonly string[]) => {
       open()
       for (const key of keys) assertKey(key)
-      if (deleteMany !== undefined) return writeMany(keys, () => deleteMany(keys))
+      if (deleteMany !== undefined) return deleteMany(keys)
       // Key by key, so that each removal is counted with its key.
       const removed = await Promise.all(keys.map((key) => wrapped.delete!(key)))
       return removed.filter(Boolean).length
@@ -353,11 +464,20 @@ export function defineBackend(backend: MinimalBackend): CacheBackend {
       assertKey(key)
       return counted(
         (removed) => removed && observer?.delete(key),
-        () => native('compareAndDelete', key, () => compareAndDeleteFallback(key, expected)),
+        () => compareAndDelete(key, expected),
       )
     },
   }
   const close = () => (closing ??= Promise.resolve(source.close?.()).then(() => undefined))
+  // A listing's failures are the store's: classified and counted like those of any other call.
+  async function* listed(keys: AsyncIterableIterator<string>): AsyncIterableIterator<string> {
+    try {
+      yield* keys
+    } catch (error) {
+      if (isCacheError(error) && (error as { code?: string }).code === 'CACHE_CLOSED') throw error
+      throw failed('keys', undefined, error)
+    }
+  }
   const keys = source.keys
   return {
     name,
@@ -368,12 +488,12 @@ export function defineBackend(backend: MinimalBackend): CacheBackend {
       ? {
           keys: (options?: ListKeysOptions) => {
             open()
-            return keys.call(source, options)
+            return listed(keys.call(source, options))
           },
         }
       : {}),
     get stats() {
-      return source.stats ?? observer!.stats
+      return observer?.stats ?? source.stats!
     },
     on: observer ? observer.on.bind(observer) : source.on?.bind(source),
     off: observer ? observer.off.bind(observer) : source.off?.bind(source),

@@ -1,0 +1,225 @@
+import { describe, expect, it } from 'vitest'
+import {
+  CacheClosedError,
+  CacheConfigError,
+  type CacheEvent,
+  CacheSerializationError,
+  CacheTimeoutError,
+  CacheUnavailableError,
+  defineBackend,
+  type MinimalBackend,
+} from '../src/index.js'
+import { CacheObserver, waitAtMost } from '../src/kit.js'
+
+/**
+ * What the layer in front of a store does for every store: a time limit per call to the store,
+ * the store's failures told apart (the store is down, or the caller erred), counted and emitted.
+ */
+
+const never = () => new Promise<never>(() => {})
+const turn = () => new Promise((resolve) => setImmediate(resolve))
+
+function mapStore(rows = new Map<string, unknown>()) {
+  return {
+    name: 'rows',
+    get: async (key: string) => rows.get(key),
+    set: async (key: string, value: unknown) => {
+      rows.set(key, value)
+    },
+    delete: async (key: string) => rows.delete(key),
+    clear: async () => rows.clear(),
+  }
+}
+
+function errorsOf(backend: { on?: (name: 'error', listener: (event: CacheEvent) => void) => unknown }) {
+  const events: CacheEvent[] = []
+  backend.on!('error', (event) => events.push(event))
+  return events
+}
+
+describe('defineBackend: timeout', () => {
+  it('fails a call to the store that takes longer with CacheTimeoutError, counted as a timeout', async () => {
+    const backend = defineBackend({ ...mapStore(), get: never }, { timeout: '50ms' })
+    const events = errorsOf(backend)
+    const started = Date.now()
+    const error = await waitAtMost(
+      backend.get('k').catch((e) => e),
+      2000,
+    )
+    expect(error).toBeInstanceOf(CacheTimeoutError)
+    expect(Date.now() - started).toBeLessThan(1000)
+    expect(backend.stats).toMatchObject({ errors: 1, timeouts: 1 })
+    expect(events.map((e) => [e.operation, e.key])).toEqual([['get', 'k']])
+  })
+
+  it('bounds each call of a read-then-write fallback, named after the operation', async () => {
+    const backend = defineBackend({ ...mapStore(), set: never }, { timeout: 0.05 })
+    const error = await waitAtMost(
+      backend.incr('n').catch((e) => e),
+      2000,
+    )
+    expect(error).toBeInstanceOf(CacheTimeoutError)
+    expect((error as Error).message).toContain('incr')
+  })
+
+  it('sets no timer without the option, or with false; a bad value throws CacheConfigError naming it', async () => {
+    for (const timeout of [undefined, false] as const) {
+      const backend = defineBackend(
+        {
+          ...mapStore(),
+          get: () => new Promise((resolve) => setTimeout(resolve, 80, 'late')),
+        },
+        { timeout },
+      )
+      expect(await backend.get('k')).toBe('late')
+    }
+    expect(() => defineBackend(mapStore(), { timeout: 'soon' as never })).toThrow(
+      expect.objectContaining({ name: 'CacheConfigError', setting: 'timeout' }) as never,
+    )
+    expect(() => defineBackend(mapStore(), { timeout: -1 })).toThrow(CacheConfigError)
+  })
+})
+
+describe('defineBackend: classifyError', () => {
+  /** A store whose writes fail as its client would: `refused` when down, `TypeError` for a bad value. */
+  function failingStore(): MinimalBackend {
+    return {
+      ...mapStore(),
+      set: async (_key: string, value: unknown) => {
+        if (value === 'bad') throw new TypeError('cannot encode this value')
+        throw new Error('connect ECONNREFUSED')
+      },
+    }
+  }
+  const classifyError = (error: unknown, operation: string) =>
+    error instanceof TypeError
+      ? new CacheSerializationError(`rows: ${error.message}`, '$', { cause: error })
+      : new CacheUnavailableError('rows', `rows: ${operation} failed`, { cause: error })
+
+  it('throws what the store classifies as unavailable, counted and emitted with its operation and key', async () => {
+    const backend = defineBackend(failingStore(), { classifyError })
+    const events = errorsOf(backend)
+    const error = await backend.set('k', 'fine').catch((e) => e)
+    expect(error).toBeInstanceOf(CacheUnavailableError)
+    expect((error as Error).cause).toEqual(new Error('connect ECONNREFUSED'))
+    expect(await backend.add('a', 1).catch((e) => e)).toBeInstanceOf(CacheUnavailableError)
+    expect(backend.stats!.errors).toBe(2)
+    expect(events.map((e) => [e.operation, e.key])).toEqual([
+      ['set', 'k'],
+      ['add', 'a'],
+    ])
+  })
+
+  it('throws what it classifies as the caller’s error without counting the store as down', async () => {
+    const backend = defineBackend(failingStore(), { classifyError })
+    const events = errorsOf(backend)
+    expect(await backend.set('k', 'bad').catch((e) => e)).toBeInstanceOf(CacheSerializationError)
+    expect(await backend.atomicUpdate('k', () => 'bad').catch((e) => e)).toBeInstanceOf(
+      CacheSerializationError,
+    )
+    expect(backend.stats!.errors).toBe(0)
+    expect(events).toEqual([])
+  })
+
+  it('leaves the errors of an atomicUpdate function alone: thrown as they are, not counted', async () => {
+    const seen: unknown[] = []
+    const failure = new Error('fn failed')
+    const fn = () => {
+      throw failure
+    }
+    for (const store of [mapStore(), { ...mapStore(), atomicUpdate: async (_k: string, f: any) => f(1) }]) {
+      const backend = defineBackend(store, {
+        classifyError: (error) => {
+          seen.push(error)
+          return new CacheUnavailableError('rows', 'down', { cause: error })
+        },
+      })
+      expect(await backend.atomicUpdate('k', fn).catch((e) => e)).toBe(failure)
+      expect(backend.stats!.errors).toBe(0)
+    }
+    expect(seen).toEqual([])
+  })
+
+  it('classifies a failure while listing keys, and counts it', async () => {
+    const backend = defineBackend(
+      {
+        ...mapStore(),
+        async *keys() {
+          yield 'a'
+          throw new Error('connection reset')
+        },
+      },
+      { classifyError: (error) => new CacheUnavailableError('rows', 'rows: keys failed', { cause: error }) },
+    )
+    const listed: string[] = []
+    const error = await (async () => {
+      for await (const key of backend.keys!()) listed.push(key)
+    })().catch((e) => e)
+    expect(listed).toEqual(['a'])
+    expect(error).toBeInstanceOf(CacheUnavailableError)
+    expect(backend.stats!.errors).toBe(1)
+  })
+
+  it('counts a CacheUnavailableError the store throws itself, without the option', async () => {
+    const down = new CacheUnavailableError('rows', 'rows: down')
+    const backend = defineBackend({
+      ...mapStore(),
+      get: async () => {
+        throw down
+      },
+    })
+    expect(await backend.get('k').catch((e) => e)).toBe(down)
+    expect(backend.stats!.errors).toBe(1)
+  })
+
+  it('keeps its stats in the observer it is given, where the store reports failures of its own', async () => {
+    const observer = new CacheObserver('rows')
+    const backend = defineBackend(mapStore(), { observer })
+    observer.error('client', new Error('reconnecting'))
+    await backend.set('k', 1)
+    expect(backend.stats).toMatchObject({ errors: 1, sets: 1 })
+  })
+})
+
+describe('defineBackend: decided once, at definition', () => {
+  it('runs a method the store gains afterwards as it was defined (its fallback, which completes)', async () => {
+    const store: MinimalBackend = mapStore()
+    const backend = defineBackend(store)
+    store.add = async () => false
+    expect(await waitAtMost(backend.add('k', 1), 2000)).toBe(true)
+    expect(await backend.get('k')).toBe(1)
+  })
+})
+
+describe('defineBackend: closed', () => {
+  it('lets no call queued behind a read-then-write reach the store after close()', async () => {
+    const calls: string[] = []
+    const rows = new Map<string, unknown>()
+    let open!: () => void
+    const gate = new Promise<void>((resolve) => {
+      open = resolve
+    })
+    const backend = defineBackend({
+      ...mapStore(rows),
+      get: async (key: string) => {
+        calls.push(`get ${key}`)
+        await gate
+        return rows.get(key)
+      },
+      set: async (key: string, value: unknown) => {
+        calls.push(`set ${key}`)
+        rows.set(key, value)
+      },
+    })
+    const first = backend.incr('k').catch((e) => e)
+    const second = backend.add('k', 1).catch((e) => e)
+    await turn()
+    expect(calls).toEqual(['get k'])
+    await backend.close()
+    open()
+    expect(await first).toBeInstanceOf(CacheClosedError)
+    expect(await second).toBeInstanceOf(CacheClosedError)
+    expect(calls).toEqual(['get k'])
+    expect(backend.stats!.errors).toBe(0)
+  })
+})
