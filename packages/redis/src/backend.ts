@@ -202,19 +202,9 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
 
   /** One `GET`, sent now (or once the connection is ready). */
   private async getOne(k: string, key: string): Promise<unknown> {
-    if (this.connection.blocked) await this.connection.ready('get', key)
-    const start = performance.now()
-    let stored: string | Buffer | null
-    try {
-      stored = await this.connection.timed<string | Buffer | null>(
-        this.text ? this.client.get(k) : this.client.getBuffer(k),
-        'get',
-      )
-    } catch (error) {
-      throw this.connection.failed('get', error, key)
-    }
-    this.observer.latency(performance.now() - start)
-    this.connection.answered()
+    const stored = await this.connection.send<string | Buffer | null>('get', key, () =>
+      this.text ? this.client.get(k) : this.client.getBuffer(k),
+    )
     return this.read(stored, k, key)
   }
 
@@ -237,10 +227,9 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     this.coalescer?.flush()
     if (this.near !== undefined) return this.getNear<T>('getEntry', key)
     const k = this.key(key)
-    if (this.connection.blocked) await this.connection.ready('getEntry', key)
-    const reply = (await this.connection.call('getEntry', key, GET_ENTRY.run(this.client, k, NO_ARGS))) as
-      | [Buffer, number]
-      | null
+    const reply = (await this.connection.send('getEntry', key, () =>
+      GET_ENTRY.run(this.client, k, NO_ARGS),
+    )) as [Buffer, number] | null
     if (reply === null) {
       this.observer.miss(key)
       return undefined
@@ -274,29 +263,20 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     ms: number | undefined,
   ): Promise<void> {
     this.near?.forget(k)
-    if (this.connection.blocked) await this.connection.ready('set', key)
-    const start = performance.now()
-    try {
-      await this.connection.timed(
-        this.replication !== undefined
-          ? this.replication.send(
-              this.client,
-              'set',
-              k,
-              'set',
-              ms === undefined ? [k, bytes] : [k, bytes, 'PX', ms],
-            )
-          : ms === undefined
-            ? this.client.set(k, bytes)
-            : this.client.set(k, bytes, 'PX', ms),
-        'set',
-      )
-    } catch (error) {
-      throw this.connection.failed('set', error, key)
-    }
+    await this.connection.send('set', key, () =>
+      this.replication !== undefined
+        ? this.replication.send(
+            this.client,
+            'set',
+            k,
+            'set',
+            ms === undefined ? [k, bytes] : [k, bytes, 'PX', ms],
+          )
+        : ms === undefined
+          ? this.client.set(k, bytes)
+          : this.client.set(k, bytes, 'PX', ms),
+    )
     this.near?.forget(k)
-    this.observer.latency(performance.now() - start)
-    this.connection.answered()
     this.observer.set(key)
   }
 
@@ -305,12 +285,9 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     const k = this.key(key)
     const ms = this.ttlMs(ttl)
     const bytes = this.encode(value)
-    this.near?.forget(k)
-    if (this.connection.blocked) await this.connection.ready('add', key)
     const args = ms === undefined ? [k, bytes, 'NX'] : [k, bytes, 'PX', ms, 'NX']
-    const reply = await this.connection.call(
-      'add',
-      key,
+    this.near?.forget(k)
+    const reply = await this.connection.send('add', key, () =>
       this.replication !== undefined
         ? this.replication.send(this.client, 'add', k, 'set', args)
         : this.client.call('set', ...args),
@@ -325,12 +302,11 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     this.coalescer?.flush()
     const k = this.key(key)
     this.near?.forget(k)
-    if (this.connection.blocked) await this.connection.ready('delete', key)
-    const unlink =
+    const unlink = () =>
       this.replication !== undefined
         ? this.replication.send(this.client, 'delete', k, 'unlink', [k])
         : this.client.unlink(k)
-    const removed = (await this.connection.call('delete', key, unlink)) === 1
+    const removed = (await this.connection.send('delete', key, unlink)) === 1
     this.near?.forget(k)
     if (removed) this.observer.delete(key)
     return removed
@@ -341,9 +317,8 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     this.coalescer?.flush()
     const k = this.key(key)
     const bytes = this.encode(expected)
-    if (this.connection.blocked) await this.connection.ready('compareAndDelete', key)
-    const script = COMPARE_AND_DELETE.run(this.client, k, [bytes], this.replication, 'compareAndDelete')
-    const removed = (await this.connection.call('compareAndDelete', key, script)) === 1
+    const script = () => COMPARE_AND_DELETE.run(this.client, k, [bytes], this.replication, 'compareAndDelete')
+    const removed = (await this.connection.send('compareAndDelete', key, script)) === 1
     if (removed) this.observer.delete(key)
     return removed
   }
@@ -351,8 +326,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   async has(key: string): Promise<boolean> {
     this.coalescer?.flush()
     const k = this.key(key)
-    if (this.connection.blocked) await this.connection.ready('has', key)
-    return (await this.connection.call('has', key, this.client.exists(k))) === 1
+    return (await this.connection.send('has', key, () => this.client.exists(k))) === 1
   }
 
   /**
@@ -369,24 +343,25 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
       )
     }
     this.near?.forgetAll()
-    if (this.connection.blocked) await this.connection.ready('clear')
     const pattern = namespacePattern(this.namespace)
-    const start = performance.now()
-    try {
-      if (this.client.isCluster) {
-        const limits = {
-          timed: <T>(command: Promise<T>) => this.connection.timed(command, 'clear'),
-          ms: this.timeoutMs,
+    await this.connection.run('clear', undefined, async () => {
+      const start = performance.now()
+      try {
+        if (this.client.isCluster) {
+          const limits = {
+            timed: <T>(command: Promise<T>) => this.connection.timed(command, 'clear'),
+            ms: this.timeoutMs,
+          }
+          await clearCluster(this.client as Cluster, pattern, this.scanCount, limits)
+        } else {
+          const timed = <T>(command: Promise<T>) => this.connection.timed(command, 'clear')
+          await clearNode(this.client as Redis, pattern, this.scanCount, timed)
         }
-        await clearCluster(this.client as Cluster, pattern, this.scanCount, limits)
-      } else {
-        const timed = <T>(command: Promise<T>) => this.connection.timed(command, 'clear')
-        await clearNode(this.client as Redis, pattern, this.scanCount, timed)
+      } catch (error) {
+        throw this.connection.failed('clear', error, undefined)
       }
-    } catch (error) {
-      throw this.connection.failed('clear', error, undefined)
-    }
-    this.observer.latency(performance.now() - start)
+      this.observer.latency(performance.now() - start)
+    })
   }
 
   /**
@@ -402,7 +377,11 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   async *keys(options?: ListKeysOptions): AsyncIterableIterator<string> {
     this.coalescer?.flush()
     const prefix = listPrefix(options)
-    if (this.connection.blocked) await this.connection.ready('keys')
+    yield* await this.connection.run('keys', undefined, async () => this.scan(prefix))
+  }
+
+  /** The SCAN of {@link keys}, once commands may be sent. */
+  private async *scan(prefix: string): AsyncIterableIterator<string> {
     const timed = <T>(command: Promise<T>) => this.connection.timed(command, 'keys')
     try {
       for (const pattern of listPatterns(this.namespace, prefix)) {
@@ -431,9 +410,8 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
         recorded === REFUSED ? null : Number(recorded),
       )
     else {
-      if (this.connection.blocked) await this.connection.ready('incr', key)
-      const script = INCR.run(this.client, k, [by, ms ?? ''], this.replication, 'incr')
-      reply = await this.connection.call('incr', key, script)
+      const script = () => INCR.run(this.client, k, [by, ms ?? ''], this.replication, 'incr')
+      reply = await this.connection.send('incr', key, script)
     }
     this.near?.forget(k)
     // null: the script refused, writing nothing, as the result would be past the safe integers.
@@ -461,12 +439,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     this.near?.forget(k)
     return this.queue.run(k, async () => {
       this.coalescer?.flush()
-      if (this.connection.blocked) await this.connection.ready('atomicUpdate', key)
-      let current = (await this.connection.call(
-        'atomicUpdate',
-        key,
-        this.client.getBuffer(k),
-      )) as Buffer | null
+      let current = await this.connection.send('atomicUpdate', key, () => this.client.getBuffer(k))
       for (let attempt = 1; ; attempt++) {
         const next = await fn(current === null ? undefined : (this.codec.decode(current) as T))
         const expected = current === null ? '' : sha1(current)
@@ -498,10 +471,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     const full = keys.map((key) => this.key(key))
     if (!this.client.isCluster) {
       // One node: no pipeline around the two commands, read as `get` reads (strings by default).
-      if (this.connection.blocked) await this.connection.ready('getMany')
-      const [stored, existing] = await this.connection.call(
-        'getMany',
-        undefined,
+      const [stored, existing] = await this.connection.send('getMany', undefined, () =>
         Promise.all([
           this.text ? this.client.mget(full) : this.client.mgetBuffer(full),
           this.client.exists(full),
@@ -635,9 +605,8 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     this.coalescer?.flush()
     if (this.once !== undefined)
       return this.once.run('atomicUpdate', key, k, COMPARE_AND_SET_ONCE, args, () => [1] as [number])
-    if (this.connection.blocked) await this.connection.ready('atomicUpdate', key)
-    const script = COMPARE_AND_SET.run(this.client, k, args, this.replication, 'atomicUpdate')
-    return (await this.connection.call('atomicUpdate', key, script)) as [number, Buffer?]
+    const script = () => COMPARE_AND_SET.run(this.client, k, args, this.replication, 'atomicUpdate')
+    return (await this.connection.send('atomicUpdate', key, script)) as [number, Buffer?]
   }
 
   /** `get`/`getEntry` through the near cache: a copy Redis has not invalidated, else a read kept. */
@@ -645,10 +614,11 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     const k = this.key(key)
     // A copy is served only when a call could be sent now: never while a Sentinel switch-over
     // holds calls back, nor while the connection is down.
-    if (this.connection.blocked) await this.connection.ready(operation, key)
-    const entry = await this.near!.read(k, () =>
-      // PTTL keeps the copy from outliving the key.
-      this.connection.call(operation, key, Promise.all([this.client.getBuffer(k), this.client.pttl(k)])),
+    const entry = await this.connection.run(operation, key, () =>
+      this.near!.read(k, () =>
+        // PTTL keeps the copy from outliving the key.
+        this.connection.call(operation, key, Promise.all([this.client.getBuffer(k), this.client.pttl(k)])),
+      ),
     )
     if (entry === undefined) {
       this.observer.miss(key)
@@ -695,10 +665,6 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     add: (pipeline: ChainableCommander, positions: number[]) => void,
   ): Promise<{ groups: number[][]; replies: unknown[] }[]> {
     const replication = writes ? this.replication : undefined
-    if (this.connection.blocked) await this.connection.ready(operation)
-    const perNode: number[][][] = this.client.isCluster
-      ? [...groupByNodeAndSlot(this.client as Cluster, keys).values()].map((slots) => [...slots.values()])
-      : [[keys.map((_, i) => i)]]
     const run = async (groups: number[][]) => {
       // Without replicas (or with a master known to have them) the pipeline is sent before this
       // returns: commands go out in call order.
@@ -726,7 +692,12 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
       if (master !== undefined) replication!.check(master, operation, waited)
       return { groups, replies }
     }
-    return this.connection.call(operation, undefined, Promise.all(perNode.map(run)))
+    return this.connection.send(operation, undefined, () => {
+      const perNode: number[][][] = this.client.isCluster
+        ? [...groupByNodeAndSlot(this.client as Cluster, keys).values()].map((slots) => [...slots.values()])
+        : [[keys.map((_, i) => i)]]
+      return Promise.all(perNode.map(run))
+    })
   }
 }
 
