@@ -1,7 +1,6 @@
 import {
   type CacheBackend,
   CacheConfigError,
-  CacheConflictError,
   type CacheEntry,
   CacheUnavailableError,
   type Duration,
@@ -15,6 +14,8 @@ import {
   assertIncrement,
   assertKey,
   checkLogger,
+  CONFLICT,
+  retryConflicts,
   countOption,
   durationOption,
   ObservedBackend,
@@ -440,20 +441,21 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     return this.queue.run(k, async () => {
       this.coalescer?.flush()
       let current = await this.connection.send('atomicUpdate', key, () => this.client.getBuffer(k))
-      for (let attempt = 1; ; attempt++) {
+      // A conflict's reply holds the newer value: the next attempt starts from it at once, without
+      // a read and without a pause (a pause would hand the key to writers that start fresh, and
+      // starve this one).
+      return retryConflicts(key, { maxAttempts: this.maxAttempts, pause: () => 0 }, async () => {
         const next = await fn(current === null ? undefined : (this.codec.decode(current) as T))
         const expected = current === null ? '' : sha1(current)
         const reply = await this.compareAndSet(key, k, [expected, this.encode(next), ms ?? ''])
-        if (reply[0] === 1) {
-          this.near?.forget(k)
-          this.observer.set(key)
-          return next
+        if (reply[0] !== 1) {
+          current = reply[1] ?? null
+          return CONFLICT
         }
-        if (attempt >= this.maxAttempts) throw new CacheConflictError(key, attempt)
-        // The reply holds the newer value: retry at once, without a read and without a pause
-        // (a pause would hand the key to writers that start fresh, and starve this one).
-        current = reply[1] ?? null
-      }
+        this.near?.forget(k)
+        this.observer.set(key)
+        return next
+      })
     })
   }
 
