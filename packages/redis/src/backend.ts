@@ -247,17 +247,17 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     return this.counters.atomicUpdate(key, this.format.key(key), fn, this.format.ttlMs(ttl))
   }
 
-  getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
+  async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
     this.reads.flush()
     return this.batches.getMany<T>(keys)
   }
 
-  setMany(items: readonly SetManyItem[]): Promise<void> {
+  async setMany(items: readonly SetManyItem[]): Promise<void> {
     this.reads.flush()
     return this.batches.setMany(items)
   }
 
-  deleteMany(keys: readonly string[]): Promise<number> {
+  async deleteMany(keys: readonly string[]): Promise<number> {
     this.reads.flush()
     return this.batches.deleteMany(keys)
   }
@@ -277,7 +277,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     k: string,
     command: string,
     args: (string | Buffer | number)[],
-  ) {
+  ): Promise<unknown> {
     return this.connection.send(operation, key, () =>
       this.replication !== undefined
         ? this.replication.send(this.client, operation, k, command, args)
