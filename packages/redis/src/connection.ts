@@ -5,7 +5,14 @@ import {
   isUnavailable,
   type LoggerOption,
 } from '@cache/core'
-import { type CacheObserver, IncidentLog, SlowServerWatch, unrefRedisClient } from '@cache/core/backend'
+import {
+  type CacheObserver,
+  IncidentLog,
+  SlowServerWatch,
+  unrefRedisClient,
+  waitAtMost,
+  withTimeout,
+} from '@cache/core/backend'
 import type { Cluster, Redis } from 'ioredis'
 import {
   addressOf,
@@ -88,7 +95,7 @@ export class Connection {
         : undefined
   }
 
-  /** True when a command cannot be sent right now: call {@link ready} first. */
+  /** True when a command cannot be sent right now: {@link run} waits for {@link ready} first. */
   get blocked(): boolean {
     return (
       this.client.status !== 'ready' ||
@@ -117,12 +124,7 @@ export class Connection {
       if (status === 'wait') client.connect().catch(noop)
       if (status !== 'wait' && status !== 'connecting' && status !== 'connect')
         throw this.failed(operation, this.notConnected(operation), key)
-      let timer: NodeJS.Timeout | undefined
-      const expired = new Promise<boolean>((resolve) => {
-        timer = setTimeout(resolve, this.timeoutMs, false)
-      })
-      await Promise.race([this.connected(), expired])
-      clearTimeout(timer)
+      await waitAtMost(this.connected(), this.timeoutMs)
     }
     if (client.status === 'ready') {
       // A cluster's masters connect once its slot map is known: wait for those too.
@@ -189,6 +191,19 @@ export class Connection {
     throw new CacheUnavailableError('redis', `redis: not ready within ${ms} ms (${state})`)
   }
 
+  /**
+   * Runs `work` once commands may be sent: at once, in the caller's turn (so commands go out in
+   * call order), unless {@link blocked}; then after {@link ready}, whose failure it rejects with.
+   */
+  run<T>(operation: string, key: string | undefined, work: () => Promise<T>): Promise<T> {
+    return this.blocked ? this.ready(operation, key).then(work) : work()
+  }
+
+  /** Sends `command()` once commands may be sent (see {@link run}), awaited as {@link call} does. */
+  send<T>(operation: string, key: string | undefined, command: () => Promise<T>): Promise<T> {
+    return this.run(operation, key, () => this.call(operation, key, command()))
+  }
+
   /** Awaits one command sent when not {@link blocked}: measures it and translates its failure. */
   async call<T>(operation: string, key: string | undefined, command: Promise<T>): Promise<T> {
     const start = performance.now()
@@ -202,30 +217,17 @@ export class Connection {
     }
   }
 
-  /** The command's own promise when the client times commands out; else one raced with a timer. */
+  /** The command's own promise when the client times commands out; else one with a time limit. */
   timed<T>(command: Promise<T>, operation: string): Promise<T> {
     if (this.clientTimesOut) return command
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(
-        () =>
-          reject(
-            new CacheTimeoutError('redis', `${operation} on ${this.address}`, this.timeoutMs, {
-              server: this.address,
-            }),
-          ),
-        this.timeoutMs,
-      )
-      command.then(
-        (value) => {
-          clearTimeout(timer)
-          resolve(value)
-        },
-        (error) => {
-          clearTimeout(timer)
-          reject(error)
-        },
-      )
-    })
+    return withTimeout(
+      command,
+      this.timeoutMs,
+      () =>
+        new CacheTimeoutError('redis', `${operation} on ${this.address}`, this.timeoutMs, {
+          server: this.address,
+        }),
+    )
   }
 
   /** The @cache error for a failure, counted, emitted as an `error` event, and logged once per outage. */
@@ -268,9 +270,7 @@ export class Connection {
     }
     // QUIT's reply comes before the socket closes; wait (briefly) for the close itself. The wait
     // holds the process (the socket does not): `await close()` must return before it may exit.
-    let timer: NodeJS.Timeout | undefined
-    await Promise.race([ended, new Promise((resolve) => (timer = setTimeout(resolve, this.timeoutMs)))])
-    clearTimeout(timer)
+    await waitAtMost(ended, this.timeoutMs)
   }
 
   /** Resolves true on `ready`, false when the attempt fails; one shared listener set for all waiters. */
@@ -298,12 +298,7 @@ export class Connection {
       if (client.status === 'end') return false
       const left = deadline - Date.now()
       if (left <= 0) return false
-      let timer: NodeJS.Timeout | undefined
-      const expired = new Promise<boolean>((resolve) => {
-        timer = setTimeout(resolve, left, false)
-      })
-      await Promise.race([this.connected(), expired])
-      clearTimeout(timer)
+      await waitAtMost(this.connected(), left)
     }
     return client.status === 'ready' && !this.closed
   }

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { CacheError } from '@cache/core'
-import type { CacheObserver } from '@cache/core/backend'
+import { type CacheObserver, waitAtMost } from '@cache/core/backend'
 import calculateSlot from 'cluster-key-slot'
 import type { Connection } from './connection.js'
 import { CacheReplicationError, type Replication } from './replication.js'
@@ -83,7 +83,7 @@ export class ExactlyOnce {
       // waiting behind a busy event loop. A frozen server costs the timeout + SETTLE_GRACE_MS.
       const budget = Math.max(start + this.connection.timeoutMs - performance.now(), SETTLE_GRACE_MS)
       const settling = this.settle(key, record, budget)
-      const recorded = await within(settling, budget)
+      const recorded = await waitAtMost(settling, budget)
       if (recorded === UNREPLICATED)
         throw this.connection.failed(
           operation,
@@ -173,15 +173,6 @@ export class ExactlyOnce {
     // The attempt under way first; retries after 100 ms, doubling up to maxReconnectDelay.
     attempt(0, first)
   }
-}
-
-/** `promise`'s value if it settles within `ms`, else undefined (it goes on). */
-function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: NodeJS.Timeout | undefined
-  const expired = new Promise<undefined>((resolve) => {
-    timer = setTimeout(() => resolve(undefined), ms)
-  })
-  return Promise.race([promise, expired]).finally(() => clearTimeout(timer))
 }
 
 /** What a settled token holds when its command did not run (and now never will). */

@@ -1,5 +1,8 @@
-import { keyFromWellFormed } from '@cache/core/backend'
-import type { Redis } from 'ioredis'
+import { isListedKey, keyFromWellFormed } from '@cache/core/backend'
+import type { Cluster, Redis } from 'ioredis'
+import type { RedisClient } from './client.js'
+import { clearCluster, type Limits } from './cluster-clear.js'
+import { listCluster } from './cluster-keys.js'
 
 /** How `wellFormedKey` marks a key it escaped. */
 const ESCAPED = '\uffff'
@@ -8,6 +11,45 @@ const RECORD_PREFIX = '~op~'
 
 /** Runs a command under the backend's per-command timeout. */
 type Timed = <T>(command: Promise<T>) => Promise<T>
+
+/**
+ * `clear()`: unlinks every key of `namespace` (never `FLUSHDB`); on a cluster on every master the
+ * nodes themselves name (see cluster-clear.ts).
+ */
+export function clearNamespace(
+  client: RedisClient,
+  namespace: string,
+  count: number,
+  limits: Limits,
+): Promise<void> {
+  const pattern = namespacePattern(namespace)
+  return client.isCluster
+    ? clearCluster(client as Cluster, pattern, count, limits)
+    : clearNode(client as Redis, pattern, count, limits.timed)
+}
+
+/**
+ * `keys()`: the keys of `namespace` (stored with `keyPrefix`) that start with `prefix`, internal
+ * keys left out; on a cluster on every master the nodes themselves name (see cluster-keys.ts).
+ */
+export async function* listKeys(
+  client: RedisClient,
+  namespace: string | undefined,
+  keyPrefix: string,
+  prefix: string,
+  count: number,
+  limits: Limits,
+): AsyncGenerator<string> {
+  for (const pattern of listPatterns(namespace, prefix)) {
+    const found = client.isCluster
+      ? listCluster(client as Cluster, pattern, count, limits)
+      : scanNode(client as Redis, pattern, count, limits.timed)
+    for await (const stored of found) {
+      const key = userKeyOf(stored, namespace, keyPrefix)
+      if (key !== undefined && isListedKey(key, prefix)) yield key
+    }
+  }
+}
 
 /** The `SCAN MATCH` pattern of every key of a namespace (what `clear()` removes). */
 export function namespacePattern(namespace: string): string {

@@ -1,8 +1,16 @@
 import type { ConnectionOptions } from 'node:tls'
 import type { Duration } from '@cache/core'
-import type { BaseBackendOptions, CodecOptions } from '@cache/core/backend'
+import {
+  type BaseBackendOptions,
+  type CodecOptions,
+  checkLogger,
+  countOption,
+  durationOption,
+} from '@cache/core/backend'
 import type { ClusterOptions, RedisOptions } from 'ioredis'
-import type { NearCacheOptions } from './near-cache.js'
+import type { ConnectionSettings } from './client.js'
+import { RedisFormat } from './format.js'
+import { type NearCacheOptions, type NearCacheSettings, nearCacheSettings } from './near-cache.js'
 
 /**
  * Options of {@link redisBackend}. Every duration is a `Duration`: a number of **seconds**
@@ -70,4 +78,59 @@ export interface RedisBackendOptions extends BaseBackendOptions, CodecOptions {
   redisOptions?: RedisOptions
   /** More ioredis options for cluster connections we create; they win over ours. */
   clusterOptions?: ClusterOptions
+}
+
+const DEFAULT_NAMESPACE = 'cache'
+/**
+ * Bare numbers from these up are read as seconds but warned about once: until 0.2 they were
+ * milliseconds here, and `timeout: 300` (5 minutes now) is far likelier to mean 300 ms.
+ */
+const MS_HABIT = {
+  timeout: { msHabitFrom: 10 },
+  delay: { msHabitFrom: 100 },
+  window: { msHabitFrom: 1000 },
+} as const
+
+/** The options a backend needs before it connects, checked (a bad one throws `CacheConfigError`). */
+export interface RedisSettings {
+  /** `''`: none. */
+  namespace: string
+  format: RedisFormat
+  maxAttempts: number
+  scanCount: number
+  /** `exactlyOnceWindow` in ms; undefined: off. */
+  windowMs: number | undefined
+  near: NearCacheSettings | undefined
+  connection: ConnectionSettings
+  logger: RedisBackendOptions['logger']
+}
+
+/** Checks `options` in a fixed order (the first bad one throws) and fills in the defaults. */
+export function redisSettings(options: RedisBackendOptions): RedisSettings {
+  const namespace = options.namespace ?? DEFAULT_NAMESPACE
+  const format = new RedisFormat(namespace, options)
+  const maxAttempts = countOption(options.maxAttempts, 'maxAttempts', 200)
+  const scanCount = countOption(options.scanCount, 'scanCount', 1000)
+  const windowMs =
+    options.exactlyOnceWindow === false
+      ? undefined
+      : durationOption(options.exactlyOnceWindow, 'exactlyOnceWindow', '10s', MS_HABIT.window)
+  const near = nearCacheSettings(options.nearCache)
+  const maxReconnectDelayMs = durationOption(
+    options.maxReconnectDelay,
+    'maxReconnectDelay',
+    '2s',
+    MS_HABIT.delay,
+  )
+  const connectTimeoutMs = durationOption(options.connectTimeout, 'connectTimeout', '2s', MS_HABIT.timeout)
+  const connection: ConnectionSettings = {
+    timeoutMs: durationOption(options.timeout, 'timeout', '300ms', MS_HABIT.timeout),
+    connectTimeoutMs,
+    maxReconnectDelayMs,
+    tls: options.tls,
+    redisOptions: options.redisOptions,
+    clusterOptions: options.clusterOptions,
+  }
+  const logger = checkLogger(options.logger)
+  return { namespace, format, maxAttempts, scanCount, windowMs, near, connection, logger }
 }

@@ -1,0 +1,201 @@
+import type { SetManyItem } from '@cache/core'
+import type { ChainableCommander, Cluster } from 'ioredis'
+import type { BackendParts } from './parts.js'
+import type { Reads } from './reads.js'
+import { GET_EACH } from './scripts.js'
+import { groupByNodeAndSlot, isMoved, renewSlots } from './slots.js'
+
+/**
+ * `getMany`, `setMany` and `deleteMany`: one round trip per node, the commands of each hash slot
+ * together.
+ */
+export class Batches {
+  constructor(
+    private readonly parts: BackendParts,
+    /** Reads the values of a single node as `get` does. */
+    private readonly reads: Reads,
+  ) {}
+
+  /**
+   * `MGET`, and in the same round trip `EXISTS` of the same keys: `MGET` answers a key of another
+   * type (a list) with nil, as a miss, but `EXISTS` counts it. When more keys exist than `MGET`
+   * returned values (a key of another type, or a write between the two), the nil ones are read
+   * again with a script of `GET`s, whose WRONGTYPE fails the call as `get` would. One node: one
+   * pair of commands; a cluster: one pair per hash slot, one pipeline per node.
+   */
+  async getMany<T>(keys: readonly string[]): Promise<(T | undefined)[]> {
+    const { client, connection, observer, format } = this.parts
+    const out = new Array<T | undefined>(keys.length).fill(undefined)
+    if (keys.length === 0) return out
+    const full = keys.map((key) => format.key(key))
+    if (!client.isCluster) {
+      // One node: no pipeline around the two commands, read as `get` reads (strings by default).
+      const [stored, existing] = await connection.send('getMany', undefined, () =>
+        Promise.all([format.text ? client.mget(full) : client.mgetBuffer(full), client.exists(full)]),
+      )
+      const positions = keys.map((_, i) => i)
+      if (existing > hitsIn(stored)) await this.readAgain(stored, positions, full, keys)
+      for (let i = 0; i < keys.length; i++) {
+        const value = this.reads.read(stored[i] ?? null, full[i]!, keys[i]!)
+        out[i] = (value instanceof Promise ? await value : value) as T
+      }
+      return out
+    }
+    const batches = await this.batch('getMany', full, false, (pipeline, positions) => {
+      const group = positions.map((i) => full[i]!)
+      pipeline.mgetBuffer(group).exists(group)
+    })
+    for (const { groups, replies } of batches) {
+      for (let g = 0; g < groups.length; g++) {
+        const values = replies[2 * g] as (Buffer | null)[]
+        if ((replies[2 * g + 1] as number) > hitsIn(values))
+          await this.readAgain(values, groups[g]!, full, keys)
+      }
+    }
+    for (const { groups, replies } of batches) {
+      for (let g = 0; g < groups.length; g++) {
+        const values = replies[2 * g] as (Buffer | null)[]
+        const positions = groups[g]!
+        for (let j = 0; j < positions.length; j++) {
+          const i = positions[j]!
+          const bytes = values[j]
+          if (bytes === null || bytes === undefined) observer.miss(keys[i]!)
+          else {
+            observer.hit(keys[i]!)
+            out[i] = format.codec.decode(bytes as Buffer) as T
+          }
+        }
+      }
+    }
+    return out
+  }
+
+  async setMany(items: readonly SetManyItem[]): Promise<void> {
+    const { format, near, observer } = this.parts
+    if (items.length === 0) return
+    // Check and encode everything first, so a bad item stores nothing.
+    const full = items.map((item) => format.key(item.key))
+    const ttls = items.map((item) => format.ttlMs(item.ttl))
+    const values = items.map((item) => format.encode(item.value))
+    for (const k of full) near?.forget(k)
+    await this.batch('setMany', full, true, (pipeline, positions) => {
+      for (const i of positions) {
+        const ms = ttls[i]
+        if (ms === undefined) pipeline.set(full[i]!, values[i]!)
+        else pipeline.set(full[i]!, values[i]!, 'PX', ms)
+      }
+    })
+    for (const k of full) near?.forget(k)
+    for (const item of items) observer.set(item.key)
+  }
+
+  async deleteMany(keys: readonly string[]): Promise<number> {
+    const { format, near, observer } = this.parts
+    if (keys.length === 0) return 0
+    const full = keys.map((key) => format.key(key))
+    for (const k of full) near?.forget(k)
+    // One UNLINK per key (still one round trip per node) tells which keys were removed.
+    const batches = await this.batch('deleteMany', full, true, (pipeline, positions) => {
+      for (const i of positions) pipeline.unlink(full[i]!)
+    })
+    for (const k of full) near?.forget(k)
+    let removed = 0
+    for (const { groups, replies } of batches) {
+      let r = 0
+      for (const positions of groups) {
+        for (const i of positions) {
+          if (replies[r++] === 1) {
+            removed++
+            observer.delete(keys[i]!)
+          }
+        }
+      }
+    }
+    return removed
+  }
+
+  /**
+   * Reads again, with a script of `GET`s (one hash slot), the keys `MGET` answered with nil
+   * (`values[j]` is the key at `positions[j]`), filling in `values`. A key of another type fails
+   * the whole `getMany` as `get` of that key fails: counted, with the error `get` throws.
+   */
+  private async readAgain(
+    values: (string | Buffer | null)[],
+    positions: readonly number[],
+    full: readonly string[],
+    keys: readonly string[],
+  ): Promise<void> {
+    const { client, connection, format } = this.parts
+    const missing: number[] = []
+    for (let j = 0; j < values.length; j++) if (values[j] === null) missing.push(j)
+    const args = [GET_EACH, missing.length, ...missing.map((j) => full[positions[j]!]!)]
+    const strings = format.text && !client.isCluster
+    const again = await connection.call<(string | Buffer | null | Error)[]>(
+      'getMany',
+      undefined,
+      (strings ? client.call('eval', args) : client.callBuffer('eval', args)) as Promise<
+        (string | Buffer | null | Error)[]
+      >,
+    )
+    for (let m = 0; m < missing.length; m++) {
+      const value = again[m] ?? null
+      const j = missing[m]!
+      if (value instanceof Error) throw connection.failed('getMany', value, keys[positions[j]!])
+      values[j] = value
+    }
+  }
+
+  /**
+   * Sends commands for many keys: one pipeline per node (a single node: one pipeline), `add`
+   * called once per hash slot group. Replies come back flat, in the order the commands were added.
+   * Writes (`writes`) end each pipeline with the WAIT of `replicas`.
+   */
+  private async batch(
+    operation: string,
+    keys: string[],
+    writes: boolean,
+    add: (pipeline: ChainableCommander, positions: number[]) => void,
+  ): Promise<{ groups: number[][]; replies: unknown[] }[]> {
+    const { client, connection } = this.parts
+    const replication = writes ? this.parts.replication : undefined
+    const run = async (groups: number[][]) => {
+      // Without replicas (or with a master known to have them) the pipeline is sent before this
+      // returns: commands go out in call order.
+      const first = keys[groups[0]![0]!]!
+      const master =
+        replication === undefined
+          ? undefined
+          : (replication.admitted(client, first) ?? (await replication.admit(client, operation, first)))
+      const pipeline = client.pipeline()
+      for (const positions of groups) add(pipeline, positions)
+      if (replication !== undefined) replication.addWait(pipeline)
+      const results = (await pipeline.exec()) ?? []
+      const waited = replication === undefined ? undefined : results.pop()
+      const replies = new Array<unknown>(results.length)
+      for (let i = 0; i < results.length; i++) {
+        const [error, reply] = results[i]!
+        if (error) {
+          // Followed by WAIT, ioredis does not follow a MOVED: the next call goes to the new master.
+          if (isMoved(client, error)) await renewSlots(client as Cluster)
+          throw error
+        }
+        replies[i] = reply
+      }
+      if (master !== undefined) replication!.check(master, operation, waited)
+      return { groups, replies }
+    }
+    return connection.send(operation, undefined, () => {
+      const perNode: number[][][] = client.isCluster
+        ? [...groupByNodeAndSlot(client as Cluster, keys).values()].map((slots) => [...slots.values()])
+        : [[keys.map((_, i) => i)]]
+      return Promise.all(perNode.map(run))
+    })
+  }
+}
+
+/** Values `MGET` returned (not nil). */
+function hitsIn(values: readonly unknown[]): number {
+  let hits = 0
+  for (const value of values) if (value !== null) hits++
+  return hits
+}

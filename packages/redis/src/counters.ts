@@ -1,0 +1,94 @@
+import { CONFLICT, KeyedQueue, retryConflicts } from '@cache/core/backend'
+import { COMPARE_AND_SET_ONCE, type ExactlyOnce, INCR_ONCE, REFUSED } from './exactly-once.js'
+import type { BackendParts } from './parts.js'
+import { COMPARE_AND_SET, INCR, sha1 } from './scripts.js'
+
+/**
+ * `incr` and read-modify-write (`atomicUpdate`) on one Redis key, each write one Lua script
+ * (exactly once, see exactly-once.ts, unless `exactlyOnceWindow: false`).
+ */
+export class Counters {
+  private readonly queue = new KeyedQueue()
+
+  constructor(
+    private readonly parts: BackendParts,
+    /** `atomicUpdate` attempts before `CacheConflictError`. */
+    private readonly maxAttempts: number,
+    /** Settles calls whose reply was lost; undefined with `exactlyOnceWindow: false`. */
+    private readonly once: ExactlyOnce | undefined,
+    /** Sends the gets waiting for the end of their tick, so that commands go out in call order. */
+    private readonly flush: () => void,
+  ) {}
+
+  /** Adds `by` to the counter `k` (`key` to the caller); refused when past the safe integers. */
+  async incr(key: string, k: string, by: number, ms: number | undefined): Promise<number> {
+    const { client, connection, near, replication } = this.parts
+    const once = this.once
+    near?.forget(k)
+    let reply: unknown
+    if (once !== undefined)
+      reply = await once.run('incr', key, k, INCR_ONCE, [by, ms ?? ''], (recorded) =>
+        recorded === REFUSED ? null : Number(recorded),
+      )
+    else {
+      const script = () => INCR.run(client, k, [by, ms ?? ''], replication, 'incr')
+      reply = await connection.send('incr', key, script)
+    }
+    near?.forget(k)
+    // null: the script refused, writing nothing, as the result would be past the safe integers.
+    if (!Number.isSafeInteger(reply))
+      throw new RangeError(
+        `incr: ${by} added to the counter "${key}" is not a safe integer (past ±Number.MAX_SAFE_INTEGER); the counter is unchanged`,
+      )
+    this.parts.observer.set(key)
+    return reply as number
+  }
+
+  /**
+   * Read, run `fn`, then write only if the key still holds what was read (a Lua compare-and-set);
+   * on conflict `fn` runs again with the newer value, up to `maxAttempts` times. Calls for one key
+   * in this process wait for each other first, so only other processes can cause a conflict.
+   */
+  atomicUpdate<T>(
+    key: string,
+    k: string,
+    fn: (current: T | undefined) => T | Promise<T>,
+    ms: number | undefined,
+  ): Promise<T> {
+    const { client, connection, near, format } = this.parts
+    near?.forget(k)
+    return this.queue.run(k, async () => {
+      this.flush()
+      let current = await connection.send('atomicUpdate', key, () => client.getBuffer(k))
+      // A conflict's reply holds the newer value: the next attempt starts from it at once, without
+      // a read and without a pause (a pause would hand the key to writers that start fresh, and
+      // starve this one).
+      return retryConflicts(key, { maxAttempts: this.maxAttempts, pause: () => 0 }, async () => {
+        const next = await fn(current === null ? undefined : (format.codec.decode(current) as T))
+        const expected = current === null ? '' : sha1(current)
+        const reply = await this.compareAndSet(key, k, [expected, format.encode(next), ms ?? ''])
+        if (reply[0] !== 1) {
+          current = reply[1] ?? null
+          return CONFLICT
+        }
+        near?.forget(k)
+        this.parts.observer.set(key)
+        return next
+      })
+    })
+  }
+
+  /** One compare-and-set attempt of `atomicUpdate`: `[1]` when written, else `[0, current?]`. */
+  private async compareAndSet(
+    key: string,
+    k: string,
+    args: (string | Buffer | number)[],
+  ): Promise<[number, Buffer?]> {
+    this.flush()
+    if (this.once !== undefined)
+      return this.once.run('atomicUpdate', key, k, COMPARE_AND_SET_ONCE, args, () => [1] as [number])
+    const { client, connection, replication } = this.parts
+    const script = () => COMPARE_AND_SET.run(client, k, args, replication, 'atomicUpdate')
+    return (await connection.send('atomicUpdate', key, script)) as [number, Buffer?]
+  }
+}

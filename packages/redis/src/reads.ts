@@ -1,0 +1,124 @@
+import type { CacheEntry } from '@cache/core'
+import { parseTagged } from '@cache/core/backend'
+import type { Redis } from 'ioredis'
+import { Coalescer } from './coalesce.js'
+import type { BackendParts } from './parts.js'
+import { GET_ENTRY } from './scripts.js'
+
+const NO_ARGS: string[] = []
+
+/**
+ * `get` and `getEntry` of one key: through the near cache when it is on, else one command each,
+ * or, for the gets that follow the first of a tick, one script at the end of the tick (see
+ * coalesce.ts).
+ */
+export class Reads {
+  /** Batches the gets of one tick; undefined when they go alone (see the `coalesce` option). */
+  private readonly coalescer: Coalescer | undefined
+
+  /** `coalesce`: the option; on a cluster, with `nearCache` or with `replicas`, each get goes alone. */
+  constructor(
+    private readonly parts: BackendParts,
+    coalesce: boolean,
+  ) {
+    const { client, connection, observer, format } = parts
+    const alone = client.isCluster || parts.near !== undefined || parts.replication !== undefined
+    this.coalescer =
+      coalesce && !alone
+        ? new Coalescer(client as Redis, connection, observer, format.text, {
+            get: (k, key) => this.getOne(k, key),
+            read: (stored, k, key) => this.read(stored, k, key),
+          })
+        : undefined
+  }
+
+  get<T>(key: string): Promise<T | undefined> {
+    if (this.parts.near !== undefined) return this.getNear<T>('get', key).then((entry) => entry?.value)
+    let k: string
+    try {
+      k = this.parts.format.key(key)
+    } catch (error) {
+      return Promise.reject(error)
+    }
+    if (this.coalescer !== undefined && !this.parts.connection.blocked) {
+      const batched = this.coalescer.get(k, key)
+      if (batched !== undefined) return batched as Promise<T | undefined>
+    }
+    return this.getOne(k, key) as Promise<T | undefined>
+  }
+
+  async getEntry<T>(key: string): Promise<CacheEntry<T> | undefined> {
+    this.flush()
+    if (this.parts.near !== undefined) return this.getNear<T>('getEntry', key)
+    const { client, connection, observer, format } = this.parts
+    const k = format.key(key)
+    const reply = (await connection.send('getEntry', key, () => GET_ENTRY.run(client, k, NO_ARGS))) as
+      | [Buffer, number]
+      | null
+    if (reply === null) {
+      observer.miss(key)
+      return undefined
+    }
+    observer.hit(key)
+    const value = format.codec.decode(reply[0]) as T
+    return reply[1] >= 0 ? { value, expiresAt: Date.now() + reply[1] } : { value }
+  }
+
+  /** Sends the gets waiting for the end of their tick: before any other command, to keep call order. */
+  flush(): void {
+    this.coalescer?.flush()
+  }
+
+  /** What `get` returns for a stored value (null: a miss), the hit or miss counted. */
+  read(stored: string | Buffer | null, k: string, key: string): unknown {
+    const { observer, format } = this.parts
+    if (stored === null) {
+      observer.miss(key)
+      return undefined
+    }
+    observer.hit(key)
+    if (typeof stored !== 'string') return format.codec.decode(stored)
+    const first = stored.charCodeAt(0)
+    // NUL (compressed) or U+FFFD (binary, e.g. v8) was written by a differently configured
+    // client: those need the exact bytes.
+    if (first === 0 || first === 0xfffd) return this.getBytes(k, key)
+    return parseTagged(stored)
+  }
+
+  /** One `GET`, sent now (or once the connection is ready). */
+  private async getOne(k: string, key: string): Promise<unknown> {
+    const { client, connection, format } = this.parts
+    const stored = await connection.send<string | Buffer | null>('get', key, () =>
+      format.text ? client.get(k) : client.getBuffer(k),
+    )
+    return this.read(stored, k, key)
+  }
+
+  /** `get`/`getEntry` through the near cache: a copy Redis has not invalidated, else a read kept. */
+  private async getNear<T>(operation: string, key: string): Promise<CacheEntry<T> | undefined> {
+    const { client, connection, observer, format, near } = this.parts
+    const k = format.key(key)
+    // A copy is served only when a call could be sent now: never while a Sentinel switch-over
+    // holds calls back, nor while the connection is down.
+    const entry = await connection.run(operation, key, () =>
+      near!.read(k, () =>
+        // PTTL keeps the copy from outliving the key.
+        connection.call(operation, key, Promise.all([client.getBuffer(k), client.pttl(k)])),
+      ),
+    )
+    if (entry === undefined) {
+      observer.miss(key)
+      return undefined
+    }
+    observer.hit(key)
+    const value = format.codec.decode(entry.bytes) as T
+    return entry.expiresAt === undefined ? { value } : { value, expiresAt: entry.expiresAt }
+  }
+
+  /** Reads a value again as bytes (see {@link read}). */
+  private async getBytes(k: string, key: string): Promise<unknown> {
+    this.flush()
+    const bytes = await this.parts.connection.call('get', key, this.parts.client.getBuffer(k))
+    return bytes === null ? undefined : this.parts.format.codec.decode(bytes)
+  }
+}
