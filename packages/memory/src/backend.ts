@@ -88,7 +88,6 @@ type Stored = NonNullable<unknown> | typeof UNDEFINED
  */
 const EPSILON = 2 ** -10
 
-const PEEK_EVEN_EXPIRED = { allowStale: true }
 const UNDERSCORE = 95
 
 /**
@@ -280,11 +279,14 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
     // Each value is copied (with clone) and measured (with maxSize) before any is stored: a value
     // that cannot be copied, or is too large, rejects the call and stores no item (the too-large
     // key's own old value is dropped, as by set).
-    const prepared = items.map((item) => this.prepare(item.key, item.value))
-    for (let i = 0; i < items.length; i++) {
-      const { stored, size } = prepared[i]!
-      this.commit(items[i]!.key, items[i]!.value, stored, size, expiries[i]!)
+    const stored: Stored[] = []
+    const sizes: (number | undefined)[] = []
+    for (const { key, value } of items) {
+      const one = this.prepare(key, value)
+      stored.push(one)
+      sizes.push(this.sizeOfEntry === undefined ? undefined : this.measure(key, value, one))
     }
+    for (let i = 0; i < items.length; i++) this.commit(items[i]!.key, stored[i]!, sizes[i], expiries[i]!)
   }
 
   async deleteMany(keys: readonly string[]): Promise<number> {
@@ -353,38 +355,48 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
 
   /** `expiresAt`: epoch ms, 0 for never; `keepExpiry`: the entry's own instead (it exists). */
   private store(key: string, value: unknown, expiresAt: number, keepExpiry = false): void {
-    const { stored, size } = this.prepare(key, value)
-    this.commit(key, value, stored, size, expiresAt, keepExpiry)
+    const stored = this.prepare(key, value)
+    this.commit(
+      key,
+      stored,
+      this.sizeOfEntry === undefined ? undefined : this.measure(key, value, stored),
+      expiresAt,
+      keepExpiry,
+    )
   }
 
   /**
-   * What `store` would keep for a value, and its size with `maxSize`; throws what storing it would
-   * throw (a bad key, a value that cannot be copied, one larger than `maxSize`) having stored
-   * nothing (a value larger than `maxSize` drops what its key held).
+   * What `store` keeps for a value; throws what storing it would throw (a bad key, a value that
+   * cannot be copied) having stored nothing.
    */
-  private prepare(key: string, value: unknown): { stored: Stored; size: number | undefined } {
+  private prepare(key: string, value: unknown): Stored {
     this.assertOpen()
     if (typeof key !== 'string') assertKey(key)
     if (this.checkValues) assertSerializable(value)
     const copy = this.clone ? cloneValue(value) : value
-    const stored: Stored = copy === undefined ? UNDEFINED : (copy as Stored)
-    if (this.sizeOfEntry === undefined) return { stored, size: undefined }
-    const size = this.sizeOfEntry(stored, key)
+    return copy === undefined ? UNDEFINED : (copy as Stored)
+  }
+
+  /**
+   * The bytes an entry counts for with `maxSize`; throws `CacheValueTooLargeError` for one larger
+   * than `maxSize`, having dropped what its key held (as lru-cache does when it refuses a value).
+   * A value that passed is always taken by lru-cache: its `maxEntrySize` is `maxSize`.
+   */
+  private measure(key: string, value: unknown, stored: Stored): number {
+    const size = this.sizeOfEntry!(stored, key)
     if (!Number.isSafeInteger(size) || size <= 0)
       throw new TypeError(
         `memory: sizeOf returned ${String(size)} for key ${JSON.stringify(key)} (expected a number of bytes)`,
       )
     if (size > this.maxSize!) {
-      // As lru-cache does when it refuses a value: what the key held is dropped, not kept stale.
       this.lru.delete(key)
       throw new CacheValueTooLargeError(key, estimateSize(value), this.maxSize!)
     }
-    return { stored, size }
+    return size
   }
 
   private commit(
     key: string,
-    value: unknown,
     stored: Stored,
     size: number | undefined,
     expiresAt: number,
@@ -408,11 +420,6 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
     }
     if (key.charCodeAt(0) === UNDERSCORE) this.internalWrites++
     this.lru.set(key, stored, options)
-    if (this.maxSize !== undefined && this.lru.peek(key, PEEK_EVEN_EXPIRED) !== stored) {
-      // lru-cache refused it (larger than maxSize) and dropped what the key held.
-      this.lru.delete(key)
-      throw new CacheValueTooLargeError(key, estimateSize(value), this.maxSize)
-    }
     this.observer.set(key)
   }
 
