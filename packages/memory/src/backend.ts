@@ -76,6 +76,8 @@ export interface MemoryBackendOptions extends BaseBackendOptions {
 const UNDEFINED: unique symbol = Symbol('undefined')
 /** What {@link MemoryBackend.read} returns for a miss. */
 const MISS: unique symbol = Symbol('miss')
+/** What `set` returns: one promise for every write, as a set has nothing to answer. */
+const DONE: Promise<void> = Promise.resolve()
 /** Runs of an `atomicUpdate` function before `CacheConflictError` when the key keeps being written meanwhile. */
 const MAX_UPDATE_ATTEMPTS = 100
 type Stored = NonNullable<unknown> | typeof UNDEFINED
@@ -172,8 +174,13 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
     return this.readEntry<T>(key)
   }
 
-  async set(key: string, value: unknown, ttl?: Duration): Promise<void> {
-    this.write(key, value, ttl)
+  set(key: string, value: unknown, ttl?: Duration): Promise<void> {
+    try {
+      this.write(key, value, ttl)
+    } catch (error) {
+      return Promise.reject(error)
+    }
+    return DONE
   }
 
   async add(key: string, value: unknown, ttl?: Duration): Promise<boolean> {
