@@ -99,18 +99,23 @@ export class Loader {
     thisArg: unknown,
     args: unknown[],
   ): unknown {
-    let read: Read
+    const sync = backend.sync!
+    let stored: Envelope | undefined
+    let generations: number[]
     try {
-      read = this.readSync(backend, keys)
+      stored = storedEnvelope(sync, keys.entry)
+      generations = this.localGenerations(sync, keys.local)
     } catch (error) {
       this.failed('get', error, keys.entry)
       return fn.apply(thisArg, args)
     }
-    const entry = read.entry
-    if (entry !== undefined) {
-      const state = this.stateOf(entry)
+    let read: Read
+    if (stored !== undefined && sameGenerations(stored.g, generations)) {
+      if (isPlainFresh(stored)) return this.plainHit(keys, stored)
+      read = { entry: stored, generations }
+      const state = this.stateOf(stored)
       if (state < GRACE) return this.onHit(backend, keys, read, state, fn, thisArg, args)
-    }
+    } else read = { generations }
     this.observer.miss(keys.entry)
     const value = fn.apply(thisArg, args)
     if (isPromiseLike(value)) {
@@ -138,10 +143,13 @@ export class Loader {
     thisArg: unknown,
     args: unknown[],
   ): Promise<unknown> {
-    if (backend.sync !== undefined) {
-      let read: Read
+    const sync = backend.sync
+    if (sync !== undefined) {
+      let stored: Envelope | undefined
+      let generations: number[]
       try {
-        read = this.readSync(backend, keys)
+        stored = storedEnvelope(sync, keys.entry)
+        generations = this.localGenerations(sync, keys.local)
       } catch (error) {
         try {
           this.failed('get', error, keys.entry)
@@ -150,11 +158,13 @@ export class Loader {
         }
         return this.passThrough(keys, fn, thisArg, args)
       }
-      const entry = read.entry
-      if (entry !== undefined) {
-        const state = this.stateOf(entry)
+      let read: Read
+      if (stored !== undefined && sameGenerations(stored.g, generations)) {
+        if (isPlainFresh(stored)) return Promise.resolve(this.plainHit(keys, stored))
+        read = { entry: stored, generations }
+        const state = this.stateOf(stored)
         if (state < GRACE) return Promise.resolve(this.onHit(backend, keys, read, state, fn, thisArg, args))
-      }
+      } else read = { generations }
       return this.afterRead(backend, keys, read, undefined, undefined, fn, thisArg, args) as Promise<unknown>
     }
     const slot = slotOf(backend, keys.entry)
@@ -270,6 +280,15 @@ export class Loader {
     if (policy.swrMs !== undefined && late < policy.swrMs) return backingOff ? STALE_BACKING_OFF : STALE
     if (policy.graceMs !== undefined && late < policy.graceMs) return backingOff ? BACKING_OFF : GRACE
     return EXPIRED
+  }
+
+  /**
+   * A hit on an entry without stale or refresh-ahead times (fresh whatever the time): what
+   * {@link onHit} does for it, without building a {@link Read} first.
+   */
+  private plainHit(keys: CallKeys, entry: Envelope): unknown {
+    this.observer.hit(keys.entry)
+    return entry.v
   }
 
   private onHit(
@@ -576,16 +595,6 @@ export class Loader {
     return { generations }
   }
 
-  private readSync(backend: CacheBackend, keys: CallKeys): Read {
-    const sync = backend.sync!
-    const envelope =
-      sync.get === undefined ? sync.getEntry<Envelope>(keys.entry)?.value : sync.get<Envelope>(keys.entry)
-    const generations = this.localGenerations(sync, keys.local)
-    if (typeof envelope === 'object' && envelope !== null && sameGenerations(envelope.g, generations))
-      return { entry: envelope, generations }
-    return { generations }
-  }
-
   /**
    * The current generations of `local` on an in-process backend. Read again only when the
    * backend says one of its own keys may have changed since the last read (`internalVersion`):
@@ -722,6 +731,17 @@ export class Loader {
       this.storeFailed(error, keys.entry)
     }
   }
+}
+
+/** What an in-process backend holds under `key`, if it is an object (an envelope's generations are checked next). */
+function storedEnvelope(sync: SyncAccess, key: string): Envelope | undefined {
+  const stored = sync.get === undefined ? sync.getEntry<Envelope>(key)?.value : sync.get<Envelope>(key)
+  return typeof stored === 'object' && stored !== null ? stored : undefined
+}
+
+/** Fresh whatever the time: stored without stale-while-revalidate, grace or refresh ahead. */
+function isPlainFresh(entry: Envelope): boolean {
+  return entry.s === undefined && entry.r === undefined
 }
 
 function isEnvelope(value: unknown): value is Envelope {

@@ -4,91 +4,36 @@ import {
   type CacheBackend,
   type CacheEntry,
   CacheNotANumberError,
-  CacheValueTooLargeError,
   type Duration,
   type ListKeysOptions,
-  parseSize,
   type SetManyItem,
-  type Size,
   ttlToMs,
 } from '@cache/core'
 import {
   assertIncrement,
   assertKey,
   assertSerializable,
-  type BaseBackendOptions,
   ObservedBackend,
   isListedKey,
   KeyedQueue,
   listPrefix,
   type SyncAccess,
   ttlOption,
-  checkOption,
-  countOption,
 } from '@cache/core/backend'
-import { LRUCache } from 'lru-cache'
+import type { LRUCache } from 'lru-cache'
 import { cloneValue } from './clone.js'
 import { coarseNow, preciseNow } from './clock.js'
-import { estimateSize } from './size.js'
+import { expiryOf, setExpiry, type Stored, UNDEFINED } from './entries.js'
+import type { MemoryBackendOptions } from './options.js'
+import { createLru, type EntrySizer } from './sizing.js'
 
-/** Options of {@link memoryBackend}. */
-export interface MemoryBackendOptions extends BaseBackendOptions {
-  /**
-   * Most entries kept; past it the least recently used is evicted. Default: 10000 (when
-   * `maxSize` is set and `maxKeys` is not, there is no count limit).
-   */
-  maxKeys?: number
-  /**
-   * Most bytes kept, measured by `sizeOf`; past it least recently used entries are evicted.
-   * A value larger than this throws `CacheValueTooLargeError`. Default: no byte limit.
-   */
-  maxSize?: Size
-  /**
-   * How many bytes a value takes, for `maxSize`. Default: {@link estimateSize}, an estimate
-   * that walks the value (cost proportional to its size, paid once per set).
-   */
-  sizeOf?: (value: unknown, key: string) => number
-  /**
-   * Store a structured clone and return a clone on every read, so callers cannot mutate what is
-   * cached. Default: false (store references: fastest; do not mutate what you get).
-   */
-  clone?: boolean
-  /**
-   * Refuse what disk, redis and memcached would refuse: a value the default serializer cannot
-   * write (a class instance, a function, a symbol, a cycle) throws the same
-   * `CacheSerializationError`, naming its path, so code tested on memory caches the same way
-   * once deployed on a shared backend. Costs one walk of each value set (no copy for plain JSON
-   * values). Default: `true` unless `NODE_ENV` is `production`, or `clone` is on (cloning already
-   * refuses class instances and functions, as the `v8` serializer would).
-   */
-  checkValues?: boolean
-  /**
-   * Clock in epoch ms, for tests. Default: `Date.now`, read at most once a millisecond and at
-   * least every 32 reads (an entry may be answered that long past its expiry).
-   */
-  now?: () => number
-}
-
-/**
- * What lru-cache holds for a stored `undefined` (lru-cache takes setting `undefined` as a delete).
- * Every other value is stored as it is, with no wrapper: a set allocates nothing of its own.
- */
-const UNDEFINED: unique symbol = Symbol('undefined')
 /** What {@link MemoryBackend.read} returns for a miss. */
 const MISS: unique symbol = Symbol('miss')
+/** What `set` returns: one promise for every write, as a set has nothing to answer. */
+const DONE: Promise<void> = Promise.resolve()
 /** Runs of an `atomicUpdate` function before `CacheConflictError` when the key keeps being written meanwhile. */
 const MAX_UPDATE_ATTEMPTS = 100
-type Stored = NonNullable<unknown> | typeof UNDEFINED
 
-/**
- * Expiries live in lru-cache's own TTL storage (two number arrays, no object per entry). An entry
- * that expires at `e` (epoch ms) is stored with `start: e - 1` and `ttl: 1 - EPSILON`: lru-cache
- * calls it stale once `now - start > ttl`, which for whole-millisecond clocks is exactly `now >= e`,
- * the rule of every backend (and within EPSILON of it for a clock with fractions).
- */
-const EPSILON = 2 ** -10
-
-const PEEK_EVEN_EXPIRED = { allowStale: true }
 const UNDERSCORE = 95
 
 /**
@@ -106,9 +51,8 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   private readonly now: () => number
   /** The clock an expiry is computed from when a value is written: exact, not coarse. */
   private readonly writeNow: () => number
-  private readonly maxSize: number | undefined
-  /** The bytes an entry counts for, when `maxSize` is set (what lru-cache's `sizeCalculation` would say). */
-  private readonly sizeOfEntry: ((stored: Stored, key: string) => number) | undefined
+  /** Measures entries, when `maxSize` is set. */
+  private readonly sizer: EntrySizer | undefined
   /** Reused for every set and entry read: lru-cache reads its options, it does not keep them. */
   private readonly setOptions: LRUCache.SetOptions<string, Stored, unknown> = {
     ttl: 0,
@@ -129,29 +73,9 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
     // The default clock follows fake timers in tests (see clock.ts).
     this.now = options.now ?? coarseNow
     this.writeNow = options.now ?? preciseNow
-    this.maxSize =
-      options.maxSize === undefined
-        ? undefined
-        : checkOption('maxSize', () => parseSize(options.maxSize as Size, 'maxSize'))
-    const maxKeys =
-      options.maxKeys === undefined && this.maxSize !== undefined
-        ? undefined
-        : countOption(options.maxKeys, 'maxKeys', 10_000)
-    const sizeOf = options.sizeOf ?? estimateSize
-    this.sizeOfEntry =
-      this.maxSize === undefined
-        ? undefined
-        : (stored: Stored, key: string) =>
-            Math.max(1, sizeOf(stored === UNDEFINED ? undefined : stored, key) + key.length * 2)
-    const now = this.now
-    const lruOptions = {
-      ...(maxKeys === undefined ? {} : { max: maxKeys }),
-      ...(this.maxSize === undefined ? {} : { maxSize: this.maxSize, sizeCalculation: this.sizeOfEntry }),
-      // lru-cache checks expiry against this clock, read at every check (it is cached already).
-      perf: { now },
-      ttlResolution: 0,
-    } as LRUCache.Options<string, Stored, unknown>
-    this.lru = new LRUCache<string, Stored>(lruOptions)
+    const { lru, sizer } = createLru(options, this.now)
+    this.lru = lru
+    this.sizer = sizer
   }
 
   /** Entries currently held (expired ones not yet dropped included). */
@@ -173,8 +97,13 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
     return this.readEntry<T>(key)
   }
 
-  async set(key: string, value: unknown, ttl?: Duration): Promise<void> {
-    this.write(key, value, ttl)
+  set(key: string, value: unknown, ttl?: Duration): Promise<void> {
+    try {
+      this.write(key, value, ttl)
+    } catch (error) {
+      return Promise.reject(error)
+    }
+    return DONE
   }
 
   async add(key: string, value: unknown, ttl?: Duration): Promise<boolean> {
@@ -280,11 +209,14 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
     // Each value is copied (with clone) and measured (with maxSize) before any is stored: a value
     // that cannot be copied, or is too large, rejects the call and stores no item (the too-large
     // key's own old value is dropped, as by set).
-    const prepared = items.map((item) => this.prepare(item.key, item.value))
-    for (let i = 0; i < items.length; i++) {
-      const { stored, size } = prepared[i]!
-      this.commit(items[i]!.key, items[i]!.value, stored, size, expiries[i]!)
+    const stored: Stored[] = []
+    const sizes: (number | undefined)[] = []
+    for (const { key, value } of items) {
+      const one = this.prepare(key, value)
+      stored.push(one)
+      sizes.push(this.sizer?.measure(key, value, one, this.drop))
     }
+    for (let i = 0; i < items.length; i++) this.commit(items[i]!.key, stored[i]!, sizes[i], expiries[i]!)
   }
 
   async deleteMany(keys: readonly string[]): Promise<number> {
@@ -327,8 +259,8 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
     }
     this.observer.hit(key)
     const value = this.out(stored) as T
-    // lru-cache fills in ttl and start only for an entry that has them.
-    return status.ttl === 0 ? { value } : { value, expiresAt: status.start! + status.ttl! + EPSILON }
+    const expiresAt = expiryOf(status)
+    return expiresAt === undefined ? { value } : { value, expiresAt }
   }
 
   private write(key: string, value: unknown, ttl: Duration | undefined): void {
@@ -353,38 +285,24 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
 
   /** `expiresAt`: epoch ms, 0 for never; `keepExpiry`: the entry's own instead (it exists). */
   private store(key: string, value: unknown, expiresAt: number, keepExpiry = false): void {
-    const { stored, size } = this.prepare(key, value)
-    this.commit(key, value, stored, size, expiresAt, keepExpiry)
+    const stored = this.prepare(key, value)
+    this.commit(key, stored, this.sizer?.measure(key, value, stored, this.drop), expiresAt, keepExpiry)
   }
 
   /**
-   * What `store` would keep for a value, and its size with `maxSize`; throws what storing it would
-   * throw (a bad key, a value that cannot be copied, one larger than `maxSize`) having stored
-   * nothing (a value larger than `maxSize` drops what its key held).
+   * What `store` keeps for a value; throws what storing it would throw (a bad key, a value that
+   * cannot be copied) having stored nothing.
    */
-  private prepare(key: string, value: unknown): { stored: Stored; size: number | undefined } {
+  private prepare(key: string, value: unknown): Stored {
     this.assertOpen()
     if (typeof key !== 'string') assertKey(key)
     if (this.checkValues) assertSerializable(value)
     const copy = this.clone ? cloneValue(value) : value
-    const stored: Stored = copy === undefined ? UNDEFINED : (copy as Stored)
-    if (this.sizeOfEntry === undefined) return { stored, size: undefined }
-    const size = this.sizeOfEntry(stored, key)
-    if (!Number.isSafeInteger(size) || size <= 0)
-      throw new TypeError(
-        `memory: sizeOf returned ${String(size)} for key ${JSON.stringify(key)} (expected a number of bytes)`,
-      )
-    if (size > this.maxSize!) {
-      // As lru-cache does when it refuses a value: what the key held is dropped, not kept stale.
-      this.lru.delete(key)
-      throw new CacheValueTooLargeError(key, estimateSize(value), this.maxSize!)
-    }
-    return { stored, size }
+    return copy === undefined ? UNDEFINED : (copy as Stored)
   }
 
   private commit(
     key: string,
-    value: unknown,
     stored: Stored,
     size: number | undefined,
     expiresAt: number,
@@ -392,28 +310,15 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   ): void {
     const options = this.setOptions
     if (size !== undefined) options.size = size
-    if (keepExpiry) {
-      options.noUpdateTTL = true
-    } else {
-      options.noUpdateTTL = false
-      if (expiresAt === 0) {
-        options.ttl = 0
-        options.start = 0
-      } else {
-        // A start of 0 means "no TTL" to lru-cache: possible with an injected clock near 0.
-        const start = expiresAt - 1 === 0 ? -1 : expiresAt - 1
-        options.start = start
-        options.ttl = expiresAt - start - EPSILON
-      }
-    }
+    setExpiry(options, expiresAt, keepExpiry)
     if (key.charCodeAt(0) === UNDERSCORE) this.internalWrites++
     this.lru.set(key, stored, options)
-    if (this.maxSize !== undefined && this.lru.peek(key, PEEK_EVEN_EXPIRED) !== stored) {
-      // lru-cache refused it (larger than maxSize) and dropped what the key held.
-      this.lru.delete(key)
-      throw new CacheValueTooLargeError(key, estimateSize(value), this.maxSize)
-    }
     this.observer.set(key)
+  }
+
+  /** Drops what a key held: a value too large for it must not leave the old one in place. */
+  private readonly drop = (key: string): void => {
+    this.lru.delete(key)
   }
 
   private expiry(ttl: Duration | undefined): number {

@@ -1,2 +1,3 @@
-export { MemoryBackend, type MemoryBackendOptions, memoryBackend } from './backend.js'
+export { MemoryBackend, memoryBackend } from './backend.js'
+export type { MemoryBackendOptions } from './options.js'
 export { estimateSize } from './size.js'
