@@ -3,42 +3,49 @@ import { runConformance } from '@cache/testing'
 import { memoryBackend } from '@cache/memory'
 import { multiLevel } from '../src/index.js'
 
+type Row = { value: unknown; expiresAt?: number }
+
 /**
- * A shared level outside the chain's process in miniature: one Map shared by every namespace,
- * with expiry, like a server would be.
+ * A shared level outside the chain's process in miniature: one store shared by every namespace,
+ * with expiry, like a server would be. A Map per namespace: a `namespace:key` string would let
+ * namespace `a` with key `b:x` and namespace `a:b` with key `x` share an entry.
  */
-const shared = new Map<string, { value: unknown; expiresAt?: number }>()
+const shared = new Map<string, Map<string, Row>>()
 function sharedLevel(namespace: string) {
-  const prefix = `${namespace}:`
+  const rows = () => {
+    let own = shared.get(namespace)
+    if (own === undefined) shared.set(namespace, (own = new Map()))
+    return own
+  }
   const backend: MinimalBackend = {
     name: 'shared-map',
     async get(key) {
       return (await this.getEntry!(key))?.value as never
     },
     async getEntry(key) {
-      const entry = shared.get(prefix + key)
+      const entry = rows().get(key)
       if (entry === undefined) return undefined
       if (entry.expiresAt !== undefined && entry.expiresAt <= Date.now()) {
-        shared.delete(prefix + key)
+        rows().delete(key)
         return undefined
       }
       return entry as never
     },
     async set(key, value, ttl) {
       const ms = ttlToMs(ttl)
-      shared.set(prefix + key, { value, ...(ms === undefined ? {} : { expiresAt: Date.now() + ms }) })
+      rows().set(key, { value, ...(ms === undefined ? {} : { expiresAt: Date.now() + ms }) })
     },
     async delete(key) {
-      return (await this.getEntry!(key)) !== undefined && shared.delete(prefix + key)
+      return (await this.getEntry!(key)) !== undefined && rows().delete(key)
     },
     async clear() {
-      for (const key of [...shared.keys()]) if (key.startsWith(prefix)) shared.delete(key)
+      shared.delete(namespace)
     },
     async *keys(options) {
-      const wanted = prefix + (options?.prefix ?? '')
-      for (const [key, entry] of [...shared.entries()]) {
+      const wanted = options?.prefix ?? ''
+      for (const [key, entry] of [...rows()]) {
         const live = entry.expiresAt === undefined || entry.expiresAt > Date.now()
-        if (live && key.startsWith(wanted) && !key.startsWith(`${prefix}__`)) yield key.slice(prefix.length)
+        if (live && key.startsWith(wanted) && !key.startsWith('__')) yield key
       }
     },
   }
