@@ -28,11 +28,14 @@ runConformance('keyv (@keyv/redis store)', {
   ttlMs: 300,
 })
 
-// A Keyv instance as it is: its own namespace and serializer (JSON).
+// A Keyv instance as it is: its own namespace and serializer (JSON). Keyv stores `namespace:key`,
+// so its namespaces nest at `:` (`a` with key `b:x` is `a:b` with key `x`); every other pair of
+// namespaces stays apart.
 const shared = new Map()
 runConformance('keyv (Keyv instance)', {
   create: ({ namespace }) => keyvBackend(new Keyv({ store: shared, namespace })),
   ttlMs: 100,
+  namespaceSeparator: ':',
 })
 
 // Both directions at once: a @cache backend as a Keyv store, used as a @cache backend again.

@@ -5,24 +5,32 @@ import { useSingleAndCluster } from './servers.js'
 
 const servers = useSingleAndCluster()
 
+// Keys are stored as `namespace:key` (readable by any Redis tool), so namespaces nest at `:` as
+// the README says (`users` owns `users:eu`); every other pair of namespaces stays apart.
+const namespaceSeparator = ':'
+
 runConformance('redis (single node)', {
   create: ({ namespace }) => redisBackend(servers.singleUrl(), { namespace }),
   createDown: async ({ namespace }) =>
     redisBackend(`redis://127.0.0.1:${await freePort()}`, { namespace, logger: false }),
   ttlMs: 100,
+  namespaceSeparator,
 })
 
 runConformance('redis (3-master cluster)', {
   create: ({ namespace }) => redisBackend(servers.clusterUrl(), { namespace }),
   ttlMs: 100,
+  namespaceSeparator,
 })
 
 runConformance('redis (values as bytes, compressed from 1 KB)', {
   create: ({ namespace }) => redisBackend(servers.singleUrl(), { namespace, compressThreshold: '1KB' }),
   ttlMs: 100,
+  namespaceSeparator,
 })
 
 runConformance('redis (near cache)', {
   create: ({ namespace }) => redisBackend(servers.singleUrl(), { namespace, nearCache: true }),
   ttlMs: 100,
+  namespaceSeparator,
 })

@@ -53,6 +53,13 @@ export interface ConformanceOptions {
   /** How long an operation against a server that is down may take before it rejects, in ms. Default: 3000. */
   downWithinMs?: number
   /**
+   * The character the backend puts between a namespace and a key **by design**, when it documents
+   * that namespaces nest (Redis' `namespace:key`: namespace `users` also owns what namespace
+   * `users:eu` stores). The hostile-namespace cases then leave out namespaces that contain it; every
+   * other pair must still stay apart. Default: none (any two different namespaces stay apart).
+   */
+  namespaceSeparator?: string
+  /**
    * The clock the backend reads (hand `clock.now` to its `now` option), moved forward by the expiry
    * cases instead of sleeping: make one with {@link manualClock}. Only for a backend that decides
    * expiry in the process with that clock; a server's own expiry needs real time. Default: real
@@ -254,6 +261,28 @@ export function runConformance(name: string, options: ConformanceOptions): void 
         const entry = await cache.getEntry(k)
         expect(entry!.expiresAt).toBeGreaterThan(now() + 2 ** 31)
       }
+    })
+
+    it("keeps entries whose TTL is past a timer's range (30 days, 2^31 + 1 ms) through real time", async () => {
+      // A store that expires entries with setTimeout loses these at once: Node fires a delay over
+      // 2^31 - 1 ms after 1 ms. Real time (also with a manual clock): it is a real timer that fires.
+      const [set, setSeconds, added, many, counter, updated] = [key(), key(), key(), key(), key(), key()]
+      const overTimer = (2 ** 31 + 1) / 1000
+      await cache.set(set, 'set', '30d')
+      await cache.set(setSeconds, 'set', overTimer)
+      expect(await cache.add(added, 'added', '30d')).toBe(true)
+      await cache.setMany([{ key: many, value: 'many', ttl: overTimer }])
+      await cache.incr(counter, 1, '30d')
+      await cache.atomicUpdate(updated, () => 'updated', overTimer)
+      await sleep(40)
+      expect(await cache.getMany([set, setSeconds, added, many, counter, updated])).toEqual([
+        'set',
+        'set',
+        'added',
+        'many',
+        1,
+        'updated',
+      ])
     })
 
     it('accepts the durations people write: seconds as text, words, compounds', async () => {
@@ -790,6 +819,7 @@ export function runConformance(name: string, options: ConformanceOptions): void 
   })
 
   longKeyCases(name, options, ns, timeout)
+  namespaceCases(name, options, ns, timeout)
 }
 
 /** Every key `listKeys` yields, in the order given: duplicates kept, so a test can see them. */
@@ -1039,5 +1069,75 @@ function longKeyCases(
       }
       await cache.deleteMany([a!, b!, x!, y!])
     })
+  })
+}
+
+/**
+ * Namespaces that a store's key layout can merge: one namespace with a key that, joined by a
+ * separator, spells another namespace with its key (`a` + `b:x` and `a:b` + `x`); one that is the
+ * other's prefix; names that differ in case, or that an encoding or a pattern (a glob, SQL LIKE)
+ * would confuse. Each pair must keep its entries apart, and clear() of either leaves the other.
+ * Backends that `create` builds on separate stores pass trivially.
+ */
+function namespaceCases(
+  name: string,
+  options: ConformanceOptions,
+  ns: (label: string) => string,
+  timeout: number,
+): void {
+  // [suffix of one namespace, its key, suffix of the other, its key]: both after one base name.
+  const pairs: [string, string, string, string][] = [
+    ...[':', '/', '|', '.', '_', '-', '~', ''].map((s): [string, string, string, string] => [
+      '',
+      `b${s}x`,
+      `${s}b`,
+      'x',
+    ]),
+    ['-App', 'k', '-app', 'k'],
+    [':b', 'x', '%3Ab', 'x'],
+    [':b', 'x', '~003ab', 'x'],
+    ['*', 'k', 'x', 'k'],
+    ['_', 'k', 'x', 'k'],
+    ['%', 'k', 'x', 'k'],
+  ]
+  const separator = options.namespaceSeparator
+  const kept =
+    separator === undefined || separator === ''
+      ? pairs
+      : pairs.filter(([a, , b]) => !a.includes(separator) && !b.includes(separator))
+  const listsKeys = options.listsKeys ?? true
+
+  const text = JSON.stringify
+  describe(`${name} conformance: namespaces`, { timeout }, () => {
+    for (const [i, [suffixA, keyA, suffixB, keyB]] of kept.entries())
+      it(`namespace N + ${text(suffixA)} with key ${text(keyA)} and namespace N + ${text(suffixB)} with key ${text(keyB)} are apart, and clear() of either leaves the other`, async () => {
+        const base = ns(`hn${String(i).padStart(2, '0')}`)
+        const [a, b] = await Promise.all([
+          options.create({ namespace: base + suffixA }),
+          options.create({ namespace: base + suffixB }),
+        ])
+        try {
+          await b.set(keyB, 'B')
+          expect(await a.get(keyA), 'the other namespace reads it').toBeUndefined()
+          expect(await a.has(keyA)).toBe(false)
+          expect(await a.add(keyA, 'A'), 'add() in the other namespace').toBe(true)
+          expect(await b.get(keyB), 'overwritten from the other namespace').toBe('B')
+          expect(await a.get(keyA)).toBe('A')
+          if (listsKeys) {
+            expect(await listAll(a)).toEqual([keyA])
+            expect(await listAll(b)).toEqual([keyB])
+          }
+          await a.clear()
+          expect(await b.get(keyB), 'after clear() of the other namespace').toBe('B')
+          expect(await a.get(keyA)).toBeUndefined()
+          await a.set(keyA, 'A')
+          await b.clear()
+          expect(await a.get(keyA), 'after clear() of the other namespace').toBe('A')
+          expect(await b.delete(keyB), 'delete() in the other namespace').toBe(false)
+          expect(await a.get(keyA), 'after delete() in the other namespace').toBe('A')
+        } finally {
+          await Promise.all([a.close(), b.close()])
+        }
+      })
   })
 }

@@ -36,7 +36,9 @@ export function mapBackend(
   options: MapBackendOptions = {},
 ): CacheBackend & { readonly store: Map<string, MapRow> } {
   const store = options.store ?? new Map<string, MapRow>()
-  const prefix = options.namespace === undefined ? '' : `${options.namespace}:`
+  // The namespace's length leads its prefix, so no namespace is another's prefix: `a` with key
+  // `b:x` and `a:b` with key `x` stay apart (a plain `namespace:` prefix would share one entry).
+  const prefix = options.namespace === undefined ? '' : `${options.namespace.length}:${options.namespace}:`
   const row = (key: string): MapRow | undefined => {
     const found = store.get(prefix + key)
     if (found?.expiresAt !== undefined && found.expiresAt <= Date.now()) {

@@ -3,43 +3,48 @@ import { defineBackend, type MinimalBackend, ttlToMs } from '@cache/core'
 import { isListedKey } from '@cache/core/backend'
 import { runConformance } from '../src/index.js'
 
+type Row = { value: unknown; expiresAt?: number }
+
 /**
  * What a user writes to plug in their own store: only get/set/delete/clear. Values go through
- * v8 serialization so the toy behaves like a store outside the process.
+ * v8 serialization so the toy behaves like a store outside the process. Each namespace has its
+ * own Map in the shared store: a `namespace:key` string would let namespace `a` with key `b:x`
+ * and namespace `a:b` with key `x` share an entry.
  */
-function toyBackend(
-  shared: Map<string, { value: unknown; expiresAt?: number }>,
-  namespace: string,
-): MinimalBackend {
-  const prefix = `${namespace}:`
+function toyBackend(shared: Map<string, Map<string, Row>>, namespace: string): MinimalBackend {
+  const rows = () => {
+    let own = shared.get(namespace)
+    if (own === undefined) shared.set(namespace, (own = new Map()))
+    return own
+  }
   return {
     name: 'toy',
     async get(key) {
-      const entry = shared.get(prefix + key)
+      const entry = rows().get(key)
       if (entry === undefined) return undefined
       if (entry.expiresAt !== undefined && entry.expiresAt <= Date.now()) {
-        shared.delete(prefix + key)
+        rows().delete(key)
         return undefined
       }
       return deserialize(serialize(entry.value)) as never
     },
     async set(key, value, ttl) {
       const ms = ttlToMs(ttl)
-      shared.set(prefix + key, {
+      rows().set(key, {
         value: deserialize(serialize(value)),
         expiresAt: ms === undefined ? undefined : Date.now() + ms,
       })
     },
     async delete(key) {
-      return shared.delete(prefix + key)
+      return rows().delete(key)
     },
     async clear() {
-      for (const key of [...shared.keys()]) if (key.startsWith(prefix)) shared.delete(key)
+      shared.delete(namespace)
     },
   }
 }
 
-const store = new Map<string, { value: unknown; expiresAt?: number }>()
+const store = new Map<string, Map<string, Row>>()
 
 runConformance('toy custom backend', {
   create: ({ namespace }) => defineBackend(toyBackend(store, namespace)),
@@ -53,13 +58,10 @@ runConformance('toy custom backend', {
 
 /** The toy with a `keys()` of its own, which `defineBackend` keeps. */
 function listingToy(namespace: string): MinimalBackend {
-  const prefix = `${namespace}:`
   return {
     ...toyBackend(store, namespace),
     async *keys(options) {
-      for (const [stored, entry] of [...store.entries()]) {
-        if (!stored.startsWith(prefix)) continue
-        const key = stored.slice(prefix.length)
+      for (const [key, entry] of [...(store.get(namespace) ?? [])]) {
         const live = entry.expiresAt === undefined || entry.expiresAt > Date.now()
         if (live && isListedKey(key, options?.prefix ?? '')) yield key
       }
