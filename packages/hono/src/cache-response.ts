@@ -1,16 +1,10 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
 import { createHash } from 'node:crypto'
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
+import { CacheError, type CacheEvent, type CacheEventName, type CacheStats, type Duration } from '@cache/core'
 import {
-  CacheConfigError,
-  CacheError,
-  type CacheEvent,
-  type CacheEventName,
-  type CacheStats,
-  type Duration,
-} from '@cache/core'
-import { sourceFingerprint } from '@cache/core/backend'
-import {
+  describeFunction,
+  HANDLER_ERROR,
   type HeaderList,
   HttpCache,
   type HttpCacheOptions,
@@ -22,6 +16,8 @@ import {
   type ResponseIndexEntry,
   type ResponseIndexOptions,
   resolveHttpCacheOptions,
+  resolveSkippedOnHits,
+  type SkippedMiddlewareOptions,
   unstorableReason,
 } from '@cache/http'
 import type { Context, MiddlewareHandler, Next } from 'hono'
@@ -32,19 +28,11 @@ import type { StatusCode } from 'hono/utils/http-status'
  * (`ttl`, `backend`, `keyPrefix`, `vary`, `key`, `statuses`, `maxBodySize`, `allowAuthorized`,
  * `allowCookies`, `staleWhileRevalidate`, `revalidateTimeout`, `collapseTimeout`, `tags`,
  * `statusHeader`, `cacheName`, `etag`, `now`, `bypass`, `cacheControl`). The `key`, `tags` and
- * `bypass` functions receive Hono's `Context`. Every option is optional; the defaults are safe.
+ * `bypass` functions receive Hono's `Context`. And `middlewareSkippedOnHits`: functions after the
+ * cache that a hit may skip (a `compress()` instance after a global cache), documented in
+ * @cache/http. Every option is optional; the defaults are safe.
  */
-export interface CacheResponseOptions extends HttpCacheOptions<Context> {
-  /**
-   * Functions registered **after** the cache that hits may skip because their effect is in the
-   * stored response (a `compress()` instance after a global cache, a header set on every
-   * response). By default a response is stored only when the function that answered it is the
-   * only one that ran after the cache: any other (a guard, an `app.use` after the cache, a
-   * sub-app's middleware) would be skipped by a hit (`detail=middleware-after-cache`). Listed by
-   * identity (the same instance given to Hono). Default: none.
-   */
-  middlewareSkippedOnHits?: readonly Function[]
-}
+export interface CacheResponseOptions extends HttpCacheOptions<Context>, SkippedMiddlewareOptions {}
 
 /** Why a response is not stored when a function besides the handler ran after the cache. */
 const MIDDLEWARE_AFTER_CACHE = 'middleware-after-cache'
@@ -141,7 +129,7 @@ function watchErrorLog(): void {
  */
 export function cacheResponse(options: CacheResponseOptions | Duration = {}): ResponseCacheMiddleware {
   const http = new HttpCache<Context>({}, resolveHttpCacheOptions(options))
-  const skipped = skippedOnHits(options)
+  const skipped = resolveSkippedOnHits(options)
   const handled = new WeakSet<Context>()
 
   const middleware = async (c: Context, next: Next): Promise<Response | undefined> => {
@@ -220,8 +208,8 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       // `app.onError` answered the handler's error, or the request's code logged one: the status
       // line says so rather than `stored` (the body's end would abort it anyway).
       if (failed()) {
-        recorder.abort('handler-error')
-        return 'handler-error'
+        recorder.abort(HANDLER_ERROR)
+        return HANDLER_ERROR
       }
       // The cache's own `Cache-Control` (`private` under the `vary` option) is not a layer's.
       const ours = advice.cacheControl !== undefined && String(final['cache-control']) === advice.cacheControl
@@ -386,13 +374,6 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
   return handler
 }
 
-function skippedOnHits(options: CacheResponseOptions | Duration): ReadonlySet<Function> {
-  const listed = (typeof options === 'object' ? options.middlewareSkippedOnHits : undefined) ?? []
-  if (!Array.isArray(listed) || listed.some((fn) => typeof fn !== 'function'))
-    throw new CacheConfigError('middlewareSkippedOnHits', 'expected a list of middleware functions')
-  return new Set(listed)
-}
-
 /**
  * `middleware-after-cache` when a function besides the one that answered ran between the cache
  * (at `at` among the functions the request matched) and the response: a hit answers before it,
@@ -451,9 +432,6 @@ function requestView(c: Context, refresh: Refresh | undefined): HttpRequestView<
   }
 }
 
-/** `name#<fingerprint of its source>` of each handler described so far. */
-const described = new WeakMap<Function, string>()
-
 /**
  * Where the cache sits: every route the request matched (middleware and handlers, with their
  * methods, path patterns and the source of their functions, mount points of `app.route()`
@@ -483,12 +461,7 @@ function routeSite(c: Context, match: MatchResult): string {
   if (hit !== undefined) return hit
   const parts: string[] = []
   for (const [[fn, route]] of match[0]) {
-    let text = described.get(fn)
-    if (text === undefined) {
-      text = `${fn.name}#${sourceFingerprint(fn)}`
-      described.set(fn, text)
-    }
-    parts.push(`${route?.method ?? ''} ${route?.basePath ?? ''} ${route?.path ?? ''} ${text}`)
+    parts.push(`${route?.method ?? ''} ${route?.basePath ?? ''} ${route?.path ?? ''} ${describeFunction(fn)}`)
   }
   parts.push(`@${index}`)
   const site = createHash('sha256').update(parts.join('\n')).digest('hex').slice(0, 12)

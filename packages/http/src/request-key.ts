@@ -63,6 +63,19 @@ export function requestKey(
 }
 
 /**
+ * The {@link HttpRequestView.keyExtra} of a request whose host the framework resolved from a
+ * trusted proxy's `X-Forwarded-Host`: the `Host` header as sent (`-` when none), when it differs
+ * from the resolved host. The handler can still read it (`req.get('host')`,
+ * `request.headers.host`, a common way to build absolute links), so a request with a forged
+ * `Host` behind a forwarded one keeps its own entry. Invalidating the URL reaches it (the URL's
+ * scope leaves it out). `undefined` when both are the same.
+ */
+export function sentHostPart(resolved: string | undefined, sent: string | undefined): string | undefined {
+  if (sent === resolved) return undefined
+  return `@host=${sent === undefined ? '-' : JSON.stringify(sent)}`
+}
+
+/**
  * A request's key, and its invalidation scopes: the coarser keys whose generations
  * `invalidate(url)` renews, shared by every spelling of the URL that a framework may route to the
  * same handler (see {@link urlScopes}). Its entry is served only while every one is current.

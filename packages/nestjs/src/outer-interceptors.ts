@@ -1,7 +1,7 @@
 import type { OutgoingHttpHeaders } from 'node:http'
-import type { LookupResult } from '@cache/http'
+import { HANDLER_ERROR, type LookupResult, onHandlerError } from '@cache/http'
 import type { CallHandler } from '@nestjs/common'
-import { tap } from 'rxjs'
+import { from, type ObservableInput, tap } from 'rxjs'
 
 /**
  * What an interceptor that runs outside the cache's does after the handler: a global one
@@ -17,9 +17,6 @@ import { tap } from 'rxjs'
  * the cache: it is that request's own, which neither a stored entry nor a replay may carry.
  */
 export const OUTER_INTERCEPTOR = 'outer-interceptor'
-
-/** Why a response is not stored when the handler failed, whatever answered the error (a filter's 200 too). */
-export const HANDLER_ERROR = 'handler-error'
 
 /** Where Nest sends a result: Express's response or Fastify's reply (and what an outer interceptor may call first). */
 const SENDS = ['status', 'code', 'json', 'jsonp', 'send', 'render', 'view'] as const
@@ -79,13 +76,10 @@ export class OuterInterceptorWatch {
     if (result.kind !== 'miss' || !result.recording) return next
     return {
       handle: () =>
-        next.handle().pipe(
-          tap({
-            next: (value) => this.handlerProduced(value),
-            error: () => {
-              this.reason ??= HANDLER_ERROR
-            },
-          }),
+        from(
+          onHandlerError(next.handle().pipe(tap({ next: (value) => this.handlerProduced(value) })), () => {
+            this.reason ??= HANDLER_ERROR
+          }) as ObservableInput<unknown>,
         ),
     }
   }
