@@ -371,8 +371,9 @@ function wrapRouter(proto: Record<string, unknown>): void {
             : mount !== undefined && mounts(mount.handle, this),
       }
       const done = rest[1]
+      // Unnamed: a named function expression would be renamed (`keepNames`) on every request.
       if (typeof done === 'function')
-        rest[1] = function leftRouter(this: unknown, ...args: unknown[]) {
+        rest[1] = function (this: unknown, ...args: unknown[]) {
           watched[FRAME] = parent
           return done.apply(this, args)
         }

@@ -59,11 +59,9 @@ export class OuterInterceptorWatch {
    */
   statusSetBefore(method: string, handler: Function): string | undefined {
     if (method !== 'GET' && method !== 'HEAD') return undefined
-    const api = Reflect as unknown as { getMetadata?(key: unknown, target: object): unknown }
-    const own = api.getMetadata?.(HTTP_CODE_METADATA, handler)
     const status = statusOf(this.response)
     if (status === undefined) return undefined
-    return status === (typeof own === 'number' ? own : 200) ? undefined : OUTER_INTERCEPTOR
+    return status === handlerStatus(handler) ? undefined : OUTER_INTERCEPTOR
   }
 
   /**
@@ -123,6 +121,21 @@ export class OuterInterceptorWatch {
     if (statusOf(this.response) !== this.status || !sameBody(this.value, this.json, args[body]))
       this.reason ??= OUTER_INTERCEPTOR
   }
+}
+
+/** The status Nest sets for each handler before its interceptors run, read once per handler. */
+const handlerStatuses = new WeakMap<Function, number>()
+
+/** A handler's `@HttpCode`, else 200. */
+function handlerStatus(handler: Function): number {
+  let status = handlerStatuses.get(handler)
+  if (status === undefined) {
+    const api = Reflect as unknown as { getMetadata?(key: unknown, target: object): unknown }
+    const own = api.getMetadata?.(HTTP_CODE_METADATA, handler)
+    status = typeof own === 'number' ? own : 200
+    handlerStatuses.set(handler, status)
+  }
+  return status
 }
 
 /** The status on Express's response, or on Fastify's reply (its Node response's). */
