@@ -1,4 +1,5 @@
 import { IncomingMessage, ServerResponse } from 'node:http'
+import { onHandlerError } from '@cache/http'
 import type { ResponseCache } from './response-cache.js'
 import { describeFunction } from './site.js'
 
@@ -71,7 +72,8 @@ export function nestInterceptor(engine: ResponseCache) {
         res,
         (watch) => {
           ran = true
-          handled = watch === undefined ? next.handle() : failuresTo(next.handle(), watch)
+          // A failure of the handler makes its response unstorable, whatever answers the error.
+          handled = watch === undefined ? next.handle() : onHandlerError(next.handle(), () => watch.fail())
           return handled
         },
         'handler',
@@ -84,39 +86,6 @@ export function nestInterceptor(engine: ResponseCache) {
         : outcome()
     },
   }
-}
-
-/** The part of rxjs's `Observable` this package uses, without depending on rxjs. */
-interface ObservableLike {
-  subscribe(observer: { next(value: unknown): void; error(error: unknown): void; complete(): void }): unknown
-}
-
-/**
- * `handled` (the observable of the handler's result, which Nest subscribes to later), telling
- * `watch` when it fails: a throw, a rejection or a pipe's refusal. Whatever answers the error
- * then (an exception filter, an outer interceptor's `catchError`), even with a 2xx, is that
- * failure's answer and not stored. An interop observable, read by Nest's rxjs as its own.
- */
-function failuresTo(handled: unknown, watch: { fail(): void }): unknown {
-  const source = handled as ObservableLike | null
-  if (typeof source?.subscribe !== 'function') return handled
-  const observable = {
-    subscribe(observer: { next(value: unknown): void; error(error: unknown): void; complete(): void }) {
-      return source.subscribe({
-        next: (value) => observer.next(value),
-        error: (error) => {
-          watch.fail()
-          observer.error(error)
-        },
-        complete: () => observer.complete(),
-      })
-    },
-  }
-  // rxjs reads `Symbol.observable` where it is defined when rxjs loads, else `'@@observable'`.
-  const interop: Record<PropertyKey, () => unknown> = { '@@observable': () => observable }
-  const symbol = (Symbol as unknown as { observable?: symbol }).observable
-  if (symbol !== undefined) interop[symbol] = () => observable
-  return interop
 }
 
 /** NestJS's metadata key for the guards of a handler or controller (`@UseGuards`). */

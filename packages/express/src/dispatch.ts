@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http'
+import { HANDLER_ERROR } from '@cache/http'
 
 /**
  * What ran between the cache passing a request on and its response, as Express dispatched it.
@@ -140,7 +141,7 @@ export class DispatchWatch {
    * a function after the cache runs middleware of its own (a NestJS route).
    */
   verdict(): string | undefined {
-    if (this.failed) return 'handler-error'
+    if (this.failed) return HANDLER_ERROR
     if (this.unproven.size > 0 || this.unobservedRoute()) return 'middleware-after-cache'
     if (this.hidden) return 'hidden-middleware'
     if (this.position === 'handler') {
@@ -370,8 +371,9 @@ function wrapRouter(proto: Record<string, unknown>): void {
             : mount !== undefined && mounts(mount.handle, this),
       }
       const done = rest[1]
+      // Unnamed: a named function expression would be renamed (`keepNames`) on every request.
       if (typeof done === 'function')
-        rest[1] = function leftRouter(this: unknown, ...args: unknown[]) {
+        rest[1] = function (this: unknown, ...args: unknown[]) {
           watched[FRAME] = parent
           return done.apply(this, args)
         }

@@ -1,23 +1,25 @@
 import type { IncomingMessage } from 'node:http'
-import { CacheConfigError, type Duration } from '@cache/core'
-import { type HttpCacheOptions, type HttpCacheSettings, resolveHttpCacheOptions } from '@cache/http'
+import type { Duration } from '@cache/core'
+import {
+  type HttpCacheOptions,
+  type HttpCacheSettings,
+  resolveHttpCacheOptions,
+  resolveSkippedOnHits,
+  type SkippedMiddlewareOptions,
+} from '@cache/http'
 
 /**
  * Options of {@link cacheResponse}: every option of the framework-neutral cache of @cache/http
  * (`ttl`, `backend`, `keyPrefix`, `vary`, `key`, `statuses`, `maxBodySize`, `allowAuthorized`,
  * `allowCookies`, `staleWhileRevalidate`, `revalidateTimeout`, `collapseTimeout`, `tags`,
  * `statusHeader`, `cacheName`, `etag`, `now`, `bypass`, `cacheControl`), and Express's own. Every
- * option is optional; the defaults are safe.
+ * option is optional; the defaults are safe. `middlewareSkippedOnHits` (functions after the cache
+ * that a hit may skip, such as a `compression()` instance registered after a global cache) is
+ * documented in @cache/http.
  */
-export interface CacheResponseOptions<Req extends IncomingMessage = any> extends HttpCacheOptions<Req> {
-  /**
-   * Middleware functions (by identity) registered **after** the cache that a hit may skip: their
-   * effect is in the stored response. By default any function that runs between the cache and the
-   * handler prevents storing (it could be a guard). List here only functions whose work on a hit
-   * is already in the stored bytes, such as a `compression()` instance registered after a global
-   * cache. Default: none.
-   */
-  middlewareSkippedOnHits?: readonly Function[]
+export interface CacheResponseOptions<Req extends IncomingMessage = any>
+  extends HttpCacheOptions<Req>,
+    SkippedMiddlewareOptions {
   /**
    * Makes the responses this middleware stores eligible for `cache.front(app)`, which replays
    * them before Express runs: **every middleware of the app is skipped for those hits** (app-level
@@ -35,13 +37,10 @@ export interface Settings extends HttpCacheSettings {
 
 export function resolveOptions(options: CacheResponseOptions | Duration = {}): Settings {
   const opts: CacheResponseOptions = typeof options === 'object' ? options : { ttl: options }
-  const skipped = opts.middlewareSkippedOnHits ?? []
-  if (!Array.isArray(skipped) || skipped.some((fn) => typeof fn !== 'function')) {
-    throw new CacheConfigError('middlewareSkippedOnHits', 'expected a list of middleware functions')
-  }
+  const skippedOnHits = resolveSkippedOnHits(opts)
   return {
     ...resolveHttpCacheOptions(options),
-    skippedOnHits: new Set(skipped),
+    skippedOnHits,
     frontSkipsAllMiddleware: opts.frontSkipsAllMiddleware ?? false,
   }
 }

@@ -16,6 +16,7 @@ import {
   recordNodeResponse,
   requestKey,
   responseCachingEnabled,
+  sentHostPart,
   splitAuthority,
   urlVersionKey,
 } from '@cache/http'
@@ -460,8 +461,9 @@ class ExpressView implements HttpRequestView<Request> {
     return expressHost(this.raw)
   }
 
+  // Under `trust proxy` the `Host` header the handler can still read is another input.
   get keyExtra(): string | undefined {
-    return forwardedPart(this.raw)
+    return sentHostPart(resolvedHost(this.raw), this.raw.headers.host)
   }
 
   get bypass(): string | undefined {
@@ -502,20 +504,6 @@ function resolvedHost(req: Request): string | undefined {
     value = value.slice(0, value.indexOf(',')).trimEnd()
   }
   return value || undefined
-}
-
-/**
- * Under `trust proxy`, the host comes from `X-Forwarded-Host`, and the `Host` header the handler
- * can still read (`req.get('host')`, a common way to build absolute links) is another input: when
- * it differs, it is part of the key, so a request with a forged `Host` behind a forwarded one
- * keeps its own entry. Invalidation by URL reaches it (the URL's scope leaves it out).
- */
-function forwardedPart(req: Request): string | undefined {
-  const forwarded = req.headers['x-forwarded-host']
-  if (forwarded === undefined) return undefined
-  const host = req.headers.host
-  if (host === undefined || resolvedHost(req) === host) return undefined
-  return `@host=${JSON.stringify(host)}`
 }
 
 /**

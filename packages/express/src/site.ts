@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
-import { sourceFingerprint } from '@cache/core/backend'
-import { listeningAt } from '@cache/http'
+import { describeFunction as describeCode, listeningAt } from '@cache/http'
 import { dispatchPosition, isMountedApp, type Layer, type RouterFrame, routerOf } from './dispatch.js'
 
 /*
@@ -34,8 +33,6 @@ type Route = { path?: unknown; methods?: Record<string, unknown>; stack?: Layer[
 
 /** Functions known under another identity: a handler wrapper stands for the handler it wraps. */
 const identities = new WeakMap<Function, string>()
-/** `name#fingerprint` of each function described so far. */
-const described = new WeakMap<Function, string>()
 /**
  * Per router: what its stack held when it was last described, and for each index the hash of the
  * descriptions of every layer before it. Checked against the stack (layers, their functions, the
@@ -53,13 +50,9 @@ export function identifyAs(wrapper: Function, handler: Function): string {
   return identity
 }
 
-/** The identity of a function as a site describes it. */
+/** The identity of a function as a site describes it (a wrapper as the handler it wraps). */
 export function describeFunction(fn: Function): string {
-  const known = identities.get(fn) ?? described.get(fn)
-  if (known !== undefined) return known
-  const text = `${fn.name}#${sourceFingerprint(fn)}`
-  described.set(fn, text)
-  return text
+  return identities.get(fn) ?? describeCode(fn)
 }
 
 /**

@@ -1,9 +1,11 @@
 import { createHash, randomUUID } from 'node:crypto'
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import { type CacheBackend, CacheConfigError, type Duration, getBackend, invalidateTags } from '@cache/core'
-import { sourceFingerprint } from '@cache/core/backend'
 import {
   answerFromResult,
+  describeFunction,
+  fastifyInstanceOptions,
+  HANDLER_ERROR,
   HttpCache,
   type HttpCacheOptions,
   type HttpRequestView,
@@ -13,6 +15,7 @@ import {
   type MissResult,
   type Refresh,
   recordNodeResponse,
+  sentHostPart,
 } from '@cache/http'
 import type {
   FastifyInstance,
@@ -160,7 +163,7 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
     const miss = misses.get(reply.raw)
     if (miss !== undefined) {
       failed.add(reply.raw)
-      miss.recorder.refuse('handler-error')
+      miss.recorder.refuse(HANDLER_ERROR)
     }
     hookDone()
   })
@@ -242,7 +245,7 @@ function siteOf(fastify: FastifyInstance, route: RouteOptions): () => string {
   const methods = [...new Set(toList(route.method).map((m) => (m === 'HEAD' ? 'GET' : m)))].sort()
   const functions = (value: unknown) =>
     toList(value as Function | Function[] | undefined)
-      .map((fn) => (typeof fn === 'function' ? `${fn.name}#${sourceFingerprint(fn)}` : '?'))
+      .map((fn) => (typeof fn === 'function' ? describeFunction(fn) : '?'))
       .join(',')
   const description = [
     methods.join(','),
@@ -271,20 +274,12 @@ function siteOf(fastify: FastifyInstance, route: RouteOptions): () => string {
  * risk two keys for one query.
  */
 function hasOwnQuerystringParser(fastify: FastifyInstance): boolean {
-  for (let at: object | null = fastify; at !== null; at = Object.getPrototypeOf(at)) {
-    const symbol = Object.getOwnPropertySymbols(at).find((s) => s.description === 'fastify.options')
-    if (symbol === undefined) continue
-    const options = (
-      fastify as unknown as Record<
-        symbol,
-        { querystringParser?: unknown; routerOptions?: { querystringParser?: unknown } } | undefined
-      >
-    )[symbol]
-    if (options === undefined || options === null) return true
-    const parser = options.routerOptions?.querystringParser ?? options.querystringParser
-    return typeof parser === 'function'
-  }
-  return true
+  const options = fastifyInstanceOptions(fastify) as
+    | { querystringParser?: unknown; routerOptions?: { querystringParser?: unknown } }
+    | undefined
+  if (options === undefined) return true
+  const parser = options.routerOptions?.querystringParser ?? options.querystringParser
+  return typeof parser === 'function'
 }
 
 /** The hooks a route declares that run before its handler (and so before the cache). */
@@ -360,7 +355,7 @@ function lookupHook(
     // `;` too: with `useSemicolonDelimiter` the parser reads what follows it.
     if (refuseQueries && /[?;]/.test(request.url)) view.bypass = 'querystring-parser'
     const context: LookupContext = {
-      verdict: () => (failed.has(reply.raw) ? 'handler-error' : undefined),
+      verdict: () => (failed.has(reply.raw) ? HANDLER_ERROR : undefined),
       revalidate: (refresh) => {
         const id = randomUUID()
         refreshes.set(id, refresh)
@@ -470,17 +465,15 @@ function viewOf(
   }
   const host = request.host
   // Under `trustProxy` the host comes from `X-Forwarded-Host`, and the `Host` header the handler
-  // can still read (`request.headers.host`, a common way to build absolute links) is another
-  // input: when it differs, it is part of the key, so a forged `Host` behind a forwarded one keeps
-  // its own entry. Invalidating the URL reaches it (the URL's scope leaves it out).
-  const sentHost = request.headers.host
+  // can still read is another input.
+  const keyExtra = sentHostPart(host, request.headers.host)
   return {
     method: request.method,
     url: request.url,
     headers: request.headers,
     protocol: request.protocol,
     host,
-    ...(sentHost !== undefined && sentHost !== host ? { keyExtra: `@host=${JSON.stringify(sentHost)}` } : {}),
+    ...(keyExtra === undefined ? {} : { keyExtra }),
     site,
     raw: request,
     ...(refresh === undefined ? {} : { refresh }),

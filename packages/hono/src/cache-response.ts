@@ -1,20 +1,15 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
 import { createHash } from 'node:crypto'
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
+import { CacheError, type CacheEvent, type CacheEventName, type CacheStats, type Duration } from '@cache/core'
 import {
-  CacheConfigError,
-  CacheError,
-  type CacheEvent,
-  type CacheEventName,
-  type CacheStats,
-  type Duration,
-} from '@cache/core'
-import { sourceFingerprint } from '@cache/core/backend'
-import {
+  describeFunction,
+  HANDLER_ERROR,
   type HeaderList,
   HttpCache,
   type HttpCacheOptions,
   type HttpRequestView,
+  type LookupContext,
   type LookupResult,
   listeningAt,
   type MissResult,
@@ -22,6 +17,8 @@ import {
   type ResponseIndexEntry,
   type ResponseIndexOptions,
   resolveHttpCacheOptions,
+  resolveSkippedOnHits,
+  type SkippedMiddlewareOptions,
   unstorableReason,
 } from '@cache/http'
 import type { Context, MiddlewareHandler, Next } from 'hono'
@@ -32,19 +29,11 @@ import type { StatusCode } from 'hono/utils/http-status'
  * (`ttl`, `backend`, `keyPrefix`, `vary`, `key`, `statuses`, `maxBodySize`, `allowAuthorized`,
  * `allowCookies`, `staleWhileRevalidate`, `revalidateTimeout`, `collapseTimeout`, `tags`,
  * `statusHeader`, `cacheName`, `etag`, `now`, `bypass`, `cacheControl`). The `key`, `tags` and
- * `bypass` functions receive Hono's `Context`. Every option is optional; the defaults are safe.
+ * `bypass` functions receive Hono's `Context`. And `middlewareSkippedOnHits`: functions after the
+ * cache that a hit may skip (a `compress()` instance after a global cache), documented in
+ * @cache/http. Every option is optional; the defaults are safe.
  */
-export interface CacheResponseOptions extends HttpCacheOptions<Context> {
-  /**
-   * Functions registered **after** the cache that hits may skip because their effect is in the
-   * stored response (a `compress()` instance after a global cache, a header set on every
-   * response). By default a response is stored only when the function that answered it is the
-   * only one that ran after the cache: any other (a guard, an `app.use` after the cache, a
-   * sub-app's middleware) would be skipped by a hit (`detail=middleware-after-cache`). Listed by
-   * identity (the same instance given to Hono). Default: none.
-   */
-  middlewareSkippedOnHits?: readonly Function[]
-}
+export interface CacheResponseOptions extends HttpCacheOptions<Context>, SkippedMiddlewareOptions {}
 
 /** Why a response is not stored when a function besides the handler ran after the cache. */
 const MIDDLEWARE_AFTER_CACHE = 'middleware-after-cache'
@@ -141,7 +130,7 @@ function watchErrorLog(): void {
  */
 export function cacheResponse(options: CacheResponseOptions | Duration = {}): ResponseCacheMiddleware {
   const http = new HttpCache<Context>({}, resolveHttpCacheOptions(options))
-  const skipped = skippedOnHits(options)
+  const skipped = resolveSkippedOnHits(options)
   const handled = new WeakSet<Context>()
 
   const middleware = async (c: Context, next: Next): Promise<Response | undefined> => {
@@ -153,19 +142,20 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     handled.add(c)
     const refresh = refreshes.get(c)
     const view = requestView(c, refresh)
-    const at = c.req.routeIndex
-    let result: LookupResult = http.lookup(view, {
-      revalidate: refresh === undefined ? (run) => revalidate(c, run) : undefined,
-      verdict: () => ranAfter(c, at, skipped),
-    }) as LookupResult
+    let result: LookupResult = http.lookup(
+      view,
+      new HonoLookup(c, c.req.routeIndex, skipped, refresh === undefined ? revalidate : undefined),
+    ) as LookupResult
     if (isThenable(result)) result = await result
     if (result.kind === 'hit' || result.kind === 'not-modified') {
-      const headers = headersOf(result.headers)
-      if (result.cacheControl !== undefined && sharable(headers))
-        headers.set('cache-control', result.cacheControl)
+      const headers = headerRecord(result.headers)
+      if (result.cacheControl !== undefined && sharableRecord(headers))
+        headers['cache-control'] = result.cacheControl
       // The stored bytes as they are (no copy): a Response never writes into its body.
       const body = result.kind === 'hit' && !result.headOnly ? (result.body as Uint8Array<ArrayBuffer>) : null
-      return c.newResponse(body, { status: result.status as StatusCode, headers })
+      // Headers as a record: Hono sets them over those that layers before the cache prepared,
+      // without building a `Headers` of them first.
+      return c.newResponse(body, result.status as StatusCode, headers)
     }
     if (result.kind === 'bypass' || !result.recording) {
       await next()
@@ -220,8 +210,8 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       // `app.onError` answered the handler's error, or the request's code logged one: the status
       // line says so rather than `stored` (the body's end would abort it anyway).
       if (failed()) {
-        recorder.abort('handler-error')
-        return 'handler-error'
+        recorder.abort(HANDLER_ERROR)
+        return HANDLER_ERROR
       }
       // The cache's own `Cache-Control` (`private` under the `vary` option) is not a layer's.
       const ours = advice.cacheControl !== undefined && String(final['cache-control']) === advice.cacheControl
@@ -386,13 +376,6 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
   return handler
 }
 
-function skippedOnHits(options: CacheResponseOptions | Duration): ReadonlySet<Function> {
-  const listed = (typeof options === 'object' ? options.middlewareSkippedOnHits : undefined) ?? []
-  if (!Array.isArray(listed) || listed.some((fn) => typeof fn !== 'function'))
-    throw new CacheConfigError('middlewareSkippedOnHits', 'expected a list of middleware functions')
-  return new Set(listed)
-}
-
 /**
  * `middleware-after-cache` when a function besides the one that answered ran between the cache
  * (at `at` among the functions the request matched) and the response: a hit answers before it,
@@ -427,9 +410,7 @@ function executionContextOf(c: Context): unknown {
  */
 function requestView(c: Context, refresh: Refresh | undefined): HttpRequestView<Context> {
   const raw = c.req.raw
-  const url = new URL(raw.url)
-  const headers: IncomingHttpHeaders = {}
-  for (const [name, value] of raw.headers) if (name !== 'set-cookie') headers[name] = value
+  const url = urlParts(raw.url)
   const host = raw.headers.get('host') ?? undefined
   let site: string | undefined | null = null
   return {
@@ -438,9 +419,9 @@ function requestView(c: Context, refresh: Refresh | undefined): HttpRequestView<
     // either, a response could be planted for the other host.
     ...(host !== undefined && host !== url.host ? { bypass: 'url' } : {}),
     method: raw.method,
-    url: url.pathname + url.search,
-    headers,
-    protocol: url.protocol.slice(0, -1),
+    url: url.target,
+    headers: headerView(raw.headers),
+    protocol: url.protocol,
     host: host === undefined ? undefined : url.host,
     get site() {
       if (site === null) site = siteOf(c)
@@ -451,8 +432,92 @@ function requestView(c: Context, refresh: Refresh | undefined): HttpRequestView<
   }
 }
 
-/** `name#<fingerprint of its source>` of each handler described so far. */
-const described = new WeakMap<Function, string>()
+/**
+ * The parts of a request's URL the key is made of. `Request.url` is always serialized by the URL
+ * parser (`scheme://host[:port]/path?query#fragment`, the host lower-case, without a default
+ * port), so an http(s) URL without user info is read as it is; anything else goes through `URL`.
+ */
+function urlParts(href: string): { protocol: string; host: string; target: string } {
+  const scheme = href.startsWith('https://') ? 5 : href.startsWith('http://') ? 4 : -1
+  if (scheme !== -1) {
+    const slash = href.indexOf('/', scheme + 3)
+    const host = href.slice(scheme + 3, slash === -1 ? href.length : slash)
+    if (slash !== -1 && !host.includes('@')) {
+      const hash = href.indexOf('#', slash)
+      return {
+        protocol: href.slice(0, scheme),
+        host,
+        target: hash === -1 ? href.slice(slash) : href.slice(slash, hash),
+      }
+    }
+  }
+  const url = new URL(href)
+  return { protocol: url.protocol.slice(0, -1), host: url.host, target: url.pathname + url.search }
+}
+
+/**
+ * The request headers as the cache reads them (lower-case names, `set-cookie` left out), read from
+ * the Web headers by name, each once: a copy of every header would make `@hono/node-server`
+ * build the full `Headers` of every request, which the cache reads a few of.
+ */
+function headerView(headers: Headers): IncomingHttpHeaders {
+  return new Proxy(
+    { headers, read: Object.create(null) } as HeaderReads,
+    HEADER_READS,
+  ) as unknown as IncomingHttpHeaders
+}
+
+/** The Web headers behind a {@link headerView}, and the values read so far. */
+interface HeaderReads {
+  headers: Headers
+  read: Record<string, string | undefined>
+}
+
+function readHeader(target: HeaderReads, name: string): string | undefined {
+  const read = target.read
+  if (name in read) return read[name]
+  const value = name === 'set-cookie' ? undefined : (target.headers.get(name) ?? undefined)
+  read[name] = value
+  return value
+}
+
+/** The traps of every {@link headerView}: one object, so that a request makes no functions. */
+const HEADER_READS: ProxyHandler<HeaderReads> = {
+  get(target, name) {
+    return typeof name === 'string' ? readHeader(target, name) : undefined
+  },
+  has(target, name) {
+    return typeof name === 'string' && readHeader(target, name) !== undefined
+  },
+  ownKeys(target) {
+    return [...target.headers.keys()].filter(
+      (name) => name !== 'set-cookie' && readHeader(target, name) !== undefined,
+    )
+  },
+  getOwnPropertyDescriptor(target, name) {
+    const value = typeof name === 'string' ? readHeader(target, name) : undefined
+    return value === undefined ? undefined : { value, enumerable: true, configurable: true, writable: false }
+  },
+}
+
+/** What only Hono can tell the neutral cache about one lookup (see `LookupContext`). */
+class HonoLookup implements LookupContext {
+  readonly revalidate: ((refresh: Refresh) => (() => void) | false) | undefined
+
+  constructor(
+    private readonly c: Context,
+    /** The cache's index among the functions the request matched. */
+    private readonly at: number,
+    private readonly skipped: ReadonlySet<Function>,
+    refresh: ((c: Context, refresh: Refresh) => (() => void) | false) | undefined,
+  ) {
+    this.revalidate = refresh === undefined ? undefined : (run) => refresh(c, run)
+  }
+
+  verdict(): string | undefined {
+    return ranAfter(this.c, this.at, this.skipped)
+  }
+}
 
 /**
  * Where the cache sits: every route the request matched (middleware and handlers, with their
@@ -470,12 +535,26 @@ function siteOf(c: Context): string | undefined {
   const match = matchResultOf(c)
   if (match === undefined) return undefined
   const server = serverOf(c.env)
-  const site = hashOnce(`${routeSite(c, match)}|${listeningAt(socketOf(c.env))}`)
-  return isAmbiguous(site, match[0], server) ? undefined : site
+  const route = routeSite(c, match)
+  // The site at the address the server listens at, hashed once per address.
+  const listening = listeningAt(socketOf(c.env))
+  if (route.at !== listening || route.site === undefined) {
+    route.at = listening
+    route.site = hashOnce(`${route.text}|${listening}`)
+  }
+  return isAmbiguous(route.site, match[0], server) ? undefined : route.site
+}
+
+/** The hash of the routes a request matched and the cache's position among them, and its site. */
+interface RouteSite {
+  text: string
+  /** Where the server listened for the last request at this place, and the site there. */
+  at: string | undefined
+  site: string | undefined
 }
 
 /** The hash of the routes the request matched and the cache's position among them. */
-function routeSite(c: Context, match: MatchResult): string {
+function routeSite(c: Context, match: MatchResult): RouteSite {
   // Hono's router hands out the same match for every request of a static route: hashed once.
   let known = sites.get(match[0])
   const index = c.req.routeIndex
@@ -483,22 +562,18 @@ function routeSite(c: Context, match: MatchResult): string {
   if (hit !== undefined) return hit
   const parts: string[] = []
   for (const [[fn, route]] of match[0]) {
-    let text = described.get(fn)
-    if (text === undefined) {
-      text = `${fn.name}#${sourceFingerprint(fn)}`
-      described.set(fn, text)
-    }
-    parts.push(`${route?.method ?? ''} ${route?.basePath ?? ''} ${route?.path ?? ''} ${text}`)
+    parts.push(`${route?.method ?? ''} ${route?.basePath ?? ''} ${route?.path ?? ''} ${describeFunction(fn)}`)
   }
   parts.push(`@${index}`)
-  const site = createHash('sha256').update(parts.join('\n')).digest('hex').slice(0, 12)
+  const text = createHash('sha256').update(parts.join('\n')).digest('hex').slice(0, 12)
+  const site: RouteSite = { text, at: undefined, site: undefined }
   if (known === undefined) sites.set(match[0], (known = new Map()))
   known.set(index, site)
   return site
 }
 
 /** The sites of each router match seen so far, by the cache's position in it. */
-const sites = new WeakMap<object, Map<number, string>>()
+const sites = new WeakMap<object, Map<number, RouteSite>>()
 
 /** Site descriptions and their hash: a bounded memo (an app has a bounded number of sites). */
 const hashes = new Map<string, string>()
@@ -548,9 +623,7 @@ function isAmbiguous(site: string, entries: RouteEntry[], server: NodeServer | u
   if (ambiguous.has(site)) return true
   const first = owners.get(site)
   if (first !== undefined) {
-    const functions = first.functions.map((ref) => ref.deref())
-    if (functions.length === entries.length && functions.every((fn, i) => fn === entries[i]![0][0]))
-      return false
+    if (sameFunctions(first.functions, entries)) return false
     const owner = first.server?.deref()
     const closed = first.server !== undefined && (owner === undefined || owner.listening === false)
     if (!closed) {
@@ -563,6 +636,13 @@ function isAmbiguous(site: string, entries: RouteEntry[], server: NodeServer | u
     server: server === undefined ? undefined : new WeakRef(server),
   })
   return false
+}
+
+/** Whether the functions first seen at a site are those of `entries`, in order. */
+function sameFunctions(functions: readonly WeakRef<Function>[], entries: RouteEntry[]): boolean {
+  if (functions.length !== entries.length) return false
+  for (let i = 0; i < functions.length; i++) if (functions[i]!.deref() !== entries[i]![0][0]) return false
+  return true
 }
 
 type RouteEntry = [
@@ -663,16 +743,20 @@ function outgoingHeaders(headers: Headers): OutgoingHttpHeaders {
   return out
 }
 
-/** A replay's `[name, value, …]` list as Web headers. */
-function headersOf(list: HeaderList): Headers {
-  const headers = new Headers()
-  for (let i = 0; i + 1 < list.length; i += 2) {
-    const name = list[i] as string
-    const value = list[i + 1]!
-    if (Array.isArray(value)) for (const v of value) headers.append(name, v)
-    else headers.set(name, value)
-  }
+/**
+ * A replay's `[name, value, …]` list (lower-case names) as the record `c.newResponse` sets over
+ * the prepared headers: a list value replaces a prepared one of its name, as a single value does.
+ */
+function headerRecord(list: HeaderList): Record<string, string | string[]> {
+  const headers: Record<string, string | string[]> = {}
+  for (let i = 0; i + 1 < list.length; i += 2) headers[list[i] as string] = list[i + 1]!
   return headers
+}
+
+/** {@link sharable} for a replay's own headers. */
+function sharableRecord(headers: Record<string, string | string[]>): boolean {
+  if (headers['cache-control'] !== undefined || headers['set-cookie'] !== undefined) return false
+  return !String(headers.vary ?? '').includes('*')
 }
 
 /** A response a shared cache may keep: no `Cache-Control` of its own, no `Set-Cookie`, no `Vary: *`. */

@@ -158,6 +158,40 @@ describe('two apps of one factory in one process', () => {
     expect(again.headers['cache-status']).toMatch(/hit/)
   })
 
+  it('one app on two servers: an entry made through one is never replayed through the other, whatever Host', async () => {
+    let runs = 0
+    const app = new Hono()
+    app.get('/report', cacheResponse({ ttl: 60, backend: memoryBackend() }), (c) => c.text(`run ${++runs}`))
+    const one = await listen(app)
+    const two = await listen(app)
+    const host = { host: 'shop.example' }
+    for (let round = 0; round < 2; round++) {
+      // Alternating between the servers: what is kept per place must follow the server each time.
+      const a = await get(one, '/report', 'GET', host)
+      const b = await get(two, '/report', 'GET', host)
+      expect(a.headers['cache-status']).toMatch(round === 0 ? /stored/ : /hit/)
+      expect(b.headers['cache-status']).toMatch(round === 0 ? /stored/ : /hit/)
+      expect(a.text).not.toBe(b.text)
+    }
+    expect(runs).toBe(2)
+  })
+
+  it('a header of the vary option, and a request target with a fragment-free query, key each variant apart', async () => {
+    let runs = 0
+    const app = new Hono()
+    app.get('/hello', cacheResponse({ ttl: 60, backend: memoryBackend(), vary: ['accept-language'] }), (c) =>
+      c.text(`${c.req.header('accept-language')} ${++runs}`),
+    )
+    const base = await listen(app)
+    const fr = await get(base, '/hello?b=2&a=1', 'GET', { 'accept-language': 'fr' })
+    const de = await get(base, '/hello?a=1&b=2', 'GET', { 'accept-language': 'de' })
+    expect(fr.text).toBe('fr 1')
+    expect(de.text).toBe('de 2')
+    expect((await get(base, '/hello?b=2&a=1', 'GET', { 'accept-language': 'fr' })).text).toBe('fr 1')
+    expect((await get(base, '/hello?b=2&a=1', 'GET', { 'accept-language': 'de' })).text).toBe('de 2')
+    expect(runs).toBe(2)
+  })
+
   it('without a server (app.request), under one URL, never answer for each other', async () => {
     const backend = memoryBackend()
     const internal = createApp({ internal: true, figures: 'SECRET margins' }, backend)

@@ -78,6 +78,13 @@ export class HttpCache<Raw = any> {
   private readonly refreshing = new Set<string>()
   /** A `bypass` option that threw was logged (once per cache; every throw is counted). */
   private bypassErrorLogged = false
+  /**
+   * The generation keys of a request's scopes (prefixes first), by its scopes array, which
+   * `requestKey` hands out once per URL; never changed once made.
+   */
+  private readonly scopeVersionKeys = new WeakMap<readonly string[], string[]>()
+  /** The lifetimes of generations created on a read, by generation keys array (see above). */
+  private readonly versionTtls = new WeakMap<readonly string[], (Duration | undefined)[]>()
 
   /**
    * @param options the cache's options, or a TTL alone (`60`, `'5m'`); checked now
@@ -152,8 +159,11 @@ export class HttpCache<Raw = any> {
       noteSite(site)
       key = siteKey(resolved.key, site)
       // The URL's generations are its scopes': every spelling of it, at every site.
-      versionKeys = [...s.prefixVersionKeys, ...resolved.scopes.map(urlVersionKey)]
-      if (s.tags) for (const tag of s.tags(view.raw)) versionKeys.push(tagVersionKey(tag))
+      versionKeys = this.versionKeysOf(resolved.scopes)
+      if (s.tags) {
+        versionKeys = versionKeys.slice()
+        for (const tag of s.tags(view.raw)) versionKeys.push(tagVersionKey(tag))
+      }
     } catch (error) {
       this.observer.error('key', error)
       return this.bypass(view, 'request', 'key-error')
@@ -246,9 +256,25 @@ export class HttpCache<Raw = any> {
    * generation only turns entries into misses); prefixes and tags until renewed.
    */
   private generationTtls(versionKeys: readonly string[]): (Duration | undefined)[] {
-    const s = this.settings
-    const urlTtl = (s.ttlMs + (s.swrMs ?? 0)) / 1000
-    return versionKeys.map((key) => (isUrlVersionKey(key) ? urlTtl : Number.POSITIVE_INFINITY))
+    let ttls = this.versionTtls.get(versionKeys)
+    if (ttls === undefined) {
+      const s = this.settings
+      const urlTtl = (s.ttlMs + (s.swrMs ?? 0)) / 1000
+      ttls = versionKeys.map((key) => (isUrlVersionKey(key) ? urlTtl : Number.POSITIVE_INFINITY))
+      this.versionTtls.set(versionKeys, ttls)
+    }
+    return ttls
+  }
+
+  /** The generation keys of the prefixes and of a URL's scopes (made once per scopes array). */
+  private versionKeysOf(scopes: readonly string[]): string[] {
+    let keys = this.scopeVersionKeys.get(scopes)
+    if (keys === undefined) {
+      // Frozen: entries and flights hold it too.
+      keys = Object.freeze([...this.settings.prefixVersionKeys, ...scopes.map(urlVersionKey)]) as string[]
+      this.scopeVersionKeys.set(scopes, keys)
+    }
+    return keys
   }
 
   /** Reads the entry and its generations; `waited`: the flights this request already waited for. */

@@ -19,6 +19,8 @@ export {
   prefixVersionKey,
   prefixVersionKeys,
   resolveHttpCacheOptions,
+  resolveSkippedOnHits,
+  type SkippedMiddlewareOptions,
   urlVersionKey,
 } from './options.js'
 export { type InvalidateOptions, invalidateResponse, invalidateResponsePrefix } from './invalidate.js'
@@ -26,7 +28,22 @@ export { invalidateTags } from '@cache/core'
 export type { ResponseIndexEntry, ResponseIndexOptions } from './response-index.js'
 export { type StoredResponse, isStoredResponse, unstorableReason } from './stored-response.js'
 export { responseCachingEnabled, responseCachingFromEnv, setResponseCaching } from './switch.js'
-export { type RequestKey, protohostOf, requestKey, siteKey, splitAuthority, urlKeys } from './request-key.js'
+export {
+  type RequestKey,
+  protohostOf,
+  requestKey,
+  sentHostPart,
+  siteKey,
+  splitAuthority,
+  urlKeys,
+} from './request-key.js'
 export { seenSites } from './sites.js'
 export { offerCacheControl, parseCacheControl } from './cache-control.js'
 export { answerFromResult, listeningAt, nodeRequestView, recordNodeResponse } from './node.js'
+export {
+  describeFunction,
+  fastifyInstanceOptions,
+  HANDLER_ERROR,
+  type HandlerErrorReason,
+  onHandlerError,
+} from './adapter-kit.js'

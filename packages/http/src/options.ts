@@ -118,6 +118,32 @@ export interface HttpCacheOptions<Req = any> {
     | { maxAge?: Duration; sMaxAge?: Duration; staleWhileRevalidate?: Duration; public?: boolean }
 }
 
+/** The option of adapters whose middleware runs in a chain (Express, Hono). */
+export interface SkippedMiddlewareOptions {
+  /**
+   * Functions registered **after** the cache that a hit may skip, by identity (the same instance
+   * given to the framework): their effect is in the stored response, such as a compression
+   * middleware after a global cache, or one that sets a header on every response. By default a
+   * response is stored only when the function that answered it is the only one that ran after the
+   * cache: any other (a guard, middleware after the cache, a sub-app's middleware) would be
+   * skipped by a hit (`detail=middleware-after-cache`). Default: none.
+   */
+  middlewareSkippedOnHits?: readonly Function[]
+}
+
+/**
+ * The `middlewareSkippedOnHits` option (of options, or of a TTL given alone: none), checked once
+ * when the cache is built: anything but a list of functions is a `CacheConfigError` naming it.
+ */
+export function resolveSkippedOnHits(
+  options: SkippedMiddlewareOptions | Duration = {},
+): ReadonlySet<Function> {
+  const listed = (typeof options === 'object' ? options.middlewareSkippedOnHits : undefined) ?? []
+  if (!Array.isArray(listed) || listed.some((fn) => typeof fn !== 'function'))
+    throw new CacheConfigError('middlewareSkippedOnHits', 'expected a list of middleware functions')
+  return new Set(listed)
+}
+
 /** {@link HttpCacheOptions} resolved once, when the cache is built (durations in ms). */
 export interface HttpCacheSettings {
   ttlMs: number

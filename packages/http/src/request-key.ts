@@ -58,8 +58,41 @@ export function requestKey(
   if (extra?.includes(SEPARATOR)) return undefined
   return {
     key: `${keyPrefix}:${origin}${target}${varied}${extra === undefined || extra === '' ? '' : `${SEPARATOR}${extra}`}`,
-    scopes: urlScopes(origin.slice(origin.indexOf('://') + 3), sent),
+    scopes: knownScopes(origin.slice(origin.indexOf('://') + 3), sent),
   }
+}
+
+/**
+ * The scopes of the URLs requested lately: a request for a URL asks for the same ones each time,
+ * and computing them (decoding, lower-casing, sorting the query) is most of the key's cost. The
+ * same array is handed out for one URL (callers never change it), so a cache may keep what it
+ * derives from it. Bounded: emptied when full.
+ */
+const scopesMemo = new Map<string, readonly string[]>()
+const MAX_MEMO = 2_000
+
+function knownScopes(authority: string, target: string): string[] {
+  const id = `${authority}${SEPARATOR}${target}`
+  let scopes = scopesMemo.get(id)
+  if (scopes === undefined) {
+    scopes = Object.freeze(urlScopes(authority, target))
+    if (scopesMemo.size >= MAX_MEMO) scopesMemo.clear()
+    scopesMemo.set(id, scopes)
+  }
+  return scopes as string[]
+}
+
+/**
+ * The {@link HttpRequestView.keyExtra} of a request whose host the framework resolved from a
+ * trusted proxy's `X-Forwarded-Host`: the `Host` header as sent (`-` when none), when it differs
+ * from the resolved host. The handler can still read it (`req.get('host')`,
+ * `request.headers.host`, a common way to build absolute links), so a request with a forged
+ * `Host` behind a forwarded one keeps its own entry. Invalidating the URL reaches it (the URL's
+ * scope leaves it out). `undefined` when both are the same.
+ */
+export function sentHostPart(resolved: string | undefined, sent: string | undefined): string | undefined {
+  if (sent === resolved) return undefined
+  return `@host=${sent === undefined ? '-' : JSON.stringify(sent)}`
 }
 
 /**
@@ -97,21 +130,22 @@ export interface RequestKey {
  */
 function urlScopes(authority: string, target: string): string[] {
   const host = authority.replace(DEFAULT_PORT, '')
-  const scope = (path: string, query: string) => {
-    const canonical = canonicalQuery(query)
-    return `${SEPARATOR}url ${host}${canonicalPath(path)}${canonical === '' ? '' : `?${canonical}`}`
-  }
   const q = target.indexOf('?')
   const path = q === -1 ? target : target.slice(0, q)
   const query = q === -1 ? '' : target.slice(q + 1)
-  const scopes = [scope(path, query)]
+  const scopes = [scopeOf(host, path, query)]
   const semicolon = path.indexOf(';')
   if (semicolon !== -1) {
     const routed = path.slice(0, semicolon)
-    for (const other of [scope(routed, target.slice(semicolon + 1)), scope(routed, query)])
+    for (const other of [scopeOf(host, routed, target.slice(semicolon + 1)), scopeOf(host, routed, query)])
       if (!scopes.includes(other)) scopes.push(other)
   }
   return scopes
+}
+
+function scopeOf(host: string, path: string, query: string): string {
+  const canonical = canonicalQuery(query)
+  return `${SEPARATOR}url ${host}${canonicalPath(path)}${canonical === '' ? '' : `?${canonical}`}`
 }
 
 function canonicalPath(path: string): string {

@@ -22,6 +22,7 @@ import {
   type Refresh,
   recordNodeResponse,
   resolveHttpCacheOptions,
+  sentHostPart,
 } from '@cache/http'
 import { from, mergeMap, type Observable, of } from 'rxjs'
 import { frontPassOf } from './front.js'
@@ -283,7 +284,7 @@ function expressPlatform(req: any, res: ServerResponse): Platform {
       headers,
       protocol: typeof req.protocol === 'string' ? req.protocol : 'http',
       host,
-      ...(host !== headers.host ? { keyExtra: `host ${String(headers.host)}` } : {}),
+      ...hostPart(host, headers.host),
       raw: req,
     },
     req,
@@ -307,7 +308,7 @@ function fastifyPlatform(request: any, reply: any): Platform {
       headers,
       protocol: typeof request.protocol === 'string' ? request.protocol : 'http',
       host,
-      ...(host !== headers.host ? { keyExtra: `host ${String(headers.host)}` } : {}),
+      ...hostPart(host, headers.host),
       raw: request,
     },
     req: raw,
@@ -321,6 +322,15 @@ function fastifyPlatform(request: any, reply: any): Platform {
       for (const method of FASTIFY_SENDS) reply[method] = returnThis
     },
   }
+}
+
+/**
+ * The `Host` header as sent, in the key when the platform resolved another host (a trusted
+ * proxy's `X-Forwarded-Host`): the handler can still read it.
+ */
+function hostPart(resolved: string | undefined, sent: string | undefined): { keyExtra?: string } {
+  const keyExtra = sentHostPart(resolved, sent)
+  return keyExtra === undefined ? {} : { keyExtra }
 }
 
 /** What Nest, an outer interceptor or a filter may call to send a result on Express's response. */

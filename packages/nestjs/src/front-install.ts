@@ -4,6 +4,7 @@ import { VersioningType } from '@nestjs/common'
 import type { ApplicationConfig, HttpAdapterHost, ModulesContainer } from '@nestjs/core'
 import { type CacheBackend, CacheConfigError } from '@cache/core'
 import { toBackend } from '@cache/core/backend'
+import { fastifyInstanceOptions } from '@cache/http'
 import { type CacheResponseOptions, cacheOptionsOf, httpCacheFor } from './cache-response.js'
 import { FrontDoor } from './front.js'
 import { fingerprintValue, handlerFingerprint } from './handler-sites.js'
@@ -71,7 +72,7 @@ const FASTIFY_ROUTE_CONSTRAINTS = '__fastify_route_constraints__'
  * own, on a header, may route one URL to two handlers).
  */
 function refuseFastifyRouting(instance: unknown, handlers: RouteHandler[], marked: string): void {
-  if (fastifyOptions(instance)?.rewriteUrl !== undefined)
+  if (fastifyInstanceOptions(instance)?.rewriteUrl !== undefined)
     throw new CacheConfigError(
       'frontSkipsAllMiddleware',
       `${marked} is marked frontSkipsAllMiddleware, but the Fastify instance has rewriteUrl: it may route a URL to another handler for some requests, before any route runs, and the front answers before it with the entry of the URL as it arrived. Remove the flag, front: true from CacheModule, or rewriteUrl`,
@@ -87,16 +88,6 @@ function refuseFastifyRouting(instance: unknown, handlers: RouteHandler[], marke
         `${marked} is marked frontSkipsAllMiddleware, but ${owner.name}.${name} has the route constraint ${other}: Fastify may route one URL to two handlers by a function of the request that the front cannot run, so it could answer a request with another handler's entry. Remove the flag, front: true from CacheModule, or the constraint`,
       )
   }
-}
-
-/** The options a Fastify instance was created with (kept under Fastify's `fastify.options` symbol). */
-function fastifyOptions(instance: unknown): { rewriteUrl?: unknown } | undefined {
-  if (instance === null || typeof instance !== 'object') return undefined
-  const key = Object.getOwnPropertySymbols(instance).find(
-    (symbol) => symbol.description === 'fastify.options',
-  )
-  const options = key === undefined ? undefined : (instance as Record<symbol, unknown>)[key]
-  return options !== null && typeof options === 'object' ? options : undefined
 }
 
 /** A route handler of the application: its controller, its method's name and function, its module's path. */

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import { sourceFingerprint } from '@cache/core/backend'
-import { listeningAt } from '@cache/http'
+import { describeFunction as describe, listeningAt } from '@cache/http'
 import { CACHE_RESPONSE_OPTIONS } from './tokens.js'
 
 /**
@@ -10,18 +10,8 @@ import { CACHE_RESPONSE_OPTIONS } from './tokens.js'
  * code, or two applications of one process never share entries, while replicas of one app do.
  */
 
-/** Fingerprints of the functions in a site, so two deployments of different code never share entries. */
-const described = new WeakMap<Function, string>()
+/** The identity of each handler (by controller, then method) as its site names it. */
 const identities = new WeakMap<Function, WeakMap<Function, string>>()
-
-function describe(fn: Function): string {
-  let text = described.get(fn)
-  if (text === undefined) {
-    text = `${fn.name}#${sourceFingerprint(fn)}`
-    described.set(fn, text)
-  }
-  return text
-}
 
 /**
  * The order in which classes that describe alike (same name and source) received `@CacheResponse`
@@ -139,28 +129,19 @@ export function handlerFingerprint(owner: Function, handler: Function): string {
   return `${describe(owner)}.${describe(handler)} meta ${decoratorsHash(owner, handler)}`
 }
 
-const hashes = new WeakMap<Function, WeakMap<Function, string>>()
-
-/** Every metadata entry of the controller and the method, hashed (once per handler). */
+/**
+ * Every metadata entry of the controller and the method, hashed: once per handler for its site
+ * (kept in its identity), and once for the application's fingerprint.
+ */
 function decoratorsHash(owner: Function, handler: Function): string {
-  let byHandler = hashes.get(owner)
-  if (byHandler === undefined) {
-    byHandler = new WeakMap()
-    hashes.set(owner, byHandler)
-  }
-  let hash = byHandler.get(handler)
-  if (hash === undefined) {
-    const decorators = [
-      metadataFingerprint(owner),
-      metadataFingerprint(handler),
-      // Parameters (with their pipes) are kept on the class, their types on the prototype.
-      handler.name === '' ? '' : metadataFingerprint(owner, handler.name),
-      typeof owner.prototype === 'object' && owner.prototype !== null && handler.name !== ''
-        ? metadataFingerprint(owner.prototype, handler.name)
-        : '',
-    ].join('|')
-    hash = createHash('sha256').update(decorators).digest('base64url').slice(0, 22)
-    byHandler.set(handler, hash)
-  }
-  return hash
+  const decorators = [
+    metadataFingerprint(owner),
+    metadataFingerprint(handler),
+    // Parameters (with their pipes) are kept on the class, their types on the prototype.
+    handler.name === '' ? '' : metadataFingerprint(owner, handler.name),
+    typeof owner.prototype === 'object' && owner.prototype !== null && handler.name !== ''
+      ? metadataFingerprint(owner.prototype, handler.name)
+      : '',
+  ].join('|')
+  return createHash('sha256').update(decorators).digest('base64url').slice(0, 22)
 }

@@ -1,7 +1,7 @@
 import type { OutgoingHttpHeaders } from 'node:http'
-import type { LookupResult } from '@cache/http'
+import { HANDLER_ERROR, type LookupResult, onHandlerError } from '@cache/http'
 import type { CallHandler } from '@nestjs/common'
-import { tap } from 'rxjs'
+import { from, type ObservableInput, tap } from 'rxjs'
 
 /**
  * What an interceptor that runs outside the cache's does after the handler: a global one
@@ -17,9 +17,6 @@ import { tap } from 'rxjs'
  * the cache: it is that request's own, which neither a stored entry nor a replay may carry.
  */
 export const OUTER_INTERCEPTOR = 'outer-interceptor'
-
-/** Why a response is not stored when the handler failed, whatever answered the error (a filter's 200 too). */
-export const HANDLER_ERROR = 'handler-error'
 
 /** Where Nest sends a result: Express's response or Fastify's reply (and what an outer interceptor may call first). */
 const SENDS = ['status', 'code', 'json', 'jsonp', 'send', 'render', 'view'] as const
@@ -62,11 +59,9 @@ export class OuterInterceptorWatch {
    */
   statusSetBefore(method: string, handler: Function): string | undefined {
     if (method !== 'GET' && method !== 'HEAD') return undefined
-    const api = Reflect as unknown as { getMetadata?(key: unknown, target: object): unknown }
-    const own = api.getMetadata?.(HTTP_CODE_METADATA, handler)
     const status = statusOf(this.response)
     if (status === undefined) return undefined
-    return status === (typeof own === 'number' ? own : 200) ? undefined : OUTER_INTERCEPTOR
+    return status === handlerStatus(handler) ? undefined : OUTER_INTERCEPTOR
   }
 
   /**
@@ -79,13 +74,10 @@ export class OuterInterceptorWatch {
     if (result.kind !== 'miss' || !result.recording) return next
     return {
       handle: () =>
-        next.handle().pipe(
-          tap({
-            next: (value) => this.handlerProduced(value),
-            error: () => {
-              this.reason ??= HANDLER_ERROR
-            },
-          }),
+        from(
+          onHandlerError(next.handle().pipe(tap({ next: (value) => this.handlerProduced(value) })), () => {
+            this.reason ??= HANDLER_ERROR
+          }) as ObservableInput<unknown>,
         ),
     }
   }
@@ -129,6 +121,21 @@ export class OuterInterceptorWatch {
     if (statusOf(this.response) !== this.status || !sameBody(this.value, this.json, args[body]))
       this.reason ??= OUTER_INTERCEPTOR
   }
+}
+
+/** The status Nest sets for each handler before its interceptors run, read once per handler. */
+const handlerStatuses = new WeakMap<Function, number>()
+
+/** A handler's `@HttpCode`, else 200. */
+function handlerStatus(handler: Function): number {
+  let status = handlerStatuses.get(handler)
+  if (status === undefined) {
+    const api = Reflect as unknown as { getMetadata?(key: unknown, target: object): unknown }
+    const own = api.getMetadata?.(HTTP_CODE_METADATA, handler)
+    status = typeof own === 'number' ? own : 200
+    handlerStatuses.set(handler, status)
+  }
+  return status
 }
 
 /** The status on Express's response, or on Fastify's reply (its Node response's). */

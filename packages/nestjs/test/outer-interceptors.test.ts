@@ -214,6 +214,22 @@ class PartialController {
   }
 }
 
+@Controller('codes')
+class CodesController {
+  @Get('partial')
+  @HttpCode(203)
+  @CacheResponse({ ttl: 60 })
+  partial() {
+    return { items: [1, 2, 3] }
+  }
+
+  @Get('plain')
+  @CacheResponse({ ttl: 60 })
+  plain() {
+    return { items: [4, 5, 6] }
+  }
+}
+
 @Controller('file')
 class FileController {
   @Get()
@@ -281,6 +297,23 @@ describe.each(PLATFORMS)('a status set outside @CacheResponse (platform-%s)', (p
     expect(bobAgain.status).toBe(200)
     expect(bobAgain.text).toBe('file body')
     expect(bobAgain.headers['cache-status']).toMatch(/hit/)
+  })
+
+  it('stores and replays each handler of one controller with its own @HttpCode or 200', async () => {
+    @Module({ imports: [cacheModule], controllers: [CodesController] })
+    class AppModule {}
+    const started = await startApp(platform, AppModule)
+    app = started.app
+    for (const [path, status] of [
+      ['/codes/partial', 203],
+      ['/codes/plain', 200],
+      ['/codes/partial', 203],
+    ] as const) {
+      const [first, second] = await twice(started.url, path)
+      expect(first.status).toBe(status)
+      expect(second.status).toBe(status)
+      expect(second.headers['cache-status']).toMatch(/hit/)
+    }
   })
 
   it("stores and replays the handler's own @HttpCode, with a global interceptor around it", async () => {
