@@ -193,6 +193,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   }
 
   async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
+    this.assertOpen()
     const out = new Array<T | undefined>(keys.length)
     for (let i = 0; i < keys.length; i++) {
       const stored = this.read(keys[i]!)
@@ -220,6 +221,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   }
 
   async deleteMany(keys: readonly string[]): Promise<number> {
+    this.assertOpen()
     let removed = 0
     for (const key of keys) if (await this.delete(key)) removed++
     return removed
