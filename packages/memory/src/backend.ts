@@ -1,5 +1,4 @@
 import {
-  CacheConflictError,
   CacheClosedError,
   type CacheBackend,
   type CacheEntry,
@@ -13,17 +12,18 @@ import {
   assertIncrement,
   assertKey,
   assertSerializable,
+  CONFLICT,
   ObservedBackend,
-  isListedKey,
   KeyedQueue,
   listPrefix,
+  retryConflicts,
   type SyncAccess,
   ttlOption,
 } from '@cache/core/backend'
 import type { LRUCache } from 'lru-cache'
 import { cloneValue } from './clone.js'
 import { coarseNow, preciseNow } from './clock.js'
-import { expiryOf, setExpiry, type Stored, UNDEFINED } from './entries.js'
+import { expiryOf, liveKeys, setExpiry, type Stored, UNDEFINED } from './entries.js'
 import type { MemoryBackendOptions } from './options.js'
 import { createLru, type EntrySizer } from './sizing.js'
 
@@ -32,7 +32,7 @@ const MISS: unique symbol = Symbol('miss')
 /** What `set` returns: one promise for every write, as a set has nothing to answer. */
 const DONE: Promise<void> = Promise.resolve()
 /** Runs of an `atomicUpdate` function before `CacheConflictError` when the key keeps being written meanwhile. */
-const MAX_UPDATE_ATTEMPTS = 100
+const UPDATE_RETRIES = { maxAttempts: 100, pause: () => 0 }
 
 const UNDERSCORE = 95
 
@@ -48,7 +48,6 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   private readonly defaultTtlMs: number | undefined
   private readonly clone: boolean
   private readonly checkValues: boolean
-  private readonly now: () => number
   /** The clock an expiry is computed from when a value is written: exact, not coarse. */
   private readonly writeNow: () => number
   /** Measures entries, when `maxSize` is set. */
@@ -70,10 +69,9 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
     this.defaultTtlMs = ttlOption(options.defaultTtl, 'defaultTtl')
     this.clone = options.clone ?? false
     this.checkValues = options.checkValues ?? (!this.clone && process.env.NODE_ENV !== 'production')
-    // The default clock follows fake timers in tests (see clock.ts).
-    this.now = options.now ?? coarseNow
+    // The default clocks follow fake timers in tests (see clock.ts); reads use the coarse one.
     this.writeNow = options.now ?? preciseNow
-    const { lru, sizer } = createLru(options, this.now)
+    const { lru, sizer } = createLru(options, options.now ?? coarseNow)
     this.lru = lru
     this.sizer = sizer
   }
@@ -142,22 +140,10 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
     this.internalWrites++
   }
 
-  /**
-   * The live keys of this backend, each once (internal `__` keys left out); with `prefix`, only
-   * those that start with it. Iterates a snapshot of the key list taken at the first step (one
-   * array of references, as long as the cache holds entries: the keys themselves are not copied),
-   * and checks each key's expiry, and that it is still there, when it is reached.
-   */
+  /** The live keys, each once (internal `__` keys left out); with `prefix`, those that start with it. */
   async *keys(options?: ListKeysOptions): AsyncIterableIterator<string> {
     this.assertOpen()
-    const prefix = listPrefix(options)
-    // A snapshot: lru-cache's own iterator may skip or repeat keys when entries change under it.
-    const snapshot = [...this.lru.keys()]
-    for (const key of snapshot) {
-      if (!isListedKey(key, prefix)) continue
-      // peek answers undefined for an entry that expired, and leaves it where it is.
-      if (this.lru.peek(key) !== undefined) yield key
-    }
+    yield* liveKeys(this.lru, listPrefix(options))
   }
 
   async incr(key: string, by = 1, ttl?: Duration): Promise<number> {
@@ -178,18 +164,16 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
     if (this.closed) return Promise.reject(new CacheClosedError(this.name))
     assertKey(key)
     const expiresAt = this.expiry(ttl)
-    return this.queue.run(key, async () => {
-      // A set or delete of the key while an async `fn` runs is not lost: `fn` runs again on what
-      // is there now (compare-and-set, as on the server backends; `fn` may run more than once).
-      for (let attempt = 1; attempt <= MAX_UPDATE_ATTEMPTS; attempt++) {
-        const current = this.read(key, false)
-        const next = await fn(current === MISS ? undefined : (this.out(current) as T))
-        if (this.read(key, false) !== current) continue
-        this.store(key, next, expiresAt)
-        return next
-      }
-      throw new CacheConflictError(key, MAX_UPDATE_ATTEMPTS)
-    })
+    // A set or delete of the key while an async `fn` runs is not lost: `fn` runs again on what is
+    // there now (compare-and-set, as on the server backends; `fn` may run more than once).
+    const attempt = async (): Promise<T | typeof CONFLICT> => {
+      const current = this.read(key, false)
+      const next = await fn(current === MISS ? undefined : (this.out(current) as T))
+      if (this.read(key, false) !== current) return CONFLICT
+      this.store(key, next, expiresAt)
+      return next
+    }
+    return this.queue.run(key, () => retryConflicts(key, UPDATE_RETRIES, attempt))
   }
 
   async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {

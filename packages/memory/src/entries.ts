@@ -1,3 +1,4 @@
+import { isListedKey } from '@cache/core/backend'
 import type { LRUCache } from 'lru-cache'
 
 /**
@@ -44,4 +45,23 @@ export function setExpiry(
 export function expiryOf(status: LRUCache.Status<string, Stored>): number | undefined {
   // lru-cache fills in ttl and start only for an entry that has them.
   return status.ttl === 0 ? undefined : status.start! + status.ttl! + EPSILON
+}
+
+/**
+ * The live keys of a cache, each once (internal `__` keys left out), those that start with
+ * `prefix`. Iterates a snapshot of the key list taken at the first step (one array of references,
+ * as long as the cache holds entries: the keys themselves are not copied), and checks each key's
+ * expiry, and that it is still there, when it is reached.
+ */
+export async function* liveKeys(
+  lru: LRUCache<string, Stored>,
+  prefix: string,
+): AsyncIterableIterator<string> {
+  // A snapshot: lru-cache's own iterator may skip or repeat keys when entries change under it.
+  const snapshot = [...lru.keys()]
+  for (const key of snapshot) {
+    if (!isListedKey(key, prefix)) continue
+    // peek answers undefined for an entry that expired, and leaves it where it is.
+    if (lru.peek(key) !== undefined) yield key
+  }
 }
