@@ -4,7 +4,7 @@ import { type CacheObserver, waitAtMost } from '@cache/core/backend'
 import calculateSlot from 'cluster-key-slot'
 import type { Connection } from './connection.js'
 import { CacheReplicationError, type Replication } from './replication.js'
-import { INCR_STEP, LuaScript } from './scripts.js'
+import { CAS_STEP, INCR_STEP, LuaScript } from './scripts.js'
 
 /**
  * `incr` and `atomicUpdate` applied exactly once, or reported failed and not applied.
@@ -261,18 +261,7 @@ export const COMPARE_AND_SET_ONCE = new LuaScript(`
 local done = redis.call('GET', KEYS[2])
 if done == '${FENCE}' then return ${FENCED} end
 if done then return {1} end
-local current = redis.call('GET', KEYS[1])
-local same
-if current then same = redis.sha1hex(current) == ARGV[1] else same = ARGV[1] == '' end
-if not same then
-  if current then return {0, current} end
-  return {0}
-end
-if ARGV[3] == '' then
-  redis.call('SET', KEYS[1], ARGV[2])
-else
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-end
+${CAS_STEP}
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[4])
 return {1}
 `)

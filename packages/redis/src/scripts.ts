@@ -104,11 +104,12 @@ return value
 `)
 
 /**
- * Compare-and-set: writes ARGV[2] (TTL ARGV[3] ms, '' for none) only if the key still holds
- * the value whose SHA-1 is ARGV[1] ('' = only if absent). Returns {1} when written, else {0}
- * or {0, current value}, so the caller can retry without reading again.
+ * The compare-and-set step, shared by {@link COMPARE_AND_SET} and its exactly-once form: writes
+ * ARGV[2] (TTL ARGV[3] ms, '' for none) to KEYS[1] only if it still holds the value whose SHA-1
+ * is ARGV[1] ('' = only if absent); else returns {0} or {0, current value}, so the caller can
+ * retry without reading again.
  */
-export const COMPARE_AND_SET = new LuaScript(`
+export const CAS_STEP = `
 local current = redis.call('GET', KEYS[1])
 local same
 if current then same = redis.sha1hex(current) == ARGV[1] else same = ARGV[1] == '' end
@@ -121,5 +122,9 @@ if ARGV[3] == '' then
 else
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 end
+`
+
+/** Compare-and-set (see {@link CAS_STEP}): {1} when written. */
+export const COMPARE_AND_SET = new LuaScript(`${CAS_STEP}
 return {1}
 `)
