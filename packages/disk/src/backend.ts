@@ -87,8 +87,8 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
     this.housekeeping = new Housekeeping(context, this.accessTimes)
     const evict = () => this.housekeeping.evict()
     this.reads = new Reads(context, this.accessTimes)
-    this.writes = new GroupCommit(context, evict)
-    this.updates = new Updates(context, this.writes, evict)
+    this.writes = new GroupCommit(context, this.accessTimes, evict)
+    this.updates = new Updates(context, this.writes, this.accessTimes, evict)
   }
 
   /** Where a damaged database was moved, if this backend had to rebuild one. */
@@ -233,7 +233,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
 
   private async shutdown(): Promise<void> {
     await this.writes.settled()
-    this.accessTimes.flush()
+    this.accessTimes.close()
     this.markClosed()
     this.housekeeping.stop()
     this.context.store.close()

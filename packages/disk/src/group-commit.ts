@@ -1,4 +1,5 @@
 import { CacheValueTooLargeError } from '@cache/core'
+import type { AccessTimes } from './access-times.js'
 import { Turn } from './call-order.js'
 import type { DiskContext } from './context.js'
 import type { BatchOp, BatchOutcome, Condition } from './store.js'
@@ -26,9 +27,13 @@ export class GroupCommit {
   /** Set while batches are being committed; settles when none is left. */
   private flushing: Promise<void> | undefined
 
-  /** `evict`: brings the directory back under `maxSize` after a batch pushed it over. */
+  /**
+   * `accessTimes`: reads recorded before a batch are written in its transaction, ahead of its writes.
+   * `evict`: brings the directory back under `maxSize` after a batch pushed it over.
+   */
   constructor(
     private readonly ctx: DiskContext,
+    private readonly accessTimes: AccessTimes,
     private readonly evict: () => Promise<void>,
   ) {}
 
@@ -163,13 +168,15 @@ export class GroupCommit {
     let total: number | undefined
     let outcomes: BatchOutcome[] | undefined
     let failure: unknown
+    const accesses = this.accessTimes.take()
     try {
       ;({ outcomes, total } = await ctx.lock.run(operation, ops.length === 1 ? ops[0]!.key : undefined, () =>
-        ctx.store.writeBatch(ctx.ns, ops, ctx.settings.now()),
+        ctx.store.writeBatch(ctx.ns, ops, ctx.settings.now(), accesses),
       ))
       if (total !== undefined && total > ctx.settings.maxSize) await this.evict()
     } catch (error) {
       failure = error
+      if (outcomes === undefined) this.accessTimes.restore(accesses)
     }
     for (let i = 0; i < batch.length; i++) {
       const { turn, resolve, reject } = batch[i]!

@@ -55,11 +55,19 @@ export class Housekeeping {
     this.evicting = true
     const { ctx } = this
     try {
-      this.accessTimes.flush()
       for (;;) {
-        const { files, total } = await ctx.lock.run('evict', undefined, () =>
-          ctx.store.evictSome(ctx.settings.now(), ctx.settings.maxSize),
-        )
+        // Reads recorded so far are written in the step's transaction, before it picks victims.
+        const accesses = this.accessTimes.take()
+        let step: { files: (string | null)[]; total: number }
+        try {
+          step = await ctx.lock.run('evict', undefined, () =>
+            ctx.store.evictSome(ctx.settings.now(), ctx.settings.maxSize, accesses),
+          )
+        } catch (error) {
+          this.accessTimes.restore(accesses)
+          throw error
+        }
+        const { files, total } = step
         await ctx.files.discard(files)
         if (total <= ctx.settings.maxSize || files.length === 0) return
       }

@@ -106,6 +106,13 @@ type PutRow = [
   value?: Buffer | null,
 ]
 
+/** A read recorded for the LRU order and not yet written: `at` is when it happened. */
+export interface Access {
+  ns: string
+  key: string
+  at: number
+}
+
 /** What a conditional write requires: any state, no live entry, or this exact version (0: no row). */
 export type Condition = { kind: 'always' } | { kind: 'absent' } | { kind: 'version'; version: number }
 
@@ -203,12 +210,22 @@ export class EntryStore {
     ns: string,
     ops: readonly BatchOp[],
     now: number,
+    accesses: readonly Access[] | undefined,
   ) => { outcomes: BatchOutcome[]; total: number | undefined }
   /** `getMany` statements, one per key count (a chunk holds at most `MANY_CHUNK` keys). */
   private selectMany = new Map<number, Database.Statement<unknown[], [number, ...LiveRow]>>()
-  private touchTx!: (ns: string, keys: string[], now: number) => void
-  private evictTx!: (now: number, limit: number) => { files: (string | null)[]; total: number }
-  private incrTx!: (row: NewRow, by: number, readInteger: IntegerReader) => IncrResult
+  private touchTx!: (accesses: readonly Access[]) => void
+  private evictTx!: (
+    now: number,
+    limit: number,
+    accesses: readonly Access[] | undefined,
+  ) => { files: (string | null)[]; total: number }
+  private incrTx!: (
+    row: NewRow,
+    by: number,
+    readInteger: IntegerReader,
+    accesses: readonly Access[] | undefined,
+  ) => IncrResult
 
   /**
    * @param accessResolutionMs a rewrite records its access time only when the stored one is at
@@ -334,8 +351,9 @@ export class EntryStore {
     this.removeIfVersion = raw(
       'DELETE FROM entries WHERE ns = ? AND key = ? AND version = ? RETURNING file, expires_at',
     )
+    // A row whose stored access is newer than this one (a rewrite, another process) stays where it is.
     this.touchRow = db.prepare(
-      `UPDATE entries SET accessed_at = ?, ${NEXT_ROWID} WHERE ns = ? AND key = ? AND accessed_at < ?`,
+      `UPDATE entries SET accessed_at = ?, ${NEXT_ROWID} WHERE ns = ? AND key = ? AND accessed_at <= ?`,
     )
     this.clearBatch = raw(
       'DELETE FROM entries WHERE rowid IN (SELECT rowid FROM entries WHERE ns = ? LIMIT ?) RETURNING file',
@@ -357,35 +375,46 @@ export class EntryStore {
       'SELECT CAST(key AS BLOB), expires_at FROM entries WHERE ns = ? AND key >= ? AND key < ? ORDER BY key LIMIT ?',
     )
 
-    this.batchTx = db.transaction((ns: string, ops: readonly BatchOp[], now: number) => {
-      const outcomes = new Array<BatchOutcome>(ops.length)
-      let grew = false
-      for (let i = 0; i < ops.length; i++) {
-        const op = ops[i]!
-        const outcome = op.kind === 'put' ? this.putOne(ns, op, now) : this.deleteOne(ns, op.key, now)
-        grew ||= outcome.grew
-        outcomes[i] = outcome
-      }
-      // A batch that added no bytes cannot have pushed the total over a limit: no read-back.
-      return { outcomes, total: grew ? this.readTotals.get()![0] : undefined }
-    }).immediate as typeof this.batchTx
-    this.incrTx = db.transaction((row: NewRow, by: number, readInteger: IntegerReader): IncrResult => {
-      const old = this.selectForIncr.get(row.ns, row.key)
-      const live = old !== undefined && (old[2] === null || old[2] > row.now)
-      // A live counter keeps its expiry; an absent or expired one starts at 0 with the new TTL.
-      const value = live ? readInteger(old[7] ?? null, old[1]) + by : by
-      if (!Number.isSafeInteger(value))
-        throw new RangeError(`incr: the result ${value} is not a safe integer`)
-      const bytes = Buffer.from(String(value))
-      const expiresAt = live ? old[2] : row.expiresAt
-      const size = bytes.length + row.key.length
-      this.writeRow(row.ns, row.key, bytes, null, size, expiresAt, row.now, old, live)
-      return { value, oldFile: old?.[1] ?? null, total: this.readTotals.get()![0] }
-    }).immediate as typeof this.incrTx
-    this.touchTx = db.transaction((ns: string, keys: string[], now: number) => {
-      for (const key of keys) this.touchRow.run(now, ns, key, now)
-    }).immediate as typeof this.touchTx
-    this.evictTx = db.transaction((now: number, limit: number) => {
+    this.batchTx = db.transaction(
+      (ns: string, ops: readonly BatchOp[], now: number, accesses: readonly Access[] | undefined) => {
+        if (accesses !== undefined) this.touchRows(accesses)
+        const outcomes = new Array<BatchOutcome>(ops.length)
+        let grew = false
+        for (let i = 0; i < ops.length; i++) {
+          const op = ops[i]!
+          const outcome = op.kind === 'put' ? this.putOne(ns, op, now) : this.deleteOne(ns, op.key, now)
+          grew ||= outcome.grew
+          outcomes[i] = outcome
+        }
+        // A batch that added no bytes cannot have pushed the total over a limit: no read-back.
+        return { outcomes, total: grew ? this.readTotals.get()![0] : undefined }
+      },
+    ).immediate as typeof this.batchTx
+    this.incrTx = db.transaction(
+      (
+        row: NewRow,
+        by: number,
+        readInteger: IntegerReader,
+        accesses: readonly Access[] | undefined,
+      ): IncrResult => {
+        if (accesses !== undefined) this.touchRows(accesses)
+        const old = this.selectForIncr.get(row.ns, row.key)
+        const live = old !== undefined && (old[2] === null || old[2] > row.now)
+        // A live counter keeps its expiry; an absent or expired one starts at 0 with the new TTL.
+        const value = live ? readInteger(old[7] ?? null, old[1]) + by : by
+        if (!Number.isSafeInteger(value))
+          throw new RangeError(`incr: the result ${value} is not a safe integer`)
+        const bytes = Buffer.from(String(value))
+        const expiresAt = live ? old[2] : row.expiresAt
+        const size = bytes.length + row.key.length
+        this.writeRow(row.ns, row.key, bytes, null, size, expiresAt, row.now, old, live)
+        return { value, oldFile: old?.[1] ?? null, total: this.readTotals.get()![0] }
+      },
+    ).immediate as typeof this.incrTx
+    this.touchTx = db.transaction((accesses: readonly Access[]) => this.touchRows(accesses))
+      .immediate as typeof this.touchTx
+    this.evictTx = db.transaction((now: number, limit: number, accesses: readonly Access[] | undefined) => {
+      if (accesses !== undefined) this.touchRows(accesses)
       let total = this.readTotals.get()![0]
       const files: (string | null)[] = []
       if (total <= limit) return { files, total }
@@ -400,6 +429,11 @@ export class EntryStore {
       }
       return { files, total: this.readTotals.get()![0] }
     }).immediate as typeof this.evictTx
+  }
+
+  /** Moves each row read to the end of the LRU order, oldest access first. */
+  private touchRows(accesses: readonly Access[]): void {
+    for (const { ns, key, at } of accesses) this.touchRow.run(at, ns, key, at)
   }
 
   private putOne(ns: string, op: BatchOp & { kind: 'put' }, now: number): BatchOutcome {
@@ -470,14 +504,16 @@ export class EntryStore {
   /**
    * Applies writes in order in one IMMEDIATE transaction (one commit for all of them), each put
    * only if its condition holds against the state the writes before it left; returns what each
-   * did and the new byte total (undefined when no write of the batch added bytes).
+   * did and the new byte total (undefined when no write of the batch added bytes). `accesses`,
+   * reads that happened before these writes, are recorded first.
    */
   writeBatch(
     ns: string,
     ops: readonly BatchOp[],
     now: number,
+    accesses?: readonly Access[],
   ): { outcomes: BatchOutcome[]; total: number | undefined } {
-    return this.batchTx(ns, ops, now)
+    return this.batchTx(ns, ops, now, accesses)
   }
 
   /** The rows of several keys (expired or not), in the order of `keys`, with one statement. */
@@ -501,9 +537,9 @@ export class EntryStore {
     return rows
   }
 
-  /** Adds `by` to the counter at `row.key` in one IMMEDIATE transaction. */
-  incr(row: NewRow, by: number, readInteger: IntegerReader): IncrResult {
-    return this.incrTx(row, by, readInteger)
+  /** Adds `by` to the counter at `row.key` in one IMMEDIATE transaction, after recording `accesses`. */
+  incr(row: NewRow, by: number, readInteger: IntegerReader, accesses?: readonly Access[]): IncrResult {
+    return this.incrTx(row, by, readInteger, accesses)
   }
 
   /** Deletes a key only if its row is still at `version` (nothing wrote it since it was read). */
@@ -516,9 +552,9 @@ export class EntryStore {
     this.dropBroken.run(ns, key, file)
   }
 
-  /** Updates access times (used for LRU eviction) of several keys in one transaction. */
-  touch(ns: string, keys: string[], now: number): void {
-    this.touchTx(ns, keys, now)
+  /** Records reads (for LRU eviction) in one transaction, oldest first. */
+  touch(accesses: readonly Access[]): void {
+    this.touchTx(accesses)
   }
 
   /**
@@ -541,9 +577,13 @@ export class EntryStore {
     return this.pruneBatch.all(expiryBucket(now), now, limit).map((row) => row[0])
   }
 
-  /** One eviction step towards `limit` bytes. */
-  evictSome(now: number, limit: number): { files: (string | null)[]; total: number } {
-    return this.evictTx(now, limit)
+  /** One eviction step towards `limit` bytes, after recording `accesses` (so recent reads are spared). */
+  evictSome(
+    now: number,
+    limit: number,
+    accesses?: readonly Access[],
+  ): { files: (string | null)[]; total: number } {
+    return this.evictTx(now, limit, accesses)
   }
 
   /** Bytes and entries in the whole directory, every namespace included. */

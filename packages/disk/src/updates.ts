@@ -1,5 +1,6 @@
 import { CacheNotANumberError } from '@cache/core'
 import { CONFLICT, retryConflicts } from '@cache/core/backend'
+import type { AccessTimes } from './access-times.js'
 import type { DiskContext } from './context.js'
 import type { GroupCommit } from './group-commit.js'
 import type { Condition, WriteRow } from './store.js'
@@ -10,10 +11,14 @@ import type { Condition, WriteRow } from './store.js'
  * Each takes its turn on the key as a whole: operations issued after it wait for its commit.
  */
 export class Updates {
-  /** `evict`: brings the directory back under `maxSize` after a write pushed it over. */
+  /**
+   * `accessTimes`: reads recorded before an `incr` are written in its transaction, ahead of it.
+   * `evict`: brings the directory back under `maxSize` after a write pushed it over.
+   */
   constructor(
     private readonly ctx: DiskContext,
     private readonly writes: GroupCommit,
+    private readonly accessTimes: AccessTimes,
     private readonly evict: () => Promise<void>,
   ) {}
 
@@ -25,14 +30,20 @@ export class Updates {
       if (!Number.isSafeInteger(current)) throw new CacheNotANumberError(key)
       return current as number
     }
-    const result = await ctx.order.inOrder([key], true, () =>
-      ctx.lock.run('incr', key, () => {
-        const now = ctx.settings.now()
-        const expiresAt = ttlMs === undefined ? null : now + ttlMs
-        const row = { ns: ctx.ns, key, value: null, file: null, size: 0, expiresAt, now }
-        return ctx.store.incr(row, by, readInteger)
-      }),
-    )
+    const result = await ctx.order.inOrder([key], true, async () => {
+      const accesses = this.accessTimes.take()
+      try {
+        return await ctx.lock.run('incr', key, () => {
+          const now = ctx.settings.now()
+          const expiresAt = ttlMs === undefined ? null : now + ttlMs
+          const row = { ns: ctx.ns, key, value: null, file: null, size: 0, expiresAt, now }
+          return ctx.store.incr(row, by, readInteger, accesses)
+        })
+      } catch (error) {
+        this.accessTimes.restore(accesses)
+        throw error
+      }
+    })
     await ctx.files.discard([result.oldFile])
     ctx.observer.set(key)
     if (result.total > ctx.settings.maxSize) await this.evict()

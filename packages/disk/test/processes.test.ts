@@ -90,6 +90,22 @@ describe('several processes on one directory', { timeout: 90_000 }, () => {
     await cache.close()
   })
 
+  it('another process reading a key again makes it its most recently used, whatever it read in between', async () => {
+    const path = newDir()
+    const cache = diskBackend({ path, namespace: 'shared', maxSize: 3_100, pruneInterval: false })
+    for (const key of ['c', 'a', 'b']) await cache.set(key, 'x'.repeat(998)) // 1 001 bytes each
+    const [read] = await runWorkers([[path, 'read-in-order', '1', 'a,b,a']]) // order of use: c, b, a
+    expect(read).toEqual({ values: ['x'.repeat(998), 'x'.repeat(998), 'x'.repeat(998)] })
+    await cache.set('d', 'y'.repeat(1_998)) // 2 001 bytes, 5 004 in all: c, then b, go
+    expect(await cache.getMany(['a', 'b', 'c', 'd'])).toEqual([
+      'x'.repeat(998),
+      undefined,
+      undefined,
+      'y'.repeat(1_998),
+    ])
+    await cache.close()
+  })
+
   it('a writer killed with SIGKILL mid-write leaves a cache that opens, reads and writes', async () => {
     const path = newDir()
     const child = fork(WORKER, [path, 'write-forever', '0'], {
