@@ -21,7 +21,7 @@ afterAll(async () => {
 
 describe('redis backend', () => {
   it('stores TTLs in ms with PX, including ones past 2^31 ms', async () => {
-    // A fraction of a second, in ms; wide enough that a loaded machine's pause between the set
+    // Seconds with a fraction, stored in ms; wide enough that a loaded machine's pause between the set
     // and the read does not matter.
     await cache.set('short', 1, 2.5)
     await cache.set('long', 1, '30d')
