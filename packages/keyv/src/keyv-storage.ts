@@ -1,4 +1,5 @@
 import {
+  CacheConfigError,
   type CacheEntry,
   CacheSerializationError,
   CacheUnavailableError,
@@ -57,6 +58,8 @@ export class KeyvStorage {
   private readonly mapPrefix: string | undefined
   /** Values go through the Keyv instance's own serializer as tagged JSON trees (see `keyvBackend`). */
   private readonly tagged: boolean
+  /** A Keyv instance without a namespace: its keys are the whole store, which `clear()` never empties. */
+  private readonly wholeStore: boolean = false
 
   constructor(
     keyvOrStore: Keyv | KeyvStoreAdapter | Map<unknown, unknown>,
@@ -68,8 +71,10 @@ export class KeyvStorage {
       this.tagged = true
       this.namespace = keyvOrStore.namespace
       this.prefix = ''
-      // Keyv prefixes keys itself; in a bare Map they read `namespace:key`.
-      this.mapPrefix = keyvOrStore.store instanceof Map ? `${keyvOrStore.namespace ?? ''}:` : undefined
+      // Keyv prefixes keys itself; in a bare Map they read `namespace:key`, or `key` without one.
+      this.wholeStore = !keyvOrStore.namespace
+      this.mapPrefix =
+        keyvOrStore.store instanceof Map ? (this.wholeStore ? '' : `${keyvOrStore.namespace}:`) : undefined
       // A Keyv that swallows store errors still emits them: count them at least.
       if (!keyvOrStore.throwOnErrors) keyvOrStore.on('error', (error) => observer.error('keyv', error))
     } else {
@@ -124,6 +129,11 @@ export class KeyvStorage {
   }
 
   async clear(): Promise<void> {
+    if (this.wholeStore)
+      throw new CacheConfigError(
+        'namespace',
+        'clear() needs a Keyv instance with a namespace: without one Keyv would empty the whole store',
+      )
     const store = this.keyv.store
     if (this.mapPrefix !== undefined && store instanceof Map) {
       // Keyv clears a Map whole; remove this namespace only.
