@@ -198,6 +198,14 @@ export function defineBackend(backend: MinimalBackend, options: DefineBackendOpt
   const open = (): void => {
     if (closing !== undefined) throw new CacheClosedError(name)
   }
+  // The calls that reached the store and have not settled: close() lets them finish first.
+  const inFlight = new Set<Promise<unknown>>()
+  const track = <R>(work: Promise<R>): Promise<R> => {
+    inFlight.add(work)
+    const done = () => inFlight.delete(work)
+    work.then(done, done)
+    return work
+  }
   // What the store throws, as the caller receives it: classified, and counted when it says the
   // store is unavailable.
   const failed = (operation: string, key: string | undefined, error: unknown): unknown => {
@@ -217,11 +225,9 @@ export function defineBackend(backend: MinimalBackend, options: DefineBackendOpt
   ): Promise<R> => {
     open()
     try {
-      if (timeoutMs === 0) return await run()
-      return await withTimeout(
-        Promise.resolve(run()),
-        timeoutMs,
-        () => new CacheTimeoutError(name, operation, timeoutMs),
+      if (timeoutMs === 0) return await track(started(run))
+      return await track(
+        withTimeout(started(run), timeoutMs, () => new CacheTimeoutError(name, operation, timeoutMs)),
       )
     } catch (error) {
       if (isCacheError(error) && (error as { code?: string }).code === 'CACHE_CLOSED') throw error
@@ -328,7 +334,7 @@ export function defineBackend(backend: MinimalBackend, options: DefineBackendOpt
       }
     }
     try {
-      return await source.atomicUpdate<T>(key, marked, ttl)
+      return await track(started(() => source.atomicUpdate<T>(key, marked, ttl)))
     } catch (error) {
       if (typeof error === 'object' && error !== null && thrownByFn.has(error)) throw error
       throw failed('atomicUpdate', key, error)
@@ -468,7 +474,12 @@ export function defineBackend(backend: MinimalBackend, options: DefineBackendOpt
       )
     },
   }
-  const close = () => (closing ??= Promise.resolve(source.close?.()).then(() => undefined))
+  // Refuses every later call at once; the store is closed once the calls in flight have settled
+  // with their real result (each is bounded by the timeout, when there is one).
+  const close = () =>
+    (closing ??= Promise.allSettled([...inFlight])
+      .then(() => source.close?.())
+      .then(() => undefined))
   // A listing's failures are the store's: classified and counted like those of any other call.
   async function* listed(keys: AsyncIterableIterator<string>): AsyncIterableIterator<string> {
     try {
@@ -499,6 +510,15 @@ export function defineBackend(backend: MinimalBackend, options: DefineBackendOpt
     off: observer ? observer.off.bind(observer) : source.off?.bind(source),
     sync: source.sync,
   } as CacheBackend
+}
+
+/** `run()` as a promise, started now: what it throws synchronously becomes the rejection. */
+function started<R>(run: () => R | Promise<R>): Promise<R> {
+  try {
+    return Promise.resolve(run())
+  } catch (error) {
+    return Promise.reject(error)
+  }
 }
 
 const PROTOCOL = [

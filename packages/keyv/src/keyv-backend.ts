@@ -159,8 +159,10 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
   }
 
   /**
-   * Idempotent. With `closeStore`, waits at most `timeout` (or 1 s) for the store to disconnect:
-   * a client that is reconnecting to a dead server may never answer.
+   * Idempotent. Every later call rejects with `CacheClosedError`; the calls already at the store
+   * settle with their real result first (each bounded by `timeout`). With `closeStore`, then
+   * waits at most `timeout` (or 1 s) for the store to disconnect: a client that is reconnecting to
+   * a dead server may never answer.
    */
   close(): Promise<void> {
     return this.layer.close()
