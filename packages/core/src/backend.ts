@@ -171,7 +171,10 @@ export interface DefineBackendOptions {
  * the batches, your native methods, and `clear` for every key) is ordered with them, so none is
  * lost between a fallback's read and its write.
  * `getEntry` without a native implementation cannot tell a stored `undefined` from a miss,
- * and reports no `expiresAt`.
+ * and reports no `expiresAt`. With one, `get` reads through it (a stored `undefined` counts as a
+ * hit), and so does the fallback `getMany`; a store with a native `getMany` tells them apart in
+ * batches by also having `getManyEntries(keys)` (the entries in order, `undefined` for a miss),
+ * which `getMany` then reads through.
  *
  * Which methods are native is read once, here: a method added to the store later is not used.
  * After `close()`, no call reaches the store, also for operations already queued.
@@ -260,12 +263,28 @@ export function defineBackend(backend: MinimalBackend, options: DefineBackendOpt
         const value = await get<T>(key, operation)
         return value === undefined ? undefined : { value }
       }
+  // Decided once, as every native method: get reads through the store's getEntry when it has one.
+  const readsEntries = native('getEntry')
   const has = native('has')
     ? (key: string) => call('has', key, () => source.has(key))
     : async (key: string) => (await getEntry(key, 'has')) !== undefined
   const getMany = native('getMany')
     ? <T>(keys: readonly string[]) => call('getMany', undefined, () => source.getMany<T>(keys))
     : <T>(keys: readonly string[]) => Promise.all(keys.map((k) => get<T>(k, 'getMany')))
+  // A store that tells a stored `undefined` from a miss is read through its entries, so that such
+  // a value counts as a hit in get and getMany too (as on every other backend).
+  const storeEntries = (backend as { getManyEntries?: (keys: readonly string[]) => unknown }).getManyEntries
+  const getManyEntries =
+    typeof storeEntries === 'function'
+      ? <T>(keys: readonly string[]) =>
+          call(
+            'getMany',
+            undefined,
+            () => storeEntries.call(source, keys) as Promise<(CacheEntry<T> | undefined)[]>,
+          )
+      : readsEntries && !native('getMany')
+        ? <T>(keys: readonly string[]) => Promise.all(keys.map((k) => getEntry<T>(k, 'getMany')))
+        : undefined
   const setMany = native('setMany')
     ? (items: readonly SetManyItem[]) => call('setMany', undefined, () => source.setMany(items))
     : async (items: readonly SetManyItem[]) => {
@@ -364,6 +383,13 @@ export function defineBackend(backend: MinimalBackend, options: DefineBackendOpt
     get: async <T>(key: string) => {
       open()
       assertKey(key)
+      if (readsEntries) {
+        const entry = await counted(
+          (found) => hitOrMiss(key, found !== undefined),
+          () => getEntry<T>(key, 'get'),
+        )
+        return entry?.value
+      }
       return counted(
         (value) => hitOrMiss(key, value !== undefined),
         () => get<T>(key),
@@ -432,6 +458,15 @@ export function defineBackend(backend: MinimalBackend, options: DefineBackendOpt
     getMany: async <T>(keys: readonly string[]) => {
       open()
       for (const key of keys) assertKey(key)
+      if (getManyEntries !== undefined) {
+        const entries = await counted(
+          (found) => {
+            for (let i = 0; i < keys.length; i++) hitOrMiss(keys[i]!, found[i] !== undefined)
+          },
+          () => getManyEntries<T>(keys),
+        )
+        return entries.map((entry) => entry?.value)
+      }
       return counted(
         (values) => {
           for (let i = 0; i < keys.length; i++) hitOrMiss(keys[i]!, values[i] !== undefined)

@@ -319,3 +319,24 @@ describe('defineBackend: close() with calls in flight', () => {
     expect(await read).toBeInstanceOf(CacheTimeoutError)
   })
 })
+
+describe('defineBackend: a stored undefined is a hit', () => {
+  it('counts it as a hit in get and getMany when the store reads entries (getEntry, getManyEntries)', async () => {
+    const rows = new Map<string, { value: unknown }>([['u', { value: undefined }]])
+    const batches: string[][] = []
+    const backend = defineBackend({
+      ...mapStore(),
+      get: async (key: string) => rows.get(key)?.value,
+      getEntry: async <T>(key: string) => rows.get(key) as { value: T } | undefined,
+      getMany: async <T>(keys: readonly string[]) => keys.map((key) => rows.get(key)?.value as T),
+      getManyEntries: async (keys: readonly string[]) => {
+        batches.push([...keys])
+        return keys.map((key) => rows.get(key))
+      },
+    } as MinimalBackend)
+    expect(await backend.get('u')).toBeUndefined()
+    expect(await backend.getMany(['u', 'none'])).toEqual([undefined, undefined])
+    expect(batches).toEqual([['u', 'none']])
+    expect(backend.stats).toMatchObject({ hits: 2, misses: 1 })
+  })
+})

@@ -108,7 +108,10 @@ export class KeyvStorage {
 
   async getEntry<T>(key: string): Promise<CacheEntry<T> | undefined> {
     const raw = (await this.keyv.get(this.storeKey(key), { raw: true })) as Envelope | undefined
-    if (raw === undefined || raw === null) return undefined
+    return raw === undefined || raw === null ? undefined : this.entry<T>(raw)
+  }
+
+  private entry<T>(raw: Envelope): CacheEntry<T> {
     const value = this.unwrap(raw.value) as T
     return typeof raw.expires === 'number' ? { value, expiresAt: raw.expires } : { value }
   }
@@ -145,13 +148,14 @@ export class KeyvStorage {
     await this.keyv.clear()
   }
 
-  async getMany<T>(keys: readonly string[]): Promise<(T | undefined)[]> {
+  /** One Keyv call for every key; the layer's `getMany` reads through it (a stored `undefined` is a hit). */
+  async getManyEntries<T>(keys: readonly string[]): Promise<(CacheEntry<T> | undefined)[]> {
     if (keys.length === 0) return []
     const rows = (await this.keyv.get(
       keys.map((key) => this.storeKey(key)),
       { raw: true },
     )) as (Envelope | undefined)[]
-    return rows.map((row) => (row === undefined || row === null ? undefined : (this.unwrap(row.value) as T)))
+    return rows.map((row) => (row === undefined || row === null ? undefined : this.entry<T>(row)))
   }
 
   /** One Keyv call. TTLs as the caller gave them (the layer has checked them). */
