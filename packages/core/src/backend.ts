@@ -171,7 +171,10 @@ export interface DefineBackendOptions {
  * the batches, your native methods, and `clear` for every key) is ordered with them, so none is
  * lost between a fallback's read and its write.
  * `getEntry` without a native implementation cannot tell a stored `undefined` from a miss,
- * and reports no `expiresAt`.
+ * and reports no `expiresAt`. With one, `get` reads through it (a stored `undefined` counts as a
+ * hit), and so does the fallback `getMany`; a store with a native `getMany` tells them apart in
+ * batches by also having `getManyEntries(keys)` (the entries in order, `undefined` for a miss),
+ * which `getMany` then reads through.
  *
  * Which methods are native is read once, here: a method added to the store later is not used.
  * After `close()`, no call reaches the store, also for operations already queued.
@@ -198,6 +201,14 @@ export function defineBackend(backend: MinimalBackend, options: DefineBackendOpt
   const open = (): void => {
     if (closing !== undefined) throw new CacheClosedError(name)
   }
+  // The calls that reached the store and have not settled: close() lets them finish first.
+  const inFlight = new Set<Promise<unknown>>()
+  const track = <R>(work: Promise<R>): Promise<R> => {
+    inFlight.add(work)
+    const done = () => inFlight.delete(work)
+    work.then(done, done)
+    return work
+  }
   // What the store throws, as the caller receives it: classified, and counted when it says the
   // store is unavailable.
   const failed = (operation: string, key: string | undefined, error: unknown): unknown => {
@@ -217,11 +228,9 @@ export function defineBackend(backend: MinimalBackend, options: DefineBackendOpt
   ): Promise<R> => {
     open()
     try {
-      if (timeoutMs === 0) return await run()
-      return await withTimeout(
-        Promise.resolve(run()),
-        timeoutMs,
-        () => new CacheTimeoutError(name, operation, timeoutMs),
+      if (timeoutMs === 0) return await track(started(run))
+      return await track(
+        withTimeout(started(run), timeoutMs, () => new CacheTimeoutError(name, operation, timeoutMs)),
       )
     } catch (error) {
       if (isCacheError(error) && (error as { code?: string }).code === 'CACHE_CLOSED') throw error
@@ -254,12 +263,28 @@ export function defineBackend(backend: MinimalBackend, options: DefineBackendOpt
         const value = await get<T>(key, operation)
         return value === undefined ? undefined : { value }
       }
+  // Decided once, as every native method: get reads through the store's getEntry when it has one.
+  const readsEntries = native('getEntry')
   const has = native('has')
     ? (key: string) => call('has', key, () => source.has(key))
     : async (key: string) => (await getEntry(key, 'has')) !== undefined
   const getMany = native('getMany')
     ? <T>(keys: readonly string[]) => call('getMany', undefined, () => source.getMany<T>(keys))
     : <T>(keys: readonly string[]) => Promise.all(keys.map((k) => get<T>(k, 'getMany')))
+  // A store that tells a stored `undefined` from a miss is read through its entries, so that such
+  // a value counts as a hit in get and getMany too (as on every other backend).
+  const storeEntries = (backend as { getManyEntries?: (keys: readonly string[]) => unknown }).getManyEntries
+  const getManyEntries =
+    typeof storeEntries === 'function'
+      ? <T>(keys: readonly string[]) =>
+          call(
+            'getMany',
+            undefined,
+            () => storeEntries.call(source, keys) as Promise<(CacheEntry<T> | undefined)[]>,
+          )
+      : readsEntries && !native('getMany')
+        ? <T>(keys: readonly string[]) => Promise.all(keys.map((k) => getEntry<T>(k, 'getMany')))
+        : undefined
   const setMany = native('setMany')
     ? (items: readonly SetManyItem[]) => call('setMany', undefined, () => source.setMany(items))
     : async (items: readonly SetManyItem[]) => {
@@ -328,7 +353,7 @@ export function defineBackend(backend: MinimalBackend, options: DefineBackendOpt
       }
     }
     try {
-      return await source.atomicUpdate<T>(key, marked, ttl)
+      return await track(started(() => source.atomicUpdate<T>(key, marked, ttl)))
     } catch (error) {
       if (typeof error === 'object' && error !== null && thrownByFn.has(error)) throw error
       throw failed('atomicUpdate', key, error)
@@ -358,6 +383,13 @@ export function defineBackend(backend: MinimalBackend, options: DefineBackendOpt
     get: async <T>(key: string) => {
       open()
       assertKey(key)
+      if (readsEntries) {
+        const entry = await counted(
+          (found) => hitOrMiss(key, found !== undefined),
+          () => getEntry<T>(key, 'get'),
+        )
+        return entry?.value
+      }
       return counted(
         (value) => hitOrMiss(key, value !== undefined),
         () => get<T>(key),
@@ -426,6 +458,15 @@ export function defineBackend(backend: MinimalBackend, options: DefineBackendOpt
     getMany: async <T>(keys: readonly string[]) => {
       open()
       for (const key of keys) assertKey(key)
+      if (getManyEntries !== undefined) {
+        const entries = await counted(
+          (found) => {
+            for (let i = 0; i < keys.length; i++) hitOrMiss(keys[i]!, found[i] !== undefined)
+          },
+          () => getManyEntries<T>(keys),
+        )
+        return entries.map((entry) => entry?.value)
+      }
       return counted(
         (values) => {
           for (let i = 0; i < keys.length; i++) hitOrMiss(keys[i]!, values[i] !== undefined)
@@ -468,7 +509,12 @@ export function defineBackend(backend: MinimalBackend, options: DefineBackendOpt
       )
     },
   }
-  const close = () => (closing ??= Promise.resolve(source.close?.()).then(() => undefined))
+  // Refuses every later call at once; the store is closed once the calls in flight have settled
+  // with their real result (each is bounded by the timeout, when there is one).
+  const close = () =>
+    (closing ??= Promise.allSettled([...inFlight])
+      .then(() => source.close?.())
+      .then(() => undefined))
   // A listing's failures are the store's: classified and counted like those of any other call.
   async function* listed(keys: AsyncIterableIterator<string>): AsyncIterableIterator<string> {
     try {
@@ -499,6 +545,15 @@ export function defineBackend(backend: MinimalBackend, options: DefineBackendOpt
     off: observer ? observer.off.bind(observer) : source.off?.bind(source),
     sync: source.sync,
   } as CacheBackend
+}
+
+/** `run()` as a promise, started now: what it throws synchronously becomes the rejection. */
+function started<R>(run: () => R | Promise<R>): Promise<R> {
+  try {
+    return Promise.resolve(run())
+  } catch (error) {
+    return Promise.reject(error)
+  }
 }
 
 const PROTOCOL = [

@@ -215,11 +215,128 @@ describe('defineBackend: closed', () => {
     const second = backend.add('k', 1).catch((e) => e)
     await turn()
     expect(calls).toEqual(['get k'])
-    await backend.close()
+    // close() waits for the read in flight, then refuses the write that would follow it.
+    const closed = backend.close()
     open()
+    await closed
     expect(await first).toBeInstanceOf(CacheClosedError)
     expect(await second).toBeInstanceOf(CacheClosedError)
     expect(calls).toEqual(['get k'])
     expect(backend.stats!.errors).toBe(0)
+  })
+})
+
+describe('defineBackend: close() with calls in flight', () => {
+  /** A store whose client refuses every call once closed, as a database handle does. */
+  function closingStore() {
+    const rows = new Map<string, unknown>()
+    const gates: (() => void)[] = []
+    let closed = false
+    const slow = async <R>(run: () => R): Promise<R> => {
+      await new Promise<void>((resolve) => gates.push(resolve))
+      if (closed) throw new CacheUnavailableError('rows', 'rows: the handle is closed')
+      return run()
+    }
+    const store: MinimalBackend = {
+      name: 'rows',
+      get: (key: string) => slow(() => rows.get(key)),
+      set: (key: string, value: unknown) => slow(() => void rows.set(key, value)),
+      delete: (key: string) => slow(() => rows.delete(key)),
+      clear: () => slow(() => rows.clear()),
+      getMany: <T>(keys: readonly string[]) => slow(() => keys.map((key) => rows.get(key) as T)),
+      setMany: (items: readonly { key: string; value: unknown }[]) =>
+        slow(() => {
+          for (const item of items) rows.set(item.key, item.value)
+        }),
+      close: async () => {
+        closed = true
+      },
+    }
+    const release = () => {
+      for (const open of gates.splice(0)) open()
+    }
+    return { store, rows, release }
+  }
+
+  it('lets the calls in flight settle with their real result before the store is closed (not counted as errors)', async () => {
+    const { store, rows, release } = closingStore()
+    for (const key of ['old', 'g', 'd']) rows.set(key, 1)
+    const backend = defineBackend(store)
+    const events = errorsOf(backend)
+    const settled = (call: Promise<unknown>) =>
+      call.then(
+        (value) => ({ value }),
+        (error: Error) => ({ error: error.message }),
+      )
+    const calls = [
+      backend.set('k', 'new'),
+      backend.delete('old'),
+      backend.setMany([{ key: 'm', value: 2 }]),
+      backend.get('g'),
+      backend.getMany(['g', 'none']),
+      backend.deleteMany(['d']),
+    ].map(settled)
+    const closed = backend.close()
+    await turn()
+    release()
+    await closed
+    expect(await Promise.all(calls)).toEqual([
+      { value: undefined },
+      { value: true },
+      { value: undefined },
+      { value: 1 },
+      { value: [1, undefined] },
+      { value: 1 },
+    ])
+    expect([...rows]).toEqual([
+      ['g', 1],
+      ['k', 'new'],
+      ['m', 2],
+    ])
+    expect(backend.stats!.errors).toBe(0)
+    expect(events).toEqual([])
+    await expect(backend.set('later', 1)).rejects.toBeInstanceOf(CacheClosedError)
+
+    const other = closingStore()
+    other.rows.set('x', 1)
+    const cleared = defineBackend(other.store)
+    const clear = settled(cleared.clear())
+    const closing = cleared.close()
+    await turn()
+    other.release()
+    await closing
+    expect(await clear).toEqual({ value: undefined })
+    expect(other.rows.size).toBe(0)
+    expect(cleared.stats!.errors).toBe(0)
+  })
+
+  it('waits no longer than the timeout for a call that never settles', async () => {
+    const backend = defineBackend({ ...mapStore(), get: never, close: async () => {} }, { timeout: '50ms' })
+    const read = backend.get('k').catch((error) => error)
+    const started = Date.now()
+    await backend.close()
+    expect(Date.now() - started).toBeLessThan(1000)
+    expect(await read).toBeInstanceOf(CacheTimeoutError)
+  })
+})
+
+describe('defineBackend: a stored undefined is a hit', () => {
+  it('counts it as a hit in get and getMany when the store reads entries (getEntry, getManyEntries)', async () => {
+    const rows = new Map<string, { value: unknown }>([['u', { value: undefined }]])
+    const batches: string[][] = []
+    const backend = defineBackend({
+      ...mapStore(),
+      get: async (key: string) => rows.get(key)?.value,
+      getEntry: async <T>(key: string) => rows.get(key) as { value: T } | undefined,
+      getMany: async <T>(keys: readonly string[]) => keys.map((key) => rows.get(key)?.value as T),
+      getManyEntries: async (keys: readonly string[]) => {
+        batches.push([...keys])
+        return keys.map((key) => rows.get(key))
+      },
+    } as MinimalBackend)
+    expect(await backend.get('u')).toBeUndefined()
+    expect(await backend.getMany(['u', 'none'])).toEqual([undefined, undefined])
+    expect(batches).toEqual([['u', 'none']])
+    expect(backend.stats).toMatchObject({ hits: 2, misses: 1 })
   })
 })

@@ -1,5 +1,5 @@
 import type { CacheBackend, CacheEntry, Duration, ListKeysOptions, SetManyItem } from '@cache/core'
-import { defineBackend } from '@cache/core'
+import { CacheConfigError, defineBackend } from '@cache/core'
 import {
   type BaseBackendOptions,
   durationOption,
@@ -16,6 +16,8 @@ export interface KeyvBackendOptions extends BaseBackendOptions {
   /**
    * Prefix of every key (`namespace:key`) and scope of `clear()` when a store is given. Ignored
    * when a Keyv instance is given: its own namespace applies. Default: `'keyv'` (Keyv's default).
+   * A non-empty string: `''` throws `CacheConfigError`, since a store's clear without a namespace
+   * empties the whole store.
    */
   namespace?: string
   /**
@@ -79,7 +81,7 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
     const storage = new KeyvStorage(
       keyvOrStore,
       {
-        namespace: options.namespace ?? 'keyv',
+        namespace: namespaceOption(options.namespace),
         defaultTtlMs,
         closeStore: options.closeStore ?? false,
         disconnectWithin: this.timeoutMs || 1000,
@@ -157,8 +159,10 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
   }
 
   /**
-   * Idempotent. With `closeStore`, waits at most `timeout` (or 1 s) for the store to disconnect:
-   * a client that is reconnecting to a dead server may never answer.
+   * Idempotent. Every later call rejects with `CacheClosedError`; the calls already at the store
+   * settle with their real result first (each bounded by `timeout`). With `closeStore`, then
+   * waits at most `timeout` (or 1 s) for the store to disconnect: a client that is reconnecting to
+   * a dead server may never answer.
    */
   close(): Promise<void> {
     return this.layer.close()
@@ -171,6 +175,21 @@ export function keyvBackend(
   options: KeyvBackendOptions = {},
 ): KeyvBackend {
   return new KeyvBackend(keyvOrStore, options)
+}
+
+/**
+ * The `namespace` option: a non-empty string, `'keyv'` when absent. `''` is refused: Keyv's
+ * adapters treat an empty namespace as none, and their `clear()` then empties the whole store
+ * (`LIKE '%'` in SQL, every key of the database in @keyv/redis).
+ */
+function namespaceOption(namespace: unknown): string {
+  if (namespace === undefined || namespace === null) return 'keyv'
+  if (typeof namespace !== 'string' || namespace === '')
+    throw new CacheConfigError(
+      'namespace',
+      `expected a non-empty string, got ${typeof namespace === 'string' ? "''" : typeof namespace}: without a namespace clear() would empty the whole store`,
+    )
+  return namespace
 }
 
 /** Milliseconds of the `timeout` option (or of its old name, `timeoutMs`); 0 for none. */

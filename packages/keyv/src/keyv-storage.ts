@@ -1,4 +1,5 @@
 import {
+  CacheConfigError,
   type CacheEntry,
   CacheSerializationError,
   CacheUnavailableError,
@@ -57,6 +58,8 @@ export class KeyvStorage {
   private readonly mapPrefix: string | undefined
   /** Values go through the Keyv instance's own serializer as tagged JSON trees (see `keyvBackend`). */
   private readonly tagged: boolean
+  /** A Keyv instance without a namespace: its keys are the whole store, which `clear()` never empties. */
+  private readonly wholeStore: boolean = false
 
   constructor(
     keyvOrStore: Keyv | KeyvStoreAdapter | Map<unknown, unknown>,
@@ -68,8 +71,10 @@ export class KeyvStorage {
       this.tagged = true
       this.namespace = keyvOrStore.namespace
       this.prefix = ''
-      // Keyv prefixes keys itself; in a bare Map they read `namespace:key`.
-      this.mapPrefix = keyvOrStore.store instanceof Map ? `${keyvOrStore.namespace ?? ''}:` : undefined
+      // Keyv prefixes keys itself; in a bare Map they read `namespace:key`, or `key` without one.
+      this.wholeStore = !keyvOrStore.namespace
+      this.mapPrefix =
+        keyvOrStore.store instanceof Map ? (this.wholeStore ? '' : `${keyvOrStore.namespace}:`) : undefined
       // A Keyv that swallows store errors still emits them: count them at least.
       if (!keyvOrStore.throwOnErrors) keyvOrStore.on('error', (error) => observer.error('keyv', error))
     } else {
@@ -103,7 +108,10 @@ export class KeyvStorage {
 
   async getEntry<T>(key: string): Promise<CacheEntry<T> | undefined> {
     const raw = (await this.keyv.get(this.storeKey(key), { raw: true })) as Envelope | undefined
-    if (raw === undefined || raw === null) return undefined
+    return raw === undefined || raw === null ? undefined : this.entry<T>(raw)
+  }
+
+  private entry<T>(raw: Envelope): CacheEntry<T> {
     const value = this.unwrap(raw.value) as T
     return typeof raw.expires === 'number' ? { value, expiresAt: raw.expires } : { value }
   }
@@ -124,6 +132,11 @@ export class KeyvStorage {
   }
 
   async clear(): Promise<void> {
+    if (this.wholeStore)
+      throw new CacheConfigError(
+        'namespace',
+        'clear() needs a Keyv instance with a namespace: without one Keyv would empty the whole store',
+      )
     const store = this.keyv.store
     if (this.mapPrefix !== undefined && store instanceof Map) {
       // Keyv clears a Map whole; remove this namespace only.
@@ -135,13 +148,14 @@ export class KeyvStorage {
     await this.keyv.clear()
   }
 
-  async getMany<T>(keys: readonly string[]): Promise<(T | undefined)[]> {
+  /** One Keyv call for every key; the layer's `getMany` reads through it (a stored `undefined` is a hit). */
+  async getManyEntries<T>(keys: readonly string[]): Promise<(CacheEntry<T> | undefined)[]> {
     if (keys.length === 0) return []
     const rows = (await this.keyv.get(
       keys.map((key) => this.storeKey(key)),
       { raw: true },
     )) as (Envelope | undefined)[]
-    return rows.map((row) => (row === undefined || row === null ? undefined : (this.unwrap(row.value) as T)))
+    return rows.map((row) => (row === undefined || row === null ? undefined : this.entry<T>(row)))
   }
 
   /** One Keyv call. TTLs as the caller gave them (the layer has checked them). */

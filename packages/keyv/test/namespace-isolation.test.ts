@@ -1,10 +1,11 @@
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { listKeys } from '@cache/core'
+import { CacheConfigError, listKeys } from '@cache/core'
 import { startRedis } from '@cache/test-servers'
 import KeyvRedis from '@keyv/redis'
 import KeyvSqlite from '@keyv/sqlite'
+import { Keyv } from 'keyv'
 import { describe, expect, it } from 'vitest'
 import { keyvBackend } from '../src/index.js'
 
@@ -111,4 +112,72 @@ describe('keyv: clear() of one namespace never reaches another, whatever the sto
       rmSync(dir, { recursive: true, force: true })
     }
   })
+})
+
+describe('keyv: no namespace means the whole store, which clear() never empties', () => {
+  it.each(stores)(
+    "refuses namespace '' at construction with CacheConfigError naming namespace (on %s), so nothing reaches a store-wide clear",
+    async (_name, open) => {
+      const { store, stop } = await open()
+      const app = keyvBackend(store(), { namespace: 'app', closeStore: true })
+      const bare = store()
+      try {
+        await app.set('user:1', 'Ada')
+        let thrown: unknown
+        try {
+          const empty = keyvBackend(bare, { namespace: '' })
+          await empty.set('x', 1)
+          await empty.clear()
+        } catch (error) {
+          thrown = error
+        }
+        expect(await app.get('user:1')).toBe('Ada')
+        expect(thrown).toBeInstanceOf(CacheConfigError)
+        expect((thrown as CacheConfigError).setting).toBe('namespace')
+      } finally {
+        await app.close()
+        await (bare as { disconnect?: () => Promise<void> }).disconnect?.()
+        await stop()
+      }
+    },
+  )
+
+  it('refuses every namespace that is not a string, naming namespace; undefined is the default keyv', () => {
+    for (const namespace of [0, 1, true, {}, [], Symbol('ns')])
+      expect(() => keyvBackend(new Map(), { namespace: namespace as never })).toThrow(CacheConfigError)
+    expect(keyvBackend(new Map(), { namespace: undefined }).namespace).toBe('keyv')
+    expect(keyvBackend(new Map()).namespace).toBe('keyv')
+  })
+
+  it.each(stores)(
+    'refuses clear() of a Keyv instance without a namespace with CacheConfigError (on %s): its keys are the whole store',
+    async (_name, open) => {
+      const { store, stop } = await open()
+      const app = keyvBackend(store(), { namespace: 'app', closeStore: true })
+      const keyvs = [
+        new Keyv({ store: store(), namespace: '' }),
+        new Keyv({ store: store(), namespace: undefined }),
+      ]
+      const bare = keyvs.map((keyv) => keyvBackend(keyv, { closeStore: true }))
+      try {
+        await app.set('user:1', 'Ada')
+        for (const backend of bare) {
+          await backend.set('mine', 1)
+          const events: unknown[] = []
+          backend.on('error', (event) => events.push(event))
+          await expect(backend.clear()).rejects.toMatchObject({
+            name: 'CacheConfigError',
+            setting: 'namespace',
+          })
+          expect(backend.stats.errors).toBe(0)
+          expect(events).toEqual([])
+          expect(await backend.get('mine')).toBe(1)
+        }
+        expect(await app.get('user:1')).toBe('Ada')
+      } finally {
+        await Promise.all([app.close(), ...bare.map((backend) => backend.close())])
+        await stop()
+      }
+    },
+  )
 })
