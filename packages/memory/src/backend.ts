@@ -114,11 +114,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   async delete(key: string): Promise<boolean> {
     this.assertOpen()
     assertKey(key)
-    const existed = this.read(key, false) !== MISS
-    this.lru.delete(key)
-    if (key.charCodeAt(0) === UNDERSCORE) this.internalWrites++
-    if (existed) this.observer.delete(key)
-    return existed
+    return this.remove(key)
   }
 
   async has(key: string): Promise<boolean> {
@@ -204,10 +200,12 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
     for (let i = 0; i < items.length; i++) this.commit(items[i]!.key, stored[i]!, sizes[i], expiries[i]!)
   }
 
+  /** Every key is checked first (a bad one removes nothing); then all are removed at once, as `delete` removes one. */
   async deleteMany(keys: readonly string[]): Promise<number> {
     this.assertOpen()
+    for (const key of keys) assertKey(key)
     let removed = 0
-    for (const key of keys) if (await this.delete(key)) removed++
+    for (const key of keys) if (this.remove(key)) removed++
     return removed
   }
 
@@ -247,6 +245,14 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
     const value = this.out(stored) as T
     const expiresAt = expiryOf(status)
     return expiresAt === undefined ? { value } : { value, expiresAt }
+  }
+
+  private remove(key: string): boolean {
+    const existed = this.read(key, false) !== MISS
+    this.lru.delete(key)
+    if (key.charCodeAt(0) === UNDERSCORE) this.internalWrites++
+    if (existed) this.observer.delete(key)
+    return existed
   }
 
   private write(key: string, value: unknown, ttl: Duration | undefined): void {

@@ -93,3 +93,25 @@ describe('memory: a setMany with one item it cannot store stores none', () => {
     await Promise.all([one.close(), many.close()])
   })
 })
+
+describe('deleteMany takes effect when it is called, as delete does', () => {
+  it('a set issued right after it is not removed by it, and a key listed twice is one removal', async () => {
+    const cache = memoryBackend()
+    await cache.set('a', 1)
+    await cache.set('x', 1)
+    const removed = cache.deleteMany(['x', 'a', 'a'])
+    const fresh = cache.set('a', 'fresh')
+    expect(await Promise.all([removed, fresh])).toEqual([2, undefined])
+    expect(await cache.get('a')).toBe('fresh')
+    expect(cache.stats.deletes).toBe(2)
+  })
+
+  it('a bad key in the list removes nothing', async () => {
+    const cache = memoryBackend()
+    await cache.set('a', 1)
+    await expect(cache.deleteMany(['a', 42 as unknown as string])).rejects.toMatchObject({
+      name: 'CacheKeyError',
+    })
+    expect(await cache.get('a')).toBe(1)
+  })
+})
