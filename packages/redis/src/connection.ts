@@ -230,11 +230,16 @@ export class Connection {
     )
   }
 
-  /** The @cache error for a failure, counted, emitted as an `error` event, and logged once per outage. */
+  /**
+   * The @cache error for a failure. One that says Redis is unavailable (down, unreachable, timed
+   * out) is counted, emitted as an `error` event, and logged once per outage; any other (a value
+   * that is not a number, a key of another type) is the caller's: thrown to them, not counted.
+   */
   failed(operation: string, error: unknown, key: string | undefined): Error {
     const translated = translateError(error, operation, this.timeoutMs, key, this.address)
+    if (!isUnavailable(translated)) return translated
     this.observer.error(operation, translated, key)
-    if (isUnavailable(translated) && !this.closed && !(translated instanceof CacheClosedError))
+    if (!this.closed && !(translated instanceof CacheClosedError))
       this.outage(reasonOf(translated, this.timeoutMs), isTimeout(translated))
     return translated
   }
