@@ -217,8 +217,11 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     this.reads.flush()
     const prefix = listPrefix(options)
     const { namespace, format, scanCount } = this
+    // A listing is read page by page at its caller's pace: close() does not wait for it, and
+    // its next page after close() is refused (CacheClosedError), as every call then is.
+    const limits = { ...this.limits('keys'), open: () => this.connection.assertOpen() }
     const listed = await this.connection.run('keys', undefined, async () =>
-      listKeys(this.client, namespace, format.prefix, prefix, scanCount, this.limits('keys')),
+      listKeys(this.client, namespace, format.prefix, prefix, scanCount, limits),
     )
     try {
       yield* listed
@@ -248,18 +251,23 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   }
 
   async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
+    // Refused after close() like every call, also with no keys (nothing would be sent).
+    this.connection.assertOpen()
     this.reads.flush()
-    return this.batches.getMany<T>(keys)
+    // Under way (close() waits for it) until every step is done: a second read of some keys.
+    return this.connection.track(this.batches.getMany<T>(keys))
   }
 
   async setMany(items: readonly SetManyItem[]): Promise<void> {
+    this.connection.assertOpen()
     this.reads.flush()
-    return this.batches.setMany(items)
+    return this.connection.track(this.batches.setMany(items))
   }
 
   async deleteMany(keys: readonly string[]): Promise<number> {
+    this.connection.assertOpen()
     this.reads.flush()
-    return this.batches.deleteMany(keys)
+    return this.connection.track(this.batches.deleteMany(keys))
   }
 
   /** Idempotent. Quits a client this backend created; a client passed in is left open. */

@@ -31,6 +31,11 @@ export interface Survey {
 export interface Limits {
   timed<T>(command: Promise<T>): Promise<T>
   ms: number
+  /**
+   * Called before each page of a listing: throws when it may not go on (`keys()` after
+   * `close()`). A `clear()` under way is let finish and has none.
+   */
+  open?(): void
 }
 
 /**

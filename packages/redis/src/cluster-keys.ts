@@ -40,6 +40,7 @@ export async function* listCluster(
       const serves = servedSlots(node)
       let cursor = '0'
       do {
+        limits.open?.()
         const [next, keys] = await limits.timed(
           node.connection.scanBuffer(cursor, 'MATCH', pattern, 'COUNT', count),
         )
@@ -55,6 +56,7 @@ export async function* listCluster(
         }
       } while (cursor !== '0')
     }
+    limits.open?.()
     const after = await survey(cluster, opened, limits, 'keys')
     if (after.signature !== before.signature)
       throw unavailable(

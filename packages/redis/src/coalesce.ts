@@ -95,9 +95,11 @@ export class Coalescer {
         ? this.client.call('eval', GET_EACH, keys.length, ...keys)
         : this.client.callBuffer('eval', GET_EACH, keys.length, ...keys)
     ) as Promise<(string | Buffer | null | Error)[]>
-    this.connection.timed(reply, 'get').then(
+    const answered = this.connection.timed(reply, 'get').then(
       (values) => {
         this.answered(batch.length, start)
+        // Values read again as bytes (see Reads.read): the batch is under way until they are.
+        const again: Promise<unknown>[] = []
         for (let i = 0; i < batch.length; i++) {
           const w = batch[i]!
           const value = values[i]
@@ -106,14 +108,18 @@ export class Coalescer {
             continue
           }
           try {
-            w.resolve(this.one.read(value ?? null, w.k, w.key))
+            const read = this.one.read(value ?? null, w.k, w.key)
+            if (read instanceof Promise) again.push(read.catch(() => undefined))
+            w.resolve(read)
           } catch (error) {
             w.reject(error)
           }
         }
+        return again.length === 0 ? undefined : Promise.all(again)
       },
       (error) => this.failAll(batch, 'get', error),
     )
+    void this.connection.track(answered)
   }
 
   /** One clock read for the batch; each call counts as one operation of that latency. */

@@ -62,6 +62,12 @@ export class Connection {
   private readySignal: Promise<boolean> | undefined
   private closed = false
   private closing: Promise<void> | undefined
+  /** Operations under way (see {@link run}): `close()` lets them finish before it quits the client. */
+  private active = 0
+  /** Called once {@link active} falls to 0 while `close()` waits for it. */
+  private idle: (() => void) | undefined
+  /** `close()` is ending the client we built: a command refused from now on was not sent. */
+  private quitting = false
 
   constructor(
     connection: RedisConnection,
@@ -128,8 +134,13 @@ export class Connection {
     }
     if (client.status === 'ready') {
       // A cluster's masters connect once its slot map is known: wait for those too.
-      if (this.topology === undefined || (await this.topology.connected(deadline - Date.now()))) return
+      if (this.topology === undefined || (await this.topology.connected(deadline - Date.now()))) {
+        if (this.closed) throw this.failed(operation, new CacheClosedError('redis'), key)
+        return
+      }
     }
+    // Closed while it waited: nothing was sent, and the caller's own close() is no outage.
+    if (this.closed) throw this.failed(operation, new CacheClosedError('redis'), key)
     const stillConnecting =
       client.status === 'connecting' || client.status === 'connect' || client.status === 'ready'
     const error = stillConnecting
@@ -194,9 +205,22 @@ export class Connection {
   /**
    * Runs `work` once commands may be sent: at once, in the caller's turn (so commands go out in
    * call order), unless {@link blocked}; then after {@link ready}, whose failure it rejects with.
+   * Until it settles the operation is under way: `close()` waits for it before quitting the
+   * client, so every command of it (a `clear()`'s whole sweep) is answered.
    */
   run<T>(operation: string, key: string | undefined, work: () => Promise<T>): Promise<T> {
-    return this.blocked ? this.ready(operation, key).then(work) : work()
+    return this.track(this.blocked ? this.ready(operation, key).then(work) : work())
+  }
+
+  /** An operation under way until `work` settles: `close()` waits for it (see {@link run}). */
+  track<T>(work: Promise<T>): Promise<T> {
+    this.active++
+    return work.finally(this.finished)
+  }
+
+  /** Throws `CacheClosedError` once `close()` was called: the same refusal on every backend. */
+  assertOpen(): void {
+    if (this.closed) throw new CacheClosedError('redis')
   }
 
   /** Sends `command()` once commands may be sent (see {@link run}), awaited as {@link call} does. */
@@ -230,11 +254,18 @@ export class Connection {
     )
   }
 
-  /** The @cache error for a failure, counted, emitted as an `error` event, and logged once per outage. */
+  /**
+   * The @cache error for a failure. One that says Redis is unavailable (down, unreachable, timed
+   * out) is counted, emitted as an `error` event, and logged once per outage; any other (a value
+   * that is not a number, a key of another type) is the caller's: thrown to them, not counted.
+   */
   failed(operation: string, error: unknown, key: string | undefined): Error {
-    const translated = translateError(error, operation, this.timeoutMs, key, this.address)
+    let translated = translateError(error, operation, this.timeoutMs, key, this.address)
+    if (!isUnavailable(translated)) return translated
+    // Refused because close() ended the connection (so not applied): the caller's own doing.
+    if (this.quitting && !isTimeout(translated)) translated = new CacheClosedError('redis')
     this.observer.error(operation, translated, key)
-    if (isUnavailable(translated) && !this.closed && !(translated instanceof CacheClosedError))
+    if (!this.closed && !(translated instanceof CacheClosedError))
       this.outage(reasonOf(translated, this.timeoutMs), isTimeout(translated))
     return translated
   }
@@ -256,12 +287,18 @@ export class Connection {
     this.topology?.close()
     this.switchOver?.close()
     const client = this.client
+    // Operations under way finish first, with their real outcome; those that have not sent
+    // anything yet are refused (see ready()). A client that is down has nothing under way to
+    // wait for: it ends at once, and calls waiting for it to connect are refused.
+    if (client.status === 'ready') await this.settled()
     if (!this.owned) {
+      await this.settled()
       client.off('error', this.onClientError)
       return
     }
-    if (client.status === 'end') return
+    if (client.status === 'end') return this.settled()
     const ended = new Promise<void>((resolve) => client.once('end', resolve))
+    this.quitting = true
     try {
       if (client.status !== 'ready') throw new Error('not connected')
       await this.timed(client.quit(), 'close')
@@ -271,6 +308,26 @@ export class Connection {
     // QUIT's reply comes before the socket closes; wait (briefly) for the close itself. The wait
     // holds the process (the socket does not): `await close()` must return before it may exit.
     await waitAtMost(ended, this.timeoutMs)
+    await this.settled()
+  }
+
+  /**
+   * Resolves once no operation is under way and none follows within the tick: a step an
+   * operation sends right after another's reply (a second read of a value) goes out before QUIT.
+   */
+  private async settled(): Promise<void> {
+    for (;;) {
+      if (this.active > 0) await new Promise<void>((resolve) => (this.idle = resolve))
+      await new Promise<void>((resolve) => setImmediate(resolve))
+      if (this.active === 0) return
+    }
+  }
+
+  private readonly finished = (): void => {
+    if (--this.active > 0) return
+    const idle = this.idle
+    this.idle = undefined
+    idle?.()
   }
 
   /** Resolves true on `ready`, false when the attempt fails; one shared listener set for all waiters. */

@@ -43,7 +43,7 @@ export async function* listKeys(
   for (const pattern of listPatterns(namespace, prefix)) {
     const found = client.isCluster
       ? listCluster(client as Cluster, pattern, count, limits)
-      : scanNode(client as Redis, pattern, count, limits.timed)
+      : scanNode(client as Redis, pattern, count, limits)
     for await (const stored of found) {
       const key = userKeyOf(stored, namespace, keyPrefix)
       if (key !== undefined && isListedKey(key, prefix)) yield key
@@ -91,9 +91,9 @@ export async function* scanNode(
   node: Redis,
   pattern: string,
   count: number,
-  timed: Timed,
+  limits: Limits,
 ): AsyncGenerator<Buffer> {
-  for await (const keys of scanPages(node, pattern, count, timed)) yield* keys
+  for await (const keys of scanPages(node, pattern, count, limits.timed, limits.open)) yield* keys
 }
 
 /** Unlinks one node's keys matching `pattern`, a `SCAN` step at a time. */
@@ -102,15 +102,17 @@ export async function clearNode(node: Redis, pattern: string, count: number, tim
     if (keys.length > 0) await timed(node.unlink(...keys))
 }
 
-/** `SCAN cursor MATCH pattern COUNT count` on one node, page by page. */
+/** `SCAN cursor MATCH pattern COUNT count` on one node, page by page, each after `open()`. */
 async function* scanPages(
   node: Redis,
   pattern: string,
   count: number,
   timed: Timed,
+  open?: () => void,
 ): AsyncGenerator<Buffer[]> {
   let cursor = '0'
   do {
+    open?.()
     const [next, keys] = await timed(node.scanBuffer(cursor, 'MATCH', pattern, 'COUNT', count))
     cursor = next.toString()
     yield keys

@@ -85,13 +85,17 @@ export class Reads {
     return parseTagged(stored)
   }
 
-  /** One `GET`, sent now (or once the connection is ready). */
-  private async getOne(k: string, key: string): Promise<unknown> {
+  /** One `GET`, sent now (or once the connection is ready); under way until its value is read. */
+  private getOne(k: string, key: string): Promise<unknown> {
     const { client, connection, format } = this.parts
-    const stored = await connection.send<string | Buffer | null>('get', key, () =>
-      format.text ? client.get(k) : client.getBuffer(k),
-    )
-    return this.read(stored, k, key)
+    return connection.run('get', key, async () => {
+      const stored = await connection.call<string | Buffer | null>(
+        'get',
+        key,
+        format.text ? client.get(k) : client.getBuffer(k),
+      )
+      return this.read(stored, k, key)
+    })
   }
 
   /** `get`/`getEntry` through the near cache: a copy Redis has not invalidated, else a read kept. */

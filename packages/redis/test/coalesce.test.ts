@@ -70,7 +70,7 @@ describe('calls issued in the same tick', () => {
     expect(values).toEqual(Array.from({ length: 60 }, (_, i) => (i < 40 ? { i, text: `v${i}` } : undefined)))
   })
 
-  it('fails only the caller whose key holds another type (WRONGTYPE), not the rest of the batch', async () => {
+  it('fails only the caller whose key holds another type (WRONGTYPE), not the rest of the batch, counting nothing', async () => {
     const cache = backend()
     await cache.set('a', 'A')
     await cache.set('c', 'C')
@@ -83,7 +83,8 @@ describe('calls issued in the same tick', () => {
     const error = (b as { error: unknown }).error
     expect(error).toBeInstanceOf(CacheError)
     expect(String((error as Error).message)).toMatch(/WRONGTYPE/)
-    expect(cache.stats.errors - errorsBefore).toBe(1)
+    // The caller's error (a key another program wrote), not an outage.
+    expect(cache.stats.errors - errorsBefore).toBe(0)
   })
 
   it('fails only the caller whose stored value is not valid JSON', async () => {

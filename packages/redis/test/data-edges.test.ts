@@ -1,4 +1,4 @@
-import { CacheError, CacheNotANumberError } from '@cache/core'
+import { CacheError, type CacheEvent, CacheNotANumberError, isUnavailable } from '@cache/core'
 import type { Cluster, Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { RedisBackend, RedisBackendOptions } from '../src/index.js'
@@ -96,8 +96,46 @@ describe.each(modes)('values at the edges ($name)', ({ name, url, options }) => 
     })
   })
 
+  describe("the caller's errors", () => {
+    it('throws a non-integer incr and every call on a key of another type to the caller, counting none', async () => {
+      const [text, list, fine] = [key(), key(), key()]
+      await raw.set(`${namespace}:${text}`, 'not a number')
+      await raw.rpush(`${namespace}:${list}`, 'job1')
+      await cache.set(fine, 'F')
+      const events: CacheEvent[] = []
+      const listener = (event: CacheEvent) => events.push(event)
+      cache.on('error', listener)
+      const { errors, timeouts } = cache.stats
+      try {
+        const calls: [string, () => Promise<unknown>][] = [
+          ['incr of text', () => cache.incr(text)],
+          ['incr of a list', () => cache.incr(list)],
+          ['get of a list', () => cache.get(list)],
+          ['getEntry of a list', () => cache.getEntry(list)],
+          ['getMany with a list', () => cache.getMany([fine, list])],
+          ['atomicUpdate of a list', () => cache.atomicUpdate(list, () => 1)],
+        ]
+        for (const [label, call] of calls) {
+          const error = await call().then(
+            () => undefined,
+            (e: unknown) => e,
+          )
+          expect(error, label).toBeInstanceOf(CacheError)
+          expect(isUnavailable(error), label).toBe(false)
+        }
+        await expect(cache.incr(text)).rejects.toThrow(CacheNotANumberError)
+        expect(cache.stats.errors).toBe(errors)
+        expect(cache.stats.timeouts).toBe(timeouts)
+        expect(events).toEqual([])
+        expect(await stored(text)).toBe('not a number')
+      } finally {
+        cache.off('error', listener)
+      }
+    })
+  })
+
   describe('getMany on a key of another Redis type', () => {
-    it('rejects the whole call with the error get throws (WRONGTYPE), counted', async () => {
+    it("rejects the whole call with the error get throws (WRONGTYPE), not counted (the caller's error)", async () => {
       const [a, list, c] = [key(), key(), key()]
       await cache.set(a, 'A')
       await cache.set(c, 'C')
@@ -114,7 +152,7 @@ describe.each(modes)('values at the edges ($name)', ({ name, url, options }) => 
       )
       expect(fromGetMany).toBeInstanceOf((fromGet as object).constructor)
       expect(String((fromGetMany as Error).message)).toMatch(/WRONGTYPE/)
-      expect(cache.stats.errors).toBe(errors + 1)
+      expect(cache.stats.errors).toBe(errors)
       expect(await cache.getMany([a, c])).toEqual(['A', 'C'])
     })
 
