@@ -47,6 +47,8 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   private readonly writes: GroupCommit
   private readonly updates: Updates
   private closing: Promise<void> | undefined
+  /** Set once close() has let the calls issued before it finish: the database is closed. */
+  private storeClosed = false
 
   constructor(options: DiskBackendOptions = {}) {
     super('disk')
@@ -62,7 +64,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
       files = new ValueFiles(this.path, this.observer)
       store = new EntryStore(join(this.path, 'cache.db'), settings.busyTimeoutMs, settings.accessResolutionMs)
       const log = new IncidentLog(checkLogger(options.logger))
-      lock = new StoreLock(store, this.observer, settings.lockTimeoutMs, () => this.closed, log)
+      lock = new StoreLock(store, this.observer, settings.lockTimeoutMs, () => this.storeClosed, log)
       const recovery = store.open()
       // Reported on the next turn, so listeners attached right after construction hear it.
       if (recovery !== undefined) setImmediate(() => lock.report(recovery, 'open'))
@@ -80,7 +82,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
       observer: this.observer,
       codec,
       settings,
-      isClosed: () => this.closed,
+      isClosed: () => this.storeClosed,
     }
     this.context = context
     this.accessTimes = new AccessTimes(context)
@@ -127,16 +129,19 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
    */
   async compareAndDelete(key: string, expected: string): Promise<boolean> {
     if (typeof key !== 'string') assertKey(key)
+    this.assertOpen()
     return this.updates.compareAndDelete(key, expected)
   }
 
   async has(key: string): Promise<boolean> {
     if (typeof key !== 'string') assertKey(key)
+    this.assertOpen()
     return this.reads.has(key)
   }
 
   /** Removes this namespace's entries (in batches, so other processes are never locked out for long). */
   async clear(): Promise<void> {
+    this.assertOpen()
     const { ns, order, files, lock, store } = this.context
     await order.inOrder(undefined, true, async () => {
       for (;;) {
@@ -155,7 +160,9 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   async incr(key: string, by = 1, ttl?: Duration): Promise<number> {
     if (typeof key !== 'string') assertKey(key)
     assertIncrement(by)
-    return this.updates.incr(key, by, this.ttl(ttl))
+    const ttlMs = this.ttl(ttl)
+    this.assertOpen()
+    return this.updates.incr(key, by, ttlMs)
   }
 
   /**
@@ -232,9 +239,11 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   }
 
   private async shutdown(): Promise<void> {
+    // Calls from now on are refused; those issued before finish first.
+    this.markClosed()
     await this.writes.settled()
     this.accessTimes.close()
-    this.markClosed()
+    this.storeClosed = true
     this.housekeeping.stop()
     this.context.store.close()
   }

@@ -411,6 +411,43 @@ describe('contention and failures', () => {
     await expect(c.keys().next()).rejects.toBeInstanceOf(CacheClosedError)
   })
 
+  it('refuses calls made after close() was called, before it resolves, and applies none of them', async () => {
+    const c = cache()
+    await c.set('before', 1)
+    // A write still waiting for its commit: close() waits for it, but refuses what comes after.
+    const pending = c.set('pending', 1)
+    const closing = c.close()
+    const late = [
+      ['set', c.set('late-set', 1)],
+      ['incr', c.incr('late-incr')],
+      ['add', c.add('late-add', 1)],
+      ['atomicUpdate', c.atomicUpdate('late-update', () => 1)],
+      ['delete', c.delete('before')],
+      ['compareAndDelete', c.compareAndDelete('before', '1')],
+      ['setMany', c.setMany([{ key: 'late-many', value: 1 }])],
+      ['deleteMany', c.deleteMany(['before'])],
+      ['clear', c.clear()],
+      ['has', c.has('before')],
+      ['get', c.get('before')],
+    ] as const
+    for (const [operation, call] of late)
+      await expect(call, `${operation} after close()`).rejects.toBeInstanceOf(CacheClosedError)
+    await pending
+    await closing
+    const again = cache()
+    expect(
+      await again.getMany([
+        'before',
+        'pending',
+        'late-set',
+        'late-incr',
+        'late-add',
+        'late-update',
+        'late-many',
+      ]),
+    ).toEqual([1, 1, undefined, undefined, undefined, undefined, undefined])
+  })
+
   it('fails at construction with CacheConfigError naming the path when the directory cannot be used', () => {
     const root = mkdtempSync(join(tmpdir(), 'cache-disk-file-'))
     try {
