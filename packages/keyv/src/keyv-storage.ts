@@ -28,9 +28,9 @@ export interface KeyvStorageOptions {
   namespace: string
   /** Milliseconds applied when `set` has no TTL; `undefined` for none. */
   defaultTtlMs: number | undefined
-  /** `close()` disconnects the store, waiting at most `disconnectWithin` ms. */
+  /** `close()` disconnects the store, waiting at most `disconnectWithin` ms (`undefined`: the layer's timeout bounds it). */
   closeStore: boolean
-  disconnectWithin: number
+  disconnectWithin: number | undefined
 }
 
 /** The `{ value, expires }` envelope Keyv stores. */
@@ -175,8 +175,10 @@ export class KeyvStorage {
    * that is reconnecting to a dead server may never answer.
    */
   async close(): Promise<void> {
-    if (this.options.closeStore)
-      await waitAtMost(this.keyv.disconnect(), this.options.disconnectWithin, false)
+    if (!this.options.closeStore) return
+    // With a timeout, the layer bounds this call and counts it when it runs out.
+    if (this.options.disconnectWithin === undefined) await this.keyv.disconnect()
+    else await waitAtMost(this.keyv.disconnect(), this.options.disconnectWithin, false)
   }
 
   /**
