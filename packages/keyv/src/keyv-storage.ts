@@ -148,9 +148,17 @@ export class KeyvStorage {
     await this.keyv.clear()
   }
 
-  /** One Keyv call for every key; the layer's `getMany` reads through it (a stored `undefined` is a hit). */
+  /**
+   * The layer's `getMany` reads through this (a stored `undefined` is a hit): one Keyv call for
+   * every key when the store reads batches. Over a store without `getMany` (a `Map`, some
+   * adapters), Keyv's own batch reads key by key and answers every failure — an entry it cannot
+   * parse, a store that is down — as a miss, so the keys are read one by one as `get` reads them
+   * (as many store calls as Keyv would make) and fail as `get` does.
+   */
   async getManyEntries<T>(keys: readonly string[]): Promise<(CacheEntry<T> | undefined)[]> {
     if (keys.length === 0) return []
+    const store = this.keyv.store as { getMany?: unknown }
+    if (typeof store.getMany !== 'function') return Promise.all(keys.map((key) => this.getEntry<T>(key)))
     const rows = (await this.keyv.get(
       keys.map((key) => this.storeKey(key)),
       { raw: true },
