@@ -228,15 +228,19 @@ export function defineBackend(backend: MinimalBackend, options: DefineBackendOpt
   ): Promise<R> => {
     open()
     try {
-      if (timeoutMs === 0) return await track(started(run))
-      return await track(
-        withTimeout(started(run), timeoutMs, () => new CacheTimeoutError(name, operation, timeoutMs)),
-      )
+      return await bounded(operation, run)
     } catch (error) {
       if (isCacheError(error) && (error as { code?: string }).code === 'CACHE_CLOSED') throw error
       throw failed(operation, key, error)
     }
   }
+  // `run()`, tracked as in flight and bounded by the timeout.
+  const bounded = <R>(operation: string, run: () => R | Promise<R>): Promise<R> =>
+    track(
+      timeoutMs === 0
+        ? started(run)
+        : withTimeout(started(run), timeoutMs, () => new CacheTimeoutError(name, operation, timeoutMs)),
+    )
   // The store's methods, as the layer calls them. Sync methods, and methods that throw instead of
   // rejecting, become async ones.
   const get = <T>(key: string, operation = 'get'): Promise<T | undefined> =>
@@ -510,18 +514,50 @@ export function defineBackend(backend: MinimalBackend, options: DefineBackendOpt
     },
   }
   // Refuses every later call at once; the store is closed once the calls in flight have settled
-  // with their real result (each is bounded by the timeout, when there is one).
+  // with their real result (each is bounded by the timeout, when there is one). The store's own
+  // close is bounded too: past the timeout, close() resolves with the timeout counted and emitted
+  // (a shutdown path goes on), and what the store's close throws rejects it.
   const close = () =>
     (closing ??= Promise.allSettled([...inFlight])
-      .then(() => source.close?.())
-      .then(() => undefined))
-  // A listing's failures are the store's: classified and counted like those of any other call.
-  async function* listed(keys: AsyncIterableIterator<string>): AsyncIterableIterator<string> {
+      .then(() => bounded('close', () => source.close?.()))
+      .then(
+        () => undefined,
+        (error: unknown) => {
+          const failure = failed('close', undefined, error)
+          if ((failure as { code?: string } | null)?.code !== 'CACHE_TIMEOUT') throw failure
+        },
+      ))
+  /**
+   * A listing, one call to the store per step: each `next()` refused once closed, bounded by the
+   * timeout, its failure classified and counted like any other call. When the listing ends
+   * before the store's does (a failed or timed-out step, a caller that stops early), the store's
+   * iterator is closed; that is awaited (bounded) only for a caller that stopped.
+   */
+  async function* listed(keys: AsyncIterator<string>): AsyncIterableIterator<string> {
+    let finished = false
+    let failure = false
     try {
-      yield* keys
-    } catch (error) {
-      if (isCacheError(error) && (error as { code?: string }).code === 'CACHE_CLOSED') throw error
-      throw failed('keys', undefined, error)
+      for (;;) {
+        const step = await call('keys', undefined, () => keys.next()).catch((error: unknown) => {
+          failure = true
+          throw error
+        })
+        if (step.done) {
+          finished = true
+          return
+        }
+        yield step.value
+      }
+    } finally {
+      if (!finished && typeof keys.return === 'function') {
+        const release = bounded('keys', () => keys.return!())
+        if (failure)
+          release.catch(() => {}) // the caller has the step's error
+        else
+          await release.catch((error: unknown) => {
+            throw failed('keys', undefined, error)
+          })
+      }
     }
   }
   const keys = source.keys

@@ -7,6 +7,7 @@ import {
   CacheTimeoutError,
   CacheUnavailableError,
   defineBackend,
+  listKeys,
   type MinimalBackend,
 } from '../src/index.js'
 import { CacheObserver, waitAtMost } from '../src/kit.js'
@@ -60,6 +61,77 @@ describe('defineBackend: timeout', () => {
     )
     expect(error).toBeInstanceOf(CacheTimeoutError)
     expect((error as Error).message).toContain('incr')
+  })
+
+  it('bounds each step of a listing: a store whose keys() stops answering fails with CacheTimeoutError, and its iterator is closed', async () => {
+    let closed = 0
+    let answer = true
+    const store = {
+      ...mapStore(),
+      keys(): AsyncIterableIterator<string> {
+        let step = 0
+        return {
+          [Symbol.asyncIterator]() {
+            return this
+          },
+          // The first step answers; the second waits for a server that stopped answering.
+          next: () => (++step === 1 && answer ? Promise.resolve({ value: 'a', done: false }) : never()),
+          return: async () => {
+            closed++
+            return { value: undefined, done: true }
+          },
+        }
+      },
+    }
+    const backend = defineBackend(store, { timeout: '50ms' })
+    const events = errorsOf(backend)
+    const listed: string[] = []
+    const started = Date.now()
+    const error = await waitAtMost(
+      (async () => {
+        for await (const key of listKeys(backend)) listed.push(key)
+      })().catch((e) => e),
+      2000,
+    )
+    expect(error).toBeInstanceOf(CacheTimeoutError)
+    expect(Date.now() - started).toBeLessThan(1000)
+    expect(listed).toEqual(['a'])
+    expect(backend.stats).toMatchObject({ errors: 1, timeouts: 1 })
+    expect(events.map((e) => e.operation)).toEqual(['keys'])
+    expect(closed).toBe(1)
+    // The first step too (an async generator that hangs before its first key).
+    answer = false
+    const first = await waitAtMost(
+      backend.keys!()
+        .next()
+        .catch((e) => e),
+      2000,
+    )
+    expect(first).toBeInstanceOf(CacheTimeoutError)
+    expect(backend.stats!.timeouts).toBe(2)
+  })
+
+  it('closes the store’s iterator when the caller stops listing early, and not after a listing that ended', async () => {
+    let closed = 0
+    const store = {
+      ...mapStore(),
+      async *keys() {
+        try {
+          yield 'a'
+          yield 'b'
+        } finally {
+          closed++
+        }
+      },
+    }
+    const backend = defineBackend(store, { timeout: '1s' })
+    for await (const key of backend.keys!()) if (key === 'a') break
+    expect(closed).toBe(1)
+    const all: string[] = []
+    for await (const key of backend.keys!()) all.push(key)
+    expect(all).toEqual(['a', 'b'])
+    expect(closed).toBe(2)
+    expect(backend.stats!.errors).toBe(0)
   })
 
   it('sets no timer without the option, or with false; a bad value throws CacheConfigError naming it', async () => {
@@ -317,6 +389,41 @@ describe('defineBackend: close() with calls in flight', () => {
     await backend.close()
     expect(Date.now() - started).toBeLessThan(1000)
     expect(await read).toBeInstanceOf(CacheTimeoutError)
+  })
+
+  it('waits no longer than the timeout for a store whose close() never settles: resolves, the timeout counted', async () => {
+    const backend = defineBackend({ ...mapStore(), close: never }, { timeout: '50ms' })
+    const events = errorsOf(backend)
+    const started = Date.now()
+    const outcome = await waitAtMost(
+      backend.close().then(
+        () => 'resolved',
+        (error) => error,
+      ),
+      2000,
+    )
+    expect(outcome).toBe('resolved')
+    expect(Date.now() - started).toBeLessThan(1000)
+    expect(backend.stats).toMatchObject({ errors: 1, timeouts: 1 })
+    expect(events.map((e) => [e.operation, (e.error as Error).constructor.name])).toEqual([
+      ['close', 'CacheTimeoutError'],
+    ])
+    await expect(backend.get('k')).rejects.toBeInstanceOf(CacheClosedError)
+    expect(await backend.close()).toBeUndefined() // idempotent: the same outcome, counted once
+    expect(backend.stats!.timeouts).toBe(1)
+  })
+
+  it('still rejects with what a store’s close() throws', async () => {
+    const backend = defineBackend(
+      {
+        ...mapStore(),
+        close: async () => {
+          throw new CacheUnavailableError('rows', 'rows: close failed')
+        },
+      },
+      { timeout: '1s' },
+    )
+    await expect(backend.close()).rejects.toBeInstanceOf(CacheUnavailableError)
   })
 })
 

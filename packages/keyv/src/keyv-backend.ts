@@ -84,7 +84,7 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
         namespace: namespaceOption(options.namespace),
         defaultTtlMs,
         closeStore: options.closeStore ?? false,
-        disconnectWithin: this.timeoutMs || 1000,
+        disconnectWithin: this.timeoutMs === 0 ? 1000 : undefined,
       },
       this.observer,
     )

@@ -28,9 +28,9 @@ export interface KeyvStorageOptions {
   namespace: string
   /** Milliseconds applied when `set` has no TTL; `undefined` for none. */
   defaultTtlMs: number | undefined
-  /** `close()` disconnects the store, waiting at most `disconnectWithin` ms. */
+  /** `close()` disconnects the store, waiting at most `disconnectWithin` ms (`undefined`: the layer's timeout bounds it). */
   closeStore: boolean
-  disconnectWithin: number
+  disconnectWithin: number | undefined
 }
 
 /** The `{ value, expires }` envelope Keyv stores. */
@@ -148,9 +148,17 @@ export class KeyvStorage {
     await this.keyv.clear()
   }
 
-  /** One Keyv call for every key; the layer's `getMany` reads through it (a stored `undefined` is a hit). */
+  /**
+   * The layer's `getMany` reads through this (a stored `undefined` is a hit): one Keyv call for
+   * every key when the store reads batches. Over a store without `getMany` (a `Map`, some
+   * adapters), Keyv's own batch reads key by key and answers every failure — an entry it cannot
+   * parse, a store that is down — as a miss, so the keys are read one by one as `get` reads them
+   * (as many store calls as Keyv would make) and fail as `get` does.
+   */
   async getManyEntries<T>(keys: readonly string[]): Promise<(CacheEntry<T> | undefined)[]> {
     if (keys.length === 0) return []
+    const store = this.keyv.store as { getMany?: unknown }
+    if (typeof store.getMany !== 'function') return Promise.all(keys.map((key) => this.getEntry<T>(key)))
     const rows = (await this.keyv.get(
       keys.map((key) => this.storeKey(key)),
       { raw: true },
@@ -175,8 +183,10 @@ export class KeyvStorage {
    * that is reconnecting to a dead server may never answer.
    */
   async close(): Promise<void> {
-    if (this.options.closeStore)
-      await waitAtMost(this.keyv.disconnect(), this.options.disconnectWithin, false)
+    if (!this.options.closeStore) return
+    // With a timeout, the layer bounds this call and counts it when it runs out.
+    if (this.options.disconnectWithin === undefined) await this.keyv.disconnect()
+    else await waitAtMost(this.keyv.disconnect(), this.options.disconnectWithin, false)
   }
 
   /**
