@@ -115,6 +115,10 @@ export class DispatchWatch {
   private failed = false
   private opaque = false
   private hidden = false
+  /** Promises returned by functions after the cache, not settled yet. */
+  private readonly pending = new Set<PromiseLike<unknown>>()
+  /** What waits for {@link pending} to empty. */
+  private readonly waiting: (() => void)[] = []
   /** Values of `req.next` set after the cache started that no wrapped router or layer accounts for. */
   private readonly unproven = new Set<unknown>()
   /** `req.route` when the cache started. */
@@ -151,6 +155,28 @@ export class DispatchWatch {
     // As middleware, exactly one function may run after the cache: the handler that answers.
     if (!this.observed || this.opaque || this.functions !== 1) return 'middleware-after-cache'
     return this.passedOn ? 'next' : undefined
+  }
+
+  /**
+   * A promise a function after the cache returned (an `async` handler's), that Express 5 hands to
+   * `next(error)` should it reject: the response is decided on once it settled, even when the
+   * handler sent the whole response before failing.
+   */
+  track(promise: PromiseLike<unknown>): void {
+    this.pending.add(promise)
+    const settled = () => {
+      this.pending.delete(promise)
+      if (this.pending.size === 0) for (const waiting of this.waiting.splice(0)) waiting()
+    }
+    // Attached after Express's own handler (it attaches its own as the function returns): its
+    // `next(error)` has run by the time this one does.
+    queueMicrotask(() => void promise.then(settled, settled))
+  }
+
+  /** Calls `then` once every promise tracked so far (and any tracked meanwhile) settled. */
+  whenSettled(then: () => void): void {
+    if (this.pending.size === 0) then()
+    else this.waiting.push(then)
   }
 
   /** The handler (or an error) failed. */
@@ -332,7 +358,10 @@ function wrap(layer: Record<string, unknown>, request: string, error: string): v
     }
     const watches = (req as Watched | undefined)?.[WATCHES]
     if (watches === undefined) return handleRequest.call(this, req, res, next)
-    return handleRequest.call(this, req, res, record(this, req, watches, next))
+    const recorded = record(this, req, watches, next)
+    // Express 5 catches the rejection of a returned promise: the watches see that promise too.
+    const layer = request === 'handleRequest' && recorded !== next ? tracking(this, watches.slice()) : this
+    return handleRequest.call(layer, req, res, recorded)
   }
   layer[error] = function observedError(
     this: Layer,
@@ -422,6 +451,28 @@ function record(layer: Layer, req: IncomingMessage, watches: DispatchWatch[], ne
     for (const watch of watching) watch.left(fn, error)
     return next(error)
   })
+}
+
+/**
+ * `layer` with a `handle` that hands each promise it returns to `watches`, for one dispatch: the
+ * same function otherwise (same arity, which Express reads, and `this`).
+ */
+function tracking(layer: Layer, watches: DispatchWatch[]): Layer {
+  const fn = layer.handle as (this: unknown, ...args: unknown[]) => unknown
+  const handle = function (this: unknown, ...args: unknown[]) {
+    const returned = fn.apply(this, args)
+    if (isThenable(returned)) for (const watch of watches) watch.track(returned)
+    return returned
+  }
+  Object.defineProperty(handle, 'length', { value: fn.length })
+  Object.defineProperty(handle, 'name', { value: fn.name })
+  return Object.create(layer, {
+    handle: { value: handle, writable: true, configurable: true, enumerable: true },
+  })
+}
+
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return typeof (value as PromiseLike<unknown> | null | undefined)?.then === 'function'
 }
 
 function own(next: Next): Next {

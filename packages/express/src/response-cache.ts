@@ -278,10 +278,13 @@ export class ResponseCache {
         write: (chunk, encoding) => recorder.write(chunk, encoding),
         end: (chunk, options) => recorder.end(chunk, options),
         refuse: (reason) => recorder.refuse(reason),
-        finish: () => {
-          unwatchDispatch(req, watch)
-          recorder.finish()
-        },
+        // Decided once the promises of the functions after the cache settled: a rejection
+        // Express catches after the whole response was sent still means not stored.
+        finish: () =>
+          watch.whenSettled(() => {
+            unwatchDispatch(req, watch)
+            recorder.finish()
+          }),
         abort: (reason) => {
           unwatchDispatch(req, watch)
           recorder.abort(reason)
@@ -298,10 +301,12 @@ export class ResponseCache {
       throw error
     }
     if (isThenable(result)) {
-      return result.then(undefined, (error: unknown) => {
+      const settled = result.then(undefined, (error: unknown) => {
         watch.fail()
         throw error
       })
+      watch.track(result)
+      return settled
     }
     return result
   }

@@ -505,3 +505,62 @@ describe.each(EXPRESS)('%s', (_name, express) => {
     expect(calls.n).toBeGreaterThanOrEqual(2)
   })
 })
+
+describe('a handler that fails after its response was sent (Express 5 catches its rejection)', () => {
+  const express = EXPRESS[1][1]
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+  /** The ways an async handler fails once `res.json()` has sent the whole body. */
+  const failures: [string, () => Promise<unknown>][] = [
+    ['throws in the same turn', async () => {}],
+    ['rejects a microtask later', () => Promise.resolve()],
+    ['rejects after a timer (an awaited side effect that fails)', () => sleep(5)],
+  ]
+
+  it.each(failures)('%s: the error handler runs and nothing is stored', async (_, before) => {
+    const app = express()
+    let calls = 0
+    let handled = 0
+    const answer = async (_req: any, res: any) => {
+      calls++
+      res.json({ calls })
+      await before()
+      throw new Error('audit log down')
+    }
+    app.get('/route', cacheResponse({ ttl: 60, backend: memory() }), answer)
+    app.get('/wrapped', cacheResponse({ ttl: 60, backend: memory() })(answer))
+    app.use((_error: unknown, _req: any, res: any, _next: any) => {
+      handled++
+      if (!res.headersSent) res.status(500).end()
+    })
+    const r = await serve(app)
+    for (const path of ['/route', '/wrapped']) {
+      await r.request(path)
+      await sleep(30)
+      const second = await r.request(path)
+      expect(second.headers['cache-status'], path).not.toMatch(/hit/)
+    }
+    await sleep(30)
+    expect(calls).toBe(4)
+    expect(handled).toBe(4)
+  })
+
+  it('stores the response of a handler whose work after sending succeeds, once that work is over', async () => {
+    const app = express()
+    let calls = 0
+    let audited = false
+    app.get('/audited', cacheResponse({ ttl: 60, backend: memory() }), async (_req: any, res: any) => {
+      calls++
+      res.json({ calls })
+      await sleep(20)
+      audited = true
+    })
+    const r = await serve(app)
+    await r.request('/audited')
+    await sleep(50)
+    expect(audited).toBe(true)
+    const hit = await r.request('/audited')
+    expect(hit.headers['cache-status']).toMatch(/hit/)
+    expect(hit.body.toString()).toBe('{"calls":1}')
+    expect(calls).toBe(1)
+  })
+})

@@ -378,19 +378,21 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
 
 /**
  * `middleware-after-cache` when a function besides the one that answered ran between the cache
- * (at `at` among the functions the request matched) and the response: a hit answers before it,
- * so a guard there (`app.get(path, cache, guard, handler)`, an `app.use` after the cache, a
- * sub-app's middleware under a cached prefix) would be skipped. Hono's dispatch notes the index
- * of each function it enters in `c.req.routeIndex`, so after the chain ran it is the deepest one
- * reached; functions listed in `middlewareSkippedOnHits` do not count.
+ * (at `at` among the functions the request matched) and the response, and is not listed in
+ * `middlewareSkippedOnHits`: a hit answers before it, so a guard there (`app.get(path, cache,
+ * guard, handler)`, an `app.use` after the cache, a sub-app's middleware under a cached prefix)
+ * would be skipped. Hono's dispatch enters the functions in order, each through the `next` of the
+ * one before, and notes the index of each in `c.req.routeIndex`: after the chain ran, it is the
+ * deepest one reached, the one that answered; every function between the cache and it ran and
+ * passed the request on. Whether the one that answered is listed does not matter (its effect is
+ * the response); whether each of those before it is listed does, whatever their order.
  */
 function ranAfter(c: Context, at: number, skipped: ReadonlySet<Function>): string | undefined {
   const match = matchResultOf(c)
   if (match === undefined) return undefined
-  const last = c.req.routeIndex
-  let ran = 0
-  for (let i = at + 1; i <= last && i < match[0].length; i++) if (!skipped.has(match[0][i]![0][0])) ran++
-  return ran > 1 ? MIDDLEWARE_AFTER_CACHE : undefined
+  const answered = Math.min(c.req.routeIndex, match[0].length - 1)
+  for (let i = at + 1; i < answered; i++) if (!skipped.has(match[0][i]![0][0])) return MIDDLEWARE_AFTER_CACHE
+  return undefined
 }
 
 /** The request's `ExecutionContext` (Cloudflare Workers and the like), if it has one. */

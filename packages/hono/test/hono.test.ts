@@ -849,6 +849,80 @@ describe('a function that runs between the cache and the handler', () => {
     expect(anonymous.status).toBe(403)
   })
 
+  /** A static-file server listed as harmless: its bytes are in the stored response. */
+  const assets = (c: Context) => c.text('PRIVATE report for key holders')
+  /** Listed too: passes every request on, stamping a header the stored response keeps. */
+  const stamp = async (c: Context, next: Next) => {
+    await next()
+    c.header('x-stamp', '1')
+  }
+  /** A second guard that lets every request through. */
+  const audit = async (_: Context, next: Next) => {
+    await next()
+  }
+  const listed = () =>
+    cacheResponse({ ttl: 60, backend: memoryBackend(), middlewareSkippedOnHits: [assets, stamp] })
+
+  /** The layouts in which an unlisted guard runs after the cache and a listed function answers. */
+  const listedAnswerer: [string, string, () => Hono][] = [
+    [
+      'app.get(path, cache, guard, listed answerer)',
+      '/files/a',
+      () => new Hono().get('/files/a', listed(), apiKey, assets),
+    ],
+    [
+      'a listed function before the guard: app.get(path, cache, listed, guard, listed answerer)',
+      '/files/b',
+      () => new Hono().get('/files/b', listed(), stamp, apiKey, assets),
+    ],
+    [
+      'a listed function after the guard: app.get(path, cache, guard, listed, listed answerer)',
+      '/files/c',
+      () => new Hono().get('/files/c', listed(), apiKey, stamp, assets),
+    ],
+    [
+      'two guards: app.get(path, cache, audit, guard, listed answerer)',
+      '/files/d',
+      () => new Hono().get('/files/d', listed(), audit, apiKey, assets),
+    ],
+    [
+      'app.use(path, guard) after app.use(path, cache), the listed answerer on the route',
+      '/files/e',
+      () => new Hono().use('/files/*', listed()).use('/files/*', apiKey).get('/files/e', assets),
+    ],
+    [
+      "a guard inside an app.route() sub-app whose route's handler is listed",
+      '/admin/files',
+      () => {
+        const sub = new Hono().use('*', apiKey).get('/files', assets)
+        return new Hono().use('/admin/*', listed()).route('/admin', sub)
+      },
+    ],
+  ]
+
+  it.each(listedAnswerer)('%s: the guard is never skipped by a hit', async (_, path, build) => {
+    const base = await listen(build())
+    const allowed = await get(base, path, 'GET', admin)
+    expect(allowed.status).toBe(200)
+    expect(allowed.text).toContain('PRIVATE')
+    expect(allowed.headers['cache-status']).toMatch(/detail=middleware-after-cache/)
+    const anonymous = await get(base, path)
+    expect(anonymous.status).toBe(403)
+    expect(anonymous.text).not.toContain('PRIVATE')
+  })
+
+  it('stores what a listed function answers when only listed functions ran before it', async () => {
+    let runs = 0
+    const file = (c: Context) => c.text(`file ${++runs}`)
+    const cache = cacheResponse({ ttl: 60, backend: memoryBackend(), middlewareSkippedOnHits: [stamp, file] })
+    const base = await listen(new Hono().get('/files/open', cache, stamp, file))
+    expect((await get(base, '/files/open')).headers['cache-status']).toMatch(/stored/)
+    const hit = await get(base, '/files/open')
+    expect(hit.text).toBe('file 1')
+    expect(hit.headers['x-stamp']).toBe('1')
+    expect(hit.headers['cache-status']).toMatch(/hit/)
+  })
+
   it('stores what a global cache answers through one handler, even when a later catch-all route also matched', async () => {
     let runs = 0
     const app = new Hono()
