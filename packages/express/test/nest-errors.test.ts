@@ -13,6 +13,10 @@ interface ErrorsFixture {
     answer: 'filter' | 'interceptor',
     backend: CacheBackend,
   ): Promise<{ app: { close(): Promise<void> }; port: number }>
+  startUnserializableNest(
+    how: 'bigint' | 'circular' | 'toJSON' | 'replacer' | 'serializer',
+    backend: CacheBackend,
+  ): Promise<{ app: { close(): Promise<void> }; port: number }>
 }
 // A path the TC39-mode typecheck of this file does not follow into the legacy-mode fixture.
 const FIXTURE: string = './fixtures/nest/errors.js'
@@ -44,6 +48,30 @@ describe.each([
     expect(JSON.parse(second.body.toString())).toEqual({ price: 10 })
     expect(second.headers['cache-status']).toMatch(/stored/)
     const third = await request(started.port, path)
+    expect(third.headers['cache-status']).toMatch(/hit/)
+  })
+})
+
+describe('a @cacheResponse Nest result that fails on its way into the response, answered 200 by a global filter', () => {
+  it.each([
+    ['a BigInt', 'bigint'],
+    ['a circular object', 'circular'],
+    ['an object whose toJSON throws', 'toJSON'],
+    ["an object Express's json replacer throws on", 'replacer'],
+    ['an object a global serializing interceptor throws on', 'serializer'],
+  ] as const)('is never stored when the handler returns %s', async (_what, how) => {
+    const { startUnserializableNest } = (await import(FIXTURE)) as ErrorsFixture
+    const started = await startUnserializableNest(how, memory())
+    app = started.app
+    const first = await request(started.port, '/stats')
+    expect(first.status).toBe(200)
+    expect(JSON.parse(first.body.toString())).toEqual({ degraded: true })
+    expect(first.headers['cache-status']).toMatch(/detail=handler-error/)
+    const second = await request(started.port, '/stats')
+    expect(JSON.parse(second.body.toString())).toEqual({ orders: 42 })
+    expect(second.headers['cache-status']).toMatch(/stored/)
+    const third = await request(started.port, '/stats')
+    expect(JSON.parse(third.body.toString())).toEqual({ orders: 42 })
     expect(third.headers['cache-status']).toMatch(/hit/)
   })
 })

@@ -15,6 +15,13 @@ import { from, type ObservableInput, tap } from 'rxjs'
  * (`detail=outer-interceptor`). A status such an interceptor sets before the handler (Nest sets
  * the handler's own, `@HttpCode` or 200, before any interceptor runs) makes the request bypass
  * the cache: it is that request's own, which neither a stored entry nor a replay may carry.
+ *
+ * A result that fails on its way into the response (a `BigInt` or a circular object Nest cannot
+ * serialize, a `toJSON` or Express's `json replacer` that throws, a Fastify `preSerialization` or
+ * `onSend` hook that throws) is answered by the exception filters, not by the handler: the
+ * response is sent, not stored (`detail=handler-error`). So is one whose result `JSON.stringify`
+ * cannot serialize, even if the platform's own serializer could: what is sent can then not be
+ * compared with the result.
  */
 export const OUTER_INTERCEPTOR = 'outer-interceptor'
 
@@ -37,6 +44,10 @@ export class OuterInterceptorWatch {
   private fileHeaders: OutgoingHttpHeaders = {}
   private headersChecked = false
   private bodyChecked = false
+  /** The handler's result was handed to `render`/`view`, which send the page they make later. */
+  private rendering = false
+  /** Calls of the sending methods under way: Express's `json` calls its own `send`. */
+  private depth = 0
 
   /** @param response the platform's response: Express's `Response` or Fastify's `FastifyReply`. */
   constructor(private readonly response: any) {}
@@ -92,15 +103,32 @@ export class OuterInterceptorWatch {
     if (this.produced) return
     this.produced = true
     const target = this.response as Record<string, unknown>
+    // Express's response is a Node response whose `json` and `jsonp` send through its `send`;
+    // Fastify's reply never calls its own `send` again but from its error path.
+    const nested = typeof (target as { writeHead?: unknown }).writeHead === 'function'
     for (const name of SENDS) {
       const original = target[name]
       if (typeof original !== 'function') continue
       const watch = this
       target[name] = function (this: unknown, ...args: unknown[]) {
-        watch.sending(name, args)
-        return (original as (...a: unknown[]) => unknown).apply(this, args)
+        if (watch.depth === 0 || !nested) watch.sending(name, args)
+        watch.depth++
+        try {
+          return (original as (...a: unknown[]) => unknown).apply(this, args)
+        } catch (error) {
+          // Serializing the result threw (Express): the exception filters answer, not the handler.
+          watch.failed()
+          throw error
+        } finally {
+          watch.depth--
+        }
       }
     }
+  }
+
+  /** The result failed on its way into the response: whatever is sent instead is an error's answer. */
+  private failed(): void {
+    this.reason = HANDLER_ERROR
   }
 
   /** Nest (or an outer interceptor) calls one of the sending methods, after the handler's result. */
@@ -112,10 +140,22 @@ export class OuterInterceptorWatch {
         if (this.headers[name] === undefined && String(now[name]) === String(value)) delete now[name]
       if (!sameHeaders(this.headers, now)) this.reason ??= OUTER_INTERCEPTOR
     }
-    if (this.bodyChecked) return
     const body = WITH_BODY.has(name) ? 0 : WITH_LOCALS.has(name) ? 1 : -1
     if (body === -1) return
+    if (this.bodyChecked) {
+      // A second body after the result's: Fastify's error path (its serialization, a
+      // `preSerialization` or `onSend` hook threw) answering through the exception filters.
+      if (!this.rendering) this.failed()
+      return
+    }
     this.bodyChecked = true
+    this.rendering = body === 1
+    // The result is sent, but JSON cannot make it (`BigInt`, a cycle, a `toJSON` that throws):
+    // the platform's serialization fails and a filter answers, or what it makes cannot be compared.
+    if (args[body] === this.value && this.json === UNSERIALIZABLE) {
+      this.failed()
+      return
+    }
     // The status as the body goes: one set after the handler (by `status()`/`code()` or on the
     // Node response) differs from the one it had when the handler's result left the cache.
     if (statusOf(this.response) !== this.status || !sameBody(this.value, this.json, args[body]))
@@ -166,7 +206,13 @@ function sameHeaders(before: OutgoingHttpHeaders, now: OutgoingHttpHeaders): boo
   return names.every((name) => before[name] !== undefined && String(before[name]) === String(now[name]))
 }
 
-/** The JSON text of a result that Nest would serialize; `undefined` for bytes, streams and files. */
+/** What {@link jsonOf} gives for a result that `JSON.stringify` throws on. */
+const UNSERIALIZABLE = '\u0000unserializable'
+
+/**
+ * The JSON text of a result that Nest would serialize, {@link UNSERIALIZABLE} when it cannot be
+ * made; `undefined` for bytes, streams and files.
+ */
 function jsonOf(value: unknown): string | undefined {
   if (value === null || typeof value !== 'object') return undefined
   if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer) return undefined
@@ -175,7 +221,7 @@ function jsonOf(value: unknown): string | undefined {
   try {
     return JSON.stringify(value)
   } catch {
-    return undefined
+    return UNSERIALIZABLE
   }
 }
 
@@ -185,6 +231,7 @@ function jsonOf(value: unknown): string | undefined {
  * `StreamableFile`, or the text Nest makes of a string or number, or nothing for nothing.
  */
 function sameBody(value: unknown, json: string | undefined, sent: unknown): boolean {
+  if (json === UNSERIALIZABLE) return false
   if (sent === value) return json === undefined || jsonOf(sent) === json
   // A `StreamableFile`: Fastify's adapter sends its stream.
   const file = value as { getStream?: () => unknown } | null | undefined

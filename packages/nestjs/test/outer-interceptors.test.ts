@@ -5,6 +5,8 @@
  */
 import 'reflect-metadata'
 import { randomUUID } from 'node:crypto'
+import { writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import {
   type ArgumentsHost,
   type CallHandler,
@@ -18,6 +20,7 @@ import {
   Injectable,
   Module,
   type NestInterceptor,
+  Render,
   StreamableFile,
   UseInterceptors,
 } from '@nestjs/common'
@@ -407,5 +410,157 @@ describe.each(PLATFORMS)('an error answered with 200 outside @CacheResponse (pla
     const [first, second] = await twice(started.url, '/prices')
     expect(JSON.parse(first.text)).toEqual({ degraded: true })
     expect(JSON.parse(second.text)).toEqual({ price: 10 })
+  })
+})
+
+/** A result `JSON.stringify` (and so Nest) cannot serialize, once: then the handler recovers. */
+const UNSERIALIZABLE: Record<string, () => unknown> = {
+  'a BigInt': () => ({ orders: 42n }),
+  'a circular object': () => {
+    const orders: Record<string, unknown> = { orders: 42 }
+    orders.self = orders
+    return orders
+  },
+  'a toJSON that throws': () => ({
+    orders: 42,
+    toJSON() {
+      throw new Error('cannot serialize, once')
+    },
+  }),
+}
+
+function unserializableOnce(make: () => unknown) {
+  let calls = 0
+  @Controller('stats')
+  class StatsController {
+    @Get()
+    @CacheResponse({ ttl: 60 })
+    get() {
+      return calls++ === 0 ? make() : { orders: 42 }
+    }
+  }
+  return StatsController
+}
+
+/** What `ClassSerializerInterceptor` does with a class-transformer getter that throws, once. */
+@Injectable()
+class SerializerThrowingOnce implements NestInterceptor {
+  private calls = 0
+  intercept(_context: ExecutionContext, next: CallHandler) {
+    return next.handle().pipe(
+      map((data) => {
+        if (this.calls++ === 0) throw new Error('a @Transform failed, once')
+        return JSON.parse(JSON.stringify(data))
+      }),
+    )
+  }
+}
+
+describe.each(PLATFORMS)(
+  'a result Nest fails to send, answered 200 by a filter (platform-%s)',
+  (platform) => {
+    async function expectNotStored(url: string, detail: RegExp) {
+      const [first, second] = await twice(url, '/stats')
+      expect(first.status).toBe(200)
+      expect(JSON.parse(first.text)).toEqual({ degraded: true })
+      expect(first.headers['cache-status']).toMatch(detail)
+      expect(first.headers['cache-status']).not.toMatch(/stored/)
+      expect(JSON.parse(second.text)).toEqual({ orders: 42 })
+      expect(second.headers['cache-status']).toMatch(/stored/)
+      const third = await send(url, '/stats')
+      expect(JSON.parse(third.text)).toEqual({ orders: 42 })
+      expect(third.headers['cache-status']).toMatch(/hit/)
+    }
+
+    it.each(Object.keys(UNSERIALIZABLE))(
+      'never stores the fallback sent when the handler returns %s',
+      async (what) => {
+        @Module({
+          imports: [cacheModule],
+          controllers: [unserializableOnce(UNSERIALIZABLE[what]!)],
+          providers: [{ provide: APP_FILTER, useClass: DegradedFilter }],
+        })
+        class AppModule {}
+        const started = await startApp(platform, AppModule)
+        app = started.app
+        await expectNotStored(started.url, /detail=handler-error/)
+      },
+    )
+
+    it('never stores the fallback sent when a global serializing interceptor throws', async () => {
+      @Module({
+        imports: [cacheModule],
+        controllers: [unserializableOnce(() => ({ orders: 42 }))],
+        providers: [
+          { provide: APP_FILTER, useClass: DegradedFilter },
+          { provide: APP_INTERCEPTOR, useClass: SerializerThrowingOnce },
+        ],
+      })
+      class AppModule {}
+      const started = await startApp(platform, AppModule)
+      app = started.app
+      await expectNotStored(started.url, /detail=/)
+    })
+
+    it("never stores the fallback sent when the platform's serialization throws once", async () => {
+      @Module({
+        imports: [cacheModule],
+        controllers: [unserializableOnce(() => ({ orders: 42 }))],
+        providers: [{ provide: APP_FILTER, useClass: DegradedFilter }],
+      })
+      class AppModule {}
+      let calls = 0
+      const started = await startApp(platform, AppModule, (nest) => {
+        const instance = nest.getHttpAdapter().getInstance()
+        if (platform === 'express')
+          // Express's res.json runs the app's `json replacer`.
+          instance.set('json replacer', (key: string, value: unknown) => {
+            if (key === 'orders' && calls++ === 0) throw new Error('replacer failed, once')
+            return value
+          })
+        // A Fastify hook between the result and the bytes: its error goes to Nest's filter.
+        else
+          instance.addHook(
+            'preSerialization',
+            async (_request: unknown, _reply: unknown, payload: unknown) => {
+              if (calls++ === 0) throw new Error('preSerialization failed, once')
+              return payload
+            },
+          )
+      })
+      app = started.app
+      await expectNotStored(started.url, /detail=handler-error/)
+    })
+  },
+)
+
+describe('a page rendered by @Render (platform-express)', () => {
+  it('stores a page that an asynchronous view engine sends after render returns', async () => {
+    @Controller('page')
+    class PageController {
+      @Get()
+      @Render('page')
+      @CacheResponse({ ttl: 60 })
+      get() {
+        return { name: 'world' }
+      }
+    }
+    @Module({ imports: [cacheModule], controllers: [PageController] })
+    class AppModule {}
+    const started = await startApp('express', AppModule, (nest) => {
+      const express = nest.getHttpAdapter().getInstance()
+      express.engine('txt', (_path: string, locals: { name: string }, done: (e: null, s: string) => void) =>
+        setImmediate(() => done(null, `hello ${locals.name}`)),
+      )
+      express.set('view engine', 'txt')
+      writeFileSync(`${tmpdir()}/page.txt`, '')
+      express.set('views', tmpdir())
+    })
+    app = started.app
+    const [first, second] = await twice(started.url, '/page')
+    expect(first.text).toBe('hello world')
+    expect(first.headers['cache-status']).toMatch(/stored/)
+    expect(second.text).toBe('hello world')
+    expect(second.headers['cache-status']).toMatch(/hit/)
   })
 })
