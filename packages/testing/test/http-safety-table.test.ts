@@ -1,35 +1,11 @@
-import { execFile } from 'node:child_process'
-import { readFile, rm } from 'node:fs/promises'
-import { createRequire } from 'node:module'
-import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
 import { expect, it } from 'vitest'
-
-const vitest = join(dirname(createRequire(import.meta.url).resolve('vitest/package.json')), 'vitest.mjs')
+import { childSuiteResults } from './child-suite.js'
 
 /** Runs the table against the naive cache of fixtures/naive.safety.ts: name → passed or failed. */
 async function naiveResults(): Promise<Map<string, string>> {
-  const output = join(tmpdir(), `naive-safety-${process.pid}.json`)
-  await new Promise<void>((resolve) => {
-    execFile(
-      process.execPath,
-      [
-        vitest,
-        'run',
-        '--config',
-        'test/fixtures/vitest.naive.config.ts',
-        '--reporter=json',
-        `--outputFile=${output}`,
-      ],
-      { cwd: join(import.meta.dirname, '..'), timeout: 120_000 },
-      () => resolve(),
-    )
-  })
-  const report = JSON.parse(await readFile(output, 'utf8'))
-  await rm(output, { force: true })
   const results = new Map<string, string>()
-  for (const file of report.testResults)
-    for (const test of file.assertionResults) results.set(test.title, test.status)
+  for (const test of await childSuiteResults('test/fixtures/vitest.naive.config.ts', 120_000))
+    results.set(test.title, test.status)
   return results
 }
 

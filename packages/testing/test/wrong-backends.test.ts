@@ -1,34 +1,8 @@
-import { execFile } from 'node:child_process'
-import { readFile, rm } from 'node:fs/promises'
-import { createRequire } from 'node:module'
-import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
 import { expect, it } from 'vitest'
-
-const vitest = join(dirname(createRequire(import.meta.url).resolve('vitest/package.json')), 'vitest.mjs')
+import { childSuiteResults } from './child-suite.js'
 
 /** Runs the suite against the backends of fixtures/wrong.conformance.ts: every test, with its status. */
-async function results(): Promise<{ fullName: string; status: string }[]> {
-  const output = join(tmpdir(), `wrong-conformance-${process.pid}.json`)
-  await new Promise<void>((resolve) => {
-    execFile(
-      process.execPath,
-      [
-        vitest,
-        'run',
-        '--config',
-        'test/fixtures/vitest.wrong.config.ts',
-        '--reporter=json',
-        `--outputFile=${output}`,
-      ],
-      { cwd: join(import.meta.dirname, '..'), timeout: 150_000 },
-      () => resolve(),
-    )
-  })
-  const report = JSON.parse(await readFile(output, 'utf8'))
-  await rm(output, { force: true })
-  return report.testResults.flatMap((file: { assertionResults: unknown[] }) => file.assertionResults)
-}
+const results = () => childSuiteResults('test/fixtures/vitest.wrong.config.ts')
 
 const all = results()
 const failedOf = async (backend: string) => {
