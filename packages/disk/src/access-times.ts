@@ -45,12 +45,12 @@ export class AccessTimes {
   /** Records a read of `key` at `now` whose stored access time is `accessedAt`, if that one is old enough. */
   read(key: string, accessedAt: number, now: number): void {
     if (now - accessedAt < this.ctx.settings.accessResolutionMs) return
-    const { ns } = this.ctx
-    const id = `${ns.length}:${ns}${key}`
+    const access: Access = { ns: this.ctx.ns, key, at: now }
+    const id = accessId(access)
     const { accesses } = this.pending
     // Read again before being written: it moves behind the accesses since (nothing more to write).
     accesses.delete(id)
-    accesses.set(id, { ns, key, at: now })
+    accesses.set(id, access)
     this.pending.timer ??= setTimeout(() => flushPending(this.pending), FLUSH_AFTER_MS).unref()
   }
 
@@ -74,7 +74,7 @@ export class AccessTimes {
     const { accesses } = this.pending
     const since = [...accesses]
     accesses.clear()
-    for (const access of taken) accesses.set(`${access.ns.length}:${access.ns}${access.key}`, access)
+    for (const access of taken) accesses.set(accessId(access), access)
     for (const [id, access] of since) {
       accesses.delete(id)
       accesses.set(id, access)
@@ -104,6 +104,11 @@ export class AccessTimes {
     clearTimeout(pending.timer)
     pendingByFile.delete(this.file)
   }
+}
+
+/** One key of one namespace: the namespace's length leads, so no namespace and key run into another's. */
+function accessId(access: Access): string {
+  return `${access.ns.length}:${access.ns}${access.key}`
 }
 
 /** The timer's flush, through any open backend on the file. */
