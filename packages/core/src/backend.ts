@@ -6,7 +6,6 @@ import {
   CacheNotANumberError,
   CacheTimeoutError,
   CacheUnsupportedError,
-  isCacheError,
   isUnavailable,
 } from './errors.js'
 import { KeyedQueue } from './key-queue.js'
@@ -230,7 +229,7 @@ export function defineBackend(backend: MinimalBackend, options: DefineBackendOpt
     try {
       return await bounded(operation, run)
     } catch (error) {
-      if (isCacheError(error) && (error as { code?: string }).code === 'CACHE_CLOSED') throw error
+      if (error instanceof CacheClosedError) throw error
       throw failed(operation, key, error)
     }
   }
@@ -261,14 +260,14 @@ export function defineBackend(backend: MinimalBackend, options: DefineBackendOpt
           'the backend has no clear method (add one to use cacheFlush() or clear a multi-level chain)',
         )
       }
-  const getEntry = native('getEntry')
+  // Decided once, as every native method: get reads through the store's getEntry when it has one.
+  const readsEntries = native('getEntry')
+  const getEntry = readsEntries
     ? <T>(key: string, operation = 'getEntry') => call(operation, key, () => source.getEntry<T>(key))
     : async <T>(key: string, operation = 'getEntry'): Promise<CacheEntry<T> | undefined> => {
         const value = await get<T>(key, operation)
         return value === undefined ? undefined : { value }
       }
-  // Decided once, as every native method: get reads through the store's getEntry when it has one.
-  const readsEntries = native('getEntry')
   const has = native('has')
     ? (key: string) => call('has', key, () => source.has(key))
     : async (key: string) => (await getEntry(key, 'has')) !== undefined
@@ -312,7 +311,7 @@ export function defineBackend(backend: MinimalBackend, options: DefineBackendOpt
         })
   // Without a native getEntry the entry's expiry is unknown: the counter is re-set with the
   // store's default TTL. With one, an entry without expiry keeps none.
-  const noExpiry = native('getEntry') ? Infinity : undefined
+  const noExpiry = readsEntries ? Infinity : undefined
   const incr = native('incr')
     ? (key: string, by?: number, ttl?: Duration) =>
         write(key, () => call('incr', key, () => source.incr(key, by, ttl)))
