@@ -1,4 +1,5 @@
 import { IncomingMessage, ServerResponse } from 'node:http'
+import { onHandlerError } from '@cache/http'
 import type { DispatchWatch } from './dispatch.js'
 import type { ResponseCache } from './response-cache.js'
 import { describeFunction } from './site.js'
@@ -79,7 +80,7 @@ export function nestInterceptor(engine: ResponseCache) {
           // A failure of the handler, or of its result on the way into the response, makes the
           // response unstorable, whatever answers the error.
           failWhenSendingThrows(res, watch)
-          handled = onResultFailure(next.handle(), () => watch.fail())
+          handled = onHandlerError(next.handle(), () => watch.fail(), { letGo: true })
           return handled
         },
         'handler',
@@ -92,55 +93,6 @@ export function nestInterceptor(engine: ResponseCache) {
         : outcome()
     },
   }
-}
-
-/** The part of an Observable (rxjs's, Nest's `CallHandler.handle()`) that {@link onResultFailure} uses. */
-interface ObservableLike {
-  subscribe(observer: { next(value: unknown): void; error(error: unknown): void; complete(): void }): {
-    unsubscribe(): void
-  }
-}
-
-/**
- * The observable of a Nest handler's result (`next.handle()`, which Nest subscribes to later),
- * calling `failed` when it fails (a throw, a rejection, a pipe's refusal) or when it is let go
- * before it completes: an interceptor outside the cache failed on the result (a
- * `ClassSerializerInterceptor` whose transform throws), and Nest sends what the exception filters
- * answer instead. An interop observable, which Nest's rxjs reads as its own, so that this package
- * does not depend on rxjs. Anything that is not an observable is returned as it is.
- */
-function onResultFailure(handled: unknown, failed: () => void): unknown {
-  const source = handled as ObservableLike | null
-  if (typeof source?.subscribe !== 'function') return handled
-  const observable = {
-    subscribe(observer: { next(value: unknown): void; error(error: unknown): void; complete(): void }) {
-      let settled = false
-      const subscription = source.subscribe({
-        next: (value) => observer.next(value),
-        error: (error) => {
-          settled = true
-          failed()
-          observer.error(error)
-        },
-        complete: () => {
-          settled = true
-          observer.complete()
-        },
-      })
-      return {
-        unsubscribe() {
-          if (!settled) failed()
-          settled = true
-          subscription?.unsubscribe()
-        },
-      }
-    },
-  }
-  // rxjs reads `Symbol.observable` where it is defined when rxjs loads, else `'@@observable'`.
-  const interop: Record<PropertyKey, () => unknown> = { '@@observable': () => observable }
-  const symbol = (Symbol as unknown as { observable?: symbol }).observable
-  if (symbol !== undefined) interop[symbol] = () => observable
-  return interop
 }
 
 /** What Nest calls to send a handler's result on Express's response, which serialize it. */

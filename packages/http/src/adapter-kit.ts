@@ -49,30 +49,53 @@ export function fastifyInstanceOptions(instance: unknown): Record<string, unknow
 
 /** The part of an Observable (rxjs's, Nest's `CallHandler.handle()`) that {@link onHandlerError} uses. */
 interface ObservableLike {
-  subscribe(observer: { next(value: unknown): void; error(error: unknown): void; complete(): void }): unknown
+  subscribe(observer: {
+    next(value: unknown): void
+    error(error: unknown): void
+    complete(): void
+  }): { unsubscribe(): void } | undefined
 }
 
 /**
  * The observable of a Nest handler's result (`next.handle()`, which Nest subscribes to later),
  * calling `failed` when it fails: a throw, a rejection or a pipe's refusal. Whatever answers the
  * error then (an exception filter, an outer interceptor's `catchError`), even with a 2xx, is that
- * failure's answer and must not be stored ({@link HANDLER_ERROR}). An interop observable, which
- * Nest's rxjs reads as its own, so that no adapter depends on rxjs for it. Anything that is not an
- * observable is returned as it is.
+ * failure's answer and must not be stored ({@link HANDLER_ERROR}). With `letGo`, also when it is
+ * let go before it completes: an interceptor outside the cache failed on the result (a
+ * `ClassSerializerInterceptor` whose transform throws), and Nest sends what the exception filters
+ * answer instead. An interop observable, which Nest's rxjs reads as its own, so that no adapter
+ * depends on rxjs for it. Anything that is not an observable is returned as it is.
  */
-export function onHandlerError(handled: unknown, failed: () => void): unknown {
+export function onHandlerError(
+  handled: unknown,
+  failed: () => void,
+  options: { letGo?: boolean } = {},
+): unknown {
   const source = handled as ObservableLike | null
   if (typeof source?.subscribe !== 'function') return handled
   const observable = {
     subscribe(observer: { next(value: unknown): void; error(error: unknown): void; complete(): void }) {
-      return source.subscribe({
+      let settled = false
+      const subscription = source.subscribe({
         next: (value) => observer.next(value),
         error: (error) => {
+          settled = true
           failed()
           observer.error(error)
         },
-        complete: () => observer.complete(),
+        complete: () => {
+          settled = true
+          observer.complete()
+        },
       })
+      if (!options.letGo) return subscription
+      return {
+        unsubscribe() {
+          if (!settled) failed()
+          settled = true
+          subscription?.unsubscribe()
+        },
+      }
     },
   }
   // rxjs reads `Symbol.observable` where it is defined when rxjs loads, else `'@@observable'`.
