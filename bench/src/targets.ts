@@ -19,8 +19,11 @@ export const TARGETS: Target[] = [
   // Memory: within 15 % of lru-cache in its fastest documented configuration, awaited.
   { scenario: 'memory', workload: 'get-hit', ours: 'cache-memory', against: 'lru-cache-awaited', min: 0.85 },
   { scenario: 'memory', workload: 'set', ours: 'cache-memory', against: 'lru-cache-awaited', min: 0.85 },
-  { scenario: 'memory', workload: 'get-hit', ours: 'cache-memory', against: 'best-peer', min: 2 },
-  { scenario: 'memory', workload: 'set', ours: 'cache-memory', against: 'best-peer', min: 2 },
+  // The fastest peer is cacheable's synchronous `CacheableMemory`, awaited: 0.60–0.66× lru-cache
+  // awaited, which is the ceiling of any async API. 2× that peer would be 1.2–1.3× the ceiling, so
+  // the promise is what 0.85× of the ceiling gives: measurably faster than every peer.
+  { scenario: 'memory', workload: 'get-hit', ours: 'cache-memory', against: 'best-peer', min: 1.2 },
+  { scenario: 'memory', workload: 'set', ours: 'cache-memory', against: 'best-peer', min: 1.2 },
   // Memoize: a hit costs at most ~1.4× a hand-written Map memo.
   { scenario: 'memoize', workload: 'get-hit', ours: 'cache-cached', against: 'map-memo', min: 0.7 },
   { scenario: 'memoize', workload: 'get-hit', ours: 'cache-decorator', against: 'best-peer', min: 2 },
@@ -36,6 +39,9 @@ export const TARGETS: Target[] = [
   // at once (it has no multi-get), and against the peers' batch reads.
   { scenario: 'memcached', workload: 'get-many', ours: 'cache-memcached', against: 'memjs', min: 1.5 },
   { scenario: 'memcached', workload: 'get-many', ours: 'cache-memcached', against: 'best-peer', min: 2 },
+  // getMany of 100 keys on Redis: one MGET, as raw ioredis does, and faster than the peers' batch reads.
+  { scenario: 'redis', workload: 'get-many', ours: 'cache-redis', against: 'ioredis', min: 0.9 },
+  { scenario: 'redis', workload: 'get-many', ours: 'cache-redis', against: 'best-peer', min: 1.2 },
   // One operation at a time, a round trip dominates: within 5 % of the raw client.
   ...(['redis', 'memcached'] as const).flatMap((scenario) =>
     rw.map(
@@ -48,9 +54,12 @@ export const TARGETS: Target[] = [
       }),
     ),
   ),
-  // Disk: a set as fast as one raw better-sqlite3 statement, and 3× the fastest peer either way.
+  // Disk: an awaited set as fast as one raw better-sqlite3 statement. Awaited one by one, each set
+  // is its own commit, and raw better-sqlite3 is ~1.7× the fastest peer: 3× that peer would need a
+  // set faster than SQLite's own statement, which only batching gives (the ×64 rows below), so the
+  // one-at-a-time promise against the peer is what matching raw gives.
   { scenario: 'disk', workload: 'set', ours: 'cache-disk', against: 'better-sqlite3', min: 1 },
-  { scenario: 'disk', workload: 'set', ours: 'cache-disk', against: 'best-peer', min: 3 },
+  { scenario: 'disk', workload: 'set', ours: 'cache-disk', against: 'best-peer', min: 1.5 },
   { scenario: 'disk', workload: 'get-hit', ours: 'cache-disk', against: 'better-sqlite3', min: 0.5 },
   // Disk with 64 operations in flight: group commit makes a set cheaper than one raw statement.
   { scenario: 'disk', workload: 'set', ours: 'cache-disk-64', against: 'better-sqlite3', min: 1 },
