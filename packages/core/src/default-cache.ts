@@ -1,4 +1,5 @@
-import { type CacheBackend, type MinimalBackend, isMinimalBackend, toBackend } from './backend.js'
+import type { CacheBackend } from './backend.js'
+import { type MinimalBackend, isMinimalBackend, toBackend } from './define-backend.js'
 import {
   type CacheConfig,
   configFromEnv,

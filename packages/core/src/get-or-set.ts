@@ -1,4 +1,5 @@
-import { type CacheBackend, type MinimalBackend, toBackend } from './backend.js'
+import type { CacheBackend } from './backend.js'
+import { type MinimalBackend, toBackend } from './define-backend.js'
 import { getBackend } from './default-cache.js'
 import { CacheKeyError } from './errors.js'
 import { invalidatedHere } from './flights.js'

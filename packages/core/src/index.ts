@@ -2,12 +2,10 @@ export {
   type CacheBackend,
   type CacheEntry,
   type ListKeysOptions,
-  type MinimalBackend,
   type SetManyItem,
-  defineBackend,
-  isCacheBackend,
   listKeys,
 } from './backend.js'
+export { type MinimalBackend, defineBackend, isCacheBackend } from './define-backend.js'
 export {
   type BackendName,
   type CacheConfig,

@@ -7,10 +7,9 @@ export {
   type SyncAccess,
   assertIncrement,
   compareAndDelete,
-  isMinimalBackend,
   listPrefix,
-  toBackend,
 } from './backend.js'
+export { isMinimalBackend, toBackend } from './define-backend.js'
 export {
   type BaseBackendOptions,
   type PackageLoader,

@@ -1,4 +1,5 @@
-import { type CacheBackend, type MinimalBackend, toBackend } from './backend.js'
+import type { CacheBackend } from './backend.js'
+import { type MinimalBackend, toBackend } from './define-backend.js'
 import { getBackend, prepareDefaultCache } from './default-cache.js'
 import type { Duration } from './durations.js'
 import { CacheConfigError } from './errors.js'
