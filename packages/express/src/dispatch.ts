@@ -383,38 +383,63 @@ function wrap(layer: Record<string, unknown>, request: string, error: string): v
 /** Marks the `req.next` each wrapped router sets as its own: that router is observed. */
 function wrapRouter(proto: Record<string, unknown>): void {
   const handle = proto.handle as (this: unknown, req: IncomingMessage, ...rest: unknown[]) => unknown
-  proto.handle = function observedHandle(this: unknown, req: IncomingMessage, ...rest: unknown[]) {
-    const watched = req as Watched | undefined
-    if (watched !== undefined && watched !== null) {
-      // Where the request is: this router, mounted by the layer just dispatched in the one around it.
-      const parent = watched[FRAME]
-      const mount = parent === undefined ? undefined : watched[LAYER]
-      watched[FRAME] = {
-        router: this as RouterFrame['router'],
-        mount,
-        parent,
-        // At the top: no router ran before this one (each sets `originalUrl` as it starts).
-        mounted:
-          parent === undefined
-            ? (watched as { originalUrl?: unknown }).originalUrl === undefined
-            : mount !== undefined && mounts(mount.handle, this),
-      }
-      const done = rest[1]
-      // Unnamed: a named function expression would be renamed (`keepNames`) on every request.
-      if (typeof done === 'function')
-        rest[1] = function (this: unknown, ...args: unknown[]) {
-          watched[FRAME] = parent
-          return done.apply(this, args)
-        }
+  // `(req, res, done)` is what every Express router is called with: spelled out, a request costs
+  // no argument arrays; any other call keeps every argument it was given.
+  proto.handle = function observedHandle(this: unknown, req: IncomingMessage, res: unknown, done: unknown) {
+    // biome-ignore lint/complexity/noArguments: a rest parameter would cost every request an array.
+    if (arguments.length > 3) {
+      // biome-ignore lint/complexity/noArguments: only for a call with more arguments than Express passes.
+      const rest = Array.prototype.slice.call(arguments, 1)
+      rest[1] = enter(req, this, rest[1])
+      return dispatchRouter(this, handle, req, rest)
     }
-    if (watched?.[WATCHES] === undefined) return handle.call(this, req, ...rest)
-    const previous = entering
-    entering = req
-    try {
-      return handle.call(this, req, ...rest)
-    } finally {
-      entering = previous
-    }
+    const out = enter(req, this, done)
+    if ((req as Watched | undefined)?.[WATCHES] === undefined) return handle.call(this, req, res, out)
+    return dispatchRouter(this, handle, req, [res, out])
+  }
+}
+
+/**
+ * Records that `req` enters `router` (mounted by the layer just dispatched in the one around it)
+ * and returns the `done` the router gets: it puts the request back where it was as it leaves.
+ */
+function enter(req: IncomingMessage, router: unknown, done: unknown): unknown {
+  const watched = req as Watched | undefined
+  if (watched === undefined || watched === null) return done
+  const parent = watched[FRAME]
+  const mount = parent === undefined ? undefined : watched[LAYER]
+  watched[FRAME] = {
+    router: router as RouterFrame['router'],
+    mount,
+    parent,
+    // At the top: no router ran before this one (each sets `originalUrl` as it starts).
+    mounted:
+      parent === undefined
+        ? (watched as { originalUrl?: unknown }).originalUrl === undefined
+        : mount !== undefined && mounts(mount.handle, router),
+  }
+  if (typeof done !== 'function') return done
+  // Unnamed: a named function expression would be renamed (`keepNames`) on every request.
+  return function (this: unknown, ...args: unknown[]) {
+    watched[FRAME] = parent
+    return done.apply(this, args)
+  }
+}
+
+/** Runs a router's own `handle`, marking the `req.next` it sets first as its own when `req` is watched. */
+function dispatchRouter(
+  router: unknown,
+  handle: (this: unknown, req: IncomingMessage, ...rest: unknown[]) => unknown,
+  req: IncomingMessage,
+  rest: unknown[],
+): unknown {
+  if ((req as Watched | undefined)?.[WATCHES] === undefined) return handle.call(router, req, ...rest)
+  const previous = entering
+  entering = req
+  try {
+    return handle.call(router, req, ...rest)
+  } finally {
+    entering = previous
   }
 }
 
