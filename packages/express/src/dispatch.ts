@@ -58,9 +58,9 @@ export interface RouterFrame {
  * package observed its copy of Express (the first request a cache of the app handled).
  */
 export function dispatchPosition(req: IncomingMessage): { layer: Layer; frame: RouterFrame } | undefined {
-  const watched = req as Watched
-  const frame = watched[FRAME]
-  const layer = watched[LAYER]
+  const state = (req as Watched)[STATE]
+  if (state === undefined) return undefined
+  const { frame, layer } = state
   return frame === undefined || layer === undefined ? undefined : { layer, frame }
 }
 type Next = (error?: unknown) => void
@@ -68,20 +68,34 @@ type Dispatch = (this: Layer, req: IncomingMessage, res: unknown, next: Next) =>
 type DispatchError = (this: Layer, error: unknown, req: IncomingMessage, res: unknown, next: Next) => unknown
 type App = Record<string, any>
 
-const WATCHES = Symbol('@cache/express dispatch watches')
-/** The layer Express dispatched `req` to last: the one that called the cache, while it runs. */
-const LAYER = Symbol('@cache/express current layer')
-/** The router `req` is in, and the layer of the router around it that mounted it. */
-const FRAME = Symbol('@cache/express router frame')
-const NEXT_VALUES = Symbol('@cache/express next values')
-type Watched = IncomingMessage & {
-  [LAYER]?: Layer
-  [FRAME]?: RouterFrame
-  [WATCHES]?: DispatchWatch[]
+/**
+ * What this file knows of one request's dispatch, in one object under one property of the
+ * request: every layer Express dispatches reads it, and one shape keeps that read cheap.
+ */
+interface DispatchState {
+  /** The layer Express dispatched `req` to last: the one that called the cache, while it runs. */
+  layer: Layer | undefined
+  /** The router `req` is in, and the layer of the router around it that mounted it. */
+  frame: RouterFrame | undefined
+  /** The caches watching the dispatch, while a response is recorded. */
+  watches: DispatchWatch[] | undefined
   /** The values of `req.next`, innermost router last, while the request is watched. */
-  [NEXT_VALUES]?: unknown[]
+  nextValues: unknown[] | undefined
+}
+const STATE = Symbol('@cache/express dispatch state')
+type Watched = IncomingMessage & {
+  [STATE]?: DispatchState
   next?: unknown
   route?: { stack?: unknown }
+}
+
+function stateOf(req: Watched): DispatchState {
+  let state = req[STATE]
+  if (state === undefined) {
+    state = { layer: undefined, frame: undefined, watches: undefined, nextValues: undefined }
+    req[STATE] = state
+  }
+  return state
 }
 
 /** The functions that `cacheResponse()` returns as middleware: transparent to other caches. */
@@ -243,27 +257,29 @@ export function markCacheMiddleware(fn: Function): void {
 /** Starts watching `req`'s dispatch for `watch`: called as the cache passes the request on. */
 export function watchDispatch(req: IncomingMessage, watch: DispatchWatch): void {
   const watched = req as Watched
-  ;(watched[WATCHES] ??= []).push(watch)
-  if (watched[NEXT_VALUES] === undefined) traceNext(watched)
+  const state = stateOf(watched)
+  ;(state.watches ??= []).push(watch)
+  if (state.nextValues === undefined) traceNext(watched, state)
 }
 
 /** Stops watching: called once the response is settled. */
 export function unwatchDispatch(req: IncomingMessage, watch: DispatchWatch): void {
   const watched = req as Watched
-  const list = watched[WATCHES]
-  if (list === undefined) return
+  const state = watched[STATE]
+  const list = state?.watches
+  if (state === undefined || list === undefined) return
   const i = list.indexOf(watch)
   if (i !== -1) list.splice(i, 1)
   if (list.length === 0) {
-    delete watched[WATCHES]
-    untraceNext(watched)
+    state.watches = undefined
+    untraceNext(watched, state)
   }
 }
 
 /** Makes `req.next` an accessor that sees every value routers set (see the top of this file). */
-function traceNext(req: Watched): void {
+function traceNext(req: Watched, state: DispatchState): void {
   const values: unknown[] = [req.next]
-  req[NEXT_VALUES] = values
+  state.nextValues = values
   Object.defineProperty(req, 'next', {
     configurable: true,
     enumerable: true,
@@ -279,15 +295,15 @@ function traceNext(req: Watched): void {
       }
       values.push(value)
       if (!known && !ownNexts.has(value as Function))
-        for (const watch of req[WATCHES] ?? []) watch.nextSet(value)
+        for (const watch of state.watches ?? []) watch.nextSet(value)
     },
   })
 }
 
-function untraceNext(req: Watched): void {
-  const values = req[NEXT_VALUES]
+function untraceNext(req: Watched, state: DispatchState): void {
+  const values = state.nextValues
   if (values === undefined) return
-  delete req[NEXT_VALUES]
+  state.nextValues = undefined
   Object.defineProperty(req, 'next', {
     configurable: true,
     enumerable: true,
@@ -351,12 +367,14 @@ function wrap(layer: Record<string, unknown>, request: string, error: string): v
   const handleRequest = layer[request] as Dispatch
   const handleError = layer[error] as DispatchError
   layer[request] = function observedRequest(this: Layer, req: IncomingMessage, res: unknown, next: Next) {
+    let watches: DispatchWatch[] | undefined
     if (req !== undefined && req !== null) {
-      ;(req as Watched)[LAYER] = this
-      const frame = (req as Watched)[FRAME]
+      const state = stateOf(req as Watched)
+      state.layer = this
+      const frame = state.frame
       if (frame !== undefined) frame.app = (req as { app?: unknown }).app
+      watches = state.watches
     }
-    const watches = (req as Watched | undefined)?.[WATCHES]
     if (watches === undefined) return handleRequest.call(this, req, res, next)
     const recorded = record(this, req, watches, next)
     // Express 5 catches the rejection of a returned promise: the watches see that promise too.
@@ -370,7 +388,7 @@ function wrap(layer: Record<string, unknown>, request: string, error: string): v
     res: unknown,
     next: Next,
   ) {
-    const watches = (req as Watched | undefined)?.[WATCHES]
+    const watches = (req as Watched | undefined)?.[STATE]?.watches
     if (watches !== undefined)
       for (const watch of watches.slice()) {
         watch.nextProven(next)
@@ -383,38 +401,66 @@ function wrap(layer: Record<string, unknown>, request: string, error: string): v
 /** Marks the `req.next` each wrapped router sets as its own: that router is observed. */
 function wrapRouter(proto: Record<string, unknown>): void {
   const handle = proto.handle as (this: unknown, req: IncomingMessage, ...rest: unknown[]) => unknown
-  proto.handle = function observedHandle(this: unknown, req: IncomingMessage, ...rest: unknown[]) {
-    const watched = req as Watched | undefined
-    if (watched !== undefined && watched !== null) {
-      // Where the request is: this router, mounted by the layer just dispatched in the one around it.
-      const parent = watched[FRAME]
-      const mount = parent === undefined ? undefined : watched[LAYER]
-      watched[FRAME] = {
-        router: this as RouterFrame['router'],
-        mount,
-        parent,
-        // At the top: no router ran before this one (each sets `originalUrl` as it starts).
-        mounted:
-          parent === undefined
-            ? (watched as { originalUrl?: unknown }).originalUrl === undefined
-            : mount !== undefined && mounts(mount.handle, this),
-      }
-      const done = rest[1]
-      // Unnamed: a named function expression would be renamed (`keepNames`) on every request.
-      if (typeof done === 'function')
-        rest[1] = function (this: unknown, ...args: unknown[]) {
-          watched[FRAME] = parent
-          return done.apply(this, args)
-        }
+  // `(req, res, done)` is what every Express router is called with: spelled out, a request costs
+  // no argument arrays; any other call keeps every argument it was given.
+  proto.handle = function observedHandle(this: unknown, req: IncomingMessage, res: unknown, done: unknown) {
+    // biome-ignore lint/complexity/noArguments: a rest parameter would cost every request an array.
+    if (arguments.length > 3) {
+      // biome-ignore lint/complexity/noArguments: only for a call with more arguments than Express passes.
+      const rest = Array.prototype.slice.call(arguments, 1)
+      rest[1] = enter(req, this, rest[1])
+      return dispatchRouter(this, handle, req, rest)
     }
-    if (watched?.[WATCHES] === undefined) return handle.call(this, req, ...rest)
-    const previous = entering
-    entering = req
-    try {
-      return handle.call(this, req, ...rest)
-    } finally {
-      entering = previous
-    }
+    const out = enter(req, this, done)
+    if ((req as Watched | undefined)?.[STATE]?.watches === undefined) return handle.call(this, req, res, out)
+    return dispatchRouter(this, handle, req, [res, out])
+  }
+}
+
+/**
+ * Records that `req` enters `router` (mounted by the layer just dispatched in the one around it)
+ * and returns the `done` the router gets: it puts the request back where it was as it leaves.
+ */
+function enter(req: IncomingMessage, router: unknown, done: unknown): unknown {
+  const watched = req as Watched | undefined
+  if (watched === undefined || watched === null) return done
+  const state = stateOf(watched)
+  const parent = state.frame
+  const mount = parent === undefined ? undefined : state.layer
+  state.frame = {
+    router: router as RouterFrame['router'],
+    mount,
+    parent,
+    // At the top: no router ran before this one (each sets `originalUrl` as it starts).
+    mounted:
+      parent === undefined
+        ? (watched as { originalUrl?: unknown }).originalUrl === undefined
+        : mount !== undefined && mounts(mount.handle, router),
+    // Set as its layers are dispatched; declared here so every frame has one shape.
+    app: undefined,
+  }
+  if (typeof done !== 'function') return done
+  // Unnamed: a named function expression would be renamed (`keepNames`) on every request.
+  return function (this: unknown, ...args: unknown[]) {
+    state.frame = parent
+    return done.apply(this, args)
+  }
+}
+
+/** Runs a router's own `handle`, marking the `req.next` it sets first as its own when `req` is watched. */
+function dispatchRouter(
+  router: unknown,
+  handle: (this: unknown, req: IncomingMessage, ...rest: unknown[]) => unknown,
+  req: IncomingMessage,
+  rest: unknown[],
+): unknown {
+  if ((req as Watched | undefined)?.[STATE]?.watches === undefined) return handle.call(router, req, ...rest)
+  const previous = entering
+  entering = req
+  try {
+    return handle.call(router, req, ...rest)
+  } finally {
+    entering = previous
   }
 }
 

@@ -64,7 +64,7 @@ const REVALIDATE = Symbol.for('@cache/express revalidate')
  * to requests that never reached what runs between them.
  */
 const CACHES = Symbol('@cache/express caches passed')
-type Passed = { engine: ResponseCache; watch?: DispatchWatch }[]
+type Passed = { engine: ResponseCache; watch?: DispatchWatch; site?: string }[]
 
 /** Request headers a refresh leaves out: it must get the whole, unconditional response. */
 const CONDITIONAL_HEADERS = [
@@ -84,10 +84,6 @@ const CONDITIONAL_HEADERS = [
  */
 export class ResponseCache {
   readonly http: HttpCache<Request>
-  /** Requests this engine already handles: a second pass (the same cache mounted twice) runs through. */
-  private readonly handled = new WeakSet<IncomingMessage>()
-  /** The site each request this engine handles was looked up at. */
-  private readonly sites = new WeakMap<IncomingMessage, string>()
 
   constructor(readonly settings: Settings) {
     this.http = new HttpCache<Request>({}, settings)
@@ -142,11 +138,13 @@ export class ResponseCache {
     receiver: unknown,
     lookup: boolean,
   ): string | undefined {
-    if (!lookup) return this.sites.get(req) ?? this.siteOf(req, anchor, identity, receiver)
+    // The site a request this engine handles was looked up at is kept with its record on the request.
+    const self = this.passedBy(req)
+    if (!lookup) return self?.site ?? this.siteOf(req, anchor, identity, receiver)
     // Observed from now on: later requests of this app say where the cache sits as they go.
     observeDispatch(req)
     const site = this.siteOf(req, anchor, identity, receiver)
-    if (site !== undefined) this.sites.set(req, site)
+    if (site !== undefined && self !== undefined) self.site = site
     return site
   }
 
@@ -165,16 +163,25 @@ export class ResponseCache {
     /** The object a decorated method was called on: two instances are two handlers. */
     receiver?: unknown,
   ): unknown {
-    if (this.handled.has(req)) return run()
-    this.handled.add(req)
-    const passed = ((req as any)[CACHES] ??= []) as Passed
-    const self: Passed[number] = { engine: this }
-    passed.push(self)
+    // A request this engine already handles (the same cache mounted twice) runs through.
+    if (this.passedBy(req) !== undefined) return run()
+    const self: Passed[number] = { engine: this, watch: undefined, site: undefined }
+    const passed = (req as any)[CACHES] as Passed | undefined
+    if (passed === undefined) (req as any)[CACHES] = [self]
+    else passed.push(self)
     const context = new ExpressLookup(this, req)
     const result = this.http.lookup(this.view(req, anchor, identity, receiver), context)
     return isThenable(result)
       ? result.then((settled) => this.act(req, res, run, position, settled, self, context))
       : this.act(req, res, run, position, result, self, context)
+  }
+
+  /** This engine's record on `req`, once it handles it. */
+  private passedBy(req: Request): Passed[number] | undefined {
+    const passed = (req as any)[CACHES] as Passed | undefined
+    if (passed === undefined) return undefined
+    for (const entry of passed) if (entry.engine === this) return entry
+    return undefined
   }
 
   /** Answers a hit, or runs the rest of the request (recording it on a miss the cache records). */
@@ -431,6 +438,8 @@ class ExpressView implements HttpRequestView<Request> {
   readonly headers: Request['headers']
   readonly refresh: Refresh | undefined
   private site_: string | undefined | null = null
+  /** The raw host Express resolved (see {@link resolvedHost}), read once for the key's two parts. */
+  private resolved_: string | undefined | null = null
 
   constructor(
     private readonly engine: ResponseCache,
@@ -463,12 +472,17 @@ class ExpressView implements HttpRequestView<Request> {
   }
 
   get host(): string | undefined {
-    return expressHost(this.raw)
+    return expressHost(this.raw, this.resolvedHost())
   }
 
   // Under `trust proxy` the `Host` header the handler can still read is another input.
   get keyExtra(): string | undefined {
-    return sentHostPart(resolvedHost(this.raw), this.raw.headers.host)
+    return sentHostPart(this.resolvedHost(), this.raw.headers.host)
+  }
+
+  private resolvedHost(): string | undefined {
+    if (this.resolved_ === null) this.resolved_ = resolvedHost(this.raw)
+    return this.resolved_
   }
 
   get bypass(): string | undefined {
@@ -486,8 +500,7 @@ class ExpressView implements HttpRequestView<Request> {
  * The `host[:port]` Express resolved for the handler, or `undefined` when Express resolves none
  * or another one than the raw header it read (`X-Forwarded-Host: ,x` under trust proxy).
  */
-function expressHost(req: Request): string | undefined {
-  const raw = resolvedHost(req)
+function expressHost(req: Request, raw: string | undefined): string | undefined {
   if ('hostname' in req) {
     const authority = splitAuthority(raw)
     // Express's own reading of the host must be exactly ours.

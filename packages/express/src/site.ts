@@ -71,11 +71,11 @@ export function siteOf(
   // Where the server listens: two servers of one process never share a site.
   const listening = listeningAt(req.socket)
   // Outside Express there is no routing to tell apart: the handler is the place.
-  if (app === undefined || app === null) return hashSite(`direct|${identity ?? ''}|${listening}`)
+  if (app === undefined || app === null) return hashSite('direct', identity ?? '', listening)
   const tracked = trackedLevels(req)
   const found = tracked === undefined ? searchedLevels(req, app as Record<string, any>, anchor) : tracked
   if (found === undefined || found === null) return undefined
-  const site = hashSite(`${found.levels}|${identity ?? ''}|${listening}`)
+  const site = hashSite(found.levels, identity ?? '', listening)
   return isAmbiguous(found, site, anchor, receiver, req) ? undefined : site
 }
 
@@ -144,7 +144,22 @@ function isAmbiguous(
   return false
 }
 
-function hashSite(description: string): string {
+/**
+ * The hash of a site's description, `levels|identity|listening`. A request of a site describes
+ * it with the very strings the last one did (each part is memoized where it is made), so the
+ * last hash of each `levels` is found without building the description again.
+ */
+function hashSite(levels: string, identity: string, listening: string): string {
+  const last = lastHashes.get(levels)
+  if (last !== undefined && last.identity === identity && last.listening === listening) return last.hash
+  const hash = hashDescription(`${levels}|${identity}|${listening}`)
+  if (lastHashes.size >= MAX_HASHES) lastHashes.clear()
+  lastHashes.set(levels, { identity, listening, hash })
+  return hash
+}
+const lastHashes = new Map<string, { identity: string; listening: string; hash: string }>()
+
+function hashDescription(description: string): string {
   let hash = hashes.get(description)
   if (hash === undefined) {
     hash = digest(description).slice(0, 12)
@@ -183,7 +198,8 @@ function trackedLevels(req: IncomingMessage): Found | null | undefined {
     if (mount === undefined) return null
     parts.push(mount)
   }
-  return { levels: parts.reverse().join('/'), owner: inRoute ? (route as object) : frame.router }
+  const levels = parts.length === 1 ? inner : parts.reverse().join('/')
+  return { levels, owner: inRoute ? (route as object) : frame.router }
 }
 
 /**
@@ -336,7 +352,31 @@ function describeLayer(router: Router, layer: Layer): string | undefined {
   if (!Array.isArray(stack)) return undefined
   const index = stack.indexOf(layer)
   if (index === -1) return undefined
-  return `${index}:${before(router, index)}:${paramsOf(router)}:${ownText(layer)}`
+  return joined(layer, index, before(router, index), paramsOf(router), ownText(layer))
+}
+
+/**
+ * The last text each layer's place was described with, and its parts: the same parts (the
+ * memoized strings `before` and `ownText` return) give back the same string, whose hash V8 keeps.
+ */
+const places = new WeakMap<
+  Layer,
+  { index: number; before: string; params: string; own: string; text: string }
+>()
+
+function joined(layer: Layer, index: number, prior: string, params: string, own: string): string {
+  const last = places.get(layer)
+  if (
+    last !== undefined &&
+    last.index === index &&
+    last.before === prior &&
+    last.params === params &&
+    last.own === own
+  )
+    return last.text
+  const text = `${index}:${prior}:${params}:${own}`
+  places.set(layer, { index, before: prior, params, own, text })
+  return text
 }
 
 /** Each layer's own description (not deep), checked against its functions on every use. */
@@ -356,8 +396,16 @@ function describeRoute(router: Router, route: Route, inner: Layer): string | und
   if (!Array.isArray(stack)) return undefined
   const layer = stack.find((l) => l.route === route)
   const place = layer === undefined ? undefined : describeLayer(router, layer)
-  return place === undefined ? undefined : `${place}@${(route.stack ?? []).indexOf(inner)}`
+  if (place === undefined) return undefined
+  const at = (route.stack ?? []).indexOf(inner)
+  const last = inRoutes.get(inner)
+  if (last !== undefined && last.place === place && last.at === at) return last.text
+  const text = `${place}@${at}`
+  inRoutes.set(inner, { place, at, text })
+  return text
 }
+/** The last description of each route layer's place (see {@link joined}). */
+const inRoutes = new WeakMap<Layer, { place: string; at: number; text: string }>()
 
 /** How deep `before` is in routers inside routers: a router that holds itself ends there. */
 let depth = 0

@@ -530,4 +530,45 @@ describe.each(EXPRESS)('what a site holds beyond the routes, on %s', (_name, exp
     expect(isHit(await r.request('/reset', { headers: victimHeaders }))).toBe(false)
     expect(isHit(await r.request('/reset', { headers: forgedHeaders }))).toBe(false)
   })
+
+  it('a function put before a cached route while the app serves: the route makes new entries, the old one is not replayed', async () => {
+    const a = express()
+    let made = 0
+    a.get('/catalog', cacheResponse({ ttl: 60, backend: memory() }), (_req: any, res: any) =>
+      res.json({ made: ++made }),
+    )
+    const r = await serve(a)
+    expect(json(await r.request('/catalog')).made).toBe(1)
+    expect(isHit(await r.request('/catalog'))).toBe(true)
+    // Added at the end of the app's stack, then moved in front of everything (a late-registered guard).
+    a.use((req: any, _res: any, next: any) => {
+      req.audited = true
+      next()
+    })
+    const stack = ((a as any)._router ?? (a as any).router).stack as unknown[]
+    stack.unshift(stack.pop())
+    const after = await r.request('/catalog')
+    expect(isHit(after)).toBe(false)
+    expect(json(after).made).toBe(2)
+    expect(isHit(await r.request('/catalog'))).toBe(true)
+  })
+
+  it('a param callback registered while the app serves: the route makes new entries, the old one is not replayed', async () => {
+    const a = express()
+    let made = 0
+    a.get('/items/:id', cacheResponse({ ttl: 60, backend: memory() }), (req: any, res: any) =>
+      res.json({ id: req.params.id, made: ++made }),
+    )
+    const r = await serve(a)
+    expect(json(await r.request('/items/7')).made).toBe(1)
+    expect(isHit(await r.request('/items/7'))).toBe(true)
+    a.param('id', (req: any, _res: any, next: any, id: string) => {
+      req.item = id
+      next()
+    })
+    const after = await r.request('/items/7')
+    expect(isHit(after)).toBe(false)
+    expect(json(after).made).toBe(2)
+    expect(isHit(await r.request('/items/7'))).toBe(true)
+  })
 })
