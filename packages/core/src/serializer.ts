@@ -530,6 +530,11 @@ export function createCodec(options: CodecOptions = {}): Codec {
       return bytes
     },
     decode(stored) {
+      // JSON text read as a string (a TEXT column, a Redis reply) is parsed as it is: encoding it
+      // to bytes only to decode them again would cost a copy each way. Compressed values start
+      // with NUL: those need their bytes.
+      if (typeof stored === 'string' && serializer === jsonSerializer && stored.charCodeAt(0) !== COMPRESSED)
+        return decodeJsonText(stored)
       const bytes = typeof stored === 'string' ? Buffer.from(stored) : stored
       if (bytes.length > 0 && bytes[0] === COMPRESSED) {
         let inflated: Buffer | undefined
@@ -557,4 +562,10 @@ export function createCodec(options: CodecOptions = {}): Codec {
       }
     },
   }
+}
+
+/** What the codec decodes from JSON text: a counter written by `incr` (a bare integer), else tagged JSON. */
+function decodeJsonText(text: string): unknown {
+  if (text.length <= 21 && INTEGER.test(text)) return Number(text)
+  return parseTagged(text)
 }

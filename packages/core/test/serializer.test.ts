@@ -156,6 +156,27 @@ describe('createCodec', () => {
     expect(codec.decode(bytes)).toStrictEqual(big)
   })
 
+  it('decodes JSON text given as a string exactly as it decodes the same bytes', () => {
+    const codec = createCodec({ compressThreshold: '1KB' })
+    const values: unknown[] = [
+      { at: new Date(0), count: 10n, tags: new Set(['a']), nothing: undefined, $c: 'user key' },
+      ['ü', '😀', 'lone \ud800', -0, Number.NaN],
+      'plain',
+      42,
+      big,
+    ]
+    for (const value of values) {
+      const bytes = codec.encode(value)
+      expect(codec.decode(bytes)).toStrictEqual(value)
+      // A compressed value (a NUL first) is only ever handed over as bytes.
+      if (bytes[0] !== 0) expect(codec.decode(bytes.toString())).toStrictEqual(value)
+    }
+    // incr writes bare integers; a leading zero is not JSON but still a counter.
+    expect(codec.decode('007')).toBe(7)
+    expect(codec.decode(Buffer.from('007'))).toBe(7)
+    expect(() => codec.decode('{not json')).toThrow(CacheSerializationError)
+  })
+
   it('never stores a compressed value larger than the original', () => {
     const codec = createCodec({ compressThreshold: 1 })
     const random = Buffer.from(Array.from({ length: 2000 }, () => Math.floor(Math.random() * 256)))

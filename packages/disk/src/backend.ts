@@ -4,6 +4,7 @@ import {
   type CacheEntry,
   CacheValueTooLargeError,
   type Duration,
+  jsonSerializer,
   type ListKeysOptions,
   type SetManyItem,
   ttlToMs,
@@ -62,7 +63,12 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
     try {
       mkdirSync(this.path, { recursive: true, mode: 0o700 })
       files = new ValueFiles(this.path, this.observer)
-      store = new EntryStore(join(this.path, 'cache.db'), settings.busyTimeoutMs, settings.accessResolutionMs)
+      store = new EntryStore(
+        join(this.path, 'cache.db'),
+        settings.busyTimeoutMs,
+        settings.accessResolutionMs,
+        codec.serializer === jsonSerializer,
+      )
       const log = new IncidentLog(checkLogger(options.logger))
       lock = new StoreLock(store, this.observer, settings.lockTimeoutMs, () => this.storeClosed, log)
       const recovery = store.open()

@@ -77,9 +77,12 @@ function expiryBucket(expiresAt: number | null): number | null {
   return expiresAt === null ? null : Math.floor(expiresAt / EXPIRY_BUCKET_MS)
 }
 
-/** A row as read by the get path: `[value, file, expiresAt, accessedAt, size]`. */
+/**
+ * A row as read by the get path: `[value, file, expiresAt, accessedAt, size]`. The value is text
+ * when the store reads values as text (see `EntryStore`), except a compressed one.
+ */
 export type LiveRow = [
-  value: Buffer | null,
+  value: Buffer | string | null,
   file: string | null,
   expiresAt: number | null,
   accessedAt: number,
@@ -230,11 +233,15 @@ export class EntryStore {
   /**
    * @param accessResolutionMs a rewrite records its access time only when the stored one is at
    *   least this old, as a read does: the access-time index is then left alone.
+   * @param readsText the get path reads values as text (the JSON serializer's bytes are UTF-8
+   *   text: SQLite hands them over as a string, one copy fewer than bytes then text). A value
+   *   starting with a NUL byte (compressed) is still read as bytes.
    */
   constructor(
     readonly file: string,
     private readonly busyTimeoutMs: number,
     private readonly accessResolutionMs: number,
+    private readonly readsText = false,
   ) {}
 
   /**
@@ -318,7 +325,7 @@ export class EntryStore {
     this.selectMany = new Map()
     const raw = <P extends unknown[], R>(sql: string) => db.prepare<P, R>(sql).raw(true)
     this.select = raw(
-      'SELECT value, file, expires_at, accessed_at, size FROM entries WHERE ns = ? AND key = ?',
+      `SELECT ${this.liveValue()}, file, expires_at, accessed_at, size FROM entries WHERE ns = ? AND key = ?`,
     )
     this.selectForWrite = raw(
       'SELECT value, file, expires_at, version, size FROM entries WHERE ns = ? AND key = ?',
@@ -431,6 +438,13 @@ export class EntryStore {
     }).immediate as typeof this.evictTx
   }
 
+  /** The get path's value column: as text if the store reads text, unless it starts with a NUL byte. */
+  private liveValue(column = 'value'): string {
+    return this.readsText
+      ? `CASE WHEN substr(${column}, 1, 1) = x'00' THEN ${column} ELSE CAST(${column} AS TEXT) END`
+      : column
+  }
+
   /** Moves each row read to the end of the LRU order, oldest access first. */
   private touchRows(accesses: readonly Access[]): void {
     for (const { ns, key, at } of accesses) this.touchRow.run(at, ns, key, at)
@@ -526,7 +540,7 @@ export class EntryStore {
       statement = this.db
         .prepare<unknown[], [number, ...LiveRow]>(
           `WITH wanted (i, key) AS (VALUES ${wanted})
-           SELECT wanted.i, e.value, e.file, e.expires_at, e.accessed_at, e.size
+           SELECT wanted.i, ${this.liveValue('e.value')}, e.file, e.expires_at, e.accessed_at, e.size
            FROM wanted JOIN entries AS e ON e.ns = ? AND e.key = wanted.key`,
         )
         .raw(true)

@@ -168,6 +168,31 @@ describe('a database damaged while in use', () => {
   })
 })
 
+describe('values read back', () => {
+  it('reads what another backend on the directory compressed, inline values, counters and any text, through get, getEntry and getMany', async () => {
+    const writer = cache({ compressThreshold: 64 })
+    const reader = cache()
+    const long = { text: 'abc'.repeat(1000), at: new Date(0) }
+    const odd = ['ü', '😀', 'lone \ud800', '\u0000', 'x\u0000y', -0, 10n]
+    await writer.set('long', long)
+    await writer.set('odd', odd)
+    await writer.incr('count', 7)
+    await writer.set('nul', '\u0000 first')
+    expect(await reader.get('long')).toStrictEqual(long)
+    expect((await reader.getEntry('long'))?.value).toStrictEqual(long)
+    expect(await reader.get('odd')).toStrictEqual(odd)
+    expect(await reader.get('count')).toBe(7)
+    expect(await reader.get('nul')).toBe('\u0000 first')
+    expect(await reader.getMany(['long', 'odd', 'missing', 'count', 'nul'])).toStrictEqual([
+      long,
+      odd,
+      undefined,
+      7,
+      '\u0000 first',
+    ])
+  })
+})
+
 describe('TTL', () => {
   it('hides expired entries, reports expiresAt, and prune() deletes them', async () => {
     const time = clock()
