@@ -29,8 +29,6 @@ export function isGeneration(value: unknown): value is number {
 
 /** True when an entry's generations are exactly the current ones. */
 export function sameGenerations(stored: readonly unknown[] | undefined, current: readonly number[]): boolean {
-  // An entry written since its generations were last read holds that very list.
-  if (stored === current) return true
   if (!Array.isArray(stored) || stored.length !== current.length) return false
   for (let i = 0; i < current.length; i++) if (stored[i] !== current[i]) return false
   return true

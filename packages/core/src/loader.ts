@@ -34,17 +34,7 @@ export interface Envelope {
   s?: number
   r?: number
   b?: number
-  /** In process only, never stored by a serializing backend: see {@link SETTLED}. */
-  [SETTLED]?: Promise<unknown>
 }
-
-/**
- * The promise of a plain entry's value, kept on the entry an in-process backend holds once a hit
- * made it: every later hit on that same entry answers with it instead of a new promise. It lives
- * as long as the entry (a new result is a new entry), is not enumerable (a copy of the entry or a
- * serializer never sees it), and a backend that hands out copies (`clone`) gets one per copy.
- */
-const SETTLED: unique symbol = Symbol('settled')
 
 /**
  * The keys of one call: its entry, and its generations. An in-process backend (one with `sync`
@@ -170,10 +160,7 @@ export class Loader {
       }
       let read: Read
       if (stored !== undefined && sameGenerations(stored.g, generations)) {
-        if (isPlainFresh(stored)) {
-          this.observer.hit(keys.entry)
-          return stored[SETTLED] ?? settle(stored)
-        }
+        if (isPlainFresh(stored)) return Promise.resolve(this.plainHit(keys, stored))
         read = { entry: stored, generations }
         const state = this.stateOf(stored)
         if (state < GRACE) return Promise.resolve(this.onHit(backend, keys, read, state, fn, thisArg, args))
@@ -750,13 +737,6 @@ export class Loader {
 function storedEnvelope(sync: SyncAccess, key: string): Envelope | undefined {
   const stored = sync.get === undefined ? sync.getEntry<Envelope>(key)?.value : sync.get<Envelope>(key)
   return typeof stored === 'object' && stored !== null ? stored : undefined
-}
-
-/** A promise of `entry`'s value, kept on it when it can hold one. */
-function settle(entry: Envelope): Promise<unknown> {
-  const promise = Promise.resolve(entry.v)
-  if (Object.isExtensible(entry)) Object.defineProperty(entry, SETTLED, { value: promise })
-  return promise
 }
 
 /** Fresh whatever the time: stored without stale-while-revalidate, grace or refresh ahead. */

@@ -168,17 +168,6 @@ const KEY_CACHE_SIZE = 10_000
 const KEY_CACHE_ARGUMENT_LENGTH = 64
 
 /**
- * True for an argument whose keys a memoized function remembers when it is the only one: a
- * number (but -0, which a Map takes for 0 and a key does not) or a short string.
- */
-function isRemembered(only: unknown): boolean {
-  return (
-    (typeof only === 'number' && !Object.is(only, -0)) ||
-    (typeof only === 'string' && only.length <= KEY_CACHE_ARGUMENT_LENGTH)
-  )
-}
-
-/**
  * How a memoized function names itself in keys. `scope` names its generations (what `clear()`
  * and `invalidate()` renew): a function of names only, the same in every process and build.
  * `prefix` is the start of its entry keys for a call on `thisArg`.
@@ -189,11 +178,6 @@ interface Naming {
   readonly display: string
   readonly scope: readonly [string, ...string[]]
   prefix(thisArg: unknown): string
-  /**
-   * What `prefix(thisArg)` depends on: calls whose `this` has the same owner have the same
-   * prefix (once it could be named).
-   */
-  owner(thisArg: unknown): unknown
   /** The prefix of calls without a known `this` (`keyFor`); throws if it cannot be known yet. */
   defaultPrefix(): string
 }
@@ -256,7 +240,6 @@ export function cached<F extends AnyFunction>(
     display: name,
     scope,
     prefix: () => prefix,
-    owner: () => undefined,
     defaultPrefix: () => prefix,
   })
   claimPrefix(prefix, fn, options.name === undefined, () => `Two different functions named "${name}"`)
@@ -324,10 +307,6 @@ function createMemo<F extends AnyFunction>(
   const keyCaches = options.key === undefined ? new Map<string, Map<unknown, CallKeys>>() : undefined
   let lastPrefix: string | undefined
   let lastKeyCache: Map<unknown, CallKeys> | undefined
-  // The key cache the last call went through, and the owner of `this` it is for (see
-  // `Naming.owner`): a call on the same owner with one remembered argument finds its keys there.
-  let hotKeys: Map<unknown, CallKeys> | undefined
-  let hotOwner: unknown
 
   const backendOf = () => fixedBackend ?? getBackend()
 
@@ -354,55 +333,31 @@ function createMemo<F extends AnyFunction>(
     }
   }
 
-  /** The remembered keys of calls under `prefix`, when calls with `args` are keyed through them. */
-  function keyCacheFor(prefix: string, args: Parameters<F>): Map<unknown, CallKeys> | undefined {
-    if (keyCaches === undefined || args.length !== 1 || staticTags === undefined || !isRemembered(args[0]))
-      return undefined
-    // One prefix in all for `cached()` and most methods: skip the lookup while it repeats.
-    let cache = prefix === lastPrefix ? lastKeyCache : keyCaches.get(prefix)
-    if (cache === undefined) keyCaches.set(prefix, (cache = new Map()))
-    lastPrefix = prefix
-    lastKeyCache = cache
-    return cache
-  }
-
-  function keysIn(cache: Map<unknown, CallKeys>, prefix: string, args: Parameters<F>): CallKeys {
-    let keys = cache.get(args[0])
-    if (keys === undefined) {
-      keys = buildKeys(prefix, argumentPart(args), args)
-      if (cache.size >= KEY_CACHE_SIZE) cache.clear()
-      cache.set(args[0], keys)
-    }
-    return keys
-  }
-
   function keysFor(prefix: string, args: Parameters<F>): CallKeys {
-    const cache = keyCacheFor(prefix, args)
-    return cache === undefined ? buildKeys(prefix, argumentPart(args), args) : keysIn(cache, prefix, args)
+    if (keyCaches !== undefined && args.length === 1 && staticTags !== undefined) {
+      const only = args[0]
+      if (
+        (typeof only === 'number' && !Object.is(only, -0)) ||
+        (typeof only === 'string' && only.length <= KEY_CACHE_ARGUMENT_LENGTH)
+      ) {
+        // One prefix in all for `cached()` and most methods: skip the lookup while it repeats.
+        let cache = prefix === lastPrefix ? lastKeyCache : keyCaches.get(prefix)
+        if (cache === undefined) keyCaches.set(prefix, (cache = new Map()))
+        lastPrefix = prefix
+        lastKeyCache = cache
+        let keys = cache.get(only)
+        if (keys === undefined) {
+          keys = buildKeys(prefix, argumentPart(args), args)
+          if (cache.size >= KEY_CACHE_SIZE) cache.clear()
+          cache.set(only, keys)
+        }
+        return keys
+      }
+    }
+    return buildKeys(prefix, argumentPart(args), args)
   }
 
-  /**
-   * A call of an async function with one number or short string argument, on the owner of the
-   * last call, whose keys are remembered: its keys are found without building the argument list
-   * or the prefix. Anything else takes {@link call}.
-   */
-  const memoized = function (this: unknown, only?: unknown): unknown {
-    if (
-      kind === 'async' &&
-      // biome-ignore lint/complexity/noArguments: a rest parameter would build the array this path avoids
-      arguments.length === 1 &&
-      hotKeys !== undefined &&
-      isRemembered(only) &&
-      naming.owner(this) === hotOwner
-    ) {
-      const keys = hotKeys.get(only)
-      if (keys !== undefined) return loader.callAsync(backendOf(), keys, fn, this, [only])
-    }
-    // biome-ignore lint/complexity/noArguments: passed on as they came (V8 builds no array for this)
-    return call.apply(this, arguments as unknown as Parameters<F>)
-  } as Memoized<F>
-
-  const call = function (this: unknown, ...args: Parameters<F>): unknown {
+  const memoized = function (this: unknown, ...args: Parameters<F>): unknown {
     const backend = backendOf()
     // Locks, grace and timeouts wait asynchronously: with them a function always takes the async path.
     const inProcess = backend.sync !== undefined && !policy.async
@@ -410,21 +365,14 @@ function createMemo<F extends AnyFunction>(
     const sync = inProcess && kind !== 'async'
     let keys: CallKeys
     try {
-      const prefix = naming.prefix(this)
-      const cache = keyCacheFor(prefix, args)
-      if (cache === undefined) keys = buildKeys(prefix, argumentPart(args), args)
-      else {
-        keys = keysIn(cache, prefix, args)
-        hotKeys = cache
-        hotOwner = naming.owner(this)
-      }
+      keys = keysFor(naming.prefix(this), args)
     } catch (error) {
       if (sync) throw error
       return Promise.reject(error)
     }
     if (sync) return loader.callSync(backend, keys, observed, this, args)
     return loader.callAsync(backend, keys, kind === 'async' ? fn : checked(backend), this, args)
-  }
+  } as Memoized<F>
 
   Object.defineProperties(memoized, {
     [MEMOIZED]: { value: true },
@@ -600,19 +548,14 @@ class MethodNaming implements Naming {
     )
   }
 
-  /** The class of `thisArg` (itself for a static method), if it has one. */
-  owner(thisArg: unknown): Function | undefined {
+  prefix(thisArg: unknown): string {
     const cls =
       typeof thisArg === 'function'
         ? thisArg
         : typeof thisArg === 'object' && thisArg !== null
           ? Object.getPrototypeOf(thisArg)?.constructor
           : undefined
-    return typeof cls === 'function' ? cls : undefined
-  }
-
-  prefix(thisArg: unknown): string {
-    const runtime = this.owner(thisArg) ?? this.definingClass
+    const runtime = typeof cls === 'function' ? cls : this.definingClass
     if (runtime === undefined) throw this.unknownClass()
     let prefix = this.byClass.get(runtime)
     if (prefix === undefined) {

@@ -1,7 +1,8 @@
 /**
- * The short path of a hit: a call with one number or short string argument finds the keys the
- * last call on the same class remembered, and a hit on an in-process backend answers with the
- * promise kept on the entry it reads. Each must answer exactly what the full path would.
+ * A hit answers exactly what the function's full path would, through whatever a hit skips (the
+ * keys remembered for calls with one number or short string argument, generations kept between
+ * hits): after an invalidation, for the class and a subclass called in turn, and for argument
+ * lists that change shape between calls.
  */
 import { describe, expect, it } from 'vitest'
 import { cache, cached } from '../src/index.js'
