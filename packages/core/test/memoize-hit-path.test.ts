@@ -5,7 +5,7 @@
  * lists that change shape between calls.
  */
 import { describe, expect, it } from 'vitest'
-import { cache, cached } from '../src/index.js'
+import { type CacheOptions, cache, cached } from '../src/index.js'
 import { mapBackend } from './map-backend.js'
 
 const backends = [
@@ -15,7 +15,7 @@ const backends = [
 ] as const
 
 /** `cls.prototype[method]` decorated with `@cache(options)` (the legacy decorator form). */
-function decorate(cls: Function, method: string, options: Parameters<typeof cache>[0]): void {
+function decorate(cls: Function, method: string, options: CacheOptions): void {
   const descriptor = Object.getOwnPropertyDescriptor(cls.prototype, method)!
   ;(cache(options) as unknown as (t: object, k: string, d: PropertyDescriptor) => PropertyDescriptor)(
     cls.prototype,
