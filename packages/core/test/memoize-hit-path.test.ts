@@ -1,0 +1,84 @@
+/**
+ * A hit answers exactly what the function's full path would, through whatever a hit skips (the
+ * keys remembered for calls with one number or short string argument, generations kept between
+ * hits): after an invalidation, for the class and a subclass called in turn, and for argument
+ * lists that change shape between calls.
+ */
+import { describe, expect, it } from 'vitest'
+import { type CacheOptions, cache, cached } from '../src/index.js'
+import { mapBackend } from './map-backend.js'
+
+const backends = [
+  ['a backend of another process', () => mapBackend()],
+  ['an in-process backend', () => mapBackend({ sync: true })],
+  ['an in-process backend with internalVersion', () => mapBackend({ sync: true, internalVersion: true })],
+] as const
+
+/** `cls.prototype[method]` decorated with `@cache(options)` (the legacy decorator form). */
+function decorate(cls: Function, method: string, options: CacheOptions): void {
+  const descriptor = Object.getOwnPropertyDescriptor(cls.prototype, method)!
+  ;(cache(options) as unknown as (t: object, k: string, d: PropertyDescriptor) => PropertyDescriptor)(
+    cls.prototype,
+    method,
+    descriptor,
+  )
+  Object.defineProperty(cls.prototype, method, descriptor)
+}
+
+describe.each(backends)('the hit path on %s', (label, make) => {
+  it('answers the new result after an invalidation, not the one its earlier hits answered', async () => {
+    const backend = make()
+    let version = 0
+    const profile = cached(async (id: number) => ({ id, version }), { backend, name: 'hit-path-profile' })
+    const first = await profile(7)
+    expect(await profile(7)).toBe(first) // hits
+    expect(await profile(7)).toBe(first)
+    version = 1
+    await profile.invalidate(7)
+    expect(await profile(7)).toEqual({ id: 7, version: 1 })
+    expect(await profile(7)).toEqual({ id: 7, version: 1 })
+    await profile.clear()
+    version = 2
+    expect(await profile(7)).toEqual({ id: 7, version: 2 })
+    expect(await profile(7)).toEqual({ id: 7, version: 2 })
+    expect(profile.stats.hits).toBe(4)
+  })
+
+  it('keeps a method’s results apart for the class and a subclass called in turn', async () => {
+    const backend = make()
+    class Repository {
+      async find(id: number): Promise<string> {
+        return `${this.constructor.name} ${id}`
+      }
+    }
+    decorate(Repository, 'find', { backend, name: `Repository.find on ${label}` })
+    class UserRepository extends Repository {}
+    const base = new Repository()
+    const users = new UserRepository()
+    for (let round = 0; round < 3; round++) {
+      expect(await base.find(1)).toBe('Repository 1')
+      expect(await users.find(1)).toBe('UserRepository 1')
+      expect(await base.find('1' as unknown as number)).toBe('Repository 1')
+      expect(await users.find(1)).toBe('UserRepository 1')
+    }
+  })
+
+  it('answers each argument list its own result when the arguments change shape between calls', async () => {
+    const backend = make()
+    const echo = cached(async (...args: unknown[]) => JSON.stringify(args.map(String)), {
+      backend,
+      name: 'hit-path-echo',
+    })
+    for (let round = 0; round < 2; round++) {
+      expect(await echo(1)).toBe('["1"]')
+      expect(await echo('1')).toBe('["1"]')
+      expect(await echo(1, undefined)).toBe('["1","undefined"]')
+      expect(await echo(0)).toBe('["0"]')
+      expect(await echo(-0)).toBe('["0"]')
+      expect(await echo()).toBe('[]')
+    }
+    // Every list above is its own entry: 1 and '1', 0 and -0, (1) and (1, undefined).
+    expect(echo.stats.misses).toBe(6)
+    expect(echo.stats.hits).toBe(6)
+  })
+})
