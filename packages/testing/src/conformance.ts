@@ -205,9 +205,12 @@ export function runConformance(name: string, options: ConformanceOptions): void 
       it('expires an entry after its TTL and keeps one without TTL', async ({ expect }) => {
         const short = key()
         const forever = key()
+        const written = now()
         await cache.set(short, 'short', ttlMs / 1000)
         await cache.set(forever, 'forever')
-        expect(await cache.get(short)).toBe('short')
+        const early = await cache.get(short)
+        // On a loaded machine the read may come after the TTL: only a read within it must hit.
+        if (now() - written < ttlMs) expect(early).toBe('short')
         await pass(ttlMs * 2 + 50)
         expect(await cache.get(short)).toBeUndefined()
         expect(await cache.has(short)).toBe(false)
