@@ -242,6 +242,42 @@ describe('multiLevel with a failing level', () => {
     expect(l2.calls).toBe(calls) // skipped, not tried
   })
 
+  it('an L1 hit ends a run of L1 failures: its breaker opens only after failures in a row', async () => {
+    // An in-process L1 whose synchronous reads fail while `failing` is set (its writes keep working).
+    const memory = memoryBackend()
+    let failing = false
+    const fail = () => {
+      throw new CacheUnavailableError('memory', 'memory: read failed')
+    }
+    const sync = memory.sync!
+    const l1 = Object.create(memory) as typeof memory
+    Object.defineProperty(l1, 'sync', {
+      value: {
+        ...sync,
+        getOr: <T, M>(key: string, miss: M) => (failing ? fail() : sync.getOr!<T, M>(key, miss)),
+        getEntry: <T>(key: string) => (failing ? fail() : sync.getEntry<T>(key)),
+      },
+    })
+    const cache = multiLevel({
+      levels: [l1, memoryBackend()],
+      breaker: { failureThreshold: 2 },
+      logger: false,
+    })
+    await cache.set('k', 'v')
+    for (let round = 0; round < 3; round++) {
+      failing = true
+      expect(await cache.get('k')).toBe('v') // from L2
+      failing = false
+      expect(await cache.get('k')).toBe('v') // an L1 hit
+      expect(cache.levels[0]!.breaker.state).toBe('closed')
+    }
+    expect(cache.levels[0]!.stats).toMatchObject({ errors: 3, hits: 3, opened: 0 })
+    failing = true
+    await cache.get('k')
+    await cache.get('k')
+    expect(cache.levels[0]!.breaker.state).toBe('open')
+  })
+
   it('deletes made while L2 was down are replayed before L2 is used again', async () => {
     const { clock, l2, cache } = twoLevels({ failureThreshold: 1, openFor: 5 })
     const events: string[] = []
