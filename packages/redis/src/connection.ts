@@ -218,6 +218,11 @@ export class Connection {
     return work.finally(this.finished)
   }
 
+  /** An operation is under way until its {@link finished} (as {@link track}, without a promise). */
+  started(): void {
+    this.active++
+  }
+
   /** Throws `CacheClosedError` once `close()` was called: the same refusal on every backend. */
   assertOpen(): void {
     if (this.closed) throw new CacheClosedError('redis')
@@ -323,7 +328,8 @@ export class Connection {
     }
   }
 
-  private readonly finished = (): void => {
+  /** The end of an operation {@link started} (or tracked). */
+  readonly finished = (): void => {
     if (--this.active > 0) return
     const idle = this.idle
     this.idle = undefined
