@@ -13,6 +13,7 @@ import {
   waitAtMost,
   withTimeout,
 } from '@cache/core/backend'
+import type { Socket } from 'node:net'
 import type { Cluster, Redis } from 'ioredis'
 import {
   addressOf,
@@ -61,6 +62,8 @@ export class Connection {
   private readonly switchOver: SwitchOverGuard | undefined
   private readySignal: Promise<boolean> | undefined
   private closed = false
+  /** The socket {@link corkTick} holds until the end of the current tick. */
+  private corked: Socket | undefined
   private closing: Promise<void> | undefined
   /** Operations under way (see {@link run}): `close()` lets them finish before it quits the client. */
   private active = 0
@@ -223,6 +226,20 @@ export class Connection {
     this.active++
   }
 
+  /**
+   * Holds what the client writes to its socket until the end of the current tick, then writes it
+   * at once (one syscall for the commands of a tick, in call order; each keeps its own reply and
+   * timeout). One node or Sentinel only: a cluster has a socket per master.
+   */
+  corkTick(): void {
+    if (this.corked !== undefined || this.topology !== undefined) return
+    const stream = (this.client as unknown as { stream?: Socket }).stream
+    if (stream === undefined || typeof stream.cork !== 'function' || stream.destroyed) return
+    stream.cork()
+    this.corked = stream
+    process.nextTick(this.uncork)
+  }
+
   /** Throws `CacheClosedError` once `close()` was called: the same refusal on every backend. */
   assertOpen(): void {
     if (this.closed) throw new CacheClosedError('redis')
@@ -326,6 +343,12 @@ export class Connection {
       await new Promise<void>((resolve) => setImmediate(resolve))
       if (this.active === 0) return
     }
+  }
+
+  private readonly uncork = (): void => {
+    const stream = this.corked
+    this.corked = undefined
+    stream?.uncork()
   }
 
   /** The end of an operation {@link started} (or tracked). */

@@ -1,13 +1,11 @@
-import type { Socket } from 'node:net'
 import type { CacheObserver } from '@cache/core/backend'
 import type { Redis } from 'ioredis'
 import type { Connection } from './connection.js'
 
 /**
  * Sends the sets a process issues in one tick in one socket write, each still its own `SET`
- * command: the first set of a tick corks the client's socket and the end of the tick uncorks
- * it, so the commands written meanwhile (sets, and any other command issued in that tick) leave
- * together, in call order. Nothing else changes: each set has its own reply, its own error and
+ * command: the first set of a tick corks the client's socket until the end of the tick (see
+ * {@link Connection.corkTick}), so the commands written meanwhile leave together, in call order. Nothing else changes: each set has its own reply, its own error and
  * its own timeout (the client's `commandTimeout`), so one key's failure (a NOPERM) fails only
  * its caller and a server that does not answer times out each caller. Replies are read with one
  * clock read per tick that answers them: a set's latency is its tick's.
@@ -16,8 +14,6 @@ import type { Connection } from './connection.js'
  * `nearCache` or `replicas` (those send each set their own way): see {@link Writes.applies}.
  */
 export class Writes {
-  /** The socket corked until the end of the current tick, if any. */
-  private corked: Socket | undefined
   /** When the current tick's first set was sent (performance.now()); NaN: no set this tick yet. */
   private sentAt = Number.NaN
   /** The clock read shared by the replies handled in one tick; NaN: not read yet this tick. */
@@ -54,19 +50,12 @@ export class Writes {
 
   private openTick(): void {
     this.sentAt = performance.now()
-    const stream = (this.client as unknown as { stream?: Socket }).stream
-    if (stream !== undefined && typeof stream.cork === 'function' && !stream.destroyed) {
-      stream.cork()
-      this.corked = stream
-    }
+    this.connection.corkTick()
     process.nextTick(this.endTick)
   }
 
   private readonly endTick = (): void => {
     this.sentAt = Number.NaN
-    const stream = this.corked
-    this.corked = undefined
-    stream?.uncork()
   }
 
   /**

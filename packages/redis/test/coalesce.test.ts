@@ -220,6 +220,17 @@ describe('calls issued in the same tick', () => {
     expect(writes.take()).toBe(1)
   })
 
+  it('sends the gets of one tick, the first alone and the batch, and a set among them, in one socket write', async () => {
+    const cache = backend()
+    await cache.ready()
+    await cache.set('g', 'old')
+    const writes = countSocketWrites(cache)
+    const calls = [cache.get('g'), cache.get('g'), cache.set('g', 'new'), cache.get('g'), cache.get('h')]
+    expect(writes.take()).toBe(0)
+    expect(await Promise.all(calls)).toEqual(['old', 'old', undefined, 'new', undefined])
+    expect(writes.take()).toBe(1)
+  })
+
   it('with coalesce: false writes every set to the socket by itself', async () => {
     const cache = backend({ coalesce: false })
     await cache.ready()
