@@ -64,7 +64,6 @@ export class Coalescer {
     if (!this.open) {
       this.open = true
       process.nextTick(this.endTick)
-      // After endTick is queued, so that the batch it sends joins the same socket write.
       this.connection.corkTick()
       return undefined
     }

@@ -62,6 +62,8 @@ export class Connection {
   private readonly switchOver: SwitchOverGuard | undefined
   private readySignal: Promise<boolean> | undefined
   private closed = false
+  /** A command of this tick went through {@link corkTick}: the next ones are corked. */
+  private tickOpen = false
   /** The socket {@link corkTick} holds until the end of the current tick. */
   private corked: Socket | undefined
   private closing: Promise<void> | undefined
@@ -227,17 +229,23 @@ export class Connection {
   }
 
   /**
-   * Holds what the client writes to its socket until the end of the current tick, then writes it
-   * at once (one syscall for the commands of a tick, in call order; each keeps its own reply and
-   * timeout). One node or Sentinel only: a cluster has a socket per master.
+   * Called before a command that may share its tick with others. The first of a tick is written
+   * at once, as it always was (a lone call waits for nothing); from the second on, the client's
+   * socket holds what it is given until the end of the tick, then writes it at once: one syscall
+   * for the rest of the tick's commands, in call order, each keeping its own reply and timeout.
+   * One node or Sentinel only: a cluster has a socket per master.
    */
   corkTick(): void {
     if (this.corked !== undefined || this.topology !== undefined) return
+    if (!this.tickOpen) {
+      this.tickOpen = true
+      process.nextTick(this.endTick)
+      return
+    }
     const stream = (this.client as unknown as { stream?: Socket }).stream
     if (stream === undefined || typeof stream.cork !== 'function' || stream.destroyed) return
     stream.cork()
     this.corked = stream
-    process.nextTick(this.uncork)
   }
 
   /** Throws `CacheClosedError` once `close()` was called: the same refusal on every backend. */
@@ -345,7 +353,8 @@ export class Connection {
     }
   }
 
-  private readonly uncork = (): void => {
+  private readonly endTick = (): void => {
+    this.tickOpen = false
     const stream = this.corked
     this.corked = undefined
     stream?.uncork()

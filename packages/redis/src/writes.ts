@@ -3,9 +3,10 @@ import type { Redis } from 'ioredis'
 import type { Connection } from './connection.js'
 
 /**
- * Sends the sets a process issues in one tick in one socket write, each still its own `SET`
- * command: the first set of a tick corks the client's socket until the end of the tick (see
- * {@link Connection.corkTick}), so the commands written meanwhile leave together, in call order. Nothing else changes: each set has its own reply, its own error and
+ * Sends the sets a process issues in one tick in at most two socket writes, each still its own
+ * `SET` command: the first goes out at once, the ones after it wait in the client's corked socket
+ * until the end of the tick (see {@link Connection.corkTick}) and leave together, in call order.
+ * Nothing else changes: each set has its own reply, its own error and
  * its own timeout (the client's `commandTimeout`), so one key's failure (a NOPERM) fails only
  * its caller and a server that does not answer times out each caller. Replies are read with one
  * clock read per tick that answers them: a set's latency is its tick's.
@@ -33,6 +34,7 @@ export class Writes {
     const connection = this.connection
     if (Number.isNaN(this.sentAt)) this.openTick()
     const sentAt = this.sentAt
+    connection.corkTick()
     connection.started()
     return connection.timed(this.client.call('set', ...args), 'set').then(
       () => {
@@ -50,7 +52,6 @@ export class Writes {
 
   private openTick(): void {
     this.sentAt = performance.now()
-    this.connection.corkTick()
     process.nextTick(this.endTick)
   }
 
