@@ -24,6 +24,7 @@ import { type RedisBackendOptions, redisSettings } from './options.js'
 import type { BackendParts } from './parts.js'
 import { Reads } from './reads.js'
 import { type Replication, replicationSettings } from './replication.js'
+import { Writes } from './writes.js'
 
 /**
  * A cache on Redis through ioredis: one node, Sentinel or Cluster. Fails fast while Redis is
@@ -45,6 +46,8 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   /** Values read, kept until Redis says they changed; undefined unless `nearCache` is on. */
   private readonly near: NearCache | undefined
   private readonly reads: Reads
+  /** Sends the sets of one tick in one socket write; undefined when each goes alone (see Reads). */
+  private readonly writes: Writes | undefined
   private readonly batches: Batches
   private readonly counters: Counters
 
@@ -88,7 +91,12 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     }
     if (options.coalesce !== undefined && typeof options.coalesce !== 'boolean')
       throw new CacheConfigError('coalesce', 'expected true or false')
-    this.reads = new Reads(parts, options.coalesce !== false)
+    const coalesce = options.coalesce !== false
+    this.reads = new Reads(parts, coalesce)
+    this.writes =
+      coalesce && !this.client.isCluster && this.near === undefined && this.replication === undefined
+        ? new Writes(this.client as Redis, this.connection, this.observer)
+        : undefined
     this.batches = new Batches(parts, this.reads)
     this.counters = new Counters(parts, settings.maxAttempts, this.once, () => this.reads.flush())
   }
@@ -124,16 +132,21 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     return this.reads.getEntry<T>(key)
   }
 
-  async set(key: string, value: unknown, ttl?: Duration): Promise<void> {
-    const k = this.format.key(key)
-    const ms = this.format.ttlMs(ttl)
-    const bytes = this.format.encode(value)
-    // Sets go alone (batched as one script they were slower under load); gets waiting go first.
+  set(key: string, value: unknown, ttl?: Duration): Promise<void> {
+    let args: (string | Buffer | number)[]
+    try {
+      const k = this.format.key(key)
+      const ms = this.format.ttlMs(ttl)
+      const bytes = this.format.encode(value)
+      args = ms === undefined ? [k, bytes] : [k, bytes, 'PX', ms]
+    } catch (error) {
+      return Promise.reject(error)
+    }
+    // Gets waiting go first. Each set is its own command (batched as one script they were
+    // slower under load); those of one tick leave in one socket write (see writes.ts).
     this.reads.flush()
-    this.near?.forget(k)
-    await this.write('set', key, k, 'set', ms === undefined ? [k, bytes] : [k, bytes, 'PX', ms])
-    this.near?.forget(k)
-    this.observer.set(key)
+    if (this.writes !== undefined && !this.connection.blocked) return this.writes.set(key, args)
+    return this.setAlone(key, args)
   }
 
   async add(key: string, value: unknown, ttl?: Duration): Promise<boolean> {
@@ -276,6 +289,15 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     this.once?.close()
     this.near?.close()
     return this.connection.close()
+  }
+
+  /** A set through the near cache, replication or a connection not ready yet. */
+  private async setAlone(key: string, args: (string | Buffer | number)[]): Promise<void> {
+    const k = args[0] as string
+    this.near?.forget(k)
+    await this.write('set', key, k, 'set', args)
+    this.near?.forget(k)
+    this.observer.set(key)
   }
 
   /** One write command of `k`, sent once commands may be sent; with `replicas`, followed by WAIT. */

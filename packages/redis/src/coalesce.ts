@@ -64,6 +64,7 @@ export class Coalescer {
     if (!this.open) {
       this.open = true
       process.nextTick(this.endTick)
+      this.connection.corkTick()
       return undefined
     }
     return new Promise((resolve, reject) => {

@@ -13,6 +13,7 @@ import {
   waitAtMost,
   withTimeout,
 } from '@cache/core/backend'
+import type { Socket } from 'node:net'
 import type { Cluster, Redis } from 'ioredis'
 import {
   addressOf,
@@ -61,6 +62,10 @@ export class Connection {
   private readonly switchOver: SwitchOverGuard | undefined
   private readySignal: Promise<boolean> | undefined
   private closed = false
+  /** A command of this tick went through {@link corkTick}: the next ones are corked. */
+  private tickOpen = false
+  /** The socket {@link corkTick} holds until the end of the current tick. */
+  private corked: Socket | undefined
   private closing: Promise<void> | undefined
   /** Operations under way (see {@link run}): `close()` lets them finish before it quits the client. */
   private active = 0
@@ -218,6 +223,31 @@ export class Connection {
     return work.finally(this.finished)
   }
 
+  /** An operation is under way until its {@link finished} (as {@link track}, without a promise). */
+  started(): void {
+    this.active++
+  }
+
+  /**
+   * Called before a command that may share its tick with others. The first of a tick is written
+   * at once, as it always was (a lone call waits for nothing); from the second on, the client's
+   * socket holds what it is given until the end of the tick, then writes it at once: one syscall
+   * for the rest of the tick's commands, in call order, each keeping its own reply and timeout.
+   * One node or Sentinel only: a cluster has a socket per master.
+   */
+  corkTick(): void {
+    if (this.corked !== undefined || this.topology !== undefined) return
+    if (!this.tickOpen) {
+      this.tickOpen = true
+      process.nextTick(this.endTick)
+      return
+    }
+    const stream = (this.client as unknown as { stream?: Socket }).stream
+    if (stream === undefined || typeof stream.cork !== 'function' || stream.destroyed) return
+    stream.cork()
+    this.corked = stream
+  }
+
   /** Throws `CacheClosedError` once `close()` was called: the same refusal on every backend. */
   assertOpen(): void {
     if (this.closed) throw new CacheClosedError('redis')
@@ -323,7 +353,15 @@ export class Connection {
     }
   }
 
-  private readonly finished = (): void => {
+  private readonly endTick = (): void => {
+    this.tickOpen = false
+    const stream = this.corked
+    this.corked = undefined
+    stream?.uncork()
+  }
+
+  /** The end of an operation {@link started} (or tracked). */
+  readonly finished = (): void => {
     if (--this.active > 0) return
     const idle = this.idle
     this.idle = undefined

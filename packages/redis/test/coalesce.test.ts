@@ -40,6 +40,28 @@ function countCommands(cache: RedisBackend): { take(): Record<string, number> } 
   }
 }
 
+/** Counts the writes to the socket of `cache`'s client from now on; `take()` returns them and starts again. */
+function countSocketWrites(cache: RedisBackend): { take(): number } {
+  let writes = 0
+  const stream = (
+    cache.client as unknown as { stream: Record<'_write' | '_writev', (...args: unknown[]) => void> }
+  ).stream
+  for (const method of ['_write', '_writev'] as const) {
+    const original = stream[method]!.bind(stream)
+    stream[method] = (...args: unknown[]) => {
+      writes++
+      original(...args)
+    }
+  }
+  return {
+    take() {
+      const taken = writes
+      writes = 0
+      return taken
+    },
+  }
+}
+
 /** Every outcome, as a value or the error, without throwing. */
 function settle<T>(calls: Promise<T>[]): Promise<({ value: T } | { error: unknown })[]> {
   return Promise.all(
@@ -182,6 +204,69 @@ describe('calls issued in the same tick', () => {
     expect(commands.take()).toEqual({ get: 1, set: 1 })
   })
 
+  it('sends the first set of a tick at once and the rest of the tick in one socket write, each still its own SET', async () => {
+    const cache = backend()
+    await cache.ready()
+    const commands = countCommands(cache)
+    const writes = countSocketWrites(cache)
+    await Promise.all(Array.from({ length: 50 }, (_, i) => cache.set(`w${i}`, i)))
+    expect(writes.take()).toBe(2)
+    expect(commands.take()).toEqual({ set: 50 })
+    expect(await raw.mget(Array.from({ length: 50 }, (_, i) => `${cache.namespace}:w${i}`))).toEqual(
+      Array.from({ length: 50 }, (_, i) => String(i)),
+    )
+    // A lone set of a later tick is one write of its own, sent before set() returns.
+    const lone = cache.set('w0', 'again')
+    expect(writes.take()).toBe(1)
+    await lone
+    expect(writes.take()).toBe(0)
+  })
+
+  it('sends the commands of a tick that follow a set in the same socket write, in call order', async () => {
+    const cache = backend()
+    await cache.ready()
+    await cache.set('g', 'old')
+    const writes = countSocketWrites(cache)
+    const calls = [cache.get('g'), cache.get('g'), cache.set('g', 'new'), cache.get('g'), cache.get('h')]
+    // The first get, and the second (sent when the set comes after it), went at once; the set
+    // and the batch of the last two gets wait for the end of the tick, and leave together.
+    expect(writes.take()).toBe(2)
+    expect(await Promise.all(calls)).toEqual(['old', 'old', undefined, 'new', undefined])
+    expect(writes.take()).toBe(1)
+  })
+
+  it('with coalesce: false writes every set to the socket by itself', async () => {
+    const cache = backend({ coalesce: false })
+    await cache.ready()
+    const writes = countSocketWrites(cache)
+    await Promise.all(Array.from({ length: 20 }, (_, i) => cache.set(`w${i}`, i)))
+    expect(writes.take()).toBeGreaterThan(1)
+  })
+
+  it('fails only the set the server refuses (NOPERM), not the others written with it, and counts only those stored', async () => {
+    const ns = `co${process.pid}acl`
+    await raw.call('ACL', 'SETUSER', `limited${process.pid}`, 'on', '>secret', `~${ns}:ok*`, '+@all')
+    const cache = backend(
+      { namespace: ns },
+      server.url.replace('redis://', `redis://limited${process.pid}:secret@`),
+    )
+    await cache.ready()
+    const writes = countSocketWrites(cache)
+    const [a, b, c] = await settle([
+      cache.set('ok1', 1),
+      cache.set('no', 2),
+      cache.set('ok2', 3),
+      cache.set('ok3', 4),
+    ])
+    expect(writes.take()).toBe(2)
+    expect(a).toEqual({ value: undefined })
+    expect(c).toEqual({ value: undefined })
+    expect((b as { error: unknown }).error).toBeInstanceOf(CacheError)
+    expect(String((b as { error: Error }).error.message)).toMatch(/NOPERM/)
+    expect(await raw.mget(`${ns}:ok1`, `${ns}:no`, `${ns}:ok2`, `${ns}:ok3`)).toEqual(['1', null, '3', '4'])
+    expect(cache.stats.sets).toBe(3)
+  })
+
   it('with coalesce: false sends every get as its own command', async () => {
     const cache = backend({ coalesce: false })
     await cache.ready()
@@ -247,6 +332,18 @@ describe('a batch whose link fails', () => {
     outcomes.forEach((outcome, i) => {
       if ('error' in outcome) expect(outcome.error).toBeInstanceOf(CacheUnavailableError)
       else expect(outcome.value).toBe(i)
+    })
+  })
+  it('settles every set of a tick when the link drops after the server answered, and a set that resolved is stored', async () => {
+    const cache = backend({ timeout: '500ms' }, `redis://${proxy.host}:${proxy.port}`)
+    await cache.ready()
+    const dropped = proxy.dropAfterNextReply()
+    const outcomes = await settle(Array.from({ length: 20 }, (_, i) => cache.set(`s${i}`, i)))
+    await dropped
+    const stored = await raw.mget(Array.from({ length: 20 }, (_, i) => `${cache.namespace}:s${i}`))
+    outcomes.forEach((outcome, i) => {
+      if ('error' in outcome) expect(outcome.error).toBeInstanceOf(CacheUnavailableError)
+      else expect(stored[i]).toBe(String(i))
     })
   })
 })
