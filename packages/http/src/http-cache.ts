@@ -47,6 +47,9 @@ import {
   varyNames,
 } from './stored-response.js'
 import { responseCachingEnabled } from './switch.js'
+
+/** Synchronous access to an in-process backend. */
+type SyncAccess = NonNullable<CacheBackend['sync']>
 import type {
   BypassResult,
   HeadAdvice,
@@ -85,6 +88,11 @@ export class HttpCache<Raw = any> {
   private readonly scopeVersionKeys = new WeakMap<readonly string[], string[]>()
   /** The lifetimes of generations created on a read, by generation keys array (see above). */
   private readonly versionTtls = new WeakMap<readonly string[], (Duration | undefined)[]>()
+  /** The generations last read on an in-process backend, by generation keys array (see above). */
+  private readonly knownGenerations = new WeakMap<
+    readonly string[],
+    { sync: SyncAccess; version: number; generations: number[] }
+  >()
 
   /**
    * @param options the cache's options, or a TTL alone (`60`, `'5m'`); checked now
@@ -291,7 +299,7 @@ export class HttpCache<Raw = any> {
     let versions: number[]
     try {
       first = backend.sync.getEntry(key)?.value
-      versions = currentGenerationsSync(backend.sync, versionKeys, this.generationTtls(versionKeys))
+      versions = this.generationsSync(backend.sync, versionKeys)
     } catch (error) {
       return this.readFailed(error, key)
     }
@@ -305,6 +313,31 @@ export class HttpCache<Raw = any> {
       return this.decide(view, context, key, versionKeys, versions, variant, first, waited)
     }
     return this.decide(view, context, key, versionKeys, versions, first, undefined, waited)
+  }
+
+  /**
+   * The current generations of a URL on an in-process backend. Read again only when the backend
+   * says one of @cache's own keys may have changed since the last read (`internalVersion`): every
+   * invalidation and `clear()` is such a change, so a hit reads one key, its entry. A generation
+   * expired or evicted without a write is still the last one written: entries under it were
+   * stored after the last invalidation, and those under older ones still do not match it.
+   * Kept per generation keys array (one per URL; not a request's own array with its tags).
+   */
+  private generationsSync(sync: SyncAccess, versionKeys: string[]): number[] {
+    const version = sync.internalVersion?.()
+    if (version === undefined)
+      return currentGenerationsSync(sync, versionKeys, this.generationTtls(versionKeys))
+    const known = this.knownGenerations.get(versionKeys)
+    if (known !== undefined && known.sync === sync && known.version === version) return known.generations
+    const generations = currentGenerationsSync(sync, versionKeys, this.generationTtls(versionKeys))
+    // Kept only for the URL's own (frozen) array; read after the generations: creating one is a change.
+    if (Object.isFrozen(versionKeys))
+      this.knownGenerations.set(versionKeys, {
+        sync,
+        version: sync.internalVersion!(),
+        generations: Object.freeze(generations) as number[],
+      })
+    return generations
   }
 
   private async readAsync(

@@ -212,6 +212,23 @@ export function protohostOf(url: string): string {
 /** `http://host[:port]` in the one spelling the cache stores, or `undefined`. */
 function requestOrigin(protocol: string, host: string | undefined): string | undefined {
   if (protocol !== 'http' && protocol !== 'https') return undefined
+  if (host === undefined) return undefined
+  const memo = protocol === 'https' ? httpsOrigins : httpOrigins
+  const known = memo.get(host)
+  if (known !== undefined) return known ?? undefined
+  const origin = originOf(protocol, host)
+  if (host.length <= MAX_MEMO_TARGET) {
+    if (memo.size >= MAX_MEMO) memo.clear()
+    memo.set(host, origin ?? null)
+  }
+  return origin
+}
+
+/** The origins of the hosts requested lately, by protocol (`null`: not canonical). Bounded. */
+const httpOrigins = new Map<string, string | null>()
+const httpsOrigins = new Map<string, string | null>()
+
+function originOf(protocol: string, host: string): string | undefined {
   const authority = splitAuthority(host)
   if (authority === undefined || !CANONICAL_HOST.test(authority.host) || authority.host.endsWith('.'))
     return undefined
@@ -314,6 +331,24 @@ export function isSafeCustomKey(key: string): boolean {
 function pathAndQuery(url: string): string | undefined {
   const q = url.indexOf('?')
   if (q === -1) return url
+  if (url.length > MAX_MEMO_TARGET) return sortedQuery(url, q)
+  const known = targetsMemo.get(url)
+  if (known !== undefined) return known ?? undefined
+  const target = sortedQuery(url, q)
+  if (targetsMemo.size >= MAX_MEMO) targetsMemo.clear()
+  targetsMemo.set(url, target ?? null)
+  return target
+}
+
+/**
+ * The targets with a query requested lately, as {@link pathAndQuery} spells them (`null`: too many
+ * parameters): decoding and sorting the query is the most of a key's cost, and a URL asks for the
+ * same each time. Bounded: emptied when full; long targets are not kept.
+ */
+const targetsMemo = new Map<string, string | null>()
+const MAX_MEMO_TARGET = 2_048
+
+function sortedQuery(url: string, q: number): string | undefined {
   // Empty parameters stay: `/a?` and `/a` are two request targets a handler can tell apart.
   const params = url.slice(q + 1).split('&')
   if (params.length > MAX_QUERY_PARAMETERS) return undefined
