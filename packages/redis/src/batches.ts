@@ -1,5 +1,5 @@
 import type { SetManyItem } from '@cache/core'
-import type { ChainableCommander, Cluster, Redis } from 'ioredis'
+import type { ChainableCommander, Cluster } from 'ioredis'
 import type { BackendParts } from './parts.js'
 import type { Reads } from './reads.js'
 import { GET_EACH } from './scripts.js'
@@ -30,15 +30,13 @@ export class Batches {
     const full = keys.map((key) => format.key(key))
     if (!client.isCluster) {
       // One node: no pipeline around the two commands, read as `get` reads (strings by default).
-      const stored = await connection.send('getMany', undefined, () =>
-        getEach(client as Redis, format.text, full),
+      const [stored, existing] = await connection.send('getMany', undefined, () =>
+        Promise.all([format.text ? client.mget(full) : client.mgetBuffer(full), client.exists(full)]),
       )
+      const positions = keys.map((_, i) => i)
+      if (existing > hitsIn(stored)) await this.readAgain(stored, positions, full, keys)
       for (let i = 0; i < keys.length; i++) {
-        const got = stored[i] ?? null
-        if (got instanceof Error) throw connection.failed('getMany', got, keys[i])
-      }
-      for (let i = 0; i < keys.length; i++) {
-        const value = this.reads.read(stored[i] as string | Buffer | null, full[i]!, keys[i]!)
+        const value = this.reads.read(stored[i] ?? null, full[i]!, keys[i]!)
         out[i] = (value instanceof Promise ? await value : value) as T
       }
       return out
@@ -117,9 +115,9 @@ export class Batches {
   }
 
   /**
-   * Reads again the keys of one hash slot `MGET` answered with nil (`values[j]` is the key at
-   * `positions[j]`), filling in `values`. A key of another type fails the whole `getMany` as `get`
-   * of that key fails: counted, with the error `get` throws.
+   * Reads again, with a script of `GET`s (one hash slot), the keys `MGET` answered with nil
+   * (`values[j]` is the key at `positions[j]`), filling in `values`. A key of another type fails
+   * the whole `getMany` as `get` of that key fails: counted, with the error `get` throws.
    */
   private async readAgain(
     values: (string | Buffer | null)[],
@@ -127,12 +125,21 @@ export class Batches {
     full: readonly string[],
     keys: readonly string[],
   ): Promise<void> {
-    const { client, connection } = this.parts
-    const group = positions.map((i) => full[i]!)
-    const again = await connection.call('getMany', undefined, readNilsAgain(client, false, values, group))
-    for (let j = 0; j < again.length; j++) {
-      const value = again[j]
-      if (value === undefined) continue
+    const { client, connection, format } = this.parts
+    const missing: number[] = []
+    for (let j = 0; j < values.length; j++) if (values[j] === null) missing.push(j)
+    const args = [GET_EACH, missing.length, ...missing.map((j) => full[positions[j]!]!)]
+    const strings = format.text && !client.isCluster
+    const again = await connection.call<(string | Buffer | null | Error)[]>(
+      'getMany',
+      undefined,
+      (strings ? client.call('eval', args) : client.callBuffer('eval', args)) as Promise<
+        (string | Buffer | null | Error)[]
+      >,
+    )
+    for (let m = 0; m < missing.length; m++) {
+      const value = again[m] ?? null
+      const j = missing[m]!
       if (value instanceof Error) throw connection.failed('getMany', value, keys[positions[j]!])
       values[j] = value
     }
@@ -191,49 +198,4 @@ function hitsIn(values: readonly unknown[]): number {
   let hits = 0
   for (const value of values) if (value !== null) hits++
   return hits
-}
-
-/** What a key read with {@link getEach} holds: its value, nil (a miss), or its own error (WRONGTYPE). */
-export type Each = string | Buffer | null | Error
-
-/**
- * The values of `keys` (one node), each with its own outcome, as `GET` of each would answer:
- * `MGET`, and in the same round trip `EXISTS` of the same keys. `MGET` answers a key of another
- * type (a list) with nil, as a miss, but `EXISTS` counts it: when more keys exist than `MGET`
- * returned values (a key of another type, or a write between the two), the nil ones are read
- * again with a script of `GET`s, whose `pcall` puts a key's error (WRONGTYPE) in its place.
- * `text`: values as strings, else as bytes.
- */
-export async function getEach(client: Redis, text: boolean, keys: readonly string[]): Promise<Each[]> {
-  const [values, existing] = await Promise.all([
-    text ? client.mget(keys as string[]) : client.mgetBuffer(keys as string[]),
-    client.exists(keys as string[]),
-  ])
-  const each: Each[] = values
-  if (existing > hitsIn(values)) {
-    const again = await readNilsAgain(client, text, values, keys)
-    for (let j = 0; j < again.length; j++) if (again[j] !== undefined) each[j] = again[j]!
-  }
-  return each
-}
-
-/**
- * The keys (one hash slot) whose `values` are nil, read again with a script of `GET`s: their
- * values in the places of `keys` (undefined where `values` held one already).
- */
-async function readNilsAgain(
-  client: Redis | Cluster,
-  text: boolean,
-  values: readonly (string | Buffer | null)[],
-  keys: readonly string[],
-): Promise<(Each | undefined)[]> {
-  const missing: number[] = []
-  for (let j = 0; j < values.length; j++) if (values[j] === null) missing.push(j)
-  const args = [GET_EACH, missing.length, ...missing.map((j) => keys[j]!)]
-  const again = (await (text && !client.isCluster
-    ? client.call('eval', args)
-    : client.callBuffer('eval', args))) as Each[]
-  const out = new Array<Each | undefined>(values.length)
-  for (let m = 0; m < missing.length; m++) out[missing[m]!] = again[m] ?? null
-  return out
 }

@@ -1,7 +1,7 @@
 import type { CacheObserver } from '@cache/core/backend'
 import type { Redis } from 'ioredis'
 import type { Connection } from './connection.js'
-import { getEach } from './batches.js'
+import { GET_EACH } from './scripts.js'
 
 /*
  * A batch is a script so that one command carries many keys, each with its own outcome: `pcall`
@@ -91,7 +91,11 @@ export class Coalescer {
   private sendGets(batch: Waiting[]): void {
     const keys = batch.map((w) => w.k)
     const start = performance.now()
-    const reply = getEach(this.client, this.text, keys)
+    const reply = (
+      this.text
+        ? this.client.call('eval', GET_EACH, keys.length, ...keys)
+        : this.client.callBuffer('eval', GET_EACH, keys.length, ...keys)
+    ) as Promise<(string | Buffer | null | Error)[]>
     const answered = this.connection.timed(reply, 'get').then(
       (values) => {
         this.answered(batch.length, start)
