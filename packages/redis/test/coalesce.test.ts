@@ -109,6 +109,25 @@ describe('calls issued in the same tick', () => {
     expect(cache.stats.errors - errorsBefore).toBe(0)
   })
 
+  it('fails a get of a key of another type with WRONGTYPE even when a set later in the tick replaces the key', async () => {
+    const cache = backend()
+    await cache.set('a', 'A')
+    await raw.rpush(`${cache.namespace}:b`, 'x')
+    // The get of `b` is called before the set: it reads the list (WRONGTYPE), never the set's value.
+    const [first, a, b, set, after] = await settle([
+      cache.get('a'),
+      cache.get('a'),
+      cache.get('b'),
+      cache.set('b', 'B'),
+      cache.get('b'),
+    ])
+    expect(first).toEqual({ value: 'A' })
+    expect(a).toEqual({ value: 'A' })
+    expect(String(((b as { error: unknown }).error as Error)?.message)).toMatch(/WRONGTYPE/)
+    expect(set).toEqual({ value: undefined })
+    expect(after).toEqual({ value: 'B' })
+  })
+
   it('fails only the caller whose stored value is not valid JSON', async () => {
     const cache = backend()
     await cache.set('good', 1)
