@@ -16,6 +16,7 @@ import type { Limits } from './cluster-clear.js'
 import { COMPARE_AND_DELETE } from './compare-and-delete.js'
 import { Connection } from './connection.js'
 import { Counters } from './counters.js'
+import { assertStored } from './errors.js'
 import { ExactlyOnce } from './exactly-once.js'
 import type { RedisFormat } from './format.js'
 import { clearNamespace, listKeys } from './listing.js'
@@ -58,7 +59,13 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     this.format = settings.format
     this.scanCount = settings.scanCount
     this.connectTimeoutMs = settings.connection.connectTimeoutMs
-    this.connection = new Connection(connection, settings.connection, this.observer, settings.logger)
+    this.connection = new Connection(
+      connection,
+      settings.connection,
+      this.observer,
+      settings.logger,
+      settings.namespace,
+    )
     this.client = this.connection.client
     this.replication = replicationSettings(options.replicas, this.connection.timeoutMs)
     this.once =
@@ -158,6 +165,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     const args = ms === undefined ? [k, bytes, 'NX'] : [k, bytes, 'PX', ms, 'NX']
     const reply = await this.write('add', key, k, 'set', args)
     this.near?.forget(k)
+    assertStored(reply, 'add', key, true)
     if (reply === null) return false
     this.observer.set(key)
     return true
@@ -295,8 +303,9 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   private async setAlone(key: string, args: (string | Buffer | number)[]): Promise<void> {
     const k = args[0] as string
     this.near?.forget(k)
-    await this.write('set', key, k, 'set', args)
+    const reply = await this.write('set', key, k, 'set', args)
     this.near?.forget(k)
+    assertStored(reply, 'set', key)
     this.observer.set(key)
   }
 

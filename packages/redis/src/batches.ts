@@ -1,5 +1,6 @@
 import type { SetManyItem } from '@cache/core'
 import type { ChainableCommander, Cluster } from 'ioredis'
+import { assertStored } from './errors.js'
 import type { BackendParts } from './parts.js'
 import type { Reads } from './reads.js'
 import { GET_EACH } from './scripts.js'
@@ -78,7 +79,7 @@ export class Batches {
     const ttls = items.map((item) => format.ttlMs(item.ttl))
     const values = items.map((item) => format.encode(item.value))
     for (const k of full) near?.forget(k)
-    await this.batch('setMany', full, true, (pipeline, positions) => {
+    const batches = await this.batch('setMany', full, true, (pipeline, positions) => {
       for (const i of positions) {
         const ms = ttls[i]
         if (ms === undefined) pipeline.set(full[i]!, values[i]!)
@@ -86,6 +87,11 @@ export class Batches {
       }
     })
     for (const k of full) near?.forget(k)
+    for (const { groups, replies } of batches) {
+      let r = 0
+      for (const positions of groups)
+        for (const i of positions) assertStored(replies[r++], 'setMany', items[i]!.key)
+    }
     for (const item of items) observer.set(item.key)
   }
 

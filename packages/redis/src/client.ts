@@ -1,6 +1,6 @@
 import type { ConnectionOptions } from 'node:tls'
 import { Cluster, type ClusterNode, type ClusterOptions, Redis, type RedisOptions } from 'ioredis'
-import type { Duration } from '@cache/core'
+import { CacheConfigError, type Duration } from '@cache/core'
 import { durationOption, fromMilliseconds, parseRedisUrl, renamedOption } from '@cache/core/backend'
 
 /** A client of either kind: commands are the same, `isCluster` tells them apart. */
@@ -201,6 +201,45 @@ function buildCluster(
     },
   }
   return new Cluster(nodes, options)
+}
+
+/**
+ * Refuses a client whose ioredis options change what the backend's commands mean (checked on a
+ * client passed in, and on the one built from `redisOptions`/`clusterOptions`): `keyPrefix` is
+ * not applied to `SCAN MATCH` (clear() and keys() would miss every key), `stringNumbers` turns
+ * integer replies into strings (has, delete, incr, atomicUpdate read numbers), and
+ * `enableAutoPipelining` sends the backend's Lua scripts as unknown commands and holds every
+ * command to the next turn of the event loop. On a cluster, its own options and those of its
+ * node connections (`redisOptions`) are read.
+ */
+export function checkClientOptions(client: RedisClient, namespace: string): void {
+  const where = client.isCluster ? 'the cluster' : 'the client'
+  const own = ((client as { options?: unknown }).options ?? {}) as RedisOptions & ClusterOptions
+  const sets: [RedisOptions, string][] = [[own, where]]
+  if (client.isCluster && own.redisOptions) sets.push([own.redisOptions, `${where}'s redisOptions`])
+  for (const [options, holder] of sets) {
+    const prefix = options.keyPrefix
+    if (prefix !== undefined && prefix !== null && String(prefix) !== '') {
+      const instead =
+        namespace === ''
+          ? ''
+          : ` (keyPrefix ${JSON.stringify(String(prefix))} with namespace ${JSON.stringify(namespace)} is namespace ${JSON.stringify(String(prefix) + namespace)})`
+      throw new CacheConfigError(
+        'keyPrefix',
+        `${holder} has keyPrefix ${JSON.stringify(String(prefix))}, which ioredis does not apply to SCAN MATCH: clear() and keys() would miss every key. Give the backend a client without keyPrefix and set its namespace option instead${instead}`,
+      )
+    }
+    if (options.stringNumbers)
+      throw new CacheConfigError(
+        'stringNumbers',
+        `${holder} has stringNumbers: true, which turns integer replies into strings: has, delete, incr and atomicUpdate would give wrong answers. Give the backend a client without stringNumbers (e.g. client.duplicate({ stringNumbers: false }))`,
+      )
+    if ((options as { enableAutoPipelining?: boolean }).enableAutoPipelining)
+      throw new CacheConfigError(
+        'enableAutoPipelining',
+        `${holder} has enableAutoPipelining: true, with which ioredis sends the backend's Lua scripts (incr, getEntry, atomicUpdate, compareAndDelete) as unknown commands. Give the backend a client without it; the backend writes the calls of one tick together itself (coalesce)`,
+      )
+  }
 }
 
 /** The per-command timeout a client enforces by itself, if any. */

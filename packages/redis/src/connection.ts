@@ -18,6 +18,7 @@ import type { Cluster, Redis } from 'ioredis'
 import {
   addressOf,
   type ConnectionSettings,
+  checkClientOptions,
   commandTimeoutOf,
   createClient,
   isRedisClient,
@@ -79,12 +80,20 @@ export class Connection {
     settings: ConnectionSettings,
     private readonly observer: CacheObserver,
     logger?: LoggerOption,
+    /** The backend's namespace, for the advice of a refused `keyPrefix`. */
+    namespace = '',
   ) {
     this.incidents = new IncidentLog(logger)
     this.owned = !isRedisClient(connection)
     this.client = this.owned
       ? createClient(connection as Exclude<RedisConnection, Redis | Cluster>, settings)
       : (connection as RedisClient)
+    try {
+      checkClientOptions(this.client, namespace)
+    } catch (error) {
+      if (this.owned) this.client.disconnect()
+      throw error
+    }
     this.address = addressOf(this.client)
     // A client we built must not keep the process alive (a client passed in is its owner's).
     if (this.owned) unrefRedisClient(this.client)

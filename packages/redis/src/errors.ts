@@ -44,3 +44,17 @@ function plain(message: string): string {
   if (message === 'Connection is closed.') return 'the connection closed'
   return message
 }
+
+/**
+ * Throws unless a `SET` was answered `OK` (with `NX`, also nil: not stored). Anything else — a
+ * client your code left inside `MULTI` answers `QUEUED` — stored nothing yet: the call rejects
+ * (not counted: the server is fine) instead of resolving on a write that may never happen.
+ */
+export function assertStored(reply: unknown, operation: string, key: string, nx = false): void {
+  if (reply === 'OK' || (nx && reply === null)) return
+  const text = Buffer.isBuffer(reply) ? reply.toString() : String(reply)
+  const inMulti = text === 'QUEUED' ? ' (the client is inside a MULTI transaction)' : ''
+  throw new CacheError(
+    `redis: ${operation} of "${key}" was answered ${JSON.stringify(text)}, not OK${inMulti}: nothing is known to be stored`,
+  )
+}

@@ -1,6 +1,7 @@
 import type { CacheObserver } from '@cache/core/backend'
 import type { Redis } from 'ioredis'
 import type { Connection } from './connection.js'
+import { assertStored } from './errors.js'
 
 /**
  * Sends the sets a process issues in one tick in at most two socket writes, each still its own
@@ -37,10 +38,11 @@ export class Writes {
     connection.corkTick()
     connection.started()
     return connection.timed(this.client.call('set', ...args), 'set').then(
-      () => {
+      (reply) => {
         connection.finished()
         this.observer.latency(this.replyTime() - sentAt)
         connection.answered()
+        assertStored(reply, 'set', key)
         this.observer.set(key)
       },
       (error: unknown) => {

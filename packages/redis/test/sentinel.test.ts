@@ -1,11 +1,11 @@
-import { CacheUnavailableError } from '@cache/core'
+import { CacheConfigError, CacheUnavailableError } from '@cache/core'
 import {
   type RedisSentinel,
   type RedisSentinelGroup,
   startRedisSentinel,
   startRedisSentinelGroup,
 } from '@cache/test-servers'
-import { Redis } from 'ioredis'
+import { Redis, type RedisOptions } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { redisBackend } from '../src/index.js'
 
@@ -105,4 +105,30 @@ describe('Sentinel switch-over', () => {
       await cache.close()
     }
   }, 20_000)
+})
+
+describe('a Sentinel client passed in', () => {
+  it('is refused with keyPrefix, stringNumbers or enableAutoPipelining, like one server', async () => {
+    const sentinels = group.sentinels.map((s) => ({ host: '127.0.0.1', port: s.port }))
+    const cases: [string, RedisOptions][] = [
+      ['keyPrefix', { keyPrefix: 'pfx:' }],
+      ['stringNumbers', { stringNumbers: true }],
+      ['enableAutoPipelining', { enableAutoPipelining: true }],
+    ]
+    for (const [setting, options] of cases) {
+      const client = new Redis({ sentinels, name: group.name, ...options })
+      try {
+        await new Promise((resolve) => client.once('ready', resolve))
+        expect(() => redisBackend(client, { namespace: 'sentinel-refused', logger: false })).toThrow(
+          expect.objectContaining({ setting }),
+        )
+        expect(() => redisBackend(client, { namespace: 'sentinel-refused', logger: false })).toThrow(
+          CacheConfigError,
+        )
+        expect(await client.ping()).toBe('PONG')
+      } finally {
+        client.disconnect()
+      }
+    }
+  })
 })
