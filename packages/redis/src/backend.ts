@@ -16,7 +16,7 @@ import type { Limits } from './cluster-clear.js'
 import { COMPARE_AND_DELETE } from './compare-and-delete.js'
 import { Connection } from './connection.js'
 import { Counters } from './counters.js'
-import { assertStored } from './errors.js'
+import { assertStored, integerReply } from './errors.js'
 import { ExactlyOnce } from './exactly-once.js'
 import type { RedisFormat } from './format.js'
 import { clearNamespace, listKeys } from './listing.js'
@@ -175,7 +175,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     this.reads.flush()
     const k = this.format.key(key)
     this.near?.forget(k)
-    const removed = (await this.write('delete', key, k, 'unlink', [k])) === 1
+    const removed = integerReply(await this.write('delete', key, k, 'unlink', [k]), 'delete', key) === 1
     this.near?.forget(k)
     if (removed) this.observer.delete(key)
     return removed
@@ -187,7 +187,8 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     const k = this.format.key(key)
     const bytes = this.format.encode(expected)
     const script = () => COMPARE_AND_DELETE.run(this.client, k, [bytes], this.replication, 'compareAndDelete')
-    const removed = (await this.connection.send('compareAndDelete', key, script)) === 1
+    const removed =
+      integerReply(await this.connection.send('compareAndDelete', key, script), 'compareAndDelete', key) === 1
     if (removed) this.observer.delete(key)
     return removed
   }
@@ -195,7 +196,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   async has(key: string): Promise<boolean> {
     this.reads.flush()
     const k = this.format.key(key)
-    return (await this.connection.send('has', key, () => this.client.exists(k))) === 1
+    return integerReply(await this.connection.send('has', key, () => this.client.exists(k)), 'has', key) === 1
   }
 
   /**

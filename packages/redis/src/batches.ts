@@ -1,6 +1,6 @@
 import type { SetManyItem } from '@cache/core'
 import type { ChainableCommander, Cluster } from 'ioredis'
-import { assertStored } from './errors.js'
+import { assertStored, integerReply } from './errors.js'
 import type { BackendParts } from './parts.js'
 import type { Reads } from './reads.js'
 import { GET_EACH } from './scripts.js'
@@ -110,7 +110,7 @@ export class Batches {
       let r = 0
       for (const positions of groups) {
         for (const i of positions) {
-          if (replies[r++] === 1) {
+          if (integerReply(replies[r++], 'deleteMany', keys[i]!) === 1) {
             removed++
             observer.delete(keys[i]!)
           }

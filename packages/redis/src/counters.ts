@@ -1,4 +1,5 @@
 import { CONFLICT, KeyedQueue, retryConflicts } from '@cache/core/backend'
+import { integerReply } from './errors.js'
 import { COMPARE_AND_SET_ONCE, type ExactlyOnce, INCR_ONCE, REFUSED } from './exactly-once.js'
 import type { BackendParts } from './parts.js'
 import { COMPARE_AND_SET, INCR, sha1 } from './scripts.js'
@@ -35,6 +36,7 @@ export class Counters {
       reply = await connection.send('incr', key, script)
     }
     near?.forget(k)
+    if (reply !== null) reply = integerReply(reply, 'incr', key)
     // null: the script refused, writing nothing, as the result would be past the safe integers.
     if (!Number.isSafeInteger(reply))
       throw new RangeError(

@@ -58,3 +58,18 @@ export function assertStored(reply: unknown, operation: string, key: string, nx 
     `redis: ${operation} of "${key}" was answered ${JSON.stringify(text)}, not OK${inMulti}: nothing is known to be stored`,
   )
 }
+
+/**
+ * A reply that must be an integer (`EXISTS`, `UNLINK`, a script's count), as a number. Anything
+ * else — `QUEUED` from a client your code left inside `MULTI` — rejects the call (not counted)
+ * rather than pass for 0 (`false`, "not removed") or a counter past the safe integers.
+ */
+export function integerReply(reply: unknown, operation: string, key: string | undefined): number {
+  if (typeof reply === 'number') return reply
+  const text = Buffer.isBuffer(reply) ? reply.toString() : String(reply)
+  const inMulti = text === 'QUEUED' ? ' (the client is inside a MULTI transaction)' : ''
+  const of = key === undefined ? '' : ` of "${key}"`
+  throw new CacheError(
+    `redis: ${operation}${of} was answered ${JSON.stringify(text)}, not an integer${inMulti}`,
+  )
+}

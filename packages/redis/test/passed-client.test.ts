@@ -126,13 +126,18 @@ describe('options of a client that change what commands mean', () => {
 
 describe('a shared client left inside MULTI', () => {
   for (const coalesce of [true, false]) {
-    it(`rejects set, add and setMany answered QUEUED instead of resolving them (coalesce ${coalesce})`, async () => {
+    it(`rejects set, add, setMany, has, delete, deleteMany, compareAndDelete and incr answered QUEUED (coalesce ${coalesce})`, async () => {
       const raw = new Redis(servers.singleUrl())
       const client = new Redis(servers.singleUrl())
       const cache = redisBackend(client, { namespace: `multi-${coalesce}`, logger: false, coalesce })
       try {
         await cache.ready()
-        await raw.del(`multi-${coalesce}:s`, `multi-${coalesce}:a`, `multi-${coalesce}:m`)
+        await raw.del(
+          `multi-${coalesce}:s`,
+          `multi-${coalesce}:a`,
+          `multi-${coalesce}:m`,
+          `multi-${coalesce}:n`,
+        )
         client.multi({ pipeline: false })
         await new Promise((resolve) => setTimeout(resolve, 20))
         const outcomes = await Promise.allSettled([
@@ -140,6 +145,12 @@ describe('a shared client left inside MULTI', () => {
           cache.set('s', 2),
           cache.add('a', 1),
           cache.setMany([{ key: 'm', value: 1 }]),
+          // Integer replies answered QUEUED: not "absent", "not removed" or a bogus RangeError.
+          cache.has('s'),
+          cache.delete('s'),
+          cache.deleteMany(['s', 'a']),
+          cache.compareAndDelete('s', 'x'),
+          cache.incr('n'),
         ])
         await client.discard()
         for (const outcome of outcomes) {
@@ -148,7 +159,14 @@ describe('a shared client left inside MULTI', () => {
           expect(reason).toBeInstanceOf(CacheError)
           expect(String(reason.message)).toContain('QUEUED')
         }
-        expect(await raw.exists(`multi-${coalesce}:s`, `multi-${coalesce}:a`, `multi-${coalesce}:m`)).toBe(0)
+        expect(
+          await raw.exists(
+            `multi-${coalesce}:s`,
+            `multi-${coalesce}:a`,
+            `multi-${coalesce}:m`,
+            `multi-${coalesce}:n`,
+          ),
+        ).toBe(0)
         // Not an outage: the server is fine.
         expect(cache.stats.errors).toBe(0)
         expect(cache.stats.sets).toBe(0)
