@@ -1,6 +1,7 @@
 import type { CacheObserver } from '@cache/core/backend'
 import type { Redis } from 'ioredis'
 import type { Connection } from './connection.js'
+import { unexpectedReply } from './errors.js'
 import { GET_EACH } from './scripts.js'
 
 /*
@@ -99,6 +100,11 @@ export class Coalescer {
     const answered = this.connection.timed(reply, 'get').then(
       (values) => {
         this.answered(batch.length, start)
+        // Not a list (QUEUED: the client is inside MULTI): no key's value is known.
+        if (!Array.isArray(values)) {
+          for (const w of batch) w.reject(unexpectedReply(values, 'get', w.key, 'a list of values'))
+          return
+        }
         // Values read again as bytes (see Reads.read): the batch is under way until they are.
         const again: Promise<unknown>[] = []
         for (let i = 0; i < batch.length; i++) {

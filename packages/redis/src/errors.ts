@@ -46,30 +46,39 @@ function plain(message: string): string {
 }
 
 /**
- * Throws unless a `SET` was answered `OK` (with `NX`, also nil: not stored). Anything else — a
- * client your code left inside `MULTI` answers `QUEUED` — stored nothing yet: the call rejects
- * (not counted: the server is fine) instead of resolving on a write that may never happen.
+ * A reply of the wrong kind: `QUEUED` from a client your code left inside `MULTI` (the command
+ * runs only if that code sends `EXEC`). The caller's own matter: not counted as an outage.
  */
-export function assertStored(reply: unknown, operation: string, key: string, nx = false): void {
-  if (reply === 'OK' || (nx && reply === null)) return
+export function unexpectedReply(
+  reply: unknown,
+  operation: string,
+  key: string | undefined,
+  expected: string,
+): CacheError {
   const text = Buffer.isBuffer(reply) ? reply.toString() : String(reply)
   const inMulti = text === 'QUEUED' ? ' (the client is inside a MULTI transaction)' : ''
-  throw new CacheError(
-    `redis: ${operation} of "${key}" was answered ${JSON.stringify(text)}, not OK${inMulti}: nothing is known to be stored`,
+  const of = key === undefined ? '' : ` of "${key}"`
+  return new CacheError(
+    `redis: ${operation}${of} was answered ${JSON.stringify(text)}, not ${expected}${inMulti}`,
   )
 }
 
 /**
+ * Throws unless a `SET` was answered `OK` (with `NX`, also nil: not stored). Anything else — a
+ * client your code left inside `MULTI` answers `QUEUED` — stored nothing yet: the call rejects
+ * instead of resolving on a write that may never happen.
+ */
+export function assertStored(reply: unknown, operation: string, key: string, nx = false): void {
+  if (reply === 'OK' || (nx && reply === null)) return
+  throw unexpectedReply(reply, operation, key, 'OK')
+}
+
+/**
  * A reply that must be an integer (`EXISTS`, `UNLINK`, a script's count), as a number. Anything
- * else — `QUEUED` from a client your code left inside `MULTI` — rejects the call (not counted)
- * rather than pass for 0 (`false`, "not removed") or a counter past the safe integers.
+ * else rejects the call rather than pass for 0 (`false`, "not removed") or a counter past the
+ * safe integers.
  */
 export function integerReply(reply: unknown, operation: string, key: string | undefined): number {
   if (typeof reply === 'number') return reply
-  const text = Buffer.isBuffer(reply) ? reply.toString() : String(reply)
-  const inMulti = text === 'QUEUED' ? ' (the client is inside a MULTI transaction)' : ''
-  const of = key === undefined ? '' : ` of "${key}"`
-  throw new CacheError(
-    `redis: ${operation}${of} was answered ${JSON.stringify(text)}, not an integer${inMulti}`,
-  )
+  throw unexpectedReply(reply, operation, key, 'an integer')
 }

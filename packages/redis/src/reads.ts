@@ -3,6 +3,7 @@ import { parseTagged } from '@cache/core/backend'
 import type { Redis } from 'ioredis'
 import { Coalescer } from './coalesce.js'
 import type { BackendParts } from './parts.js'
+import { unexpectedReply } from './errors.js'
 import { GET_ENTRY } from './scripts.js'
 
 const NO_ARGS: string[] = []
@@ -59,6 +60,7 @@ export class Reads {
       observer.miss(key)
       return undefined
     }
+    if (!Array.isArray(reply)) throw unexpectedReply(reply, 'getEntry', key, 'a value and its TTL')
     observer.hit(key)
     const value = format.codec.decode(reply[0]) as T
     return reply[1] >= 0 ? { value, expiresAt: Date.now() + reply[1] } : { value }
