@@ -479,6 +479,54 @@ describe.each(EXPRESS)('what a site holds beyond the routes, on %s', (_name, exp
     },
   )
 
+  it.each(['another port', 'the same port on another address', 'another Unix socket'] as const)(
+    'a server that closes and listens again (%s) never shares an entry with the server now at its old address',
+    async (shape) => {
+      const backend = memory()
+      const dir = mkdtempSync(join(tmpdir(), 'cache-site-'))
+      const a = express()
+      a.get('/x', cacheResponse({ ttl: 60, backend }), (req: any, res: any) =>
+        res.json({ at: req.socket.server.address() }),
+      )
+      const first = shape === 'another Unix socket' ? join(dir, 'a.sock') : { host: '127.0.0.1', port: 0 }
+      const moved = await listenAt(a, first)
+      const old = shape === 'another Unix socket' ? first : (moved.address() as { port: number })
+      const oldAddress = typeof old === 'string' ? old : { host: '127.0.0.1', port: old.port }
+      const servers = [moved]
+      try {
+        await getAt(oldAddress, '/warm')
+        expect(json(await getAt(oldAddress, '/x')).at).toEqual(moved.address())
+        await close(moved)
+        const next =
+          shape === 'another Unix socket'
+            ? join(dir, 'b.sock')
+            : shape === 'another port'
+              ? { host: '127.0.0.1', port: 0 }
+              : { host: '127.0.0.2', port: (oldAddress as { port: number }).port }
+        await new Promise<void>((resolve) =>
+          typeof next === 'string'
+            ? moved.listen(next, resolve)
+            : moved.listen(next.port, next.host, resolve),
+        )
+        const newAddress =
+          typeof next === 'string'
+            ? next
+            : { host: next.host, port: (moved.address() as { port: number }).port }
+        // Another server of the same app now listens where the first one did, and fills the entry.
+        servers.push(await listenAt(a, oldAddress))
+        const there = await getAt(oldAddress, '/x')
+        expect(json(there).at).toEqual(servers[1]!.address())
+        const here = await getAt(newAddress, '/x')
+        expect(isHit(here)).toBe(false)
+        expect(json(here).at).toEqual(moved.address())
+        expect(isHit(await getAt(newAddress, '/x'))).toBe(true)
+      } finally {
+        for (const s of servers) if (s.listening) await close(s)
+        rmSync(dir, { recursive: true, force: true })
+      }
+    },
+  )
+
   it('a decorated method of two instances that a route picks between: the second one seen bypasses', async () => {
     const backend = memory()
     class ReportsController {
