@@ -219,11 +219,16 @@ function searchedLevels(
   if (root === undefined) return undefined
   const route = (req as { route?: Route }).route
   const found: { levels: string; owner: object }[] = []
-  const visited = new Set<unknown>()
+  // Every mount of a router is searched: a router mounted twice holds the cache at two places,
+  // and this request could have come through either. Only the routers being searched are skipped
+  // (a router that holds itself); a search longer than the budget cannot tell the site.
+  const searching = new Set<unknown>()
+  let budget = MAX_SEARCHED_LAYERS
   const visit = (router: Router, outer: string[]) => {
-    if (visited.has(router) || !Array.isArray(router.stack) || found.length > 1) return
-    visited.add(router)
+    if (searching.has(router) || !Array.isArray(router.stack) || found.length > 1 || budget < 0) return
+    searching.add(router)
     for (const layer of router.stack as Layer[]) {
+      if (--budget < 0 || found.length > 1) break
       const handle = layer.handle as (Function & { stack?: unknown; handle?: unknown }) | undefined
       if (layer.route !== undefined && layer.route !== null) {
         if (layer.route !== route || route === undefined) continue
@@ -247,11 +252,14 @@ function searchedLevels(
         visit(handle as Router, [...outer, describeLayer(router, layer) ?? '?'])
       }
     }
+    searching.delete(router)
   }
   visit(root, [])
   const [only] = found
-  return found.length === 1 && only !== undefined ? only : undefined
+  return found.length === 1 && only !== undefined && budget >= 0 ? only : undefined
 }
+/** How many layers the search for an unobserved request's site reads at most. */
+const MAX_SEARCHED_LAYERS = 100_000
 
 /**
  * Whether the router a frame entered through Express's `mounted_app` function is the one of the

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { cache, cacheResponse, invalidateResponse, invalidateResponsePrefix } from '../src/index.js'
 import type { MemoryBackend } from '@cache/memory'
-import { EXPRESS, memory, type Reply, request, serveEach } from './http.js'
+import { EXPRESS, freshCopy, memory, type Reply, request, serveEach } from './http.js'
 
 const serve = serveEach()
 const json = (reply: Reply) => JSON.parse(reply.body.toString())
@@ -479,6 +479,54 @@ describe.each(EXPRESS)('what a site holds beyond the routes, on %s', (_name, exp
     },
   )
 
+  it.each(['another port', 'the same port on another address', 'another Unix socket'] as const)(
+    'a server that closes and listens again (%s) never shares an entry with the server now at its old address',
+    async (shape) => {
+      const backend = memory()
+      const dir = mkdtempSync(join(tmpdir(), 'cache-site-'))
+      const a = express()
+      a.get('/x', cacheResponse({ ttl: 60, backend }), (req: any, res: any) =>
+        res.json({ at: req.socket.server.address() }),
+      )
+      const first = shape === 'another Unix socket' ? join(dir, 'a.sock') : { host: '127.0.0.1', port: 0 }
+      const moved = await listenAt(a, first)
+      const old = shape === 'another Unix socket' ? first : (moved.address() as { port: number })
+      const oldAddress = typeof old === 'string' ? old : { host: '127.0.0.1', port: old.port }
+      const servers = [moved]
+      try {
+        await getAt(oldAddress, '/warm')
+        expect(json(await getAt(oldAddress, '/x')).at).toEqual(moved.address())
+        await close(moved)
+        const next =
+          shape === 'another Unix socket'
+            ? join(dir, 'b.sock')
+            : shape === 'another port'
+              ? { host: '127.0.0.1', port: 0 }
+              : { host: '127.0.0.2', port: (oldAddress as { port: number }).port }
+        await new Promise<void>((resolve) =>
+          typeof next === 'string'
+            ? moved.listen(next, resolve)
+            : moved.listen(next.port, next.host, resolve),
+        )
+        const newAddress =
+          typeof next === 'string'
+            ? next
+            : { host: next.host, port: (moved.address() as { port: number }).port }
+        // Another server of the same app now listens where the first one did, and fills the entry.
+        servers.push(await listenAt(a, oldAddress))
+        const there = await getAt(oldAddress, '/x')
+        expect(json(there).at).toEqual(servers[1]!.address())
+        const here = await getAt(newAddress, '/x')
+        expect(isHit(here)).toBe(false)
+        expect(json(here).at).toEqual(moved.address())
+        expect(isHit(await getAt(newAddress, '/x'))).toBe(true)
+      } finally {
+        for (const s of servers) if (s.listening) await close(s)
+        rmSync(dir, { recursive: true, force: true })
+      }
+    },
+  )
+
   it('a decorated method of two instances that a route picks between: the second one seen bypasses', async () => {
     const backend = memory()
     class ReportsController {
@@ -570,5 +618,65 @@ describe.each(EXPRESS)('what a site holds beyond the routes, on %s', (_name, exp
     expect(isHit(after)).toBe(false)
     expect(json(after).made).toBe(2)
     expect(isHit(await r.request('/items/7'))).toBe(true)
+  })
+})
+
+/**
+ * The first request a copy of Express serves with a cache starts before the cache observes its
+ * dispatch: its site is searched for in the app's routers. A router mounted twice holds the cache
+ * at two places, and that request cannot tell which one it came through.
+ */
+describe.each([
+  ['Express 4', 'express4'],
+  ['Express 5', 'express'],
+] as const)('a router mounted twice, from the first request on, on %s', (_name, id) => {
+  const ORDERS = ['public mount first', 'admin mount first'] as const
+  const FIRST = ['admin', 'public', 'admin after a warm-up', 'public after a warm-up'] as const
+
+  function app(order: (typeof ORDERS)[number]) {
+    type Express = typeof import('express')
+    // A copy of Express no cache has seen yet, as in a process that just started.
+    const express = freshCopy<Express>(id)
+    const a = express()
+    const shared = express.Router()
+    shared.get('/dashboard', cacheResponse({ ttl: 60, backend: memory() }), (req: any, res: any) =>
+      res.send(req.isAdmin ? 'ADMIN: revenue' : 'public dashboard'),
+    )
+    const isAdmin = (req: any) => req.get('x-role') === 'admin'
+    const pub = express.Router()
+    pub.use((req: any, _res: any, next: any) => (isAdmin(req) ? next('router') : next()))
+    pub.use(shared)
+    const adm = express.Router()
+    adm.use((req: any, _res: any, next: any) => {
+      if (!isAdmin(req)) return next('router')
+      req.isAdmin = true
+      next()
+    })
+    adm.use(shared)
+    if (order === 'public mount first') a.use(pub, adm)
+    else a.use(adm, pub)
+    a.get('/other', (_req: any, res: any) => res.send('other'))
+    return a
+  }
+
+  describe.each(ORDERS)('%s', (order) => {
+    it.each(FIRST)('first request %s: each audience only ever gets its own page', async (first) => {
+      const r = await serve(app(order))
+      if (first.endsWith('warm-up')) await r.request('/other')
+      const admin = { headers: { 'x-role': 'admin' } }
+      const page = (reply: Reply) => reply.body.toString()
+      const opening = await r.request('/dashboard', first.startsWith('admin') ? admin : {})
+      expect(page(opening)).toBe(first.startsWith('admin') ? 'ADMIN: revenue' : 'public dashboard')
+      // It cannot tell which mount it came through: it bypasses.
+      expect(opening.headers['cache-status']).toMatch(/detail=site/)
+      for (let i = 0; i < 2; i++) {
+        const user = await r.request('/dashboard')
+        expect(page(user)).toBe('public dashboard')
+        expect(isHit(user)).toBe(i > 0)
+        const boss = await r.request('/dashboard', admin)
+        expect(page(boss)).toBe('ADMIN: revenue')
+        expect(isHit(boss)).toBe(i > 0)
+      }
+    })
   })
 })

@@ -249,26 +249,31 @@ function headerArgument(value: unknown): OutgoingHttpHeaders {
   return out
 }
 
-/** The address each server listens at, as it said once listening (asked once per server). */
-const listenAddresses = new WeakMap<object, string>()
+/**
+ * The address each server listens at, as it said once listening, with what it was asked for: the
+ * server's listening handle (Node makes a new one on every `listen`) and the local port of the
+ * socket. A server that closes and listens again elsewhere is asked again.
+ */
+const listenAddresses = new WeakMap<object, { handle: unknown; port: unknown; text: string }>()
 
 /**
- * Where the server that accepted `socket` listens, as it was told to: the bound address and port
- * (`0.0.0.0:3000` for every replica of a service, `127.0.0.1:3000` and `10.0.0.5:3000` for two
- * interfaces of one), or the path of a Unix socket; the socket's local port when its server is
+ * Where the server that accepted `socket` listens now, as it was told to: the bound address and
+ * port (`0.0.0.0:3000` for every replica of a service, `127.0.0.1:3000` and `10.0.0.5:3000` for
+ * two interfaces of one), or the path of a Unix socket; the socket's local port when its server is
  * unknown or not listening; `''` without a socket. What replicas share, and two servers of one
  * process never do: adapters put it in their sites.
  */
 export function listeningAt(socket: { server?: unknown; localPort?: unknown } | null | undefined): string {
-  const server = socket?.server as { address?: () => unknown } | null | undefined
+  const server = socket?.server as { address?: () => unknown; _handle?: unknown } | null | undefined
   if (server === undefined || server === null || typeof server.address !== 'function')
     return String(socket?.localPort ?? '')
-  let known = listenAddresses.get(server)
-  if (known === undefined) {
-    const address = server.address() as { address?: string; port?: number } | string | null
-    if (address === null) return String(socket?.localPort ?? '')
-    known = typeof address === 'string' ? address : `${address.address}:${address.port}`
-    listenAddresses.set(server, known)
-  }
-  return known
+  const handle = server._handle
+  const port = socket?.localPort
+  const known = listenAddresses.get(server)
+  if (known !== undefined && known.handle === handle && known.port === port) return known.text
+  const address = server.address() as { address?: string; port?: number } | string | null
+  if (address === null) return String(port ?? '')
+  const text = typeof address === 'string' ? address : `${address.address}:${address.port}`
+  listenAddresses.set(server, { handle, port, text })
+  return text
 }
