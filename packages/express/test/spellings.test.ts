@@ -34,7 +34,7 @@ function absoluteForm(port: number, target: string, host: string): Promise<{ hea
 const PATHS = ['/products/1', '/products/1/', '/Products/1', '/products/%31', '/PRODUCTS/%31/']
 const QUERIES = ['/product?id=1', '/product?id=%31', '/product?id=1&', '/product?&id=1', '/product?id=1&&']
 /** Hosts not in the spelling a URL gives them, each with that spelling. */
-const HOST_SPELLINGS = [
+const HOST_SPELLINGS: [string, string][] = [
   ['shop.test:080', 'shop.test'],
   ['shop.test:0080', 'shop.test:80'],
   ['shop.test:08080', 'shop.test:8080'],
@@ -141,7 +141,7 @@ describe.each(EXPRESS)(
       for (const [host] of HOST_SPELLINGS) {
         const first = await r.request('/products/1', { headers: { host } })
         expect(String(first.headers['cache-status']), host).toMatch(/fwd=request; detail=url/)
-        prices[1]++
+        prices[1] = Number(prices[1]) + 1
         expect(json(await r.request('/products/1', { headers: { host } })).price, host).toBe(prices[1])
       }
     })
@@ -154,10 +154,10 @@ describe.each(EXPRESS)(
         ['http', 'shop.test:080'],
         ['https', 'shop.test:0443'],
         ['https', '[0:0:0:0:0:0:0:1]:443'],
-      ]) {
+      ] as const) {
         const headers = { 'x-forwarded-host': host, 'x-forwarded-proto': proto }
         await r.request('/products/1', { headers })
-        prices[1]++
+        prices[1] = Number(prices[1]) + 1
         expect(json(await r.request('/products/1', { headers })).price, host).toBe(prices[1])
       }
     })
@@ -172,11 +172,12 @@ describe.each(EXPRESS)(
         ]) {
           await r.request('/products/1', { headers: { host } })
           expect(isHit(await r.request('/products/1', { headers: { host } })), host).toBe(true)
-          prices[1]++
+          prices[1] = Number(prices[1]) + 1
           await invalidate()
-          expect(json(await r.request('/products/1', { headers: { host } })).price, `${other} -> ${host}`).toBe(
-            prices[1],
-          )
+          expect(
+            json(await r.request('/products/1', { headers: { host } })).price,
+            `${other} -> ${host}`,
+          ).toBe(prices[1])
         }
       }
     })

@@ -154,7 +154,7 @@ describe('invalidating a URL reaches every spelling the Fastify router sends to 
 })
 
 /** Hosts not in the spelling a URL gives them, each with that spelling. */
-const HOST_SPELLINGS = [
+const HOST_SPELLINGS: [string, string][] = [
   ['shop.test:080', 'shop.test'],
   ['shop.test:08080', 'shop.test:8080'],
   ['[0:0:0:0:0:0:0:1]', '[::1]'],
@@ -169,7 +169,9 @@ describe('a host not spelled as a URL spells it', () => {
   it('bypasses (Host: shop.test:080, 127.1, [0:0:0:0:0:0:0:1]): invalidating the URL could not reach its entry', async () => {
     const { state, port } = await start()
     for (const [host] of HOST_SPELLINGS) {
-      expect((await get(port, '/api/products', { host })).cacheStatus, host).toMatch(/fwd=request; detail=url/)
+      expect((await get(port, '/api/products', { host })).cacheStatus, host).toMatch(
+        /fwd=request; detail=url/,
+      )
       state.price++
       expect(JSON.parse((await get(port, '/api/products', { host })).body).price, host).toBe(state.price)
     }
@@ -181,7 +183,7 @@ describe('a host not spelled as a URL spells it', () => {
       ['http', 'shop.test:080'],
       ['https', 'shop.test:0443'],
       ['https', '[0:0:0:0:0:0:0:1]:443'],
-    ]) {
+    ] as const) {
       const headers = { 'x-forwarded-host': host, 'x-forwarded-proto': proto }
       await get(port, '/api/products', headers)
       state.price++
@@ -200,9 +202,10 @@ describe('a host not spelled as a URL spells it', () => {
         expect((await get(port, '/api/products', { host })).cacheStatus, host).toMatch(/hit/)
         state.price++
         await invalidate()
-        expect(JSON.parse((await get(port, '/api/products', { host })).body).price, `${other} -> ${host}`).toBe(
-          state.price,
-        )
+        expect(
+          JSON.parse((await get(port, '/api/products', { host })).body).price,
+          `${other} -> ${host}`,
+        ).toBe(state.price)
       }
     }
   })

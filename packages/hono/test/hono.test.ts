@@ -433,7 +433,7 @@ describe('the request target', () => {
   })
 
   /** Hosts not in the spelling a URL gives them, each with that spelling. */
-  const HOST_SPELLINGS = [
+  const HOST_SPELLINGS: [string, string][] = [
     ['shop.test:080', 'shop.test'],
     ['shop.test:08080', 'shop.test:8080'],
     ['[0:0:0:0:0:0:0:1]', '[::1]'],
@@ -475,12 +475,15 @@ describe('the request target', () => {
         () => cache.invalidate('/price', { host: other }),
       ]) {
         await get(base, '/price', 'GET', { host })
-        expect(String((await get(base, '/price', 'GET', { host })).headers['cache-status']), host).toMatch(/hit/)
+        expect(String((await get(base, '/price', 'GET', { host })).headers['cache-status']), host).toMatch(
+          /hit/,
+        )
         state.price++
         await invalidate()
-        expect(JSON.parse((await get(base, '/price', 'GET', { host })).text).price, `${other} -> ${host}`).toBe(
-          state.price,
-        )
+        expect(
+          JSON.parse((await get(base, '/price', 'GET', { host })).text).price,
+          `${other} -> ${host}`,
+        ).toBe(state.price)
       }
     }
   })

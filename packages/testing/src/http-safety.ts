@@ -420,6 +420,7 @@ export function describeHttpCacheSafety(
     it('the host as a URL spells it is stored, and invalidating any spelling of it reaches the entry', async () => {
       for (const [other, host] of HOST_SPELLINGS) {
         const first = await get('/host-spelling', { host })
+        expect(first.text.startsWith(`host ${host} `), `${host}: ${first.text}`).toBe(true)
         expect((await get('/host-spelling', { host })).text, host).toBe(first.text)
         await app.invalidate('/host-spelling', other)
         expect((await get('/host-spelling', { host })).text, `${other} -> ${host}`).not.toBe(first.text)
