@@ -33,6 +33,21 @@ function absoluteForm(port: number, target: string, host: string): Promise<{ hea
 
 const PATHS = ['/products/1', '/products/1/', '/Products/1', '/products/%31', '/PRODUCTS/%31/']
 const QUERIES = ['/product?id=1', '/product?id=%31', '/product?id=1&', '/product?&id=1', '/product?id=1&&']
+/** Hosts not in the spelling a URL gives them, each with that spelling. */
+const HOST_SPELLINGS: [string, string][] = [
+  ['shop.test:080', 'shop.test'],
+  ['shop.test:0080', 'shop.test:80'],
+  ['shop.test:08080', 'shop.test:8080'],
+  ['[0:0:0:0:0:0:0:1]', '[::1]'],
+  ['[0::1]:08080', '[::1]:8080'],
+  ['[::ffff:127.0.0.1]', '[::ffff:7f00:1]'],
+  ['127.1', '127.0.0.1'],
+  ['0x7f000001', '127.0.0.1'],
+  ['127.000.000.001', '127.0.0.1'],
+  ['0177.0.0.1', '127.0.0.1'],
+  ['2130706433:080', '127.0.0.1'],
+  ['1.2.3', '1.2.0.3'],
+]
 
 describe.each(EXPRESS)(
   'invalidation reaches every spelling Express routes alike, on %s',
@@ -117,6 +132,53 @@ describe.each(EXPRESS)(
         await invalidate()
         for (const host of ['shop.test:80', 'shop.test'])
           expect(json(await at(host)).price, `${i} ${host}`).toBe(100 + i)
+      }
+    })
+
+    it('a Host not spelled as a URL spells it (port 080, 127.1, [0:0:0:0:0:0:0:1]) bypasses: invalidating the URL could not reach its entry', async () => {
+      const { a, prices } = app()
+      const r = await serve(a)
+      for (const [host] of HOST_SPELLINGS) {
+        const first = await r.request('/products/1', { headers: { host } })
+        expect(String(first.headers['cache-status']), host).toMatch(/fwd=request; detail=url/)
+        prices[1] = Number(prices[1]) + 1
+        expect(json(await r.request('/products/1', { headers: { host } })).price, host).toBe(prices[1])
+      }
+    })
+
+    it('the same through X-Forwarded-Host under trust proxy (shop.test:080 over http, shop.test:0443 over https)', async () => {
+      const { a, prices } = app()
+      a.set('trust proxy', true)
+      const r = await serve(a)
+      for (const [proto, host] of [
+        ['http', 'shop.test:080'],
+        ['https', 'shop.test:0443'],
+        ['https', '[0:0:0:0:0:0:0:1]:443'],
+      ] as const) {
+        const headers = { 'x-forwarded-host': host, 'x-forwarded-proto': proto }
+        await r.request('/products/1', { headers })
+        prices[1] = Number(prices[1]) + 1
+        expect(json(await r.request('/products/1', { headers })).price, host).toBe(prices[1])
+      }
+    })
+
+    it('the host as a URL spells it is stored, and reached from any spelling of it in the URL or in `host`', async () => {
+      const { a, backend, prices } = app()
+      const r = await serve(a)
+      for (const [other, host] of HOST_SPELLINGS) {
+        for (const invalidate of [
+          () => invalidateResponse(`http://${other}/products/1`, { backend }),
+          () => invalidateResponse('/products/1', { host: other, backend }),
+        ]) {
+          await r.request('/products/1', { headers: { host } })
+          expect(isHit(await r.request('/products/1', { headers: { host } })), host).toBe(true)
+          prices[1] = Number(prices[1]) + 1
+          await invalidate()
+          expect(
+            json(await r.request('/products/1', { headers: { host } })).price,
+            `${other} -> ${host}`,
+          ).toBe(prices[1])
+        }
       }
     })
 

@@ -31,9 +31,13 @@ beforeAll(async () => {
 afterAll(() => redis?.stop())
 
 /** GET with the request target exactly as given (fetch would normalise some spellings). */
-function get(port: number, target: string): Promise<{ status: number; body: string; cacheStatus: string }> {
+function get(
+  port: number,
+  target: string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: string; cacheStatus: string }> {
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path: target, agent: false }, (res) => {
+    const req = request({ host: '127.0.0.1', port, path: target, headers, agent: false }, (res) => {
       let body = ''
       res.setEncoding('utf8')
       res.on('data', (chunk: string) => {
@@ -56,8 +60,8 @@ const ROUTER = {
 }
 
 /** An app with every normalising router option, and one cached route answering a price. */
-async function start(backend: CacheBackend = memoryBackend()) {
-  const app = Fastify({ routerOptions: ROUTER })
+async function start(backend: CacheBackend = memoryBackend(), trustProxy = false) {
+  const app = Fastify({ routerOptions: ROUTER, trustProxy })
   apps.push(app)
   await app.register(cachePlugin, { backend, ttl: 60 })
   const state = { price: 10 }
@@ -145,6 +149,64 @@ describe('invalidating a URL reaches every spelling the Fastify router sends to 
       expect(await prices(port, SPELLINGS)).toEqual(Object.fromEntries(SPELLINGS.map((s) => [s, 12])))
     } finally {
       await backend.close()
+    }
+  })
+})
+
+/** Hosts not in the spelling a URL gives them, each with that spelling. */
+const HOST_SPELLINGS: [string, string][] = [
+  ['shop.test:080', 'shop.test'],
+  ['shop.test:08080', 'shop.test:8080'],
+  ['[0:0:0:0:0:0:0:1]', '[::1]'],
+  ['[::ffff:127.0.0.1]', '[::ffff:7f00:1]'],
+  ['127.1', '127.0.0.1'],
+  ['0x7f000001', '127.0.0.1'],
+  ['127.000.000.001', '127.0.0.1'],
+  ['1.2.3', '1.2.0.3'],
+]
+
+describe('a host not spelled as a URL spells it', () => {
+  it('bypasses (Host: shop.test:080, 127.1, [0:0:0:0:0:0:0:1]): invalidating the URL could not reach its entry', async () => {
+    const { state, port } = await start()
+    for (const [host] of HOST_SPELLINGS) {
+      expect((await get(port, '/api/products', { host })).cacheStatus, host).toMatch(
+        /fwd=request; detail=url/,
+      )
+      state.price++
+      expect(JSON.parse((await get(port, '/api/products', { host })).body).price, host).toBe(state.price)
+    }
+  })
+
+  it('bypasses through X-Forwarded-Host under trustProxy (shop.test:080 over http, shop.test:0443 over https)', async () => {
+    const { state, port } = await start(memoryBackend(), true)
+    for (const [proto, host] of [
+      ['http', 'shop.test:080'],
+      ['https', 'shop.test:0443'],
+      ['https', '[0:0:0:0:0:0:0:1]:443'],
+    ] as const) {
+      const headers = { 'x-forwarded-host': host, 'x-forwarded-proto': proto }
+      await get(port, '/api/products', headers)
+      state.price++
+      expect(JSON.parse((await get(port, '/api/products', headers)).body).price, host).toBe(state.price)
+    }
+  })
+
+  it('its spelling as a URL is stored, and reached from any spelling in the URL or in `host`', async () => {
+    const { app, state, port } = await start()
+    for (const [other, host] of HOST_SPELLINGS) {
+      for (const invalidate of [
+        () => invalidateResponse(`http://${other}/api/products`),
+        () => app.cache.invalidate('/api/products', { host: other }),
+      ]) {
+        await get(port, '/api/products', { host })
+        expect((await get(port, '/api/products', { host })).cacheStatus, host).toMatch(/hit/)
+        state.price++
+        await invalidate()
+        expect(
+          JSON.parse((await get(port, '/api/products', { host })).body).price,
+          `${other} -> ${host}`,
+        ).toBe(state.price)
+      }
     }
   })
 })

@@ -33,7 +33,8 @@ const MAX_QUERY_PARAMETERS = 1000
  * the `vary` headers and the adapter's {@link HttpRequestView.keyExtra}. Protocol, host and port are
  * the ones the framework resolved for the handler, so nothing the handler can see of them is left
  * out. `undefined` (the request bypasses the cache) when the protocol is not http(s), the host is
- * missing, malformed or not in its canonical spelling (upper case, a trailing dot), when the
+ * missing, malformed or not in its canonical spelling (upper case, a trailing dot, or another
+ * spelling than a URL gives it: port `080`, `127.1`, `[0:0:0:0:0:0:0:1]`), when the
  * target holds a `#` or white space (a URL parser routes on what comes before it), is in
  * absolute form, or when the query has more parameters than the usual parsers read.
  */
@@ -230,11 +231,35 @@ const httpsOrigins = new Map<string, string | null>()
 
 function originOf(protocol: string, host: string): string | undefined {
   const authority = splitAuthority(host)
-  if (authority === undefined || !CANONICAL_HOST.test(authority.host) || authority.host.endsWith('.'))
+  if (
+    authority === undefined ||
+    !CANONICAL_HOST.test(authority.host) ||
+    authority.host.endsWith('.') ||
+    urlHost(authority.host, authority.port) !== host
+  )
     return undefined
   return authority.port === undefined
     ? `${protocol}://${authority.host}`
     : `${protocol}://${authority.host}:${authority.port}`
+}
+
+/**
+ * `host[:port]` as a URL spells it (`new URL()`, which `invalidateResponse(url)` reads the host
+ * with): a port without leading zeros (`080` is `80`), an IPv4 address in dotted decimal (`127.1`,
+ * `0x7f000001` and `127.000.000.001` are `127.0.0.1`), an IPv6 address compressed
+ * (`[0:0:0:0:0:0:0:1]` is `[::1]`). A default port stays as given (`:80` and `:443` are both left
+ * off by the scope). `undefined` when a URL cannot hold it (a port over 65535, `shop.0x10`).
+ */
+function urlHost(host: string, port: string | undefined): string | undefined {
+  let hostname: string
+  try {
+    hostname = new URL(`http://${host}`).hostname
+  } catch {
+    return undefined
+  }
+  if (port === undefined) return hostname
+  const number = Number(port)
+  return number > 65_535 ? undefined : `${hostname}:${number}`
 }
 
 export function splitAuthority(
@@ -252,7 +277,8 @@ export function splitAuthority(
 /**
  * The keys of a URL (`https://example.com/a?b=1`, or a path with `host`, which may carry a port),
  * as requests for it over http and https get them, and its invalidation scopes. The host is taken
- * in its canonical spelling (lower case, no trailing dot), the only one the cache stores.
+ * in its canonical spelling (lower case, no trailing dot, as a URL spells it: port `080` is `80`,
+ * `127.1` is `127.0.0.1`), the only one the cache stores.
  */
 export function urlKeys(
   url: string,
@@ -267,16 +293,15 @@ export function urlKeys(
     host ??= parsed.host
     target = `${parsed.pathname}${parsed.search}`
   }
-  const authority = splitAuthority(host)
-  const canonical = authority?.host.toLowerCase().replace(/\.$/, '')
+  const given = splitAuthority(host)
+  const lower = given?.host.toLowerCase().replace(/\.$/, '')
   const path = pathAndQuery(target)
-  if (
-    authority === undefined ||
-    canonical === undefined ||
-    !CANONICAL_HOST.test(canonical) ||
-    path === undefined
-  )
+  if (given === undefined || lower === undefined || !CANONICAL_HOST.test(lower) || path === undefined)
     throw new TypeError(`cannot build a response key for ${url}: give a host`)
+  // Another spelling of the host (`127.1`, port `080`) names the entries of the one a URL gives it:
+  // requests in any other spelling are never stored (see originOf).
+  const authority = splitAuthority(urlHost(lower, given.port)) ?? { host: lower, port: given.port }
+  const canonical = authority.host
   const origin = authority.port === undefined ? canonical : `${canonical}:${authority.port}`
   const varied = varyPart(lowerCaseKeys(options.headers ?? {}), options.vary ?? [])
   const rest = `${path}${varied}`

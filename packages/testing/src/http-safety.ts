@@ -223,6 +223,7 @@ export function describeHttpCacheSafety(
       chunks: [0, 1, 2, 3].map((i) => BINARY.subarray(i * 16384, (i + 1) * 16384)),
     }))
     route('/host', (req, n) => text(`host ${req.headers.host} ${n}`))
+    route('/host-spelling', (req, n) => text(`host ${req.headers.host} ${n}`))
     route('/query', (req, n) => text(`${req.url} ${n}`))
     for (const what of ['url', 'prefix', 'tag']) {
       route(`/invalidate/${what}`, (_, n) => text(`${what} ${n}`), { cache: { tags: [`tag-${what}`] } })
@@ -406,6 +407,26 @@ export function describeHttpCacheSafety(
       expect((await get('/host', { host: 'b.example' })).text).toBe('host b.example 2')
     })
 
+    it('a host not spelled as a URL spells it (port 080, 127.1, [0:0:0:0:0:0:0:1]) is never stored', async () => {
+      for (const [host] of HOST_SPELLINGS) {
+        const first = await get('/host-spelling', { host })
+        // A server may refuse a spelling itself (400): nothing is stored either.
+        if (first.status === 400) continue
+        expect(first.text, host).toMatch(/^host /)
+        expect((await get('/host-spelling', { host })).text, host).not.toBe(first.text)
+      }
+    })
+
+    it('the host as a URL spells it is stored, and invalidating any spelling of it reaches the entry', async () => {
+      for (const [other, host] of HOST_SPELLINGS) {
+        const first = await get('/host-spelling', { host })
+        expect(first.text.startsWith(`host ${host} `), `${host}: ${first.text}`).toBe(true)
+        expect((await get('/host-spelling', { host })).text, host).toBe(first.text)
+        await app.invalidate('/host-spelling', other)
+        expect((await get('/host-spelling', { host })).text, `${other} -> ${host}`).not.toBe(first.text)
+      }
+    })
+
     it('query order does not split entries, but different values never share one', async () => {
       const ab = await get('/query?a=1&b=2')
       expect((await get('/query?b=2&a=1')).text).toBe(ab.text)
@@ -471,6 +492,18 @@ export function describeHttpCacheSafety(
     })
   })
 }
+
+/** Hosts not in the spelling a URL gives them (`new URL()`), each with that spelling. */
+const HOST_SPELLINGS: [string, string][] = [
+  ['shop.test:080', 'shop.test'],
+  ['shop.test:08080', 'shop.test:8080'],
+  ['[0:0:0:0:0:0:0:1]', '[::1]'],
+  ['[::ffff:127.0.0.1]', '[::ffff:7f00:1]'],
+  ['127.1', '127.0.0.1'],
+  ['0x7f000001', '127.0.0.1'],
+  ['127.000.000.001', '127.0.0.1'],
+  ['1.2.3', '1.2.0.3'],
+]
 
 /** One request over a fresh connection, bounded at 5 s. */
 function send(
