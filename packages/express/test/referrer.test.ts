@@ -59,4 +59,22 @@ describe.each(EXPRESS)('Referer and Referrer are one header in the key, on %s', 
       // The plain Referer variant still answers its own clients.
       expect(isHit(await r.request(path, { headers: { referer: 'https://a.test/' } }))).toBe(true)
     })
+
+  it('never hands a concurrent Referrer request the response made for a request without one', async () => {
+    const a = express()
+    a.get('/slow', cacheResponse({ ttl: 60, backend: memory() }), async (req: any, res: any) => {
+      await new Promise((resolve) => setTimeout(resolve, 150))
+      res.vary('Referer')
+      res.send(`<a href="${req.get('referer') ?? '/'}">back</a>`)
+    })
+    const r = await serve(a)
+    const [plain, other] = await Promise.all([
+      r.request('/slow'),
+      new Promise<Reply>((resolve) => setTimeout(resolve, 30)).then(() =>
+        r.request('/slow', { headers: { referrer: 'javascript:alert(1)' } }),
+      ),
+    ])
+    expect(body(plain)).toBe('<a href="/">back</a>')
+    expect(body(other)).toBe('<a href="javascript:alert(1)">back</a>')
+  })
 })
