@@ -70,7 +70,7 @@ describe.each(EXPRESS)('Referer and Referrer are one header in the key, on %s', 
     const r = await serve(a)
     const [plain, other] = await Promise.all([
       r.request('/slow'),
-      new Promise<Reply>((resolve) => setTimeout(resolve, 30)).then(() =>
+      new Promise<void>((resolve) => setTimeout(resolve, 30)).then(() =>
         r.request('/slow', { headers: { referrer: 'javascript:alert(1)' } }),
       ),
     ])
