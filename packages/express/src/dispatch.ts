@@ -53,6 +53,16 @@ export interface RouterFrame {
 }
 
 /**
+ * The request target as the first router of `req` started, before any middleware ran (what
+ * Express then copies to `originalUrl`, which middleware may rewrite as well): `undefined` when
+ * that start was not observed (the first request a copy of Express dispatched before this package
+ * wrapped it, or an app entered with `originalUrl` already set).
+ */
+export function sentUrl(req: IncomingMessage): string | undefined {
+  return (req as Watched)[STATE]?.sent
+}
+
+/**
  * Where Express dispatched `req` last: the layer (the cache's own, or the route function that
  * runs it) and the chain of routers around it. `undefined` when its dispatch started before this
  * package observed its copy of Express (the first request a cache of the app handled).
@@ -81,6 +91,11 @@ interface DispatchState {
   watches: DispatchWatch[] | undefined
   /** The values of `req.next`, innermost router last, while the request is watched. */
   nextValues: unknown[] | undefined
+  /**
+   * `req.url` as the first router of the request started (Express sets `originalUrl` from it
+   * there), before any middleware could rewrite it; `undefined` when that start was not observed.
+   */
+  sent: string | undefined
 }
 const STATE = Symbol('@cache/express dispatch state')
 type Watched = IncomingMessage & {
@@ -92,7 +107,7 @@ type Watched = IncomingMessage & {
 function stateOf(req: Watched): DispatchState {
   let state = req[STATE]
   if (state === undefined) {
-    state = { layer: undefined, frame: undefined, watches: undefined, nextValues: undefined }
+    state = { layer: undefined, frame: undefined, watches: undefined, nextValues: undefined, sent: undefined }
     req[STATE] = state
   }
   return state
@@ -427,15 +442,15 @@ function enter(req: IncomingMessage, router: unknown, done: unknown): unknown {
   const state = stateOf(watched)
   const parent = state.frame
   const mount = parent === undefined ? undefined : state.layer
+  // The first router of the request: Express sets `originalUrl` from `url` as it starts.
+  const top = parent === undefined && (watched as { originalUrl?: unknown }).originalUrl === undefined
+  if (top) state.sent = watched.url
   state.frame = {
     router: router as RouterFrame['router'],
     mount,
     parent,
     // At the top: no router ran before this one (each sets `originalUrl` as it starts).
-    mounted:
-      parent === undefined
-        ? (watched as { originalUrl?: unknown }).originalUrl === undefined
-        : mount !== undefined && mounts(mount.handle, router),
+    mounted: parent === undefined ? top : mount !== undefined && mounts(mount.handle, router),
     // Set as its layers are dispatched; declared here so every frame has one shape.
     app: undefined,
   }

@@ -24,6 +24,7 @@ import {
   type CachePosition,
   DispatchWatch,
   observeDispatch,
+  sentUrl,
   unwatchDispatch,
   watchDispatch,
 } from './dispatch.js'
@@ -535,6 +536,10 @@ export function isRoutedAsSent(req: Request): boolean {
   const url = req.url
   // Outside Express (no `originalUrl`) the key is `url` itself.
   if (sent === undefined || url === undefined) return true
+  // Middleware that rewrites `originalUrl` too (hiding a locale prefix from logs) still routes
+  // another request than the one sent: the target as the first router started must be it.
+  const captured = sentUrl(req)
+  if (captured !== undefined && captured !== sent) return false
   const base = req.baseUrl ?? ''
   // An absolute-form target (`GET http://host/path`): Express keeps `http://host` in front of `url`.
   const protohost = protohostOf(sent)

@@ -4,9 +4,9 @@
  * in the request target, and mounting, which legitimately strips the mount path from `req.url`.
  */
 import { connect } from 'node:net'
-import { describe, expect, it } from 'vitest'
+import { beforeAll, describe, expect, it } from 'vitest'
 import { cacheResponse } from '../src/index.js'
-import { EXPRESS, memory, type Reply, serveEach } from './http.js'
+import { EXPRESS, listen, memory, type Reply, serveEach } from './http.js'
 
 const serve = serveEach()
 const text = (reply: Reply) => reply.body.toString()
@@ -183,6 +183,110 @@ describe.each(EXPRESS)('a rewrite of req.url before the cache, on %s', (_name, e
     expect(errors).toHaveLength(1)
     expect(errors[0]!.message).toMatch(/rewritten-url/)
     expect(cache.stats.sets).toBe(1)
+  })
+})
+
+describe.each(EXPRESS)('a rewrite of req.url and req.originalUrl together, on %s', (_name, express) => {
+  // The URL as sent is captured as Express starts dispatching a request, once this package
+  // observes that copy of Express (from its first request on): warm each copy up first.
+  beforeAll(async () => {
+    const app = express()
+    app.get('/warm', cacheResponse({ backend: memory() }), (_req: any, res: any) => res.send('warm'))
+    const warm = await listen(app)
+    await warm.request('/warm')
+    await warm.close()
+  })
+
+  describe.each(POSITIONS)('cache as %s', (position) => {
+    function localeApp() {
+      const app = express()
+      const cache = cacheResponse({ backend: memory() })
+      // Strips a locale prefix, hiding it from req.originalUrl (and so from logs) too.
+      app.use((req: any, _res: any, next: any) => {
+        const m = /^\/(fr|de)(\/.*)$/.exec(req.url)
+        req.lang = m ? m[1] : 'en'
+        if (m) {
+          req.url = m[2]
+          req.originalUrl = m[2]
+        }
+        next()
+      })
+      if (position === 'global middleware') app.use(cache)
+      route(app, position, cache, '/x', (req, res) => res.send(`lang=${req.lang}`))
+      return app
+    }
+
+    it('never stores /fr/x under /x', async () => {
+      const r = await serve(localeApp())
+      const fr = await r.request('/fr/x')
+      expect(text(fr)).toBe('lang=fr')
+      expect(fr.headers['cache-status']).toBe('@cache; fwd=request; detail=rewritten-url')
+      expect(text(await r.request('/x'))).toBe('lang=en')
+      expect(text(await r.request('/de/x'))).toBe('lang=de')
+      expect(isHit(await r.request('/x'))).toBe(true)
+      expect(text(await r.request('/fr/x'))).toBe('lang=fr')
+    })
+
+    it('never answers /fr/x with the entry of /x', async () => {
+      const r = await serve(localeApp())
+      expect(text(await r.request('/x'))).toBe('lang=en')
+      expect(isHit(await r.request('/x'))).toBe(true)
+      const fr = await r.request('/fr/x')
+      expect(text(fr)).toBe('lang=fr')
+      expect(fr.headers['cache-status']).toBe('@cache; fwd=request; detail=rewritten-url')
+    })
+  })
+
+  it('detects a rewrite of both inside a mount, where baseUrl + url still lead to originalUrl', async () => {
+    const app = express()
+    const cache = cacheResponse({ backend: memory() })
+    const admin = express.Router()
+    admin.use((req: any, _res: any, next: any) => {
+      if (req.get('x-api-key') !== 'member-key') {
+        req.url = '/teaser'
+        req.originalUrl = '/admin/teaser'
+      }
+      next()
+    })
+    admin.use(cache)
+    admin.get('/report', (_req: any, res: any) => res.send('MEMBERS ONLY'))
+    admin.get('/teaser', (_req: any, res: any) => res.send('subscribe'))
+    app.use('/admin', admin)
+    const r = await serve(app)
+    const anonymous = await r.request('/admin/report')
+    expect(text(anonymous)).toBe('subscribe')
+    expect(anonymous.headers['cache-status']).toMatch(/detail=rewritten-url/)
+    expect(text(await r.request('/admin/teaser'))).toBe('subscribe')
+    const member = { headers: { 'x-api-key': 'member-key' } }
+    expect(text(await r.request('/admin/report', member))).toBe('MEMBERS ONLY')
+    expect(isHit(await r.request('/admin/report', member))).toBe(true)
+  })
+
+  it('detects a rewrite of the query alone', async () => {
+    const app = express()
+    app.use((req: any, _res: any, next: any) => {
+      req.plan = req.query.plan === 'pro' ? 'pro' : 'free'
+      if (req.plan === 'pro') req.url = req.originalUrl = '/pricing'
+      next()
+    })
+    app.get('/pricing', cacheResponse({ backend: memory() }), (req: any, res: any) => res.send(req.plan))
+    const r = await serve(app)
+    const pro = await r.request('/pricing?plan=pro')
+    expect(text(pro)).toBe('pro')
+    expect(pro.headers['cache-status']).toMatch(/detail=rewritten-url/)
+    expect(text(await r.request('/pricing'))).toBe('free')
+  })
+
+  it('still stores when middleware assigns req.originalUrl its own value', async () => {
+    const app = express()
+    app.use((req: any, _res: any, next: any) => {
+      req.originalUrl = `${req.originalUrl}`
+      next()
+    })
+    app.get('/same', cacheResponse({ backend: memory() }), (_req: any, res: any) => res.send('same'))
+    const r = await serve(app)
+    expect((await r.request('/same?a=1')).headers['cache-status']).toBe('@cache; fwd=uri-miss; stored')
+    expect(isHit(await r.request('/same?a=1'))).toBe(true)
   })
 })
 

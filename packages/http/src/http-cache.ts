@@ -30,7 +30,15 @@ import {
   resolveHttpCacheOptions,
   urlVersionKey,
 } from './options.js'
-import { isSafeCustomKey, type RequestKey, requestKey, siteKey, urlKeys, variantKey } from './request-key.js'
+import {
+  isSafeCustomKey,
+  type RequestKey,
+  requestKey,
+  sameVariantValues,
+  siteKey,
+  urlKeys,
+  variantKey,
+} from './request-key.js'
 import { type ResponseIndexEntry, type ResponseIndexOptions, responseIndex } from './response-index.js'
 import { noteSite } from './sites.js'
 import {
@@ -1059,5 +1067,5 @@ function sameNames(a: readonly string[], b: readonly string[]): boolean {
 /** Whether a waiting request asks for the variant a concurrent response was made for. */
 function sameVariant(headers: IncomingHttpHeaders, shared: Shared): boolean {
   const record = shared.record
-  return record === undefined || record.vary.every((name) => headers[name] === shared.headers[name])
+  return record === undefined || sameVariantValues(headers, shared.headers, record.vary)
 }

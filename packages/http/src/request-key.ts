@@ -400,13 +400,33 @@ function plainName(param: string): string | undefined {
   return /[[\].]/.test(name) ? undefined : name
 }
 
+/**
+ * The values of the varied headers, as a key part. `Referer` and `Referrer` are one header to
+ * Express (`req.get('referer')` answers `Referrer` first, and so does `req.get('referrer')`), which
+ * Nest's Express platform hands its handlers too: whichever spelling is varied, the other one's
+ * value is keyed as well when the request holds it, so a client sending the other spelling never
+ * plants its variant for a client without it. Requests without it keep the key they always had.
+ * `(` is not a header-name character: no varied name spells the alias part.
+ */
 function varyPart(headers: IncomingHttpHeaders, names: readonly string[]): string {
   let part = ''
   for (const name of names) {
     const value = headers[name]
     part += `${SEPARATOR}${name}=${value === undefined ? '-' : JSON.stringify(value)}`
+    const alias = name === 'referer' ? 'referrer' : name === 'referrer' ? 'referer' : undefined
+    if (alias !== undefined && headers[alias] !== undefined)
+      part += `${SEPARATOR}(${alias})=${JSON.stringify(headers[alias])}`
   }
   return part
+}
+
+/** Whether two requests' headers give one variant of the headers `names`. */
+export function sameVariantValues(
+  a: IncomingHttpHeaders,
+  b: IncomingHttpHeaders,
+  names: readonly string[],
+): boolean {
+  return varyPart(a, names) === varyPart(b, names)
 }
 
 function lowerCaseKeys(headers: IncomingHttpHeaders): IncomingHttpHeaders {
