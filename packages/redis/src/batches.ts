@@ -2,7 +2,7 @@ import type { SetManyItem } from '@cache/core'
 import type { ChainableCommander, Cluster } from 'ioredis'
 import type { BackendParts } from './parts.js'
 import type { Reads } from './reads.js'
-import { GET_EACH } from './scripts.js'
+import { GET_MANY } from './scripts.js'
 import { groupByNodeAndSlot, isMoved, renewSlots } from './slots.js'
 
 /**
@@ -17,11 +17,11 @@ export class Batches {
   ) {}
 
   /**
-   * `MGET`, and in the same round trip `EXISTS` of the same keys: `MGET` answers a key of another
-   * type (a list) with nil, as a miss, but `EXISTS` counts it. When more keys exist than `MGET`
-   * returned values (a key of another type, or a write between the two), the nil ones are read
-   * again with a script of `GET`s, whose WRONGTYPE fails the call as `get` would. One node: one
-   * pair of commands; a cluster: one pair per hash slot, one pipeline per node.
+   * The script {@link GET_MANY}: `MGET`, and, when a key it answered with nil exists (a key of
+   * another type, which `MGET` reads as a miss), that key's WRONGTYPE, which fails the call as
+   * `get` of the key would. One atomic step, so what a call made after this one writes is never
+   * read, and a key another client writes meanwhile is read as it was or as written. One node: one
+   * script; a cluster: one per hash slot, one pipeline per node.
    */
   async getMany<T>(keys: readonly string[]): Promise<(T | undefined)[]> {
     const { client, connection, observer, format } = this.parts
@@ -29,12 +29,16 @@ export class Batches {
     if (keys.length === 0) return out
     const full = keys.map((key) => format.key(key))
     if (!client.isCluster) {
-      // One node: no pipeline around the two commands, read as `get` reads (strings by default).
-      const [stored, existing] = await connection.send('getMany', undefined, () =>
-        Promise.all([format.text ? client.mget(full) : client.mgetBuffer(full), client.exists(full)]),
+      // One node: no pipeline around the script, read as `get` reads (strings by default).
+      const args = [GET_MANY, full.length, ...full]
+      const stored = await connection.send(
+        'getMany',
+        undefined,
+        () =>
+          (format.text ? client.call('eval', args) : client.callBuffer('eval', args)) as Promise<
+            (string | Buffer | null)[]
+          >,
       )
-      const positions = keys.map((_, i) => i)
-      if (existing > hitsIn(stored)) await this.readAgain(stored, positions, full, keys)
       for (let i = 0; i < keys.length; i++) {
         const value = this.reads.read(stored[i] ?? null, full[i]!, keys[i]!)
         out[i] = (value instanceof Promise ? await value : value) as T
@@ -43,18 +47,11 @@ export class Batches {
     }
     const batches = await this.batch('getMany', full, false, (pipeline, positions) => {
       const group = positions.map((i) => full[i]!)
-      pipeline.mgetBuffer(group).exists(group)
+      pipeline.callBuffer('eval', [GET_MANY, group.length, ...group])
     })
     for (const { groups, replies } of batches) {
       for (let g = 0; g < groups.length; g++) {
-        const values = replies[2 * g] as (Buffer | null)[]
-        if ((replies[2 * g + 1] as number) > hitsIn(values))
-          await this.readAgain(values, groups[g]!, full, keys)
-      }
-    }
-    for (const { groups, replies } of batches) {
-      for (let g = 0; g < groups.length; g++) {
-        const values = replies[2 * g] as (Buffer | null)[]
+        const values = replies[g] as (Buffer | null)[]
         const positions = groups[g]!
         for (let j = 0; j < positions.length; j++) {
           const i = positions[j]!
@@ -115,37 +112,6 @@ export class Batches {
   }
 
   /**
-   * Reads again, with a script of `GET`s (one hash slot), the keys `MGET` answered with nil
-   * (`values[j]` is the key at `positions[j]`), filling in `values`. A key of another type fails
-   * the whole `getMany` as `get` of that key fails: counted, with the error `get` throws.
-   */
-  private async readAgain(
-    values: (string | Buffer | null)[],
-    positions: readonly number[],
-    full: readonly string[],
-    keys: readonly string[],
-  ): Promise<void> {
-    const { client, connection, format } = this.parts
-    const missing: number[] = []
-    for (let j = 0; j < values.length; j++) if (values[j] === null) missing.push(j)
-    const args = [GET_EACH, missing.length, ...missing.map((j) => full[positions[j]!]!)]
-    const strings = format.text && !client.isCluster
-    const again = await connection.call<(string | Buffer | null | Error)[]>(
-      'getMany',
-      undefined,
-      (strings ? client.call('eval', args) : client.callBuffer('eval', args)) as Promise<
-        (string | Buffer | null | Error)[]
-      >,
-    )
-    for (let m = 0; m < missing.length; m++) {
-      const value = again[m] ?? null
-      const j = missing[m]!
-      if (value instanceof Error) throw connection.failed('getMany', value, keys[positions[j]!])
-      values[j] = value
-    }
-  }
-
-  /**
    * Sends commands for many keys: one pipeline per node (a single node: one pipeline), `add`
    * called once per hash slot group. Replies come back flat, in the order the commands were added.
    * Writes (`writes`) end each pipeline with the WAIT of `replicas`.
@@ -191,11 +157,4 @@ export class Batches {
       return Promise.all(perNode.map(run))
     })
   }
-}
-
-/** Values `MGET` returned (not nil). */
-function hitsIn(values: readonly unknown[]): number {
-  let hits = 0
-  for (const value of values) if (value !== null) hits++
-  return hits
 }
