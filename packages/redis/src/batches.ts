@@ -1,8 +1,7 @@
 import type { SetManyItem } from '@cache/core'
-import type { ChainableCommander, Cluster } from 'ioredis'
+import { type ChainableCommander, type Cluster, ReplyError } from 'ioredis'
 import type { BackendParts } from './parts.js'
 import type { Reads } from './reads.js'
-import { GET_MANY } from './scripts.js'
 import { groupByNodeAndSlot, isMoved, renewSlots } from './slots.js'
 
 /**
@@ -17,11 +16,12 @@ export class Batches {
   ) {}
 
   /**
-   * The script {@link GET_MANY}: `MGET`, and, when a key it answered with nil exists (a key of
-   * another type, which `MGET` reads as a miss), that key's WRONGTYPE, which fails the call as
-   * `get` of the key would. One atomic step, so what a call made after this one writes is never
-   * read, and a key another client writes meanwhile is read as it was or as written. One node: one
-   * script; a cluster: one per hash slot, one pipeline per node.
+   * `MGET`, and `EXISTS` of the same keys, in one `MULTI`/`EXEC`: `MGET` answers a key of another
+   * type (a list) with nil, as a miss, but `EXISTS` counts it. The two run as one step, so more keys
+   * existing than `MGET` returned proves such a key, and the call fails with the WRONGTYPE `get` of
+   * it would fail with; a key another client writes meanwhile is read as it was or as written. One
+   * round trip, so what a call made after this one writes is never read. One node: one
+   * transaction; a cluster: one per hash slot, one pipeline per node.
    */
   async getMany<T>(keys: readonly string[]): Promise<(T | undefined)[]> {
     const { client, connection, observer, format } = this.parts
@@ -29,16 +29,18 @@ export class Batches {
     if (keys.length === 0) return out
     const full = keys.map((key) => format.key(key))
     if (!client.isCluster) {
-      // One node: no pipeline around the script, read as `get` reads (strings by default).
-      const args = [GET_MANY, full.length, ...full]
-      const stored = await connection.send(
-        'getMany',
-        undefined,
-        () =>
-          (format.text ? client.call('eval', args) : client.callBuffer('eval', args)) as Promise<
-            (string | Buffer | null)[]
-          >,
+      // One node: no pipeline object around the four commands, read as `get` reads (strings by
+      // default). They are written together, so no other call's command can fall between them.
+      const [, , , reply] = await connection.send('getMany', undefined, () =>
+        Promise.all([
+          client.call('multi'),
+          client.mget(full),
+          client.exists(full),
+          format.text ? client.call('exec') : client.callBuffer('exec'),
+        ]),
       )
+      const [stored, existing] = reply as [(string | Buffer | null)[], number]
+      if (existing > hitsIn(stored)) throw connection.failed('getMany', wrongType(), undefined)
       for (let i = 0; i < keys.length; i++) {
         const value = this.reads.read(stored[i] ?? null, full[i]!, keys[i]!)
         out[i] = (value instanceof Promise ? await value : value) as T
@@ -47,20 +49,22 @@ export class Batches {
     }
     const batches = await this.batch('getMany', full, false, (pipeline, positions) => {
       const group = positions.map((i) => full[i]!)
-      pipeline.callBuffer('eval', [GET_MANY, group.length, ...group])
+      pipeline.call('multi').mgetBuffer(group).exists(group).callBuffer('exec')
     })
-    for (const { groups, replies } of batches) {
-      for (let g = 0; g < groups.length; g++) {
-        const values = replies[g] as (Buffer | null)[]
-        const positions = groups[g]!
-        for (let j = 0; j < positions.length; j++) {
-          const i = positions[j]!
-          const bytes = values[j]
-          if (bytes === null || bytes === undefined) observer.miss(keys[i]!)
-          else {
-            observer.hit(keys[i]!)
-            out[i] = format.codec.decode(bytes as Buffer) as T
-          }
+    const replies = batches.flatMap(({ groups, replies }) =>
+      groups.map((positions, g) => ({ positions, reply: replies[4 * g + 3] as [(Buffer | null)[], number] })),
+    )
+    for (const { reply } of replies)
+      if (reply[1] > hitsIn(reply[0])) throw connection.failed('getMany', wrongType(), undefined)
+    for (const { positions, reply } of replies) {
+      const values = reply[0]
+      for (let j = 0; j < positions.length; j++) {
+        const i = positions[j]!
+        const bytes = values[j]
+        if (bytes === null || bytes === undefined) observer.miss(keys[i]!)
+        else {
+          observer.hit(keys[i]!)
+          out[i] = format.codec.decode(bytes) as T
         }
       }
     }
@@ -157,4 +161,16 @@ export class Batches {
       return Promise.all(perNode.map(run))
     })
   }
+}
+
+/** Values `MGET` returned (not nil). */
+function hitsIn(values: readonly unknown[]): number {
+  let hits = 0
+  for (const value of values) if (value !== null) hits++
+  return hits
+}
+
+/** The error Redis gives `GET` of a key of another type (see {@link Batches.getMany}). */
+function wrongType(): Error {
+  return new ReplyError('WRONGTYPE Operation against a key holding the wrong kind of value') as Error
 }

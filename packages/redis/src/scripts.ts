@@ -61,33 +61,6 @@ export const GET_EACH = `local values = {}
 for i, key in ipairs(KEYS) do values[i] = redis.pcall('GET', key) end
 return values`
 
-/**
- * `getMany` of KEYS (on a cluster: one hash slot) in one atomic step: their `MGET` values, or,
- * when a key `MGET` answered with nil exists (a key of another type, such as a list), that key's
- * own `GET` error (WRONGTYPE), the error `get` of it gets. Atomic, so a key written by another
- * client during the call is read either as it was before or as written, never as another type.
- * `unpack` is bounded by Lua's stack, hence the chunks.
- */
-export const GET_MANY = `local n = #KEYS
-local values = redis.call('MGET', unpack(KEYS, 1, math.min(n, 4000)))
-for from = 4001, n, 4000 do
-  local part = redis.call('MGET', unpack(KEYS, from, math.min(n, from + 3999)))
-  for i = 1, #part do values[from + i - 1] = part[i] end
-end
-local absent = {}
-for i = 1, n do if not values[i] then absent[#absent + 1] = KEYS[i] end end
-local existing = 0
-for from = 1, #absent, 4000 do
-  existing = existing + redis.call('EXISTS', unpack(absent, from, math.min(#absent, from + 3999)))
-end
-if existing > 0 then
-  for _, key in ipairs(absent) do
-    local value = redis.pcall('GET', key)
-    if type(value) == 'table' and value.err then return value end
-  end
-end
-return values`
-
 /** The value and its remaining TTL in ms (-1: none) in one atomic step; nil on a miss. */
 export const GET_ENTRY = new LuaScript(`
 local value = redis.call('GET', KEYS[1])
