@@ -1,9 +1,8 @@
 import type { SetManyItem } from '@cache/core'
-import type { ChainableCommander, Cluster } from 'ioredis'
+import { type ChainableCommander, type Cluster, ReplyError } from 'ioredis'
 import { assertStored, integerReply } from './errors.js'
 import type { BackendParts } from './parts.js'
 import type { Reads } from './reads.js'
-import { GET_EACH } from './scripts.js'
 import { groupByNodeAndSlot, isMoved, renewSlots } from './slots.js'
 
 /**
@@ -18,11 +17,12 @@ export class Batches {
   ) {}
 
   /**
-   * `MGET`, and in the same round trip `EXISTS` of the same keys: `MGET` answers a key of another
-   * type (a list) with nil, as a miss, but `EXISTS` counts it. When more keys exist than `MGET`
-   * returned values (a key of another type, or a write between the two), the nil ones are read
-   * again with a script of `GET`s, whose WRONGTYPE fails the call as `get` would. One node: one
-   * pair of commands; a cluster: one pair per hash slot, one pipeline per node.
+   * `MGET`, and `EXISTS` of the same keys, in one `MULTI`/`EXEC`: `MGET` answers a key of another
+   * type (a list) with nil, as a miss, but `EXISTS` counts it. The two run as one step, so more keys
+   * existing than `MGET` returned proves such a key, and the call fails with the WRONGTYPE `get` of
+   * it would fail with; a key another client writes meanwhile is read as it was or as written. One
+   * round trip, so what a call made after this one writes is never read. One node: one
+   * transaction; a cluster: one per hash slot, one pipeline per node.
    */
   async getMany<T>(keys: readonly string[]): Promise<(T | undefined)[]> {
     const { client, connection, observer, format } = this.parts
@@ -30,12 +30,18 @@ export class Batches {
     if (keys.length === 0) return out
     const full = keys.map((key) => format.key(key))
     if (!client.isCluster) {
-      // One node: no pipeline around the two commands, read as `get` reads (strings by default).
-      const [stored, existing] = await connection.send('getMany', undefined, () =>
-        Promise.all([format.text ? client.mget(full) : client.mgetBuffer(full), client.exists(full)]),
+      // One node: no pipeline object around the four commands, read as `get` reads (strings by
+      // default). They are written together, so no other call's command can fall between them.
+      const [, , , reply] = await connection.send('getMany', undefined, () =>
+        Promise.all([
+          client.call('multi'),
+          client.mget(full),
+          client.exists(full),
+          format.text ? client.call('exec') : client.callBuffer('exec'),
+        ]),
       )
-      const positions = keys.map((_, i) => i)
-      if (existing > hitsIn(stored)) await this.readAgain(stored, positions, full, keys)
+      const [stored, existing] = reply as [(string | Buffer | null)[], number]
+      if (existing > hitsIn(stored)) throw connection.failed('getMany', wrongType(), undefined)
       for (let i = 0; i < keys.length; i++) {
         const value = this.reads.read(stored[i] ?? null, full[i]!, keys[i]!)
         out[i] = (value instanceof Promise ? await value : value) as T
@@ -44,27 +50,22 @@ export class Batches {
     }
     const batches = await this.batch('getMany', full, false, (pipeline, positions) => {
       const group = positions.map((i) => full[i]!)
-      pipeline.mgetBuffer(group).exists(group)
+      pipeline.call('multi').mgetBuffer(group).exists(group).callBuffer('exec')
     })
-    for (const { groups, replies } of batches) {
-      for (let g = 0; g < groups.length; g++) {
-        const values = replies[2 * g] as (Buffer | null)[]
-        if ((replies[2 * g + 1] as number) > hitsIn(values))
-          await this.readAgain(values, groups[g]!, full, keys)
-      }
-    }
-    for (const { groups, replies } of batches) {
-      for (let g = 0; g < groups.length; g++) {
-        const values = replies[2 * g] as (Buffer | null)[]
-        const positions = groups[g]!
-        for (let j = 0; j < positions.length; j++) {
-          const i = positions[j]!
-          const bytes = values[j]
-          if (bytes === null || bytes === undefined) observer.miss(keys[i]!)
-          else {
-            observer.hit(keys[i]!)
-            out[i] = format.codec.decode(bytes as Buffer) as T
-          }
+    const replies = batches.flatMap(({ groups, replies }) =>
+      groups.map((positions, g) => ({ positions, reply: replies[4 * g + 3] as [(Buffer | null)[], number] })),
+    )
+    for (const { reply } of replies)
+      if (reply[1] > hitsIn(reply[0])) throw connection.failed('getMany', wrongType(), undefined)
+    for (const { positions, reply } of replies) {
+      const values = reply[0]
+      for (let j = 0; j < positions.length; j++) {
+        const i = positions[j]!
+        const bytes = values[j]
+        if (bytes === null || bytes === undefined) observer.miss(keys[i]!)
+        else {
+          observer.hit(keys[i]!)
+          out[i] = format.codec.decode(bytes) as T
         }
       }
     }
@@ -121,37 +122,6 @@ export class Batches {
   }
 
   /**
-   * Reads again, with a script of `GET`s (one hash slot), the keys `MGET` answered with nil
-   * (`values[j]` is the key at `positions[j]`), filling in `values`. A key of another type fails
-   * the whole `getMany` as `get` of that key fails: counted, with the error `get` throws.
-   */
-  private async readAgain(
-    values: (string | Buffer | null)[],
-    positions: readonly number[],
-    full: readonly string[],
-    keys: readonly string[],
-  ): Promise<void> {
-    const { client, connection, format } = this.parts
-    const missing: number[] = []
-    for (let j = 0; j < values.length; j++) if (values[j] === null) missing.push(j)
-    const args = [GET_EACH, missing.length, ...missing.map((j) => full[positions[j]!]!)]
-    const strings = format.text && !client.isCluster
-    const again = await connection.call<(string | Buffer | null | Error)[]>(
-      'getMany',
-      undefined,
-      (strings ? client.call('eval', args) : client.callBuffer('eval', args)) as Promise<
-        (string | Buffer | null | Error)[]
-      >,
-    )
-    for (let m = 0; m < missing.length; m++) {
-      const value = again[m] ?? null
-      const j = missing[m]!
-      if (value instanceof Error) throw connection.failed('getMany', value, keys[positions[j]!])
-      values[j] = value
-    }
-  }
-
-  /**
    * Sends commands for many keys: one pipeline per node (a single node: one pipeline), `add`
    * called once per hash slot group. Replies come back flat, in the order the commands were added.
    * Writes (`writes`) end each pipeline with the WAIT of `replicas`.
@@ -204,4 +174,9 @@ function hitsIn(values: readonly unknown[]): number {
   let hits = 0
   for (const value of values) if (value !== null) hits++
   return hits
+}
+
+/** The error Redis gives `GET` of a key of another type (see {@link Batches.getMany}). */
+function wrongType(): Error {
+  return new ReplyError('WRONGTYPE Operation against a key holding the wrong kind of value') as Error
 }

@@ -156,6 +156,37 @@ describe.each(modes)('values at the edges ($name)', ({ name, url, options }) => 
       expect(await cache.getMany([a, c])).toEqual(['A', 'C'])
     })
 
+    it('rejects with WRONGTYPE even when a set called after it in the same tick replaces the key (call order)', async () => {
+      const [a, list] = [key(), key()]
+      await cache.set(a, 'A')
+      await raw.rpush(`${namespace}:${list}`, 'job1')
+      const errors = cache.stats.errors
+      // getMany is called before the set: it reads the list, never the value of the set after it.
+      const [many, set] = await Promise.allSettled([cache.getMany([a, list]), cache.set(list, 'B')])
+      expect(set.status).toBe('fulfilled')
+      expect(many.status === 'fulfilled' ? many.value : undefined).toBeUndefined()
+      const error = (many as PromiseRejectedResult).reason as Error
+      expect(error).toBeInstanceOf(CacheError)
+      expect(isUnavailable(error)).toBe(false)
+      expect(String(error.message)).toMatch(
+        /^redis: getMany( on .+)? failed: WRONGTYPE Operation against a key holding the wrong kind of value$/,
+      )
+      expect(cache.stats.errors).toBe(errors)
+      expect(await cache.getMany([a, list])).toEqual(['A', 'B'])
+    })
+
+    it('reads and checks thousands of keys of one hash slot in one call', async () => {
+      // Past what one Lua `unpack` takes (about 8000 values): the keys share a slot on a cluster too.
+      const keys = Array.from({ length: 9000 }, (_, i) => `{many-${n}}:${i}`)
+      n++
+      for (let from = 0; from < 8500; from += 500)
+        await cache.setMany(keys.slice(from, from + 500).map((k, i) => ({ key: k, value: from + i })))
+      const expected = keys.map((_, i) => (i < 8500 ? i : undefined))
+      expect(await cache.getMany(keys)).toEqual(expected)
+      await raw.sadd(`${namespace}:${keys[8800]}`, 'member')
+      await expect(cache.getMany(keys)).rejects.toThrow(/WRONGTYPE/)
+    })
+
     it('rejects when the wrong-type key is one of many spread over every slot', async () => {
       const keys = Array.from({ length: 200 }, () => key())
       await cache.setMany(keys.map((k, i) => ({ key: k, value: i })))
