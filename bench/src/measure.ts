@@ -9,10 +9,12 @@ export interface Plan {
 }
 
 /**
- * 7 rounds: the smallest count whose extremes bound the median of the per-round ratios with at
- * least 95 % confidence (see `ratioBand` in report.ts), so a full run can claim a target.
+ * 15 rounds: the median of the per-round ratios is then bounded by the 4th lowest and 4th highest
+ * ratio with 96.5 % confidence (see `ratioBand` in report.ts), so one odd round (a GC pause, a
+ * burst of load elsewhere) cannot widen the band by itself as it does with 7 rounds, whose band is
+ * the lowest to the highest ratio.
  */
-export const FULL: Plan = { warmupMs: 1000, rounds: 7, roundMs: 300 }
+export const FULL: Plan = { warmupMs: 1000, rounds: 15, roundMs: 200 }
 export const QUICK: Plan = { warmupMs: 100, rounds: 3, roundMs: 40 }
 
 /** Counters the loops keep; the worker checks them after the run. */
@@ -276,4 +278,13 @@ export function summarize(rates: readonly number[]): {
 export function medianOf(sorted: readonly number[]): number {
   const mid = sorted.length >> 1
   return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
+}
+
+/**
+ * The order in which the rows of one workload take round `r`: forward in even rounds, backward in
+ * odd ones. Over two rounds every pair of rows is measured once in each order, so a load that
+ * rises or falls steadily during a round lands on both rows of a ratio alike, whatever their places.
+ */
+export function turnOrder<T>(rows: readonly T[], round: number): readonly T[] {
+  return round % 2 === 0 ? rows : [...rows].reverse()
 }

@@ -88,8 +88,8 @@ export const CLAIM_CONFIDENCE = 0.95
  * the order-statistic interval [r(j), r(n+1-j)] of the n sorted ratios, with j the largest index
  * whose coverage 1 − 2·P(Binomial(n, ½) < j) is still at least {@link CLAIM_CONFIDENCE}: with 7
  * rounds it is the lowest to the highest ratio (98.4 %), with 9 the second lowest to the second
- * highest (96.1 %). With fewer than 6 rounds no band reaches 95 %: the range is reported with
- * its lower confidence.
+ * highest (96.1 %), with 15 (a full run) the 4th lowest to the 4th highest (96.5 %). With fewer
+ * than 6 rounds no band reaches 95 %: the range is reported with its lower confidence.
  */
 export function ratioBand(
   ours: readonly number[],
@@ -289,7 +289,7 @@ function header(report: Report): string {
       (machine.loadAverage ? `, 1-minute load average ${machine.loadAverage.join(' → ')}` : '') +
       '.',
     `Each contestant × workload runs in its own process: ${plan.warmupMs} ms warm-up, then ${plan.rounds} rounds of ~${plan.roundMs} ms (network scenarios say when they run more), ` +
-      'the rounds of the contestants of one workload taking turns (round 1 of each, then round 2 of each, …) so that load from elsewhere on the machine lands on all of them; ' +
+      'the rounds of the contestants of one workload taking turns (round 1 of each, then round 2 of each in the reverse order, …) so that load from elsewhere on the machine lands on all of them; ' +
       `the median round is reported, and the spread is half the range of the rounds. HTTP rows: autocannon, ${plan.httpConnections} connections, ` +
       `${plan.httpRounds} rounds of ${plan.httpSeconds} s, from the runner process (the server runs in its own).`,
     'Workload: 10 000 keys `user:<n>:profile`, ~1 KB JSON-able objects, a 1 h TTL on every write, keys read and written in uniform random order (one seeded sequence, the same for every contestant); ' +

@@ -19,7 +19,7 @@ import autocannon from 'autocannon'
 import type { Contestant, Environment, Scenario, Workload } from './contestant.js'
 import { WORKLOAD_LABEL } from './contestant.js'
 import { BENCH_DIR, isBuilt, versionOf } from './load.js'
-import { FULL, medianOf, type Plan, QUICK, summarize } from './measure.js'
+import { FULL, medianOf, type Plan, QUICK, summarize, turnOrder } from './measure.js'
 import { PATH } from './scenarios/http.js'
 import { scenarios } from './scenarios/index.js'
 import {
@@ -37,10 +37,10 @@ import {
 import { Child } from './processes.js'
 import type { WorkerMessage, WorkerSpec } from './worker.js'
 
-/** 7 rounds, like the other rows: the fewest whose extremes bound a ratio with 95 % confidence. */
+/** 15 rounds, like the other rows (see `FULL` in measure.ts). */
 const HTTP = {
   connections: 32,
-  full: { warmup: 2, seconds: 2, rounds: 7 },
+  full: { warmup: 2, seconds: 1, rounds: 15 },
   quick: { warmup: 1, seconds: 1, rounds: 1 },
 }
 
@@ -308,7 +308,7 @@ async function alternateWorkers(
       }
     }
     for (let r = 0; r < plan.rounds; r++) {
-      for (const entry of running) {
+      for (const entry of turnOrder(running, r)) {
         if (entry.row.status !== 'ok') continue
         const answer = await entry.child.ask('round')
         if (answer.type === 'round') entry.row.rounds!.push(answer.rate)
@@ -393,7 +393,7 @@ async function alternateHttp(
       }
     }
     for (let r = 0; r < http.rounds; r++) {
-      for (const server of servers) {
+      for (const server of turnOrder(servers, r)) {
         if (server.row.status !== 'ok') continue
         const result = await load(server.url, http.seconds)
         const problem = check(result)

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import type { Driver } from '../src/contestant.js'
 import { BATCH_SIZE, batches, KEY_COUNT, keys, ORDER_LENGTH, order } from '../src/data.js'
-import { LatencySampler, loopFor } from '../src/measure.js'
+import { LatencySampler, loopFor, turnOrder } from '../src/measure.js'
 
 /** The key indexes a worker's loop reads, in the order it reads them. */
 function readsOfOneLoop(n: number): number[] {
@@ -51,5 +51,21 @@ describe('the key order every loop walks', () => {
       expect(new Set(batch.keys).size).toBe(BATCH_SIZE)
       expect(batch.indexes.map((i) => keys[i])).toEqual(batch.keys)
     }
+  })
+})
+
+describe('turnOrder', () => {
+  it('runs every pair of rows once in each order over two rounds', () => {
+    const rows = ['a', 'b', 'c', 'd']
+    const place = (round: number, row: string) => turnOrder(rows, round).indexOf(row)
+    for (const x of rows)
+      for (const y of rows) {
+        if (x === y) continue
+        // Over rounds 0 and 1, x runs before y exactly once.
+        const before = [0, 1].filter((r) => place(r, x) < place(r, y)).length
+        expect(before).toBe(1)
+      }
+    expect(turnOrder(rows, 2)).toEqual(rows)
+    expect(rows).toEqual(['a', 'b', 'c', 'd'])
   })
 })
