@@ -1,5 +1,5 @@
 import type { Duration } from './durations.js'
-import { CacheKeyError, CacheUnsupportedError } from './errors.js'
+import { CacheKeyError, CacheNotANumberError, CacheUnsupportedError } from './errors.js'
 import type { CacheEvent, CacheEventName, CacheStats } from './stats.js'
 
 /** A stored value with its absolute expiry (epoch ms), if it has one. */
@@ -159,4 +159,20 @@ export function listPrefix(options: ListKeysOptions | undefined): string {
 /** Throws a `RangeError` unless `by` is a safe integer. */
 export function assertIncrement(by: number): void {
   if (!Number.isSafeInteger(by)) throw new RangeError(`incr: ${String(by)} is not a safe integer`)
+}
+
+/**
+ * What `incr` leaves in a counter that holds `current`: `current + by`, exact. Throws
+ * `CacheNotANumberError` when `current` is not an integer, and a `RangeError` when `current` or the
+ * result is past ±`Number.MAX_SAFE_INTEGER` (it would not be exact: the counter would stop
+ * counting), as the server backends answer it; the caller leaves the counter unchanged.
+ */
+export function addToCounter(key: string, current: unknown, by: number): number {
+  if (typeof current !== 'number' || !Number.isInteger(current)) throw new CacheNotANumberError(key)
+  const next = current + by
+  if (!Number.isSafeInteger(current) || !Number.isSafeInteger(next))
+    throw new RangeError(
+      `incr: ${by} added to the counter ${JSON.stringify(key)} is not a safe integer (past ±Number.MAX_SAFE_INTEGER); the counter is unchanged`,
+    )
+  return next
 }

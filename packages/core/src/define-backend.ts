@@ -3,17 +3,12 @@ import {
   type CacheEntry,
   type ListKeysOptions,
   type SetManyItem,
+  addToCounter,
   assertIncrement,
 } from './backend.js'
 import { withTimeout } from './deadlines.js'
 import { type Duration, ttlToMs } from './durations.js'
-import {
-  CacheClosedError,
-  CacheNotANumberError,
-  CacheTimeoutError,
-  CacheUnsupportedError,
-  isUnavailable,
-} from './errors.js'
+import { CacheClosedError, CacheTimeoutError, CacheUnsupportedError, isUnavailable } from './errors.js'
 import { KeyedQueue } from './key-queue.js'
 import { assertKey } from './keys.js'
 import { durationOption } from './option-checks.js'
@@ -220,9 +215,7 @@ export function defineBackend(backend: MinimalBackend, options: DefineBackendOpt
         queue.run(key, async () => {
           assertIncrement(by)
           const entry = await getEntry(key, 'incr')
-          const current = entry === undefined ? 0 : entry.value
-          if (!Number.isSafeInteger(current)) throw new CacheNotANumberError(key)
-          const next = (current as number) + by
+          const next = addToCounter(key, entry === undefined ? 0 : entry.value, by)
           // Keep the original expiry: re-set with what remains of it.
           const remaining =
             entry?.expiresAt === undefined ? noExpiry : Math.max(1, entry.expiresAt - Date.now()) / 1000

@@ -5,6 +5,7 @@
  */
 export {
   type SyncAccess,
+  addToCounter,
   assertIncrement,
   compareAndDelete,
   listPrefix,

@@ -1,7 +1,7 @@
 import { CacheUnavailableError } from '@cache/core'
 import type { CacheObserver } from '@cache/core/backend'
 import { randomBytes } from 'node:crypto'
-import { mkdirSync } from 'node:fs'
+import { mkdirSync, readFileSync } from 'node:fs'
 import { mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 
@@ -34,6 +34,20 @@ export class ValueFiles {
   /** {@link read} for `operation` on `key`; a failure other than a missing file is a counted `CacheUnavailableError`. */
   load(operation: string, key: string, name: string, length: number): Promise<Buffer | undefined> {
     return this.reported(operation, key, this.read(name, length))
+  }
+
+  /**
+   * {@link load}, synchronously: for a read inside a write transaction (an `incr` of a counter
+   * that was stored in a file).
+   */
+  loadNow(operation: string, key: string, name: string, length: number): Buffer | undefined {
+    try {
+      const bytes = readFileSync(join(this.valuesDir, name))
+      return bytes.length === length ? bytes : undefined
+    } catch (cause) {
+      if ((cause as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+      throw this.failure(operation, key, cause)
+    }
   }
 
   /** Removes files after their entries are gone; a failure is reported, and the sweep retries later. */
@@ -126,10 +140,15 @@ export class ValueFiles {
     try {
       return await task
     } catch (cause) {
-      const message = `disk: ${operation} failed on a value file: ${(cause as Error).message}`
-      const error = new CacheUnavailableError('disk', message, { cause })
-      this.observer.error(operation, error, key)
-      throw error
+      throw this.failure(operation, key, cause)
     }
+  }
+
+  /** A failed file operation as a counted `CacheUnavailableError`. */
+  private failure(operation: string, key: string, cause: unknown): CacheUnavailableError {
+    const message = `disk: ${operation} failed on a value file: ${(cause as Error).message}`
+    const error = new CacheUnavailableError('disk', message, { cause })
+    this.observer.error(operation, error, key)
+    return error
   }
 }

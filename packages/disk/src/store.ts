@@ -157,8 +157,11 @@ export interface NewRow {
   now: number
 }
 
-/** Reads the counter in a live row; throws if it holds something else. */
-export type IntegerReader = (value: Buffer | null, file: string | null) => number
+/**
+ * The count after an increment, from a live row's inline `value` or its `file` of `size` bytes
+ * (key included); throws if that is no exact counter.
+ */
+export type CounterStep = (value: Buffer | null, file: string | null, size: number) => number
 
 export interface IncrResult {
   value: number
@@ -226,7 +229,7 @@ export class EntryStore {
   private incrTx!: (
     row: NewRow,
     by: number,
-    readInteger: IntegerReader,
+    addTo: CounterStep,
     accesses: readonly Access[] | undefined,
   ) => IncrResult
 
@@ -398,19 +401,12 @@ export class EntryStore {
       },
     ).immediate as typeof this.batchTx
     this.incrTx = db.transaction(
-      (
-        row: NewRow,
-        by: number,
-        readInteger: IntegerReader,
-        accesses: readonly Access[] | undefined,
-      ): IncrResult => {
+      (row: NewRow, by: number, addTo: CounterStep, accesses: readonly Access[] | undefined): IncrResult => {
         if (accesses !== undefined) this.touchRows(accesses)
         const old = this.selectForIncr.get(row.ns, row.key)
         const live = old !== undefined && (old[2] === null || old[2] > row.now)
         // A live counter keeps its expiry; an absent or expired one starts at 0 with the new TTL.
-        const value = live ? readInteger(old[7] ?? null, old[1]) + by : by
-        if (!Number.isSafeInteger(value))
-          throw new RangeError(`incr: the result ${value} is not a safe integer`)
+        const value = live ? addTo(old[7] ?? null, old[1], old[6]) : by
         const bytes = Buffer.from(String(value))
         const expiresAt = live ? old[2] : row.expiresAt
         const size = bytes.length + row.key.length
@@ -552,8 +548,8 @@ export class EntryStore {
   }
 
   /** Adds `by` to the counter at `row.key` in one IMMEDIATE transaction, after recording `accesses`. */
-  incr(row: NewRow, by: number, readInteger: IntegerReader, accesses?: readonly Access[]): IncrResult {
-    return this.incrTx(row, by, readInteger, accesses)
+  incr(row: NewRow, by: number, addTo: CounterStep, accesses?: readonly Access[]): IncrResult {
+    return this.incrTx(row, by, addTo, accesses)
   }
 
   /** Deletes a key only if its row is still at `version` (nothing wrote it since it was read). */

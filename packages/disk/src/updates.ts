@@ -1,5 +1,4 @@
-import { CacheNotANumberError } from '@cache/core'
-import { CONFLICT, retryConflicts } from '@cache/core/backend'
+import { addToCounter, CONFLICT, retryConflicts } from '@cache/core/backend'
 import type { AccessTimes } from './access-times.js'
 import type { DiskContext } from './context.js'
 import type { GroupCommit } from './group-commit.js'
@@ -25,10 +24,14 @@ export class Updates {
   /** Adds `by` to the counter, read and written in one transaction; `ttlMs` applies only to a new counter. */
   async incr(key: string, by: number, ttlMs: number | undefined): Promise<number> {
     const { ctx } = this
-    const readInteger = (value: Buffer | null, file: string | null): number => {
-      const current = file === null && value !== null ? ctx.codec.decode(value) : undefined
-      if (!Number.isSafeInteger(current)) throw new CacheNotANumberError(key)
-      return current as number
+    // What a live counter holds after the increment (throws, changing nothing, for a value that
+    // is not an integer or a result that would not be exact). A counter stored by `set` may be in
+    // a file (over `inlineThreshold`): read in the transaction; a file gone is a counter gone, as
+    // `get` answers it.
+    const addTo = (value: Buffer | null, file: string | null, size: number): number => {
+      if (file === null) return addToCounter(key, value === null ? undefined : ctx.codec.decode(value), by)
+      const bytes = ctx.files.loadNow('incr', key, file, size - key.length)
+      return bytes === undefined ? by : addToCounter(key, ctx.codec.decode(bytes), by)
     }
     const result = await ctx.order.inOrder([key], true, async () => {
       const accesses = this.accessTimes.take()
@@ -37,7 +40,7 @@ export class Updates {
           const now = ctx.settings.now()
           const expiresAt = ttlMs === undefined ? null : now + ttlMs
           const row = { ns: ctx.ns, key, value: null, file: null, size: 0, expiresAt, now }
-          return ctx.store.incr(row, by, readInteger, accesses)
+          return ctx.store.incr(row, by, addTo, accesses)
         })
       } catch (error) {
         this.accessTimes.restore(accesses)

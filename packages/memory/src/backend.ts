@@ -2,13 +2,13 @@ import {
   CacheClosedError,
   type CacheBackend,
   type CacheEntry,
-  CacheNotANumberError,
   type Duration,
   type ListKeysOptions,
   type SetManyItem,
   ttlToMs,
 } from '@cache/core'
 import {
+  addToCounter,
   assertIncrement,
   assertKey,
   assertSerializable,
@@ -150,8 +150,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
       this.store(key, by, expiresAt)
       return by
     }
-    if (!Number.isSafeInteger(current)) throw new CacheNotANumberError(key)
-    const next = (current as number) + by
+    const next = addToCounter(key, current, by)
     this.store(key, next, 0, true)
     return next
   }

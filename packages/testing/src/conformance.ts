@@ -463,6 +463,34 @@ export function runConformance(name: string, options: ConformanceOptions): void 
       await expect(cache.incr(key(), 1.5)).rejects.toThrow(RangeError)
     })
 
+    it('incr() adds to a number written by set()', async () => {
+      const k = key()
+      await cache.set(k, 123_456_789)
+      expect(await cache.incr(k, 2)).toBe(123_456_791)
+      expect(await cache.get(k)).toBe(123_456_791)
+      const negative = key()
+      await cache.set(negative, -5)
+      expect(await cache.incr(negative, 3)).toBe(-2)
+      expect(await cache.get(negative)).toBe(-2)
+    })
+
+    it('incr() past ±Number.MAX_SAFE_INTEGER rejects with a RangeError and leaves the counter', async () => {
+      // A counter that went past it would stop counting: 2 ** 53 + 1 is 2 ** 53.
+      const high = key()
+      await cache.set(high, Number.MAX_SAFE_INTEGER)
+      await expect(cache.incr(high)).rejects.toThrow(RangeError)
+      expect(await cache.get(high)).toBe(Number.MAX_SAFE_INTEGER)
+      const low = key()
+      expect(await cache.incr(low, -Number.MAX_SAFE_INTEGER)).toBe(-Number.MAX_SAFE_INTEGER)
+      await expect(cache.incr(low, -1)).rejects.toThrow(RangeError)
+      expect(await cache.get(low)).toBe(-Number.MAX_SAFE_INTEGER)
+      // A stored integer already past it is no exact counter either.
+      const past = key()
+      await cache.set(past, 2 ** 60)
+      await expect(cache.incr(past)).rejects.toThrow(RangeError)
+      expect(await cache.get(past)).toBe(2 ** 60)
+    })
+
     it('200 concurrent incr() calls give the exact total', async () => {
       const k = key()
       await Promise.all(Array.from({ length: 200 }, () => cache.incr(k)))
