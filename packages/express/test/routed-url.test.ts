@@ -22,6 +22,24 @@ function route(app: any, position: (typeof POSITIONS)[number], cache: any, path:
   else app.get(path, cache(handler))
 }
 
+/**
+ * An app that mounts at /admin a router whose first middleware hands a request without the member
+ * key to `rewrite`, then the cache: /report answers members, /teaser everyone else.
+ */
+function membersMount(express: any, rewrite: (req: any) => void) {
+  const app = express()
+  const admin = express.Router()
+  admin.use((req: any, _res: any, next: any) => {
+    if (req.get('x-api-key') !== 'member-key') rewrite(req)
+    next()
+  })
+  admin.use(cacheResponse({ backend: memory() }))
+  admin.get('/report', (_req: any, res: any) => res.send('MEMBERS ONLY'))
+  admin.get('/teaser', (_req: any, res: any) => res.send('subscribe'))
+  app.use('/admin', admin)
+  return app
+}
+
 /** A request target sent byte for byte (Node's client would not send a raw `#` as it is). */
 function raw(port: number, target: string): Promise<{ status: number; cacheStatus: string; body: string }> {
   return new Promise((resolve, reject) => {
@@ -132,17 +150,9 @@ describe.each(EXPRESS)('a rewrite of req.url before the cache, on %s', (_name, e
   })
 
   it('a rewrite inside a mount (baseUrl no longer leads to the URL sent) bypasses', async () => {
-    const app = express()
-    const cache = cacheResponse({ backend: memory() })
-    const admin = express.Router()
-    admin.use((req: any, _res: any, next: any) => {
-      if (req.get('x-api-key') !== 'member-key') req.url = '/teaser'
-      next()
+    const app = membersMount(express, (req) => {
+      req.url = '/teaser'
     })
-    admin.use(cache)
-    admin.get('/report', (_req: any, res: any) => res.send('MEMBERS ONLY'))
-    admin.get('/teaser', (_req: any, res: any) => res.send('subscribe'))
-    app.use('/admin', admin)
     const r = await serve(app)
     expect(text(await r.request('/admin/report', { headers: { 'x-api-key': 'member-key' } }))).toBe(
       'MEMBERS ONLY',
@@ -238,20 +248,10 @@ describe.each(EXPRESS)('a rewrite of req.url and req.originalUrl together, on %s
   })
 
   it('detects a rewrite of both inside a mount, where baseUrl + url still lead to originalUrl', async () => {
-    const app = express()
-    const cache = cacheResponse({ backend: memory() })
-    const admin = express.Router()
-    admin.use((req: any, _res: any, next: any) => {
-      if (req.get('x-api-key') !== 'member-key') {
-        req.url = '/teaser'
-        req.originalUrl = '/admin/teaser'
-      }
-      next()
+    const app = membersMount(express, (req) => {
+      req.url = '/teaser'
+      req.originalUrl = '/admin/teaser'
     })
-    admin.use(cache)
-    admin.get('/report', (_req: any, res: any) => res.send('MEMBERS ONLY'))
-    admin.get('/teaser', (_req: any, res: any) => res.send('subscribe'))
-    app.use('/admin', admin)
     const r = await serve(app)
     const anonymous = await r.request('/admin/report')
     expect(text(anonymous)).toBe('subscribe')

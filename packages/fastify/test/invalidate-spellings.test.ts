@@ -8,6 +8,7 @@ import type { CacheBackend } from '@cache/core'
 import { memoryBackend } from '@cache/memory'
 import { redisBackend } from '@cache/redis'
 import { type RedisServer, startRedis } from '@cache/test-servers'
+import { FORWARDED_HOST_SPELLINGS, HOST_SPELLINGS } from '@cache/testing'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { cachePlugin, invalidateResponse } from '../src/index.js'
@@ -153,18 +154,6 @@ describe('invalidating a URL reaches every spelling the Fastify router sends to 
   })
 })
 
-/** Hosts not in the spelling a URL gives them, each with that spelling. */
-const HOST_SPELLINGS: [string, string][] = [
-  ['shop.test:080', 'shop.test'],
-  ['shop.test:08080', 'shop.test:8080'],
-  ['[0:0:0:0:0:0:0:1]', '[::1]'],
-  ['[::ffff:127.0.0.1]', '[::ffff:7f00:1]'],
-  ['127.1', '127.0.0.1'],
-  ['0x7f000001', '127.0.0.1'],
-  ['127.000.000.001', '127.0.0.1'],
-  ['1.2.3', '1.2.0.3'],
-]
-
 describe('a host not spelled as a URL spells it', () => {
   it('bypasses (Host: shop.test:080, 127.1, [0:0:0:0:0:0:0:1]): invalidating the URL could not reach its entry', async () => {
     const { state, port } = await start()
@@ -179,11 +168,7 @@ describe('a host not spelled as a URL spells it', () => {
 
   it('bypasses through X-Forwarded-Host under trustProxy (shop.test:080 over http, shop.test:0443 over https)', async () => {
     const { state, port } = await start(memoryBackend(), true)
-    for (const [proto, host] of [
-      ['http', 'shop.test:080'],
-      ['https', 'shop.test:0443'],
-      ['https', '[0:0:0:0:0:0:0:1]:443'],
-    ] as const) {
+    for (const [proto, host] of FORWARDED_HOST_SPELLINGS) {
       const headers = { 'x-forwarded-host': host, 'x-forwarded-proto': proto }
       await get(port, '/api/products', headers)
       state.price++

@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net'
 import v8 from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { memoryBackend } from '@cache/memory'
+import { HOST_SPELLINGS } from '@cache/testing'
 import { type ServerType, serve } from '@hono/node-server'
 import type { CacheBackend } from '@cache/core'
 import { type Context, Hono, type Next } from 'hono'
@@ -402,47 +403,12 @@ describe('the request target', () => {
       c.text(`https://${c.req.header('host')}/next`),
     )
     const base = await listen(app)
-    const { hostname, port } = new URL(base)
-    const planted = await new Promise<string>((resolve, reject) => {
-      // The target names shop.test, the Host header evil.test: Hono routes the URL of the target.
-      const req = httpRequest(
-        { host: hostname, port, path: 'http://shop.test/link', headers: { host: 'evil.test' }, agent: false },
-        (res) => {
-          let text = ''
-          res.on('data', (chunk: Buffer) => (text += chunk))
-          res.on('end', () => resolve(text))
-        },
-      )
-      req.on('error', reject)
-      req.end()
-    })
-    expect(planted).toBe('https://evil.test/next')
-    const victim = await new Promise<string>((resolve, reject) => {
-      const req = httpRequest(
-        { host: hostname, port, path: '/link', headers: { host: 'shop.test' }, agent: false },
-        (res) => {
-          let text = ''
-          res.on('data', (chunk: Buffer) => (text += chunk))
-          res.on('end', () => resolve(text))
-        },
-      )
-      req.on('error', reject)
-      req.end()
-    })
-    expect(victim).toBe('https://shop.test/next')
+    // The target names shop.test, the Host header evil.test: Hono routes the URL of the target.
+    const planted = await get(base, 'http://shop.test/link', 'GET', { host: 'evil.test' })
+    expect(planted.text).toBe('https://evil.test/next')
+    const victim = await get(base, '/link', 'GET', { host: 'shop.test' })
+    expect(victim.text).toBe('https://shop.test/next')
   })
-
-  /** Hosts not in the spelling a URL gives them, each with that spelling. */
-  const HOST_SPELLINGS: [string, string][] = [
-    ['shop.test:080', 'shop.test'],
-    ['shop.test:08080', 'shop.test:8080'],
-    ['[0:0:0:0:0:0:0:1]', '[::1]'],
-    ['[::ffff:127.0.0.1]', '[::ffff:7f00:1]'],
-    ['127.1', '127.0.0.1'],
-    ['0x7f000001', '127.0.0.1'],
-    ['127.000.000.001', '127.0.0.1'],
-    ['1.2.3', '1.2.0.3'],
-  ]
 
   function priced() {
     const app = new Hono()

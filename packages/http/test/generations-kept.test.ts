@@ -49,6 +49,16 @@ function countReads(backend: MemoryBackend): { keys: string[] } {
   return seen
 }
 
+/** A cache on the default backend, set to a new one (`first`), with /a stored there (body `first`) and read back as a hit. */
+async function storedOnDefault(): Promise<{ first: MemoryBackend; cache: HttpCache<null> }> {
+  const first = new MemoryBackend()
+  configureCache(first)
+  const cache = new HttpCache<null>({ ttl: 60 })
+  await get(cache, '/a', 'first')
+  expect(await get(cache, '/a')).toBe('hit')
+  return { first, cache }
+}
+
 afterEach(async () => {
   await resetCache()
 })
@@ -116,11 +126,7 @@ describe('generations kept on an in-process backend', () => {
   })
 
   it('a default cache replaced by another backend is read there, not through what the first one held', async () => {
-    const first = new MemoryBackend()
-    configureCache(first)
-    const cache = new HttpCache<null>({ ttl: 60 })
-    await get(cache, '/a', 'first')
-    expect(await get(cache, '/a')).toBe('hit')
+    const { cache } = await storedOnDefault()
     const second = new MemoryBackend()
     const seen = countReads(second)
     configureCache(second)
@@ -133,11 +139,7 @@ describe('generations kept on an in-process backend', () => {
   })
 
   it('the generations kept from one backend are never taken for another whose count of changes is the same', async () => {
-    const first = new MemoryBackend()
-    configureCache(first)
-    const cache = new HttpCache<null>({ ttl: 60 })
-    await get(cache, '/a', 'first')
-    expect(await get(cache, '/a')).toBe('hit')
+    const { first, cache } = await storedOnDefault()
     const key = 'http:https://shop.test/a'
     // The second backend holds the entry as the first stored it, under generations it does not have.
     const second = new MemoryBackend()

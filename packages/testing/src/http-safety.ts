@@ -9,6 +9,7 @@ import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
 import { gunzipSync } from 'node:zlib'
 import type { CacheBackend } from '@cache/core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { HOST_SPELLINGS } from './host-spellings.js'
 
 /** What the handler of a {@link SafetyRoute} sees of the request. */
 export interface SafetyRequest {
@@ -499,18 +500,6 @@ export function describeHttpCacheSafety(
     })
   })
 }
-
-/** Hosts not in the spelling a URL gives them (`new URL()`), each with that spelling. */
-const HOST_SPELLINGS: [string, string][] = [
-  ['shop.test:080', 'shop.test'],
-  ['shop.test:08080', 'shop.test:8080'],
-  ['[0:0:0:0:0:0:0:1]', '[::1]'],
-  ['[::ffff:127.0.0.1]', '[::ffff:7f00:1]'],
-  ['127.1', '127.0.0.1'],
-  ['0x7f000001', '127.0.0.1'],
-  ['127.000.000.001', '127.0.0.1'],
-  ['1.2.3', '1.2.0.3'],
-]
 
 /** One request over a fresh connection, bounded at 5 s. */
 function send(

@@ -25,4 +25,5 @@ export {
   serialOrders,
   unexplainedPairs,
 } from './write-order.js'
+export { FORWARDED_HOST_SPELLINGS, HOST_SPELLINGS } from './host-spellings.js'
 export { type MapBackendOptions, type MapRow, mapBackend } from './map-backend.js'
