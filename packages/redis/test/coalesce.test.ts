@@ -414,7 +414,7 @@ describe('getMany on one node', () => {
   })
 })
 
-describe('getMany on one node', () => {
+describe('getMany on one node: socket writes', () => {
   it('writes its MULTI, MGET, EXISTS and EXEC to the socket in one write, and reads the values', async () => {
     const cache = backend()
     await cache.setMany([
