@@ -31,14 +31,17 @@ export class Batches {
     const full = keys.map((key) => format.key(key))
     if (!client.isCluster) {
       // One node: no pipeline object around the four commands, read as `get` reads (strings by
-      // default). They are written together, so no other call's command can fall between them.
+      // default). They are written together, in one socket write, so no other call's command can
+      // fall between them.
       const [, , , reply] = await connection.send('getMany', undefined, () =>
-        Promise.all([
-          client.call('multi'),
-          client.mget(full),
-          client.exists(full),
-          format.text ? client.call('exec') : client.callBuffer('exec'),
-        ]),
+        connection.together(() =>
+          Promise.all([
+            client.call('multi'),
+            client.mget(full),
+            client.exists(full),
+            format.text ? client.call('exec') : client.callBuffer('exec'),
+          ]),
+        ),
       )
       const [stored, existing] = reply as [(string | Buffer | null)[], number]
       if (existing > hitsIn(stored)) throw connection.failed('getMany', wrongType(), undefined)

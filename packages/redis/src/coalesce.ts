@@ -58,13 +58,16 @@ export class Coalescer {
     /** Values travel as strings (the default JSON serializer): replies are read as strings too. */
     private readonly text: boolean,
     private readonly one: SendOne,
-  ) {}
+  ) {
+    // The end of the tick is the connection's (one callback per tick for the gets and the sets).
+    connection.atTickEnd = this.endTick
+  }
 
   /** The value of `k`, or undefined when the caller should send the get itself (first of its tick). */
   get(k: string, key: string): Promise<unknown> | undefined {
     if (!this.open) {
       this.open = true
-      process.nextTick(this.endTick)
+      // Opens the connection's tick if no command did yet: its end runs endTick.
       this.connection.corkTick()
       return undefined
     }
@@ -85,6 +88,7 @@ export class Coalescer {
   }
 
   private readonly endTick = (): void => {
+    if (!this.open) return
     this.flush()
     this.open = false
   }

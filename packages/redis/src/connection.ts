@@ -67,6 +67,14 @@ export class Connection {
   private tickOpen = false
   /** The socket {@link corkTick} holds until the end of the current tick. */
   private corked: Socket | undefined
+  /** performance.now() when the current tick's first command was sent; NaN: not read this tick. */
+  private tickStart = Number.NaN
+  /**
+   * Runs at the end of every tick that went through {@link corkTick}, before the socket is
+   * uncorked: the gets waiting for the end of their tick are sent then (see coalesce.ts). One
+   * step per tick for all of them: a lone call schedules one callback, not one per part.
+   */
+  atTickEnd: (() => void) | undefined
   private closing: Promise<void> | undefined
   /** Operations under way (see {@link run}): `close()` lets them finish before it quits the client. */
   private active = 0
@@ -257,6 +265,32 @@ export class Connection {
     this.corked = stream
   }
 
+  /**
+   * performance.now() when the current tick's first command was sent, read once for the tick
+   * (a tick's commands leave together, see {@link corkTick}); call it after {@link corkTick}.
+   */
+  tickTime(): number {
+    if (!this.tickOpen) return performance.now()
+    if (Number.isNaN(this.tickStart)) this.tickStart = performance.now()
+    return this.tickStart
+  }
+
+  /**
+   * Runs `send`, which sends several commands, with the client's socket corked: they leave in
+   * one socket write (one system call, one read on the server) instead of one each, in order.
+   */
+  together<T>(send: () => T): T {
+    const stream = (this.client as unknown as { stream?: Socket }).stream
+    if (this.topology !== undefined || stream === undefined || typeof stream.cork !== 'function')
+      return send()
+    stream.cork()
+    try {
+      return send()
+    } finally {
+      stream.uncork()
+    }
+  }
+
   /** Throws `CacheClosedError` once `close()` was called: the same refusal on every backend. */
   assertOpen(): void {
     if (this.closed) throw new CacheClosedError('redis')
@@ -363,7 +397,9 @@ export class Connection {
   }
 
   private readonly endTick = (): void => {
+    this.atTickEnd?.()
     this.tickOpen = false
+    this.tickStart = Number.NaN
     const stream = this.corked
     this.corked = undefined
     stream?.uncork()

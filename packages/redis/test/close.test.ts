@@ -1,4 +1,4 @@
-import { CacheClosedError, type CacheEvent } from '@cache/core'
+import { CacheClosedError, type CacheEvent, CacheSerializationError } from '@cache/core'
 import type { Cluster, Redis } from 'ioredis'
 import { afterEach, describe, expect, it } from 'vitest'
 import { type RedisBackend, type RedisBackendOptions, redisBackend } from '../src/index.js'
@@ -122,6 +122,23 @@ describe.each(topologies)('calls in flight at close() ($name)', ({ name, url, ke
     expect(cache.stats.errors).toBe(0)
     expect(errors).toEqual([])
   })
+
+  it('closes once lone gets are answered, also one whose stored value does not parse', async () => {
+    const { cache, raw, namespace, errors } = await open()
+    await raw.set(`${namespace}:bad`, '{not json')
+    await raw.set(`${namespace}:good`, '"G"')
+    await cache.ready()
+    const bad = cache.get('bad').then(
+      () => undefined,
+      (error: unknown) => error,
+    )
+    expect(await bad).toBeInstanceOf(CacheSerializationError)
+    const good = cache.get('good')
+    await cache.close()
+    expect(await good).toBe('G')
+    expect(cache.stats.errors).toBe(0)
+    expect(errors).toEqual([])
+  }, 10_000)
 
   it('rejects the next page of a keys() listing under way with CacheClosedError, counted nowhere', async () => {
     const { cache, raw, namespace, errors } = await open()

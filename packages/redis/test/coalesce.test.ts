@@ -254,6 +254,31 @@ describe('calls issued in the same tick', () => {
     expect(writes.take()).toBe(1)
   })
 
+  it('sends a set and the gets after it in one tick in two socket writes: the set, then the rest at the end of the tick', async () => {
+    const cache = backend()
+    await cache.ready()
+    await cache.set('t', 'old')
+    const writes = countSocketWrites(cache)
+    const commands = countCommands(cache)
+    const calls = [cache.set('t', 'new'), cache.get('t'), cache.get('t'), cache.get('u')]
+    expect(writes.take()).toBe(1)
+    expect(await Promise.all(calls)).toEqual([undefined, 'new', 'new', undefined])
+    // The first get and the batch of the other two left with the end of the tick, together.
+    expect(writes.take()).toBe(1)
+    expect(commands.take()).toEqual({ set: 1, get: 1, eval: 1 })
+  })
+
+  it("measures a set's latency from its own tick, not from an earlier one", async () => {
+    const cache = backend()
+    await cache.ready()
+    await cache.set('l', 1)
+    await new Promise((resolve) => setTimeout(resolve, 400))
+    await Promise.all([cache.set('l', 2), cache.set('l', 3)])
+    const stats = cache.stats
+    expect(stats.operations).toBe(3)
+    expect(stats.maxLatencyMs).toBeLessThan(300)
+  })
+
   it('with coalesce: false writes every set to the socket by itself', async () => {
     const cache = backend({ coalesce: false })
     await cache.ready()
@@ -386,5 +411,35 @@ describe('getMany on one node', () => {
     const binary = backend({ serializer: v8Serializer })
     await binary.setMany([{ key: 'm', value: new Map([[1, 2]]) }])
     expect(await binary.getMany(['m', 'none'])).toEqual([new Map([[1, 2]]), undefined])
+  })
+})
+
+describe('getMany on one node: socket writes', () => {
+  it('writes its MULTI, MGET, EXISTS and EXEC to the socket in one write, and reads the values', async () => {
+    const cache = backend()
+    await cache.setMany([
+      { key: 'a', value: 'A' },
+      { key: 'b', value: 'B' },
+    ])
+    const writes = countSocketWrites(cache)
+    const commands = countCommands(cache)
+    const read = cache.getMany(['a', 'nope', 'b'])
+    expect(writes.take()).toBe(1)
+    expect(await read).toEqual(['A', undefined, 'B'])
+    expect(commands.take()).toEqual({ multi: 1, mget: 1, exists: 1, exec: 1 })
+    expect(writes.take()).toBe(0)
+  })
+
+  it('in a tick with sets, sends its four commands together, between the sets called before and after it', async () => {
+    const cache = backend()
+    await cache.ready()
+    const writes = countSocketWrites(cache)
+    const calls = [cache.set('c', 'C'), cache.getMany(['c', 'd']), cache.set('d', 'D')] as const
+    // The first set, then the four commands of getMany; the set after it waits for the tick's end.
+    expect(writes.take()).toBe(2)
+    const [, many] = await Promise.all(calls)
+    expect(many).toEqual(['C', undefined])
+    expect(writes.take()).toBe(1)
+    expect(await cache.getMany(['c', 'd'])).toEqual(['C', 'D'])
   })
 })
