@@ -17,7 +17,7 @@ import {
   type MemcachedEventName,
 } from './options.js'
 import type { ServerPool, ServerReport } from './pool.js'
-import { Opcode, type Response, request, Status, flushWrites, storeRequest } from './protocol.js'
+import { type Done, Opcode, type Response, request, Status, flushWrites, storeRequest } from './protocol.js'
 
 /**
  * memcached through memjs: one or many servers (keys placed by a ketama ring, a failing server
@@ -117,39 +117,89 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     return this.pool.names[this.routes.serverOf(key)]!
   }
 
-  async get<T = unknown>(key: string): Promise<T | undefined> {
-    const found = await this.fetch(key, 'get')
-    if (found === undefined) {
-      this.observer.miss(key)
-      return undefined
-    }
-    this.observer.hit(key)
-    return this.items.decode(found.value) as T
+  // get, getEntry, has, set and delete, one round trip each, are written with callbacks down to
+  // the socket: the caller's promise is the only one (awaiting each layer cost more per call
+  // than the rest of the client's work).
+
+  get<T = unknown>(key: string): Promise<T | undefined> {
+    return new Promise((resolve, reject) =>
+      this.fetch(key, 'get', (error, found) => {
+        if (error !== undefined) return reject(error)
+        try {
+          if (found === undefined) {
+            this.observer.miss(key)
+            return resolve(undefined)
+          }
+          this.observer.hit(key)
+          resolve(this.items.decode(found.value) as T)
+        } catch (failure) {
+          reject(failure)
+        }
+      }),
+    )
   }
 
-  async getEntry<T = unknown>(key: string): Promise<CacheEntry<T> | undefined> {
-    const found = await this.fetch(key, 'getEntry')
-    if (found === undefined) {
-      this.observer.miss(key)
-      return undefined
-    }
-    this.observer.hit(key)
-    const value = this.items.decode(found.value) as T
-    return found.flags === 0 ? { value } : { value, expiresAt: found.flags * 1000 }
+  getEntry<T = unknown>(key: string): Promise<CacheEntry<T> | undefined> {
+    return new Promise((resolve, reject) =>
+      this.fetch(key, 'getEntry', (error, found) => {
+        if (error !== undefined) return reject(error)
+        try {
+          if (found === undefined) {
+            this.observer.miss(key)
+            return resolve(undefined)
+          }
+          this.observer.hit(key)
+          const value = this.items.decode(found.value) as T
+          resolve(found.flags === 0 ? { value } : { value, expiresAt: found.flags * 1000 })
+        } catch (failure) {
+          reject(failure)
+        }
+      }),
+    )
   }
 
-  async has(key: string): Promise<boolean> {
-    return (await this.fetch(key, 'has')) !== undefined
+  has(key: string): Promise<boolean> {
+    return new Promise((resolve, reject) =>
+      this.fetch(key, 'has', (error, found) =>
+        error === undefined ? resolve(found !== undefined) : reject(error),
+      ),
+    )
   }
 
-  async set(key: string, value: unknown, ttl?: Duration): Promise<void> {
-    const expiry = this.items.expiry(ttl)
-    const bytes = this.items.encode(key, value)
-    await this.routes.withKey(key, 'set', async (index, mkey) => {
-      const response = await this.links.call(index, storeRequest(Opcode.set, mkey, expiry, bytes), 'set', key)
-      if (response.status !== Status.ok) throw this.items.failure('set', response.status, key, bytes.length)
+  set(key: string, value: unknown, ttl?: Duration): Promise<void> {
+    return new Promise((resolve, reject) => {
+      // Thrown here (a bad TTL, a value too large or not serializable): the promise rejects.
+      const expiry = this.items.expiry(ttl)
+      const bytes = this.items.encode(key, value)
+      this.routes.withKeyNow<void>(
+        key,
+        'set',
+        (index, mkey, done) =>
+          this.links.callNow(
+            index,
+            storeRequest(Opcode.set, mkey, expiry, bytes),
+            'set',
+            key,
+            true,
+            true,
+            (error, response) => {
+              if (error !== undefined) return done(error)
+              if (response!.status !== Status.ok)
+                return done(this.items.failure('set', response!.status, key, bytes.length))
+              done(undefined)
+            },
+          ),
+        (error) => {
+          if (error !== undefined) return reject(error)
+          try {
+            this.observer.set(key)
+            resolve()
+          } catch (failure) {
+            reject(failure)
+          }
+        },
+      )
     })
-    this.observer.set(key)
   }
 
   async add(key: string, value: unknown, ttl?: Duration): Promise<boolean> {
@@ -176,15 +226,38 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     return added
   }
 
-  async delete(key: string): Promise<boolean> {
-    const removed = await this.routes.withKey(key, 'delete', async (index, mkey) => {
-      const response = await this.links.call(index, request(Opcode.delete, mkey), 'delete', key)
-      if (response.status === Status.notFound) return false
-      if (response.status !== Status.ok) throw this.items.failure('delete', response.status, key)
-      return true
-    })
-    if (removed) this.observer.delete(key)
-    return removed
+  delete(key: string): Promise<boolean> {
+    return new Promise((resolve, reject) =>
+      this.routes.withKeyNow<boolean>(
+        key,
+        'delete',
+        (index, mkey, done) =>
+          this.links.callNow(
+            index,
+            request(Opcode.delete, mkey),
+            'delete',
+            key,
+            true,
+            true,
+            (error, response) => {
+              if (error !== undefined) return done(error)
+              if (response!.status === Status.notFound) return done(undefined, false)
+              if (response!.status !== Status.ok)
+                return done(this.items.failure('delete', response!.status, key))
+              done(undefined, true)
+            },
+          ),
+        (error, removed) => {
+          if (error !== undefined) return reject(error)
+          try {
+            if (removed) this.observer.delete(key)
+            resolve(removed!)
+          } catch (failure) {
+            reject(failure)
+          }
+        },
+      ),
+    )
   }
 
   /**
@@ -278,14 +351,35 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     if (this.ownsClient) this.client.close()
   }
 
-  /** The live item for a key, or undefined on a miss (or an item past its stored expiry). */
-  private fetch(key: string, operation: string): Promise<Response | undefined> {
-    return this.routes.withKey(key, operation, async (index, mkey) => {
-      const response = await this.links.call(index, request(Opcode.get, mkey), operation, key)
-      if (response.status === Status.notFound) return undefined
-      if (response.status !== Status.ok) throw this.items.failure(operation, response.status, key)
-      return isExpired(response.flags, this.items.now()) ? undefined : response
-    })
+  /** Calls `done` with the live item for a key, or undefined on a miss (or an item past its stored expiry). */
+  private fetch(key: string, operation: string, done: Done<Response | undefined>): void {
+    this.routes.withKeyNow<Response | undefined>(
+      key,
+      operation,
+      (index, mkey, ran) =>
+        this.links.callNow(
+          index,
+          request(Opcode.get, mkey),
+          operation,
+          key,
+          true,
+          true,
+          (error, response) => {
+            if (error !== undefined) return ran(error)
+            if (response!.status === Status.notFound) return ran(undefined, undefined)
+            if (response!.status !== Status.ok)
+              return ran(this.items.failure(operation, response!.status, key))
+            let expired: boolean
+            try {
+              expired = isExpired(response!.flags, this.items.now())
+            } catch (failure) {
+              return ran(failure)
+            }
+            ran(undefined, expired ? undefined : response)
+          },
+        ),
+      done,
+    )
   }
 }
 

@@ -161,6 +161,21 @@ const LINGER_MS = 60_000
 /** What a request ends with: its answer, or the {@link LinkFailure} (or other error) that ended it. */
 export type Done<T> = (failure: unknown, result?: T) => void
 
+/** Calls `done` with the outcome of `start()` (a throw, or the promise it returns). */
+export function doneWhenSettled<T>(start: () => Promise<T>, done: Done<T>): void {
+  let running: Promise<T>
+  try {
+    running = start()
+  } catch (error) {
+    done(error)
+    return
+  }
+  running.then(
+    (value) => done(undefined, value),
+    (error: unknown) => done(error),
+  )
+}
+
 /**
  * Sends one request on one memjs server and calls `done` with its response, or with a
  * {@link LinkFailure}. Each request has its own deadline of `timeoutMs` from when it was written
