@@ -290,6 +290,8 @@ interface Deadline {
   timeoutMs: number
   /** Requests of the tick not answered yet. */
   open: number
+  /** The watch that holds it. */
+  watch: Watch
 }
 
 /**
@@ -350,10 +352,10 @@ export function flushWrites(client: memjs.Client): void {
 function deadlineOf(server: Connection, outbox: Outbox, timeoutMs: number): Deadline {
   const current = outbox.deadline
   if (current !== undefined && current.timeoutMs === timeoutMs) return current
-  const deadline: Deadline = { start: clock(), timeoutMs, open: 0 }
-  outbox.deadline = deadline
   let watch = watches.get(server)
   if (watch === undefined) watches.set(server, (watch = { deadlines: [], head: 0, timer: undefined }))
+  const deadline: Deadline = { start: clock(), timeoutMs, open: 0, watch }
+  outbox.deadline = deadline
   watch.deadlines.push(deadline)
   if (watch.timer === undefined) arm(server, watch, timeoutMs)
   return deadline
@@ -435,10 +437,28 @@ function settled(
   deadline: Deadline,
   seq: number,
 ): void {
-  if (--deadline.open === 0 && outbox.deadline === deadline) outbox.deadline = undefined
+  if (--deadline.open === 0) {
+    if (outbox.deadline === deadline) outbox.deadline = undefined
+    forget(deadline.watch)
+  }
   // An idle connection does not keep the process alive: a script that never calls close()
   // exits once its work is done.
   if (pending.delete(seq) && pending.size === 0) server._socket?.unref()
+}
+
+/**
+ * Drops the answered deadlines at the head of a watch. Answers come in order, so this usually
+ * empties it: a deadline is kept only while its requests wait, not until the timer next fires
+ * (one per tick for up to `timeoutMs` would outlive the young generation and cost the garbage
+ * collector more than the rest of a request).
+ */
+function forget(watch: Watch): void {
+  const { deadlines } = watch
+  while (watch.head < deadlines.length && deadlines[watch.head]!.open === 0) watch.head++
+  if (watch.head === deadlines.length) {
+    deadlines.length = 0
+    watch.head = 0
+  }
 }
 
 /**
