@@ -52,7 +52,9 @@ export class Generations {
   /** The generation of server `index` if it was read recently enough to trust without reading it. */
   trusted(index: number): string | undefined {
     const cached = this.values[index]
-    return cached !== undefined && performance.now() - cached.at < this.ttlMs ? cached.text : undefined
+    // generationTtl 0 (the default) trusts no copy: no clock read on the way.
+    if (this.ttlMs === 0 || cached === undefined) return undefined
+    return performance.now() - cached.at < this.ttlMs ? cached.text : undefined
   }
 
   /** The generation of server `index` last seen by this process, however old. */
@@ -117,7 +119,7 @@ export class Generations {
       const bytes = response!.value
       const cached = this.values[index]
       if (cached?.bytes?.equals(bytes)) {
-        cached.at = performance.now()
+        if (this.ttlMs > 0) cached.at = performance.now()
         return done({ value: cached.text })
       }
       done({ value: this.remember(index, BigInt(bytes.toString('latin1')), Buffer.from(bytes)) })
