@@ -1,7 +1,7 @@
 import type { CacheBackend, CacheEntry, Duration, SetManyItem } from '@cache/core'
 import { assertIncrement, ObservedBackend, durationOption } from '@cache/core/backend'
 import type memjs from 'memjs'
-import { isExpired } from './expiry.js'
+import { type Expiry, isExpired } from './expiry.js'
 import { Generations } from './generations.js'
 import { KeyMapper } from './keys.js'
 import { Counters } from './counters.js'
@@ -17,7 +17,7 @@ import {
   type MemcachedEventName,
 } from './options.js'
 import type { ServerPool, ServerReport } from './pool.js'
-import { type Done, Opcode, type Response, request, Status, flushWrites, storeRequest } from './protocol.js'
+import { Opcode, type Response, request, Status, flushWrites, storeRequest } from './protocol.js'
 
 /**
  * memcached through memjs: one or many servers (keys placed by a ketama ring, a failing server
@@ -117,89 +117,69 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     return this.pool.names[this.routes.serverOf(key)]!
   }
 
-  // get, getEntry, has, set and delete, one round trip each, are written with callbacks down to
-  // the socket: the caller's promise is the only one (awaiting each layer cost more per call
-  // than the rest of the client's work).
-
   get<T = unknown>(key: string): Promise<T | undefined> {
-    return new Promise((resolve, reject) =>
-      this.fetch(key, 'get', (error, found) => {
-        if (error !== undefined) return reject(error)
-        try {
-          if (found === undefined) {
-            this.observer.miss(key)
-            return resolve(undefined)
-          }
-          this.observer.hit(key)
-          resolve(this.items.decode(found.value) as T)
-        } catch (failure) {
-          reject(failure)
+    return this.single(
+      key,
+      'get',
+      (mkey) => request(Opcode.get, mkey),
+      this.live,
+      (found) => {
+        if (found === undefined) {
+          this.observer.miss(key)
+          return undefined
         }
-      }),
+        this.observer.hit(key)
+        return this.items.decode(found.value) as T
+      },
     )
   }
 
   getEntry<T = unknown>(key: string): Promise<CacheEntry<T> | undefined> {
-    return new Promise((resolve, reject) =>
-      this.fetch(key, 'getEntry', (error, found) => {
-        if (error !== undefined) return reject(error)
-        try {
-          if (found === undefined) {
-            this.observer.miss(key)
-            return resolve(undefined)
-          }
-          this.observer.hit(key)
-          const value = this.items.decode(found.value) as T
-          resolve(found.flags === 0 ? { value } : { value, expiresAt: found.flags * 1000 })
-        } catch (failure) {
-          reject(failure)
+    return this.single(
+      key,
+      'getEntry',
+      (mkey) => request(Opcode.get, mkey),
+      this.live,
+      (found) => {
+        if (found === undefined) {
+          this.observer.miss(key)
+          return undefined
         }
-      }),
+        this.observer.hit(key)
+        const value = this.items.decode(found.value) as T
+        return found.flags === 0 ? { value } : { value, expiresAt: found.flags * 1000 }
+      },
     )
   }
 
   has(key: string): Promise<boolean> {
-    return new Promise((resolve, reject) =>
-      this.fetch(key, 'has', (error, found) =>
-        error === undefined ? resolve(found !== undefined) : reject(error),
-      ),
+    return this.single(
+      key,
+      'has',
+      (mkey) => request(Opcode.get, mkey),
+      this.live,
+      (found) => found !== undefined,
     )
   }
 
   set(key: string, value: unknown, ttl?: Duration): Promise<void> {
-    return new Promise((resolve, reject) => {
-      // Thrown here (a bad TTL, a value too large or not serializable): the promise rejects.
-      const expiry = this.items.expiry(ttl)
-      const bytes = this.items.encode(key, value)
-      this.routes.withKeyNow<void>(
-        key,
-        'set',
-        (index, mkey, done) =>
-          this.links.callNow(
-            index,
-            storeRequest(Opcode.set, mkey, expiry, bytes),
-            'set',
-            key,
-            true,
-            true,
-            (error, response) => {
-              if (error !== undefined) return done(error)
-              if (response!.status !== Status.ok)
-                return done(this.items.failure('set', response!.status, key, bytes.length))
-              done(undefined)
-            },
-          ),
-        (error) => {
-          if (error !== undefined) return reject(error)
-          try {
-            this.observer.set(key)
-            resolve()
-          } catch (failure) {
-            reject(failure)
-          }
-        },
-      )
-    })
+    let expiry: Expiry
+    let bytes: Buffer
+    try {
+      expiry = this.items.expiry(ttl)
+      bytes = this.items.encode(key, value)
+    } catch (error) {
+      return Promise.reject(error)
+    }
+    return this.single(
+      key,
+      'set',
+      (mkey) => storeRequest(Opcode.set, mkey, expiry, bytes),
+      (response) => {
+        if (response.status !== Status.ok) throw this.items.failure('set', response.status, key, bytes.length)
+      },
+      () => this.observer.set(key),
+    )
   }
 
   async add(key: string, value: unknown, ttl?: Duration): Promise<boolean> {
@@ -227,36 +207,19 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   }
 
   delete(key: string): Promise<boolean> {
-    return new Promise((resolve, reject) =>
-      this.routes.withKeyNow<boolean>(
-        key,
-        'delete',
-        (index, mkey, done) =>
-          this.links.callNow(
-            index,
-            request(Opcode.delete, mkey),
-            'delete',
-            key,
-            true,
-            true,
-            (error, response) => {
-              if (error !== undefined) return done(error)
-              if (response!.status === Status.notFound) return done(undefined, false)
-              if (response!.status !== Status.ok)
-                return done(this.items.failure('delete', response!.status, key))
-              done(undefined, true)
-            },
-          ),
-        (error, removed) => {
-          if (error !== undefined) return reject(error)
-          try {
-            if (removed) this.observer.delete(key)
-            resolve(removed!)
-          } catch (failure) {
-            reject(failure)
-          }
-        },
-      ),
+    return this.single(
+      key,
+      'delete',
+      (mkey) => request(Opcode.delete, mkey),
+      (response, operation) => {
+        if (response.status === Status.notFound) return false
+        if (response.status !== Status.ok) throw this.items.failure(operation, response.status, key)
+        return true
+      },
+      (removed) => {
+        if (removed) this.observer.delete(key)
+        return removed
+      },
     )
   }
 
@@ -351,35 +314,52 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     if (this.ownsClient) this.client.close()
   }
 
-  /** Calls `done` with the live item for a key, or undefined on a miss (or an item past its stored expiry). */
-  private fetch(key: string, operation: string, done: Done<Response | undefined>): void {
-    this.routes.withKeyNow<Response | undefined>(
-      key,
-      operation,
-      (index, mkey, ran) =>
-        this.links.callNow(
-          index,
-          request(Opcode.get, mkey),
-          operation,
-          key,
-          true,
-          true,
-          (error, response) => {
-            if (error !== undefined) return ran(error)
-            if (response!.status === Status.notFound) return ran(undefined, undefined)
-            if (response!.status !== Status.ok)
-              return ran(this.items.failure(operation, response!.status, key))
-            let expired: boolean
+  /**
+   * One request for one key, in the key's current generation (see {@link Routes.withKey}):
+   * `build` makes it, `read` turns the server's answer into the result or throws, and `finish`
+   * (counting, decoding) runs once before the caller's promise settles; what it throws rejects
+   * the call. Written with callbacks from the call to the socket and back: the caller's promise
+   * is the only one (awaiting each layer cost more per call than the rest of the client's work).
+   */
+  private single<A, R>(
+    key: string,
+    operation: string,
+    build: (mkey: string) => Buffer,
+    read: (response: Response, operation: string, key: string) => A,
+    finish: (answer: A) => R,
+  ): Promise<R> {
+    return new Promise((resolve, reject) =>
+      this.routes.withKeyNow<A>(
+        key,
+        operation,
+        (index, mkey, done) =>
+          this.links.callNow(index, build(mkey), operation, key, true, true, (error, response) => {
+            if (error !== undefined) return done(error)
+            let answer: A
             try {
-              expired = isExpired(response!.flags, this.items.now())
+              answer = read(response!, operation, key)
             } catch (failure) {
-              return ran(failure)
+              return done(failure)
             }
-            ran(undefined, expired ? undefined : response)
-          },
-        ),
-      done,
+            done(undefined, answer)
+          }),
+        (error, answer) => {
+          if (error !== undefined) return reject(error)
+          try {
+            resolve(finish(answer as A))
+          } catch (failure) {
+            reject(failure)
+          }
+        },
+      ),
     )
+  }
+
+  /** The live item in a GET's answer, or undefined on a miss (or an item past its stored expiry). */
+  private readonly live = (response: Response, operation: string, key: string): Response | undefined => {
+    if (response.status === Status.notFound) return undefined
+    if (response.status !== Status.ok) throw this.items.failure(operation, response.status, key)
+    return isExpired(response.flags, this.items.now()) ? undefined : response
   }
 }
 
