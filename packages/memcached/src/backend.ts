@@ -1,7 +1,7 @@
 import type { CacheBackend, CacheEntry, Duration, SetManyItem } from '@cache/core'
 import { assertIncrement, ObservedBackend, durationOption } from '@cache/core/backend'
 import type memjs from 'memjs'
-import { isExpired } from './expiry.js'
+import { type Expiry, isExpired } from './expiry.js'
 import { Generations } from './generations.js'
 import { KeyMapper } from './keys.js'
 import { Counters } from './counters.js'
@@ -117,39 +117,69 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     return this.pool.names[this.routes.serverOf(key)]!
   }
 
-  async get<T = unknown>(key: string): Promise<T | undefined> {
-    const found = await this.fetch(key, 'get')
-    if (found === undefined) {
-      this.observer.miss(key)
-      return undefined
+  get<T = unknown>(key: string): Promise<T | undefined> {
+    return this.single(
+      key,
+      'get',
+      (mkey) => request(Opcode.get, mkey),
+      this.live,
+      (found) => {
+        if (found === undefined) {
+          this.observer.miss(key)
+          return undefined
+        }
+        this.observer.hit(key)
+        return this.items.decode(found.value) as T
+      },
+    )
+  }
+
+  getEntry<T = unknown>(key: string): Promise<CacheEntry<T> | undefined> {
+    return this.single(
+      key,
+      'getEntry',
+      (mkey) => request(Opcode.get, mkey),
+      this.live,
+      (found) => {
+        if (found === undefined) {
+          this.observer.miss(key)
+          return undefined
+        }
+        this.observer.hit(key)
+        const value = this.items.decode(found.value) as T
+        return found.flags === 0 ? { value } : { value, expiresAt: found.flags * 1000 }
+      },
+    )
+  }
+
+  has(key: string): Promise<boolean> {
+    return this.single(
+      key,
+      'has',
+      (mkey) => request(Opcode.get, mkey),
+      this.live,
+      (found) => found !== undefined,
+    )
+  }
+
+  set(key: string, value: unknown, ttl?: Duration): Promise<void> {
+    let expiry: Expiry
+    let bytes: Buffer
+    try {
+      expiry = this.items.expiry(ttl)
+      bytes = this.items.encode(key, value)
+    } catch (error) {
+      return Promise.reject(error)
     }
-    this.observer.hit(key)
-    return this.items.decode(found.value) as T
-  }
-
-  async getEntry<T = unknown>(key: string): Promise<CacheEntry<T> | undefined> {
-    const found = await this.fetch(key, 'getEntry')
-    if (found === undefined) {
-      this.observer.miss(key)
-      return undefined
-    }
-    this.observer.hit(key)
-    const value = this.items.decode(found.value) as T
-    return found.flags === 0 ? { value } : { value, expiresAt: found.flags * 1000 }
-  }
-
-  async has(key: string): Promise<boolean> {
-    return (await this.fetch(key, 'has')) !== undefined
-  }
-
-  async set(key: string, value: unknown, ttl?: Duration): Promise<void> {
-    const expiry = this.items.expiry(ttl)
-    const bytes = this.items.encode(key, value)
-    await this.routes.withKey(key, 'set', async (index, mkey) => {
-      const response = await this.links.call(index, storeRequest(Opcode.set, mkey, expiry, bytes), 'set', key)
-      if (response.status !== Status.ok) throw this.items.failure('set', response.status, key, bytes.length)
-    })
-    this.observer.set(key)
+    return this.single(
+      key,
+      'set',
+      (mkey) => storeRequest(Opcode.set, mkey, expiry, bytes),
+      (response) => {
+        if (response.status !== Status.ok) throw this.items.failure('set', response.status, key, bytes.length)
+      },
+      () => this.observer.set(key),
+    )
   }
 
   async add(key: string, value: unknown, ttl?: Duration): Promise<boolean> {
@@ -176,15 +206,21 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     return added
   }
 
-  async delete(key: string): Promise<boolean> {
-    const removed = await this.routes.withKey(key, 'delete', async (index, mkey) => {
-      const response = await this.links.call(index, request(Opcode.delete, mkey), 'delete', key)
-      if (response.status === Status.notFound) return false
-      if (response.status !== Status.ok) throw this.items.failure('delete', response.status, key)
-      return true
-    })
-    if (removed) this.observer.delete(key)
-    return removed
+  delete(key: string): Promise<boolean> {
+    return this.single(
+      key,
+      'delete',
+      (mkey) => request(Opcode.delete, mkey),
+      (response, operation) => {
+        if (response.status === Status.notFound) return false
+        if (response.status !== Status.ok) throw this.items.failure(operation, response.status, key)
+        return true
+      },
+      (removed) => {
+        if (removed) this.observer.delete(key)
+        return removed
+      },
+    )
   }
 
   /**
@@ -278,14 +314,52 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     if (this.ownsClient) this.client.close()
   }
 
-  /** The live item for a key, or undefined on a miss (or an item past its stored expiry). */
-  private fetch(key: string, operation: string): Promise<Response | undefined> {
-    return this.routes.withKey(key, operation, async (index, mkey) => {
-      const response = await this.links.call(index, request(Opcode.get, mkey), operation, key)
-      if (response.status === Status.notFound) return undefined
-      if (response.status !== Status.ok) throw this.items.failure(operation, response.status, key)
-      return isExpired(response.flags, this.items.now()) ? undefined : response
-    })
+  /**
+   * One request for one key, in the key's current generation (see {@link Routes.withKey}):
+   * `build` makes it, `read` turns the server's answer into the result or throws, and `finish`
+   * (counting, decoding) runs once before the caller's promise settles; what it throws rejects
+   * the call. Written with callbacks from the call to the socket and back: the caller's promise
+   * is the only one (awaiting each layer cost more per call than the rest of the client's work).
+   */
+  private single<A, R>(
+    key: string,
+    operation: string,
+    build: (mkey: string) => Buffer,
+    read: (response: Response, operation: string, key: string) => A,
+    finish: (answer: A) => R,
+  ): Promise<R> {
+    return new Promise((resolve, reject) =>
+      this.routes.withKeyNow<A>(
+        key,
+        operation,
+        (index, mkey, done) =>
+          this.links.callNow(index, build(mkey), operation, key, true, true, (error, response) => {
+            if (error !== undefined) return done(error)
+            let answer: A
+            try {
+              answer = read(response!, operation, key)
+            } catch (failure) {
+              return done(failure)
+            }
+            done(undefined, answer)
+          }),
+        (error, answer) => {
+          if (error !== undefined) return reject(error)
+          try {
+            resolve(finish(answer as A))
+          } catch (failure) {
+            reject(failure)
+          }
+        },
+      ),
+    )
+  }
+
+  /** The live item in a GET's answer, or undefined on a miss (or an item past its stored expiry). */
+  private readonly live = (response: Response, operation: string, key: string): Response | undefined => {
+    if (response.status === Status.notFound) return undefined
+    if (response.status !== Status.ok) throw this.items.failure(operation, response.status, key)
+    return isExpired(response.flags, this.items.now()) ? undefined : response
   }
 }
 

@@ -2,6 +2,7 @@ import { randomInt } from 'node:crypto'
 import { CacheError } from '@cache/core'
 import {
   type Done,
+  doneWhenSettled,
   incrExtras,
   Opcode,
   type Response,
@@ -51,7 +52,9 @@ export class Generations {
   /** The generation of server `index` if it was read recently enough to trust without reading it. */
   trusted(index: number): string | undefined {
     const cached = this.values[index]
-    return cached !== undefined && performance.now() - cached.at < this.ttlMs ? cached.text : undefined
+    // generationTtl 0 (the default) trusts no copy: no clock read on the way.
+    if (this.ttlMs === 0 || cached === undefined) return undefined
+    return performance.now() - cached.at < this.ttlMs ? cached.text : undefined
   }
 
   /** The generation of server `index` last seen by this process, however old. */
@@ -116,7 +119,7 @@ export class Generations {
       const bytes = response!.value
       const cached = this.values[index]
       if (cached?.bytes?.equals(bytes)) {
-        cached.at = performance.now()
+        if (this.ttlMs > 0) cached.at = performance.now()
         return done({ value: cached.text })
       }
       done({ value: this.remember(index, BigInt(bytes.toString('latin1')), Buffer.from(bytes)) })
@@ -162,43 +165,69 @@ export class Generations {
    * Within `generationTtl` of the last read, the copy is trusted instead, unless `internal` (the
    * keys include @cache's own: invalidation state, locks). `count` counts a failed generation read.
    */
-  async run<R>(
+  run<R>(
     index: number,
     operation: string,
     internal: boolean,
     count: (error: unknown) => void,
     run: (generation: string) => Promise<R>,
   ): Promise<R> {
+    return new Promise((resolve, reject) =>
+      this.runNow<R>(
+        index,
+        operation,
+        internal,
+        count,
+        (generation, done) => doneWhenSettled(() => run(generation), done),
+        (error, value) => (error === undefined ? resolve(value as R) : reject(error)),
+      ),
+    )
+  }
+
+  /**
+   * {@link run}, with callbacks instead of promises: `run` calls its `done` once with its
+   * outcome, and `done` is called once with the operation's (the single-key operations hand one
+   * promise to the caller and none in between). `run` must not throw.
+   */
+  runNow<R>(
+    index: number,
+    operation: string,
+    internal: boolean,
+    count: (error: unknown) => void,
+    run: (generation: string, done: Done<R>) => void,
+    done: Done<R>,
+  ): void {
     const trusted = this.trusted(index)
-    if (trusted !== undefined && !internal) return run(trusted)
+    if (trusted !== undefined && !internal) {
+      run(trusted, done)
+      return
+    }
     const read = this.generationOfThisTick(index, operation)
     const known = this.last(index)
     if (known === undefined) {
-      const first = read.result ?? (await read.wait())
-      if ('error' in first) {
-        count(first.error)
-        throw first.error
-      }
-      return run(first.value)
+      read.onResult((first) => {
+        if ('error' in first) {
+          count(first.error)
+          return done(first.error)
+        }
+        run(first.value, done)
+      })
+      return
     }
-    let outcome: { value: R } | { error: unknown }
-    try {
-      outcome = { value: await run(known) }
-    } catch (error) {
-      outcome = { error }
-    }
-    // Answered in order: by the operation's first answer the read has its own (unless the
-    // operation failed before sending anything).
-    const current = read.result ?? (await read.wait())
-    if ('error' in current) {
-      // Sent together: if the operation failed too, its own failure was counted and says more.
-      if ('error' in outcome) throw outcome.error
-      count(current.error)
-      throw current.error
-    }
-    if (current.value !== known) return run(current.value)
-    if ('error' in outcome) throw outcome.error
-    return outcome.value
+    run(known, (failure, value) => {
+      // Answered in order: by the operation's first answer the read has its own (unless the
+      // operation failed before sending anything).
+      read.onResult((current) => {
+        if ('error' in current) {
+          // Sent together: if the operation failed too, its own failure was counted and says more.
+          if (failure !== undefined) return done(failure)
+          count(current.error)
+          return done(current.error)
+        }
+        if (current.value !== known) return run(current.value, done)
+        done(failure, value)
+      })
+    })
   }
 
   /**
@@ -249,9 +278,10 @@ class TickRead {
     for (const waiter of this.waiters.splice(0)) waiter(read)
   }
 
-  wait(): Promise<GenerationRead> {
+  /** Calls `waiter` with the read's outcome: now if it is in, else once it is. */
+  onResult(waiter: (read: GenerationRead) => void): void {
     const result = this.result
-    if (result !== undefined) return Promise.resolve(result)
-    return new Promise((resolve) => this.waiters.push(resolve))
+    if (result !== undefined) waiter(result)
+    else this.waiters.push(waiter)
   }
 }

@@ -161,6 +161,21 @@ const LINGER_MS = 60_000
 /** What a request ends with: its answer, or the {@link LinkFailure} (or other error) that ended it. */
 export type Done<T> = (failure: unknown, result?: T) => void
 
+/** Calls `done` with the outcome of `start()` (a throw, or the promise it returns). */
+export function doneWhenSettled<T>(start: () => Promise<T>, done: Done<T>): void {
+  let running: Promise<T>
+  try {
+    running = start()
+  } catch (error) {
+    done(error)
+    return
+  }
+  running.then(
+    (value) => done(undefined, value),
+    (error: unknown) => done(error),
+  )
+}
+
 /**
  * Sends one request on one memjs server and calls `done` with its response, or with a
  * {@link LinkFailure}. Each request has its own deadline of `timeoutMs` from when it was written
@@ -275,6 +290,8 @@ interface Deadline {
   timeoutMs: number
   /** Requests of the tick not answered yet. */
   open: number
+  /** The watch that holds it. */
+  watch: Watch
 }
 
 /**
@@ -335,10 +352,10 @@ export function flushWrites(client: memjs.Client): void {
 function deadlineOf(server: Connection, outbox: Outbox, timeoutMs: number): Deadline {
   const current = outbox.deadline
   if (current !== undefined && current.timeoutMs === timeoutMs) return current
-  const deadline: Deadline = { start: clock(), timeoutMs, open: 0 }
-  outbox.deadline = deadline
   let watch = watches.get(server)
   if (watch === undefined) watches.set(server, (watch = { deadlines: [], head: 0, timer: undefined }))
+  const deadline: Deadline = { start: clock(), timeoutMs, open: 0, watch }
+  outbox.deadline = deadline
   watch.deadlines.push(deadline)
   if (watch.timer === undefined) arm(server, watch, timeoutMs)
   return deadline
@@ -420,10 +437,28 @@ function settled(
   deadline: Deadline,
   seq: number,
 ): void {
-  if (--deadline.open === 0 && outbox.deadline === deadline) outbox.deadline = undefined
+  if (--deadline.open === 0) {
+    if (outbox.deadline === deadline) outbox.deadline = undefined
+    forget(deadline.watch)
+  }
   // An idle connection does not keep the process alive: a script that never calls close()
   // exits once its work is done.
   if (pending.delete(seq) && pending.size === 0) server._socket?.unref()
+}
+
+/**
+ * Drops the answered deadlines at the head of a watch. Answers come in order, so this usually
+ * empties it: a deadline is kept only while its requests wait, not until the timer next fires
+ * (one per tick for up to `timeoutMs` would outlive the young generation and cost the garbage
+ * collector more than the rest of a request).
+ */
+function forget(watch: Watch): void {
+  const { deadlines } = watch
+  while (watch.head < deadlines.length && deadlines[watch.head]!.open === 0) watch.head++
+  if (watch.head === deadlines.length) {
+    deadlines.length = 0
+    watch.head = 0
+  }
 }
 
 /**

@@ -3,6 +3,7 @@ import { isInternalKey } from '@cache/core/backend'
 import type { Generations } from './generations.js'
 import type { KeyMapper } from './keys.js'
 import type { ServerPool } from './pool.js'
+import { type Done, doneWhenSettled } from './protocol.js'
 
 /** What a key's server answered for it, or the failure of that server. */
 export type Outcome<A> = { value: A } | { error: unknown }
@@ -42,20 +43,46 @@ export class Routes {
    * checked.
    */
   withKey<R>(key: string, operation: string, run: (index: number, mkey: string) => Promise<R>): Promise<R> {
-    if (this.deps.closed()) return Promise.reject(new CacheClosedError('memcached'))
+    return new Promise((resolve, reject) =>
+      this.withKeyNow<R>(
+        key,
+        operation,
+        (index, mkey, done) => doneWhenSettled(() => run(index, mkey), done),
+        (error, result) => (error === undefined ? resolve(result as R) : reject(error)),
+      ),
+    )
+  }
+
+  /**
+   * {@link withKey} with callbacks: `run` calls its `done` once, and `done` is called once with
+   * the outcome (possibly before this returns: a closed backend, a key that is not a string).
+   * One round trip's work (get, set, delete) then costs one promise, the caller's.
+   */
+  withKeyNow<R>(
+    key: string,
+    operation: string,
+    run: (index: number, mkey: string, done: Done<R>) => void,
+    done: Done<R>,
+  ): void {
+    if (this.deps.closed()) {
+      done(new CacheClosedError('memcached'))
+      return
+    }
     let suffix: string
     try {
       suffix = this.deps.keyMapper.suffix(key)
     } catch (error) {
-      return Promise.reject(error)
+      done(error)
+      return
     }
     const index = this.deps.pool.serverOf(this.placementKey(suffix))
-    return this.deps.generations.run(
+    this.deps.generations.runNow(
       index,
       operation,
       isInternalKey(key),
       (error) => this.deps.countError(operation, error, key),
-      (generation) => run(index, this.deps.keyMapper.key(generation, suffix)),
+      (generation, ran) => run(index, this.deps.keyMapper.key(generation, suffix), ran),
+      done,
     )
   }
 

@@ -167,6 +167,51 @@ describe('stats and events', () => {
   })
 })
 
+describe('what runs when an answer arrives', () => {
+  // get, getEntry, has, set and delete finish in the connection's data handler (no promise in
+  // between): whatever throws there must reject that call only, never escape into the socket.
+  it('a listener that throws on hit, miss, set or delete rejects that call, and the backend keeps serving', async () => {
+    const cache = memcachedBackend(server.server, { namespace: 'throwing' })
+    const boom = (name: string) => () => {
+      throw new Error(`${name} listener`)
+    }
+    try {
+      await cache.set('k', 1)
+      for (const name of ['hit', 'miss', 'set', 'delete'] as const) cache.on(name, boom(name))
+      await expect(cache.get('absent')).rejects.toThrow('miss listener')
+      await expect(cache.get('k')).rejects.toThrow('hit listener')
+      await expect(cache.getEntry('k')).rejects.toThrow('hit listener')
+      await expect(cache.set('k', 2)).rejects.toThrow('set listener')
+      await expect(cache.delete('k')).rejects.toThrow('delete listener')
+      // The set and the delete were applied: only the listener failed.
+      expect(await cache.has('k')).toBe(false)
+      expect(await cache.has('absent')).toBe(false)
+    } finally {
+      await cache.close()
+    }
+  })
+
+  it('a stored value that cannot be decoded rejects that get, and the next get is served', async () => {
+    const cache = memcachedBackend(server.server, { namespace: 'undecodable' })
+    const client = memjs.Client.create(server.server)
+    try {
+      await cache.set('good', { a: 1 })
+      await cache.set('bad', 'placeholder')
+      // Overwrite the stored bytes under the backend's own key with text that is not JSON.
+      const keys = (await serverKeys(server.port)).filter((key) => key.startsWith('undecodable#'))
+      const bad = keys.find((key) => key.endsWith(':bad'))!
+      await client.set(bad, '{not json', {})
+      const [first, second] = await Promise.allSettled([cache.get('bad'), cache.get('good')])
+      expect(first).toMatchObject({ status: 'rejected', reason: { name: 'CacheSerializationError' } })
+      expect(second).toEqual({ status: 'fulfilled', value: { a: 1 } })
+      expect(await cache.get('good')).toEqual({ a: 1 })
+    } finally {
+      client.close()
+      await cache.close()
+    }
+  })
+})
+
 describe('lifecycle', () => {
   it('rejects operations after close() with CacheClosedError', async () => {
     const cache = memcachedBackend(server.server)

@@ -44,6 +44,33 @@ describe('clear() by generation', () => {
     }
   })
 
+  it('within generationTtl sends no generation read, and reads it again once it has passed', async () => {
+    const cache = memcachedBackend(server.server, { namespace: 'trusting', generationTtl: 1 })
+    try {
+      await cache.set('k', 1)
+      // Each read within generationTtl of the last generation read is one request.
+      for (let i = 0; i < 3; i++) {
+        const before = cache.stats.operations
+        await sleep(50)
+        await cache.get('k')
+        expect(cache.stats.operations - before).toBe(1)
+      }
+      // Twice: the second time, the generation read finds the bytes it read the first time.
+      for (let round = 0; round < 2; round++) {
+        await sleep(1050)
+        let before = cache.stats.operations
+        await cache.get('k')
+        expect(cache.stats.operations - before).toBe(2)
+        // That read (of an unchanged generation) is trusted for generationTtl again.
+        before = cache.stats.operations
+        await cache.get('k')
+        expect(cache.stats.operations - before).toBe(1)
+      }
+    } finally {
+      await cache.close()
+    }
+  })
+
   it('reaches another process at once with generationTtl: 0', async () => {
     const a = memcachedBackend(server.server, { namespace: 'strict', generationTtl: 0 })
     const b = memcachedBackend(server.server, { namespace: 'strict', generationTtl: 0 })
