@@ -70,8 +70,23 @@ export function sentUrl(req: IncomingMessage): string | undefined {
 export function dispatchPosition(req: IncomingMessage): { layer: Layer; frame: RouterFrame } | undefined {
   const state = (req as Watched)[STATE]
   if (state === undefined) return undefined
-  const { frame, layer } = state
-  return frame === undefined || layer === undefined ? undefined : { layer, frame }
+  // The state itself: read at once by the caller, it saves an object per cached request.
+  return state.frame === undefined || state.layer === undefined
+    ? undefined
+    : (state as { layer: Layer; frame: RouterFrame })
+}
+
+/**
+ * The list of the caches `req` passed, kept in its dispatch state: one property of the request
+ * for both (each property a request gains costs every request).
+ */
+export function cachesPassed<T>(req: IncomingMessage): T[] | undefined {
+  return stateOf(req as Watched).passed as T[] | undefined
+}
+
+/** Sets the list of {@link cachesPassed}. */
+export function setCachesPassed<T>(req: IncomingMessage, list: T[]): void {
+  stateOf(req as Watched).passed = list
 }
 type Next = (error?: unknown) => void
 type Dispatch = (this: Layer, req: IncomingMessage, res: unknown, next: Next) => unknown
@@ -96,6 +111,8 @@ interface DispatchState {
    * there), before any middleware could rewrite it; `undefined` when that start was not observed.
    */
   sent: string | undefined
+  /** The caches the request passed, outermost first (see `response-cache.ts`). */
+  passed: unknown[] | undefined
 }
 const STATE = Symbol('@cache/express dispatch state')
 type Watched = IncomingMessage & {
@@ -107,7 +124,14 @@ type Watched = IncomingMessage & {
 function stateOf(req: Watched): DispatchState {
   let state = req[STATE]
   if (state === undefined) {
-    state = { layer: undefined, frame: undefined, watches: undefined, nextValues: undefined, sent: undefined }
+    state = {
+      layer: undefined,
+      frame: undefined,
+      watches: undefined,
+      nextValues: undefined,
+      sent: undefined,
+      passed: undefined,
+    }
     req[STATE] = state
   }
   return state
