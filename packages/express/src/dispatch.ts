@@ -59,7 +59,7 @@ export interface RouterFrame {
  * wrapped it, or an app entered with `originalUrl` already set).
  */
 export function sentUrl(req: IncomingMessage): string | undefined {
-  return (req as Watched)[STATE]?.sent
+  return states.get(req)?.sent
 }
 
 /**
@@ -68,7 +68,7 @@ export function sentUrl(req: IncomingMessage): string | undefined {
  * package observed its copy of Express (the first request a cache of the app handled).
  */
 export function dispatchPosition(req: IncomingMessage): { layer: Layer; frame: RouterFrame } | undefined {
-  const state = (req as Watched)[STATE]
+  const state = states.get(req)
   if (state === undefined) return undefined
   // The state itself: read at once by the caller, it saves an object per cached request.
   return state.frame === undefined || state.layer === undefined
@@ -115,6 +115,7 @@ interface DispatchState {
   passed: unknown[] | undefined
 }
 const STATE = Symbol('@cache/express dispatch state')
+const states = new WeakMap<object, DispatchState>()
 type Watched = IncomingMessage & {
   [STATE]?: DispatchState
   next?: unknown
@@ -122,7 +123,7 @@ type Watched = IncomingMessage & {
 }
 
 function stateOf(req: Watched): DispatchState {
-  let state = req[STATE]
+  let state = states.get(req)
   if (state === undefined) {
     state = {
       layer: undefined,
@@ -132,7 +133,7 @@ function stateOf(req: Watched): DispatchState {
       sent: undefined,
       passed: undefined,
     }
-    req[STATE] = state
+    states.set(req, state)
   }
   return state
 }
@@ -304,7 +305,7 @@ export function watchDispatch(req: IncomingMessage, watch: DispatchWatch): void 
 /** Stops watching: called once the response is settled. */
 export function unwatchDispatch(req: IncomingMessage, watch: DispatchWatch): void {
   const watched = req as Watched
-  const state = watched[STATE]
+  const state = states.get(watched)
   const list = state?.watches
   if (state === undefined || list === undefined) return
   const i = list.indexOf(watch)
@@ -427,7 +428,7 @@ function wrap(layer: Record<string, unknown>, request: string, error: string): v
     res: unknown,
     next: Next,
   ) {
-    const watches = (req as Watched | undefined)?.[STATE]?.watches
+    const watches = (req === undefined || req === null ? undefined : states.get(req))?.watches
     if (watches !== undefined)
       for (const watch of watches.slice()) {
         watch.nextProven(next)
@@ -451,7 +452,8 @@ function wrapRouter(proto: Record<string, unknown>): void {
       return dispatchRouter(this, handle, req, rest)
     }
     const out = enter(req, this, done)
-    if ((req as Watched | undefined)?.[STATE]?.watches === undefined) return handle.call(this, req, res, out)
+    if ((req === undefined || req === null ? undefined : states.get(req))?.watches === undefined)
+      return handle.call(this, req, res, out)
     return dispatchRouter(this, handle, req, [res, out])
   }
 }
@@ -493,7 +495,8 @@ function dispatchRouter(
   req: IncomingMessage,
   rest: unknown[],
 ): unknown {
-  if ((req as Watched | undefined)?.[STATE]?.watches === undefined) return handle.call(router, req, ...rest)
+  if ((req === undefined || req === null ? undefined : states.get(req))?.watches === undefined)
+    return handle.call(router, req, ...rest)
   const previous = entering
   entering = req
   try {
