@@ -76,10 +76,7 @@ export function dispatchPosition(req: IncomingMessage): { layer: Layer; frame: R
     : (state as { layer: Layer; frame: RouterFrame })
 }
 
-/**
- * The list of the caches `req` passed, kept in its dispatch state: one property of the request
- * for both (each property a request gains costs every request).
- */
+/** The list of the caches `req` passed, kept in its dispatch state (one record per request for both). */
 export function cachesPassed<T>(req: IncomingMessage): T[] | undefined {
   return stateOf(req as Watched).passed as T[] | undefined
 }
@@ -94,8 +91,8 @@ type DispatchError = (this: Layer, error: unknown, req: IncomingMessage, res: un
 type App = Record<string, any>
 
 /**
- * What this file knows of one request's dispatch, in one object under one property of the
- * request: every layer Express dispatches reads it, and one shape keeps that read cheap.
+ * What this file knows of one request's dispatch, in one object per request: every layer
+ * Express dispatches reads it, and one shape keeps that read cheap.
  */
 interface DispatchState {
   /** The layer Express dispatched `req` to last: the one that called the cache, while it runs. */
@@ -114,10 +111,12 @@ interface DispatchState {
   /** The caches the request passed, outermost first (see `response-cache.ts`). */
   passed: unknown[] | undefined
 }
-const STATE = Symbol('@cache/express dispatch state')
+/**
+ * The dispatch state of each request, by request: a property of the request's own would make
+ * Express 5's request objects slower to extend for every request of the app.
+ */
 const states = new WeakMap<object, DispatchState>()
 type Watched = IncomingMessage & {
-  [STATE]?: DispatchState
   next?: unknown
   route?: { stack?: unknown }
 }
