@@ -94,6 +94,25 @@ describe.each(EXPRESS)('%s', (_name, express) => {
     expect(outer.stats.hits + inner.stats.hits).toBe(1)
   })
 
+  it('a router entered with a request derived from the cached one (Object.create(req)) after a global cache: nothing stored', async () => {
+    const app = express()
+    app.use(cacheResponse({ backend: memory() }))
+    const inner = express.Router()
+    inner.use((req: any, res: any, next: any) =>
+      req.get('x-api-key') === 'k' ? next() : res.status(401).send('no'),
+    )
+    let runs = 0
+    inner.get('/x', (_req: any, res: any) => res.send(`run ${++runs}`))
+    app.use((req: any, res: any, next: any) => inner(Object.create(req), res, next))
+    const r = await serve(app)
+    const key = { headers: { 'x-api-key': 'k' } }
+    expect(text(await r.request('/x', key))).toBe('run 1')
+    const again = await r.request('/x', key)
+    expect(text(again)).toBe('run 2')
+    expect(status(again)).not.toMatch(/hit|stored/)
+    expect((await r.request('/x')).status).toBe(401)
+  })
+
   it('the same cache mounted twice on a route runs through the second time and stores once', async () => {
     const app = express()
     const cache = cacheResponse({ backend: memory() })
