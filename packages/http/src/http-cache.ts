@@ -306,7 +306,7 @@ export class HttpCache<Raw = any> {
     let first: unknown
     let versions: number[]
     try {
-      first = valueOf(backend.sync, key)
+      first = storedValue(backend.sync, key)
       versions = this.generationsSync(backend.sync, versionKeys)
     } catch (error) {
       return this.readFailed(error, key)
@@ -314,7 +314,7 @@ export class HttpCache<Raw = any> {
     if (isVaryRecord(first)) {
       let variant: unknown
       try {
-        variant = valueOf(backend.sync, variantKey(key, first.id, view.headers, first.vary))
+        variant = storedValue(backend.sync, variantKey(key, first.id, view.headers, first.vary))
       } catch (error) {
         return this.readFailed(error, key)
       }
@@ -1071,6 +1071,6 @@ function sameVariant(headers: IncomingHttpHeaders, shared: Shared): boolean {
 }
 
 /** The value under `key` alone: the backend's `get` when it has one, which builds no entry. */
-function valueOf(sync: SyncAccess, key: string): unknown {
+function storedValue(sync: SyncAccess, key: string): unknown {
   return sync.get === undefined ? sync.getEntry(key)?.value : sync.get(key)
 }
