@@ -59,7 +59,7 @@ export interface RouterFrame {
  * wrapped it, or an app entered with `originalUrl` already set).
  */
 export function sentUrl(req: IncomingMessage): string | undefined {
-  return (req as Watched)[STATE]?.sent
+  return states.get(req)?.sent
 }
 
 /**
@@ -68,10 +68,22 @@ export function sentUrl(req: IncomingMessage): string | undefined {
  * package observed its copy of Express (the first request a cache of the app handled).
  */
 export function dispatchPosition(req: IncomingMessage): { layer: Layer; frame: RouterFrame } | undefined {
-  const state = (req as Watched)[STATE]
+  const state = states.get(req)
   if (state === undefined) return undefined
-  const { frame, layer } = state
-  return frame === undefined || layer === undefined ? undefined : { layer, frame }
+  // The state itself: read at once by the caller, it saves an object per cached request.
+  return state.frame === undefined || state.layer === undefined
+    ? undefined
+    : (state as { layer: Layer; frame: RouterFrame })
+}
+
+/** The list of the caches `req` passed, kept in its dispatch state (one record per request for both). */
+export function cachesPassed<T>(req: IncomingMessage): T[] | undefined {
+  return stateOf(req as Watched).passed as T[] | undefined
+}
+
+/** Sets the list of {@link cachesPassed}. */
+export function setCachesPassed<T>(req: IncomingMessage, list: T[]): void {
+  stateOf(req as Watched).passed = list
 }
 type Next = (error?: unknown) => void
 type Dispatch = (this: Layer, req: IncomingMessage, res: unknown, next: Next) => unknown
@@ -79,8 +91,8 @@ type DispatchError = (this: Layer, error: unknown, req: IncomingMessage, res: un
 type App = Record<string, any>
 
 /**
- * What this file knows of one request's dispatch, in one object under one property of the
- * request: every layer Express dispatches reads it, and one shape keeps that read cheap.
+ * What this file knows of one request's dispatch, in one object per request: every layer
+ * Express dispatches reads it, and one shape keeps that read cheap.
  */
 interface DispatchState {
   /** The layer Express dispatched `req` to last: the one that called the cache, while it runs. */
@@ -96,19 +108,31 @@ interface DispatchState {
    * there), before any middleware could rewrite it; `undefined` when that start was not observed.
    */
   sent: string | undefined
+  /** The caches the request passed, outermost first (see `response-cache.ts`). */
+  passed: unknown[] | undefined
 }
-const STATE = Symbol('@cache/express dispatch state')
+/**
+ * The dispatch state of each request, by request: a property of the request's own would make
+ * Express 5's request objects slower to extend for every request of the app.
+ */
+const states = new WeakMap<object, DispatchState>()
 type Watched = IncomingMessage & {
-  [STATE]?: DispatchState
   next?: unknown
   route?: { stack?: unknown }
 }
 
 function stateOf(req: Watched): DispatchState {
-  let state = req[STATE]
+  let state = states.get(req)
   if (state === undefined) {
-    state = { layer: undefined, frame: undefined, watches: undefined, nextValues: undefined, sent: undefined }
-    req[STATE] = state
+    state = {
+      layer: undefined,
+      frame: undefined,
+      watches: undefined,
+      nextValues: undefined,
+      sent: undefined,
+      passed: undefined,
+    }
+    states.set(req, state)
   }
   return state
 }
@@ -280,7 +304,7 @@ export function watchDispatch(req: IncomingMessage, watch: DispatchWatch): void 
 /** Stops watching: called once the response is settled. */
 export function unwatchDispatch(req: IncomingMessage, watch: DispatchWatch): void {
   const watched = req as Watched
-  const state = watched[STATE]
+  const state = states.get(watched)
   const list = state?.watches
   if (state === undefined || list === undefined) return
   const i = list.indexOf(watch)
@@ -403,7 +427,7 @@ function wrap(layer: Record<string, unknown>, request: string, error: string): v
     res: unknown,
     next: Next,
   ) {
-    const watches = (req as Watched | undefined)?.[STATE]?.watches
+    const watches = (req === undefined || req === null ? undefined : states.get(req))?.watches
     if (watches !== undefined)
       for (const watch of watches.slice()) {
         watch.nextProven(next)
@@ -427,7 +451,8 @@ function wrapRouter(proto: Record<string, unknown>): void {
       return dispatchRouter(this, handle, req, rest)
     }
     const out = enter(req, this, done)
-    if ((req as Watched | undefined)?.[STATE]?.watches === undefined) return handle.call(this, req, res, out)
+    if ((req === undefined || req === null ? undefined : states.get(req))?.watches === undefined)
+      return handle.call(this, req, res, out)
     return dispatchRouter(this, handle, req, [res, out])
   }
 }
@@ -469,7 +494,8 @@ function dispatchRouter(
   req: IncomingMessage,
   rest: unknown[],
 ): unknown {
-  if ((req as Watched | undefined)?.[STATE]?.watches === undefined) return handle.call(router, req, ...rest)
+  if ((req === undefined || req === null ? undefined : states.get(req))?.watches === undefined)
+    return handle.call(router, req, ...rest)
   const previous = entering
   entering = req
   try {

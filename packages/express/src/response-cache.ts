@@ -22,8 +22,10 @@ import {
 } from '@cache/http'
 import {
   type CachePosition,
+  cachesPassed,
   DispatchWatch,
   observeDispatch,
+  setCachesPassed,
   sentUrl,
   unwatchDispatch,
   watchDispatch,
@@ -64,7 +66,6 @@ const REVALIDATE = Symbol.for('@cache/express revalidate')
  * `keyPrefix`) stores only what the outer one could have stored, or the outer one would replay it
  * to requests that never reached what runs between them.
  */
-const CACHES = Symbol('@cache/express caches passed')
 type Passed = { engine: ResponseCache; watch?: DispatchWatch; site?: string }[]
 
 /** Request headers a refresh leaves out: it must get the whole, unconditional response. */
@@ -165,10 +166,10 @@ export class ResponseCache {
     receiver?: unknown,
   ): unknown {
     // A request this engine already handles (the same cache mounted twice) runs through.
-    if (this.passedBy(req) !== undefined) return run()
+    const passed = cachesPassed<Passed[number]>(req)
+    if (passed !== undefined) for (const entry of passed) if (entry.engine === this) return run()
     const self: Passed[number] = { engine: this, watch: undefined, site: undefined }
-    const passed = (req as any)[CACHES] as Passed | undefined
-    if (passed === undefined) (req as any)[CACHES] = [self]
+    if (passed === undefined) setCachesPassed(req, [self])
     else passed.push(self)
     const context = new ExpressLookup(this, req)
     const result = this.http.lookup(this.view(req, anchor, identity, receiver), context)
@@ -179,7 +180,7 @@ export class ResponseCache {
 
   /** This engine's record on `req`, once it handles it. */
   private passedBy(req: Request): Passed[number] | undefined {
-    const passed = (req as any)[CACHES] as Passed | undefined
+    const passed = cachesPassed<Passed[number]>(req)
     if (passed === undefined) return undefined
     for (const entry of passed) if (entry.engine === this) return entry
     return undefined
@@ -327,7 +328,7 @@ export class ResponseCache {
    * Also when a cache after this one reads the same entries: the innermost one stores.
    */
   nestedRefusal(req: Request): string | undefined {
-    const passed = (req as any)[CACHES] as Passed | undefined
+    const passed = cachesPassed<Passed[number]>(req)
     if (passed === undefined) return undefined
     let inner = false
     for (const other of passed) {
@@ -465,8 +466,10 @@ class ExpressView implements HttpRequestView<Request> {
 
   get protocol(): string {
     const req = this.raw
-    return typeof req.protocol === 'string'
-      ? req.protocol
+    // Read once: Express's getter asks the app for its `trust proxy` function on every read.
+    const protocol = req.protocol
+    return typeof protocol === 'string'
+      ? protocol
       : (req.socket as { encrypted?: boolean } | undefined)?.encrypted
         ? 'https'
         : 'http'
@@ -515,10 +518,13 @@ function expressHost(req: Request, raw: string | undefined): string | undefined 
  * `X-Forwarded-Host` entry when the app trusts the peer, else `Host`.
  */
 function resolvedHost(req: Request): string | undefined {
-  let value = req.headers['x-forwarded-host'] as string | undefined
+  const headers = req.headers
+  let value = headers['x-forwarded-host'] as string | undefined
+  // Without the header the peer's trust decides nothing: the app's function is not asked.
+  if (!value) return headers.host || undefined
   const trust = req.app?.get?.('trust proxy fn')
-  if (!value || typeof trust !== 'function' || !trust(req.socket?.remoteAddress, 0)) {
-    value = req.headers.host
+  if (typeof trust !== 'function' || !trust(req.socket?.remoteAddress, 0)) {
+    value = headers.host
   } else if (value.includes(',')) {
     value = value.slice(0, value.indexOf(',')).trimEnd()
   }

@@ -306,7 +306,7 @@ export class HttpCache<Raw = any> {
     let first: unknown
     let versions: number[]
     try {
-      first = backend.sync.getEntry(key)?.value
+      first = storedValue(backend.sync, key)
       versions = this.generationsSync(backend.sync, versionKeys)
     } catch (error) {
       return this.readFailed(error, key)
@@ -314,7 +314,7 @@ export class HttpCache<Raw = any> {
     if (isVaryRecord(first)) {
       let variant: unknown
       try {
-        variant = backend.sync.getEntry(variantKey(key, first.id, view.headers, first.vary))?.value
+        variant = storedValue(backend.sync, variantKey(key, first.id, view.headers, first.vary))
       } catch (error) {
         return this.readFailed(error, key)
       }
@@ -1068,4 +1068,9 @@ function sameNames(a: readonly string[], b: readonly string[]): boolean {
 function sameVariant(headers: IncomingHttpHeaders, shared: Shared): boolean {
   const record = shared.record
   return record === undefined || sameVariantValues(headers, shared.headers, record.vary)
+}
+
+/** The value under `key` alone: the backend's `get` when it has one, which builds no entry. */
+function storedValue(sync: SyncAccess, key: string): unknown {
+  return sync.get === undefined ? sync.getEntry(key)?.value : sync.get(key)
 }

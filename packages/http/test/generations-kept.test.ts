@@ -37,15 +37,21 @@ async function get(cache: HttpCache<null>, url: string, body = 'v'): Promise<str
   return 'miss'
 }
 
-/** Counts the keys read through the backend's synchronous access. */
-function countReads(backend: MemoryBackend): { keys: string[] } {
+/** Counts the keys read through the backend's synchronous access (`getEntry` and `get`). */
+function countReads(backend: MemoryBackend): { keys: string[]; entries: string[] } {
   const sync = backend.sync
   const getEntry = sync.getEntry
-  const seen = { keys: [] as string[] }
+  const get = sync.get!
+  const seen = { keys: [] as string[], entries: [] as string[] }
   sync.getEntry = ((key: string) => {
     seen.keys.push(key)
+    seen.entries.push(key)
     return getEntry(key)
   }) as typeof sync.getEntry
+  sync.get = ((key: string) => {
+    seen.keys.push(key)
+    return get(key)
+  }) as typeof get
   return seen
 }
 
@@ -76,6 +82,30 @@ describe('generations kept on an in-process backend', () => {
     expect(await get(cache, '/a')).toBe('hit')
     expect(await get(cache, '/a')).toBe('hit')
     expect(seen.keys).toEqual(['http:https://shop.test/a', 'http:https://shop.test/a'])
+  })
+
+  it('a hit reads the value of its entry alone (get), building no entry object', async () => {
+    const backend = new MemoryBackend()
+    const seen = countReads(backend)
+    const cache = new HttpCache<null>({ backend, ttl: 60 })
+    expect(await get(cache, '/a')).toBe('miss')
+    seen.entries.length = 0
+    expect(await get(cache, '/a')).toBe('hit')
+    expect(seen.entries).toEqual([])
+  })
+
+  it('serves hits from a synchronous access without get (getEntry only), and misses after an invalidation', async () => {
+    const backend = new MemoryBackend()
+    // An in-process backend of another kind: `get` is optional in SyncAccess.
+    ;(backend.sync as { get?: unknown }).get = undefined
+    const cache = new HttpCache<null>({ backend, ttl: 60 })
+    expect(await get(cache, '/a', 'first')).toBe('miss')
+    const hit = await cache.lookup(view('/a'))
+    expect(hit.kind).toBe('hit')
+    expect(hit.kind === 'hit' && hit.body.toString()).toBe('first')
+    await cache.invalidate('https://shop.test/a')
+    expect(await get(cache, '/a')).toBe('miss')
+    expect(await get(cache, '/a')).toBe('hit')
   })
 
   it('every invalidation that reaches the backend makes the next request a miss', async () => {
