@@ -1,6 +1,10 @@
 import { type ChildProcess, spawn } from 'node:child_process'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
+import { diskBackend } from '@cache/disk'
 import { memoryBackend } from '@cache/memory'
 import { redisBackend } from '@cache/redis'
 import { type FaultProxy, type RedisServer, startFaultProxy, startRedis, until } from '@cache/test-servers'
@@ -215,6 +219,61 @@ describe('multiLevel(memory, redis): incr while Redis is down (breaker open)', (
       expect(await chain.get('hits')).toBe(106)
       expect(await chain.incr('hits')).toBe(107)
       expect(chain.levelStats()[1]).toMatchObject({ pendingKeys: 0, divergedKeys: 0 })
+    } finally {
+      await chain.close()
+      await other.close()
+    }
+  })
+})
+
+describe('multiLevel(memory, disk, redis): incr while Redis is down (breaker open)', () => {
+  let proxy: FaultProxy
+  const dir = mkdtempSync(join(tmpdir(), 'cache-multi-level-counters-'))
+  beforeAll(async () => {
+    proxy = await startFaultProxy({ port: redis.port })
+  })
+  afterAll(async () => {
+    await proxy?.close()
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  it('counts on disk meanwhile, then drops that count from disk and memory and keeps the Redis counter', async () => {
+    const namespace = `outage3-${++n}`
+    const disk = diskBackend({ path: join(dir, namespace) })
+    const chain = multiLevel({
+      levels: [
+        memoryBackend(),
+        disk,
+        redisBackend(`redis://127.0.0.1:${proxy.port}`, {
+          namespace,
+          timeout: '100ms',
+          maxReconnectDelay: '50ms',
+          logger: false,
+        }),
+      ],
+      breaker: { failureThreshold: 1, openFor: '100ms' },
+      logger: false,
+    })
+    chain.on('error', () => {})
+    const other = redisBackend(redis.url, { namespace })
+    try {
+      for (let i = 0; i < 50; i++) await other.incr('hits')
+      expect(await chain.get('hits')).toBe(50) // copied into disk and memory
+      await proxy.refuse()
+      proxy.dropAll()
+      await expect(chain.incr('hits')).rejects.toMatchObject({ code: 'CACHE_UNAVAILABLE' })
+      expect(await chain.incr('hits')).toBe(1) // disk held no copy any more: evicted on the failure
+      expect(await chain.incr('hits')).toBe(2)
+      for (let i = 0; i < 5; i++) await other.incr('hits')
+      await proxy.listen()
+      await until(() => {
+        void chain.get('probe').catch(() => {})
+        return chain.levelStats()[2]!.state === 'closed'
+      })
+      expect(await other.get('hits')).toBe(55)
+      expect(await chain.get('hits')).toBe(55)
+      expect(await chain.incr('hits')).toBe(56)
+      expect(await disk.get('hits')).toBeUndefined() // evicted by the incr on Redis
     } finally {
       await chain.close()
       await other.close()
