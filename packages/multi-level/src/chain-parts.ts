@@ -35,7 +35,7 @@ export function assembleChain(
   const order = new WriteOrder()
   const health = new LevelHealth(observer, now, new IncidentLog(checkLogger(options.logger)))
   const reader = new LevelReader(levels, reads, health, observer, now)
-  const writer = new LevelWriter(levels, health, order)
+  const writer = new LevelWriter(levels, health, order, reads)
   const invalidation = new ChainInvalidation(
     options.bus,
     namespace,

@@ -1,6 +1,8 @@
 import type { CacheBackend, Duration } from '@cache/core'
 import { compareAndDelete, isGenerationKey } from '@cache/core/backend'
+import { isCallerError } from './caller-error.js'
 import type { ChainParts } from './chain-parts.js'
+import type { LevelWriter } from './writes.js'
 
 /**
  * A chain's writes of one key: the shared (slowest) level first, then the faster ones, in the
@@ -102,7 +104,11 @@ export class ChainWrites {
     }
   }
 
-  /** `incr`/`atomicUpdate`: run on the slowest level that answers, then evict the faster ones. */
+  /**
+   * `incr`/`atomicUpdate`/`compareAndDelete`: run on the slowest level in use, then evict the
+   * faster ones. If that level fails, the call rejects with its error (see
+   * {@link LevelWriter.slowest}); the other processes are still told, since it may have been applied.
+   */
   private async onShared<R>(
     operation: string,
     key: string,
@@ -120,6 +126,9 @@ export class ChainWrites {
       await Promise.all(
         this.chain.levels.slice(0, slowest.index).map((level) => this.chain.writer.evict(level, key)),
       )
+    } catch (error) {
+      if (!isCallerError(error) && !callerFailed?.()) await this.chain.invalidation.publish({ keys: [key] })
+      throw error
     } finally {
       this.chain.order.end(ticket)
     }

@@ -29,6 +29,11 @@ export interface LevelReport extends LevelStats {
   pendingKeys: number
   /** The level will be cleared before it is used again. */
   pendingClear: boolean
+  /**
+   * Keys a faster level answered `incr`/`atomicUpdate`/`add`/`compareAndDelete` for while this
+   * level was skipped: the faster levels drop them before this level is used again.
+   */
+  divergedKeys: number
 }
 
 /** First pause before a level that is in use retries the repairs a failed write left; doubles up to the max. */
@@ -62,12 +67,20 @@ export class Level {
   readonly breaker: CircuitBreaker
   private readonly pending = new Set<string>()
   private pendingClear = false
+  /** Keys a faster level changed on its own while this one was skipped (see {@link diverged}). */
+  private readonly divergent = new Set<string>()
+  private divergentAll = false
   private recovering = false
   private stopped = false
   private repairTimer: NodeJS.Timeout | undefined
   private repairDelayMs = REPAIR_DELAY_MS
   /** Told when a background repair of a level in use fails (counted like any failure). */
   onRepairFailure: (error: unknown) => void = () => {}
+  /**
+   * Set by the chain: drops what the levels faster than this one hold of `keys` (`'all'`:
+   * everything they hold). Never rejects: a faster level that fails remembers the keys itself.
+   */
+  dropFaster: (keys: readonly string[] | 'all') => Promise<void> = async () => {}
 
   constructor(
     readonly backend: CacheBackend,
@@ -104,6 +117,24 @@ export class Level {
   missedMany(keys: readonly string[]): void {
     for (const key of keys) this.remember(key)
     this.repairSoon()
+  }
+
+  /**
+   * While this level was skipped, a faster one answered an `incr`, `atomicUpdate`, `add` or
+   * `compareAndDelete` of these keys on its own. This level's value is not outdated (it is the one
+   * the other processes kept using), so nothing is deleted from it: the faster levels' private
+   * results are, before this level is used again.
+   */
+  diverged(keys: string | readonly string[]): void {
+    if (this.divergentAll) return
+    for (const key of typeof keys === 'string' ? [keys] : keys) {
+      if (this.divergent.size >= this.maxPending) {
+        this.divergent.clear()
+        this.divergentAll = true
+        return
+      }
+      this.divergent.add(key)
+    }
   }
 
   /** Remembers that a `clear()` did not reach this level. */
@@ -157,6 +188,7 @@ export class Level {
       ...this.stats,
       pendingKeys: this.pending.size,
       pendingClear: this.pendingClear,
+      divergedKeys: this.divergentAll ? this.maxPending : this.divergent.size,
     }
   }
 
@@ -237,6 +269,12 @@ export class Level {
         await this.backend.has(PROBE_KEY).catch((error) => {
           if (!isPartialFailure(error)) throw error
         })
+      } else if (this.divergentAll || this.divergent.size > 0) {
+        // Once it answers: the private results the faster levels computed without it must go.
+        const keys = this.divergentAll ? 'all' : [...this.divergent]
+        this.divergentAll = false
+        this.divergent.clear()
+        await this.dropFaster(keys)
       } else {
         this.breaker.close()
         return

@@ -75,8 +75,10 @@ export class MultiLevelBackend implements CacheBackend {
     this.chain = assembleChain(this.levels, this.namespace, options)
     this.batches = new ChainBatches(this.chain)
     this.writes = new ChainWrites(this.chain)
-    for (const level of this.levels)
+    for (const level of this.levels) {
       level.onRepairFailure = (error) => this.chain.health.failed(level, 'repair', error, undefined, false)
+      level.dropFaster = (keys) => this.chain.writer.dropFaster(level.index, keys)
+    }
     // Only the last level holds every key (writes reach every level; faster ones keep a subset):
     // when it cannot list, a faster level's list would pass a partial view off as the whole.
     const last = backends[backends.length - 1]!

@@ -2,6 +2,7 @@ import type { CacheBackend } from '@cache/core'
 import { isCallerError } from './caller-error.js'
 import type { LevelHealth } from './health.js'
 import type { Level } from './level.js'
+import type { ReadGuards } from './read-guard.js'
 import type { WriteOrder, WriteTicket } from './write-order.js'
 
 /**
@@ -14,6 +15,7 @@ export class LevelWriter {
     private readonly levels: readonly Level[],
     private readonly health: LevelHealth,
     private readonly order: WriteOrder,
+    private readonly reads: ReadGuards,
   ) {}
 
   /**
@@ -56,34 +58,49 @@ export class LevelWriter {
     return results
   }
 
-  /** Runs `run` on the slowest level that answers; slower levels it passed remember the keys. */
+  /**
+   * Runs `run` (`incr`, `atomicUpdate`, `add`, `compareAndDelete`: calls whose answer the level
+   * computes) on the slowest level in use: the shared one, or, while its breaker is open, the
+   * next one. Levels skipped on the way remember the keys as diverged: what the faster levels
+   * answered without them is dropped before they are used again, and nothing is deleted from
+   * them (their value is the one other processes kept using).
+   *
+   * If that level fails, the call rejects with its error and no faster level answers instead: the
+   * level was not known to be down, and it may have applied the call (a timeout does not say), so
+   * an answer from a private level could repeat one given to another process, and a repair would
+   * erase what other processes stored. Nothing is remembered for its repair; the faster levels
+   * drop their copies of the keys, which may be outdated either way.
+   */
   async slowest<R>(
     operation: string,
     keys: string | readonly string[],
     run: (backend: CacheBackend) => Promise<R>,
     callerFailed?: () => boolean,
   ): Promise<{ result: R; index: number }> {
-    let lastError: unknown
+    const skipped: Level[] = []
     for (let i = this.levels.length - 1; i >= 0; i--) {
       const level = this.levels[i]!
       if (!this.health.usable(level)) {
-        missed(level, keys)
+        skipped.push(level)
         continue
       }
+      let result: R
       try {
-        const result = await run(level.backend)
-        level.breaker.success()
-        if (operation !== 'add' && operation !== 'compareAndDelete') level.written(keys)
-        count(level, operation, keys)
-        return { result, index: i }
+        result = await run(level.backend)
       } catch (error) {
         if (callerFailed?.()) throw error
         this.health.failed(level, operation, error, typeof keys === 'string' ? keys : undefined)
-        missed(level, keys)
-        lastError = error
+        this.invalidate(keys)
+        await Promise.all(this.levels.slice(0, i).map((faster) => this.evict(faster, keys)))
+        throw error
       }
+      level.breaker.success()
+      if (operation !== 'add' && operation !== 'compareAndDelete') level.written(keys)
+      count(level, operation, keys)
+      for (const slower of skipped) slower.diverged(keys)
+      return { result, index: i }
     }
-    throw this.health.allDown(operation, lastError)
+    throw this.health.allDown(operation, undefined)
   }
 
   /**
@@ -131,6 +148,37 @@ export class LevelWriter {
     }
     await Promise.all(tasks)
     return results
+  }
+
+  /** Drops what the levels faster than `index` hold of `keys` (`'all'`: everything they hold). */
+  async dropFaster(index: number, keys: readonly string[] | 'all'): Promise<void> {
+    const faster = this.levels.slice(0, index)
+    if (keys !== 'all') {
+      this.invalidate(keys)
+      await Promise.all(faster.map((level) => this.evict(level, keys)))
+      return
+    }
+    this.reads.invalidateAll()
+    this.order.clearedElsewhere()
+    await Promise.all(
+      faster.map(async (level) => {
+        if (!level.closed) return level.missedClear()
+        try {
+          await level.backend.clear()
+        } catch (error) {
+          level.missedClear()
+          this.health.failed(level, 'clear', error, undefined, false)
+        }
+      }),
+    )
+  }
+
+  /** Reads and writes of the keys in flight must not copy what they saw into the faster levels. */
+  private invalidate(keys: string | readonly string[]): void {
+    for (const key of typeof keys === 'string' ? [keys] : keys) {
+      this.reads.invalidate(key)
+      this.order.changedElsewhere(key)
+    }
   }
 
   /** Deletes the keys from one level now, or remembers them if it is skipped or fails. */

@@ -374,11 +374,44 @@ describe('multiLevel with a failing level', () => {
     await expect(cache.incr('k')).rejects.toBeInstanceOf(CacheUnavailableError)
   })
 
-  it('runs incr on L1 while the shared level is down', async () => {
-    const { l2, cache } = twoLevels({ failureThreshold: 1 })
+  it('runs incr on L1 only once the shared level is known down, and drops that count when it is back', async () => {
+    const { clock, l1, l2, cache } = twoLevels({ failureThreshold: 1 })
+    await l2.inner.set('n', 10)
     l2.down = true
+    // The failure that opens the breaker is reported: the level was in use when the call began.
+    await expect(cache.incr('n')).rejects.toBeInstanceOf(CacheUnavailableError)
     expect(await cache.incr('n')).toBe(1)
     expect(await cache.incr('n')).toBe(2)
+    expect(cache.levelStats()[1]).toMatchObject({ state: 'open', pendingKeys: 0, divergedKeys: 1 })
+    l2.down = false
+    clock.t += 5000
+    await cache.get('x') // the probe starts
+    for (let i = 0; i < 50 && cache.levelStats()[1]!.state !== 'closed'; i++) await settle()
+    expect(await l2.inner.get('n')).toBe(10) // not erased by the repair
+    expect(await l1.has('n')).toBe(false) // the private count is gone
+    expect(await cache.get('n')).toBe(10)
+    expect(await cache.incr('n')).toBe(11)
+  })
+
+  it('reports an incr, atomicUpdate, add or compareAndDelete the shared level failed, and answers none from L1', async () => {
+    const { l1, l2, cache } = twoLevels({ failureThreshold: 5 })
+    await cache.set('n', 10)
+    await cache.set('lock', 'theirs')
+    for (const [method, call] of [
+      ['incr', () => cache.incr('n')],
+      ['atomicUpdate', () => cache.atomicUpdate<number>('n', (v) => (v ?? 0) + 1)],
+      ['add', () => cache.add('free', 'mine')],
+      ['get', () => cache.compareAndDelete('lock', 'theirs')], // read, then deleted
+    ] as const) {
+      l2.failNext(method)
+      await expect(call()).rejects.toThrow(/connection reset/)
+    }
+    expect(cache.levelStats()[1]).toMatchObject({ state: 'closed', pendingKeys: 0, errors: 4 })
+    expect(await l2.inner.get('n')).toBe(10)
+    expect(await l2.inner.get('lock')).toBe('theirs')
+    expect(await l2.inner.has('free')).toBe(false)
+    expect(await l1.has('n')).toBe(false) // the copy may be outdated: dropped
+    expect(await cache.incr('n')).toBe(11)
   })
 })
 
