@@ -1,8 +1,15 @@
-import { CONFLICT, KeyedQueue, retryConflicts } from '@cache/core/backend'
+import { CacheNotANumberError } from '@cache/core'
+import { addToCounter, CONFLICT, KeyedQueue, retryConflicts } from '@cache/core/backend'
 import { integerReply } from './errors.js'
-import { COMPARE_AND_SET_ONCE, type ExactlyOnce, INCR_ONCE, REFUSED } from './exactly-once.js'
+import {
+  COMPARE_AND_SET_ONCE,
+  type ExactlyOnce,
+  INCR_ONCE,
+  INCR_REPLACE_ONCE,
+  REFUSED,
+} from './exactly-once.js'
 import type { BackendParts } from './parts.js'
-import { COMPARE_AND_SET, INCR, sha1 } from './scripts.js'
+import { COMPARE_AND_SET, INCR, INCR_REPLACE, sha1 } from './scripts.js'
 
 /**
  * `incr` and read-modify-write (`atomicUpdate`) on one Redis key, each write one Lua script
@@ -21,19 +28,27 @@ export class Counters {
     private readonly flush: () => void,
   ) {}
 
-  /** Adds `by` to the counter `k` (`key` to the caller); refused when past the safe integers. */
+  /**
+   * Adds `by` to the counter `k` (`key` to the caller); refused when past the safe integers. A
+   * counter in its own form (a plain decimal integer) is one script; anything else the script
+   * hands back, and it is decoded as `get` would read it, added to by core's rule
+   * (`addToCounter`), and written by the script only if the key still holds those bytes —
+   * retried on what it holds instead, up to `maxAttempts` times.
+   */
   async incr(key: string, k: string, by: number, ms: number | undefined): Promise<number> {
-    const { client, connection, near, replication } = this.parts
-    const once = this.once
+    const { near } = this.parts
     near?.forget(k)
-    let reply: unknown
-    if (once !== undefined)
-      reply = await once.run('incr', key, k, INCR_ONCE, [by, ms ?? ''], (recorded) =>
-        recorded === REFUSED ? null : Number(recorded),
-      )
-    else {
-      const script = () => INCR.run(client, k, [by, ms ?? ''], replication, 'incr')
-      reply = await connection.send('incr', key, script)
+    let reply = await this.runIncr(key, k, [by, ms ?? ''])
+    if (Array.isArray(reply)) {
+      let current = reply[0] as Buffer
+      reply = await retryConflicts(key, { maxAttempts: this.maxAttempts, pause: () => 0 }, async () => {
+        const next = addToCounter(key, this.decodeCounter(key, current), by)
+        this.flush()
+        const written = await this.runIncr(key, k, [by, ms ?? '', sha1(current), String(next)], true)
+        if (!Array.isArray(written)) return written
+        current = written[0] as Buffer
+        return CONFLICT
+      })
     }
     near?.forget(k)
     if (reply !== null) reply = integerReply(reply, 'incr', key)
@@ -44,6 +59,30 @@ export class Counters {
       )
     this.parts.observer.set(key)
     return reply as number
+  }
+
+  /**
+   * One run of an incr script (INCR_STEP, or INCR_REPLACE_STEP with `replace`): the new value,
+   * null when refused, or `[current]` when the key holds no counter in its own form.
+   */
+  private runIncr(key: string, k: string, args: (string | number)[], replace = false): Promise<unknown> {
+    const once = this.once
+    if (once !== undefined)
+      return once.run('incr', key, k, replace ? INCR_REPLACE_ONCE : INCR_ONCE, args, (recorded) =>
+        recorded === REFUSED ? null : Number(recorded),
+      )
+    const { client, connection, replication } = this.parts
+    const script = replace ? INCR_REPLACE : INCR
+    return connection.send('incr', key, () => script.run(client, k, args, replication, 'incr'))
+  }
+
+  /** What `get` reads from `bytes`; bytes it cannot read hold no integer either. */
+  private decodeCounter(key: string, bytes: Buffer): unknown {
+    try {
+      return this.parts.format.codec.decode(bytes)
+    } catch {
+      throw new CacheNotANumberError(key)
+    }
   }
 
   /**

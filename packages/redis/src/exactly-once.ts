@@ -4,7 +4,7 @@ import { type CacheObserver, waitAtMost } from '@cache/core/backend'
 import calculateSlot from 'cluster-key-slot'
 import type { Connection } from './connection.js'
 import { CacheReplicationError, type Replication } from './replication.js'
-import { CAS_STEP, INCR_STEP, LuaScript } from './scripts.js'
+import { CAS_STEP, INCR_REPLACE_STEP, INCR_STEP, LuaScript } from './scripts.js'
 
 /**
  * `incr` and `atomicUpdate` applied exactly once, or reported failed and not applied.
@@ -234,23 +234,34 @@ const FENCED = "redis.error_reply('FENCED this call was settled as not applied')
 export const REFUSED = 'r'
 
 /**
- * Adds ARGV[1] to KEYS[1] (see {@link INCR_STEP}: the TTL only at creation, nothing written
- * past the safe integers). The outcome — the new value, or {@link REFUSED} — is recorded in
- * KEYS[2] for ARGV[3] ms; a replay returns it (nil for a refusal, as the first time).
+ * An incr script (a step that leaves `value`, see {@link INCR_STEP}) whose outcome — the new
+ * value, or {@link REFUSED} — is recorded in KEYS[2] for ARGV[window] ms; a replay returns it (nil
+ * for a refusal, as the first time). A reply of `{current}` wrote nothing and records nothing (the
+ * call fails if that reply is lost).
  */
-export const INCR_ONCE = new LuaScript(`
+function incrOnce(step: string, window: number): LuaScript {
+  return new LuaScript(`
 local done = redis.call('GET', KEYS[2])
 if done == '${FENCE}' then return ${FENCED} end
 if done == '${REFUSED}' then return false end
 if done then return tonumber(done) end
-${INCR_STEP}
+local value
+${step}
+if type(value) == 'table' then return value end
 if value then
-  redis.call('SET', KEYS[2], value, 'PX', ARGV[3])
+  redis.call('SET', KEYS[2], value, 'PX', ARGV[${window}])
 else
-  redis.call('SET', KEYS[2], '${REFUSED}', 'PX', ARGV[3])
+  redis.call('SET', KEYS[2], '${REFUSED}', 'PX', ARGV[${window}])
 end
 return value
 `)
+}
+
+/** Adds ARGV[1] to KEYS[1] (see {@link INCR_STEP}), exactly once; the window is ARGV[3]. */
+export const INCR_ONCE = incrOnce(INCR_STEP, 3)
+
+/** The second step of an incr (see {@link INCR_REPLACE_STEP}), exactly once; the window is ARGV[5]. */
+export const INCR_REPLACE_ONCE = incrOnce(INCR_REPLACE_STEP, 5)
 
 /**
  * Compare-and-set: writes ARGV[2] (TTL ARGV[3] ms, '' for none) to KEYS[1] only if it still

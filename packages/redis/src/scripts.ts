@@ -70,15 +70,17 @@ return {value, redis.call('PTTL', KEYS[1])}
 
 /**
  * The part of the `incr` scripts that adds ARGV[1] to the counter KEYS[1]; leaves the reply in
- * `value`, or false (nothing written) when the counter or the result is past ±(2^53 − 1), where a
- * JavaScript number stops being exact. Only the call that creates the counter sets its TTL
- * (ARGV[2] ms, '' for none), so a counter that exists keeps its expiry. Text that is not an
- * integer is left to INCRBY's own error. Lua numbers are doubles: exact for the safe integers,
- * and an integer past them (stored, or a sum of two safe ones) rounds to a double past them too,
- * never back inside, so the check needs no big numbers.
+ * `value` (declared by the script): the new value; false (nothing written) when the counter or the
+ * result is past ±(2^53 − 1), where a JavaScript number stops being exact; or `{current}` (nothing
+ * written) when the key holds something other than a counter in its own form, a plain decimal
+ * integer that INCRBY reads: v8 bytes, JSON's `-0` or `1e+21`, text such as " 7". The caller
+ * decodes that as `get` would and writes the sum with {@link INCR_REPLACE_STEP}. Only the call
+ * that creates the counter sets its TTL (ARGV[2] ms, '' for none), so a counter that exists keeps
+ * its expiry. Lua numbers are doubles: exact for the safe integers, and an integer past them
+ * (stored, or a sum of two safe ones) rounds to a double past them too, never back inside, so the
+ * check needs no big numbers.
  */
 export const INCR_STEP = `
-local value
 local current = redis.call('GET', KEYS[1])
 if not current then
   if ARGV[2] == '' then
@@ -87,19 +89,48 @@ if not current then
     redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
   end
   value = tonumber(ARGV[1])
-else
-  local past = false
-  if string.match(current, '^%-?%d+$') then
-    local n = tonumber(current)
-    local result = n + tonumber(ARGV[1])
-    past = math.abs(n) > 9007199254740991 or math.abs(result) > 9007199254740991
+elseif current == '0' or string.match(current, '^%-?[1-9]%d*$') then
+  local n = tonumber(current)
+  local result = n + tonumber(ARGV[1])
+  if math.abs(n) > 9007199254740991 or math.abs(result) > 9007199254740991 then
+    value = false
+  else
+    value = redis.call('INCRBY', KEYS[1], ARGV[1])
   end
-  if past then value = false else value = redis.call('INCRBY', KEYS[1], ARGV[1]) end
+else
+  value = {current}
 end
 `
 
-/** Adds ARGV[1] to a counter (see {@link INCR_STEP}): the new value, or nil when refused. */
-export const INCR = new LuaScript(`${INCR_STEP}
+/**
+ * The second step of an `incr` on a value not in counter form: writes ARGV[4] (the sum, decoded
+ * and added by the caller) to KEYS[1], keeping its expiry, only if it still holds the bytes whose
+ * SHA-1 is ARGV[3]; else {@link INCR_STEP} on what it holds now (ARGV[1], ARGV[2] as there).
+ */
+export const INCR_REPLACE_STEP = `
+local held = redis.call('GET', KEYS[1])
+if held and redis.sha1hex(held) == ARGV[3] then
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl == -1 then
+    redis.call('SET', KEYS[1], ARGV[4])
+  else
+    redis.call('SET', KEYS[1], ARGV[4], 'PX', math.max(ttl, 1))
+  end
+  value = tonumber(ARGV[4])
+else
+${INCR_STEP}
+end
+`
+
+/** Adds ARGV[1] to a counter (see {@link INCR_STEP}): the new value, nil when refused, or `{current}`. */
+export const INCR = new LuaScript(`local value
+${INCR_STEP}
+return value
+`)
+
+/** The second step of an incr (see {@link INCR_REPLACE_STEP}): as {@link INCR}. */
+export const INCR_REPLACE = new LuaScript(`local value
+${INCR_REPLACE_STEP}
 return value
 `)
 

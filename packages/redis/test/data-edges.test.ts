@@ -71,7 +71,7 @@ describe.each(modes)('values at the edges ($name)', ({ name, url, options }) => 
     })
 
     it('still reports text that is not an integer as CacheNotANumberError', async () => {
-      for (const text of ['1e3', ' 12', '0x10', '01', '1.5', 'abc']) {
+      for (const text of ['0x10', '1.5', 'abc', '+7', '', '1e3x']) {
         const k = key()
         await raw.set(`${namespace}:${k}`, text)
         await expect(cache.incr(k), text).rejects.toThrow(CacheNotANumberError)
