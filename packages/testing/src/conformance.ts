@@ -484,11 +484,20 @@ export function runConformance(name: string, options: ConformanceOptions): void 
       expect(await cache.incr(low, -Number.MAX_SAFE_INTEGER)).toBe(-Number.MAX_SAFE_INTEGER)
       await expect(cache.incr(low, -1)).rejects.toThrow(RangeError)
       expect(await cache.get(low)).toBe(-Number.MAX_SAFE_INTEGER)
-      // A stored integer already past it is no exact counter either.
-      const past = key()
-      await cache.set(past, 2 ** 60)
-      await expect(cache.incr(past)).rejects.toThrow(RangeError)
-      expect(await cache.get(past)).toBe(2 ** 60)
+      // A stored integer already past it is no exact counter either, whichever way it is written.
+      for (const stored of [2 ** 60, -(2 ** 60), 1e21]) {
+        const past = key()
+        await cache.set(past, stored)
+        await expect(cache.incr(past, -1)).rejects.toThrow(RangeError)
+        expect(await cache.get(past)).toBe(stored)
+      }
+    })
+
+    it('incr() adds to a stored -0 as to 0', async () => {
+      const k = key()
+      await cache.set(k, -0)
+      expect(await cache.incr(k)).toBe(1)
+      expect(await cache.get(k)).toBe(1)
     })
 
     it('200 concurrent incr() calls give the exact total', async () => {
