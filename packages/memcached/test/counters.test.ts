@@ -3,6 +3,7 @@ import { startMemcached } from '@cache/test-servers'
 import { afterAll, describe, expect, it } from 'vitest'
 import { memcachedBackend } from '../src/index.js'
 import { ascii, serverKeys } from './raw.js'
+import { readdirSync, readFileSync } from 'node:fs'
 
 const server = await startMemcached({ spawn: true })
 afterAll(() => server.stop())
@@ -157,3 +158,62 @@ describe('values another client wrote', () => {
     }
   })
 })
+
+describe('a server without CAS (memcached -C)', () => {
+  it('incr and atomicUpdate refuse with CacheError instead of overwriting other writers', async () => {
+    const noCas = await startMemcached({ spawn: true, noCas: true })
+    const cache = memcachedBackend(noCas.server, { namespace: 'nocas', timeout: 2 })
+    try {
+      await cache.set('n', 5)
+      await expect(cache.incr('n', 1)).rejects.toMatchObject({ code: 'CACHE_ERROR', message: /-C/ })
+      await expect(cache.atomicUpdate<number>('n', (v) => (v ?? 0) + 1)).rejects.toMatchObject({
+        message: /-C/,
+      })
+      expect(await cache.get('n')).toBe(5)
+    } finally {
+      await cache.close()
+      await noCas.stop()
+    }
+  })
+})
+
+describe('an incr that times out', () => {
+  it('is not followed by a DELETE of the counter (its write may count once; other increments stay)', async () => {
+    const frozen = await startMemcached({ spawn: true })
+    let freezeOnRead = false
+    const now = () => {
+      // Called once the counter has been read, before its write is sent: the server hangs then.
+      if (freezeOnRead) {
+        freezeOnRead = false
+        stopNow(frozen.process!.pid!)
+      }
+      return Date.now()
+    }
+    const cache = memcachedBackend(frozen.server, { namespace: 'late', timeout: 0.3, now })
+    try {
+      await cache.set('c', 10, 60)
+      const [item] = (await serverKeys(frozen.port)).filter((k) => k.startsWith('late#') && k.endsWith(':c'))
+      freezeOnRead = true
+      await expect(cache.incr('c', -1)).rejects.toMatchObject({ code: 'CACHE_TIMEOUT' })
+      frozen.process!.thaw()
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      const reply = await ascii(frozen.port, `get ${item}`, /END\r\n$/)
+      expect(reply.split('\r\n')[1]).toBe('9')
+    } finally {
+      frozen.process!.thaw()
+      await cache.close()
+      await frozen.stop()
+    }
+  })
+})
+
+/** SIGSTOP, and returns once every thread of `pid` is stopped (synchronously: nothing else runs first). */
+function stopNow(pid: number): void {
+  process.kill(pid, 'SIGSTOP')
+  const deadline = Date.now() + 2000
+  const stopped = () =>
+    readdirSync(`/proc/${pid}/task`).every((task) =>
+      /\) [Tt] /.test(readFileSync(`/proc/${pid}/task/${task}/stat`, 'utf8')),
+    )
+  while (!stopped()) if (Date.now() > deadline) throw new Error(`memcached ${pid} did not stop`)
+}
