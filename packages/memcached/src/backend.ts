@@ -261,9 +261,8 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   }
 
   /**
-   * Adds `by` to an integer counter, creating it at `by` with the TTL if absent. Positive steps
-   * use memcached's INCR (one round trip); negative steps and negative counters, which INCR
-   * cannot represent, use a CAS loop.
+   * Adds `by` to an integer counter, creating it at `by` with the TTL if absent: a CAS loop
+   * (see {@link Counters.incr}), so a refused step writes nothing.
    */
   async incr(key: string, by = 1, ttl?: Duration): Promise<number> {
     assertIncrement(by)

@@ -1,18 +1,9 @@
-import { CacheNotANumberError } from '@cache/core'
-import { type CacheObserver, CONFLICT, KeyedQueue, retryConflicts } from '@cache/core/backend'
+import { CacheError, CacheNotANumberError, CacheSerializationError } from '@cache/core'
+import { addToCounter, type CacheObserver, CONFLICT, KeyedQueue, retryConflicts } from '@cache/core/backend'
 import { type Expiry, expiryFor, isExpired, keepExpiry } from './expiry.js'
 import type { ItemFormat } from './items.js'
 import type { Links } from './links.js'
-import {
-  counterBytes,
-  counterValue,
-  incrExtras,
-  Opcode,
-  type Response,
-  request,
-  Status,
-  storeRequest,
-} from './protocol.js'
+import { counterBytes, Opcode, type Response, request, Status, storeRequest } from './protocol.js'
 
 /** What one CAS attempt writes, and what the operation then returns. */
 interface Write<R> {
@@ -35,56 +26,41 @@ export class Counters {
 
   constructor(private readonly deps: CounterDeps) {}
 
-  /** `incr`: memcached's INCR on a counter it holds; ADD creates one; a negative step or a counter
-   * stored as JSON goes through {@link casLoop}. */
-  async incr(
-    key: string,
-    index: number,
-    mkey: string,
-    by: number,
-    ttlMs: number | undefined,
-  ): Promise<number> {
-    for (let attempt = 1; by >= 0 && attempt <= this.deps.maxAttempts; attempt++) {
-      const response = await this.deps.links.call(
-        index,
-        request(Opcode.increment, mkey, incrExtras(by)),
-        'incr',
-        key,
-      )
-      if (response.status === Status.ok) {
-        const value = counterValue(response)
-        if (!Number.isSafeInteger(value)) {
-          // memcached holds the 64-bit result exactly; the number a caller would get is not the
-          // counter's. Taken back before anyone is answered, as the other backends refuse it.
-          await this.deps.links.call(index, request(Opcode.decrement, mkey, incrExtras(by)), 'incr', key)
-          throw pastSafeRange(key)
-        }
-        this.deps.observer.set(key)
-        return value
-      }
-      if (response.status === Status.nonNumeric) break
-      if (response.status !== Status.notFound) throw this.deps.items.failure('incr', response.status, key)
-      const created = await this.deps.links.call(
-        index,
-        storeRequest(Opcode.add, mkey, expiryFor(ttlMs, this.deps.items.now()), counterBytes(by)),
-        'incr',
-        key,
-      )
-      if (created.status === Status.ok) {
-        this.deps.observer.set(key)
-        return by
-      }
-      if (created.status !== Status.exists) throw this.deps.items.failure('incr', created.status, key)
+  /**
+   * `incr`: a CAS read-modify-write ({@link casLoop}): the counter is read with its CAS version,
+   * `by` is added by the rule every backend follows ({@link addToCounter}), and the sum is written
+   * only if nobody wrote in between (ADD creates a missing counter with the TTL; an existing one
+   * keeps its expiry). memcached's own INCR is not used: it applies to whatever the item holds
+   * before anyone can check it (an unsigned 64-bit number: past Number.MAX_SAFE_INTEGER, or past
+   * 2^64, where it wraps), and the result is visible to every other client at once. A refused step
+   * therefore never writes. The writes are never undone on a timeout: the undo of a write is a
+   * DELETE, which would erase the counter with everyone's increments; a timed-out incr may have
+   * counted once (as on redis), never twice (requests are never retried).
+   */
+  incr(key: string, index: number, mkey: string, by: number, ttlMs: number | undefined): Promise<number> {
+    return this.casLoop(
+      key,
+      index,
+      mkey,
+      'incr',
+      (found) => {
+        if (found === undefined)
+          return { bytes: counterBytes(by), expiry: expiryFor(ttlMs, this.deps.items.now()), result: by }
+        const next = addToCounter(key, this.counterOf(key, found.value), by)
+        return { bytes: counterBytes(next), expiry: keepExpiry(found.flags), result: next }
+      },
+      false,
+    )
+  }
+
+  /** The stored value of a counter; a value the codec cannot read is not a number either. */
+  private counterOf(key: string, bytes: Buffer): unknown {
+    try {
+      return this.deps.items.decode(bytes)
+    } catch (error) {
+      if (error instanceof CacheSerializationError) throw new CacheNotANumberError(key)
+      throw error
     }
-    return this.casLoop(key, index, mkey, 'incr', (found) => {
-      if (found === undefined)
-        return { bytes: counterBytes(by), expiry: expiryFor(ttlMs, this.deps.items.now()), result: by }
-      const current = this.deps.items.decode(found.value)
-      if (!Number.isSafeInteger(current)) throw new CacheNotANumberError(key)
-      const next = (current as number) + by
-      if (!Number.isSafeInteger(next)) throw pastSafeRange(key)
-      return { bytes: counterBytes(next), expiry: keepExpiry(found.flags), result: next }
-    })
   }
 
   /** `atomicUpdate`: `fn` of the live value (undefined if none) written with {@link casLoop}. */
@@ -116,6 +92,7 @@ export class Counters {
     mkey: string,
     operation: string,
     next: (found: Response | undefined) => Write<R> | Promise<Write<R>>,
+    undoable = true,
   ): Promise<R> {
     return this.queue.run(mkey, () =>
       retryConflicts(key, { maxAttempts: this.deps.maxAttempts, pause: briefPause }, async () => {
@@ -123,13 +100,15 @@ export class Counters {
         if (current.status !== Status.ok && current.status !== Status.notFound)
           throw this.deps.items.failure(operation, current.status, key)
         const exists = current.status === Status.ok
+        // A server started with -C answers CAS 0, and a SET with CAS 0 overwrites unconditionally.
+        if (exists && current.cas.every((byte) => byte === 0)) throw casDisabled(operation)
         const live = exists && !isExpired(current.flags, this.deps.items.now()) ? current : undefined
         const { bytes, expiry, result } = await next(live)
         // An absent key is created with ADD; a present one (even expired) replaced with CAS.
         const write = exists
           ? storeRequest(Opcode.set, mkey, expiry, bytes, current.cas)
           : storeRequest(Opcode.add, mkey, expiry, bytes)
-        const written = await this.deps.links.call(index, write, operation, key)
+        const written = await this.deps.links.call(index, write, operation, key, true, undoable)
         if (written.status === Status.ok) {
           this.deps.observer.set(key)
           return result
@@ -149,7 +128,9 @@ export class Counters {
  */
 const briefPause = (): number => Math.random() * 2
 
-/** The error of an `incr` whose result would not be an exact number (as redis and disk answer it). */
-function pastSafeRange(key: string): RangeError {
-  return new RangeError(`incr: the counter "${key}" would pass Number.MAX_SAFE_INTEGER in magnitude`)
+/** A CAS write needs the server's CAS versions, which `memcached -C` turns off. */
+function casDisabled(operation: string): CacheError {
+  return new CacheError(
+    `memcached: ${operation} needs CAS, and the server answers CAS 0 (started with -C); it would overwrite other writers`,
+  )
 }

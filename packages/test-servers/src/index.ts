@@ -556,6 +556,8 @@ export interface MemcachedOptions {
   maxItemSize?: string
   /** Memory in MB. Default: 64. */
   memoryMb?: number
+  /** Start with CAS turned off (`-C`): every item's CAS version is 0. */
+  noCas?: boolean
 }
 
 /** Starts memcached on a free loopback port. */
@@ -575,6 +577,7 @@ export async function startMemcached(options: MemcachedOptions = {}): Promise<Me
     '-m',
     String(options.memoryMb ?? 64),
     ...(options.maxItemSize ? ['-I', options.maxItemSize] : []),
+    ...(options.noCas ? ['-C'] : []),
   ]
   if (process.getuid?.() === 0) args.push('-u', 'root')
   const server = new ManagedServer('memcached', port, requireBinary('memcached'), args, undefined)
