@@ -63,7 +63,12 @@ export class Counters {
     }
   }
 
-  /** `atomicUpdate`: `fn` of the live value (undefined if none) written with {@link casLoop}. */
+  /**
+   * `atomicUpdate`: `fn` of the live value (undefined if none) written with {@link casLoop}. Its
+   * write is conditional (CAS, or ADD for an absent key): landing late, it still only replaces
+   * what it read, so it is not undone on a timeout (a DELETE would erase what other processes
+   * wrote since); a timed-out atomicUpdate may have been applied.
+   */
   update<T>(
     key: string,
     index: number,
@@ -71,14 +76,21 @@ export class Counters {
     fn: (current: T | undefined) => T | Promise<T>,
     ttlMs: number | undefined,
   ): Promise<T> {
-    return this.casLoop(key, index, mkey, 'atomicUpdate', async (found) => {
-      const next = await fn(found === undefined ? undefined : (this.deps.items.decode(found.value) as T))
-      return {
-        bytes: this.deps.items.encode(key, next),
-        expiry: expiryFor(ttlMs, this.deps.items.now()),
-        result: next,
-      }
-    })
+    return this.casLoop(
+      key,
+      index,
+      mkey,
+      'atomicUpdate',
+      async (found) => {
+        const next = await fn(found === undefined ? undefined : (this.deps.items.decode(found.value) as T))
+        return {
+          bytes: this.deps.items.encode(key, next),
+          expiry: expiryFor(ttlMs, this.deps.items.now()),
+          result: next,
+        }
+      },
+      false,
+    )
   }
 
   /**

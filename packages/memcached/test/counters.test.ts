@@ -207,6 +207,44 @@ describe('an incr that times out', () => {
   })
 })
 
+describe('an atomicUpdate that times out', () => {
+  it('is not followed by a DELETE of the key (its CAS write may land once; what others wrote stays)', async () => {
+    const frozen = await startMemcached({ spawn: true })
+    let freezeOnRead = false
+    const now = () => {
+      // Called once the value has been read and fn has run, before the write is sent.
+      if (freezeOnRead) {
+        freezeOnRead = false
+        stopNow(frozen.process!.pid!)
+      }
+      return Date.now()
+    }
+    const cache = memcachedBackend(frozen.server, { namespace: 'late', timeout: 0.3, now })
+    try {
+      await cache.set('list', [1], 60)
+      const [item] = (await serverKeys(frozen.port)).filter(
+        (k) => k.startsWith('late#') && k.endsWith(':list'),
+      )
+      freezeOnRead = true
+      await expect(
+        cache.atomicUpdate<number[]>('list', (list = []) => [...list, 2], 60),
+      ).rejects.toMatchObject({
+        code: 'CACHE_TIMEOUT',
+      })
+      frozen.process!.thaw()
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      // The conditional write landed late (the list it read was unchanged): the update, not a hole.
+      const reply = await ascii(frozen.port, `get ${item}`, /END\r\n$/)
+      expect(reply.startsWith('VALUE ')).toBe(true)
+      expect(reply.split('\r\n')[1]).toContain('[1,2]')
+    } finally {
+      frozen.process!.thaw()
+      await cache.close()
+      await frozen.stop()
+    }
+  })
+})
+
 /** SIGSTOP, and returns once every thread of `pid` is stopped (synchronously: nothing else runs first). */
 function stopNow(pid: number): void {
   process.kill(pid, 'SIGSTOP')
