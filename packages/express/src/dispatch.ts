@@ -116,13 +116,31 @@ interface DispatchState {
  * Express 5's request objects slower to extend for every request of the app.
  */
 const states = new WeakMap<object, DispatchState>()
+/**
+ * The dispatch state of each response whose request a cache watches. A handler after the cache
+ * may dispatch another request object for the same response (`app.handle(Object.create(req), res,
+ * next)`, a copy of `req`, a sub-app's `handle`): Express 5 gives that request a prototype of its
+ * own before its router starts, so nothing of `req` is left on it. Whatever it is dispatched to
+ * answers the watched response: it shares the watched request's state, and runs after the cache.
+ */
+const responses = new WeakMap<object, DispatchState>()
 type Watched = IncomingMessage & {
   next?: unknown
   route?: { stack?: unknown }
 }
 
-function stateOf(req: Watched): DispatchState {
-  let state = states.get(req)
+/** The state of `req`, or of the watched request whose response `res` is (see {@link responses}). */
+function stateFor(req: object, res: unknown): DispatchState | undefined {
+  const state = states.get(req)
+  if (state !== undefined || typeof res !== 'object' || res === null) return state
+  const shared = responses.get(res)
+  if (shared === undefined || shared.watches === undefined) return undefined
+  states.set(req, shared)
+  return shared
+}
+
+function stateOf(req: Watched, res?: unknown): DispatchState {
+  let state = stateFor(req, res)
   if (state === undefined) {
     state = {
       layer: undefined,
@@ -298,6 +316,8 @@ export function watchDispatch(req: IncomingMessage, watch: DispatchWatch): void 
   const watched = req as Watched
   const state = stateOf(watched)
   ;(state.watches ??= []).push(watch)
+  const res = (watched as { res?: unknown }).res
+  if (typeof res === 'object' && res !== null) responses.set(res, state)
   if (state.nextValues === undefined) traceNext(watched, state)
 }
 
@@ -408,7 +428,7 @@ function wrap(layer: Record<string, unknown>, request: string, error: string): v
   layer[request] = function observedRequest(this: Layer, req: IncomingMessage, res: unknown, next: Next) {
     let watches: DispatchWatch[] | undefined
     if (req !== undefined && req !== null) {
-      const state = stateOf(req as Watched)
+      const state = stateOf(req as Watched, res)
       state.layer = this
       const frame = state.frame
       if (frame !== undefined) frame.app = (req as { app?: unknown }).app
@@ -427,7 +447,7 @@ function wrap(layer: Record<string, unknown>, request: string, error: string): v
     res: unknown,
     next: Next,
   ) {
-    const watches = (req === undefined || req === null ? undefined : states.get(req))?.watches
+    const watches = (req === undefined || req === null ? undefined : stateFor(req, res))?.watches
     if (watches !== undefined)
       for (const watch of watches.slice()) {
         watch.nextProven(next)
@@ -447,10 +467,10 @@ function wrapRouter(proto: Record<string, unknown>): void {
     if (arguments.length > 3) {
       // biome-ignore lint/complexity/noArguments: only for a call with more arguments than Express passes.
       const rest = Array.prototype.slice.call(arguments, 1)
-      rest[1] = enter(req, this, rest[1])
+      rest[1] = enter(req, this, rest[1], res)
       return dispatchRouter(this, handle, req, rest)
     }
-    const out = enter(req, this, done)
+    const out = enter(req, this, done, res)
     if ((req === undefined || req === null ? undefined : states.get(req))?.watches === undefined)
       return handle.call(this, req, res, out)
     return dispatchRouter(this, handle, req, [res, out])
@@ -461,10 +481,10 @@ function wrapRouter(proto: Record<string, unknown>): void {
  * Records that `req` enters `router` (mounted by the layer just dispatched in the one around it)
  * and returns the `done` the router gets: it puts the request back where it was as it leaves.
  */
-function enter(req: IncomingMessage, router: unknown, done: unknown): unknown {
+function enter(req: IncomingMessage, router: unknown, done: unknown, res: unknown): unknown {
   const watched = req as Watched | undefined
   if (watched === undefined || watched === null) return done
-  const state = stateOf(watched)
+  const state = stateOf(watched, res)
   const parent = state.frame
   const mount = parent === undefined ? undefined : state.layer
   // The first router of the request: Express sets `originalUrl` from `url` as it starts.

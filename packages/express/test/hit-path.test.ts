@@ -113,6 +113,67 @@ describe.each(EXPRESS)('%s', (_name, express) => {
     expect((await r.request('/x')).status).toBe(401)
   })
 
+  describe.each([
+    ['url and originalUrl', true],
+    ['url only', false],
+  ])(
+    'a handler re-dispatching a copy of req (Object.assign(Object.create(req), req)) with another %s through the app to a guarded route',
+    (_how, both) => {
+      const derive = (req: any, to: string) => {
+        const r = Object.assign(Object.create(req), req)
+        r.url = to
+        if (both) r.originalUrl = to
+        return r
+      }
+      const guard = (req: any, res: any, next: any) =>
+        req.get('x-api-key') === 'secret' ? next() : res.sendStatus(401)
+      const forward = (target: any, to: string) => (req: any, res: any, next: any) => {
+        const r = derive(req, to)
+        target.handle(r, res, next)
+      }
+      const key = { headers: { 'x-api-key': 'secret' } }
+      const check = async (app: any, path: string) => {
+        const r = await serve(app)
+        await r.request('/open')
+        await r.request('/open')
+        const first = await r.request(path, key)
+        expect(text(first)).toBe('report')
+        expect(status(first)).toMatch(/detail=(middleware-after-cache|next)/)
+        expect((await r.request(path)).status).toBe(401)
+      }
+
+      it('cache as route middleware, as handler wrapper, as global middleware', async () => {
+        for (const layout of ['route', 'wrapper', 'global']) {
+          const app = express()
+          const cache = cacheResponse({ backend: memory() })
+          if (layout === 'global') app.use(cache)
+          app.get('/legacy/report', guard, (_req: any, res: any) => res.send('report'))
+          const h = forward(app, '/legacy/report')
+          if (layout === 'route') app.get('/report', cache, h)
+          else if (layout === 'wrapper') app.get('/report', cache(h))
+          else app.get('/report', h)
+          app.get(
+            '/open',
+            layout === 'global' ? (_req: any, res: any) => res.send('open') : cache,
+            (_req: any, res: any) => res.send('open'),
+          )
+          await check(app, '/report')
+        }
+      })
+
+      it('into a sub-app guarded by its own use()', async () => {
+        const app = express()
+        const sub = express()
+        sub.use(guard)
+        sub.get('/report', (_req: any, res: any) => res.send('report'))
+        const cache = cacheResponse({ backend: memory() })
+        app.get('/report', cache, forward(sub, '/report'))
+        app.get('/open', cache, (_req: any, res: any) => res.send('open'))
+        await check(app, '/report')
+      })
+    },
+  )
+
   it('the same cache mounted twice on a route runs through the second time and stores once', async () => {
     const app = express()
     const cache = cacheResponse({ backend: memory() })
