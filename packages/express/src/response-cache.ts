@@ -490,7 +490,8 @@ class ExpressView implements HttpRequestView<Request> {
   }
 
   get bypass(): string | undefined {
-    return isRoutedAsSent(this.raw) ? undefined : 'rewritten-url'
+    if (!isRoutedAsSent(this.raw)) return 'rewritten-url'
+    return strippedCredential(this.raw, this.engine.settings)
   }
 
   get site(): string | undefined {
@@ -498,6 +499,30 @@ class ExpressView implements HttpRequestView<Request> {
       this.site_ = this.engine.siteFor(this.raw, this.anchor, this.identity, this.receiver, this.lookup)
     return this.site_
   }
+}
+
+/**
+ * `authorization` or `cookie` when the client sent that header but `req.headers` no longer holds
+ * it (middleware before the cache read it and deleted it, or replaced `req.headers`): the bypass
+ * rules are about what the client sent, read from `req.rawHeaders` as it arrived. With
+ * `allowAuthorized` / `allowCookies` the header does not matter, unless `vary` names it: the key
+ * would then be made without it, shared by clients that sent different values.
+ */
+function strippedCredential(req: Request, s: Settings): string | undefined {
+  const headers = req.headers
+  const authorization =
+    headers.authorization === undefined && (!s.allowAuthorized || s.vary.includes('authorization'))
+  const cookie = headers.cookie === undefined && (!s.allowCookies || s.vary.includes('cookie'))
+  if (!authorization && !cookie) return undefined
+  const raw = req.rawHeaders
+  if (!Array.isArray(raw)) return undefined
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]
+    if (typeof name !== 'string') continue
+    if (authorization && name.length === 13 && name.toLowerCase() === 'authorization') return 'authorization'
+    if (cookie && name.length === 6 && name.toLowerCase() === 'cookie') return 'cookie'
+  }
+  return undefined
 }
 
 /**

@@ -42,6 +42,57 @@ describe.each(EXPRESS)('bypass on %s', (_name, express) => {
     expect(runs.n).toBe(4)
   })
 
+  describe.each([
+    ['cookie', { cookie: 'sid=alice' }, { cookie: 'sid=bob' }],
+    ['authorization', { authorization: 'Bearer alice' }, { authorization: 'Bearer bob' }],
+  ] as const)(
+    '%s the client sent, deleted from req.headers by middleware before the cache',
+    (name, alice, bob) => {
+      function strippingApp(options: Parameters<typeof cacheResponse>[0], replace = false) {
+        const app = express()
+        app.use((req: any, _res: any, next: any) => {
+          const value = req.headers[name]
+          if (value !== undefined) req.user = String(value).split(/[= ]/)[1]
+          if (replace) {
+            const { [name]: _dropped, ...rest } = req.headers
+            req.headers = rest
+          } else delete req.headers[name]
+          next()
+        })
+        const cache = cacheResponse({ backend: memory(), ...(options as object) })
+        app.get('/me', cache, (req: any, res: any) => res.send(`hello ${req.user ?? 'anonymous'}`))
+        return app
+      }
+
+      it.each([
+        ['deleted', false],
+        ['req.headers replaced by a copy without it', true],
+      ])('bypasses (%s): nothing stored, nobody else gets the page', async (_how, replace) => {
+        const r = await serve(strippingApp({}, replace))
+        const first = await r.request('/me', { headers: alice })
+        expect(text(first)).toBe('hello alice')
+        expect(first.headers['cache-status']).toBe(`@cache; fwd=request; detail=${name}`)
+        expect(text(await r.request('/me', { headers: bob }))).toBe('hello bob')
+        expect(text(await r.request('/me'))).toBe('hello anonymous')
+      })
+
+      it('with allow option and the header in vary, still bypasses (the key could not hold it)', async () => {
+        const allow = name === 'cookie' ? { allowCookies: true } : { allowAuthorized: true }
+        const r = await serve(strippingApp({ ...allow, vary: [name] }))
+        expect(text(await r.request('/me', { headers: alice }))).toBe('hello alice')
+        expect(text(await r.request('/me'))).toBe('hello anonymous')
+      })
+
+      it('with the allow option and no vary, is stored as the option says', async () => {
+        const allow = name === 'cookie' ? { allowCookies: true } : { allowAuthorized: true }
+        const r = await serve(strippingApp(allow))
+        await r.request('/me', { headers: alice })
+        const again = await r.request('/me', { headers: alice })
+        expect(String(again.headers['cache-status'])).toMatch(/hit/)
+      })
+    },
+  )
+
   it('treats a bypass that throws as a bypass, counts it and logs it once', async () => {
     const warnings: string[] = []
     setCacheLogger({ warn: (m) => void warnings.push(m), error: (m) => void warnings.push(m) })
