@@ -218,7 +218,7 @@ function searchedLevels(
   const root = routerOf(app) as Router | undefined
   if (root === undefined) return undefined
   const route = (req as { route?: Route }).route
-  const found: { levels: string; owner: object }[] = []
+  const found: { levels: string; owner: object; inRouter: boolean }[] = []
   // Every mount of a router is searched: a router mounted twice holds the cache at two places,
   // and this request could have come through either. Only the routers being searched are skipped
   // (a router that holds itself); a search longer than the budget cannot tell the site.
@@ -241,9 +241,17 @@ function searchedLevels(
         const inner =
           anchor !== undefined ? stack.filter((l) => l.handle === anchor) : stack.length === 1 ? stack : []
         for (const l of inner)
-          found.push({ levels: [...outer, describeRoute(router, route, l)].join('/'), owner: route })
+          found.push({
+            levels: [...outer, describeRoute(router, route, l)].join('/'),
+            owner: route,
+            inRouter: outer.length > 0,
+          })
       } else if (anchor !== undefined && layer.handle === anchor) {
-        found.push({ levels: [...outer, describeLayer(router, layer)].join('/'), owner: router })
+        found.push({
+          levels: [...outer, describeLayer(router, layer)].join('/'),
+          owner: router,
+          inRouter: outer.length > 0,
+        })
       } else if (
         typeof handle === 'function' &&
         Array.isArray(handle.stack) &&
@@ -256,7 +264,11 @@ function searchedLevels(
   }
   visit(root, [])
   const [only] = found
-  return found.length === 1 && only !== undefined && budget >= 0 ? only : undefined
+  if (found.length !== 1 || only === undefined || budget < 0) return undefined
+  // Inside a router: nothing tells whether the request came through its mount or through a
+  // function that calls the router itself (`isAdmin(req) ? router(req, res, next) : next()`), which
+  // has no site. Only a place in the app's own stack is taken.
+  return only.inRouter ? undefined : only
 }
 /** How many layers the search for an unobserved request's site reads at most. */
 const MAX_SEARCHED_LAYERS = 100_000

@@ -680,3 +680,57 @@ describe.each([
     })
   })
 })
+
+/**
+ * A router both mounted and called from middleware (for admins), on the first request a copy of
+ * Express serves with a cache: nothing tells which way that request came, so it bypasses.
+ */
+describe.each([
+  ['Express 4', 'express4'],
+  ['Express 5', 'express'],
+] as const)(
+  'a router mounted and also called from middleware, from the first request on, on %s',
+  (_name, id) => {
+    const HANDED = ['req', 'Object.create(req)', 'a Proxy of req'] as const
+    function app(handed: (typeof HANDED)[number]) {
+      type Express = typeof import('express')
+      const express = freshCopy<Express>(id)
+      const a = express()
+      const shared = express.Router()
+      shared.get('/dashboard', cacheResponse({ ttl: 60, backend: memory() }), (req: any, res: any) =>
+        res.send(req.isAdmin ? 'ADMIN: revenue' : 'public dashboard'),
+      )
+      a.use((req: any, res: any, next: any) => {
+        if (req.get('x-role') !== 'admin') return next()
+        req.isAdmin = true
+        const given =
+          handed === 'req' ? req : handed === 'a Proxy of req' ? new Proxy(req, {}) : Object.create(req)
+        ;(shared as any)(given, res, next)
+      })
+      a.use(shared)
+      a.get('/other', (_req: any, res: any) => res.send('other'))
+      return a
+    }
+
+    it.each(HANDED)(
+      'first request an admin one (router given %s): the public never gets the admin page',
+      async (handed) => {
+        const r = await serve(app(handed))
+        await r.request('/other')
+        const admin = { headers: { 'x-role': 'admin' } }
+        const page = (reply: Reply) => reply.body.toString()
+        const opening = await r.request('/dashboard', admin)
+        expect(page(opening)).toBe('ADMIN: revenue')
+        expect(opening.headers['cache-status']).toMatch(/detail=site/)
+        for (let i = 0; i < 2; i++) {
+          const user = await r.request('/dashboard')
+          expect(page(user)).toBe('public dashboard')
+          expect(isHit(user)).toBe(i > 0)
+          const boss = await r.request('/dashboard', admin)
+          expect(page(boss)).toBe('ADMIN: revenue')
+          expect(boss.headers['cache-status']).toMatch(/detail=site/)
+        }
+      },
+    )
+  },
+)
