@@ -293,6 +293,9 @@ export class ResponseCache {
           watch.whenSettled(() => {
             unwatchDispatch(req, watch)
             recorder.finish()
+            void recorder.outcome.then(({ stored }) => {
+              if (stored) this.removeOnLateVerdict(watch, miss.key)
+            })
           }),
         abort: (reason) => {
           unwatchDispatch(req, watch)
@@ -318,6 +321,28 @@ export class ResponseCache {
       return settled
     }
     return result
+  }
+
+  /**
+   * A function after the cache may still call `next(error)` or `next()` once the response was sent
+   * and stored (a callback-style write that fails afterwards, a deferred `next`): an error handler
+   * or a later route then ran, which a hit would skip. The entry is deleted again (counted in
+   * `stats.deletes`) at the first such call, and at once if one came while it was being stored.
+   */
+  private removeOnLateVerdict(watch: DispatchWatch, key: string): void {
+    const remove = () => {
+      watch.onChange = () => {}
+      void this.backend()
+        .delete(key)
+        .then(
+          () => this.http.observer.delete(key),
+          (error: unknown) => this.http.observer.error('delete', error, key),
+        )
+    }
+    if (watch.verdict() !== undefined) return remove()
+    watch.onChange = () => {
+      if (watch.verdict() !== undefined) remove()
+    }
   }
 
   /**
