@@ -339,7 +339,10 @@ export class ResponseCache {
           (error: unknown) => this.http.observer.error('delete', error, key),
         )
     }
-    if (watch.verdict() !== undefined) return remove()
+    if (watch.verdict() !== undefined) {
+      remove()
+      return
+    }
     watch.onChange = () => {
       if (watch.verdict() !== undefined) remove()
     }
