@@ -77,7 +77,10 @@ export class Batches {
       }
     }
     // Counted once every value is decoded: a getMany that rejects counted no hit.
-    for (let i = 0; i < keys.length; i++) found[i] ? observer.hit(keys[i]!) : observer.miss(keys[i]!)
+    for (let i = 0; i < keys.length; i++) {
+      if (found[i]) observer.hit(keys[i]!)
+      else observer.miss(keys[i]!)
+    }
     return out
   }
 
