@@ -142,10 +142,14 @@ export class CacheObserver extends EventEmitter {
         if (this.reported.has(listener)) continue
         this.reported.add(listener)
         const message = thrown instanceof Error ? thrown.message : String(thrown)
-        logError(
-          this.logger,
-          `${this.backend}: an 'error' listener threw: ${message} (the ${event.operation} failure it was told of still reached its caller; reported once per listener)`,
-        )
+        try {
+          logError(
+            this.logger,
+            `${this.backend}: an 'error' listener threw: ${message} (the ${event.operation} failure it was told of still reached its caller; reported once per listener)`,
+          )
+        } catch {
+          // A logger that throws as well: nowhere is left to report it, and it must not escape.
+        }
       }
     }
   }

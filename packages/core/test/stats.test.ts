@@ -71,3 +71,22 @@ describe('CacheObserver error listeners', () => {
     }
   })
 })
+
+describe('CacheObserver error listeners with a logger that throws too', () => {
+  it('still never throws, and still calls the other listeners', () => {
+    const logger = {
+      warn: () => {},
+      error: () => {
+        throw new Error('logger boom')
+      },
+    }
+    const observer = new CacheObserver('test', logger)
+    const heard: string[] = []
+    observer.on('error', () => {
+      throw new Error('listener boom')
+    })
+    observer.on('error', (event: { operation?: string }) => void heard.push(`${event.operation}`))
+    expect(() => observer.error('get', new Error('down'), 'a')).not.toThrow()
+    expect(heard).toEqual(['get'])
+  })
+})
