@@ -166,6 +166,12 @@ export class SlowServerWatch {
   }
 }
 
+/** Logs `message` as an error through a component's `logger` option (`undefined`: the process-wide one). */
+export function logError(option: LoggerOption, message: string): void {
+  const logger = option === undefined ? processLogger() : option === false ? SILENT : option
+  logger.error(PREFIX + message)
+}
+
 /**
  * Logs `message` as a warning through the process-wide logger, once per `id` for the life of the
  * process (shared by every copy of @cache/core).

@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events'
 import { CacheClosedError } from './errors.js'
+import { type LoggerOption, logError } from './logger.js'
 
 /** Counters kept by every @cache backend. Latency is measured for backends that leave the process. */
 export interface CacheStats {
@@ -44,13 +45,22 @@ export function emptyStats(): CacheStats {
  * when someone listens, so an unobserved cache pays nothing for its events.
  *
  * `error` events never throw when nobody listens (unlike a bare EventEmitter): failures are
- * counted in `stats.errors` either way.
+ * counted in `stats.errors` either way. Nor when a listener throws: an `error` event is emitted
+ * where a call is failing or where no call is (a connection error), so each listener is called
+ * on its own, and one that throws is reported through {@link logger} (once per listener) while
+ * the failure still reaches its caller and the other listeners.
  */
 export class CacheObserver extends EventEmitter {
   readonly stats: CacheStats = emptyStats()
   private listening = false
+  /** `error` listeners that threw and were reported. */
+  private reported: WeakSet<object> | undefined
 
-  constructor(public backend: string) {
+  constructor(
+    public backend: string,
+    /** Where an `error` listener that throws is reported: the backend's `logger` option. */
+    public logger: LoggerOption = undefined,
+  ) {
     super()
     // Only listeners of cache events count: registering the `removeListener` hook below fires
     // `newListener` itself, and must not switch event building on for every cache.
@@ -96,7 +106,7 @@ export class CacheObserver extends EventEmitter {
     if (code === 'CACHE_CLOSED') return
     this.stats.errors++
     if (code === 'CACHE_TIMEOUT') this.stats.timeouts++
-    if (this.listenerCount('error') > 0) this.emit('error', { backend: this.backend, operation, key, error })
+    if (this.listenerCount('error') > 0) this.emitError({ backend: this.backend, operation, key, error })
   }
 
   latency(ms: number): void {
@@ -120,6 +130,29 @@ export class CacheObserver extends EventEmitter {
   reset(): void {
     Object.assign(this.stats, emptyStats())
   }
+
+  /** Calls each `error` listener on its own: one that throws neither escapes nor silences the others. */
+  private emitError(event: CacheEvent): void {
+    // rawListeners: a `once` listener is called through its wrapper, which removes it.
+    for (const listener of this.rawListeners('error') as ((event: CacheEvent) => unknown)[]) {
+      try {
+        listener.call(this, event)
+      } catch (thrown) {
+        this.reported ??= new WeakSet()
+        if (this.reported.has(listener)) continue
+        this.reported.add(listener)
+        const message = thrown instanceof Error ? thrown.message : String(thrown)
+        try {
+          logError(
+            this.logger,
+            `${this.backend}: an 'error' listener threw: ${message} (the ${event.operation} failure it was told of still reached its caller; reported once per listener)`,
+          )
+        } catch {
+          // A logger that throws as well: nowhere is left to report it, and it must not escape.
+        }
+      }
+    }
+  }
 }
 
 /** Something with stats and events: every @cache backend, and the memoize wrappers. */
@@ -138,8 +171,9 @@ export abstract class ObservedBackend implements Observable {
   // A property, not a #private field: a backend wrapped with Object.create or a Proxy keeps working.
   private closedState = false
 
-  constructor(name: string) {
-    this.observer = new CacheObserver(name)
+  /** @param logger where an `error` listener that throws is reported (the backend's `logger` option) */
+  constructor(name: string, logger?: LoggerOption) {
+    this.observer = new CacheObserver(name, logger)
   }
 
   /** True once {@link markClosed} ran: from then on every operation rejects with `CacheClosedError`. */

@@ -53,7 +53,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   private readonly counters: Counters
 
   constructor(connection: RedisConnection = 'redis://127.0.0.1:6379', options: RedisBackendOptions = {}) {
-    super('redis')
+    super('redis', options.logger)
     const settings = redisSettings(options)
     this.namespace = settings.namespace === '' ? undefined : settings.namespace
     this.format = settings.format

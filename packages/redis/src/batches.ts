@@ -1,6 +1,6 @@
-import type { SetManyItem } from '@cache/core'
+import { CacheError, type SetManyItem } from '@cache/core'
 import { type ChainableCommander, type Cluster, ReplyError } from 'ioredis'
-import { assertStored, integerReply } from './errors.js'
+import { assertStored, integerReply, unexpectedReply } from './errors.js'
 import type { BackendParts } from './parts.js'
 import type { Reads } from './reads.js'
 import { groupByNodeAndSlot, isMoved, renewSlots } from './slots.js'
@@ -43,12 +43,16 @@ export class Batches {
           ]),
         ),
       )
+      if (!Array.isArray(reply)) throw abortedExec(reply)
       const [stored, existing] = reply as [(string | Buffer | null)[], number]
       if (existing > hitsIn(stored)) throw connection.failed('getMany', wrongType(), undefined)
+      // Every value decoded before any counts: a getMany that rejects counted no hit.
+      const decoded = new Array<unknown>(keys.length)
       for (let i = 0; i < keys.length; i++) {
-        const value = this.reads.read(stored[i] ?? null, full[i]!, keys[i]!)
-        out[i] = (value instanceof Promise ? await value : value) as T
+        const value = this.reads.decode(stored[i] ?? null, full[i]!, keys[i]!)
+        decoded[i] = value instanceof Promise ? await value : value
       }
+      for (let i = 0; i < keys.length; i++) out[i] = this.reads.counted(decoded[i], keys[i]!) as T
       return out
     }
     const batches = await this.batch('getMany', full, false, (pipeline, positions) => {
@@ -58,19 +62,24 @@ export class Batches {
     const replies = batches.flatMap(({ groups, replies }) =>
       groups.map((positions, g) => ({ positions, reply: replies[4 * g + 3] as [(Buffer | null)[], number] })),
     )
-    for (const { reply } of replies)
+    for (const { reply } of replies) {
+      if (!Array.isArray(reply)) throw abortedExec(reply)
       if (reply[1] > hitsIn(reply[0])) throw connection.failed('getMany', wrongType(), undefined)
+    }
+    const found = new Array<boolean>(keys.length).fill(false)
     for (const { positions, reply } of replies) {
       const values = reply[0]
       for (let j = 0; j < positions.length; j++) {
-        const i = positions[j]!
         const bytes = values[j]
-        if (bytes === null || bytes === undefined) observer.miss(keys[i]!)
-        else {
-          observer.hit(keys[i]!)
-          out[i] = format.codec.decode(bytes) as T
-        }
+        if (bytes === null || bytes === undefined) continue
+        out[positions[j]!] = format.codec.decode(bytes) as T
+        found[positions[j]!] = true
       }
+    }
+    // Counted once every value is decoded: a getMany that rejects counted no hit.
+    for (let i = 0; i < keys.length; i++) {
+      if (found[i]) observer.hit(keys[i]!)
+      else observer.miss(keys[i]!)
     }
     return out
   }
@@ -177,6 +186,18 @@ function hitsIn(values: readonly unknown[]): number {
   let hits = 0
   for (const value of values) if (value !== null) hits++
   return hits
+}
+
+/**
+ * `EXEC` answered nil: a `WATCH` your code left on the client saw its key change, and Redis ran
+ * none of the transaction. The caller's matter, not an outage: not counted.
+ */
+function abortedExec(reply: unknown): CacheError {
+  if (reply !== null && reply !== undefined)
+    return unexpectedReply(reply, 'getMany', undefined, 'a list of values')
+  return new CacheError(
+    'redis: getMany was aborted: EXEC answered nil because a WATCH your code left on this client saw a watched key change (call UNWATCH, or give the backend a client of its own)',
+  )
 }
 
 /** The error Redis gives `GET` of a key of another type (see {@link Batches.getMany}). */

@@ -115,7 +115,7 @@ export class Coalescer {
           const w = batch[i]!
           const value = values[i]
           if (value instanceof Error) {
-            w.reject(this.connection.failed('get', value, w.key))
+            this.fail(w, 'get', value)
             continue
           }
           try {
@@ -141,6 +141,21 @@ export class Coalescer {
   }
 
   private failAll(batch: Waiting[], operation: string, error: unknown): void {
-    for (const w of batch) w.reject(this.connection.failed(operation, error, w.key))
+    for (const w of batch) this.fail(w, operation, error)
+  }
+
+  /**
+   * Rejects one waiting get with the error a lone call would get. Whatever reporting it does
+   * (events, the logger) throws, it rejects with that instead: the other gets of the batch are
+   * still settled after it.
+   */
+  private fail(w: Waiting, operation: string, error: unknown): void {
+    let failure: unknown
+    try {
+      failure = this.connection.failed(operation, error, w.key)
+    } catch (thrown) {
+      failure = thrown
+    }
+    w.reject(failure)
   }
 }

@@ -8,6 +8,9 @@ import { GET_ENTRY } from './scripts.js'
 
 const NO_ARGS: string[] = []
 
+/** What {@link Reads.decode} returns for a key that holds nothing. */
+const MISSING: unique symbol = Symbol('missing')
+
 /**
  * `get` and `getEntry` of one key: through the near cache when it is on, else one command each,
  * or, for the gets that follow the first of a tick, one script at the end of the tick (see
@@ -61,8 +64,9 @@ export class Reads {
       return undefined
     }
     if (!Array.isArray(reply)) throw unexpectedReply(reply, 'getEntry', key, 'a value and its TTL')
-    observer.hit(key)
+    // Decoded before it counts: a value that does not parse is no hit.
     const value = format.codec.decode(reply[0]) as T
+    observer.hit(key)
     return reply[1] >= 0 ? { value, expiresAt: Date.now() + reply[1] } : { value }
   }
 
@@ -71,20 +75,38 @@ export class Reads {
     this.coalescer?.flush()
   }
 
-  /** What `get` returns for a stored value (null: a miss), the hit or miss counted. */
+  /**
+   * What `get` returns for a stored value (null: a miss), the hit or miss counted once the value
+   * is decoded: a value that does not parse rejects the call and counts neither.
+   */
   read(stored: string | Buffer | null, k: string, key: string): unknown {
-    const { observer, format } = this.parts
-    if (stored === null) {
-      observer.miss(key)
-      return undefined
-    }
-    observer.hit(key)
-    if (typeof stored !== 'string') return format.codec.decode(stored)
+    const value = this.decode(stored, k, key)
+    if (value instanceof Promise) return value.then((decoded) => this.counted(decoded, key))
+    return this.counted(value, key)
+  }
+
+  /**
+   * A stored value decoded, not counted yet: {@link MISSING} for a miss, a promise when it must be
+   * read again as bytes. Throws `CacheSerializationError` when it does not parse.
+   */
+  decode(stored: string | Buffer | null, k: string, key: string): unknown {
+    if (stored === null) return MISSING
+    if (typeof stored !== 'string') return this.parts.format.codec.decode(stored)
     const first = stored.charCodeAt(0)
     // NUL (compressed) or U+FFFD (binary, e.g. v8) was written by a differently configured
     // client: those need the exact bytes.
     if (first === 0 || first === 0xfffd) return this.getBytes(k, key)
     return parseTagged(stored)
+  }
+
+  /** Counts what {@link decode} returned as a hit or a miss; what `get` returns for it. */
+  counted(value: unknown, key: string): unknown {
+    if (value === MISSING) {
+      this.parts.observer.miss(key)
+      return undefined
+    }
+    this.parts.observer.hit(key)
+    return value
   }
 
   /** One `GET`, sent now (or once the connection is ready); under way until its value is read. */
@@ -143,8 +165,8 @@ export class Reads {
       observer.miss(key)
       return undefined
     }
-    observer.hit(key)
     const value = format.codec.decode(entry.bytes) as T
+    observer.hit(key)
     return entry.expiresAt === undefined ? { value } : { value, expiresAt: entry.expiresAt }
   }
 
@@ -152,6 +174,7 @@ export class Reads {
   private async getBytes(k: string, key: string): Promise<unknown> {
     this.flush()
     const bytes = await this.parts.connection.call('get', key, this.parts.client.getBuffer(k))
-    return bytes === null ? undefined : this.parts.format.codec.decode(bytes)
+    // Deleted between the two reads: a miss.
+    return bytes === null ? MISSING : this.parts.format.codec.decode(bytes)
   }
 }
