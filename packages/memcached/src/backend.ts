@@ -14,6 +14,7 @@ import { Counters } from './counters.js'
 import { Batches } from './batch.js'
 import { ItemFormat } from './items.js'
 import { Links } from './links.js'
+import { CallOrder } from './order.js'
 import { Routes } from './routing.js'
 import {
   createClient,
@@ -46,6 +47,8 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   private readonly maxAttempts: number
   private readonly flushOnClear: boolean
   private readonly ownsClient: boolean
+  /** Keeps call order per key behind calls of several round trips (see order.ts). */
+  private readonly order = new CallOrder()
   private readonly incidents: IncidentLog
   /** The guard of each listener of an event that must not throw (see {@link on}). */
   private readonly guards = new WeakMap<Function, Map<string, (event: MemcachedEvent) => void>>()
@@ -229,23 +232,31 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   async add(key: string, value: unknown, ttl?: Duration): Promise<boolean> {
     const expiry = this.items.expiry(ttl)
     const bytes = this.items.encode(key, value)
-    const added = await this.routes.withKey(key, 'add', async (index, mkey) => {
-      const response = await this.links.call(index, storeRequest(Opcode.add, mkey, expiry, bytes), 'add', key)
-      if (response.status === Status.ok) return true
-      if (response.status !== Status.exists)
-        throw this.items.failure('add', response.status, key, bytes.length)
-      // The server may still hold an item that reads already treat as expired (see expiry.ts):
-      // replace it, but only if nobody changed it meanwhile.
-      const current = await this.links.call(index, request(Opcode.get, mkey), 'add', key)
-      if (current.status !== Status.ok || !isExpired(current.flags, this.items.now())) return false
-      const replaced = await this.links.call(
-        index,
-        storeRequest(Opcode.set, mkey, expiry, bytes, current.cas),
-        'add',
-        key,
-      )
-      return replaced.status === Status.ok
-    })
+    // Exclusive: over an expired item it takes three round trips, which later calls must not overtake.
+    const added = await this.order.exclusive(key, () =>
+      this.routes.withKey(key, 'add', async (index, mkey) => {
+        const response = await this.links.call(
+          index,
+          storeRequest(Opcode.add, mkey, expiry, bytes),
+          'add',
+          key,
+        )
+        if (response.status === Status.ok) return true
+        if (response.status !== Status.exists)
+          throw this.items.failure('add', response.status, key, bytes.length)
+        // The server may still hold an item that reads already treat as expired (see expiry.ts):
+        // replace it, but only if nobody changed it meanwhile.
+        const current = await this.links.call(index, request(Opcode.get, mkey), 'add', key)
+        if (current.status !== Status.ok || !isExpired(current.flags, this.items.now())) return false
+        const replaced = await this.links.call(
+          index,
+          storeRequest(Opcode.set, mkey, expiry, bytes, current.cas),
+          'add',
+          key,
+        )
+        return replaced.status === Status.ok
+      }),
+    )
     if (added) this.observer.set(key)
     return added
   }
@@ -272,18 +283,23 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
    * item's CAS version, which the server refuses if anything wrote the key in between.
    */
   async compareAndDelete(key: string, expected: string): Promise<boolean> {
-    const removed = await this.routes.withKey(key, 'compareAndDelete', async (index, mkey) => {
-      const found = await this.links.call(index, request(Opcode.get, mkey), 'compareAndDelete', key)
-      if (found.status === Status.notFound) return false
-      if (found.status !== Status.ok) throw this.items.failure('compareAndDelete', found.status, key)
-      if (isExpired(found.flags, this.items.now()) || !found.value.equals(this.items.codec.encode(expected)))
-        return false
-      const cas = request(Opcode.delete, mkey, undefined, undefined, found.cas)
-      const response = await this.links.call(index, cas, 'compareAndDelete', key)
-      if (response.status === Status.exists || response.status === Status.notFound) return false
-      if (response.status !== Status.ok) throw this.items.failure('compareAndDelete', response.status, key)
-      return true
-    })
+    const removed = await this.order.exclusive(key, () =>
+      this.routes.withKey(key, 'compareAndDelete', async (index, mkey) => {
+        const found = await this.links.call(index, request(Opcode.get, mkey), 'compareAndDelete', key)
+        if (found.status === Status.notFound) return false
+        if (found.status !== Status.ok) throw this.items.failure('compareAndDelete', found.status, key)
+        if (
+          isExpired(found.flags, this.items.now()) ||
+          !found.value.equals(this.items.codec.encode(expected))
+        )
+          return false
+        const cas = request(Opcode.delete, mkey, undefined, undefined, found.cas)
+        const response = await this.links.call(index, cas, 'compareAndDelete', key)
+        if (response.status === Status.exists || response.status === Status.notFound) return false
+        if (response.status !== Status.ok) throw this.items.failure('compareAndDelete', response.status, key)
+        return true
+      }),
+    )
     if (removed) this.observer.delete(key)
     return removed
   }
@@ -311,7 +327,9 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   async incr(key: string, by = 1, ttl?: Duration): Promise<number> {
     assertIncrement(by)
     const ttlMs = this.items.ttlMs(ttl)
-    return this.routes.withKey(key, 'incr', (index, mkey) => this.counters.incr(key, index, mkey, by, ttlMs))
+    return this.order.exclusive(key, () =>
+      this.routes.withKey(key, 'incr', (index, mkey) => this.counters.incr(key, index, mkey, by, ttlMs)),
+    )
   }
 
   /**
@@ -325,19 +343,24 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     ttl?: Duration,
   ): Promise<T> {
     const ttlMs = this.items.ttlMs(ttl)
-    return this.routes.withKey(key, 'atomicUpdate', (index, mkey) =>
-      this.counters.update(key, index, mkey, fn, ttlMs),
+    return this.order.exclusive(key, () =>
+      this.routes.withKey(key, 'atomicUpdate', (index, mkey) =>
+        this.counters.update(key, index, mkey, fn, ttlMs),
+      ),
     )
   }
 
   /** One round trip per server, with quiet GETs (see {@link Batches.getMany}). */
   getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
-    return this.batches.getMany<T>(keys)
+    return this.order.after(keys, () => this.batches.getMany<T>(keys))
   }
 
   /** One round trip per server, with quiet SETs (see {@link Batches.setMany}). */
   setMany(items: readonly SetManyItem[]): Promise<void> {
-    return this.batches.setMany(items)
+    return this.order.after(
+      items.map((item) => item.key),
+      () => this.batches.setMany(items),
+    )
   }
 
   /** One `delete` per key, all at once (what core's fallback does), each removal counted with its key. */
@@ -365,6 +388,18 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
    * is the only one (awaiting each layer cost more per call than the rest of the client's work).
    */
   private single<A, R>(
+    key: string,
+    operation: string,
+    build: (mkey: string) => Buffer,
+    read: (response: Response, operation: string, key: string) => A,
+    finish: (answer: A) => R,
+  ): Promise<R> {
+    if (this.order.busy)
+      return this.order.after(key, () => this.singleNow(key, operation, build, read, finish))
+    return this.singleNow(key, operation, build, read, finish)
+  }
+
+  private singleNow<A, R>(
     key: string,
     operation: string,
     build: (mkey: string) => Buffer,
