@@ -24,7 +24,15 @@ import {
   type MemcachedEventName,
 } from './options.js'
 import type { ServerPool, ServerReport } from './pool.js'
-import { Opcode, type Response, request, Status, flushWrites, storeRequest } from './protocol.js'
+import {
+  flushWrites,
+  Opcode,
+  type Response,
+  request,
+  Status,
+  storeRequest,
+  unrefWhenIdle,
+} from './protocol.js'
 
 /**
  * memcached through memjs: one or many servers (keys placed by a ketama ring, a failing server
@@ -69,6 +77,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     this.incidents = new IncidentLog(checkLogger(options.logger))
     this.ownsClient = options.client === undefined
     this.client = options.client ?? createClient(servers, options, this.timeoutMs)
+    if (this.ownsClient) unrefWhenIdle(this.client)
     const generationTtlMs = durationOption(options.generationTtl, 'generationTtl', 0, { zero: true })
     this.links = new Links(this.client, {
       timeoutMs: this.timeoutMs,

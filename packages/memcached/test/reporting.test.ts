@@ -1,11 +1,13 @@
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
+import { createRequire } from 'node:module'
 import { pathToFileURL } from 'node:url'
 import { CacheUnavailableError } from '@cache/core'
 import { freePort, type MemcachedServer, recorder, startMemcached, until } from '@cache/test-servers'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { type MemcachedBackend, memcachedBackend } from '../src/index.js'
 
+const require = createRequire(import.meta.url)
 const opened: MemcachedBackend[] = []
 afterEach(async () => {
   await Promise.all(opened.splice(0).map((backend) => backend.close()))
@@ -167,6 +169,25 @@ describe('a script that never calls close()', () => {
       console.log(JSON.stringify(await Promise.all([cache.get('k'), cache.incr('n'), cache.has('k')])))
     `)
     expect(output).toMatch(/^v\n\["v",\d+,true\]\n$/)
+    expect(code).toBe(0)
+  })
+
+  it("leaves a client passed in as it was: its owner's own requests still keep the process alive", async () => {
+    const memjsUrl = pathToFileURL(require.resolve('memjs')).href
+    const { code, output } = await run(`
+      const { memcachedBackend } = await import(${JSON.stringify(memcached)})
+      const { default: memjs } = await import(${JSON.stringify(memjsUrl)})
+      const client = memjs.Client.create(${JSON.stringify(server.server)})
+      const cache = memcachedBackend(${JSON.stringify(server.server)}, { namespace: 'own-client', logger: false, client })
+      await cache.set('k', 'v')
+      console.log(await cache.get('k'))
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      await client.set('mine', 'hello', {})
+      console.log((await client.get('mine')).value.toString())
+      await cache.close()
+      client.close()
+    `)
+    expect(output).toBe('v\nhello\n')
     expect(code).toBe(0)
   })
 
