@@ -56,7 +56,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   private readonly flushOnClear: boolean
   private readonly ownsClient: boolean
   /** Keeps call order per key behind calls of several round trips (see order.ts). */
-  private readonly order = new CallOrder()
+  private readonly order: CallOrder
   private readonly incidents: IncidentLog
   /** The guard of each listener of an event that must not throw (see {@link on}). */
   private readonly guards = new WeakMap<Function, Map<string, (event: MemcachedEvent) => void>>()
@@ -71,6 +71,9 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     this.namespace = options.namespace ?? 'cache'
     this.keyMapper = new KeyMapper(this.namespace)
     this.timeoutMs = durationOption(options.timeout, 'timeout', '300ms')
+    this.order = new CallOrder(this.timeoutMs, (operation, error, keys) => {
+      for (const key of keys) this.observer.error(operation, error, key as string)
+    })
     this.items = new ItemFormat(options, this.observer)
     this.maxAttempts = maxAttemptsOption(options)
     this.flushOnClear = options.flushOnClear ?? false
@@ -242,7 +245,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     const expiry = this.items.expiry(ttl)
     const bytes = this.items.encode(key, value)
     // Exclusive: over an expired item it takes three round trips, which later calls must not overtake.
-    const added = await this.order.exclusive(key, () =>
+    const added = await this.order.exclusive(key, 'add', () =>
       this.routes.withKey(key, 'add', async (index, mkey) => {
         const response = await this.links.call(
           index,
@@ -292,7 +295,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
    * item's CAS version, which the server refuses if anything wrote the key in between.
    */
   async compareAndDelete(key: string, expected: string): Promise<boolean> {
-    const removed = await this.order.exclusive(key, () =>
+    const removed = await this.order.exclusive(key, 'compareAndDelete', () =>
       this.routes.withKey(key, 'compareAndDelete', async (index, mkey) => {
         const found = await this.links.call(index, request(Opcode.get, mkey), 'compareAndDelete', key)
         if (found.status === Status.notFound) return false
@@ -336,7 +339,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   async incr(key: string, by = 1, ttl?: Duration): Promise<number> {
     assertIncrement(by)
     const ttlMs = this.items.ttlMs(ttl)
-    return this.order.exclusive(key, () =>
+    return this.order.exclusive(key, 'incr', () =>
       this.routes.withKey(key, 'incr', (index, mkey) => this.counters.incr(key, index, mkey, by, ttlMs)),
     )
   }
@@ -352,7 +355,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     ttl?: Duration,
   ): Promise<T> {
     const ttlMs = this.items.ttlMs(ttl)
-    return this.order.exclusive(key, () =>
+    return this.order.exclusive(key, 'atomicUpdate', () =>
       this.routes.withKey(key, 'atomicUpdate', (index, mkey) =>
         this.counters.update(key, index, mkey, fn, ttlMs),
       ),
@@ -361,13 +364,14 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
 
   /** One round trip per server, with quiet GETs (see {@link Batches.getMany}). */
   getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
-    return this.order.after(keys, () => this.batches.getMany<T>(keys))
+    return this.order.after(keys, 'getMany', () => this.batches.getMany<T>(keys))
   }
 
   /** One round trip per server, with quiet SETs (see {@link Batches.setMany}). */
   setMany(items: readonly SetManyItem[]): Promise<void> {
     return this.order.after(
       items.map((item) => item.key),
+      'setMany',
       () => this.batches.setMany(items),
     )
   }
@@ -404,7 +408,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     finish: (answer: A) => R,
   ): Promise<R> {
     if (this.order.busy)
-      return this.order.after(key, () => this.singleNow(key, operation, build, read, finish))
+      return this.order.after(key, operation, () => this.singleNow(key, operation, build, read, finish))
     return this.singleNow(key, operation, build, read, finish)
   }
 

@@ -213,3 +213,69 @@ describe("after another process's clear(), the calls of the next tick keep call 
     expect(reads).toEqual(keys)
   })
 })
+
+describe('a call waiting behind a multi-step call on its key', () => {
+  it('gives up unsent at its timeout (nothing written), and calls on other keys do not wait', async () => {
+    const cache = memcachedBackend(server.server, {
+      namespace: `order${namespaces++}`,
+      logger: false,
+      timeout: 0.3,
+    })
+    try {
+      await cache.set('other', 'o')
+      const start = performance.now()
+      const slow = cache.atomicUpdate<number>('k', async () => {
+        await sleep(800)
+        return 1
+      })
+      const waiting = cache.set('k', 2).then(
+        () => 'written',
+        (error: unknown) => [(error as Error).name, Math.round(performance.now() - start)],
+      )
+      const behind = cache.get('k').then(
+        () => 'read',
+        (error: unknown) => (error as Error).message,
+      )
+      expect(await cache.get('other')).toBe('o')
+      expect(performance.now() - start).toBeLessThan(200)
+      const [name, ms] = (await waiting) as [string, number]
+      expect(name).toBe('CacheTimeoutError')
+      expect(ms).toBeGreaterThanOrEqual(250)
+      expect(ms).toBeLessThan(700)
+      expect(await slow).toBe(1)
+      // The get called after the set waited for the set's turn, and then for the update.
+      expect(await behind).toContain('still waiting for an earlier call on the same key')
+      expect(await cache.get('k')).toBe(1)
+      expect(cache.stats.timeouts).toBe(2)
+    } finally {
+      await cache.close()
+    }
+  })
+
+  it('settles within its timeout when the server is frozen (SIGSTOP)', async () => {
+    const frozen = await startMemcached({ spawn: true })
+    const cache = memcachedBackend(frozen.server, { namespace: 'frozen', logger: false, timeout: 0.3 })
+    try {
+      await cache.set('k', 1)
+      process.kill(frozen.process!.pid!, 'SIGSTOP')
+      const start = performance.now()
+      const outcomes = await Promise.allSettled([
+        cache.incr('k'),
+        cache.get('k'),
+        cache.set('k', 2),
+        cache.incr('k'),
+      ])
+      expect(performance.now() - start).toBeLessThan(1000)
+      expect(outcomes.map((outcome) => outcome.status)).toEqual([
+        'rejected',
+        'rejected',
+        'rejected',
+        'rejected',
+      ])
+    } finally {
+      process.kill(frozen.process!.pid!, 'SIGCONT')
+      await cache.close()
+      await frozen.stop()
+    }
+  })
+})
