@@ -132,6 +132,32 @@ describe('a memcached server that is healthy but slow to answer (a loaded machin
   })
 })
 
+describe('a memcached server frozen after it was ejected', () => {
+  it('is reported once it has answered nothing for 5 s, though its next retry is later (backing off)', async () => {
+    const server = await startMemcached({ spawn: true })
+    const logger = recorder()
+    const cache = memcachedBackend(server.server, { logger, timeout: '200ms' })
+    opened.push(cache)
+    try {
+      await cache.set('k', 1)
+      await server.process!.freeze()
+      const frozenAt = Date.now()
+      // Two failed reads eject it; then only the background retries (250 ms, 500 ms, 1 s, 2 s, 4 s…) time out.
+      for (let i = 0; i < 2; i++) await cache.get('k').catch(() => {})
+      while (logger.lines.length === 0 && Date.now() - frozenAt < 8_000)
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      const after = Date.now() - frozenAt
+      expect(logger.lines).toEqual([expect.stringMatching(/cannot reach .*: no answer for 5 s/)])
+      expect(after).toBeGreaterThanOrEqual(5_000)
+      expect(after).toBeLessThan(5_800)
+    } finally {
+      server.process!.thaw()
+      await cache.close()
+      await server.stop()
+    }
+  })
+})
+
 describe('a script that never calls close()', () => {
   let server: MemcachedServer
   beforeAll(async () => {
