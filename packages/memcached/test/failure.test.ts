@@ -228,6 +228,25 @@ describe('error and server-down listeners that throw', () => {
     }
   })
 
+  it('off() removes an error listener as it was given', async () => {
+    const cache = memcachedBackend(`127.0.0.1:${await freePort()}`, { timeout: TIMEOUT_S, logger: false })
+    let heard = 0
+    const listener = () => {
+      heard++
+      throw new Error('error listener')
+    }
+    try {
+      cache.on('error', listener)
+      await cache.get('k').catch(() => {})
+      expect(heard).toBe(1)
+      cache.off('error', listener)
+      await cache.get('k').catch(() => {})
+      expect(heard).toBe(1)
+    } finally {
+      await cache.close()
+    }
+  })
+
   it('a server-up listener that throws does not stop the server from coming back', async () => {
     const server = await startMemcached({ spawn: true })
     const cache = memcachedBackend(server.server, {
