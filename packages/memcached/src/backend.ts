@@ -1,5 +1,11 @@
 import type { CacheBackend, CacheEntry, Duration, SetManyItem } from '@cache/core'
-import { assertIncrement, ObservedBackend, durationOption } from '@cache/core/backend'
+import {
+  assertIncrement,
+  checkLogger,
+  durationOption,
+  IncidentLog,
+  ObservedBackend,
+} from '@cache/core/backend'
 import type memjs from 'memjs'
 import { type Expiry, isExpired } from './expiry.js'
 import { Generations } from './generations.js'
@@ -8,6 +14,7 @@ import { Counters } from './counters.js'
 import { Batches } from './batch.js'
 import { ItemFormat } from './items.js'
 import { Links } from './links.js'
+import { CallOrder } from './order.js'
 import { Routes } from './routing.js'
 import {
   createClient,
@@ -17,7 +24,15 @@ import {
   type MemcachedEventName,
 } from './options.js'
 import type { ServerPool, ServerReport } from './pool.js'
-import { Opcode, type Response, request, Status, flushWrites, storeRequest } from './protocol.js'
+import {
+  flushWrites,
+  Opcode,
+  type Response,
+  request,
+  Status,
+  storeRequest,
+  unrefWhenIdle,
+} from './protocol.js'
 
 /**
  * memcached through memjs: one or many servers (keys placed by a ketama ring, a failing server
@@ -40,6 +55,13 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   private readonly maxAttempts: number
   private readonly flushOnClear: boolean
   private readonly ownsClient: boolean
+  /** Keeps call order per key behind calls of several round trips (see order.ts). */
+  private readonly order: CallOrder
+  private readonly incidents: IncidentLog
+  /** The guard of each listener of an event that must not throw (see {@link on}). */
+  private readonly guards = new WeakMap<Function, Map<string, (event: MemcachedEvent) => void>>()
+  /** A guarded listener threw: logged once. */
+  private listenerFailed = false
 
   constructor(
     servers: string | readonly string[] = '127.0.0.1:11211',
@@ -49,11 +71,16 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     this.namespace = options.namespace ?? 'cache'
     this.keyMapper = new KeyMapper(this.namespace)
     this.timeoutMs = durationOption(options.timeout, 'timeout', '300ms')
+    this.order = new CallOrder(this.timeoutMs, (operation, error, keys) => {
+      for (const key of keys) this.observer.error(operation, error, key as string)
+    })
     this.items = new ItemFormat(options, this.observer)
     this.maxAttempts = maxAttemptsOption(options)
     this.flushOnClear = options.flushOnClear ?? false
+    this.incidents = new IncidentLog(checkLogger(options.logger))
     this.ownsClient = options.client === undefined
     this.client = options.client ?? createClient(servers, options, this.timeoutMs)
+    if (this.ownsClient) unrefWhenIdle(this.client)
     const generationTtlMs = durationOption(options.generationTtl, 'generationTtl', 0, { zero: true })
     this.links = new Links(this.client, {
       timeoutMs: this.timeoutMs,
@@ -97,14 +124,46 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     })
   }
 
+  /**
+   * A listener of `error`, `server-down` or `server-up` runs where a failure is being handled (or
+   * a server brought back): what it throws is logged once and goes no further, so it can neither
+   * stop a call from settling nor escape as an uncaught exception. A listener of `hit`, `miss`,
+   * `set` or `delete` that throws rejects the call that emitted it.
+   */
   override on(event: MemcachedEventName, listener: (event: MemcachedEvent) => void): this {
-    this.observer.on(event, listener)
+    this.observer.on(event, this.guarded(event, listener))
     return this
   }
 
   override off(event: MemcachedEventName, listener: (event: MemcachedEvent) => void): this {
-    this.observer.off(event, listener)
+    this.observer.off(event, this.guards.get(listener)?.get(event) ?? listener)
     return this
+  }
+
+  private guarded(
+    event: MemcachedEventName,
+    listener: (event: MemcachedEvent) => void,
+  ): (event: MemcachedEvent) => void {
+    if (event !== 'error' && event !== 'server-down' && event !== 'server-up') return listener
+    let byEvent = this.guards.get(listener)
+    if (byEvent === undefined) this.guards.set(listener, (byEvent = new Map()))
+    let guard = byEvent.get(event)
+    if (guard === undefined) {
+      guard = (payload: MemcachedEvent) => {
+        try {
+          listener(payload)
+        } catch (error) {
+          if (this.listenerFailed) return
+          this.listenerFailed = true
+          const reason = error instanceof Error ? error.message : String(error)
+          this.incidents.warn(
+            `memcached: a '${event}' listener threw (${reason}). Ignored: the operation failed with its own error; later listener failures are not logged.`,
+          )
+        }
+      }
+      byEvent.set(event, guard)
+    }
+    return guard
   }
 
   /** Each server's health: state, consecutive failures, ejections, next retry. */
@@ -185,23 +244,31 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   async add(key: string, value: unknown, ttl?: Duration): Promise<boolean> {
     const expiry = this.items.expiry(ttl)
     const bytes = this.items.encode(key, value)
-    const added = await this.routes.withKey(key, 'add', async (index, mkey) => {
-      const response = await this.links.call(index, storeRequest(Opcode.add, mkey, expiry, bytes), 'add', key)
-      if (response.status === Status.ok) return true
-      if (response.status !== Status.exists)
-        throw this.items.failure('add', response.status, key, bytes.length)
-      // The server may still hold an item that reads already treat as expired (see expiry.ts):
-      // replace it, but only if nobody changed it meanwhile.
-      const current = await this.links.call(index, request(Opcode.get, mkey), 'add', key)
-      if (current.status !== Status.ok || !isExpired(current.flags, this.items.now())) return false
-      const replaced = await this.links.call(
-        index,
-        storeRequest(Opcode.set, mkey, expiry, bytes, current.cas),
-        'add',
-        key,
-      )
-      return replaced.status === Status.ok
-    })
+    // Exclusive: over an expired item it takes three round trips, which later calls must not overtake.
+    const added = await this.order.exclusive(key, 'add', () =>
+      this.routes.withKey(key, 'add', async (index, mkey) => {
+        const response = await this.links.call(
+          index,
+          storeRequest(Opcode.add, mkey, expiry, bytes),
+          'add',
+          key,
+        )
+        if (response.status === Status.ok) return true
+        if (response.status !== Status.exists)
+          throw this.items.failure('add', response.status, key, bytes.length)
+        // The server may still hold an item that reads already treat as expired (see expiry.ts):
+        // replace it, but only if nobody changed it meanwhile.
+        const current = await this.links.call(index, request(Opcode.get, mkey), 'add', key)
+        if (current.status !== Status.ok || !isExpired(current.flags, this.items.now())) return false
+        const replaced = await this.links.call(
+          index,
+          storeRequest(Opcode.set, mkey, expiry, bytes, current.cas),
+          'add',
+          key,
+        )
+        return replaced.status === Status.ok
+      }),
+    )
     if (added) this.observer.set(key)
     return added
   }
@@ -228,18 +295,23 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
    * item's CAS version, which the server refuses if anything wrote the key in between.
    */
   async compareAndDelete(key: string, expected: string): Promise<boolean> {
-    const removed = await this.routes.withKey(key, 'compareAndDelete', async (index, mkey) => {
-      const found = await this.links.call(index, request(Opcode.get, mkey), 'compareAndDelete', key)
-      if (found.status === Status.notFound) return false
-      if (found.status !== Status.ok) throw this.items.failure('compareAndDelete', found.status, key)
-      if (isExpired(found.flags, this.items.now()) || !found.value.equals(this.items.codec.encode(expected)))
-        return false
-      const cas = request(Opcode.delete, mkey, undefined, undefined, found.cas)
-      const response = await this.links.call(index, cas, 'compareAndDelete', key)
-      if (response.status === Status.exists || response.status === Status.notFound) return false
-      if (response.status !== Status.ok) throw this.items.failure('compareAndDelete', response.status, key)
-      return true
-    })
+    const removed = await this.order.exclusive(key, 'compareAndDelete', () =>
+      this.routes.withKey(key, 'compareAndDelete', async (index, mkey) => {
+        const found = await this.links.call(index, request(Opcode.get, mkey), 'compareAndDelete', key)
+        if (found.status === Status.notFound) return false
+        if (found.status !== Status.ok) throw this.items.failure('compareAndDelete', found.status, key)
+        if (
+          isExpired(found.flags, this.items.now()) ||
+          !found.value.equals(this.items.codec.encode(expected))
+        )
+          return false
+        const cas = request(Opcode.delete, mkey, undefined, undefined, found.cas)
+        const response = await this.links.call(index, cas, 'compareAndDelete', key)
+        if (response.status === Status.exists || response.status === Status.notFound) return false
+        if (response.status !== Status.ok) throw this.items.failure('compareAndDelete', response.status, key)
+        return true
+      }),
+    )
     if (removed) this.observer.delete(key)
     return removed
   }
@@ -267,7 +339,9 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   async incr(key: string, by = 1, ttl?: Duration): Promise<number> {
     assertIncrement(by)
     const ttlMs = this.items.ttlMs(ttl)
-    return this.routes.withKey(key, 'incr', (index, mkey) => this.counters.incr(key, index, mkey, by, ttlMs))
+    return this.order.exclusive(key, 'incr', () =>
+      this.routes.withKey(key, 'incr', (index, mkey) => this.counters.incr(key, index, mkey, by, ttlMs)),
+    )
   }
 
   /**
@@ -281,19 +355,25 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     ttl?: Duration,
   ): Promise<T> {
     const ttlMs = this.items.ttlMs(ttl)
-    return this.routes.withKey(key, 'atomicUpdate', (index, mkey) =>
-      this.counters.update(key, index, mkey, fn, ttlMs),
+    return this.order.exclusive(key, 'atomicUpdate', () =>
+      this.routes.withKey(key, 'atomicUpdate', (index, mkey) =>
+        this.counters.update(key, index, mkey, fn, ttlMs),
+      ),
     )
   }
 
   /** One round trip per server, with quiet GETs (see {@link Batches.getMany}). */
   getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
-    return this.batches.getMany<T>(keys)
+    return this.order.after(keys, 'getMany', () => this.batches.getMany<T>(keys))
   }
 
   /** One round trip per server, with quiet SETs (see {@link Batches.setMany}). */
   setMany(items: readonly SetManyItem[]): Promise<void> {
-    return this.batches.setMany(items)
+    return this.order.after(
+      items.map((item) => item.key),
+      'setMany',
+      () => this.batches.setMany(items),
+    )
   }
 
   /** One `delete` per key, all at once (what core's fallback does), each removal counted with its key. */
@@ -321,6 +401,18 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
    * is the only one (awaiting each layer cost more per call than the rest of the client's work).
    */
   private single<A, R>(
+    key: string,
+    operation: string,
+    build: (mkey: string) => Buffer,
+    read: (response: Response, operation: string, key: string) => A,
+    finish: (answer: A) => R,
+  ): Promise<R> {
+    if (this.order.busy)
+      return this.order.after(key, operation, () => this.singleNow(key, operation, build, read, finish))
+    return this.singleNow(key, operation, build, read, finish)
+  }
+
+  private singleNow<A, R>(
     key: string,
     operation: string,
     build: (mkey: string) => Buffer,

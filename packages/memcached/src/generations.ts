@@ -214,19 +214,42 @@ export class Generations {
       })
       return
     }
+    if (read.result !== undefined) {
+      // Not reached in practice (a tick's read is answered in a later tick): checked like the rest.
+      const current = read.result
+      run('value' in current ? current.value : known, done)
+      return
+    }
+    // The read goes out before the operation and is answered first. If it shows a new generation
+    // (another process's clear()), every operation of the tick that ran under the old one runs
+    // again at once, in call order (its waiter was registered in call order): the re-runs go out
+    // together, as the first attempts did. What a first attempt answers is then dropped.
+    let rerun = false
+    let current: GenerationRead | undefined
+    let first: { failure: unknown; value: R | undefined } | undefined
+    const finish = () => {
+      const { failure, value } = first!
+      if ('error' in current!) {
+        // Sent together: if the operation failed too, its own failure was counted and says more.
+        if (failure !== undefined) return done(failure)
+        count(current.error)
+        return done(current.error)
+      }
+      done(failure, value)
+    }
+    read.onResult((result) => {
+      if ('value' in result && result.value !== known) {
+        rerun = true
+        run(result.value, done)
+        return
+      }
+      current = result
+      if (first !== undefined) finish()
+    })
     run(known, (failure, value) => {
-      // Answered in order: by the operation's first answer the read has its own (unless the
-      // operation failed before sending anything).
-      read.onResult((current) => {
-        if ('error' in current) {
-          // Sent together: if the operation failed too, its own failure was counted and says more.
-          if (failure !== undefined) return done(failure)
-          count(current.error)
-          return done(current.error)
-        }
-        if (current.value !== known) return run(current.value, done)
-        done(failure, value)
-      })
+      if (rerun) return
+      first = { failure, value }
+      if (current !== undefined) finish()
     })
   }
 

@@ -34,6 +34,12 @@ export class Links {
   private readonly reported: boolean[]
   /** Per server: timeouts alone (a slow server, a loaded machine) are an outage only once they last. */
   private readonly slowness: SlowServerWatch[]
+  /**
+   * Per server: a check armed when its timeouts start, at the end of the window after which they
+   * are an outage. Once the server is ejected nothing else may time out before a backed-off retry
+   * (up to `eject.maxRetryAfter` later): the outage is logged on time all the same.
+   */
+  private readonly checks: (NodeJS.Timeout | undefined)[]
 
   constructor(client: memjs.Client, options: LinksOptions) {
     this.observer = options.observer
@@ -41,6 +47,7 @@ export class Links {
     this.incidents = new IncidentLog(checkLogger(options.logger))
     this.reported = client.servers.map(() => false)
     this.slowness = client.servers.map(() => new SlowServerWatch(options.timeoutMs))
+    this.checks = client.servers.map(() => undefined)
     this.pool = new ServerPool(client, options.timeoutMs, options.weights, options.eject, {
       retry: (index) =>
         options.retry(index, this).catch((error: unknown) => {
@@ -125,6 +132,7 @@ export class Links {
   /** Server `index` answered: a timeout streak ends, and a logged outage is over. */
   private heard(index: number): void {
     this.slowness[index]!.answered()
+    if (this.checks[index] !== undefined) this.disarm(index)
     if (this.reported[index]) this.answered(index)
   }
 
@@ -154,9 +162,14 @@ export class Links {
     const server = this.pool.names[index]!
     let reason = (error instanceof Error ? error.message : String(error)).replace(/\.+$/, '')
     if (isTimeout(error)) {
-      if (this.reported[index] || !this.slowness[index]!.timedOut()) return
+      if (this.reported[index]) return
+      if (!this.slowness[index]!.timedOut()) {
+        this.arm(index, error)
+        return
+      }
       reason = this.slowness[index]!.reason()
     }
+    if (this.checks[index] !== undefined) this.disarm(index)
     this.reported[index] = true
     this.incidents.report(
       server,
@@ -164,8 +177,27 @@ export class Links {
     )
   }
 
+  /** Checks server `index` again once its timeouts may have lasted the window (see {@link checks}). */
+  private arm(index: number, error: unknown): void {
+    if (this.checks[index] !== undefined) return
+    const timer = setTimeout(() => {
+      this.checks[index] = undefined
+      if (this.closed() || this.reported[index]) return
+      // Still no answer: a timeout more (the retry of an ejected server is one, when it comes).
+      if (this.pool.report()[index]!.state === 'down') this.unreachable(index, error)
+    }, this.slowness[index]!.windowMs + 50)
+    timer.unref?.()
+    this.checks[index] = timer
+  }
+
+  private disarm(index: number): void {
+    clearTimeout(this.checks[index])
+    this.checks[index] = undefined
+  }
+
   private answered(index: number): void {
     this.slowness[index]!.answered()
+    if (this.checks[index] !== undefined) this.disarm(index)
     this.reported[index] = false
     const server = this.pool.names[index]!
     this.incidents.resolve(server, `memcached: ${server} answers again.`)

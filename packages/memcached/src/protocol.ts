@@ -393,6 +393,18 @@ function check(server: Connection, watch: Watch): void {
 }
 
 /**
+ * The connections of the clients a backend created itself: idle, they do not keep the process
+ * alive. Those of a client passed in are left as its owner has them (their liveness is the
+ * owner's: its own requests on them must keep the process running).
+ */
+const idleUnref = new WeakSet<object>()
+
+/** Marks `client` as the backend's own: its connections stop keeping the process alive when idle. */
+export function unrefWhenIdle(client: memjs.Client): void {
+  for (const server of client.servers) idleUnref.add(server)
+}
+
+/**
  * Writes `blob` to `server` (with the rest of this tick's, see {@link Outbox}) and waits for the
  * answer to request `seq` (which `listen` registers with memjs, calling `answer` with the result),
  * with a deadline of `timeoutMs` from now. `done` is called once, never before this returns.
@@ -414,7 +426,7 @@ function exchange<T>(
   deadline.open++
   pending.set(seq, { undo })
   // A socket memjs creates for this write starts ref'd; an idle one was unref'd.
-  if (pending.size === 1) server._socket?.ref()
+  if (pending.size === 1 && idleUnref.has(server)) server._socket?.ref()
   // Arrow functions passed straight on: the build names those kept in a variable, per call.
   listen((result) => {
     settled(server, pending, outbox, deadline, seq)
@@ -443,7 +455,7 @@ function settled(
   }
   // An idle connection does not keep the process alive: a script that never calls close()
   // exits once its work is done.
-  if (pending.delete(seq) && pending.size === 0) server._socket?.unref()
+  if (pending.delete(seq) && pending.size === 0 && idleUnref.has(server)) server._socket?.unref()
 }
 
 /**

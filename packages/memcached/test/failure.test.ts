@@ -156,3 +156,122 @@ describe('two servers', () => {
     }
   })
 })
+
+describe('error and server-down listeners that throw', () => {
+  /** Every kind of call, each on a fresh key. */
+  const calls = (cache: ReturnType<typeof memcachedBackend>, n: number) => [
+    () => cache.get(`g${n}`),
+    () => cache.getEntry(`e${n}`),
+    () => cache.has(`h${n}`),
+    () => cache.set(`s${n}`, 1),
+    () => cache.delete(`d${n}`),
+    () => cache.incr(`i${n}`),
+    () => cache.add(`a${n}`, 1),
+    () => cache.atomicUpdate(`u${n}`, () => 1),
+    () => cache.compareAndDelete(`c${n}`, 'x'),
+    () => cache.getMany([`m${n}`, `m${n}b`]),
+    () => cache.setMany([{ key: `sm${n}`, value: 1 }]),
+    () => cache.deleteMany([`dm${n}`]),
+    () => cache.clear(),
+  ]
+
+  async function check(server: string, freeze?: () => void) {
+    const logged: string[] = []
+    const logger = { warn: (m: string) => logged.push(m), error: (m: string) => logged.push(m) }
+    const cache = memcachedBackend(server, { timeout: TIMEOUT_S, logger })
+    const uncaught: unknown[] = []
+    const onUncaught = (error: unknown) => uncaught.push(error)
+    process.on('uncaughtException', onUncaught)
+    process.on('unhandledRejection', onUncaught)
+    let thrown = 0
+    const boom = (name: string) => () => {
+      thrown++
+      throw new Error(`${name} listener`)
+    }
+    cache.on('error', boom('error'))
+    cache.on('server-down', boom('server-down'))
+    try {
+      freeze?.()
+      for (const [n, call] of calls(cache, 0).entries()) {
+        const { error, ms } = await timed(call())
+        // The call fails with the cache's own error, in time: the listener's failure is not its.
+        expect([n, isUnavailable(error)]).toEqual([n, true])
+        expect(ms).toBeLessThan(BOUND_MS)
+      }
+      // All at once, in one tick: each settles.
+      const all = await timed(Promise.allSettled(calls(cache, 1).map((call) => call())))
+      expect(all.ms).toBeLessThan(BOUND_MS)
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      expect(thrown).toBeGreaterThan(0)
+      expect(uncaught).toEqual([])
+      // Said once, not once per failure.
+      expect(logged.filter((m) => m.includes('listener threw'))).toHaveLength(1)
+      expect(logged.find((m) => m.includes('listener threw'))).toMatch(/'(error|server-down)' listener/)
+    } finally {
+      process.off('uncaughtException', onUncaught)
+      process.off('unhandledRejection', onUncaught)
+      await cache.close()
+    }
+  }
+
+  it('do not hang calls or crash the process when the server refuses connections', async () => {
+    await check(`127.0.0.1:${await freePort()}`)
+  })
+
+  it('do not hang calls or crash the process when the server is frozen (SIGSTOP)', async () => {
+    const server = await startMemcached({ spawn: true })
+    try {
+      await check(server.server, () => process.kill(server.process!.pid!, 'SIGSTOP'))
+    } finally {
+      process.kill(server.process!.pid!, 'SIGCONT')
+      await server.stop()
+    }
+  })
+
+  it('off() removes an error listener as it was given', async () => {
+    const cache = memcachedBackend(`127.0.0.1:${await freePort()}`, { timeout: TIMEOUT_S, logger: false })
+    let heard = 0
+    const listener = () => {
+      heard++
+      throw new Error('error listener')
+    }
+    try {
+      cache.on('error', listener)
+      await cache.get('k').catch(() => {})
+      expect(heard).toBe(1)
+      cache.off('error', listener)
+      await cache.get('k').catch(() => {})
+      expect(heard).toBe(1)
+    } finally {
+      await cache.close()
+    }
+  })
+
+  it('a server-up listener that throws does not stop the server from coming back', async () => {
+    const server = await startMemcached({ spawn: true })
+    const cache = memcachedBackend(server.server, {
+      timeout: TIMEOUT_S,
+      logger: false,
+      eject: { retryAfter: 0.05 },
+    })
+    let ups = 0
+    cache.on('server-up', () => {
+      ups++
+      throw new Error('server-up listener')
+    })
+    try {
+      await cache.set('k', 1)
+      await server.process!.kill()
+      await expect(cache.set('k', 2)).rejects.toBeInstanceOf(CacheUnavailableError)
+      await server.process!.start()
+      const deadline = Date.now() + 3000
+      while (ups === 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
+      expect(ups).toBe(1)
+      await cache.set('k', 3)
+      expect(await cache.get('k')).toBe(3)
+    } finally {
+      await cache.close()
+      await server.stop()
+    }
+  })
+})

@@ -1,11 +1,13 @@
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
+import { createRequire } from 'node:module'
 import { pathToFileURL } from 'node:url'
 import { CacheUnavailableError } from '@cache/core'
 import { freePort, type MemcachedServer, recorder, startMemcached, until } from '@cache/test-servers'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { type MemcachedBackend, memcachedBackend } from '../src/index.js'
 
+const require = createRequire(import.meta.url)
 const opened: MemcachedBackend[] = []
 afterEach(async () => {
   await Promise.all(opened.splice(0).map((backend) => backend.close()))
@@ -130,6 +132,32 @@ describe('a memcached server that is healthy but slow to answer (a loaded machin
   })
 })
 
+describe('a memcached server frozen after it was ejected', () => {
+  it('is reported once it has answered nothing for 5 s, though its next retry is later (backing off)', async () => {
+    const server = await startMemcached({ spawn: true })
+    const logger = recorder()
+    const cache = memcachedBackend(server.server, { logger, timeout: '200ms' })
+    opened.push(cache)
+    try {
+      await cache.set('k', 1)
+      await server.process!.freeze()
+      const frozenAt = Date.now()
+      // Two failed reads eject it; then only the background retries (250 ms, 500 ms, 1 s, 2 s, 4 s…) time out.
+      for (let i = 0; i < 2; i++) await cache.get('k').catch(() => {})
+      while (logger.lines.length === 0 && Date.now() - frozenAt < 8_000)
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      const after = Date.now() - frozenAt
+      expect(logger.lines).toEqual([expect.stringMatching(/cannot reach .*: no answer for 5 s/)])
+      expect(after).toBeGreaterThanOrEqual(5_000)
+      expect(after).toBeLessThan(5_800)
+    } finally {
+      server.process!.thaw()
+      await cache.close()
+      await server.stop()
+    }
+  })
+})
+
 describe('a script that never calls close()', () => {
   let server: MemcachedServer
   beforeAll(async () => {
@@ -167,6 +195,25 @@ describe('a script that never calls close()', () => {
       console.log(JSON.stringify(await Promise.all([cache.get('k'), cache.incr('n'), cache.has('k')])))
     `)
     expect(output).toMatch(/^v\n\["v",\d+,true\]\n$/)
+    expect(code).toBe(0)
+  })
+
+  it("leaves a client passed in as it was: its owner's own requests still keep the process alive", async () => {
+    const memjsUrl = pathToFileURL(require.resolve('memjs')).href
+    const { code, output } = await run(`
+      const { memcachedBackend } = await import(${JSON.stringify(memcached)})
+      const { default: memjs } = await import(${JSON.stringify(memjsUrl)})
+      const client = memjs.Client.create(${JSON.stringify(server.server)})
+      const cache = memcachedBackend(${JSON.stringify(server.server)}, { namespace: 'own-client', logger: false, client })
+      await cache.set('k', 'v')
+      console.log(await cache.get('k'))
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      await client.set('mine', 'hello', {})
+      console.log((await client.get('mine')).value.toString())
+      await cache.close()
+      client.close()
+    `)
+    expect(output).toBe('v\nhello\n')
     expect(code).toBe(0)
   })
 
