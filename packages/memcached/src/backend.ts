@@ -67,7 +67,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     servers: string | readonly string[] = '127.0.0.1:11211',
     options: MemcachedBackendOptions = {},
   ) {
-    super('memcached')
+    super('memcached', options.logger)
     this.namespace = options.namespace ?? 'cache'
     this.keyMapper = new KeyMapper(this.namespace)
     this.timeoutMs = durationOption(options.timeout, 'timeout', '300ms')
@@ -187,8 +187,9 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
           this.observer.miss(key)
           return undefined
         }
+        const value = this.items.decode(found.value) as T
         this.observer.hit(key)
-        return this.items.decode(found.value) as T
+        return value
       },
     )
   }
@@ -204,8 +205,8 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
           this.observer.miss(key)
           return undefined
         }
-        this.observer.hit(key)
         const value = this.items.decode(found.value) as T
+        this.observer.hit(key)
         return found.flags === 0 ? { value } : { value, expiresAt: found.flags * 1000 }
       },
     )

@@ -30,31 +30,33 @@ export class Batches {
   async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
     const found = await this.many('get', keys, (mkey) => request(Opcode.getkq, mkey), false)
     const values: (T | undefined)[] = new Array(keys.length).fill(undefined)
+    // Hits and misses are counted once every key is answered: a call that rejects counts none.
+    const hit: boolean[] = new Array(keys.length).fill(false)
     let failure: unknown
     for (let i = 0; i < keys.length; i++) {
       const outcome = found[i]!
-      const key = keys[i]!
       if ('error' in outcome) {
         failure ??= outcome.error
         continue
       }
       const response = outcome.value
-      if (response === undefined || isExpired(response.flags, this.deps.items.now())) {
-        this.deps.observer.miss(key)
-        continue
-      }
+      if (response === undefined || isExpired(response.flags, this.deps.items.now())) continue
       if (response.status !== Status.ok) {
-        failure ??= this.deps.items.failure('get', response.status, key)
+        failure ??= this.deps.items.failure('get', response.status, keys[i]!)
         continue
       }
       try {
         values[i] = this.deps.items.decode(response.value) as T
-        this.deps.observer.hit(key)
+        hit[i] = true
       } catch (error) {
         failure ??= error
       }
     }
     if (failure !== undefined) throw failure
+    for (let i = 0; i < keys.length; i++) {
+      if (hit[i]) this.deps.observer.hit(keys[i]!)
+      else this.deps.observer.miss(keys[i]!)
+    }
     return values
   }
 

@@ -210,6 +210,33 @@ describe('what runs when an answer arrives', () => {
       await cache.close()
     }
   })
+
+  it('counts no hit for a read that rejects because its value cannot be decoded', async () => {
+    const cache = memcachedBackend(server.server, { namespace: 'undecodable-stats' })
+    const client = memjs.Client.create(server.server)
+    const hits: string[] = []
+    cache.on('hit', (event) => hits.push(event.key!))
+    try {
+      await cache.set('good', { a: 1 })
+      await cache.set('bad', 'placeholder')
+      const keys = (await serverKeys(server.port)).filter((key) => key.startsWith('undecodable-stats#'))
+      await client.set(keys.find((key) => key.endsWith(':bad'))!, '{not json', {})
+      await expect(cache.get('bad')).rejects.toMatchObject({ name: 'CacheSerializationError' })
+      await expect(cache.getEntry('bad')).rejects.toMatchObject({ name: 'CacheSerializationError' })
+      // The whole getMany rejects: none of its keys counts, the good one neither.
+      await expect(cache.getMany(['good', 'bad', 'absent'])).rejects.toMatchObject({
+        name: 'CacheSerializationError',
+      })
+      expect(cache.stats.hits).toBe(0)
+      expect(cache.stats.misses).toBe(0)
+      expect(hits).toEqual([])
+      expect(await cache.getMany(['good', 'absent'])).toEqual([{ a: 1 }, undefined])
+      expect(cache.stats).toMatchObject({ hits: 1, misses: 1 })
+    } finally {
+      client.close()
+      await cache.close()
+    }
+  })
 })
 
 describe('lifecycle', () => {
