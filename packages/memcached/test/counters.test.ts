@@ -177,73 +177,55 @@ describe('a server without CAS (memcached -C)', () => {
   })
 })
 
-describe('an incr that times out', () => {
-  it('is not followed by a DELETE of the counter (its write may count once; other increments stay)', async () => {
-    const frozen = await startMemcached({ spawn: true })
-    let freezeOnRead = false
-    const now = () => {
-      // Called once the counter has been read, before its write is sent: the server hangs then.
-      if (freezeOnRead) {
-        freezeOnRead = false
-        stopNow(frozen.process!.pid!)
-      }
-      return Date.now()
-    }
-    const cache = memcachedBackend(frozen.server, { namespace: 'late', timeout: 0.3, now })
-    try {
-      await cache.set('c', 10, 60)
-      const [item] = (await serverKeys(frozen.port)).filter((k) => k.startsWith('late#') && k.endsWith(':c'))
-      freezeOnRead = true
-      await expect(cache.incr('c', -1)).rejects.toMatchObject({ code: 'CACHE_TIMEOUT' })
-      frozen.process!.thaw()
-      await new Promise((resolve) => setTimeout(resolve, 300))
-      const reply = await ascii(frozen.port, `get ${item}`, /END\r\n$/)
-      expect(reply.split('\r\n')[1]).toBe('9')
-    } finally {
-      frozen.process!.thaw()
-      await cache.close()
-      await frozen.stop()
-    }
+describe('a read-modify-write whose write times out', () => {
+  it('incr: not followed by a DELETE of the counter (its write may count once; other increments stay)', async () => {
+    const stored = await afterTimedOutWrite(10, (cache) => cache.incr('c', -1))
+    expect(stored).toBe('9')
+  })
+
+  it('atomicUpdate: not followed by a DELETE of the key (its CAS write may land once; what others wrote stays)', async () => {
+    const stored = await afterTimedOutWrite([1], (cache) =>
+      cache.atomicUpdate<number[]>('c', (list = []) => [...list, 2], 60),
+    )
+    // The conditional write landed late (the list it read was unchanged): the update, not a hole.
+    expect(stored).toContain('[1,2]')
   })
 })
 
-describe('an atomicUpdate that times out', () => {
-  it('is not followed by a DELETE of the key (its CAS write may land once; what others wrote stays)', async () => {
-    const frozen = await startMemcached({ spawn: true })
-    let freezeOnRead = false
-    const now = () => {
-      // Called once the value has been read and fn has run, before the write is sent.
-      if (freezeOnRead) {
-        freezeOnRead = false
-        stopNow(frozen.process!.pid!)
-      }
-      return Date.now()
+/**
+ * Stores `initial` under `c`, then runs `call`, freezing the server between its read and its
+ * write (the backend reads the clock there), so the call times out with its write unanswered.
+ * Thaws the server and returns the stored bytes of `c` as text, or undefined if the key is gone.
+ */
+async function afterTimedOutWrite(
+  initial: unknown,
+  call: (cache: ReturnType<typeof memcachedBackend>) => Promise<unknown>,
+): Promise<string | undefined> {
+  const frozen = await startMemcached({ spawn: true })
+  let freezeOnRead = false
+  const now = () => {
+    if (freezeOnRead) {
+      freezeOnRead = false
+      stopNow(frozen.process!.pid!)
     }
-    const cache = memcachedBackend(frozen.server, { namespace: 'late', timeout: 0.3, now })
-    try {
-      await cache.set('list', [1], 60)
-      const [item] = (await serverKeys(frozen.port)).filter(
-        (k) => k.startsWith('late#') && k.endsWith(':list'),
-      )
-      freezeOnRead = true
-      await expect(
-        cache.atomicUpdate<number[]>('list', (list = []) => [...list, 2], 60),
-      ).rejects.toMatchObject({
-        code: 'CACHE_TIMEOUT',
-      })
-      frozen.process!.thaw()
-      await new Promise((resolve) => setTimeout(resolve, 300))
-      // The conditional write landed late (the list it read was unchanged): the update, not a hole.
-      const reply = await ascii(frozen.port, `get ${item}`, /END\r\n$/)
-      expect(reply.startsWith('VALUE ')).toBe(true)
-      expect(reply.split('\r\n')[1]).toContain('[1,2]')
-    } finally {
-      frozen.process!.thaw()
-      await cache.close()
-      await frozen.stop()
-    }
-  })
-})
+    return Date.now()
+  }
+  const cache = memcachedBackend(frozen.server, { namespace: 'late', timeout: 0.3, now })
+  try {
+    await cache.set('c', initial, 60)
+    const [item] = (await serverKeys(frozen.port)).filter((k) => k.startsWith('late#') && k.endsWith(':c'))
+    freezeOnRead = true
+    await expect(call(cache)).rejects.toMatchObject({ code: 'CACHE_TIMEOUT' })
+    frozen.process!.thaw()
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    const reply = await ascii(frozen.port, `get ${item}`, /END\r\n$/)
+    return reply.startsWith('VALUE ') ? reply.split('\r\n')[1] : undefined
+  } finally {
+    frozen.process!.thaw()
+    await cache.close()
+    await frozen.stop()
+  }
+}
 
 /** SIGSTOP, and returns once every thread of `pid` is stopped (synchronously: nothing else runs first). */
 function stopNow(pid: number): void {
