@@ -34,6 +34,9 @@ import {
   unrefWhenIdle,
 } from './protocol.js'
 
+/** No item (a miss), as {@link MemcachedBackend.decodeRead} answers it. */
+const MISS: unique symbol = Symbol('miss')
+
 /**
  * memcached through memjs: one or many servers (keys placed by a ketama ring, a failing server
  * ejected and retried), SASL, CAS. See the README for the key format, TTL rounding, how
@@ -183,13 +186,8 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
       (mkey) => request(Opcode.get, mkey),
       this.live,
       (found) => {
-        if (found === undefined) {
-          this.observer.miss(key)
-          return undefined
-        }
-        const value = this.items.decode(found.value) as T
-        this.observer.hit(key)
-        return value
+        const value = this.decodeRead<T>(key, found)
+        return value === MISS ? undefined : value
       },
     )
   }
@@ -201,15 +199,25 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
       (mkey) => request(Opcode.get, mkey),
       this.live,
       (found) => {
-        if (found === undefined) {
-          this.observer.miss(key)
-          return undefined
-        }
-        const value = this.items.decode(found.value) as T
-        this.observer.hit(key)
-        return found.flags === 0 ? { value } : { value, expiresAt: found.flags * 1000 }
+        const value = this.decodeRead<T>(key, found)
+        if (value === MISS) return undefined
+        return found!.flags === 0 ? { value } : { value, expiresAt: found!.flags * 1000 }
       },
     )
+  }
+
+  /**
+   * The value of the item read for `key`, or MISS for none: a hit is counted only once the value
+   * decodes (a read that rejects counts nothing), a miss at once.
+   */
+  private decodeRead<T>(key: string, found: Response | undefined): T | typeof MISS {
+    if (found === undefined) {
+      this.observer.miss(key)
+      return MISS
+    }
+    const value = this.items.decode(found.value) as T
+    this.observer.hit(key)
+    return value
   }
 
   has(key: string): Promise<boolean> {
