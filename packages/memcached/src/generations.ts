@@ -122,7 +122,13 @@ export class Generations {
         if (this.ttlMs > 0) cached.at = performance.now()
         return done({ value: cached.text })
       }
-      done({ value: this.remember(index, BigInt(bytes.toString('latin1')), Buffer.from(bytes)) })
+      let value: bigint
+      try {
+        value = this.parse(bytes, operation)
+      } catch (failure) {
+        return done({ error: failure })
+      }
+      done({ value: this.remember(index, value, Buffer.from(bytes)) })
     })
   }
 
@@ -130,13 +136,22 @@ export class Generations {
   async read(index: number, operation: string): Promise<string> {
     for (let attempt = 0; attempt < 5; attempt++) {
       const response = await this.call(index, request(Opcode.get, this.key), operation)
-      if (response.status === Status.ok)
-        return this.remember(index, BigInt(response.value.toString('latin1')))
+      if (response.status === Status.ok) return this.remember(index, this.parse(response.value, operation))
       if (response.status !== Status.notFound) throw unexpected(operation, response.status)
       const created = await this.create(index, operation)
       if (created) return created
     }
     throw new CacheError('memcached: could not read the generation counter')
+  }
+
+  /** The counter in a generation read's answer; a `CacheError` if another client wrote something else there. */
+  private parse(bytes: Buffer, operation: string): bigint {
+    const text = bytes.toString('latin1')
+    if (/^[0-9]{1,20}$/.test(text)) return BigInt(text)
+    throw new CacheError(
+      `memcached: ${operation} failed: the generation counter ${this.key} holds ${JSON.stringify(text.slice(0, 40))}, ` +
+        'which @cache did not write; delete that key to start a new generation',
+    )
   }
 
   /** ADDs a fresh counter; its text, or undefined if another process created one first. */

@@ -65,9 +65,11 @@ export class CallOrder {
     }
     if (waits === undefined) return run()
     const wait = waits.length === 1 ? waits[0]! : Promise.all(waits).then(nothing)
+    // Settles once this call is sent, whatever it answers: a tail never rejects (a failed call
+    // must not stop the calls behind it, nor be reported as unhandled).
     let sent!: () => void
     const written = new Promise<void>((resolve) => {
-      sent = resolve
+      sent = () => resolve()
     })
     const result = this.behind(wait, list, operation, run, sent)
     for (const key of list) this.queue(key, written)

@@ -97,4 +97,35 @@ describe('clear() by generation', () => {
       await cache.close()
     }
   })
+  it('a generation counter another client overwrote fails each call with a CacheError (the process stays up), until deleted', async () => {
+    const cache = memcachedBackend(server.server, { namespace: 'foreign-g', generationTtl: 0, logger: false })
+    const errors: unknown[] = []
+    cache.on('error', (event) => errors.push(event.error))
+    try {
+      await cache.set('k', 'kept')
+      expect(await ascii(server.port, 'set foreign-g#g 0 0 9\r\n{not json')).toBe('STORED\r\n')
+      // A read that is answered with a value already seen, and a first read in a fresh process.
+      await expect(cache.get('k')).rejects.toMatchObject({
+        name: 'CacheError',
+        message: /foreign-g#g holds "\{not json"/,
+      })
+      const other = memcachedBackend(server.server, {
+        namespace: 'foreign-g',
+        generationTtl: 0,
+        logger: false,
+      })
+      try {
+        await expect(other.set('k', 'x')).rejects.toThrow(/which @cache did not write/)
+      } finally {
+        await other.close()
+      }
+      expect(errors.length).toBeGreaterThan(0)
+      expect(await ascii(server.port, 'delete foreign-g#g')).toBe('DELETED\r\n')
+      expect(await cache.get('k')).toBeUndefined()
+      await cache.set('k', 'again')
+      expect(await cache.get('k')).toBe('again')
+    } finally {
+      await cache.close()
+    }
+  })
 })

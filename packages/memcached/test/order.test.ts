@@ -1,6 +1,8 @@
 import { startMemcached } from '@cache/test-servers'
+import memjs from 'memjs'
 import { afterAll, describe, expect, it } from 'vitest'
 import { memcachedBackend } from '../src/index.js'
+import { serverKeys } from './raw.js'
 
 const server = await startMemcached({ spawn: true })
 const second = await startMemcached({ spawn: true })
@@ -64,6 +66,35 @@ describe('calls that take more than one round trip keep call order for their key
       ])
       expect([added, read, present]).toEqual([true, 'new', true])
     } finally {
+      await cache.close()
+    }
+  })
+
+  it('a call that fails while waiting behind an incr does not stop later calls on its key', async () => {
+    const namespace = `order${namespaces++}`
+    const cache = memcachedBackend(server.server, { namespace, logger: false })
+    const client = memjs.Client.create(server.server)
+    const unhandled: unknown[] = []
+    const onUnhandled = (reason: unknown) => unhandled.push(reason)
+    process.on('unhandledRejection', onUnhandled)
+    try {
+      await cache.set('bad', 'placeholder')
+      const stored = (await serverKeys(server.port)).find(
+        (key) => key.startsWith(`${namespace}#`) && key.endsWith(':bad'),
+      )!
+      await client.set(stored, '{not json', {})
+      // The incr refuses the text; the get, sent once the incr settled, cannot decode it.
+      const [counted, read] = await Promise.allSettled([cache.incr('bad'), cache.get('bad')])
+      expect(counted).toMatchObject({ status: 'rejected', reason: { name: 'CacheNotANumberError' } })
+      expect(read).toMatchObject({ status: 'rejected', reason: { name: 'CacheSerializationError' } })
+      // Later calls on the key go out (they used to wait for a call that had failed, then time out).
+      await cache.set('bad', 5)
+      expect(await Promise.all([cache.incr('bad'), cache.get('bad')])).toEqual([6, 6])
+      await sleep(20)
+      expect(unhandled).toEqual([])
+    } finally {
+      process.off('unhandledRejection', onUnhandled)
+      client.close()
       await cache.close()
     }
   })
