@@ -151,6 +151,13 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
       return by
     }
     const next = addToCounter(key, current, by)
+    if (next === 0 && Object.is(current, -0)) {
+      // lru-cache keeps an old value `===` to the new one: -0 would stay. Replaced, same expiry.
+      const expiresAt = this.expiryOfEntry(key)
+      this.lru.delete(key)
+      this.store(key, 0, expiresAt ?? 0)
+      return 0
+    }
     this.store(key, next, 0, true)
     return next
   }
@@ -244,6 +251,14 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
     const value = this.out(stored) as T
     const expiresAt = expiryOf(status)
     return expiresAt === undefined ? { value } : { value, expiresAt }
+  }
+
+  /** The expiry (epoch ms) of a live entry, undefined for none; counts nothing. */
+  private expiryOfEntry(key: string): number | undefined {
+    const status = this.status
+    status.ttl = 0
+    this.lru.get(key, this.getOptions)
+    return expiryOf(status)
   }
 
   private remove(key: string): boolean {

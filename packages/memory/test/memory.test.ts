@@ -88,6 +88,17 @@ describe('memoryBackend', () => {
     expect((await cache.getEntry('c'))?.expiresAt).toBe(10_000)
   })
 
+  it('incr by 0 on a stored -0 stores the 0 it answers, and keeps the expiry', async () => {
+    const cache = memoryBackend()
+    await cache.set('z', -0, 60)
+    const before = (await cache.getEntry('z'))!.expiresAt
+    expect(Object.is(await cache.incr('z', 0), 0)).toBe(true)
+    const after = await cache.getEntry('z')
+    expect(Object.is(after?.value, 0)).toBe(true)
+    expect(after?.expiresAt).toBe(before)
+    expect(Object.is(await cache.get('z'), 0)).toBe(true)
+  })
+
   it('counts hits, misses, sets and deletes, and emits events to listeners', async () => {
     const cache = memoryBackend()
     const events: string[] = []

@@ -498,6 +498,11 @@ export function runConformance(name: string, options: ConformanceOptions): void 
       await cache.set(k, -0)
       expect(await cache.incr(k)).toBe(1)
       expect(await cache.get(k)).toBe(1)
+      // By 0: the counter then holds the 0 it answered, not the -0 it held.
+      const zero = key()
+      await cache.set(zero, -0)
+      expect(await cache.incr(zero, 0)).toBe(0)
+      expect(await cache.get(zero)).toBe(0)
     })
 
     it('200 concurrent incr() calls give the exact total', async () => {
