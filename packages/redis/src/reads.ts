@@ -1,5 +1,4 @@
 import type { CacheEntry } from '@cache/core'
-import { parseTagged } from '@cache/core/backend'
 import type { Redis } from 'ioredis'
 import { Coalescer } from './coalesce.js'
 import type { BackendParts } from './parts.js'
@@ -96,7 +95,8 @@ export class Reads {
     // NUL (compressed) or U+FFFD (binary, e.g. v8) was written by a differently configured
     // client: those need the exact bytes.
     if (first === 0 || first === 0xfffd) return this.getBytes(k, key)
-    return parseTagged(stored)
+    // JSON text, or a counter (a bare integer, leading zeros allowed), read as getEntry and incr read it.
+    return this.parts.format.codec.decode(stored)
   }
 
   /** Counts what {@link decode} returned as a hit or a miss; what `get` returns for it. */

@@ -70,6 +70,22 @@ describe.each(modes)('values at the edges ($name)', ({ name, url, options }) => 
       expect(await raw.pttl(`${namespace}:${k}`)).toBeGreaterThan(50_000)
     })
 
+    it('reads a counter another client wrote with leading zeros alike in get, getMany, getEntry and incr', async () => {
+      for (const [text, value] of [
+        ['007', 7],
+        ['-007', -7],
+        ['00', 0],
+      ] as const) {
+        const k = key()
+        await raw.set(`${namespace}:${k}`, text)
+        const [got, many, entry] = await Promise.all([cache.get(k), cache.getMany([k]), cache.getEntry(k)])
+        expect([got, many, entry?.value], text).toEqual([value, [value], value])
+        expect(await cache.get(k), text).toBe(value)
+        expect(await cache.incr(k), text).toBe(value + 1)
+        expect(await stored(k)).toBe(String(value + 1))
+      }
+    })
+
     it('still reports text that is not an integer as CacheNotANumberError', async () => {
       for (const text of ['0x10', '1.5', 'abc', '+7', '', '1e3x']) {
         const k = key()
