@@ -53,7 +53,7 @@ export function emptyStats(): CacheStats {
 export class CacheObserver extends EventEmitter {
   readonly stats: CacheStats = emptyStats()
   private listening = false
-  /** `error` listeners that threw and were reported. */
+  /** Listeners (of `error` and other events emitted with {@link emitEach}) that threw and were reported. */
   private reported: WeakSet<object> | undefined
 
   constructor(
@@ -106,7 +106,7 @@ export class CacheObserver extends EventEmitter {
     if (code === 'CACHE_CLOSED') return
     this.stats.errors++
     if (code === 'CACHE_TIMEOUT') this.stats.timeouts++
-    if (this.listenerCount('error') > 0) this.emitError({ backend: this.backend, operation, key, error })
+    if (this.listenerCount('error') > 0) this.emitEach('error', { backend: this.backend, operation, key, error })
   }
 
   latency(ms: number): void {
@@ -131,10 +131,15 @@ export class CacheObserver extends EventEmitter {
     Object.assign(this.stats, emptyStats())
   }
 
-  /** Calls each `error` listener on its own: one that throws neither escapes nor silences the others. */
-  private emitError(event: CacheEvent): void {
+  /**
+   * Emits `event` to each listener of `name` on its own, for events told where a failure is being
+   * handled or where no call is (`error`, a server or level going down or up): a listener that
+   * throws neither escapes nor keeps the others from being called, and is reported through
+   * {@link logger}, once per listener.
+   */
+  emitEach<E extends { operation?: string }>(name: string, event: E): void {
     // rawListeners: a `once` listener is called through its wrapper, which removes it.
-    for (const listener of this.rawListeners('error') as ((event: CacheEvent) => unknown)[]) {
+    for (const listener of this.rawListeners(name) as ((event: unknown) => unknown)[]) {
       try {
         listener.call(this, event)
       } catch (thrown) {
@@ -142,10 +147,14 @@ export class CacheObserver extends EventEmitter {
         if (this.reported.has(listener)) continue
         this.reported.add(listener)
         const message = thrown instanceof Error ? thrown.message : String(thrown)
+        const after =
+          name === 'error'
+            ? `the ${event.operation} failure it was told of still reached its caller`
+            : 'ignored: the event was handled all the same'
         try {
           logError(
             this.logger,
-            `${this.backend}: an 'error' listener threw: ${message} (the ${event.operation} failure it was told of still reached its caller; reported once per listener)`,
+            `${this.backend}: ${/^[aeiou]/.test(name) ? 'an' : 'a'} '${name}' listener threw: ${message} (${after}; reported once per listener)`,
           )
         } catch {
           // A logger that throws as well: nowhere is left to report it, and it must not escape.

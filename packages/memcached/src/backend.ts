@@ -1,11 +1,5 @@
 import type { CacheBackend, CacheEntry, Duration, SetManyItem } from '@cache/core'
-import {
-  assertIncrement,
-  checkLogger,
-  durationOption,
-  IncidentLog,
-  ObservedBackend,
-} from '@cache/core/backend'
+import { assertIncrement, checkLogger, durationOption, ObservedBackend } from '@cache/core/backend'
 import type memjs from 'memjs'
 import { type Expiry, isExpired } from './expiry.js'
 import { Generations } from './generations.js'
@@ -60,17 +54,14 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   private readonly ownsClient: boolean
   /** Keeps call order per key behind calls of several round trips (see order.ts). */
   private readonly order: CallOrder
-  private readonly incidents: IncidentLog
-  /** The guard of each listener of an event that must not throw (see {@link on}). */
-  private readonly guards = new WeakMap<Function, Map<string, (event: MemcachedEvent) => void>>()
-  /** A guarded listener threw: logged once. */
-  private listenerFailed = false
 
   constructor(
     servers: string | readonly string[] = '127.0.0.1:11211',
     options: MemcachedBackendOptions = {},
   ) {
     super('memcached', options.logger)
+    // A bad logger is refused before a client is made.
+    checkLogger(options.logger)
     this.namespace = options.namespace ?? 'cache'
     this.keyMapper = new KeyMapper(this.namespace)
     this.timeoutMs = durationOption(options.timeout, 'timeout', '300ms')
@@ -80,7 +71,6 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     this.items = new ItemFormat(options, this.observer)
     this.maxAttempts = maxAttemptsOption(options)
     this.flushOnClear = options.flushOnClear ?? false
-    this.incidents = new IncidentLog(checkLogger(options.logger))
     this.ownsClient = options.client === undefined
     this.client = options.client ?? createClient(servers, options, this.timeoutMs)
     if (this.ownsClient) unrefWhenIdle(this.client)
@@ -129,44 +119,18 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
 
   /**
    * A listener of `error`, `server-down` or `server-up` runs where a failure is being handled (or
-   * a server brought back): what it throws is logged once and goes no further, so it can neither
-   * stop a call from settling nor escape as an uncaught exception. A listener of `hit`, `miss`,
-   * `set` or `delete` that throws rejects the call that emitted it.
+   * a server brought back): what it throws is logged once per listener and goes no further, so it
+   * can neither stop a call from settling nor escape as an uncaught exception. A listener of `hit`,
+   * `miss`, `set` or `delete` that throws rejects the call that emitted it.
    */
   override on(event: MemcachedEventName, listener: (event: MemcachedEvent) => void): this {
-    this.observer.on(event, this.guarded(event, listener))
+    this.observer.on(event, listener)
     return this
   }
 
   override off(event: MemcachedEventName, listener: (event: MemcachedEvent) => void): this {
-    this.observer.off(event, this.guards.get(listener)?.get(event) ?? listener)
+    this.observer.off(event, listener)
     return this
-  }
-
-  private guarded(
-    event: MemcachedEventName,
-    listener: (event: MemcachedEvent) => void,
-  ): (event: MemcachedEvent) => void {
-    if (event !== 'error' && event !== 'server-down' && event !== 'server-up') return listener
-    let byEvent = this.guards.get(listener)
-    if (byEvent === undefined) this.guards.set(listener, (byEvent = new Map()))
-    let guard = byEvent.get(event)
-    if (guard === undefined) {
-      guard = (payload: MemcachedEvent) => {
-        try {
-          listener(payload)
-        } catch (error) {
-          if (this.listenerFailed) return
-          this.listenerFailed = true
-          const reason = error instanceof Error ? error.message : String(error)
-          this.incidents.warn(
-            `memcached: a '${event}' listener threw (${reason}). Ignored: the operation failed with its own error; later listener failures are not logged.`,
-          )
-        }
-      }
-      byEvent.set(event, guard)
-    }
-    return guard
   }
 
   /** Each server's health: state, consecutive failures, ejections, next retry. */

@@ -207,7 +207,7 @@ export class Links {
     if (this.observer.listenerCount(name) === 0) return
     const event: MemcachedEvent = { backend: 'memcached', server: this.pool.names[index]! }
     if (error !== undefined) event.error = error
-    this.observer.emit(name, event)
+    this.observer.emitEach(name, event)
   }
 }
 

@@ -7,13 +7,17 @@ import { CacheTimeoutError } from '@cache/core'
  * is pending on a key, later calls on that key wait until it settles, then go out in call order.
  * With none pending (the common case), a call goes out at once: a lookup in an empty map.
  *
- * A call that is still waiting after `timeoutMs` fails with `CacheTimeoutError` without having been
- * sent (nothing it would have written is written), so every call settles within its timeout of
- * being made or of being sent; the calls behind it keep their order.
+ * A waiting call fails with `CacheTimeoutError` without having been sent (nothing it would have
+ * written is written) once `timeoutMs` passes with no call on its key settling or being sent: a
+ * long queue on a hot key drains as fast as the server answers, and nothing waits for ever behind
+ * a call that is stuck (a slow `atomicUpdate` fn, a frozen server). The calls behind it keep
+ * their order.
  */
 export class CallOrder {
   /** Per key: settles once the calls on it made so far are sent (a multi-step call: settled). */
   private readonly tails = new Map<unknown, Promise<void>>()
+  /** Per key: the timers of the calls waiting on it, restarted each time a call on it moves on. */
+  private readonly waiting = new Map<unknown, Set<ReturnType<typeof setTimeout>>>()
 
   constructor(
     private readonly timeoutMs: number,
@@ -77,8 +81,9 @@ export class CallOrder {
   }
 
   /**
-   * `run` once `wait` settles, unless `timeoutMs` passes first: then the call fails unsent.
-   * `sent` is called once `run` was called or would have been (the order of later calls).
+   * `run` once `wait` settles, unless `timeoutMs` passes first with no call on `keys` moving on:
+   * then the call fails unsent. `sent` is called once `run` was called or would have been (the
+   * order of later calls).
    */
   private behind<R>(
     wait: Promise<void>,
@@ -91,6 +96,7 @@ export class CallOrder {
       let expired = false
       const timer = setTimeout(() => {
         expired = true
+        this.unwatch(keys, timer)
         const error = new CacheTimeoutError(
           'memcached',
           `${operation} (not sent: still waiting for an earlier call on the same key)`,
@@ -100,9 +106,11 @@ export class CallOrder {
         reject(error)
       }, this.timeoutMs)
       timer.unref?.()
+      this.watch(keys, timer)
       wait.then(() => {
         clearTimeout(timer)
         if (expired) return sent()
+        this.unwatch(keys, timer)
         const running = start(run)
         sent(running)
         running.then(resolve, reject)
@@ -114,7 +122,27 @@ export class CallOrder {
     this.tails.set(key, tail)
     tail.then(() => {
       if (this.tails.get(key) === tail) this.tails.delete(key)
+      // A call on the key moved on: those waiting on it get their whole timeout again.
+      const timers = this.waiting.get(key)
+      if (timers !== undefined) for (const timer of timers) timer.refresh()
     })
+  }
+
+  private watch(keys: readonly unknown[], timer: ReturnType<typeof setTimeout>): void {
+    for (const key of keys) {
+      let timers = this.waiting.get(key)
+      if (timers === undefined) this.waiting.set(key, (timers = new Set()))
+      timers.add(timer)
+    }
+  }
+
+  private unwatch(keys: readonly unknown[], timer: ReturnType<typeof setTimeout>): void {
+    for (const key of keys) {
+      const timers = this.waiting.get(key)
+      if (timers === undefined) continue
+      timers.delete(timer)
+      if (timers.size === 0) this.waiting.delete(key)
+    }
   }
 }
 

@@ -283,6 +283,32 @@ describe('a call waiting behind a multi-step call on its key', () => {
     }
   })
 
+  it('a queue of calls on one key that takes longer than the timeout drains: each waits only while nothing moves', async () => {
+    const cache = memcachedBackend(server.server, {
+      namespace: `order${namespaces++}`,
+      logger: false,
+      timeout: 0.3,
+    })
+    try {
+      const start = performance.now()
+      // 80 updates of 5 ms each: about 400 ms in all, each one's turn within 5 ms of the last.
+      const updates = Array.from({ length: 80 }, (_, i) =>
+        cache.atomicUpdate<number[]>('hot', async (list = []) => {
+          await sleep(5)
+          return [...list, i]
+        }),
+      )
+      const outcomes = await Promise.allSettled(updates)
+      expect(performance.now() - start).toBeGreaterThan(300)
+      expect(outcomes.filter((outcome) => outcome.status === 'rejected')).toEqual([])
+      // In call order, none lost.
+      expect(await cache.get('hot')).toEqual(Array.from({ length: 80 }, (_, i) => i))
+      expect(cache.stats.timeouts).toBe(0)
+    } finally {
+      await cache.close()
+    }
+  })
+
   it('settles within its timeout when the server is frozen (SIGSTOP)', async () => {
     const frozen = await startMemcached({ spawn: true })
     const cache = memcachedBackend(frozen.server, { namespace: 'frozen', logger: false, timeout: 0.3 })

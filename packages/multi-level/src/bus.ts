@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
-import { EventEmitter } from 'node:events'
 import { CacheClosedError, CacheConfigError, type CacheLogger, type Duration } from '@cache/core'
 import {
+  CacheObserver,
   checkLogger,
   IncidentLog,
   durationOption,
@@ -169,7 +169,8 @@ export class RedisBus implements InvalidationBus {
   private readonly channel: string
   private readonly publishTimeoutMs: number
   private readonly heartbeatMs: number
-  private readonly events = new EventEmitter()
+  /** Listeners of the bus's events; one that throws is logged and goes no further (see emit). */
+  private readonly events: CacheObserver
   private readonly listeners = new Set<Listener>()
   private readonly clients: Promise<Clients>
   private readonly firstUp: Promise<void>
@@ -221,6 +222,7 @@ export class RedisBus implements InvalidationBus {
     })
     // A malformed URL or connection throws here, not on the first publish.
     this.incidents = new IncidentLog(checkLogger(options.logger))
+    this.events = new CacheObserver('bus', options.logger)
     const target = isClient(connection) ? connection : describe(connection)
     this.address = addressOf(target)
     this.clients = openClients(target, options.redisOptions ?? {})
@@ -544,7 +546,8 @@ export class RedisBus implements InvalidationBus {
   }
 
   private emit(name: BusEventName, event: BusEvent): void {
-    if (this.events.listenerCount(name) > 0) this.events.emit(name, event)
+    // Told where a link or a publish is failing: a listener that throws must not break the bus.
+    if (this.events.listenerCount(name) > 0) this.events.emitEach(name, event)
   }
 }
 

@@ -30,10 +30,12 @@ export function assembleChain(
   options: MultiLevelOptions,
 ): ChainParts {
   const now = options.now ?? Date.now
-  const observer = new CacheObserver('multi-level')
+  const logger = checkLogger(options.logger)
+  // Where a throwing `error`, `level-down` or `level-up` listener is reported.
+  const observer = new CacheObserver('multi-level', logger)
   const reads = new ReadGuards()
   const order = new WriteOrder()
-  const health = new LevelHealth(observer, now, new IncidentLog(checkLogger(options.logger)))
+  const health = new LevelHealth(observer, now, new IncidentLog(logger))
   const reader = new LevelReader(levels, reads, health, observer, now)
   const writer = new LevelWriter(levels, health, order, reads)
   const invalidation = new ChainInvalidation(

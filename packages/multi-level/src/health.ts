@@ -87,7 +87,8 @@ export class LevelHealth {
   }
 
   emit(name: MultiLevelEventName, event: MultiLevelEvent): void {
-    if (this.observer.listenerCount(name) > 0) this.observer.emit(name, event)
+    // Told where a failure is being handled: a listener that throws is logged, and goes no further.
+    if (this.observer.listenerCount(name) > 0) this.observer.emitEach(name, event)
   }
 
   /** The shared level did not take a write: other processes may not see it. */
