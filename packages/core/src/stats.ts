@@ -106,7 +106,8 @@ export class CacheObserver extends EventEmitter {
     if (code === 'CACHE_CLOSED') return
     this.stats.errors++
     if (code === 'CACHE_TIMEOUT') this.stats.timeouts++
-    if (this.listenerCount('error') > 0) this.emitEach('error', { backend: this.backend, operation, key, error })
+    if (this.listenerCount('error') > 0)
+      this.emitEach('error', { backend: this.backend, operation, key, error })
   }
 
   latency(ms: number): void {
