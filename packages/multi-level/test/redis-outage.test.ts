@@ -102,17 +102,96 @@ describe('multiLevel(memory, redis) with Redis killed and restarted under load',
     if (!redis.process!.running) await redis.process!.start()
     const namespace = `resync${Date.now()}`
     const l1 = memoryBackend({ namespace })
-    const bus = redisBus(redis.url)
+    const logged: string[] = []
+    const logger = { warn: (m: string) => logged.push(m), error: (m: string) => logged.push(m) }
+    const bus = redisBus(redis.url, { logger })
     const cache = multiLevel({ levels: [l1, redisBackend(redis.url, { namespace })], bus })
-    await bus.ready()
-    await cache.set('k', 'v')
-    expect(await l1.has('k')).toBe(true)
-    await redis.process!.kill()
-    await redis.process!.start()
-    const deadline = Date.now() + 10_000
-    while ((await l1.has('k')) && Date.now() < deadline) await sleep(20)
-    expect(await l1.has('k')).toBe(false)
-    await cache.close()
-    await bus.close()
+    // Listeners that throw where the link is being handled: the bus goes on all the same.
+    const escaped: unknown[] = []
+    const onEscaped = (error: unknown) => escaped.push(error)
+    process.on('uncaughtException', onEscaped)
+    const thrown = new Set<string>()
+    for (const name of ['link-down', 'link-up'] as const)
+      bus.on(name, () => {
+        thrown.add(name)
+        throw new Error(`${name} listener`)
+      })
+    try {
+      await bus.ready()
+      await cache.set('k', 'v')
+      expect(await l1.has('k')).toBe(true)
+      await redis.process!.kill()
+      await redis.process!.start()
+      const deadline = Date.now() + 10_000
+      while ((await l1.has('k')) && Date.now() < deadline) await sleep(20)
+      expect(await l1.has('k')).toBe(false)
+      while (!thrown.has('link-up') && Date.now() < deadline) await sleep(20)
+      expect([...thrown].sort()).toEqual(['link-down', 'link-up'])
+      expect(escaped).toEqual([])
+      for (const name of thrown)
+        expect(logged.filter((line) => line.includes(`'${name}' listener threw`))).toHaveLength(1)
+    } finally {
+      process.off('uncaughtException', onEscaped)
+      await cache.close()
+      await bus.close()
+    }
   }, 20_000)
+})
+
+describe('listeners of a chain that throw', () => {
+  it('neither change what a call answers, nor keep the breaker shut, nor escape; each is logged once', async () => {
+    const namespace = `throwing${Date.now()}`
+    const logged: string[] = []
+    const logger = { warn: (m: string) => logged.push(m), error: (m: string) => logged.push(m) }
+    const cache = multiLevel({
+      levels: [
+        memoryBackend({ namespace }),
+        redisBackend(redis.url, { namespace, timeout: 0.3, logger: false }),
+      ],
+      breaker: { failureThreshold: 2, openFor: '200ms' },
+      logger,
+    })
+    const escaped: unknown[] = []
+    const onEscaped = (error: unknown) => escaped.push(error)
+    process.on('uncaughtException', onEscaped)
+    process.on('unhandledRejection', onEscaped)
+    const thrown: string[] = []
+    for (const name of ['error', 'level-down', 'level-up'] as const)
+      cache.on(name, () => {
+        thrown.push(name)
+        throw new Error(`${name} listener`)
+      })
+    try {
+      await cache.set('kept', 'value', 60)
+      await redis.process!.kill()
+      // Served from the memory level while Redis is gone: the listener's failure is not the call's.
+      for (let i = 0; i < 4; i++) {
+        expect(await cache.get('kept')).toBe('value')
+        expect(await cache.get(`absent${i}`)).toBeUndefined()
+      }
+      expect(thrown).toContain('error')
+      // The breaker opened all the same, and its listener was told.
+      expect(cache.levels[1]!.breaker.state).not.toBe('closed')
+      expect(thrown).toContain('level-down')
+      await redis.process!.start()
+      const deadline = Date.now() + 10_000
+      while (cache.levels[1]!.breaker.state !== 'closed' && Date.now() < deadline) {
+        await cache.get('absent').catch(() => undefined)
+        await sleep(20)
+      }
+      expect(cache.levels[1]!.breaker.state).toBe('closed')
+      expect(thrown).toContain('level-up')
+      await sleep(20)
+      expect(escaped).toEqual([])
+      for (const name of ['error', 'level-down', 'level-up'])
+        expect(
+          logged.filter((line) => line.includes(`'${name}' listener threw`)),
+          name,
+        ).toHaveLength(1)
+    } finally {
+      process.off('uncaughtException', onEscaped)
+      process.off('unhandledRejection', onEscaped)
+      await cache.close()
+    }
+  }, 30_000)
 })
