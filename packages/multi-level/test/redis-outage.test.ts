@@ -1,7 +1,8 @@
-import { CacheUnavailableError } from '@cache/core'
+import { CacheError, CacheUnavailableError } from '@cache/core'
 import { memoryBackend } from '@cache/memory'
 import { redisBackend } from '@cache/redis'
 import { type RedisServer, startRedis } from '@cache/test-servers'
+import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type MultiLevelEvent, multiLevel, redisBus } from '../src/index.js'
 
@@ -194,4 +195,35 @@ describe('listeners of a chain that throw', () => {
       await cache.close()
     }
   }, 30_000)
+})
+
+describe('a shared level that answers, but refuses one key', () => {
+  it('throws that refusal to the caller (a key of another type, a key the ACL forbids) and stays in use for the other keys', async () => {
+    if (!redis.process!.running) await redis.process!.start()
+    const namespace = `refused${process.pid}`
+    const raw = new Redis(redis.url)
+    const user = `limited${process.pid}`
+    await raw.call('ACL', 'SETUSER', user, 'on', '>secret', `~${namespace}:ok*`, '+@all')
+    await raw.rpush(`${namespace}:ok-list`, 'x')
+    const limited = redis.url.replace('redis://', `redis://${user}:secret@`)
+    const cache = multiLevel({
+      levels: [memoryBackend({ namespace }), redisBackend(limited, { namespace, logger: false })],
+      breaker: { failureThreshold: 2, openFor: '10s' },
+      logger: false,
+    })
+    try {
+      for (let i = 0; i < 4; i++) {
+        await expect(cache.get('ok-list'), 'WRONGTYPE').rejects.toThrow(/WRONGTYPE/)
+        await expect(cache.get('forbidden'), 'NOPERM').rejects.toThrow(/NOPERM/)
+        await expect(cache.set('forbidden', 1), 'NOPERM').rejects.toBeInstanceOf(CacheError)
+      }
+      expect(cache.levels[1]!.breaker.state).toBe('closed')
+      // The other keys still reach Redis, where other processes read them.
+      await cache.set('ok-shared', 'seen')
+      expect(await raw.get(`${namespace}:ok-shared`)).toBe('"seen"')
+    } finally {
+      raw.disconnect()
+      await cache.close()
+    }
+  })
 })

@@ -6,9 +6,12 @@ import {
   isCacheError,
 } from '@cache/core'
 
-/** Replies that mean "this server cannot serve you right now", not "your command is wrong". */
+/**
+ * Replies that mean "this server cannot serve you right now", not "your command is wrong". NOPERM
+ * is not one: the server answered, and refuses that key or command to this user (an ACL).
+ */
 const UNAVAILABLE_REPLY =
-  /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|MOVED|ASK|READONLY|NOREPLICAS|NOAUTH|WRONGPASS|NOPERM|OOM)\b/
+  /^(LOADING|BUSY|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|MOVED|ASK|READONLY|NOREPLICAS|NOAUTH|WRONGPASS|OOM)\b/
 
 /**
  * Turns what ioredis rejected with into the @cache error family, keeping it as `cause`:
