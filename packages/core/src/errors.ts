@@ -66,6 +66,11 @@ export interface UnavailableOptions {
    * that server (forgets what it held) before using it again. Default: false.
    */
   partial?: boolean
+  /**
+   * The call was never sent: it gave up waiting behind an earlier call of this process on the
+   * same key, so it says nothing about the server. Default: false.
+   */
+  unsent?: boolean
 }
 
 /** The server is down, unreachable, or did not answer within the operation timeout. */
@@ -80,6 +85,11 @@ export class CacheUnavailableError extends CacheError {
    * such a level in use instead of counting the failure towards its circuit breaker.
    */
   readonly partial: boolean
+  /**
+   * True when the call was never sent (see {@link UnavailableOptions.unsent}): a multi-level chain
+   * does not count it towards the level's circuit breaker either.
+   */
+  readonly unsent: boolean
   constructor(
     backend: string,
     message: string,
@@ -90,6 +100,7 @@ export class CacheUnavailableError extends CacheError {
     this.backend = backend
     this.server = options?.server
     this.partial = options?.partial ?? false
+    this.unsent = options?.unsent ?? false
   }
 }
 

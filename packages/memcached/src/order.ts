@@ -101,6 +101,7 @@ export class CallOrder {
           'memcached',
           `${operation} (not sent: still waiting for an earlier call on the same key)`,
           this.timeoutMs,
+          { unsent: true },
         )
         this.gaveUp(operation, error, keys)
         reject(error)

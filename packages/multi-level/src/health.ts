@@ -75,7 +75,9 @@ export class LevelHealth {
     if ((error as { code?: string })?.code === 'CACHE_TIMEOUT') level.stats.timeouts++
     this.observer.stats.errors++
     this.emit('error', { backend: level.name, level: level.index, operation, key, error })
-    if (isPartialFailure(error)) return
+    // One server of a pool, or a call the level never sent (it waited behind this process's own
+    // call on the key): the level as a whole answers.
+    if (isPartialFailure(error) || isUnsent(error)) return
     if (level.breaker.failure(this.now())) {
       level.stats.opened++
       this.incidents.report(
@@ -119,6 +121,11 @@ export class LevelHealth {
  */
 export function isPartialFailure(error: unknown): boolean {
   return (error as { partial?: unknown } | null)?.partial === true
+}
+
+/** A call the level never sent: it gave up waiting behind this process's own call on the key. */
+export function isUnsent(error: unknown): boolean {
+  return (error as { unsent?: unknown } | null)?.unsent === true
 }
 
 function describeError(error: unknown): string {

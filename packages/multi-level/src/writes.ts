@@ -1,6 +1,6 @@
 import type { CacheBackend } from '@cache/core'
 import { isCallerError } from './caller-error.js'
-import type { LevelHealth } from './health.js'
+import { isUnsent, type LevelHealth } from './health.js'
 import type { Level } from './level.js'
 import type { ReadGuards } from './read-guard.js'
 import type { WriteOrder, WriteTicket } from './write-order.js'
@@ -46,6 +46,9 @@ export class LevelWriter {
         count(shared, operation, keys)
       } catch (error) {
         this.health.failed(shared, operation, error, typeof keys === 'string' ? keys : undefined)
+        // Never sent (it waited behind this process's own call on the key): nothing changed
+        // anywhere, so nothing is to be repaired, and the faster levels keep what they hold.
+        if (isUnsent(error)) throw error
         missed(shared, keys)
         failure = error
       }
@@ -95,7 +98,10 @@ export class LevelWriter {
         throw error
       }
       level.breaker.success()
-      if (operation !== 'add' && operation !== 'compareAndDelete') level.written(keys)
+      // An add or compareAndDelete that answered false changed nothing: a repair the level was
+      // waiting for is still due. One that answered true wrote the key's newest state there: a
+      // repair would now delete what it decided (another process could then take the lock too).
+      if ((operation !== 'add' && operation !== 'compareAndDelete') || result === true) level.written(keys)
       count(level, operation, keys)
       for (const slower of skipped) slower.diverged(keys)
       return { result, index: i }

@@ -5,9 +5,17 @@ import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { diskBackend } from '@cache/disk'
+import { memcachedBackend } from '@cache/memcached'
 import { memoryBackend } from '@cache/memory'
 import { redisBackend } from '@cache/redis'
-import { type FaultProxy, type RedisServer, startFaultProxy, startRedis, until } from '@cache/test-servers'
+import {
+  type FaultProxy,
+  type RedisServer,
+  startFaultProxy,
+  startMemcached,
+  startRedis,
+  until,
+} from '@cache/test-servers'
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type MultiLevelEvent, multiLevel } from '../src/index.js'
@@ -126,6 +134,75 @@ describe('multiLevel(memory, redis): incr and atomicUpdate when Redis fails once
       expect(await chain.add('lock', 'mine', 60)).toBe(false)
     } finally {
       await close()
+    }
+  })
+})
+
+describe('multiLevel(memory, redis): a lock taken right after a failed write of its key', () => {
+  it('is not deleted by the repair of that write: no other process gets it too', async () => {
+    const { chain, other, close } = counters()
+    try {
+      await chain.set('lock', 'old')
+      await redis.process!.freeze()
+      const failed = await Promise.allSettled([chain.set('lock', 'x')])
+      redis.process!.thaw()
+      expect(failed[0]!.status).toBe('rejected')
+      // Within the 50 ms before the repair of the failed set: the lock is freed, then taken here.
+      await other.delete('lock')
+      expect(await chain.add('lock', 'A', 30)).toBe(true)
+      await sleep(300)
+      expect(await other.get('lock')).toBe('A')
+      expect(await other.add('lock', 'B', 30)).toBe(false)
+      expect(await chain.get('lock')).toBe('A')
+      // Released here by compare-and-delete: the repair does not bring anything back either.
+      await redis.process!.freeze()
+      await Promise.allSettled([chain.set('lock', 'y')])
+      redis.process!.thaw()
+      await other.set('lock', 'A')
+      expect(await chain.compareAndDelete('lock', 'A')).toBe(true)
+      expect(await other.add('lock', 'C', 30)).toBe(true)
+      await sleep(300)
+      expect(await other.get('lock')).toBe('C')
+    } finally {
+      redis.process!.thaw()
+      await close()
+    }
+  })
+})
+
+describe('multiLevel(memory, memcached): calls that wait behind a slow atomicUpdate fn of this process', () => {
+  it('fail unsent without opening the breaker: counters stay on memcached', async () => {
+    const server = await startMemcached({ spawn: true })
+    const namespace = `slow${++n}`
+    const chain = multiLevel({
+      levels: [memoryBackend(), memcachedBackend(server.server, { namespace, timeout: 0.2, logger: false })],
+      breaker: { failureThreshold: 2 },
+      logger: false,
+    })
+    const other = memcachedBackend(server.server, { namespace, logger: false })
+    try {
+      for (let i = 0; i < 100; i++) await other.incr('hits')
+      await chain.set('cart', [])
+      const slow = chain.atomicUpdate<string[]>('cart', async (items = []) => {
+        await sleep(600)
+        return [...items, 'sku']
+      })
+      const queued = await Promise.allSettled([
+        chain.set('cart', ['a']),
+        chain.set('cart', ['b']),
+        chain.set('cart', ['c']),
+      ])
+      // Reported as not taken by the shared level, as any write that did not reach it.
+      expect(queued.map((q) => q.status)).toEqual(['rejected', 'rejected', 'rejected'])
+      expect(chain.levelStats()[1]!.state).toBe('closed')
+      expect(await chain.incr('hits')).toBe(101)
+      expect(await slow).toEqual(['sku'])
+      expect(await other.get('cart')).toEqual(['sku'])
+      expect(await chain.get('cart')).toEqual(['sku'])
+    } finally {
+      await chain.close()
+      await other.close()
+      await server.stop()
     }
   })
 })
