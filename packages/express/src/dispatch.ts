@@ -23,6 +23,10 @@ import { HANDLER_ERROR } from '@cache/http'
  * a wrapped router's `handle` is known, one a wrapped layer dispatch receives as its `next` is
  * proven, and any other is a router the cache cannot see into, which ran after the cache.
  * `req.route` is read too: a route whose layers are not of a wrapped copy ran out of sight.
+ *
+ * A stored response's request stays watched: a `next` called once the response ended (the
+ * handler's, or the router's as `req.next`) dispatches the request again, which the wrapped layers
+ * and routers report, and its entry is deleted.
  */
 
 /** Where the cache sits: as middleware (the app answers after it), or around the handler itself. */
@@ -203,6 +207,8 @@ export class DispatchWatch {
     readonly observed: boolean,
     private readonly skipped: ReadonlySet<Function>,
     private readonly req: IncomingMessage,
+    /** The response: once it ended, any dispatch of the request passed it on. */
+    private readonly res: { writableEnded?: boolean } = {},
   ) {
     this.route = (req as Watched).route
   }
@@ -277,6 +283,19 @@ export class DispatchWatch {
   left(fn: Function, error: unknown): void {
     if (isError(error)) this.failed = true
     else if (!this.skipped.has(fn)) this.passedOn = true
+    this.onChange()
+  }
+
+  /**
+   * Express dispatched the request again: a layer, an error, or a router that let it go (its
+   * `done`). Once the response ended, only a `next` could have done that: whoever called it (the
+   * handler's own, `req.next`, `res.req.next`, or the one `res.sendFile` kept), the request was
+   * passed on, to a later route or to the app's final handler.
+   */
+  dispatched(error?: unknown): void {
+    if (isError(error)) this.failed = true
+    else if (this.res.writableEnded === true) this.passedOn = true
+    else return
     this.onChange()
   }
 
@@ -503,6 +522,9 @@ function enter(req: IncomingMessage, router: unknown, done: unknown, res: unknow
   // Unnamed: a named function expression would be renamed (`keepNames`) on every request.
   return function (this: unknown, ...args: unknown[]) {
     state.frame = parent
+    // The router let the request go: after the response ended, a late `next` did it.
+    const watches = state.watches
+    if (watches !== undefined) for (const watch of watches.slice()) watch.dispatched(args[0])
     return done.apply(this, args)
   }
 }
@@ -539,7 +561,10 @@ function ownerOf(value: object, name: string): Record<string, unknown> | undefin
 
 /** Records the layer `req` is dispatched to, and returns the `next` it gets. */
 function record(layer: Layer, req: IncomingMessage, watches: DispatchWatch[], next: Next): Next {
-  for (const watch of watches) watch.nextProven(next)
+  for (const watch of watches.slice()) {
+    watch.nextProven(next)
+    watch.dispatched()
+  }
   const fn = layer.handle
   // Express skips error handlers (four parameters) without calling them.
   if (typeof fn !== 'function' || fn.length > 3) return next
