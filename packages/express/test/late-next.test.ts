@@ -181,3 +181,34 @@ describe.each(EXPRESS)('a late req.next after the response on %s', (_name, expre
     expect(cache.stats.deletes).toBe(0)
   })
 })
+
+describe.each(EXPRESS)('a late req.next in a mounted router or sub-app on %s', (_name, express) => {
+  it.each([
+    ['router', 'a route cache'],
+    ['sub-app', 'a route cache'],
+    ['router', 'a global cache of the app'],
+  ] as const)('in a %s behind %s: the entry is removed', async (mount, where) => {
+    const app = express()
+    app.set('env', 'test')
+    const cache = cacheResponse({ ttl: 60, backend: memory() })
+    const inner: any = mount === 'router' ? express.Router() : express()
+    let runs = 0
+    const handler = (req: any, res: any) => {
+      res.json({ n: ++runs })
+      setTimeout(() => req.next(new Error('late')), 20)
+    }
+    if (where === 'a route cache') inner.get('/x', cache, handler)
+    else {
+      app.use(cache)
+      inner.get('/x', handler)
+    }
+    app.use('/api', inner)
+    const r = await serve(app)
+    await r.request('/api/x?warm')
+    expect(status(await r.request('/api/x'))).toMatch(/stored/)
+    await sleep(100)
+    const second = await r.request('/api/x')
+    expect(second.body.toString()).toBe('{"n":3}')
+    expect(status(second)).not.toMatch(/hit/)
+  })
+})
