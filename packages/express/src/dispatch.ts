@@ -23,6 +23,13 @@ import { HANDLER_ERROR } from '@cache/http'
  * a wrapped router's `handle` is known, one a wrapped layer dispatch receives as its `next` is
  * proven, and any other is a router the cache cannot see into, which ran after the cache.
  * `req.route` is read too: a route whose layers are not of a wrapped copy ran out of sight.
+ * A copy of the request (`{ ...req }`) carries no accessor: copying is seen instead, by a symbol
+ * property every such copy reads, and an app of any copy announces the request it is given in
+ * `res.req`.
+ *
+ * A stored response's request stays watched: a `next` called once the response ended (the
+ * handler's, or the router's as `req.next`) dispatches the request again, which the wrapped layers
+ * and routers report, and its entry is deleted.
  */
 
 /** Where the cache sits: as middleware (the app answers after it), or around the handler itself. */
@@ -110,6 +117,8 @@ interface DispatchState {
   sent: string | undefined
   /** The caches the request passed, outermost first (see `response-cache.ts`). */
   passed: unknown[] | undefined
+  /** The response whose `req` is traced while the request is watched (see {@link traceResponse}). */
+  response: object | undefined
 }
 /**
  * The dispatch state of each request, by request: a property of the request's own would make
@@ -149,6 +158,7 @@ function stateOf(req: Watched, res?: unknown): DispatchState {
       nextValues: undefined,
       sent: undefined,
       passed: undefined,
+      response: undefined,
     }
     states.set(req, state)
   }
@@ -186,6 +196,8 @@ export class DispatchWatch {
   private failed = false
   private opaque = false
   private hidden = false
+  /** A dispatch the cache cannot see took the response (a copy of the request, another app). */
+  private unseen = false
   /** Promises returned by functions after the cache, not settled yet. */
   private readonly pending = new Set<PromiseLike<unknown>>()
   /** What waits for {@link pending} to empty. */
@@ -203,6 +215,8 @@ export class DispatchWatch {
     readonly observed: boolean,
     private readonly skipped: ReadonlySet<Function>,
     private readonly req: IncomingMessage,
+    /** The response: once it ended, any dispatch of the request passed it on. */
+    private readonly res: { writableEnded?: boolean } = {},
   ) {
     this.route = (req as Watched).route
   }
@@ -217,7 +231,7 @@ export class DispatchWatch {
    */
   verdict(): string | undefined {
     if (this.failed) return HANDLER_ERROR
-    if (this.unproven.size > 0 || this.unobservedRoute()) return 'middleware-after-cache'
+    if (this.unseen || this.unproven.size > 0 || this.unobservedRoute()) return 'middleware-after-cache'
     if (this.hidden) return 'hidden-middleware'
     if (this.position === 'handler') {
       if (this.passedOn) return 'next'
@@ -280,6 +294,31 @@ export class DispatchWatch {
     this.onChange()
   }
 
+  /**
+   * Express dispatched the request again: a layer, an error, or a router that let it go (its
+   * `done`). Once the response ended, only a `next` could have done that: whoever called it (the
+   * handler's own, `req.next`, `res.req.next`, or the one `res.sendFile` kept), the request was
+   * passed on, to a later route or to the app's final handler.
+   */
+  dispatched(error?: unknown): void {
+    if (isError(error)) this.failed = true
+    else if (this.res.writableEnded === true) this.passedOn = true
+    else return
+    this.onChange()
+  }
+
+  /**
+   * The request was handed to a dispatch the cache cannot see while it made the response: copied
+   * property by property (`{ ...req }`, `Object.assign({}, req)`), or made the request of the
+   * response by an app of another copy of Express (`res.req`). What the copy was given to may be
+   * a router of another copy of Express, which runs its middleware out of sight.
+   */
+  dispatchedUnseen(): void {
+    if (this.res.writableEnded === true) return
+    this.unseen = true
+    this.onChange()
+  }
+
   /** Param callbacks ran: they are the app's functions too. */
   ranParamCallbacks(): void {
     this.functions++
@@ -318,7 +357,11 @@ export function watchDispatch(req: IncomingMessage, watch: DispatchWatch): void 
   ;(state.watches ??= []).push(watch)
   const res = (watched as { res?: unknown }).res
   if (typeof res === 'object' && res !== null) responses.set(res, state)
-  if (state.nextValues === undefined) traceNext(watched, state)
+  if (state.nextValues === undefined) {
+    traceNext(watched, state)
+    traceCopies(watched, state)
+    if (typeof res === 'object' && res !== null) traceResponse(watched, res, state)
+  }
 }
 
 /** Stops watching: called once the response is settled. */
@@ -332,6 +375,8 @@ export function unwatchDispatch(req: IncomingMessage, watch: DispatchWatch): voi
   if (list.length === 0) {
     state.watches = undefined
     untraceNext(watched, state)
+    delete (watched as { [COPIED]?: unknown })[COPIED]
+    untraceResponse(state)
   }
 }
 
@@ -368,6 +413,65 @@ function untraceNext(req: Watched, state: DispatchState): void {
     enumerable: true,
     writable: true,
     value: values[values.length - 1],
+  })
+}
+
+/** The property of a watched request that copying it reads (see {@link traceCopies}). */
+const COPIED = Symbol('@cache/express copied')
+
+/**
+ * Makes copying `req` property by property (`{ ...req, url }`, `Object.assign({}, req)`) seen: a
+ * copy is a request object that no `req.next` accessor and no prototype ties to `req`, and a
+ * router of another copy of Express dispatches it out of sight. Both forms read every own
+ * enumerable property, symbols included; nothing else reads this one (`Object.keys`,
+ * `JSON.stringify` and `util.inspect` do not).
+ */
+function traceCopies(req: Watched, state: DispatchState): void {
+  Object.defineProperty(req, COPIED, {
+    configurable: true,
+    enumerable: true,
+    get: () => {
+      for (const watch of state.watches?.slice() ?? []) watch.dispatchedUnseen()
+      return undefined
+    },
+    // `Object.assign(Object.create(req), req)` sets it on a copy that inherits it: nothing to keep.
+    set: () => {},
+  })
+}
+
+/**
+ * Makes `res.req` an accessor while `req` is watched: every Express app sets it to the request it
+ * dispatches as it starts (Express 4's `expressInit`, Express 5's `app.handle`). Any request
+ * object but `req` itself means an app was handed another request for the watched response: of
+ * another copy of Express, whatever request object it was given (one built anew, a copy).
+ */
+function traceResponse(req: Watched, res: object, state: DispatchState): void {
+  const descriptor = Object.getOwnPropertyDescriptor(res, 'req')
+  if (descriptor !== undefined && (!descriptor.configurable || !('value' in descriptor))) return
+  let current: unknown = descriptor?.value
+  state.response = res
+  Object.defineProperty(res, 'req', {
+    configurable: true,
+    enumerable: true,
+    get: () => current,
+    set(this: object, value: unknown) {
+      // An object made from the response (`Object.create(res)`) keeps its own.
+      if (this === res) current = value
+      else Object.defineProperty(this, 'req', { value, writable: true, configurable: true, enumerable: true })
+      if (value !== req) for (const watch of state.watches?.slice() ?? []) watch.dispatchedUnseen()
+    },
+  })
+}
+
+function untraceResponse(state: DispatchState): void {
+  const res = state.response
+  if (res === undefined) return
+  state.response = undefined
+  Object.defineProperty(res, 'req', {
+    configurable: true,
+    enumerable: true,
+    writable: true,
+    value: (res as { req?: unknown }).req,
   })
 }
 
@@ -503,6 +607,9 @@ function enter(req: IncomingMessage, router: unknown, done: unknown, res: unknow
   // Unnamed: a named function expression would be renamed (`keepNames`) on every request.
   return function (this: unknown, ...args: unknown[]) {
     state.frame = parent
+    // The router let the request go: after the response ended, a late `next` did it.
+    const watches = state.watches
+    if (watches !== undefined) for (const watch of watches.slice()) watch.dispatched(args[0])
     return done.apply(this, args)
   }
 }
@@ -539,7 +646,10 @@ function ownerOf(value: object, name: string): Record<string, unknown> | undefin
 
 /** Records the layer `req` is dispatched to, and returns the `next` it gets. */
 function record(layer: Layer, req: IncomingMessage, watches: DispatchWatch[], next: Next): Next {
-  for (const watch of watches) watch.nextProven(next)
+  for (const watch of watches.slice()) {
+    watch.nextProven(next)
+    watch.dispatched()
+  }
   const fn = layer.handle
   // Express skips error handlers (four parameters) without calling them.
   if (typeof fn !== 'function' || fn.length > 3) return next

@@ -271,7 +271,7 @@ export class ResponseCache {
     miss: MissResult,
     self: Passed[number],
   ): unknown {
-    const watch = new DispatchWatch(position, observeDispatch(req), this.settings.skippedOnHits, req)
+    const watch = new DispatchWatch(position, observeDispatch(req), this.settings.skippedOnHits, req, res)
     self.watch = watch
     // Every change to what ran after the cache only makes a verdict final: release at the first.
     watch.onChange = () => {
@@ -291,10 +291,11 @@ export class ResponseCache {
         // Express catches after the whole response was sent still means not stored.
         finish: () =>
           watch.whenSettled(() => {
-            unwatchDispatch(req, watch)
             recorder.finish()
+            // A stored response stays watched: a `next` called later still finds the entry.
             void recorder.outcome.then(({ stored }) => {
-              if (stored) this.removeOnLateVerdict(watch, miss.key)
+              if (stored) this.removeOnLateVerdict(req, watch, miss.key)
+              else unwatchDispatch(req, watch)
             })
           }),
         abort: (reason) => {
@@ -326,12 +327,14 @@ export class ResponseCache {
   /**
    * A function after the cache may still call `next(error)` or `next()` once the response was sent
    * and stored (a callback-style write that fails afterwards, a deferred `next`): an error handler
-   * or a later route then ran, which a hit would skip. The entry is deleted again (counted in
-   * `stats.deletes`) at the first such call, and at once if one came while it was being stored.
+   * or a later route then ran, which a hit would skip, also when `req.next` was called (the
+   * router's: Express's final handler then got the request). The entry is deleted again (counted
+   * in `stats.deletes`) at the first such call, and at once if one came while it was being stored.
    */
-  private removeOnLateVerdict(watch: DispatchWatch, key: string): void {
+  private removeOnLateVerdict(req: Request, watch: DispatchWatch, key: string): void {
     const remove = () => {
       watch.onChange = () => {}
+      unwatchDispatch(req, watch)
       void this.backend()
         .delete(key)
         .then(

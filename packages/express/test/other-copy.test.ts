@@ -71,6 +71,86 @@ describe.each(EXPRESS)('on %s', (_name, express) => {
       expect((await r.request('/admin/payroll')).status).toBe(401)
     })
 
+    // A copy of the request has neither the `req.next` accessor nor `req` in its prototype chain.
+    const COPY_FORMS = [
+      ['an object-spread copy', (req: any) => ({ ...req, url: '/report' })],
+      [
+        'an object-spread copy with its prototype',
+        (req: any) => ({ ...req, url: '/report', __proto__: Object.getPrototypeOf(req) }),
+      ],
+      ['an Object.assign copy', (req: any) => Object.assign({}, req, { url: '/report' })],
+    ] as const
+    const LAYOUTS = [
+      ['a route cache', 'mw'],
+      ['a wrapped handler', 'wrap'],
+      ['a global cache', 'global'],
+    ] as const
+
+    describe.each(COPY_FORMS)('called with %s of the request', (_form, copy) => {
+      it.each(LAYOUTS)(
+        'a router of it behind %s: its answer for admins is never replayed',
+        async (_where, layout) => {
+          const other = load()
+          const plugin = other.Router()
+          plugin.use((_req: any, res: any, next: any) => {
+            res.set('x-admin', '1')
+            next()
+          })
+          plugin.get('/report', (_req: any, res: any) => res.send('ADMIN-ONLY REPORT'))
+          const app = express()
+          const cache = cacheResponse({ ttl: 60, backend: memory() })
+          const handler = (req: any, res: any, next: any) => {
+            if (req.get('x-api-key') !== 'admin-key') return res.send('public report')
+            plugin(copy(req), res, next)
+          }
+          if (layout === 'mw') app.get('/report', cache, handler)
+          else if (layout === 'wrap') app.get('/report', cache(handler))
+          else app.use(cache).get('/report', handler)
+          const r = await serve(app)
+          // The first request of the app, and one after it.
+          for (const path of ['/report?first', '/report']) {
+            const first = await r.request(path, admin)
+            expect(text(first)).toBe('ADMIN-ONLY REPORT')
+            expect(first.headers['cache-status']).toBe('@cache; fwd=uri-miss; detail=middleware-after-cache')
+            expect(text(await r.request(path))).toBe('public report')
+          }
+        },
+      )
+
+      it('an app of it: its answer for admins is never replayed', async () => {
+        const other = load()
+        const plugin = other()
+        plugin.get('/report', (_req: any, res: any) => res.send('ADMIN-ONLY REPORT'))
+        const app = express()
+        app.get('/report', cacheResponse({ ttl: 60, backend: memory() }), (req: any, res: any, next: any) => {
+          if (req.get('x-api-key') !== 'admin-key') return res.send('public report')
+          plugin(copy(req), res, next)
+        })
+        const r = await serve(app)
+        await r.request('/report?warm')
+        expect(text(await r.request('/report', admin))).toBe('ADMIN-ONLY REPORT')
+        expect(text(await r.request('/report'))).toBe('public report')
+      })
+    })
+
+    it('an app of it called with a request object built anew: its answer is never replayed', async () => {
+      const other = load()
+      const plugin = other()
+      plugin.get('/report', (_req: any, res: any) => res.send('ADMIN-ONLY REPORT'))
+      const app = express()
+      app.get('/report', cacheResponse({ ttl: 60, backend: memory() }), (req: any, res: any, next: any) => {
+        if (req.get('x-api-key') !== 'admin-key') return res.send('public report')
+        const fresh: any = { url: '/report', method: req.method, headers: req.headers, socket: req.socket }
+        plugin(fresh, res, next)
+      })
+      const r = await serve(app)
+      await r.request('/report?warm')
+      const first = await r.request('/report', admin)
+      expect(text(first)).toBe('ADMIN-ONLY REPORT')
+      expect(first.headers['cache-status']).toBe('@cache; fwd=uri-miss; detail=middleware-after-cache')
+      expect(text(await r.request('/report'))).toBe('public report')
+    })
+
     it('a route of it dispatched from a function: its guard is never skipped', async () => {
       const other = load()
       const app = express()
@@ -82,6 +162,43 @@ describe.each(EXPRESS)('on %s', (_name, express) => {
       expect(text(await r.request('/admin/payroll', admin))).toBe('{"payroll":"SECRET"}')
       expect((await r.request('/admin/payroll')).status).toBe(401)
     })
+  })
+
+  it('a handler that reads the request and answers itself is stored as before', async () => {
+    const app = express()
+    let runs = 0
+    app.get('/report', cacheResponse({ ttl: 60, backend: memory() }), (req: any, res: any) => {
+      const { url, headers } = req
+      res.send(`report ${++runs} for ${url} ${Object.keys(headers).length > 0}`)
+    })
+    const r = await serve(app)
+    await r.request('/report?warm')
+    expect((await r.request('/report')).headers['cache-status']).toBe('@cache; fwd=uri-miss; stored')
+    const second = await r.request('/report')
+    expect(isHit(second)).toBe(true)
+    expect(text(second)).toBe('report 2 for /report true')
+  })
+
+  it('a copy of the request made before answering is not stored; one made once the response ended is', async () => {
+    const app = express()
+    const cache = cacheResponse({ ttl: 60, backend: memory() })
+    const logged: unknown[] = []
+    app.get('/before', cache, (req: any, res: any) => {
+      logged.push({ ...req })
+      res.send('before')
+    })
+    app.get('/after', cache, (req: any, res: any) => {
+      res.send('after')
+      logged.push({ ...req })
+    })
+    const r = await serve(app)
+    await r.request('/before?warm')
+    expect((await r.request('/before')).headers['cache-status']).toBe(
+      '@cache; fwd=uri-miss; detail=middleware-after-cache',
+    )
+    expect((await r.request('/after')).headers['cache-status']).toBe('@cache; fwd=uri-miss; stored')
+    expect(isHit(await r.request('/after'))).toBe(true)
+    expect(logged.length).toBe(3)
   })
 
   it('routers of the same copy that answer nothing do not keep a global cache from storing', async () => {
