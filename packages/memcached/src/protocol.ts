@@ -11,7 +11,7 @@
 import type { Socket } from 'node:net'
 // A request's deadline is real time: the timers of `node:timers`, which an app's fake timers
 // (which replace the global ones in its tests) leave alone.
-import { setTimeout } from 'node:timers'
+import { clearTimeout, setImmediate, setTimeout } from 'node:timers'
 import { CacheError } from '@cache/core'
 import type memjs from 'memjs'
 import type { Expiry } from './expiry.js'
@@ -367,8 +367,13 @@ function arm(server: Connection, watch: Watch, ms: number): void {
   watch.timer.unref()
 }
 
-/** Gives the connection up if its oldest waiting requests are due; otherwise waits for them. */
-function check(server: Connection, watch: Watch): void {
+/**
+ * Gives the connection up if its oldest waiting requests are due; otherwise waits for them. Due
+ * requests get one more look after the event loop's next poll for I/O (`read`): when this process
+ * itself was busy past the deadline (a long synchronous stretch, a GC pause), timers run before
+ * the socket is read, and an answer the server sent in time would otherwise count as none.
+ */
+function check(server: Connection, watch: Watch, read = false): void {
   watch.timer = undefined
   const { deadlines } = watch
   while (watch.head < deadlines.length && deadlines[watch.head]!.open === 0) watch.head++
@@ -385,6 +390,14 @@ function check(server: Connection, watch: Watch): void {
   const left = oldest.start + oldest.timeoutMs - clock()
   if (left > 0) {
     arm(server, watch, left)
+    return
+  }
+  if (!read) {
+    setImmediate(() => {
+      // A request written meanwhile may have armed the timer for its own, later deadline.
+      if (watch.timer !== undefined) clearTimeout(watch.timer)
+      check(server, watch, true)
+    })
     return
   }
   watch.deadlines = []

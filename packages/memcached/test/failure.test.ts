@@ -92,6 +92,36 @@ describe('a server that is down', () => {
   })
 })
 
+describe('this process, not the server, stalls past the timeout', () => {
+  it('reads the answer that arrived meanwhile: no timeout, no ejection, the namespace is kept', async () => {
+    const server = await startMemcached({ spawn: true })
+    const cache = memcachedBackend(server.server, { namespace: 'stalled', timeout: 0.1, logger: false })
+    const other = memcachedBackend(server.server, { namespace: 'stalled', logger: false })
+    try {
+      await other.set('kept', 'by another process')
+      expect(await other.incr('counter', 10)).toBe(10)
+      await cache.set('k', 'v')
+      for (const call of [() => cache.get('k'), () => cache.set('k', 'w'), () => cache.incr('counter')]) {
+        const pending = call()
+        // The request is written; then 300 ms of synchronous work (a GC pause, a long loop).
+        await new Promise((resolve) => setImmediate(resolve))
+        const until = performance.now() + 300
+        while (performance.now() < until) {}
+        await expect(pending).resolves.not.toBeInstanceOf(Error)
+      }
+      expect(cache.stats.timeouts).toBe(0)
+      expect(cache.serverStats()[0]).toMatchObject({ state: 'up', ejections: 0 })
+      expect(await other.get('kept')).toBe('by another process')
+      expect(await other.get('counter')).toBe(11)
+      expect(await cache.get('k')).toBe('w')
+    } finally {
+      await cache.close()
+      await other.close()
+      await server.stop()
+    }
+  })
+})
+
 describe('two servers', () => {
   let a: MemcachedServer
   let b: MemcachedServer
