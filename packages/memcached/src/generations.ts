@@ -57,6 +57,18 @@ export class Generations {
     return performance.now() - cached.at < this.ttlMs ? cached.text : undefined
   }
 
+  /**
+   * Server `index` is about to get a new generation, by a request written now: the operations
+   * called after it (in this tick too) must not use a read sent before it, nor a trusted copy.
+   * Each sends its own read, which the server answers after the change: they run under the new
+   * generation, in call order.
+   */
+  private moving(index: number): void {
+    this.tickReads[index] = undefined
+    const cached = this.values[index]
+    if (cached !== undefined) cached.at = Number.NEGATIVE_INFINITY
+  }
+
   /** The generation of server `index` last seen by this process, however old. */
   last(index: number): string | undefined {
     return this.values[index]?.text
@@ -72,6 +84,7 @@ export class Generations {
    * `call` defaults to the one every operation uses.
    */
   async bumpOne(index: number, operation: string, call: Call = this.call): Promise<void> {
+    this.moving(index)
     for (let attempt = 0; attempt < 5; attempt++) {
       const response = await call(index, request(Opcode.increment, this.key, incrExtras(1)), operation)
       if (response.status === Status.ok) {
@@ -88,6 +101,7 @@ export class Generations {
   /** `flush_all` on every server; the next operation starts a new generation. */
   async flush(): Promise<void> {
     await this.everyServer(async (index) => {
+      this.moving(index)
       const response = await this.call(index, request(Opcode.flush, ''), 'clear')
       if (response.status !== Status.ok) throw unexpected('clear', response.status)
       this.values[index] = undefined

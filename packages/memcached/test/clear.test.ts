@@ -128,4 +128,32 @@ describe('clear() by generation', () => {
       await cache.close()
     }
   })
+  it('keeps call order with the calls of its own tick: what comes after clear() is kept, what came before is not', async () => {
+    for (const options of [{}, { generationTtl: '1h' }, { flushOnClear: true }] as const) {
+      const label = JSON.stringify(options)
+      const cache = memcachedBackend(server.server, {
+        namespace: `tick-clear${Object.keys(options).join('')}`,
+        ...options,
+      })
+      try {
+        await cache.set('k', 10)
+        await cache.set('counter', 10)
+        await cache.get('warm')
+        const [, , , setAfter, incrAfter, readAfter] = await Promise.all([
+          cache.get('x'),
+          cache.set('before', 1),
+          cache.clear(),
+          cache.set('k', 20),
+          cache.incr('counter'),
+          cache.get('before'),
+        ])
+        expect([setAfter, incrAfter, readAfter], label).toEqual([undefined, 1, undefined])
+        expect(await cache.get('k'), label).toBe(20)
+        expect(await cache.get('counter'), label).toBe(1)
+        expect(await cache.get('before'), label).toBeUndefined()
+      } finally {
+        await cache.close()
+      }
+    }
+  })
 })
