@@ -519,6 +519,17 @@ export function createCodec(options: CodecOptions = {}): Codec {
   return {
     serializer,
     encode(value) {
+      // With the v8 serializer, a safe integer is stored as the decimal text incr writes (JSON
+      // writes it so already): a counter then stays one format, which a server adds to in one
+      // step (Redis INCRBY), and decode reads it back as the same number. A serializer of your
+      // own is given every value (it may encrypt them).
+      if (
+        serializer === v8Serializer &&
+        typeof value === 'number' &&
+        Number.isSafeInteger(value) &&
+        !Object.is(value, -0)
+      )
+        return Buffer.from(String(value), 'latin1')
       let bytes = serializer.serialize(value)
       if (!Buffer.isBuffer(bytes)) bytes = Buffer.from(bytes as Uint8Array | string)
       // Bytes that start like the marker are compressed whatever their size (see COMPRESSED).

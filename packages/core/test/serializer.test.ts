@@ -177,6 +177,32 @@ describe('createCodec', () => {
     expect(() => codec.decode('{not json')).toThrow(CacheSerializationError)
   })
 
+  it('stores a safe integer as decimal text with the v8 serializer (the counter format), and gives your own serializer every value', () => {
+    const v8 = createCodec({ serializer: 'v8' })
+    for (const n of [0, 5, -7, Number.MAX_SAFE_INTEGER, Number.MIN_SAFE_INTEGER]) {
+      expect(v8.encode(n).toString('latin1')).toBe(String(n))
+      expect(v8.decode(v8.encode(n))).toBe(n)
+    }
+    // Not integers, or not safe ones: the serializer's own bytes, read back exactly.
+    for (const n of [-0, 2.5, 2 ** 60, Number.NaN]) {
+      expect(v8.encode(n).toString('latin1')).not.toBe(String(n))
+      expect(v8.decode(v8.encode(n))).toBe(n)
+    }
+    const seen: unknown[] = []
+    const own = createCodec({
+      serializer: {
+        name: 'own',
+        serialize: (value) => {
+          seen.push(value)
+          return Buffer.from(`x${JSON.stringify(value)}`)
+        },
+        deserialize: (bytes) => JSON.parse(bytes.toString().slice(1)),
+      },
+    })
+    expect(own.encode(42).toString()).toBe('x42')
+    expect(seen).toEqual([42])
+  })
+
   it('never stores a compressed value larger than the original', () => {
     const codec = createCodec({ compressThreshold: 1 })
     const random = Buffer.from(Array.from({ length: 2000 }, () => Math.floor(Math.random() * 256)))
