@@ -58,6 +58,38 @@ describe.each(EXPRESS)('credentials as the client sent them, on %s', (_name, exp
     )
   })
 
+  it('refreshes a stale entry keyed on a rewritten cookie with the request the client sent', async () => {
+    let now = 1_000_000
+    const clock = () => now
+    const app = express()
+    const runs = { n: 0 }
+    app.use((req: any, _res: any, next: any) => {
+      const parts = String(req.headers.cookie ?? '').split(/;\s*/)
+      const sid = parts.find((p) => p.startsWith('sid='))
+      if (sid) req.user = sid.slice(4)
+      req.headers.cookie = parts.filter((p) => !p.startsWith('sid=')).join('; ')
+      next()
+    })
+    const cache = cacheResponse({
+      backend: memory(clock),
+      now: clock,
+      ttl: 60,
+      staleWhileRevalidate: 600,
+      allowCookies: true,
+      vary: ['cookie'],
+    })
+    app.get('/me', cache, (req: any, res: any) => res.send(`page of ${req.user ?? 'anonymous'} #${++runs.n}`))
+    const r = await serve(app)
+    const alice = { headers: { cookie: 'sid=alice; theme=dark' } }
+    expect(text(await r.request('/me', alice))).toBe('page of alice #1')
+    now += 61_000
+    expect(text(await r.request('/me', alice))).toBe('page of alice #1')
+    for (let i = 0; i < 300 && cache.stats.sets < 2; i++)
+      await new Promise((resolve) => setTimeout(resolve, 10))
+    expect(text(await r.request('/me', alice))).toBe('page of alice #2')
+    expect(text(await r.request('/me', { headers: { cookie: 'theme=dark' } }))).toBe('page of anonymous #3')
+  })
+
   describe.each([
     ['Authorization', { allowAuthorized: true }, { authorization: 'Bearer alice' }],
     ['Cookie', { allowCookies: true }, { cookie: 'sid=alice' }],
