@@ -30,9 +30,11 @@ export function credentialHeaders(
   for (let i = 0; i < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]
     if (typeof name !== 'string') continue
-    if (name.length === 13 && name.toLowerCase() === 'authorization')
+    // The first letter and the length rule out every other name before a lower-case copy is made.
+    const first = name.charCodeAt(0) | 0x20
+    if (first === 0x61 && name.length === 13 && name.toLowerCase() === 'authorization')
       (authorization ??= []).push(String(rawHeaders[i + 1]))
-    else if (name.length === 6 && name.toLowerCase() === 'cookie')
+    else if (first === 0x63 && name.length === 6 && name.toLowerCase() === 'cookie')
       (cookie ??= []).push(String(rawHeaders[i + 1]))
   }
   if (authorization !== undefined && !allowAuthorized) return 'authorization'
