@@ -87,6 +87,18 @@ describe.each([
     expect((await get(url)).text).toBe('page of anonymous')
   })
 
+  it('bypasses when the middleware hands on a new Request without it', async () => {
+    const url = await listen({ ttl: 60 }, (c) => {
+      const value = c.req.raw.headers.get(name)
+      if (value !== null) c.set('user', value.split(/[= ;]/)[1])
+      const headers = new Headers(c.req.raw.headers)
+      headers.delete(name)
+      c.req.raw = new Request(c.req.raw.url, { headers })
+    })
+    expect((await get(url, [...alice])).status).toBe(`@cache; fwd=request; detail=${name}`)
+    expect((await get(url)).text).toBe('page of anonymous')
+  })
+
   it('bypasses when it was sent on two lines', async () => {
     const url = await listen({ ttl: 60 }, moveInto(name))
     expect((await get(url, [...alice, alice[0], `${alice[1]}2`])).status).toBe(
