@@ -103,4 +103,30 @@ describe('allowCookies with vary: cookie', () => {
     expect(hit.body).toBe('page of alice')
     expect(hit.cacheStatus).toMatch(/hit/)
   })
+
+  it('refreshes a stale entry with the Cookie the client sent (the session hook runs on it again)', async () => {
+    let now = 1_000_000
+    const clock = () => now
+    const app = Fastify()
+    apps.push(app)
+    await app.register(cachePlugin, { backend: memoryBackend({ now: clock }), now: clock })
+    app.decorateRequest('user', null)
+    app.addHook('onRequest', async (request) => session(request as WithUser))
+    let runs = 0
+    const cache = { ttl: 60, staleWhileRevalidate: 600, allowCookies: true, vary: ['cookie'] }
+    app.get(
+      '/me',
+      { config: { cache } },
+      async (request) => `page of ${(request as WithUser).user ?? 'anonymous'} #${++runs}`,
+    )
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`
+    const alice = { cookie: 'sid=alice; theme=dark' }
+    expect((await get(`${url}/me`, alice)).body).toBe('page of alice #1')
+    now += 61_000
+    expect((await get(`${url}/me`, alice)).body).toBe('page of alice #1')
+    const routeCache = [...app.cache.routes.values()][0]!
+    for (let i = 0; i < 300 && routeCache.stats.sets < 2; i++) await new Promise((r) => setTimeout(r, 10))
+    expect((await get(`${url}/me`, alice)).body).toBe('page of alice #2')
+  })
 })
