@@ -19,6 +19,7 @@ import {
   Req,
   UseGuards,
 } from '@nestjs/common'
+import { memoryBackend } from '@cache/memory'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { CacheModule, CacheResponse } from '../src/index.js'
 import { PLATFORMS, send, startApp } from './harness.js'
@@ -56,6 +57,11 @@ function session(req: any, _res: unknown, next: () => void): void {
   next()
 }
 
+/** The clock of the stale-while-revalidate route. */
+const clock = { now: 1_000_000 }
+const now = () => clock.now
+let refreshRuns = 0
+
 const page = (req: any) => ({ page: req.user ?? (req.raw?.user as string | undefined) ?? 'anonymous' })
 
 @Controller()
@@ -80,6 +86,19 @@ class MeController {
   session(@Req() req: any) {
     return page(req)
   }
+
+  @Get('session-stale')
+  @CacheResponse({
+    ttl: 60,
+    staleWhileRevalidate: 600,
+    allowCookies: true,
+    vary: ['cookie'],
+    now,
+    backend: memoryBackend({ now }),
+  })
+  sessionStale(@Req() req: any) {
+    return { page: `${page(req).page} #${++refreshRuns}` }
+  }
 }
 
 @Module({
@@ -88,7 +107,7 @@ class MeController {
 })
 class AppModule implements NestModule {
   configure(consumer: MiddlewareConsumer) {
-    consumer.apply(session).forRoutes('session')
+    consumer.apply(session).forRoutes('session', 'session-stale')
   }
 }
 
@@ -134,5 +153,17 @@ describe.each(PLATFORMS)('credentials as the client sent them (platform-%s)', (p
     const hit = await get('/session', { cookie: 'sid=alice; theme=dark' })
     expect(hit.page).toBe('alice')
     expect(hit.status).toMatch(/hit/)
+  })
+
+  it('refreshes a stale entry with the Cookie the client sent (the session layer runs on it again)', async () => {
+    refreshRuns = 0
+    clock.now = 1_000_000 + (platform === 'express' ? 0 : 10_000_000)
+    const alice = { cookie: 'sid=alice; theme=dark' }
+    expect((await get('/session-stale', alice)).page).toBe('alice #1')
+    clock.now += 61_000
+    expect((await get('/session-stale', alice)).page).toBe('alice #1')
+    for (let i = 0; i < 300 && refreshRuns < 2; i++) await new Promise((r) => setTimeout(r, 10))
+    await new Promise((r) => setTimeout(r, 50))
+    expect((await get('/session-stale', alice)).page).toBe('alice #2')
   })
 })
