@@ -398,9 +398,7 @@ export class ResponseCache {
     const copy = new IncomingMessage(socket as never) as Request
     copy.method = 'GET'
     copy.url = req.originalUrl ?? req.url ?? '/'
-    copy.headers = { ...req.headers }
-    copy.rawHeaders = []
-    for (const name of CONDITIONAL_HEADERS) delete copy.headers[name]
+    setRefreshHeaders(copy, req)
     copy.httpVersionMajor = req.httpVersionMajor
     copy.httpVersionMinor = req.httpVersionMinor
     copy.httpVersion = req.httpVersion
@@ -520,9 +518,13 @@ class ExpressView implements HttpRequestView<Request> {
     return this.resolved_
   }
 
+  // The credentials the client sent, whatever middleware before the cache did to `req.headers`.
+  get rawHeaders(): string[] | undefined {
+    return this.raw.rawHeaders
+  }
+
   get bypass(): string | undefined {
-    if (!isRoutedAsSent(this.raw)) return 'rewritten-url'
-    return strippedCredential(this.raw, this.engine.settings)
+    return isRoutedAsSent(this.raw) ? undefined : 'rewritten-url'
   }
 
   get site(): string | undefined {
@@ -533,27 +535,23 @@ class ExpressView implements HttpRequestView<Request> {
 }
 
 /**
- * `authorization` or `cookie` when the client sent that header but `req.headers` no longer holds
- * it (middleware before the cache read it and deleted it, or replaced `req.headers`): the bypass
- * rules are about what the client sent, read from `req.rawHeaders` as it arrived. With
- * `allowAuthorized` / `allowCookies` the header does not matter, unless `vary` names it: the key
- * would then be made without it, shared by clients that sent different values.
+ * The headers of a refresh's copy: those the client sent (the middleware before the cache runs
+ * again on them, and the credentials are keyed as sent), without the conditional ones, parsed as
+ * Node parses a request's. A request without header lines (made in code) lends its headers.
  */
-function strippedCredential(req: Request, s: Settings): string | undefined {
-  const headers = req.headers
-  const authorization =
-    headers.authorization === undefined && (!s.allowAuthorized || s.vary.includes('authorization'))
-  const cookie = headers.cookie === undefined && (!s.allowCookies || s.vary.includes('cookie'))
-  if (!authorization && !cookie) return undefined
+function setRefreshHeaders(copy: IncomingMessage, req: IncomingMessage): void {
   const raw = req.rawHeaders
-  if (!Array.isArray(raw)) return undefined
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]
-    if (typeof name !== 'string') continue
-    if (authorization && name.length === 13 && name.toLowerCase() === 'authorization') return 'authorization'
-    if (cookie && name.length === 6 && name.toLowerCase() === 'cookie') return 'cookie'
+  const parse = (copy as { _addHeaderLines?: (lines: string[], n: number) => void })._addHeaderLines
+  if (!Array.isArray(raw) || raw.length === 0 || typeof parse !== 'function') {
+    copy.headers = { ...req.headers }
+    copy.rawHeaders = raw
+    for (const name of CONDITIONAL_HEADERS) delete copy.headers[name]
+    return
   }
-  return undefined
+  const lines: string[] = []
+  for (let i = 0; i + 1 < raw.length; i += 2)
+    if (!CONDITIONAL_HEADERS.includes(raw[i]!.toLowerCase())) lines.push(raw[i]!, raw[i + 1]!)
+  parse.call(copy, lines, lines.length)
 }
 
 /**

@@ -423,6 +423,7 @@ function requestView(c: Context, refresh: Refresh | undefined): HttpRequestView<
     method: raw.method,
     url: url.target,
     headers: headerView(raw.headers),
+    rawHeaders: sentHeaderLines(c.env),
     protocol: url.protocol,
     host: host === undefined ? undefined : url.host,
     get site() {
@@ -600,6 +601,16 @@ interface NodeServer {
 function socketOf(env: unknown): { server?: unknown; localPort?: unknown } | undefined {
   return (env as { incoming?: { socket?: { server?: unknown; localPort?: unknown } } } | undefined)?.incoming
     ?.socket
+}
+
+/**
+ * The header lines as the client sent them, on `@hono/node-server` (`c.env.incoming.rawHeaders`),
+ * whatever middleware did to the `Request` since; undefined elsewhere (other runtimes hand Hono
+ * the `Request` alone).
+ */
+function sentHeaderLines(env: unknown): string[] | undefined {
+  const lines = (env as { incoming?: { rawHeaders?: unknown } } | undefined)?.incoming?.rawHeaders
+  return Array.isArray(lines) ? (lines as string[]) : undefined
 }
 
 /** The Node server that received the request, on `@hono/node-server` (`c.env.incoming`). */

@@ -20,6 +20,7 @@ import {
   tagVersionKey,
 } from '@cache/core/backend'
 import { cacheControlValue, ttlFromResponse } from './cache-control.js'
+import { credentialHeaders } from './credentials.js'
 import { Flight, type Shared } from './flight.js'
 import { removeResponses } from './invalidate.js'
 import {
@@ -133,11 +134,15 @@ export class HttpCache<Raw = any> {
   }
 
   /**
-   * The backend key of a request, or `undefined` when it bypasses the cache on its URL, host,
-   * custom key or site (the adapter's {@link HttpRequestView.bypass} included).
+   * The backend key of a request, or `undefined` when it bypasses the cache on its credentials,
+   * URL, host, custom key or site (the adapter's {@link HttpRequestView.bypass} included).
    */
   keyFor(view: HttpRequestView<Raw>): string | undefined {
     if (view.bypass !== undefined) return undefined
+    const s = this.settings
+    const keyed = credentialHeaders(view.headers, view.rawHeaders, s.allowAuthorized, s.allowCookies)
+    if (typeof keyed === 'string') return undefined
+    if (keyed !== view.headers) view = withHeaders(view, keyed)
     const resolved = this.resolveKey(view)
     if ('bypass' in resolved) return undefined
     const site = view.site
@@ -159,9 +164,9 @@ export class HttpCache<Raw = any> {
     const headers = view.headers
     // A GET with a body ("fat GET"): a body parser could make the response depend on what is not keyed.
     if (hasBody(headers)) return this.bypass(view, 'request', 'body')
-    if (!s.allowAuthorized && headers.authorization !== undefined)
-      return this.bypass(view, 'request', 'authorization')
-    if (!s.allowCookies && headers.cookie !== undefined) return this.bypass(view, 'request', 'cookie')
+    const keyed = credentialHeaders(headers, view.rawHeaders, s.allowAuthorized, s.allowCookies)
+    if (typeof keyed === 'string') return this.bypass(view, 'request', keyed)
+    if (keyed !== headers) view = withHeaders(view, keyed)
     let key: string
     let versionKeys: string[]
     try {
@@ -1068,6 +1073,14 @@ function sameNames(a: readonly string[], b: readonly string[]): boolean {
 function sameVariant(headers: IncomingHttpHeaders, shared: Shared): boolean {
   const record = shared.record
   return record === undefined || sameVariantValues(headers, shared.headers, record.vary)
+}
+
+/**
+ * The view with other headers to key on (see {@link credentialHeaders}); everything else is read
+ * from the adapter's view itself, its getters included.
+ */
+function withHeaders<Raw>(view: HttpRequestView<Raw>, headers: IncomingHttpHeaders): HttpRequestView<Raw> {
+  return Object.create(view, { headers: { value: headers, enumerable: true } }) as HttpRequestView<Raw>
 }
 
 /** The value under `key` alone: the backend's `get` when it has one, which builds no entry. */

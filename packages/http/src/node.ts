@@ -23,6 +23,7 @@ export function nodeRequestView<Raw extends IncomingMessage = IncomingMessage>(
     method: req.method ?? 'GET',
     url: req.url ?? '/',
     headers: req.headers,
+    rawHeaders: req.rawHeaders,
     protocol: (req.socket as { encrypted?: boolean } | null)?.encrypted ? 'https' : 'http',
     host: req.headers.host,
     site: options.site ?? '',

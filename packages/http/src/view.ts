@@ -18,6 +18,15 @@ export interface HttpRequestView<Raw = unknown> {
   url: string
   /** The request headers, lower-case names, as Node parses them. */
   headers: IncomingHttpHeaders
+  /**
+   * The header lines as the client sent them, `[name, value, name, value, …]` (Node's
+   * `req.rawHeaders`), untouched by what the layers before the cache did to {@link headers}. The
+   * `Authorization` and `Cookie` rules read the credentials the client sent from it: a request
+   * that sent one bypasses (unless allowed) even when a hook deleted it, and an allowed one is
+   * keyed on what was sent as well as on what the app sees. Without it (a runtime that has only
+   * the headers as the app left them) the rules read {@link headers} alone.
+   */
+  rawHeaders?: readonly string[]
   /** `'http'` or `'https'`, as the framework resolved it for the handler (a trusted proxy's `X-Forwarded-Proto`). */
   protocol: string
   /**

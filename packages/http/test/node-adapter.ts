@@ -31,6 +31,8 @@ export async function serve(
   options: {
     site?: (req: IncomingMessage) => string | undefined
     bypass?: (req: IncomingMessage) => string | undefined
+    /** A layer before the cache (it may change `req.headers`). */
+    before?: (req: IncomingMessage) => void
   } = {},
 ): Promise<Served> {
   let calls = 0
@@ -42,6 +44,7 @@ export async function serve(
     handler(req, res)
   }
   const server = createServer((req, res) => {
+    options.before?.(req)
     const view = nodeRequestView(req, { site: '' })
     if (options.site) view.site = options.site(req)
     if (options.bypass) view.bypass = options.bypass(req)

@@ -282,6 +282,8 @@ function expressPlatform(req: any, res: ServerResponse): Platform {
       method: req.method,
       url: req.originalUrl ?? req.url,
       headers,
+      // The credentials the client sent, whatever middleware or a guard did to the headers.
+      rawHeaders: (req as IncomingMessage).rawHeaders,
       protocol: typeof req.protocol === 'string' ? req.protocol : 'http',
       host,
       ...hostPart(host, headers.host),
@@ -306,6 +308,7 @@ function fastifyPlatform(request: any, reply: any): Platform {
       method: request.method,
       url: request.url ?? raw.url,
       headers,
+      rawHeaders: raw.rawHeaders,
       protocol: typeof request.protocol === 'string' ? request.protocol : 'http',
       host,
       ...hostPart(host, headers.host),
@@ -427,8 +430,9 @@ function revalidate(req: IncomingMessage, refresh: Refresh): (() => void) | fals
   if (socket === null || socket.encrypted || socket.localPort === undefined) return false
   const id = randomBytes(16).toString('hex')
   refreshes.set(id, refresh)
-  const headers: Record<string, string | string[] | undefined> = { ...req.headers, [REFRESH_HEADER]: id }
+  const headers = sentHeaders(req)
   for (const name of ['if-none-match', 'if-modified-since', 'range', 'if-range']) delete headers[name]
+  headers[REFRESH_HEADER] = id
   const copy = httpRequest(
     {
       host: socket.localAddress,
@@ -449,4 +453,21 @@ function revalidate(req: IncomingMessage, refresh: Refresh): (() => void) | fals
     refreshes.delete(id)
     copy.destroy()
   }
+}
+
+/**
+ * The headers the client sent (a header sent on several lines as a list), for a refresh's copy:
+ * the middleware and guards before the cache run again on them, and the credentials are keyed as
+ * sent. A request without header lines lends its headers.
+ */
+function sentHeaders(req: IncomingMessage): Record<string, string | string[] | undefined> {
+  const raw = req.rawHeaders
+  if (!Array.isArray(raw) || raw.length === 0) return { ...req.headers }
+  const headers: Record<string, string | string[] | undefined> = {}
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase()
+    const known = headers[name]
+    headers[name] = known === undefined ? raw[i + 1]! : [known, raw[i + 1]!].flat()
+  }
+  return headers
 }

@@ -1,0 +1,132 @@
+/**
+ * The `Authorization` and `Cookie` rules are about what the client sent (`request.raw.rawHeaders`),
+ * whatever a hook before the cache did to the headers: an auth hook that moves the credential into
+ * `request.user` and deletes it, a session hook that takes `sid=` out of `Cookie`.
+ */
+import { memoryBackend } from '@cache/memory'
+import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify'
+import { afterEach, describe, expect, it } from 'vitest'
+import { cachePlugin, type RouteCacheOptions } from '../src/index.js'
+import { get } from './http-get.js'
+
+const apps: FastifyInstance[] = []
+afterEach(async () => {
+  await Promise.all(apps.splice(0).map((app) => app.close()))
+})
+
+type WithUser = FastifyRequest & { user?: string | null }
+
+/** An app whose `/me` answers the page of `request.user`, with `consume` as an onRequest hook. */
+async function serve(cache: RouteCacheOptions, consume: (request: WithUser) => void): Promise<string> {
+  const app = Fastify()
+  apps.push(app)
+  await app.register(cachePlugin, { backend: memoryBackend() })
+  app.decorateRequest('user', null)
+  app.addHook('onRequest', async (request) => consume(request as WithUser))
+  app.get(
+    '/me',
+    { config: { cache } },
+    async (request) => `page of ${(request as WithUser).user ?? 'anonymous'}`,
+  )
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const address = app.server.address()
+  return `http://127.0.0.1:${typeof address === 'object' && address !== null ? address.port : 0}`
+}
+
+/** Moves the credential into `request.user` and deletes the header (from `raw.headers` too, with `raw`). */
+function moveInto(name: 'authorization' | 'cookie', raw = false) {
+  return (request: WithUser) => {
+    const value = request.headers[name]
+    if (value === undefined) return
+    request.user = String(value).split(/[= ]/)[1]
+    delete request.headers[name]
+    if (raw) delete request.raw.headers[name]
+  }
+}
+
+describe.each([
+  ['authorization', { authorization: 'Bearer alice' }],
+  ['cookie', { cookie: 'sid=alice' }],
+] as const)('%s the client sent, removed by a hook before the cache', (name, alice) => {
+  it.each([
+    ['deleted from request.headers', false],
+    ['deleted from request.raw.headers too', true],
+  ])('bypasses (%s): the user’s page is never replayed to anyone', async (_how, raw) => {
+    const url = await serve({ ttl: 60 }, moveInto(name, raw))
+    const first = await get(`${url}/me`, alice)
+    expect(first.body).toBe('page of alice')
+    expect(first.cacheStatus).toBe(`@cache; fwd=request; detail=${name}`)
+    expect((await get(`${url}/me`)).body).toBe('page of anonymous')
+    expect((await get(`${url}/me`, alice)).cacheStatus).toBe(`@cache; fwd=request; detail=${name}`)
+  })
+
+  it('with the allow option and a response Vary naming it, never makes the user’s page the variant without it', async () => {
+    const app = Fastify()
+    apps.push(app)
+    await app.register(cachePlugin, { backend: memoryBackend() })
+    app.decorateRequest('user', null)
+    app.addHook('onRequest', async (request) => moveInto(name)(request as WithUser))
+    const allow = name === 'cookie' ? { allowCookies: true } : { allowAuthorized: true }
+    app.get('/me', { config: { cache: { ttl: 60, ...allow } } }, async (request, reply) => {
+      reply.header('vary', name)
+      return `page of ${(request as WithUser).user ?? 'anonymous'}`
+    })
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`
+    expect((await get(`${url}/me`, alice)).body).toBe('page of alice')
+    expect((await get(`${url}/me`)).body).toBe('page of anonymous')
+    const hit = await get(`${url}/me`, alice)
+    expect(hit.body).toBe('page of alice')
+    expect(hit.cacheStatus).toMatch(/hit/)
+  })
+})
+
+describe('allowCookies with vary: cookie', () => {
+  /** A session hook: `sid=` out of the Cookie into `request.user`, the other cookies passed on. */
+  const session = (request: WithUser) => {
+    const parts = String(request.headers.cookie ?? '')
+      .split(/;\s*/)
+      .filter(Boolean)
+    const sid = parts.find((p) => p.startsWith('sid='))
+    if (sid !== undefined) request.user = sid.slice(4)
+    const rest = parts.filter((p) => !p.startsWith('sid=')).join('; ')
+    if (rest === '') delete request.headers.cookie
+    else request.headers.cookie = rest
+  }
+
+  it('keys on the Cookie the client sent: Bob never gets Alice’s page, nor does a client sending what was left of hers', async () => {
+    const url = await serve({ ttl: 60, allowCookies: true, vary: ['cookie'] }, session)
+    expect((await get(`${url}/me`, { cookie: 'sid=alice; theme=dark' })).body).toBe('page of alice')
+    expect((await get(`${url}/me`, { cookie: 'sid=bob; theme=dark' })).body).toBe('page of bob')
+    expect((await get(`${url}/me`, { cookie: 'theme=dark' })).body).toBe('page of anonymous')
+    const hit = await get(`${url}/me`, { cookie: 'sid=alice; theme=dark' })
+    expect(hit.body).toBe('page of alice')
+    expect(hit.cacheStatus).toMatch(/hit/)
+  })
+
+  it('refreshes a stale entry with the Cookie the client sent (the session hook runs on it again)', async () => {
+    let now = 1_000_000
+    const clock = () => now
+    const app = Fastify()
+    apps.push(app)
+    await app.register(cachePlugin, { backend: memoryBackend({ now: clock }), now: clock })
+    app.decorateRequest('user', null)
+    app.addHook('onRequest', async (request) => session(request as WithUser))
+    let runs = 0
+    const cache = { ttl: 60, staleWhileRevalidate: 600, allowCookies: true, vary: ['cookie'] }
+    app.get(
+      '/me',
+      { config: { cache } },
+      async (request) => `page of ${(request as WithUser).user ?? 'anonymous'} #${++runs}`,
+    )
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`
+    const alice = { cookie: 'sid=alice; theme=dark' }
+    expect((await get(`${url}/me`, alice)).body).toBe('page of alice #1')
+    now += 61_000
+    expect((await get(`${url}/me`, alice)).body).toBe('page of alice #1')
+    const routeCache = [...app.cache.routes.values()][0]!
+    for (let i = 0; i < 300 && routeCache.stats.sets < 2; i++) await new Promise((r) => setTimeout(r, 10))
+    expect((await get(`${url}/me`, alice)).body).toBe('page of alice #2')
+  })
+})

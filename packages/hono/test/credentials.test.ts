@@ -1,0 +1,140 @@
+/**
+ * On `@hono/node-server` the `Authorization` and `Cookie` rules are about what the client sent
+ * (`c.env.incoming.rawHeaders`), whatever middleware before the cache did to the `Request`: an
+ * auth layer that moves the credential into a variable and deletes it, a session layer that takes
+ * `sid=` out of `Cookie`.
+ */
+import { request as httpRequest } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { memoryBackend } from '@cache/memory'
+import { type ServerType, serve } from '@hono/node-server'
+import { type Context, Hono, type Next } from 'hono'
+import { afterEach, describe, expect, it } from 'vitest'
+import { type CacheResponseOptions, cacheResponse } from '../src/index.js'
+
+const servers: ServerType[] = []
+afterEach(async () => {
+  for (const server of servers.splice(0)) {
+    ;(server as { closeAllConnections?: () => void }).closeAllConnections?.()
+    await new Promise((resolve) => server.close(resolve))
+  }
+})
+
+type Env = { Variables: { user: string | undefined } }
+
+/** `/me` answers the page of the `user` variable, behind `layer` and the cache. */
+async function listen(
+  options: CacheResponseOptions,
+  layer: (c: Context<Env>) => void,
+  vary?: string,
+): Promise<string> {
+  const app = new Hono<Env>()
+  app.use('*', async (c: Context<Env>, next: Next) => {
+    layer(c)
+    await next()
+  })
+  app.get('/me', cacheResponse({ backend: memoryBackend(), ...options }), (c) => {
+    if (vary !== undefined) c.header('vary', vary)
+    return c.text(`page of ${c.get('user') ?? 'anonymous'}`)
+  })
+  const server = await new Promise<ServerType>((resolve) => {
+    const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s))
+  })
+  servers.push(server)
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+}
+
+/** A GET with header lines as given (`[name, value, …]`, a name may repeat). */
+function get(url: string, lines: string[] = []): Promise<{ text: string; status: string }> {
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string | string[]> = {}
+    for (let i = 0; i < lines.length; i += 2) {
+      const known = headers[lines[i]!]
+      headers[lines[i]!] = known === undefined ? lines[i + 1]! : [known, lines[i + 1]!].flat()
+    }
+    httpRequest(`${url}/me`, { headers, agent: false, timeout: 5_000 }, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (chunk: Buffer) => chunks.push(chunk))
+      res.on('end', () =>
+        resolve({ text: Buffer.concat(chunks).toString(), status: String(res.headers['cache-status']) }),
+      )
+      res.on('error', reject)
+    })
+      .on('error', reject)
+      .end()
+  })
+}
+
+/** Moves Authorization or Cookie into the `user` variable and deletes it from the request. */
+function moveInto(name: 'authorization' | 'cookie') {
+  return (c: Context<Env>) => {
+    const value = c.req.raw.headers.get(name)
+    if (value === null) return
+    c.set('user', value.split(/[= ;]/)[1])
+    c.req.raw.headers.delete(name)
+  }
+}
+
+describe.each([
+  ['authorization', ['Authorization', 'Bearer alice'], { allowAuthorized: true }],
+  ['cookie', ['Cookie', 'sid=alice'], { allowCookies: true }],
+] as const)('%s the client sent, deleted by middleware before the cache', (name, alice, allow) => {
+  it('bypasses: the user’s page is never replayed to anyone', async () => {
+    const url = await listen({ ttl: 60 }, moveInto(name))
+    const first = await get(url, [...alice])
+    expect(first.text).toBe('page of alice')
+    expect(first.status).toBe(`@cache; fwd=request; detail=${name}`)
+    expect((await get(url)).text).toBe('page of anonymous')
+  })
+
+  it('bypasses when the middleware hands on a new Request without it', async () => {
+    const url = await listen({ ttl: 60 }, (c) => {
+      const value = c.req.raw.headers.get(name)
+      if (value !== null) c.set('user', value.split(/[= ;]/)[1])
+      const headers = new Headers(c.req.raw.headers)
+      headers.delete(name)
+      c.req.raw = new Request(c.req.raw.url, { headers })
+    })
+    expect((await get(url, [...alice])).status).toBe(`@cache; fwd=request; detail=${name}`)
+    expect((await get(url)).text).toBe('page of anonymous')
+  })
+
+  it('bypasses when it was sent on two lines', async () => {
+    const url = await listen({ ttl: 60 }, moveInto(name))
+    expect((await get(url, [...alice, alice[0], `${alice[1]}2`])).status).toBe(
+      `@cache; fwd=request; detail=${name}`,
+    )
+    expect((await get(url)).text).toBe('page of anonymous')
+  })
+
+  it('with the allow option and a response Vary naming it, never makes the user’s page the variant without it', async () => {
+    const url = await listen({ ttl: 60, ...allow }, moveInto(name), name)
+    expect((await get(url, [...alice])).text).toBe('page of alice')
+    expect((await get(url)).text).toBe('page of anonymous')
+    const hit = await get(url, [...alice])
+    expect(hit.text).toBe('page of alice')
+    expect(hit.status).toMatch(/hit/)
+  })
+})
+
+describe('allowCookies with vary: cookie', () => {
+  /** A session layer: `sid=` out of the Cookie into `user`, the other cookies passed on. */
+  const session = (c: Context<Env>) => {
+    const parts = (c.req.raw.headers.get('cookie') ?? '').split(/;\s*/).filter(Boolean)
+    const sid = parts.find((p) => p.startsWith('sid='))
+    if (sid !== undefined) c.set('user', sid.slice(4))
+    const rest = parts.filter((p) => !p.startsWith('sid=')).join('; ')
+    if (rest === '') c.req.raw.headers.delete('cookie')
+    else c.req.raw.headers.set('cookie', rest)
+  }
+
+  it('keys on the Cookie the client sent: Bob never gets Alice’s page, nor does a client sending what was left of hers', async () => {
+    const url = await listen({ ttl: 60, allowCookies: true, vary: ['cookie'] }, session)
+    expect((await get(url, ['Cookie', 'sid=alice; theme=dark'])).text).toBe('page of alice')
+    expect((await get(url, ['Cookie', 'sid=bob; theme=dark'])).text).toBe('page of bob')
+    expect((await get(url, ['Cookie', 'theme=dark'])).text).toBe('page of anonymous')
+    const hit = await get(url, ['Cookie', 'sid=alice; theme=dark'])
+    expect(hit.text).toBe('page of alice')
+    expect(hit.status).toMatch(/hit/)
+  })
+})

@@ -1,0 +1,63 @@
+import type { IncomingHttpHeaders } from 'node:http'
+
+/**
+ * The `Authorization` and `Cookie` rules are about what the client sent, not about what the
+ * layers before the cache left in the headers: an auth hook that moves the token into
+ * `request.user` and deletes the header still made the response for that user. Adapters hand the
+ * header lines as they arrived ({@link HttpRequestView.rawHeaders}, Node's `rawHeaders`); the
+ * header object is read first, the lines only to confirm that no credential was sent.
+ *
+ * Returns why the request bypasses (`authorization`, `cookie`: sent, and not allowed), or the
+ * headers to key it with: `headers` itself when the allowed credentials reach the app as sent (the
+ * usual case, no copy), else a copy whose `authorization` / `cookie` hold both what the client
+ * sent and what the app sees, so that the `vary` option and a response's `Vary` key on both: a
+ * layer that rewrites `sid=bob; theme=dark` to `theme=dark` never makes Bob share Alice's entry,
+ * nor one that deletes the header make Alice's page the variant of clients that sent none.
+ */
+export function credentialHeaders(
+  headers: IncomingHttpHeaders,
+  rawHeaders: readonly string[] | undefined,
+  allowAuthorized: boolean,
+  allowCookies: boolean,
+): IncomingHttpHeaders | 'authorization' | 'cookie' {
+  const seenAuthorization = headers.authorization
+  const seenCookie = headers.cookie
+  if (!allowAuthorized && seenAuthorization !== undefined) return 'authorization'
+  if (!allowCookies && seenCookie !== undefined) return 'cookie'
+  if (!Array.isArray(rawHeaders)) return headers
+  let authorization: string[] | undefined
+  let cookie: string[] | undefined
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]
+    if (typeof name !== 'string') continue
+    // The first letter and the length rule out every other name before a lower-case copy is made.
+    const first = name.charCodeAt(0) | 0x20
+    if (first === 0x61 && name.length === 13 && name.toLowerCase() === 'authorization')
+      (authorization ??= []).push(String(rawHeaders[i + 1]))
+    else if (first === 0x63 && name.length === 6 && name.toLowerCase() === 'cookie')
+      (cookie ??= []).push(String(rawHeaders[i + 1]))
+  }
+  if (authorization !== undefined && !allowAuthorized) return 'authorization'
+  if (cookie !== undefined && !allowCookies) return 'cookie'
+  const sameAuthorization = asSent(authorization, seenAuthorization)
+  const sameCookie = asSent(cookie, seenCookie)
+  if (sameAuthorization && sameCookie) return headers
+  const keyed: Record<string, unknown> = { ...headers }
+  if (!sameAuthorization) keyed.authorization = sentAndSeen(authorization, seenAuthorization)
+  if (!sameCookie) keyed.cookie = sentAndSeen(cookie, seenCookie)
+  return keyed as IncomingHttpHeaders
+}
+
+/** Whether the app sees a credential as the client sent it: one line, unchanged, or none at all. */
+function asSent(sent: string[] | undefined, seen: unknown): boolean {
+  if (sent === undefined) return seen === undefined
+  return sent.length === 1 && seen === sent[0]
+}
+
+/**
+ * A key value for a credential the app does not see as sent (deleted, rewritten, added, or sent
+ * on several lines): a list, which no single header value a client sends can spell.
+ */
+function sentAndSeen(sent: string[] | undefined, seen: unknown): string[] {
+  return [`sent ${JSON.stringify(sent ?? null)}`, `seen ${JSON.stringify(seen ?? null)}`]
+}

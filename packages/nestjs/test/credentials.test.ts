@@ -1,0 +1,169 @@
+/**
+ * `@CacheResponse` reads the credentials the client sent (the request's `rawHeaders`, on both
+ * platforms), whatever a guard or middleware before it did to the headers: a guard that moves
+ * `Authorization` or `Cookie` into `req.user` and deletes it, a session layer that takes `sid=`
+ * out of `Cookie`.
+ */
+import 'reflect-metadata'
+import {
+  type CanActivate,
+  Controller,
+  type ExecutionContext,
+  Get,
+  Header,
+  Injectable,
+  type INestApplication,
+  type MiddlewareConsumer,
+  Module,
+  type NestModule,
+  Req,
+  UseGuards,
+} from '@nestjs/common'
+import { memoryBackend } from '@cache/memory'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { CacheModule, CacheResponse } from '../src/index.js'
+import { PLATFORMS, send, startApp } from './harness.js'
+
+/** Authenticates and consumes the credential: `req.user`, the header gone. */
+@Injectable()
+class ConsumingGuard implements CanActivate {
+  canActivate(context: ExecutionContext): boolean {
+    const req = context.switchToHttp().getRequest()
+    const value = req.headers.authorization ?? req.headers.cookie
+    if (value !== undefined) req.user = String(value).split(/[= ]/)[1]
+    if (req.headers['x-replace'] !== undefined && req.raw === undefined) {
+      // Express: a copy of the headers without the credentials.
+      const { authorization: _a, cookie: _c, ...rest } = req.headers
+      req.headers = rest
+    } else {
+      delete req.headers.authorization
+      delete req.headers.cookie
+    }
+    return true
+  }
+}
+
+/** A session layer: `sid=` out of the Cookie into `req.user`, the other cookies passed on. */
+function session(req: any, _res: unknown, next: () => void): void {
+  const headers = req.headers
+  const parts = String(headers.cookie ?? '')
+    .split(/;\s*/)
+    .filter(Boolean)
+  const sid = parts.find((p) => p.startsWith('sid='))
+  if (sid !== undefined) req.user = sid.slice(4)
+  const rest = parts.filter((p) => !p.startsWith('sid=')).join('; ')
+  if (rest === '') delete headers.cookie
+  else headers.cookie = rest
+  next()
+}
+
+/** The clock of the stale-while-revalidate route. */
+const clock = { now: 1_000_000 }
+const now = () => clock.now
+let refreshRuns = 0
+
+const page = (req: any) => ({ page: req.user ?? (req.raw?.user as string | undefined) ?? 'anonymous' })
+
+@Controller()
+class MeController {
+  @Get('guarded')
+  @UseGuards(ConsumingGuard)
+  @CacheResponse({ ttl: 60 })
+  guarded(@Req() req: any) {
+    return page(req)
+  }
+
+  @Get('varied-authorization')
+  @UseGuards(ConsumingGuard)
+  @CacheResponse({ ttl: 60, allowAuthorized: true })
+  @Header('Vary', 'Authorization')
+  variedAuthorization(@Req() req: any) {
+    return page(req)
+  }
+
+  @Get('session')
+  @CacheResponse({ ttl: 60, allowCookies: true, vary: ['cookie'] })
+  session(@Req() req: any) {
+    return page(req)
+  }
+
+  @Get('session-stale')
+  @CacheResponse({
+    ttl: 60,
+    staleWhileRevalidate: 600,
+    allowCookies: true,
+    vary: ['cookie'],
+    now,
+    backend: memoryBackend({ now }),
+  })
+  sessionStale(@Req() req: any) {
+    return { page: `${page(req).page} #${++refreshRuns}` }
+  }
+}
+
+@Module({
+  imports: [CacheModule.forRoot({ backend: 'memory', isGlobal: true })],
+  controllers: [MeController],
+})
+class AppModule implements NestModule {
+  configure(consumer: MiddlewareConsumer) {
+    consumer.apply(session).forRoutes('session', 'session-stale')
+  }
+}
+
+describe.each(PLATFORMS)('credentials as the client sent them (platform-%s)', (platform) => {
+  let app: INestApplication
+  let url: string
+  beforeAll(async () => {
+    ;({ app, url } = await startApp(platform, AppModule))
+  })
+  afterAll(async () => {
+    await app?.close()
+  })
+  const get = async (path: string, headers: Record<string, string> = {}) => {
+    const reply = await send(url, path, { headers })
+    return { page: JSON.parse(reply.text).page as string, status: String(reply.headers['cache-status']) }
+  }
+
+  it.each([
+    ['authorization', { authorization: 'Bearer alice' }],
+    ['cookie', { cookie: 'sid=alice' }],
+  ])('a %s a guard consumed bypasses: the user’s page is never replayed', async (name, alice) => {
+    const first = await get('/guarded', alice)
+    expect(first.page).toBe('alice')
+    expect(first.status).toBe(`@cache; fwd=request; detail=${name}`)
+    expect((await get('/guarded', { ...alice, 'x-replace': '1' })).status).toBe(
+      `@cache; fwd=request; detail=${name}`,
+    )
+    expect((await get('/guarded')).page).toBe('anonymous')
+  })
+
+  it('allowAuthorized with a response Vary: Authorization never makes the user’s page the variant without it', async () => {
+    expect((await get('/varied-authorization', { authorization: 'Bearer alice' })).page).toBe('alice')
+    expect((await get('/varied-authorization')).page).toBe('anonymous')
+    const hit = await get('/varied-authorization', { authorization: 'Bearer alice' })
+    expect(hit.page).toBe('alice')
+    expect(hit.status).toMatch(/hit/)
+  })
+
+  it('vary: cookie keys on the Cookie sent: Bob never gets Alice’s page, nor a client sending what was left of hers', async () => {
+    expect((await get('/session', { cookie: 'sid=alice; theme=dark' })).page).toBe('alice')
+    expect((await get('/session', { cookie: 'sid=bob; theme=dark' })).page).toBe('bob')
+    expect((await get('/session', { cookie: 'theme=dark' })).page).toBe('anonymous')
+    const hit = await get('/session', { cookie: 'sid=alice; theme=dark' })
+    expect(hit.page).toBe('alice')
+    expect(hit.status).toMatch(/hit/)
+  })
+
+  it('refreshes a stale entry with the Cookie the client sent (the session layer runs on it again)', async () => {
+    refreshRuns = 0
+    clock.now = 1_000_000 + (platform === 'express' ? 0 : 10_000_000)
+    const alice = { cookie: 'sid=alice; theme=dark' }
+    expect((await get('/session-stale', alice)).page).toBe('alice #1')
+    clock.now += 61_000
+    expect((await get('/session-stale', alice)).page).toBe('alice #1')
+    for (let i = 0; i < 300 && refreshRuns < 2; i++) await new Promise((r) => setTimeout(r, 10))
+    await new Promise((r) => setTimeout(r, 50))
+    expect((await get('/session-stale', alice)).page).toBe('alice #2')
+  })
+})
