@@ -2,7 +2,7 @@ import type { IncomingHttpHeaders } from 'node:http'
 import type { CacheBackend, MinimalBackend } from '@cache/core'
 import { onInvalidationTargets, renewGenerations, toBackend } from '@cache/core/backend'
 import { Flight } from './flight.js'
-import { prefixVersionKey, urlVersionKey } from './options.js'
+import { prefixVersionKey, urlVersionKey, varyNames } from './options.js'
 import { siteKey, urlKeys } from './request-key.js'
 import { seenSites } from './sites.js'
 
@@ -41,7 +41,7 @@ export async function invalidateResponse(
   const { keys, scopes } = urlKeys(url, options.keyPrefix ?? 'http', {
     host: options.host,
     headers: options.headers,
-    vary: [...(options.vary ?? [])].map((n) => n.toLowerCase()).sort(),
+    vary: varyNames(options.vary),
   })
   const generations = scopes.map(urlVersionKey)
   // Before anything is awaited: a response in flight in this process is neither stored nor shared.

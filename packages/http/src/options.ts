@@ -213,7 +213,7 @@ export function resolveHttpCacheOptions(options: HttpCacheOptions | Duration = {
     backend: opts.backend === undefined ? undefined : toBackend(opts.backend),
     keyPrefix,
     prefixVersionKeys: prefixVersionKeys(keyPrefix),
-    vary: [...new Set((opts.vary ?? []).map((name) => name.toLowerCase()))].sort(),
+    vary: varyNames(opts.vary),
     key: opts.key,
     storable: storablePredicate(opts.statuses),
     maxBodySize:
@@ -278,6 +278,39 @@ function resolveCacheControl(option: HttpCacheOptions['cacheControl']): CacheCon
 }
 
 /** `api:users` has the generations of `api` and `api:users`: invalidating either reaches it. */
+/** A header name (an RFC 9110 token). */
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
+
+/**
+ * The `vary` option as the sorted, lower-case header names it lists: each entry may be a list
+ * written as a `Vary` header (`'accept-language, cookie'`), spaces around a name do not count.
+ * What is not a header name (an empty name, `*`, a space or `;` inside) is a `CacheConfigError`:
+ * ignored, it would key nothing, and one user's page would be served to everyone.
+ */
+export function varyNames(vary: unknown): string[] {
+  if (vary === undefined) return []
+  if (!Array.isArray(vary))
+    throw new CacheConfigError(
+      'vary',
+      `expected an array of request header names, got ${JSON.stringify(vary)}`,
+    )
+  const names = new Set<string>()
+  for (const entry of vary) {
+    if (typeof entry !== 'string')
+      throw new CacheConfigError('vary', `expected request header names, got ${JSON.stringify(entry)}`)
+    for (const part of entry.split(',')) {
+      const name = part.trim()
+      if (!TOKEN.test(name) || name === '*')
+        throw new CacheConfigError(
+          'vary',
+          `${JSON.stringify(entry)} is not a list of request header names (${JSON.stringify(name)} is not a header name)`,
+        )
+      names.add(name.toLowerCase())
+    }
+  }
+  return [...names].sort()
+}
+
 export function prefixVersionKeys(keyPrefix: string): string[] {
   const segments = keyPrefix.split(':')
   return segments.map((_, i) => prefixVersionKey(segments.slice(0, i + 1).join(':')))

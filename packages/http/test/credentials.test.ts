@@ -3,6 +3,7 @@
  * not what a layer before the cache left in the headers: one rule in the engine, for every adapter.
  */
 import type { IncomingMessage } from 'node:http'
+import { CacheConfigError } from '@cache/core'
 import { MemoryBackend } from '@cache/memory'
 import { afterEach, describe, expect, it } from 'vitest'
 import { HttpCache, type HttpCacheOptions, nodeRequestView } from '../src/index.js'
@@ -103,5 +104,30 @@ describe('credentials as the client sent them', () => {
     expect(cache.keyFor(view({ host: 'shop.test' }, ['Host', 'shop.test']))).toBeDefined()
     expect(cache.keyFor(view({ host: 'shop.test', cookie: 'a=1' }, ['Cookie', 'a=1']))).toBeUndefined()
     expect(cache.keyFor(view({ host: 'shop.test' }, ['COOKIE', 'a=1']))).toBeUndefined()
+  })
+})
+
+describe('the vary option names request headers', () => {
+  it('reads a list written as a Vary header, and names in any case or with spaces around them, as the headers', async () => {
+    for (const vary of [
+      ['accept-language, cookie'],
+      ' Accept-Language , COOKIE '.split(','),
+      ['cookie ', 'accept-language\t'],
+    ]) {
+      const { get } = await start({ allowCookies: true, vary }, (req) => {
+        const value = req.headers.cookie
+        if (value !== undefined) req.user = String(value).split('=')[1]
+      })
+      expect((await get({ cookie: 'sid=bob' })).text, JSON.stringify(vary)).toBe('page of bob')
+      expect((await get()).text, JSON.stringify(vary)).toBe('page of anonymous')
+      expect((await get({ cookie: 'sid=carol' })).text, JSON.stringify(vary)).toBe('page of carol')
+    }
+  })
+
+  it('refuses at start-up what is not a header name', () => {
+    for (const vary of [[''], ['co okie'], ['cookie;'], ['*'], ['a,,b'], 'cookie' as never, [42 as never]])
+      expect(() => new HttpCache({ backend: new MemoryBackend(), vary }), JSON.stringify(vary)).toThrow(
+        CacheConfigError,
+      )
   })
 })
