@@ -354,6 +354,9 @@ function lookupHook(
     const view = viewOf(request, site(), refreshHeader, refreshes)
     // `;` too: with `useSemicolonDelimiter` the parser reads what follows it.
     if (refuseQueries && /[?;]/.test(request.url)) view.bypass = 'querystring-parser'
+    // HTTP/2 responses are not recorded (their bytes go through the stream, not the writes the
+    // recorder follows): bypassed, and said so, rather than claimed stored and never kept.
+    if (request.raw.httpVersionMajor >= 2) view.bypass = 'http2'
     const context: LookupContext = {
       verdict: () => (failed.has(reply.raw) ? HANDLER_ERROR : undefined),
       revalidate: (refresh) => {

@@ -173,3 +173,46 @@ describe('fastify.cache', () => {
     expect([await body('/a'), await body('/b')]).toEqual(['a v4', 'b v4'])
   })
 })
+
+describe('over HTTP/2 (Fastify({ http2: true }))', () => {
+  it('bypasses, and says so: nothing is claimed stored, no shared Cache-Control is added', async () => {
+    const http2 = await import('node:http2')
+    const app = Fastify({ http2: true })
+    await app.register(cachePlugin, { backend: memoryBackend(), cacheControl: true })
+    let runs = 0
+    app.get('/products', { config: { cache: 60 } }, async () => `products (run ${++runs})`)
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    const address = app.server.address() as { port: number }
+    const client = http2.connect(`http://127.0.0.1:${address.port}`)
+    const get = () =>
+      new Promise<{ body: string; status: string; cc: unknown }>((resolve, reject) => {
+        const request = client.request({ ':path': '/products' })
+        let body = ''
+        let headers: Record<string, unknown> = {}
+        request.on('response', (h) => {
+          headers = h
+        })
+        request.setEncoding('utf8')
+        request.on('data', (chunk) => {
+          body += chunk
+        })
+        request.on('error', reject)
+        request.on('end', () =>
+          resolve({ body, status: String(headers['cache-status']), cc: headers['cache-control'] }),
+        )
+        request.end()
+      })
+    try {
+      const first = await get()
+      const second = await get()
+      expect([first.body, second.body]).toEqual(['products (run 1)', 'products (run 2)'])
+      for (const reply of [first, second]) {
+        expect(reply.status).toMatch(/fwd=request; detail=http2/)
+        expect(reply.cc).toBeUndefined()
+      }
+    } finally {
+      client.close()
+      await app.close()
+    }
+  })
+})
