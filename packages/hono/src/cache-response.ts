@@ -313,7 +313,22 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
   const revalidate = (c: Context, refresh: Refresh): (() => void) | false => {
     const match = matchResultOf(c)
     if (match === undefined) return false
-    const headers = new Headers(c.req.raw.headers)
+    // The headers the client sent (on @hono/node-server, the lines as they arrived, appended as
+    // it builds the Request): the layers before the cache run again on them, and credentials a
+    // session layer rewrote are keyed as sent. Elsewhere, the Request as the layers left it.
+    const lines = sentHeaderLines(c.env)
+    let headers: Headers
+    if (lines === undefined) headers = new Headers(c.req.raw.headers)
+    else {
+      headers = new Headers()
+      for (let i = 0; i + 1 < lines.length; i += 2) {
+        try {
+          headers.append(lines[i]!, lines[i + 1]!)
+        } catch {
+          // A line the fetch Headers refuse (an HTTP/2 pseudo-header): the Request never had it.
+        }
+      }
+    }
     for (const name of CONDITIONAL_HEADERS) headers.delete(name)
     const request = new Request(c.req.raw.url, { method: 'GET', headers })
     const Ctx = c.constructor as new (req: Request, options: object) => Context

@@ -137,4 +137,30 @@ describe('allowCookies with vary: cookie', () => {
     expect(hit.text).toBe('page of alice')
     expect(hit.status).toMatch(/hit/)
   })
+
+  it('refreshes a stale entry with the Cookie the client sent: Bob keeps getting his own page', async () => {
+    const app = new Hono<Env>()
+    app.use('*', async (c: Context<Env>, next: Next) => {
+      session(c)
+      await next()
+    })
+    let runs = 0
+    const options = { ttl: 0.2, staleWhileRevalidate: 10, allowCookies: true, vary: ['cookie'] }
+    app.get('/me', cacheResponse({ backend: memoryBackend(), ...options }), (c) =>
+      c.text(`page of ${c.get('user') ?? 'anonymous'} #${++runs}`),
+    )
+    const server = await new Promise<ServerType>((resolve) => {
+      const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s))
+    })
+    servers.push(server)
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+    const bob = ['Cookie', 'sid=bob; theme=dark']
+    expect((await get(url, bob)).text).toBe('page of bob #1')
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    expect((await get(url, bob)).text).toBe('page of bob #1') // stale, refreshed in the background
+    const deadline = Date.now() + 3000
+    while (runs < 2 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    expect((await get(url, bob)).text).toBe('page of bob #2')
+  })
 })
