@@ -15,6 +15,7 @@ import {
   type MissResult,
   type Refresh,
   recordNodeResponse,
+  refreshRequestHeaders,
   sentHostPart,
 } from '@cache/http'
 import type {
@@ -80,16 +81,6 @@ declare module 'fastify' {
     cache: FastifyResponseCache
   }
 }
-
-/** Request headers a stale-while-revalidate refresh drops: it asks for the whole, current response. */
-const CONDITIONAL = [
-  'if-none-match',
-  'if-modified-since',
-  'if-match',
-  'if-unmodified-since',
-  'if-range',
-  'range',
-]
 
 const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, done) => {
   let defaults: RouteCacheOptions
@@ -362,7 +353,7 @@ function lookupHook(
       revalidate: (refresh) => {
         const id = randomUUID()
         refreshes.set(id, refresh)
-        const headers = refreshHeaders(request)
+        const headers = refreshRequestHeaders(request.raw) as Record<string, string | string[]>
         headers[refreshHeader] = id
         fastify
           .inject({ method: 'GET', url: request.url, headers })
@@ -381,29 +372,6 @@ function lookupHook(
     if (result instanceof Promise) result.then((settled) => act(settled, reply, varyEncoding, done), done)
     else act(result, reply, varyEncoding, done)
   }
-}
-
-/**
- * The headers of a refresh's copy: those the client sent (the hooks before the cache run again on
- * them, and the credentials are keyed as sent), a header sent on several lines as a list, without
- * the conditional ones. A request without header lines lends its headers.
- */
-function refreshHeaders(request: FastifyRequest): Record<string, string | string[]> {
-  const headers: Record<string, string | string[]> = {}
-  const raw = request.raw.rawHeaders
-  if (!Array.isArray(raw) || raw.length === 0) {
-    for (const [name, value] of Object.entries(request.headers))
-      if (value !== undefined && !CONDITIONAL.includes(name)) headers[name] = value
-    return headers
-  }
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    const name = raw[i]!.toLowerCase()
-    if (CONDITIONAL.includes(name)) continue
-    const value = raw[i + 1]!
-    const known = headers[name]
-    headers[name] = known === undefined ? value : [known, value].flat()
-  }
-  return headers
 }
 
 /** The miss each response being recorded answers, for the `onError` hook. */

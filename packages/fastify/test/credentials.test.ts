@@ -130,3 +130,30 @@ describe('allowCookies with vary: cookie', () => {
     expect((await get(`${url}/me`, alice)).body).toBe('page of alice #2')
   })
 })
+
+describe('a stale-while-revalidate refresh', () => {
+  it('sends a header that came on two lines as Node read it: the refreshed entry is the one the client reads', async () => {
+    const app = Fastify()
+    apps.push(app)
+    await app.register(cachePlugin, { backend: memoryBackend() })
+    let runs = 0
+    app.get(
+      '/lang',
+      { config: { cache: { ttl: 0.2, staleWhileRevalidate: 10, vary: ['accept-language'] } } },
+      async (request) => `${request.headers['accept-language']} #${++runs}`,
+    )
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    const { port } = app.server.address() as { port: number }
+    const url = `http://127.0.0.1:${port}/lang`
+    const twoLines = { 'accept-language': ['fr', 'de'] } as unknown as Record<string, string>
+    expect((await get(url, twoLines)).body).toBe('fr, de #1')
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    expect((await get(url, twoLines)).body).toBe('fr, de #1') // stale, refreshed in the background
+    const deadline = Date.now() + 3000
+    while (runs < 2 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    const after = await get(url, twoLines)
+    expect(after.body).toBe('fr, de #2')
+    expect(after.cacheStatus).toMatch(/hit/)
+  })
+})

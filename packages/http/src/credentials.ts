@@ -39,8 +39,9 @@ export function credentialHeaders(
   }
   if (authorization !== undefined && !allowAuthorized) return 'authorization'
   if (cookie !== undefined && !allowCookies) return 'cookie'
-  const sameAuthorization = asSent(authorization, seenAuthorization)
-  const sameCookie = asSent(cookie, seenCookie)
+  // Several lines compare as Node reads them: Cookie lines joined by `; `, the first Authorization.
+  const sameAuthorization = asSent(authorization?.[0], seenAuthorization)
+  const sameCookie = asSent(cookie?.join('; '), seenCookie)
   if (sameAuthorization && sameCookie) return headers
   const keyed: Record<string, unknown> = { ...headers }
   if (!sameAuthorization) keyed.authorization = sentAndSeen(authorization, seenAuthorization)
@@ -48,15 +49,18 @@ export function credentialHeaders(
   return keyed as IncomingHttpHeaders
 }
 
-/** Whether the app sees a credential as the client sent it: one line, unchanged, or none at all. */
-function asSent(sent: string[] | undefined, seen: unknown): boolean {
-  if (sent === undefined) return seen === undefined
-  return sent.length === 1 && seen === sent[0]
+/**
+ * Whether the app sees a credential as the client sent it (as Node reads its lines), or none at
+ * all. The same lines then key the same, whether they came on one line or on several (a
+ * refresh's copy sends the value Node read, on one line).
+ */
+function asSent(sent: string | undefined, seen: unknown): boolean {
+  return seen === sent
 }
 
 /**
- * A key value for a credential the app does not see as sent (deleted, rewritten, added, or sent
- * on several lines): a list, which no single header value a client sends can spell.
+ * A key value for a credential the app does not see as sent (deleted, rewritten, added): a list,
+ * which no single header value a client sends can spell.
  */
 function sentAndSeen(sent: string[] | undefined, seen: unknown): string[] {
   return [`sent ${JSON.stringify(sent ?? null)}`, `seen ${JSON.stringify(seen ?? null)}`]

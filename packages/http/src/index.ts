@@ -39,7 +39,14 @@ export {
 } from './request-key.js'
 export { seenSites } from './sites.js'
 export { offerCacheControl, parseCacheControl } from './cache-control.js'
-export { answerFromResult, listeningAt, nodeRequestView, recordNodeResponse } from './node.js'
+export {
+  answerFromResult,
+  CONDITIONAL_REQUEST_HEADERS,
+  listeningAt,
+  nodeRequestView,
+  recordNodeResponse,
+  refreshRequestHeaders,
+} from './node.js'
 export {
   describeFunction,
   fastifyInstanceOptions,

@@ -1,4 +1,9 @@
-import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http'
+import {
+  type IncomingHttpHeaders,
+  IncomingMessage,
+  type OutgoingHttpHeaders,
+  type ServerResponse,
+} from 'node:http'
 import type { Socket } from 'node:net'
 import type { Readable } from 'node:stream'
 import { offerCacheControl } from './cache-control.js'
@@ -277,4 +282,34 @@ export function listeningAt(socket: { server?: unknown; localPort?: unknown } | 
   const text = typeof address === 'string' ? address : `${address.address}:${address.port}`
   listenAddresses.set(server, { handle, port, text })
   return text
+}
+
+/** Request headers a stale-while-revalidate refresh drops: it asks for the whole, current response. */
+export const CONDITIONAL_REQUEST_HEADERS: readonly string[] = [
+  'if-none-match',
+  'if-modified-since',
+  'if-match',
+  'if-unmodified-since',
+  'if-range',
+  'range',
+]
+
+/**
+ * The headers of a refresh's copy of `req`: the lines the client sent, read as Node reads them
+ * (a header sent on several lines joined, or its later lines dropped, as for the request itself),
+ * without the conditional ones; sent one line each, they reach the app and the key as the
+ * request's did. A request without header lines (made in code) lends its headers.
+ */
+export function refreshRequestHeaders(req: IncomingMessage): IncomingHttpHeaders {
+  const raw = req.rawHeaders
+  const parsed = new IncomingMessage(null as never)
+  const parse = (parsed as unknown as { _addHeaderLines?: (lines: string[], n: number) => void })
+    ._addHeaderLines
+  let headers: IncomingHttpHeaders
+  if (Array.isArray(raw) && raw.length > 0 && typeof parse === 'function') {
+    parse.call(parsed, raw, raw.length)
+    headers = parsed.headers
+  } else headers = { ...req.headers }
+  for (const name of CONDITIONAL_REQUEST_HEADERS) delete headers[name]
+  return headers
 }

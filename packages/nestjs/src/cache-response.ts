@@ -21,6 +21,7 @@ import {
   type LookupResult,
   type Refresh,
   recordNodeResponse,
+  refreshRequestHeaders,
   resolveHttpCacheOptions,
   sentHostPart,
 } from '@cache/http'
@@ -430,8 +431,7 @@ function revalidate(req: IncomingMessage, refresh: Refresh): (() => void) | fals
   if (socket === null || socket.encrypted || socket.localPort === undefined) return false
   const id = randomBytes(16).toString('hex')
   refreshes.set(id, refresh)
-  const headers = sentHeaders(req)
-  for (const name of ['if-none-match', 'if-modified-since', 'range', 'if-range']) delete headers[name]
+  const headers: Record<string, string | string[] | undefined> = refreshRequestHeaders(req)
   headers[REFRESH_HEADER] = id
   const copy = httpRequest(
     {
@@ -453,21 +453,4 @@ function revalidate(req: IncomingMessage, refresh: Refresh): (() => void) | fals
     refreshes.delete(id)
     copy.destroy()
   }
-}
-
-/**
- * The headers the client sent (a header sent on several lines as a list), for a refresh's copy:
- * the middleware and guards before the cache run again on them, and the credentials are keyed as
- * sent. A request without header lines lends its headers.
- */
-function sentHeaders(req: IncomingMessage): Record<string, string | string[] | undefined> {
-  const raw = req.rawHeaders
-  if (!Array.isArray(raw) || raw.length === 0) return { ...req.headers }
-  const headers: Record<string, string | string[] | undefined> = {}
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    const name = raw[i]!.toLowerCase()
-    const known = headers[name]
-    headers[name] = known === undefined ? raw[i + 1]! : [known, raw[i + 1]!].flat()
-  }
-  return headers
 }
