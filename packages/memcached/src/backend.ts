@@ -25,6 +25,7 @@ import {
   request,
   Status,
   storeRequest,
+  clearBuffersOnFailure,
   unrefWhenIdle,
 } from './protocol.js'
 
@@ -74,6 +75,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     this.ownsClient = options.client === undefined
     this.client = options.client ?? createClient(servers, options, this.timeoutMs)
     if (this.ownsClient) unrefWhenIdle(this.client)
+    clearBuffersOnFailure(this.client)
     const generationTtlMs = durationOption(options.generationTtl, 'generationTtl', 0, { zero: true })
     this.links = new Links(this.client, {
       timeoutMs: this.timeoutMs,

@@ -58,6 +58,8 @@ interface Connection {
   connected: boolean
   timeoutSet: boolean
   _socket: Socket | undefined
+  /** Bytes read on the connection that do not make a whole answer yet. */
+  responseBuffer: Buffer
   responseCallbacks: Record<number, unknown>
   onResponse(seq: number, fn: (response: RawResponse) => void): void
   onError(seq: number, fn: (error: unknown) => void): void
@@ -404,6 +406,25 @@ function check(server: Connection, watch: Watch, read = false): void {
   watch.head = 0
   abandon(server, `no answer within ${oldest.timeoutMs} ms`)
 }
+
+/**
+ * Makes each connection of `client` start its next socket with an empty read buffer. memjs keeps
+ * the part of an answer read before a connection failed (given up mid-answer, reset by the
+ * server): the next connection's answers would be read after it, as its missing bytes, and never
+ * parse, so the server could never be taken back. Idempotent.
+ */
+export function clearBuffersOnFailure(client: memjs.Client): void {
+  for (const server of client.servers as unknown as Connection[]) {
+    if (cleared.has(server)) continue
+    cleared.add(server)
+    const fail = server.error
+    server.error = function (this: Connection, error: unknown) {
+      this.responseBuffer = Buffer.alloc(0)
+      return fail.call(this, error)
+    }
+  }
+}
+const cleared = new WeakSet<object>()
 
 /**
  * The connections of the clients a backend created itself: idle, they do not keep the process

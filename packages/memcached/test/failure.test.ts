@@ -122,6 +122,34 @@ describe('this process, not the server, stalls past the timeout', () => {
   })
 })
 
+describe('a connection given up in the middle of an answer', () => {
+  it('is replaced by a clean one: the server is taken back at the next retry', async () => {
+    const server = await startMemcached({ spawn: true, memoryMb: 256 })
+    const cache = memcachedBackend(server.server, { namespace: 'mid-answer', timeout: 0.05, logger: false })
+    const other = memcachedBackend(server.server, { namespace: 'mid-answer', logger: false })
+    const events: string[] = []
+    cache.on('server-down', () => events.push('down'))
+    cache.on('server-up', () => events.push('up'))
+    try {
+      const keys = Array.from({ length: 40 }, (_, i) => `big${i}`)
+      for (let i = 0; i < keys.length; i += 5)
+        await other.setMany(keys.slice(i, i + 5).map((key) => ({ key, value: 'x'.repeat(900_000) })))
+      await cache.get('warm')
+      // 36 MB cannot arrive within 50 ms: the answer is cut off part way.
+      await expect(cache.getMany(keys)).rejects.toBeInstanceOf(CacheUnavailableError)
+      const deadline = Date.now() + 5000
+      while (!events.includes('up') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20))
+      expect(events).toEqual(['down', 'up'])
+      await cache.set('after', 'back')
+      expect(await cache.get('after')).toBe('back')
+    } finally {
+      await cache.close()
+      await other.close()
+      await server.stop()
+    }
+  }, 15_000)
+})
+
 describe('two servers', () => {
   let a: MemcachedServer
   let b: MemcachedServer
