@@ -45,6 +45,14 @@ export class LevelWriter {
         shared.written(keys)
         count(shared, operation, keys)
       } catch (error) {
+        if (isCallerError(error)) {
+          // The level answered and refused the call, or part of a batch (a key it forbids, a
+          // value over its limit): what it holds for these keys is not known here. The faster
+          // levels' copies go, so that this process reads what it holds, as the others do.
+          this.invalidate(keys)
+          await Promise.all(this.levels.slice(0, last).map((faster) => this.evict(faster, keys)))
+          throw error
+        }
         this.health.failed(shared, operation, error, typeof keys === 'string' ? keys : undefined)
         // Never sent (it waited behind this process's own call on the key): nothing changed
         // anywhere, so nothing is to be repaired, and the faster levels keep what they hold.

@@ -221,6 +221,19 @@ describe('a shared level that answers, but refuses one key', () => {
       // The other keys still reach Redis, where other processes read them.
       await cache.set('ok-shared', 'seen')
       expect(await raw.get(`${namespace}:ok-shared`)).toBe('"seen"')
+      // A batch Redis applies in part: this process reads what Redis holds, not its old copy.
+      expect(await cache.get('ok-shared')).toBe('seen')
+      await expect(
+        cache.setMany([
+          { key: 'ok-shared', value: 'new' },
+          { key: 'forbidden', value: 1 },
+        ]),
+      ).rejects.toThrow(/NOPERM/)
+      expect(await raw.get(`${namespace}:ok-shared`)).toBe('"new"')
+      expect(await cache.get('ok-shared')).toBe('new')
+      await expect(cache.deleteMany(['ok-shared', 'forbidden'])).rejects.toThrow(/NOPERM/)
+      expect(await raw.get(`${namespace}:ok-shared`)).toBeNull()
+      expect(await cache.get('ok-shared')).toBeUndefined()
     } finally {
       raw.disconnect()
       await cache.close()
