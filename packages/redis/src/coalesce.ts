@@ -128,7 +128,13 @@ export class Coalescer {
         }
         return again.length === 0 ? undefined : Promise.all(again)
       },
-      (error) => this.failAll(batch, 'get', error),
+      (error) => {
+        // The server refused the whole batch for one key (or the script) this user may not
+        // touch (an ACL): each get goes again alone, and only the refused ones fail.
+        if (/^NOPERM\b/.test((error as Error | undefined)?.message ?? ''))
+          for (const w of batch) this.one.get(w.k, w.key).then(w.resolve, w.reject)
+        else this.failAll(batch, 'get', error)
+      },
     )
     void this.connection.track(answered)
   }

@@ -287,6 +287,23 @@ describe('calls issued in the same tick', () => {
     expect(writes.take()).toBeGreaterThan(1)
   })
 
+  it('fails only the get the server refuses (NOPERM), not the others batched with it', async () => {
+    const ns = `co${process.pid}aclget`
+    await raw.call('ACL', 'SETUSER', `reader${process.pid}`, 'on', '>secret', `~${ns}:ok*`, '+@all')
+    await raw.set(`${ns}:ok1`, '"one"')
+    await raw.set(`${ns}:ok2`, '"two"')
+    const cache = backend(
+      { namespace: ns },
+      server.url.replace('redis://', `redis://reader${process.pid}:secret@`),
+    )
+    await cache.ready()
+    const [a, b, c] = await settle([cache.get('ok1'), cache.get('secret'), cache.get('ok2')])
+    expect(a).toEqual({ value: 'one' })
+    expect((b as { error: Error }).error.message).toMatch(/NOPERM/)
+    expect(c).toEqual({ value: 'two' })
+    await cache.close()
+  })
+
   it('fails only the set the server refuses (NOPERM), not the others written with it, and counts only those stored', async () => {
     const ns = `co${process.pid}acl`
     await raw.call('ACL', 'SETUSER', `limited${process.pid}`, 'on', '>secret', `~${ns}:ok*`, '+@all')
