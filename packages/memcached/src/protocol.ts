@@ -292,6 +292,8 @@ interface Deadline {
   timeoutMs: number
   /** Requests of the tick not answered yet. */
   open: number
+  /** Given more time once already, for bytes that were still arriving when it was due. */
+  extended?: boolean
   /** The watch that holds it. */
   watch: Watch
 }
@@ -305,6 +307,8 @@ interface Watch {
   deadlines: Deadline[]
   head: number
   timer: NodeJS.Timeout | undefined
+  /** The connection's bytes read when its oldest requests fell due (see {@link check}). */
+  readAtDue?: number
 }
 
 const watches = new WeakMap<Connection, Watch>()
@@ -373,7 +377,8 @@ function arm(server: Connection, watch: Watch, ms: number): void {
  * Gives the connection up if its oldest waiting requests are due; otherwise waits for them. Due
  * requests get one more look after the event loop's next poll for I/O (`read`): when this process
  * itself was busy past the deadline (a long synchronous stretch, a GC pause), timers run before
- * the socket is read, and an answer the server sent in time would otherwise count as none.
+ * the socket is read, and an answer the server sent in time would otherwise count as none. If
+ * that poll read bytes but not the whole answer, they get their timeout once more.
  */
 function check(server: Connection, watch: Watch, read = false): void {
   watch.timer = undefined
@@ -394,7 +399,16 @@ function check(server: Connection, watch: Watch, read = false): void {
     arm(server, watch, left)
     return
   }
+  if (read && !oldest.extended && (server._socket?.bytesRead ?? 0) > (watch.readAtDue ?? 0)) {
+    // Bytes were still arriving (a large answer the socket's buffers could not hold while this
+    // process was busy): once, the requests get their whole timeout again to be read.
+    oldest.extended = true
+    oldest.start = clock()
+    arm(server, watch, oldest.timeoutMs)
+    return
+  }
   if (!read) {
+    watch.readAtDue = server._socket?.bytesRead ?? 0
     setImmediate(() => {
       // A request written meanwhile may have armed the timer for its own, later deadline.
       if (watch.timer !== undefined) clearTimeout(watch.timer)
