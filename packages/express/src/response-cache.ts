@@ -4,6 +4,7 @@ import { type CacheBackend, CacheError } from '@cache/core'
 import { isGeneration, sameGenerations } from '@cache/core/backend'
 import {
   answerFromResult,
+  CONDITIONAL_REQUEST_HEADERS,
   HttpCache,
   type HttpRequestView,
   isStoredResponse,
@@ -67,16 +68,6 @@ const REVALIDATE = Symbol.for('@cache/express revalidate')
  * to requests that never reached what runs between them.
  */
 type Passed = { engine: ResponseCache; watch?: DispatchWatch; site?: string }[]
-
-/** Request headers a refresh leaves out: it must get the whole, unconditional response. */
-const CONDITIONAL_HEADERS = [
-  'if-none-match',
-  'if-modified-since',
-  'if-match',
-  'if-unmodified-since',
-  'if-range',
-  'range',
-]
 
 /**
  * The Express side of `cacheResponse`: tells the framework-neutral cache of @cache/http how
@@ -545,12 +536,12 @@ function setRefreshHeaders(copy: IncomingMessage, req: IncomingMessage): void {
   if (!Array.isArray(raw) || raw.length === 0 || typeof parse !== 'function') {
     copy.headers = { ...req.headers }
     copy.rawHeaders = raw
-    for (const name of CONDITIONAL_HEADERS) delete copy.headers[name]
+    for (const name of CONDITIONAL_REQUEST_HEADERS) delete copy.headers[name]
     return
   }
   const lines: string[] = []
   for (let i = 0; i + 1 < raw.length; i += 2)
-    if (!CONDITIONAL_HEADERS.includes(raw[i]!.toLowerCase())) lines.push(raw[i]!, raw[i + 1]!)
+    if (!CONDITIONAL_REQUEST_HEADERS.includes(raw[i]!.toLowerCase())) lines.push(raw[i]!, raw[i + 1]!)
   parse.call(copy, lines, lines.length)
 }
 

@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto'
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
 import { CacheError, type CacheEvent, type CacheEventName, type CacheStats, type Duration } from '@cache/core'
 import {
+  CONDITIONAL_REQUEST_HEADERS,
   describeFunction,
   HANDLER_ERROR,
   type HeaderList,
@@ -69,16 +70,6 @@ export interface ResponseCacheMiddleware extends MiddlewareHandler {
    */
   responseIndex(options?: ResponseIndexOptions): AsyncIterableIterator<ResponseIndexEntry>
 }
-
-/** Request headers a background refresh leaves out: it must get the whole, unconditional response. */
-const CONDITIONAL_HEADERS = [
-  'if-none-match',
-  'if-modified-since',
-  'if-match',
-  'if-unmodified-since',
-  'if-range',
-  'range',
-]
 
 /** The contexts of background refreshes, with the refresh each one runs. */
 const refreshes = new WeakMap<Context, Refresh>()
@@ -329,7 +320,7 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
         }
       }
     }
-    for (const name of CONDITIONAL_HEADERS) headers.delete(name)
+    for (const name of CONDITIONAL_REQUEST_HEADERS) headers.delete(name)
     const request = new Request(c.req.raw.url, { method: 'GET', headers })
     const Ctx = c.constructor as new (req: Request, options: object) => Context
     const copy = new Ctx(request, {
