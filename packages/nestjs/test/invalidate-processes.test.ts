@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { promisify } from 'node:util'
-import { freePort, type RedisServer, startRedis } from '@cache/test-servers'
+import { type RedisServer, startRedis } from '@cache/test-servers'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { PLATFORMS } from './harness.js'
 
@@ -55,8 +55,9 @@ const script = `
     ? await NestFactory.create(AppModule, new FastifyAdapter(), { logger: false })
     : await NestFactory.create(AppModule, { logger: false })
   if (ROLE === 'serve') {
-    await app.listen(Number(PORT), '127.0.0.1')
-    console.log('ready')
+    // Port 0: a port picked in advance could be taken by another test before this process listens.
+    await app.listen(0, '127.0.0.1')
+    console.log('ready ' + app.getHttpServer().address().port)
     process.stdin.resume()
     process.stdin.on('end', async () => { await app.close(); await products.close(); process.exit(0) })
   } else {
@@ -74,7 +75,7 @@ function env(extra: Record<string, string>): NodeJS.ProcessEnv {
   return { ...process.env, REDIS_URL: redis.url, ...extra }
 }
 
-async function serve(extra: Record<string, string>): Promise<ChildProcess> {
+async function serve(extra: Record<string, string>): Promise<{ child: ChildProcess; port: number }> {
   const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
     cwd: join(__dirname, '..'),
     env: env({ ...extra, ROLE: 'serve' }),
@@ -84,19 +85,19 @@ async function serve(extra: Record<string, string>): Promise<ChildProcess> {
   child.stdout!.on('data', (chunk) => {
     out += chunk
   })
-  const ready = new Promise<void>((resolve, reject) => {
+  const ready = new Promise<number>((resolve, reject) => {
     child.stdout!.on('data', () => {
-      if (out.includes('ready')) resolve()
+      const port = /ready (\d+)/.exec(out)?.[1]
+      if (port !== undefined) resolve(Number(port))
     })
     child.once('exit', (code) => reject(new Error(`the serving process exited (${code}) before it listened`)))
   })
   const timer = setTimeout(() => child.kill(), 20_000)
   try {
-    await ready
+    return { child, port: await ready }
   } finally {
     clearTimeout(timer)
   }
-  return child
 }
 
 async function get(port: number): Promise<{ body: string; status: string | null }> {
@@ -114,18 +115,16 @@ describe.each(PLATFORMS)('invalidation from another process (%s)', (platform) =>
   ])(
     'invalidate by %s, without a backend, reaches the backend of @CacheResponse on the %s%s in a process that served nothing',
     async (how, on, vary) => {
-      const port = await freePort()
       const data = join(dir, `${platform}-${how}${vary === '' ? '' : '-vary'}`)
       writeFileSync(data, 'old')
       const extra = {
         PLATFORM: platform,
-        PORT: String(port),
         DATA: data,
         ON: on,
         HOW: how,
         VARY: vary === '' ? '' : 'accept-language',
       }
-      const server = await serve(extra)
+      const { child: server, port } = await serve(extra)
       try {
         expect((await get(port)).status).toMatch(/stored/)
         expect(await get(port)).toMatchObject({ body: '{"v":"old"}', status: expect.stringMatching(/hit/) })
@@ -135,7 +134,7 @@ describe.each(PLATFORMS)('invalidation from another process (%s)', (platform) =>
           ['--input-type=module', '-e', script],
           {
             cwd: join(__dirname, '..'),
-            env: env({ ...extra, ROLE: 'invalidate' }),
+            env: env({ ...extra, PORT: String(port), ROLE: 'invalidate' }),
             timeout: 20_000,
           },
         )
