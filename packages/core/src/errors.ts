@@ -134,14 +134,19 @@ export class CacheFunctionTimeoutError extends CacheError {
   }
 }
 
-/** A value is larger than the backend can store. Thrown before anything is sent. */
+/**
+ * A value is larger than the backend can store: over its `limit` (thrown before anything is
+ * sent), or, with `refusedBy`, refused by the server for a limit of its own.
+ */
 export class CacheValueTooLargeError extends CacheError {
   readonly size: number
   readonly limit: number
   readonly key: string
-  constructor(key: string, size: number, limit: number) {
+  constructor(key: string, size: number, limit: number, refusedBy?: string) {
     super(
-      `value for key "${truncate(key)}" is ${size} bytes, over the limit of ${limit} bytes`,
+      refusedBy === undefined
+        ? `value for key "${truncate(key)}" is ${size} bytes, over the limit of ${limit} bytes`
+        : `value for key "${truncate(key)}" is ${size} bytes, refused by ${refusedBy} as too large`,
       undefined,
       'CACHE_VALUE_TOO_LARGE',
     )

@@ -55,7 +55,12 @@ export class ItemFormat {
   failure(operation: string, status: number, key: string, size = 0): Error {
     const error =
       status === Status.tooLarge
-        ? new CacheValueTooLargeError(key, size, this.maxValueSize)
+        ? new CacheValueTooLargeError(
+            key,
+            size,
+            this.maxValueSize,
+            'the memcached server (its item size limit, -I)',
+          )
         : unexpected('memcached', operation, status)
     this.observer.error(operation, error, key)
     return error
