@@ -60,6 +60,10 @@ interface Connection {
   _socket: Socket | undefined
   /** Bytes read on the connection that do not make a whole answer yet. */
   responseBuffer: Buffer
+  /** The requests waiting for an answer, by sequence number. */
+  errorCallbacks: Record<number, unknown>
+  /** Opens the connection if needed, then calls `go` with the socket. */
+  sock(...args: unknown[]): unknown
   responseCallbacks: Record<number, unknown>
   onResponse(seq: number, fn: (response: RawResponse) => void): void
   onError(seq: number, fn: (error: unknown) => void): void
@@ -309,6 +313,8 @@ interface Watch {
   timer: NodeJS.Timeout | undefined
   /** The connection's bytes read when its oldest requests fell due (see {@link check}). */
   readAtDue?: number
+  /** The connection's bytes read when the timer was armed: more when it fires, an answer is arriving. */
+  readAtArm?: number
 }
 
 const watches = new WeakMap<Connection, Watch>()
@@ -344,6 +350,9 @@ function flush(server: Connection, outbox: Outbox): void {
   if (outboxes.get(server) !== outbox) return
   outboxes.delete(server)
   const { chunks } = outbox
+  // The deadline runs from the write: synchronous work of this process after the calls of the
+  // tick (which runs before this) is not the server's time.
+  if (outbox.deadline !== undefined) outbox.deadline.start = clock()
   if (chunks.length > 0) server.write(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks))
 }
 
@@ -368,6 +377,7 @@ function deadlineOf(server: Connection, outbox: Outbox, timeoutMs: number): Dead
 }
 
 function arm(server: Connection, watch: Watch, ms: number): void {
+  watch.readAtArm = server._socket?.bytesRead ?? 0
   watch.timer = setTimeout(() => check(server, watch), Math.max(1, Math.ceil(ms)))
   // The socket keeps the process alive while requests wait; the watch alone does not.
   watch.timer.unref()
@@ -378,7 +388,8 @@ function arm(server: Connection, watch: Watch, ms: number): void {
  * requests get one more look after the event loop's next poll for I/O (`read`): when this process
  * itself was busy past the deadline (a long synchronous stretch, a GC pause), timers run before
  * the socket is read, and an answer the server sent in time would otherwise count as none. If
- * that poll read bytes but not the whole answer, they get their timeout once more.
+ * bytes arrived since the timer was armed, or in that poll, but not the whole answer, they get
+ * their timeout once more.
  */
 function check(server: Connection, watch: Watch, read = false): void {
   watch.timer = undefined
@@ -399,7 +410,8 @@ function check(server: Connection, watch: Watch, read = false): void {
     arm(server, watch, left)
     return
   }
-  if (read && !oldest.extended && (server._socket?.bytesRead ?? 0) > (watch.readAtDue ?? 0)) {
+  const bytes = server._socket?.bytesRead ?? 0
+  if (!oldest.extended && bytes > ((read ? watch.readAtDue : watch.readAtArm) ?? bytes)) {
     // Bytes were still arriving (a large answer the socket's buffers could not hold while this
     // process was busy): once, the requests get their whole timeout again to be read.
     oldest.extended = true
@@ -408,7 +420,7 @@ function check(server: Connection, watch: Watch, read = false): void {
     return
   }
   if (!read) {
-    watch.readAtDue = server._socket?.bytesRead ?? 0
+    watch.readAtDue = bytes
     setImmediate(() => {
       // A request written meanwhile may have armed the timer for its own, later deadline.
       if (watch.timer !== undefined) clearTimeout(watch.timer)
@@ -435,6 +447,21 @@ export function clearBuffersOnFailure(client: memjs.Client): void {
     server.error = function (this: Connection, error: unknown) {
       this.responseBuffer = Buffer.alloc(0)
       return fail.call(this, error)
+    }
+    // memjs forgets a socket the server closed (FIN) but leaves its requests waiting, for their
+    // whole timeout (and a script whose only handle it was exits with them unsettled): they fail
+    // at once, as on a reset.
+    const sock = server.sock
+    server.sock = function (this: Connection, ...args: unknown[]) {
+      const before = this._socket
+      const result = sock.apply(this, args)
+      const socket = this._socket
+      if (socket !== undefined && socket !== before)
+        socket.once('close', () => {
+          if (this._socket === undefined && Object.keys(this.errorCallbacks).length > 0)
+            this.error(new Error('the connection was closed by the server'))
+        })
+      return result
     }
   }
 }

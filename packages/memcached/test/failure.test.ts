@@ -1,5 +1,5 @@
 import { CacheTimeoutError, CacheUnavailableError, isUnavailable } from '@cache/core'
-import { freePort, type MemcachedServer, startMemcached } from '@cache/test-servers'
+import { freePort, type MemcachedServer, startFaultProxy, startMemcached } from '@cache/test-servers'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { memcachedBackend } from '../src/index.js'
 import { serverKeys } from './raw.js'
@@ -117,6 +117,17 @@ describe('this process, not the server, stalls past the timeout', () => {
       const until = performance.now() + 300
       while (performance.now() < until) {}
       for (const read of await Promise.allSettled(gets)) expect(read.status).toBe('fulfilled')
+      // Answers of 900 KB, in several rounds: part of an answer may be read before the deadline is judged.
+      await other.set('huge', 'y'.repeat(900_000))
+      for (let round = 0; round < 4; round++) {
+        const huge = [cache.get('huge'), cache.get('huge'), cache.get('huge')]
+        // Every other round, the busy stretch comes in the very tick of the calls, before they are written.
+        if (round % 2 === 0) await new Promise((resolve) => setImmediate(resolve))
+        const stop = performance.now() + 300
+        while (performance.now() < stop) {}
+        for (const read of await Promise.allSettled(huge))
+          expect(read.status, `round ${round}`).toBe('fulfilled')
+      }
       expect(cache.stats.timeouts).toBe(0)
       expect(cache.serverStats()[0]).toMatchObject({ state: 'up', ejections: 0 })
       expect(await other.get('kept')).toBe('by another process')
@@ -125,6 +136,32 @@ describe('this process, not the server, stalls past the timeout', () => {
     } finally {
       await cache.close()
       await other.close()
+      await server.stop()
+    }
+  })
+})
+
+describe('a connection closed while requests wait for their answer', () => {
+  it('fails them at once, without waiting for their timeout', async () => {
+    const server = await startMemcached({ spawn: true })
+    const proxy = await startFaultProxy({ port: server.port })
+    const cache = memcachedBackend(`127.0.0.1:${proxy.port}`, { timeout: 2, logger: false })
+    try {
+      await cache.set('k', 'v')
+      // The server answers; the link drops (FIN to the client) before the answer reaches it.
+      const dropped = proxy.dropNextReply()
+      const { error, ms } = await timed(cache.get('k'))
+      await dropped
+      expect(isUnavailable(error)).toBe(true)
+      expect(ms).toBeLessThan(1000)
+      // A fresh connection serves the next calls.
+      const deadline = Date.now() + 5000
+      while (Date.now() < deadline && (await cache.get('k').catch(() => 'down')) === 'down')
+        await new Promise((r) => setTimeout(r, 50))
+      expect(await cache.get('k')).toBe('v')
+    } finally {
+      await cache.close()
+      await proxy.close()
       await server.stop()
     }
   })
