@@ -15,12 +15,18 @@ describe('contention across connections', () => {
   it('8 clients x 250 atomicUpdate() lose no update (CAS)', async () => {
     const all = clients('cas')
     try {
-      await Promise.all(
+      const outcomes = await Promise.allSettled(
         all.flatMap((cache) =>
           Array.from({ length: 250 }, () => cache.atomicUpdate<number>('total', (n = 0) => n + 1)),
         ),
       )
-      expect(await all[0]!.get('total')).toBe(2000)
+      // Each acknowledged update counted once. Under heavy contention (a busy machine) a call may
+      // give up after maxAttempts conflicts, as documented: it then wrote nothing.
+      const applied = outcomes.filter((outcome) => outcome.status === 'fulfilled').length
+      for (const outcome of outcomes)
+        if (outcome.status === 'rejected') expect(outcome.reason).toMatchObject({ code: 'CACHE_CONFLICT' })
+      expect(applied).toBeGreaterThan(1000)
+      expect(await all[0]!.get('total')).toBe(applied)
     } finally {
       await Promise.all(all.map((c) => c.close()))
     }
