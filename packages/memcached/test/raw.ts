@@ -42,3 +42,15 @@ export async function serverKeys(port: number): Promise<string[]> {
     .filter((line) => line.startsWith('key='))
     .map((line) => decodeURIComponent(line.slice(4).split(' ')[0]!))
 }
+
+/**
+ * The memcached key a user key of a namespace is stored under on this server (`<ns>#<gen>:<key>`,
+ * for a short plain key), read from the generation counter rather than from a listing: a listing
+ * (`lru_crawler metadump`) leaves out items memcached already counts as expired.
+ */
+export async function storedKey(port: number, namespace: string, key: string): Promise<string> {
+  const reply = await ascii(port, `mg ${namespace}#g v`)
+  const match = /^VA \d+[^\r]*\r\n(\d+)\r\n/.exec(reply)
+  if (!match) throw new Error(`no generation for ${namespace}: ${reply}`)
+  return `${namespace}#${BigInt(match[1]!).toString(36)}:${key}`
+}
