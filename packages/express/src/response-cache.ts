@@ -4,7 +4,6 @@ import { type CacheBackend, CacheError } from '@cache/core'
 import { isGeneration, sameGenerations } from '@cache/core/backend'
 import {
   answerFromResult,
-  CONDITIONAL_REQUEST_HEADERS,
   HttpCache,
   type HttpRequestView,
   isStoredResponse,
@@ -18,6 +17,7 @@ import {
   requestKey,
   responseCachingEnabled,
   sentHostPart,
+  setRefreshHeaders,
   splitAuthority,
   urlVersionKey,
 } from '@cache/http'
@@ -523,26 +523,6 @@ class ExpressView implements HttpRequestView<Request> {
       this.site_ = this.engine.siteFor(this.raw, this.anchor, this.identity, this.receiver, this.lookup)
     return this.site_
   }
-}
-
-/**
- * The headers of a refresh's copy: those the client sent (the middleware before the cache runs
- * again on them, and the credentials are keyed as sent), without the conditional ones, parsed as
- * Node parses a request's. A request without header lines (made in code) lends its headers.
- */
-function setRefreshHeaders(copy: IncomingMessage, req: IncomingMessage): void {
-  const raw = req.rawHeaders
-  const parse = (copy as { _addHeaderLines?: (lines: string[], n: number) => void })._addHeaderLines
-  if (!Array.isArray(raw) || raw.length === 0 || typeof parse !== 'function') {
-    copy.headers = { ...req.headers }
-    copy.rawHeaders = raw
-    for (const name of CONDITIONAL_REQUEST_HEADERS) delete copy.headers[name]
-    return
-  }
-  const lines: string[] = []
-  for (let i = 0; i + 1 < raw.length; i += 2)
-    if (!CONDITIONAL_REQUEST_HEADERS.includes(raw[i]!.toLowerCase())) lines.push(raw[i]!, raw[i + 1]!)
-  parse.call(copy, lines, lines.length)
 }
 
 /**

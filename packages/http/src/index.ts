@@ -46,6 +46,7 @@ export {
   nodeRequestView,
   recordNodeResponse,
   refreshRequestHeaders,
+  setRefreshHeaders,
 } from './node.js'
 export {
   describeFunction,

@@ -295,21 +295,30 @@ export const CONDITIONAL_REQUEST_HEADERS: readonly string[] = [
 ]
 
 /**
- * The headers of a refresh's copy of `req`: the lines the client sent, read as Node reads them
- * (a header sent on several lines joined, or its later lines dropped, as for the request itself),
- * without the conditional ones; sent one line each, they reach the app and the key as the
- * request's did. A request without header lines (made in code) lends its headers.
+ * Gives a refresh's copy of `req` the headers the client sent (the middleware before the cache
+ * runs again on them, and credentials are keyed as sent), without the conditional ones, parsed as
+ * Node parses a request's (a header sent on several lines joined, or its later lines dropped, as
+ * for the request itself). A request without header lines (made in code) lends its headers.
  */
-export function refreshRequestHeaders(req: IncomingMessage): IncomingHttpHeaders {
+export function setRefreshHeaders(copy: IncomingMessage, req: IncomingMessage): void {
   const raw = req.rawHeaders
-  const parsed = new IncomingMessage(null as never)
-  const parse = (parsed as unknown as { _addHeaderLines?: (lines: string[], n: number) => void })
+  const parse = (copy as unknown as { _addHeaderLines?: (lines: string[], n: number) => void })
     ._addHeaderLines
-  let headers: IncomingHttpHeaders
-  if (Array.isArray(raw) && raw.length > 0 && typeof parse === 'function') {
-    parse.call(parsed, raw, raw.length)
-    headers = parsed.headers
-  } else headers = { ...req.headers }
-  for (const name of CONDITIONAL_REQUEST_HEADERS) delete headers[name]
-  return headers
+  if (!Array.isArray(raw) || raw.length === 0 || typeof parse !== 'function') {
+    copy.headers = { ...req.headers }
+    copy.rawHeaders = raw
+    for (const name of CONDITIONAL_REQUEST_HEADERS) delete copy.headers[name]
+    return
+  }
+  const lines: string[] = []
+  for (let i = 0; i + 1 < raw.length; i += 2)
+    if (!CONDITIONAL_REQUEST_HEADERS.includes(raw[i]!.toLowerCase())) lines.push(raw[i]!, raw[i + 1]!)
+  parse.call(copy, lines, lines.length)
+}
+
+/** The headers {@link setRefreshHeaders} gives a copy, for a refresh that is not an `IncomingMessage`. */
+export function refreshRequestHeaders(req: IncomingMessage): IncomingHttpHeaders {
+  const copy = new IncomingMessage(null as never)
+  setRefreshHeaders(copy, req)
+  return copy.headers
 }
