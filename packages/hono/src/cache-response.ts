@@ -140,13 +140,21 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     if (isThenable(result)) result = await result
     if (result.kind === 'hit' || result.kind === 'not-modified') {
       const headers = headerRecord(result.headers)
-      if (result.cacheControl !== undefined && sharableRecord(headers))
-        headers['cache-control'] = result.cacheControl
       // The stored bytes as they are (no copy): a Response never writes into its body.
       const body = result.kind === 'hit' && !result.headOnly ? (result.body as Uint8Array<ArrayBuffer>) : null
       // Headers as a record: Hono sets them over those that layers before the cache prepared,
       // without building a `Headers` of them first.
-      return c.newResponse(body, result.status as StatusCode, headers)
+      const response = c.newResponse(body, result.status as StatusCode, headers)
+      const cacheControl = result.cacheControl
+      // The cache's `Cache-Control` only where nothing says the response is not for everyone: a
+      // `Set-Cookie` or `Cache-Control` of the entry, or of a layer before the cache (a visitor's
+      // cookie, `no-store`), set before `await next()` or, on Node, after it.
+      if (cacheControl !== undefined && sharable(response.headers)) {
+        response.headers.set('cache-control', cacheControl)
+        const outgoing = nodeOutgoing(c.env)
+        if (outgoing !== undefined) watchHead(outgoing, unjudged, [], cacheControl)
+      }
+      return response
     }
     if (result.kind === 'bypass' || !result.recording) {
       await next()
@@ -186,9 +194,14 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     const sent = new Headers(res.headers)
     for (const [name, value] of miss.set) sent.set(name, value)
     for (const [name, value] of advice.set) sent.set(name, value)
-    if (advice.cacheControl !== undefined && sharable(sent)) sent.set('cache-control', advice.cacheControl)
+    const cacheControl = advice.cacheControl !== undefined && sharable(sent) ? advice.cacheControl : undefined
+    if (cacheControl !== undefined) sent.set('cache-control', cacheControl)
     // The connection the bytes leave on, when the server is Node's: stored only once they left.
     const outgoing = refreshing ? undefined : nodeOutgoing(c.env)
+    // A layer before the cache that adds `Set-Cookie` after `await next()`: the response is not
+    // stored (see `judge`), and leaves without the cache's `Cache-Control` either.
+    if (outgoing !== undefined && cacheControl !== undefined && !advice.storable)
+      watchHead(outgoing, unjudged, [], cacheControl)
     /** The error sign of Hono's stream helpers, or an error `app.onError` answered. */
     const failed = () => made.logged || c.error !== undefined
     // Middleware before the cache runs on after `await next()` (a session writing its cookie):
@@ -235,6 +248,7 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
         outgoing,
         judge,
         advice.set.map(([name]) => name.toLowerCase()),
+        cacheControl,
       )
     const source = res.body
     if (source === null || !advice.storable) {
@@ -425,7 +439,11 @@ function requestView(c: Context, refresh: Refresh | undefined): HttpRequestView<
     // A target in absolute form (`GET http://a.example/ HTTP/1.1`, what clients send a proxy) is
     // routed on its own authority, while the handler may read another one in `Host`: keyed on
     // either, a response could be planted for the other host.
-    ...(host !== undefined && host !== url.host ? { bypass: 'url' } : {}),
+    ...(host !== undefined && host !== url.host
+      ? { bypass: 'url' }
+      : isRewritten(c.env, raw.url)
+        ? { bypass: 'rewritten-url' }
+        : {}),
     method: raw.method,
     url: url.target,
     headers: headerView(raw.headers),
@@ -439,6 +457,51 @@ function requestView(c: Context, refresh: Refresh | undefined): HttpRequestView<
     raw: c,
     ...(refresh === undefined ? {} : { refresh }),
   }
+}
+
+/**
+ * Whether a layer before the cache handed on a `Request` whose URL is not the one the client sent
+ * (`c.req.raw = new Request(url, c.req.raw)` without `preview=1`, with a language added, on
+ * another host): on `@hono/node-server`, the URL the server built from the target and `Host` it
+ * received (`c.env.incoming`), as the URL parser spells it, against the one the handler reads.
+ * Hono routed the request on the first; the handler reads the second, which may hold what the
+ * first does not (a flag taken out of the query) or lack what it holds. Elsewhere Hono has only the
+ * `Request` as the layers left it: `false`.
+ */
+function isRewritten(env: unknown, href: string): boolean {
+  const incoming = (env as { incoming?: ReceivedRequest } | undefined)?.incoming
+  const target = incoming?.url
+  if (typeof target !== 'string') return false
+  const absolute = target.startsWith('http://') || target.startsWith('https://')
+  let sent: string
+  if (absolute) sent = target
+  else {
+    // What `@hono/node-server` builds: `scheme://host` + the target, parsed unless plain.
+    const host = incoming!.authority ?? incoming!.headers?.host
+    if (typeof host !== 'string') return false
+    const scheme = incoming!.scheme ?? (incoming!.socket?.encrypted === true ? 'https' : 'http')
+    sent = `${scheme}://${host}${target}`
+    if (href === sent || (target === '' && href === `${sent}/`)) return false
+  }
+  try {
+    return withoutFragment(new URL(sent).href) !== withoutFragment(new URL(href).href)
+  } catch {
+    return true
+  }
+}
+
+function withoutFragment(href: string): string {
+  const hash = href.indexOf('#')
+  return hash === -1 ? href : href.slice(0, hash)
+}
+
+/** What `@hono/node-server` reads of Node's request (HTTP/1 or HTTP/2) to build the `Request`'s URL. */
+interface ReceivedRequest {
+  url?: unknown
+  headers?: { host?: unknown }
+  authority?: unknown
+  scheme?: unknown
+  socket?: { encrypted?: unknown }
 }
 
 /**
@@ -701,6 +764,7 @@ function watchHead(
   outgoing: NodeOutgoing,
   judge: (final: OutgoingHttpHeaders) => string | undefined,
   names: string[],
+  cacheControl?: string,
 ): void {
   const own = Object.hasOwn(outgoing, 'writeHead')
   const original = outgoing.writeHead
@@ -722,6 +786,28 @@ function watchHead(
         final[name.toLowerCase()] = value as OutgoingHttpHeaders[string]
     }
     const reason = judge(final)
+    // The cache's `Cache-Control` on a response to which a layer before the cache added
+    // `Set-Cookie` or `Vary: *` after `await next()`: left out, as it would be had they come first.
+    if (cacheControl !== undefined && final['cache-control'] === cacheControl) {
+      const { 'cache-control': _, ...rest } = final
+      if (!sharableOutgoing(rest)) {
+        outgoing.removeHeader('cache-control')
+        if (typeof given === 'object' && given !== null && !Array.isArray(given)) {
+          const record = given as Record<string, unknown>
+          for (const name of Object.keys(record))
+            if (name.toLowerCase() === 'cache-control') delete record[name]
+        } else if (Array.isArray(given)) {
+          // `[[name, value], …]` or `[name, value, …]`: rebuilt without it.
+          const pairs = given.every((item) => Array.isArray(item))
+            ? (given as unknown[][])
+            : Array.from({ length: given.length >> 1 }, (_, i) => [given[2 * i], given[2 * i + 1]])
+          const kept = pairs.filter(([name]) => String(name).toLowerCase() !== 'cache-control')
+          args[typeof args[1] === 'string' ? 2 : 1] = given.every((item) => Array.isArray(item))
+            ? kept
+            : kept.flat()
+        }
+      }
+    }
     if (reason !== undefined && typeof given === 'object' && given !== null && !Array.isArray(given)) {
       const record = given as Record<string, unknown>
       for (const name of Object.keys(record)) {
@@ -740,7 +826,8 @@ function nodeOutgoing(env: unknown): NodeOutgoing | undefined {
   return typeof outgoing?.once === 'function' &&
     typeof outgoing.writableFinished === 'boolean' &&
     typeof outgoing.writeHead === 'function' &&
-    typeof outgoing.getHeaders === 'function'
+    typeof outgoing.getHeaders === 'function' &&
+    typeof outgoing.removeHeader === 'function'
     ? outgoing
     : undefined
 }
@@ -751,7 +838,11 @@ interface NodeOutgoing {
   once(event: 'finish' | 'close', listener: () => void): unknown
   writeHead(...args: unknown[]): unknown
   getHeaders(): OutgoingHttpHeaders
+  removeHeader(name: string): void
 }
+
+/** A `judge` for {@link watchHead} with nothing to decide (a hit, a response not stored). */
+const unjudged = (): undefined => undefined
 
 /** Web headers as Node's outgoing headers: lower-case names, `set-cookie` a list. */
 function outgoingHeaders(headers: Headers): OutgoingHttpHeaders {
@@ -772,10 +863,10 @@ function headerRecord(list: HeaderList): Record<string, string | string[]> {
   return headers
 }
 
-/** {@link sharable} for a replay's own headers. */
-function sharableRecord(headers: Record<string, string | string[]>): boolean {
+/** {@link sharable} for the headers Node's response is written with. */
+function sharableOutgoing(headers: OutgoingHttpHeaders): boolean {
   if (headers['cache-control'] !== undefined || headers['set-cookie'] !== undefined) return false
-  return !String(headers.vary ?? '').includes('*')
+  return ![headers.vary ?? ''].flat().some((value) => String(value).includes('*'))
 }
 
 /** A response a shared cache may keep: no `Cache-Control` of its own, no `Set-Cookie`, no `Vary: *`. */

@@ -1,0 +1,247 @@
+import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { memoryBackend } from '@cache/memory'
+import { type ServerType, serve } from '@hono/node-server'
+import { type Context, Hono, type Next } from 'hono'
+import { setCookie } from 'hono/cookie'
+import { afterEach, describe, expect, it } from 'vitest'
+import { cacheResponse } from '../src/index.js'
+
+const servers: ServerType[] = []
+afterEach(async () => {
+  for (const server of servers.splice(0)) {
+    ;(server as { closeAllConnections?: () => void }).closeAllConnections?.()
+    await new Promise((resolve) => server.close(resolve))
+  }
+})
+
+async function listen(app: Pick<Hono, 'fetch'>): Promise<string> {
+  const server = await new Promise<ServerType>((resolve) => {
+    const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s))
+  })
+  servers.push(server)
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+}
+
+interface Reply {
+  status: number
+  headers: IncomingHttpHeaders
+  text: string
+}
+
+function get(base: string, path: string, headers: Record<string, string> = {}): Promise<Reply> {
+  const { hostname, port } = new URL(base)
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: hostname, port, path, headers, agent: false, timeout: 5_000 }, (res) => {
+      let text = ''
+      res.setEncoding('utf8')
+      res.on('data', (chunk: string) => (text += chunk))
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text }))
+      res.on('error', reject)
+    })
+    req.on('timeout', () => req.destroy(new Error(`${path} timed out`)))
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+describe('a layer before the cache that hands on a Request with another URL', () => {
+  /** Preview mode: `preview=1` noted on the context and taken out of the URL the handler reads. */
+  function previewApp() {
+    let runs = 0
+    const app = new Hono<{ Variables: { preview: boolean } }>()
+    app.use(async (c, next) => {
+      const url = new URL(c.req.url)
+      if (url.searchParams.get('preview') === '1') {
+        c.set('preview', true)
+        url.searchParams.delete('preview')
+        c.req.raw = new Request(url, c.req.raw)
+      }
+      await next()
+    })
+    app.get('/products', cacheResponse({ ttl: 60, backend: memoryBackend() }), (c) => {
+      runs++
+      return c.text(c.get('preview') ? `DRAFT ${c.req.url}` : `price 16.90 ${c.req.query('a') ?? ''}`)
+    })
+    return { app, runs: () => runs }
+  }
+
+  it("on Node's server, the editor's draft is never stored under the public URL", async () => {
+    const { app, runs } = previewApp()
+    const base = await listen(app)
+    const editor = await get(base, '/products?preview=1')
+    expect(editor.text).toMatch(/^DRAFT/)
+    expect(editor.headers['cache-status']).toBe('@cache; fwd=request; detail=rewritten-url')
+    expect((await get(base, '/products')).text).toBe('price 16.90 ')
+    expect((await get(base, '/products?a=1&preview=1')).text).toMatch(/^DRAFT/)
+    const publicA = await get(base, '/products?a=1')
+    expect(publicA.text).toBe('price 16.90 1')
+    expect(publicA.headers['cache-status']).toMatch(/fwd=uri-miss; stored/)
+    // A request the layer leaves as it came is cached as before.
+    expect((await get(base, '/products?a=1')).headers['cache-status']).toMatch(/^@cache; hit/)
+    expect(runs()).toBe(4)
+  })
+
+  it('a rewrite made from a request header (a language added to the query) is never keyed as sent', async () => {
+    let runs = 0
+    const app = new Hono()
+    app.use(async (c, next) => {
+      const url = new URL(c.req.url)
+      url.searchParams.set('lang', c.req.header('accept-language') ?? 'en')
+      c.req.raw = new Request(url, c.req.raw)
+      await next()
+    })
+    app.get('/home', cacheResponse({ ttl: 60, backend: memoryBackend() }), (c) => {
+      runs++
+      return c.text(`home in ${c.req.query('lang')}`)
+    })
+    const base = await listen(app)
+    expect((await get(base, '/home', { 'accept-language': 'fr' })).text).toBe('home in fr')
+    expect((await get(base, '/home', { 'accept-language': 'de' })).text).toBe('home in de')
+    expect((await get(base, '/home?x=1', { 'accept-language': 'fr' })).text).toBe('home in fr')
+    expect((await get(base, '/home?x=1', { 'accept-language': 'de' })).text).toBe('home in de')
+    expect(runs).toBe(4)
+  })
+
+  it('a layer that moves the request to another host (URL and Host header together) is never keyed as sent', async () => {
+    const app = new Hono()
+    app.use(async (c, next) => {
+      if (c.req.header('x-legacy') === '1') {
+        const headers = new Headers(c.req.raw.headers)
+        headers.set('host', 'new-brand.test')
+        c.req.raw = new Request(`http://new-brand.test${new URL(c.req.url).pathname}`, { headers })
+      }
+      await next()
+    })
+    app.get('/coupon', cacheResponse({ ttl: 60, backend: memoryBackend() }), (c) =>
+      c.text(`coupon of ${new URL(c.req.url).host}`),
+    )
+    const base = await listen(app)
+    const legacy = await get(base, '/coupon', { host: 'old-brand.test', 'x-legacy': '1' })
+    expect(legacy.text).toBe('coupon of new-brand.test')
+    expect(legacy.headers['cache-status']).toMatch(/detail=(rewritten-url|url)/)
+    expect((await get(base, '/coupon', { host: 'old-brand.test' })).text).toBe('coupon of old-brand.test')
+  })
+
+  it('an app mounted with app.mount() bypasses (the mount strips its path); with app.route() it is cached', async () => {
+    const inner = () =>
+      new Hono().get('/products', cacheResponse({ ttl: 60, backend: memoryBackend() }), (c) =>
+        c.text(`products at ${new URL(c.req.url).pathname}`),
+      )
+    const app = new Hono().mount('/mounted', inner().fetch).route('/routed', inner())
+    const base = await listen(app)
+    const mounted = await get(base, '/mounted/products')
+    expect(mounted.text).toBe('products at /products')
+    expect(mounted.headers['cache-status']).toBe('@cache; fwd=request; detail=rewritten-url')
+    expect((await get(base, '/routed/products')).headers['cache-status']).toMatch(/stored/)
+    expect((await get(base, '/routed/products')).headers['cache-status']).toMatch(/^@cache; hit/)
+  })
+
+  it('a URL the server spells otherwise than it was sent (escapes, dot segments) is not a rewrite', async () => {
+    let runs = 0
+    const app = new Hono()
+    app.get('/shop/*', cacheResponse({ ttl: 60, backend: memoryBackend() }), (c) => c.text(`page ${++runs}`))
+    const base = await listen(app)
+    for (const path of ["/shop/a b?q='x'", '/shop/x/../caf\u00e9?k=<v>', '/shop/item']) {
+      const first = await get(
+        base,
+        encodeURI(path) === path ? path : path.replace(/ /g, '%20').replace('\u00e9', '%C3%A9'),
+      )
+      expect(first.headers['cache-status']).toMatch(/stored/)
+    }
+    expect((await get(base, "/shop/a%20b?q='x'")).headers['cache-status']).toMatch(/^@cache; hit/)
+    expect((await get(base, '/shop/caf%C3%A9?k=<v>')).headers['cache-status']).toMatch(/^@cache; hit/)
+  })
+})
+
+describe('cacheControl on a hit, with a layer before the cache', () => {
+  const crawler = { 'user-agent': 'crawler' }
+  const visitor = { 'user-agent': 'visitor' }
+  const isCrawler = (c: Context) => c.req.header('user-agent') === 'crawler'
+
+  function app(layer: (c: Context, next: Next) => Promise<void>) {
+    const hono = new Hono()
+    hono.use(layer)
+    hono.get('/home', cacheResponse({ ttl: 60, backend: memoryBackend(), cacheControl: true }), (c) =>
+      c.text('home page'),
+    )
+    return hono
+  }
+
+  it('a Set-Cookie it adds before await next() leaves Cache-Control out of the hit', async () => {
+    const base = await listen(
+      app(async (c, next) => {
+        if (!isCrawler(c)) setCookie(c, 'vid', 'alice')
+        await next()
+      }),
+    )
+    expect((await get(base, '/home', crawler)).headers['cache-control']).toBe('public, max-age=60')
+    const hit = await get(base, '/home', visitor)
+    expect(hit.headers['cache-status']).toMatch(/^@cache; hit/)
+    expect(hit.headers['set-cookie']).toEqual(['vid=alice; Path=/'])
+    expect(hit.headers['cache-control']).toBeUndefined()
+  })
+
+  it("on Node's server, a Set-Cookie it adds after await next() leaves Cache-Control out of the hit", async () => {
+    const base = await listen(
+      app(async (c, next) => {
+        await next()
+        if (!isCrawler(c)) setCookie(c, 'vid', 'alice')
+      }),
+    )
+    expect((await get(base, '/home', crawler)).headers['cache-control']).toBe('public, max-age=60')
+    const hit = await get(base, '/home', visitor)
+    expect(hit.headers['cache-status']).toMatch(/^@cache; hit/)
+    expect(hit.headers['set-cookie']).toEqual(['vid=alice; Path=/'])
+    expect(hit.headers['cache-control']).toBeUndefined()
+  })
+
+  it("on Node's server, a miss to which it adds Set-Cookie after await next() goes out without Cache-Control", async () => {
+    const base = await listen(
+      app(async (c, next) => {
+        await next()
+        setCookie(c, 'vid', 'alice')
+      }),
+    )
+    const miss = await get(base, '/home', visitor)
+    expect(miss.headers['set-cookie']).toEqual(['vid=alice; Path=/'])
+    expect(miss.headers['cache-control']).toBeUndefined()
+    expect(miss.headers['cache-status']).not.toMatch(/stored/)
+  })
+
+  it('a Cache-Control it sets before await next() (no-store, its own max-age) is never replaced on a hit', async () => {
+    const base = await listen(
+      app(async (c, next) => {
+        if (c.req.header('user-agent') === 'api') c.header('Cache-Control', 'no-store')
+        if (c.req.header('user-agent') === 'cdn') c.header('Cache-Control', 'public, max-age=5')
+        await next()
+      }),
+    )
+    expect((await get(base, '/home', crawler)).headers['cache-control']).toBe('public, max-age=60')
+    const api = await get(base, '/home', { 'user-agent': 'api' })
+    expect(api.headers['cache-status']).toMatch(/^@cache; hit/)
+    expect(api.headers['cache-control']).toBe('no-store')
+    expect((await get(base, '/home', { 'user-agent': 'cdn' })).headers['cache-control']).toBe(
+      'public, max-age=5',
+    )
+    expect((await get(base, '/home', crawler)).headers['cache-control']).toBe('public, max-age=60')
+  })
+
+  it('without Node (app.request), a Set-Cookie or Cache-Control it sets before await next() is kept on a hit', async () => {
+    const hono = app(async (c, next) => {
+      if (c.req.header('user-agent') === 'visitor') setCookie(c, 'vid', 'alice')
+      if (c.req.header('user-agent') === 'api') c.header('Cache-Control', 'no-store')
+      await next()
+    })
+    const request = (ua: string) =>
+      hono.request('http://shop.test/home', { headers: { host: 'shop.test', 'user-agent': ua } })
+    const first = await request('crawler')
+    await first.text()
+    expect(first.headers.get('cache-control')).toBe('public, max-age=60')
+    const hit = await request('visitor')
+    expect(hit.headers.get('cache-status')).toMatch(/^@cache; hit/)
+    expect(hit.headers.get('set-cookie')).toBe('vid=alice; Path=/')
+    expect(hit.headers.get('cache-control')).toBeNull()
+    expect((await request('api')).headers.get('cache-control')).toBe('no-store')
+  })
+})
