@@ -425,7 +425,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   private readonly live = (response: Response, operation: string, key: string): Response | undefined => {
     if (response.status === Status.notFound) return undefined
     if (response.status !== Status.ok) throw this.items.failure(operation, response.status, key)
-    return isExpired(response.flags, this.items.now()) ? undefined : response
+    return response.flags !== 0 && isExpired(response.flags, this.items.now()) ? undefined : response
   }
 }
 

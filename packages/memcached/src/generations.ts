@@ -1,6 +1,7 @@
 import { randomInt } from 'node:crypto'
 import { CacheError } from '@cache/core'
 import {
+  atTickEnd,
   type Done,
   doneWhenSettled,
   incrExtras,
@@ -255,17 +256,10 @@ export class Generations {
     // together, as the first attempts did. What a first attempt answers is then dropped.
     let rerun = false
     let current: GenerationRead | undefined
-    let first: { failure: unknown; value: R | undefined } | undefined
-    const finish = () => {
-      const { failure, value } = first!
-      if ('error' in current!) {
-        // Sent together: if the operation failed too, its own failure was counted and says more.
-        if (failure !== undefined) return done(failure)
-        count(current.error)
-        return done(current.error)
-      }
-      done(failure, value)
-    }
+    // The first attempt's outcome, when it comes before the read's (a failed connection).
+    let answered = false
+    let failure: unknown
+    let value: R | undefined
     read.onResult((result) => {
       if ('value' in result && result.value !== known) {
         rerun = true
@@ -273,12 +267,14 @@ export class Generations {
         return
       }
       current = result
-      if (first !== undefined) finish()
+      if (answered) settleRun(current, failure, value, count, done)
     })
-    run(known, (failure, value) => {
+    run(known, (error, answer) => {
       if (rerun) return
-      first = { failure, value }
-      if (current !== undefined) finish()
+      if (current !== undefined) return settleRun(current, error, answer, count, done)
+      answered = true
+      failure = error
+      value = answer
     })
   }
 
@@ -294,8 +290,8 @@ export class Generations {
       const fresh = new TickRead()
       read = fresh
       this.tickReads[index] = fresh
-      queueMicrotask(() => {
-        this.tickReads[index] = undefined
+      atTickEnd(() => {
+        if (this.tickReads[index] === fresh) this.tickReads[index] = undefined
       })
       this.readNow(index, `${operation} (reading the generation)`, (result) => fresh.settle(result))
     }
@@ -313,6 +309,27 @@ export class Generations {
     const results = await Promise.allSettled(this.values.map((_, index) => task(index)))
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
     if (failed) throw failed.reason
+  }
+}
+
+/**
+ * Ends an operation run under the generation it knew, once the generation read sent with it
+ * showed no change (`read`) and the operation answered (`failure`, `value`). A function of the
+ * module, not a closure made per operation (the build names each such closure, per call).
+ */
+function settleRun<R>(
+  read: GenerationRead,
+  failure: unknown,
+  value: R | undefined,
+  count: (error: unknown) => void,
+  done: Done<R>,
+): void {
+  if (!('error' in read)) done(failure, value)
+  // Sent together: if the operation failed too, its own failure was counted and says more.
+  else if (failure !== undefined) done(failure)
+  else {
+    count(read.error)
+    done(read.error)
   }
 }
 

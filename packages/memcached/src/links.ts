@@ -3,7 +3,7 @@ import { type CacheObserver, checkLogger, IncidentLog, SlowServerWatch } from '@
 import type memjs from 'memjs'
 import type { MemcachedEvent } from './options.js'
 import { type EjectOptions, ServerPool } from './pool.js'
-import { type Done, LinkFailure, Opcode, type Response, request } from './protocol.js'
+import { type Done, LinkFailure, Opcode, type Response, request, tickClock } from './protocol.js'
 
 /** How a {@link Links} is set up: its servers' pool options and who is told what. */
 export interface LinksOptions {
@@ -97,13 +97,13 @@ export class Links {
     undoable: boolean,
     done: Done<Response>,
   ): void {
-    const start = performance.now()
-    this.pool.sendNow(index, buf, operation, { companion: !countErrors, undoable }, (error, response) => {
+    const start = tickClock()
+    this.pool.sendNow(index, buf, operation, !countErrors, undoable, (error, response) => {
       if (error !== undefined) {
         if (countErrors) this.observer.error(operation, error, key)
         return done(error)
       }
-      this.observer.latency(performance.now() - start)
+      this.observer.latency(tickClock() - start)
       this.heard(index)
       done(undefined, response)
     })
@@ -117,10 +117,10 @@ export class Links {
     write: boolean,
     keys: readonly string[],
   ): Promise<(Response | undefined)[]> {
-    const start = performance.now()
+    const start = tickClock()
     try {
       const answers = await this.pool.sendQuiet(index, requests, operation, write)
-      this.observer.latency(performance.now() - start)
+      this.observer.latency(tickClock() - start)
       this.heard(index)
       return answers
     } catch (error) {

@@ -7,7 +7,16 @@ import {
 } from '@cache/core'
 import { durationOption } from '@cache/core/backend'
 import type memjs from 'memjs'
-import { type Done, LinkFailure, Opcode, type Response, send, sendNow, sendQuiet } from './protocol.js'
+import {
+  atTickEnd,
+  type Done,
+  LinkFailure,
+  Opcode,
+  type Response,
+  send,
+  sendNow,
+  sendQuiet,
+} from './protocol.js'
 import { KetamaRing, type RingServer } from './ring.js'
 
 /** When a failing server is taken out of use, and when it is tried again. */
@@ -152,8 +161,13 @@ export class ServerPool {
     options: { companion?: boolean; undoable?: boolean } = {},
   ): Promise<Response> {
     return new Promise((resolve, reject) =>
-      this.sendNow(index, buf, operation, options, (error, response) =>
-        error === undefined ? resolve(response!) : reject(error),
+      this.sendNow(
+        index,
+        buf,
+        operation,
+        options.companion ?? false,
+        options.undoable ?? true,
+        (error, response) => (error === undefined ? resolve(response!) : reject(error)),
       ),
     )
   }
@@ -163,7 +177,8 @@ export class ServerPool {
     index: number,
     buf: Buffer,
     operation: string,
-    { companion = false, undoable = true }: { companion?: boolean; undoable?: boolean },
+    companion: boolean,
+    undoable: boolean,
     done: Done<Response>,
   ): void {
     // Anything but a GET may have changed data.
@@ -285,7 +300,7 @@ export class ServerPool {
     if (health.batch === undefined) {
       const batch = { operations: 0 }
       health.batch = batch
-      queueMicrotask(() => {
+      atTickEnd(() => {
         if (health.batch === batch) health.batch = undefined
       })
     }

@@ -153,13 +153,43 @@ export class LinkFailure extends Error {
   }
 }
 
-/** A request sent and not answered yet: what undoes it if it is given up. */
-interface Pending {
-  undo: Buffer | undefined
-}
+/**
+ * A request sent and not answered yet: the bytes written for it if it is to be undone when given
+ * up (its undo is built only then, see {@link undosOf}), else undefined.
+ */
+type Pending = Buffer | undefined
 
 /** Requests waiting for an answer, per memjs server. */
 const waiting = new WeakMap<Connection, Map<number, Pending>>()
+
+/** What the end of the current tick runs (see {@link atTickEnd}); undefined when nothing is due. */
+let tickEnd: (() => void)[] | undefined
+
+/**
+ * Runs `task` once the current tick's synchronous work (and the microtasks queued before this
+ * tick's first task) is done: the tasks of one tick share one microtask, run in the order given.
+ */
+export function atTickEnd(task: () => void): void {
+  if (tickEnd !== undefined) {
+    tickEnd.push(task)
+    return
+  }
+  const tasks = [task]
+  tickEnd = tasks
+  queueMicrotask(() => {
+    // Tasks given while these run are the next microtask's, as they would be in their own.
+    if (tickEnd === tasks) tickEnd = undefined
+    for (const run of tasks) {
+      try {
+        run()
+      } catch (error) {
+        queueMicrotask(() => {
+          throw error
+        })
+      }
+    }
+  })
+}
 
 /** How long a connection that was given up may linger (closing, unread) before it is destroyed. */
 const LINGER_MS = 60_000
@@ -204,7 +234,7 @@ export function sendNow(
   const server = client.servers[index] as unknown as Connection
   const seq = nextSeq(client)
   buf.writeUInt32BE(seq, 12)
-  exchange(server, seq, undoable ? undoFor(buf) : undefined, timeoutMs, buf, done, (answer) => {
+  exchange(server, seq, undoable ? buf : undefined, timeoutMs, buf, done, (answer) => {
     server.onResponse(seq, (response) => answer(toResponse(response)))
   })
 }
@@ -241,21 +271,17 @@ export function sendQuiet(
   const server = client.servers[index] as unknown as Connection
   const answers: (Response | undefined)[] = new Array(requests.length).fill(undefined)
   const seqs: number[] = new Array(requests.length)
-  const undos: Buffer[] = []
   for (let i = 0; i < requests.length; i++) {
     const buf = requests[i]!
     const seq = nextSeq(client)
     buf.writeUInt32BE(seq, 12)
     seqs[i] = seq
-    const undo = undoFor(buf)
-    if (undo !== undefined) undos.push(undo)
   }
   const noop = request(Opcode.noop, '')
   const seq = nextSeq(client)
   noop.writeUInt32BE(seq, 12)
   const blob = Buffer.concat([...requests, noop])
-  const undo = undos.length === 0 ? undefined : Buffer.concat(undos)
-  exchange(server, seq, undo, timeoutMs, blob, done, (answer) => {
+  exchange(server, seq, blob, timeoutMs, blob, done, (answer) => {
     for (let i = 0; i < seqs.length; i++) {
       server.onResponse(seqs[i]!, (response) => {
         answers[i] = toResponse(response)
@@ -322,6 +348,26 @@ const watches = new WeakMap<Connection, Watch>()
 /** Real time, also under an application's fake timers (bound before any test replaces it). */
 const clock = performance.now.bind(performance)
 
+/** {@link clock} as read by this tick's first {@link tickClock}; undefined once the tick ends. */
+let tickTime: number | undefined
+
+function endTickTime(): void {
+  tickTime = undefined
+}
+
+/**
+ * {@link clock}, read once per tick: what one tick sends, or reads in one answer, is timed from
+ * the same instant (a clock read costs more than the rest of a request's bookkeeping on some
+ * virtual machines). Not for deadlines, which start when the tick's requests are written.
+ */
+export function tickClock(): number {
+  if (tickTime === undefined) {
+    tickTime = clock()
+    atTickEnd(endTickTime)
+  }
+  return tickTime
+}
+
 /**
  * What is written to one server in the current tick: it leaves in one write when the tick's
  * synchronous work is done, so that the requests of one tick (an operation and its generation
@@ -340,7 +386,7 @@ function outboxOf(server: Connection): Outbox {
   if (outbox === undefined) {
     const fresh: Outbox = { chunks: [], deadline: undefined }
     outboxes.set(server, fresh)
-    queueMicrotask(() => flush(server, fresh))
+    atTickEnd(() => flush(server, fresh))
     outbox = fresh
   }
   return outbox
@@ -369,7 +415,8 @@ function deadlineOf(server: Connection, outbox: Outbox, timeoutMs: number): Dead
   if (current !== undefined && current.timeoutMs === timeoutMs) return current
   let watch = watches.get(server)
   if (watch === undefined) watches.set(server, (watch = { deadlines: [], head: 0, timer: undefined }))
-  const deadline: Deadline = { start: clock(), timeoutMs, open: 0, watch }
+  // Its start is set when the tick's requests are written (see flush).
+  const deadline: Deadline = { start: tickClock(), timeoutMs, open: 0, watch }
   outbox.deadline = deadline
   watch.deadlines.push(deadline)
   if (watch.timer === undefined) arm(server, watch, timeoutMs)
@@ -483,11 +530,12 @@ export function unrefWhenIdle(client: memjs.Client): void {
  * Writes `blob` to `server` (with the rest of this tick's, see {@link Outbox}) and waits for the
  * answer to request `seq` (which `listen` registers with memjs, calling `answer` with the result),
  * with a deadline of `timeoutMs` from now. `done` is called once, never before this returns.
+ * `undoable`: the bytes written, when what they write is undone if the connection is given up.
  */
 function exchange<T>(
   server: Connection,
   seq: number,
-  undo: Buffer | undefined,
+  undoable: Buffer | undefined,
   timeoutMs: number,
   blob: Buffer,
   done: Done<T>,
@@ -499,7 +547,7 @@ function exchange<T>(
   const outbox = outboxOf(server)
   const deadline = deadlineOf(server, outbox, timeoutMs)
   deadline.open++
-  pending.set(seq, { undo })
+  pending.set(seq, undoable)
   // A socket memjs creates for this write starts ref'd; an idle one was unref'd.
   if (pending.size === 1 && idleUnref.has(server)) server._socket?.ref()
   // Arrow functions passed straight on: the build names those kept in a variable, per call.
@@ -558,7 +606,7 @@ function forget(watch: Watch): void {
  */
 function abandon(server: Connection, reason: string): void {
   const socket = server._socket
-  const undos = [...(waiting.get(server)?.values() ?? [])].flatMap((p) => (p.undo ? [p.undo] : []))
+  const undos = [...(waiting.get(server)?.values() ?? [])].flatMap((sent) => (sent ? undosOf(sent) : []))
   if (socket !== undefined) {
     // What the server says on this connection from now on concerns nobody: memjs lets go of it,
     // and it is read and thrown away (an unread socket would be reset when closed, losing undos).
@@ -567,7 +615,7 @@ function abandon(server: Connection, reason: string): void {
     socket.resume()
     socket.setTimeout(LINGER_MS, () => socket.destroy())
     if (server.connected) {
-      for (const undo of undos) socket.write(undo)
+      if (undos.length > 0) socket.write(Buffer.concat(undos))
       socket.end()
     } else socket.destroy() // not connected yet: nothing was written
   }
@@ -575,6 +623,18 @@ function abandon(server: Connection, reason: string): void {
   server._socket = undefined
   server.timeoutSet = false
   server.error(new Error(`timed out: ${reason}`))
+}
+
+/** The requests that undo those written in `blob` (one request, or several in a row), in order. */
+function undosOf(blob: Buffer): Buffer[] {
+  const undos: Buffer[] = []
+  for (let at = 0; at + 24 <= blob.length; ) {
+    const end = at + 24 + blob.readUInt32BE(at + 8)
+    const undo = undoFor(blob.subarray(at, end))
+    if (undo !== undefined) undos.push(undo)
+    at = end
+  }
+  return undos
 }
 
 /**

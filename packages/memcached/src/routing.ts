@@ -24,7 +24,12 @@ export interface RoutesDeps {
  * server's current namespace generation.
  */
 export class Routes {
-  constructor(private readonly deps: RoutesDeps) {}
+  /** One server: every key lives on it (no placement key is built or hashed). */
+  private readonly single: boolean
+
+  constructor(private readonly deps: RoutesDeps) {
+    this.single = deps.pool.names.length === 1
+  }
 
   /** The index of the server that holds `key`. */
   serverOf(key: string): number {
@@ -75,7 +80,7 @@ export class Routes {
       done(error)
       return
     }
-    const index = this.deps.pool.serverOf(this.placementKey(suffix))
+    const index = this.single ? 0 : this.deps.pool.serverOf(this.placementKey(suffix))
     this.deps.generations.runNow(
       index,
       operation,

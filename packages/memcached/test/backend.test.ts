@@ -182,6 +182,33 @@ describe('stats and events', () => {
   })
 })
 
+describe('latency', () => {
+  // The requests (and answers) of one tick share one clock read: a request is still timed from
+  // its own tick to its answer's, never from an earlier tick's reading nor as zero.
+  it('times each request from its call to its answer', async () => {
+    const paused = await startMemcached({ spawn: true })
+    const cache = memcachedBackend(paused.server, { namespace: 'latency', timeout: '3s' })
+    try {
+      await cache.set('k', 1)
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      await cache.get('k')
+      // Nothing here waited 300 ms for its answer: the idle pause is no request's time.
+      expect(cache.stats.maxLatencyMs).toBeLessThan(250)
+      expect(cache.stats.totalLatencyMs).toBeGreaterThan(0)
+      process.kill(paused.process!.pid!, 'SIGSTOP')
+      const read = cache.get('k')
+      await new Promise((resolve) => setTimeout(resolve, 400))
+      process.kill(paused.process!.pid!, 'SIGCONT')
+      expect(await read).toBe(1)
+      expect(cache.stats.maxLatencyMs).toBeGreaterThanOrEqual(350)
+    } finally {
+      if (paused.process?.running) process.kill(paused.process.pid!, 'SIGCONT')
+      await cache.close()
+      await paused.stop()
+    }
+  })
+})
+
 describe('what runs when an answer arrives', () => {
   // get, getEntry, has, set and delete finish in the connection's data handler (no promise in
   // between): whatever throws there must reject that call only, never escape into the socket.
