@@ -39,6 +39,8 @@ export class Generations {
   /** Per server, the generation read the operations of the current tick share. */
   private readonly tickReads: (TickRead | undefined)[] = []
   private readonly values: (Cached | undefined)[]
+  /** The generation read (a GET of the counter), copied for each use. */
+  private readonly readRequest: Buffer
 
   constructor(
     private readonly key: string,
@@ -48,6 +50,7 @@ export class Generations {
     private readonly callNow: CallNow,
   ) {
     this.values = new Array(servers).fill(undefined)
+    this.readRequest = request(Opcode.get, key)
   }
 
   /** The generation of server `index` if it was read recently enough to trust without reading it. */
@@ -115,7 +118,8 @@ export class Generations {
    * costs a comparison of a few bytes.
    */
   readNow(index: number, operation: string, done: (read: GenerationRead) => void): void {
-    this.callNow(index, request(Opcode.get, this.key), operation, (error, response) => {
+    // A copy of the read made once: each request gets its own number written into it.
+    this.callNow(index, Buffer.from(this.readRequest), operation, (error, response) => {
       if (error !== undefined) return done({ error })
       if (response!.status !== Status.ok) {
         // No counter (evicted, or never created): create one, or read the one another process

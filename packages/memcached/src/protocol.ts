@@ -63,7 +63,9 @@ interface Connection {
   /** The requests waiting for an answer, by sequence number. */
   errorCallbacks: Record<number, unknown>
   /** Opens the connection if needed, then calls `go` with the socket. */
-  sock(...args: unknown[]): unknown
+  sock(sasl: unknown, go: unknown): unknown
+  /** Adds a read to what is held of an unfinished answer; returns the bytes to parse. */
+  appendToBuffer(data: Buffer): Buffer
   responseCallbacks: Record<number, unknown>
   onResponse(seq: number, fn: (response: RawResponse) => void): void
   onError(seq: number, fn: (error: unknown) => void): void
@@ -499,9 +501,11 @@ export function clearBuffersOnFailure(client: memjs.Client): void {
     // whole timeout (and a script whose only handle it was exits with them unsettled): they fail
     // at once, as on a reset.
     const sock = server.sock
-    server.sock = function (this: Connection, ...args: unknown[]) {
+    server.sock = function (this: Connection, sasl: unknown, go: unknown) {
       const before = this._socket
-      const result = sock.apply(this, args)
+      // A connection that has a socket keeps it (memjs opens one only when there is none).
+      if (before !== undefined) return sock.call(this, sasl, go)
+      const result = sock.call(this, sasl, go)
       const socket = this._socket
       if (socket !== undefined && socket !== before)
         socket.once('close', () => {
@@ -509,6 +513,15 @@ export function clearBuffersOnFailure(client: memjs.Client): void {
             this.error(new Error('the connection was closed by the server'))
         })
       return result
+    }
+    // memjs copies every read into a new buffer after what it holds of an unfinished answer. With
+    // nothing held (answers arrive whole, the common case), the read itself is the buffer: the
+    // socket hands each read its own memory, which nothing else writes to.
+    const append = server.appendToBuffer
+    server.appendToBuffer = function (this: Connection, data: Buffer) {
+      if (this.responseBuffer.length > 0) return append.call(this, data)
+      this.responseBuffer = data
+      return data
     }
   }
 }

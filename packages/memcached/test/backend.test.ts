@@ -182,6 +182,39 @@ describe('stats and events', () => {
   })
 })
 
+describe('answers read from the socket', () => {
+  // A read that holds only whole answers is parsed in place; one that ends inside an answer keeps
+  // that part, and the next reads are added after it.
+  it('reads large answers that span many reads, with small ones in the same reads', async () => {
+    const cache = memcachedBackend(server.server, { namespace: 'split-reads', timeout: '5s' })
+    try {
+      const big = (c: string) => c.repeat(700_000)
+      await cache.setMany([
+        { key: 'big-a', value: big('a') },
+        { key: 'big-b', value: big('b') },
+        { key: 'small', value: 'tiny' },
+      ])
+      for (let round = 0; round < 3; round++) {
+        const [a, small, b, many, again] = await Promise.all([
+          cache.get('big-a'),
+          cache.get('small'),
+          cache.get('big-b'),
+          cache.getMany(['small', 'big-a', 'absent']),
+          cache.get('small'),
+        ])
+        expect(a).toBe(big('a'))
+        expect(small).toBe('tiny')
+        expect(b).toBe(big('b'))
+        expect(many).toEqual(['tiny', big('a'), undefined])
+        expect(again).toBe('tiny')
+        expect(await cache.get('small')).toBe('tiny')
+      }
+    } finally {
+      await cache.close()
+    }
+  })
+})
+
 describe('latency', () => {
   // The requests (and answers) of one tick share one clock read: a request is still timed from
   // its own tick to its answer's, never from an earlier tick's reading nor as zero.
