@@ -219,7 +219,7 @@ export class EntryStore {
     accesses: readonly Access[] | undefined,
   ) => { outcomes: BatchOutcome[]; total: number | undefined }
   /** `getMany` statements, one per key count (a chunk holds at most `MANY_CHUNK` keys). */
-  private selectMany = new Map<number, Database.Statement<unknown[], [number, ...LiveRow]>>()
+  private selectMany = new Map<number, Database.Statement<unknown[], [...LiveRow, number]>>()
   private touchTx!: (accesses: readonly Access[]) => void
   private evictTx!: (
     now: number,
@@ -531,19 +531,20 @@ export class EntryStore {
     let statement = this.selectMany.get(keys.length)
     if (statement === undefined) {
       // A numbered list of the keys joined to the primary key: one index lookup a key, and each
-      // row comes back with its position, so keys are never decoded from SQLite's text.
+      // row comes back with its position, so keys are never decoded from SQLite's text. The
+      // position comes last: the row read is a LiveRow as it is, with no copy.
       const wanted = keys.map((_, i) => `(${i}, ?)`).join(', ')
       statement = this.db
-        .prepare<unknown[], [number, ...LiveRow]>(
+        .prepare<unknown[], [...LiveRow, number]>(
           `WITH wanted (i, key) AS (VALUES ${wanted})
-           SELECT wanted.i, ${this.liveValue('e.value')}, e.file, e.expires_at, e.accessed_at, e.size
+           SELECT ${this.liveValue('e.value')}, e.file, e.expires_at, e.accessed_at, e.size, wanted.i
            FROM wanted JOIN entries AS e ON e.ns = ? AND e.key = wanted.key`,
         )
         .raw(true)
       this.selectMany.set(keys.length, statement)
     }
     const rows = new Array<LiveRow | undefined>(keys.length)
-    for (const [i, ...row] of statement.all(...keys, ns)) rows[i] = row
+    for (const row of statement.all(...keys, ns)) rows[row[5]] = row as unknown as LiveRow
     return rows
   }
 
