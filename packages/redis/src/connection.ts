@@ -114,7 +114,7 @@ export class Connection {
     this.timeoutMs = clientTimeout ?? settings.timeoutMs
     this.deadlines =
       clientTimeout === undefined
-        ? new CommandDeadlines(this.timeoutMs, this.bytesRead, this.timedOut)
+        ? new CommandDeadlines(this.timeoutMs, this.bytesRead, this.timedOut, this.tickCorked)
         : undefined
     if (this.owned && this.deadlines !== undefined) this.timeEveryCommand(this.deadlines)
     this.slowness = new SlowServerWatch(this.timeoutMs)
@@ -441,7 +441,12 @@ export class Connection {
     const stream = this.corked
     this.corked = undefined
     stream?.uncork()
+    // The tick's commands are written now: their deadline starts.
+    this.deadlines?.seal()
   }
+
+  /** True while a tick that went through {@link corkTick} is open: {@link endTick} ends it. */
+  private readonly tickCorked = (): boolean => this.tickOpen
 
   /** The end of an operation {@link started} (or tracked). */
   readonly finished = (): void => {

@@ -6,7 +6,7 @@ import { setImmediate, setTimeout } from 'node:timers'
 const clock = performance.now.bind(performance)
 
 /** The commands sent in one tick: they leave together, so they share one deadline. */
-interface Batch {
+export interface Batch {
   /** When they were written (ms, {@link clock}): the end of their tick. */
   start: number
   /** Commands of the batch not settled yet. */
@@ -19,13 +19,30 @@ interface Batch {
   operations: (string | undefined)[]
 }
 
-const WATCHED = Symbol('deadline')
+const BATCH = Symbol('batch')
+const INDEX = Symbol('index')
+const WATCH = Symbol('deadlines')
+const RESOLVE = Symbol('resolve')
 
-/** What {@link CommandDeadlines.watchCommand} reads of an ioredis `Command`. */
+/** What {@link CommandDeadlines.watchCommand} reads and wraps of an ioredis `Command`. */
 export interface IoredisCommand {
   promise: Promise<unknown>
+  resolve: (value: unknown) => unknown
   reject: (error: Error) => void
-  [WATCHED]?: boolean
+  [BATCH]?: Batch
+  [INDEX]?: number
+  [WATCH]?: CommandDeadlines
+  [RESOLVE]?: (value: unknown) => unknown
+}
+
+/**
+ * A watched command's `resolve`, shared by all of them (ioredis calls it as the command's method,
+ * with the reply): no closure per command. Its `reject` is wrapped in one, as ioredis (a cluster's
+ * redirection handling, a script's NOSCRIPT check) calls that one detached too.
+ */
+function resolveWatched(this: IoredisCommand, value: unknown): unknown {
+  this[WATCH]!.settled(this[BATCH]!, this[INDEX]!)
+  return this[RESOLVE]!(value)
 }
 
 /**
@@ -65,6 +82,11 @@ export class CommandDeadlines {
     private readonly bytesRead: () => number,
     /** The error of a command that got no answer in time. */
     private readonly timedOut: (operation: string) => Error,
+    /**
+     * True when the connection will call {@link seal} at the end of the current tick itself (it
+     * corks the tick's commands, see {@link Connection.corkTick}): no callback of our own then.
+     */
+    private readonly sealedByConnection: () => boolean = () => false,
   ) {}
 
   /** `command`'s outcome, or its {@link timedOut} error once its deadline passed without one. */
@@ -89,12 +111,24 @@ export class CommandDeadlines {
    * the client sends again (a cluster's redirection) keeps its first deadline.
    */
   watchCommand(command: IoredisCommand): void {
-    if (command[WATCHED] === true) return
-    command[WATCHED] = true
+    if (command[BATCH] !== undefined) return
     const batch = this.current ?? this.open()
-    const index = this.add(batch, command.reject, undefined)
-    const settled = (): void => void this.settle(batch, index)
-    command.promise.then(settled, settled)
+    const reject = command.reject
+    command[BATCH] = batch
+    command[INDEX] = this.add(batch, reject, undefined)
+    command[WATCH] = this
+    command[RESOLVE] = command.resolve
+    // ioredis settles a command through these (a reply, an error, a dropped connection).
+    command.resolve = resolveWatched
+    command.reject = (error: Error): void => {
+      this.settle(batch, command[INDEX]!)
+      reject(error)
+    }
+  }
+
+  /** A watched command settled (see {@link watchCommand}). */
+  settled(batch: Batch, index: number): void {
+    this.settle(batch, index)
   }
 
   private add(batch: Batch, reject: (error: Error) => void, operation: string | undefined): number {
@@ -113,13 +147,13 @@ export class CommandDeadlines {
     const batch: Batch = { start: clock(), open: 0, extended: false, rejects: [], operations: [] }
     this.current = batch
     this.batches.push(batch)
-    process.nextTick(this.seal)
+    if (!this.sealedByConnection()) process.nextTick(this.seal)
     if (this.timer === undefined && !this.graced) this.arm(this.timeoutMs)
     return batch
   }
 
   /** The end of the tick: the batch's commands are written now (the socket is uncorked). */
-  private readonly seal = (): void => {
+  readonly seal = (): void => {
     const batch = this.current
     this.current = undefined
     if (batch !== undefined) batch.start = clock()

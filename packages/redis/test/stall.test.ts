@@ -58,20 +58,38 @@ describe.each([
     }
   })
 
+  it('reads large replies still arriving after the stall: they get their timeout once more', async () => {
+    const cache = redisBackend(url(), { namespace: 'stalled-large', timeout: '100ms', logger: false })
+    try {
+      await cache.ready('10s')
+      const big = 'y'.repeat(900_000)
+      await cache.setMany([0, 1, 2].map((i) => ({ key: `huge${i}`, value: big })))
+      for (let round = 0; round < 4; round++) {
+        const reads = [0, 1, 2].map((i) => cache.get(`huge${i}`))
+        if (round % 2 === 0) await new Promise((resolve) => setImmediate(resolve))
+        stall()
+        for (const read of await Promise.allSettled(reads)) {
+          expect(read.status, `round ${round}`).toBe('fulfilled')
+          expect((read as PromiseFulfilledResult<unknown>).value, `round ${round}`).toBe(big)
+        }
+      }
+      expect(cache.stats.errors).toBe(0)
+    } finally {
+      await cache.close()
+    }
+  })
+
   it('still fails a call at about its timeout when Redis does not answer (after a stall too)', async () => {
     const cache = redisBackend(url(), { namespace: 'slow', timeout: '100ms', logger: false })
     try {
       await cache.ready('10s')
-      // A script that keeps Redis busy for 1 s (no answer to anything meanwhile).
       const raw = new Redis(firstPort(url()), '127.0.0.1')
       try {
         for (const withStall of [false, true]) {
           const key = cache.client.isCluster ? await keyOnNode(raw, 'slow') : 'slow:x'
-          const busy = raw.eval(
-            'local t = redis.call("TIME") local s = t[1] * 1000000 + t[2] while true do local n = redis.call("TIME") if n[1] * 1000000 + n[2] - s > 1000000 then break end end return 1',
-            0,
-          )
-          await new Promise((resolve) => setTimeout(resolve, 20))
+          // Redis holds every other client's commands for 1 s (in force once it answered).
+          await raw.call('CLIENT', 'PAUSE', '1000', 'ALL')
+          const pausedAt = performance.now()
           const start = performance.now()
           const call = cache.get(key.slice('slow:'.length)).then(
             () => ({ ms: performance.now() - start, error: undefined as unknown }),
@@ -82,7 +100,9 @@ describe.each([
           expect(error, `stall ${withStall}`).toBeInstanceOf(CacheTimeoutError)
           expect(ms, `stall ${withStall}`).toBeGreaterThanOrEqual(95)
           expect(ms, `stall ${withStall}`).toBeLessThan(withStall ? 150 + 2 * 100 + 80 : 2 * 100 + 80)
-          await busy
+          await new Promise((resolve) =>
+            setTimeout(resolve, Math.max(0, pausedAt + 1050 - performance.now())),
+          )
         }
       } finally {
         raw.disconnect()
