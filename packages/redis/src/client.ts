@@ -20,7 +20,7 @@ export type RedisConnection = string | RedisOptions | RedisClusterConnection | R
 
 /** How the clients we build behave when Redis is down. */
 export interface ConnectionSettings {
-  /** Per-command timeout in ms (ioredis `commandTimeout`). */
+  /** Per-command timeout in ms (enforced by the backend's Connection, not ioredis `commandTimeout`). */
   timeoutMs: number
   /** TCP connect (and TLS handshake) timeout in ms. */
   connectTimeoutMs: number
@@ -119,7 +119,9 @@ export function createClient(
   connection: Exclude<RedisConnection, Redis | Cluster>,
   settings: ConnectionSettings,
 ): RedisClient {
-  const base = failFastMs(settings)
+  // The backend's Connection times every command itself (see deadlines.ts): ioredis's
+  // `commandTimeout` would fail a command whose reply arrived while this process was busy.
+  const { commandTimeout: _, ...base } = failFastMs(settings)
   if (typeof connection === 'string') {
     const url = parseRedisUrl(connection)
     const tls = url.tls || settings.tls ? { ...settings.tls } : undefined

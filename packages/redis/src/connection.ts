@@ -11,7 +11,6 @@ import {
   SlowServerWatch,
   unrefRedisClient,
   waitAtMost,
-  withTimeout,
 } from '@cache/core/backend'
 import type { Socket } from 'node:net'
 import type { Cluster, Redis } from 'ioredis'
@@ -25,6 +24,7 @@ import {
   type RedisClient,
   type RedisConnection,
 } from './client.js'
+import { CommandDeadlines, type IoredisCommand } from './deadlines.js'
 import { translateError } from './errors.js'
 import { handleAskingFailures } from './slots.js'
 import { SwitchOverGuard } from './switch-over.js'
@@ -55,8 +55,13 @@ export class Connection {
   private recoveredAt = 0
   /** We built the client, so we close it; a client passed in stays open. */
   private readonly owned: boolean
-  /** The client enforces `commandTimeout` itself; otherwise {@link timed} races a timer. */
-  private readonly clientTimesOut: boolean
+  /**
+   * The deadlines of the commands, unless the client enforces its own `commandTimeout` (a client
+   * passed in with one): see {@link timed}.
+   */
+  private readonly deadlines: CommandDeadlines | undefined
+  /** The promise of the command the client we built sent last: it has its deadline already. */
+  private lastSent: Promise<unknown> | undefined
   /** Cluster only: which masters are connected, connecting or down. */
   private readonly topology: ClusterTopology | undefined
   /** Sentinel only: holds calls back while a switch-over promotes a replica. */
@@ -106,8 +111,12 @@ export class Connection {
     // A client we built must not keep the process alive (a client passed in is its owner's).
     if (this.owned) unrefRedisClient(this.client)
     const clientTimeout = commandTimeoutOf(this.client)
-    this.clientTimesOut = clientTimeout !== undefined
     this.timeoutMs = clientTimeout ?? settings.timeoutMs
+    this.deadlines =
+      clientTimeout === undefined
+        ? new CommandDeadlines(this.timeoutMs, this.bytesRead, this.timedOut, this.tickCorked)
+        : undefined
+    if (this.owned && this.deadlines !== undefined) this.timeEveryCommand(this.deadlines)
     this.slowness = new SlowServerWatch(this.timeoutMs)
     // Without a listener ioredis prints every connection error; we count them instead.
     this.client.on('error', this.onClientError)
@@ -314,17 +323,46 @@ export class Connection {
     }
   }
 
-  /** The command's own promise when the client times commands out; else one with a time limit. */
+  /**
+   * The command's outcome, or a {@link CacheTimeoutError} once `timeoutMs` passed from its write
+   * without one (see {@link CommandDeadlines}: a reply that arrived while this process was busy
+   * is read before the deadline is judged). Call it in the tick the command was sent. A client
+   * passed in with its own `commandTimeout` times its commands itself: its promise as it is.
+   */
   timed<T>(command: Promise<T>, operation: string): Promise<T> {
-    if (this.clientTimesOut) return command
-    return withTimeout(
-      command,
-      this.timeoutMs,
-      () =>
-        new CacheTimeoutError('redis', `${operation} on ${this.address}`, this.timeoutMs, {
-          server: this.address,
-        }),
-    )
+    if (this.deadlines === undefined || command === this.lastSent) return command
+    return this.deadlines.watch(command, operation)
+  }
+
+  /**
+   * Gives every command of the client we built its deadline, in place of ioredis's
+   * `commandTimeout` (a command the backend sends, and one your code sends on `backend.client`):
+   * rejected with ioredis's `Command timed out`, it holds the process while it waits, as before.
+   */
+  private timeEveryCommand(deadlines: CommandDeadlines): void {
+    const client = this.client as unknown as {
+      sendCommand(command: IoredisCommand, stream?: unknown, node?: unknown): unknown
+    }
+    const send = client.sendCommand
+    const connection = this
+    client.sendCommand = function (this: unknown, command, stream, node) {
+      deadlines.watchCommand(command)
+      connection.lastSent = command.promise
+      return send.call(this, command, stream, node)
+    }
+  }
+
+  private readonly timedOut = (operation: string): Error =>
+    new CacheTimeoutError('redis', `${operation} on ${this.address}`, this.timeoutMs, {
+      server: this.address,
+    })
+
+  /** Bytes read so far from the server (a cluster: from all its nodes), on the current sockets. */
+  private readonly bytesRead = (): number => {
+    if (!this.client.isCluster) return streamOf(this.client)?.bytesRead ?? 0
+    let bytes = 0
+    for (const node of (this.client as Cluster).nodes('all')) bytes += streamOf(node)?.bytesRead ?? 0
+    return bytes
   }
 
   /**
@@ -403,7 +441,12 @@ export class Connection {
     const stream = this.corked
     this.corked = undefined
     stream?.uncork()
+    // The tick's commands are written now: their deadline starts.
+    this.deadlines?.seal()
   }
+
+  /** True while a tick that went through {@link corkTick} is open: {@link endTick} ends it. */
+  private readonly tickCorked = (): boolean => this.tickOpen
 
   /** The end of an operation {@link started} (or tracked). */
   readonly finished = (): void => {
@@ -493,6 +536,10 @@ export class Connection {
       { cause: last, server: this.address },
     )
   }
+}
+
+function streamOf(client: RedisClient): Socket | undefined {
+  return (client as unknown as { stream?: Socket }).stream
 }
 
 /** A wait that does not keep the process alive. */
