@@ -60,6 +60,8 @@ const REFRESH_HEADER = 'x-cache-nestjs-refresh'
 const refreshes = new Map<string, Refresh>()
 /** The key of the request each refresh refreshes: its copy must be keyed the same, or stores nothing. */
 const refreshKeys = new WeakMap<Refresh, string | undefined>()
+/** The caches whose refresh was keyed otherwise, logged once each. */
+const refreshKeyLogged = new WeakSet<HttpCache>()
 
 /** Requests a cache interceptor already took (`@CacheResponse` on a controller and on its method). */
 const claimed = new WeakSet<IncomingMessage>()
@@ -199,8 +201,15 @@ export class CacheResponseInterceptor implements NestInterceptor {
       refreshes.delete(id)
       // A copy the application resolves otherwise (another protocol, host or address) would be
       // stored under another key: the refresh fails, counted and emitted.
-      if (view.refresh !== undefined && cache.keyFor(view) !== refreshKeys.get(view.refresh))
+      if (view.refresh !== undefined && cache.keyFor(view) !== refreshKeys.get(view.refresh)) {
         view.bypass ??= 'refresh-key-changed'
+        if (!refreshKeyLogged.has(cache)) {
+          refreshKeyLogged.add(cache)
+          processLogger().warn(
+            `@cache/nestjs: ${owner.name}.${handler.name}: a stale-while-revalidate refresh resolved under another key than the entry it refreshes (another protocol, host or header as the application reads the loopback copy); it is not stored, and the stale entry is served until it expires. Logged once per handler`,
+          )
+        }
+      }
     }
     const outer = new OuterInterceptorWatch(http.getResponse())
     const setBefore = outer.statusSetBefore(view.method, handler)

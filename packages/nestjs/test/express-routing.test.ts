@@ -6,7 +6,7 @@
 import 'reflect-metadata'
 import { once } from 'node:events'
 import { createServer, request } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { type AddressInfo, connect } from 'node:net'
 import {
   type CanActivate,
   Controller,
@@ -81,6 +81,21 @@ class ProxyOnly implements CanActivate {
   }
 }
 
+@Controller('versioned')
+class VersionedController {
+  // A key of what a loopback copy (HTTP/1.1) cannot repeat for an HTTP/1.0 client.
+  @Get()
+  @CacheResponse({
+    ttl: '300ms',
+    staleWhileRevalidate: 60,
+    key: (req: any) => `/versioned ${req.httpVersion}`,
+  })
+  show() {
+    runs++
+    return `price ${price}`
+  }
+}
+
 @Controller('internal')
 @UseGuards(ProxyOnly)
 class InternalController {
@@ -94,7 +109,7 @@ class InternalController {
 
 @Module({
   imports: [CacheModule.forRoot({ backend: 'memory' })],
-  controllers: [PagesController, InternalController],
+  controllers: [PagesController, InternalController, VersionedController],
   providers: [ProxyOnly],
 })
 class AppModule {}
@@ -277,6 +292,35 @@ describe('@CacheResponse on platform-express: stale-while-revalidate behind a pr
       expect(fresh.text).toBe('127.0.0.1 price 80')
       expect(runs).toBe(2)
     } finally {
+      await app.close()
+    }
+  })
+  it('stores nothing from a refresh copy keyed otherwise than the entry it refreshes, and says so', async () => {
+    const warnings: string[] = []
+    const warn = console.warn
+    console.warn = (...args: unknown[]) => void warnings.push(args.join(' '))
+    const { app, port } = await start(AppModule)
+    try {
+      const http10 = () =>
+        new Promise<string>((resolve, reject) => {
+          const socket = connect(port, '127.0.0.1', () => socket.write('GET /versioned HTTP/1.0\r\n\r\n'))
+          let text = ''
+          socket.setEncoding('utf8')
+          socket.on('data', (chunk: string) => (text += chunk))
+          socket.on('error', reject)
+          socket.on('end', () => resolve(text))
+        })
+      expect(await http10()).toContain('price 100')
+      price = 80
+      await sleep(400)
+      expect(await http10()).toContain('price 100')
+      await sleep(300)
+      // The copy (HTTP/1.1) ran the handler but was stored nowhere: not under its own key either.
+      expect(runs).toBe(2)
+      expect((await get(port, '/versioned')).cache).not.toContain('hit')
+      expect(warnings.join('\n')).toContain('resolved under another key')
+    } finally {
+      console.warn = warn
       await app.close()
     }
   })
