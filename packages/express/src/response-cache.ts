@@ -11,7 +11,8 @@ import {
   type LookupResult,
   type MissResult,
   nodeRequestView,
-  protohostOf,
+  expressQueryParserBypass,
+  expressRoutedAsSent,
   type Refresh,
   recordNodeResponse,
   requestKey,
@@ -515,7 +516,8 @@ class ExpressView implements HttpRequestView<Request> {
   }
 
   get bypass(): string | undefined {
-    return isRoutedAsSent(this.raw) ? undefined : 'rewritten-url'
+    if (!isRoutedAsSent(this.raw)) return 'rewritten-url'
+    return expressQueryParserBypass(this.raw as Parameters<typeof expressQueryParserBypass>[0])
   }
 
   get site(): string | undefined {
@@ -558,29 +560,10 @@ function resolvedHost(req: Request): string | undefined {
 
 /**
  * Whether Express routes `req` on the URL it was sent with (`originalUrl`, which the key names):
- * `baseUrl` + `url` must lead back to it. Mounting strips the mount path from `url` (`/admin?x`
- * is routed as `/?x` under `baseUrl` `/admin`); middleware that rewrites `req.url` (an internal
- * rewrite, a history-API fallback) makes the request another one than its key says.
+ * `@cache/http`'s rule, with the target as the first router of the request started.
  */
 export function isRoutedAsSent(req: Request): boolean {
-  const sent = req.originalUrl
-  const url = req.url
-  // Outside Express (no `originalUrl`) the key is `url` itself.
-  if (sent === undefined || url === undefined) return true
-  // Middleware that rewrites `originalUrl` too (hiding a locale prefix from logs) still routes
-  // another request than the one sent: the target as the first router started must be it.
-  const captured = sentUrl(req)
-  if (captured !== undefined && captured !== sent) return false
-  const base = req.baseUrl ?? ''
-  // An absolute-form target (`GET http://host/path`): Express keeps `http://host` in front of `url`.
-  const protohost = protohostOf(sent)
-  if (!url.startsWith(protohost)) return false
-  const routed = url.slice(protohost.length)
-  const path = sent.slice(protohost.length)
-  if (!path.startsWith(base)) return false
-  const rest = path.slice(base.length)
-  // Express adds the leading slash a mount path left out (`/admin` → `/`, `/admin?x` → `/?x`).
-  return routed === rest || (protohost === '' && (rest === '' || rest[0] === '?') && routed === `/${rest}`)
+  return expressRoutedAsSent(req, sentUrl(req))
 }
 
 /** A request that announces a body (`Content-Length` above 0, or `Transfer-Encoding`). */

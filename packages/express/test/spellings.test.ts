@@ -70,6 +70,60 @@ describe.each(EXPRESS)(
       expect(json(await r.request('/products/ABC'))).toMatchObject({ id: 'ABC' })
     })
 
+    /** `?ids=1,2` and `?ids=1&ids=2` alike, as `qs` with `comma: true` parses them. */
+    const commaParser = (query: string) => {
+      const out: Record<string, string[]> = {}
+      for (const [name, value] of new URLSearchParams(query)) (out[name] ??= []).push(...value.split(','))
+      return out
+    }
+
+    it("bypasses a request with a query under the app's own query parser: one spelling's invalidation could not reach another", async () => {
+      const a = express()
+      a.set('query parser', commaParser)
+      let price = 10
+      const backend = memory()
+      a.get('/prices', cacheResponse({ ttl: 300, backend }), (req: any, res: any) =>
+        res.json({ ids: req.query.ids, price }),
+      )
+      const r = await serve(a)
+      const comma = await r.request('/prices?ids=1,2')
+      expect(String(comma.headers['cache-status'])).toContain('detail=querystring-parser')
+      await r.request('/prices?ids=1&ids=2')
+      price = 8
+      await invalidateResponse(`${r.url}/prices?ids=1&ids=2`, { backend })
+      expect(json(await r.request('/prices?ids=1,2')).price).toBe(8)
+      // No query: nothing for the parser to read, cached.
+      await r.request('/prices')
+      expect(isHit(await r.request('/prices'))).toBe(true)
+    })
+
+    it("stores nothing a sub-app with its own query parser answers behind a cache of the main app's", async () => {
+      const a = express()
+      const sub = express()
+      sub.set('query parser', commaParser)
+      let price = 10
+      sub.get('/prices', (req: any, res: any) => res.json({ ids: req.query.ids, price }))
+      a.use(cacheResponse({ ttl: 300, backend: memory() }))
+      a.use('/api', sub)
+      const r = await serve(a)
+      await r.request('/api/prices?ids=1,2')
+      price = 8
+      expect(json(await r.request('/api/prices?ids=1,2')).price).toBe(8)
+    })
+
+    it("caches under Express's own query parsers", async () => {
+      for (const parser of ['extended', 'simple', false]) {
+        const a = express()
+        a.set('query parser', parser)
+        a.get('/prices', cacheResponse({ ttl: 300, backend: memory() }), (req: any, res: any) =>
+          res.json({ query: req.query }),
+        )
+        const r = await serve(a)
+        await r.request('/prices?a[b]=1')
+        expect(isHit(await r.request('/prices?a[b]=1')), String(parser)).toBe(true)
+      }
+    })
+
     it('invalidate(path) renews every path spelling', async () => {
       const { a, prices, cache } = app()
       const r = await serve(a)

@@ -38,6 +38,11 @@ export {
   urlKeys,
 } from './request-key.js'
 export { seenSites } from './sites.js'
+export {
+  type ExpressRoutedRequest,
+  expressQueryParserBypass,
+  expressRoutedAsSent,
+} from './express-routing.js'
 export { offerCacheControl, parseCacheControl } from './cache-control.js'
 export {
   answerFromResult,

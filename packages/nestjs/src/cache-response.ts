@@ -11,6 +11,7 @@ import {
   SetMetadata,
   UseInterceptors,
 } from '@nestjs/common'
+import { HttpAdapterHost } from '@nestjs/core'
 import { type CacheBackend, CacheConfigError, type Duration, type MinimalBackend } from '@cache/core'
 import { processLogger } from '@cache/core/backend'
 import {
@@ -26,6 +27,7 @@ import {
   sentHostPart,
 } from '@cache/http'
 import { from, mergeMap, type Observable, of } from 'rxjs'
+import { expressBypass, refreshOrigins, watchExpressApp } from './express-platform.js'
 import { frontPassOf } from './front.js'
 import { declare, siteOf } from './handler-sites.js'
 import { CACHE_BACKEND, CACHE_RESPONSE_OPTIONS } from './tokens.js'
@@ -56,6 +58,10 @@ export interface CacheResponseOptions extends HttpCacheOptions<any> {
 /** Marks the loopback copy of a request that refreshes a stale entry; its value is a random id. */
 const REFRESH_HEADER = 'x-cache-nestjs-refresh'
 const refreshes = new Map<string, Refresh>()
+/** The key of the request each refresh refreshes: its copy must be keyed the same, or stores nothing. */
+const refreshKeys = new WeakMap<Refresh, string | undefined>()
+/** The caches whose refresh was keyed otherwise, logged once each. */
+const refreshKeyLogged = new WeakSet<HttpCache>()
 
 /** Requests a cache interceptor already took (`@CacheResponse` on a controller and on its method). */
 const claimed = new WeakSet<IncomingMessage>()
@@ -154,7 +160,14 @@ export class CacheResponseInterceptor implements NestInterceptor {
   private readonly caches = new WeakMap<Function, WeakMap<Function, HttpCache>>()
   private unknownPlatformLogged = false
 
-  constructor(private readonly backend?: CacheBackend) {}
+  constructor(
+    private readonly backend?: CacheBackend,
+    adapterHost?: HttpAdapterHost,
+  ) {
+    // On Express, the URL each request was sent with is known from the application's first request on.
+    const adapter = adapterHost?.httpAdapter
+    if (adapter?.getType?.() === 'express') watchExpressApp(adapter.getInstance(), REFRESH_HEADER)
+  }
 
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
     if (context.getType() !== 'http') return next.handle()
@@ -186,12 +199,26 @@ export class CacheResponseInterceptor implements NestInterceptor {
       delete platform.req.headers[REFRESH_HEADER]
       view.refresh = refreshes.get(id)
       refreshes.delete(id)
+      // A copy the application resolves otherwise (another protocol, host or address) would be
+      // stored under another key: the refresh fails, counted and emitted.
+      if (view.refresh !== undefined && cache.keyFor(view) !== refreshKeys.get(view.refresh)) {
+        view.bypass ??= 'refresh-key-changed'
+        if (!refreshKeyLogged.has(cache)) {
+          refreshKeyLogged.add(cache)
+          processLogger().warn(
+            `@cache/nestjs: ${owner.name}.${handler.name}: a stale-while-revalidate refresh resolved under another key than the entry it refreshes (another protocol, host or header as the application reads the loopback copy); it is not stored, and the stale entry is served until it expires. Logged once per handler`,
+          )
+        }
+      }
     }
     const outer = new OuterInterceptorWatch(http.getResponse())
     const setBefore = outer.statusSetBefore(view.method, handler)
     if (setBefore !== undefined) view.bypass ??= setBefore
     const result = cache.lookup(view, {
-      revalidate: (refresh) => revalidate(platform.req, refresh),
+      revalidate: (refresh) => {
+        refreshKeys.set(refresh, cache.keyFor(view))
+        return revalidate(platform.req, refresh)
+      },
       verdict: outer.verdict,
     })
     return result instanceof Promise
@@ -217,6 +244,8 @@ export class CacheResponseInterceptor implements NestInterceptor {
 Injectable()(CacheResponseInterceptor)
 Optional()(CacheResponseInterceptor, undefined as never, 0)
 Inject(CACHE_BACKEND)(CacheResponseInterceptor, undefined as never, 0)
+Optional()(CacheResponseInterceptor, undefined as never, 1)
+Inject(HttpAdapterHost)(CacheResponseInterceptor, undefined as never, 1)
 
 function act(result: LookupResult, platform: Platform, next: CallHandler): Observable<unknown> {
   const installed = platform.prepare?.()
@@ -275,7 +304,9 @@ function platformOf(request: any, response: any): Platform | undefined {
 }
 
 function expressPlatform(req: any, res: ServerResponse): Platform {
+  watchExpressApp(req.app, REFRESH_HEADER)
   const headers = (req as IncomingMessage).headers
+  const bypass = expressBypass(req)
   // Express resolves the host and protocol with its `trust proxy` setting.
   const host: string | undefined = typeof req.host === 'string' ? req.host : headers.host
   return {
@@ -288,6 +319,7 @@ function expressPlatform(req: any, res: ServerResponse): Platform {
       protocol: typeof req.protocol === 'string' ? req.protocol : 'http',
       host,
       ...hostPart(host, headers.host),
+      ...(bypass === undefined ? {} : { bypass }),
       raw: req,
     },
     req,
@@ -431,6 +463,11 @@ function revalidate(req: IncomingMessage, refresh: Refresh): (() => void) | fals
   if (socket === null || socket.encrypted || socket.localPort === undefined) return false
   const id = randomBytes(16).toString('hex')
   refreshes.set(id, refresh)
+  refreshOrigins.set(id, {
+    remoteAddress: socket.remoteAddress,
+    remotePort: socket.remotePort,
+    remoteFamily: socket.remoteFamily,
+  })
   const headers: Record<string, string | string[] | undefined> = refreshRequestHeaders(req)
   headers[REFRESH_HEADER] = id
   const copy = httpRequest(
@@ -446,11 +483,13 @@ function revalidate(req: IncomingMessage, refresh: Refresh): (() => void) | fals
   )
   copy.on('error', (error) => {
     refreshes.delete(id)
+    refreshOrigins.delete(id)
     refresh.fail(error)
   })
   copy.end()
   return () => {
     refreshes.delete(id)
+    refreshOrigins.delete(id)
     copy.destroy()
   }
 }

@@ -1,0 +1,327 @@
+/**
+ * Nest's Express platform: requests Express routes otherwise than they were sent (middleware
+ * rewriting `req.url`, or it and `req.originalUrl` together), a query parser of the application's
+ * own, and stale-while-revalidate behind a proxy trusted by address. Real Nest apps, real HTTP.
+ */
+import 'reflect-metadata'
+import { once } from 'node:events'
+import { createServer, request } from 'node:http'
+import { type AddressInfo, connect } from 'node:net'
+import {
+  type CanActivate,
+  Controller,
+  type ExecutionContext,
+  Get,
+  Injectable,
+  type INestApplication,
+  Module,
+  Query,
+  Req,
+  UseGuards,
+} from '@nestjs/common'
+import { NestFactory } from '@nestjs/core'
+import { ExpressAdapter, type NestExpressApplication } from '@nestjs/platform-express'
+import express from 'express'
+import { describe, expect, it } from 'vitest'
+import { CacheModule, CacheResponse, invalidateResponse } from '../src/index.js'
+
+let runs = 0
+let price = 100
+
+/** `/admin/x` → `/x` (admin view), `/fr/x` → `/x` in French: both `req.url` and `req.originalUrl`. */
+function localePrefix(req: any, _res: unknown, next: () => void): void {
+  const m = /^\/(fr|de)(\/.*)$/.exec(req.url)
+  if (m !== null) {
+    req.lang = m[1]
+    req.url = m[2]
+    req.originalUrl = m[2]
+  }
+  next()
+}
+
+/** Adds `lang=` from `Accept-Language` to `req.url` alone. */
+function languageQuery(req: any, _res: unknown, next: () => void): void {
+  const lang = /^(fr|de)/.exec(req.headers['accept-language'] ?? '')?.[1] ?? 'en'
+  req.url += `${req.url.includes('?') ? '&' : '?'}lang=${lang}`
+  next()
+}
+
+@Controller()
+class PagesController {
+  @Get('products')
+  @CacheResponse(60)
+  products(@Req() req: any, @Query('lang') lang?: string) {
+    runs++
+    return `lamp [${lang ?? req.lang ?? 'en'}]`
+  }
+
+  @Get('prices')
+  @CacheResponse(300)
+  prices(@Req() req: any) {
+    runs++
+    return { query: req.query, price }
+  }
+
+  @Get('price')
+  @CacheResponse({ ttl: '300ms', staleWhileRevalidate: 60 })
+  price(@Req() req: any) {
+    runs++
+    return `${req.protocol}://${req.hostname} from ${req.ip} price ${price}`
+  }
+}
+
+const PROXY = '127.0.0.2'
+const fromProxy = (address: string | undefined) => address === PROXY || address === `::ffff:${PROXY}`
+
+/** An internal API: only the proxy may call it. */
+@Injectable()
+class ProxyOnly implements CanActivate {
+  canActivate(context: ExecutionContext): boolean {
+    return fromProxy(context.switchToHttp().getRequest().socket.remoteAddress)
+  }
+}
+
+@Controller('versioned')
+class VersionedController {
+  // A key of what a loopback copy (HTTP/1.1) cannot repeat for an HTTP/1.0 client.
+  @Get()
+  @CacheResponse({
+    ttl: '300ms',
+    staleWhileRevalidate: 60,
+    key: (req: any) => `/versioned ${req.httpVersion}`,
+  })
+  show() {
+    runs++
+    return `price ${price}`
+  }
+}
+
+@Controller('internal')
+@UseGuards(ProxyOnly)
+class InternalController {
+  @Get('price')
+  @CacheResponse({ ttl: '300ms', staleWhileRevalidate: 60 })
+  price(@Req() req: any) {
+    runs++
+    return `${req.hostname} price ${price}`
+  }
+}
+
+@Module({
+  imports: [CacheModule.forRoot({ backend: 'memory' })],
+  controllers: [PagesController, InternalController, VersionedController],
+  providers: [ProxyOnly],
+})
+class AppModule {}
+
+async function start(
+  module: new (...args: never[]) => unknown,
+  before?: (app: NestExpressApplication) => void,
+): Promise<{ app: INestApplication; port: number }> {
+  runs = 0
+  price = 100
+  const app = await NestFactory.create<NestExpressApplication>(module, new ExpressAdapter(), {
+    logger: false,
+    abortOnError: false,
+  })
+  before?.(app)
+  await app.listen(0, '127.0.0.1')
+  return { app, port: (app.getHttpServer().address() as AddressInfo).port }
+}
+
+interface Reply {
+  status: number
+  text: string
+  cache: string
+}
+
+function get(
+  port: number,
+  path: string,
+  headers: Record<string, string> = {},
+  localAddress?: string,
+): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { host: '127.0.0.1', port, path, headers, localAddress, agent: false, timeout: 5000 },
+      (res) => {
+        let text = ''
+        res.setEncoding('utf8')
+        res.on('data', (chunk: string) => (text += chunk))
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, text, cache: String(res.headers['cache-status'] ?? '') }),
+        )
+      },
+    )
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+describe('@CacheResponse on platform-express: a URL rewritten before routing', () => {
+  it('bypasses a request whose req.url and req.originalUrl middleware rewrote, from the first request on', async () => {
+    const { app, port } = await start(AppModule, (a) => a.use(localePrefix))
+    try {
+      // No request before: the first one the application gets is already rewritten.
+      const fr = await get(port, '/fr/products?x=1')
+      expect(fr.text).toBe('lamp [fr]')
+      expect(fr.cache).toContain('detail=rewritten-url')
+      const de = await get(port, '/de/products?x=1')
+      expect(de.text).toBe('lamp [de]')
+      const plain = await get(port, '/products?x=1')
+      expect(plain.text).toBe('lamp [en]')
+      // The URL as sent is still cached.
+      expect((await get(port, '/products?x=1')).cache).toContain('hit')
+      expect(runs).toBe(3)
+    } finally {
+      await app.close()
+    }
+  })
+
+  it("bypasses it on an Express application of the application's own, the middleware set on it before Nest", async () => {
+    const instance = express()
+    instance.use(localePrefix)
+    runs = 0
+    const app = await NestFactory.create(AppModule, new ExpressAdapter(instance), { logger: false })
+    await app.init()
+    const server = createServer(instance).listen(0, '127.0.0.1')
+    await once(server, 'listening')
+    const port = (server.address() as AddressInfo).port
+    try {
+      expect((await get(port, '/fr/products')).text).toBe('lamp [fr]')
+      const de = await get(port, '/de/products')
+      expect(de.text).toBe('lamp [de]')
+      expect(de.cache).toContain('detail=rewritten-url')
+      expect((await get(port, '/products')).text).toBe('lamp [en]')
+    } finally {
+      server.close()
+      await app.close()
+    }
+  })
+
+  it('bypasses a request whose req.url alone middleware rewrote (a query parameter added)', async () => {
+    const { app, port } = await start(AppModule, (a) => a.use(languageQuery))
+    try {
+      const fr = await get(port, '/products', { 'accept-language': 'fr-FR' })
+      expect(fr.text).toBe('lamp [fr]')
+      expect(fr.cache).toContain('detail=rewritten-url')
+      expect((await get(port, '/products', { 'accept-language': 'en-US' })).text).toBe('lamp [en]')
+      expect((await get(port, '/products', { 'accept-language': 'de-DE' })).text).toBe('lamp [de]')
+    } finally {
+      await app.close()
+    }
+  })
+})
+
+describe('@CacheResponse on platform-express: the query parser', () => {
+  const commaParser = (query: string) => {
+    const out: Record<string, string | string[]> = {}
+    for (const [name, value] of new URLSearchParams(query)) {
+      const values = value.split(',')
+      const had = out[name]
+      out[name] = had === undefined ? (values.length > 1 ? values : value) : [had, ...values].flat()
+    }
+    return out
+  }
+
+  it("bypasses requests with a query under the application's own parser: invalidating one spelling could not reach another", async () => {
+    const { app, port } = await start(AppModule, (a) => a.set('query parser', commaParser))
+    try {
+      const comma = await get(port, '/prices?ids=1,2')
+      expect(comma.cache).toContain('detail=querystring-parser')
+      await get(port, '/prices?ids=1&ids=2')
+      price = 80
+      await invalidateResponse(`http://127.0.0.1:${port}/prices?ids=1&ids=2`)
+      expect(JSON.parse((await get(port, '/prices?ids=1,2')).text).price).toBe(80)
+      // Without a query the parser reads nothing: cached.
+      await get(port, '/prices')
+      expect((await get(port, '/prices')).cache).toContain('hit')
+    } finally {
+      await app.close()
+    }
+  })
+
+  it("caches under Express's own parsers ('extended', 'simple')", async () => {
+    for (const parser of ['extended', 'simple']) {
+      const { app, port } = await start(AppModule, (a) => a.set('query parser', parser))
+      try {
+        await get(port, '/prices?a[b]=1')
+        const again = await get(port, '/prices?a[b]=1')
+        expect(again.cache, parser).toContain('hit')
+      } finally {
+        await app.close()
+      }
+    }
+  })
+})
+
+describe('@CacheResponse on platform-express: stale-while-revalidate behind a proxy trusted by address', () => {
+  const viaProxy = { host: 'app.internal', 'x-forwarded-host': 'shop.example', 'x-forwarded-proto': 'https' }
+
+  it('refreshes the entry the stale hit came from: the copy resolves as the request it refreshes', async () => {
+    const { app, port } = await start(AppModule, (a) => a.set('trust proxy', fromProxy))
+    try {
+      const first = await get(port, '/price', viaProxy, PROXY)
+      expect(first.text).toBe(`https://shop.example from ${PROXY} price 100`)
+      price = 80
+      await sleep(400)
+      const stale = await get(port, '/price', viaProxy, PROXY)
+      expect(stale.text).toContain('price 100')
+      await sleep(300)
+      const fresh = await get(port, '/price', viaProxy, PROXY)
+      expect(fresh.text).toBe(`https://shop.example from ${PROXY} price 80`)
+      expect(fresh.cache).toContain('hit')
+      expect(runs).toBe(2)
+    } finally {
+      await app.close()
+    }
+  })
+
+  it("refreshes through a guard that admits only the proxy's address", async () => {
+    const { app, port } = await start(AppModule)
+    try {
+      expect((await get(port, '/internal/price', {}, '127.0.0.1')).status).toBe(403)
+      expect((await get(port, '/internal/price', {}, PROXY)).text).toBe('127.0.0.1 price 100')
+      price = 80
+      await sleep(400)
+      expect((await get(port, '/internal/price', {}, PROXY)).text).toContain('price 100')
+      await sleep(300)
+      const fresh = await get(port, '/internal/price', {}, PROXY)
+      expect(fresh.text).toBe('127.0.0.1 price 80')
+      expect(runs).toBe(2)
+    } finally {
+      await app.close()
+    }
+  })
+  it('stores nothing from a refresh copy keyed otherwise than the entry it refreshes, and says so', async () => {
+    const warnings: string[] = []
+    const warn = console.warn
+    console.warn = (...args: unknown[]) => void warnings.push(args.join(' '))
+    const { app, port } = await start(AppModule)
+    try {
+      const http10 = () =>
+        new Promise<string>((resolve, reject) => {
+          const socket = connect(port, '127.0.0.1', () => socket.write('GET /versioned HTTP/1.0\r\n\r\n'))
+          let text = ''
+          socket.setEncoding('utf8')
+          socket.on('data', (chunk: string) => (text += chunk))
+          socket.on('error', reject)
+          socket.on('end', () => resolve(text))
+        })
+      expect(await http10()).toContain('price 100')
+      price = 80
+      await sleep(400)
+      expect(await http10()).toContain('price 100')
+      await sleep(300)
+      // The copy (HTTP/1.1) ran the handler but was stored nowhere: not under its own key either.
+      expect(runs).toBe(2)
+      expect((await get(port, '/versioned')).cache).not.toContain('hit')
+      expect(warnings.join('\n')).toContain('resolved under another key')
+    } finally {
+      console.warn = warn
+      await app.close()
+    }
+  })
+})
