@@ -19,13 +19,20 @@ const NOTE = Symbol('@cache/http.fastify-target')
 
 /** The header that carries, on a refresh's `inject()` copy, the connection it stands for. */
 const CONNECTION_HEADER = `x-cache-connection-${randomUUID()}`
-const connections = new Map<string, { encrypted: boolean }>()
+/** What a refresh's copy takes of the connection it stands for. */
+interface Connection {
+  encrypted?: boolean
+  server?: unknown
+  localAddress?: string
+  localPort?: number
+}
+const connections = new Map<string, Connection>()
 
 type RawRequest = {
   url?: string
   originalUrl?: unknown
   headers: Record<string, unknown>
-  socket?: { encrypted?: boolean } | null
+  socket?: Connection | null
   [NOTE]?: FastifyTargetNote
 }
 
@@ -44,8 +51,9 @@ function noteTarget(request: { raw: RawRequest }, _reply: unknown, done: () => v
   if (id !== undefined) {
     delete raw.headers[CONNECTION_HEADER]
     const connection = connections.get(String(id))
-    // light-my-request's socket says nothing of TLS: Fastify reads `request.protocol` from it.
-    if (connection?.encrypted === true && raw.socket != null) raw.socket.encrypted = true
+    // light-my-request's socket says nothing of TLS (Fastify reads `request.protocol` from it) nor
+    // of the server and port the request came through (where a Nest handler's entries are made).
+    if (connection !== undefined && raw.socket != null) Object.assign(raw.socket, connection)
   }
   done()
 }
@@ -90,16 +98,22 @@ export function fastifyRewrite(raw: unknown): string | undefined {
 }
 
 /**
- * Marks the headers of a refresh's `inject()` copy with the connection of `socket` (TLS), which
- * the noting hook gives the copy before any hook runs. Returns what forgets the mark.
+ * Marks the headers of a refresh's `inject()` copy with the connection of `socket` (TLS, the
+ * server and local address it came through), which the noting hook gives the copy before any hook
+ * runs. Returns what forgets the mark.
  */
 export function lendFastifyConnection(
   headers: Record<string, unknown>,
-  socket: { encrypted?: boolean } | null | undefined,
+  socket: Connection | null | undefined,
 ): () => void {
-  if (socket?.encrypted !== true) return () => {}
+  if (socket === null || socket === undefined) return () => {}
   const id = randomUUID()
-  connections.set(id, { encrypted: true })
+  const connection: Connection = {}
+  if (socket.encrypted === true) connection.encrypted = true
+  if (socket.server !== undefined) connection.server = socket.server
+  if (socket.localAddress !== undefined) connection.localAddress = socket.localAddress
+  if (socket.localPort !== undefined) connection.localPort = socket.localPort
+  connections.set(id, connection)
   headers[CONNECTION_HEADER] = id
   return () => connections.delete(id)
 }
