@@ -282,7 +282,7 @@ describe('a refresh resolved otherwise than the request it refreshes', () => {
       { ttl: 10, staleWhileRevalidate: 60, now: () => now },
       // The refresh's copy reaches the app with another Host (a connection the app resolves otherwise).
       {
-        before: (req) => {
+        before: (req: { headers: Record<string, unknown> }) => {
           if (req.headers['x-test-refresh'] !== undefined) req.headers.host = 'elsewhere.example'
         },
       },
