@@ -4,15 +4,19 @@ import { type CacheBackend, CacheConfigError, type Duration, getBackend, invalid
 import {
   answerFromResult,
   describeFunction,
-  fastifyInstanceOptions,
+  fastifyParsesQueriesItself,
+  fastifyRewrite,
+  fastifyTarget,
   HANDLER_ERROR,
   HttpCache,
   type HttpCacheOptions,
   type HttpRequestView,
   invalidateResponsePrefix,
   type LookupContext,
+  lendFastifyConnection,
   type LookupResult,
   type MissResult,
+  noteFastifyTargets,
   type Refresh,
   recordNodeResponse,
   refreshRequestHeaders,
@@ -101,7 +105,9 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
     done(error as Error)
     return
   }
-  const ownQueryParser = hasOwnQuerystringParser(fastify)
+  const ownQueryParser = fastifyParsesQueriesItself(fastify)
+  // The target each request was sent with and routed by, noted before any hook can rewrite it.
+  noteFastifyTargets(fastify)
   const caches = new Map<string, HttpCache<FastifyRequest>>()
   const byConfig = new WeakMap<object, HttpCache<FastifyRequest>>()
   // The header that marks a refresh the plugin runs through `inject`: a name no client can guess.
@@ -119,6 +125,8 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
       byConfig.set(holder, cache)
       caches.set(`${route.url}${caches.has(route.url) ? ` #${caches.size}` : ''}`, cache)
     }
+    // First of the route's instance's `onRequest` hooks, whatever the app added before.
+    noteFastifyTargets(this)
     const site = siteOf(fastify, route)
     // @fastify/compress adds `Vary: Accept-Encoding` only to the responses it compresses: the
     // cache's responses get it whatever their encoding, so that each encoding is a variant of its
@@ -258,21 +266,6 @@ function siteOf(fastify: FastifyInstance, route: RouteOptions): () => string {
   }
 }
 
-/**
- * Whether the app parses query strings with a parser of its own (`routerOptions.querystringParser`,
- * or the older top-level option), read from the options Fastify 5 keeps on the instance. Options
- * that cannot be found count as a parser of its own: query URLs then bypass the cache rather than
- * risk two keys for one query.
- */
-function hasOwnQuerystringParser(fastify: FastifyInstance): boolean {
-  const options = fastifyInstanceOptions(fastify) as
-    | { querystringParser?: unknown; routerOptions?: { querystringParser?: unknown } }
-    | undefined
-  if (options === undefined) return true
-  const parser = options.routerOptions?.querystringParser ?? options.querystringParser
-  return typeof parser === 'function'
-}
-
 /** The hooks a route declares that run before its handler (and so before the cache). */
 const ROUTE_HOOKS = ['onRequest', 'preParsing', 'preValidation', 'preHandler'] as const
 
@@ -344,7 +337,11 @@ function lookupHook(
   return function cacheLookup(request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) {
     const view = viewOf(request, site(), refreshHeader, refreshes)
     // `;` too: with `useSemicolonDelimiter` the parser reads what follows it.
-    if (refuseQueries && /[?;]/.test(request.url)) view.bypass = 'querystring-parser'
+    if (refuseQueries && /[?;]/.test(view.url)) view.bypass = 'querystring-parser'
+    // Keyed on the target as sent: a request routed (`rewriteUrl`) or handled (a hook rewriting
+    // `request.raw.url`) as another one must not be stored under it, nor answered from it.
+    const rewritten = fastifyRewrite(request.raw)
+    if (rewritten !== undefined) view.bypass = rewritten
     // HTTP/2 responses are not recorded (their bytes go through the stream, not the writes the
     // recorder follows): bypassed, and said so, rather than claimed stored and never kept.
     if (request.raw.httpVersionMajor >= 2) view.bypass = 'http2'
@@ -355,10 +352,34 @@ function lookupHook(
         refreshes.set(id, refresh)
         const headers = refreshRequestHeaders(request.raw) as Record<string, string | string[]>
         headers[refreshHeader] = id
+        // The copy comes from the client's address over the client's protocol, so that the app
+        // resolves it as the request it refreshes (`trustProxy` by address, a hook admitting a
+        // proxy's address, `request.protocol`): another key is refused by the cache and counted.
+        const socket = request.raw.socket as (typeof request.raw.socket & { encrypted?: boolean }) | null
+        const forget = lendFastifyConnection(headers, socket)
         fastify
-          .inject({ method: 'GET', url: request.url, headers })
-          .catch((error: unknown) => refresh.fail(error))
-          .finally(() => refreshes.delete(id))
+          .inject({
+            method: 'GET',
+            url: view.url,
+            headers,
+            ...(socket?.remoteAddress === undefined ? {} : { remoteAddress: socket.remoteAddress }),
+          })
+          .then(
+            (response) => {
+              // Still unclaimed: a hook before the cache answered the copy (a guard's 403).
+              if (refreshes.has(id))
+                refresh.fail(
+                  new Error(
+                    `the refresh of ${view.url} was answered ${response.statusCode} before the cache's hook ran`,
+                  ),
+                )
+            },
+            (error: unknown) => refresh.fail(error),
+          )
+          .finally(() => {
+            refreshes.delete(id)
+            forget()
+          })
         return undefined
       },
     }
@@ -452,16 +473,26 @@ function viewOf(
   const id = request.headers[refreshHeader]
   if (id !== undefined) {
     refresh = refreshes.get(String(id))
+    refreshes.delete(String(id))
     delete request.headers[refreshHeader]
     delete request.raw.headers[refreshHeader]
   }
   const host = request.host
   // Under `trustProxy` the host comes from `X-Forwarded-Host`, and the `Host` header the handler
   // can still read is another input.
-  const keyExtra = sentHostPart(host, request.headers.host)
+  // A hook that rewrote the `Host` header (a domain alias, marked on the request for the handler)
+  // makes the request another one than a client of that host sends: the `Host` line as sent is
+  // part of the key too, and `invalidate(url, { host })` with the host the app sees reaches it.
+  const seen = request.headers.host
+  const sent = sentHost(request.raw.rawHeaders, seen)
+  const keyExtra = joinParts(
+    sentHostPart(host, seen),
+    sent === seen ? undefined : `@sent-host=${sent === undefined ? '-' : JSON.stringify(sent)}`,
+  )
   return {
     method: request.method,
-    url: request.url,
+    // The target as the client sent it; a rewritten one bypasses (see `fastifyRewrite`).
+    url: fastifyTarget(request.raw)?.sent ?? request.url,
     headers: request.headers,
     // The credentials the client sent, whatever the hooks before the cache did to the headers.
     rawHeaders: request.raw.rawHeaders,
@@ -472,4 +503,17 @@ function viewOf(
     raw: request,
     ...(refresh === undefined ? {} : { refresh }),
   }
+}
+
+/** The first `Host` line the client sent (Node keeps the first), or `seen` without raw lines. */
+function sentHost(rawHeaders: readonly string[] | undefined, seen: string | undefined): string | undefined {
+  if (rawHeaders === undefined) return seen
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2)
+    if (rawHeaders[i]!.length === 4 && rawHeaders[i]!.toLowerCase() === 'host') return rawHeaders[i + 1]
+  return undefined
+}
+
+function joinParts(a: string | undefined, b: string | undefined): string | undefined {
+  if (a === undefined) return b
+  return b === undefined ? a : `${a}${b}`
 }

@@ -464,6 +464,12 @@ export class HttpCache<Raw = any> {
       }
       break
     }
+    // A refresh's copy that the app resolved otherwise than the request it refreshes (another
+    // protocol, host or URL) would be stored under another key and leave the stale entry as it
+    // is: refused, counted and emitted as a failed refresh.
+    const refresh = view.refresh
+    if (refresh instanceof RefreshRun && refresh.engine === this && refresh.key !== flightKey)
+      return this.bypass(view, 'request', 'refresh-key-changed')
     this.observer.miss(key)
     return this.lead(view, context, key, flightKey, versions, versionKeys, record, missKind)
   }

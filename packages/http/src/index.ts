@@ -60,3 +60,11 @@ export {
   type HandlerErrorReason,
   onHandlerError,
 } from './adapter-kit.js'
+export {
+  type FastifyTargetNote,
+  fastifyParsesQueriesItself,
+  fastifyRewrite,
+  fastifyTarget,
+  lendFastifyConnection,
+  noteFastifyTargets,
+} from './fastify-requests.js'

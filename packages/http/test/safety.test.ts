@@ -273,6 +273,34 @@ describe('concurrency and freshness', () => {
   })
 })
 
+describe('a refresh resolved otherwise than the request it refreshes', () => {
+  it('is not stored under another key: counted and emitted as a revalidate error, the stale entry kept', async () => {
+    let now = 1_000_000
+    let version = 1
+    const app = await start(
+      (_req, res) => res.end(`v${version}`),
+      { ttl: 10, staleWhileRevalidate: 60, now: () => now },
+      // The refresh's copy reaches the app with another Host (a connection the app resolves otherwise).
+      {
+        before: (req: { headers: Record<string, unknown> }) => {
+          if (req.headers['x-test-refresh'] !== undefined) req.headers.host = 'elsewhere.example'
+        },
+      },
+    )
+    const events: string[] = []
+    app.cache.on('error', (event) => events.push(`${event.operation}: ${String(event.error)}`))
+    await send(`${app.url}/a`)
+    version = 2
+    now += 20_000
+    expect(String((await send(`${app.url}/a`)).body)).toBe('v1')
+    await until(() => app.cache.stats.errors === 1, 'the refresh error')
+    expect(events).toHaveLength(1)
+    expect(events[0]).toMatch(/^revalidate: .*refresh-key-changed/)
+    expect(app.cache.stats.sets).toBe(1)
+    expect(String((await send(`${app.url}/a`)).body)).toBe('v1')
+  })
+})
+
 describe('sites and adapter decisions', () => {
   it('never replays an entry made at one site at another', async () => {
     const app = await start(

@@ -18,6 +18,7 @@ import {
   resetCache,
 } from '@cache/core'
 import { isMinimalBackend } from '@cache/core/backend'
+import { noteFastifyTargets } from '@cache/http'
 import { installFront } from './front-install.js'
 import { CACHE_BACKEND } from './tokens.js'
 import { moduleBackendTarget } from './invalidation-targets.js'
@@ -116,6 +117,21 @@ Inject(ModulesContainer)(FrontInstaller, undefined as never, 2)
 Inject(ApplicationConfig)(FrontInstaller, undefined as never, 3)
 
 /**
+ * On platform-fastify, notes each request's target as sent and as routed before any hook of the
+ * app runs (Fastify's `rewriteUrl`, a hook rewriting `request.raw.url`): `@CacheResponse` keys on
+ * the target as sent and bypasses a rewritten one. Installed as the module is created, before Nest
+ * registers middleware and routes (the instances it encapsulates copy the root's hooks).
+ */
+class FastifyTargets {
+  constructor(adapterHost: HttpAdapterHost) {
+    const adapter = adapterHost?.httpAdapter
+    if (adapter?.getType?.() === 'fastify') noteFastifyTargets(adapter.getInstance())
+  }
+}
+Injectable()(FastifyTargets)
+Inject(HttpAdapterHost)(FastifyTargets, undefined as never, 0)
+
+/**
  * The cache of a Nest application: builds the backend, makes it the default cache (the one
  * `@cache` methods and `@CacheResponse` handlers use unless given their own), provides it to
  * services as {@link CACHE_BACKEND} / `@InjectCache()`, and closes it on shutdown.
@@ -177,6 +193,7 @@ export class CacheModule {
         },
         CacheLifecycle,
         FrontInstaller,
+        FastifyTargets,
       ],
       exports: [CACHE_BACKEND],
     }

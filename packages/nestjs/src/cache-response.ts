@@ -16,10 +16,14 @@ import { type CacheBackend, CacheConfigError, type Duration, type MinimalBackend
 import { processLogger } from '@cache/core/backend'
 import {
   answerFromResult,
+  fastifyParsesQueriesItself,
+  fastifyRewrite,
+  fastifyTarget,
   HttpCache,
   type HttpCacheOptions,
   type HttpRequestView,
   type LookupResult,
+  lendFastifyConnection,
   type Refresh,
   recordNodeResponse,
   refreshRequestHeaders,
@@ -137,6 +141,10 @@ interface Platform {
   view: Omit<HttpRequestView, 'site'>
   /** The URL the platform routed the request by (after any rewrite by middleware or `rewriteUrl`). */
   routedUrl(): string
+  /** Fastify: the app reads queries with a parser of its own (`querystringParser`). */
+  parsesQueries?: boolean
+  /** Fastify: refreshes a stale entry with a copy of the request (instead of one over loopback). */
+  revalidate?(refresh: Refresh): (() => void) | undefined | false
   /** The Node request and response underneath. */
   req: IncomingMessage
   res: ServerResponse
@@ -211,13 +219,19 @@ export class CacheResponseInterceptor implements NestInterceptor {
         }
       }
     }
+    // Fastify with a query parser of the app's own: which query strings it reads as the same query
+    // cannot be told, so one query could be stored under keys no invalidation reaches together.
+    if (platform.parsesQueries === true && cache.settings.key === undefined && /[?;]/.test(view.url))
+      view.bypass ??= 'querystring-parser'
     const outer = new OuterInterceptorWatch(http.getResponse())
     const setBefore = outer.statusSetBefore(view.method, handler)
     if (setBefore !== undefined) view.bypass ??= setBefore
     const result = cache.lookup(view, {
       revalidate: (refresh) => {
         refreshKeys.set(refresh, cache.keyFor(view))
-        return revalidate(platform.req, refresh)
+        return platform.revalidate !== undefined
+          ? platform.revalidate(refresh)
+          : revalidate(platform.req, refresh)
       },
       verdict: outer.verdict,
     })
@@ -336,10 +350,23 @@ function fastifyPlatform(request: any, reply: any): Platform {
   const headers = raw.headers
   // Fastify resolves the host and protocol with its `trustProxy` option.
   const host: string | undefined = typeof request.host === 'string' ? request.host : headers.host
+  // The target as sent, noted before any hook ran (CacheModule installs the hook): a request that
+  // `rewriteUrl` or a hook made another one is not keyed under it (`rewritten-url`).
+  const noted = fastifyTarget(raw)
+  const url: string = noted?.sent ?? request.url ?? raw.url
+  const rewritten =
+    noted !== undefined
+      ? fastifyRewrite(raw)
+      : typeof (raw as { originalUrl?: unknown }).originalUrl === 'string' &&
+          (raw as { originalUrl?: unknown }).originalUrl !== raw.url
+        ? 'rewritten-url'
+        : undefined
+  const server = request.server
   return {
     view: {
       method: request.method,
-      url: request.url ?? raw.url,
+      url,
+      ...(rewritten === undefined ? {} : { bypass: rewritten }),
       headers,
       rawHeaders: raw.rawHeaders,
       protocol: typeof request.protocol === 'string' ? request.protocol : 'http',
@@ -350,6 +377,10 @@ function fastifyPlatform(request: any, reply: any): Platform {
     req: raw,
     res: reply.raw,
     routedUrl: () => raw.url ?? '',
+    parsesQueries: server !== undefined && parsesQueries(server),
+    ...(typeof server?.inject === 'function'
+      ? { revalidate: (refresh: Refresh) => injectRefresh(server, raw, url, refresh) }
+      : {}),
     prepare: () => fastifyHookHeaders(reply),
     answered() {
       // Fastify leaves the (already sent) response alone, and Nest's sending of the result does nothing.
@@ -452,6 +483,57 @@ function fastifyHookHeaders(reply: any): (() => void) | undefined {
       return (recording as (...args: unknown[]) => ServerResponse).call(this, code, ...rest)
     } as ServerResponse['writeHead']
   }
+}
+
+const queryParsers = new WeakMap<object, boolean>()
+function parsesQueries(instance: object): boolean {
+  let own = queryParsers.get(instance)
+  if (own === undefined) {
+    own = fastifyParsesQueriesItself(instance)
+    queryParsers.set(instance, own)
+  }
+  return own
+}
+
+/**
+ * Refreshes a stale entry on Fastify with `inject()`: a copy of the request from the client's
+ * address over the client's protocol (TLS too), so that Fastify resolves it as the request it
+ * refreshes (`trustProxy` by address, a hook admitting a proxy). A copy that a hook answers before
+ * the interceptor ran is a failed refresh, counted and emitted.
+ */
+function injectRefresh(
+  instance: { inject(options: object): Promise<{ statusCode: number }> },
+  req: IncomingMessage,
+  url: string,
+  refresh: Refresh,
+): undefined {
+  const id = randomBytes(16).toString('hex')
+  refreshes.set(id, refresh)
+  const headers: Record<string, string | string[] | undefined> = refreshRequestHeaders(req)
+  headers[REFRESH_HEADER] = id
+  const socket = req.socket as (typeof req.socket & { encrypted?: boolean }) | null
+  const forget = lendFastifyConnection(headers, socket)
+  instance
+    .inject({
+      method: 'GET',
+      url,
+      headers,
+      ...(socket?.remoteAddress === undefined ? {} : { remoteAddress: socket.remoteAddress }),
+    })
+    .then(
+      (response) => {
+        if (refreshes.has(id))
+          refresh.fail(
+            new Error(`the refresh of ${url} was answered ${response.statusCode} before the cache ran`),
+          )
+      },
+      (error: unknown) => refresh.fail(error),
+    )
+    .finally(() => {
+      refreshes.delete(id)
+      forget()
+    })
+  return undefined
 }
 
 /**

@@ -1,0 +1,177 @@
+import { request as httpRequest } from 'node:http'
+import { memoryBackend } from '@cache/memory'
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import { afterEach, describe, expect, it } from 'vitest'
+import { cachePlugin } from '../src/index.js'
+
+const apps: FastifyInstance[] = []
+afterEach(async () => {
+  await Promise.all(apps.splice(0).map((app) => app.close()))
+})
+
+function app(options?: FastifyServerOptions): FastifyInstance {
+  const made = Fastify(options)
+  apps.push(made)
+  return made
+}
+
+interface Answer {
+  status: number
+  body: string
+  cacheStatus: string
+}
+
+/** A GET over real HTTP, from `localAddress` (the loopback network has 127.0.0.0/8). */
+function get(base: string, path: string, options: { from?: string; host?: string } = {}): Promise<Answer> {
+  const url = new URL(path, base)
+  return new Promise((resolve, reject) => {
+    httpRequest(
+      {
+        host: url.hostname,
+        port: url.port,
+        path,
+        agent: false,
+        ...(options.from === undefined ? {} : { localAddress: options.from }),
+        ...(options.host === undefined ? {} : { headers: { host: options.host } }),
+      },
+      (response) => {
+        const chunks: Buffer[] = []
+        response.on('data', (chunk: Buffer) => chunks.push(chunk))
+        response.on('end', () =>
+          resolve({
+            status: response.statusCode ?? 0,
+            body: Buffer.concat(chunks).toString(),
+            cacheStatus: String(response.headers['cache-status']),
+          }),
+        )
+      },
+    )
+      .on('error', reject)
+      .end()
+  })
+}
+
+type Marked = { view?: string; preview?: boolean; legacy?: boolean }
+const INTERNAL = '127.0.0.2'
+
+describe('a target rewritten before the cache', () => {
+  // `/admin/x` is `/x` in admin view, for the internal network only; `/fr/x` is `/x` in French.
+  const rewriteUrl = (raw: { url?: string } & Marked) => {
+    const match = /^\/(admin|fr|de)(\/.*)$/.exec(raw.url ?? '/')
+    if (match === null) return raw.url ?? '/'
+    raw.view = match[1]
+    return match[2]!
+  }
+  const page = (raw: Marked) =>
+    raw.view === 'admin' ? 'ADMIN: cost 3.10' : `lamp 16.90 [${raw.view ?? 'en'}]`
+
+  it('rewriteUrl: the admin view is never stored under the public URL, nor one locale for another', async () => {
+    const made = app({ rewriteUrl: rewriteUrl as never })
+    made.addHook('onRequest', async (request, reply) => {
+      const raw = request.raw as typeof request.raw & Marked
+      if (raw.view === 'admin' && raw.socket.remoteAddress !== INTERNAL)
+        return reply.code(403).send('forbidden')
+    })
+    await made.register(cachePlugin, { backend: memoryBackend() })
+    made.get('/products', { config: { cache: true } }, async (request) => page(request.raw as Marked))
+    const base = await made.listen({ port: 0, host: '127.0.0.1' })
+
+    await get(base, '/products?ready=1')
+    const admin = await get(base, '/admin/products', { from: INTERNAL })
+    expect(admin.body).toBe('ADMIN: cost 3.10')
+    expect(admin.cacheStatus).toContain('detail=rewritten-url')
+    expect((await get(base, '/products')).body).toBe('lamp 16.90 [en]')
+    expect((await get(base, '/admin/products')).status).toBe(403)
+    await get(base, '/fr/products?x=1')
+    expect((await get(base, '/de/products?x=1')).body).toBe('lamp 16.90 [de]')
+    expect((await get(base, '/products?x=1')).body).toBe('lamp 16.90 [en]')
+    // What is not rewritten is cached as before.
+    expect((await get(base, '/products')).cacheStatus).toContain('hit')
+  })
+
+  it('rewriteUrl by a header (not by the URL): the rewritten requests bypass', async () => {
+    const made = app({
+      rewriteUrl: ((raw: { url?: string; headers: Record<string, unknown> } & Marked) => {
+        if (raw.headers['x-staff'] !== '1') return raw.url ?? '/'
+        raw.view = 'admin'
+        return raw.url === '/home' ? '/products' : (raw.url ?? '/')
+      }) as never,
+    })
+    await made.register(cachePlugin, { backend: memoryBackend() })
+    made.get('/products', { config: { cache: true } }, async (request) => page(request.raw as Marked))
+    const answer = await made.inject({ url: '/home', headers: { 'x-staff': '1' } })
+    expect(answer.headers['cache-status']).toContain('detail=rewritten-url')
+    expect((await made.inject({ url: '/products' })).body).toBe('lamp 16.90 [en]')
+  })
+
+  const strip = (raw: { url?: string } & Marked) => {
+    if (/[?&]preview=1/.test(raw.url ?? '')) {
+      raw.preview = true
+      raw.url = (raw.url ?? '/').replace(/[?&]preview=1/, '').replace(/^([^?]*)&/, '$1?')
+    }
+  }
+  const draft = (raw: Marked) => (raw.preview ? 'DRAFT 9.99' : 'price 16.90')
+
+  it('a hook registered before the plugin that rewrites request.raw.url: keyed as sent, bypassed', async () => {
+    const made = app()
+    made.addHook('onRequest', async (request) => strip(request.raw))
+    await made.register(cachePlugin, { backend: memoryBackend() })
+    made.get('/products', { config: { cache: true } }, async (request) => draft(request.raw as Marked))
+    const base = await made.listen({ port: 0, host: '127.0.0.1' })
+
+    await get(base, '/products?ready=1')
+    const editor = await get(base, '/products?preview=1')
+    expect(editor.body).toBe('DRAFT 9.99')
+    expect(editor.cacheStatus).toContain('detail=rewritten-url')
+    expect((await get(base, '/products')).body).toBe('price 16.90')
+    await get(base, '/products?a=1&preview=1')
+    expect((await get(base, '/products?a=1')).body).toBe('price 16.90')
+    expect((await get(base, '/products')).cacheStatus).toContain('hit')
+  })
+
+  it('the same rewrite in a child plugin, on the route, or in a later hook: bypassed', async () => {
+    const made = app()
+    await made.register(cachePlugin, { backend: memoryBackend() })
+    await made.register(async (child) => {
+      child.addHook('preValidation', async (request) => strip(request.raw))
+      child.get('/a', { config: { cache: true } }, async (request) => draft(request.raw as Marked))
+    })
+    made.get(
+      '/b',
+      { config: { cache: true }, onRequest: async (request) => strip(request.raw) },
+      async (request) => draft(request.raw as Marked),
+    )
+    made.addHook('preHandler', async (request) => strip(request.raw))
+    made.get('/c', { config: { cache: true } }, async (request) => draft(request.raw as Marked))
+    for (const path of ['/a', '/b', '/c']) {
+      const editor = await made.inject({ url: `${path}?preview=1` })
+      expect(editor.body).toBe('DRAFT 9.99')
+      expect(editor.headers['cache-status']).toContain('detail=rewritten-url')
+      expect((await made.inject({ url: path })).body).toBe('price 16.90')
+    }
+  })
+
+  it('a hook rewriting the Host header: the Host as sent is keyed too, and invalidation reaches it', async () => {
+    const made = app()
+    made.addHook('onRequest', async (request) => {
+      const raw = request.raw as typeof request.raw & Marked
+      if (raw.headers.host?.startsWith('old-brand.example')) {
+        raw.legacy = true
+        raw.headers.host = raw.headers.host.replace('old-brand', 'new-brand')
+      }
+    })
+    await made.register(cachePlugin, { backend: memoryBackend() })
+    let version = 1
+    made.get('/', { config: { cache: true } }, async (request) =>
+      (request.raw as Marked).legacy ? `coupon OLD50 v${version}` : `new-brand home v${version}`,
+    )
+    const base = await made.listen({ port: 0, host: '127.0.0.1' })
+    expect((await get(base, '/', { host: 'old-brand.example' })).body).toBe('coupon OLD50 v1')
+    expect((await get(base, '/', { host: 'new-brand.example' })).body).toBe('new-brand home v1')
+    expect((await get(base, '/', { host: 'old-brand.example' })).cacheStatus).toContain('hit')
+    version = 2
+    await made.cache.invalidate('/', { host: 'new-brand.example' })
+    expect((await get(base, '/', { host: 'old-brand.example' })).body).toBe('coupon OLD50 v2')
+    expect((await get(base, '/', { host: 'new-brand.example' })).body).toBe('new-brand home v2')
+  })
+})

@@ -1,0 +1,234 @@
+/**
+ * `@CacheResponse` on platform-fastify, for requests Fastify handles otherwise than they were
+ * sent: `rewriteUrl`, a hook rewriting `request.raw.url`, a query parser of the app's own, and a
+ * stale-while-revalidate refresh behind a proxy trusted by address.
+ */
+import 'reflect-metadata'
+import { request as httpRequest } from 'node:http'
+import { memoryBackend } from '@cache/memory'
+import { Controller, Get, type INestApplication, Module, Query, Req } from '@nestjs/common'
+import { NestFactory } from '@nestjs/core'
+import { FastifyAdapter } from '@nestjs/platform-fastify'
+import { afterEach, describe, expect, it } from 'vitest'
+import { CacheModule, CacheResponse } from '../src/index.js'
+
+type Marked = { view?: string; preview?: boolean }
+const INTERNAL = '127.0.0.2'
+const PROXY = '127.0.0.2'
+const state = { price: 10, runs: 0, now: 1_000_000 }
+
+@Controller()
+class ShopController {
+  @Get('products')
+  @CacheResponse({ ttl: 60 })
+  list(@Req() request: { raw: Marked }) {
+    const raw = request.raw
+    if (raw.preview) return 'DRAFT 9.99'
+    return raw.view === 'admin' ? 'ADMIN: cost 3.10' : `lamp 16.90 [${raw.view ?? 'en'}]`
+  }
+
+  @Get('items')
+  @CacheResponse({ ttl: 60, tags: ['items'] })
+  items(@Query('ids') ids: unknown) {
+    return `ids ${JSON.stringify(ids)} price ${state.price}`
+  }
+
+  @Get('price')
+  @CacheResponse({ ttl: 60, staleWhileRevalidate: 600, now: () => state.now })
+  price(@Req() request: { protocol: string; host: string }) {
+    state.runs++
+    return `${request.protocol}://${request.host} price ${state.price}`
+  }
+}
+
+/** A module with a backend of its own: the module closes it with the app. */
+function shopModule() {
+  @Module({
+    imports: [CacheModule.forRoot({ backend: memoryBackend(), isGlobal: true })],
+    controllers: [ShopController],
+  })
+  class ShopModule {}
+  return ShopModule
+}
+
+const apps: INestApplication[] = []
+afterEach(async () => {
+  await Promise.all(apps.splice(0).map((app) => app.close()))
+})
+
+async function start(
+  options: ConstructorParameters<typeof FastifyAdapter>[0],
+  setup?: (app: INestApplication) => void,
+): Promise<string> {
+  const app = await NestFactory.create(shopModule(), new FastifyAdapter(options), { logger: false })
+  apps.push(app)
+  setup?.(app)
+  await app.listen(0, '127.0.0.1')
+  return `http://127.0.0.1:${(app.getHttpServer().address() as { port: number }).port}`
+}
+
+function get(
+  base: string,
+  path: string,
+  options: { from?: string; headers?: Record<string, string> } = {},
+): Promise<{ status: number; body: string; cacheStatus: string }> {
+  const url = new URL(base)
+  return new Promise((resolve, reject) => {
+    httpRequest(
+      {
+        host: url.hostname,
+        port: url.port,
+        path,
+        agent: false,
+        headers: options.headers ?? {},
+        ...(options.from === undefined ? {} : { localAddress: options.from }),
+      },
+      (response) => {
+        const chunks: Buffer[] = []
+        response.on('data', (chunk: Buffer) => chunks.push(chunk))
+        response.on('end', () =>
+          resolve({
+            status: response.statusCode ?? 0,
+            body: Buffer.concat(chunks).toString(),
+            cacheStatus: String(response.headers['cache-status']),
+          }),
+        )
+      },
+    )
+      .on('error', reject)
+      .end()
+  })
+}
+
+function fastifyOf(app: INestApplication) {
+  return (app.getHttpAdapter() as FastifyAdapter).getInstance()
+}
+
+describe('@CacheResponse on platform-fastify, a target rewritten before the cache', () => {
+  const rewriteUrl = (raw: { url?: string } & Marked) => {
+    const match = /^\/(admin|fr|de)(\/.*)$/.exec(raw.url ?? '/')
+    if (match === null) return raw.url ?? '/'
+    raw.view = match[1]
+    return match[2]!
+  }
+
+  it('rewriteUrl: the admin view is never stored under the public URL, nor one locale for another', async () => {
+    const base = await start({ rewriteUrl: rewriteUrl as never }, (app) => {
+      fastifyOf(app).addHook('onRequest', async (request, reply) => {
+        const raw = request.raw as typeof request.raw & Marked
+        if (raw.view === 'admin' && raw.socket.remoteAddress !== INTERNAL) return reply.code(403).send('no')
+      })
+    })
+    await get(base, '/products?ready=1')
+    const admin = await get(base, '/admin/products', { from: INTERNAL })
+    expect(admin.body).toBe('ADMIN: cost 3.10')
+    expect(admin.cacheStatus).toContain('detail=rewritten-url')
+    expect((await get(base, '/products')).body).toBe('lamp 16.90 [en]')
+    await get(base, '/fr/products?x=1')
+    expect((await get(base, '/de/products?x=1')).body).toBe('lamp 16.90 [de]')
+    expect((await get(base, '/products')).cacheStatus).toContain('hit')
+  })
+
+  it('rewriteUrl with middleware (middie overwrites raw.originalUrl): still bypassed', async () => {
+    const base = await start({ rewriteUrl: rewriteUrl as never }, (app) => {
+      app.use((_req: unknown, _res: unknown, next: () => void) => next())
+    })
+    expect((await get(base, '/fr/products')).cacheStatus).toContain('detail=rewritten-url')
+    expect((await get(base, '/products')).body).toBe('lamp 16.90 [en]')
+  })
+
+  it('a Fastify hook rewriting request.raw.url after routing: bypassed, the public page stays public', async () => {
+    const base = await start(undefined, (app) => {
+      fastifyOf(app).addHook('onRequest', async (request) => {
+        const raw = request.raw as typeof request.raw & Marked
+        if (/[?&]preview=1/.test(raw.url ?? '')) {
+          raw.preview = true
+          raw.url = (raw.url ?? '/').replace(/[?&]preview=1/, '').replace(/^([^?]*)&/, '$1?')
+        }
+      })
+    })
+    const editor = await get(base, '/products?preview=1')
+    expect(editor.body).toBe('DRAFT 9.99')
+    expect(editor.cacheStatus).toContain('detail=rewritten-url')
+    expect((await get(base, '/products')).body).toBe('lamp 16.90 [en]')
+  })
+})
+
+describe('@CacheResponse on platform-fastify with a query parser of its own', () => {
+  it('requests with a query bypass (detail=querystring-parser); without one they are cached', async () => {
+    const parse = (text: string) => {
+      const query: Record<string, string[]> = {}
+      for (const pair of text.split('&')) {
+        const [name = '', value = ''] = pair.split('=')
+        for (const one of value.split(',')) (query[name] ??= []).push(one)
+      }
+      return query
+    }
+    const base = await start({ routerOptions: { querystringParser: parse } } as never)
+    state.price = 10
+    const comma = await get(base, '/items?ids=1,2')
+    expect(comma.cacheStatus).toContain('detail=querystring-parser')
+    expect(comma.body).toBe('ids ["1","2"] price 10')
+    await get(base, '/items?ids=1&ids=2')
+    state.price = 12
+    expect((await get(base, '/items?ids=1&ids=2')).body).toBe('ids ["1","2"] price 12')
+    expect((await get(base, '/items')).cacheStatus).toContain('stored')
+  })
+})
+
+describe('@CacheResponse on platform-fastify: a stale-while-revalidate refresh', () => {
+  it('behind a proxy trusted by address, with a hook admitting only the proxy: refreshed under the same key', async () => {
+    const base = await start({ trustProxy: PROXY }, (app) => {
+      fastifyOf(app).addHook('onRequest', async (request, reply) => {
+        if (request.raw.socket.remoteAddress !== PROXY) return reply.code(403).send('proxy only')
+      })
+    })
+    state.price = 10
+    state.runs = 0
+    const viaProxy = {
+      from: PROXY,
+      headers: { 'x-forwarded-host': 'shop.example', 'x-forwarded-proto': 'https' },
+    }
+    expect((await get(base, '/price', viaProxy)).body).toBe('https://shop.example price 10')
+    state.price = 12
+    state.now += 61_000
+    expect((await get(base, '/price', viaProxy)).body).toBe('https://shop.example price 10')
+    const deadline = Date.now() + 3000
+    while (state.runs < 2 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    const after = await get(base, '/price', viaProxy)
+    expect(after.body).toBe('https://shop.example price 12')
+    expect(after.cacheStatus).toContain('hit')
+    expect(state.runs).toBe(2)
+  })
+
+  it('a copy a hook answers before the cache (a guard on the connection) is a failed refresh, settled at once', async () => {
+    let refused = 0
+    const base = await start(undefined, (app) => {
+      const fastify = fastifyOf(app)
+      fastify.server.on('connection', (socket) => {
+        ;(socket as { admitted?: boolean }).admitted = true
+      })
+      fastify.addHook('onRequest', async (request, reply) => {
+        if ((request.raw.socket as { admitted?: boolean }).admitted === true) return
+        refused++
+        return reply.code(403).send('no')
+      })
+    })
+    state.price = 10
+    state.runs = 0
+    await get(base, '/price')
+    state.price = 12
+    state.now += 61_000
+    expect((await get(base, '/price')).body).toContain('price 10')
+    const deadline = Date.now() + 3000
+    while (refused < 1 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    // The failed refresh is over (counted and emitted as a `revalidate` error): the next stale hit
+    // starts another one, rather than waiting out revalidateTimeout.
+    expect((await get(base, '/price')).body).toContain('price 10')
+    while (refused < 2 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
+    expect(refused).toBe(2)
+    expect(state.runs).toBe(1)
+  })
+})
