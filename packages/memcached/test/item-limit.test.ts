@@ -155,6 +155,36 @@ describe("a value over the server's item size limit (-I)", () => {
     }
   })
 
+  it('holds each server of a ring to its own limit', async () => {
+    const large = await startMemcached({ spawn: true, maxItemSize: '2m' })
+    const cache = memcachedBackend([small.server, large.server], {
+      namespace: `ring${Date.now()}`,
+      logger: false,
+      maxValueSize: '4MB',
+    })
+    const value = 'r'.repeat(700_000)
+    try {
+      const keys = Array.from({ length: 12 }, (_, i) => `k${i}`)
+      await cache.setMany(keys.map((key) => ({ key, value: 'old' })))
+      const results = await Promise.allSettled(keys.map((key) => cache.set(key, value)))
+      for (const [i, key] of keys.entries()) {
+        const onSmall = cache.serverFor(key) === small.server
+        if (onSmall) {
+          expect(results[i]).toMatchObject({
+            status: 'rejected',
+            reason: expect.any(CacheValueTooLargeError),
+          })
+          expect((results[i] as PromiseRejectedResult).reason.message).toContain(small.server)
+        } else expect(results[i]!.status).toBe('fulfilled')
+        expect(await cache.get(key)).toBe(onSmall ? 'old' : value)
+      }
+      expect(new Set(keys.map((key) => cache.serverFor(key))).size).toBe(2)
+    } finally {
+      await cache.close()
+      await large.stop()
+    }
+  })
+
   it('reads it again after the server restarts with another -I', async () => {
     const server = await startMemcached({ spawn: true, maxItemSize: '512k' })
     let restarted = server
