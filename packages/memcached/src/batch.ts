@@ -2,7 +2,7 @@ import type { SetManyItem } from '@cache/core'
 import type { CacheObserver } from '@cache/core/backend'
 import { isExpired } from './expiry.js'
 import type { ItemFormat } from './items.js'
-import type { Links } from './links.js'
+import type { Links, Refused } from './links.js'
 import { Opcode, type Response, request, Status, storeRequest } from './protocol.js'
 import type { Outcome, Routes } from './routing.js'
 
@@ -83,7 +83,10 @@ export class Batches {
       const key = items[i]!.key
       if ('error' in outcome) failure ??= outcome.error
       else if (outcome.value === undefined) this.deps.observer.set(key)
-      else failure ??= this.deps.items.failure('set', outcome.value.status, key, writes[i]!.bytes.length)
+      else
+        failure ??=
+          (outcome.value as Partial<Refused>).error ??
+          this.deps.items.failure('set', outcome.value.status, key, writes[i]!.bytes.length)
     }
     if (failure !== undefined) throw failure
   }

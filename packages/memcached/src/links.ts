@@ -2,8 +2,14 @@ import type { LoggerOption } from '@cache/core'
 import { type CacheObserver, checkLogger, IncidentLog, SlowServerWatch } from '@cache/core/backend'
 import type memjs from 'memjs'
 import type { MemcachedEvent } from './options.js'
+import { ALWAYS_FITS, ServerLimits } from './limits.js'
 import { type EjectOptions, ServerPool } from './pool.js'
-import { type Done, LinkFailure, Opcode, type Response, request, tickClock } from './protocol.js'
+import { type Done, LinkFailure, Opcode, type Response, request, Status } from './protocol.js'
+
+/** The answer, never sent for, to a write refused before it was sent: `error` says why. */
+export interface Refused extends Response {
+  error: Error
+}
 
 /** How a {@link Links} is set up: its servers' pool options and who is told what. */
 export interface LinksOptions {
@@ -26,6 +32,8 @@ export interface LinksOptions {
  */
 export class Links {
   readonly pool: ServerPool
+  /** Each server's item size limit (see limits.ts). */
+  readonly limits: ServerLimits
   private readonly observer: CacheObserver
   private readonly closed: () => boolean
   /** Logs each server's outage once, and its end once. */
@@ -64,6 +72,9 @@ export class Links {
         this.serverEvent('server-up', index)
       },
     })
+    this.limits = new ServerLimits(client, this.pool.names, options.timeoutMs, (index, buf) =>
+      this.pool.sendRaw(index, buf),
+    )
     this.probe(client.servers.length)
   }
 
@@ -97,36 +108,114 @@ export class Links {
     undoable: boolean,
     done: Done<Response>,
   ): void {
-    const start = tickClock()
+    if (this.limits.mustWait(index, buf.length) && !this.closed()) {
+      this.limits.wait(index, (failure) => {
+        if (failure === undefined || buf.length <= ALWAYS_FITS)
+          this.callNow(index, buf, operation, key, countErrors, undoable, done)
+        else this.refuse(operation, key, countErrors, failure, done)
+      })
+      return
+    }
+    if (buf.length > ALWAYS_FITS) {
+      const refused = this.limits.refusal(index, buf, key)
+      if (refused !== undefined) {
+        this.refuse(operation, key, countErrors, refused, done)
+        return
+      }
+    }
+    const start = performance.now()
     this.pool.sendNow(index, buf, operation, !countErrors, undoable, (error, response) => {
       if (error !== undefined) {
         if (countErrors) this.observer.error(operation, error, key)
         return done(error)
       }
-      this.observer.latency(tickClock() - start)
+      this.observer.latency(performance.now() - start)
       this.heard(index)
       done(undefined, response)
     })
   }
 
-  /** Quiet requests to one server (see {@link ServerPool.sendQuiet}), timed; a failure counts once per key. */
-  async callQuiet(
+  /** A request not sent (see limits.ts): `done` with `error`, counted. */
+  private refuse(
+    operation: string,
+    key: string | undefined,
+    countErrors: boolean,
+    error: Error,
+    done: Done<Response>,
+  ): void {
+    if (countErrors) this.observer.error(operation, error, key)
+    queueMicrotask(() => done(error))
+  }
+
+  /**
+   * Quiet requests to one server (see {@link ServerPool.sendQuiet}), timed; a failure counts once
+   * per key. A write whose value is over the server's item size limit is not sent: its answer is a
+   * {@link Refused} (counted with its key), the others are sent.
+   */
+  callQuiet(
     index: number,
     requests: Buffer[],
     operation: string,
     write: boolean,
     keys: readonly string[],
   ): Promise<(Response | undefined)[]> {
-    const start = tickClock()
-    try {
-      const answers = await this.pool.sendQuiet(index, requests, operation, write)
-      this.observer.latency(tickClock() - start)
-      this.heard(index)
-      return answers
-    } catch (error) {
-      for (const key of keys) this.observer.error(operation, error, key)
-      throw error
+    return new Promise((resolve, reject) =>
+      this.quietNow(index, requests, operation, write, keys, undefined, (error, answers) =>
+        error === undefined ? resolve(answers!) : reject(error),
+      ),
+    )
+  }
+
+  private quietNow(
+    index: number,
+    requests: Buffer[],
+    operation: string,
+    write: boolean,
+    keys: readonly string[],
+    unread: Error | undefined,
+    done: Done<(Response | undefined)[]>,
+  ): void {
+    if (unread === undefined && this.limits.mustWaitAny(index, requests) && !this.closed()) {
+      this.limits.wait(index, (failure) =>
+        this.quietNow(index, requests, operation, write, keys, failure, done),
+      )
+      return
     }
+    let refused: (Refused | undefined)[] | undefined
+    for (let i = 0; i < requests.length; i++) {
+      const buf = requests[i]!
+      if (buf.length <= ALWAYS_FITS) continue
+      const error = unread ?? this.limits.refusal(index, buf, keys[i])
+      if (error === undefined) continue
+      this.observer.error(operation, error, keys[i])
+      refused ??= new Array(requests.length).fill(undefined)
+      refused[i] = { status: Status.tooLarge, value: EMPTY, flags: 0, cas: NO_CAS, error }
+    }
+    const sent = refused === undefined ? requests : requests.filter((_, i) => refused[i] === undefined)
+    const merge = (answers: (Response | undefined)[]) => {
+      if (refused === undefined) return answers
+      const all: (Response | undefined)[] = refused.slice()
+      let j = 0
+      for (let i = 0; i < all.length; i++) if (all[i] === undefined) all[i] = answers[j++]
+      return all
+    }
+    if (sent.length === 0) {
+      queueMicrotask(() => done(undefined, merge([])))
+      return
+    }
+    const sentKeys = refused === undefined ? keys : keys.filter((_, i) => refused[i] === undefined)
+    const start = performance.now()
+    this.pool.sendQuiet(index, sent, operation, write).then(
+      (answers) => {
+        this.observer.latency(performance.now() - start)
+        this.heard(index)
+        done(undefined, merge(answers))
+      },
+      (error: unknown) => {
+        for (const key of sentKeys) this.observer.error(operation, error, key)
+        done(error)
+      },
+    )
   }
 
   /** Server `index` answered: a timeout streak ends, and a logged outage is over. */
@@ -144,7 +233,8 @@ export class Links {
    */
   private probe(servers: number): void {
     for (let index = 0; index < servers; index++) {
-      this.pool.sendRaw(index, request(Opcode.version, '')).then(
+      // The item size limit is read with it (see limits.ts).
+      this.limits.read(index).then(
         () => this.heard(index),
         (error: unknown) => {
           if (!this.closed()) this.unreachable(index, error)
@@ -210,6 +300,9 @@ export class Links {
     this.observer.emitEach(name, event)
   }
 }
+
+const EMPTY = Buffer.alloc(0)
+const NO_CAS = Buffer.alloc(8)
 
 export function isTimeout(error: unknown): boolean {
   if (error instanceof LinkFailure) return error.timedOut

@@ -24,7 +24,9 @@ export interface MemcachedBackendOptions extends BaseBackendOptions, CodecOption
   /**
    * Largest serialized value accepted; larger ones throw `CacheValueTooLargeError` before
    * anything is sent. Default: 1 MB minus 512 bytes (memcached's default item limit, `-I 1m`,
-   * less the item header and a 250-byte key). Raise it only with the server's `-I`.
+   * less the item header and a 250-byte key). Raise it only with the server's `-I`. Each server's
+   * own limit is read from it too (`stats settings`, once per connection): a value it would refuse
+   * is refused before it is sent, whatever this allows (see the README, "Item size limit").
    */
   maxValueSize?: Size
   /** SASL username (memjs also reads `MEMCACHIER_USERNAME`/`MEMCACHE_USERNAME`). Default: none. */

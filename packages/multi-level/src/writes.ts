@@ -100,7 +100,11 @@ export class LevelWriter {
         result = await run(level.backend)
       } catch (error) {
         if (callerFailed?.()) throw error
-        this.health.failed(level, operation, error, typeof keys === 'string' ? keys : undefined)
+        // A refusal of the level (a value over its limit, a conflict) drops the faster copies
+        // too: what the level holds of the keys is not known here (memcached drops an item
+        // whose new value it refuses as too large).
+        if (!isCallerError(error))
+          this.health.failed(level, operation, error, typeof keys === 'string' ? keys : undefined)
         this.invalidate(keys)
         await Promise.all(this.levels.slice(0, i).map((faster) => this.evict(faster, keys)))
         throw error

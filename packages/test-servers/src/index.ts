@@ -558,6 +558,8 @@ export interface MemcachedOptions {
   memoryMb?: number
   /** Start with CAS turned off (`-C`): every item's CAS version is 0. */
   noCas?: boolean
+  /** Listen on this port (e.g. to restart a server with other options). Default: a free port. */
+  port?: number
 }
 
 /** Starts memcached on a free loopback port. */
@@ -566,7 +568,7 @@ export async function startMemcached(options: MemcachedOptions = {}): Promise<Me
     const server = process.env.MEMCACHED_SERVERS.split(',')[0]!.trim()
     return { server, port: Number(server.split(':').pop()), stop: async () => {} }
   }
-  const port = await freePort()
+  const port = options.port ?? (await freePort())
   const args = [
     '-l',
     HOST,
