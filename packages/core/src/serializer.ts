@@ -516,6 +516,7 @@ export function createCodec(options: CodecOptions = {}): Codec {
       : checkOption('compressThreshold', () =>
           parseSize(options.compressThreshold as Size, 'compressThreshold'),
         )
+  const custom = serializer !== jsonSerializer && serializer !== v8Serializer
   return {
     serializer,
     encode(value) {
@@ -531,7 +532,10 @@ export function createCodec(options: CodecOptions = {}): Codec {
       )
         return Buffer.from(String(value), 'latin1')
       let bytes = serializer.serialize(value)
-      if (!Buffer.isBuffer(bytes)) bytes = Buffer.from(bytes as Uint8Array | string)
+      // A serializer of your own may hand out a view of a buffer it reuses (msgpackr's
+      // REUSE_BUFFER_MODE): a backend that sends at the end of the tick would send the bytes of
+      // the last value under every key. Its output is copied (Buffer.from copies a view's bytes).
+      if (!Buffer.isBuffer(bytes) || custom) bytes = Buffer.from(bytes as Uint8Array | string)
       // Bytes that start like the marker are compressed whatever their size (see COMPRESSED).
       const marked = bytes.length > 0 && bytes[0] === COMPRESSED
       if (marked || bytes.length >= threshold) {

@@ -295,3 +295,37 @@ describe('a serializer whose bytes start with a NUL byte', () => {
     expect(codec.decode(binary.serialize({ old: true }))).toEqual({ old: true })
   })
 })
+
+describe('a serializer that reuses its output buffer', () => {
+  const scratch = Buffer.alloc(256)
+  const reusing = {
+    name: 'scratch-json',
+    serialize: (value: unknown) => scratch.subarray(0, scratch.write(JSON.stringify(value))),
+    deserialize: (bytes: Buffer) => JSON.parse(bytes.toString()) as unknown,
+  }
+
+  it('gives each value bytes of its own, so a later encode never rewrites an earlier one', () => {
+    const codec = createCodec({ serializer: reusing })
+    const first = codec.encode({ name: 'alice' })
+    const second = codec.encode({ name: 'bobby' })
+    expect(codec.decode(first)).toEqual({ name: 'alice' })
+    expect(codec.decode(second)).toEqual({ name: 'bobby' })
+  })
+
+  it('copies a Uint8Array view too', () => {
+    const shared = new Uint8Array(64)
+    const codec = createCodec({
+      serializer: {
+        name: 'view',
+        serialize: (value: unknown) => {
+          const n = Buffer.from(shared.buffer).write(String(value))
+          return shared.subarray(0, n)
+        },
+        deserialize: (bytes: Buffer) => bytes.toString(),
+      },
+    })
+    const first = codec.encode('aaaa')
+    codec.encode('bbbb')
+    expect(codec.decode(first)).toBe('aaaa')
+  })
+})
