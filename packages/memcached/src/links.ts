@@ -4,7 +4,7 @@ import type memjs from 'memjs'
 import type { MemcachedEvent } from './options.js'
 import { ALWAYS_FITS, ServerLimits } from './limits.js'
 import { type EjectOptions, ServerPool } from './pool.js'
-import { type Done, LinkFailure, Opcode, type Response, request, Status } from './protocol.js'
+import { type Done, LinkFailure, type Response, Status } from './protocol.js'
 
 /** The answer, never sent for, to a write refused before it was sent: `error` says why. */
 export interface Refused extends Response {
