@@ -13,13 +13,12 @@ import {
   type HttpRequestView,
   invalidateResponsePrefix,
   type LookupContext,
-  lendFastifyConnection,
+  injectRefresh,
   type LookupResult,
   type MissResult,
   noteFastifyTargets,
   type Refresh,
   recordNodeResponse,
-  refreshRequestHeaders,
   sentHostPart,
 } from '@cache/http'
 import type {
@@ -347,41 +346,10 @@ function lookupHook(
     if (request.raw.httpVersionMajor >= 2) view.bypass = 'http2'
     const context: LookupContext = {
       verdict: () => (failed.has(reply.raw) ? HANDLER_ERROR : undefined),
-      revalidate: (refresh) => {
-        const id = randomUUID()
-        refreshes.set(id, refresh)
-        const headers = refreshRequestHeaders(request.raw) as Record<string, string | string[]>
-        headers[refreshHeader] = id
-        // The copy comes from the client's address over the client's protocol, so that the app
-        // resolves it as the request it refreshes (`trustProxy` by address, a hook admitting a
-        // proxy's address, `request.protocol`): another key is refused by the cache and counted.
-        const socket = request.raw.socket as (typeof request.raw.socket & { encrypted?: boolean }) | null
-        const forget = lendFastifyConnection(headers, socket)
-        fastify
-          .inject({
-            method: 'GET',
-            url: view.url,
-            headers,
-            ...(socket?.remoteAddress === undefined ? {} : { remoteAddress: socket.remoteAddress }),
-          })
-          .then(
-            (response) => {
-              // Still unclaimed: a hook before the cache answered the copy (a guard's 403).
-              if (refreshes.has(id))
-                refresh.fail(
-                  new Error(
-                    `the refresh of ${view.url} was answered ${response.statusCode} before the cache's hook ran`,
-                  ),
-                )
-            },
-            (error: unknown) => refresh.fail(error),
-          )
-          .finally(() => {
-            refreshes.delete(id)
-            forget()
-          })
-        return undefined
-      },
+      // The copy comes from the client's address over the client's protocol, so that the app
+      // resolves it as the request it refreshes; another key is refused by the cache and counted.
+      revalidate: (refresh) =>
+        injectRefresh(fastify, request.raw, view.url, refresh, refreshes, refreshHeader),
     }
     let result: LookupResult | Promise<LookupResult>
     try {

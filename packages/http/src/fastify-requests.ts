@@ -1,5 +1,8 @@
 import { randomUUID } from 'node:crypto'
+import type { IncomingMessage } from 'node:http'
 import { fastifyInstanceOptions } from './adapter-kit.js'
+import type { Refresh } from './view.js'
+import { refreshRequestHeaders } from './node.js'
 
 /*
  * What the Fastify adapters (`@cache/fastify`, `@cache/nestjs` on platform-fastify) need to know
@@ -116,6 +119,51 @@ export function lendFastifyConnection(
   connections.set(id, connection)
   headers[CONNECTION_HEADER] = id
   return () => connections.delete(id)
+}
+
+/**
+ * Refreshes a stale entry with Fastify's `inject()`: a copy of `req` (the headers as sent, no
+ * conditional ones) from the client's address over the client's protocol (TLS too, see
+ * {@link lendFastifyConnection}), so that Fastify resolves it as the request it refreshes
+ * (`trustProxy` by address, a hook admitting a proxy). The copy carries `header` naming its entry
+ * in `refreshes`, which the cache takes out when it sees the copy; one still there when `inject()`
+ * ends was answered by a hook before the cache ran: a failed refresh, counted and emitted.
+ */
+export function injectRefresh(
+  instance: { inject(options: object): Promise<{ statusCode: number }> },
+  req: IncomingMessage,
+  url: string,
+  refresh: Refresh,
+  refreshes: Map<string, Refresh>,
+  header: string,
+): undefined {
+  const id = randomUUID()
+  refreshes.set(id, refresh)
+  const headers: Record<string, string | string[] | undefined> = refreshRequestHeaders(req)
+  headers[header] = id
+  const socket = req.socket as (typeof req.socket & { encrypted?: boolean }) | null
+  const forget = lendFastifyConnection(headers, socket)
+  instance
+    .inject({
+      method: 'GET',
+      url,
+      headers,
+      ...(socket?.remoteAddress === undefined ? {} : { remoteAddress: socket.remoteAddress }),
+    })
+    .then(
+      (response) => {
+        if (refreshes.has(id))
+          refresh.fail(
+            new Error(`the refresh of ${url} was answered ${response.statusCode} before the cache ran`),
+          )
+      },
+      (error: unknown) => refresh.fail(error),
+    )
+    .finally(() => {
+      refreshes.delete(id)
+      forget()
+    })
+  return undefined
 }
 
 /**

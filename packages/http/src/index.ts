@@ -65,6 +65,7 @@ export {
   fastifyParsesQueriesItself,
   fastifyRewrite,
   fastifyTarget,
+  injectRefresh,
   lendFastifyConnection,
   noteFastifyTargets,
 } from './fastify-requests.js'

@@ -23,7 +23,7 @@ import {
   type HttpCacheOptions,
   type HttpRequestView,
   type LookupResult,
-  lendFastifyConnection,
+  injectRefresh,
   type Refresh,
   recordNodeResponse,
   refreshRequestHeaders,
@@ -379,7 +379,10 @@ function fastifyPlatform(request: any, reply: any): Platform {
     routedUrl: () => raw.url ?? '',
     parsesQueries: server !== undefined && parsesQueries(server),
     ...(typeof server?.inject === 'function'
-      ? { revalidate: (refresh: Refresh) => injectRefresh(server, raw, url, refresh) }
+      ? {
+          revalidate: (refresh: Refresh) =>
+            injectRefresh(server, raw, url, refresh, refreshes, REFRESH_HEADER),
+        }
       : {}),
     prepare: () => fastifyHookHeaders(reply),
     answered() {
@@ -493,47 +496,6 @@ function parsesQueries(instance: object): boolean {
     queryParsers.set(instance, own)
   }
   return own
-}
-
-/**
- * Refreshes a stale entry on Fastify with `inject()`: a copy of the request from the client's
- * address over the client's protocol (TLS too), so that Fastify resolves it as the request it
- * refreshes (`trustProxy` by address, a hook admitting a proxy). A copy that a hook answers before
- * the interceptor ran is a failed refresh, counted and emitted.
- */
-function injectRefresh(
-  instance: { inject(options: object): Promise<{ statusCode: number }> },
-  req: IncomingMessage,
-  url: string,
-  refresh: Refresh,
-): undefined {
-  const id = randomBytes(16).toString('hex')
-  refreshes.set(id, refresh)
-  const headers: Record<string, string | string[] | undefined> = refreshRequestHeaders(req)
-  headers[REFRESH_HEADER] = id
-  const socket = req.socket as (typeof req.socket & { encrypted?: boolean }) | null
-  const forget = lendFastifyConnection(headers, socket)
-  instance
-    .inject({
-      method: 'GET',
-      url,
-      headers,
-      ...(socket?.remoteAddress === undefined ? {} : { remoteAddress: socket.remoteAddress }),
-    })
-    .then(
-      (response) => {
-        if (refreshes.has(id))
-          refresh.fail(
-            new Error(`the refresh of ${url} was answered ${response.statusCode} before the cache ran`),
-          )
-      },
-      (error: unknown) => refresh.fail(error),
-    )
-    .finally(() => {
-      refreshes.delete(id)
-      forget()
-    })
-  return undefined
 }
 
 /**
