@@ -350,26 +350,6 @@ const watches = new WeakMap<Connection, Watch>()
 /** Real time, also under an application's fake timers (bound before any test replaces it). */
 const clock = performance.now.bind(performance)
 
-/** {@link clock} as read by this tick's first {@link tickClock}; undefined once the tick ends. */
-let tickTime: number | undefined
-
-function endTickTime(): void {
-  tickTime = undefined
-}
-
-/**
- * {@link clock}, read once per tick: what one tick sends, or reads in one answer, is timed from
- * the same instant (a clock read costs more than the rest of a request's bookkeeping on some
- * virtual machines). Not for deadlines, which start when the tick's requests are written.
- */
-export function tickClock(): number {
-  if (tickTime === undefined) {
-    tickTime = clock()
-    atTickEnd(endTickTime)
-  }
-  return tickTime
-}
-
 /**
  * What is written to one server in the current tick: it leaves in one write when the tick's
  * synchronous work is done, so that the requests of one tick (an operation and its generation
@@ -418,7 +398,7 @@ function deadlineOf(server: Connection, outbox: Outbox, timeoutMs: number): Dead
   let watch = watches.get(server)
   if (watch === undefined) watches.set(server, (watch = { deadlines: [], head: 0, timer: undefined }))
   // Its start is set when the tick's requests are written (see flush).
-  const deadline: Deadline = { start: tickClock(), timeoutMs, open: 0, watch }
+  const deadline: Deadline = { start: clock(), timeoutMs, open: 0, watch }
   outbox.deadline = deadline
   watch.deadlines.push(deadline)
   if (watch.timer === undefined) arm(server, watch, timeoutMs)
