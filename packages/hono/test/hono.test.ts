@@ -1,68 +1,19 @@
-import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { request as httpRequest } from 'node:http'
 import v8 from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { memoryBackend } from '@cache/memory'
 import { HOST_SPELLINGS } from '@cache/testing'
-import { type ServerType, serve } from '@hono/node-server'
 import type { CacheBackend } from '@cache/core'
 import { type Context, Hono, type Next } from 'hono'
 import { getCookie, setCookie } from 'hono/cookie'
 import { languageDetector } from 'hono/language'
 import { stream, streamText } from 'hono/streaming'
-import { afterEach, describe, expect, it, vi } from 'vitest'
+import { describe, expect, it, vi } from 'vitest'
 import { cacheResponse, invalidateResponse, type ResponseCacheMiddleware } from '../src/index.js'
+import { get, listen } from './serve.js'
 
 /** Every byte value, 64 times: any text decoding on the way corrupts it. */
 const BINARY = Uint8Array.from({ length: 256 * 64 }, (_, i) => (i * 7 + (i >> 8)) % 256)
-
-const servers: ServerType[] = []
-afterEach(async () => {
-  for (const server of servers.splice(0)) {
-    ;(server as { closeAllConnections?: () => void }).closeAllConnections?.()
-    await new Promise((resolve) => server.close(resolve))
-  }
-})
-
-/** Serves `app` on Node's Hono server, on a free loopback port. */
-async function listen(app: Pick<Hono, 'fetch'>): Promise<string> {
-  const server = await new Promise<ServerType>((resolve) => {
-    const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s))
-  })
-  servers.push(server)
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
-}
-
-interface Reply {
-  status: number
-  headers: IncomingHttpHeaders
-  body: Buffer
-  text: string
-}
-
-function get(
-  base: string,
-  path: string,
-  method = 'GET',
-  headers: Record<string, string> = {},
-): Promise<Reply> {
-  const { hostname, port } = new URL(base)
-  return new Promise((resolve, reject) => {
-    const options = { host: hostname, port, path, method, headers, agent: false, timeout: 5_000 }
-    const req = httpRequest(options, (res) => {
-      const chunks: Buffer[] = []
-      res.on('data', (chunk: Buffer) => chunks.push(chunk))
-      res.on('end', () => {
-        const body = Buffer.concat(chunks)
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, body, text: body.toString() })
-      })
-      res.on('error', reject)
-    })
-    req.on('timeout', () => req.destroy(new Error(`${path} timed out`)))
-    req.on('error', reject)
-    req.end()
-  })
-}
 
 describe('c.body with each kind of body', () => {
   it.each([

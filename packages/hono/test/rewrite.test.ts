@@ -1,49 +1,9 @@
-import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
-import type { AddressInfo } from 'node:net'
 import { memoryBackend } from '@cache/memory'
-import { type ServerType, serve } from '@hono/node-server'
 import { type Context, Hono, type Next } from 'hono'
 import { setCookie } from 'hono/cookie'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { cacheResponse } from '../src/index.js'
-
-const servers: ServerType[] = []
-afterEach(async () => {
-  for (const server of servers.splice(0)) {
-    ;(server as { closeAllConnections?: () => void }).closeAllConnections?.()
-    await new Promise((resolve) => server.close(resolve))
-  }
-})
-
-async function listen(app: Pick<Hono, 'fetch'>): Promise<string> {
-  const server = await new Promise<ServerType>((resolve) => {
-    const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s))
-  })
-  servers.push(server)
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
-}
-
-interface Reply {
-  status: number
-  headers: IncomingHttpHeaders
-  text: string
-}
-
-function get(base: string, path: string, headers: Record<string, string> = {}): Promise<Reply> {
-  const { hostname, port } = new URL(base)
-  return new Promise((resolve, reject) => {
-    const req = httpRequest({ host: hostname, port, path, headers, agent: false, timeout: 5_000 }, (res) => {
-      let text = ''
-      res.setEncoding('utf8')
-      res.on('data', (chunk: string) => (text += chunk))
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text }))
-      res.on('error', reject)
-    })
-    req.on('timeout', () => req.destroy(new Error(`${path} timed out`)))
-    req.on('error', reject)
-    req.end()
-  })
-}
+import { get, listen } from './serve.js'
 
 describe('a layer before the cache that hands on a Request with another URL', () => {
   /** Preview mode: `preview=1` noted on the context and taken out of the URL the handler reads. */
@@ -96,10 +56,10 @@ describe('a layer before the cache that hands on a Request with another URL', ()
       return c.text(`home in ${c.req.query('lang')}`)
     })
     const base = await listen(app)
-    expect((await get(base, '/home', { 'accept-language': 'fr' })).text).toBe('home in fr')
-    expect((await get(base, '/home', { 'accept-language': 'de' })).text).toBe('home in de')
-    expect((await get(base, '/home?x=1', { 'accept-language': 'fr' })).text).toBe('home in fr')
-    expect((await get(base, '/home?x=1', { 'accept-language': 'de' })).text).toBe('home in de')
+    expect((await get(base, '/home', 'GET', { 'accept-language': 'fr' })).text).toBe('home in fr')
+    expect((await get(base, '/home', 'GET', { 'accept-language': 'de' })).text).toBe('home in de')
+    expect((await get(base, '/home?x=1', 'GET', { 'accept-language': 'fr' })).text).toBe('home in fr')
+    expect((await get(base, '/home?x=1', 'GET', { 'accept-language': 'de' })).text).toBe('home in de')
     expect(runs).toBe(4)
   })
 
@@ -117,10 +77,12 @@ describe('a layer before the cache that hands on a Request with another URL', ()
       c.text(`coupon of ${new URL(c.req.url).host}`),
     )
     const base = await listen(app)
-    const legacy = await get(base, '/coupon', { host: 'old-brand.test', 'x-legacy': '1' })
+    const legacy = await get(base, '/coupon', 'GET', { host: 'old-brand.test', 'x-legacy': '1' })
     expect(legacy.text).toBe('coupon of new-brand.test')
     expect(legacy.headers['cache-status']).toMatch(/detail=(rewritten-url|url)/)
-    expect((await get(base, '/coupon', { host: 'old-brand.test' })).text).toBe('coupon of old-brand.test')
+    expect((await get(base, '/coupon', 'GET', { host: 'old-brand.test' })).text).toBe(
+      'coupon of old-brand.test',
+    )
   })
 
   it('an app mounted with app.mount() bypasses (the mount strips its path); with app.route() it is cached', async () => {
@@ -171,8 +133,8 @@ describe('cacheControl on a hit, with a layer before the cache', () => {
         await next()
       }),
     )
-    expect((await get(base, '/home', crawler)).headers['cache-control']).toBe('public, max-age=60')
-    const hit = await get(base, '/home', visitor)
+    expect((await get(base, '/home', 'GET', crawler)).headers['cache-control']).toBe('public, max-age=60')
+    const hit = await get(base, '/home', 'GET', visitor)
     expect(hit.headers['cache-status']).toMatch(/^@cache; hit/)
     expect(hit.headers['set-cookie']).toEqual(['vid=alice; Path=/'])
     expect(hit.headers['cache-control']).toBeUndefined()
@@ -185,8 +147,8 @@ describe('cacheControl on a hit, with a layer before the cache', () => {
         if (!isCrawler(c)) setCookie(c, 'vid', 'alice')
       }),
     )
-    expect((await get(base, '/home', crawler)).headers['cache-control']).toBe('public, max-age=60')
-    const hit = await get(base, '/home', visitor)
+    expect((await get(base, '/home', 'GET', crawler)).headers['cache-control']).toBe('public, max-age=60')
+    const hit = await get(base, '/home', 'GET', visitor)
     expect(hit.headers['cache-status']).toMatch(/^@cache; hit/)
     expect(hit.headers['set-cookie']).toEqual(['vid=alice; Path=/'])
     expect(hit.headers['cache-control']).toBeUndefined()
@@ -199,8 +161,8 @@ describe('cacheControl on a hit, with a layer before the cache', () => {
         if (!isCrawler(c)) c.header('Vary', '*')
       }),
     )
-    expect((await get(base, '/home', crawler)).headers['cache-control']).toBe('public, max-age=60')
-    const hit = await get(base, '/home', visitor)
+    expect((await get(base, '/home', 'GET', crawler)).headers['cache-control']).toBe('public, max-age=60')
+    const hit = await get(base, '/home', 'GET', visitor)
     expect(hit.headers['cache-status']).toMatch(/^@cache; hit/)
     expect(hit.headers.vary).toBe('*')
     expect(hit.headers['cache-control']).toBeUndefined()
@@ -213,7 +175,7 @@ describe('cacheControl on a hit, with a layer before the cache', () => {
         setCookie(c, 'vid', 'alice')
       }),
     )
-    const miss = await get(base, '/home', visitor)
+    const miss = await get(base, '/home', 'GET', visitor)
     expect(miss.headers['set-cookie']).toEqual(['vid=alice; Path=/'])
     expect(miss.headers['cache-control']).toBeUndefined()
     expect(miss.headers['cache-status']).not.toMatch(/stored/)
@@ -227,14 +189,14 @@ describe('cacheControl on a hit, with a layer before the cache', () => {
         await next()
       }),
     )
-    expect((await get(base, '/home', crawler)).headers['cache-control']).toBe('public, max-age=60')
-    const api = await get(base, '/home', { 'user-agent': 'api' })
+    expect((await get(base, '/home', 'GET', crawler)).headers['cache-control']).toBe('public, max-age=60')
+    const api = await get(base, '/home', 'GET', { 'user-agent': 'api' })
     expect(api.headers['cache-status']).toMatch(/^@cache; hit/)
     expect(api.headers['cache-control']).toBe('no-store')
-    expect((await get(base, '/home', { 'user-agent': 'cdn' })).headers['cache-control']).toBe(
+    expect((await get(base, '/home', 'GET', { 'user-agent': 'cdn' })).headers['cache-control']).toBe(
       'public, max-age=5',
     )
-    expect((await get(base, '/home', crawler)).headers['cache-control']).toBe('public, max-age=60')
+    expect((await get(base, '/home', 'GET', crawler)).headers['cache-control']).toBe('public, max-age=60')
   })
 
   it('without Node (app.request), a Set-Cookie or Cache-Control it sets before await next() is kept on a hit', async () => {

@@ -1,0 +1,54 @@
+import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { type ServerType, serve as serveNode } from '@hono/node-server'
+import type { Hono } from 'hono'
+import { afterEach } from 'vitest'
+
+const servers: ServerType[] = []
+afterEach(async () => {
+  for (const server of servers.splice(0)) {
+    ;(server as { closeAllConnections?: () => void }).closeAllConnections?.()
+    await new Promise((resolve) => server.close(resolve))
+  }
+})
+
+/** Serves `app` on Node's Hono server, on a free loopback port, closed after the test. */
+export async function listen(app: Pick<Hono, 'fetch'>): Promise<string> {
+  const server = await new Promise<ServerType>((resolve) => {
+    const s = serveNode({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s))
+  })
+  servers.push(server)
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+}
+
+export interface Reply {
+  status: number
+  headers: IncomingHttpHeaders
+  body: Buffer
+  text: string
+}
+
+/** One request on its own connection, the body kept as bytes and as text. */
+export function get(
+  base: string,
+  path: string,
+  method = 'GET',
+  headers: Record<string, string> = {},
+): Promise<Reply> {
+  const { hostname, port } = new URL(base)
+  return new Promise((resolve, reject) => {
+    const options = { host: hostname, port, path, method, headers, agent: false, timeout: 5_000 }
+    const req = httpRequest(options, (res) => {
+      const chunks: Buffer[] = []
+      res.on('data', (chunk: Buffer) => chunks.push(chunk))
+      res.on('end', () => {
+        const body = Buffer.concat(chunks)
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, body, text: body.toString() })
+      })
+      res.on('error', reject)
+    })
+    req.on('timeout', () => req.destroy(new Error(`${path} timed out`)))
+    req.on('error', reject)
+    req.end()
+  })
+}
