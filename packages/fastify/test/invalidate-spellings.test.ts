@@ -3,7 +3,6 @@
  * reaches the entry of every spelling, in this process and from another one sharing the backend.
  */
 import { fork } from 'node:child_process'
-import { request } from 'node:http'
 import type { CacheBackend } from '@cache/core'
 import { memoryBackend } from '@cache/memory'
 import { redisBackend } from '@cache/redis'
@@ -12,6 +11,7 @@ import { FORWARDED_HOST_SPELLINGS, HOST_SPELLINGS } from '@cache/testing'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { cachePlugin, invalidateResponse } from '../src/index.js'
+import { get as httpGet } from './http-get.js'
 
 const INVALIDATE = new URL('./fixtures/invalidate-response.mjs', import.meta.url)
 
@@ -32,26 +32,8 @@ beforeAll(async () => {
 afterAll(() => redis?.stop())
 
 /** GET with the request target exactly as given (fetch would normalise some spellings). */
-function get(
-  port: number,
-  target: string,
-  headers: Record<string, string> = {},
-): Promise<{ status: number; body: string; cacheStatus: string }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path: target, headers, agent: false }, (res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (chunk: string) => {
-        body += chunk
-      })
-      res.on('end', () =>
-        resolve({ status: res.statusCode ?? 0, body, cacheStatus: String(res.headers['cache-status']) }),
-      )
-    })
-    req.on('error', reject)
-    req.end()
-  })
-}
+const get = (port: number, target: string, headers: Record<string, string> = {}) =>
+  httpGet(`http://127.0.0.1:${port}`, headers, { target })
 
 const ROUTER = {
   ignoreDuplicateSlashes: true,

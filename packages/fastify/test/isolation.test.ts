@@ -1,10 +1,10 @@
-import { request } from 'node:http'
 import { gunzipSync } from 'node:zlib'
 import { memoryBackend } from '@cache/memory'
 import compress from '@fastify/compress'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
 import { cachePlugin } from '../src/index.js'
+import { get } from './http-get.js'
 
 const apps: FastifyInstance[] = []
 afterEach(async () => {
@@ -19,25 +19,6 @@ function app(options?: FastifyServerOptions): FastifyInstance {
 
 async function listen(made: FastifyInstance): Promise<string> {
   return made.listen({ port: 0, host: '127.0.0.1' })
-}
-
-/** A GET over HTTP with the headers as given (fetch does not send a Host of its own choosing). */
-function get(url: string, headers: Record<string, string>): Promise<{ body: string; cacheStatus: string }> {
-  return new Promise((resolve, reject) => {
-    request(url, { headers }, (response) => {
-      const chunks: Buffer[] = []
-      response.on('data', (chunk: Buffer) => chunks.push(chunk))
-      response.on('end', () =>
-        resolve({
-          body: Buffer.concat(chunks).toString(),
-          cacheStatus: String(response.headers['cache-status']),
-        }),
-      )
-      response.on('error', reject)
-    })
-      .on('error', reject)
-      .end()
-  })
 }
 
 describe('two apps in one process', () => {

@@ -1,6 +1,4 @@
 import { mkdtempSync } from 'node:fs'
-import { request as httpRequest } from 'node:http'
-import { request as httpsRequest } from 'node:https'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { CacheEvent } from '@cache/core'
@@ -9,6 +7,7 @@ import { selfSignedCertificate } from '@cache/test-servers'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
 import { cachePlugin } from '../src/index.js'
+import { get as httpGet } from './http-get.js'
 
 const apps: FastifyInstance[] = []
 afterEach(async () => {
@@ -17,40 +16,9 @@ afterEach(async () => {
 
 const PROXY = '127.0.0.2'
 
-interface Answer {
-  body: string
-  cacheStatus: string
-}
-
-function get(
-  url: string,
-  options: { from?: string; headers?: Record<string, string>; ca?: string } = {},
-): Promise<Answer> {
-  const send = url.startsWith('https:') ? httpsRequest : httpRequest
-  return new Promise((resolve, reject) => {
-    send(
-      url,
-      {
-        agent: false,
-        headers: options.headers ?? {},
-        ...(options.from === undefined ? {} : { localAddress: options.from }),
-        ...(options.ca === undefined ? {} : { ca: options.ca }),
-      },
-      (response) => {
-        const chunks: Buffer[] = []
-        response.on('data', (chunk: Buffer) => chunks.push(chunk))
-        response.on('end', () =>
-          resolve({
-            body: Buffer.concat(chunks).toString(),
-            cacheStatus: String(response.headers['cache-status']),
-          }),
-        )
-      },
-    )
-      .on('error', reject)
-      .end()
-  })
-}
+/** `options.headers` sent as given; `from` and `ca` as the shared helper takes them. */
+const get = (url: string, options: { from?: string; headers?: Record<string, string>; ca?: string } = {}) =>
+  httpGet(url, options.headers, options)
 
 /** A route whose price changes, cached 60 s with 600 s of stale-while-revalidate on a settable clock. */
 async function shop(made: FastifyInstance) {

@@ -1,8 +1,8 @@
-import { request as httpRequest } from 'node:http'
 import { memoryBackend } from '@cache/memory'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
 import { cachePlugin } from '../src/index.js'
+import { get as httpGet } from './http-get.js'
 
 const apps: FastifyInstance[] = []
 afterEach(async () => {
@@ -15,41 +15,12 @@ function app(options?: FastifyServerOptions): FastifyInstance {
   return made
 }
 
-interface Answer {
-  status: number
-  body: string
-  cacheStatus: string
-}
-
-/** A GET over real HTTP, from `localAddress` (the loopback network has 127.0.0.0/8). */
-function get(base: string, path: string, options: { from?: string; host?: string } = {}): Promise<Answer> {
-  const url = new URL(path, base)
-  return new Promise((resolve, reject) => {
-    httpRequest(
-      {
-        host: url.hostname,
-        port: url.port,
-        path,
-        agent: false,
-        ...(options.from === undefined ? {} : { localAddress: options.from }),
-        ...(options.host === undefined ? {} : { headers: { host: options.host } }),
-      },
-      (response) => {
-        const chunks: Buffer[] = []
-        response.on('data', (chunk: Buffer) => chunks.push(chunk))
-        response.on('end', () =>
-          resolve({
-            status: response.statusCode ?? 0,
-            body: Buffer.concat(chunks).toString(),
-            cacheStatus: String(response.headers['cache-status']),
-          }),
-        )
-      },
-    )
-      .on('error', reject)
-      .end()
+/** A GET of `path` as given, from `options.from`, with `options.host` as its Host. */
+const get = (base: string, path: string, options: { from?: string; host?: string } = {}) =>
+  httpGet(base, options.host === undefined ? {} : { host: options.host }, {
+    target: path,
+    from: options.from,
   })
-}
 
 type Marked = { view?: string; preview?: boolean; legacy?: boolean }
 const INTERNAL = '127.0.0.2'
