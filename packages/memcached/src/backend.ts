@@ -216,6 +216,11 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     )
   }
 
+  /**
+   * Stores the value only if the key is absent (memcached ADD). One that times out is not undone
+   * (see `undoFor` in protocol.ts): it may have found the key taken, and a DELETE behind it would
+   * remove the value, or lock, another process holds. So it may have been applied.
+   */
   async add(key: string, value: unknown, ttl?: Duration): Promise<boolean> {
     const expiry = this.items.expiry(ttl)
     const bytes = this.items.encode(key, value)
