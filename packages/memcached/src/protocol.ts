@@ -70,6 +70,8 @@ interface Connection {
   onResponse(seq: number, fn: (response: RawResponse) => void): void
   onError(seq: number, fn: (error: unknown) => void): void
   write(blob: Buffer): void
+  /** Ends the connection's socket, if any (memjs's `Server.close`). */
+  close(): void
   /** Fails every request waiting on the server (and forgets them). */
   error(error: unknown): void
 }
@@ -393,6 +395,23 @@ export function flushWrites(client: memjs.Client): void {
   }
 }
 
+/**
+ * Closes the connections of `client` (the backend's `close()`), each once no request waits on it:
+ * at once if none does, else when the last is answered or given up. Ended with requests waiting,
+ * a connection could no longer carry their undos if they were given up (see {@link abandon}): a
+ * server frozen at `close()` would apply, when it resumes, writes reported failed. Call
+ * {@link flushWrites} first: what the current tick has for the servers is then written.
+ */
+export function closeWhenSettled(client: memjs.Client): void {
+  for (const server of client.servers as unknown as Connection[]) {
+    if ((waiting.get(server)?.size ?? 0) === 0) server.close()
+    else closing.add(server)
+  }
+}
+
+/** Connections to close once no request waits on them (see {@link closeWhenSettled}). */
+const closing = new WeakSet<Connection>()
+
 function deadlineOf(server: Connection, outbox: Outbox, timeoutMs: number): Deadline {
   const current = outbox.deadline
   if (current !== undefined && current.timeoutMs === timeoutMs) return current
@@ -570,9 +589,11 @@ function settled(
     if (outbox.deadline === deadline) outbox.deadline = undefined
     forget(deadline.watch)
   }
+  if (!pending.delete(seq) || pending.size > 0) return
   // An idle connection does not keep the process alive: a script that never calls close()
   // exits once its work is done.
-  if (pending.delete(seq) && pending.size === 0 && idleUnref.has(server)) server._socket?.unref()
+  if (idleUnref.has(server)) server._socket?.unref()
+  if (closing.delete(server)) server.close()
 }
 
 /**

@@ -108,3 +108,25 @@ describe('the undo of a write whose outcome is unknown', () => {
     expect(undoFor(request(Opcode.delete, 'ns#1:k', undefined, undefined, cas))).toBeUndefined()
   })
 })
+
+describe('close() while writes wait on a frozen server', () => {
+  it('still undoes them: a write reported failed is never applied when the server resumes', async () => {
+    const { writer, reader } = processes('close-frozen')
+    await reader.set('k', 'before')
+    await reader.setMany([{ key: 'm', value: 'before' }])
+    expect(await writer.get('k')).toBe('before')
+    const errors = await frozenDuring(async () => {
+      const calls = [
+        failure(writer.set('k', 'reported failed')),
+        failure(writer.setMany([{ key: 'm', value: 'reported failed' }])),
+      ]
+      // Written, then close() before any answer can come.
+      await new Promise((resolve) => setImmediate(resolve))
+      await writer.close()
+      return Promise.all(calls)
+    })
+    for (const error of errors) expect(error).toBeInstanceOf(CacheTimeoutError)
+    expect(await reader.get('k')).not.toBe('reported failed')
+    expect(await reader.get('m')).not.toBe('reported failed')
+  })
+})
