@@ -26,6 +26,7 @@ import {
   Status,
   storeRequest,
   clearBuffersOnFailure,
+  closeWhenSettled,
   unrefWhenIdle,
 } from './protocol.js'
 
@@ -216,6 +217,11 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     )
   }
 
+  /**
+   * Stores the value only if the key is absent (memcached ADD). One that times out is not undone
+   * (see `undoFor` in protocol.ts): it may have found the key taken, and a DELETE behind it would
+   * remove the value, or lock, another process holds. So it may have been applied.
+   */
   async add(key: string, value: unknown, ttl?: Duration): Promise<boolean> {
     const expiry = this.items.expiry(ttl)
     const bytes = this.items.encode(key, value)
@@ -358,14 +364,18 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     return removed.filter(Boolean).length
   }
 
-  /** Closes the connections this backend opened (not a client passed in). Idempotent. */
+  /**
+   * Closes the connections this backend opened (not a client passed in), each once no request
+   * waits on it: a request in flight is answered, or given up at its timeout and undone as ever
+   * (see the README, "Failure behaviour"). Resolves at once. Idempotent.
+   */
   async close(): Promise<void> {
     if (!this.markClosed()) return
     this.pool.close()
     // What this tick sent goes out before the connections end: it is answered, as it would be
     // had it been written at once.
     flushWrites(this.client)
-    if (this.ownsClient) this.client.close()
+    if (this.ownsClient) closeWhenSettled(this.client)
   }
 
   /**

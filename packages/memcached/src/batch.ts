@@ -6,6 +6,9 @@ import type { Links, Refused } from './links.js'
 import { Opcode, type Response, request, Status, storeRequest } from './protocol.js'
 import type { Outcome, Routes } from './routing.js'
 
+/** What a batch read found for one key (a failure is counted as an error where it happened). */
+type Read = 'hit' | 'miss' | 'failed'
+
 /** What the batches use of their backend. */
 export interface BatchDeps {
   routes: Routes
@@ -25,38 +28,42 @@ export class Batches {
   /**
    * Reads many keys in one round trip per server: the keys of each server go out in one write as
    * quiet GETs (GETKQ, answered only on a hit) ended by a NOOP, with that server's generation read.
-   * Rejects (after every server answered) with the first failure, e.g. a server that is down.
+   * Rejects (after every server answered) with the first failure, e.g. a server that is down; the
+   * hits and misses of the keys that were answered are counted all the same.
    */
   async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
     const found = await this.many('get', keys, (mkey) => request(Opcode.getkq, mkey), false)
     const values: (T | undefined)[] = new Array(keys.length).fill(undefined)
-    // Hits and misses are counted once every key is answered: a call that rejects counts none.
-    const hit: boolean[] = new Array(keys.length).fill(false)
+    // Hits and misses are counted once every key is answered, also when the call rejects for
+    // other keys: what the servers that answered said stays in the stats.
+    const read: Read[] = new Array(keys.length).fill('miss')
     let failure: unknown
     for (let i = 0; i < keys.length; i++) {
       const outcome = found[i]!
       if ('error' in outcome) {
         failure ??= outcome.error
+        read[i] = 'failed'
         continue
       }
       const response = outcome.value
       if (response === undefined || isExpired(response.flags, this.deps.items.now())) continue
+      read[i] = 'failed'
       if (response.status !== Status.ok) {
         failure ??= this.deps.items.failure('get', response.status, keys[i]!)
         continue
       }
       try {
         values[i] = this.deps.items.decode(response.value) as T
-        hit[i] = true
+        read[i] = 'hit'
       } catch (error) {
         failure ??= error
       }
     }
-    if (failure !== undefined) throw failure
     for (let i = 0; i < keys.length; i++) {
-      if (hit[i]) this.deps.observer.hit(keys[i]!)
-      else this.deps.observer.miss(keys[i]!)
+      if (read[i] === 'hit') this.deps.observer.hit(keys[i]!)
+      else if (read[i] === 'miss') this.deps.observer.miss(keys[i]!)
     }
+    if (failure !== undefined) throw failure
     return values
   }
 

@@ -70,6 +70,8 @@ interface Connection {
   onResponse(seq: number, fn: (response: RawResponse) => void): void
   onError(seq: number, fn: (error: unknown) => void): void
   write(blob: Buffer): void
+  /** Ends the connection's socket, if any (memjs's `Server.close`). */
+  close(): void
   /** Fails every request waiting on the server (and forgets them). */
   error(error: unknown): void
 }
@@ -222,8 +224,9 @@ export function doneWhenSettled<T>(start: () => Promise<T>, done: Done<T>): void
  * not replayed.
  *
  * When a deadline passes, the connection is given up ({@link abandon}): every request waiting on
- * it fails at once, and each of them that changes data (`undoable`) is followed on that same
- * connection by the request that undoes it, before the connection is closed.
+ * it fails at once, and each write among them that has an undo (a plain SET, see {@link undoFor};
+ * none when `undoable` is false) is followed on that same connection by it, before the
+ * connection is closed.
  */
 export function sendNow(
   client: memjs.Client,
@@ -261,7 +264,7 @@ export function send(
  * calls `done` once the NOOP is answered with each request's answer, or undefined where the
  * server answered nothing (a GETKQ miss, a SETQ that succeeded). memcached answers in order, so
  * by the NOOP's answer every request before it has been run. One deadline for the whole write; if
- * it is given up, each write in it is undone (see {@link abandon}).
+ * it is given up, each SETQ in it is undone (see {@link abandon}).
  */
 export function sendQuiet(
   client: memjs.Client,
@@ -391,6 +394,23 @@ export function flushWrites(client: memjs.Client): void {
     if (outbox !== undefined) flush(server, outbox)
   }
 }
+
+/**
+ * Closes the connections of `client` (the backend's `close()`), each once no request waits on it:
+ * at once if none does, else when the last is answered or given up. Ended with requests waiting,
+ * a connection could no longer carry their undos if they were given up (see {@link abandon}): a
+ * server frozen at `close()` would apply, when it resumes, writes reported failed. Call
+ * {@link flushWrites} first: what the current tick has for the servers is then written.
+ */
+export function closeWhenSettled(client: memjs.Client): void {
+  for (const server of client.servers as unknown as Connection[]) {
+    if ((waiting.get(server)?.size ?? 0) === 0) server.close()
+    else closing.add(server)
+  }
+}
+
+/** Connections to close once no request waits on them (see {@link closeWhenSettled}). */
+const closing = new WeakSet<Connection>()
 
 function deadlineOf(server: Connection, outbox: Outbox, timeoutMs: number): Deadline {
   const current = outbox.deadline
@@ -569,9 +589,11 @@ function settled(
     if (outbox.deadline === deadline) outbox.deadline = undefined
     forget(deadline.watch)
   }
+  if (!pending.delete(seq) || pending.size > 0) return
   // An idle connection does not keep the process alive: a script that never calls close()
   // exits once its work is done.
-  if (pending.delete(seq) && pending.size === 0 && idleUnref.has(server)) server._socket?.unref()
+  if (idleUnref.has(server)) server._socket?.unref()
+  if (closing.delete(server)) server.close()
 }
 
 /**
@@ -592,10 +614,10 @@ function forget(watch: Watch): void {
 /**
  * Gives up a connection whose server did not answer in time. A frozen (or overloaded) server
  * runs what is in its input buffer when it resumes, so a write reported failed would still be
- * applied: each one waiting on this connection is followed by its undo (a DELETE of the key
- * after a SET/ADD, a DECR after an INCR), then the connection is ended, not reset, so that the
- * server reads all of it, in order. Every request waiting on it fails now; the next one opens a
- * new connection.
+ * applied: each one waiting on this connection that can be undone without destroying another
+ * value (see {@link undoFor}: a DELETE of the key after a plain SET) is followed by its undo,
+ * then the connection is ended, not reset, so that the server reads all of it, in order. Every
+ * request waiting on it fails now; the next one opens a new connection.
  */
 function abandon(server: Connection, reason: string): void {
   const socket = server._socket
@@ -631,19 +653,20 @@ function undosOf(blob: Buffer): Buffer[] {
 }
 
 /**
- * The request that undoes `buf` when the server runs both in order: DELETE after a SET(Q) or ADD of
- * a value (the key is then absent: a miss, never the value reported failed), DECR by the same
- * amount after an INCR. Undefined for requests that change nothing worth undoing (reads, deletes).
+ * The request that undoes `buf`, a write whose outcome is unknown, when the server runs both in
+ * order — never one that could destroy a value the write did not replace. Only an unconditional
+ * SET(Q) has one, a DELETE of its key: if the set landed, it replaced whatever the key held, so
+ * the key becomes a miss (never the value reported failed), which takes nothing the set had not.
+ * Every other write may have changed nothing, so it is left as it is (and may have been applied):
+ * an ADD may have found the key taken (another process's value, a lock), a write carrying a CAS
+ * may have been refused because another process wrote the key since (the writes of `incr`,
+ * `atomicUpdate`, and of an `add` over an expired item), a DELETE cannot be given back, and an
+ * INCR is sent only to the generation counters, which are never given back.
  */
 export function undoFor(buf: Buffer): Buffer | undefined {
   const opcode = buf[1]
-  if (opcode === Opcode.increment) {
-    const undo = Buffer.from(buf)
-    undo[1] = Opcode.decrement
-    undo.writeUInt32BE(0, 12)
-    return undo
-  }
-  if (opcode !== Opcode.set && opcode !== Opcode.add && opcode !== Opcode.setq) return undefined
+  if (opcode !== Opcode.set && opcode !== Opcode.setq) return undefined
+  if (buf.readBigUInt64BE(16) !== 0n) return undefined
   const keyStart = 24 + buf[4]!
   const key = buf.toString('latin1', keyStart, keyStart + buf.readUInt16BE(2))
   return request(Opcode.delete, key)

@@ -210,6 +210,22 @@ describe('getMany and setMany', () => {
     expect(cache.serverStats().map((r) => r.state)).toEqual(['up', 'down', 'up'])
   })
 
+  it('with one of two servers down, counts the hits and misses of the server that answered', async () => {
+    const list = [names[0]!, names[1]!]
+    const cache = pool(list, 'down-stats')
+    const [hitA, hitB, missA] = keysOn(cache, names[0]!, 3)
+    const onDown = keysOn(cache, names[1]!, 2)
+    await cache.setMany([hitA!, hitB!, ...onDown].map((key) => ({ key, value: key })))
+    const before = { ...cache.stats }
+    await servers[1]!.process!.kill()
+    const read = await settle(cache.getMany([hitA!, ...onDown, missA!, hitB!]))
+    expect(read.error).toMatchObject({ server: names[1], partial: true })
+    // The healthy server's answer: two hits and a miss. The down server's keys are errors.
+    expect(cache.stats.hits - before.hits).toBe(2)
+    expect(cache.stats.misses - before.misses).toBe(1)
+    expect(cache.stats.errors - before.errors).toBe(onDown.length)
+  })
+
   it('counts a failed read of several keys against the server as that many failed reads (it is ejected)', async () => {
     const cache = pool(names, 'eject')
     const frozen = keysOn(cache, names[2]!, 4)

@@ -54,3 +54,11 @@ export async function storedKey(port: number, namespace: string, key: string): P
   if (!match) throw new Error(`no generation for ${namespace}: ${reply}`)
   return `${namespace}#${BigInt(match[1]!).toString(36)}:${key}`
 }
+
+/** One of a server's `stats` figures (e.g. `curr_connections`), as a number. */
+export async function serverStat(port: number, name: string): Promise<number> {
+  const reply = await ascii(port, 'stats', /END\r\n$/)
+  const match = new RegExp(`^STAT ${name} (\\d+)\\r?$`, 'm').exec(reply)
+  if (!match) throw new Error(`no stat ${name}`)
+  return Number(match[1])
+}

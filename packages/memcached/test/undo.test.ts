@@ -1,0 +1,132 @@
+import { CacheTimeoutError } from '@cache/core'
+import { type MemcachedServer, startMemcached } from '@cache/test-servers'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { expiryFor } from '../src/expiry.js'
+import { type MemcachedBackend, memcachedBackend } from '../src/index.js'
+import { Opcode, request, storeRequest, undoFor } from '../src/protocol.js'
+import { serverStat } from './raw.js'
+
+/**
+ * What a write given up on a frozen server leaves behind once the server resumes and runs what it
+ * had read: the write, then whatever was sent after it on the same connection.
+ */
+
+let server: MemcachedServer
+beforeAll(async () => {
+  server = await startMemcached({ spawn: true })
+})
+afterAll(async () => {
+  server.process!.thaw()
+  await server.stop()
+})
+
+const open: MemcachedBackend[] = []
+afterEach(async () => {
+  server.process!.thaw()
+  await Promise.all(open.splice(0).map((cache) => cache.close()))
+})
+
+/**
+ * `writer` times out (300 ms) and is not retried during the test (so no generation bump hides what
+ * the server did); `reader`, another process, sends nothing while the server is frozen.
+ */
+function processes(namespace: string): { writer: MemcachedBackend; reader: MemcachedBackend } {
+  const writer = memcachedBackend(server.server, {
+    namespace,
+    timeout: '300ms',
+    logger: false,
+    eject: { retryAfter: '60s' },
+  })
+  const reader = memcachedBackend(server.server, { namespace, timeout: '2s', logger: false })
+  open.push(writer, reader)
+  return { writer, reader }
+}
+
+/**
+ * Freezes the server while `work` runs, then resumes it and waits until it has read every
+ * connection given up meanwhile to its end and closed it: what they carried has been run.
+ */
+async function frozenDuring<T>(work: () => Promise<T>): Promise<T> {
+  const connections = await serverStat(server.port, 'curr_connections')
+  await server.process!.freeze()
+  let result: T
+  try {
+    result = await work()
+  } finally {
+    server.process!.thaw()
+  }
+  const deadline = Date.now() + 5000
+  while ((await serverStat(server.port, 'curr_connections')) >= connections) {
+    if (Date.now() > deadline) throw new Error('the given-up connection was never closed')
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  return result
+}
+
+const failure = (call: Promise<unknown>) =>
+  call.then(
+    () => undefined,
+    (error: unknown) => error,
+  )
+
+describe('a write given up on a frozen server', () => {
+  it('an add that times out on a key that exists leaves its value, for every other process', async () => {
+    const { writer, reader } = processes('add-exists')
+    await reader.set('lock', 'held by another process')
+    expect(await writer.get('lock')).toBe('held by another process')
+    const error = await frozenDuring(() => failure(writer.add('lock', 'mine')))
+    expect(error).toBeInstanceOf(CacheTimeoutError)
+    expect(await reader.get('lock')).toBe('held by another process')
+  })
+
+  it('a set that times out is still undone: no other process reads the value reported failed', async () => {
+    const { writer, reader } = processes('set-undone')
+    await reader.set('k', 'before')
+    expect(await writer.get('k')).toBe('before')
+    const error = await frozenDuring(() => failure(writer.set('k', 'reported failed')))
+    expect(error).toBeInstanceOf(CacheTimeoutError)
+    expect(await reader.get('k')).toBeUndefined()
+  })
+})
+
+describe('the undo of a write whose outcome is unknown', () => {
+  const expiry = expiryFor(undefined, Date.now())
+  const value = Buffer.from('v')
+  const cas = Buffer.from([0, 0, 0, 0, 0, 0, 0, 7])
+
+  it('removes the key behind an unconditional set (what it replaced is gone either way)', () => {
+    for (const opcode of [Opcode.set, Opcode.setq]) {
+      const undo = undoFor(storeRequest(opcode, 'ns#1:k', expiry, value))
+      expect(undo?.equals(request(Opcode.delete, 'ns#1:k'))).toBe(true)
+    }
+  })
+
+  it('is nothing for writes that may have changed nothing: add, a write carrying a CAS, delete', () => {
+    expect(undoFor(storeRequest(Opcode.add, 'ns#1:k', expiry, value))).toBeUndefined()
+    expect(undoFor(storeRequest(Opcode.set, 'ns#1:k', expiry, value, cas))).toBeUndefined()
+    expect(undoFor(request(Opcode.delete, 'ns#1:k'))).toBeUndefined()
+    expect(undoFor(request(Opcode.delete, 'ns#1:k', undefined, undefined, cas))).toBeUndefined()
+  })
+})
+
+describe('close() while writes wait on a frozen server', () => {
+  it('still undoes them: a write reported failed is never applied when the server resumes', async () => {
+    const { writer, reader } = processes('close-frozen')
+    await reader.set('k', 'before')
+    await reader.setMany([{ key: 'm', value: 'before' }])
+    expect(await writer.get('k')).toBe('before')
+    const errors = await frozenDuring(async () => {
+      const calls = [
+        failure(writer.set('k', 'reported failed')),
+        failure(writer.setMany([{ key: 'm', value: 'reported failed' }])),
+      ]
+      // Written, then close() before any answer can come.
+      await new Promise((resolve) => setImmediate(resolve))
+      await writer.close()
+      return Promise.all(calls)
+    })
+    for (const error of errors) expect(error).toBeInstanceOf(CacheTimeoutError)
+    expect(await reader.get('k')).not.toBe('reported failed')
+    expect(await reader.get('m')).not.toBe('reported failed')
+  })
+})
