@@ -85,6 +85,28 @@ describe('a layer before the cache that hands on a Request with another URL', ()
     )
   })
 
+  it("a fetch of yours that hands app.fetch another URL, with the server's env, bypasses: the draft is never stored", async () => {
+    const previews = new WeakSet<Request>()
+    const app = new Hono().get('/page', cacheResponse({ ttl: 60, backend: memoryBackend() }), (c) =>
+      c.text(previews.has(c.req.raw) ? 'DRAFT' : 'published'),
+    )
+    const base = await listen({
+      fetch: (request: Request, env?: unknown) => {
+        const url = new URL(request.url)
+        if (url.searchParams.get('preview') !== '1') return app.fetch(request, env)
+        url.searchParams.delete('preview')
+        const rewritten = new Request(url, request)
+        previews.add(rewritten)
+        return app.fetch(rewritten, env)
+      },
+    })
+    const editor = await get(base, '/page?preview=1')
+    expect(editor.text).toBe('DRAFT')
+    expect(editor.headers['cache-status']).toBe('@cache; fwd=request; detail=rewritten-url')
+    expect((await get(base, '/page')).text).toBe('published')
+    expect((await get(base, '/page')).headers['cache-status']).toMatch(/^@cache; hit/)
+  })
+
   it('an app mounted with app.mount() bypasses (the mount strips its path); with app.route() it is cached', async () => {
     const inner = () =>
       new Hono().get('/products', cacheResponse({ ttl: 60, backend: memoryBackend() }), (c) =>
