@@ -630,7 +630,9 @@ function abandon(server: Connection, reason: string): void {
     socket.resume()
     socket.setTimeout(LINGER_MS, () => socket.destroy())
     if (server.connected) {
-      if (undos.length > 0) socket.write(Buffer.concat(undos))
+      // Once the undos are in the kernel's hands, it delivers them even if this process exits:
+      // a connection nobody waits on does not keep the process alive while the server stays silent.
+      socket.write(Buffer.concat(undos), () => socket.unref())
       socket.end()
     } else socket.destroy() // not connected yet: nothing was written
   }
