@@ -227,13 +227,15 @@ describe('nearCache: a subscriber that cannot set up', () => {
   })
   afterAll(() => server?.stop())
 
-  // A client passed in without `commandTimeout` gets the backend's deadline on the set-up too.
+  // A client passed in without `commandTimeout` gets the backend's deadline on the set-up too;
+  // one with it hands its own to the invalidation connection.
   it.each([
-    ['built from a URL', false],
-    ['passed in', true],
+    ['built from a URL', undefined],
+    ['passed in', {}],
+    ['passed in with its own commandTimeout', { commandTimeout: 200 }],
   ])(
     'reads from Redis, reports once, and serves copies again when the invalidation connection stops answering while it subscribes (client %s)',
-    async (_, passed) => {
+    async (_, passed: { commandTimeout?: number } | undefined) => {
       const proxy = await startFaultProxy(server)
       const log = recorder()
       const own = passed
@@ -242,6 +244,7 @@ describe('nearCache: a subscriber that cannot set up', () => {
             enableOfflineQueue: false,
             maxRetriesPerRequest: 0,
             retryStrategy: () => 100,
+            ...passed,
           })
         : undefined
       const reader = redisBackend(own ?? `redis://127.0.0.1:${proxy.port}?connectionName=reader`, {
