@@ -1,9 +1,15 @@
-import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { createRequire } from 'node:module'
 import { pathToFileURL } from 'node:url'
 import { CacheUnavailableError } from '@cache/core'
-import { freePort, type MemcachedServer, recorder, startMemcached, until } from '@cache/test-servers'
+import {
+  freePort,
+  type MemcachedServer,
+  recorder,
+  runNodeScript,
+  startMemcached,
+  until,
+} from '@cache/test-servers'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { type MemcachedBackend, memcachedBackend } from '../src/index.js'
 
@@ -167,26 +173,10 @@ describe('a script that never calls close()', () => {
     await server?.stop()
   })
 
-  function run(source: string, ms = 8_000): Promise<{ code: number | 'hung'; output: string }> {
-    const child = spawn(process.execPath, ['--input-type=module', '-e', source], { stdio: 'pipe' })
-    let output = ''
-    child.stdout.on('data', (chunk) => (output += chunk))
-    child.stderr.on('data', (chunk) => (output += chunk))
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        child.kill('SIGKILL')
-        resolve({ code: 'hung', output })
-      }, ms)
-      child.once('exit', (code) => {
-        clearTimeout(timer)
-        resolve({ code: code ?? -1, output })
-      })
-    })
-  }
   const memcached = pathToFileURL(join(__dirname, '../dist/index.js')).href
 
   it('exits once its work is done, and waits for replies in flight', async () => {
-    const { code, output } = await run(`
+    const { code, output } = await runNodeScript(`
       const { memcachedBackend } = await import(${JSON.stringify(memcached)})
       const cache = memcachedBackend(${JSON.stringify(server.server)}, { namespace: 'exit-test' })
       await cache.set('k', 'v')
@@ -200,7 +190,7 @@ describe('a script that never calls close()', () => {
 
   it("leaves a client passed in as it was: its owner's own requests still keep the process alive", async () => {
     const memjsUrl = pathToFileURL(require.resolve('memjs')).href
-    const { code, output } = await run(`
+    const { code, output } = await runNodeScript(`
       const { memcachedBackend } = await import(${JSON.stringify(memcached)})
       const { default: memjs } = await import(${JSON.stringify(memjsUrl)})
       const client = memjs.Client.create(${JSON.stringify(server.server)})
@@ -219,7 +209,7 @@ describe('a script that never calls close()', () => {
 
   it('exits with memcached unreachable, after saying so', async () => {
     const port = await freePort()
-    const { code, output } = await run(`
+    const { code, output } = await runNodeScript(`
       const { memcachedBackend } = await import(${JSON.stringify(memcached)})
       const cache = memcachedBackend('127.0.0.1:${port}')
       await new Promise((resolve) => setTimeout(resolve, 100))

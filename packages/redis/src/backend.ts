@@ -87,7 +87,8 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
         'not available on a Redis Cluster (one server or Sentinel only)',
       )
     }
-    this.near = near === undefined ? undefined : new NearCache(this.client as Redis, near, this.observer)
+    this.near =
+      near === undefined ? undefined : new NearCache(this.connection, near, this.observer, settings.logger)
     const parts: BackendParts = {
       client: this.client,
       connection: this.connection,
@@ -122,7 +123,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     if (this.near !== undefined && !(await this.near.whenActive(deadline - Date.now())))
       throw new CacheUnavailableError(
         'redis',
-        `redis: nearCache: tracking not on within ${ms} ms (Redis 6+ needed)`,
+        `redis: nearCache: tracking not on within ${ms} ms (${this.near.whyOff() ?? 'Redis 6+ needed'})`,
       )
   }
 

@@ -24,7 +24,7 @@ import {
   type RedisClient,
   type RedisConnection,
 } from './client.js'
-import { CommandDeadlines, type IoredisCommand } from './deadlines.js'
+import { CommandDeadlines, timeEveryCommand } from './deadlines.js'
 import { translateError } from './errors.js'
 import { handleAskingFailures } from './slots.js'
 import { SwitchOverGuard } from './switch-over.js'
@@ -116,7 +116,13 @@ export class Connection {
       clientTimeout === undefined
         ? new CommandDeadlines(this.timeoutMs, this.bytesRead, this.timedOut, this.tickCorked)
         : undefined
-    if (this.owned && this.deadlines !== undefined) this.timeEveryCommand(this.deadlines)
+    // Every command of the client we built (a command the backend sends, and one your code sends
+    // on `backend.client`) gets its deadline: rejected with ioredis's `Command timed out`, it
+    // holds the process while it waits, as before.
+    if (this.owned && this.deadlines !== undefined)
+      timeEveryCommand(this.client, this.deadlines, (promise) => {
+        this.lastSent = promise
+      })
     this.slowness = new SlowServerWatch(this.timeoutMs)
     // Without a listener ioredis prints every connection error; we count them instead.
     this.client.on('error', this.onClientError)
@@ -332,24 +338,6 @@ export class Connection {
   timed<T>(command: Promise<T>, operation: string): Promise<T> {
     if (this.deadlines === undefined || command === this.lastSent) return command
     return this.deadlines.watch(command, operation)
-  }
-
-  /**
-   * Gives every command of the client we built its deadline, in place of ioredis's
-   * `commandTimeout` (a command the backend sends, and one your code sends on `backend.client`):
-   * rejected with ioredis's `Command timed out`, it holds the process while it waits, as before.
-   */
-  private timeEveryCommand(deadlines: CommandDeadlines): void {
-    const client = this.client as unknown as {
-      sendCommand(command: IoredisCommand, stream?: unknown, node?: unknown): unknown
-    }
-    const send = client.sendCommand
-    const connection = this
-    client.sendCommand = function (this: unknown, command, stream, node) {
-      deadlines.watchCommand(command)
-      connection.lastSent = command.promise
-      return send.call(this, command, stream, node)
-    }
   }
 
   private readonly timedOut = (operation: string): Error =>

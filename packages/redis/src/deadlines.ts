@@ -87,6 +87,11 @@ export class CommandDeadlines {
      * corks the tick's commands, see {@link Connection.corkTick}): no callback of our own then.
      */
     private readonly sealedByConnection: () => boolean = () => false,
+    /**
+     * The timer holds the process while commands wait (a caller awaits them). False for commands
+     * no caller awaits (a subscriber setting itself up): they never keep the process alive.
+     */
+    private readonly holdsProcess = true,
   ) {}
 
   /** `command`'s outcome, or its {@link timedOut} error once its deadline passed without one. */
@@ -136,7 +141,7 @@ export class CommandDeadlines {
     batch.rejects.push(reject)
     batch.operations.push(operation)
     batch.open++
-    if (this.waiting++ === 0 && !this.refed && this.timer !== undefined) {
+    if (this.waiting++ === 0 && this.holdsProcess && !this.refed && this.timer !== undefined) {
       this.timer.ref()
       this.refed = true
     }
@@ -174,7 +179,7 @@ export class CommandDeadlines {
   private arm(ms: number): void {
     this.readAtArm = this.bytesRead()
     this.timer = setTimeout(this.fire, Math.max(1, Math.ceil(ms)))
-    this.refed = this.waiting > 0
+    this.refed = this.holdsProcess && this.waiting > 0
     if (!this.refed) this.timer.unref()
   }
 
@@ -242,5 +247,26 @@ export class CommandDeadlines {
       const operation = operations[i]
       reject(operation === undefined ? new Error('Command timed out') : this.timedOut(operation))
     }
+  }
+}
+
+/**
+ * Gives every command `client` sends its deadline from `deadlines` (see
+ * {@link CommandDeadlines.watchCommand}), in place of ioredis's `commandTimeout`: also the ones
+ * ioredis sends by itself on each connection (`CLIENT SETNAME`, the ready check's `INFO`), so a
+ * server that stops answering while the client sets up fails it (ioredis then reconnects) instead
+ * of holding it for good. `sent`, if given, sees each command's promise as it goes.
+ */
+export function timeEveryCommand(
+  client: object,
+  deadlines: CommandDeadlines,
+  sent?: (promise: Promise<unknown>) => void,
+): void {
+  const target = client as { sendCommand(command: IoredisCommand, stream?: unknown, node?: unknown): unknown }
+  const send = target.sendCommand
+  target.sendCommand = function (this: unknown, command, stream, node) {
+    deadlines.watchCommand(command)
+    sent?.(command.promise)
+    return send.call(this, command, stream, node)
   }
 }

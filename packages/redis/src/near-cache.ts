@@ -1,11 +1,23 @@
 import { randomUUID } from 'node:crypto'
-import { CacheUnavailableError, type Duration } from '@cache/core'
-import { type CacheObserver, countOption, durationOption, unrefRedisClient } from '@cache/core/backend'
+import { CacheTimeoutError, CacheUnavailableError, type Duration, type LoggerOption } from '@cache/core'
+import {
+  type CacheObserver,
+  countOption,
+  durationOption,
+  IncidentLog,
+  unrefRedisClient,
+} from '@cache/core/backend'
 import type { Redis } from 'ioredis'
+import { commandTimeoutOf } from './client.js'
+import type { Connection } from './connection.js'
+import { CommandDeadlines, timeEveryCommand } from './deadlines.js'
 import { translateError } from './errors.js'
 
 /** Where Redis publishes invalidations for a client that redirects them (RESP2). */
 const INVALIDATE = '__redis__:invalidate'
+
+/** The incident of copies being off for a failure (see {@link NearCache.report}). */
+const OFF = 'near cache off'
 
 /** The `nearCache` option as an object. */
 export interface NearCacheOptions {
@@ -51,13 +63,24 @@ export interface NearEntry {
  *
  * Copies are keyed by the bytes of the key as Redis stores it (UTF-8), and invalidations are
  * matched by bytes, so keys that are not plain text match too.
+ *
+ * Every command of the set-up (the subscriber's own `CLIENT SETNAME` and ready check, `CLIENT ID`,
+ * `SUBSCRIBE`, then `CLIENT TRACKING`) has the backend's `timeout`: a server that stops answering
+ * meanwhile fails the set-up, and the subscriber reconnects, instead of leaving it waiting for
+ * good. Until a set-up completes on the subscriber's current connection, copies are off and reads
+ * go to Redis. A failure that turns copies off is reported once (counted, an `error` event,
+ * logged) until they are served again.
  */
 export class NearCache {
   private readonly entries = new Map<string, NearEntry>()
   /** Reads under way: key → the token of the latest one. */
   private readonly reading = new Map<string, number>()
   private nextToken = 0
+  private readonly client: Redis
   private readonly subscriber: Redis
+  private readonly incidents: IncidentLog
+  /** Why copies went off last, for {@link whyOff}. */
+  private offReason: string | undefined
   private readonly maxKeys: number
   private readonly heartbeatMs: number
   private readonly beatChannel = `__cache_near__:${randomUUID()}`
@@ -78,19 +101,38 @@ export class NearCache {
   private readonly timer: NodeJS.Timeout
 
   constructor(
-    private readonly client: Redis,
+    private readonly connection: Connection,
     settings: NearCacheSettings,
     private readonly observer: CacheObserver,
+    logger?: LoggerOption,
   ) {
+    const client = connection.client as Redis
+    this.client = client
+    this.incidents = new IncidentLog(logger)
     this.maxKeys = settings.maxKeys
     this.heartbeatMs = settings.heartbeatMs
     // Subscribed anew on each connection, after CLIENT ID (refused once subscribed).
-    this.subscriber = client.duplicate({
+    const subscriber = client.duplicate({
       connectionName: 'cache-near-invalidations',
       enableOfflineQueue: true,
       autoResubscribe: false,
       lazyConnect: false,
     })
+    this.subscriber = subscriber
+    // The backend's deadline on every command of the subscriber (a client passed in with its own
+    // `commandTimeout` hands that down to its duplicate, which enforces it). No caller awaits
+    // them: they do not keep the process alive.
+    if (commandTimeoutOf(subscriber) === undefined) {
+      const timeoutMs = connection.timeoutMs
+      const deadlines = new CommandDeadlines(
+        timeoutMs,
+        () => subscriber.stream?.bytesRead ?? 0,
+        (operation) => new CacheTimeoutError('redis', `${operation} on ${connection.address}`, timeoutMs),
+        undefined,
+        false,
+      )
+      timeEveryCommand(subscriber, deadlines)
+    }
     unrefRedisClient(this.subscriber)
     this.subscriber.on('error', this.onError)
     this.subscriber.on('messageBuffer', this.onMessage)
@@ -145,6 +187,11 @@ export class NearCache {
     return this.serving()
   }
 
+  /** Why copies are off, if a failure turned them off and they have not been served since. */
+  whyOff(): string | undefined {
+    return this.incidents.has(OFF) ? this.offReason : undefined
+  }
+
   close(): void {
     this.closed = true
     clearInterval(this.timer)
@@ -186,15 +233,28 @@ export class NearCache {
     this.reading.delete(id)
   }
 
+  /**
+   * Sets up the subscriber's new connection: its id, then the subscriptions. Each step is checked
+   * to still be on that connection (one that dropped meanwhile may have given way to another, whose
+   * id differs: tracking redirected to it would send invalidations to some other client).
+   */
   private readonly onSubscriberReady = (): void => {
     const subscriber = this.subscriber
+    const link = subscriber.stream
+    const current = () => !this.closed && subscriber.status === 'ready' && subscriber.stream === link
     ;(async () => {
       const id = Number(await subscriber.call('CLIENT', 'ID'))
+      if (!current()) return
       await subscriber.subscribe(INVALIDATE, this.beatChannel)
-      if (subscriber.status !== 'ready') return
+      if (!current()) return
       this.subscriberId = id
       this.enable()
-    })().catch(this.onError)
+    })().catch((error: unknown) => {
+      this.report('subscribe', error)
+      // No answer in time: a silent link, which ioredis would keep for good. A fresh connection
+      // may answer. (Redis refusing, e.g. an ACL, would refuse again: copies stay off.)
+      if (current() && (error as Error).name !== 'ReplyError') subscriber.disconnect(true)
+    })
   }
 
   private readonly onSubscriberClose = (): void => {
@@ -216,15 +276,17 @@ export class NearCache {
       return
     }
     const epoch = this.epoch
-    this.client.call('CLIENT', 'TRACKING', 'ON', 'REDIRECT', String(id)).then(
+    const tracking = this.client.call('CLIENT', 'TRACKING', 'ON', 'REDIRECT', String(id))
+    this.connection.timed(tracking, 'near cache').then(
       () => {
         if (epoch !== this.epoch || this.closed || this.subscriberId !== id) return
         this.active = true
+        this.incidents.resolve(OFF, 'redis: nearCache: tracking is on again; copies are served.')
         // Copies are served once a heartbeat sent from now on comes back.
         this.beat()
       },
       (error: unknown) => {
-        this.onError(error)
+        this.report('CLIENT TRACKING', error)
         // The subscriber's connection went away meanwhile: reconnect it. Any other refusal (Redis
         // before 6, an ACL) leaves copies off; reads go to Redis.
         if (
@@ -240,11 +302,7 @@ export class NearCache {
   private readonly tick = (): void => {
     if (this.closed) return
     if (this.active && performance.now() - this.provenAt >= 2 * this.heartbeatMs) {
-      const silent = `no heartbeat came back within ${2 * this.heartbeatMs} ms`
-      this.observer.error(
-        'near cache',
-        new CacheUnavailableError('redis', `redis: nearCache: ${silent}; every copy was dropped`),
-      )
+      this.report(`no heartbeat came back within ${2 * this.heartbeatMs} ms; every copy was dropped`)
       this.stop()
       // The reading connection answers but nothing arrives on the subscriber: replace it. (When
       // the reading connection does not answer either, reads fail on their own; nothing to redo.)
@@ -260,7 +318,7 @@ export class NearCache {
     this.beatTimes.set(seq, performance.now())
     // Beats that never came back are forgotten once they no longer matter.
     for (const old of this.beatTimes.keys()) if (old < seq - 16) this.beatTimes.delete(old)
-    this.client.publish(this.beatChannel, String(seq)).then(
+    this.connection.timed(this.client.publish(this.beatChannel, String(seq)), 'near cache').then(
       () => {
         this.publishAnswered = true
       },
@@ -300,8 +358,28 @@ export class NearCache {
     for (const key of keys) this.drop(key.toString('latin1'))
   }
 
+  /** The subscriber's connection failed (ioredis reconnects it by itself). */
   private readonly onError = (error: unknown): void => {
-    if (!this.closed) this.observer.error('connection', translateError(error, 'near cache', 0))
+    this.report('invalidation connection', error)
+  }
+
+  /**
+   * Reports a failure that leaves copies off (reads go to Redis meanwhile): counted, emitted as
+   * an `error` event and logged, once until copies are served again, however often the set-up
+   * is retried meanwhile.
+   */
+  private report(what: string, error?: unknown): void {
+    if (this.closed || this.incidents.has(OFF)) return
+    const address = this.connection.address
+    // With an error, `what` is the step that failed: the error says how (timed out, refused).
+    const cause =
+      error === undefined
+        ? undefined
+        : translateError(error, what, this.connection.timeoutMs, undefined, address)
+    this.offReason = cause === undefined ? what : cause.message.replace(/^redis: /, '')
+    const message = `redis: nearCache: ${this.offReason}. Reads go to Redis until tracking is on again.`
+    this.observer.error('near cache', new CacheUnavailableError('redis', message, { cause, server: address }))
+    this.incidents.report(OFF, message)
   }
 }
 

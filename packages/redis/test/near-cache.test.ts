@@ -1,9 +1,10 @@
 import { execFile } from 'node:child_process'
 import { promisify } from 'node:util'
-import { CacheConfigError, CacheUnavailableError } from '@cache/core'
+import { type CacheEvent, CacheConfigError, CacheUnavailableError } from '@cache/core'
 import {
   type RedisServer,
   type RedisSentinelGroup,
+  recorder,
   requireBinary,
   startFaultProxy,
   startRedis,
@@ -217,6 +218,90 @@ describe('nearCache: a link that goes silent', () => {
       await proxy.close()
     }
   })
+})
+
+describe('nearCache: a subscriber that cannot set up', () => {
+  let server: RedisServer
+  beforeAll(async () => {
+    server = await startRedis({ spawn: true })
+  })
+  afterAll(() => server?.stop())
+
+  // A client passed in without `commandTimeout` gets the backend's deadline on the set-up too;
+  // one with it hands its own to the invalidation connection.
+  it.each([
+    ['built from a URL', undefined],
+    ['passed in', {}],
+    ['passed in with its own commandTimeout', { commandTimeout: 200 }],
+  ])(
+    'reads from Redis, reports once, and serves copies again when the invalidation connection stops answering while it subscribes (client %s)',
+    async (_, passed: { commandTimeout?: number } | undefined) => {
+      const proxy = await startFaultProxy(server)
+      const log = recorder()
+      const own = passed
+        ? new Redis(proxy.port, proxy.host, {
+            connectionName: 'reader',
+            enableOfflineQueue: false,
+            maxRetriesPerRequest: 0,
+            retryStrategy: () => 100,
+            ...passed,
+          })
+        : undefined
+      const reader = redisBackend(own ?? `redis://127.0.0.1:${proxy.port}?connectionName=reader`, {
+        namespace: 'near',
+        nearCache: { heartbeat: '200ms' },
+        timeout: '200ms',
+        maxReconnectDelay: '200ms',
+        logger: log,
+      })
+      const errors: CacheEvent[] = []
+      reader.on('error', (event) => errors.push(event))
+      const writer = redisBackend(server.url, { namespace: 'near' })
+      const admin = new Redis(server.port, server.host)
+      try {
+        await reader.ready()
+        await writer.set('k', 'v1')
+        expect(await reader.get('k')).toBe('v1')
+        const clients = ((await admin.client('LIST')) as string).split('\n')
+        const reading = clients.find((l) => l.includes(' name=reader '))!
+        const subscriber = clients.find((l) => l.includes(' name=cache-near-invalidations '))!
+        // Every new connection through the proxy goes silent (Redis stops answering it); the
+        // reading connection still passes. The subscriber is cut, and reconnects into the silence.
+        proxy.setMode('blackhole')
+        proxy.setMode('pass', { serverSidePort: Number(/addr=[^ ]*:(\d+) /.exec(reading)![1]) })
+        await admin.client('KILL', 'ID', /^id=(\d+) /.exec(subscriber)![1]!)
+        await writer.set('k', 'v2')
+        const changedAt = performance.now()
+        const loop = readLoop(reader, 'k')
+        await new Promise((r) => setTimeout(r, 1500))
+        await loop.stop()
+        // The old value at most until the cut is seen (bounded by 2 × heartbeat, 400 ms, with a
+        // margin for a busy machine); then every read goes to Redis, and none fails.
+        const stale = loop.reads.filter((r) => r.value === 'v1').map((r) => r.at - changedAt)
+        expect(Math.max(0, ...stale)).toBeLessThan(400 + 250)
+        expect(loop.reads.filter((r) => r.value !== 'v1' && r.value !== 'v2')).toEqual([])
+        expect(loop.reads.at(-1)).toMatchObject({ value: 'v2' })
+        // Reported once (counted, evented, logged), however many times the set-up was retried.
+        expect(errors).toHaveLength(1)
+        expect(errors[0]!.error).toBeInstanceOf(CacheUnavailableError)
+        expect(String((errors[0]!.error as Error).message)).toMatch(/nearCache/)
+        expect(reader.stats.errors).toBe(1)
+        expect(log.lines.filter((l) => l.startsWith('error'))).toHaveLength(1)
+        // The link answers again: tracking is back on, copies are served and evicted again.
+        proxy.setMode('pass')
+        await reader.ready('3s')
+        expect(await reader.get('k')).toBe('v2')
+        await writer.set('k', 'v3')
+        await until(reader, 'k', 'v3')
+      } finally {
+        admin.disconnect()
+        await Promise.all([reader.close(), writer.close()])
+        own?.disconnect()
+        await proxy.close()
+      }
+    },
+    15_000,
+  )
 })
 
 describe('nearCache on Sentinel: a switch-over', () => {

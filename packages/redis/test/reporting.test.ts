@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { CacheUnavailableError } from '@cache/core'
@@ -7,6 +6,7 @@ import {
   type RedisCluster,
   type RedisServer,
   recorder,
+  runNodeScript,
   startRedis,
   startRedisCluster,
   until,
@@ -168,27 +168,10 @@ describe('a script that never calls close()', () => {
     await Promise.all([server?.stop(), cluster?.stop()])
   })
 
-  /** Runs a script in a fresh process; resolves with its exit code, or 'hung' after `ms`. */
-  function run(source: string, ms = 8_000): Promise<{ code: number | 'hung'; output: string }> {
-    const child = spawn(process.execPath, ['--input-type=module', '-e', source], { stdio: 'pipe' })
-    let output = ''
-    child.stdout.on('data', (chunk) => (output += chunk))
-    child.stderr.on('data', (chunk) => (output += chunk))
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        child.kill('SIGKILL')
-        resolve({ code: 'hung', output })
-      }, ms)
-      child.once('exit', (code) => {
-        clearTimeout(timer)
-        resolve({ code: code ?? -1, output })
-      })
-    })
-  }
   const redis = pathToFileURL(join(__dirname, '../dist/index.js')).href
 
   it('exits once its work is done, with Redis up', async () => {
-    const { code, output } = await run(`
+    const { code, output } = await runNodeScript(`
       const { redisBackend } = await import(${JSON.stringify(redis)})
       const cache = redisBackend(${JSON.stringify(server.url)}, { namespace: 'exit-test' })
       await cache.set('k', 'v')
@@ -204,7 +187,7 @@ describe('a script that never calls close()', () => {
 
   it('exits once its work is done, on a cluster and with a near cache', async () => {
     const clusterUrl = `redis+cluster://${cluster.nodes.map((n) => `${n.host}:${n.port}`).join(',')}`
-    const { code, output } = await run(`
+    const { code, output } = await runNodeScript(`
       const { redisBackend } = await import(${JSON.stringify(redis)})
       // (A 2 s timeout: a fresh process connecting to every node of a cluster on a loaded machine
       // can take longer than the 300 ms default, and how long does not matter here.)
@@ -220,7 +203,7 @@ describe('a script that never calls close()', () => {
 
   it('exits with Redis unreachable, after saying so', async () => {
     const port = await freePort()
-    const { code, output } = await run(`
+    const { code, output } = await runNodeScript(`
       const { redisBackend } = await import(${JSON.stringify(redis)})
       const cache = redisBackend('redis://127.0.0.1:${port}')
       await cache.get('k').catch((error) => console.log(error.message))
@@ -232,7 +215,7 @@ describe('a script that never calls close()', () => {
 
   it('keeps the process alive while an operation waits for its reply', async () => {
     // The connection does not hold the process open, but an operation in flight does.
-    const { code, output } = await run(`
+    const { code, output } = await runNodeScript(`
       const { redisBackend } = await import(${JSON.stringify(redis)})
       const cache = redisBackend(${JSON.stringify(server.url)}, { namespace: 'exit-test', timeout: '2s' })
       await cache.ready()

@@ -586,6 +586,7 @@ export async function startMemcached(options: MemcachedOptions = {}): Promise<Me
   await server.start()
   return { server: `${HOST}:${port}`, port, process: server, stop: () => server.stop() }
 }
+export { type NodeScriptOutcome, runNodeScript } from './node-script.js'
 export { type FaultProxy, type ProxyMode, startFaultProxy } from './proxy.js'
 export {
   type RedisSentinelGroup,
