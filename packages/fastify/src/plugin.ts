@@ -4,7 +4,9 @@ import { type CacheBackend, CacheConfigError, type Duration, getBackend, invalid
 import {
   answerFromResult,
   describeFunction,
+  fastifyHostKeyPart,
   fastifyParsesQueriesItself,
+  fastifyQueryReplaced,
   fastifyRewrite,
   fastifyTarget,
   HANDLER_ERROR,
@@ -16,10 +18,10 @@ import {
   injectRefresh,
   type LookupResult,
   type MissResult,
+  noteFastifyQueryBeforeValidation,
   noteFastifyTargets,
   type Refresh,
   recordNodeResponse,
-  sentHostPart,
 } from '@cache/http'
 import type {
   FastifyInstance,
@@ -28,6 +30,7 @@ import type {
   FastifyRequest,
   HookHandlerDoneFunction,
   preHandlerHookHandler,
+  preValidationHookHandler,
   RouteOptions,
 } from 'fastify'
 import fp from 'fastify-plugin'
@@ -135,11 +138,17 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
     // The app reads queries with its own parser (qs with `comma`, `allowDots`, …): which query
     // strings it reads as the same query cannot be told, so a query could be stored under several
     // keys that no invalidation of one spelling reaches together. A `key` of the route's own decides.
-    const refuseQueries = ownQueryParser && cache.settings.key === undefined
-    const lookup = lookupHook(fastify, cache, site, varyEncoding, refreshHeader, refreshes, refuseQueries)
+    // So is a layer that replaces `request.query` in a hook (fastify-qs): noted as the last
+    // `preValidation` hook left it, since the route's validator may hand Fastify a new object.
+    const keyed = cache.settings.key !== undefined
+    const lookup = lookupHook(fastify, cache, site, varyEncoding, refreshHeader, refreshes, {
+      ownParser: ownQueryParser && !keyed,
+      replaced: !keyed,
+    })
+    if (!keyed) keepLast(route, 'preValidation', noteFastifyQueryBeforeValidation)
     // Last before the handler: every hook of the route (a guard in onRequest, preValidation or
     // preHandler, at any level) ran for a hit as it did for the response stored.
-    keepLastPreHandler(route, lookup)
+    keepLast(route, 'preHandler', lookup)
   })
 
   const distinct = () => {
@@ -298,15 +307,19 @@ function toList<T>(value: T | readonly T[] | undefined): T[] {
 }
 
 /**
- * Makes `hook` the route's last `preHandler`, and keeps it last whatever the `onRoute` hooks of
- * plugins registered after this one do to the list (assign a new one, push onto it, replace it
- * with a function): Fastify reads the route's hooks once every `onRoute` hook ran, through the
- * accessor, which puts `hook` back at the end. A guard another plugin appends (`@fastify/autoload`
- * loads `roles.js` after `cache.js`) so runs before every hit.
+ * Makes `hook` the route's last `preHandler` (or `preValidation`), and keeps it last whatever the
+ * `onRoute` hooks of plugins registered after this one do to the list (assign a new one, push
+ * onto it, replace it with a function): Fastify reads the route's hooks once every `onRoute` hook
+ * ran, through the accessor, which puts `hook` back at the end. A guard another plugin appends
+ * (`@fastify/autoload` loads `roles.js` after `cache.js`) so runs before every hit.
  */
-function keepLastPreHandler(route: RouteOptions, hook: preHandlerHookHandler): void {
-  let list: preHandlerHookHandler[] = [...toList(route.preHandler), hook]
-  Object.defineProperty(route, 'preHandler', {
+function keepLast<H extends preHandlerHookHandler | preValidationHookHandler>(
+  route: RouteOptions,
+  name: 'preHandler' | 'preValidation',
+  hook: H,
+): void {
+  let list: H[] = [...toList(route[name] as H | H[] | undefined), hook]
+  Object.defineProperty(route, name, {
     configurable: true,
     enumerable: true,
     get() {
@@ -318,7 +331,7 @@ function keepLastPreHandler(route: RouteOptions, hook: preHandlerHookHandler): v
       }
       return list
     },
-    set(value: preHandlerHookHandler | preHandlerHookHandler[] | undefined) {
+    set(value: H | H[] | undefined) {
       list = [...toList(value).filter((fn) => fn !== hook), hook]
     },
   })
@@ -331,12 +344,16 @@ function lookupHook(
   varyEncoding: boolean,
   refreshHeader: string,
   refreshes: Map<string, Refresh>,
-  refuseQueries: boolean,
+  refuseQueries: { ownParser: boolean; replaced: boolean },
 ) {
   return function cacheLookup(request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) {
     const view = viewOf(request, site(), refreshHeader, refreshes)
     // `;` too: with `useSemicolonDelimiter` the parser reads what follows it.
-    if (refuseQueries && /[?;]/.test(view.url)) view.bypass = 'querystring-parser'
+    if (
+      /[?;]/.test(view.url) &&
+      (refuseQueries.ownParser || (refuseQueries.replaced && fastifyQueryReplaced(request)))
+    )
+      view.bypass = 'querystring-parser'
     // Keyed on the target as sent: a request routed (`rewriteUrl`) or handled (a hook rewriting
     // `request.raw.url`) as another one must not be stored under it, nor answered from it.
     const rewritten = fastifyRewrite(request.raw)
@@ -447,16 +464,9 @@ function viewOf(
   }
   const host = request.host
   // Under `trustProxy` the host comes from `X-Forwarded-Host`, and the `Host` header the handler
-  // can still read is another input.
-  // A hook that rewrote the `Host` header (a domain alias, marked on the request for the handler)
-  // makes the request another one than a client of that host sends: the `Host` line as sent is
-  // part of the key too, and `invalidate(url, { host })` with the host the app sees reaches it.
-  const seen = request.headers.host
-  const sent = sentHost(request.raw.rawHeaders, seen)
-  const keyExtra = joinParts(
-    sentHostPart(host, seen),
-    sent === seen ? undefined : `@sent-host=${sent === undefined ? '-' : JSON.stringify(sent)}`,
-  )
+  // can still read is another input; a hook that rewrote the `Host` header (a domain alias) makes
+  // the request another one than a client of that host sends.
+  const keyExtra = fastifyHostKeyPart(host, request.raw)
   return {
     method: request.method,
     // The target as the client sent it; a rewritten one bypasses (see `fastifyRewrite`).
@@ -471,17 +481,4 @@ function viewOf(
     raw: request,
     ...(refresh === undefined ? {} : { refresh }),
   }
-}
-
-/** The first `Host` line the client sent (Node keeps the first), or `seen` without raw lines. */
-function sentHost(rawHeaders: readonly string[] | undefined, seen: string | undefined): string | undefined {
-  if (rawHeaders === undefined) return seen
-  for (let i = 0; i + 1 < rawHeaders.length; i += 2)
-    if (rawHeaders[i]!.length === 4 && rawHeaders[i]!.toLowerCase() === 'host') return rawHeaders[i + 1]
-  return undefined
-}
-
-function joinParts(a: string | undefined, b: string | undefined): string | undefined {
-  if (a === undefined) return b
-  return b === undefined ? a : `${a}${b}`
 }

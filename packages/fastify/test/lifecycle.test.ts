@@ -294,3 +294,65 @@ describe("an app's own querystringParser", () => {
     expect((await get(url)).cacheStatus).toMatch(/hit/)
   })
 })
+
+describe('a plugin that replaces request.query in a hook (fastify-qs)', () => {
+  /** As fastify-qs with `comma: true`: `??` trimmed, `ids=1,2` and `ids=1&ids=2` one list. */
+  const qsLike = fp((fastify: FastifyInstance, _options: object, done: () => void) => {
+    fastify.addHook('onRequest', (request, _reply, hookDone) => {
+      const url = (request.raw.url ?? '/').replace(/\?{2,}/, '?')
+      const at = url.indexOf('?')
+      const parsed: Record<string, string[]> = {}
+      for (const [name, value] of new URLSearchParams(at === -1 ? '' : url.slice(at + 1)))
+        (parsed[name] ??= []).push(...value.split(','))
+      request.query = parsed
+      hookDone()
+    })
+    done()
+  })
+
+  it('three spellings it reads as one query are never served apart after an invalidation', async () => {
+    const app = Fastify()
+    await app.register(qsLike)
+    await app.register(cachePlugin, { backend: memoryBackend(), ttl: 60 })
+    let price = 10
+    app.get('/prices', { config: { cache: true } }, async (request) => ({
+      ids: (request.query as { ids?: string[] }).ids,
+      price,
+    }))
+    const base = await listen(app)
+    const host = new URL(base).host
+    const spellings = ['/prices?ids=1,2', '/prices?ids=1&ids=2', '/prices??ids=1,2']
+    for (const path of spellings) await get(`${base}${path}`)
+    price = 99
+    await app.cache.invalidate('/prices?ids=1,2', { host })
+    const answers = []
+    for (const path of spellings) answers.push(await get(`${base}${path}`))
+    expect(answers.map((answer) => JSON.parse(answer.body).price)).toEqual([99, 99, 99])
+    for (const answer of answers) expect(answer.cacheStatus).toMatch(/detail=querystring-parser/)
+    // Without a query there is nothing the plugin could read otherwise.
+    await get(`${base}/prices`)
+    expect((await get(`${base}/prices`)).cacheStatus).toMatch(/hit/)
+  })
+
+  it('a route schema that coerces or a validator that returns new values does not count as one', async () => {
+    const app = Fastify()
+    await app.register(cachePlugin, { backend: memoryBackend(), ttl: 60 })
+    const schema = { querystring: { type: 'object', properties: { page: { type: 'integer' } } } }
+    app.get('/ajv', { schema, config: { cache: true } }, async (request) => request.query)
+    app.get(
+      '/returns-values',
+      {
+        schema,
+        // A type provider's validator (zod's `safeParse`) hands Fastify a new object.
+        validatorCompiler: () => (data: unknown) => ({ value: { ...(data as object), checked: true } }),
+        config: { cache: true },
+      },
+      async (request) => request.query,
+    )
+    const base = await listen(app)
+    for (const path of ['/ajv?page=2', '/returns-values?page=2']) {
+      await get(`${base}${path}`)
+      expect((await get(`${base}${path}`)).cacheStatus).toMatch(/hit/)
+    }
+  })
+})

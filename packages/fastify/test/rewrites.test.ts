@@ -1,3 +1,4 @@
+import { createServer } from 'node:http'
 import { memoryBackend } from '@cache/memory'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -120,6 +121,27 @@ describe('a target rewritten before the cache', () => {
       expect(editor.headers['cache-status']).toContain('detail=rewritten-url')
       expect((await made.inject({ url: path })).body).toBe('price 16.90')
     }
+  })
+
+  it('a server in front of Fastify (serverFactory) rewriting the URL: keyed as sent, bypassed', async () => {
+    const made = app({
+      serverFactory: (handler) =>
+        createServer((req, res) => {
+          strip(req)
+          handler(req, res)
+        }),
+    })
+    await made.register(cachePlugin, { backend: memoryBackend() })
+    made.get('/products', { config: { cache: true } }, async (request) => draft(request.raw as Marked))
+    const base = await made.listen({ port: 0, host: '127.0.0.1' })
+
+    const editor = await get(base, '/products?preview=1')
+    expect(editor.body).toBe('DRAFT 9.99')
+    expect(editor.cacheStatus).toContain('detail=rewritten-url')
+    expect((await get(base, '/products')).body).toBe('price 16.90')
+    // What the server does not rewrite is cached as before, and inject() keeps its own rule.
+    expect((await get(base, '/products')).cacheStatus).toContain('hit')
+    expect((await made.inject({ url: '/products' })).headers['cache-status']).toContain('stored')
   })
 
   it('a hook rewriting the Host header: the Host as sent is keyed too, and invalidation reaches it', async () => {

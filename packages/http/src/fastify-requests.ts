@@ -3,6 +3,7 @@ import type { IncomingMessage } from 'node:http'
 import { fastifyInstanceOptions } from './adapter-kit.js'
 import type { Refresh } from './view.js'
 import { refreshRequestHeaders } from './node.js'
+import { sentHostPart } from './request-key.js'
 
 /*
  * What the Fastify adapters (`@cache/fastify`, `@cache/nestjs` on platform-fastify) need to know
@@ -12,13 +13,25 @@ import { refreshRequestHeaders } from './node.js'
 
 /** A request's target as noted before its first `onRequest` hook. */
 export interface FastifyTargetNote {
-  /** The target as the client sent it: before `rewriteUrl` (Fastify keeps it in `raw.originalUrl`). */
+  /**
+   * The target as the client sent it: as it arrived at the server's `request` event, before any
+   * listener (a `serverFactory` wrapper) or `rewriteUrl` could change it. For a request that did
+   * not pass the server (`inject()`), `raw.originalUrl` when `rewriteUrl` set it.
+   */
   sent: string
   /** The target Fastify routed the request by (after `rewriteUrl`). */
   routed: string
+  /** `request.query` as Fastify's parser made it, before any hook ran. */
+  query?: unknown
+  /** `request.query` once every `preValidation` hook ran (noted where the cache adds a hook). */
+  queryBeforeValidation?: unknown
 }
 
 const NOTE = Symbol('@cache/http.fastify-target')
+/** The target a request arrived with at the server's `request` event. */
+const ARRIVED = Symbol('@cache/http.fastify-arrived')
+/** Servers whose `request` event notes the target each request arrived with. */
+const arrivalServers = new WeakSet<object>()
 
 /** The header that carries, on a refresh's `inject()` copy, the connection it stands for. */
 const CONNECTION_HEADER = `x-cache-connection-${randomUUID()}`
@@ -37,6 +50,7 @@ type RawRequest = {
   headers: Record<string, unknown>
   socket?: Connection | null
   [NOTE]?: FastifyTargetNote
+  [ARRIVED]?: string
 }
 
 /**
@@ -44,11 +58,12 @@ type RawRequest = {
  * given: notes the target as sent and as routed, before any hook of the app can rewrite
  * `request.raw.url`; and gives a refresh's copy the connection of the request it refreshes.
  */
-function noteTarget(request: { raw: RawRequest }, _reply: unknown, done: () => void): void {
+function noteTarget(request: { raw: RawRequest; query?: unknown }, _reply: unknown, done: () => void): void {
   const raw = request.raw
   if (raw[NOTE] === undefined) {
     const routed = raw.url ?? '/'
-    raw[NOTE] = { sent: typeof raw.originalUrl === 'string' ? raw.originalUrl : routed, routed }
+    const sent = raw[ARRIVED] ?? (typeof raw.originalUrl === 'string' ? raw.originalUrl : routed)
+    raw[NOTE] = { sent, routed, query: request.query }
   }
   const id = raw.headers[CONNECTION_HEADER]
   if (id !== undefined) {
@@ -68,6 +83,7 @@ function noteTarget(request: { raw: RawRequest }, _reply: unknown, done: () => v
  * cannot be found; the hook is then added last, with `addHook`, and sees what earlier hooks left.
  */
 export function noteFastifyTargets(instance: unknown): boolean {
+  noteFastifyArrivals((instance as { server?: unknown } | null)?.server)
   const hooks = internal(instance, 'fastify.hooks') as { onRequest?: unknown[] } | undefined
   const list = hooks?.onRequest
   if (Array.isArray(list)) {
@@ -83,14 +99,95 @@ export function noteFastifyTargets(instance: unknown): boolean {
   return false
 }
 
-/** What {@link noteFastifyTargets}'s hook noted of a request (`undefined`: it did not run). */
+/**
+ * Notes the target each request arrives with at `server`'s `request` event, before every other
+ * listener: a `serverFactory` whose listener rewrites `req.url` before calling Fastify's handler
+ * runs after it. Once per server; a server without `prependListener` is left alone.
+ */
+export function noteFastifyArrivals(server: unknown): void {
+  const emitter = server as { prependListener?(event: string, listener: Function): unknown } | null
+  if (emitter === null || typeof emitter !== 'object' || typeof emitter.prependListener !== 'function') return
+  if (arrivalServers.has(emitter)) return
+  arrivalServers.add(emitter)
+  emitter.prependListener('request', (req: RawRequest) => {
+    if (req !== null && typeof req === 'object' && req[ARRIVED] === undefined) req[ARRIVED] = req.url ?? '/'
+  })
+}
+
+/**
+ * What {@link noteFastifyTargets}'s hook noted of a request; for a request only the server noted
+ * (its hook was installed after the routes were made), the target it arrived with, as sent and
+ * routed. `undefined`: neither ran.
+ */
 export function fastifyTarget(raw: unknown): FastifyTargetNote | undefined {
-  return (raw as RawRequest | null)?.[NOTE]
+  const request = raw as RawRequest | null
+  const note = request?.[NOTE]
+  if (note !== undefined) return note
+  const arrived = request?.[ARRIVED]
+  return arrived === undefined ? undefined : { sent: arrived, routed: arrived }
+}
+
+/**
+ * A `preValidation` hook, to be the last of a route's: notes `request.query` as the hooks left
+ * it, before the route's schema validates it (a validator may hand Fastify a new object).
+ */
+export function noteFastifyQueryBeforeValidation(
+  request: { raw: unknown; query?: unknown },
+  _reply: unknown,
+  done: () => void,
+): void {
+  const note = (request.raw as RawRequest | null)?.[NOTE]
+  if (note !== undefined) note.queryBeforeValidation = request.query
+  done()
+}
+
+/**
+ * Whether a layer of the app replaced `request.query` (fastify-qs parses the query with qs in an
+ * `onRequest` hook): which query strings it reads as the same query cannot be told, as with a
+ * `querystringParser` of the app's own. Compared with the query Fastify's parser made, as the
+ * last `preValidation` hook saw it ({@link noteFastifyQueryBeforeValidation}) or else as it is
+ * now. `true` when the first `onRequest` hook did not note the request: it cannot be told.
+ */
+export function fastifyQueryReplaced(request: { raw: unknown; query?: unknown }): boolean {
+  const note = (request.raw as RawRequest | null)?.[NOTE]
+  if (note === undefined || !('query' in note)) return true
+  const seen = 'queryBeforeValidation' in note ? note.queryBeforeValidation : request.query
+  return seen !== note.query
+}
+
+/**
+ * The part of a Fastify request's key that names its host beyond the one Fastify resolved
+ * (`request.host`): the `Host` header the handler can read when `trustProxy` resolved another
+ * (`@host=`), and the first `Host` line the client sent when a hook rewrote the header (a domain
+ * alias marked on the request for the handler: `@sent-host=`). `invalidate(url, { host })` with
+ * the host the app sees reaches both.
+ */
+export function fastifyHostKeyPart(
+  resolved: string | undefined,
+  raw: { headers: { host?: string }; rawHeaders?: readonly string[] },
+): string | undefined {
+  const seen = raw.headers.host
+  const sent = sentHost(raw.rawHeaders, seen)
+  const forwarded = sentHostPart(resolved, seen)
+  const rewritten =
+    sent === seen ? undefined : `@sent-host=${sent === undefined ? '-' : JSON.stringify(sent)}`
+  if (forwarded === undefined) return rewritten
+  return rewritten === undefined ? forwarded : `${forwarded}${rewritten}`
+}
+
+/** The first `Host` line the client sent (Node keeps the first), or `seen` without raw lines. */
+function sentHost(rawHeaders: readonly string[] | undefined, seen: string | undefined): string | undefined {
+  if (rawHeaders === undefined) return seen
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2)
+    if (rawHeaders[i]!.length === 4 && rawHeaders[i]!.toLowerCase() === 'host') return rawHeaders[i + 1]
+  return undefined
 }
 
 /**
  * Why a request must bypass the cache because its target was rewritten before the cache
- * (`rewritten-url`): by `rewriteUrl` before routing, or by a hook (`request.raw.url = …`) after.
+ * (`rewritten-url`): by the server's listener before Fastify (`serverFactory`), by `rewriteUrl`
+ * before routing, or by a hook (`request.raw.url = …`) after. A request whose target was not
+ * noted bypasses too: what it was sent as cannot be told.
  * The key names the target as sent: a request routed or handled as another one must not be
  * stored under it. `undefined` when the request is handled as it was sent.
  */

@@ -62,10 +62,14 @@ export {
 } from './adapter-kit.js'
 export {
   type FastifyTargetNote,
+  fastifyHostKeyPart,
   fastifyParsesQueriesItself,
+  fastifyQueryReplaced,
   fastifyRewrite,
   fastifyTarget,
   injectRefresh,
   lendFastifyConnection,
+  noteFastifyArrivals,
+  noteFastifyQueryBeforeValidation,
   noteFastifyTargets,
 } from './fastify-requests.js'
