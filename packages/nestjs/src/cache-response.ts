@@ -16,7 +16,9 @@ import { type CacheBackend, CacheConfigError, type Duration, type MinimalBackend
 import { processLogger } from '@cache/core/backend'
 import {
   answerFromResult,
+  fastifyHostKeyPart,
   fastifyParsesQueriesItself,
+  fastifyQueryReplaced,
   fastifyRewrite,
   fastifyTarget,
   HttpCache,
@@ -24,6 +26,8 @@ import {
   type HttpRequestView,
   type LookupResult,
   injectRefresh,
+  noteFastifyArrivals,
+  noteFastifyTargets,
   type Refresh,
   recordNodeResponse,
   refreshRequestHeaders,
@@ -175,6 +179,9 @@ export class CacheResponseInterceptor implements NestInterceptor {
     // On Express, the URL each request was sent with is known from the application's first request on.
     const adapter = adapterHost?.httpAdapter
     if (adapter?.getType?.() === 'express') watchExpressApp(adapter.getInstance(), REFRESH_HEADER)
+    // On Fastify, each request's target is noted before any hook of the app runs, with or without
+    // CacheModule: Nest makes the interceptor before it registers the routes.
+    if (adapter?.getType?.() === 'fastify') noteFastifyTargets(adapter.getInstance())
   }
 
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
@@ -350,18 +357,17 @@ function fastifyPlatform(request: any, reply: any): Platform {
   const headers = raw.headers
   // Fastify resolves the host and protocol with its `trustProxy` option.
   const host: string | undefined = typeof request.host === 'string' ? request.host : headers.host
-  // The target as sent, noted before any hook ran (CacheModule installs the hook): a request that
-  // `rewriteUrl` or a hook made another one is not keyed under it (`rewritten-url`).
+  const server = request.server
+  // An interceptor made outside Nest's injector (`new CacheResponseInterceptor()`) installed no
+  // hook: the server notes the target of the requests that arrive from now on.
+  noteFastifyArrivals(server?.server)
+  // The target as sent, noted before any hook ran: a request that a server in front of Fastify
+  // (`serverFactory`), `rewriteUrl` or a hook made another one is not keyed under it, nor one
+  // whose target was not noted (`rewritten-url`).
   const noted = fastifyTarget(raw)
   const url: string = noted?.sent ?? request.url ?? raw.url
-  const rewritten =
-    noted !== undefined
-      ? fastifyRewrite(raw)
-      : typeof (raw as { originalUrl?: unknown }).originalUrl === 'string' &&
-          (raw as { originalUrl?: unknown }).originalUrl !== raw.url
-        ? 'rewritten-url'
-        : undefined
-  const server = request.server
+  const rewritten = fastifyRewrite(raw)
+  const keyExtra = fastifyHostKeyPart(host, raw)
   return {
     view: {
       method: request.method,
@@ -371,13 +377,15 @@ function fastifyPlatform(request: any, reply: any): Platform {
       rawHeaders: raw.rawHeaders,
       protocol: typeof request.protocol === 'string' ? request.protocol : 'http',
       host,
-      ...hostPart(host, headers.host),
+      // The Host the client sent too, when a hook rewrote the header (a domain alias).
+      ...(keyExtra === undefined ? {} : { keyExtra }),
       raw: request,
     },
     req: raw,
     res: reply.raw,
     routedUrl: () => raw.url ?? '',
-    parsesQueries: server !== undefined && parsesQueries(server),
+    // A parser of the app's own, or a layer that replaced `request.query` (fastify-qs).
+    parsesQueries: (server !== undefined && parsesQueries(server)) || fastifyQueryReplaced(request),
     ...(typeof server?.inject === 'function'
       ? {
           revalidate: (refresh: Refresh) =>

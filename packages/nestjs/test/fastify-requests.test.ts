@@ -4,7 +4,8 @@
  * stale-while-revalidate refresh behind a proxy trusted by address.
  */
 import 'reflect-metadata'
-import { request as httpRequest } from 'node:http'
+import { createServer, request as httpRequest } from 'node:http'
+import { configureCache } from '@cache/core'
 import { memoryBackend } from '@cache/memory'
 import { Controller, Get, type INestApplication, Module, Query, Req } from '@nestjs/common'
 import { NestFactory } from '@nestjs/core'
@@ -12,7 +13,7 @@ import { FastifyAdapter } from '@nestjs/platform-fastify'
 import { afterEach, describe, expect, it } from 'vitest'
 import { CacheModule, CacheResponse } from '../src/index.js'
 
-type Marked = { view?: string; preview?: boolean }
+type Marked = { view?: string; preview?: boolean; legacy?: boolean }
 const INTERNAL = '127.0.0.2'
 const PROXY = '127.0.0.2'
 const state = { price: 10, runs: 0, now: 1_000_000 }
@@ -25,6 +26,12 @@ class ShopController {
     const raw = request.raw
     if (raw.preview) return 'DRAFT 9.99'
     return raw.view === 'admin' ? 'ADMIN: cost 3.10' : `lamp 16.90 [${raw.view ?? 'en'}]`
+  }
+
+  @Get('home')
+  @CacheResponse({ ttl: 60 })
+  home(@Req() request: { raw: Marked }) {
+    return request.raw.legacy ? 'old-shop: this domain is moving' : 'new-shop home'
   }
 
   @Get('items')
@@ -56,11 +63,19 @@ afterEach(async () => {
   await Promise.all(apps.splice(0).map((app) => app.close()))
 })
 
+/** The controller alone: `@CacheResponse` on the default cache, no `CacheModule`. */
+function moduleWithoutCacheModule() {
+  @Module({ controllers: [ShopController] })
+  class BareModule {}
+  return BareModule
+}
+
 async function start(
   options: ConstructorParameters<typeof FastifyAdapter>[0],
   setup?: (app: INestApplication) => void,
+  module: Parameters<typeof NestFactory.create>[0] = shopModule(),
 ): Promise<string> {
-  const app = await NestFactory.create(shopModule(), new FastifyAdapter(options), { logger: false })
+  const app = await NestFactory.create(module, new FastifyAdapter(options), { logger: false })
   apps.push(app)
   setup?.(app)
   await app.listen(0, '127.0.0.1')
@@ -137,20 +152,68 @@ describe('@CacheResponse on platform-fastify, a target rewritten before the cach
     expect((await get(base, '/products')).body).toBe('lamp 16.90 [en]')
   })
 
+  const strip = (raw: { url?: string } & Marked) => {
+    if (/[?&]preview=1/.test(raw.url ?? '')) {
+      raw.preview = true
+      raw.url = (raw.url ?? '/').replace(/[?&]preview=1/, '').replace(/^([^?]*)&/, '$1?')
+    }
+  }
+
   it('a Fastify hook rewriting request.raw.url after routing: bypassed, the public page stays public', async () => {
     const base = await start(undefined, (app) => {
-      fastifyOf(app).addHook('onRequest', async (request) => {
-        const raw = request.raw as typeof request.raw & Marked
-        if (/[?&]preview=1/.test(raw.url ?? '')) {
-          raw.preview = true
-          raw.url = (raw.url ?? '/').replace(/[?&]preview=1/, '').replace(/^([^?]*)&/, '$1?')
-        }
-      })
+      fastifyOf(app).addHook('onRequest', async (request) => strip(request.raw))
     })
     const editor = await get(base, '/products?preview=1')
     expect(editor.body).toBe('DRAFT 9.99')
     expect(editor.cacheStatus).toContain('detail=rewritten-url')
     expect((await get(base, '/products')).body).toBe('lamp 16.90 [en]')
+  })
+
+  it('the same hook without CacheModule (configureCache and @CacheResponse): bypassed, the rest cached', async () => {
+    configureCache(memoryBackend())
+    const base = await start(
+      undefined,
+      (app) => {
+        fastifyOf(app).addHook('onRequest', async (request) => strip(request.raw))
+      },
+      moduleWithoutCacheModule(),
+    )
+    const editor = await get(base, '/products?preview=1')
+    expect(editor.body).toBe('DRAFT 9.99')
+    expect((await get(base, '/products')).body).toBe('lamp 16.90 [en]')
+    expect(editor.cacheStatus).toContain('detail=rewritten-url')
+    expect((await get(base, '/products')).cacheStatus).toContain('hit')
+  })
+
+  it('a server in front of Fastify (FastifyAdapter serverFactory) rewriting the URL: bypassed', async () => {
+    const serverFactory = (handler: (req: never, res: never) => void) =>
+      createServer((req, res) => {
+        strip(req)
+        handler(req as never, res as never)
+      })
+    const base = await start({ serverFactory } as never)
+    const editor = await get(base, '/products?preview=1')
+    expect(editor.body).toBe('DRAFT 9.99')
+    expect((await get(base, '/products')).body).toBe('lamp 16.90 [en]')
+    expect(editor.cacheStatus).toContain('detail=rewritten-url')
+    expect((await get(base, '/products')).cacheStatus).toContain('hit')
+  })
+
+  it('a hook rewriting the Host header (a domain alias): the Host as sent is keyed too', async () => {
+    const base = await start(undefined, (app) => {
+      fastifyOf(app).addHook('onRequest', async (request) => {
+        const raw = request.raw as typeof request.raw & Marked
+        if (raw.headers.host === 'old-shop.example') {
+          raw.legacy = true
+          raw.headers.host = 'new-shop.example'
+        }
+      })
+    })
+    expect((await get(base, '/home', { headers: { host: 'old-shop.example' } })).body).toBe(
+      'old-shop: this domain is moving',
+    )
+    expect((await get(base, '/home', { headers: { host: 'new-shop.example' } })).body).toBe('new-shop home')
+    expect((await get(base, '/home', { headers: { host: 'old-shop.example' } })).cacheStatus).toContain('hit')
   })
 })
 
@@ -172,6 +235,30 @@ describe('@CacheResponse on platform-fastify with a query parser of its own', ()
     await get(base, '/items?ids=1&ids=2')
     state.price = 12
     expect((await get(base, '/items?ids=1&ids=2')).body).toBe('ids ["1","2"] price 12')
+    expect((await get(base, '/items')).cacheStatus).toContain('stored')
+  })
+})
+
+describe('@CacheResponse on platform-fastify with a hook that replaces request.query (fastify-qs)', () => {
+  it('requests with a query bypass (detail=querystring-parser): no spelling is served stale', async () => {
+    const base = await start(undefined, (app) => {
+      fastifyOf(app).addHook('onRequest', async (request) => {
+        const url = (request.raw.url ?? '/').replace(/\?{2,}/, '?')
+        const at = url.indexOf('?')
+        const parsed: Record<string, string[]> = {}
+        for (const [name, value] of new URLSearchParams(at === -1 ? '' : url.slice(at + 1)))
+          (parsed[name] ??= []).push(...value.split(','))
+        request.query = parsed
+      })
+    })
+    state.price = 10
+    const spellings = ['/items?ids=1,2', '/items?ids=1&ids=2', '/items??ids=1,2']
+    for (const path of spellings) expect((await get(base, path)).body).toBe('ids ["1","2"] price 10')
+    state.price = 12
+    const answers = []
+    for (const path of spellings) answers.push(await get(base, path))
+    expect(answers.map((answer) => answer.body)).toEqual(spellings.map(() => 'ids ["1","2"] price 12'))
+    for (const answer of answers) expect(answer.cacheStatus).toContain('detail=querystring-parser')
     expect((await get(base, '/items')).cacheStatus).toContain('stored')
   })
 })
