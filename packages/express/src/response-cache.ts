@@ -11,7 +11,9 @@ import {
   type LookupResult,
   type MissResult,
   nodeRequestView,
+  type ExpressQueryRequest,
   expressQueryParserBypass,
+  expressQueryReplaced,
   expressRoutedAsSent,
   type Refresh,
   recordNodeResponse,
@@ -517,7 +519,9 @@ class ExpressView implements HttpRequestView<Request> {
 
   get bypass(): string | undefined {
     if (!isRoutedAsSent(this.raw)) return 'rewritten-url'
-    return expressQueryParserBypass(this.raw as Parameters<typeof expressQueryParserBypass>[0])
+    // Only before the handler: it may change `req.query` as it likes once the request is looked up.
+    if (this.lookup && expressQueryReplaced(this.raw as ExpressQueryRequest)) return 'querystring-parser'
+    return expressQueryParserBypass(this.raw as ExpressQueryRequest)
   }
 
   get site(): string | undefined {

@@ -41,36 +41,149 @@ export function expressRoutedAsSent(req: ExpressRoutedRequest, sent: string | un
   return routed === rest || (protohost === '' && (rest === '' || rest[0] === '?') && routed === `/${rest}`)
 }
 
-/** The query parsers Express compiles itself, known by function; each is checked once. */
-const ownParsers = new WeakMap<Function, boolean>()
+/** The query parsers Express compiles itself, known by function, with their kind; each is checked once. */
+const ownParsers = new WeakMap<Function, ParserKind>()
+
+/** `'own'`: a parser of the application's own; the others are Express's. */
+type ParserKind = 'none' | 'simple' | 'extended' | 'own'
+
+/** An Express application as the query rules read it. */
+interface QueryApp {
+  get?(name: string): unknown
+  /** The application it is mounted in (Express sets it on `app.use(path, subApp)`). */
+  parent?: unknown
+}
+
+/** The request fields the query rules read. */
+export interface ExpressQueryRequest {
+  url?: string
+  originalUrl?: string
+  app?: QueryApp
+  query?: unknown
+}
 
 /**
- * `querystring-parser` when Express hands the handler a `req.query` made by a parser of the
+ * `querystring-parser` when the `req.query` Express hands the handler is made by a parser of the
  * application's own (`app.set('query parser', fn)`, such as `qs` with `comma` or `allowDots`) and
  * the request has a query: such a parser may give two spellings of a query (`?ids=1,2` and
  * `?ids=1&ids=2`) the same `req.query`, so one entry per spelling could not all be reached by
- * invalidating one of them. Express's own parsers (`'simple'`, `'extended'`, or none) leave the
- * request alone: the key's spellings are theirs. The rule of `@cache/express` and of
- * `@cache/nestjs` on Nest's Express platform.
+ * invalidating one of them. Express 5 parses with the parser of the application that reads
+ * `req.query`; Express 4 parses once, in the first application of the request, and a mounted one
+ * keeps that result: every application of the mount chain must then have one of Express's parsers.
+ * Under Express's `'extended'` parser (`qs`), a query with a parameter name that `qs` reads
+ * otherwise than it is spelled (`[page]` is `page`, `a[b]x` is `a[b]`, deeper than five levels)
+ * bypasses too: the key's spellings are only those of names `qs` reads as written. Express's own
+ * parsers (`'simple'`, `'extended'`, or none) otherwise leave the request alone. The rule of
+ * `@cache/express` and of `@cache/nestjs` on Nest's Express platform.
  */
-export function expressQueryParserBypass(req: {
-  url?: string
-  app?: { get?(name: string): unknown }
-}): string | undefined {
+export function expressQueryParserBypass(req: ExpressQueryRequest): string | undefined {
   const url = req.url
   if (url === undefined || !url.includes('?')) return undefined
   const app = req.app
   // Outside Express: no parser of the application's.
   if (typeof app?.get !== 'function') return undefined
-  const parser = app.get('query parser fn')
-  if (parser === undefined || parser === null || parser === false) return undefined
-  if (typeof parser !== 'function') return 'querystring-parser'
-  let own = ownParsers.get(parser)
-  if (own === undefined) {
-    own = isExpressParser(parser)
-    ownParsers.set(parser, own)
+  const query = queryOf(req.originalUrl ?? url)
+  for (const reader of parsingApps(req, app)) {
+    const kind = parserKind(reader.get?.('query parser fn'))
+    if (kind === 'own') return 'querystring-parser'
+    if (kind === 'extended' && !qsReadsAsSpelled(query)) return 'querystring-parser'
   }
-  return own ? undefined : 'querystring-parser'
+  return undefined
+}
+
+/**
+ * Whether middleware before the cache replaced or changed `req.query` (an `hpp`-style "last value
+ * wins", coercion to numbers, defaults added): it is then not what Express's parser makes of the
+ * query, so spellings of the query the key tells apart may be one `req.query` to the handler. Told
+ * by parsing the query again with the parser that made `req.query` and comparing as JSON (Express 4 keeps
+ * the parsed object on the request; Express 5 parses on each read, so only a `req.query` defined
+ * by middleware is compared). Under a parser of the application's own nothing is compared
+ * (`expressQueryParserBypass` decides). To be asked before the handler runs: a handler may change
+ * `req.query` as it likes.
+ */
+export function expressQueryReplaced(req: ExpressQueryRequest): boolean {
+  const app = req.app
+  if (typeof app?.get !== 'function') return false
+  const own = Object.getOwnPropertyDescriptor(req, 'query')
+  if (own === undefined) return false
+  if (!('value' in own)) return true
+  const reader = parsesOnRead(req) ? app : rootOf(app)
+  const parser = reader.get?.('query parser fn')
+  const kind = parserKind(parser)
+  if (kind === 'own') return false
+  const target = req.originalUrl ?? req.url ?? ''
+  const q = target.indexOf('?')
+  try {
+    const parsed =
+      kind === 'none' ? {} : (parser as (text: string | null) => unknown)(q === -1 ? null : queryOf(target))
+    // As JSON: Node's `querystring` makes objects without a prototype, which a copy (`{ ...query }`)
+    // does not keep; a value's type, a key's order and every value still count.
+    return JSON.stringify(own.value) !== JSON.stringify(parsed)
+  } catch {
+    return true
+  }
+}
+
+/** The query of a target as Express's `parseurl` reads it: after the `?`, before a `#`. */
+function queryOf(target: string): string {
+  const q = target.indexOf('?')
+  if (q === -1) return ''
+  const hash = target.indexOf('#', q)
+  return target.slice(q + 1, hash === -1 ? undefined : hash)
+}
+
+/**
+ * The applications whose parser may have made `req.query`: on Express 5 (a `query` getter),
+ * the one reading it; on Express 4, the first one the request entered, found through the mount
+ * chain (every application of it, since an application mounted twice names only its last parent).
+ */
+function parsingApps(req: object, app: QueryApp): QueryApp[] {
+  if (parsesOnRead(req)) return [app]
+  const apps: QueryApp[] = []
+  for (let current: QueryApp | undefined = app; current !== undefined && !apps.includes(current); ) {
+    apps.push(current)
+    const parent = current.parent as QueryApp | undefined
+    current = typeof parent?.get === 'function' ? parent : undefined
+  }
+  return apps
+}
+
+function rootOf(app: QueryApp): QueryApp {
+  const apps = parsingApps({}, app)
+  return apps[apps.length - 1]!
+}
+
+/** Request prototypes, by whether they read `req.query` through a getter (Express 5). */
+const getterPrototypes = new WeakMap<object, boolean>()
+
+/** Whether Express parses `req.query` as it is read (Express 5), rather than once (Express 4). */
+function parsesOnRead(req: object): boolean {
+  const prototype = Object.getPrototypeOf(req) as object | null
+  if (prototype === null) return false
+  let known = getterPrototypes.get(prototype)
+  if (known === undefined) {
+    known = false
+    for (let p: object | null = prototype; p !== null; p = Object.getPrototypeOf(p)) {
+      const descriptor = Object.getOwnPropertyDescriptor(p, 'query')
+      if (descriptor !== undefined) {
+        known = descriptor.get !== undefined
+        break
+      }
+    }
+    getterPrototypes.set(prototype, known)
+  }
+  return known
+}
+
+function parserKind(parser: unknown): ParserKind {
+  if (parser === undefined || parser === null || parser === false) return 'none'
+  if (typeof parser !== 'function') return 'own'
+  let kind = ownParsers.get(parser)
+  if (kind === undefined) {
+    kind = expressParserKind(parser)
+    ownParsers.set(parser, kind)
+  }
+  return kind
 }
 
 /**
@@ -78,13 +191,41 @@ export function expressQueryParserBypass(req: {
  * of its own (`parseExtendedQueryString`: `qs.parse(str, { allowPrototypes: true })`, Express 4
  * adding an `arrayLimit`), known by its name and source.
  */
-function isExpressParser(parser: Function): boolean {
-  if (parser === parseSimple) return true
+function expressParserKind(parser: Function): ParserKind {
+  if (parser === parseSimple) return 'simple'
   const source = Function.prototype.toString.call(parser).replace(/\s+/g, '')
   // Express 4's parser of `false`: an empty object whatever the query.
-  if (parser.name === 'newObject') return /^functionnewObject\(\)\{return\{\};?\}$/.test(source)
-  if (parser.name !== 'parseExtendedQueryString') return false
+  if (parser.name === 'newObject')
+    return /^functionnewObject\(\)\{return\{\};?\}$/.test(source) ? 'none' : 'own'
+  if (parser.name !== 'parseExtendedQueryString') return 'own'
   return /^functionparseExtendedQueryString\(str\)\{returnqs\.parse\(str,\{allowPrototypes:true(?:,arrayLimit:\d+)?\}\);?\}$/.test(
     source,
   )
+    ? 'extended'
+    : 'own'
+}
+
+/**
+ * A parameter name `qs` reads as it is spelled: a plain name, then up to five `[…]` groups
+ * holding no bracket, nothing between or after them. `qs` reads other spellings as one of these
+ * (`[page]` as `page`, `a[b]x` as `a[b]`, `a[b]…[g]` past its depth otherwise).
+ */
+const QS_AS_SPELLED = /^[^[\]]+(?:\[[^[\]]*\]){0,5}$/
+
+/** Whether `qs` reads every parameter name of `query` as spelled (see {@link QS_AS_SPELLED}). */
+function qsReadsAsSpelled(query: string): boolean {
+  if (!/[[\]%]/.test(query)) return true
+  for (const param of query.split('&')) {
+    const eq = param.indexOf('=')
+    let name = (eq === -1 ? param : param.slice(0, eq)).replaceAll('+', ' ')
+    if (name.includes('%')) {
+      try {
+        name = decodeURIComponent(name)
+      } catch {
+        // `qs` keeps a name that does not decode as sent.
+      }
+    }
+    if (/[[\]]/.test(name) && !QS_AS_SPELLED.test(name)) return false
+  }
+  return true
 }

@@ -22,7 +22,7 @@ import {
 import { cacheControlValue, ttlFromResponse } from './cache-control.js'
 import { credentialHeaders } from './credentials.js'
 import { Flight, type Shared } from './flight.js'
-import { removeResponses } from './invalidate.js'
+import { removeResponses, withSeenExtras } from './invalidate.js'
 import {
   type HttpCacheOptions,
   type HttpCacheSettings,
@@ -41,7 +41,7 @@ import {
   variantKey,
 } from './request-key.js'
 import { type ResponseIndexEntry, type ResponseIndexOptions, responseIndex } from './response-index.js'
-import { noteSite } from './sites.js'
+import { noteKeyExtra, noteSite } from './sites.js'
 import {
   bodyEtag,
   etagMatches,
@@ -178,6 +178,8 @@ export class HttpCache<Raw = any> {
       // Where the cache sits cannot be told: no entry may be replayed here, nor made.
       if (site === undefined) return this.bypass(view, 'request', 'site')
       noteSite(site)
+      const extra = s.key === undefined ? view.keyExtra : undefined
+      if (extra !== undefined) noteKeyExtra(extra)
       key = siteKey(resolved.key, site)
       // The URL's generations are its scopes': every spelling of it, at every site.
       versionKeys = this.versionKeysOf(resolved.scopes)
@@ -208,7 +210,7 @@ export class HttpCache<Raw = any> {
     const generations = scopes.map(urlVersionKey)
     // Before anything is awaited: a response in flight now is neither stored nor shared.
     Flight.invalidate({ keys: generations })
-    return removeResponses(this.backend(), keys, generations)
+    return removeResponses(this.backend(), withSeenExtras(keys), generations)
   }
 
   /** Removes the stored response for a key built by the `key` option (without `keyPrefix`). */
@@ -668,7 +670,8 @@ export class HttpCache<Raw = any> {
       versions,
       staleAt: now + this.entryTtlMs(captured.final.headers),
       versionKeys,
-      url: `${view.protocol}://${view.headers.host ?? ''}${view.url}`,
+      // The URL it answers: under `trust proxy`, the forwarded host, which invalidation names.
+      url: `${view.protocol}://${view.host ?? view.headers.host ?? ''}${view.url}`,
     }
     if (s.tags) {
       try {

@@ -39,8 +39,10 @@ export {
 } from './request-key.js'
 export { seenSites } from './sites.js'
 export {
+  type ExpressQueryRequest,
   type ExpressRoutedRequest,
   expressQueryParserBypass,
+  expressQueryReplaced,
   expressRoutedAsSent,
 } from './express-routing.js'
 export { offerCacheControl, parseCacheControl } from './cache-control.js'

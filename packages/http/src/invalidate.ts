@@ -3,8 +3,8 @@ import type { CacheBackend, MinimalBackend } from '@cache/core'
 import { onInvalidationTargets, renewGenerations, toBackend } from '@cache/core/backend'
 import { Flight } from './flight.js'
 import { prefixVersionKey, urlVersionKey, varyNames } from './options.js'
-import { siteKey, urlKeys } from './request-key.js'
-import { seenSites } from './sites.js'
+import { keyWithExtra, siteKey, urlKeys } from './request-key.js'
+import { seenKeyExtras, seenSites } from './sites.js'
 
 /** Where and under which prefix to invalidate, for the functions that work without a cache instance. */
 export interface InvalidateOptions {
@@ -48,7 +48,7 @@ export async function invalidateResponse(
   Flight.invalidate({ keys: generations })
   let removed = false
   await onInvalidationTargets(backendOf(options), async (backend) => {
-    if (await removeResponses(backend, keys, generations)) removed = true
+    if (await removeResponses(backend, withSeenExtras(keys), generations)) removed = true
   })
   return removed
 }
@@ -67,6 +67,16 @@ export async function removeResponses(
   await renewGenerations(backend, [...generations])
   const sites = ['', ...seenSites()]
   return (await backend.deleteMany(keys.flatMap((key) => sites.map((site) => siteKey(key, site))))) > 0
+}
+
+/**
+ * A URL's keys, and the same keys with each key extra this process keyed entries with (the `Host`
+ * sent behind a trusted proxy): the entries of the URL as requests through the proxy made them.
+ */
+export function withSeenExtras(keys: readonly string[]): string[] {
+  const extras = seenKeyExtras()
+  if (extras.length === 0) return [...keys]
+  return keys.flatMap((key) => [key, ...extras.map((extra) => keyWithExtra(key, extra))])
 }
 
 /**

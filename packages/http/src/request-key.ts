@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http'
+import { unescape as lenientDecode } from 'node:querystring'
 import type { HttpRequestView } from './view.js'
 
 /**
@@ -58,9 +59,14 @@ export function requestKey(
   const extra = view.keyExtra
   if (extra?.includes(SEPARATOR)) return undefined
   return {
-    key: `${keyPrefix}:${origin}${target}${varied}${extra === undefined || extra === '' ? '' : `${SEPARATOR}${extra}`}`,
+    key: keyWithExtra(`${keyPrefix}:${origin}${target}${varied}`, extra),
     scopes: knownScopes(origin.slice(origin.indexOf('://') + 3), sent),
   }
+}
+
+/** A built-in key with the adapter's {@link HttpRequestView.keyExtra}, if any. */
+export function keyWithExtra(key: string, extra: string | undefined): string {
+  return extra === undefined || extra === '' ? key : `${key}${SEPARATOR}${extra}`
 }
 
 /**
@@ -134,19 +140,33 @@ function urlScopes(authority: string, target: string): string[] {
   const q = target.indexOf('?')
   const path = q === -1 ? target : target.slice(0, q)
   const query = q === -1 ? '' : target.slice(q + 1)
-  const scopes = [scopeOf(host, path, query)]
+  const scopes = scopesOf(host, path, query)
   const semicolon = path.indexOf(';')
   if (semicolon !== -1) {
     const routed = path.slice(0, semicolon)
-    for (const other of [scopeOf(host, routed, target.slice(semicolon + 1)), scopeOf(host, routed, query)])
+    for (const other of [
+      ...scopesOf(host, routed, target.slice(semicolon + 1)),
+      ...scopesOf(host, routed, query),
+    ])
       if (!scopes.includes(other)) scopes.push(other)
   }
   return scopes
 }
 
-function scopeOf(host: string, path: string, query: string): string {
-  const canonical = canonicalQuery(query)
-  return `${SEPARATOR}url ${host}${canonicalPath(path)}${canonical === '' ? '' : `?${canonical}`}`
+/**
+ * The scope of a path and query; two when the query holds a percent sign that does not start a
+ * valid UTF-8 escape (`50%+off`, a Latin-1 `%E9`): `qs` (Express's `'extended'` parser) keeps such
+ * a value as sent, while Node's `querystring` (`'simple'`, Fastify's default reads alike) decodes
+ * every valid escape around it and turns invalid UTF-8 into U+FFFD. Each reading has its scope, so
+ * invalidating a spelling reaches the entries of every spelling either parser reads as the same.
+ */
+function scopesOf(host: string, path: string, query: string): string[] {
+  const scope = (canonical: string) =>
+    `${SEPARATOR}url ${host}${canonicalPath(path)}${canonical === '' ? '' : `?${canonical}`}`
+  const strict = canonicalQuery(query, safeDecode)
+  if (!query.includes('%')) return [scope(strict)]
+  const lenient = canonicalQuery(query, lenientDecode)
+  return lenient === strict ? [scope(strict)] : [scope(strict), scope(lenient)]
 }
 
 function canonicalPath(path: string): string {
@@ -170,24 +190,29 @@ const SLASHES = /\/{2,}/g
  * `=x`), and list brackets and indices are dropped (`ids=1&ids=2`, `ids[]=1&ids[]=2` and
  * `ids[0]=1&ids[1]=2` are all `{ ids: ['1', '2'] }`).
  */
-function canonicalQuery(query: string): string {
+function canonicalQuery(query: string, decode: (text: string) => string): string {
   const pairs: [string, string][] = []
   for (const param of query.split('&')) {
     if (param === '') continue
     const eq = param.indexOf('=')
-    const name = safeDecode((eq === -1 ? param : param.slice(0, eq)).replaceAll('+', ' ')).replace(
+    const name = decode((eq === -1 ? param : param.slice(0, eq)).replaceAll('+', ' ')).replace(
       LIST_BRACKETS,
       '',
     )
     if (name === '') continue
-    const value = eq === -1 ? '' : safeDecode(param.slice(eq + 1).replaceAll('+', ' '))
+    const value = eq === -1 ? '' : decode(param.slice(eq + 1).replaceAll('+', ' '))
     pairs.push([name, value])
   }
   pairs.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0))
   return pairs.map(([n, v]) => `${encodeURIComponent(n)}=${encodeURIComponent(v)}`).join('&')
 }
 
-/** `[]` and `[<index>]` in a parameter name: `qs` reads `ids`, `ids[]` and `ids[0]` as one list. */
+/**
+ * `[]` and `[<index>]` in a parameter name: `qs` reads `ids`, `ids[]` and `ids[0]` as one list.
+ * Other bracket spellings `qs` reads as one (`[page]` and `page`, `a[b]x` and `a[b]`) are not
+ * canonical here: under that parser such requests bypass the cache (see
+ * `expressQueryParserBypass`).
+ */
 const LIST_BRACKETS = /\[\s*\d*\s*\]/g
 
 /** Percent-escapes decoded, or the text as it is when they do not decode. */

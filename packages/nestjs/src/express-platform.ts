@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http'
-import { expressQueryParserBypass, expressRoutedAsSent } from '@cache/http'
+import { expressQueryParserBypass, expressQueryReplaced, expressRoutedAsSent } from '@cache/http'
 
 /**
  * `req.url` of each request as Nest's Express application received it, before any middleware ran
@@ -75,5 +75,7 @@ function asFrom(req: IncomingMessage, origin: RefreshOrigin): void {
  */
 export function expressBypass(req: IncomingMessage & { app?: unknown }): string | undefined {
   if (!expressRoutedAsSent(req as never, sentUrls.get(req))) return 'rewritten-url'
+  // Read as the request is looked up, before the handler (which may change `req.query` as it likes).
+  if (expressQueryReplaced(req as never)) return 'querystring-parser'
   return expressQueryParserBypass(req as never)
 }

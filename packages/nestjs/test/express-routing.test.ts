@@ -243,6 +243,62 @@ describe('@CacheResponse on platform-express: the query parser', () => {
     }
   })
 
+  it("'simple' (Nest 11's default): invalidating `?q=50%25+off%21` reaches `?q=50%+off%21`, which the parser reads as the same '50% off!'", async () => {
+    const { app, port } = await start(AppModule)
+    try {
+      const sloppy = '/prices?q=50%+off%21'
+      const encoded = `/prices?q=${encodeURIComponent('50% off!')}`
+      expect(JSON.parse((await get(port, sloppy)).text).query).toEqual({ q: '50% off!' })
+      expect((await get(port, sloppy)).cache).toContain('hit')
+      await get(port, encoded)
+      price = 80
+      await invalidateResponse(`http://127.0.0.1:${port}${encoded}`)
+      expect(JSON.parse((await get(port, encoded)).text).price).toBe(80)
+      expect(JSON.parse((await get(port, sloppy)).text).price).toBe(80)
+    } finally {
+      await app.close()
+    }
+  })
+
+  it("'extended': `?[ids]=1` (read as `?ids=1`) bypasses, so invalidating `?ids=1` leaves nothing of it served", async () => {
+    const { app, port } = await start(AppModule, (a) => a.set('query parser', 'extended'))
+    try {
+      const odd = await get(port, '/prices?[ids]=1')
+      expect(JSON.parse(odd.text).query).toEqual({ ids: '1' })
+      expect(odd.cache).toContain('detail=querystring-parser')
+      await get(port, '/prices?ids=1')
+      price = 80
+      await invalidateResponse(`http://127.0.0.1:${port}/prices?ids=1`)
+      expect(JSON.parse((await get(port, '/prices?[ids]=1')).text).price).toBe(80)
+    } finally {
+      await app.close()
+    }
+  })
+
+  it('bypasses a request whose req.query middleware replaced (the last of repeated values wins)', async () => {
+    const lastValueWins = (req: any, _res: unknown, next: () => void) => {
+      const query = { ...req.query }
+      for (const name of Object.keys(query)) if (Array.isArray(query[name])) query[name] = query[name].at(-1)
+      Object.defineProperty(req, 'query', {
+        value: query,
+        configurable: true,
+        writable: true,
+        enumerable: true,
+      })
+      next()
+    }
+    const { app, port } = await start(AppModule, (a) => a.use(lastValueWins))
+    try {
+      const repeated = await get(port, '/prices?a=1&a=2')
+      expect(JSON.parse(repeated.text).query).toEqual({ a: '2' })
+      expect(repeated.cache).toContain('detail=querystring-parser')
+      await get(port, '/prices?a=2')
+      expect((await get(port, '/prices?a=2')).cache).toContain('hit')
+    } finally {
+      await app.close()
+    }
+  })
+
   it("caches under Express's own parsers ('extended', 'simple')", async () => {
     for (const parser of ['extended', 'simple']) {
       const { app, port } = await start(AppModule, (a) => a.set('query parser', parser))
