@@ -53,6 +53,7 @@ export {
   refreshRequestHeaders,
   setRefreshHeaders,
 } from './node.js'
+export { type InProcessRefresh, type RefreshEntry, refreshInProcess } from './node-refresh.js'
 export {
   describeFunction,
   fastifyInstanceOptions,
