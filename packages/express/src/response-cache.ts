@@ -1,6 +1,5 @@
-import { IncomingMessage, ServerResponse } from 'node:http'
-import { Duplex } from 'node:stream'
-import { type CacheBackend, CacheError } from '@cache/core'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { CacheBackend } from '@cache/core'
 import { isGeneration, sameGenerations } from '@cache/core/backend'
 import {
   answerFromResult,
@@ -16,11 +15,12 @@ import {
   expressQueryReplaced,
   expressRoutedAsSent,
   type Refresh,
+  type RefreshEntry,
   recordNodeResponse,
+  refreshInProcess,
   requestKey,
   responseCachingEnabled,
   sentHostPart,
-  setRefreshHeaders,
   splitAuthority,
   urlVersionKey,
 } from '@cache/http'
@@ -63,6 +63,10 @@ interface ExpressApp {
  * reports (see `Refresh` in @cache/http).
  */
 const REVALIDATE = Symbol.for('@cache/express revalidate')
+/** The engine that started each refresh under way. */
+const refreshOwners = new WeakMap<Refresh, ResponseCache>()
+/** The refreshes whose copy reached the engine that started them. */
+const refreshesReached = new WeakSet<Refresh>()
 
 /**
  * The caches a request passed, outermost first, and the dispatch each one watches while it runs
@@ -162,6 +166,9 @@ export class ResponseCache {
     // A request this engine already handles (the same cache mounted twice) runs through.
     const passed = cachesPassed<Passed[number]>(req)
     if (passed !== undefined) for (const entry of passed) if (entry.engine === this) return run()
+    // The copy of a refresh this engine started reached it: the engine settles that refresh now.
+    const refresh = (req as any)[REVALIDATE] as Refresh | undefined
+    if (refresh !== undefined && refreshOwners.get(refresh) === this) refreshesReached.add(refresh)
     const self: Passed[number] = { engine: this, watch: undefined, site: undefined }
     if (passed === undefined) setCachesPassed(req, [self])
     else passed.push(self)
@@ -380,42 +387,24 @@ export class ResponseCache {
   }
 
   /**
-   * Refreshes a stale entry in the background: the app handles a copy of the request (same URL,
-   * headers and connection properties, no conditional headers) written to a socket that discards
-   * what it is sent. It ends when the response finished, the app gave up on it (`next()`,
-   * `next(error)`, a throw) or after `revalidateTimeout`.
+   * Refreshes a stale entry in the background, in this process: the top-level app handles a copy
+   * of the request (see `refreshInProcess` in @cache/http). It ends when the response was stored
+   * or refused, the app gave up on it (`next()`, `next(error)`, a throw), the copy was answered
+   * before it reached this cache (a rate limiter's 429), or after `revalidateTimeout`.
    */
   revalidate(req: Request, refresh: Refresh): (() => void) | false {
     const app = rootApp(req.app)
     if (app === undefined) return false
-    const socket = new DiscardingSocket(req.socket)
-    const copy = new IncomingMessage(socket as never) as Request
-    copy.method = 'GET'
-    copy.url = req.originalUrl ?? req.url ?? '/'
-    setRefreshHeaders(copy, req)
-    copy.httpVersionMajor = req.httpVersionMajor
-    copy.httpVersionMinor = req.httpVersionMinor
-    copy.httpVersion = req.httpVersion
-    copy.complete = true
-    copy.push(null)
-    const response = new ServerResponse(copy)
-    response.assignSocket(socket as never)
-    ;(copy as any)[REVALIDATE] = refresh
-    const stop = () => socket.destroy()
-    // The app runs the copy now: a refresh it settles at once is stopped by the cache's return.
-    queueMicrotask(() => {
-      if (refresh.done) return
-      try {
-        app.handle!(copy, response, (error?: unknown) =>
-          refresh.fail(
-            error ?? new CacheError(`the refresh of ${refresh.key} got no response (the app called next())`),
-          ),
-        )
-      } catch (error) {
-        refresh.fail(error)
-      }
+    refreshOwners.set(refresh, this)
+    return refreshInProcess(app as RefreshEntry, {
+      req,
+      url: req.originalUrl ?? req.url ?? '/',
+      refresh,
+      mark: (copy) => {
+        ;(copy as any)[REVALIDATE] = refresh
+      },
+      reached: () => refreshesReached.has(refresh),
     })
-    return stop
   }
 }
 
@@ -576,50 +565,6 @@ function hasBody(req: IncomingMessage): boolean {
   if (headers['transfer-encoding'] !== undefined) return true
   const length = headers['content-length']
   return length !== undefined && length !== '0'
-}
-
-/**
- * The socket of a background refresh: accepts and discards every write at once, so a handler
- * that streams (`sendFile`, a pipe) is never held by backpressure; carries the connection
- * properties Express reads (`encrypted` for `req.protocol`, `remoteAddress` for `trust proxy`)
- * and the port the original request reached (part of its site).
- */
-class DiscardingSocket extends Duplex {
-  readonly remoteAddress: string | undefined
-  readonly remotePort: number | undefined
-  readonly localAddress: string | undefined
-  readonly localPort: number | undefined
-  /** The server the original request came through: a refresh enters the app it calls. */
-  readonly server: unknown
-  readonly encrypted: boolean | undefined
-
-  constructor(from: IncomingMessage['socket']) {
-    super({
-      read() {},
-      write(_chunk, _encoding, callback) {
-        callback()
-      },
-      writableHighWaterMark: Number.MAX_SAFE_INTEGER,
-    })
-    this.remoteAddress = from?.remoteAddress
-    this.remotePort = from?.remotePort
-    this.localAddress = from?.localAddress
-    this.localPort = from?.localPort
-    this.server = (from as { server?: unknown } | null | undefined)?.server
-    if ((from as { encrypted?: boolean } | undefined)?.encrypted) this.encrypted = true
-  }
-
-  setTimeout(): this {
-    return this
-  }
-
-  setNoDelay(): this {
-    return this
-  }
-
-  setKeepAlive(): this {
-    return this
-  }
 }
 
 /** The top-level app of a request: a refresh must enter where the original request entered. */

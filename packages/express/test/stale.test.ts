@@ -140,6 +140,41 @@ describe.each(EXPRESS)('stale-while-revalidate on %s', (name, express) => {
     expect((await r.request('/s', { timeout: 3_000 })).body.length).toBe(160 * 1024)
   })
 
+  it("a refresh that middleware before the cache answers (a rate limiter's 429) fails at once, and the next stale hit refreshes again", async () => {
+    let now = 1_000_000
+    const clock = () => now
+    const mw = cacheResponse({ backend: memory(clock), ttl: 60, staleWhileRevalidate: 600, now: clock })
+    const errors: { operation: string; error: Error }[] = []
+    mw.on('error', (event) => errors.push({ operation: event.operation ?? '', error: event.error as Error }))
+    const app = express()
+    // A rate limiter that turns away the third request it sees: the copy of the first refresh
+    // (the first request misses, the second is a stale hit that starts the refresh).
+    let seen = 0
+    let turnedAway = 0
+    app.use((_req: any, res: any, next: any) => {
+      if (++seen === 3) {
+        turnedAway++
+        return res.status(429).send('slow down')
+      }
+      next()
+    })
+    let runs = 0
+    app.get('/r', mw, (_req: any, res: any) => res.send(`v${++runs}`))
+    const r = await serve(app)
+    expect(text(await r.request('/r'))).toBe('v1')
+    now += 61_000
+    expect(text(await r.request('/r', { timeout: 3_000 }))).toBe('v1')
+    await eventually(() => errors.length > 0)
+    expect(turnedAway).toBe(1)
+    expect(errors.map((e) => e.operation)).toEqual(['revalidate'])
+    expect(errors[0]!.error.message).toMatch(/429 before it reached the cache/)
+    expect(mw.stats.errors).toBe(1)
+    // Settled at once, not held for revalidateTimeout (30 s): this stale hit starts a new refresh.
+    expect(text(await r.request('/r', { timeout: 3_000 }))).toBe('v1')
+    await eventually(() => mw.stats.sets === 2)
+    expect(text(await r.request('/r'))).toBe('v2')
+  })
+
   it('a refresh that never answers is abandoned after revalidateTimeout, counted, and tried again later', async () => {
     const { app, mw, runs, expire } = staleApp(() => undefined, { revalidateTimeout: '200ms' })
     const errors: Error[] = []

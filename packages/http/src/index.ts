@@ -55,6 +55,7 @@ export {
   refreshRequestHeaders,
   setRefreshHeaders,
 } from './node.js'
+export { type InProcessRefresh, type RefreshEntry, refreshInProcess } from './node-refresh.js'
 export {
   describeFunction,
   fastifyInstanceOptions,

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import { request as httpRequest, type IncomingMessage, ServerResponse } from 'node:http'
+import { type IncomingMessage, ServerResponse } from 'node:http'
 import {
   applyDecorators,
   type CallHandler,
@@ -29,13 +29,14 @@ import {
   noteFastifyArrivals,
   noteFastifyTargets,
   type Refresh,
+  type RefreshEntry,
   recordNodeResponse,
-  refreshRequestHeaders,
+  refreshInProcess,
   resolveHttpCacheOptions,
   sentHostPart,
 } from '@cache/http'
 import { from, mergeMap, type Observable, of } from 'rxjs'
-import { expressBypass, refreshOrigins, watchExpressApp } from './express-platform.js'
+import { expressBypass, sentUrlOf, watchExpressApp } from './express-platform.js'
 import { frontPassOf } from './front.js'
 import { declare, siteOf } from './handler-sites.js'
 import { CACHE_BACKEND, CACHE_RESPONSE_OPTIONS } from './tokens.js'
@@ -63,13 +64,15 @@ export interface CacheResponseOptions extends HttpCacheOptions<any> {
   frontSkipsAllMiddleware?: boolean
 }
 
-/** Marks the loopback copy of a request that refreshes a stale entry; its value is a random id. */
+/** Marks the copy of a request that refreshes a stale entry; its value is a random id. */
 const REFRESH_HEADER = 'x-cache-nestjs-refresh'
 const refreshes = new Map<string, Refresh>()
 /** The key of the request each refresh refreshes: its copy must be keyed the same, or stores nothing. */
 const refreshKeys = new WeakMap<Refresh, string | undefined>()
 /** The caches whose refresh was keyed otherwise, logged once each. */
 const refreshKeyLogged = new WeakSet<HttpCache>()
+/** The caches whose refresh was answered before it reached them, logged once each. */
+const refreshAnsweredLogged = new WeakSet<HttpCache>()
 
 /** Requests a cache interceptor already took (`@CacheResponse` on a controller and on its method). */
 const claimed = new WeakSet<IncomingMessage>()
@@ -147,7 +150,7 @@ interface Platform {
   routedUrl(): string
   /** Fastify: the app reads queries with a parser of its own (`querystringParser`). */
   parsesQueries?: boolean
-  /** Fastify: refreshes a stale entry with a copy of the request (instead of one over loopback). */
+  /** Fastify: refreshes a stale entry with a copy of the request through `inject()` (instead of Express's application). */
   revalidate?(refresh: Refresh): (() => void) | undefined | false
   /** The Node request and response underneath. */
   req: IncomingMessage
@@ -178,7 +181,7 @@ export class CacheResponseInterceptor implements NestInterceptor {
   ) {
     // On Express, the URL each request was sent with is known from the application's first request on.
     const adapter = adapterHost?.httpAdapter
-    if (adapter?.getType?.() === 'express') watchExpressApp(adapter.getInstance(), REFRESH_HEADER)
+    if (adapter?.getType?.() === 'express') watchExpressApp(adapter.getInstance())
     // On Fastify, each request's target is noted before any hook of the app runs, with or without
     // CacheModule: Nest makes the interceptor before it registers the routes.
     if (adapter?.getType?.() === 'fastify') noteFastifyTargets(adapter.getInstance())
@@ -221,7 +224,7 @@ export class CacheResponseInterceptor implements NestInterceptor {
         if (!refreshKeyLogged.has(cache)) {
           refreshKeyLogged.add(cache)
           processLogger().warn(
-            `@cache/nestjs: ${owner.name}.${handler.name}: a stale-while-revalidate refresh resolved under another key than the entry it refreshes (another protocol, host or header as the application reads the loopback copy); it is not stored, and the stale entry is served until it expires. Logged once per handler`,
+            `@cache/nestjs: ${owner.name}.${handler.name}: a stale-while-revalidate refresh resolved under another key than the entry it refreshes (another protocol, host or header as the application reads the copy); it is not stored, and the stale entry is served until it expires. Logged once per handler`,
           )
         }
       }
@@ -238,7 +241,13 @@ export class CacheResponseInterceptor implements NestInterceptor {
         refreshKeys.set(refresh, cache.keyFor(view))
         return platform.revalidate !== undefined
           ? platform.revalidate(refresh)
-          : revalidate(platform.req, refresh)
+          : revalidate(platform.req, refresh, (status) => {
+              if (refreshAnsweredLogged.has(cache)) return
+              refreshAnsweredLogged.add(cache)
+              processLogger().warn(
+                `@cache/nestjs: ${owner.name}.${handler.name}: a stale-while-revalidate refresh was answered ${status} before it reached the cache (middleware or a guard before the interceptor, such as a rate limiter, answered it); it counts as a failed refresh, the stale entry stays, and the next stale hit tries again. Logged once per handler`,
+              )
+            })
       },
       verdict: outer.verdict,
     })
@@ -325,7 +334,7 @@ function platformOf(request: any, response: any): Platform | undefined {
 }
 
 function expressPlatform(req: any, res: ServerResponse): Platform {
-  watchExpressApp(req.app, REFRESH_HEADER)
+  watchExpressApp(req.app)
   const headers = (req as IncomingMessage).headers
   const bypass = expressBypass(req)
   // Express resolves the host and protocol with its `trust proxy` setting.
@@ -507,41 +516,42 @@ function parsesQueries(instance: object): boolean {
 }
 
 /**
- * Refreshes a stale entry by sending a copy of the request to this server over loopback, so that
- * it passes the same middleware, guards and pipes as any request. `false` on a TLS server.
+ * Refreshes a stale entry in this process: Nest's Express application handles a copy of the
+ * request (same URL, headers and connection, so that it passes the same middleware, guards and
+ * pipes as any request and resolves as the request it refreshes). Never over the network: under
+ * `node:cluster` (pm2's cluster mode) a copy sent to the listening port reaches another worker,
+ * which does not know the refresh. A copy answered before the interceptor took it (a rate
+ * limiter's 429, an auth layer's 401) is a failed refresh at once, logged once per handler.
  */
-function revalidate(req: IncomingMessage, refresh: Refresh): (() => void) | false {
-  const socket = req.socket as (typeof req.socket & { encrypted?: boolean }) | null
-  if (socket === null || socket.encrypted || socket.localPort === undefined) return false
+function revalidate(
+  req: IncomingMessage & { app?: unknown; originalUrl?: string },
+  refresh: Refresh,
+  logOnce: (status: number) => void,
+): (() => void) | false {
+  const app = rootApp(req.app)
+  if (app === undefined) return false
   const id = randomBytes(16).toString('hex')
   refreshes.set(id, refresh)
-  refreshOrigins.set(id, {
-    remoteAddress: socket.remoteAddress,
-    remotePort: socket.remotePort,
-    remoteFamily: socket.remoteFamily,
-  })
-  const headers: Record<string, string | string[] | undefined> = refreshRequestHeaders(req)
-  headers[REFRESH_HEADER] = id
-  const copy = httpRequest(
-    {
-      host: socket.localAddress,
-      port: socket.localPort,
-      path: req.url,
-      method: 'GET',
-      headers,
-      agent: false,
+  const stop = refreshInProcess(app, {
+    req,
+    url: sentUrlOf(req),
+    refresh,
+    mark: (copy) => {
+      copy.headers[REFRESH_HEADER] = id
     },
-    (response) => response.resume(),
-  )
-  copy.on('error', (error) => {
-    refreshes.delete(id)
-    refreshOrigins.delete(id)
-    refresh.fail(error)
+    // The interceptor takes the copy's id out as it sees it.
+    reached: () => !refreshes.has(id),
+    answeredBefore: logOnce,
   })
-  copy.end()
   return () => {
     refreshes.delete(id)
-    refreshOrigins.delete(id)
-    copy.destroy()
+    stop()
   }
+}
+
+/** The top-level Express application of a request (a refresh enters where the request entered). */
+function rootApp(app: unknown): RefreshEntry | undefined {
+  let current = app as { handle?: unknown; parent?: unknown } | undefined
+  while (current?.parent !== undefined) current = current.parent as typeof current
+  return typeof current?.handle === 'function' ? (current as unknown as RefreshEntry) : undefined
 }

@@ -9,28 +9,13 @@ const sentUrls = new WeakMap<IncomingMessage, string>()
 /** The Express applications whose entry is watched. */
 const watched = new WeakSet<object>()
 
-/** Where the request a background refresh copies came from: its copy resolves as it did. */
-export interface RefreshOrigin {
-  remoteAddress: string | undefined
-  remotePort: number | undefined
-  remoteFamily: string | undefined
-}
-
-/**
- * The origins of the loopback copies under way, by the id their refresh header carries (a random
- * id only this process knows): set by the refresh, read as the copy enters the application.
- */
-export const refreshOrigins = new Map<string, RefreshOrigin>()
-
 /**
  * Watches the entry of Nest's Express application (`app.handle`, which the Node server's listener
  * calls for every request), so that the target each request was sent with is known whatever
- * middleware later does to `req.url` and `req.originalUrl`. A background refresh's loopback copy
- * is given the address of the request it refreshes there, before Express or any middleware reads
- * it, so that `trust proxy`, `req.ip` and guards resolve it as that request. Done once per
- * application; anything else than an Express application is left alone.
+ * middleware later does to `req.url` and `req.originalUrl`. Done once per application; anything
+ * else than an Express application is left alone.
  */
-export function watchExpressApp(app: unknown, header: string): void {
+export function watchExpressApp(app: unknown): void {
   if (typeof app !== 'function' || watched.has(app)) return
   const target = app as unknown as { handle?: unknown; set?: unknown }
   const handle = target.handle
@@ -46,25 +31,9 @@ export function watchExpressApp(app: unknown, header: string): void {
     ) {
       const url = req.url
       if (typeof url === 'string') sentUrls.set(req, url)
-      const id = req.headers?.[header]
-      if (typeof id === 'string') {
-        const origin = refreshOrigins.get(id)
-        if (origin !== undefined) {
-          refreshOrigins.delete(id)
-          asFrom(req, origin)
-        }
-      }
     }
     return (handle as (...args: unknown[]) => unknown).call(this, req, ...rest)
   }
-}
-
-/** The copy's own socket (one per copy) reports the address of the request it refreshes. */
-function asFrom(req: IncomingMessage, origin: RefreshOrigin): void {
-  const socket = req.socket as object | null
-  if (socket === null) return
-  for (const [name, value] of Object.entries(origin))
-    if (value !== undefined) Object.defineProperty(socket, name, { value, configurable: true })
 }
 
 /**
@@ -78,4 +47,9 @@ export function expressBypass(req: IncomingMessage & { app?: unknown }): string 
   // Read as the request is looked up, before the handler (which may change `req.query` as it likes).
   if (expressQueryReplaced(req as never)) return 'querystring-parser'
   return expressQueryParserBypass(req as never)
+}
+
+/** The target a request was sent with, as the application received it. */
+export function sentUrlOf(req: IncomingMessage & { originalUrl?: string }): string {
+  return sentUrls.get(req) ?? req.originalUrl ?? req.url ?? '/'
 }

@@ -5,8 +5,12 @@
  */
 import 'reflect-metadata'
 import { once } from 'node:events'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { createServer, request } from 'node:http'
-import { type AddressInfo, connect } from 'node:net'
+import { request as httpsRequest } from 'node:https'
+import type { AddressInfo } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import {
   type CanActivate,
   Controller,
@@ -21,6 +25,7 @@ import {
 } from '@nestjs/common'
 import { NestFactory } from '@nestjs/core'
 import { ExpressAdapter, type NestExpressApplication } from '@nestjs/platform-express'
+import { selfSignedCertificate } from '@cache/test-servers'
 import express from 'express'
 import { describe, expect, it } from 'vitest'
 import { CacheModule, CacheResponse, invalidateResponse } from '../src/index.js'
@@ -83,12 +88,12 @@ class ProxyOnly implements CanActivate {
 
 @Controller('versioned')
 class VersionedController {
-  // A key of what a loopback copy (HTTP/1.1) cannot repeat for an HTTP/1.0 client.
+  // A key of what a refresh's copy cannot repeat: a mark the server put on the client's connection.
   @Get()
   @CacheResponse({
     ttl: '300ms',
     staleWhileRevalidate: 60,
-    key: (req: any) => `/versioned ${req.httpVersion}`,
+    key: (req: any) => `/versioned ${req.socket.admitted === true}`,
   })
   show() {
     runs++
@@ -159,6 +164,12 @@ function get(
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** Waits (at most 3 s) for the refresh to have run the handler, then a moment for its store: the refreshed entry is fresh for 300 ms only. */
+async function refreshed(): Promise<void> {
+  for (let i = 0; i < 300 && runs < 2; i++) await sleep(10)
+  await sleep(50)
+}
 
 describe('@CacheResponse on platform-express: a URL rewritten before routing', () => {
   it('bypasses a request whose req.url and req.originalUrl middleware rewrote, from the first request on', async () => {
@@ -325,7 +336,7 @@ describe('@CacheResponse on platform-express: stale-while-revalidate behind a pr
       await sleep(400)
       const stale = await get(port, '/price', viaProxy, PROXY)
       expect(stale.text).toContain('price 100')
-      await sleep(300)
+      await refreshed()
       const fresh = await get(port, '/price', viaProxy, PROXY)
       expect(fresh.text).toBe(`https://shop.example from ${PROXY} price 80`)
       expect(fresh.cache).toContain('hit')
@@ -343,7 +354,7 @@ describe('@CacheResponse on platform-express: stale-while-revalidate behind a pr
       price = 80
       await sleep(400)
       expect((await get(port, '/internal/price', {}, PROXY)).text).toContain('price 100')
-      await sleep(300)
+      await refreshed()
       const fresh = await get(port, '/internal/price', {}, PROXY)
       expect(fresh.text).toBe('127.0.0.1 price 80')
       expect(runs).toBe(2)
@@ -351,29 +362,101 @@ describe('@CacheResponse on platform-express: stale-while-revalidate behind a pr
       await app.close()
     }
   })
+  it("a refresh that middleware before the cache answers (a rate limiter's 429) fails at once, is logged once, and the next stale hit refreshes again", async () => {
+    const warnings: string[] = []
+    const warn = console.warn
+    console.warn = (...args: unknown[]) => void warnings.push(args.join(' '))
+    // A rate limiter that turns away the third request it sees: the copy of the first refresh
+    // (the first request misses, the second is a stale hit that starts the refresh).
+    let seen = 0
+    let turnedAway = 0
+    const { app, port } = await start(AppModule, (a) =>
+      a.use((_req: unknown, res: any, next: () => void) => {
+        if (++seen === 3) {
+          turnedAway++
+          res.statusCode = 429
+          return res.end('slow down')
+        }
+        next()
+      }),
+    )
+    try {
+      expect((await get(port, '/price')).text).toContain('price 100')
+      price = 80
+      await sleep(400)
+      expect((await get(port, '/price')).text).toContain('price 100')
+      for (let i = 0; i < 100 && warnings.length === 0; i++) await sleep(10)
+      expect(turnedAway).toBe(1)
+      expect(warnings.join('\n')).toContain('answered 429 before it reached the cache')
+      // Settled at once, not held for revalidateTimeout (30 s): this stale hit refreshes again.
+      expect((await get(port, '/price')).text).toContain('price 100')
+      for (let i = 0; i < 100 && runs < 2; i++) await sleep(10)
+      await sleep(50)
+      const fresh = await get(port, '/price')
+      expect(fresh.text).toContain('price 80')
+      expect(fresh.cache).toContain('hit')
+      expect(warnings).toHaveLength(1)
+    } finally {
+      console.warn = warn
+      await app.close()
+    }
+  })
+
+  it('refreshes on an HTTPS server: the copy keeps the protocol of the request it refreshes', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cache-nestjs-tls-'))
+    const tls = selfSignedCertificate(dir)
+    runs = 0
+    price = 100
+    const app = await NestFactory.create<NestExpressApplication>(AppModule, new ExpressAdapter(), {
+      logger: false,
+      httpsOptions: { key: tls.key, cert: tls.cert },
+    })
+    await app.listen(0, '127.0.0.1')
+    const port = (app.getHttpServer().address() as AddressInfo).port
+    const getTls = () =>
+      new Promise<string>((resolve, reject) => {
+        const req = httpsRequest(
+          { host: '127.0.0.1', port, path: '/price', ca: tls.ca, agent: false, timeout: 5000 },
+          (res) => {
+            let text = ''
+            res.setEncoding('utf8')
+            res.on('data', (chunk: string) => (text += chunk))
+            res.on('end', () => resolve(text))
+          },
+        )
+        req.on('error', reject)
+        req.end()
+      })
+    try {
+      expect(await getTls()).toBe('https://127.0.0.1 from 127.0.0.1 price 100')
+      price = 80
+      await sleep(400)
+      expect(await getTls()).toContain('price 100')
+      await refreshed()
+      expect(await getTls()).toBe('https://127.0.0.1 from 127.0.0.1 price 80')
+      expect(runs).toBe(2)
+    } finally {
+      await app.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
   it('stores nothing from a refresh copy keyed otherwise than the entry it refreshes, and says so', async () => {
     const warnings: string[] = []
     const warn = console.warn
     console.warn = (...args: unknown[]) => void warnings.push(args.join(' '))
-    const { app, port } = await start(AppModule)
+    const { app, port } = await start(AppModule, (a) =>
+      a.getHttpServer().on('connection', (socket: any) => void (socket.admitted = true)),
+    )
     try {
-      const http10 = () =>
-        new Promise<string>((resolve, reject) => {
-          const socket = connect(port, '127.0.0.1', () => socket.write('GET /versioned HTTP/1.0\r\n\r\n'))
-          let text = ''
-          socket.setEncoding('utf8')
-          socket.on('data', (chunk: string) => (text += chunk))
-          socket.on('error', reject)
-          socket.on('end', () => resolve(text))
-        })
-      expect(await http10()).toContain('price 100')
+      expect((await get(port, '/versioned')).text).toContain('price 100')
       price = 80
       await sleep(400)
-      expect(await http10()).toContain('price 100')
+      expect((await get(port, '/versioned')).text).toContain('price 100')
       await sleep(300)
-      // The copy (HTTP/1.1) ran the handler but was stored nowhere: not under its own key either.
+      // The copy ran the handler but was stored nowhere: the entry is still stale.
       expect(runs).toBe(2)
-      expect((await get(port, '/versioned')).cache).not.toContain('hit')
+      expect((await get(port, '/versioned')).text).toContain('price 100')
       expect(warnings.join('\n')).toContain('resolved under another key')
     } finally {
       console.warn = warn
