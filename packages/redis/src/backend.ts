@@ -119,12 +119,19 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   async ready(timeout?: Duration): Promise<void> {
     const ms = timeout === undefined ? this.connectTimeoutMs : parseDuration(timeout, 'timeout')
     const deadline = Date.now() + ms
-    await this.connection.whenReady(ms)
-    if (this.near !== undefined && !(await this.near.whenActive(deadline - Date.now())))
-      throw new CacheUnavailableError(
-        'redis',
-        `redis: nearCache: tracking not on within ${ms} ms (${this.near.whyOff() ?? 'Redis 6+ needed'})`,
-      )
+    // A caller awaits this: the process stays alive until it settles (the connections and their
+    // timers do not hold it open, so that a script that never calls close() can exit).
+    const hold = setTimeout(() => {}, ms + 1000)
+    try {
+      await this.connection.whenReady(ms)
+      if (this.near !== undefined && !(await this.near.whenActive(deadline - Date.now())))
+        throw new CacheUnavailableError(
+          'redis',
+          `redis: nearCache: tracking not on within ${ms} ms (${this.near.whyOff() ?? 'Redis 6+ needed'})`,
+        )
+    } finally {
+      clearTimeout(hold)
+    }
   }
 
   /** Per-operation timeout in ms. */

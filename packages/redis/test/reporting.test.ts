@@ -201,6 +201,19 @@ describe('a script that never calls close()', () => {
     expect(code).toBe(0)
   })
 
+  it('waits in an awaited ready() with a near cache, then runs the rest of the script', async () => {
+    const { code, output } = await runNodeScript(`
+      const { redisBackend } = await import(${JSON.stringify(redis)})
+      const near = redisBackend(${JSON.stringify(server.url)}, { namespace: 'ready-near', nearCache: true, timeout: '2s' })
+      await near.ready('5s')
+      console.log('ready')
+      await near.set('k', 'v')
+      console.log(await near.get('k'))
+    `)
+    expect(output).toBe('ready\nv\n')
+    expect(code).toBe(0)
+  })
+
   it('exits with Redis unreachable, after saying so', async () => {
     const port = await freePort()
     const { code, output } = await runNodeScript(`
