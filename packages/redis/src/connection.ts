@@ -345,11 +345,11 @@ export class Connection {
       server: this.address,
     })
 
-  /** Bytes read so far from the server (a cluster: from all its nodes), on the current sockets. */
-  private readonly bytesRead = (): number => {
-    if (!this.client.isCluster) return streamOf(this.client)?.bytesRead ?? 0
-    let bytes = 0
-    for (const node of (this.client as Cluster).nodes('all')) bytes += streamOf(node)?.bytesRead ?? 0
+  /** Bytes read so far from the server (a cluster: from each node), on the current sockets. */
+  private readonly bytesRead = (): Map<object, number> => {
+    if (!this.client.isCluster) return new Map([[this.client, streamOf(this.client)?.bytesRead ?? 0]])
+    const bytes = new Map<object, number>()
+    for (const node of (this.client as Cluster).nodes('all')) bytes.set(node, streamOf(node)?.bytesRead ?? 0)
     return bytes
   }
 

@@ -1,9 +1,16 @@
 import { CacheTimeoutError, CacheUnavailableError } from '@cache/core'
-import { type FaultProxy, type RedisServer, startFaultProxy, startRedis } from '@cache/test-servers'
+import {
+  type FaultProxy,
+  type RedisCluster,
+  type RedisServer,
+  startFaultProxy,
+  startRedis,
+  startRedisCluster,
+} from '@cache/test-servers'
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type RedisBackend, redisBackend } from '../src/index.js'
-import { useSingleAndCluster } from './servers.js'
+import { keysServedBy, useSingleAndCluster } from './servers.js'
 
 const servers = useSingleAndCluster()
 
@@ -207,6 +214,61 @@ describe('a frozen server or a silent link', () => {
       }
     } finally {
       proxy.setMode('pass')
+      await cache.close()
+    }
+  })
+})
+
+describe('a frozen cluster master while the other masters keep answering', () => {
+  let cluster: RedisCluster
+  beforeAll(async () => {
+    // A node timeout longer than the test: the frozen master is not failed over meanwhile.
+    cluster = await startRedisCluster(3, { nodeTimeout: 30_000 })
+  }, 60_000)
+  afterAll(async () => {
+    await cluster?.stop()
+  })
+
+  it('fails each call to the frozen master within twice the timeout, however many are waiting', async () => {
+    const url = `redis+cluster://${cluster.nodes.map((n) => `${n.host}:${n.port}`).join(',')}`
+    const cache = redisBackend(url, { namespace: 'pile', timeout: '200ms', logger: false })
+    const [frozenPort, ...livePorts] = cluster.nodes.map((n) => n.port)
+    const frozenKey = keysServedBy(frozenPort!, 'pile', 1, 'frozen')[0]!
+    const liveKeys = livePorts.flatMap((port) => keysServedBy(port, 'pile', 4, 'live'))
+    const frozen = cluster.processOn(frozenPort!)
+    try {
+      await cache.ready('10s')
+      await cache.setMany([frozenKey, ...liveKeys].map((key) => ({ key, value: 'v' })))
+      await frozen.freeze()
+      let stop = false
+      // Replies keep arriving from the live masters all along.
+      const load = liveKeys.map(async (key) => {
+        while (!stop) await cache.get(key).catch(() => {})
+      })
+      const results: { ms: number; error: unknown }[] = []
+      const calls: Promise<void>[] = []
+      for (let i = 0; i < 60; i++) {
+        const start = performance.now()
+        calls.push(
+          cache.get(frozenKey).then(
+            () => void results.push({ ms: performance.now() - start, error: undefined }),
+            (error: unknown) => void results.push({ ms: performance.now() - start, error }),
+          ),
+        )
+        await new Promise((resolve) => setTimeout(resolve, 10))
+      }
+      // Bounded: calls still waiting after 5 s are counted as such.
+      await Promise.race([Promise.all(calls), new Promise((resolve) => setTimeout(resolve, 5000))])
+      stop = true
+      await Promise.all(load)
+      expect(results).toHaveLength(60)
+      for (const { ms, error } of results) {
+        expect(error).toBeInstanceOf(CacheTimeoutError)
+        // README: at about the timeout, at most twice that (plus this process's stall).
+        expect(ms).toBeLessThan(2 * 200 + 150)
+      }
+    } finally {
+      frozen.thaw()
       await cache.close()
     }
   })
