@@ -185,6 +185,47 @@ describe('a frozen server or a silent link', () => {
     }
   })
 
+  it('fails gets queued behind a large reply trickling in within twice the timeout each', async () => {
+    const cache = redisBackend(`redis://127.0.0.1:${proxy.port}`, {
+      namespace: 'trickle',
+      timeout: '300ms',
+      logger: false,
+    })
+    try {
+      // 32 MB: about 2 s over the slow link, so reply bytes keep arriving while every get waits.
+      // Written straight to the server, with time to spare.
+      const writer = redisBackend(server.url, { namespace: 'trickle', timeout: '10s', logger: false })
+      await writer.set('big', 'x'.repeat(32_000_000))
+      await writer.close()
+      await cache.set('k', 'v')
+      proxy.setMode('slow')
+      const results: { ms: number; error: unknown }[] = []
+      const timed = (call: Promise<unknown>) => {
+        const start = performance.now()
+        return call.then(
+          () => void results.push({ ms: performance.now() - start, error: undefined }),
+          (error: unknown) => void results.push({ ms: performance.now() - start, error }),
+        )
+      }
+      const calls = [timed(cache.get('big'))]
+      for (let i = 0; i < 40; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 10))
+        calls.push(timed(cache.get('k')))
+      }
+      // Bounded: calls still waiting after 5 s are counted as such.
+      await Promise.race([Promise.all(calls), new Promise((resolve) => setTimeout(resolve, 5000))])
+      expect(results).toHaveLength(41)
+      for (const { ms, error } of results) {
+        expect(error).toBeInstanceOf(CacheTimeoutError)
+        // README: at most twice the timeout (plus this process's stall) when bytes kept arriving.
+        expect(ms).toBeLessThan(2 * 300 + 150)
+      }
+    } finally {
+      proxy.setMode('pass')
+      await cache.close()
+    }
+  })
+
   it('fails calls sent one after another on a black-holed link at about the timeout each', async () => {
     const cache = redisBackend(`redis://127.0.0.1:${proxy.port}`, {
       namespace: 'holed',
