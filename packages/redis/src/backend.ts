@@ -79,6 +79,8 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
             this.format.prefix,
             this.replication,
           )
+    const once = this.once
+    if (once !== undefined) this.connection.beforeQuit = () => once.finish()
     const near = settings.near
     if (near !== undefined && this.client.isCluster) {
       void this.connection.close()
@@ -303,7 +305,6 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   /** Idempotent. Quits a client this backend created; a client passed in is left open. */
   close(): Promise<void> {
     this.reads.flush()
-    this.once?.close()
     this.near?.close()
     return this.connection.close()
   }

@@ -87,6 +87,11 @@ export class Connection {
   private idle: (() => void) | undefined
   /** `close()` is ending the client we built: a command refused from now on was not sent. */
   private quitting = false
+  /**
+   * Runs in `close()` once the calls under way are done, before the client quits: the settling
+   * of `incr`/`atomicUpdate` calls whose reply was lost (see exactly-once.ts).
+   */
+  beforeQuit: (() => Promise<void>) | undefined
 
   constructor(
     connection: RedisConnection,
@@ -209,11 +214,12 @@ export class Connection {
 
   /**
    * Waits, at most `ms`, until a command for `key` can be sent: the connection (on a cluster: the
-   * master serving `key`, across a failover) is up. False when it is not within `ms`.
+   * master serving `key`, across a failover) is up. False when it is not within `ms`. Also while
+   * `close()` waits for its calls under way, until it quits the client.
    */
   async serving(key: string, ms: number): Promise<boolean> {
     const deadline = Date.now() + ms
-    if (!(await this.clientReady(ms))) return false
+    if (!(await this.clientReady(ms, true))) return false
     if (this.topology === undefined) return true
     return (await this.topology.masterReady(key, deadline - Date.now())) !== undefined
   }
@@ -345,11 +351,11 @@ export class Connection {
       server: this.address,
     })
 
-  /** Bytes read so far from the server (a cluster: from all its nodes), on the current sockets. */
-  private readonly bytesRead = (): number => {
-    if (!this.client.isCluster) return streamOf(this.client)?.bytesRead ?? 0
-    let bytes = 0
-    for (const node of (this.client as Cluster).nodes('all')) bytes += streamOf(node)?.bytesRead ?? 0
+  /** Bytes read so far from the server (a cluster: from each node), on the current sockets. */
+  private readonly bytesRead = (): Map<object, number> => {
+    if (!this.client.isCluster) return new Map([[this.client, streamOf(this.client)?.bytesRead ?? 0]])
+    const bytes = new Map<object, number>()
+    for (const node of (this.client as Cluster).nodes('all')) bytes.set(node, streamOf(node)?.bytesRead ?? 0)
     return bytes
   }
 
@@ -390,6 +396,8 @@ export class Connection {
     // anything yet are refused (see ready()). A client that is down has nothing under way to
     // wait for: it ends at once, and calls waiting for it to connect are refused.
     if (client.status === 'ready') await this.settled()
+    // Calls reported failed whose outcome is still being settled: one last attempt each.
+    await this.beforeQuit?.()
     if (!this.owned) {
       await this.settled()
       client.off('error', this.onClientError)
@@ -460,18 +468,22 @@ export class Connection {
     return this.readySignal
   }
 
-  /** True once the client is ready, waiting at most `ms` (through reconnection attempts). */
-  private async clientReady(ms: number): Promise<boolean> {
+  /**
+   * True once the client is ready, waiting at most `ms` (through reconnection attempts); false
+   * once `close()` was called (with `untilQuit`: once it quits the client).
+   */
+  private async clientReady(ms: number, untilQuit = false): Promise<boolean> {
     const client = this.client
     const deadline = Date.now() + ms
-    while (!this.closed && client.status !== 'ready') {
+    const ended = () => (untilQuit ? this.quitting || client.status === 'end' : this.closed)
+    while (!ended() && client.status !== 'ready') {
       if (client.status === 'wait') client.connect().catch(noop)
       if (client.status === 'end') return false
       const left = deadline - Date.now()
       if (left <= 0) return false
       await waitAtMost(this.connected(), left)
     }
-    return client.status === 'ready' && !this.closed
+    return client.status === 'ready' && !ended()
   }
 
   private readonly onClientError = (error: unknown): void => {

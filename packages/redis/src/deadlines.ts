@@ -1,23 +1,35 @@
 // Deadlines are real time: the timers of `node:timers`, bound before an application's fake
 // timers may replace the global ones.
 import { setImmediate, setTimeout } from 'node:timers'
+import type { Cluster, Redis } from 'ioredis'
 
 /** Real time, also under an application's fake timers. */
 const clock = performance.now.bind(performance)
 
 /** The commands sent in one tick: they leave together, so they share one deadline. */
 export interface Batch {
-  /** When they were written (ms, {@link clock}): the end of their tick. */
-  start: number
+  /**
+   * When it is judged (ms, {@link clock}): the timeout after its commands were written (the end of
+   * their tick), or after the judgment that extended it.
+   */
+  due: number
   /** Commands of the batch not settled yet. */
   open: number
   /** Given its whole timeout once more, for reply bytes that were arriving when it was due. */
   extended: boolean
+  /**
+   * Per command, the connection it was written to (a cluster's node, see {@link
+   * CommandDeadlines.wroteTo}); undefined when not known: then every connection's bytes count.
+   */
+  connections: (object | undefined)[]
   /** Per command, its rejection while it waits; undefined once it settled. */
   rejects: (((error: Error) => void) | undefined)[]
   /** Per command, the operation it is part of; undefined for an ioredis command (see {@link watchCommand}). */
   operations: (string | undefined)[]
 }
+
+/** Bytes read so far, per connection (a cluster: per node; one server: its one connection). */
+export type BytesRead = () => ReadonlyMap<object, number>
 
 const BATCH = Symbol('batch')
 const INDEX = Symbol('index')
@@ -54,13 +66,19 @@ function resolveWatched(this: IoredisCommand, value: unknown): unknown {
  * A due deadline is judged only after the event loop's next poll for I/O: when this process itself
  * was busy past it (a long synchronous stretch, a GC pause), timers run before the socket is read,
  * and a reply Redis sent in time would otherwise count as none. If reply bytes arrived since the
- * timer was armed, or in that poll, without settling the batch (a large reply still arriving), it
- * gets its timeout once more. A server that does not answer fails each call at `timeoutMs` after
- * its write (plus one poll of the event loop); at most twice that when bytes kept arriving.
+ * timer was armed, or in that poll, on a connection the batch was written to (on a cluster, its
+ * node: traffic of the other nodes says nothing about this one), without settling the batch (a
+ * large reply still arriving), it gets its timeout once more, from then. Every batch is judged at
+ * its own due time, and the batches due together share the judgment: an extended batch waits in a
+ * queue of its own, so it never holds back the judgment of those after it. A server that does not
+ * answer fails each call at `timeoutMs` after its write (plus one poll of the event loop); at most
+ * twice that, plus this process's stall, when bytes kept arriving.
  */
 export class CommandDeadlines {
-  private batches: Batch[] = []
-  private head = 0
+  /** Batches not extended, in the order they were written (so also of their due time). */
+  private readonly waiting = new BatchQueue()
+  /** Extended batches, in the order they were extended (so also of their new due time). */
+  private readonly extended = new BatchQueue()
   /** The batch of the current tick, until its end. */
   private current: Batch | undefined
   private timer: NodeJS.Timeout | undefined
@@ -69,17 +87,17 @@ export class CommandDeadlines {
   /** A due batch waits for the next poll for I/O (see {@link check}). */
   private graced = false
   /** Commands waiting, in every batch. */
-  private waiting = 0
-  /** Bytes read from the server when the timer was armed, and when a batch fell due. */
-  private readAtArm = 0
-  private readAtDue = 0
+  private pending = 0
+  /** Bytes read per connection when the timer was armed, and when a batch fell due. */
+  private readAtArm: ReadonlyMap<object, number> = new Map()
+  private readAtDue: ReadonlyMap<object, number> = new Map()
   /** When the batch now in its grace fell due: a poll for I/O has run since then. */
   private dueAt = 0
 
   constructor(
     private readonly timeoutMs: number,
-    /** Bytes read so far from the server(s) the commands were sent to. */
-    private readonly bytesRead: () => number,
+    /** Bytes read so far from the server(s) the commands were sent to, per connection. */
+    private readonly bytesRead: BytesRead,
     /** The error of a command that got no answer in time. */
     private readonly timedOut: (operation: string) => Error,
     /**
@@ -131,6 +149,15 @@ export class CommandDeadlines {
     }
   }
 
+  /**
+   * A watched command was written to `connection` (a cluster's node; see {@link timeEveryCommand}):
+   * its batch is judged by the bytes read from there.
+   */
+  wroteTo(command: IoredisCommand, connection: object): void {
+    const batch = command[BATCH]
+    if (batch !== undefined) batch.connections[command[INDEX]!] = connection
+  }
+
   /** A watched command settled (see {@link watchCommand}). */
   settled(batch: Batch, index: number): void {
     this.settle(batch, index)
@@ -141,7 +168,7 @@ export class CommandDeadlines {
     batch.rejects.push(reject)
     batch.operations.push(operation)
     batch.open++
-    if (this.waiting++ === 0 && this.holdsProcess && !this.refed && this.timer !== undefined) {
+    if (this.pending++ === 0 && this.holdsProcess && !this.refed && this.timer !== undefined) {
       this.timer.ref()
       this.refed = true
     }
@@ -149,9 +176,16 @@ export class CommandDeadlines {
   }
 
   private open(): Batch {
-    const batch: Batch = { start: clock(), open: 0, extended: false, rejects: [], operations: [] }
+    const batch: Batch = {
+      due: clock() + this.timeoutMs,
+      open: 0,
+      extended: false,
+      connections: [],
+      rejects: [],
+      operations: [],
+    }
     this.current = batch
-    this.batches.push(batch)
+    this.waiting.push(batch)
     if (!this.sealedByConnection()) process.nextTick(this.seal)
     if (this.timer === undefined && !this.graced) this.arm(this.timeoutMs)
     return batch
@@ -161,7 +195,8 @@ export class CommandDeadlines {
   readonly seal = (): void => {
     const batch = this.current
     this.current = undefined
-    if (batch !== undefined) batch.start = clock()
+    if (batch === undefined) return
+    batch.due = clock() + this.timeoutMs
   }
 
   /** True when the command was still waiting (its deadline had not failed it). */
@@ -169,7 +204,7 @@ export class CommandDeadlines {
     if (batch.rejects[index] === undefined) return false
     batch.rejects[index] = undefined
     batch.open--
-    if (--this.waiting === 0 && this.refed && this.timer !== undefined) {
+    if (--this.pending === 0 && this.refed && this.timer !== undefined) {
       this.timer.unref()
       this.refed = false
     }
@@ -179,7 +214,7 @@ export class CommandDeadlines {
   private arm(ms: number): void {
     this.readAtArm = this.bytesRead()
     this.timer = setTimeout(this.fire, Math.max(1, Math.ceil(ms)))
-    this.refed = this.holdsProcess && this.waiting > 0
+    this.refed = this.holdsProcess && this.pending > 0
     if (!this.refed) this.timer.unref()
   }
 
@@ -191,51 +226,67 @@ export class CommandDeadlines {
   }
 
   /**
-   * Fails the oldest batch if it is due and still waiting (see the class's doc for the grace it
-   * gets first); otherwise waits for it.
+   * Judges every batch that is due and still waiting, oldest due first (see the class's doc for
+   * the grace each gets first); then waits for the next one.
    */
   private check(read: boolean): void {
     this.timer = undefined
     for (;;) {
-      const { batches } = this
-      while (this.head < batches.length && batches[this.head]!.open === 0) this.head++
-      if (this.head === batches.length) {
-        this.batches = []
-        this.head = 0
-        return
-      }
-      if (this.head > 1024) {
-        this.batches = batches.slice(this.head)
-        this.head = 0
-      }
-      const oldest = this.batches[this.head]!
-      const due = oldest.start + this.timeoutMs
-      const left = due - clock()
+      const waiting = this.waiting.first()
+      const extended = this.extended.first()
+      if (waiting === undefined && extended === undefined) return
+      const batch =
+        extended === undefined || (waiting !== undefined && waiting.due <= extended.due) ? waiting! : extended
+      const left = batch.due - clock()
       if (left > 0) {
         this.arm(left)
         return
       }
       // A batch that fell due after the poll that followed the previous one's due time has had
       // no poll of its own yet.
-      if (read && due > this.dueAt) read = false
-      const bytes = this.bytesRead()
-      if (!oldest.extended && bytes > (read ? this.readAtDue : this.readAtArm)) {
-        // Reply bytes were still arriving while this process was busy: once, the batch gets its
-        // whole timeout again to read them.
-        oldest.extended = true
-        oldest.start = clock()
-        this.arm(this.timeoutMs)
-        return
+      if (read && batch.due > this.dueAt) read = false
+      if (!batch.extended && this.arrived(batch, read ? this.readAtDue : this.readAtArm)) {
+        // Reply bytes were still arriving on its connection while this process was busy: once,
+        // the batch gets its whole timeout again to read them. The next batch due is judged now
+        // too, on the same evidence.
+        batch.extended = true
+        batch.due = clock() + this.timeoutMs
+        this.waiting.shift()
+        this.extended.push(batch)
+        continue
       }
       if (!read) {
-        this.readAtDue = bytes
+        this.readAtDue = this.bytesRead()
         this.dueAt = clock()
         this.graced = true
         setImmediate(this.afterPoll)
         return
       }
-      this.expire(oldest)
+      this.expire(batch)
     }
+  }
+
+  /**
+   * True when bytes were read, since `before`, from a connection that a command of `batch` still
+   * waiting was written to (from any connection, if one of those is not known).
+   */
+  private arrived(batch: Batch, before: ReadonlyMap<object, number>): boolean {
+    const now = this.bytesRead()
+    let connections: Set<object> | undefined = new Set()
+    for (let i = 0; i < batch.rejects.length; i++) {
+      if (batch.rejects[i] === undefined) continue
+      const connection = batch.connections[i]
+      if (connection === undefined) {
+        connections = undefined
+        break
+      }
+      connections.add(connection)
+    }
+    for (const [connection, bytes] of now) {
+      if (connections !== undefined && !connections.has(connection)) continue
+      if (bytes > (before.get(connection) ?? 0)) return true
+    }
+    return false
   }
 
   private expire(batch: Batch): void {
@@ -250,12 +301,44 @@ export class CommandDeadlines {
   }
 }
 
+/** Batches in the order they were added; the settled ones at the front are dropped as it goes. */
+class BatchQueue {
+  private items: Batch[] = []
+  private head = 0
+
+  push(batch: Batch): void {
+    this.items.push(batch)
+  }
+
+  /** The first batch still waiting, if any. */
+  first(): Batch | undefined {
+    const { items } = this
+    while (this.head < items.length && items[this.head]!.open === 0) this.head++
+    if (this.head === items.length) {
+      this.items = []
+      this.head = 0
+      return undefined
+    }
+    if (this.head > 1024) {
+      this.items = items.slice(this.head)
+      this.head = 0
+    }
+    return this.items[this.head]
+  }
+
+  /** Drops the first batch (the one {@link first} returned). */
+  shift(): void {
+    this.head++
+  }
+}
+
 /**
  * Gives every command `client` sends its deadline from `deadlines` (see
  * {@link CommandDeadlines.watchCommand}), in place of ioredis's `commandTimeout`: also the ones
  * ioredis sends by itself on each connection (`CLIENT SETNAME`, the ready check's `INFO`), so a
  * server that stops answering while the client sets up fails it (ioredis then reconnects) instead
- * of holding it for good. `sent`, if given, sees each command's promise as it goes.
+ * of holding it for good. `sent`, if given, sees each command's promise as it goes. On a cluster,
+ * each node also tells which one a command was written to (see {@link CommandDeadlines.wroteTo}).
  */
 export function timeEveryCommand(
   client: object,
@@ -269,4 +352,16 @@ export function timeEveryCommand(
     sent?.(command.promise)
     return send.call(this, command, stream, node)
   }
+  const cluster = client as Partial<Pick<Cluster, 'isCluster' | 'nodes' | 'on'>>
+  if (cluster.isCluster !== true) return
+  const watchNode = (redis: Redis): void => {
+    const node = redis as unknown as { sendCommand(command: IoredisCommand, stream?: unknown): unknown }
+    const sendToNode = node.sendCommand
+    node.sendCommand = function (this: unknown, command, stream) {
+      deadlines.wroteTo(command, redis)
+      return sendToNode.call(this, command, stream)
+    }
+  }
+  for (const redis of cluster.nodes!('all')) watchNode(redis)
+  cluster.on!('+node', watchNode)
 }

@@ -18,13 +18,15 @@ import { CAS_STEP, INCR_REPLACE_STEP, INCR_STEP, LuaScript } from './scripts.js'
  * of the command a no-op (the call fails, and the command can no longer be applied). If the
  * server cannot be reached to settle within the timeout, the call fails and settling goes on in
  * the background until it lands or the window ends; if it then finds the command was applied,
- * that is reported as an `error` event (the one case where a failed call was applied).
+ * that is reported as an `error` event (the one case where a failed call was applied). `close()`
+ * gives each settle still going one last attempt before the client quits (see {@link finish}),
+ * and reports the ones whose outcome it leaves unknown.
  */
 export class ExactlyOnce {
   private readonly id = randomBytes(9).toString('base64url')
   private sequence = 0
-  private readonly background = new Set<NodeJS.Timeout>()
-  private closed = false
+  /** Calls reported failed whose settling goes on in the background. */
+  private readonly unsettled = new Set<Unsettled>()
   private readonly recordPrefix: string
   /** On a cluster a record must share its key's hash slot; elsewhere any key will do. */
   private readonly cluster: boolean
@@ -52,6 +54,18 @@ export class ExactlyOnce {
    * described above; a recorded outcome becomes the reply through `fromRecord`.
    */
   async run<R>(
+    operation: string,
+    userKey: string,
+    key: string,
+    script: LuaScript,
+    args: (string | Buffer | number)[],
+    fromRecord: (recorded: string) => R,
+  ): Promise<R> {
+    // Under way until settled: close() waits for it, then for its settling (see finish()).
+    return this.connection.track(this.attempt(operation, userKey, key, script, args, fromRecord))
+  }
+
+  private async attempt<R>(
     operation: string,
     userKey: string,
     key: string,
@@ -100,11 +114,34 @@ export class ExactlyOnce {
     }
   }
 
-  /** Cancels background settling (its outcomes stay unknown). */
-  close(): void {
-    this.closed = true
-    for (const timer of this.background) clearTimeout(timer)
-    this.background.clear()
+  /**
+   * Called by `close()` once the calls under way are done, before the client quits: each settle
+   * still going gets one last attempt (the one under way, else a new one), of at most the
+   * timeout. What it finds is reported as the background would; a call whose outcome it leaves
+   * unknown (the server still frozen, the link down) is reported now, as one that may have been
+   * applied: nothing can tell later.
+   */
+  async finish(): Promise<void> {
+    const left = [...this.unsettled]
+    this.unsettled.clear()
+    const timeoutMs = this.connection.timeoutMs
+    await Promise.all(
+      left.map(async (call) => {
+        clearTimeout(call.timer)
+        const attempt = call.attempt ?? this.settle(call.key, call.record, timeoutMs)
+        const recorded = await waitAtMost(attempt, timeoutMs)
+        if (recorded === FENCE) return
+        this.observer.error(
+          call.operation,
+          new CacheError(
+            recorded === undefined
+              ? `redis: ${call.operation} of "${call.userKey}" may have been applied although it was reported failed: its reply was lost, and close() ended the connection before the server could tell whether it ran`
+              : appliedMessage(call.operation, call.userKey),
+          ),
+          call.userKey,
+        )
+      }),
+    )
   }
 
   /** A key no other call uses, in the hash slot of `key`. */
@@ -142,23 +179,24 @@ export class ExactlyOnce {
     first: Promise<string | undefined>,
   ): void {
     const deadline = Date.now() + this.windowMs - this.connection.timeoutMs
-    const attempt = (pause: number, pending?: Promise<string | undefined>) => {
-      if (this.closed) return
-      const timer = setTimeout(async () => {
-        this.background.delete(timer)
-        const recorded = await (pending ?? this.settle(key, record, this.connection.timeoutMs))
-        if (recorded === FENCE || this.closed) return
+    const call: Unsettled = { operation, userKey, key, record, attempt: first, timer: undefined }
+    this.unsettled.add(call)
+    const attempt = (pause: number) => {
+      call.timer = setTimeout(async () => {
+        call.timer = undefined
+        call.attempt ??= this.settle(key, record, this.connection.timeoutMs)
+        const recorded = await call.attempt
+        call.attempt = undefined
+        // close() took it over (see finish()).
+        if (!this.unsettled.has(call)) return
+        if (recorded === FENCE) return void this.unsettled.delete(call)
         if (recorded !== undefined) {
-          this.observer.error(
-            operation,
-            new CacheError(
-              `redis: ${operation} of "${userKey}" was applied although it was reported failed: its reply was lost and the server could not be reached in time`,
-            ),
-            userKey,
-          )
+          this.unsettled.delete(call)
+          this.observer.error(operation, new CacheError(appliedMessage(operation, userKey)), userKey)
           return
         }
         if (Date.now() < deadline) return attempt(Math.min(Math.max(100, pause * 2), this.maxRetryDelayMs))
+        this.unsettled.delete(call)
         this.observer.error(
           operation,
           new CacheError(
@@ -167,12 +205,28 @@ export class ExactlyOnce {
           userKey,
         )
       }, pause)
-      timer.unref()
-      this.background.add(timer)
+      call.timer.unref()
     }
     // The attempt under way first; retries after 100 ms, doubling up to maxReconnectDelay.
-    attempt(0, first)
+    attempt(0)
   }
+}
+
+/** What the `error` event of a call reported failed and found applied says. */
+function appliedMessage(operation: string, userKey: string): string {
+  return `redis: ${operation} of "${userKey}" was applied although it was reported failed: its reply was lost and the server could not be reached in time`
+}
+
+/** A call reported failed whose outcome is still being settled (see {@link ExactlyOnce.settleLater}). */
+interface Unsettled {
+  operation: string
+  userKey: string
+  key: string
+  record: string
+  /** The settle attempt under way, if one is. */
+  attempt: Promise<string | undefined> | undefined
+  /** The next attempt, if one is waiting for its turn. */
+  timer: NodeJS.Timeout | undefined
 }
 
 /** What a settled token holds when its command did not run (and now never will). */

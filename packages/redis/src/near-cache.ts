@@ -126,7 +126,7 @@ export class NearCache {
       const timeoutMs = connection.timeoutMs
       const deadlines = new CommandDeadlines(
         timeoutMs,
-        () => subscriber.stream?.bytesRead ?? 0,
+        () => new Map([[subscriber, subscriber.stream?.bytesRead ?? 0]]),
         (operation) => new CacheTimeoutError('redis', `${operation} on ${connection.address}`, timeoutMs),
         undefined,
         false,

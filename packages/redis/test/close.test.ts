@@ -1,6 +1,7 @@
-import { CacheClosedError, type CacheEvent, CacheSerializationError } from '@cache/core'
-import type { Cluster, Redis } from 'ioredis'
-import { afterEach, describe, expect, it } from 'vitest'
+import { CacheClosedError, type CacheEvent, CacheSerializationError, CacheTimeoutError } from '@cache/core'
+import { type RedisServer, startRedis } from '@cache/test-servers'
+import { type Cluster, Redis } from 'ioredis'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { type RedisBackend, type RedisBackendOptions, redisBackend } from '../src/index.js'
 import { openWithRaw, useSingleAndCluster } from './servers.js'
 
@@ -155,4 +156,77 @@ describe.each(topologies)('calls in flight at close() ($name)', ({ name, url, ke
     expect(cache.stats.errors).toBe(0)
     expect(errors).toEqual([])
   })
+})
+
+describe('close() after an incr or atomicUpdate reported failed against a frozen server', () => {
+  let server: RedisServer
+  beforeAll(async () => {
+    server = await startRedis({ spawn: true })
+  })
+  afterAll(async () => {
+    server?.process?.thaw()
+    await server?.stop()
+  })
+
+  const applied = /applied although it was reported failed/
+  const cases = [
+    { call: 'incr', when: 'after the failure' },
+    { call: 'incr', when: 'while the call is in flight' },
+    { call: 'atomicUpdate', when: 'after the failure' },
+    { call: 'atomicUpdate', when: 'while the call is in flight' },
+  ] as const
+
+  it.each(cases)(
+    'never lets a failed $call that Redis runs once it resumes go unreported (close() $when)',
+    async ({ call, when }) => {
+      const namespace = `late-${call}-${when.split(' ')[0]}`
+      const cache = redisBackend(server.url, { namespace, timeout: '200ms', logger: false })
+      const raw = new Redis(server.url)
+      const events: CacheEvent[] = []
+      cache.on('error', (event) => events.push(event))
+      try {
+        await cache.set('c', 1)
+        await cache.incr('c')
+        // Redis freezes with the write sent: an incr is sent frozen, an atomicUpdate's write
+        // once its fn (which freezes Redis after the read) returns.
+        let fnReturned = Promise.resolve()
+        const update = (): Promise<unknown> => {
+          if (call === 'incr') return cache.incr('c')
+          let returned = (): void => {}
+          fnReturned = new Promise((resolve) => (returned = resolve))
+          return cache.atomicUpdate<number>('c', async (n) => {
+            await server.process!.freeze()
+            setTimeout(returned, 20)
+            return (n ?? 0) + 1
+          })
+        }
+        if (call === 'incr') await server.process!.freeze()
+        let closed: Promise<void> | undefined
+        try {
+          const failed = update().then(
+            () => undefined,
+            (error: unknown) => error,
+          )
+          await fnReturned
+          if (when === 'while the call is in flight') closed = cache.close()
+          expect(await failed).toBeInstanceOf(CacheTimeoutError)
+          closed ??= cache.close()
+          await closed
+        } finally {
+          server.process!.thaw()
+        }
+        // Redis runs the command it held when it resumes.
+        const deadline = Date.now() + 3000
+        while (Number(await raw.get(`${namespace}:c`)) !== 3 && Date.now() < deadline)
+          await new Promise((resolve) => setTimeout(resolve, 20))
+        expect(Number(await raw.get(`${namespace}:c`))).toBe(3)
+        const said = events.filter((event) => event.operation === call && applied.test(String(event.error)))
+        expect(said.map((event) => event.key)).toEqual(['c'])
+      } finally {
+        server.process!.thaw()
+        await cache.close()
+        raw.disconnect()
+      }
+    },
+  )
 })

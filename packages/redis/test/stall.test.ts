@@ -1,9 +1,16 @@
 import { CacheTimeoutError, CacheUnavailableError } from '@cache/core'
-import { type FaultProxy, type RedisServer, startFaultProxy, startRedis } from '@cache/test-servers'
+import {
+  type FaultProxy,
+  type RedisCluster,
+  type RedisServer,
+  startFaultProxy,
+  startRedis,
+  startRedisCluster,
+} from '@cache/test-servers'
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type RedisBackend, redisBackend } from '../src/index.js'
-import { useSingleAndCluster } from './servers.js'
+import { keysServedBy, useSingleAndCluster } from './servers.js'
 
 const servers = useSingleAndCluster()
 
@@ -178,6 +185,47 @@ describe('a frozen server or a silent link', () => {
     }
   })
 
+  it('fails gets queued behind a large reply trickling in within twice the timeout each', async () => {
+    const cache = redisBackend(`redis://127.0.0.1:${proxy.port}`, {
+      namespace: 'trickle',
+      timeout: '300ms',
+      logger: false,
+    })
+    try {
+      // 32 MB: about 2 s over the slow link, so reply bytes keep arriving while every get waits.
+      // Written straight to the server, with time to spare.
+      const writer = redisBackend(server.url, { namespace: 'trickle', timeout: '10s', logger: false })
+      await writer.set('big', 'x'.repeat(32_000_000))
+      await writer.close()
+      await cache.set('k', 'v')
+      proxy.setMode('slow')
+      const results: { ms: number; error: unknown }[] = []
+      const timed = (call: Promise<unknown>) => {
+        const start = performance.now()
+        return call.then(
+          () => void results.push({ ms: performance.now() - start, error: undefined }),
+          (error: unknown) => void results.push({ ms: performance.now() - start, error }),
+        )
+      }
+      const calls = [timed(cache.get('big'))]
+      for (let i = 0; i < 40; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 10))
+        calls.push(timed(cache.get('k')))
+      }
+      // Bounded: calls still waiting after 5 s are counted as such.
+      await Promise.race([Promise.all(calls), new Promise((resolve) => setTimeout(resolve, 5000))])
+      expect(results).toHaveLength(41)
+      for (const { ms, error } of results) {
+        expect(error).toBeInstanceOf(CacheTimeoutError)
+        // README: at most twice the timeout (plus this process's stall) when bytes kept arriving.
+        expect(ms).toBeLessThan(2 * 300 + 150)
+      }
+    } finally {
+      proxy.setMode('pass')
+      await cache.close()
+    }
+  })
+
   it('fails calls sent one after another on a black-holed link at about the timeout each', async () => {
     const cache = redisBackend(`redis://127.0.0.1:${proxy.port}`, {
       namespace: 'holed',
@@ -207,6 +255,61 @@ describe('a frozen server or a silent link', () => {
       }
     } finally {
       proxy.setMode('pass')
+      await cache.close()
+    }
+  })
+})
+
+describe('a frozen cluster master while the other masters keep answering', () => {
+  let cluster: RedisCluster
+  beforeAll(async () => {
+    // A node timeout longer than the test: the frozen master is not failed over meanwhile.
+    cluster = await startRedisCluster(3, { nodeTimeout: 30_000 })
+  }, 60_000)
+  afterAll(async () => {
+    await cluster?.stop()
+  })
+
+  it('fails each call to the frozen master within twice the timeout, however many are waiting', async () => {
+    const url = `redis+cluster://${cluster.nodes.map((n) => `${n.host}:${n.port}`).join(',')}`
+    const cache = redisBackend(url, { namespace: 'pile', timeout: '200ms', logger: false })
+    const [frozenPort, ...livePorts] = cluster.nodes.map((n) => n.port)
+    const frozenKey = keysServedBy(frozenPort!, 'pile', 1, 'frozen')[0]!
+    const liveKeys = livePorts.flatMap((port) => keysServedBy(port, 'pile', 4, 'live'))
+    const frozen = cluster.processOn(frozenPort!)
+    try {
+      await cache.ready('10s')
+      await cache.setMany([frozenKey, ...liveKeys].map((key) => ({ key, value: 'v' })))
+      await frozen.freeze()
+      let stop = false
+      // Replies keep arriving from the live masters all along.
+      const load = liveKeys.map(async (key) => {
+        while (!stop) await cache.get(key).catch(() => {})
+      })
+      const results: { ms: number; error: unknown }[] = []
+      const calls: Promise<void>[] = []
+      for (let i = 0; i < 60; i++) {
+        const start = performance.now()
+        calls.push(
+          cache.get(frozenKey).then(
+            () => void results.push({ ms: performance.now() - start, error: undefined }),
+            (error: unknown) => void results.push({ ms: performance.now() - start, error }),
+          ),
+        )
+        await new Promise((resolve) => setTimeout(resolve, 10))
+      }
+      // Bounded: calls still waiting after 5 s are counted as such.
+      await Promise.race([Promise.all(calls), new Promise((resolve) => setTimeout(resolve, 5000))])
+      stop = true
+      await Promise.all(load)
+      expect(results).toHaveLength(60)
+      for (const { ms, error } of results) {
+        expect(error).toBeInstanceOf(CacheTimeoutError)
+        // README: at about the timeout, at most twice that (plus this process's stall).
+        expect(ms).toBeLessThan(2 * 200 + 150)
+      }
+    } finally {
+      frozen.thaw()
       await cache.close()
     }
   })

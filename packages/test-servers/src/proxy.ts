@@ -1,7 +1,7 @@
 /**
  * A fault-injecting TCP proxy for tests: it sits between a client and a real server on loopback and
  * reaches the failures a clean kill never shows — a link that drops right after the server answered,
- * a link that goes silent without closing.
+ * a link that goes silent without closing, a slow link that delivers a large reply over seconds.
  */
 import { createServer, type Server, Socket } from 'node:net'
 const HOST = '127.0.0.1'
@@ -12,6 +12,14 @@ export type ProxyMode =
   | 'pass'
   /** Bytes are read and thrown away in both directions; sockets stay open (a silent link). */
   | 'blackhole'
+  /**
+   * The server's bytes reach the client at most {@link SLOW_BYTES_PER_MS} a millisecond, in order
+   * (a slow link: a large reply trickles in); the client's bytes flow freely.
+   */
+  | 'slow'
+
+/** How fast a `slow` link delivers the server's bytes: 16 KB per millisecond (16 MB/s). */
+export const SLOW_BYTES_PER_MS = 16 * 1024
 
 export interface FaultProxy {
   /** The loopback port clients connect to. */
@@ -51,6 +59,9 @@ interface Link {
   server: Socket
   /** Overrides the proxy's mode for this connection alone. */
   mode?: ProxyMode
+  /** The server's bytes a `slow` link has not delivered yet, and the timer delivering them. */
+  slow: Buffer[]
+  pump?: NodeJS.Timeout
 }
 
 /** Starts a proxy on a free loopback port that forwards to `target`. */
@@ -63,13 +74,14 @@ export async function startFaultProxy(target: { host?: string; port: number }): 
 
   const destroy = (link: Link) => {
     links.delete(link)
+    clearInterval(link.pump)
     link.client.destroy()
     link.server.destroy()
   }
 
   const onConnection = (client: Socket) => {
     const server = new Socket()
-    const link: Link = { client, server }
+    const link: Link = { client, server, slow: [] }
     links.add(link)
     client.pause()
     client.on('error', () => destroy(link))
@@ -78,9 +90,11 @@ export async function startFaultProxy(target: { host?: string; port: number }): 
     server.on('close', () => destroy(link))
     server.connect(target.port, targetHost, () => client.resume())
     client.on('data', (chunk) => {
-      if ((link.mode ?? mode) === 'pass') server.write(chunk)
+      if ((link.mode ?? mode) !== 'blackhole') server.write(chunk)
     })
     server.on('data', (chunk) => {
+      // Behind bytes a slow link still holds, in order, also once the link is fast again.
+      if ((link.mode ?? mode) === 'slow' || link.slow.length > 0) return deliverSlowly(link, chunk)
       if ((link.mode ?? mode) !== 'pass') return
       if (swallowWaiters.length > 0) {
         const waiters = swallowWaiters
@@ -100,6 +114,24 @@ export async function startFaultProxy(target: { host?: string; port: number }): 
       }
       client.write(chunk)
     })
+  }
+
+  const deliverSlowly = (link: Link, chunk: Buffer) => {
+    link.slow.push(chunk)
+    link.pump ??= setInterval(() => {
+      let budget = SLOW_BYTES_PER_MS
+      while (budget > 0 && link.slow.length > 0) {
+        const head = link.slow[0]!
+        const part = head.subarray(0, budget)
+        if (part.length === head.length) link.slow.shift()
+        else link.slow[0] = head.subarray(budget)
+        budget -= part.length
+        link.client.write(part)
+      }
+      if (link.slow.length > 0) return
+      clearInterval(link.pump)
+      link.pump = undefined
+    }, 1)
   }
 
   let listener: Server | undefined
