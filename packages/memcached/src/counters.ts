@@ -148,6 +148,6 @@ export function casIsOff(found: Response): boolean {
 /** A CAS write needs the server's CAS versions, which `memcached -C` turns off. */
 export function casDisabled(operation: string): CacheError {
   return new CacheError(
-    `memcached: ${operation} needs CAS, and the server answers CAS 0 (started with -C); it would overwrite other writers`,
+    `memcached: ${operation} needs CAS, and the server answers CAS 0 (started with -C); without it, it would overwrite or delete what other writers stored`,
   )
 }
