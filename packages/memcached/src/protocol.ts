@@ -218,8 +218,17 @@ let resetOnExit = false
 
 /** At process exit (a return, `process.exit()`, an uncaught error), resets {@link untaken}. */
 function resetUntaken(): void {
-  for (const socket of untaken) socket.resetAndDestroy()
+  for (const socket of untaken) reset(socket)
   untaken.clear()
+}
+
+/** Ends `socket` with a TCP RST (a socket without a TCP handle of its own is destroyed). */
+function reset(socket: Socket): void {
+  try {
+    socket.resetAndDestroy()
+  } catch {
+    socket.destroy()
+  }
 }
 
 /** What a request ends with: its answer, or the {@link LinkFailure} (or other error) that ended it. */
@@ -640,8 +649,10 @@ function forget(watch: Watch): void {
  * runs what is in its input buffer when it resumes, so a write reported failed would still be
  * applied: each one waiting on this connection that can be undone without destroying another
  * value (see {@link undoFor}: a DELETE of the key after a plain SET) is followed by its undo,
- * then the connection is ended, not reset, so that the server reads all of it, in order. Every
- * request waiting on it fails now; the next one opens a new connection.
+ * then the connection is ended, not reset, so that the server reads all of it, in order — unless
+ * the undos are still in this process (behind a large write) {@link HOLD_MS} later or when it
+ * exits: then it is reset, so that the server drops what it had not read. Every request waiting
+ * on it fails now; the next one opens a new connection.
  */
 function abandon(server: Connection, reason: string): void {
   const socket = server._socket
@@ -668,7 +679,7 @@ function abandon(server: Connection, reason: string): void {
       })
       socket.end()
       setTimeout(() => {
-        if (untaken.delete(socket)) socket.resetAndDestroy()
+        if (untaken.delete(socket)) reset(socket)
       }, HOLD_MS).unref()
     } else socket.destroy() // not connected yet: nothing was written
   }
