@@ -4,7 +4,7 @@ import type memjs from 'memjs'
 import { type Expiry, isExpired } from './expiry.js'
 import { Generations } from './generations.js'
 import { KeyMapper } from './keys.js'
-import { Counters } from './counters.js'
+import { casDisabled, casIsOff, Counters } from './counters.js'
 import { Batches } from './batch.js'
 import { ItemFormat } from './items.js'
 import { Links } from './links.js'
@@ -241,6 +241,8 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
         // replace it, but only if nobody changed it meanwhile.
         const current = await this.links.call(index, request(Opcode.get, mkey), 'add', key)
         if (current.status !== Status.ok || !isExpired(current.flags, this.items.now())) return false
+        // With CAS 0 (memcached -C) the SET below would replace whatever is there by then.
+        if (casIsOff(current)) throw casDisabled('add')
         const replaced = await this.links.call(
           index,
           storeRequest(Opcode.set, mkey, expiry, bytes, current.cas),
@@ -286,6 +288,8 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
           !found.value.equals(this.items.codec.encode(expected))
         )
           return false
+        // With CAS 0 (memcached -C) the DELETE would remove whatever is there by then.
+        if (casIsOff(found)) throw casDisabled('compareAndDelete')
         const cas = request(Opcode.delete, mkey, undefined, undefined, found.cas)
         const response = await this.links.call(index, cas, 'compareAndDelete', key)
         if (response.status === Status.exists || response.status === Status.notFound) return false

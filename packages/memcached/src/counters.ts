@@ -113,7 +113,7 @@ export class Counters {
           throw this.deps.items.failure(operation, current.status, key)
         const exists = current.status === Status.ok
         // A server started with -C answers CAS 0, and a SET with CAS 0 overwrites unconditionally.
-        if (exists && current.cas.every((byte) => byte === 0)) throw casDisabled(operation)
+        if (exists && casIsOff(current)) throw casDisabled(operation)
         const live = exists && !isExpired(current.flags, this.deps.items.now()) ? current : undefined
         const { bytes, expiry, result } = await next(live)
         // An absent key is created with ADD; a present one (even expired) replaced with CAS.
@@ -140,9 +140,14 @@ export class Counters {
  */
 const briefPause = (): number => Math.random() * 2
 
+/** True when the server answered CAS 0: it was started with `-C`, and a CAS write would be unguarded. */
+export function casIsOff(found: Response): boolean {
+  return found.cas.every((byte) => byte === 0)
+}
+
 /** A CAS write needs the server's CAS versions, which `memcached -C` turns off. */
-function casDisabled(operation: string): CacheError {
+export function casDisabled(operation: string): CacheError {
   return new CacheError(
-    `memcached: ${operation} needs CAS, and the server answers CAS 0 (started with -C); it would overwrite other writers`,
+    `memcached: ${operation} needs CAS, and the server answers CAS 0 (started with -C); without it, it would overwrite or delete what other writers stored`,
   )
 }

@@ -198,6 +198,39 @@ export function atTickEnd(task: () => void): void {
 /** How long a connection that was given up may linger (closing, unread) before it is destroyed. */
 const LINGER_MS = 60_000
 
+/**
+ * How long a connection that was given up may wait for the kernel to take its undos, queued
+ * behind the rest of a large write (a frozen server reads nothing, so its buffers stay full):
+ * past this it is reset (see {@link untaken}). A write the socket still holds keeps the process
+ * alive whatever the socket's ref, so this also bounds how long a failure keeps it running.
+ */
+export const HOLD_MS = 1000
+
+/**
+ * Given-up connections whose last bytes (the undos) are still in this process, not yet handed to
+ * the kernel: if the process ends, the kernel would still deliver what it took — the start of the
+ * writes, without their undos. So they are reset instead (TCP RST): memcached discards whatever
+ * of the connection it had not read yet, and a request it had read only in part.
+ */
+const untaken = new Set<Socket>()
+
+let resetOnExit = false
+
+/** At process exit (a return, `process.exit()`, an uncaught error), resets {@link untaken}. */
+function resetUntaken(): void {
+  for (const socket of untaken) reset(socket)
+  untaken.clear()
+}
+
+/** Ends `socket` with a TCP RST (a socket without a TCP handle of its own is destroyed). */
+function reset(socket: Socket): void {
+  try {
+    socket.resetAndDestroy()
+  } catch {
+    socket.destroy()
+  }
+}
+
 /** What a request ends with: its answer, or the {@link LinkFailure} (or other error) that ended it. */
 export type Done<T> = (failure: unknown, result?: T) => void
 
@@ -616,8 +649,10 @@ function forget(watch: Watch): void {
  * runs what is in its input buffer when it resumes, so a write reported failed would still be
  * applied: each one waiting on this connection that can be undone without destroying another
  * value (see {@link undoFor}: a DELETE of the key after a plain SET) is followed by its undo,
- * then the connection is ended, not reset, so that the server reads all of it, in order. Every
- * request waiting on it fails now; the next one opens a new connection.
+ * then the connection is ended, not reset, so that the server reads all of it, in order — unless
+ * the undos are still in this process (behind a large write) {@link HOLD_MS} later or when it
+ * exits: then it is reset, so that the server drops what it had not read. Every request waiting
+ * on it fails now; the next one opens a new connection.
  */
 function abandon(server: Connection, reason: string): void {
   const socket = server._socket
@@ -628,12 +663,24 @@ function abandon(server: Connection, reason: string): void {
     for (const event of ['data', 'close', 'error', 'timeout']) socket.removeAllListeners(event)
     socket.on('error', () => {})
     socket.resume()
-    socket.setTimeout(LINGER_MS, () => socket.destroy())
     if (server.connected) {
+      untaken.add(socket)
+      if (!resetOnExit) {
+        resetOnExit = true
+        process.on('exit', resetUntaken)
+      }
+      socket.once('close', () => untaken.delete(socket))
+      socket.setTimeout(LINGER_MS, () => socket.destroy())
       // Once the undos are in the kernel's hands, it delivers them even if this process exits:
       // a connection nobody waits on does not keep the process alive while the server stays silent.
-      socket.write(Buffer.concat(undos), () => socket.unref())
+      socket.write(Buffer.concat(undos), () => {
+        untaken.delete(socket)
+        socket.unref()
+      })
       socket.end()
+      setTimeout(() => {
+        if (untaken.delete(socket)) reset(socket)
+      }, HOLD_MS).unref()
     } else socket.destroy() // not connected yet: nothing was written
   }
   server.connected = false

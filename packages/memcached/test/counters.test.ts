@@ -175,6 +175,56 @@ describe('a server without CAS (memcached -C)', () => {
       await noCas.stop()
     }
   })
+
+  it('compareAndDelete refuses with CacheError instead of deleting without its CAS guard', async () => {
+    const noCas = await startMemcached({ spawn: true, noCas: true })
+    const cache = memcachedBackend(noCas.server, { namespace: 'nocas', timeout: 2, logger: false })
+    try {
+      await cache.set('lock', 'A')
+      // Its delete would carry CAS 0, which the server ignores: a value another process wrote
+      // after the read would be deleted.
+      await expect(cache.compareAndDelete('lock', 'A')).rejects.toMatchObject({
+        code: 'CACHE_ERROR',
+        message: /-C/,
+      })
+      expect(await cache.get('lock')).toBe('A')
+      // Nothing to delete, or another value: no write, so nothing to guard.
+      expect(await cache.compareAndDelete('lock', 'B')).toBe(false)
+      expect(await cache.compareAndDelete('absent', 'A')).toBe(false)
+    } finally {
+      await cache.close()
+      await noCas.stop()
+    }
+  })
+
+  it('add over an item past its expiry refuses with CacheError instead of replacing it unguarded', async () => {
+    const noCas = await startMemcached({ spawn: true, noCas: true })
+    const namespace = 'nocas-add'
+    const writer = memcachedBackend(noCas.server, { namespace, timeout: 2, logger: false })
+    // A clock 10 s ahead reads the writer's 1 s item as past its expiry, which memcached still holds.
+    const later = memcachedBackend(noCas.server, {
+      namespace,
+      timeout: 2,
+      logger: false,
+      now: () => Date.now() + 10_000,
+    })
+    try {
+      await writer.set('lock', 'old', 1)
+      expect(await later.get('lock')).toBeUndefined()
+      await expect(later.add('lock', 'mine', 30)).rejects.toMatchObject({
+        code: 'CACHE_ERROR',
+        message: /-C/,
+      })
+      expect(await writer.get('lock')).toBe('old')
+      // ADD alone needs no CAS: an absent key is taken once, a live one refused.
+      expect(await later.add('free', 'mine', 30)).toBe(true)
+      expect(await writer.add('free', 'theirs', 30)).toBe(false)
+    } finally {
+      await writer.close()
+      await later.close()
+      await noCas.stop()
+    }
+  })
 })
 
 describe('a read-modify-write whose write times out', () => {

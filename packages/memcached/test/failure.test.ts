@@ -167,6 +167,41 @@ describe('a connection closed while requests wait for their answer', () => {
   })
 })
 
+describe('a set whose link drops after the server ran it', () => {
+  it('rejects CacheUnavailableError, may have been applied, and is hidden once the server is taken back', async () => {
+    const server = await startMemcached({ spawn: true })
+    const proxy = await startFaultProxy({ port: server.port })
+    const namespace = 'dropped-set'
+    const writer = memcachedBackend(`127.0.0.1:${proxy.port}`, { namespace, timeout: 2, logger: false })
+    const reader = memcachedBackend(server.server, { namespace, logger: false })
+    try {
+      await writer.set('k', 'before')
+      const dropped = proxy.dropNextReply()
+      const error = await writer.set('k', 'reported failed').then(
+        () => undefined,
+        (failure: unknown) => failure,
+      )
+      await dropped
+      expect(isUnavailable(error)).toBe(true)
+      expect(error).not.toBeInstanceOf(CacheTimeoutError)
+      // No undo: one on a new connection could overtake the set, if the link dropped between
+      // this process and a server still reading the old one. So it may have been applied.
+      expect(await reader.get('k')).toBe('reported failed')
+      // Once the writer takes the server back, it bumps the namespace's generation on it.
+      const deadline = Date.now() + 5000
+      while (Date.now() < deadline && writer.serverStats()[0]!.state !== 'up')
+        await new Promise((r) => setTimeout(r, 50))
+      expect(writer.serverStats()[0]!.state).toBe('up')
+      expect(await reader.get('k')).toBeUndefined()
+    } finally {
+      await writer.close()
+      await reader.close()
+      await proxy.close()
+      await server.stop()
+    }
+  })
+})
+
 describe('a connection given up in the middle of an answer', () => {
   it('is replaced by a clean one: the server is taken back at the next retry', async () => {
     const server = await startMemcached({ spawn: true, memoryMb: 256 })

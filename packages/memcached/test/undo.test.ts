@@ -175,3 +175,98 @@ describe('a process whose writes were given up on a server that stays frozen', (
     }
   }, 20_000)
 })
+
+/**
+ * Runs `body` in a fresh Node process once it is connected and the server frozen (the writes of a
+ * large `setMany`, or of concurrent sets, fill the socket's buffers, so part of them is still in
+ * the process when they are given up); resolves with how it ended, the server still frozen.
+ */
+async function processEndingWhileFrozen(
+  namespace: string,
+  body: string,
+  waitMs = 10_000,
+): Promise<{ code: number | 'still running'; output: string }> {
+  const memcached = pathToFileURL(join(__dirname, '../dist/index.js')).href
+  const source = `
+    const { memcachedBackend } = await import(${JSON.stringify(memcached)})
+    const cache = memcachedBackend(${JSON.stringify(server.server)}, { namespace: ${JSON.stringify(namespace)}, timeout: '300ms', logger: false })
+    await cache.set('warm', 'x'.repeat(2000))
+    console.log('connected')
+    await new Promise((resolve) => process.stdin.once('data', resolve))
+    process.stdin.destroy()
+    const values = Array.from({ length: 10 }, (_, i) => ({ key: 'k' + i, value: 'FAILED-' + i + 'v'.repeat(500_000) }))
+    ${body}
+  `
+  const child = spawn(process.execPath, ['--input-type=module', '-e', source], { stdio: 'pipe' })
+  let output = ''
+  child.stdout.on('data', (chunk) => (output += chunk))
+  child.stderr.on('data', (chunk) => (output += chunk))
+  const exited = new Promise<number | 'still running'>((resolve) => {
+    const timer = setTimeout(() => resolve('still running'), waitMs)
+    child.once('exit', (code) => {
+      clearTimeout(timer)
+      resolve(code ?? -1)
+    })
+  })
+  try {
+    const deadline = Date.now() + 5000
+    while (!output.includes('connected') && Date.now() < deadline)
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    expect(output).toContain('connected')
+    await server.process!.freeze()
+    child.stdin.write('go\n')
+    return { code: await exited, output }
+  } finally {
+    child.kill('SIGKILL')
+  }
+}
+
+/**
+ * What another process reads of keys k0…k9 once the server resumed and dropped the writer's link:
+ * `'miss'`, or the start of the value read.
+ */
+async function readAfterResume(namespace: string): Promise<string[]> {
+  server.process!.thaw()
+  const reader = memcachedBackend(server.server, { namespace, timeout: '2s', logger: false })
+  open.push(reader)
+  // The writer's connection is read to its end (or its reset taken) and closed.
+  const deadline = Date.now() + 5000
+  while ((await serverStat(server.port, 'curr_connections')) > 2 && Date.now() < deadline)
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  const read = await reader.getMany(Array.from({ length: 10 }, (_, i) => `k${i}`))
+  return read.map((value) => (value === undefined ? 'miss' : String(value).slice(0, 10)))
+}
+
+describe('a process that ends right after its large writes were given up (server frozen)', () => {
+  it('setMany rejected and unhandled: no other process reads a value reported failed', async () => {
+    const { code, output } = await processEndingWhileFrozen('end-setmany', 'await cache.setMany(values)')
+    expect(output).toContain('CacheTimeoutError')
+    expect(code).not.toBe(0)
+    expect(await readAfterResume('end-setmany')).toEqual(new Array(10).fill('miss'))
+  }, 30_000)
+
+  it('concurrent sets rejected, then process.exit(1): no other process reads a value reported failed', async () => {
+    const { code, output } = await processEndingWhileFrozen(
+      'end-sets',
+      `await Promise.all(values.map(({ key, value }) => cache.set(key, value))).catch((e) => {
+        console.log(e.name)
+        process.exit(1)
+      })`,
+    )
+    expect(output).toContain('CacheTimeoutError')
+    expect(code).toBe(1)
+    expect(await readAfterResume('end-sets')).toEqual(new Array(10).fill('miss'))
+  }, 30_000)
+
+  it('setMany rejected and caught: the process, left to end by itself, exits though the server stays frozen', async () => {
+    // The README's bound: a given-up connection keeps the process alive at most 1 s after the failure.
+    const { code, output } = await processEndingWhileFrozen(
+      'end-caught',
+      `await cache.setMany(values).catch((e) => console.log(e.name))`,
+      5000,
+    )
+    expect(output).toContain('CacheTimeoutError')
+    expect(code).toBe(0)
+    expect(await readAfterResume('end-caught')).toEqual(new Array(10).fill('miss'))
+  }, 30_000)
+})
