@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import type { IncomingMessage } from 'node:http'
+import { IncomingMessage } from 'node:http'
 import { fastifyInstanceOptions } from './adapter-kit.js'
 import type { Refresh } from './view.js'
 import { refreshRequestHeaders } from './node.js'
@@ -21,6 +21,12 @@ export interface FastifyTargetNote {
   sent: string
   /** The target Fastify routed the request by (after `rewriteUrl`). */
   routed: string
+  /**
+   * The request came over a connection that no server of the app accepted as it arrived (a server
+   * of the app's own handed it to `fastify.routing` or emitted it on `fastify.server`): what it
+   * was sent as cannot be told, `sent` is the target as routed.
+   */
+  unseen?: true
   /** `request.query` as Fastify's parser made it, before any hook ran. */
   query?: unknown
   /** `request.query` once every `preValidation` hook ran (noted where the cache adds a hook). */
@@ -28,8 +34,12 @@ export interface FastifyTargetNote {
 }
 
 const NOTE = Symbol('@cache/http.fastify-target')
-/** The target a request arrived with at the server's `request` event. */
+/** The target a request arrived with at the server's `request` event, and that server. */
 const ARRIVED = Symbol('@cache/http.fastify-arrived')
+interface Arrival {
+  url: string
+  server: object
+}
 /** Servers whose `request` event notes the target each request arrived with. */
 const arrivalServers = new WeakSet<object>()
 
@@ -50,7 +60,7 @@ type RawRequest = {
   headers: Record<string, unknown>
   socket?: Connection | null
   [NOTE]?: FastifyTargetNote
-  [ARRIVED]?: string
+  [ARRIVED]?: Arrival
 }
 
 /**
@@ -62,8 +72,12 @@ function noteTarget(request: { raw: RawRequest; query?: unknown }, _reply: unkno
   const raw = request.raw
   if (raw[NOTE] === undefined) {
     const routed = raw.url ?? '/'
-    const sent = raw[ARRIVED] ?? (typeof raw.originalUrl === 'string' ? raw.originalUrl : routed)
-    raw[NOTE] = { sent, routed, query: request.query }
+    const arrived = arrival(raw)
+    if (arrived === UNSEEN) raw[NOTE] = { sent: routed, routed, unseen: true, query: request.query }
+    else {
+      const sent = arrived ?? (typeof raw.originalUrl === 'string' ? raw.originalUrl : routed)
+      raw[NOTE] = { sent, routed, query: request.query }
+    }
   }
   const id = raw.headers[CONNECTION_HEADER]
   if (id !== undefined) {
@@ -110,8 +124,27 @@ export function noteFastifyArrivals(server: unknown): void {
   if (arrivalServers.has(emitter)) return
   arrivalServers.add(emitter)
   emitter.prependListener('request', (req: RawRequest) => {
-    if (req !== null && typeof req === 'object' && req[ARRIVED] === undefined) req[ARRIVED] = req.url ?? '/'
+    if (req !== null && typeof req === 'object' && req[ARRIVED] === undefined)
+      req[ARRIVED] = { url: req.url ?? '/', server: emitter }
   })
+}
+
+/** A request that came over a real connection which the server noting arrivals did not accept. */
+const UNSEEN = Symbol('unseen')
+
+/**
+ * The target `raw` arrived with, as the server that accepted its connection noted it. `UNSEEN`
+ * for a request of a real connection (an `http.IncomingMessage`) that server did not note: a
+ * server of the app's own handed it to `fastify.routing`, or emitted it on `fastify.server` (which
+ * noted it as it was handed over, maybe rewritten). `undefined` for a request without a
+ * connection of its own (`inject()`).
+ */
+function arrival(raw: RawRequest): string | typeof UNSEEN | undefined {
+  const arrived = raw[ARRIVED]
+  const socket = raw.socket
+  if (!(raw instanceof IncomingMessage)) return arrived?.url
+  if (arrived === undefined || arrived.server !== socket?.server) return UNSEEN
+  return arrived.url
 }
 
 /**
@@ -123,7 +156,12 @@ export function fastifyTarget(raw: unknown): FastifyTargetNote | undefined {
   const request = raw as RawRequest | null
   const note = request?.[NOTE]
   if (note !== undefined) return note
-  const arrived = request?.[ARRIVED]
+  if (request === null || request === undefined || request[ARRIVED] === undefined) return undefined
+  const arrived = arrival(request)
+  if (arrived === UNSEEN) {
+    const routed = request.url ?? '/'
+    return { sent: routed, routed, unseen: true }
+  }
   return arrived === undefined ? undefined : { sent: arrived, routed: arrived }
 }
 
@@ -187,13 +225,15 @@ function sentHost(rawHeaders: readonly string[] | undefined, seen: string | unde
  * Why a request must bypass the cache because its target was rewritten before the cache
  * (`rewritten-url`): by the server's listener before Fastify (`serverFactory`), by `rewriteUrl`
  * before routing, or by a hook (`request.raw.url = …`) after. A request whose target was not
- * noted bypasses too: what it was sent as cannot be told.
+ * noted bypasses too: what it was sent as cannot be told; so does one that a server of the app's
+ * own handed to Fastify (`fastify.routing(req, res)`, `fastify.server.emit('request', req, res)`),
+ * which may have rewritten it first.
  * The key names the target as sent: a request routed or handled as another one must not be
  * stored under it. `undefined` when the request is handled as it was sent.
  */
 export function fastifyRewrite(raw: unknown): string | undefined {
   const note = fastifyTarget(raw)
-  if (note === undefined) return 'rewritten-url'
+  if (note === undefined || note.unseen === true) return 'rewritten-url'
   return note.sent === note.routed && (raw as RawRequest).url === note.routed ? undefined : 'rewritten-url'
 }
 

@@ -199,6 +199,30 @@ describe('@CacheResponse on platform-fastify, a target rewritten before the cach
     expect((await get(base, '/products')).cacheStatus).toContain('hit')
   })
 
+  it("a server of the app's own that rewrites then calls fastify.routing: bypassed, no locale for another", async () => {
+    const app = await NestFactory.create(shopModule(), new FastifyAdapter(), { logger: false })
+    apps.push(app)
+    await app.init()
+    const fastify = fastifyOf(app)
+    await fastify.ready()
+    // `/fr/products` is `/products` in French, told to the app by the server in front of it.
+    const front = createServer((req, res) => {
+      req.url = rewriteUrl(req as typeof req & Marked)
+      fastify.routing(req, res)
+    })
+    await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve))
+    const base = `http://127.0.0.1:${(front.address() as { port: number }).port}`
+    try {
+      expect((await get(base, '/products')).body).toBe('lamp 16.90 [en]')
+      const french = await get(base, '/fr/products')
+      expect(french.body).toBe('lamp 16.90 [fr]')
+      expect(french.cacheStatus).toContain('detail=rewritten-url')
+      expect((await get(base, '/products')).body).toBe('lamp 16.90 [en]')
+    } finally {
+      await new Promise((resolve) => front.close(resolve))
+    }
+  })
+
   it('a hook rewriting the Host header (a domain alias): the Host as sent is keyed too', async () => {
     const base = await start(undefined, (app) => {
       fastifyOf(app).addHook('onRequest', async (request) => {
