@@ -29,8 +29,16 @@ export interface FastifyTargetNote {
   unseen?: true
   /** `request.query` as Fastify's parser made it, before any hook ran. */
   query?: unknown
-  /** `request.query` once every `preValidation` hook ran (noted where the cache adds a hook). */
-  queryBeforeValidation?: unknown
+  /**
+   * The values of {@link query} as the parser made them (arrays copied), when it had any: a hook
+   * may change the object in place.
+   */
+  parsed?: Record<string, unknown>
+  /**
+   * Whether `request.query` differed from what the parser made once every `preValidation` hook
+   * ran (noted where the cache adds a hook, before the route's schema coerces it).
+   */
+  queryChangedBeforeValidation?: boolean
 }
 
 const NOTE = Symbol('@cache/http.fastify-target')
@@ -73,10 +81,18 @@ function noteTarget(request: { raw: RawRequest; query?: unknown }, _reply: unkno
   if (raw[NOTE] === undefined) {
     const routed = raw.url ?? '/'
     const arrived = arrival(raw)
-    if (arrived === UNSEEN) raw[NOTE] = { sent: routed, routed, unseen: true, query: request.query }
-    else {
-      const sent = arrived ?? (typeof raw.originalUrl === 'string' ? raw.originalUrl : routed)
-      raw[NOTE] = { sent, routed, query: request.query }
+    const query = request.query
+    const parsed = queryValues(query)
+    const sent =
+      arrived === UNSEEN
+        ? routed
+        : (arrived ?? (typeof raw.originalUrl === 'string' ? raw.originalUrl : routed))
+    raw[NOTE] = {
+      sent,
+      routed,
+      ...(arrived === UNSEEN ? { unseen: true as const } : {}),
+      query,
+      ...(parsed === undefined ? {} : { parsed }),
     }
   }
   const id = raw.headers[CONNECTION_HEADER]
@@ -166,8 +182,9 @@ export function fastifyTarget(raw: unknown): FastifyTargetNote | undefined {
 }
 
 /**
- * A `preValidation` hook, to be the last of a route's: notes `request.query` as the hooks left
- * it, before the route's schema validates it (a validator may hand Fastify a new object).
+ * A `preValidation` hook, to be the last of a route's: notes whether the hooks replaced
+ * `request.query` or changed it in place, before the route's schema validates it (a validator may
+ * coerce its values, or hand Fastify a new object).
  */
 export function noteFastifyQueryBeforeValidation(
   request: { raw: unknown; query?: unknown },
@@ -175,22 +192,53 @@ export function noteFastifyQueryBeforeValidation(
   done: () => void,
 ): void {
   const note = (request.raw as RawRequest | null)?.[NOTE]
-  if (note !== undefined) note.queryBeforeValidation = request.query
+  if (note !== undefined) note.queryChangedBeforeValidation = queryChanged(note, request.query)
   done()
 }
 
 /**
  * Whether a layer of the app replaced `request.query` (fastify-qs parses the query with qs in an
- * `onRequest` hook): which query strings it reads as the same query cannot be told, as with a
- * `querystringParser` of the app's own. Compared with the query Fastify's parser made, as the
- * last `preValidation` hook saw it ({@link noteFastifyQueryBeforeValidation}) or else as it is
- * now. `true` when the first `onRequest` hook did not note the request: it cannot be told.
+ * `onRequest` hook) or changed it in place (comma lists split into the object): which query
+ * strings it reads as the same query cannot be told, as with a `querystringParser` of the app's
+ * own. Compared, by value, with the query Fastify's parser made, as the last `preValidation` hook
+ * saw it ({@link noteFastifyQueryBeforeValidation}) or else as it is now. `true` when the first
+ * `onRequest` hook did not note the request: it cannot be told.
  */
 export function fastifyQueryReplaced(request: { raw: unknown; query?: unknown }): boolean {
   const note = (request.raw as RawRequest | null)?.[NOTE]
   if (note === undefined || !('query' in note)) return true
-  const seen = 'queryBeforeValidation' in note ? note.queryBeforeValidation : request.query
-  return seen !== note.query
+  return note.queryChangedBeforeValidation ?? queryChanged(note, request.query)
+}
+
+/** A query's values (arrays copied), or `undefined` for an object without any (or no object). */
+function queryValues(query: unknown): Record<string, unknown> | undefined {
+  if (query === null || typeof query !== 'object') return undefined
+  let values: Record<string, unknown> | undefined
+  for (const name of Object.keys(query)) {
+    const value = (query as Record<string, unknown>)[name]
+    values ??= Object.create(null) as Record<string, unknown>
+    values[name] = Array.isArray(value) ? [...value] : value
+  }
+  return values
+}
+
+/** Whether `query` is another object than the parser made, or holds other values now. */
+function queryChanged(note: FastifyTargetNote, query: unknown): boolean {
+  if (query !== note.query) return true
+  if (query === null || typeof query !== 'object') return false
+  const names = Object.keys(query)
+  const parsed = note.parsed
+  if (parsed === undefined) return names.length > 0
+  let count = 0
+  for (const name in parsed) {
+    count++
+    const was = parsed[name]
+    const now = (query as Record<string, unknown>)[name]
+    if (was === now) continue
+    if (!Array.isArray(was) || !Array.isArray(now) || was.length !== now.length) return true
+    for (let i = 0; i < was.length; i++) if (was[i] !== now[i]) return true
+  }
+  return count !== names.length
 }
 
 /**

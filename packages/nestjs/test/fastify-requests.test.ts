@@ -11,7 +11,7 @@ import { Controller, Get, type INestApplication, Module, Query, Req } from '@nes
 import { NestFactory } from '@nestjs/core'
 import { FastifyAdapter } from '@nestjs/platform-fastify'
 import { afterEach, describe, expect, it } from 'vitest'
-import { CacheModule, CacheResponse } from '../src/index.js'
+import { CacheModule, CacheResponse, invalidateResponse } from '../src/index.js'
 
 type Marked = { view?: string; preview?: boolean; legacy?: boolean }
 const INTERNAL = '127.0.0.2'
@@ -284,6 +284,30 @@ describe('@CacheResponse on platform-fastify with a hook that replaces request.q
     expect(answers.map((answer) => answer.body)).toEqual(spellings.map(() => 'ids ["1","2"] price 12'))
     for (const answer of answers) expect(answer.cacheStatus).toContain('detail=querystring-parser')
     expect((await get(base, '/items')).cacheStatus).toContain('stored')
+  })
+})
+
+describe('@CacheResponse on platform-fastify with a hook that changes request.query in place', () => {
+  it('requests with a query bypass (detail=querystring-parser): no spelling is served stale', async () => {
+    const base = await start(undefined, (app) => {
+      // Comma lists, as qs({ comma: true }) reads them: `?ids=1,2` is `?ids=1&ids=2`.
+      fastifyOf(app).addHook('onRequest', async (request) => {
+        const query = request.query as Record<string, unknown>
+        if (typeof query.ids === 'string' && query.ids.includes(',')) query.ids = query.ids.split(',')
+      })
+    })
+    state.price = 10
+    const spellings = ['/items?ids=1,2', '/items?ids=1&ids=2']
+    for (const path of spellings) expect((await get(base, path)).body).toBe('ids ["1","2"] price 10')
+    state.price = 12
+    await invalidateResponse('/items?ids=1&ids=2', { host: new URL(base).host })
+    const answers = []
+    for (const path of spellings) answers.push(await get(base, path))
+    expect(answers.map((answer) => answer.body)).toEqual(spellings.map(() => 'ids ["1","2"] price 12'))
+    expect(answers[0]!.cacheStatus).toContain('detail=querystring-parser')
+    // A query the hook leaves as Fastify parsed it is cached.
+    await get(base, '/items?ids=3')
+    expect((await get(base, '/items?ids=3')).cacheStatus).toContain('hit')
   })
 })
 
