@@ -1,4 +1,5 @@
 import { createServer } from 'node:http'
+import { createServer as createNetServer } from 'node:net'
 import { memoryBackend } from '@cache/memory'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -170,6 +171,25 @@ describe('a target rewritten before the cache', () => {
       } finally {
         await new Promise((resolve) => front.close(resolve))
       }
+    }
+  })
+
+  it('a connection handed to fastify.server (emit connection, as sticky sessions do): cached as usual', async () => {
+    const made = app()
+    await made.register(cachePlugin, { backend: memoryBackend() })
+    made.get('/products', { config: { cache: true } }, async (request) => page(request.raw as Marked))
+    await made.ready()
+    const front = createNetServer({ pauseOnConnect: true }, (socket) => {
+      made.server.emit('connection', socket)
+      socket.resume()
+    })
+    await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve))
+    const base = `http://127.0.0.1:${(front.address() as { port: number }).port}`
+    try {
+      expect((await get(base, '/products')).cacheStatus).toContain('stored')
+      expect((await get(base, '/products')).cacheStatus).toContain('hit')
+    } finally {
+      await new Promise((resolve) => front.close(resolve))
     }
   })
 
