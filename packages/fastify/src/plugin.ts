@@ -4,6 +4,7 @@ import { type CacheBackend, CacheConfigError, type Duration, getBackend, invalid
 import {
   answerFromResult,
   describeFunction,
+  fastifyAppRank,
   fastifyHostKeyPart,
   fastifyParsesQueriesItself,
   fastifyQueryReplaced,
@@ -108,7 +109,7 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
     return
   }
   const ownQueryParser = fastifyParsesQueriesItself(fastify)
-  const ordinal = appOrdinal(fastify)
+  const ordinal = fastifyAppRank(fastify)
   // The target each request was sent with and routed by, noted before any hook can rewrite it.
   noteFastifyTargets(fastify)
   const caches = new Map<string, HttpCache<FastifyRequest>>()
@@ -247,8 +248,8 @@ function answersGet(route: RouteOptions): boolean {
  * of a service, which share entries) or Unix socket path: two apps of one process never share
  * entries, whatever `Host` a client sends. An app that does not listen (`inject()`) has an
  * identity of its own. Apps of one process on one server (`serverFactory` returning the same
- * server) are told apart by `ordinal`, the order they registered the plugin on it, which
- * replicas built the same way share. The route is its methods, URL pattern, constraints (host,
+ * server) are told apart by `ordinal`, their rank on it (see `fastifyAppRank`), which replicas
+ * built the same way share. The route is its methods, URL pattern, constraints (host,
  * version), and the handler and hooks declared on it, each as `name#<fingerprint of its source>`.
  */
 function siteOf(fastify: FastifyInstance, ordinal: number, route: RouteOptions): () => string {
@@ -282,37 +283,6 @@ function siteOf(fastify: FastifyInstance, ordinal: number, route: RouteOptions):
 
 /** The hooks a route declares that run before its handler (and so before the cache). */
 const ROUTE_HOOKS = ['onRequest', 'preParsing', 'preValidation', 'preHandler'] as const
-
-/** How many apps registered the plugin on each server, and the rank of each app on its own. */
-const appsOnServer = new WeakMap<object, { count: number; ranks: WeakMap<object, number> }>()
-
-/**
- * The rank of `fastify`'s app among the apps of this process that registered the plugin on its
- * server: 0 for the first (the only one, but with `serverFactory` returning a shared server).
- * Every registration in one app (in several encapsulated contexts) has the app's rank.
- */
-function appOrdinal(fastify: FastifyInstance): number {
-  const server = fastify.server as object | undefined
-  if (server === undefined || server === null) return 0
-  // Encapsulated contexts inherit from the root instance, which holds `server` itself.
-  let root: object = fastify
-  while (!Object.hasOwn(root, 'server')) {
-    const parent = Object.getPrototypeOf(root) as object | null
-    if (parent === null) break
-    root = parent
-  }
-  let apps = appsOnServer.get(server)
-  if (apps === undefined) {
-    apps = { count: 0, ranks: new WeakMap() }
-    appsOnServer.set(server, apps)
-  }
-  let rank = apps.ranks.get(root)
-  if (rank === undefined) {
-    rank = apps.count++
-    apps.ranks.set(root, rank)
-  }
-  return rank
-}
 
 /** An identity per server of an app that does not listen. */
 const instances = new WeakMap<object, string>()

@@ -7,7 +7,7 @@ import 'reflect-metadata'
 import { createServer, request as httpRequest } from 'node:http'
 import { configureCache } from '@cache/core'
 import { memoryBackend } from '@cache/memory'
-import { Controller, Get, type INestApplication, Module, Query, Req } from '@nestjs/common'
+import { Controller, Get, Inject, type INestApplication, Module, Query, Req } from '@nestjs/common'
 import { NestFactory } from '@nestjs/core'
 import { FastifyAdapter } from '@nestjs/platform-fastify'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -308,6 +308,72 @@ describe('@CacheResponse on platform-fastify with a hook that changes request.qu
     // A query the hook leaves as Fastify parsed it is cached.
     await get(base, '/items?ids=3')
     expect((await get(base, '/items?ids=3')).cacheStatus).toContain('hit')
+  })
+})
+
+describe('@CacheResponse on platform-fastify: two apps of one process on one shared server', () => {
+  @Controller()
+  class RegionController {
+    constructor(@Inject('REGION') private readonly region: string) {}
+
+    @Get('region')
+    @CacheResponse({ ttl: 60 })
+    show() {
+      return { region: this.region }
+    }
+  }
+
+  // One Node server hands each request to the app of its region (by a header); both apps are made
+  // by the same code, with one backend.
+  async function regions(port = 0, backend = memoryBackend()) {
+    const server = createServer()
+    const handlers: Record<string, (req: unknown, res: unknown) => void> = {}
+    server.on('request', (req, res) => handlers[req.headers['x-region'] === 'us' ? 'us' : 'eu']!(req, res))
+    const made: INestApplication[] = []
+    for (const region of ['eu', 'us']) {
+      @Module({
+        imports: [CacheModule.forRoot({ backend })],
+        controllers: [RegionController],
+        providers: [{ provide: 'REGION', useValue: region }],
+      })
+      class RegionModule {}
+      const serverFactory = (handler: (req: unknown, res: unknown) => void) => {
+        handlers[region] = handler
+        return server
+      }
+      const app = await NestFactory.create(RegionModule, new FastifyAdapter({ serverFactory } as never), {
+        logger: false,
+      })
+      apps.push(app)
+      made.push(app)
+    }
+    await made[0]!.listen(port, '127.0.0.1')
+    await made[1]!.init()
+    await fastifyOf(made[1]!).ready()
+    return { base: `http://127.0.0.1:${(server.address() as { port: number }).port}`, server, backend }
+  }
+
+  it('keeps the entries of each app apart', async () => {
+    const { base } = await regions()
+    expect((await get(base, '/region', { headers: { 'x-region': 'eu' } })).body).toBe('{"region":"eu"}')
+    const us = await get(base, '/region', { headers: { 'x-region': 'us' } })
+    expect(us.body).toBe('{"region":"us"}')
+    expect(us.cacheStatus).not.toContain('hit')
+    expect((await get(base, '/region', { headers: { 'x-region': 'eu' } })).cacheStatus).toContain('hit')
+  })
+
+  it('the same apps made the same way at the same address (a replica, a restart) share entries', async () => {
+    const first = await regions()
+    const port = Number(new URL(first.base).port)
+    for (const region of ['eu', 'us']) await get(first.base, '/region', { headers: { 'x-region': region } })
+    // The apps stay open (CacheModule closes the backend with its app): only their server goes.
+    await new Promise((resolve) => first.server.close(resolve))
+    const again = await regions(port, first.backend)
+    for (const region of ['eu', 'us']) {
+      const answer = await get(again.base, '/region', { headers: { 'x-region': region } })
+      expect(answer.body).toBe(`{"region":"${region}"}`)
+      expect(answer.cacheStatus).toContain('hit')
+    }
   })
 })
 
