@@ -1,4 +1,5 @@
 import { createServer } from 'node:http'
+import { createServer as createNetServer } from 'node:net'
 import { memoryBackend } from '@cache/memory'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -142,6 +143,54 @@ describe('a target rewritten before the cache', () => {
     // What the server does not rewrite is cached as before, and inject() keeps its own rule.
     expect((await get(base, '/products')).cacheStatus).toContain('hit')
     expect((await made.inject({ url: '/products' })).headers['cache-status']).toContain('stored')
+  })
+
+  it("a server of the app's own that rewrites then calls fastify.routing or emits on fastify.server: bypassed", async () => {
+    for (const via of ['routing', 'emit'] as const) {
+      const made = app()
+      await made.register(cachePlugin, { backend: memoryBackend() })
+      made.get('/products', { config: { cache: true } }, async (request) => page(request.raw as Marked))
+      await made.ready()
+      // `/fr/products` is `/products` in French, told to the app by the server in front of it.
+      const front = createServer((req, res) => {
+        req.url = rewriteUrl(req as typeof req & Marked)
+        if (via === 'routing') made.routing(req, res)
+        else made.server.emit('request', req, res)
+      })
+      await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve))
+      const address = front.address() as { port: number }
+      const base = `http://127.0.0.1:${address.port}`
+      try {
+        const french = await get(base, '/fr/products')
+        expect(french.body).toBe('lamp 16.90 [fr]')
+        expect(french.cacheStatus, via).toContain('detail=rewritten-url')
+        const english = await get(base, '/products')
+        expect(english.body, via).toBe('lamp 16.90 [en]')
+        // What Fastify's server did not accept cannot be told as sent: not stored either.
+        expect(english.cacheStatus, via).toContain('detail=rewritten-url')
+      } finally {
+        await new Promise((resolve) => front.close(resolve))
+      }
+    }
+  })
+
+  it('a connection handed to fastify.server (emit connection, as sticky sessions do): cached as usual', async () => {
+    const made = app()
+    await made.register(cachePlugin, { backend: memoryBackend() })
+    made.get('/products', { config: { cache: true } }, async (request) => page(request.raw as Marked))
+    await made.ready()
+    const front = createNetServer({ pauseOnConnect: true }, (socket) => {
+      made.server.emit('connection', socket)
+      socket.resume()
+    })
+    await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve))
+    const base = `http://127.0.0.1:${(front.address() as { port: number }).port}`
+    try {
+      expect((await get(base, '/products')).cacheStatus).toContain('stored')
+      expect((await get(base, '/products')).cacheStatus).toContain('hit')
+    } finally {
+      await new Promise((resolve) => front.close(resolve))
+    }
   })
 
   it('a hook rewriting the Host header: the Host as sent is keyed too, and invalidation reaches it', async () => {

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto'
-import type { IncomingMessage } from 'node:http'
+import { IncomingMessage } from 'node:http'
 import { fastifyInstanceOptions } from './adapter-kit.js'
 import type { Refresh } from './view.js'
 import { refreshRequestHeaders } from './node.js'
@@ -21,15 +21,33 @@ export interface FastifyTargetNote {
   sent: string
   /** The target Fastify routed the request by (after `rewriteUrl`). */
   routed: string
+  /**
+   * The request came over a connection that no server of the app accepted as it arrived (a server
+   * of the app's own handed it to `fastify.routing` or emitted it on `fastify.server`): what it
+   * was sent as cannot be told, `sent` is the target as routed.
+   */
+  unseen?: true
   /** `request.query` as Fastify's parser made it, before any hook ran. */
   query?: unknown
-  /** `request.query` once every `preValidation` hook ran (noted where the cache adds a hook). */
-  queryBeforeValidation?: unknown
+  /**
+   * The values of {@link query} as the parser made them (arrays copied), when it had any: a hook
+   * may change the object in place.
+   */
+  parsed?: Record<string, unknown>
+  /**
+   * Whether `request.query` differed from what the parser made once every `preValidation` hook
+   * ran (noted where the cache adds a hook, before the route's schema coerces it).
+   */
+  queryChangedBeforeValidation?: boolean
 }
 
 const NOTE = Symbol('@cache/http.fastify-target')
-/** The target a request arrived with at the server's `request` event. */
+/** The target a request arrived with at the server's `request` event, and that server. */
 const ARRIVED = Symbol('@cache/http.fastify-arrived')
+interface Arrival {
+  url: string
+  server: object
+}
 /** Servers whose `request` event notes the target each request arrived with. */
 const arrivalServers = new WeakSet<object>()
 
@@ -50,7 +68,7 @@ type RawRequest = {
   headers: Record<string, unknown>
   socket?: Connection | null
   [NOTE]?: FastifyTargetNote
-  [ARRIVED]?: string
+  [ARRIVED]?: Arrival
 }
 
 /**
@@ -62,8 +80,20 @@ function noteTarget(request: { raw: RawRequest; query?: unknown }, _reply: unkno
   const raw = request.raw
   if (raw[NOTE] === undefined) {
     const routed = raw.url ?? '/'
-    const sent = raw[ARRIVED] ?? (typeof raw.originalUrl === 'string' ? raw.originalUrl : routed)
-    raw[NOTE] = { sent, routed, query: request.query }
+    const arrived = arrival(raw)
+    const query = request.query
+    const parsed = queryValues(query)
+    const sent =
+      arrived === UNSEEN
+        ? routed
+        : (arrived ?? (typeof raw.originalUrl === 'string' ? raw.originalUrl : routed))
+    raw[NOTE] = {
+      sent,
+      routed,
+      ...(arrived === UNSEEN ? { unseen: true as const } : {}),
+      query,
+      ...(parsed === undefined ? {} : { parsed }),
+    }
   }
   const id = raw.headers[CONNECTION_HEADER]
   if (id !== undefined) {
@@ -84,6 +114,8 @@ function noteTarget(request: { raw: RawRequest; query?: unknown }, _reply: unkno
  */
 export function noteFastifyTargets(instance: unknown): boolean {
   noteFastifyArrivals((instance as { server?: unknown } | null)?.server)
+  // The app's rank on its server is given in the order the apps are made, not of their requests.
+  fastifyAppRank(instance)
   const hooks = internal(instance, 'fastify.hooks') as { onRequest?: unknown[] } | undefined
   const list = hooks?.onRequest
   if (Array.isArray(list)) {
@@ -110,8 +142,27 @@ export function noteFastifyArrivals(server: unknown): void {
   if (arrivalServers.has(emitter)) return
   arrivalServers.add(emitter)
   emitter.prependListener('request', (req: RawRequest) => {
-    if (req !== null && typeof req === 'object' && req[ARRIVED] === undefined) req[ARRIVED] = req.url ?? '/'
+    if (req !== null && typeof req === 'object' && req[ARRIVED] === undefined)
+      req[ARRIVED] = { url: req.url ?? '/', server: emitter }
   })
+}
+
+/** A request that came over a real connection which the server noting arrivals did not accept. */
+const UNSEEN = Symbol('unseen')
+
+/**
+ * The target `raw` arrived with, as the server that accepted its connection noted it. `UNSEEN`
+ * for a request of a real connection (an `http.IncomingMessage`) that server did not note: a
+ * server of the app's own handed it to `fastify.routing`, or emitted it on `fastify.server` (which
+ * noted it as it was handed over, maybe rewritten). `undefined` for a request without a
+ * connection of its own (`inject()`).
+ */
+function arrival(raw: RawRequest): string | typeof UNSEEN | undefined {
+  const arrived = raw[ARRIVED]
+  const socket = raw.socket
+  if (!(raw instanceof IncomingMessage)) return arrived?.url
+  if (arrived === undefined || arrived.server !== socket?.server) return UNSEEN
+  return arrived.url
 }
 
 /**
@@ -123,13 +174,19 @@ export function fastifyTarget(raw: unknown): FastifyTargetNote | undefined {
   const request = raw as RawRequest | null
   const note = request?.[NOTE]
   if (note !== undefined) return note
-  const arrived = request?.[ARRIVED]
+  if (request === null || request === undefined || request[ARRIVED] === undefined) return undefined
+  const arrived = arrival(request)
+  if (arrived === UNSEEN) {
+    const routed = request.url ?? '/'
+    return { sent: routed, routed, unseen: true }
+  }
   return arrived === undefined ? undefined : { sent: arrived, routed: arrived }
 }
 
 /**
- * A `preValidation` hook, to be the last of a route's: notes `request.query` as the hooks left
- * it, before the route's schema validates it (a validator may hand Fastify a new object).
+ * A `preValidation` hook, to be the last of a route's: notes whether the hooks replaced
+ * `request.query` or changed it in place, before the route's schema validates it (a validator may
+ * coerce its values, or hand Fastify a new object).
  */
 export function noteFastifyQueryBeforeValidation(
   request: { raw: unknown; query?: unknown },
@@ -137,22 +194,53 @@ export function noteFastifyQueryBeforeValidation(
   done: () => void,
 ): void {
   const note = (request.raw as RawRequest | null)?.[NOTE]
-  if (note !== undefined) note.queryBeforeValidation = request.query
+  if (note !== undefined) note.queryChangedBeforeValidation = queryChanged(note, request.query)
   done()
 }
 
 /**
  * Whether a layer of the app replaced `request.query` (fastify-qs parses the query with qs in an
- * `onRequest` hook): which query strings it reads as the same query cannot be told, as with a
- * `querystringParser` of the app's own. Compared with the query Fastify's parser made, as the
- * last `preValidation` hook saw it ({@link noteFastifyQueryBeforeValidation}) or else as it is
- * now. `true` when the first `onRequest` hook did not note the request: it cannot be told.
+ * `onRequest` hook) or changed it in place (comma lists split into the object): which query
+ * strings it reads as the same query cannot be told, as with a `querystringParser` of the app's
+ * own. Compared, by value, with the query Fastify's parser made, as the last `preValidation` hook
+ * saw it ({@link noteFastifyQueryBeforeValidation}) or else as it is now. `true` when the first
+ * `onRequest` hook did not note the request: it cannot be told.
  */
 export function fastifyQueryReplaced(request: { raw: unknown; query?: unknown }): boolean {
   const note = (request.raw as RawRequest | null)?.[NOTE]
   if (note === undefined || !('query' in note)) return true
-  const seen = 'queryBeforeValidation' in note ? note.queryBeforeValidation : request.query
-  return seen !== note.query
+  return note.queryChangedBeforeValidation ?? queryChanged(note, request.query)
+}
+
+/** A query's values (arrays copied), or `undefined` for an object without any (or no object). */
+function queryValues(query: unknown): Record<string, unknown> | undefined {
+  if (query === null || typeof query !== 'object') return undefined
+  let values: Record<string, unknown> | undefined
+  for (const name of Object.keys(query)) {
+    const value = (query as Record<string, unknown>)[name]
+    values ??= Object.create(null) as Record<string, unknown>
+    values[name] = Array.isArray(value) ? [...value] : value
+  }
+  return values
+}
+
+/** Whether `query` is another object than the parser made, or holds other values now. */
+function queryChanged(note: FastifyTargetNote, query: unknown): boolean {
+  if (query !== note.query) return true
+  if (query === null || typeof query !== 'object') return false
+  const names = Object.keys(query)
+  const parsed = note.parsed
+  if (parsed === undefined) return names.length > 0
+  let count = 0
+  for (const name in parsed) {
+    count++
+    const was = parsed[name]
+    const now = (query as Record<string, unknown>)[name]
+    if (was === now) continue
+    if (!Array.isArray(was) || !Array.isArray(now) || was.length !== now.length) return true
+    for (let i = 0; i < was.length; i++) if (was[i] !== now[i]) return true
+  }
+  return count !== names.length
 }
 
 /**
@@ -187,13 +275,15 @@ function sentHost(rawHeaders: readonly string[] | undefined, seen: string | unde
  * Why a request must bypass the cache because its target was rewritten before the cache
  * (`rewritten-url`): by the server's listener before Fastify (`serverFactory`), by `rewriteUrl`
  * before routing, or by a hook (`request.raw.url = …`) after. A request whose target was not
- * noted bypasses too: what it was sent as cannot be told.
+ * noted bypasses too: what it was sent as cannot be told; so does one that a server of the app's
+ * own handed to Fastify (`fastify.routing(req, res)`, `fastify.server.emit('request', req, res)`),
+ * which may have rewritten it first.
  * The key names the target as sent: a request routed or handled as another one must not be
  * stored under it. `undefined` when the request is handled as it was sent.
  */
 export function fastifyRewrite(raw: unknown): string | undefined {
   const note = fastifyTarget(raw)
-  if (note === undefined) return 'rewritten-url'
+  if (note === undefined || note.unseen === true) return 'rewritten-url'
   return note.sent === note.routed && (raw as RawRequest).url === note.routed ? undefined : 'rewritten-url'
 }
 
@@ -285,4 +375,38 @@ function internal(instance: unknown, description: string): unknown {
     if (symbol !== undefined) return (instance as Record<symbol, unknown>)[symbol]
   }
   return undefined
+}
+
+/** How many apps were ranked on each server, and the rank of each app (its root instance). */
+const appsOnServer = new WeakMap<object, { count: number; ranks: WeakMap<object, number> }>()
+
+/**
+ * The rank of `instance`'s app among the apps of this process on its server, in the order they
+ * were first ranked ({@link noteFastifyTargets} ranks them as the cache is installed): 0 for the
+ * first, the only one but where `serverFactory` returns one server to several apps. Every
+ * encapsulated context of an app has the app's rank. Part of where an entry is made: two apps on
+ * one server never share entries, and replicas that make their apps in the same order do.
+ */
+export function fastifyAppRank(instance: unknown): number {
+  if (instance === null || typeof instance !== 'object') return 0
+  const server = (instance as { server?: unknown }).server
+  if (server === null || typeof server !== 'object') return 0
+  // Encapsulated contexts inherit from the root instance, which holds `server` itself.
+  let root: object = instance
+  while (!Object.hasOwn(root, 'server')) {
+    const parent = Object.getPrototypeOf(root) as object | null
+    if (parent === null) break
+    root = parent
+  }
+  let apps = appsOnServer.get(server)
+  if (apps === undefined) {
+    apps = { count: 0, ranks: new WeakMap() }
+    appsOnServer.set(server, apps)
+  }
+  let rank = apps.ranks.get(root)
+  if (rank === undefined) {
+    rank = apps.count++
+    apps.ranks.set(root, rank)
+  }
+  return rank
 }

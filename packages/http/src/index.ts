@@ -65,6 +65,7 @@ export {
 } from './adapter-kit.js'
 export {
   type FastifyTargetNote,
+  fastifyAppRank,
   fastifyHostKeyPart,
   fastifyParsesQueriesItself,
   fastifyQueryReplaced,

@@ -17,6 +17,7 @@ import { processLogger } from '@cache/core/backend'
 import {
   answerFromResult,
   fastifyHostKeyPart,
+  fastifyAppRank,
   fastifyParsesQueriesItself,
   fastifyQueryReplaced,
   fastifyRewrite,
@@ -150,6 +151,8 @@ interface Platform {
   routedUrl(): string
   /** Fastify: the app reads queries with a parser of its own (`querystringParser`). */
   parsesQueries?: boolean
+  /** Fastify: the app's rank among the apps of this process on its server (`fastifyAppRank`). */
+  appRank?: number
   /** Fastify: refreshes a stale entry with a copy of the request through `inject()` (instead of Express's application). */
   revalidate?(refresh: Refresh): (() => void) | undefined | false
   /** The Node request and response underneath. */
@@ -211,7 +214,10 @@ export class CacheResponseInterceptor implements NestInterceptor {
       options.frontSkipsAllMiddleware === true
         ? frontSite(platform, cache, options.backend ?? this.backend)
         : undefined
-    const view: HttpRequestView = { ...platform.view, site: front ?? siteOf(owner, handler, platform.req) }
+    const view: HttpRequestView = {
+      ...platform.view,
+      site: front ?? siteOf(owner, handler, platform.req, platform.appRank),
+    }
     const id = platform.req.headers[REFRESH_HEADER]
     if (typeof id === 'string') {
       delete platform.req.headers[REFRESH_HEADER]
@@ -395,6 +401,8 @@ function fastifyPlatform(request: any, reply: any): Platform {
     routedUrl: () => raw.url ?? '',
     // A parser of the app's own, or a layer that replaced `request.query` (fastify-qs).
     parsesQueries: (server !== undefined && parsesQueries(server)) || fastifyQueryReplaced(request),
+    // Apps of one process on one server (`serverFactory` returning a shared server) never share.
+    appRank: fastifyAppRank(server),
     ...(typeof server?.inject === 'function'
       ? {
           revalidate: (refresh: Refresh) =>

@@ -7,11 +7,11 @@ import 'reflect-metadata'
 import { createServer, request as httpRequest } from 'node:http'
 import { configureCache } from '@cache/core'
 import { memoryBackend } from '@cache/memory'
-import { Controller, Get, type INestApplication, Module, Query, Req } from '@nestjs/common'
+import { Controller, Get, Inject, type INestApplication, Module, Query, Req } from '@nestjs/common'
 import { NestFactory } from '@nestjs/core'
 import { FastifyAdapter } from '@nestjs/platform-fastify'
 import { afterEach, describe, expect, it } from 'vitest'
-import { CacheModule, CacheResponse } from '../src/index.js'
+import { CacheModule, CacheResponse, invalidateResponse } from '../src/index.js'
 
 type Marked = { view?: string; preview?: boolean; legacy?: boolean }
 const INTERNAL = '127.0.0.2'
@@ -199,6 +199,30 @@ describe('@CacheResponse on platform-fastify, a target rewritten before the cach
     expect((await get(base, '/products')).cacheStatus).toContain('hit')
   })
 
+  it("a server of the app's own that rewrites then calls fastify.routing: bypassed, no locale for another", async () => {
+    const app = await NestFactory.create(shopModule(), new FastifyAdapter(), { logger: false })
+    apps.push(app)
+    await app.init()
+    const fastify = fastifyOf(app)
+    await fastify.ready()
+    // `/fr/products` is `/products` in French, told to the app by the server in front of it.
+    const front = createServer((req, res) => {
+      req.url = rewriteUrl(req as typeof req & Marked)
+      fastify.routing(req, res)
+    })
+    await new Promise<void>((resolve) => front.listen(0, '127.0.0.1', resolve))
+    const base = `http://127.0.0.1:${(front.address() as { port: number }).port}`
+    try {
+      expect((await get(base, '/products')).body).toBe('lamp 16.90 [en]')
+      const french = await get(base, '/fr/products')
+      expect(french.body).toBe('lamp 16.90 [fr]')
+      expect(french.cacheStatus).toContain('detail=rewritten-url')
+      expect((await get(base, '/products')).body).toBe('lamp 16.90 [en]')
+    } finally {
+      await new Promise((resolve) => front.close(resolve))
+    }
+  })
+
   it('a hook rewriting the Host header (a domain alias): the Host as sent is keyed too', async () => {
     const base = await start(undefined, (app) => {
       fastifyOf(app).addHook('onRequest', async (request) => {
@@ -260,6 +284,96 @@ describe('@CacheResponse on platform-fastify with a hook that replaces request.q
     expect(answers.map((answer) => answer.body)).toEqual(spellings.map(() => 'ids ["1","2"] price 12'))
     for (const answer of answers) expect(answer.cacheStatus).toContain('detail=querystring-parser')
     expect((await get(base, '/items')).cacheStatus).toContain('stored')
+  })
+})
+
+describe('@CacheResponse on platform-fastify with a hook that changes request.query in place', () => {
+  it('requests with a query bypass (detail=querystring-parser): no spelling is served stale', async () => {
+    const base = await start(undefined, (app) => {
+      // Comma lists, as qs({ comma: true }) reads them: `?ids=1,2` is `?ids=1&ids=2`.
+      fastifyOf(app).addHook('onRequest', async (request) => {
+        const query = request.query as Record<string, unknown>
+        if (typeof query.ids === 'string' && query.ids.includes(',')) query.ids = query.ids.split(',')
+      })
+    })
+    state.price = 10
+    const spellings = ['/items?ids=1,2', '/items?ids=1&ids=2']
+    for (const path of spellings) expect((await get(base, path)).body).toBe('ids ["1","2"] price 10')
+    state.price = 12
+    await invalidateResponse('/items?ids=1&ids=2', { host: new URL(base).host })
+    const answers = []
+    for (const path of spellings) answers.push(await get(base, path))
+    expect(answers.map((answer) => answer.body)).toEqual(spellings.map(() => 'ids ["1","2"] price 12'))
+    expect(answers[0]!.cacheStatus).toContain('detail=querystring-parser')
+    // A query the hook leaves as Fastify parsed it is cached.
+    await get(base, '/items?ids=3')
+    expect((await get(base, '/items?ids=3')).cacheStatus).toContain('hit')
+  })
+})
+
+describe('@CacheResponse on platform-fastify: two apps of one process on one shared server', () => {
+  @Controller()
+  class RegionController {
+    constructor(@Inject('REGION') private readonly region: string) {}
+
+    @Get('region')
+    @CacheResponse({ ttl: 60 })
+    show() {
+      return { region: this.region }
+    }
+  }
+
+  // One Node server hands each request to the app of its region (by a header); both apps are made
+  // by the same code, with one backend.
+  async function regions(port = 0, backend = memoryBackend()) {
+    const server = createServer()
+    const handlers: Record<string, (req: unknown, res: unknown) => void> = {}
+    server.on('request', (req, res) => handlers[req.headers['x-region'] === 'us' ? 'us' : 'eu']!(req, res))
+    const made: INestApplication[] = []
+    for (const region of ['eu', 'us']) {
+      @Module({
+        imports: [CacheModule.forRoot({ backend })],
+        controllers: [RegionController],
+        providers: [{ provide: 'REGION', useValue: region }],
+      })
+      class RegionModule {}
+      const serverFactory = (handler: (req: unknown, res: unknown) => void) => {
+        handlers[region] = handler
+        return server
+      }
+      const app = await NestFactory.create(RegionModule, new FastifyAdapter({ serverFactory } as never), {
+        logger: false,
+      })
+      apps.push(app)
+      made.push(app)
+    }
+    await made[0]!.listen(port, '127.0.0.1')
+    await made[1]!.init()
+    await fastifyOf(made[1]!).ready()
+    return { base: `http://127.0.0.1:${(server.address() as { port: number }).port}`, server, backend }
+  }
+
+  it('keeps the entries of each app apart', async () => {
+    const { base } = await regions()
+    expect((await get(base, '/region', { headers: { 'x-region': 'eu' } })).body).toBe('{"region":"eu"}')
+    const us = await get(base, '/region', { headers: { 'x-region': 'us' } })
+    expect(us.body).toBe('{"region":"us"}')
+    expect(us.cacheStatus).not.toContain('hit')
+    expect((await get(base, '/region', { headers: { 'x-region': 'eu' } })).cacheStatus).toContain('hit')
+  })
+
+  it('the same apps made the same way at the same address (a replica, a restart) share entries', async () => {
+    const first = await regions()
+    const port = Number(new URL(first.base).port)
+    for (const region of ['eu', 'us']) await get(first.base, '/region', { headers: { 'x-region': region } })
+    // The apps stay open (CacheModule closes the backend with its app): only their server goes.
+    await new Promise((resolve) => first.server.close(resolve))
+    const again = await regions(port, first.backend)
+    for (const region of ['eu', 'us']) {
+      const answer = await get(again.base, '/region', { headers: { 'x-region': region } })
+      expect(answer.body).toBe(`{"region":"${region}"}`)
+      expect(answer.cacheStatus).toContain('hit')
+    }
   })
 })
 
