@@ -385,10 +385,21 @@ export async function startRedisCluster(
       execFileSync(redisCli, ['-h', node.host, '-p', String(node.port), ...command]).toString()
     const synced = (replication: string) =>
       !replication.includes('role:slave') || replication.includes('master_link_status:up')
+    // Every node knows each master's replicas (gossip carries them a little after the create):
+    // `shards()` reads one node's view, and a test picks a replica from it.
+    const knowsReplicas = (clusterNodes: string) => {
+      const lines = clusterNodes
+        .trim()
+        .split('\n')
+        .map((line) => line.split(' '))
+      const masters = lines.filter((fields) => fields[2]!.split(',').includes('master'))
+      return masters.every((master) => lines.filter((fields) => fields[3] === master[0]).length >= replicas)
+    }
     for (const node of nodes) {
       while (
         !info(node, 'cluster', 'info').includes('cluster_state:ok') ||
-        !synced(info(node, 'info', 'replication'))
+        !synced(info(node, 'info', 'replication')) ||
+        !knowsReplicas(info(node, 'cluster', 'nodes'))
       ) {
         if (Date.now() > deadline) throw new Error('redis cluster did not reach cluster_state:ok')
         await new Promise((r) => setTimeout(r, 100))
