@@ -71,9 +71,10 @@ export interface ExpressQueryRequest {
  * `req.query`; Express 4 parses once, in the first application of the request, and a mounted one
  * keeps that result: every application of the mount chain must then have one of Express's parsers.
  * Under Express's `'extended'` parser (`qs`), a query with a parameter name that `qs` reads
- * otherwise than it is spelled (`[page]` is `page`, `a[b]x` is `a[b]`, deeper than five levels)
- * bypasses too: the key's spellings are only those of names `qs` reads as written. Express's own
- * parsers (`'simple'`, `'extended'`, or none) otherwise leave the request alone. The rule of
+ * otherwise than it is spelled (`[page]` is `page`, `a[b]x` is `a[b]`, deeper than five levels,
+ * `x=1]=2` is `x=1]`, a `__proto__` name is dropped) bypasses too: the key's spellings are only
+ * those of names `qs` reads as written. Express's own parsers (`'simple'`, `'extended'`, or none)
+ * otherwise leave the request alone. The rule of
  * `@cache/express` and of `@cache/nestjs` on Nest's Express platform.
  */
 export function expressQueryParserBypass(req: ExpressQueryRequest): string | undefined {
@@ -212,11 +213,20 @@ function expressParserKind(parser: Function): ParserKind {
  */
 const QS_AS_SPELLED = /^[^[\]]+(?:\[[^[\]]*\]){0,5}$/
 
-/** Whether `qs` reads every parameter name of `query` as spelled (see {@link QS_AS_SPELLED}). */
+/** A name part `qs` drops with its value: `__proto__`, as the name or inside a bracket group. */
+const QS_DROPPED = /(?:^|\[)__proto__(?:[[\]]|$)/
+
+/**
+ * Whether `qs` reads every parameter of `query` as spelled (see {@link QS_AS_SPELLED}): its name
+ * is what comes before the first `=`, unless a `]=` comes later (`x=1]=2` is the name `x=1]`),
+ * and no part of it is one `qs` drops (`__proto__`, so `?__proto__=1` is read as no query).
+ */
 function qsReadsAsSpelled(query: string): boolean {
-  if (!/[[\]%]/.test(query)) return true
+  if (!/[[\]%]|__proto__/.test(query)) return true
   for (const param of query.split('&')) {
     const eq = param.indexOf('=')
+    const bracketEq = param.indexOf(']=')
+    if (bracketEq !== -1 && bracketEq + 1 !== eq) return false
     let name = (eq === -1 ? param : param.slice(0, eq)).replaceAll('+', ' ')
     if (name.includes('%')) {
       try {
@@ -226,6 +236,7 @@ function qsReadsAsSpelled(query: string): boolean {
       }
     }
     if (/[[\]]/.test(name) && !QS_AS_SPELLED.test(name)) return false
+    if (name.includes('__proto__') && QS_DROPPED.test(name)) return false
   }
   return true
 }
