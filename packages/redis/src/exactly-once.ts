@@ -130,7 +130,7 @@ export class ExactlyOnce {
         clearTimeout(call.timer)
         const attempt = call.attempt ?? this.settle(call.key, call.record, timeoutMs)
         const recorded = await waitAtMost(attempt, timeoutMs)
-        if (recorded === FENCE) return
+        if (notApplied(recorded)) return
         this.observer.error(
           call.operation,
           new CacheError(
@@ -189,7 +189,7 @@ export class ExactlyOnce {
         call.attempt = undefined
         // close() took it over (see finish()).
         if (!this.unsettled.has(call)) return
-        if (recorded === FENCE) return void this.unsettled.delete(call)
+        if (notApplied(recorded)) return void this.unsettled.delete(call)
         if (recorded !== undefined) {
           this.unsettled.delete(call)
           this.observer.error(operation, new CacheError(appliedMessage(operation, userKey)), userKey)
@@ -210,6 +210,15 @@ export class ExactlyOnce {
     // The attempt under way first; retries after 100 ms, doubling up to maxReconnectDelay.
     attempt(0)
   }
+}
+
+/**
+ * Whether a settle found the call not applied: fenced before it ran, or an `incr` that ran and
+ * refused (its result past the safe integers), writing nothing. Either way the failure the caller
+ * was given is the whole truth, and nothing is left to report.
+ */
+function notApplied(recorded: string | undefined): boolean {
+  return recorded === FENCE || recorded === REFUSED
 }
 
 /** What the `error` event of a call reported failed and found applied says. */

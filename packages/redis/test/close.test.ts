@@ -229,4 +229,41 @@ describe('close() after an incr or atomicUpdate reported failed against a frozen
       }
     },
   )
+
+  it.each(['settled in the background', 'settled by close()'])(
+    'reports nothing as applied for an incr Redis refused past the safe integers once it resumed (%s)',
+    async (how) => {
+      const namespace = `refused-${how.split(' ')[2]}`
+      const cache = redisBackend(server.url, { namespace, timeout: '200ms', logger: false })
+      const raw = new Redis(server.url)
+      const events: CacheEvent[] = []
+      cache.on('error', (event) => events.push(event))
+      try {
+        await cache.set('c', 1)
+        await raw.set(`${namespace}:c`, String(Number.MAX_SAFE_INTEGER))
+        await server.process!.freeze()
+        let failed: unknown
+        try {
+          failed = await cache.incr('c').then(
+            () => undefined,
+            (error: unknown) => error,
+          )
+        } finally {
+          server.process!.thaw()
+        }
+        expect(failed).toBeInstanceOf(CacheTimeoutError)
+        if (how === 'settled in the background') {
+          // The settle retries every 100–200 ms once Redis answers again.
+          await new Promise((resolve) => setTimeout(resolve, 1500))
+        }
+        await cache.close()
+        expect(await raw.get(`${namespace}:c`)).toBe(String(Number.MAX_SAFE_INTEGER))
+        expect(events.filter((event) => /applied/.test(String(event.error)))).toEqual([])
+      } finally {
+        server.process!.thaw()
+        await cache.close()
+        raw.disconnect()
+      }
+    },
+  )
 })
