@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
-import { describeFunction as describeCode, listeningAt } from '@cache/http'
+import { describeFunction as describeCode, isServerListener, listeningAt, noteFrontOf } from '@cache/http'
 import { dispatchPosition, isMountedApp, type Layer, type RouterFrame, routerOf } from './dispatch.js'
 
 /*
@@ -325,42 +325,10 @@ function pathText(path: unknown): string {
   return JSON.stringify(path, (_k, v) => (v instanceof RegExp ? String(v) : v)) ?? ''
 }
 
-/** Listeners that call one app for every request they do not answer themselves (`cache.front(app)`). */
-const fronts = new WeakMap<Function, unknown>()
-
-/** Records that `listener` calls `app` for every request it passes on. */
+/** Records that `listener` calls `app` for every request it passes on (`cache.front(app)`). */
 export function frontOf(listener: Function, app: unknown): void {
-  fronts.set(listener, app)
+  noteFrontOf(listener, [app])
 }
-
-/**
- * Whether `app` is what the request's server calls (`app.listen`, `createServer(app)`,
- * `createServer(cache.front(app))`), rather than an app a function of another one picked.
- */
-function isServerListener(req: IncomingMessage, app: unknown): boolean {
-  if (app === undefined || app === null) return false
-  const server = (req.socket as { server?: Server } | null)?.server
-  if (typeof server?.listeners !== 'function' || typeof server.listenerCount !== 'function') return false
-  // A verdict per server and app, asked again when the server's listeners change.
-  const count = server.listenerCount('request')
-  let known = listenerVerdicts.get(server)
-  if (known === undefined || known.count !== count) {
-    known = { count, apps: new WeakMap() }
-    listenerVerdicts.set(server, known)
-  }
-  let verdict = known.apps.get(app as object)
-  if (verdict === undefined) {
-    verdict = server.listeners('request').some((listener) => listener === app || fronts.get(listener) === app)
-    known.apps.set(app as object, verdict)
-  }
-  return verdict
-}
-
-type Server = {
-  listeners?: (event: string) => Function[]
-  listenerCount?: (event: string) => number
-}
-const listenerVerdicts = new WeakMap<object, { count: number; apps: WeakMap<object, boolean> }>()
 
 /**
  * A layer's place in its router: its index, every layer before it (what a request passed on its

@@ -1,3 +1,4 @@
+import type { IncomingMessage } from 'node:http'
 import { parse as parseSimple } from 'node:querystring'
 import { protohostOf } from './request-key.js'
 
@@ -240,3 +241,45 @@ function qsReadsAsSpelled(query: string): boolean {
   }
   return true
 }
+
+/** Listeners that call apps for every request they do not answer themselves (a cache's front). */
+const fronts = new WeakMap<Function, readonly unknown[]>()
+
+/** Records that the server listener `listener` calls `apps` for every request it passes on. */
+export function noteFrontOf(listener: Function, apps: readonly unknown[]): void {
+  fronts.set(listener, apps)
+}
+
+/**
+ * Whether `app` is what the request's server calls (`app.listen`, `createServer(app)`, a cache's
+ * front of it), rather than an app a function of another one picked per request: two apps made by
+ * one factory describe alike, and only their closures (a region, a role) differ, so a place in an
+ * app the server does not call itself cannot be told. The rule of `@cache/express` and of
+ * `@cache/nestjs` on Nest's Express platform.
+ */
+export function isServerListener(req: IncomingMessage, app: unknown): boolean {
+  if (app === undefined || app === null) return false
+  const server = (req.socket as { server?: ListeningServer } | null)?.server
+  if (typeof server?.listeners !== 'function' || typeof server.listenerCount !== 'function') return false
+  // A verdict per server and app, asked again when the server's listeners change.
+  const count = server.listenerCount('request')
+  let known = listenerVerdicts.get(server)
+  if (known === undefined || known.count !== count) {
+    known = { count, apps: new WeakMap() }
+    listenerVerdicts.set(server, known)
+  }
+  let verdict = known.apps.get(app as object)
+  if (verdict === undefined) {
+    verdict = server
+      .listeners('request')
+      .some((listener) => listener === app || fronts.get(listener)?.includes(app) === true)
+    known.apps.set(app as object, verdict)
+  }
+  return verdict
+}
+
+type ListeningServer = {
+  listeners?: (event: string) => Function[]
+  listenerCount?: (event: string) => number
+}
+const listenerVerdicts = new WeakMap<object, { count: number; apps: WeakMap<object, boolean> }>()

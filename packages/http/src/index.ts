@@ -44,6 +44,8 @@ export {
   expressQueryParserBypass,
   expressQueryReplaced,
   expressRoutedAsSent,
+  isServerListener,
+  noteFrontOf,
 } from './express-routing.js'
 export { offerCacheControl, parseCacheControl } from './cache-control.js'
 export {

@@ -1,5 +1,10 @@
 import type { IncomingMessage } from 'node:http'
-import { expressQueryParserBypass, expressQueryReplaced, expressRoutedAsSent } from '@cache/http'
+import {
+  expressQueryParserBypass,
+  expressQueryReplaced,
+  expressRoutedAsSent,
+  isServerListener,
+} from '@cache/http'
 
 /**
  * `req.url` of each request as Nest's Express application received it, before any middleware ran
@@ -43,6 +48,9 @@ export function watchExpressApp(app: unknown): void {
  * parser of the application's own. `@cache/http`'s rules, shared with `@cache/express`.
  */
 export function expressBypass(req: IncomingMessage & { app?: unknown }): string | undefined {
+  // An app a function of the server picks per request (two apps of one module on one server,
+  // by region or role) has no place of its own: its entries would answer for the other's.
+  if (!isServerListener(req, req.app)) return 'site'
   if (!expressRoutedAsSent(req as never, sentUrls.get(req))) return 'rewritten-url'
   // Read as the request is looked up, before the handler (which may change `req.query` as it likes).
   if (expressQueryReplaced(req as never)) return 'querystring-parser'

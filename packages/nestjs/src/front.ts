@@ -8,6 +8,7 @@ import {
   isStoredResponse,
   listeningAt,
   nodeRequestView,
+  noteFrontOf,
   requestKey,
   responseCachingEnabled,
   siteKey,
@@ -137,10 +138,13 @@ export class FrontDoor {
     const listeners = server.listeners('request') as ((req: IncomingMessage, res: ServerResponse) => void)[]
     server.removeAllListeners('request')
     const door = this
-    server.on('request', function front(this: Server, req: IncomingMessage, res: ServerResponse) {
+    const front = function front(this: Server, req: IncomingMessage, res: ServerResponse) {
       if (door.serve(req, res)) return
       for (const listener of listeners) listener.call(this, req, res)
-    })
+    }
+    // The apps it hands requests on to are still what the server calls.
+    noteFrontOf(front, listeners)
+    server.on('request', front)
   }
 }
 

@@ -16,6 +16,7 @@ import {
   Controller,
   type ExecutionContext,
   Get,
+  Inject,
   Injectable,
   type INestApplication,
   Module,
@@ -25,6 +26,7 @@ import {
 } from '@nestjs/common'
 import { NestFactory } from '@nestjs/core'
 import { ExpressAdapter, type NestExpressApplication } from '@nestjs/platform-express'
+import { memoryBackend } from '@cache/memory'
 import { selfSignedCertificate } from '@cache/test-servers'
 import express from 'express'
 import { describe, expect, it } from 'vitest'
@@ -461,6 +463,55 @@ describe('@CacheResponse on platform-express: stale-while-revalidate behind a pr
     } finally {
       console.warn = warn
       await app.close()
+    }
+  })
+})
+
+describe('@CacheResponse on platform-express: two apps of one process on one shared server', () => {
+  @Controller()
+  class RegionController {
+    constructor(@Inject('REGION') private readonly region: string) {}
+
+    @Get('region')
+    @CacheResponse({ ttl: 60 })
+    show() {
+      return { region: this.region }
+    }
+  }
+
+  it("never answers one app's request with the other's entry", async () => {
+    // One Node server hands each request to the Express app of its region (by a header); both
+    // Nest apps are made by the same code, with one backend.
+    const backend = memoryBackend()
+    const apps: INestApplication[] = []
+    const handlers: Record<string, express.Express> = {}
+    for (const region of ['eu', 'us']) {
+      @Module({
+        imports: [CacheModule.forRoot({ backend })],
+        controllers: [RegionController],
+        providers: [{ provide: 'REGION', useValue: region }],
+      })
+      class RegionModule {}
+      const instance = express()
+      handlers[region] = instance
+      const app = await NestFactory.create(RegionModule, new ExpressAdapter(instance), { logger: false })
+      await app.init()
+      apps.push(app)
+    }
+    const server = createServer((req, res) =>
+      handlers[req.headers['x-region'] === 'us' ? 'us' : 'eu']!(req, res),
+    )
+    server.listen(0, '127.0.0.1')
+    await once(server, 'listening')
+    const port = (server.address() as AddressInfo).port
+    try {
+      for (const region of ['eu', 'us', 'eu', 'us']) {
+        const answer = await get(port, '/region', { 'x-region': region })
+        expect(answer.text, `${region}: ${answer.cache}`).toBe(`{"region":"${region}"}`)
+      }
+    } finally {
+      server.close()
+      for (const app of apps) await app.close()
     }
   })
 })
