@@ -16,7 +16,6 @@ import {
   Controller,
   type ExecutionContext,
   Get,
-  Inject,
   Injectable,
   type INestApplication,
   Module,
@@ -30,6 +29,7 @@ import { memoryBackend } from '@cache/memory'
 import { selfSignedCertificate } from '@cache/test-servers'
 import express from 'express'
 import { describe, expect, it } from 'vitest'
+import { regionModule } from './fixtures/regions.js'
 import { CacheModule, CacheResponse, invalidateResponse } from '../src/index.js'
 
 let runs = 0
@@ -468,17 +468,6 @@ describe('@CacheResponse on platform-express: stale-while-revalidate behind a pr
 })
 
 describe('@CacheResponse on platform-express: two apps of one process on one shared server', () => {
-  @Controller()
-  class RegionController {
-    constructor(@Inject('REGION') private readonly region: string) {}
-
-    @Get('region')
-    @CacheResponse({ ttl: 60 })
-    show() {
-      return { region: this.region }
-    }
-  }
-
   it("never answers one app's request with the other's entry", async () => {
     // One Node server hands each request to the Express app of its region (by a header); both
     // Nest apps are made by the same code, with one backend.
@@ -486,15 +475,11 @@ describe('@CacheResponse on platform-express: two apps of one process on one sha
     const apps: INestApplication[] = []
     const handlers: Record<string, express.Express> = {}
     for (const region of ['eu', 'us']) {
-      @Module({
-        imports: [CacheModule.forRoot({ backend })],
-        controllers: [RegionController],
-        providers: [{ provide: 'REGION', useValue: region }],
-      })
-      class RegionModule {}
       const instance = express()
       handlers[region] = instance
-      const app = await NestFactory.create(RegionModule, new ExpressAdapter(instance), { logger: false })
+      const app = await NestFactory.create(regionModule(region, backend), new ExpressAdapter(instance), {
+        logger: false,
+      })
       await app.init()
       apps.push(app)
     }

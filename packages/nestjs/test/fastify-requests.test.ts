@@ -7,10 +7,11 @@ import 'reflect-metadata'
 import { createServer, request as httpRequest } from 'node:http'
 import { configureCache } from '@cache/core'
 import { memoryBackend } from '@cache/memory'
-import { Controller, Get, Inject, type INestApplication, Module, Query, Req } from '@nestjs/common'
+import { Controller, Get, type INestApplication, Module, Query, Req } from '@nestjs/common'
 import { NestFactory } from '@nestjs/core'
 import { FastifyAdapter } from '@nestjs/platform-fastify'
 import { afterEach, describe, expect, it } from 'vitest'
+import { regionModule } from './fixtures/regions.js'
 import { CacheModule, CacheResponse, invalidateResponse } from '../src/index.js'
 
 type Marked = { view?: string; preview?: boolean; legacy?: boolean }
@@ -312,17 +313,6 @@ describe('@CacheResponse on platform-fastify with a hook that changes request.qu
 })
 
 describe('@CacheResponse on platform-fastify: two apps of one process on one shared server', () => {
-  @Controller()
-  class RegionController {
-    constructor(@Inject('REGION') private readonly region: string) {}
-
-    @Get('region')
-    @CacheResponse({ ttl: 60 })
-    show() {
-      return { region: this.region }
-    }
-  }
-
   // One Node server hands each request to the app of its region (by a header); both apps are made
   // by the same code, with one backend.
   async function regions(port = 0, backend = memoryBackend()) {
@@ -331,19 +321,17 @@ describe('@CacheResponse on platform-fastify: two apps of one process on one sha
     server.on('request', (req, res) => handlers[req.headers['x-region'] === 'us' ? 'us' : 'eu']!(req, res))
     const made: INestApplication[] = []
     for (const region of ['eu', 'us']) {
-      @Module({
-        imports: [CacheModule.forRoot({ backend })],
-        controllers: [RegionController],
-        providers: [{ provide: 'REGION', useValue: region }],
-      })
-      class RegionModule {}
       const serverFactory = (handler: (req: unknown, res: unknown) => void) => {
         handlers[region] = handler
         return server
       }
-      const app = await NestFactory.create(RegionModule, new FastifyAdapter({ serverFactory } as never), {
-        logger: false,
-      })
+      const app = await NestFactory.create(
+        regionModule(region, backend),
+        new FastifyAdapter({ serverFactory } as never),
+        {
+          logger: false,
+        },
+      )
       apps.push(app)
       made.push(app)
     }

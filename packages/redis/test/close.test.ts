@@ -168,6 +168,14 @@ describe('close() after an incr or atomicUpdate reported failed against a frozen
     await server?.stop()
   })
 
+  /** A backend with a 200 ms timeout whose error events are kept, and a direct link to check Redis. */
+  function watched(namespace: string): { cache: RedisBackend; raw: Redis; events: CacheEvent[] } {
+    const cache = redisBackend(server.url, { namespace, timeout: '200ms', logger: false })
+    const events: CacheEvent[] = []
+    cache.on('error', (event) => events.push(event))
+    return { cache, raw: new Redis(server.url), events }
+  }
+
   const applied = /applied although it was reported failed/
   const cases = [
     { call: 'incr', when: 'after the failure' },
@@ -180,10 +188,7 @@ describe('close() after an incr or atomicUpdate reported failed against a frozen
     'never lets a failed $call that Redis runs once it resumes go unreported (close() $when)',
     async ({ call, when }) => {
       const namespace = `late-${call}-${when.split(' ')[0]}`
-      const cache = redisBackend(server.url, { namespace, timeout: '200ms', logger: false })
-      const raw = new Redis(server.url)
-      const events: CacheEvent[] = []
-      cache.on('error', (event) => events.push(event))
+      const { cache, raw, events } = watched(namespace)
       try {
         await cache.set('c', 1)
         await cache.incr('c')
@@ -234,10 +239,7 @@ describe('close() after an incr or atomicUpdate reported failed against a frozen
     'reports nothing as applied for an incr Redis refused past the safe integers once it resumed (%s)',
     async (how) => {
       const namespace = `refused-${how.split(' ')[2]}`
-      const cache = redisBackend(server.url, { namespace, timeout: '200ms', logger: false })
-      const raw = new Redis(server.url)
-      const events: CacheEvent[] = []
-      cache.on('error', (event) => events.push(event))
+      const { cache, raw, events } = watched(namespace)
       try {
         await cache.set('c', 1)
         await raw.set(`${namespace}:c`, String(Number.MAX_SAFE_INTEGER))
