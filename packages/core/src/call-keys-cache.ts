@@ -4,8 +4,9 @@ import type { CallKeys } from './loader.js'
 const MAP_SIZE = 10_000
 /** Longest string argument whose keys are remembered. */
 const ARGUMENT_LENGTH = 64
-/** Slots of the integer table when it is made, and at most (a power of two past {@link MAP_SIZE}). */
+/** Slots of the integer table when it is made. */
 const FIRST_SLOTS = 64
+/** Slots of the integer table at most: the first power of two past {@link MAP_SIZE}. */
 const MOST_SLOTS = 16_384
 
 /**
@@ -17,8 +18,8 @@ const MOST_SLOTS = 16_384
  * Integers (the usual argument: an id) are remembered in a table indexed by their low bits: one
  * array read instead of hashing into a map of thousands of entries. An integer replaces another
  * with the same low bits; the table doubles while it is over half full, up to {@link MOST_SLOTS}
- * slots (128 KB). Other numbers (but -0, whose key is not 0's) and strings of up to 64 characters
- * are remembered in a map, emptied when full. Either way the memory is bounded.
+ * slots (128 KB, plus the keys it holds). Other numbers (but -0, whose key is not 0's) and strings
+ * of up to 64 characters are remembered in a map of at most {@link MAP_SIZE}, emptied when full.
  */
 export class CallKeysCache {
   /** The integer in each slot of {@link integerKeys} (0 for an empty slot: its keys are undefined). */
