@@ -1,6 +1,7 @@
 import type { CacheBackend } from './backend.js'
 import { type MinimalBackend, toBackend } from './define-backend.js'
 import { getBackend, prepareDefaultCache } from './default-cache.js'
+import { CallKeysCache } from './call-keys-cache.js'
 import type { Duration } from './durations.js'
 import { CacheConfigError } from './errors.js'
 import { invalidatedHere, prefixesOf, usePrefix } from './flights.js'
@@ -163,11 +164,6 @@ export interface CacheDecorator<O> {
   ): TypedPropertyDescriptor<F>
 }
 
-/** Most keys remembered per memoized function (about 100 bytes each): the default memory backend's size. */
-const KEY_CACHE_SIZE = 10_000
-/** Longest string argument whose key is remembered. */
-const KEY_CACHE_ARGUMENT_LENGTH = 64
-
 /**
  * How a memoized function names itself in keys. `scope` names its generations (what `clear()`
  * and `invalidate()` renew): a function of names only, the same in every process and build.
@@ -302,12 +298,9 @@ function createMemo<F extends AnyFunction>(
   const staticLocal = staticTags === undefined ? undefined : [functionGeneration, ...staticTags]
 
   // Keys for calls with one number or short string argument (`getUser(42)`), per entry prefix.
-  // Building a key allocates a new string that the backend must then hash and compare character
-  // by character; a remembered one is hashed once and matches the stored key by identity.
-  // Bounded: emptied when full.
-  const keyCaches = options.key === undefined ? new Map<string, Map<unknown, CallKeys>>() : undefined
+  const keyCaches = options.key === undefined ? new Map<string, CallKeysCache>() : undefined
   let lastPrefix: string | undefined
-  let lastKeyCache: Map<unknown, CallKeys> | undefined
+  let lastKeyCache: CallKeysCache | undefined
 
   const backendOf = () => fixedBackend ?? getBackend()
 
@@ -337,20 +330,16 @@ function createMemo<F extends AnyFunction>(
   function keysFor(prefix: string, args: Parameters<F>): CallKeys {
     if (keyCaches !== undefined && args.length === 1 && staticTags !== undefined) {
       const only = args[0]
-      if (
-        (typeof only === 'number' && !Object.is(only, -0)) ||
-        (typeof only === 'string' && only.length <= KEY_CACHE_ARGUMENT_LENGTH)
-      ) {
+      if (CallKeysCache.remembers(only)) {
         // One prefix in all for `cached()` and most methods: skip the lookup while it repeats.
         let cache = prefix === lastPrefix ? lastKeyCache : keyCaches.get(prefix)
-        if (cache === undefined) keyCaches.set(prefix, (cache = new Map()))
+        if (cache === undefined) keyCaches.set(prefix, (cache = new CallKeysCache()))
         lastPrefix = prefix
         lastKeyCache = cache
-        let keys = cache.get(only)
+        let keys = cache.find(only)
         if (keys === undefined) {
           keys = buildKeys(prefix, argumentPart(args), args)
-          if (cache.size >= KEY_CACHE_SIZE) cache.clear()
-          cache.set(only, keys)
+          cache.remember(only, keys)
         }
         return keys
       }

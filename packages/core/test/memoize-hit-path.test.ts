@@ -63,6 +63,22 @@ describe.each(backends)('the hit path on %s', (label, make) => {
     }
   })
 
+  it('answers each integer argument its own result, among integers that share their low bits', async () => {
+    const backend = make()
+    const double = cached(async (id: number) => id * 2, { backend, name: 'hit-path-double' })
+    // Enough ids to fill any table of remembered keys, then ids that share their low bits with
+    // them (and with each other), negative ones, 0, and the edges of 32-bit integers and past them.
+    const ids = Array.from({ length: 20_000 }, (_, i) => i)
+    for (const shift of [6, 7, 10, 14, 16, 20, 30])
+      ids.push(2 ** shift, 2 ** shift + 1, -(2 ** shift), 3 * 2 ** shift)
+    ids.push(-1, 2 ** 31 - 1, -(2 ** 31), 2 ** 31, 2 ** 32, 2 ** 32 + 1, 2 ** 53 - 1, 1.5)
+    const distinct = [...new Set(ids)]
+    for (let round = 0; round < 2; round++) for (const id of distinct) expect(await double(id)).toBe(id * 2)
+    for (const id of [...distinct].reverse()) expect(await double(id)).toBe(id * 2)
+    expect(double.stats.misses).toBe(distinct.length)
+    expect(double.stats.hits).toBe(distinct.length * 2)
+  })
+
   it('answers each argument list its own result when the arguments change shape between calls', async () => {
     const backend = make()
     const echo = cached(async (...args: unknown[]) => JSON.stringify(args.map(String)), {
