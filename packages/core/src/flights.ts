@@ -82,11 +82,16 @@ export function invalidatedHere(keys: readonly string[]): void {
 
 /** True if this process invalidated one of `flight`'s generation keys after it started. */
 export function isStale(flight: Flight): boolean {
+  return invalidatedSince(flight.scopes, flight.started)
+}
+
+/** True if this process invalidated one of the generation keys `scopes` after {@link tick} gave `started`. */
+export function invalidatedSince(scopes: readonly string[], started: number): boolean {
   const invalidated = state.invalidated
   if (invalidated.size === 0) return false
-  for (const key of flight.scopes) {
+  for (const key of scopes) {
     const at = invalidated.get(key)
-    if (at !== undefined && at > flight.started) return true
+    if (at !== undefined && at > started) return true
   }
   return false
 }
@@ -116,12 +121,14 @@ export function startFlight(
   generations: readonly number[] | undefined,
   scopes: readonly string[],
   run: (flight: Flight) => Promise<unknown>,
+  /** When the computation began, if before now ({@link tick}). */
+  started = tick(),
 ): Flight {
   const flight: Flight = {
     promise: undefined as unknown as Promise<unknown>,
     generations,
     scopes,
-    started: tick(),
+    started,
     settled: undefined,
   }
   // The slot is registered: its callers hold a round open, or took it from slotOf() just now.

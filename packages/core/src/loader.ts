@@ -2,7 +2,17 @@ import { randomUUID } from 'node:crypto'
 import { type CacheBackend, compareAndDelete, type SyncAccess } from './backend.js'
 import { type Duration, parseDuration } from './durations.js'
 import { CacheFunctionTimeoutError } from './errors.js'
-import { type Flight, isStale, type Round, release, type Slot, slotOf, startFlight, tick } from './flights.js'
+import {
+  type Flight,
+  invalidatedSince,
+  isStale,
+  type Round,
+  release,
+  type Slot,
+  slotOf,
+  startFlight,
+  tick,
+} from './flights.js'
 import {
   currentGenerations,
   currentGenerationsSync,
@@ -117,16 +127,26 @@ export class Loader {
       if (state < GRACE) return this.onHit(backend, keys, read, state, fn, thisArg, args)
     } else read = { generations }
     this.observer.miss(keys.entry)
+    // An invalidation the function makes while it computes (of what it just read) must keep its result out.
+    const started = tick()
     const value = fn.apply(thisArg, args)
     if (isPromiseLike(value)) {
       const slot = slotOf(backend, keys.entry)
-      return startFlight(backend, keys.entry, slot, read.generations, keys.shared, async (flight) => {
-        const resolved = await value
-        await this.store(backend, keys, resolved, read.generations, args, flight)
-        return { value: resolved } satisfies Computed
-      }).promise.then((result) => (result as Computed).value)
+      return startFlight(
+        backend,
+        keys.entry,
+        slot,
+        read.generations,
+        keys.shared,
+        async (flight) => {
+          const resolved = await value
+          await this.store(backend, keys, resolved, read.generations, args, flight)
+          return { value: resolved } satisfies Computed
+        },
+        started,
+      ).promise.then((result) => (result as Computed).value)
     }
-    this.storeSync(backend, keys, value, read, args)
+    if (!invalidatedSince(keys.shared, started)) this.storeSync(backend, keys, value, read, args)
     return value
   }
 

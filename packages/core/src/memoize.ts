@@ -589,11 +589,12 @@ class MethodNaming implements Naming {
     const inherited = `(${partSegment(runtime.name)}#${chainFingerprint(runtime, owner, this.fingerprint)})`
     const prefix = `${keySegment(this.namespace)}:${own ? base : `${base}${inherited}`}:`
     // The claimant is this method on this class: another class of the same name, or another
-    // method that would be named the same, is a different one.
+    // method that would be named the same, is a different one. A subclass's part of the key is a
+    // default name even under a given `name` (a factory makes many classes of one name and text).
     claimPrefix(
       prefix,
       {},
-      name === undefined,
+      name === undefined || !own,
       () =>
         `Two different memoized methods named "${own ? '' : `${(owner ?? runtime).name}.${this.method} on `}` +
         `${runtime.name}${own ? `.${this.method}` : ''}" (two classes named "${runtime.name}", or a static and an instance method)`,

@@ -68,6 +68,20 @@ export function identityCases(mode: DecoratorMode): void {
       expect(await new Users().get(1)).toBe('user 1')
     })
 
+    it('never lets two factory-made subclasses of one name share what a named base method stored for one of them', async () => {
+      const { tenantRepository } = await load('tenant-repositories.ts')
+      const Acme = tenantRepository({ 1: 'acme invoice' })
+      const Globex = tenantRepository({ 1: 'globex invoice' })
+      expect(await new Acme().find(1)).toBe('acme invoice')
+      // The subclass part of the key is a default name (class name and text): the same for both.
+      const globex = await new Globex().find(1).then(
+        (value: unknown) => ({ value }),
+        (error: { code?: string }) => ({ error }),
+      )
+      expect(globex).toEqual({ error: expect.objectContaining({ code: 'CACHE_CONFIG' }) })
+      expect(await new Acme().find(1)).toBe('acme invoice')
+    })
+
     it('keeps keys the same in every process: the same class and arguments give the same key', async () => {
       await load('repositories.ts') // compiled
       const keysOf = async () => {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { cached, defineBackend, invalidateTags } from '../src/index.js'
+import { mapBackend as syncCapableBackend } from './map-backend.js'
 
 function mapBackend() {
   const rows = new Map<string, unknown>()
@@ -31,7 +32,8 @@ function slowSource() {
 }
 
 const invalidations = {
-  'invalidate()': (f: { invalidate(id: number): Promise<void> }) => f.invalidate(1),
+  'invalidate()': (f: { invalidate(id: number): Promise<void> }, _backend: unknown, id = 1) =>
+    f.invalidate(id),
   'clear()': (f: { clear(): Promise<void> }) => f.clear(),
   'invalidateTags()': (_f: unknown, backend: ReturnType<typeof mapBackend>) =>
     invalidateTags(['inflight'], { backend }),
@@ -59,3 +61,34 @@ describe.each(Object.entries(invalidations))('%s while a call is in flight', (la
     expect(source.runs()).toBe(2)
   })
 })
+
+describe.each(Object.entries(invalidations))(
+  '%s made by the function while it computes',
+  (label, invalidate) => {
+    // A loader that changes what it read and invalidates its own entry (a lazy migration): once that
+    // invalidation has resolved, its result is from before it and must not be answered again.
+    for (const kind of ['sync', 'async'] as const) {
+      it(`never stores the ${kind} result it computed before (an in-process backend)`, async () => {
+        const backend = syncCapableBackend({ sync: true })
+        const db = { value: 'old' }
+        let invalidation: Promise<void> | undefined
+        const compute = (id: number) => {
+          const value = db.value
+          if (invalidation === undefined) {
+            db.value = 'new'
+            invalidation = invalidate(read as never, backend as never, id)
+          }
+          return value
+        }
+        const read = cached(kind === 'sync' ? compute : async (id: number) => compute(id), {
+          backend,
+          name: `self-invalidating ${kind} ${label}`,
+          tags: ['inflight'],
+        })
+        expect(await read(1)).toBe('old')
+        await invalidation
+        expect(await read(1)).toBe('new')
+      })
+    }
+  },
+)
