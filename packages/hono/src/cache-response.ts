@@ -3,6 +3,8 @@ import { createHash } from 'node:crypto'
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
 import { CacheError, type CacheEvent, type CacheEventName, type CacheStats, type Duration } from '@cache/core'
 import {
+  arrivalOf,
+  arrivalsNotedFirst,
   CONDITIONAL_REQUEST_HEADERS,
   describeFunction,
   HANDLER_ERROR,
@@ -465,13 +467,15 @@ function requestView(c: Context, refresh: Refresh | undefined): HttpRequestView<
  * another host): on `@hono/node-server`, the URL the server built from the target and `Host` it
  * received (`c.env.incoming`), as the URL parser spells it, against the one the handler reads.
  * Hono routed the request on the first; the handler reads the second, which may hold what the
- * first does not (a flag taken out of the query) or lack what it holds. Elsewhere Hono has only the
- * `Request` as the layers left it: `false`.
+ * first does not (a flag taken out of the query) or lack what it holds. A target changed before
+ * Hono was handed Node's request (Express in front, a listener of the server's own) is told by
+ * {@link arrivedAsHandedOn}. Elsewhere Hono has only the `Request` as the layers left it: `false`.
  */
 function isRewritten(env: unknown, href: string): boolean {
   const incoming = (env as { incoming?: ReceivedRequest } | undefined)?.incoming
   const target = incoming?.url
   if (typeof target !== 'string') return false
+  if (!arrivedAsHandedOn(incoming!, target)) return true
   const absolute = target.startsWith('http://') || target.startsWith('https://')
   let sent: string
   if (absolute) sent = target
@@ -490,6 +494,28 @@ function isRewritten(env: unknown, href: string): boolean {
   }
 }
 
+/**
+ * Whether Node's request reached Hono with the target it arrived with at its server: a layer in
+ * front of Hono's node listener (Express middleware that strips a locale prefix or adds `?lang=`,
+ * Express mounting the listener at a path, a server's own listener or a second `request` listener
+ * rewriting `req.url`) hands Hono another request than the one sent, which Hono builds its whole
+ * URL from, so the comparison of that URL with `c.req.raw` cannot see it. Told by the target the
+ * server's `request` event noted before any other listener (see `noteArrivals`), and by Express's
+ * `originalUrl`. A request the server did not note (one that arrived before the cache first saw
+ * that server, and `noteArrivals` was not called; one handed on by another server; one to which a
+ * `request` listener put before the noting one spoke first) cannot be told from a rewritten one:
+ * `false` too.
+ */
+function arrivedAsHandedOn(incoming: ReceivedRequest, target: string): boolean {
+  const original = incoming.originalUrl
+  if (original !== undefined && original !== target) return false
+  const server = incoming.socket?.server
+  // Checked first: a server seen for the first time starts noting for the requests to come.
+  if (!arrivalsNotedFirst(server)) return false
+  const arrived = arrivalOf(incoming)
+  return arrived !== undefined && arrived.server === server && arrived.url === target
+}
+
 function withoutFragment(href: string): string {
   const hash = href.indexOf('#')
   return hash === -1 ? href : href.slice(0, hash)
@@ -501,7 +527,9 @@ interface ReceivedRequest {
   headers?: { host?: unknown }
   authority?: unknown
   scheme?: unknown
-  socket?: { encrypted?: unknown }
+  socket?: { encrypted?: unknown; server?: unknown }
+  /** Express's: the target its first router started with. */
+  originalUrl?: unknown
 }
 
 /**

@@ -9,6 +9,7 @@ export {
   invalidateResponse,
   invalidateResponsePrefix,
   invalidateTags,
+  noteArrivals,
   type ResponseIndexEntry,
   type ResponseIndexOptions,
   type StoredResponse,

@@ -8,6 +8,7 @@ import { request as httpRequest } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { memoryBackend } from '@cache/memory'
 import { type ServerType, serve } from '@hono/node-server'
+import { noteArrivals } from '../src/index.js'
 import { type Context, Hono, type Next } from 'hono'
 import { afterEach, describe, expect, it } from 'vitest'
 import { type CacheResponseOptions, cacheResponse } from '../src/index.js'
@@ -38,7 +39,7 @@ async function listen(
     return c.text(`page of ${c.get('user') ?? 'anonymous'}`)
   })
   const server = await new Promise<ServerType>((resolve) => {
-    const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s))
+    const s = noteArrivals(serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s)))
   })
   servers.push(server)
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
@@ -150,7 +151,7 @@ describe('allowCookies with vary: cookie', () => {
       c.text(`page of ${c.get('user') ?? 'anonymous'} #${++runs}`),
     )
     const server = await new Promise<ServerType>((resolve) => {
-      const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s))
+      const s = noteArrivals(serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s)))
     })
     servers.push(server)
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`

@@ -2,6 +2,7 @@ import type { AddressInfo } from 'node:net'
 import { invalidateResponsePrefix, invalidateTags } from '@cache/http'
 import type { HttpCacheHarness, SafetyApp, SafetyResponse } from '@cache/testing'
 import { type ServerType, serve } from '@hono/node-server'
+import { noteArrivals } from '../src/index.js'
 import { type Context, Hono, type MiddlewareHandler } from 'hono'
 import { compress } from 'hono/compress'
 import { cacheResponse, type ResponseCacheMiddleware } from '../src/index.js'
@@ -49,7 +50,7 @@ export const honoHarness: HttpCacheHarness = {
       for (const method of route.methods ?? ['GET']) on.call(app, method, route.path, ...chain, handler)
     }
     const server = await new Promise<ServerType>((resolve) => {
-      const s = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s))
+      const s = noteArrivals(serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s)))
     })
     const safetyApp: SafetyApp = {
       url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,

@@ -1,6 +1,7 @@
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { type ServerType, serve as serveNode } from '@hono/node-server'
+import { noteArrivals } from '../src/index.js'
 import type { Hono } from 'hono'
 import { afterEach } from 'vitest'
 
@@ -15,7 +16,7 @@ afterEach(async () => {
 /** Serves `app` on Node's Hono server, on a free loopback port, closed after the test. */
 export async function listen(app: Pick<Hono, 'fetch'>): Promise<string> {
   const server = await new Promise<ServerType>((resolve) => {
-    const s = serveNode({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s))
+    const s = noteArrivals(serveNode({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s)))
   })
   servers.push(server)
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { IncomingMessage } from 'node:http'
 import { fastifyInstanceOptions } from './adapter-kit.js'
+import { type Arrival, arrivalOf, noteArrivals } from './arrivals.js'
 import type { Refresh } from './view.js'
 import { refreshRequestHeaders } from './node.js'
 import { sentHostPart } from './request-key.js'
@@ -42,14 +43,6 @@ export interface FastifyTargetNote {
 }
 
 const NOTE = Symbol('@cache/http.fastify-target')
-/** The target a request arrived with at the server's `request` event, and that server. */
-const ARRIVED = Symbol('@cache/http.fastify-arrived')
-interface Arrival {
-  url: string
-  server: object
-}
-/** Servers whose `request` event notes the target each request arrived with. */
-const arrivalServers = new WeakSet<object>()
 
 /** The header that carries, on a refresh's `inject()` copy, the connection it stands for. */
 const CONNECTION_HEADER = `x-cache-connection-${randomUUID()}`
@@ -68,7 +61,6 @@ type RawRequest = {
   headers: Record<string, unknown>
   socket?: Connection | null
   [NOTE]?: FastifyTargetNote
-  [ARRIVED]?: Arrival
 }
 
 /**
@@ -137,14 +129,7 @@ export function noteFastifyTargets(instance: unknown): boolean {
  * runs after it. Once per server; a server without `prependListener` is left alone.
  */
 export function noteFastifyArrivals(server: unknown): void {
-  const emitter = server as { prependListener?(event: string, listener: Function): unknown } | null
-  if (emitter === null || typeof emitter !== 'object' || typeof emitter.prependListener !== 'function') return
-  if (arrivalServers.has(emitter)) return
-  arrivalServers.add(emitter)
-  emitter.prependListener('request', (req: RawRequest) => {
-    if (req !== null && typeof req === 'object' && req[ARRIVED] === undefined)
-      req[ARRIVED] = { url: req.url ?? '/', server: emitter }
-  })
+  noteArrivals(server)
 }
 
 /** A request that came over a real connection which the server noting arrivals did not accept. */
@@ -158,7 +143,7 @@ const UNSEEN = Symbol('unseen')
  * connection of its own (`inject()`).
  */
 function arrival(raw: RawRequest): string | typeof UNSEEN | undefined {
-  const arrived = raw[ARRIVED]
+  const arrived: Arrival | undefined = arrivalOf(raw)
   const socket = raw.socket
   if (!(raw instanceof IncomingMessage)) return arrived?.url
   if (arrived === undefined || arrived.server !== socket?.server) return UNSEEN
@@ -174,7 +159,7 @@ export function fastifyTarget(raw: unknown): FastifyTargetNote | undefined {
   const request = raw as RawRequest | null
   const note = request?.[NOTE]
   if (note !== undefined) return note
-  if (request === null || request === undefined || request[ARRIVED] === undefined) return undefined
+  if (request === null || request === undefined || arrivalOf(request) === undefined) return undefined
   const arrived = arrival(request)
   if (arrived === UNSEEN) {
     const routed = request.url ?? '/'
