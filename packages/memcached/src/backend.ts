@@ -1,10 +1,16 @@
-import type { CacheBackend, CacheEntry, Duration, SetManyItem } from '@cache/core'
+import {
+  type CacheBackend,
+  type CacheEntry,
+  CacheUnavailableError,
+  type Duration,
+  type SetManyItem,
+} from '@cache/core'
 import { assertIncrement, checkLogger, durationOption, ObservedBackend } from '@cache/core/backend'
 import type memjs from 'memjs'
 import { type Expiry, isExpired } from './expiry.js'
 import { Generations } from './generations.js'
 import { KeyMapper } from './keys.js'
-import { casDisabled, casIsOff, Counters } from './counters.js'
+import { casDisabled, casIsOff, casUnguarded, Counters } from './counters.js'
 import { Batches } from './batch.js'
 import { ItemFormat } from './items.js'
 import { Links } from './links.js'
@@ -27,6 +33,7 @@ import {
   storeRequest,
   clearBuffersOnFailure,
   closeWhenSettled,
+  onGenerationBump,
   unrefWhenIdle,
 } from './protocol.js'
 
@@ -56,6 +63,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   private readonly ownsClient: boolean
   /** Keeps call order per key behind calls of several round trips (see order.ts). */
   private readonly order: CallOrder
+  private readonly stopBumpWatch: () => void
 
   constructor(
     servers: string | readonly string[] = '127.0.0.1:11211',
@@ -100,10 +108,13 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     // Generation reads are timed here but their failures are counted by the operation that waited.
     this.generations = new Generations(
       this.keyMapper.generationKey,
-      this.client.servers.length,
+      this.pool.names,
       generationTtlMs,
       (i, buf, op) => this.links.call(i, buf, op, undefined, false, false),
       (i, buf, op, done) => this.links.callNow(i, buf, op, undefined, false, false, done),
+    )
+    this.stopBumpWatch = onGenerationBump(this.client, (server, keys, failure) =>
+      this.bumpFailed(server, keys, failure),
     )
     this.routes = new Routes({
       keyMapper: this.keyMapper,
@@ -249,6 +260,8 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
           'add',
           key,
         )
+        if (replaced.status === Status.ok && casIsOff(replaced))
+          this.observer.error('add', casUnguarded('add'), key)
         return replaced.status === Status.ok
       }),
     )
@@ -376,6 +389,9 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   async close(): Promise<void> {
     if (!this.markClosed()) return
     this.pool.close()
+    // Writes still waiting may be given up after close(), and a failed bump is still told. Only
+    // a client passed in (which may outlive many backends) lets go of this one.
+    if (!this.ownsClient) this.stopBumpWatch()
     // What this tick sent goes out before the connections end: it is answered, as it would be
     // had it been written at once.
     flushWrites(this.client)
@@ -431,6 +447,25 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
             reject(failure)
           }
         },
+      ),
+    )
+  }
+
+  /**
+   * Writes given up on a connection to `server` are hidden by a bump of their namespaces'
+   * generations (see `abandon` in protocol.ts), which every backend of the process then reads
+   * again. If the bump could not be sent, those writes may still land when the server resumes:
+   * said through `error`, never silently.
+   */
+  private bumpFailed(server: string, keys: readonly string[], failure: Error | undefined): void {
+    // A client passed in may carry other namespaces' writes: each backend tells of its own.
+    if (failure === undefined || !keys.includes(this.keyMapper.generationKey)) return
+    this.observer.error(
+      'set',
+      new CacheUnavailableError(
+        'memcached',
+        `memcached: writes given up on ${server} (no answer in time) may still be applied when it resumes: the generation of namespace "${this.namespace}" could not be moved on to hide them (${failure.message})`,
+        { cause: failure, server },
       ),
     )
   }

@@ -122,6 +122,8 @@ export class Counters {
           : storeRequest(Opcode.add, mkey, expiry, bytes)
         const written = await this.deps.links.call(index, write, operation, key, true, undoable)
         if (written.status === Status.ok) {
+          // CAS turned off since the read (a restart with -C): the server ran it as a plain SET.
+          if (exists && casIsOff(written)) this.deps.observer.error(operation, casUnguarded(operation), key)
           this.deps.observer.set(key)
           return result
         }
@@ -149,5 +151,15 @@ export function casIsOff(found: Response): boolean {
 export function casDisabled(operation: string): CacheError {
   return new CacheError(
     `memcached: ${operation} needs CAS, and the server answers CAS 0 (started with -C); without it, it would overwrite or delete what other writers stored`,
+  )
+}
+
+/**
+ * A CAS write answered with CAS 0: the server (restarted with -C after the read) stored it as a
+ * plain SET, over whatever another writer stored meanwhile. Reported, not thrown: it is stored.
+ */
+export function casUnguarded(operation: string): CacheError {
+  return new CacheError(
+    `memcached: ${operation} was written without CAS guard: the server answered CAS 0 (restarted with -C since the read), so it may have replaced what another writer stored meanwhile`,
   )
 }

@@ -6,6 +6,7 @@ import {
   doneWhenSettled,
   incrExtras,
   Opcode,
+  onEveryGenerationBump,
   type Response,
   request,
   Status,
@@ -22,6 +23,15 @@ interface Cached {
   /** The counter as the server last sent it (a read that gets the same bytes parses nothing). */
   bytes?: Buffer
 }
+
+/** Every {@link Generations} of this process, by `<server> <generation key>`. */
+const everyCopy = new Map<string, Set<WeakRef<Generations>>>()
+
+// Writes given up in this process moved generations on (see protocol.ts): every backend, also
+// one closed meanwhile or on another client, stops trusting its copy.
+onEveryGenerationBump((server, keys, failure) => {
+  if (failure === undefined) for (const key of keys) Generations.movedOn(server, key)
+})
 
 /** The outcome of a generation read. */
 export type GenerationRead = { value: string } | { error: unknown }
@@ -44,13 +54,36 @@ export class Generations {
 
   constructor(
     private readonly key: string,
-    servers: number,
+    private readonly servers: readonly string[],
     private readonly ttlMs: number,
     private readonly call: Call,
     private readonly callNow: CallNow,
   ) {
-    this.values = new Array(servers).fill(undefined)
+    this.values = new Array(servers.length).fill(undefined)
     this.readRequest = request(Opcode.get, key)
+    const self = new WeakRef(this)
+    for (const server of servers) {
+      const place = `${server} ${key}`
+      let set = everyCopy.get(place)
+      if (set === undefined) everyCopy.set(place, (set = new Set()))
+      set.add(self)
+    }
+  }
+
+  /**
+   * The generation `key` on `server` was moved on by a request written now (writes given up,
+   * see protocol.ts): no backend of this process that keeps a copy of it (same server as listed,
+   * same namespace) trusts that copy or a read sent before; each reads it again.
+   */
+  static movedOn(server: string, key: string): void {
+    const set = everyCopy.get(`${server} ${key}`)
+    if (set === undefined) return
+    for (const ref of set) {
+      const generations = ref.deref()
+      if (generations === undefined) set.delete(ref)
+      else generations.moving(generations.servers.indexOf(server))
+    }
+    if (set.size === 0) everyCopy.delete(`${server} ${key}`)
   }
 
   /** The generation of server `index` if it was read recently enough to trust without reading it. */

@@ -8,7 +8,7 @@
  * the socket's inactivity timer, which every new request resets: a frozen server under steady
  * traffic held requests for seconds).
  */
-import type { Socket } from 'node:net'
+import { connect, type Socket } from 'node:net'
 // A request's deadline is real time: the timers of `node:timers`, which an app's fake timers
 // (which replace the global ones in its tests) leave alone.
 import { clearTimeout, setImmediate, setTimeout } from 'node:timers'
@@ -30,6 +30,7 @@ export const Opcode = {
   getkq: 0x0d,
   /** SET that answers only a failure. */
   setq: 0x11,
+  saslAuth: 0x21,
 } as const
 
 export const Status = {
@@ -55,6 +56,9 @@ interface RawResponse {
 interface Connection {
   host: string
   port: number
+  /** SASL credentials memjs authenticates with, if any. */
+  username?: string
+  password?: string
   connected: boolean
   timeoutSet: boolean
   _socket: Socket | undefined
@@ -512,7 +516,7 @@ function check(server: Connection, watch: Watch, read = false): void {
   }
   watch.deadlines = []
   watch.head = 0
-  abandon(server, `no answer within ${oldest.timeoutMs} ms`)
+  abandon(server, `no answer within ${oldest.timeoutMs} ms`, oldest.timeoutMs)
 }
 
 /**
@@ -647,23 +651,31 @@ function forget(watch: Watch): void {
 /**
  * Gives up a connection whose server did not answer in time. A frozen (or overloaded) server
  * runs what is in its input buffer when it resumes, so a write reported failed would still be
- * applied: each one waiting on this connection that can be undone without destroying another
- * value (see {@link undoFor}: a DELETE of the key after a plain SET) is followed by its undo,
- * then the connection is ended, not reset, so that the server reads all of it, in order — unless
- * the undos are still in this process (behind a large write) {@link HOLD_MS} later or when it
- * exits: then it is reset, so that the server drops what it had not read. Every request waiting
- * on it fails now; the next one opens a new connection.
+ * applied: each one waiting on this connection that can be undone without leaving the value
+ * reported failed (see {@link undoFor}: a DELETE of the key after a plain SET) is followed by its
+ * undo, then the connection is ended, not reset, so that the server reads all of it, in order —
+ * unless the undos are still in this process (behind a large write) {@link HOLD_MS} later or when
+ * it exits: then it is reset, so that the server drops what it had not read.
+ *
+ * The undos alone are not enough: memcached stops reading a connection once an answer to it
+ * fails (the process ended, the link died), so the writes run and their undos do not. So the
+ * generation of each namespace those writes belong to is also moved on, over a fresh connection
+ * ({@link bumpGenerations}): a write landing late lands under a generation nobody reads again,
+ * whichever connection the server reads first. The requests waiting on the connection fail once
+ * that bump is in the kernel's hands (or could not be sent, within `timeoutMs`); the next request
+ * opens a new connection.
  */
-function abandon(server: Connection, reason: string): void {
+function abandon(server: Connection, reason: string, timeoutMs: number): void {
   const socket = server._socket
   const undos = [...(waiting.get(server)?.values() ?? [])].flatMap((sent) => (sent ? undosOf(sent) : []))
+  const written = socket !== undefined && server.connected
   if (socket !== undefined) {
     // What the server says on this connection from now on concerns nobody: memjs lets go of it,
     // and it is read and thrown away (an unread socket would be reset when closed, losing undos).
     for (const event of ['data', 'close', 'error', 'timeout']) socket.removeAllListeners(event)
     socket.on('error', () => {})
     socket.resume()
-    if (server.connected) {
+    if (written) {
       untaken.add(socket)
       if (!resetOnExit) {
         resetOnExit = true
@@ -686,7 +698,124 @@ function abandon(server: Connection, reason: string): void {
   server.connected = false
   server._socket = undefined
   server.timeoutSet = false
-  server.error(new Error(`timed out: ${reason}`))
+  const error = new Error(`timed out: ${reason}`)
+  const keys = written ? generationKeysOf(undos) : []
+  if (keys.length === 0) {
+    server.error(error)
+    return
+  }
+  // memjs forgets the connection's requests now; they fail once the bump is sent.
+  const calls = server.errorCallbacks as Record<number, (error: unknown) => void>
+  server.errorCallbacks = {}
+  server.error(error)
+  const name = `${server.host}:${server.port}`
+  bumpGenerations(server, keys, timeoutMs, (failure) => {
+    for (const listener of [...everyBump, ...(bumpListeners.get(server) ?? [])]) {
+      try {
+        listener(name, keys, failure)
+      } catch (thrown) {
+        queueMicrotask(() => {
+          throw thrown
+        })
+      }
+    }
+    for (const call of Object.values(calls)) call(error)
+  })
+}
+
+/**
+ * What is told when writes were given up on a connection to `server` (`host:port`, see
+ * {@link abandon}): the generation counters `generationKeys` moved on over a fresh connection
+ * (`failure` undefined: the bump is in the kernel's hands), or the reason they could not be.
+ */
+export type BumpListener = (
+  server: string,
+  generationKeys: readonly string[],
+  failure: Error | undefined,
+) => void
+
+const bumpListeners = new WeakMap<Connection, Set<BumpListener>>()
+/** Told of every bump in the process (the generations every backend keeps a copy of). */
+const everyBump = new Set<BumpListener>()
+
+/** Calls `listener` for every generation bump after writes given up in this process. */
+export function onEveryGenerationBump(listener: BumpListener): void {
+  everyBump.add(listener)
+}
+
+/**
+ * Calls `listener` for every generation bump after writes given up on a connection of `client`;
+ * returns what stops it.
+ */
+export function onGenerationBump(client: memjs.Client, listener: BumpListener): () => void {
+  const servers = client.servers as unknown as Connection[]
+  for (const server of servers) {
+    let listeners = bumpListeners.get(server)
+    if (listeners === undefined) bumpListeners.set(server, (listeners = new Set()))
+    listeners.add(listener)
+  }
+  return () => {
+    for (const server of servers) bumpListeners.get(server)?.delete(listener)
+  }
+}
+
+/**
+ * The generation counters (`<namespace>#g`) of the keys the `undos` delete: a key is
+ * `<namespace>#<generation>:<key>`, and a namespace never contains `#`.
+ */
+function generationKeysOf(undos: readonly Buffer[]): string[] {
+  const keys = new Set<string>()
+  for (const undo of undos) {
+    const key = undo.toString('latin1', 24 + undo[4]!, 24 + undo[4]! + undo.readUInt16BE(2))
+    const hash = key.indexOf('#')
+    if (hash > 0) keys.add(`${key.slice(0, hash)}#g`)
+  }
+  return [...keys]
+}
+
+/**
+ * INCRs the counters `keys` on `server` over a fresh connection (after a SASL PLAIN login, when
+ * memjs has credentials: sent together, memcached runs them in order), then ends it; calls `done`
+ * once the requests are in the kernel's hands (a frozen server's kernel still accepts the
+ * connection and the bytes, and the server runs them when it resumes, even if this process is
+ * gone by then), or with the reason they are not within `timeoutMs` (no connection: refused,
+ * unreachable). The answers are read and thrown away: a server that resumes after the process
+ * ended still runs the bump, which is the first thing on the connection.
+ */
+function bumpGenerations(
+  server: Connection,
+  keys: readonly string[],
+  timeoutMs: number,
+  done: (failure: Error | undefined) => void,
+): void {
+  const requests = keys.map((key) => request(Opcode.increment, key, incrExtras(1)))
+  if (server.username && server.password)
+    requests.unshift(
+      request(Opcode.saslAuth, 'PLAIN', EMPTY, Buffer.from(`\0${server.username}\0${server.password}`)),
+    )
+  let finished = false
+  const finish = (failure: Error | undefined) => {
+    if (finished) return
+    finished = true
+    clearTimeout(timer)
+    done(failure)
+  }
+  const socket = connect(server.port, server.host)
+  const timer = setTimeout(() => {
+    socket.destroy()
+    finish(new Error(`no connection to ${server.host}:${server.port} within ${timeoutMs} ms`))
+  }, timeoutMs)
+  socket.on('error', (error) => finish(error))
+  socket.setNoDelay(true)
+  socket.resume()
+  socket.setTimeout(LINGER_MS, () => socket.destroy())
+  socket.once('connect', () => {
+    socket.write(Buffer.concat(requests), (error) => {
+      finish(error ?? undefined)
+      socket.unref()
+    })
+    socket.end()
+  })
 }
 
 /** The requests that undo those written in `blob` (one request, or several in a row), in order. */

@@ -1,8 +1,8 @@
 import { CacheNotANumberError } from '@cache/core'
-import { startMemcached } from '@cache/test-servers'
+import { type MemcachedServer, startMemcached } from '@cache/test-servers'
 import { afterAll, describe, expect, it } from 'vitest'
 import { memcachedBackend } from '../src/index.js'
-import { ascii, serverKeys } from './raw.js'
+import { ascii, serverKeys, storedKey } from './raw.js'
 import { readdirSync, readFileSync } from 'node:fs'
 
 const server = await startMemcached({ spawn: true })
@@ -287,3 +287,35 @@ function stopNow(pid: number): void {
     )
   while (!stopped()) if (Date.now() > deadline) throw new Error(`memcached ${pid} did not stop`)
 }
+
+describe('a server restarted with -C in the middle of an atomicUpdate', () => {
+  it('reports the write that went in without a CAS guard through the error event (the call resolves: it was stored)', async () => {
+    const first = await startMemcached({ spawn: true })
+    const namespace = 'cas-restart'
+    const cache = memcachedBackend(first.server, { namespace, timeout: 2, logger: false })
+    const errors: Error[] = []
+    cache.on('error', (event) => errors.push(event.error as Error))
+    let restarted: MemcachedServer | undefined
+    try {
+      await cache.set('k', 'old')
+      const mkey = await storedKey(first.port, namespace, 'k')
+      const result = await cache.atomicUpdate<string>('k', async (current) => {
+        if (restarted === undefined) {
+          await first.stop()
+          restarted = await startMemcached({ spawn: true, port: first.port, noCas: true })
+          // Another writer stores the key meanwhile: a CAS guard would refuse the write below.
+          await ascii(first.port, `set ${mkey} 0 0 6\r\ntheirs`)
+        }
+        return `${current}+mine`
+      })
+      expect(result).toBe('old+mine')
+      expect(errors.map((error) => error.message)).toContainEqual(
+        expect.stringMatching(/atomicUpdate.*without CAS guard/),
+      )
+    } finally {
+      await cache.close()
+      await restarted?.stop()
+      await first.stop()
+    }
+  })
+})

@@ -154,7 +154,10 @@ describe('health per server', () => {
     // The server runs what was in its input buffer when it resumes.
     await new Promise((resolve) => setTimeout(resolve, 300))
     expect(await reader.get(key!)).not.toBe('reported failed')
-    expect(await reader.get(counter!)).toBe(5)
+    // The set given up moved the namespace's generation on that server (every backend of this
+    // process sees it at once, whatever its generationTtl): its keys there are dropped, the
+    // counter too (the cost the README states), never read as a value reported failed.
+    expect(await reader.get(counter!)).toBeUndefined()
   })
 
   it('ejects a server behind a black-holed link the same way, and takes it back once the link passes', async () => {

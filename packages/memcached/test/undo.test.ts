@@ -2,12 +2,12 @@ import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import { CacheTimeoutError } from '@cache/core'
-import { type MemcachedServer, startMemcached } from '@cache/test-servers'
+import { type MemcachedServer, startFaultProxy, startMemcached } from '@cache/test-servers'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { expiryFor } from '../src/expiry.js'
 import { type MemcachedBackend, memcachedBackend } from '../src/index.js'
 import { Opcode, request, storeRequest, undoFor } from '../src/protocol.js'
-import { serverStat } from './raw.js'
+import { serverStat, storedKey } from './raw.js'
 
 /**
  * What a write given up on a frozen server leaves behind once the server resumes and runs what it
@@ -197,7 +197,7 @@ async function processEndingWhileFrozen(
  * What another process reads of keys k0…k9 once the server resumed and dropped the writer's link:
  * `'miss'`, or the start of the value read.
  */
-async function readAfterResume(namespace: string): Promise<string[]> {
+async function readAfterResume(namespace: string, keys = 10): Promise<string[]> {
   server.process!.thaw()
   const reader = memcachedBackend(server.server, { namespace, timeout: '2s', logger: false })
   open.push(reader)
@@ -205,7 +205,7 @@ async function readAfterResume(namespace: string): Promise<string[]> {
   const deadline = Date.now() + 5000
   while ((await serverStat(server.port, 'curr_connections')) > 2 && Date.now() < deadline)
     await new Promise((resolve) => setTimeout(resolve, 20))
-  const read = await reader.getMany(Array.from({ length: 10 }, (_, i) => `k${i}`))
+  const read = await reader.getMany(Array.from({ length: keys }, (_, i) => `k${i}`))
   return read.map((value) => (value === undefined ? 'miss' : String(value).slice(0, 10)))
 }
 
@@ -241,4 +241,112 @@ describe('a process that ends right after its large writes were given up (server
     expect(code).toBe(0)
     expect(await readAfterResume('end-caught')).toEqual(new Array(10).fill('miss'))
   }, 30_000)
+})
+
+describe('writes given up on a frozen server whose undo never runs (the process ends first)', () => {
+  // The undos go out behind the writes on the same connection, but memcached stops reading a
+  // connection whose peer is gone at its first answer: the writes run when it resumes, their
+  // undos do not. The generation bump, sent on a fresh connection before the calls fail, hides them.
+  it('40 concurrent sets of 100 B, then process.exit(): none is readable once the server resumes', async () => {
+    const { output } = await processEndingWhileFrozen(
+      'exit-small-sets',
+      `const settled = await Promise.allSettled(Array.from({ length: 40 }, (_, i) => cache.set('k' + i, 'FAILED-' + 'v'.repeat(93))))
+      console.log('rejected', settled.filter((s) => s.status === 'rejected').length)
+      process.exit(0)`,
+    )
+    expect(output).toContain('rejected 40')
+    expect(await readAfterResume('exit-small-sets', 40)).toEqual(new Array(40).fill('miss'))
+  }, 30_000)
+
+  it('a setMany of 200 × 1 KB, then close() and the end of the script: none is readable once the server resumes', async () => {
+    const { code, output } = await processEndingWhileFrozen(
+      'close-setmany',
+      `const error = await cache.setMany(Array.from({ length: 200 }, (_, i) => ({ key: 'k' + i, value: 'FAILED-' + 'v'.repeat(1017) }))).then(() => 'applied', (e) => e.name)
+      await cache.close()
+      console.log(error)`,
+    )
+    expect(code).toBe(0)
+    expect(output).toContain('CacheTimeoutError')
+    expect(await readAfterResume('close-setmany', 200)).toEqual(new Array(200).fill('miss'))
+  }, 30_000)
+})
+
+describe('writes given up on a frozen server whose connection is then closed', () => {
+  it('are hidden from every backend of the process, also one that trusts its copy of the generation', async () => {
+    const namespace = 'reset-late'
+    const writer = memcachedBackend(server.server, {
+      namespace,
+      timeout: '300ms',
+      logger: false,
+      eject: { retryAfter: '60s' },
+    })
+    // Same process, same server and namespace: trusts the generation it read for 60 s.
+    const sibling = memcachedBackend(server.server, {
+      namespace,
+      timeout: '2s',
+      logger: false,
+      generationTtl: '60s',
+    })
+    const reader = memcachedBackend(server.server, { namespace, timeout: '2s', logger: false })
+    open.push(writer, sibling, reader)
+    await writer.set('warm', 1)
+    expect(await sibling.get('k0')).toBeUndefined()
+    const link = (writer.client.servers[0] as unknown as { _socket: import('node:net').Socket })._socket
+    const before = await storedKey(server.port, namespace, '')
+    await server.process!.freeze()
+    const settled = await Promise.allSettled(
+      Array.from({ length: 40 }, (_, i) => writer.set(`k${i}`, `FAILED-${i}`)),
+    )
+    expect(settled.filter((s) => s.status === 'rejected')).toHaveLength(40)
+    // The link is closed after the undos were written (as when the process ends): the server
+    // answers the first write to a closed socket and stops reading, its undo unread.
+    link.destroy()
+    server.process!.thaw()
+    const keys = Array.from({ length: 40 }, (_, i) => `k${i}`)
+    // Once the server has accepted the bump's connection (see the README for that moment).
+    const deadline = Date.now() + 5000
+    while ((await storedKey(server.port, namespace, '')) === before && Date.now() < deadline)
+      await new Promise((resolve) => setTimeout(resolve, 5))
+    const seen: unknown[] = []
+    for (let round = 0; round < 6; round++) {
+      for (const cache of [reader, sibling])
+        seen.push(
+          ...(await cache.getMany(keys))
+            .filter((v) => v !== undefined)
+            .map((v) => `${round} ${cache === reader ? 'reader' : 'sibling'} ${v}`),
+        )
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    expect(seen).toEqual([])
+  })
+})
+
+describe('writes given up when the generation bump cannot be sent', () => {
+  it('says so through the error event: the writes may still land when the server resumes', async () => {
+    const proxy = await startFaultProxy({ port: server.port })
+    const namespace = 'bump-refused'
+    const writer = memcachedBackend(`${proxy.host}:${proxy.port}`, {
+      namespace,
+      timeout: '300ms',
+      logger: false,
+      eject: { retryAfter: '60s' },
+    })
+    open.push(writer)
+    const errors: Error[] = []
+    writer.on('error', (event) => errors.push(event.error as Error))
+    try {
+      await writer.set('warm', 1)
+      await server.process!.freeze()
+      const call = failure(writer.set('k', 'reported failed'))
+      // The writer's link stays up; a new connection (the bump's) is refused.
+      await proxy.refuse()
+      expect(await call).toBeInstanceOf(CacheTimeoutError)
+      expect(errors.map((error) => error.message)).toContainEqual(
+        expect.stringMatching(/bump-refused.*could not be moved on/),
+      )
+    } finally {
+      server.process!.thaw()
+      await proxy.close()
+    }
+  })
 })
