@@ -435,7 +435,8 @@ function executionContextOf(c: Context): unknown {
 function requestView(c: Context, refresh: Refresh | undefined): HttpRequestView<Context> {
   const raw = c.req.raw
   const url = urlParts(raw.url)
-  const host = raw.headers.get('host') ?? undefined
+  // HTTP/2 clients (browsers) send `:authority` and no `Host`; Hono's URL is built from it.
+  const host = raw.headers.get('host') ?? authorityOf(c.env)
   let site: string | undefined | null = null
   return {
     // A target in absolute form (`GET http://a.example/ HTTP/1.1`, what clients send a proxy) is
@@ -514,6 +515,12 @@ function arrivedAsHandedOn(incoming: ReceivedRequest, target: string): boolean {
   if (!arrivalsNotedFirst(server)) return false
   const arrived = arrivalOf(incoming)
   return arrived !== undefined && arrived.server === server && arrived.url === target
+}
+
+/** The `:authority` of an HTTP/2 request on `@hono/node-server`, if any. */
+function authorityOf(env: unknown): string | undefined {
+  const authority = (env as { incoming?: ReceivedRequest } | undefined)?.incoming?.authority
+  return typeof authority === 'string' && authority !== '' ? authority : undefined
 }
 
 function withoutFragment(href: string): string {
