@@ -67,7 +67,6 @@ export {
 } from './adapter-kit.js'
 export {
   type FastifyTargetNote,
-  fastifyAppRank,
   fastifyHostKeyPart,
   fastifyParsesQueriesItself,
   fastifyQueryReplaced,
@@ -79,3 +78,11 @@ export {
   noteFastifyQueryBeforeValidation,
   noteFastifyTargets,
 } from './fastify-requests.js'
+export {
+  declareFastifyAppPrefixes,
+  fastifyServerCallsAlone,
+  fastifyServerShared,
+  fastifySharedServerBypass,
+  noteFastifyApp,
+  noteFastifyAppPrefix,
+} from './fastify-servers.js'
