@@ -4,11 +4,11 @@ import { type CacheBackend, CacheConfigError, type Duration, getBackend, invalid
 import {
   answerFromResult,
   describeFunction,
-  fastifyAppRank,
   fastifyHostKeyPart,
   fastifyParsesQueriesItself,
   fastifyQueryReplaced,
   fastifyRewrite,
+  fastifySharedServerBypass,
   fastifyTarget,
   HANDLER_ERROR,
   HttpCache,
@@ -19,6 +19,7 @@ import {
   injectRefresh,
   type LookupResult,
   type MissResult,
+  noteFastifyAppPrefix,
   noteFastifyQueryBeforeValidation,
   noteFastifyTargets,
   type Refresh,
@@ -109,7 +110,6 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
     return
   }
   const ownQueryParser = fastifyParsesQueriesItself(fastify)
-  const ordinal = fastifyAppRank(fastify)
   // The target each request was sent with and routed by, noted before any hook can rewrite it.
   noteFastifyTargets(fastify)
   const caches = new Map<string, HttpCache<FastifyRequest>>()
@@ -131,7 +131,9 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
     }
     // First of the route's instance's `onRequest` hooks, whatever the app added before.
     noteFastifyTargets(this)
-    const site = siteOf(fastify, ordinal, route)
+    // Apps sharing one server are told apart by their prefixes, known once the app started.
+    noteFastifyAppPrefix(fastify, cache.settings.keyPrefix)
+    const site = siteOf(fastify, route)
     // @fastify/compress adds `Vary: Accept-Encoding` only to the responses it compresses: the
     // cache's responses get it whatever their encoding, so that each encoding is a variant of its
     // own (which invalidating a URL reaches), and an identity response stored first is not
@@ -247,12 +249,12 @@ function answersGet(route: RouteOptions): boolean {
  * at and the route. The server is its bound address and port (`0.0.0.0:3000` for every replica
  * of a service, which share entries) or Unix socket path: two apps of one process never share
  * entries, whatever `Host` a client sends. An app that does not listen (`inject()`) has an
- * identity of its own. Apps of one process on one server (`serverFactory` returning the same
- * server) are told apart by `ordinal`, their rank on it (see `fastifyAppRank`), which replicas
- * built the same way share. The route is its methods, URL pattern, constraints (host,
- * version), and the handler and hooks declared on it, each as `name#<fingerprint of its source>`.
+ * identity of its own. Apps on one server (`serverFactory` returning the same server) are not
+ * told apart here: they cache only under distinct `keyPrefix`es (see `fastifySharedServerBypass`).
+ * The route is its methods, URL pattern, constraints (host, version), and the handler and hooks
+ * declared on it, each as `name#<fingerprint of its source>`.
  */
-function siteOf(fastify: FastifyInstance, ordinal: number, route: RouteOptions): () => string {
+function siteOf(fastify: FastifyInstance, route: RouteOptions): () => string {
   const methods = [...new Set(toList(route.method).map((m) => (m === 'HEAD' ? 'GET' : m)))].sort()
   const functions = (value: unknown) =>
     toList(value as Function | Function[] | undefined)
@@ -266,10 +268,7 @@ function siteOf(fastify: FastifyInstance, ordinal: number, route: RouteOptions):
     ...ROUTE_HOOKS.map((hook) => `${hook}=${functions(route[hook])}`),
   ].join('\n')
   const server = fastify.server
-  // The first app on a server keeps the identity it had before apps sharing one were told apart.
-  const app = ordinal === 0 ? '' : ` app ${ordinal}`
-  const hash = (at: string) =>
-    createHash('sha256').update(`${at}${app}\n${description}`).digest('hex').slice(0, 12)
+  const hash = (at: string) => createHash('sha256').update(`${at}\n${description}`).digest('hex').slice(0, 12)
   let listening: { at: string; site: string } | undefined
   let unlistened: string | undefined
   return () => {
@@ -368,6 +367,8 @@ function lookupHook(
     // HTTP/2 responses are not recorded (their bytes go through the stream, not the writes the
     // recorder follows): bypassed, and said so, rather than claimed stored and never kept.
     if (request.raw.httpVersionMajor >= 2) view.bypass = 'http2'
+    // Apps sharing the server without prefixes of their own cannot be told apart.
+    view.bypass ??= fastifySharedServerBypass(fastify, cache.settings.keyPrefix)
     const context: LookupContext = {
       verdict: () => (failed.has(reply.raw) ? HANDLER_ERROR : undefined),
       // The copy comes from the client's address over the client's protocol, so that the app

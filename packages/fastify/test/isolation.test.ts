@@ -1,4 +1,3 @@
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { gunzipSync } from 'node:zlib'
 import { memoryBackend } from '@cache/memory'
 import compress from '@fastify/compress'
@@ -62,59 +61,6 @@ describe('two apps in one process', () => {
     const visitor = await pub.inject({ url: '/stats' })
     expect(visitor.body).toBe('{"visitors":10}')
     expect((await pub.inject({ url: '/stats' })).headers['cache-status']).toMatch(/hit/)
-  })
-})
-
-describe('two apps of one process on one shared server (serverFactory)', () => {
-  // One Node server hands each request to the app of its region (by a header); both apps are made
-  // by the same code, their region an instance decorator.
-  async function regions(port = 0, backend = memoryBackend()) {
-    const server = createServer()
-    const handlers: Record<string, (req: IncomingMessage, res: ServerResponse) => void> = {}
-    server.on('request', (req, res) => handlers[req.headers['x-region'] === 'us' ? 'us' : 'eu']!(req, res))
-    const build = async (region: string) => {
-      const made = app({
-        serverFactory: (handler) => {
-          handlers[region] = handler
-          return server
-        },
-      })
-      made.decorate('region', region)
-      await made.register(cachePlugin, { backend })
-      made.get('/products', { config: { cache: 60 } }, async function () {
-        return { region: this.getDecorator<string>('region') }
-      })
-      return made
-    }
-    const eu = await build('eu')
-    const us = await build('us')
-    const base = await eu.listen({ port, host: '127.0.0.1' })
-    await us.ready()
-    return { base, eu, us, backend }
-  }
-
-  it('keeps the entries of each app apart', async () => {
-    const { base } = await regions()
-    expect((await get(`${base}/products`, { 'x-region': 'eu' })).body).toBe('{"region":"eu"}')
-    const us = await get(`${base}/products`, { 'x-region': 'us' })
-    expect(us.body).toBe('{"region":"us"}')
-    expect(us.cacheStatus).not.toMatch(/hit/)
-    expect((await get(`${base}/products`, { 'x-region': 'us' })).body).toBe('{"region":"us"}')
-    expect((await get(`${base}/products`, { 'x-region': 'eu' })).cacheStatus).toMatch(/hit/)
-  })
-
-  it('the same apps made the same way at the same address (a replica, a restart) share entries', async () => {
-    const first = await regions()
-    const port = Number(new URL(first.base).port)
-    for (const region of ['eu', 'us']) await get(`${first.base}/products`, { 'x-region': region })
-    await first.eu.close()
-    await first.us.close()
-    const again = await regions(port, first.backend)
-    for (const region of ['eu', 'us']) {
-      const answer = await get(`${again.base}/products`, { 'x-region': region })
-      expect(answer.body).toBe(`{"region":"${region}"}`)
-      expect(answer.cacheStatus).toMatch(/hit/)
-    }
   })
 })
 

@@ -25,6 +25,13 @@ interface Emitter {
 
 /** The noting listener of each server that notes arrivals. */
 const noters = new WeakMap<object, (req: { url?: string; [ARRIVED]?: Arrival }) => void>()
+/** Every noting listener, to be told from the app's own listeners. */
+const noterFunctions = new WeakSet<Function>()
+
+/** Whether `listener` is the listener {@link noteArrivals} put on a server (not an app's). */
+export function isArrivalNoter(listener: unknown): boolean {
+  return typeof listener === 'function' && noterFunctions.has(listener)
+}
 
 /**
  * Notes the target each request arrives with at `server`'s `request` event, before every other
@@ -40,6 +47,7 @@ export function noteArrivals<Server>(server: Server): Server {
       req[ARRIVED] = { url: req.url ?? '/', server: emitter }
   }
   noters.set(emitter, noter)
+  noterFunctions.add(noter)
   emitter.prependListener('request', noter)
   return server
 }

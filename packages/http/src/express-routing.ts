@@ -250,6 +250,11 @@ export function noteFrontOf(listener: Function, apps: readonly unknown[]): void 
   fronts.set(listener, apps)
 }
 
+/** The apps a front listener calls (see {@link noteFrontOf}), or `undefined` for another listener. */
+export function frontOf(listener: Function): readonly unknown[] | undefined {
+  return fronts.get(listener)
+}
+
 /**
  * Whether `app` is what the request's server calls (`app.listen`, `createServer(app)`, a cache's
  * front of it), rather than an app a function of another one picked per request: two apps made by

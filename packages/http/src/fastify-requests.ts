@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { IncomingMessage } from 'node:http'
 import { fastifyInstanceOptions } from './adapter-kit.js'
 import { type Arrival, arrivalOf, noteArrivals } from './arrivals.js'
+import { noteFastifyApp } from './fastify-servers.js'
 import type { Refresh } from './view.js'
 import { refreshRequestHeaders } from './node.js'
 import { sentHostPart } from './request-key.js'
@@ -106,8 +107,8 @@ function noteTarget(request: { raw: RawRequest; query?: unknown }, _reply: unkno
  */
 export function noteFastifyTargets(instance: unknown): boolean {
   noteFastifyArrivals((instance as { server?: unknown } | null)?.server)
-  // The app's rank on its server is given in the order the apps are made, not of their requests.
-  fastifyAppRank(instance)
+  // The app is noted on its server as its cache is installed, not as its requests come.
+  noteFastifyApp(instance)
   const hooks = internal(instance, 'fastify.hooks') as { onRequest?: unknown[] } | undefined
   const list = hooks?.onRequest
   if (Array.isArray(list)) {
@@ -360,38 +361,4 @@ function internal(instance: unknown, description: string): unknown {
     if (symbol !== undefined) return (instance as Record<symbol, unknown>)[symbol]
   }
   return undefined
-}
-
-/** How many apps were ranked on each server, and the rank of each app (its root instance). */
-const appsOnServer = new WeakMap<object, { count: number; ranks: WeakMap<object, number> }>()
-
-/**
- * The rank of `instance`'s app among the apps of this process on its server, in the order they
- * were first ranked ({@link noteFastifyTargets} ranks them as the cache is installed): 0 for the
- * first, the only one but where `serverFactory` returns one server to several apps. Every
- * encapsulated context of an app has the app's rank. Part of where an entry is made: two apps on
- * one server never share entries, and replicas that make their apps in the same order do.
- */
-export function fastifyAppRank(instance: unknown): number {
-  if (instance === null || typeof instance !== 'object') return 0
-  const server = (instance as { server?: unknown }).server
-  if (server === null || typeof server !== 'object') return 0
-  // Encapsulated contexts inherit from the root instance, which holds `server` itself.
-  let root: object = instance
-  while (!Object.hasOwn(root, 'server')) {
-    const parent = Object.getPrototypeOf(root) as object | null
-    if (parent === null) break
-    root = parent
-  }
-  let apps = appsOnServer.get(server)
-  if (apps === undefined) {
-    apps = { count: 0, ranks: new WeakMap() }
-    appsOnServer.set(server, apps)
-  }
-  let rank = apps.ranks.get(root)
-  if (rank === undefined) {
-    rank = apps.count++
-    apps.ranks.set(root, rank)
-  }
-  return rank
 }

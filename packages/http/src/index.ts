@@ -68,7 +68,6 @@ export {
 export { type Arrival, arrivalOf, arrivalsNotedFirst, noteArrivals } from './arrivals.js'
 export {
   type FastifyTargetNote,
-  fastifyAppRank,
   fastifyHostKeyPart,
   fastifyParsesQueriesItself,
   fastifyQueryReplaced,
@@ -80,3 +79,11 @@ export {
   noteFastifyQueryBeforeValidation,
   noteFastifyTargets,
 } from './fastify-requests.js'
+export {
+  declareFastifyAppPrefixes,
+  fastifyServerCallsAlone,
+  fastifyServerShared,
+  fastifySharedServerBypass,
+  noteFastifyApp,
+  noteFastifyAppPrefix,
+} from './fastify-servers.js'

@@ -18,8 +18,8 @@ import {
   resetCache,
 } from '@cache/core'
 import { isMinimalBackend } from '@cache/core/backend'
-import { noteFastifyTargets } from '@cache/http'
 import { installFront } from './front-install.js'
+import { noteFastifyApplication } from './route-handlers.js'
 import { CACHE_BACKEND } from './tokens.js'
 import { moduleBackendTarget } from './invalidation-targets.js'
 
@@ -120,16 +120,18 @@ Inject(ApplicationConfig)(FrontInstaller, undefined as never, 3)
  * On platform-fastify, notes each request's target as sent and as routed before any hook of the
  * app runs (Fastify's `rewriteUrl`, a hook rewriting `request.raw.url`): `@CacheResponse` keys on
  * the target as sent and bypasses a rewritten one. Installed as the module is created, before Nest
- * registers middleware and routes (the instances it encapsulates copy the root's hooks).
+ * registers middleware and routes (the instances it encapsulates copy the root's hooks). The
+ * application is noted on its server with its cached handlers' `keyPrefix`es.
  */
 class FastifyTargets {
-  constructor(adapterHost: HttpAdapterHost) {
+  constructor(adapterHost: HttpAdapterHost, modules: ModulesContainer) {
     const adapter = adapterHost?.httpAdapter
-    if (adapter?.getType?.() === 'fastify') noteFastifyTargets(adapter.getInstance())
+    if (adapter?.getType?.() === 'fastify') noteFastifyApplication(adapter.getInstance(), modules)
   }
 }
 Injectable()(FastifyTargets)
 Inject(HttpAdapterHost)(FastifyTargets, undefined as never, 0)
+Inject(ModulesContainer)(FastifyTargets, undefined as never, 1)
 
 /**
  * The cache of a Nest application: builds the backend, makes it the default cache (the one

@@ -11,16 +11,17 @@ import {
   SetMetadata,
   UseInterceptors,
 } from '@nestjs/common'
-import { HttpAdapterHost } from '@nestjs/core'
+import { HttpAdapterHost, ModulesContainer } from '@nestjs/core'
 import { type CacheBackend, CacheConfigError, type Duration, type MinimalBackend } from '@cache/core'
 import { processLogger } from '@cache/core/backend'
 import {
   answerFromResult,
   fastifyHostKeyPart,
-  fastifyAppRank,
   fastifyParsesQueriesItself,
   fastifyQueryReplaced,
   fastifyRewrite,
+  fastifyServerCallsAlone,
+  fastifySharedServerBypass,
   fastifyTarget,
   HttpCache,
   type HttpCacheOptions,
@@ -28,7 +29,6 @@ import {
   type LookupResult,
   injectRefresh,
   noteFastifyArrivals,
-  noteFastifyTargets,
   type Refresh,
   type RefreshEntry,
   recordNodeResponse,
@@ -40,6 +40,7 @@ import { from, mergeMap, type Observable, of } from 'rxjs'
 import { expressBypass, sentUrlOf, watchExpressApp } from './express-platform.js'
 import { frontPassOf } from './front.js'
 import { declare, siteOf } from './handler-sites.js'
+import { noteFastifyApplication } from './route-handlers.js'
 import { CACHE_BACKEND, CACHE_RESPONSE_OPTIONS } from './tokens.js'
 import { registerHandlerBackend } from './invalidation-targets.js'
 import { OuterInterceptorWatch } from './outer-interceptors.js'
@@ -151,8 +152,13 @@ interface Platform {
   routedUrl(): string
   /** Fastify: the app reads queries with a parser of its own (`querystringParser`). */
   parsesQueries?: boolean
-  /** Fastify: the app's rank among the apps of this process on its server (`fastifyAppRank`). */
-  appRank?: number
+  /**
+   * Fastify: why a request cached under `keyPrefix` bypasses because of the apps sharing its
+   * server (`site`), if so (see `fastifySharedServerBypass`).
+   */
+  sharedServer?(keyPrefix: string): string | undefined
+  /** Fastify: whether the server calls the app alone (its front's entries are then its own). */
+  servedAlone?(): boolean
   /** Fastify: refreshes a stale entry with a copy of the request through `inject()` (instead of Express's application). */
   revalidate?(refresh: Refresh): (() => void) | undefined | false
   /** The Node request and response underneath. */
@@ -181,13 +187,15 @@ export class CacheResponseInterceptor implements NestInterceptor {
   constructor(
     private readonly backend?: CacheBackend,
     adapterHost?: HttpAdapterHost,
+    modules?: ModulesContainer,
   ) {
     // On Express, the URL each request was sent with is known from the application's first request on.
     const adapter = adapterHost?.httpAdapter
     if (adapter?.getType?.() === 'express') watchExpressApp(adapter.getInstance())
     // On Fastify, each request's target is noted before any hook of the app runs, with or without
-    // CacheModule: Nest makes the interceptor before it registers the routes.
-    if (adapter?.getType?.() === 'fastify') noteFastifyTargets(adapter.getInstance())
+    // CacheModule: Nest makes the interceptor before it registers the routes. The app is noted on
+    // its server with its handlers' prefixes (apps sharing a server cache only under distinct ones).
+    if (adapter?.getType?.() === 'fastify') noteFastifyApplication(adapter.getInstance(), modules)
   }
 
   intercept(context: ExecutionContext, next: CallHandler): Observable<unknown> {
@@ -210,14 +218,18 @@ export class CacheResponseInterceptor implements NestInterceptor {
     if (claimed.has(platform.req)) return next.handle()
     claimed.add(platform.req)
     const cache = this.cacheFor(owner, handler, options)
+    // On a server the app shares, or one that calls it through a listener of the user's, the
+    // front may hand the request to another app: its entries are never made there.
     const front =
-      options.frontSkipsAllMiddleware === true
+      options.frontSkipsAllMiddleware === true && platform.servedAlone?.() !== false
         ? frontSite(platform, cache, options.backend ?? this.backend)
         : undefined
     const view: HttpRequestView = {
       ...platform.view,
-      site: front ?? siteOf(owner, handler, platform.req, platform.appRank),
+      site: front ?? siteOf(owner, handler, platform.req),
     }
+    // Apps sharing the server without prefixes of their own cannot be told apart.
+    if (platform.sharedServer !== undefined) view.bypass ??= platform.sharedServer(cache.settings.keyPrefix)
     const id = platform.req.headers[REFRESH_HEADER]
     if (typeof id === 'string') {
       delete platform.req.headers[REFRESH_HEADER]
@@ -282,6 +294,8 @@ Optional()(CacheResponseInterceptor, undefined as never, 0)
 Inject(CACHE_BACKEND)(CacheResponseInterceptor, undefined as never, 0)
 Optional()(CacheResponseInterceptor, undefined as never, 1)
 Inject(HttpAdapterHost)(CacheResponseInterceptor, undefined as never, 1)
+Optional()(CacheResponseInterceptor, undefined as never, 2)
+Inject(ModulesContainer)(CacheResponseInterceptor, undefined as never, 2)
 
 function act(result: LookupResult, platform: Platform, next: CallHandler): Observable<unknown> {
   const installed = platform.prepare?.()
@@ -401,8 +415,9 @@ function fastifyPlatform(request: any, reply: any): Platform {
     routedUrl: () => raw.url ?? '',
     // A parser of the app's own, or a layer that replaced `request.query` (fastify-qs).
     parsesQueries: (server !== undefined && parsesQueries(server)) || fastifyQueryReplaced(request),
-    // Apps of one process on one server (`serverFactory` returning a shared server) never share.
-    appRank: fastifyAppRank(server),
+    // Apps on one server (`serverFactory` returning a shared server) cache only under distinct prefixes.
+    sharedServer: (keyPrefix) => fastifySharedServerBypass(server, keyPrefix),
+    servedAlone: () => fastifyServerCallsAlone(server),
     ...(typeof server?.inject === 'function'
       ? {
           revalidate: (refresh: Refresh) =>

@@ -8,11 +8,7 @@ import { fastifyInstanceOptions } from '@cache/http'
 import { type CacheResponseOptions, cacheOptionsOf, httpCacheFor } from './cache-response.js'
 import { FrontDoor } from './front.js'
 import { fingerprintValue, handlerFingerprint } from './handler-sites.js'
-
-/** Nest's metadata key for a route's path: a method that has it is a route handler. */
-const PATH_METADATA = 'path'
-/** Nest's metadata key for a module's path (`RouterModule`), alone or followed by the application's id. */
-const MODULE_PATH = '__module_path__'
+import { type RouteHandler, routeHandlers } from './route-handlers.js'
 
 /**
  * Puts a {@link FrontDoor} before the platform on the application's Node server, for the handlers
@@ -88,46 +84,6 @@ function refuseFastifyRouting(instance: unknown, handlers: RouteHandler[], marke
         `${marked} is marked frontSkipsAllMiddleware, but ${owner.name}.${name} has the route constraint ${other}: Fastify may route one URL to two handlers by a function of the request that the front cannot run, so it could answer a request with another handler's entry. Remove the flag, front: true from CacheModule, or the constraint`,
       )
   }
-}
-
-/** A route handler of the application: its controller, its method's name and function, its module's path. */
-interface RouteHandler {
-  owner: Function
-  name: string
-  handler: Function
-  modulePath: unknown
-}
-
-/** Every route handler of the application, in the order Nest registers their routes. */
-function routeHandlers(modules: ModulesContainer): RouteHandler[] {
-  const found: RouteHandler[] = []
-  const api = Reflect as unknown as { getMetadata?(key: unknown, target: object): unknown }
-  if (api.getMetadata === undefined) return found
-  for (const module of modules.values()) {
-    // As Nest's RoutesResolver reads it: a RouterModule path for this application, else the module's own.
-    const modulePath =
-      api.getMetadata(MODULE_PATH + modules.applicationId, module.metatype) ??
-      api.getMetadata(MODULE_PATH, module.metatype)
-    for (const wrapper of module.controllers.values()) {
-      const owner = wrapper.metatype
-      if (typeof owner !== 'function') continue
-      const seen = new Set<string>()
-      for (
-        let proto = owner.prototype;
-        proto && proto !== Object.prototype;
-        proto = Object.getPrototypeOf(proto)
-      ) {
-        for (const name of Object.getOwnPropertyNames(proto)) {
-          if (name === 'constructor' || seen.has(name)) continue
-          seen.add(name)
-          const handler = Object.getOwnPropertyDescriptor(proto, name)?.value
-          if (typeof handler !== 'function' || api.getMetadata(PATH_METADATA, handler) === undefined) continue
-          found.push({ owner, name, handler, modulePath })
-        }
-      }
-    }
-  }
-  return found
 }
 
 /** The route handlers whose `@CacheResponse` (of the method, else of the controller) sets the flag. */

@@ -3,6 +3,7 @@ import type { CacheBackend } from '@cache/core'
 import { isGeneration } from '@cache/core/backend'
 import {
   answerFromResult,
+  fastifyServerShared,
   type HttpCache,
   type HttpCacheSettings,
   isStoredResponse,
@@ -139,7 +140,8 @@ export class FrontDoor {
     server.removeAllListeners('request')
     const door = this
     const front = function front(this: Server, req: IncomingMessage, res: ServerResponse) {
-      if (door.serve(req, res)) return
+      // Fastify apps sharing the server: whose app a request is for cannot be told here.
+      if (!fastifyServerShared(this) && door.serve(req, res)) return
       for (const listener of listeners) listener.call(this, req, res)
     }
     // The apps it hands requests on to are still what the server calls.

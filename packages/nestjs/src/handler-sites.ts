@@ -101,12 +101,12 @@ function routeArguments(value: unknown): unknown {
  * Where an entry is made: the controller and the method by name and source, what their decorators
  * say (every metadata entry on both: path, version, host, method, guards, interceptors, pipes,
  * injected types; global guards are not in a route's metadata: they guard every route alike), the
- * controller's rank among copies of its class in this process, the address the server listens at
- * (two apps of one process never share entries) and, on platform-fastify, the app's rank among the
- * apps of the process on that server (`serverFactory` returning one server to several apps). Replicas of one app in several processes run
- * the same code with the same decorators, so they share.
+ * controller's rank among copies of its class in this process and the address the server listens at
+ * (two apps of one process never share entries; apps of one server, on platform-fastify, cache only
+ * under distinct `keyPrefix`es). Replicas of one app in several processes run the same code with
+ * the same decorators, so they share.
  */
-export function siteOf(owner: Function, handler: Function, req: IncomingMessage, appRank = 0): string {
+export function siteOf(owner: Function, handler: Function, req: IncomingMessage): string {
   let byHandler = identities.get(owner)
   if (byHandler === undefined) {
     byHandler = new WeakMap()
@@ -117,8 +117,7 @@ export function siteOf(owner: Function, handler: Function, req: IncomingMessage,
     identity = `nest ${describe(owner)}.${describe(handler)} copy ${declared.get(owner) ?? 0} meta ${decoratorsHash(owner, handler)}`
     byHandler.set(handler, identity)
   }
-  // The first app on a server keeps the site it had before apps sharing one were told apart.
-  return `${identity} at ${listeningAt(req.socket)}${appRank === 0 ? '' : ` app ${appRank}`}`
+  return `${identity} at ${listeningAt(req.socket)}`
 }
 
 /**
