@@ -389,15 +389,16 @@ export class Connection {
 
   private async shutdown(): Promise<void> {
     this.closed = true
-    this.topology?.close()
     this.switchOver?.close()
     const client = this.client
     // Operations under way finish first, with their real outcome; those that have not sent
     // anything yet are refused (see ready()). A client that is down has nothing under way to
     // wait for: it ends at once, and calls waiting for it to connect are refused.
     if (client.status === 'ready') await this.settled()
-    // Calls reported failed whose outcome is still being settled: one last attempt each.
+    // Calls whose outcome is still being settled (also with the client down): one last attempt
+    // each. On a cluster the topology still follows the masters meanwhile (a failover).
     await this.beforeQuit?.()
+    this.topology?.close()
     if (!this.owned) {
       await this.settled()
       client.off('error', this.onClientError)

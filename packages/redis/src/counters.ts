@@ -1,5 +1,5 @@
-import { CacheNotANumberError } from '@cache/core'
-import { addToCounter, CONFLICT, KeyedQueue, retryConflicts } from '@cache/core/backend'
+import { CacheNotANumberError, CacheTimeoutError } from '@cache/core'
+import { addToCounter, CONFLICT, KeyedQueue, retryConflicts, withTimeout } from '@cache/core/backend'
 import { integerReply } from './errors.js'
 import {
   COMPARE_AND_SET_ONCE,
@@ -17,6 +17,8 @@ import { COMPARE_AND_SET, INCR, INCR_REPLACE, sha1 } from './scripts.js'
  */
 export class Counters {
   private readonly queue = new KeyedQueue()
+  /** Per key with `atomicUpdate` calls under way: how many, and when the server last answered one. */
+  private readonly lines = new Map<string, Line>()
 
   constructor(
     private readonly parts: BackendParts,
@@ -98,9 +100,41 @@ export class Counters {
   ): Promise<T> {
     const { client, connection, near, format } = this.parts
     near?.forget(k)
-    return this.queue.run(k, async () => {
+    // The call's deadline runs from now, not from its turn: `timeout` without an answer from
+    // the server for this key since the call (or since the latest answer) fails it. Calls
+    // queued on a server that does not answer fail together, not the Nth after N × `timeout`;
+    // a long queue the server keeps answering is not cut short.
+    const line = this.line(k)
+    line.calls++
+    const calledAt = performance.now()
+    const deadline = () => Math.max(calledAt, line.answeredAt) + connection.timeoutMs
+    let turn = false
+    let expired = false
+    const queued = this.queue.run(k, async () => {
+      turn = true
+      // Its time ran out while it waited: it failed (reported) without sending anything.
+      if (expired) return undefined as T
+      const left = deadline() - performance.now()
+      if (left <= 0) throw this.waitedTooLong(key, 'waiting behind earlier calls for the key')
       this.flush()
-      let current = await connection.send('atomicUpdate', key, () => client.getBuffer(k))
+      // The read gets what is left; its failure is reported once, by whichever comes first.
+      let late = false
+      const read = connection.run('atomicUpdate', key, async () => {
+        const start = performance.now()
+        try {
+          const bytes = await connection.timed(client.getBuffer(k), 'atomicUpdate')
+          this.parts.observer.latency(performance.now() - start)
+          connection.answered()
+          return bytes
+        } catch (error) {
+          throw late ? error : connection.failed('atomicUpdate', error, key)
+        }
+      })
+      let current = await withTimeout(read, left, () => {
+        late = true
+        return this.waitedTooLong(key, 'its read, after waiting behind earlier calls for the key')
+      })
+      line.answeredAt = performance.now()
       // A conflict's reply holds the newer value: the next attempt starts from it at once, without
       // a read and without a pause (a pause would hand the key to writers that start fresh, and
       // starve this one).
@@ -108,6 +142,7 @@ export class Counters {
         const next = await fn(current === null ? undefined : (format.codec.decode(current) as T))
         const expected = current === null ? '' : sha1(current)
         const reply = await this.compareAndSet(key, k, [expected, format.encode(next), ms ?? ''])
+        line.answeredAt = performance.now()
         if (reply[0] !== 1) {
           current = reply[1] ?? null
           return CONFLICT
@@ -117,6 +152,59 @@ export class Counters {
         return next
       })
     })
+    return new Promise<T>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined
+      const check = () => {
+        if (turn) return
+        const left = deadline() - performance.now()
+        if (left > 0) {
+          timer = setTimeout(check, left)
+          return
+        }
+        expired = true
+        reject(this.waitedTooLong(key, 'waiting behind earlier calls for the key'))
+      }
+      timer = setTimeout(check, connection.timeoutMs)
+      const done = () => {
+        clearTimeout(timer)
+        if (--line.calls === 0) this.lines.delete(k)
+      }
+      queued.then(
+        (value) => {
+          done()
+          if (!expired) resolve(value)
+        },
+        (error: unknown) => {
+          done()
+          if (!expired) reject(error)
+        },
+      )
+    })
+  }
+
+  /** The calls of `atomicUpdate` on `k` under way, and when the server last answered one of them. */
+  private line(k: string): Line {
+    let line = this.lines.get(k)
+    if (line === undefined) {
+      line = { calls: 0, answeredAt: Number.NEGATIVE_INFINITY }
+      this.lines.set(k, line)
+    }
+    return line
+  }
+
+  /**
+   * The failure of an `atomicUpdate` whose `timeout` (from the call) ran out before it sent its
+   * write: behind earlier calls for the key, or waiting for its read. Counted as a timeout.
+   */
+  private waitedTooLong(key: string, what: string): Error {
+    const { connection } = this.parts
+    const error = new CacheTimeoutError(
+      'redis',
+      `atomicUpdate on ${connection.address} (${what})`,
+      connection.timeoutMs,
+      { server: connection.address },
+    )
+    return connection.failed('atomicUpdate', error, key)
   }
 
   /** One compare-and-set attempt of `atomicUpdate`: `[1]` when written, else `[0, current?]`. */
@@ -132,4 +220,11 @@ export class Counters {
     const script = () => COMPARE_AND_SET.run(client, k, args, replication, 'atomicUpdate')
     return (await connection.send('atomicUpdate', key, script)) as [number, Buffer?]
   }
+}
+
+/** The `atomicUpdate` calls of one key under way (see {@link Counters.atomicUpdate}). */
+interface Line {
+  calls: number
+  /** performance.now() of the latest reply to one of them. */
+  answeredAt: number
 }

@@ -19,14 +19,20 @@ import { CAS_STEP, INCR_REPLACE_STEP, INCR_STEP, LuaScript } from './scripts.js'
  * server cannot be reached to settle within the timeout, the call fails and settling goes on in
  * the background until it lands or the window ends; if it then finds the command was applied,
  * that is reported as an `error` event (the one case where a failed call was applied). `close()`
- * gives each settle still going one last attempt before the client quits (see {@link finish}),
- * and reports the ones whose outcome it leaves unknown.
+ * first waits for the calls still settling within their own timeout, then gives each settle still
+ * going one last attempt before the client quits (see {@link finish}), and reports the ones whose
+ * outcome it leaves unknown. So does a process about to exit with settles still going (its
+ * `beforeExit`, listened to only while some are).
  */
 export class ExactlyOnce {
   private readonly id = randomBytes(9).toString('base64url')
   private sequence = 0
   /** Calls reported failed whose settling goes on in the background. */
   private readonly unsettled = new Set<Unsettled>()
+  /** Calls settling their lost reply within their own timeout (see {@link attempt}), until they end. */
+  private readonly settling = new Set<Promise<void>>()
+  /** {@link onBeforeExit} is registered on the process (while {@link unsettled} holds a call). */
+  private exitWatched = false
   private readonly recordPrefix: string
   /** On a cluster a record must share its key's hash slot; elsewhere any key will do. */
   private readonly cluster: boolean
@@ -92,50 +98,106 @@ export class ExactlyOnce {
       return reply
     } catch (error) {
       if (!mayHaveRun(error)) throw this.connection.failed(operation, error, userKey)
-      // Settle within what is left of the timeout (a dropped link fails at once, leaving time to
-      // reconnect), but at least one short round trip: after a timeout the reply may have been
-      // waiting behind a busy event loop. A frozen server costs the timeout + SETTLE_GRACE_MS.
-      const budget = Math.max(start + this.connection.timeoutMs - performance.now(), SETTLE_GRACE_MS)
-      const settling = this.settle(key, record, budget)
-      const recorded = await waitAtMost(settling, budget)
-      if (recorded === UNREPLICATED)
-        throw this.connection.failed(
-          operation,
-          new CacheReplicationError(operation, this.replication!.replicas, 0, this.replication!.waitMs),
-          userKey,
-        )
-      if (recorded !== undefined && recorded !== FENCE) {
-        this.observer.latency(performance.now() - start)
-        return fromRecord(recorded)
+      // close() waits for this to end (and so to succeed, or to hand its settle to the background).
+      let ended = (): void => {}
+      const settling = new Promise<void>((resolve) => (ended = resolve))
+      this.settling.add(settling)
+      try {
+        return await this.settleLost(operation, userKey, key, record, error, start, fromRecord)
+      } finally {
+        this.settling.delete(settling)
+        ended()
       }
-      const failure = this.connection.failed(operation, error, userKey)
-      if (recorded === undefined) this.settleLater(operation, userKey, key, record, settling)
-      throw failure
     }
   }
 
   /**
-   * Called by `close()` once the calls under way are done, before the client quits: each settle
-   * still going gets one last attempt (the one under way, else a new one), of at most the
-   * timeout. What it finds is reported as the background would; a call whose outcome it leaves
-   * unknown (the server still frozen, the link down) is reported now, as one that may have been
-   * applied: nothing can tell later.
+   * The end of an {@link attempt} whose reply was lost (`error`): the recorded outcome, or the
+   * failure, with settling going on in the background when it could not tell in time.
+   */
+  private async settleLost<R>(
+    operation: string,
+    userKey: string,
+    key: string,
+    record: string,
+    error: unknown,
+    start: number,
+    fromRecord: (recorded: string) => R,
+  ): Promise<R> {
+    // Settle within what is left of the timeout (a dropped link fails at once, leaving time to
+    // reconnect), but at least one short round trip: after a timeout the reply may have been
+    // waiting behind a busy event loop. A frozen server costs the timeout + SETTLE_GRACE_MS.
+    const budget = Math.max(start + this.connection.timeoutMs - performance.now(), SETTLE_GRACE_MS)
+    const settling = this.settle(key, record, budget)
+    const recorded = await waitAtMost(settling, budget)
+    if (recorded === UNREPLICATED)
+      throw this.connection.failed(
+        operation,
+        new CacheReplicationError(operation, this.replication!.replicas, 0, this.replication!.waitMs),
+        userKey,
+      )
+    if (recorded !== undefined && recorded !== FENCE) {
+      this.observer.latency(performance.now() - start)
+      return fromRecord(recorded)
+    }
+    const failure = this.connection.failed(operation, error, userKey)
+    if (recorded === undefined) this.settleLater(operation, userKey, key, record, settling)
+    throw failure
+  }
+
+  /**
+   * Called by `close()` once the calls under way are done (with the server unreachable, those
+   * that settle a lost reply still are: it waits for them, each within its timeout), before the
+   * client quits: see {@link lastCheck}.
    */
   async finish(): Promise<void> {
+    while (this.settling.size > 0) await Promise.all([...this.settling])
+    await this.lastCheck('close() ended the connection')
+  }
+
+  /** The process is about to exit (its event loop is empty) with calls unsettled: see {@link lastCheck}. */
+  private readonly onBeforeExit = (): void => {
+    this.exitWatched = false
+    void this.lastCheck('the process exited')
+  }
+
+  /** Listens for the process's `beforeExit` exactly while some call is unsettled. */
+  private watchExit(): void {
+    const needed = this.unsettled.size > 0
+    if (needed === this.exitWatched) return
+    this.exitWatched = needed
+    if (needed) process.once('beforeExit', this.onBeforeExit)
+    else process.off('beforeExit', this.onBeforeExit)
+  }
+
+  /**
+   * Each settle still going gets one last check of at most the timeout: the attempt under way,
+   * then a new one in what is left if that one could not tell. What it finds is reported as the
+   * background would; a call whose outcome it leaves unknown (the server still frozen, the link
+   * down) is reported now, as one that may have been applied, saying `why`: nothing will check
+   * it again.
+   */
+  private async lastCheck(why: string): Promise<void> {
     const left = [...this.unsettled]
     this.unsettled.clear()
+    this.watchExit()
     const timeoutMs = this.connection.timeoutMs
     await Promise.all(
       left.map(async (call) => {
         clearTimeout(call.timer)
-        const attempt = call.attempt ?? this.settle(call.key, call.record, timeoutMs)
-        const recorded = await waitAtMost(attempt, timeoutMs)
+        const deadline = performance.now() + timeoutMs
+        let recorded = call.attempt === undefined ? undefined : await waitAtMost(call.attempt, timeoutMs)
+        // The attempt under way may have been about to give up (its own time was running out):
+        // a fresh one gets what is left.
+        const rest = deadline - performance.now()
+        if (recorded === undefined && rest > 0)
+          recorded = await waitAtMost(this.settle(call.key, call.record, rest), rest)
         if (notApplied(recorded)) return
         this.observer.error(
           call.operation,
           new CacheError(
             recorded === undefined
-              ? `redis: ${call.operation} of "${call.userKey}" may have been applied although it was reported failed: its reply was lost, and close() ended the connection before the server could tell whether it ran`
+              ? `redis: ${call.operation} of "${call.userKey}" may have been applied although it was reported failed: its reply was lost, and ${why} before the server could tell whether it ran`
               : appliedMessage(call.operation, call.userKey),
           ),
           call.userKey,
@@ -181,6 +243,7 @@ export class ExactlyOnce {
     const deadline = Date.now() + this.windowMs - this.connection.timeoutMs
     const call: Unsettled = { operation, userKey, key, record, attempt: first, timer: undefined }
     this.unsettled.add(call)
+    this.watchExit()
     const attempt = (pause: number) => {
       call.timer = setTimeout(async () => {
         call.timer = undefined
@@ -189,14 +252,14 @@ export class ExactlyOnce {
         call.attempt = undefined
         // close() took it over (see finish()).
         if (!this.unsettled.has(call)) return
-        if (notApplied(recorded)) return void this.unsettled.delete(call)
+        if (notApplied(recorded)) return this.forget(call)
         if (recorded !== undefined) {
-          this.unsettled.delete(call)
+          this.forget(call)
           this.observer.error(operation, new CacheError(appliedMessage(operation, userKey)), userKey)
           return
         }
         if (Date.now() < deadline) return attempt(Math.min(Math.max(100, pause * 2), this.maxRetryDelayMs))
-        this.unsettled.delete(call)
+        this.forget(call)
         this.observer.error(
           operation,
           new CacheError(
@@ -209,6 +272,12 @@ export class ExactlyOnce {
     }
     // The attempt under way first; retries after 100 ms, doubling up to maxReconnectDelay.
     attempt(0)
+  }
+
+  /** A call settled in the background: nothing left to check. */
+  private forget(call: Unsettled): void {
+    this.unsettled.delete(call)
+    this.watchExit()
   }
 }
 

@@ -16,6 +16,9 @@ import { translateError } from './errors.js'
 /** Where Redis publishes invalidations for a client that redirects them (RESP2). */
 const INVALIDATE = '__redis__:invalidate'
 
+/** The longest pause between tries of a set-up step Redis refused (unless `heartbeat` is longer). */
+const MAX_RETRY_MS = 5000
+
 /** The incident of copies being off for a failure (see {@link NearCache.report}). */
 const OFF = 'near cache off'
 
@@ -67,9 +70,10 @@ export interface NearEntry {
  * Every command of the set-up (the subscriber's own `CLIENT SETNAME` and ready check, `CLIENT ID`,
  * `SUBSCRIBE`, then `CLIENT TRACKING`) has the backend's `timeout`: a server that stops answering
  * meanwhile fails the set-up, and the subscriber reconnects, instead of leaving it waiting for
- * good. Until a set-up completes on the subscriber's current connection, copies are off and reads
- * go to Redis. A failure that turns copies off is reported once (counted, an `error` event,
- * logged) until they are served again.
+ * good. A step Redis refuses (an error reply: an ACL, a transient error) is tried again after a
+ * pause of `heartbeat` that doubles up to 5 s. Until a set-up completes on the subscriber's current
+ * connection, copies are off and reads go to Redis. A failure that turns copies off is reported
+ * once (counted, an `error` event, logged) until they are served again.
  */
 export class NearCache {
   private readonly entries = new Map<string, NearEntry>()
@@ -99,6 +103,10 @@ export class NearCache {
   /** The last heartbeat PUBLISH was answered: the reading connection works, so a silent path is the subscriber's. */
   private publishAnswered = false
   private readonly timer: NodeJS.Timeout
+  /** The next try of a set-up step Redis refused, while one waits. */
+  private retryTimer: NodeJS.Timeout | undefined
+  /** The pause before that try: `heartbeat` at first, doubled after each refusal up to {@link MAX_RETRY_MS}. */
+  private retryMs: number
 
   constructor(
     private readonly connection: Connection,
@@ -111,6 +119,7 @@ export class NearCache {
     this.incidents = new IncidentLog(logger)
     this.maxKeys = settings.maxKeys
     this.heartbeatMs = settings.heartbeatMs
+    this.retryMs = this.heartbeatMs
     // Subscribed anew on each connection, after CLIENT ID (refused once subscribed).
     const subscriber = client.duplicate({
       connectionName: 'cache-near-invalidations',
@@ -195,6 +204,7 @@ export class NearCache {
   close(): void {
     this.closed = true
     clearInterval(this.timer)
+    clearTimeout(this.retryTimer)
     this.stop()
     this.client.off('ready', this.enable).off('close', this.stop)
     this.subscriber.disconnect()
@@ -251,9 +261,12 @@ export class NearCache {
       this.enable()
     })().catch((error: unknown) => {
       this.report('subscribe', error)
+      if (!current()) return
       // No answer in time: a silent link, which ioredis would keep for good. A fresh connection
-      // may answer. (Redis refusing, e.g. an ACL, would refuse again: copies stay off.)
-      if (current() && (error as Error).name !== 'ReplyError') subscriber.disconnect(true)
+      // may answer. Refused (an ACL, a transient error): a fresh connection tries again after a
+      // pause that grows with each refusal. Copies stay off meanwhile.
+      if ((error as Error).name !== 'ReplyError') subscriber.disconnect(true)
+      else this.retryLater(() => current() && subscriber.disconnect(true))
     })
   }
 
@@ -281,19 +294,24 @@ export class NearCache {
       () => {
         if (epoch !== this.epoch || this.closed || this.subscriberId !== id) return
         this.active = true
+        this.retryMs = this.heartbeatMs
+        clearTimeout(this.retryTimer)
+        this.retryTimer = undefined
         this.incidents.resolve(OFF, 'redis: nearCache: tracking is on again; copies are served.')
         // Copies are served once a heartbeat sent from now on comes back.
         this.beat()
       },
       (error: unknown) => {
         this.report('CLIENT TRACKING', error)
-        // The subscriber's connection went away meanwhile: reconnect it. Any other refusal (Redis
-        // before 6, an ACL) leaves copies off; reads go to Redis.
+        // The subscriber's connection went away meanwhile: reconnect it. Any other refusal (an
+        // ACL, Redis before 6) leaves copies off, reads going to Redis, and is tried again after
+        // a pause that grows with each refusal.
         if (
           /redirect to does not exist/.test(String((error as Error).message)) &&
           this.subscriber.status === 'ready'
         )
           this.subscriber.disconnect(true)
+        else if ((error as Error).name === 'ReplyError') this.retryLater(this.enable)
       },
     )
   }
@@ -333,8 +351,24 @@ export class NearCache {
     if (sentAt === undefined) return
     for (const old of this.beatTimes.keys()) if (old <= seq) this.beatTimes.delete(old)
     this.provenAt = Math.max(this.provenAt, sentAt)
-    // The path works again after a silence that stopped tracking with both connections open.
-    if (!this.active && this.subscriberId !== undefined) this.enable()
+    // The path works again after a silence that stopped tracking with both connections open
+    // (not while a refused set-up waits for its next try).
+    if (!this.active && this.subscriberId !== undefined && this.retryTimer === undefined) this.enable()
+  }
+
+  /**
+   * Runs `retry` after the current pause ({@link retryMs}), then doubles the pause up to
+   * {@link MAX_RETRY_MS}: a set-up step Redis refused is tried again, never given up. One try
+   * waits at a time.
+   */
+  private retryLater(retry: () => unknown): void {
+    if (this.closed || this.retryTimer !== undefined) return
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined
+      if (!this.closed) retry()
+    }, this.retryMs)
+    this.retryTimer.unref()
+    this.retryMs = Math.min(this.retryMs * 2, Math.max(MAX_RETRY_MS, this.heartbeatMs))
   }
 
   /** Stops serving copies and drops them all: invalidations may be missed from now on. */

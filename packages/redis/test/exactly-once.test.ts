@@ -1,76 +1,8 @@
-import {
-  type FaultProxy,
-  type RedisCluster,
-  type RedisServer,
-  startFaultProxy,
-  startRedis,
-  startRedisCluster,
-} from '@cache/test-servers'
-import calculateSlot from 'cluster-key-slot'
+import { startRedis } from '@cache/test-servers'
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { type RedisBackend, redisBackend } from '../src/index.js'
-
-/** A backend whose every server is reached through a fault proxy, and direct links to check it. */
-interface Setup {
-  cache: RedisBackend
-  /** The proxy in front of the master that serves `key`, and a direct connection to that master. */
-  route(key: string): Promise<{ proxy: FaultProxy; server: Redis }>
-  stop(): Promise<void>
-}
-
-async function single(): Promise<Setup> {
-  const redis: RedisServer = await startRedis({ spawn: true })
-  const proxy = await startFaultProxy(redis)
-  const server = new Redis(redis.port, redis.host)
-  const cache = redisBackend(`redis://${proxy.host}:${proxy.port}`, { namespace: 'once' })
-  return {
-    cache,
-    route: async () => ({ proxy, server }),
-    async stop() {
-      await cache.close()
-      server.disconnect()
-      await proxy.close()
-      await redis.stop()
-    },
-  }
-}
-
-/** A 3-master cluster; ioredis `natMap` sends each node's traffic through its own proxy. */
-async function cluster(): Promise<Setup> {
-  const servers: RedisCluster = await startRedisCluster(3)
-  const proxies = await Promise.all(servers.nodes.map((node) => startFaultProxy(node)))
-  const natMap = Object.fromEntries(
-    servers.nodes.map((node, i) => [
-      `${node.host}:${node.port}`,
-      { host: proxies[i]!.host, port: proxies[i]!.port },
-    ]),
-  )
-  const direct = servers.nodes.map((node) => new Redis(node.port, node.host))
-  const cache = redisBackend(
-    { cluster: proxies.map((p) => ({ host: p.host, port: p.port })), natMap },
-    { namespace: 'once' },
-  )
-  return {
-    cache,
-    async route(key) {
-      const slot = calculateSlot(`once:${key}`)
-      for (const [i, server] of direct.entries()) {
-        const ranges = (await server.cluster('SLOTS')) as unknown as [number, number, [string, number]][]
-        const port = servers.nodes[i]!.port
-        if (ranges.some(([from, to, [, owner]]) => slot >= from && slot <= to && owner === port))
-          return { proxy: proxies[i]!, server }
-      }
-      throw new Error(`no master serves slot ${slot}`)
-    },
-    async stop() {
-      await cache.close()
-      for (const server of direct) server.disconnect()
-      await Promise.all(proxies.map((p) => p.close()))
-      await servers.stop()
-    },
-  }
-}
+import { redisBackend } from '../src/index.js'
+import { clusterBehindProxies, type ProxiedSetup, singleBehindProxy } from './servers.js'
 
 function settle<T>(promise: Promise<T>): Promise<{ value: T } | { error: unknown }> {
   return promise.then(
@@ -80,12 +12,12 @@ function settle<T>(promise: Promise<T>): Promise<{ value: T } | { error: unknown
 }
 
 describe.each([
-  ['one server', single],
-  ['Redis Cluster', cluster],
+  ['one server', singleBehindProxy],
+  ['Redis Cluster', clusterBehindProxies],
 ])('%s: a link that drops after the server ran the command, before its reply', (_, start) => {
-  let setup: Setup
+  let setup: ProxiedSetup
   beforeAll(async () => {
-    setup = await start()
+    setup = await start('once')
     await setup.cache.ready()
     // Every master has served this backend once: the links are up before the faults start.
     for (let i = 0; i < 30; i++) {

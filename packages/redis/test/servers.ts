@@ -1,8 +1,10 @@
 import { execFileSync } from 'node:child_process'
 import {
+  type FaultProxy,
   type RedisCluster,
   type RedisServer,
   requireBinary,
+  startFaultProxy,
   startRedis,
   startRedisCluster,
 } from '@cache/test-servers'
@@ -105,5 +107,73 @@ export async function switchOver(cluster: RedisCluster, port: number): Promise<v
     }
   } finally {
     replica.disconnect()
+  }
+}
+
+/** A backend whose every server is reached through a fault proxy, and direct links to check it. */
+export interface ProxiedSetup {
+  cache: RedisBackend
+  /** The proxy in front of the master that serves `key`, and a direct connection to that master. */
+  route(key: string): Promise<{ proxy: FaultProxy; server: Redis }>
+  stop(): Promise<void>
+}
+
+/** One redis-server behind a fault proxy, and a backend in `namespace` through it. */
+export async function singleBehindProxy(
+  namespace: string,
+  options: RedisBackendOptions = {},
+): Promise<ProxiedSetup> {
+  const redis: RedisServer = await startRedis({ spawn: true })
+  const proxy = await startFaultProxy(redis)
+  const server = new Redis(redis.port, redis.host)
+  const cache = redisBackend(`redis://${proxy.host}:${proxy.port}`, { namespace, ...options })
+  return {
+    cache,
+    route: async () => ({ proxy, server }),
+    async stop() {
+      await cache.close()
+      server.disconnect()
+      await proxy.close()
+      await redis.stop()
+    },
+  }
+}
+
+/** A 3-master cluster, each node behind its own fault proxy (ioredis `natMap`), and a backend in `namespace` through them. */
+export async function clusterBehindProxies(
+  namespace: string,
+  options: RedisBackendOptions = {},
+): Promise<ProxiedSetup> {
+  const servers: RedisCluster = await startRedisCluster(3)
+  const proxies = await Promise.all(servers.nodes.map((node) => startFaultProxy(node)))
+  const natMap = Object.fromEntries(
+    servers.nodes.map((node, i) => [
+      `${node.host}:${node.port}`,
+      { host: proxies[i]!.host, port: proxies[i]!.port },
+    ]),
+  )
+  const direct = servers.nodes.map((node) => new Redis(node.port, node.host))
+  const cache = redisBackend(
+    { cluster: proxies.map((p) => ({ host: p.host, port: p.port })), natMap },
+    { namespace, ...options },
+  )
+  return {
+    cache,
+    async route(key) {
+      const slot = calculateSlot(`${namespace}:${key}`)
+      for (const [i, server] of direct.entries()) {
+        const ranges = (await server.cluster('SLOTS')) as unknown as [number, number, [string, number]][]
+        const port = servers.nodes[i]!.port
+        if (ranges.some(([from, to, [, owner]]) => slot >= from && slot <= to && owner === port))
+          return { proxy: proxies[i]!, server }
+      }
+      throw new Error(`no master serves slot ${slot}`)
+    },
+    async stop() {
+      await cache.close()
+      for (const server of direct) server.disconnect()
+      await Promise.all(proxies.map((p) => p.close()))
+      await servers.stop()
+    },
   }
 }
