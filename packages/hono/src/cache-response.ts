@@ -4,7 +4,7 @@ import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
 import { CacheError, type CacheEvent, type CacheEventName, type CacheStats, type Duration } from '@cache/core'
 import {
   arrivalOf,
-  arrivalsNotedFirst,
+  notesArrivals,
   CONDITIONAL_REQUEST_HEADERS,
   describeFunction,
   HANDLER_ERROR,
@@ -512,7 +512,7 @@ function arrivedAsHandedOn(incoming: ReceivedRequest, target: string): boolean {
   if (original !== undefined && original !== target) return false
   const server = incoming.socket?.server
   // Checked first: a server seen for the first time starts noting for the requests to come.
-  if (!arrivalsNotedFirst(server)) return false
+  if (!notesArrivals(server)) return false
   const arrived = arrivalOf(incoming)
   return arrived !== undefined && arrived.server === server && arrived.url === target
 }

@@ -6,6 +6,8 @@
  * the target the framework routed: a request whose target was changed before the cache bypasses.
  */
 
+import { frontOf } from './express-routing.js'
+
 /** The target a request arrived with at the server's `request` event, and that server. */
 const ARRIVED = Symbol('@cache/http.arrived')
 
@@ -43,8 +45,15 @@ export function noteArrivals<Server>(server: Server): Server {
   const emitter = asEmitter(server)
   if (emitter === undefined || noters.has(emitter)) return server
   const noter = (req: { url?: string; [ARRIVED]?: Arrival }) => {
-    if (req !== null && typeof req === 'object' && req[ARRIVED] === undefined)
-      req[ARRIVED] = { url: req.url ?? '/', server: emitter }
+    if (req === null || typeof req !== 'object' || req[ARRIVED] !== undefined) return
+    if (!isFirst(emitter, noter)) {
+      // A listener prepended since ran before this one and may have rewritten `req.url`: this
+      // request is not noted (it bypasses), and the noting listener is first again for the next.
+      emitter.removeListener('request', noter)
+      emitter.prependListener('request', noter)
+      return
+    }
+    req[ARRIVED] = { url: req.url ?? '/', server: emitter }
   }
   noters.set(emitter, noter)
   noterFunctions.add(noter)
@@ -53,22 +62,25 @@ export function noteArrivals<Server>(server: Server): Server {
 }
 
 /**
- * Whether the noting listener of `server` is, now, the first of its `request` listeners. A
- * listener prepended after it (`server.prependListener('request', rewrite)`) ran before it for the
- * requests of now: it is put first again (for the requests to come) and `false` is returned. A
- * server that does not note arrivals starts to (`false`).
+ * Whether `noter` is what `emitter` calls first for a request: its first `request` listener, or
+ * the first of those a front put before them calls in turn (Nest's front door, which rewrites
+ * nothing).
  */
-export function arrivalsNotedFirst(server: unknown): boolean {
+function isFirst(emitter: Emitter, noter: Function): boolean {
+  const first = emitter.listeners('request')[0]
+  if (first === noter) return true
+  return typeof first === 'function' && frontOf(first)?.[0] === noter
+}
+
+/**
+ * Whether `server` notes arrivals; one that does not starts to, for the requests to come
+ * (`false`): requests that arrived before cannot be told from rewritten ones.
+ */
+export function notesArrivals(server: unknown): boolean {
   const emitter = asEmitter(server)
   if (emitter === undefined) return false
-  const noter = noters.get(emitter)
-  if (noter === undefined) {
-    noteArrivals(emitter)
-    return false
-  }
-  if (emitter.listeners('request')[0] === noter) return true
-  emitter.removeListener('request', noter)
-  emitter.prependListener('request', noter)
+  if (noters.has(emitter)) return true
+  noteArrivals(emitter)
   return false
 }
 

@@ -65,7 +65,7 @@ export {
   type HandlerErrorReason,
   onHandlerError,
 } from './adapter-kit.js'
-export { type Arrival, arrivalOf, arrivalsNotedFirst, noteArrivals } from './arrivals.js'
+export { type Arrival, arrivalOf, noteArrivals, notesArrivals } from './arrivals.js'
 export {
   type FastifyTargetNote,
   fastifyHostKeyPart,
