@@ -52,14 +52,17 @@ export class GroupCommit {
     const { maxSize, inlineThreshold } = this.ctx.settings
     const size = bytes.length + key.length
     if (size > maxSize) return Promise.reject(new CacheValueTooLargeError(key, size, maxSize))
+    // The TTL counts from the call: a commit that waits (for the lock, for a large value's file)
+    // must not keep the entry longer than asked, past a copy's expiry on another level.
+    const expiresAt = ttlMs === undefined ? null : this.ctx.settings.now() + ttlMs
     let op: PutOp | Promise<PutOp>
     if (bytes.length > inlineThreshold) {
       op = this.ctx.files
         .save(key, bytes)
-        .then((file): PutOp => ({ kind: 'put', key, value: null, file, size, ttlMs, condition }))
+        .then((file): PutOp => ({ kind: 'put', key, value: null, file, size, expiresAt, condition }))
       op.catch(noop) // the write it belongs to fails with this error
     } else {
-      op = { kind: 'put', key, value: bytes, file: null, size, ttlMs, condition }
+      op = { kind: 'put', key, value: bytes, file: null, size, expiresAt, condition }
     }
     return this.stored(key, op, ownTurn ? this.commitNow(op) : this.commit(key, op))
   }

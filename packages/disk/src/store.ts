@@ -127,8 +127,8 @@ export type BatchOp =
       value: Buffer | null
       file: string | null
       size: number
-      /** From the commit's clock: `now + ttlMs`, or no expiry. */
-      ttlMs: number | undefined
+      /** When it expires (epoch ms, from the clock when the write was called), or `null`: never. */
+      expiresAt: number | null
       condition: Condition
     }
   | { kind: 'delete'; key: string }
@@ -456,8 +456,7 @@ export class EntryStore {
     ) {
       return UNDONE
     }
-    const expiresAt = op.ttlMs === undefined ? null : now + op.ttlMs
-    const grew = this.writeRow(ns, op.key, op.value, op.file, op.size, expiresAt, now, old, live)
+    const grew = this.writeRow(ns, op.key, op.value, op.file, op.size, op.expiresAt, now, old, live)
     return { done: true, file: old === undefined ? null : old[1], live, grew }
   }
 

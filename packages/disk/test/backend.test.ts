@@ -398,6 +398,23 @@ describe('contention and failures', () => {
     expect(await pending).toBe(1)
   })
 
+  it("counts a set's TTL from the call, not from the commit that waited for another connection's lock", async () => {
+    const c = cache({ lockTimeout: '2s' })
+    const other = new Database(join(dir, 'cache.db'))
+    other.prepare('BEGIN IMMEDIATE').run()
+    const latest = Date.now() + 1000
+    const pending = c.set('quote', 'price at 10:00', 1)
+    setTimeout(() => {
+      other.prepare('COMMIT').run()
+      other.close()
+    }, 300)
+    await pending
+    // Before, the expiry was the commit's clock + 1 s: 300 ms later than the caller asked for.
+    const entry = await c.getEntry<string>('quote')
+    expect(entry?.value).toBe('price at 10:00')
+    expect(entry!.expiresAt).toBeLessThanOrEqual(latest + 1)
+  })
+
   it('treats an entry whose value file vanished as a miss', async () => {
     const c = cache({ inlineThreshold: 8 })
     await c.set('k', 'a value in a file')
