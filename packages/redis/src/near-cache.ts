@@ -166,13 +166,15 @@ export class NearCache {
     const epoch = this.epoch
     let bytes: Buffer | null
     let ttl: number
+    // The TTL counts from no earlier than now (see `Reads.getEntry`), not from the reply's arrival.
+    const asked = Date.now()
     try {
       ;[bytes, ttl] = await load()
     } catch (error) {
       if (this.reading.get(id) === token) this.reading.delete(id)
       throw error
     }
-    const entry = bytes === null ? undefined : { bytes, expiresAt: ttl >= 0 ? Date.now() + ttl : undefined }
+    const entry = bytes === null ? undefined : { bytes, expiresAt: ttl >= 0 ? asked + ttl : undefined }
     this.keep(id, token, epoch, entry)
     return entry
   }

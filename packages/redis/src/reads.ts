@@ -55,6 +55,9 @@ export class Reads {
     if (this.parts.near !== undefined) return this.getNear<T>('getEntry', key)
     const { client, connection, observer, format } = this.parts
     const k = format.key(key)
+    // The TTL counts from when Redis ran the command, no earlier than now: an expiry computed from
+    // the reply's arrival would outlive Redis's by however long the reply waited to be read.
+    const asked = Date.now()
     const reply = (await connection.send('getEntry', key, () => GET_ENTRY.run(client, k, NO_ARGS))) as
       | [Buffer, number]
       | null
@@ -66,7 +69,7 @@ export class Reads {
     // Decoded before it counts: a value that does not parse is no hit.
     const value = format.codec.decode(reply[0]) as T
     observer.hit(key)
-    return reply[1] >= 0 ? { value, expiresAt: Date.now() + reply[1] } : { value }
+    return reply[1] >= 0 ? { value, expiresAt: asked + reply[1] } : { value }
   }
 
   /** Sends the gets waiting for the end of their tick: before any other command, to keep call order. */

@@ -39,8 +39,9 @@ describe('atomicUpdate calls queued on one key against a frozen server', () => {
             ),
         )
         // Every call was made now: each has failed once its 200 ms (plus a margin for a busy
-        // machine) have passed. Before, they failed one after another, the 8th after ~1.6 s.
-        await new Promise((resolve) => setTimeout(resolve, 200 + 400))
+        // machine) have passed. Before, they failed one after another (2 of 8 by 600 ms, the
+        // 8th after more than 1.6 s).
+        await new Promise((resolve) => setTimeout(resolve, 200 + 800))
         expect(outcomes).toHaveLength(8)
         for (const outcome of outcomes) expect(outcome).toBeInstanceOf(CacheTimeoutError)
         server.process!.thaw()

@@ -314,3 +314,26 @@ describe('a frozen cluster master while the other masters keep answering', () =>
     }
   })
 })
+
+describe.each([
+  ['one node', () => servers.singleUrl(), {}],
+  ['one node, nearCache', () => servers.singleUrl(), { nearCache: true }],
+  ['a cluster', () => servers.clusterUrl(), {}],
+])('%s: a reply read late', (_name, url, extra) => {
+  it("gives getEntry an expiry no later than Redis's, though the reply waited while this process was busy", async () => {
+    const cache = redisBackend(url(), { namespace: 'late-expiry', logger: false, ...extra })
+    try {
+      await cache.set('quote', 'price at 10:00', 1)
+      const latest = Date.now() + 1000
+      const reading = cache.getEntry<string>('quote')
+      // Redis answers while this process works: the reply is read 400 ms after Redis ran the command.
+      stall(400)
+      const entry = await reading
+      expect(entry?.value).toBe('price at 10:00')
+      // Before, 400 ms later than Redis's (the reply's arrival + its TTL); 2 ms for whole-ms clocks.
+      expect(entry!.expiresAt).toBeLessThanOrEqual(latest + 2)
+    } finally {
+      await cache.close()
+    }
+  })
+})
