@@ -1,5 +1,6 @@
 import type { SetManyItem } from '@cache/core'
 import { isGenerationKey } from '@cache/core/backend'
+import { isCallerError } from './caller-error.js'
 import type { ChainParts } from './chain-parts.js'
 
 /**
@@ -39,8 +40,9 @@ export class ChainBatches {
       this.chain.order.endClear()
       this.chain.reads.endClear()
     }
-    if (sharedCleared) await this.chain.invalidation.publish({ clear: true })
-    else throw this.chain.health.notTaken(shared, 'clear', sharedError)
+    // A clear that failed on the shared level may have been applied there all the same.
+    if (sharedCleared || !isCallerError(sharedError)) await this.chain.invalidation.publish({ clear: true })
+    if (!sharedCleared) throw this.chain.health.notTaken(shared, 'clear', sharedError)
   }
 
   async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
@@ -116,7 +118,9 @@ export class ChainBatches {
     for (const key of keys) this.chain.reads.invalidate(key)
     const ticket = this.chain.order.begin(keys)
     try {
-      await this.chain.writer.all('setMany', keys, (backend) => backend.setMany(items), ticket)
+      await this.chain.invalidation.toldEvenIfFailed({ keys }, () =>
+        this.chain.writer.all('setMany', keys, (backend) => backend.setMany(items), ticket),
+      )
     } finally {
       this.chain.order.end(ticket)
     }
@@ -144,8 +148,10 @@ export class ChainBatches {
       // Key by key on each level, so that the chain knows which keys it removed: as for delete,
       // a key any level held, counted and evented once. That is one call per key where a level's
       // own deleteMany would batch them (redis pipelines one batch per node).
-      results = await this.chain.writer.all('deleteMany', keys, (backend) =>
-        Promise.all(keys.map((key) => backend.delete(key))),
+      results = await this.chain.invalidation.toldEvenIfFailed({ keys: [...keys] }, () =>
+        this.chain.writer.all('deleteMany', keys, (backend) =>
+          Promise.all(keys.map((key) => backend.delete(key))),
+        ),
       )
     } finally {
       this.chain.order.end(ticket)

@@ -17,7 +17,9 @@ export class ChainWrites {
     this.chain.reads.invalidate(key)
     const ticket = this.chain.order.begin(key)
     try {
-      await this.chain.writer.all('set', key, (backend) => backend.set(key, value, ttl), ticket)
+      await this.chain.invalidation.toldEvenIfFailed({ keys: [key] }, () =>
+        this.chain.writer.all('set', key, (backend) => backend.set(key, value, ttl), ticket),
+      )
     } finally {
       this.chain.order.end(ticket)
     }
@@ -30,8 +32,8 @@ export class ChainWrites {
     // The slowest level that answers decides, atomically; the faster ones follow.
     const ticket = this.chain.order.begin(key)
     try {
-      const { result: added, index } = await this.chain.writer.slowest('add', key, (backend) =>
-        backend.add(key, value, ttl),
+      const { result: added, index } = await this.chain.invalidation.toldEvenIfFailed({ keys: [key] }, () =>
+        this.chain.writer.slowest('add', key, (backend) => backend.add(key, value, ttl)),
       )
       if (!added) return false
       this.chain.reads.invalidate(key)
@@ -50,7 +52,9 @@ export class ChainWrites {
     const ticket = this.chain.order.begin(key)
     let results: boolean[]
     try {
-      results = await this.chain.writer.all('delete', key, (backend) => backend.delete(key))
+      results = await this.chain.invalidation.toldEvenIfFailed({ keys: [key] }, () =>
+        this.chain.writer.all('delete', key, (backend) => backend.delete(key)),
+      )
     } finally {
       this.chain.order.end(ticket)
     }

@@ -1,5 +1,6 @@
 import type { CacheObserver } from '@cache/core/backend'
 import { type InvalidationBus, type InvalidationMessage, newOrigin } from './bus.js'
+import { isCallerError } from './caller-error.js'
 import type { LevelHealth } from './health.js'
 import type { Level } from './level.js'
 import type { ReadGuards } from './read-guard.js'
@@ -43,6 +44,23 @@ export class ChainInvalidation {
       this.observer.stats.errors++
       this.health.emit('error', { backend: 'bus', operation: 'publish', error })
     })
+  }
+
+  /**
+   * Runs a write; if it fails other than by the caller's fault, tells the other processes anyway
+   * before rethrowing: the shared level may have applied it (a timeout does not say), and they
+   * must not go on serving what it replaced.
+   */
+  async toldEvenIfFailed<R>(
+    message: Omit<InvalidationMessage, 'origin' | 'namespace'>,
+    write: () => Promise<R>,
+  ): Promise<R> {
+    try {
+      return await write()
+    } catch (error) {
+      if (!isCallerError(error)) this.publish(message)
+      throw error
+    }
   }
 
   /** Stops receiving messages; the bus itself is not closed. */

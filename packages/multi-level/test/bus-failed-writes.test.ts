@@ -1,0 +1,79 @@
+import { memoryBackend } from '@cache/memory'
+import { redisBackend } from '@cache/redis'
+import { type RedisServer, startRedis } from '@cache/test-servers'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { type MultiLevelBackend, multiLevel, redisBus } from '../src/index.js'
+
+/*
+ * A write the shared level failed (a timeout: Redis froze once, shorter than anything the bus
+ * notices) may still have been applied when Redis resumes. The other processes must be told, as
+ * for incr: otherwise one keeps serving from its memory what Redis no longer holds.
+ */
+describe('a chain write that failed on Redis but may have been applied', () => {
+  let server: RedisServer
+  beforeAll(async () => {
+    server = await startRedis({ spawn: true })
+  })
+  afterAll(async () => {
+    await server?.stop()
+  })
+
+  /** A process's chain: its own memory level and bus (two of them stand for two processes). */
+  function peer(): { chain: MultiLevelBackend; ready: Promise<void> } {
+    const bus = redisBus(server.url, { logger: false })
+    const chain = multiLevel({
+      levels: [
+        memoryBackend(),
+        redisBackend(server.url, { namespace: 'told', timeout: '200ms', logger: false }),
+      ],
+      bus,
+      logger: false,
+    })
+    return { chain, ready: bus.ready() }
+  }
+
+  /** What `chain` answers for `key` once it stops being `stale`, or after 2 s (b's copy lives 600 s). */
+  async function settledRead(chain: MultiLevelBackend, key: string, stale: unknown): Promise<unknown> {
+    const deadline = Date.now() + 2000
+    let value = await chain.get(key)
+    while (value === stale && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50))
+      value = await chain.get(key)
+    }
+    return value
+  }
+
+  it.each([
+    ['delete', (chain: MultiLevelBackend) => chain.delete('session')],
+    ['set', (chain: MultiLevelBackend) => chain.set('session', 'bob', 600)],
+    ['setMany', (chain: MultiLevelBackend) => chain.setMany([{ key: 'session', value: 'bob', ttl: 600 }])],
+    ['deleteMany', (chain: MultiLevelBackend) => chain.deleteMany(['session'])],
+  ] as const)('%s: the other process stops serving its copy once Redis is back', async (_name, write) => {
+    const { chain: a, ready: aReady } = peer()
+    const { chain: b, ready: bReady } = peer()
+    try {
+      await Promise.all([aReady, bReady])
+      await a.set('session', 'alice', 600)
+      // Once a's message has reached b (it drops b's copy), b reads it into its memory level.
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      expect(await b.get('session')).toBe('alice')
+      expect(await b.levels[0]!.backend.get('session')).toBe('alice')
+      await server.process!.freeze()
+      const failed = write(a).then(
+        () => undefined,
+        (error: unknown) => error,
+      )
+      await new Promise((resolve) => setTimeout(resolve, 350))
+      server.process!.thaw()
+      expect(await failed).toBeInstanceOf(Error)
+      // Redis ran the write as it resumed (and a's repair may have deleted the key since): b
+      // answers what Redis holds, not the 'alice' it kept.
+      const answered = await settledRead(b, 'session', 'alice')
+      expect(answered).toBe(await b.levels[1]!.backend.get('session'))
+      expect(answered).not.toBe('alice')
+    } finally {
+      server.process!.thaw()
+      await Promise.all([a.close(), b.close()])
+    }
+  })
+})
