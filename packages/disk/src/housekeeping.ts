@@ -92,7 +92,6 @@ export class Housekeeping {
 
   private async background(): Promise<void> {
     try {
-      this.ctx.lock.follow('prune', true)
       await this.prune()
     } catch (error) {
       if (!this.ctx.isClosed() && !(error instanceof CacheError)) this.ctx.observer.error('prune', error)
