@@ -151,7 +151,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
     const { ns, order, files, lock, store } = this.context
     await order.inOrder(undefined, true, async () => {
       for (;;) {
-        const removed = await lock.run('clear', undefined, () => store.clearSome(ns, BATCH))
+        const removed = await lock.run('clear', undefined, () => store.clearSome(ns, BATCH), true)
         await files.discard(removed)
         if (removed.length < BATCH) return
       }

@@ -65,18 +65,29 @@ export class ValueFiles {
     const bucket = id.slice(0, 2)
     const name = `${bucket}/${id.slice(2)}.val`
     const tmp = join(this.tmpDir, `${id}.tmp`)
-    const handle = await open(tmp, 'wx', 0o600)
+    // The temp or value directory may have been removed under the process (a cleanup of the
+    // cache directory): each is recreated once when missing, and the step retried.
+    const handle = await open(tmp, 'wx', 0o600).catch(async (error: NodeJS.ErrnoException) => {
+      if (error.code !== 'ENOENT') throw error
+      await mkdir(this.tmpDir, { recursive: true, mode: 0o700 })
+      return open(tmp, 'wx', 0o600)
+    })
     try {
       await handle.writeFile(bytes)
     } finally {
       await handle.close()
     }
+    const bucketDir = join(this.valuesDir, bucket)
     try {
       if (!this.madeDirs.has(bucket)) {
-        await mkdir(join(this.valuesDir, bucket), { recursive: true, mode: 0o700 })
+        await mkdir(bucketDir, { recursive: true, mode: 0o700 })
         this.madeDirs.add(bucket)
       }
-      await rename(tmp, join(this.valuesDir, name))
+      await rename(tmp, join(this.valuesDir, name)).catch(async (error: NodeJS.ErrnoException) => {
+        if (error.code !== 'ENOENT') throw error
+        await mkdir(bucketDir, { recursive: true, mode: 0o700 })
+        await rename(tmp, join(this.valuesDir, name))
+      })
     } catch (error) {
       await unlink(tmp).catch(() => {})
       throw error

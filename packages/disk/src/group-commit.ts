@@ -173,8 +173,11 @@ export class GroupCommit {
     let failure: unknown
     const accesses = this.accessTimes.take()
     try {
-      ;({ outcomes, total } = await ctx.lock.run(operation, ops.length === 1 ? ops[0]!.key : undefined, () =>
-        ctx.store.writeBatch(ctx.ns, ops, ctx.settings.now(), accesses),
+      ;({ outcomes, total } = await ctx.lock.run(
+        operation,
+        ops.length === 1 ? ops[0]!.key : undefined,
+        () => ctx.store.writeBatch(ctx.ns, ops, ctx.settings.now(), accesses),
+        true,
       ))
       if (total !== undefined && total > ctx.settings.maxSize) await this.evict()
     } catch (error) {

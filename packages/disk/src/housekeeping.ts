@@ -34,8 +34,11 @@ export class Housekeeping {
     await ctx.order.inOrder(undefined, false, () => undefined)
     let expired = 0
     for (;;) {
-      const files = await ctx.lock.run('prune', undefined, () =>
-        ctx.store.pruneSome(ctx.settings.now(), BATCH),
+      const files = await ctx.lock.run(
+        'prune',
+        undefined,
+        () => ctx.store.pruneSome(ctx.settings.now(), BATCH),
+        true,
       )
       expired += files.length
       await ctx.files.discard(files)
@@ -60,8 +63,11 @@ export class Housekeeping {
         const accesses = this.accessTimes.take()
         let step: { files: (string | null)[]; total: number }
         try {
-          step = await ctx.lock.run('evict', undefined, () =>
-            ctx.store.evictSome(ctx.settings.now(), ctx.settings.maxSize, accesses),
+          step = await ctx.lock.run(
+            'evict',
+            undefined,
+            () => ctx.store.evictSome(ctx.settings.now(), ctx.settings.maxSize, accesses),
+            true,
           )
         } catch (error) {
           this.accessTimes.restore(accesses)
@@ -86,7 +92,6 @@ export class Housekeeping {
 
   private async background(): Promise<void> {
     try {
-      this.ctx.store.followReplacement()
       await this.prune()
     } catch (error) {
       if (!this.ctx.isClosed() && !(error instanceof CacheError)) this.ctx.observer.error('prune', error)

@@ -5,6 +5,13 @@ import Database from 'better-sqlite3'
 import { type EntryStore, isBusy, isCorruption, type Recovery } from './store.js'
 
 /**
+ * A read checks that the database file is still the one at the path at most this often: a
+ * process whose cache directory was removed reads the deleted copy for at most this long
+ * (writes check every transaction). One `stat` costs a few microseconds.
+ */
+export const READ_CHECK_MS = 1000
+
+/**
  * Runs the backend's synchronous SQLite steps. better-sqlite3 blocks while SQLite waits for a
  * lock, so SQLite's own wait (`busyTimeout`) is kept short; past it the step is retried after an
  * asynchronous, jittered pause, until `lockTimeout` has passed (then `CacheTimeoutError`).
@@ -13,6 +20,8 @@ import { type EntryStore, isBusy, isCorruption, type Recovery } from './store.js
 export class StoreLock {
   /** Where a damaged database was moved, if it had to be rebuilt. */
   recovered: string | undefined
+  /** When a read last checked that the database file is still the one at the path. */
+  private checkedAt = 0
 
   constructor(
     private readonly store: EntryStore,
@@ -22,13 +31,43 @@ export class StoreLock {
     private readonly log: IncidentLog,
   ) {}
 
-  async run<R>(operation: string, key: string | undefined, step: () => R): Promise<R> {
+  /**
+   * Runs a step, after {@link follow}ing a removed or replaced database file: every write
+   * (`write`) checks, a read at most every `READ_CHECK_MS`.
+   */
+  async run<R>(operation: string, key: string | undefined, step: () => R, write = false): Promise<R> {
     if (this.isClosed()) throw new CacheClosedError('disk')
     try {
+      this.follow(operation, write)
       return step()
     } catch (error) {
       return this.retry(operation, key, error, step)
     }
+  }
+
+  /**
+   * Reopens the path if the database file this connection has open was removed (the cache
+   * directory deleted under the process: a tmp cleaner, an `rm -rf`) or replaced, so this process
+   * and the ones that open the path afterwards share one database again. Counted, emitted as an
+   * `error` event and logged once per reopening. `now`: check with a `stat` now; otherwise only
+   * if the last check is `READ_CHECK_MS` old (the read path). Throws a counted
+   * `CacheUnavailableError` if the path cannot be opened (the next operation tries again).
+   */
+  follow(operation: string, now: boolean): void {
+    const at = Date.now()
+    if (!now && at - this.checkedAt < READ_CHECK_MS) return
+    this.checkedAt = at
+    if (!this.store.isStale()) return
+    try {
+      this.store.reopen()
+    } catch (error) {
+      this.checkedAt = 0 // the next read tries again too
+      const message = `disk: ${this.store.file} was removed or replaced, and reopening it failed: ${(error as Error).message}`
+      throw this.failed(operation, undefined, new CacheUnavailableError('disk', message, { cause: error }))
+    }
+    const message = `disk: ${this.store.file} was removed or replaced while in use; reopened the path (entries written before are gone)`
+    this.observer.error(operation, new CacheError(message))
+    this.log.warn(message)
   }
 
   /** Counts, emits (as an `error` event) and logs (a warning) that the database was rebuilt. */

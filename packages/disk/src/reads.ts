@@ -47,6 +47,7 @@ export class Reads {
       const lookup = () => ctx.store.getMany(ctx.ns, chunk)
       let rows: (LiveRow | undefined)[]
       try {
+        ctx.lock.follow('get', false)
         rows = lookup()
       } catch (error) {
         rows = await ctx.lock.retry('get', undefined, error, lookup)
@@ -63,6 +64,7 @@ export class Reads {
     const { ctx } = this
     let row: LiveRow | undefined
     try {
+      ctx.lock.follow('get', false)
       row = ctx.store.get(ctx.ns, key)
     } catch (error) {
       const lookup = () => ctx.store.get(ctx.ns, key)

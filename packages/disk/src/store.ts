@@ -1,4 +1,5 @@
-import { closeSync, existsSync, openSync, renameSync, statSync, unlinkSync } from 'node:fs'
+import { closeSync, existsSync, mkdirSync, openSync, renameSync, statSync, unlinkSync } from 'node:fs'
+import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
 
 /** Bumped when the table layout changes; a database with a newer layout is never touched. */
@@ -193,7 +194,9 @@ export function isBusy(error: unknown): boolean {
  */
 export class EntryStore {
   db!: Database.Database
+  /** Device and inode of the file the connection opened (0: not opened yet). */
   private inode = 0
+  private device = 0
   private select!: Database.Statement<[string, string], LiveRow>
   private selectForWrite!: Database.Statement<[string, string], WriteRow>
   private selectForPut!: Database.Statement<[string, string], PutRow>
@@ -281,15 +284,33 @@ export class EntryStore {
   }
 
   /**
-   * Reconnects if another process replaced the database file (after finding it damaged), so this
-   * process stops writing to the copy that was moved aside. True if it reconnected.
+   * True if the file at the path is no longer the one this connection opened: removed (the
+   * directory deleted under the process) or replaced. One `stat`.
    */
-  followReplacement(): boolean {
+  isStale(): boolean {
     const current = statSync(this.file, { throwIfNoEntry: false })
-    if (current === undefined || current.ino === this.inode) return false
-    this.db.close()
-    this.connect()
-    return true
+    return current === undefined || current.ino !== this.inode || current.dev !== this.device
+  }
+
+  /**
+   * Closes the connection to a removed or replaced file and opens the path, recreating the
+   * directory and an empty database if they are gone (another process may already have). SQLite
+   * neither checkpoints nor deletes the log files of a database file that has moved, so closing
+   * the old connection leaves the new files alone.
+   */
+  reopen(): void {
+    try {
+      this.db.close()
+    } catch {
+      // Already closed (a reopen that failed before): open again regardless.
+    }
+    try {
+      mkdirSync(dirname(this.file), { recursive: true, mode: 0o700 })
+      this.connect()
+    } catch (error) {
+      this.inode = 0 // still stale: the next check tries again
+      throw error
+    }
   }
 
   close(): void {
@@ -298,7 +319,9 @@ export class EntryStore {
 
   private connect(): void {
     if (!existsSync(this.file)) closeSync(openSync(this.file, 'a', 0o600))
-    this.inode = statSync(this.file).ino
+    const opened = statSync(this.file)
+    this.inode = opened.ino
+    this.device = opened.dev
     // A long busy timeout while opening only: schema creation and WAL setup happen once, at start-up.
     const db = new Database(this.file, { timeout: 5000 })
     this.db = db

@@ -36,12 +36,17 @@ export class Updates {
     const result = await ctx.order.inOrder([key], true, async () => {
       const accesses = this.accessTimes.take()
       try {
-        return await ctx.lock.run('incr', key, () => {
-          const now = ctx.settings.now()
-          const expiresAt = ttlMs === undefined ? null : now + ttlMs
-          const row = { ns: ctx.ns, key, value: null, file: null, size: 0, expiresAt, now }
-          return ctx.store.incr(row, by, addTo, accesses)
-        })
+        return await ctx.lock.run(
+          'incr',
+          key,
+          () => {
+            const now = ctx.settings.now()
+            const expiresAt = ttlMs === undefined ? null : now + ttlMs
+            const row = { ns: ctx.ns, key, value: null, file: null, size: 0, expiresAt, now }
+            return ctx.store.incr(row, by, addTo, accesses)
+          },
+          true,
+        )
       } catch (error) {
         this.accessTimes.restore(accesses)
         throw error
@@ -84,8 +89,11 @@ export class Updates {
       if (row === undefined) return false
       const current = await this.currentValue<unknown>(key, row)
       if (current !== expected) return false
-      const removed = await ctx.lock.run('compareAndDelete', key, () =>
-        ctx.store.deleteIfVersion(ctx.ns, key, row[3]),
+      const removed = await ctx.lock.run(
+        'compareAndDelete',
+        key,
+        () => ctx.store.deleteIfVersion(ctx.ns, key, row[3]),
+        true,
       )
       if (removed === undefined) return false
       await ctx.files.discard([removed[0]])

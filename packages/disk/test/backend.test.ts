@@ -435,6 +435,17 @@ describe('contention and failures', () => {
     expect(await c.has('k')).toBe(false)
   })
 
+  it('recreates the temp and value directories removed under it, so large writes keep working', async () => {
+    const c = cache({ inlineThreshold: 8 })
+    // Fill every value bucket, so the backend has made (and remembers) each one.
+    await Promise.all(Array.from({ length: 600 }, (_, i) => c.set(`warm${i}`, 'a value in a file')))
+    rmSync(join(dir, 'tmp'), { recursive: true })
+    rmSync(join(dir, 'values'), { recursive: true })
+    for (let i = 0; i < 20; i++) await c.set(`k${i}`, `value number ${i} in a file`)
+    for (let i = 0; i < 20; i++) expect(await c.get(`k${i}`)).toBe(`value number ${i} in a file`)
+    expect(c.stats.errors).toBe(0)
+  })
+
   it('rejects operations after close() with CacheClosedError', async () => {
     const c = cache()
     await c.close()

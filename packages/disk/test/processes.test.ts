@@ -139,3 +139,62 @@ describe('several processes on one directory', { timeout: 90_000 }, () => {
     await cache.close()
   })
 })
+
+describe('the cache directory removed under a running process', { timeout: 60_000 }, () => {
+  const HOLDER = new URL('./fixtures/holder.mjs', import.meta.url)
+  type Reply = { result?: unknown; failed?: string; errors: string[]; errorCount: number }
+
+  /** A child process holding a backend on `path` open, answering one request at a time. */
+  async function holder(path: string) {
+    const child = fork(HOLDER, [path], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+    const timer = setTimeout(() => child.kill('SIGKILL'), 50_000)
+    child.on('exit', () => clearTimeout(timer))
+    await new Promise((resolve) => child.once('message', resolve))
+    const ask = (message: object) =>
+      new Promise<Reply>((resolve) => {
+        child.once('message', (reply) => resolve(reply as Reply))
+        child.send(message)
+      })
+    const exit = () => new Promise((resolve) => child.once('exit', resolve).send({ op: 'exit' }))
+    return { ask, exit }
+  }
+
+  it("a process that opens the path afterwards sees the first process's later deletes and sets", async () => {
+    const path = join(newDir(), 'cache')
+    const a = await holder(path)
+    expect((await a.ask({ op: 'set', key: 'report', value: 'before' })).failed).toBeUndefined()
+    rmSync(path, { recursive: true, force: true }) // a tmp cleaner, an `rm -rf` of the cache
+    const b = diskBackend({ path, pruneInterval: false, logger: false })
+    await b.set('report', 'computed-by-B') // B fills the fresh database
+    const invalidated = await a.ask({ op: 'delete', key: 'report' }) // resolves in A
+    expect(invalidated.failed).toBeUndefined()
+    expect(await b.get('report')).toBeUndefined()
+    const set = await a.ask({ op: 'set', key: 'plain', value: 'acked-by-A' })
+    expect(set.failed).toBeUndefined()
+    expect(await b.get('plain')).toBe('acked-by-A')
+    // A said so, once: the reopening is an error event and counted.
+    expect(set.errors).toHaveLength(1)
+    expect(set.errors[0]).toMatch(/removed or replaced/)
+    expect(set.errorCount).toBe(1)
+    await b.close()
+    await a.exit()
+  })
+
+  it('a process that keeps reading after the directory is removed sees the new database within the bound', async () => {
+    const path = join(newDir(), 'cache')
+    const a = await holder(path)
+    await a.ask({ op: 'set', key: 'k', value: 'old' })
+    rmSync(path, { recursive: true, force: true })
+    const b = diskBackend({ path, pruneInterval: false, logger: false })
+    await b.set('k', 'new')
+    // Reads check the path at most once a second (see the README): poll for at most 5 s.
+    let seen: unknown
+    for (let i = 0; i < 50 && seen !== 'new'; i++) {
+      seen = (await a.ask({ op: 'get', key: 'k' })).result
+      if (seen !== 'new') await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+    expect(seen).toBe('new')
+    await b.close()
+    await a.exit()
+  })
+})
