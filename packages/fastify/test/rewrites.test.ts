@@ -145,22 +145,35 @@ describe('a target rewritten before the cache', () => {
     expect((await made.inject({ url: '/products' })).headers['cache-status']).toContain('stored')
   })
 
-  it('a request listener prepended on fastify.server after the cache, rewriting the URL: bypassed, never stored under the rewritten URL', async () => {
-    const made = app()
-    await made.register(cachePlugin, { backend: memoryBackend() })
-    made.get('/products', { config: { cache: true } }, async (request) => page(request.raw as Marked))
-    const base = await made.listen({ port: 0, host: '127.0.0.1' })
-    // Runs before every listener put on the server so far, the one noting arrivals included.
-    made.server.prependListener('request', (req) => {
-      req.url = rewriteUrl(req as typeof req & Marked)
-    })
-    const french = await get(base, '/fr/products')
-    expect(french.body).toBe('lamp 16.90 [fr]')
-    expect(french.cacheStatus).toContain('detail=rewritten-url')
-    const english = await get(base, '/products')
-    expect(english.body).toBe('lamp 16.90 [en]')
-    expect((await get(base, '/fr/products')).body).toBe('lamp 16.90 [fr]')
-  })
+  it.each([
+    ['a request listener prepended', 'prependListener'],
+    ['a request listener prepended once', 'prependOnceListener'],
+    ["an emit wrapped around the server's", 'emit'],
+  ] as const)(
+    '%s on fastify.server after the cache, rewriting the URL: bypassed, never stored under the rewritten URL',
+    async (_name, how) => {
+      const made = app()
+      await made.register(cachePlugin, { backend: memoryBackend() })
+      made.get('/products', { config: { cache: true } }, async (request) => page(request.raw as Marked))
+      const base = await made.listen({ port: 0, host: '127.0.0.1' })
+      const rewrite = (req: { url?: string }) => {
+        req.url = rewriteUrl(req as typeof req & Marked)
+      }
+      // Runs before every listener put on the server so far.
+      if (how === 'emit') {
+        const emit = made.server.emit
+        made.server.emit = function (this: unknown, event: string | symbol, ...args: unknown[]) {
+          if (event === 'request') rewrite(args[0] as { url?: string })
+          return (emit as (...all: unknown[]) => boolean).call(this, event, ...args)
+        } as typeof made.server.emit
+      } else made.server[how]('request', rewrite)
+      const french = await get(base, '/fr/products')
+      expect(french.body).toBe('lamp 16.90 [fr]')
+      expect(french.cacheStatus).toContain('detail=rewritten-url')
+      const english = await get(base, '/products')
+      expect(english.body).toBe('lamp 16.90 [en]')
+    },
+  )
 
   it("a server of the app's own that rewrites then calls fastify.routing or emits on fastify.server: bypassed", async () => {
     for (const via of ['routing', 'emit'] as const) {

@@ -501,10 +501,10 @@ function isRewritten(env: unknown, href: string): boolean {
  * Express mounting the listener at a path, a server's own listener or a second `request` listener
  * rewriting `req.url`) hands Hono another request than the one sent, which Hono builds its whole
  * URL from, so the comparison of that URL with `c.req.raw` cannot see it. Told by the target the
- * server's `request` event noted before any other listener (see `noteArrivals`), and by Express's
- * `originalUrl`. A request the server did not note (one that arrived before the cache first saw
- * that server, and `noteArrivals` was not called; one handed on by another server; one to which a
- * `request` listener put before the noting one spoke first) cannot be told from a rewritten one:
+ * server noted as it emitted the request, before any listener (see `noteArrivals`), and by
+ * Express's `originalUrl`. A request the server did not note (one that arrived before the cache
+ * first saw that server, and `noteArrivals` was not called; one handed on by another server; one
+ * passed on by an `emit` wrapped around the noting one) cannot be told from a rewritten one:
  * `false` too.
  */
 function arrivedAsHandedOn(incoming: ReceivedRequest, target: string): boolean {
@@ -514,7 +514,9 @@ function arrivedAsHandedOn(incoming: ReceivedRequest, target: string): boolean {
   // Checked first: a server seen for the first time starts noting for the requests to come.
   if (!notesArrivals(server)) return false
   const arrived = arrivalOf(incoming)
-  return arrived !== undefined && arrived.server === server && arrived.url === target
+  if (arrived === undefined || arrived.server !== server || arrived.url !== target) return false
+  // HTTP/2: Hono's URL is built from `:authority`, which a `stream` listener could edit too.
+  return arrived.authority === undefined || arrived.authority === incoming.authority
 }
 
 /** The `:authority` of an HTTP/2 request on `@hono/node-server`, if any. */

@@ -144,7 +144,7 @@ describe("a Node server's own listener in front of Hono's", () => {
     expect((await get(base, '/prices')).headers['cache-status']).toMatch(/^@cache; hit/)
   })
 
-  it('a request listener prepended after noteArrivals: that request bypasses, and the noting goes first again', async () => {
+  it('a request listener prepended after noteArrivals: every request it rewrote bypasses', async () => {
     const { app } = shop()
     const server = noteArrivals(
       serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }) as ServerType & Server,
@@ -160,6 +160,39 @@ describe("a Node server's own listener in front of Hono's", () => {
     expect((await get(base, '/prices')).text).toBe('price $16.90')
     expect((await get(base, '/prices')).headers['cache-status']).toMatch(/^@cache; hit/)
   })
+
+  it.each([
+    [
+      'a listener prepended once (removed before it runs)',
+      (server: Server) => server.prependOnceListener('request', (req: Incoming) => stripLocale(req)),
+    ],
+    [
+      "an emit wrapped around the server's",
+      (server: Server) => {
+        const emit = server.emit
+        server.emit = function (this: Server, event: string | symbol, ...args: unknown[]) {
+          if (event === 'request') stripLocale(args[0] as Incoming)
+          return (emit as (...all: unknown[]) => boolean).call(this, event, ...args)
+        } as typeof server.emit
+      },
+    ],
+  ])(
+    'a rewrite before Hono by %s: bypassed, never stored under the rewritten URL',
+    async (_name, rewrite) => {
+      const { app } = shop()
+      const server = noteArrivals(
+        serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }) as ServerType & Server,
+      )
+      servers.push(server)
+      await new Promise((resolve) => server.once('listening', resolve))
+      rewrite(server)
+      const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+      const french = await get(base, '/fr/prices')
+      expect(french.text).toBe('prix 16,90 €')
+      expect(french.headers['cache-status']).toBe('@cache; fwd=request; detail=rewritten-url')
+      expect((await get(base, '/prices')).text).toBe('price $16.90')
+    },
+  )
 
   it('without noteArrivals, the requests the cache meets before it noted the server bypass; the others are cached', async () => {
     const { listener } = shop()
@@ -217,6 +250,15 @@ describe('other forms of the request', () => {
       const english = await h2get('/prices')
       expect(english.text).toBe('price $16.90')
       expect(english.status).toMatch(/^@cache; hit/)
+      // A `stream` listener editing `:path` and `:authority` before Node makes the request of them.
+      server.prependListener('stream', (_stream: unknown, headers: Record<string, string>) => {
+        if (headers[':path'] === '/de/prices') headers[':path'] = '/prices'
+        if (headers[':authority'] === 'alias.test') headers[':authority'] = new URL(base).host
+      })
+      const german = await h2get('/de/prices')
+      expect(german.status).toMatch(/detail=rewritten-url/)
+      const alias = await h2get('/prices', { ':authority': 'alias.test' })
+      expect(alias.status).toMatch(/detail=rewritten-url/)
     } finally {
       client.close()
     }

@@ -1,75 +1,58 @@
 /*
  * The target each request arrives with at a Node server (HTTP/1 or HTTP/2 compatibility API), noted
- * at the server's `request` event before any other listener can rewrite `req.url`: a server of the
- * app's own, Express in front, a second listener. The adapters whose framework is handed Node's
- * request by whatever ran first (Fastify's `serverFactory`, Hono's node listener) compare it with
- * the target the framework routed: a request whose target was changed before the cache bypasses.
+ * as the server emits it, before any listener can rewrite `req.url`: a server of the app's own,
+ * Express in front, a listener prepended (or prepended once) later, an HTTP/2 `stream` listener
+ * editing `:path`. The adapters whose framework is handed Node's request by whatever ran first
+ * (Fastify's `serverFactory`, Hono's node listener) compare it with the target the framework
+ * routed: a request whose target was changed before the cache bypasses.
  */
 
-import { frontOf } from './express-routing.js'
-
-/** The target a request arrived with at the server's `request` event, and that server. */
+/** What was noted of a request (or of an HTTP/2 stream) as it arrived. */
 const ARRIVED = Symbol('@cache/http.arrived')
 
 /** What was noted of a request as it arrived. */
 export interface Arrival {
-  /** `req.url` as the server emitted the request, before any listener ran. */
+  /** `req.url` (over HTTP/2, the stream's `:path`) as the server emitted it, before any listener ran. */
   url: string
-  /** The server whose `request` event noted it. */
+  /** Over HTTP/2, the stream's `:authority` as the server emitted it. */
+  authority?: string
+  /** The server that noted it. */
   server: object
 }
 
-interface Emitter {
-  prependListener(event: string, listener: (...args: never[]) => unknown): unknown
-  removeListener(event: string, listener: (...args: never[]) => unknown): unknown
-  listeners(event: string): Function[]
-}
+type Emit = (this: unknown, event: string | symbol, ...args: unknown[]) => boolean
+type Noted = { url?: string; stream?: unknown; [ARRIVED]?: Arrival }
 
-/** The noting listener of each server that notes arrivals. */
-const noters = new WeakMap<object, (req: { url?: string; [ARRIVED]?: Arrival }) => void>()
-/** Every noting listener, to be told from the app's own listeners. */
-const noterFunctions = new WeakSet<Function>()
+/** The events that hand a request to the server's listeners (`checkContinue` may emit `request` later). */
+const REQUEST_EVENTS = new Set<string | symbol>(['request', 'checkContinue', 'checkExpectation'])
 
-/** Whether `listener` is the listener {@link noteArrivals} put on a server (not an app's). */
-export function isArrivalNoter(listener: unknown): boolean {
-  return typeof listener === 'function' && noterFunctions.has(listener)
-}
+/** The `emit` {@link noteArrivals} gave each server. */
+const noting = new WeakMap<object, Emit>()
 
 /**
- * Notes the target each request arrives with at `server`'s `request` event, before every other
- * listener (put first; once per server). Call it on the server right after making it
- * (`noteArrivals(serve(…))`): requests that arrived before cannot be told from rewritten ones.
- * Returns `server`; something that is not an event emitter is left alone.
+ * Notes the target each request arrives with at `server`, as the server emits it (its `emit` is
+ * wrapped; once per server): before every listener, whatever order they were added in. Call it on
+ * the server right after making it (`noteArrivals(serve(…))`): requests that arrived before cannot
+ * be told from rewritten ones. An `emit` someone wraps after this one runs first, and may rewrite:
+ * the requests it passes on are not noted (they bypass). Returns `server`; something that is not an
+ * event emitter is left alone.
  */
 export function noteArrivals<Server>(server: Server): Server {
-  const emitter = asEmitter(server)
-  if (emitter === undefined || noters.has(emitter)) return server
-  const noter = (req: { url?: string; [ARRIVED]?: Arrival }) => {
-    if (req === null || typeof req !== 'object' || req[ARRIVED] !== undefined) return
-    if (!isFirst(emitter, noter)) {
-      // A listener prepended since ran before this one and may have rewritten `req.url`: this
-      // request is not noted (it bypasses), and the noting listener is first again for the next.
-      emitter.removeListener('request', noter)
-      emitter.prependListener('request', noter)
-      return
+  const emitter = server as { emit?: unknown } | null
+  if (emitter === null || typeof emitter !== 'object' || typeof emitter.emit !== 'function') return server
+  if (noting.has(emitter)) return server
+  const emit = emitter.emit as Emit
+  const noted: Emit = function (this: unknown, event, ...args) {
+    // Called through the server's own `emit`, not from a wrapper put around it since.
+    if ((this as { emit?: unknown } | null)?.emit === noted) {
+      if (REQUEST_EVENTS.has(event)) noteRequest(args[0] as Noted, emitter)
+      else if (event === 'stream') noteStream(args[0] as Noted, args[1], emitter)
     }
-    req[ARRIVED] = { url: req.url ?? '/', server: emitter }
+    return emit.call(this, event, ...args)
   }
-  noters.set(emitter, noter)
-  noterFunctions.add(noter)
-  emitter.prependListener('request', noter)
+  noting.set(emitter, noted)
+  emitter.emit = noted
   return server
-}
-
-/**
- * Whether `noter` is what `emitter` calls first for a request: its first `request` listener, or
- * the first of those a front put before them calls in turn (Nest's front door, which rewrites
- * nothing).
- */
-function isFirst(emitter: Emitter, noter: Function): boolean {
-  const first = emitter.listeners('request')[0]
-  if (first === noter) return true
-  return typeof first === 'function' && frontOf(first)?.[0] === noter
 }
 
 /**
@@ -77,26 +60,35 @@ function isFirst(emitter: Emitter, noter: Function): boolean {
  * (`false`): requests that arrived before cannot be told from rewritten ones.
  */
 export function notesArrivals(server: unknown): boolean {
-  const emitter = asEmitter(server)
-  if (emitter === undefined) return false
-  if (noters.has(emitter)) return true
-  noteArrivals(emitter)
+  if (server === null || typeof server !== 'object') return false
+  if (noting.has(server)) return true
+  noteArrivals(server)
   return false
 }
 
 /** What the server that emitted `req` noted of it as it arrived; `undefined` when none did. */
 export function arrivalOf(req: unknown): Arrival | undefined {
-  return req !== null && typeof req === 'object' ? (req as { [ARRIVED]?: Arrival })[ARRIVED] : undefined
+  return req !== null && typeof req === 'object' ? (req as Noted)[ARRIVED] : undefined
 }
 
-function asEmitter(server: unknown): Emitter | undefined {
-  const emitter = server as Partial<Emitter> | null
-  if (emitter === null || typeof emitter !== 'object') return undefined
-  if (
-    typeof emitter.prependListener !== 'function' ||
-    typeof emitter.removeListener !== 'function' ||
-    typeof emitter.listeners !== 'function'
-  )
-    return undefined
-  return emitter as Emitter
+function noteRequest(req: Noted, server: object): void {
+  if (req === null || typeof req !== 'object' || req[ARRIVED] !== undefined) return
+  const stream = req.stream
+  if (stream === undefined) {
+    req[ARRIVED] = { url: req.url ?? '/', server }
+    return
+  }
+  // HTTP/2: the request is made from the stream's headers, which a `stream` listener may have
+  // edited first; what the stream arrived with was noted as it was emitted.
+  const arrived = arrivalOf(stream)
+  if (arrived !== undefined && arrived.server === server) req[ARRIVED] = arrived
+}
+
+function noteStream(stream: Noted, headers: unknown, server: object): void {
+  if (stream === null || typeof stream !== 'object' || stream[ARRIVED] !== undefined) return
+  const sent = headers as Record<string, unknown> | null
+  const path = sent?.[':path']
+  if (typeof path !== 'string') return
+  const authority = sent?.[':authority']
+  stream[ARRIVED] = { url: path, server, ...(typeof authority === 'string' ? { authority } : {}) }
 }

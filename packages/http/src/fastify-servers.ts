@@ -1,5 +1,4 @@
 import { processLogger } from '@cache/core/backend'
-import { isArrivalNoter } from './arrivals.js'
 import { frontOf } from './express-routing.js'
 
 /*
@@ -159,8 +158,8 @@ function fastifyState(instance: object): { started?: boolean } | undefined {
 
 /** The server listener that notes arrivals (`noteFastifyArrivals`'s): it calls no app. */
 /**
- * Whether `instance`'s server calls its app's routing alone: its only `request` listener (besides
- * the one noting arrivals) is the app's `routing`, or a front whose only app is that routing.
+ * Whether `instance`'s server calls its app's routing alone: its only `request` listener is the
+ * app's `routing`, or a front whose only app is that routing.
  */
 export function fastifyServerCallsAlone(instance: unknown): boolean {
   const found = rootOf(instance)
@@ -168,13 +167,10 @@ export function fastifyServerCallsAlone(instance: unknown): boolean {
   const routing = (found.root as { routing?: unknown }).routing
   const server = found.server as { listeners?: (event: string) => Function[] }
   if (typeof routing !== 'function' || typeof server.listeners !== 'function') return false
-  const callers = (list: readonly unknown[]) => list.filter((listener) => !isArrivalNoter(listener))
-  const listeners = callers(server.listeners('request'))
+  const listeners = server.listeners('request')
   if (listeners.length !== 1) return false
   const only = listeners[0]
   if (only === routing) return true
-  const wrapped = typeof only === 'function' ? frontOf(only) : undefined
-  if (wrapped === undefined) return false
-  const apps = callers(wrapped)
-  return apps.length === 1 && apps[0] === routing
+  const apps = typeof only === 'function' ? frontOf(only) : undefined
+  return apps?.length === 1 && apps[0] === routing
 }
