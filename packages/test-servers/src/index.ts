@@ -92,8 +92,15 @@ export class ManagedServer {
     children.add(child)
     child.once('exit', () => children.delete(child))
     this.child = child
+    // A process that cannot bind its port (another harness, running in parallel, took it after
+    // freePort() chose it) exits at once: that is a failure to start, even if the other one accepts.
+    const exited = new Promise<never>((_, reject) =>
+      child.once('exit', (code, signal) => reject(new Error(`exited (${signal ?? code})`))),
+    )
+    exited.catch(() => {})
     try {
-      await waitForPort(this.port)
+      await Promise.race([waitForPort(this.port), exited])
+      if (!this.running) throw new Error('exited')
     } catch (error) {
       child.kill('SIGKILL')
       throw new Error(
@@ -319,6 +326,18 @@ export async function startRedisCluster(
   masters = 3,
   options: RedisClusterOptions = {},
 ): Promise<RedisCluster> {
+  // A node whose port another harness took in the meantime (freePort() only says the port was
+  // free) fails the whole creation: it is made again on fresh ports, twice at most.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startRedisClusterOnce(masters, options)
+    } catch (error) {
+      if (attempt >= 3) throw error
+    }
+  }
+}
+
+async function startRedisClusterOnce(masters: number, options: RedisClusterOptions): Promise<RedisCluster> {
   const { replicas = 0, nodeTimeout = 2000 } = options
   const redisServer = requireBinary('redis-server')
   const redisCli = requireBinary('redis-cli')
