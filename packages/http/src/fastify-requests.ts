@@ -125,9 +125,9 @@ export function noteFastifyTargets(instance: unknown): boolean {
 }
 
 /**
- * Notes the target each request arrives with at `server`'s `request` event, before every other
- * listener: a `serverFactory` whose listener rewrites `req.url` before calling Fastify's handler
- * runs after it. Once per server; a server without `prependListener` is left alone.
+ * Notes the target each request arrives with at `server` as it emits the request, before every
+ * listener (see `noteArrivals`): a `serverFactory` whose listener rewrites `req.url` before calling
+ * Fastify's handler runs after it. Once per server.
  */
 export function noteFastifyArrivals(server: unknown): void {
   noteArrivals(server)

@@ -156,7 +156,6 @@ function fastifyState(instance: object): { started?: boolean } | undefined {
   return undefined
 }
 
-/** The server listener that notes arrivals (`noteFastifyArrivals`'s): it calls no app. */
 /**
  * Whether `instance`'s server calls its app's routing alone: its only `request` listener is the
  * app's `routing`, or a front whose only app is that routing.
