@@ -146,9 +146,14 @@ export const getOrSet: GetOrSet = Object.defineProperties(
         throw new TypeError(`getOrSet("${key}"): expected a function, got ${typeof fn}`)
       const store = backendOf(backend)
       const { loader, tags } = engineFor(options)
-      return loader.callAsync(store, new KeysOf(key, tags), fn, undefined, NO_ARGUMENTS) as Promise<
-        Awaited<T>
-      >
+      return loader.callAsync(
+        store,
+        new KeysOf(key, tags),
+        fn,
+        undefined,
+        NO_ARGUMENTS,
+        undefined,
+      ) as Promise<Awaited<T>>
     } catch (error) {
       return Promise.reject(error)
     }

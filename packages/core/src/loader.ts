@@ -101,13 +101,19 @@ export class Loader {
     private readonly generationTtls: readonly (number | undefined)[],
   ) {}
 
-  /** The sync path: an in-process backend and a function that has returned plain values. */
+  /**
+   * The sync path: an in-process backend and a function that has returned plain values.
+   *
+   * The call's arguments are `listed`, or, when it had one, `only` (`listed` undefined): a plain
+   * hit, the commonest call, then allocates no argument list (see `memoized` in memoize.ts).
+   */
   callSync(
     backend: CacheBackend,
     keys: CallKeys,
     fn: AnyFunction,
     thisArg: unknown,
-    args: unknown[],
+    listed: unknown[] | undefined,
+    only: unknown,
   ): unknown {
     const sync = backend.sync!
     let stored: Envelope | undefined
@@ -117,11 +123,13 @@ export class Loader {
       generations = this.localGenerations(sync, keys.local)
     } catch (error) {
       this.failed('get', error, keys.entry)
-      return fn.apply(thisArg, args)
+      return fn.apply(thisArg, listed ?? [only])
     }
+    if (stored !== undefined && isPlainFresh(stored) && sameGenerations(stored.g, generations))
+      return this.plainHit(keys, stored)
+    const args = listed ?? [only]
     let read: Read
     if (stored !== undefined && sameGenerations(stored.g, generations)) {
-      if (isPlainFresh(stored)) return this.plainHit(keys, stored)
       read = { entry: stored, generations }
       const state = this.stateOf(stored)
       if (state < GRACE) return this.onHit(backend, keys, read, state, fn, thisArg, args)
@@ -154,14 +162,16 @@ export class Loader {
    * The async path. On an in-process backend the read is synchronous, made when the caller
    * arrives. On any other, callers of one key that arrive before its read is sent share that
    * read (sent once the current tick's callers are in), and then one flight: a hundred
-   * concurrent misses run `fn` once and get one result or one error.
+   * concurrent misses run `fn` once and get one result or one error. Arguments as for
+   * {@link callSync}.
    */
   callAsync(
     backend: CacheBackend,
     keys: CallKeys,
     fn: AnyFunction,
     thisArg: unknown,
-    args: unknown[],
+    listed: unknown[] | undefined,
+    only: unknown,
   ): Promise<unknown> {
     const sync = backend.sync
     if (sync !== undefined) {
@@ -176,11 +186,13 @@ export class Loader {
         } catch (strict) {
           return Promise.reject(strict)
         }
-        return this.passThrough(keys, fn, thisArg, args)
+        return this.passThrough(keys, fn, thisArg, listed ?? [only])
       }
+      if (stored !== undefined && isPlainFresh(stored) && sameGenerations(stored.g, generations))
+        return Promise.resolve(this.plainHit(keys, stored))
+      const args = listed ?? [only]
       let read: Read
       if (stored !== undefined && sameGenerations(stored.g, generations)) {
-        if (isPlainFresh(stored)) return Promise.resolve(this.plainHit(keys, stored))
         read = { entry: stored, generations }
         const state = this.stateOf(stored)
         if (state < GRACE) return Promise.resolve(this.onHit(backend, keys, read, state, fn, thisArg, args))
@@ -191,7 +203,7 @@ export class Loader {
     let round = slot.gathering as Round<Outcome> | undefined
     if (round === undefined) slot.gathering = round = this.gather(backend, keys, slot)
     round.waiters++
-    return this.settle(round, slot, backend, keys, fn, thisArg, args)
+    return this.settle(round, slot, backend, keys, fn, thisArg, listed ?? [only])
   }
 
   private gather(backend: CacheBackend, keys: CallKeys, slot: Slot): Round<Outcome> {

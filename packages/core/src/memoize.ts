@@ -327,9 +327,9 @@ function createMemo<F extends AnyFunction>(
     }
   }
 
-  function keysFor(prefix: string, args: Parameters<F>): CallKeys {
-    if (keyCaches !== undefined && args.length === 1 && staticTags !== undefined) {
-      const only = args[0]
+  /** The keys of a call with `listed` arguments, or with `only` alone (`listed` undefined). */
+  function keysFor(prefix: string, listed: Parameters<F> | undefined, only: unknown): CallKeys {
+    if (listed === undefined && keyCaches !== undefined && staticTags !== undefined) {
       if (CallKeysCache.remembers(only)) {
         // One prefix in all for `cached()` and most methods: skip the lookup while it repeats.
         let cache = prefix === lastPrefix ? lastKeyCache : keyCaches.get(prefix)
@@ -338,30 +338,39 @@ function createMemo<F extends AnyFunction>(
         lastKeyCache = cache
         let keys = cache.find(only)
         if (keys === undefined) {
+          const args = [only] as Parameters<F>
           keys = buildKeys(prefix, argumentPart(args), args)
           cache.remember(only, keys)
         }
         return keys
       }
     }
+    const args = listed ?? ([only] as Parameters<F>)
     return buildKeys(prefix, argumentPart(args), args)
   }
 
-  const memoized = function (this: unknown, ...args: Parameters<F>): unknown {
+  // `arguments`, not a rest parameter: a rest parameter allocates its list on every call, and a
+  // hit with one argument (the commonest call) then needs none (about a tenth of a hit's cost).
+  const memoized = function (this: unknown): unknown {
     const backend = backendOf()
     // Locks, grace and timeouts wait asynchronously: with them a function always takes the async path.
     const inProcess = backend.sync !== undefined && !policy.async
     if (kind === 'sync' && !inProcess) throw notSync(backend)
     const sync = inProcess && kind !== 'async'
+    // biome-ignore lint/complexity/noArguments: read in place, copied only for more than one argument
+    const listed =
+      arguments.length === 1 ? undefined : (Array.prototype.slice.call(arguments) as Parameters<F>)
+    // biome-ignore lint/complexity/noArguments: as above
+    const only: unknown = arguments[0]
     let keys: CallKeys
     try {
-      keys = keysFor(naming.prefix(this), args)
+      keys = keysFor(naming.prefix(this), listed, only)
     } catch (error) {
       if (sync) throw error
       return Promise.reject(error)
     }
-    if (sync) return loader.callSync(backend, keys, observed, this, args)
-    return loader.callAsync(backend, keys, kind === 'async' ? fn : checked(backend), this, args)
+    if (sync) return loader.callSync(backend, keys, observed, this, listed, only)
+    return loader.callAsync(backend, keys, kind === 'async' ? fn : checked(backend), this, listed, only)
   } as Memoized<F>
 
   Object.defineProperties(memoized, {
@@ -373,7 +382,8 @@ function createMemo<F extends AnyFunction>(
   // `keyFor.call(instance, ...args)` names the entry of a call on `instance` (its class's keys).
   memoized.keyFor = function (this: unknown, ...args) {
     const self = this === memoized || this === undefined || this === globalThis ? undefined : this
-    return keysFor(self === undefined ? naming.defaultPrefix() : naming.prefix(self), args).entry
+    const prefix = self === undefined ? naming.defaultPrefix() : naming.prefix(self)
+    return keysFor(prefix, args.length === 1 ? undefined : args, args[0]).entry
   } as Memoized<F>['keyFor']
   memoized.invalidate = async (...args) => {
     const part = argumentPart(args)

@@ -92,9 +92,27 @@ describe.each(backends)('the hit path on %s', (label, make) => {
       expect(await echo(0)).toBe('["0"]')
       expect(await echo(-0)).toBe('["0"]')
       expect(await echo()).toBe('[]')
+      expect(await echo(undefined)).toBe('["undefined"]')
+      expect(await echo(undefined, undefined)).toBe('["undefined","undefined"]')
     }
-    // Every list above is its own entry: 1 and '1', 0 and -0, (1) and (1, undefined).
-    expect(echo.stats.misses).toBe(6)
-    expect(echo.stats.hits).toBe(6)
+    // Every list above is its own entry: 1 and '1', 0 and -0, (1) and (1, undefined), () and (undefined).
+    expect(echo.stats.misses).toBe(8)
+    expect(echo.stats.hits).toBe(8)
+  })
+
+  it('passes the function the arguments of each call, whatever their number (sync where it can be)', async () => {
+    const backend = make()
+    const seen: unknown[][] = []
+    const count = (...args: unknown[]) => {
+      seen.push(args)
+      return args.length
+    }
+    // A sync function stays sync on an in-process backend; another backend needs an async one.
+    const fn = backend.sync === undefined ? async (...args: unknown[]) => count(...args) : count
+    const echo = cached(fn, { backend, name: 'hit-path-sync-echo' })
+    const lists: unknown[][] = [[], [undefined], [7], [7, 8], [undefined, undefined], ['7']]
+    for (let round = 0; round < 2; round++) for (const list of lists) expect(await echo(...list)).toBe(list.length)
+    // Each list ran the function once, with exactly its own arguments.
+    expect(seen).toEqual(lists)
   })
 })
