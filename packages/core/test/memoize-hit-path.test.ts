@@ -111,7 +111,8 @@ describe.each(backends)('the hit path on %s', (label, make) => {
     const fn = backend.sync === undefined ? async (...args: unknown[]) => count(...args) : count
     const echo = cached(fn, { backend, name: 'hit-path-sync-echo' })
     const lists: unknown[][] = [[], [undefined], [7], [7, 8], [undefined, undefined], ['7']]
-    for (let round = 0; round < 2; round++) for (const list of lists) expect(await echo(...list)).toBe(list.length)
+    for (let round = 0; round < 2; round++)
+      for (const list of lists) expect(await echo(...list)).toBe(list.length)
     // Each list ran the function once, with exactly its own arguments.
     expect(seen).toEqual(lists)
   })
