@@ -2,6 +2,7 @@ import type { SetManyItem } from '@cache/core'
 import { isGenerationKey } from '@cache/core/backend'
 import { isCallerError } from './caller-error.js'
 import type { ChainParts } from './chain-parts.js'
+import { setManyLeft } from './ttl-left.js'
 
 /**
  * A chain's operations on many keys, and `clear()`: keys and TTLs are checked by the chain
@@ -114,12 +115,18 @@ export class ChainBatches {
       if (failure !== undefined) throw (failure as PromiseRejectedResult).reason
       return
     }
+    const calledAt = this.chain.now()
     const keys = items.map((item) => item.key)
     for (const key of keys) this.chain.reads.invalidate(key)
     const ticket = this.chain.order.begin(keys)
     try {
       await this.chain.invalidation.toldEvenIfFailed({ keys }, () =>
-        this.chain.writer.all('setMany', keys, (backend) => backend.setMany(items), ticket),
+        this.chain.writer.all(
+          'setMany',
+          keys,
+          (backend) => setManyLeft(backend, items, calledAt, this.chain.now()),
+          ticket,
+        ),
       )
     } finally {
       this.chain.order.end(ticket)

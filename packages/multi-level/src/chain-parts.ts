@@ -21,6 +21,8 @@ export interface ChainParts {
   readonly invalidation: ChainInvalidation
   readonly state: StateKeys
   readonly observer: CacheObserver
+  /** The chain's clock (epoch ms): `options.now`, else `Date.now`. */
+  readonly now: () => number
 }
 
 /** Wires a chain's parts over its levels. */
@@ -60,5 +62,17 @@ export function assembleChain(
     stateTtlMs,
     now,
   )
-  return { levels, first: levels[0]!, reads, order, health, reader, writer, invalidation, state, observer }
+  return {
+    levels,
+    first: levels[0]!,
+    reads,
+    order,
+    health,
+    reader,
+    writer,
+    invalidation,
+    state,
+    observer,
+    now,
+  }
 }

@@ -2,6 +2,7 @@ import type { CacheBackend, Duration } from '@cache/core'
 import { compareAndDelete, isGenerationKey } from '@cache/core/backend'
 import { isCallerError } from './caller-error.js'
 import type { ChainParts } from './chain-parts.js'
+import { setLeft } from './ttl-left.js'
 import type { LevelWriter } from './writes.js'
 
 /**
@@ -14,11 +15,17 @@ export class ChainWrites {
 
   async set(key: string, value: unknown, ttl?: Duration): Promise<void> {
     if (isGenerationKey(key)) return this.chain.order.track(this.chain.state.set(key, value, ttl))
+    const calledAt = this.chain.now()
     this.chain.reads.invalidate(key)
     const ticket = this.chain.order.begin(key)
     try {
       await this.chain.invalidation.toldEvenIfFailed({ keys: [key] }, () =>
-        this.chain.writer.all('set', key, (backend) => backend.set(key, value, ttl), ticket),
+        this.chain.writer.all(
+          'set',
+          key,
+          (backend) => setLeft(backend, key, value, ttl, calledAt, this.chain.now()),
+          ticket,
+        ),
       )
     } finally {
       this.chain.order.end(ticket)
@@ -30,6 +37,7 @@ export class ChainWrites {
   async add(key: string, value: unknown, ttl?: Duration): Promise<boolean> {
     if (isGenerationKey(key)) return this.chain.order.track(this.chain.state.add(key, value, ttl))
     // The slowest level that answers decides, atomically; the faster ones follow.
+    const calledAt = this.chain.now()
     const ticket = this.chain.order.begin(key)
     try {
       const { result: added, index } = await this.chain.invalidation.toldEvenIfFailed({ keys: [key] }, () =>
@@ -37,7 +45,13 @@ export class ChainWrites {
       )
       if (!added) return false
       this.chain.reads.invalidate(key)
-      await this.chain.writer.faster(index, 'add', key, (backend) => backend.set(key, value, ttl), ticket)
+      await this.chain.writer.faster(
+        index,
+        'add',
+        key,
+        (backend) => setLeft(backend, key, value, ttl, calledAt, this.chain.now()),
+        ticket,
+      )
     } finally {
       this.chain.order.end(ticket)
     }

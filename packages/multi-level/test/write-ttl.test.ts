@@ -1,0 +1,92 @@
+/**
+ * A write's TTL counts from the call on every level: the faster levels, written once the shared
+ * one answered, get what is left of it, not all of it again. A shared disk level answers late
+ * while another process holds its write lock (a large batch, a prune); the entry must not then
+ * be served from memory past the expiry the caller asked for.
+ */
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { diskBackend } from '@cache/disk'
+import { memoryBackend } from '@cache/memory'
+import Database from 'better-sqlite3'
+import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { multiLevel } from '../src/index.js'
+
+const LOCK_HELD_MS = 400
+const TTL_MS = 300
+
+describe('a write answered late by the shared level', () => {
+  let dir: string
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'cache-write-ttl-'))
+  })
+  afterEach(() => {
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  /** The chain, its memory level, and a function that holds the disk's write lock for a while. */
+  async function chainWithLockedDisk() {
+    const memory = memoryBackend()
+    const disk = diskBackend({ path: dir, lockTimeout: '5s', logger: false })
+    const chain = multiLevel({ levels: [memory, disk], logger: false })
+    await chain.set('warm', 1) // the database exists before another connection opens it
+    const holdLock = () => {
+      const other = new Database(join(dir, 'cache.db'))
+      other.prepare('BEGIN IMMEDIATE').run()
+      setTimeout(() => {
+        other.prepare('COMMIT').run()
+        other.close()
+      }, LOCK_HELD_MS)
+    }
+    return { chain, memory, holdLock }
+  }
+
+  const writes = [
+    ['set', (chain: ReturnType<typeof multiLevel>) => chain.set('price', 'old price', TTL_MS / 1000)],
+    ['add', (chain: ReturnType<typeof multiLevel>) => chain.add('price', 'old price', `${TTL_MS}ms`)],
+    [
+      'setMany',
+      (chain: ReturnType<typeof multiLevel>) =>
+        chain.setMany([
+          { key: 'price', value: 'old price', ttl: TTL_MS / 1000 },
+          { key: 'stock', value: 'no expiry' },
+        ]),
+    ],
+  ] as const
+
+  for (const [name, write] of writes) {
+    it(`${name}: the memory level expires the entry when the caller asked, not a lock wait later`, async () => {
+      const { chain, memory, holdLock } = await chainWithLockedDisk()
+      try {
+        holdLock()
+        const latest = Date.now() + TTL_MS
+        await write(chain)
+        // The write waited for the lock: it was answered after the TTL had run out.
+        expect(Date.now()).toBeGreaterThan(latest)
+        // Neither level holds a live copy now; before, memory kept it for the whole TTL again.
+        expect(await memory.get('price')).toBeUndefined()
+        expect(await chain.get('price')).toBeUndefined()
+        if (name === 'setMany') expect(await chain.get('stock')).toBe('no expiry')
+      } finally {
+        await chain.close()
+      }
+    })
+  }
+
+  it('gives the memory level what is left of the TTL, so its expiry is the one the caller asked for', async () => {
+    const { chain, memory, holdLock } = await chainWithLockedDisk()
+    try {
+      holdLock()
+      const latest = Date.now() + 2000
+      await chain.set('quote', 'price at 10:00', 2)
+      const entry = await memory.getEntry('quote')
+      expect(entry?.value).toBe('price at 10:00')
+      // Before: the memory level's expiry was counted from the disk's answer, ~400 ms later.
+      expect(entry!.expiresAt!).toBeLessThanOrEqual(latest + 1)
+      expect((await chain.getEntry('quote'))!.expiresAt!).toBeLessThanOrEqual(latest + 1)
+    } finally {
+      await chain.close()
+    }
+  })
+})
