@@ -1,4 +1,14 @@
-import { closeSync, existsSync, mkdirSync, openSync, renameSync, statSync, unlinkSync } from 'node:fs'
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  renameSync,
+  rmSync,
+  type Stats,
+  statSync,
+  unlinkSync,
+} from 'node:fs'
 import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
 
@@ -16,6 +26,22 @@ const CHECKPOINT_PAGES = 4000
 
 /** Width of the expiry index's buckets: a rewrite whose expiry stays in its minute leaves the index alone. */
 const EXPIRY_BUCKET_MS = 60_000
+/**
+ * How old the directory's last change must be before its time is trusted to tell that no file
+ * was removed or replaced since: a file system with whole-second times shows two changes in one
+ * second alike.
+ */
+const SETTLED_MS = 2000
+
+/** The inode of a file, 0 when it does not exist. */
+function inodeOf(path: string): number {
+  return statSync(path, { throwIfNoEntry: false })?.ino ?? 0
+}
+
+/** Removes `path` if it is still the file `inode` (0: nothing to remove). */
+function removeIfSame(path: string, inode: number): void {
+  if (inode !== 0 && inodeOf(path) === inode) rmSync(path, { force: true })
+}
 
 /*
  * One row per entry. `size` counts the value's bytes plus the key's length; `totals` keeps the
@@ -197,6 +223,11 @@ export class EntryStore {
   /** Device and inode of the file the connection opened (0: not opened yet). */
   private inode = 0
   private device = 0
+  /** Inodes of the log (`-wal`) and its index (`-shm`) once the connection opened them (0: none). */
+  private walInode = 0
+  private shmInode = 0
+  /** The directory as it was when its files were last found to be the connection's own. */
+  private dirSeen: Stats | undefined
   private select!: Database.Statement<[string, string], LiveRow>
   private selectForWrite!: Database.Statement<[string, string], WriteRow>
   private selectForPut!: Database.Statement<[string, string], PutRow>
@@ -284,31 +315,65 @@ export class EntryStore {
   }
 
   /**
-   * True if the file at the path is no longer the one this connection opened: removed (the
-   * directory deleted under the process) or replaced. One `stat`.
+   * True if a file at the path is no longer the one this connection opened: the database
+   * removed (the directory deleted under the process) or replaced, or its log or the log's
+   * index removed or replaced (a tmp cleaner deleting `cache.db-shm`: a process opening the path
+   * then builds an index of its own, and the two no longer see each other's writes). One `stat`
+   * of the directory while its entries stay as they were; the three files' otherwise.
    */
   isStale(): boolean {
-    const current = statSync(this.file, { throwIfNoEntry: false })
-    return current === undefined || current.ino !== this.inode || current.dev !== this.device
+    const dir = statSync(dirname(this.file), { throwIfNoEntry: false })
+    if (dir === undefined) return true
+    const seen = this.dirSeen
+    if (
+      seen !== undefined &&
+      dir.ino === seen.ino &&
+      dir.dev === seen.dev &&
+      dir.mtimeMs === seen.mtimeMs &&
+      dir.ctimeMs === seen.ctimeMs &&
+      Date.now() - dir.mtimeMs > SETTLED_MS
+    )
+      return false
+    const db = statSync(this.file, { throwIfNoEntry: false })
+    if (db === undefined || db.ino !== this.inode || db.dev !== this.device) return true
+    // A log or index that appeared is SQLite's own doing; one removed or replaced is not.
+    const wal = inodeOf(`${this.file}-wal`)
+    const shm = inodeOf(`${this.file}-shm`)
+    if ((this.walInode !== 0 && wal !== this.walInode) || (this.shmInode !== 0 && shm !== this.shmInode))
+      return true
+    this.walInode = wal
+    this.shmInode = shm
+    this.dirSeen = dir
+    return false
   }
 
   /**
    * Closes the connection to a removed or replaced file and opens the path, recreating the
    * directory and an empty database if they are gone (another process may already have). SQLite
    * neither checkpoints nor deletes the log files of a database file that has moved, so closing
-   * the old connection leaves the new files alone.
+   * the old connection leaves the new files alone. When the database file is not the one this
+   * connection had, the log and index it left at the path are removed first (unless another
+   * process replaced them already): SQLite would replay the old database's log onto the new file,
+   * answering keys with rows of the old one.
    */
   reopen(): void {
+    const db = statSync(this.file, { throwIfNoEntry: false })
+    const replaced = db === undefined || db.ino !== this.inode || db.dev !== this.device
     try {
       this.db.close()
     } catch {
       // Already closed (a reopen that failed before): open again regardless.
     }
     try {
+      if (replaced) {
+        removeIfSame(`${this.file}-wal`, this.walInode)
+        removeIfSame(`${this.file}-shm`, this.shmInode)
+      }
       mkdirSync(dirname(this.file), { recursive: true, mode: 0o700 })
       this.connect()
     } catch (error) {
       this.inode = 0 // still stale: the next check tries again
+      this.dirSeen = undefined
       throw error
     }
   }
@@ -318,13 +383,32 @@ export class EntryStore {
   }
 
   private connect(): void {
-    if (!existsSync(this.file)) closeSync(openSync(this.file, 'a', 0o600))
+    if (!existsSync(this.file)) {
+      // A log without its database belongs to one that is gone (deleted alone, by a cleaner of
+      // `*.db`): SQLite would replay it onto the new file.
+      rmSync(`${this.file}-wal`, { force: true })
+      rmSync(`${this.file}-shm`, { force: true })
+      closeSync(openSync(this.file, 'a', 0o600))
+    }
     const opened = statSync(this.file)
     this.inode = opened.ino
     this.device = opened.dev
+    this.dirSeen = undefined
     // A long busy timeout while opening only: schema creation and WAL setup happen once, at start-up.
     const db = new Database(this.file, { timeout: 5000 })
     this.db = db
+    try {
+      this.setUp(db)
+    } catch (error) {
+      // A connection that failed to set up holds the files open: it must not outlive the attempt.
+      db.close()
+      throw error
+    }
+    this.walInode = inodeOf(`${this.file}-wal`)
+    this.shmInode = inodeOf(`${this.file}-shm`)
+  }
+
+  private setUp(db: Database.Database): void {
     const mode = db.pragma('journal_mode = WAL', { simple: true })
     if (mode !== 'wal') throw new Error(`cannot use WAL journal mode (got ${String(mode)})`)
     db.pragma('synchronous = NORMAL')

@@ -1,7 +1,8 @@
 import { fork } from 'node:child_process'
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import { mkdtempSync, readdirSync, renameSync, rmSync, unlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import Database from 'better-sqlite3'
 import { afterEach, describe, expect, it } from 'vitest'
 import { diskBackend } from '../src/index.js'
 
@@ -194,6 +195,130 @@ describe('the cache directory removed under a running process', { timeout: 60_00
       if (seen !== 'new') await new Promise((resolve) => setTimeout(resolve, 100))
     }
     expect(seen).toBe('new')
+    await b.close()
+    await a.exit()
+  })
+})
+
+describe("the database's files removed or replaced one by one under running processes", {
+  timeout: 60_000,
+}, () => {
+  const HOLDER = new URL('./fixtures/holder.mjs', import.meta.url)
+  type Reply = { result?: unknown; failed?: string; errors: string[]; errorCount: number }
+
+  async function holder(path: string) {
+    const child = fork(HOLDER, [path], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+    const timer = setTimeout(() => child.kill('SIGKILL'), 50_000)
+    child.on('exit', () => clearTimeout(timer))
+    await new Promise((resolve) => child.once('message', resolve))
+    const ask = (message: object) =>
+      new Promise<Reply>((resolve) => {
+        child.once('message', (reply) => resolve(reply as Reply))
+        child.send(message)
+      })
+    const exit = () => new Promise((resolve) => child.once('exit', resolve).send({ op: 'exit' }))
+    return { ask, exit }
+  }
+
+  /** Polls `read` for at most 3 s (reads check the files at most once a second) until it gives `wanted`. */
+  async function eventually(read: () => Promise<unknown>, wanted: unknown): Promise<unknown> {
+    let seen: unknown
+    for (let i = 0; i < 30; i++) {
+      seen = await read()
+      if (seen === wanted) return seen
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
+    return seen
+  }
+
+  it('cache.db-shm deleted (a tmp cleaner): a delete one process resolved reaches a process opened afterwards', async () => {
+    const path = join(newDir(), 'cache')
+    const a = await holder(path)
+    expect((await a.ask({ op: 'set', key: 'report', value: 'before' })).failed).toBeUndefined()
+    unlinkSync(join(path, 'cache.db-shm'))
+    // B opens the path now: it builds a new index of the log, which A's old one no longer matches.
+    const b = diskBackend({ path, pruneInterval: false, logger: false })
+    expect(await b.get('report')).toBe('before')
+    const deleted = await a.ask({ op: 'delete', key: 'report' })
+    expect(deleted.failed).toBeUndefined()
+    expect(deleted.result).toBe(true)
+    // Before: B read 'before' for good (its index never learnt of A's frames), and nobody said a word.
+    expect(await eventually(() => b.get('report'), undefined)).toBeUndefined()
+    await b.set('plain', 'acked-by-B')
+    expect(
+      await eventually(async () => (await a.ask({ op: 'get', key: 'plain' })).result, 'acked-by-B'),
+    ).toBe('acked-by-B')
+    expect(deleted.errors.join('\n')).toMatch(/removed or replaced/)
+    await b.close()
+    await a.exit()
+  })
+
+  it("cache.db replaced by another cache's file: no key is ever answered with another key's value", async () => {
+    const root = newDir()
+    const path = join(root, 'cache')
+    const other = join(root, 'other')
+    const keys = Array.from({ length: 300 }, (_, i) => `k${i}`)
+    // Another cache (a backup, another app's) with the same keys, written in the reverse order.
+    const theirs = diskBackend({ path: other, pruneInterval: false, logger: false })
+    for (const key of [...keys].reverse()) await theirs.set(key, `theirs ${key}`)
+    await theirs.close()
+    const a = await holder(path)
+    const b = diskBackend({ path, pruneInterval: false, logger: false })
+    for (const key of keys) await b.set(key, `first ${key}`)
+    // A checkpoint (as SQLite's automatic one), then every key rewritten: the log holds table pages.
+    const raw = new Database(join(path, 'cache.db'))
+    raw.pragma('wal_checkpoint(TRUNCATE)')
+    raw.close()
+    for (const key of keys) await b.set(key, `ours ${key}`)
+    renameSync(join(other, 'cache.db'), join(path, 'cache.db'))
+    // A writes (and so checks the path first), then both read every key.
+    expect((await a.ask({ op: 'set', key: 'after', value: 'written after' })).failed).toBeUndefined()
+    const wrong: string[] = []
+    for (const key of keys) {
+      const fromA = (await a.ask({ op: 'get', key })).result
+      if (fromA !== `theirs ${key}` && fromA !== `ours ${key}` && fromA !== null)
+        wrong.push(`A ${key}: ${fromA}`)
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1100)) // B checks the path on reads once a second
+    for (const key of keys) {
+      const fromB = await b.get(key)
+      if (fromB !== `theirs ${key}` && fromB !== `ours ${key}` && fromB !== undefined)
+        wrong.push(`B ${key}: ${fromB}`)
+    }
+    // A process started afterwards reads the same.
+    const c = diskBackend({ path, pruneInterval: false, logger: false })
+    for (const key of keys) {
+      const fromC = await c.get(key)
+      if (fromC !== `theirs ${key}` && fromC !== `ours ${key}` && fromC !== undefined)
+        wrong.push(`C ${key}: ${fromC}`)
+    }
+    // Before: A paired the new file with the old log B still held, and answered k0 with k299's value.
+    expect(wrong).toEqual([])
+    expect(await b.get('after')).toBe('written after')
+    expect(await c.get('after')).toBe('written after')
+    await c.close()
+    await b.close()
+    await a.exit()
+  })
+
+  it('cache.db deleted alone (its log left behind): the running processes and a new one go on with one database', async () => {
+    const path = join(newDir(), 'cache')
+    const a = await holder(path)
+    const b = diskBackend({ path, pruneInterval: false, logger: false })
+    await b.set('k', 'old')
+    unlinkSync(join(path, 'cache.db')) // a cleaner of `*.db`
+    const set = await a.ask({ op: 'set', key: 'k', value: 'new' })
+    // Before: every operation of both processes failed with "disk I/O error" for good.
+    expect(set.failed).toBeUndefined()
+    expect(await eventually(() => b.get('k'), 'new')).toBe('new')
+    await b.set('k2', 'from B')
+    expect(await eventually(async () => (await a.ask({ op: 'get', key: 'k2' })).result, 'from B')).toBe(
+      'from B',
+    )
+    // A process started now opens the same database (before: its diskBackend() threw).
+    const c = diskBackend({ path, pruneInterval: false, logger: false })
+    expect(await c.get('k2')).toBe('from B')
+    await c.close()
     await b.close()
     await a.exit()
   })
