@@ -33,6 +33,9 @@ export class Updates {
       const bytes = ctx.files.loadNow('incr', key, file, size - key.length)
       return bytes === undefined ? by : addToCounter(key, ctx.codec.decode(bytes), by)
     }
+    // A new counter's TTL counts from the call, not from a commit that waited for the lock (a
+    // rate-limit window must not stretch by another process's transaction).
+    const expiresAt = ttlMs === undefined ? null : ctx.settings.now() + ttlMs
     const result = await ctx.order.inOrder([key], true, async () => {
       const accesses = this.accessTimes.take()
       try {
@@ -41,7 +44,6 @@ export class Updates {
           key,
           () => {
             const now = ctx.settings.now()
-            const expiresAt = ttlMs === undefined ? null : now + ttlMs
             const row = { ns: ctx.ns, key, value: null, file: null, size: 0, expiresAt, now }
             return ctx.store.incr(row, by, addTo, accesses)
           },

@@ -415,6 +415,24 @@ describe('contention and failures', () => {
     expect(entry!.expiresAt).toBeLessThanOrEqual(latest + 1)
   })
 
+  it("counts a new counter's TTL from the incr call, not from the commit that waited for another connection's lock", async () => {
+    const c = cache({ lockTimeout: '2s' })
+    await c.set('warm', 1)
+    const other = new Database(join(dir, 'cache.db'))
+    other.prepare('BEGIN IMMEDIATE').run()
+    const latest = Date.now() + 1000
+    const pending = c.incr('requests:minute', 1, 1)
+    setTimeout(() => {
+      other.prepare('COMMIT').run()
+      other.close()
+    }, 300)
+    expect(await pending).toBe(1)
+    // Before, the window was the commit's clock + 1 s: a rate limit stretched by 300 ms.
+    const entry = await c.getEntry<number>('requests:minute')
+    expect(entry?.value).toBe(1)
+    expect(entry!.expiresAt).toBeLessThanOrEqual(latest + 1)
+  })
+
   it('treats an entry whose value file vanished as a miss', async () => {
     const c = cache({ inlineThreshold: 8 })
     await c.set('k', 'a value in a file')
