@@ -33,6 +33,13 @@ export class LevelHealth {
   usable(level: Level): boolean {
     if (level.breaker.state === 'closed') return true
     level.stats.skipped++
+    this.probeIfDue(level)
+    return false
+  }
+
+  /** Starts the level's probe (and repair) if its breaker's open period is over. */
+  probeIfDue(level: Level): void {
+    level.probe ??= () => this.probeIfDue(level)
     if (level.breaker.probeDue(this.now())) {
       level.recover(
         () => {
@@ -45,7 +52,6 @@ export class LevelHealth {
         (error) => this.failed(level, 'probe', error, undefined, false),
       )
     }
-    return false
   }
 
   /**
@@ -78,7 +84,11 @@ export class LevelHealth {
     // One server of a pool, or a call the level never sent (it waited behind this process's own
     // call on the key): the level as a whole answers.
     if (isPartialFailure(error) || isUnsent(error)) return
-    if (level.breaker.failure(this.now())) {
+    const opened = level.breaker.failure(this.now())
+    // An open level with repairs due is probed when the period ends, whether or not calls come.
+    level.probe ??= () => this.probeIfDue(level)
+    level.repairSoon()
+    if (opened) {
       level.stats.opened++
       this.incidents.report(
         `level ${level.index}`,

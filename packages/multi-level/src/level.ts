@@ -93,6 +93,9 @@ export class Level {
     this.breaker = new CircuitBreaker(breaker)
   }
 
+  /** Starts this level's probe (set by the chain's {@link LevelHealth}). */
+  probe: (() => void) | undefined
+
   /** True when the breaker is closed; `false` is the hot-path answer for "skip this level". */
   get closed(): boolean {
     return this.breaker.state === 'closed'
@@ -205,14 +208,26 @@ export class Level {
 
   /**
    * A level in use (breaker closed) that failed a write repairs it in the background, soon, so
-   * other processes stop reading the outdated value from it; once its breaker opens, the probe
-   * does the repairs instead.
+   * other processes stop reading the outdated value from it. Once its breaker opens, the probe
+   * does the repairs instead, started when the open period ends ({@link probe}) rather than by the
+   * next call: a repair that waited for a process to make a call, minutes later, would delete
+   * what other processes wrote since (a counter they kept incrementing).
    */
-  private repairSoon(): void {
-    if (this.breaker.state !== 'closed' || this.repairTimer !== undefined || this.recovering || this.stopped)
+  repairSoon(): void {
+    if (this.repairTimer !== undefined || this.recovering || this.stopped) return
+    if (this.breaker.state === 'open') {
+      this.repairTimer = setTimeout(() => {
+        this.repairTimer = undefined
+        if (this.hasRepairs && this.breaker.state === 'open') this.probe?.()
+      }, this.breaker.openMs)
+      this.repairTimer.unref?.()
       return
+    }
+    if (this.breaker.state !== 'closed') return
     this.repairTimer = setTimeout(() => {
       this.repairTimer = undefined
+      // The breaker opened meanwhile: the probe repairs, when the open period ends.
+      if (this.breaker.state === 'open') return this.repairSoon()
       if (this.breaker.state !== 'closed' || this.recovering || !this.hasRepairs) return
       this.recovering = true
       void this.replay().then(

@@ -240,3 +240,43 @@ describe('a shared level that answers, but refuses one key', () => {
     }
   })
 })
+
+describe('a process that stays idle after its write failed during an outage', () => {
+  it('repairs Redis once it is back, by itself, and never deletes what other processes wrote since', async () => {
+    const namespace = `idle${Date.now()}`
+    const chain = () =>
+      multiLevel({
+        levels: [memoryBackend({ namespace }), redisBackend(redis.url, { namespace, logger: false })],
+        breaker: { failureThreshold: 1, openFor: '200ms' },
+        logger: false,
+      })
+    const idle = chain()
+    const busy = chain()
+    idle.on('error', () => {})
+    busy.on('error', () => {})
+    try {
+      await idle.set('hits', 0)
+      await redis.process!.kill()
+      // The idle process resets the counter while Redis is down: reported, remembered for repair.
+      await expect(idle.set('hits', 0)).rejects.toBeInstanceOf(CacheUnavailableError)
+      expect(idle.levels[1]!.breaker.state).toBe('open')
+      await redis.process!.start()
+      // The idle process makes no call; its repair must not wait for one.
+      const restartedAt = Date.now()
+      const repaired = () =>
+        idle.levelStats()[1]!.pendingKeys === 0 && idle.levels[1]!.breaker.state === 'closed'
+      while (!repaired() && Date.now() - restartedAt < 5000) await sleep(20)
+      expect(idle.levelStats()[1]).toMatchObject({ pendingKeys: 0, state: 'closed' })
+      // Another process counts, acknowledged by Redis.
+      for (let i = 0; i < 50; i++) await busy.incr('hits')
+      // The idle process's next call, on any key. Before: its probe ran only now and deleted the
+      // counter the other process had taken to 50.
+      await idle.get('something else')
+      await sleep(100)
+      expect(await busy.levels[1]!.backend.get('hits')).toBe(50)
+    } finally {
+      await idle.close()
+      await busy.close()
+    }
+  })
+})
