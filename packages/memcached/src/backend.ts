@@ -1,6 +1,7 @@
 import {
   type CacheBackend,
   type CacheEntry,
+  CacheConfigError,
   CacheUnavailableError,
   type Duration,
   type SetManyItem,
@@ -82,6 +83,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     this.maxAttempts = maxAttemptsOption(options)
     this.flushOnClear = options.flushOnClear ?? false
     this.ownsClient = options.client === undefined
+    if (options.client !== undefined) assertClientWaitsLonger(options.client, this.timeoutMs)
     this.client = options.client ?? createClient(servers, options, this.timeoutMs)
     if (this.ownsClient) unrefWhenIdle(this.client)
     clearBuffersOnFailure(this.client)
@@ -487,4 +489,21 @@ export function memcachedBackend(
   options: MemcachedBackendOptions = {},
 ): MemcachedBackend {
   return new MemcachedBackend(servers, options)
+}
+
+/**
+ * A client passed in must not give up a request before the backend does: memjs's own timer ends
+ * the connection without the undo and the generation bump the backend sends when it gives up a
+ * write (see `abandon` in protocol.ts), so a write reported failed would land when a frozen
+ * server resumes, readable by every process.
+ */
+function assertClientWaitsLonger(client: memjs.Client, timeoutMs: number): void {
+  for (const server of client.servers as unknown as { options?: { timeout?: unknown }; host?: string }[]) {
+    const seconds = server.options?.timeout
+    if (typeof seconds !== 'number' || seconds * 1000 > timeoutMs) continue
+    throw new CacheConfigError(
+      'client',
+      `the memjs client's own timeout (${seconds} s, for ${server.host ?? 'a server'}) must be longer than the backend's \`timeout\` (${timeoutMs} ms): memjs would give up a write first, and the backend could not keep it from landing when the server answers again. Create the client with a longer \`timeout\` (memjs takes seconds), or let the backend make its own client`,
+    )
+  }
 }

@@ -1,8 +1,9 @@
 import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import { CacheTimeoutError } from '@cache/core'
+import { CacheConfigError, CacheTimeoutError } from '@cache/core'
 import { type MemcachedServer, startFaultProxy, startMemcached } from '@cache/test-servers'
+import memjs from 'memjs'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { expiryFor } from '../src/expiry.js'
 import { type MemcachedBackend, memcachedBackend } from '../src/index.js'
@@ -89,6 +90,51 @@ describe('a write given up on a frozen server', () => {
     const error = await frozenDuring(() => failure(writer.set('k', 'reported failed')))
     expect(error).toBeInstanceOf(CacheTimeoutError)
     expect(await reader.get('k')).toBeUndefined()
+  })
+})
+
+describe('a write given up on a frozen server, through a memjs client passed in', () => {
+  it("refuses a client whose own timeout would give the write up first (memjs's end neither undoes nor bumps)", () => {
+    for (const timeout of [0.1, 0.3]) {
+      const client = memjs.Client.create(server.server, { timeout, logger: { log() {} } })
+      try {
+        // Before: accepted; its set failed at memjs's 0.3 s and was readable by every process
+        // once the server resumed.
+        expect(() => memcachedBackend(undefined, { client, timeout: '300ms' })).toThrow(CacheConfigError)
+        expect(() => memcachedBackend(undefined, { client, timeout: '300ms' })).toThrow(
+          /memjs client's own timeout \(0\.[13] s, for .+\) must be longer than the backend's `timeout` \(300 ms\)/,
+        )
+      } finally {
+        client.close()
+      }
+    }
+  })
+
+  it('with a client that waits longer, a set reported failed is never read by another process', async () => {
+    const client = memjs.Client.create(server.server, { timeout: 2, logger: { log() {} } })
+    const writer = memcachedBackend(undefined, {
+      client,
+      namespace: 'passed-client',
+      timeout: '300ms',
+      logger: false,
+      eject: { retryAfter: '60s' },
+    })
+    const reader = memcachedBackend(server.server, {
+      namespace: 'passed-client',
+      timeout: '2s',
+      logger: false,
+    })
+    open.push(writer, reader)
+    try {
+      await reader.set('k', 'before')
+      expect(await writer.get('k')).toBe('before')
+      const error = await frozenDuring(() => failure(writer.set('k', 'reported failed')))
+      expect(error).toBeInstanceOf(CacheTimeoutError)
+      expect(await reader.get('k')).not.toBe('reported failed')
+    } finally {
+      await writer.close()
+      client.close()
+    }
   })
 })
 
