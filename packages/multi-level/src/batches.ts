@@ -42,7 +42,8 @@ export class ChainBatches {
       this.chain.reads.endClear()
     }
     // A clear that failed on the shared level may have been applied there all the same.
-    if (sharedCleared || !isCallerError(sharedError)) await this.chain.invalidation.publish({ clear: true })
+    if (sharedCleared) await this.chain.invalidation.publish({ clear: true })
+    else if (!isCallerError(sharedError)) await this.chain.invalidation.publishHanded({ clear: true })
     if (!sharedCleared) throw this.chain.health.notTaken(shared, 'clear', sharedError)
   }
 

@@ -57,6 +57,13 @@ export interface InvalidationBus {
    * cached. Returns a function that unsubscribes.
    */
   subscribe(listener: (message: InvalidationMessage) => void, onResync?: () => void): () => void
+  /**
+   * Resolves once every message published so far has been handed to the connection (written,
+   * not yet acknowledged) or has failed. A chain waits for it before it rejects a write that
+   * failed on the shared level: a process that exits on that error has told the others first.
+   * Optional for buses of your own; without it the message goes out when the bus sends it.
+   */
+  handed?(): Promise<void>
   /** Resolves once messages are being received (the subscription is proven to work). */
   ready(): Promise<void>
   /** Idempotent. Closes only the connections the bus opened itself. */
@@ -177,6 +184,10 @@ export class RedisBus implements InvalidationBus {
   private markUp!: () => void
   private current: BusState = 'connecting'
   private queue: Pending[] = []
+  /** Messages published, and handed to the connection (or failed), since the bus was made. */
+  private published = 0
+  private handedOver = 0
+  private handedWaiters: { upTo: number; resolve: () => void }[] = []
   private flushing: Promise<void> | undefined
   private flushScheduled = false
   /** A publish failed since the last successful one: the next message tells receivers to resync. */
@@ -241,10 +252,26 @@ export class RedisBus implements InvalidationBus {
 
   publish(message: InvalidationMessage): Promise<void> {
     if (this.closed) return Promise.reject(new CacheClosedError('bus'))
+    this.published++
     return new Promise<void>((resolve, reject) => {
       this.queue.push({ message, resolve, reject })
       this.scheduleFlush()
     })
+  }
+
+  handed(): Promise<void> {
+    const upTo = this.published
+    if (this.handedOver >= upTo) return Promise.resolve()
+    return new Promise((resolve) => this.handedWaiters.push({ upTo, resolve }))
+  }
+
+  /** `count` more queued messages were handed to the connection, or failed before. */
+  private markHanded(count: number): void {
+    this.handedOver += count
+    const due = this.handedWaiters.filter((waiter) => waiter.upTo <= this.handedOver)
+    if (due.length === 0) return
+    this.handedWaiters = this.handedWaiters.filter((waiter) => waiter.upTo > this.handedOver)
+    for (const waiter of due) waiter.resolve()
   }
 
   subscribe(listener: (message: InvalidationMessage) => void, onResync?: () => void): () => void {
@@ -321,8 +348,14 @@ export class RedisBus implements InvalidationBus {
     const batch = this.queue
     this.queue = []
     const messages = batch.flatMap((pending) => (pending.message ? [pending.message] : []))
+    let marked = false
+    const handed = () => {
+      if (marked) return
+      marked = true
+      this.markHanded(messages.length)
+    }
     try {
-      await this.send(encodeBatch(messages, this.gap))
+      await this.send(encodeBatch(messages, this.gap), handed)
       this.gap = false
       this.stats.published += messages.length
       for (const pending of batch) pending.resolve()
@@ -331,6 +364,8 @@ export class RedisBus implements InvalidationBus {
       this.gap = true
       if (messages.length > 0) this.emit('error', { backend: 'bus', operation: 'publish', error })
       for (const pending of batch) pending.reject(error)
+    } finally {
+      handed()
     }
   }
 
@@ -339,7 +374,7 @@ export class RedisBus implements InvalidationBus {
    * stamped with this bus's id and the next sequence number at the moment it is handed to the
    * connection, so the numbers follow the order on the wire.
    */
-  private async send(payloads: Payload[]): Promise<void> {
+  private async send(payloads: Payload[], handed?: () => void): Promise<void> {
     const { publisher } = await this.clients
     let timer: NodeJS.Timeout | undefined
     const expired = new Promise<never>((_, reject) => {
@@ -352,7 +387,7 @@ export class RedisBus implements InvalidationBus {
       await Promise.race([
         whenReady(publisher).then(() => {
           const target = this.publishTarget(publisher)
-          return Promise.all(
+          const replies = Promise.all(
             payloads.map((payload) => {
               const seq = ++this.seq
               if (payload.h !== undefined && this.beatAwaited === undefined) {
@@ -362,6 +397,8 @@ export class RedisBus implements InvalidationBus {
               return target.publish(this.channel, stamp(payload, this.id, seq))
             }),
           )
+          handed?.()
+          return replies
         }),
         expired,
       ])

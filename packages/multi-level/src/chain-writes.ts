@@ -145,7 +145,8 @@ export class ChainWrites {
         this.chain.levels.slice(0, slowest.index).map((level) => this.chain.writer.evict(level, key)),
       )
     } catch (error) {
-      if (!isCallerError(error) && !callerFailed?.()) await this.chain.invalidation.publish({ keys: [key] })
+      if (!isCallerError(error) && !callerFailed?.())
+        await this.chain.invalidation.publishHanded({ keys: [key] })
       throw error
     } finally {
       this.chain.order.end(ticket)

@@ -58,9 +58,19 @@ export class ChainInvalidation {
     try {
       return await write()
     } catch (error) {
-      if (!isCallerError(error)) this.publish(message)
+      if (!isCallerError(error)) await this.publishHanded(message)
       throw error
     }
+  }
+
+  /**
+   * {@link publish}, resolving once the message is handed to the connection: for a write that
+   * failed, before the caller hears of it, so that a process exiting on the error (Redis frozen,
+   * the PUBLISH waiting in the kernel) has still told the others.
+   */
+  async publishHanded(message: Omit<InvalidationMessage, 'origin' | 'namespace'>): Promise<void> {
+    this.publish(message)
+    await this.bus?.handed?.().catch(() => {})
   }
 
   /** Stops receiving messages; the bus itself is not closed. */

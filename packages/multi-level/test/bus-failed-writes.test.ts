@@ -1,3 +1,5 @@
+import { spawn } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
 import { memoryBackend } from '@cache/memory'
 import { redisBackend } from '@cache/redis'
 import { type RedisServer, startRedis } from '@cache/test-servers'
@@ -42,6 +44,36 @@ describe('a chain write that failed on Redis but may have been applied', () => {
     }
     return value
   }
+
+  it('a process that exits on the failure has told the others before its write rejected', async () => {
+    const writer = spawn(
+      process.execPath,
+      [fileURLToPath(new URL('./fixtures/failed-write-exit.mjs', import.meta.url)), server.url, 'told'],
+      { stdio: ['pipe', 'pipe', 'inherit'] },
+    )
+    const exited = new Promise<number | null>((resolve) => writer.once('exit', resolve))
+    const { chain: b, ready: bReady } = peer()
+    try {
+      await new Promise((resolve) => writer.stdout!.once('data', resolve))
+      await bReady
+      await b.set('session', 'alice', 600)
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      expect(await b.get('session')).toBe('alice')
+      expect(await b.levels[0]!.backend.get('session')).toBe('alice')
+      await server.process!.freeze()
+      writer.stdin!.write('delete session\n')
+      // The delete times out (200 ms) and the process exits on the error, Redis still frozen.
+      expect(await exited).toBe(1)
+      server.process!.thaw()
+      // Before: its message was still queued (sent 1 ms later) when it exited: b served 'alice'
+      // until the bus noticed the writer's silence, seconds later.
+      expect(await settledRead(b, 'session', 'alice')).toBeUndefined()
+    } finally {
+      server.process!.thaw()
+      writer.kill('SIGKILL')
+      await b.close()
+    }
+  })
 
   it.each([
     ['delete', (chain: MultiLevelBackend) => chain.delete('session')],
