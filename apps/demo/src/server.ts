@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module'
 import { configureCache, resetCache } from '@cache/core'
 import { createApp } from './app.js'
+import { noteArrivals } from '@cache/express'
 
 // The backends are composed from one setting: memory in front of disk by default, so the demo
 // runs with no server installed; CACHE_BACKEND=memory,redis (with REDIS_URL) switches.
@@ -27,9 +28,12 @@ const app = createApp({
   catalogDelayMs:
     process.env.CATALOG_DELAY_MS === undefined ? undefined : Number(process.env.CATALOG_DELAY_MS),
 })
-const server = app.listen(port, host, () => {
-  console.log(`@cache demo listening on http://${host}:${port} (backend: ${backendList})`)
-})
+// The server notes each request's target as it arrives: @cache/express stores from the first request.
+const server = noteArrivals(
+  app.listen(port, host, () => {
+    console.log(`@cache demo listening on http://${host}:${port} (backend: ${backendList})`)
+  }),
+)
 
 async function shutdown() {
   server.close()

@@ -6,7 +6,7 @@
 import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { type CacheBackend, CacheUnavailableError, cached } from '@cache/core'
-import { cacheResponse } from '@cache/express'
+import { cacheResponse, noteArrivals } from '@cache/express'
 import { memcachedBackend } from '@cache/memcached'
 import { redisBackend } from '@cache/redis'
 import { startMemcached, startRedis } from '@cache/test-servers'
@@ -149,7 +149,7 @@ describe('a dead server, no level in front of it', () => {
           res.json({ ok: true })
         })
         server = await new Promise<Server>((resolve) => {
-          const s = app.listen(0, '127.0.0.1', () => resolve(s))
+          const s = noteArrivals(app.listen(0, '127.0.0.1', () => resolve(s)))
         })
         const { port } = server.address() as AddressInfo
         const started = performance.now()

@@ -19,6 +19,7 @@ import {
   invalidateResponse,
   invalidateResponsePrefix,
   invalidateTags,
+  noteArrivals,
   type ResponseCacheHandler,
 } from '@cache/express'
 import { memoryBackend } from '@cache/memory'
@@ -191,7 +192,7 @@ function buildApp(backend: CacheBackend, trustProxy: boolean) {
 
 async function listen(app: express.Express): Promise<Server> {
   return new Promise((resolve) => {
-    const server = app.listen(0, '127.0.0.1', () => resolve(server))
+    const server = noteArrivals(app.listen(0, '127.0.0.1', () => resolve(server)))
   })
 }
 

@@ -5,6 +5,7 @@ export {
   invalidateResponse,
   invalidateResponsePrefix,
   invalidateTags,
+  noteArrivals,
   type ResponseIndexEntry,
   type ResponseIndexOptions,
   type StoredResponse,

@@ -13,14 +13,16 @@ import {
   type ExpressQueryRequest,
   expressQueryParserBypass,
   expressQueryReplaced,
+  expressArrivedAsRouted,
   expressRoutedAsSent,
+  frontSeesAsSent,
   type Refresh,
   type RefreshEntry,
   recordNodeResponse,
   refreshInProcess,
   requestKey,
   responseCachingEnabled,
-  sentHostPart,
+  hostKeyPart,
   splitAuthority,
   urlVersionKey,
 } from '@cache/http'
@@ -222,7 +224,9 @@ export class ResponseCache {
       s.key !== undefined ||
       headers['x-forwarded-host'] !== undefined ||
       headers['x-forwarded-proto'] !== undefined ||
-      hasBody(req)
+      hasBody(req) ||
+      // A target or `Host` rewritten by a listener before the front: another request than the one sent.
+      !frontSeesAsSent(req)
     )
       return false
     if (!s.allowAuthorized && headers.authorization !== undefined) return false
@@ -492,8 +496,9 @@ class ExpressView implements HttpRequestView<Request> {
   }
 
   // Under `trust proxy` the `Host` header the handler can still read is another input.
+  // The `Host` line the client sent too, when middleware before the cache rewrote the header.
   get keyExtra(): string | undefined {
-    return sentHostPart(this.resolvedHost(), this.raw.headers.host)
+    return hostKeyPart(this.resolvedHost(), this.raw)
   }
 
   private resolvedHost(): string | undefined {
@@ -553,10 +558,11 @@ function resolvedHost(req: Request): string | undefined {
 
 /**
  * Whether Express routes `req` on the URL it was sent with (`originalUrl`, which the key names):
- * `@cache/http`'s rule, with the target as the first router of the request started.
+ * `@cache/http`'s rules, with the target as the first router of the request started and as the
+ * server noted it when it arrived, before any listener (see `noteArrivals`).
  */
 export function isRoutedAsSent(req: Request): boolean {
-  return expressRoutedAsSent(req, sentUrl(req))
+  return expressRoutedAsSent(req, sentUrl(req)) && expressArrivedAsRouted(req)
 }
 
 /** A request that announces a body (`Content-Length` above 0, or `Transfer-Encoding`). */

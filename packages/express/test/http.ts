@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net'
 import { defineBackend, type CacheBackend } from '@cache/core'
 import { createCodec } from '@cache/core/backend'
 import { MemoryBackend } from '@cache/memory'
+import { noteArrivals } from '../src/index.js'
 import express4 from 'express4'
 import express5 from 'express'
 import { afterEach } from 'vitest'
@@ -31,7 +32,8 @@ export interface Running {
 /** `port`: a port to listen on (one a closed server of the test used, say); a free one by default. */
 export async function listen(app: { listen: (...args: any[]) => Server }, port = 0): Promise<Running> {
   const server = await new Promise<Server>((resolve) => {
-    const s = app.listen(port, '127.0.0.1', () => resolve(s))
+    // As the README says: the server notes each request's target from its first request on.
+    const s = noteArrivals(app.listen(port, '127.0.0.1', () => resolve(s)))
   })
   const address = (server.address() as AddressInfo).port
   return {

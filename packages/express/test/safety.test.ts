@@ -4,6 +4,7 @@
  * length or die mid-response. Every test asserts what another client receives.
  */
 import { PassThrough, pipeline, Readable } from 'node:stream'
+import { createGzip, gunzipSync } from 'node:zlib'
 import compression from 'compression'
 import session from 'express-session'
 import { describe, expect, it } from 'vitest'
@@ -561,6 +562,43 @@ describe.each(EXPRESS)('a body that did not complete is never stored, on %s', (_
     expect(text((await attempt(r.port, '/x')) as Reply)).toBe('{"items":[1,2,')
     state.fail = false
     expect(text((await attempt(r.port, '/x')) as Reply)).toBe('{"items":[1,2,3]}')
+    expect(calls.n).toBe(2)
+  })
+
+  // What the response can see of a transform piped into it: whether the transform ended, failed or
+  // was destroyed. Not the streams piped into the transform (a writable does not know its sources):
+  // a handler that ends the transform itself after its source failed (`source.on('error', () =>
+  // gz.end())`) makes a cut body look whole, and it is stored (see the README).
+  it.each([
+    [
+      'stream.pipeline(source, gzip, res)',
+      (source: Readable, gz: ReturnType<typeof createGzip>, res: any) => pipeline(source, gz, res, () => {}),
+    ],
+    [
+      'a gzip the handler destroys when its source fails, then ends the response',
+      (source: Readable, gz: ReturnType<typeof createGzip>, res: any) => {
+        source.on('error', () => {
+          gz.destroy()
+          res.end()
+        })
+        source.pipe(gz).pipe(res)
+      },
+    ],
+  ])('a source that fails half-way behind a transform, through %s: not stored', async (_how, wire) => {
+    const state = { fail: true }
+    const { a, calls } = app((_req, res) => {
+      res.type('json').set('content-encoding', 'gzip')
+      wire(failingSource(state), createGzip(), res)
+    })
+    const r = await serve(a)
+    await attempt(r.port, '/x').catch(() => undefined)
+    state.fail = false
+    const whole = await attempt(r.port, '/x')
+    expect(gunzipSync((whole as Reply).body).toString()).toBe('{"items":[1,2,3]}')
+    expect(String((whole as Reply).headers['cache-status'])).toMatch(/stored/)
+    const hit = await attempt(r.port, '/x')
+    expect(isHit(hit as Reply)).toBe(true)
+    expect(gunzipSync((hit as Reply).body).toString()).toBe('{"items":[1,2,3]}')
     expect(calls.n).toBe(2)
   })
 

@@ -14,15 +14,15 @@ const cacheExpress = pathToFileURL(join(__dirname, '../dist/index.js')).href
 function start(env: Record<string, string>) {
   const script = `
     const { default: express } = await import('express')
-    const { cacheResponse } = await import(${JSON.stringify(cacheExpress)})
+    const { cacheResponse, noteArrivals } = await import(${JSON.stringify(cacheExpress)})
     const app = express()
     app.get('/users/:id', cacheResponse({ ttl: 60 }), (req, res) => res.json({ id: req.params.id }))
-    const server = app.listen(0, '127.0.0.1', async () => {
+    const server = noteArrivals(app.listen(0, '127.0.0.1', async () => {
       console.log('listening')
       const reply = await fetch('http://127.0.0.1:' + server.address().port + '/users/1')
       console.log(reply.status, reply.headers.get('cache-status'))
       server.close()
-    })
+    }))
   `
   const { NODE_PATH: _, ...base } = process.env
   for (const name of Object.keys(base)) if (name.startsWith('CACHE_')) delete base[name]

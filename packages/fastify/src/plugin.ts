@@ -4,7 +4,6 @@ import { type CacheBackend, CacheConfigError, type Duration, getBackend, invalid
 import {
   answerFromResult,
   describeFunction,
-  fastifyHostKeyPart,
   fastifyParsesQueriesItself,
   fastifyQueryReplaced,
   fastifyRewrite,
@@ -12,6 +11,7 @@ import {
   fastifyTarget,
   HANDLER_ERROR,
   HttpCache,
+  hostKeyPart,
   type HttpCacheOptions,
   type HttpRequestView,
   invalidateResponsePrefix,
@@ -474,7 +474,7 @@ function viewOf(
   // Under `trustProxy` the host comes from `X-Forwarded-Host`, and the `Host` header the handler
   // can still read is another input; a hook that rewrote the `Host` header (a domain alias) makes
   // the request another one than a client of that host sends.
-  const keyExtra = fastifyHostKeyPart(host, request.raw)
+  const keyExtra = hostKeyPart(host, request.raw)
   return {
     method: request.method,
     // The target as the client sent it; a rewritten one bypasses (see `fastifyRewrite`).

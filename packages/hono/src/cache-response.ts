@@ -441,8 +441,10 @@ function requestView(c: Context, refresh: Refresh | undefined): HttpRequestView<
   return {
     // A target in absolute form (`GET http://a.example/ HTTP/1.1`, what clients send a proxy) is
     // routed on its own authority, while the handler may read another one in `Host`: keyed on
-    // either, a response could be planted for the other host.
-    ...(host !== undefined && host !== url.host
+    // either, a response could be planted for the other host. A URL holding what the key leaves
+    // out (a raw `#fragment` in the target, user info in an absolute-form one) is read whole by
+    // a handler that echoes `c.req.url`: the attacker's text would be stored for everyone.
+    ...((host !== undefined && host !== url.host) || url.unkeyed
       ? { bypass: 'url' }
       : isRewritten(c.env, raw.url)
         ? { bypass: 'rewritten-url' }
@@ -542,11 +544,13 @@ interface ReceivedRequest {
 }
 
 /**
- * The parts of a request's URL the key is made of. `Request.url` is always serialized by the URL
- * parser (`scheme://host[:port]/path?query#fragment`, the host lower-case, without a default
- * port), so an http(s) URL without user info is read as it is; anything else goes through `URL`.
+ * The parts of a request's URL the key is made of, and whether the URL holds more than them
+ * (`unkeyed`: a fragment, user info), which the handler reads in `c.req.url`. `Request.url` is
+ * always serialized by the URL parser (`scheme://host[:port]/path?query#fragment`, the host
+ * lower-case, without a default port), so an http(s) URL without user info is read as it is;
+ * anything else goes through `URL`.
  */
-function urlParts(href: string): { protocol: string; host: string; target: string } {
+function urlParts(href: string): { protocol: string; host: string; target: string; unkeyed: boolean } {
   const scheme = href.startsWith('https://') ? 5 : href.startsWith('http://') ? 4 : -1
   if (scheme !== -1) {
     const slash = href.indexOf('/', scheme + 3)
@@ -557,11 +561,17 @@ function urlParts(href: string): { protocol: string; host: string; target: strin
         protocol: href.slice(0, scheme),
         host,
         target: hash === -1 ? href.slice(slash) : href.slice(slash, hash),
+        unkeyed: hash !== -1,
       }
     }
   }
   const url = new URL(href)
-  return { protocol: url.protocol.slice(0, -1), host: url.host, target: url.pathname + url.search }
+  return {
+    protocol: url.protocol.slice(0, -1),
+    host: url.host,
+    target: url.pathname + url.search,
+    unkeyed: url.username !== '' || url.password !== '' || href.includes('#'),
+  }
 }
 
 /**

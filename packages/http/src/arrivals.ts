@@ -71,6 +71,16 @@ export function arrivalOf(req: unknown): Arrival | undefined {
   return req !== null && typeof req === 'object' ? (req as Noted)[ARRIVED] : undefined
 }
 
+/**
+ * Gives `copy` (a request the cache made to refresh `from`'s entry in process) what was noted of
+ * `from` as it arrived, when the copy asks for that same target: the copy then passes the
+ * adapter's check as the request it stands for did. Anything else is left unnoted.
+ */
+export function carryArrival(copy: object, from: unknown, url: string): void {
+  const arrived = arrivalOf(from)
+  if (arrived !== undefined && arrived.url === url) (copy as Noted)[ARRIVED] = arrived
+}
+
 function noteRequest(req: Noted, server: object): void {
   if (req === null || typeof req !== 'object' || req[ARRIVED] !== undefined) return
   const stream = req.stream

@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http'
 import { parse as parseSimple } from 'node:querystring'
-import { protohostOf } from './request-key.js'
+import { arrivalOf, notesArrivals } from './arrivals.js'
+import { hostKeyPart, protohostOf } from './request-key.js'
 
 /** What Express's router reads of a request to route it: the fields it sets and rewrites. */
 export interface ExpressRoutedRequest {
@@ -40,6 +41,27 @@ export function expressRoutedAsSent(req: ExpressRoutedRequest, sent: string | un
   const rest = path.slice(base.length)
   // Express adds the leading slash a mount path left out (`/admin` → `/`, `/admin?x` → `/?x`).
   return routed === rest || (protohost === '' && (rest === '' || rest[0] === '?') && routed === `/${rest}`)
+}
+
+/**
+ * Whether Express routes `req` on the target it arrived with at its server: the target the server
+ * noted as it emitted the request, before any listener (see `noteArrivals`), must be the one
+ * Express's first router started with (`originalUrl`). A layer before Express that rewrites
+ * `req.url` (the app's own `checkContinue` or `checkExpectation` listener calling the app, a
+ * `request` listener prepended to it, an `emit` wrapped on the server by an APM shim) hands
+ * Express another request than the one sent, which neither `originalUrl` nor Express's own start
+ * can show. A request its server did not note cannot be told from a rewritten one: `false` (one
+ * that arrived before the cache first saw the server, and `noteArrivals` was not called; one a
+ * server handed on to another; one passed on by an `emit` wrapped around the noting one). The
+ * rule of `@cache/express` and of `@cache/nestjs` on Nest's Express platform, as of the Hono and
+ * Fastify adapters.
+ */
+export function expressArrivedAsRouted(req: IncomingMessage & ExpressRoutedRequest): boolean {
+  const server = (req.socket as { server?: unknown } | null)?.server
+  // Checked first: a server seen for the first time starts noting for the requests to come.
+  if (!notesArrivals(server)) return false
+  const arrived = arrivalOf(req)
+  return arrived !== undefined && arrived.server === server && arrived.url === (req.originalUrl ?? req.url)
 }
 
 /** The query parsers Express compiles itself, known by function, with their kind; each is checked once. */
@@ -240,6 +262,22 @@ function qsReadsAsSpelled(query: string): boolean {
     if (name.includes('__proto__') && QS_DROPPED.test(name)) return false
   }
   return true
+}
+
+/**
+ * Whether a front listener (`cache.front(app)` of `@cache/express`, the front door of
+ * `@cache/nestjs`), which keys a request on its `req.url` and `Host` before the app runs, may
+ * answer it: its server noted it as it arrived with that target (see `noteArrivals`; a server seen
+ * for the first time starts noting), and its `Host` header is the line the client sent. A target
+ * or `Host` a listener before the front rewrote (one prepended, the server's own `checkContinue`
+ * listener, an `emit` wrapped by an APM shim) would be answered with the entry of another request.
+ */
+export function frontSeesAsSent(req: IncomingMessage): boolean {
+  const server = (req.socket as { server?: unknown } | null)?.server
+  if (!notesArrivals(server)) return false
+  const arrived = arrivalOf(req)
+  if (arrived === undefined || arrived.server !== server || arrived.url !== req.url) return false
+  return hostKeyPart(req.headers.host, req) === undefined
 }
 
 /** Listeners that call apps for every request they do not answer themselves (a cache's front). */

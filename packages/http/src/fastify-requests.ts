@@ -5,7 +5,7 @@ import { type Arrival, arrivalOf, noteArrivals } from './arrivals.js'
 import { noteFastifyApp } from './fastify-servers.js'
 import type { Refresh } from './view.js'
 import { refreshRequestHeaders } from './node.js'
-import { sentHostPart } from './request-key.js'
+import { hostKeyPart } from './request-key.js'
 
 /*
  * What the Fastify adapters (`@cache/fastify`, `@cache/nestjs` on platform-fastify) need to know
@@ -230,32 +230,10 @@ function queryChanged(note: FastifyTargetNote, query: unknown): boolean {
 }
 
 /**
- * The part of a Fastify request's key that names its host beyond the one Fastify resolved
- * (`request.host`): the `Host` header the handler can read when `trustProxy` resolved another
- * (`@host=`), and the first `Host` line the client sent when a hook rewrote the header (a domain
- * alias marked on the request for the handler: `@sent-host=`). `invalidate(url, { host })` with
- * the host the app sees reaches both.
+ * The part of a Fastify request's key that names its host beyond the one Fastify resolved: see
+ * {@link hostKeyPart}, the rule every adapter shares.
  */
-export function fastifyHostKeyPart(
-  resolved: string | undefined,
-  raw: { headers: { host?: string }; rawHeaders?: readonly string[] },
-): string | undefined {
-  const seen = raw.headers.host
-  const sent = sentHost(raw.rawHeaders, seen)
-  const forwarded = sentHostPart(resolved, seen)
-  const rewritten =
-    sent === seen ? undefined : `@sent-host=${sent === undefined ? '-' : JSON.stringify(sent)}`
-  if (forwarded === undefined) return rewritten
-  return rewritten === undefined ? forwarded : `${forwarded}${rewritten}`
-}
-
-/** The first `Host` line the client sent (Node keeps the first), or `seen` without raw lines. */
-function sentHost(rawHeaders: readonly string[] | undefined, seen: string | undefined): string | undefined {
-  if (rawHeaders === undefined) return seen
-  for (let i = 0; i + 1 < rawHeaders.length; i += 2)
-    if (rawHeaders[i]!.length === 4 && rawHeaders[i]!.toLowerCase() === 'host') return rawHeaders[i + 1]
-  return undefined
-}
+export const fastifyHostKeyPart = hostKeyPart
 
 /**
  * Why a request must bypass the cache because its target was rewritten before the cache

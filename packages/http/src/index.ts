@@ -32,6 +32,7 @@ export {
   type RequestKey,
   protohostOf,
   requestKey,
+  hostKeyPart,
   sentHostPart,
   siteKey,
   splitAuthority,
@@ -41,9 +42,11 @@ export { seenSites } from './sites.js'
 export {
   type ExpressQueryRequest,
   type ExpressRoutedRequest,
+  expressArrivedAsRouted,
   expressQueryParserBypass,
   expressQueryReplaced,
   expressRoutedAsSent,
+  frontSeesAsSent,
   isServerListener,
   noteFrontOf,
 } from './express-routing.js'

@@ -1,6 +1,7 @@
 import { IncomingMessage, ServerResponse } from 'node:http'
 import { Duplex } from 'node:stream'
 import { CacheError } from '@cache/core'
+import { carryArrival } from './arrivals.js'
 import { setRefreshHeaders } from './node.js'
 import type { Refresh } from './view.js'
 
@@ -40,6 +41,7 @@ export function refreshInProcess(app: RefreshEntry, run: InProcessRefresh): () =
   const copy = new IncomingMessage(socket as never)
   copy.method = 'GET'
   copy.url = run.url
+  carryArrival(copy, req, run.url)
   setRefreshHeaders(copy, req)
   copy.httpVersionMajor = req.httpVersionMajor
   copy.httpVersionMinor = req.httpVersionMinor

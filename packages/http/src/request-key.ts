@@ -103,6 +103,37 @@ export function sentHostPart(resolved: string | undefined, sent: string | undefi
 }
 
 /**
+ * The part of a request's key that names its host beyond the one the framework resolved
+ * (`req.hostname`, `request.host`): the `Host` header the handler can read when a trusted proxy's
+ * `X-Forwarded-Host` resolved another (`@host=`, see {@link sentHostPart}), and the first `Host`
+ * line the client sent when a layer before the cache rewrote the header (a legacy domain alias
+ * mapped to the new one and flagged on the request for the handler: `@sent-host=`), so that the
+ * alias's page is never replayed to clients of the new domain. `invalidate(url, { host })` with
+ * the host the app sees reaches both (the URL's scope leaves them out). The rule of
+ * `@cache/express`, `@cache/fastify` and `@cache/nestjs`.
+ */
+export function hostKeyPart(
+  resolved: string | undefined,
+  raw: { headers: { host?: string }; rawHeaders?: readonly string[] },
+): string | undefined {
+  const seen = raw.headers.host
+  const sent = sentHost(raw.rawHeaders, seen)
+  const forwarded = sentHostPart(resolved, seen)
+  const rewritten =
+    sent === seen ? undefined : `@sent-host=${sent === undefined ? '-' : JSON.stringify(sent)}`
+  if (forwarded === undefined) return rewritten
+  return rewritten === undefined ? forwarded : `${forwarded}${rewritten}`
+}
+
+/** The first `Host` line the client sent (Node keeps the first), or `seen` without raw lines. */
+function sentHost(rawHeaders: readonly string[] | undefined, seen: string | undefined): string | undefined {
+  if (rawHeaders === undefined) return seen
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2)
+    if (rawHeaders[i]!.length === 4 && rawHeaders[i]!.toLowerCase() === 'host') return rawHeaders[i + 1]
+  return undefined
+}
+
+/**
  * A request's key, and its invalidation scopes: the coarser keys whose generations
  * `invalidate(url)` renews, shared by every spelling of the URL that a framework may route to the
  * same handler (see {@link urlScopes}). Its entry is served only while every one is current.

@@ -84,6 +84,9 @@ const NOT_STORED = new Set([
   'etag',
 ])
 
+/** A header name: an RFC 9110 token. */
+const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/
+
 /** Why a response is not stored, or `undefined` when it may be. */
 export function unstorableReason(headers: OutgoingHttpHeaders): string | undefined {
   if (headers['set-cookie'] !== undefined) return 'set-cookie'
@@ -96,7 +99,9 @@ export function unstorableReason(headers: OutgoingHttpHeaders): string | undefin
   for (const age of ages.length > 0 ? ages : directiveValues(cacheControl, 'max-age')) {
     if (!/^[0-9]+$/.test(age) || !/[1-9]/.test(age)) return 'cache-control'
   }
-  if (varyNames(headers).includes('*')) return 'vary'
+  // `*`, or a name that is no header name (`"X-User"` quoted, `X-User;q=1`): no request header
+  // matches it, so every client would share the one entry the handler made for the first.
+  if (varyNames(headers).some((name) => name === '*' || !HEADER_NAME.test(name))) return 'vary'
   return undefined
 }
 

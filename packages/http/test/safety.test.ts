@@ -89,6 +89,10 @@ describe('what is stored and replayed', () => {
     ['cache-control', 's-maxage=0, max-age=60'],
     ['cache-control', 'max-age=0'],
     ['vary', '*'],
+    // Names no request header has: every client would share the first one's entry.
+    ['vary', '"X-User"'],
+    ['vary', 'X-User;q=1'],
+    ['vary', 'Accept-Language, X User'],
   ])('never stores a response with %s: %s', async (name, value) => {
     const app = await start((_req, res) => {
       res.setHeader(name, value)

@@ -18,6 +18,7 @@ import {
   resetCache,
 } from '@cache/core'
 import { isMinimalBackend } from '@cache/core/backend'
+import { noteArrivals } from '@cache/http'
 import { installFront } from './front-install.js'
 import { noteFastifyApplication } from './route-handlers.js'
 import { CACHE_BACKEND } from './tokens.js'
@@ -106,6 +107,10 @@ class FrontInstaller implements OnApplicationBootstrap {
   ) {}
 
   onApplicationBootstrap(): void {
+    // On platform-express, the server notes the target each request arrives with from the start
+    // (the interceptor bypasses a request rewritten before Express, or one it was not noted of).
+    const adapter = this.adapterHost.httpAdapter
+    if (adapter?.getType?.() === 'express') noteArrivals(adapter.getHttpServer())
     if (!this.cache.front) return
     installFront(this.adapterHost, this.modules, this.config, this.cache.backend)
   }

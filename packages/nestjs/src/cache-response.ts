@@ -16,7 +16,6 @@ import { type CacheBackend, CacheConfigError, type Duration, type MinimalBackend
 import { processLogger } from '@cache/core/backend'
 import {
   answerFromResult,
-  fastifyHostKeyPart,
   fastifyParsesQueriesItself,
   fastifyQueryReplaced,
   fastifyRewrite,
@@ -24,6 +23,7 @@ import {
   fastifySharedServerBypass,
   fastifyTarget,
   HttpCache,
+  hostKeyPart,
   type HttpCacheOptions,
   type HttpRequestView,
   type LookupResult,
@@ -34,7 +34,6 @@ import {
   recordNodeResponse,
   refreshInProcess,
   resolveHttpCacheOptions,
-  sentHostPart,
 } from '@cache/http'
 import { from, mergeMap, type Observable, of } from 'rxjs'
 import { expressBypass, sentUrlOf, watchExpressApp } from './express-platform.js'
@@ -368,7 +367,8 @@ function expressPlatform(req: any, res: ServerResponse): Platform {
       rawHeaders: (req as IncomingMessage).rawHeaders,
       protocol: typeof req.protocol === 'string' ? req.protocol : 'http',
       host,
-      ...hostPart(host, headers.host),
+      // The Host the client sent too, when middleware rewrote the header (a domain alias).
+      ...hostPart(host, req),
       ...(bypass === undefined ? {} : { bypass }),
       raw: req,
     },
@@ -396,7 +396,7 @@ function fastifyPlatform(request: any, reply: any): Platform {
   const noted = fastifyTarget(raw)
   const url: string = noted?.sent ?? request.url ?? raw.url
   const rewritten = fastifyRewrite(raw)
-  const keyExtra = fastifyHostKeyPart(host, raw)
+  const keyExtra = hostKeyPart(host, raw)
   return {
     view: {
       method: request.method,
@@ -435,11 +435,12 @@ function fastifyPlatform(request: any, reply: any): Platform {
 }
 
 /**
- * The `Host` header as sent, in the key when the platform resolved another host (a trusted
- * proxy's `X-Forwarded-Host`): the handler can still read it.
+ * The `Host` header, in the key when the platform resolved another host (a trusted proxy's
+ * `X-Forwarded-Host`): the handler can still read it; and the `Host` the client sent, when
+ * middleware rewrote the header (see `hostKeyPart`).
  */
-function hostPart(resolved: string | undefined, sent: string | undefined): { keyExtra?: string } {
-  const keyExtra = sentHostPart(resolved, sent)
+function hostPart(resolved: string | undefined, req: IncomingMessage): { keyExtra?: string } {
+  const keyExtra = hostKeyPart(resolved, req)
   return keyExtra === undefined ? {} : { keyExtra }
 }
 

@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http'
 import {
+  expressArrivedAsRouted,
   expressQueryParserBypass,
   expressQueryReplaced,
   expressRoutedAsSent,
@@ -43,15 +44,19 @@ export function watchExpressApp(app: unknown): void {
 
 /**
  * Why a request on Nest's Express platform is not cached by the URL it was sent with, if so:
- * `rewritten-url` when middleware rewrote `req.url` (or it and `req.originalUrl` together) so
- * that Express routed another target than the one sent, `querystring-parser` under a query
+ * `rewritten-url` when middleware rewrote `req.url` (or it and `req.originalUrl` together), or a
+ * listener of the server did before Express (or the server did not note the request as it
+ * arrived: see `noteArrivals`), so that Express routed another target than the one sent, `querystring-parser` under a query
  * parser of the application's own. `@cache/http`'s rules, shared with `@cache/express`.
  */
 export function expressBypass(req: IncomingMessage & { app?: unknown }): string | undefined {
   // An app a function of the server picks per request (two apps of one module on one server,
   // by region or role) has no place of its own: its entries would answer for the other's.
   if (!isServerListener(req, req.app)) return 'site'
-  if (!expressRoutedAsSent(req as never, sentUrls.get(req))) return 'rewritten-url'
+  // Rewritten by middleware, or before Express (the server's own `checkContinue` listener calling
+  // the application, a `request` listener put first): the server noted the target as it arrived.
+  if (!expressRoutedAsSent(req as never, sentUrls.get(req)) || !expressArrivedAsRouted(req as never))
+    return 'rewritten-url'
   // Read as the request is looked up, before the handler (which may change `req.query` as it likes).
   if (expressQueryReplaced(req as never)) return 'querystring-parser'
   return expressQueryParserBypass(req as never)

@@ -5,6 +5,7 @@ import {
   answerFromResult,
   fastifyServerShared,
   type HttpCache,
+  frontSeesAsSent,
   type HttpCacheSettings,
   isStoredResponse,
   listeningAt,
@@ -93,6 +94,9 @@ export class FrontDoor {
       hasBody(headers)
     )
       return false
+    // A target or `Host` a listener before this one rewrote (one put first, the server's own
+    // `checkContinue` listener re-emitting the request): the request is another than the one sent.
+    if (!frontSeesAsSent(req)) return false
     const groups = this.groups
     const view = nodeRequestView(req)
     const keys: (string | undefined)[] = new Array(groups.length)

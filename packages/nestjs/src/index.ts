@@ -9,4 +9,4 @@ export {
   CacheResponseInterceptor,
 } from './cache-response.js'
 export { CACHE_BACKEND, CACHE_RESPONSE_OPTIONS, InjectCache } from './tokens.js'
-export { invalidateResponse, invalidateResponsePrefix, invalidateTags } from '@cache/http'
+export { invalidateResponse, invalidateResponsePrefix, invalidateTags, noteArrivals } from '@cache/http'

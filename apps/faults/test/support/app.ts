@@ -6,7 +6,7 @@
 import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { type CacheBackend, cache } from '@cache/core'
-import { cacheResponse } from '@cache/express'
+import { cacheResponse, noteArrivals } from '@cache/express'
 import express from 'express'
 import { sleep } from './bounded.js'
 
@@ -41,7 +41,7 @@ export async function startApp(backend: CacheBackend): Promise<RunningApp> {
     res.json({ id: req.params.id, kind: 'live' })
   })
   const server: Server = await new Promise((resolve) => {
-    const s = app.listen(0, '127.0.0.1', () => resolve(s))
+    const s = noteArrivals(app.listen(0, '127.0.0.1', () => resolve(s)))
   })
   const { port } = server.address() as AddressInfo
   return {

@@ -11,7 +11,7 @@ import type { AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { CacheBackend } from '@cache/core'
-import { cacheResponse } from '@cache/express'
+import { cacheResponse, noteArrivals } from '@cache/express'
 import compression from 'compression'
 import type express from 'express'
 import session from 'express-session'
@@ -158,7 +158,7 @@ export function frontApp(express: Express, backend: CacheBackend): RequestListen
 }
 
 export async function listenOn(listener: RequestListener): Promise<{ server: Server; port: number }> {
-  const server = createServer(listener)
+  const server = noteArrivals(createServer(listener))
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   return { server, port: (server.address() as AddressInfo).port }
 }

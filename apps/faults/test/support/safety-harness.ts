@@ -4,6 +4,7 @@ import {
   cacheResponse,
   invalidateResponsePrefix,
   invalidateTags,
+  noteArrivals,
   type ResponseCacheHandler,
 } from '@cache/express'
 import compression from 'compression'
@@ -46,7 +47,7 @@ export const expressHarness: HttpCacheHarness = {
       }
     }
     const server = await new Promise<Server>((resolve) => {
-      const s = app.listen(0, '127.0.0.1', () => resolve(s))
+      const s = noteArrivals(app.listen(0, '127.0.0.1', () => resolve(s)))
     })
     const safetyApp: SafetyApp = {
       url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
