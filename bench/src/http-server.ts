@@ -3,12 +3,15 @@
  * share its event loop. Reports its port, then answers `routeCalls` questions until told to stop.
  */
 import { createServer } from 'node:http'
+import { noteArrivals } from '@cache/express'
 import { findContestant } from './scenarios/index.js'
 
 const [scenario, id] = process.argv.slice(2) as [string, string]
 const contestant = findContestant(scenario, id)
 const service = await contestant.serve!()
-const server = createServer(service.handler)
+// Ours note each request's target as it arrives, as their READMEs tell an application to.
+const server =
+  contestant.role === 'ours' ? noteArrivals(createServer(service.handler)) : createServer(service.handler)
 server.keepAliveTimeout = 30_000
 server.listen(0, '127.0.0.1', () => {
   const { port } = server.address() as { port: number }
