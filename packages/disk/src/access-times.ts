@@ -88,6 +88,13 @@ export class AccessTimes {
     const taken = this.take()
     if (taken === undefined) return
     try {
+      // Never into a database the path no longer holds, nor through a log index another process
+      // replaced: that would overwrite what the others committed.
+      this.ctx.lock.follow('touch', true)
+    } catch {
+      return // reported by follow; access times only steer eviction
+    }
+    try {
       this.ctx.store.touch(taken)
     } catch (error) {
       // Access times only steer eviction: a busy database skips this batch rather than wait.

@@ -1,7 +1,7 @@
 import { CacheUnavailableError } from '@cache/core'
 import type { CacheObserver } from '@cache/core/backend'
 import { randomBytes } from 'node:crypto'
-import { mkdirSync, readFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import { mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 
@@ -27,6 +27,11 @@ export class ValueFiles {
   }
 
   /** {@link write} for a `set` of `key`; a failure (disk full, permissions) is a counted `CacheUnavailableError`. */
+  /** Whether the value file `name` is (still) in the directory. */
+  exists(name: string): boolean {
+    return existsSync(join(this.valuesDir, name))
+  }
+
   save(key: string, bytes: Buffer): Promise<string> {
     return this.reported('set', key, this.write(bytes))
   }

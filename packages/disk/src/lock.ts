@@ -41,7 +41,7 @@ export class StoreLock {
       this.follow(operation, write)
       return step()
     } catch (error) {
-      return this.retry(operation, key, error, step)
+      return this.retry(operation, key, error, step, write)
     }
   }
 
@@ -70,6 +70,21 @@ export class StoreLock {
     this.log.warn(message)
   }
 
+  /**
+   * Checks the path now, after a write: true if its files were removed or replaced meanwhile (the
+   * write went to the old copy); the path is then reopened and reported as by {@link follow}.
+   */
+  staleNow(operation: string): boolean {
+    if (!this.store.isStale()) return false
+    this.checkedAt = 0
+    try {
+      this.follow(operation, true)
+    } catch {
+      // Reported by follow; the write is reported failed by the caller either way.
+    }
+    return true
+  }
+
   /** Counts, emits (as an `error` event) and logs (a warning) that the database was rebuilt. */
   report(recovery: Recovery, operation: string): void {
     this.recovered = recovery.movedTo
@@ -80,7 +95,13 @@ export class StoreLock {
   }
 
   /** Handles the error a first attempt of `step` threw: waits and retries, rebuilds, or rethrows typed. */
-  async retry<R>(operation: string, key: string | undefined, error: unknown, step: () => R): Promise<R> {
+  async retry<R>(
+    operation: string,
+    key: string | undefined,
+    error: unknown,
+    step: () => R,
+    write = false,
+  ): Promise<R> {
     const started = Date.now()
     let rebuilt = false
     for (let attempt = 1; ; attempt++) {
@@ -104,6 +125,9 @@ export class StoreLock {
       }
       if (this.isClosed()) throw new CacheClosedError('disk')
       try {
+        // A write that waited for the lock checks the path again: the directory may have been
+        // removed meanwhile, and the write must go to the database the others open.
+        if (write) this.follow(operation, true)
         return step()
       } catch (next) {
         error = next

@@ -359,16 +359,17 @@ export class EntryStore {
   reopen(): void {
     const db = statSync(this.file, { throwIfNoEntry: false })
     const replaced = db === undefined || db.ino !== this.inode || db.dev !== this.device
+    // The log removed or replaced alone: the index this connection shared still points into the
+    // old log, and every connection opening it would fail (a short read) until all had closed.
+    const logChanged = inodeOf(`${this.file}-wal`) !== this.walInode
     try {
       this.db.close()
     } catch {
       // Already closed (a reopen that failed before): open again regardless.
     }
     try {
-      if (replaced) {
-        removeIfSame(`${this.file}-wal`, this.walInode)
-        removeIfSame(`${this.file}-shm`, this.shmInode)
-      }
+      if (replaced) removeIfSame(`${this.file}-wal`, this.walInode)
+      if (replaced || logChanged) removeIfSame(`${this.file}-shm`, this.shmInode)
       mkdirSync(dirname(this.file), { recursive: true, mode: 0o700 })
       this.connect()
     } catch (error) {

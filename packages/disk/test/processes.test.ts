@@ -2,6 +2,7 @@ import { fork } from 'node:child_process'
 import { mkdtempSync, readdirSync, renameSync, rmSync, unlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { CacheUnavailableError } from '@cache/core'
 import Database from 'better-sqlite3'
 import { afterEach, describe, expect, it } from 'vitest'
 import { diskBackend } from '../src/index.js'
@@ -299,6 +300,63 @@ describe("the database's files removed or replaced one by one under running proc
     await c.close()
     await b.close()
     await a.exit()
+  })
+
+  it('cache.db-wal deleted alone: the running processes and a new one go on with one database', async () => {
+    const path = join(newDir(), 'cache')
+    const a = await holder(path)
+    const b = diskBackend({ path, pruneInterval: false, logger: false })
+    await b.set('k', 'old')
+    expect((await a.ask({ op: 'get', key: 'k' })).result).toBe('old')
+    unlinkSync(join(path, 'cache.db-wal'))
+    const set = await a.ask({ op: 'set', key: 'k', value: 'new' })
+    // Before: every operation of both processes failed (a short read) for as long as they ran.
+    expect(set.failed).toBeUndefined()
+    expect(await eventually(() => b.get('k').catch(() => 'failed'), 'new')).toBe('new')
+    const c = diskBackend({ path, pruneInterval: false, logger: false })
+    expect(await c.get('k')).toBe('new')
+    await c.close()
+    await b.close()
+    await a.exit()
+  })
+
+  it('the directory removed while a write waits for the lock: the write goes to the new database, or fails', async () => {
+    const path = join(newDir(), 'cache')
+    const cache = diskBackend({
+      path,
+      pruneInterval: false,
+      logger: false,
+      lockTimeout: '5s',
+      inlineThreshold: 64,
+    })
+    const errors: unknown[] = []
+    cache.on('error', (event) => errors.push(event.error))
+    await cache.set('warm', 1)
+    for (const [key, value] of [
+      ['small', 'a small value'],
+      ['large', 'a large value, kept in a file of its own: '.repeat(10)],
+    ] as const) {
+      const other = new Database(join(path, 'cache.db'))
+      other.prepare('BEGIN IMMEDIATE').run()
+      const write = cache.set(key, value).then(
+        () => 'resolved',
+        (error: unknown) => error,
+      )
+      await new Promise((resolve) => setTimeout(resolve, 100)) // the set waits for the lock
+      rmSync(path, { recursive: true, force: true })
+      other.prepare('COMMIT').run()
+      other.close()
+      const outcome = await write
+      // A process opening the path now reads what the write left: before, the set resolved into
+      // the removed copy (or its row pointed at a file that went with it) and nobody read it.
+      const fresh = diskBackend({ path, pruneInterval: false, logger: false })
+      const seen = await fresh.get(key)
+      await fresh.close()
+      if (outcome === 'resolved') expect(seen, key).toBe(value)
+      else expect(outcome, key).toBeInstanceOf(CacheUnavailableError)
+    }
+    expect(errors.length).toBeGreaterThan(0) // the reopening, at least, was reported
+    await cache.close()
   })
 
   it('cache.db deleted alone (its log left behind): the running processes and a new one go on with one database', async () => {
