@@ -7,6 +7,8 @@
  * routed: a request whose target was changed before the cache bypasses.
  */
 
+import { EventEmitter } from 'node:events'
+
 /** What was noted of a request (or of an HTTP/2 stream) as it arrived. */
 const ARRIVED = Symbol('@cache/http.arrived')
 
@@ -26,8 +28,8 @@ type Noted = { url?: string; stream?: unknown; [ARRIVED]?: Arrival }
 /** The events that hand a request to the server's listeners (`checkContinue` may emit `request` later). */
 const REQUEST_EVENTS = new Set<string | symbol>(['request', 'checkContinue', 'checkExpectation'])
 
-/** The `emit` {@link noteArrivals} gave each server. */
-const noting = new WeakMap<object, Emit>()
+/** The `emit` {@link noteArrivals} gave each server (`noted`), and the one it wraps (`inner`). */
+const noting = new WeakMap<object, { noted: Emit; inner: Emit }>()
 
 /**
  * Notes the target each request arrives with at `server`, as the server emits it (its `emit` is
@@ -50,7 +52,7 @@ export function noteArrivals<Server>(server: Server): Server {
     }
     return emit.call(this, event, ...args)
   }
-  noting.set(emitter, noted)
+  noting.set(emitter, { noted, inner: emit })
   emitter.emit = noted
   return server
 }
@@ -64,6 +66,22 @@ export function notesArrivals(server: unknown): boolean {
   if (noting.has(server)) return true
   noteArrivals(server)
   return false
+}
+
+/**
+ * Whether `server` emits each request through {@link noteArrivals}'s `emit` alone, wrapping Node's
+ * own `EventEmitter.prototype.emit`: no wrapper (an APM shim) around it or inside it, none on
+ * `http.Server.prototype` (or another prototype of the server). Only then did nothing but the
+ * server's listeners see a request before they did.
+ */
+export function emitsUntouched(server: unknown): boolean {
+  if (server === null || typeof server !== 'object') return false
+  const own = noting.get(server)
+  if (own === undefined || (server as { emit?: unknown }).emit !== own.noted) return false
+  const pristine = EventEmitter.prototype.emit
+  return (
+    own.inner === pristine && (Object.getPrototypeOf(server) as { emit?: unknown } | null)?.emit === pristine
+  )
 }
 
 /** What the server that emitted `req` noted of it as it arrived; `undefined` when none did. */
