@@ -8,6 +8,8 @@
  */
 
 import { EventEmitter } from 'node:events'
+import { IncomingMessage } from 'node:http'
+import { Http2ServerRequest } from 'node:http2'
 
 /** What was noted of a request (or of an HTTP/2 stream) as it arrived. */
 const ARRIVED = Symbol('@cache/http.arrived')
@@ -99,8 +101,17 @@ export function carryArrival(copy: object, from: unknown, url: string): void {
   if (arrived !== undefined && arrived.url === url) (copy as Noted)[ARRIVED] = arrived
 }
 
+/**
+ * The prototypes of the requests Node builds itself. A server made with a request class of the
+ * app's own (`createServer({ IncomingMessage: LocaleRequest }, app)`) may have rewritten its `url`
+ * before `emit`: its requests are not noted (they bypass as `rewritten-url`). Express changes a
+ * request's prototype only after the server emitted it.
+ */
+const NODE_REQUESTS: ReadonlySet<unknown> = new Set([IncomingMessage.prototype, Http2ServerRequest.prototype])
+
 function noteRequest(req: Noted, server: object): void {
   if (req === null || typeof req !== 'object' || req[ARRIVED] !== undefined) return
+  if (!NODE_REQUESTS.has(Object.getPrototypeOf(req))) return
   const stream = req.stream
   if (stream === undefined) {
     req[ARRIVED] = { url: req.url ?? '/', server }
