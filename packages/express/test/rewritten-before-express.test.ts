@@ -6,9 +6,15 @@
  * so only what the server noted as the request arrived (`noteArrivals`) tells. Such a request is
  * never stored under, nor answered from, the entry of the request it was made into.
  */
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import {
+  createServer,
+  type IncomingMessage,
+  IncomingMessage as IncomingMessageClass,
+  type Server,
+  type ServerResponse,
+} from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { connect } from 'node:net'
+import { connect, type Socket } from 'node:net'
 import { afterEach, describe, expect, it } from 'vitest'
 import { cacheResponse, noteArrivals } from '../src/index.js'
 import { EXPRESS, memory } from './http.js'
@@ -137,6 +143,33 @@ describe.each(EXPRESS)('a request rewritten before %s', (_name, express) => {
       expect(runs()).toBe(4)
     },
   )
+
+  it("a request class of the server's own (createServer({ IncomingMessage })) whose url accessor strips /fr: its requests bypass, the French page is never served to /p", async () => {
+    class LocaleRequest extends IncomingMessageClass {
+      lang?: string
+      constructor(socket: Socket) {
+        super(socket)
+        let url = ''
+        Object.defineProperty(this, 'url', {
+          configurable: true,
+          enumerable: true,
+          get: () => url,
+          set: (value: string) => {
+            url = value.startsWith('/fr/') ? value.slice(3) : value
+            if (url !== value) this.lang = 'fr'
+          },
+        })
+      }
+    }
+    const { app, runs } = shop()
+    const port = await listening(noteArrivals(createServer({ IncomingMessage: LocaleRequest }, app)))
+    expect((await send(port, '/fr/p')).body).toBe('page-in-fr')
+    expect((await send(port, '/fr/p')).cacheStatus).toMatch(/detail=rewritten-url/)
+    const english = await send(port, '/p')
+    expect(english.body).toBe('page-in-en')
+    expect(english.cacheStatus).toMatch(/detail=rewritten-url/)
+    expect(runs()).toBe(3)
+  })
 
   it('an emit an APM shim wrapped on the server after it started noting: every request it passes on bypasses, the French page is never served to /p', async () => {
     const { app, runs } = shop()

@@ -1,3 +1,4 @@
+import { createServer } from 'node:http'
 import { mkdtempSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -119,5 +120,64 @@ describe('a stale-while-revalidate refresh is the request it refreshes', () => {
     expect(errors.map((event) => event.operation)).toEqual(['revalidate'])
     expect(cache.stats.errors).toBe(1)
     expect(cache.stats.sets).toBe(1)
+  })
+})
+
+describe('a refresh never skips what the server does before Fastify', () => {
+  type Marked = { publicView?: boolean }
+  const setups: [string, () => FastifyInstance][] = [
+    [
+      'a serverFactory listener marking the request',
+      () =>
+        Fastify({
+          serverFactory: (handler) =>
+            createServer((req, res) => {
+              ;(req as Marked).publicView = true
+              handler(req, res)
+            }),
+        }),
+    ],
+    [
+      "a 'request' listener prepended on app.server",
+      () => {
+        const made = Fastify()
+        made.server.prependListener('request', (req) => {
+          ;(req as Marked).publicView = true
+        })
+        return made
+      },
+    ],
+  ]
+
+  it.each(setups)('%s: the refresh is not run, the marked view stays', async (_how, make) => {
+    const made = make()
+    apps.push(made)
+    let now = 1_000_000
+    const clock = () => now
+    await made.register(cachePlugin, {
+      backend: memoryBackend({ now: clock }),
+      now: clock,
+      ttl: 60,
+      staleWhileRevalidate: 600,
+    })
+    let runs = 0
+    made.get('/report', { config: { cache: true } }, async (request) => {
+      runs++
+      return (request.raw as Marked).publicView ? `public summary ${runs}` : 'INTERNAL FULL REPORT'
+    })
+    await made.ready()
+    const cache = [...made.cache.routes.values()][0]!
+    const errors: CacheEvent[] = []
+    cache.on('error', (event) => errors.push(event))
+    const base = await made.listen({ port: 0, host: '127.0.0.1' })
+    expect((await get(`${base}/report`)).body).toBe('public summary 1')
+    now += 61_000
+    expect((await get(`${base}/report`)).body).toBe('public summary 1')
+    await settled(() => errors.length > 0 || cache.stats.sets > 1)
+    for (let i = 0; i < 2; i++) expect((await get(`${base}/report`)).body).not.toContain('INTERNAL')
+    expect(cache.stats.sets).toBe(1)
+    expect(errors.map((event) => event.operation)).toContain('revalidate')
+    now += 600_000
+    expect((await get(`${base}/report`)).body).toMatch(/^public summary/)
   })
 })

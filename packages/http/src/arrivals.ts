@@ -7,6 +7,10 @@
  * routed: a request whose target was changed before the cache bypasses.
  */
 
+import { EventEmitter } from 'node:events'
+import { IncomingMessage } from 'node:http'
+import { Http2ServerRequest } from 'node:http2'
+
 /** What was noted of a request (or of an HTTP/2 stream) as it arrived. */
 const ARRIVED = Symbol('@cache/http.arrived')
 
@@ -26,8 +30,8 @@ type Noted = { url?: string; stream?: unknown; [ARRIVED]?: Arrival }
 /** The events that hand a request to the server's listeners (`checkContinue` may emit `request` later). */
 const REQUEST_EVENTS = new Set<string | symbol>(['request', 'checkContinue', 'checkExpectation'])
 
-/** The `emit` {@link noteArrivals} gave each server. */
-const noting = new WeakMap<object, Emit>()
+/** The `emit` {@link noteArrivals} gave each server (`noted`), and the one it wraps (`inner`). */
+const noting = new WeakMap<object, { noted: Emit; inner: Emit }>()
 
 /**
  * Notes the target each request arrives with at `server`, as the server emits it (its `emit` is
@@ -50,7 +54,7 @@ export function noteArrivals<Server>(server: Server): Server {
     }
     return emit.call(this, event, ...args)
   }
-  noting.set(emitter, noted)
+  noting.set(emitter, { noted, inner: emit })
   emitter.emit = noted
   return server
 }
@@ -64,6 +68,22 @@ export function notesArrivals(server: unknown): boolean {
   if (noting.has(server)) return true
   noteArrivals(server)
   return false
+}
+
+/**
+ * Whether `server` emits each request through {@link noteArrivals}'s `emit` alone, wrapping Node's
+ * own `EventEmitter.prototype.emit`: no wrapper (an APM shim) around it or inside it, none on
+ * `http.Server.prototype` (or another prototype of the server). Only then did nothing but the
+ * server's listeners see a request before they did.
+ */
+export function emitsUntouched(server: unknown): boolean {
+  if (server === null || typeof server !== 'object') return false
+  const own = noting.get(server)
+  if (own === undefined || (server as { emit?: unknown }).emit !== own.noted) return false
+  const pristine = EventEmitter.prototype.emit
+  return (
+    own.inner === pristine && (Object.getPrototypeOf(server) as { emit?: unknown } | null)?.emit === pristine
+  )
 }
 
 /** What the server that emitted `req` noted of it as it arrived; `undefined` when none did. */
@@ -81,8 +101,17 @@ export function carryArrival(copy: object, from: unknown, url: string): void {
   if (arrived !== undefined && arrived.url === url) (copy as Noted)[ARRIVED] = arrived
 }
 
+/**
+ * The prototypes of the requests Node builds itself. A server made with a request class of the
+ * app's own (`createServer({ IncomingMessage: LocaleRequest }, app)`) may have rewritten its `url`
+ * before `emit`: its requests are not noted (they bypass as `rewritten-url`). Express changes a
+ * request's prototype only after the server emitted it.
+ */
+const NODE_REQUESTS: ReadonlySet<unknown> = new Set([IncomingMessage.prototype, Http2ServerRequest.prototype])
+
 function noteRequest(req: Noted, server: object): void {
   if (req === null || typeof req !== 'object' || req[ARRIVED] !== undefined) return
+  if (!NODE_REQUESTS.has(Object.getPrototypeOf(req))) return
   const stream = req.stream
   if (stream === undefined) {
     req[ARRIVED] = { url: req.url ?? '/', server }

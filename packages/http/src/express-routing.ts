@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http'
 import { parse as parseSimple } from 'node:querystring'
-import { arrivalOf, notesArrivals } from './arrivals.js'
+import { arrivalOf, emitsUntouched, notesArrivals } from './arrivals.js'
 import { hostKeyPart, protohostOf } from './request-key.js'
 
 /** What Express's router reads of a request to route it: the fields it sets and rewrites. */
@@ -291,6 +291,36 @@ export function noteFrontOf(listener: Function, apps: readonly unknown[]): void 
 /** The apps a front listener calls (see {@link noteFrontOf}), or `undefined` for another listener. */
 export function frontOf(listener: Function): readonly unknown[] | undefined {
   return fronts.get(listener)
+}
+
+/**
+ * Why a background refresh must not hand a copy of a request that `server` emitted to `app`
+ * directly, or `undefined` when nothing but the app can have touched the request at the server:
+ * every `request` listener is the app (or a cache's front of it alone: `cache.front(app)`, Nest's
+ * front door), the server emits through {@link noteArrivals}'s `emit` alone, around Node's own
+ * (see `emitsUntouched`), and no `checkContinue` or `checkExpectation` listener but the app. A
+ * listener before the app (one marking `req.publicView`), an `emit` wrapper or a `checkContinue`
+ * listener may have set what the app reads of the request: a copy that skips them resolves as
+ * another request, and its response would be stored under the entry of the one it stands for.
+ */
+export function refreshRefusal(server: unknown, app: unknown): string | undefined {
+  const emitter = server as ListeningServer | null | undefined
+  if (app === undefined || app === null || typeof emitter?.listeners !== 'function')
+    return 'the request did not come through a server the cache knows'
+  const isApp = (listener: Function) => {
+    if (listener === app) return true
+    const apps = fronts.get(listener)
+    return apps?.length === 1 && apps[0] === app
+  }
+  const listeners = emitter.listeners('request')
+  if (listeners.length === 0 || !listeners.every(isApp))
+    return "the server has a 'request' listener other than the app, which the copy would skip"
+  for (const event of ['checkContinue', 'checkExpectation'])
+    if (!emitter.listeners(event).every(isApp))
+      return `the server has a '${event}' listener of its own, which the copy would skip`
+  if (!emitsUntouched(server))
+    return "the server's emit is not noteArrivals' wrapper of Node's own (an APM shim, or noteArrivals not called)"
+  return undefined
 }
 
 /**

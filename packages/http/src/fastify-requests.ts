@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto'
 import { IncomingMessage } from 'node:http'
 import { fastifyInstanceOptions } from './adapter-kit.js'
 import { type Arrival, arrivalOf, noteArrivals } from './arrivals.js'
+import { refreshRefusal } from './express-routing.js'
 import { noteFastifyApp } from './fastify-servers.js'
 import type { Refresh } from './view.js'
 import { refreshRequestHeaders } from './node.js'
@@ -278,7 +279,10 @@ export function lendFastifyConnection(
  * {@link lendFastifyConnection}), so that Fastify resolves it as the request it refreshes
  * (`trustProxy` by address, a hook admitting a proxy). The copy carries `header` naming its entry
  * in `refreshes`, which the cache takes out when it sees the copy; one still there when `inject()`
- * ends was answered by a hook before the cache ran: a failed refresh, counted and emitted.
+ * ends was answered by a hook before the cache ran: a failed refresh, counted and emitted. Only
+ * when nothing but Fastify's routing can have touched the request at its server (see
+ * `refreshRefusal`: a `serverFactory` listener or one added to `app.server` may set what the app
+ * reads): otherwise the refresh is not run, and fails at once.
  */
 export function injectRefresh(
   instance: { inject(options: object): Promise<{ statusCode: number }> },
@@ -288,6 +292,14 @@ export function injectRefresh(
   refreshes: Map<string, Refresh>,
   header: string,
 ): undefined {
+  const refused = refreshRefusal(
+    (req.socket as { server?: unknown } | null)?.server,
+    (instance as { routing?: unknown }).routing,
+  )
+  if (refused !== undefined) {
+    refresh.fail(new Error(`the refresh of ${url} was not run: ${refused}`))
+    return undefined
+  }
   const id = randomUUID()
   refreshes.set(id, refresh)
   const headers: Record<string, string | string[] | undefined> = refreshRequestHeaders(req)

@@ -49,6 +49,7 @@ export {
   frontSeesAsSent,
   isServerListener,
   noteFrontOf,
+  refreshRefusal,
 } from './express-routing.js'
 export { offerCacheControl, parseCacheControl } from './cache-control.js'
 export {
@@ -68,7 +69,7 @@ export {
   type HandlerErrorReason,
   onHandlerError,
 } from './adapter-kit.js'
-export { type Arrival, arrivalOf, noteArrivals, notesArrivals } from './arrivals.js'
+export { type Arrival, arrivalOf, emitsUntouched, noteArrivals, notesArrivals } from './arrivals.js'
 export {
   type FastifyTargetNote,
   fastifyHostKeyPart,

@@ -2,6 +2,7 @@ import { IncomingMessage, ServerResponse } from 'node:http'
 import { Duplex } from 'node:stream'
 import { CacheError } from '@cache/core'
 import { carryArrival } from './arrivals.js'
+import { refreshRefusal } from './express-routing.js'
 import { setRefreshHeaders } from './node.js'
 import type { Refresh } from './view.js'
 
@@ -33,10 +34,17 @@ export interface InProcessRefresh {
  * cache stored or refused the response, when the application gave up on it (`next()`,
  * `next(error)`, a throw), or as soon as the copy's response ended without the cache settling it
  * (middleware before the cache answered it: a rate limiter's 429, an auth layer's 401).
- * Returns what stops the copy.
+ * Only when nothing but `app` can have touched the request at its server (see `refreshRefusal`):
+ * otherwise the refresh is not run; it fails at once (counted and emitted as a `revalidate`
+ * error), the stale entry is served until it expires. Returns what stops the copy.
  */
 export function refreshInProcess(app: RefreshEntry, run: InProcessRefresh): () => void {
   const { req, refresh } = run
+  const refused = refreshRefusal((req.socket as { server?: unknown } | null)?.server, app)
+  if (refused !== undefined) {
+    refresh.fail(new CacheError(`the refresh of ${refresh.key} was not run: ${refused}`))
+    return () => {}
+  }
   const socket = new DiscardingSocket(req.socket)
   const copy = new IncomingMessage(socket as never)
   copy.method = 'GET'
