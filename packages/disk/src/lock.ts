@@ -116,7 +116,20 @@ export class StoreLock {
         await sleep(Math.min(2 ** attempt, 25) * (0.5 + Math.random()))
       } else if (isCorruption(error) && !rebuilt) {
         rebuilt = true
-        this.recover(operation, error)
+        // Files removed or replaced under this connection (its log's index deleted, another
+        // cache's file moved in) read as damage through it: reopen the path, never move a healthy
+        // database aside as damaged.
+        if (this.store.isStale()) this.follow(operation, true)
+        else this.recover(operation, error)
+      } else if (
+        error instanceof Database.SqliteError &&
+        error.code.startsWith('SQLITE_IOERR') &&
+        !rebuilt &&
+        this.store.isStale()
+      ) {
+        // A log removed under this connection reads short: reopen the path, as above, and try again.
+        rebuilt = true
+        this.follow(operation, true)
       } else if (error instanceof Database.SqliteError) {
         const message = `disk: ${operation} failed: ${error.message} (${error.code})`
         throw this.failed(operation, key, new CacheUnavailableError('disk', message, { cause: error }))
