@@ -314,7 +314,7 @@ describe('a call waiting behind a multi-step call on its key', () => {
     const cache = memcachedBackend(frozen.server, { namespace: 'frozen', logger: false, timeout: 0.3 })
     try {
       await cache.set('k', 1)
-      process.kill(frozen.process!.pid!, 'SIGSTOP')
+      await frozen.process!.freeze()
       const start = performance.now()
       const outcomes = await Promise.allSettled([
         cache.incr('k'),

@@ -37,9 +37,17 @@ export class LevelHealth {
     return false
   }
 
-  /** Starts the level's probe (and repair) if its breaker's open period is over. */
+  /**
+   * Starts the level's probe (and repair) if its breaker's open period is over; a level with
+   * repairs due whose period is not over yet (a failure in flight pushed it back) is looked at
+   * again later, so that its repair never waits for a call.
+   */
   probeIfDue(level: Level): void {
     level.probe ??= () => this.probeIfDue(level)
+    if (level.breaker.state === 'open' && !level.breaker.probeDue(this.now())) {
+      level.repairSoon()
+      return
+    }
     if (level.breaker.probeDue(this.now())) {
       level.recover(
         () => {

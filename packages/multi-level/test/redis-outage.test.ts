@@ -242,6 +242,45 @@ describe('a shared level that answers, but refuses one key', () => {
 })
 
 describe('a process that stays idle after its write failed during an outage', () => {
+  it('repairs Redis by itself once it answers again after a freeze, though failures in flight pushed its probe back', async () => {
+    const namespace = `frozen-idle${Date.now()}`
+    const chain = () =>
+      multiLevel({
+        levels: [
+          memoryBackend({ namespace }),
+          redisBackend(redis.url, { namespace, timeout: '300ms', logger: false }),
+        ],
+        logger: false,
+      })
+    const idle = chain()
+    const busy = chain()
+    idle.on('error', () => {})
+    busy.on('error', () => {})
+    try {
+      await idle.set('ctr', 0)
+      await redis.process!.freeze()
+      // One call after another while Redis is frozen: each fails at its timeout; the breaker opens.
+      for (const key of ['ctr', 'x1', 'x2', 'x3'])
+        await expect(idle.set(key, 1)).rejects.toBeInstanceOf(CacheUnavailableError)
+      await sleep(1500 - 4 * 300)
+      redis.process!.thaw()
+      const thawedAt = Date.now()
+      const repaired = () =>
+        idle.levelStats()[1]!.pendingKeys === 0 && idle.levels[1]!.breaker.state === 'closed'
+      while (!repaired() && Date.now() - thawedAt < 6000) await sleep(20)
+      // Before: still open with its repairs pending, until the process's next call.
+      expect(idle.levelStats()[1]).toMatchObject({ pendingKeys: 0, state: 'closed' })
+      for (let i = 0; i < 20; i++) await busy.incr('ctr')
+      await idle.get('something else')
+      await sleep(100)
+      expect(await busy.levels[1]!.backend.get('ctr')).toBe(20)
+    } finally {
+      redis.process!.thaw()
+      await idle.close()
+      await busy.close()
+    }
+  })
+
   it('repairs Redis once it is back, by itself, and never deletes what other processes wrote since', async () => {
     const namespace = `idle${Date.now()}`
     const chain = () =>
