@@ -350,18 +350,17 @@ function createMemo<F extends AnyFunction>(
   }
 
   // `arguments`, not a rest parameter: a rest parameter allocates its list on every call, and a
-  // hit with one argument (the commonest call) then needs none (about a tenth of a hit's cost).
+  // hit with one argument (the commonest call) then needs none (about 5 % of a hit's cost).
   const memoized = function (this: unknown): unknown {
+    // biome-ignore lint/complexity/noArguments: read in place, copied only for more than one argument
+    const given = arguments
     const backend = backendOf()
     // Locks, grace and timeouts wait asynchronously: with them a function always takes the async path.
     const inProcess = backend.sync !== undefined && !policy.async
     if (kind === 'sync' && !inProcess) throw notSync(backend)
     const sync = inProcess && kind !== 'async'
-    // biome-ignore lint/complexity/noArguments: read in place, copied only for more than one argument
-    const listed =
-      arguments.length === 1 ? undefined : (Array.prototype.slice.call(arguments) as Parameters<F>)
-    // biome-ignore lint/complexity/noArguments: as above
-    const only: unknown = arguments[0]
+    const listed = given.length === 1 ? undefined : (Array.prototype.slice.call(given) as Parameters<F>)
+    const only: unknown = given[0]
     let keys: CallKeys
     try {
       keys = keysFor(naming.prefix(this), listed, only)
