@@ -57,7 +57,27 @@ export class StoreLock {
     const at = Date.now()
     if (!now && at - this.checkedAt < READ_CHECK_MS) return
     this.checkedAt = at
-    if (!this.store.isStale()) return
+    this.reopenIfStale(operation)
+  }
+
+  /**
+   * Checks the path now, after a write: true if its files were removed or replaced meanwhile (the
+   * write went to the old copy); the path is then reopened and reported as by {@link follow}.
+   */
+  staleNow(operation: string): boolean {
+    try {
+      return this.reopenIfStale(operation)
+    } catch {
+      return true // reported; the write is reported failed by the caller either way
+    }
+  }
+
+  /**
+   * Reopens the path, reported once, if its files are no longer this connection's: true if they
+   * were not. Throws a counted `CacheUnavailableError` if the path cannot be opened.
+   */
+  private reopenIfStale(operation: string): boolean {
+    if (!this.store.isStale()) return false
     try {
       this.store.reopen()
     } catch (error) {
@@ -68,20 +88,6 @@ export class StoreLock {
     const message = `disk: ${this.store.file} was removed or replaced while in use; reopened the path (entries written before are gone)`
     this.observer.error(operation, new CacheError(message))
     this.log.warn(message)
-  }
-
-  /**
-   * Checks the path now, after a write: true if its files were removed or replaced meanwhile (the
-   * write went to the old copy); the path is then reopened and reported as by {@link follow}.
-   */
-  staleNow(operation: string): boolean {
-    if (!this.store.isStale()) return false
-    this.checkedAt = 0
-    try {
-      this.follow(operation, true)
-    } catch {
-      // Reported by follow; the write is reported failed by the caller either way.
-    }
     return true
   }
 
@@ -119,17 +125,10 @@ export class StoreLock {
         // Files removed or replaced under this connection (its log's index deleted, another
         // cache's file moved in) read as damage through it: reopen the path, never move a healthy
         // database aside as damaged.
-        if (this.store.isStale()) this.follow(operation, true)
-        else this.recover(operation, error)
-      } else if (
-        error instanceof Database.SqliteError &&
-        error.code.startsWith('SQLITE_IOERR') &&
-        !rebuilt &&
-        this.store.isStale()
-      ) {
-        // A log removed under this connection reads short: reopen the path, as above, and try again.
+        if (!this.reopenIfStale(operation)) this.recover(operation, error)
+      } else if (isShortRead(error) && !rebuilt && this.reopenIfStale(operation)) {
+        // A log removed under this connection reads short: reopened above; try again.
         rebuilt = true
-        this.follow(operation, true)
       } else if (error instanceof Database.SqliteError) {
         const message = `disk: ${operation} failed: ${error.message} (${error.code})`
         throw this.failed(operation, key, new CacheUnavailableError('disk', message, { cause: error }))
@@ -161,4 +160,9 @@ export class StoreLock {
     this.observer.error(operation, error, key)
     return error
   }
+}
+
+/** An I/O error from SQLite: a log removed under the connection reads short. */
+function isShortRead(error: unknown): boolean {
+  return error instanceof Database.SqliteError && error.code.startsWith('SQLITE_IOERR')
 }

@@ -142,25 +142,25 @@ describe('several processes on one directory', { timeout: 90_000 }, () => {
   })
 })
 
+const HOLDER = new URL('./fixtures/holder.mjs', import.meta.url)
+type Reply = { result?: unknown; failed?: string; errors: string[]; errorCount: number }
+
+/** A child process holding a backend on `path` open, answering one request at a time. */
+async function holder(path: string) {
+  const child = fork(HOLDER, [path], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  const timer = setTimeout(() => child.kill('SIGKILL'), 50_000)
+  child.on('exit', () => clearTimeout(timer))
+  await new Promise((resolve) => child.once('message', resolve))
+  const ask = (message: object) =>
+    new Promise<Reply>((resolve) => {
+      child.once('message', (reply) => resolve(reply as Reply))
+      child.send(message)
+    })
+  const exit = () => new Promise((resolve) => child.once('exit', resolve).send({ op: 'exit' }))
+  return { ask, exit }
+}
+
 describe('the cache directory removed under a running process', { timeout: 60_000 }, () => {
-  const HOLDER = new URL('./fixtures/holder.mjs', import.meta.url)
-  type Reply = { result?: unknown; failed?: string; errors: string[]; errorCount: number }
-
-  /** A child process holding a backend on `path` open, answering one request at a time. */
-  async function holder(path: string) {
-    const child = fork(HOLDER, [path], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
-    const timer = setTimeout(() => child.kill('SIGKILL'), 50_000)
-    child.on('exit', () => clearTimeout(timer))
-    await new Promise((resolve) => child.once('message', resolve))
-    const ask = (message: object) =>
-      new Promise<Reply>((resolve) => {
-        child.once('message', (reply) => resolve(reply as Reply))
-        child.send(message)
-      })
-    const exit = () => new Promise((resolve) => child.once('exit', resolve).send({ op: 'exit' }))
-    return { ask, exit }
-  }
-
   it("a process that opens the path afterwards sees the first process's later deletes and sets", async () => {
     const path = join(newDir(), 'cache')
     const a = await holder(path)
@@ -204,23 +204,6 @@ describe('the cache directory removed under a running process', { timeout: 60_00
 describe("the database's files removed or replaced one by one under running processes", {
   timeout: 60_000,
 }, () => {
-  const HOLDER = new URL('./fixtures/holder.mjs', import.meta.url)
-  type Reply = { result?: unknown; failed?: string; errors: string[]; errorCount: number }
-
-  async function holder(path: string) {
-    const child = fork(HOLDER, [path], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
-    const timer = setTimeout(() => child.kill('SIGKILL'), 50_000)
-    child.on('exit', () => clearTimeout(timer))
-    await new Promise((resolve) => child.once('message', resolve))
-    const ask = (message: object) =>
-      new Promise<Reply>((resolve) => {
-        child.once('message', (reply) => resolve(reply as Reply))
-        child.send(message)
-      })
-    const exit = () => new Promise((resolve) => child.once('exit', resolve).send({ op: 'exit' }))
-    return { ask, exit }
-  }
-
   /** Polls `read` for at most 3 s (reads check the files at most once a second) until it gives `wanted`. */
   async function eventually(read: () => Promise<unknown>, wanted: unknown): Promise<unknown> {
     let seen: unknown

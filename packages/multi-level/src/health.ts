@@ -43,7 +43,6 @@ export class LevelHealth {
    * again later, so that its repair never waits for a call.
    */
   probeIfDue(level: Level): void {
-    level.probe ??= () => this.probeIfDue(level)
     if (level.breaker.state === 'open' && !level.breaker.probeDue(this.now())) {
       level.repairSoon()
       return
@@ -93,7 +92,8 @@ export class LevelHealth {
     // call on the key): the level as a whole answers.
     if (isPartialFailure(error) || isUnsent(error)) return
     const opened = level.breaker.failure(this.now())
-    // An open level with repairs due is probed when the period ends, whether or not calls come.
+    // An open level with repairs due is probed when the period ends, whether or not calls come
+    // (a breaker opens only here, so this is where the level learns how to start its probe).
     level.probe ??= () => this.probeIfDue(level)
     level.repairSoon()
     if (opened) {

@@ -4,7 +4,7 @@ import { redisBackend } from '@cache/redis'
 import { type RedisServer, startRedis } from '@cache/test-servers'
 import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { type MultiLevelEvent, multiLevel, redisBus } from '../src/index.js'
+import { type BreakerOptions, type MultiLevelEvent, multiLevel, redisBus } from '../src/index.js'
 
 let redis: RedisServer
 beforeAll(async () => {
@@ -242,20 +242,38 @@ describe('a shared level that answers, but refuses one key', () => {
 })
 
 describe('a process that stays idle after its write failed during an outage', () => {
-  it('repairs Redis by itself once it answers again after a freeze, though failures in flight pushed its probe back', async () => {
-    const namespace = `frozen-idle${Date.now()}`
-    const chain = () =>
-      multiLevel({
+  /** Two processes' chains on one namespace (`idle` fails a write and then makes no call; `busy` counts). */
+  function twoProcesses(namespace: string, options: { timeout?: string; breaker?: BreakerOptions } = {}) {
+    const chain = () => {
+      const made = multiLevel({
         levels: [
           memoryBackend({ namespace }),
-          redisBackend(redis.url, { namespace, timeout: '300ms', logger: false }),
+          redisBackend(redis.url, {
+            namespace,
+            logger: false,
+            ...(options.timeout ? { timeout: options.timeout } : {}),
+          }),
         ],
+        ...(options.breaker ? { breaker: options.breaker } : {}),
         logger: false,
       })
-    const idle = chain()
-    const busy = chain()
-    idle.on('error', () => {})
-    busy.on('error', () => {})
+      made.on('error', () => {})
+      return made
+    }
+    return { idle: chain(), busy: chain() }
+  }
+
+  /** Waits (at most `ms`) until `chain` has repaired its shared level by itself; returns its report. */
+  async function repairedBySelf(chain: ReturnType<typeof multiLevel>, ms: number) {
+    const from = Date.now()
+    const repaired = () =>
+      chain.levelStats()[1]!.pendingKeys === 0 && chain.levels[1]!.breaker.state === 'closed'
+    while (!repaired() && Date.now() - from < ms) await sleep(20)
+    return chain.levelStats()[1]
+  }
+
+  it('repairs Redis by itself once it answers again after a freeze, though failures in flight pushed its probe back', async () => {
+    const { idle, busy } = twoProcesses(`frozen-idle${Date.now()}`, { timeout: '300ms' })
     try {
       await idle.set('ctr', 0)
       await redis.process!.freeze()
@@ -264,12 +282,8 @@ describe('a process that stays idle after its write failed during an outage', ()
         await expect(idle.set(key, 1)).rejects.toBeInstanceOf(CacheUnavailableError)
       await sleep(1500 - 4 * 300)
       redis.process!.thaw()
-      const thawedAt = Date.now()
-      const repaired = () =>
-        idle.levelStats()[1]!.pendingKeys === 0 && idle.levels[1]!.breaker.state === 'closed'
-      while (!repaired() && Date.now() - thawedAt < 6000) await sleep(20)
       // Before: still open with its repairs pending, until the process's next call.
-      expect(idle.levelStats()[1]).toMatchObject({ pendingKeys: 0, state: 'closed' })
+      expect(await repairedBySelf(idle, 6000)).toMatchObject({ pendingKeys: 0, state: 'closed' })
       for (let i = 0; i < 20; i++) await busy.incr('ctr')
       await idle.get('something else')
       await sleep(100)
@@ -282,17 +296,9 @@ describe('a process that stays idle after its write failed during an outage', ()
   })
 
   it('repairs Redis once it is back, by itself, and never deletes what other processes wrote since', async () => {
-    const namespace = `idle${Date.now()}`
-    const chain = () =>
-      multiLevel({
-        levels: [memoryBackend({ namespace }), redisBackend(redis.url, { namespace, logger: false })],
-        breaker: { failureThreshold: 1, openFor: '200ms' },
-        logger: false,
-      })
-    const idle = chain()
-    const busy = chain()
-    idle.on('error', () => {})
-    busy.on('error', () => {})
+    const { idle, busy } = twoProcesses(`idle${Date.now()}`, {
+      breaker: { failureThreshold: 1, openFor: '200ms' },
+    })
     try {
       await idle.set('hits', 0)
       await redis.process!.kill()
@@ -301,11 +307,7 @@ describe('a process that stays idle after its write failed during an outage', ()
       expect(idle.levels[1]!.breaker.state).toBe('open')
       await redis.process!.start()
       // The idle process makes no call; its repair must not wait for one.
-      const restartedAt = Date.now()
-      const repaired = () =>
-        idle.levelStats()[1]!.pendingKeys === 0 && idle.levels[1]!.breaker.state === 'closed'
-      while (!repaired() && Date.now() - restartedAt < 5000) await sleep(20)
-      expect(idle.levelStats()[1]).toMatchObject({ pendingKeys: 0, state: 'closed' })
+      expect(await repairedBySelf(idle, 5000)).toMatchObject({ pendingKeys: 0, state: 'closed' })
       // Another process counts, acknowledged by Redis.
       for (let i = 0; i < 50; i++) await busy.incr('hits')
       // The idle process's next call, on any key. Before: its probe ran only now and deleted the
