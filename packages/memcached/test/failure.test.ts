@@ -49,7 +49,7 @@ describe('a server that is down', () => {
     const cache = memcachedBackend(server.server, { timeout: TIMEOUT_S })
     try {
       await cache.set('k', 'v')
-      process.kill(server.process!.pid!, 'SIGSTOP')
+      await server.process!.freeze()
       await new Promise((resolve) => setTimeout(resolve, 100))
       const { error, ms } = await timed(cache.get('k'))
       expect(error).toBeInstanceOf(CacheTimeoutError)
@@ -313,7 +313,7 @@ describe('error and server-down listeners that throw', () => {
     () => cache.clear(),
   ]
 
-  async function check(server: string, freeze?: () => void) {
+  async function check(server: string, freeze?: () => Promise<void>) {
     const logged: string[] = []
     const logger = { warn: (m: string) => logged.push(m), error: (m: string) => logged.push(m) }
     const cache = memcachedBackend(server, { timeout: TIMEOUT_S, logger })
@@ -329,7 +329,7 @@ describe('error and server-down listeners that throw', () => {
     cache.on('error', boom('error'))
     cache.on('server-down', boom('server-down'))
     try {
-      freeze?.()
+      await freeze?.()
       for (const [n, call] of calls(cache, 0).entries()) {
         const { error, ms } = await timed(call())
         // The call fails with the cache's own error, in time: the listener's failure is not its.
@@ -361,7 +361,7 @@ describe('error and server-down listeners that throw', () => {
   it('do not hang calls or crash the process when the server is frozen (SIGSTOP)', async () => {
     const server = await startMemcached({ spawn: true })
     try {
-      await check(server.server, () => process.kill(server.process!.pid!, 'SIGSTOP'))
+      await check(server.server, () => server.process!.freeze())
     } finally {
       process.kill(server.process!.pid!, 'SIGCONT')
       await server.stop()

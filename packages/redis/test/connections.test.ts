@@ -97,7 +97,7 @@ describe('a client passed in', () => {
     try {
       await cache.set('k', 1)
       const pid = server.process!.pid!
-      process.kill(pid, 'SIGSTOP')
+      await server.process!.freeze()
       const start = performance.now()
       try {
         await expect(cache.get('k')).rejects.toMatchObject({ code: 'CACHE_TIMEOUT', timeoutMs: 150 })

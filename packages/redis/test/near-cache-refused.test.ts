@@ -89,7 +89,7 @@ describe('nearCache: a set-up step that Redis refuses once', () => {
         expect(await reader.get('k')).toBe('v7')
         // Served from the process: the server is frozen and the read still answers.
         const pid = server.process!.pid!
-        process.kill(pid, 'SIGSTOP')
+        await server.process!.freeze()
         try {
           expect(await reader.get('k')).toBe('v7')
         } finally {

@@ -51,7 +51,7 @@ describe('nearCache: copies of what was read, evicted by Redis when any client c
     expect(await cache.get('k')).toBe('one')
     // Served without Redis: the server is frozen and the read still answers at once.
     const pid = server.process!.pid!
-    process.kill(pid, 'SIGSTOP')
+    await server.process!.freeze()
     try {
       expect(await cache.get('k')).toBe('one')
       expect(await cache.getEntry('k')).toEqual({ value: 'one' })

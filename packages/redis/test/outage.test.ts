@@ -89,7 +89,7 @@ describe('a redis server that goes away', () => {
   it('times out with CacheTimeoutError when the server stops answering', async () => {
     await eventually(() => cache.set('frozen', 1))
     const pid = server.process!.pid!
-    process.kill(pid, 'SIGSTOP')
+    await server.process!.freeze()
     try {
       const result = await timedSettle(() => cache.get('frozen'))
       expect(result.error).toBeInstanceOf(CacheTimeoutError)

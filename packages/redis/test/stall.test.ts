@@ -155,7 +155,7 @@ describe('a frozen server or a silent link', () => {
     try {
       await cache.set('k0', 'v')
       const pid = server.process!.pid!
-      process.kill(pid, 'SIGSTOP')
+      await server.process!.freeze()
       try {
         const start = performance.now()
         const own = cache.client.get('frozen:k0')
