@@ -28,10 +28,15 @@ const CHECKPOINT_PAGES = 4000
 const EXPIRY_BUCKET_MS = 60_000
 /**
  * How old the directory's last change must be before its time is trusted to tell that no file
- * was removed or replaced since: a file system with whole-second times shows two changes in one
- * second alike.
+ * was removed or replaced since: a change in the same tick of the file system's clock as the one
+ * seen shows the same time. A file system with whole-second times (seen as a time with no
+ * fraction of a second) shows two changes in one second alike; one with finer times (ext4, xfs,
+ * btrfs, tmpfs, APFS) stamps changes from a clock that ticks every 1–10 ms (Linux's coarse clock;
+ * exFAT's 10 ms).
  */
-const SETTLED_MS = 2000
+function settledAfterMs(dir: Stats): number {
+  return dir.mtimeMs % 1000 === 0 && dir.ctimeMs % 1000 === 0 ? 2000 : 50
+}
 
 /** The inode of a file, 0 when it does not exist. */
 function inodeOf(path: string): number {
@@ -325,15 +330,16 @@ export class EntryStore {
     const dir = statSync(dirname(this.file), { throwIfNoEntry: false })
     if (dir === undefined) return true
     const seen = this.dirSeen
+    // Recorded only once the directory's time had settled, so a later change shows another time.
     if (
       seen !== undefined &&
       dir.ino === seen.ino &&
       dir.dev === seen.dev &&
       dir.mtimeMs === seen.mtimeMs &&
-      dir.ctimeMs === seen.ctimeMs &&
-      Date.now() - dir.mtimeMs > SETTLED_MS
+      dir.ctimeMs === seen.ctimeMs
     )
       return false
+    const settled = Date.now() - Math.max(dir.mtimeMs, dir.ctimeMs) > settledAfterMs(dir)
     const db = statSync(this.file, { throwIfNoEntry: false })
     if (db === undefined || db.ino !== this.inode || db.dev !== this.device) return true
     // A log or index that appeared is SQLite's own doing; one removed or replaced is not.
@@ -343,7 +349,7 @@ export class EntryStore {
       return true
     this.walInode = wal
     this.shmInode = shm
-    this.dirSeen = dir
+    this.dirSeen = settled ? dir : undefined
     return false
   }
 
