@@ -17,7 +17,6 @@ import {
   createCodec,
   IncidentLog,
 } from '@cache/core/backend'
-import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { AccessTimes } from './access-times.js'
 import { CallOrder } from './call-order.js'
@@ -28,6 +27,7 @@ import { Housekeeping } from './housekeeping.js'
 import { listKeys } from './listing.js'
 import { StoreLock } from './lock.js'
 import { type DiskBackendOptions, resolveOptions } from './options.js'
+import { makeDirectory } from './paths.js'
 import { Reads } from './reads.js'
 import { type Condition, EntryStore } from './store.js'
 import { Updates } from './updates.js'
@@ -61,7 +61,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
     let store: EntryStore
     let lock: StoreLock
     try {
-      mkdirSync(this.path, { recursive: true, mode: 0o700 })
+      makeDirectory(this.path)
       files = new ValueFiles(this.path, this.observer)
       store = new EntryStore(
         join(this.path, 'cache.db'),

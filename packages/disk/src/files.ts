@@ -1,9 +1,10 @@
 import { CacheUnavailableError } from '@cache/core'
 import type { CacheObserver } from '@cache/core/backend'
 import { randomBytes } from 'node:crypto'
-import { existsSync, mkdirSync, readFileSync } from 'node:fs'
-import { mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises'
+import { existsSync, readFileSync } from 'node:fs'
+import { open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
+import { makeDirectory } from './paths.js'
 
 /**
  * Large values, one file each under `<dir>/values/<2 hex>/<30 hex>.val`. Names are random and
@@ -22,8 +23,8 @@ export class ValueFiles {
   ) {
     this.valuesDir = join(dir, 'values')
     this.tmpDir = join(dir, 'tmp')
-    mkdirSync(this.valuesDir, { recursive: true, mode: 0o700 })
-    mkdirSync(this.tmpDir, { recursive: true, mode: 0o700 })
+    makeDirectory(this.valuesDir)
+    makeDirectory(this.tmpDir)
   }
 
   /** {@link write} for a `set` of `key`; a failure (disk full, permissions) is a counted `CacheUnavailableError`. */
@@ -74,7 +75,7 @@ export class ValueFiles {
     // cache directory): each is recreated once when missing, and the step retried.
     const handle = await open(tmp, 'wx', 0o600).catch(async (error: NodeJS.ErrnoException) => {
       if (error.code !== 'ENOENT') throw error
-      await mkdir(this.tmpDir, { recursive: true, mode: 0o700 })
+      makeDirectory(this.tmpDir)
       return open(tmp, 'wx', 0o600)
     })
     try {
@@ -85,12 +86,12 @@ export class ValueFiles {
     const bucketDir = join(this.valuesDir, bucket)
     try {
       if (!this.madeDirs.has(bucket)) {
-        await mkdir(bucketDir, { recursive: true, mode: 0o700 })
+        makeDirectory(bucketDir)
         this.madeDirs.add(bucket)
       }
       await rename(tmp, join(this.valuesDir, name)).catch(async (error: NodeJS.ErrnoException) => {
         if (error.code !== 'ENOENT') throw error
-        await mkdir(bucketDir, { recursive: true, mode: 0o700 })
+        makeDirectory(bucketDir)
         await rename(tmp, join(this.valuesDir, name))
       })
     } catch (error) {

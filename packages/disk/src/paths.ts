@@ -1,6 +1,6 @@
-import { existsSync, readFileSync } from 'node:fs'
+import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, statSync } from 'node:fs'
 import { homedir } from 'node:os'
-import { dirname, join, resolve } from 'node:path'
+import { dirname, join, parse, resolve, sep } from 'node:path'
 
 /**
  * The directory a disk cache uses when no `path` is given: `CACHE_DISK_PATH` if set, else
@@ -42,4 +42,39 @@ function readName(file: string): string | undefined {
     // An unreadable or malformed package.json says nothing about the app: keep looking upward.
     return undefined
   }
+}
+
+/** How many symbolic links {@link makeDirectory} follows before giving up (Linux's own limit). */
+const MAX_LINKS = 40
+
+/**
+ * Makes a directory and its parents (owner-only). A symbolic link on the way whose target is gone
+ * (a cache path linked to a faster disk, whose directory a cleaner removed) has its target made,
+ * where it pointed: `mkdir -p` alone fails there for good.
+ */
+export function makeDirectory(path: string, budget = { links: MAX_LINKS }): void {
+  try {
+    mkdirSync(path, { recursive: true, mode: 0o700 })
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    const retry = (code === 'ENOENT' || code === 'EEXIST') && budget.links-- > 0
+    const link = retry ? danglingLinkOn(path) : undefined
+    if (link === undefined) throw error
+    // The target may itself be a link to nothing: the same rule, with what is left to follow.
+    makeDirectory(resolve(dirname(link), readlinkSync(link)), budget)
+    makeDirectory(path, budget)
+  }
+}
+
+/** The first component of `path` that is a symbolic link to nothing, if any. */
+function danglingLinkOn(path: string): string | undefined {
+  const absolute = resolve(path)
+  let at = parse(absolute).root
+  for (const part of absolute.slice(at.length).split(sep)) {
+    at = join(at, part)
+    const entry = lstatSync(at, { throwIfNoEntry: false })
+    if (entry === undefined) return undefined
+    if (entry.isSymbolicLink() && statSync(at, { throwIfNoEntry: false }) === undefined) return at
+  }
+  return undefined
 }

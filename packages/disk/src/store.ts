@@ -1,7 +1,6 @@
 import {
   closeSync,
   existsSync,
-  mkdirSync,
   openSync,
   renameSync,
   rmSync,
@@ -11,6 +10,7 @@ import {
 } from 'node:fs'
 import { dirname } from 'node:path'
 import Database from 'better-sqlite3'
+import { makeDirectory } from './paths.js'
 
 /** Bumped when the table layout changes; a database with a newer layout is never touched. */
 const SCHEMA_VERSION = 3
@@ -376,7 +376,7 @@ export class EntryStore {
     try {
       if (replaced) removeIfSame(`${this.file}-wal`, this.walInode)
       if (replaced || logChanged) removeIfSame(`${this.file}-shm`, this.shmInode)
-      mkdirSync(dirname(this.file), { recursive: true, mode: 0o700 })
+      makeDirectory(dirname(this.file))
       this.connect()
     } catch (error) {
       this.inode = 0 // still stale: the next check tries again

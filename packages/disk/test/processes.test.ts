@@ -1,5 +1,5 @@
 import { fork } from 'node:child_process'
-import { mkdtempSync, readdirSync, renameSync, rmSync, unlinkSync } from 'node:fs'
+import { mkdtempSync, readdirSync, renameSync, rmSync, symlinkSync, unlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { CacheUnavailableError } from '@cache/core'
@@ -180,6 +180,33 @@ describe('the cache directory removed under a running process', { timeout: 60_00
     expect(set.errorCount).toBe(1)
     await b.close()
     await a.exit()
+  })
+
+  it('a path that is a symbolic link: the directory it points to, removed, is made again where it pointed', async () => {
+    const root = newDir()
+    const target = join(root, 'fast-disk', 'cache')
+    const link = join(root, 'cache')
+    const a = diskBackend({ path: target, pruneInterval: false, logger: false })
+    await a.close()
+    symlinkSync(target, link)
+    const errors: unknown[] = []
+    const cache = diskBackend({ path: link, pruneInterval: false, logger: false, inlineThreshold: 16 })
+    cache.on('error', (event) => errors.push(event))
+    await cache.set('before', 'v')
+    rmSync(join(root, 'fast-disk'), { recursive: true, force: true }) // the link stays, dangling
+    await cache.set('small', 'after') // before: every write failed for good (ENOENT making the path)
+    await cache.set('large', 'x'.repeat(100)) // a value in a file of its own, under the link too
+    expect(await cache.get('small')).toBe('after')
+    expect(await cache.get('large')).toBe('x'.repeat(100))
+    expect(readdirSync(target)).toContain('cache.db')
+    expect(errors).toHaveLength(1) // the reopening, reported once
+    await cache.close()
+    // A process opening the link while it dangles makes the directory too.
+    rmSync(join(root, 'fast-disk'), { recursive: true, force: true })
+    const fresh = diskBackend({ path: link, pruneInterval: false, logger: false })
+    await fresh.set('k', 'v')
+    expect(await fresh.get('k')).toBe('v')
+    await fresh.close()
   })
 
   it('a process that keeps reading after the directory is removed sees the new database within the bound', async () => {
