@@ -171,6 +171,44 @@ describe.each(EXPRESS)('a request rewritten before %s', (_name, express) => {
     expect(runs()).toBe(3)
   })
 
+  it.each([
+    [
+      'a factory returning a real IncomingMessage with its own url accessor',
+      (socket: Socket, flag: (req: IncomingMessage) => void) => {
+        const req = new IncomingMessageClass(socket)
+        let url = ''
+        Object.defineProperty(req, 'url', {
+          configurable: true,
+          enumerable: true,
+          get: () => url,
+          set: (value: string) => {
+            url = value.startsWith('/fr/') ? value.slice(3) : value
+            if (url !== value) flag(req)
+          },
+        })
+        return req
+      },
+    ],
+  ])(
+    "a request 'class' of the server's own that is %s: its requests bypass, the French page is never served to /p",
+    async (_, make) => {
+      // Called with `new` by Node: the object it returns is the request.
+      const LocaleRequest = function (this: unknown, socket: Socket) {
+        return make(socket, (req) => {
+          ;(req as Localized).lang = 'fr'
+        })
+      } as unknown as typeof IncomingMessageClass
+      const { app, runs } = shop()
+      const port = await listening(noteArrivals(createServer({ IncomingMessage: LocaleRequest }, app)))
+      expect((await send(port, '/fr/p')).body).toBe('page-in-fr')
+      const english = await send(port, '/p')
+      expect(english.body).toBe('page-in-en')
+      expect(english.cacheStatus).toMatch(/detail=rewritten-url/)
+      expect((await send(port, '/p')).body).toBe('page-in-en')
+      expect(runs()).toBe(3)
+    },
+  )
+
   it('an emit an APM shim wrapped on the server after it started noting: every request it passes on bypasses, the French page is never served to /p', async () => {
     const { app, runs } = shop()
     const server = noteArrivals(createServer(app))

@@ -104,14 +104,25 @@ export function carryArrival(copy: object, from: unknown, url: string): void {
 /**
  * The prototypes of the requests Node builds itself. A server made with a request class of the
  * app's own (`createServer({ IncomingMessage: LocaleRequest }, app)`) may have rewritten its `url`
- * before `emit`: its requests are not noted (they bypass as `rewritten-url`). Express changes a
- * request's prototype only after the server emitted it.
+ * before `emit`: its requests are not noted (they bypass as `rewritten-url`), nor are requests
+ * whose `url` is not a plain value (see {@link plainUrl}). Express changes a request's prototype
+ * only after the server emitted it.
  */
 const NODE_REQUESTS: ReadonlySet<unknown> = new Set([IncomingMessage.prototype, Http2ServerRequest.prototype])
 
+/**
+ * Whether `req.url` is the plain value Node's parser assigned: a request "class" that is a
+ * factory returning a real IncomingMessage can give it a `url` accessor of its own (stripping a
+ * locale prefix as the parser sets it), and the target read at `emit` is then already rewritten.
+ */
+function plainUrl(req: object): boolean {
+  const own = Object.getOwnPropertyDescriptor(req, 'url')
+  return own === undefined ? Object.getPrototypeOf(req) === Http2ServerRequest.prototype : 'value' in own
+}
+
 function noteRequest(req: Noted, server: object): void {
   if (req === null || typeof req !== 'object' || req[ARRIVED] !== undefined) return
-  if (!NODE_REQUESTS.has(Object.getPrototypeOf(req))) return
+  if (!NODE_REQUESTS.has(Object.getPrototypeOf(req)) || !plainUrl(req)) return
   const stream = req.stream
   if (stream === undefined) {
     req[ARRIVED] = { url: req.url ?? '/', server }
