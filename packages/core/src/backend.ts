@@ -76,6 +76,12 @@ export interface CacheBackend {
    * `CacheUnsupportedError` for it.
    */
   keys?(options?: ListKeysOptions): AsyncIterableIterator<string>
+  /**
+   * The TTL in ms a write that names none gets (`defaultTtl`); `null` for no expiry. Optional: a
+   * backend that leaves it out says nothing (all @cache backends tell). A chain of levels gives
+   * its faster levels the shared level's, so none keeps a copy past the shared level's expiry.
+   */
+  readonly defaultTtlMs?: number | null
   /** Counters, when the backend keeps them (all @cache backends do). */
   readonly stats?: CacheStats
   on?(event: CacheEventName, listener: (event: CacheEvent) => void): unknown

@@ -51,6 +51,11 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   /** Set once close() has let the calls issued before it finish: the database is closed. */
   private storeClosed = false
 
+  /** The TTL in ms a write that names none gets; `null` for no expiry. */
+  get defaultTtlMs(): number | null {
+    return this.context.settings.defaultTtlMs ?? null
+  }
+
   constructor(options: DiskBackendOptions = {}) {
     super('disk')
     const settings = resolveOptions(options)

@@ -64,8 +64,19 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
    */
   readonly keys?: (options?: ListKeysOptions) => AsyncIterableIterator<string>
   private readonly timeoutMs: number
+  private readonly ownDefaultTtlMs: number | undefined
   /** Core's layer over the store: every operation goes through it. */
   private readonly layer: CacheBackend
+
+  /**
+   * The TTL in ms a write that names none gets (`defaultTtl`, else the Keyv instance's own `ttl`);
+   * `null` for no expiry.
+   */
+  get defaultTtlMs(): number | null {
+    if (this.ownDefaultTtlMs !== undefined) return this.ownDefaultTtlMs
+    const own = (this.keyv as { ttl?: unknown }).ttl
+    return typeof own === 'number' && own > 0 ? own : null
+  }
 
   constructor(
     keyvOrStore: Keyv | KeyvStoreAdapter | Map<unknown, unknown>,
@@ -76,6 +87,7 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
       throw new TypeError('keyvBackend: expected a Keyv instance, a Keyv store adapter or a Map')
     }
     const defaultTtlMs = ttlOption(options.defaultTtl, 'defaultTtl')
+    this.ownDefaultTtlMs = defaultTtlMs
     const store = isKeyvInstance(keyvOrStore) ? keyvOrStore.store : keyvOrStore
     this.timeoutMs = timeoutOption(options, store instanceof Map)
     const storage = new KeyvStorage(

@@ -66,6 +66,11 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   private readonly order: CallOrder
   private readonly stopBumpWatch: () => void
 
+  /** The TTL in ms a write that names none gets; `null` for no expiry. */
+  get defaultTtlMs(): number | null {
+    return this.items.defaultTtlMs ?? null
+  }
+
   constructor(
     servers: string | readonly string[] = '127.0.0.1:11211',
     options: MemcachedBackendOptions = {},

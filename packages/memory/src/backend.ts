@@ -45,7 +45,8 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   readonly namespace: string | undefined
   private readonly lru: LRUCache<string, Stored>
   private readonly queue = new KeyedQueue()
-  private readonly defaultTtlMs: number | undefined
+  /** The TTL in ms a write that names none gets; `null` for no expiry. */
+  readonly defaultTtlMs: number | null
   private readonly clone: boolean
   private readonly checkValues: boolean
   /** The clock an expiry is computed from when a value is written: exact, not coarse. */
@@ -66,7 +67,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   constructor(options: MemoryBackendOptions = {}) {
     super('memory')
     this.namespace = options.namespace
-    this.defaultTtlMs = ttlOption(options.defaultTtl, 'defaultTtl')
+    this.defaultTtlMs = ttlOption(options.defaultTtl, 'defaultTtl') ?? null
     this.clone = options.clone ?? false
     this.checkValues = options.checkValues ?? (!this.clone && process.env.NODE_ENV !== 'production')
     // The default clocks follow fake timers in tests (see clock.ts); reads use the coarse one.
@@ -328,7 +329,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   }
 
   private expiry(ttl: Duration | undefined): number {
-    const ms = ttl === undefined ? this.defaultTtlMs : ttlToMs(ttl)
+    const ms = ttl === undefined ? (this.defaultTtlMs ?? undefined) : ttlToMs(ttl)
     return ms === undefined ? 0 : this.writeNow() + ms
   }
 

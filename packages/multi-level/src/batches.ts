@@ -125,7 +125,7 @@ export class ChainBatches {
         this.chain.writer.all(
           'setMany',
           keys,
-          (backend) => setManyLeft(backend, items, calledAt, this.chain.now()),
+          (backend) => setManyLeft(backend, this.chain.shared, items, calledAt, this.chain.now()),
           ticket,
         ),
       )

@@ -1,3 +1,4 @@
+import type { CacheBackend } from '@cache/core'
 import { CacheObserver, checkLogger, durationOption, IncidentLog } from '@cache/core/backend'
 import { LevelHealth } from './health.js'
 import { ChainInvalidation } from './invalidation.js'
@@ -13,6 +14,8 @@ import { LevelWriter } from './writes.js'
 export interface ChainParts {
   readonly levels: readonly Level[]
   readonly first: Level
+  /** The shared (slowest) level's backend. */
+  readonly shared: CacheBackend
   readonly reads: ReadGuards
   readonly order: WriteOrder
   readonly health: LevelHealth
@@ -65,6 +68,7 @@ export function assembleChain(
   return {
     levels,
     first: levels[0]!,
+    shared: levels[levels.length - 1]!.backend,
     reads,
     order,
     health,

@@ -23,7 +23,7 @@ export class ChainWrites {
         this.chain.writer.all(
           'set',
           key,
-          (backend) => setLeft(backend, key, value, ttl, calledAt, this.chain.now()),
+          (backend) => setLeft(backend, this.chain.shared, key, value, ttl, calledAt, this.chain.now()),
           ticket,
         ),
       )
@@ -49,7 +49,7 @@ export class ChainWrites {
         index,
         'add',
         key,
-        (backend) => setLeft(backend, key, value, ttl, calledAt, this.chain.now()),
+        (backend) => setLeft(backend, this.chain.shared, key, value, ttl, calledAt, this.chain.now()),
         ticket,
       )
     } finally {

@@ -38,9 +38,9 @@ export class LevelHealth {
   }
 
   /**
-   * Starts the level's probe (and repair) if its breaker's open period is over; a level with
-   * repairs due whose period is not over yet (a failure in flight pushed it back) is looked at
-   * again later, so that its repair never waits for a call.
+   * Starts the level's probe (and repair) if its breaker's open period is over; an open level
+   * whose period is not over yet (a failure in flight pushed it back) is looked at again later,
+   * so that its probe never waits for a call.
    */
   probeIfDue(level: Level): void {
     if (level.breaker.state === 'open' && !level.breaker.probeDue(this.now())) {
@@ -92,8 +92,8 @@ export class LevelHealth {
     // call on the key): the level as a whole answers.
     if (isPartialFailure(error) || isUnsent(error)) return
     const opened = level.breaker.failure(this.now())
-    // An open level with repairs due is probed when the period ends, whether or not calls come
-    // (a breaker opens only here, so this is where the level learns how to start its probe).
+    // An open level is probed when the period ends, whether or not calls come (a breaker opens
+    // only here, so this is where the level learns how to start its probe).
     level.probe ??= () => this.probeIfDue(level)
     level.repairSoon()
     if (opened) {

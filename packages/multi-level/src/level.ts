@@ -208,17 +208,18 @@ export class Level {
 
   /**
    * A level in use (breaker closed) that failed a write repairs it in the background, soon, so
-   * other processes stop reading the outdated value from it. Once its breaker opens, the probe
-   * does the repairs instead, started when the open period ends ({@link probe}) rather than by the
-   * next call: a repair that waited for a process to make a call, minutes later, would delete
-   * what other processes wrote since (a counter they kept incrementing).
+   * other processes stop reading the outdated value from it. Once its breaker opens, it is probed
+   * (and repaired) when the open period ends ({@link probe}) rather than by the next call: a
+   * repair that waited for a process to make a call, minutes later, would delete what other
+   * processes wrote since (a counter they kept incrementing), and a level left open would have
+   * that call's `incr` or `add` answered by the faster levels long after the level came back.
    */
   repairSoon(): void {
     if (this.repairTimer !== undefined || this.recovering || this.stopped) return
     if (this.breaker.state === 'open') {
       this.repairTimer = setTimeout(() => {
         this.repairTimer = undefined
-        if (this.hasRepairs && this.breaker.state === 'open') this.probe?.()
+        if (this.breaker.state === 'open') this.probe?.()
       }, this.breaker.openMs)
       this.repairTimer.unref?.()
       return

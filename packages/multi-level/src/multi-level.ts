@@ -85,6 +85,11 @@ export class MultiLevelBackend implements CacheBackend {
     if (typeof last.keys === 'function') this.keys = (options) => last.keys!(options)
   }
 
+  /** The shared level's default TTL in ms (`null`: none), which a write naming none gets on every level. */
+  get defaultTtlMs(): number | null | undefined {
+    return this.chain.shared.defaultTtlMs
+  }
+
   /** Chain-level counters: one hit or miss per read, level failures as `errors`. */
   get stats(): CacheStats {
     return this.chain.observer.stats

@@ -23,16 +23,39 @@ export function ttlLeft(
   return left < 1 ? EXPIRED : `${left}ms`
 }
 
-/** `set` on one level with what is left of `ttl`; a TTL that ran out deletes the key there instead. */
+/**
+ * The TTL `backend`, one of a chain's levels, is written with for a write that asked for `ttl`.
+ * With none, the shared level gives the entry its `defaultTtl`: a faster level whose own default
+ * is not shorter gets the shared level's, so that it keeps no copy past the shared level's expiry
+ * (a bare `memoryBackend()` over `redisBackend(url, { defaultTtl: '1h' })`). A shared level that
+ * does not tell its default (a custom backend) leaves each level its own.
+ */
+export function levelTtl(
+  ttl: Duration | undefined,
+  backend: CacheBackend,
+  shared: CacheBackend,
+): Duration | undefined {
+  if (ttl !== undefined || backend === shared) return ttl
+  const sharedMs = shared.defaultTtlMs
+  if (typeof sharedMs !== 'number') return undefined
+  const own = backend.defaultTtlMs
+  return typeof own === 'number' && own <= sharedMs ? undefined : `${sharedMs}ms`
+}
+
+/**
+ * `set` on one level (`shared` is the chain's shared level) with what is left of the write's TTL
+ * (see {@link levelTtl}); a TTL that ran out deletes the key there instead.
+ */
 export async function setLeft(
   backend: CacheBackend,
+  shared: CacheBackend,
   key: string,
   value: unknown,
   ttl: Duration | undefined,
   calledAt: number,
   now: number,
 ): Promise<void> {
-  const left = ttlLeft(ttl, calledAt, now)
+  const left = ttlLeft(levelTtl(ttl, backend, shared), calledAt, now)
   if (left === EXPIRED) await backend.delete(key)
   else await backend.set(key, value, left)
 }
@@ -40,15 +63,16 @@ export async function setLeft(
 /** `setMany` on one level with what is left of each TTL; the items whose TTL ran out are deleted there. */
 export async function setManyLeft(
   backend: CacheBackend,
+  shared: CacheBackend,
   items: readonly SetManyItem[],
   calledAt: number,
   now: number,
 ): Promise<void> {
-  if (now <= calledAt) return backend.setMany(items)
   const live: SetManyItem[] = []
   const gone: string[] = []
   for (const item of items) {
-    const left = ttlLeft(item.ttl, calledAt, now)
+    const ttl = levelTtl(item.ttl, backend, shared)
+    const left = ttlLeft(ttl, calledAt, now)
     if (left === EXPIRED) gone.push(item.key)
     else live.push(left === item.ttl ? item : { ...item, ttl: left })
   }

@@ -295,6 +295,29 @@ describe('a process that stays idle after its write failed during an outage', ()
     }
   })
 
+  it('probes Redis by itself after an outage that only reads saw: its next incr and add are answered by Redis, not by its own memory', async () => {
+    const { idle, busy } = twoProcesses(`read-idle${Date.now()}`, { timeout: '300ms' })
+    try {
+      await busy.set('ctr', 100)
+      await busy.set('lock:job', 'busy')
+      await redis.process!.freeze()
+      // Reads only: the breaker opens, no write was missed, so no repair is due.
+      for (const key of ['a', 'b', 'c']) await idle.get(key)
+      expect(idle.levels[1]!.breaker.state).toBe('open')
+      redis.process!.thaw()
+      // Before: still open 15 s later, with nothing to probe it until the next call.
+      expect(await repairedBySelf(idle, 4000)).toMatchObject({ state: 'closed' })
+      // Before: 1 (counted in this process's memory; then dropped), and true (a lock Redis holds for another).
+      expect(await idle.incr('ctr')).toBe(101)
+      expect(await idle.add('lock:job', 'idle')).toBe(false)
+      expect(await busy.levels[1]!.backend.get('ctr')).toBe(101)
+    } finally {
+      redis.process!.thaw()
+      await idle.close()
+      await busy.close()
+    }
+  })
+
   it('repairs Redis once it is back, by itself, and never deletes what other processes wrote since', async () => {
     const { idle, busy } = twoProcesses(`idle${Date.now()}`, {
       breaker: { failureThreshold: 1, openFor: '200ms' },

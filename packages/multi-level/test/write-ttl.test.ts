@@ -9,10 +9,13 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { diskBackend } from '@cache/disk'
 import { memoryBackend } from '@cache/memory'
+import { redisBackend } from '@cache/redis'
+import { type RedisServer, startRedis } from '@cache/test-servers'
 import Database from 'better-sqlite3'
-import { afterEach, beforeEach, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest'
 import { multiLevel } from '../src/index.js'
 
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 const LOCK_HELD_MS = 400
 const TTL_MS = 300
 
@@ -85,6 +88,81 @@ describe('a write answered late by the shared level', () => {
       // Before: the memory level's expiry was counted from the disk's answer, ~400 ms later.
       expect(entry!.expiresAt!).toBeLessThanOrEqual(latest + 1)
       expect((await chain.getEntry('quote'))!.expiresAt!).toBeLessThanOrEqual(latest + 1)
+    } finally {
+      await chain.close()
+    }
+  })
+})
+
+describe("a write without a TTL: the shared level's defaultTtl", () => {
+  let dir: string
+  let redis: RedisServer
+  beforeAll(async () => {
+    redis = await startRedis()
+  })
+  afterAll(async () => {
+    await redis?.stop()
+  })
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), 'cache-write-default-ttl-'))
+  })
+  afterEach(() => {
+    rmSync(dir, { recursive: true, force: true })
+  })
+
+  const shared = [
+    ['disk', () => diskBackend({ path: dir, defaultTtl: '300ms', logger: false })],
+    [
+      'redis',
+      () =>
+        redisBackend(redis.url, {
+          namespace: `default-ttl-${Date.now()}`,
+          defaultTtl: '300ms',
+          logger: false,
+        }),
+    ],
+  ] as const
+  const writes = [
+    ['set', (chain: ReturnType<typeof multiLevel>) => chain.set('session', 'token')],
+    ['add', (chain: ReturnType<typeof multiLevel>) => chain.add('session', 'token')],
+    [
+      'setMany',
+      (chain: ReturnType<typeof multiLevel>) => chain.setMany([{ key: 'session', value: 'token' }]),
+    ],
+  ] as const
+
+  for (const [level, make] of shared)
+    for (const [name, write] of writes) {
+      it(`${name} over ${level}: a faster level with no default of its own keeps the entry no longer than the shared level`, async () => {
+        const memory = memoryBackend()
+        const chain = multiLevel({ levels: [memory, make()], logger: false })
+        try {
+          await write(chain)
+          expect(await memory.get('session')).toBe('token')
+          await sleep(450)
+          // Before: served from memory for good, after the shared level had expired it.
+          expect(await chain.get('session')).toBeUndefined()
+          expect(await memory.get('session')).toBeUndefined()
+        } finally {
+          await chain.close()
+        }
+      })
+    }
+
+  it("a faster level's own shorter defaultTtl still applies; a longer one gives way to the shared level's", async () => {
+    const short = memoryBackend({ defaultTtl: '100ms' })
+    const long = memoryBackend({ defaultTtl: '1h' })
+    const chain = multiLevel({
+      levels: [short, long, diskBackend({ path: dir, defaultTtl: '300ms', logger: false })],
+      logger: false,
+    })
+    try {
+      await chain.set('session', 'token')
+      await sleep(150)
+      expect(await short.get('session')).toBeUndefined()
+      expect(await long.get('session')).toBe('token')
+      await sleep(300)
+      expect(await long.get('session')).toBeUndefined()
     } finally {
       await chain.close()
     }

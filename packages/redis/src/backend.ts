@@ -52,6 +52,11 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   private readonly batches: Batches
   private readonly counters: Counters
 
+  /** The TTL in ms a write that names none gets; `null` for no expiry. */
+  get defaultTtlMs(): number | null {
+    return this.format.defaultTtlMs ?? null
+  }
+
   constructor(connection: RedisConnection = 'redis://127.0.0.1:6379', options: RedisBackendOptions = {}) {
     super('redis', options.logger)
     const settings = redisSettings(options)

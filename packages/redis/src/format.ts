@@ -23,7 +23,7 @@ export class RedisFormat {
    * writes without the copies a Buffer costs.
    */
   readonly text: boolean
-  private readonly defaultTtlMs: number | undefined
+  readonly defaultTtlMs: number | undefined
 
   constructor(namespace: string, options: CodecOptions & Pick<BaseBackendOptions, 'defaultTtl'>) {
     if (typeof namespace !== 'string' || !(namespace as string & { isWellFormed(): boolean }).isWellFormed())
