@@ -1,6 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
 import { createHash } from 'node:crypto'
-import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
+import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import { CacheError, type CacheEvent, type CacheEventName, type CacheStats, type Duration } from '@cache/core'
 import {
   arrivalOf,
@@ -11,11 +11,13 @@ import {
   type HeaderList,
   HttpCache,
   type HttpCacheOptions,
+  headAsWritten,
   type HttpRequestView,
   type LookupContext,
   type LookupResult,
   listeningAt,
   type MissResult,
+  offerCacheControl,
   type Refresh,
   type ResponseIndexEntry,
   type ResponseIndexOptions,
@@ -805,7 +807,11 @@ function matchResultOf(c: Context): MatchResult | undefined {
  * Calls `judge` with the headers of the first `writeHead` of Node's response (what
  * `@hono/node-server` writes: the final response of the whole middleware chain), then lets it be.
  * When `judge` gives a reason not to store, the cache's status headers (`names`) that still say
- * `stored` say why not instead.
+ * `stored` say why not instead. `judge` is called again with the headers as they left (see
+ * `headAsWritten`), when hooks that run inside `writeHead` (`on-headers`, which session layers
+ * use on Node; a `ServerResponse` subclass) have added theirs: too late for the status header.
+ * The cache's `cacheControl` is offered through Node's response (`offerCacheControl`), which
+ * withdraws it when such a hook adds `Set-Cookie` or `Vary: *`.
  */
 function watchHead(
   outgoing: NodeOutgoing,
@@ -818,7 +824,8 @@ function watchHead(
   outgoing.writeHead = function (this: NodeOutgoing, ...args: unknown[]) {
     if (own) outgoing.writeHead = original
     else delete (outgoing as { writeHead?: unknown }).writeHead
-    const given = typeof args[1] === 'string' ? args[2] : args[1]
+    const at = typeof args[1] === 'string' ? 2 : 1
+    const given = args[at]
     const final: OutgoingHttpHeaders = { ...outgoing.getHeaders() }
     if (Array.isArray(given)) {
       // `[[name, value], …]` or `[name, value, …]`.
@@ -833,27 +840,29 @@ function watchHead(
         final[name.toLowerCase()] = value as OutgoingHttpHeaders[string]
     }
     const reason = judge(final)
-    // The cache's `Cache-Control` on a response to which a layer before the cache added
-    // `Set-Cookie` or `Vary: *` after `await next()`: left out, as it would be had they come first.
     if (cacheControl !== undefined && final['cache-control'] === cacheControl) {
-      const { 'cache-control': _, ...rest } = final
-      if (!sharableOutgoing(rest)) {
-        outgoing.removeHeader('cache-control')
-        if (typeof given === 'object' && given !== null && !Array.isArray(given)) {
-          const record = given as Record<string, unknown>
-          for (const name of Object.keys(record))
-            if (name.toLowerCase() === 'cache-control') delete record[name]
-        } else if (Array.isArray(given)) {
-          // `[[name, value], …]` or `[name, value, …]`: rebuilt without it.
-          const pairs = given.every((item) => Array.isArray(item))
-            ? (given as unknown[][])
-            : Array.from({ length: given.length >> 1 }, (_, i) => [given[2 * i], given[2 * i + 1]])
-          const kept = pairs.filter(([name]) => String(name).toLowerCase() !== 'cache-control')
-          args[typeof args[1] === 'string' ? 2 : 1] = given.every((item) => Array.isArray(item))
-            ? kept
-            : kept.flat()
-        }
+      // Taken out of the call, and offered again on Node's response unless a layer before the
+      // cache added `Set-Cookie` or `Vary: *` after `await next()`: left out, as it would be had
+      // they come first. Not offered with a list of pairs, which Node 20 refuses once the
+      // response has a header of its own (`@hono/node-server` passes a record).
+      let pairs = false
+      outgoing.removeHeader('cache-control')
+      if (typeof given === 'object' && given !== null && !Array.isArray(given)) {
+        const record = given as Record<string, unknown>
+        for (const name of Object.keys(record))
+          if (name.toLowerCase() === 'cache-control') delete record[name]
+      } else if (Array.isArray(given)) {
+        // `[[name, value], …]` or `[name, value, …]`: rebuilt without it.
+        pairs = given.every((item) => Array.isArray(item))
+        const list = pairs
+          ? (given as unknown[][])
+          : Array.from({ length: given.length >> 1 }, (_, i) => [given[2 * i], given[2 * i + 1]])
+        const kept = list.filter(([name]) => String(name).toLowerCase() !== 'cache-control')
+        args[at] = pairs ? kept : kept.flat()
       }
+      const { 'cache-control': _, ...rest } = final
+      if (!pairs && sharableOutgoing(rest))
+        offerCacheControl(outgoing as unknown as ServerResponse, cacheControl)
     }
     if (reason !== undefined && typeof given === 'object' && given !== null && !Array.isArray(given)) {
       const record = given as Record<string, unknown>
@@ -863,7 +872,9 @@ function watchHead(
           record[name] = value.replace('; stored', `; detail=${reason}`)
       }
     }
-    return original.apply(this, args)
+    const written = original.apply(this, args)
+    if (reason === undefined) judge(headAsWritten(outgoing, args[at]).headers)
+    return written
   }
 }
 
@@ -874,6 +885,7 @@ function nodeOutgoing(env: unknown): NodeOutgoing | undefined {
     typeof outgoing.writableFinished === 'boolean' &&
     typeof outgoing.writeHead === 'function' &&
     typeof outgoing.getHeaders === 'function' &&
+    typeof outgoing.setHeader === 'function' &&
     typeof outgoing.removeHeader === 'function'
     ? outgoing
     : undefined
@@ -882,9 +894,11 @@ function nodeOutgoing(env: unknown): NodeOutgoing | undefined {
 interface NodeOutgoing {
   readonly writableFinished: boolean
   readonly destroyed: boolean
+  readonly statusCode: number
   once(event: 'finish' | 'close', listener: () => void): unknown
   writeHead(...args: unknown[]): unknown
   getHeaders(): OutgoingHttpHeaders
+  setHeader(name: string, value: number | string | readonly string[]): unknown
   removeHeader(name: string): void
 }
 
