@@ -44,6 +44,18 @@ export interface CacheResponseOptions extends HttpCacheOptions<Context>, Skipped
 const MIDDLEWARE_AFTER_CACHE = 'middleware-after-cache'
 
 /**
+ * The header of `@hono/node-server`'s `RESPONSE_ALREADY_SENT`, the response a handler returns when
+ * it answered on Node's response itself (`c.env.outgoing`): the server writes nothing for it.
+ */
+const ALREADY_SENT_HEADER = 'x-hono-already-sent'
+
+/** Why such a response is not stored: its bytes never pass the cache. */
+const ALREADY_SENT_REASON = 'response-already-sent'
+
+/** The requests whose handler answered on Node's response itself (see {@link ALREADY_SENT_HEADER}). */
+const answeredOnNode = new WeakSet<Context>()
+
+/**
  * What `cacheResponse(options)` returns: Hono middleware (`app.get('/path', cacheResponse(60),
  * handler)` or `app.use('/api/*', cacheResponse(60))`), plus invalidation and stats for the
  * responses it stores.
@@ -162,7 +174,10 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     }
     if (result.kind === 'bypass' || !result.recording) {
       await next()
-      for (const [name, value] of result.set) c.header(name, value)
+      if (result.set.length === 0) return undefined
+      // Set on Hono's response, the server would write that over the one the handler sent itself.
+      if (c.res.headers.has(ALREADY_SENT_HEADER)) addToNodeHead(nodeOutgoing(c.env), result.set)
+      else for (const [name, value] of result.set) c.header(name, value)
       return undefined
     }
     // The headers layers before the cache prepared: theirs, set again on every request.
@@ -190,6 +205,17 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     }
     const res = c.res
     const headers = outgoingHeaders(res.headers)
+    if (headers[ALREADY_SENT_HEADER] !== undefined) {
+      // The handler wrote the response on Node's response itself, maybe before this line: its
+      // bytes never pass the cache, which cannot tell what was sent, nor when it is whole. It is
+      // not stored, and `c.res` stays as it is, so that the server leaves it alone. The status
+      // header says why, where the handler's headers have not left yet.
+      answeredOnNode.add(c)
+      const advice = recorder.head({ status: res.status, headers })
+      recorder.abort(ALREADY_SENT_REASON)
+      addToNodeHead(nodeOutgoing(c.env), advice.set)
+      return
+    }
     const own: OutgoingHttpHeaders = {}
     for (const [name, value] of Object.entries(headers)) {
       if (value !== undefined && String(value) !== String(before[name])) own[name] = value
@@ -636,6 +662,7 @@ class HonoLookup implements LookupContext {
   }
 
   verdict(): string | undefined {
+    if (answeredOnNode.has(this.c)) return ALREADY_SENT_REASON
     return ranAfter(this.c, this.at, this.skipped)
   }
 }
@@ -878,11 +905,37 @@ function watchHead(
   }
 }
 
+/**
+ * Adds the cache's status header to the head of Node's response that a handler writes itself
+ * (see {@link ALREADY_SENT_HEADER}), unless it left already: to the headers of its `writeHead`
+ * call, in the form it gives them (`setHeader` first would make Node 20 refuse a list of pairs).
+ */
+function addToNodeHead(outgoing: NodeOutgoing | undefined, set: readonly [string, string][]): void {
+  if (outgoing === undefined || outgoing.headersSent || set.length === 0) return
+  const own = Object.hasOwn(outgoing, 'writeHead')
+  const original = outgoing.writeHead
+  outgoing.writeHead = function (this: NodeOutgoing, ...args: unknown[]) {
+    if (own) outgoing.writeHead = original
+    else delete (outgoing as { writeHead?: unknown }).writeHead
+    const at = typeof args[1] === 'string' ? 2 : 1
+    const given = args[at]
+    if (Array.isArray(given))
+      args[at] =
+        given.length > 0 && given.every((item) => Array.isArray(item))
+          ? [...given, ...set]
+          : [...given, ...set.flat()]
+    else if (typeof given === 'object' && given !== null) args[at] = { ...given, ...Object.fromEntries(set) }
+    else args[at] = Object.fromEntries(set)
+    return original.apply(this, args)
+  }
+}
+
 /** Node's `ServerResponse` of the request on `@hono/node-server` (`c.env.outgoing`). */
 function nodeOutgoing(env: unknown): NodeOutgoing | undefined {
   const outgoing = (env as { outgoing?: unknown } | undefined)?.outgoing as NodeOutgoing | undefined
   return typeof outgoing?.once === 'function' &&
     typeof outgoing.writableFinished === 'boolean' &&
+    typeof outgoing.headersSent === 'boolean' &&
     typeof outgoing.writeHead === 'function' &&
     typeof outgoing.getHeaders === 'function' &&
     typeof outgoing.setHeader === 'function' &&
@@ -894,6 +947,7 @@ function nodeOutgoing(env: unknown): NodeOutgoing | undefined {
 interface NodeOutgoing {
   readonly writableFinished: boolean
   readonly destroyed: boolean
+  readonly headersSent: boolean
   readonly statusCode: number
   once(event: 'finish' | 'close', listener: () => void): unknown
   writeHead(...args: unknown[]): unknown
