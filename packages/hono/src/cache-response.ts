@@ -1,6 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
 import { createHash } from 'node:crypto'
-import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
+import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import { CacheError, type CacheEvent, type CacheEventName, type CacheStats, type Duration } from '@cache/core'
 import {
   arrivalOf,
@@ -11,11 +11,13 @@ import {
   type HeaderList,
   HttpCache,
   type HttpCacheOptions,
+  headAsWritten,
   type HttpRequestView,
   type LookupContext,
   type LookupResult,
   listeningAt,
   type MissResult,
+  offerCacheControl,
   type Refresh,
   type ResponseIndexEntry,
   type ResponseIndexOptions,
@@ -40,6 +42,18 @@ export interface CacheResponseOptions extends HttpCacheOptions<Context>, Skipped
 
 /** Why a response is not stored when a function besides the handler ran after the cache. */
 const MIDDLEWARE_AFTER_CACHE = 'middleware-after-cache'
+
+/**
+ * The header of `@hono/node-server`'s `RESPONSE_ALREADY_SENT`, the response a handler returns when
+ * it answered on Node's response itself (`c.env.outgoing`): the server writes nothing for it.
+ */
+const ALREADY_SENT_HEADER = 'x-hono-already-sent'
+
+/** Why such a response is not stored: its bytes never pass the cache. */
+const ALREADY_SENT_REASON = 'response-already-sent'
+
+/** The requests whose handler answered on Node's response itself (see {@link ALREADY_SENT_HEADER}). */
+const answeredOnNode = new WeakSet<Context>()
 
 /**
  * What `cacheResponse(options)` returns: Hono middleware (`app.get('/path', cacheResponse(60),
@@ -160,7 +174,10 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     }
     if (result.kind === 'bypass' || !result.recording) {
       await next()
-      for (const [name, value] of result.set) c.header(name, value)
+      if (result.set.length === 0) return undefined
+      // Set on Hono's response, the server would write that over the one the handler sent itself.
+      if (c.res.headers.has(ALREADY_SENT_HEADER)) addToNodeHead(nodeOutgoing(c.env), result.set)
+      else for (const [name, value] of result.set) c.header(name, value)
       return undefined
     }
     // The headers layers before the cache prepared: theirs, set again on every request.
@@ -188,6 +205,17 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     }
     const res = c.res
     const headers = outgoingHeaders(res.headers)
+    if (headers[ALREADY_SENT_HEADER] !== undefined) {
+      // The handler wrote the response on Node's response itself, maybe before this line: its
+      // bytes never pass the cache, which cannot tell what was sent, nor when it is whole. It is
+      // not stored, and `c.res` stays as it is, so that the server leaves it alone. The status
+      // header says why, where the handler's headers have not left yet.
+      answeredOnNode.add(c)
+      const advice = recorder.head({ status: res.status, headers })
+      recorder.abort(ALREADY_SENT_REASON)
+      addToNodeHead(nodeOutgoing(c.env), advice.set)
+      return
+    }
     const own: OutgoingHttpHeaders = {}
     for (const [name, value] of Object.entries(headers)) {
       if (value !== undefined && String(value) !== String(before[name])) own[name] = value
@@ -634,6 +662,7 @@ class HonoLookup implements LookupContext {
   }
 
   verdict(): string | undefined {
+    if (answeredOnNode.has(this.c)) return ALREADY_SENT_REASON
     return ranAfter(this.c, this.at, this.skipped)
   }
 }
@@ -805,7 +834,11 @@ function matchResultOf(c: Context): MatchResult | undefined {
  * Calls `judge` with the headers of the first `writeHead` of Node's response (what
  * `@hono/node-server` writes: the final response of the whole middleware chain), then lets it be.
  * When `judge` gives a reason not to store, the cache's status headers (`names`) that still say
- * `stored` say why not instead.
+ * `stored` say why not instead. `judge` is called again with the headers as they left (see
+ * `headAsWritten`), when hooks that run inside `writeHead` (`on-headers`, which session layers
+ * use on Node; a `ServerResponse` subclass) have added theirs: too late for the status header.
+ * The cache's `cacheControl` is offered through Node's response (`offerCacheControl`), which
+ * withdraws it when such a hook adds `Set-Cookie` or `Vary: *`.
  */
 function watchHead(
   outgoing: NodeOutgoing,
@@ -818,7 +851,8 @@ function watchHead(
   outgoing.writeHead = function (this: NodeOutgoing, ...args: unknown[]) {
     if (own) outgoing.writeHead = original
     else delete (outgoing as { writeHead?: unknown }).writeHead
-    const given = typeof args[1] === 'string' ? args[2] : args[1]
+    const at = typeof args[1] === 'string' ? 2 : 1
+    const given = args[at]
     const final: OutgoingHttpHeaders = { ...outgoing.getHeaders() }
     if (Array.isArray(given)) {
       // `[[name, value], …]` or `[name, value, …]`.
@@ -833,27 +867,29 @@ function watchHead(
         final[name.toLowerCase()] = value as OutgoingHttpHeaders[string]
     }
     const reason = judge(final)
-    // The cache's `Cache-Control` on a response to which a layer before the cache added
-    // `Set-Cookie` or `Vary: *` after `await next()`: left out, as it would be had they come first.
     if (cacheControl !== undefined && final['cache-control'] === cacheControl) {
-      const { 'cache-control': _, ...rest } = final
-      if (!sharableOutgoing(rest)) {
-        outgoing.removeHeader('cache-control')
-        if (typeof given === 'object' && given !== null && !Array.isArray(given)) {
-          const record = given as Record<string, unknown>
-          for (const name of Object.keys(record))
-            if (name.toLowerCase() === 'cache-control') delete record[name]
-        } else if (Array.isArray(given)) {
-          // `[[name, value], …]` or `[name, value, …]`: rebuilt without it.
-          const pairs = given.every((item) => Array.isArray(item))
-            ? (given as unknown[][])
-            : Array.from({ length: given.length >> 1 }, (_, i) => [given[2 * i], given[2 * i + 1]])
-          const kept = pairs.filter(([name]) => String(name).toLowerCase() !== 'cache-control')
-          args[typeof args[1] === 'string' ? 2 : 1] = given.every((item) => Array.isArray(item))
-            ? kept
-            : kept.flat()
-        }
+      // Taken out of the call, and offered again on Node's response unless a layer before the
+      // cache added `Set-Cookie` or `Vary: *` after `await next()`: left out, as it would be had
+      // they come first. Not offered with a list of pairs, which Node 20 refuses once the
+      // response has a header of its own (`@hono/node-server` passes a record).
+      let pairs = false
+      outgoing.removeHeader('cache-control')
+      if (typeof given === 'object' && given !== null && !Array.isArray(given)) {
+        const record = given as Record<string, unknown>
+        for (const name of Object.keys(record))
+          if (name.toLowerCase() === 'cache-control') delete record[name]
+      } else if (Array.isArray(given)) {
+        // `[[name, value], …]` or `[name, value, …]`: rebuilt without it.
+        pairs = given.every((item) => Array.isArray(item))
+        const list = pairs
+          ? (given as unknown[][])
+          : Array.from({ length: given.length >> 1 }, (_, i) => [given[2 * i], given[2 * i + 1]])
+        const kept = list.filter(([name]) => String(name).toLowerCase() !== 'cache-control')
+        args[at] = pairs ? kept : kept.flat()
       }
+      const { 'cache-control': _, ...rest } = final
+      if (!pairs && sharableOutgoing(rest))
+        offerCacheControl(outgoing as unknown as ServerResponse, cacheControl)
     }
     if (reason !== undefined && typeof given === 'object' && given !== null && !Array.isArray(given)) {
       const record = given as Record<string, unknown>
@@ -863,6 +899,33 @@ function watchHead(
           record[name] = value.replace('; stored', `; detail=${reason}`)
       }
     }
+    const written = original.apply(this, args)
+    if (reason === undefined) judge(headAsWritten(outgoing, args[at]).headers)
+    return written
+  }
+}
+
+/**
+ * Adds the cache's status header to the head of Node's response that a handler writes itself
+ * (see {@link ALREADY_SENT_HEADER}), unless it left already: to the headers of its `writeHead`
+ * call, in the form it gives them (`setHeader` first would make Node 20 refuse a list of pairs).
+ */
+function addToNodeHead(outgoing: NodeOutgoing | undefined, set: readonly [string, string][]): void {
+  if (outgoing === undefined || outgoing.headersSent || set.length === 0) return
+  const own = Object.hasOwn(outgoing, 'writeHead')
+  const original = outgoing.writeHead
+  outgoing.writeHead = function (this: NodeOutgoing, ...args: unknown[]) {
+    if (own) outgoing.writeHead = original
+    else delete (outgoing as { writeHead?: unknown }).writeHead
+    const at = typeof args[1] === 'string' ? 2 : 1
+    const given = args[at]
+    if (Array.isArray(given))
+      args[at] =
+        given.length > 0 && given.every((item) => Array.isArray(item))
+          ? [...given, ...set]
+          : [...given, ...set.flat()]
+    else if (typeof given === 'object' && given !== null) args[at] = { ...given, ...Object.fromEntries(set) }
+    else args[at] = Object.fromEntries(set)
     return original.apply(this, args)
   }
 }
@@ -872,8 +935,10 @@ function nodeOutgoing(env: unknown): NodeOutgoing | undefined {
   const outgoing = (env as { outgoing?: unknown } | undefined)?.outgoing as NodeOutgoing | undefined
   return typeof outgoing?.once === 'function' &&
     typeof outgoing.writableFinished === 'boolean' &&
+    typeof outgoing.headersSent === 'boolean' &&
     typeof outgoing.writeHead === 'function' &&
     typeof outgoing.getHeaders === 'function' &&
+    typeof outgoing.setHeader === 'function' &&
     typeof outgoing.removeHeader === 'function'
     ? outgoing
     : undefined
@@ -882,9 +947,12 @@ function nodeOutgoing(env: unknown): NodeOutgoing | undefined {
 interface NodeOutgoing {
   readonly writableFinished: boolean
   readonly destroyed: boolean
+  readonly headersSent: boolean
+  readonly statusCode: number
   once(event: 'finish' | 'close', listener: () => void): unknown
   writeHead(...args: unknown[]): unknown
   getHeaders(): OutgoingHttpHeaders
+  setHeader(name: string, value: number | string | readonly string[]): unknown
   removeHeader(name: string): void
 }
 

@@ -1,6 +1,6 @@
-import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
+import { request as httpRequest, type IncomingHttpHeaders, type ServerOptions } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { type ServerType, serve as serveNode } from '@hono/node-server'
+import { type HttpBindings, type ServerType, serve as serveNode } from '@hono/node-server'
 import { noteArrivals } from '../src/index.js'
 import type { Hono } from 'hono'
 import { afterEach } from 'vitest'
@@ -13,10 +13,22 @@ afterEach(async () => {
   }
 })
 
-/** Serves `app` on Node's Hono server, on a free loopback port, closed after the test. */
-export async function listen(app: Pick<Hono, 'fetch'>): Promise<string> {
+/**
+ * Serves `app` on Node's Hono server, on a free loopback port, closed after the test;
+ * `serverOptions` go to Node's `createServer` (a `ServerResponse` subclass).
+ */
+export async function listen(
+  app: Pick<Hono, 'fetch'> | Pick<Hono<{ Bindings: HttpBindings }>, 'fetch'>,
+  serverOptions?: ServerOptions,
+): Promise<string> {
+  const options = {
+    fetch: app.fetch,
+    port: 0,
+    hostname: '127.0.0.1',
+    ...(serverOptions ? { serverOptions } : {}),
+  }
   const server = await new Promise<ServerType>((resolve) => {
-    const s = noteArrivals(serveNode({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s)))
+    const s = noteArrivals(serveNode(options, () => resolve(s)))
   })
   servers.push(server)
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`

@@ -55,6 +55,7 @@ export { offerCacheControl, parseCacheControl } from './cache-control.js'
 export {
   answerFromResult,
   CONDITIONAL_REQUEST_HEADERS,
+  headAsWritten,
   listeningAt,
   nodeRequestView,
   recordNodeResponse,

@@ -147,10 +147,8 @@ export function recordNodeResponse(res: ServerResponse, miss: MissResult): void 
       }
       throw error
     }
-    if (final === undefined && res.headersSent) {
-      // Every layer below this one has run its hooks: this is what the client gets.
-      final = { status: res.statusCode, headers: { ...res.getHeaders(), ...given } }
-    }
+    // Every layer below this one has run its hooks: this is what the client gets.
+    if (final === undefined && res.headersSent) final = headAsWritten(res, given)
     return result
   } as ServerResponse['writeHead']
 
@@ -202,6 +200,20 @@ export function recordNodeResponse(res: ServerResponse, miss: MissResult): void 
     }
     return result
   } as ServerResponse['end']
+}
+
+/**
+ * The status and headers a `writeHead` sent, read once it returned: by then every hook that runs
+ * inside it (`on-headers`, which express-session and cookie-session use; a `ServerResponse`
+ * subclass) has added its headers. `given` is the headers argument of the call, which Node does
+ * not copy into the response's own headers when it had none. For an adapter that wraps
+ * `writeHead` itself: what it reads before calling the `writeHead` it wrapped misses those hooks.
+ */
+export function headAsWritten(
+  res: Pick<ServerResponse, 'statusCode' | 'getHeaders'>,
+  given: unknown,
+): { status: number; headers: OutgoingHttpHeaders } {
+  return { status: res.statusCode, headers: { ...res.getHeaders(), ...headerArgument(given) } }
 }
 
 function incompleteReason(
