@@ -1,6 +1,7 @@
-import { CacheUnavailableError, CacheValueTooLargeError } from '@cache/core'
+import { type CacheUnavailableError, CacheValueTooLargeError } from '@cache/core'
 import type { AccessTimes } from './access-times.js'
 import { Turn } from './call-order.js'
+import { directoryGone } from './lock.js'
 import type { DiskContext } from './context.js'
 import type { BatchOp, BatchOutcome, Condition } from './store.js'
 
@@ -173,7 +174,6 @@ export class GroupCommit {
     let failure: unknown
     const accesses = this.accessTimes.take()
     try {
-      let took = 0
       ;({ outcomes, total } = await ctx.lock.run(
         operation,
         ops.length === 1 ? ops[0]!.key : undefined,
@@ -183,20 +183,10 @@ export class GroupCommit {
           for (const op of ops)
             if (op.kind === 'put' && op.file !== null && !ctx.files.exists(op.file))
               throw reported(ctx, operation, directoryGone(op.key))
-          const started = performance.now()
-          const result = ctx.store.writeBatch(ctx.ns, ops, ctx.settings.now(), accesses)
-          took = performance.now() - started
-          return result
+          return ctx.store.writeBatch(ctx.ns, ops, ctx.settings.now(), accesses)
         },
         true,
       ))
-      // A commit long enough for the directory to be removed meanwhile (a large batch) is checked
-      // again: written to the removed copy, it is reported, not resolved. (A shorter one leaves a
-      // window of its own length, microseconds.)
-      if (took >= LONG_COMMIT_MS && ctx.lock.staleNow(operation)) {
-        outcomes = undefined
-        throw reported(ctx, operation, directoryGone(ops.length === 1 ? ops[0]!.key : undefined))
-      }
       if (total !== undefined && total > ctx.settings.maxSize) await this.evict()
     } catch (error) {
       failure = error
@@ -213,18 +203,8 @@ export class GroupCommit {
 
 function noop(): void {}
 
-/** A commit that took this long (ms) is followed by a second check that the directory is still the one it wrote to. */
-const LONG_COMMIT_MS = 2
-
 /** Counts and emits `error` (as a failure of the backend), and returns it to be thrown. */
 function reported(ctx: DiskContext, operation: string, error: CacheUnavailableError): CacheUnavailableError {
   ctx.observer.error(operation, error)
   return error
-}
-
-function directoryGone(key: string | undefined): CacheUnavailableError {
-  return new CacheUnavailableError(
-    'disk',
-    `disk: the cache directory was removed or replaced while this write was made${key === undefined ? '' : ` (key "${key}")`}: it was not kept`,
-  )
 }

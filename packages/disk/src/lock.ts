@@ -39,10 +39,24 @@ export class StoreLock {
     if (this.isClosed()) throw new CacheClosedError('disk')
     try {
       this.follow(operation, write)
-      return step()
+      return write ? this.commit(operation, key, step) : step()
     } catch (error) {
       return this.retry(operation, key, error, step, write)
     }
+  }
+
+  /**
+   * Runs a write step. One that took long enough for the directory to be removed meanwhile (a
+   * large batch, a wait in SQLite's own busy handler behind another process's commit) is checked
+   * again after: written to the removed copy, it fails with a counted `CacheUnavailableError`
+   * instead of resolving. (A shorter one leaves a window of its own length, microseconds.)
+   */
+  private commit<R>(operation: string, key: string | undefined, step: () => R): R {
+    const started = performance.now()
+    const result = step()
+    if (performance.now() - started >= LONG_COMMIT_MS && this.staleNow(operation))
+      throw this.failed(operation, key, directoryGone(key))
+    return result
   }
 
   /**
@@ -64,7 +78,7 @@ export class StoreLock {
    * Checks the path now, after a write: true if its files were removed or replaced meanwhile (the
    * write went to the old copy); the path is then reopened and reported as by {@link follow}.
    */
-  staleNow(operation: string): boolean {
+  private staleNow(operation: string): boolean {
     try {
       return this.reopenIfStale(operation)
     } catch {
@@ -140,7 +154,7 @@ export class StoreLock {
         // A write that waited for the lock checks the path again: the directory may have been
         // removed meanwhile, and the write must go to the database the others open.
         if (write) this.follow(operation, true)
-        return step()
+        return write ? this.commit(operation, key, step) : step()
       } catch (next) {
         error = next
       }
@@ -160,6 +174,17 @@ export class StoreLock {
     this.observer.error(operation, error, key)
     return error
   }
+}
+
+/** A write step that took this long (ms) is followed by a second check that the directory is still the one it wrote to. */
+const LONG_COMMIT_MS = 2
+
+/** A write made while the directory was removed or replaced: not kept. */
+export function directoryGone(key: string | undefined): CacheUnavailableError {
+  return new CacheUnavailableError(
+    'disk',
+    `disk: the cache directory was removed or replaced while this write was made${key === undefined ? '' : ` (key "${key}")`}: it was not kept`,
+  )
 }
 
 /** An I/O error from SQLite: a log removed under the connection reads short. */

@@ -1,7 +1,8 @@
-import { fork } from 'node:child_process'
+import { fork, spawn } from 'node:child_process'
 import { mkdtempSync, readdirSync, renameSync, rmSync, symlinkSync, unlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
 import { CacheUnavailableError } from '@cache/core'
 import Database from 'better-sqlite3'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -180,6 +181,53 @@ describe('the cache directory removed under a running process', { timeout: 60_00
     expect(set.errorCount).toBe(1)
     await b.close()
     await a.exit()
+  })
+
+  it('an incr waiting in SQLite for another process to commit, the directory removed meanwhile: it never resolves unseen', async () => {
+    const path = join(newDir(), 'cache')
+    let lost = 0
+    let rejected = 0
+    for (let round = 0; round < 6; round++) {
+      const cache = diskBackend({ path, pruneInterval: false, logger: false })
+      await cache.set('warm', 1) // the database exists before the other process opens it
+      cache.on('error', () => {})
+      // Another process holds the write lock, then removes the directory and commits.
+      const holder = spawn(
+        process.execPath,
+        [
+          '-e',
+          `const db = new (require('better-sqlite3'))(process.argv[1]); db.prepare('BEGIN IMMEDIATE').run();
+           console.log('locked');
+           process.stdin.once('data', () => { const t = Date.now() + 3; while (Date.now() < t);
+             require('fs').rmSync(require('path').dirname(process.argv[1]), { recursive: true, force: true });
+             db.prepare('COMMIT').run(); db.close(); process.exit(0) })`,
+          join(path, 'cache.db'),
+        ],
+        { cwd: fileURLToPath(new URL('..', import.meta.url)), stdio: ['pipe', 'pipe', 'inherit'] },
+      )
+      await new Promise((resolve) => holder.stdout!.once('data', resolve))
+      const exited = new Promise((resolve) => holder.once('exit', resolve))
+      holder.stdin!.write('go\n')
+      // Waits inside SQLite's busy handler (busyTimeout) while the directory goes and the lock frees.
+      const outcome = await cache.incr(`counter-${round}`).then(
+        (value) => ({ value }),
+        (error: unknown) => ({ error }),
+      )
+      await exited
+      if ('error' in outcome) {
+        expect(outcome.error).toBeInstanceOf(CacheUnavailableError)
+        rejected++
+      } else {
+        // Resolved: the processes that open the path see it.
+        const fresh = diskBackend({ path, pruneInterval: false, logger: false })
+        if ((await fresh.get(`counter-${round}`)) !== outcome.value) lost++
+        await fresh.close()
+      }
+      await cache.close()
+      rmSync(path, { recursive: true, force: true })
+    }
+    // Before: resolved 1 into the removed copy in most rounds; nobody could read it.
+    expect({ lost, rejected: rejected > 0 }).toEqual({ lost: 0, rejected: true })
   })
 
   it('a path that is a symbolic link: the directory it points to, removed, is made again where it pointed', async () => {
