@@ -629,3 +629,106 @@ describe.each(EXPRESS)('a body that did not complete is never stored, on %s', (_
     expect(calls.n).toBe(2)
   })
 })
+
+describe.each(EXPRESS)('headers given to writeHead as [name, value] pairs, on %s', (_name, express) => {
+  /** The same handler behind the cache and without it, on an app with or without X-Powered-By. */
+  function pairsApp(poweredBy: boolean, pairs: () => [string, string][]) {
+    const app = express()
+    app.set('x-powered-by', poweredBy)
+    let calls = 0
+    const handler = (_req: any, res: any, next: any) => {
+      calls++
+      try {
+        res.writeHead(200, pairs())
+        res.end(`page ${calls}`)
+      } catch (error) {
+        next(error)
+      }
+    }
+    app.get('/plain', handler)
+    app.get('/cached', cacheResponse({ backend: memory() }), handler)
+    app.use((_error: unknown, _req: any, res: any, _next: any) => {
+      res.status(500).send('failed')
+    })
+    return app
+  }
+
+  it('answers them as it would without the cache, and stores them (X-Powered-By off)', async () => {
+    const r = await serve(
+      pairsApp(false, () => [
+        ['Content-Type', 'text/plain'],
+        ['X-B', '2'],
+        ['X-Many', 'one'],
+        ['X-Many', 'two'],
+      ]),
+    )
+    const plain = await r.request('/plain')
+    expect(plain.status).toBe(200)
+    const cached = await r.request('/cached')
+    expect(cached.status).toBe(200)
+    expect(cached.headers['content-type']).toBe('text/plain')
+    expect(cached.headers['x-b']).toBe('2')
+    expect(cached.headers['x-many']).toBe(plain.headers['x-many'])
+    expect(cached.headers['cache-status']).toBe('@cache; fwd=uri-miss; stored')
+    const hit = await r.request('/cached')
+    expect(hit.headers['cache-status']).toMatch(/^@cache; hit/)
+    expect(text(hit)).toBe(text(cached))
+    expect(hit.headers['x-b']).toBe('2')
+    expect(hit.headers['x-many']).toBe(plain.headers['x-many'])
+  })
+
+  it('fails as it would without the cache when a header was set before (X-Powered-By on): not stored', async () => {
+    const r = await serve(pairsApp(true, () => [['Content-Type', 'text/plain']]))
+    expect((await r.request('/plain')).status).toBe(500)
+    const cached = await r.request('/cached')
+    expect(cached.status).toBe(500)
+    expect(String(cached.headers['cache-status'] ?? '')).not.toContain('stored')
+  })
+
+  it.each([
+    ['Set-Cookie', [['Set-Cookie', 'sid=alice']]],
+    ['Cache-Control: private', [['Cache-Control', 'private']]],
+    [
+      'Cache-Control: private, then max-age',
+      [
+        ['Cache-Control', 'private'],
+        ['Cache-Control', 'max-age=60'],
+      ],
+    ],
+    [
+      'Vary: *, then another Vary',
+      [
+        ['Vary', '*'],
+        ['Vary', 'Accept'],
+      ],
+    ],
+  ] as [string, [string, string][]][])(
+    'never stores a response whose pairs carry %s',
+    async (_what, pairs) => {
+      const r = await serve(pairsApp(false, () => [['Content-Type', 'text/plain'], ...pairs]))
+      const first = await r.request('/cached')
+      expect(first.status).toBe(200)
+      expect(String(first.headers['cache-status'])).not.toContain('stored')
+      expect(text(await r.request('/cached'))).toBe('page 2')
+    },
+  )
+
+  it('a flat list naming Cache-Control: private, then another Cache-Control: sent whole, never stored', async () => {
+    const app = express()
+    app.set('x-powered-by', false)
+    let calls = 0
+    const handler = (_req: any, res: any) => {
+      res.writeHead(200, ['Cache-Control', 'private', 'Cache-Control', 'max-age=60'])
+      res.end(`page ${++calls}`)
+    }
+    app.get('/plain', handler)
+    app.get('/flat', cacheResponse({ backend: memory() }), handler)
+    const r = await serve(app)
+    const plain = await r.request('/plain')
+    expect(plain.headers['cache-control']).toBe('private, max-age=60')
+    const first = await r.request('/flat')
+    expect(first.headers['cache-control']).toBe(plain.headers['cache-control'])
+    expect(String(first.headers['cache-status'])).not.toContain('stored')
+    expect(text(await r.request('/flat'))).toBe('page 3')
+  })
+})

@@ -354,10 +354,12 @@ function lookupHook(
 ) {
   return function cacheLookup(request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) {
     const view = viewOf(request, site(), refreshHeader, refreshes)
-    // `;` too: with `useSemicolonDelimiter` the parser reads what follows it.
+    // A parser of the app's own, for a request with a query string (`;` too: with
+    // `useSemicolonDelimiter` the parser reads what follows it); a query a hook replaced or
+    // changed, with a query string or without one (a default filled in from a header).
     if (
-      /[?;]/.test(view.url) &&
-      (refuseQueries.ownParser || (refuseQueries.replaced && fastifyQueryReplaced(request)))
+      (refuseQueries.ownParser && /[?;]/.test(view.url)) ||
+      (refuseQueries.replaced && fastifyQueryReplaced(request))
     )
       view.bypass = 'querystring-parser'
     // Keyed on the target as sent: a request routed (`rewriteUrl`) or handled (a hook rewriting

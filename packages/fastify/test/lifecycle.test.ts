@@ -384,3 +384,51 @@ describe('a plugin that replaces request.query in a hook (fastify-qs)', () => {
     }
   })
 })
+
+describe('a hook that fills in a query default on a request without a query string', () => {
+  /**
+   * `lang` from Accept-Language when the query names none: in the object Fastify made (also as a
+   * property that `Object.keys` does not list), or in a new one.
+   */
+  const defaultLang =
+    (mode: 'in place' | 'defined' | 'replaced') =>
+    async (request: FastifyRequest): Promise<void> => {
+      if (!/fr/.test(request.headers['accept-language'] ?? '')) return
+      const query = request.query as Record<string, unknown>
+      if (mode === 'in place') query.lang ??= 'fr'
+      else if (mode === 'defined') Object.defineProperty(query, 'lang', { value: 'fr' })
+      else request.query = { ...query, lang: 'fr' }
+    }
+
+  for (const hook of ['onRequest', 'preValidation'] as const)
+    for (const mode of ['in place', 'defined', 'replaced'] as const)
+      it(`(${hook}, ${mode}): the page it renders is never stored under the bare URL`, async () => {
+        const app = Fastify()
+        await app.register(cachePlugin, { backend: memoryBackend(), ttl: 60 })
+        app.addHook(hook, defaultLang(mode))
+        app.get('/p', { config: { cache: true } }, async (request) =>
+          (request.query as { lang?: string }).lang === 'fr' ? 'FRENCH' : 'ENGLISH',
+        )
+        const base = await listen(app)
+        const french = await get(`${base}/p`, { 'accept-language': 'fr' })
+        expect(french.body).toBe('FRENCH')
+        expect(french.cacheStatus).toMatch(/detail=querystring-parser/)
+        const plain = await get(`${base}/p`)
+        expect(plain.body).toBe('ENGLISH')
+        // The requests the hook leaves alone are cached.
+        expect((await get(`${base}/p`)).cacheStatus).toMatch(/hit/)
+        expect((await get(`${base}/p`, { 'accept-language': 'fr' })).body).toBe('FRENCH')
+      })
+
+  it('a route schema whose defaults fill the query, after preValidation, does not count', async () => {
+    const app = Fastify()
+    await app.register(cachePlugin, { backend: memoryBackend(), ttl: 60 })
+    const schema = {
+      querystring: { type: 'object', properties: { page: { type: 'integer', default: 1 } } },
+    }
+    app.get('/list', { schema, config: { cache: true } }, async (request) => request.query)
+    const base = await listen(app)
+    expect((await get(`${base}/list`)).body).toBe('{"page":1}')
+    expect((await get(`${base}/list`)).cacheStatus).toMatch(/hit/)
+  })
+})

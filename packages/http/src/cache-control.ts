@@ -4,17 +4,17 @@ import { receivedAge } from './stored-response.js'
 /**
  * The directives of a `Cache-Control` header (one value, or several header lines), by lower-case
  * name, each with every value it was given in order: `''` for a directive without a value, quotes
- * removed (RFC 9111 §5.2: names are case-insensitive, values may be quoted strings).
+ * removed (RFC 9111 §5.2: names are case-insensitive, values may be quoted strings). A name is a
+ * run of token characters wherever it stands: stray separators (`public;max-age=5`, `"private"`)
+ * are read as separators, as `unstorableReason` reads them.
  */
 export function parseCacheControl(header: unknown): Map<string, string[]> {
   const directives = new Map<string, string[]>()
   if (header === undefined || header === null) return directives
   const text = Array.isArray(header) ? header.join(',') : String(header)
-  // name[=token | ="quoted, string"], separated by commas.
-  const pattern = /\s*([^\s=,"]+)\s*(?:=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]*)))?\s*(?:,|$)/gy
-  let match: RegExpExecArray | null
-  while (pattern.lastIndex < text.length && (match = pattern.exec(text)) !== null) {
-    if (match[0] === '') break
+  // name[=token | ="quoted, string"]; whatever is between two of them is skipped.
+  const pattern = /([!#$%&'*+\-.^_`|~0-9A-Za-z]+)\s*(?:=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]*)))?/g
+  for (const match of text.matchAll(pattern)) {
     const name = match[1]!.toLowerCase()
     const value = match[2] !== undefined ? match[2].replace(/\\(.)/g, '$1') : (match[3] ?? '')
     const values = directives.get(name)

@@ -187,15 +187,22 @@ export function noteFastifyQueryBeforeValidation(
 
 /**
  * Whether a layer of the app replaced `request.query` (fastify-qs parses the query with qs in an
- * `onRequest` hook) or changed it in place (comma lists split into the object): which query
- * strings it reads as the same query cannot be told, as with a `querystringParser` of the app's
- * own. Compared, by value, with the query Fastify's parser made, as the last `preValidation` hook
- * saw it ({@link noteFastifyQueryBeforeValidation}) or else as it is now. `true` when the first
- * `onRequest` hook did not note the request: it cannot be told.
+ * `onRequest` hook) or changed it in place (comma lists split into the object, a default filled
+ * in from a header): which query strings it reads as the same query cannot be told, as with a
+ * `querystringParser` of the app's own, and a value it added is in no key. Compared, by value,
+ * with the query Fastify's parser made, as the last `preValidation` hook saw it
+ * ({@link noteFastifyQueryBeforeValidation}) or else as it is now. Asked of every request, with a
+ * query string or without one. When the first `onRequest` hook did not note the request, what
+ * the parser made of a query string cannot be told (`true`); of a target without one, it made no
+ * values: the query changed when it holds any.
  */
 export function fastifyQueryReplaced(request: { raw: unknown; query?: unknown }): boolean {
-  const note = (request.raw as RawRequest | null)?.[NOTE]
-  if (note === undefined || !('query' in note)) return true
+  const raw = request.raw as RawRequest | null
+  const note = raw?.[NOTE]
+  if (note === undefined || !('query' in note)) {
+    const url = raw?.url
+    return url === undefined || /[?;]/.test(url) || holdsValues(request.query)
+  }
   return note.queryChangedBeforeValidation ?? queryChanged(note, request.query)
 }
 
@@ -213,11 +220,14 @@ function queryValues(query: unknown): Record<string, unknown> | undefined {
 
 /** Whether `query` is another object than the parser made, or holds other values now. */
 function queryChanged(note: FastifyTargetNote, query: unknown): boolean {
+  const parsed = note.parsed
+  // The parser made no values (no query string): changed when the query holds any now, in
+  // whichever object (fastify-qs makes a new, empty one for every request without a query).
+  if (parsed === undefined) return holdsValues(query)
   if (query !== note.query) return true
   if (query === null || typeof query !== 'object') return false
-  const names = Object.keys(query)
-  const parsed = note.parsed
-  if (parsed === undefined) return names.length > 0
+  // Names `Object.keys` does not list too (`Object.defineProperty(query, 'lang', { value })`).
+  const names = Object.getOwnPropertyNames(query)
   let count = 0
   for (const name in parsed) {
     count++
@@ -228,6 +238,19 @@ function queryChanged(note: FastifyTargetNote, query: unknown): boolean {
     for (let i = 0; i < was.length; i++) if (was[i] !== now[i]) return true
   }
   return count !== names.length
+}
+
+/**
+ * Whether a query holds a value a handler can read: a property of its own (listed by
+ * `Object.keys` or not) or an enumerable one it inherits. Anything but an object (or `null`,
+ * `undefined`) counts as one.
+ */
+function holdsValues(query: unknown): boolean {
+  if (query === null || query === undefined) return false
+  if (typeof query !== 'object') return true
+  if (Object.getOwnPropertyNames(query).length > 0) return true
+  for (const _ in query) return true
+  return false
 }
 
 /**

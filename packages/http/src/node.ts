@@ -112,8 +112,22 @@ export function recordNodeResponse(res: ServerResponse, miss: MissResult): void 
   })
 
   res.writeHead = function (this: ServerResponse, code: number, ...rest: unknown[]) {
-    const given = headerArgument(typeof rest[0] === 'string' ? rest[1] : rest[0])
+    const at = typeof rest[0] === 'string' ? 1 : 0
     const first = own === undefined
+    const given = headerArgument(rest[at])
+    // A list of headers (`[name, value, …]` or `[[name, value], …]`) goes out as given when no
+    // header was set before `writeHead`; after one, Node 20 refuses pairs and keeps only the last
+    // value of a name the flat list repeats. When the only headers set are this cache's (its
+    // status header, set before the handler), the list is added as Node would have sent it, so
+    // that the response goes out as it would without the cache; after a header of the app's own
+    // (`X-Powered-By`), Node reads the list as it would without the cache.
+    if (first && !res.headersSent && Array.isArray(rest[at]) && onlyHeadersSet(res, miss.set)) {
+      const pairs = headerPairs(rest[at] as unknown[])
+      if (pairs !== undefined) {
+        addHeaderList(res, pairs)
+        rest = rest.slice(0, at)
+      }
+    }
     if (first) {
       if (!res.headersSent && !res.destroyed) {
         if (typeof code === 'number') res.statusCode = code
@@ -252,19 +266,71 @@ function onConnectionClose(connection: Socket, listener: () => void): () => void
   return () => listeners.delete(listener)
 }
 
-/** The headers given to `writeHead` itself, as an object with lower-case names. */
+/**
+ * The headers given to `writeHead` itself, as an object with lower-case names. A name a list
+ * gives more than once keeps every value, in order, as Node sends them: `Cache-Control: private`
+ * followed by `Cache-Control: max-age=60` is still private.
+ */
 function headerArgument(value: unknown): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {}
   if (Array.isArray(value)) {
-    if (Array.isArray(value[0])) {
-      for (const [k, v] of value as [string, string][]) out[String(k).toLowerCase()] = v
-    } else {
-      for (let i = 0; i + 1 < value.length; i += 2) out[String(value[i]).toLowerCase()] = value[i + 1]
+    const add = (name: unknown, given: unknown) => {
+      const lower = String(name).toLowerCase()
+      const values = out[lower]
+      const more = Array.isArray(given) ? given.map(String) : [String(given)]
+      out[lower] =
+        values === undefined ? (more.length === 1 ? more[0] : more) : [values, more].flat().map(String)
     }
+    if (isPairList(value)) for (const pair of value) add(pair[0], pair[1])
+    else for (let i = 0; i + 1 < value.length; i += 2) add(value[i], value[i + 1])
   } else if (value && typeof value === 'object') {
     for (const [k, v] of Object.entries(value)) out[k.toLowerCase()] = v as string
   }
   return out
+}
+
+/** Headers given as `[[name, value], …]`, read by Node as pairs when its first item is an array. */
+function isPairList(value: unknown): value is ArrayLike<unknown>[] {
+  return Array.isArray(value) && Array.isArray(value[0])
+}
+
+/**
+ * A header list's `[name, value]` pairs, as Node reads the list when no header was set before
+ * `writeHead`: `[[name, value], …]` or `[name, value, …]`. `undefined` for a flat list of odd
+ * length, which Node refuses either way.
+ */
+function headerPairs(list: unknown[]): [unknown, unknown][] | undefined {
+  const pairs: [unknown, unknown][] = []
+  if (isPairList(list)) for (const pair of list) pairs.push([pair[0], pair[1]])
+  else if (list.length % 2 !== 0) return undefined
+  else for (let i = 0; i < list.length; i += 2) pairs.push([list[i], list[i + 1]])
+  return pairs
+}
+
+/**
+ * Adds a `writeHead` list to the response's headers as Node sends such a list: each name it gives
+ * replaces the header set before, and a name it repeats keeps every value. All or nothing: a name
+ * or value Node refuses throws with the response's headers as they were.
+ */
+function addHeaderList(res: ServerResponse, pairs: [unknown, unknown][]): void {
+  const before = res.getHeaders()
+  try {
+    for (const [name] of pairs) res.removeHeader(String(name))
+    for (const [name, value] of pairs) res.appendHeader(name as string, value as string)
+  } catch (error) {
+    for (const name of res.getHeaderNames()) res.removeHeader(name)
+    for (const [name, value] of Object.entries(before)) if (value !== undefined) res.setHeader(name, value)
+    throw error
+  }
+}
+
+/** Whether the response holds no header but `set` (with the values it gives them). */
+function onlyHeadersSet(res: ServerResponse, set: readonly [name: string, value: string][]): boolean {
+  for (const name of res.getHeaderNames()) {
+    const value = res.getHeader(name)
+    if (!set.some(([n, v]) => n.toLowerCase() === name && v === value)) return false
+  }
+  return true
 }
 
 /**

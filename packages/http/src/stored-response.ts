@@ -87,12 +87,22 @@ const NOT_STORED = new Set([
 /** A header name: an RFC 9110 token. */
 const HEADER_NAME = /^[!#$%&'*+\-.^_`|~0-9a-z]+$/
 
+/**
+ * The characters of an RFC 9110 token (a directive's name), lower case. A directive name is read
+ * between any two characters that are not, not only between the list's `,` and spaces: a list with
+ * stray separators (`no-store;`, `public;private`, `"private"`) says what its sender meant, and
+ * reading it so only ever refuses more.
+ */
+const TOKEN = "!#$%&'*+\\-.^_`|~0-9a-z"
+/** `no-store`, `private` or `no-cache`, anywhere in the list (with or without a value). */
+const REFUSING_DIRECTIVE = new RegExp(`(?:^|[^${TOKEN}])(?:no-store|private|no-cache)(?![${TOKEN}])`)
+
 /** Why a response is not stored, or `undefined` when it may be. */
 export function unstorableReason(headers: OutgoingHttpHeaders): string | undefined {
   if (headers['set-cookie'] !== undefined) return 'set-cookie'
   const raw = headers['cache-control']
   const cacheControl = (Array.isArray(raw) ? raw.join(',') : String(raw ?? '')).toLowerCase()
-  if (/(^|[\s,])(no-store|private|no-cache)([\s,=]|$)/.test(cacheControl)) return 'cache-control'
+  if (REFUSING_DIRECTIVE.test(cacheControl)) return 'cache-control'
   // A shared cache reads s-maxage, else max-age: zero (or a value that is not a number of
   // seconds) means the response is stale at once, as no-cache does.
   const ages = directiveValues(cacheControl, 's-maxage')
@@ -108,7 +118,7 @@ export function unstorableReason(headers: OutgoingHttpHeaders): string | undefin
 /** Every value of one `Cache-Control` directive (quotes removed; `''` when it has none). */
 function directiveValues(cacheControl: string, name: string): string[] {
   const values: string[] = []
-  const pattern = new RegExp(`(?:^|[\\s,])${name}(?:\\s*=\\s*("[^"]*"|[^,\\s]*))?(?=[\\s,]|$)`, 'g')
+  const pattern = new RegExp(`(?:^|[^${TOKEN}])${name}(?:\\s*=\\s*("[^"]*"|[^,\\s]*))?(?![${TOKEN}])`, 'g')
   for (const match of cacheControl.matchAll(pattern)) values.push((match[1] ?? '').replaceAll('"', ''))
   return values
 }

@@ -104,6 +104,50 @@ describe('what is stored and replayed', () => {
     expect(app.calls()).toBe(2)
   })
 
+  // A directive list with stray separators (`;`, quotes, brackets, `/`): a name that says not to
+  // store is read wherever it stands, as the token it is, whatever is around it.
+  it.each([
+    'no-store;',
+    ';no-store',
+    'public;private',
+    'max-age=60;private',
+    'max-age=60, "private"',
+    'max-age=60, (no-cache)',
+    'max-age=60/no-store',
+    'public;max-age=0',
+    'public, max-age=60;s-maxage=0',
+  ])('never stores a response with cache-control: %s (stray separators)', async (value) => {
+    const app = await start((_req, res) => {
+      res.setHeader('cache-control', value)
+      res.end(`body ${Math.random()}`)
+    })
+    const first = await send(`${app.url}/a`)
+    const second = await send(`${app.url}/a`)
+    expect(second.body.equals(first.body)).toBe(false)
+    expect(second.headers['cache-status']).toBe('@cache; fwd=uri-miss; detail=cache-control')
+  })
+
+  it('stores a response whose extension directives only contain those names (x-private-data)', async () => {
+    const app = await start((_req, res) => {
+      res.setHeader('cache-control', 'public, max-age=60, x-private-data, no-store-hint=1')
+      res.end(`body ${Math.random()}`)
+    })
+    await send(`${app.url}/a`)
+    expect((await send(`${app.url}/a`)).headers['cache-status']).toMatch(/hit/)
+  })
+
+  it("ttl from the response: a max-age after a stray ';' is the entry's lifetime, not the default", async () => {
+    const app = await start(
+      (_req, res) => {
+        res.setHeader('cache-control', 'public;max-age=5')
+        res.end(`body ${Math.random()}`)
+      },
+      { ttl: { fromResponse: true, default: 60 }, now: () => 1_000_000 },
+    )
+    await send(`${app.url}/a`)
+    expect((await send(`${app.url}/a`)).headers['cache-status']).toBe('@cache; hit; ttl=5')
+  })
+
   it('keeps one variant per value of a header the response varies on', async () => {
     const app = await start((req, res) => {
       res.setHeader('vary', 'Accept-Language')

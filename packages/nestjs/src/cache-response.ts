@@ -152,6 +152,11 @@ interface Platform {
   /** Fastify: the app reads queries with a parser of its own (`querystringParser`). */
   parsesQueries?: boolean
   /**
+   * Fastify: a hook replaced or changed `request.query` (fastify-qs, a default filled in), with
+   * a query string or without one (see `fastifyQueryReplaced`).
+   */
+  queryReplaced?: boolean
+  /**
    * Fastify: why a request cached under `keyPrefix` bypasses because of the apps sharing its
    * server (`site`), if so (see `fastifySharedServerBypass`).
    */
@@ -248,7 +253,11 @@ export class CacheResponseInterceptor implements NestInterceptor {
     }
     // Fastify with a query parser of the app's own: which query strings it reads as the same query
     // cannot be told, so one query could be stored under keys no invalidation reaches together.
-    if (platform.parsesQueries === true && cache.settings.key === undefined && /[?;]/.test(view.url))
+    // A query a hook replaced or changed, also without a query string (a default from a header).
+    if (
+      cache.settings.key === undefined &&
+      ((platform.parsesQueries === true && /[?;]/.test(view.url)) || platform.queryReplaced === true)
+    )
       view.bypass ??= 'querystring-parser'
     const outer = new OuterInterceptorWatch(http.getResponse())
     const setBefore = outer.statusSetBefore(view.method, handler)
@@ -413,8 +422,9 @@ function fastifyPlatform(request: any, reply: any): Platform {
     req: raw,
     res: reply.raw,
     routedUrl: () => raw.url ?? '',
-    // A parser of the app's own, or a layer that replaced `request.query` (fastify-qs).
-    parsesQueries: (server !== undefined && parsesQueries(server)) || fastifyQueryReplaced(request),
+    // A parser of the app's own; a layer that replaced or changed `request.query` (fastify-qs).
+    parsesQueries: server !== undefined && parsesQueries(server),
+    queryReplaced: fastifyQueryReplaced(request),
     // Apps on one server (`serverFactory` returning a shared server) cache only under distinct prefixes.
     sharedServer: (keyPrefix) => fastifySharedServerBypass(server, keyPrefix),
     servedAlone: () => fastifyServerCallsAlone(server),

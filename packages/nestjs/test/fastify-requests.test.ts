@@ -56,6 +56,12 @@ class ShopController {
     return `ids ${JSON.stringify(ids)} price ${state.price}`
   }
 
+  @Get('page')
+  @CacheResponse({ ttl: 60 })
+  page(@Query('lang') lang: unknown) {
+    return lang === 'fr' ? 'FRENCH' : 'ENGLISH'
+  }
+
   @Get('price')
   @CacheResponse({ ttl: 60, staleWhileRevalidate: 600, now: () => state.now })
   price(@Req() request: { protocol: string; host: string }) {
@@ -327,6 +333,29 @@ describe('@CacheResponse on platform-fastify with a hook that changes request.qu
   })
 })
 
+describe('@CacheResponse on platform-fastify with a hook that fills in a query default', () => {
+  for (const hook of ['onRequest', 'preValidation'] as const)
+    for (const mode of ['in place', 'replaced'] as const)
+      it(`(${hook}, ${mode}) on a request without a query string: its page is never stored under the bare URL`, async () => {
+        const base = await start(undefined, (app) => {
+          // `lang` from Accept-Language when the query names none.
+          fastifyOf(app).addHook(hook, async (request) => {
+            if (!/fr/.test(request.headers['accept-language'] ?? '')) return
+            const query = request.query as Record<string, unknown>
+            if (mode === 'in place') query.lang ??= 'fr'
+            else request.query = { ...query, lang: 'fr' }
+          })
+        })
+        const french = await get(base, '/page', { headers: { 'accept-language': 'fr' } })
+        expect(french.body).toBe('FRENCH')
+        expect(french.cacheStatus).toContain('detail=querystring-parser')
+        expect((await get(base, '/page')).body).toBe('ENGLISH')
+        // The requests the hook leaves alone are cached.
+        expect((await get(base, '/page')).cacheStatus).toContain('hit')
+        expect((await get(base, '/page', { headers: { 'accept-language': 'fr' } })).body).toBe('FRENCH')
+      })
+})
+
 describe('@CacheResponse on platform-fastify: two apps of one process on one shared server', () => {
   // One Node server hands each request to the app of its region (by a header); both apps are made
   // by the same code, with one backend.
@@ -410,6 +439,23 @@ describe('@CacheResponse on platform-fastify: a cache installed once the server 
     const again = await get(base, '/region')
     expect(again.body).toBe('{"region":"eu"}')
     expect(again.cacheStatus).toContain('hit')
+  })
+
+  it('a hook filling in a query default on a request without a query string: that request bypasses', async () => {
+    const base = await start(
+      {},
+      (app) => {
+        fastifyOf(app).addHook('onRequest', async (request) => {
+          if (request.headers['accept-language'] === 'fr')
+            (request.query as Record<string, unknown>).lang = 'fr'
+        })
+      },
+      lateModule('eu', memoryBackend()),
+    )
+    for (const _ of [1, 2, 3]) await get(base, '/region')
+    expect((await get(base, '/region')).cacheStatus).toContain('hit')
+    const french = await get(base, '/region', { headers: { 'accept-language': 'fr' } })
+    expect(french.cacheStatus).toContain('detail=querystring-parser')
   })
 
   it("bypasses behind a listener of the user's handing requests to two applications, whatever the prefixes", async () => {
