@@ -2,14 +2,16 @@ import {
   closeSync,
   existsSync,
   openSync,
+  realpathSync,
   renameSync,
   rmSync,
   type Stats,
   statSync,
   unlinkSync,
 } from 'node:fs'
-import { dirname } from 'node:path'
+import { basename, dirname, join } from 'node:path'
 import Database from 'better-sqlite3'
+import { openDatabaseFiles, openedBetween } from './open-files.js'
 import { makeDirectory } from './paths.js'
 
 /** Bumped when the table layout changes; a database with a newer layout is never touched. */
@@ -36,6 +38,15 @@ const EXPIRY_BUCKET_MS = 60_000
  */
 function settledAfterMs(dir: Stats): number {
   return dir.mtimeMs % 1000 === 0 && dir.ctimeMs % 1000 === 0 ? 2000 : 50
+}
+
+/** `file` with its directory's symbolic links resolved, as the process's open files name it. */
+function realPathOf(file: string): string {
+  try {
+    return join(realpathSync(dirname(file)), basename(file))
+  } catch {
+    return file
+  }
 }
 
 /** The inode of a file, 0 when it does not exist. */
@@ -401,6 +412,12 @@ export class EntryStore {
     this.inode = opened.ino
     this.device = opened.dev
     this.dirSeen = undefined
+    // What this connection opens is read from the process's open files where it can be: the path
+    // may name other files by the time it is read (a directory removed again and made again by
+    // another process while this one opened it), and a connection left on the removed log would
+    // never see the others' writes, nor they its own.
+    const real = realPathOf(this.file)
+    const before = openDatabaseFiles(real)
     // A long busy timeout while opening only: schema creation and WAL setup happen once, at start-up.
     const db = new Database(this.file, { timeout: 5000 })
     this.db = db
@@ -411,8 +428,11 @@ export class EntryStore {
       db.close()
       throw error
     }
-    this.walInode = inodeOf(`${this.file}-wal`)
-    this.shmInode = inodeOf(`${this.file}-shm`)
+    const after = before === undefined ? undefined : openDatabaseFiles(real)
+    const mine = after === undefined ? {} : openedBetween(before!, after)
+    this.inode = mine.db ?? this.inode
+    this.walInode = mine.wal ?? inodeOf(`${this.file}-wal`)
+    this.shmInode = mine.shm ?? inodeOf(`${this.file}-shm`)
   }
 
   private setUp(db: Database.Database): void {

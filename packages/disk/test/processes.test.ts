@@ -1,5 +1,5 @@
 import { fork, spawn } from 'node:child_process'
-import { mkdtempSync, readdirSync, renameSync, rmSync, symlinkSync, unlinkSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, symlinkSync, unlinkSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -228,6 +228,46 @@ describe('the cache directory removed under a running process', { timeout: 60_00
     }
     // Before: resolved 1 into the removed copy in most rounds; nobody could read it.
     expect({ lost, rejected: rejected > 0 }).toEqual({ lost: 0, rejected: true })
+  })
+
+  it('a process whose log was removed and made again by another while it opened the path: its writes reach the others', async () => {
+    const path = join(newDir(), 'cache')
+    mkdirSync(path, { recursive: true })
+    const file = join(path, 'cache.db')
+    // Another process holds the write lock of a new database: this one, opening the path, waits
+    // in its set-up with the log already open. Meanwhile the log and its index are removed, and a
+    // third process makes new ones (a cleaner, then a process starting).
+    const holder = spawn(
+      process.execPath,
+      [
+        '-e',
+        `const Database = require('better-sqlite3'); const fs = require('fs'); const file = process.argv[1];
+         const db = new Database(file); db.pragma('journal_mode = WAL'); db.prepare('BEGIN IMMEDIATE').run();
+         console.log('locked');
+         process.stdin.once('data', () => { setTimeout(() => {
+           fs.rmSync(file + '-wal', { force: true }); fs.rmSync(file + '-shm', { force: true });
+           require('child_process').execFileSync(process.execPath, ['-e',
+             "const d = new (require('better-sqlite3'))(process.argv[1]); d.pragma('user_version'); d.close()", file]);
+           db.prepare('COMMIT').run(); db.close(); process.exit(0) }, 300) })`,
+        file,
+      ],
+      { cwd: fileURLToPath(new URL('..', import.meta.url)), stdio: ['pipe', 'pipe', 'inherit'] },
+    )
+    await new Promise((resolve) => holder.stdout!.once('data', resolve))
+    const exited = new Promise((resolve) => holder.once('exit', resolve))
+    holder.stdin!.write('go\n')
+    const cache = diskBackend({ path, pruneInterval: false, logger: false }) // waits for the lock
+    await exited
+    cache.on('error', () => {})
+    await cache.set('report', 'written after the open')
+    // Before: this process went on with the removed log and its index, and a process opening the
+    // path failed (disk I/O error) while it held them.
+    const other = diskBackend({ path, pruneInterval: false, logger: false })
+    expect(await other.get('report')).toBe('written after the open')
+    await other.set('plain', 'from the other')
+    expect(await cache.get('plain')).toBe('from the other')
+    await other.close()
+    await cache.close()
   })
 
   it('a path that is a symbolic link: the directory it points to, removed, is made again where it pointed', async () => {
