@@ -846,12 +846,7 @@ function watchHead(
   names: string[],
   cacheControl?: string,
 ): void {
-  const own = Object.hasOwn(outgoing, 'writeHead')
-  const original = outgoing.writeHead
-  outgoing.writeHead = function (this: NodeOutgoing, ...args: unknown[]) {
-    if (own) outgoing.writeHead = original
-    else delete (outgoing as { writeHead?: unknown }).writeHead
-    const at = typeof args[1] === 'string' ? 2 : 1
+  beforeNextWriteHead(outgoing, function (this: NodeOutgoing, original, args, at) {
     const given = args[at]
     const final: OutgoingHttpHeaders = { ...outgoing.getHeaders() }
     if (Array.isArray(given)) {
@@ -902,7 +897,24 @@ function watchHead(
     const written = original.apply(this, args)
     if (reason === undefined) judge(headAsWritten(outgoing, args[at]).headers)
     return written
-  }
+  })
+}
+
+/**
+ * Replaces `outgoing.writeHead` for its next call only: `call` gets the `writeHead` it replaced,
+ * the call's arguments and where its headers are among them (after an optional status message).
+ */
+function beforeNextWriteHead(
+  outgoing: NodeOutgoing,
+  call: (this: NodeOutgoing, original: NodeOutgoing['writeHead'], args: unknown[], at: number) => unknown,
+): void {
+  const own = Object.hasOwn(outgoing, 'writeHead')
+  const original = outgoing.writeHead
+  outgoing.writeHead = function (this: NodeOutgoing, ...args: unknown[]) {
+    if (own) outgoing.writeHead = original
+    else delete (outgoing as { writeHead?: unknown }).writeHead
+    return call.call(this, original, args, typeof args[1] === 'string' ? 2 : 1)
+  } as NodeOutgoing['writeHead']
 }
 
 /**
@@ -912,12 +924,7 @@ function watchHead(
  */
 function addToNodeHead(outgoing: NodeOutgoing | undefined, set: readonly [string, string][]): void {
   if (outgoing === undefined || outgoing.headersSent || set.length === 0) return
-  const own = Object.hasOwn(outgoing, 'writeHead')
-  const original = outgoing.writeHead
-  outgoing.writeHead = function (this: NodeOutgoing, ...args: unknown[]) {
-    if (own) outgoing.writeHead = original
-    else delete (outgoing as { writeHead?: unknown }).writeHead
-    const at = typeof args[1] === 'string' ? 2 : 1
+  beforeNextWriteHead(outgoing, function (this: NodeOutgoing, original, args, at) {
     const given = args[at]
     if (Array.isArray(given))
       args[at] =
@@ -927,7 +934,7 @@ function addToNodeHead(outgoing: NodeOutgoing | undefined, set: readonly [string
     else if (typeof given === 'object' && given !== null) args[at] = { ...given, ...Object.fromEntries(set) }
     else args[at] = Object.fromEntries(set)
     return original.apply(this, args)
-  }
+  })
 }
 
 /** Node's `ServerResponse` of the request on `@hono/node-server` (`c.env.outgoing`). */
