@@ -189,6 +189,26 @@ describe.each(EXPRESS)('a request rewritten before %s', (_name, express) => {
         return req
       },
     ],
+    [
+      'a factory whose url setter strips /fr and then replaces itself with a plain value',
+      (socket: Socket, flag: (req: IncomingMessage) => void) => {
+        const req = new IncomingMessageClass(socket)
+        Object.defineProperty(req, 'url', {
+          configurable: true,
+          set(value: string) {
+            const url = value.startsWith('/fr/') ? value.slice(3) : value
+            if (url !== value) flag(req)
+            Object.defineProperty(req, 'url', {
+              value: url,
+              writable: true,
+              enumerable: true,
+              configurable: true,
+            })
+          },
+        })
+        return req
+      },
+    ],
   ])(
     "a request 'class' of the server's own that is %s: its requests bypass, the French page is never served to /p",
     async (_, make) => {
@@ -208,6 +228,40 @@ describe.each(EXPRESS)('a request rewritten before %s', (_name, express) => {
       expect(runs()).toBe(3)
     },
   )
+
+  it('a url setter put on IncomingMessage.prototype (every request built through it): its requests bypass, the French page is never served to /p', async () => {
+    const proto = IncomingMessageClass.prototype as Localized
+    const early = new WeakMap<object, string>()
+    Object.defineProperty(proto, 'url', {
+      configurable: true,
+      get(this: Localized) {
+        return early.get(this)
+      },
+      // The constructor's empty url is kept aside; the parser's is rewritten, then made plain.
+      set(this: Localized, value: string) {
+        if (value === '') return void early.set(this, value)
+        const url = value.startsWith('/fr/') ? value.slice(3) : value
+        Object.defineProperty(this, 'url', {
+          value: url,
+          writable: true,
+          enumerable: true,
+          configurable: true,
+        })
+        if (url !== value) this.lang = 'fr'
+      },
+    })
+    try {
+      const { app, runs } = shop()
+      const port = await listening(noteArrivals(createServer(app)))
+      expect((await send(port, '/fr/p')).body).toBe('page-in-fr')
+      const english = await send(port, '/p')
+      expect(english.body).toBe('page-in-en')
+      expect(english.cacheStatus).toMatch(/detail=rewritten-url/)
+      expect(runs()).toBe(2)
+    } finally {
+      delete (proto as { url?: unknown }).url
+    }
+  })
 
   it('an emit an APM shim wrapped on the server after it started noting: every request it passes on bypasses, the French page is never served to /p', async () => {
     const { app, runs } = shop()
@@ -303,6 +357,49 @@ describe.each(EXPRESS)('a Host rewritten by middleware before the cache on %s', 
     const hit = await send(port, '/p')
     expect(hit.body).toBe('new-page')
     expect(hit.cacheStatus).toMatch(/^@cache; hit/)
+  })
+
+  it("a listener put first rewrites the Host line in rawHeaders too: the legacy domain's page is never served to clients of the new one", async () => {
+    const { app } = aliasing()
+    const server = noteArrivals(createServer(app))
+    server.prependListener('request', (req: IncomingMessage) => {
+      const at = req.rawHeaders.findIndex((name, i) => i % 2 === 0 && name.toLowerCase() === 'host')
+      if (req.rawHeaders[at + 1] === 'old.shop.test') req.rawHeaders[at + 1] = 'shop.test'
+    })
+    const port = await listening(server)
+    expect((await send(port, '/p', { host: 'old.shop.test' })).body).toBe('legacy-page')
+    // Before: the legacy page, stored under shop.test.
+    expect((await send(port, '/p')).body).toBe('new-page')
+  })
+
+  it("behind a trusted proxy, X-Forwarded-Host rewritten before the cache: the legacy domain's page is never served to clients of the new one", async () => {
+    const app = express()
+    app.set('trust proxy', true)
+    app.use((req: any, _res: any, next: any) => {
+      const forwarded = req.headers['x-forwarded-host']
+      if (forwarded === 'old.shop.test') {
+        req.headers['x-forwarded-host'] = 'shop.test'
+        req.legacy = true
+      }
+      next()
+    })
+    app.get('/p', cacheResponse({ ttl: 60, backend: memory() }), (req: any, res: any) =>
+      res.send(req.legacy ? 'legacy-page' : `new-page of ${req.hostname}`),
+    )
+    const port = await listening(noteArrivals(createServer(app)))
+    const proxied = { host: 'internal:8080', 'x-forwarded-proto': 'https' }
+    expect((await send(port, '/p', { ...proxied, 'x-forwarded-host': 'old.shop.test' })).body).toBe(
+      'legacy-page',
+    )
+    // Before: the legacy page (both keyed as shop.test behind the same proxy Host).
+    expect((await send(port, '/p', { ...proxied, 'x-forwarded-host': 'shop.test' })).body).toBe(
+      'new-page of shop.test',
+    )
+    const hit = await send(port, '/p', { ...proxied, 'x-forwarded-host': 'shop.test' })
+    expect(hit.cacheStatus).toMatch(/^@cache; hit/)
+    expect((await send(port, '/p', { ...proxied, 'x-forwarded-host': 'old.shop.test' })).body).toBe(
+      'legacy-page',
+    )
   })
 
   it('invalidating the URL with the host the app sees reaches the entry of the legacy domain too', async () => {

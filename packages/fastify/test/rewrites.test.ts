@@ -246,4 +246,48 @@ describe('a target rewritten before the cache', () => {
     expect((await get(base, '/', { host: 'old-brand.example' })).body).toBe('coupon OLD50 v2')
     expect((await get(base, '/', { host: 'new-brand.example' })).body).toBe('new-brand home v2')
   })
+
+  it("a hook rewriting the Host line in rawHeaders too: the legacy domain's page is never served to the new one", async () => {
+    const made = app()
+    made.addHook('onRequest', async (request) => {
+      const raw = request.raw as typeof request.raw & Marked
+      if (raw.headers.host === 'old-brand.example') {
+        raw.legacy = true
+        raw.headers.host = 'new-brand.example'
+        for (let i = 0; i < raw.rawHeaders.length; i += 2)
+          if (raw.rawHeaders[i]!.toLowerCase() === 'host') raw.rawHeaders[i + 1] = 'new-brand.example'
+      }
+    })
+    await made.register(cachePlugin, { backend: memoryBackend() })
+    made.get('/', { config: { cache: true } }, async (request) =>
+      (request.raw as Marked).legacy ? 'coupon OLD50' : 'new-brand home',
+    )
+    const base = await made.listen({ port: 0, host: '127.0.0.1' })
+    expect((await get(base, '/', { host: 'old-brand.example' })).body).toBe('coupon OLD50')
+    // Before: the coupon page, stored under new-brand.example.
+    expect((await get(base, '/', { host: 'new-brand.example' })).body).toBe('new-brand home')
+  })
+
+  it("behind a trusted proxy, a hook rewriting X-Forwarded-Host: the legacy domain's page is never served to the new one", async () => {
+    const made = app({ trustProxy: true })
+    made.addHook('onRequest', async (request) => {
+      const raw = request.raw as typeof request.raw & Marked
+      if (request.headers['x-forwarded-host'] === 'old-brand.example') {
+        raw.legacy = true
+        request.headers['x-forwarded-host'] = 'new-brand.example'
+      }
+    })
+    await made.register(cachePlugin, { backend: memoryBackend() })
+    made.get('/', { config: { cache: true } }, async (request) =>
+      (request.raw as Marked).legacy ? 'coupon OLD50' : `home of ${request.host}`,
+    )
+    const base = await made.listen({ port: 0, host: '127.0.0.1' })
+    const proxied = (forwarded: string) =>
+      httpGet(base, { host: 'internal:8080', 'x-forwarded-host': forwarded, 'x-forwarded-proto': 'https' })
+    expect((await proxied('old-brand.example')).body).toBe('coupon OLD50')
+    // Before: the coupon page (both keyed as new-brand.example behind the same proxy Host).
+    expect((await proxied('new-brand.example')).body).toBe('home of new-brand.example')
+    expect((await proxied('new-brand.example')).cacheStatus).toContain('hit')
+    expect((await proxied('old-brand.example')).body).toBe('coupon OLD50')
+  })
 })

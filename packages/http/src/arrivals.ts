@@ -8,7 +8,7 @@
  */
 
 import { EventEmitter } from 'node:events'
-import { IncomingMessage } from 'node:http'
+import { IncomingMessage, Server } from 'node:http'
 import { Http2ServerRequest } from 'node:http2'
 
 /** What was noted of a request (or of an HTTP/2 stream) as it arrived. */
@@ -20,6 +20,12 @@ export interface Arrival {
   url: string
   /** Over HTTP/2, the stream's `:authority` as the server emitted it. */
   authority?: string
+  /**
+   * The header lines that name the host and protocol (`Host`, `X-Forwarded-Host`,
+   * `X-Forwarded-Proto`), as `rawHeaders` held them when the server emitted the request: a
+   * listener or hook may rewrite both `headers` and `rawHeaders` later (a domain alias).
+   */
+  lines?: readonly string[]
   /** The server that noted it. */
   server: object
 }
@@ -125,13 +131,71 @@ function noteRequest(req: Noted, server: object): void {
   if (!NODE_REQUESTS.has(Object.getPrototypeOf(req)) || !plainUrl(req)) return
   const stream = req.stream
   if (stream === undefined) {
-    req[ARRIVED] = { url: req.url ?? '/', server }
+    if (!buildsNodeRequests(server) || !plainChain(req)) return
+    const lines = hostLines((req as { rawHeaders?: unknown }).rawHeaders)
+    req[ARRIVED] =
+      lines === undefined ? { url: req.url ?? '/', server } : { url: req.url ?? '/', server, lines }
     return
   }
   // HTTP/2: the request is made from the stream's headers, which a `stream` listener may have
   // edited first; what the stream arrived with was noted as it was emitted.
   const arrived = arrivalOf(stream)
   if (arrived !== undefined && arrived.server === server) req[ARRIVED] = arrived
+}
+
+/** Node's symbol for a server's `IncomingMessage` option (`undefined` where Node has none). */
+const requestClassKey = Object.getOwnPropertySymbols(new Server()).find(
+  (key) => key.description === 'IncomingMessage',
+)
+
+/**
+ * Whether `server` builds its requests with Node's own `IncomingMessage` (an HTTP/1 server made
+ * without an `IncomingMessage` option): a request class or factory of the app's own can rewrite
+ * the target while the parser sets it, in ways the request no longer shows by `emit` (a `url`
+ * setter that replaces itself with a plain value).
+ */
+function buildsNodeRequests(server: object): boolean {
+  if (requestClassKey === undefined) return true
+  const made = (server as Record<symbol, unknown>)[requestClassKey]
+  return made === undefined || made === IncomingMessage
+}
+
+/** The properties a request's prototypes must not turn into accessors (a setter rewriting what the parser assigns). */
+const ASSIGNED = ['url', 'rawHeaders', 'headers', 'method'] as const
+
+/**
+ * Whether nothing on `req`'s prototype chain intercepts what Node's parser assigns to it: a
+ * setter on `IncomingMessage.prototype` (or above) rewrites every request's target before `emit`.
+ * Node's own `headers` accessor on `IncomingMessage.prototype` is the one allowed.
+ */
+function plainChain(req: object): boolean {
+  for (let proto = Object.getPrototypeOf(req); proto !== null; proto = Object.getPrototypeOf(proto)) {
+    for (const name of ASSIGNED) {
+      const own = Object.getOwnPropertyDescriptor(proto, name)
+      if (own === undefined) continue
+      if (proto === IncomingMessage.prototype && name === 'headers' && own.get === NODE_HEADERS_GET) continue
+      return false
+    }
+  }
+  const rawHeaders = Object.getOwnPropertyDescriptor(req, 'rawHeaders')
+  return rawHeaders === undefined || 'value' in rawHeaders
+}
+
+const NODE_HEADERS_GET = Object.getOwnPropertyDescriptor(IncomingMessage.prototype, 'headers')?.get
+
+/** The names of the header lines {@link Arrival.lines} keeps, lower-cased. */
+const HOST_LINES = new Set(['host', 'x-forwarded-host', 'x-forwarded-proto'])
+
+/** The `Host` and forwarding lines of `rawHeaders` (name, value, …); `undefined` when there are none. */
+function hostLines(rawHeaders: unknown): string[] | undefined {
+  if (!Array.isArray(rawHeaders)) return undefined
+  let lines: string[] | undefined
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]
+    if (typeof name === 'string' && name.length >= 4 && HOST_LINES.has(name.toLowerCase()))
+      (lines ??= []).push(name, String(rawHeaders[i + 1]))
+  }
+  return lines
 }
 
 function noteStream(stream: Noted, headers: unknown, server: object): void {

@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { unescape as lenientDecode } from 'node:querystring'
+import { arrivalOf } from './arrivals.js'
 import type { HttpRequestView } from './view.js'
 
 /**
@@ -114,15 +115,47 @@ export function sentHostPart(resolved: string | undefined, sent: string | undefi
  */
 export function hostKeyPart(
   resolved: string | undefined,
-  raw: { headers: { host?: string }; rawHeaders?: readonly string[] },
+  raw: { headers: { host?: string; [name: string]: unknown }; rawHeaders?: readonly string[] },
 ): string | undefined {
   const seen = raw.headers.host
-  const sent = sentHost(raw.rawHeaders, seen)
+  // The lines as the server emitted the request, when it noted them: a listener or hook may have
+  // rewritten `rawHeaders` along with `headers` since.
+  const lines = arrivalOf(raw)?.lines ?? raw.rawHeaders
+  const sent = sentHost(lines, seen)
   const forwarded = sentHostPart(resolved, seen)
   const rewritten =
     sent === seen ? undefined : `@sent-host=${sent === undefined ? '-' : JSON.stringify(sent)}`
-  if (forwarded === undefined) return rewritten
-  return rewritten === undefined ? forwarded : `${forwarded}${rewritten}`
+  const parts = [
+    forwarded,
+    rewritten,
+    ...FORWARDING.map((name) => forwardedRewrite(name, raw.headers, lines)),
+  ]
+  const key = parts.filter((part) => part !== undefined).join('')
+  return key === '' ? undefined : key
+}
+
+/** The proxy headers a framework that trusts its proxy resolves the host and protocol from. */
+const FORWARDING = ['x-forwarded-host', 'x-forwarded-proto'] as const
+
+/**
+ * `@sent-x-forwarded-host=…` when the header the app reads is not what the client (or its proxy)
+ * sent: a layer before the cache rewrote it (a legacy domain behind a proxy mapped to the new
+ * one and flagged for the handler), and the host or protocol the framework resolves from it no
+ * longer tells the two apart. Node joins repeated lines of these headers with `, `.
+ */
+function forwardedRewrite(
+  name: (typeof FORWARDING)[number],
+  headers: Record<string, unknown>,
+  lines: readonly string[] | undefined,
+): string | undefined {
+  if (lines === undefined) return undefined
+  let sent: string | undefined
+  for (let i = 0; i + 1 < lines.length; i += 2)
+    if (lines[i]!.length === name.length && lines[i]!.toLowerCase() === name)
+      sent = sent === undefined ? lines[i + 1] : `${sent}, ${lines[i + 1]}`
+  const seen = headers[name]
+  if (seen === sent) return undefined
+  return `@sent-${name}=${sent === undefined ? '-' : JSON.stringify(sent)}`
 }
 
 /** The first `Host` line the client sent (Node keeps the first), or `seen` without raw lines. */
