@@ -2,7 +2,7 @@ import type { CacheBackend, Duration } from '@cache/core'
 import { compareAndDelete, isGenerationKey } from '@cache/core/backend'
 import { isCallerError } from './caller-error.js'
 import type { ChainParts } from './chain-parts.js'
-import { setLeft } from './ttl-left.js'
+import { levelTtl, setLeft } from './ttl-left.js'
 import type { LevelWriter } from './writes.js'
 
 /**
@@ -41,7 +41,9 @@ export class ChainWrites {
     const ticket = this.chain.order.begin(key)
     try {
       const { result: added, index } = await this.chain.invalidation.toldEvenIfFailed({ keys: [key] }, () =>
-        this.chain.writer.slowest('add', key, (backend) => backend.add(key, value, ttl)),
+        this.chain.writer.slowest('add', key, (backend) =>
+          backend.add(key, value, levelTtl(ttl, backend, this.chain.shared)),
+        ),
       )
       if (!added) return false
       this.chain.reads.invalidate(key)
@@ -80,7 +82,9 @@ export class ChainWrites {
 
   async incr(key: string, by = 1, ttl?: Duration): Promise<number> {
     if (isGenerationKey(key)) return this.chain.order.track(this.chain.state.incr(key, by, ttl))
-    const value = await this.onShared('incr', key, (backend) => backend.incr(key, by, ttl))
+    const value = await this.onShared('incr', key, (backend) =>
+      backend.incr(key, by, levelTtl(ttl, backend, this.chain.shared)),
+    )
     this.chain.observer.set(key)
     return value
   }
@@ -112,7 +116,7 @@ export class ChainWrites {
       const value = await this.onShared(
         'atomicUpdate',
         key,
-        (backend) => backend.atomicUpdate<T>(key, guarded, ttl),
+        (backend) => backend.atomicUpdate<T>(key, guarded, levelTtl(ttl, backend, this.chain.shared)),
         () => thrown !== undefined,
       )
       this.chain.observer.set(key)

@@ -67,7 +67,9 @@ export class LevelHealth {
    * breaker unless it is a partial failure (one server of a pool whose others answer).
    */
   failed(level: Level, operation: string, error: unknown, key?: string, rethrow = true): void {
-    if (isCallerError(error)) {
+    // A probe's or repair's call is the chain's own: whatever refused it (Redis's MISCONF while
+    // its saves fail reads as a plain refusal) leaves the level unusable, opened again, probed later.
+    if (isCallerError(error) && operation !== 'probe' && operation !== 'repair') {
       if (rethrow) throw error
       return
     }

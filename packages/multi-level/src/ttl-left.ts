@@ -25,8 +25,10 @@ export function ttlLeft(
 
 /**
  * The TTL `backend`, one of a chain's levels, is written with for a write that asked for `ttl`.
- * With none, the shared level gives the entry its `defaultTtl`: a faster level whose own default
- * is not shorter gets the shared level's, so that it keeps no copy past the shared level's expiry
+ * With none, the shared level gives the entry its `defaultTtl`: a faster level gets the shorter of
+ * its own default and the shared level's, as a TTL counted from the call (a level written late,
+ * after the shared one answered, would otherwise count its own default from then), so that it
+ * keeps no copy past the shared level's expiry
  * (a bare `memoryBackend()` over `redisBackend(url, { defaultTtl: '1h' })`). A shared level that
  * does not tell its default (a custom backend) leaves each level its own.
  */
@@ -39,7 +41,8 @@ export function levelTtl(
   const sharedMs = shared.defaultTtlMs
   if (typeof sharedMs !== 'number') return undefined
   const own = backend.defaultTtlMs
-  return typeof own === 'number' && own <= sharedMs ? undefined : `${sharedMs}ms`
+  // Given as a TTL (not left to the level's default), so that it counts from the call too.
+  return `${typeof own === 'number' && own < sharedMs ? own : sharedMs}ms`
 }
 
 /**

@@ -115,7 +115,14 @@ export class LevelWriter {
       // repair would now delete what it decided (another process could then take the lock too).
       if ((operation !== 'add' && operation !== 'compareAndDelete') || result === true) level.written(keys)
       count(level, operation, keys)
-      for (const slower of skipped) slower.diverged(keys)
+      // A skipped level that its probe closed while this call ran has dropped what it knew of
+      // then: the private result is dropped here instead, before it can be served in its stead.
+      let reopened = false
+      for (const slower of skipped) {
+        if (slower.breaker.state === 'closed') reopened = true
+        else slower.diverged(keys)
+      }
+      if (reopened) await Promise.all(this.levels.slice(0, i + 1).map((level) => this.evict(level, keys)))
       return { result, index: i }
     }
     throw this.health.allDown(operation, undefined)

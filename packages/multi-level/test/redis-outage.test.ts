@@ -3,6 +3,9 @@ import { memoryBackend } from '@cache/memory'
 import { redisBackend } from '@cache/redis'
 import { type RedisServer, startRedis } from '@cache/test-servers'
 import { Redis } from 'ioredis'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type BreakerOptions, type MultiLevelEvent, multiLevel, redisBus } from '../src/index.js'
 
@@ -315,6 +318,70 @@ describe('a process that stays idle after its write failed during an outage', ()
       redis.process!.thaw()
       await idle.close()
       await busy.close()
+    }
+  })
+
+  it('an atomicUpdate answered by memory while Redis was skipped, still running when the probe closed the level: its private result is dropped, Redis answers', async () => {
+    const { idle, busy } = twoProcesses(`late-private${Date.now()}`, { timeout: '300ms' })
+    try {
+      await busy.set('c', 100)
+      await redis.process!.freeze()
+      for (const key of ['a', 'b', 'd']) await idle.get(key)
+      expect(idle.levels[1]!.breaker.state).toBe('open')
+      // Runs on memory (Redis skipped); its function outlasts the open period and the probe.
+      const update = idle.atomicUpdate<number>('c', async (current) => {
+        await sleep(2000)
+        return (current ?? 0) + 1
+      })
+      redis.process!.thaw()
+      expect(await update).toBe(1) // the documented private answer while Redis was skipped
+      expect(idle.levels[1]!.breaker.state).toBe('closed')
+      // Before: 1 for good (marked to drop on a level already closed), while Redis holds 100.
+      expect(await idle.get('c')).toBe(100)
+      expect(idle.levelStats()[1]).toMatchObject({ divergedKeys: 0 })
+    } finally {
+      redis.process!.thaw()
+      await idle.close()
+      await busy.close()
+    }
+  })
+
+  it('a probe whose repair Redis refuses (MISCONF while its saves fail) opens the level again, and it is used once Redis accepts writes', async () => {
+    const saves = mkdtempSync(join(tmpdir(), 'cache-misconf-'))
+    const own = await startRedis({ spawn: true, args: ['--dir', saves, '--save', '3600 1'] })
+    const cli = new Redis(own.url)
+    const chain = multiLevel({
+      levels: [memoryBackend(), redisBackend(own.url, { timeout: '200ms', logger: false })],
+      breaker: { failureThreshold: 1, openFor: '300ms' },
+      logger: false,
+    })
+    const errors: MultiLevelEvent[] = []
+    chain.on('error', (event) => errors.push(event))
+    try {
+      await chain.get('warm')
+      // The next background save fails (its directory is gone): Redis refuses writes (MISCONF).
+      rmSync(saves, { recursive: true, force: true })
+      await cli.bgsave()
+      await sleep(300)
+      await own.process!.freeze()
+      await chain.get('x') // the breaker opens
+      await expect(chain.set('k', 'v')).rejects.toBeInstanceOf(CacheUnavailableError) // a repair is due
+      own.process!.thaw()
+      await sleep(800) // the probe meets MISCONF
+      expect(errors.some((event) => event.operation === 'probe')).toBe(true)
+      expect(chain.levels[1]!.breaker.state).toBe('open')
+      await cli.config('SET', 'stop-writes-on-bgsave-error', 'no')
+      const from = Date.now()
+      while (chain.levels[1]!.breaker.state !== 'closed' && Date.now() - from < 3000) await sleep(50)
+      // Before: half-open for good; every write rejected, other processes' values unseen.
+      expect(chain.levels[1]!.breaker.state).toBe('closed')
+      await chain.set('y', 1)
+    } finally {
+      own.process!.thaw()
+      cli.disconnect()
+      await chain.close()
+      await own.process!.kill('SIGKILL') // a server whose saves fail refuses SIGTERM
+      rmSync(saves, { recursive: true, force: true })
     }
   })
 

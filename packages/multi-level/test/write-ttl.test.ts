@@ -149,6 +149,29 @@ describe("a write without a TTL: the shared level's defaultTtl", () => {
       })
     }
 
+  it('a faster level with the same defaultTtl, written after a slow shared write: its copy expires with the shared one, counted from the call', async () => {
+    const memory = memoryBackend({ defaultTtl: '300ms' })
+    const disk = diskBackend({ path: dir, defaultTtl: '300ms', lockTimeout: '5s', logger: false })
+    const chain = multiLevel({ levels: [memory, disk], logger: false })
+    try {
+      await chain.set('warm', 1)
+      const other = new Database(join(dir, 'cache.db'))
+      other.prepare('BEGIN IMMEDIATE').run()
+      setTimeout(() => {
+        other.prepare('COMMIT').run()
+        other.close()
+      }, 400)
+      const start = Date.now()
+      await chain.set('session', 'token') // waits for the lock: memory is written ~400 ms after the call
+      await sleep(Math.max(0, start + 450 - Date.now()))
+      // Before: memory counted its own 300 ms from its late write, and served it until ~+700 ms.
+      expect(await memory.get('session')).toBeUndefined()
+      expect(await chain.get('session')).toBeUndefined()
+    } finally {
+      await chain.close()
+    }
+  })
+
   it("a faster level's own shorter defaultTtl still applies; a longer one gives way to the shared level's", async () => {
     const short = memoryBackend({ defaultTtl: '100ms' })
     const long = memoryBackend({ defaultTtl: '1h' })
