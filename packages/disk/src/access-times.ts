@@ -1,6 +1,5 @@
-import { realpathSync } from 'node:fs'
 import type { DiskContext } from './context.js'
-import { type Access, isBusy } from './store.js'
+import { type Access, isBusy, realPathOf } from './store.js'
 
 /** How long a recorded access waits before it is written, unless a write of this process comes first. */
 const FLUSH_AFTER_MS = 1000
@@ -31,7 +30,7 @@ export class AccessTimes {
   private readonly file: string
 
   constructor(private readonly ctx: DiskContext) {
-    const file = realpathSync(ctx.store.file)
+    const file = realPathOf(ctx.store.file)
     this.file = file
     let pending = pendingByFile.get(file)
     if (pending === undefined) {

@@ -40,8 +40,11 @@ function settledAfterMs(dir: Stats): number {
   return dir.mtimeMs % 1000 === 0 && dir.ctimeMs % 1000 === 0 ? 2000 : 50
 }
 
-/** `file` with its directory's symbolic links resolved, as the process's open files name it. */
-function realPathOf(file: string): string {
+/**
+ * `file` with its directory's symbolic links resolved, as the process's open files name it; as
+ * given when the directory is gone (removed while the process runs).
+ */
+export function realPathOf(file: string): string {
   try {
     return join(realpathSync(dirname(file)), basename(file))
   } catch {

@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, symlinkSync, u
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { CacheUnavailableError } from '@cache/core'
+import { CacheConfigError, CacheUnavailableError } from '@cache/core'
 import Database from 'better-sqlite3'
 import { afterEach, describe, expect, it } from 'vitest'
 import { diskBackend } from '../src/index.js'
@@ -268,6 +268,35 @@ describe('the cache directory removed under a running process', { timeout: 60_00
     expect(await cache.get('plain')).toBe('from the other')
     await other.close()
     await cache.close()
+  })
+
+  it('opened while another process keeps removing the directory: opens, or fails with CacheConfigError, never a raw error', async () => {
+    const path = join(newDir(), 'cache')
+    const remover = spawn('sh', ['-c', `for i in $(seq 1 20000); do rm -rf '${path}'; done`], {
+      stdio: 'ignore',
+    })
+    const failures = new Map<string, number>()
+    let opened = 0
+    try {
+      for (const deadline = Date.now() + 3000; Date.now() < deadline && remover.exitCode === null; ) {
+        try {
+          const cache = diskBackend({ path, logger: false, pruneInterval: false })
+          cache.on('error', () => {})
+          opened++
+          await cache.close()
+        } catch (error) {
+          const kind =
+            error instanceof CacheConfigError ? 'CacheConfigError' : `raw ${(error as Error).message}`
+          failures.set(kind, (failures.get(kind) ?? 0) + 1)
+        }
+        await new Promise((resolve) => setImmediate(resolve))
+      }
+    } finally {
+      remover.kill('SIGKILL')
+    }
+    // Before: raw ENOENT (realpath of a database file removed right after it was opened).
+    expect([...failures.keys()].filter((kind) => kind.startsWith('raw'))).toEqual([])
+    expect(opened + (failures.get('CacheConfigError') ?? 0)).toBeGreaterThan(10)
   })
 
   it('a path that is a symbolic link: the directory it points to, removed, is made again where it pointed', async () => {
