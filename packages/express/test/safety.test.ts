@@ -794,3 +794,54 @@ describe.each(EXPRESS)('headers given to writeHead as an object or a flat list, 
     expect(hit.headers['x-variant']).toBe('new')
   })
 })
+
+describe.each(EXPRESS)('a header the handler removed, on %s', (_name, express) => {
+  it('does not come back on hits when middleware before the cache set it (X-Robots-Tag, Cache-Control: no-store)', async () => {
+    const app = express()
+    app.use((_req: any, res: any, next: any) => {
+      res.setHeader('X-Robots-Tag', 'noindex')
+      res.setHeader('Cache-Control', 'no-store')
+      next()
+    })
+    const handler = (_req: any, res: any) => {
+      res.removeHeader('X-Robots-Tag')
+      res.removeHeader('Cache-Control')
+      res.removeHeader('X-Powered-By')
+      res.send('public page')
+    }
+    app.get('/plain', handler)
+    app.get('/cached', cacheResponse({ backend: memory() }), handler)
+    const r = await serve(app)
+    const plain = await r.request('/plain')
+    for (const name of ['x-robots-tag', 'cache-control', 'x-powered-by'])
+      expect(plain.headers[name]).toBeUndefined()
+    await r.request('/cached')
+    const hit = await r.request('/cached')
+    expect(isHit(hit)).toBe(true)
+    for (const name of ['x-robots-tag', 'cache-control', 'x-powered-by'])
+      expect(hit.headers[name]).toBeUndefined()
+    // The 304 of a revalidation carries what the 200 did.
+    const revalidated = await r.request('/cached', { headers: { 'if-none-match': String(hit.headers.etag) } })
+    expect(revalidated.status).toBe(304)
+    expect(revalidated.headers['x-robots-tag']).toBeUndefined()
+  })
+
+  it('the cacheControl option offers its Cache-Control on hits as on the miss, once the no-store before it was removed', async () => {
+    const app = express()
+    app.use((_req: any, res: any, next: any) => {
+      res.setHeader('Cache-Control', 'no-store')
+      next()
+    })
+    const handler = (_req: any, res: any) => {
+      res.removeHeader('Cache-Control')
+      res.send('public page')
+    }
+    app.get('/cached', cacheResponse({ backend: memory(), ttl: 60, cacheControl: true }), handler)
+    const r = await serve(app)
+    const miss = await r.request('/cached')
+    expect(miss.headers['cache-control']).toMatch(/max-age/)
+    const hit = await r.request('/cached')
+    expect(isHit(hit)).toBe(true)
+    expect(hit.headers['cache-control']).toBe(miss.headers['cache-control'])
+  })
+})

@@ -43,6 +43,8 @@ export function nodeRequestView<Raw extends IncomingMessage = IncomingMessage>(
  */
 export function answerFromResult(res: ServerResponse, result: LookupResult): boolean {
   if (result.kind === 'hit' || result.kind === 'not-modified') {
+    // Headers the layers before the cache set again that the handler had removed on the miss.
+    if (result.remove !== undefined) for (const name of result.remove) res.removeHeader(name)
     if (result.cacheControl !== undefined) offerCacheControl(res, result.cacheControl)
     res.writeHead(result.status, result.headers as string[])
     res.end(result.kind === 'hit' && !result.headOnly ? result.body : undefined)
@@ -70,6 +72,8 @@ export function answerFromResult(res: ServerResponse, result: LookupResult): boo
 export function recordNodeResponse(res: ServerResponse, miss: MissResult): void {
   const recorder = miss.recorder
   const original = { writeHead: res.writeHead, write: res.write, end: res.end }
+  // Headers the layers before the cache set: not stored (they set them again on every hit), and
+  // those the response goes out without are removed on replays.
   const before = res.getHeaders()
   const connection = (res as { req?: IncomingMessage }).req?.socket ?? res.socket ?? undefined
   let status: number | undefined
@@ -214,7 +218,7 @@ export function recordNodeResponse(res: ServerResponse, miss: MissResult): void 
     if (!settled) {
       reported = true
       const head: ResponseHead = final ?? { status: res.statusCode, headers: res.getHeaders() }
-      head.own = { status: status ?? res.statusCode, headers: own ?? {} }
+      head.own = { status: status ?? res.statusCode, headers: own ?? {}, earlier: Object.keys(before) }
       recorder.end(undefined, {
         head,
         incomplete: incompleteReason(destroyedBeforeEnd, connectionClosed, final !== undefined, own, sources),
