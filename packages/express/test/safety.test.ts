@@ -732,3 +732,116 @@ describe.each(EXPRESS)('headers given to writeHead as [name, value] pairs, on %s
     expect(text(await r.request('/flat'))).toBe('page 3')
   })
 })
+
+describe.each(EXPRESS)('headers given to writeHead as an object or a flat list, on %s', (_name, express) => {
+  /** The same handler behind the cache and without it, on an app without X-Powered-By. */
+  function objectApp(headers: (req: any) => Record<string, string>) {
+    const app = express()
+    app.set('x-powered-by', false)
+    let calls = 0
+    const handler = (req: any, res: any) => {
+      calls++
+      res.writeHead(200, { 'content-type': 'text/plain', ...headers(req) })
+      res.end(`page ${calls} of ${req.get('x-user') ?? 'nobody'}`)
+    }
+    app.get('/plain', handler)
+    app.get('/cached', cacheResponse({ backend: memory() }), handler)
+    return app
+  }
+
+  it('a name given twice in two cases (cache-control: private, Cache-Control: max-age=60) goes out twice, never stored', async () => {
+    // A header object merged from two sources: without the cache Node sends both lines.
+    const r = await serve(objectApp(() => ({ 'cache-control': 'private', 'Cache-Control': 'max-age=60' })))
+    const plain = await r.request('/plain', { headers: { 'x-user': 'alice' } })
+    expect(plain.headers['cache-control']).toBe('private, max-age=60')
+    const alice = await r.request('/cached', { headers: { 'x-user': 'alice' } })
+    expect(alice.headers['cache-control']).toBe(plain.headers['cache-control'])
+    expect(String(alice.headers['cache-status'])).not.toContain('stored')
+    const bob = await r.request('/cached', { headers: { 'x-user': 'bob' } })
+    expect(text(bob)).toBe('page 3 of bob')
+  })
+
+  it('a Vary given twice in two cases (Vary: X-User, vary: Accept) keys on both', async () => {
+    const r = await serve(objectApp(() => ({ Vary: 'X-User', vary: 'Accept' })))
+    const plain = await r.request('/plain', { headers: { 'x-user': 'alice' } })
+    expect(plain.headers.vary).toBe('X-User, Accept')
+    const alice = await r.request('/cached', { headers: { 'x-user': 'alice' } })
+    expect(alice.headers.vary).toBe(plain.headers.vary)
+    expect(text(alice)).toBe('page 2 of alice')
+    const bob = await r.request('/cached', { headers: { 'x-user': 'bob' } })
+    expect(text(bob)).toBe('page 3 of bob')
+    const again = await r.request('/cached', { headers: { 'x-user': 'alice' } })
+    expect(isHit(again)).toBe(true)
+    expect(text(again)).toBe('page 2 of alice')
+    expect(again.headers.vary).toBe(plain.headers.vary)
+  })
+
+  it('a flat list repeating a name after X-Powered-By: the hit sends the one value the miss sent', async () => {
+    const app = express()
+    const handler = (_req: any, res: any) => {
+      res.writeHead(200, ['Content-Type', 'text/plain', 'X-Variant', 'old', 'X-Variant', 'new'])
+      res.end('page')
+    }
+    app.get('/plain', handler)
+    app.get('/cached', cacheResponse({ backend: memory() }), handler)
+    const r = await serve(app)
+    const plain = await r.request('/plain')
+    expect(plain.headers['x-variant']).toBe('new')
+    const miss = await r.request('/cached')
+    expect(miss.headers['x-variant']).toBe('new')
+    const hit = await r.request('/cached')
+    expect(isHit(hit)).toBe(true)
+    expect(hit.headers['x-variant']).toBe('new')
+  })
+})
+
+describe.each(EXPRESS)('a header the handler removed, on %s', (_name, express) => {
+  it('does not come back on hits when middleware before the cache set it (X-Robots-Tag, Cache-Control: no-store)', async () => {
+    const app = express()
+    app.use((_req: any, res: any, next: any) => {
+      res.setHeader('X-Robots-Tag', 'noindex')
+      res.setHeader('Cache-Control', 'no-store')
+      next()
+    })
+    const handler = (_req: any, res: any) => {
+      res.removeHeader('X-Robots-Tag')
+      res.removeHeader('Cache-Control')
+      res.removeHeader('X-Powered-By')
+      res.send('public page')
+    }
+    app.get('/plain', handler)
+    app.get('/cached', cacheResponse({ backend: memory() }), handler)
+    const r = await serve(app)
+    const plain = await r.request('/plain')
+    for (const name of ['x-robots-tag', 'cache-control', 'x-powered-by'])
+      expect(plain.headers[name]).toBeUndefined()
+    await r.request('/cached')
+    const hit = await r.request('/cached')
+    expect(isHit(hit)).toBe(true)
+    for (const name of ['x-robots-tag', 'cache-control', 'x-powered-by'])
+      expect(hit.headers[name]).toBeUndefined()
+    // The 304 of a revalidation carries what the 200 did.
+    const revalidated = await r.request('/cached', { headers: { 'if-none-match': String(hit.headers.etag) } })
+    expect(revalidated.status).toBe(304)
+    expect(revalidated.headers['x-robots-tag']).toBeUndefined()
+  })
+
+  it('the cacheControl option offers its Cache-Control on hits as on the miss, once the no-store before it was removed', async () => {
+    const app = express()
+    app.use((_req: any, res: any, next: any) => {
+      res.setHeader('Cache-Control', 'no-store')
+      next()
+    })
+    const handler = (_req: any, res: any) => {
+      res.removeHeader('Cache-Control')
+      res.send('public page')
+    }
+    app.get('/cached', cacheResponse({ backend: memory(), ttl: 60, cacheControl: true }), handler)
+    const r = await serve(app)
+    const miss = await r.request('/cached')
+    expect(miss.headers['cache-control']).toMatch(/max-age/)
+    const hit = await r.request('/cached')
+    expect(isHit(hit)).toBe(true)
+    expect(hit.headers['cache-control']).toBe(miss.headers['cache-control'])
+  })
+})

@@ -170,3 +170,35 @@ describe('a source that fails half-way behind a transform', () => {
     expect(runs).toBe(2)
   })
 })
+
+describe('a header an onRequest hook set and the handler removed', () => {
+  it('does not come back on hits (X-Robots-Tag: noindex, Cache-Control: no-store)', async () => {
+    const app = Fastify()
+    apps.push(app)
+    await app.register(cachePlugin, { backend: memoryBackend() })
+    app.addHook('onRequest', async (_request, reply) => {
+      reply.header('x-robots-tag', 'noindex')
+      reply.header('cache-control', 'no-store')
+    })
+    let runs = 0
+    const handler = async (_request: unknown, reply: { removeHeader(name: string): unknown }) => {
+      reply.removeHeader('x-robots-tag')
+      reply.removeHeader('cache-control')
+      return `public page ${++runs}`
+    }
+    app.get('/plain', handler)
+    app.get('/page', { config: { cache: 60 } }, handler)
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    const base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
+    const plain = await fetch(`${base}/plain`)
+    await plain.text()
+    expect(plain.headers.get('x-robots-tag')).toBeNull()
+    expect(plain.headers.get('cache-control')).toBeNull()
+    await (await fetch(`${base}/page`)).text()
+    const hit = await fetch(`${base}/page`)
+    expect(await hit.text()).toBe('public page 2')
+    expect(hit.headers.get('cache-status')).toMatch(/hit/)
+    expect(hit.headers.get('x-robots-tag')).toBeNull()
+    expect(hit.headers.get('cache-control')).toBeNull()
+  })
+})

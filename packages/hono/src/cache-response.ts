@@ -161,6 +161,8 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       // Headers as a record: Hono sets them over those that layers before the cache prepared,
       // without building a `Headers` of them first.
       const response = c.newResponse(body, result.status as StatusCode, headers)
+      // Headers the layers before the cache set again that the handler had removed on the miss.
+      if (result.remove !== undefined) for (const name of result.remove) response.headers.delete(name)
       const cacheControl = result.cacheControl
       // The cache's `Cache-Control` only where nothing says the response is not for everyone: a
       // `Set-Cookie` or `Cache-Control` of the entry, or of a layer before the cache (a visitor's
@@ -220,7 +222,11 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     for (const [name, value] of Object.entries(headers)) {
       if (value !== undefined && String(value) !== String(before[name])) own[name] = value
     }
-    const advice = recorder.head({ status: res.status, headers, own: { status: res.status, headers: own } })
+    const advice = recorder.head({
+      status: res.status,
+      headers,
+      own: { status: res.status, headers: own, earlier: Object.keys(before) },
+    })
     const sent = new Headers(res.headers)
     for (const [name, value] of miss.set) sent.set(name, value)
     for (const [name, value] of advice.set) sent.set(name, value)

@@ -683,6 +683,8 @@ export class HttpCache<Raw = any> {
     if (s.frontSkipsAllMiddleware) entry.front = true
     const age = receivedAge(captured.final.headers.age ?? captured.headers.age)
     if (age > 0) entry.initialAge = age
+    const removed = removedHeaders(captured.earlier, captured.final.headers)
+    if (removed.length > 0) entry.removed = removed
     return entry
   }
 
@@ -802,7 +804,7 @@ export class HttpCache<Raw = any> {
         if (NOT_MODIFIED_HEADERS.has(name) || name === 'age' || name === 'cache-status' || name === 'x-cache')
           kept.push(name, headers[i + 1]!)
       }
-      return { kind: 'not-modified', status: 304, headers: kept, cacheControl, key }
+      return { kind: 'not-modified', status: 304, headers: kept, cacheControl, key, ...removal(entry) }
     }
     headers.push('content-length', String(entry.body.length))
     return {
@@ -814,6 +816,7 @@ export class HttpCache<Raw = any> {
       headOnly: view.method === 'HEAD',
       cacheControl,
       key,
+      ...removal(entry),
     }
   }
 
@@ -923,6 +926,8 @@ interface Ended {
   final: { status: number; headers: OutgoingHttpHeaders }
   body: Buffer | undefined
   incomplete: string | undefined
+  /** The names of the headers the layers before the cache set (see {@link ResponseHead.own}). */
+  earlier: readonly string[]
 }
 
 /** The recorder of one miss: collects the body (a copy of each chunk) and reports to its cache. */
@@ -988,6 +993,7 @@ class Recording implements ResponseRecorder {
       final: { status: last?.status ?? 0, headers: last?.headers ?? {} },
       body,
       incomplete,
+      earlier: (last?.own ?? seen?.own)?.earlier ?? [],
     })
     if (this.finished) this.settle(true)
   }
@@ -1057,6 +1063,25 @@ function sharable(headers: OutgoingHttpHeaders): boolean {
   if (headers['cache-control'] !== undefined || headers['set-cookie'] !== undefined) return false
   const vary = headers.vary
   return vary === undefined || !String(vary).includes('*')
+}
+
+/**
+ * The names of `earlier` (headers the layers before the cache set) that the client did not
+ * receive, lower case, once each: what a replay removes from those the layers set again.
+ */
+function removedHeaders(earlier: readonly string[], final: OutgoingHttpHeaders): string[] {
+  const names = new Set<string>()
+  for (const name of earlier) {
+    const lower = String(name).toLowerCase()
+    if (final[lower] === undefined) names.add(lower)
+  }
+  return [...names]
+}
+
+/** The `remove` of a replay of `entry`: none for an entry that removed nothing (or stored before). */
+function removal(entry: StoredResponse): { remove?: readonly string[] } {
+  const removed = entry.removed
+  return Array.isArray(removed) && removed.length > 0 ? { remove: removed.map(String) } : {}
 }
 
 /** A recorded response without the `Cache-Control` the cache set on it (`offered`). */

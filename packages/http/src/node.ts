@@ -43,6 +43,8 @@ export function nodeRequestView<Raw extends IncomingMessage = IncomingMessage>(
  */
 export function answerFromResult(res: ServerResponse, result: LookupResult): boolean {
   if (result.kind === 'hit' || result.kind === 'not-modified') {
+    // Headers the layers before the cache set again that the handler had removed on the miss.
+    if (result.remove !== undefined) for (const name of result.remove) res.removeHeader(name)
     if (result.cacheControl !== undefined) offerCacheControl(res, result.cacheControl)
     res.writeHead(result.status, result.headers as string[])
     res.end(result.kind === 'hit' && !result.headOnly ? result.body : undefined)
@@ -70,6 +72,8 @@ export function answerFromResult(res: ServerResponse, result: LookupResult): boo
 export function recordNodeResponse(res: ServerResponse, miss: MissResult): void {
   const recorder = miss.recorder
   const original = { writeHead: res.writeHead, write: res.write, end: res.end }
+  // Headers the layers before the cache set: not stored (they set them again on every hit), and
+  // those the response goes out without are removed on replays.
   const before = res.getHeaders()
   const connection = (res as { req?: IncomingMessage }).req?.socket ?? res.socket ?? undefined
   let status: number | undefined
@@ -114,20 +118,29 @@ export function recordNodeResponse(res: ServerResponse, miss: MissResult): void 
   res.writeHead = function (this: ServerResponse, code: number, ...rest: unknown[]) {
     const at = typeof rest[0] === 'string' ? 1 : 0
     const first = own === undefined
-    const given = headerArgument(rest[at])
-    // A list of headers (`[name, value, …]` or `[[name, value], …]`) goes out as given when no
-    // header was set before `writeHead`; after one, Node 20 refuses pairs and keeps only the last
-    // value of a name the flat list repeats. When the only headers set are this cache's (its
-    // status header, set before the handler), the list is added as Node would have sent it, so
-    // that the response goes out as it would without the cache; after a header of the app's own
-    // (`X-Powered-By`), Node reads the list as it would without the cache.
-    if (first && !res.headersSent && Array.isArray(rest[at]) && onlyHeadersSet(res, miss.set)) {
-      const pairs = headerPairs(rest[at] as unknown[])
+    const argument = rest[at]
+    // Headers given to `writeHead` go out as given when no header was set before it: a list
+    // (`[name, value, …]` or `[[name, value], …]`) or an object naming a header twice in two cases
+    // (`{'cache-control': 'private', 'Cache-Control': 'max-age=60'}`) sends every value. After
+    // one, Node 20 refuses pairs and keeps only the last value of a name given twice. When the
+    // only headers set are this cache's (its status header, set before the handler), the headers
+    // are added as Node would have sent them, so that the response goes out as it would without
+    // the cache; after a header of the app's own (`X-Powered-By`), Node reads them as it would
+    // without the cache, and what is stored and decided on is that last value.
+    let every = false
+    if (first && !res.headersSent && onlyHeadersSet(res, miss.set)) {
+      const pairs = Array.isArray(argument)
+        ? headerPairs(argument)
+        : namedTwice(argument)
+          ? Object.entries(argument as object)
+          : undefined
       if (pairs !== undefined) {
         addHeaderList(res, pairs)
         rest = rest.slice(0, at)
+        every = true
       }
     }
+    const given = headerArgument(argument, every ? 'every' : 'last')
     if (first) {
       if (!res.headersSent && !res.destroyed) {
         if (typeof code === 'number') res.statusCode = code
@@ -205,7 +218,7 @@ export function recordNodeResponse(res: ServerResponse, miss: MissResult): void 
     if (!settled) {
       reported = true
       const head: ResponseHead = final ?? { status: res.statusCode, headers: res.getHeaders() }
-      head.own = { status: status ?? res.statusCode, headers: own ?? {} }
+      head.own = { status: status ?? res.statusCode, headers: own ?? {}, earlier: Object.keys(before) }
       recorder.end(undefined, {
         head,
         incomplete: incompleteReason(destroyedBeforeEnd, connectionClosed, final !== undefined, own, sources),
@@ -267,26 +280,50 @@ function onConnectionClose(connection: Socket, listener: () => void): () => void
 }
 
 /**
- * The headers given to `writeHead` itself, as an object with lower-case names. A name a list
- * gives more than once keeps every value, in order, as Node sends them: `Cache-Control: private`
- * followed by `Cache-Control: max-age=60` is still private.
+ * The headers given to `writeHead` itself, as an object with lower-case names. A name given more
+ * than once (by a list, or by an object in two cases) keeps, with `'every'`, every value in order,
+ * as Node sends them when no header was set before `writeHead`: `Cache-Control: private` followed
+ * by `Cache-Control: max-age=60` is still private. With `'last'`, the last one, as Node sends
+ * them after a header was set (it calls `setHeader` for each, skipping an empty name).
  */
-function headerArgument(value: unknown): OutgoingHttpHeaders {
+function headerArgument(value: unknown, repeated: 'every' | 'last' = 'every'): OutgoingHttpHeaders {
   const out: OutgoingHttpHeaders = {}
+  const add = (name: unknown, given: unknown) => {
+    if (repeated === 'last' && !name) return
+    const lower = String(name).toLowerCase()
+    const values = out[lower]
+    const more = Array.isArray(given) ? given.map(String) : [String(given)]
+    out[lower] =
+      values === undefined || repeated === 'last'
+        ? more.length === 1
+          ? more[0]
+          : more
+        : [values, more].flat().map(String)
+  }
   if (Array.isArray(value)) {
-    const add = (name: unknown, given: unknown) => {
-      const lower = String(name).toLowerCase()
-      const values = out[lower]
-      const more = Array.isArray(given) ? given.map(String) : [String(given)]
-      out[lower] =
-        values === undefined ? (more.length === 1 ? more[0] : more) : [values, more].flat().map(String)
-    }
     if (isPairList(value)) for (const pair of value) add(pair[0], pair[1])
     else for (let i = 0; i + 1 < value.length; i += 2) add(value[i], value[i + 1])
   } else if (value && typeof value === 'object') {
-    for (const [k, v] of Object.entries(value)) out[k.toLowerCase()] = v as string
+    for (const [k, v] of Object.entries(value)) {
+      const lower = k.toLowerCase()
+      if (out[lower] === undefined || repeated === 'last') {
+        if (k || repeated === 'every') out[lower] = v as string
+      } else add(k, v)
+    }
   }
   return out
+}
+
+/** Whether a `writeHead` headers object names a header twice, in two cases. */
+function namedTwice(value: unknown): boolean {
+  if (!value || typeof value !== 'object' || Array.isArray(value)) return false
+  const names = new Set<string>()
+  for (const name of Object.keys(value)) {
+    const lower = name.toLowerCase()
+    if (names.has(lower)) return true
+    names.add(lower)
+  }
+  return false
 }
 
 /** Headers given as `[[name, value], …]`, read by Node as pairs when its first item is an array. */

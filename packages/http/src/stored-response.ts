@@ -35,6 +35,11 @@ export interface StoredResponse {
    * relaying an upstream response). Replays add it to their own `Age` (RFC 9111 §4.2.3).
    */
   initialAge?: number
+  /**
+   * Headers a layer before the cache set and the handler removed (lower-case names): that layer
+   * sets them again on every hit, and a replay removes them.
+   */
+  removed?: string[]
 }
 
 /** The `Age` a response carries (RFC 9111 §5.1: a non-negative integer; anything else counts as 0). */

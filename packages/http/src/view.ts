@@ -120,7 +120,16 @@ export interface ResponseHead {
    * from what the client receives (a layer before the cache sets headers of its own on every
    * request, and would set them again on a hit). Default: `status` and `headers`.
    */
-  own?: { status: number; headers: OutgoingHttpHeaders }
+  own?: {
+    status: number
+    headers: OutgoingHttpHeaders
+    /**
+     * The names of the headers the layers before the cache had set when it was reached. Those the
+     * client does not receive (the handler removed them) are removed on replays: those layers set
+     * them again on a hit, and the hit sends what the miss sent.
+     */
+    earlier?: readonly string[]
+  }
   /** The whole body, when the response is sent in one piece (lets the cache add an `ETag` before the headers leave). */
   body?: Uint8Array
 }
@@ -202,6 +211,11 @@ export interface HitResult {
   cacheControl?: string
   /** The backend key that answered. */
   key: string
+  /**
+   * Headers to remove from the response before its headers are written: a layer before the cache
+   * set them on the miss too, and the handler removed them (see {@link ResponseHead.own}).
+   */
+  remove?: readonly string[]
 }
 
 /** The client's `If-None-Match` matches the stored entity tag: answer `304` with these headers. */
@@ -212,6 +226,8 @@ export interface NotModifiedResult {
   /** As {@link HitResult.cacheControl}. */
   cacheControl?: string
   key: string
+  /** As {@link HitResult.remove}. */
+  remove?: readonly string[]
 }
 
 /** Nothing to replay: run the handler, and feed what it sends to `recorder`. */
