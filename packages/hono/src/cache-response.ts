@@ -155,7 +155,10 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     ) as LookupResult
     if (isThenable(result)) result = await result
     if (result.kind === 'hit' || result.kind === 'not-modified') {
-      const headers = headerRecord(result.headers)
+      // Without the stored length: the server counts the bytes, as for the app's own responses,
+      // so a layer before the cache that rewrites the body (`c.res = new Response(html, c.res)`)
+      // does not carry a length that no longer fits it.
+      const headers = headerRecord(result.headers, 'content-length')
       // The stored bytes as they are (no copy): a Response never writes into its body.
       const body = result.kind === 'hit' && !result.headOnly ? (result.body as Uint8Array<ArrayBuffer>) : null
       // Headers as a record: Hono sets them over those that layers before the cache prepared,
@@ -198,6 +201,9 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
   ): Promise<void> => {
     const recorder = miss.recorder
     const made: Making = { logged: false }
+    // The connection the bytes leave on, when the server is Node's: stored only once they left.
+    const outgoing = refreshing ? undefined : nodeOutgoing(c.env)
+    const onNodeBefore = outgoing?.getHeaders()
     watchErrorLog()
     try {
       await making.run(made, next)
@@ -222,6 +228,18 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     for (const [name, value] of Object.entries(headers)) {
       if (value !== undefined && String(value) !== String(before[name])) own[name] = value
     }
+    // Headers the handler set on Node's response (`c.env.outgoing.setHeader`) go out with the
+    // response unless Hono's has that name (the server writes Hono's over them): they are the
+    // handler's, stored and replayed as Hono's own are, so that a hit says what the miss said.
+    if (onNodeBefore !== undefined) {
+      const onNode = outgoing!.getHeaders()
+      for (const [name, value] of Object.entries(onNode)) {
+        if (value === undefined || headers[name] !== undefined) continue
+        if (String(value) === String(onNodeBefore[name])) continue
+        headers[name] = value
+        own[name] = value
+      }
+    }
     const advice = recorder.head({
       status: res.status,
       headers,
@@ -232,8 +250,6 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     for (const [name, value] of advice.set) sent.set(name, value)
     const cacheControl = advice.cacheControl !== undefined && sharable(sent) ? advice.cacheControl : undefined
     if (cacheControl !== undefined) sent.set('cache-control', cacheControl)
-    // The connection the bytes leave on, when the server is Node's: stored only once they left.
-    const outgoing = refreshing ? undefined : nodeOutgoing(c.env)
     // A layer before the cache that adds `Set-Cookie` after `await next()`: the response is not
     // stored (see `judge`), and leaves without the cache's `Cache-Control` either.
     if (outgoing !== undefined && cacheControl !== undefined && !advice.storable)
@@ -242,10 +258,13 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     const failed = () => made.logged || c.error !== undefined
     // Middleware before the cache runs on after `await next()` (a session writing its cookie):
     // what is stored is decided again on the headers the client receives. On Node they are those
-    // the server writes; for a refresh, those of the copy's response once its whole chain ran;
-    // elsewhere, those of Hono's response once its body was read through.
+    // the server writes (see `headAsWritten`); for a refresh, those of the copy's response once its
+    // whole chain ran; elsewhere, those of Hono's response once its body was read through.
     let judged = false
-    const judge = (final: OutgoingHttpHeaders): string | undefined => {
+    /** The status and headers the client received, once known: on Node, once `writeHead` ran. */
+    let received: { status: number; headers: OutgoingHttpHeaders } | undefined
+    let bodyOver = false
+    const judge = (final: OutgoingHttpHeaders, written?: { status: number }): string | undefined => {
       judged = true
       // `app.onError` answered the handler's error, or the request's code logged one: the status
       // line says so rather than `stored` (the body's end would abort it anyway).
@@ -257,11 +276,31 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       const ours = advice.cacheControl !== undefined && String(final['cache-control']) === advice.cacheControl
       const reason = unstorableReason(ours ? { ...final, 'cache-control': headers['cache-control'] } : final)
       if (reason !== undefined) recorder.abort(`not-storable: ${reason} set after the cache`)
+      else if (written !== undefined || outgoing === undefined) {
+        received = { status: written?.status ?? c.res.status, headers: final }
+        endRecording()
+      }
       return reason
+    }
+    /**
+     * Ends the recording once the body is over and the head the client received is known: the
+     * entry's variants (its `Vary`, whoever set it: the handler on `c.env.outgoing`, a layer
+     * before the cache, a hook as the headers leave), its freshness and whether it is stored are
+     * decided on that head, as the client will be answered from it. Its `Content-Length` is the
+     * one the cache passed on with the bytes it recorded: a layer before the cache that
+     * compresses or rewrites them frames them anew, on hits too.
+     */
+    const endRecording = () => {
+      if (!bodyOver || received === undefined) return
+      const final = { ...received.headers }
+      if (headers['content-length'] === undefined) delete final['content-length']
+      else final['content-length'] = headers['content-length']
+      recorder.end(undefined, {
+        head: { status: received.status, headers: final, own: { status: res.status, headers: own } },
+      })
     }
     // A refresh is stored once both its chain and its body are over.
     let chainOver = !refreshing
-    let bodyOver = false
     if (refreshing) {
       let ends = chainEnds.get(c)
       if (ends === undefined) chainEnds.set(c, (ends = new Map()))
@@ -273,9 +312,11 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     }
     const finish = () => {
       if (outgoing === undefined || outgoing.writableFinished)
-        return judged ? recorder.finish() : recorder.abort('headers-unseen')
+        return received !== undefined ? recorder.finish() : recorder.abort('headers-unseen')
       if (outgoing.destroyed) return recorder.abort('closed')
-      outgoing.once('finish', () => (judged ? recorder.finish() : recorder.abort('headers-unseen')))
+      outgoing.once('finish', () =>
+        received !== undefined ? recorder.finish() : recorder.abort('headers-unseen'),
+      )
       outgoing.once('close', () => recorder.abort('closed'))
     }
     if (!advice.storable) recorder.abort('not-storable')
@@ -290,8 +331,8 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     if (source === null || !advice.storable) {
       if (source === null) {
         if (failed()) recorder.abort('source-error')
-        recorder.end()
         bodyOver = true
+        endRecording()
         // Without Node's response nothing tells when the layers before the cache are done with
         // a bodiless response: it is not stored (a refresh's chain end tells).
         if (refreshing) {
@@ -322,9 +363,9 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
             over = true
             // A stream helper whose callback threw ends its body as if it were whole: not stored.
             if (failed()) recorder.abort('source-error')
-            if (!refreshing && outgoing === undefined && !judged) judge(outgoingHeaders(c.res.headers))
-            recorder.end()
             bodyOver = true
+            if (!refreshing && outgoing === undefined && !judged) judge(outgoingHeaders(c.res.headers))
+            endRecording()
             if (chainOver) finish()
             controller.close()
             return
@@ -840,15 +881,16 @@ function matchResultOf(c: Context): MatchResult | undefined {
  * Calls `judge` with the headers of the first `writeHead` of Node's response (what
  * `@hono/node-server` writes: the final response of the whole middleware chain), then lets it be.
  * When `judge` gives a reason not to store, the cache's status headers (`names`) that still say
- * `stored` say why not instead. `judge` is called again with the headers as they left (see
- * `headAsWritten`), when hooks that run inside `writeHead` (`on-headers`, which session layers
- * use on Node; a `ServerResponse` subclass) have added theirs: too late for the status header.
+ * `stored` say why not instead. `judge` is called again with the status and headers as they left
+ * (`written`; see `headAsWritten`), when hooks that run inside `writeHead` (`on-headers`, which
+ * session layers use on Node; a `ServerResponse` subclass) have added theirs: too late for the
+ * status header, in time for what is stored.
  * The cache's `cacheControl` is offered through Node's response (`offerCacheControl`), which
  * withdraws it when such a hook adds `Set-Cookie` or `Vary: *`.
  */
 function watchHead(
   outgoing: NodeOutgoing,
-  judge: (final: OutgoingHttpHeaders) => string | undefined,
+  judge: (final: OutgoingHttpHeaders, written?: { status: number }) => string | undefined,
   names: string[],
   cacheControl?: string,
 ): void {
@@ -901,7 +943,10 @@ function watchHead(
       }
     }
     const written = original.apply(this, args)
-    if (reason === undefined) judge(headAsWritten(outgoing, args[at]).headers)
+    if (reason === undefined) {
+      const head = headAsWritten(outgoing, args[at])
+      judge(head.headers, head)
+    }
     return written
   })
 }
@@ -983,11 +1028,13 @@ function outgoingHeaders(headers: Headers): OutgoingHttpHeaders {
 
 /**
  * A replay's `[name, value, …]` list (lower-case names) as the record `c.newResponse` sets over
- * the prepared headers: a list value replaces a prepared one of its name, as a single value does.
+ * the prepared headers, `without` one of them: a list value replaces a prepared one of its name,
+ * as a single value does.
  */
-function headerRecord(list: HeaderList): Record<string, string | string[]> {
+function headerRecord(list: HeaderList, without: string): Record<string, string | string[]> {
   const headers: Record<string, string | string[]> = {}
-  for (let i = 0; i + 1 < list.length; i += 2) headers[list[i] as string] = list[i + 1]!
+  for (let i = 0; i + 1 < list.length; i += 2)
+    if (list[i] !== without) headers[list[i] as string] = list[i + 1]!
   return headers
 }
 

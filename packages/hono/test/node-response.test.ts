@@ -214,3 +214,108 @@ describe('a handler that answers on Node’s response itself and returns RESPONS
     }
   })
 })
+
+describe('headers that reach the client through Node’s response, not Hono’s', () => {
+  it("a ServerResponse subclass that hands super.writeHead a new header object with Set-Cookie and private: Alice's cart never reaches an anonymous client", async () => {
+    class SessionResponse extends ServerResponse {
+      override writeHead(code: number, ...rest: unknown[]): this {
+        const at = typeof rest[0] === 'string' ? 1 : 0
+        const user = this.req.headers['x-user']
+        const given = rest[at]
+        if (user !== undefined && given && typeof given === 'object' && !Array.isArray(given))
+          rest[at] = { ...given, 'set-cookie': `sid=${user}; HttpOnly`, 'cache-control': 'private' }
+        return (super.writeHead as (...a: unknown[]) => this)(code, ...rest)
+      }
+    }
+    const app = new Hono<{ Bindings: HttpBindings }>()
+    app.get('/cart', cacheResponse({ ttl: 60, backend: memoryBackend() }), (c) =>
+      c.text(`cart of ${c.env.incoming.headers['x-user'] ?? 'nobody'}`),
+    )
+    const base = await listen(app, { ServerResponse: SessionResponse as typeof ServerResponse })
+    const alice = await get(base, '/cart', 'GET', { 'x-user': 'alice' })
+    expect(alice.text).toBe('cart of alice')
+    expect(alice.headers['set-cookie']).toEqual(['sid=alice; HttpOnly'])
+    expect(alice.headers['cache-control']).toBe('private')
+    const anonymous = await get(base, '/cart')
+    expect(anonymous.text).toBe('cart of nobody')
+    expect(anonymous.headers['cache-status'] ?? '').not.toMatch(/hit/)
+  })
+
+  /** A greeting in the client's language; `where` adds `Vary: Accept-Language` on Node's response. */
+  function greetingApp(where: 'the handler' | 'a layer before the cache') {
+    let runs = 0
+    const app = new Hono<{ Bindings: HttpBindings }>()
+    if (where === 'a layer before the cache')
+      app.use('/greet', async (c, next) => {
+        onHeaders(c.env.outgoing, function (this: ServerResponse) {
+          this.appendHeader('Vary', 'Accept-Language')
+        })
+        await next()
+      })
+    app.get('/greet', cacheResponse({ ttl: 60, backend: memoryBackend() }), (c) => {
+      runs++
+      if (where === 'the handler') c.env.outgoing.appendHeader('Vary', 'Accept-Language')
+      return c.text(c.req.header('accept-language')?.startsWith('fr') ? 'Bonjour' : 'Hello')
+    })
+    return { app, runs: () => runs }
+  }
+
+  it.each(['the handler', 'a layer before the cache'] as const)(
+    'a Vary: Accept-Language set on c.env.outgoing by %s keys the entry: the French page never reaches an English client',
+    async (where) => {
+      const { app, runs } = greetingApp(where)
+      const base = await listen(app)
+      const fr = await get(base, '/greet', 'GET', { 'accept-language': 'fr' })
+      expect(fr.text).toBe('Bonjour')
+      expect(fr.headers.vary).toBe('Accept-Language')
+      const en = await get(base, '/greet', 'GET', { 'accept-language': 'en' })
+      expect(en.text).toBe('Hello')
+      expect(en.headers.vary).toBe('Accept-Language')
+      // Each language is stored, and a hit says Vary as its miss did.
+      const frAgain = await get(base, '/greet', 'GET', { 'accept-language': 'fr' })
+      expect(frAgain.text).toBe('Bonjour')
+      expect(frAgain.headers['cache-status']).toMatch(/hit/)
+      expect(frAgain.headers.vary).toMatch(/^accept-language$/i)
+      const enAgain = await get(base, '/greet', 'GET', { 'accept-language': 'en' })
+      expect(enAgain.text).toBe('Hello')
+      expect(enAgain.headers['cache-status']).toMatch(/hit/)
+      expect(runs()).toBe(2)
+    },
+  )
+
+  it('a header the handler sets on c.env.outgoing is on the hits as it was on the miss', async () => {
+    const app = new Hono<{ Bindings: HttpBindings }>()
+    app.get('/page', cacheResponse({ ttl: 60, backend: memoryBackend() }), (c) => {
+      c.env.outgoing.setHeader('x-robots-tag', 'noindex')
+      return c.text('page')
+    })
+    const base = await listen(app)
+    const miss = await get(base, '/page')
+    expect(miss.headers['x-robots-tag']).toBe('noindex')
+    const hit = await get(base, '/page')
+    expect(hit.headers['cache-status']).toMatch(/hit/)
+    expect(hit.headers['x-robots-tag']).toBe('noindex')
+  })
+})
+
+describe('a layer before the cache that rewrites the body after await next()', () => {
+  it('c.res = new Response(longer body, c.res): hits are whole, as the miss and the uncached page are', async () => {
+    const app = new Hono()
+    app.use('*', async (c, next) => {
+      await next()
+      const html = await c.res.text()
+      c.res = new Response(html.replace('</body>', '<script src="/analytics.js"></script></body>'), c.res)
+    })
+    const page = '<html><body>hello</body></html>'
+    app.get('/page', cacheResponse({ ttl: 60, backend: memoryBackend() }), (c) => c.html(page))
+    app.get('/uncached', (c) => c.html(page))
+    const base = await listen(app)
+    const whole = '<html><body>hello<script src="/analytics.js"></script></body></html>'
+    expect((await get(base, '/uncached')).text).toBe(whole)
+    expect((await get(base, '/page')).text).toBe(whole)
+    const hit = await get(base, '/page')
+    expect(hit.headers['cache-status']).toMatch(/hit/)
+    expect(hit.text).toBe(whole)
+    expect(hit.headers['content-length']).toBe(String(Buffer.byteLength(whole)))
+  })
+})

@@ -232,15 +232,54 @@ export function recordNodeResponse(res: ServerResponse, miss: MissResult): void 
 /**
  * The status and headers a `writeHead` sent, read once it returned: by then every hook that runs
  * inside it (`on-headers`, which express-session and cookie-session use; a `ServerResponse`
- * subclass) has added its headers. `given` is the headers argument of the call, which Node does
- * not copy into the response's own headers when it had none. For an adapter that wraps
- * `writeHead` itself: what it reads before calling the `writeHead` it wrapped misses those hooks.
+ * subclass) has added its headers. They are read from the header block Node generated and sends
+ * (`_header`, the text whose presence is `headersSent` on Node 20 and 22): what the client gets,
+ * whatever object the call chain finally handed to Node's own `writeHead` (a subclass that passes
+ * `super.writeHead` a new object with `Set-Cookie`, which Node writes without keeping it among the
+ * response's headers). The headers Node adds on its own (`Date`, `Connection`, `Keep-Alive`,
+ * `Transfer-Encoding`, a `Content-Length` it counted) are left out unless the response set them:
+ * they describe the bytes as Node frames them, which a layer before the cache may have
+ * transformed. Without that block (HTTP/2's compatibility response), the response's headers with
+ * `given` over them: the headers argument of the call, which Node does not copy into the
+ * response's own headers when it had none. For an adapter that wraps `writeHead` itself: what it
+ * reads before calling the `writeHead` it wrapped misses those hooks.
  */
 export function headAsWritten(
   res: Pick<ServerResponse, 'statusCode' | 'getHeaders'>,
   given: unknown,
 ): { status: number; headers: OutgoingHttpHeaders } {
-  return { status: res.statusCode, headers: { ...res.getHeaders(), ...headerArgument(given) } }
+  const known = { ...res.getHeaders(), ...headerArgument(given) }
+  const block = (res as { _header?: unknown })._header
+  const written = typeof block === 'string' ? headerBlock(block) : undefined
+  if (written === undefined) return { status: res.statusCode, headers: known }
+  for (const name of NODE_FRAMING_HEADERS) if (known[name] === undefined) delete written[name]
+  return { status: res.statusCode, headers: written }
+}
+
+/** Headers Node writes on its own to frame a response on the connection. */
+const NODE_FRAMING_HEADERS = ['date', 'connection', 'keep-alive', 'transfer-encoding', 'content-length']
+
+/**
+ * The headers of a header block as Node writes it (`HTTP/1.1 200 OK\r\nName: value\r\n…\r\n\r\n`),
+ * with lower-case names, a name written on several lines keeping every value in order.
+ * `undefined` for text that is not such a block. Node refuses CR and LF in names and values, so
+ * each line is one header.
+ */
+function headerBlock(block: string): OutgoingHttpHeaders | undefined {
+  const lines = block.split('\r\n')
+  if (!lines[0]?.startsWith('HTTP/')) return undefined
+  const headers: OutgoingHttpHeaders = {}
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i]!
+    if (line === '') break
+    const colon = line.indexOf(':')
+    if (colon <= 0) return undefined
+    const name = line.slice(0, colon).trim().toLowerCase()
+    const value = line.slice(colon + 1).trim()
+    const before = headers[name]
+    headers[name] = before === undefined ? value : [before, value].flat().map(String)
+  }
+  return headers
 }
 
 function incompleteReason(

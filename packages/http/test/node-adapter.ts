@@ -1,4 +1,10 @@
-import { createServer, type IncomingMessage, request, type ServerResponse } from 'node:http'
+import {
+  createServer,
+  type IncomingMessage,
+  request,
+  type ServerOptions,
+  type ServerResponse,
+} from 'node:http'
 import type { AddressInfo } from 'node:net'
 import {
   answerFromResult,
@@ -33,6 +39,8 @@ export async function serve(
     bypass?: (req: IncomingMessage) => string | undefined
     /** A layer before the cache (it may change `req.headers`). */
     before?: (req: IncomingMessage) => void
+    /** Options of Node's `createServer` (a `ServerResponse` subclass). */
+    serverOptions?: ServerOptions
   } = {},
 ): Promise<Served> {
   let calls = 0
@@ -43,7 +51,7 @@ export async function serve(
     calls++
     handler(req, res)
   }
-  const server = createServer((req, res) => {
+  const server = createServer(options.serverOptions ?? {}, (req, res) => {
     options.before?.(req)
     const view = nodeRequestView(req, { site: '' })
     if (options.site) view.site = options.site(req)
