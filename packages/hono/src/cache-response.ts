@@ -296,7 +296,11 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       if (headers['content-length'] === undefined) delete final['content-length']
       else final['content-length'] = headers['content-length']
       recorder.end(undefined, {
-        head: { status: received.status, headers: final, own: { status: res.status, headers: own } },
+        head: {
+          status: received.status,
+          headers: final,
+          own: { status: res.status, headers: own, earlier: Object.keys(before) },
+        },
       })
     }
     // A refresh is stored once both its chain and its body are over.
