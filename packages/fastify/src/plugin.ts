@@ -476,7 +476,7 @@ function viewOf(
   // Under `trustProxy` the host comes from `X-Forwarded-Host`, and the `Host` header the handler
   // can still read is another input; a hook that rewrote the `Host` header (a domain alias) makes
   // the request another one than a client of that host sends.
-  const keyExtra = hostKeyPart(host, request.raw)
+  const keyExtra = hostKeyPart(host, request.raw, request.headers)
   return {
     method: request.method,
     // The target as the client sent it; a rewritten one bypasses (see `fastifyRewrite`).

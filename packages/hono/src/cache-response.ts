@@ -165,7 +165,14 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       // without building a `Headers` of them first.
       const response = c.newResponse(body, result.status as StatusCode, headers)
       // Headers the layers before the cache set again that the handler had removed on the miss.
-      if (result.remove !== undefined) for (const name of result.remove) response.headers.delete(name)
+      if (result.remove !== undefined) {
+        const outgoing = nodeOutgoing(c.env)
+        for (const name of result.remove) {
+          response.headers.delete(name)
+          // On Node's response too, where such a layer may have set it (`c.env.outgoing.setHeader`).
+          if (outgoing !== undefined && !outgoing.headersSent) outgoing.removeHeader(name)
+        }
+      }
       const cacheControl = result.cacheControl
       // The cache's `Cache-Control` only where nothing says the response is not for everyone: a
       // `Set-Cookie` or `Cache-Control` of the entry, or of a layer before the cache (a visitor's
@@ -204,6 +211,14 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     // The connection the bytes leave on, when the server is Node's: stored only once they left.
     const outgoing = refreshing ? undefined : nodeOutgoing(c.env)
     const onNodeBefore = outgoing?.getHeaders()
+    // What the layers before the cache set, on Hono's response or on Node's: a hit sends again
+    // what they set, less what the handler removed.
+    const earlier = [...Object.keys(before), ...Object.keys(onNodeBefore ?? {})]
+    // A refresh runs the handler with the stale hit's `c.env`: what it sets on Node's response
+    // there (`c.env.outgoing.setHeader('Vary', …)`) belongs to that hit, and the copy's own
+    // response would be stored without it.
+    const hitOutgoing = refreshing ? nodeOutgoing(c.env) : undefined
+    const hitBefore = hitOutgoing?.getHeaders()
     watchErrorLog()
     try {
       await making.run(made, next)
@@ -213,6 +228,10 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     }
     const res = c.res
     const headers = outgoingHeaders(res.headers)
+    if (hitOutgoing !== undefined && headersChanged(hitBefore!, hitOutgoing.getHeaders())) {
+      recorder.abort(REFRESH_ON_NODE_REASON)
+      return
+    }
     if (headers[ALREADY_SENT_HEADER] !== undefined) {
       // The handler wrote the response on Node's response itself, maybe before this line: its
       // bytes never pass the cache, which cannot tell what was sent, nor when it is whole. It is
@@ -243,7 +262,7 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     const advice = recorder.head({
       status: res.status,
       headers,
-      own: { status: res.status, headers: own, earlier: Object.keys(before) },
+      own: { status: res.status, headers: own, earlier },
     })
     const sent = new Headers(res.headers)
     for (const [name, value] of miss.set) sent.set(name, value)
@@ -299,7 +318,7 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
         head: {
           status: received.status,
           headers: final,
-          own: { status: res.status, headers: own, earlier: Object.keys(before) },
+          own: { status: res.status, headers: own, earlier },
         },
       })
     }
@@ -596,8 +615,27 @@ function arrivedAsHandedOn(incoming: ReceivedRequest, target: string): boolean {
   if (!notesArrivals(server)) return false
   const arrived = arrivalOf(incoming)
   if (arrived === undefined || arrived.server !== server || arrived.url !== target) return false
+  // HTTP/1: Hono's URL is built from the `Host` header, which a listener before Hono may have
+  // rewritten with its line in `rawHeaders` (a domain alias): the line noted as it arrived tells.
+  if (arrived.lines !== undefined && firstHostLine(arrived.lines) !== incoming.headers?.host) return false
   // HTTP/2: Hono's URL is built from `:authority`, which a `stream` listener could edit too.
   return arrived.authority === undefined || arrived.authority === incoming.authority
+}
+
+/** Why a refresh whose handler set headers on Node's response is not stored. */
+const REFRESH_ON_NODE_REASON = "not-storable: the refresh set headers on Node's response"
+
+/** Whether Node's response headers differ between two readings (one set, changed or removed). */
+function headersChanged(before: OutgoingHttpHeaders, after: OutgoingHttpHeaders): boolean {
+  const names = Object.keys(after)
+  if (names.length !== Object.keys(before).length) return true
+  return names.some((name) => String(after[name]) !== String(before[name]))
+}
+
+/** The first `Host` line among noted header lines (name, value, …), as Node keeps the first. */
+function firstHostLine(lines: readonly string[]): string | undefined {
+  for (let i = 0; i + 1 < lines.length; i += 2) if (lines[i]!.toLowerCase() === 'host') return lines[i + 1]
+  return undefined
 }
 
 /** The `:authority` of an HTTP/2 request on `@hono/node-server`, if any. */

@@ -296,6 +296,22 @@ describe('headers that reach the client through Node’s response, not Hono’s'
     expect(hit.headers['cache-status']).toMatch(/hit/)
     expect(hit.headers['x-robots-tag']).toBe('noindex')
   })
+
+  it("a stale-while-revalidate refresh whose handler sets Vary on c.env.outgoing: Alice's page never reaches Bob", async () => {
+    const app = new Hono<{ Bindings: HttpBindings }>()
+    const cache = cacheResponse({ ttl: 0.3, staleWhileRevalidate: 60, backend: memoryBackend() })
+    app.get('/account', cache, (c) => {
+      c.env.outgoing.setHeader('Vary', 'X-User')
+      return c.text(`account page of ${c.req.header('x-user') ?? 'nobody'}`)
+    })
+    const base = await listen(app)
+    await get(base, '/account', 'GET', { 'x-user': 'alice' })
+    await new Promise((resolve) => setTimeout(resolve, 400)) // stale
+    expect((await get(base, '/account', 'GET', { 'x-user': 'alice' })).text).toBe('account page of alice')
+    await new Promise((resolve) => setTimeout(resolve, 300)) // the refresh is over
+    // Before: the refresh stored Alice's page with no Vary, and Bob got it.
+    expect((await get(base, '/account', 'GET', { 'x-user': 'bob' })).text).toBe('account page of bob')
+  })
 })
 
 describe('a layer before the cache that rewrites the body after await next()', () => {

@@ -3,6 +3,7 @@
  * a hit sends what the miss sent (the middleware runs again on hits), over real HTTP.
  */
 import { memoryBackend } from '@cache/memory'
+import type { HttpBindings } from '@hono/node-server'
 import { Hono } from 'hono'
 import { describe, expect, it } from 'vitest'
 import { type CacheResponseOptions, cacheResponse } from '../src/index.js'
@@ -42,6 +43,25 @@ describe('a header set before the cache and removed by the handler', () => {
     const revalidated = await get(base, '/page', 'GET', { 'if-none-match': String(hit.headers.etag) })
     expect(revalidated.status).toBe(304)
     expect(revalidated.headers['x-robots-tag']).toBeUndefined()
+  })
+
+  it("set by a layer on Node's response (c.env.outgoing) and removed there by the handler: not on hits either", async () => {
+    const app = new Hono<{ Bindings: HttpBindings }>()
+    app.use('*', async (c, next) => {
+      c.env.outgoing.setHeader('X-Robots-Tag', 'noindex')
+      await next()
+    })
+    let runs = 0
+    app.get('/page', cacheResponse({ ttl: 60, backend: memoryBackend() }), (c) => {
+      c.env.outgoing.removeHeader('X-Robots-Tag')
+      return c.text(`public page ${++runs}`)
+    })
+    const base = await listen(app)
+    expect((await get(base, '/page')).headers['x-robots-tag']).toBeUndefined()
+    const hit = await get(base, '/page')
+    expect(String(hit.headers['cache-status'])).toMatch(/hit/)
+    // Before: noindex on every hit.
+    expect(hit.headers['x-robots-tag']).toBeUndefined()
   })
 
   it('the cacheControl option offers its Cache-Control on hits as on the miss', async () => {

@@ -144,6 +144,30 @@ describe("a Node server's own listener in front of Hono's", () => {
     expect((await get(base, '/prices')).headers['cache-status']).toMatch(/^@cache; hit/)
   })
 
+  it("a createServer listener that maps a locale domain to the shop's, Host line in rawHeaders too: the French page is never served to the shop's visitors", async () => {
+    const { listener } = shop()
+    const server = noteArrivals(
+      createServer((req: Incoming, res) => {
+        const match = /^fr\.(.*)$/.exec(req.headers.host ?? '')
+        if (match !== null) {
+          req.locale = 'fr'
+          req.headers.host = match[1]
+          for (let i = 0; i < req.rawHeaders.length; i += 2)
+            if (req.rawHeaders[i]!.toLowerCase() === 'host') req.rawHeaders[i + 1] = match[1]!
+        }
+        listener(req, res)
+      }),
+    )
+    const base = await listening(server)
+    const french = await get(base, '/prices', 'GET', { host: 'fr.shop.test' })
+    expect(french.text).toBe('prix 16,90 €')
+    // Before: the French page, stored under http://shop.test/prices.
+    expect((await get(base, '/prices', 'GET', { host: 'shop.test' })).text).toBe('price $16.90')
+    expect((await get(base, '/prices', 'GET', { host: 'shop.test' })).headers['cache-status']).toMatch(
+      /^@cache; hit/,
+    )
+  })
+
   it('a request listener prepended after noteArrivals: every request it rewrote bypasses', async () => {
     const { app } = shop()
     const server = noteArrivals(

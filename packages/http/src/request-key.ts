@@ -111,11 +111,13 @@ export function sentHostPart(resolved: string | undefined, sent: string | undefi
  * mapped to the new one and flagged on the request for the handler: `@sent-host=`), so that the
  * alias's page is never replayed to clients of the new domain. `invalidate(url, { host })` with
  * the host the app sees reaches both (the URL's scope leaves them out). The rule of
- * `@cache/express`, `@cache/fastify` and `@cache/nestjs`.
+ * `@cache/express`, `@cache/fastify` and `@cache/nestjs`. `read`: the headers the framework reads
+ * when they are not Node's (Fastify's `request.headers`, which a hook may replace as a whole).
  */
 export function hostKeyPart(
   resolved: string | undefined,
   raw: { headers: { host?: string; [name: string]: unknown }; rawHeaders?: readonly string[] },
+  read: Record<string, unknown> = raw.headers,
 ): string | undefined {
   const seen = raw.headers.host
   // The lines as the server emitted the request, when it noted them: a listener or hook may have
@@ -128,7 +130,9 @@ export function hostKeyPart(
   const parts = [
     forwarded,
     rewritten,
-    ...FORWARDING.map((name) => forwardedRewrite(name, raw.headers, lines)),
+    ...FORWARDING.map(
+      (name) => forwardedRewrite(name, raw.headers, lines) ?? forwardedRewrite(name, read, lines),
+    ),
   ]
   const key = parts.filter((part) => part !== undefined).join('')
   return key === '' ? undefined : key

@@ -405,7 +405,7 @@ function fastifyPlatform(request: any, reply: any): Platform {
   const noted = fastifyTarget(raw)
   const url: string = noted?.sent ?? request.url ?? raw.url
   const rewritten = fastifyRewrite(raw)
-  const keyExtra = hostKeyPart(host, raw)
+  const keyExtra = hostKeyPart(host, raw, request.headers ?? raw.headers)
   return {
     view: {
       method: request.method,
