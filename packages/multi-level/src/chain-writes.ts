@@ -40,20 +40,26 @@ export class ChainWrites {
     const calledAt = this.chain.now()
     const ticket = this.chain.order.begin(key)
     try {
-      const { result: added, index } = await this.chain.invalidation.toldEvenIfFailed({ keys: [key] }, () =>
+      const {
+        result: added,
+        index,
+        dropped,
+      } = await this.chain.invalidation.toldEvenIfFailed({ keys: [key] }, () =>
         this.chain.writer.slowest('add', key, (backend) =>
           backend.add(key, value, levelTtl(ttl, backend, this.chain.shared)),
         ),
       )
       if (!added) return false
       this.chain.reads.invalidate(key)
-      await this.chain.writer.faster(
-        index,
-        'add',
-        key,
-        (backend) => setLeft(backend, this.chain.shared, key, value, ttl, calledAt, this.chain.now()),
-        ticket,
-      )
+      // A private answer the shared level's return made void (see `slowest`) is not copied.
+      if (!dropped)
+        await this.chain.writer.faster(
+          index,
+          'add',
+          key,
+          (backend) => setLeft(backend, this.chain.shared, key, value, ttl, calledAt, this.chain.now()),
+          ticket,
+        )
     } finally {
       this.chain.order.end(ticket)
     }

@@ -38,6 +38,8 @@ export interface LevelReport extends LevelStats {
 
 /** First pause before a level that is in use retries the repairs a failed write left; doubles up to the max. */
 const REPAIR_DELAY_MS = 50
+/** Rounds of replay a probe makes while writes keep adding keys to repair, before it closes the level with those left. */
+const MAX_REPLAYS = 5
 const MAX_REPAIR_DELAY_MS = 2000
 
 /** A key name no application uses, for the probe of a level that has nothing to repair. */
@@ -235,7 +237,9 @@ export class Level {
         () => {
           this.recovering = false
           this.repairDelayMs = REPAIR_DELAY_MS
-          if (this.hasRepairs) this.repairSoon()
+          // The breaker may have opened while this repair ran (its own timer was not set then):
+          // its probe is due when the open period ends.
+          if (this.hasRepairs || this.breaker.state === 'open') this.repairSoon()
         },
         (error) => {
           this.recovering = false
@@ -276,10 +280,14 @@ export class Level {
 
   private async repair(): Promise<void> {
     let answered = false
+    let replays = 0
     // Writes keep arriving (and being recorded) while the repair runs: loop until none is left,
-    // and close the breaker in the same tick as the last check so none slips through.
+    // and close the breaker in the same tick as the last check so none slips through. Under a
+    // steady stream of writes there is always one more: after a few rounds the level closes with
+    // those left, as a level in use that failed a write does (reads skip them, a background
+    // repair deletes them), rather than stay half-open for good.
     for (;;) {
-      if (this.hasRepairs) await this.replay()
+      if (this.hasRepairs && replays++ < MAX_REPLAYS) await this.replay()
       else if (!answered) {
         // The probe key lives on one server of a pool: that server being down is not the level.
         await this.backend.has(PROBE_KEY).catch((error) => {
@@ -293,6 +301,7 @@ export class Level {
         await this.dropFaster(keys)
       } else {
         this.breaker.close()
+        if (this.hasRepairs) this.repairSoon()
         return
       }
       answered = true

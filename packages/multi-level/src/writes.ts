@@ -87,7 +87,7 @@ export class LevelWriter {
     keys: string | readonly string[],
     run: (backend: CacheBackend) => Promise<R>,
     callerFailed?: () => boolean,
-  ): Promise<{ result: R; index: number }> {
+  ): Promise<{ result: R; index: number; dropped: boolean }> {
     const skipped: Level[] = []
     for (let i = this.levels.length - 1; i >= 0; i--) {
       const level = this.levels[i]!
@@ -123,7 +123,7 @@ export class LevelWriter {
         else slower.diverged(keys)
       }
       if (reopened) await Promise.all(this.levels.slice(0, i + 1).map((level) => this.evict(level, keys)))
-      return { result, index: i }
+      return { result, index: i, dropped: reopened }
     }
     throw this.health.allDown(operation, undefined)
   }

@@ -1,7 +1,9 @@
 import { CacheError, CacheUnavailableError } from '@cache/core'
+import { diskBackend } from '@cache/disk'
 import { memoryBackend } from '@cache/memory'
 import { redisBackend } from '@cache/redis'
 import { type RedisServer, startRedis } from '@cache/test-servers'
+import Database from 'better-sqlite3'
 import { Redis } from 'ioredis'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -382,6 +384,110 @@ describe('a process that stays idle after its write failed during an outage', ()
       await chain.close()
       await own.process!.kill('SIGKILL') // a server whose saves fail refuses SIGTERM
       rmSync(saves, { recursive: true, force: true })
+    }
+  })
+
+  it('a stall that a background repair outlives: the level opened meanwhile is still probed when the process stays idle', async () => {
+    const { idle, busy } = twoProcesses(`stall-repair${Date.now()}`)
+    try {
+      await idle.get('warm')
+      await busy.set('ctr', 100, 3600)
+      await redis.process!.freeze()
+      const start = Date.now()
+      // A write fails with the breaker still closed: a repair starts 50 ms later, into the stall.
+      const failed = idle.set('k', 'v').catch((error: unknown) => error)
+      await sleep(100)
+      // Reads fail meanwhile and open the breaker, while that repair is in flight.
+      const reads = Promise.all([idle.get('x'), idle.get('y')])
+      await sleep(Math.max(0, 520 - (Date.now() - start)))
+      redis.process!.thaw()
+      expect(await failed).toBeInstanceOf(CacheUnavailableError)
+      await reads
+      // Before: open with no probe timer once the repair succeeded, for as long as the process idled.
+      expect(await repairedBySelf(idle, 4000)).toMatchObject({ state: 'closed' })
+      expect(await idle.incr('ctr')).toBe(101)
+    } finally {
+      redis.process!.thaw()
+      await idle.close()
+      await busy.close()
+    }
+  })
+
+  it('an add answered by a shared disk level while Redis was skipped, the probe closing meanwhile: its private lock is not copied to memory', async () => {
+    const namespace = `private-lock${Date.now()}`
+    const dir = mkdtempSync(join(tmpdir(), 'cache-private-lock-'))
+    const chain = () =>
+      multiLevel({
+        levels: [
+          memoryBackend({ namespace }),
+          diskBackend({ path: dir, namespace, lockTimeout: '5s', logger: false }),
+          redisBackend(redis.url, { namespace, timeout: '300ms', logger: false }),
+        ],
+        logger: false,
+      })
+    const a = chain()
+    const b = chain()
+    a.on('error', () => {})
+    b.on('error', () => {})
+    try {
+      await a.get('warm')
+      await redis.process!.freeze()
+      for (const key of ['x', 'y', 'z']) await a.get(key)
+      expect(a.levels[2]!.breaker.state).toBe('open')
+      redis.process!.thaw()
+      // Another connection holds the disk's write lock: A's add (on disk, Redis skipped) waits.
+      const other = new Database(join(dir, 'cache.db'))
+      other.prepare('BEGIN IMMEDIATE').run()
+      const taken = a.add('lock', 'A', 3600)
+      // Meanwhile A's probe closes Redis, and B takes the lock there.
+      const from = Date.now()
+      while (a.levels[2]!.breaker.state !== 'closed' && Date.now() - from < 3000) await sleep(20)
+      await b.levels[2]!.backend.add('lock', 'B', 3600)
+      other.prepare('COMMIT').run()
+      other.close()
+      await taken
+      // Before: 'A' from memory (the private lock copied there), while Redis holds B's.
+      expect(await a.get('lock')).toBe('B')
+    } finally {
+      redis.process!.thaw()
+      await a.close()
+      await b.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('a steady stream of writes while the level is half-open: the probe still closes it', async () => {
+    const { idle: writer } = twoProcesses(`write-stream${Date.now()}`, {
+      timeout: '300ms',
+      breaker: { failureThreshold: 1, openFor: '200ms' },
+    })
+    let writing = true
+    let accepted = 0
+    try {
+      await redis.process!.freeze()
+      await writer.get('x') // opens the breaker
+      redis.process!.thaw()
+      // One set per turn of the event loop, each on a new key.
+      const loop = (async () => {
+        for (let i = 0; writing && i < 200_000; i++) {
+          await writer.set(`k${i}`, i).then(
+            () => accepted++,
+            () => {},
+          )
+          await new Promise((resolve) => setImmediate(resolve))
+        }
+      })()
+      const from = Date.now()
+      while (writer.levels[1]!.breaker.state !== 'closed' && Date.now() - from < 4000) await sleep(50)
+      writing = false
+      await loop
+      // Before: half-open for good (each replay found new keys written meanwhile), no write accepted.
+      expect(writer.levels[1]!.breaker.state).toBe('closed')
+      expect(accepted).toBeGreaterThan(0)
+    } finally {
+      writing = false
+      redis.process!.thaw()
+      await writer.close()
     }
   })
 
