@@ -161,7 +161,7 @@ function buildsNodeRequests(server: object): boolean {
 }
 
 /** The properties a request's prototypes must not turn into accessors (a setter rewriting what the parser assigns). */
-const ASSIGNED = ['url', 'rawHeaders', 'headers', 'method'] as const
+const ASSIGNED = ['url', 'rawHeaders', 'method'] as const
 
 /**
  * Whether nothing on `req`'s prototype chain intercepts what Node's parser assigns to it: a
@@ -169,14 +169,11 @@ const ASSIGNED = ['url', 'rawHeaders', 'headers', 'method'] as const
  * Node's own `headers` accessor on `IncomingMessage.prototype` is the one allowed.
  */
 function plainChain(req: object): boolean {
-  for (let proto = Object.getPrototypeOf(req); proto !== null; proto = Object.getPrototypeOf(proto)) {
-    for (const name of ASSIGNED) {
-      const own = Object.getOwnPropertyDescriptor(proto, name)
-      if (own === undefined) continue
-      if (proto === IncomingMessage.prototype && name === 'headers' && own.get === NODE_HEADERS_GET) continue
-      return false
-    }
-  }
+  for (let proto = Object.getPrototypeOf(req); proto !== null; proto = Object.getPrototypeOf(proto))
+    for (const name of ASSIGNED) if (Object.hasOwn(proto, name)) return false
+  // Node's own `headers` accessor, read without making a descriptor (each request pays this).
+  if ((req as { __lookupGetter__(name: string): unknown }).__lookupGetter__('headers') !== NODE_HEADERS_GET)
+    return false
   const rawHeaders = Object.getOwnPropertyDescriptor(req, 'rawHeaders')
   return rawHeaders === undefined || 'value' in rawHeaders
 }
@@ -185,6 +182,8 @@ const NODE_HEADERS_GET = Object.getOwnPropertyDescriptor(IncomingMessage.prototy
 
 /** The names of the header lines {@link Arrival.lines} keeps, lower-cased. */
 const HOST_LINES = new Set(['host', 'x-forwarded-host', 'x-forwarded-proto'])
+/** Their lengths: a name of another length is passed over without lower-casing it. */
+const HOST_LINE_LENGTHS = new Set([...HOST_LINES].map((name) => name.length))
 
 /** The `Host` and forwarding lines of `rawHeaders` (name, value, …); `undefined` when there are none. */
 function hostLines(rawHeaders: unknown): string[] | undefined {
@@ -192,7 +191,7 @@ function hostLines(rawHeaders: unknown): string[] | undefined {
   let lines: string[] | undefined
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]
-    if (typeof name === 'string' && name.length >= 4 && HOST_LINES.has(name.toLowerCase()))
+    if (typeof name === 'string' && HOST_LINE_LENGTHS.has(name.length) && HOST_LINES.has(name.toLowerCase()))
       (lines ??= []).push(name, String(rawHeaders[i + 1]))
   }
   return lines
