@@ -1,7 +1,7 @@
 import { createServer } from 'node:http'
 import { createServer as createNetServer } from 'node:net'
 import { memoryBackend } from '@cache/memory'
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyRequest, type FastifyServerOptions } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
 import { cachePlugin } from '../src/index.js'
 import { get as httpGet } from './http-get.js'
@@ -268,14 +268,16 @@ describe('a target rewritten before the cache', () => {
     expect((await get(base, '/', { host: 'new-brand.example' })).body).toBe('new-brand home')
   })
 
-  it("behind a trusted proxy, a hook replacing request.headers with another X-Forwarded-Host: the legacy domain's page is never served to the new one", async () => {
+  /**
+   * An app behind a trusted proxy whose hook maps the legacy domain's `X-Forwarded-Host` to the
+   * new one (`rewrite`) and flags the request; `proxied(host)` asks for `/` as the proxy would.
+   */
+  async function forwardedAlias(rewrite: (request: FastifyRequest) => void) {
     const made = app({ trustProxy: true })
     made.addHook('onRequest', async (request) => {
-      const raw = request.raw as typeof request.raw & Marked
       if (request.headers['x-forwarded-host'] === 'old-brand.example') {
-        raw.legacy = true
-        // Fastify keeps a replaced object apart from request.raw.headers.
-        request.headers = { ...request.headers, 'x-forwarded-host': 'new-brand.example' }
+        ;(request.raw as typeof request.raw & Marked).legacy = true
+        rewrite(request)
       }
     })
     await made.register(cachePlugin, { backend: memoryBackend() })
@@ -283,29 +285,24 @@ describe('a target rewritten before the cache', () => {
       (request.raw as Marked).legacy ? 'coupon OLD50' : `home of ${request.host}`,
     )
     const base = await made.listen({ port: 0, host: '127.0.0.1' })
-    const proxied = (forwarded: string) =>
+    return (forwarded: string) =>
       httpGet(base, { host: 'internal:8080', 'x-forwarded-host': forwarded, 'x-forwarded-proto': 'https' })
+  }
+
+  it("behind a trusted proxy, a hook replacing request.headers with another X-Forwarded-Host: the legacy domain's page is never served to the new one", async () => {
+    const proxied = await forwardedAlias((request) => {
+      // Fastify keeps a replaced object apart from request.raw.headers.
+      request.headers = { ...request.headers, 'x-forwarded-host': 'new-brand.example' }
+    })
     expect((await proxied('old-brand.example')).body).toBe('coupon OLD50')
     // Before: the coupon page (Node's headers untouched, the key the same as the new domain's).
     expect((await proxied('new-brand.example')).body).toBe('home of new-brand.example')
   })
 
   it("behind a trusted proxy, a hook rewriting X-Forwarded-Host: the legacy domain's page is never served to the new one", async () => {
-    const made = app({ trustProxy: true })
-    made.addHook('onRequest', async (request) => {
-      const raw = request.raw as typeof request.raw & Marked
-      if (request.headers['x-forwarded-host'] === 'old-brand.example') {
-        raw.legacy = true
-        request.headers['x-forwarded-host'] = 'new-brand.example'
-      }
+    const proxied = await forwardedAlias((request) => {
+      request.headers['x-forwarded-host'] = 'new-brand.example'
     })
-    await made.register(cachePlugin, { backend: memoryBackend() })
-    made.get('/', { config: { cache: true } }, async (request) =>
-      (request.raw as Marked).legacy ? 'coupon OLD50' : `home of ${request.host}`,
-    )
-    const base = await made.listen({ port: 0, host: '127.0.0.1' })
-    const proxied = (forwarded: string) =>
-      httpGet(base, { host: 'internal:8080', 'x-forwarded-host': forwarded, 'x-forwarded-proto': 'https' })
     expect((await proxied('old-brand.example')).body).toBe('coupon OLD50')
     // Before: the coupon page (both keyed as new-brand.example behind the same proxy Host).
     expect((await proxied('new-brand.example')).body).toBe('home of new-brand.example')

@@ -15,6 +15,7 @@ import {
   type HttpRequestView,
   type LookupContext,
   type LookupResult,
+  lineValue,
   listeningAt,
   type MissResult,
   offerCacheControl,
@@ -617,7 +618,7 @@ function arrivedAsHandedOn(incoming: ReceivedRequest, target: string): boolean {
   if (arrived === undefined || arrived.server !== server || arrived.url !== target) return false
   // HTTP/1: Hono's URL is built from the `Host` header, which a listener before Hono may have
   // rewritten with its line in `rawHeaders` (a domain alias): the line noted as it arrived tells.
-  if (arrived.lines !== undefined && firstHostLine(arrived.lines) !== incoming.headers?.host) return false
+  if (arrived.lines !== undefined && lineValue(arrived.lines, 'host') !== incoming.headers?.host) return false
   // HTTP/2: Hono's URL is built from `:authority`, which a `stream` listener could edit too.
   return arrived.authority === undefined || arrived.authority === incoming.authority
 }
@@ -630,12 +631,6 @@ function headersChanged(before: OutgoingHttpHeaders, after: OutgoingHttpHeaders)
   const names = Object.keys(after)
   if (names.length !== Object.keys(before).length) return true
   return names.some((name) => String(after[name]) !== String(before[name]))
-}
-
-/** The first `Host` line among noted header lines (name, value, …), as Node keeps the first. */
-function firstHostLine(lines: readonly string[]): string | undefined {
-  for (let i = 0; i + 1 < lines.length; i += 2) if (lines[i]!.toLowerCase() === 'host') return lines[i + 1]
-  return undefined
 }
 
 /** The `:authority` of an HTTP/2 request on `@hono/node-server`, if any. */

@@ -33,6 +33,7 @@ export {
   protohostOf,
   requestKey,
   hostKeyPart,
+  lineValue,
   sentHostPart,
   siteKey,
   splitAuthority,

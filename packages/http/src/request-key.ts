@@ -153,21 +153,29 @@ function forwardedRewrite(
   lines: readonly string[] | undefined,
 ): string | undefined {
   if (lines === undefined) return undefined
-  let sent: string | undefined
-  for (let i = 0; i + 1 < lines.length; i += 2)
-    if (lines[i]!.length === name.length && lines[i]!.toLowerCase() === name)
-      sent = sent === undefined ? lines[i + 1] : `${sent}, ${lines[i + 1]}`
-  const seen = headers[name]
-  if (seen === sent) return undefined
+  const sent = lineValue(lines, name)
+  if (headers[name] === sent) return undefined
   return `@sent-${name}=${sent === undefined ? '-' : JSON.stringify(sent)}`
+}
+
+/**
+ * A header's value in raw header lines (name, value, …) as Node reads it into `headers`: the
+ * first line for `host`, the lines joined with `, ` for the others this module reads
+ * (`X-Forwarded-Host`, `X-Forwarded-Proto`). `name` in lower case.
+ */
+export function lineValue(lines: readonly string[], name: string): string | undefined {
+  let value: string | undefined
+  for (let i = 0; i + 1 < lines.length; i += 2) {
+    if (lines[i]!.length !== name.length || lines[i]!.toLowerCase() !== name) continue
+    if (name === 'host') return lines[i + 1]
+    value = value === undefined ? lines[i + 1] : `${value}, ${lines[i + 1]}`
+  }
+  return value
 }
 
 /** The first `Host` line the client sent (Node keeps the first), or `seen` without raw lines. */
 function sentHost(rawHeaders: readonly string[] | undefined, seen: string | undefined): string | undefined {
-  if (rawHeaders === undefined) return seen
-  for (let i = 0; i + 1 < rawHeaders.length; i += 2)
-    if (rawHeaders[i]!.length === 4 && rawHeaders[i]!.toLowerCase() === 'host') return rawHeaders[i + 1]
-  return undefined
+  return rawHeaders === undefined ? seen : lineValue(rawHeaders, 'host')
 }
 
 /**
