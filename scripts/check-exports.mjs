@@ -54,7 +54,7 @@ for (const [subpath, target] of Object.entries(pkg.exports)) {
   for (const [name, value] of Object.entries(esm)) {
     if (typeof value !== 'function' || value.name === name || esm[value.name] === value) continue
     failures.push(
-      `${pkg.name}${subpath.slice(1)}: export ${name} is named "${value.name}" at run time (keepNames)`,
+      `${pkg.name}${subpath.slice(1)}: export ${name} is named "${value.name}" at run time (bundling renamed it: rename the colliding declaration)`,
     )
   }
 }

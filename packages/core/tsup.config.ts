@@ -9,6 +9,5 @@ export default defineConfig({
   dts: true,
   shims: true,
   sourcemap: true,
-  keepNames: true,
   target: 'node20',
 })

@@ -5,7 +5,6 @@ export default defineConfig({
   format: ['esm', 'cjs'],
   dts: true,
   sourcemap: true,
-  keepNames: true,
   target: 'node20',
   // The sources use no decorator syntax (they call Nest's decorators as functions): built the
   // same for applications in either decorator mode.

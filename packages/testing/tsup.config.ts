@@ -7,7 +7,6 @@ export default defineConfig({
   format: ['esm'],
   dts: true,
   sourcemap: true,
-  keepNames: true,
   target: 'node20',
   external: ['vitest', '@cache/core'],
 })

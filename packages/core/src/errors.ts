@@ -42,7 +42,9 @@ export class CacheError extends Error {
   }
 
   static override [Symbol.hasInstance](value: unknown): boolean {
-    if (this === CacheError) return isBranded(value)
+    // The base class itself (named without referring to it: a class naming itself in its body is
+    // renamed by the bundler).
+    if (Object.getPrototypeOf(this) === Error) return isBranded(value)
     return Function.prototype[Symbol.hasInstance].call(this, value) || sameNamedBrand(this, value)
   }
 }

@@ -134,7 +134,7 @@ function checkKey(key: unknown): asserts key is string {
 }
 
 export const getOrSet: GetOrSet = Object.defineProperties(
-  function getOrSet<T>(
+  function getOrSetCall<T>(
     backend: CacheBackend | MinimalBackend,
     key: string,
     fn: () => T | Promise<T>,
@@ -159,6 +159,7 @@ export const getOrSet: GetOrSet = Object.defineProperties(
     }
   },
   {
+    name: { value: 'getOrSet' },
     stats: { get: () => observer.stats },
     on: {
       value: (event: MemoEventName, listener: (event: CacheEvent) => void) =>

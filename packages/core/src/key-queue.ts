@@ -16,7 +16,7 @@ class Epoch {
   running = 0
   /** Resolves when `running` drops to 0; set when a task has to wait for these writes. */
   onDrained: (() => void) | undefined
-  /** Called as each write ends; one function per epoch, not one per write (keepNames makes closures costly). */
+  /** Called as each write ends; one function per epoch, not one per write. */
   readonly end = (): void => {
     if (--this.running === 0) this.onDrained?.()
   }

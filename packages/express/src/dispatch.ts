@@ -604,7 +604,6 @@ function enter(req: IncomingMessage, router: unknown, done: unknown, res: unknow
     app: undefined,
   }
   if (typeof done !== 'function') return done
-  // Unnamed: a named function expression would be renamed (`keepNames`) on every request.
   return function (this: unknown, ...args: unknown[]) {
     state.frame = parent
     // The router let the request go: after the response ended, a late `next` did it.

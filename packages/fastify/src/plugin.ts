@@ -211,13 +211,20 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
  * included) let the request through, with one write of the stored status, headers and bytes.
  * Storability is decided on the response as the client receives it, after every `onSend` hook.
  */
-export const cachePlugin = fp(
-  // Named as exported: fastify-plugin returns this function itself.
-  function cachePlugin(fastify, options, done) {
-    register(fastify, options, done)
-  } as FastifyPluginCallback<CachePluginOptions>,
+const plugin: FastifyPluginCallback<CachePluginOptions> = fp(
+  cachePlugin as FastifyPluginCallback<CachePluginOptions>,
   { fastify: '5.x', name: '@cache/fastify' },
 )
+export { plugin as cachePlugin }
+
+// Named as exported: fastify-plugin returns this function itself.
+function cachePlugin(
+  fastify: FastifyInstance,
+  options: CachePluginOptions,
+  done: (error?: Error) => void,
+): void {
+  register(fastify, options, done)
+}
 
 /** Checks the plugin's options now: a bad one throws a `CacheConfigError` at registration. */
 function pluginDefaults(options: CachePluginOptions): RouteCacheOptions {

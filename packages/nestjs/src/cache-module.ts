@@ -160,7 +160,7 @@ export class CacheModule {
       typeof options === 'string' || isMinimalBackend(options)
         ? { backend: options as CacheModuleOptions['backend'] }
         : options
-    return CacheModule.module(
+    return dynamicModule(
       { provide: MODULE_CACHE, useFactory: () => createModuleCache(resolved) },
       resolved.isGlobal === true,
       [],
@@ -171,7 +171,7 @@ export class CacheModule {
   static forRootAsync(options: CacheModuleAsyncOptions): DynamicModule {
     if (typeof options?.useFactory !== 'function')
       throw new CacheConfigError('useFactory', 'CacheModule.forRootAsync needs a useFactory function')
-    return CacheModule.module(
+    return dynamicModule(
       {
         provide: MODULE_CACHE,
         useFactory: async (...args: unknown[]) => createModuleCache(await options.useFactory(...args)),
@@ -181,28 +181,32 @@ export class CacheModule {
       options.imports ?? [],
     )
   }
+}
 
-  private static module(
-    cache: FactoryProvider,
-    global: boolean,
-    imports: NonNullable<ModuleMetadata['imports']>,
-  ): DynamicModule {
-    return {
-      module: CacheModule,
-      global,
-      imports,
-      providers: [
-        cache,
-        {
-          provide: CACHE_BACKEND,
-          useFactory: (c: ModuleCache) => moduleBackendTarget(c.backend),
-          inject: [MODULE_CACHE],
-        },
-        CacheLifecycle,
-        FrontInstaller,
-        FastifyTargets,
-      ],
-      exports: [CACHE_BACKEND],
-    }
+/**
+ * The module `forRoot` and `forRootAsync` return (a function outside the class: a class naming
+ * itself in its body is renamed by the bundler, and Nest knows modules by their class name).
+ */
+function dynamicModule(
+  cache: FactoryProvider,
+  global: boolean,
+  imports: NonNullable<ModuleMetadata['imports']>,
+): DynamicModule {
+  return {
+    module: CacheModule,
+    global,
+    imports,
+    providers: [
+      cache,
+      {
+        provide: CACHE_BACKEND,
+        useFactory: (c: ModuleCache) => moduleBackendTarget(c.backend),
+        inject: [MODULE_CACHE],
+      },
+      CacheLifecycle,
+      FrontInstaller,
+      FastifyTargets,
+    ],
+    exports: [CACHE_BACKEND],
   }
 }
