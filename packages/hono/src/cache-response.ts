@@ -166,8 +166,12 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       // so a layer before the cache that rewrites the body (`c.res = new Response(html, c.res)`)
       // does not carry a length that no longer fits it.
       const headers = headerRecord(result.headers, 'content-length')
-      // The stored bytes as they are (no copy): a Response never writes into its body.
-      const body = result.kind === 'hit' && !result.headOnly ? (result.body as Uint8Array<ArrayBuffer>) : null
+      // The stored bytes as they are (no copy): a Response never writes into its body. No bytes
+      // go as no body, as a bodiless miss (`c.body(null)`, a 204, a redirect) went: given an empty
+      // one, @hono/node-server would add a `Content-Type` the miss never had.
+      const stored =
+        result.kind === 'hit' && !result.headOnly ? (result.body as Uint8Array<ArrayBuffer>) : null
+      const body = stored !== null && stored.byteLength > 0 ? stored : null
       // Headers as a record: Hono sets them over those that layers before the cache prepared,
       // without building a `Headers` of them first.
       const response = c.newResponse(body, result.status as StatusCode, headers)

@@ -222,3 +222,41 @@ describe("a stale-while-revalidate refresh is not disturbed by what the stale hi
     expect(after.headers['cache-status']).toMatch(/hit/)
   })
 })
+
+describe('a stored empty body is replayed as no body: hits carry no Content-Type the miss did not', () => {
+  it.each([
+    ['200 c.body(null)', 200, {}],
+    ['204', 204, { statuses: [200, 204] }],
+    ['301 redirect', 301, { statuses: [200, 301] }],
+  ] as const)('%s', async (_name, status, options) => {
+    const app = new Hono()
+    app.get('/empty', cacheResponse({ ttl: 60, backend: memoryBackend(), ...options }), (c) =>
+      status === 301 ? c.redirect('/elsewhere', 301) : c.body(null, status),
+    )
+    const base = await listen(app)
+    const miss = await get(base, '/empty')
+    expect(miss.status).toBe(status)
+    expect(miss.headers['content-type']).toBeUndefined()
+    for (const method of ['GET', 'HEAD']) {
+      const hit = await get(base, '/empty', method)
+      expect(hit.headers['cache-status']).toMatch(/hit/)
+      expect(hit.status).toBe(status)
+      expect(hit.headers['content-type']).toBeUndefined()
+      expect(hit.body.length).toBe(0)
+      if (status === 301) expect(hit.headers.location).toBe('/elsewhere')
+    }
+  })
+
+  it('a body with bytes keeps the Content-Type the miss had', async () => {
+    const app = new Hono()
+    app.get('/bin', cacheResponse({ ttl: 60, backend: memoryBackend() }), (c) =>
+      c.body(new Uint8Array([1, 2, 3])),
+    )
+    const base = await listen(app)
+    const miss = await get(base, '/bin')
+    const hit = await get(base, '/bin')
+    expect(hit.headers['cache-status']).toMatch(/hit/)
+    expect(hit.headers['content-type']).toBe(miss.headers['content-type'])
+    expect([...hit.body]).toEqual([1, 2, 3])
+  })
+})
