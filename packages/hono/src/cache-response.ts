@@ -1,6 +1,12 @@
 import { AsyncLocalStorage } from 'node:async_hooks'
 import { createHash } from 'node:crypto'
-import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http'
+import {
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+  ServerResponse as NodeServerResponse,
+  type OutgoingHttpHeaders,
+  type ServerResponse,
+} from 'node:http'
 import { CacheError, type CacheEvent, type CacheEventName, type CacheStats, type Duration } from '@cache/core'
 import {
   arrivalOf,
@@ -160,8 +166,12 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       // so a layer before the cache that rewrites the body (`c.res = new Response(html, c.res)`)
       // does not carry a length that no longer fits it.
       const headers = headerRecord(result.headers, 'content-length')
-      // The stored bytes as they are (no copy): a Response never writes into its body.
-      const body = result.kind === 'hit' && !result.headOnly ? (result.body as Uint8Array<ArrayBuffer>) : null
+      // The stored bytes as they are (no copy): a Response never writes into its body. No bytes
+      // go as no body, as a bodiless miss (`c.body(null)`, a 204, a redirect) went: given an empty
+      // one, @hono/node-server would add a `Content-Type` the miss never had.
+      const stored =
+        result.kind === 'hit' && !result.headOnly ? (result.body as Uint8Array<ArrayBuffer>) : null
+      const body = stored !== null && stored.byteLength > 0 ? stored : null
       // Headers as a record: Hono sets them over those that layers before the cache prepared,
       // without building a `Headers` of them first.
       const response = c.newResponse(body, result.status as StatusCode, headers)
@@ -210,16 +220,14 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     const recorder = miss.recorder
     const made: Making = { logged: false }
     // The connection the bytes leave on, when the server is Node's: stored only once they left.
-    const outgoing = refreshing ? undefined : nodeOutgoing(c.env)
-    const onNodeBefore = outgoing?.getHeaders()
+    // A refresh's Node response is its own, written nowhere (see `revalidate`): there is no
+    // connection to wait for, its head is written once its chain is over.
+    const node = nodeOutgoing(c.env)
+    const outgoing = refreshing ? undefined : node
+    const onNodeBefore = node?.getHeaders()
     // What the layers before the cache set, on Hono's response or on Node's: a hit sends again
     // what they set, less what the handler removed.
     const earlier = [...Object.keys(before), ...Object.keys(onNodeBefore ?? {})]
-    // A refresh runs the handler with the stale hit's `c.env`: what it sets on Node's response
-    // there (`c.env.outgoing.setHeader('Vary', …)`) belongs to that hit, and the copy's own
-    // response would be stored without it.
-    const hitOutgoing = refreshing ? nodeOutgoing(c.env) : undefined
-    const hitBefore = hitOutgoing?.getHeaders()
     watchErrorLog()
     try {
       await making.run(made, next)
@@ -229,10 +237,6 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     }
     const res = c.res
     const headers = outgoingHeaders(res.headers)
-    if (hitOutgoing !== undefined && headersChanged(hitBefore!, hitOutgoing.getHeaders())) {
-      recorder.abort(REFRESH_ON_NODE_REASON)
-      return
-    }
     if (headers[ALREADY_SENT_HEADER] !== undefined) {
       // The handler wrote the response on Node's response itself, maybe before this line: its
       // bytes never pass the cache, which cannot tell what was sent, nor when it is whole. It is
@@ -252,7 +256,7 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     // response unless Hono's has that name (the server writes Hono's over them): they are the
     // handler's, stored and replayed as Hono's own are, so that a hit says what the miss said.
     if (onNodeBefore !== undefined) {
-      const onNode = outgoing!.getHeaders()
+      const onNode = node!.getHeaders()
       for (const [name, value] of Object.entries(onNode)) {
         if (value === undefined || headers[name] !== undefined) continue
         if (String(value) === String(onNodeBefore[name])) continue
@@ -330,7 +334,17 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       if (ends === undefined) chainEnds.set(c, (ends = new Map()))
       ends.set(http, () => {
         chainOver = true
-        if (!judged) judge(outgoingHeaders(c.res.headers))
+        if (!judged) {
+          // The head as the server would write it on the refresh's own Node response, with what
+          // the layers before the cache put there (`setHeader`, an `on-headers` hook, a
+          // `ServerResponse` subclass): judged as a miss's head is on the client's connection.
+          if (node === undefined) judge(outgoingHeaders(c.res.headers))
+          else {
+            const head = writeHeadOf(node, c.res)
+            if (head !== undefined) judge(head.headers, head)
+            else recorder.abort("not-storable: the refresh's head was written before its chain ended")
+          }
+        }
         if (bodyOver) finish()
       })
     }
@@ -439,7 +453,7 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     const request = new Request(c.req.raw.url, { method: 'GET', headers })
     const Ctx = c.constructor as new (req: Request, options: object) => Context
     const copy = new Ctx(request, {
-      env: c.env,
+      env: refreshEnv(c.env),
       executionCtx: executionContextOf(c),
       path: c.req.path,
       matchResult: match,
@@ -623,14 +637,52 @@ function arrivedAsHandedOn(incoming: ReceivedRequest, target: string): boolean {
   return arrived.authority === undefined || arrived.authority === incoming.authority
 }
 
-/** Why a refresh whose handler set headers on Node's response is not stored. */
-const REFRESH_ON_NODE_REASON = "not-storable: the refresh set headers on Node's response"
+/**
+ * The `c.env` of a background refresh on `@hono/node-server`: the stale hit's, with a Node
+ * response of the refresh's own, of the class the server made the hit's with (a `ServerResponse`
+ * subclass of `serverOptions`), over the hit's request, on no connection. What the refresh's
+ * layers set there (`c.env.outgoing.setHeader('Vary', …)`, an `on-headers` hook) is judged with
+ * its head, as on a miss; and what the stale hit's own layers keep doing on theirs (a timing
+ * header after `await next()`) is not the refresh's. Elsewhere, `c.env` as it is.
+ */
+function refreshEnv(env: unknown): unknown {
+  const outgoing = nodeOutgoing(env)
+  if (outgoing === undefined) return env
+  const incoming = (env as { incoming?: unknown }).incoming
+  if (incoming === null || typeof incoming !== 'object') return env
+  // An HTTP/2 response cannot be made without its stream: a plain one stands in for it.
+  const Outgoing = (
+    outgoing instanceof NodeServerResponse ? outgoing.constructor : NodeServerResponse
+  ) as new (
+    req: unknown,
+  ) => ServerResponse
+  let own: ServerResponse
+  try {
+    own = new Outgoing(incoming)
+  } catch {
+    own = new NodeServerResponse(incoming as IncomingMessage)
+  }
+  return { ...(env as object), outgoing: own }
+}
 
-/** Whether Node's response headers differ between two readings (one set, changed or removed). */
-function headersChanged(before: OutgoingHttpHeaders, after: OutgoingHttpHeaders): boolean {
-  const names = Object.keys(after)
-  if (names.length !== Object.keys(before).length) return true
-  return names.some((name) => String(after[name]) !== String(before[name]))
+/** `@hono/node-server`'s default type of a response with a body and none of its own. */
+const DEFAULT_CONTENT_TYPE = 'text/plain; charset=UTF-8'
+
+/**
+ * Writes the head of `res` on a refresh's own Node response (see {@link refreshEnv}) as
+ * `@hono/node-server` writes a response's (its headers as a record, its default `Content-Type`
+ * for a body without one), so that hooks that run inside `writeHead` add theirs; returns the
+ * status and headers as written, or `undefined` when that response's head was already written.
+ */
+function writeHeadOf(
+  node: NodeOutgoing,
+  res: Response,
+): { status: number; headers: OutgoingHttpHeaders } | undefined {
+  if (node.headersSent) return undefined
+  const given = outgoingHeaders(res.headers)
+  if (res.body !== null && given['content-type'] === undefined) given['content-type'] = DEFAULT_CONTENT_TYPE
+  node.writeHead(res.status, given)
+  return headAsWritten(node, given)
 }
 
 /** The `:authority` of an HTTP/2 request on `@hono/node-server`, if any. */

@@ -524,7 +524,9 @@ export class HttpCache<Raw = any> {
         release()
         over()
         const why = reason ?? 'it was not storable'
-        refresh?.finish(new CacheError(`the refreshed response for ${key} was not stored: ${why}`))
+        // The recorder's own reason (`not-storable: set-cookie set after the cache`) says more.
+        const told = detail !== undefined && detail !== why ? `${why} (${detail})` : why
+        refresh?.finish(new CacheError(`the refreshed response for ${key} was not stored: ${told}`))
         resolveOutcome({ stored: false, reason: detail ?? why })
         return
       }
@@ -590,6 +592,15 @@ export class HttpCache<Raw = any> {
       }
       const entry = this.toEntry(view, captured, versions, versionKeys)
       const vary = varyNames(captured.final.headers)
+      // A refresh stands in for the variant it refreshes: without a name that variant was keyed
+      // on (a `Vary` a layer adds where the adapter cannot see it), it would answer every variant.
+      if (view.refresh !== undefined && record !== undefined) {
+        const missing = record.vary.filter((name) => !vary.includes(name))
+        if (missing.length > 0) {
+          release()
+          return `not-storable: no Vary: ${missing.join(', ')} as the entry it refreshes had`
+        }
+      }
       let varyRecord: VaryRecord | undefined
       if (vary.length > 0) {
         varyRecord =
