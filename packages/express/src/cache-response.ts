@@ -143,7 +143,7 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
   cacheHandler.responseIndex = (opts) => engine.http.responseIndex(opts)
   cacheHandler.front = (app) => {
     const listener = (req: IncomingMessage, res: ServerResponse) => {
-      if (!engine.serveFresh(req, res)) app(req, res)
+      if (!engine.serveFresh(req, res, app)) app(req, res)
     }
     frontOf(listener, app)
     return listener

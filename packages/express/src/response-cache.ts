@@ -38,6 +38,7 @@ import {
 } from './dispatch.js'
 import type { Settings } from './options.js'
 import { siteOf } from './site.js'
+import { headRoutedApart } from './head-route.js'
 
 type Request = IncomingMessage & {
   originalUrl?: string
@@ -213,9 +214,11 @@ export class ResponseCache {
    * deciding what to store). Requests whose key Express could resolve differently
    * (`X-Forwarded-Host` or `X-Forwarded-Proto` under `trust proxy`) are never answered here.
    */
-  serveFresh(req: Request, res: ServerResponse): boolean {
+  serveFresh(req: Request, res: ServerResponse, app?: unknown): boolean {
     const method = req.method
     if (method !== 'GET' && method !== 'HEAD') return false
+    // A HEAD the app routes to a HEAD handler of its own: the app answers.
+    if (method === 'HEAD' && headRoutedApart(app, req.url ?? '/')) return false
     const s = this.settings
     // `bypass` is a function of the request as the app sees it: the app answers.
     if (s.bypass !== undefined || !responseCachingEnabled(s.enabledFromEnv)) return false
@@ -513,6 +516,8 @@ class ExpressView implements HttpRequestView<Request> {
 
   get bypass(): string | undefined {
     if (!isRoutedAsSent(this.raw)) return 'rewritten-url'
+    // The app routes this HEAD to a HEAD handler of its own, not to the GET one the entry holds.
+    if (this.raw.method === 'HEAD' && headRoutedApart(rootApp(this.raw.app), this.url)) return 'head-route'
     // Only before the handler: it may change `req.query` as it likes once the request is looked up.
     if (this.lookup && expressQueryReplaced(this.raw as ExpressQueryRequest)) return 'querystring-parser'
     return expressQueryParserBypass(this.raw as ExpressQueryRequest)

@@ -24,6 +24,7 @@ import {
   noteFastifyTargets,
   type Refresh,
   recordNodeResponse,
+  trackFastifyReplyHeaders,
 } from '@cache/http'
 import type {
   FastifyInstance,
@@ -438,7 +439,9 @@ function record(reply: FastifyReply, miss: MissResult, varyEncoding: boolean): v
   const res = reply.raw
   const earlier = reply.getHeaders()
   for (const [name, value] of Object.entries(earlier)) if (value !== undefined) res.setHeader(name, value)
-  recordNodeResponse(res, miss)
+  // Set by the handler or a later hook: its own, even at the value a hook before had set.
+  const touched = trackFastifyReplyHeaders(reply)
+  recordNodeResponse(res, miss, touched)
   const writeHead = res.writeHead
   res.writeHead = function (this: ServerResponse, code: number, ...rest: unknown[]) {
     const at = typeof rest[0] === 'string' ? 1 : 0
@@ -446,8 +449,9 @@ function record(reply: FastifyReply, miss: MissResult, varyEncoding: boolean): v
     if (given !== null && typeof given === 'object' && !Array.isArray(given)) {
       const kept: OutgoingHttpHeaders = {}
       for (const [name, value] of Object.entries(given as OutgoingHttpHeaders)) {
-        const before = earlier[name.toLowerCase()]
-        if (before === undefined || String(before) !== String(value)) kept[name] = value
+        const lower = name.toLowerCase()
+        const before = earlier[lower]
+        if (before === undefined || touched.has(lower) || String(before) !== String(value)) kept[name] = value
       }
       rest[at] = kept
     }

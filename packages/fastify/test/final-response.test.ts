@@ -202,3 +202,47 @@ describe('a header an onRequest hook set and the handler removed', () => {
     expect(hit.headers.get('cache-control')).toBeNull()
   })
 })
+
+describe('a header the handler sets is its own, whatever a hook before the cache set', () => {
+  it('replays a Content-Language the handler set to the value an onRequest hook had set on the miss', async () => {
+    const app = Fastify()
+    apps.push(app)
+    await app.register(cachePlugin, { backend: memoryBackend() })
+    app.addHook('onRequest', async (request, reply) => {
+      reply.header('content-language', String(request.headers['accept-language'] ?? 'en').slice(0, 2))
+    })
+    app.get('/fr-only', { config: { cache: 60 } }, async (_request, reply) => {
+      reply.header('content-language', 'fr')
+      return '<p>Bonjour</p>'
+    })
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    const base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
+    const miss = await fetch(`${base}/fr-only`, { headers: { 'accept-language': 'fr' } })
+    await miss.text()
+    expect(miss.headers.get('content-language')).toBe('fr')
+    const hit = await fetch(`${base}/fr-only`, { headers: { 'accept-language': 'en' } })
+    await hit.text()
+    expect(hit.headers.get('cache-status')).toMatch(/hit/)
+    expect(hit.headers.get('content-language')).toBe('fr')
+  })
+
+  it('removes on hits a header the handler removed, even when it was absent on the miss', async () => {
+    const app = Fastify()
+    apps.push(app)
+    await app.register(cachePlugin, { backend: memoryBackend() })
+    app.addHook('onRequest', async (request, reply) => {
+      if (request.headers['x-debug'] !== undefined) reply.header('x-debug-backend', 'node-7')
+    })
+    app.get('/page', { config: { cache: 60 } }, async (_request, reply) => {
+      reply.removeHeader('x-debug-backend')
+      return 'page'
+    })
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    const base = `http://127.0.0.1:${(app.server.address() as AddressInfo).port}`
+    await (await fetch(`${base}/page`)).text()
+    const hit = await fetch(`${base}/page`, { headers: { 'x-debug': '1' } })
+    await hit.text()
+    expect(hit.headers.get('cache-status')).toMatch(/hit/)
+    expect(hit.headers.get('x-debug-backend')).toBeNull()
+  })
+})

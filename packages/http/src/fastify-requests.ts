@@ -375,3 +375,38 @@ function internal(instance: unknown, description: string): unknown {
   }
   return undefined
 }
+
+/** Fastify's symbol for the headers a reply holds until it writes the head (`kReplyHeaders`). */
+let replyHeadersSymbol: symbol | undefined
+
+/**
+ * From now on, notes (lower case) the name of every header set on or deleted from a Fastify
+ * reply's headers (`reply.header`, `reply.headers`, `reply.type`, `reply.removeHeader`, the
+ * `Content-Type` that `send` adds): the headers the handler and the hooks after the cache set,
+ * whatever their value. For {@link recordNodeResponse}'s `touched`: Fastify copies every header of
+ * its reply to the raw response with `setHeader` when it sends a stream, so the raw response's
+ * calls do not tell whose a header is. Costs one `Proxy` per recorded miss. Empty, and never
+ * filled, on a reply whose headers cannot be found (the headers are then told by their value).
+ */
+export function trackFastifyReplyHeaders(reply: object): Set<string> {
+  const names = new Set<string>()
+  const target = reply as Record<symbol, unknown>
+  if (replyHeadersSymbol === undefined)
+    replyHeadersSymbol = Object.getOwnPropertySymbols(reply).find(
+      (s) => s.description === 'fastify.reply.headers',
+    )
+  const symbol = replyHeadersSymbol
+  const headers = symbol === undefined ? undefined : target[symbol]
+  if (symbol === undefined || headers === null || typeof headers !== 'object') return names
+  target[symbol] = new Proxy(headers as Record<string, unknown>, {
+    set(object, name, value) {
+      if (typeof name === 'string') names.add(name.toLowerCase())
+      return Reflect.set(object, name, value)
+    },
+    deleteProperty(object, name) {
+      if (typeof name === 'string') names.add(name.toLowerCase())
+      return Reflect.deleteProperty(object, name)
+    },
+  })
+  return names
+}

@@ -84,6 +84,7 @@ export {
   noteFastifyArrivals,
   noteFastifyQueryBeforeValidation,
   noteFastifyTargets,
+  trackFastifyReplyHeaders,
 } from './fastify-requests.js'
 export {
   declareFastifyAppPrefixes,

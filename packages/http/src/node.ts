@@ -69,12 +69,27 @@ export function answerFromResult(res: ServerResponse, result: LookupResult): boo
  * pipelined connection has no socket of its own, and Node emits neither `finish` nor `close` on it
  * when that connection dies.
  */
-export function recordNodeResponse(res: ServerResponse, miss: MissResult): void {
+export function recordNodeResponse(
+  res: ServerResponse,
+  miss: MissResult,
+  /**
+   * The names of the headers set or removed after the cache, when the adapter notes them itself
+   * (Fastify's reply headers, see `trackFastifyReplyHeaders`); by default, those set, appended or
+   * removed on `res` from now on.
+   */
+  touched?: ReadonlySet<string>,
+): void {
   const recorder = miss.recorder
   const original = { writeHead: res.writeHead, write: res.write, end: res.end }
   // Headers the layers before the cache set: not stored (they set them again on every hit), and
   // those the response goes out without are removed on replays.
   const before = res.getHeaders()
+  // Names set, appended or removed from now on (by the handler, or a layer after the cache): its
+  // own whatever their value. Compared by value with `before`, a header the handler set to what a
+  // layer before it had set on the miss (`Content-Language: fr` for a French client) would be left
+  // to that layer on hits; a removal that found nothing would not be replayed.
+  const removeHeader = res.removeHeader
+  const handlerNames = touched ?? trackHeaderNames(res)
   const connection = (res as { req?: IncomingMessage }).req?.socket ?? res.socket ?? undefined
   let status: number | undefined
   let own: OutgoingHttpHeaders | undefined
@@ -157,7 +172,8 @@ export function recordNodeResponse(res: ServerResponse, miss: MissResult): void 
       const current = res.getHeaders()
       for (const name of Object.keys(current)) {
         const value = current[name]
-        if (value !== undefined && String(value) !== String(before[name])) own[name] = value
+        if (value !== undefined && (handlerNames.has(name) || String(value) !== String(before[name])))
+          own[name] = value
       }
       Object.assign(own, given)
     }
@@ -170,7 +186,7 @@ export function recordNodeResponse(res: ServerResponse, miss: MissResult): void 
       if (first && !res.headersSent) {
         status = undefined
         own = undefined
-        for (const [name] of miss.set) res.removeHeader(name)
+        for (const [name] of miss.set) removeHeader.call(res, name)
       }
       throw error
     }
@@ -218,7 +234,11 @@ export function recordNodeResponse(res: ServerResponse, miss: MissResult): void 
     if (!settled) {
       reported = true
       const head: ResponseHead = final ?? { status: res.statusCode, headers: res.getHeaders() }
-      head.own = { status: status ?? res.statusCode, headers: own ?? {}, earlier: Object.keys(before) }
+      // The names the handler touched count with those set before: the ones the client got
+      // without are removed on replays, where a layer before the cache may set them.
+      const earlier = Object.keys(before)
+      for (const name of handlerNames) if (before[name] === undefined) earlier.push(name)
+      head.own = { status: status ?? res.statusCode, headers: own ?? {}, earlier }
       recorder.end(undefined, {
         head,
         incomplete: incompleteReason(destroyedBeforeEnd, connectionClosed, final !== undefined, own, sources),
@@ -227,6 +247,32 @@ export function recordNodeResponse(res: ServerResponse, miss: MissResult): void 
     }
     return result
   } as ServerResponse['end']
+}
+
+/**
+ * Notes, in lower case, the name of every header set, appended or removed on `res` from now on
+ * (Express's `res.set`, `res.append`, `res.removeHeader` and Fastify's `reply.removeHeader` all
+ * end there).
+ */
+function trackHeaderNames(res: ServerResponse): Set<string> {
+  const touched = new Set<string>()
+  const { setHeader, appendHeader, removeHeader } = res
+  res.setHeader = function (this: ServerResponse, name: string, value: unknown) {
+    const result = setHeader.call(this, name, value as string)
+    touched.add(String(name).toLowerCase())
+    return result
+  } as ServerResponse['setHeader']
+  if (typeof appendHeader === 'function')
+    res.appendHeader = function (this: ServerResponse, name: string, value: unknown) {
+      const result = appendHeader.call(this, name, value as string)
+      touched.add(String(name).toLowerCase())
+      return result
+    } as ServerResponse['appendHeader']
+  res.removeHeader = function (this: ServerResponse, name: string) {
+    removeHeader.call(this, name)
+    touched.add(String(name).toLowerCase())
+  }
+  return touched
 }
 
 /**

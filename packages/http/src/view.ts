@@ -124,9 +124,10 @@ export interface ResponseHead {
     status: number
     headers: OutgoingHttpHeaders
     /**
-     * The names of the headers the layers before the cache had set when it was reached. Those the
-     * client does not receive (the handler removed them) are removed on replays: those layers set
-     * them again on a hit, and the hit sends what the miss sent.
+     * The names of the headers the layers before the cache had set when it was reached, and of
+     * those the handler removed (even when there was none to remove). Those the client does not
+     * receive are removed on replays: the layers before the cache may set them on a hit, and the
+     * hit sends what the miss sent.
      */
     earlier?: readonly string[]
   }

@@ -32,6 +32,7 @@ import {
   type Refresh,
   type RefreshEntry,
   recordNodeResponse,
+  trackFastifyReplyHeaders,
   refreshInProcess,
   resolveHttpCacheOptions,
 } from '@cache/http'
@@ -176,7 +177,12 @@ interface Platform {
    * sends them with the stored ones and a recording leaves them out. Returns what to run once
    * the recording is installed.
    */
-  prepare?(): (() => void) | undefined
+  prepare?(): ((touched?: ReadonlySet<string>) => void) | undefined
+  /**
+   * On a miss, after `prepare`: starts noting the headers the handler sets or removes, when the
+   * platform keeps them off the raw response until it writes the head (Fastify's reply).
+   */
+  trackHeaders?(): ReadonlySet<string>
 }
 
 /**
@@ -315,8 +321,9 @@ function act(result: LookupResult, platform: Platform, next: CallHandler): Obser
   }
   answerFromResult(platform.res, result)
   if (result.kind === 'miss') {
-    recordNodeResponse(platform.res, result)
-    installed?.()
+    const touched = platform.trackHeaders?.()
+    recordNodeResponse(platform.res, result, touched)
+    installed?.(touched)
   }
   return next.handle()
 }
@@ -435,6 +442,9 @@ function fastifyPlatform(request: any, reply: any): Platform {
         }
       : {}),
     prepare: () => fastifyHookHeaders(reply),
+    // Set by the handler (`@Header`, `reply.header`) or a later hook: its own, even at the value
+    // a hook before the cache had set.
+    trackHeaders: () => trackFastifyReplyHeaders(reply),
     answered() {
       // Fastify leaves the (already sent) response alone, and Nest's sending of the result does nothing.
       reply.hijack()
@@ -496,7 +506,7 @@ function markAnswered(target: object, methods: readonly string[]): void {
  * response says `Vary: Accept-Encoding`, so each encoding is a variant of the URL's entry, and
  * `invalidateResponse(url)` removes them all.
  */
-function fastifyHookHeaders(reply: any): (() => void) | undefined {
+function fastifyHookHeaders(reply: any): ((touched?: ReadonlySet<string>) => void) | undefined {
   if (typeof reply.getHeaders !== 'function') return undefined
   if (reply.server?.hasReplyDecorator?.('compress') === true) {
     const vary = reply.getHeader?.('vary') as string | string[] | number | undefined
@@ -518,7 +528,7 @@ function fastifyHookHeaders(reply: any): (() => void) | undefined {
     raw.setHeader(name, value)
     moved[name.toLowerCase()] = String(value)
   }
-  return () => {
+  return (touched: ReadonlySet<string> = NO_NAMES) => {
     const recording = raw.writeHead
     raw.writeHead = function (this: ServerResponse, code: number, ...rest: unknown[]) {
       const at = typeof rest[0] === 'string' ? 1 : 0
@@ -527,8 +537,9 @@ function fastifyHookHeaders(reply: any): (() => void) | undefined {
         const kept: Record<string, unknown> = {}
         const names = new Set<string>()
         for (const [name, value] of Object.entries(given)) {
-          names.add(name.toLowerCase())
-          if (moved[name.toLowerCase()] !== String(value)) kept[name] = value
+          const lower = name.toLowerCase()
+          names.add(lower)
+          if (touched.has(lower) || moved[lower] !== String(value)) kept[name] = value
         }
         // Fastify sends every header its reply holds: one missing was removed from the reply since.
         for (const name of Object.keys(moved)) if (!names.has(name)) raw.removeHeader(name)
@@ -538,6 +549,8 @@ function fastifyHookHeaders(reply: any): (() => void) | undefined {
     } as ServerResponse['writeHead']
   }
 }
+
+const NO_NAMES: ReadonlySet<string> = new Set()
 
 const queryParsers = new WeakMap<object, boolean>()
 function parsesQueries(instance: object): boolean {
