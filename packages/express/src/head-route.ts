@@ -1,4 +1,4 @@
-import { routerOf } from './dispatch.js'
+import { isMountedApp, routerOf } from './dispatch.js'
 
 /*
  * Whether a HEAD request may be answered from the GET entry by a cache that sits before the
@@ -31,8 +31,8 @@ const MAX_READ_LAYERS = 10_000
  * `true` when Express would route the HEAD request `req` to a route with a HEAD handler of its
  * own (a route before any that handles its path's GET), or when that cannot be told (a routing
  * table larger than {@link MAX_READ_LAYERS}): the app answers it, not the GET entry. Read from
- * the top-level app with the path the client sent; routers mounted with `use` are read, sub-apps
- * are not (their own HEAD routes are not seen). Costs a walk of the routing table on each HEAD
+ * the top-level app with the path the client sent; routers mounted with `use` are read; a sub-app
+ * mounted on the path (`app.use('/x', subApp)`) is not, and its HEAD requests go to the app. Costs a walk of the routing table on each HEAD
  * request that reaches such a cache, none on GET.
  */
 export function headRoutedApart(app: unknown, originalUrl: string): boolean {
@@ -66,6 +66,8 @@ function routeOf(
       if (methods.get === true || methods._all === true) return 'get'
       continue
     }
+    // A sub-app mounted with `app.use(path, subApp)`: its routes are not read, so it answers.
+    if (isMountedApp(layer.handle)) return 'head'
     // A router mounted with `use`: its layers, on the rest of the path.
     const handle = layer.handle as ((...args: unknown[]) => unknown) & { stack?: unknown; handle?: unknown }
     if (typeof handle === 'function' && Array.isArray(handle.stack) && typeof handle.handle === 'function') {

@@ -52,6 +52,23 @@ describe.each(EXPRESS)('%s: HEAD with a cache before the routes', (_name, expres
     expect(head.headers['cache-status']).toMatch(/hit/)
   })
 
+  it('answers HEAD with the app when its path reaches a sub-app with a HEAD route of its own', async () => {
+    const app = express()
+    app.use(cacheResponse({ ttl: 60, backend: memory() }))
+    const docs = express()
+    docs.head('/:id', (_req: any, res: any) => {
+      res.status(403).set('x-head', 'denied').end()
+    })
+    docs.get('/:id', (_req: any, res: any) => res.send('public doc'))
+    app.use('/docs', docs)
+    const r = await serve(app)
+    await r.request('/docs/1')
+    expect((await r.request('/docs/1')).headers['cache-status']).toMatch(/hit/)
+    const head = await r.request('/docs/1', { method: 'HEAD' })
+    expect(head.status).toBe(403)
+    expect(head.headers['x-head']).toBe('denied')
+  })
+
   it('answers HEAD with a HEAD route of a mounted router', async () => {
     const app = express()
     app.use(cacheResponse({ ttl: 60, backend: memory() }))
