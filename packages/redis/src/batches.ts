@@ -30,8 +30,8 @@ export class Batches {
     if (keys.length === 0) return out
     const full = keys.map((key) => format.key(key))
     if (!client.isCluster) {
-      // One node: no pipeline object around the four commands, read as `get` reads (strings by
-      // default). They are written together, in one socket write, so no other call's command can
+      // One node: no pipeline object around the four commands, read as `get` reads. They are
+      // written together, in one socket write, so no other call's command can
       // fall between them.
       const [, , , reply] = await connection.send('getMany', undefined, () =>
         connection.together(() =>
@@ -39,19 +39,16 @@ export class Batches {
             client.call('multi'),
             client.mget(full),
             client.exists(full),
-            format.text ? client.call('exec') : client.callBuffer('exec'),
+            client.callBuffer('exec'),
           ]),
         ),
       )
       if (!Array.isArray(reply)) throw abortedExec(reply)
-      const [stored, existing] = reply as [(string | Buffer | null)[], number]
+      const [stored, existing] = reply as [(Buffer | null)[], number]
       if (existing > hitsIn(stored)) throw connection.failed('getMany', wrongType(), undefined)
       // Every value decoded before any counts: a getMany that rejects counted no hit.
       const decoded = new Array<unknown>(keys.length)
-      for (let i = 0; i < keys.length; i++) {
-        const value = this.reads.decode(stored[i] ?? null, full[i]!, keys[i]!)
-        decoded[i] = value instanceof Promise ? await value : value
-      }
+      for (let i = 0; i < keys.length; i++) decoded[i] = this.reads.decode(stored[i] ?? null)
       for (let i = 0; i < keys.length; i++) out[i] = this.reads.counted(decoded[i], keys[i]!) as T
       return out
     }

@@ -1,5 +1,5 @@
 import type { CacheObserver } from '@cache/core/backend'
-import type { Redis } from 'ioredis'
+import { type Redis, ReplyError } from 'ioredis'
 import type { Connection } from './connection.js'
 import { unexpectedReply } from './errors.js'
 import { GET_EACH } from './scripts.js'
@@ -31,7 +31,7 @@ export interface SendOne {
   /** Resolves with what `get` returns: the value decoded, or undefined on a miss. */
   get(k: string, key: string): Promise<unknown>
   /** A stored value (null: a miss) turned into what `get` returns, the hit or miss counted. */
-  read(stored: string | Buffer | null, k: string, key: string): unknown
+  read(stored: Buffer | null, key: string): unknown
 }
 
 /**
@@ -50,13 +50,16 @@ export class Coalescer {
   /** A tick is under way whose first call went out: later calls of the tick wait. */
   private open = false
   private waiting: Waiting[] = []
+  /**
+   * The server refused the script itself (an ACL without EVAL): every get goes alone from then on,
+   * as with `coalesce: false`.
+   */
+  private refused = false
 
   constructor(
     private readonly client: Redis,
     private readonly connection: Connection,
     private readonly observer: CacheObserver,
-    /** Values travel as strings (the default JSON serializer): replies are read as strings too. */
-    private readonly text: boolean,
     private readonly one: SendOne,
   ) {
     // The end of the tick is the connection's (one callback per tick for the gets and the sets).
@@ -65,6 +68,7 @@ export class Coalescer {
 
   /** The value of `k`, or undefined when the caller should send the get itself (first of its tick). */
   get(k: string, key: string): Promise<unknown> | undefined {
+    if (this.refused) return undefined
     if (!this.open) {
       this.open = true
       // Opens the connection's tick if no command did yet: its end runs endTick.
@@ -96,11 +100,10 @@ export class Coalescer {
   private sendGets(batch: Waiting[]): void {
     const keys = batch.map((w) => w.k)
     const start = performance.now()
-    const reply = (
-      this.text
-        ? this.client.call('eval', GET_EACH, keys.length, ...keys)
-        : this.client.callBuffer('eval', GET_EACH, keys.length, ...keys)
-    ) as Promise<(string | Buffer | null | Error)[]>
+    // Keys go as arguments, not declared: the server checks a user's key patterns (an ACL) when
+    // the script reads each key, so one key it refuses fails that get alone. Declared, it would
+    // refuse the whole batch, and sending the gets again would put them behind later calls.
+    const reply = this.client.callBuffer('eval', GET_EACH, 0, ...keys) as Promise<(Buffer | null | Error)[]>
     const answered = this.connection.timed(reply, 'get').then(
       (values) => {
         this.answered(batch.length, start)
@@ -109,31 +112,29 @@ export class Coalescer {
           for (const w of batch) w.reject(unexpectedReply(values, 'get', w.key, 'a list of values'))
           return
         }
-        // Values read again as bytes (see Reads.read): the batch is under way until they are.
-        const again: Promise<unknown>[] = []
         for (let i = 0; i < batch.length; i++) {
           const w = batch[i]!
           const value = values[i]
           if (value instanceof Error) {
-            this.fail(w, 'get', value)
+            this.fail(w, 'get', refusedKey(value))
             continue
           }
           try {
-            const read = this.one.read(value ?? null, w.k, w.key)
-            if (read instanceof Promise) again.push(read.catch(() => undefined))
-            w.resolve(read)
+            w.resolve(this.one.read(value ?? null, w.key))
           } catch (error) {
             w.reject(error)
           }
         }
-        return again.length === 0 ? undefined : Promise.all(again)
       },
       (error) => {
-        // The server refused the whole batch for one key (or the script) this user may not
-        // touch (an ACL): each get goes again alone, and only the refused ones fail.
-        if (/^NOPERM\b/.test((error as Error | undefined)?.message ?? ''))
-          for (const w of batch) this.one.get(w.k, w.key).then(w.resolve, w.reject)
-        else this.failAll(batch, 'get', error)
+        // The script itself refused (NOPERM: this user may not run EVAL). Sending these gets
+        // again now would put them behind calls made after them (a get would read a set called
+        // later in its tick): they fail, and the gets of later ticks go alone.
+        const message = (error as Error | undefined)?.message ?? ''
+        if (!/^NOPERM\b/.test(message)) return this.failAll(batch, 'get', error)
+        this.refused = true
+        const refused = new ReplyError(`${message} (the gets of one tick go as one EVAL: set coalesce: false)`)
+        this.failAll(batch, 'get', refused)
       },
     )
     void this.connection.track(answered)
@@ -164,4 +165,14 @@ export class Coalescer {
     }
     w.reject(failure)
   }
+}
+
+/**
+ * A key a script may not read answers with the script's wording ("ERR The user executing the
+ * script can't access …"): given the NOPERM code a lone GET of it gets.
+ */
+function refusedKey(error: Error): Error {
+  const message = error.message
+  if (!/^(ERR )?The user executing the script can't/.test(message)) return error
+  return new ReplyError(`NOPERM ${message.replace(/^ERR /, '')}`) as Error
 }

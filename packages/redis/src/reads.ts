@@ -24,13 +24,13 @@ export class Reads {
     private readonly parts: BackendParts,
     coalesce: boolean,
   ) {
-    const { client, connection, observer, format } = parts
+    const { client, connection, observer } = parts
     const alone = client.isCluster || parts.near !== undefined || parts.replication !== undefined
     this.coalescer =
       coalesce && !alone
-        ? new Coalescer(client as Redis, connection, observer, format.text, {
+        ? new Coalescer(client as Redis, connection, observer, {
             get: (k, key) => this.getOne(k, key),
-            read: (stored, k, key) => this.read(stored, k, key),
+            read: (stored, key) => this.read(stored, key),
           })
         : undefined
   }
@@ -81,24 +81,26 @@ export class Reads {
    * What `get` returns for a stored value (null: a miss), the hit or miss counted once the value
    * is decoded: a value that does not parse rejects the call and counts neither.
    */
-  read(stored: string | Buffer | null, k: string, key: string): unknown {
-    const value = this.decode(stored, k, key)
-    if (value instanceof Promise) return value.then((decoded) => this.counted(decoded, key))
-    return this.counted(value, key)
+  read(stored: Buffer | null, key: string): unknown {
+    return this.counted(this.decode(stored), key)
   }
 
   /**
-   * A stored value decoded, not counted yet: {@link MISSING} for a miss, a promise when it must be
-   * read again as bytes. Throws `CacheSerializationError` when it does not parse.
+   * A stored value decoded, not counted yet: {@link MISSING} for a miss. Throws
+   * `CacheSerializationError` when it does not parse.
+   *
+   * Replies are read as bytes (ioredis receives bytes either way; a string reply is their
+   * `toString()`): a value written by a differently configured client (compressed: NUL first; or
+   * another serializer's bytes) is decoded from the reply itself. Reading it again as bytes would
+   * send a second GET behind the calls made after this one, and read what they wrote.
    */
-  decode(stored: string | Buffer | null, k: string, key: string): unknown {
+  decode(stored: Buffer | null): unknown {
     if (stored === null) return MISSING
-    if (typeof stored !== 'string') return this.parts.format.codec.decode(stored)
-    const first = stored.charCodeAt(0)
-    // NUL (compressed) or U+FFFD (binary, e.g. v8) was written by a differently configured
-    // client: those need the exact bytes.
-    if (first === 0 || first === 0xfffd) return this.getBytes(k, key)
-    // JSON text, or a counter (a bare integer, leading zeros allowed), read as getEntry and incr read it.
+    const first = stored[0]
+    // JSON text (ASCII first, not NUL) is parsed from the string ioredis would have made of it,
+    // a counter (a bare integer, leading zeros allowed) included, as getEntry and incr read it.
+    if (this.parts.format.text && first !== undefined && first !== 0 && first < 0x80)
+      return this.parts.format.codec.decode(stored.toString())
     return this.parts.format.codec.decode(stored)
   }
 
@@ -114,27 +116,21 @@ export class Reads {
 
   /** One `GET`, sent now (or once the connection is ready); under way until its value is read. */
   private getOne(k: string, key: string): Promise<unknown> {
-    const { client, connection, format, observer } = this.parts
+    const { client, connection, observer } = this.parts
     if (!connection.blocked) {
       // What connection.run and connection.call do, in one step: sent at once, timed by the
       // client, measured, counted under way until its value is read.
       connection.started()
       const start = performance.now()
-      const command: Promise<string | Buffer | null> = format.text ? client.get(k) : client.getBuffer(k)
-      return connection.timed(command, 'get').then(
+      return connection.timed(client.getBuffer(k), 'get').then(
         (stored) => {
           observer.latency(performance.now() - start)
           connection.answered()
-          let value: unknown
           try {
-            value = this.read(stored, k, key)
-          } catch (error) {
+            return this.read(stored, key)
+          } finally {
             connection.finished()
-            throw error
           }
-          if (value instanceof Promise) return value.finally(connection.finished)
-          connection.finished()
-          return value
         },
         (error: unknown) => {
           connection.finished()
@@ -143,12 +139,8 @@ export class Reads {
       )
     }
     return connection.run('get', key, async () => {
-      const stored = await connection.call<string | Buffer | null>(
-        'get',
-        key,
-        format.text ? client.get(k) : client.getBuffer(k),
-      )
-      return this.read(stored, k, key)
+      const stored = await connection.call<Buffer | null>('get', key, client.getBuffer(k))
+      return this.read(stored, key)
     })
   }
 
@@ -171,13 +163,5 @@ export class Reads {
     const value = format.codec.decode(entry.bytes) as T
     observer.hit(key)
     return entry.expiresAt === undefined ? { value } : { value, expiresAt: entry.expiresAt }
-  }
-
-  /** Reads a value again as bytes (see {@link read}). */
-  private async getBytes(k: string, key: string): Promise<unknown> {
-    this.flush()
-    const bytes = await this.parts.connection.call('get', key, this.parts.client.getBuffer(k))
-    // Deleted between the two reads: a miss.
-    return bytes === null ? MISSING : this.parts.format.codec.decode(bytes)
   }
 }

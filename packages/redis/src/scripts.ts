@@ -54,11 +54,12 @@ export function sha1(data: string | Buffer): string {
 
 /**
  * Each key's `GET`, with `pcall`: a key's own error (WRONGTYPE) takes its place in the reply,
- * where `MGET` would answer a key of another type with nil, a miss. Sent as EVAL of this text
- * (see {@link LuaScript}).
+ * where `MGET` would answer a key of another type with nil, a miss. The keys are its arguments,
+ * not declared (see coalesce.ts: one key an ACL refuses fails only its get); coalescing is off on
+ * a cluster, where keys must be declared. Sent as EVAL of this text (see {@link LuaScript}).
  */
 export const GET_EACH = `local values = {}
-for i, key in ipairs(KEYS) do values[i] = redis.pcall('GET', key) end
+for i, key in ipairs(ARGV) do values[i] = redis.pcall('GET', key) end
 return values`
 
 /** The value and its remaining TTL in ms (-1: none) in one atomic step; nil on a miss. */

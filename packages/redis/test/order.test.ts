@@ -1,6 +1,6 @@
 import type { Cluster, Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import type { RedisBackend, RedisBackendOptions } from '../src/index.js'
+import { type RedisBackend, type RedisBackendOptions, redisBackend } from '../src/index.js'
 import { openWithRaw, useSingleAndCluster } from './servers.js'
 
 /*
@@ -129,6 +129,36 @@ describe.each(modes)('commands reach the server in call order ($name)', ({ name,
       expect(await cache.has(k)).toBe(false)
     },
   )
+
+  it('a get or getMany of a value written compressed reads what the key held before a write called after it', async () => {
+    // Written by another backend (compressed: NUL first), read by this one: no second read of its
+    // bytes goes out behind the write.
+    const writer = redisBackend(url(), { namespace, ...options, compressThreshold: 64 })
+    const big = { text: 'lorem ipsum '.repeat(50) }
+    const wrong: string[] = []
+    try {
+      for (const reader of readers.slice(0, 2)) {
+        for (const batched of [false, true]) {
+          for (const [name, write] of [
+            ['delete', (k: string) => cache.delete(k)],
+            ['set', (k: string) => cache.set(k, 'new')],
+          ] as const) {
+            const k = `k${n++}`
+            await writer.set(k, big, 60)
+            const first = batched ? cache.get(`${k}:earlier`) : undefined
+            const [, seen] = await Promise.all([first, reader.read(cache, k), write(k)])
+            if (JSON.stringify(seen) !== JSON.stringify(reader.expected(big)))
+              wrong.push(
+                `${reader.name}${batched ? ' (after a get)' : ''} then ${name}: read ${JSON.stringify(seen)}`,
+              )
+          }
+        }
+      }
+    } finally {
+      await writer.close()
+    }
+    expect(wrong).toEqual([])
+  })
 
   it('keeps the order when the server has forgotten the scripts (SCRIPT FLUSH)', async () => {
     const k = await prepare(1)
