@@ -228,12 +228,21 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     // What the layers before the cache set, on Hono's response or on Node's: a hit sends again
     // what they set, less what the handler removed.
     const earlier = [...Object.keys(before), ...Object.keys(onNodeBefore ?? {})]
+    // The names the handler (and the layers after the cache) set or remove, on Hono's response and
+    // on Node's: its own whatever their value. Compared by value with `before`, a header it set to
+    // what a layer before had set on the miss (`Content-Language: fr` for a French client) would
+    // be left to that layer on hits, and a removal that found nothing would not be replayed.
+    const onHono = new Set<string>()
+    const onNodeNames = new Set<string>()
+    const stopNoting = noteHandlerHeaders(c, onHono, node, onNodeNames)
     watchErrorLog()
     try {
       await making.run(made, next)
     } catch (error) {
       recorder.abort('error')
       throw error
+    } finally {
+      stopNoting()
     }
     const res = c.res
     const headers = outgoingHeaders(res.headers)
@@ -250,7 +259,8 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     }
     const own: OutgoingHttpHeaders = {}
     for (const [name, value] of Object.entries(headers)) {
-      if (value !== undefined && String(value) !== String(before[name])) own[name] = value
+      if (value !== undefined && (onHono.has(name) || String(value) !== String(before[name])))
+        own[name] = value
     }
     // Headers the handler set on Node's response (`c.env.outgoing.setHeader`) go out with the
     // response unless Hono's has that name (the server writes Hono's over them): they are the
@@ -259,11 +269,15 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       const onNode = node!.getHeaders()
       for (const [name, value] of Object.entries(onNode)) {
         if (value === undefined || headers[name] !== undefined) continue
-        if (String(value) === String(onNodeBefore[name])) continue
+        if (!onNodeNames.has(name) && String(value) === String(onNodeBefore[name])) continue
         headers[name] = value
         own[name] = value
       }
     }
+    // Those it removed (or set, then lost) count with the layers' before it: absent from the miss,
+    // they are removed on hits, where a layer before the cache may set them.
+    for (const names of [onHono, onNodeNames])
+      for (const name of names) if (!earlier.includes(name)) earlier.push(name)
     const advice = recorder.head({
       status: res.status,
       headers,
@@ -1075,6 +1089,120 @@ function addToNodeHead(outgoing: NodeOutgoing | undefined, set: readonly [string
     else args[at] = Object.fromEntries(set)
     return original.apply(this, args)
   })
+}
+
+/**
+ * The names of the headers given to the Context method that made a Response (`c.body(data, 200,
+ * headers)`, `c.json(data, { headers })`, and the `Content-Type` of `c.text`, `c.json`, `c.html`):
+ * the handler's, if Hono keeps them as the request's response (see {@link noteHandlerHeaders}).
+ */
+const givenHeaders = new WeakMap<Response, string[]>()
+
+/** The Context methods that make a Response from headers they are given. */
+const RESPONSE_METHODS = ['body', 'text', 'json', 'html', 'newResponse'] as const
+
+/**
+ * Notes, in lower case, the name of every header the code after the cache sets or removes from
+ * now on until the returned function is called: with `c.header` and the headers given to the
+ * Context's response methods (`onHono`), and with `setHeader`, `appendHeader`, `removeHeader` on
+ * Node's response (`onNode`). A response method's headers count only when the Response it made
+ * becomes the request's response as it is: Hono sets the headers of a response made before (a
+ * layer's `c.res.headers.set`, as `hono/cors` does) over those of the one the handler returns,
+ * and those are the layer's. A Response the handler builds itself (`new Response(body, { headers
+ * })`, `fetch()`) is not watched: it may carry the layers' headers copied from one the Context
+ * made, so its headers are told by their value. Costs a few closures per recorded miss; hits do
+ * none of it.
+ */
+function noteHandlerHeaders(
+  c: Context,
+  onHono: Set<string>,
+  outgoing: NodeOutgoing | undefined,
+  onNode: Set<string>,
+): () => void {
+  let noting = true
+  const restore: (() => void)[] = []
+  /** Replaces `target[key]` with `wrapper` until noting stops, unless replaced since. */
+  const replace = (target: object, key: string, wrapper: Function) => {
+    const record = target as Record<string, unknown>
+    const own = Object.hasOwn(target, key)
+    const original = record[key]
+    record[key] = wrapper
+    restore.push(() => {
+      if (record[key] !== wrapper) return
+      if (own) record[key] = original
+      else delete record[key]
+    })
+  }
+  const header = c.header
+  replace(c, 'header', function (this: unknown, name: string, ...rest: unknown[]) {
+    if (noting) onHono.add(String(name).toLowerCase())
+    return (header as Function).call(this, name, ...rest)
+  })
+  const res = accessorOf(c, 'res')
+  if (res?.get !== undefined && res.set !== undefined) {
+    const { get, set } = res
+    for (const method of RESPONSE_METHODS) {
+      const make = c[method] as Function
+      if (typeof make !== 'function') continue
+      replace(c, method, function (this: unknown, data: unknown, arg?: unknown, headers?: unknown) {
+        const made = make.call(this, data, arg, headers)
+        if (!noting) return made
+        const names: string[] = method === 'body' || method === 'newResponse' ? [] : ['content-type']
+        if (typeof arg === 'object' && arg !== null && 'headers' in arg && arg.headers !== undefined)
+          for (const [name] of new Headers(arg.headers as ConstructorParameters<typeof Headers>[0]))
+            names.push(name)
+        if (typeof headers === 'object' && headers !== null)
+          for (const name of Object.keys(headers)) names.push(name.toLowerCase())
+        if (names.length === 0) return made
+        if (made instanceof Response) givenHeaders.set(made, names)
+        else if (isThenable(made))
+          return made.then((response: Response) => {
+            givenHeaders.set(response, names)
+            return response
+          })
+        return made
+      })
+    }
+    Object.defineProperty(c, 'res', {
+      configurable: true,
+      enumerable: false,
+      get() {
+        return get.call(this)
+      },
+      set(this: Context, value: Response | undefined) {
+        set.call(this, value)
+        // Hono keeps the Response as it is, unless it had one already, whose headers it sets over.
+        const names = value === undefined ? undefined : givenHeaders.get(value)
+        if (noting && names !== undefined && get.call(this) === value)
+          for (const name of names) onHono.add(name)
+      },
+    })
+    restore.push(() => delete (c as { res?: unknown }).res)
+  }
+  if (outgoing !== undefined) {
+    for (const method of ['setHeader', 'appendHeader', 'removeHeader'] as const) {
+      const original = (outgoing as unknown as Record<string, unknown>)[method]
+      if (typeof original !== 'function') continue
+      replace(outgoing, method, function (this: unknown, name: string, ...rest: unknown[]) {
+        const result = original.call(this, name, ...rest)
+        if (noting) onNode.add(String(name).toLowerCase())
+        return result
+      })
+    }
+  }
+  return () => {
+    noting = false
+    for (const undo of restore) undo()
+  }
+}
+
+/** The accessor property `key` of `object`'s prototypes (Hono's `Context#res`). */
+function accessorOf(object: object, key: string): PropertyDescriptor | undefined {
+  for (let proto = Object.getPrototypeOf(object); proto !== null; proto = Object.getPrototypeOf(proto)) {
+    const descriptor = Object.getOwnPropertyDescriptor(proto, key)
+    if (descriptor !== undefined) return descriptor.get !== undefined ? descriptor : undefined
+  }
+  return undefined
 }
 
 /** Node's `ServerResponse` of the request on `@hono/node-server` (`c.env.outgoing`). */
