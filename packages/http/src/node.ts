@@ -30,6 +30,8 @@ export function nodeRequestView<Raw extends IncomingMessage = IncomingMessage>(
     url: req.url ?? '/',
     headers: req.headers,
     rawHeaders: req.rawHeaders,
+    // Noted by the server as it emitted the request, when it notes arrivals (`noteArrivals`).
+    arrivedLines: arrivalOf(req)?.lines,
     protocol: (req.socket as { encrypted?: boolean } | null)?.encrypted ? 'https' : 'http',
     host: req.headers.host,
     site: options.site ?? '',
