@@ -3,6 +3,7 @@ import type { CacheBackend } from '@cache/core'
 import { isGeneration, sameGenerations } from '@cache/core/backend'
 import {
   answerFromResult,
+  arrivalOf,
   HttpCache,
   type HttpRequestView,
   isStoredResponse,
@@ -512,6 +513,12 @@ class ExpressView implements HttpRequestView<Request> {
   // The credentials the client sent, whatever middleware before the cache did to `req.headers`.
   get rawHeaders(): string[] | undefined {
     return this.raw.rawHeaders
+  }
+
+  // The credential and body lines as the server emitted the request: a layer may strip a line
+  // from `req.rawHeaders` too.
+  get arrivedLines(): readonly string[] | undefined {
+    return arrivalOf(this.raw)?.lines
   }
 
   get bypass(): string | undefined {

@@ -79,7 +79,7 @@ export function request(port: number, path: string, options: RequestOptions = {}
     )
     req.on('timeout', () => req.destroy(new Error(`${options.method ?? 'GET'} ${path} timed out`)))
     req.on('error', reject)
-    req.end()
+    req.end(options.body)
   })
 }
 
@@ -92,6 +92,8 @@ export interface RequestOptions {
   /** The local address to send from, as a client on another host would. */
   localAddress?: string
   headers?: Record<string, string>
+  /** A request body (a GET may carry one). Default: none. */
+  body?: string
   /** Give up (reject) after this many ms without activity. Default: 5000. */
   timeout?: number
   /** Resolve as soon as the status line and headers arrive, then drop the connection. */

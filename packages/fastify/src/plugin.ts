@@ -3,6 +3,7 @@ import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'n
 import { type CacheBackend, CacheConfigError, type Duration, getBackend, invalidateTags } from '@cache/core'
 import {
   answerFromResult,
+  arrivalOf,
   describeFunction,
   fastifyParsesQueriesItself,
   fastifyQueryReplaced,
@@ -24,6 +25,7 @@ import {
   noteFastifyTargets,
   type Refresh,
   recordNodeResponse,
+  refreshArrivedLines,
   trackFastifyReplyHeaders,
 } from '@cache/http'
 import type {
@@ -495,6 +497,10 @@ function viewOf(
     headers: request.headers,
     // The credentials the client sent, whatever the hooks before the cache did to the headers.
     rawHeaders: request.raw.rawHeaders,
+    // The credential and body lines as the server emitted the request: a hook may strip a line
+    // from `rawHeaders` too.
+    arrivedLines:
+      arrivalOf(request.raw)?.lines ?? (refresh === undefined ? undefined : refreshArrivedLines(refresh)),
     protocol: request.protocol,
     host,
     ...(keyExtra === undefined ? {} : { keyExtra }),

@@ -33,14 +33,21 @@ async function serve(cache: RouteCacheOptions, consume: (request: WithUser) => v
   return `http://127.0.0.1:${typeof address === 'object' && address !== null ? address.port : 0}`
 }
 
-/** Moves the credential into `request.user` and deletes the header (from `raw.headers` too, with `raw`). */
-function moveInto(name: 'authorization' | 'cookie', raw = false) {
+/**
+ * Moves the credential into `request.user` and deletes the header (from `raw.headers` too, with
+ * `raw`; from `raw.rawHeaders` as well, with `'lines'`, so that nothing downstream logs it).
+ */
+function moveInto(name: 'authorization' | 'cookie', raw: boolean | 'lines' = false) {
   return (request: WithUser) => {
     const value = request.headers[name]
     if (value === undefined) return
     request.user = String(value).split(/[= ]/)[1]
     delete request.headers[name]
     if (raw) delete request.raw.headers[name]
+    if (raw === 'lines') {
+      const lines = request.raw.rawHeaders
+      for (let i = lines.length - 2; i >= 0; i -= 2) if (lines[i]!.toLowerCase() === name) lines.splice(i, 2)
+    }
   }
 }
 
@@ -51,7 +58,8 @@ describe.each([
   it.each([
     ['deleted from request.headers', false],
     ['deleted from request.raw.headers too', true],
-  ])('bypasses (%s): the user’s page is never replayed to anyone', async (_how, raw) => {
+    ['deleted from request.raw.rawHeaders too', 'lines'],
+  ] as const)('bypasses (%s): the user’s page is never replayed to anyone', async (_how, raw) => {
     const url = await serve({ ttl: 60 }, moveInto(name, raw))
     const first = await get(`${url}/me`, alice)
     expect(first.body).toBe('page of alice')
@@ -93,42 +101,62 @@ describe('allowCookies with vary: cookie', () => {
     if (rest === '') delete request.headers.cookie
     else request.headers.cookie = rest
   }
+  /** The same hook, rewriting the Cookie line in `request.raw.rawHeaders` too. */
+  const sessionLines = (request: WithUser) => {
+    session(request)
+    const lines = request.raw.rawHeaders
+    for (let i = lines.length - 2; i >= 0; i -= 2) {
+      if (lines[i]!.toLowerCase() !== 'cookie') continue
+      if (request.headers.cookie === undefined) lines.splice(i, 2)
+      else lines[i + 1] = String(request.headers.cookie)
+    }
+  }
+  const hooks = [
+    ['a hook rewriting request.headers', session],
+    ['a hook rewriting request.raw.rawHeaders too', sessionLines],
+  ] as const
 
-  it('keys on the Cookie the client sent: Bob never gets Alice’s page, nor does a client sending what was left of hers', async () => {
-    const url = await serve({ ttl: 60, allowCookies: true, vary: ['cookie'] }, session)
-    expect((await get(`${url}/me`, { cookie: 'sid=alice; theme=dark' })).body).toBe('page of alice')
-    expect((await get(`${url}/me`, { cookie: 'sid=bob; theme=dark' })).body).toBe('page of bob')
-    expect((await get(`${url}/me`, { cookie: 'theme=dark' })).body).toBe('page of anonymous')
-    const hit = await get(`${url}/me`, { cookie: 'sid=alice; theme=dark' })
-    expect(hit.body).toBe('page of alice')
-    expect(hit.cacheStatus).toMatch(/hit/)
-  })
+  it.each(hooks)(
+    'keys on the Cookie the client sent (%s): Bob never gets Alice’s page, nor does a client sending what was left of hers',
+    async (_how, session) => {
+      const url = await serve({ ttl: 60, allowCookies: true, vary: ['cookie'] }, session)
+      expect((await get(`${url}/me`, { cookie: 'sid=alice; theme=dark' })).body).toBe('page of alice')
+      expect((await get(`${url}/me`, { cookie: 'sid=bob; theme=dark' })).body).toBe('page of bob')
+      expect((await get(`${url}/me`, { cookie: 'theme=dark' })).body).toBe('page of anonymous')
+      const hit = await get(`${url}/me`, { cookie: 'sid=alice; theme=dark' })
+      expect(hit.body).toBe('page of alice')
+      expect(hit.cacheStatus).toMatch(/hit/)
+    },
+  )
 
-  it('refreshes a stale entry with the Cookie the client sent (the session hook runs on it again)', async () => {
-    let now = 1_000_000
-    const clock = () => now
-    const app = Fastify()
-    apps.push(app)
-    await app.register(cachePlugin, { backend: memoryBackend({ now: clock }), now: clock })
-    app.decorateRequest('user', null)
-    app.addHook('onRequest', async (request) => session(request as WithUser))
-    let runs = 0
-    const cache = { ttl: 60, staleWhileRevalidate: 600, allowCookies: true, vary: ['cookie'] }
-    app.get(
-      '/me',
-      { config: { cache } },
-      async (request) => `page of ${(request as WithUser).user ?? 'anonymous'} #${++runs}`,
-    )
-    await app.listen({ port: 0, host: '127.0.0.1' })
-    const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`
-    const alice = { cookie: 'sid=alice; theme=dark' }
-    expect((await get(`${url}/me`, alice)).body).toBe('page of alice #1')
-    now += 61_000
-    expect((await get(`${url}/me`, alice)).body).toBe('page of alice #1')
-    const routeCache = [...app.cache.routes.values()][0]!
-    for (let i = 0; i < 300 && routeCache.stats.sets < 2; i++) await new Promise((r) => setTimeout(r, 10))
-    expect((await get(`${url}/me`, alice)).body).toBe('page of alice #2')
-  })
+  it.each(hooks)(
+    'refreshes a stale entry with the Cookie the client sent (%s; the session hook runs on it again)',
+    async (_how, session) => {
+      let now = 1_000_000
+      const clock = () => now
+      const app = Fastify()
+      apps.push(app)
+      await app.register(cachePlugin, { backend: memoryBackend({ now: clock }), now: clock })
+      app.decorateRequest('user', null)
+      app.addHook('onRequest', async (request) => session(request as WithUser))
+      let runs = 0
+      const cache = { ttl: 60, staleWhileRevalidate: 600, allowCookies: true, vary: ['cookie'] }
+      app.get(
+        '/me',
+        { config: { cache } },
+        async (request) => `page of ${(request as WithUser).user ?? 'anonymous'} #${++runs}`,
+      )
+      await app.listen({ port: 0, host: '127.0.0.1' })
+      const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`
+      const alice = { cookie: 'sid=alice; theme=dark' }
+      expect((await get(`${url}/me`, alice)).body).toBe('page of alice #1')
+      now += 61_000
+      expect((await get(`${url}/me`, alice)).body).toBe('page of alice #1')
+      const routeCache = [...app.cache.routes.values()][0]!
+      for (let i = 0; i < 300 && routeCache.stats.sets < 2; i++) await new Promise((r) => setTimeout(r, 10))
+      expect((await get(`${url}/me`, alice)).body).toBe('page of alice #2')
+    },
+  )
 })
 
 describe('a stale-while-revalidate refresh', () => {

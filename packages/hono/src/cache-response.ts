@@ -580,6 +580,9 @@ function requestView(c: Context, refresh: Refresh | undefined): HttpRequestView<
     url: url.target,
     headers: headerView(raw.headers),
     rawHeaders: sentHeaderLines(c.env),
+    // The credential and body lines as the server emitted the request: a layer may strip a line
+    // from `rawHeaders` too.
+    arrivedLines: arrivalOf((c.env as { incoming?: unknown } | undefined)?.incoming)?.lines,
     protocol: url.protocol,
     host: host === undefined ? undefined : url.host,
     get site() {

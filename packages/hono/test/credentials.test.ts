@@ -100,6 +100,17 @@ describe.each([
     expect((await get(url)).text).toBe('page of anonymous')
   })
 
+  it('bypasses when the middleware deletes its line from c.env.incoming.rawHeaders too', async () => {
+    const url = await listen({ ttl: 60 }, (c) => {
+      moveInto(name)(c)
+      const lines = (c.env as { incoming: { rawHeaders: string[] } }).incoming.rawHeaders
+      for (let i = lines.length - 2; i >= 0; i -= 2) if (lines[i]!.toLowerCase() === name) lines.splice(i, 2)
+    })
+    expect((await get(url, [...alice])).status).toBe(`@cache; fwd=request; detail=${name}`)
+    // Before: Alice's page, a hit.
+    expect((await get(url)).text).toBe('page of anonymous')
+  })
+
   it('bypasses when it was sent on two lines', async () => {
     const url = await listen({ ttl: 60 }, moveInto(name))
     expect((await get(url, [...alice, alice[0], `${alice[1]}2`])).status).toBe(

@@ -21,9 +21,12 @@ export interface Arrival {
   /** Over HTTP/2, the stream's `:authority` as the server emitted it. */
   authority?: string
   /**
-   * The header lines that name the host and protocol (`Host`, `X-Forwarded-Host`,
-   * `X-Forwarded-Proto`), as `rawHeaders` held them when the server emitted the request: a
-   * listener or hook may rewrite both `headers` and `rawHeaders` later (a domain alias).
+   * The header lines the cache decides with, as `rawHeaders` held them when the server emitted the
+   * request (name, value, …; `undefined` when it had none): those that name the host and protocol
+   * (`Host`, `X-Forwarded-Host`, `X-Forwarded-Proto`), the credentials (`Authorization`,
+   * `Cookie`) and those that announce a body (`Content-Length`, `Transfer-Encoding`). A listener
+   * or hook may rewrite or delete them in both `headers` and `rawHeaders` later (a domain alias,
+   * an auth layer that strips the token it verified, a body parser).
    */
   lines?: readonly string[]
   /** The server that noted it. */
@@ -132,7 +135,7 @@ function noteRequest(req: Noted, server: object): void {
   const stream = req.stream
   if (stream === undefined) {
     if (!buildsNodeRequests(server) || !plainChain(req)) return
-    const lines = hostLines((req as { rawHeaders?: unknown }).rawHeaders)
+    const lines = notedLines((req as { rawHeaders?: unknown }).rawHeaders)
     req[ARRIVED] =
       lines === undefined ? { url: req.url ?? '/', server } : { url: req.url ?? '/', server, lines }
     return
@@ -181,17 +184,39 @@ function plainChain(req: object): boolean {
 const NODE_HEADERS_GET = Object.getOwnPropertyDescriptor(IncomingMessage.prototype, 'headers')?.get
 
 /** The names of the header lines {@link Arrival.lines} keeps, lower-cased. */
-const HOST_LINES = new Set(['host', 'x-forwarded-host', 'x-forwarded-proto'])
-/** Their lengths: a name of another length is passed over without lower-casing it. */
-const HOST_LINE_LENGTHS = new Set([...HOST_LINES].map((name) => name.length))
+const NOTED_LINES = new Set([
+  'host',
+  'x-forwarded-host',
+  'x-forwarded-proto',
+  'authorization',
+  'cookie',
+  'content-length',
+  'transfer-encoding',
+])
+/**
+ * Their lengths and first letters, as `length * 128 + letter`: a name of another length or first
+ * letter (`Accept`, `Cache-Control`, `Sec-Fetch-Mode`) is passed over without lower-casing it.
+ */
+const NOTED_LINE_SHAPES = new Set([...NOTED_LINES].map((name) => lineShape(name)))
 
-/** The `Host` and forwarding lines of `rawHeaders` (name, value, …); `undefined` when there are none. */
-function hostLines(rawHeaders: unknown): string[] | undefined {
+function lineShape(name: string): number {
+  return name.length * 128 + (name.charCodeAt(0) | 0x20)
+}
+
+/**
+ * The lines of `rawHeaders` (name, value, …) that {@link Arrival.lines} keeps; `undefined` when
+ * there are none. Only those lines are copied (a few per request), not the whole list.
+ */
+function notedLines(rawHeaders: unknown): string[] | undefined {
   if (!Array.isArray(rawHeaders)) return undefined
   let lines: string[] | undefined
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]
-    if (typeof name === 'string' && HOST_LINE_LENGTHS.has(name.length) && HOST_LINES.has(name.toLowerCase()))
+    if (
+      typeof name === 'string' &&
+      NOTED_LINE_SHAPES.has(lineShape(name)) &&
+      NOTED_LINES.has(name.toLowerCase())
+    )
       (lines ??= []).push(name, String(rawHeaders[i + 1]))
   }
   return lines

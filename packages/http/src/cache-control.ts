@@ -1,5 +1,5 @@
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http'
-import { receivedAge } from './stored-response.js'
+import { receivedAge, setsCookie } from './stored-response.js'
 
 /**
  * The directives of a `Cache-Control` header (one value, or several header lines), by lower-case
@@ -125,7 +125,10 @@ export function offerCacheControl(res: ServerResponse, value: string): boolean {
     if (lower === 'cache-control') {
       // Someone else's replaces ours, as it would without the cache.
       restore()
-    } else if (lower === 'set-cookie' || (lower === 'vary' && String(given).includes('*'))) {
+    } else if (
+      (lower === 'set-cookie' && setsCookie(given)) ||
+      (lower === 'vary' && String(given).includes('*'))
+    ) {
       restore()
       if (res.getHeader('cache-control') === mine) res.removeHeader('cache-control')
     }
@@ -144,7 +147,7 @@ export function offerCacheControl(res: ServerResponse, value: string): boolean {
 }
 
 function sharable(headers: OutgoingHttpHeaders): boolean {
-  if (headers['set-cookie'] !== undefined) return false
+  if (setsCookie(headers['set-cookie'])) return false
   const vary = headers.vary
   return vary === undefined || !String(vary).includes('*')
 }

@@ -325,6 +325,8 @@ export function injectRefresh(
   }
   const id = randomUUID()
   refreshes.set(id, refresh)
+  const lines = arrivalOf(req)?.lines
+  if (lines !== undefined) refreshedLines.set(refresh, lines)
   const headers: Record<string, string | string[] | undefined> = refreshRequestHeaders(req)
   headers[header] = id
   const socket = req.socket as (typeof req.socket & { encrypted?: boolean }) | null
@@ -350,6 +352,18 @@ export function injectRefresh(
       forget()
     })
   return undefined
+}
+
+/**
+ * The lines the server noted as the request a refresh copies arrived ({@link Arrival.lines}):
+ * `inject()` makes a request no server emitted, and the copy is keyed on the credentials the
+ * client sent as the request it refreshes was (a hook may strip them from `rawHeaders` again).
+ */
+const refreshedLines = new WeakMap<Refresh, readonly string[]>()
+
+/** The lines noted as the request `refresh` copies arrived, for its copy's `arrivedLines`. */
+export function refreshArrivedLines(refresh: Refresh): readonly string[] | undefined {
+  return refreshedLines.get(refresh)
 }
 
 /**

@@ -49,6 +49,7 @@ import {
   isVaryRecord,
   NOT_MODIFIED_HEADERS,
   receivedAge,
+  setsCookie,
   type StoredResponse,
   storedHeaders,
   unstorableReason,
@@ -140,7 +141,13 @@ export class HttpCache<Raw = any> {
   keyFor(view: HttpRequestView<Raw>): string | undefined {
     if (view.bypass !== undefined) return undefined
     const s = this.settings
-    const keyed = credentialHeaders(view.headers, view.rawHeaders, s.allowAuthorized, s.allowCookies)
+    const keyed = credentialHeaders(
+      view.headers,
+      view.rawHeaders,
+      s.allowAuthorized,
+      s.allowCookies,
+      view.arrivedLines,
+    )
     if (typeof keyed === 'string') return undefined
     if (keyed !== view.headers) view = withHeaders(view, keyed)
     const resolved = this.resolveKey(view)
@@ -163,8 +170,11 @@ export class HttpCache<Raw = any> {
     const s = this.settings
     const headers = view.headers
     // A GET with a body ("fat GET"): a body parser could make the response depend on what is not keyed.
-    if (hasBody(headers)) return this.bypass(view, 'request', 'body')
-    const keyed = credentialHeaders(headers, view.rawHeaders, s.allowAuthorized, s.allowCookies)
+    // The lines noted as the request arrived too: a layer may delete them once it read the body.
+    const arrived = view.arrivedLines
+    if (hasBody(headers) || (arrived !== undefined && linesAnnounceBody(arrived)))
+      return this.bypass(view, 'request', 'body')
+    const keyed = credentialHeaders(headers, view.rawHeaders, s.allowAuthorized, s.allowCookies, arrived)
     if (typeof keyed === 'string') return this.bypass(view, 'request', keyed)
     if (keyed !== headers) view = withHeaders(view, keyed)
     let key: string
@@ -1063,6 +1073,17 @@ function hasBody(headers: IncomingHttpHeaders): boolean {
   return length !== undefined && length !== '0'
 }
 
+/** Whether header lines (name, value, …) announce a body: `Transfer-Encoding`, or a `Content-Length` above 0. */
+function linesAnnounceBody(lines: readonly string[]): boolean {
+  for (let i = 0; i + 1 < lines.length; i += 2) {
+    const name = lines[i]!
+    if (name.length === 17 && name.toLowerCase() === 'transfer-encoding') return true
+    if (name.length === 14 && name.toLowerCase() === 'content-length' && lines[i + 1]!.trim() !== '0')
+      return true
+  }
+  return false
+}
+
 /** Whether a flat `[name, value, …]` list has a header. */
 function hasHeader(headers: readonly (string | string[])[], name: string): boolean {
   for (let i = 0; i < headers.length; i += 2) if (headers[i] === name) return true
@@ -1071,7 +1092,7 @@ function hasHeader(headers: readonly (string | string[])[], name: string): boole
 
 /** A response a shared cache may keep: no `Set-Cookie`, no `Vary: *`. */
 function sharable(headers: OutgoingHttpHeaders): boolean {
-  if (headers['cache-control'] !== undefined || headers['set-cookie'] !== undefined) return false
+  if (headers['cache-control'] !== undefined || setsCookie(headers['set-cookie'])) return false
   const vary = headers.vary
   return vary === undefined || !String(vary).includes('*')
 }

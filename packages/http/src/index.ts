@@ -81,6 +81,7 @@ export {
   fastifyTarget,
   injectRefresh,
   lendFastifyConnection,
+  refreshArrivedLines,
   noteFastifyArrivals,
   noteFastifyQueryBeforeValidation,
   noteFastifyTargets,

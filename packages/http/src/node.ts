@@ -6,6 +6,7 @@ import {
 } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Readable } from 'node:stream'
+import { arrivalOf } from './arrivals.js'
 import { offerCacheControl } from './cache-control.js'
 import type { HttpRequestView, LookupResult, MissResult, ResponseHead } from './view.js'
 
@@ -29,6 +30,8 @@ export function nodeRequestView<Raw extends IncomingMessage = IncomingMessage>(
     url: req.url ?? '/',
     headers: req.headers,
     rawHeaders: req.rawHeaders,
+    // Noted by the server as it emitted the request, when it notes arrivals (`noteArrivals`).
+    arrivedLines: arrivalOf(req)?.lines,
     protocol: (req.socket as { encrypted?: boolean } | null)?.encrypted ? 'https' : 'http',
     host: req.headers.host,
     site: options.site ?? '',
@@ -510,11 +513,24 @@ export function setRefreshHeaders(copy: IncomingMessage, req: IncomingMessage): 
     for (const name of CONDITIONAL_REQUEST_HEADERS) delete copy.headers[name]
     return
   }
+  // The credentials as the server noted them when the request arrived: a layer may have stripped
+  // them from `rawHeaders` (the entry is keyed on what was sent, and the layer runs again on them).
+  const arrived = arrivalOf(req)?.lines
   const lines: string[] = []
-  for (let i = 0; i + 1 < raw.length; i += 2)
-    if (!CONDITIONAL_REQUEST_HEADERS.includes(raw[i]!.toLowerCase())) lines.push(raw[i]!, raw[i + 1]!)
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase()
+    if (CONDITIONAL_REQUEST_HEADERS.includes(name)) continue
+    if (arrived !== undefined && CREDENTIAL_LINES.includes(name)) continue
+    lines.push(raw[i]!, raw[i + 1]!)
+  }
+  if (arrived !== undefined)
+    for (let i = 0; i + 1 < arrived.length; i += 2)
+      if (CREDENTIAL_LINES.includes(arrived[i]!.toLowerCase())) lines.push(arrived[i]!, arrived[i + 1]!)
   parse.call(copy, lines, lines.length)
 }
+
+/** The request headers the credential rules read, lower case. */
+const CREDENTIAL_LINES: readonly string[] = ['authorization', 'cookie']
 
 /** The headers {@link setRefreshHeaders} gives a copy, for a refresh that is not an `IncomingMessage`. */
 export function refreshRequestHeaders(req: IncomingMessage): IncomingHttpHeaders {

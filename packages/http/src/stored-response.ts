@@ -104,7 +104,7 @@ const REFUSING_DIRECTIVE = new RegExp(`(?:^|[^${TOKEN}])(?:no-store|private|no-c
 
 /** Why a response is not stored, or `undefined` when it may be. */
 export function unstorableReason(headers: OutgoingHttpHeaders): string | undefined {
-  if (headers['set-cookie'] !== undefined) return 'set-cookie'
+  if (setsCookie(headers['set-cookie'])) return 'set-cookie'
   const raw = headers['cache-control']
   const cacheControl = (Array.isArray(raw) ? raw.join(',') : String(raw ?? '')).toLowerCase()
   if (REFUSING_DIRECTIVE.test(cacheControl)) return 'cache-control'
@@ -171,3 +171,11 @@ export function etagMatches(ifNoneMatch: string | undefined, etag: string): bool
 
 /** Headers a `304` repeats from the `200` it stands for (RFC 9110 §15.4.5). */
 export const NOT_MODIFIED_HEADERS = new Set(['cache-control', 'content-location', 'expires', 'vary', 'etag'])
+
+/**
+ * Whether a response's `Set-Cookie` sends a line: an empty list (`res.setHeader('Set-Cookie', [])`,
+ * a cookie helper that had nothing to set) sends none, and the response is stored as one without it.
+ */
+export function setsCookie(value: unknown): boolean {
+  return value !== undefined && !(Array.isArray(value) && value.length === 0)
+}

@@ -27,6 +27,15 @@ export interface HttpRequestView<Raw = unknown> {
    * the headers as the app left them) the rules read {@link headers} alone.
    */
   rawHeaders?: readonly string[]
+  /**
+   * The lines the server noted as it emitted the request, before any listener or layer ran
+   * (`arrivalOf(req)?.lines`, see `noteArrivals`): its credential and body lines among them. A
+   * layer may delete a line from `rawHeaders` as well as from {@link headers} (an auth layer that
+   * strips the token it verified): the credential rules and the GET-with-a-body rule read these
+   * lines too, and key an allowed credential on them as what the client sent. Default: none (the
+   * rules read {@link rawHeaders} as what was sent).
+   */
+  arrivedLines?: readonly string[]
   /** `'http'` or `'https'`, as the framework resolved it for the handler (a trusted proxy's `X-Forwarded-Proto`). */
   protocol: string
   /**

@@ -75,6 +75,35 @@ describe('credentials as the client sent them', () => {
     expect(hit.status).toMatch(/hit/)
   })
 
+  it.each([
+    ['authorization', { authorization: 'Bearer alice' }],
+    ['cookie', { cookie: 'sid=alice' }],
+  ])(
+    'bypasses a request whose %s a layer deleted from rawHeaders too, on a server noting arrivals',
+    async (name, alice) => {
+      const app = await start({}, (req) => {
+        consume(req)
+        for (let i = req.rawHeaders.length - 2; i >= 0; i -= 2)
+          if (req.rawHeaders[i]!.toLowerCase() === name) req.rawHeaders.splice(i, 2)
+      })
+      expect((await app.get(alice)).status).toBe(`@cache; fwd=request; detail=${name}`)
+      expect((await app.get(alice)).status).toBe(`@cache; fwd=request; detail=${name}`)
+      expect((await app.get()).text).toBe('page of anonymous')
+    },
+  )
+
+  it('bypasses a request with a Cookie line a layer added to rawHeaders alone', async () => {
+    const app = await start({}, (req) => {
+      if (req.headers['x-remember'] !== undefined) {
+        req.rawHeaders.push('Cookie', 'sid=alice')
+        req.user = 'alice'
+      }
+    })
+    expect((await app.get({ 'x-remember': '1' })).status).toBe('@cache; fwd=request; detail=cookie')
+    expect((await app.get({ 'x-remember': '1' })).text).toBe('page of alice')
+    expect((await app.get()).text).toBe('page of anonymous')
+  })
+
   it('keys a response’s Vary: Authorization on the token sent, when a layer deleted it', async () => {
     const app = await start({ allowAuthorized: true }, consume, 'Authorization')
     expect((await app.get({ authorization: 'Bearer alice' })).text).toBe('page of alice')

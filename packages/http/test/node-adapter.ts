@@ -11,6 +11,7 @@ import {
   type HttpCache,
   type LookupResult,
   nodeRequestView,
+  noteArrivals,
   type Refresh,
   recordNodeResponse,
 } from '../src/index.js'
@@ -51,38 +52,43 @@ export async function serve(
     calls++
     handler(req, res)
   }
-  const server = createServer(options.serverOptions ?? {}, (req, res) => {
-    options.before?.(req)
-    const view = nodeRequestView(req, { site: '' })
-    if (options.site) view.site = options.site(req)
-    if (options.bypass) view.bypass = options.bypass(req)
-    const id = req.headers[REFRESH_HEADER]
-    if (typeof id === 'string') {
-      view.refresh = refreshes.get(id)
-      refreshes.delete(id)
-      delete req.headers[REFRESH_HEADER]
-    }
-    const act = (result: LookupResult) => {
-      if (answerFromResult(res, result)) return
-      if (result.kind === 'miss') recordNodeResponse(res, result)
-      run(req, res)
-    }
-    const result = cache.lookup(view, {
-      revalidate: (refresh) => {
-        const key = String(next++)
-        refreshes.set(key, refresh)
-        const headers = { ...req.headers, [REFRESH_HEADER]: key }
-        delete headers['if-none-match']
-        delete headers.range
-        const copy = request({ port, path: req.url, method: 'GET', headers }, (response) => response.resume())
-        copy.on('error', (error) => refresh.fail(error))
-        copy.end()
-        return () => copy.destroy()
-      },
-    })
-    if (result instanceof Promise) void result.then(act)
-    else act(result)
-  })
+  // As the README says: the server notes each request's lines as it emits it.
+  const server = noteArrivals(
+    createServer(options.serverOptions ?? {}, (req, res) => {
+      options.before?.(req)
+      const view = nodeRequestView(req, { site: '' })
+      if (options.site) view.site = options.site(req)
+      if (options.bypass) view.bypass = options.bypass(req)
+      const id = req.headers[REFRESH_HEADER]
+      if (typeof id === 'string') {
+        view.refresh = refreshes.get(id)
+        refreshes.delete(id)
+        delete req.headers[REFRESH_HEADER]
+      }
+      const act = (result: LookupResult) => {
+        if (answerFromResult(res, result)) return
+        if (result.kind === 'miss') recordNodeResponse(res, result)
+        run(req, res)
+      }
+      const result = cache.lookup(view, {
+        revalidate: (refresh) => {
+          const key = String(next++)
+          refreshes.set(key, refresh)
+          const headers = { ...req.headers, [REFRESH_HEADER]: key }
+          delete headers['if-none-match']
+          delete headers.range
+          const copy = request({ port, path: req.url, method: 'GET', headers }, (response) =>
+            response.resume(),
+          )
+          copy.on('error', (error) => refresh.fail(error))
+          copy.end()
+          return () => copy.destroy()
+        },
+      })
+      if (result instanceof Promise) void result.then(act)
+      else act(result)
+    }),
+  )
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   port = (server.address() as AddressInfo).port
   return {

@@ -16,6 +16,7 @@ import { type CacheBackend, CacheConfigError, type Duration, type MinimalBackend
 import { processLogger } from '@cache/core/backend'
 import {
   answerFromResult,
+  arrivalOf,
   fastifyParsesQueriesItself,
   fastifyQueryReplaced,
   fastifyRewrite,
@@ -32,6 +33,7 @@ import {
   type Refresh,
   type RefreshEntry,
   recordNodeResponse,
+  refreshArrivedLines,
   trackFastifyReplyHeaders,
   refreshInProcess,
   resolveHttpCacheOptions,
@@ -245,6 +247,9 @@ export class CacheResponseInterceptor implements NestInterceptor {
       delete platform.req.headers[REFRESH_HEADER]
       view.refresh = refreshes.get(id)
       refreshes.delete(id)
+      // An `inject()` copy: keyed on the credentials the request it refreshes was sent with.
+      if (view.refresh !== undefined && view.arrivedLines === undefined)
+        view.arrivedLines = refreshArrivedLines(view.refresh)
       // A copy the application resolves otherwise (another protocol, host or address) would be
       // stored under another key: the refresh fails, counted and emitted.
       if (view.refresh !== undefined && cache.keyFor(view) !== refreshKeys.get(view.refresh)) {
@@ -381,6 +386,9 @@ function expressPlatform(req: any, res: ServerResponse): Platform {
       headers,
       // The credentials the client sent, whatever middleware or a guard did to the headers.
       rawHeaders: (req as IncomingMessage).rawHeaders,
+      // The credential and body lines as the server emitted the request: a layer may strip a
+      // line from `rawHeaders` too.
+      arrivedLines: arrivalOf(req)?.lines,
       protocol: typeof req.protocol === 'string' ? req.protocol : 'http',
       host,
       // The Host the client sent too, when middleware rewrote the header (a domain alias).
@@ -420,6 +428,7 @@ function fastifyPlatform(request: any, reply: any): Platform {
       ...(rewritten === undefined ? {} : { bypass: rewritten }),
       headers,
       rawHeaders: raw.rawHeaders,
+      arrivedLines: arrivalOf(raw)?.lines,
       protocol: typeof request.protocol === 'string' ? request.protocol : 'http',
       host,
       // The Host the client sent too, when a hook rewrote the header (a domain alias).

@@ -43,6 +43,43 @@ class ConsumingGuard implements CanActivate {
   }
 }
 
+/** Removes `name`'s lines from Node's `rawHeaders` (`undefined`: all `Cookie` lines get `value`). */
+function stripLines(raw: { rawHeaders: string[] }, name: string, value?: string): void {
+  const lines = raw.rawHeaders
+  for (let i = lines.length - 2; i >= 0; i -= 2) {
+    if (lines[i]!.toLowerCase() !== name) continue
+    if (value === undefined) lines.splice(i, 2)
+    else lines[i + 1] = value
+  }
+}
+
+/** Verifies the credential into `req.user` and strips it from the headers and `rawHeaders` alike. */
+@Injectable()
+class StrippingGuard implements CanActivate {
+  canActivate(context: ExecutionContext): boolean {
+    const req = context.switchToHttp().getRequest()
+    const value = req.headers.authorization ?? req.headers.cookie
+    if (value !== undefined) req.user = String(value).split(/[= ]/)[1]
+    delete req.headers.authorization
+    delete req.headers.cookie
+    const raw = req.raw ?? req
+    delete raw.headers.authorization
+    delete raw.headers.cookie
+    stripLines(raw, 'authorization')
+    stripLines(raw, 'cookie')
+    return true
+  }
+}
+
+/** The session layer below, rewriting the Cookie line in `rawHeaders` too. */
+function sessionLines(req: any, res: unknown, next: () => void): void {
+  session(req, res, () => {
+    if (req.headers.cookie === undefined) stripLines(req, 'cookie')
+    else stripLines(req, 'cookie', String(req.headers.cookie))
+    next()
+  })
+}
+
 /** A session layer: `sid=` out of the Cookie into `req.user`, the other cookies passed on. */
 function session(req: any, _res: unknown, next: () => void): void {
   const headers = req.headers
@@ -71,6 +108,32 @@ class MeController {
   @CacheResponse({ ttl: 60 })
   guarded(@Req() req: any) {
     return page(req)
+  }
+
+  @Get('stripped')
+  @UseGuards(StrippingGuard)
+  @CacheResponse({ ttl: 60 })
+  stripped(@Req() req: any) {
+    return page(req)
+  }
+
+  @Get('session-lines')
+  @CacheResponse({ ttl: 60, allowCookies: true, vary: ['cookie'] })
+  sessionLines(@Req() req: any) {
+    return page(req)
+  }
+
+  @Get('session-lines-stale')
+  @CacheResponse({
+    ttl: 60,
+    staleWhileRevalidate: 600,
+    allowCookies: true,
+    vary: ['cookie'],
+    now,
+    backend: memoryBackend({ now }),
+  })
+  sessionLinesStale(@Req() req: any) {
+    return { page: `${page(req).page} #${++refreshRuns}` }
   }
 
   @Get('varied-authorization')
@@ -108,6 +171,7 @@ class MeController {
 class AppModule implements NestModule {
   configure(consumer: MiddlewareConsumer) {
     consumer.apply(session).forRoutes('session', 'session-stale')
+    consumer.apply(sessionLines).forRoutes('session-lines', 'session-lines-stale')
   }
 }
 
@@ -136,6 +200,43 @@ describe.each(PLATFORMS)('credentials as the client sent them (platform-%s)', (p
       `@cache; fwd=request; detail=${name}`,
     )
     expect((await get('/guarded')).page).toBe('anonymous')
+  })
+
+  it.each([
+    ['authorization', { authorization: 'Bearer alice' }],
+    ['cookie', { cookie: 'sid=alice' }],
+  ])(
+    'a %s a guard stripped from rawHeaders too bypasses: an anonymous client never gets the user’s page',
+    async (name, alice) => {
+      const first = await get('/stripped', alice)
+      expect(first.page).toBe('alice')
+      expect(first.status).toBe(`@cache; fwd=request; detail=${name}`)
+      expect((await get('/stripped', alice)).status).toBe(`@cache; fwd=request; detail=${name}`)
+      // Before: Alice's page, a hit.
+      expect((await get('/stripped')).page).toBe('anonymous')
+    },
+  )
+
+  it('vary: cookie keys on the Cookie sent though a layer rewrote its line in rawHeaders: Bob never gets Alice’s page', async () => {
+    expect((await get('/session-lines', { cookie: 'sid=alice; theme=dark' })).page).toBe('alice')
+    // Before: Alice's page (both keyed on `theme=dark`).
+    expect((await get('/session-lines', { cookie: 'sid=bob; theme=dark' })).page).toBe('bob')
+    expect((await get('/session-lines', { cookie: 'theme=dark' })).page).toBe('anonymous')
+    const hit = await get('/session-lines', { cookie: 'sid=alice; theme=dark' })
+    expect(hit.page).toBe('alice')
+    expect(hit.status).toMatch(/hit/)
+  })
+
+  it('refreshes a stale entry with the Cookie the client sent, though a layer rewrote its line in rawHeaders', async () => {
+    refreshRuns = 0
+    clock.now = 1_000_000 + (platform === 'express' ? 0 : 10_000_000)
+    const alice = { cookie: 'sid=alice; theme=dark' }
+    expect((await get('/session-lines-stale', alice)).page).toBe('alice #1')
+    clock.now += 61_000
+    expect((await get('/session-lines-stale', alice)).page).toBe('alice #1')
+    for (let i = 0; i < 300 && refreshRuns < 2; i++) await new Promise((r) => setTimeout(r, 10))
+    await new Promise((r) => setTimeout(r, 50))
+    expect((await get('/session-lines-stale', alice)).page).toBe('alice #2')
   })
 
   it('allowAuthorized with a response Vary: Authorization never makes the user’s page the variant without it', async () => {
