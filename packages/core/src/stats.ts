@@ -50,6 +50,9 @@ export function emptyStats(): CacheStats {
  * on its own, and one that throws is reported through {@link logger} (once per listener) while
  * the failure still reaches its caller and the other listeners.
  */
+/** The events built on every hit, miss, set or delete: only a listener of these pays for them. */
+const ENTRY_EVENTS: ReadonlySet<string | symbol> = new Set(['hit', 'miss', 'set', 'delete'])
+
 export class CacheObserver extends EventEmitter {
   readonly stats: CacheStats = emptyStats()
   private listening = false
@@ -62,13 +65,13 @@ export class CacheObserver extends EventEmitter {
     public logger: LoggerOption = undefined,
   ) {
     super()
-    // Only listeners of cache events count: registering the `removeListener` hook below fires
-    // `newListener` itself, and must not switch event building on for every cache.
+    // Only listeners of the per-entry events count: an `error` listener (a chain listening to its
+    // levels) must not switch event building on for every hit, nor must the hooks below.
     this.on('newListener', (name: string | symbol) => {
-      if (name !== 'newListener' && name !== 'removeListener') this.listening = true
+      if (ENTRY_EVENTS.has(name)) this.listening = true
     })
     this.on('removeListener', () => {
-      this.listening = this.eventNames().some((name) => name !== 'newListener' && name !== 'removeListener')
+      this.listening = this.eventNames().some((name) => ENTRY_EVENTS.has(name))
     })
   }
 

@@ -53,6 +53,8 @@ export class MultiLevelBackend implements CacheBackend {
   private readonly batches: ChainBatches
   private readonly writes: ChainWrites
   private readonly closeLevels: boolean
+  /** Stops listening to the levels' `error` events (see {@link forwardLevelError}). */
+  private readonly unsubscribe: (() => void)[] = []
   private closed: Promise<void> | undefined
   /**
    * The keys of the chain, as its last level lists them (the shared, slowest one: writes reach
@@ -78,6 +80,9 @@ export class MultiLevelBackend implements CacheBackend {
     for (const level of this.levels) {
       level.onRepairFailure = (error) => this.chain.health.failed(level, 'repair', error, undefined, false)
       level.dropFaster = (keys) => this.chain.writer.dropFaster(level.index, keys)
+      const forward = this.forwardLevelError(level)
+      level.backend.on?.('error', forward)
+      this.unsubscribe.push(() => level.backend.off?.('error', forward))
     }
     // Only the last level holds every key (writes reach every level; faster ones keep a subset):
     // when it cannot list, a faster level's list would pass a partial view off as the whole.
@@ -246,6 +251,22 @@ export class MultiLevelBackend implements CacheBackend {
     return this.writes.atomicUpdate(key, fn, ttl)
   }
 
+  /**
+   * A level's own `error` events that no call of the chain reports: what a level finds out in the
+   * background, such as `@cache/redis` settling a call it reported failed as applied after all (an
+   * `incr` counted although it rejected). Emitted as the chain's `error` events, with the level,
+   * and counted in its `stats.errors`. A level's unavailable or timed-out calls and connection
+   * are not: the chain reports the failures of its own calls, and a level's breaker its outage.
+   */
+  private forwardLevelError(level: Level): (event: MultiLevelEvent) => void {
+    return (event) => {
+      const code = (event.error as { code?: unknown } | null)?.code
+      if (code === 'CACHE_UNAVAILABLE' || code === 'CACHE_TIMEOUT' || code === 'CACHE_CLOSED') return
+      this.chain.observer.stats.errors++
+      this.chain.health.emit('error', { ...event, backend: level.name, level: level.index })
+    }
+  }
+
   /** After close(): every operation throws CacheClosedError, as on every backend. */
   private assertOpen(): void {
     if (this.closed !== undefined) throw new CacheClosedError(this.name)
@@ -263,8 +284,11 @@ export class MultiLevelBackend implements CacheBackend {
       this.chain.health.closing = true
       this.chain.invalidation.close()
       for (const level of this.levels) level.stop()
-      if (!this.closeLevels) return
-      const results = await Promise.allSettled(this.levels.map((level) => level.backend.close()))
+      // Levels closed with the chain may still report what they settle while closing.
+      const results = this.closeLevels
+        ? await Promise.allSettled(this.levels.map((level) => level.backend.close()))
+        : []
+      for (const stop of this.unsubscribe) stop()
       const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
       if (failure) throw failure.reason
     })()

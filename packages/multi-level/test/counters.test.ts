@@ -82,11 +82,22 @@ describe('multiLevel(memory, redis): incr and atomicUpdate when Redis fails once
       await chain.get('warm') // connected
       const settled = await duringStall(() => chain.incr('hits'))
       expect(settled).toMatchObject({ status: 'rejected', reason: { code: 'CACHE_TIMEOUT' } })
-      expect(errors.map((e) => e.operation)).toEqual(['incr'])
+      expect(errors[0]).toMatchObject({ operation: 'incr', level: 1, error: { code: 'CACHE_TIMEOUT' } })
+      expect(errors.length).toBeLessThanOrEqual(2)
       expect(chain.levelStats()[1]).toMatchObject({ state: 'closed', pendingKeys: 0 })
-      // The timed-out INCR waited in Redis and ran after the stall: applied, but reported failed.
+      // The timed-out INCR waited in Redis and ran after the stall: applied, but reported failed;
+      // once the redis backend finds that out, the chain tells it (its only other error event).
       const shared = await other.get<number>('hits')
       expect(shared === 100 || shared === 101).toBe(true)
+      for (const late of errors.slice(1))
+        expect(late).toMatchObject({
+          operation: 'incr',
+          key: 'hits',
+          level: 1,
+          error: { code: 'CACHE_ERROR' },
+        })
+      if (errors.length > 1)
+        expect(String(errors[1]!.error)).toMatch(/applied although it was reported failed/)
       expect(await other.incr('hits')).toBe(shared! + 1)
       expect(await chain.incr('hits')).toBe(shared! + 2)
       expect(await chain.get('hits')).toBe(shared! + 2)
@@ -241,6 +252,43 @@ describe('multiLevel(memory, redis): incr when the link drops after Redis ran it
       expect(await chain.incr('hits')).toBe(13)
       expect(await other.incr('hits')).toBe(14)
     } finally {
+      await chain.close()
+      await other.close()
+    }
+  })
+
+  it("tells on the chain's error event, with the level, when Redis finds an incr it reported failed applied", async () => {
+    const namespace = `late${++n}`
+    const shared = redisBackend(`redis://127.0.0.1:${proxy.port}`, {
+      namespace,
+      timeout: '300ms',
+      logger: false,
+    })
+    const chain = multiLevel(memoryBackend(), shared)
+    const errors: MultiLevelEvent[] = []
+    chain.on('error', (event) => errors.push(event))
+    const other = redisBackend(redis.url, { namespace })
+    try {
+      expect(await chain.incr('hits')).toBe(1)
+      const dropped = proxy.dropNextReply()
+      await proxy.refuse()
+      await expect(chain.incr('hits')).rejects.toMatchObject({ code: 'CACHE_UNAVAILABLE' })
+      await dropped
+      await proxy.listen()
+      expect(await other.get('hits')).toBe(2) // applied: a retry would count it twice
+      // Before: said only on the redis backend's own emitter, nothing on the chain's.
+      await until(() =>
+        errors.some((e) => /was applied although it was reported failed/.test(String(e.error))),
+      )
+      expect(errors.find((e) => /was applied although/.test(String(e.error)))).toMatchObject({
+        backend: 'redis',
+        level: 1,
+        key: 'hits',
+        operation: 'incr',
+      })
+      expect(chain.stats.errors).toBe(errors.length)
+    } finally {
+      await proxy.listen().catch(() => {})
       await chain.close()
       await other.close()
     }
