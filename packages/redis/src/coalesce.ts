@@ -127,11 +127,12 @@ export class Coalescer {
         }
       },
       (error) => {
-        // The script itself refused (NOPERM: this user may not run EVAL). Sending these gets
-        // again now would put them behind calls made after them (a get would read a set called
-        // later in its tick): they fail, and the gets of later ticks go alone.
+        // The script itself refused (NOPERM: this user may not run EVAL; a server that wants a
+        // script's keys declared, as Dragonfly does by default). Sending these gets again now
+        // would put them behind calls made after them (a get would read a set called later in
+        // its tick): they fail, and the gets of later ticks go alone.
         const message = (error as Error | undefined)?.message ?? ''
-        if (!/^NOPERM\b/.test(message)) return this.failAll(batch, 'get', error)
+        if (!/^NOPERM\b|undeclared key/i.test(message)) return this.failAll(batch, 'get', error)
         this.refused = true
         const refused = new ReplyError(`${message} (the gets of one tick go as one EVAL: set coalesce: false)`)
         this.failAll(batch, 'get', refused)
