@@ -28,8 +28,10 @@ function stripCredentials(req: IncomingMessage & { user?: string }): void {
 describe.each(EXPRESS)('lines the client sent, removed before the cache, on %s', (_name, express) => {
   function accountApp(options: Parameters<typeof cacheResponse>[0] = {}) {
     const app = express()
-    app.get('/account', cacheResponse({ ttl: 60, backend: memory(), ...(options as object) }), (req: any, res: any) =>
-      res.send(req.user ? `private page of ${req.user}` : 'please log in'),
+    app.get(
+      '/account',
+      cacheResponse({ ttl: 60, backend: memory(), ...(options as object) }),
+      (req: any, res: any) => res.send(req.user ? `private page of ${req.user}` : 'please log in'),
     )
     return app
   }

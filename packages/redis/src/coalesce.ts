@@ -134,7 +134,9 @@ export class Coalescer {
         const message = (error as Error | undefined)?.message ?? ''
         if (!/^NOPERM\b|undeclared key/i.test(message)) return this.failAll(batch, 'get', error)
         this.refused = true
-        const refused = new ReplyError(`${message} (the gets of one tick go as one EVAL: set coalesce: false)`)
+        const refused = new ReplyError(
+          `${message} (the gets of one tick go as one EVAL: set coalesce: false)`,
+        )
         this.failAll(batch, 'get', refused)
       },
     )
