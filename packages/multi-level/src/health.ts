@@ -108,16 +108,6 @@ export class LevelHealth {
     }
   }
 
-  /**
-   * Keys of a failed write the shared level will not repair: counted (`stats.errors`, and the
-   * level's `unrepairedKeys`) and emitted as an `error` event of operation `repair`. Not a failure
-   * of the level: its breaker does not count it.
-   */
-  unrepaired(level: Level, error: Error): void {
-    this.observer.stats.errors++
-    this.emit('error', { backend: level.name, level: level.index, operation: 'repair', error })
-  }
-
   emit(name: MultiLevelEventName, event: MultiLevelEvent): void {
     // Told where a failure is being handled: a listener that throws is logged, and goes no further.
     if (this.observer.listenerCount(name) > 0) this.observer.emitEach(name, event)

@@ -1,5 +1,5 @@
 import type { CacheBackend } from '@cache/core'
-import { compareAndDelete, type SyncAccess } from '@cache/core/backend'
+import type { SyncAccess } from '@cache/core/backend'
 import { type BreakerOptions, type BreakerState, CircuitBreaker } from './breaker.js'
 import { isPartialFailure } from './health.js'
 
@@ -34,23 +34,7 @@ export interface LevelReport extends LevelStats {
    * level was skipped: the faster levels drop them before this level is used again.
    */
   divergedKeys: number
-  /**
-   * Keys of writes that failed on this (shared) level while it was in use and that it will not
-   * repair: a batch that would have taken the keys waiting for a conditional repair past
-   * `maxPendingKeys`. The faster levels dropped them; this level keeps what it holds.
-   */
-  unrepairedKeys: number
 }
-
-/**
- * What the faster levels held of a key before a write of it failed on the shared level: the
- * values its repair deletes from the shared level if it still holds one of them. Empty: none
- * was known, and the repair leaves the shared level as it is.
- */
-type Replaced = unknown[]
-
-/** Values remembered per key for a conditional repair: a few failed writes of one key in a row. */
-const MAX_REPLACED = 4
 
 /** First pause before a level that is in use retries the repairs a failed write left; doubles up to the max. */
 const REPAIR_DELAY_MS = 50
@@ -84,13 +68,6 @@ export class Level {
   }
   readonly breaker: CircuitBreaker
   private readonly pending = new Set<string>()
-  /**
-   * Keys whose write failed on this level (the shared one) while it was in use: it may have been
-   * applied, and other processes may have written the key since, so the repair deletes a key only
-   * if it still holds a value this process replaced (see {@link failedWrite}).
-   */
-  private readonly conditional = new Map<string, Replaced>()
-  private unrepaired = 0
   private pendingClear = false
   /** Keys a faster level changed on its own while this one was skipped (see {@link diverged}). */
   private readonly divergent = new Set<string>()
@@ -128,12 +105,12 @@ export class Level {
 
   /** True while this level has repairs waiting: the hot path checks this before {@link isPending}. */
   get hasRepairs(): boolean {
-    return this.pendingClear || this.pending.size > 0 || this.conditional.size > 0
+    return this.pendingClear || this.pending.size > 0
   }
 
   /** True if this level may hold an outdated value for `key`: reads must not use it for that key. */
   isPending(key: string): boolean {
-    return this.pendingClear || this.pending.has(key) || this.conditional.has(key)
+    return this.pendingClear || this.pending.has(key)
   }
 
   /** Remembers that `key` changed while this level could not be written. */
@@ -145,43 +122,6 @@ export class Level {
   missedMany(keys: readonly string[]): void {
     for (const key of keys) this.remember(key)
     this.repairSoon()
-  }
-
-  /**
-   * A write of `keys` was sent to this level, the shared one, and failed: it may have been applied
-   * (a lost reply), and other processes go on writing the keys meanwhile (a lock taken after this
-   * one's release, increments after a reset). So the repair must not delete what they wrote: it
-   * deletes a key only if the level still holds a value this process replaced (`replaced`, what
-   * its faster levels held before the write), and then the faster levels drop their copies, so
-   * this process reads what the level holds, as the others do. Returns false, remembering
-   * nothing, when the batch would take the keys waiting past `maxPendingKeys` (then `replaced` is
-   * left unread, `undefined`: see {@link canNote}): the level is never
-   * cleared for it (other processes' counters and locks would go); the caller drops the keys from
-   * the faster levels and reports them.
-   */
-  failedWrite(keys: readonly string[], replaced: ReadonlyMap<string, unknown> | undefined): boolean {
-    if (this.pendingClear) return true
-    if (replaced === undefined || !this.canNote(keys)) {
-      this.unrepaired += keys.length
-      return false
-    }
-    for (const key of keys) {
-      let values = this.conditional.get(key)
-      if (values === undefined) this.conditional.set(key, (values = []))
-      if (!replaced.has(key)) continue
-      const value = replaced.get(key)
-      if (values.length < MAX_REPLACED && !values.includes(value)) values.push(value)
-    }
-    this.repairSoon()
-    return true
-  }
-
-  /** Whether {@link failedWrite} can remember `keys` within `maxPendingKeys`. */
-  canNote(keys: readonly string[]): boolean {
-    if (this.pendingClear) return true
-    let added = 0
-    for (const key of keys) if (!this.conditional.has(key)) added++
-    return this.conditional.size + added <= this.maxPending
   }
 
   /**
@@ -205,22 +145,15 @@ export class Level {
   /** Remembers that a `clear()` did not reach this level. */
   missedClear(): void {
     this.pending.clear()
-    this.conditional.clear()
     this.pendingClear = true
     this.repairSoon()
   }
 
   /** A write of these keys reached this level: it holds their newest state, nothing to repair. */
   written(keys: string | readonly string[]): void {
-    if (this.pending.size === 0 && this.conditional.size === 0) return
-    if (typeof keys === 'string') {
-      this.pending.delete(keys)
-      this.conditional.delete(keys)
-    } else
-      for (const key of keys) {
-        this.pending.delete(key)
-        this.conditional.delete(key)
-      }
+    if (this.pending.size === 0) return
+    if (typeof keys === 'string') this.pending.delete(keys)
+    else for (const key of keys) this.pending.delete(key)
   }
 
   /** Stops the background repair timer (the chain is closing). */
@@ -258,10 +191,9 @@ export class Level {
       name: this.name,
       state: this.breaker.state,
       ...this.stats,
-      pendingKeys: this.pending.size + this.conditional.size,
+      pendingKeys: this.pending.size,
       pendingClear: this.pendingClear,
       divergedKeys: this.divergentAll ? this.maxPending : this.divergent.size,
-      unrepairedKeys: this.unrepaired,
     }
   }
 
@@ -270,7 +202,6 @@ export class Level {
     if (this.pending.size >= this.maxPending) {
       // Lost track of what changed: the only safe repair left is to clear the level.
       this.pending.clear()
-      this.conditional.clear()
       this.pendingClear = true
       return
     }
@@ -321,23 +252,16 @@ export class Level {
     this.repairTimer.unref?.()
   }
 
-  /**
-   * Replays the missed writes as one clear, or one batch of deletes and the conditional repairs.
-   * False if it did not call the level (conditional repairs with no value to compare): that does
-   * not tell that the level answers, so those are done (dropped, with the faster levels' copies)
-   * only once it has `answered`.
-   */
-  private async replay(answered = true): Promise<boolean> {
-    let asked = this.pendingClear || this.pending.size > 0
+  /** Replays the missed writes as one clear or one batch of deletes. */
+  private async replay(): Promise<void> {
     if (this.pendingClear) {
       this.pendingClear = false
       this.pending.clear()
-      this.conditional.clear()
       try {
         await this.backend.clear()
       } catch (error) {
         // Partial: the failed server is repaired by the backend before it serves again.
-        if (isPartialFailure(error)) return true
+        if (isPartialFailure(error)) return
         this.pendingClear = true
         throw error
       }
@@ -347,44 +271,11 @@ export class Level {
       try {
         await this.backend.deleteMany(keys)
       } catch (error) {
-        if (isPartialFailure(error)) return true
+        if (isPartialFailure(error)) return
         for (const key of keys) this.remember(key)
         throw error
       }
     }
-    if (this.conditional.size > 0 && (await this.replayConditional(answered))) asked = true
-    return asked
-  }
-
-  /**
-   * Deletes each key only if this level still holds a value this process replaced (compared as
-   * the level's `compareAndDelete` compares: Redis by serialized bytes, memory and disk with
-   * `===`), then has the faster levels drop their copies. A key that fails stays to repair.
-   */
-  private async replayConditional(answered: boolean): Promise<boolean> {
-    const entries = answered
-      ? [...this.conditional]
-      : [...this.conditional].filter(([, values]) => values.length > 0)
-    for (const [key] of entries) this.conditional.delete(key)
-    const asked = entries.length > 0 && (!answered || entries.some(([, values]) => values.length > 0))
-    let failure: { error: unknown } | undefined
-    const done: string[] = []
-    await Promise.all(
-      entries.map(async ([key, values]) => {
-        try {
-          for (const value of values) if (await compareAndDelete(this.backend, key, value as string)) break
-          done.push(key)
-        } catch (error) {
-          if (isPartialFailure(error)) return void done.push(key)
-          // Written again meanwhile (then repaired already) or not: it stays to repair.
-          if (!this.conditional.has(key) && !this.pendingClear) this.conditional.set(key, values)
-          failure ??= { error }
-        }
-      }),
-    )
-    if (done.length > 0) await this.dropFaster(done)
-    if (failure !== undefined) throw failure.error
-    return asked
   }
 
   private async repair(): Promise<void> {
@@ -396,10 +287,8 @@ export class Level {
     // those left, as a level in use that failed a write does (reads skip them, a background
     // repair deletes them), rather than stay half-open for good.
     for (;;) {
-      // Only a call the level answered tells that it answers.
-      if (this.hasRepairs && replays++ < MAX_REPLAYS && (await this.replay(answered))) {
-        // Replayed: loop for the writes recorded meanwhile.
-      } else if (!answered) {
+      if (this.hasRepairs && replays++ < MAX_REPLAYS) await this.replay()
+      else if (!answered) {
         // The probe key lives on one server of a pool: that server being down is not the level.
         await this.backend.has(PROBE_KEY).catch((error) => {
           if (!isPartialFailure(error)) throw error

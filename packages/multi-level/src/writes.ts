@@ -1,4 +1,4 @@
-import { type CacheBackend, CacheUnavailableError } from '@cache/core'
+import type { CacheBackend } from '@cache/core'
 import { isCallerError } from './caller-error.js'
 import { isUnsent, type LevelHealth } from './health.js'
 import type { Level } from './level.js'
@@ -57,17 +57,8 @@ export class LevelWriter {
         // Never sent (it waited behind this process's own call on the key): nothing changed
         // anywhere, so nothing is to be repaired, and the faster levels keep what they hold.
         if (isUnsent(error)) throw error
+        missed(shared, keys)
         failure = error
-        const list = typeof keys === 'string' ? [keys] : keys
-        // Sent, maybe applied: the repair is conditional (see Level.failedWrite), on what the
-        // faster levels held before this write reaches them.
-        const replaced = shared.canNote(list) ? await this.held(last, list) : undefined
-        if (!shared.failedWrite(list, replaced)) {
-          this.unrepaired(shared, operation, list.length)
-          this.invalidate(keys)
-          await Promise.all(this.levels.slice(0, last).map((faster) => this.evict(faster, keys)))
-          throw this.health.notTaken(shared, operation, failure)
-        }
       }
     } else {
       missed(shared, keys)
@@ -204,40 +195,6 @@ export class LevelWriter {
           this.health.failed(level, 'clear', error, undefined, false)
         }
       }),
-    )
-  }
-
-  /**
-   * What the levels faster than `index` hold of `keys` (the fastest that holds a key answers),
-   * for the conditional repair of a write that failed on the shared level. A level that fails
-   * or may hold an outdated copy knows nothing.
-   */
-  private async held(index: number, keys: readonly string[]): Promise<Map<string, unknown>> {
-    const found = new Map<string, unknown>()
-    for (let i = 0; i < index && found.size < keys.length; i++) {
-      const level = this.levels[i]!
-      if (!level.closed) continue
-      const unknown = keys.filter((key) => !found.has(key) && !(level.hasRepairs && level.isPending(key)))
-      if (unknown.length === 0) continue
-      try {
-        const entries = await Promise.all(unknown.map((key) => level.backend.getEntry(key)))
-        for (let k = 0; k < unknown.length; k++)
-          if (entries[k] !== undefined) found.set(unknown[k]!, entries[k]!.value)
-      } catch (error) {
-        this.health.failed(level, 'get', error, undefined, false)
-      }
-    }
-    return found
-  }
-
-  /** A failed write the shared level will not repair (too many keys waiting): counted and evented. */
-  private unrepaired(shared: Level, operation: string, count: number): void {
-    this.health.unrepaired(
-      shared,
-      new CacheUnavailableError(
-        'multi-level',
-        `multi-level: ${operation} of ${count} keys failed on the shared level (${shared.name}) and would take the keys waiting for its repair past maxPendingKeys: they are not repaired there (it keeps what it holds for them, whether or not the write was applied); the faster levels dropped them`,
-      ),
     )
   }
 
