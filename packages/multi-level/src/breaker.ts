@@ -39,8 +39,13 @@ export class CircuitBreaker {
     return this.state === 'open' && now >= this.openUntil
   }
 
+  /** Told when a success ends a run of failures (or the breaker closes). */
+  onRecovered: () => void = () => {}
+
   success(): void {
+    if (this.failures === 0) return
     this.failures = 0
+    this.onRecovered()
   }
 
   /** Records a failure; `true` if this one opened the breaker. */
@@ -56,5 +61,6 @@ export class CircuitBreaker {
   close(): void {
     this.state = 'closed'
     this.failures = 0
+    this.onRecovered()
   }
 }

@@ -94,6 +94,9 @@ export class LevelHealth {
     // call on the key): the level as a whole answers.
     if (isPartialFailure(error) || isUnsent(error)) return
     const opened = level.breaker.failure(this.now())
+    // The writes it failed in the run of failures that opened it were not taken by a level that
+    // was down: they are repaired as the writes it skips from now on.
+    if (opened) level.wentDown()
     // An open level is probed when the period ends, whether or not calls come (a breaker opens
     // only here, so this is where the level learns how to start its probe).
     level.probe ??= () => this.probeIfDue(level)

@@ -68,6 +68,11 @@ export class Level {
   }
   readonly breaker: CircuitBreaker
   private readonly pending = new Set<string>()
+  /**
+   * Keys of writes this level failed while in use (see {@link suspect}), since its last success;
+   * `'all'` past `maxPendingKeys`.
+   */
+  private suspects: Set<string> | 'all' = new Set()
   private pendingClear = false
   /** Keys a faster level changed on its own while this one was skipped (see {@link diverged}). */
   private readonly divergent = new Set<string>()
@@ -93,6 +98,9 @@ export class Level {
     this.name = backend.name
     this.sync = backend.sync
     this.breaker = new CircuitBreaker(breaker)
+    this.breaker.onRecovered = () => {
+      if (this.suspects === 'all' || this.suspects.size > 0) this.suspects = new Set()
+    }
   }
 
   /** Starts this level's probe (set by the chain's {@link LevelHealth}). */
@@ -140,6 +148,35 @@ export class Level {
       }
       this.divergent.add(key)
     }
+  }
+
+  /**
+   * A write of `keys` was sent to this level while it was in use, and failed: it may have been
+   * applied (a lost reply), and other processes go on writing the keys (a lock taken after this
+   * release, increments after this reset, maybe with the very value replaced), so nothing tells
+   * their writes from this one's and no repair may delete the keys. Unless the level turns out to
+   * be down: if the run of failures this one belongs to opens the breaker before any success, the
+   * keys are repaired as those of the writes it skips ({@link wentDown}).
+   */
+  suspect(keys: readonly string[]): void {
+    if (this.suspects === 'all') return
+    for (const key of keys) {
+      if (this.suspects.size >= this.maxPending) {
+        this.suspects = 'all'
+        return
+      }
+      this.suspects.add(key)
+    }
+  }
+
+  /** The breaker opened: the writes failed since the last success are repaired as skipped ones. */
+  wentDown(): void {
+    const suspects = this.suspects
+    this.suspects = new Set()
+    if (suspects === 'all') {
+      this.pending.clear()
+      this.pendingClear = true
+    } else for (const key of suspects) this.remember(key)
   }
 
   /** Remembers that a `clear()` did not reach this level. */

@@ -1,6 +1,6 @@
 import type { CacheBackend } from '@cache/core'
 import { isCallerError } from './caller-error.js'
-import { isUnsent, type LevelHealth } from './health.js'
+import { isPartialFailure, isUnsent, type LevelHealth } from './health.js'
 import type { Level } from './level.js'
 import type { ReadGuards } from './read-guard.js'
 import type { WriteOrder, WriteTicket } from './write-order.js'
@@ -21,10 +21,13 @@ export class LevelWriter {
   /**
    * A write (set, delete and their batches): the shared (slowest) level first, so a value it
    * refuses is stored nowhere, then the faster levels in parallel. Resolves only if the shared
-   * level took it. If it did not (it failed, or its breaker is open), the write still reaches the
-   * faster levels, so this process never serves what it replaced; the shared level remembers the
-   * keys, skips them on reads and deletes them as soon as it answers again; and the call rejects
-   * with `CacheUnavailableError`, since other processes may still read the old value meanwhile.
+   * level took it. If it was skipped (its breaker is open), the write still reaches the faster
+   * levels, so this process never serves what it replaced; the shared level remembers the keys,
+   * skips them on reads and deletes them when its probe finds it answering (so does a failure
+   * that opens the breaker). If it failed the write while in use (maybe applied), nothing is
+   * repaired there unless it turns out to be down: the faster levels drop the keys and this
+   * process reads what it holds, as the others do. Either way the call rejects with
+   * `CacheUnavailableError`, since other processes may still read the old value.
    * A write that stores a value passes its `ticket`: overlapped by another write of its keys, it
    * deletes them from the faster levels instead (see {@link WriteOrder}).
    */
@@ -49,14 +52,26 @@ export class LevelWriter {
           // The level answered and refused the call, or part of a batch (a key it forbids, a
           // value over its limit): what it holds for these keys is not known here. The faster
           // levels' copies go, so that this process reads what it holds, as the others do.
-          this.invalidate(keys)
-          await Promise.all(this.levels.slice(0, last).map((faster) => this.evict(faster, keys)))
+          await this.dropFaster(last, typeof keys === 'string' ? [keys] : keys)
           throw error
         }
         this.health.failed(shared, operation, error, typeof keys === 'string' ? keys : undefined)
         // Never sent (it waited behind this process's own call on the key): nothing changed
         // anywhere, so nothing is to be repaired, and the faster levels keep what they hold.
         if (isUnsent(error)) throw error
+        const list = typeof keys === 'string' ? [keys] : keys
+        if (shared.closed) {
+          // Sent, and maybe applied (a lost reply, a timeout) by a level still in use: other
+          // processes go on writing the keys, and nothing tells their writes from this one's, so
+          // nothing is repaired there unless the level turns out to be down (see Level.suspect).
+          // The faster levels' copies go: this process reads what the level holds, as the others
+          // do, and the caller, told that the write may not have been applied, writes again.
+          if (!isPartialFailure(error)) shared.suspect(list)
+          await this.dropFaster(last, list)
+          throw this.health.notTaken(shared, operation, error)
+        }
+        // This failure opened the breaker (or it opened meanwhile): the level is down, and the
+        // write is repaired as those it skips from now on.
         missed(shared, keys)
         failure = error
       }

@@ -301,6 +301,46 @@ describe('multiLevel with a failing level', () => {
     expect(await cache.get('changed')).toBe('new')
   })
 
+  it('a delete failed before the breaker opened, in the run of failures that opened it, is replayed too', async () => {
+    const { clock, l2, cache } = twoLevels({ failureThreshold: 3, openFor: 5 })
+    await cache.set('gone', 'old')
+    l2.down = true
+    // Failed while L2 was still in use: not repaired on its own (it may have been applied, and
+    // other processes may have written the key since) …
+    await expect(cache.delete('gone')).rejects.toBeInstanceOf(CacheUnavailableError)
+    expect(cache.levelStats()[1]).toMatchObject({ state: 'closed', pendingKeys: 0 })
+    // … but L2 was down: the failures that follow open its breaker, and the delete is repaired.
+    await cache.get('a')
+    await cache.get('b')
+    expect(cache.levelStats()[1]).toMatchObject({ state: 'open', pendingKeys: 1 })
+    l2.down = false
+    expect(await l2.get('gone')).toBe('old')
+    clock.t += 5000
+    await cache.get('anything')
+    await settle()
+    expect(cache.levelStats()[1]).toMatchObject({ state: 'closed', pendingKeys: 0 })
+    expect(await l2.has('gone')).toBe(false)
+    expect(await cache.get('gone')).toBeUndefined()
+  })
+
+  it('a delete failed once, followed by a success, is not repaired: L2 keeps what it holds', async () => {
+    const { l2, cache } = twoLevels({ failureThreshold: 3, openFor: 5 })
+    await cache.set('gone', 'old')
+    l2.down = true
+    await expect(cache.delete('gone')).rejects.toBeInstanceOf(CacheUnavailableError)
+    l2.down = false
+    // Another process writes the key (a lock, a counter) once L2 answers.
+    await l2.inner.set('gone', 'theirs')
+    expect(await cache.get('gone')).toBe('theirs')
+    l2.down = true
+    await cache.get('a')
+    await cache.get('b')
+    await cache.get('c')
+    expect(cache.levelStats()[1]).toMatchObject({ state: 'open', pendingKeys: 0 })
+    l2.down = false
+    expect(await l2.inner.get('gone')).toBe('theirs')
+  })
+
   it('clears a level that missed more keys than it can remember', async () => {
     const { clock, l2, cache } = twoLevels({ failureThreshold: 1, maxPendingKeys: 3 })
     await l2.set('untouched', 1)
