@@ -11,6 +11,8 @@ import { isMountedApp, routerOf } from './dispatch.js'
 /** The part of Express's `Route` read here. */
 interface RouteLike {
   methods?: Record<string, boolean | undefined>
+  /** The route's handlers, each on a layer of its own. */
+  stack?: readonly LayerLike[]
 }
 
 /** The part of Express's `Layer` read here (Express 4's, or `router` 2's under Express 5). */
@@ -31,7 +33,8 @@ const MAX_READ_LAYERS = 10_000
  * `true` when Express would route the HEAD request `req` to a route with a HEAD handler of its
  * own (a route before any that handles its path's GET), or when that cannot be told (a routing
  * table larger than {@link MAX_READ_LAYERS}): the app answers it, not the GET entry. Read from
- * the top-level app with the path the client sent; routers mounted with `use` are read; a sub-app
+ * the top-level app with the path the client sent; routers mounted with `use` are read; a router or app used as a route handler
+ * (`app.get(path, router)`) is not, and HEAD requests it gets go to the app; a sub-app
  * mounted on the path (`app.use('/x', subApp)`) is not, and its HEAD requests go to the app. Costs a walk of the routing table on each HEAD
  * request that reaches such a cache, none on GET.
  */
@@ -63,7 +66,7 @@ function routeOf(
     if (route !== undefined && route !== null) {
       const methods = route.methods ?? {}
       if (methods.head === true) return 'head'
-      if (methods.get === true || methods._all === true) return 'get'
+      if (methods.get === true || methods._all === true) return handsOn(route) ? 'head' : 'get'
       continue
     }
     // A sub-app mounted with `app.use(path, subApp)`: its routes are not read, so it answers.
@@ -78,6 +81,21 @@ function routeOf(
     }
   }
   return undefined
+}
+
+/**
+ * Whether one of `route`'s handlers is a router or an app (`app.get('/b', router)`): it routes
+ * HEAD by its own table, which is not read here, so the app answers.
+ */
+function handsOn(route: RouteLike): boolean {
+  const stack = route.stack
+  if (!Array.isArray(stack)) return false
+  for (const layer of stack) {
+    const handle = layer.handle as ((...args: unknown[]) => unknown) & { stack?: unknown; handle?: unknown }
+    if (typeof handle === 'function' && (Array.isArray(handle.stack) || typeof handle.handle === 'function'))
+      return true
+  }
+  return false
 }
 
 /** The part of `path` the layer matches (`''` for `use('/')`), or `undefined`. */

@@ -83,6 +83,25 @@ describe.each(EXPRESS)('%s: HEAD with a cache before the routes', (_name, expres
     expect((await r.request('/docs/1')).headers['cache-status']).toMatch(/hit/)
     expect((await r.request('/docs/1', { method: 'HEAD' })).status).toBe(403)
   })
+
+  it.each(['get', 'all'] as const)(
+    'answers HEAD with the HEAD handler of a router used as the handler of app.%s',
+    async (method) => {
+      const app = express()
+      app.use(cacheResponse({ ttl: 60, backend: memory() }))
+      const inner = express.Router()
+      inner.head('/b', (_req: any, res: any) => {
+        res.set('x-who', 'router-head').end()
+      })
+      inner.get('/b', (_req: any, res: any) => res.set('x-who', 'router-get').send('body'))
+      app[method]('/b', inner)
+      const r = await serve(app)
+      await r.request('/b')
+      expect((await r.request('/b')).headers['cache-status']).toMatch(/hit/)
+      // Before: a hit replaying the GET handler's headers.
+      expect((await r.request('/b', { method: 'HEAD' })).headers['x-who']).toBe('router-head')
+    },
+  )
 })
 
 describe.each(EXPRESS)('%s: HEAD at cache.front(app) with frontSkipsAllMiddleware', (_name, express) => {
@@ -106,5 +125,23 @@ describe.each(EXPRESS)('%s: HEAD at cache.front(app) with frontSkipsAllMiddlewar
     const other = await r.request('/other', { method: 'HEAD' })
     expect(other.status).toBe(200)
     expect(other.headers['cache-status']).toMatch(/hit/)
+  })
+
+  it('answers HEAD with the HEAD handler of a router used as a route handler', async () => {
+    const cache = cacheResponse({ ttl: 60, backend: memory(), frontSkipsAllMiddleware: true })
+    const app = express()
+    app.use(cache)
+    const inner = express.Router()
+    inner.head('/b', (_req: any, res: any) => {
+      res.set('x-who', 'router-head').end()
+    })
+    inner.get('/b', (_req: any, res: any) => res.set('x-who', 'router-get').send('body'))
+    app.get('/b', inner)
+    const listener = cache.front(app)
+    const r = await serve({ listen: (...args: any[]) => createServer(listener).listen(...args) })
+    await r.request('/b')
+    expect((await r.request('/b')).headers['cache-status']).toMatch(/hit/)
+    // Before: a hit replaying the GET handler's headers.
+    expect((await r.request('/b', { method: 'HEAD' })).headers['x-who']).toBe('router-head')
   })
 })

@@ -130,6 +130,77 @@ describe.each(EXPRESS)('lines the client sent, removed before the cache, on %s',
     expect(text(await r.request('/me', alice))).toBe('page of alice #2')
   })
 
+  /** `/me` behind an auth layer put before the cache, `ttl: 60` then stale for 600 s on the clock it returns. */
+  function staleAccount(strip: (req: any) => void) {
+    let now = 1_000_000
+    const clock = () => now
+    const app = express()
+    app.use((req: any, _res: any, next: any) => {
+      strip(req)
+      next()
+    })
+    let runs = 0
+    const cache = cacheResponse({
+      backend: memory(clock),
+      now: clock,
+      ttl: 60,
+      staleWhileRevalidate: 600,
+      allowAuthorized: true,
+      vary: ['authorization'],
+    })
+    app.get('/me', cache, (req: any, res: any) => res.send(`hello ${req.user ?? 'guest'} #${++runs}`))
+    return { app, cache, expire: () => (now += 61_000) }
+  }
+
+  it.each([
+    ['empties rawHeaders', (req: any) => (req.rawHeaders = [])],
+    ['deletes rawHeaders', (req: any) => delete req.rawHeaders],
+  ])('refreshes Alice’s stale entry with her token, though the auth layer %s', async (_how, clear) => {
+    const { app, cache, expire } = staleAccount((req) => {
+      const auth = req.headers.authorization
+      if (auth === undefined) return
+      req.user = auth.slice(7)
+      delete req.headers.authorization
+      clear(req)
+    })
+    const r = await serve(app)
+    const alice = { headers: { authorization: 'Bearer alice' } }
+    expect(text(await r.request('/me', alice))).toBe('hello alice #1')
+    expire()
+    expect(text(await r.request('/me', alice))).toBe('hello alice #1')
+    for (let i = 0; i < 300 && cache.stats.sets < 2; i++)
+      await new Promise((resolve) => setTimeout(resolve, 10))
+    // Before: "hello guest #2", a hit under Alice's key.
+    expect(text(await r.request('/me', alice))).toBe('hello alice #2')
+  })
+
+  it('refreshes a legacy domain’s stale entry as the legacy page, though a layer maps its Host to the new domain', async () => {
+    let now = 1_000_000
+    const clock = () => now
+    const app = express()
+    app.use((req: any, _res: any, next: any) => {
+      if (req.headers.host === 'old.shop.test') {
+        req.headers.host = 'shop.test'
+        for (let i = 0; i < req.rawHeaders.length; i += 2)
+          if (req.rawHeaders[i].toLowerCase() === 'host') req.rawHeaders[i + 1] = 'shop.test'
+        req.legacy = true
+      }
+      next()
+    })
+    let runs = 0
+    const cache = cacheResponse({ backend: memory(clock), now: clock, ttl: 60, staleWhileRevalidate: 600 })
+    app.get('/', cache, (req: any, res: any) => res.send(`${req.legacy ? 'legacy' : 'main'} page #${++runs}`))
+    const r = await serve(app)
+    const legacy = { headers: { host: 'old.shop.test' } }
+    expect(text(await r.request('/', legacy))).toBe('legacy page #1')
+    now += 61_000
+    expect(text(await r.request('/', legacy))).toBe('legacy page #1')
+    for (let i = 0; i < 300 && cache.stats.sets < 2; i++)
+      await new Promise((resolve) => setTimeout(resolve, 10))
+    // Before: "main page #2", stored under old.shop.test's key.
+    expect(text(await r.request('/', legacy))).toBe('legacy page #2')
+  })
+
   it('a GET whose body a parser read and whose Content-Length a layer deleted still bypasses: Bob never gets Alice’s results', async () => {
     const app = express()
     app.use(express.json({ type: () => true }))

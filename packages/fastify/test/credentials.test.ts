@@ -185,3 +185,43 @@ describe('a stale-while-revalidate refresh', () => {
     expect(after.cacheStatus).toMatch(/hit/)
   })
 })
+
+describe('an auth hook that empties or deletes request.raw.rawHeaders', () => {
+  it.each([
+    ['empties', (request: WithUser) => (request.raw.rawHeaders = [])],
+    ['deletes', (request: WithUser) => delete (request.raw as { rawHeaders?: string[] }).rawHeaders],
+  ] as const)('%s it: a stale entry of Alice is never refreshed with the guest page', async (_how, clear) => {
+    let now = 1_000_000
+    const clock = () => now
+    const app = Fastify()
+    apps.push(app)
+    await app.register(cachePlugin, { backend: memoryBackend({ now: clock }), now: clock })
+    app.decorateRequest('user', null)
+    app.addHook('onRequest', async (request) => {
+      const auth = request.headers.authorization
+      if (auth === undefined) return
+      ;(request as WithUser).user = auth.slice(7)
+      delete request.headers.authorization
+      clear(request as WithUser)
+    })
+    let runs = 0
+    const cache = { ttl: 60, staleWhileRevalidate: 600, allowAuthorized: true, vary: ['authorization'] }
+    app.get(
+      '/me',
+      { config: { cache } },
+      async (request) => `hello ${(request as WithUser).user ?? 'guest'} #${++runs}`,
+    )
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    const url = `http://127.0.0.1:${(app.server.address() as { port: number }).port}`
+    const alice = { authorization: 'Bearer alice' }
+    expect((await get(`${url}/me`, alice)).body).toBe('hello alice #1')
+    now += 61_000
+    expect((await get(`${url}/me`, alice)).body).toBe('hello alice #1')
+    const routeCache = [...app.cache.routes.values()][0]!
+    for (let i = 0; i < 300 && routeCache.stats.sets + routeCache.stats.errors < 2; i++)
+      await new Promise((r) => setTimeout(r, 10))
+    // Before: "hello guest #2", a hit under Alice's key. Refreshed with her token, or (a copy
+    // whose key the hook changed) not stored: the stale entry is hers until it expires.
+    expect((await get(`${url}/me`, alice)).body).toMatch(/^hello alice #[12]$/)
+  })
+})

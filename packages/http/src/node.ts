@@ -501,36 +501,54 @@ export const CONDITIONAL_REQUEST_HEADERS: readonly string[] = [
  * Gives a refresh's copy of `req` the headers the client sent (the middleware before the cache
  * runs again on them, and credentials are keyed as sent), without the conditional ones, parsed as
  * Node parses a request's (a header sent on several lines joined, or its later lines dropped, as
- * for the request itself). A request without header lines (made in code) lends its headers.
+ * for the request itself). Where the server noted the request's arrival, the host and credential
+ * lines are the noted ones (a layer may have rewritten or removed them, and rewrites them again
+ * on the copy), and the others come from `rawHeaders`, or from `headers` when a layer emptied or
+ * deleted `rawHeaders`. A request neither noted nor with header lines (made in code) lends its headers.
  */
 export function setRefreshHeaders(copy: IncomingMessage, req: IncomingMessage): void {
   const raw = req.rawHeaders
   const parse = (copy as unknown as { _addHeaderLines?: (lines: string[], n: number) => void })
     ._addHeaderLines
-  if (!Array.isArray(raw) || raw.length === 0 || typeof parse !== 'function') {
+  const arrival = arrivalOf(req)
+  const hasLines = Array.isArray(raw) && raw.length > 0
+  if (typeof parse !== 'function' || (!hasLines && arrival === undefined)) {
     copy.headers = { ...req.headers }
     copy.rawHeaders = raw
     for (const name of CONDITIONAL_REQUEST_HEADERS) delete copy.headers[name]
     return
   }
-  // The credentials as the server noted them when the request arrived: a layer may have stripped
-  // them from `rawHeaders` (the entry is keyed on what was sent, and the layer runs again on them).
-  const arrived = arrivalOf(req)?.lines
   const lines: string[] = []
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    const name = raw[i]!.toLowerCase()
-    if (CONDITIONAL_REQUEST_HEADERS.includes(name)) continue
-    if (arrived !== undefined && CREDENTIAL_LINES.includes(name)) continue
-    lines.push(raw[i]!, raw[i + 1]!)
+  const keep = (name: string, value: string) => {
+    const lower = name.toLowerCase()
+    if (CONDITIONAL_REQUEST_HEADERS.includes(lower)) return
+    if (arrival !== undefined && AS_ARRIVED_LINES.includes(lower)) return
+    lines.push(name, value)
   }
+  if (hasLines) for (let i = 0; i + 1 < raw.length; i += 2) keep(raw[i]!, raw[i + 1]!)
+  else
+    for (const [name, value] of Object.entries(req.headers ?? {}))
+      if (Array.isArray(value)) for (const one of value) keep(name, one)
+      else if (value !== undefined) keep(name, String(value))
+  const arrived = arrival?.lines
   if (arrived !== undefined)
     for (let i = 0; i + 1 < arrived.length; i += 2)
-      if (CREDENTIAL_LINES.includes(arrived[i]!.toLowerCase())) lines.push(arrived[i]!, arrived[i + 1]!)
+      if (AS_ARRIVED_LINES.includes(arrived[i]!.toLowerCase())) lines.push(arrived[i]!, arrived[i + 1]!)
   parse.call(copy, lines, lines.length)
 }
 
-/** The request headers the credential rules read, lower case. */
-const CREDENTIAL_LINES: readonly string[] = ['authorization', 'cookie']
+/**
+ * The request lines a noted copy takes as they arrived, lower case: the host and protocol the
+ * entry is keyed on (the layer that maps an alias runs again on what the client sent) and the
+ * credentials the credential rules read.
+ */
+const AS_ARRIVED_LINES: readonly string[] = [
+  'host',
+  'x-forwarded-host',
+  'x-forwarded-proto',
+  'authorization',
+  'cookie',
+]
 
 /** The headers {@link setRefreshHeaders} gives a copy, for a refresh that is not an `IncomingMessage`. */
 export function refreshRequestHeaders(req: IncomingMessage): IncomingHttpHeaders {
