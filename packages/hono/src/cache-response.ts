@@ -168,16 +168,11 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       const headers = headerRecord(result.headers, 'content-length')
       // The stored bytes as they are (no copy): a Response never writes into its body. No bytes
       // go as no body, as a bodiless miss (`c.body(null)`, a 204, a redirect) went: given an empty
-      // one, @hono/node-server would add a `Content-Type` the miss never had. An empty body stored
-      // with a `Content-Type` (on Node, every miss whose body was not null has one, see `record`)
-      // goes as an empty body, with that type and `Content-Length: 0`, as the miss did.
+      // one, @hono/node-server would add a `Content-Type` the miss never had. An empty body that
+      // was not null on the miss has its `Content-Type` stored (see `record`), and goes with it.
       const stored =
         result.kind === 'hit' && !result.headOnly ? (result.body as Uint8Array<ArrayBuffer>) : null
-      const body =
-        stored !== null &&
-        (stored.byteLength > 0 || (headers['content-type'] !== undefined && mayHaveBody(result.status)))
-          ? stored
-          : null
+      const body = stored !== null && stored.byteLength > 0 ? stored : null
       // Headers as a record: Hono sets them over those that layers before the cache prepared,
       // without building a `Headers` of them first.
       const response = c.newResponse(body, result.status as StatusCode, headers)
@@ -251,7 +246,10 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       stopNoting()
     }
     const res = c.res
-    const headers = outgoingHeaders(res.headers)
+    // Taken before the body is read: reading it can make the fetch `Response` behind Hono's add
+    // a `Content-Type` (`text/plain;charset=UTF-8` for a string) the server would not have sent.
+    const resHeaders = res.headers
+    const headers = outgoingHeaders(resHeaders)
     if (headers[ALREADY_SENT_HEADER] !== undefined) {
       // The handler wrote the response on Node's response itself, maybe before this line: its
       // bytes never pass the cache, which cannot tell what was sent, nor when it is whole. It is
@@ -268,11 +266,10 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       if (value !== undefined && (onHono.has(name) || String(value) !== String(before[name])))
         own[name] = value
     }
-    // A body without a type gets one as it leaves (the fetch `Response`'s for a string, made as
-    // its body is read; else @hono/node-server's default): stored as the handler's, so that a hit
-    // on an empty body is told from a miss that had no body (`c.body(null)`).
+    // @hono/node-server gives a body without a type its default one: stored as the handler's, so
+    // that a hit on an empty body is told from a miss that had no body (`c.body(null)`).
     if (node !== undefined && headers['content-type'] === undefined && res.body !== null)
-      own['content-type'] = res.headers.get('content-type') ?? DEFAULT_CONTENT_TYPE
+      own['content-type'] = DEFAULT_CONTENT_TYPE
     // Headers the handler set on Node's response (`c.env.outgoing.setHeader`) go out with the
     // response unless Hono's has that name (the server writes Hono's over them): they are the
     // handler's, stored and replayed as Hono's own are, so that a hit says what the miss said.
@@ -294,7 +291,7 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       headers,
       own: { status: res.status, headers: own, earlier },
     })
-    const sent = new Headers(res.headers)
+    const sent = new Headers(resHeaders)
     for (const [name, value] of miss.set) sent.set(name, value)
     for (const [name, value] of advice.set) sent.set(name, value)
     const cacheControl = advice.cacheControl !== undefined && sharable(sent) ? advice.cacheControl : undefined
@@ -711,11 +708,6 @@ function refreshEnv(env: unknown): unknown {
     own = new NodeServerResponse(incoming as IncomingMessage)
   }
   return { ...(env as object), outgoing: own }
-}
-
-/** Whether a `Response` of `status` may have a body (the fetch spec's null body statuses may not). */
-function mayHaveBody(status: number): boolean {
-  return status >= 200 && status !== 204 && status !== 205 && status !== 304
 }
 
 /**

@@ -377,7 +377,7 @@ describe("a stale-while-revalidate refresh's own Node response ends as the serve
   })
 })
 
-describe('a stored empty body is replayed as the miss sent it: with its Content-Type and Content-Length: 0', () => {
+describe('a stored empty body that was not null is replayed with the Content-Type the miss sent', () => {
   it.each([
     ['c.body(new ArrayBuffer(0))', (c: Context) => c.body(new ArrayBuffer(0))],
     [
@@ -394,13 +394,10 @@ describe('a stored empty body is replayed as the miss sent it: with its Content-
     const base = await listen(app)
     const miss = await get(base, '/empty')
     expect(miss.headers['content-type']).toBeDefined()
-    // The miss is framed as the body streams through the cache (chunked, or Content-Length: 0).
-    expect(miss.headers['content-length'] ?? '0').toBe('0')
     const hit = await get(base, '/empty')
     expect(hit.headers['cache-status']).toMatch(/hit/)
+    // Before: the hit had no Content-Type.
     expect(hit.headers['content-type']).toBe(miss.headers['content-type'])
-    expect(hit.headers['content-length']).toBe('0')
-    expect(hit.headers['transfer-encoding']).toBeUndefined()
     expect(hit.body.length).toBe(0)
   })
 })
