@@ -168,7 +168,8 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       const headers = headerRecord(result.headers, 'content-length')
       // The stored bytes as they are (no copy): a Response never writes into its body. No bytes
       // go as no body, as a bodiless miss (`c.body(null)`, a 204, a redirect) went: given an empty
-      // one, @hono/node-server would add a `Content-Type` the miss never had.
+      // one, @hono/node-server would add a `Content-Type` the miss never had. An empty body that
+      // was not null on the miss has its `Content-Type` stored (see `record`), and goes with it.
       const stored =
         result.kind === 'hit' && !result.headOnly ? (result.body as Uint8Array<ArrayBuffer>) : null
       const body = stored !== null && stored.byteLength > 0 ? stored : null
@@ -245,7 +246,10 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       stopNoting()
     }
     const res = c.res
-    const headers = outgoingHeaders(res.headers)
+    // Taken before the body is read: reading it can make the fetch `Response` behind Hono's add
+    // a `Content-Type` (`text/plain;charset=UTF-8` for a string) the server would not have sent.
+    const resHeaders = res.headers
+    const headers = outgoingHeaders(resHeaders)
     if (headers[ALREADY_SENT_HEADER] !== undefined) {
       // The handler wrote the response on Node's response itself, maybe before this line: its
       // bytes never pass the cache, which cannot tell what was sent, nor when it is whole. It is
@@ -262,6 +266,10 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       if (value !== undefined && (onHono.has(name) || String(value) !== String(before[name])))
         own[name] = value
     }
+    // @hono/node-server gives a body without a type its default one: stored as the handler's, so
+    // that a hit on an empty body is told from a miss that had no body (`c.body(null)`).
+    if (node !== undefined && headers['content-type'] === undefined && res.body !== null)
+      own['content-type'] = DEFAULT_CONTENT_TYPE
     // Headers the handler set on Node's response (`c.env.outgoing.setHeader`) go out with the
     // response unless Hono's has that name (the server writes Hono's over them): they are the
     // handler's, stored and replayed as Hono's own are, so that a hit says what the miss said.
@@ -283,7 +291,7 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       headers,
       own: { status: res.status, headers: own, earlier },
     })
-    const sent = new Headers(res.headers)
+    const sent = new Headers(resHeaders)
     for (const [name, value] of miss.set) sent.set(name, value)
     for (const [name, value] of advice.set) sent.set(name, value)
     const cacheControl = advice.cacheControl !== undefined && sharable(sent) ? advice.cacheControl : undefined
@@ -449,25 +457,38 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     if (match === undefined) return false
     // The headers the client sent (on @hono/node-server, the lines as they arrived, appended as
     // it builds the Request): the layers before the cache run again on them, and credentials a
-    // session layer rewrote are keyed as sent. Elsewhere, the Request as the layers left it.
+    // session layer rewrote are keyed as sent. A layer may have rewritten or deleted a line in
+    // `rawHeaders` too (an auth layer removing the token it verified): those the server noted as
+    // it emitted the request (`Cookie`, `Authorization`, …) are taken as noted, so that the layer
+    // runs on them again as it did on the miss. Elsewhere, the Request as the layers left it.
     const lines = sentHeaderLines(c.env)
     let headers: Headers
     if (lines === undefined) headers = new Headers(c.req.raw.headers)
     else {
+      const arrived = arrivalOf((c.env as { incoming?: unknown }).incoming)?.lines
+      const noted = new Set<string>()
+      if (arrived !== undefined)
+        for (let i = 0; i < arrived.length; i += 2) noted.add(arrived[i]!.toLowerCase())
       headers = new Headers()
-      for (let i = 0; i + 1 < lines.length; i += 2) {
-        try {
-          headers.append(lines[i]!, lines[i + 1]!)
-        } catch {
-          // A line the fetch Headers refuse (an HTTP/2 pseudo-header): the Request never had it.
+      const append = (from: readonly string[], skip: ReadonlySet<string>) => {
+        for (let i = 0; i + 1 < from.length; i += 2) {
+          if (skip.size > 0 && skip.has(String(from[i]).toLowerCase())) continue
+          try {
+            headers.append(from[i]!, from[i + 1]!)
+          } catch {
+            // A line the fetch Headers refuse (an HTTP/2 pseudo-header): the Request never had it.
+          }
         }
       }
+      append(lines, noted)
+      if (arrived !== undefined) append(arrived, new Set())
     }
     for (const name of CONDITIONAL_REQUEST_HEADERS) headers.delete(name)
     const request = new Request(c.req.raw.url, { method: 'GET', headers })
     const Ctx = c.constructor as new (req: Request, options: object) => Context
+    const env = refreshEnv(c.env)
     const copy = new Ctx(request, {
-      env: refreshEnv(c.env),
+      env,
       executionCtx: executionContextOf(c),
       path: c.req.path,
       matchResult: match,
@@ -506,9 +527,16 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       if (reader === undefined) return
       for (;;) if ((await reader.read()).done) break
     }
+    // The refresh's own Node response ends once its chain is over, whatever the outcome.
+    const own = env === c.env ? undefined : nodeOutgoing(env)
     // Started once the cache knows how to stop it; outside the request's own miss, if any.
     queueMicrotask(() => {
-      if (!refresh.done) making.exit(() => run().catch((error: unknown) => refresh.fail(error)))
+      if (refresh.done) return own === undefined ? undefined : endOwnResponse(own)
+      making.exit(() =>
+        run()
+          .catch((error: unknown) => refresh.fail(error))
+          .finally(() => own !== undefined && endOwnResponse(own)),
+      )
     })
     return () => void reader?.cancel().catch(() => {})
   }
@@ -680,6 +708,34 @@ function refreshEnv(env: unknown): unknown {
     own = new NodeServerResponse(incoming as IncomingMessage)
   }
   return { ...(env as object), outgoing: own }
+}
+
+/**
+ * Ends a refresh's own Node response (see {@link refreshEnv}) as the server ends its responses:
+ * `finish`, then `close`. On no connection Node emits neither, and layers that count requests in
+ * flight until their response closes (a concurrency limiter, `on-finished`, a gauge) would count
+ * every refresh for good.
+ */
+function endOwnResponse(own: NodeOutgoing): void {
+  const res = own as unknown as ServerResponse
+  if (res.destroyed) return
+  let finished = false
+  res.once('finish', () => {
+    finished = true
+  })
+  try {
+    // Its head is written here if the chain never wrote it (the refresh failed or was stopped).
+    if (!res.writableEnded) res.end()
+  } catch {
+    // A head a layer made unwritable: the events still say the response is over.
+  }
+  if (!finished) res.emit('finish')
+  // As Node closes a response once its socket let go of it (`destroy` on no socket closes nothing).
+  process.nextTick(() => {
+    if (res.destroyed) return
+    res.destroyed = true
+    res.emit('close')
+  })
 }
 
 /** `@hono/node-server`'s default type of a response with a body and none of its own. */

@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net'
 import type { CacheEvent } from '@cache/core'
 import { memoryBackend } from '@cache/memory'
 import { type HttpBindings, type ServerType, serve } from '@hono/node-server'
-import { Hono, type MiddlewareHandler } from 'hono'
+import { type Context, Hono, type MiddlewareHandler } from 'hono'
 import onHeaders from 'on-headers'
 import { describe, expect, it } from 'vitest'
 import { cacheResponse, noteArrivals, type ResponseCacheMiddleware } from '../src/index.js'
@@ -258,5 +258,146 @@ describe('a stored empty body is replayed as no body: hits carry no Content-Type
     expect(hit.headers['cache-status']).toMatch(/hit/)
     expect(hit.headers['content-type']).toBe(miss.headers['content-type'])
     expect([...hit.body]).toEqual([1, 2, 3])
+  })
+})
+
+describe('a stale-while-revalidate refresh runs the layers before the cache on the credentials the client sent', () => {
+  type UserEnv = { Bindings: HttpBindings; Variables: { user: string } }
+
+  /** Alice's page goes stale and is refreshed; Alice then gets her own page again, from the cache. */
+  async function aliceAfterRefresh(
+    options: Parameters<typeof cacheResponse>[0] & object,
+    layer: MiddlewareHandler<UserEnv>,
+    alice: Record<string, string>,
+    anonymous: Record<string, string>,
+  ) {
+    const time = clock()
+    const cache = cacheResponse({ ...options, backend: memoryBackend(), now: time.now })
+    const app = new Hono<UserEnv>()
+    app.use('*', layer)
+    let runs = 0
+    app.get('/me', cache, (c) => c.text(`user=${c.get('user')} #${++runs}`))
+    const base = await listen(app)
+    expect((await get(base, '/me', 'GET', alice)).text).toBe('user=alice #1')
+    expect((await get(base, '/me', 'GET', anonymous)).text).toBe('user=anonymous #2')
+    time.pass(2_000)
+    const refresh = settled(cache)
+    expect((await get(base, '/me', 'GET', alice)).text).toBe('user=alice #1')
+    expect(await refresh).toBe('set')
+    const after = await get(base, '/me', 'GET', alice)
+    expect(after.headers['cache-status']).toMatch(/hit/)
+    // Before: the refresh ran on the lines as the layer had left them, and stored the anonymous
+    // page under Alice's entry.
+    expect(after.text).toBe('user=alice #3')
+    expect((await get(base, '/me', 'GET', anonymous)).text).toBe('user=anonymous #2')
+  }
+
+  it('a session layer that takes sid= out of the Cookie, on the Request and in rawHeaders', async () => {
+    await aliceAfterRefresh(
+      { ttl: 1, staleWhileRevalidate: 30, allowCookies: true, vary: ['cookie'] },
+      async (c, next) => {
+        const cookie = c.req.header('cookie') ?? ''
+        c.set('user', /(?:^|;\s*)sid=([^;]*)/.exec(cookie)?.[1] ?? 'anonymous')
+        const rest = cookie
+          .split(/;\s*/)
+          .filter((part) => part !== '' && !part.startsWith('sid='))
+          .join('; ')
+        if (rest === '') c.req.raw.headers.delete('cookie')
+        else c.req.raw.headers.set('cookie', rest)
+        const lines = c.env.incoming.rawHeaders
+        for (let i = 0; i < lines.length; i += 2) if (/^cookie$/i.test(lines[i]!)) lines[i + 1] = rest
+        await next()
+      },
+      { cookie: 'sid=alice; theme=dark' },
+      { cookie: 'theme=dark' },
+    )
+  })
+
+  it('an auth layer that deletes the Authorization it verified, from the Request, rawHeaders and headers', async () => {
+    await aliceAfterRefresh(
+      { ttl: 1, staleWhileRevalidate: 30, allowAuthorized: true, vary: ['authorization'] },
+      async (c, next) => {
+        const token = c.req.header('authorization')
+        c.set('user', token === undefined ? 'anonymous' : token.replace('Bearer ', ''))
+        c.req.raw.headers.delete('authorization')
+        const lines = c.env.incoming.rawHeaders
+        for (let i = lines.length - 2; i >= 0; i -= 2)
+          if (/^authorization$/i.test(lines[i]!)) lines.splice(i, 2)
+        delete c.env.incoming.headers.authorization
+        await next()
+      },
+      { authorization: 'Bearer alice' },
+      {},
+    )
+  })
+})
+
+describe("a stale-while-revalidate refresh's own Node response ends as the server's responses do", () => {
+  it('emits finish, then close, once its chain is over: an in-flight count before the cache goes back to 0', async () => {
+    const time = clock()
+    const cache = cacheResponse({ ttl: 1, staleWhileRevalidate: 30, backend: memoryBackend(), now: time.now })
+    const app = new Hono<{ Bindings: HttpBindings }>()
+    let inflight = 0
+    const events: string[] = []
+    const closed: Promise<void>[] = []
+    app.use('*', async (c, next) => {
+      if (inflight >= 2) return c.text('busy', 503)
+      inflight++
+      const outgoing = c.env.outgoing
+      outgoing.once('finish', () => events.push('finish'))
+      closed.push(
+        new Promise((resolve) =>
+          outgoing.once('close', () => {
+            events.push('close')
+            inflight--
+            resolve()
+          }),
+        ),
+      )
+      await next()
+    })
+    let runs = 0
+    app.get('/p', cache, (c) => c.text(`page #${++runs}`))
+    const base = await listen(app)
+    expect((await get(base, '/p')).text).toBe('page #1')
+    for (let round = 0; round < 3; round++) {
+      time.pass(2_000)
+      const refresh = settled(cache)
+      expect((await get(base, '/p')).status).toBe(200)
+      expect(await refresh).toBe('set')
+    }
+    const timeout = new Promise<string>((resolve) => setTimeout(() => resolve('timed out'), 2_000))
+    // Before: the refreshes' responses never closed, and the limiter answered 503 from then on.
+    expect(await Promise.race([Promise.all(closed).then(() => 'closed'), timeout])).toBe('closed')
+    expect(inflight).toBe(0)
+    expect(events.filter((event) => event === 'finish')).toHaveLength(closed.length)
+    const page = await get(base, '/p')
+    expect(page.status).toBe(200)
+    expect(page.text).toBe('page #4')
+  })
+})
+
+describe('a stored empty body that was not null is replayed with the Content-Type the miss sent', () => {
+  it.each([
+    ['c.body(new ArrayBuffer(0))', (c: Context) => c.body(new ArrayBuffer(0))],
+    [
+      "c.body('', 200, { 'content-length': '0' })",
+      (c: Context) => c.body('', 200, { 'content-length': '0' }),
+    ],
+    [
+      'c.body(new ArrayBuffer(0), 200, { content-type: text/csv })',
+      (c: Context) => c.body(new ArrayBuffer(0), 200, { 'content-type': 'text/csv' }),
+    ],
+  ] as const)('%s', async (_name, handler) => {
+    const app = new Hono()
+    app.get('/empty', cacheResponse({ ttl: 60, backend: memoryBackend() }), handler)
+    const base = await listen(app)
+    const miss = await get(base, '/empty')
+    expect(miss.headers['content-type']).toBeDefined()
+    const hit = await get(base, '/empty')
+    expect(hit.headers['cache-status']).toMatch(/hit/)
+    // Before: the hit had no Content-Type.
+    expect(hit.headers['content-type']).toBe(miss.headers['content-type'])
+    expect(hit.body.length).toBe(0)
   })
 })
