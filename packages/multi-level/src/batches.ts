@@ -31,9 +31,20 @@ export class ChainBatches {
             level.breaker.success()
             if (level === shared) sharedCleared = true
           } catch (error) {
-            level.missedClear()
+            if (level !== shared) {
+              level.missedClear()
+              this.chain.health.failed(level, 'clear', error)
+              return
+            }
+            sharedError = error
+            // Refused (a backend that cannot clear, as Redis without a namespace): nothing changed
+            // there, nothing to repair, and the level stays in use; the error reaches the caller.
+            if (isCallerError(error)) return
             this.chain.health.failed(level, 'clear', error)
-            if (level === shared) sharedError = error
+            // Failed while in use: maybe applied, and other processes write meanwhile; cleared
+            // again only if the level turns out to be down (see Level.suspect).
+            if (shared.closed) shared.suspectClear()
+            else shared.missedClear()
           }
         }),
       )
@@ -44,6 +55,7 @@ export class ChainBatches {
     // A clear that failed on the shared level may have been applied there all the same.
     if (sharedCleared) await this.chain.invalidation.publish({ clear: true })
     else if (!isCallerError(sharedError)) await this.chain.invalidation.publishHanded({ clear: true })
+    if (isCallerError(sharedError)) throw sharedError
     if (!sharedCleared) throw this.chain.health.notTaken(shared, 'clear', sharedError)
   }
 

@@ -120,9 +120,9 @@ export class LevelHealth {
   notTaken(shared: Level, operation: string, cause: unknown): CacheUnavailableError {
     return new CacheUnavailableError(
       'multi-level',
-      `multi-level: ${operation} did not reach the shared level (${shared.name}${
-        shared.breaker.state === 'closed' ? '' : ', skipped while its breaker is open'
-      }): applied to the faster levels only, and repaired on ${shared.name} as soon as it answers`,
+      shared.breaker.state === 'closed'
+        ? `multi-level: ${operation} failed on the shared level (${shared.name}), which may have applied it: the faster levels dropped the keys, and this process reads what ${shared.name} holds; write again if it must be applied`
+        : `multi-level: ${operation} did not reach the shared level (${shared.name}, skipped while its breaker is open): applied to the faster levels only, and repaired on ${shared.name} as soon as it answers`,
       cause === undefined ? undefined : { cause },
     )
   }

@@ -169,6 +169,11 @@ export class Level {
     }
   }
 
+  /** A `clear()` this level failed while in use: as {@link suspect}, for every key. */
+  suspectClear(): void {
+    this.suspects = 'all'
+  }
+
   /** The breaker opened: the writes failed since the last success are repaired as skipped ones. */
   wentDown(): void {
     const suspects = this.suspects

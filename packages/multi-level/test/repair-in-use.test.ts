@@ -203,3 +203,32 @@ describe('multiLevel(memory, redis): a failed batch larger than maxPendingKeys (
     }
   })
 })
+
+describe("multiLevel(memory, redis without a namespace): a clear() Redis's backend refuses", () => {
+  it('throws that error and leaves Redis in use: counters and locks stay shared with other processes', async () => {
+    // Databases of their own: a namespace-less backend owns its database.
+    const db = 9
+    const shared = redisBackend(`${redis.url}/${db}`, { namespace: '', logger: false })
+    const chain = multiLevel({
+      levels: [memoryBackend(), shared],
+      breaker: { failureThreshold: 3, openFor: '200ms' },
+      logger: false,
+    })
+    const other = redisBackend(`${redis.url}/${db}`, { namespace: '', logger: false })
+    try {
+      expect(await other.incr('ctr')).toBe(1)
+      expect(await other.add('lock', 'B', '20s')).toBe(true)
+      await expect(chain.clear()).rejects.toMatchObject({ code: 'CACHE_CONFIG' })
+      await sleep(600)
+      expect(chain.levelStats()[1]).toMatchObject({ state: 'closed', pendingClear: false })
+      expect(await chain.incr('ctr')).toBe(2)
+      expect(await chain.add('lock', 'A', '20s')).toBe(false)
+      expect(await other.get('ctr')).toBe(2)
+    } finally {
+      await other.delete('ctr')
+      await other.delete('lock')
+      await chain.close()
+      await other.close()
+    }
+  })
+})
