@@ -1,4 +1,10 @@
-import { type CacheEvent, type CacheEventName, CacheUnavailableError, formatDuration } from '@cache/core'
+import {
+  type CacheEvent,
+  type CacheEventName,
+  CacheError,
+  CacheUnavailableError,
+  formatDuration,
+} from '@cache/core'
 import type { CacheObserver, IncidentLog } from '@cache/core/backend'
 import { isCallerError } from './caller-error.js'
 import type { Level } from './level.js'
@@ -117,6 +123,18 @@ export class LevelHealth {
   }
 
   /** The shared level did not take a write: other processes may not see it. */
+  /**
+   * What the repair of `level` leaves undone (keys past `maxPendingKeys`, a clear it refuses):
+   * counted (`stats.errors`) and emitted as an `error` event of operation `repair`, once per
+   * occurrence. Not a failure of the level: its breaker does not count it.
+   */
+  unrepaired(level: Level, message: string): void {
+    level.stats.errors++
+    this.observer.stats.errors++
+    const error = new CacheError(`multi-level: level ${level.index + 1} (${level.name}): ${message}`)
+    this.emit('error', { backend: level.name, level: level.index, operation: 'repair', error })
+  }
+
   notTaken(shared: Level, operation: string, cause: unknown): CacheUnavailableError {
     return new CacheUnavailableError(
       'multi-level',

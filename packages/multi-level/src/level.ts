@@ -1,6 +1,7 @@
 import type { CacheBackend } from '@cache/core'
 import type { SyncAccess } from '@cache/core/backend'
 import { type BreakerOptions, type BreakerState, CircuitBreaker } from './breaker.js'
+import { isCallerError } from './caller-error.js'
 import { isPartialFailure } from './health.js'
 
 /** What multi-level counted for one level. */
@@ -68,11 +69,17 @@ export class Level {
   }
   readonly breaker: CircuitBreaker
   private readonly pending = new Set<string>()
+  /** Keys that changed past `maxPendingKeys` on the shared level, not repaired there (see {@link remember}). */
+  private unrepaired = 0
+  /** Told once per overflow of the shared level's repair list, with what is not repaired. */
+  onUnrepaired: (message: string) => void = () => {}
   /**
    * Keys of writes this level failed while in use (see {@link suspect}), since its last success;
    * `'all'` past `maxPendingKeys`.
    */
   private suspects: Set<string> | 'all' = new Set()
+  /** Suspect keys past `maxPendingKeys`. */
+  private suspectsPast = 0
   private pendingClear = false
   /** Keys a faster level changed on its own while this one was skipped (see {@link diverged}). */
   private readonly divergent = new Set<string>()
@@ -94,12 +101,15 @@ export class Level {
     readonly index: number,
     breaker: BreakerOptions,
     private readonly maxPending: number,
+    /** The slowest level: the one other processes share, whose keys are never cleared in bulk by a repair. */
+    private readonly shared = false,
   ) {
     this.name = backend.name
     this.sync = backend.sync
     this.breaker = new CircuitBreaker(breaker)
     this.breaker.onRecovered = () => {
       if (this.suspects === 'all' || this.suspects.size > 0) this.suspects = new Set()
+      this.suspectsPast = 0
     }
   }
 
@@ -161,11 +171,8 @@ export class Level {
   suspect(keys: readonly string[]): void {
     if (this.suspects === 'all') return
     for (const key of keys) {
-      if (this.suspects.size >= this.maxPending) {
-        this.suspects = 'all'
-        return
-      }
-      this.suspects.add(key)
+      if (this.suspects.size < this.maxPending) this.suspects.add(key)
+      else this.suspectsPast++
     }
   }
 
@@ -176,12 +183,16 @@ export class Level {
 
   /** The breaker opened: the writes failed since the last success are repaired as skipped ones. */
   wentDown(): void {
-    const suspects = this.suspects
+    const { suspects, suspectsPast } = this
     this.suspects = new Set()
+    this.suspectsPast = 0
     if (suspects === 'all') {
       this.pending.clear()
       this.pendingClear = true
-    } else for (const key of suspects) this.remember(key)
+      return
+    }
+    for (const key of suspects) this.remember(key)
+    if (suspectsPast > 0) this.overflow(suspectsPast)
   }
 
   /** Remembers that a `clear()` did not reach this level. */
@@ -240,14 +251,30 @@ export class Level {
   }
 
   private remember(key: string): void {
-    if (this.pendingClear) return
-    if (this.pending.size >= this.maxPending) {
-      // Lost track of what changed: the only safe repair left is to clear the level.
+    if (this.pendingClear || this.pending.has(key)) return
+    if (this.pending.size >= this.maxPending) return this.overflow(1)
+    this.pending.add(key)
+  }
+
+  /**
+   * Lost track of what changed. A faster level is cleared (it only caches the shared one). The
+   * shared level is not: clearing its namespace would delete every other process's locks and
+   * counters; the keys past the list stay as they are there (other processes, and this one once
+   * its faster levels dropped everything before the level is used again, read what it holds).
+   */
+  private overflow(keys: number): void {
+    if (!this.shared) {
       this.pending.clear()
       this.pendingClear = true
       return
     }
-    this.pending.add(key)
+    if (this.unrepaired === 0)
+      this.onUnrepaired(
+        `more keys changed than maxPendingKeys (${this.maxPending}) while ${this.name} could not take them: those past it are not repaired there (other processes may read their old values until they expire or are written again)`,
+      )
+    this.unrepaired += keys
+    this.divergent.clear()
+    this.divergentAll = true
   }
 
   /**
@@ -304,6 +331,17 @@ export class Level {
       } catch (error) {
         // Partial: the failed server is repaired by the backend before it serves again.
         if (isPartialFailure(error)) return
+        // A clear this level refuses (Redis without a namespace): the clear it missed would have
+        // been refused too. Retrying would keep it out of use for good; it is used again, its
+        // keys as they are, once the faster levels dropped everything.
+        if (isCallerError(error)) {
+          this.onUnrepaired(
+            `a clear() it missed is not repaired: it refuses clear() (${String((error as Error).message ?? error)})`,
+          )
+          this.divergent.clear()
+          this.divergentAll = true
+          return
+        }
         this.pendingClear = true
         throw error
       }

@@ -68,7 +68,9 @@ export class MultiLevelBackend implements CacheBackend {
     const maxPending = options.maxPendingKeys ?? 10_000
     if (!Number.isSafeInteger(maxPending) || maxPending < 0)
       throw new CacheConfigError('maxPendingKeys', `${String(maxPending)} is not a whole number`)
-    this.levels = backends.map((backend, i) => new Level(backend, i, options.breaker ?? {}, maxPending))
+    this.levels = backends.map(
+      (backend, i) => new Level(backend, i, options.breaker ?? {}, maxPending, i === backends.length - 1),
+    )
     this.closeLevels = options.closeLevels ?? true
     this.namespace =
       options.namespace ??
@@ -79,6 +81,7 @@ export class MultiLevelBackend implements CacheBackend {
     this.writes = new ChainWrites(this.chain)
     for (const level of this.levels) {
       level.onRepairFailure = (error) => this.chain.health.failed(level, 'repair', error, undefined, false)
+      level.onUnrepaired = (message) => this.chain.health.unrepaired(level, message)
       level.dropFaster = (keys) => this.chain.writer.dropFaster(level.index, keys)
       const forward = this.forwardLevelError(level)
       level.backend.on?.('error', forward)

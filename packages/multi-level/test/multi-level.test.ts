@@ -341,18 +341,41 @@ describe('multiLevel with a failing level', () => {
     expect(await l2.inner.get('gone')).toBe('theirs')
   })
 
-  it('clears a level that missed more keys than it can remember', async () => {
-    const { clock, l2, cache } = twoLevels({ failureThreshold: 1, maxPendingKeys: 3 })
-    await l2.set('untouched', 1)
+  it('never clears the shared level that missed more keys than it can remember: reported, and L1 emptied', async () => {
+    const { clock, l1, l2, cache } = twoLevels({ failureThreshold: 1, maxPendingKeys: 3 })
+    const repairs: MultiLevelEvent[] = []
+    cache.on('error', (e) => e.operation === 'repair' && repairs.push(e))
+    await l2.set('untouched', 1) // another process's counter or lock
+    await cache.set('cached', 'old')
     l2.down = true
     for (let i = 0; i < 5; i++) await expect(cache.set(`k${i}`, i)).rejects.toThrow(/did not reach/)
-    expect(cache.levelStats()[1]).toMatchObject({ pendingClear: true, pendingKeys: 0 })
+    expect(cache.levelStats()[1]).toMatchObject({ pendingClear: false, pendingKeys: 3 })
+    expect(repairs).toHaveLength(1)
+    expect(String(repairs[0]!.error)).toMatch(/maxPendingKeys \(3\)/)
     l2.down = false
+    await l2.inner.set('cached', 'theirs')
     clock.t += 5000
     await cache.get('x')
     await settle()
-    expect(await l2.has('untouched')).toBe(false)
     expect(cache.levels[1]!.breaker.state).toBe('closed')
+    expect(await l2.inner.get('untouched')).toBe(1)
+    // This process's faster level was emptied: it reads what L2 holds, as the others do.
+    expect(await l1.has('k4')).toBe(false)
+    expect(await cache.get('cached')).toBe('theirs')
+  })
+
+  it('a faster level that missed more keys than it can remember is cleared', async () => {
+    const l1 = chaos(memoryBackend())
+    const cache = multiLevel({
+      levels: [l1, memoryBackend()],
+      breaker: { failureThreshold: 1 },
+      maxPendingKeys: 3,
+      logger: false,
+    })
+    await l1.set('stale', 'old')
+    l1.down = true
+    for (let i = 0; i < 5; i++) await cache.set(`k${i}`, i)
+    expect(cache.levelStats()[0]).toMatchObject({ pendingClear: true })
   })
 
   it('reopens the breaker when the probe fails, and keeps the repairs for later', async () => {

@@ -232,3 +232,43 @@ describe("multiLevel(memory, redis without a namespace): a clear() Redis's backe
     }
   })
 })
+
+describe('multiLevel(memory, redis without a namespace): a clear() missed while Redis was unreachable', () => {
+  it('is not repaired (Redis refuses clear() without a namespace), and Redis is used again: counters stay shared', async () => {
+    const db = 10
+    const shared = redisBackend(`redis://127.0.0.1:${proxy.port}/${db}`, {
+      namespace: '',
+      timeout: '300ms',
+      maxReconnectDelay: '20ms',
+      logger: false,
+    })
+    const chain = multiLevel({
+      levels: [memoryBackend(), shared],
+      breaker: { failureThreshold: 1, openFor: '200ms' },
+      logger: false,
+    })
+    const repairs: MultiLevelEvent[] = []
+    chain.on('error', (e) => e.operation === 'repair' && repairs.push(e))
+    const other = redisBackend(`${redis.url}/${db}`, { namespace: '', logger: false })
+    try {
+      for (let i = 0; i < 10; i++) await other.incr('hits')
+      await chain.get('warm')
+      await proxy.refuse()
+      proxy.dropAll()
+      await chain.get('a').catch(() => undefined)
+      await until(() => chain.levelStats()[1]!.state !== 'closed', 3000)
+      await chain.clear().catch(() => undefined)
+      expect(chain.levelStats()[1]!.pendingClear).toBe(true)
+      await proxy.listen()
+      await until(() => chain.levelStats()[1]!.state === 'closed', 5000)
+      expect(chain.levelStats()[1]!.pendingClear).toBe(false)
+      expect(await chain.incr('hits')).toBe(11)
+      expect(repairs.some((e) => /refuses clear\(\)/.test(String(e.error)))).toBe(true)
+    } finally {
+      await proxy.listen().catch(() => undefined)
+      await other.delete('hits')
+      await chain.close()
+      await other.close()
+    }
+  })
+})
