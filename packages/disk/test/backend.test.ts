@@ -402,8 +402,10 @@ describe('contention and failures', () => {
     const c = cache({ lockTimeout: '2s' })
     const other = new Database(join(dir, 'cache.db'))
     other.prepare('BEGIN IMMEDIATE').run()
-    const latest = Date.now() + 1000
     const pending = c.set('quote', 'price at 10:00', 1)
+    // Read after the call, which reads the clock as it starts (before it, a busy machine's
+    // scheduler can pass a few ms between the two lines).
+    const latest = Date.now() + 1000
     setTimeout(() => {
       other.prepare('COMMIT').run()
       other.close()
@@ -420,8 +422,8 @@ describe('contention and failures', () => {
     await c.set('warm', 1)
     const other = new Database(join(dir, 'cache.db'))
     other.prepare('BEGIN IMMEDIATE').run()
-    const latest = Date.now() + 1000
     const pending = c.incr('requests:minute', 1, 1)
+    const latest = Date.now() + 1000
     setTimeout(() => {
       other.prepare('COMMIT').run()
       other.close()
