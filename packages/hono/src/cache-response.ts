@@ -3,6 +3,7 @@ import { createHash } from 'node:crypto'
 import {
   type IncomingHttpHeaders,
   type IncomingMessage,
+  IncomingMessage as NodeIncomingMessage,
   ServerResponse as NodeServerResponse,
   type OutgoingHttpHeaders,
   type ServerResponse,
@@ -463,16 +464,21 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     // runs on them again as it did on the miss. Elsewhere, the Request as the layers left it.
     const lines = sentHeaderLines(c.env)
     let headers: Headers
+    // The same lines for the copy's own Node request (see `refreshEnv`), conditional ones left out.
+    let sent: string[] | undefined
     if (lines === undefined) headers = new Headers(c.req.raw.headers)
     else {
-      const arrived = arrivalOf((c.env as { incoming?: unknown }).incoming)?.lines
+      sent = []
+      const arrived = arrivedAt((c.env as { incoming?: unknown }).incoming)?.lines
       const noted = new Set<string>()
       if (arrived !== undefined)
         for (let i = 0; i < arrived.length; i += 2) noted.add(arrived[i]!.toLowerCase())
       headers = new Headers()
       const append = (from: readonly string[], skip: ReadonlySet<string>) => {
         for (let i = 0; i + 1 < from.length; i += 2) {
-          if (skip.size > 0 && skip.has(String(from[i]).toLowerCase())) continue
+          const name = String(from[i]).toLowerCase()
+          if (skip.size > 0 && skip.has(name)) continue
+          if (!CONDITIONAL_REQUEST_HEADERS.includes(name)) sent!.push(String(from[i]), String(from[i + 1]))
           try {
             headers.append(from[i]!, from[i + 1]!)
           } catch {
@@ -486,7 +492,7 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     for (const name of CONDITIONAL_REQUEST_HEADERS) headers.delete(name)
     const request = new Request(c.req.raw.url, { method: 'GET', headers })
     const Ctx = c.constructor as new (req: Request, options: object) => Context
-    const env = refreshEnv(c.env)
+    const env = refreshEnv(c.env, sent)
     const copy = new Ctx(request, {
       env,
       executionCtx: executionContextOf(c),
@@ -527,18 +533,28 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       if (reader === undefined) return
       for (;;) if ((await reader.read()).done) break
     }
-    // The refresh's own Node response ends once its chain is over, whatever the outcome.
+    // The refresh's own Node response ends once its chain is over, whatever the outcome, or once
+    // the cache stops the refresh (after revalidateTimeout, a chain that never settles).
     const own = env === c.env ? undefined : nodeOutgoing(env)
+    let ownEnded = false
+    const endOwn = () => {
+      if (own === undefined || ownEnded) return
+      ownEnded = true
+      endOwnResponse(own)
+    }
     // Started once the cache knows how to stop it; outside the request's own miss, if any.
     queueMicrotask(() => {
-      if (refresh.done) return own === undefined ? undefined : endOwnResponse(own)
+      if (refresh.done) return endOwn()
       making.exit(() =>
         run()
           .catch((error: unknown) => refresh.fail(error))
-          .finally(() => own !== undefined && endOwnResponse(own)),
+          .finally(endOwn),
       )
     })
-    return () => void reader?.cancel().catch(() => {})
+    return () => {
+      reader?.cancel().catch(() => {})
+      endOwn()
+    }
   }
 
   const handler = middleware as unknown as ResponseCacheMiddleware
@@ -610,7 +626,7 @@ function requestView(c: Context, refresh: Refresh | undefined): HttpRequestView<
     rawHeaders: sentHeaderLines(c.env),
     // The credential and body lines as the server emitted the request: a layer may strip a line
     // from `rawHeaders` too.
-    arrivedLines: arrivalOf((c.env as { incoming?: unknown } | undefined)?.incoming)?.lines,
+    arrivedLines: arrivedAt((c.env as { incoming?: unknown } | undefined)?.incoming)?.lines,
     protocol: url.protocol,
     host: host === undefined ? undefined : url.host,
     get site() {
@@ -673,7 +689,7 @@ function arrivedAsHandedOn(incoming: ReceivedRequest, target: string): boolean {
   const server = incoming.socket?.server
   // Checked first: a server seen for the first time starts noting for the requests to come.
   if (!notesArrivals(server)) return false
-  const arrived = arrivalOf(incoming)
+  const arrived = arrivedAt(incoming)
   if (arrived === undefined || arrived.server !== server || arrived.url !== target) return false
   // HTTP/1: Hono's URL is built from the `Host` header, which a listener before Hono may have
   // rewritten with its line in `rawHeaders` (a domain alias): the line noted as it arrived tells.
@@ -682,19 +698,41 @@ function arrivedAsHandedOn(incoming: ReceivedRequest, target: string): boolean {
   return arrived.authority === undefined || arrived.authority === incoming.authority
 }
 
+/** The stale hit's Node request each refresh's own one (see {@link refreshEnv}) stands for. */
+const refreshedRequests = new WeakMap<object, object>()
+
 /**
- * The `c.env` of a background refresh on `@hono/node-server`: the stale hit's, with a Node
- * response of the refresh's own, of the class the server made the hit's with (a `ServerResponse`
- * subclass of `serverOptions`), over the hit's request, on no connection. What the refresh's
- * layers set there (`c.env.outgoing.setHeader('Vary', …)`, an `on-headers` hook) is judged with
- * its head, as on a miss; and what the stale hit's own layers keep doing on theirs (a timing
- * header after `await next()`) is not the refresh's. Elsewhere, `c.env` as it is.
+ * What the server noted of `incoming` as it arrived (see `noteArrivals`); for a refresh's own Node
+ * request, what it noted of the stale hit's.
  */
-function refreshEnv(env: unknown): unknown {
+function arrivedAt(incoming: unknown): ReturnType<typeof arrivalOf> {
+  return arrivalOf(
+    incoming !== null && typeof incoming === 'object'
+      ? (refreshedRequests.get(incoming) ?? incoming)
+      : incoming,
+  )
+}
+
+/**
+ * The `c.env` of a background refresh on `@hono/node-server`: the stale hit's, with a Node request
+ * and response of the refresh's own, on no connection. Over HTTP/1 the request is a new
+ * `IncomingMessage` on the hit's socket (for its address) with the method (`GET`), target and
+ * header lines the client sent (`sent`: the noted ones for the host, forwarded, credential and body
+ * lines, the live `rawHeaders` otherwise, conditional ones left out; its `headers` Node builds from
+ * them): a layer that read the user from `c.env.incoming.headers` and then deleted or swapped the
+ * line on the stale hit's request reads it again as sent. The response is of the class the server
+ * made the hit's with (a `ServerResponse` subclass of `serverOptions`). What the refresh's layers set
+ * there (`c.env.outgoing.setHeader('Vary', …)`, an `on-headers` hook) is judged with its head, as
+ * on a miss; and what the stale hit's own layers keep doing on theirs (a timing header after
+ * `await next()`) is not the refresh's. Over HTTP/2 the hit's request is kept. Elsewhere, `c.env`
+ * as it is.
+ */
+function refreshEnv(env: unknown, sent: string[] | undefined): unknown {
   const outgoing = nodeOutgoing(env)
   if (outgoing === undefined) return env
-  const incoming = (env as { incoming?: unknown }).incoming
-  if (incoming === null || typeof incoming !== 'object') return env
+  const hit = (env as { incoming?: unknown }).incoming
+  if (hit === null || typeof hit !== 'object') return env
+  const incoming = sent !== undefined && hit instanceof NodeIncomingMessage ? ownRequest(hit, sent) : hit
   // An HTTP/2 response cannot be made without its stream: a plain one stands in for it.
   const Outgoing = (
     outgoing instanceof NodeServerResponse ? outgoing.constructor : NodeServerResponse
@@ -707,7 +745,38 @@ function refreshEnv(env: unknown): unknown {
   } catch {
     own = new NodeServerResponse(incoming as IncomingMessage)
   }
-  return { ...(env as object), outgoing: own }
+  return { ...(env as object), incoming, outgoing: own }
+}
+
+/** A refresh's own Node request, standing for `hit` (see {@link refreshEnv}). */
+function ownRequest(hit: IncomingMessage, sent: string[]): IncomingMessage {
+  const copy = new NodeIncomingMessage(hit.socket)
+  copy.method = 'GET'
+  copy.url = arrivedAt(hit)?.url ?? hit.url ?? '/'
+  copy.httpVersionMajor = hit.httpVersionMajor
+  copy.httpVersionMinor = hit.httpVersionMinor
+  copy.httpVersion = hit.httpVersion
+  // What Node's parser does with the lines it read: `rawHeaders`, and `headers` built from them
+  // (duplicates joined or dropped as Node does).
+  const add = (copy as { _addHeaderLines?: (lines: string[], n: number) => void })._addHeaderLines
+  if (typeof add === 'function') {
+    add.call(copy, sent, sent.length)
+    // Built now, as on the hit's request (read before the layers ran): a layer that splices
+    // `rawHeaders` first must not leave Node building them from a shorter list.
+    void copy.headers
+  } else {
+    copy.rawHeaders = sent
+    const headers: IncomingHttpHeaders = {}
+    for (let i = 0; i + 1 < sent.length; i += 2) {
+      const name = sent[i]!.toLowerCase()
+      headers[name] = headers[name] === undefined ? sent[i + 1] : `${headers[name]}, ${sent[i + 1]}`
+    }
+    copy.headers = headers
+  }
+  copy.complete = true
+  copy.push(null)
+  refreshedRequests.set(copy, hit)
+  return copy
 }
 
 /**

@@ -330,6 +330,41 @@ describe('a stale-while-revalidate refresh runs the layers before the cache on t
       {},
     )
   })
+
+  it("an adapted Node auth layer that reads Authorization from c.env.incoming.headers and deletes it: Alice's entry keeps Alice's page", async () => {
+    await aliceAfterRefresh(
+      { ttl: 1, staleWhileRevalidate: 30, allowAuthorized: true, vary: ['authorization'] },
+      async (c, next) => {
+        const token = c.env.incoming.headers.authorization
+        c.set('user', token === undefined ? 'anonymous' : token.replace('Bearer ', ''))
+        delete c.env.incoming.headers.authorization
+        await next()
+      },
+      { authorization: 'Bearer alice' },
+      {},
+    )
+  })
+
+  it("an adapted Node auth layer that swaps in a service token on c.env.incoming.headers: Alice's entry keeps Alice's page", async () => {
+    await aliceAfterRefresh(
+      { ttl: 1, staleWhileRevalidate: 30, allowAuthorized: true, vary: ['authorization'] },
+      async (c, next) => {
+        const token = c.env.incoming.headers.authorization
+        c.set(
+          'user',
+          token === undefined
+            ? 'anonymous'
+            : token === 'Bearer svc'
+              ? 'service'
+              : token.replace('Bearer ', ''),
+        )
+        c.env.incoming.headers.authorization = 'Bearer svc'
+        await next()
+      },
+      { authorization: 'Bearer alice' },
+      {},
+    )
+  })
 })
 
 describe("a stale-while-revalidate refresh's own Node response ends as the server's responses do", () => {
@@ -374,6 +409,47 @@ describe("a stale-while-revalidate refresh's own Node response ends as the serve
     const page = await get(base, '/p')
     expect(page.status).toBe(200)
     expect(page.text).toBe('page #4')
+  })
+})
+
+describe('a stale-while-revalidate refresh abandoned after revalidateTimeout ends its own Node response', () => {
+  it('a handler that never settles: a per-client in-flight limiter before the cache goes back to 0 and lets the client in', async () => {
+    const time = clock()
+    const cache = cacheResponse({
+      ttl: 1,
+      staleWhileRevalidate: 30,
+      revalidateTimeout: '200ms',
+      backend: memoryBackend(),
+      now: time.now,
+    })
+    const app = new Hono<{ Bindings: HttpBindings }>()
+    let inflight = 0
+    app.use('*', async (c, next) => {
+      if (inflight >= 2) return c.text('too many requests in flight', 429)
+      inflight++
+      c.env.outgoing.once('close', () => inflight--)
+      await next()
+    })
+    let runs = 0
+    app.get('/p', cache, async (c) => {
+      if (++runs > 1) await new Promise(() => {})
+      return c.text(`page #${runs}`)
+    })
+    app.get('/other', (c) => c.text('other'))
+    const base = await listen(app)
+    expect((await get(base, '/p')).text).toBe('page #1')
+    for (let round = 0; round < 2; round++) {
+      time.pass(2_000)
+      const refresh = settled(cache)
+      expect((await get(base, '/p')).text).toBe('page #1')
+      expect(await refresh).toMatch(/revalidateTimeout/)
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    // Before: each abandoned refresh kept its response open, and the limiter answered 429 for good.
+    expect(inflight).toBe(0)
+    const other = await get(base, '/other')
+    expect(other.status).toBe(200)
+    expect(other.text).toBe('other')
   })
 })
 
