@@ -55,7 +55,14 @@ interface Connection {
   localAddress?: string
   localPort?: number
 }
-const connections = new Map<string, Connection>()
+/** A refresh's copy as its `inject()` runs: the connection it stands for, its response once seen. */
+interface Copy {
+  connection: Connection
+  /** light-my-request's request and response, closed when the refresh is over. */
+  request?: { emit(event: 'close'): unknown }
+  response?: { destroyed?: boolean; destroy(): void }
+}
+const copies = new Map<string, Copy>()
 
 type RawRequest = {
   url?: string
@@ -70,7 +77,11 @@ type RawRequest = {
  * given: notes the target as sent and as routed, before any hook of the app can rewrite
  * `request.raw.url`; and gives a refresh's copy the connection of the request it refreshes.
  */
-function noteTarget(request: { raw: RawRequest; query?: unknown }, _reply: unknown, done: () => void): void {
+function noteTarget(
+  request: { raw: RawRequest; query?: unknown },
+  reply: { raw?: { destroyed?: boolean; destroy(): void } },
+  done: () => void,
+): void {
   const raw = request.raw
   if (raw[NOTE] === undefined) {
     const routed = raw.url ?? '/'
@@ -92,10 +103,22 @@ function noteTarget(request: { raw: RawRequest; query?: unknown }, _reply: unkno
   const id = raw.headers[CONNECTION_HEADER]
   if (id !== undefined) {
     delete raw.headers[CONNECTION_HEADER]
-    const connection = connections.get(String(id))
-    // light-my-request's socket says nothing of TLS (Fastify reads `request.protocol` from it) nor
-    // of the server and port the request came through (where a Nest handler's entries are made).
-    if (connection !== undefined && raw.socket != null) Object.assign(raw.socket, connection)
+    const copy = copies.get(String(id))
+    if (copy !== undefined) {
+      copy.request = raw as unknown as Copy['request']
+      copy.response = reply.raw
+      // light-my-request sends `user-agent: lightMyRequest` unless told `undefined`, which it
+      // keeps as a header: the copy of a request without one has none either.
+      if ('user-agent' in raw.headers && raw.headers['user-agent'] === undefined) {
+        delete raw.headers['user-agent']
+        const lines = (raw as { rawHeaders?: unknown[] }).rawHeaders
+        const at = lines?.indexOf('user-agent') ?? -1
+        if (at !== -1) lines?.splice(at, 2)
+      }
+      // light-my-request's socket says nothing of TLS (Fastify reads `request.protocol` from it)
+      // nor of the server and port the request came through (where a Nest handler's entries are made).
+      if (raw.socket != null) Object.assign(raw.socket, copy.connection)
+    }
   }
   done()
 }
@@ -278,22 +301,35 @@ export function fastifyRewrite(raw: unknown): string | undefined {
 /**
  * Marks the headers of a refresh's `inject()` copy with the connection of `socket` (TLS, the
  * server and local address it came through), which the noting hook gives the copy before any hook
- * runs. Returns what forgets the mark.
+ * runs. Returns what forgets the mark, and what closes the copy's response (see
+ * {@link injectRefresh}).
  */
 export function lendFastifyConnection(
   headers: Record<string, unknown>,
   socket: Connection | null | undefined,
-): () => void {
-  if (socket === null || socket === undefined) return () => {}
+): { forget(): void; close(): void } {
   const id = randomUUID()
   const connection: Connection = {}
-  if (socket.encrypted === true) connection.encrypted = true
-  if (socket.server !== undefined) connection.server = socket.server
-  if (socket.localAddress !== undefined) connection.localAddress = socket.localAddress
-  if (socket.localPort !== undefined) connection.localPort = socket.localPort
-  connections.set(id, connection)
+  if (socket?.encrypted === true) connection.encrypted = true
+  if (socket?.server !== undefined) connection.server = socket.server
+  if (socket?.localAddress !== undefined) connection.localAddress = socket.localAddress
+  if (socket?.localPort !== undefined) connection.localPort = socket.localPort
+  const copy: Copy = { connection }
+  copies.set(id, copy)
   headers[CONNECTION_HEADER] = id
-  return () => connections.delete(id)
+  return { forget: () => copies.delete(id), close: () => closeCopy(copy) }
+}
+
+/**
+ * Ends a copy's response that has not ended, as a connection closing under it would: `close` on
+ * the response and on the request (light-my-request's request ignores `destroy()` once its body
+ * was read, so its `close` is emitted here).
+ */
+function closeCopy(copy: Copy): void {
+  const response = copy.response
+  if (response === undefined || response.destroyed === true) return
+  response.destroy()
+  copy.request?.emit('close')
 }
 
 /**
@@ -314,7 +350,7 @@ export function injectRefresh(
   refresh: Refresh,
   refreshes: Map<string, Refresh>,
   header: string,
-): undefined {
+): (() => void) | undefined {
   const refused = refreshRefusal(
     (req.socket as { server?: unknown } | null)?.server,
     (instance as { routing?: unknown }).routing,
@@ -329,8 +365,10 @@ export function injectRefresh(
   if (lines !== undefined) refreshedLines.set(refresh, lines)
   const headers: Record<string, string | string[] | undefined> = refreshRequestHeaders(req)
   headers[header] = id
+  // Told `undefined`, light-my-request adds no `user-agent: lightMyRequest` of its own.
+  if (headers['user-agent'] === undefined) headers['user-agent'] = undefined
   const socket = req.socket as (typeof req.socket & { encrypted?: boolean }) | null
-  const forget = lendFastifyConnection(headers, socket)
+  const copy = lendFastifyConnection(headers, socket)
   instance
     .inject({
       method: 'GET',
@@ -349,9 +387,12 @@ export function injectRefresh(
     )
     .finally(() => {
       refreshes.delete(id)
-      forget()
+      copy.forget()
     })
-  return undefined
+  // A refresh over (abandoned after `revalidateTimeout` too) ends its copy's response, as a
+  // closed connection would: `close` fires on `reply.raw`, what a layer counting requests in
+  // flight waits for. One already ended is left as it is.
+  return copy.close
 }
 
 /**

@@ -550,3 +550,73 @@ describe('@CacheResponse on platform-fastify: a stale-while-revalidate refresh',
     expect(state.runs).toBe(1)
   })
 })
+
+describe("@CacheResponse on platform-fastify: a refresh's inject() copy", () => {
+  const copy = { runs: 0, now: 1_000_000, agents: [] as (string | undefined)[] }
+
+  @Controller()
+  class CopyController {
+    @Get('hangs')
+    @CacheResponse({ ttl: 60, staleWhileRevalidate: 600, revalidateTimeout: '200ms', now: () => copy.now })
+    async hangs() {
+      // The refresh's handler never settles.
+      if (++copy.runs > 1) await new Promise(() => {})
+      return 'v1'
+    }
+
+    @Get('agent')
+    @CacheResponse({ ttl: 60, staleWhileRevalidate: 600, now: () => copy.now })
+    agent(@Req() request: { headers: Record<string, string | undefined> }) {
+      copy.agents.push(request.headers['user-agent'])
+      return `agent ${request.headers['user-agent'] ?? 'none'} #${++copy.runs}`
+    }
+  }
+
+  function copyModule() {
+    @Module({
+      imports: [CacheModule.forRoot({ backend: memoryBackend({ now: () => copy.now }), isGlobal: true })],
+      controllers: [CopyController],
+    })
+    class CopyModule {}
+    return CopyModule
+  }
+
+  async function settle(check: () => boolean): Promise<void> {
+    const deadline = Date.now() + 3000
+    while (!check() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+
+  it('abandoned after revalidateTimeout, closes its response: a middleware gauge of requests in flight comes back to 0', async () => {
+    let inflight = 0
+    const base = await start(
+      undefined,
+      (app) =>
+        app.use((_req: unknown, res: { once(event: 'close', fn: () => void): void }, next: () => void) => {
+          inflight++
+          res.once('close', () => inflight--)
+          next()
+        }),
+      copyModule(),
+    )
+    copy.runs = 0
+    expect((await get(base, '/hangs')).body).toBe('v1')
+    copy.now += 61_000
+    expect((await get(base, '/hangs')).body).toBe('v1')
+    await settle(() => inflight === 0 && copy.runs === 2)
+    expect(copy.runs).toBe(2)
+    expect(inflight).toBe(0)
+  })
+
+  it('carries no User-Agent when the client sent none', async () => {
+    const base = await start(undefined, undefined, copyModule())
+    copy.runs = 0
+    copy.agents = []
+    expect((await get(base, '/agent')).body).toBe('agent none #1')
+    copy.now += 61_000
+    expect((await get(base, '/agent')).body).toBe('agent none #1')
+    await settle(() => copy.runs >= 2)
+    expect(copy.agents).toEqual([undefined, undefined])
+    expect((await get(base, '/agent')).body).toBe('agent none #2')
+  })
+})

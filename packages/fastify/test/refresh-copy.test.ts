@@ -1,0 +1,100 @@
+import type { CacheEvent } from '@cache/core'
+import { memoryBackend } from '@cache/memory'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { afterEach, describe, expect, it } from 'vitest'
+import { cachePlugin } from '../src/index.js'
+import { get } from './http-get.js'
+
+const apps: FastifyInstance[] = []
+afterEach(async () => {
+  await Promise.all(apps.splice(0).map((app) => app.close()))
+})
+
+async function settled(check: () => boolean): Promise<void> {
+  const deadline = Date.now() + 3000
+  while (!check() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10))
+  await new Promise((resolve) => setTimeout(resolve, 50))
+}
+
+/** An app on a settable clock: 60 s fresh, 600 s stale-while-revalidate. */
+async function app(options: { revalidateTimeout?: string } = {}) {
+  const made = Fastify()
+  apps.push(made)
+  let now = 1_000_000
+  const clock = () => now
+  await made.register(cachePlugin, {
+    backend: memoryBackend({ now: clock }),
+    now: clock,
+    ttl: 60,
+    staleWhileRevalidate: 600,
+    ...options,
+  })
+  return {
+    made,
+    later: (ms: number) => {
+      now += ms
+    },
+  }
+}
+
+describe("a refresh's inject() copy", () => {
+  it('abandoned after revalidateTimeout, closes its response: a gauge of requests in flight before the cache comes back to 0', async () => {
+    const { made, later } = await app({ revalidateTimeout: '200ms' })
+    let inflight = 0
+    let reading = 0
+    made.addHook('onRequest', async (request, reply) => {
+      inflight++
+      reading++
+      reply.raw.once('close', () => inflight--)
+      request.raw.once('close', () => reading--)
+    })
+    let runs = 0
+    made.get('/p', { config: { cache: true } }, async () => {
+      // The refresh's handler never settles.
+      if (++runs > 1) await new Promise(() => {})
+      return 'v1'
+    })
+    await made.ready()
+    const cache = [...made.cache.routes.values()][0]!
+    const errors: CacheEvent[] = []
+    cache.on('error', (event) => errors.push(event))
+    const base = await made.listen({ port: 0, host: '127.0.0.1' })
+    expect((await get(`${base}/p`)).body).toBe('v1')
+    later(61_000)
+    expect((await get(`${base}/p`)).body).toBe('v1')
+    await settled(() => errors.length > 0)
+    expect(errors.map((event) => String(event.error))).toEqual([expect.stringContaining('revalidateTimeout')])
+    await settled(() => inflight === 0 && reading === 0)
+    expect(runs).toBe(2)
+    expect(inflight).toBe(0)
+    expect(reading).toBe(0)
+  })
+
+  it('carries no User-Agent when the client sent none: the entry of a UA-less client is refreshed', async () => {
+    const { made, later } = await app()
+    const seen: (string | undefined)[] = []
+    made.addHook('onRequest', async (request) => {
+      const agent = request.headers['user-agent']
+      request.headers['x-device'] = agent === undefined ? 'none' : /Mobile/.test(agent) ? 'mobile' : 'desktop'
+    })
+    let runs = 0
+    made.get('/p', { config: { cache: { vary: ['x-device'] } } }, async (request) => {
+      seen.push(request.headers['user-agent'])
+      return `device ${request.headers['x-device']} #${++runs}`
+    })
+    await made.ready()
+    const cache = [...made.cache.routes.values()][0]!
+    const errors: CacheEvent[] = []
+    cache.on('error', (event) => errors.push(event))
+    const base = await made.listen({ port: 0, host: '127.0.0.1' })
+    expect((await get(`${base}/p`)).body).toBe('device none #1')
+    later(61_000)
+    expect((await get(`${base}/p`)).body).toBe('device none #1')
+    await settled(() => errors.length > 0 || cache.stats.sets > 1)
+    expect(errors.map((event) => String(event.error))).toEqual([])
+    expect(seen).toEqual([undefined, undefined])
+    const after = await get(`${base}/p`)
+    expect(after.body).toBe('device none #2')
+    expect(after.cacheStatus).toContain('hit')
+  })
+})
