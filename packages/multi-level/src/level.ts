@@ -252,8 +252,8 @@ export class Level {
 
   private remember(key: string): void {
     if (this.pendingClear || this.pending.has(key)) return
-    if (this.pending.size >= this.maxPending) return this.overflow(1)
-    this.pending.add(key)
+    if (this.pending.size < this.maxPending) this.pending.add(key)
+    else this.overflow(1)
   }
 
   /**
