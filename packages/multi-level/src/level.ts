@@ -1,5 +1,5 @@
 import type { CacheBackend } from '@cache/core'
-import type { SyncAccess } from '@cache/core/backend'
+import { isGenerationKey, type SyncAccess } from '@cache/core/backend'
 import { type BreakerOptions, type BreakerState, CircuitBreaker } from './breaker.js'
 import { isCallerError } from './caller-error.js'
 import { isPartialFailure } from './health.js'
@@ -108,6 +108,8 @@ export class Level {
     this.sync = backend.sync
     this.breaker = new CircuitBreaker(breaker)
     this.breaker.onRecovered = () => {
+      // A later overflow is told again.
+      this.unrepaired = 0
       if (this.suspects === 'all' || this.suspects.size > 0) this.suspects = new Set()
       this.suspectsPast = 0
     }
@@ -251,9 +253,10 @@ export class Level {
   }
 
   private remember(key: string): void {
-    if (this.pendingClear || this.pending.has(key)) return
-    if (this.pending.size < this.maxPending) this.pending.add(key)
-    else this.overflow(1)
+    // Invalidation state is kept past the limit: an invalidation left unrepaired on the shared
+    // level would have other processes serve results from before it.
+    if (this.pending.size < this.maxPending || isGenerationKey(key)) this.pending.add(key)
+    else if (!this.pending.has(key)) this.overflow(1)
   }
 
   /**
@@ -325,6 +328,8 @@ export class Level {
   private async replay(): Promise<void> {
     if (this.pendingClear) {
       this.pendingClear = false
+      // Keys written after the missed clear: deleted by the clear, or one by one if it is refused.
+      const after = [...this.pending]
       this.pending.clear()
       try {
         await this.backend.clear()
@@ -336,16 +341,19 @@ export class Level {
         // keys as they are, once the faster levels dropped everything.
         if (isCallerError(error)) {
           this.onUnrepaired(
-            `a clear() it missed is not repaired: it refuses clear() (${String((error as Error).message ?? error)})`,
+            `a clear() it missed is not repaired: it refuses clear() (${String((error as Error).message ?? error)}); the keys written after it are`,
           )
           this.divergent.clear()
           this.divergentAll = true
-          return
+          for (const key of after) this.pending.add(key)
+        } else {
+          for (const key of after) this.pending.add(key)
+          this.pendingClear = true
+          throw error
         }
-        this.pendingClear = true
-        throw error
       }
-    } else if (this.pending.size > 0) {
+    }
+    if (this.pending.size > 0) {
       const keys = [...this.pending]
       this.pending.clear()
       try {

@@ -362,6 +362,32 @@ describe('multiLevel with a failing level', () => {
     // This process's faster level was emptied: it reads what L2 holds, as the others do.
     expect(await l1.has('k4')).toBe(false)
     expect(await cache.get('cached')).toBe('theirs')
+    // The next outage that overflows is told too.
+    l2.down = true
+    await cache.get('y').catch(() => undefined)
+    for (let i = 0; i < 5; i++) await expect(cache.set(`again${i}`, i)).rejects.toThrow(/did not reach/)
+    expect(repairs).toHaveLength(2)
+  })
+
+  it('keeps invalidation state to repair past maxPendingKeys: an invalidation during an outage reaches the others', async () => {
+    const { clock, l2, cache } = twoLevels({ failureThreshold: 1, maxPendingKeys: 3 })
+    const elsewhere = multiLevel(memoryBackend(), l2.inner)
+    let db = 'v1'
+    const here = cached(async (id: number) => `${db}-${id}`, { backend: cache, name: 'f' })
+    const there = cached(async (id: number) => `${db}-${id}`, { backend: elsewhere, name: 'f' })
+    expect(await here(1)).toBe('v1-1')
+    expect(await there(1)).toBe('v1-1')
+    db = 'v2'
+    l2.down = true
+    for (let i = 0; i < 5; i++) await expect(cache.set(`k${i}`, i)).rejects.toThrow(/did not reach/)
+    await expect(here.invalidate(1)).rejects.toBeInstanceOf(CacheUnavailableError)
+    l2.down = false
+    clock.t += 5000
+    await cache.get('x')
+    await settle()
+    expect(cache.levels[1]!.breaker.state).toBe('closed')
+    expect(await there(1)).toBe('v2-1')
+    expect(await here(1)).toBe('v2-1')
   })
 
   it('a faster level that missed more keys than it can remember is cleared', async () => {

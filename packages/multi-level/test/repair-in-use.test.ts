@@ -257,16 +257,21 @@ describe('multiLevel(memory, redis without a namespace): a clear() missed while 
       proxy.dropAll()
       await chain.get('a').catch(() => undefined)
       await until(() => chain.levelStats()[1]!.state !== 'closed', 3000)
+      await other.set('lock', 'holder-A')
       await chain.clear().catch(() => undefined)
       expect(chain.levelStats()[1]!.pendingClear).toBe(true)
+      // Released while Redis was unreachable: repaired, although the clear before it is not.
+      await expect(chain.delete('lock')).rejects.toMatchObject({ code: 'CACHE_UNAVAILABLE' })
       await proxy.listen()
       await until(() => chain.levelStats()[1]!.state === 'closed', 5000)
       expect(chain.levelStats()[1]!.pendingClear).toBe(false)
       expect(await chain.incr('hits')).toBe(11)
+      expect(await other.get('lock')).toBeUndefined()
       expect(repairs.some((e) => /refuses clear\(\)/.test(String(e.error)))).toBe(true)
     } finally {
       await proxy.listen().catch(() => undefined)
       await other.delete('hits')
+      await other.delete('lock')
       await chain.close()
       await other.close()
     }
