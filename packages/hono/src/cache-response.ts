@@ -775,8 +775,28 @@ function ownRequest(hit: IncomingMessage, sent: string[]): IncomingMessage {
   }
   copy.complete = true
   copy.push(null)
+  // On the hit's socket for its address only: destroying the copy (a request-timeout layer) must
+  // not destroy the client's connection, as Node does for a request destroyed unread.
+  ;(copy as { _destroy: typeof destroyOwnRequest })._destroy = destroyOwnRequest
   refreshedRequests.set(copy, hit)
   return copy
+}
+
+/**
+ * `IncomingMessage#_destroy` for a refresh's own request (see {@link ownRequest}): `aborted` when
+ * destroyed unread, as Node tells it, and the socket left alone.
+ */
+function destroyOwnRequest(
+  this: IncomingMessage,
+  error: Error | null,
+  callback: (error?: Error | null) => void,
+): void {
+  if (!this.readableEnded || !this.complete) {
+    ;(this as { aborted: boolean }).aborted = true
+    this.emit('aborted')
+  }
+  // As Node does: the error is emitted only to a listener.
+  process.nextTick(() => callback(this.listenerCount('error') === 0 ? null : error))
 }
 
 /**
@@ -787,6 +807,13 @@ function ownRequest(hit: IncomingMessage, sent: string[]): IncomingMessage {
  */
 function endOwnResponse(own: NodeOutgoing): void {
   const res = own as unknown as ServerResponse
+  // Its own request (on HTTP/1) ends and closes too, as the server dumps a request its response
+  // finished: read through (its body is empty), it emits `end`, then `close`.
+  const req = res.req
+  if (refreshedRequests.has(req) && !req.destroyed) {
+    req.removeAllListeners('data')
+    req.resume()
+  }
   if (res.destroyed) return
   let finished = false
   res.once('finish', () => {

@@ -1,4 +1,4 @@
-import { ServerResponse } from 'node:http'
+import { Agent, request as httpRequest, ServerResponse } from 'node:http'
 import { connect as connectHttp2, createServer as createHttp2Server, Http2ServerResponse } from 'node:http2'
 import type { AddressInfo } from 'node:net'
 import type { CacheEvent } from '@cache/core'
@@ -409,6 +409,81 @@ describe("a stale-while-revalidate refresh's own Node response ends as the serve
     const page = await get(base, '/p')
     expect(page.status).toBe(200)
     expect(page.text).toBe('page #4')
+  })
+})
+
+describe("a stale-while-revalidate refresh's own Node request closes and never acts on the client's connection", () => {
+  it("emits close once its chain is over: a gauge on c.env.incoming's close before the cache goes back to 0", async () => {
+    const time = clock()
+    const cache = cacheResponse({ ttl: 1, staleWhileRevalidate: 30, backend: memoryBackend(), now: time.now })
+    const app = new Hono<{ Bindings: HttpBindings }>()
+    let open = 0
+    app.use('*', async (c, next) => {
+      open++
+      c.env.incoming.once('close', () => open--)
+      await next()
+    })
+    let runs = 0
+    app.get('/p', cache, (c) => c.text(`page #${++runs}`))
+    const base = await listen(app)
+    expect((await get(base, '/p')).text).toBe('page #1')
+    for (let round = 0; round < 2; round++) {
+      time.pass(2_000)
+      const refresh = settled(cache)
+      expect((await get(base, '/p')).status).toBe(200)
+      expect(await refresh).toBe('set')
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    // Before: each refresh's request never emitted close, and the gauge stayed at 1 per refresh.
+    expect(open).toBe(0)
+  })
+
+  it("a request-timeout layer that destroys the slow refresh's request: the client's next request on its keep-alive connection is answered", async () => {
+    const time = clock()
+    const cache = cacheResponse({ ttl: 1, staleWhileRevalidate: 30, backend: memoryBackend(), now: time.now })
+    const app = new Hono<{ Bindings: HttpBindings }>()
+    app.use('/p', async (c, next) => {
+      const incoming = c.env.incoming
+      const timer = setTimeout(() => incoming.destroy(), 50)
+      await next()
+      clearTimeout(timer)
+    })
+    let runs = 0
+    app.get('/p', cache, async (c) => {
+      if (runs > 0) await new Promise((resolve) => setTimeout(resolve, 200))
+      return c.text(`page #${++runs}`)
+    })
+    app.get('/q', async (c) => {
+      await new Promise((resolve) => setTimeout(resolve, 150))
+      return c.text('q')
+    })
+    const base = await listen(app)
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 })
+    const { hostname, port } = new URL(base)
+    const ask = (path: string) =>
+      new Promise<{ text: string; reused: boolean }>((resolve, reject) => {
+        const req = httpRequest({ host: hostname, port, path, agent, timeout: 5_000 }, (res) => {
+          let text = ''
+          res.setEncoding('utf8')
+          res.on('data', (chunk: string) => (text += chunk))
+          res.on('end', () => resolve({ text, reused: req.reusedSocket }))
+        })
+        req.on('timeout', () => req.destroy(new Error(`${path} timed out`)))
+        req.on('error', reject)
+        req.end()
+      })
+    try {
+      expect((await ask('/p')).text).toBe('page #1')
+      time.pass(2_000)
+      const refresh = settled(cache)
+      expect((await ask('/p')).text).toBe('page #1')
+      // Before: the refresh's request, destroyed unread, destroyed the client's socket: ECONNRESET.
+      const next = await ask('/q')
+      expect(next).toEqual({ text: 'q', reused: true })
+      expect(await refresh).toBe('set')
+    } finally {
+      agent.destroy()
+    }
   })
 })
 
