@@ -17,6 +17,7 @@ import {
   type HttpRequestView,
   invalidateResponsePrefix,
   type LookupContext,
+  fastifyRefreshId,
   injectRefresh,
   type LookupResult,
   type MissResult,
@@ -478,10 +479,10 @@ function viewOf(
   refreshes: Map<string, Refresh>,
 ): HttpRequestView<FastifyRequest> {
   let refresh: Refresh | undefined
-  const id = request.headers[refreshHeader]
+  const id = fastifyRefreshId(request.raw, request.headers, refreshHeader)
   if (id !== undefined) {
-    refresh = refreshes.get(String(id))
-    refreshes.delete(String(id))
+    refresh = refreshes.get(id)
+    refreshes.delete(id)
     delete request.headers[refreshHeader]
     delete request.raw.headers[refreshHeader]
   }

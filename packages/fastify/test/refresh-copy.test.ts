@@ -1,6 +1,7 @@
 import type { CacheEvent } from '@cache/core'
 import { memoryBackend } from '@cache/memory'
 import Fastify, { type FastifyInstance } from 'fastify'
+import { Readable } from 'node:stream'
 import { afterEach, describe, expect, it } from 'vitest'
 import { cachePlugin } from '../src/index.js'
 import { get } from './http-get.js'
@@ -96,5 +97,89 @@ describe("a refresh's inject() copy", () => {
     const after = await get(`${base}/p`)
     expect(after.body).toBe('device none #2')
     expect(after.cacheStatus).toContain('hit')
+  })
+
+  it('hands the handler and the hooks no internal x-cache-* header: an entry echoing rawHeaders stores none after a refresh', async () => {
+    const { made, later } = await app()
+    const hookSaw: string[] = []
+    made.addHook('onRequest', async (request) => {
+      hookSaw.push(...Object.keys(request.headers).filter((name) => name.startsWith('x-cache')))
+    })
+    let runs = 0
+    made.get('/headers', { config: { cache: true } }, async (request) => {
+      const names: string[] = []
+      for (let i = 0; i < request.raw.rawHeaders.length; i += 2)
+        names.push(request.raw.rawHeaders[i]!.toLowerCase())
+      return { run: ++runs, names, headers: Object.keys(request.headers) }
+    })
+    await made.ready()
+    const cache = [...made.cache.routes.values()][0]!
+    const errors: CacheEvent[] = []
+    cache.on('error', (event) => errors.push(event))
+    const base = await made.listen({ port: 0, host: '127.0.0.1' })
+    await get(`${base}/headers`)
+    later(61_000)
+    await get(`${base}/headers`)
+    await settled(() => errors.length > 0 || cache.stats.sets > 1)
+    expect(errors.map((event) => String(event.error))).toEqual([])
+    const after = await get(`${base}/headers`)
+    expect(JSON.parse(after.body).run).toBe(2)
+    expect(after.body).not.toContain('x-cache-')
+    expect(hookSaw).toEqual([])
+  })
+
+  it("closes a successful refresh's request.raw: a gauge counting request.raw 'close' comes back to 0", async () => {
+    const { made, later } = await app()
+    let reading = 0
+    made.addHook('onRequest', async (request) => {
+      reading++
+      request.raw.once('close', () => reading--)
+    })
+    let runs = 0
+    made.get('/p', { config: { cache: true } }, async () => `v${++runs}`)
+    await made.ready()
+    const cache = [...made.cache.routes.values()][0]!
+    const base = await made.listen({ port: 0, host: '127.0.0.1' })
+    expect((await get(`${base}/p`)).body).toBe('v1')
+    later(61_000)
+    expect((await get(`${base}/p`)).body).toBe('v1')
+    await settled(() => cache.stats.sets > 1 && reading === 0)
+    expect(runs).toBe(2)
+    expect(reading).toBe(0)
+  })
+
+  it('abandoned while its handler streams, runs onRequestAbort: an onRequest/onResponse/onRequestAbort gauge comes back to 0', async () => {
+    const { made, later } = await app({ revalidateTimeout: '200ms' })
+    let gauge = 0
+    made.addHook('onRequest', async () => {
+      gauge++
+    })
+    made.addHook('onResponse', async (_request, _reply) => {
+      gauge--
+    })
+    made.addHook('onRequestAbort', async (_request) => {
+      gauge--
+    })
+    let runs = 0
+    made.get('/p', { config: { cache: true } }, async (_request, reply) => {
+      if (++runs === 1) return 'v1'
+      // The refresh streams one chunk, then nothing more.
+      const body = new Readable({ read() {} })
+      body.push('c1 ')
+      return reply.type('text/plain').send(body)
+    })
+    await made.ready()
+    const cache = [...made.cache.routes.values()][0]!
+    const errors: CacheEvent[] = []
+    cache.on('error', (event) => errors.push(event))
+    const base = await made.listen({ port: 0, host: '127.0.0.1' })
+    expect((await get(`${base}/p`)).body).toBe('v1')
+    later(61_000)
+    expect((await get(`${base}/p`)).body).toBe('v1')
+    await settled(() => errors.length > 0)
+    expect(errors.map((event) => String(event.error))).toEqual([expect.stringContaining('revalidateTimeout')])
+    await settled(() => gauge === 0)
+    expect(runs).toBe(2)
+    expect(gauge).toBe(0)
   })
 })

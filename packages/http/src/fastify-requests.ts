@@ -58,18 +58,27 @@ interface Connection {
 /** A refresh's copy as its `inject()` runs: the connection it stands for, its response once seen. */
 interface Copy {
   connection: Connection
+  /** The header naming the refresh (the cache's), taken off the copy's header lines by the noting hook. */
+  refreshHeader?: string
   /** light-my-request's request and response, closed when the refresh is over. */
-  request?: { emit(event: 'close'): unknown }
+  request?: { aborted?: boolean; emit(event: 'close'): unknown }
   response?: { destroyed?: boolean; destroy(): void }
+  /** `close` was emitted on the request. */
+  closed?: boolean
 }
 const copies = new Map<string, Copy>()
+
+/** The refresh id of a copy whose refresh header the noting hook took off (see {@link fastifyRefreshId}). */
+const REFRESH_ID = Symbol('@cache/http.fastify-refresh-id')
 
 type RawRequest = {
   url?: string
   originalUrl?: unknown
   headers: Record<string, unknown>
   socket?: Connection | null
+  rawHeaders?: string[]
   [NOTE]?: FastifyTargetNote
+  [REFRESH_ID]?: string
 }
 
 /**
@@ -107,13 +116,20 @@ function noteTarget(
     if (copy !== undefined) {
       copy.request = raw as unknown as Copy['request']
       copy.response = reply.raw
+      // The internal lines reach no hook nor handler (one echoing `rawHeaders` would store them
+      // in the entry): the refresh id is kept on the request for the cache.
+      dropLine(raw.rawHeaders, CONNECTION_HEADER)
+      const header = copy.refreshHeader
+      if (header !== undefined && raw.headers[header] !== undefined) {
+        raw[REFRESH_ID] = String(raw.headers[header])
+        delete raw.headers[header]
+        dropLine(raw.rawHeaders, header)
+      }
       // light-my-request sends `user-agent: lightMyRequest` unless told `undefined`, which it
       // keeps as a header: the copy of a request without one has none either.
       if ('user-agent' in raw.headers && raw.headers['user-agent'] === undefined) {
         delete raw.headers['user-agent']
-        const lines = (raw as { rawHeaders?: unknown[] }).rawHeaders
-        const at = lines?.indexOf('user-agent') ?? -1
-        if (at !== -1) lines?.splice(at, 2)
+        dropLine(raw.rawHeaders, 'user-agent')
       }
       // light-my-request's socket says nothing of TLS (Fastify reads `request.protocol` from it)
       // nor of the server and port the request came through (where a Nest handler's entries are made).
@@ -121,6 +137,27 @@ function noteTarget(
     }
   }
   done()
+}
+
+/** Takes the line of header `name` (as light-my-request writes it: lower case) off `lines`. */
+function dropLine(lines: string[] | undefined, name: string): void {
+  const at = lines?.indexOf(name) ?? -1
+  if (at !== -1) lines?.splice(at, 2)
+}
+
+/**
+ * The id a refresh's copy carried in `header`: as the noting hook took it off the request, or
+ * still in `headers` when that hook did not see the copy.
+ */
+export function fastifyRefreshId(
+  raw: unknown,
+  headers: Record<string, unknown>,
+  header: string,
+): string | undefined {
+  const taken = (raw as RawRequest | null)?.[REFRESH_ID]
+  if (taken !== undefined) return taken
+  const id = headers[header]
+  return id === undefined ? undefined : String(id)
 }
 
 /**
@@ -307,17 +344,22 @@ export function fastifyRewrite(raw: unknown): string | undefined {
 export function lendFastifyConnection(
   headers: Record<string, unknown>,
   socket: Connection | null | undefined,
-): { forget(): void; close(): void } {
+  refreshHeader?: string,
+): { forget(): void; close(): void; finished(): void } {
   const id = randomUUID()
   const connection: Connection = {}
   if (socket?.encrypted === true) connection.encrypted = true
   if (socket?.server !== undefined) connection.server = socket.server
   if (socket?.localAddress !== undefined) connection.localAddress = socket.localAddress
   if (socket?.localPort !== undefined) connection.localPort = socket.localPort
-  const copy: Copy = { connection }
+  const copy: Copy = refreshHeader === undefined ? { connection } : { connection, refreshHeader }
   copies.set(id, copy)
   headers[CONNECTION_HEADER] = id
-  return { forget: () => copies.delete(id), close: () => closeCopy(copy) }
+  return {
+    forget: () => copies.delete(id),
+    close: () => closeCopy(copy),
+    finished: () => closeRequest(copy),
+  }
 }
 
 /**
@@ -329,7 +371,16 @@ function closeCopy(copy: Copy): void {
   const response = copy.response
   if (response === undefined || response.destroyed === true) return
   response.destroy()
-  copy.request?.emit('close')
+  // As Node marks the request of a client that hangs up: Fastify runs `onRequestAbort` on it.
+  if (copy.request !== undefined && copy.closed !== true) copy.request.aborted = true
+  closeRequest(copy)
+}
+
+/** Emits `close` on a copy's request, once: as Node does on a request once its response ended. */
+function closeRequest(copy: Copy): void {
+  if (copy.request === undefined || copy.closed === true) return
+  copy.closed = true
+  copy.request.emit('close')
 }
 
 /**
@@ -368,7 +419,7 @@ export function injectRefresh(
   // Told `undefined`, light-my-request adds no `user-agent: lightMyRequest` of its own.
   if (headers['user-agent'] === undefined) headers['user-agent'] = undefined
   const socket = req.socket as (typeof req.socket & { encrypted?: boolean }) | null
-  const copy = lendFastifyConnection(headers, socket)
+  const copy = lendFastifyConnection(headers, socket, header)
   instance
     .inject({
       method: 'GET',
@@ -388,6 +439,8 @@ export function injectRefresh(
     .finally(() => {
       refreshes.delete(id)
       copy.forget()
+      // `inject()` settles once the copy's response finished (or was destroyed).
+      copy.finished()
     })
   // A refresh over (abandoned after `revalidateTimeout` too) ends its copy's response, as a
   // closed connection would: `close` fires on `reply.raw`, what a layer counting requests in

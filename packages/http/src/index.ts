@@ -80,6 +80,7 @@ export {
   fastifyRewrite,
   fastifyTarget,
   injectRefresh,
+  fastifyRefreshId,
   lendFastifyConnection,
   refreshArrivedLines,
   noteFastifyArrivals,

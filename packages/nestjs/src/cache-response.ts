@@ -28,6 +28,7 @@ import {
   type HttpCacheOptions,
   type HttpRequestView,
   type LookupResult,
+  fastifyRefreshId,
   injectRefresh,
   noteFastifyArrivals,
   type Refresh,
@@ -242,8 +243,8 @@ export class CacheResponseInterceptor implements NestInterceptor {
     }
     // Apps sharing the server without prefixes of their own cannot be told apart.
     if (platform.sharedServer !== undefined) view.bypass ??= platform.sharedServer(cache.settings.keyPrefix)
-    const id = platform.req.headers[REFRESH_HEADER]
-    if (typeof id === 'string') {
+    const id = fastifyRefreshId(platform.req, platform.req.headers, REFRESH_HEADER)
+    if (id !== undefined) {
       delete platform.req.headers[REFRESH_HEADER]
       view.refresh = refreshes.get(id)
       refreshes.delete(id)

@@ -570,6 +570,15 @@ describe("@CacheResponse on platform-fastify: a refresh's inject() copy", () => 
       copy.agents.push(request.headers['user-agent'])
       return `agent ${request.headers['user-agent'] ?? 'none'} #${++copy.runs}`
     }
+
+    @Get('lines')
+    @CacheResponse({ ttl: 60, staleWhileRevalidate: 600, now: () => copy.now })
+    lines(@Req() request: { raw: { rawHeaders: string[] } }) {
+      const names: string[] = []
+      for (let i = 0; i < request.raw.rawHeaders.length; i += 2)
+        names.push(request.raw.rawHeaders[i]!.toLowerCase())
+      return { run: ++copy.runs, names }
+    }
   }
 
   function copyModule() {
@@ -606,6 +615,30 @@ describe("@CacheResponse on platform-fastify: a refresh's inject() copy", () => 
     await settle(() => inflight === 0 && copy.runs === 2)
     expect(copy.runs).toBe(2)
     expect(inflight).toBe(0)
+  })
+
+  it("hands the handler no internal x-cache-* line, and closes the copy's request: a middleware counting req 'close' comes back to 0", async () => {
+    let reading = 0
+    const base = await start(
+      undefined,
+      (app) =>
+        app.use((req: { once(event: 'close', fn: () => void): void }, _res: unknown, next: () => void) => {
+          reading++
+          req.once('close', () => reading--)
+          next()
+        }),
+      copyModule(),
+    )
+    copy.runs = 0
+    await get(base, '/lines')
+    copy.now += 61_000
+    await get(base, '/lines')
+    await settle(() => copy.runs === 2 && reading === 0)
+    const after = await get(base, '/lines')
+    expect(JSON.parse(after.body).run).toBe(2)
+    expect(after.body).not.toContain('x-cache-')
+    await settle(() => reading === 0)
+    expect(reading).toBe(0)
   })
 
   it('carries no User-Agent when the client sent none', async () => {
