@@ -139,9 +139,12 @@ async function outageUnderLoad(remote: Remote, chain: MultiLevelBackend, expecta
     // What changed while the level was down never reappears from it.
     if (durable) expect(changed === undefined || changed === 'during').toBe(true)
     expect(deleted).toBeUndefined()
-    // Served from L1 while the remote level was down; afterwards the new value or a miss (L1 may
-    // have evicted it under load), never the old one.
-    expect(duringOutage).toEqual(['during', undefined])
+    // The new value or a miss while the remote level was down (a write it failed while still in
+    // use leaves L1 without the key: it may have been applied; one after its breaker opened is
+    // served from L1); afterwards the new value or a miss (L1 may have evicted it under load),
+    // never the old one.
+    expect(['during', undefined]).toContain(duringOutage[0])
+    expect(duringOutage[1]).toBeUndefined()
     expect(['during', undefined]).toContain(await chain.get('check:changed'))
     expect(await chain.get('check:deleted')).toBeUndefined()
   } finally {
