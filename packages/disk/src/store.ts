@@ -425,7 +425,7 @@ export class EntryStore {
     const db = new Database(this.file, { timeout: 5000 })
     this.db = db
     try {
-      this.setUp(db)
+      setUpWhenFree(() => this.setUp(db))
     } catch (error) {
       // A connection that failed to set up holds the files open: it must not outlive the attempt.
       db.close()
@@ -749,4 +749,28 @@ const NEXT_ROWID = 'rowid = (SELECT max(rowid) + 1 FROM entries)'
 
 function randomVersion(): number {
   return Math.floor(Math.random() * 2 ** 52) + 1
+}
+
+/** How long opening waits, at most, for processes that set up the same file at once. */
+const SET_UP_WAIT_MS = 5000
+const pause = new Int32Array(new SharedArrayBuffer(4))
+
+/**
+ * Runs `setUp`, again after a pause while SQLite answers busy. Switching a new file to WAL takes
+ * an exclusive lock, and SQLite refuses at once, without its busy handler, a lock that could
+ * deadlock with another connection's (two processes setting up one new directory at once: 3 of
+ * 100 opens failed "database is locked", 4 processes × 25 new directories). Opening is
+ * synchronous, so the pause blocks, as the busy handler does.
+ */
+function setUpWhenFree(setUp: () => void): void {
+  const deadline = Date.now() + SET_UP_WAIT_MS
+  for (let wait = 2; ; wait = Math.min(wait * 2, 50)) {
+    try {
+      return setUp()
+    } catch (error) {
+      const code = (error as { code?: unknown } | null)?.code
+      if (typeof code !== 'string' || !code.startsWith('SQLITE_BUSY') || Date.now() >= deadline) throw error
+      Atomics.wait(pause, 0, 0, wait)
+    }
+  }
 }
