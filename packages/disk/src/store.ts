@@ -766,7 +766,8 @@ function setUpWhenFree(setUp: () => void): void {
   const deadline = Date.now() + SET_UP_WAIT_MS
   for (let wait = 2; ; wait = Math.min(wait * 2, 50)) {
     try {
-      return setUp()
+      setUp()
+      return
     } catch (error) {
       const code = (error as { code?: unknown } | null)?.code
       if (typeof code !== 'string' || !code.startsWith('SQLITE_BUSY') || Date.now() >= deadline) throw error
