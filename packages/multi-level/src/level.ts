@@ -69,13 +69,13 @@ export class Level {
   }
   readonly breaker: CircuitBreaker
   private readonly pending = new Set<string>()
-  /** Keys that changed past `maxPendingKeys` on the shared level, not repaired there (see {@link remember}). */
+  /** Keys that changed past `maxPendingKeys` on the shared level since it was last in use, not repaired there. */
   private unrepaired = 0
   /** Told once per overflow of the shared level's repair list, with what is not repaired. */
   onUnrepaired: (message: string) => void = () => {}
   /**
    * Keys of writes this level failed while in use (see {@link suspect}), since its last success;
-   * `'all'` past `maxPendingKeys`.
+   * `'all'` after a failed `clear()`.
    */
   private suspects: Set<string> | 'all' = new Set()
   /** Suspect keys past `maxPendingKeys`. */
