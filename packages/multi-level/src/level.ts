@@ -69,8 +69,8 @@ export class Level {
   }
   readonly breaker: CircuitBreaker
   private readonly pending = new Set<string>()
-  /** Keys that changed past `maxPendingKeys` on the shared level since it was last in use, not repaired there. */
-  private unrepaired = 0
+  /** The shared level's repair list overflowed since it was last in use (and that was told). */
+  private overflowTold = false
   /** Told once per overflow of the shared level's repair list, with what is not repaired. */
   onUnrepaired: (message: string) => void = () => {}
   /**
@@ -109,7 +109,7 @@ export class Level {
     this.breaker = new CircuitBreaker(breaker)
     this.breaker.onRecovered = () => {
       // A later overflow is told again.
-      this.unrepaired = 0
+      this.overflowTold = false
       if (this.suspects === 'all' || this.suspects.size > 0) this.suspects = new Set()
       this.suspectsPast = 0
     }
@@ -194,7 +194,7 @@ export class Level {
       return
     }
     for (const key of suspects) this.remember(key)
-    if (suspectsPast > 0) this.overflow(suspectsPast)
+    if (suspectsPast > 0) this.overflow()
   }
 
   /** Remembers that a `clear()` did not reach this level. */
@@ -256,7 +256,7 @@ export class Level {
     // Invalidation state is kept past the limit: an invalidation left unrepaired on the shared
     // level would have other processes serve results from before it.
     if (this.pending.size < this.maxPending || isGenerationKey(key)) this.pending.add(key)
-    else if (!this.pending.has(key)) this.overflow(1)
+    else if (!this.pending.has(key)) this.overflow()
   }
 
   /**
@@ -265,17 +265,18 @@ export class Level {
    * counters; the keys past the list stay as they are there (other processes, and this one once
    * its faster levels dropped everything before the level is used again, read what it holds).
    */
-  private overflow(keys: number): void {
+  private overflow(): void {
     if (!this.shared) {
       this.pending.clear()
       this.pendingClear = true
       return
     }
-    if (this.unrepaired === 0)
+    if (!this.overflowTold) {
+      this.overflowTold = true
       this.onUnrepaired(
         `more keys changed than maxPendingKeys (${this.maxPending}) while ${this.name} could not take them: those past it are not repaired there (other processes may read their old values until they expire or are written again)`,
       )
-    this.unrepaired += keys
+    }
     this.divergent.clear()
     this.divergentAll = true
   }
