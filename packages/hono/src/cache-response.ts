@@ -751,6 +751,13 @@ function refreshEnv(env: unknown, sent: string[] | undefined): unknown {
 /** A refresh's own Node request, standing for `hit` (see {@link refreshEnv}). */
 function ownRequest(hit: IncomingMessage, sent: string[]): IncomingMessage {
   const copy = new NodeIncomingMessage(hit.socket)
+  // What code in front of Hono put on the hit's request (`req.user`, `req.session`, set by a
+  // listener of the app's own or Express middleware), and what a layer set there during the stale
+  // hit: its own enumerable properties a fresh request has not, shallow, as they are now. The
+  // app reaches that code's work only through the request, so the refresh's layers read it there.
+  for (const name of Object.keys(hit))
+    if (!(name in copy))
+      (copy as unknown as Record<string, unknown>)[name] = (hit as unknown as Record<string, unknown>)[name]
   copy.method = 'GET'
   copy.url = arrivedAt(hit)?.url ?? hit.url ?? '/'
   copy.httpVersionMajor = hit.httpVersionMajor
