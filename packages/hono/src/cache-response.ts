@@ -372,6 +372,8 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       })
     }
     const finish = () => {
+      // A refresh's own response a layer destroyed (see `failOnDestroy`): given up, as a client's is.
+      if (refreshing && node?.destroyed === true) return recorder.abort('closed')
       if (outgoing === undefined || outgoing.writableFinished)
         return received !== undefined ? recorder.finish() : recorder.abort('headers-unseen')
       if (outgoing.destroyed) return recorder.abort('closed')
@@ -536,6 +538,16 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     // The refresh's own Node response ends once its chain is over, whatever the outcome, or once
     // the cache stops the refresh (after revalidateTimeout, a chain that never settles).
     const own = env === c.env ? undefined : nodeOutgoing(env)
+    // A layer that destroys it (a request-timeout) gives the refresh up, as a client's miss
+    // destroyed that way is not stored: the refresh fails.
+    if (own !== undefined)
+      failOnDestroy(own as unknown as ServerResponse, () =>
+        refresh.fail(
+          new CacheError(
+            `the refresh of ${refresh.key} was given up: a layer destroyed its response (c.env.outgoing.destroy())`,
+          ),
+        ),
+      )
     let ownEnded = false
     const endOwn = () => {
       if (own === undefined || ownEnded) return
@@ -821,7 +833,11 @@ function endOwnResponse(own: NodeOutgoing): void {
     req.removeAllListeners('data')
     req.resume()
   }
-  if (res.destroyed) return
+  if (res.destroyed) {
+    // Destroyed some other way than `failOnDestroy` sees: it closes all the same.
+    closeOwnResponse(res)
+    return
+  }
   let finished = false
   res.once('finish', () => {
     finished = true
@@ -833,12 +849,42 @@ function endOwnResponse(own: NodeOutgoing): void {
     // A head a layer made unwritable: the events still say the response is over.
   }
   if (!finished) res.emit('finish')
-  // As Node closes a response once its socket let go of it (`destroy` on no socket closes nothing).
+  closeOwnResponse(res)
+}
+
+/** The refresh's own responses that emitted `close` (see {@link closeOwnResponse}). */
+const closedResponses = new WeakSet<ServerResponse>()
+
+/**
+ * Emits `close` on a refresh's own Node response on the next tick, once, as Node closes a
+ * response once its socket let go of it: on no socket, neither `end` nor `destroy` closes it.
+ */
+function closeOwnResponse(res: ServerResponse): void {
   process.nextTick(() => {
-    if (res.destroyed) return
+    if (closedResponses.has(res)) return
+    closedResponses.add(res)
     res.destroyed = true
     res.emit('close')
   })
+}
+
+/**
+ * Makes `destroy()` on a refresh's own Node response (a request-timeout layer giving up on a slow
+ * response) do what it does on a client's: the response closes (Node's `destroy` on no socket
+ * emits nothing, and a gauge counting responses until `close` would count it for good), and
+ * `destroyed` is told, which fails the refresh.
+ */
+function failOnDestroy(res: ServerResponse, destroyed: () => void): void {
+  const destroy = res.destroy
+  res.destroy = function (this: ServerResponse, error?: Error) {
+    const first = !this.destroyed
+    const result = destroy.call(this, error)
+    if (first) {
+      closeOwnResponse(this)
+      destroyed()
+    }
+    return result
+  }
 }
 
 /** `@hono/node-server`'s default type of a response with a body and none of its own. */
