@@ -8,6 +8,7 @@ import {
   type OutgoingHttpHeaders,
   type ServerResponse,
 } from 'node:http'
+import { Stream } from 'node:stream'
 import { CacheError, type CacheEvent, type CacheEventName, type CacheStats, type Duration } from '@cache/core'
 import {
   arrivalOf,
@@ -490,6 +491,15 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       }
       append(lines, noted)
       if (arrived !== undefined) append(arrived, new Set())
+      const edited = editedOverHttp2((c.env as { incoming?: unknown }).incoming, arrived)
+      if (edited !== undefined) {
+        refresh.fail(
+          new CacheError(
+            `the refresh of ${refresh.key} was not run: over HTTP/2 it would reuse the stale hit's request, whose ${edited} line a layer changed`,
+          ),
+        )
+        return () => {}
+      }
     }
     for (const name of CONDITIONAL_REQUEST_HEADERS) headers.delete(name)
     const request = new Request(c.req.raw.url, { method: 'GET', headers })
@@ -760,6 +770,35 @@ function refreshEnv(env: unknown, sent: string[] | undefined): unknown {
   return { ...(env as object), incoming, outgoing: own }
 }
 
+/** The lines a refresh over HTTP/2 must find on the stale hit's request as they arrived. */
+const HTTP2_KEPT_LINES = ['authorization', 'cookie']
+
+/**
+ * Over HTTP/2 a refresh reuses the stale hit's request (see {@link refreshEnv}): the name of a
+ * credential line a layer changed there since the server noted it (in `headers` or `rawHeaders`),
+ * which the refresh's layers would read as the layer left it (Alice's entry refreshed as a guest's
+ * page); undefined when they are as they arrived, or on HTTP/1 (its refresh has its own request).
+ */
+function editedOverHttp2(hit: unknown, arrived: readonly string[] | undefined): string | undefined {
+  if (arrived === undefined || hit === null || typeof hit !== 'object' || hit instanceof NodeIncomingMessage)
+    return undefined
+  const { headers, rawHeaders } = hit as { headers?: Record<string, unknown>; rawHeaders?: unknown }
+  for (const name of HTTP2_KEPT_LINES) {
+    const noted: string[] = []
+    for (let i = 0; i + 1 < arrived.length; i += 2)
+      if (arrived[i]!.toLowerCase() === name) noted.push(arrived[i + 1]!)
+    const live: string[] = []
+    if (Array.isArray(rawHeaders))
+      for (let i = 0; i + 1 < rawHeaders.length; i += 2)
+        if (String(rawHeaders[i]).toLowerCase() === name) live.push(String(rawHeaders[i + 1]))
+    if (noted.length !== live.length || noted.some((value, i) => value !== live[i])) return name
+    const header = headers?.[name]
+    if ((header === undefined) !== (noted.length === 0)) return name
+    if (noted.length === 1 && header !== undefined && String(header) !== noted[0]) return name
+  }
+  return undefined
+}
+
 /** A refresh's own Node request, standing for `hit` (see {@link refreshEnv}). */
 function ownRequest(hit: IncomingMessage, sent: string[]): IncomingMessage {
   const copy = new NodeIncomingMessage(hit.socket)
@@ -767,9 +806,12 @@ function ownRequest(hit: IncomingMessage, sent: string[]): IncomingMessage {
   // listener of the app's own or Express middleware), and what a layer set there during the stale
   // hit: its own enumerable properties a fresh request has not, shallow, as they are now. The
   // app reaches that code's work only through the request, so the refresh's layers read it there.
-  for (const name of Object.keys(hit))
-    if (!(name in copy))
-      (copy as unknown as Record<string, unknown>)[name] = (hit as unknown as Record<string, unknown>)[name]
+  // Not what ties the hit to its own exchange: a stream (Express's `req.res`), Express's `req.next`.
+  for (const name of Object.keys(hit)) {
+    if (name in copy || name === 'next') continue
+    const value = (hit as unknown as Record<string, unknown>)[name]
+    if (!(value instanceof Stream)) (copy as unknown as Record<string, unknown>)[name] = value
+  }
   copy.method = 'GET'
   copy.url = arrivedAt(hit)?.url ?? hit.url ?? '/'
   copy.httpVersionMajor = hit.httpVersionMajor

@@ -202,13 +202,15 @@ describe.each([
     }
 
     /** `/me` behind `strip` and the cache on an HTTP/2 server; `get` sends `headers` on one session. */
-    async function listenHttp2(options: CacheResponseOptions, vary?: string) {
+    async function listenHttp2(options: CacheResponseOptions, vary?: string, errors: string[] = []) {
+      const cache = cacheResponse({ backend: memoryBackend(), ...options })
+      cache.on('error', (event) => errors.push(String(event.error)))
       const app = new Hono<Env>()
       app.use('*', async (c: Context<Env>, next: Next) => {
         strip(c)
         await next()
       })
-      app.get('/me', cacheResponse({ backend: memoryBackend(), ...options }), (c) => {
+      app.get('/me', cache, (c) => {
         if (vary !== undefined) c.header('vary', vary)
         return c.text(`page of ${c.get('user') ?? 'anonymous'}`)
       })
@@ -255,6 +257,25 @@ describe.each([
       const hit = await get(alice)
       expect(hit.text).toBe('page of alice')
       expect(hit.status).toMatch(/hit/)
+    })
+
+    it("a stale refresh of the user's entry is not run on the request the layer stripped: the entry stays the user's page", async () => {
+      let now = Date.now()
+      const errors: string[] = []
+      const get = await listenHttp2(
+        { ttl: 1, staleWhileRevalidate: 60, now: () => now, ...allow, vary: [name] },
+        name,
+        errors,
+      )
+      expect((await get(alice)).text).toBe('page of alice')
+      now += 2000
+      const stale = await get(alice)
+      expect(stale.text).toBe('page of alice')
+      expect(stale.status).toMatch(/hit; ttl=-/)
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      // Before: the refresh ran on the stripped request and stored "page of anonymous" as hers.
+      expect((await get(alice)).text).toBe('page of alice')
+      expect(errors.join('\n')).toMatch(new RegExp(`over HTTP/2 .* whose ${name} line a layer changed`))
     })
   },
 )

@@ -574,8 +574,11 @@ describe('a stale-while-revalidate refresh carries what code in front of Hono pu
     })
     let runs = 0
     app.get('/dashboard', cache, (c) => {
-      const plan = (c.env.incoming as Authenticated).session?.plan ?? 'none'
-      return c.text(`dashboard of ${c.get('user')} (${plan}) #${++runs}`)
+      const incoming = c.env.incoming as Authenticated & { res?: unknown }
+      const plan = incoming.session?.plan ?? 'none'
+      // Express's `req.res` is the exchange's own response, never the stale hit's on a refresh.
+      const foreign = incoming.res !== undefined && incoming.res !== c.env.outgoing ? ' [the hit’s res]' : ''
+      return c.text(`dashboard of ${c.get('user')} (${plan}) #${++runs}${foreign}`)
     })
     const listener = getRequestListener(app.fetch)
     const tokens: Record<string, string> = { 'Bearer t-alice': 'alice' }
@@ -584,6 +587,8 @@ describe('a stale-while-revalidate refresh carries what code in front of Hono pu
       createHttpServer((req, res) => {
         const user = tokens[req.headers.authorization ?? '']
         if (user !== undefined) Object.assign(req, { user, session: { plan: 'pro' } })
+        // As Express does for every request.
+        Object.assign(req, { res, next: () => {} })
         listener(req, res)
       }),
     )
