@@ -8,6 +8,7 @@ import {
   type OutgoingHttpHeaders,
   type ServerResponse,
 } from 'node:http'
+import { Stream } from 'node:stream'
 import { CacheError, type CacheEvent, type CacheEventName, type CacheStats, type Duration } from '@cache/core'
 import {
   arrivalOf,
@@ -372,6 +373,8 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       })
     }
     const finish = () => {
+      // A refresh's own response a layer destroyed (see `failOnDestroy`): given up, as a client's is.
+      if (refreshing && node?.destroyed === true) return recorder.abort('closed')
       if (outgoing === undefined || outgoing.writableFinished)
         return received !== undefined ? recorder.finish() : recorder.abort('headers-unseen')
       if (outgoing.destroyed) return recorder.abort('closed')
@@ -488,6 +491,15 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       }
       append(lines, noted)
       if (arrived !== undefined) append(arrived, new Set())
+      const edited = editedOverHttp2((c.env as { incoming?: unknown }).incoming, arrived)
+      if (edited !== undefined) {
+        refresh.fail(
+          new CacheError(
+            `the refresh of ${refresh.key} was not run: over HTTP/2 it would reuse the stale hit's request, whose ${edited} line a layer changed`,
+          ),
+        )
+        return () => {}
+      }
     }
     for (const name of CONDITIONAL_REQUEST_HEADERS) headers.delete(name)
     const request = new Request(c.req.raw.url, { method: 'GET', headers })
@@ -536,6 +548,16 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     // The refresh's own Node response ends once its chain is over, whatever the outcome, or once
     // the cache stops the refresh (after revalidateTimeout, a chain that never settles).
     const own = env === c.env ? undefined : nodeOutgoing(env)
+    // A layer that destroys it (a request-timeout) gives the refresh up, as a client's miss
+    // destroyed that way is not stored: the refresh fails.
+    if (own !== undefined)
+      failOnDestroy(own as unknown as ServerResponse, () =>
+        refresh.fail(
+          new CacheError(
+            `the refresh of ${refresh.key} was given up: a layer destroyed its response (c.env.outgoing.destroy())`,
+          ),
+        ),
+      )
     let ownEnded = false
     const endOwn = () => {
       if (own === undefined || ownEnded) return
@@ -748,9 +770,48 @@ function refreshEnv(env: unknown, sent: string[] | undefined): unknown {
   return { ...(env as object), incoming, outgoing: own }
 }
 
+/** The lines a refresh over HTTP/2 must find on the stale hit's request as they arrived. */
+const HTTP2_KEPT_LINES = ['authorization', 'cookie']
+
+/**
+ * Over HTTP/2 a refresh reuses the stale hit's request (see {@link refreshEnv}): the name of a
+ * credential line a layer changed there since the server noted it (in `headers` or `rawHeaders`),
+ * which the refresh's layers would read as the layer left it (Alice's entry refreshed as a guest's
+ * page); undefined when they are as they arrived, or on HTTP/1 (its refresh has its own request).
+ */
+function editedOverHttp2(hit: unknown, arrived: readonly string[] | undefined): string | undefined {
+  if (arrived === undefined || hit === null || typeof hit !== 'object' || hit instanceof NodeIncomingMessage)
+    return undefined
+  const { headers, rawHeaders } = hit as { headers?: Record<string, unknown>; rawHeaders?: unknown }
+  for (const name of HTTP2_KEPT_LINES) {
+    const noted: string[] = []
+    for (let i = 0; i + 1 < arrived.length; i += 2)
+      if (arrived[i]!.toLowerCase() === name) noted.push(arrived[i + 1]!)
+    const live: string[] = []
+    if (Array.isArray(rawHeaders))
+      for (let i = 0; i + 1 < rawHeaders.length; i += 2)
+        if (String(rawHeaders[i]).toLowerCase() === name) live.push(String(rawHeaders[i + 1]))
+    if (noted.length !== live.length || noted.some((value, i) => value !== live[i])) return name
+    const header = headers?.[name]
+    if ((header === undefined) !== (noted.length === 0)) return name
+    if (noted.length === 1 && header !== undefined && String(header) !== noted[0]) return name
+  }
+  return undefined
+}
+
 /** A refresh's own Node request, standing for `hit` (see {@link refreshEnv}). */
 function ownRequest(hit: IncomingMessage, sent: string[]): IncomingMessage {
   const copy = new NodeIncomingMessage(hit.socket)
+  // What code in front of Hono put on the hit's request (`req.user`, `req.session`, set by a
+  // listener of the app's own or Express middleware), and what a layer set there during the stale
+  // hit: its own enumerable properties a fresh request has not, shallow, as they are now. The
+  // app reaches that code's work only through the request, so the refresh's layers read it there.
+  // Not what ties the hit to its own exchange: a stream (Express's `req.res`), Express's `req.next`.
+  for (const name of Object.keys(hit)) {
+    if (name in copy || name === 'next') continue
+    const value = (hit as unknown as Record<string, unknown>)[name]
+    if (!(value instanceof Stream)) (copy as unknown as Record<string, unknown>)[name] = value
+  }
   copy.method = 'GET'
   copy.url = arrivedAt(hit)?.url ?? hit.url ?? '/'
   copy.httpVersionMajor = hit.httpVersionMajor
@@ -814,7 +875,11 @@ function endOwnResponse(own: NodeOutgoing): void {
     req.removeAllListeners('data')
     req.resume()
   }
-  if (res.destroyed) return
+  if (res.destroyed) {
+    // Destroyed some other way than `failOnDestroy` sees: it closes all the same.
+    closeOwnResponse(res)
+    return
+  }
   let finished = false
   res.once('finish', () => {
     finished = true
@@ -826,12 +891,42 @@ function endOwnResponse(own: NodeOutgoing): void {
     // A head a layer made unwritable: the events still say the response is over.
   }
   if (!finished) res.emit('finish')
-  // As Node closes a response once its socket let go of it (`destroy` on no socket closes nothing).
+  closeOwnResponse(res)
+}
+
+/** The refresh's own responses that emitted `close` (see {@link closeOwnResponse}). */
+const closedResponses = new WeakSet<ServerResponse>()
+
+/**
+ * Emits `close` on a refresh's own Node response on the next tick, once, as Node closes a
+ * response once its socket let go of it: on no socket, neither `end` nor `destroy` closes it.
+ */
+function closeOwnResponse(res: ServerResponse): void {
   process.nextTick(() => {
-    if (res.destroyed) return
+    if (closedResponses.has(res)) return
+    closedResponses.add(res)
     res.destroyed = true
     res.emit('close')
   })
+}
+
+/**
+ * Makes `destroy()` on a refresh's own Node response (a request-timeout layer giving up on a slow
+ * response) do what it does on a client's: the response closes (Node's `destroy` on no socket
+ * emits nothing, and a gauge counting responses until `close` would count it for good), and
+ * `destroyed` is told, which fails the refresh.
+ */
+function failOnDestroy(res: ServerResponse, destroyed: () => void): void {
+  const destroy = res.destroy
+  res.destroy = function (this: ServerResponse, error?: Error) {
+    const first = !this.destroyed
+    const result = destroy.call(this, error)
+    if (first) {
+      closeOwnResponse(this)
+      destroyed()
+    }
+    return result
+  }
 }
 
 /** `@hono/node-server`'s default type of a response with a body and none of its own. */

@@ -5,6 +5,7 @@
  * `sid=` out of `Cookie`.
  */
 import { request as httpRequest } from 'node:http'
+import { connect as connectHttp2, createServer as createHttp2Server } from 'node:http2'
 import type { AddressInfo } from 'node:net'
 import { memoryBackend } from '@cache/memory'
 import { type ServerType, serve } from '@hono/node-server'
@@ -14,7 +15,9 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { type CacheResponseOptions, cacheResponse } from '../src/index.js'
 
 const servers: ServerType[] = []
+const sessions: { close(): void }[] = []
 afterEach(async () => {
+  for (const session of sessions.splice(0)) session.close()
   for (const server of servers.splice(0)) {
     ;(server as { closeAllConnections?: () => void }).closeAllConnections?.()
     await new Promise((resolve) => server.close(resolve))
@@ -176,3 +179,103 @@ describe('allowCookies with vary: cookie', () => {
     expect((await get(url, bob)).text).toBe('page of bob #2')
   })
 })
+
+describe.each([
+  ['authorization', { authorization: 'Bearer alice' }, { allowAuthorized: true }],
+  ['cookie', { cookie: 'sid=alice' }, { allowCookies: true }],
+] as const)(
+  'over HTTP/2: %s read from c.env.incoming.headers, then deleted from every view of the request',
+  (name, alice, allow) => {
+    /**
+     * An auth layer that keeps the credential out of logs: it reads it from Node's request, then
+     * deletes it from `headers`, `rawHeaders` and the `Request`.
+     */
+    const strip = (c: Context<Env>) => {
+      const incoming = (c.env as { incoming: { headers: Record<string, string>; rawHeaders: string[] } })
+        .incoming
+      const value = incoming.headers[name]
+      if (value !== undefined) c.set('user', value.split(/[= ;]/)[1])
+      delete incoming.headers[name]
+      const lines = incoming.rawHeaders
+      for (let i = lines.length - 2; i >= 0; i -= 2) if (lines[i]!.toLowerCase() === name) lines.splice(i, 2)
+      c.req.raw.headers.delete(name)
+    }
+
+    /** `/me` behind `strip` and the cache on an HTTP/2 server; `get` sends `headers` on one session. */
+    async function listenHttp2(options: CacheResponseOptions, vary?: string, errors: string[] = []) {
+      const cache = cacheResponse({ backend: memoryBackend(), ...options })
+      cache.on('error', (event) => errors.push(String(event.error)))
+      const app = new Hono<Env>()
+      app.use('*', async (c: Context<Env>, next: Next) => {
+        strip(c)
+        await next()
+      })
+      app.get('/me', cache, (c) => {
+        if (vary !== undefined) c.header('vary', vary)
+        return c.text(`page of ${c.get('user') ?? 'anonymous'}`)
+      })
+      const server = await new Promise<ServerType>((resolve) => {
+        const s = noteArrivals(
+          serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1', createServer: createHttp2Server }, () =>
+            resolve(s),
+          ),
+        )
+      })
+      servers.push(server)
+      const client = connectHttp2(`http://127.0.0.1:${(server.address() as AddressInfo).port}`)
+      sessions.push(client)
+      const get = (headers: Record<string, string> = {}) =>
+        new Promise<{ text: string; status: string }>((resolve, reject) => {
+          const stream = client.request({ ':path': '/me', ...headers })
+          let text = ''
+          let status = ''
+          stream.on('response', (head) => {
+            status = String(head['cache-status'])
+          })
+          stream.setEncoding('utf8')
+          stream.on('data', (chunk: string) => (text += chunk))
+          stream.on('end', () => resolve({ text, status }))
+          stream.on('error', reject)
+        })
+      return get
+    }
+
+    it('bypasses: the user’s page is never replayed to an anonymous HTTP/2 client', async () => {
+      const get = await listenHttp2({ ttl: 60 })
+      const first = await get(alice)
+      expect(first.text).toBe('page of alice')
+      expect(first.status).toBe(`@cache; fwd=request; detail=${name}`)
+      // Before: Alice's page, a hit.
+      expect((await get()).text).toBe('page of anonymous')
+    })
+
+    it('with the allow option and a response Vary naming it, never makes the user’s page the variant without it', async () => {
+      const get = await listenHttp2({ ttl: 60, ...allow }, name)
+      expect((await get(alice)).text).toBe('page of alice')
+      // Before: Alice's page, a hit (her entry was keyed as sent without the credential).
+      expect((await get()).text).toBe('page of anonymous')
+      const hit = await get(alice)
+      expect(hit.text).toBe('page of alice')
+      expect(hit.status).toMatch(/hit/)
+    })
+
+    it("a stale refresh of the user's entry is not run on the request the layer stripped: the entry stays the user's page", async () => {
+      let now = Date.now()
+      const errors: string[] = []
+      const get = await listenHttp2(
+        { ttl: 1, staleWhileRevalidate: 60, now: () => now, ...allow, vary: [name] },
+        name,
+        errors,
+      )
+      expect((await get(alice)).text).toBe('page of alice')
+      now += 2000
+      const stale = await get(alice)
+      expect(stale.text).toBe('page of alice')
+      expect(stale.status).toMatch(/hit; ttl=-/)
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      // Before: the refresh ran on the stripped request and stored "page of anonymous" as hers.
+      expect((await get(alice)).text).toBe('page of alice')
+      expect(errors.join('\n')).toMatch(new RegExp(`over HTTP/2 .* whose ${name} line a layer changed`))
+    })
+  },
+)

@@ -1,9 +1,9 @@
-import { Agent, request as httpRequest, ServerResponse } from 'node:http'
+import { Agent, createServer as createHttpServer, request as httpRequest, ServerResponse } from 'node:http'
 import { connect as connectHttp2, createServer as createHttp2Server, Http2ServerResponse } from 'node:http2'
 import type { AddressInfo } from 'node:net'
 import type { CacheEvent } from '@cache/core'
 import { memoryBackend } from '@cache/memory'
-import { type HttpBindings, type ServerType, serve } from '@hono/node-server'
+import { getRequestListener, type HttpBindings, type ServerType, serve } from '@hono/node-server'
 import { type Context, Hono, type MiddlewareHandler } from 'hono'
 import onHeaders from 'on-headers'
 import { describe, expect, it } from 'vitest'
@@ -550,5 +550,110 @@ describe('a stored empty body that was not null is replayed with the Content-Typ
     // Before: the hit had no Content-Type.
     expect(hit.headers['content-type']).toBe(miss.headers['content-type'])
     expect(hit.body.length).toBe(0)
+  })
+})
+
+describe('a stale-while-revalidate refresh carries what code in front of Hono put on the Node request', () => {
+  type UserEnv = { Bindings: HttpBindings; Variables: { user: string } }
+  type Authenticated = HttpBindings['incoming'] & { user?: string; session?: { plan: string } }
+
+  it("a listener that authenticates before Hono (req.user, req.session): Alice's entry is refreshed as Alice", async () => {
+    const time = clock()
+    const cache = cacheResponse({
+      ttl: 1,
+      staleWhileRevalidate: 60,
+      allowAuthorized: true,
+      vary: ['authorization'],
+      backend: memoryBackend(),
+      now: time.now,
+    })
+    const app = new Hono<UserEnv>()
+    app.use('*', async (c, next) => {
+      c.set('user', (c.env.incoming as Authenticated).user ?? 'guest')
+      await next()
+    })
+    let runs = 0
+    app.get('/dashboard', cache, (c) => {
+      const incoming = c.env.incoming as Authenticated & { res?: unknown }
+      const plan = incoming.session?.plan ?? 'none'
+      // Express's `req.res` is the exchange's own response, never the stale hit's on a refresh.
+      const foreign = incoming.res !== undefined && incoming.res !== c.env.outgoing ? ' [the hit’s res]' : ''
+      return c.text(`dashboard of ${c.get('user')} (${plan}) #${++runs}${foreign}`)
+    })
+    const listener = getRequestListener(app.fetch)
+    const tokens: Record<string, string> = { 'Bearer t-alice': 'alice' }
+    // As Express with passport would: the user and session are put on Node's request before Hono.
+    const server = noteArrivals(
+      createHttpServer((req, res) => {
+        const user = tokens[req.headers.authorization ?? '']
+        if (user !== undefined) Object.assign(req, { user, session: { plan: 'pro' } })
+        // As Express does for every request.
+        Object.assign(req, { res, next: () => {} })
+        listener(req, res)
+      }),
+    )
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+    const alice = { authorization: 'Bearer t-alice' }
+    try {
+      expect((await get(base, '/dashboard', 'GET', alice)).text).toBe('dashboard of alice (pro) #1')
+      expect((await get(base, '/dashboard')).text).toBe('dashboard of guest (none) #2')
+      time.pass(5_000)
+      const refresh = settled(cache)
+      expect((await get(base, '/dashboard', 'GET', alice)).text).toBe('dashboard of alice (pro) #1')
+      expect(await refresh).toBe('set')
+      const after = await get(base, '/dashboard', 'GET', alice)
+      expect(after.headers['cache-status']).toMatch(/hit/)
+      // Before: 'dashboard of guest (none) #3', stored under Alice's variant.
+      expect(after.text).toBe('dashboard of alice (pro) #3')
+    } finally {
+      server.closeAllConnections()
+      await new Promise((resolve) => server.close(resolve))
+    }
+  })
+})
+
+describe("a request-timeout layer that destroys a refresh's own Node response", () => {
+  it('emits close once (an in-flight gauge goes back to 0), and the refresh is not stored: it fails as a revalidate error', async () => {
+    const time = clock()
+    const cache = cacheResponse({ ttl: 1, staleWhileRevalidate: 60, backend: memoryBackend(), now: time.now })
+    const errors: CacheEvent[] = []
+    cache.on('error', (event) => errors.push(event))
+    const app = new Hono<{ Bindings: HttpBindings }>()
+    let open = 0
+    let closes = 0
+    app.use('*', async (c, next) => {
+      const outgoing = c.env.outgoing
+      open++
+      outgoing.once('close', () => {
+        open--
+        closes++
+      })
+      // A slow response is destroyed, as a request-timeout layer does on a real socket.
+      const timer = setTimeout(() => outgoing.destroy(), 50)
+      try {
+        await next()
+      } finally {
+        clearTimeout(timer)
+      }
+    })
+    let runs = 0
+    app.get('/p', cache, async (c) => {
+      if (++runs > 1) await new Promise((resolve) => setTimeout(resolve, 200))
+      return c.text(`page #${runs}`)
+    })
+    const base = await listen(app)
+    expect((await get(base, '/p')).text).toBe('page #1')
+    time.pass(5_000)
+    const refresh = settled(cache)
+    expect((await get(base, '/p')).text).toBe('page #1')
+    // Before: 'set': the page the layer gave up on was stored.
+    expect(await refresh).toMatch(/destroyed/)
+    expect(errors.map((event) => event.operation)).toEqual(['revalidate'])
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    // Before: the refresh's response never emitted close, and the gauge stayed at 1.
+    expect(open).toBe(0)
+    expect(closes).toBe(3)
+    expect(cache.stats.sets).toBe(1)
   })
 })

@@ -22,7 +22,8 @@ export interface Arrival {
   authority?: string
   /**
    * The header lines the cache decides with, as `rawHeaders` held them when the server emitted the
-   * request (name, value, …; `undefined` when it had none): those that name the host and protocol
+   * request (over HTTP/2, the stream's header lines as its `stream` event was emitted; name,
+   * value, …; `undefined` when it had none): those that name the host and protocol
    * (`Host`, `X-Forwarded-Host`, `X-Forwarded-Proto`), the credentials (`Authorization`,
    * `Cookie`) and those that announce a body (`Content-Length`, `Transfer-Encoding`). A listener
    * or hook may rewrite or delete them in both `headers` and `rawHeaders` later (a domain alias,
@@ -59,7 +60,7 @@ export function noteArrivals<Server>(server: Server): Server {
     // Called through the server's own `emit`, not from a wrapper put around it since.
     if ((this as { emit?: unknown } | null)?.emit === noted) {
       if (REQUEST_EVENTS.has(event)) noteRequest(args[0] as Noted, emitter)
-      else if (event === 'stream') noteStream(args[0] as Noted, args[1], emitter)
+      else if (event === 'stream') noteStream(args[0] as Noted, args[1], args[3], emitter)
     }
     return emit.call(this, event, ...args)
   }
@@ -222,11 +223,35 @@ function notedLines(rawHeaders: unknown): string[] | undefined {
   return lines
 }
 
-function noteStream(stream: Noted, headers: unknown, server: object): void {
+/**
+ * Notes an HTTP/2 stream as the server emits it (`stream, headers, flags, rawHeaders`): its
+ * `:path`, `:authority` and the header lines {@link Arrival.lines} keeps, as on HTTP/1. The
+ * compatibility API's request holds the very `headers` object and `rawHeaders` list the stream
+ * was emitted with: a layer that deletes a credential from them deletes it from what was sent.
+ */
+function noteStream(stream: Noted, headers: unknown, rawHeaders: unknown, server: object): void {
   if (stream === null || typeof stream !== 'object' || stream[ARRIVED] !== undefined) return
   const sent = headers as Record<string, unknown> | null
   const path = sent?.[':path']
   if (typeof path !== 'string') return
   const authority = sent?.[':authority']
-  stream[ARRIVED] = { url: path, server, ...(typeof authority === 'string' ? { authority } : {}) }
+  const lines = notedLines(Array.isArray(rawHeaders) ? rawHeaders : headerLines(sent))
+  stream[ARRIVED] = {
+    url: path,
+    server,
+    ...(typeof authority === 'string' ? { authority } : {}),
+    ...(lines === undefined ? {} : { lines }),
+  }
+}
+
+/** A stream's headers object as `[name, value, …]`, for a server that emits no raw list. */
+function headerLines(headers: Record<string, unknown> | null): unknown[] | undefined {
+  if (headers === null || typeof headers !== 'object') return undefined
+  const lines: unknown[] = []
+  for (const name of Object.keys(headers)) {
+    const value = headers[name]
+    if (Array.isArray(value)) for (const one of value) lines.push(name, one)
+    else if (value !== undefined) lines.push(name, value)
+  }
+  return lines
 }
