@@ -17,7 +17,6 @@ import {
   type HttpRequestView,
   invalidateResponsePrefix,
   type LookupContext,
-  fastifyRefreshId,
   injectRefresh,
   type LookupResult,
   type MissResult,
@@ -27,6 +26,7 @@ import {
   type Refresh,
   recordNodeResponse,
   refreshArrivedLines,
+  takeFastifyRefresh,
   trackFastifyReplyHeaders,
 } from '@cache/http'
 import type {
@@ -478,14 +478,8 @@ function viewOf(
   refreshHeader: string,
   refreshes: Map<string, Refresh>,
 ): HttpRequestView<FastifyRequest> {
-  let refresh: Refresh | undefined
-  const id = fastifyRefreshId(request.raw, request.headers, refreshHeader)
-  if (id !== undefined) {
-    refresh = refreshes.get(id)
-    refreshes.delete(id)
-    delete request.headers[refreshHeader]
-    delete request.raw.headers[refreshHeader]
-  }
+  const taken = takeFastifyRefresh(request.raw, request.headers, refreshHeader, refreshes)
+  const refresh = taken === false ? undefined : taken
   const host = request.host
   // Under `trustProxy` the host comes from `X-Forwarded-Host`, and the `Host` header the handler
   // can still read is another input; a hook that rewrote the `Host` header (a domain alias) makes
@@ -508,5 +502,8 @@ function viewOf(
     site,
     raw: request,
     ...(refresh === undefined ? {} : { refresh }),
+    // The copy of a refresh that is over (abandoned while a slow hook ran): neither answered
+    // from the stale entry (which would start another refresh) nor stored.
+    ...(taken === false ? { bypass: 'refresh-over' } : {}),
   }
 }

@@ -61,15 +61,27 @@ interface Copy {
   /** The header naming the refresh (the cache's), taken off the copy's header lines by the noting hook. */
   refreshHeader?: string
   /** light-my-request's request and response, closed when the refresh is over. */
-  request?: { aborted?: boolean; emit(event: 'close'): unknown }
-  response?: { destroyed?: boolean; destroy(): void }
+  request?: { aborted?: boolean; emit(event: 'close'): unknown; [ABANDONED]?: true }
+  response?: CopyResponse
   /** `close` was emitted on the request. */
   closed?: boolean
+  /** The refresh was over before the copy reached the noting hook: the copy is marked abandoned there. */
+  over?: true
+}
+/** light-my-request's response, as a refresh's copy closes it. */
+interface CopyResponse {
+  destroyed?: boolean
+  finished?: boolean
+  destroy(): void
+  write(...args: unknown[]): boolean
+  end(...args: unknown[]): unknown
 }
 const copies = new Map<string, Copy>()
 
 /** The refresh id of a copy whose refresh header the noting hook took off (see {@link fastifyRefreshId}). */
 const REFRESH_ID = Symbol('@cache/http.fastify-refresh-id')
+/** On a copy whose refresh was over (abandoned after `revalidateTimeout`) before its response ended. */
+const ABANDONED = Symbol('@cache/http.fastify-refresh-abandoned')
 
 type RawRequest = {
   url?: string
@@ -79,6 +91,7 @@ type RawRequest = {
   rawHeaders?: string[]
   [NOTE]?: FastifyTargetNote
   [REFRESH_ID]?: string
+  [ABANDONED]?: true
 }
 
 /**
@@ -115,7 +128,10 @@ function noteTarget(
     const copy = copies.get(String(id))
     if (copy !== undefined) {
       copy.request = raw as unknown as Copy['request']
-      copy.response = reply.raw
+      copy.response = reply.raw as CopyResponse | undefined
+      // Over before it got here (an event loop stalled past `revalidateTimeout`): it runs on as
+      // a bypass, answered to nobody.
+      if (copy.over === true) raw[ABANDONED] = true
       // The internal lines reach no hook nor handler (one echoing `rawHeaders` would store them
       // in the entry): the refresh id is kept on the request for the cache.
       dropLine(raw.rawHeaders, CONNECTION_HEADER)
@@ -143,6 +159,33 @@ function noteTarget(
 function dropLine(lines: string[] | undefined, name: string): void {
   const at = lines?.indexOf(name) ?? -1
   if (at !== -1) lines?.splice(at, 2)
+}
+
+/**
+ * The refresh a request is the `inject()` copy of, taken out of `refreshes` (with the refresh
+ * header, off `headers` and `request.raw.headers`): `undefined` for a client's request (or an id
+ * that names no refresh). `false` for a copy the noting hook saw whose refresh is over (abandoned after `revalidateTimeout` while a slow hook or guard
+ * before the cache ran, or failed): it must bypass the cache, for as a client's request it would
+ * find the stale entry and start another refresh, and another, for as long as the hook is slow.
+ */
+export function takeFastifyRefresh(
+  raw: unknown,
+  headers: Record<string, unknown>,
+  header: string,
+  refreshes: Map<string, Refresh>,
+): Refresh | false | undefined {
+  const id = fastifyRefreshId(raw, headers, header)
+  if (id === undefined) return undefined
+  const refresh = refreshes.get(id)
+  refreshes.delete(id)
+  delete headers[header]
+  const request = raw as RawRequest | null
+  if (request?.headers !== undefined) delete request.headers[header]
+  if (request?.[ABANDONED] === true) return false
+  // Only a copy the noting hook saw as one: a header a client sends (Nest's name is no secret)
+  // names no refresh, and leaves the request a client's.
+  if ((refresh === undefined || refresh.done) && request?.[REFRESH_ID] !== undefined) return false
+  return refresh
 }
 
 /**
@@ -369,11 +412,42 @@ export function lendFastifyConnection(
  */
 function closeCopy(copy: Copy): void {
   const response = copy.response
-  if (response === undefined || response.destroyed === true) return
+  if (response === undefined) {
+    copy.over = true
+    return
+  }
+  if (response.destroyed === true) return
+  hangUp(response)
   response.destroy()
+  if (copy.request !== undefined) copy.request[ABANDONED] = true
   // As Node marks the request of a client that hangs up: Fastify runs `onRequestAbort` on it.
   if (copy.request !== undefined && copy.closed !== true) copy.request.aborted = true
   closeRequest(copy)
+}
+
+/**
+ * Makes a copy's response take what the handler writes late as a response whose connection
+ * closed does: nothing is sent, `end()` marks it ended (Fastify sends no second reply) and
+ * `finish` never fires. light-my-request's `end()` would emit `finish` on a destroyed response:
+ * Fastify would run `onResponse` after `onRequestAbort`, and a gauge of requests in flight would
+ * end at -1.
+ */
+function hangUp(response: CopyResponse): void {
+  response.write = (...args: unknown[]) => {
+    const callback = args.find((arg) => typeof arg === 'function') as ((error: Error) => void) | undefined
+    if (callback !== undefined) process.nextTick(callback, closedError())
+    return false
+  }
+  response.end = function (this: CopyResponse) {
+    this.finished = true
+    return this
+  }
+}
+
+function closedError(): Error {
+  return Object.assign(new Error('Cannot call write after a stream was destroyed'), {
+    code: 'ERR_STREAM_DESTROYED',
+  })
 }
 
 /** Emits `close` on a copy's request, once: as Node does on a request once its response ended. */

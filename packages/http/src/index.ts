@@ -81,6 +81,7 @@ export {
   fastifyTarget,
   injectRefresh,
   fastifyRefreshId,
+  takeFastifyRefresh,
   lendFastifyConnection,
   refreshArrivedLines,
   noteFastifyArrivals,

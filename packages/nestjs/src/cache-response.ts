@@ -28,7 +28,7 @@ import {
   type HttpCacheOptions,
   type HttpRequestView,
   type LookupResult,
-  fastifyRefreshId,
+  takeFastifyRefresh,
   injectRefresh,
   noteFastifyArrivals,
   type Refresh,
@@ -243,11 +243,12 @@ export class CacheResponseInterceptor implements NestInterceptor {
     }
     // Apps sharing the server without prefixes of their own cannot be told apart.
     if (platform.sharedServer !== undefined) view.bypass ??= platform.sharedServer(cache.settings.keyPrefix)
-    const id = fastifyRefreshId(platform.req, platform.req.headers, REFRESH_HEADER)
-    if (id !== undefined) {
-      delete platform.req.headers[REFRESH_HEADER]
-      view.refresh = refreshes.get(id)
-      refreshes.delete(id)
+    const taken = takeFastifyRefresh(platform.req, platform.req.headers, REFRESH_HEADER, refreshes)
+    // The copy of a refresh that is over (abandoned while a slow guard or middleware ran):
+    // neither answered from the stale entry (which would start another refresh) nor stored.
+    if (taken === false) view.bypass ??= 'refresh-over'
+    else if (taken !== undefined) {
+      view.refresh = taken
       // An `inject()` copy: keyed on the credentials the request it refreshes was sent with.
       if (view.refresh !== undefined && view.arrivedLines === undefined)
         view.arrivedLines = refreshArrivedLines(view.refresh)
