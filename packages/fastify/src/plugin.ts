@@ -3,8 +3,9 @@ import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'n
 import { type CacheBackend, CacheConfigError, type Duration, getBackend, invalidateTags } from '@cache/core'
 import {
   answerFromResult,
-  arrivalOf,
   describeFunction,
+  fastifyArrivedLines,
+  fastifyHostKeyPart,
   fastifyParsesQueriesItself,
   fastifyQueryReplaced,
   fastifyRewrite,
@@ -12,7 +13,6 @@ import {
   fastifyTarget,
   HANDLER_ERROR,
   HttpCache,
-  hostKeyPart,
   type HttpCacheOptions,
   type HttpRequestView,
   invalidateResponsePrefix,
@@ -484,7 +484,7 @@ function viewOf(
   // Under `trustProxy` the host comes from `X-Forwarded-Host`, and the `Host` header the handler
   // can still read is another input; a hook that rewrote the `Host` header (a domain alias) makes
   // the request another one than a client of that host sends.
-  const keyExtra = hostKeyPart(host, request.raw, request.headers)
+  const keyExtra = fastifyHostKeyPart(host, request.raw, request.headers)
   return {
     method: request.method,
     // The target as the client sent it; a rewritten one bypasses (see `fastifyRewrite`).
@@ -492,10 +492,10 @@ function viewOf(
     headers: request.headers,
     // The credentials the client sent, whatever the hooks before the cache did to the headers.
     rawHeaders: request.raw.rawHeaders,
-    // The credential and body lines as the server emitted the request: a hook may strip a line
-    // from `rawHeaders` too.
+    // The credential and body lines as the server emitted the request (under `inject()`, as the
+    // cache's first hook found them): a hook may strip a line from `rawHeaders` too.
     arrivedLines:
-      arrivalOf(request.raw)?.lines ?? (refresh === undefined ? undefined : refreshArrivedLines(refresh)),
+      fastifyArrivedLines(request.raw) ?? (refresh === undefined ? undefined : refreshArrivedLines(refresh)),
     protocol: request.protocol,
     host,
     ...(keyExtra === undefined ? {} : { keyExtra }),

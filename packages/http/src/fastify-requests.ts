@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { IncomingMessage } from 'node:http'
 import { fastifyInstanceOptions } from './adapter-kit.js'
-import { type Arrival, arrivalOf, noteArrivals } from './arrivals.js'
+import { type Arrival, arrivalOf, notedLines, noteArrivals } from './arrivals.js'
 import { refreshRefusal } from './express-routing.js'
 import { noteFastifyApp } from './fastify-servers.js'
 import type { Refresh } from './view.js'
@@ -42,6 +42,12 @@ export interface FastifyTargetNote {
    * ran (noted where the cache adds a hook, before the route's schema coerces it).
    */
   queryChangedBeforeValidation?: boolean
+  /**
+   * Of a request no server emitted (`inject()`; not a refresh's copy, which is keyed on the lines
+   * of the request it refreshes): the lines {@link Arrival.lines} keeps (credentials, body, host),
+   * as `rawHeaders` held them before the first hook ran. `undefined` when it had none.
+   */
+  lines?: readonly string[]
 }
 
 const NOTE = Symbol('@cache/http.fastify-target')
@@ -94,20 +100,41 @@ type RawRequest = {
   [ABANDONED]?: true
 }
 
+type NotingRequest = { raw: RawRequest; query?: unknown }
+type NotingReply = { raw?: { destroyed?: boolean; destroy(): void } }
+
 /**
  * The first `onRequest` hook of every route of an instance that {@link noteFastifyTargets} was
  * given: notes the target as sent and as routed, before any hook of the app can rewrite
- * `request.raw.url`; and gives a refresh's copy the connection of the request it refreshes.
+ * `request.raw.url`, and the header lines of a request no server emitted (`inject()`), before any
+ * hook or middleware can strip a credential from them; and gives a refresh's copy the connection
+ * of the request it refreshes.
  */
-function noteTarget(
-  request: { raw: RawRequest; query?: unknown },
-  reply: { raw?: { destroyed?: boolean; destroy(): void } },
-  done: () => void,
-): void {
+function noteTarget(request: NotingRequest, reply: NotingReply, done: () => void): void {
+  note(request, reply, true)
+  done()
+}
+
+/**
+ * The noting hook where it could not be made the first (see {@link noteFastifyTargets}): hooks of
+ * the app ran before it. A request no server emitted is left unnoted, and so bypasses: what its
+ * header lines were before those hooks cannot be told.
+ */
+function noteTargetAfterHooks(request: NotingRequest, reply: NotingReply, done: () => void): void {
+  note(request, reply, false)
+  done()
+}
+
+function note(request: NotingRequest, reply: NotingReply, first: boolean): void {
   const raw = request.raw
+  const id = raw.headers[CONNECTION_HEADER]
   if (raw[NOTE] === undefined) {
     const routed = raw.url ?? '/'
     const arrived = arrival(raw)
+    // `inject()`: no server noted its lines as it arrived.
+    const injected = arrived === undefined && id === undefined
+    if (injected && !first) return
+    const lines = injected ? notedLines(raw.rawHeaders) : undefined
     const query = request.query
     const parsed = queryValues(query)
     const sent =
@@ -120,9 +147,9 @@ function noteTarget(
       ...(arrived === UNSEEN ? { unseen: true as const } : {}),
       query,
       ...(parsed === undefined ? {} : { parsed }),
+      ...(lines === undefined ? {} : { lines }),
     }
   }
-  const id = raw.headers[CONNECTION_HEADER]
   if (id !== undefined) {
     delete raw.headers[CONNECTION_HEADER]
     const copy = copies.get(String(id))
@@ -152,7 +179,15 @@ function noteTarget(
       if (raw.socket != null) Object.assign(raw.socket, copy.connection)
     }
   }
-  done()
+}
+
+/**
+ * The header lines the cache decides with ({@link Arrival.lines}) as the request arrived: as the
+ * server emitted it, or for `inject()`, as the noting hook found them before any hook ran.
+ * `undefined` when neither noted any.
+ */
+export function fastifyArrivedLines(raw: unknown): readonly string[] | undefined {
+  return arrivalOf(raw)?.lines ?? (raw as RawRequest | null)?.[NOTE]?.lines
 }
 
 /** Takes the line of header `name` (as light-my-request writes it: lower case) off `lines`. */
@@ -224,7 +259,7 @@ export function noteFastifyTargets(instance: unknown): boolean {
     return true
   }
   const fastify = instance as { addHook?(name: string, fn: Function): unknown } | null
-  fastify?.addHook?.('onRequest', noteTarget)
+  fastify?.addHook?.('onRequest', noteTargetAfterHooks)
   return false
 }
 
@@ -358,9 +393,16 @@ function holdsValues(query: unknown): boolean {
 
 /**
  * The part of a Fastify request's key that names its host beyond the one Fastify resolved: see
- * {@link hostKeyPart}, the rule every adapter shares.
+ * {@link hostKeyPart}, the rule every adapter shares, with the lines as the request arrived
+ * ({@link fastifyArrivedLines}: under `inject()` too).
  */
-export const fastifyHostKeyPart = hostKeyPart
+export function fastifyHostKeyPart(
+  resolved: string | undefined,
+  raw: Parameters<typeof hostKeyPart>[1],
+  read?: Record<string, unknown>,
+): string | undefined {
+  return hostKeyPart(resolved, raw, read, fastifyArrivedLines(raw))
+}
 
 /**
  * Why a request must bypass the cache because its target was rewritten before the cache

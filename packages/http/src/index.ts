@@ -79,6 +79,7 @@ export {
   fastifyQueryReplaced,
   fastifyRewrite,
   fastifyTarget,
+  fastifyArrivedLines,
   injectRefresh,
   fastifyRefreshId,
   takeFastifyRefresh,

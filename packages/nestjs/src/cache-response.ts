@@ -17,6 +17,8 @@ import { processLogger } from '@cache/core/backend'
 import {
   answerFromResult,
   arrivalOf,
+  fastifyArrivedLines,
+  fastifyHostKeyPart,
   fastifyParsesQueriesItself,
   fastifyQueryReplaced,
   fastifyRewrite,
@@ -422,7 +424,7 @@ function fastifyPlatform(request: any, reply: any): Platform {
   const noted = fastifyTarget(raw)
   const url: string = noted?.sent ?? request.url ?? raw.url
   const rewritten = fastifyRewrite(raw)
-  const keyExtra = hostKeyPart(host, raw, request.headers ?? raw.headers)
+  const keyExtra = fastifyHostKeyPart(host, raw, request.headers ?? raw.headers)
   return {
     view: {
       method: request.method,
@@ -430,7 +432,9 @@ function fastifyPlatform(request: any, reply: any): Platform {
       ...(rewritten === undefined ? {} : { bypass: rewritten }),
       headers,
       rawHeaders: raw.rawHeaders,
-      arrivedLines: arrivalOf(raw)?.lines,
+      // As the server emitted the request, or under `inject()` as the cache's first hook found
+      // them: middleware may strip a credential from `rawHeaders` too.
+      arrivedLines: fastifyArrivedLines(raw),
       protocol: typeof request.protocol === 'string' ? request.protocol : 'http',
       host,
       // The Host the client sent too, when a hook rewrote the header (a domain alias).
