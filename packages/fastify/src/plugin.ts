@@ -3,8 +3,9 @@ import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'n
 import { type CacheBackend, CacheConfigError, type Duration, getBackend, invalidateTags } from '@cache/core'
 import {
   answerFromResult,
-  arrivalOf,
   describeFunction,
+  fastifyArrivedLines,
+  fastifyHostKeyPart,
   fastifyParsesQueriesItself,
   fastifyQueryReplaced,
   fastifyRewrite,
@@ -12,12 +13,10 @@ import {
   fastifyTarget,
   HANDLER_ERROR,
   HttpCache,
-  hostKeyPart,
   type HttpCacheOptions,
   type HttpRequestView,
   invalidateResponsePrefix,
   type LookupContext,
-  fastifyRefreshId,
   injectRefresh,
   type LookupResult,
   type MissResult,
@@ -27,6 +26,7 @@ import {
   type Refresh,
   recordNodeResponse,
   refreshArrivedLines,
+  takeFastifyRefresh,
   trackFastifyReplyHeaders,
 } from '@cache/http'
 import type {
@@ -478,19 +478,13 @@ function viewOf(
   refreshHeader: string,
   refreshes: Map<string, Refresh>,
 ): HttpRequestView<FastifyRequest> {
-  let refresh: Refresh | undefined
-  const id = fastifyRefreshId(request.raw, request.headers, refreshHeader)
-  if (id !== undefined) {
-    refresh = refreshes.get(id)
-    refreshes.delete(id)
-    delete request.headers[refreshHeader]
-    delete request.raw.headers[refreshHeader]
-  }
+  const taken = takeFastifyRefresh(request.raw, request.headers, refreshHeader, refreshes)
+  const refresh = taken === false ? undefined : taken
   const host = request.host
   // Under `trustProxy` the host comes from `X-Forwarded-Host`, and the `Host` header the handler
   // can still read is another input; a hook that rewrote the `Host` header (a domain alias) makes
   // the request another one than a client of that host sends.
-  const keyExtra = hostKeyPart(host, request.raw, request.headers)
+  const keyExtra = fastifyHostKeyPart(host, request.raw, request.headers)
   return {
     method: request.method,
     // The target as the client sent it; a rewritten one bypasses (see `fastifyRewrite`).
@@ -498,15 +492,18 @@ function viewOf(
     headers: request.headers,
     // The credentials the client sent, whatever the hooks before the cache did to the headers.
     rawHeaders: request.raw.rawHeaders,
-    // The credential and body lines as the server emitted the request: a hook may strip a line
-    // from `rawHeaders` too.
+    // The credential and body lines as the server emitted the request (under `inject()`, as the
+    // cache's first hook found them): a hook may strip a line from `rawHeaders` too.
     arrivedLines:
-      arrivalOf(request.raw)?.lines ?? (refresh === undefined ? undefined : refreshArrivedLines(refresh)),
+      fastifyArrivedLines(request.raw) ?? (refresh === undefined ? undefined : refreshArrivedLines(refresh)),
     protocol: request.protocol,
     host,
     ...(keyExtra === undefined ? {} : { keyExtra }),
     site,
     raw: request,
     ...(refresh === undefined ? {} : { refresh }),
+    // The copy of a refresh that is over (abandoned while a slow hook ran): neither answered
+    // from the stale entry (which would start another refresh) nor stored.
+    ...(taken === false ? { bypass: 'refresh-over' } : {}),
   }
 }

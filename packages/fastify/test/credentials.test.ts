@@ -225,3 +225,69 @@ describe('an auth hook that empties or deletes request.raw.rawHeaders', () => {
     expect((await get(`${url}/me`, alice)).body).toMatch(/^hello alice #[12]$/)
   })
 })
+
+describe('under app.inject(), which no server emits', () => {
+  /** The `/me` app of {@link serve}, not listening: driven by `inject()` alone. */
+  async function injected(cache: RouteCacheOptions, consume: (request: WithUser) => void) {
+    const app = Fastify()
+    apps.push(app)
+    await app.register(cachePlugin, { backend: memoryBackend() })
+    app.decorateRequest('user', null)
+    app.addHook('onRequest', async (request) => consume(request as WithUser))
+    app.get(
+      '/me',
+      { config: { cache } },
+      async (request) => `page of ${(request as WithUser).user ?? 'anonymous'}`,
+    )
+    return app
+  }
+
+  it.each([
+    ['authorization', { authorization: 'Bearer alice' }],
+    ['cookie', { cookie: 'sid=alice' }],
+  ] as const)(
+    'a %s a hook deleted from headers and rawHeaders bypasses: a guest inject() never gets the user’s page',
+    async (name, alice) => {
+      const app = await injected({ ttl: 60 }, moveInto(name, 'lines'))
+      const first = await app.inject({ url: '/me', headers: alice })
+      expect(first.body).toBe('page of alice')
+      expect(first.headers['cache-status']).toBe(`@cache; fwd=request; detail=${name}`)
+      // Before: Alice's page, a hit.
+      const guest = await app.inject({ url: '/me' })
+      expect(guest.body).toBe('page of anonymous')
+    },
+  )
+
+  it('allowAuthorized with vary: authorization keys on the Authorization sent: Bob never gets Alice’s page', async () => {
+    const app = await injected(
+      { ttl: 60, allowAuthorized: true, vary: ['authorization'] },
+      moveInto('authorization', 'lines'),
+    )
+    expect((await app.inject({ url: '/me', headers: { authorization: 'Bearer alice' } })).body).toBe(
+      'page of alice',
+    )
+    expect((await app.inject({ url: '/me', headers: { authorization: 'Bearer bob' } })).body).toBe(
+      'page of bob',
+    )
+    expect((await app.inject({ url: '/me' })).body).toBe('page of anonymous')
+    const hit = await app.inject({ url: '/me', headers: { authorization: 'Bearer alice' } })
+    expect(hit.body).toBe('page of alice')
+    expect(hit.headers['cache-status']).toMatch(/hit/)
+  })
+
+  it('a GET whose body a hook took off (content-length line deleted) bypasses: the page made from it is never replayed', async () => {
+    const app = await injected({ ttl: 60 }, (request) => {
+      const length = request.headers['content-length']
+      if (length === undefined) return
+      request.user = 'body'
+      delete request.headers['content-length']
+      const lines = request.raw.rawHeaders
+      for (let i = lines.length - 2; i >= 0; i -= 2)
+        if (lines[i]!.toLowerCase() === 'content-length') lines.splice(i, 2)
+    })
+    app.addContentTypeParser('text/plain', { parseAs: 'string' }, (_request, body, done) => done(null, body))
+    const first = await app.inject({ url: '/me', payload: 'x', headers: { 'content-type': 'text/plain' } })
+    expect(first.body).toBe('page of body')
+    expect((await app.inject({ url: '/me' })).body).toBe('page of anonymous')
+  })
+})

@@ -182,4 +182,74 @@ describe("a refresh's inject() copy", () => {
     expect(runs).toBe(2)
     expect(gauge).toBe(0)
   })
+
+  it('abandoned after revalidateTimeout, then answered late by its handler: an onRequest/onResponse/onRequestAbort gauge comes back to 0, not -1', async () => {
+    const { made, later } = await app({ revalidateTimeout: '200ms' })
+    const gauge = { inflight: 0, aborts: 0, responses: 0 }
+    made.addHook('onRequest', async () => {
+      gauge.inflight++
+    })
+    made.addHook('onResponse', async () => {
+      gauge.inflight--
+      gauge.responses++
+    })
+    made.addHook('onRequestAbort', async (_request) => {
+      gauge.inflight--
+      gauge.aborts++
+    })
+    let runs = 0
+    let answered = false
+    made.get('/p', { config: { cache: true } }, async () => {
+      const run = ++runs
+      // The refresh's handler answers, long after revalidateTimeout.
+      if (run === 2) {
+        await new Promise((resolve) => setTimeout(resolve, 500))
+        answered = true
+      }
+      return `v${run}`
+    })
+    await made.ready()
+    const cache = [...made.cache.routes.values()][0]!
+    const errors: CacheEvent[] = []
+    cache.on('error', (event) => errors.push(event))
+    const base = await made.listen({ port: 0, host: '127.0.0.1' })
+    expect((await get(`${base}/p`)).body).toBe('v1')
+    later(61_000)
+    expect((await get(`${base}/p`)).body).toBe('v1')
+    await settled(() => answered)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    expect(errors.map((event) => String(event.error))).toEqual([expect.stringContaining('revalidateTimeout')])
+    // As a client hanging up: onRequestAbort once, onResponse never for the abandoned copy.
+    expect(gauge).toEqual({ inflight: 0, aborts: 1, responses: 2 })
+    // The late answer is not stored: the entry is still the stale one.
+    expect((await get(`${base}/p`)).body).toBe('v1')
+  })
+
+  it('abandoned while a slow onRequest hook runs, starts no other refresh once the hook is done: one stale hit, one copy', async () => {
+    const { made, later } = await app({ revalidateTimeout: '200ms' })
+    const seen = { clients: 0, copies: 0 }
+    let slow = false
+    made.addHook('onRequest', async (request) => {
+      if (request.raw.constructor.name === 'IncomingMessage') seen.clients++
+      else seen.copies++
+      // The auth service got slow.
+      if (slow) await new Promise((resolve) => setTimeout(resolve, 400))
+    })
+    let runs = 0
+    made.get('/p', { config: { cache: true } }, async () => `v${++runs}`)
+    await made.ready()
+    const cache = [...made.cache.routes.values()][0]!
+    const errors: CacheEvent[] = []
+    cache.on('error', (event) => errors.push(event))
+    const base = await made.listen({ port: 0, host: '127.0.0.1' })
+    expect((await get(`${base}/p`)).body).toBe('v1')
+    later(61_000)
+    slow = true
+    expect((await get(`${base}/p`)).body).toBe('v1')
+    // Long enough for the copy's hook to end twice over (400 ms each).
+    await new Promise((resolve) => setTimeout(resolve, 1500))
+    expect(seen).toEqual({ clients: 2, copies: 1 })
+    expect(errors.map((event) => String(event.error))).toEqual([expect.stringContaining('revalidateTimeout')])
+    expect(cache.stats.sets).toBe(1)
+  })
 })

@@ -268,6 +268,28 @@ describe('a target rewritten before the cache', () => {
     expect((await get(base, '/', { host: 'new-brand.example' })).body).toBe('new-brand home')
   })
 
+  it("the same hook under app.inject(): the legacy domain's page is never served to the new one", async () => {
+    const made = app()
+    made.addHook('onRequest', async (request) => {
+      const raw = request.raw as typeof request.raw & Marked
+      if (raw.headers.host === 'old-brand.example') {
+        raw.legacy = true
+        raw.headers.host = 'new-brand.example'
+        for (let i = 0; i < raw.rawHeaders.length; i += 2)
+          if (raw.rawHeaders[i]!.toLowerCase() === 'host') raw.rawHeaders[i + 1] = 'new-brand.example'
+      }
+    })
+    await made.register(cachePlugin, { backend: memoryBackend() })
+    made.get('/', { config: { cache: true } }, async (request) =>
+      (request.raw as Marked).legacy ? 'coupon OLD50' : 'new-brand home',
+    )
+    const inject = (host: string) => made.inject({ url: '/', headers: { host } })
+    expect((await inject('old-brand.example')).body).toBe('coupon OLD50')
+    // Before: the coupon page, stored under new-brand.example.
+    expect((await inject('new-brand.example')).body).toBe('new-brand home')
+    expect((await inject('old-brand.example')).headers['cache-status']).toContain('hit')
+  })
+
   /**
    * An app behind a trusted proxy whose hook maps the legacy domain's `X-Forwarded-Host` to the
    * new one (`rewrite`) and flags the request; `proxied(host)` asks for `/` as the proxy would.

@@ -208,7 +208,7 @@ function lineShape(name: string): number {
  * The lines of `rawHeaders` (name, value, …) that {@link Arrival.lines} keeps; `undefined` when
  * there are none. Only those lines are copied (a few per request), not the whole list.
  */
-function notedLines(rawHeaders: unknown): string[] | undefined {
+export function notedLines(rawHeaders: unknown): string[] | undefined {
   if (!Array.isArray(rawHeaders)) return undefined
   let lines: string[] | undefined
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { IncomingMessage } from 'node:http'
 import { fastifyInstanceOptions } from './adapter-kit.js'
-import { type Arrival, arrivalOf, noteArrivals } from './arrivals.js'
+import { type Arrival, arrivalOf, notedLines, noteArrivals } from './arrivals.js'
 import { refreshRefusal } from './express-routing.js'
 import { noteFastifyApp } from './fastify-servers.js'
 import type { Refresh } from './view.js'
@@ -42,6 +42,12 @@ export interface FastifyTargetNote {
    * ran (noted where the cache adds a hook, before the route's schema coerces it).
    */
   queryChangedBeforeValidation?: boolean
+  /**
+   * Of a request no server emitted (`inject()`; not a refresh's copy, which is keyed on the lines
+   * of the request it refreshes): the lines {@link Arrival.lines} keeps (credentials, body, host),
+   * as `rawHeaders` held them before the first hook ran. `undefined` when it had none.
+   */
+  lines?: readonly string[]
 }
 
 const NOTE = Symbol('@cache/http.fastify-target')
@@ -61,15 +67,27 @@ interface Copy {
   /** The header naming the refresh (the cache's), taken off the copy's header lines by the noting hook. */
   refreshHeader?: string
   /** light-my-request's request and response, closed when the refresh is over. */
-  request?: { aborted?: boolean; emit(event: 'close'): unknown }
-  response?: { destroyed?: boolean; destroy(): void }
+  request?: { aborted?: boolean; emit(event: 'close'): unknown; [ABANDONED]?: true }
+  response?: CopyResponse
   /** `close` was emitted on the request. */
   closed?: boolean
+  /** The refresh was over before the copy reached the noting hook: the copy is marked abandoned there. */
+  over?: true
+}
+/** light-my-request's response, as a refresh's copy closes it. */
+interface CopyResponse {
+  destroyed?: boolean
+  finished?: boolean
+  destroy(): void
+  write(...args: unknown[]): boolean
+  end(...args: unknown[]): unknown
 }
 const copies = new Map<string, Copy>()
 
 /** The refresh id of a copy whose refresh header the noting hook took off (see {@link fastifyRefreshId}). */
 const REFRESH_ID = Symbol('@cache/http.fastify-refresh-id')
+/** On a copy whose refresh was over (abandoned after `revalidateTimeout`) before its response ended. */
+const ABANDONED = Symbol('@cache/http.fastify-refresh-abandoned')
 
 type RawRequest = {
   url?: string
@@ -79,22 +97,44 @@ type RawRequest = {
   rawHeaders?: string[]
   [NOTE]?: FastifyTargetNote
   [REFRESH_ID]?: string
+  [ABANDONED]?: true
 }
+
+type NotingRequest = { raw: RawRequest; query?: unknown }
+type NotingReply = { raw?: { destroyed?: boolean; destroy(): void } }
 
 /**
  * The first `onRequest` hook of every route of an instance that {@link noteFastifyTargets} was
  * given: notes the target as sent and as routed, before any hook of the app can rewrite
- * `request.raw.url`; and gives a refresh's copy the connection of the request it refreshes.
+ * `request.raw.url`, and the header lines of a request no server emitted (`inject()`), before any
+ * hook or middleware can strip a credential from them; and gives a refresh's copy the connection
+ * of the request it refreshes.
  */
-function noteTarget(
-  request: { raw: RawRequest; query?: unknown },
-  reply: { raw?: { destroyed?: boolean; destroy(): void } },
-  done: () => void,
-): void {
+function noteTarget(request: NotingRequest, reply: NotingReply, done: () => void): void {
+  note(request, reply, true)
+  done()
+}
+
+/**
+ * The noting hook where it could not be made the first (see {@link noteFastifyTargets}): hooks of
+ * the app ran before it. A request no server emitted is left unnoted, and so bypasses: what its
+ * header lines were before those hooks cannot be told.
+ */
+function noteTargetAfterHooks(request: NotingRequest, reply: NotingReply, done: () => void): void {
+  note(request, reply, false)
+  done()
+}
+
+function note(request: NotingRequest, reply: NotingReply, first: boolean): void {
   const raw = request.raw
+  const id = raw.headers[CONNECTION_HEADER]
   if (raw[NOTE] === undefined) {
     const routed = raw.url ?? '/'
     const arrived = arrival(raw)
+    // `inject()`: no server noted its lines as it arrived.
+    const injected = arrived === undefined && id === undefined
+    if (injected && !first) return
+    const lines = injected ? notedLines(raw.rawHeaders) : undefined
     const query = request.query
     const parsed = queryValues(query)
     const sent =
@@ -107,15 +147,18 @@ function noteTarget(
       ...(arrived === UNSEEN ? { unseen: true as const } : {}),
       query,
       ...(parsed === undefined ? {} : { parsed }),
+      ...(lines === undefined ? {} : { lines }),
     }
   }
-  const id = raw.headers[CONNECTION_HEADER]
   if (id !== undefined) {
     delete raw.headers[CONNECTION_HEADER]
     const copy = copies.get(String(id))
     if (copy !== undefined) {
       copy.request = raw as unknown as Copy['request']
-      copy.response = reply.raw
+      copy.response = reply.raw as CopyResponse | undefined
+      // Over before it got here (an event loop stalled past `revalidateTimeout`): it runs on as
+      // a bypass, answered to nobody.
+      if (copy.over === true) raw[ABANDONED] = true
       // The internal lines reach no hook nor handler (one echoing `rawHeaders` would store them
       // in the entry): the refresh id is kept on the request for the cache.
       dropLine(raw.rawHeaders, CONNECTION_HEADER)
@@ -136,13 +179,48 @@ function noteTarget(
       if (raw.socket != null) Object.assign(raw.socket, copy.connection)
     }
   }
-  done()
+}
+
+/**
+ * The header lines the cache decides with ({@link Arrival.lines}) as the request arrived: as the
+ * server emitted it, or for `inject()`, as the noting hook found them before any hook ran.
+ * `undefined` when neither noted any.
+ */
+export function fastifyArrivedLines(raw: unknown): readonly string[] | undefined {
+  return arrivalOf(raw)?.lines ?? (raw as RawRequest | null)?.[NOTE]?.lines
 }
 
 /** Takes the line of header `name` (as light-my-request writes it: lower case) off `lines`. */
 function dropLine(lines: string[] | undefined, name: string): void {
   const at = lines?.indexOf(name) ?? -1
   if (at !== -1) lines?.splice(at, 2)
+}
+
+/**
+ * The refresh a request is the `inject()` copy of, taken out of `refreshes` (with the refresh
+ * header, off `headers` and `request.raw.headers`): `undefined` for a client's request (or an id
+ * that names no refresh). `false` for a copy the noting hook saw whose refresh is over (abandoned after `revalidateTimeout` while a slow hook or guard
+ * before the cache ran, or failed): it must bypass the cache, for as a client's request it would
+ * find the stale entry and start another refresh, and another, for as long as the hook is slow.
+ */
+export function takeFastifyRefresh(
+  raw: unknown,
+  headers: Record<string, unknown>,
+  header: string,
+  refreshes: Map<string, Refresh>,
+): Refresh | false | undefined {
+  const id = fastifyRefreshId(raw, headers, header)
+  if (id === undefined) return undefined
+  const refresh = refreshes.get(id)
+  refreshes.delete(id)
+  delete headers[header]
+  const request = raw as RawRequest | null
+  if (request?.headers !== undefined) delete request.headers[header]
+  if (request?.[ABANDONED] === true) return false
+  // Only a copy the noting hook saw as one: a header a client sends (Nest's name is no secret)
+  // names no refresh, and leaves the request a client's.
+  if ((refresh === undefined || refresh.done) && request?.[REFRESH_ID] !== undefined) return false
+  return refresh
 }
 
 /**
@@ -181,7 +259,7 @@ export function noteFastifyTargets(instance: unknown): boolean {
     return true
   }
   const fastify = instance as { addHook?(name: string, fn: Function): unknown } | null
-  fastify?.addHook?.('onRequest', noteTarget)
+  fastify?.addHook?.('onRequest', noteTargetAfterHooks)
   return false
 }
 
@@ -315,9 +393,16 @@ function holdsValues(query: unknown): boolean {
 
 /**
  * The part of a Fastify request's key that names its host beyond the one Fastify resolved: see
- * {@link hostKeyPart}, the rule every adapter shares.
+ * {@link hostKeyPart}, the rule every adapter shares, with the lines as the request arrived
+ * ({@link fastifyArrivedLines}: under `inject()` too).
  */
-export const fastifyHostKeyPart = hostKeyPart
+export function fastifyHostKeyPart(
+  resolved: string | undefined,
+  raw: Parameters<typeof hostKeyPart>[1],
+  read?: Record<string, unknown>,
+): string | undefined {
+  return hostKeyPart(resolved, raw, read, fastifyArrivedLines(raw))
+}
 
 /**
  * Why a request must bypass the cache because its target was rewritten before the cache
@@ -369,11 +454,42 @@ export function lendFastifyConnection(
  */
 function closeCopy(copy: Copy): void {
   const response = copy.response
-  if (response === undefined || response.destroyed === true) return
+  if (response === undefined) {
+    copy.over = true
+    return
+  }
+  if (response.destroyed === true) return
+  hangUp(response)
   response.destroy()
+  if (copy.request !== undefined) copy.request[ABANDONED] = true
   // As Node marks the request of a client that hangs up: Fastify runs `onRequestAbort` on it.
   if (copy.request !== undefined && copy.closed !== true) copy.request.aborted = true
   closeRequest(copy)
+}
+
+/**
+ * Makes a copy's response take what the handler writes late as a response whose connection
+ * closed does: nothing is sent, `end()` marks it ended (Fastify sends no second reply) and
+ * `finish` never fires. light-my-request's `end()` would emit `finish` on a destroyed response:
+ * Fastify would run `onResponse` after `onRequestAbort`, and a gauge of requests in flight would
+ * end at -1.
+ */
+function hangUp(response: CopyResponse): void {
+  response.write = (...args: unknown[]) => {
+    const callback = args.find((arg) => typeof arg === 'function') as ((error: Error) => void) | undefined
+    if (callback !== undefined) process.nextTick(callback, closedError())
+    return false
+  }
+  response.end = function (this: CopyResponse) {
+    this.finished = true
+    return this
+  }
+}
+
+function closedError(): Error {
+  return Object.assign(new Error('Cannot call write after a stream was destroyed'), {
+    code: 'ERR_STREAM_DESTROYED',
+  })
 }
 
 /** Emits `close` on a copy's request, once: as Node does on a request once its response ended. */

@@ -113,16 +113,18 @@ export function sentHostPart(resolved: string | undefined, sent: string | undefi
  * the host the app sees reaches both (the URL's scope leaves them out). The rule of
  * `@cache/express`, `@cache/fastify` and `@cache/nestjs`. `read`: the headers the framework reads
  * when they are not Node's (Fastify's `request.headers`, which a hook may replace as a whole).
+ * `arrived`: the lines as the request arrived (default: as its server noted them).
  */
 export function hostKeyPart(
   resolved: string | undefined,
   raw: { headers: { host?: string; [name: string]: unknown }; rawHeaders?: readonly string[] },
   read: Record<string, unknown> = raw.headers,
+  arrived: readonly string[] | undefined = arrivalOf(raw)?.lines,
 ): string | undefined {
   const seen = raw.headers.host
-  // The lines as the server emitted the request, when it noted them: a listener or hook may have
-  // rewritten `rawHeaders` along with `headers` since.
-  const lines = arrivalOf(raw)?.lines ?? raw.rawHeaders
+  // The lines as the server emitted the request (`arrived`: as the adapter noted them otherwise),
+  // when it noted them: a listener or hook may have rewritten `rawHeaders` along with `headers` since.
+  const lines = arrived ?? raw.rawHeaders
   const sent = sentHost(lines, seen)
   const forwarded = sentHostPart(resolved, seen)
   const rewritten =

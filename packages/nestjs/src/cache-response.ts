@@ -17,6 +17,8 @@ import { processLogger } from '@cache/core/backend'
 import {
   answerFromResult,
   arrivalOf,
+  fastifyArrivedLines,
+  fastifyHostKeyPart,
   fastifyParsesQueriesItself,
   fastifyQueryReplaced,
   fastifyRewrite,
@@ -28,7 +30,7 @@ import {
   type HttpCacheOptions,
   type HttpRequestView,
   type LookupResult,
-  fastifyRefreshId,
+  takeFastifyRefresh,
   injectRefresh,
   noteFastifyArrivals,
   type Refresh,
@@ -243,11 +245,12 @@ export class CacheResponseInterceptor implements NestInterceptor {
     }
     // Apps sharing the server without prefixes of their own cannot be told apart.
     if (platform.sharedServer !== undefined) view.bypass ??= platform.sharedServer(cache.settings.keyPrefix)
-    const id = fastifyRefreshId(platform.req, platform.req.headers, REFRESH_HEADER)
-    if (id !== undefined) {
-      delete platform.req.headers[REFRESH_HEADER]
-      view.refresh = refreshes.get(id)
-      refreshes.delete(id)
+    const taken = takeFastifyRefresh(platform.req, platform.req.headers, REFRESH_HEADER, refreshes)
+    // The copy of a refresh that is over (abandoned while a slow guard or middleware ran):
+    // neither answered from the stale entry (which would start another refresh) nor stored.
+    if (taken === false) view.bypass ??= 'refresh-over'
+    else if (taken !== undefined) {
+      view.refresh = taken
       // An `inject()` copy: keyed on the credentials the request it refreshes was sent with.
       if (view.refresh !== undefined && view.arrivedLines === undefined)
         view.arrivedLines = refreshArrivedLines(view.refresh)
@@ -421,7 +424,7 @@ function fastifyPlatform(request: any, reply: any): Platform {
   const noted = fastifyTarget(raw)
   const url: string = noted?.sent ?? request.url ?? raw.url
   const rewritten = fastifyRewrite(raw)
-  const keyExtra = hostKeyPart(host, raw, request.headers ?? raw.headers)
+  const keyExtra = fastifyHostKeyPart(host, raw, request.headers ?? raw.headers)
   return {
     view: {
       method: request.method,
@@ -429,7 +432,9 @@ function fastifyPlatform(request: any, reply: any): Platform {
       ...(rewritten === undefined ? {} : { bypass: rewritten }),
       headers,
       rawHeaders: raw.rawHeaders,
-      arrivedLines: arrivalOf(raw)?.lines,
+      // As the server emitted the request, or under `inject()` as the cache's first hook found
+      // them: middleware may strip a credential from `rawHeaders` too.
+      arrivedLines: fastifyArrivedLines(raw),
       protocol: typeof request.protocol === 'string' ? request.protocol : 'http',
       host,
       // The Host the client sent too, when a hook rewrote the header (a domain alias).

@@ -20,6 +20,7 @@ import {
   UseGuards,
 } from '@nestjs/common'
 import { memoryBackend } from '@cache/memory'
+import type { NestFastifyApplication } from '@nestjs/platform-fastify'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { CacheModule, CacheResponse } from '../src/index.js'
 import { PLATFORMS, send, startApp } from './harness.js'
@@ -105,6 +106,17 @@ function emptiedLines(req: any, _res: unknown, next: () => void): void {
   next()
 }
 
+/** An auth middleware: the credential into `req.user`, deleted from `headers` and `rawHeaders` alike. */
+function strippingMiddleware(req: any, _res: unknown, next: () => void): void {
+  const value = req.headers.authorization ?? req.headers.cookie
+  if (value !== undefined) req.user = String(value).split(/[= ]/)[1]
+  delete req.headers.authorization
+  delete req.headers.cookie
+  stripLines(req, 'authorization')
+  stripLines(req, 'cookie')
+  next()
+}
+
 /** The clock of the stale-while-revalidate route. */
 const clock = { now: 1_000_000 }
 const now = () => clock.now
@@ -155,6 +167,18 @@ class MeController {
     return page(req)
   }
 
+  @Get('middleware-stripped')
+  @CacheResponse({ ttl: 60 })
+  middlewareStripped(@Req() req: any) {
+    return page(req)
+  }
+
+  @Get('middleware-stripped-allowed')
+  @CacheResponse({ ttl: 60, allowAuthorized: true, vary: ['authorization'] })
+  middlewareStrippedAllowed(@Req() req: any) {
+    return page(req)
+  }
+
   @Get('session')
   @CacheResponse({ ttl: 60, allowCookies: true, vary: ['cookie'] })
   session(@Req() req: any) {
@@ -197,6 +221,7 @@ class AppModule implements NestModule {
     consumer.apply(session).forRoutes('session', 'session-stale')
     consumer.apply(sessionLines).forRoutes('session-lines', 'session-lines-stale')
     consumer.apply(emptiedLines).forRoutes('auth-emptied-stale')
+    consumer.apply(strippingMiddleware).forRoutes('middleware-stripped', 'middleware-stripped-allowed')
   }
 }
 
@@ -307,5 +332,44 @@ describe.each(PLATFORMS)('credentials as the client sent them (platform-%s)', (p
     for (let i = 0; i < 300 && refreshRuns < 2; i++) await new Promise((r) => setTimeout(r, 10))
     await new Promise((r) => setTimeout(r, 50))
     expect((await get('/session-stale', alice)).page).toBe('alice #2')
+  })
+})
+
+describe('credentials under app.inject() on platform-fastify (no server emits the request)', () => {
+  let app: NestFastifyApplication
+  beforeAll(async () => {
+    app = (await startApp('fastify', AppModule)).app as NestFastifyApplication
+  })
+  afterAll(async () => {
+    await app?.close()
+  })
+  const inject = async (path: string, headers: Record<string, string> = {}) => {
+    const reply = await app.inject({ url: path, headers })
+    return { page: JSON.parse(reply.body).page as string, status: String(reply.headers['cache-status']) }
+  }
+
+  it.each([
+    ['authorization', { authorization: 'Bearer alice' }],
+    ['cookie', { cookie: 'sid=alice' }],
+  ])(
+    'a %s middleware deleted from headers and rawHeaders bypasses: a guest inject() never gets the user’s page',
+    async (name, alice) => {
+      const first = await inject('/middleware-stripped', alice)
+      expect(first.page).toBe('alice')
+      expect(first.status).toBe(`@cache; fwd=request; detail=${name}`)
+      // Before: Alice's page, a hit.
+      expect((await inject('/middleware-stripped')).page).toBe('anonymous')
+    },
+  )
+
+  it('allowAuthorized with vary: authorization keys on the Authorization sent: Bob never gets Alice’s page', async () => {
+    expect((await inject('/middleware-stripped-allowed', { authorization: 'Bearer alice' })).page).toBe(
+      'alice',
+    )
+    expect((await inject('/middleware-stripped-allowed', { authorization: 'Bearer bob' })).page).toBe('bob')
+    expect((await inject('/middleware-stripped-allowed')).page).toBe('anonymous')
+    const hit = await inject('/middleware-stripped-allowed', { authorization: 'Bearer alice' })
+    expect(hit.page).toBe('alice')
+    expect(hit.status).toMatch(/hit/)
   })
 })

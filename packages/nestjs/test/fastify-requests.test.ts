@@ -8,17 +8,21 @@ import { createServer, request as httpRequest } from 'node:http'
 import { configureCache } from '@cache/core'
 import { memoryBackend } from '@cache/memory'
 import {
+  type CanActivate,
   Controller,
+  type ExecutionContext,
   Get,
   type INestApplication,
+  Injectable,
   Module,
   Query,
   Req,
   SetMetadata,
+  UseGuards,
   UseInterceptors,
 } from '@nestjs/common'
 import { NestFactory } from '@nestjs/core'
-import { FastifyAdapter } from '@nestjs/platform-fastify'
+import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify'
 import { afterEach, describe, expect, it } from 'vitest'
 import { type RegionOptions, regionModule } from './fixtures/regions.js'
 import {
@@ -551,8 +555,21 @@ describe('@CacheResponse on platform-fastify: a stale-while-revalidate refresh',
   })
 })
 
+/** A token introspection that got slow: an async guard counting the clients and the copies it sees. */
+const guardSaw = { clients: 0, copies: 0, slow: false }
+@Injectable()
+class SlowGuard implements CanActivate {
+  async canActivate(context: ExecutionContext): Promise<boolean> {
+    const request = context.switchToHttp().getRequest<{ raw: object }>()
+    if (request.raw.constructor.name === 'IncomingMessage') guardSaw.clients++
+    else guardSaw.copies++
+    if (guardSaw.slow) await new Promise((resolve) => setTimeout(resolve, 400))
+    return true
+  }
+}
+
 describe("@CacheResponse on platform-fastify: a refresh's inject() copy", () => {
-  const copy = { runs: 0, now: 1_000_000, agents: [] as (string | undefined)[] }
+  const copy = { runs: 0, now: 1_000_000, agents: [] as (string | undefined)[], answered: false }
 
   @Controller()
   class CopyController {
@@ -579,6 +596,37 @@ describe("@CacheResponse on platform-fastify: a refresh's inject() copy", () => 
         names.push(request.raw.rawHeaders[i]!.toLowerCase())
       return { run: ++copy.runs, names }
     }
+  }
+
+  @Controller()
+  class LateController {
+    @Get('late')
+    @CacheResponse({ ttl: 60, staleWhileRevalidate: 600, revalidateTimeout: '200ms', now: () => copy.now })
+    async late() {
+      const run = ++copy.runs
+      // The refresh's handler answers, long after revalidateTimeout.
+      if (run === 2) {
+        await new Promise((resolve) => setTimeout(resolve, 500))
+        copy.answered = true
+      }
+      return `v${run}`
+    }
+
+    @Get('guarded')
+    @UseGuards(SlowGuard)
+    @CacheResponse({ ttl: 60, staleWhileRevalidate: 600, revalidateTimeout: '200ms', now: () => copy.now })
+    guarded() {
+      return `v${++copy.runs}`
+    }
+  }
+
+  function lateModule() {
+    @Module({
+      imports: [CacheModule.forRoot({ backend: memoryBackend({ now: () => copy.now }), isGlobal: true })],
+      controllers: [LateController],
+    })
+    class LateModule {}
+    return LateModule
   }
 
   function copyModule() {
@@ -651,5 +699,51 @@ describe("@CacheResponse on platform-fastify: a refresh's inject() copy", () => 
     await settle(() => copy.runs >= 2)
     expect(copy.agents).toEqual([undefined, undefined])
     expect((await get(base, '/agent')).body).toBe('agent none #2')
+  })
+
+  it('abandoned after revalidateTimeout, then answered late by its handler: a Fastify onRequest/onResponse/onRequestAbort gauge comes back to 0, not -1', async () => {
+    const gauge = { inflight: 0, aborts: 0, responses: 0 }
+    const base = await start(
+      undefined,
+      (app) => {
+        const fastify = (app as NestFastifyApplication).getHttpAdapter().getInstance()
+        fastify.addHook('onRequest', async () => {
+          gauge.inflight++
+        })
+        fastify.addHook('onResponse', async () => {
+          gauge.inflight--
+          gauge.responses++
+        })
+        fastify.addHook('onRequestAbort', async (_request) => {
+          gauge.inflight--
+          gauge.aborts++
+        })
+      },
+      lateModule(),
+    )
+    copy.runs = 0
+    copy.answered = false
+    expect((await get(base, '/late')).body).toBe('v1')
+    copy.now += 61_000
+    expect((await get(base, '/late')).body).toBe('v1')
+    await settle(() => copy.answered)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    // As a client hanging up: onRequestAbort once, onResponse never for the abandoned copy.
+    expect(gauge).toEqual({ inflight: 0, aborts: 1, responses: 2 })
+    expect((await get(base, '/late')).body).toBe('v1')
+  })
+
+  it('abandoned while a slow async guard runs, starts no other refresh once the guard is done: one stale hit, one copy', async () => {
+    const base = await start(undefined, undefined, lateModule())
+    copy.runs = 0
+    Object.assign(guardSaw, { clients: 0, copies: 0, slow: false })
+    expect((await get(base, '/guarded')).body).toBe('v1')
+    copy.now += 61_000
+    guardSaw.slow = true
+    expect((await get(base, '/guarded')).body).toBe('v1')
+    // Long enough for the copy's guard to end twice over (400 ms each).
+    await new Promise((resolve) => setTimeout(resolve, 1500))
+    expect({ clients: guardSaw.clients, copies: guardSaw.copies }).toEqual({ clients: 2, copies: 1 })
+    guardSaw.slow = false
   })
 })
