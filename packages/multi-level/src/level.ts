@@ -93,6 +93,12 @@ export class Level {
   private stopped = false
   private repairTimer: NodeJS.Timeout | undefined
   private repairDelayMs = REPAIR_DELAY_MS
+  /**
+   * Told what a repair deleted (`'all'`: it cleared the level), once the level took it. Set by the
+   * chain for the shared level: another process may have read the old value back from it before
+   * the repair, and must drop it, as after any write.
+   */
+  onRepaired: (keys: string[] | 'all') => void = () => {}
   /** Told when a background repair of a level in use fails (counted like any failure). */
   onRepairFailure: (error: unknown) => void = () => {}
   /**
@@ -347,9 +353,10 @@ export class Level {
       this.pastClear = false
       try {
         await this.backend.clear()
+        this.onRepaired('all')
       } catch (error) {
         // Partial: the failed server is repaired by the backend before it serves again.
-        if (isPartialFailure(error)) return
+        if (isPartialFailure(error)) return this.onRepaired('all')
         // A clear this level refuses (Redis without a namespace): the clear it missed would have
         // been refused too. Retrying would keep it out of use for good; it is used again, the
         // keys this process did not change as they are, once the faster levels dropped everything.
@@ -373,8 +380,9 @@ export class Level {
       this.pending.clear()
       try {
         await this.backend.deleteMany(keys)
+        this.onRepaired(keys)
       } catch (error) {
-        if (isPartialFailure(error)) return
+        if (isPartialFailure(error)) return this.onRepaired(keys)
         for (const key of keys) this.remember(key)
         throw error
       }

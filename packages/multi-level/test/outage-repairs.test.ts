@@ -14,6 +14,7 @@ import {
   type MultiLevelBackend,
   type MultiLevelEvent,
   multiLevel,
+  redisBus,
 } from '../src/index.js'
 
 // Its own server: these tests freeze it.
@@ -26,7 +27,7 @@ afterAll(async () => {
 })
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
-const n = 0
+let n = 0
 
 /** One process's chain: its own memory level, Redis (150 ms timeout), and bus if given. */
 function peer(
@@ -139,6 +140,87 @@ describe('multiLevel(memory, redis without a namespace): clear() during the outa
       redis.process!.thaw()
       await other.delete('session')
       await Promise.all([a.chain.close(), b.chain.close(), other.close()])
+    }
+  })
+})
+
+describe('multiLevel(memory, redis) with a bus: a repair after an outage', () => {
+  it.each([
+    ['delete', (chain: MultiLevelBackend) => chain.delete('K')],
+    ['set', (chain: MultiLevelBackend) => chain.set('K', 'v2', '1h')],
+  ] as const)(
+    '%s: another process that read the old value back before the repair drops it when the repair lands',
+    async (_name, write) => {
+      const namespace = `repairs${process.pid}-${++n}`
+      const busA = redisBus(redis.url, { logger: false })
+      const busB = redisBus(redis.url, { logger: false })
+      await Promise.all([busA.ready(), busB.ready()])
+      // B comes back long before A's probe repairs Redis.
+      const a = peer(redis.url, { namespace, openFor: '1500ms', bus: busA })
+      const b = peer(redis.url, { namespace, openFor: '100ms', bus: busB })
+      try {
+        await a.chain.set('K', 'v1', '1h')
+        expect(await b.chain.get('K')).toBe('v1')
+        await redis.process!.freeze()
+        try {
+          await untilDown(a.chain)
+          await expect(write(a.chain)).rejects.toMatchObject({ code: 'CACHE_UNAVAILABLE' })
+        } finally {
+          redis.process!.thaw()
+        }
+        await untilBack(b.chain)
+        await sleep(200)
+        // Allowed: A's write was rejected, and is not repaired yet. B keeps it in its memory level.
+        expect(await b.chain.get('K')).toBe('v1')
+        expect(await b.chain.levels[0]!.backend.get('K')).toBe('v1')
+        await untilRepaired(a.chain)
+        expect(await b.chain.levels[1]!.backend.get('K')).toBeUndefined()
+        // Before: nobody was told of the repair, and B served v1 until its TTL (1 h).
+        expect(await settled(() => b.chain.get('K'), 'v1')).toBeUndefined()
+      } finally {
+        redis.process!.thaw()
+        await Promise.all([a.chain.close(), b.chain.close()])
+        await Promise.all([busA.close(), busB.close()])
+      }
+    },
+  )
+
+  it('a tag invalidation repaired on Redis reaches the process that copied the old generation meanwhile (stateTtl 20 s)', async () => {
+    const namespace = `repairs${process.pid}-${++n}`
+    const busA = redisBus(redis.url, { logger: false })
+    const busB = redisBus(redis.url, { logger: false })
+    await Promise.all([busA.ready(), busB.ready()])
+    const a = peer(redis.url, { namespace, openFor: '2s', bus: busA, stateTtl: '20s' })
+    const b = peer(redis.url, { namespace, openFor: '200ms', bus: busB, stateTtl: '20s' })
+    let calls = 0
+    const lookup = cached(async (_id: number) => `result#${++calls}`, {
+      backend: b.chain,
+      name: 'lookup',
+      tags: ['t'],
+      ttl: '1h',
+    })
+    try {
+      expect(await lookup(1)).toBe('result#1')
+      expect(await lookup(1)).toBe('result#1')
+      await redis.process!.freeze()
+      try {
+        await Promise.all([untilDown(a.chain), untilDown(b.chain)])
+        await expect(invalidateTags(['t'], { backend: a.chain })).rejects.toMatchObject({
+          code: 'CACHE_UNAVAILABLE',
+        })
+      } finally {
+        redis.process!.thaw()
+      }
+      await untilBack(b.chain)
+      // Allowed: the invalidation is not on Redis yet. B copies the old generation for 20 s.
+      expect(await lookup(1)).toBe('result#1')
+      await untilRepaired(a.chain)
+      // Before: B served result#1 for the whole stateTtl.
+      expect(await settled(() => lookup(1), 'result#1')).toBe('result#2')
+    } finally {
+      redis.process!.thaw()
+      await Promise.all([a.chain.close(), b.chain.close()])
+      await Promise.all([busA.close(), busB.close()])
     }
   })
 })
