@@ -56,15 +56,7 @@ export function assembleChain(
   const stateTtlMs = durationOption(options.stateTtl, 'stateTtl', options.bus === undefined ? 0 : '1s', {
     zero: true,
   })
-  const state = new StateKeys(
-    levels,
-    reads,
-    health,
-    writer,
-    async (keys) => invalidation.publish({ keys }),
-    stateTtlMs,
-    now,
-  )
+  const state = new StateKeys(levels, reads, health, writer, invalidation, stateTtlMs, now)
   return {
     levels,
     first: levels[0]!,

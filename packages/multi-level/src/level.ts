@@ -81,6 +81,11 @@ export class Level {
   /** Suspect keys past `maxPendingKeys`. */
   private suspectsPast = 0
   private pendingClear = false
+  /**
+   * Keys of the shared level past `maxPendingKeys` while a clear of it was pending: covered if
+   * the clear is replayed, told as not repaired if it is refused.
+   */
+  private pastClear = false
   /** Keys a faster level changed on its own while this one was skipped (see {@link diverged}). */
   private readonly divergent = new Set<string>()
   private divergentAll = false
@@ -88,6 +93,12 @@ export class Level {
   private stopped = false
   private repairTimer: NodeJS.Timeout | undefined
   private repairDelayMs = REPAIR_DELAY_MS
+  /**
+   * Told what a repair deleted (`'all'`: it cleared the level), once the level took it. Set by the
+   * chain for the shared level: another process may have read the old value back from it before
+   * the repair, and must drop it, as after any write.
+   */
+  onRepaired: (keys: string[] | 'all') => void = () => {}
   /** Told when a background repair of a level in use fails (counted like any failure). */
   onRepairFailure: (error: unknown) => void = () => {}
   /**
@@ -189,7 +200,7 @@ export class Level {
     this.suspects = new Set()
     this.suspectsPast = 0
     if (suspects === 'all') {
-      this.pending.clear()
+      // The keys already pending stay: the clear may be refused when it is replayed.
       this.pendingClear = true
       return
     }
@@ -197,9 +208,12 @@ export class Level {
     if (suspectsPast > 0) this.overflow()
   }
 
-  /** Remembers that a `clear()` did not reach this level. */
+  /**
+   * Remembers that a `clear()` did not reach this level. The keys already pending stay: a clear
+   * replayed covers them, but one the level refuses (Redis without a namespace) does not, and
+   * they are then repaired one by one (a tag invalidation among them must not be lost).
+   */
   missedClear(): void {
-    this.pending.clear()
     this.pendingClear = true
     this.repairSoon()
   }
@@ -256,7 +270,9 @@ export class Level {
     // Invalidation state is kept past the limit: an invalidation left unrepaired on the shared
     // level would have other processes serve results from before it.
     if (this.pending.size < this.maxPending || isGenerationKey(key)) this.pending.add(key)
-    else if (!this.pending.has(key)) this.overflow()
+    else if (this.pending.has(key)) return
+    else if (this.shared && this.pendingClear) this.pastClear = true
+    else this.overflow()
   }
 
   /**
@@ -329,27 +345,32 @@ export class Level {
   private async replay(): Promise<void> {
     if (this.pendingClear) {
       this.pendingClear = false
-      // Keys written after the missed clear: deleted by the clear, or one by one if it is refused.
-      const after = [...this.pending]
+      // Keys changed before or after the missed clear: deleted by the clear, or one by one if it
+      // is refused.
+      const changed = [...this.pending]
+      const past = this.pastClear
       this.pending.clear()
+      this.pastClear = false
       try {
         await this.backend.clear()
+        this.onRepaired('all')
       } catch (error) {
         // Partial: the failed server is repaired by the backend before it serves again.
-        if (isPartialFailure(error)) return
+        if (isPartialFailure(error)) return this.onRepaired('all')
         // A clear this level refuses (Redis without a namespace): the clear it missed would have
-        // been refused too. Retrying would keep it out of use for good; it is used again, its
-        // keys as they are, once the faster levels dropped everything.
+        // been refused too. Retrying would keep it out of use for good; it is used again, the
+        // keys this process did not change as they are, once the faster levels dropped everything.
         if (isCallerError(error)) {
           this.onUnrepaired(
-            `a clear() it missed is not repaired: it refuses clear() (${String((error as Error).message ?? error)}); the keys written after it are`,
+            `a clear() it missed is not repaired: it refuses clear() (${String((error as Error).message ?? error)}); the keys this process did not change while ${this.name} could not take them keep their values there (other processes may read them until they expire or are written again); the ${changed.length} keys this process changed then are repaired${past ? `, except those past maxPendingKeys (${this.maxPending}), which keep their old values too` : ''}`,
           )
           this.divergent.clear()
           this.divergentAll = true
-          for (const key of after) this.pending.add(key)
+          for (const key of changed) this.pending.add(key)
         } else {
-          for (const key of after) this.pending.add(key)
+          for (const key of changed) this.pending.add(key)
           this.pendingClear = true
+          this.pastClear ||= past
           throw error
         }
       }
@@ -359,8 +380,9 @@ export class Level {
       this.pending.clear()
       try {
         await this.backend.deleteMany(keys)
+        this.onRepaired(keys)
       } catch (error) {
-        if (isPartialFailure(error)) return
+        if (isPartialFailure(error)) return this.onRepaired(keys)
         for (const key of keys) this.remember(key)
         throw error
       }

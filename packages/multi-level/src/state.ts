@@ -1,5 +1,6 @@
 import { type CacheEntry, CacheUnavailableError, type Duration } from '@cache/core'
 import type { LevelHealth } from './health.js'
+import type { ChainInvalidation } from './invalidation.js'
 import type { Level } from './level.js'
 import type { ReadGuard, ReadGuards } from './read-guard.js'
 import type { LevelWriter } from './writes.js'
@@ -14,7 +15,8 @@ import type { LevelWriter } from './writes.js'
  *   (default 0: none), used only while the shared level is in use, and the bus evicts copies
  *   when the state changes;
  * - writes go to the shared level and evict the copies; a write the shared level did not take is
- *   remembered for its repair (reads fail meanwhile) and rejected;
+ *   remembered for its repair (reads fail meanwhile), published all the same (it may have been
+ *   applied), and rejected;
  * - while the shared level cannot answer for a key (its breaker is open, a repair of that key is
  *   pending, or the read fails), reading that key fails with `CacheUnavailableError`: memoize
  *   then calls the function without caching. No process ever decides state on its own, so
@@ -29,7 +31,8 @@ export class StateKeys {
     private readonly guards: ReadGuards,
     private readonly health: LevelHealth,
     private readonly writer: LevelWriter,
-    private readonly publish: (keys: string[]) => Promise<void>,
+    /** Tells the other processes (their faster levels drop their copies). */
+    private readonly bus: Pick<ChainInvalidation, 'publish' | 'publishHanded'>,
     private readonly ttlMs: number,
     private readonly now: () => number,
   ) {
@@ -68,13 +71,17 @@ export class StateKeys {
       shared.breaker.success()
     } catch (error) {
       this.health.failed(shared, 'add', error, key)
+      // Maybe applied (a timeout does not say): told before the caller hears of the failure.
+      this.guards.invalidate(key)
+      await this.evictCopies(key)
+      await this.bus.publishHanded({ keys: [key] })
       throw this.unavailable('add', error)
     }
     if (added) {
       shared.stats.sets++
       this.guards.invalidate(key)
       await this.evictCopies(key)
-      await this.publish([key])
+      this.bus.publish({ keys: [key] })
     }
     return added
   }
@@ -160,10 +167,13 @@ export class StateKeys {
     }
     await this.evictCopies(key)
     if (taken !== undefined) {
-      await this.publish([key])
+      this.bus.publish({ keys: [key] })
       return taken.result
     }
     shared.missed(key)
+    // The shared level may have applied it (a timeout does not say): the others drop their
+    // copies, told before the caller hears of the failure (a process may exit on it).
+    await this.bus.publishHanded({ keys: [key] })
     throw this.health.notTaken(shared, operation, failure)
   }
 

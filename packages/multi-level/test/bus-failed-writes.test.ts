@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
+import { cached } from '@cache/core'
 import { memoryBackend } from '@cache/memory'
 import { redisBackend } from '@cache/redis'
 import { type RedisServer, startRedis } from '@cache/test-servers'
@@ -21,7 +22,7 @@ describe('a chain write that failed on Redis but may have been applied', () => {
   })
 
   /** A process's chain: its own memory level and bus (two of them stand for two processes). */
-  function peer(): { chain: MultiLevelBackend; ready: Promise<void> } {
+  function peer(stateTtl?: string): { chain: MultiLevelBackend; ready: Promise<void> } {
     const bus = redisBus(server.url, { logger: false })
     const chain = multiLevel({
       levels: [
@@ -29,18 +30,19 @@ describe('a chain write that failed on Redis but may have been applied', () => {
         redisBackend(server.url, { namespace: 'told', timeout: '200ms', logger: false }),
       ],
       bus,
+      stateTtl,
       logger: false,
     })
     return { chain, ready: bus.ready() }
   }
 
-  /** What `chain` answers for `key` once it stops being `stale`, or after 2 s (b's copy lives 600 s). */
-  async function settledRead(chain: MultiLevelBackend, key: string, stale: unknown): Promise<unknown> {
-    const deadline = Date.now() + 2000
-    let value = await chain.get(key)
+  /** What `read` answers once it stops being `stale`, or after `ms` (b's copies live far longer). */
+  async function settledRead(read: () => Promise<unknown>, stale: unknown, ms = 2000): Promise<unknown> {
+    const deadline = Date.now() + ms
+    let value = await read()
     while (value === stale && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 50))
-      value = await chain.get(key)
+      value = await read()
     }
     return value
   }
@@ -67,7 +69,44 @@ describe('a chain write that failed on Redis but may have been applied', () => {
       server.process!.thaw()
       // Before: its message was still queued (sent 1 ms later) when it exited: b served 'alice'
       // until the bus noticed the writer's silence, seconds later.
-      expect(await settledRead(b, 'session', 'alice')).toBeUndefined()
+      expect(await settledRead(() => b.get('session'), 'alice')).toBeUndefined()
+    } finally {
+      server.process!.thaw()
+      writer.kill('SIGKILL')
+      await b.close()
+    }
+  })
+
+  it('a tag invalidation that failed once (breaker closed) is told before it rejects: the others stop serving results from before it', async () => {
+    const writer = spawn(
+      process.execPath,
+      [fileURLToPath(new URL('./fixtures/failed-write-exit.mjs', import.meta.url)), server.url, 'told'],
+      { stdio: ['pipe', 'pipe', 'inherit'] },
+    )
+    const exited = new Promise<number | null>((resolve) => writer.once('exit', resolve))
+    // b keeps its copy of the generations for 20 s: only a message makes it drop them sooner.
+    const { chain: b, ready: bReady } = peer('20s')
+    let calls = 0
+    const lookup = cached(async (_id: number) => `result#${++calls}`, {
+      backend: b,
+      name: 'lookup',
+      tags: ['told-tag'],
+      ttl: '1h',
+    })
+    try {
+      await new Promise((resolve) => writer.stdout!.once('data', resolve))
+      await bReady
+      expect(await lookup(1)).toBe('result#1')
+      expect(await lookup(1)).toBe('result#1')
+      await server.process!.freeze()
+      writer.stdin!.write('invalidate told-tag\n')
+      // One timeout (200 ms), not enough to open the breaker (3): the process exits on the error,
+      // Redis still frozen, and never repairs the generation itself.
+      expect(await exited).toBe(1)
+      server.process!.thaw()
+      // Before: nothing was published; b served result#1 for its stateTtl (or until the bus
+      // noticed the writer's silence, seconds later).
+      expect(await settledRead(() => lookup(1), 'result#1', 1000)).toBe('result#2')
     } finally {
       server.process!.thaw()
       writer.kill('SIGKILL')
@@ -100,7 +139,7 @@ describe('a chain write that failed on Redis but may have been applied', () => {
       expect(await failed).toBeInstanceOf(Error)
       // Redis ran the write as it resumed (and a's repair may have deleted the key since): b
       // answers what Redis holds, not the 'alice' it kept.
-      const answered = await settledRead(b, 'session', 'alice')
+      const answered = await settledRead(() => b.get('session'), 'alice')
       expect(answered).toBe(await b.levels[1]!.backend.get('session'))
       expect(answered).not.toBe('alice')
     } finally {
