@@ -309,6 +309,14 @@ export function fastifyTarget(raw: unknown): FastifyTargetNote | undefined {
 }
 
 /**
+ * Whether {@link noteFastifyTargets}'s hook ran for this request: on a route made before it was
+ * installed, no request is noted there, a refresh's `inject()` copy included.
+ */
+export function fastifyHookNoted(raw: unknown): boolean {
+  return (raw as RawRequest | null)?.[NOTE] !== undefined
+}
+
+/**
  * A `preValidation` hook, to be the last of a route's: notes whether the hooks replaced
  * `request.query` or changed it in place, before the route's schema validates it (a validator may
  * coerce its values, or hand Fastify a new object).

@@ -78,6 +78,7 @@ export {
   fastifyParsesQueriesItself,
   fastifyQueryReplaced,
   fastifyRewrite,
+  fastifyHookNoted,
   fastifyTarget,
   fastifyArrivedLines,
   injectRefresh,

@@ -12,7 +12,13 @@ import {
   UseInterceptors,
 } from '@nestjs/common'
 import { HttpAdapterHost, ModulesContainer } from '@nestjs/core'
-import { type CacheBackend, CacheConfigError, type Duration, type MinimalBackend } from '@cache/core'
+import {
+  type CacheBackend,
+  CacheConfigError,
+  CacheError,
+  type Duration,
+  type MinimalBackend,
+} from '@cache/core'
 import { processLogger } from '@cache/core/backend'
 import {
   answerFromResult,
@@ -24,6 +30,7 @@ import {
   fastifyRewrite,
   fastifyServerCallsAlone,
   fastifySharedServerBypass,
+  fastifyHookNoted,
   fastifyTarget,
   HttpCache,
   hostKeyPart,
@@ -452,8 +459,20 @@ function fastifyPlatform(request: any, reply: any): Platform {
     servedAlone: () => fastifyServerCallsAlone(server),
     ...(typeof server?.inject === 'function'
       ? {
-          revalidate: (refresh: Refresh) =>
-            injectRefresh(server, raw, url, refresh, refreshes, REFRESH_HEADER),
+          revalidate: (refresh: Refresh) => {
+            // No first hook of the cache on this route (an interceptor made with `new` outside
+            // Nest's injector, after Fastify compiled its routes): the copy could not be known as
+            // the refresh, so it would run the handler for nothing.
+            if (!fastifyHookNoted(raw)) {
+              refresh.fail(
+                new CacheError(
+                  `the refresh of ${refresh.key} was not run: the route has no hook of the cache to know its copy by (an interceptor made with \`new\` outside Nest's injector); the stale entry is served until it expires`,
+                ),
+              )
+              return () => {}
+            }
+            return injectRefresh(server, raw, url, refresh, refreshes, REFRESH_HEADER)
+          },
         }
       : {}),
     prepare: () => fastifyHookHeaders(reply),

@@ -436,6 +436,38 @@ describe('@CacheResponse on platform-fastify: a cache installed once the server 
     return LateModule
   }
 
+  it('a stale hit does not run the handler in the background for a refresh that cannot be stored', async () => {
+    // The interceptor made with `new` adds no first onRequest hook: a refresh's inject() copy
+    // cannot be known as the refresh, so it is not run (before: each stale hit ran the handler in
+    // the background and threw the answer away, the log blaming another key).
+    let runs = 0
+    const clock = { now: 1_000_000 }
+    @Controller()
+    class LateRefreshController {
+      @Get('late-price')
+      @SetMetadata(CACHE_RESPONSE_OPTIONS, { ttl: 1, staleWhileRevalidate: 60, now: () => clock.now })
+      @UseInterceptors(new CacheResponseInterceptor(memoryBackend()))
+      show() {
+        return `price #${++runs}`
+      }
+    }
+    @Module({ controllers: [LateRefreshController] })
+    class LateRefreshModule {}
+    const base = await start({}, undefined, LateRefreshModule)
+    for (const _ of [1, 2]) await get(base, '/late-price')
+    const hit = await get(base, '/late-price')
+    expect(hit.cacheStatus).toContain('hit')
+    expect(hit.body).toBe('price #2')
+    clock.now += 2_000
+    for (const _ of [1, 2, 3]) {
+      const stale = await get(base, '/late-price')
+      expect(stale.body).toBe('price #2')
+      expect(stale.cacheStatus).toMatch(/hit; ttl=-/)
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    expect(runs).toBe(2)
+  })
+
   it('caches when the server calls the application alone', async () => {
     const base = await start({}, undefined, lateModule('eu', memoryBackend()))
     // The first request's target was not noted as it arrived (nothing watched the server yet).
