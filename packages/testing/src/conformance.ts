@@ -227,12 +227,20 @@ export function runConformance(name: string, options: ConformanceOptions): void 
 
       if (reportsExpiry)
         it('incr() sets the TTL only when it creates the counter', async ({ expect }) => {
-          const k = key()
-          await cache.incr(k, 1, (ttlMs * 2) / 1000)
-          await pass(ttlMs * 1.2)
-          expect(await cache.incr(k, 1, 3600)).toBe(2)
-          await pass(ttlMs * 1.5)
-          expect(await cache.get(k)).toBeUndefined()
+          // On a loaded machine the second incr may come after the counter expired (it then
+          // creates a new one, with the new TTL): that attempt tells nothing, another is made.
+          for (let attempt = 1; ; attempt++) {
+            const k = key()
+            const created = now()
+            await cache.incr(k, 1, (ttlMs * 2) / 1000)
+            await pass(ttlMs * 1.2)
+            const second = await cache.incr(k, 1, 3600)
+            if (now() - created >= ttlMs * 2 && attempt < 5) continue
+            expect(second).toBe(2)
+            await pass(ttlMs * 1.5)
+            expect(await cache.get(k)).toBeUndefined()
+            return
+          }
         })
 
       it('atomicUpdate() returns the new value and applies the TTL', async ({ expect }) => {
