@@ -24,6 +24,7 @@ import { BATCH, type DiskContext } from './context.js'
 import { ValueFiles } from './files.js'
 import { GroupCommit } from './group-commit.js'
 import { Housekeeping } from './housekeeping.js'
+import { InFlight } from './in-flight.js'
 import { listKeys } from './listing.js'
 import { StoreLock } from './lock.js'
 import { type DiskBackendOptions, resolveOptions } from './options.js'
@@ -90,6 +91,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
       lock,
       files,
       order: new CallOrder(),
+      inFlight: new InFlight(),
       observer: this.observer,
       codec,
       settings,
@@ -234,11 +236,13 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
    * every `pruneInterval`; call it yourself to prune now.
    */
   async prune(options: { orphanAgeMs?: number } = {}): Promise<{ expired: number; orphans: number }> {
+    this.assertOpen()
     return this.housekeeping.prune(options)
   }
 
   /** Bytes (values plus key lengths) and entries in the whole directory, every namespace included. */
   async usage(): Promise<{ bytes: number; entries: number }> {
+    this.assertOpen()
     const { order, lock, store } = this.context
     return order.inOrder(undefined, false, () => lock.run('usage', undefined, () => store.totals()))
   }
@@ -250,8 +254,11 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   }
 
   private async shutdown(): Promise<void> {
-    // Calls from now on are refused; those issued before finish first.
+    // Calls from now on are refused; those issued before finish first: those in the call order and
+    // every write, then those that run outside it (a getMany, a read of a file, prune, a listing).
     this.markClosed()
+    await this.writes.settled()
+    await this.context.inFlight.settled()
     await this.writes.settled()
     this.accessTimes.close()
     this.storeClosed = true

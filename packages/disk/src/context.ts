@@ -1,6 +1,7 @@
 import type { CacheObserver, Codec } from '@cache/core/backend'
 import type { CallOrder } from './call-order.js'
 import type { ValueFiles } from './files.js'
+import type { InFlight } from './in-flight.js'
 import type { StoreLock } from './lock.js'
 import type { DiskSettings } from './options.js'
 import type { EntryStore } from './store.js'
@@ -17,6 +18,8 @@ export interface DiskContext {
   readonly lock: StoreLock
   readonly files: ValueFiles
   readonly order: CallOrder
+  /** Operations running outside the call order: close() waits for them too. */
+  readonly inFlight: InFlight
   readonly observer: CacheObserver
   readonly codec: Codec
   readonly settings: DiskSettings

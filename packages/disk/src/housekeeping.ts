@@ -30,6 +30,16 @@ export class Housekeeping {
    * operation issued before it.
    */
   async prune(options: { orphanAgeMs?: number } = {}): Promise<{ expired: number; orphans: number }> {
+    // Counted in flight throughout, so close() waits for every batch and the sweep.
+    this.ctx.inFlight.start()
+    try {
+      return await this.pruneNow(options)
+    } finally {
+      this.ctx.inFlight.end()
+    }
+  }
+
+  private async pruneNow(options: { orphanAgeMs?: number }): Promise<{ expired: number; orphans: number }> {
     const { ctx } = this
     await ctx.order.inOrder(undefined, false, () => undefined)
     let expired = 0

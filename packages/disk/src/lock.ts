@@ -125,6 +125,8 @@ export class StoreLock {
     const started = Date.now()
     let rebuilt = false
     for (let attempt = 1; ; attempt++) {
+      // A step run on the closed connection (better-sqlite3: "The database connection is not open").
+      if (this.isClosed()) throw new CacheClosedError('disk')
       if (isBusy(error)) {
         if (Date.now() - started >= this.lockTimeoutMs) {
           throw this.failed(

@@ -50,16 +50,27 @@ const MAX_LINKS = 40
 /**
  * Makes a directory and its parents (owner-only). A symbolic link on the way whose target is gone
  * (a cache path linked to a faster disk, whose directory a cleaner removed) has its target made,
- * where it pointed: `mkdir -p` alone fails there for good.
+ * where it pointed: `mkdir -p` alone fails there for good. Several processes may do this at once:
+ * one whose attempt failed while the link dangled finds the directory another process made
+ * meanwhile, or tries once more when the link no longer dangles (about 1 open in 50 failed with
+ * ENOENT, 8 processes opening one new link at once).
  */
-export function makeDirectory(path: string, budget = { links: MAX_LINKS }): void {
+export function makeDirectory(path: string, budget = { links: MAX_LINKS, retried: false }): void {
   try {
     mkdirSync(path, { recursive: true, mode: 0o700 })
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code
-    const retry = (code === 'ENOENT' || code === 'EEXIST') && budget.links-- > 0
-    const link = retry ? danglingLinkOn(path) : undefined
-    if (link === undefined) throw error
+    if (code !== 'ENOENT' && code !== 'EEXIST') throw error
+    if (statSync(path, { throwIfNoEntry: false })?.isDirectory()) return
+    if (budget.links-- <= 0) throw error
+    const link = danglingLinkOn(path)
+    if (link === undefined) {
+      // Nothing dangles now, yet the path was not there: the links changed under this attempt.
+      if (budget.retried) throw error
+      budget.retried = true
+      makeDirectory(path, budget)
+      return
+    }
     // The target may itself be a link to nothing: the same rule, with what is left to follow.
     makeDirectory(resolve(dirname(link), readlinkSync(link)), budget)
     makeDirectory(path, budget)

@@ -29,8 +29,13 @@ export class Reads {
   async has(key: string): Promise<boolean> {
     const { ctx } = this
     const lookup = () => ctx.lock.run('has', key, () => ctx.store.get(ctx.ns, key))
-    const row = await (ctx.order.idle() ? lookup() : ctx.order.inOrder([key], false, lookup))
-    return row !== undefined && (row[2] === null || row[2] > ctx.settings.now())
+    ctx.inFlight.start()
+    try {
+      const row = await (ctx.order.idle() ? lookup() : ctx.order.inOrder([key], false, lookup))
+      return row !== undefined && (row[2] === null || row[2] > ctx.settings.now())
+    } finally {
+      ctx.inFlight.end()
+    }
   }
 
   /** The values of `keys`: up to 100 keys a SQLite statement (a primary-key lookup a key), then a decode per hit. */
@@ -39,23 +44,29 @@ export class Reads {
     return this.ctx.order.inOrder(keys, false, () => this.readMany<T>(keys))
   }
 
+  /** Reads every chunk, counted in flight throughout (two integer updates): close() waits for the last one. */
   private async readMany<T>(keys: readonly string[]): Promise<(T | undefined)[]> {
     const { ctx } = this
     const out = new Array<T | undefined>(keys.length)
-    for (let start = 0; start < keys.length; start += MANY_CHUNK) {
-      const chunk = keys.length <= MANY_CHUNK ? keys : keys.slice(start, start + MANY_CHUNK)
-      const lookup = () => ctx.store.getMany(ctx.ns, chunk)
-      let rows: (LiveRow | undefined)[]
-      try {
-        ctx.lock.follow('get', false)
-        rows = lookup()
-      } catch (error) {
-        rows = await ctx.lock.retry('get', undefined, error, lookup)
+    ctx.inFlight.start()
+    try {
+      for (let start = 0; start < keys.length; start += MANY_CHUNK) {
+        const chunk = keys.length <= MANY_CHUNK ? keys : keys.slice(start, start + MANY_CHUNK)
+        const lookup = () => ctx.store.getMany(ctx.ns, chunk)
+        let rows: (LiveRow | undefined)[]
+        try {
+          ctx.lock.follow('get', false)
+          rows = lookup()
+        } catch (error) {
+          rows = await ctx.lock.retry('get', undefined, error, lookup)
+        }
+        for (let i = 0; i < chunk.length; i++) {
+          const entry = this.found<T>(chunk[i]!, rows[i], false)
+          out[start + i] = entry instanceof Promise ? (await entry)?.value : entry?.value
+        }
       }
-      for (let i = 0; i < chunk.length; i++) {
-        const entry = this.found<T>(chunk[i]!, rows[i], false)
-        out[start + i] = entry instanceof Promise ? (await entry)?.value : entry?.value
-      }
+    } finally {
+      ctx.inFlight.end()
     }
     return out
   }
@@ -67,10 +78,21 @@ export class Reads {
       ctx.lock.follow('get', false)
       row = ctx.store.get(ctx.ns, key)
     } catch (error) {
-      const lookup = () => ctx.store.get(ctx.ns, key)
-      return ctx.lock.retry('get', key, error, lookup).then((again) => this.found<T>(key, again, false))
+      return this.lookupAgain<T>(key, error)
     }
     return this.found<T>(key, row, false)
+  }
+
+  /** A read whose first attempt failed (a busy database): retried, counted in flight for close(). */
+  private async lookupAgain<T>(key: string, error: unknown): Promise<CacheEntry<T> | undefined> {
+    const { ctx } = this
+    ctx.inFlight.start()
+    try {
+      const again = await ctx.lock.retry('get', key, error, () => ctx.store.get(ctx.ns, key))
+      return await this.found<T>(key, again, false)
+    } finally {
+      ctx.inFlight.end()
+    }
   }
 
   private found<T>(key: string, row: LiveRow | undefined, retried: boolean): Found<T> {
@@ -93,19 +115,25 @@ export class Reads {
     retried: boolean,
   ): Promise<CacheEntry<T> | undefined> {
     const { ctx } = this
-    const file = row[1]!
-    const bytes = await ctx.files.load('get', key, file, row[4] - key.length)
-    if (bytes === undefined) {
-      // The file went away: most likely another process replaced the entry meanwhile.
-      const again = await ctx.lock.run('get', key, () => ctx.store.get(ctx.ns, key))
-      if (!retried && again !== undefined && again[1] !== file) return this.found<T>(key, again, true)
-      if (again?.[1] === file) await ctx.lock.run('get', key, () => ctx.store.dropIfFile(ctx.ns, key, file))
-      ctx.observer.miss(key)
-      return undefined
+    // Counted in flight until the file is read and decoded: close() waits for it.
+    ctx.inFlight.start()
+    try {
+      const file = row[1]!
+      const bytes = await ctx.files.load('get', key, file, row[4] - key.length)
+      if (bytes === undefined) {
+        // The file went away: most likely another process replaced the entry meanwhile.
+        const again = await ctx.lock.run('get', key, () => ctx.store.get(ctx.ns, key))
+        if (!retried && again !== undefined && again[1] !== file) return this.found<T>(key, again, true)
+        if (again?.[1] === file) await ctx.lock.run('get', key, () => ctx.store.dropIfFile(ctx.ns, key, file))
+        ctx.observer.miss(key)
+        return undefined
+      }
+      const value = ctx.codec.decode(bytes) as T
+      this.accessTimes.read(key, row[3], ctx.settings.now())
+      ctx.observer.hit(key)
+      return row[2] === null ? { value } : { value, expiresAt: row[2] }
+    } finally {
+      ctx.inFlight.end()
     }
-    const value = ctx.codec.decode(bytes) as T
-    this.accessTimes.read(key, row[3], ctx.settings.now())
-    ctx.observer.hit(key)
-    return row[2] === null ? { value } : { value, expiresAt: row[2] }
   }
 }

@@ -521,6 +521,71 @@ describe('contention and failures', () => {
     ).toEqual([1, 1, undefined, undefined, undefined, undefined, undefined])
   })
 
+  // Before: a getMany past its first 100 keys read its next chunk from the closed connection and
+  // rejected with better-sqlite3's raw TypeError "The database connection is not open", 10 of 10.
+  it('a getMany issued just before close() resolves with every value: 150 keys, the first 100 in files', async () => {
+    for (let round = 0; round < 3; round++) {
+      const c = cache({ path: mkdtempSync(join(tmpdir(), 'cache-disk-close-')) })
+      const keys = Array.from({ length: 150 }, (_, i) => `k${i}`)
+      const value = (i: number) => (i < 100 ? `${'L'.repeat(40_000)}${i}` : i)
+      await c.setMany(keys.map((key, i) => ({ key, value: value(i) })))
+      const many = c.getMany(keys)
+      const closing = c.close()
+      expect(await many).toEqual(keys.map((_, i) => value(i)))
+      await closing
+      expect(c.stats).toMatchObject({ hits: 150, errors: 0 })
+      rmSync(c.path, { recursive: true, force: true })
+    }
+  })
+
+  it('a get of a value in a file and a has() issued just before close() resolve', async () => {
+    const c = cache()
+    await c.set('large', 'x'.repeat(100_000))
+    const got = c.get('large')
+    const has = c.has('large')
+    const closing = c.close()
+    expect(await got).toBe('x'.repeat(100_000))
+    expect(await has).toBe(true)
+    await closing
+  })
+
+  // Before: both rejected with CacheClosedError, only their first step having waited for close().
+  it('a prune() issued just before close() finishes: every expired entry deleted', async () => {
+    const time = clock()
+    const c = cache({ now: time.now })
+    for (let i = 0; i < 1200; i++) await c.set(`k${i}`, i, i % 2 ? 1 : undefined)
+    time.advance(2000)
+    const pruned = c.prune()
+    const closing = c.close()
+    expect(await pruned).toMatchObject({ expired: 600 })
+    await closing
+    expect((await cache().usage()).entries).toBe(600)
+  })
+
+  it('a keys() listing issued just before close() lists every key, past its first page', async () => {
+    const c = cache()
+    await c.setMany(Array.from({ length: 1200 }, (_, i) => ({ key: `k${i}`, value: i })))
+    const listed = (async () => {
+      let n = 0
+      for await (const _ of c.keys()) n++
+      return n
+    })()
+    const closing = c.close()
+    expect(await listed).toBe(1200)
+    await closing
+  })
+
+  it('a keys() iterator left unfinished does not hold close() open; its next page is refused', async () => {
+    const c = cache()
+    await c.setMany(Array.from({ length: 1200 }, (_, i) => ({ key: `k${i}`, value: i })))
+    const keys = c.keys()
+    await keys.next()
+    await c.close()
+    // The 499 other keys of the first page were read before close(); the second page is refused.
+    for (let i = 0; i < 499; i++) await keys.next()
+    await expect(keys.next()).rejects.toBeInstanceOf(CacheClosedError)
+  })
+
   it('fails at construction with CacheConfigError naming the path when the directory cannot be used', () => {
     const root = mkdtempSync(join(tmpdir(), 'cache-disk-file-'))
     try {

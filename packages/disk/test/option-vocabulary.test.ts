@@ -1,3 +1,6 @@
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import * as core from '@cache/core'
 import { CacheConfigError, setCacheLogger } from '@cache/core'
 import { recorder } from '@cache/test-servers'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -56,4 +59,30 @@ describe('disk options speak the one vocabulary', () => {
       expect(() => resolved({ [old]: 250, [option]: 1 })).toThrow(CacheConfigError)
     },
   )
+})
+
+describe('the README tells the error a bad option throws', () => {
+  const readme = readFileSync(join(import.meta.dirname, '..', 'README.md'), 'utf8')
+  const options = readme.slice(
+    readme.indexOf('## Options'),
+    readme.indexOf('\n## ', readme.indexOf('## Options') + 1),
+  )
+
+  // Before: the section's first paragraph said a bad value throws a `RangeError`: a caller catching
+  // that never saw the CacheConfigError thrown (the RangeError only as its cause).
+  it('every "a bad value/option throws `X`" in the Options section names the class a bad value throws', () => {
+    const named = [...options.matchAll(/bad (?:value|option) throws(?: an?)?\s+`(\w+)`/g)].map((m) => m[1]!)
+    expect(named).toHaveLength(2)
+    for (const name of named) {
+      const documented =
+        (core as Record<string, unknown>)[name] ?? (globalThis as Record<string, unknown>)[name]
+      for (const bad of [
+        { inlineThreshold: 0 },
+        { maxSize: '1XB' },
+        { busyTimeout: -1 },
+        { lockTimeout: 'soon' },
+      ])
+        expect(() => resolved(bad as DiskBackendOptions), name).toThrow(documented as never)
+    }
+  })
 })
