@@ -11,7 +11,7 @@ import {
 } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
 import Database from 'better-sqlite3'
-import { openDatabaseFiles, openedBetween } from './open-files.js'
+import { type DatabaseFile, openDatabaseFiles, openedBetween } from './open-files.js'
 import { makeDirectory } from './paths.js'
 
 /** Bumped when the table layout changes; a database with a newer layout is never touched. */
@@ -55,6 +55,18 @@ export function realPathOf(file: string): string {
 /** The inode of a file, 0 when it does not exist. */
 function inodeOf(path: string): number {
   return statSync(path, { throwIfNoEntry: false })?.ino ?? 0
+}
+
+/**
+ * False when this process's descriptor of the database's `which` file (inode `inode`) is of a
+ * removed file: the file at the path with that inode number is another one (the number reused).
+ * True otherwise, also where open files cannot be listed (not Linux).
+ */
+function heldAtPath(real: string, which: DatabaseFile, inode: number): boolean {
+  for (const [fd, file] of openDatabaseFiles(real) ?? [])
+    if (file.which === which && file.ino === inode)
+      return (statSync(`/proc/self/fd/${fd}`, { throwIfNoEntry: false })?.nlink ?? 0) > 0
+  return true
 }
 
 /** Removes `path` if it is still the file `inode` (0: nothing to remove). */
@@ -382,14 +394,20 @@ export class EntryStore {
     // The log removed or replaced alone: the index this connection shared still points into the
     // old log, and every connection opening it would fail (a short read) until all had closed.
     const logChanged = inodeOf(`${this.file}-wal`) !== this.walInode
+    // Whether the log and index at the path are still the files this connection holds, asked
+    // while it holds them: after the directory was removed and made again by another process,
+    // its new log may have the inode number of the removed one.
+    const real = realPathOf(this.file)
+    const walOurs = replaced && heldAtPath(real, 'wal', this.walInode)
+    const shmOurs = (replaced || logChanged) && heldAtPath(real, 'shm', this.shmInode)
     try {
       this.db.close()
     } catch {
       // Already closed (a reopen that failed before): open again regardless.
     }
     try {
-      if (replaced) removeIfSame(`${this.file}-wal`, this.walInode)
-      if (replaced || logChanged) removeIfSame(`${this.file}-shm`, this.shmInode)
+      if (walOurs) removeIfSame(`${this.file}-wal`, this.walInode)
+      if (shmOurs) removeIfSame(`${this.file}-shm`, this.shmInode)
       makeDirectory(dirname(this.file))
       this.connect()
     } catch (error) {
@@ -404,13 +422,7 @@ export class EntryStore {
   }
 
   private connect(): void {
-    if (!existsSync(this.file)) {
-      // A log without its database belongs to one that is gone (deleted alone, by a cleaner of
-      // `*.db`): SQLite would replay it onto the new file.
-      rmSync(`${this.file}-wal`, { force: true })
-      rmSync(`${this.file}-shm`, { force: true })
-      closeSync(openSync(this.file, 'a', 0o600))
-    }
+    if (!existsSync(this.file)) createDatabaseFile(this.file)
     const opened = statSync(this.file)
     this.inode = opened.ino
     this.device = opened.dev
@@ -762,6 +774,47 @@ const pause = new Int32Array(new SharedArrayBuffer(4))
  * 100 opens failed "database is locked", 4 processes × 25 new directories). Opening is
  * synchronous, so the pause blocks, as the busy handler does.
  */
+/** A set-up lock older than this was left by a process that died holding it (it is held for ms). */
+const SET_UP_LOCK_STALE_MS = 10_000
+
+/**
+ * Creates the database file `file` (private, 0600) unless another process did first. A log and
+ * index without their database belong to one that is gone (deleted alone, by a cleaner of `*.db`):
+ * SQLite would replay that log onto the new file, so they are removed first — under a lock file
+ * (`<file>.set-up`), taken with an exclusive create: processes creating one new database at once
+ * would otherwise remove the log and index another had just made and opened ("disk I/O error",
+ * "file is not a database"). Waits for the lock up to {@link SET_UP_WAIT_MS}; a lock left by a
+ * process that died holding it is removed once stale.
+ */
+function createDatabaseFile(file: string): void {
+  const lock = `${file}.set-up`
+  const deadline = Date.now() + SET_UP_WAIT_MS
+  for (let wait = 1; ; wait = Math.min(wait * 2, 20)) {
+    let fd: number
+    try {
+      fd = openSync(lock, 'wx', 0o600)
+    } catch (error) {
+      if ((error as { code?: unknown } | null)?.code !== 'EEXIST') throw error
+      if (existsSync(file)) return
+      const taken = statSync(lock, { throwIfNoEntry: false })?.mtimeMs
+      if (taken !== undefined && Date.now() - taken > SET_UP_LOCK_STALE_MS) rmSync(lock, { force: true })
+      else if (Date.now() >= deadline) throw error
+      else Atomics.wait(pause, 0, 0, wait)
+      continue
+    }
+    try {
+      if (existsSync(file)) return
+      rmSync(`${file}-wal`, { force: true })
+      rmSync(`${file}-shm`, { force: true })
+      closeSync(openSync(file, 'a', 0o600))
+    } finally {
+      closeSync(fd)
+      rmSync(lock, { force: true })
+    }
+    return
+  }
+}
+
 function setUpWhenFree(setUp: () => void): void {
   const deadline = Date.now() + SET_UP_WAIT_MS
   for (let wait = 2; ; wait = Math.min(wait * 2, 50)) {

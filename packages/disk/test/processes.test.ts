@@ -125,8 +125,7 @@ describe('several processes on one path that is a symbolic link to a missing dir
     } finally {
       kill()
     }
-    // Only failures to make the path are counted: see the next test.
-    expect(failures.filter((failure) => failure.includes('mkdir'))).toEqual([])
+    expect(failures).toEqual([])
   })
 
   it('running processes all make it again when its target is removed: 8 processes × 30 removals, no write fails making it', async () => {
@@ -144,10 +143,12 @@ describe('several processes on one path that is a symbolic link to a missing dir
     } finally {
       kill()
     }
-    // Before: about 1 write in 100 failed "reopening it failed: ENOENT … mkdir". Not covered here:
-    // processes setting up the new database in the made directory at once still fail a write now
-    // and then ("disk I/O error", "file is not a database": one removes the log files another just
-    // made, a separate race), so only failures to make the path are counted.
+    // Before: about 1 write in 100 failed "reopening it failed: ENOENT … mkdir", and in 2 runs of 3
+    // some failed "disk I/O error": a process that found no database removed the log files another
+    // had just made (the set-up now takes a lock file), or took the new log for its removed one
+    // (same inode number). Left: on a loaded machine a run of 240 writes still fails a few of them
+    // "disk I/O error" now and then (1 run in 4 with another test running), so only failures to
+    // make the path are counted here; the other test counts every failure.
     expect(failures.filter((failure) => failure.includes('mkdir'))).toEqual([])
   })
 })
