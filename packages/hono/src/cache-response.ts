@@ -8,12 +8,12 @@ import {
   type OutgoingHttpHeaders,
   type ServerResponse,
 } from 'node:http'
-import { Stream } from 'node:stream'
 import { CacheError, type CacheEvent, type CacheEventName, type CacheStats, type Duration } from '@cache/core'
 import {
   arrivalOf,
   notesArrivals,
   CONDITIONAL_REQUEST_HEADERS,
+  DiscardingSocket,
   describeFunction,
   HANDLER_ERROR,
   type HeaderList,
@@ -491,20 +491,12 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       }
       append(lines, noted)
       if (arrived !== undefined) append(arrived, new Set())
-      const edited = editedOverHttp2((c.env as { incoming?: unknown }).incoming, arrived)
-      if (edited !== undefined) {
-        refresh.fail(
-          new CacheError(
-            `the refresh of ${refresh.key} was not run: over HTTP/2 it would reuse the stale hit's request, whose ${edited} line a layer changed`,
-          ),
-        )
-        return () => {}
-      }
     }
     for (const name of CONDITIONAL_REQUEST_HEADERS) headers.delete(name)
     const request = new Request(c.req.raw.url, { method: 'GET', headers })
     const Ctx = c.constructor as new (req: Request, options: object) => Context
     const env = refreshEnv(c.env, sent)
+    if (env === NO_OWN_REQUEST) return false
     const copy = new Ctx(request, {
       env,
       executionCtx: executionContextOf(c),
@@ -735,27 +727,31 @@ function arrivedAt(incoming: unknown): ReturnType<typeof arrivalOf> {
   )
 }
 
+/** What {@link refreshEnv} returns when it cannot give a refresh a Node request of its own. */
+const NO_OWN_REQUEST = Symbol('no own request')
+
 /**
  * The `c.env` of a background refresh on `@hono/node-server`: the stale hit's, with a Node request
- * and response of the refresh's own, on no connection. Over HTTP/1 the request is a new
- * `IncomingMessage` on the hit's socket (for its address) with the method (`GET`), target and
- * header lines the client sent (`sent`: the noted ones for the host, forwarded, credential and body
- * lines, the live `rawHeaders` otherwise, conditional ones left out; its `headers` Node builds from
- * them): a layer that read the user from `c.env.incoming.headers` and then deleted or swapped the
- * line on the stale hit's request reads it again as sent. The response is of the class the server
- * made the hit's with (a `ServerResponse` subclass of `serverOptions`). What the refresh's layers set
- * there (`c.env.outgoing.setHeader('Vary', …)`, an `on-headers` hook) is judged with its head, as
- * on a miss; and what the stale hit's own layers keep doing on theirs (a timing header after
- * `await next()`) is not the refresh's. Over HTTP/2 the hit's request is kept. Elsewhere, `c.env`
+ * and response of the refresh's own, on a socket of their own that discards what it is sent (see
+ * `DiscardingSocket`; it carries the hit socket's addresses). The request is a new
+ * `IncomingMessage` with the method (`GET`), target and header lines the client sent (`sent`: the
+ * noted ones for the host, forwarded, credential and body lines, the live `rawHeaders` otherwise,
+ * conditional ones left out; its `headers` Node builds from them): a layer that read the user from
+ * `c.env.incoming.headers` and then deleted or swapped the line on the stale hit's request reads
+ * it again as sent. The response is of the class the server made the hit's with (a
+ * `ServerResponse` subclass of `serverOptions`). What the refresh's layers set there
+ * (`c.env.outgoing.setHeader('Vary', …)`, an `on-headers` hook) is judged with its head, as on a
+ * miss; and what the stale hit's own layers keep doing on theirs (a timing header after `await
+ * next()`) is not the refresh's. Only over HTTP/1 (see {@link backgroundRefreshFaithful}):
+ * {@link NO_OWN_REQUEST} when the hit's request is not an `IncomingMessage`. Elsewhere, `c.env`
  * as it is.
  */
 function refreshEnv(env: unknown, sent: string[] | undefined): unknown {
   const outgoing = nodeOutgoing(env)
   if (outgoing === undefined) return env
   const hit = (env as { incoming?: unknown }).incoming
-  if (hit === null || typeof hit !== 'object') return env
-  const incoming = sent !== undefined && hit instanceof NodeIncomingMessage ? ownRequest(hit, sent) : hit
-  // An HTTP/2 response cannot be made without its stream: a plain one stands in for it.
+  if (sent === undefined || !(hit instanceof NodeIncomingMessage)) return NO_OWN_REQUEST
+  const incoming = ownRequest(hit, sent)
   const Outgoing = (
     outgoing instanceof NodeServerResponse ? outgoing.constructor : NodeServerResponse
   ) as new (
@@ -765,53 +761,74 @@ function refreshEnv(env: unknown, sent: string[] | undefined): unknown {
   try {
     own = new Outgoing(incoming)
   } catch {
-    own = new NodeServerResponse(incoming as IncomingMessage)
+    own = new NodeServerResponse(incoming)
   }
+  // On the request's socket, not assigned to it (what the response writes stays with it):
+  // `destroy()` closes that socket, which tells `on-finished` the response is over, as on a
+  // client's connection.
+  ;(own as { socket: unknown }).socket = incoming.socket
   return { ...(env as object), incoming, outgoing: own }
 }
 
-/** The lines a refresh over HTTP/2 must find on the stale hit's request as they arrived. */
-const HTTP2_KEPT_LINES = ['authorization', 'cookie']
+/**
+ * The own enumerable string-keyed properties of a new `IncomingMessage`: those Node sets. Any
+ * other one on a request was put there by code in front of Hono or by a layer (Express's
+ * `req.res`, `req.user`, a session, a cookies object holding the client's response).
+ */
+let requestKeys: ReadonlySet<string> | undefined
 
 /**
- * Over HTTP/2 a refresh reuses the stale hit's request (see {@link refreshEnv}): the name of a
- * credential line a layer changed there since the server noted it (in `headers` or `rawHeaders`),
- * which the refresh's layers would read as the layer left it (Alice's entry refreshed as a guest's
- * page); undefined when they are as they arrived, or on HTTP/1 (its refresh has its own request).
+ * Whether a copy of the request run in the background would run as the request did (see
+ * `LookupContext.backgroundRefresh`): on `@hono/node-server` over HTTP/1, only when its Node
+ * request carries nothing beyond what Node puts there, which the copy (a new request) cannot
+ * reproduce: what code in front of Hono did for it is not run again, and what it put there may
+ * be tied to the client's own exchange. Over HTTP/2, never: the copy would reuse the stale hit's
+ * own request, as a layer left it (a credential stripped or added, its stream closed). Elsewhere
+ * (a runtime handing Hono the `Request` alone), always. Asked on stale hits only.
  */
-function editedOverHttp2(hit: unknown, arrived: readonly string[] | undefined): string | undefined {
-  if (arrived === undefined || hit === null || typeof hit !== 'object' || hit instanceof NodeIncomingMessage)
-    return undefined
-  const { headers, rawHeaders } = hit as { headers?: Record<string, unknown>; rawHeaders?: unknown }
-  for (const name of HTTP2_KEPT_LINES) {
-    const noted: string[] = []
-    for (let i = 0; i + 1 < arrived.length; i += 2)
-      if (arrived[i]!.toLowerCase() === name) noted.push(arrived[i + 1]!)
-    const live: string[] = []
-    if (Array.isArray(rawHeaders))
-      for (let i = 0; i + 1 < rawHeaders.length; i += 2)
-        if (String(rawHeaders[i]).toLowerCase() === name) live.push(String(rawHeaders[i + 1]))
-    if (noted.length !== live.length || noted.some((value, i) => value !== live[i])) return name
-    const header = headers?.[name]
-    if ((header === undefined) !== (noted.length === 0)) return name
-    if (noted.length === 1 && header !== undefined && String(header) !== noted[0]) return name
+function backgroundRefreshFaithful(env: unknown): boolean {
+  if (nodeOutgoing(env) === undefined) return true
+  const incoming = (env as { incoming?: unknown }).incoming
+  if (!(incoming instanceof NodeIncomingMessage)) return false
+  requestKeys ??= new Set(Object.keys(new NodeIncomingMessage(null as never)))
+  for (const name of Object.keys(incoming)) if (!requestKeys.has(name)) return false
+  // What a listener in front of Hono put there may be gone already (a layer moved `req.user` into
+  // the context and deleted it): the server must hand its requests to Hono's listener alone.
+  return handsToHonoAlone((incoming.socket as { server?: unknown } | null)?.server)
+}
+
+/** The verdict of {@link isHonoListener} on each listener seen. */
+const honoListeners = new WeakMap<Function, boolean>()
+
+/**
+ * Whether `server`'s only `request` listener is `@hono/node-server`'s (what `serve()` and
+ * `createAdaptorServer()` install, or `getRequestListener(app.fetch)` given to `createServer`
+ * as it is): no code of the app's own (Express, a listener authenticating the request) saw the
+ * request before Hono. Told by the listener's source, as `@hono/node-server` ships it; a bundle
+ * that renamed its variables is not recognized, and its stale hits are refreshed in the request.
+ */
+function handsToHonoAlone(server: unknown): boolean {
+  const listeners = (server as { listeners?: (event: string) => Function[] } | null | undefined)?.listeners
+  if (typeof listeners !== 'function') return false
+  const all = listeners.call(server, 'request')
+  return all.length === 1 && isHonoListener(all[0]!)
+}
+
+function isHonoListener(listener: Function): boolean {
+  let verdict = honoListeners.get(listener)
+  if (verdict === undefined) {
+    const source = Function.prototype.toString.call(listener)
+    verdict = /^async \(incoming, outgoing\) =>/.test(source) && source.includes('fetchCallback(')
+    honoListeners.set(listener, verdict)
   }
-  return undefined
+  return verdict
 }
 
 /** A refresh's own Node request, standing for `hit` (see {@link refreshEnv}). */
 function ownRequest(hit: IncomingMessage, sent: string[]): IncomingMessage {
-  const copy = new NodeIncomingMessage(hit.socket)
-  // What code in front of Hono put on the hit's request (`req.user`, `req.session`, set by a
-  // listener of the app's own or Express middleware), and what a layer set there during the stale
-  // hit: its own enumerable properties a fresh request has not, shallow, as they are now. The
-  // app reaches that code's work only through the request, so the refresh's layers read it there.
-  // Not what ties the hit to its own exchange: a stream (Express's `req.res`), Express's `req.next`.
-  for (const name of Object.keys(hit)) {
-    if (name in copy || name === 'next') continue
-    const value = (hit as unknown as Record<string, unknown>)[name]
-    if (!(value instanceof Stream)) (copy as unknown as Record<string, unknown>)[name] = value
-  }
+  // A socket of its own, with the hit's addresses: a layer's `c.env.incoming.setTimeout()`,
+  // `setKeepAlive()` or `socket.destroy()` on the copy never acts on the client's connection.
+  const copy = new NodeIncomingMessage(new DiscardingSocket(hit.socket) as never)
   copy.method = 'GET'
   copy.url = arrivedAt(hit)?.url ?? hit.url ?? '/'
   copy.httpVersionMajor = hit.httpVersionMajor
@@ -1061,6 +1078,10 @@ class HonoLookup implements LookupContext {
     this.revalidate = refresh === undefined ? undefined : (run) => refresh(c, run)
   }
 
+  backgroundRefresh(): boolean {
+    return backgroundRefreshFaithful(this.c.env)
+  }
+
   verdict(): string | undefined {
     if (answeredOnNode.has(this.c)) return ALREADY_SENT_REASON
     return ranAfter(this.c, this.at, this.skipped)
@@ -1292,7 +1313,8 @@ function watchHead(
       for (const name of Object.keys(record)) {
         const value = record[name]
         if (names.includes(name.toLowerCase()) && typeof value === 'string')
-          record[name] = value.replace('; stored', `; detail=${reason}`)
+          // `; stored; detail=refresh-in-request` too: the reason it was not stored says more.
+          record[name] = value.replace(/; stored(?:; detail=[\w-]+)?/, `; detail=${reason}`)
       }
     }
     const written = original.apply(this, args)

@@ -419,23 +419,30 @@ export class HttpCache<Raw = any> {
     // A refresh (of this cache or of another one it passes) asks for a fresh response: no hit.
     const revalidating = view.refresh !== undefined
     const now = s.now()
+    // Why a stale entry is refreshed by the request itself rather than served (see `backgroundRefresh`).
+    let refreshedIn: string | undefined
     if (!revalidating && isStoredResponse(found) && sameGenerations(found.versions, versions)) {
       if (now < found.staleAt) {
         this.observer.hit(key)
         return this.replay(view, key, found, now, 'fresh')
       }
       if (s.swrMs !== undefined && now < found.staleAt + s.swrMs) {
-        this.observer.hit(key)
-        const result = this.replay(view, key, found, now, 'stale')
-        this.revalidate(
-          view,
-          context,
-          record === undefined ? key : variantKey(key, record.id, view.headers, record.vary),
-        )
-        return result
+        // A copy run in the background would not be the request (see `backgroundRefresh`): the
+        // request itself refreshes the entry, as a miss.
+        if (context.backgroundRefresh?.() === false) refreshedIn = REFRESH_IN_REQUEST
+        else {
+          this.observer.hit(key)
+          const result = this.replay(view, key, found, now, 'stale')
+          this.revalidate(
+            view,
+            context,
+            record === undefined ? key : variantKey(key, record.id, view.headers, record.vary),
+          )
+          return result
+        }
       }
     }
-    let missKind = record === undefined ? 'uri-miss' : 'vary-miss'
+    let missKind = refreshedIn !== undefined ? 'stale' : record === undefined ? 'uri-miss' : 'vary-miss'
     if (view.method === 'HEAD') {
       // A HEAD response carries no body to store: answer it, and let a GET fill the cache.
       this.observer.miss(key)
@@ -443,7 +450,7 @@ export class HttpCache<Raw = any> {
         kind: 'miss',
         recorder: NOT_RECORDED,
         recording: false,
-        set: this.status(`fwd=${missKind}`, 'MISS'),
+        set: this.status(`fwd=${missKind}${detailOf(refreshedIn)}`, 'MISS'),
         key,
       }
     }
@@ -466,7 +473,7 @@ export class HttpCache<Raw = any> {
         // Same URL, another variant (e.g. another Accept-Encoding): its own flight.
         record = shared.record!
         flightKey = variantKey(key, record.id, view.headers, record.vary)
-        missKind = 'vary-miss'
+        if (refreshedIn === undefined) missKind = 'vary-miss'
         continue
       }
       // Wait for a first response (of the URL, then of its variant) once each, bounded; then look up again.
@@ -483,7 +490,7 @@ export class HttpCache<Raw = any> {
     if (refresh instanceof RefreshRun && refresh.engine === this && refresh.key !== flightKey)
       return this.bypass(view, 'request', 'refresh-key-changed')
     this.observer.miss(key)
-    return this.lead(view, context, key, flightKey, versions, versionKeys, record, missKind)
+    return this.lead(view, context, key, flightKey, versions, versionKeys, record, missKind, refreshedIn)
   }
 
   /**
@@ -501,8 +508,11 @@ export class HttpCache<Raw = any> {
     versionKeys: string[],
     record: VaryRecord | undefined,
     missKind: string,
+    /** Why this miss refreshes a stale entry rather than serving it, told after `stored`. */
+    refreshedIn?: string,
   ): MissResult {
     const s = this.settings
+    const why = detailOf(refreshedIn)
     const refresh =
       view.refresh instanceof RefreshRun && view.refresh.engine === this ? view.refresh : undefined
     // Invalidation reaches a flight through the generation keys of its URL's scopes.
@@ -567,7 +577,7 @@ export class HttpCache<Raw = any> {
       if (head.body === undefined) {
         // Streamed: stored once it ends complete, unless its declared length is already too large.
         const tooLarge = Number(headers['content-length']) > s.maxBodySize
-        advice.set = this.status(`fwd=${missKind}; ${tooLarge ? 'detail=too-large' : 'stored'}`, 'MISS')
+        advice.set = this.status(`fwd=${missKind}; ${tooLarge ? 'detail=too-large' : `stored${why}`}`, 'MISS')
         if (tooLarge) {
           release()
           return advice
@@ -578,7 +588,7 @@ export class HttpCache<Raw = any> {
             'etag',
             bodyEtag(Buffer.from(head.body.buffer, head.body.byteOffset, head.body.byteLength)),
           ])
-        advice.set.push(...this.status(`fwd=${missKind}; stored`, 'MISS'))
+        advice.set.push(...this.status(`fwd=${missKind}; stored${why}`, 'MISS'))
       }
       offered = this.offerValue(
         view,
@@ -634,7 +644,7 @@ export class HttpCache<Raw = any> {
       settle(reason, detail)
     }
     recorder.outcome = outcome
-    return { kind: 'miss', recorder, recording: true, set: this.status(`fwd=${missKind}`, 'MISS'), key }
+    return { kind: 'miss', recorder, recording: true, set: this.status(`fwd=${missKind}${why}`, 'MISS'), key }
   }
 
   /** Why a recorded response must not be stored (nor shared with waiting requests), or `undefined`. */
@@ -912,6 +922,18 @@ export class HttpCache<Raw = any> {
     if (s.statusHeader === 'x-cache') return [['x-cache', xCache]]
     return []
   }
+}
+
+/**
+ * The `Cache-Status` detail of a stale entry within `staleWhileRevalidate` that the request
+ * refreshes itself, as a miss, because the adapter cannot refresh it faithfully in the background
+ * (see `LookupContext.backgroundRefresh`).
+ */
+const REFRESH_IN_REQUEST = 'refresh-in-request'
+
+/** `; detail=…` for a status line, or nothing. */
+function detailOf(detail: string | undefined): string {
+  return detail === undefined ? '' : `; detail=${detail}`
 }
 
 /** A background refresh this cache started (see {@link LookupContext.revalidate}). */

@@ -63,7 +63,12 @@ export {
   refreshRequestHeaders,
   setRefreshHeaders,
 } from './node.js'
-export { type InProcessRefresh, type RefreshEntry, refreshInProcess } from './node-refresh.js'
+export {
+  DiscardingSocket,
+  type InProcessRefresh,
+  type RefreshEntry,
+  refreshInProcess,
+} from './node-refresh.js'
 export {
   describeFunction,
   fastifyInstanceOptions,

@@ -100,9 +100,11 @@ export function refreshInProcess(app: RefreshEntry, run: InProcessRefresh): () =
  * The socket of a background refresh: accepts and discards every write at once, so a handler
  * that streams (`sendFile`, a pipe) is never held by backpressure; carries the connection
  * properties the application reads (`encrypted` for the protocol, the remote address for
- * `trust proxy`, `req.ip` and guards) and the port the original request reached.
+ * `trust proxy`, `req.ip` and guards) and the port the original request reached. Its
+ * `setTimeout`, `setNoDelay` and `setKeepAlive` do nothing: a layer calling them on the copy's
+ * request acts on no client's connection.
  */
-class DiscardingSocket extends Duplex {
+export class DiscardingSocket extends Duplex {
   readonly remoteAddress: string | undefined
   readonly remotePort: number | undefined
   readonly remoteFamily: string | undefined

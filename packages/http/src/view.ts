@@ -104,6 +104,15 @@ export interface LookupContext {
    */
   revalidate?: (refresh: Refresh) => (() => void) | undefined | false
   /**
+   * Asked only on a stale hit within `staleWhileRevalidate`: `false` when a background copy of
+   * this request would not run as the request did (the copy would share the request's own
+   * objects, or lack what code in front of the framework put on it), so that it could store
+   * another user's page under this entry. The stale entry is then not served: the request is a
+   * miss (`Cache-Status: …; fwd=stale; detail=refresh-in-request`), its own response refreshes the
+   * entry. Default: the copy is faithful.
+   */
+  backgroundRefresh?: () => boolean
+  /**
    * Asked each time the cache decides whether the response may be stored (`head`: its headers
    * leave; `end`: its body ended; `finish`: it reached the client), before the cache's own rules:
    * a reason makes it unstorable. For what only the adapter sees, such as a function that ran

@@ -42,6 +42,8 @@ export async function serve(
     before?: (req: IncomingMessage) => void
     /** Options of Node's `createServer` (a `ServerResponse` subclass). */
     serverOptions?: ServerOptions
+    /** Whether a stale hit of this request can be refreshed in the background (default: yes). */
+    backgroundRefresh?: (req: IncomingMessage) => boolean
   } = {},
 ): Promise<Served> {
   let calls = 0
@@ -70,7 +72,9 @@ export async function serve(
         if (result.kind === 'miss') recordNodeResponse(res, result)
         run(req, res)
       }
+      const backgroundRefresh = options.backgroundRefresh
       const result = cache.lookup(view, {
+        ...(backgroundRefresh === undefined ? {} : { backgroundRefresh: () => backgroundRefresh(req) }),
         revalidate: (refresh) => {
           const key = String(next++)
           refreshes.set(key, refresh)
