@@ -59,14 +59,18 @@ function inodeOf(path: string): number {
 
 /**
  * False when this process's descriptor of the database's `which` file (inode `inode`) is of a
- * removed file: the file at the path with that inode number is another one (the number reused).
- * True otherwise, also where open files cannot be listed (not Linux).
+ * removed file (the file at the path with that inode number is another one: the number reused),
+ * or when this process holds no such file. True otherwise, also where open files cannot be
+ * listed (not Linux).
  */
 function heldAtPath(real: string, which: DatabaseFile, inode: number): boolean {
-  for (const [fd, file] of openDatabaseFiles(real) ?? [])
+  const open = openDatabaseFiles(real)
+  if (open === undefined) return true
+  for (const [fd, file] of open)
     if (file.which === which && file.ino === inode)
       return (statSync(`/proc/self/fd/${fd}`, { throwIfNoEntry: false })?.nlink ?? 0) > 0
-  return true
+  // Not held (the connection never opened it: another process made it): not this connection's to remove.
+  return false
 }
 
 /** Removes `path` if it is still the file `inode` (0: nothing to remove). */
