@@ -28,7 +28,7 @@ export interface LevelReport extends LevelStats {
   state: BreakerState
   /** Keys to delete from this level before it is used again (or, while it is in use, before it serves them). */
   pendingKeys: number
-  /** The level will be cleared before it is used again. */
+  /** The level will be cleared before it is used again (a faster level only: the shared level never is). */
   pendingClear: boolean
   /**
    * Keys a faster level answered `incr`/`atomicUpdate`/`add`/`compareAndDelete` for while this
@@ -48,7 +48,7 @@ const PROBE_KEY = '\u0000@cache/multi-level:probe'
 
 /**
  * One level of a chain: the backend, its breaker, and the writes it missed while it was skipped
- * or failing. Those are replayed as deletes (or one `clear`) before the level is used again, so a
+ * or failing. Those are replayed as deletes (or, on a faster level, one `clear`) before the level is used again, so a
  * value changed or deleted while the level was down never reappears from it. A write that fails
  * while the breaker stays closed is repaired the same way, in the background, soon; until then
  * reads of that key skip this level.
@@ -73,19 +73,23 @@ export class Level {
   private overflowTold = false
   /** Told once per overflow of the shared level's repair list, with what is not repaired. */
   onUnrepaired: (message: string) => void = () => {}
-  /**
-   * Keys of writes this level failed while in use (see {@link suspect}), since its last success;
-   * `'all'` after a failed `clear()`.
-   */
-  private suspects: Set<string> | 'all' = new Set()
+  /** Keys of writes this level failed while in use (see {@link suspect}), since its last success. */
+  private readonly suspects = new Set<string>()
   /** Suspect keys past `maxPendingKeys`. */
   private suspectsPast = 0
+  /** A `clear()` this level failed while in use, since its last success (see {@link suspectClear}). */
+  private suspectedClear = false
+  /** A faster level: cleared before it is used again. Never set for the shared level. */
   private pendingClear = false
   /**
-   * Keys of the shared level past `maxPendingKeys` while a clear of it was pending: covered if
-   * the clear is replayed, told as not repaired if it is refused.
+   * The shared level missed a `clear()` in this outage: never replayed there (see
+   * {@link missedClear}), told once when the level answers again.
    */
-  private pastClear = false
+  private clearMissed = false
+  /** The shared level's repair list overflowed in this outage. */
+  private overflowed = false
+  /** Keys the shared level's repair deleted since it missed a clear (for what is told). */
+  private repairedSinceClear = 0
   /** Keys a faster level changed on its own while this one was skipped (see {@link diverged}). */
   private readonly divergent = new Set<string>()
   private divergentAll = false
@@ -94,11 +98,11 @@ export class Level {
   private repairTimer: NodeJS.Timeout | undefined
   private repairDelayMs = REPAIR_DELAY_MS
   /**
-   * Told what a repair deleted (`'all'`: it cleared the level), once the level took it. Set by the
+   * Told what a repair deleted, once the level took it. Set by the
    * chain for the shared level: another process may have read the old value back from it before
    * the repair, and must drop it, as after any write.
    */
-  onRepaired: (keys: string[] | 'all') => void = () => {}
+  onRepaired: (keys: string[]) => void = () => {}
   /** Told when a background repair of a level in use fails (counted like any failure). */
   onRepairFailure: (error: unknown) => void = () => {}
   /**
@@ -121,8 +125,10 @@ export class Level {
     this.breaker.onRecovered = () => {
       // A later overflow is told again.
       this.overflowTold = false
-      if (this.suspects === 'all' || this.suspects.size > 0) this.suspects = new Set()
+      this.overflowed = false
+      if (this.suspects.size > 0) this.suspects.clear()
       this.suspectsPast = 0
+      this.suspectedClear = false
     }
   }
 
@@ -182,39 +188,47 @@ export class Level {
    * keys are repaired as those of the writes it skips ({@link wentDown}).
    */
   suspect(keys: readonly string[]): void {
-    if (this.suspects === 'all') return
     for (const key of keys) {
       if (this.suspects.size < this.maxPending) this.suspects.add(key)
       else this.suspectsPast++
     }
   }
 
-  /** A `clear()` this level failed while in use: as {@link suspect}, for every key. */
+  /**
+   * A `clear()` this level failed while in use: as {@link suspect}, never cleared again; if the
+   * level turns out to be down, it is a clear it missed ({@link missedClear}).
+   */
   suspectClear(): void {
-    this.suspects = 'all'
+    this.suspectedClear = true
   }
 
   /** The breaker opened: the writes failed since the last success are repaired as skipped ones. */
   wentDown(): void {
-    const { suspects, suspectsPast } = this
-    this.suspects = new Set()
+    const { suspectsPast, suspectedClear } = this
     this.suspectsPast = 0
-    if (suspects === 'all') {
-      // The keys already pending stay: the clear may be refused when it is replayed.
-      this.pendingClear = true
-      return
-    }
-    for (const key of suspects) this.remember(key)
+    this.suspectedClear = false
+    // First: the one report of the clear then covers the keys past the list too.
+    if (suspectedClear) this.missedClear()
+    for (const key of this.suspects) this.remember(key)
+    this.suspects.clear()
     if (suspectsPast > 0) this.overflow()
   }
 
   /**
-   * Remembers that a `clear()` did not reach this level. The keys already pending stay: a clear
-   * replayed covers them, but one the level refuses (Redis without a namespace) does not, and
-   * they are then repaired one by one (a tag invalidation among them must not be lost).
+   * Remembers that a `clear()` did not reach this level. A faster level (this process's copy) is
+   * cleared before it is used again. The shared level never is: the clear was rejected to its
+   * caller, and other processes took locks, counted and wrote in the namespace since; clearing it
+   * again would destroy that. The keys this process changed before and after the clear stay
+   * pending there and are deleted one by one (a tag invalidation among them must not be lost),
+   * the faster levels drop everything before it is used again (this process then reads what it
+   * holds, as the others do), and that the clear was not repaired is told once.
    */
   missedClear(): void {
-    this.pendingClear = true
+    if (this.shared) {
+      this.clearMissed = true
+      this.divergent.clear()
+      this.divergentAll = true
+    } else this.pendingClear = true
     this.repairSoon()
   }
 
@@ -270,9 +284,7 @@ export class Level {
     // Invalidation state is kept past the limit: an invalidation left unrepaired on the shared
     // level would have other processes serve results from before it.
     if (this.pending.size < this.maxPending || isGenerationKey(key)) this.pending.add(key)
-    else if (this.pending.has(key)) return
-    else if (this.shared && this.pendingClear) this.pastClear = true
-    else this.overflow()
+    else if (!this.pending.has(key)) this.overflow()
   }
 
   /**
@@ -287,7 +299,9 @@ export class Level {
       this.pendingClear = true
       return
     }
-    if (!this.overflowTold) {
+    this.overflowed = true
+    // After a missed clear in this outage, the one report of the clear says it too.
+    if (!this.overflowTold && !this.clearMissed) {
       this.overflowTold = true
       this.onUnrepaired(
         `more keys changed than maxPendingKeys (${this.maxPending}) while ${this.name} could not take them: those past it are not repaired there (other processes may read their old values until they expire or are written again)`,
@@ -341,38 +355,29 @@ export class Level {
     this.repairTimer.unref?.()
   }
 
-  /** Replays the missed writes as one clear or one batch of deletes. */
+  /** Replays the missed writes as one clear (a faster level) or one batch of deletes. */
   private async replay(): Promise<void> {
     if (this.pendingClear) {
       this.pendingClear = false
       // Keys changed before or after the missed clear: deleted by the clear, or one by one if it
       // is refused.
       const changed = [...this.pending]
-      const past = this.pastClear
       this.pending.clear()
-      this.pastClear = false
       try {
         await this.backend.clear()
-        this.onRepaired('all')
       } catch (error) {
         // Partial: the failed server is repaired by the backend before it serves again.
-        if (isPartialFailure(error)) return this.onRepaired('all')
-        // A clear this level refuses (Redis without a namespace): the clear it missed would have
-        // been refused too. Retrying would keep it out of use for good; it is used again, the
-        // keys this process did not change as they are, once the faster levels dropped everything.
-        if (isCallerError(error)) {
-          this.onUnrepaired(
-            `a clear() it missed is not repaired: it refuses clear() (${String((error as Error).message ?? error)}); the keys this process did not change while ${this.name} could not take them keep their values there (other processes may read them until they expire or are written again); the ${changed.length} keys this process changed then are repaired${past ? `, except those past maxPendingKeys (${this.maxPending}), which keep their old values too` : ''}`,
-          )
-          this.divergent.clear()
-          this.divergentAll = true
-          for (const key of changed) this.pending.add(key)
-        } else {
-          for (const key of changed) this.pending.add(key)
+        if (isPartialFailure(error)) return
+        for (const key of changed) this.pending.add(key)
+        // A clear this level refuses: the clear it missed would have been refused too. Retrying
+        // would keep it out of use for good; the keys this process changed are deleted instead.
+        if (!isCallerError(error)) {
           this.pendingClear = true
-          this.pastClear ||= past
           throw error
         }
+        this.onUnrepaired(
+          `a clear() it missed is not repaired: it refuses clear() (${String((error as Error).message ?? error)}); the ${changed.length} keys this process changed while it could not take them are deleted there, the others keep their values`,
+        )
       }
     }
     if (this.pending.size > 0) {
@@ -380,13 +385,24 @@ export class Level {
       this.pending.clear()
       try {
         await this.backend.deleteMany(keys)
-        this.onRepaired(keys)
       } catch (error) {
-        if (isPartialFailure(error)) return this.onRepaired(keys)
-        for (const key of keys) this.remember(key)
-        throw error
+        if (!isPartialFailure(error)) {
+          for (const key of keys) this.remember(key)
+          throw error
+        }
       }
+      if (this.clearMissed) this.repairedSinceClear += keys.length
+      this.onRepaired(keys)
     }
+  }
+
+  /** Once per outage in which the shared level missed a clear: what was done instead. */
+  private tellClearMissed(): void {
+    this.onUnrepaired(
+      `a clear() it missed is not repaired there (the call was rejected to its caller; clearing the namespace now would delete what other processes wrote since: their locks, counters and values): the keys this process did not change keep their values there, and this process reads them as the others do; the ${this.repairedSinceClear} key${this.repairedSinceClear === 1 ? '' : 's'} this process changed then ${this.repairedSinceClear === 1 ? 'is' : 'are'} repaired one by one${this.overflowed ? `, except those past maxPendingKeys (${this.maxPending}), which keep their old values too` : ''}`,
+    )
+    this.clearMissed = false
+    this.repairedSinceClear = 0
   }
 
   private async repair(): Promise<void> {
@@ -404,6 +420,8 @@ export class Level {
         await this.backend.has(PROBE_KEY).catch((error) => {
           if (!isPartialFailure(error)) throw error
         })
+      } else if (this.clearMissed) {
+        this.tellClearMissed()
       } else if (this.divergentAll || this.divergent.size > 0) {
         // Once it answers: the private results the faster levels computed without it must go.
         const keys = this.divergentAll ? 'all' : [...this.divergent]

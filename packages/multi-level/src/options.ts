@@ -10,7 +10,8 @@ export interface MultiLevelOptions {
   breaker?: BreakerOptions
   /**
    * Keys remembered per level while it is skipped, to delete from it before it is used again.
-   * Past this the level is cleared instead (its namespace only). Default: 10000.
+   * Past this a faster level is cleared instead; the shared level never is (the keys past it keep
+   * their values there, reported as an `error` event of operation `repair`). Default: 10000.
    */
   maxPendingKeys?: number
   /** Evicts keys from the faster levels of other processes. Default: none. */

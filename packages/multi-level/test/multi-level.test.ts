@@ -450,21 +450,61 @@ describe('multiLevel with a failing level', () => {
     expect(await cache.get('k')).toBeUndefined()
   })
 
-  it('a clear() failed in use is repeated once the failures that follow open the breaker (the level was down)', async () => {
+  it('never repeats a clear() failed in use, even once the failures that follow open the breaker: told once, and what this process changed is repaired', async () => {
     const { clock, l2, cache } = twoLevels({ failureThreshold: 3, openFor: 5 })
-    await cache.set('k', 'old')
+    const repairs: MultiLevelEvent[] = []
+    cache.on('error', (e) => e.operation === 'repair' && repairs.push(e))
+    await cache.set('k', 'old') // e.g. another process's lock
+    await cache.set('mine', 'old')
     l2.down = true
     await expect(cache.clear()).rejects.toBeInstanceOf(CacheUnavailableError)
-    await cache.get('a')
+    await expect(cache.delete('mine')).rejects.toBeInstanceOf(CacheUnavailableError)
     await cache.get('b')
-    expect(cache.levelStats()[1]).toMatchObject({ state: 'open', pendingClear: true })
+    expect(cache.levelStats()[1]).toMatchObject({ state: 'open', pendingClear: false, pendingKeys: 1 })
     l2.down = false
     clock.t += 5000
     await cache.get('anything')
     await settle()
-    expect(await l2.inner.has('k')).toBe(false)
-    expect(cache.levelStats()[1]).toMatchObject({ state: 'closed', pendingClear: false })
+    // Before: the probe cleared L2 (the level was down): every other process's keys went with it.
+    expect(await l2.inner.get('k')).toBe('old')
+    expect(await l2.inner.has('mine')).toBe(false)
+    expect(cache.levelStats()[1]).toMatchObject({ state: 'closed', pendingClear: false, pendingKeys: 0 })
+    // This process reads what L2 holds, as the others do.
+    expect(await cache.get('k')).toBe('old')
+    expect(repairs).toHaveLength(1)
+    expect(String(repairs[0]!.error)).toMatch(/clear\(\) it missed is not repaired there/)
+    expect(String(repairs[0]!.error)).toMatch(/the 1 key this process changed then is repaired/)
   })
+
+  it.each([
+    ['before', 2],
+    ['after', 1],
+  ] as const)(
+    'a clear() missed with more keys than maxPendingKeys changed %s it: the report of the clear says which keys are not repaired',
+    async (when, events) => {
+      const { clock, l2, cache } = twoLevels({ failureThreshold: 1, maxPendingKeys: 3 })
+      const repairs: string[] = []
+      cache.on('error', (e) => e.operation === 'repair' && repairs.push(String(e.error)))
+      l2.down = true
+      const changes = async () => {
+        for (let i = 0; i < 5; i++) await expect(cache.set(`k${i}`, i)).rejects.toThrow(/did not reach/)
+      }
+      if (when === 'before') await changes()
+      await expect(cache.clear()).rejects.toBeInstanceOf(CacheUnavailableError)
+      if (when === 'after') await changes()
+      l2.down = false
+      clock.t += 5000
+      await cache.get('x')
+      await settle()
+      expect(cache.levels[1]!.breaker.state).toBe('closed')
+      // One report per overflow (told as it happens), and the clear's own, with the keys it leaves.
+      expect(repairs).toHaveLength(events)
+      expect(repairs.at(-1)).toMatch(/clear\(\) it missed is not repaired there/)
+      expect(repairs.at(-1)).toMatch(
+        /the 3 keys this process changed then are repaired one by one, except those past maxPendingKeys \(3\)/,
+      )
+    },
+  )
 
   it('fails with CacheUnavailableError only when no level answers', async () => {
     const a = chaos(memoryBackend())
