@@ -770,19 +770,17 @@ function refreshEnv(env: unknown, sent: string[] | undefined): unknown {
   return { ...(env as object), incoming, outgoing: own }
 }
 
-/**
- * The own enumerable string-keyed properties of a new `IncomingMessage`: those Node sets. Any
- * other one on a request was put there by code in front of Hono or by a layer (Express's
- * `req.res`, `req.user`, a session, a cookies object holding the client's response).
- */
-let requestKeys: ReadonlySet<string> | undefined
+/** The request lines that make an entry a user's own (kept only with `allowAuthorized` / `allowCookies`). */
+const CREDENTIAL_LINES = new Set(['authorization', 'cookie'])
 
 /**
  * Whether a copy of the request run in the background would run as the request did (see
- * `LookupContext.backgroundRefresh`): on `@hono/node-server` over HTTP/1, only when its Node
- * request carries nothing beyond what Node puts there, which the copy (a new request) cannot
- * reproduce: what code in front of Hono did for it is not run again, and what it put there may
- * be tied to the client's own exchange. Over HTTP/2, never: the copy would reuse the stale hit's
+ * `LookupContext.backgroundRefresh`). On `@hono/node-server`: over HTTP/1, only when the request
+ * carries no credential (`Authorization`, `Cookie`, as it arrived or as it is now). What code in
+ * front of Hono derived from a credential (a user set on the request by Express, a listener of
+ * the app's own, a wrapped `emit`; kept in a symbol, or already moved into the context by a
+ * layer) is not run again for a copy, and cannot be told from here: the entry of such a request
+ * is refreshed by the request itself. Over HTTP/2, never: the copy would reuse the stale hit's
  * own request, as a layer left it (a credential stripped or added, its stream closed). Elsewhere
  * (a runtime handing Hono the `Request` alone), always. Asked on stale hits only.
  */
@@ -790,38 +788,11 @@ function backgroundRefreshFaithful(env: unknown): boolean {
   if (nodeOutgoing(env) === undefined) return true
   const incoming = (env as { incoming?: unknown }).incoming
   if (!(incoming instanceof NodeIncomingMessage)) return false
-  requestKeys ??= new Set(Object.keys(new NodeIncomingMessage(null as never)))
-  for (const name of Object.keys(incoming)) if (!requestKeys.has(name)) return false
-  // What a listener in front of Hono put there may be gone already (a layer moved `req.user` into
-  // the context and deleted it): the server must hand its requests to Hono's listener alone.
-  return handsToHonoAlone((incoming.socket as { server?: unknown } | null)?.server)
-}
-
-/** The verdict of {@link isHonoListener} on each listener seen. */
-const honoListeners = new WeakMap<Function, boolean>()
-
-/**
- * Whether `server`'s only `request` listener is `@hono/node-server`'s (what `serve()` and
- * `createAdaptorServer()` install, or `getRequestListener(app.fetch)` given to `createServer`
- * as it is): no code of the app's own (Express, a listener authenticating the request) saw the
- * request before Hono. Told by the listener's source, as `@hono/node-server` ships it; a bundle
- * that renamed its variables is not recognized, and its stale hits are refreshed in the request.
- */
-function handsToHonoAlone(server: unknown): boolean {
-  const listeners = (server as { listeners?: (event: string) => Function[] } | null | undefined)?.listeners
-  if (typeof listeners !== 'function') return false
-  const all = listeners.call(server, 'request')
-  return all.length === 1 && isHonoListener(all[0]!)
-}
-
-function isHonoListener(listener: Function): boolean {
-  let verdict = honoListeners.get(listener)
-  if (verdict === undefined) {
-    const source = Function.prototype.toString.call(listener)
-    verdict = /^async \(incoming, outgoing\) =>/.test(source) && source.includes('fetchCallback(')
-    honoListeners.set(listener, verdict)
-  }
-  return verdict
+  const arrived = arrivedAt(incoming)?.lines
+  if (arrived !== undefined)
+    for (let i = 0; i < arrived.length; i += 2) if (CREDENTIAL_LINES.has(arrived[i]!.toLowerCase())) return false
+  const headers = incoming.headers
+  return headers.authorization === undefined && headers.cookie === undefined
 }
 
 /** A refresh's own Node request, standing for `hit` (see {@link refreshEnv}). */
