@@ -790,7 +790,8 @@ function backgroundRefreshFaithful(env: unknown): boolean {
   if (!(incoming instanceof NodeIncomingMessage)) return false
   const arrived = arrivedAt(incoming)?.lines
   if (arrived !== undefined)
-    for (let i = 0; i < arrived.length; i += 2) if (CREDENTIAL_LINES.has(arrived[i]!.toLowerCase())) return false
+    for (let i = 0; i < arrived.length; i += 2)
+      if (CREDENTIAL_LINES.has(arrived[i]!.toLowerCase())) return false
   const headers = incoming.headers
   return headers.authorization === undefined && headers.cookie === undefined
 }

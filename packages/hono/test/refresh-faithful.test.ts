@@ -379,13 +379,13 @@ describe('over HTTP/1, which stale entries are refreshed in the background', () 
     app.get('/dashboard', cache, (c) => c.text(`dashboard of ${c.get('user')} #${++runs}`))
     const server = createHttpServer(getRequestListener(app.fetch))
     // Before `noteArrivals`, as an instrumentation or auth library wrapping `emit` would be.
-    const emit = server.emit
+    const emit = server.emit as (this: unknown, event: string, ...args: unknown[]) => boolean
     server.emit = function (this: typeof server, event: string, ...args: unknown[]) {
       if (event === 'request') {
         const req = args[0] as HttpBindings['incoming'] & Record<symbol, string>
         if (req.headers.authorization === 'Bearer t-alice') req[USER] = 'alice'
       }
-      return emit.call(this, event as never, ...(args as never[]))
+      return emit.call(this, event, ...args)
     } as typeof server.emit
     noteArrivals(server)
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
