@@ -68,7 +68,7 @@ async function untilRepaired({ chain }: Peer): Promise<void> {
 const proxied = () => `redis://127.0.0.1:${proxy.port}`
 
 describe('multiLevel(memory, redis) with a bus: two processes both cut off from Redis', () => {
-  it("never makes the other drop the lock and counter it holds on its own, whatever this one writes, deletes or clears meanwhile", async () => {
+  it('never makes the other drop the lock and counter it holds on its own, whatever this one writes, deletes or clears meanwhile', async () => {
     const namespace = `skipped${process.pid}-${++n}`
     const busA = redisBus(redis.url, { logger: false })
     const busB = redisBus(redis.url, { logger: false })
@@ -195,7 +195,8 @@ describe('multiLevel(memory, redis): the one report of a missed clear()', () => 
     try {
       shared.down = true
       await expect(chain.set('r0', 1)).rejects.toMatchObject({ code: 'CACHE_UNAVAILABLE' })
-      for (const key of keys) await expect(chain.set(key, 'a')).rejects.toMatchObject({ code: 'CACHE_UNAVAILABLE' })
+      for (const key of keys)
+        await expect(chain.set(key, 'a')).rejects.toMatchObject({ code: 'CACHE_UNAVAILABLE' })
       await expect(chain.clear()).rejects.toMatchObject({ code: 'CACHE_UNAVAILABLE' })
       // The probe's replay answers slowly; the same keys are written again while it runs.
       shared.down = false
