@@ -13,19 +13,28 @@ export class ChainBatches {
 
   /**
    * Clears every level. Resolves only if the shared level was cleared; otherwise the levels that
-   * answered are cleared, the others are cleared before they are used again, and the call
-   * rejects with `CacheUnavailableError`.
+   * answered are cleared, the faster others are cleared before they are used again, and the call
+   * rejects with `CacheUnavailableError` (the shared level is never cleared by a repair). A clear
+   * the shared level refused once by its configuration is refused again up front, whatever its
+   * breaker state.
    */
   async clear(): Promise<void> {
-    this.chain.reads.beginClear()
     const shared = this.chain.levels[this.chain.levels.length - 1]!
+    // A clear the shared level refuses by its configuration (Redis without a namespace) is
+    // refused the same way while it is skipped: nothing cleared, nothing published, no repair.
+    if (shared.clearRefusal !== undefined) throw shared.clearRefusal
+    this.chain.reads.beginClear()
     let sharedCleared = false
+    let sharedSkipped = false
     let sharedError: unknown
     this.chain.order.beginClear()
     try {
       await Promise.all(
         this.chain.levels.map(async (level) => {
-          if (!this.chain.health.usable(level)) return level.missedClear()
+          if (!this.chain.health.usable(level)) {
+            if (level === shared) sharedSkipped = true
+            return level.missedClear()
+          }
           try {
             await level.backend.clear()
             level.breaker.success()
@@ -39,7 +48,10 @@ export class ChainBatches {
             sharedError = error
             // Refused (a backend that cannot clear, as Redis without a namespace): nothing changed
             // there, nothing to repair, and the level stays in use; the error reaches the caller.
-            if (isCallerError(error)) return
+            if (isCallerError(error)) {
+              shared.refusedClear(error)
+              return
+            }
             this.chain.health.failed(level, 'clear', error)
             // Failed while in use: maybe applied, and other processes write meanwhile; cleared
             // again only if the level turns out to be down (see Level.suspect).
@@ -52,9 +64,12 @@ export class ChainBatches {
       this.chain.order.endClear()
       this.chain.reads.endClear()
     }
-    // A clear that failed on the shared level may have been applied there all the same.
+    // A clear that failed on the shared level may have been applied there all the same. One it
+    // skipped (breaker open) changed nothing there: the other processes' faster levels still
+    // match it, and one running on its own meanwhile keeps its private locks and counters.
     if (sharedCleared) await this.chain.invalidation.publish({ clear: true })
-    else if (!isCallerError(sharedError)) await this.chain.invalidation.publishHanded({ clear: true })
+    else if (!isCallerError(sharedError) && !sharedSkipped)
+      await this.chain.invalidation.publishHanded({ clear: true })
     if (isCallerError(sharedError)) throw sharedError
     if (!sharedCleared) throw this.chain.health.notTaken(shared, 'clear', sharedError)
   }

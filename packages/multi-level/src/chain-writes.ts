@@ -2,6 +2,7 @@ import type { CacheBackend, Duration } from '@cache/core'
 import { compareAndDelete, isGenerationKey } from '@cache/core/backend'
 import { isCallerError } from './caller-error.js'
 import type { ChainParts } from './chain-parts.js'
+import { isSkipped } from './health.js'
 import { levelTtl, setLeft } from './ttl-left.js'
 import type { LevelWriter } from './writes.js'
 
@@ -39,6 +40,7 @@ export class ChainWrites {
     // The slowest level that answers decides, atomically; the faster ones follow.
     const calledAt = this.chain.now()
     const ticket = this.chain.order.begin(key)
+    let onShared: boolean
     try {
       const {
         result: added,
@@ -60,11 +62,14 @@ export class ChainWrites {
           (backend) => setLeft(backend, this.chain.shared, key, value, ttl, calledAt, this.chain.now()),
           ticket,
         )
+      onShared = index === this.chain.levels.length - 1
     } finally {
       this.chain.order.end(ticket)
     }
     this.chain.observer.set(key)
-    await this.chain.invalidation.publish({ keys: [key] })
+    // Taken by a faster level while the shared one was skipped: nothing changed there, so the
+    // other processes' copies still match it (and one running on its own keeps its own lock).
+    if (onShared) await this.chain.invalidation.publish({ keys: [key] })
     return true
   }
 
@@ -147,21 +152,24 @@ export class ChainWrites {
     // Marks the key as written meanwhile, so a value write overlapping this one is not copied.
     const ticket = this.chain.order.begin(key)
     let result: R
+    let onShared: boolean
     try {
       const slowest = await this.chain.writer.slowest(operation, key, run, callerFailed)
       result = slowest.result
+      onShared = slowest.index === this.chain.levels.length - 1
       this.chain.reads.invalidate(key)
       await Promise.all(
         this.chain.levels.slice(0, slowest.index).map((level) => this.chain.writer.evict(level, key)),
       )
     } catch (error) {
-      if (!isCallerError(error) && !callerFailed?.())
+      if (!isCallerError(error) && !isSkipped(error) && !callerFailed?.())
         await this.chain.invalidation.publishHanded({ keys: [key] })
       throw error
     } finally {
       this.chain.order.end(ticket)
     }
-    await this.chain.invalidation.publish({ keys: [key] })
+    // Answered by a faster level while the shared one was skipped: nothing to tell (see add).
+    if (onShared) await this.chain.invalidation.publish({ keys: [key] })
     return result
   }
 }

@@ -135,22 +135,30 @@ export class LevelHealth {
     this.emit('error', { backend: level.name, level: level.index, operation: 'repair', error })
   }
 
+  /**
+   * The shared level did not take a write. Without a `cause` it was skipped (its breaker open):
+   * known never sent, so nothing changed there (see {@link isSkipped}).
+   */
   notTaken(shared: Level, operation: string, cause: unknown): CacheUnavailableError {
-    return new CacheUnavailableError(
+    const error = new CacheUnavailableError(
       'multi-level',
       shared.breaker.state === 'closed'
         ? `multi-level: ${operation} failed on the shared level (${shared.name}), which may have applied it: the faster levels dropped the keys, and this process reads what ${shared.name} holds; write again if it must be applied`
         : `multi-level: ${operation} did not reach the shared level (${shared.name}, skipped while its breaker is open): applied to the faster levels only, and repaired on ${shared.name} as soon as it answers`,
       cause === undefined ? undefined : { cause },
     )
+    if (cause === undefined) skipped.add(error)
+    return error
   }
 
   allDown(operation: string, cause: unknown): CacheUnavailableError {
-    return new CacheUnavailableError(
+    const error = new CacheUnavailableError(
       'multi-level',
       `multi-level: ${operation} failed, no level is available`,
       cause === undefined ? undefined : { cause },
     )
+    if (cause === undefined) skipped.add(error)
+    return error
   }
 }
 
@@ -162,6 +170,23 @@ export class LevelHealth {
  */
 export function isPartialFailure(error: unknown): boolean {
   return (error as { partial?: unknown } | null)?.partial === true
+}
+
+/** Errors of writes the shared level skipped (breaker open): see {@link isSkipped}. */
+const skipped = new WeakSet<object>()
+
+/**
+ * True for the error of a write the shared level skipped (its breaker open) or never sent: nothing
+ * changed there, so the other processes' faster levels still match it and nothing is published
+ * for them (a process running on its own meanwhile keeps its private locks and counters).
+ */
+export function isSkipped(error: unknown): boolean {
+  return (typeof error === 'object' && error !== null && skipped.has(error)) || isUnsent(error)
+}
+
+/** Marks `error` as that of a call the shared level never got (see {@link isSkipped}). */
+export function markSkipped(error: unknown): void {
+  if (typeof error === 'object' && error !== null) skipped.add(error)
 }
 
 /** A call the level never sent: it gave up waiting behind this process's own call on the key. */

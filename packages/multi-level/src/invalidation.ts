@@ -1,7 +1,7 @@
 import type { CacheObserver } from '@cache/core/backend'
 import { type InvalidationBus, type InvalidationMessage, newOrigin } from './bus.js'
 import { isCallerError } from './caller-error.js'
-import type { LevelHealth } from './health.js'
+import { isSkipped, type LevelHealth } from './health.js'
 import type { Level } from './level.js'
 import type { ReadGuards } from './read-guard.js'
 import type { WriteOrder } from './write-order.js'
@@ -49,7 +49,8 @@ export class ChainInvalidation {
   /**
    * Runs a write; if it fails other than by the caller's fault, tells the other processes anyway
    * before rethrowing: the shared level may have applied it (a timeout does not say), and they
-   * must not go on serving what it replaced.
+   * must not go on serving what it replaced. A write the shared level skipped (its breaker open)
+   * is not told: nothing changed there.
    */
   async toldEvenIfFailed<R>(
     message: Omit<InvalidationMessage, 'origin' | 'namespace'>,
@@ -58,7 +59,8 @@ export class ChainInvalidation {
     try {
       return await write()
     } catch (error) {
-      if (!isCallerError(error)) await this.publishHanded(message)
+      // Skipped by the shared level (known never sent): nothing changed there, nothing to tell.
+      if (!isCallerError(error) && !isSkipped(error)) await this.publishHanded(message)
       throw error
     }
   }

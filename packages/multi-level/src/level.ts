@@ -88,8 +88,13 @@ export class Level {
   private clearMissed = false
   /** The shared level's repair list overflowed in this outage. */
   private overflowed = false
-  /** Keys the shared level's repair deleted since it missed a clear (for what is told). */
-  private repairedSinceClear = 0
+  /** Keys the shared level's repair deleted since it missed a clear (for what is told), each once. */
+  private readonly repairedSinceClear = new Set<string>()
+  /**
+   * Why this level refused `clear()` by its configuration (Redis without a namespace, a backend
+   * without `clear`): every later clear of the chain is refused the same way, breaker open or not.
+   */
+  clearRefusal: unknown
   /** Keys a faster level changed on its own while this one was skipped (see {@link diverged}). */
   private readonly divergent = new Set<string>()
   private divergentAll = false
@@ -98,11 +103,12 @@ export class Level {
   private repairTimer: NodeJS.Timeout | undefined
   private repairDelayMs = REPAIR_DELAY_MS
   /**
-   * Told what a repair deleted, once the level took it. Set by the
-   * chain for the shared level: another process may have read the old value back from it before
-   * the repair, and must drop it, as after any write.
+   * Told what a repair deleted, once the level took it; awaited before the level is used again.
+   * Set by the chain for the shared level: this process's faster levels drop the keys (a write
+   * they took while it was skipped must not outlive its repair), and another process may have
+   * read the old value back from it before the repair, and must drop it, as after any write.
    */
-  onRepaired: (keys: string[]) => void = () => {}
+  onRepaired: (keys: string[]) => void | Promise<void> = () => {}
   /** Told when a background repair of a level in use fails (counted like any failure). */
   onRepairFailure: (error: unknown) => void = () => {}
   /**
@@ -230,6 +236,12 @@ export class Level {
       this.divergentAll = true
     } else this.pendingClear = true
     this.repairSoon()
+  }
+
+  /** The level refused a `clear()`: remembered if the refusal is its configuration, not the call's. */
+  refusedClear(error: unknown): void {
+    const code = (error as { code?: unknown } | null)?.code
+    if (code === 'CACHE_CONFIG' || code === 'CACHE_UNSUPPORTED') this.clearRefusal = error
   }
 
   /** A write of these keys reached this level: it holds their newest state, nothing to repair. */
@@ -391,18 +403,19 @@ export class Level {
           throw error
         }
       }
-      if (this.clearMissed) this.repairedSinceClear += keys.length
-      this.onRepaired(keys)
+      if (this.clearMissed) for (const key of keys) this.repairedSinceClear.add(key)
+      await this.onRepaired(keys)
     }
   }
 
   /** Once per outage in which the shared level missed a clear: what was done instead. */
   private tellClearMissed(): void {
+    const repaired = this.repairedSinceClear.size
     this.onUnrepaired(
-      `a clear() it missed is not repaired there (the call was rejected to its caller; clearing the namespace now would delete what other processes wrote since: their locks, counters and values): the keys this process did not change keep their values there, and this process reads them as the others do; the ${this.repairedSinceClear} key${this.repairedSinceClear === 1 ? '' : 's'} this process changed then ${this.repairedSinceClear === 1 ? 'is' : 'are'} repaired one by one${this.overflowed ? `, except those past maxPendingKeys (${this.maxPending}), which keep their old values too` : ''}`,
+      `a clear() it missed is not repaired there (the call was rejected to its caller; clearing the namespace now would delete what other processes wrote since: their locks, counters and values): the keys this process did not change keep their values there, and this process reads them as the others do; the ${repaired} key${repaired === 1 ? '' : 's'} this process changed then ${repaired === 1 ? 'is' : 'are'} repaired one by one${this.overflowed ? `, except those past maxPendingKeys (${this.maxPending}), which keep their old values too` : ''}`,
     )
     this.clearMissed = false
-    this.repairedSinceClear = 0
+    this.repairedSinceClear.clear()
   }
 
   private async repair(): Promise<void> {

@@ -83,10 +83,14 @@ export class MultiLevelBackend implements CacheBackend {
       level.onRepairFailure = (error) => this.chain.health.failed(level, 'repair', error, undefined, false)
       level.onUnrepaired = (message) => this.chain.health.unrepaired(level, message)
       level.dropFaster = (keys) => this.chain.writer.dropFaster(level.index, keys)
-      // What a repair of the shared level deletes there is a write like any other: the other
-      // processes' faster levels drop it. (It never clears there: see Level.missedClear.)
+      // What a repair of the shared level deletes there is a write like any other: this
+      // process's faster levels drop it (a write they took while it was skipped must not outlive
+      // its repair), and so do the other processes'. (It never clears there: see Level.missedClear.)
       if (level.index === this.levels.length - 1)
-        level.onRepaired = (keys) => this.chain.invalidation.publish({ keys })
+        level.onRepaired = async (keys) => {
+          await this.chain.writer.dropFaster(level.index, keys)
+          this.chain.invalidation.publish({ keys })
+        }
       const forward = this.forwardLevelError(level)
       level.backend.on?.('error', forward)
       this.unsubscribe.push(() => level.backend.off?.('error', forward))

@@ -15,8 +15,8 @@ import type { LevelWriter } from './writes.js'
  *   (default 0: none), used only while the shared level is in use, and the bus evicts copies
  *   when the state changes;
  * - writes go to the shared level and evict the copies; a write the shared level did not take is
- *   remembered for its repair (reads fail meanwhile), published all the same (it may have been
- *   applied), and rejected;
+ *   remembered for its repair (reads fail meanwhile) and rejected; one it failed is published all
+ *   the same (it may have been applied), one it skipped (breaker open) is not;
  * - while the shared level cannot answer for a key (its breaker is open, a repair of that key is
  *   pending, or the read fails), reading that key fails with `CacheUnavailableError`: memoize
  *   then calls the function without caching. No process ever decides state on its own, so
@@ -171,9 +171,10 @@ export class StateKeys {
       return taken.result
     }
     shared.missed(key)
-    // The shared level may have applied it (a timeout does not say): the others drop their
-    // copies, told before the caller hears of the failure (a process may exit on it).
-    await this.bus.publishHanded({ keys: [key] })
+    // Sent: the shared level may have applied it (a timeout does not say): the others drop their
+    // copies, told before the caller hears of the failure (a process may exit on it). Skipped
+    // (breaker open): nothing changed there, nothing to tell; its repair is published.
+    if (failure !== undefined) await this.bus.publishHanded({ keys: [key] })
     throw this.health.notTaken(shared, operation, failure)
   }
 

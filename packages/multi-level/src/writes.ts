@@ -1,6 +1,6 @@
 import type { CacheBackend } from '@cache/core'
 import { isCallerError } from './caller-error.js'
-import { isPartialFailure, isUnsent, type LevelHealth } from './health.js'
+import { isPartialFailure, isUnsent, type LevelHealth, markSkipped } from './health.js'
 import type { Level } from './level.js'
 import type { ReadGuards } from './read-guard.js'
 import type { WriteOrder, WriteTicket } from './write-order.js'
@@ -118,8 +118,11 @@ export class LevelWriter {
         // A refusal of the level (a value over its limit, a conflict) drops the faster copies
         // too: what the level holds of the keys is not known here (memcached drops an item
         // whose new value it refuses as too large).
-        if (!isCallerError(error))
+        if (!isCallerError(error)) {
           this.health.failed(level, operation, error, typeof keys === 'string' ? keys : undefined)
+          // A faster level answering while the shared one is skipped: nothing was sent there.
+          if (i < this.levels.length - 1) markSkipped(error)
+        }
         this.invalidate(keys)
         await Promise.all(this.levels.slice(0, i).map((faster) => this.evict(faster, keys)))
         throw error
