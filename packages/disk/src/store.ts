@@ -429,31 +429,40 @@ export class EntryStore {
   }
 
   /**
-   * Opens the path, again (within the set-up budget) when the open failed because the directory
-   * or the database file was removed or replaced meanwhile (`rm -rf` of the directory, a cleaner's
+   * Opens the path, again (within the set-up budget) when the open failed while the directory or
+   * the database's files were removed or replaced (`rm -rf` of the directory, a cleaner's
    * `rm cache.db`): SQLite then fails to read files that are gone ("disk I/O error").
    */
   private connect(): void {
     const deadline = Date.now() + SET_UP_WAIT_MS
     for (let attempt = 0; ; attempt++) {
-      const dir = statSync(dirname(this.file), { throwIfNoEntry: false })
+      const before = this.filesNow()
       try {
         if (attempt > 0) makeDirectory(dirname(this.file))
         this.connectOnce(deadline)
         return
       } catch (error) {
-        if (!isOpenRace(error) || Date.now() >= deadline || !this.changedSince(dir)) throw error
+        // A change can hide from the look (an inode number reused, the directory changed twice in
+        // one tick of the file system's clock): a few tries even then, more while things change.
+        const after = this.filesNow()
+        const changed = after === undefined || after !== before
+        if (!isOpenRace(error) || Date.now() >= deadline || (!changed && attempt >= UNSEEN_RACE_TRIES))
+          throw error
         Atomics.wait(pause, 0, 0, Math.min(2 ** attempt, 20))
       }
     }
   }
 
-  /** True if the directory is gone or another than `dir`, or the database file is gone or not the one opened. */
-  private changedSince(dir: Stats | undefined): boolean {
-    const now = statSync(dirname(this.file), { throwIfNoEntry: false })
-    if (now === undefined || dir === undefined || now.ino !== dir.ino || now.dev !== dir.dev) return true
-    const db = statSync(this.file, { throwIfNoEntry: false })
-    return db === undefined || db.ino !== this.inode || db.dev !== this.device
+  /**
+   * The directory (device, inode, last change) and the inodes of the database, its log and
+   * index, as one string: another string later means an entry was added, removed or replaced.
+   * Undefined when the directory is gone.
+   */
+  private filesNow(): string | undefined {
+    const dir = statSync(dirname(this.file), { throwIfNoEntry: false })
+    if (dir === undefined) return undefined
+    const { file } = this
+    return `${dir.dev}:${dir.ino}:${dir.mtimeMs}:${dir.ctimeMs}:${inodeOf(file)}:${inodeOf(`${file}-wal`)}:${inodeOf(`${file}-shm`)}`
   }
 
   private connectOnce(deadline: number): void {
@@ -804,6 +813,9 @@ function randomVersion(): number {
 /** How long opening waits, at most, for processes that set up the same file at once. */
 const SET_UP_WAIT_MS = 5000
 const pause = new Int32Array(new SharedArrayBuffer(4))
+
+/** Tries of an open that met a race's error with no change to its files seen (see `connect`). */
+const UNSEEN_RACE_TRIES = 8
 
 /**
  * True for the errors an open meets when the directory or database file is removed under it: a

@@ -637,6 +637,28 @@ describe('opening while cache.db is removed, or its set-up lock was left by a ki
     return JSON.parse(out.trim().split('\n').pop() ?? 'null')
   }
 
+  // Before: about 1 open in 1 000 failed "CacheConfigError: … disk I/O error" (the files read
+  // short or could not be stated: removed while SQLite opened them).
+  it('4 processes opening while the directory is removed again and again: none fails with disk I/O error', async () => {
+    const path = join(newDir(), 'cache')
+    const remover = spawn('sh', ['-c', `while :; do rm -rf '${path}'; sleep 0.003; done`], {
+      stdio: 'ignore',
+    })
+    const timer = setTimeout(() => remover.kill('SIGKILL'), 30_000)
+    try {
+      const results = await Promise.all(
+        [1, 2, 3, 4].map(() =>
+          runScript(new URL('./fixtures/open-while-removed.mjs', import.meta.url), [path, '6000']),
+        ),
+      )
+      expect(results.flatMap((result) => result.raw as string[])).toEqual([])
+      expect(results.reduce((sum, result) => sum + (result.opened as number), 0)).toBeGreaterThan(100)
+    } finally {
+      clearTimeout(timer)
+      remover.kill('SIGKILL')
+    }
+  })
+
   /** Takes `<dir>/cache.db.set-up` as a process creating the database does, then dies (SIGKILL) holding it. */
   function dieHoldingSetUpLock(dir: string): void {
     const lock = join(dir, 'cache.db.set-up')
