@@ -2,13 +2,16 @@ import {
   closeSync,
   existsSync,
   openSync,
+  readFileSync,
   realpathSync,
   renameSync,
   rmSync,
   type Stats,
   statSync,
   unlinkSync,
+  writeSync,
 } from 'node:fs'
+import { hostname } from 'node:os'
 import { basename, dirname, join } from 'node:path'
 import Database from 'better-sqlite3'
 import { type DatabaseFile, openDatabaseFiles, openedBetween } from './open-files.js'
@@ -425,8 +428,46 @@ export class EntryStore {
     this.db.close()
   }
 
+  /**
+   * Opens the path, again (within the set-up budget) when the open failed while the directory or
+   * the database's files were removed or replaced (`rm -rf` of the directory, a cleaner's
+   * `rm cache.db`): SQLite then fails to read files that are gone ("disk I/O error").
+   */
   private connect(): void {
-    if (!existsSync(this.file)) createDatabaseFile(this.file)
+    const deadline = Date.now() + SET_UP_WAIT_MS
+    for (let attempt = 0; ; attempt++) {
+      const before = this.filesNow()
+      try {
+        if (attempt > 0) makeDirectory(dirname(this.file))
+        this.connectOnce(deadline)
+        return
+      } catch (error) {
+        // A change can hide from the look (an inode number reused, the directory changed twice in
+        // one tick of the file system's clock): a few tries even then, more while things change.
+        const after = this.filesNow()
+        const changed = after === undefined || after !== before
+        if (!isOpenRace(error) || Date.now() >= deadline || (!changed && attempt >= UNSEEN_RACE_TRIES))
+          throw error
+        Atomics.wait(pause, 0, 0, Math.min(2 ** attempt, 20))
+      }
+    }
+  }
+
+  /**
+   * The directory (device, inode, last change) and the inodes of the database, its log and
+   * index, as one string: another string later means an entry was added, removed or replaced.
+   * Undefined when the directory is gone.
+   */
+  private filesNow(): string | undefined {
+    const dir = statSync(dirname(this.file), { throwIfNoEntry: false })
+    if (dir === undefined) return undefined
+    const { file } = this
+    return `${dir.dev}:${dir.ino}:${dir.mtimeMs}:${dir.ctimeMs}:${inodeOf(file)}:${inodeOf(`${file}-wal`)}:${inodeOf(`${file}-shm`)}`
+  }
+
+  private connectOnce(deadline: number): void {
+    this.inode = 0
+    if (!existsSync(this.file)) createDatabaseFile(this.file, deadline)
     const opened = statSync(this.file)
     this.inode = opened.ino
     this.device = opened.dev
@@ -438,10 +479,12 @@ export class EntryStore {
     const real = realPathOf(this.file)
     const before = openDatabaseFiles(real)
     // A long busy timeout while opening only: schema creation and WAL setup happen once, at start-up.
-    const db = new Database(this.file, { timeout: 5000 })
+    // Never created by SQLite: a file removed since the look above would be made outside the
+    // set-up lock, beside the removed database's log and index (SQLITE_CANTOPEN: tried again).
+    const db = new Database(this.file, { timeout: 5000, fileMustExist: true })
     this.db = db
     try {
-      setUpWhenFree(() => this.setUp(db))
+      setUpWhenFree(() => this.setUp(db), deadline)
     } catch (error) {
       // A connection that failed to set up holds the files open: it must not outlive the attempt.
       db.close()
@@ -771,28 +814,67 @@ function randomVersion(): number {
 const SET_UP_WAIT_MS = 5000
 const pause = new Int32Array(new SharedArrayBuffer(4))
 
+/** Tries of an open that met a race's error with no change to its files seen (see `connect`). */
+const UNSEEN_RACE_TRIES = 8
+
 /**
- * Runs `setUp`, again after a pause while SQLite answers busy. Switching a new file to WAL takes
- * an exclusive lock, and SQLite refuses at once, without its busy handler, a lock that could
- * deadlock with another connection's (two processes setting up one new directory at once: 3 of
- * 100 opens failed "database is locked", 4 processes × 25 new directories). Opening is
- * synchronous, so the pause blocks, as the busy handler does.
+ * True for the errors an open meets when the directory or database file is removed under it: a
+ * file gone before SQLite opened it, or read short or unstatable once open (disk I/O error), or
+ * a directory gone before a file in it was made.
  */
-/** A set-up lock older than this was left by a process that died holding it (it is held for ms). */
+function isOpenRace(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code
+  return (
+    typeof code === 'string' &&
+    (code.startsWith('SQLITE_IOERR') || code === 'SQLITE_CANTOPEN' || code === 'ENOENT')
+  )
+}
+
+/**
+ * A set-up lock older than this was left by a process that died holding it (it is held for ms).
+ * Only for a lock taken on another host: one taken on this host names its process, checked at once.
+ */
 const SET_UP_LOCK_STALE_MS = 10_000
+
+/**
+ * True if the set-up lock `lock` was taken by a process of this host that is no longer running.
+ * The lock holds the taker's pid and host name, one a line. A lock with this process's own pid is
+ * a dead one's (a container restarted with the same pid): this process holds it only inside
+ * {@link createDatabaseFile}, synchronously. False when the lock is gone, empty (its taker between
+ * the create and the write), or from another host (left to the age rule).
+ */
+function heldByDeadProcess(lock: string): boolean {
+  let text: string
+  try {
+    text = readFileSync(lock, 'utf8')
+  } catch {
+    return false
+  }
+  const [pid, host] = text.split('\n')
+  const holder = Number(pid)
+  if (!Number.isSafeInteger(holder) || holder <= 0 || host !== hostname()) return false
+  if (holder === process.pid) return true
+  try {
+    process.kill(holder, 0)
+    return false
+  } catch (error) {
+    // EPERM: alive, another user's.
+    return (error as { code?: unknown } | null)?.code === 'ESRCH'
+  }
+}
 
 /**
  * Creates the database file `file` (private, 0600) unless another process did first. A log and
  * index without their database belong to one that is gone (deleted alone, by a cleaner of `*.db`):
  * SQLite would replay that log onto the new file, so they are removed first — under a lock file
- * (`<file>.set-up`), taken with an exclusive create: processes creating one new database at once
- * would otherwise remove the log and index another had just made and opened ("disk I/O error",
- * "file is not a database"). Waits for the lock up to {@link SET_UP_WAIT_MS}; a lock left by a
- * process that died holding it is removed once stale.
+ * (`<file>.set-up`, naming the taker's pid and host), taken with an exclusive create: processes
+ * creating one new database at once would otherwise remove the log and index another had just made
+ * and opened ("disk I/O error", "file is not a database"). Waits for the lock until `deadline`; a
+ * lock left by a process of this host that died holding it is removed at once, one from another
+ * host once stale.
  */
-function createDatabaseFile(file: string): void {
+function createDatabaseFile(file: string, deadline: number): void {
   const lock = `${file}.set-up`
-  const deadline = Date.now() + SET_UP_WAIT_MS
   for (let wait = 1; ; wait = Math.min(wait * 2, 20)) {
     let fd: number
     try {
@@ -800,13 +882,17 @@ function createDatabaseFile(file: string): void {
     } catch (error) {
       if ((error as { code?: unknown } | null)?.code !== 'EEXIST') throw error
       if (existsSync(file)) return
-      const taken = statSync(lock, { throwIfNoEntry: false })?.mtimeMs
-      if (taken !== undefined && Date.now() - taken > SET_UP_LOCK_STALE_MS) rmSync(lock, { force: true })
-      else if (Date.now() >= deadline) throw error
+      const taken = statSync(lock, { throwIfNoEntry: false })
+      if (taken === undefined) continue
+      if (Date.now() - taken.mtimeMs > SET_UP_LOCK_STALE_MS || heldByDeadProcess(lock)) {
+        // Only the lock looked at: another process may have removed it and taken a new one since.
+        if (statSync(lock, { throwIfNoEntry: false })?.ino === taken.ino) rmSync(lock, { force: true })
+      } else if (Date.now() >= deadline) throw error
       else Atomics.wait(pause, 0, 0, wait)
       continue
     }
     try {
+      writeSync(fd, `${process.pid}\n${hostname()}\n`)
       if (existsSync(file)) return
       rmSync(`${file}-wal`, { force: true })
       rmSync(`${file}-shm`, { force: true })
@@ -819,8 +905,14 @@ function createDatabaseFile(file: string): void {
   }
 }
 
-function setUpWhenFree(setUp: () => void): void {
-  const deadline = Date.now() + SET_UP_WAIT_MS
+/**
+ * Runs `setUp`, again after a pause while SQLite answers busy, until `deadline`. Switching a new
+ * file to WAL takes an exclusive lock, and SQLite refuses at once, without its busy handler, a
+ * lock that could deadlock with another connection's (two processes setting up one new directory
+ * at once: 3 of 100 opens failed "database is locked", 4 processes × 25 new directories). Opening
+ * is synchronous, so the pause blocks, as the busy handler does.
+ */
+function setUpWhenFree(setUp: () => void, deadline: number): void {
   for (let wait = 2; ; wait = Math.min(wait * 2, 50)) {
     try {
       setUp()

@@ -1,5 +1,14 @@
-import { fork, spawn } from 'node:child_process'
-import { mkdirSync, mkdtempSync, readdirSync, renameSync, rmSync, symlinkSync, unlinkSync } from 'node:fs'
+import { fork, spawn, spawnSync } from 'node:child_process'
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  unlinkSync,
+} from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -605,5 +614,123 @@ describe("the database's files removed or replaced one by one under running proc
     await c.close()
     await b.close()
     await a.exit()
+  })
+})
+
+describe('opening while cache.db is removed, or its set-up lock was left by a killed process', {
+  timeout: 60_000,
+}, () => {
+  const REMOVED_DURING_OPEN = new URL('./fixtures/removed-during-open.mjs', import.meta.url)
+
+  /** Runs a fixture script to completion (bounded) and parses the last line it printed. */
+  async function runScript(script: URL, args: string[]): Promise<Record<string, unknown>> {
+    const child = spawn(process.execPath, [fileURLToPath(script), ...args], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    })
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000)
+    let out = ''
+    child.stdout!.on('data', (data) => {
+      out += data
+    })
+    await new Promise((resolve) => child.once('close', resolve))
+    clearTimeout(timer)
+    return JSON.parse(out.trim().split('\n').pop() ?? 'null')
+  }
+
+  // Before: about 1 open in 1 000 failed "CacheConfigError: … disk I/O error" (the files read
+  // short or could not be stated: removed while SQLite opened them).
+  it('4 processes opening while the directory is removed again and again: none fails with disk I/O error', async () => {
+    const path = join(newDir(), 'cache')
+    const remover = spawn('sh', ['-c', `while :; do rm -rf '${path}'; sleep 0.003; done`], {
+      stdio: 'ignore',
+    })
+    const timer = setTimeout(() => remover.kill('SIGKILL'), 30_000)
+    try {
+      const results = await Promise.all(
+        [1, 2, 3, 4].map(() =>
+          runScript(new URL('./fixtures/open-while-removed.mjs', import.meta.url), [path, '6000']),
+        ),
+      )
+      expect(results.flatMap((result) => result.raw as string[])).toEqual([])
+      expect(results.reduce((sum, result) => sum + (result.opened as number), 0)).toBeGreaterThan(100)
+    } finally {
+      clearTimeout(timer)
+      remover.kill('SIGKILL')
+    }
+  })
+
+  /** Takes `<dir>/cache.db.set-up` as a process creating the database does, then dies (SIGKILL) holding it. */
+  function dieHoldingSetUpLock(dir: string): void {
+    const lock = join(dir, 'cache.db.set-up')
+    const taken = spawnSync(process.execPath, [
+      '-e',
+      `const fs = require('fs'); const fd = fs.openSync(process.argv[1], 'wx', 0o600);
+       fs.writeSync(fd, process.pid + '\\n' + require('os').hostname() + '\\n');
+       process.kill(process.pid, 'SIGKILL')`,
+      lock,
+    ])
+    expect(taken.signal).toBe('SIGKILL')
+    expect(existsSync(lock)).toBe(true)
+  }
+
+  // Before: SQLite created an empty cache.db itself, outside the set-up lock, beside the old
+  // database's log and index another process still held: "disk I/O error" (CacheConfigError).
+  it('cache.db removed between the look at it and SQLite opening it: opens an empty cache', async () => {
+    const path = join(newDir(), 'cache')
+    const other = await holder(path) // keeps the old database, its log and index open
+    for (let i = 0; i < 100; i++) await other.ask({ op: 'set', key: `k${i}`, value: `old-${i}` })
+    const result = await runScript(REMOVED_DURING_OPEN, [path])
+    expect(result).toEqual({ fired: true, outcome: { old: null, new: 'N' } })
+    await other.exit()
+  })
+
+  // Before: the set waited 5 s with the event loop blocked, then failed (EEXIST) until the lock was 10 s old.
+  it("a running process's cache.db removed, its creator killed holding the lock: the next set neither blocks nor fails", async () => {
+    const path = join(newDir(), 'cache')
+    const cache = diskBackend({ path, pruneInterval: false, logger: false })
+    cache.on('error', () => {})
+    await cache.set('a', 1)
+    rmSync(join(path, 'cache.db'))
+    dieHoldingSetUpLock(path)
+    let ticks = 0
+    const timer = setInterval(() => ticks++, 10)
+    const started = Date.now()
+    const outcome = await cache.set('b', 2).then(
+      () => 'resolved',
+      (error: unknown) => String(error),
+    )
+    const took = Date.now() - started
+    clearInterval(timer)
+    expect({ outcome, blockedOverOneSecond: took > 1000 }).toEqual({
+      outcome: 'resolved',
+      blockedOverOneSecond: false,
+    })
+    expect(await cache.get('b')).toBe(2)
+    await cache.close()
+  })
+
+  it('a new directory whose creator was killed holding the lock: 4 processes open it at once, none waits', async () => {
+    const path = join(newDir(), 'cache')
+    mkdirSync(path)
+    dieHoldingSetUpLock(path)
+    const opener = new URL('./fixtures/open-at-once.mjs', import.meta.url)
+    const children = [1, 2, 3, 4].map(() =>
+      fork(opener, [path], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] }),
+    )
+    await Promise.all(children.map((child) => new Promise((resolve) => child.once('message', resolve))))
+    const started = Date.now()
+    for (const child of children) child.send('go')
+    const codes = await Promise.all(
+      children.map(
+        (child) => new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code))),
+      ),
+    )
+    expect({ codes, waitedSeconds: Date.now() - started > 2500 }).toEqual({
+      codes: [0, 0, 0, 0],
+      waitedSeconds: false,
+    })
+    const cache = diskBackend({ path, logger: false })
+    expect(await cache.get('opened')).toBe(4)
+    await cache.close()
   })
 })
