@@ -5,24 +5,11 @@
  * `sid=` out of `Cookie`.
  */
 import { request as httpRequest } from 'node:http'
-import { connect as connectHttp2, createServer as createHttp2Server } from 'node:http2'
-import type { AddressInfo } from 'node:net'
 import { memoryBackend } from '@cache/memory'
-import { type ServerType, serve } from '@hono/node-server'
-import { noteArrivals } from '../src/index.js'
 import { type Context, Hono, type Next } from 'hono'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { type CacheResponseOptions, cacheResponse } from '../src/index.js'
-
-const servers: ServerType[] = []
-const sessions: { close(): void }[] = []
-afterEach(async () => {
-  for (const session of sessions.splice(0)) session.close()
-  for (const server of servers.splice(0)) {
-    ;(server as { closeAllConnections?: () => void }).closeAllConnections?.()
-    await new Promise((resolve) => server.close(resolve))
-  }
-})
+import { listen as serve, listenHttp2 as serveHttp2 } from './serve.js'
 
 type Env = { Variables: { user: string | undefined } }
 
@@ -41,11 +28,7 @@ async function listen(
     if (vary !== undefined) c.header('vary', vary)
     return c.text(`page of ${c.get('user') ?? 'anonymous'}`)
   })
-  const server = await new Promise<ServerType>((resolve) => {
-    const s = noteArrivals(serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s)))
-  })
-  servers.push(server)
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+  return serve(app)
 }
 
 /** A GET with header lines as given (`[name, value, …]`, a name may repeat). */
@@ -164,11 +147,7 @@ describe('allowCookies with vary: cookie', () => {
     app.get('/me', cacheResponse({ backend: memoryBackend(), ...options }), (c) =>
       c.text(`page of ${c.get('user') ?? 'anonymous'} #${++runs}`),
     )
-    const server = await new Promise<ServerType>((resolve) => {
-      const s = noteArrivals(serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, () => resolve(s)))
-    })
-    servers.push(server)
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+    const url = await serve(app)
     const bob = ['Cookie', 'sid=bob; theme=dark']
     expect((await get(url, bob)).text).toBe('page of bob #1')
     await new Promise((resolve) => setTimeout(resolve, 300))
@@ -212,30 +191,8 @@ describe.each([
         if (vary !== undefined) c.header('vary', vary)
         return c.text(`page of ${c.get('user') ?? 'anonymous'}`)
       })
-      const server = await new Promise<ServerType>((resolve) => {
-        const s = noteArrivals(
-          serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1', createServer: createHttp2Server }, () =>
-            resolve(s),
-          ),
-        )
-      })
-      servers.push(server)
-      const client = connectHttp2(`http://127.0.0.1:${(server.address() as AddressInfo).port}`)
-      sessions.push(client)
-      const get = (headers: Record<string, string> = {}) =>
-        new Promise<{ text: string; status: string }>((resolve, reject) => {
-          const stream = client.request({ ':path': '/me', ...headers })
-          let text = ''
-          let status = ''
-          stream.on('response', (head) => {
-            status = String(head['cache-status'])
-          })
-          stream.setEncoding('utf8')
-          stream.on('data', (chunk: string) => (text += chunk))
-          stream.on('end', () => resolve({ text, status }))
-          stream.on('error', reject)
-        })
-      return get
+      const get = await serveHttp2(app)
+      return (headers: Record<string, string> = {}) => get('/me', headers)
     }
 
     it('bypasses: the user’s page is never replayed to an anonymous HTTP/2 client', async () => {

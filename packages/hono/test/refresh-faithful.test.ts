@@ -1,14 +1,13 @@
 import { Agent, createServer as createHttpServer, request as httpRequest } from 'node:http'
-import { connect as connectHttp2, createServer as createHttp2Server } from 'node:http2'
 import type { AddressInfo } from 'node:net'
 import type { CacheEvent } from '@cache/core'
 import { memoryBackend } from '@cache/memory'
-import { getRequestListener, type HttpBindings, type ServerType, serve } from '@hono/node-server'
+import { getRequestListener, type HttpBindings } from '@hono/node-server'
 import { Hono } from 'hono'
 import onFinished from 'on-finished'
 import { afterEach, describe, expect, it } from 'vitest'
 import { cacheResponse } from '../src/index.js'
-import { listen } from './serve.js'
+import { listen, listenHttp2 } from './serve.js'
 import { noteArrivals } from '../src/index.js'
 
 /*
@@ -33,35 +32,6 @@ const closing: (() => Promise<void>)[] = []
 afterEach(async () => {
   for (const close of closing.splice(0)) await close()
 })
-
-/** `app` on an HTTP/2 @hono/node-server; `get` sends one request on one session. */
-async function listenHttp2(app: Hono<Env>) {
-  const server = await new Promise<ServerType>((resolve) => {
-    const s = noteArrivals(
-      serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1', createServer: createHttp2Server }, () =>
-        resolve(s),
-      ),
-    )
-  })
-  const client = connectHttp2(`http://127.0.0.1:${(server.address() as AddressInfo).port}`)
-  closing.push(async () => {
-    client.close()
-    await new Promise((resolve) => server.close(resolve))
-  })
-  return (path: string, headers: Record<string, string | string[]> = {}) =>
-    new Promise<{ text: string; status: string }>((resolve, reject) => {
-      const stream = client.request({ ':path': path, ...headers })
-      let text = ''
-      let status = ''
-      stream.on('response', (head) => {
-        status = String(head['cache-status'])
-      })
-      stream.setEncoding('utf8')
-      stream.on('data', (chunk: string) => (text += chunk))
-      stream.on('end', () => resolve({ text, status }))
-      stream.on('error', reject)
-    })
-}
 
 /** `listener` (Hono's, behind `before`) on a plain HTTP/1 server, as code in front of Hono runs. */
 async function listenBehind(

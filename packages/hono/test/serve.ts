@@ -1,4 +1,9 @@
 import { request as httpRequest, type IncomingHttpHeaders, type ServerOptions } from 'node:http'
+import {
+  type ClientHttp2Session,
+  connect as connectHttp2,
+  createServer as createHttp2Server,
+} from 'node:http2'
 import type { AddressInfo } from 'node:net'
 import { type HttpBindings, type ServerType, serve as serveNode } from '@hono/node-server'
 import { noteArrivals } from '../src/index.js'
@@ -6,7 +11,9 @@ import type { Hono } from 'hono'
 import { afterEach } from 'vitest'
 
 const servers: ServerType[] = []
+const sessions: ClientHttp2Session[] = []
 afterEach(async () => {
+  for (const session of sessions.splice(0)) session.close()
   for (const server of servers.splice(0)) {
     ;(server as { closeAllConnections?: () => void }).closeAllConnections?.()
     await new Promise((resolve) => server.close(resolve))
@@ -32,6 +39,36 @@ export async function listen(
   })
   servers.push(server)
   return `http://127.0.0.1:${(server.address() as AddressInfo).port}`
+}
+
+/**
+ * Serves `app` on an HTTP/2 @hono/node-server (arrivals noted), closed after the test; `get`
+ * sends one request on one client session: the body as text and the `Cache-Status` line.
+ */
+export async function listenHttp2(app: Pick<Hono<{ Bindings: HttpBindings }>, 'fetch'>) {
+  const server = await new Promise<ServerType>((resolve) => {
+    const s = noteArrivals(
+      serveNode({ fetch: app.fetch, port: 0, hostname: '127.0.0.1', createServer: createHttp2Server }, () =>
+        resolve(s),
+      ),
+    )
+  })
+  servers.push(server)
+  const client = connectHttp2(`http://127.0.0.1:${(server.address() as AddressInfo).port}`)
+  sessions.push(client)
+  return (path: string, headers: Record<string, string | string[]> = {}) =>
+    new Promise<{ text: string; status: string }>((resolve, reject) => {
+      const stream = client.request({ ':path': path, ...headers })
+      let text = ''
+      let status = ''
+      stream.on('response', (head) => {
+        status = String(head['cache-status'])
+      })
+      stream.setEncoding('utf8')
+      stream.on('data', (chunk: string) => (text += chunk))
+      stream.on('end', () => resolve({ text, status }))
+      stream.on('error', reject)
+    })
 }
 
 export interface Reply {
