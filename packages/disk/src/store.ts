@@ -14,7 +14,7 @@ import {
 import { hostname } from 'node:os'
 import { basename, dirname, join } from 'node:path'
 import Database from 'better-sqlite3'
-import { type DatabaseFile, openDatabaseFiles, openedBetween } from './open-files.js'
+import { type DatabaseFile, type OpenFile, openDatabaseFiles, openedBetween } from './open-files.js'
 import { makeDirectory } from './paths.js'
 
 /** Bumped when the table layout changes; a database with a newer layout is never touched. */
@@ -61,17 +61,14 @@ function inodeOf(path: string): number {
 }
 
 /**
- * False when this process's descriptor of the database's `which` file (inode `inode`) is of a
- * removed file (the file at the path with that inode number is another one: the number reused),
- * or when this process holds no such file. True otherwise, also where open files cannot be
- * listed (not Linux).
+ * False when, among `open` (the database's files this process holds), the descriptor of its
+ * `which` file (inode `inode`) is of a removed file (the file at the path with that inode number
+ * is another one: the number reused), or when this process holds no such file. True otherwise,
+ * also where open files cannot be listed (not Linux: `open` undefined).
  */
-function heldAtPath(real: string, which: DatabaseFile, inode: number): boolean {
-  const open = openDatabaseFiles(real)
+function heldAtPath(open: Map<number, OpenFile> | undefined, which: DatabaseFile, inode: number): boolean {
   if (open === undefined) return true
-  for (const [fd, file] of open)
-    if (file.which === which && file.ino === inode)
-      return (statSync(`/proc/self/fd/${fd}`, { throwIfNoEntry: false })?.nlink ?? 0) > 0
+  for (const file of open.values()) if (file.which === which && file.ino === inode) return file.nlink > 0
   // Not held (the connection never opened it: another process made it): not this connection's to remove.
   return false
 }
@@ -404,9 +401,9 @@ export class EntryStore {
     // Whether the log and index at the path are still the files this connection holds, asked
     // while it holds them: after the directory was removed and made again by another process,
     // its new log may have the inode number of the removed one.
-    const real = realPathOf(this.file)
-    const walOurs = replaced && heldAtPath(real, 'wal', this.walInode)
-    const shmOurs = (replaced || logChanged) && heldAtPath(real, 'shm', this.shmInode)
+    const open = replaced || logChanged ? openDatabaseFiles(realPathOf(this.file)) : undefined
+    const walOurs = replaced && heldAtPath(open, 'wal', this.walInode)
+    const shmOurs = (replaced || logChanged) && heldAtPath(open, 'shm', this.shmInode)
     try {
       this.db.close()
     } catch {
