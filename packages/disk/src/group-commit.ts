@@ -70,11 +70,17 @@ export class GroupCommit {
 
   /** Deletes `key`; true if it held a live entry. */
   async delete(key: string): Promise<boolean> {
-    const outcome = await this.commit(key, { kind: 'delete', key })
-    if (!outcome.done) return false
-    if (outcome.file !== null) await this.ctx.files.discard([outcome.file])
-    if (outcome.live) this.ctx.observer.delete(key)
-    return outcome.live
+    // In flight until its value's file is removed: `close()` resolves after it.
+    this.ctx.inFlight.start()
+    try {
+      const outcome = await this.commit(key, { kind: 'delete', key })
+      if (!outcome.done) return false
+      if (outcome.file !== null) await this.ctx.files.discard([outcome.file])
+      if (outcome.live) this.ctx.observer.delete(key)
+      return outcome.live
+    } finally {
+      this.ctx.inFlight.end()
+    }
   }
 
   /** Waits until every operation issued so far has finished, and every write has committed. */
@@ -86,8 +92,24 @@ export class GroupCommit {
     }
   }
 
-  /** What a put's caller learns once its write committed: unused value files are removed first. */
+  /**
+   * What a put's caller learns once its write committed: unused value files are removed first
+   * (the write is in flight until then: `close()` resolves after it).
+   */
   private async stored(
+    key: string,
+    op: PutOp | Promise<PutOp>,
+    commit: Promise<BatchOutcome>,
+  ): Promise<boolean> {
+    this.ctx.inFlight.start()
+    try {
+      return await this.outcomeOf(key, op, commit)
+    } finally {
+      this.ctx.inFlight.end()
+    }
+  }
+
+  private async outcomeOf(
     key: string,
     op: PutOp | Promise<PutOp>,
     commit: Promise<BatchOutcome>,

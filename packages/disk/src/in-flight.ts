@@ -3,8 +3,10 @@ import { setImmediate as nextTurn } from 'node:timers/promises'
 /**
  * The operations that run outside the call order, so that `close()` can wait for them too: a
  * read with nothing to wait for once it goes asynchronous (a value in a file, a busy database),
- * a `getMany`, a `prune`, and a key listing while it reads. The hot path pays two integer updates
- * a `getMany` (a `get` only when it goes asynchronous); nothing is allocated unless `close()` waits.
+ * a `getMany`, a `prune`, a key listing while it reads, and a write (`set`, `delete`, `incr`)
+ * after its commit, while it removes the value file it replaced and evicts. The hot path pays
+ * two integer updates a `getMany` and a write (a `get` only when it goes asynchronous); nothing
+ * is allocated unless `close()` waits.
  */
 export class InFlight {
   private running = 0

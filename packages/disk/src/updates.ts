@@ -36,6 +36,22 @@ export class Updates {
     // A new counter's TTL counts from the call, not from a commit that waited for the lock (a
     // rate-limit window must not stretch by another process's transaction).
     const expiresAt = ttlMs === undefined ? null : ctx.settings.now() + ttlMs
+    // In flight until the old value's file is removed and any eviction done: `close()` resolves after it.
+    ctx.inFlight.start()
+    try {
+      return await this.increment(key, by, addTo, expiresAt)
+    } finally {
+      ctx.inFlight.end()
+    }
+  }
+
+  private async increment(
+    key: string,
+    by: number,
+    addTo: (value: Buffer | null, file: string | null, size: number) => number,
+    expiresAt: number | null,
+  ): Promise<number> {
+    const { ctx } = this
     const result = await ctx.order.inOrder([key], true, async () => {
       const accesses = this.accessTimes.take()
       try {

@@ -549,6 +549,27 @@ describe('contention and failures', () => {
     await closing
   })
 
+  // Before: close() resolved while the deletes and overwrites of values in files were still
+  // removing those files (their promises settled a few ms later), 5 of 5.
+  it('close() resolves after the delete, deleteMany and overwriting set of values in files issued before it', async () => {
+    const c = cache()
+    const large = (i: number) => `${'L'.repeat(40_000)}${i}`
+    await c.setMany(Array.from({ length: 30 }, (_, i) => ({ key: `k${i}`, value: large(i) })))
+    const settled: string[] = []
+    const calls = [
+      ...Array.from({ length: 10 }, (_, i) => c.delete(`k${i}`).then(() => settled.push(`delete k${i}`))),
+      c.deleteMany(Array.from({ length: 10 }, (_, i) => `k${10 + i}`)).then(() => settled.push('deleteMany')),
+      ...Array.from({ length: 10 }, (_, i) => c.set(`k${20 + i}`, i).then(() => settled.push(`set k${20 + i}`))),
+    ]
+    await c.close()
+    expect(settled).toHaveLength(calls.length)
+    await Promise.all(calls)
+    const files = readdirSync(c.path, { recursive: true, withFileTypes: true }).filter(
+      (entry) => entry.isFile() && !entry.name.startsWith('cache.db'),
+    )
+    expect(files.map((entry) => entry.name)).toEqual([])
+  })
+
   // Before: both rejected with CacheClosedError, only their first step having waited for close().
   it('a prune() issued just before close() finishes: every expired entry deleted', async () => {
     const time = clock()
