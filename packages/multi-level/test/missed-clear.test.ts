@@ -3,11 +3,10 @@
  * was rejected to the caller. Other processes go on using the namespace meanwhile: a lock taken,
  * a counter counted, a value written after that rejection must outlive this process's return.
  */
-import { memoryBackend } from '@cache/memory'
-import { redisBackend } from '@cache/redis'
 import { type FaultProxy, type RedisServer, startFaultProxy, startRedis } from '@cache/test-servers'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { type InvalidationBus, type MultiLevelEvent, multiLevel, redisBus } from '../src/index.js'
+import { redisBus } from '../src/index.js'
+import { peer, sleep, untilDown, untilRepaired } from './cut-off.js'
 
 // Its own server: these tests freeze it.
 let redis: RedisServer
@@ -21,48 +20,7 @@ afterAll(async () => {
   await redis?.stop()
 })
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 let n = 0
-
-/** One process's chain: its own memory level, Redis at `url` (150 ms timeout), and bus if given. */
-function peer(url: string, namespace: string, openFor: string, bus?: InvalidationBus) {
-  const shared = redisBackend(url, { namespace, timeout: '150ms', maxReconnectDelay: '20ms', logger: false })
-  const chain = multiLevel({
-    levels: [memoryBackend(), shared],
-    breaker: { failureThreshold: 1, openFor },
-    bus,
-    logger: false,
-  })
-  const repairs: string[] = []
-  chain.on('error', (event: MultiLevelEvent) => {
-    if (event.operation === 'repair') repairs.push(String(event.error))
-  })
-  return { chain, shared, repairs }
-}
-
-type Peer = ReturnType<typeof peer>
-
-/** Calls until the chain has skipped Redis (its breaker opened). */
-async function untilDown({ chain }: Peer): Promise<void> {
-  for (let i = 0; i < 100 && chain.levelStats()[1]!.state === 'closed'; i++) {
-    await chain.get('__down?').catch(() => undefined)
-    await sleep(20)
-  }
-  expect(chain.levelStats()[1]!.state).not.toBe('closed')
-}
-
-/** Calls until the chain uses Redis again with nothing left to repair. */
-async function untilRepaired({ chain }: Peer): Promise<void> {
-  const done = () => {
-    const level = chain.levelStats()[1]!
-    return level.state === 'closed' && level.pendingKeys === 0 && !level.pendingClear
-  }
-  for (let i = 0; i < 250 && !done(); i++) {
-    await chain.get('__up?').catch(() => undefined)
-    await sleep(30)
-  }
-  expect(chain.levelStats()[1]).toMatchObject({ state: 'closed', pendingKeys: 0, pendingClear: false })
-}
 
 describe.each([
   ['without a bus', false],
