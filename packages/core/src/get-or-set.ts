@@ -8,7 +8,7 @@ import { assertKey } from './keys.js'
 import { type LoadOptions, resolvePolicy } from './load-options.js'
 import { type CallKeys, Loader } from './loader.js'
 import { type CacheEvent, type MemoEventName, MemoObserver, type MemoStats } from './stats.js'
-import { tagVersionKey } from './tags.js'
+import { tagList, tagVersionKey } from './tags.js'
 
 /** Options of {@link getOrSet}: those of `cached()` that are not about naming keys, plus `tags`. */
 export interface GetOrSetOptions<T = unknown> extends LoadOptions<[], T> {
@@ -80,7 +80,7 @@ function engineFor(options: GetOrSetOptions<any>): Engine {
   const policy = resolvePolicy(options)
   const engine: Engine = {
     loader: new Loader(policy, observer, 'getOrSet', [policy.generationTtl]),
-    tags: (options.tags ?? []).map(tagVersionKey),
+    tags: tagList(options.tags ?? []).map(tagVersionKey),
     from: OPTION_NAMES.map((name) =>
       Array.isArray(options[name]) ? [...(options[name] as unknown[])] : options[name],
     ),

@@ -87,7 +87,7 @@ export {
   sentinelConnection,
 } from './redis-url.js'
 export { CacheObserver, ObservedBackend, emptyStats } from './stats.js'
-export { tagVersionKey } from './tags.js'
+export { tagList, tagVersionKey } from './tags.js'
 export {
   invalidationTargets,
   onInvalidationTargets,

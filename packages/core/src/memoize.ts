@@ -13,7 +13,7 @@ import { argumentsKey } from './keys.js'
 import { type LoadOptions, resolvePolicy } from './load-options.js'
 import { type CallKeys, Loader } from './loader.js'
 import { type CacheEvent, type MemoEventName, MemoObserver, type MemoStats } from './stats.js'
-import { tagVersionKey } from './tags.js'
+import { tagList, tagVersionKey } from './tags.js'
 
 type AnyFunction = (...args: any[]) => any
 
@@ -256,9 +256,8 @@ function createMemo<F extends AnyFunction>(
   // invalidateTags() without a backend reaches this function's entries too.
   else registerInvalidationTarget(fixedBackend)
   const observer = new MemoObserver(`memo ${naming.label}`)
-  const tagsOf =
-    typeof options.tags === 'function' ? options.tags : () => (options.tags ?? []) as readonly string[]
-  const staticTags = typeof options.tags === 'function' ? undefined : (options.tags ?? []).map(tagVersionKey)
+  const tagsOf = typeof options.tags === 'function' ? options.tags : undefined
+  const staticTags = tagsOf === undefined ? tagList(options.tags ?? []).map(tagVersionKey) : undefined
   const functionGeneration = generationKey(...naming.scope)
   // The function's generation (and its tags', past the end) never expires, whatever the
   // backend's default TTL; the arguments' lives as long as their entries.
@@ -319,7 +318,7 @@ function createMemo<F extends AnyFunction>(
   }
 
   function buildKeys(prefix: string, part: string, args: Parameters<F>): CallKeys {
-    const tags = staticTags ?? tagsOf(...args).map(tagVersionKey)
+    const tags = staticTags ?? tagList(tagsOf!(...args)).map(tagVersionKey)
     return {
       entry: prefix + part,
       local: staticLocal ?? [functionGeneration, ...tags],

@@ -1,4 +1,5 @@
 import type { CacheBackend } from './backend.js'
+import { CacheConfigError } from './errors.js'
 import { invalidatedHere } from './flights.js'
 import { renewGenerations } from './generations.js'
 import { onInvalidationTargets } from './invalidation-targets.js'
@@ -14,6 +15,31 @@ export function tagVersionKey(tag: string): string {
 }
 
 /**
+ * `tags` as given (an option's value, what a `tags` function answered, `invalidateTags`'s
+ * argument) when it is a list of strings; otherwise a `CacheConfigError` naming `setting`. A
+ * string alone is refused rather than read letter by letter (`'products'` would tag `p`, `r`…,
+ * and invalidating `products` would reach nothing).
+ */
+export function tagList(tags: unknown, setting = 'tags'): readonly string[] {
+  if (Array.isArray(tags)) {
+    const bad = tags.findIndex((tag) => typeof tag !== 'string')
+    if (bad === -1) return tags
+    throw new CacheConfigError(
+      setting,
+      `expected a list of tag strings, item ${bad} is ${describe(tags[bad])}`,
+    )
+  }
+  const fix = typeof tags === 'string' ? ` (write [${JSON.stringify(tags)}])` : ''
+  throw new CacheConfigError(setting, `expected a list of tag strings, got ${describe(tags)}${fix}`)
+}
+
+function describe(value: unknown): string {
+  if (typeof value === 'string') return `the string ${JSON.stringify(value)}`
+  if (value === null || typeof value !== 'object') return String(value)
+  return `a ${value.constructor?.name ?? 'null-prototype object'}`
+}
+
+/**
  * Invalidates every entry (memoized result or cached response) carrying any of `tags`, in every
  * process sharing the backend. Without `backend`: on the default cache and on every backend a
  * memoized function or a response cache of this process was given (`cached(fn, { backend })`,
@@ -25,7 +51,7 @@ export async function invalidateTags(
   tags: readonly string[],
   options: { backend?: CacheBackend } = {},
 ): Promise<void> {
-  const keys = tags.map(tagVersionKey)
+  const keys = tagList(tags).map(tagVersionKey)
   invalidatedHere(keys)
   await onInvalidationTargets(options.backend, (backend) => renewGenerations(backend, keys))
 }

@@ -66,6 +66,9 @@ const BAD_OPTIONS: [string, Record<string, unknown>][] = [
   ['refreshAhead', { ttl: 10, refreshAhead: 10 }],
   ['maxTtl', { ttl: 10, maxTtl: '1h' }],
   ['maxTtl', { ttl: () => 5, maxTtl: 'forever' }],
+  // Before: a string was read letter by letter (tags `p`, `r`, `o`…: invalidating `products` reached nothing).
+  ['tags', { tags: 'products' }],
+  ['tags', { tags: ['products', 7] }],
 ]
 
 describe('options', () => {
@@ -89,6 +92,19 @@ describe('options', () => {
       })
     },
   )
+})
+
+describe('tags from a function', () => {
+  it('a memoized call whose tags function answers a string rejects with CacheConfigError, and runs nothing', async () => {
+    let runs = 0
+    const lookUp = cached(async (id: number) => ++runs + id, {
+      name: 'tags-as-string',
+      backend: mapBackend(),
+      tags: ((id: number) => `product:${id}`) as never,
+    })
+    await expect(lookUp(1)).rejects.toMatchObject({ name: 'CacheConfigError', setting: 'tags' })
+    expect(runs).toBe(0)
+  })
 })
 
 describe('getOrSet()', () => {

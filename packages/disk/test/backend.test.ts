@@ -559,7 +559,9 @@ describe('contention and failures', () => {
     const calls = [
       ...Array.from({ length: 10 }, (_, i) => c.delete(`k${i}`).then(() => settled.push(`delete k${i}`))),
       c.deleteMany(Array.from({ length: 10 }, (_, i) => `k${10 + i}`)).then(() => settled.push('deleteMany')),
-      ...Array.from({ length: 10 }, (_, i) => c.set(`k${20 + i}`, i).then(() => settled.push(`set k${20 + i}`))),
+      ...Array.from({ length: 10 }, (_, i) =>
+        c.set(`k${20 + i}`, i).then(() => settled.push(`set k${20 + i}`)),
+      ),
     ]
     await c.close()
     expect(settled).toHaveLength(calls.length)

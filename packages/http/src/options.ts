@@ -13,6 +13,7 @@ import {
   toBackend,
   checkOption,
   durationOption,
+  tagList,
 } from '@cache/core/backend'
 import type { CacheControlRule, TtlFromResponse } from './cache-control.js'
 import { responseCachingFromEnv } from './switch.js'
@@ -222,7 +223,7 @@ export function resolveHttpCacheOptions(options: HttpCacheOptions | Duration = {
         : checkOption('maxBodySize', () => parseSize(opts.maxBodySize as Size, 'maxBodySize')),
     allowAuthorized: opts.allowAuthorized ?? false,
     allowCookies: opts.allowCookies ?? false,
-    tags: tags === undefined ? undefined : typeof tags === 'function' ? tags : () => tags,
+    tags: tagsOption(tags),
     statusHeader,
     cacheName: opts.cacheName ?? '@cache',
     etag: opts.etag ?? true,
@@ -232,6 +233,17 @@ export function resolveHttpCacheOptions(options: HttpCacheOptions | Duration = {
     cacheControl: resolveCacheControl(opts.cacheControl),
     ttlFromResponse,
   }
+}
+
+/**
+ * The `tags` option as a function of the request: a list is checked now, what a function answers
+ * on each request (a string, read letter by letter, would tag `p`, `r`… and never be invalidated).
+ */
+function tagsOption(tags: HttpCacheOptions['tags']): HttpCacheSettings['tags'] {
+  if (tags === undefined) return undefined
+  if (typeof tags === 'function') return (req) => tagList(tags(req))
+  const list = tagList(tags)
+  return () => list
 }
 
 const DEFAULT_MAX_FROM_RESPONSE = '1d'

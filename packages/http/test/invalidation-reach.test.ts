@@ -2,7 +2,7 @@
  * Invalidations called without a `backend` reach every cache of the process, including the ones
  * given their own backend; and a response relayed with an `Age` is as old as it says.
  */
-import { cached, invalidateTags } from '@cache/core'
+import { CacheConfigError, type CacheEvent, cached, invalidateTags } from '@cache/core'
 import { MemoryBackend } from '@cache/memory'
 import { afterEach, describe, expect, it } from 'vitest'
 import {
@@ -35,6 +35,38 @@ function priced() {
   }
   return { state, handler }
 }
+
+// Before: a string was taken as a list of one-letter tags (`'products'` → `p`, `r`, `o`…), so
+// invalidateTags(['products']) left the page served, silently; invalidateTags('products') threw a
+// raw TypeError.
+describe('tags given as a string, not a list', () => {
+  it('a static string is refused when the cache is built, naming `tags`', () => {
+    for (const tags of ['products', [1], ['products', null], new Set(['products'])])
+      expect(() => new HttpCache({ backend: new MemoryBackend(), tags: tags as never })).toThrow(
+        expect.objectContaining({ name: 'CacheConfigError', setting: 'tags' }),
+      )
+  })
+
+  it('a tags function answering a string: the request bypasses (key-error), reported, nothing stored', async () => {
+    const { state, handler } = priced()
+    const errors: unknown[] = []
+    const app = await start(handler, { ttl: 60, tags: (() => 'products') as never })
+    app.cache.on('error', (event: CacheEvent) => errors.push(event.error))
+    const first = await send(`${app.url}/p`)
+    expect(first.headers['cache-status']).toContain('detail=key-error')
+    state.price = 2
+    await invalidateTags(['products'])
+    expect(JSON.parse((await send(`${app.url}/p`)).body.toString())).toEqual({ price: 2 })
+    expect(app.calls()).toBe(2)
+    expect(errors[0]).toBeInstanceOf(CacheConfigError)
+    expect(String(errors[0])).toContain('tags')
+  })
+
+  it('invalidateTags() with a string rejects with CacheConfigError', async () => {
+    await expect(invalidateTags('products' as never)).rejects.toBeInstanceOf(CacheConfigError)
+    await expect(invalidateTags(['products', 7] as never)).rejects.toBeInstanceOf(CacheConfigError)
+  })
+})
 
 describe('invalidations without a backend reach a cache given its own', () => {
   it("invalidateTags(['products']) renews the responses of a cache with its own backend", async () => {
