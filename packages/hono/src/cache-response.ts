@@ -156,6 +156,7 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       return undefined
     }
     handled.add(c)
+    if (!nodeServerLoading) loadNodeServer(c.env)
     const refresh = refreshes.get(c)
     const view = requestView(c, refresh)
     let result: LookupResult = http.lookup(
@@ -459,44 +460,37 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
   const revalidate = (c: Context, refresh: Refresh): (() => void) | false => {
     const match = matchResultOf(c)
     if (match === undefined) return false
-    // The headers the client sent (on @hono/node-server, the lines as they arrived, appended as
-    // it builds the Request): the layers before the cache run again on them, and credentials a
-    // session layer rewrote are keyed as sent. A layer may have rewritten or deleted a line in
-    // `rawHeaders` too (an auth layer removing the token it verified): those the server noted as
-    // it emitted the request (`Cookie`, `Authorization`, …) are taken as noted, so that the layer
-    // runs on them again as it did on the miss. Elsewhere, the Request as the layers left it.
-    const lines = sentHeaderLines(c.env)
-    let headers: Headers
-    // The same lines for the copy's own Node request (see `refreshEnv`), conditional ones left out.
-    let sent: string[] | undefined
-    if (lines === undefined) headers = new Headers(c.req.raw.headers)
-    else {
-      sent = []
-      const arrived = arrivedAt((c.env as { incoming?: unknown }).incoming)?.lines
-      const noted = new Set<string>()
-      if (arrived !== undefined)
-        for (let i = 0; i < arrived.length; i += 2) noted.add(arrived[i]!.toLowerCase())
-      headers = new Headers()
-      const append = (from: readonly string[], skip: ReadonlySet<string>) => {
-        for (let i = 0; i + 1 < from.length; i += 2) {
-          const name = String(from[i]).toLowerCase()
-          if (skip.size > 0 && skip.has(name)) continue
-          if (!CONDITIONAL_REQUEST_HEADERS.includes(name)) sent!.push(String(from[i]), String(from[i + 1]))
+    // On @hono/node-server, the copy has a Node request of its own (see `refreshEnv`), with the
+    // header lines the client sent, and its `Request` is built from it by the server's own code
+    // (see `nodeRequestOf`): what the layers do to `c.env.incoming.headers` on the copy is what
+    // its handler reads through `c.req.header()`, as on a client's request. Elsewhere, the Request
+    // as the layers left it, without its conditional headers.
+    const sent = copyLines(c.env)
+    const env = refreshEnv(c.env, sent)
+    if (env === NO_OWN_REQUEST) return false
+    let request: Request | undefined
+    if (env !== c.env) {
+      const { incoming, outgoing } = env as { incoming: IncomingMessage; outgoing: ServerResponse }
+      request = nodeRequestOf?.(incoming, outgoing)
+      if (request === undefined || request.url !== c.req.raw.url) {
+        endOwnResponse(outgoing as unknown as NodeOutgoing)
+        return false
+      }
+    } else {
+      const headers = new Headers()
+      if (sent === undefined) for (const [name, value] of c.req.raw.headers) headers.append(name, value)
+      else
+        for (let i = 0; i + 1 < sent.length; i += 2) {
           try {
-            headers.append(from[i]!, from[i + 1]!)
+            headers.append(sent[i]!, sent[i + 1]!)
           } catch {
             // A line the fetch Headers refuse (an HTTP/2 pseudo-header): the Request never had it.
           }
         }
-      }
-      append(lines, noted)
-      if (arrived !== undefined) append(arrived, new Set())
+      for (const name of CONDITIONAL_REQUEST_HEADERS) headers.delete(name)
+      request = new Request(c.req.raw.url, { method: 'GET', headers })
     }
-    for (const name of CONDITIONAL_REQUEST_HEADERS) headers.delete(name)
-    const request = new Request(c.req.raw.url, { method: 'GET', headers })
     const Ctx = c.constructor as new (req: Request, options: object) => Context
-    const env = refreshEnv(c.env, sent)
-    if (env === NO_OWN_REQUEST) return false
     const copy = new Ctx(request, {
       env,
       executionCtx: executionContextOf(c),
@@ -727,6 +721,89 @@ function arrivedAt(incoming: unknown): ReturnType<typeof arrivalOf> {
   )
 }
 
+/**
+ * The header lines of a refresh's copy of the request, on `@hono/node-server` (see
+ * {@link refreshEnv}): those the client sent (`c.env.incoming.rawHeaders`), with the ones the
+ * server noted as it emitted the request (`Host`, forwarded, credential and body lines: a layer
+ * may have rewritten or deleted them in `rawHeaders`, an auth layer removing the token it
+ * verified) taken as noted, so that the layers run on them again as they did on the miss;
+ * conditional ones left out. `undefined` elsewhere (other runtimes hand Hono the `Request` alone).
+ */
+function copyLines(env: unknown): string[] | undefined {
+  const lines = sentHeaderLines(env)
+  if (lines === undefined) return undefined
+  const arrived = arrivedAt((env as { incoming?: unknown }).incoming)?.lines
+  const noted = new Set<string>()
+  if (arrived !== undefined) for (let i = 0; i < arrived.length; i += 2) noted.add(arrived[i]!.toLowerCase())
+  const sent: string[] = []
+  for (const from of arrived === undefined ? [lines] : [lines, arrived]) {
+    for (let i = 0; i + 1 < from.length; i += 2) {
+      const name = String(from[i]).toLowerCase()
+      if (from === lines && noted.has(name)) continue
+      if (!CONDITIONAL_REQUEST_HEADERS.includes(name)) sent.push(String(from[i]), String(from[i + 1]))
+    }
+  }
+  return sent
+}
+
+/**
+ * Builds a refresh copy's `Request` from its own Node request and response as
+ * `@hono/node-server` builds a client's, with its `getRequestListener`: a fetch callback that
+ * takes the Request it is handed (synchronously) and answers nothing. On that server,
+ * `c.req.header()` reads Node's `c.env.incoming.headers`, so a layer that deletes or sets a
+ * header there is read by the handler: a `Request` built from the lines would keep a header the
+ * layer deleted. `undefined` until the server's module is loaded (see {@link loadNodeServer}), or
+ * when it cannot build one (the copy is not run: the request refreshes the entry itself).
+ */
+let nodeRequestOf: ((incoming: IncomingMessage, outgoing: ServerResponse) => Request | undefined) | undefined
+
+/** Whether {@link loadNodeServer} was called. */
+let nodeServerLoading = false
+
+/**
+ * Loads `@hono/node-server` (the app's, an optional peer dependency) the first time a request
+ * comes from it, for the copies of background refreshes (see {@link nodeRequestOf}): done long
+ * before the first entry goes stale. Until then, or if it cannot be loaded, stale hits on it are
+ * refreshed by the request itself.
+ */
+function loadNodeServer(env: unknown): void {
+  if (nodeServerLoading || nodeOutgoing(env) === undefined) return
+  nodeServerLoading = true
+  ;(import(NODE_SERVER) as Promise<typeof import('@hono/node-server')>).then(
+    ({ getRequestListener }) => {
+      let taken: Request | undefined
+      const listener = getRequestListener(
+        (request) => {
+          taken = request
+          throw TAKEN
+        },
+        // The copy's Request only: the global `Request` is the app's business, and nothing is
+        // written on the copy's response.
+        { overrideGlobalObjects: false, errorHandler: () => undefined },
+      )
+      nodeRequestOf = (incoming, outgoing) => {
+        taken = undefined
+        listener(incoming, outgoing).catch(() => {})
+        const request = taken
+        taken = undefined
+        return request
+      }
+    },
+    () => {
+      // Not installed where the app's server is: stale hits on it refresh in the request.
+    },
+  )
+}
+
+/**
+ * Named out of the `import()` call: a bundler building an app for another runtime (Workers, Deno)
+ * leaves it alone rather than fail on a package the app does not install.
+ */
+const NODE_SERVER = '@hono/node-server'
+
+/** What the fetch callback of {@link nodeRequestOf} throws once it has the Request. */
+const TAKEN = new Error('the refresh copy’s Request was taken')
+
 /** What {@link refreshEnv} returns when it cannot give a refresh a Node request of its own. */
 const NO_OWN_REQUEST = Symbol('no own request')
 
@@ -776,7 +853,9 @@ const CREDENTIAL_LINES = new Set(['authorization', 'cookie'])
 /**
  * Whether a copy of the request run in the background would run as the request did (see
  * `LookupContext.backgroundRefresh`). On `@hono/node-server`: over HTTP/1, only when the request
- * carries no credential (`Authorization`, `Cookie`, as it arrived or as it is now). What code in
+ * carries no credential (`Authorization`, `Cookie`, as it arrived or as it is now), its headers
+ * are those that arrived (see {@link editedSinceArrival}), and the server's module is loaded to
+ * build the copy's `Request` (see {@link nodeRequestOf}). What code in
  * front of Hono derived from a credential (a user set on the request by Express, a listener of
  * the app's own, a wrapped `emit`; kept in a symbol, or already moved into the context by a
  * layer) is not run again for a copy, and cannot be told from here: the entry of such a request
@@ -793,7 +872,53 @@ function backgroundRefreshFaithful(env: unknown): boolean {
     for (let i = 0; i < arrived.length; i += 2)
       if (CREDENTIAL_LINES.has(arrived[i]!.toLowerCase())) return false
   const headers = incoming.headers
-  return headers.authorization === undefined && headers.cookie === undefined
+  if (headers.authorization !== undefined || headers.cookie !== undefined) return false
+  const sent = copyLines(env)
+  return sent !== undefined && nodeRequestOf !== undefined && !editedSinceArrival(headers, sent)
+}
+
+/**
+ * Whether the request's headers (`req.headers`, as code in front of Hono and the layers before the
+ * cache left them) are not those Node builds from the lines a copy of it would carry (`sent`, see
+ * {@link copyLines}): something deleted, added or changed a header since it arrived (a sanitiser
+ * deleting the client's `X-User-Id`, a gateway setting it for a valid API key). Code in front of
+ * Hono does not run for a copy, and what it did cannot be told from what a layer does: a copy
+ * built from the lines could carry a header it deleted (another user's page stored for
+ * everyone), or lack one it set. Asked on stale hits only.
+ */
+function editedSinceArrival(headers: IncomingHttpHeaders, sent: string[]): boolean {
+  const built = addLines(new NodeIncomingMessage(null as never), sent).headers
+  let count = 0
+  for (const name of Object.keys(headers)) {
+    if (CONDITIONAL_REQUEST_HEADERS.includes(name)) continue
+    count++
+    const value = headers[name]
+    if (value === undefined || String(value) !== String(built[name])) return true
+  }
+  return count !== Object.keys(built).length
+}
+
+/**
+ * Gives `message` the header `lines` as Node's parser does: `rawHeaders`, and `headers` built from
+ * them (duplicates joined or dropped as Node does), built now, as on a client's request (read
+ * before the layers ran): a layer that splices `rawHeaders` first must not leave Node building
+ * them from a shorter list.
+ */
+function addLines(message: IncomingMessage, lines: string[]): IncomingMessage {
+  const add = (message as { _addHeaderLines?: (lines: string[], n: number) => void })._addHeaderLines
+  if (typeof add === 'function') {
+    add.call(message, lines, lines.length)
+    void message.headers
+    return message
+  }
+  message.rawHeaders = lines
+  const headers: IncomingHttpHeaders = {}
+  for (let i = 0; i + 1 < lines.length; i += 2) {
+    const name = lines[i]!.toLowerCase()
+    headers[name] = headers[name] === undefined ? lines[i + 1] : `${headers[name]}, ${lines[i + 1]}`
+  }
+  message.headers = headers
+  return message
 }
 
 /** A refresh's own Node request, standing for `hit` (see {@link refreshEnv}). */
@@ -806,23 +931,7 @@ function ownRequest(hit: IncomingMessage, sent: string[]): IncomingMessage {
   copy.httpVersionMajor = hit.httpVersionMajor
   copy.httpVersionMinor = hit.httpVersionMinor
   copy.httpVersion = hit.httpVersion
-  // What Node's parser does with the lines it read: `rawHeaders`, and `headers` built from them
-  // (duplicates joined or dropped as Node does).
-  const add = (copy as { _addHeaderLines?: (lines: string[], n: number) => void })._addHeaderLines
-  if (typeof add === 'function') {
-    add.call(copy, sent, sent.length)
-    // Built now, as on the hit's request (read before the layers ran): a layer that splices
-    // `rawHeaders` first must not leave Node building them from a shorter list.
-    void copy.headers
-  } else {
-    copy.rawHeaders = sent
-    const headers: IncomingHttpHeaders = {}
-    for (let i = 0; i + 1 < sent.length; i += 2) {
-      const name = sent[i]!.toLowerCase()
-      headers[name] = headers[name] === undefined ? sent[i + 1] : `${headers[name]}, ${sent[i + 1]}`
-    }
-    copy.headers = headers
-  }
+  addLines(copy, sent)
   copy.complete = true
   copy.push(null)
   // On the hit's socket for its address only: destroying the copy (a request-timeout layer) must
@@ -896,6 +1005,10 @@ function closeOwnResponse(res: ServerResponse): void {
     closedResponses.add(res)
     res.destroyed = true
     res.emit('close')
+    // Its stand-in connection (see `ownRequest`) closes with it, as a client's does once it is
+    // done: a layer counting connections until their socket's `close` would count it for good.
+    const socket = res.req?.socket
+    if (socket instanceof DiscardingSocket && !socket.destroyed) socket.destroy()
   })
 }
 

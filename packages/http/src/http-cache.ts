@@ -444,13 +444,15 @@ export class HttpCache<Raw = any> {
     }
     let missKind = refreshedIn !== undefined ? 'stale' : record === undefined ? 'uri-miss' : 'vary-miss'
     if (view.method === 'HEAD') {
-      // A HEAD response carries no body to store: answer it, and let a GET fill the cache.
+      // A HEAD response carries no body to store: answer it, and let a GET fill the cache. A stale
+      // entry it could not refresh in the background stays stale (`fwd=stale`, no
+      // `detail=refresh-in-request`: nothing is refreshed).
       this.observer.miss(key)
       return {
         kind: 'miss',
         recorder: NOT_RECORDED,
         recording: false,
-        set: this.status(`fwd=${missKind}${detailOf(refreshedIn)}`, 'MISS'),
+        set: this.status(`fwd=${missKind}`, 'MISS'),
         key,
       }
     }
