@@ -44,7 +44,14 @@ describe.each([
       proxy.dropAll()
       await untilDown(a)
       await expect(a.chain.delete('before')).rejects.toMatchObject({ code: 'CACHE_UNAVAILABLE' })
-      await expect(a.chain.clear()).rejects.toMatchObject({ code: 'CACHE_UNAVAILABLE' })
+      const missed = await a.chain.clear().then(
+        () => undefined,
+        (error: Error) => error,
+      )
+      expect(missed).toMatchObject({ code: 'CACHE_UNAVAILABLE' })
+      // Before: it said the clear was "repaired on redis as soon as it answers"; it never is.
+      expect(missed!.message).toMatch(/clear is never replayed on redis/)
+      expect(missed!.message).not.toMatch(/as soon as it answers/)
       await expect(a.chain.set('after', 'new', '1h')).rejects.toMatchObject({ code: 'CACHE_UNAVAILABLE' })
       // After the rejection, B works on as usual.
       expect(await b.chain.add('lock', 'B', '1h')).toBe(true)
