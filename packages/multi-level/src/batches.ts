@@ -1,4 +1,4 @@
-import type { SetManyItem } from '@cache/core'
+import type { CacheBackend, SetManyItem } from '@cache/core'
 import { isGenerationKey } from '@cache/core/backend'
 import { isCallerError } from './caller-error.js'
 import type { ChainParts } from './chain-parts.js'
@@ -14,9 +14,9 @@ export class ChainBatches {
   /**
    * Clears every level. Resolves only if the shared level was cleared; otherwise the levels that
    * answered are cleared, the faster others are cleared before they are used again, and the call
-   * rejects with `CacheUnavailableError` (the shared level is never cleared by a repair). A clear
-   * the shared level refused once by its configuration is refused again up front, whatever its
-   * breaker state.
+   * rejects with `CacheUnavailableError`, or the shared level's refusal (the shared level is never
+   * cleared by a repair). A clear the shared level refused once by its configuration is refused
+   * again up front, whatever its breaker state.
    */
   async clear(): Promise<void> {
     const shared = this.chain.levels[this.chain.levels.length - 1]!
@@ -25,14 +25,15 @@ export class ChainBatches {
     if (shared.clearRefusal !== undefined) throw shared.clearRefusal
     this.chain.reads.beginClear()
     let sharedCleared = false
-    let sharedSkipped = false
+    /** Known never sent to the shared level: skipped (breaker open), or refused by its configuration. */
+    let sharedUnsent = false
     let sharedError: unknown
     this.chain.order.beginClear()
     try {
       await Promise.all(
         this.chain.levels.map(async (level) => {
           if (!this.chain.health.usable(level)) {
-            if (level === shared) sharedSkipped = true
+            if (level === shared) sharedUnsent = true
             return level.missedClear()
           }
           try {
@@ -46,10 +47,12 @@ export class ChainBatches {
               return
             }
             sharedError = error
-            // Refused (a backend that cannot clear, as Redis without a namespace): nothing changed
-            // there, nothing to repair, and the level stays in use; the error reaches the caller.
+            // Refused: by its configuration (a backend that cannot clear, as Redis without a
+            // namespace) before anything was sent, or midway (an ACL refusing a step, after the
+            // steps before it were applied). Nothing to repair, and the level stays in use; the
+            // error reaches the caller.
             if (isCallerError(error)) {
-              shared.refusedClear(error)
+              sharedUnsent = shared.refusedClear(error)
               return
             }
             this.chain.health.failed(level, 'clear', error)
@@ -64,12 +67,12 @@ export class ChainBatches {
       this.chain.order.endClear()
       this.chain.reads.endClear()
     }
-    // A clear that failed on the shared level may have been applied there all the same. One it
-    // skipped (breaker open) changed nothing there: the other processes' faster levels still
-    // match it, and one running on its own meanwhile keeps its private locks and counters.
+    // A clear that failed on the shared level, or that it refused midway, may have been applied
+    // there all the same, in part. One it skipped (breaker open) or refused by its configuration
+    // changed nothing there: the other processes' faster levels still match it, and one running
+    // on its own meanwhile keeps its private locks and counters.
     if (sharedCleared) await this.chain.invalidation.publish({ clear: true })
-    else if (!isCallerError(sharedError) && !sharedSkipped)
-      await this.chain.invalidation.publishHanded({ clear: true })
+    else if (!sharedUnsent) await this.chain.invalidation.publishHanded({ clear: true })
     if (isCallerError(sharedError)) throw sharedError
     if (!sharedCleared) throw this.chain.health.notTaken(shared, 'clear', sharedError)
   }
@@ -182,11 +185,11 @@ export class ChainBatches {
     try {
       // Key by key on each level, so that the chain knows which keys it removed: as for delete,
       // a key any level held, counted and evented once. That is one call per key where a level's
-      // own deleteMany would batch them (redis pipelines one batch per node).
+      // own deleteMany would batch them (redis pipelines one batch per node). Every key's call
+      // settles before one's refusal is handled: the others are applied by then, so the message
+      // that tells the other processes comes after them.
       results = await this.chain.invalidation.toldEvenIfFailed({ keys: [...keys] }, () =>
-        this.chain.writer.all('deleteMany', keys, (backend) =>
-          Promise.all(keys.map((key) => backend.delete(key))),
-        ),
+        this.chain.writer.all('deleteMany', keys, (backend) => deleteEach(backend, keys)),
       )
     } finally {
       this.chain.order.end(ticket)
@@ -200,4 +203,16 @@ export class ChainBatches {
     await this.chain.invalidation.publish({ keys: [...keys] })
     return removed
   }
+}
+
+/** Deletes the keys one by one, all at once; rejects with the first refusal once all have settled. */
+async function deleteEach(backend: CacheBackend, keys: readonly string[]): Promise<boolean[]> {
+  const settled = await Promise.allSettled(keys.map((key) => backend.delete(key)))
+  const removed = new Array<boolean>(settled.length)
+  for (let i = 0; i < settled.length; i++) {
+    const result = settled[i]!
+    if (result.status === 'rejected') throw result.reason
+    removed[i] = result.value
+  }
+  return removed
 }

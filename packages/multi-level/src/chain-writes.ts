@@ -1,6 +1,5 @@
 import type { CacheBackend, Duration } from '@cache/core'
 import { compareAndDelete, isGenerationKey } from '@cache/core/backend'
-import { isCallerError } from './caller-error.js'
 import type { ChainParts } from './chain-parts.js'
 import { isSkipped } from './health.js'
 import { levelTtl, setLeft } from './ttl-left.js'
@@ -140,7 +139,8 @@ export class ChainWrites {
   /**
    * `incr`/`atomicUpdate`/`compareAndDelete`: run on the slowest level in use, then evict the
    * faster ones. If that level fails, the call rejects with its error (see
-   * {@link LevelWriter.slowest}); the other processes are still told, since it may have been applied.
+   * {@link LevelWriter.slowest}); the other processes are still told, since it may have been
+   * applied, unless it was never sent there (skipped, or your `fn` threw).
    */
   private async onShared<R>(
     operation: string,
@@ -162,8 +162,7 @@ export class ChainWrites {
         this.chain.levels.slice(0, slowest.index).map((level) => this.chain.writer.evict(level, key)),
       )
     } catch (error) {
-      if (!isCallerError(error) && !isSkipped(error) && !callerFailed?.())
-        await this.chain.invalidation.publishHanded({ keys: [key] })
+      if (!isSkipped(error) && !callerFailed?.()) await this.chain.invalidation.publishHanded({ keys: [key] })
       throw error
     } finally {
       this.chain.order.end(ticket)

@@ -140,11 +140,14 @@ export class LevelHealth {
    * known never sent, so nothing changed there (see {@link isSkipped}).
    */
   notTaken(shared: Level, operation: string, cause: unknown): CacheUnavailableError {
+    const closed = shared.breaker.state === 'closed'
     const error = new CacheUnavailableError(
       'multi-level',
-      shared.breaker.state === 'closed'
-        ? `multi-level: ${operation} failed on the shared level (${shared.name}), which may have applied it: the faster levels dropped the keys, and this process reads what ${shared.name} holds; write again if it must be applied`
-        : `multi-level: ${operation} did not reach the shared level (${shared.name}, skipped while its breaker is open): applied to the faster levels only, and repaired on ${shared.name} as soon as it answers`,
+      operation === 'clear'
+        ? clearNotTaken(shared.name, closed, cause !== undefined)
+        : closed
+          ? `multi-level: ${operation} failed on the shared level (${shared.name}), which may have applied it: the faster levels dropped the keys, and this process reads what ${shared.name} holds; write again if it must be applied`
+          : `multi-level: ${operation} did not reach the shared level (${shared.name}, skipped while its breaker is open): applied to the faster levels only, and repaired on ${shared.name} as soon as it answers`,
       cause === undefined ? undefined : { cause },
     )
     if (cause === undefined) skipped.add(error)
@@ -192,6 +195,16 @@ export function markSkipped(error: unknown): void {
 /** A call the level never sent: it gave up waiting behind this process's own call on the key. */
 export function isUnsent(error: unknown): boolean {
   return (error as { unsent?: unknown } | null)?.unsent === true
+}
+
+/**
+ * A `clear()` the shared level did not take is never replayed there (other processes wrote in the
+ * namespace since): only the keys this process changes are repaired, one by one.
+ */
+function clearNotTaken(name: string, closed: boolean, failed: boolean): string {
+  return closed
+    ? `multi-level: clear failed on the shared level (${name}), which may have applied it, in full or in part: the faster levels were cleared, and this process reads what ${name} holds; the clear is never replayed on ${name}: clear again if it must be applied`
+    : `multi-level: clear did not reach the shared level (${name}, ${failed ? 'down: the failure opened its breaker' : 'skipped while its breaker is open'}): applied to the faster levels only; the clear is never replayed on ${name} (other processes may write in the namespace meanwhile): only the keys this process changes until it answers are repaired there, one by one, the others keep their values; clear again once it answers if it must be applied`
 }
 
 function describeError(error: unknown): string {

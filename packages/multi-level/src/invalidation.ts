@@ -1,6 +1,5 @@
 import type { CacheObserver } from '@cache/core/backend'
 import { type InvalidationBus, type InvalidationMessage, newOrigin } from './bus.js'
-import { isCallerError } from './caller-error.js'
 import { isSkipped, type LevelHealth } from './health.js'
 import type { Level } from './level.js'
 import type { ReadGuards } from './read-guard.js'
@@ -47,9 +46,10 @@ export class ChainInvalidation {
   }
 
   /**
-   * Runs a write; if it fails other than by the caller's fault, tells the other processes anyway
-   * before rethrowing: the shared level may have applied it (a timeout does not say), and they
-   * must not go on serving what it replaced. A write the shared level skipped (its breaker open)
+   * Runs a write; if it fails, tells the other processes anyway before rethrowing: it was sent to
+   * the shared level, which may have applied it (a timeout does not say) or part of it (a batch
+   * whose other keys it refused, a `NOPERM` among them), and they must not go on serving what it
+   * replaced. Only a write known never sent there (skipped while its breaker is open, or `unsent`)
    * is not told: nothing changed there.
    */
   async toldEvenIfFailed<R>(
@@ -60,7 +60,7 @@ export class ChainInvalidation {
       return await write()
     } catch (error) {
       // Skipped by the shared level (known never sent): nothing changed there, nothing to tell.
-      if (!isCallerError(error) && !isSkipped(error)) await this.publishHanded(message)
+      if (!isSkipped(error)) await this.publishHanded(message)
       throw error
     }
   }

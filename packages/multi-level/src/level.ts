@@ -238,10 +238,15 @@ export class Level {
     this.repairSoon()
   }
 
-  /** The level refused a `clear()`: remembered if the refusal is its configuration, not the call's. */
-  refusedClear(error: unknown): void {
+  /**
+   * The level refused a `clear()`: remembered if the refusal is its configuration (then nothing
+   * was sent, and `true` is returned), not the call's (a step refused midway).
+   */
+  refusedClear(error: unknown): boolean {
     const code = (error as { code?: unknown } | null)?.code
-    if (code === 'CACHE_CONFIG' || code === 'CACHE_UNSUPPORTED') this.clearRefusal = error
+    if (code !== 'CACHE_CONFIG' && code !== 'CACHE_UNSUPPORTED') return false
+    this.clearRefusal = error
+    return true
   }
 
   /** A write of these keys reached this level: it holds their newest state, nothing to repair. */

@@ -50,8 +50,9 @@ export class LevelWriter {
       } catch (error) {
         if (isCallerError(error)) {
           // The level answered and refused the call, or part of a batch (a key it forbids, a
-          // value over its limit): what it holds for these keys is not known here. The faster
-          // levels' copies go, so that this process reads what it holds, as the others do.
+          // value over its limit) after applying the rest: what it holds for these keys is not
+          // known here. The faster levels' copies go, so that this process reads what it holds,
+          // as the others do (told by the bus: the write was sent, see toldEvenIfFailed).
           await this.dropFaster(last, typeof keys === 'string' ? [keys] : keys)
           throw error
         }
@@ -118,11 +119,11 @@ export class LevelWriter {
         // A refusal of the level (a value over its limit, a conflict) drops the faster copies
         // too: what the level holds of the keys is not known here (memcached drops an item
         // whose new value it refuses as too large).
-        if (!isCallerError(error)) {
+        if (!isCallerError(error))
           this.health.failed(level, operation, error, typeof keys === 'string' ? keys : undefined)
-          // A faster level answering while the shared one is skipped: nothing was sent there.
-          if (i < this.levels.length - 1) markSkipped(error)
-        }
+        // A faster level answering while the shared one is skipped, refusal or failure: nothing
+        // was sent there, nothing is told to the other processes.
+        if (i < this.levels.length - 1) markSkipped(error)
         this.invalidate(keys)
         await Promise.all(this.levels.slice(0, i).map((faster) => this.evict(faster, keys)))
         throw error
