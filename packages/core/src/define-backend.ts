@@ -10,7 +10,7 @@ import { withTimeout } from './deadlines.js'
 import { type Duration, ttlToMs } from './durations.js'
 import { CacheClosedError, CacheTimeoutError, CacheUnsupportedError, isUnavailable } from './errors.js'
 import { KeyedQueue } from './key-queue.js'
-import { assertKey } from './keys.js'
+import { assertItemList, assertKey, assertKeyList } from './keys.js'
 import { durationOption } from './option-checks.js'
 import { CacheObserver } from './stats.js'
 
@@ -354,6 +354,7 @@ export function defineBackend(backend: MinimalBackend, options: DefineBackendOpt
     },
     getMany: async <T>(keys: readonly string[]) => {
       open()
+      assertKeyList(keys, 'getMany')
       for (const key of keys) assertKey(key)
       if (getManyEntries !== undefined) {
         const entries = await counted(
@@ -373,6 +374,7 @@ export function defineBackend(backend: MinimalBackend, options: DefineBackendOpt
     },
     setMany: async (items: readonly SetManyItem[]) => {
       open()
+      assertItemList(items)
       // Every key and TTL is checked first, so a bad item stores nothing.
       for (const item of items) {
         assertKey(item.key)
@@ -391,6 +393,7 @@ export function defineBackend(backend: MinimalBackend, options: DefineBackendOpt
     },
     deleteMany: async (keys: readonly string[]) => {
       open()
+      assertKeyList(keys, 'deleteMany')
       for (const key of keys) assertKey(key)
       if (deleteMany !== undefined) return deleteMany(keys)
       // Key by key, so that each removal is counted with its key.

@@ -4,7 +4,7 @@ import { getBackend } from './default-cache.js'
 import { CacheKeyError } from './errors.js'
 import { invalidatedHere } from './flights.js'
 import { generationKey, isInternalKey } from './internal-keys.js'
-import { assertKey } from './keys.js'
+import { assertKey, assertKeyList } from './keys.js'
 import { type LoadOptions, resolvePolicy } from './load-options.js'
 import { type CallKeys, Loader } from './loader.js'
 import { type CacheEvent, type MemoEventName, MemoObserver, type MemoStats } from './stats.js'
@@ -198,6 +198,7 @@ export async function invalidateKeys(
   keys: readonly string[],
   options: { backend?: CacheBackend | MinimalBackend } = {},
 ): Promise<void> {
+  assertKeyList(keys, 'invalidateKeys')
   for (const key of keys) checkKey(key)
   const backend = options.backend === undefined ? getBackend() : backendOf(options.backend)
   const generations = keys.map(keyGeneration)

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import { arrayShape, hasExtraOwnProperties, isArgumentsObject } from './builtins.js'
-import { CacheArgumentError, CacheKeyError, CacheSerializationError } from './errors.js'
+import { CacheArgumentError, CacheKeyError, CacheSerializationError, truncate } from './errors.js'
 
 /** A short, collision-resistant digest of a string: SHA-256, base64url, 43 characters. */
 export function hashKey(text: string): string {
@@ -12,6 +12,47 @@ export function assertKey(key: unknown): asserts key is string {
   if (typeof key !== 'string') {
     throw new CacheKeyError(`cache keys are strings, got ${key === null ? 'null' : typeof key}`)
   }
+}
+
+/**
+ * Throws a {@link CacheKeyError} naming `operation` unless `keys` is an array (`getMany`,
+ * `deleteMany`). Only arrays: a string is iterable too, and read letter by letter
+ * `deleteMany('abc')` would remove `a`, `b` and `c` and leave `abc`. A `Set` or another iterable
+ * is refused as well, so every backend takes the same inputs. Cost: one `Array.isArray`.
+ */
+export function assertKeyList(keys: unknown, operation: string): asserts keys is readonly unknown[] {
+  if (!Array.isArray(keys)) throw notAList(keys, operation, false)
+}
+
+/** {@link assertKeyList} for `setMany`: `items` must be an array (of `{ key, value, ttl? }`). */
+export function assertItemList(items: unknown, operation = 'setMany'): asserts items is readonly unknown[] {
+  if (!Array.isArray(items)) throw notAList(items, operation, true)
+}
+
+function notAList(list: unknown, operation: string, items: boolean): CacheKeyError {
+  const of = items ? '{ key, value } items' : 'keys'
+  let got: string
+  let fix = ''
+  if (typeof list === 'string') {
+    got = `the string ${JSON.stringify(truncate(list))}`
+    if (!items) fix = ` (write [${JSON.stringify(truncate(list))}])`
+  } else if (list === null || (typeof list !== 'object' && typeof list !== 'function')) {
+    got = String(list)
+  } else {
+    const proto = Object.getPrototypeOf(list)
+    const kind = (proto as { constructor?: { name?: unknown } } | null)?.constructor?.name
+    if (proto === Object.prototype || proto === null) got = 'a plain object'
+    else if (typeof kind === 'string' && kind !== '') got = `${/^[AEIOU]/.test(kind) ? 'an' : 'a'} ${kind}`
+    else got = 'an object'
+    // Spread, a Map would give [key, value] pairs: no hint for it.
+    if (
+      typeof (list as { [Symbol.iterator]?: unknown })[Symbol.iterator] === 'function' &&
+      !(list instanceof Map)
+    )
+      fix = ` (spread it into one: [...${items ? 'items' : 'keys'}])`
+    else if (items && 'key' in list) fix = ' (write [item])'
+  }
+  return new CacheKeyError(`${operation}: expected a list of ${of}, got ${got}${fix}`)
 }
 
 /** Throws a {@link CacheKeyError} for a namespace that is not a non-empty string. */

@@ -47,7 +47,9 @@ export {
   lockKey,
 } from './internal-keys.js'
 export {
+  assertItemList,
   assertKey,
+  assertKeyList,
   assertNamespace,
   hashKey,
   keyFromWellFormed,

@@ -117,6 +117,31 @@ describe('getOrSet()', () => {
     expect(backend.rows.size).toBe(0)
   })
 
+  it.each([
+    ['a string', 'user:1'],
+    ['a Set', new Set(['user:1'])],
+  ])(
+    'invalidateKeys() refuses %s with CacheKeyError naming it, and invalidates nothing',
+    async (_label, keys) => {
+      // Before: a raw TypeError (`keys.map is not a function`) after reading a string letter by letter.
+      const backend = mapBackend()
+      let runs = 0
+      const load = async () => ++runs
+      for (const key of ['user:1', 'u', '1']) await getOrSet(backend, key, load, { ttl: 60 })
+      const error = await invalidateKeys(keys as never, { backend }).catch((e: unknown) => e)
+      expect(error).toBeInstanceOf(CacheKeyError)
+      expect((error as Error).message).toMatch(
+        /^invalidateKeys: expected a list of keys, got (the string "user:1" \(write \["user:1"\]\)|a Set)/,
+      )
+      for (const [key, value] of [
+        ['user:1', 1],
+        ['u', 2],
+        ['1', 3],
+      ] as const)
+        expect(await getOrSet(backend, key, load, { ttl: 60 }), key).toBe(value)
+    },
+  )
+
   it('shares one run between concurrent calls on a plain object backend', async () => {
     const rows = new Map<string, unknown>()
     const plain = {

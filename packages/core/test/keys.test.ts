@@ -1,7 +1,7 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { argumentsKey, CacheKeyError, stableStringify } from '../src/index.js'
-import { assertKey, hashKey } from '../src/kit.js'
+import { assertItemList, assertKey, assertKeyList, hashKey } from '../src/kit.js'
 
 describe('stableStringify', () => {
   it('ignores object key order, at every depth', () => {
@@ -91,5 +91,38 @@ describe('keys', () => {
     expect(() => assertKey('')).not.toThrow()
     for (const bad of [1, null, undefined, {}, Symbol('k')])
       expect(() => assertKey(bad)).toThrow(CacheKeyError)
+  })
+
+  it('assertKeyList and assertItemList accept arrays only, and say what they got and how to fix it', () => {
+    expect(() => assertKeyList([], 'getMany')).not.toThrow()
+    expect(() => assertItemList([])).not.toThrow()
+    const refused: [() => void, string][] = [
+      [
+        () => assertKeyList('abc', 'deleteMany'),
+        'deleteMany: expected a list of keys, got the string "abc" (write ["abc"])',
+      ],
+      [
+        () => assertKeyList(new Set(['a']), 'getMany'),
+        'getMany: expected a list of keys, got a Set (spread it into one: [...keys])',
+      ],
+      [
+        () => assertKeyList({ 0: 'a', length: 1 }, 'getMany'),
+        'getMany: expected a list of keys, got a plain object',
+      ],
+      [() => assertKeyList(undefined, 'getMany'), 'getMany: expected a list of keys, got undefined'],
+      [
+        () => assertItemList({ key: 'a', value: 1 }),
+        'setMany: expected a list of { key, value } items, got a plain object (write [item])',
+      ],
+      [
+        () => assertItemList(new Map([['a', 1]])),
+        'setMany: expected a list of { key, value } items, got a Map',
+      ],
+      [() => assertItemList('abc'), 'setMany: expected a list of { key, value } items, got the string "abc"'],
+    ]
+    for (const [check, message] of refused) {
+      expect(check).toThrow(CacheKeyError)
+      expect(check).toThrow(message)
+    }
   })
 })

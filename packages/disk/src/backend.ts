@@ -11,7 +11,9 @@ import {
 } from '@cache/core'
 import {
   assertIncrement,
+  assertItemList,
   assertKey,
+  assertKeyList,
   ObservedBackend,
   checkLogger,
   createCodec,
@@ -199,6 +201,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
 
   /** Reads up to 100 keys with one SQLite statement (a primary-key lookup a key), then decodes each hit. */
   async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
+    assertKeyList(keys, 'getMany')
     for (const key of keys) if (typeof key !== 'string') assertKey(key)
     this.assertOpen()
     return this.reads.many<T>(keys)
@@ -209,6 +212,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
    * operation issued after the call sees every item.
    */
   async setMany(items: readonly SetManyItem[]): Promise<void> {
+    assertItemList(items)
     this.assertOpen()
     const { codec, settings } = this.context
     // Check every key, TTL, value and size first so a bad item stores nothing.
@@ -224,6 +228,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
 
   /** Every delete joins the group commit at once, in order, so an operation issued after the call sees them all. */
   async deleteMany(keys: readonly string[]): Promise<number> {
+    assertKeyList(keys, 'deleteMany')
     for (const key of keys) if (typeof key !== 'string') assertKey(key)
     this.assertOpen()
     const removed = await settledAll(keys.map((key) => this.delete(key)))

@@ -6,7 +6,14 @@ import {
   type Duration,
   type SetManyItem,
 } from '@cache/core'
-import { assertIncrement, checkLogger, durationOption, ObservedBackend } from '@cache/core/backend'
+import {
+  assertIncrement,
+  assertItemList,
+  assertKeyList,
+  checkLogger,
+  durationOption,
+  ObservedBackend,
+} from '@cache/core/backend'
 import type memjs from 'memjs'
 import { type Expiry, isExpired } from './expiry.js'
 import { Generations } from './generations.js'
@@ -368,12 +375,14 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   }
 
   /** One round trip per server, with quiet GETs (see {@link Batches.getMany}). */
-  getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
+  async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
+    assertKeyList(keys, 'getMany')
     return this.order.after(keys, 'getMany', () => this.batches.getMany<T>(keys))
   }
 
   /** One round trip per server, with quiet SETs (see {@link Batches.setMany}). */
-  setMany(items: readonly SetManyItem[]): Promise<void> {
+  async setMany(items: readonly SetManyItem[]): Promise<void> {
+    assertItemList(items)
     return this.order.after(
       items.map((item) => item.key),
       'setMany',
@@ -384,6 +393,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   /** One `delete` per key, all at once (what core's fallback does), each removal counted with its key. */
   async deleteMany(keys: readonly string[]): Promise<number> {
     this.assertOpen()
+    assertKeyList(keys, 'deleteMany')
     const removed = await Promise.all(keys.map((key) => this.delete(key)))
     return removed.filter(Boolean).length
   }

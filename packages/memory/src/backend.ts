@@ -10,7 +10,9 @@ import {
 import {
   addToCounter,
   assertIncrement,
+  assertItemList,
   assertKey,
+  assertKeyList,
   assertSerializable,
   CONFLICT,
   ObservedBackend,
@@ -181,6 +183,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
 
   async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
     this.assertOpen()
+    assertKeyList(keys, 'getMany')
     const out = new Array<T | undefined>(keys.length)
     for (let i = 0; i < keys.length; i++) {
       const stored = this.read(keys[i]!)
@@ -191,6 +194,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
 
   async setMany(items: readonly SetManyItem[]): Promise<void> {
     this.assertOpen()
+    assertItemList(items)
     // Check every key, TTL and value first so a bad item stores nothing.
     for (const item of items) if (typeof item.key !== 'string') assertKey(item.key)
     const expiries = items.map((item) => this.expiry(item.ttl))
@@ -210,6 +214,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   /** Every key is checked first (a bad one removes nothing); then all are removed at once, as `delete` removes one. */
   async deleteMany(keys: readonly string[]): Promise<number> {
     this.assertOpen()
+    assertKeyList(keys, 'deleteMany')
     for (const key of keys) assertKey(key)
     let removed = 0
     for (const key of keys) if (this.remove(key)) removed++

@@ -10,7 +10,14 @@ import {
   type SetManyItem,
   ttlToMs,
 } from '@cache/core'
-import { assertIncrement, assertKey, isGenerationKey, toBackend } from '@cache/core/backend'
+import {
+  assertIncrement,
+  assertItemList,
+  assertKey,
+  assertKeyList,
+  isGenerationKey,
+  toBackend,
+} from '@cache/core/backend'
 import { ChainBatches } from './batches.js'
 import { type ChainParts, assembleChain } from './chain-parts.js'
 import { ChainWrites } from './chain-writes.js'
@@ -216,12 +223,14 @@ export class MultiLevelBackend implements CacheBackend {
 
   async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
     this.assertOpen()
+    assertKeyList(keys, 'getMany')
     for (const key of keys) assertKey(key)
     return this.batches.getMany<T>(keys)
   }
 
   async setMany(items: readonly SetManyItem[]): Promise<void> {
     this.assertOpen()
+    assertItemList(items)
     for (const item of items) {
       assertKey(item.key)
       ttlToMs(item.ttl)
@@ -232,6 +241,7 @@ export class MultiLevelBackend implements CacheBackend {
   /** Key by key on each level: a key any level held is counted and evented once. */
   async deleteMany(keys: readonly string[]): Promise<number> {
     this.assertOpen()
+    assertKeyList(keys, 'deleteMany')
     for (const key of keys) assertKey(key)
     return this.batches.deleteMany(keys)
   }

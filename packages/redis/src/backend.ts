@@ -8,7 +8,13 @@ import {
   parseDuration,
   type SetManyItem,
 } from '@cache/core'
-import { assertIncrement, listPrefix, ObservedBackend } from '@cache/core/backend'
+import {
+  assertIncrement,
+  assertItemList,
+  assertKeyList,
+  listPrefix,
+  ObservedBackend,
+} from '@cache/core/backend'
 import type { Redis } from 'ioredis'
 import { Batches } from './batches.js'
 import type { RedisClient, RedisConnection } from './client.js'
@@ -290,6 +296,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
     // Refused after close() like every call, also with no keys (nothing would be sent).
     this.connection.assertOpen()
+    assertKeyList(keys, 'getMany')
     this.reads.flush()
     // Under way (close() waits for it) until every step is done: a second read of some keys.
     return this.connection.track(this.batches.getMany<T>(keys))
@@ -297,12 +304,14 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
 
   async setMany(items: readonly SetManyItem[]): Promise<void> {
     this.connection.assertOpen()
+    assertItemList(items)
     this.reads.flush()
     return this.connection.track(this.batches.setMany(items))
   }
 
   async deleteMany(keys: readonly string[]): Promise<number> {
     this.connection.assertOpen()
+    assertKeyList(keys, 'deleteMany')
     this.reads.flush()
     return this.connection.track(this.batches.deleteMany(keys))
   }

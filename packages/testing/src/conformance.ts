@@ -626,6 +626,61 @@ export function runConformance(name: string, options: ConformanceOptions): void 
       }
     })
 
+    describe('batches take lists only', () => {
+      // A string is iterable: read letter by letter, deleteMany('abc') removed `a`, `b`, `c`,
+      // resolved 0 and left `abc` served.
+      const word = `${run}abc`
+      const letters = [...new Set(word)]
+      const notLists: [string, (keys: string[]) => unknown][] = [
+        ['a string', (keys) => keys[0]],
+        ['a Set', (keys) => new Set(keys)],
+        ['a plain object', (keys) => ({ key: keys[0], value: 'new' })],
+      ]
+      const unchanged = async () => {
+        expect(await cache.get(word), word).toBe('old')
+        for (const letter of letters) expect(await cache.get(letter), letter).toBe(`old ${letter}`)
+      }
+
+      it.each(notLists)(
+        'getMany, setMany and deleteMany refuse %s with CacheKeyError and change nothing',
+        async (_label, make) => {
+          await cache.set(word, 'old')
+          for (const letter of letters) await cache.set(letter, `old ${letter}`)
+          const calls: [string, () => Promise<unknown>][] = [
+            ['deleteMany', () => cache.deleteMany(make([word]) as string[])],
+            ['setMany', () => cache.setMany(make([word]) as never)],
+            ['getMany', () => cache.getMany(make([word]) as string[])],
+          ]
+          for (const [operation, call] of calls) {
+            let pending: Promise<unknown>
+            try {
+              pending = call()
+            } catch (error) {
+              // The methods are async: a caller's .catch() must see the refusal.
+              throw new Error(`${operation} threw synchronously instead of rejecting: ${error}`)
+            }
+            const refused = await pending.then(
+              (answer) => ({ resolvedWith: answer }),
+              (error: unknown) => error,
+            )
+            expect(refused, operation).toBeInstanceOf(CacheKeyError)
+            expect((refused as Error).message, operation).toMatch(
+              new RegExp(`^${operation}: expected a list of`),
+            )
+            await unchanged()
+          }
+        },
+      )
+
+      it('names the fix for a string: deleteMany("abc") says to write ["abc"]', async () => {
+        const error = await cache.deleteMany('abc' as unknown as string[]).catch((e: unknown) => e)
+        expect(error).toBeInstanceOf(CacheKeyError)
+        expect((error as Error).message).toBe(
+          'deleteMany: expected a list of keys, got the string "abc" (write ["abc"])',
+        )
+      })
+    })
+
     it('stats count each operation of the caller once: a hit, a miss, a write, a removal', async () => {
       const stats = (cache as { stats?: Record<string, number> }).stats
       expect(stats, 'a @cache backend has stats').toBeDefined()
