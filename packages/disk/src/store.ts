@@ -3,7 +3,7 @@ import { basename, dirname, join } from 'node:path'
 import Database from 'better-sqlite3'
 import { type DatabaseFile, type OpenFile, openDatabaseFiles, openedBetween } from './open-files.js'
 import { makeDirectory } from './paths.js'
-import { createDatabaseFile } from './set-up-lock.js'
+import { createDatabaseFile, RUNNING_LOCK_WAIT_MS } from './set-up-lock.js'
 
 /** Bumped when the table layout changes; a database with a newer layout is never touched. */
 const SCHEMA_VERSION = 3
@@ -452,7 +452,11 @@ export class EntryStore {
 
   private connectOnce(deadline: number): void {
     this.inode = 0
-    if (!existsSync(this.file)) createDatabaseFile(this.file, deadline)
+    // A running backend (connected before: reopening) waits for the set-up lock briefly only, with
+    // its event loop blocked; the operation then fails and the next one tries again.
+    const lockDeadline =
+      this.db === undefined ? deadline : Math.min(deadline, Date.now() + RUNNING_LOCK_WAIT_MS)
+    if (!existsSync(this.file)) createDatabaseFile(this.file, lockDeadline)
     const opened = statSync(this.file)
     this.inode = opened.ino
     this.device = opened.dev
