@@ -66,7 +66,7 @@ export function makeDirectory(path: string, budget = { links: MAX_LINKS, retried
     const link = danglingLinkOn(path)
     if (link === undefined) {
       // Nothing dangles now, yet the path was not there: the links changed under this attempt.
-      if (budget.retried) throw error
+      if (budget.retried) throw (code === 'ENOENT' && mkdirFailure(path)) || error
       budget.retried = true
       makeDirectory(path, budget)
       return
@@ -74,6 +74,21 @@ export function makeDirectory(path: string, budget = { links: MAX_LINKS, retried
     // The target may itself be a link to nothing: the same rule, with what is left to follow.
     makeDirectory(resolve(dirname(link), readlinkSync(link)), budget)
     makeDirectory(path, budget)
+  }
+}
+
+/**
+ * What making the first missing directory of `path` on its own fails with, if it does: Node's
+ * recursive mkdir answers ENOENT for some failures, naming no cause (EROFS: a read-only file system).
+ */
+function mkdirFailure(path: string): Error | undefined {
+  let missing = resolve(path)
+  while (dirname(missing) !== missing && !existsSync(dirname(missing))) missing = dirname(missing)
+  try {
+    mkdirSync(missing, { mode: 0o700 })
+    return undefined
+  } catch (error) {
+    return error as Error
   }
 }
 
