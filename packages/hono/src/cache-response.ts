@@ -158,6 +158,18 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     handled.add(c)
     if (!nodeServerLoading) loadNodeServer(c.env)
     const refresh = refreshes.get(c)
+    if (refresh !== undefined) {
+      const edited = editedOnCopy(c)
+      if (edited.length > 0) {
+        // Its handler would render for a request the stale hit was not: nothing it makes is stored.
+        refresh.fail(
+          new CacheError(
+            `the refresh of ${refresh.key} was not stored: its copy reached the cache with other request headers than the stale hit (${edited.join(', ')}); a layer before the cache acted otherwise on it`,
+          ),
+        )
+        return undefined
+      }
+    }
     const view = requestView(c, refresh)
     let result: LookupResult = http.lookup(
       view,
@@ -464,7 +476,8 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     // header lines the client sent, and its `Request` is built from it by the server's own code
     // (see `nodeRequestOf`): what the layers do to `c.env.incoming.headers` on the copy is what
     // its handler reads through `c.req.header()`, as on a client's request. Elsewhere, the Request
-    // as the layers left it, without its conditional headers.
+    // as the layers left it, without its conditional headers. Either way the copy must reach the
+    // cache with the stale hit's request headers there (see `editedOnCopy`).
     const sent = copyLines(c.env)
     const env = refreshEnv(c.env, sent)
     if (env === NO_OWN_REQUEST) return false
@@ -490,6 +503,11 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       for (const name of CONDITIONAL_REQUEST_HEADERS) headers.delete(name)
       request = new Request(c.req.raw.url, { method: 'GET', headers })
     }
+    const hit = hitHeaders.get(c) ?? requestHeaderMap(c.req.raw.headers)
+    if (hit === undefined) {
+      if (env !== c.env) endOwnResponse(nodeOutgoing(env) as unknown as NodeOutgoing)
+      return false
+    }
     const Ctx = c.constructor as new (req: Request, options: object) => Context
     const copy = new Ctx(request, {
       env,
@@ -498,6 +516,7 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
       matchResult: match,
     })
     refreshes.set(copy, refresh)
+    copyWatches.set(copy, watchCopy(hit, request))
     const handlers = match[0]
     // What Hono's own dispatch does, minus `app.onError`: an error fails the refresh.
     const dispatch = async (i: number): Promise<void> => {
@@ -854,8 +873,13 @@ const CREDENTIAL_LINES = new Set(['authorization', 'cookie'])
  * Whether a copy of the request run in the background would run as the request did (see
  * `LookupContext.backgroundRefresh`). On `@hono/node-server`: over HTTP/1, only when the request
  * carries no credential (`Authorization`, `Cookie`, as it arrived or as it is now), its headers
- * are those that arrived (see {@link editedSinceArrival}), and the server's module is loaded to
- * build the copy's `Request` (see {@link nodeRequestOf}). What code in
+ * are those that arrived (see {@link editedSinceArrival}), the server's module is loaded to
+ * build the copy's `Request` (see {@link nodeRequestOf}), and the `Request` the cache sees
+ * (`c.req.raw`) carries exactly the headers that one will: code between the server and the app
+ * (a `fetch` around `app.fetch`, a parent app handing `c.req.raw` on) does not run for a copy,
+ * and a header it stripped from the Request would come back from the lines (a layer before the
+ * cache editing `c.req.raw.headers` makes the request refresh itself too; the copy checks on
+ * arrival that it got what the hit had, see {@link editedOnCopy}). What code in
  * front of Hono derived from a credential (a user set on the request by Express, a listener of
  * the app's own, a wrapped `emit`; kept in a symbol, or already moved into the context by a
  * layer) is not run again for a copy, and cannot be told from here: the entry of such a request
@@ -863,7 +887,8 @@ const CREDENTIAL_LINES = new Set(['authorization', 'cookie'])
  * own request, as a layer left it (a credential stripped or added, its stream closed). Elsewhere
  * (a runtime handing Hono the `Request` alone), always. Asked on stale hits only.
  */
-function backgroundRefreshFaithful(env: unknown): boolean {
+function backgroundRefreshFaithful(c: Context): boolean {
+  const env = c.env
   if (nodeOutgoing(env) === undefined) return true
   const incoming = (env as { incoming?: unknown }).incoming
   if (!(incoming instanceof NodeIncomingMessage)) return false
@@ -874,7 +899,141 @@ function backgroundRefreshFaithful(env: unknown): boolean {
   const headers = incoming.headers
   if (headers.authorization !== undefined || headers.cookie !== undefined) return false
   const sent = copyLines(env)
-  return sent !== undefined && nodeRequestOf !== undefined && !editedSinceArrival(headers, sent)
+  if (sent === undefined || nodeRequestOf === undefined || editedSinceArrival(headers, sent)) return false
+  // What the copy's handler reads is its Request: what the hit's is at the cache must be what
+  // @hono/node-server builds from the lines.
+  const hit = requestHeaderMap(c.req.raw.headers)
+  if (hit === undefined || !sameHeaders(hit, linesHeaderMap(sent))) return false
+  hitHeaders.set(c, hit)
+  return true
+}
+
+/** The stale hit's request headers at the cache (see {@link backgroundRefreshFaithful}), for its copy. */
+const hitHeaders = new WeakMap<Context, Map<string, string>>()
+
+/**
+ * A request's fetch headers as a map (names lower-cased, duplicates joined with `, ` as `get()`
+ * joins them), conditional ones left out; `undefined` when they cannot be read (a value the fetch
+ * Headers refuse). On @hono/node-server's own Headers this builds them from the lines (asked on
+ * stale hits only).
+ */
+function requestHeaderMap(headers: Headers): Map<string, string> | undefined {
+  const map = new Map<string, string>()
+  try {
+    for (const [name, value] of headers) {
+      if (CONDITIONAL_REQUEST_HEADERS.includes(name)) continue
+      const before = map.get(name)
+      map.set(name, before === undefined ? value : `${before}, ${value}`)
+    }
+  } catch {
+    return undefined
+  }
+  return map
+}
+
+/**
+ * The fetch headers of a copy's `Request` built from `lines`, as @hono/node-server builds them
+ * (pseudo-headers left out); `undefined` when the fetch Headers refuse a line.
+ */
+function linesHeaderMap(lines: string[]): Map<string, string> | undefined {
+  const headers = new Headers()
+  try {
+    for (let i = 0; i + 1 < lines.length; i += 2)
+      if (!lines[i]!.startsWith(':')) headers.append(lines[i]!, lines[i + 1]!)
+  } catch {
+    return undefined
+  }
+  return requestHeaderMap(headers)
+}
+
+function sameHeaders(a: Map<string, string>, b: Map<string, string> | undefined): boolean {
+  if (b === undefined || a.size !== b.size) return false
+  for (const [name, value] of a) if (b.get(name) !== value) return false
+  return true
+}
+
+/** What is known of a refresh copy's request headers (see {@link editedOnCopy}). */
+interface CopyWatch {
+  /** The stale hit's, at the cache. */
+  hit: Map<string, string>
+  /** The Request the copy was given. */
+  request: Request
+  /**
+   * The names set, appended or deleted on the Headers of `request` when they are
+   * @hono/node-server's own (built from the Node request as they are read); `undefined` for
+   * fetch Headers.
+   */
+  touched: Set<string> | undefined
+}
+
+/** Each refresh copy's {@link CopyWatch}. */
+const copyWatches = new WeakMap<Context, CopyWatch>()
+
+/**
+ * Watches the copy's Request: @hono/node-server's own Headers read Node's `req.headers` until
+ * something lists them, and from then on the lines: listed by the cache, a later layer's
+ * `delete c.env.incoming.headers[name]` would no longer be read by the copy's handler. The names
+ * edited on them are noted instead.
+ */
+function watchCopy(hit: Map<string, string>, request: Request): CopyWatch {
+  const headers = request.headers
+  const watch: CopyWatch = { hit, request, touched: undefined }
+  if (Object.getPrototypeOf(headers) === Headers.prototype) return watch
+  const touched = new Set<string>()
+  watch.touched = touched
+  for (const method of ['append', 'delete', 'set'] as const) {
+    const edit = headers[method] as (this: Headers, name: string, value?: string) => void
+    Object.defineProperty(headers, method, {
+      configurable: true,
+      writable: true,
+      value(this: Headers, name: string, value?: string) {
+        edit.call(this, name, value as string)
+        touched.add(String(name).toLowerCase())
+      },
+    })
+  }
+  return watch
+}
+
+/**
+ * The request headers a refresh's copy reaches the cache with that are not the stale hit's (see
+ * {@link backgroundRefreshFaithful}): the copy starts with them, and the layers before the cache
+ * run again on it. A layer that acts otherwise on a copy (appends to a header it was sent, reads
+ * the connection, a clock) makes its handler render for another request than the hit.
+ * Conditional headers aside; `[]` for a request that is not a copy.
+ */
+function editedOnCopy(c: Context): string[] {
+  const watch = copyWatches.get(c)
+  if (watch === undefined) return []
+  const raw = c.req.raw
+  const headers = raw.headers
+  const names = new Set(watch.hit.keys())
+  const incoming = (c.env as { incoming?: IncomingMessage } | undefined)?.incoming
+  if (raw === watch.request && watch.touched !== undefined && incoming !== undefined) {
+    // Every name its handler can read, without listing them (see `watchCopy`).
+    for (const name of watch.touched) names.add(name)
+    for (const name of Object.keys(incoming.headers)) names.add(name)
+    const lines = incoming.rawHeaders
+    for (let i = 0; i < lines.length; i += 2) names.add(String(lines[i]).toLowerCase())
+  } else {
+    try {
+      for (const [name] of headers) names.add(name)
+    } catch {
+      return ['(unreadable)']
+    }
+  }
+  const edited: string[] = []
+  for (const name of names) {
+    if (CONDITIONAL_REQUEST_HEADERS.includes(name)) continue
+    let value: string | null
+    try {
+      value = headers.get(name)
+    } catch {
+      value = null
+    }
+    if ((value ?? undefined) !== watch.hit.get(name)) edited.push(name)
+  }
+  return edited
 }
 
 /**
@@ -1164,7 +1323,7 @@ class HonoLookup implements LookupContext {
   }
 
   backgroundRefresh(): boolean {
-    return backgroundRefreshFaithful(this.c.env)
+    return backgroundRefreshFaithful(this.c)
   }
 
   verdict(): string | undefined {
