@@ -1,7 +1,8 @@
-import type { CacheBackend, SetManyItem } from '@cache/core'
+import { type CacheBackend, CacheUnavailableError, type SetManyItem } from '@cache/core'
 import { isGenerationKey } from '@cache/core/backend'
 import { isCallerError } from './caller-error.js'
 import type { ChainParts } from './chain-parts.js'
+import { isUnsent, markPartlyUnsent } from './health.js'
 import { setManyLeft } from './ttl-left.js'
 
 /**
@@ -205,14 +206,34 @@ export class ChainBatches {
   }
 }
 
-/** Deletes the keys one by one, all at once; rejects with the first refusal once all have settled. */
+/**
+ * Deletes the keys one by one, all at once; rejects once all have settled, with the first failure
+ * of a key that was sent. Only a batch none of whose keys was sent rejects `unsent` (known to have
+ * changed nothing): one whose other keys were deleted must be published and dropped like any
+ * failed write, so it rejects with an error that is not `unsent`.
+ */
 async function deleteEach(backend: CacheBackend, keys: readonly string[]): Promise<boolean[]> {
   const settled = await Promise.allSettled(keys.map((key) => backend.delete(key)))
   const removed = new Array<boolean>(settled.length)
+  let unsent: unknown
+  let unsentCount = 0
   for (let i = 0; i < settled.length; i++) {
     const result = settled[i]!
-    if (result.status === 'rejected') throw result.reason
-    removed[i] = result.value
+    if (result.status === 'fulfilled') {
+      removed[i] = result.value
+      continue
+    }
+    if (!isUnsent(result.reason)) throw result.reason
+    unsent ??= result.reason
+    unsentCount++
   }
-  return removed
+  if (unsent === undefined) return removed
+  if (unsentCount === keys.length) throw unsent
+  throw markPartlyUnsent(
+    new CacheUnavailableError(
+      backend.name,
+      `deleteMany: ${unsentCount} of ${keys.length} keys not sent (waiting behind an earlier call of this process on them), the others deleted`,
+      { cause: unsent },
+    ),
+  )
 }

@@ -182,6 +182,9 @@ export class RedisBus implements InvalidationBus {
   private readonly clients: Promise<Clients>
   private readonly firstUp: Promise<void>
   private markUp!: () => void
+  private refuse!: (error: CacheConfigError) => void
+  /** Set once Redis refused the channel to the bus's user (see {@link refused}). */
+  private refusal: CacheConfigError | undefined
   private current: BusState = 'connecting'
   private queue: Pending[] = []
   /** Messages published, and handed to the connection (or failed), since the bus was made. */
@@ -228,9 +231,12 @@ export class RedisBus implements InvalidationBus {
     this.publishTimeoutMs = durationOption(publishTimeout, 'publishTimeout', '500ms', { msHabitFrom: 10 })
     this.heartbeatMs = durationOption(options.heartbeat, 'heartbeat', '1s', { msHabitFrom: 100 })
     this.senders = new Senders(this.heartbeatMs)
-    this.firstUp = new Promise<void>((resolve) => {
+    this.firstUp = new Promise<void>((resolve, reject) => {
       this.markUp = resolve
+      this.refuse = reject
     })
+    // Seen through ready() only; a bus nobody awaits reports the refusal as an error event.
+    this.firstUp.catch(() => {})
     // A malformed URL or connection throws here, not on the first publish.
     this.incidents = new IncidentLog(checkLogger(options.logger))
     this.events = new CacheObserver('bus', options.logger)
@@ -506,8 +512,27 @@ export class RedisBus implements InvalidationBus {
   private subscribeAndBeat(subscriber: RedisClientLike): void {
     subscriber.subscribe(this.channel).then(
       () => this.beat(),
-      () => {},
+      (error) => this.refused('subscribe', error),
     )
+  }
+
+  /**
+   * A SUBSCRIBE or PUBLISH failed: if Redis refused it by its ACL (`NOPERM`), the bus can never be
+   * up with this user. `ready()` rejects with a `CacheConfigError`, and an `error` event says so
+   * at once (once), rather than the link being found "not up" heartbeats later.
+   */
+  private refused(operation: 'subscribe' | 'publish', error: unknown): void {
+    if (this.refusal !== undefined || this.current === 'up' || this.closed) return
+    const message = error instanceof Error ? error.message : String(error)
+    if (!/\bNOPERM\b/.test(message)) return
+    this.refusal = new CacheConfigError(
+      'bus',
+      `Redis (${this.address}) refuses to let the bus's user ${operation.toUpperCase()} on channel '${this.channel}' (${message}); grant it the channel (ACL: &<channel> or allchannels, +subscribe, +publish)`,
+      { cause: error },
+    )
+    this.reportDown(this.refusal.message)
+    this.emit('error', { backend: 'bus', operation, error: this.refusal })
+    this.refuse(this.refusal)
   }
 
   /** Every `heartbeat`: judge the link and the other buses, send the next heartbeat. */
@@ -546,7 +571,7 @@ export class RedisBus implements InvalidationBus {
 
   private beat(): void {
     if (this.closed) return
-    this.send([heartbeat(this.heartbeatMs)]).catch(() => {})
+    this.send([heartbeat(this.heartbeatMs)]).catch((error) => this.refused('publish', error))
   }
 
   /** The link is down: tell the listeners, and reopen a silent connection (`reconnect`). */

@@ -98,7 +98,7 @@ export class LevelHealth {
     this.emit('error', { backend: level.name, level: level.index, operation, key, error })
     // One server of a pool, or a call the level never sent (it waited behind this process's own
     // call on the key): the level as a whole answers.
-    if (isPartialFailure(error) || isUnsent(error)) return
+    if (isPartialFailure(error) || isUnsent(error) || partlyUnsent.has(error as object)) return
     const opened = level.breaker.failure(this.now())
     // The writes it failed in the run of failures that opened it were not taken by a level that
     // was down: they are repaired as the writes it skips from now on.
@@ -145,9 +145,11 @@ export class LevelHealth {
       'multi-level',
       operation === 'clear'
         ? clearNotTaken(shared.name, closed, cause !== undefined)
-        : closed
-          ? `multi-level: ${operation} failed on the shared level (${shared.name}), which may have applied it: the faster levels dropped the keys, and this process reads what ${shared.name} holds; write again if it must be applied`
-          : `multi-level: ${operation} did not reach the shared level (${shared.name}, skipped while its breaker is open): applied to the faster levels only, and repaired on ${shared.name} as soon as it answers`,
+        : cause === undefined
+          ? `multi-level: ${operation} did not reach the shared level (${shared.name}, skipped while its breaker is open): applied to the faster levels only, and repaired on ${shared.name} as soon as it answers`
+          : closed
+            ? `multi-level: ${operation} failed on the shared level (${shared.name}), which may have applied it: the faster levels dropped the keys, and this process reads what ${shared.name} holds; write again if it must be applied`
+            : `multi-level: ${operation} was sent to the shared level (${shared.name}), which may have applied it, and failed there; its breaker is now open: applied to the faster levels meanwhile, and the keys are deleted on ${shared.name} as soon as it answers; write again if it must be applied`,
       cause === undefined ? undefined : { cause },
     )
     if (cause === undefined) skipped.add(error)
@@ -173,6 +175,19 @@ export class LevelHealth {
  */
 export function isPartialFailure(error: unknown): boolean {
   return (error as { partial?: unknown } | null)?.partial === true
+}
+
+/** Errors of batches of which some keys were never sent, the others answered: see {@link markPartlyUnsent}. */
+const partlyUnsent = new WeakSet<object>()
+
+/**
+ * Marks the error of a batch of which some keys were never sent (`unsent`) while the level
+ * answered the others: sent all the same (published, dropped from the faster levels), but no
+ * failure of the level (not counted towards its breaker).
+ */
+export function markPartlyUnsent<E extends object>(error: E): E {
+  partlyUnsent.add(error)
+  return error
 }
 
 /** Errors of writes the shared level skipped (breaker open): see {@link isSkipped}. */
