@@ -162,7 +162,7 @@ export class ChainWrites {
         this.chain.levels.slice(0, slowest.index).map((level) => this.chain.writer.evict(level, key)),
       )
     } catch (error) {
-      if (!isSkipped(error) && !callerFailed?.()) await this.chain.invalidation.publishHanded({ keys: [key] })
+      if (!isSkipped(error) && !callerFailed?.()) await this.chain.invalidation.toldFailed([key], error)
       throw error
     } finally {
       this.chain.order.end(ticket)

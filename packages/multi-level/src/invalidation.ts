@@ -1,8 +1,10 @@
 import type { CacheObserver } from '@cache/core/backend'
 import { type InvalidationBus, type InvalidationMessage, newOrigin } from './bus.js'
+import { isCallerError } from './caller-error.js'
 import { isSkipped, type LevelHealth } from './health.js'
 import type { Level } from './level.js'
 import type { ReadGuards } from './read-guard.js'
+import { UncertainWrites } from './uncertain-writes.js'
 import type { WriteOrder } from './write-order.js'
 import type { LevelWriter } from './writes.js'
 
@@ -13,6 +15,7 @@ import type { LevelWriter } from './writes.js'
 export class ChainInvalidation {
   private readonly origin = newOrigin()
   private readonly unsubscribe: (() => void) | undefined
+  private readonly uncertain: UncertainWrites
 
   constructor(
     private readonly bus: InvalidationBus | undefined,
@@ -24,6 +27,13 @@ export class ChainInvalidation {
     private readonly health: LevelHealth,
     private readonly observer: CacheObserver,
   ) {
+    const shared = levels[levels.length - 1]!
+    this.uncertain = new UncertainWrites(shared, reads, async (keys) => {
+      this.publish({ keys })
+      // While the shared level is skipped, the faster levels hold this process's writes of the
+      // keys, repaired there (and told) once it is back: they stay.
+      if (shared.closed) await this.writer.dropFaster(levels.length - 1, keys)
+    })
     this.unsubscribe = this.bus?.subscribe(
       (message) => this.onMessage(message),
       () => this.onResync(),
@@ -60,9 +70,20 @@ export class ChainInvalidation {
       return await write()
     } catch (error) {
       // Skipped by the shared level (known never sent): nothing changed there, nothing to tell.
-      if (!isSkipped(error)) await this.publishHanded(message)
+      if (!isSkipped(error)) await this.toldFailed(message.keys ?? [], error)
       throw error
     }
+  }
+
+  /**
+   * Tells the other processes of a write of `keys` the shared level failed or refused (sent), now
+   * (before the caller hears of it) and, if it failed (no answer: it may still be applied or undone
+   * there), again once the level has answered a read of them issued after it (see
+   * {@link UncertainWrites}).
+   */
+  async toldFailed(keys: readonly string[], error: unknown): Promise<void> {
+    if (keys.length > 0 && this.levels.length > 1 && !isCallerError(error)) this.uncertain.add(keys)
+    await this.publishHanded({ keys: [...keys] })
   }
 
   /**
@@ -77,6 +98,7 @@ export class ChainInvalidation {
 
   /** Stops receiving messages; the bus itself is not closed. */
   close(): void {
+    this.uncertain.stop()
     this.unsubscribe?.()
   }
 

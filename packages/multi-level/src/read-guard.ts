@@ -12,10 +12,13 @@ export class ReadGuards {
   private readonly reads = new Map<string, ReadGuard>()
   /** Clears in flight: a read that starts meanwhile may see a level before the clear reaches it. */
   private clearing = 0
+  /** Keys a write failed on the shared level in use, not yet read back there (see UncertainWrites). */
+  private readonly uncertain = new Set<string>()
 
   /** A slow-path read of `key` starts; pair with {@link leave}. */
   enter(key: string): ReadGuard {
-    if (this.clearing > 0) return { readers: 1, dirty: true }
+    if (this.clearing > 0 || (this.uncertain.size > 0 && this.uncertain.has(key)))
+      return { readers: 1, dirty: true }
     let guard = this.reads.get(key)
     if (guard === undefined) {
       guard = { readers: 0, dirty: false }
@@ -35,6 +38,20 @@ export class ReadGuards {
     if (guard === undefined) return
     guard.dirty = true
     this.reads.delete(key)
+  }
+
+  /**
+   * The shared level may still apply (or undo) a write of `key` it failed: reads that start
+   * until {@link releaseUncertain} must not backfill what they read.
+   */
+  holdUncertain(key: string): void {
+    this.uncertain.add(key)
+    this.invalidate(key)
+  }
+
+  releaseUncertain(key: string): void {
+    this.uncertain.delete(key)
+    this.invalidate(key)
   }
 
   /** Every key may have changed (a clear, a lost bus message). */
