@@ -69,7 +69,8 @@ export class StoreLock {
    */
   follow(operation: string, now: boolean): void {
     const at = Date.now()
-    if (!now && at - this.checkedAt < READ_CHECK_MS) return
+    // A connection another backend of this process closed (see EntryStore.reopen) is opened first.
+    if (!now && at - this.checkedAt < READ_CHECK_MS && !this.store.closedBySibling) return
     this.checkedAt = at
     this.reopenIfStale(operation)
   }
@@ -92,6 +93,8 @@ export class StoreLock {
    */
   private reopenIfStale(operation: string): boolean {
     if (!this.store.isStale()) return false
+    // Closed by another backend of this process reopening the same files: that one reported it.
+    const quiet = this.store.closedBySibling
     try {
       this.store.reopen()
     } catch (error) {
@@ -99,6 +102,7 @@ export class StoreLock {
       const message = `disk: ${this.store.file} was removed or replaced, and reopening it failed: ${(error as Error).message}`
       throw this.failed(operation, undefined, new CacheUnavailableError('disk', message, { cause: error }))
     }
+    if (quiet) return true
     const message = `disk: ${this.store.file} was removed or replaced while in use; reopened the path (entries written before are gone)`
     this.observer.error(operation, new CacheError(message))
     this.log.warn(message)
@@ -124,6 +128,7 @@ export class StoreLock {
   ): Promise<R> {
     const started = Date.now()
     let rebuilt = false
+    let lookedAgain = false
     for (let attempt = 1; ; attempt++) {
       // A step run on the closed connection (better-sqlite3: "The database connection is not open").
       if (this.isClosed()) throw new CacheClosedError('disk')
@@ -137,11 +142,19 @@ export class StoreLock {
         }
         await sleep(Math.min(2 ** attempt, 25) * (0.5 + Math.random()))
       } else if (isCorruption(error) && !rebuilt) {
-        rebuilt = true
         // Files removed or replaced under this connection (its log's index deleted, another
         // cache's file moved in) read as damage through it: reopen the path, never move a healthy
-        // database aside as damaged.
-        if (!this.reopenIfStale(operation)) this.recover(operation, error)
+        // database aside as damaged. Nor one that reads as damaged through this connection
+        // alone (its view of the log out of date, the file made again by another process while
+        // this one opened it): moved aside only if it still does through a new connection.
+        if (this.reopenIfStale(operation)) rebuilt = true
+        else if (!lookedAgain) {
+          lookedAgain = true
+          this.lookAgain(operation, error)
+        } else {
+          rebuilt = true
+          this.recover(operation, error)
+        }
       } else if (isShortRead(error) && !rebuilt && this.reopenIfStale(operation)) {
         // A log removed under this connection reads short: reopened above; try again.
         rebuilt = true
@@ -159,6 +172,20 @@ export class StoreLock {
         return write ? this.commit(operation, key, step) : step()
       } catch (next) {
         error = next
+      }
+    }
+  }
+
+  /** Opens the path again after `cause` (damage met): rebuilds if the new connection reads it as damaged too. */
+  private lookAgain(operation: string, cause: unknown): void {
+    try {
+      this.store.reconnect()
+    } catch (error) {
+      if (isCorruption(error)) this.recover(operation, error)
+      else {
+        this.checkedAt = 0 // the next read opens the path too
+        const message = `disk: ${this.store.file} read as damaged (${(cause as { code?: string }).code}), and opening it again failed: ${(error as Error).message}`
+        throw this.failed(operation, undefined, new CacheUnavailableError('disk', message, { cause: error }))
       }
     }
   }

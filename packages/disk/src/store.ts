@@ -1,5 +1,5 @@
 import { existsSync, realpathSync, renameSync, rmSync, type Stats, statSync, unlinkSync } from 'node:fs'
-import { basename, dirname, join } from 'node:path'
+import { basename, dirname, join, resolve } from 'node:path'
 import Database from 'better-sqlite3'
 import { type DatabaseFile, type OpenFile, openDatabaseFiles, openedBetween } from './open-files.js'
 import { makeDirectory } from './paths.js'
@@ -42,6 +42,17 @@ export function realPathOf(file: string): string {
     return file
   }
 }
+
+/**
+ * This process's connections, by database path. SQLite gives all connections of a process to one
+ * database file (one inode) one shared index of the log (the `-shm` mapping): a connection opened
+ * while another of the process still holds that file takes up the other's index, even one removed
+ * from the path (two backends of one process, namespaces 'api' and 'sessions', after a tmp cleaner
+ * deleted the log and its index). It would then no longer see the writes of the processes that
+ * use the index at the path, nor they its own, and both would append to one log at different
+ * places, damaging it: see {@link EntryStore.reopen}.
+ */
+const connections = new Map<string, Set<EntryStore>>()
 
 /** The inode of a file, 0 when it does not exist. */
 function inodeOf(path: string): number {
@@ -251,6 +262,11 @@ export class EntryStore {
   private shmInode = 0
   /** The directory as it was when its files were last found to be the connection's own. */
   private dirSeen: Stats | undefined
+  /**
+   * Closed by another connection of this process to the same file (see `connections`): reopen the
+   * path before the next step, leaving its files alone (that connection already saw to them).
+   */
+  closedBySibling = false
   private select!: Database.Statement<[string, string], LiveRow>
   private selectForWrite!: Database.Statement<[string, string], WriteRow>
   private selectForPut!: Database.Statement<[string, string], PutRow>
@@ -314,7 +330,15 @@ export class EntryStore {
       return undefined
     } catch (error) {
       if (!isCorruption(error)) throw error
-      return this.rebuild(error)
+      // Read while another process made the file again (the directory removed under running
+      // processes): damage only if a second look still finds it.
+      try {
+        this.connect()
+        return undefined
+      } catch (again) {
+        if (!isCorruption(again)) throw again
+        return this.rebuild(again)
+      }
     }
   }
 
@@ -345,6 +369,7 @@ export class EntryStore {
    * of the directory while its entries stay as they were; the three files' otherwise.
    */
   isStale(): boolean {
+    if (this.closedBySibling) return true
     const dir = statSync(dirname(this.file), { throwIfNoEntry: false })
     if (dir === undefined) return true
     const seen = this.dirSeen
@@ -388,10 +413,15 @@ export class EntryStore {
     const logChanged = inodeOf(`${this.file}-wal`) !== this.walInode
     // Whether the log and index at the path are still the files this connection holds, asked
     // while it holds them: after the directory was removed and made again by another process,
-    // its new log may have the inode number of the removed one.
-    const open = replaced || logChanged ? openDatabaseFiles(realPathOf(this.file)) : undefined
-    const walOurs = replaced && heldAtPath(open, 'wal', this.walInode)
-    const shmOurs = (replaced || logChanged) && heldAtPath(open, 'shm', this.shmInode)
+    // its new log may have the inode number of the removed one. A connection closed by another
+    // of this process holds nothing now: that one already removed what was to be removed.
+    const ownFiles = !this.closedBySibling && (replaced || logChanged)
+    const open = ownFiles ? openDatabaseFiles(realPathOf(this.file)) : undefined
+    const walOurs = ownFiles && replaced && heldAtPath(open, 'wal', this.walInode)
+    const shmOurs = ownFiles && heldAtPath(open, 'shm', this.shmInode)
+    // Still the same file: the others of this process on it share its old index (see `connections`).
+    if (!replaced) this.closeSiblings()
+    this.closedBySibling = false
     try {
       this.db.close()
     } catch {
@@ -409,8 +439,62 @@ export class EntryStore {
     }
   }
 
+  /**
+   * Closes the connection to a file that reads as damaged, and this process's others to that
+   * file (they share its view of the log), and opens the path again: a file made again by another
+   * process, or read through a stale index of its log, reads as damaged through the old
+   * connection alone. The caller retries on the new connection and rebuilds if it still fails.
+   */
+  reconnect(): void {
+    this.closeSiblings()
+    try {
+      this.db.close()
+    } catch {
+      // Closing a damaged connection may fail; it is opened again either way.
+    }
+    this.connect()
+  }
+
   close(): void {
     this.db.close()
+    this.forget()
+  }
+
+  /**
+   * Closes this process's other connections on the database file this one has open (same device
+   * and inode), to be opened again by their next step (see `connections`).
+   */
+  private closeSiblings(): void {
+    const all = connections.get(resolve(this.file))
+    if (all === undefined || this.inode === 0) return
+    for (const other of all) {
+      if (
+        other === this ||
+        other.closedBySibling ||
+        other.inode !== this.inode ||
+        other.device !== this.device
+      )
+        continue
+      try {
+        other.db.close()
+      } catch {
+        // Already closed: it opens the path again regardless.
+      }
+      other.closedBySibling = true
+    }
+  }
+
+  private remember(): void {
+    const key = resolve(this.file)
+    let all = connections.get(key)
+    if (all === undefined) connections.set(key, (all = new Set()))
+    all.add(this)
+  }
+
+  private forget(): void {
+    const key = resolve(this.file)
+    const all = connections.get(key)
+    if (all?.delete(this) && all.size === 0) connections.delete(key)
   }
 
   /**
@@ -420,6 +504,7 @@ export class EntryStore {
    */
   private connect(): void {
     const deadline = Date.now() + SET_UP_WAIT_MS
+    let replacedTries = 0
     for (let attempt = 0; ; attempt++) {
       const before = this.filesNow()
       try {
@@ -431,6 +516,13 @@ export class EntryStore {
         // one tick of the file system's clock): a few tries even then, more while things change.
         const after = this.filesNow()
         const changed = after === undefined || after !== before
+        // Replaced again and again while opened (the directory removed and made again without
+        // pause): failed after a few tries rather than blocking for the whole budget.
+        if (
+          (error as { code?: unknown }).code === REPLACED_WHILE_OPENED &&
+          ++replacedTries > UNSEEN_RACE_TRIES
+        )
+          throw error
         if (!isOpenRace(error) || Date.now() >= deadline || (!changed && attempt >= UNSEEN_RACE_TRIES))
           throw error
         Atomics.wait(pause, 0, 0, Math.min(2 ** attempt, 20))
@@ -484,6 +576,20 @@ export class EntryStore {
     this.inode = mine.db ?? this.inode
     this.walInode = mine.wal ?? inodeOf(`${this.file}-wal`)
     this.shmInode = mine.shm ?? inodeOf(`${this.file}-shm`)
+    const now = inodeOf(this.file)
+    // (Gone from the path, it pairs with no other database's log: the next write reopens.)
+    if (now !== 0 && now !== this.inode) {
+      // The database was removed and made again while this connection opened its files: the
+      // log and index it opened after may be the new database's, paired with the removed file
+      // (its writes would go to the new log; reopening would take that log for the removed
+      // database's and remove it, with the writes the others had made). Opened again.
+      db.close()
+      this.inode = 0
+      throw Object.assign(new Error(`${this.file} was replaced while it was opened`), {
+        code: REPLACED_WHILE_OPENED,
+      })
+    }
+    this.remember()
   }
 
   private setUp(db: Database.Database): void {
@@ -803,6 +909,9 @@ function randomVersion(): number {
 const SET_UP_WAIT_MS = 5000
 const pause = new Int32Array(new SharedArrayBuffer(4))
 
+/** The code of the error a connection throws when the database file was replaced while it opened. */
+const REPLACED_WHILE_OPENED = 'DATABASE_REPLACED_WHILE_OPENED'
+
 /** Tries of an open that met a race's error with no change to its files seen (see `connect`). */
 const UNSEEN_RACE_TRIES = 8
 
@@ -815,7 +924,10 @@ function isOpenRace(error: unknown): boolean {
   const code = (error as { code?: unknown } | null)?.code
   return (
     typeof code === 'string' &&
-    (code.startsWith('SQLITE_IOERR') || code === 'SQLITE_CANTOPEN' || code === 'ENOENT')
+    (code.startsWith('SQLITE_IOERR') ||
+      code === 'SQLITE_CANTOPEN' ||
+      code === 'ENOENT' ||
+      code === REPLACED_WHILE_OPENED)
   )
 }
 
