@@ -1,8 +1,15 @@
 /** A process's chain over a Redis that tests cut off (through a fault proxy), and waits for its breaker. */
+import { memcachedBackend } from '@cache/memcached'
 import { memoryBackend } from '@cache/memory'
 import { redisBackend } from '@cache/redis'
 import { expect } from 'vitest'
-import { type InvalidationBus, type MultiLevelEvent, multiLevel } from '../src/index.js'
+import {
+  type InvalidationBus,
+  type MultiLevelBackend,
+  type MultiLevelEvent,
+  multiLevel,
+  redisBus,
+} from '../src/index.js'
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -47,4 +54,22 @@ export async function untilRepaired({ chain }: Peer): Promise<void> {
     await sleep(30)
   }
   expect(chain.levelStats()[1]).toMatchObject({ state: 'closed', pendingKeys: 0, pendingClear: false })
+}
+
+/**
+ * One process over a shared memcached (300 ms timeout): its own memory level and its own bus on
+ * Redis at `redisUrl`; `ready` settles once the bus is up.
+ */
+export function memcachedPeer(
+  redisUrl: string,
+  server: string,
+  namespace: string,
+): { chain: MultiLevelBackend; ready: Promise<void> } {
+  const bus = redisBus(redisUrl, { logger: false })
+  const chain = multiLevel({
+    levels: [memoryBackend(), memcachedBackend(server, { namespace, timeout: '300ms', logger: false })],
+    bus,
+    logger: false,
+  })
+  return { chain, ready: bus.ready() }
 }

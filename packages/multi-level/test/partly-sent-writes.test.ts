@@ -3,7 +3,8 @@ import { memoryBackend } from '@cache/memory'
 import { redisBackend } from '@cache/redis'
 import { type MemcachedServer, type RedisServer, startMemcached, startRedis } from '@cache/test-servers'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { type MultiLevelBackend, multiLevel, redisBus } from '../src/index.js'
+import { multiLevel } from '../src/index.js'
+import { memcachedPeer } from './cut-off.js'
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
@@ -28,19 +29,7 @@ describe('a deleteMany on memcached of which one key was never sent', () => {
     await Promise.all([redis?.stop(), memcached?.stop()])
   })
 
-  /** A process: its own memory level over the shared memcached, and its own bus. */
-  function peer(namespace: string): { chain: MultiLevelBackend; ready: Promise<void> } {
-    const bus = redisBus(redis.url, { logger: false })
-    const chain = multiLevel({
-      levels: [
-        memoryBackend(),
-        memcachedBackend(memcached.server, { namespace, timeout: '300ms', logger: false }),
-      ],
-      bus,
-      logger: false,
-    })
-    return { chain, ready: bus.ready() }
-  }
+  const peer = (namespace: string) => memcachedPeer(redis.url, memcached.server, namespace)
 
   it('drops and publishes the keys it did delete: no process serves the deleted k2 afterwards', async () => {
     const namespace = `partly${Date.now()}`

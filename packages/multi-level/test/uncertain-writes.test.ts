@@ -5,6 +5,7 @@ import { redisBackend } from '@cache/redis'
 import { type MemcachedServer, type RedisServer, startMemcached, startRedis } from '@cache/test-servers'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type MultiLevelBackend, multiLevel, redisBus } from '../src/index.js'
+import { memcachedPeer } from './cut-off.js'
 
 /*
  * A write the shared level failed while frozen (SIGSTOP) is published before the caller hears of
@@ -100,18 +101,7 @@ describe('a setMany given up on a frozen memcached, hidden by its bump when it r
     await Promise.all([redis?.stop(), memcached?.stop()])
   })
 
-  function peer(namespace: string): { chain: MultiLevelBackend; ready: Promise<void> } {
-    const bus = redisBus(redis.url, { logger: false })
-    const chain = multiLevel({
-      levels: [
-        memoryBackend(),
-        memcachedBackend(memcached.server, { namespace, timeout: '300ms', logger: false }),
-      ],
-      bus,
-      logger: false,
-    })
-    return { chain, ready: bus.ready() }
-  }
+  const peer = (namespace: string) => memcachedPeer(redis.url, memcached.server, namespace)
 
   it('is told again once memcached answers after it: no process keeps the value reported failed', async () => {
     const namespace = `late${Date.now()}`
