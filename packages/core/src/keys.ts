@@ -31,19 +31,10 @@ export function assertItemList(items: unknown, operation = 'setMany'): asserts i
 
 function notAList(list: unknown, operation: string, items: boolean): CacheKeyError {
   const of = items ? '{ key, value } items' : 'keys'
-  let got: string
   let fix = ''
   if (typeof list === 'string') {
-    got = `the string ${JSON.stringify(truncate(list))}`
     if (!items) fix = ` (write [${JSON.stringify(truncate(list))}])`
-  } else if (list === null || (typeof list !== 'object' && typeof list !== 'function')) {
-    got = String(list)
-  } else {
-    const proto = Object.getPrototypeOf(list)
-    const kind = (proto as { constructor?: { name?: unknown } } | null)?.constructor?.name
-    if (proto === Object.prototype || proto === null) got = 'a plain object'
-    else if (typeof kind === 'string' && kind !== '') got = `${/^[AEIOU]/.test(kind) ? 'an' : 'a'} ${kind}`
-    else got = 'an object'
+  } else if (list !== null && (typeof list === 'object' || typeof list === 'function')) {
     // Spread, a Map would give [key, value] pairs: no hint for it.
     if (
       typeof (list as { [Symbol.iterator]?: unknown })[Symbol.iterator] === 'function' &&
@@ -52,7 +43,21 @@ function notAList(list: unknown, operation: string, items: boolean): CacheKeyErr
       fix = ` (spread it into one: [...${items ? 'items' : 'keys'}])`
     else if (items && 'key' in list) fix = ' (write [item])'
   }
-  return new CacheKeyError(`${operation}: expected a list of ${of}, got ${got}${fix}`)
+  return new CacheKeyError(`${operation}: expected a list of ${of}, got ${describeGiven(list)}${fix}`)
+}
+
+/**
+ * What an error says was given where a list was expected: `the string "abc"`, `a Set`,
+ * `a plain object`, `undefined`…
+ */
+export function describeGiven(value: unknown): string {
+  if (typeof value === 'string') return `the string ${JSON.stringify(truncate(value))}`
+  if (value === null || (typeof value !== 'object' && typeof value !== 'function')) return String(value)
+  const proto = Object.getPrototypeOf(value)
+  if (proto === Object.prototype || proto === null) return 'a plain object'
+  const kind = (proto as { constructor?: { name?: unknown } }).constructor?.name
+  if (typeof kind === 'string' && kind !== '') return `${/^[AEIOU]/.test(kind) ? 'an' : 'a'} ${kind}`
+  return 'an object'
 }
 
 /** Throws a {@link CacheKeyError} for a namespace that is not a non-empty string. */

@@ -1,6 +1,7 @@
 import type { CacheBackend } from './backend.js'
 import { CacheConfigError } from './errors.js'
 import { invalidatedHere } from './flights.js'
+import { describeGiven } from './keys.js'
 import { renewGenerations } from './generations.js'
 import { onInvalidationTargets } from './invalidation-targets.js'
 import { generationKey } from './internal-keys.js'
@@ -26,17 +27,11 @@ export function tagList(tags: unknown, setting = 'tags'): readonly string[] {
     if (bad === -1) return tags
     throw new CacheConfigError(
       setting,
-      `expected a list of tag strings, item ${bad} is ${describe(tags[bad])}`,
+      `expected a list of tag strings, item ${bad} is ${describeGiven(tags[bad])}`,
     )
   }
   const fix = typeof tags === 'string' ? ` (write [${JSON.stringify(tags)}])` : ''
-  throw new CacheConfigError(setting, `expected a list of tag strings, got ${describe(tags)}${fix}`)
-}
-
-function describe(value: unknown): string {
-  if (typeof value === 'string') return `the string ${JSON.stringify(value)}`
-  if (value === null || typeof value !== 'object') return String(value)
-  return `a ${value.constructor?.name ?? 'null-prototype object'}`
+  throw new CacheConfigError(setting, `expected a list of tag strings, got ${describeGiven(tags)}${fix}`)
 }
 
 /**
