@@ -58,10 +58,13 @@ export {
 } from './keys.js'
 export {
   type DurationOptionRules,
+  type OptionNames,
+  assertKnownOptions,
   checkOption,
   countOption,
   durationOption,
   fromMilliseconds,
+  optionNames,
   renamedOption,
   ttlOption,
 } from './option-checks.js'

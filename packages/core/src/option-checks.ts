@@ -123,3 +123,70 @@ function describe(value: unknown): string {
   if (typeof value === 'symbol') return value.toString()
   return String(value)
 }
+
+/**
+ * Every option name of `O`, each `true`: written as a literal, the compiler checks that the list
+ * is complete and names nothing else, so {@link assertKnownOptions} never refuses a real option.
+ */
+export type OptionNames<O> = { readonly [K in keyof Required<O>]: true }
+
+/** The names of an {@link OptionNames} literal, for {@link assertKnownOptions}. */
+export function optionNames<O>(names: OptionNames<O>): ReadonlySet<string> {
+  return new Set(Object.keys(names))
+}
+
+/**
+ * Throws a {@link CacheConfigError} naming the first key of `options` that is not in `known`:
+ * a misspelt option (`namspace`, `ttll`) would otherwise be dropped in silence, and the cache
+ * run without it (keys shared with another application, entries kept forever). The message
+ * names the nearest known option when one is close; `hints` gives a fix for a name known to be
+ * given by mistake (`url` where a URL is the first argument).
+ *
+ * @param where what the options were given to, e.g. `memoryBackend()`
+ */
+export function assertKnownOptions(
+  options: object,
+  known: ReadonlySet<string>,
+  where: string,
+  hints: Readonly<Record<string, string>> = {},
+): void {
+  for (const name of Object.keys(options)) {
+    if (known.has(name)) continue
+    const hint = Object.hasOwn(hints, name) ? hints[name] : undefined
+    const near = hint === undefined ? nearestName(name, known) : undefined
+    const fix = hint ?? (near === undefined ? '' : `; did you mean \`${near}\`?`)
+    throw new CacheConfigError(name, `not an option of ${where}${fix}`)
+  }
+}
+
+/** The known name closest to `name` (case aside, at most two edits away), if one is. */
+function nearestName(name: string, known: ReadonlySet<string>): string | undefined {
+  const wanted = name.toLowerCase()
+  let best: string | undefined
+  let bestDistance = Math.min(2, Math.floor(wanted.length / 3))
+  for (const candidate of known) {
+    const distance = editDistance(wanted, candidate.toLowerCase())
+    if (distance <= bestDistance && (best === undefined || distance < bestDistance)) {
+      best = candidate
+      bestDistance = distance
+    }
+  }
+  return best
+}
+
+/** Levenshtein distance, a swap of two neighbouring letters counting as one edit. */
+function editDistance(a: string, b: string): number {
+  const rows = [Array.from({ length: b.length + 1 }, (_, j) => j)]
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i]
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1
+      let d = Math.min(rows[i - 1]![j]! + 1, row[j - 1]! + 1, rows[i - 1]![j - 1]! + cost)
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
+        d = Math.min(d, rows[i - 2]![j - 2]! + 1)
+      row.push(d)
+    }
+    rows.push(row)
+  }
+  return rows[a.length]![b.length]!
+}
