@@ -485,10 +485,11 @@ export function cacheResponse(options: CacheResponseOptions | Duration = {}): Re
     if (env !== c.env) {
       const { incoming, outgoing } = env as { incoming: IncomingMessage; outgoing: ServerResponse }
       request = nodeRequestOf?.(incoming, outgoing)
-      if (request === undefined || request.url !== c.req.raw.url) {
+      if (request === undefined || !sameUrl(request.url, c.req.raw.url)) {
         endOwnResponse(outgoing as unknown as NodeOutgoing)
         return false
       }
+      if (request.url !== c.req.raw.url) hitUrls.set(refresh, c.req.raw.url)
     } else {
       const headers = new Headers()
       if (sent === undefined) for (const [name, value] of c.req.raw.headers) headers.append(name, value)
@@ -632,7 +633,7 @@ function executionContextOf(c: Context): unknown {
  */
 function requestView(c: Context, refresh: Refresh | undefined): HttpRequestView<Context> {
   const raw = c.req.raw
-  const url = urlParts(raw.url)
+  const url = urlParts(refresh === undefined ? raw.url : copyUrl(raw.url, refresh))
   // HTTP/2 clients (browsers) send `:authority` and no `Host`; Hono's URL is built from it.
   const host = raw.headers.get('host') ?? authorityOf(c.env)
   let site: string | undefined | null = null
@@ -695,6 +696,36 @@ function isRewritten(env: unknown, href: string): boolean {
     return withoutFragment(new URL(sent).href) !== withoutFragment(new URL(href).href)
   } catch {
     return true
+  }
+}
+
+/**
+ * The URL of the stale hit a refresh stands for, as the hit's `Request` at the cache spelled it,
+ * when the copy's `Request` spells it otherwise (see {@link sameUrl}): code in front of the app (a
+ * `fetch` wrapper's `new Request(req.url, req)`) does not run for a copy.
+ */
+const hitUrls = new WeakMap<Refresh, string>()
+
+/**
+ * The URL a refresh's copy is keyed on: the stale hit's spelling of it when the copy reached the
+ * cache with another spelling of the same URL (keyed on its own, it would refresh another entry).
+ */
+function copyUrl(href: string, refresh: Refresh): string {
+  const hit = hitUrls.get(refresh)
+  return hit !== undefined && sameUrl(href, hit) ? hit : href
+}
+
+/**
+ * Whether two URL strings are one URL as the URL parser reads them: @hono/node-server keeps a
+ * plain target as sent (`?q=O'Brien`), a `Request` built again from it (`c.req.raw.clone()`, a
+ * `fetch` wrapper's `new Request(req.url, req)`) spells it as the parser does (`?q=O%27Brien`).
+ */
+function sameUrl(a: string, b: string): boolean {
+  if (a === b) return true
+  try {
+    return new URL(a).href === new URL(b).href
+  } catch {
+    return false
   }
 }
 

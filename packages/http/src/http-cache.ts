@@ -427,18 +427,20 @@ export class HttpCache<Raw = any> {
         return this.replay(view, key, found, now, 'fresh')
       }
       if (s.swrMs !== undefined && now < found.staleAt + s.swrMs) {
-        // A copy run in the background would not be the request (see `backgroundRefresh`): the
-        // request itself refreshes the entry, as a miss.
-        if (context.backgroundRefresh?.() === false) refreshedIn = REFRESH_IN_REQUEST
-        else {
-          this.observer.hit(key)
-          const result = this.replay(view, key, found, now, 'stale')
-          this.revalidate(
+        // A copy run in the background would not be the request (see `backgroundRefresh`), or
+        // the adapter could not start one: the request itself refreshes the entry, as a miss.
+        if (
+          context.backgroundRefresh?.() === false ||
+          !this.revalidate(
             view,
             context,
             record === undefined ? key : variantKey(key, record.id, view.headers, record.vary),
           )
-          return result
+        )
+          refreshedIn = REFRESH_IN_REQUEST
+        else {
+          this.observer.hit(key)
+          return this.replay(view, key, found, now, 'stale')
         }
       }
     }
@@ -857,11 +859,13 @@ export class HttpCache<Raw = any> {
    * Refreshes a stale entry in the background through the adapter's `revalidate`: nobody waits
    * for it. It ends when the refreshed response was stored or refused, the adapter gave up on it,
    * or after `revalidateTimeout`; anything but a stored response is counted and emitted as a
-   * `revalidate` error, and the stale entry stays.
+   * `revalidate` error, and the stale entry stays. `false` when the adapter could not start a
+   * copy (the request refreshes the entry itself); `true` otherwise, a refresh already under way
+   * or none possible (no `revalidate`) included.
    */
-  private revalidate(_view: HttpRequestView<Raw>, context: LookupContext, flightKey: string): void {
+  private revalidate(_view: HttpRequestView<Raw>, context: LookupContext, flightKey: string): boolean {
     if (context.revalidate === undefined || this.inflight.has(flightKey) || this.refreshing.has(flightKey))
-      return
+      return true
     this.refreshing.add(flightKey)
     const run = new RefreshRun(this, flightKey, (error) => {
       this.refreshing.delete(flightKey)
@@ -880,16 +884,17 @@ export class HttpCache<Raw = any> {
     run.timer = timer
     try {
       const stop = context.revalidate(run)
-      // No refresh could be started: over, without an error.
+      // No copy could be started: over, without an error; the request refreshes the entry.
       if (stop === false) {
         run.finish()
-        return
+        return false
       }
       run.stop = stop
     } catch (error) {
       run.finish(error)
     }
     if (run.done) run.stop?.()
+    return true
   }
 
   private readFailed(error: unknown, key: string): MissResult {

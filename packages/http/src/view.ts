@@ -100,7 +100,9 @@ export interface LookupContext {
    * {@link HttpRequestView.refresh}. Needed for `staleWhileRevalidate`: without it a stale entry
    * is served stale, and never refreshed. The returned function, if any, is called once the
    * refresh is over (stored, refused, failed or after `revalidateTimeout`) to stop what still runs
-   * (a socket, a stream). `false`: no refresh could be started (nothing is counted).
+   * (a socket, a stream). `false`: no copy could be started; the stale entry is then not served,
+   * the request refreshes it itself, as a miss (`detail=refresh-in-request`, see
+   * {@link backgroundRefresh}).
    */
   revalidate?: (refresh: Refresh) => (() => void) | undefined | false
   /**

@@ -44,6 +44,8 @@ export async function serve(
     serverOptions?: ServerOptions
     /** Whether a stale hit of this request can be refreshed in the background (default: yes). */
     backgroundRefresh?: (req: IncomingMessage) => boolean
+    /** Whether a background copy of this request can be started (default: yes; no: `revalidate` returns false). */
+    startsRefresh?: (req: IncomingMessage) => boolean
   } = {},
 ): Promise<Served> {
   let calls = 0
@@ -76,6 +78,7 @@ export async function serve(
       const result = cache.lookup(view, {
         ...(backgroundRefresh === undefined ? {} : { backgroundRefresh: () => backgroundRefresh(req) }),
         revalidate: (refresh) => {
+          if (options.startsRefresh?.(req) === false) return false
           const key = String(next++)
           refreshes.set(key, refresh)
           const headers = { ...req.headers, [REFRESH_HEADER]: key }

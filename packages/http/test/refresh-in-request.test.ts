@@ -14,7 +14,7 @@ afterEach(async () => {
 })
 
 describe('a stale hit the adapter cannot refresh in the background', () => {
-  async function start(faithful: (user: string | undefined) => boolean) {
+  async function start(faithful: (user: string | undefined) => boolean, startsRefresh = true) {
     let now = 1_000_000
     let version = 1
     const cache = new HttpCache({
@@ -25,6 +25,7 @@ describe('a stale hit the adapter cannot refresh in the background', () => {
     })
     const served = await serve(cache, (_req, res) => res.end(`v${version}`), {
       backgroundRefresh: (req) => faithful(req.headers['x-user'] as string | undefined),
+      startsRefresh: () => startsRefresh,
     })
     running.push(served)
     return {
@@ -50,6 +51,24 @@ describe('a stale hit the adapter cannot refresh in the background', () => {
     expect(String(hit.body)).toBe('v2')
     expect(hit.headers['cache-status']).toMatch(/hit/)
     expect(app.calls()).toBe(2)
+  })
+
+  it('is answered fresh by the client’s own request when the adapter could not start a copy (revalidate returned false)', async () => {
+    const app = await start(() => true, false)
+    const errors: unknown[] = []
+    app.cache.on('error', (event) => errors.push(event.error))
+    expect(String((await send(`${app.url}/a`)).body)).toBe('v1')
+    app.bump()
+    app.pass(20_000)
+    const own = await send(`${app.url}/a`)
+    // Before: 'v1', a stale hit, and no refresh at all: the entry stayed stale, nothing counted.
+    expect(String(own.body)).toBe('v2')
+    expect(own.headers['cache-status']).toBe('@cache; fwd=stale; stored; detail=refresh-in-request')
+    const hit = await send(`${app.url}/a`)
+    expect(String(hit.body)).toBe('v2')
+    expect(hit.headers['cache-status']).toMatch(/hit/)
+    expect(app.calls()).toBe(2)
+    expect(errors).toEqual([])
   })
 
   it('leaves fresh hits and entries past staleWhileRevalidate as they were', async () => {
