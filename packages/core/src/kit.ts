@@ -93,6 +93,7 @@ export {
 } from './redis-url.js'
 export { CacheObserver, ObservedBackend, emptyStats } from './stats.js'
 export { tagList, tagVersionKey } from './tags.js'
+export { invalidatedSince, tick } from './flights.js'
 export {
   invalidationTargets,
   onInvalidationTargets,

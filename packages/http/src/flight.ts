@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http'
+import { invalidatedSince, tick } from '@cache/core/backend'
 import type { StoredResponse, VaryRecord } from './stored-response.js'
 
 /** A response that ended complete and storable, shared with concurrent requests for its key. */
@@ -13,6 +14,8 @@ export interface Shared {
 /** Every flight of this process that has not settled: what an invalidation must reach. */
 const running = new Set<Flight>()
 
+const NO_TAGS: readonly string[] = []
+
 /**
  * One request running the handler for a key (single-flight), for as long as its response may
  * still be stored: concurrent requests for the key wait for it, bounded, and replay what it
@@ -24,32 +27,40 @@ export class Flight {
   private open = true
   private cancelled = false
   private readonly waiters = new Set<() => void>()
+  /** When it started, in @cache/core's order of invalidations in this process (with tags only). */
+  private readonly started: number
 
   constructor(
     readonly keyPrefix: string,
     /** The generation keys of the URL's invalidation scopes, what `invalidate(url)` renews. */
     readonly keys: readonly string[],
+    /**
+     * The generation keys of the response's tags, which `invalidateTags()` (of @cache/core, which
+     * knows no flight of this package) marks in this process as it starts.
+     */
+    private readonly tagKeys: readonly string[] = NO_TAGS,
   ) {
     running.add(this)
+    this.started = tagKeys.length === 0 ? 0 : tick()
   }
 
   /** What the flight shares, unless an invalidation started after it or it was withdrawn. */
   get result(): Shared | undefined {
-    return this.cancelled ? undefined : this.shared
+    return this.invalidated ? undefined : this.shared
   }
 
   /** Whether a response may still come: waiting for it makes sense. */
   get pending(): boolean {
-    return this.open && !this.cancelled && this.shared === undefined
+    return this.open && !this.invalidated && this.shared === undefined
   }
 
-  /** Whether an invalidation started after this flight did. */
+  /** Whether an invalidation (of its URL, prefix or one of its tags) started after this flight did. */
   get invalidated(): boolean {
-    return this.cancelled
+    return this.cancelled || (this.tagKeys.length > 0 && invalidatedSince(this.tagKeys, this.started))
   }
 
   share(shared: Shared): void {
-    if (!this.open || this.cancelled) return
+    if (!this.open || this.invalidated) return
     this.shared = shared
     this.wake()
   }

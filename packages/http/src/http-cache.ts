@@ -519,8 +519,12 @@ export class HttpCache<Raw = any> {
     const why = detailOf(refreshedIn)
     const refresh =
       view.refresh instanceof RefreshRun && view.refresh.engine === this ? view.refresh : undefined
-    // Invalidation reaches a flight through the generation keys of its URL's scopes.
-    const flight = new Flight(s.keyPrefix, versionKeys.filter(isUrlVersionKey))
+    // Invalidation reaches a flight through the generation keys of its URL's scopes, and of its tags.
+    const flight = new Flight(
+      s.keyPrefix,
+      versionKeys.filter(isUrlVersionKey),
+      s.tags === undefined ? undefined : versionKeys.filter((versionKey) => !isUrlVersionKey(versionKey)),
+    )
     if (view.refresh === undefined) this.inflight.set(flightKey, flight)
     const forget = () => {
       if (this.inflight.get(flightKey) === flight) this.inflight.delete(flightKey)

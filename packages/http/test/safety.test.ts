@@ -422,6 +422,43 @@ describe('invalidation', () => {
     expect(String((await second).body)).toBe('made 2')
   })
 
+  it('never stores a background refresh that was in flight when invalidateTags() ran over the entry a later miss stored', async () => {
+    let now = 1_000_000
+    let db = 'old'
+    let hold: Promise<void> | undefined
+    const app = await start(
+      (_req, res) => {
+        const seen = db
+        if (hold === undefined) res.end(`v=${seen}`)
+        else void hold.then(() => res.end(`v=${seen}`))
+      },
+      { ttl: 10, staleWhileRevalidate: 100, tags: ['products'], now: () => now },
+    )
+    const errors: string[] = []
+    app.cache.on('error', (event) => errors.push(`${event.operation}: ${String(event.error)}`))
+    expect(String((await send(`${app.url}/p`)).body)).toBe('v=old')
+    now += 20_000
+    let release: () => void = () => {}
+    hold = new Promise((resolve) => {
+      release = resolve
+    })
+    // A stale hit: its refresh reads 'old', and is still running when the tag is invalidated.
+    expect(String((await send(`${app.url}/p`)).body)).toBe('v=old')
+    await until(() => app.calls() === 2, 'the refresh')
+    db = 'new'
+    await invalidateTags(['products'], { backend: app.backend })
+    hold = undefined
+    expect(String((await send(`${app.url}/p`)).body)).toBe('v=new')
+    release()
+    await until(() => errors.length > 0 || app.cache.stats.sets === 3, 'the refresh to settle')
+    // Before: the refresh was stored over 'v=new' under the old generation; this was a miss (4 runs).
+    const hit = await send(`${app.url}/p`)
+    expect(String(hit.body)).toBe('v=new')
+    expect(hit.headers['cache-status']).toMatch(/hit/)
+    expect(app.calls()).toBe(3)
+    expect(errors).toEqual([expect.stringMatching(/^revalidate: .*not stored: .*invalidated/s)])
+  })
+
   it('never shares nor stores a response in flight at its invalidation, before the new generation lands', async () => {
     // A backend whose generation writes are slow (a remote level): until the new generation
     // lands, only the cancelled flight keeps the old response from being stored and served.
