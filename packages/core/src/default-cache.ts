@@ -11,6 +11,7 @@ import {
 import { type Duration, ttlToMs } from './durations.js'
 import { CacheMissingPackageError } from './errors.js'
 import { type CacheLogger, setCacheLogger } from './logger.js'
+import { type OptionNames, assertKnownOptions, optionNames } from './option-checks.js'
 
 /**
  * The default cache, one per process: held on `globalThis`, so that every copy of this package an
@@ -42,6 +43,24 @@ export interface ConfigureOptions extends Partial<Omit<CacheConfig, 'backends'>>
   logger?: CacheLogger | false
 }
 
+/** Every name of {@link ConfigureOptions}, for `configureCache()` and the options that pass through to it. */
+export const CONFIGURE_OPTION_NAMES: OptionNames<ConfigureOptions> = {
+  backend: true,
+  loader: true,
+  logger: true,
+  maxKeys: true,
+  maxSize: true,
+  diskPath: true,
+  diskMaxSize: true,
+  redisUrl: true,
+  memcachedServers: true,
+  defaultTtl: true,
+  namespace: true,
+}
+const KNOWN_CONFIGURE_OPTIONS = optionNames<ConfigureOptions>(CONFIGURE_OPTION_NAMES)
+/** `backends` (the name in `CacheConfig`) given to `configureCache()`. */
+export const CONFIGURE_OPTION_HINTS = { backends: '; did you mean `backend`?' }
+
 /**
  * Sets the default cache used by the `cache` decorator, `cached()` and the `cache*` functions.
  *
@@ -60,7 +79,10 @@ export interface ConfigureOptions extends Partial<Omit<CacheConfig, 'backends'>>
 export function configureCache(
   input?: CacheBackend | MinimalBackend | string | ConfigureOptions,
 ): CacheBackend {
-  if (isOptions(input) && input.logger !== undefined) setCacheLogger(input.logger)
+  if (isOptions(input)) {
+    assertKnownOptions(input, KNOWN_CONFIGURE_OPTIONS, 'configureCache()', CONFIGURE_OPTION_HINTS)
+    if (input.logger !== undefined) setCacheLogger(input.logger)
+  }
   const next = build(input)
   const previous = state.implicit ? state.current : undefined
   state.current = next

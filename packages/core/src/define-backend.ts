@@ -11,7 +11,7 @@ import { type Duration, ttlToMs } from './durations.js'
 import { CacheClosedError, CacheTimeoutError, CacheUnsupportedError, isUnavailable } from './errors.js'
 import { KeyedQueue } from './key-queue.js'
 import { assertItemList, assertKey, assertKeyList } from './keys.js'
-import { durationOption } from './option-checks.js'
+import { assertKnownOptions, durationOption, optionNames } from './option-checks.js'
 import { CacheObserver } from './stats.js'
 
 /**
@@ -54,6 +54,12 @@ export interface DefineBackendOptions {
   observer?: CacheObserver
 }
 
+const DEFINE_BACKEND_OPTION_NAMES = optionNames<DefineBackendOptions>({
+  timeout: true,
+  classifyError: true,
+  observer: true,
+})
+
 /**
  * Completes a backend that implements at least get/set/delete, so it works with the decorator,
  * the convenience functions and multi-level. Its methods may be sync or async; `set` receives the
@@ -75,6 +81,7 @@ export interface DefineBackendOptions {
  * After `close()`, no call reaches the store, also for operations already queued.
  */
 export function defineBackend(backend: MinimalBackend, options: DefineBackendOptions = {}): CacheBackend {
+  assertKnownOptions(options, DEFINE_BACKEND_OPTION_NAMES, 'defineBackend()')
   const source = backend as CacheBackend
   const queue = new KeyedQueue()
   // A class names its instances; a plain object literal (constructor Object) is just "custom".

@@ -5,7 +5,8 @@ import { CacheKeyError } from './errors.js'
 import { invalidatedHere } from './flights.js'
 import { generationKey, isInternalKey } from './internal-keys.js'
 import { assertKey, assertKeyList } from './keys.js'
-import { type LoadOptions, resolvePolicy } from './load-options.js'
+import { LOAD_OPTION_NAMES, type LoadOptions, resolvePolicy } from './load-options.js'
+import { assertKnownOptions, optionNames } from './option-checks.js'
 import { type CallKeys, Loader } from './loader.js'
 import { type CacheEvent, type MemoEventName, MemoObserver, type MemoStats } from './stats.js'
 import { tagList, tagVersionKey } from './tags.js'
@@ -55,27 +56,18 @@ interface Engine {
   readonly from: readonly unknown[]
 }
 
-const OPTION_NAMES = [
-  'ttl',
-  'maxTtl',
-  'condition',
-  'unless',
-  'staleWhileRevalidate',
-  'grace',
-  'graceBackoff',
-  'timeout',
-  'hardTimeout',
-  'refreshAhead',
-  'lock',
-  'strict',
-  'tags',
-] as const satisfies readonly (keyof GetOrSetOptions)[]
+const KNOWN_OPTIONS = optionNames<GetOrSetOptions>({ ...LOAD_OPTION_NAMES, tags: true })
+const OPTION_NAMES = [...KNOWN_OPTIONS] as (keyof GetOrSetOptions)[]
 
 /** The engines of the last option sets used: call sites usually pass the same values every time. */
 const recent: Engine[] = []
 const RECENT = 8
 
 function engineFor(options: GetOrSetOptions<any>): Engine {
+  // Checked on every call, not only when an engine is built: `{ ttl: 60, tgas }` would match the
+  // engine of `{ ttl: 60 }`. A loop over the few names given, without allocating.
+  for (const name in options)
+    if (!KNOWN_OPTIONS.has(name)) assertKnownOptions(options, KNOWN_OPTIONS, 'getOrSet()')
   for (const engine of recent) if (sameValues(options, engine.from)) return engine
   const policy = resolvePolicy(options)
   const engine: Engine = {

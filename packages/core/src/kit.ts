@@ -17,7 +17,7 @@ export {
   loadInstalledPackage,
   parseServerList,
 } from './config.js'
-export { prepareDefaultCache } from './default-cache.js'
+export { CONFIGURE_OPTION_HINTS, CONFIGURE_OPTION_NAMES, prepareDefaultCache } from './default-cache.js'
 export {
   type RetryConflictsOptions,
   CONFLICT,

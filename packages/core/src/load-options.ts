@@ -1,5 +1,6 @@
 import { type Duration, parseDuration, ttlToMs } from './durations.js'
 import { CacheConfigError } from './errors.js'
+import { type OptionNames, assertKnownOptions, optionNames } from './option-checks.js'
 
 /*
  * The options `cached()`, `@cache` and `getOrSet()` share, and their checked form (`Policy`): what
@@ -68,6 +69,28 @@ export interface LoadOptions<A extends unknown[] = any[], R = any> {
   /** Rethrow backend failures instead of calling the function uncached. Default: false. */
   strict?: boolean
 }
+
+/** Every name of {@link LoadOptions}, for the option lists of `cached()`, `@cache` and `getOrSet()`. */
+export const LOAD_OPTION_NAMES: OptionNames<LoadOptions> = {
+  ttl: true,
+  maxTtl: true,
+  condition: true,
+  unless: true,
+  staleWhileRevalidate: true,
+  grace: true,
+  graceBackoff: true,
+  timeout: true,
+  hardTimeout: true,
+  refreshAhead: true,
+  lock: true,
+  strict: true,
+}
+
+const LOCK_OPTION_NAMES = optionNames<Exclude<LoadOptions['lock'], boolean | undefined>>({
+  ttl: true,
+  wait: true,
+  poll: true,
+})
 
 /** The options, checked and in ms. */
 export interface Policy {
@@ -196,6 +219,7 @@ function refreshAheadOption(
 function resolveLock(lock: LoadOptions['lock']): Policy['lock'] {
   if (!lock) return undefined
   const settings = lock === true ? {} : lock
+  assertKnownOptions(settings, LOCK_OPTION_NAMES, '`lock`')
   return {
     ttlMs: parseDuration(settings.ttl ?? 30, 'lock.ttl'),
     waitMs: parseDuration(settings.wait ?? 5, 'lock.wait'),

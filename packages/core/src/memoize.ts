@@ -10,7 +10,8 @@ import { callerModuleFingerprint, claimPrefix, sourceFingerprint, sourceOf } fro
 import { registerInvalidationTarget } from './invalidation-targets.js'
 import { assertMemoNamespace, generationKey, keySegment } from './internal-keys.js'
 import { argumentsKey } from './keys.js'
-import { type LoadOptions, resolvePolicy } from './load-options.js'
+import { LOAD_OPTION_NAMES, type LoadOptions, resolvePolicy } from './load-options.js'
+import { assertKnownOptions, optionNames } from './option-checks.js'
 import { type CallKeys, Loader } from './loader.js'
 import { type CacheEvent, type MemoEventName, MemoObserver, type MemoStats } from './stats.js'
 import { tagList, tagVersionKey } from './tags.js'
@@ -45,6 +46,15 @@ export interface CacheOptions<A extends unknown[] = any[], R = any> extends Load
   /** Tags for {@link invalidateTags}: a list (read once, when the function is memoized), or a function of the arguments. */
   tags?: readonly string[] | ((...args: A) => readonly string[])
 }
+
+const CACHE_OPTION_NAMES = optionNames<CacheOptions>({
+  ...LOAD_OPTION_NAMES,
+  backend: true,
+  key: true,
+  namespace: true,
+  name: true,
+  tags: true,
+})
 
 /**
  * A memoized function: the same call signature plus invalidation and stats. `cached()` returns
@@ -217,6 +227,7 @@ export function cached<F extends AnyFunction>(
   fn: F,
   options: CacheOptions<Parameters<F>, ReturnType<F>> = {},
 ): Memoized<F> {
+  assertKnownOptions(options, CACHE_OPTION_NAMES, 'cached()')
   const namespace = options.namespace ?? 'memo'
   assertMemoNamespace(namespace)
   assertName(options.name)
@@ -433,6 +444,7 @@ export function cache<O extends CacheOptions = {}>(options?: O & CacheOptions): 
 export function cache(ttl: Duration): CacheDecorator<{}>
 export function cache(options: CacheOptions | Duration = {}): any {
   const opts: CacheOptions = typeof options === 'object' ? options : { ttl: options }
+  assertKnownOptions(opts, CACHE_OPTION_NAMES, '@cache()')
   return function decorate(target: any, context: any, descriptor?: PropertyDescriptor): any {
     if (typeof context === 'object' && context !== null && 'kind' in context) {
       // TC39 standard decorator: (method, context) => replacement

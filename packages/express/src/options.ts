@@ -1,10 +1,14 @@
 import type { IncomingMessage } from 'node:http'
 import type { Duration } from '@cache/core'
+import { optionNames } from '@cache/core/backend'
 import {
+  HTTP_CACHE_OPTION_NAMES,
   type HttpCacheOptions,
   type HttpCacheSettings,
   resolveHttpCacheOptions,
+  type KnownOptions,
   resolveSkippedOnHits,
+  SKIPPED_MIDDLEWARE_OPTION_NAMES,
   type SkippedMiddlewareOptions,
 } from '@cache/http'
 
@@ -35,11 +39,21 @@ export interface Settings extends HttpCacheSettings {
   skippedOnHits: ReadonlySet<Function>
 }
 
+const KNOWN: KnownOptions = {
+  names: optionNames<CacheResponseOptions>({
+    ...HTTP_CACHE_OPTION_NAMES,
+    ...SKIPPED_MIDDLEWARE_OPTION_NAMES,
+    frontSkipsAllMiddleware: true,
+  }),
+  where: 'cacheResponse()',
+}
+
 export function resolveOptions(options: CacheResponseOptions | Duration = {}): Settings {
   const opts: CacheResponseOptions = typeof options === 'object' ? options : { ttl: options }
+  const http = resolveHttpCacheOptions(options, KNOWN)
   const skippedOnHits = resolveSkippedOnHits(opts)
   return {
-    ...resolveHttpCacheOptions(options),
+    ...http,
     skippedOnHits,
     frontSkipsAllMiddleware: opts.frontSkipsAllMiddleware ?? false,
   }

@@ -1,6 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto'
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import { type CacheBackend, CacheConfigError, type Duration, getBackend, invalidateTags } from '@cache/core'
+import { assertKnownOptions, optionNames } from '@cache/core/backend'
 import {
   answerFromResult,
   describeFunction,
@@ -12,6 +13,7 @@ import {
   fastifySharedServerBypass,
   fastifyTarget,
   HANDLER_ERROR,
+  HTTP_CACHE_OPTION_NAMES,
   HttpCache,
   type HttpCacheOptions,
   type HttpRequestView,
@@ -26,10 +28,12 @@ import {
   type Refresh,
   recordNodeResponse,
   refreshArrivedLines,
+  resolveHttpCacheOptions,
   takeFastifyRefresh,
   trackFastifyReplyHeaders,
 } from '@cache/http'
 import type {
+  RegisterOptions,
   FastifyInstance,
   FastifyPluginCallback,
   FastifyReply,
@@ -64,6 +68,21 @@ export interface CachePluginOptions extends RouteCacheOptions {
    */
   decorateAs?: string
 }
+
+/**
+ * What a plugin's options may name: its own, and those `fastify.register` reads from the same
+ * object (`RegisterOptions` of Fastify 5: `prefix`, `logLevel`, `logSerializers`), which are not
+ * cache options and do not reach the routes' caches.
+ */
+const PLUGIN_OPTION_NAMES = optionNames<CachePluginOptions & RegisterOptions>({
+  ...HTTP_CACHE_OPTION_NAMES,
+  decorateAs: true,
+  prefix: true,
+  logLevel: true,
+  logSerializers: true,
+})
+
+const ROUTE_OPTION_NAMES = optionNames<RouteCacheOptions>(HTTP_CACHE_OPTION_NAMES)
 
 /** `fastify.cache`: invalidation across every cached route. */
 export interface FastifyResponseCache {
@@ -129,7 +148,11 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
     const holder = route.config as object
     let cache = byConfig.get(holder)
     if (cache === undefined) {
-      cache = new HttpCache<FastifyRequest>({ ...defaults, ...routeOptions(config, route.url) })
+      const known = { names: ROUTE_OPTION_NAMES, where: `config.cache of route ${route.url}` }
+      cache = new HttpCache<FastifyRequest>(
+        {},
+        resolveHttpCacheOptions({ ...defaults, ...routeOptions(config, route.url) }, known),
+      )
       byConfig.set(holder, cache)
       caches.set(`${route.url}${caches.has(route.url) ? ` #${caches.size}` : ''}`, cache)
     }
@@ -234,7 +257,14 @@ function cachePlugin(
 function pluginDefaults(options: CachePluginOptions): RouteCacheOptions {
   if (options === null || typeof options !== 'object')
     throw new CacheConfigError('options', `expected an object, got ${String(options)}`)
-  const { decorateAs: _, ...defaults } = options
+  assertKnownOptions(options, PLUGIN_OPTION_NAMES, 'cachePlugin')
+  const {
+    decorateAs: _,
+    prefix: _p,
+    logLevel: _l,
+    logSerializers: _s,
+    ...defaults
+  } = options as CachePluginOptions & RegisterOptions
   // Built once to check every option (ttl, keyPrefix, statuses, …) when the plugin registers.
   new HttpCache(defaults)
   return defaults

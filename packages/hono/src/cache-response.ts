@@ -9,6 +9,7 @@ import {
   type ServerResponse,
 } from 'node:http'
 import { CacheError, type CacheEvent, type CacheEventName, type CacheStats, type Duration } from '@cache/core'
+import { optionNames } from '@cache/core/backend'
 import {
   arrivalOf,
   notesArrivals,
@@ -18,7 +19,9 @@ import {
   HANDLER_ERROR,
   type HeaderList,
   HttpCache,
+  HTTP_CACHE_OPTION_NAMES,
   type HttpCacheOptions,
+  type KnownOptions,
   headAsWritten,
   type HttpRequestView,
   type LookupContext,
@@ -32,6 +35,7 @@ import {
   type ResponseIndexOptions,
   resolveHttpCacheOptions,
   resolveSkippedOnHits,
+  SKIPPED_MIDDLEWARE_OPTION_NAMES,
   type SkippedMiddlewareOptions,
   unstorableReason,
 } from '@cache/http'
@@ -48,6 +52,14 @@ import type { StatusCode } from 'hono/utils/http-status'
  * @cache/http. Every option is optional; the defaults are safe.
  */
 export interface CacheResponseOptions extends HttpCacheOptions<Context>, SkippedMiddlewareOptions {}
+
+const KNOWN: KnownOptions = {
+  names: optionNames<CacheResponseOptions>({
+    ...HTTP_CACHE_OPTION_NAMES,
+    ...SKIPPED_MIDDLEWARE_OPTION_NAMES,
+  }),
+  where: 'cacheResponse()',
+}
 
 /** Why a response is not stored when a function besides the handler ran after the cache. */
 const MIDDLEWARE_AFTER_CACHE = 'middleware-after-cache'
@@ -145,7 +157,7 @@ function watchErrorLog(): void {
  * them again on a hit.
  */
 export function cacheResponse(options: CacheResponseOptions | Duration = {}): ResponseCacheMiddleware {
-  const http = new HttpCache<Context>({}, resolveHttpCacheOptions(options))
+  const http = new HttpCache<Context>({}, resolveHttpCacheOptions(options, KNOWN))
   const skipped = resolveSkippedOnHits(options)
   const handled = new WeakSet<Context>()
 

@@ -10,6 +10,7 @@ import {
   getBackend,
 } from '@cache/core'
 import {
+  assertKnownOptions,
   CacheObserver,
   currentGenerations,
   currentGenerationsSync,
@@ -17,6 +18,7 @@ import {
   processLogger,
   renewGenerations,
   sameGenerations,
+  optionNames,
   tagVersionKey,
 } from '@cache/core/backend'
 import { cacheControlValue, ttlFromResponse } from './cache-control.js'
@@ -72,6 +74,11 @@ import type {
   ResponseHead,
   ResponseRecorder,
 } from './view.js'
+
+const INVALIDATE_NAMES = optionNames<{ host?: string; headers?: IncomingHttpHeaders }>({
+  host: true,
+  headers: true,
+})
 
 /**
  * The framework-neutral response cache: one per cached route, middleware or plugin registration.
@@ -215,6 +222,7 @@ export class HttpCache<Raw = any> {
     url: string,
     options: { host?: string; headers?: IncomingHttpHeaders } = {},
   ): Promise<boolean> {
+    assertKnownOptions(options, INVALIDATE_NAMES, 'invalidate()')
     const s = this.settings
     const { keys, scopes } = urlKeys(url, s.keyPrefix, { ...options, vary: s.vary })
     const generations = scopes.map(urlVersionKey)

@@ -14,12 +14,15 @@ export type {
   ResponseRecorder,
 } from './view.js'
 export {
+  HTTP_CACHE_OPTION_NAMES,
   type HttpCacheOptions,
   type HttpCacheSettings,
+  type KnownOptions,
   prefixVersionKey,
   prefixVersionKeys,
   resolveHttpCacheOptions,
   resolveSkippedOnHits,
+  SKIPPED_MIDDLEWARE_OPTION_NAMES,
   type SkippedMiddlewareOptions,
   urlVersionKey,
 } from './options.js'

@@ -1,6 +1,12 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import type { CacheBackend, MinimalBackend } from '@cache/core'
-import { onInvalidationTargets, renewGenerations, toBackend } from '@cache/core/backend'
+import {
+  assertKnownOptions,
+  onInvalidationTargets,
+  optionNames,
+  renewGenerations,
+  toBackend,
+} from '@cache/core/backend'
 import { Flight } from './flight.js'
 import { prefixVersionKey, urlVersionKey, varyNames } from './options.js'
 import { keyWithExtra, siteKey, urlKeys } from './request-key.js'
@@ -21,6 +27,22 @@ export interface InvalidateOptions {
   keyPrefix?: string
 }
 
+/** Options of {@link invalidateResponse}. */
+type InvalidateResponseOptions = InvalidateOptions & {
+  host?: string
+  headers?: IncomingHttpHeaders
+  vary?: readonly string[]
+}
+
+const INVALIDATE_RESPONSE_NAMES = optionNames<InvalidateResponseOptions>({
+  backend: true,
+  keyPrefix: true,
+  host: true,
+  headers: true,
+  vary: true,
+})
+const INVALIDATE_PREFIX_NAMES = optionNames<{ backend?: CacheBackend }>({ backend: true })
+
 /**
  * Removes the stored response for a URL (`https://example.com/a?b=1`, or a path with `host`),
  * with every variant its responses made with `Vary`, as requested over http and over https (the
@@ -32,12 +54,10 @@ export interface InvalidateOptions {
  */
 export async function invalidateResponse(
   url: string,
-  options: InvalidateOptions & {
-    host?: string
-    headers?: IncomingHttpHeaders
-    vary?: readonly string[]
-  } = {},
+  options: InvalidateResponseOptions = {},
 ): Promise<boolean> {
+  // A misspelt `keyPrefix` would invalidate under `http` and leave the entries served.
+  assertKnownOptions(options, INVALIDATE_RESPONSE_NAMES, 'invalidateResponse()')
   const { keys, scopes } = urlKeys(url, options.keyPrefix ?? 'http', {
     host: options.host,
     headers: options.headers,
@@ -87,6 +107,7 @@ export function withSeenExtras(keys: readonly string[]): string[] {
 export async function invalidateResponsePrefix(prefix: string, options: { backend?: CacheBackend } = {}) {
   if (typeof prefix !== 'string' || prefix === '')
     throw new TypeError('invalidateResponsePrefix: expected a prefix')
+  assertKnownOptions(options, INVALIDATE_PREFIX_NAMES, 'invalidateResponsePrefix()')
   Flight.invalidate({ prefix })
   await onInvalidationTargets(backendOf(options), (backend) =>
     renewGenerations(backend, [prefixVersionKey(prefix)]),

@@ -8,7 +8,10 @@ import {
   type Size,
 } from '@cache/core'
 import {
+  assertKnownOptions,
   generationKey,
+  type OptionNames,
+  optionNames,
   prepareDefaultCache,
   toBackend,
   checkOption,
@@ -119,6 +122,57 @@ export interface HttpCacheOptions<Req = any> {
     | { maxAge?: Duration; sMaxAge?: Duration; staleWhileRevalidate?: Duration; public?: boolean }
 }
 
+/** Every name of {@link HttpCacheOptions}: an adapter adds its own to make its {@link KnownOptions}. */
+export const HTTP_CACHE_OPTION_NAMES: OptionNames<HttpCacheOptions> = {
+  ttl: true,
+  backend: true,
+  keyPrefix: true,
+  vary: true,
+  key: true,
+  statuses: true,
+  maxBodySize: true,
+  allowAuthorized: true,
+  allowCookies: true,
+  staleWhileRevalidate: true,
+  revalidateTimeout: true,
+  collapseTimeout: true,
+  tags: true,
+  statusHeader: true,
+  cacheName: true,
+  etag: true,
+  now: true,
+  bypass: true,
+  cacheControl: true,
+}
+
+/**
+ * The option names an adapter's options may have, and what they are given to (`cacheResponse()`),
+ * for the error that names one that is not an option.
+ */
+export interface KnownOptions {
+  readonly names: ReadonlySet<string>
+  readonly where: string
+}
+
+/** The options of `new HttpCache()`. */
+const HTTP_CACHE_OPTIONS: KnownOptions = {
+  names: optionNames<HttpCacheOptions>(HTTP_CACHE_OPTION_NAMES),
+  where: 'HttpCache',
+}
+
+const TTL_FROM_RESPONSE_NAMES = optionNames<Extract<HttpCacheOptions['ttl'], { fromResponse: true }>>({
+  fromResponse: true,
+  default: true,
+  max: true,
+})
+
+const CACHE_CONTROL_NAMES = optionNames<Exclude<HttpCacheOptions['cacheControl'], true | undefined>>({
+  maxAge: true,
+  sMaxAge: true,
+  staleWhileRevalidate: true,
+  public: true,
+})
+
 /** The option of adapters whose middleware runs in a chain (Express, Hono). */
 export interface SkippedMiddlewareOptions {
   /**
@@ -130,6 +184,11 @@ export interface SkippedMiddlewareOptions {
    * skipped by a hit (`detail=middleware-after-cache`). Default: none.
    */
   middlewareSkippedOnHits?: readonly Function[]
+}
+
+/** Every name of {@link SkippedMiddlewareOptions}. */
+export const SKIPPED_MIDDLEWARE_OPTION_NAMES: OptionNames<SkippedMiddlewareOptions> = {
+  middlewareSkippedOnHits: true,
 }
 
 /**
@@ -180,10 +239,18 @@ const DEFAULT_MAX_BODY = 1024 * 1024
 
 /**
  * Checks and resolves options (or a TTL alone) once, when a cache is built: a bad option is a
- * `CacheConfigError` naming it; a bad `CACHE_HTTP` or `CACHE_*` variable too.
+ * `CacheConfigError` naming it; a bad `CACHE_HTTP` or `CACHE_*` variable too. A name that is not
+ * in `known` (a misspelt `varyy`, `privte`: a safety option dropped) is refused the same way.
+ *
+ * @param known the adapter's option names (those of {@link HttpCacheOptions} and its own); default:
+ *   those of {@link HttpCacheOptions}
  */
-export function resolveHttpCacheOptions(options: HttpCacheOptions | Duration = {}): HttpCacheSettings {
+export function resolveHttpCacheOptions(
+  options: HttpCacheOptions | Duration = {},
+  known: KnownOptions = HTTP_CACHE_OPTIONS,
+): HttpCacheSettings {
   const opts: HttpCacheOptions = typeof options === 'object' ? options : { ttl: options }
+  assertKnownOptions(opts, known.names, known.where)
   const keyPrefix = opts.keyPrefix ?? 'http'
   if (typeof keyPrefix !== 'string' || keyPrefix.length === 0) {
     throw new CacheConfigError('keyPrefix', `expected a non-empty string, got ${JSON.stringify(keyPrefix)}`)
@@ -252,6 +319,7 @@ function resolveTtlFromResponse(ttl: HttpCacheOptions['ttl']): TtlFromResponse |
   if (ttl === 'from-response')
     return { defaultMs: undefined, maxMs: parseDuration(DEFAULT_MAX_FROM_RESPONSE) }
   if (typeof ttl !== 'object' || ttl === null) return undefined
+  assertKnownOptions(ttl, TTL_FROM_RESPONSE_NAMES, '`ttl`')
   if (ttl.fromResponse !== true)
     throw new CacheConfigError(
       'ttl',
@@ -273,6 +341,7 @@ function resolveCacheControl(option: HttpCacheOptions['cacheControl']): CacheCon
   if (option === true) return { public: true, maxAge: 'ttl', sMaxAge: undefined, staleWhileRevalidate: 'swr' }
   if (typeof option !== 'object' || option === null)
     throw new CacheConfigError('cacheControl', `expected true or an object, got ${JSON.stringify(option)}`)
+  assertKnownOptions(option, CACHE_CONTROL_NAMES, '`cacheControl`')
   if (option.public !== undefined && typeof option.public !== 'boolean')
     throw new CacheConfigError(
       'cacheControl.public',

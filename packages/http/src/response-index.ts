@@ -1,5 +1,11 @@
 import { type CacheBackend, CacheUnsupportedError } from '@cache/core'
-import { isGeneration, isInternalKey, sameGenerations } from '@cache/core/backend'
+import {
+  assertKnownOptions,
+  isGeneration,
+  isInternalKey,
+  optionNames,
+  sameGenerations,
+} from '@cache/core/backend'
 import type { HttpCache } from './http-cache.js'
 import { isStoredResponse, type StoredResponse } from './stored-response.js'
 
@@ -29,6 +35,8 @@ export interface ResponseIndexOptions {
   batchSize?: number
 }
 
+const RESPONSE_INDEX_NAMES = optionNames<ResponseIndexOptions>({ batchSize: true })
+
 /** A backend that can list its keys (the `keys` method being added to `CacheBackend`). */
 type ListingBackend = CacheBackend & {
   keys(options?: { prefix?: string }): AsyncIterable<string>
@@ -45,6 +53,7 @@ export async function* responseIndex(
   engine: HttpCache,
   options: ResponseIndexOptions = {},
 ): AsyncIterableIterator<ResponseIndexEntry> {
+  assertKnownOptions(options, RESPONSE_INDEX_NAMES, 'responseIndex()')
   const batchSize = options.batchSize ?? 100
   if (!Number.isInteger(batchSize) || batchSize < 1)
     throw new RangeError(`batchSize must be a positive whole number, got ${String(batchSize)}`)

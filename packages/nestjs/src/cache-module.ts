@@ -17,7 +17,13 @@ import {
   type MinimalBackend,
   resetCache,
 } from '@cache/core'
-import { isMinimalBackend } from '@cache/core/backend'
+import {
+  assertKnownOptions,
+  CONFIGURE_OPTION_HINTS,
+  CONFIGURE_OPTION_NAMES,
+  isMinimalBackend,
+  optionNames,
+} from '@cache/core/backend'
 import { noteArrivals } from '@cache/http'
 import { installFront } from './front-install.js'
 import { noteFastifyApplication } from './route-handlers.js'
@@ -61,6 +67,21 @@ export interface CacheModuleAsyncOptions extends Pick<ModuleMetadata, 'imports'>
   isGlobal?: boolean
 }
 
+/** `configureCache()`'s option names, which pass through, and the module's own. */
+const MODULE_OPTION_NAMES = optionNames<CacheModuleOptions>({
+  ...CONFIGURE_OPTION_NAMES,
+  isGlobal: true,
+  closeOnShutdown: true,
+  front: true,
+})
+
+const ASYNC_OPTION_NAMES = optionNames<CacheModuleAsyncOptions>({
+  imports: true,
+  useFactory: true,
+  inject: true,
+  isGlobal: true,
+})
+
 /** The backend a module built, and whether it closes it. */
 interface ModuleCache {
   backend: CacheBackend
@@ -70,9 +91,10 @@ interface ModuleCache {
 const MODULE_CACHE = Symbol.for('@cache/nestjs:module-cache')
 
 /** Builds the backend from the options and makes it the process's default cache. */
-function createModuleCache(options: CacheModuleOptions | undefined): ModuleCache {
+function createModuleCache(options: CacheModuleOptions | undefined, where: string): ModuleCache {
   if (options === null || typeof options !== 'object')
     throw new CacheConfigError('CacheModule', `expected an options object, got ${String(options)}`)
+  assertKnownOptions(options, MODULE_OPTION_NAMES, where, CONFIGURE_OPTION_HINTS)
   const { isGlobal: _global, closeOnShutdown = true, front = false, ...configure } = options
   if (typeof closeOnShutdown !== 'boolean')
     throw new CacheConfigError('closeOnShutdown', `expected a boolean, got ${String(closeOnShutdown)}`)
@@ -160,8 +182,11 @@ export class CacheModule {
       typeof options === 'string' || isMinimalBackend(options)
         ? { backend: options as CacheModuleOptions['backend'] }
         : options
+    // Checked now, while the application's modules are declared; built when Nest creates them.
+    if (resolved !== null && typeof resolved === 'object')
+      assertKnownOptions(resolved, MODULE_OPTION_NAMES, 'CacheModule.forRoot()', CONFIGURE_OPTION_HINTS)
     return dynamicModule(
-      { provide: MODULE_CACHE, useFactory: () => createModuleCache(resolved) },
+      { provide: MODULE_CACHE, useFactory: () => createModuleCache(resolved, 'CacheModule.forRoot()') },
       resolved.isGlobal === true,
       [],
     )
@@ -171,10 +196,12 @@ export class CacheModule {
   static forRootAsync(options: CacheModuleAsyncOptions): DynamicModule {
     if (typeof options?.useFactory !== 'function')
       throw new CacheConfigError('useFactory', 'CacheModule.forRootAsync needs a useFactory function')
+    assertKnownOptions(options, ASYNC_OPTION_NAMES, 'CacheModule.forRootAsync()')
     return dynamicModule(
       {
         provide: MODULE_CACHE,
-        useFactory: async (...args: unknown[]) => createModuleCache(await options.useFactory(...args)),
+        useFactory: async (...args: unknown[]) =>
+          createModuleCache(await options.useFactory(...args), 'the options of CacheModule.forRootAsync()'),
         inject: options.inject ?? [],
       },
       options.isGlobal === true,

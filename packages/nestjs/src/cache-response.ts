@@ -19,7 +19,7 @@ import {
   type Duration,
   type MinimalBackend,
 } from '@cache/core'
-import { processLogger } from '@cache/core/backend'
+import { optionNames, processLogger } from '@cache/core/backend'
 import {
   answerFromResult,
   arrivalOf,
@@ -34,7 +34,9 @@ import {
   fastifyTarget,
   HttpCache,
   hostKeyPart,
+  HTTP_CACHE_OPTION_NAMES,
   type HttpCacheOptions,
+  type KnownOptions,
   type HttpRequestView,
   type LookupResult,
   takeFastifyRefresh,
@@ -78,6 +80,11 @@ export interface CacheResponseOptions extends HttpCacheOptions<any> {
   frontSkipsAllMiddleware?: boolean
 }
 
+const KNOWN: KnownOptions = {
+  names: optionNames<CacheResponseOptions>({ ...HTTP_CACHE_OPTION_NAMES, frontSkipsAllMiddleware: true }),
+  where: '@CacheResponse()',
+}
+
 /** Marks the copy of a request that refreshes a stale entry; its value is a random id. */
 const REFRESH_HEADER = 'x-cache-nestjs-refresh'
 const refreshes = new Map<string, Refresh>()
@@ -117,7 +124,7 @@ export function CacheResponse(
 ): ClassDecorator & MethodDecorator {
   const normalized: CacheResponseOptions = typeof options === 'object' ? options : { ttl: options }
   // A bad option stops the application while its controllers load, naming the option.
-  resolveHttpCacheOptions(normalized)
+  resolveHttpCacheOptions(normalized, KNOWN)
   checkFrontOption(normalized)
   const decorate = applyDecorators(
     SetMetadata(CACHE_RESPONSE_OPTIONS, normalized),

@@ -1,0 +1,118 @@
+/**
+ * An option name that is not an option (`varyy`, `privte`) is refused when the plugin registers
+ * or the route is added: dropped, it would take a safety option with it and serve one user's
+ * response to another. The names `fastify.register` itself reads are not refused.
+ */
+import { CacheConfigError } from '@cache/core'
+import { memoryBackend } from '@cache/memory'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { afterEach, describe, expect, it } from 'vitest'
+import { type CachePluginOptions, type RouteCacheOptions, cachePlugin } from '../src/index.js'
+
+const apps: FastifyInstance[] = []
+afterEach(async () => {
+  await Promise.all(apps.splice(0).map((app) => app.close()))
+})
+
+function app(): FastifyInstance {
+  const fastify = Fastify()
+  apps.push(fastify)
+  return fastify
+}
+
+async function refusal(act: () => unknown): Promise<CacheConfigError> {
+  try {
+    await act()
+  } catch (error) {
+    expect(error).toBeInstanceOf(CacheConfigError)
+    return error as CacheConfigError
+  }
+  throw new Error('the options were accepted')
+}
+
+const ALL_ROUTE_OPTIONS = () =>
+  ({
+    ttl: 60,
+    backend: memoryBackend(),
+    keyPrefix: 'all',
+    vary: ['x-user'],
+    key: (req) => req.url,
+    statuses: [200],
+    maxBodySize: '512KB',
+    allowAuthorized: false,
+    allowCookies: false,
+    staleWhileRevalidate: 10,
+    revalidateTimeout: '10s',
+    collapseTimeout: '2s',
+    tags: ['t'],
+    statusHeader: 'x-cache',
+    cacheName: 'edge',
+    etag: true,
+    now: Date.now,
+    bypass: () => false,
+    cacheControl: { maxAge: 10, sMaxAge: 20, staleWhileRevalidate: 5, public: false },
+  }) satisfies Required<RouteCacheOptions>
+
+describe('option names of the Fastify plugin', () => {
+  it('refuses a misspelt plugin option at registration, naming it', async () => {
+    const fastify = app()
+    const error = await refusal(() =>
+      fastify.register(cachePlugin, { backend: memoryBackend(), varyy: ['x-user'] } as CachePluginOptions),
+    )
+    expect(error.setting).toBe('varyy')
+    expect(error.message).toBe('varyy: not an option of cachePlugin; did you mean `vary`?')
+  })
+
+  it("refuses a misspelt option of a route's config.cache, naming the route", async () => {
+    const fastify = app()
+    await fastify.register(cachePlugin, { backend: memoryBackend() })
+    const error = await refusal(async () => {
+      fastify.get(
+        '/me',
+        { config: { cache: { ttl: 60, varyy: ['x-user'] } as RouteCacheOptions } },
+        async (req) => `hello ${req.headers['x-user']}`,
+      )
+      await fastify.ready()
+    })
+    expect(error.setting).toBe('varyy')
+    expect(error.message).toBe('varyy: not an option of config.cache of route /me; did you mean `vary`?')
+  })
+
+  it('refuses a misspelt directive of cacheControl in a route, and of fastify.cache.invalidate()', async () => {
+    const fastify = app()
+    await fastify.register(cachePlugin, { backend: memoryBackend() })
+    const error = await refusal(async () => {
+      fastify.get('/x', { config: { cache: { cacheControl: { privte: true } as never } } }, async () => 'x')
+      await fastify.ready()
+    })
+    expect(error.setting).toBe('privte')
+    const other = app()
+    await other.register(cachePlugin, { backend: memoryBackend() })
+    other.get('/y', { config: { cache: 60 } }, async () => 'y')
+    await other.ready()
+    await expect(other.cache.invalidate('/y', { hots: 'a.test' } as never)).rejects.toThrow(
+      /did you mean `host`/,
+    )
+  })
+
+  it('accepts every plugin and route option, and what fastify.register reads (prefix, logLevel, logSerializers)', async () => {
+    const fastify = app()
+    let runs = 0
+    const all = {
+      ...ALL_ROUTE_OPTIONS(),
+      decorateAs: 'cache',
+      prefix: '/api',
+      logLevel: 'warn',
+      logSerializers: { req: () => 'req' },
+    } satisfies Required<CachePluginOptions> & Parameters<typeof fastify.register>[1]
+    await fastify.register(cachePlugin, all)
+    fastify.get('/all', { config: { cache: ALL_ROUTE_OPTIONS() } }, async () => `run ${++runs}`)
+    fastify.get('/defaults', { config: { cache: true } }, async () => `run ${++runs}`)
+    expect((await fastify.inject('/all')).headers['x-cache']).toBe('MISS')
+    const hit = await fastify.inject('/all')
+    expect(hit.headers['x-cache']).toBe('HIT')
+    expect(hit.body).toBe('run 1')
+    expect((await fastify.inject('/defaults')).body).toBe('run 2')
+    expect((await fastify.inject('/defaults')).body).toBe('run 2')
+  })
+})
