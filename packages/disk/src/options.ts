@@ -2,11 +2,13 @@ import { type Duration, parseSize, type Size } from '@cache/core'
 import {
   type BaseBackendOptions,
   type CodecOptions,
+  assertKnownOptions,
   assertNamespace,
   checkOption,
   countOption,
   durationOption,
   fromMilliseconds,
+  optionNames,
   renamedOption,
   ttlOption,
 } from '@cache/core/backend'
@@ -66,6 +68,28 @@ export interface DiskBackendOptions extends BaseBackendOptions, CodecOptions {
   now?: () => number
 }
 
+/** Every name of {@link DiskBackendOptions}: any other is refused, not dropped in silence. */
+const OPTION_NAMES = optionNames<DiskBackendOptions>({
+  namespace: true,
+  defaultTtl: true,
+  logger: true,
+  serializer: true,
+  compressThreshold: true,
+  path: true,
+  maxSize: true,
+  inlineThreshold: true,
+  busyTimeout: true,
+  lockTimeout: true,
+  accessResolution: true,
+  pruneInterval: true,
+  busyTimeoutMs: true,
+  lockTimeoutMs: true,
+  accessResolutionMs: true,
+  pruneIntervalMs: true,
+  maxAttempts: true,
+  now: true,
+})
+
 /** The options, checked and with defaults applied. */
 export interface DiskSettings {
   path: string
@@ -82,6 +106,7 @@ export interface DiskSettings {
 
 /** Checks every option (a bad one throws a `CacheConfigError` naming it) and applies the defaults. */
 export function resolveOptions(options: DiskBackendOptions): DiskSettings {
+  assertKnownOptions(options, OPTION_NAMES, 'diskBackend()')
   if (options.namespace !== undefined) checkOption('namespace', () => assertNamespace(options.namespace))
   const envMax = process.env.CACHE_DISK_MAX_SIZE?.trim()
   const maxSize =

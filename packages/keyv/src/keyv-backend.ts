@@ -1,10 +1,12 @@
 import type { CacheBackend, CacheEntry, Duration, ListKeysOptions, SetManyItem } from '@cache/core'
 import { CacheConfigError, defineBackend } from '@cache/core'
 import {
+  assertKnownOptions,
   type BaseBackendOptions,
   durationOption,
   fromMilliseconds,
   ObservedBackend,
+  optionNames,
   renamedOption,
   ttlOption,
 } from '@cache/core/backend'
@@ -31,6 +33,15 @@ export interface KeyvBackendOptions extends BaseBackendOptions {
   /** `close()` disconnects the store (or Keyv instance) too. Default: false (it is yours). */
   closeStore?: boolean
 }
+
+const OPTION_NAMES = optionNames<KeyvBackendOptions>({
+  namespace: true,
+  defaultTtl: true,
+  logger: true,
+  timeout: true,
+  timeoutMs: true,
+  closeStore: true,
+})
 
 /**
  * Any Keyv instance or Keyv store adapter (`Map`, `@keyv/redis`, `@keyv/postgres`, …) as a
@@ -86,6 +97,7 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
     if (!isKeyvLike(keyvOrStore)) {
       throw new TypeError('keyvBackend: expected a Keyv instance, a Keyv store adapter or a Map')
     }
+    assertKnownOptions(options, OPTION_NAMES, 'keyvBackend()')
     const defaultTtlMs = ttlOption(options.defaultTtl, 'defaultTtl')
     this.ownDefaultTtlMs = defaultTtlMs
     const store = isKeyvInstance(keyvOrStore) ? keyvOrStore.store : keyvOrStore

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events'
 import { type CacheBackend, isCacheError, isUnavailable, listKeys, type MinimalBackend } from '@cache/core'
-import { toBackend } from '@cache/core/backend'
+import { assertKnownOptions, optionNames, toBackend } from '@cache/core/backend'
 import type { KeyvStoreAdapter, StoredData } from 'keyv'
 
 /**
@@ -23,6 +23,8 @@ export interface KeyvStoreOptions {
    */
   throwOnErrors?: boolean
 }
+
+const OPTION_NAMES = optionNames<KeyvStoreOptions>({ closeOnDisconnect: true, throwOnErrors: true })
 
 /**
  * A @cache backend as a Keyv store adapter, for Keyv, cacheable and cache-manager.
@@ -56,6 +58,7 @@ export class KeyvStoreFromBackend extends EventEmitter implements KeyvStoreAdapt
 
   constructor(backend: CacheBackend | MinimalBackend | BackendForNamespace, options: KeyvStoreOptions = {}) {
     super()
+    assertKnownOptions(options, OPTION_NAMES, 'toKeyvStore()')
     if (typeof backend === 'function') {
       this.forNamespace = backend
       this.dialect = '@cache'

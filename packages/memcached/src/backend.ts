@@ -25,6 +25,7 @@ import { Links } from './links.js'
 import { CallOrder } from './order.js'
 import { Routes } from './routing.js'
 import {
+  checkArguments,
   createClient,
   maxAttemptsOption,
   type MemcachedBackendOptions,
@@ -83,6 +84,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     options: MemcachedBackendOptions = {},
   ) {
     super('memcached', options.logger)
+    checkArguments(servers, options)
     // A bad logger is refused before a client is made.
     checkLogger(options.logger)
     this.namespace = options.namespace ?? 'cache'

@@ -1,8 +1,11 @@
 import type { CacheEvent, CacheEventName, Duration, Size } from '@cache/core'
+import { CacheConfigError } from '@cache/core'
 import {
   type BaseBackendOptions,
   type CodecOptions,
+  assertKnownOptions,
   countOption,
+  optionNames,
   parseServerList,
   renamedOption,
 } from '@cache/core/backend'
@@ -71,6 +74,49 @@ export interface MemcachedBackendOptions extends BaseBackendOptions, CodecOption
 }
 
 export const DEFAULT_MAX_VALUE = 1024 * 1024 - 512
+
+const OPTION_NAMES = optionNames<MemcachedBackendOptions>({
+  namespace: true,
+  defaultTtl: true,
+  logger: true,
+  serializer: true,
+  compressThreshold: true,
+  timeout: true,
+  maxValueSize: true,
+  username: true,
+  password: true,
+  generationTtl: true,
+  maxAttempts: true,
+  casAttempts: true,
+  flushOnClear: true,
+  keepAlive: true,
+  weights: true,
+  eject: true,
+  client: true,
+  now: true,
+})
+
+const EJECT_NAMES = optionNames<EjectOptions>({
+  failureThreshold: true,
+  retryAfter: true,
+  maxRetryAfter: true,
+})
+
+/**
+ * Refuses, before any client is made, servers that are not `'host:port'` (or a list of them) and
+ * an option name that is not one (with `eject`'s own): a misspelt `namespace` would otherwise
+ * share keys with every application on the servers.
+ */
+export function checkArguments(servers: unknown, options: MemcachedBackendOptions): void {
+  if (typeof servers !== 'string' && !Array.isArray(servers))
+    throw new CacheConfigError(
+      'servers',
+      "expected 'host:port', 'host:port,host:port' or a list of them; options go in the second argument: memcachedBackend('host:port', { namespace })",
+    )
+  assertKnownOptions(options, OPTION_NAMES, 'memcachedBackend()')
+  if (options.eject !== undefined)
+    assertKnownOptions(options.eject, EJECT_NAMES, "memcachedBackend()'s eject")
+}
 
 /** `maxAttempts`, or its deprecated name `casAttempts` (accepted with one warning); default 100. */
 export function maxAttemptsOption(options: MemcachedBackendOptions): number {

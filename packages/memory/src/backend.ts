@@ -11,6 +11,7 @@ import {
   addToCounter,
   assertIncrement,
   assertItemList,
+  assertKnownOptions,
   assertKey,
   assertKeyList,
   assertSerializable,
@@ -26,7 +27,7 @@ import type { LRUCache } from 'lru-cache'
 import { cloneValue } from './clone.js'
 import { coarseNow, preciseNow } from './clock.js'
 import { expiryOf, liveKeys, setExpiry, type Stored, UNDEFINED } from './entries.js'
-import type { MemoryBackendOptions } from './options.js'
+import { MEMORY_OPTION_NAMES, type MemoryBackendOptions } from './options.js'
 import { createLru, type EntrySizer } from './sizing.js'
 
 /** What {@link MemoryBackend.read} returns for a miss. */
@@ -68,6 +69,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
 
   constructor(options: MemoryBackendOptions = {}) {
     super('memory')
+    assertKnownOptions(options, MEMORY_OPTION_NAMES, 'memoryBackend()')
     this.namespace = options.namespace
     this.defaultTtlMs = ttlOption(options.defaultTtl, 'defaultTtl') ?? null
     this.clone = options.clone ?? false

@@ -1,5 +1,5 @@
 import type { Size } from '@cache/core'
-import type { BaseBackendOptions } from '@cache/core/backend'
+import { type BaseBackendOptions, optionNames } from '@cache/core/backend'
 
 /** Options of {@link memoryBackend}. */
 export interface MemoryBackendOptions extends BaseBackendOptions {
@@ -38,3 +38,16 @@ export interface MemoryBackendOptions extends BaseBackendOptions {
    */
   now?: () => number
 }
+
+/** Every name of {@link MemoryBackendOptions}: any other is refused, not dropped in silence. */
+export const MEMORY_OPTION_NAMES = optionNames<MemoryBackendOptions>({
+  namespace: true,
+  defaultTtl: true,
+  logger: true,
+  maxKeys: true,
+  maxSize: true,
+  sizeOf: true,
+  clone: true,
+  checkValues: true,
+  now: true,
+})

@@ -18,6 +18,7 @@ import {
   stamp,
 } from './bus-messages.js'
 import { Senders } from './bus-senders.js'
+import { checkBusOptionNames } from './option-names.js'
 import { type RedisConstructor, SentinelWatch } from './bus-sentinel.js'
 import {
   addressOf,
@@ -218,6 +219,7 @@ export class RedisBus implements InvalidationBus {
   private closed: Promise<void> | undefined
 
   constructor(connection: RedisBusConnection, options: RedisBusOptions) {
+    checkBusOptionNames(connection, options)
     this.channel = options.channel ?? '@cache/multi-level:invalidate'
     if (typeof this.channel !== 'string' || this.channel === '')
       throw new CacheConfigError('channel', 'expected a non-empty string')

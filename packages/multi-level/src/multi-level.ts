@@ -23,6 +23,7 @@ import { type ChainParts, assembleChain } from './chain-parts.js'
 import { ChainWrites } from './chain-writes.js'
 import type { MultiLevelEvent, MultiLevelEventName } from './health.js'
 import { Level, type LevelReport } from './level.js'
+import { checkChainOptionNames } from './option-names.js'
 import type { MultiLevelOptions } from './options.js'
 
 export type { MultiLevelOptions } from './options.js'
@@ -70,6 +71,9 @@ export class MultiLevelBackend implements CacheBackend {
   readonly keys?: (options?: ListKeysOptions) => AsyncIterableIterator<string>
 
   constructor(options: MultiLevelOptions) {
+    checkChainOptionNames(options)
+    if (options.levels !== undefined && !Array.isArray(options.levels))
+      throw new CacheConfigError('levels', 'expected a list of backends, fastest first')
     const backends = options.levels?.map((level) => toBackend(level)) ?? []
     if (backends.length === 0) throw new CacheConfigError('levels', 'multiLevel needs at least one backend')
     const maxPending = options.maxPendingKeys ?? 10_000
@@ -325,7 +329,8 @@ export function multiLevel(options: MultiLevelOptions): MultiLevelBackend
 export function multiLevel(...levels: (CacheBackend | MinimalBackend)[]): MultiLevelBackend
 export function multiLevel(...args: unknown[]): MultiLevelBackend {
   const only = args[0] as { levels?: unknown; get?: unknown } | undefined
-  if (args.length === 1 && only && Array.isArray(only.levels) && typeof only.get !== 'function') {
+  // One object without get(): the options (its names are checked), not a backend.
+  if (args.length === 1 && typeof only === 'object' && only !== null && typeof only.get !== 'function') {
     return new MultiLevelBackend(only as MultiLevelOptions)
   }
   return new MultiLevelBackend({ levels: args as (CacheBackend | MinimalBackend)[] })

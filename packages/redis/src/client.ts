@@ -1,7 +1,14 @@
 import type { ConnectionOptions } from 'node:tls'
 import { Cluster, type ClusterNode, type ClusterOptions, Redis, type RedisOptions } from 'ioredis'
 import { CacheConfigError, type Duration } from '@cache/core'
-import { durationOption, fromMilliseconds, parseRedisUrl, renamedOption } from '@cache/core/backend'
+import {
+  assertKnownOptions,
+  durationOption,
+  fromMilliseconds,
+  optionNames,
+  parseRedisUrl,
+  renamedOption,
+} from '@cache/core/backend'
 
 /** A client of either kind: commands are the same, `isCluster` tells them apart. */
 export type RedisClient = Redis | Cluster
@@ -59,12 +66,22 @@ export interface FailFastSettings {
   maxReconnectDelayMs?: number
 }
 
+const FAIL_FAST_NAMES = optionNames<FailFastSettings>({
+  timeout: true,
+  connectTimeout: true,
+  maxReconnectDelay: true,
+  timeoutMs: true,
+  connectTimeoutMs: true,
+  maxReconnectDelayMs: true,
+})
+
 /**
  * The ioredis options that make a client fail fast instead of queueing while Redis is down, and
  * follow a Sentinel switch-over at once; for clients you build yourself. Defaults: 300 ms per
  * command, 2 s to connect, reconnection pauses up to 2 s.
  */
 export function failFastOptions(settings: FailFastSettings = {}): RedisOptions {
+  assertKnownOptions(settings, FAIL_FAST_NAMES, 'failFastOptions()')
   const duration = (name: 'timeout' | 'connectTimeout' | 'maxReconnectDelay', fallback: Duration) =>
     durationOption(
       renamedOption(

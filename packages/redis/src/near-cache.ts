@@ -1,10 +1,18 @@
 import { randomUUID } from 'node:crypto'
-import { CacheTimeoutError, CacheUnavailableError, type Duration, type LoggerOption } from '@cache/core'
+import {
+  CacheConfigError,
+  CacheTimeoutError,
+  CacheUnavailableError,
+  type Duration,
+  type LoggerOption,
+} from '@cache/core'
 import {
   type CacheObserver,
+  assertKnownOptions,
   countOption,
   durationOption,
   IncidentLog,
+  optionNames,
   unrefRedisClient,
 } from '@cache/core/backend'
 import type { Redis } from 'ioredis'
@@ -35,6 +43,8 @@ export interface NearCacheOptions {
    */
   heartbeat?: Duration
 }
+
+const OPTION_NAMES = optionNames<NearCacheOptions>({ maxKeys: true, heartbeat: true })
 
 /** The `nearCache` option resolved, or undefined when it is off. */
 export interface NearCacheSettings {
@@ -438,6 +448,9 @@ export function nearCacheSettings(
 ): NearCacheSettings | undefined {
   if (option === undefined || option === false) return undefined
   const given = option === true ? {} : option
+  if (typeof given !== 'object' || given === null)
+    throw new CacheConfigError('nearCache', 'expected true, false or { maxKeys, heartbeat }')
+  assertKnownOptions(given, OPTION_NAMES, "redisBackend()'s nearCache")
   const maxKeys = countOption(given.maxKeys, 'nearCache.maxKeys', 10_000)
   const heartbeatMs = durationOption(given.heartbeat, 'nearCache.heartbeat', '500ms', { msHabitFrom: 10 })
   return { maxKeys, heartbeatMs }

@@ -1,14 +1,18 @@
 import type { ConnectionOptions } from 'node:tls'
 import type { Duration } from '@cache/core'
+import { CacheConfigError } from '@cache/core'
 import {
   type BaseBackendOptions,
   type CodecOptions,
+  assertKnownOptions,
   checkLogger,
   countOption,
   durationOption,
+  type OptionNames,
+  optionNames,
 } from '@cache/core/backend'
 import type { ClusterOptions, RedisOptions } from 'ioredis'
-import type { ConnectionSettings } from './client.js'
+import { type ConnectionSettings, isRedisClient, type RedisConnection } from './client.js'
 import { RedisFormat } from './format.js'
 import { type NearCacheOptions, type NearCacheSettings, nearCacheSettings } from './near-cache.js'
 
@@ -80,6 +84,63 @@ export interface RedisBackendOptions extends BaseBackendOptions, CodecOptions {
   clusterOptions?: ClusterOptions
 }
 
+/** The names of {@link RedisBackendOptions} that ioredis does not read (all but `connectTimeout` and `tls`). */
+const NOT_IOREDIS: Omit<OptionNames<RedisBackendOptions>, 'connectTimeout' | 'tls'> = {
+  namespace: true,
+  defaultTtl: true,
+  logger: true,
+  serializer: true,
+  compressThreshold: true,
+  timeout: true,
+  maxReconnectDelay: true,
+  maxAttempts: true,
+  scanCount: true,
+  exactlyOnceWindow: true,
+  replicas: true,
+  nearCache: true,
+  coalesce: true,
+  redisOptions: true,
+  clusterOptions: true,
+}
+
+/** Every name of {@link RedisBackendOptions}: any other is refused, not dropped in silence. */
+const OPTION_NAMES = optionNames<RedisBackendOptions>({ ...NOT_IOREDIS, connectTimeout: true, tls: true })
+
+/**
+ * Names that ioredis ignores in the options object given as the connection, though they are
+ * certainly meant: the URL (node-redis and Keyv take `{ url }`; ioredis would connect to
+ * 127.0.0.1:6379 instead), node-redis's `socket` and `database`, and this backend's own options
+ * (a cluster object's `redisOptions` excepted: there it is ioredis's). ioredis's own names cannot
+ * be listed reliably, so every other name is left to it.
+ */
+const CONNECTION_MISTAKES: Readonly<Record<string, string>> = {
+  url: "give the URL itself as the first argument: redisBackend('redis://…', { namespace })",
+  socket: "ioredis takes host, port and tls at the top level; or give a URL: redisBackend('redis://…')",
+  database: 'ioredis calls it `db`',
+  ...Object.fromEntries(
+    Object.keys(NOT_IOREDIS).map((name) => [
+      name,
+      `an option of @cache/redis: give it in the second argument, redisBackend(connection, { ${name} })`,
+    ]),
+  ),
+}
+
+/**
+ * Refuses a connection object (ioredis options, or cluster options with `cluster`) holding a
+ * name ioredis would ignore though it is certainly meant (see {@link CONNECTION_MISTAKES}).
+ */
+export function checkConnectionNames(connection: RedisConnection | undefined, where: string): void {
+  if (typeof connection !== 'object' || connection === null || isRedisClient(connection)) return
+  const cluster = 'cluster' in connection
+  for (const name of Object.keys(connection)) {
+    if (!Object.hasOwn(CONNECTION_MISTAKES, name) || (cluster && name === 'redisOptions')) continue
+    throw new CacheConfigError(
+      name,
+      `not an ioredis option (${where}'s first argument, where ioredis ignores it): ${CONNECTION_MISTAKES[name]}`,
+    )
+  }
+}
+
 const DEFAULT_NAMESPACE = 'cache'
 /**
  * Bare numbers from these up are read as seconds but warned about once: until 0.2 they were
@@ -107,6 +168,7 @@ export interface RedisSettings {
 
 /** Checks `options` in a fixed order (the first bad one throws) and fills in the defaults. */
 export function redisSettings(options: RedisBackendOptions): RedisSettings {
+  assertKnownOptions(options, OPTION_NAMES, 'redisBackend()')
   const namespace = options.namespace ?? DEFAULT_NAMESPACE
   const format = new RedisFormat(namespace, options)
   const maxAttempts = countOption(options.maxAttempts, 'maxAttempts', 200)

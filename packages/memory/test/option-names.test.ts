@@ -1,0 +1,46 @@
+import { CacheConfigError } from '@cache/core'
+import { describe, expect, it } from 'vitest'
+import { type MemoryBackendOptions, memoryBackend } from '../src/index.js'
+
+/** The error `build` throws, which must be a CacheConfigError. */
+function refusal(build: () => unknown): CacheConfigError {
+  try {
+    build()
+  } catch (error) {
+    expect(error).toBeInstanceOf(CacheConfigError)
+    return error as CacheConfigError
+  }
+  throw new Error('the options were accepted')
+}
+
+describe('memoryBackend option names', () => {
+  it('refuses a misspelt namespace instead of sharing keys with every other namespace-less cache', () => {
+    const error = refusal(() => memoryBackend({ namspace: 'shop' } as MemoryBackendOptions))
+    expect(error.setting).toBe('namspace')
+    expect(error.message).toBe('namspace: not an option of memoryBackend(); did you mean `namespace`?')
+  })
+
+  it('refuses a misspelt limit instead of keeping 10000 entries', () => {
+    const error = refusal(() => memoryBackend({ maxkeys: 5 } as MemoryBackendOptions))
+    expect(error.setting).toBe('maxkeys')
+    expect(error.message).toMatch(/did you mean `maxKeys`\?/)
+  })
+
+  it('accepts every documented option at once', async () => {
+    const all: Required<MemoryBackendOptions> = {
+      namespace: 'all',
+      defaultTtl: 60,
+      logger: false,
+      maxKeys: 10,
+      maxSize: '1MB',
+      sizeOf: () => 1,
+      clone: true,
+      checkValues: true,
+      now: Date.now,
+    }
+    const cache = memoryBackend(all)
+    await cache.set('k', { v: 1 })
+    expect(await cache.get('k')).toEqual({ v: 1 })
+    await cache.close()
+  })
+})
