@@ -122,6 +122,30 @@ export class LevelHealth {
     if (this.observer.listenerCount(name) > 0) this.observer.emitEach(name, event)
   }
 
+  /**
+   * The shared level failed the read that proves a write of `key` it failed is settled there (or
+   * keys were published again without that proof, see UncertainWrites): counted
+   * (`stats.errors`), emitted as an `error` event of operation `republish`, logged once until its
+   * reads answer again ({@link proven}). Not a failure of the level: its breaker does not count it.
+   */
+  unproven(level: Level, key: string, error: unknown): void {
+    level.stats.errors++
+    this.observer.stats.errors++
+    this.emit('error', { backend: level.name, level: level.index, operation: 'republish', key, error })
+    this.incidents.report(
+      `republish ${level.index}`,
+      `multi-level: level ${level.index + 1} (${level.name}) does not answer the reads that prove writes it failed are settled there (${describeError(error)}): their keys are published again once it does, or without proof after a few seconds.`,
+    )
+  }
+
+  /** The shared level answered every read of a round of {@link unproven} keys. */
+  proven(level: Level): void {
+    this.incidents.resolve(
+      `republish ${level.index}`,
+      `multi-level: level ${level.index + 1} (${level.name}) answers the reads that prove writes it failed are settled there again.`,
+    )
+  }
+
   /** The shared level did not take a write: other processes may not see it. */
   /**
    * What the repair of `level` leaves undone (keys past `maxPendingKeys`, a clear it refuses):

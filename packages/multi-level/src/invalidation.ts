@@ -28,8 +28,8 @@ export class ChainInvalidation {
     private readonly observer: CacheObserver,
   ) {
     const shared = levels[levels.length - 1]!
-    this.uncertain = new UncertainWrites(shared, reads, async (keys) => {
-      this.publish({ keys })
+    this.uncertain = new UncertainWrites(shared, reads, health, async (keys) => {
+      await this.publishHanded({ keys })
       // While the shared level is skipped, the faster levels hold this process's writes of the
       // keys, repaired there (and told) once it is back: they stay.
       if (shared.closed) await this.writer.dropFaster(levels.length - 1, keys)
@@ -94,6 +94,16 @@ export class ChainInvalidation {
   async publishHanded(message: Omit<InvalidationMessage, 'origin' | 'namespace'>): Promise<void> {
     this.publish(message)
     await this.bus?.handed?.().catch(() => {})
+  }
+
+  /**
+   * Publishes the keys of writes the shared level failed that wait for their proof (see
+   * {@link UncertainWrites.close}: up to 2 s), so that a process closing right after a failed
+   * write still tells the others; resolves once that is handed to the bus.
+   */
+  async settle(): Promise<void> {
+    if (this.bus === undefined || this.levels.length < 2) this.uncertain.stop()
+    else await this.uncertain.close()
   }
 
   /** Stops receiving messages; the bus itself is not closed. */

@@ -301,11 +301,14 @@ export class MultiLevelBackend implements CacheBackend {
    * Idempotent. Closes the levels too unless `closeLevels: false`; never closes the bus. From then
    * on every operation rejects with `CacheClosedError`; the writes already in flight are let
    * finish first (on every level: a persistent faster level, such as disk, must not keep a value
-   * the shared level replaced), so they settle with their real result.
+   * the shared level replaced), so they settle with their real result. Then the keys of writes the
+   * shared level failed that still wait for their proof are read there once more (up to 2 s) and
+   * published on the bus, proven or not, before the levels close: close the bus after this resolves.
    */
   close(): Promise<void> {
     this.closed ??= (async () => {
       await this.chain.order.idle()
+      await this.chain.invalidation.settle()
       this.chain.health.closing = true
       this.chain.invalidation.close()
       for (const level of this.levels) level.stop()
