@@ -1,7 +1,7 @@
+import { configErrorOf } from '@cache/testing'
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { CacheConfigError } from '@cache/core'
 import { afterEach, describe, expect, it } from 'vitest'
 import { type DiskBackendOptions, diskBackend } from '../src/index.js'
 
@@ -16,20 +16,10 @@ afterEach(() => {
   for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true })
 })
 
-function refusal(build: () => unknown): CacheConfigError {
-  try {
-    build()
-  } catch (error) {
-    expect(error).toBeInstanceOf(CacheConfigError)
-    return error as CacheConfigError
-  }
-  throw new Error('the options were accepted')
-}
-
 describe('diskBackend option names', () => {
   it('refuses a misspelt namespace before the directory or database is made', () => {
     const path = unmade()
-    const error = refusal(() => diskBackend({ path, namspace: 'shop' } as DiskBackendOptions))
+    const error = configErrorOf(() => diskBackend({ path, namspace: 'shop' } as DiskBackendOptions))
     expect(error.setting).toBe('namspace')
     expect(error.message).toBe('namspace: not an option of diskBackend(); did you mean `namespace`?')
     expect(existsSync(path)).toBe(false)
@@ -37,7 +27,7 @@ describe('diskBackend option names', () => {
 
   it('refuses a misspelt size limit instead of filling the disk up to 10 GB', () => {
     const path = unmade()
-    const error = refusal(() => diskBackend({ path, maxsize: '1MB' } as DiskBackendOptions))
+    const error = configErrorOf(() => diskBackend({ path, maxsize: '1MB' } as DiskBackendOptions))
     expect(error.setting).toBe('maxsize')
     expect(error.message).toMatch(/did you mean `maxSize`\?/)
     expect(existsSync(path)).toBe(false)

@@ -1,9 +1,4 @@
-/**
- * An option name that is not an option (`varyy`, `privte`) is refused when the plugin registers
- * or the route is added: dropped, it would take a safety option with it and serve one user's
- * response to another. The names `fastify.register` itself reads are not refused.
- */
-import { CacheConfigError } from '@cache/core'
+import { configErrorOfAsync } from '@cache/testing'
 import { memoryBackend } from '@cache/memory'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -18,16 +13,6 @@ function app(): FastifyInstance {
   const fastify = Fastify()
   apps.push(fastify)
   return fastify
-}
-
-async function refusal(act: () => unknown): Promise<CacheConfigError> {
-  try {
-    await act()
-  } catch (error) {
-    expect(error).toBeInstanceOf(CacheConfigError)
-    return error as CacheConfigError
-  }
-  throw new Error('the options were accepted')
 }
 
 const ALL_ROUTE_OPTIONS = () =>
@@ -56,7 +41,7 @@ const ALL_ROUTE_OPTIONS = () =>
 describe('option names of the Fastify plugin', () => {
   it('refuses a misspelt plugin option at registration, naming it', async () => {
     const fastify = app()
-    const error = await refusal(() =>
+    const error = await configErrorOfAsync(() =>
       fastify.register(cachePlugin, { backend: memoryBackend(), varyy: ['x-user'] } as CachePluginOptions),
     )
     expect(error.setting).toBe('varyy')
@@ -66,7 +51,7 @@ describe('option names of the Fastify plugin', () => {
   it("refuses a misspelt option of a route's config.cache, naming the route", async () => {
     const fastify = app()
     await fastify.register(cachePlugin, { backend: memoryBackend() })
-    const error = await refusal(async () => {
+    const error = await configErrorOfAsync(async () => {
       fastify.get(
         '/me',
         { config: { cache: { ttl: 60, varyy: ['x-user'] } as RouteCacheOptions } },
@@ -81,7 +66,7 @@ describe('option names of the Fastify plugin', () => {
   it('refuses a misspelt directive of cacheControl in a route, and of fastify.cache.invalidate()', async () => {
     const fastify = app()
     await fastify.register(cachePlugin, { backend: memoryBackend() })
-    const error = await refusal(async () => {
+    const error = await configErrorOfAsync(async () => {
       fastify.get('/x', { config: { cache: { cacheControl: { privte: true } as never } } }, async () => 'x')
       await fastify.ready()
     })

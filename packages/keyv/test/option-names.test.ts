@@ -1,30 +1,22 @@
-import { CacheConfigError } from '@cache/core'
+import { configErrorOf } from '@cache/testing'
 import { memoryBackend } from '@cache/memory'
 import { Keyv } from 'keyv'
 import { describe, expect, it } from 'vitest'
 import { type KeyvBackendOptions, type KeyvStoreOptions, keyvBackend, toKeyvStore } from '../src/index.js'
 
-function refusal(build: () => unknown): CacheConfigError {
-  try {
-    build()
-  } catch (error) {
-    expect(error).toBeInstanceOf(CacheConfigError)
-    return error as CacheConfigError
-  }
-  throw new Error('the options were accepted')
-}
-
 describe('keyv option names', () => {
   it("keyvBackend refuses a misspelt namespace before writing to the store under Keyv's shared default", () => {
     const store = new Map()
-    const error = refusal(() => keyvBackend(store, { namspace: 'shop' } as KeyvBackendOptions))
+    const error = configErrorOf(() => keyvBackend(store, { namspace: 'shop' } as KeyvBackendOptions))
     expect(error.setting).toBe('namspace')
     expect(error.message).toBe('namspace: not an option of keyvBackend(); did you mean `namespace`?')
     expect(store.size).toBe(0)
   })
 
   it('toKeyvStore refuses a misspelt option instead of answering failures as misses', () => {
-    const error = refusal(() => toKeyvStore(memoryBackend(), { throwOnError: true } as KeyvStoreOptions))
+    const error = configErrorOf(() =>
+      toKeyvStore(memoryBackend(), { throwOnError: true } as KeyvStoreOptions),
+    )
     expect(error.setting).toBe('throwOnError')
     expect(error.message).toBe('throwOnError: not an option of toKeyvStore(); did you mean `throwOnErrors`?')
   })

@@ -1,27 +1,16 @@
-import { CacheConfigError } from '@cache/core'
+import { configErrorOf } from '@cache/testing'
 import { describe, expect, it } from 'vitest'
 import { type MemoryBackendOptions, memoryBackend } from '../src/index.js'
 
-/** The error `build` throws, which must be a CacheConfigError. */
-function refusal(build: () => unknown): CacheConfigError {
-  try {
-    build()
-  } catch (error) {
-    expect(error).toBeInstanceOf(CacheConfigError)
-    return error as CacheConfigError
-  }
-  throw new Error('the options were accepted')
-}
-
 describe('memoryBackend option names', () => {
   it('refuses a misspelt namespace instead of sharing keys with every other namespace-less cache', () => {
-    const error = refusal(() => memoryBackend({ namspace: 'shop' } as MemoryBackendOptions))
+    const error = configErrorOf(() => memoryBackend({ namspace: 'shop' } as MemoryBackendOptions))
     expect(error.setting).toBe('namspace')
     expect(error.message).toBe('namspace: not an option of memoryBackend(); did you mean `namespace`?')
   })
 
   it('refuses a misspelt limit instead of keeping 10000 entries', () => {
-    const error = refusal(() => memoryBackend({ maxkeys: 5 } as MemoryBackendOptions))
+    const error = configErrorOf(() => memoryBackend({ maxkeys: 5 } as MemoryBackendOptions))
     expect(error.setting).toBe('maxkeys')
     expect(error.message).toMatch(/did you mean `maxKeys`\?/)
   })

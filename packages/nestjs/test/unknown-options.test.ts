@@ -1,3 +1,4 @@
+import { configErrorOf } from '@cache/testing'
 /**
  * An option name that is not an option is refused while the application is declared: dropped,
  * `@CacheResponse({ varyy })` would serve one user's response to another, and
@@ -23,19 +24,9 @@ afterEach(async () => {
   await resetCache()
 })
 
-function refusal(act: () => unknown): CacheConfigError {
-  try {
-    act()
-  } catch (error) {
-    expect(error).toBeInstanceOf(CacheConfigError)
-    return error as CacheConfigError
-  }
-  throw new Error('the options were accepted')
-}
-
 describe('option names of @CacheResponse() and CacheModule', () => {
   it('refuses @CacheResponse({ varyy }) where the controller is declared, naming vary', () => {
-    const error = refusal(() => {
+    const error = configErrorOf(() => {
       @Controller()
       class MeController {
         @Get('me')
@@ -51,14 +42,14 @@ describe('option names of @CacheResponse() and CacheModule', () => {
   })
 
   it('refuses CacheModule.forRoot({ namspace }) and a misspelt forRootAsync option', () => {
-    const error = refusal(() =>
+    const error = configErrorOf(() =>
       CacheModule.forRoot({ backend: 'memory', namspace: 'app' } as CacheModuleOptions),
     )
     expect(error.message).toBe('namspace: not an option of CacheModule.forRoot(); did you mean `namespace`?')
-    expect(refusal(() => CacheModule.forRoot({ isGlobl: true } as CacheModuleOptions)).setting).toBe(
+    expect(configErrorOf(() => CacheModule.forRoot({ isGlobl: true } as CacheModuleOptions)).setting).toBe(
       'isGlobl',
     )
-    const async = refusal(() =>
+    const async = configErrorOf(() =>
       CacheModule.forRootAsync({ useFactory: () => ({}), injct: [] } as CacheModuleAsyncOptions),
     )
     expect(async.message).toMatch(

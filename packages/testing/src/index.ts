@@ -27,3 +27,4 @@ export {
 } from './write-order.js'
 export { FORWARDED_HOST_SPELLINGS, HOST_SPELLINGS } from './host-spellings.js'
 export { type MapBackendOptions, type MapRow, mapBackend } from './map-backend.js'
+export { configErrorOf, configErrorOfAsync } from './config-errors.js'
