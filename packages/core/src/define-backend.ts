@@ -10,7 +10,7 @@ import { withTimeout } from './deadlines.js'
 import { type Duration, ttlToMs } from './durations.js'
 import { CacheClosedError, CacheTimeoutError, CacheUnsupportedError, isUnavailable } from './errors.js'
 import { KeyedQueue } from './key-queue.js'
-import { assertItemList, assertKey, assertKeyList } from './keys.js'
+import { assertKey, copyItemList, copyKeyList } from './keys.js'
 import { assertKnownOptions, durationOption, optionNames } from './option-checks.js'
 import { CacheObserver } from './stats.js'
 
@@ -359,10 +359,10 @@ export function defineBackend(backend: MinimalBackend, options: DefineBackendOpt
         () => atomicUpdate<T>(key, fn, ttl),
       )
     },
-    getMany: async <T>(keys: readonly string[]) => {
+    getMany: async <T>(given: readonly string[]) => {
       open()
-      assertKeyList(keys, 'getMany')
-      for (const key of keys) assertKey(key)
+      // The list as it is now: the store may read it after the caller has changed it.
+      const keys = copyKeyList(given, 'getMany')
       if (getManyEntries !== undefined) {
         const entries = await counted(
           (found) => {
@@ -379,14 +379,11 @@ export function defineBackend(backend: MinimalBackend, options: DefineBackendOpt
         () => getMany<T>(keys),
       )
     },
-    setMany: async (items: readonly SetManyItem[]) => {
+    setMany: async (given: readonly SetManyItem[]) => {
       open()
-      assertItemList(items)
-      // Every key and TTL is checked first, so a bad item stores nothing.
-      for (const item of items) {
-        assertKey(item.key)
-        ttlToMs(item.ttl)
-      }
+      // Every item, key and TTL is checked first, so a bad item stores nothing.
+      const items = copyItemList(given)
+      for (const item of items) ttlToMs(item.ttl)
       return counted(
         () => {
           for (const item of items) observer?.set(item.key)
@@ -398,10 +395,9 @@ export function defineBackend(backend: MinimalBackend, options: DefineBackendOpt
           ),
       )
     },
-    deleteMany: async (keys: readonly string[]) => {
+    deleteMany: async (given: readonly string[]) => {
       open()
-      assertKeyList(keys, 'deleteMany')
-      for (const key of keys) assertKey(key)
+      const keys = copyKeyList(given, 'deleteMany')
       if (deleteMany !== undefined) return deleteMany(keys)
       // Key by key, so that each removal is counted with its key.
       const removed = await Promise.all(keys.map((key) => wrapped.delete!(key)))

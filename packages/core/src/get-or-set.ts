@@ -4,7 +4,7 @@ import { getBackend } from './default-cache.js'
 import { CacheKeyError } from './errors.js'
 import { invalidatedHere } from './flights.js'
 import { generationKey, isInternalKey } from './internal-keys.js'
-import { assertKey, assertKeyList } from './keys.js'
+import { assertKey, copyKeyList } from './keys.js'
 import { LOAD_OPTION_NAMES, type LoadOptions, resolvePolicy } from './load-options.js'
 import { assertKnownOptions, optionNames } from './option-checks.js'
 import { type CallKeys, Loader } from './loader.js'
@@ -187,10 +187,11 @@ export function cacheGetOrSet<T>(
  * computation in flight from storing its older result.
  */
 export async function invalidateKeys(
-  keys: readonly string[],
+  given: readonly string[],
   options: { backend?: CacheBackend | MinimalBackend } = {},
 ): Promise<void> {
-  assertKeyList(keys, 'invalidateKeys')
+  // A copy: the entries are deleted after the generations, once the caller has gone on.
+  const keys = copyKeyList(given, 'invalidateKeys')
   for (const key of keys) checkKey(key)
   const backend = options.backend === undefined ? getBackend() : backendOf(options.backend)
   const generations = keys.map(keyGeneration)

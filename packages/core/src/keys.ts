@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto'
+import type { SetManyItem } from './backend.js'
 import { arrayShape, hasExtraOwnProperties, isArgumentsObject } from './builtins.js'
 import { CacheArgumentError, CacheKeyError, CacheSerializationError, truncate } from './errors.js'
 
@@ -16,17 +17,100 @@ export function assertKey(key: unknown): asserts key is string {
 
 /**
  * Throws a {@link CacheKeyError} naming `operation` unless `keys` is an array (`getMany`,
- * `deleteMany`). Only arrays: a string is iterable too, and read letter by letter
+ * `deleteMany`) of strings. Only arrays: a string is iterable too, and read letter by letter
  * `deleteMany('abc')` would remove `a`, `b` and `c` and leave `abc`. A `Set` or another iterable
- * is refused as well, so every backend takes the same inputs. Cost: one `Array.isArray`.
+ * is refused as well, so every backend takes the same inputs. Every index from 0 to `length - 1`
+ * is checked: a hole (a sparse array) or a key that is not a string is refused, naming its index —
+ * `map` and `for…of` treat a hole differently (one skips it, one reads `undefined`), so a backend
+ * would answer it one way or the other. A batch method should take {@link copyKeyList} instead,
+ * which checks the same and copies the list at once. Cost: one pass over the list.
  */
-export function assertKeyList(keys: unknown, operation: string): asserts keys is readonly unknown[] {
+export function assertKeyList(keys: unknown, operation: string): asserts keys is readonly string[] {
   if (!Array.isArray(keys)) throw notAList(keys, operation, false)
+  for (let i = 0; i < keys.length; i++) if (typeof keys[i] !== 'string') throw notAKeyAt(keys, i, operation)
 }
 
-/** {@link assertKeyList} for `setMany`: `items` must be an array (of `{ key, value, ttl? }`). */
-export function assertItemList(items: unknown, operation = 'setMany'): asserts items is readonly unknown[] {
+/**
+ * {@link assertKeyList}, and a copy of the list as it is at the call: what a batch method works
+ * on, so a caller that reuses its array once the call is made (`reverse()`, `push()`,
+ * `length = 0`) changes nothing of a call that waits its turn. Cost: one pass, one array.
+ */
+export function copyKeyList(keys: unknown, operation: string): string[] {
+  if (!Array.isArray(keys)) throw notAList(keys, operation, false)
+  const length = keys.length
+  const copy = new Array<string>(length)
+  for (let i = 0; i < length; i++) {
+    const key: unknown = keys[i]
+    if (typeof key !== 'string') throw notAKeyAt(keys, i, operation)
+    copy[i] = key
+  }
+  return copy
+}
+
+/**
+ * {@link assertKeyList} for `setMany`: `items` must be an array whose every index, 0 to
+ * `length - 1`, holds an object with a string `key` (`{ key, value, ttl? }`); a hole, `null`, a
+ * string or an item without a string key is refused, naming its index.
+ */
+export function assertItemList(
+  items: unknown,
+  operation = 'setMany',
+): asserts items is readonly SetManyItem[] {
   if (!Array.isArray(items)) throw notAList(items, operation, true)
+  for (let i = 0; i < items.length; i++) checkItemAt(items, i, operation)
+}
+
+/**
+ * {@link assertItemList}, and a copy taken at the call: a new array of new `{ key, value, ttl }`
+ * items, each property read once, so what was checked is what is stored, whatever the caller does
+ * to its array or items afterwards (values are not copied). Cost: one pass, one object an item.
+ */
+export function copyItemList(items: unknown, operation = 'setMany'): SetManyItem[] {
+  if (!Array.isArray(items)) throw notAList(items, operation, true)
+  const length = items.length
+  const copy = new Array<SetManyItem>(length)
+  for (let i = 0; i < length; i++) {
+    const item: unknown = items[i]
+    if (typeof item !== 'object' || item === null) throw notAnItemAt(items, i, operation)
+    const { key, value, ttl } = item as SetManyItem
+    if (typeof key !== 'string') throw notAnItemKeyAt(key, i, operation)
+    copy[i] = { key, value, ttl }
+  }
+  return copy
+}
+
+function checkItemAt(items: readonly unknown[], index: number, operation: string): void {
+  const item: unknown = items[index]
+  if (typeof item !== 'object' || item === null) throw notAnItemAt(items, index, operation)
+  const { key } = item as { key?: unknown }
+  if (typeof key !== 'string') throw notAnItemKeyAt(key, index, operation)
+}
+
+function notAnItemAt(items: readonly unknown[], index: number, operation: string): CacheKeyError {
+  const item = items[index]
+  const what = item === undefined && !(index in items) ? HOLE : describeAt(item)
+  return new CacheKeyError(`${operation}: items[${index}] is ${what}, not a { key, value } item`)
+}
+
+function notAnItemKeyAt(key: unknown, index: number, operation: string): CacheKeyError {
+  return new CacheKeyError(`${operation}: items[${index}].key is ${describeAt(key)}: cache keys are strings`)
+}
+
+function notAKeyAt(keys: readonly unknown[], index: number, operation: string): CacheKeyError {
+  const key = keys[index]
+  const what = key === undefined && !(index in keys) ? HOLE : describeAt(key)
+  return new CacheKeyError(`${operation}: keys[${index}] is ${what}: cache keys are strings`)
+}
+
+/** What a list holds at an index it never had an item at. */
+const HOLE = 'a hole (the list is sparse)'
+
+/** What is at an index of a list: `null`, `undefined`, `7 (a number)`, `the string "k"`, `a Map`… */
+function describeAt(value: unknown): string {
+  if (value === null || value === undefined || typeof value === 'string' || typeof value === 'object')
+    return describeGiven(value)
+  if (typeof value === 'function') return 'a function'
+  return `${String(value)} (a ${typeof value})`
 }
 
 function notAList(list: unknown, operation: string, items: boolean): CacheKeyError {

@@ -51,6 +51,8 @@ export {
   assertKey,
   assertKeyList,
   assertNamespace,
+  copyItemList,
+  copyKeyList,
   hashKey,
   keyFromWellFormed,
   namespacedKey,

@@ -1,7 +1,7 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { argumentsKey, CacheKeyError, stableStringify } from '../src/index.js'
-import { assertItemList, assertKey, assertKeyList, hashKey } from '../src/kit.js'
+import { assertItemList, assertKey, assertKeyList, copyItemList, copyKeyList, hashKey } from '../src/kit.js'
 
 describe('stableStringify', () => {
   it('ignores object key order, at every depth', () => {
@@ -124,5 +124,74 @@ describe('keys', () => {
       expect(check).toThrow(CacheKeyError)
       expect(check).toThrow(message)
     }
+  })
+  it('the list checks look at every index: a hole, null or a non-string key is refused, naming the index and what was there', () => {
+    const holeFirst: unknown[] = new Array(2)
+    holeFirst[1] = 'user:2'
+    const holeLast: unknown[] = [{ key: 'a', value: 1 }]
+    holeLast.length = 2
+    const refused: [() => unknown, string][] = [
+      [
+        () => assertKeyList(holeFirst, 'getMany'),
+        'getMany: keys[0] is a hole (the list is sparse): cache keys are strings',
+      ],
+      [
+        () => copyKeyList(holeFirst, 'deleteMany'),
+        'deleteMany: keys[0] is a hole (the list is sparse): cache keys are strings',
+      ],
+      [
+        () => copyKeyList(['a', undefined], 'getMany'),
+        'getMany: keys[1] is undefined: cache keys are strings',
+      ],
+      [() => copyKeyList(['a', 'b', null], 'getMany'), 'getMany: keys[2] is null: cache keys are strings'],
+      [() => assertKeyList([7], 'getMany'), 'getMany: keys[0] is 7 (a number): cache keys are strings'],
+      [() => copyKeyList([new Map()], 'getMany'), 'getMany: keys[0] is a Map: cache keys are strings'],
+      [() => assertItemList([null]), 'setMany: items[0] is null, not a { key, value } item'],
+      [
+        () => copyItemList(holeLast),
+        'setMany: items[1] is a hole (the list is sparse), not a { key, value } item',
+      ],
+      [
+        () => copyItemList([{ key: 'a', value: 1 }, 'k']),
+        'setMany: items[1] is the string "k", not a { key, value } item',
+      ],
+      [() => copyItemList([{ value: 1 }]), 'setMany: items[0].key is undefined: cache keys are strings'],
+      [
+        () => assertItemList([{ key: 5, value: 1 }]),
+        'setMany: items[0].key is 5 (a number): cache keys are strings',
+      ],
+    ]
+    for (const [check, message] of refused) {
+      expect(check).toThrow(CacheKeyError)
+      expect(check).toThrow(message)
+    }
+    expect(copyKeyList(['', 'a'], 'getMany')).toEqual(['', 'a'])
+  })
+
+  it('copyKeyList and copyItemList answer what the list held at the call, each item read once', () => {
+    const keys = ['user:1', 'user:2']
+    const keyCopy = copyKeyList(keys, 'getMany')
+    keys.reverse()
+    keys.push('user:3')
+    expect(keyCopy).toEqual(['user:1', 'user:2'])
+    // A key that changes each time it is read: the copy holds the one that was checked.
+    let reads = 0
+    const shifty = {
+      get key() {
+        return ++reads === 1 ? 'checked' : (42 as unknown as string)
+      },
+      value: 'v',
+    }
+    expect(copyItemList([shifty])).toEqual([{ key: 'checked', value: 'v', ttl: undefined }])
+    expect(reads).toBe(1)
+    const first = { key: 'a', value: 1 }
+    const list = [first, { key: 'b', value: 2, ttl: 5 }]
+    const itemCopy = copyItemList(list)
+    first.key = 'changed'
+    list.length = 0
+    expect(itemCopy).toEqual([
+      { key: 'a', value: 1, ttl: undefined },
+      { key: 'b', value: 2, ttl: 5 },
+    ])
   })
 })
