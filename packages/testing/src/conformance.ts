@@ -681,6 +681,157 @@ export function runConformance(name: string, options: ConformanceOptions): void 
       })
     })
 
+    describe('batches read every index of the list once, at the call', () => {
+      const outcome = (call: () => Promise<unknown>) =>
+        Promise.resolve()
+          .then(call)
+          .then(
+            (answer) => ({ resolvedWith: answer }),
+            (error: unknown) => error,
+          )
+      /** A list of `length` with `item` at `at` only: every other index is a hole. */
+      const sparse = (length: number, at: number, item: unknown): unknown[] => {
+        const list = new Array<unknown>(length)
+        list[at] = item
+        return list
+      }
+      const refusedWith = async (
+        operation: string,
+        call: () => Promise<unknown>,
+        message: RegExp,
+        label: string,
+      ) => {
+        const refused = await outcome(call)
+        expect(refused, `${operation}(${label})`).toBeInstanceOf(CacheKeyError)
+        expect((refused as Error).message, `${operation}(${label})`).toMatch(new RegExp(`^${operation}: `))
+        expect((refused as Error).message, `${operation}(${label})`).toMatch(message)
+      }
+
+      it('getMany refuses a hole or a non-string key with CacheKeyError naming the index, and answers no value', async () => {
+        const secret = key('secret')
+        await cache.set(secret, 'secret of user 2')
+        // A hole dropped before the lookup moved every later value one index early (redis); one
+        // read as "undefined" answered with the entry of that key (memcached).
+        await cache.set('undefined', 'entry of the key "undefined"')
+        const trailing: unknown[] = [secret]
+        trailing.length = 2
+        const lists: [string, unknown[], RegExp][] = [
+          ['[<hole>, key]', sparse(2, 1, secret), /keys\[0\] is a hole/],
+          ['[key, <hole>]', trailing, /keys\[1\] is a hole/],
+          ['[key, null]', [secret, null], /keys\[1\] is null/],
+          ['[undefined, key]', [undefined, secret], /keys\[0\] is undefined/],
+          ['[key, 7]', [secret, 7], /keys\[1\] is 7/],
+        ]
+        for (const [label, keys, message] of lists)
+          await refusedWith('getMany', () => cache.getMany(keys as string[]), message, label)
+        await cache.delete('undefined')
+      })
+
+      it('deleteMany refuses a hole or a non-string key with CacheKeyError naming the index, and removes nothing', async () => {
+        const kept = key('kept')
+        await cache.set(kept, 'kept')
+        await cache.set('undefined', 'kept too')
+        const lists: [string, unknown[], RegExp][] = [
+          ['[<hole>, key]', sparse(2, 1, kept), /keys\[0\] is a hole/],
+          ['[key, null]', [kept, null], /keys\[1\] is null/],
+          ['[key, undefined]', [kept, undefined], /keys\[1\] is undefined/],
+        ]
+        for (const [label, keys, message] of lists) {
+          await refusedWith('deleteMany', () => cache.deleteMany(keys as string[]), message, label)
+          expect(await cache.get(kept), `deleteMany(${label})`).toBe('kept')
+          expect(await cache.get('undefined'), `deleteMany(${label})`).toBe('kept too')
+        }
+        await cache.delete('undefined')
+      })
+
+      it('setMany refuses a null item, a hole, a string or an item without a string key with CacheKeyError naming the index, and stores nothing', async () => {
+        const good = key('good')
+        const item = { key: good, value: 'stored' }
+        const trailing: unknown[] = [item]
+        trailing.length = 2
+        const lists: [string, unknown[], RegExp][] = [
+          ['[null]', [null], /items\[0\] is null/],
+          ['[item, <hole>]', trailing, /items\[1\] is a hole/],
+          ['[<hole>, item]', sparse(2, 1, item), /items\[0\] is a hole/],
+          ['[item, undefined]', [item, undefined], /items\[1\] is undefined/],
+          ['[item, "k"]', [item, 'k'], /items\[1\] is the string "k"/],
+          ['[item, { value }]', [item, { value: 1 }], /items\[1\]\.key is undefined/],
+          ['[item, { key: null }]', [item, { key: null, value: 1 }], /items\[1\]\.key is null/],
+        ]
+        for (const [label, items, message] of lists) {
+          await refusedWith('setMany', () => cache.setMany(items as never), message, label)
+          expect(await cache.has(good), `the good item of setMany(${label})`).toBe(false)
+        }
+      })
+
+      // A getMany or setMany follows a write of the same key not awaited: a backend that queues the
+      // batch behind it must not read the caller's array then. The write writes what the key holds
+      // once the batch is done, so the outcome does not depend on which lands first.
+      it('getMany answers in the order of the keys at the call, whatever the caller does to its array afterwards', async () => {
+        const [a, b] = [key('a'), key('b')]
+        await cache.set(a, 'a1')
+        await cache.set(b, 'b1')
+        const changes: [string, (list: string[]) => void][] = [
+          ['reverse()', (list) => list.reverse()],
+          ['push()', (list) => list.push(b)],
+          ['length = 0', (list) => (list.length = 0)],
+          ['[0] = another key', (list) => (list[0] = b)],
+        ]
+        for (const [label, change] of changes) {
+          const write = cache.set(a, 'a1')
+          const batch = [a, b]
+          const pending = cache.getMany(batch)
+          change(batch)
+          expect(await pending, `getMany then ${label}`).toEqual(['a1', 'b1'])
+          await write
+        }
+      })
+
+      it('setMany stores the items of the call, whatever the caller does to its array or items afterwards', async () => {
+        const changes: [string, (list: { key: string; value: unknown }[], other: string) => void][] = [
+          ['push()', (list, other) => list.push({ key: other, value: 'pushed' })],
+          ['length = 0', (list) => (list.length = 0)],
+          ['[0] = another item', (list, other) => (list[0] = { key: other, value: 'replaced' })],
+          ['[0].key = another key', (list, other) => (list[0]!.key = other)],
+        ]
+        for (const [label, change] of changes) {
+          const [a, other] = [key('a'), key('other')]
+          const write = cache.set(a, 'stored')
+          const items = [{ key: a, value: 'stored' }]
+          const pending = cache.setMany(items)
+          change(items, other)
+          expect(await outcome(() => pending), `setMany then ${label}`).toEqual({ resolvedWith: undefined })
+          await write
+          expect(await cache.getMany([a, other]), `setMany then ${label}`).toEqual(['stored', undefined])
+        }
+      })
+
+      it('deleteMany removes and counts the keys of the call, whatever the caller does to its array afterwards', async () => {
+        const changes: [string, (list: string[], other: string) => void][] = [
+          ['push()', (list, other) => list.push(other)],
+          ['length = 0', (list) => (list.length = 0)],
+          ['[0] = another key', (list, other) => (list[0] = other)],
+        ]
+        for (const [label, change] of changes) {
+          const [a, b, other] = [key('a'), key('b'), key('other')]
+          await cache.setMany([
+            { key: b, value: 'b' },
+            { key: other, value: 'other' },
+          ])
+          await cache.set(a, 'a')
+          const batch = [a, b]
+          const pending = cache.deleteMany(batch)
+          change(batch, other)
+          expect(await pending, `deleteMany then ${label}`).toBe(2)
+          expect(await cache.getMany([a, b, other]), `deleteMany then ${label}`).toEqual([
+            undefined,
+            undefined,
+            'other',
+          ])
+        }
+      })
+    })
+
     it('stats count each operation of the caller once: a hit, a miss, a write, a removal', async () => {
       const stats = (cache as { stats?: Record<string, number> }).stats
       expect(stats, 'a @cache backend has stats').toBeDefined()
