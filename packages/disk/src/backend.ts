@@ -11,9 +11,10 @@ import {
 } from '@cache/core'
 import {
   assertIncrement,
-  assertItemList,
   assertKey,
   assertKeyList,
+  copyItemList,
+  copyKeyList,
   ObservedBackend,
   checkLogger,
   createCodec,
@@ -201,10 +202,10 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
 
   /** Reads up to 100 keys with one SQLite statement (a primary-key lookup a key), then decodes each hit. */
   async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
-    assertKeyList(keys, 'getMany')
-    for (const key of keys) if (typeof key !== 'string') assertKey(key)
+    // A copy: behind a pending write of one of the keys, the read runs later.
+    const list = copyKeyList(keys, 'getMany')
     this.assertOpen()
-    return this.reads.many<T>(keys)
+    return this.reads.many<T>(list)
   }
 
   /**
@@ -212,12 +213,11 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
    * operation issued after the call sees every item.
    */
   async setMany(items: readonly SetManyItem[]): Promise<void> {
-    assertItemList(items)
+    const list = copyItemList(items)
     this.assertOpen()
     const { codec, settings } = this.context
-    // Check every key, TTL, value and size first so a bad item stores nothing.
-    const prepared = items.map((item) => {
-      assertKey(item.key)
+    // Check every item, key, TTL, value and size first so a bad item stores nothing.
+    const prepared = list.map((item) => {
       const bytes = codec.encode(item.value)
       const size = bytes.length + item.key.length
       if (size > settings.maxSize) throw new CacheValueTooLargeError(item.key, size, settings.maxSize)
@@ -229,7 +229,6 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   /** Every delete joins the group commit at once, in order, so an operation issued after the call sees them all. */
   async deleteMany(keys: readonly string[]): Promise<number> {
     assertKeyList(keys, 'deleteMany')
-    for (const key of keys) if (typeof key !== 'string') assertKey(key)
     this.assertOpen()
     const removed = await settledAll(keys.map((key) => this.delete(key)))
     return removed.filter(Boolean).length

@@ -8,9 +8,10 @@ import {
 } from '@cache/core'
 import {
   assertIncrement,
-  assertItemList,
   assertKeyList,
   checkLogger,
+  copyItemList,
+  copyKeyList,
   durationOption,
   ObservedBackend,
 } from '@cache/core/backend'
@@ -378,17 +379,18 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
 
   /** One round trip per server, with quiet GETs (see {@link Batches.getMany}). */
   async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
-    assertKeyList(keys, 'getMany')
-    return this.order.after(keys, 'getMany', () => this.batches.getMany<T>(keys))
+    // A copy: behind a pending write of one of the keys, the batch runs later.
+    const list = copyKeyList(keys, 'getMany')
+    return this.order.after(list, 'getMany', () => this.batches.getMany<T>(list))
   }
 
   /** One round trip per server, with quiet SETs (see {@link Batches.setMany}). */
   async setMany(items: readonly SetManyItem[]): Promise<void> {
-    assertItemList(items)
+    const list = copyItemList(items)
     return this.order.after(
-      items.map((item) => item.key),
+      list.map((item) => item.key),
       'setMany',
-      () => this.batches.setMany(items),
+      () => this.batches.setMany(list),
     )
   }
 

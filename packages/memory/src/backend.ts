@@ -10,12 +10,12 @@ import {
 import {
   addToCounter,
   assertIncrement,
-  assertItemList,
   assertKnownOptions,
   assertKey,
   assertKeyList,
   assertSerializable,
   CONFLICT,
+  copyItemList,
   ObservedBackend,
   KeyedQueue,
   listPrefix,
@@ -186,6 +186,7 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
     this.assertOpen()
     assertKeyList(keys, 'getMany')
+    // Read at once, in this call: checking the list is all the copy it needs.
     const out = new Array<T | undefined>(keys.length)
     for (let i = 0; i < keys.length; i++) {
       const stored = this.read(keys[i]!)
@@ -194,11 +195,10 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
     return out
   }
 
-  async setMany(items: readonly SetManyItem[]): Promise<void> {
+  async setMany(given: readonly SetManyItem[]): Promise<void> {
     this.assertOpen()
-    assertItemList(items)
-    // Check every key, TTL and value first so a bad item stores nothing.
-    for (const item of items) if (typeof item.key !== 'string') assertKey(item.key)
+    // Check every item, key, TTL and value first so a bad item stores nothing.
+    const items = copyItemList(given)
     const expiries = items.map((item) => this.expiry(item.ttl))
     // Each value is copied (with clone) and measured (with maxSize) before any is stored: a value
     // that cannot be copied, or is too large, rejects the call and stores no item (the too-large
@@ -217,7 +217,6 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
   async deleteMany(keys: readonly string[]): Promise<number> {
     this.assertOpen()
     assertKeyList(keys, 'deleteMany')
-    for (const key of keys) assertKey(key)
     let removed = 0
     for (const key of keys) if (this.remove(key)) removed++
     return removed

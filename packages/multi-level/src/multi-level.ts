@@ -12,9 +12,9 @@ import {
 } from '@cache/core'
 import {
   assertIncrement,
-  assertItemList,
   assertKey,
-  assertKeyList,
+  copyItemList,
+  copyKeyList,
   isGenerationKey,
   toBackend,
 } from '@cache/core/backend'
@@ -227,27 +227,21 @@ export class MultiLevelBackend implements CacheBackend {
 
   async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
     this.assertOpen()
-    assertKeyList(keys, 'getMany')
-    for (const key of keys) assertKey(key)
-    return this.batches.getMany<T>(keys)
+    // A copy: the levels are read one after the other, the later ones after the caller goes on.
+    return this.batches.getMany<T>(copyKeyList(keys, 'getMany'))
   }
 
   async setMany(items: readonly SetManyItem[]): Promise<void> {
     this.assertOpen()
-    assertItemList(items)
-    for (const item of items) {
-      assertKey(item.key)
-      ttlToMs(item.ttl)
-    }
-    return this.batches.setMany(items)
+    const list = copyItemList(items)
+    for (const item of list) ttlToMs(item.ttl)
+    return this.batches.setMany(list)
   }
 
   /** Key by key on each level: a key any level held is counted and evented once. */
   async deleteMany(keys: readonly string[]): Promise<number> {
     this.assertOpen()
-    assertKeyList(keys, 'deleteMany')
-    for (const key of keys) assertKey(key)
-    return this.batches.deleteMany(keys)
+    return this.batches.deleteMany(copyKeyList(keys, 'deleteMany'))
   }
 
   async incr(key: string, by = 1, ttl?: Duration): Promise<number> {

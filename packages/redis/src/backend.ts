@@ -8,13 +8,7 @@ import {
   parseDuration,
   type SetManyItem,
 } from '@cache/core'
-import {
-  assertIncrement,
-  assertItemList,
-  assertKeyList,
-  listPrefix,
-  ObservedBackend,
-} from '@cache/core/backend'
+import { assertIncrement, copyItemList, copyKeyList, listPrefix, ObservedBackend } from '@cache/core/backend'
 import type { Redis } from 'ioredis'
 import { Batches } from './batches.js'
 import type { RedisClient, RedisConnection } from './client.js'
@@ -297,24 +291,25 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   async getMany<T = unknown>(keys: readonly string[]): Promise<(T | undefined)[]> {
     // Refused after close() like every call, also with no keys (nothing would be sent).
     this.connection.assertOpen()
-    assertKeyList(keys, 'getMany')
+    // A copy: the keys are read again once the replies are in.
+    const list = copyKeyList(keys, 'getMany')
     this.reads.flush()
     // Under way (close() waits for it) until every step is done: a second read of some keys.
-    return this.connection.track(this.batches.getMany<T>(keys))
+    return this.connection.track(this.batches.getMany<T>(list))
   }
 
   async setMany(items: readonly SetManyItem[]): Promise<void> {
     this.connection.assertOpen()
-    assertItemList(items)
+    const list = copyItemList(items)
     this.reads.flush()
-    return this.connection.track(this.batches.setMany(items))
+    return this.connection.track(this.batches.setMany(list))
   }
 
   async deleteMany(keys: readonly string[]): Promise<number> {
     this.connection.assertOpen()
-    assertKeyList(keys, 'deleteMany')
+    const list = copyKeyList(keys, 'deleteMany')
     this.reads.flush()
-    return this.connection.track(this.batches.deleteMany(keys))
+    return this.connection.track(this.batches.deleteMany(list))
   }
 
   /** Idempotent. Quits a client this backend created; a client passed in is left open. */
