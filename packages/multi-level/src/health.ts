@@ -127,10 +127,11 @@ export class LevelHealth {
    * keys were published again without that proof, see UncertainWrites): counted
    * (`stats.errors`), emitted as an `error` event of operation `republish`, logged once until its
    * reads answer again ({@link proven}). Not a failure of the level: its breaker does not count it.
+   * `count`: the keys it stands for (keys published without proof count one each).
    */
-  unproven(level: Level, key: string, error: unknown): void {
-    level.stats.errors++
-    this.observer.stats.errors++
+  unproven(level: Level, key: string, error: unknown, count = 1): void {
+    level.stats.errors += count
+    this.observer.stats.errors += count
     this.emit('error', { backend: level.name, level: level.index, operation: 'republish', key, error })
     this.incidents.report(
       `republish ${level.index}`,

@@ -6,20 +6,27 @@ import type { ReadGuards } from './read-guard.js'
 /** First wait before the shared level is asked again; doubled after a round with failures, up to the next. */
 const FIRST_MS = 50
 const MOST_MS = 1000
-/** Failed reads of a key (about 4.5 s with the waits above) before it is published without proof. */
-export const MOST_UNCERTAIN_TRIES = 8
+/** A key not proven this long after its failure is published without proof (however many wait). */
+export const UNPROVEN_MS = 4500
 /** Keys waiting for their proof, at most; past it the oldest are published at once, without proof. */
 export const MOST_UNCERTAIN_KEYS = 10_000
 /** Keys read in one round; the others wait for the next. */
 const PER_ROUND = 500
 /** A key published after its proof is published once more this much later (see {@link UncertainWrites}). */
 export const LATE_REPUBLISH_MS = 5000
+/**
+ * Keys waiting for their late publication, at most. The rounds prove at most {@link PER_ROUND}
+ * keys every {@link FIRST_MS}: about 50 000 within {@link LATE_REPUBLISH_MS}, so this is not
+ * reached; past it the oldest are published early, and reported.
+ */
+export const MOST_LATE_KEYS = 100_000
 /** How long close() waits for the proofs before it publishes the keys without. */
 export const CLOSE_WAIT_MS = 2000
 
 /** A key waiting for its proof; replaced when the key fails again (an earlier read proves nothing of it). */
 interface Waiting {
-  tries: number
+  /** When its write failed (epoch ms). */
+  since: number
 }
 
 /**
@@ -34,19 +41,28 @@ interface Waiting {
  * holds only its own keys. Until then, this process's reads of a key do not copy what they read
  * into the faster levels.
  *
- * Bounded: a key whose read failed {@link MOST_UNCERTAIN_TRIES} times, the oldest keys past
- * {@link MOST_UNCERTAIN_KEYS}, and every key still waiting when the chain closes (after up to
- * {@link CLOSE_WAIT_MS} of trying) are published without proof — a message that drops copies is
- * always safe — and reported. A key published after its proof is published once more
- * {@link LATE_REPUBLISH_MS} later: the proving read may have been answered on a new connection
- * (after a reconnect) while an intermediary (a TCP proxy) still held the write sent on the old one.
+ * Bounded: a key not proven {@link UNPROVEN_MS} after its failure (however many wait: the rounds
+ * read {@link PER_ROUND} keys each), the oldest keys past {@link MOST_UNCERTAIN_KEYS}, and every
+ * key still waiting when the chain closes (after up to {@link CLOSE_WAIT_MS} of trying) are
+ * published without proof — a message that drops copies is always safe — and reported, counted
+ * once per key. A key published after its proof is published once more {@link LATE_REPUBLISH_MS}
+ * later: the proving read may have been answered on a new connection (after a reconnect) while an
+ * intermediary (a TCP proxy) still held the write sent on the old one.
  */
 export class UncertainWrites {
+  /** In the order of their failures (a key failing again moves to the end): the oldest first. */
   private readonly keys = new Map<string, Waiting>()
+  /**
+   * Where the next round starts reading: a live iterator of {@link keys}, so each round takes the
+   * keys the last one did not reach (one failing again is read again at the end).
+   */
+  private cursor: MapIterator<[string, Waiting]> | undefined
   /** Keys published after their proof, each batch to be published once more at `due` (epoch ms). */
   private late: { keys: string[]; due: number }[] = []
   private lateKeys = 0
   private lateTimer: NodeJS.Timeout | undefined
+  /** Publishes the keys unproven {@link UNPROVEN_MS} after their failure. */
+  private unprovenTimer: NodeJS.Timeout | undefined
   private waitMs = FIRST_MS
   private timer: NodeJS.Timeout | undefined
   /** The round of reads in flight. */
@@ -64,49 +80,63 @@ export class UncertainWrites {
   /** A write of `keys` failed on the shared level in use. */
   add(keys: readonly string[]): void {
     if (this.stopped) return
+    const since = Date.now()
     for (const key of keys) {
       this.keys.delete(key)
-      this.keys.set(key, { tries: 0 })
+      this.keys.set(key, { since })
       this.reads.holdUncertain(key)
     }
     if (this.keys.size > MOST_UNCERTAIN_KEYS) this.overflow()
     this.waitMs = FIRST_MS
     this.schedule()
+    if (this.unprovenTimer === undefined) this.scheduleUnproven()
   }
 
   /**
    * The chain closes: the keys still waiting are read once more (for up to {@link CLOSE_WAIT_MS}),
-   * then every key waiting or due a late publication is published, proven or not; resolves once
-   * that is handed to the bus. Nothing is asked or told after.
+   * then every key waiting or due a late publication is published, proven or not (those not
+   * proven reported as such); resolves once that is handed to the bus. Nothing is asked or told after.
    */
   async close(): Promise<void> {
     if (this.stopped) return
     this.stopped = true
-    clearTimeout(this.timer)
-    clearTimeout(this.lateTimer)
+    this.clearTimers()
     let timeout: NodeJS.Timeout | undefined
     const given = new Promise<void>((resolve) => {
       timeout = setTimeout(resolve, CLOSE_WAIT_MS)
     })
     await Promise.race([given, this.proveAll()])
     clearTimeout(timeout)
-    const rest = [...this.late.flatMap((batch) => batch.keys), ...this.keys.keys()]
+    const unproven = [...this.keys.keys()]
+    const rest = [...this.late.flatMap((batch) => batch.keys), ...unproven]
     this.late = []
     this.lateKeys = 0
-    for (const key of this.keys.keys()) this.reads.releaseUncertain(key)
+    for (const key of unproven) this.reads.releaseUncertain(key)
     this.keys.clear()
+    this.cursor = undefined
+    if (unproven.length > 0)
+      this.reportUnproven(
+        unproven,
+        `the level did not answer reads of them within ${CLOSE_WAIT_MS} ms as the chain closes`,
+      )
     if (rest.length > 0) await this.settled(rest).catch(() => {})
   }
 
   /** Drops everything, publishing nothing (a chain without a bus closes). */
   stop(): void {
     this.stopped = true
-    clearTimeout(this.timer)
-    clearTimeout(this.lateTimer)
+    this.clearTimers()
     for (const key of this.keys.keys()) this.reads.releaseUncertain(key)
     this.keys.clear()
+    this.cursor = undefined
     this.late = []
     this.lateKeys = 0
+  }
+
+  private clearTimers(): void {
+    clearTimeout(this.timer)
+    clearTimeout(this.lateTimer)
+    clearTimeout(this.unprovenTimer)
   }
 
   /** Reads the keys until every one is proven (or close() gives up waiting). */
@@ -131,33 +161,33 @@ export class UncertainWrites {
   }
 
   /**
-   * One round: reads each key (up to {@link PER_ROUND}) on the shared level, its own call (no
-   * breaker, no counters of reads); tells the keys it answered for, and those out of tries.
+   * One round: reads up to {@link PER_ROUND} keys, from where the last round stopped, on the
+   * shared level, each its own call (no breaker, no counters of reads); tells the keys it answered for.
    */
   private async ask(): Promise<void> {
     const round: [string, Waiting][] = []
-    for (const entry of this.keys) {
-      round.push(entry)
-      if (round.length === PER_ROUND) break
+    this.cursor ??= this.keys.entries()
+    while (round.length < PER_ROUND) {
+      const next = this.cursor.next()
+      if (next.done) {
+        // The next round starts from the oldest again.
+        this.cursor = undefined
+        break
+      }
+      round.push(next.value)
     }
     const outcomes = await Promise.allSettled(round.map(([key]) => this.shared.backend.has(key)))
     const done: string[] = []
-    const givenUp: string[] = []
     let failed: { key: string; error: unknown } | undefined
     for (let i = 0; i < round.length; i++) {
       const [key, waiting] = round[i]!
-      // Failed again since this read was sent: the read proves nothing of the new failure.
+      // Failed again since this read was sent (the read proves nothing of the new failure), or
+      // published meanwhile without proof.
       if (this.keys.get(key) !== waiting) continue
       const outcome = outcomes[i]!
       if (outcome.status === 'rejected') {
         failed ??= { key, error: outcome.reason }
-        if (++waiting.tries < MOST_UNCERTAIN_TRIES) {
-          // To the back: the keys behind it in a long list get their turn.
-          this.keys.delete(key)
-          this.keys.set(key, waiting)
-          continue
-        }
-        givenUp.push(key)
+        continue
       }
       this.keys.delete(key)
       this.reads.releaseUncertain(key)
@@ -165,14 +195,31 @@ export class UncertainWrites {
     }
     if (failed !== undefined) this.health.unproven(this.shared, failed.key, failed.error)
     else this.health.proven(this.shared)
-    if (givenUp.length > 0) {
-      const message = `${givenUp.length} key(s) whose writes it failed are published again without proof: it failed ${MOST_UNCERTAIN_TRIES} reads of each`
-      this.health.unproven(this.shared, givenUp[0]!, this.unprovenError(message, failed?.error))
-    }
     this.waitMs = failed === undefined ? FIRST_MS : Math.min(this.waitMs * 2, MOST_MS)
     if (done.length === 0) return
     await this.settled(done).catch(() => {})
-    if (!this.stopped) this.publishLate(done.filter((key) => !givenUp.includes(key)))
+    if (!this.stopped) this.publishLate(done)
+  }
+
+  /** At the oldest key's {@link UNPROVEN_MS}: publishes the keys unproven that long. */
+  private scheduleUnproven(): void {
+    const oldest = this.keys.values().next()
+    if (oldest.done || this.stopped) return
+    this.unprovenTimer = setTimeout(
+      () => {
+        this.unprovenTimer = undefined
+        const out: string[] = []
+        const by = Date.now() - UNPROVEN_MS
+        for (const [key, waiting] of this.keys) {
+          if (waiting.since > by) break
+          out.push(key)
+        }
+        this.giveUp(out, `they were not proven within ${UNPROVEN_MS} ms of the failure`)
+        this.scheduleUnproven()
+      },
+      Math.max(0, oldest.value.since + UNPROVEN_MS - Date.now()),
+    )
+    this.unprovenTimer.unref?.()
   }
 
   /** Past {@link MOST_UNCERTAIN_KEYS}: the oldest keys are published now, without proof. */
@@ -182,27 +229,50 @@ export class UncertainWrites {
       if (this.keys.size - out.length <= MOST_UNCERTAIN_KEYS) break
       out.push(key)
     }
-    for (const key of out) {
+    this.giveUp(out, `more than ${MOST_UNCERTAIN_KEYS} keys wait for their proof: these are the oldest`)
+  }
+
+  /** Publishes `keys` (waiting, oldest first) without proof, and reports them. */
+  private giveUp(keys: string[], why: string): void {
+    if (keys.length === 0) return
+    for (const key of keys) {
       this.keys.delete(key)
       this.reads.releaseUncertain(key)
     }
-    const message = `more than ${MOST_UNCERTAIN_KEYS} keys wait for the proof that writes it failed are settled: the ${out.length} oldest are published again without it`
-    this.health.unproven(this.shared, out[0]!, this.unprovenError(message))
-    void this.settled(out).catch(() => {})
+    this.reportUnproven(keys, why)
+    void this.settled(keys).catch(() => {})
   }
 
-  private unprovenError(message: string, cause?: unknown): CacheError {
+  /** Counted once per key (`stats.errors`), one `republish` error event naming the first. */
+  private reportUnproven(keys: string[], why: string): void {
+    const message = `${keys.length} key(s) whose writes it failed are published again without proof: ${why}`
+    this.health.unproven(this.shared, keys[0]!, this.error(message), keys.length)
+  }
+
+  private error(message: string): CacheError {
     const { index, name } = this.shared
-    return new CacheError(`multi-level: level ${index + 1} (${name}): ${message}`, { cause })
+    return new CacheError(`multi-level: level ${index + 1} (${name}): ${message}`)
   }
 
-  /** Publishes `keys` once more {@link LATE_REPUBLISH_MS} from now (at once past the bound). */
+  /** Publishes `keys` once more {@link LATE_REPUBLISH_MS} from now. */
   private publishLate(keys: string[]): void {
-    if (keys.length === 0) return
     this.late.push({ keys, due: Date.now() + LATE_REPUBLISH_MS })
     this.lateKeys += keys.length
-    if (this.lateKeys > MOST_UNCERTAIN_KEYS) this.flushLate(Number.POSITIVE_INFINITY)
-    else if (this.lateTimer === undefined) this.scheduleLate()
+    if (this.lateKeys > MOST_LATE_KEYS) this.lateOverflow()
+    if (this.lateTimer === undefined) this.scheduleLate()
+  }
+
+  /** Past {@link MOST_LATE_KEYS}: the oldest batches are published now, early, and reported. */
+  private lateOverflow(): void {
+    const out: string[] = []
+    while (this.lateKeys > MOST_LATE_KEYS) {
+      const batch = this.late.shift()!
+      this.lateKeys -= batch.keys.length
+      for (const key of batch.keys) out.push(key)
+    }
+    const message = `more than ${MOST_LATE_KEYS} keys wait to be published once more ${LATE_REPUBLISH_MS} ms after their proof: the ${out.length} oldest are published now, early (a write an intermediary still holds is not covered)`
+    this.health.unproven(this.shared, out[0]!, this.error(message), out.length)
+    void this.settled(out).catch(() => {})
   }
 
   private scheduleLate(): void {
@@ -225,7 +295,7 @@ export class UncertainWrites {
     while (this.late.length > 0 && this.late[0]!.due <= now) {
       const batch = this.late.shift()!
       this.lateKeys -= batch.keys.length
-      keys.push(...batch.keys)
+      for (const key of batch.keys) keys.push(key)
     }
     if (keys.length > 0) void this.settled(keys).catch(() => {})
   }
