@@ -1,6 +1,6 @@
 import { type IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http'
 import type { CacheEvent, CacheEventName, CacheStats, Duration } from '@cache/core'
-import type { ResponseIndexEntry, ResponseIndexOptions } from '@cache/http'
+import { optionsArgument, type ResponseIndexEntry, type ResponseIndexOptions } from '@cache/http'
 import { keepMetadata, nestInterceptor, useInterceptor } from './decorator-metadata.js'
 import { markCacheMiddleware } from './dispatch.js'
 import { type CacheResponseOptions, resolveOptions } from './options.js'
@@ -67,10 +67,15 @@ export interface ResponseCacheHandler {
 /**
  * Caches whole HTTP responses (GET, with HEAD answered from the GET entry). Usable as
  * middleware, as a handler wrapper and as a decorator on controller methods. `options` may be a
- * TTL alone: `cacheResponse(60)`, `cacheResponse('5m')`. See {@link CacheResponseOptions}.
+ * TTL alone: `cacheResponse(60)`, `cacheResponse('5m')`. See {@link CacheResponseOptions}. One
+ * argument only: `cacheResponse(60, { vary })` is a `CacheConfigError` (write
+ * `cacheResponse({ ttl: 60, vary })`), as is `null`.
  */
-export function cacheResponse(options: CacheResponseOptions | Duration = {}): ResponseCacheHandler {
-  const engine = new ResponseCache(resolveOptions(options))
+export function cacheResponse(options?: CacheResponseOptions | Duration): ResponseCacheHandler
+export function cacheResponse(...args: unknown[]): ResponseCacheHandler {
+  const engine = new ResponseCache(
+    resolveOptions(optionsArgument<CacheResponseOptions>(args, 'cacheResponse')),
+  )
 
   const wrap = <H extends Handler>(handler: H): H => {
     let identity: string

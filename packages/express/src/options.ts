@@ -1,5 +1,4 @@
 import type { IncomingMessage } from 'node:http'
-import type { Duration } from '@cache/core'
 import { optionNames } from '@cache/core/backend'
 import {
   HTTP_CACHE_OPTION_NAMES,
@@ -48,9 +47,9 @@ const KNOWN: KnownOptions = {
   where: 'cacheResponse()',
 }
 
-export function resolveOptions(options: CacheResponseOptions | Duration = {}): Settings {
-  const opts: CacheResponseOptions = typeof options === 'object' ? options : { ttl: options }
-  const http = resolveHttpCacheOptions(options, KNOWN)
+/** Resolves the options of one `cacheResponse()` (a TTL alone already made `{ ttl }`). */
+export function resolveOptions(opts: CacheResponseOptions): Settings {
+  const http = resolveHttpCacheOptions(opts, KNOWN)
   const skippedOnHits = resolveSkippedOnHits(opts)
   return {
     ...http,

@@ -1,7 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto'
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import { type CacheBackend, CacheConfigError, type Duration, getBackend, invalidateTags } from '@cache/core'
-import { assertKnownOptions, optionNames } from '@cache/core/backend'
+import { optionNames, warnOnce } from '@cache/core/backend'
 import {
   answerFromResult,
   describeFunction,
@@ -18,6 +18,7 @@ import {
   type HttpCacheOptions,
   type HttpRequestView,
   invalidateResponsePrefix,
+  namesForOtherPlugins,
   type LookupContext,
   injectRefresh,
   type LookupResult,
@@ -117,7 +118,7 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
   let defaults: RouteCacheOptions
   const decorateAs = options?.decorateAs ?? 'cache'
   try {
-    defaults = pluginDefaults(options)
+    defaults = pluginDefaults(fastify, options)
     if (typeof decorateAs !== 'string' || decorateAs === '')
       throw new CacheConfigError(
         'decorateAs',
@@ -253,21 +254,39 @@ function cachePlugin(
   register(fastify, options, done)
 }
 
-/** Checks the plugin's options now: a bad one throws a `CacheConfigError` at registration. */
-function pluginDefaults(options: CachePluginOptions): RouteCacheOptions {
+/**
+ * Checks the plugin's options now: a bad one throws a `CacheConfigError` at registration. A name
+ * that is not an option is reported and ignored when it looks meant for another plugin (see
+ * {@link namesForOtherPlugins}): `@fastify/autoload` hands its shared `options` (the app's own
+ * settings) to every plugin of its directory, cachePlugin included.
+ */
+function pluginDefaults(fastify: FastifyInstance, options: CachePluginOptions): RouteCacheOptions {
   if (options === null || typeof options !== 'object')
     throw new CacheConfigError('options', `expected an object, got ${String(options)}`)
-  assertKnownOptions(options, PLUGIN_OPTION_NAMES, 'cachePlugin')
-  const {
-    decorateAs: _,
-    prefix: _p,
-    logLevel: _l,
-    logSerializers: _s,
-    ...defaults
-  } = options as CachePluginOptions & RegisterOptions
+  for (const name of namesForOtherPlugins(options, PLUGIN_OPTION_NAMES, 'cachePlugin'))
+    reportIgnored(fastify, name)
+  const given = options as Record<string, unknown>
+  const defaults: Record<string, unknown> = {}
+  for (const name of Object.keys(given)) if (ROUTE_OPTION_NAMES.has(name)) defaults[name] = given[name]
   // Built once to check every option (ttl, keyPrefix, statuses, …) when the plugin registers.
   new HttpCache(defaults)
   return defaults
+}
+
+/** Names already reported by {@link reportIgnored}, for the life of the process. */
+const reported = new Set<string>()
+
+/**
+ * Reports a plugin option name that is ignored, once per name: through `fastify.log`, or the
+ * cache's logger when the app logs nothing (`Fastify()` without `logger`), so it is never silent.
+ */
+function reportIgnored(fastify: FastifyInstance, name: string): void {
+  if (reported.has(name)) return
+  reported.add(name)
+  const message = `${name}: not an option of cachePlugin, ignored (plugin options may hold other plugins' settings, as @fastify/autoload's shared \`options\` do); the options are listed in @cache/fastify's README`
+  // Fastify without a logger has a logger that drops everything (abstract-logging, no `level`).
+  if (typeof (fastify.log as { level?: unknown }).level === 'string') fastify.log.warn(message)
+  else warnOnce(`cachePlugin:${name}`, message)
 }
 
 function routeOptions(config: RouteCacheConfig, url: string): RouteCacheOptions {

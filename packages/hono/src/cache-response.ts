@@ -27,6 +27,7 @@ import {
   type LookupContext,
   type LookupResult,
   lineValue,
+  optionsArgument,
   listeningAt,
   type MissResult,
   offerCacheControl,
@@ -148,7 +149,8 @@ function watchErrorLog(): void {
 /**
  * Caches whole HTTP responses (GET, with HEAD answered from the GET entry) as Hono middleware.
  * `options` may be a TTL alone: `cacheResponse(60)`, `cacheResponse('5m')`. See
- * {@link CacheResponseOptions}.
+ * {@link CacheResponseOptions}. One argument only: `cacheResponse(60, { vary })` is a
+ * `CacheConfigError` (write `cacheResponse({ ttl: 60, vary })`), as is `null`.
  *
  * On a miss the response the handler made (`c.res` after `await next()`) goes to the client as
  * it is produced: its body passes through a stream that copies each chunk, and it is stored once
@@ -156,7 +158,9 @@ function watchErrorLog(): void {
  * `Set-Cookie`, `Cache-Control: private`) are decided on, and not stored: that middleware sets
  * them again on a hit.
  */
-export function cacheResponse(options: CacheResponseOptions | Duration = {}): ResponseCacheMiddleware {
+export function cacheResponse(options?: CacheResponseOptions | Duration): ResponseCacheMiddleware
+export function cacheResponse(...args: unknown[]): ResponseCacheMiddleware {
+  const options = optionsArgument<CacheResponseOptions>(args, 'cacheResponse')
   const http = new HttpCache<Context>({}, resolveHttpCacheOptions(options, KNOWN))
   const skipped = resolveSkippedOnHits(options)
   const handled = new WeakSet<Context>()

@@ -57,10 +57,20 @@ export interface CacheModuleOptions extends ConfigureOptions {
   front?: boolean
 }
 
+/**
+ * What a `forRootAsync` factory may return: what `forRoot` accepts, without `isGlobal` (which goes
+ * beside `useFactory`).
+ */
+export type CacheModuleFactoryResult =
+  | Omit<CacheModuleOptions, 'isGlobal'>
+  | CacheBackend
+  | MinimalBackend
+  | string
+
 /** What {@link CacheModule.forRootAsync} accepts: a factory of the options, as Nest's other modules take. */
 export interface CacheModuleAsyncOptions extends Pick<ModuleMetadata, 'imports'> {
   /** Builds the options from the providers in `inject` (a `ConfigService`, …). May be async. */
-  useFactory: (...args: any[]) => CacheModuleOptions | Promise<CacheModuleOptions>
+  useFactory: (...args: any[]) => CacheModuleFactoryResult | Promise<CacheModuleFactoryResult>
   /** Providers handed to `useFactory`, in order. Default: none. */
   inject?: FactoryProvider['inject']
   /** As {@link CacheModuleOptions.isGlobal}; decided here because Nest must know it before the factory runs. Default: `false`. */
@@ -90,11 +100,44 @@ interface ModuleCache {
 }
 const MODULE_CACHE = Symbol.for('@cache/nestjs:module-cache')
 
-/** Builds the backend from the options and makes it the process's default cache. */
-function createModuleCache(options: CacheModuleOptions | undefined, where: string): ModuleCache {
-  if (options === null || typeof options !== 'object')
-    throw new CacheConfigError('CacheModule', `expected an options object, got ${String(options)}`)
-  assertKnownOptions(options, MODULE_OPTION_NAMES, where, CONFIGURE_OPTION_HINTS)
+/**
+ * What `forRoot` was given, or `forRootAsync`'s factory returned, as the module's options: a
+ * backend instance or a spec string (`'memory,redis'`) is `{ backend }`; options are checked for
+ * names that are not options. Anything else is a `CacheConfigError` saying what it was.
+ *
+ * @param source the words before what was given: `CacheModule.forRoot() was given`
+ * @param where what the options are of, for the error naming one that is not an option
+ */
+function moduleOptions(given: unknown, source: string, where: string): CacheModuleOptions {
+  if (typeof given === 'string' || isMinimalBackend(given))
+    return { backend: given as CacheModuleOptions['backend'] }
+  const expected =
+    "expected an options object ({ backend, namespace, … }), a backend instance or a spec string ('memory,redis')"
+  if (given === null || typeof given !== 'object' || Array.isArray(given))
+    throw new CacheConfigError('CacheModule', `${source} ${describeGiven(given)}: ${expected}`)
+  const prototype = Object.getPrototypeOf(given)
+  const plain = prototype === Object.prototype || prototype === null
+  // A service or client returned by mistake (the injected ConfigService, an ioredis client): its
+  // fields are not misspelt options, so the error names what it is.
+  if (!plain && Object.keys(given).some((name) => !MODULE_OPTION_NAMES.has(name)))
+    throw new CacheConfigError('CacheModule', `${source} ${describeGiven(given)}: ${expected}`)
+  assertKnownOptions(given, MODULE_OPTION_NAMES, where, CONFIGURE_OPTION_HINTS)
+  return given as CacheModuleOptions
+}
+
+function describeGiven(value: unknown): string {
+  if (Array.isArray(value)) return 'an array'
+  if (typeof value === 'function') return 'a function'
+  if (value !== null && typeof value === 'object') {
+    const name = Object.getPrototypeOf(value)?.constructor?.name
+    if (typeof name === 'string' && name !== '')
+      return `${/^[AEIOU]/.test(name) ? 'an' : 'a'} ${name} instance`
+  }
+  return typeof value === 'symbol' || typeof value === 'bigint' ? `a ${typeof value}` : String(value)
+}
+
+/** Builds the backend from checked options and makes it the process's default cache. */
+function createModuleCache(options: CacheModuleOptions): ModuleCache {
   const { isGlobal: _global, closeOnShutdown = true, front = false, ...configure } = options
   if (typeof closeOnShutdown !== 'boolean')
     throw new CacheConfigError('closeOnShutdown', `expected a boolean, got ${String(closeOnShutdown)}`)
@@ -178,21 +221,21 @@ export class CacheModule {
    *   variables (default `memory`).
    */
   static forRoot(options: CacheModuleOptions | CacheBackend | MinimalBackend | string = {}): DynamicModule {
-    const resolved: CacheModuleOptions =
-      typeof options === 'string' || isMinimalBackend(options)
-        ? { backend: options as CacheModuleOptions['backend'] }
-        : options
     // Checked now, while the application's modules are declared; built when Nest creates them.
-    if (resolved !== null && typeof resolved === 'object')
-      assertKnownOptions(resolved, MODULE_OPTION_NAMES, 'CacheModule.forRoot()', CONFIGURE_OPTION_HINTS)
+    const resolved = moduleOptions(options, 'CacheModule.forRoot() was given', 'CacheModule.forRoot()')
     return dynamicModule(
-      { provide: MODULE_CACHE, useFactory: () => createModuleCache(resolved, 'CacheModule.forRoot()') },
+      { provide: MODULE_CACHE, useFactory: () => createModuleCache(resolved) },
       resolved.isGlobal === true,
       [],
     )
   }
 
-  /** As {@link forRoot}, with options built by a factory from other providers. */
+  /**
+   * As {@link forRoot}, with options built by a factory from other providers. The factory may
+   * return what `forRoot` accepts (options, a backend instance, a spec string); `isGlobal` goes
+   * beside `useFactory`, since Nest decides it before the factory runs (a factory that returns a
+   * different `isGlobal` is refused).
+   */
   static forRootAsync(options: CacheModuleAsyncOptions): DynamicModule {
     if (typeof options?.useFactory !== 'function')
       throw new CacheConfigError('useFactory', 'CacheModule.forRootAsync needs a useFactory function')
@@ -200,8 +243,20 @@ export class CacheModule {
     return dynamicModule(
       {
         provide: MODULE_CACHE,
-        useFactory: async (...args: unknown[]) =>
-          createModuleCache(await options.useFactory(...args), 'the options of CacheModule.forRootAsync()'),
+        useFactory: async (...args: unknown[]) => {
+          const resolved = moduleOptions(
+            await options.useFactory(...args),
+            'the factory of CacheModule.forRootAsync() returned',
+            'the options of CacheModule.forRootAsync()',
+          )
+          // Ignored if it differed from the decision already made: refused then.
+          if (resolved.isGlobal !== undefined && (resolved.isGlobal === true) !== (options.isGlobal === true))
+            throw new CacheConfigError(
+              'isGlobal',
+              'returned by the factory comes too late (Nest decides it before the factory runs): isGlobal goes beside useFactory in forRootAsync({ isGlobal, useFactory })',
+            )
+          return createModuleCache(resolved)
+        },
         inject: options.inject ?? [],
       },
       options.isGlobal === true,

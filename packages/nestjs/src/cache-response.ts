@@ -37,6 +37,7 @@ import {
   HTTP_CACHE_OPTION_NAMES,
   type HttpCacheOptions,
   type KnownOptions,
+  optionsArgument,
   type HttpRequestView,
   type LookupResult,
   takeFastifyRefresh,
@@ -118,11 +119,12 @@ const claimed = new WeakSet<IncomingMessage>()
  * ```
  *
  * @param options the options, or a TTL alone (`60`, `'5m'`); checked now (`CacheConfigError`).
+ *   One argument only: `@CacheResponse(60, { vary })` is refused (write
+ *   `@CacheResponse({ ttl: 60, vary })`), as is `null`.
  */
-export function CacheResponse(
-  options: CacheResponseOptions | Duration = {},
-): ClassDecorator & MethodDecorator {
-  const normalized: CacheResponseOptions = typeof options === 'object' ? options : { ttl: options }
+export function CacheResponse(options?: CacheResponseOptions | Duration): ClassDecorator & MethodDecorator
+export function CacheResponse(...args: unknown[]): ClassDecorator & MethodDecorator {
+  const normalized = optionsArgument<CacheResponseOptions>(args, '@CacheResponse')
   // A bad option stops the application while its controllers load, naming the option.
   resolveHttpCacheOptions(normalized, KNOWN)
   checkFrontOption(normalized)

@@ -1,5 +1,6 @@
 export {
   type CacheModuleAsyncOptions,
+  type CacheModuleFactoryResult,
   type CacheModuleOptions,
   CacheModule,
 } from './cache-module.js'

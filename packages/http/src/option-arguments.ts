@@ -1,0 +1,149 @@
+import { CacheConfigError } from '@cache/core'
+
+/**
+ * How an adapter is handed its options: the one argument of `cacheResponse()` and
+ * `@CacheResponse()`, and the plugin-level options of a framework that may share them between
+ * plugins (Fastify with `@fastify/autoload`). Checked once, when the app is built.
+ */
+
+/**
+ * The options of a call such as `cacheResponse(options)`: an options object, a TTL alone (the
+ * documented shorthand, `cacheResponse(60)`), or nothing. Anything else is a `CacheConfigError`
+ * (setting `options`): `null`, `true`, a list; and a second argument, which would be dropped with
+ * what it holds (`cacheResponse(60, { vary })`, apicache's `cache('5 minutes', …)` habit, would
+ * serve one tenant's page to another). The message shows the call written as one options object.
+ *
+ * @param args the arguments as given (a rest parameter: plain JavaScript passes any number)
+ * @param call what was called, as written in code: `cacheResponse`, `@CacheResponse`
+ */
+export function optionsArgument<O extends object>(args: readonly unknown[], call: string): O {
+  const [options] = args
+  if (args.length > 1)
+    throw new CacheConfigError(
+      'options',
+      `${call}() takes one argument, its options (or a TTL alone); a second argument would be ignored with every option in it: write ${call}(${oneObject(args)})`,
+    )
+  if (options === undefined) return {} as O
+  if (typeof options === 'number' || typeof options === 'string') return { ttl: options } as O
+  if (options === null || typeof options !== 'object' || Array.isArray(options))
+    throw new CacheConfigError(
+      'options',
+      `${call}() expected an options object or a TTL (60, '5m'), got ${describeValue(options)}`,
+    )
+  return options as O
+}
+
+/** The arguments of a call written as one options object, e.g. `{ ttl: 60, vary: ["x-tenant"] }`. */
+function oneObject(args: readonly unknown[]): string {
+  const parts: string[] = []
+  let unread = false
+  for (const arg of args) {
+    if (typeof arg === 'number' || typeof arg === 'string') parts.push(`ttl: ${JSON.stringify(arg)}`)
+    else if (isPlainObject(arg))
+      for (const [name, value] of Object.entries(arg)) parts.push(`${name}: ${shortValue(value)}`)
+    else if (arg !== undefined) unread = true
+  }
+  if (parts.length === 0) return '{ ttl: 60, vary: […] }'
+  return `{ ${parts.join(', ')}${unread ? ', …' : ''} }`
+}
+
+/** A value as it may be written in the message: short literals as JSON, anything else `…`. */
+function shortValue(value: unknown): string {
+  const literal =
+    value === null ||
+    ['string', 'number', 'boolean'].includes(typeof value) ||
+    (Array.isArray(value) && value.every((item) => ['string', 'number', 'boolean'].includes(typeof item)))
+  if (!literal) return '…'
+  const text = JSON.stringify(value)
+  return text.length <= 60 ? text : '…'
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  if (value === null || typeof value !== 'object') return false
+  const prototype = Object.getPrototypeOf(value)
+  return prototype === Object.prototype || prototype === null
+}
+
+function describeValue(value: unknown): string {
+  if (Array.isArray(value)) return 'an array'
+  if (typeof value === 'function') return 'a function'
+  if (typeof value === 'symbol' || typeof value === 'bigint') return `a ${typeof value}`
+  return String(value)
+}
+
+/**
+ * Options whose loss serves a wrong response (another client's variant, a preview to everyone,
+ * keys shared with another app, a response that `invalidateTags` no longer reaches): a name that
+ * holds one of them as a word (`varyHeaders`, `bypassIf`, `cacheKeyPrefix`) is meant for them.
+ */
+const SAFETY_OPTION_NAMES = ['vary', 'bypass', 'keyPrefix', 'tags'] as const
+
+/**
+ * The names of plugin-level `options` that are not in `known` and look meant for another plugin
+ * (`@fastify/autoload` gives its shared `options` to every plugin it loads): the adapter reports
+ * and ignores them. A name that looks meant for this plugin is a `CacheConfigError` naming the
+ * option it meant: one within two edits of an option (`varyy`, a typo) or one holding the word
+ * of a safety option (`varyHeaders`).
+ *
+ * @param where what the options were given to, e.g. `cachePlugin`
+ */
+export function namesForOtherPlugins(options: object, known: ReadonlySet<string>, where: string): string[] {
+  const others: string[] = []
+  for (const name of Object.keys(options)) {
+    if (known.has(name)) continue
+    const meant = nearestOptionName(name, known) ?? safetyOptionIn(name)
+    if (meant !== undefined)
+      throw new CacheConfigError(name, `not an option of ${where}; did you mean \`${meant}\`?`)
+    others.push(name)
+  }
+  return others
+}
+
+/** The words of a name, lower-case: `cacheKeyPrefix` → cache, key, prefix; `vary_by` → vary, by. */
+function wordsOf(name: string): string[] {
+  return name
+    .replace(/([a-z0-9])([A-Z])/g, '$1 $2')
+    .toLowerCase()
+    .split(/[^a-z0-9]+/)
+    .filter((word) => word !== '')
+}
+
+function safetyOptionIn(name: string): string | undefined {
+  const words = ` ${wordsOf(name).join(' ')} `
+  return SAFETY_OPTION_NAMES.find((option) => words.includes(` ${wordsOf(option).join(' ')} `))
+}
+
+/**
+ * The known name closest to `name` (case aside, at most two edits away), if one is: the rule of
+ * core's `assertKnownOptions`, kept here because core does not export it.
+ */
+export function nearestOptionName(name: string, known: ReadonlySet<string>): string | undefined {
+  const wanted = name.toLowerCase()
+  let best: string | undefined
+  let bestDistance = Math.min(2, Math.floor(wanted.length / 3))
+  for (const candidate of known) {
+    const distance = editDistance(wanted, candidate.toLowerCase())
+    if (distance <= bestDistance && (best === undefined || distance < bestDistance)) {
+      best = candidate
+      bestDistance = distance
+    }
+  }
+  return best
+}
+
+/** Levenshtein distance, a swap of two neighbouring letters counting as one edit. */
+function editDistance(a: string, b: string): number {
+  const rows = [Array.from({ length: b.length + 1 }, (_, j) => j)]
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i]
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1
+      let d = Math.min(rows[i - 1]![j]! + 1, row[j - 1]! + 1, rows[i - 1]![j - 1]! + cost)
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
+        d = Math.min(d, rows[i - 2]![j - 2]! + 1)
+      row.push(d)
+    }
+    rows.push(row)
+  }
+  return rows[a.length]![b.length]!
+}
