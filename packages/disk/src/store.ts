@@ -559,10 +559,9 @@ export class EntryStore {
     // never see the others' writes, nor they its own.
     const real = realPathOf(this.file)
     const before = openDatabaseFiles(real)
-    // A long busy timeout while opening only: schema creation and WAL setup happen once, at start-up.
     // Never created by SQLite: a file removed since the look above would be made outside the
     // set-up lock, beside the removed database's log and index (SQLITE_CANTOPEN: tried again).
-    const db = new Database(this.file, { timeout: 5000, fileMustExist: true })
+    const db = openFile(this.file)
     this.db = db
     try {
       setUpWhenFree(() => this.setUp(db), deadline)
@@ -929,6 +928,25 @@ function isOpenRace(error: unknown): boolean {
       code === 'ENOENT' ||
       code === REPLACED_WHILE_OPENED)
   )
+}
+
+/**
+ * Opens an existing database file with a long busy timeout (schema creation and WAL setup happen
+ * once, at start-up). better-sqlite3 checks that the directory exists before SQLite opens the file
+ * and throws a TypeError with no code: a directory removed since the look is a race like a file
+ * removed since (coded `ENOENT`, so the open is tried again).
+ */
+function openFile(file: string): Database.Database {
+  try {
+    return new Database(file, { timeout: 5000, fileMustExist: true })
+  } catch (error) {
+    if (error instanceof TypeError && !existsSync(dirname(file)))
+      throw Object.assign(new Error(`${dirname(file)} was removed while ${file} was opened`), {
+        code: 'ENOENT',
+        cause: error,
+      })
+    throw error
+  }
 }
 
 /**

@@ -757,6 +757,30 @@ describe('opening while cache.db is removed, or its set-up lock was left by a ki
     }
   })
 
+  // Before: 4–13 of 58–252 opens threw CacheConfigError "Cannot open database because the
+  // directory does not exist" (better-sqlite3's own check, between the look and SQLite's open).
+  it('opens while a cleaner moves the directory away and removes it again and again: none fails', async () => {
+    const path = join(newDir(), 'cache')
+    const remover = spawn(
+      'sh',
+      ['-c', `while :; do mv '${path}' '${path}.old' 2>/dev/null; rm -rf '${path}.old'; sleep 0.005; done`],
+      { stdio: 'ignore' },
+    )
+    const timer = setTimeout(() => remover.kill('SIGKILL'), 30_000)
+    try {
+      const results = await Promise.all(
+        [1, 2].map(() =>
+          runScript(new URL('./fixtures/open-while-removed.mjs', import.meta.url), [path, '5000']),
+        ),
+      )
+      expect(results.flatMap((result) => result.failed as string[])).toEqual([])
+      expect(results.reduce((sum, result) => sum + (result.opened as number), 0)).toBeGreaterThan(50)
+    } finally {
+      clearTimeout(timer)
+      remover.kill('SIGKILL')
+    }
+  })
+
   /** Takes `<dir>/cache.db.set-up` as a process creating the database does, then dies (SIGKILL) holding it. */
   function dieHoldingSetUpLock(dir: string): void {
     const lock = join(dir, 'cache.db.set-up')
