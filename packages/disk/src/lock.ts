@@ -95,13 +95,15 @@ export class StoreLock {
     if (!this.store.isStale()) return false
     // Closed by another backend of this process reopening the same files: that one reported it.
     const quiet = this.store.closedBySibling
+    let recovery: Recovery | undefined
     try {
-      this.store.reopen()
+      recovery = this.store.reopen()
     } catch (error) {
       this.checkedAt = 0 // the next read tries again too
       const message = `disk: ${this.store.file} was removed or replaced, and reopening it failed: ${(error as Error).message}`
       throw this.failed(operation, undefined, new CacheUnavailableError('disk', message, { cause: error }))
     }
+    if (recovery !== undefined) this.report(recovery, operation)
     if (quiet) return true
     const message = `disk: ${this.store.file} was removed or replaced while in use; reopened the path (entries written before are gone)`
     this.observer.error(operation, new CacheError(message))

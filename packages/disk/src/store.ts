@@ -403,9 +403,10 @@ export class EntryStore {
    * the old connection leaves the new files alone. When the database file is not the one this
    * connection had, the log and index it left at the path are removed first (unless another
    * process replaced them already): SQLite would replay the old database's log onto the new file,
-   * answering keys with rows of the old one.
+   * answering keys with rows of the old one. A file at the path that is not a database (another
+   * file renamed onto it) is moved aside and replaced by an empty one as at open: returned then.
    */
-  reopen(): void {
+  reopen(): Recovery | undefined {
     const db = statSync(this.file, { throwIfNoEntry: false })
     const replaced = db === undefined || db.ino !== this.inode || db.dev !== this.device
     // The log removed or replaced alone: the index this connection shared still points into the
@@ -431,7 +432,7 @@ export class EntryStore {
       if (walOurs) removeIfSame(`${this.file}-wal`, this.walInode)
       if (shmOurs) removeIfSame(`${this.file}-shm`, this.shmInode)
       makeDirectory(dirname(this.file))
-      this.connect()
+      return this.open()
     } catch (error) {
       this.inode = 0 // still stale: the next check tries again
       this.dirSeen = undefined
