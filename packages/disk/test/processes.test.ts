@@ -781,6 +781,30 @@ describe('opening while cache.db is removed, or its set-up lock was left by a ki
     }
   })
 
+  // Before: incr values resolved 200–500 ms after the last removal were handed out twice (2 to 6
+  // in most runs): committed to the removed database just before it went, and resolved late (the
+  // event loop blocked by another backend of the process reopening the path).
+  it('2 processes × 4 threads incrementing while the directory is moved away and removed 3 times: no value resolved after it is handed out twice', async () => {
+    const path = join(newDir(), 'cache')
+    const runs = [1, 2].map(() =>
+      runScript(new URL('./fixtures/incr-while-moved.mjs', import.meta.url), [path, '4000', '4']),
+    )
+    await new Promise((resolve) => setTimeout(resolve, 1500))
+    let lastRemoval = 0
+    for (let round = 0; round < 3; round++) {
+      await new Promise((resolve) => setTimeout(resolve, 400))
+      renameSync(path, `${path}.old`)
+      lastRemoval = Date.now()
+      rmSync(`${path}.old`, { recursive: true, force: true })
+    }
+    const resolved = (await Promise.all(runs)) as unknown as [number, number][][]
+    const late = resolved.flat().filter(([, at]) => at > lastRemoval + 200)
+    const counts = new Map<number, number>()
+    for (const [value] of late) counts.set(value, (counts.get(value) ?? 0) + 1)
+    expect([...counts].filter(([, count]) => count > 1)).toEqual([])
+    expect(late.length).toBeGreaterThan(100)
+  })
+
   /** Takes `<dir>/cache.db.set-up` as a process creating the database does, then dies (SIGKILL) holding it. */
   function dieHoldingSetUpLock(dir: string): void {
     const lock = join(dir, 'cache.db.set-up')
