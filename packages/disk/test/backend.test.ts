@@ -594,6 +594,27 @@ describe('contention and failures', () => {
     expect(files.map((entry) => entry.name)).toEqual([])
   })
 
+  // Before: a deleteMany or setMany settled after close() had resolved in about half the rounds
+  // (their own items were waited for, the call itself was not: its last steps came after).
+  it('close() resolves after a deleteMany and a setMany issued before it have settled', async () => {
+    const large = (i: number) => `${'L'.repeat(40_000)}${i}`
+    const late: string[] = []
+    for (let round = 0; round < 10; round++) {
+      const c = cache()
+      await c.setMany(Array.from({ length: 20 }, (_, i) => ({ key: `k${i}`, value: large(i) })))
+      const settled: string[] = []
+      const deleting = c.deleteMany(Array.from({ length: 10 }, (_, i) => `k${i}`))
+      const setting = c.setMany(Array.from({ length: 10 }, (_, i) => ({ key: `k${10 + i}`, value: i })))
+      void deleting.then(() => settled.push('deleteMany'))
+      void setting.then(() => settled.push('setMany'))
+      await c.close()
+      for (const call of ['deleteMany', 'setMany']) if (!settled.includes(call)) late.push(`${call} ${round}`)
+      expect(await deleting).toBe(10)
+      await setting
+    }
+    expect(late).toEqual([])
+  })
+
   // Before: both rejected with CacheClosedError, only their first step having waited for close().
   it('a prune() issued just before close() finishes: every expired entry deleted', async () => {
     const time = clock()
