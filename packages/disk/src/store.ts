@@ -506,6 +506,7 @@ export class EntryStore {
   private connect(): void {
     const deadline = Date.now() + SET_UP_WAIT_MS
     let replacedTries = 0
+    let goneTries = 0
     for (let attempt = 0; ; attempt++) {
       const before = this.filesNow()
       try {
@@ -524,6 +525,14 @@ export class EntryStore {
           ++replacedTries > UNSEEN_RACE_TRIES
         )
           throw error
+        // The directory gone again and again as it was opened (something removing it without
+        // pause): failed after as many tries, not tried for the whole budget; one removal now and
+        // then (a cleaner's) is a race tried again.
+        if (after === undefined && isOpenRace(error) && ++goneTries > UNSEEN_RACE_TRIES)
+          throw new Error(
+            `${dirname(this.file)} was removed ${goneTries} times while ${this.file} was opened: something keeps removing it`,
+            { cause: error },
+          )
         if (!isOpenRace(error) || Date.now() >= deadline || (!changed && attempt >= UNSEEN_RACE_TRIES))
           throw error
         Atomics.wait(pause, 0, 0, Math.min(2 ** attempt, 20))
