@@ -113,9 +113,6 @@ export class StoreLock {
       recovery = this.store.reopen()
     } catch (error) {
       this.checkedAt = 0 // the next read tries again too
-      // Another process holds the new database locked as it sets it up: a wait like any other
-      // lock's, paused asynchronously by `retry` (a reopen blocks REOPEN_WAIT_MS at most at a time).
-      if (isBusy(error)) throw error
       const message = `disk: ${this.store.file} was removed or replaced, and reopening it failed: ${(error as Error).message}`
       throw this.failed(operation, undefined, new CacheUnavailableError('disk', message, { cause: error }))
     }
@@ -185,9 +182,8 @@ export class StoreLock {
       if (this.isClosed()) throw new CacheClosedError('disk')
       try {
         // A write that waited for the lock checks the path again: the directory may have been
-        // removed meanwhile, and the write must go to the database the others open. A read
-        // whose reopen found the new database locked opens it now.
-        this.follow(operation, write)
+        // removed meanwhile, and the write must go to the database the others open.
+        if (write) this.follow(operation, true)
         return write ? this.commit(operation, key, step) : step()
       } catch (next) {
         error = next
