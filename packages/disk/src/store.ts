@@ -501,13 +501,10 @@ export class EntryStore {
   /**
    * Opens the path, again (within the set-up budget) when the open failed while the directory or
    * the database's files were removed or replaced (`rm -rf` of the directory, a cleaner's
-   * `rm cache.db`): SQLite then fails to read files that are gone ("disk I/O error"). A running
-   * backend (reopening) has {@link REOPEN_WAIT_MS} in all, SQLite's busy waits included: it blocks
-   * its event loop, and every other backend and worker of the thread, meanwhile.
+   * `rm cache.db`): SQLite then fails to read files that are gone ("disk I/O error").
    */
   private connect(): void {
-    const budget = this.db === undefined ? SET_UP_WAIT_MS : REOPEN_WAIT_MS
-    const deadline = Date.now() + budget
+    const deadline = Date.now() + SET_UP_WAIT_MS
     let replacedTries = 0
     let goneTries = 0
     for (let attempt = 0; ; attempt++) {
@@ -538,7 +535,7 @@ export class EntryStore {
           )
         if (!isOpenRace(error) || Date.now() >= deadline || (!changed && attempt >= UNSEEN_RACE_TRIES))
           throw error
-        Atomics.wait(pause, 0, 0, Math.min(2 ** attempt, 20, Math.max(deadline - Date.now(), 1)))
+        Atomics.wait(pause, 0, 0, Math.min(2 ** attempt, 20))
       }
     }
   }
@@ -574,7 +571,7 @@ export class EntryStore {
     const before = openDatabaseFiles(real)
     // Never created by SQLite: a file removed since the look above would be made outside the
     // set-up lock, beside the removed database's log and index (SQLITE_CANTOPEN: tried again).
-    const db = openFile(this.file, deadline)
+    const db = openFile(this.file)
     this.db = db
     try {
       setUpWhenFree(() => this.setUp(db), deadline)
@@ -919,14 +916,6 @@ function randomVersion(): number {
 
 /** How long opening waits, at most, for processes that set up the same file at once. */
 const SET_UP_WAIT_MS = 5000
-
-/**
- * How long a running backend reopening the path (its directory removed) may take, at most, SQLite's
- * busy waits for other processes' writes included, with its event loop blocked: then the operation
- * fails (`CacheUnavailableError`) and the next one tries again. With the open's 5 s, a reopen
- * behind 8 writers blocked a thread 0.2–0.75 s (every backend and write of it waiting).
- */
-const REOPEN_WAIT_MS = 150
 const pause = new Int32Array(new SharedArrayBuffer(4))
 
 /** The code of the error a connection throws when the database file was replaced while it opened. */
@@ -952,15 +941,14 @@ function isOpenRace(error: unknown): boolean {
 }
 
 /**
- * Opens an existing database file with a busy timeout of what is left until `deadline` (schema
- * creation and WAL setup happen once, at start-up; a reopen has a short budget). better-sqlite3
- * checks that the directory exists before SQLite opens the file and throws a TypeError with no
- * code: a directory removed since the look is a race like a file removed since (coded `ENOENT`,
- * so the open is tried again).
+ * Opens an existing database file with a long busy timeout (schema creation and WAL setup happen
+ * once, at start-up). better-sqlite3 checks that the directory exists before SQLite opens the file
+ * and throws a TypeError with no code: a directory removed since the look is a race like a file
+ * removed since (coded `ENOENT`, so the open is tried again).
  */
-function openFile(file: string, deadline: number): Database.Database {
+function openFile(file: string): Database.Database {
   try {
-    return new Database(file, { timeout: Math.max(deadline - Date.now(), 1), fileMustExist: true })
+    return new Database(file, { timeout: 5000, fileMustExist: true })
   } catch (error) {
     if (error instanceof TypeError && !existsSync(dirname(file)))
       throw Object.assign(new Error(`${dirname(file)} was removed while ${file} was opened`), {
