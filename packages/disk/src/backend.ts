@@ -223,14 +223,16 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
       if (size > settings.maxSize) throw new CacheValueTooLargeError(item.key, size, settings.maxSize)
       return { key: item.key, ttlMs: this.ttl(item.ttl), bytes }
     })
-    await settledAll(prepared.map((item) => this.writes.put(item.key, item.bytes, item.ttlMs, ALWAYS)))
+    await this.wholly(
+      settledAll(prepared.map((item) => this.writes.put(item.key, item.bytes, item.ttlMs, ALWAYS))),
+    )
   }
 
   /** Every delete joins the group commit at once, in order, so an operation issued after the call sees them all. */
   async deleteMany(keys: readonly string[]): Promise<number> {
     assertKeyList(keys, 'deleteMany')
     this.assertOpen()
-    const removed = await settledAll(keys.map((key) => this.delete(key)))
+    const removed = await this.wholly(settledAll(keys.map((key) => this.delete(key))))
     return removed.filter(Boolean).length
   }
 
@@ -268,6 +270,19 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
     this.storeClosed = true
     this.housekeeping.stop()
     this.context.store.close()
+  }
+
+  /**
+   * Awaits a batch call's items with the call in flight: `close()` waits for the call itself, not
+   * only for its items (it resolved before a setMany or deleteMany issued before it had settled).
+   */
+  private async wholly<T>(items: Promise<T>): Promise<T> {
+    this.context.inFlight.start()
+    try {
+      return await items
+    } finally {
+      this.context.inFlight.end()
+    }
   }
 
   /** The live entry, read with one prepared statement; sync unless the value is in a file. */

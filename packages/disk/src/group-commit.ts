@@ -195,6 +195,7 @@ export class GroupCommit {
     let outcomes: BatchOutcome[] | undefined
     let failure: unknown
     const accesses = this.accessTimes.take()
+    let committedAt = 0
     try {
       ;({ outcomes, total } = await ctx.lock.run(
         operation,
@@ -205,7 +206,9 @@ export class GroupCommit {
           for (const op of ops)
             if (op.kind === 'put' && op.file !== null && !ctx.files.exists(op.file))
               throw reported(ctx, operation, directoryGone(op.key))
-          return ctx.store.writeBatch(ctx.ns, ops, ctx.settings.now(), accesses)
+          const written = ctx.store.writeBatch(ctx.ns, ops, ctx.settings.now(), accesses)
+          committedAt = performance.now()
+          return written
         },
         true,
       ))
@@ -213,6 +216,14 @@ export class GroupCommit {
     } catch (error) {
       failure = error
       if (outcomes === undefined) this.accessTimes.restore(accesses)
+    }
+    if (outcomes !== undefined) {
+      try {
+        ctx.lock.confirm(operation, ops.length === 1 ? ops[0]!.key : undefined, committedAt)
+      } catch (error) {
+        failure = error
+        outcomes = undefined
+      }
     }
     for (let i = 0; i < batch.length; i++) {
       const { turn, resolve, reject } = batch[i]!

@@ -60,6 +60,19 @@ export class StoreLock {
   }
 
   /**
+   * Called as a write that committed at `committedAt` (`performance.now()`) is about to resolve.
+   * One whose answer was held up (the event loop blocked meanwhile: another backend of this
+   * process reopening, waiting for SQLite's lock; an eviction after it) checks the path again: if
+   * the directory was removed or replaced since, the write went to a copy no other process opens
+   * and fails with a counted `CacheUnavailableError` instead of resolving (an `incr` would hand
+   * out a count the database the others use never had).
+   */
+  confirm(operation: string, key: string | undefined, committedAt: number): void {
+    if (performance.now() - committedAt >= LONG_COMMIT_MS && this.staleNow(operation))
+      throw this.failed(operation, key, directoryGone(key))
+  }
+
+  /**
    * Reopens the path if the database file this connection has open was removed (the cache
    * directory deleted under the process: a tmp cleaner, an `rm -rf`) or replaced, so this process
    * and the ones that open the path afterwards share one database again. Counted, emitted as an
@@ -95,13 +108,15 @@ export class StoreLock {
     if (!this.store.isStale()) return false
     // Closed by another backend of this process reopening the same files: that one reported it.
     const quiet = this.store.closedBySibling
+    let recovery: Recovery | undefined
     try {
-      this.store.reopen()
+      recovery = this.store.reopen()
     } catch (error) {
       this.checkedAt = 0 // the next read tries again too
       const message = `disk: ${this.store.file} was removed or replaced, and reopening it failed: ${(error as Error).message}`
       throw this.failed(operation, undefined, new CacheUnavailableError('disk', message, { cause: error }))
     }
+    if (recovery !== undefined) this.report(recovery, operation)
     if (quiet) return true
     const message = `disk: ${this.store.file} was removed or replaced while in use; reopened the path (entries written before are gone)`
     this.observer.error(operation, new CacheError(message))

@@ -4,12 +4,14 @@ import {
   linkSync,
   lstatSync,
   openSync,
+  readdirSync,
   readFileSync,
   rmSync,
   type Stats,
   writeSync,
 } from 'node:fs'
 import { hostname } from 'node:os'
+import { basename, dirname, join } from 'node:path'
 import { threadId } from 'node:worker_threads'
 
 /**
@@ -26,6 +28,14 @@ const SET_UP_LOCK_STALE_MS = 10_000
  * has its text before it appears, and 0.1.0 wrote its text right after the create.
  */
 const UNREADABLE_LOCK_GRACE_MS = 500
+
+/**
+ * A lock taken by another thread of this process, once this old, was left by a thread that is gone
+ * (a worker terminated while it created the database: `worker.terminate()` stops it at once, its
+ * `finally` never runs). A thread holds it for milliseconds: only one starved for half a second
+ * would lose it, and the taker's own work is then redone by the next (the file is made once).
+ */
+const OTHER_THREAD_GRACE_MS = 500
 
 /**
  * How long a running backend (reopening a path whose database was removed) waits for the lock,
@@ -63,6 +73,7 @@ export function createDatabaseFile(file: string, deadline: number): void {
   for (let attempt = 0; ; attempt++) {
     if (takeLock(lock)) {
       try {
+        removeLeftOwnFiles(lock)
         if (existsSync(file)) return
         rmSync(`${file}-wal`, { force: true })
         rmSync(`${file}-shm`, { force: true })
@@ -117,6 +128,33 @@ function takeLock(lock: string): boolean {
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'EEXIST') return false
     throw error
+  }
+}
+
+/**
+ * Removes the files takers write their text to before linking it into place (`<lock>.<pid>-<thread>`)
+ * left by takers that are gone (a worker terminated, a process killed between the write and the
+ * removal): one whose process is gone, or older than {@link OTHER_THREAD_GRACE_MS} (it lives for
+ * microseconds). Run under the lock, so rarely: once per database created.
+ */
+function removeLeftOwnFiles(lock: string): void {
+  const prefix = `${basename(lock)}.`
+  let names: string[]
+  try {
+    names = readdirSync(dirname(lock))
+  } catch {
+    return
+  }
+  const now = Date.now()
+  for (const name of names) {
+    const match = name.startsWith(prefix) ? /^(\d+)-\d+$/.exec(name.slice(prefix.length)) : null
+    if (match === null) continue
+    const path = join(dirname(lock), name)
+    const found = lstatSync(path, { throwIfNoEntry: false })
+    if (found === undefined || !found.isFile()) continue
+    const pid = Number(match[1])
+    const gone = pid !== process.pid && processState(pid) === 'gone'
+    if (gone || Math.abs(now - found.mtimeMs) > OTHER_THREAD_GRACE_MS) rmSync(path, { force: true })
   }
 }
 
@@ -177,7 +215,10 @@ function isAbandoned(found: Stats, holder: Holder | undefined, now: number): boo
   if (holder.host !== hostname()) return false
   if (holder.pid === process.pid) {
     if (holder.start === undefined) return true
-    return holder.start !== (startTimeOf(process.pid) ?? '') || holder.thread === threadId
+    if (holder.start !== (startTimeOf(process.pid) ?? '') || holder.thread === threadId) return true
+    // Another thread of this process: whether it still runs cannot be asked (a worker's exit is
+    // known to its parent alone), and a live one holds the lock for milliseconds.
+    return Math.abs(age) > OTHER_THREAD_GRACE_MS
   }
   const running = processState(holder.pid)
   if (running === 'gone') return true

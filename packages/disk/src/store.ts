@@ -403,9 +403,10 @@ export class EntryStore {
    * the old connection leaves the new files alone. When the database file is not the one this
    * connection had, the log and index it left at the path are removed first (unless another
    * process replaced them already): SQLite would replay the old database's log onto the new file,
-   * answering keys with rows of the old one.
+   * answering keys with rows of the old one. A file at the path that is not a database (another
+   * file renamed onto it) is moved aside and replaced by an empty one as at open: returned then.
    */
-  reopen(): void {
+  reopen(): Recovery | undefined {
     const db = statSync(this.file, { throwIfNoEntry: false })
     const replaced = db === undefined || db.ino !== this.inode || db.dev !== this.device
     // The log removed or replaced alone: the index this connection shared still points into the
@@ -431,7 +432,7 @@ export class EntryStore {
       if (walOurs) removeIfSame(`${this.file}-wal`, this.walInode)
       if (shmOurs) removeIfSame(`${this.file}-shm`, this.shmInode)
       makeDirectory(dirname(this.file))
-      this.connect()
+      return this.open()
     } catch (error) {
       this.inode = 0 // still stale: the next check tries again
       this.dirSeen = undefined
@@ -505,6 +506,7 @@ export class EntryStore {
   private connect(): void {
     const deadline = Date.now() + SET_UP_WAIT_MS
     let replacedTries = 0
+    let goneTries = 0
     for (let attempt = 0; ; attempt++) {
       const before = this.filesNow()
       try {
@@ -523,6 +525,14 @@ export class EntryStore {
           ++replacedTries > UNSEEN_RACE_TRIES
         )
           throw error
+        // The directory gone again and again as it was opened (something removing it without
+        // pause): failed after as many tries, not tried for the whole budget; one removal now and
+        // then (a cleaner's) is a race tried again.
+        if (after === undefined && isOpenRace(error) && ++goneTries > UNSEEN_RACE_TRIES)
+          throw new Error(
+            `${dirname(this.file)} was removed ${goneTries} times while ${this.file} was opened: something keeps removing it`,
+            { cause: error },
+          )
         if (!isOpenRace(error) || Date.now() >= deadline || (!changed && attempt >= UNSEEN_RACE_TRIES))
           throw error
         Atomics.wait(pause, 0, 0, Math.min(2 ** attempt, 20))
@@ -559,10 +569,9 @@ export class EntryStore {
     // never see the others' writes, nor they its own.
     const real = realPathOf(this.file)
     const before = openDatabaseFiles(real)
-    // A long busy timeout while opening only: schema creation and WAL setup happen once, at start-up.
     // Never created by SQLite: a file removed since the look above would be made outside the
     // set-up lock, beside the removed database's log and index (SQLITE_CANTOPEN: tried again).
-    const db = new Database(this.file, { timeout: 5000, fileMustExist: true })
+    const db = openFile(this.file)
     this.db = db
     try {
       setUpWhenFree(() => this.setUp(db), deadline)
@@ -929,6 +938,25 @@ function isOpenRace(error: unknown): boolean {
       code === 'ENOENT' ||
       code === REPLACED_WHILE_OPENED)
   )
+}
+
+/**
+ * Opens an existing database file with a long busy timeout (schema creation and WAL setup happen
+ * once, at start-up). better-sqlite3 checks that the directory exists before SQLite opens the file
+ * and throws a TypeError with no code: a directory removed since the look is a race like a file
+ * removed since (coded `ENOENT`, so the open is tried again).
+ */
+function openFile(file: string): Database.Database {
+  try {
+    return new Database(file, { timeout: 5000, fileMustExist: true })
+  } catch (error) {
+    if (error instanceof TypeError && !existsSync(dirname(file)))
+      throw Object.assign(new Error(`${dirname(file)} was removed while ${file} was opened`), {
+        code: 'ENOENT',
+        cause: error,
+      })
+    throw error
+  }
 }
 
 /**

@@ -52,6 +52,7 @@ export class Updates {
     expiresAt: number | null,
   ): Promise<number> {
     const { ctx } = this
+    let committedAt = 0
     const result = await ctx.order.inOrder([key], true, async () => {
       const accesses = this.accessTimes.take()
       try {
@@ -61,7 +62,9 @@ export class Updates {
           () => {
             const now = ctx.settings.now()
             const row = { ns: ctx.ns, key, value: null, file: null, size: 0, expiresAt, now }
-            return ctx.store.incr(row, by, addTo, accesses)
+            const counted = ctx.store.incr(row, by, addTo, accesses)
+            committedAt = performance.now()
+            return counted
           },
           true,
         )
@@ -71,8 +74,9 @@ export class Updates {
       }
     })
     await ctx.files.discard([result.oldFile])
-    ctx.observer.set(key)
     if (result.total > ctx.settings.maxSize) await this.evict()
+    ctx.lock.confirm('incr', key, committedAt)
+    ctx.observer.set(key)
     return result.value
   }
 

@@ -4,6 +4,8 @@ import {
   writeSync,
   mkdtempSync,
   readdirSync,
+  readFileSync,
+  renameSync,
   rmSync,
   statSync,
   truncateSync,
@@ -145,6 +147,26 @@ describe('a damaged database', () => {
 })
 
 describe('a database damaged while in use', () => {
+  // Before: every later operation failed "was removed or replaced, and reopening it failed: file
+  // is not a database" for as long as the process ran; the file was never moved aside.
+  it('replaced (renamed onto) by a file that is not SQLite: moved aside, and the next write succeeds', async () => {
+    const c = cache({ logger: false })
+    const events: CacheEvent[] = []
+    c.on('error', (event) => events.push(event))
+    await c.set('before', 1)
+    writeFileSync(join(dir, 'junk'), 'this is not a database\n'.repeat(400))
+    renameSync(join(dir, 'junk'), join(dir, 'cache.db'))
+    await c.set('after', 2)
+    expect(await c.get('after')).toBe(2)
+    expect(c.recovered).toMatch(/cache\.db\.corrupt-\d+$/)
+    expect(readFileSync(c.recovered!, 'utf8')).toMatch(/^this is not a database/)
+    expect(events.map((e) => String((e.error as Error).message))).toContainEqual(
+      expect.stringMatching(/damaged \(SQLITE_NOTADB\); moved it to .*corrupt/),
+    )
+    const other = cache({ logger: false })
+    expect(await other.get('after')).toBe(2)
+  })
+
   it('is rebuilt when an operation meets a corrupt page, and the operation still answers', async () => {
     const first = cache()
     for (let i = 0; i < 2000; i++) await first.set(`k${i}`, 'v'.repeat(200))
@@ -570,6 +592,27 @@ describe('contention and failures', () => {
       (entry) => entry.isFile() && !entry.name.startsWith('cache.db'),
     )
     expect(files.map((entry) => entry.name)).toEqual([])
+  })
+
+  // Before: a deleteMany or setMany settled after close() had resolved in about half the rounds
+  // (their own items were waited for, the call itself was not: its last steps came after).
+  it('close() resolves after a deleteMany and a setMany issued before it have settled', async () => {
+    const large = (i: number) => `${'L'.repeat(40_000)}${i}`
+    const late: string[] = []
+    for (let round = 0; round < 10; round++) {
+      const c = cache()
+      await c.setMany(Array.from({ length: 20 }, (_, i) => ({ key: `k${i}`, value: large(i) })))
+      const settled: string[] = []
+      const deleting = c.deleteMany(Array.from({ length: 10 }, (_, i) => `k${i}`))
+      const setting = c.setMany(Array.from({ length: 10 }, (_, i) => ({ key: `k${10 + i}`, value: i })))
+      void deleting.then(() => settled.push('deleteMany'))
+      void setting.then(() => settled.push('setMany'))
+      await c.close()
+      for (const call of ['deleteMany', 'setMany']) if (!settled.includes(call)) late.push(`${call} ${round}`)
+      expect(await deleting).toBe(10)
+      await setting
+    }
+    expect(late).toEqual([])
   })
 
   // Before: both rejected with CacheClosedError, only their first step having waited for close().

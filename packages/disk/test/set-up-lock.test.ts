@@ -12,6 +12,7 @@ import {
 import { hostname, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { Worker } from 'node:worker_threads'
 import { CacheConfigError, CacheUnavailableError } from '@cache/core'
 import { afterEach, describe, expect, it } from 'vitest'
 import { diskBackend } from '../src/index.js'
@@ -150,6 +151,39 @@ describe('a set-up lock whose holder is gone', { timeout: 30_000 }, () => {
       outcome: 'v',
       blockedOverOneSecond: false,
     })
+  })
+
+  // Before: a worker_thread terminated while it created cache.db (worker.terminate(), as pools do on
+  // a timeout) left a lock naming this live process, its start time and a dead thread: every open
+  // in this process blocked 5 s and failed with CacheConfigError until the lock was 10 s old.
+  it('a worker_thread of this process terminated holding it: an open in this process goes on within a second', async () => {
+    const path = newPath()
+    const worker = new Worker(
+      `const { threadId, parentPort, workerData } = require('node:worker_threads')
+       const fs = require('node:fs')
+       const stat = fs.readFileSync('/proc/self/stat', 'latin1')
+       const start = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]
+       const text = process.pid + '\\n' + require('node:os').hostname() + '\\n' + start + '\\n' + threadId + '\\n'
+       fs.mkdirSync(workerData, { recursive: true })
+       fs.writeFileSync(workerData + '/cache.db.set-up.' + process.pid + '-' + threadId, text)
+       fs.writeFileSync(workerData + '/cache.db.set-up', text)
+       parentPort.postMessage(threadId)
+       setInterval(() => {}, 1000)`,
+      { eval: true, workerData: path },
+    )
+    const workerThread = await new Promise<number>((resolve) => worker.once('message', resolve))
+    await worker.terminate()
+    const stray = join(path, `cache.db.set-up.${process.pid}-${workerThread}`)
+    const old = new Date(Date.now() - 1000)
+    utimesSync(stray, old, old)
+    expect(readFileSync(join(path, 'cache.db.set-up'), 'utf8')).toContain(`\n${workerThread}\n`)
+    const { blockedMs, outcome } = await openHere(path)
+    expect({ outcome, blockedOverOneSecond: blockedMs > 1000 }).toEqual({
+      outcome: 'v',
+      blockedOverOneSecond: false,
+    })
+    expect(existsSync(join(path, 'cache.db.set-up'))).toBe(false)
+    expect(existsSync(stray)).toBe(false)
   })
 
   // Before: killed between the exclusive create and the write, it left an empty lock that was never
