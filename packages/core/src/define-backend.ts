@@ -5,6 +5,7 @@ import {
   type SetManyItem,
   addToCounter,
   assertIncrement,
+  listPrefix,
 } from './backend.js'
 import { withTimeout } from './deadlines.js'
 import { type Duration, ttlToMs } from './durations.js'
@@ -468,6 +469,7 @@ export function defineBackend(backend: MinimalBackend, given: DefineBackendOptio
     ...(typeof keys === 'function'
       ? {
           keys: (options?: ListKeysOptions) => {
+            listPrefix(options) // a store's own keys() may not check what it is given
             open()
             return listed(keys.call(source, options))
           },
