@@ -1,5 +1,7 @@
 import type { Duration } from './durations.js'
-import { CacheKeyError, CacheNotANumberError, CacheUnsupportedError } from './errors.js'
+import { CacheConfigError, CacheKeyError, CacheNotANumberError, CacheUnsupportedError } from './errors.js'
+import { describeGiven } from './keys.js'
+import { assertKnownOptions, optionNames } from './option-checks.js'
 import type { CacheEvent, CacheEventName, CacheStats } from './stats.js'
 
 /** A stored value with its absolute expiry (epoch ms), if it has one. */
@@ -153,13 +155,33 @@ export function listKeys(
   return backend.keys(options)
 }
 
-/** The `prefix` of {@link ListKeysOptions}: `''` when absent; throws `CacheKeyError` unless a string. */
+const LIST_KEYS_OPTION_NAMES = optionNames<ListKeysOptions>({ prefix: true })
+
+/**
+ * The `prefix` of {@link ListKeysOptions}: `''` when absent; throws `CacheKeyError` unless a
+ * string. Options that are not an object (`keys('session:*')`, a pattern by Redis habit) or
+ * carry a misspelt name (`{ prefx }`) throw `CacheConfigError`: read as "no prefix", they would
+ * list every key, and a purge loop over them delete every key. Called once per listing.
+ */
 export function listPrefix(options: ListKeysOptions | undefined): string {
-  const prefix = options?.prefix
+  if (options === undefined) return ''
+  if (typeof options === 'string')
+    throw new CacheConfigError(
+      'keys()',
+      `expected an options object, got ${describeGiven(options)}: keys() matches no pattern; give the literal start of the keys: { prefix: ${JSON.stringify(literalStart(options))} }`,
+    )
+  assertKnownOptions(options, LIST_KEYS_OPTION_NAMES, 'keys()')
+  const prefix = options.prefix
   if (prefix === undefined) return ''
   if (typeof prefix !== 'string')
     throw new CacheKeyError(`keys: prefix must be a string, got ${prefix === null ? 'null' : typeof prefix}`)
   return prefix
+}
+
+/** The text of a glob pattern before its first wildcard: `'session:'` for `'session:*'`. */
+function literalStart(pattern: string): string {
+  const wildcard = pattern.search(/[*?[]/)
+  return wildcard === -1 ? pattern : pattern.slice(0, wildcard)
 }
 
 /** Throws a `RangeError` unless `by` is a safe integer. */

@@ -9,9 +9,15 @@ import {
   parseBackendList,
 } from './config.js'
 import { type Duration, ttlToMs } from './durations.js'
-import { CacheMissingPackageError } from './errors.js'
+import { CacheConfigError, CacheMissingPackageError } from './errors.js'
 import { type CacheLogger, setCacheLogger } from './logger.js'
-import { type OptionNames, assertKnownOptions, optionNames } from './option-checks.js'
+import {
+  type OptionNames,
+  isOptionsObject,
+  notAnOptionsObject,
+  optionNames,
+  readOptions,
+} from './option-checks.js'
 
 /**
  * The default cache, one per process: held on `globalThis`, so that every copy of this package an
@@ -79,16 +85,35 @@ export const CONFIGURE_OPTION_HINTS = { backends: '; did you mean `backend`?' }
 export function configureCache(
   input?: CacheBackend | MinimalBackend | string | ConfigureOptions,
 ): CacheBackend {
-  if (isOptions(input)) {
-    assertKnownOptions(input, KNOWN_CONFIGURE_OPTIONS, 'configureCache()', CONFIGURE_OPTION_HINTS)
-    if (input.logger !== undefined) setCacheLogger(input.logger)
+  if (input !== undefined && typeof input !== 'string' && !isOptionsObject(input))
+    throw notAnOptionsObject(input, 'configureCache()')
+  let given = input
+  if (isOptions(given)) {
+    given = readOptions(given, KNOWN_CONFIGURE_OPTIONS, 'configureCache()', CONFIGURE_OPTION_HINTS)
+    if (given.backend !== undefined && typeof given.backend !== 'string') assertNoBuildOptions(given)
+    if (given.logger !== undefined) setCacheLogger(given.logger)
   }
-  const next = build(input)
+  const next = build(given)
   const previous = state.implicit ? state.current : undefined
   state.current = next
   state.implicit = false
   if (previous !== undefined && previous !== next) previous.close().catch(() => {})
   return next
+}
+
+/**
+ * A backend instance is used as it is: the options that say how @cache builds a backend
+ * (`namespace`, `defaultTtl`, `redisUrl`, `maxKeys`…) would be dropped in silence beside it,
+ * the instance writing under its own namespace with its own TTL.
+ */
+function assertNoBuildOptions(options: ConfigureOptions): void {
+  for (const name in options) {
+    if (name === 'backend' || name === 'logger') continue
+    throw new CacheConfigError(
+      name,
+      `configureCache() applies it only when it builds the backend from names (\`backend: 'memory,redis'\`); beside a backend instance it would be ignored: give it to the factory that builds the instance instead (memoryBackend({ … }), redisBackend(url, { … }))`,
+    )
+  }
 }
 
 function isOptions(input: unknown): input is ConfigureOptions {

@@ -5,13 +5,14 @@ import {
   type SetManyItem,
   addToCounter,
   assertIncrement,
+  listPrefix,
 } from './backend.js'
 import { withTimeout } from './deadlines.js'
 import { type Duration, ttlToMs } from './durations.js'
 import { CacheClosedError, CacheTimeoutError, CacheUnsupportedError, isUnavailable } from './errors.js'
 import { KeyedQueue } from './key-queue.js'
 import { assertKey, copyItemList, copyKeyList } from './keys.js'
-import { assertKnownOptions, durationOption, optionNames } from './option-checks.js'
+import { durationOption, optionNames, readOptions } from './option-checks.js'
 import { CacheObserver } from './stats.js'
 
 /**
@@ -80,8 +81,8 @@ const DEFINE_BACKEND_OPTION_NAMES = optionNames<DefineBackendOptions>({
  * Which methods are native is read once, here: a method added to the store later is not used.
  * After `close()`, no call reaches the store, also for operations already queued.
  */
-export function defineBackend(backend: MinimalBackend, options: DefineBackendOptions = {}): CacheBackend {
-  assertKnownOptions(options, DEFINE_BACKEND_OPTION_NAMES, 'defineBackend()')
+export function defineBackend(backend: MinimalBackend, given: DefineBackendOptions = {}): CacheBackend {
+  const options = readOptions(given, DEFINE_BACKEND_OPTION_NAMES, 'defineBackend()')
   const source = backend as CacheBackend
   const queue = new KeyedQueue()
   // A class names its instances; a plain object literal (constructor Object) is just "custom".
@@ -468,6 +469,7 @@ export function defineBackend(backend: MinimalBackend, options: DefineBackendOpt
     ...(typeof keys === 'function'
       ? {
           keys: (options?: ListKeysOptions) => {
+            listPrefix(options) // a store's own keys() may not check what it is given
             open()
             return listed(keys.call(source, options))
           },

@@ -9,7 +9,7 @@ import { LOAD_OPTION_NAMES, type LoadOptions, resolvePolicy } from './load-optio
 import { assertKnownOptions, optionNames } from './option-checks.js'
 import { type CallKeys, Loader } from './loader.js'
 import { type CacheEvent, type MemoEventName, MemoObserver, type MemoStats } from './stats.js'
-import { tagList, tagVersionKey } from './tags.js'
+import { INVALIDATE_OPTION_NAMES, tagList, tagVersionKey } from './tags.js'
 
 /** Options of {@link getOrSet}: those of `cached()` that are not about naming keys, plus `tags`. */
 export interface GetOrSetOptions<T = unknown> extends LoadOptions<[], T> {
@@ -66,6 +66,10 @@ const RECENT = 8
 function engineFor(options: GetOrSetOptions<any>): Engine {
   // Checked on every call, not only when an engine is built: `{ ttl: 60, tgas }` would match the
   // engine of `{ ttl: 60 }`. A loop over the few names given, without allocating.
+  // Not a plain object (null, a Map, a settings class): the full check, which refuses or reads
+  // the names its prototypes define.
+  if (typeof options !== 'object' || options === null || Object.getPrototypeOf(options) !== Object.prototype)
+    assertKnownOptions(options, KNOWN_OPTIONS, 'getOrSet()')
   for (const name in options)
     if (!KNOWN_OPTIONS.has(name)) assertKnownOptions(options, KNOWN_OPTIONS, 'getOrSet()')
   for (const engine of recent) if (sameValues(options, engine.from)) return engine
@@ -190,6 +194,8 @@ export async function invalidateKeys(
   given: readonly string[],
   options: { backend?: CacheBackend | MinimalBackend } = {},
 ): Promise<void> {
+  // A misspelt `backend` would invalidate the default cache instead, and resolve.
+  assertKnownOptions(options, INVALIDATE_OPTION_NAMES, 'invalidateKeys()')
   // A copy: the entries are deleted after the generations, once the caller has gone on.
   const keys = copyKeyList(given, 'invalidateKeys')
   for (const key of keys) checkKey(key)

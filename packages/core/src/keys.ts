@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto'
 import type { SetManyItem } from './backend.js'
 import { arrayShape, hasExtraOwnProperties, isArgumentsObject } from './builtins.js'
 import { CacheArgumentError, CacheKeyError, CacheSerializationError, truncate } from './errors.js'
+import { nearestName } from './option-checks.js'
 
 /** A short, collision-resistant digest of a string: SHA-256, base64url, 43 characters. */
 export function hashKey(text: string): string {
@@ -74,6 +75,11 @@ export function copyItemList(items: unknown, operation = 'setMany'): SetManyItem
     if (typeof item !== 'object' || item === null) throw notAnItemAt(items, i, operation)
     const { key, value, ttl } = item as SetManyItem
     if (typeof key !== 'string') throw notAnItemKeyAt(key, i, operation)
+    // `{ key, val }` would store undefined, `{ key, value, expires }` store without expiry.
+    for (const field in item)
+      if (field !== 'key' && field !== 'value' && field !== 'ttl') throw notAnItemFieldAt(field, i, operation)
+    if (!('value' in item))
+      throw new CacheKeyError(`${operation}: items[${i}] has no \`value\` (write { key, value })`)
     copy[i] = { key, value, ttl }
   }
   return copy
@@ -94,6 +100,26 @@ function notAnItemAt(items: readonly unknown[], index: number, operation: string
 
 function notAnItemKeyAt(key: unknown, index: number, operation: string): CacheKeyError {
   return new CacheKeyError(`${operation}: items[${index}].key is ${describeAt(key)}: cache keys are strings`)
+}
+
+const ITEM_FIELDS: ReadonlySet<string> = new Set(['key', 'value', 'ttl'])
+/** Item fields other caches use, too far from ours for a spelling guess. */
+const ITEM_FIELD_HABITS: Readonly<Record<string, string>> = Object.assign(Object.create(null), {
+  val: 'value',
+  data: 'value',
+  expires: 'ttl',
+  expire: 'ttl',
+  expiry: 'ttl',
+  ex: 'ttl',
+  maxAge: 'ttl',
+})
+
+function notAnItemFieldAt(field: string, index: number, operation: string): CacheKeyError {
+  const near = ITEM_FIELD_HABITS[field] ?? nearestName(field, ITEM_FIELDS)
+  const fix = near === undefined ? '' : `; did you mean \`${near}\`?`
+  return new CacheKeyError(
+    `${operation}: items[${index}].${field} is not a field of an item (key, value, ttl)${fix}`,
+  )
 }
 
 function notAKeyAt(keys: readonly unknown[], index: number, operation: string): CacheKeyError {

@@ -66,7 +66,10 @@ export {
   countOption,
   durationOption,
   fromMilliseconds,
+  isOptionsObject,
+  notAnOptionsObject,
   optionNames,
+  readOptions,
   renamedOption,
   ttlOption,
 } from './option-checks.js'

@@ -1,6 +1,13 @@
 import { type Duration, parseDuration, ttlToMs } from './durations.js'
 import { CacheConfigError } from './errors.js'
-import { type OptionNames, assertKnownOptions, optionNames } from './option-checks.js'
+import {
+  type OptionNames,
+  assertKnownOptions,
+  checkOption,
+  isOptionsObject,
+  optionNames,
+} from './option-checks.js'
+import { describeGiven } from './keys.js'
 
 /*
  * The options `cached()`, `@cache` and `getOrSet()` share, and their checked form (`Policy`): what
@@ -218,11 +225,16 @@ function refreshAheadOption(
 
 function resolveLock(lock: LoadOptions['lock']): Policy['lock'] {
   if (!lock) return undefined
+  if (lock !== true && !isOptionsObject(lock))
+    throw new CacheConfigError(
+      'lock',
+      `expected true, false or { ttl, wait, poll }, got ${describeGiven(lock)}`,
+    )
   const settings = lock === true ? {} : lock
   assertKnownOptions(settings, LOCK_OPTION_NAMES, '`lock`')
   return {
-    ttlMs: parseDuration(settings.ttl ?? 30, 'lock.ttl'),
-    waitMs: parseDuration(settings.wait ?? 5, 'lock.wait'),
-    pollMs: parseDuration(settings.poll ?? '50ms', 'lock.poll'),
+    ttlMs: checkOption('lock.ttl', () => parseDuration(settings.ttl ?? 30, 'lock.ttl')),
+    waitMs: checkOption('lock.wait', () => parseDuration(settings.wait ?? 5, 'lock.wait')),
+    pollMs: checkOption('lock.poll', () => parseDuration(settings.poll ?? '50ms', 'lock.poll')),
   }
 }

@@ -11,7 +11,7 @@ import { registerInvalidationTarget } from './invalidation-targets.js'
 import { assertMemoNamespace, generationKey, keySegment } from './internal-keys.js'
 import { argumentsKey } from './keys.js'
 import { LOAD_OPTION_NAMES, type LoadOptions, resolvePolicy } from './load-options.js'
-import { assertKnownOptions, optionNames } from './option-checks.js'
+import { optionNames, readOptions } from './option-checks.js'
 import { type CallKeys, Loader } from './loader.js'
 import { type CacheEvent, type MemoEventName, MemoObserver, type MemoStats } from './stats.js'
 import { tagList, tagVersionKey } from './tags.js'
@@ -225,9 +225,9 @@ function assertName(name: unknown): asserts name is string | undefined {
  */
 export function cached<F extends AnyFunction>(
   fn: F,
-  options: CacheOptions<Parameters<F>, ReturnType<F>> = {},
+  given: CacheOptions<Parameters<F>, ReturnType<F>> = {},
 ): Memoized<F> {
-  assertKnownOptions(options, CACHE_OPTION_NAMES, 'cached()')
+  const options = readOptions(given, CACHE_OPTION_NAMES, 'cached()')
   const namespace = options.namespace ?? 'memo'
   assertMemoNamespace(namespace)
   assertName(options.name)
@@ -443,8 +443,8 @@ export function cache<O extends CacheOptions = {}>(options?: O & CacheOptions): 
 /** `@cache(60)`, `@cache('1m')`: the ttl alone. */
 export function cache(ttl: Duration): CacheDecorator<{}>
 export function cache(options: CacheOptions | Duration = {}): any {
-  const opts: CacheOptions = typeof options === 'object' ? options : { ttl: options }
-  assertKnownOptions(opts, CACHE_OPTION_NAMES, '@cache()')
+  const opts: CacheOptions =
+    typeof options === 'object' ? readOptions(options, CACHE_OPTION_NAMES, '@cache()') : { ttl: options }
   return function decorate(target: any, context: any, descriptor?: PropertyDescriptor): any {
     if (typeof context === 'object' && context !== null && 'kind' in context) {
       // TC39 standard decorator: (method, context) => replacement

@@ -1,5 +1,6 @@
 import { type Duration, parseDuration, ttlToMs, warnMilliseconds } from './durations.js'
 import { CacheConfigError } from './errors.js'
+import { describeGiven } from './keys.js'
 import { warnOnce } from './logger.js'
 
 /**
@@ -142,25 +143,84 @@ export function optionNames<O>(names: OptionNames<O>): ReadonlySet<string> {
  * names the nearest known option when one is close; `hints` gives a fix for a name known to be
  * given by mistake (`url` where a URL is the first argument).
  *
+ * `options` must be an object holding its settings as properties: `null`, a number, a string, an
+ * array, a Map or a Set is refused ("expected an options object"), since its settings would be
+ * read as none. An instance of a class (a typed settings class with getters) is checked on its
+ * own names and on the names its prototypes define below `Object.prototype` (getters, fields,
+ * methods; not `constructor`), so a misspelt getter is refused as a misspelt property is.
+ *
  * @param where what the options were given to, e.g. `memoryBackend()`
  */
 export function assertKnownOptions(
-  options: object,
+  options: unknown,
   known: ReadonlySet<string>,
   where: string,
   hints: Readonly<Record<string, string>> = {},
-): void {
-  for (const name of Object.keys(options)) {
-    if (known.has(name)) continue
-    const hint = Object.hasOwn(hints, name) ? hints[name] : undefined
-    const near = hint === undefined ? nearestName(name, known) : undefined
-    const fix = hint ?? (near === undefined ? '' : `; did you mean \`${near}\`?`)
-    throw new CacheConfigError(name, `not an option of ${where}${fix}`)
+): asserts options is object {
+  if (!isOptionsObject(options)) throw notAnOptionsObject(options, where)
+  for (const name of Object.keys(options)) checkName(name, known, where, hints)
+  let proto: object | null = Object.getPrototypeOf(options)
+  while (proto !== null && proto !== Object.prototype) {
+    for (const name of Object.getOwnPropertyNames(proto))
+      if (name !== 'constructor') checkName(name, known, where, hints)
+    proto = Object.getPrototypeOf(proto)
   }
 }
 
+/**
+ * {@link assertKnownOptions}, then the options as a plain object: `options` itself when it is
+ * one (no copy), or, for an instance of a settings class, a plain object with the value of each
+ * known name it has (its getters read once, here), so that code spreading or destructuring the
+ * options (`{ backend, ...rest }`) sees what the getters give.
+ */
+export function readOptions<O extends object>(
+  options: O,
+  known: ReadonlySet<string>,
+  where: string,
+  hints: Readonly<Record<string, string>> = {},
+): O {
+  assertKnownOptions(options, known, where, hints)
+  const proto = Object.getPrototypeOf(options)
+  if (proto === Object.prototype || proto === null) return options
+  const plain: Record<string, unknown> = {}
+  for (const name of known) if (name in options) plain[name] = (options as Record<string, unknown>)[name]
+  return plain as O
+}
+
+/** Whether `options` can hold settings as properties (not null, a primitive, a list or a Map). */
+export function isOptionsObject(options: unknown): options is object {
+  return (
+    typeof options === 'object' &&
+    options !== null &&
+    !Array.isArray(options) &&
+    !(options instanceof Map) &&
+    !(options instanceof Set) &&
+    !(options instanceof WeakMap) &&
+    !(options instanceof WeakSet)
+  )
+}
+
+/** The {@link CacheConfigError} for options that are not an options object. */
+export function notAnOptionsObject(options: unknown, where: string): CacheConfigError {
+  const fix = options instanceof Map ? ' (write the settings as properties: Object.fromEntries(map))' : ''
+  return new CacheConfigError(where, `expected an options object, got ${describeGiven(options)}${fix}`)
+}
+
+function checkName(
+  name: string,
+  known: ReadonlySet<string>,
+  where: string,
+  hints: Readonly<Record<string, string>>,
+): void {
+  if (known.has(name)) return
+  const hint = Object.hasOwn(hints, name) ? hints[name] : undefined
+  const near = hint === undefined ? nearestName(name, known) : undefined
+  const fix = hint ?? (near === undefined ? '' : `; did you mean \`${near}\`?`)
+  throw new CacheConfigError(name, `not an option of ${where}${fix}`)
+}
+
 /** The known name closest to `name` (case aside, at most two edits away), if one is. */
-function nearestName(name: string, known: ReadonlySet<string>): string | undefined {
+export function nearestName(name: string, known: ReadonlySet<string>): string | undefined {
   const wanted = name.toLowerCase()
   let best: string | undefined
   let bestDistance = Math.min(2, Math.floor(wanted.length / 3))

@@ -5,6 +5,7 @@ import { describeGiven } from './keys.js'
 import { renewGenerations } from './generations.js'
 import { onInvalidationTargets } from './invalidation-targets.js'
 import { generationKey } from './internal-keys.js'
+import { assertKnownOptions, optionNames } from './option-checks.js'
 
 /**
  * Tag invalidation by generations: an entry remembers the generation of each of its tags when
@@ -34,6 +35,9 @@ export function tagList(tags: unknown, setting = 'tags'): readonly string[] {
   throw new CacheConfigError(setting, `expected a list of tag strings, got ${describeGiven(tags)}${fix}`)
 }
 
+/** The options of {@link invalidateTags} and `invalidateKeys`. */
+export const INVALIDATE_OPTION_NAMES = optionNames<{ backend?: unknown }>({ backend: true })
+
 /**
  * Invalidates every entry (memoized result or cached response) carrying any of `tags`, in every
  * process sharing the backend. Without `backend`: on the default cache and on every backend a
@@ -46,6 +50,8 @@ export async function invalidateTags(
   tags: readonly string[],
   options: { backend?: CacheBackend } = {},
 ): Promise<void> {
+  // A misspelt `backend` would invalidate the default cache instead, and resolve.
+  assertKnownOptions(options, INVALIDATE_OPTION_NAMES, 'invalidateTags()')
   const keys = tagList(tags).map(tagVersionKey)
   invalidatedHere(keys)
   await onInvalidationTargets(options.backend, (backend) => renewGenerations(backend, keys))

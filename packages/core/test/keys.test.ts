@@ -195,3 +195,34 @@ describe('keys', () => {
     ])
   })
 })
+
+describe('copyItemList: the fields of an item', () => {
+  it('refuses a field that is not key, value or ttl, naming the index and the field meant', () => {
+    const cases: [object, RegExp][] = [
+      [
+        { key: 'a', val: 42 },
+        /^setMany: items\[1\]\.val is not a field of an item \(key, value, ttl\); did you mean `value`\?$/,
+      ],
+      [{ key: 'b', value: 1, expires: 60 }, /items\[1\]\.expires .*did you mean `ttl`/],
+      [{ key: 'c', value: 1, ttL: 60 }, /items\[1\]\.ttL .*did you mean `ttl`/],
+    ]
+    for (const [item, message] of cases) {
+      const error = (() => {
+        try {
+          copyItemList([{ key: 'ok', value: 1 }, item])
+        } catch (caught) {
+          return caught
+        }
+      })()
+      expect(error).toBeInstanceOf(CacheKeyError)
+      expect((error as Error).message).toMatch(message)
+    }
+  })
+
+  it('refuses an item without a value property, and takes one whose value is undefined', () => {
+    expect(() => copyItemList([{ key: 'a' }])).toThrow(/items\[0\] has no `value`/)
+    expect(copyItemList([{ key: 'a', value: undefined, ttl: 5 }])).toEqual([
+      { key: 'a', value: undefined, ttl: 5 },
+    ])
+  })
+})

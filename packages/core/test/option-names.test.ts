@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { CacheConfigError } from '../src/errors.js'
-import { assertKnownOptions, optionNames } from '../src/option-checks.js'
+import { assertKnownOptions, optionNames, readOptions } from '../src/option-checks.js'
 
 interface Shape {
   namespace?: string
@@ -43,5 +43,76 @@ describe('assertKnownOptions', () => {
     expect(refusal({ url: 'redis://x' }, { url: ': give the URL as the first argument' }).message).toBe(
       'url: not an option of exampleBackend(): give the URL as the first argument',
     )
+  })
+})
+
+describe('assertKnownOptions: what the options are given as', () => {
+  it('refuses null, a number, a string, an array, a Map and a Set: "expected an options object"', () => {
+    for (const given of [
+      null,
+      42,
+      'shop',
+      [['namespace', 'shop']],
+      new Map([['namespace', 'shop']]),
+      new Set(),
+    ]) {
+      const error = refusal(given as object)
+      expect(error.setting).toBe('exampleBackend()')
+      expect(error.message).toMatch(/^exampleBackend\(\): expected an options object, got /)
+    }
+    expect(refusal(new Map() as object).message).toMatch(/Object\.fromEntries/)
+  })
+
+  it('checks the getters of a settings class, and refuses a misspelt one', () => {
+    class Settings {
+      get namespace() {
+        return 'shop'
+      }
+      get defaultTTL() {
+        return 60
+      }
+    }
+    const error = refusal(new Settings())
+    expect(error.setting).toBe('defaultTTL')
+    expect(error.message).toMatch(/did you mean `defaultTtl`/)
+  })
+
+  it('checks every prototype below Object.prototype, and accepts a class whose names are all options', () => {
+    class Base {
+      get namspace() {
+        return 'a'
+      }
+    }
+    class Derived extends Base {
+      get maxKeys() {
+        return 3
+      }
+    }
+    expect(refusal(new Derived()).setting).toBe('namspace')
+    class Good {
+      maxKeys = 3
+      get namespace() {
+        return 'shop'
+      }
+    }
+    expect(() => assertKnownOptions(new Good(), KNOWN, 'exampleBackend()')).not.toThrow()
+    expect(() => assertKnownOptions(Object.create(null), KNOWN, 'exampleBackend()')).not.toThrow()
+  })
+})
+
+describe('readOptions', () => {
+  it('gives a plain object back as it is, and a settings class as a plain object of its values', () => {
+    const plain = { namespace: 'a' }
+    expect(readOptions(plain, KNOWN, 'exampleBackend()')).toBe(plain)
+    class Settings {
+      get namespace() {
+        return 'shop'
+      }
+      get defaultTtl() {
+        return 60
+      }
+    }
+    const read = readOptions(new Settings(), KNOWN, 'exampleBackend()')
+    expect({ ...read }).toEqual({ namespace: 'shop', defaultTtl: 60 })
   })
 })

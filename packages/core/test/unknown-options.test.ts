@@ -9,6 +9,8 @@ import {
   configureCache,
   defineBackend,
   getOrSet,
+  invalidateKeys,
+  invalidateTags,
   resetCache,
 } from '../src/index.js'
 import type { PackageLoader } from '../src/config.js'
@@ -96,6 +98,157 @@ describe('an option name that is not an option', () => {
   it('defineBackend(store, { timout }) is refused', async () => {
     const error = await refusal(() => defineBackend(store(), { timout: '50ms' } as DefineBackendOptions))
     expect(error.message).toBe('timout: not an option of defineBackend(); did you mean `timeout`?')
+  })
+})
+
+describe('options that are not an options object', () => {
+  class Settings {
+    get ttl() {
+      return 60
+    }
+    get tgas() {
+      return ['x']
+    }
+  }
+
+  it('cached, @cache, getOrSet, configureCache and defineBackend refuse null, a Map and an array', async () => {
+    for (const given of [null, new Map([['ttl', 60]]), [60]]) {
+      for (const [where, act] of [
+        ['cached()', () => cached(async () => 1, given as never)],
+        ['@cache()', () => cache(given as never)],
+        ['getOrSet()', () => getOrSet(mapBackend(), 'k', async () => 1, given as never)],
+        ['configureCache()', () => configureCache(given as never)],
+        ['defineBackend()', () => defineBackend(store(), given as never)],
+      ] as const) {
+        const error = await refusal(act)
+        expect(error.message).toMatch(
+          new RegExp(`^${where.replace(/[()@]/g, '\\$&')}: expected an options object, got `),
+        )
+      }
+    }
+  })
+
+  it('a settings class with a misspelt getter is refused by cached, getOrSet and defineBackend', async () => {
+    expect((await refusal(() => cached(async () => 1, new Settings() as never))).setting).toBe('tgas')
+    let calls = 0
+    const error = await refusal(() =>
+      getOrSet(mapBackend(), 'k', async () => ++calls, new Settings() as never),
+    )
+    expect(error.message).toMatch(/tgas: not an option of getOrSet\(\); did you mean `tags`/)
+    expect(calls).toBe(0)
+    class Timeouts {
+      get timout() {
+        return '1s'
+      }
+    }
+    expect((await refusal(() => defineBackend(store(), new Timeouts() as never))).setting).toBe('timout')
+  })
+
+  it('a settings class whose getters are all options is read through its getters', async () => {
+    class Good {
+      get name() {
+        return 'fromClass'
+      }
+      get ttl() {
+        return 60
+      }
+      get backend() {
+        return backend
+      }
+    }
+    const backend = mapBackend()
+    let calls = 0
+    const fn = cached(async () => ++calls, new Good() as never)
+    await fn()
+    await fn()
+    expect(calls).toBe(1)
+    const entry = await backend.getEntry(fn.keyFor())
+    expect(entry).toBeDefined()
+    expect(entry?.expiresAt).toBeGreaterThan(Date.now())
+  })
+
+  it("lock: 'on' is refused as a wrong type, and lock: { ttl: 'abc' } as a CacheConfigError naming lock.ttl", async () => {
+    const on = await refusal(() => cached(async () => 1, { name: 'l1', lock: 'on' as never }))
+    expect(on.message).toMatch(/^lock: expected true, false or \{ ttl, wait, poll \}, got the string "on"$/)
+    const ttl = await refusal(() => cached(async () => 1, { name: 'l2', lock: { ttl: 'abc' } }))
+    expect(ttl.setting).toBe('lock.ttl')
+  })
+})
+
+describe('invalidateKeys and invalidateTags options', () => {
+  it('refuse a misspelt backend, and leave the entry meant (and the default cache) as they were', async () => {
+    configureCache(mapBackend())
+    const backend = mapBackend()
+    let price = 10
+    const getPrice = cached(async (_id: string) => price, {
+      name: 'getPrice',
+      backend,
+      ttl: '1h',
+      tags: (id) => [`product:${id}`],
+    })
+    let stock = 5
+    const getStock = () => getOrSet(backend, 'stock:p1', async () => stock, { ttl: '1h' })
+    await getPrice('p1')
+    await getStock()
+    price = 20
+    stock = 0
+    const tags = await refusal(() => invalidateTags(['product:p1'], { backnd: backend } as never))
+    expect(tags.message).toBe('backnd: not an option of invalidateTags(); did you mean `backend`?')
+    const keys = await refusal(() => invalidateKeys(['stock:p1'], { backnd: backend } as never))
+    expect(keys.message).toBe('backnd: not an option of invalidateKeys(); did you mean `backend`?')
+    for (const given of [null, 'shop', new Map()]) {
+      await refusal(() => invalidateTags(['product:p1'], given as never))
+      await refusal(() => invalidateKeys(['stock:p1'], given as never))
+    }
+    // Refused, so the caller knows the values are still the old ones; spelt right, it works.
+    expect(await getPrice('p1')).toBe(10)
+    await invalidateTags(['product:p1'], { backend })
+    await invalidateKeys(['stock:p1'], { backend })
+    expect(await getPrice('p1')).toBe(20)
+    expect(await getStock()).toBe(0)
+  })
+})
+
+describe('configureCache with a backend instance', () => {
+  it('refuses the options that only apply when @cache builds the backend, saying where they go', async () => {
+    for (const [name, value] of [
+      ['namespace', 'shop'],
+      ['defaultTtl', '1s'],
+      ['redisUrl', 'redis://127.0.0.1:1'],
+      ['maxKeys', 10],
+      ['loader', () => ({})],
+    ] as const) {
+      const error = await refusal(() => configureCache({ backend: mapBackend(), [name]: value }))
+      expect(error.setting).toBe(name)
+      expect(error.message).toMatch(/beside a backend instance it would be ignored: give it to the factory/)
+    }
+    expect(() => configureCache({ backend: mapBackend(), logger: false })).not.toThrow()
+  })
+
+  it('reads a settings class through its getters when it builds the backend', async () => {
+    const given: Record<string, unknown>[] = []
+    const loader: PackageLoader = () => ({
+      memoryBackend: (options: Record<string, unknown>) => {
+        given.push(options)
+        return mapBackend()
+      },
+    })
+    class Settings {
+      get backend() {
+        return 'memory'
+      }
+      get namespace() {
+        return 'shop'
+      }
+      get defaultTtl() {
+        return 60
+      }
+      get loader() {
+        return loader
+      }
+    }
+    configureCache(new Settings() as never)
+    expect(given).toMatchObject([{ namespace: 'shop', defaultTtl: 60 }])
   })
 })
 

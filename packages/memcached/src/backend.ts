@@ -84,8 +84,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     servers: string | readonly string[] = '127.0.0.1:11211',
     options: MemcachedBackendOptions = {},
   ) {
-    super('memcached', options.logger)
-    checkArguments(servers, options)
+    super('memcached', checkArguments(servers, options).logger)
     // A bad logger is refused before a client is made.
     checkLogger(options.logger)
     this.namespace = options.namespace ?? 'cache'

@@ -107,7 +107,7 @@ const EJECT_NAMES = optionNames<EjectOptions>({
  * an option name that is not one (with `eject`'s own): a misspelt `namespace` would otherwise
  * share keys with every application on the servers.
  */
-export function checkArguments(servers: unknown, options: MemcachedBackendOptions): void {
+export function checkArguments(servers: unknown, options: MemcachedBackendOptions): MemcachedBackendOptions {
   if (typeof servers !== 'string' && !Array.isArray(servers))
     throw new CacheConfigError(
       'servers',
@@ -116,6 +116,19 @@ export function checkArguments(servers: unknown, options: MemcachedBackendOption
   assertKnownOptions(options, OPTION_NAMES, 'memcachedBackend()')
   if (options.eject !== undefined)
     assertKnownOptions(options.eject, EJECT_NAMES, "memcachedBackend()'s eject")
+  const client = options.client as { servers?: unknown; get?: unknown } | undefined
+  if (
+    client !== undefined &&
+    (typeof client !== 'object' ||
+      client === null ||
+      !Array.isArray(client.servers) ||
+      typeof client.get !== 'function')
+  )
+    throw new CacheConfigError(
+      'client',
+      'expected a memjs client (memjs.Client.create(…)), or leave `client` out for the backend to make its own',
+    )
+  return options
 }
 
 /** `maxAttempts`, or its deprecated name `casAttempts` (accepted with one warning); default 100. */

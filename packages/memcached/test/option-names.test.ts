@@ -71,6 +71,15 @@ describe('memcachedBackend option names', () => {
     expect(error.message).toMatch(/memcachedBackend\('host:port', \{ namespace \}\)/)
   })
 
+  it('refuses a client that is not a memjs client, and options that are not an options object', async () => {
+    const client = await refusal(address, { client: {} })
+    expect(client.message).toMatch(/^client: expected a memjs client/)
+    expect((await refusal(address, null)).message).toBe(
+      'memcachedBackend(): expected an options object, got null',
+    )
+    expect((await refusal(address, new Map([['namespace', 'shop']]))).message).toMatch(/got a Map/)
+  })
+
   it('accepts every documented option at once', async () => {
     const all: Required<MemcachedBackendOptions> = {
       namespace: 'all',

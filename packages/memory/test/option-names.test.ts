@@ -15,6 +15,37 @@ describe('memoryBackend option names', () => {
     expect(error.message).toMatch(/did you mean `maxKeys`\?/)
   })
 
+  it('refuses a settings class with a misspelt getter (defaultTTL) instead of keeping entries forever', () => {
+    class TypoSettings {
+      get namspace() {
+        return 'shop'
+      }
+      get defaultTTL() {
+        return 60
+      }
+    }
+    const error = configErrorOf(() => memoryBackend(new TypoSettings() as never))
+    expect(error.message).toMatch(/not an option of memoryBackend\(\); did you mean/)
+  })
+
+  it('reads a settings class whose getters are all options', async () => {
+    class Settings {
+      get defaultTtl() {
+        return 60
+      }
+    }
+    const cache = memoryBackend(new Settings())
+    await cache.set('x', 1)
+    expect((await cache.getEntry('x'))?.expiresAt).toBeGreaterThan(Date.now())
+  })
+
+  it('refuses null, a Map and an array: "expected an options object"', () => {
+    for (const given of [null, new Map([['defaultTtl', 60]]), [60]])
+      expect(configErrorOf(() => memoryBackend(given as never)).message).toMatch(
+        /^memoryBackend\(\): expected an options object, got /,
+      )
+  })
+
   it('accepts every documented option at once', async () => {
     const all: Required<MemoryBackendOptions> = {
       namespace: 'all',

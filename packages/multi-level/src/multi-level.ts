@@ -16,6 +16,8 @@ import {
   copyItemList,
   copyKeyList,
   isGenerationKey,
+  listPrefix,
+  notAnOptionsObject,
   toBackend,
 } from '@cache/core/backend'
 import { ChainBatches } from './batches.js'
@@ -109,7 +111,11 @@ export class MultiLevelBackend implements CacheBackend {
     // Only the last level holds every key (writes reach every level; faster ones keep a subset):
     // when it cannot list, a faster level's list would pass a partial view off as the whole.
     const last = backends[backends.length - 1]!
-    if (typeof last.keys === 'function') this.keys = (options) => last.keys!(options)
+    if (typeof last.keys === 'function')
+      this.keys = (options) => {
+        listPrefix(options)
+        return last.keys!(options)
+      }
   }
 
   /** The shared level's default TTL in ms (`null`: none), which a write naming none gets on every level. */
@@ -329,6 +335,16 @@ export function multiLevel(...args: unknown[]): MultiLevelBackend {
   // One object without get(): the options (its names are checked), not a backend.
   if (args.length === 1 && typeof only === 'object' && only !== null && typeof only.get !== 'function') {
     return new MultiLevelBackend(only as MultiLevelOptions)
+  }
+  if (args.length === 1 && (typeof only !== 'object' || only === null || Array.isArray(only)))
+    throw notAnOptionsObject(only, 'multiLevel()')
+  const last = args[args.length - 1] as { get?: unknown } | undefined
+  if (args.length > 1 && typeof last === 'object' && last !== null && typeof last.get !== 'function') {
+    const names = Object.keys(last).join(', ')
+    throw new CacheConfigError(
+      'multiLevel()',
+      `its last argument is not a cache backend but options ({ ${names} }): give the levels and the options in one object, multiLevel({ levels: [l1, l2], ${names} })`,
+    )
   }
   return new MultiLevelBackend({ levels: args as (CacheBackend | MinimalBackend)[] })
 }

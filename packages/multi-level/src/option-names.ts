@@ -1,5 +1,11 @@
 import { CacheConfigError } from '@cache/core'
-import { assertKnownOptions, type OptionNames, optionNames } from '@cache/core/backend'
+import {
+  assertKnownOptions,
+  isOptionsObject,
+  notAnOptionsObject,
+  type OptionNames,
+  optionNames,
+} from '@cache/core/backend'
 import type { BreakerOptions } from './breaker.js'
 import type { RedisBusOptions } from './bus.js'
 import type { MultiLevelOptions } from './options.js'
@@ -65,15 +71,29 @@ export function checkBusOptionNames(connection: unknown, options: RedisBusOption
     typeof connection === 'object' &&
     connection !== null &&
     typeof (connection as { publish?: unknown }).publish !== 'function'
-  ) {
-    const cluster = 'cluster' in connection
-    for (const name of Object.keys(connection)) {
-      if (!Object.hasOwn(CONNECTION_MISTAKES, name) || (cluster && name === 'redisOptions')) continue
-      throw new CacheConfigError(
-        name,
-        `not an ioredis option (redisBus()'s first argument, where ioredis ignores it): ${CONNECTION_MISTAKES[name]}`,
-      )
-    }
-  }
+  )
+    checkIoredisNames(connection, "redisBus()'s first argument", 'cluster' in connection)
   assertKnownOptions(options, BUS_NAMES, 'redisBus()')
+  if (options.redisOptions !== undefined)
+    checkIoredisNames(options.redisOptions, "redisBus()'s redisOptions", false)
+}
+
+/**
+ * Throws for the first name of `given` in {@link CONNECTION_MISTAKES}; `cluster`: `given` is
+ * cluster options, whose `redisOptions` is ioredis's own (its names are checked in turn).
+ */
+function checkIoredisNames(given: unknown, where: string, cluster: boolean): void {
+  if (!isOptionsObject(given)) throw notAnOptionsObject(given, where)
+  for (const name of Object.keys(given)) {
+    if (cluster && name === 'redisOptions') {
+      const nodes = (given as { redisOptions?: unknown }).redisOptions
+      if (nodes !== undefined) checkIoredisNames(nodes, `${where}'s redisOptions`, false)
+      continue
+    }
+    if (!Object.hasOwn(CONNECTION_MISTAKES, name)) continue
+    throw new CacheConfigError(
+      name,
+      `not an ioredis option (${where}, where ioredis ignores it): ${CONNECTION_MISTAKES[name]}`,
+    )
+  }
 }

@@ -97,6 +97,35 @@ describe('multiLevel and redisBus option names', () => {
     ).toBe('heartbeat')
   })
 
+  it("refuses a bus option inside redisOptions (the bus's and a cluster connection's)", async () => {
+    const error = await refusal(() =>
+      redisBus(`redis://127.0.0.1:${port}`, { redisOptions: { channel: 'shop-bus' } }),
+    )
+    expect(error.setting).toBe('channel')
+    expect(error.message).toBe(
+      "channel: not an ioredis option (redisBus()'s redisOptions, where ioredis ignores it): an option of redisBus(): give it in the second argument, redisBus(connection, { channel })",
+    )
+    const inCluster = await refusal(() =>
+      redisBus({ cluster: [{ host: '127.0.0.1', port }], redisOptions: { channel: 'shop-bus' } }),
+    )
+    expect(inCluster.message).toMatch(
+      /^channel: not an ioredis option \(redisBus\(\)'s first argument's redisOptions/,
+    )
+  })
+
+  it('multiLevel(l1, l2, { stateTtl }) says the options go in one object with the levels', async () => {
+    const error = await refusal(() => multiLevel(memoryBackend(), memoryBackend(), { stateTtl: 1 } as never))
+    expect(error.message).toMatch(
+      /^multiLevel\(\): its last argument is not a cache backend but options \(\{ stateTtl \}\): .*multiLevel\(\{ levels: \[l1, l2\], stateTtl \}\)$/,
+    )
+    expect((await refusal(() => multiLevel(null as never))).message).toMatch(
+      /^multiLevel\(\): expected an options object, got null/,
+    )
+    expect((await refusal(() => redisBus(`redis://127.0.0.1:${port}`, new Map() as never))).message).toMatch(
+      /^redisBus\(\): expected an options object, got a Map/,
+    )
+  })
+
   it('accepts every documented option at once', async () => {
     const busOptions: Required<RedisBusOptions> = {
       channel: 'all',

@@ -21,7 +21,7 @@ import { ExactlyOnce } from './exactly-once.js'
 import type { RedisFormat } from './format.js'
 import { clearNamespace, listKeys } from './listing.js'
 import { NearCache } from './near-cache.js'
-import { checkConnectionNames, type RedisBackendOptions, redisSettings } from './options.js'
+import { checkConnectionNames, checkedOptions, type RedisBackendOptions, redisSettings } from './options.js'
 import type { BackendParts } from './parts.js'
 import { Reads } from './reads.js'
 import { type Replication, replicationSettings } from './replication.js'
@@ -58,7 +58,7 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
   }
 
   constructor(connection: RedisConnection = 'redis://127.0.0.1:6379', options: RedisBackendOptions = {}) {
-    super('redis', options.logger)
+    super('redis', checkedOptions(options).logger)
     checkConnectionNames(connection, 'redisBackend()')
     const settings = redisSettings(options)
     this.namespace = settings.namespace === '' ? undefined : settings.namespace

@@ -8,6 +8,8 @@ import {
   checkLogger,
   countOption,
   durationOption,
+  isOptionsObject,
+  notAnOptionsObject,
   type OptionNames,
   optionNames,
 } from '@cache/core/backend'
@@ -127,16 +129,43 @@ const CONNECTION_MISTAKES: Readonly<Record<string, string>> = {
 
 /**
  * Refuses a connection object (ioredis options, or cluster options with `cluster`) holding a
- * name ioredis would ignore though it is certainly meant (see {@link CONNECTION_MISTAKES}).
+ * name ioredis would ignore though it is certainly meant (see {@link CONNECTION_MISTAKES}); the
+ * same for a cluster object's `redisOptions` (its node connections).
  */
 export function checkConnectionNames(connection: RedisConnection | undefined, where: string): void {
   if (typeof connection !== 'object' || connection === null || isRedisClient(connection)) return
   const cluster = 'cluster' in connection
-  for (const name of Object.keys(connection)) {
-    if (!Object.hasOwn(CONNECTION_MISTAKES, name) || (cluster && name === 'redisOptions')) continue
+  checkIoredisNames(connection, `${where}'s first argument`, cluster)
+}
+
+/**
+ * Refuses, in the ioredis options given as `redisOptions` or `clusterOptions` (and a cluster's
+ * node `redisOptions`), a name ioredis would ignore: `redisOptions: { namespace: 'shop' }`
+ * would write under the default namespace, shared with every other application.
+ */
+export function checkNestedIoredisNames(options: RedisBackendOptions): void {
+  if (options.redisOptions !== undefined)
+    checkIoredisNames(options.redisOptions, "redisBackend()'s redisOptions", false)
+  if (options.clusterOptions !== undefined)
+    checkIoredisNames(options.clusterOptions, "redisBackend()'s clusterOptions", true)
+}
+
+/**
+ * Throws for the first name of `given` in {@link CONNECTION_MISTAKES}; `cluster`: `given` is
+ * cluster options, whose `redisOptions` is ioredis's own (its names are checked in turn).
+ */
+function checkIoredisNames(given: unknown, where: string, cluster: boolean): void {
+  if (!isOptionsObject(given)) throw notAnOptionsObject(given, where)
+  for (const name of Object.keys(given)) {
+    if (cluster && name === 'redisOptions') {
+      const nodes = (given as { redisOptions?: unknown }).redisOptions
+      if (nodes !== undefined) checkIoredisNames(nodes, `${where}'s redisOptions`, false)
+      continue
+    }
+    if (!Object.hasOwn(CONNECTION_MISTAKES, name)) continue
     throw new CacheConfigError(
       name,
-      `not an ioredis option (${where}'s first argument, where ioredis ignores it): ${CONNECTION_MISTAKES[name]}`,
+      `not an ioredis option (${where}, where ioredis ignores it): ${CONNECTION_MISTAKES[name]}`,
     )
   }
 }
@@ -166,9 +195,16 @@ export interface RedisSettings {
   logger: RedisBackendOptions['logger']
 }
 
+/** `options`, once its names are checked: read before anything else is (the logger). */
+export function checkedOptions(options: RedisBackendOptions): RedisBackendOptions {
+  assertKnownOptions(options, OPTION_NAMES, 'redisBackend()')
+  return options
+}
+
 /** Checks `options` in a fixed order (the first bad one throws) and fills in the defaults. */
 export function redisSettings(options: RedisBackendOptions): RedisSettings {
   assertKnownOptions(options, OPTION_NAMES, 'redisBackend()')
+  checkNestedIoredisNames(options)
   const namespace = options.namespace ?? DEFAULT_NAMESPACE
   const format = new RedisFormat(namespace, options)
   const maxAttempts = countOption(options.maxAttempts, 'maxAttempts', 200)

@@ -80,6 +80,40 @@ describe('redisBackend option names', () => {
     expect((await refusal({ cluster: [{ host: '127.0.0.1', port }], url: 'redis://x' })).setting).toBe('url')
   })
 
+  it("refuses a @cache/redis option inside redisOptions, clusterOptions and a cluster object's redisOptions", async () => {
+    const url = `redis://127.0.0.1:${port}`
+    const nested = await refusal(url, { redisOptions: { namespace: 'shop', db: 0 } })
+    expect(nested.setting).toBe('namespace')
+    expect(nested.message).toBe(
+      "namespace: not an ioredis option (redisBackend()'s redisOptions, where ioredis ignores it): an option of @cache/redis: give it in the second argument, redisBackend(connection, { namespace })",
+    )
+    expect((await refusal(url, { clusterOptions: { namespace: 'shop' } })).message).toMatch(
+      /redisBackend\(\)'s clusterOptions, where ioredis ignores it/,
+    )
+    expect((await refusal(url, { clusterOptions: { redisOptions: { defaultTtl: 60 } } })).message).toMatch(
+      /^defaultTtl: not an ioredis option \(redisBackend\(\)'s clusterOptions's redisOptions/,
+    )
+    const inCluster = await refusal({
+      cluster: [{ host: '127.0.0.1', port }],
+      redisOptions: { namespace: 'shop' },
+    })
+    expect(inCluster.message).toMatch(
+      /^namespace: not an ioredis option \(redisBackend\(\)'s first argument's redisOptions/,
+    )
+    expect((await refusal(url, { redisOptions: { database: 2 } })).message).toMatch(/ioredis calls it `db`/)
+  })
+
+  it('refuses options that are not an options object: null, a Map', async () => {
+    const url = `redis://127.0.0.1:${port}`
+    expect((await refusal(url, null)).message).toBe('redisBackend(): expected an options object, got null')
+    expect((await refusal(url, new Map([['namespace', 'shop']]))).message).toMatch(
+      /^redisBackend\(\): expected an options object, got a Map/,
+    )
+    expect((await refusal(url, { redisOptions: 'db=2' })).message).toMatch(
+      /redisOptions: expected an options object/,
+    )
+  })
+
   it('refuses a misspelt nearCache setting', async () => {
     const error = await refusal(`redis://127.0.0.1:${port}`, { nearCache: { maxkeys: 10 } })
     expect(error.setting).toBe('maxkeys')

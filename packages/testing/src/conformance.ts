@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import {
+  CacheConfigError,
   type CacheBackend,
   CacheKeyError,
   CacheUnsupportedError,
@@ -599,6 +600,9 @@ export function runConformance(name: string, options: ConformanceOptions): void 
       it('listKeys() throws CacheUnsupportedError: this backend cannot list keys', () => {
         expect(cache.keys).toBeUndefined()
         expect(() => listKeys(cache)).toThrow(CacheUnsupportedError)
+        expect(() => listKeys(cache, { prefx: 'session:' } as never)).toThrow(
+          /^prefx: not an option of keys\(\)/,
+        )
       })
 
     it('setMany with one bad item stores none of them: a bad TTL, an unkeyable key, an unstorable value', async () => {
@@ -757,6 +761,22 @@ export function runConformance(name: string, options: ConformanceOptions): void 
           ['[item, "k"]', [item, 'k'], /items\[1\] is the string "k"/],
           ['[item, { value }]', [item, { value: 1 }], /items\[1\]\.key is undefined/],
           ['[item, { key: null }]', [item, { key: null, value: 1 }], /items\[1\]\.key is null/],
+          [
+            '[item, { key, val }]',
+            [item, { key: key('val'), val: 42 }],
+            /items\[1\]\.val is not a field of an item.*`value`/,
+          ],
+          [
+            '[item, { key, value, expires }]',
+            [item, { key: key('exp'), value: 1, expires: 60 }],
+            /items\[1\]\.expires .*`ttl`/,
+          ],
+          [
+            '[item, { key, value, ttL }]',
+            [item, { key: key('ttL'), value: 1, ttL: 60 }],
+            /items\[1\]\.ttL .*`ttl`/,
+          ],
+          ['[item, { key }]', [item, { key: key('novalue') }], /items\[1\] has no `value`/],
         ]
         for (const [label, items, message] of lists) {
           await refusedWith('setMany', () => cache.setMany(items as never), message, label)
@@ -1118,6 +1138,39 @@ function listingCases(
         expect(sorted(await listAll(cache, 'user'))).toEqual(['user:1', 'user:10', 'user:2', 'users'])
         expect(await listAll(cache, 'nothing-starts-like-this')).toEqual([])
         expect(sorted(await listAll(cache, ''))).toEqual(sorted(keys))
+      }))
+
+    it("refuses { prefx }, a pattern string ('session:*'), null and a Map, listing nothing: a purge loop over it keeps the counters", () =>
+      withBackends(['list-refused'], async (cache) => {
+        await cache.set('session:a', { user: 1 })
+        for (let i = 0; i < 7; i++) await cache.incr('rate:ip1')
+        const given: [string, unknown, RegExp][] = [
+          ['{ prefx }', { prefx: 'session:' }, /^prefx: not an option of keys\(\); did you mean `prefix`\?$/],
+          [
+            "'session:*'",
+            'session:*',
+            /^keys\(\): expected an options object, got the string "session:\*".*\{ prefix: "session:" \}/,
+          ],
+          ['null', null, /^keys\(\): expected an options object, got null/],
+          ['a Map', new Map([['prefix', 'session:']]), /^keys\(\): expected an options object, got a Map/],
+        ]
+        for (const [label, options, message] of given) {
+          for (const [how, list] of [
+            ['keys', () => cache.keys!(options as never)],
+            ['listKeys', () => listKeys(cache, options as never)],
+          ] as const) {
+            const refused = await (async () => {
+              for await (const key of list()) await cache.delete(key)
+            })().then(
+              () => undefined,
+              (error: unknown) => error,
+            )
+            expect(refused, `${how}(${label})`).toBeInstanceOf(CacheConfigError)
+            expect((refused as Error).message, `${how}(${label})`).toMatch(message)
+          }
+        }
+        expect(await cache.incr('rate:ip1')).toBe(8)
+        expect(await cache.get('session:a')).toEqual({ user: 1 })
       }))
 
     it('lists no expired key and no deleted key', () =>
