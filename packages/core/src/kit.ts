@@ -68,6 +68,7 @@ export {
   fromMilliseconds,
   isOptionsObject,
   notAnOptionsObject,
+  nearestName,
   optionNames,
   readOptions,
   renamedOption,

@@ -1,4 +1,5 @@
 import { CacheConfigError } from '@cache/core'
+import { nearestName } from '@cache/core/backend'
 
 /**
  * How an adapter is handed its options: the one argument of `cacheResponse()` and
@@ -91,7 +92,7 @@ export function namesForOtherPlugins(options: object, known: ReadonlySet<string>
   const others: string[] = []
   for (const name of Object.keys(options)) {
     if (known.has(name)) continue
-    const meant = nearestOptionName(name, known) ?? safetyOptionIn(name)
+    const meant = nearestName(name, known) ?? safetyOptionIn(name)
     if (meant !== undefined)
       throw new CacheConfigError(name, `not an option of ${where}; did you mean \`${meant}\`?`)
     others.push(name)
@@ -111,39 +112,4 @@ function wordsOf(name: string): string[] {
 function safetyOptionIn(name: string): string | undefined {
   const words = ` ${wordsOf(name).join(' ')} `
   return SAFETY_OPTION_NAMES.find((option) => words.includes(` ${wordsOf(option).join(' ')} `))
-}
-
-/**
- * The known name closest to `name` (case aside, at most two edits away), if one is: the rule of
- * core's `assertKnownOptions`, kept here because core does not export it.
- */
-export function nearestOptionName(name: string, known: ReadonlySet<string>): string | undefined {
-  const wanted = name.toLowerCase()
-  let best: string | undefined
-  let bestDistance = Math.min(2, Math.floor(wanted.length / 3))
-  for (const candidate of known) {
-    const distance = editDistance(wanted, candidate.toLowerCase())
-    if (distance <= bestDistance && (best === undefined || distance < bestDistance)) {
-      best = candidate
-      bestDistance = distance
-    }
-  }
-  return best
-}
-
-/** Levenshtein distance, a swap of two neighbouring letters counting as one edit. */
-function editDistance(a: string, b: string): number {
-  const rows = [Array.from({ length: b.length + 1 }, (_, j) => j)]
-  for (let i = 1; i <= a.length; i++) {
-    const row = [i]
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1
-      let d = Math.min(rows[i - 1]![j]! + 1, row[j - 1]! + 1, rows[i - 1]![j - 1]! + cost)
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
-        d = Math.min(d, rows[i - 2]![j - 2]! + 1)
-      row.push(d)
-    }
-    rows.push(row)
-  }
-  return rows[a.length]![b.length]!
 }
