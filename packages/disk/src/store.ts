@@ -940,17 +940,21 @@ function isOpenRace(error: unknown): boolean {
   )
 }
 
+/** better-sqlite3's refusal when the file's directory is missing. */
+const DIRECTORY_GONE = /directory does not exist/
+
 /**
  * Opens an existing database file with a long busy timeout (schema creation and WAL setup happen
  * once, at start-up). better-sqlite3 checks that the directory exists before SQLite opens the file
  * and throws a TypeError with no code: a directory removed since the look is a race like a file
- * removed since (coded `ENOENT`, so the open is tried again).
+ * removed since (coded `ENOENT`, so the open is tried again). Told by its message, not by looking
+ * again: a cleaner's `mv` and another process's open may have made the directory anew meanwhile.
  */
 function openFile(file: string): Database.Database {
   try {
     return new Database(file, { timeout: 5000, fileMustExist: true })
   } catch (error) {
-    if (error instanceof TypeError && !existsSync(dirname(file)))
+    if (error instanceof TypeError && (DIRECTORY_GONE.test(error.message) || !existsSync(dirname(file))))
       throw Object.assign(new Error(`${dirname(file)} was removed while ${file} was opened`), {
         code: 'ENOENT',
         cause: error,
