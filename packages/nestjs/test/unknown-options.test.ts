@@ -77,8 +77,9 @@ describe('option names of @CacheResponse() and CacheModule', () => {
   it.each(PLATFORMS)(
     'accepts every documented option of both, and caches with them, on %s',
     async (platform) => {
+      // Backend names, not an instance: the build options apply only to a backend configureCache builds.
       const moduleOptions = {
-        backend: memoryBackend(),
+        backend: 'memory',
         loader: loadInstalledPackage,
         logger: false,
         maxKeys: 100,
