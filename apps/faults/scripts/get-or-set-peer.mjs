@@ -9,7 +9,8 @@ const realNow = Date.now
 let offset = 0
 Date.now = () => realNow() + offset
 
-const backend = configureCache({ ...spec, backend: spec.chain })
+const { chain, ...options } = spec
+const backend = configureCache({ ...options, backend: chain })
 // Failures of a level are counted and evented; this process has no logger to print them to.
 backend.on?.('error', () => {})
 

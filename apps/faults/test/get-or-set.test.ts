@@ -212,7 +212,8 @@ describe.each(SETUPS)('on $name', (setup) => {
       memcachedServers: memcached.server,
       diskPath,
     }
-    here = configureCache({ ...spec, backend: spec.chain })
+    const { chain, ...options } = spec
+    here = configureCache({ ...options, backend: chain })
     await here.get('warm-up')
     if (setup.shared) peer = await Peer.start(spec)
   })
