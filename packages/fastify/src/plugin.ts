@@ -19,6 +19,7 @@ import {
   type HttpRequestView,
   invalidateResponsePrefix,
   namesForOtherPlugins,
+  plainOptions,
   type LookupContext,
   injectRefresh,
   type LookupResult,
@@ -263,9 +264,10 @@ function cachePlugin(
 function pluginDefaults(fastify: FastifyInstance, options: CachePluginOptions): RouteCacheOptions {
   if (options === null || typeof options !== 'object')
     throw new CacheConfigError('options', `expected an object, got ${String(options)}`)
-  for (const name of namesForOtherPlugins(options, PLUGIN_OPTION_NAMES, 'cachePlugin'))
+  // A settings class's getters are read here: below, the names are listed with Object.keys.
+  const given = plainOptions(options) as Record<string, unknown>
+  for (const name of namesForOtherPlugins(given, PLUGIN_OPTION_NAMES, 'cachePlugin'))
     reportIgnored(fastify, name)
-  const given = options as Record<string, unknown>
   const defaults: Record<string, unknown> = {}
   for (const name of Object.keys(given)) if (ROUTE_OPTION_NAMES.has(name)) defaults[name] = given[name]
   // Built once to check every option (ttl, keyPrefix, statuses, …) when the plugin registers.
@@ -292,7 +294,8 @@ function reportIgnored(fastify: FastifyInstance, name: string): void {
 function routeOptions(config: RouteCacheConfig, url: string): RouteCacheOptions {
   if (config === true) return {}
   if (typeof config === 'number' || typeof config === 'string') return { ttl: config }
-  if (config !== null && typeof config === 'object') return config
+  // Spread over the plugin's defaults: a settings class's getters are read here.
+  if (config !== null && typeof config === 'object') return plainOptions(config)
   throw new CacheConfigError(
     'config.cache',
     `route ${url}: expected true, a TTL or cache options, got ${JSON.stringify(config)}`,

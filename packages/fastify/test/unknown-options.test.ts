@@ -101,3 +101,37 @@ describe('option names of the Fastify plugin', () => {
     expect((await fastify.inject('/defaults')).body).toBe('run 2')
   })
 })
+
+describe('options given as a settings class', () => {
+  class Settings {
+    get backend() {
+      return memoryBackend()
+    }
+    get ttl() {
+      return 60
+    }
+    get vary() {
+      return ['accept-language']
+    }
+  }
+
+  it.each(['plugin', 'route', 'Object.create'] as const)(
+    'a vary held in a getter (%s) keys the response: one language is never served to another',
+    async (form) => {
+      const fastify = app()
+      const settings =
+        form === 'Object.create'
+          ? Object.create({ backend: memoryBackend(), ttl: 60, vary: ['accept-language'] })
+          : new Settings()
+      await fastify.register(cachePlugin, form === 'route' ? { backend: memoryBackend() } : settings)
+      fastify.get('/hello', { config: { cache: form === 'route' ? settings : true } }, async (req) => ({
+        lang: req.headers['accept-language'],
+      }))
+      const en = await fastify.inject({ url: '/hello', headers: { 'accept-language': 'en' } })
+      const fr = await fastify.inject({ url: '/hello', headers: { 'accept-language': 'fr' } })
+      expect(en.json()).toEqual({ lang: 'en' })
+      // Before: the getter was never read (Object.keys), vary was dropped: fr got en's body.
+      expect(fr.json()).toEqual({ lang: 'fr' })
+    },
+  )
+})

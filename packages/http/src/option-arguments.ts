@@ -113,3 +113,22 @@ function safetyOptionIn(name: string): string | undefined {
   const words = ` ${wordsOf(name).join(' ')} `
   return SAFETY_OPTION_NAMES.find((option) => words.includes(` ${wordsOf(option).join(' ')} `))
 }
+
+/**
+ * `options` as a plain object: itself when it is one, or, for an instance of a settings class (or
+ * an object made with `Object.create(settings)`), a plain object holding every name it has — its
+ * own, and those of its prototypes below `Object.prototype`, getters read once here — so that
+ * code reading `Object.keys` or spreading it (`{ ...defaults, ...options }`) sees what a plain
+ * object with the same settings would give.
+ */
+export function plainOptions<O extends object>(options: O): O {
+  let proto = Object.getPrototypeOf(options)
+  if (proto === Object.prototype || proto === null) return options
+  const plain: Record<string, unknown> = { ...(options as Record<string, unknown>) }
+  while (proto !== null && proto !== Object.prototype) {
+    for (const name of Object.getOwnPropertyNames(proto))
+      if (name !== 'constructor' && !(name in plain)) plain[name] = (options as Record<string, unknown>)[name]
+    proto = Object.getPrototypeOf(proto)
+  }
+  return plain as O
+}

@@ -19,6 +19,7 @@ import {
 } from '@cache/core'
 import {
   assertKnownOptions,
+  readOptions,
   CONFIGURE_OPTION_HINTS,
   CONFIGURE_OPTION_NAMES,
   isMinimalBackend,
@@ -121,8 +122,8 @@ function moduleOptions(given: unknown, source: string, where: string): CacheModu
   // fields are not misspelt options, so the error names what it is.
   if (!plain && Object.keys(given).some((name) => !MODULE_OPTION_NAMES.has(name)))
     throw new CacheConfigError('CacheModule', `${source} ${describeGiven(given)}: ${expected}`)
-  assertKnownOptions(given, MODULE_OPTION_NAMES, where, CONFIGURE_OPTION_HINTS)
-  return given as CacheModuleOptions
+  // A settings class's getters are read here: the options are destructured below.
+  return readOptions(given, MODULE_OPTION_NAMES, where, CONFIGURE_OPTION_HINTS) as CacheModuleOptions
 }
 
 function describeGiven(value: unknown): string {

@@ -11,6 +11,7 @@ import { memoryBackend } from '@cache/memory'
 import { Controller, Get, Headers, Module } from '@nestjs/common'
 import { afterEach, describe, expect, it } from 'vitest'
 import {
+  CACHE_BACKEND,
   CacheModule,
   type CacheModuleAsyncOptions,
   type CacheModuleOptions,
@@ -149,6 +150,54 @@ describe('option names of @CacheResponse() and CacheModule', () => {
         } finally {
           await app.close()
         }
+      }
+    },
+  )
+})
+
+describe('CacheModule options given as a settings class', () => {
+  class Settings {
+    get backend() {
+      return 'memory'
+    }
+    get namespace() {
+      return 'tenant-a'
+    }
+    get defaultTtl() {
+      return '1s'
+    }
+    get maxKeys() {
+      return 2
+    }
+  }
+
+  it.each(['forRoot', 'forRootAsync', 'Object.create'] as const)(
+    'its getters are read (%s): the namespace, default TTL and size limit apply',
+    async (form) => {
+      const settings =
+        form === 'Object.create'
+          ? Object.create({ backend: 'memory', namespace: 'tenant-a', defaultTtl: '1s', maxKeys: 2 })
+          : new Settings()
+      @Module({
+        imports: [
+          form === 'forRootAsync'
+            ? CacheModule.forRootAsync({ useFactory: async () => settings })
+            : CacheModule.forRoot(settings),
+        ],
+      })
+      class AppModule {}
+      const { app } = await startApp('express', AppModule)
+      try {
+        const backend = app.get<import('@cache/core').CacheBackend & { namespace?: string }>(CACHE_BACKEND)
+        // Before: the options were destructured, the getters never read: no namespace, no TTL.
+        expect(backend.namespace).toBe('tenant-a')
+        const before = Date.now()
+        await backend.set('k', 1)
+        const entry = await backend.getEntry('k')
+        expect(entry?.expiresAt).toBeGreaterThanOrEqual(before + 1000)
+        expect(entry?.expiresAt).toBeLessThan(before + 5000)
+      } finally {
+        await app.close()
       }
     },
   )
