@@ -71,6 +71,7 @@ export {
   nearestName,
   optionNames,
   readOptions,
+  settingNames,
   renamedOption,
   ttlOption,
 } from './option-checks.js'

@@ -158,13 +158,22 @@ export function assertKnownOptions(
   hints: Readonly<Record<string, string>> = {},
 ): asserts options is object {
   if (!isOptionsObject(options)) throw notAnOptionsObject(options, where)
-  for (const name of Object.keys(options)) checkName(name, known, where, hints)
+  for (const name of settingNames(options)) checkName(name, known, where, hints)
+}
+
+/**
+ * The names `options` holds settings under: its own enumerable ones, then those its prototypes
+ * define below `Object.prototype` (a settings class's getters, fields, methods; not
+ * `constructor`), each once.
+ */
+export function settingNames(options: object): string[] {
+  const names = new Set(Object.keys(options))
   let proto: object | null = Object.getPrototypeOf(options)
   while (proto !== null && proto !== Object.prototype) {
-    for (const name of Object.getOwnPropertyNames(proto))
-      if (name !== 'constructor') checkName(name, known, where, hints)
+    for (const name of Object.getOwnPropertyNames(proto)) if (name !== 'constructor') names.add(name)
     proto = Object.getPrototypeOf(proto)
   }
+  return [...names]
 }
 
 /**

@@ -1,5 +1,5 @@
 import { CacheConfigError } from '@cache/core'
-import { nearestName } from '@cache/core/backend'
+import { nearestName, settingNames } from '@cache/core/backend'
 
 /**
  * How an adapter is handed its options: the one argument of `cacheResponse()` and
@@ -122,13 +122,9 @@ function safetyOptionIn(name: string): string | undefined {
  * object with the same settings would give.
  */
 export function plainOptions<O extends object>(options: O): O {
-  let proto = Object.getPrototypeOf(options)
+  const proto = Object.getPrototypeOf(options)
   if (proto === Object.prototype || proto === null) return options
-  const plain: Record<string, unknown> = { ...(options as Record<string, unknown>) }
-  while (proto !== null && proto !== Object.prototype) {
-    for (const name of Object.getOwnPropertyNames(proto))
-      if (name !== 'constructor' && !(name in plain)) plain[name] = (options as Record<string, unknown>)[name]
-    proto = Object.getPrototypeOf(proto)
-  }
+  const plain: Record<string, unknown> = {}
+  for (const name of settingNames(options)) plain[name] = (options as Record<string, unknown>)[name]
   return plain as O
 }
