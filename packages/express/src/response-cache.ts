@@ -25,7 +25,6 @@ import {
   responseCachingEnabled,
   hostKeyPart,
   splitAuthority,
-  urlVersionKey,
 } from '@cache/http'
 import {
   type CachePosition,
@@ -244,14 +243,18 @@ export class ResponseCache {
       const resolved = requestKey(nodeRequestView(req), s.keyPrefix, s.vary)
       if (resolved === undefined) return false
       key = resolved.key
-      entry = backend.sync.getEntry(key)?.value
+      const sync = backend.sync
+      // `get` when the backend has it: it builds no entry object.
+      entry = sync.get === undefined ? sync.getEntry(key)?.value : sync.get(key)
       if (!isStoredResponse(entry) || entry.front !== true) return false
-      versions = []
-      for (const k of [...s.prefixVersionKeys, ...resolved.scopes.map(urlVersionKey)]) {
+      const versionKeys = this.http.versionKeysOf(resolved.scopes)
+      versions = new Array<number>(versionKeys.length)
+      for (let i = 0; i < versionKeys.length; i++) {
+        const k = versionKeys[i]!
         // A scope without a generation yet matches no entry: the app answers and creates it.
-        const generation = backend.sync.getEntry(k)?.value
+        const generation = sync.get === undefined ? sync.getEntry(k)?.value : sync.get(k)
         if (!isGeneration(generation)) return false
-        versions.push(generation)
+        versions[i] = generation
       }
     } catch (error) {
       this.observer.error('get', error, key)

@@ -307,8 +307,11 @@ export class HttpCache<Raw = any> {
     return ttls
   }
 
-  /** The generation keys of the prefixes and of a URL's scopes (made once per scopes array). */
-  private versionKeysOf(scopes: readonly string[]): string[] {
+  /**
+   * The generation keys of the prefixes and of a URL's scopes (made once per scopes array, which
+   * `requestKey` hands out once per URL): also what an adapter's front path checks.
+   */
+  versionKeysOf(scopes: readonly string[]): string[] {
     let keys = this.scopeVersionKeys.get(scopes)
     if (keys === undefined) {
       // Frozen: entries and flights hold it too.
