@@ -1,7 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto'
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import { type CacheBackend, CacheConfigError, type Duration, getBackend, invalidateTags } from '@cache/core'
-import { optionNames, warnOnce } from '@cache/core/backend'
+import { isOptionsObject, nearestName, optionNames, settingNames } from '@cache/core/backend'
 import {
   answerFromResult,
   describeFunction,
@@ -18,7 +18,6 @@ import {
   type HttpCacheOptions,
   type HttpRequestView,
   invalidateResponsePrefix,
-  namesForOtherPlugins,
   plainOptions,
   type LookupContext,
   injectRefresh,
@@ -71,17 +70,24 @@ export interface CachePluginOptions extends RouteCacheOptions {
   decorateAs?: string
 }
 
+/** The flag fastify-cli's test helper (`build()`) sets in the options of the app it registers. */
+interface FastifyCliOptions {
+  skipOverride?: boolean
+}
+
 /**
- * What a plugin's options may name: its own, and those `fastify.register` reads from the same
- * object (`RegisterOptions` of Fastify 5: `prefix`, `logLevel`, `logSerializers`), which are not
- * cache options and do not reach the routes' caches.
+ * What a plugin's options may name: its own, those `fastify.register` reads from the same object
+ * (`RegisterOptions` of Fastify 5: `prefix`, `logLevel`, `logSerializers`), and fastify-cli's
+ * `skipOverride`, which an app's options (and so autoload's shared ones) may carry. These are
+ * not cache options and do not reach the routes' caches.
  */
-const PLUGIN_OPTION_NAMES = optionNames<CachePluginOptions & RegisterOptions>({
+const PLUGIN_OPTION_NAMES = optionNames<CachePluginOptions & RegisterOptions & FastifyCliOptions>({
   ...HTTP_CACHE_OPTION_NAMES,
   decorateAs: true,
   prefix: true,
   logLevel: true,
   logSerializers: true,
+  skipOverride: true,
 })
 
 const ROUTE_OPTION_NAMES = optionNames<RouteCacheOptions>(HTTP_CACHE_OPTION_NAMES)
@@ -117,19 +123,18 @@ declare module 'fastify' {
 
 const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, done) => {
   let defaults: RouteCacheOptions
-  const decorateAs = options?.decorateAs ?? 'cache'
+  let decorateAs: string
   try {
-    defaults = pluginDefaults(fastify, options)
-    if (typeof decorateAs !== 'string' || decorateAs === '')
+    defaults = pluginDefaults(options)
+    const name: unknown = options.decorateAs ?? 'cache'
+    if (typeof name !== 'string' || name === '')
+      throw new CacheConfigError('decorateAs', `expected a non-empty string, got ${JSON.stringify(name)}`)
+    if (fastify.hasDecorator(name))
       throw new CacheConfigError(
         'decorateAs',
-        `expected a non-empty string, got ${JSON.stringify(decorateAs)}`,
+        `fastify.${name} is already decorated by another plugin (@fastify/caching decorates "cache"): choose another name`,
       )
-    if (fastify.hasDecorator(decorateAs))
-      throw new CacheConfigError(
-        'decorateAs',
-        `fastify.${decorateAs} is already decorated by another plugin (@fastify/caching decorates "cache"): choose another name`,
-      )
+    decorateAs = name
   } catch (error) {
     done(error as Error)
     return
@@ -256,39 +261,34 @@ function cachePlugin(
 }
 
 /**
- * Checks the plugin's options now: a bad one throws a `CacheConfigError` at registration. A name
- * that is not an option is reported and ignored when it looks meant for another plugin (see
- * {@link namesForOtherPlugins}): `@fastify/autoload` hands its shared `options` (the app's own
- * settings) to every plugin of its directory, cachePlugin included.
+ * Checks the plugin's options now: a bad one, or a name that is not an option, throws a
+ * `CacheConfigError` at registration. Each option is read by name (`name in options`), so that
+ * one held by a getter, a non-enumerable property or a Proxy is not dropped.
  */
-function pluginDefaults(fastify: FastifyInstance, options: CachePluginOptions): RouteCacheOptions {
-  if (options === null || typeof options !== 'object')
+function pluginDefaults(options: CachePluginOptions): RouteCacheOptions {
+  if (!isOptionsObject(options))
     throw new CacheConfigError('options', `expected an object, got ${String(options)}`)
-  // A settings class's getters are read here: below, the names are listed with Object.keys.
-  const given = plainOptions(options) as Record<string, unknown>
-  for (const name of namesForOtherPlugins(given, PLUGIN_OPTION_NAMES, 'cachePlugin'))
-    reportIgnored(fastify, name)
+  for (const name of settingNames(options)) if (!PLUGIN_OPTION_NAMES.has(name)) throw notAPluginOption(name)
   const defaults: Record<string, unknown> = {}
-  for (const name of Object.keys(given)) if (ROUTE_OPTION_NAMES.has(name)) defaults[name] = given[name]
+  for (const name of ROUTE_OPTION_NAMES)
+    if (name in options) defaults[name] = (options as Record<string, unknown>)[name]
   // Built once to check every option (ttl, keyPrefix, statuses, …) when the plugin registers.
   new HttpCache(defaults)
   return defaults
 }
 
-/** Names already reported by {@link reportIgnored}, for the life of the process. */
-const reported = new Set<string>()
-
 /**
- * Reports a plugin option name that is ignored, once per name: through `fastify.log`, or the
- * cache's logger when the app logs nothing (`Fastify()` without `logger`), so it is never silent.
+ * The error for a plugin option name cachePlugin does not have. Ignoring it would drop what it
+ * meant in silence (`appendKey`, `sessionId`: a per-user key, one user's page served to another),
+ * so it is refused whatever it looks like, even when it is one of `@fastify/autoload`'s shared
+ * `options` meant for other plugins: the message says how those reach other plugins only.
  */
-function reportIgnored(fastify: FastifyInstance, name: string): void {
-  if (reported.has(name)) return
-  reported.add(name)
-  const message = `${name}: not an option of cachePlugin, ignored (plugin options may hold other plugins' settings, as @fastify/autoload's shared \`options\` do); the options are listed in @cache/fastify's README`
-  // Fastify without a logger has a logger that drops everything (abstract-logging, no `level`).
-  if (typeof (fastify.log as { level?: unknown }).level === 'string') fastify.log.warn(message)
-  else warnOnce(`cachePlugin:${name}`, message)
+function notAPluginOption(name: string): CacheConfigError {
+  const near = nearestName(name, PLUGIN_OPTION_NAMES)
+  return new CacheConfigError(
+    name,
+    `not an option of cachePlugin; ${near === undefined ? '' : `did you mean \`${near}\`? `}if it is one of @fastify/autoload's shared \`options\`, meant for other plugins, register cachePlugin from a file in plugins/ as fp(async (app) => app.register(cachePlugin, { ...its own options }))`,
+  )
 }
 
 function routeOptions(config: RouteCacheConfig, url: string): RouteCacheOptions {

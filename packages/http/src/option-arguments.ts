@@ -1,10 +1,9 @@
 import { CacheConfigError } from '@cache/core'
-import { nearestName, settingNames } from '@cache/core/backend'
+import { settingNames } from '@cache/core/backend'
 
 /**
  * How an adapter is handed its options: the one argument of `cacheResponse()` and
- * `@CacheResponse()`, and the plugin-level options of a framework that may share them between
- * plugins (Fastify with `@fastify/autoload`). Checked once, when the app is built.
+ * `@CacheResponse()`. Checked once, when the app is built.
  */
 
 /**
@@ -70,125 +69,6 @@ function describeValue(value: unknown): string {
   if (typeof value === 'function') return 'a function'
   if (typeof value === 'symbol' || typeof value === 'bigint') return `a ${typeof value}`
   return String(value)
-}
-
-/**
- * Which option a plugin-level name that is not an option was meant for, by its words (split at
- * camelCase humps, `_` and `-`, lower-cased: `CACHE_KEY_FN` and `cacheKeyFn` are cache, key, fn).
- * These options' loss serves a wrong response (another user's or variant's page, a preview to
- * everyone, keys shared with another app, a response `invalidateTags` no longer reaches), so a
- * name saying it is one of them is refused rather than ignored. First rule that matches:
- *
- * 1. `key` then `prefix` (`cacheKeyPrefix`, `REDIS_KEY_PREFIX`): `keyPrefix`.
- * 2. `bypass` (`bypassIf`): `bypass`. `tags` (`cacheTags`): `tags`.
- * 3. A variant word — `vary`, `varies`, `varied`, `variant(s)`, `variation(s)`, `header(s)` —
- *    or `private` not followed by `key(s)`: `vary` (`varies`, `headers`, `keyHeaders`,
- *    `privateHeaders`, `private: true`). `privateKey`, `PRIVATE_KEY_PATH` are key material.
- * 4. `key(s)` right after a word naming the cache's key (`cache`, `request`, `response`,
- *    `route`, `custom`, `get`, `make`, `build`, `compute`, `generate`: `cacheKey`,
- *    `getCacheKey`, `buildKey`), or first and followed by a word of a key function (`fn`, `func`,
- *    `function`, `generator`, `gen`, `builder`, `resolver`, `getter`, `maker`, `by`, `for`, `of`,
- *    `template`: `keyFn`, `keyGenerator`, `keyBy`): `key`.
- *
- * Not refused, so that `@fastify/autoload`'s shared app settings pass with a warning: `key` after
- * any other word (`apiKey`, `API_KEY`, `secretKey`, `privateKey`, `accessKeyId`,
- * `apiKeyGenerator`) or first before any other (`keyFile`, `keyPath`, `keyId`); a word merely
- * holding the letters (`monkey`, `keyspace`); and `user`, `auth`, `session`, `cookie`, `prefix`,
- * which app settings hold (`dbUser`, `authToken`, `sessionSecret`, `cookieSecret`, autoload's
- * own `prefix`, `autoPrefix`). A name one or two edits from an option is refused before these
- * rules (`keyv`, one edit from `key`; `tag`).
- */
-function safetyOptionIn(name: string): string | undefined {
-  const words = wordsOf(name)
-  for (let i = 0; i < words.length - 1; i++)
-    if (words[i] === 'key' && words[i + 1] === 'prefix') return 'keyPrefix'
-  if (words.includes('bypass')) return 'bypass'
-  if (words.includes('tags')) return 'tags'
-  const variant = (word: string, i: number) =>
-    VARIANT_WORDS.has(word) || (word === 'private' && !KEY_WORDS.has(words[i + 1] ?? ''))
-  if (words.some(variant)) return 'vary'
-  const cacheKey = (word: string, i: number) =>
-    KEY_WORDS.has(word) &&
-    (i > 0 ? KEY_OWNER_WORDS.has(words[i - 1]!) : KEY_FUNCTION_WORDS.has(words[1] ?? ''))
-  if (words.some(cacheKey)) return 'key'
-  return undefined
-}
-
-const VARIANT_WORDS: ReadonlySet<string> = new Set([
-  'vary',
-  'varies',
-  'varied',
-  'variant',
-  'variants',
-  'variation',
-  'variations',
-  'header',
-  'headers',
-])
-const KEY_WORDS: ReadonlySet<string> = new Set(['key', 'keys'])
-/** Words before `key` that make it the cache's key (`cacheKey`, `getKey`), not a credential (`apiKey`). */
-const KEY_OWNER_WORDS: ReadonlySet<string> = new Set([
-  'cache',
-  'request',
-  'response',
-  'route',
-  'custom',
-  'get',
-  'make',
-  'build',
-  'compute',
-  'generate',
-])
-/** Words after a leading `key` that make it a key function (`keyFn`), not a key file (`keyFile`). */
-const KEY_FUNCTION_WORDS: ReadonlySet<string> = new Set([
-  'fn',
-  'func',
-  'function',
-  'generator',
-  'gen',
-  'builder',
-  'resolver',
-  'getter',
-  'maker',
-  'by',
-  'for',
-  'of',
-  'template',
-])
-
-/**
- * The names of plugin-level `options` that are not in `known` and look meant for another plugin
- * (`@fastify/autoload` gives its shared `options` to every plugin it loads): the adapter reports
- * and ignores them. A name that looks meant for this plugin is a `CacheConfigError` naming the
- * option it meant: one within two edits of an option (`varyy`, a typo) or one whose words say it
- * is an option whose loss serves a wrong response (`varyHeaders`, `keyGenerator`: see
- * {@link safetyOptionIn} for the exact rule).
- *
- * @param where what the options were given to, e.g. `cachePlugin`
- */
-export function namesForOtherPlugins(options: object, known: ReadonlySet<string>, where: string): string[] {
-  const others: string[] = []
-  for (const name of Object.keys(options)) {
-    if (known.has(name)) continue
-    const meant = nearestName(name, known) ?? safetyOptionIn(name)
-    if (meant !== undefined)
-      throw new CacheConfigError(name, `not an option of ${where}; did you mean \`${meant}\`?`)
-    others.push(name)
-  }
-  return others
-}
-
-/**
- * The words of a name, lower-case: `cacheKeyPrefix` → cache, key, prefix; `vary_by` → vary, by;
- * `HTTPHeaders` → http, headers.
- */
-function wordsOf(name: string): string[] {
-  return name
-    .replace(/([a-z0-9])([A-Z])/g, '$1 $2')
-    .replace(/([A-Z]+)([A-Z][a-z])/g, '$1 $2')
-    .toLowerCase()
-    .split(/[^a-z0-9]+/)
-    .filter((word) => word !== '')
 }
 
 /**
