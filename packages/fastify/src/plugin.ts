@@ -1,7 +1,13 @@
 import { createHash, randomUUID } from 'node:crypto'
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import { type CacheBackend, CacheConfigError, type Duration, getBackend, invalidateTags } from '@cache/core'
-import { isOptionsObject, nearestName, optionNames, settingNames } from '@cache/core/backend'
+import {
+  assertKnownOptions,
+  isOptionsObject,
+  nearestName,
+  optionNames,
+  settingNames,
+} from '@cache/core/backend'
 import {
   answerFromResult,
   describeFunction,
@@ -18,7 +24,6 @@ import {
   type HttpCacheOptions,
   type HttpRequestView,
   invalidateResponsePrefix,
-  plainOptions,
   type LookupContext,
   injectRefresh,
   type LookupResult,
@@ -121,6 +126,20 @@ declare module 'fastify' {
   }
 }
 
+/**
+ * A cached route's cache, made once every `onRoute` hook ran (when the app gets ready): a plugin
+ * registered after this one may still change the route's `config.cache` (add a `vary`).
+ */
+interface RouteCache {
+  /** The route as `onRoute` hooks see it: its `config.cache` is read from here when final. */
+  readonly route: RouteOptions
+  cache: HttpCache<FastifyRequest> | undefined
+  /** A request with a query string bypasses (the app parses queries itself, no `key`). */
+  refuseOwnParser: boolean
+  /** A request whose query a hook replaced or changed bypasses (no `key`). */
+  refuseReplaced: boolean
+}
+
 const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, done) => {
   let defaults: RouteCacheOptions
   let decorateAs: string
@@ -143,50 +162,94 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
   // The target each request was sent with and routed by, noted before any hook can rewrite it.
   noteFastifyTargets(fastify)
   const caches = new Map<string, HttpCache<FastifyRequest>>()
-  const byConfig = new WeakMap<object, HttpCache<FastifyRequest>>()
+  const byConfig = new WeakMap<object, RouteCache>()
+  const routeCaches: RouteCache[] = []
+  // GET routes seen without `config.cache`, until the app is ready: a later `onRoute` hook that
+  // sets one comes after the hooks the cache adds to a route (see the `onReady` hook).
+  let uncached: RouteOptions[] = []
   // The header that marks a refresh the plugin runs through `inject`: a name no client can guess.
   const refreshHeader = `x-cache-refresh-${randomUUID()}`
   const refreshes = new Map<string, Refresh>()
 
   fastify.addHook('onRoute', function (this: FastifyInstance, route) {
-    const config = route.config?.cache
-    if (config === undefined || config === false) return
     if (!answersGet(route)) return
+    const config = route.config?.cache
+    if (config === undefined || config === false) {
+      uncached.push(route)
+      return
+    }
     const holder = route.config as object
-    let cache = byConfig.get(holder)
-    if (cache === undefined) {
-      const known = { names: ROUTE_OPTION_NAMES, where: `config.cache of route ${route.url}` }
-      cache = new HttpCache<FastifyRequest>(
-        {},
-        resolveHttpCacheOptions({ ...defaults, ...routeOptions(config, route.url) }, known),
-      )
-      byConfig.set(holder, cache)
-      caches.set(`${route.url}${caches.has(route.url) ? ` #${caches.size}` : ''}`, cache)
+    let routeCache = byConfig.get(holder)
+    // Checked now too, so that a bad option fails where the route is declared; resolved again
+    // once every onRoute hook ran (see the `onReady` hook).
+    const known = { names: ROUTE_OPTION_NAMES, where: `config.cache of route ${route.url}` }
+    const keyedNow =
+      resolveHttpCacheOptions(routeCacheOptions(defaults, config, route.url), known).key !== undefined
+    if (routeCache === undefined) {
+      routeCache = { route, cache: undefined, refuseOwnParser: false, refuseReplaced: false }
+      byConfig.set(holder, routeCache)
+      routeCaches.push(routeCache)
     }
     // First of the route's instance's `onRequest` hooks, whatever the app added before.
     noteFastifyTargets(this)
-    // Apps sharing one server are told apart by their prefixes, known once the app started.
-    noteFastifyAppPrefix(fastify, cache.settings.keyPrefix)
     const site = siteOf(fastify, route)
     // @fastify/compress adds `Vary: Accept-Encoding` only to the responses it compresses: the
     // cache's responses get it whatever their encoding, so that each encoding is a variant of its
     // own (which invalidating a URL reaches), and an identity response stored first is not
     // replayed to gzip-capable clients.
     const varyEncoding = this.hasReplyDecorator('compress')
-    // The app reads queries with its own parser (qs with `comma`, `allowDots`, …): which query
-    // strings it reads as the same query cannot be told, so a query could be stored under several
-    // keys that no invalidation of one spelling reaches together. A `key` of the route's own decides.
-    // So is a layer that replaces `request.query` in a hook (fastify-qs): noted as the last
-    // `preValidation` hook left it, since the route's validator may hand Fastify a new object.
-    const keyed = cache.settings.key !== undefined
-    const lookup = lookupHook(fastify, cache, site, varyEncoding, refreshHeader, refreshes, {
-      ownParser: ownQueryParser && !keyed,
-      replaced: !keyed,
-    })
-    if (!keyed) keepLast(route, 'preValidation', noteFastifyQueryBeforeValidation)
+    // A query a layer replaced is noted as the last `preValidation` hook left it (see the
+    // `onReady` hook). Whether the route has a `key` is final when the app is ready; one given by
+    // now spares its requests the note (should a later hook take it away, the query is compared
+    // as it is when the cache looks up).
+    const lookup = lookupHook(fastify, routeCache, site, varyEncoding, refreshHeader, refreshes)
+    if (!keyedNow) keepLast(route, 'preValidation', noteFastifyQueryBeforeValidation)
     // Last before the handler: every hook of the route (a guard in onRequest, preValidation or
     // preHandler, at any level) ran for a hit as it did for the response stored.
     keepLast(route, 'preHandler', lookup)
+  })
+
+  // Every `onRoute` hook ran: each cached route's `config.cache` is final (a tenant plugin
+  // registered after this one may have added its header to `vary`).
+  fastify.addHook('onReady', (hookDone) => {
+    try {
+      for (const route of uncached) {
+        const config = route.config?.cache
+        if (config !== undefined && config !== false)
+          throw new CacheConfigError(
+            'config.cache',
+            `route ${route.url}: set by an onRoute hook that runs after cachePlugin's, which reads only the routes it saw cached; register the plugin that sets it before cachePlugin, or set config.cache on the route`,
+          )
+      }
+      uncached = []
+      for (const routeCache of routeCaches) {
+        if (routeCache.cache !== undefined) continue
+        const { route } = routeCache
+        const config = route.config?.cache
+        // A later hook turned the route's caching off: its requests pass through.
+        if (config === undefined || config === false) continue
+        const known = { names: ROUTE_OPTION_NAMES, where: `config.cache of route ${route.url}` }
+        const settings = resolveHttpCacheOptions(routeCacheOptions(defaults, config, route.url), known)
+        const cache = new HttpCache<FastifyRequest>({}, settings)
+        const keyed = settings.key !== undefined
+        // The app reads queries with its own parser (qs with `comma`, `allowDots`, …): which
+        // query strings it reads as the same query cannot be told, so a query could be stored
+        // under several keys that no invalidation of one spelling reaches together. A `key` of
+        // the route's own decides. So is a layer that replaces `request.query` in a hook
+        // (fastify-qs): noted as the last `preValidation` hook left it, since the route's
+        // validator may hand Fastify a new object.
+        routeCache.refuseOwnParser = ownQueryParser && !keyed
+        routeCache.refuseReplaced = !keyed
+        routeCache.cache = cache
+        caches.set(`${route.url}${caches.has(route.url) ? ` #${caches.size}` : ''}`, cache)
+        // Apps sharing one server are told apart by their prefixes, known once the app started.
+        noteFastifyAppPrefix(fastify, settings.keyPrefix)
+      }
+    } catch (error) {
+      hookDone(error as Error)
+      return
+    }
+    hookDone()
   })
 
   const distinct = () => {
@@ -291,15 +354,38 @@ function notAPluginOption(name: string): CacheConfigError {
   )
 }
 
-function routeOptions(config: RouteCacheConfig, url: string): RouteCacheOptions {
-  if (config === true) return {}
-  if (typeof config === 'number' || typeof config === 'string') return { ttl: config }
-  // Spread over the plugin's defaults: a settings class's getters are read here.
-  if (config !== null && typeof config === 'object') return plainOptions(config)
-  throw new CacheConfigError(
-    'config.cache',
-    `route ${url}: expected true, a TTL or cache options, got ${JSON.stringify(config)}`,
-  )
+/**
+ * A route's cache options: the plugin's `defaults`, each option its `config.cache` names
+ * replacing one (read by name, as the plugin's). A name given with `undefined` is refused: a
+ * helper passing an unset setting through (`{ ttl, vary: opts.vary }`) would otherwise erase the
+ * plugin's `vary`, `key` or `bypass` for the route.
+ */
+function routeCacheOptions(
+  defaults: RouteCacheOptions,
+  config: RouteCacheConfig,
+  url: string,
+): RouteCacheOptions {
+  if (config === true) return defaults
+  if (typeof config === 'number' || typeof config === 'string') return { ...defaults, ttl: config }
+  if (!isOptionsObject(config))
+    throw new CacheConfigError(
+      'config.cache',
+      `route ${url}: expected true, a TTL or cache options, got ${JSON.stringify(config)}`,
+    )
+  const where = `config.cache of route ${url}`
+  assertKnownOptions(config, ROUTE_OPTION_NAMES, where)
+  const options: Record<string, unknown> = { ...defaults }
+  for (const name of ROUTE_OPTION_NAMES) {
+    if (!(name in config)) continue
+    const value = (config as Record<string, unknown>)[name]
+    if (value === undefined)
+      throw new CacheConfigError(
+        name,
+        `given as undefined in ${where}; leave the name out to keep the plugin's setting`,
+      )
+    options[name] = value
+  }
+  return options
 }
 
 function answersGet(route: RouteOptions): boolean {
@@ -408,21 +494,26 @@ function keepLast<H extends preHandlerHookHandler | preValidationHookHandler>(
 
 function lookupHook(
   fastify: FastifyInstance,
-  cache: HttpCache<FastifyRequest>,
+  routeCache: RouteCache,
   site: () => string,
   varyEncoding: boolean,
   refreshHeader: string,
   refreshes: Map<string, Refresh>,
-  refuseQueries: { ownParser: boolean; replaced: boolean },
 ) {
   return function cacheLookup(request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) {
+    const cache = routeCache.cache
+    // A later `onRoute` hook turned the route's caching off.
+    if (cache === undefined) {
+      done()
+      return
+    }
     const view = viewOf(request, site(), refreshHeader, refreshes)
     // A parser of the app's own, for a request with a query string (`;` too: with
     // `useSemicolonDelimiter` the parser reads what follows it); a query a hook replaced or
     // changed, with a query string or without one (a default filled in from a header).
     if (
-      (refuseQueries.ownParser && /[?;]/.test(view.url)) ||
-      (refuseQueries.replaced && fastifyQueryReplaced(request))
+      (routeCache.refuseOwnParser && /[?;]/.test(view.url)) ||
+      (routeCache.refuseReplaced && fastifyQueryReplaced(request))
     )
       view.bypass = 'querystring-parser'
     // Keyed on the target as sent: a request routed (`rewriteUrl`) or handled (a hook rewriting

@@ -1,5 +1,4 @@
 import { CacheConfigError } from '@cache/core'
-import { settingNames } from '@cache/core/backend'
 
 /**
  * How an adapter is handed its options: the one argument of `cacheResponse()` and
@@ -69,19 +68,4 @@ function describeValue(value: unknown): string {
   if (typeof value === 'function') return 'a function'
   if (typeof value === 'symbol' || typeof value === 'bigint') return `a ${typeof value}`
   return String(value)
-}
-
-/**
- * `options` as a plain object: itself when it is one, or, for an instance of a settings class (or
- * an object made with `Object.create(settings)`), a plain object holding every name it has — its
- * own, and those of its prototypes below `Object.prototype`, getters read once here — so that
- * code reading `Object.keys` or spreading it (`{ ...defaults, ...options }`) sees what a plain
- * object with the same settings would give.
- */
-export function plainOptions<O extends object>(options: O): O {
-  const proto = Object.getPrototypeOf(options)
-  if (proto === Object.prototype || proto === null) return options
-  const plain: Record<string, unknown> = {}
-  for (const name of settingNames(options)) plain[name] = (options as Record<string, unknown>)[name]
-  return plain as O
 }
