@@ -1,7 +1,13 @@
 import { createHash, randomUUID } from 'node:crypto'
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import { type CacheBackend, CacheConfigError, type Duration, getBackend, invalidateTags } from '@cache/core'
-import { optionNames, warnOnce } from '@cache/core/backend'
+import {
+  assertKnownOptions,
+  isOptionsObject,
+  nearestName,
+  optionNames,
+  settingNames,
+} from '@cache/core/backend'
 import {
   answerFromResult,
   describeFunction,
@@ -18,8 +24,6 @@ import {
   type HttpCacheOptions,
   type HttpRequestView,
   invalidateResponsePrefix,
-  namesForOtherPlugins,
-  plainOptions,
   type LookupContext,
   injectRefresh,
   type LookupResult,
@@ -71,17 +75,24 @@ export interface CachePluginOptions extends RouteCacheOptions {
   decorateAs?: string
 }
 
+/** The flag fastify-cli's test helper (`build()`) sets in the options of the app it registers. */
+interface FastifyCliOptions {
+  skipOverride?: boolean
+}
+
 /**
- * What a plugin's options may name: its own, and those `fastify.register` reads from the same
- * object (`RegisterOptions` of Fastify 5: `prefix`, `logLevel`, `logSerializers`), which are not
- * cache options and do not reach the routes' caches.
+ * What a plugin's options may name: its own, those `fastify.register` reads from the same object
+ * (`RegisterOptions` of Fastify 5: `prefix`, `logLevel`, `logSerializers`), and fastify-cli's
+ * `skipOverride`, which an app's options (and so autoload's shared ones) may carry. These are
+ * not cache options and do not reach the routes' caches.
  */
-const PLUGIN_OPTION_NAMES = optionNames<CachePluginOptions & RegisterOptions>({
+const PLUGIN_OPTION_NAMES = optionNames<CachePluginOptions & RegisterOptions & FastifyCliOptions>({
   ...HTTP_CACHE_OPTION_NAMES,
   decorateAs: true,
   prefix: true,
   logLevel: true,
   logSerializers: true,
+  skipOverride: true,
 })
 
 const ROUTE_OPTION_NAMES = optionNames<RouteCacheOptions>(HTTP_CACHE_OPTION_NAMES)
@@ -115,21 +126,34 @@ declare module 'fastify' {
   }
 }
 
+/**
+ * A cached route's cache, made once every `onRoute` hook ran (when the app gets ready): a plugin
+ * registered after this one may still change the route's `config.cache` (add a `vary`).
+ */
+interface RouteCache {
+  /** The route as `onRoute` hooks see it: its `config.cache` is read from here when final. */
+  readonly route: RouteOptions
+  cache: HttpCache<FastifyRequest> | undefined
+  /** A request with a query string bypasses (the app parses queries itself, no `key`). */
+  refuseOwnParser: boolean
+  /** A request whose query a hook replaced or changed bypasses (no `key`). */
+  refuseReplaced: boolean
+}
+
 const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, done) => {
   let defaults: RouteCacheOptions
-  const decorateAs = options?.decorateAs ?? 'cache'
+  let decorateAs: string
   try {
-    defaults = pluginDefaults(fastify, options)
-    if (typeof decorateAs !== 'string' || decorateAs === '')
+    defaults = pluginDefaults(options)
+    const name: unknown = options.decorateAs ?? 'cache'
+    if (typeof name !== 'string' || name === '')
+      throw new CacheConfigError('decorateAs', `expected a non-empty string, got ${JSON.stringify(name)}`)
+    if (fastify.hasDecorator(name))
       throw new CacheConfigError(
         'decorateAs',
-        `expected a non-empty string, got ${JSON.stringify(decorateAs)}`,
+        `fastify.${name} is already decorated by another plugin (@fastify/caching decorates "cache"): choose another name`,
       )
-    if (fastify.hasDecorator(decorateAs))
-      throw new CacheConfigError(
-        'decorateAs',
-        `fastify.${decorateAs} is already decorated by another plugin (@fastify/caching decorates "cache"): choose another name`,
-      )
+    decorateAs = name
   } catch (error) {
     done(error as Error)
     return
@@ -138,50 +162,94 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
   // The target each request was sent with and routed by, noted before any hook can rewrite it.
   noteFastifyTargets(fastify)
   const caches = new Map<string, HttpCache<FastifyRequest>>()
-  const byConfig = new WeakMap<object, HttpCache<FastifyRequest>>()
+  const byConfig = new WeakMap<object, RouteCache>()
+  const routeCaches: RouteCache[] = []
+  // GET routes seen without `config.cache`, until the app is ready: a later `onRoute` hook that
+  // sets one comes after the hooks the cache adds to a route (see the `onReady` hook).
+  let uncached: RouteOptions[] = []
   // The header that marks a refresh the plugin runs through `inject`: a name no client can guess.
   const refreshHeader = `x-cache-refresh-${randomUUID()}`
   const refreshes = new Map<string, Refresh>()
 
   fastify.addHook('onRoute', function (this: FastifyInstance, route) {
-    const config = route.config?.cache
-    if (config === undefined || config === false) return
     if (!answersGet(route)) return
+    const config = route.config?.cache
+    if (config === undefined || config === false) {
+      uncached.push(route)
+      return
+    }
     const holder = route.config as object
-    let cache = byConfig.get(holder)
-    if (cache === undefined) {
-      const known = { names: ROUTE_OPTION_NAMES, where: `config.cache of route ${route.url}` }
-      cache = new HttpCache<FastifyRequest>(
-        {},
-        resolveHttpCacheOptions({ ...defaults, ...routeOptions(config, route.url) }, known),
-      )
-      byConfig.set(holder, cache)
-      caches.set(`${route.url}${caches.has(route.url) ? ` #${caches.size}` : ''}`, cache)
+    let routeCache = byConfig.get(holder)
+    // Checked now too, so that a bad option fails where the route is declared; resolved again
+    // once every onRoute hook ran (see the `onReady` hook).
+    const known = { names: ROUTE_OPTION_NAMES, where: `config.cache of route ${route.url}` }
+    const keyedNow =
+      resolveHttpCacheOptions(routeCacheOptions(defaults, config, route.url), known).key !== undefined
+    if (routeCache === undefined) {
+      routeCache = { route, cache: undefined, refuseOwnParser: false, refuseReplaced: false }
+      byConfig.set(holder, routeCache)
+      routeCaches.push(routeCache)
     }
     // First of the route's instance's `onRequest` hooks, whatever the app added before.
     noteFastifyTargets(this)
-    // Apps sharing one server are told apart by their prefixes, known once the app started.
-    noteFastifyAppPrefix(fastify, cache.settings.keyPrefix)
     const site = siteOf(fastify, route)
     // @fastify/compress adds `Vary: Accept-Encoding` only to the responses it compresses: the
     // cache's responses get it whatever their encoding, so that each encoding is a variant of its
     // own (which invalidating a URL reaches), and an identity response stored first is not
     // replayed to gzip-capable clients.
     const varyEncoding = this.hasReplyDecorator('compress')
-    // The app reads queries with its own parser (qs with `comma`, `allowDots`, …): which query
-    // strings it reads as the same query cannot be told, so a query could be stored under several
-    // keys that no invalidation of one spelling reaches together. A `key` of the route's own decides.
-    // So is a layer that replaces `request.query` in a hook (fastify-qs): noted as the last
-    // `preValidation` hook left it, since the route's validator may hand Fastify a new object.
-    const keyed = cache.settings.key !== undefined
-    const lookup = lookupHook(fastify, cache, site, varyEncoding, refreshHeader, refreshes, {
-      ownParser: ownQueryParser && !keyed,
-      replaced: !keyed,
-    })
-    if (!keyed) keepLast(route, 'preValidation', noteFastifyQueryBeforeValidation)
+    // A query a layer replaced is noted as the last `preValidation` hook left it (see the
+    // `onReady` hook). Whether the route has a `key` is final when the app is ready; one given by
+    // now spares its requests the note (should a later hook take it away, the query is compared
+    // as it is when the cache looks up).
+    const lookup = lookupHook(fastify, routeCache, site, varyEncoding, refreshHeader, refreshes)
+    if (!keyedNow) keepLast(route, 'preValidation', noteFastifyQueryBeforeValidation)
     // Last before the handler: every hook of the route (a guard in onRequest, preValidation or
     // preHandler, at any level) ran for a hit as it did for the response stored.
     keepLast(route, 'preHandler', lookup)
+  })
+
+  // Every `onRoute` hook ran: each cached route's `config.cache` is final (a tenant plugin
+  // registered after this one may have added its header to `vary`).
+  fastify.addHook('onReady', (hookDone) => {
+    try {
+      for (const route of uncached) {
+        const config = route.config?.cache
+        if (config !== undefined && config !== false)
+          throw new CacheConfigError(
+            'config.cache',
+            `route ${route.url}: set by an onRoute hook that runs after cachePlugin's, which reads only the routes it saw cached; register the plugin that sets it before cachePlugin, or set config.cache on the route`,
+          )
+      }
+      uncached = []
+      for (const routeCache of routeCaches) {
+        if (routeCache.cache !== undefined) continue
+        const { route } = routeCache
+        const config = route.config?.cache
+        // A later hook turned the route's caching off: its requests pass through.
+        if (config === undefined || config === false) continue
+        const known = { names: ROUTE_OPTION_NAMES, where: `config.cache of route ${route.url}` }
+        const settings = resolveHttpCacheOptions(routeCacheOptions(defaults, config, route.url), known)
+        const cache = new HttpCache<FastifyRequest>({}, settings)
+        const keyed = settings.key !== undefined
+        // The app reads queries with its own parser (qs with `comma`, `allowDots`, …): which
+        // query strings it reads as the same query cannot be told, so a query could be stored
+        // under several keys that no invalidation of one spelling reaches together. A `key` of
+        // the route's own decides. So is a layer that replaces `request.query` in a hook
+        // (fastify-qs): noted as the last `preValidation` hook left it, since the route's
+        // validator may hand Fastify a new object.
+        routeCache.refuseOwnParser = ownQueryParser && !keyed
+        routeCache.refuseReplaced = !keyed
+        routeCache.cache = cache
+        caches.set(`${route.url}${caches.has(route.url) ? ` #${caches.size}` : ''}`, cache)
+        // Apps sharing one server are told apart by their prefixes, known once the app started.
+        noteFastifyAppPrefix(fastify, settings.keyPrefix)
+      }
+    } catch (error) {
+      hookDone(error as Error)
+      return
+    }
+    hookDone()
   })
 
   const distinct = () => {
@@ -256,50 +324,68 @@ function cachePlugin(
 }
 
 /**
- * Checks the plugin's options now: a bad one throws a `CacheConfigError` at registration. A name
- * that is not an option is reported and ignored when it looks meant for another plugin (see
- * {@link namesForOtherPlugins}): `@fastify/autoload` hands its shared `options` (the app's own
- * settings) to every plugin of its directory, cachePlugin included.
+ * Checks the plugin's options now: a bad one, or a name that is not an option, throws a
+ * `CacheConfigError` at registration. Each option is read by name (`name in options`), so that
+ * one held by a getter, a non-enumerable property or a Proxy is not dropped.
  */
-function pluginDefaults(fastify: FastifyInstance, options: CachePluginOptions): RouteCacheOptions {
-  if (options === null || typeof options !== 'object')
+function pluginDefaults(options: CachePluginOptions): RouteCacheOptions {
+  if (!isOptionsObject(options))
     throw new CacheConfigError('options', `expected an object, got ${String(options)}`)
-  // A settings class's getters are read here: below, the names are listed with Object.keys.
-  const given = plainOptions(options) as Record<string, unknown>
-  for (const name of namesForOtherPlugins(given, PLUGIN_OPTION_NAMES, 'cachePlugin'))
-    reportIgnored(fastify, name)
+  for (const name of settingNames(options)) if (!PLUGIN_OPTION_NAMES.has(name)) throw notAPluginOption(name)
   const defaults: Record<string, unknown> = {}
-  for (const name of Object.keys(given)) if (ROUTE_OPTION_NAMES.has(name)) defaults[name] = given[name]
+  for (const name of ROUTE_OPTION_NAMES)
+    if (name in options) defaults[name] = (options as Record<string, unknown>)[name]
   // Built once to check every option (ttl, keyPrefix, statuses, …) when the plugin registers.
   new HttpCache(defaults)
   return defaults
 }
 
-/** Names already reported by {@link reportIgnored}, for the life of the process. */
-const reported = new Set<string>()
-
 /**
- * Reports a plugin option name that is ignored, once per name: through `fastify.log`, or the
- * cache's logger when the app logs nothing (`Fastify()` without `logger`), so it is never silent.
+ * The error for a plugin option name cachePlugin does not have. Ignoring it would drop what it
+ * meant in silence (`appendKey`, `sessionId`: a per-user key, one user's page served to another),
+ * so it is refused whatever it looks like, even when it is one of `@fastify/autoload`'s shared
+ * `options` meant for other plugins: the message says how those reach other plugins only.
  */
-function reportIgnored(fastify: FastifyInstance, name: string): void {
-  if (reported.has(name)) return
-  reported.add(name)
-  const message = `${name}: not an option of cachePlugin, ignored (plugin options may hold other plugins' settings, as @fastify/autoload's shared \`options\` do); the options are listed in @cache/fastify's README`
-  // Fastify without a logger has a logger that drops everything (abstract-logging, no `level`).
-  if (typeof (fastify.log as { level?: unknown }).level === 'string') fastify.log.warn(message)
-  else warnOnce(`cachePlugin:${name}`, message)
+function notAPluginOption(name: string): CacheConfigError {
+  const near = nearestName(name, PLUGIN_OPTION_NAMES)
+  return new CacheConfigError(
+    name,
+    `not an option of cachePlugin; ${near === undefined ? '' : `did you mean \`${near}\`? `}if it is one of @fastify/autoload's shared \`options\`, meant for other plugins, register cachePlugin from a file in plugins/ as fp(async (app) => app.register(cachePlugin, { ...its own options }))`,
+  )
 }
 
-function routeOptions(config: RouteCacheConfig, url: string): RouteCacheOptions {
-  if (config === true) return {}
-  if (typeof config === 'number' || typeof config === 'string') return { ttl: config }
-  // Spread over the plugin's defaults: a settings class's getters are read here.
-  if (config !== null && typeof config === 'object') return plainOptions(config)
-  throw new CacheConfigError(
-    'config.cache',
-    `route ${url}: expected true, a TTL or cache options, got ${JSON.stringify(config)}`,
-  )
+/**
+ * A route's cache options: the plugin's `defaults`, each option its `config.cache` names
+ * replacing one (read by name, as the plugin's). A name given with `undefined` is refused: a
+ * helper passing an unset setting through (`{ ttl, vary: opts.vary }`) would otherwise erase the
+ * plugin's `vary`, `key` or `bypass` for the route.
+ */
+function routeCacheOptions(
+  defaults: RouteCacheOptions,
+  config: RouteCacheConfig,
+  url: string,
+): RouteCacheOptions {
+  if (config === true) return defaults
+  if (typeof config === 'number' || typeof config === 'string') return { ...defaults, ttl: config }
+  if (!isOptionsObject(config))
+    throw new CacheConfigError(
+      'config.cache',
+      `route ${url}: expected true, a TTL or cache options, got ${JSON.stringify(config)}`,
+    )
+  const where = `config.cache of route ${url}`
+  assertKnownOptions(config, ROUTE_OPTION_NAMES, where)
+  const options: Record<string, unknown> = { ...defaults }
+  for (const name of ROUTE_OPTION_NAMES) {
+    if (!(name in config)) continue
+    const value = (config as Record<string, unknown>)[name]
+    if (value === undefined)
+      throw new CacheConfigError(
+        name,
+        `given as undefined in ${where}; leave the name out to keep the plugin's setting`,
+      )
+    options[name] = value
+  }
+  return options
 }
 
 function answersGet(route: RouteOptions): boolean {
@@ -408,21 +494,26 @@ function keepLast<H extends preHandlerHookHandler | preValidationHookHandler>(
 
 function lookupHook(
   fastify: FastifyInstance,
-  cache: HttpCache<FastifyRequest>,
+  routeCache: RouteCache,
   site: () => string,
   varyEncoding: boolean,
   refreshHeader: string,
   refreshes: Map<string, Refresh>,
-  refuseQueries: { ownParser: boolean; replaced: boolean },
 ) {
   return function cacheLookup(request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) {
+    const cache = routeCache.cache
+    // A later `onRoute` hook turned the route's caching off.
+    if (cache === undefined) {
+      done()
+      return
+    }
     const view = viewOf(request, site(), refreshHeader, refreshes)
     // A parser of the app's own, for a request with a query string (`;` too: with
     // `useSemicolonDelimiter` the parser reads what follows it); a query a hook replaced or
     // changed, with a query string or without one (a default filled in from a header).
     if (
-      (refuseQueries.ownParser && /[?;]/.test(view.url)) ||
-      (refuseQueries.replaced && fastifyQueryReplaced(request))
+      (routeCache.refuseOwnParser && /[?;]/.test(view.url)) ||
+      (routeCache.refuseReplaced && fastifyQueryReplaced(request))
     )
       view.bypass = 'querystring-parser'
     // Keyed on the target as sent: a request routed (`rewriteUrl`) or handled (a hook rewriting

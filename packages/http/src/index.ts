@@ -26,7 +26,7 @@ export {
   type SkippedMiddlewareOptions,
   urlVersionKey,
 } from './options.js'
-export { namesForOtherPlugins, optionsArgument, plainOptions } from './option-arguments.js'
+export { optionsArgument } from './option-arguments.js'
 export { type InvalidateOptions, invalidateResponse, invalidateResponsePrefix } from './invalidate.js'
 export { invalidateTags } from '@cache/core'
 export type { ResponseIndexEntry, ResponseIndexOptions } from './response-index.js'
