@@ -192,16 +192,21 @@ function wordsOf(name: string): string[] {
 }
 
 /**
- * `options` as a plain object: itself when it is one, or, for an instance of a settings class (or
- * an object made with `Object.create(settings)`), a plain object holding every name it has — its
- * own, and those of its prototypes below `Object.prototype`, getters read once here — so that
- * code reading `Object.keys` or spreading it (`{ ...defaults, ...options }`) sees what a plain
- * object with the same settings would give.
+ * `options` as a new plain object holding every name it has — its own (enumerable or not), those
+ * of its prototypes below `Object.prototype` (a settings class's getters and methods, an
+ * `Object.create(settings)`'s values), getters read once here — and each of `known` that a
+ * property read finds (a Proxy listing no names), so that code reading `Object.keys` or spreading
+ * it (`{ ...defaults, ...options }`) sees what a plain object with the same settings would give.
+ * Read once where the options are given, never per request.
  */
-export function plainOptions<O extends object>(options: O): O {
-  const proto = Object.getPrototypeOf(options)
-  if (proto === Object.prototype || proto === null) return options
+export function plainOptions<O extends object>(options: O, known: Iterable<string> = []): O {
+  const given = options as Record<string, unknown>
   const plain: Record<string, unknown> = {}
-  for (const name of settingNames(options)) plain[name] = (options as Record<string, unknown>)[name]
+  for (const name of settingNames(options)) plain[name] = given[name]
+  for (const name of known)
+    if (!Object.hasOwn(plain, name)) {
+      const value = given[name]
+      if (value !== undefined) plain[name] = value
+    }
   return plain as O
 }

@@ -5,6 +5,7 @@ import {
   type HttpCacheOptions,
   invalidateResponse,
   invalidateResponsePrefix,
+  plainOptions,
   resolveHttpCacheOptions,
 } from '../src/index.js'
 import { memoryBackend } from '@cache/memory'
@@ -101,5 +102,27 @@ describe('every documented HTTP cache option', () => {
       cacheControl: { maxAge: 10, sMaxAge: 20, staleWhileRevalidate: 5, public: true },
     } satisfies Required<HttpCacheOptions>
     expect(new HttpCache(all).settings.keyPrefix).toBe('all')
+  })
+})
+
+describe('plainOptions', () => {
+  it('holds every setting a property read finds, so that a spread or Object.keys drops none', () => {
+    const vary = ['x-user']
+    const hidden = { ttl: 60 }
+    Object.defineProperty(hidden, 'vary', { value: vary })
+    class Settings {
+      ttl = 60
+      get vary() {
+        return vary
+      }
+    }
+    const proxied: Record<string | symbol, unknown> = { ttl: 60, vary }
+    const listsNothing = new Proxy({}, { get: (_, name) => proxied[name] })
+    for (const options of [hidden, new Settings(), Object.create({ ttl: 60, vary }), listsNothing]) {
+      const plain = plainOptions(options, ['ttl', 'vary', 'key'])
+      // Before: a non-enumerable vary was lost to the spread, and a Proxy listing no names gave {}.
+      expect({ ...plain }).toEqual({ ttl: 60, vary })
+      expect(Object.keys(plain)).toEqual(['ttl', 'vary'])
+    }
   })
 })
