@@ -162,12 +162,12 @@ export function assertKnownOptions(
 }
 
 /**
- * The names `options` holds settings under: its own enumerable ones, then those its prototypes
- * define below `Object.prototype` (a settings class's getters, fields, methods; not
- * `constructor`), each once.
+ * The names `options` holds settings under: its own (enumerable or not: a property added with
+ * `Object.defineProperty` is a setting all the same), then those its prototypes define below
+ * `Object.prototype` (a settings class's getters, fields, methods; not `constructor`), each once.
  */
 export function settingNames(options: object): string[] {
-  const names = new Set(Object.keys(options))
+  const names = new Set(Object.getOwnPropertyNames(options))
   let proto: object | null = Object.getPrototypeOf(options)
   while (proto !== null && proto !== Object.prototype) {
     for (const name of Object.getOwnPropertyNames(proto)) if (name !== 'constructor') names.add(name)
@@ -177,10 +177,13 @@ export function settingNames(options: object): string[] {
 }
 
 /**
- * {@link assertKnownOptions}, then the options as a plain object: `options` itself when it is
- * one (no copy), or, for an instance of a settings class, a plain object with the value of each
- * known name it has (its getters read once, here), so that code spreading or destructuring the
- * options (`{ backend, ...rest }`) sees what the getters give.
+ * {@link assertKnownOptions}, then the options as a new plain object holding the value of each
+ * known name, read by name (getters read once, here): own or inherited, enumerable or not, and
+ * through a Proxy's `get` even when it lists no names. Code spreading, destructuring or walking
+ * the result (`{ backend, ...rest }`, `for…in`) sees every setting a property read would: the
+ * options themselves, spread, would lose a settings class's getters and methods, an
+ * `Object.create(settings)`'s inherited values and a non-enumerable property, in silence.
+ * Read once where the options are given, never per request.
  */
 export function readOptions<O extends object>(
   options: O,
@@ -189,10 +192,12 @@ export function readOptions<O extends object>(
   hints: Readonly<Record<string, string>> = {},
 ): O {
   assertKnownOptions(options, known, where, hints)
-  const proto = Object.getPrototypeOf(options)
-  if (proto === Object.prototype || proto === null) return options
   const plain: Record<string, unknown> = {}
-  for (const name of known) if (name in options) plain[name] = (options as Record<string, unknown>)[name]
+  for (const name of known) {
+    const value = (options as Record<string, unknown>)[name]
+    // `in` too: an option given as `undefined` stays given (refused beside a backend instance).
+    if (value !== undefined || name in options) plain[name] = value
+  }
   return plain as O
 }
 

@@ -101,9 +101,9 @@ describe('assertKnownOptions: what the options are given as', () => {
 })
 
 describe('readOptions', () => {
-  it('gives a plain object back as it is, and a settings class as a plain object of its values', () => {
+  it('gives a plain object of the values, of a plain object and of a settings class', () => {
     const plain = { namespace: 'a' }
-    expect(readOptions(plain, KNOWN, 'exampleBackend()')).toBe(plain)
+    expect(readOptions(plain, KNOWN, 'exampleBackend()')).toEqual(plain)
     class Settings {
       get namespace() {
         return 'shop'
@@ -114,5 +114,30 @@ describe('readOptions', () => {
     }
     const read = readOptions(new Settings(), KNOWN, 'exampleBackend()')
     expect({ ...read }).toEqual({ namespace: 'shop', defaultTtl: 60 })
+  })
+  it('reads every known name by name: non-enumerable, inherited, frozen, through a Proxy', () => {
+    const hidden = {}
+    Object.defineProperty(hidden, 'namespace', { value: 'hidden' })
+    const hiddenGetter = {}
+    Object.defineProperty(hiddenGetter, 'namespace', { get: () => 'getter' })
+    const values: Record<string | symbol, unknown> = { namespace: 'proxied' }
+    const shapes: [object, string][] = [
+      [hidden, 'hidden'],
+      [hiddenGetter, 'getter'],
+      [Object.create({ namespace: 'inherited' }), 'inherited'],
+      [Object.create(Object.assign(Object.create(null), { namespace: 'null-proto' })), 'null-proto'],
+      [Object.freeze({ namespace: 'frozen' }), 'frozen'],
+      [new Proxy({}, { get: (_, name) => values[name] }), 'proxied'],
+    ]
+    for (const [options, namespace] of shapes)
+      expect({ ...readOptions(options, KNOWN, 'exampleBackend()') }).toEqual({ namespace })
+  })
+
+  it('refuses a misspelt name given as a non-enumerable property', () => {
+    const options = {}
+    Object.defineProperty(options, 'namspace', { value: 'a' })
+    expect(() => readOptions(options, KNOWN, 'exampleBackend()')).toThrow(
+      'namspace: not an option of exampleBackend(); did you mean `namespace`?',
+    )
   })
 })

@@ -225,6 +225,30 @@ describe('configureCache with a backend instance', () => {
     expect(() => configureCache({ backend: mapBackend(), logger: false })).not.toThrow()
   })
 
+  it('refuses a non-enumerable namespace beside an instance too: two apps sharing it would read each other’s keys', async () => {
+    const shared = mapBackend()
+    const options = { backend: shared } as ConfigureOptions
+    Object.defineProperty(options, 'namespace', { get: () => 'billing' })
+    // Before: accepted and dropped, the instance writing under no namespace.
+    const error = await refusal(() => configureCache(options))
+    expect(error.setting).toBe('namespace')
+  })
+
+  it('applies a non-enumerable or inherited namespace when it builds the backend', async () => {
+    const given: Record<string, unknown>[] = []
+    const loader: PackageLoader = () => ({
+      memoryBackend: (options: Record<string, unknown>) => {
+        given.push(options)
+        return mapBackend()
+      },
+    })
+    const hidden = { backend: 'memory', loader } as ConfigureOptions
+    Object.defineProperty(hidden, 'namespace', { value: 'billing' })
+    configureCache(hidden)
+    configureCache(Object.create({ backend: 'memory', loader, namespace: 'shop' }))
+    expect(given).toMatchObject([{ namespace: 'billing' }, { namespace: 'shop' }])
+  })
+
   it('reads a settings class through its getters when it builds the backend', async () => {
     const given: Record<string, unknown>[] = []
     const loader: PackageLoader = () => ({

@@ -122,7 +122,8 @@ function moduleOptions(given: unknown, source: string, where: string): CacheModu
   // fields are not misspelt options, so the error names what it is.
   if (!plain && Object.keys(given).some((name) => !MODULE_OPTION_NAMES.has(name)))
     throw new CacheConfigError('CacheModule', `${source} ${describeGiven(given)}: ${expected}`)
-  // A settings class's getters are read here: the options are destructured below.
+  // Read by name into a plain copy (a settings class's getters, inherited and non-enumerable
+  // properties): only the copy is used below, where it is destructured and spread.
   return readOptions(given, MODULE_OPTION_NAMES, where, CONFIGURE_OPTION_HINTS) as CacheModuleOptions
 }
 

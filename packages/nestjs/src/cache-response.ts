@@ -19,7 +19,7 @@ import {
   type Duration,
   type MinimalBackend,
 } from '@cache/core'
-import { optionNames, processLogger } from '@cache/core/backend'
+import { optionNames, processLogger, readOptions } from '@cache/core/backend'
 import {
   answerFromResult,
   arrivalOf,
@@ -124,17 +124,24 @@ const claimed = new WeakSet<IncomingMessage>()
  */
 export function CacheResponse(options?: CacheResponseOptions | Duration): ClassDecorator & MethodDecorator
 export function CacheResponse(...args: unknown[]): ClassDecorator & MethodDecorator {
-  const normalized = optionsArgument<CacheResponseOptions>(args, '@CacheResponse')
+  // Read by name, once: a settings class's getters and methods, inherited values (Object.create)
+  // and non-enumerable properties are options too; only this plain copy is used from here on
+  // (spread or destructured, the given object would lose them, and bob be served alice's body).
+  const options = readOptions(
+    optionsArgument<CacheResponseOptions>(args, '@CacheResponse'),
+    KNOWN.names,
+    KNOWN.where,
+  )
   // A bad option stops the application while its controllers load, naming the option.
-  resolveHttpCacheOptions(normalized, KNOWN)
-  checkFrontOption(normalized)
+  resolveHttpCacheOptions(options, KNOWN)
+  checkFrontOption(options)
   const decorate = applyDecorators(
-    SetMetadata(CACHE_RESPONSE_OPTIONS, normalized),
+    SetMetadata(CACHE_RESPONSE_OPTIONS, options),
     UseInterceptors(CacheResponseInterceptor),
   ) as (target: object, key?: string | symbol, descriptor?: TypedPropertyDescriptor<unknown>) => void
   return ((target: object, key?: string | symbol, descriptor?: TypedPropertyDescriptor<unknown>) => {
     declare(target)
-    registerHandlerBackend(normalized)
+    registerHandlerBackend(options)
     return decorate(target, key, descriptor)
   }) as ClassDecorator & MethodDecorator
 }
@@ -154,13 +161,15 @@ function checkFrontOption(options: CacheResponseOptions): void {
 
 /**
  * The response cache of one handler with `options`, writing to `backend` unless the options name
- * one; entries are marked for the front door when the handler is.
+ * one; entries are marked for the front door when the handler is. The options are read by name
+ * again: metadata set without `@CacheResponse` (`SetMetadata` beside the interceptor) may be a
+ * settings class.
  */
 export function httpCacheFor(
   options: CacheResponseOptions,
   backend: CacheBackend | MinimalBackend | undefined,
 ): HttpCache {
-  const { frontSkipsAllMiddleware, ...http } = options
+  const { frontSkipsAllMiddleware, ...http } = readOptions(options, KNOWN.names, KNOWN.where)
   const settings = resolveHttpCacheOptions({ ...http, backend: http.backend ?? backend })
   settings.frontSkipsAllMiddleware = frontSkipsAllMiddleware === true
   return new HttpCache({}, settings)
