@@ -20,6 +20,12 @@ export const LATE_REPUBLISH_MS = 5000
  * reached; past it the oldest are published early, and reported.
  */
 export const MOST_LATE_KEYS = 100_000
+/**
+ * A key published without proof is still read, and published again once proven, up to this long
+ * after its failure (at most {@link MOST_LATE_KEYS} keys): a write an intermediary holds on the
+ * connection it was sent on lands before the read queued behind it is answered.
+ */
+export const LATE_PROOF_MS = 60_000
 /** How long close() waits for the proofs before it publishes the keys without. */
 export const CLOSE_WAIT_MS = 2000
 
@@ -45,7 +51,8 @@ interface Waiting {
  * read {@link PER_ROUND} keys each), the oldest keys past {@link MOST_UNCERTAIN_KEYS}, and every
  * key still waiting when the chain closes (after up to {@link CLOSE_WAIT_MS} of trying) are
  * published without proof — a message that drops copies is always safe — and reported, counted
- * once per key. A key published after its proof is published once more {@link LATE_REPUBLISH_MS}
+ * once per key; a key published without proof is still read, and published again once proven,
+ * for up to {@link LATE_PROOF_MS} after its failure. A key published after its proof is published once more {@link LATE_REPUBLISH_MS}
  * later: the proving read may have been answered on a new connection (after a reconnect) while an
  * intermediary (a TCP proxy) still held the write sent on the old one.
  */
@@ -57,6 +64,12 @@ export class UncertainWrites {
    * keys the last one did not reach (one failing again is read again at the end).
    */
   private cursor: MapIterator<[string, Waiting]> | undefined
+  /**
+   * Keys published without proof, still read until proven (then published again) or
+   * {@link LATE_PROOF_MS} after their failure; oldest first. Their reads copy into the faster levels.
+   */
+  private readonly overdue = new Map<string, Waiting>()
+  private overdueCursor: MapIterator<[string, Waiting]> | undefined
   /** Keys published after their proof, each batch to be published once more at `due` (epoch ms). */
   private late: { keys: string[]; due: number }[] = []
   private lateKeys = 0
@@ -83,6 +96,7 @@ export class UncertainWrites {
     const since = Date.now()
     for (const key of keys) {
       this.keys.delete(key)
+      this.overdue.delete(key)
       this.keys.set(key, { since })
       this.reads.holdUncertain(key)
     }
@@ -108,9 +122,11 @@ export class UncertainWrites {
     await Promise.race([given, this.proveAll()])
     clearTimeout(timeout)
     const unproven = [...this.keys.keys()]
-    const rest = [...this.late.flatMap((batch) => batch.keys), ...unproven]
+    const rest = [...this.late.flatMap((batch) => batch.keys), ...this.overdue.keys(), ...unproven]
     this.late = []
     this.lateKeys = 0
+    this.overdue.clear()
+    this.overdueCursor = undefined
     for (const key of unproven) this.reads.releaseUncertain(key)
     this.keys.clear()
     this.cursor = undefined
@@ -129,6 +145,8 @@ export class UncertainWrites {
     for (const key of this.keys.keys()) this.reads.releaseUncertain(key)
     this.keys.clear()
     this.cursor = undefined
+    this.overdue.clear()
+    this.overdueCursor = undefined
     this.late = []
     this.lateKeys = 0
   }
@@ -149,7 +167,8 @@ export class UncertainWrites {
   }
 
   private schedule(): void {
-    if (this.timer !== undefined || this.asking || this.stopped || this.keys.size === 0) return
+    if (this.timer !== undefined || this.asking || this.stopped) return
+    if (this.keys.size === 0 && this.overdue.size === 0) return
     this.timer = setTimeout(() => {
       this.timer = undefined
       this.asking = this.ask().finally(() => {
@@ -162,7 +181,8 @@ export class UncertainWrites {
 
   /**
    * One round: reads up to {@link PER_ROUND} keys, from where the last round stopped, on the
-   * shared level, each its own call (no breaker, no counters of reads); tells the keys it answered for.
+   * shared level, each its own call (no breaker, no counters of reads): the keys waiting first,
+   * then those published without proof; tells the keys it answered for.
    */
   private async ask(): Promise<void> {
     const round: [string, Waiting][] = []
@@ -176,26 +196,44 @@ export class UncertainWrites {
       }
       round.push(next.value)
     }
+    const waiting = round.length
+    this.dropOverdue(Date.now() - LATE_PROOF_MS)
+    if (round.length < PER_ROUND && this.overdue.size > 0) {
+      this.overdueCursor ??= this.overdue.entries()
+      while (round.length < PER_ROUND) {
+        const next = this.overdueCursor.next()
+        if (next.done) {
+          this.overdueCursor = undefined
+          break
+        }
+        round.push(next.value)
+      }
+    }
     const outcomes = await Promise.allSettled(round.map(([key]) => this.shared.backend.has(key)))
     const done: string[] = []
     let failed: { key: string; error: unknown } | undefined
+    let overdueFailed = false
     for (let i = 0; i < round.length; i++) {
-      const [key, waiting] = round[i]!
-      // Failed again since this read was sent (the read proves nothing of the new failure), or
-      // published meanwhile without proof.
-      if (this.keys.get(key) !== waiting) continue
+      const [key, entry] = round[i]!
+      const from = i < waiting ? this.keys : this.overdue
+      // Failed again since this read was sent (the read proves nothing of the new failure),
+      // published meanwhile without proof, or past its bound.
+      if (from.get(key) !== entry) continue
       const outcome = outcomes[i]!
       if (outcome.status === 'rejected') {
-        failed ??= { key, error: outcome.reason }
+        // A key published without proof was reported then: its reads failing again are not.
+        if (i < waiting) failed ??= { key, error: outcome.reason }
+        else overdueFailed = true
         continue
       }
-      this.keys.delete(key)
-      this.reads.releaseUncertain(key)
+      from.delete(key)
+      if (i < waiting) this.reads.releaseUncertain(key)
       done.push(key)
     }
     if (failed !== undefined) this.health.unproven(this.shared, failed.key, failed.error)
-    else this.health.proven(this.shared)
-    this.waitMs = failed === undefined ? FIRST_MS : Math.min(this.waitMs * 2, MOST_MS)
+    else if (!overdueFailed) this.health.proven(this.shared)
+    const ok = failed === undefined && !overdueFailed
+    this.waitMs = ok ? FIRST_MS : Math.min(this.waitMs * 2, MOST_MS)
     if (done.length === 0) return
     await this.settled(done).catch(() => {})
     if (!this.stopped) this.publishLate(done)
@@ -232,20 +270,46 @@ export class UncertainWrites {
     this.giveUp(out, `more than ${MOST_UNCERTAIN_KEYS} keys wait for their proof: these are the oldest`)
   }
 
-  /** Publishes `keys` (waiting, oldest first) without proof, and reports them. */
+  /**
+   * Publishes `keys` (waiting, oldest first) without proof, and reports them; they are still read,
+   * and published again once proven (see {@link overdue}).
+   */
   private giveUp(keys: string[], why: string): void {
     if (keys.length === 0) return
     for (const key of keys) {
+      this.overdue.set(key, this.keys.get(key)!)
       this.keys.delete(key)
       this.reads.releaseUncertain(key)
     }
     this.reportUnproven(keys, why)
     void this.settled(keys).catch(() => {})
+    if (this.overdue.size > MOST_LATE_KEYS) this.overdueOverflow()
+    this.schedule()
+  }
+
+  /** Stops reading the keys published without proof whose failure is older than `by` (epoch ms). */
+  private dropOverdue(by: number): void {
+    for (const [key, entry] of this.overdue) {
+      if (entry.since > by) break
+      this.overdue.delete(key)
+    }
+  }
+
+  /** Past {@link MOST_LATE_KEYS} keys published without proof: the oldest are no longer read, and that is reported. */
+  private overdueOverflow(): void {
+    const out: string[] = []
+    for (const key of this.overdue.keys()) {
+      if (this.overdue.size - out.length <= MOST_LATE_KEYS) break
+      out.push(key)
+    }
+    for (const key of out) this.overdue.delete(key)
+    const message = `more than ${MOST_LATE_KEYS} keys published without proof wait for it: the ${out.length} oldest are no longer read (a write landing after now is not covered)`
+    this.health.unproven(this.shared, out[0]!, this.error(message))
   }
 
   /** Counted once per key (`stats.errors`), one `republish` error event naming the first. */
   private reportUnproven(keys: string[], why: string): void {
-    const message = `${keys.length} key(s) whose writes it failed are published again without proof: ${why}`
+    const message = `${keys.length} key(s) whose writes it failed are published again without proof: ${why} (they are still read, and published again once proven, for up to ${LATE_PROOF_MS / 1000} s after the failure)`
     this.health.unproven(this.shared, keys[0]!, this.error(message), keys.length)
   }
 

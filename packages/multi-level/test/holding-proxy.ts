@@ -37,6 +37,13 @@ export async function holdingProxy(port: number) {
         link.held = undefined
       }
     },
+    /** Sends what was held and passes traffic again, on the same connections (nothing cut). */
+    release: () => {
+      for (const link of links) {
+        for (const data of link.held ?? []) link.server.write(data)
+        link.held = undefined
+      }
+    },
     close: () => {
       for (const link of links) link.server.destroy()
       proxy.close()

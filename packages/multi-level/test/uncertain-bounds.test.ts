@@ -183,3 +183,50 @@ describe('writes held by a proxy while the writer reconnects, more than 10 000 k
     }
   }, 60_000)
 })
+
+describe('a write held by a proxy past 4.5 s on the connection it was sent on', () => {
+  let redis: RedisServer
+  beforeAll(async () => {
+    redis = await startRedis({ spawn: true })
+  })
+  afterAll(async () => {
+    await redis?.stop()
+  })
+
+  for (const write of ['set', 'delete'] as const) {
+    it(`is published again once the level answers after it lands, after its publication without proof (${write})`, async () => {
+      const namespace = `past${write}${Date.now()}`
+      const proxy = await holdingProxy(redis.port)
+      const level = (url: string) => redisBackend(url, { namespace, timeout: '300ms', logger: false })
+      const a = peer(level(proxy.url), redis.url)
+      const b = peer(level(redis.url), redis.url)
+      const shared = redisBackend(redis.url, { namespace, logger: false })
+      const expected = write === 'set' ? 'new' : undefined
+      try {
+        await Promise.all([a.bus.ready(), b.bus.ready()])
+        await a.chain.set('k', 'old', 300)
+        expect(await b.chain.get('k')).toBe('old')
+        const before = a.published.get('k')!
+        // The write and every proving read after it are held on a's one connection (no reconnect).
+        proxy.hold()
+        const failing = write === 'set' ? a.chain.set('k', 'new', 300) : a.chain.delete('k')
+        await expect(failing).rejects.toMatchObject({ code: 'CACHE_UNAVAILABLE' })
+        await until(() => unprovenEvents(a.errors).length > 0, UNPROVEN_MS + 2000)
+        // b drops its copy and reads the old value back: the write is still held.
+        await sleep(300)
+        expect(await b.chain.get('k')).toBe('old')
+        proxy.release()
+        // Published at the failure, without proof at 4.5 s, then (once proven) again: wait for it, at most 5 s.
+        await until(() => a.published.get('k')! >= before + 3, 5000).catch(() => {})
+        expect(await shared.get('k')).toBe(expected)
+        await sleep(500)
+        // Before: b served 'old' for its TTL (5 min) while Redis held the write.
+        expect(await b.chain.get('k')).toBe(expected)
+      } finally {
+        await Promise.all([a.chain.close(), b.chain.close(), shared.close()])
+        await Promise.all([a.bus.close(), b.bus.close()])
+        proxy.close()
+      }
+    }, 60_000)
+  }
+})
