@@ -70,6 +70,7 @@ export {
   notAnOptionsObject,
   nearestName,
   optionNames,
+  optionValue,
   readOptions,
   settingNames,
   renamedOption,

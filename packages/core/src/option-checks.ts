@@ -194,11 +194,22 @@ export function readOptions<O extends object>(
   assertKnownOptions(options, known, where, hints)
   const plain: Record<string, unknown> = {}
   for (const name of known) {
-    const value = (options as Record<string, unknown>)[name]
+    const value = optionValue(options, name)
     // `in` too: an option given as `undefined` stays given (refused beside a backend instance).
     if (value !== undefined || name in options) plain[name] = value
   }
   return plain as O
+}
+
+/**
+ * The option `name` of `options`, read by name; a function is bound to `options`, so that
+ * called from a copy it still runs as `options.name(...)` would: a settings class's `key(req)`
+ * reading `this[HEADER]` (a symbol, a `#private` field, a WeakMap keyed by the instance) keys
+ * each user apart, as it does called on the instance.
+ */
+export function optionValue(options: object, name: string): unknown {
+  const value = (options as Record<string, unknown>)[name]
+  return typeof value === 'function' ? value.bind(options) : value
 }
 
 /** Whether `options` can hold settings as properties (not null, a primitive, a list or a Map). */

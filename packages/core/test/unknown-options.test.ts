@@ -167,6 +167,35 @@ describe('options that are not an options object', () => {
     expect(entry?.expiresAt).toBeGreaterThan(Date.now())
   })
 
+  it("a settings class's key() reading its own state through `this` keys each user apart", async () => {
+    // A symbol field, a #private field and a WeakMap keyed by the instance: state a copy of the
+    // options holding only the option names would not carry.
+    const FIELD = Symbol('field')
+    const tenants = new WeakMap<object, string>()
+    class PerUser {
+      readonly [FIELD] = 'user'
+      readonly #suffix = '!'
+      constructor(readonly backend: ReturnType<typeof mapBackend>) {
+        tenants.set(this, 'acme')
+      }
+      get name() {
+        return 'perUserGreeting'
+      }
+      key(request: Record<string | symbol, string>) {
+        return `${tenants.get(this)}:${request[this[FIELD]]}${this.#suffix}`
+      }
+    }
+    const backend = mapBackend()
+    const greet = cached(
+      async (request: Record<string, string>) => `hello ${request.user}`,
+      new PerUser(backend) as never,
+    )
+    // Before: key() ran on a copy of the options, every call keyed `undefined:undefined…`, bob got alice's greeting.
+    expect(await greet({ user: 'alice' })).toBe('hello alice')
+    expect(await greet({ user: 'bob' })).toBe('hello bob')
+    expect(greet.keyFor({ user: 'bob' })).toMatch(/:acme:bob!$/)
+  })
+
   it("lock: 'on' is refused as a wrong type, and lock: { ttl: 'abc' } as a CacheConfigError naming lock.ttl", async () => {
     const on = await refusal(() => cached(async () => 1, { name: 'l1', lock: 'on' as never }))
     expect(on.message).toMatch(/^lock: expected true, false or \{ ttl, wait, poll \}, got the string "on"$/)

@@ -52,6 +52,15 @@ class KeyGetter {
     return perUser
   }
 }
+const HEADER = Symbol('header')
+/** A key method reading its own state through `this` (a symbol field): a copy of the options lacks it. */
+class KeyMethodWithState {
+  ttl = 60
+  readonly [HEADER] = 'x-user'
+  key(req: Req) {
+    return `me:${String(req.headers[this[HEADER]])}`
+  }
+}
 class BypassMethod {
   ttl = 60
   bypass(req: Req) {
@@ -95,6 +104,7 @@ const SHAPES: [string, () => object, 'vary' | 'key' | 'bypass'][] = [
   ['an own non-enumerable vary getter', () => nonEnumerable('vary', VARY, true), 'vary'],
   ['a settings class with a key method', () => new KeyMethod(), 'key'],
   ['a settings class with a key getter', () => new KeyGetter(), 'key'],
+  ['a settings class whose key method reads this', () => new KeyMethodWithState(), 'key'],
   ['Object.create({ key })', () => Object.create({ ttl: 60, key: perUser }), 'key'],
   ['an own non-enumerable key', () => nonEnumerable('key', perUser), 'key'],
   ['a settings class with a bypass method', () => new BypassMethod(), 'bypass'],
