@@ -71,3 +71,29 @@ describe('option names', () => {
     expect(hit.text).toBe('run 1')
   })
 })
+
+describe('a settings class', () => {
+  it("keys each user apart with a key() reading the instance's own state through this", async () => {
+    const HEADER = Symbol('header')
+    class PerUser {
+      readonly ttl = 60
+      readonly backend = memoryBackend()
+      readonly [HEADER] = 'x-user'
+      key(c: { req: { path: string; header(name: string): string | undefined } }) {
+        return `${c.req.path}|${c.req.header(this[HEADER])}`
+      }
+    }
+    const app = new Hono()
+    app.get('/me', cacheResponse(new PerUser() as CacheResponseOptions), (c) =>
+      c.text(`hello ${c.req.header('x-user')}`),
+    )
+    const url = await listen(app)
+    expect((await get(url, '/me', 'GET', { 'x-user': 'alice' })).text).toBe('hello alice')
+    // Before: key() ran on a copy of the options without the symbol field: bob got alice's page.
+    const bob = await get(url, '/me', 'GET', { 'x-user': 'bob' })
+    expect(bob.text).toBe('hello bob')
+    const alice = await get(url, '/me', 'GET', { 'x-user': 'alice' })
+    expect(alice.text).toBe('hello alice')
+    expect(alice.headers['cache-status']).toMatch(/hit/)
+  })
+})

@@ -9,6 +9,7 @@ import {
 } from '@cache/core'
 import {
   assertKnownOptions,
+  readOptions,
   generationKey,
   type OptionNames,
   optionNames,
@@ -249,8 +250,10 @@ export function resolveHttpCacheOptions(
   options: HttpCacheOptions | Duration = {},
   known: KnownOptions = HTTP_CACHE_OPTIONS,
 ): HttpCacheSettings {
-  const opts: HttpCacheOptions = typeof options === 'object' ? options : { ttl: options }
-  assertKnownOptions(opts, known.names, known.where)
+  // Read by name (getters, inherited and non-enumerable values), function options bound to the
+  // object that holds them: a settings class's `key(req)` keeps its `this`.
+  const opts: HttpCacheOptions =
+    typeof options === 'object' ? readOptions(options, known.names, known.where) : { ttl: options }
   const keyPrefix = opts.keyPrefix ?? 'http'
   if (typeof keyPrefix !== 'string' || keyPrefix.length === 0) {
     throw new CacheConfigError('keyPrefix', `expected a non-empty string, got ${JSON.stringify(keyPrefix)}`)
