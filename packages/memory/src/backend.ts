@@ -34,8 +34,6 @@ import { createLru, type EntrySizer } from './sizing.js'
 const MISS: unique symbol = Symbol('miss')
 /** What `set` returns: one promise for every write, as a set has nothing to answer. */
 const DONE: Promise<void> = Promise.resolve()
-/** What `get` returns for a miss: one promise for every miss. */
-const MISSED: Promise<undefined> = Promise.resolve(undefined)
 /** Runs of an `atomicUpdate` function before `CacheConflictError` when the key keeps being written meanwhile. */
 const UPDATE_RETRIES = { maxAttempts: 100, pause: () => 0 }
 
@@ -93,27 +91,9 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
     return this.lru.calculatedSize
   }
 
-  /**
-   * Not `async`: a hit on an open backend with a string key (the hot path) is one lru-cache read
-   * and one resolved promise, a miss the same shared one; anything else goes through {@link read},
-   * whose refusals reject.
-   */
-  get<T = unknown>(key: string): Promise<T | undefined> {
-    if (!this.closed && typeof key === 'string') {
-      const stored = this.lru.get(key)
-      if (stored === undefined) {
-        this.observer.miss(key)
-        return MISSED as Promise<T | undefined>
-      }
-      this.observer.hit(key)
-      return Promise.resolve(this.out(stored) as T)
-    }
-    try {
-      const stored = this.read(key)
-      return Promise.resolve(stored === MISS ? undefined : (this.out(stored) as T))
-    } catch (error) {
-      return Promise.reject(error)
-    }
+  async get<T = unknown>(key: string): Promise<T | undefined> {
+    const stored = this.read(key)
+    return stored === MISS ? undefined : (this.out(stored) as T)
   }
 
   async getEntry<T = unknown>(key: string): Promise<CacheEntry<T> | undefined> {

@@ -33,10 +33,6 @@ export type { MultiLevelOptions } from './options.js'
 /** What an L1 read answers for a miss (a stored `undefined` is a hit). */
 const MISS: unique symbol = Symbol('miss')
 
-function valueIn<T>(entry: CacheEntry<T> | undefined): T | undefined {
-  return entry?.value
-}
-
 function entryValue<T>(entry: CacheEntry<T> | undefined): T | typeof MISS {
   return entry === undefined ? MISS : entry.value
 }
@@ -147,21 +143,7 @@ export class MultiLevelBackend implements CacheBackend {
     return this
   }
 
-  /**
-   * Not `async`: an L1 hit on an open chain (the hot path) is one synchronous L1 read and one
-   * resolved promise. Everything else takes {@link getOther}.
-   */
-  get<T = unknown>(key: string): Promise<T | undefined> {
-    if (this.closed === undefined && typeof key === 'string' && !isGenerationKey(key)) {
-      const found = this.fromFirst<T>(key, 'get')
-      if (!isOnward(found)) return Promise.resolve(found as T)
-      return this.readOn<T>(key, found).then(valueIn)
-    }
-    return this.getOther<T>(key)
-  }
-
-  /** `get` after close(), of a generation, or of a key that is not a string. */
-  private async getOther<T>(key: string): Promise<T | undefined> {
+  async get<T = unknown>(key: string): Promise<T | undefined> {
     this.assertOpen()
     if (isGenerationKey(key)) return (await this.chain.state.read<T>(key))?.value
     const found = this.fromFirst<T>(key, 'get')
