@@ -22,6 +22,7 @@ import {
   HTTP_CACHE_OPTION_NAMES,
   HttpCache,
   type HttpCacheOptions,
+  type HttpCacheSettings,
   type HttpRequestView,
   invalidateResponsePrefix,
   type LookupContext,
@@ -238,6 +239,9 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
       // Routes of one options object whose config and identity are still the same when final
       // (a GET route and its HEAD twin) share one cache, as they share their entries.
       const shared = new WeakMap<object, Map<string, HttpCache<FastifyRequest>>>()
+      // The first route of each identity: routes of one identity share entries (a HEAD route is
+      // answered from its GET's), so they must tell clients apart alike.
+      const identities = new Map<string, { route: RouteOptions; settings: HttpCacheSettings }>()
       for (const routeCache of routeCaches) {
         if (routeCache.cache !== undefined) continue
         const { route } = routeCache
@@ -256,6 +260,9 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
           twin?.settings ?? resolveHttpCacheOptions(routeCacheOptions(defaults, config, route.url), known)
         const cache = twin ?? new HttpCache<FastifyRequest>({}, settings)
         byDescription.set(description, cache)
+        const first = identities.get(description)
+        if (first === undefined) identities.set(description, { route, settings })
+        else if (!sameAudience(first.settings, settings)) throw notOneAudience(first.route, route)
         const keyed = settings.key !== undefined
         // The app reads queries with its own parser (qs with `comma`, `allowDots`, …): which
         // query strings it reads as the same query cannot be told, so a query could be stored
@@ -412,6 +419,36 @@ function routeCacheOptions(
     options[name] = value
   }
   return options
+}
+
+/** The settings that decide who may receive an entry: equal on routes sharing entries. */
+function sameAudience(a: HttpCacheSettings, b: HttpCacheSettings): boolean {
+  const vary = (s: HttpCacheSettings) =>
+    s.vary
+      .map((name) => name.toLowerCase())
+      .sort()
+      .join(',')
+  return (
+    vary(a) === vary(b) &&
+    a.key === b.key &&
+    a.bypass === b.bypass &&
+    a.allowAuthorized === b.allowAuthorized &&
+    a.allowCookies === b.allowCookies
+  )
+}
+
+/**
+ * Two routes of one identity (a GET route and its HEAD route) that `onRoute` hooks left with
+ * different `vary`, `key`, `bypass`, `allowAuthorized` or `allowCookies`: one would answer from
+ * the other's entries. Fastify announces a prefixed plugin's `/` route once, as the prefix
+ * (`/api`), and serves `/api/` from the same options, while its HEAD route is announced as `/api/`:
+ * a hook matching `/api/` changes the HEAD route only.
+ */
+function notOneAudience(first: RouteOptions, second: RouteOptions): CacheConfigError {
+  return new CacheConfigError(
+    'config.cache',
+    `routes ${methodsOf(first)} ${first.url} and ${methodsOf(second)} ${second.url} share their cached responses, but onRoute hooks left them different vary, key, bypass, allowAuthorized or allowCookies; give both the same (Fastify announces a prefixed plugin's '/' route to onRoute hooks as the prefix alone, '/api', and serves '/api/' from it too)`,
+  )
 }
 
 /** Marks a route cachePlugin caches, with the `decorateAs` of the plugin (one per route). */

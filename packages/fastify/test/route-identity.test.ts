@@ -107,6 +107,43 @@ describe('routes declared with one shared options object', () => {
   })
 })
 
+describe('a GET route and its HEAD route that onRoute hooks left different', () => {
+  it("refuses, when the app starts, a prefixed '/' route whose HEAD route alone a hook on '/api/' varied", async () => {
+    const fastify = app()
+    await fastify.register(cachePlugin, { backend: memoryBackend() })
+    await fastify.register(
+      async (api) => {
+        // Fastify announces the GET route as '/api' (and serves '/api/' from it); its HEAD route as '/api/'.
+        api.addHook('onRoute', (route) => {
+          if (route.url.startsWith('/api/')) addTenantVary(route)
+        })
+        api.get('/', { config: { cache: { ttl: 60 } } }, byTenant)
+      },
+      { prefix: '/api' },
+    )
+    // Before: GET /api/ was cached without the vary: globex got acme's page.
+    const error = await configErrorOfAsync(() => fastify.ready())
+    expect(error.message).toBe(
+      "config.cache: routes GET /api/ and HEAD /api/ share their cached responses, but onRoute hooks left them different vary, key, bypass, allowAuthorized or allowCookies; give both the same (Fastify announces a prefixed plugin's '/' route to onRoute hooks as the prefix alone, '/api', and serves '/api/' from it too)",
+    )
+  })
+
+  it("refuses a HEAD route a hook left without the vary its GET route got: globex's HEAD never answered from acme's entry", async () => {
+    const fastify = app()
+    await fastify.register(cachePlugin, { backend: memoryBackend() })
+    await fastify.register(
+      fp(async (scope: FastifyInstance) => {
+        scope.addHook('onRoute', (route) => {
+          if (route.method === 'GET') addTenantVary(route)
+        })
+      }),
+    )
+    fastify.get('/dashboard', { config: { cache: { ttl: 60 } } }, byTenant)
+    const error = await configErrorOfAsync(() => fastify.ready())
+    expect(error.message).toMatch(/^config\.cache: routes GET \/dashboard and HEAD \/dashboard share/)
+  })
+})
+
 describe('constraints a later onRoute hook sets', () => {
   const tenantStrategy = {
     name: 'tenant',
