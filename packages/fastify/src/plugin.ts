@@ -22,6 +22,7 @@ import {
   HTTP_CACHE_OPTION_NAMES,
   HttpCache,
   type HttpCacheOptions,
+  type HttpCacheSettings,
   type HttpRequestView,
   invalidateResponsePrefix,
   type LookupContext,
@@ -128,12 +129,16 @@ declare module 'fastify' {
 
 /**
  * A cached route's cache, made once every `onRoute` hook ran (when the app gets ready): a plugin
- * registered after this one may still change the route's `config.cache` (add a `vary`).
+ * registered after this one may still change the route's `config.cache` (add a `vary`) or its
+ * constraints. One per `onRoute` call: routes declared with one options object (a shared
+ * constant, a prefixed plugin's `/` and its HEAD twin) are each resolved from their own.
  */
 interface RouteCache {
   /** The route as `onRoute` hooks see it: its `config.cache` is read from here when final. */
   readonly route: RouteOptions
   cache: HttpCache<FastifyRequest> | undefined
+  /** The route's identity (methods, URL, constraints, handler, hooks), taken when final. */
+  site: () => string
   /** A request with a query string bypasses (the app parses queries itself, no `key`). */
   refuseOwnParser: boolean
   /** A request whose query a hook replaced or changed bypasses (no `key`). */
@@ -162,7 +167,6 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
   // The target each request was sent with and routed by, noted before any hook can rewrite it.
   noteFastifyTargets(fastify)
   const caches = new Map<string, HttpCache<FastifyRequest>>()
-  const byConfig = new WeakMap<object, RouteCache>()
   const routeCaches: RouteCache[] = []
   // GET routes seen without `config.cache`, until the app is ready: a later `onRoute` hook that
   // sets one comes after the hooks the cache adds to a route (see the `onReady` hook).
@@ -178,21 +182,31 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
       uncached.push(route)
       return
     }
-    const holder = route.config as object
-    let routeCache = byConfig.get(holder)
+    // Each route is cached by one cachePlugin: two lookups on one route (a plugin registered at
+    // the root and again in a child context) answer from whichever has no `vary`, and each
+    // plugin's `invalidate` reaches its own entries only.
+    const owner = (route as CachedRouteOptions)[CACHED_BY]
+    if (owner !== undefined)
+      throw new CacheConfigError(
+        'decorateAs',
+        `route ${methodsOf(route)} ${route.url} is cached by the cachePlugin decorated as ${JSON.stringify(owner)} and by the one decorated as ${JSON.stringify(decorateAs)}: a route is cached by one cachePlugin only; remove one registration, or register them in sibling contexts`,
+      )
+    Object.defineProperty(route, CACHED_BY, { value: decorateAs, configurable: true })
     // Checked now too, so that a bad option fails where the route is declared; resolved again
     // once every onRoute hook ran (see the `onReady` hook).
     const known = { names: ROUTE_OPTION_NAMES, where: `config.cache of route ${route.url}` }
     const keyedNow =
       resolveHttpCacheOptions(routeCacheOptions(defaults, config, route.url), known).key !== undefined
-    if (routeCache === undefined) {
-      routeCache = { route, cache: undefined, refuseOwnParser: false, refuseReplaced: false }
-      byConfig.set(holder, routeCache)
-      routeCaches.push(routeCache)
+    const routeCache: RouteCache = {
+      route,
+      cache: undefined,
+      site: unready,
+      refuseOwnParser: false,
+      refuseReplaced: false,
     }
+    routeCaches.push(routeCache)
     // First of the route's instance's `onRequest` hooks, whatever the app added before.
     noteFastifyTargets(this)
-    const site = siteOf(fastify, route)
     // @fastify/compress adds `Vary: Accept-Encoding` only to the responses it compresses: the
     // cache's responses get it whatever their encoding, so that each encoding is a variant of its
     // own (which invalidating a URL reaches), and an identity response stored first is not
@@ -202,7 +216,7 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
     // `onReady` hook). Whether the route has a `key` is final when the app is ready; one given by
     // now spares its requests the note (should a later hook take it away, the query is compared
     // as it is when the cache looks up).
-    const lookup = lookupHook(fastify, routeCache, site, varyEncoding, refreshHeader, refreshes)
+    const lookup = lookupHook(fastify, routeCache, varyEncoding, refreshHeader, refreshes)
     if (!keyedNow) keepLast(route, 'preValidation', noteFastifyQueryBeforeValidation)
     // Last before the handler: every hook of the route (a guard in onRequest, preValidation or
     // preHandler, at any level) ran for a hit as it did for the response stored.
@@ -222,15 +236,33 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
           )
       }
       uncached = []
+      // Routes of one options object whose config and identity are still the same when final
+      // (a GET route and its HEAD twin) share one cache, as they share their entries.
+      const shared = new WeakMap<object, Map<string, HttpCache<FastifyRequest>>>()
+      // The first route of each identity: routes of one identity share entries (a HEAD route is
+      // answered from its GET's), so they must tell clients apart alike.
+      const identities = new Map<string, { route: RouteOptions; settings: HttpCacheSettings }>()
       for (const routeCache of routeCaches) {
         if (routeCache.cache !== undefined) continue
         const { route } = routeCache
         const config = route.config?.cache
         // A later hook turned the route's caching off: its requests pass through.
         if (config === undefined || config === false) continue
+        // Constraints (a tenant or version strategy) a later hook set are part of the route.
+        const { site, description } = siteOf(fastify, route)
+        routeCache.site = site
+        const holder = route.config as object
+        let byDescription = shared.get(holder)
+        if (byDescription === undefined) shared.set(holder, (byDescription = new Map()))
+        const twin = byDescription.get(description)
         const known = { names: ROUTE_OPTION_NAMES, where: `config.cache of route ${route.url}` }
-        const settings = resolveHttpCacheOptions(routeCacheOptions(defaults, config, route.url), known)
-        const cache = new HttpCache<FastifyRequest>({}, settings)
+        const settings =
+          twin?.settings ?? resolveHttpCacheOptions(routeCacheOptions(defaults, config, route.url), known)
+        const cache = twin ?? new HttpCache<FastifyRequest>({}, settings)
+        byDescription.set(description, cache)
+        const first = identities.get(description)
+        if (first === undefined) identities.set(description, { route, settings })
+        else if (!sameAudience(first.settings, settings)) throw notOneAudience(first.route, route)
         const keyed = settings.key !== undefined
         // The app reads queries with its own parser (qs with `comma`, `allowDots`, …): which
         // query strings it reads as the same query cannot be told, so a query could be stored
@@ -241,6 +273,7 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
         routeCache.refuseOwnParser = ownQueryParser && !keyed
         routeCache.refuseReplaced = !keyed
         routeCache.cache = cache
+        if (twin !== undefined) continue
         caches.set(`${route.url}${caches.has(route.url) ? ` #${caches.size}` : ''}`, cache)
         // Apps sharing one server are told apart by their prefixes, known once the app started.
         noteFastifyAppPrefix(fastify, settings.keyPrefix)
@@ -388,6 +421,47 @@ function routeCacheOptions(
   return options
 }
 
+/** The settings that decide who may receive an entry: equal on routes sharing entries. */
+function sameAudience(a: HttpCacheSettings, b: HttpCacheSettings): boolean {
+  const vary = (s: HttpCacheSettings) =>
+    s.vary
+      .map((name) => name.toLowerCase())
+      .sort()
+      .join(',')
+  return (
+    vary(a) === vary(b) &&
+    a.key === b.key &&
+    a.bypass === b.bypass &&
+    a.allowAuthorized === b.allowAuthorized &&
+    a.allowCookies === b.allowCookies
+  )
+}
+
+/**
+ * Two routes of one identity (a GET route and its HEAD route) that `onRoute` hooks left with
+ * different `vary`, `key`, `bypass`, `allowAuthorized` or `allowCookies`: one would answer from
+ * the other's entries. Fastify announces a prefixed plugin's `/` route once, as the prefix
+ * (`/api`), and serves `/api/` from the same options, while its HEAD route is announced as `/api/`:
+ * a hook matching `/api/` changes the HEAD route only.
+ */
+function notOneAudience(first: RouteOptions, second: RouteOptions): CacheConfigError {
+  return new CacheConfigError(
+    'config.cache',
+    `routes ${methodsOf(first)} ${first.url} and ${methodsOf(second)} ${second.url} share their cached responses, but onRoute hooks left them different vary, key, bypass, allowAuthorized or allowCookies; give both the same (Fastify announces a prefixed plugin's '/' route to onRoute hooks as the prefix alone, '/api', and serves '/api/' from it too)`,
+  )
+}
+
+/** Marks a route cachePlugin caches, with the `decorateAs` of the plugin (one per route). */
+const CACHED_BY = Symbol.for('@cache/fastify.cachedBy')
+type CachedRouteOptions = RouteOptions & { [CACHED_BY]?: string }
+
+/** The site of a route whose cache is not made yet (never asked: its lookup passes through). */
+const unready = () => ''
+
+function methodsOf(route: RouteOptions): string {
+  return toList(route.method).join(',')
+}
+
 function answersGet(route: RouteOptions): boolean {
   const methods = Array.isArray(route.method) ? route.method : [route.method]
   return methods.some((method) => method === 'GET' || method === 'HEAD')
@@ -401,9 +475,11 @@ function answersGet(route: RouteOptions): boolean {
  * identity of its own. Apps on one server (`serverFactory` returning the same server) are not
  * told apart here: they cache only under distinct `keyPrefix`es (see `fastifySharedServerBypass`).
  * The route is its methods, URL pattern, constraints (host, version), and the handler and hooks
- * declared on it, each as `name#<fingerprint of its source>`.
+ * declared on it, each as `name#<fingerprint of its source>`. Taken when the app gets ready, once
+ * every `onRoute` hook ran (a later one may set a constraint); `description` tells the route apart
+ * from another one, whatever server it runs on.
  */
-function siteOf(fastify: FastifyInstance, route: RouteOptions): () => string {
+function siteOf(fastify: FastifyInstance, route: RouteOptions): { site: () => string; description: string } {
   const methods = [...new Set(toList(route.method).map((m) => (m === 'HEAD' ? 'GET' : m)))].sort()
   const functions = (value: unknown) =>
     toList(value as Function | Function[] | undefined)
@@ -420,13 +496,14 @@ function siteOf(fastify: FastifyInstance, route: RouteOptions): () => string {
   const hash = (at: string) => createHash('sha256').update(`${at}\n${description}`).digest('hex').slice(0, 12)
   let listening: { at: string; site: string } | undefined
   let unlistened: string | undefined
-  return () => {
+  const site = () => {
     const address = server.listening ? server.address() : null
     if (address === null) return (unlistened ??= hash(`instance ${instanceOf(server)}`))
     const at = typeof address === 'string' ? address : `${address.address}:${address.port}`
     if (listening?.at !== at) listening = { at, site: hash(at) }
     return listening.site
   }
+  return { site, description }
 }
 
 /** The hooks a route declares that run before its handler (and so before the cache). */
@@ -495,7 +572,6 @@ function keepLast<H extends preHandlerHookHandler | preValidationHookHandler>(
 function lookupHook(
   fastify: FastifyInstance,
   routeCache: RouteCache,
-  site: () => string,
   varyEncoding: boolean,
   refreshHeader: string,
   refreshes: Map<string, Refresh>,
@@ -507,7 +583,7 @@ function lookupHook(
       done()
       return
     }
-    const view = viewOf(request, site(), refreshHeader, refreshes)
+    const view = viewOf(request, routeCache.site(), refreshHeader, refreshes)
     // A parser of the app's own, for a request with a query string (`;` too: with
     // `useSemicolonDelimiter` the parser reads what follows it); a query a hook replaced or
     // changed, with a query string or without one (a default filled in from a header).

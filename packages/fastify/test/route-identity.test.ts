@@ -1,0 +1,243 @@
+/**
+ * Which route a cached response belongs to, from the position of an app whose routes are shaped
+ * by plugins registered after the cache: one options constant shared by several routes, a
+ * prefixed plugin's `/` route, constraints set by a later `onRoute` hook, and the cache plugin
+ * registered twice on one route. Each test: a real Fastify 5 server on loopback, the first
+ * tenant (or user) asks first, the second must never receive the first's body.
+ */
+import type { AddressInfo } from 'node:net'
+import { memoryBackend } from '@cache/memory'
+import { configErrorOfAsync } from '@cache/testing'
+import Fastify, { type FastifyInstance, type FastifyServerOptions, type RouteOptions } from 'fastify'
+import fp from 'fastify-plugin'
+import { afterEach, describe, expect, it } from 'vitest'
+import { cachePlugin, type FastifyResponseCache } from '../src/index.js'
+import { get } from './http-get.js'
+
+const apps: FastifyInstance[] = []
+afterEach(async () => {
+  await Promise.all(apps.splice(0).map((app) => app.close()))
+})
+
+function app(options?: FastifyServerOptions): FastifyInstance {
+  const fastify = Fastify(options)
+  apps.push(fastify)
+  return fastify
+}
+
+async function listen(fastify: FastifyInstance): Promise<string> {
+  await fastify.listen({ port: 0, host: '127.0.0.1' })
+  return `http://127.0.0.1:${(fastify.server.address() as AddressInfo).port}`
+}
+
+/** What the second client receives from `path` after the first asked, each by `header`. */
+async function secondAfterFirst(
+  fastify: FastifyInstance,
+  path: string,
+  header: string,
+  [first, second]: [string, string],
+): Promise<string> {
+  const base = await listen(fastify)
+  await get(`${base}${path}`, { [header]: first })
+  return (await get(`${base}${path}`, { [header]: second })).body
+}
+
+/** A tenant plugin's onRoute hook: replaces `route.config` with one whose cache varies on x-tenant. */
+function addTenantVary(route: RouteOptions): void {
+  const cache = route.config?.cache
+  if (cache === undefined || typeof cache !== 'object') return
+  route.config = { ...route.config, cache: { ...cache, vary: ['x-tenant'] } }
+}
+
+const byTenant = async (request: { headers: Record<string, unknown> }) => ({
+  tenant: request.headers['x-tenant'],
+})
+
+describe('routes declared with one shared options object', () => {
+  it("honours the vary a later hook adds to one of them (root hook by URL): globex never gets acme's page", async () => {
+    const fastify = app()
+    await fastify.register(cachePlugin, { backend: memoryBackend() })
+    const cached = { config: { cache: { ttl: 60 } } }
+    fastify.get('/public', cached, async () => ({ hello: 'world' }))
+    await fastify.register(
+      fp(async (scope: FastifyInstance) => {
+        scope.addHook('onRoute', (route) => {
+          if (route.url.startsWith('/t/')) addTenantVary(route)
+        })
+      }),
+    )
+    fastify.get('/t/dashboard', cached, byTenant)
+    // Before: one record per config object, resolved from /public's options: no vary.
+    expect(await secondAfterFirst(fastify, '/t/dashboard', 'x-tenant', ['acme', 'globex'])).toBe(
+      '{"tenant":"globex"}',
+    )
+  })
+
+  it("honours the vary a scoped tenant plugin adds to its route: globex never gets acme's page", async () => {
+    const fastify = app()
+    await fastify.register(cachePlugin, { backend: memoryBackend() })
+    const cached = { config: { cache: { ttl: 60 } } }
+    fastify.get('/public', cached, async () => ({ hello: 'world' }))
+    await fastify.register(async (scope) => {
+      scope.addHook('onRoute', addTenantVary)
+      scope.get('/t/dashboard', cached, byTenant)
+    })
+    expect(await secondAfterFirst(fastify, '/t/dashboard', 'x-tenant', ['acme', 'globex'])).toBe(
+      '{"tenant":"globex"}',
+    )
+  })
+
+  it("keeps a prefixed plugin's '/' route apart from its HEAD twin a hook varied", async () => {
+    const fastify = app()
+    await fastify.register(cachePlugin, { backend: memoryBackend() })
+    await fastify.register(
+      async (api) => {
+        api.addHook('onRoute', (route) => {
+          if (route.url.startsWith('/api')) addTenantVary(route)
+        })
+        api.get('/', { config: { cache: { ttl: 60 } } }, byTenant)
+      },
+      { prefix: '/api' },
+    )
+    expect(await secondAfterFirst(fastify, '/api/', 'x-tenant', ['acme', 'globex'])).toBe(
+      '{"tenant":"globex"}',
+    )
+    const base = `http://127.0.0.1:${(fastify.server.address() as AddressInfo).port}`
+    expect((await get(`${base}/api`, { 'x-tenant': 'initech' })).body).toBe('{"tenant":"initech"}')
+  })
+})
+
+describe('a GET route and its HEAD route that onRoute hooks left different', () => {
+  it("refuses, when the app starts, a prefixed '/' route whose HEAD route alone a hook on '/api/' varied", async () => {
+    const fastify = app()
+    await fastify.register(cachePlugin, { backend: memoryBackend() })
+    await fastify.register(
+      async (api) => {
+        // Fastify announces the GET route as '/api' (and serves '/api/' from it); its HEAD route as '/api/'.
+        api.addHook('onRoute', (route) => {
+          if (route.url.startsWith('/api/')) addTenantVary(route)
+        })
+        api.get('/', { config: { cache: { ttl: 60 } } }, byTenant)
+      },
+      { prefix: '/api' },
+    )
+    // Before: GET /api/ was cached without the vary: globex got acme's page.
+    const error = await configErrorOfAsync(() => fastify.ready())
+    expect(error.message).toBe(
+      "config.cache: routes GET /api/ and HEAD /api/ share their cached responses, but onRoute hooks left them different vary, key, bypass, allowAuthorized or allowCookies; give both the same (Fastify announces a prefixed plugin's '/' route to onRoute hooks as the prefix alone, '/api', and serves '/api/' from it too)",
+    )
+  })
+
+  it("refuses a HEAD route a hook left without the vary its GET route got: globex's HEAD never answered from acme's entry", async () => {
+    const fastify = app()
+    await fastify.register(cachePlugin, { backend: memoryBackend() })
+    await fastify.register(
+      fp(async (scope: FastifyInstance) => {
+        scope.addHook('onRoute', (route) => {
+          if (route.method === 'GET') addTenantVary(route)
+        })
+      }),
+    )
+    fastify.get('/dashboard', { config: { cache: { ttl: 60 } } }, byTenant)
+    const error = await configErrorOfAsync(() => fastify.ready())
+    expect(error.message).toMatch(/^config\.cache: routes GET \/dashboard and HEAD \/dashboard share/)
+  })
+})
+
+describe('constraints a later onRoute hook sets', () => {
+  const tenantStrategy = {
+    name: 'tenant',
+    validate() {},
+    mustMatchWhenDerived: true,
+    storage() {
+      const map = new Map<string, unknown>()
+      return {
+        get: (key: string) => map.get(key) ?? null,
+        set: (key: string, value: unknown) => map.set(key, value),
+      }
+    },
+    deriveConstraint: (request: { headers: Record<string, unknown> }) => request.headers['x-tenant'],
+  }
+  const cases = {
+    tenant: { values: ['acme', 'globex'] as [string, string], header: 'x-tenant' },
+    version: { values: ['1.0.0', '2.0.0'] as [string, string], header: 'accept-version' },
+  }
+  // The handlers come from one factory: the same source, told apart only by their constraint.
+  const page = (name: string, value: string) => async () => ({ [name]: value, secret: `${value}-only` })
+
+  for (const [name, { values, header }] of Object.entries(cases))
+    it(`keeps apart two routes of one URL a later hook constrains by ${name}`, async () => {
+      const fastify = app({
+        routerOptions: { constraints: { tenant: tenantStrategy } },
+      } as FastifyServerOptions)
+      await fastify.register(cachePlugin, { backend: memoryBackend() })
+      await fastify.register(
+        fp(async (scope: FastifyInstance) => {
+          scope.addHook('onRoute', (route) => {
+            const value = (route.config as Record<string, unknown> | undefined)?.[name]
+            if (value !== undefined) route.constraints = { ...route.constraints, [name]: value }
+          })
+        }),
+      )
+      for (const value of values)
+        fastify.route({
+          method: 'GET',
+          url: '/dashboard',
+          config: { [name]: value, cache: { ttl: 60 } },
+          handler: page(name, value),
+        })
+      // Before: the route's identity was taken before the hook set the constraint: one entry.
+      const body = await secondAfterFirst(fastify, '/dashboard', header, values)
+      expect(JSON.parse(body)).toEqual({ [name]: values[1], secret: `${values[1]}-only` })
+    })
+})
+
+describe('cachePlugin registered twice on one route', () => {
+  for (const [outer, inner] of [
+    [['x-user'], undefined],
+    [undefined, ['x-user']],
+  ] as const)
+    it(`refuses the route when the app starts (vary ${outer ? 'outside' : 'inside'}): bob never gets alice's page`, async () => {
+      const fastify = app()
+      await fastify.register(cachePlugin, { backend: memoryBackend(), ...(outer && { vary: [...outer] }) })
+      fastify.register(async (sub) => {
+        await sub.register(cachePlugin, {
+          backend: memoryBackend(),
+          decorateAs: 'pageCache',
+          ...(inner && { vary: [...inner] }),
+        })
+        sub.get('/me', { config: { cache: { ttl: 60 } } }, async (req) => ({ user: req.headers['x-user'] }))
+      })
+      // Before: both lookups ran on /me, the one without vary answered bob with alice's page.
+      const error = await configErrorOfAsync(() => fastify.ready())
+      expect(error.message).toBe(
+        'decorateAs: route GET /me is cached by the cachePlugin decorated as "cache" and by the one decorated as "pageCache": a route is cached by one cachePlugin only; remove one registration, or register them in sibling contexts',
+      )
+    })
+
+  it('caches the routes of sibling contexts, each by its own plugin, and invalidates each through its own', async () => {
+    const fastify = app()
+    let version = 1
+    for (const [name, path] of [
+      ['cache', '/price'],
+      ['pageCache', '/page'],
+    ] as const)
+      fastify.register(async (sub) => {
+        await sub.register(cachePlugin, { backend: memoryBackend(), decorateAs: name })
+        sub.get(path, { config: { cache: { ttl: 60 } } }, async () => ({ version }))
+        sub.get(`/invalidate-${name}`, async (req) => {
+          const api = sub.getDecorator<FastifyResponseCache>(name)
+          return api.invalidate(path, { host: req.headers.host ?? '' })
+        })
+      })
+    const base = await listen(fastify)
+    expect((await get(`${base}/price`)).body).toBe('{"version":1}')
+    expect((await get(`${base}/page`)).body).toBe('{"version":1}')
+    version = 2
+    expect((await get(`${base}/price`)).body).toBe('{"version":1}')
+    expect((await get(`${base}/invalidate-cache`)).body).toBe('true')
+    expect((await get(`${base}/invalidate-pageCache`)).body).toBe('true')
+    expect((await get(`${base}/price`)).body).toBe('{"version":2}')
+    expect((await get(`${base}/page`)).body).toBe('{"version":2}')
+  })
+})
