@@ -6,6 +6,7 @@ import {
   isOptionsObject,
   nearestName,
   optionNames,
+  optionValue,
   settingNames,
 } from '@cache/core/backend'
 import {
@@ -366,8 +367,7 @@ function pluginDefaults(options: CachePluginOptions): RouteCacheOptions {
     throw new CacheConfigError('options', `expected an object, got ${String(options)}`)
   for (const name of settingNames(options)) if (!PLUGIN_OPTION_NAMES.has(name)) throw notAPluginOption(name)
   const defaults: Record<string, unknown> = {}
-  for (const name of ROUTE_OPTION_NAMES)
-    if (name in options) defaults[name] = (options as Record<string, unknown>)[name]
+  for (const name of ROUTE_OPTION_NAMES) if (name in options) defaults[name] = optionValue(options, name)
   // Built once to check every option (ttl, keyPrefix, statuses, …) when the plugin registers.
   new HttpCache(defaults)
   return defaults
@@ -410,7 +410,7 @@ function routeCacheOptions(
   const options: Record<string, unknown> = { ...defaults }
   for (const name of ROUTE_OPTION_NAMES) {
     if (!(name in config)) continue
-    const value = (config as Record<string, unknown>)[name]
+    const value = optionValue(config, name)
     if (value === undefined)
       throw new CacheConfigError(
         name,

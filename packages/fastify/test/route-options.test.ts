@@ -52,6 +52,29 @@ const hiddenVary: Record<string, (extra: object) => object> = {
 }
 
 describe('options held where Object.keys does not look', () => {
+  /** A settings class whose key() reads its own state through `this` (a symbol field). */
+  const HEADER = Symbol('header')
+  class PerUser {
+    readonly [HEADER] = 'x-user'
+    key(request: FastifyRequest) {
+      return `${request.url}|${String(request.headers[this[HEADER]])}`
+    }
+  }
+  for (const level of ['plugin', 'route'] as const) {
+    it(`keys with a settings class's key() reading this, at the ${level} level: bob never gets alice's page`, async () => {
+      const fastify = app()
+      const backend = memoryBackend()
+      await fastify.register(
+        cachePlugin,
+        (level === 'plugin' ? Object.assign(new PerUser(), { backend }) : { backend }) as CachePluginOptions,
+      )
+      const cache = level === 'route' ? (new PerUser() as RouteCacheOptions) : true
+      fastify.get('/me', { config: { cache } }, async (req) => `hello ${req.headers['x-user']}`)
+      // Before: key() ran on a copy of the options without the symbol field; every user keyed alike.
+      expect(await bobAfterAlice(fastify)).toBe('hello bob')
+    })
+  }
+
   for (const [shape, make] of Object.entries(hiddenVary)) {
     it(`keys on a plugin-level vary given as ${shape}: bob never gets alice's page`, async () => {
       const fastify = app()
