@@ -202,15 +202,26 @@ export function readOptions<O extends object>(
 }
 
 /**
- * The option `name` of `options`, read by name; a function is bound to `options`, so that
- * called from a copy it still runs as `options.name(...)` would: a settings class's `key(req)`
- * reading `this[HEADER]` (a symbol, a `#private` field, a WeakMap keyed by the instance) keys
- * each user apart, as it does called on the instance.
+ * The option `name` of `options`, read by name. A function held by a settings object that is not
+ * a plain object (a class instance, `Object.create(settings)`) is bound to it, so that called from
+ * a copy it still runs as `options.name(...)` would: a settings class's `key(req)` reading
+ * `this[HEADER]` (a symbol, a `#private` field, a WeakMap keyed by the instance) keys each user
+ * apart, as it does called on the instance. A plain object's functions, and functions bound here
+ * already, are given as they are: reading a copy again keeps one identity (`now: clock` given to
+ * several handlers stays one clock).
  */
 export function optionValue(options: object, name: string): unknown {
   const value = (options as Record<string, unknown>)[name]
-  return typeof value === 'function' ? value.bind(options) : value
+  if (typeof value !== 'function' || boundHere.has(value)) return value
+  const proto: unknown = Object.getPrototypeOf(options)
+  if (proto === Object.prototype || proto === null) return value
+  const bound = value.bind(options)
+  boundHere.add(bound)
+  return bound
 }
+
+/** The functions {@link optionValue} bound. */
+const boundHere = new WeakSet<Function>()
 
 /** Whether `options` can hold settings as properties (not null, a primitive, a list or a Map). */
 export function isOptionsObject(options: unknown): options is object {
