@@ -186,29 +186,11 @@ export class UncertainWrites {
    */
   private async ask(): Promise<void> {
     const round: [string, Waiting][] = []
-    this.cursor ??= this.keys.entries()
-    while (round.length < PER_ROUND) {
-      const next = this.cursor.next()
-      if (next.done) {
-        // The next round starts from the oldest again.
-        this.cursor = undefined
-        break
-      }
-      round.push(next.value)
-    }
+    this.cursor = fillRound(round, this.cursor ?? this.keys.entries())
     const waiting = round.length
     this.dropOverdue(Date.now() - LATE_PROOF_MS)
-    if (round.length < PER_ROUND && this.overdue.size > 0) {
-      this.overdueCursor ??= this.overdue.entries()
-      while (round.length < PER_ROUND) {
-        const next = this.overdueCursor.next()
-        if (next.done) {
-          this.overdueCursor = undefined
-          break
-        }
-        round.push(next.value)
-      }
-    }
+    if (round.length < PER_ROUND && this.overdue.size > 0)
+      this.overdueCursor = fillRound(round, this.overdueCursor ?? this.overdue.entries())
     const outcomes = await Promise.allSettled(round.map(([key]) => this.shared.backend.has(key)))
     const done: string[] = []
     let failed: { key: string; error: unknown } | undefined
@@ -363,4 +345,20 @@ export class UncertainWrites {
     }
     if (keys.length > 0) void this.settled(keys).catch(() => {})
   }
+}
+
+/**
+ * Adds entries from `cursor` to `round` up to {@link PER_ROUND}; gives the cursor to go on from,
+ * or `undefined` once it ran out (the next round starts from the oldest again).
+ */
+function fillRound(
+  round: [string, Waiting][],
+  cursor: MapIterator<[string, Waiting]>,
+): MapIterator<[string, Waiting]> | undefined {
+  while (round.length < PER_ROUND) {
+    const next = cursor.next()
+    if (next.done) return undefined
+    round.push(next.value)
+  }
+  return cursor
 }
