@@ -169,6 +169,8 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
   noteFastifyTargets(fastify)
   const caches = new Map<string, HttpCache<FastifyRequest>>()
   const routeCaches: RouteCache[] = []
+  // Constraint values JSON cannot write (a predicate, a Symbol), by the order first seen.
+  const constraintValues = new Map<unknown, number>()
   // GET routes seen without `config.cache`, until the app is ready: a later `onRoute` hook that
   // sets one comes after the hooks the cache adds to a route (see the `onReady` hook).
   let uncached: RouteOptions[] = []
@@ -250,7 +252,7 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
         // A later hook turned the route's caching off: its requests pass through.
         if (config === undefined || config === false) continue
         // Constraints (a tenant or version strategy) a later hook set are part of the route.
-        const { site, description } = siteOf(fastify, route)
+        const { site, description } = siteOf(fastify, route, constraintValues)
         routeCache.site = site
         const holder = route.config as object
         let byDescription = shared.get(holder)
@@ -479,7 +481,11 @@ function answersGet(route: RouteOptions): boolean {
  * every `onRoute` hook ran (a later one may set a constraint); `description` tells the route apart
  * from another one, whatever server it runs on.
  */
-function siteOf(fastify: FastifyInstance, route: RouteOptions): { site: () => string; description: string } {
+function siteOf(
+  fastify: FastifyInstance,
+  route: RouteOptions,
+  seen: Map<unknown, number>,
+): { site: () => string; description: string } {
   const methods = [...new Set(toList(route.method).map((m) => (m === 'HEAD' ? 'GET' : m)))].sort()
   const functions = (value: unknown) =>
     toList(value as Function | Function[] | undefined)
@@ -488,7 +494,7 @@ function siteOf(fastify: FastifyInstance, route: RouteOptions): { site: () => st
   const description = [
     methods.join(','),
     route.url,
-    JSON.stringify(route.constraints ?? {}, (_, value) => (value instanceof RegExp ? String(value) : value)),
+    JSON.stringify(route.constraints ?? {}, (_, value) => constraintValue(value, seen)),
     functions(route.handler),
     ...ROUTE_HOOKS.map((hook) => `${hook}=${functions(route[hook])}`),
   ].join('\n')
@@ -504,6 +510,35 @@ function siteOf(fastify: FastifyInstance, route: RouteOptions): { site: () => st
     return listening.site
   }
   return { site, description }
+}
+
+/**
+ * A constraint value as the route's description writes it. A value JSON would write as nothing or
+ * `{}` (a predicate function, a Symbol, a class instance, a Map) is described by identity: its
+ * index among the distinct such values of the app, in the order the routes were declared (so the
+ * replicas of one app agree), with a function's `name#<fingerprint>` or a symbol's description.
+ * Two routes told apart by such values (a custom strategy's `(t) => t === 'acme'`) never share.
+ */
+function constraintValue(value: unknown, seen: Map<unknown, number>): unknown {
+  if (value instanceof RegExp) return String(value)
+  const type = typeof value
+  if (value == null || type === 'string' || type === 'number' || type === 'boolean') return value
+  if (Array.isArray(value)) return value
+  if (type === 'object') {
+    const proto = Object.getPrototypeOf(value)
+    if (proto === Object.prototype || proto === null) return value
+  }
+  let index = seen.get(value)
+  if (index === undefined) seen.set(value, (index = seen.size))
+  const what =
+    type === 'function'
+      ? describeFunction(value as Function)
+      : type === 'symbol'
+        ? `Symbol(${(value as symbol).description ?? ''})`
+        : type === 'object'
+          ? ((value as object).constructor?.name ?? 'object')
+          : type
+  return `#${index} ${what}`
 }
 
 /** The hooks a route declares that run before its handler (and so before the cache). */

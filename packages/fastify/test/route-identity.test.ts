@@ -241,3 +241,50 @@ describe('cachePlugin registered twice on one route', () => {
     expect((await get(`${base}/page`)).body).toBe('{"version":2}')
   })
 })
+
+describe('constraint values that are not JSON (a predicate, a Symbol)', () => {
+  const matchers = {
+    predicate: (value: (t: unknown) => boolean, tenant: unknown) => value(tenant),
+    symbol: (value: symbol, tenant: unknown) => value.description === tenant,
+  }
+  // A custom strategy whose stored values are matched by a function of the app's own.
+  const strategy = (match: (value: never, tenant: unknown) => boolean) => ({
+    name: 'tenant',
+    validate() {},
+    mustMatchWhenDerived: true,
+    storage() {
+      const list: [unknown, unknown][] = []
+      return {
+        get: (tenant: unknown) => list.find(([value]) => match(value as never, tenant))?.[1] ?? null,
+        set: (value: unknown, store: unknown) => {
+          list.push([value, store])
+        },
+      }
+    },
+    deriveConstraint: (request: { headers: Record<string, unknown> }) => request.headers['x-tenant'],
+  })
+  const values = {
+    predicate: [(t: unknown) => t === 'acme', (t: unknown) => t === 'globex'],
+    symbol: [Symbol('acme'), Symbol('globex')],
+  }
+  for (const kind of ['predicate', 'symbol'] as const)
+    it(`keeps apart two routes of one URL constrained by ${kind} values: globex never gets acme's page`, async () => {
+      const fastify = app({
+        routerOptions: { constraints: { tenant: strategy(matchers[kind] as never) } },
+      } as FastifyServerOptions)
+      await fastify.register(cachePlugin, { backend: memoryBackend() })
+      values[kind].forEach((value, i) => {
+        const owner = ['acme', 'globex'][i]
+        fastify.route({
+          method: 'GET',
+          url: '/dashboard',
+          constraints: { tenant: value },
+          config: { owner, cache: { ttl: 60 } },
+          handler: async () => ({ secret: `${owner}-only` }),
+        })
+      })
+      // Before: JSON.stringify wrote both values as nothing: one identity, globex got acme's page.
+      const body = await secondAfterFirst(fastify, '/dashboard', 'x-tenant', ['acme', 'globex'])
+      expect(JSON.parse(body)).toEqual({ secret: 'globex-only' })
+    })
+})
