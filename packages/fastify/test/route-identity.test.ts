@@ -288,3 +288,47 @@ describe('constraint values that are not JSON (a predicate, a Symbol)', () => {
       expect(JSON.parse(body)).toEqual({ secret: 'globex-only' })
     })
 })
+
+describe('config.cache changed by a later onReady hook', () => {
+  it("honours the vary an onReady hook registered after the plugin adds: bob never gets alice's page", async () => {
+    const fastify = app()
+    await fastify.register(cachePlugin, { backend: memoryBackend() })
+    const cached: RouteOptions[] = []
+    fastify.addHook('onRoute', (route) => {
+      if (route.config?.cache) cached.push(route)
+    })
+    fastify.addHook('onReady', async () => {
+      // The tenant plugin's settings, loaded asynchronously.
+      await new Promise((resolve) => setImmediate(resolve))
+      for (const route of cached) (route.config?.cache as { vary?: string[] }).vary = ['x-user']
+    })
+    fastify.get('/me', { config: { cache: { ttl: 60 } } }, async (request) => ({
+      user: request.headers['x-user'],
+    }))
+    // Before: the plugin's own onReady hook had resolved config.cache first: one entry for all.
+    expect(await secondAfterFirst(fastify, '/me', 'x-user', ['alice', 'bob'])).toBe('{"user":"bob"}')
+  })
+})
+
+describe('config.cache made invalid by a later onReady hook', () => {
+  it('fails the requests of the route with the CacheConfigError, never serving them cached without the option', async () => {
+    const fastify = app()
+    await fastify.register(cachePlugin, { backend: memoryBackend() })
+    const cached: RouteOptions[] = []
+    fastify.addHook('onRoute', (route) => {
+      if (route.config?.cache) cached.push(route)
+    })
+    fastify.addHook('onReady', async () => {
+      for (const route of cached) (route.config?.cache as Record<string, unknown>).varyy = ['x-user']
+    })
+    fastify.get('/me', { config: { cache: { ttl: 60 } } }, async (request) => ({
+      user: request.headers['x-user'],
+    }))
+    const base = await listen(fastify)
+    for (const user of ['alice', 'bob']) {
+      const response = await get(`${base}/me`, { 'x-user': user })
+      expect(response.status).toBe(500)
+      expect(response.body).not.toContain('alice')
+    }
+  })
+})
