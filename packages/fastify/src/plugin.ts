@@ -137,6 +137,11 @@ declare module 'fastify' {
 interface RouteCache {
   /** The route as `onRoute` hooks see it: its `config.cache` is read from here when final. */
   readonly route: RouteOptions
+  /**
+   * Its URL as announced to `onRoute` hooks: Fastify changes a prefixed plugin's `/` GET route's
+   * to `/api/` afterwards, when it adds that spelling (announced as `/api`).
+   */
+  readonly announced: string
   cache: HttpCache<FastifyRequest> | undefined
   /** The route's identity (methods, URL, constraints, handler, hooks), taken when final. */
   site: () => string
@@ -184,7 +189,7 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
   const constraintValues = new Map<unknown, number>()
   // GET routes seen without `config.cache`, until the app is ready: a later `onRoute` hook that
   // sets one comes after the hooks the cache adds to a route (see the `onReady` hook).
-  let uncached: RouteOptions[] = []
+  let uncached: { route: RouteOptions; announced: string }[] = []
   // The header that marks a refresh the plugin runs through `inject`: a name no client can guess.
   const refreshHeader = `x-cache-refresh-${randomUUID()}`
   const refreshes = new Map<string, Refresh>()
@@ -193,7 +198,7 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
     if (!answersGet(route)) return
     const config = route.config?.cache
     if (config === undefined || config === false) {
-      uncached.push(route)
+      uncached.push({ route, announced: route.url })
       return
     }
     // Each route is cached by one cachePlugin: two lookups on one route (a plugin registered at
@@ -213,6 +218,7 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
       resolveHttpCacheOptions(routeCacheOptions(defaults, config, route.url), known).key !== undefined
     const routeCache: RouteCache = {
       route,
+      announced: route.url,
       cache: undefined,
       site: unready,
       refuseOwnParser: false,
@@ -245,12 +251,12 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
   // registered after this one may have added its header to `vary`).
   fastify.addHook('onReady', (hookDone) => {
     try {
-      for (const route of uncached) {
+      for (const { route, announced } of uncached) {
         const config = route.config?.cache
         if (config !== undefined && config !== false)
           throw new CacheConfigError(
             'config.cache',
-            `route ${route.url}: set by an onRoute hook that runs after cachePlugin's, which reads only the routes it saw cached; register the plugin that sets it before cachePlugin, or set config.cache on the route`,
+            `route ${announced}: set by an onRoute hook that runs after cachePlugin's, which reads only the routes it saw cached; register the plugin that sets it before cachePlugin, or set config.cache on the route`,
           )
       }
       uncached = []
@@ -287,7 +293,7 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
       options?: Record<string, unknown>
     }[] = []
     const byHolder = new Map<object, { cache: HttpCache<FastifyRequest>; options: Record<string, unknown> }>()
-    let first: { route: RouteOptions; settings: HttpCacheSettings } | undefined
+    let first: { routeCache: RouteCache; settings: HttpCacheSettings } | undefined
     for (const routeCache of group) {
       const { route } = routeCache
       const config = route.config?.cache
@@ -313,8 +319,8 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
         byHolder.set(holder, made)
       }
       const settings = made.cache.settings
-      if (first === undefined) first = { route, settings }
-      else if (!sameAudience(first.settings, settings)) throw notOneAudience(first.route, route)
+      if (first === undefined) first = { routeCache, settings }
+      else if (!sameAudience(first.settings, settings)) throw notOneAudience(first.routeCache, routeCache)
       planned.push({ routeCache, cache: made.cache, options: made.options })
     }
     const named = new Set<HttpCache<FastifyRequest>>()
@@ -539,14 +545,15 @@ function sameAudience(a: HttpCacheSettings, b: HttpCacheSettings): boolean {
 /**
  * Two routes of one identity (a GET route and its HEAD route) that `onRoute` hooks left with
  * different `vary`, `key`, `bypass`, `allowAuthorized` or `allowCookies`: one would answer from
- * the other's entries. Fastify announces a prefixed plugin's `/` route once, as the prefix
- * (`/api`), and serves `/api/` from the same options, while its HEAD route is announced as `/api/`:
- * a hook matching `/api/` changes the HEAD route only.
+ * the other's entries. Fastify announces a prefixed plugin's `/` GET route once, as the prefix
+ * (`/api`), and serves `/api/` from the same options; its HEAD routes as `/api` and `/api/`
+ * (with `ignoreTrailingSlash`, `/api` only). Routes are named by the URL hooks saw.
  */
-function notOneAudience(first: RouteOptions, second: RouteOptions): CacheConfigError {
+function notOneAudience(first: RouteCache, second: RouteCache): CacheConfigError {
+  const named = ({ route, announced }: RouteCache) => `${methodsOf(route)} ${announced}`
   return new CacheConfigError(
     'config.cache',
-    `routes ${methodsOf(first)} ${first.url} and ${methodsOf(second)} ${second.url} share their cached responses, but onRoute hooks left them different vary, key, bypass, allowAuthorized or allowCookies; give both the same (Fastify announces a prefixed plugin's '/' route to onRoute hooks as the prefix alone, '/api', and serves '/api/' from it too)`,
+    `routes ${named(first)} and ${named(second)} share their cached responses, but onRoute hooks left them different vary, key, bypass, allowAuthorized or allowCookies; give both the same (Fastify announces a prefixed plugin's '/' route to onRoute hooks as GET /api, which serves /api/ too, HEAD /api and HEAD /api/: a hook filtering by URL must match both /api and /api/)`,
   )
 }
 

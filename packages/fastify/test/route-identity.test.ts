@@ -124,9 +124,39 @@ describe('a GET route and its HEAD route that onRoute hooks left different', () 
     // Before: GET /api/ was cached without the vary: globex got acme's page.
     const error = await configErrorOfAsync(() => fastify.ready())
     expect(error.message).toBe(
-      "config.cache: routes GET /api/ and HEAD /api/ share their cached responses, but onRoute hooks left them different vary, key, bypass, allowAuthorized or allowCookies; give both the same (Fastify announces a prefixed plugin's '/' route to onRoute hooks as the prefix alone, '/api', and serves '/api/' from it too)",
+      "config.cache: routes GET /api and HEAD /api/ share their cached responses, but onRoute hooks left them different vary, key, bypass, allowAuthorized or allowCookies; give both the same (Fastify announces a prefixed plugin's '/' route to onRoute hooks as GET /api, which serves /api/ too, HEAD /api and HEAD /api/: a hook filtering by URL must match both /api and /api/)",
     )
   })
+
+  for (const ignoreTrailingSlash of [false, true])
+    it(`accepts a hook that matches both '/api' and '/api/' as the README says (ignoreTrailingSlash ${ignoreTrailingSlash}): bob never gets alice's page`, async () => {
+      const fastify = app({ routerOptions: { ignoreTrailingSlash } } as FastifyServerOptions)
+      await fastify.register(cachePlugin, { backend: memoryBackend() })
+      const seen: string[] = []
+      await fastify.register(
+        fp(async (scope: FastifyInstance) => {
+          scope.addHook('onRoute', (route) => {
+            seen.push(`${route.method} ${route.url}`)
+            if (route.url === '/api' || route.url === '/api/')
+              route.config = { ...route.config, cache: { vary: ['x-user'] } }
+          })
+        }),
+      )
+      await fastify.register(
+        async (api) => {
+          api.get('/', { config: { cache: true } }, async (request) => ({ user: request.headers['x-user'] }))
+        },
+        { prefix: '/api' },
+      )
+      const base = await listen(fastify)
+      expect(seen).toEqual(
+        ignoreTrailingSlash ? ['GET /api', 'HEAD /api'] : ['GET /api', 'HEAD /api', 'HEAD /api/'],
+      )
+      for (const path of ['/api', '/api/']) {
+        await get(`${base}${path}`, { 'x-user': 'alice' })
+        expect((await get(`${base}${path}`, { 'x-user': 'bob' })).body).toBe('{"user":"bob"}')
+      }
+    })
 
   it("refuses a HEAD route a hook left without the vary its GET route got: globex's HEAD never answered from acme's entry", async () => {
     const fastify = app()
