@@ -137,6 +137,11 @@ declare module 'fastify' {
 interface RouteCache {
   /** The route as `onRoute` hooks see it: its `config.cache` is read from here when final. */
   readonly route: RouteOptions
+  /**
+   * Its URL as announced to `onRoute` hooks: Fastify changes a prefixed plugin's `/` GET route's
+   * to `/api/` afterwards, when it adds that spelling (announced as `/api`).
+   */
+  readonly announced: string
   cache: HttpCache<FastifyRequest> | undefined
   /** The route's identity (methods, URL, constraints, handler, hooks), taken when final. */
   site: () => string
@@ -144,6 +149,17 @@ interface RouteCache {
   refuseOwnParser: boolean
   /** A request whose query a hook replaced or changed bypasses (no `key`). */
   refuseReplaced: boolean
+  /**
+   * Its `config.cache` was resolved again at its first request (an `onReady` hook registered
+   * after this plugin's may have changed it); later changes are not seen.
+   */
+  settled: boolean
+  /** The routes of its identity (itself, its HEAD twin): they share entries, resolved together. */
+  group: RouteCache[]
+  /** The options its cache was made from, as they were then (reused while they are the same). */
+  options: Record<string, unknown> | undefined
+  /** Its cache's name in `fastify.cache.routes`. */
+  name: string | undefined
 }
 
 const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, done) => {
@@ -169,9 +185,11 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
   noteFastifyTargets(fastify)
   const caches = new Map<string, HttpCache<FastifyRequest>>()
   const routeCaches: RouteCache[] = []
+  // Constraint values JSON cannot write (a predicate, a Symbol), by the order first seen.
+  const constraintValues = new Map<unknown, number>()
   // GET routes seen without `config.cache`, until the app is ready: a later `onRoute` hook that
   // sets one comes after the hooks the cache adds to a route (see the `onReady` hook).
-  let uncached: RouteOptions[] = []
+  let uncached: { route: RouteOptions; announced: string }[] = []
   // The header that marks a refresh the plugin runs through `inject`: a name no client can guess.
   const refreshHeader = `x-cache-refresh-${randomUUID()}`
   const refreshes = new Map<string, Refresh>()
@@ -180,7 +198,7 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
     if (!answersGet(route)) return
     const config = route.config?.cache
     if (config === undefined || config === false) {
-      uncached.push(route)
+      uncached.push({ route, announced: route.url })
       return
     }
     // Each route is cached by one cachePlugin: two lookups on one route (a plugin registered at
@@ -200,10 +218,15 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
       resolveHttpCacheOptions(routeCacheOptions(defaults, config, route.url), known).key !== undefined
     const routeCache: RouteCache = {
       route,
+      announced: route.url,
       cache: undefined,
       site: unready,
       refuseOwnParser: false,
       refuseReplaced: false,
+      settled: false,
+      group: [],
+      options: undefined,
+      name: undefined,
     }
     routeCaches.push(routeCache)
     // First of the route's instance's `onRequest` hooks, whatever the app added before.
@@ -217,7 +240,7 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
     // `onReady` hook). Whether the route has a `key` is final when the app is ready; one given by
     // now spares its requests the note (should a later hook take it away, the query is compared
     // as it is when the cache looks up).
-    const lookup = lookupHook(fastify, routeCache, varyEncoding, refreshHeader, refreshes)
+    const lookup = lookupHook(fastify, routeCache, settle, varyEncoding, refreshHeader, refreshes)
     if (!keyedNow) keepLast(route, 'preValidation', noteFastifyQueryBeforeValidation)
     // Last before the handler: every hook of the route (a guard in onRequest, preValidation or
     // preHandler, at any level) ran for a hit as it did for the response stored.
@@ -228,63 +251,114 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
   // registered after this one may have added its header to `vary`).
   fastify.addHook('onReady', (hookDone) => {
     try {
-      for (const route of uncached) {
+      for (const { route, announced } of uncached) {
         const config = route.config?.cache
         if (config !== undefined && config !== false)
           throw new CacheConfigError(
             'config.cache',
-            `route ${route.url}: set by an onRoute hook that runs after cachePlugin's, which reads only the routes it saw cached; register the plugin that sets it before cachePlugin, or set config.cache on the route`,
+            `route ${announced}: set by an onRoute hook that runs after cachePlugin's, which reads only the routes it saw cached; register the plugin that sets it before cachePlugin, or set config.cache on the route`,
           )
       }
       uncached = []
-      // Routes of one options object whose config and identity are still the same when final
-      // (a GET route and its HEAD twin) share one cache, as they share their entries.
-      const shared = new WeakMap<object, Map<string, HttpCache<FastifyRequest>>>()
-      // The first route of each identity: routes of one identity share entries (a HEAD route is
-      // answered from its GET's), so they must tell clients apart alike.
-      const identities = new Map<string, { route: RouteOptions; settings: HttpCacheSettings }>()
+      // Routes of one identity share entries (a HEAD route is answered from its GET's), so they
+      // must tell clients apart alike: resolved together, now and at the first request of any.
+      const groups = new Map<string, RouteCache[]>()
       for (const routeCache of routeCaches) {
-        if (routeCache.cache !== undefined) continue
-        const { route } = routeCache
-        const config = route.config?.cache
-        // A later hook turned the route's caching off: its requests pass through.
-        if (config === undefined || config === false) continue
         // Constraints (a tenant or version strategy) a later hook set are part of the route.
-        const { site, description } = siteOf(fastify, route)
+        const { site, description } = siteOf(fastify, routeCache.route, constraintValues)
         routeCache.site = site
-        const holder = route.config as object
-        let byDescription = shared.get(holder)
-        if (byDescription === undefined) shared.set(holder, (byDescription = new Map()))
-        const twin = byDescription.get(description)
-        const known = { names: ROUTE_OPTION_NAMES, where: `config.cache of route ${route.url}` }
-        const settings =
-          twin?.settings ?? resolveHttpCacheOptions(routeCacheOptions(defaults, config, route.url), known)
-        const cache = twin ?? new HttpCache<FastifyRequest>({}, settings)
-        byDescription.set(description, cache)
-        const first = identities.get(description)
-        if (first === undefined) identities.set(description, { route, settings })
-        else if (!sameAudience(first.settings, settings)) throw notOneAudience(first.route, route)
-        const keyed = settings.key !== undefined
-        // The app reads queries with its own parser (qs with `comma`, `allowDots`, …): which
-        // query strings it reads as the same query cannot be told, so a query could be stored
-        // under several keys that no invalidation of one spelling reaches together. A `key` of
-        // the route's own decides. So is a layer that replaces `request.query` in a hook
-        // (fastify-qs): noted as the last `preValidation` hook left it, since the route's
-        // validator may hand Fastify a new object.
-        routeCache.refuseOwnParser = ownQueryParser && !keyed
-        routeCache.refuseReplaced = !keyed
-        routeCache.cache = cache
-        if (twin !== undefined) continue
-        caches.set(`${route.url}${caches.has(route.url) ? ` #${caches.size}` : ''}`, cache)
-        // Apps sharing one server are told apart by their prefixes, known once the app started.
-        noteFastifyAppPrefix(fastify, settings.keyPrefix)
+        let group = groups.get(description)
+        if (group === undefined) groups.set(description, (group = []))
+        group.push(routeCache)
+        routeCache.group = group
       }
+      for (const group of groups.values()) resolveGroup(group)
     } catch (error) {
       hookDone(error as Error)
       return
     }
     hookDone()
   })
+
+  /**
+   * Makes (or keeps) the caches of one identity's routes from their `config.cache` as it is now:
+   * checked whole before any route's cache changes. Routes of one options object (a GET route and
+   * its HEAD twin) share one cache. A route whose options are the same as when its cache was made
+   * keeps it (its stats and listeners).
+   */
+  function resolveGroup(group: RouteCache[]): void {
+    const planned: {
+      routeCache: RouteCache
+      cache?: HttpCache<FastifyRequest>
+      options?: Record<string, unknown>
+    }[] = []
+    const byHolder = new Map<object, { cache: HttpCache<FastifyRequest>; options: Record<string, unknown> }>()
+    let first: { routeCache: RouteCache; settings: HttpCacheSettings } | undefined
+    for (const routeCache of group) {
+      const { route } = routeCache
+      const config = route.config?.cache
+      // A later hook turned the route's caching off: its requests pass through.
+      if (config === undefined || config === false) {
+        planned.push({ routeCache })
+        continue
+      }
+      const holder = route.config as object
+      let made = byHolder.get(holder)
+      if (made === undefined) {
+        const known = { names: ROUTE_OPTION_NAMES, where: `config.cache of route ${route.url}` }
+        const given = routeCacheOptions(defaults, config, route.url)
+        const options = snapshotOf(given as Record<string, unknown>)
+        const kept =
+          routeCache.cache !== undefined &&
+          routeCache.options !== undefined &&
+          sameSnapshot(routeCache.options, options)
+        const cache = kept
+          ? (routeCache.cache as HttpCache<FastifyRequest>)
+          : new HttpCache<FastifyRequest>({}, resolveHttpCacheOptions(given, known))
+        made = { cache, options }
+        byHolder.set(holder, made)
+      }
+      const settings = made.cache.settings
+      if (first === undefined) first = { routeCache, settings }
+      else if (!sameAudience(first.settings, settings)) throw notOneAudience(first.routeCache, routeCache)
+      planned.push({ routeCache, cache: made.cache, options: made.options })
+    }
+    const named = new Set<HttpCache<FastifyRequest>>()
+    for (const { routeCache, cache, options } of planned) {
+      routeCache.cache = cache
+      routeCache.options = options
+      if (cache === undefined) {
+        if (routeCache.name !== undefined) caches.delete(routeCache.name)
+        routeCache.name = undefined
+        continue
+      }
+      const keyed = cache.settings.key !== undefined
+      // The app reads queries with its own parser (qs with `comma`, `allowDots`, …): which
+      // query strings it reads as the same query cannot be told, so a query could be stored
+      // under several keys that no invalidation of one spelling reaches together. A `key` of
+      // the route's own decides. So is a layer that replaces `request.query` in a hook
+      // (fastify-qs): noted as the last `preValidation` hook left it, since the route's
+      // validator may hand Fastify a new object.
+      routeCache.refuseOwnParser = ownQueryParser && !keyed
+      routeCache.refuseReplaced = !keyed
+      if (named.has(cache)) {
+        routeCache.name = undefined
+        continue
+      }
+      named.add(cache)
+      const url = routeCache.route.url
+      routeCache.name ??= `${url}${caches.has(url) ? ` #${caches.size}` : ''}`
+      caches.set(routeCache.name, cache)
+      // Apps sharing one server are told apart by their prefixes, known once the app started.
+      noteFastifyAppPrefix(fastify, cache.settings.keyPrefix)
+    }
+  }
+
+  /** A route's first request: its identity's `config.cache` as the `onReady` hooks left it. */
+  function settle(routeCache: RouteCache): void {
+    resolveGroup(routeCache.group)
+    for (const member of routeCache.group) member.settled = true
+  }
 
   const distinct = () => {
     const seen = new Map<string, HttpCache<FastifyRequest>>()
@@ -421,6 +495,37 @@ function routeCacheOptions(
   return options
 }
 
+/**
+ * A route's options as they are now, to tell whether a hook changed them since: arrays and plain
+ * objects (a `vary` list a hook pushes onto, `cacheControl`) are copied, other values kept as they are.
+ */
+function snapshotOf(value: Record<string, unknown>): Record<string, unknown> {
+  const copy = (v: unknown): unknown =>
+    Array.isArray(v) ? v.map(copy) : isPlainObject(v) ? snapshotOf(v as Record<string, unknown>) : v
+  const out: Record<string, unknown> = {}
+  for (const name of Object.keys(value)) out[name] = copy(value[name])
+  return out
+}
+
+function sameSnapshot(a: unknown, b: unknown): boolean {
+  if (Object.is(a, b)) return true
+  if (Array.isArray(a) && Array.isArray(b))
+    return a.length === b.length && a.every((v, i) => sameSnapshot(v, b[i]))
+  if (isPlainObject(a) && isPlainObject(b)) {
+    const x = a as Record<string, unknown>
+    const y = b as Record<string, unknown>
+    const names = Object.keys(x)
+    return names.length === Object.keys(y).length && names.every((n) => n in y && sameSnapshot(x[n], y[n]))
+  }
+  return false
+}
+
+function isPlainObject(value: unknown): boolean {
+  if (value === null || typeof value !== 'object') return false
+  const proto = Object.getPrototypeOf(value)
+  return proto === Object.prototype || proto === null
+}
+
 /** The settings that decide who may receive an entry: equal on routes sharing entries. */
 function sameAudience(a: HttpCacheSettings, b: HttpCacheSettings): boolean {
   const vary = (s: HttpCacheSettings) =>
@@ -440,14 +545,15 @@ function sameAudience(a: HttpCacheSettings, b: HttpCacheSettings): boolean {
 /**
  * Two routes of one identity (a GET route and its HEAD route) that `onRoute` hooks left with
  * different `vary`, `key`, `bypass`, `allowAuthorized` or `allowCookies`: one would answer from
- * the other's entries. Fastify announces a prefixed plugin's `/` route once, as the prefix
- * (`/api`), and serves `/api/` from the same options, while its HEAD route is announced as `/api/`:
- * a hook matching `/api/` changes the HEAD route only.
+ * the other's entries. Fastify announces a prefixed plugin's `/` GET route once, as the prefix
+ * (`/api`), and serves `/api/` from the same options; its HEAD routes as `/api` and `/api/`
+ * (with `ignoreTrailingSlash`, `/api` only). Routes are named by the URL hooks saw.
  */
-function notOneAudience(first: RouteOptions, second: RouteOptions): CacheConfigError {
+function notOneAudience(first: RouteCache, second: RouteCache): CacheConfigError {
+  const named = ({ route, announced }: RouteCache) => `${methodsOf(route)} ${announced}`
   return new CacheConfigError(
     'config.cache',
-    `routes ${methodsOf(first)} ${first.url} and ${methodsOf(second)} ${second.url} share their cached responses, but onRoute hooks left them different vary, key, bypass, allowAuthorized or allowCookies; give both the same (Fastify announces a prefixed plugin's '/' route to onRoute hooks as the prefix alone, '/api', and serves '/api/' from it too)`,
+    `routes ${named(first)} and ${named(second)} share their cached responses, but onRoute hooks left them different vary, key, bypass, allowAuthorized or allowCookies; give both the same (Fastify announces a prefixed plugin's '/' route to onRoute hooks as GET /api, which serves /api/ too, HEAD /api and HEAD /api/: a hook filtering by URL must match both /api and /api/)`,
   )
 }
 
@@ -479,7 +585,11 @@ function answersGet(route: RouteOptions): boolean {
  * every `onRoute` hook ran (a later one may set a constraint); `description` tells the route apart
  * from another one, whatever server it runs on.
  */
-function siteOf(fastify: FastifyInstance, route: RouteOptions): { site: () => string; description: string } {
+function siteOf(
+  fastify: FastifyInstance,
+  route: RouteOptions,
+  seen: Map<unknown, number>,
+): { site: () => string; description: string } {
   const methods = [...new Set(toList(route.method).map((m) => (m === 'HEAD' ? 'GET' : m)))].sort()
   const functions = (value: unknown) =>
     toList(value as Function | Function[] | undefined)
@@ -488,7 +598,7 @@ function siteOf(fastify: FastifyInstance, route: RouteOptions): { site: () => st
   const description = [
     methods.join(','),
     route.url,
-    JSON.stringify(route.constraints ?? {}, (_, value) => (value instanceof RegExp ? String(value) : value)),
+    JSON.stringify(route.constraints ?? {}, (_, value) => constraintValue(value, seen)),
     functions(route.handler),
     ...ROUTE_HOOKS.map((hook) => `${hook}=${functions(route[hook])}`),
   ].join('\n')
@@ -504,6 +614,35 @@ function siteOf(fastify: FastifyInstance, route: RouteOptions): { site: () => st
     return listening.site
   }
   return { site, description }
+}
+
+/**
+ * A constraint value as the route's description writes it. A value JSON would write as nothing or
+ * `{}` (a predicate function, a Symbol, a class instance, a Map) is described by identity: its
+ * index among the distinct such values of the app, in the order the routes were declared (so the
+ * replicas of one app agree), with a function's `name#<fingerprint>` or a symbol's description.
+ * Two routes told apart by such values (a custom strategy's `(t) => t === 'acme'`) never share.
+ */
+function constraintValue(value: unknown, seen: Map<unknown, number>): unknown {
+  if (value instanceof RegExp) return String(value)
+  const type = typeof value
+  if (value == null || type === 'string' || type === 'number' || type === 'boolean') return value
+  if (Array.isArray(value)) return value
+  if (type === 'object') {
+    const proto = Object.getPrototypeOf(value)
+    if (proto === Object.prototype || proto === null) return value
+  }
+  let index = seen.get(value)
+  if (index === undefined) seen.set(value, (index = seen.size))
+  const what =
+    type === 'function'
+      ? describeFunction(value as Function)
+      : type === 'symbol'
+        ? `Symbol(${(value as symbol).description ?? ''})`
+        : type === 'object'
+          ? ((value as object).constructor?.name ?? 'object')
+          : type
+  return `#${index} ${what}`
 }
 
 /** The hooks a route declares that run before its handler (and so before the cache). */
@@ -572,11 +711,21 @@ function keepLast<H extends preHandlerHookHandler | preValidationHookHandler>(
 function lookupHook(
   fastify: FastifyInstance,
   routeCache: RouteCache,
+  settle: (routeCache: RouteCache) => void,
   varyEncoding: boolean,
   refreshHeader: string,
   refreshes: Map<string, Refresh>,
 ) {
   return function cacheLookup(request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) {
+    if (!routeCache.settled) {
+      // A bad option an onReady hook set fails every request of the route, never served without it.
+      try {
+        settle(routeCache)
+      } catch (error) {
+        done(error as Error)
+        return
+      }
+    }
     const cache = routeCache.cache
     // A later `onRoute` hook turned the route's caching off.
     if (cache === undefined) {

@@ -124,9 +124,39 @@ describe('a GET route and its HEAD route that onRoute hooks left different', () 
     // Before: GET /api/ was cached without the vary: globex got acme's page.
     const error = await configErrorOfAsync(() => fastify.ready())
     expect(error.message).toBe(
-      "config.cache: routes GET /api/ and HEAD /api/ share their cached responses, but onRoute hooks left them different vary, key, bypass, allowAuthorized or allowCookies; give both the same (Fastify announces a prefixed plugin's '/' route to onRoute hooks as the prefix alone, '/api', and serves '/api/' from it too)",
+      "config.cache: routes GET /api and HEAD /api/ share their cached responses, but onRoute hooks left them different vary, key, bypass, allowAuthorized or allowCookies; give both the same (Fastify announces a prefixed plugin's '/' route to onRoute hooks as GET /api, which serves /api/ too, HEAD /api and HEAD /api/: a hook filtering by URL must match both /api and /api/)",
     )
   })
+
+  for (const ignoreTrailingSlash of [false, true])
+    it(`accepts a hook that matches both '/api' and '/api/' as the README says (ignoreTrailingSlash ${ignoreTrailingSlash}): bob never gets alice's page`, async () => {
+      const fastify = app({ routerOptions: { ignoreTrailingSlash } } as FastifyServerOptions)
+      await fastify.register(cachePlugin, { backend: memoryBackend() })
+      const seen: string[] = []
+      await fastify.register(
+        fp(async (scope: FastifyInstance) => {
+          scope.addHook('onRoute', (route) => {
+            seen.push(`${route.method} ${route.url}`)
+            if (route.url === '/api' || route.url === '/api/')
+              route.config = { ...route.config, cache: { vary: ['x-user'] } }
+          })
+        }),
+      )
+      await fastify.register(
+        async (api) => {
+          api.get('/', { config: { cache: true } }, async (request) => ({ user: request.headers['x-user'] }))
+        },
+        { prefix: '/api' },
+      )
+      const base = await listen(fastify)
+      expect(seen).toEqual(
+        ignoreTrailingSlash ? ['GET /api', 'HEAD /api'] : ['GET /api', 'HEAD /api', 'HEAD /api/'],
+      )
+      for (const path of ['/api', '/api/']) {
+        await get(`${base}${path}`, { 'x-user': 'alice' })
+        expect((await get(`${base}${path}`, { 'x-user': 'bob' })).body).toBe('{"user":"bob"}')
+      }
+    })
 
   it("refuses a HEAD route a hook left without the vary its GET route got: globex's HEAD never answered from acme's entry", async () => {
     const fastify = app()
@@ -239,5 +269,96 @@ describe('cachePlugin registered twice on one route', () => {
     expect((await get(`${base}/invalidate-pageCache`)).body).toBe('true')
     expect((await get(`${base}/price`)).body).toBe('{"version":2}')
     expect((await get(`${base}/page`)).body).toBe('{"version":2}')
+  })
+})
+
+describe('constraint values that are not JSON (a predicate, a Symbol)', () => {
+  const matchers = {
+    predicate: (value: (t: unknown) => boolean, tenant: unknown) => value(tenant),
+    symbol: (value: symbol, tenant: unknown) => value.description === tenant,
+  }
+  // A custom strategy whose stored values are matched by a function of the app's own.
+  const strategy = (match: (value: never, tenant: unknown) => boolean) => ({
+    name: 'tenant',
+    validate() {},
+    mustMatchWhenDerived: true,
+    storage() {
+      const list: [unknown, unknown][] = []
+      return {
+        get: (tenant: unknown) => list.find(([value]) => match(value as never, tenant))?.[1] ?? null,
+        set: (value: unknown, store: unknown) => {
+          list.push([value, store])
+        },
+      }
+    },
+    deriveConstraint: (request: { headers: Record<string, unknown> }) => request.headers['x-tenant'],
+  })
+  const values = {
+    predicate: [(t: unknown) => t === 'acme', (t: unknown) => t === 'globex'],
+    symbol: [Symbol('acme'), Symbol('globex')],
+  }
+  for (const kind of ['predicate', 'symbol'] as const)
+    it(`keeps apart two routes of one URL constrained by ${kind} values: globex never gets acme's page`, async () => {
+      const fastify = app({
+        routerOptions: { constraints: { tenant: strategy(matchers[kind] as never) } },
+      } as FastifyServerOptions)
+      await fastify.register(cachePlugin, { backend: memoryBackend() })
+      values[kind].forEach((value, i) => {
+        const owner = ['acme', 'globex'][i]
+        fastify.route({
+          method: 'GET',
+          url: '/dashboard',
+          constraints: { tenant: value },
+          config: { owner, cache: { ttl: 60 } },
+          handler: async () => ({ secret: `${owner}-only` }),
+        })
+      })
+      // Before: JSON.stringify wrote both values as nothing: one identity, globex got acme's page.
+      const body = await secondAfterFirst(fastify, '/dashboard', 'x-tenant', ['acme', 'globex'])
+      expect(JSON.parse(body)).toEqual({ secret: 'globex-only' })
+    })
+})
+
+describe('config.cache changed by a later onReady hook', () => {
+  it("honours the vary an onReady hook registered after the plugin adds: bob never gets alice's page", async () => {
+    const fastify = app()
+    await fastify.register(cachePlugin, { backend: memoryBackend() })
+    const cached: RouteOptions[] = []
+    fastify.addHook('onRoute', (route) => {
+      if (route.config?.cache) cached.push(route)
+    })
+    fastify.addHook('onReady', async () => {
+      // The tenant plugin's settings, loaded asynchronously.
+      await new Promise((resolve) => setImmediate(resolve))
+      for (const route of cached) (route.config?.cache as { vary?: string[] }).vary = ['x-user']
+    })
+    fastify.get('/me', { config: { cache: { ttl: 60 } } }, async (request) => ({
+      user: request.headers['x-user'],
+    }))
+    // Before: the plugin's own onReady hook had resolved config.cache first: one entry for all.
+    expect(await secondAfterFirst(fastify, '/me', 'x-user', ['alice', 'bob'])).toBe('{"user":"bob"}')
+  })
+})
+
+describe('config.cache made invalid by a later onReady hook', () => {
+  it('fails the requests of the route with the CacheConfigError, never serving them cached without the option', async () => {
+    const fastify = app()
+    await fastify.register(cachePlugin, { backend: memoryBackend() })
+    const cached: RouteOptions[] = []
+    fastify.addHook('onRoute', (route) => {
+      if (route.config?.cache) cached.push(route)
+    })
+    fastify.addHook('onReady', async () => {
+      for (const route of cached) (route.config?.cache as Record<string, unknown>).varyy = ['x-user']
+    })
+    fastify.get('/me', { config: { cache: { ttl: 60 } } }, async (request) => ({
+      user: request.headers['x-user'],
+    }))
+    const base = await listen(fastify)
+    for (const user of ['alice', 'bob']) {
+      const response = await get(`${base}/me`, { 'x-user': user })
+      expect(response.status).toBe(500)
+      expect(response.body).not.toContain('alice')
+    }
   })
 })
