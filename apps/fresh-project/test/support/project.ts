@@ -55,6 +55,7 @@ export const THIRD_PARTY = [
   'hono',
   '@hono/node-server',
   'fastify',
+  'fastify-plugin',
   'reflect-metadata',
   'rxjs',
   'ioredis',
