@@ -1,21 +1,11 @@
 import { gunzipSync } from 'node:zlib'
 import { memoryBackend } from '@cache/memory'
 import compress from '@fastify/compress'
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
-import { afterEach, describe, expect, it } from 'vitest'
+import type { FastifyInstance } from 'fastify'
+import { describe, expect, it } from 'vitest'
 import { cachePlugin } from '../src/index.js'
 import { get } from './http-get.js'
-
-const apps: FastifyInstance[] = []
-afterEach(async () => {
-  await Promise.all(apps.splice(0).map((app) => app.close()))
-})
-
-function app(options?: FastifyServerOptions): FastifyInstance {
-  const made = Fastify(options)
-  apps.push(made)
-  return made
-}
+import { app } from './apps.js'
 
 async function listen(made: FastifyInstance): Promise<string> {
   return made.listen({ port: 0, host: '127.0.0.1' })

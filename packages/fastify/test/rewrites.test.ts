@@ -1,21 +1,11 @@
 import { createServer } from 'node:http'
 import { createServer as createNetServer } from 'node:net'
 import { memoryBackend } from '@cache/memory'
-import Fastify, { type FastifyInstance, type FastifyRequest, type FastifyServerOptions } from 'fastify'
-import { afterEach, describe, expect, it } from 'vitest'
+import type { FastifyRequest } from 'fastify'
+import { describe, expect, it } from 'vitest'
 import { cachePlugin } from '../src/index.js'
 import { get as httpGet } from './http-get.js'
-
-const apps: FastifyInstance[] = []
-afterEach(async () => {
-  await Promise.all(apps.splice(0).map((app) => app.close()))
-})
-
-function app(options?: FastifyServerOptions): FastifyInstance {
-  const made = Fastify(options)
-  apps.push(made)
-  return made
-}
+import { app } from './apps.js'
 
 /** A GET of `path` as given, from `options.from`, with `options.host` as its Host. */
 const get = (base: string, path: string, options: { from?: string; host?: string } = {}) =>

@@ -8,22 +8,12 @@
 import type { AddressInfo } from 'node:net'
 import { memoryBackend } from '@cache/memory'
 import { configErrorOfAsync } from '@cache/testing'
-import Fastify, { type FastifyInstance, type FastifyServerOptions, type RouteOptions } from 'fastify'
+import type { FastifyInstance, FastifyServerOptions, RouteOptions } from 'fastify'
 import fp from 'fastify-plugin'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { cachePlugin, type FastifyResponseCache } from '../src/index.js'
 import { get } from './http-get.js'
-
-const apps: FastifyInstance[] = []
-afterEach(async () => {
-  await Promise.all(apps.splice(0).map((app) => app.close()))
-})
-
-function app(options?: FastifyServerOptions): FastifyInstance {
-  const fastify = Fastify(options)
-  apps.push(fastify)
-  return fastify
-}
+import { app } from './apps.js'
 
 async function listen(fastify: FastifyInstance): Promise<string> {
   await fastify.listen({ port: 0, host: '127.0.0.1' })

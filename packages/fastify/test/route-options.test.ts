@@ -8,22 +8,12 @@
 import type { AddressInfo } from 'node:net'
 import { memoryBackend } from '@cache/memory'
 import { configErrorOfAsync } from '@cache/testing'
-import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { type CachePluginOptions, type RouteCacheOptions, cachePlugin } from '../src/index.js'
 import { get } from './http-get.js'
-
-const apps: FastifyInstance[] = []
-afterEach(async () => {
-  await Promise.all(apps.splice(0).map((app) => app.close()))
-})
-
-function app(): FastifyInstance {
-  const fastify = Fastify()
-  apps.push(fastify)
-  return fastify
-}
+import { app } from './apps.js'
 
 /** What the second client (bob) receives from `path` after the first (alice) asked, each by `header`. */
 async function bobAfterAlice(

@@ -1,19 +1,8 @@
 import { configErrorOfAsync } from '@cache/testing'
 import { memoryBackend } from '@cache/memory'
-import Fastify, { type FastifyInstance } from 'fastify'
-import { afterEach, describe, expect, it } from 'vitest'
+import { describe, expect, it } from 'vitest'
 import { type CachePluginOptions, type RouteCacheOptions, cachePlugin } from '../src/index.js'
-
-const apps: FastifyInstance[] = []
-afterEach(async () => {
-  await Promise.all(apps.splice(0).map((app) => app.close()))
-})
-
-function app(): FastifyInstance {
-  const fastify = Fastify()
-  apps.push(fastify)
-  return fastify
-}
+import { app } from './apps.js'
 
 const ALL_ROUTE_OPTIONS = () =>
   ({
