@@ -185,8 +185,6 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
   noteFastifyTargets(fastify)
   const caches = new Map<string, HttpCache<FastifyRequest>>()
   const routeCaches: RouteCache[] = []
-  // Constraint values JSON cannot write (a predicate, a Symbol), by the order first seen.
-  const constraintValues = new Map<unknown, number>()
   // GET routes seen without `config.cache`, until the app is ready: a later `onRoute` hook that
   // sets one comes after the hooks the cache adds to a route (see the `onReady` hook).
   let uncached: { route: RouteOptions; announced: string }[] = []
@@ -265,7 +263,7 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
       const groups = new Map<string, RouteCache[]>()
       for (const routeCache of routeCaches) {
         // Constraints (a tenant or version strategy) a later hook set are part of the route.
-        const { site, description } = siteOf(fastify, routeCache.route, constraintValues)
+        const { site, description } = siteOf(fastify, routeCache.route)
         routeCache.site = site
         let group = groups.get(description)
         if (group === undefined) groups.set(description, (group = []))
@@ -585,11 +583,7 @@ function answersGet(route: RouteOptions): boolean {
  * every `onRoute` hook ran (a later one may set a constraint); `description` tells the route apart
  * from another one, whatever server it runs on.
  */
-function siteOf(
-  fastify: FastifyInstance,
-  route: RouteOptions,
-  seen: Map<unknown, number>,
-): { site: () => string; description: string } {
+function siteOf(fastify: FastifyInstance, route: RouteOptions): { site: () => string; description: string } {
   const methods = [...new Set(toList(route.method).map((m) => (m === 'HEAD' ? 'GET' : m)))].sort()
   const functions = (value: unknown) =>
     toList(value as Function | Function[] | undefined)
@@ -598,7 +592,7 @@ function siteOf(
   const description = [
     methods.join(','),
     route.url,
-    JSON.stringify(route.constraints ?? {}, (_, value) => constraintValue(value, seen)),
+    describeConstraints(route.constraints, `${methods.join(',')} ${route.url}`),
     functions(route.handler),
     ...ROUTE_HOOKS.map((hook) => `${hook}=${functions(route[hook])}`),
   ].join('\n')
@@ -617,32 +611,50 @@ function siteOf(
 }
 
 /**
- * A constraint value as the route's description writes it. A value JSON would write as nothing or
- * `{}` (a predicate function, a Symbol, a class instance, a Map) is described by identity: its
- * index among the distinct such values of the app, in the order the routes were declared (so the
- * replicas of one app agree), with a function's `name#<fingerprint>` or a symbol's description.
- * Two routes told apart by such values (a custom strategy's `(t) => t === 'acme'`) never share.
+ * A route's constraints as its description writes them: by content, the same in every process and
+ * in every replica whatever order its routes are declared in. Strings, numbers, booleans, `null`,
+ * a RegExp (its source and flags), and arrays and plain objects of those. Any other value (a
+ * predicate function, a Symbol, a class instance, a value with its own `toJSON`) has no content
+ * two processes agree on, nor one that tells two routes apart (`toJSON` may redact it): such a
+ * route is a `CacheConfigError` when the app gets ready, rather than a route whose entries another
+ * route of the same URL could be answered from.
  */
-function constraintValue(value: unknown, seen: Map<unknown, number>): unknown {
-  if (value instanceof RegExp) return String(value)
-  const type = typeof value
-  if (value == null || type === 'string' || type === 'number' || type === 'boolean') return value
-  if (Array.isArray(value)) return value
-  if (type === 'object') {
-    const proto = Object.getPrototypeOf(value)
-    if (proto === Object.prototype || proto === null) return value
+function describeConstraints(constraints: unknown, route: string): string {
+  const describe = (value: unknown, path: string): unknown => {
+    if (value instanceof RegExp && Object.getPrototypeOf(value) === RegExp.prototype)
+      return { RegExp: String(value) }
+    if (value === null || value === undefined) return value
+    const type = typeof value
+    if (type === 'string' || type === 'boolean') return value
+    if (type === 'number') return Number.isFinite(value) ? value : String(value)
+    if (Array.isArray(value) && !Object.hasOwn(value, 'toJSON'))
+      return value.map((item, i) => describe(item, `${path}[${i}]`))
+    if (type === 'object') {
+      const proto = Object.getPrototypeOf(value)
+      if ((proto === Object.prototype || proto === null) && !Object.hasOwn(value as object, 'toJSON')) {
+        const out: Record<string, unknown> = {}
+        for (const key of Object.keys(value as object).sort())
+          out[key] = describe((value as Record<string, unknown>)[key], `${path}.${key}`)
+        return out
+      }
+    }
+    const what =
+      type === 'function'
+        ? 'a function'
+        : type === 'symbol'
+          ? 'a Symbol'
+          : type === 'object'
+            ? Object.hasOwn(value as object, 'toJSON') ||
+              typeof (value as { toJSON?: unknown }).toJSON === 'function'
+              ? 'a value with its own toJSON'
+              : `an instance of ${(value as object).constructor?.name || 'a class'}`
+            : `a ${type}`
+    throw new CacheConfigError(
+      'config.cache',
+      `route ${route}: its constraint ${path} is ${what}, which the cache cannot describe by content, the same in every process: two routes of one URL told apart by such values could answer each other's requests from one entry. Give the constraint strategy plain values (strings, numbers, plain objects), or leave the route uncached`,
+    )
   }
-  let index = seen.get(value)
-  if (index === undefined) seen.set(value, (index = seen.size))
-  const what =
-    type === 'function'
-      ? describeFunction(value as Function)
-      : type === 'symbol'
-        ? `Symbol(${(value as symbol).description ?? ''})`
-        : type === 'object'
-          ? ((value as object).constructor?.name ?? 'object')
-          : type
-  return `#${index} ${what}`
+  return JSON.stringify(describe(constraints ?? {}, 'constraints'))
 }
 
 /** The hooks a route declares that run before its handler (and so before the cache). */

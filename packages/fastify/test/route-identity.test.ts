@@ -262,11 +262,7 @@ describe('cachePlugin registered twice on one route', () => {
   })
 })
 
-describe('constraint values that are not JSON (a predicate, a Symbol)', () => {
-  const matchers = {
-    predicate: (value: (t: unknown) => boolean, tenant: unknown) => value(tenant),
-    symbol: (value: symbol, tenant: unknown) => value.description === tenant,
-  }
+describe('constraint values the cache cannot describe by content', () => {
   // A custom strategy whose stored values are matched by a function of the app's own.
   const strategy = (match: (value: never, tenant: unknown) => boolean) => ({
     name: 'tenant',
@@ -283,17 +279,41 @@ describe('constraint values that are not JSON (a predicate, a Symbol)', () => {
     },
     deriveConstraint: (request: { headers: Record<string, unknown> }) => request.headers['x-tenant'],
   })
-  const values = {
-    predicate: [(t: unknown) => t === 'acme', (t: unknown) => t === 'globex'],
-    symbol: [Symbol('acme'), Symbol('globex')],
+  class Tenant {
+    constructor(readonly name: string) {}
   }
-  for (const kind of ['predicate', 'symbol'] as const)
-    it(`keeps apart two routes of one URL constrained by ${kind} values: globex never gets acme's page`, async () => {
+  class Redacted {
+    constructor(readonly key: string) {}
+    toJSON() {
+      return '[redacted]'
+    }
+  }
+  // Each kind: the two routes' values, how the strategy matches one, and what the error says.
+  const kinds = {
+    predicate: [
+      [(t: unknown) => t === 'acme', (t: unknown) => t === 'globex'],
+      (v: (t: unknown) => boolean, t: unknown) => v(t),
+      'a function',
+    ],
+    symbol: [[Symbol('acme'), Symbol('globex')], (v: symbol, t: unknown) => v.description === t, 'a Symbol'],
+    'class instance': [
+      [new Tenant('acme'), new Tenant('globex')],
+      (v: Tenant, t: unknown) => v.name === t,
+      'an instance of Tenant',
+    ],
+    'value with toJSON': [
+      [new Redacted('acme'), new Redacted('globex')],
+      (v: Redacted, t: unknown) => v.key === t,
+      'a value with its own toJSON',
+    ],
+  } as const
+  for (const [kind, [values, match, what]] of Object.entries(kinds))
+    it(`refuses, when the app starts, routes of one URL told apart by ${kind} values`, async () => {
       const fastify = app({
-        routerOptions: { constraints: { tenant: strategy(matchers[kind] as never) } },
+        routerOptions: { constraints: { tenant: strategy(match as never) } },
       } as FastifyServerOptions)
       await fastify.register(cachePlugin, { backend: memoryBackend() })
-      values[kind].forEach((value, i) => {
+      values.forEach((value: unknown, i: number) => {
         const owner = ['acme', 'globex'][i]
         fastify.route({
           method: 'GET',
@@ -303,10 +323,31 @@ describe('constraint values that are not JSON (a predicate, a Symbol)', () => {
           handler: async () => ({ secret: `${owner}-only` }),
         })
       })
-      // Before: JSON.stringify wrote both values as nothing: one identity, globex got acme's page.
-      const body = await secondAfterFirst(fastify, '/dashboard', 'x-tenant', ['acme', 'globex'])
-      expect(JSON.parse(body)).toEqual({ secret: 'globex-only' })
+      // Before: JSON wrote both values alike (nothing, or what toJSON gave), or numbered them in
+      // declaration order (a replica declaring another tenant first numbered them otherwise):
+      // globex was served acme's page.
+      const error = await configErrorOfAsync(() => fastify.ready())
+      expect(error.message).toContain(`route GET /dashboard: its constraint constraints.tenant is ${what}`)
     })
+
+  it('keeps apart routes of one URL told apart by plain values (strings, plain objects)', async () => {
+    const fastify = app({
+      routerOptions: {
+        constraints: { tenant: strategy((v: { name: string }, t: unknown) => v.name === t) },
+      },
+    } as FastifyServerOptions)
+    await fastify.register(cachePlugin, { backend: memoryBackend() })
+    for (const owner of ['acme', 'globex'])
+      fastify.route({
+        method: 'GET',
+        url: '/dashboard',
+        constraints: { tenant: { name: owner } },
+        config: { cache: { ttl: 60 } },
+        handler: async () => ({ secret: `${owner}-only` }),
+      })
+    const body = await secondAfterFirst(fastify, '/dashboard', 'x-tenant', ['acme', 'globex'])
+    expect(JSON.parse(body)).toEqual({ secret: 'globex-only' })
+  })
 })
 
 describe('config.cache changed by a later onReady hook', () => {
