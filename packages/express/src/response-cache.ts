@@ -25,6 +25,7 @@ import {
   responseCachingEnabled,
   hostKeyPart,
   splitAuthority,
+  storedValue,
 } from '@cache/http'
 import {
   type CachePosition,
@@ -244,15 +245,14 @@ export class ResponseCache {
       if (resolved === undefined) return false
       key = resolved.key
       const sync = backend.sync
-      // `get` when the backend has it: it builds no entry object.
-      entry = sync.get === undefined ? sync.getEntry(key)?.value : sync.get(key)
+      entry = storedValue(sync, key)
       if (!isStoredResponse(entry) || entry.front !== true) return false
       const versionKeys = this.http.versionKeysOf(resolved.scopes)
       versions = new Array<number>(versionKeys.length)
       for (let i = 0; i < versionKeys.length; i++) {
         const k = versionKeys[i]!
         // A scope without a generation yet matches no entry: the app answers and creates it.
-        const generation = sync.get === undefined ? sync.getEntry(k)?.value : sync.get(k)
+        const generation = storedValue(sync, k)
         if (!isGeneration(generation)) return false
         versions[i] = generation
       }

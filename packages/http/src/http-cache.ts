@@ -1194,6 +1194,6 @@ function withHeaders<Raw>(view: HttpRequestView<Raw>, headers: IncomingHttpHeade
 }
 
 /** The value under `key` alone: the backend's `get` when it has one, which builds no entry. */
-function storedValue(sync: SyncAccess, key: string): unknown {
+export function storedValue(sync: SyncAccess, key: string): unknown {
   return sync.get === undefined ? sync.getEntry(key)?.value : sync.get(key)
 }

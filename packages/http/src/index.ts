@@ -1,4 +1,4 @@
-export { HttpCache } from './http-cache.js'
+export { HttpCache, storedValue } from './http-cache.js'
 export type {
   BypassResult,
   HeadAdvice,

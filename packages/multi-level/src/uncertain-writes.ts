@@ -123,13 +123,7 @@ export class UncertainWrites {
     clearTimeout(timeout)
     const unproven = [...this.keys.keys()]
     const rest = [...this.late.flatMap((batch) => batch.keys), ...this.overdue.keys(), ...unproven]
-    this.late = []
-    this.lateKeys = 0
-    this.overdue.clear()
-    this.overdueCursor = undefined
-    for (const key of unproven) this.reads.releaseUncertain(key)
-    this.keys.clear()
-    this.cursor = undefined
+    this.forget()
     if (unproven.length > 0)
       this.reportUnproven(
         unproven,
@@ -142,6 +136,11 @@ export class UncertainWrites {
   stop(): void {
     this.stopped = true
     this.clearTimers()
+    this.forget()
+  }
+
+  /** Forgets every key: waiting (its reads released), published without proof, due a late publication. */
+  private forget(): void {
     for (const key of this.keys.keys()) this.reads.releaseUncertain(key)
     this.keys.clear()
     this.cursor = undefined
