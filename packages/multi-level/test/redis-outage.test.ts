@@ -332,9 +332,11 @@ describe('a process that stays idle after its write failed during an outage', ()
       await redis.process!.freeze()
       for (const key of ['a', 'b', 'd']) await idle.get(key)
       expect(idle.levels[1]!.breaker.state).toBe('open')
-      // Runs on memory (Redis skipped); its function outlasts the open period and the probe.
+      // Runs on memory (Redis skipped); its function outlasts the open period and the probe: it
+      // returns only once the probe has closed the level (at most 8 s), however slow the machine.
       const update = idle.atomicUpdate<number>('c', async (current) => {
-        await sleep(2000)
+        const from = Date.now()
+        while (idle.levels[1]!.breaker.state !== 'closed' && Date.now() - from < 8000) await sleep(20)
         return (current ?? 0) + 1
       })
       redis.process!.thaw()
@@ -443,7 +445,7 @@ describe('a process that stays idle after its write failed during an outage', ()
       const taken = a.add('lock', 'A', 3600)
       // Meanwhile A's probe closes Redis, and B takes the lock there.
       const from = Date.now()
-      while (a.levels[2]!.breaker.state !== 'closed' && Date.now() - from < 3000) await sleep(20)
+      while (a.levels[2]!.breaker.state !== 'closed' && Date.now() - from < 8000) await sleep(20)
       await b.levels[2]!.backend.add('lock', 'B', 3600)
       other.prepare('COMMIT').run()
       other.close()
