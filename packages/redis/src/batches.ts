@@ -1,8 +1,9 @@
-import { CacheError, type SetManyItem } from '@cache/core'
+import type { SetManyItem } from '@cache/core'
 import { type ChainableCommander, type Cluster, ReplyError } from 'ioredis'
 import { assertStored, integerReply, unexpectedReply } from './errors.js'
 import type { BackendParts } from './parts.js'
 import type { Reads } from './reads.js'
+import { FIRST_OF_OTHER_TYPE } from './scripts.js'
 import { groupByNodeAndSlot, isMoved, renewSlots } from './slots.js'
 
 /**
@@ -17,68 +18,68 @@ export class Batches {
   ) {}
 
   /**
-   * `MGET`, and `EXISTS` of the same keys, in one `MULTI`/`EXEC`: `MGET` answers a key of another
-   * type (a list) with nil, as a miss, but `EXISTS` counts it. The two run as one step, so more keys
-   * existing than `MGET` returned proves such a key, and the call fails with the WRONGTYPE `get` of
-   * it would fail with; a key another client writes meanwhile is read as it was or as written. One
-   * round trip, so what a call made after this one writes is never read. One node: one
-   * transaction; a cluster: one per hash slot, one pipeline per node.
+   * One `MGET` (a cluster: one per hash slot, one pipeline per node): every value is read in one
+   * step, so a key another client writes meanwhile is read as it was or as written, and what a
+   * call made after this one writes is never read. `MGET` answers a key of another type (a list)
+   * with nil, as it answers a missing key; when some keys were nil, one more step
+   * ({@link FIRST_OF_OTHER_TYPE}) asks their types, and a key of another type fails the call with
+   * the WRONGTYPE `get` of it would fail with. A key found written since (a string now) is still
+   * read as the miss `MGET` saw. A call whose every key is found costs one command; a `WATCH` your
+   * code left on the client is left alone (no transaction of ours ends it).
    */
   async getMany<T>(keys: readonly string[]): Promise<(T | undefined)[]> {
-    const { client, connection, observer, format } = this.parts
+    const { client, connection, format } = this.parts
     const out = new Array<T | undefined>(keys.length).fill(undefined)
     if (keys.length === 0) return out
     const full = keys.map((key) => format.key(key))
+    let stored: (Buffer | null)[]
     if (!client.isCluster) {
-      // One node: no pipeline object around the four commands, read as `get` reads. They are
-      // written together, in one socket write, so no other call's command can
-      // fall between them.
-      const [, , , reply] = await connection.send('getMany', undefined, () =>
-        connection.together(() =>
-          Promise.all([
-            client.call('multi'),
-            client.mget(full),
-            client.exists(full),
-            client.callBuffer('exec'),
-          ]),
-        ),
-      )
-      if (!Array.isArray(reply)) throw abortedExec(reply)
-      const [stored, existing] = reply as [(Buffer | null)[], number]
-      if (existing > hitsIn(stored)) throw connection.failed('getMany', wrongType(), undefined)
-      // Every value decoded before any counts: a getMany that rejects counted no hit.
-      const decoded = new Array<unknown>(keys.length)
-      for (let i = 0; i < keys.length; i++) decoded[i] = this.reads.decode(stored[i] ?? null)
-      for (let i = 0; i < keys.length; i++) out[i] = this.reads.counted(decoded[i], keys[i]!) as T
-      return out
+      // One node: no pipeline object around the one command.
+      const reply = await connection.send('getMany', undefined, () => client.mgetBuffer(full))
+      stored = valuesIn(reply)
+    } else {
+      stored = new Array<Buffer | null>(keys.length)
+      const batches = await this.batch('getMany', full, false, (pipeline, positions) => {
+        pipeline.mgetBuffer(positions.map((i) => full[i]!))
+      })
+      for (const { groups, replies } of batches)
+        groups.forEach((positions, g) => {
+          const values = valuesIn(replies[g])
+          for (let j = 0; j < positions.length; j++) stored[positions[j]!] = values[j] ?? null
+        })
     }
-    const batches = await this.batch('getMany', full, false, (pipeline, positions) => {
-      const group = positions.map((i) => full[i]!)
-      pipeline.call('multi').mgetBuffer(group).exists(group).callBuffer('exec')
-    })
-    const replies = batches.flatMap(({ groups, replies }) =>
-      groups.map((positions, g) => ({ positions, reply: replies[4 * g + 3] as [(Buffer | null)[], number] })),
-    )
-    for (const { reply } of replies) {
-      if (!Array.isArray(reply)) throw abortedExec(reply)
-      if (reply[1] > hitsIn(reply[0])) throw connection.failed('getMany', wrongType(), undefined)
-    }
-    const found = new Array<boolean>(keys.length).fill(false)
-    for (const { positions, reply } of replies) {
-      const values = reply[0]
-      for (let j = 0; j < positions.length; j++) {
-        const bytes = values[j]
-        if (bytes === null || bytes === undefined) continue
-        out[positions[j]!] = format.codec.decode(bytes) as T
-        found[positions[j]!] = true
-      }
-    }
-    // Counted once every value is decoded: a getMany that rejects counted no hit.
-    for (let i = 0; i < keys.length; i++) {
-      if (found[i]) observer.hit(keys[i]!)
-      else observer.miss(keys[i]!)
-    }
+    const missing: string[] = []
+    for (let i = 0; i < keys.length; i++) if (stored[i] === null) missing.push(full[i]!)
+    if (missing.length > 0) await this.assertNoOtherType(missing)
+    // Every value decoded before any counts: a getMany that rejects counted no hit.
+    const decoded = new Array<unknown>(keys.length)
+    for (let i = 0; i < keys.length; i++) decoded[i] = this.reads.decode(stored[i] ?? null)
+    for (let i = 0; i < keys.length; i++) out[i] = this.reads.counted(decoded[i], keys[i]!) as T
     return out
+  }
+
+  /** Fails like `get` would when one of `missing` (keys `MGET` answered nil) holds another type. */
+  private async assertNoOtherType(missing: string[]): Promise<void> {
+    const { client, connection } = this.parts
+    let found: unknown[]
+    if (!client.isCluster) {
+      found = [
+        await connection.send('getMany', undefined, () => FIRST_OF_OTHER_TYPE.runKeys(client, missing, [])),
+      ]
+    } else {
+      const batches = await this.batch('getMany', missing, false, (pipeline, positions) => {
+        pipeline.call(
+          'eval',
+          FIRST_OF_OTHER_TYPE.source,
+          positions.length,
+          ...positions.map((i) => missing[i]!),
+        )
+      })
+      found = batches.flatMap(({ replies }) => replies)
+    }
+    for (const reply of found)
+      if (integerReply(reply, 'getMany', undefined) > 0)
+        throw connection.failed('getMany', wrongType(), undefined)
   }
 
   async setMany(items: readonly SetManyItem[]): Promise<void> {
@@ -178,23 +179,10 @@ export class Batches {
   }
 }
 
-/** Values `MGET` returned (not nil). */
-function hitsIn(values: readonly unknown[]): number {
-  let hits = 0
-  for (const value of values) if (value !== null) hits++
-  return hits
-}
-
-/**
- * `EXEC` answered nil: a `WATCH` your code left on the client saw its key change, and Redis ran
- * none of the transaction. The caller's matter, not an outage: not counted.
- */
-function abortedExec(reply: unknown): CacheError {
-  if (reply !== null && reply !== undefined)
-    return unexpectedReply(reply, 'getMany', undefined, 'a list of values')
-  return new CacheError(
-    'redis: getMany was aborted: EXEC answered nil because a WATCH your code left on this client saw a watched key change (call UNWATCH, or give the backend a client of its own)',
-  )
+/** The values an `MGET` answered. */
+function valuesIn(reply: unknown): (Buffer | null)[] {
+  if (!Array.isArray(reply)) throw unexpectedReply(reply, 'getMany', undefined, 'a list of values')
+  return reply as (Buffer | null)[]
 }
 
 /** The error Redis gives `GET` of a key of another type (see {@link Batches.getMany}). */
