@@ -14,6 +14,7 @@ import {
   requestKey,
   responseCachingEnabled,
   siteKey,
+  storedValue,
   urlVersionKey,
 } from '@cache/http'
 
@@ -119,7 +120,7 @@ export class FrontDoor {
       let entry: unknown
       let current: boolean
       try {
-        entry = sync.getEntry(key)?.value
+        entry = storedValue(sync, key)
         if (!isStoredResponse(entry) || entry.front !== true) continue
         current = currentEntry(sync, entry, s.prefixVersionKeys, resolved.scopes.map(urlVersionKey))
       } catch (error) {
@@ -189,7 +190,7 @@ function currentEntry(
   for (let i = 0; i < n; i++) if (keys[i] !== prefixKeys[i]) return false
   for (let i = 0; i < urlKeys.length; i++) if (keys[n + i] !== urlKeys[i]) return false
   for (let i = 0; i < keys.length; i++) {
-    const generation = sync.getEntry(keys[i]!)?.value
+    const generation = storedValue(sync, keys[i]!)
     if (!isGeneration(generation) || generation !== versions[i]) return false
   }
   return true
