@@ -378,7 +378,7 @@ describe('a process that stays idle after its write failed during an outage', ()
       expect(chain.levels[1]!.breaker.state).toBe('open')
       await cli.config('SET', 'stop-writes-on-bgsave-error', 'no')
       const from = Date.now()
-      while (chain.levels[1]!.breaker.state !== 'closed' && Date.now() - from < 3000) await sleep(50)
+      while (chain.levels[1]!.breaker.state !== 'closed' && Date.now() - from < 8000) await sleep(50)
       // Before: half-open for good; every write rejected, other processes' values unseen.
       expect(chain.levels[1]!.breaker.state).toBe('closed')
       await chain.set('y', 1)
@@ -482,7 +482,7 @@ describe('a process that stays idle after its write failed during an outage', ()
         }
       })()
       const from = Date.now()
-      while (writer.levels[1]!.breaker.state !== 'closed' && Date.now() - from < 4000) await sleep(50)
+      while (writer.levels[1]!.breaker.state !== 'closed' && Date.now() - from < 8000) await sleep(50)
       writing = false
       await loop
       // Before: half-open for good (each replay found new keys written meanwhile), no write accepted.
