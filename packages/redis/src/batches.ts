@@ -3,7 +3,6 @@ import { type ChainableCommander, type Cluster, ReplyError } from 'ioredis'
 import { assertStored, integerReply, unexpectedReply } from './errors.js'
 import type { BackendParts } from './parts.js'
 import type { Reads } from './reads.js'
-import { FIRST_OF_OTHER_TYPE } from './scripts.js'
 import { groupByNodeAndSlot, isMoved, renewSlots } from './slots.js'
 
 /**
@@ -22,7 +21,7 @@ export class Batches {
    * step, so a key another client writes meanwhile is read as it was or as written, and what a
    * call made after this one writes is never read. `MGET` answers a key of another type (a list)
    * with nil, as it answers a missing key; when some keys were nil, one more step
-   * ({@link FIRST_OF_OTHER_TYPE}) asks their types, and a key of another type fails the call with
+   * ({@link assertNoOtherType}) asks their types, and a key of another type fails the call with
    * the WRONGTYPE `get` of it would fail with. A key found written since (a string now) is still
    * read as the miss `MGET` saw. A call whose every key is found costs one command; a `WATCH` your
    * code left on the client is left alone (no transaction of ours ends it).
@@ -58,28 +57,20 @@ export class Batches {
     return out
   }
 
-  /** Fails like `get` would when one of `missing` (keys `MGET` answered nil) holds another type. */
+  /**
+   * Fails like `get` would when one of `missing` (keys `MGET` answered nil) holds another type:
+   * one `TYPE` per key, in one pipeline per node (the commands `get` and `MGET` need, no script).
+   */
   private async assertNoOtherType(missing: string[]): Promise<void> {
-    const { client, connection } = this.parts
-    let found: unknown[]
-    if (!client.isCluster) {
-      found = [
-        await connection.send('getMany', undefined, () => FIRST_OF_OTHER_TYPE.runKeys(client, missing, [])),
-      ]
-    } else {
-      const batches = await this.batch('getMany', missing, false, (pipeline, positions) => {
-        pipeline.call(
-          'eval',
-          FIRST_OF_OTHER_TYPE.source,
-          positions.length,
-          ...positions.map((i) => missing[i]!),
-        )
-      })
-      found = batches.flatMap(({ replies }) => replies)
-    }
-    for (const reply of found)
-      if (integerReply(reply, 'getMany', undefined) > 0)
-        throw connection.failed('getMany', wrongType(), undefined)
+    const batches = await this.batch('getMany', missing, false, (pipeline, positions) => {
+      for (const i of positions) pipeline.type(missing[i]!)
+    })
+    for (const { replies } of batches)
+      for (const kind of replies) {
+        if (typeof kind !== 'string') throw unexpectedReply(kind, 'getMany', undefined, 'a type')
+        if (kind !== 'none' && kind !== 'string')
+          throw this.parts.connection.failed('getMany', wrongType(), undefined)
+      }
   }
 
   async setMany(items: readonly SetManyItem[]): Promise<void> {

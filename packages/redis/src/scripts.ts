@@ -62,18 +62,6 @@ export const GET_EACH = `local values = {}
 for i, key in ipairs(ARGV) do values[i] = redis.pcall('GET', key) end
 return values`
 
-/**
- * The position (from 1) of the first of KEYS holding another type than a string, 0 for none: the
- * keys an `MGET` answered with nil (a miss, or a key of another type) are checked in one command.
- */
-export const FIRST_OF_OTHER_TYPE = new LuaScript(`
-for i, key in ipairs(KEYS) do
-  local kind = redis.call('TYPE', key)['ok']
-  if kind ~= 'none' and kind ~= 'string' then return i end
-end
-return 0
-`)
-
 /** The value and its remaining TTL in ms (-1: none) in one atomic step; nil on a miss. */
 export const GET_ENTRY = new LuaScript(`
 local value = redis.call('GET', KEYS[1])

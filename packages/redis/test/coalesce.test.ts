@@ -448,7 +448,7 @@ describe('getMany on one node: commands and socket writes', () => {
     expect(writes.take()).toBe(0)
   })
 
-  it('asks the types of the keys MGET answered nil with one script after it', async () => {
+  it('asks the types of the keys MGET answered nil after it, in one write', async () => {
     const cache = backend()
     await cache.setMany([
       { key: 'a', value: 'A' },
@@ -457,7 +457,7 @@ describe('getMany on one node: commands and socket writes', () => {
     const writes = countSocketWrites(cache)
     const commands = countCommands(cache)
     expect(await cache.getMany(['a', 'nope', 'b', 'none'])).toEqual(['A', undefined, 'B', undefined])
-    expect(commands.take()).toEqual({ mget: 1, eval: 1 })
+    expect(commands.take()).toEqual({ mget: 1, type: 2 })
     expect(writes.take()).toBe(2)
   })
 
