@@ -105,6 +105,17 @@ describe('a batch of gets the server refuses as a whole (EVAL denied)', () => {
   })
 })
 
+describe('getMany for a user the server refuses scripts (-@scripting)', () => {
+  it('reads hits and misses, and still refuses a key of another type with WRONGTYPE', async () => {
+    const ns = `noevalmany${process.pid}`
+    const cache = await limited(ns, `~${ns}:*`, '+@all', '-@scripting')
+    await cache.setMany([{ key: 'a', value: 'A' }])
+    expect(await cache.getMany(['a', 'none'])).toEqual(['A', undefined])
+    await raw.rpush(`${ns}:list`, 'job')
+    await expect(cache.getMany(['a', 'list'])).rejects.toThrow(/WRONGTYPE/)
+  })
+})
+
 describe('values a default reader must decode from their bytes', () => {
   const big = (i: number) => ({ i, text: 'lorem ipsum '.repeat(50) })
 
