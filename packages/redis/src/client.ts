@@ -228,8 +228,9 @@ function buildCluster(
  * not applied to `SCAN MATCH` (clear() and keys() would miss every key), `stringNumbers` turns
  * integer replies into strings (has, delete, incr, atomicUpdate read numbers), and
  * `enableAutoPipelining` sends the backend's Lua scripts as unknown commands and holds every
- * command to the next turn of the event loop. On a cluster, its own options and those of its
- * node connections (`redisOptions`) are read.
+ * command to the next turn of the event loop; a cluster's `scaleReads` other than `'master'` and a
+ * Sentinel client's `role: 'slave'` read replicas, from before writes that resolved. On a
+ * cluster, its own options and those of its node connections (`redisOptions`) are read.
  */
 export function checkClientOptions(client: RedisClient, namespace: string): void {
   const where = client.isCluster ? 'the cluster' : 'the client'
@@ -259,6 +260,18 @@ export function checkClientOptions(client: RedisClient, namespace: string): void
         `${holder} has enableAutoPipelining: true, with which ioredis sends the backend's Lua scripts (incr, getEntry, atomicUpdate, compareAndDelete) as unknown commands. Give the backend a client without it; the backend writes the calls of one tick together itself (coalesce)`,
       )
   }
+  // Replicas answer from before writes the master acknowledged: a getMany or a memoized call
+  // would read values older than a set or an invalidation that resolved.
+  if (client.isCluster && own.scaleReads !== undefined && own.scaleReads !== 'master')
+    throw new CacheConfigError(
+      'scaleReads',
+      `${where} has scaleReads ${typeof own.scaleReads === 'function' ? '(a function)' : JSON.stringify(own.scaleReads)}, which sends reads to replicas: they answer from before writes and invalidations that resolved. Give the backend a cluster with scaleReads 'master' (the default); for replicated writes use the replicas option`,
+    )
+  if (!client.isCluster && (own as RedisOptions).role === 'slave')
+    throw new CacheConfigError(
+      'role',
+      `${where} has role 'slave': it connects to a replica, which answers from before writes that resolved and refuses writes. Give the backend a client with role 'master' (the default)`,
+    )
 }
 
 /** The per-command timeout a client enforces by itself, if any. */

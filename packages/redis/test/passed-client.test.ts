@@ -91,6 +91,10 @@ describe('options of a client that change what commands mean', () => {
       ['stringNumbers', { redisOptions: { stringNumbers: true } }],
       ['enableAutoPipelining', { enableAutoPipelining: true }],
       ['enableAutoPipelining', { redisOptions: { enableAutoPipelining: true } }],
+      // Before: accepted, and getMany or a memoized call read a replica, from before a write that resolved.
+      ['scaleReads', { scaleReads: 'slave' }],
+      ['scaleReads', { scaleReads: 'all' }],
+      ['scaleReads', { scaleReads: () => [] }],
     ]
     for (const [setting, options] of cases) {
       const cluster = new Cluster(clusterNodes(), { ...options, lazyConnect: true })

@@ -114,6 +114,8 @@ describe('a Sentinel client passed in', () => {
       ['keyPrefix', { keyPrefix: 'pfx:' }],
       ['stringNumbers', { stringNumbers: true }],
       ['enableAutoPipelining', { enableAutoPipelining: true }],
+      // A replica: reads from before writes that resolved, writes refused (READONLY).
+      ['role', { role: 'slave' }],
     ]
     for (const [setting, options] of cases) {
       const client = new Redis({ sentinels, name: group.name, ...options })
