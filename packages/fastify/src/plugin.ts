@@ -193,6 +193,9 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
   const refreshes = new Map<string, Refresh>()
 
   fastify.addHook('onRoute', function (this: FastifyInstance, route) {
+    // A copy of a cached route (`this.route({ ...route, constraints })` in a later plugin's
+    // onRoute hook) holds the original's hooks: it is looked up by itself or not at all.
+    if (!Object.hasOwn(route, CACHED_BY)) dropCopiedHooks(route)
     if (!answersGet(route)) return
     const config = route.config?.cache
     if (config === undefined || config === false) {
@@ -239,6 +242,7 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
     // now spares its requests the note (should a later hook take it away, the query is compared
     // as it is when the cache looks up).
     const lookup = lookupHook(fastify, routeCache, settle, varyEncoding, refreshHeader, refreshes)
+    lookups.add(lookup)
     if (!keyedNow) keepLast(route, 'preValidation', noteFastifyQueryBeforeValidation)
     // Last before the handler: every hook of the route (a guard in onRequest, preValidation or
     // preHandler, at any level) ran for a hit as it did for the response stored.
@@ -701,7 +705,9 @@ function keepLast<H extends preHandlerHookHandler | preValidationHookHandler>(
   name: 'preHandler' | 'preValidation',
   hook: H,
 ): void {
-  let list: H[] = [...toList(route[name] as H | H[] | undefined), hook]
+  // Another route's lookup (a list copied from it) never runs here.
+  const others = (fn: H) => fn !== hook && !lookups.has(fn)
+  let list: H[] = [...toList(route[name] as H | H[] | undefined).filter(others), hook]
   Object.defineProperty(route, name, {
     configurable: true,
     enumerable: true,
@@ -715,9 +721,29 @@ function keepLast<H extends preHandlerHookHandler | preValidationHookHandler>(
       return list
     },
     set(value: H | H[] | undefined) {
-      list = [...toList(value).filter((fn) => fn !== hook), hook]
+      list = [...toList(value).filter(others), hook]
     },
   })
+}
+
+/** The lookup hooks of every cached route, to find them in a copy of the route's options. */
+const lookups = new WeakSet<Function>()
+
+/**
+ * Takes the cache's hooks out of a route whose options were copied from a cached route (the
+ * spread reads the lists of the cache's accessors): the original's lookup would answer the copy's
+ * requests from the original's entries and store the copy's responses there. The copy gets hooks
+ * of its own if it is cached itself. A new list: the copied one is the original's.
+ */
+function dropCopiedHooks(route: RouteOptions): void {
+  const handlers = toList(route.preHandler as Function | Function[] | undefined)
+  if (handlers.some((fn) => lookups.has(fn)))
+    route.preHandler = handlers.filter((fn) => !lookups.has(fn)) as preHandlerHookHandler[]
+  const validators = toList(route.preValidation as Function | Function[] | undefined)
+  if (validators.includes(noteFastifyQueryBeforeValidation))
+    route.preValidation = validators.filter(
+      (fn) => fn !== noteFastifyQueryBeforeValidation,
+    ) as preValidationHookHandler[]
 }
 
 function lookupHook(
