@@ -314,9 +314,13 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
           routeCache.cache !== undefined &&
           routeCache.options !== undefined &&
           sameSnapshot(routeCache.options, options)
-        const cache = kept
-          ? (routeCache.cache as HttpCache<FastifyRequest>)
-          : new HttpCache<FastifyRequest>({}, resolveHttpCacheOptions(given, known))
+        let cache: HttpCache<FastifyRequest>
+        if (kept) cache = routeCache.cache as HttpCache<FastifyRequest>
+        else {
+          const settings = resolveHttpCacheOptions(given, known)
+          settings.hiddenSelection = chosenByRequest(route)
+          cache = new HttpCache<FastifyRequest>({}, settings)
+        }
         made = { cache, options }
         byHolder.set(holder, made)
       }
@@ -659,6 +663,17 @@ function describeConstraints(constraints: unknown, route: string): string {
     )
   }
   return JSON.stringify(describe(constraints ?? {}, 'constraints'))
+}
+
+/**
+ * Whether Fastify chooses the route by something of the request other than its host (the version
+ * strategy reads `Accept-Version`, a custom one any header): a CDN keys on the URL and the host, so
+ * `cacheControl` sends its responses `private`.
+ */
+function chosenByRequest(route: RouteOptions): boolean {
+  const constraints = route.constraints
+  if (constraints === null || typeof constraints !== 'object') return false
+  return Object.keys(constraints).some((name) => name !== 'host')
 }
 
 /** The hooks a route declares that run before its handler (and so before the cache). */

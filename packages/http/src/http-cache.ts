@@ -785,8 +785,10 @@ export class HttpCache<Raw = any> {
     const s = this.settings
     if (s.cacheControl === undefined) return undefined
     if (headers !== undefined && !sharable(headers)) return undefined
-    // A downstream cache keys by URL and the response's own Vary: it cannot see what else the key holds.
+    // A downstream cache keys by URL and the response's own Vary: it cannot see what else the key
+    // holds, nor what else chose the response.
     const shared =
+      !s.hiddenSelection &&
       s.vary.length === 0 &&
       s.key === undefined &&
       view.headers.authorization === undefined &&
