@@ -8,6 +8,7 @@ import {
   optionNames,
   optionValue,
   settingNames,
+  toBackend,
 } from '@cache/core/backend'
 import {
   answerFromResult,
@@ -25,6 +26,7 @@ import {
   type HttpCacheOptions,
   type HttpCacheSettings,
   type HttpRequestView,
+  invalidateResponse,
   invalidateResponsePrefix,
   type LookupContext,
   injectRefresh,
@@ -99,6 +101,11 @@ const PLUGIN_OPTION_NAMES = optionNames<CachePluginOptions & RegisterOptions & F
 
 const ROUTE_OPTION_NAMES = optionNames<RouteCacheOptions>(HTTP_CACHE_OPTION_NAMES)
 
+const INVALIDATE_NAMES = optionNames<{ host?: string; headers?: IncomingHttpHeaders }>({
+  host: true,
+  headers: true,
+})
+
 /** `fastify.cache`: invalidation across every cached route. */
 export interface FastifyResponseCache {
   /**
@@ -106,12 +113,25 @@ export interface FastifyResponseCache {
    * every variant (of the response's `Vary` and of the headers of the routes' `vary` option),
    * under every `keyPrefix` and backend of the app's cached routes, in every process sharing the
    * backend. `headers` name the variant whose entry is deleted at once to free its space (the
-   * others stop being served). `true` if an entry was there.
+   * others stop being served). Reaches the plugin's backend (its `backend` option, else the default
+   * cache) too, with no cached route resolved yet (a writer service, a call before `ready()`).
+   *
+   * Resolves `true` when this process deleted a stored entry of the URL: one made at a site this
+   * process has seen (its own routes', or those of another app of this process). `false` says
+   * nothing about other processes: their entries of the URL stop being served all the same (the
+   * URL's generation is renewed in the backend), but this process cannot tell whether they had
+   * one, so a writer service invalidating its readers' pages gets `false`.
    */
   invalidate(url: string, options?: { host?: string; headers?: IncomingHttpHeaders }): Promise<boolean>
-  /** Invalidates every response stored under `prefix` (`api` reaches `api:users`, not `apiv2`). */
+  /**
+   * Invalidates every response stored under `prefix` (`api` reaches `api:users`, not `apiv2`), in
+   * the backends of the cached routes and the plugin's own (see {@link invalidate}).
+   */
   invalidatePrefix(prefix: string): Promise<void>
-  /** Invalidates every response stored with one of these tags. */
+  /**
+   * Invalidates every response stored with one of these tags, in the backends of the cached routes
+   * and the plugin's own (see {@link invalidate}).
+   */
   invalidateTags(tags: readonly string[]): Promise<void>
   /** The caches of the routes, one per `config.cache` (stats, events, `invalidateKey`). */
   readonly routes: ReadonlyMap<string, HttpCache<FastifyRequest>>
@@ -164,9 +184,10 @@ interface RouteCache {
 
 const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, done) => {
   let defaults: RouteCacheOptions
+  let pluginBackend: CacheBackend | undefined
   let decorateAs: string
   try {
-    defaults = pluginDefaults(options)
+    ;({ defaults, backend: pluginBackend } = pluginDefaults(options))
     const name: unknown = options.decorateAs ?? 'cache'
     if (typeof name !== 'string' || name === '')
       throw new CacheConfigError('decorateAs', `expected a non-empty string, got ${JSON.stringify(name)}`)
@@ -366,13 +387,27 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
     for (const member of routeCache.group) member.settled = true
   }
 
+  /**
+   * What invalidation reaches: the caches of the routes (each distinct keyPrefix, vary and
+   * backend once), and every backend: the plugin's own (its `backend` option, else the default
+   * cache), so that a writer service with no cached route, or a call before the app is ready,
+   * reaches the entries its readers share; and, before the app is ready, the `backend` a route's
+   * `config.cache` names. The default cache that cannot be built (no `@cache/memory`, no
+   * `CACHE_BACKEND`) throws its typed error: the call rejects rather than reaching nothing.
+   */
   const distinct = () => {
     const seen = new Map<string, HttpCache<FastifyRequest>>()
-    const backends = new Set<CacheBackend>()
+    const backends = new Set<CacheBackend>([pluginBackend ?? getBackend()])
     for (const cache of caches.values()) {
       const s = cache.settings
       backends.add(s.backend ?? getBackend())
       seen.set(`${s.keyPrefix}\n${s.vary.join(',')}\n${backendId(s.backend)}`, cache)
+    }
+    for (const { cache, route } of routeCaches) {
+      const config = route.config?.cache
+      if (cache !== undefined || !isOptionsObject(config) || !('backend' in config)) continue
+      const backend = optionValue(config, 'backend') as RouteCacheOptions['backend']
+      if (backend !== undefined) backends.add(toBackend(backend))
     }
     return { caches: [...seen.values()], backends: [...backends] }
   }
@@ -392,9 +427,22 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
 
   const api: FastifyResponseCache = {
     async invalidate(url, invalidateOptions = {}) {
-      const results = await Promise.all(
-        distinct().caches.map((cache) => cache.invalidate(url, invalidateOptions)),
-      )
+      assertKnownOptions(invalidateOptions, INVALIDATE_NAMES, 'app.cache.invalidate()')
+      const { caches: reached, backends } = distinct()
+      const { host, headers } = invalidateOptions
+      // A backend no resolved route caches in (a writer's, before ready): by the URL alone.
+      const others = backends.filter((backend) => !reached.some((cache) => cache.backend() === backend))
+      const results = await Promise.all([
+        ...reached.map((cache) => cache.invalidate(url, invalidateOptions)),
+        ...others.map((backend) =>
+          invalidateResponse(url, {
+            backend,
+            ...(defaults.keyPrefix === undefined ? {} : { keyPrefix: defaults.keyPrefix }),
+            ...(host === undefined ? {} : { host }),
+            ...(headers === undefined ? {} : { headers }),
+          }),
+        ),
+      ])
       return results.some(Boolean)
     },
     async invalidatePrefix(prefix) {
@@ -442,15 +490,18 @@ function cachePlugin(
  * `CacheConfigError` at registration. Each option is read by name (`name in options`), so that
  * one held by a getter, a non-enumerable property or a Proxy is not dropped.
  */
-function pluginDefaults(options: CachePluginOptions): RouteCacheOptions {
+function pluginDefaults(options: CachePluginOptions): {
+  defaults: RouteCacheOptions
+  backend: CacheBackend | undefined
+} {
   if (!isOptionsObject(options))
     throw new CacheConfigError('options', `expected an object, got ${String(options)}`)
   for (const name of settingNames(options)) if (!PLUGIN_OPTION_NAMES.has(name)) throw notAPluginOption(name)
   const defaults: Record<string, unknown> = {}
   for (const name of ROUTE_OPTION_NAMES) if (name in options) defaults[name] = optionValue(options, name)
   // Built once to check every option (ttl, keyPrefix, statuses, …) when the plugin registers.
-  new HttpCache(defaults)
-  return defaults
+  const checked = new HttpCache(defaults)
+  return { defaults, backend: checked.settings.backend }
 }
 
 /**

@@ -1,5 +1,5 @@
 import { memoryBackend } from '@cache/memory'
-import Fastify from 'fastify'
+import Fastify, { type FastifyRequest } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
 import { cachePlugin } from '../src/index.js'
 
@@ -67,7 +67,11 @@ describe('cacheControl on routes Fastify chooses by a request header (constraint
   it('sends a route chosen by a custom tenant strategy as private: no CDN gives acme the page of globex', async () => {
     const fetchPage = await served((app) => {
       for (const tenant of ['acme', 'globex'])
-        app.get('/home', { constraints: { tenant }, config: { cache: { ttl: 60 } } }, async () => `home of ${tenant}`)
+        app.get(
+          '/home',
+          { constraints: { tenant }, config: { cache: { ttl: 60 } } },
+          async () => `home of ${tenant}`,
+        )
     })
     for (const tenant of ['acme', 'globex', 'acme']) {
       const page = await fetchPage('/home', { 'x-tenant': tenant })
@@ -80,7 +84,11 @@ describe('cacheControl on routes Fastify chooses by a request header (constraint
   it('sends a route chosen by Accept-Version (version constraint) as private, on the miss and on the hit', async () => {
     const fetchPage = await served((app) => {
       for (const version of ['1.0.0', '2.0.0'])
-        app.get('/api', { constraints: { version }, config: { cache: { ttl: 60 } } }, async () => `api v${version}`)
+        app.get(
+          '/api',
+          { constraints: { version }, config: { cache: { ttl: 60 } } },
+          async () => `api v${version}`,
+        )
     })
     for (const version of ['1.0.0', '2.0.0', '1.0.0', '2.0.0']) {
       const page = await fetchPage('/api', { 'accept-version': version })
@@ -91,7 +99,11 @@ describe('cacheControl on routes Fastify chooses by a request header (constraint
 
   it('keeps a route constrained by host public: the host is part of what a CDN keys on', async () => {
     const fetchPage = await served((app) => {
-      app.get('/home', { constraints: { host: /^127\.0\.0\.1(:\d+)?$/ }, config: { cache: { ttl: 60 } } }, async () => 'home')
+      app.get(
+        '/home',
+        { constraints: { host: /^127\.0\.0\.1(:\d+)?$/ }, config: { cache: { ttl: 60 } } },
+        async () => 'home',
+      )
     })
     expect((await fetchPage('/home', {})).cacheControl).toBe('public, max-age=60')
   })
@@ -100,8 +112,12 @@ describe('cacheControl on routes Fastify chooses by a request header (constraint
     const fetchPage = await served((app) => {
       app.get(
         '/post',
-        { config: { cache: { ttl: 60, bypass: (request) => request.headers['x-preview'] === '1' } } },
-        async (request) => (request.headers['x-preview'] === '1' ? 'DRAFT' : 'published'),
+        {
+          config: {
+            cache: { ttl: 60, bypass: (request: FastifyRequest) => request.headers['x-preview'] === '1' },
+          },
+        },
+        async (request: FastifyRequest) => (request.headers['x-preview'] === '1' ? 'DRAFT' : 'published'),
       )
     })
     expect(await fetchPage('/post', {})).toEqual({ body: 'published', cacheControl: 'public, max-age=60' })

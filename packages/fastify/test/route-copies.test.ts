@@ -41,7 +41,7 @@ const tenantCopies = fp(async (fastify: FastifyInstance) => {
       this.route({
         ...route,
         constraints: { ...route.constraints, tenant },
-        config: { ...route.config, tenant },
+        config: { ...route.config, tenant } as never,
       })
   })
 })
@@ -89,7 +89,7 @@ describe("copies of a cached route declared by a later plugin's onRoute hook", (
           this.route({
             ...route,
             constraints: { version: '2.0.0' },
-            config: { ...route.config, cache: false, beta: false },
+            config: { ...route.config, cache: false, beta: false } as never,
             handler: async () => 'BETA page (uncached)',
           })
         })
