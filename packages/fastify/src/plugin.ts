@@ -340,7 +340,9 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
         else {
           const settings = resolveHttpCacheOptions(given, known)
           settings.hiddenSelection = chosenByRequest(route)
-          cache = new HttpCache<FastifyRequest>({}, settings)
+          // Re-made at the route's first request (an onReady hook changed its options): the
+          // listeners and stats the app holds from `app.cache.routes` carry on.
+          cache = new HttpCache<FastifyRequest>({}, settings, routeCache.cache)
         }
         made = { cache, options }
         byHolder.set(holder, made)
