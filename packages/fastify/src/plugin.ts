@@ -1,6 +1,13 @@
 import { createHash, randomUUID } from 'node:crypto'
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http'
-import { type CacheBackend, CacheConfigError, type Duration, getBackend, invalidateTags } from '@cache/core'
+import {
+  type CacheBackend,
+  CacheConfigError,
+  CacheMissingPackageError,
+  type Duration,
+  getBackend,
+  invalidateTags,
+} from '@cache/core'
 import {
   assertKnownOptions,
   isOptionsObject,
@@ -394,12 +401,13 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
    * backend once), and every backend: the plugin's own (its `backend` option, else the default
    * cache), so that a writer service with no cached route, or a call before the app is ready,
    * reaches the entries its readers share; and, before the app is ready, the `backend` a route's
-   * `config.cache` names. The default cache that cannot be built (no `@cache/memory`, no
-   * `CACHE_BACKEND`) throws its typed error: the call rejects rather than reaching nothing.
+   * `config.cache` names. A default cache that cannot be built (no `@cache/memory`, no
+   * `CACHE_BACKEND`) throws its typed error when there is no other backend to reach: the call
+   * rejects rather than resolving having reached nothing.
    */
   const distinct = () => {
     const seen = new Map<string, HttpCache<FastifyRequest>>()
-    const backends = new Set<CacheBackend>([pluginBackend ?? getBackend()])
+    const backends = new Set<CacheBackend>()
     for (const cache of caches.values()) {
       const s = cache.settings
       backends.add(s.backend ?? getBackend())
@@ -410,6 +418,15 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
       if (cache !== undefined || !isOptionsObject(config) || !('backend' in config)) continue
       const backend = optionValue(config, 'backend') as RouteCacheOptions['backend']
       if (backend !== undefined) backends.add(toBackend(backend))
+    }
+    if (pluginBackend !== undefined) backends.add(pluginBackend)
+    else {
+      try {
+        backends.add(getBackend())
+      } catch (error) {
+        // Routes with backends of their own, and no default cache in this app: theirs are reached.
+        if (!(error instanceof CacheMissingPackageError) || backends.size === 0) throw error
+      }
     }
     return { caches: [...seen.values()], backends: [...backends] }
   }
