@@ -1,6 +1,13 @@
 import { createHash, randomUUID } from 'node:crypto'
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http'
-import { type CacheBackend, CacheConfigError, type Duration, getBackend, invalidateTags } from '@cache/core'
+import {
+  type CacheBackend,
+  CacheConfigError,
+  CacheMissingPackageError,
+  type Duration,
+  getBackend,
+  invalidateTags,
+} from '@cache/core'
 import {
   assertKnownOptions,
   isOptionsObject,
@@ -8,6 +15,7 @@ import {
   optionNames,
   optionValue,
   settingNames,
+  toBackend,
 } from '@cache/core/backend'
 import {
   answerFromResult,
@@ -25,6 +33,7 @@ import {
   type HttpCacheOptions,
   type HttpCacheSettings,
   type HttpRequestView,
+  invalidateResponse,
   invalidateResponsePrefix,
   type LookupContext,
   injectRefresh,
@@ -99,6 +108,11 @@ const PLUGIN_OPTION_NAMES = optionNames<CachePluginOptions & RegisterOptions & F
 
 const ROUTE_OPTION_NAMES = optionNames<RouteCacheOptions>(HTTP_CACHE_OPTION_NAMES)
 
+const INVALIDATE_NAMES = optionNames<{ host?: string; headers?: IncomingHttpHeaders }>({
+  host: true,
+  headers: true,
+})
+
 /** `fastify.cache`: invalidation across every cached route. */
 export interface FastifyResponseCache {
   /**
@@ -106,12 +120,25 @@ export interface FastifyResponseCache {
    * every variant (of the response's `Vary` and of the headers of the routes' `vary` option),
    * under every `keyPrefix` and backend of the app's cached routes, in every process sharing the
    * backend. `headers` name the variant whose entry is deleted at once to free its space (the
-   * others stop being served). `true` if an entry was there.
+   * others stop being served). Reaches the plugin's backend (its `backend` option, else the default
+   * cache) too, with no cached route resolved yet (a writer service, a call before `ready()`).
+   *
+   * Resolves `true` when this process deleted a stored entry of the URL: one made at a site this
+   * process has seen (its own routes', or those of another app of this process). `false` says
+   * nothing about other processes: their entries of the URL stop being served all the same (the
+   * URL's generation is renewed in the backend), but this process cannot tell whether they had
+   * one, so a writer service invalidating its readers' pages gets `false`.
    */
   invalidate(url: string, options?: { host?: string; headers?: IncomingHttpHeaders }): Promise<boolean>
-  /** Invalidates every response stored under `prefix` (`api` reaches `api:users`, not `apiv2`). */
+  /**
+   * Invalidates every response stored under `prefix` (`api` reaches `api:users`, not `apiv2`), in
+   * the backends of the cached routes and the plugin's own (see {@link invalidate}).
+   */
   invalidatePrefix(prefix: string): Promise<void>
-  /** Invalidates every response stored with one of these tags. */
+  /**
+   * Invalidates every response stored with one of these tags, in the backends of the cached routes
+   * and the plugin's own (see {@link invalidate}).
+   */
   invalidateTags(tags: readonly string[]): Promise<void>
   /** The caches of the routes, one per `config.cache` (stats, events, `invalidateKey`). */
   readonly routes: ReadonlyMap<string, HttpCache<FastifyRequest>>
@@ -164,9 +191,10 @@ interface RouteCache {
 
 const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, done) => {
   let defaults: RouteCacheOptions
+  let pluginBackend: CacheBackend | undefined
   let decorateAs: string
   try {
-    defaults = pluginDefaults(options)
+    ;({ defaults, backend: pluginBackend } = pluginDefaults(options))
     const name: unknown = options.decorateAs ?? 'cache'
     if (typeof name !== 'string' || name === '')
       throw new CacheConfigError('decorateAs', `expected a non-empty string, got ${JSON.stringify(name)}`)
@@ -193,6 +221,9 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
   const refreshes = new Map<string, Refresh>()
 
   fastify.addHook('onRoute', function (this: FastifyInstance, route) {
+    // A copy of a cached route (`this.route({ ...route, constraints })` in a later plugin's
+    // onRoute hook) holds the original's hooks: it is looked up by itself or not at all.
+    if (!Object.hasOwn(route, CACHED_BY)) dropCopiedHooks(route)
     if (!answersGet(route)) return
     const config = route.config?.cache
     if (config === undefined || config === false) {
@@ -239,6 +270,7 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
     // now spares its requests the note (should a later hook take it away, the query is compared
     // as it is when the cache looks up).
     const lookup = lookupHook(fastify, routeCache, settle, varyEncoding, refreshHeader, refreshes)
+    lookups.add(lookup)
     if (!keyedNow) keepLast(route, 'preValidation', noteFastifyQueryBeforeValidation)
     // Last before the handler: every hook of the route (a guard in onRequest, preValidation or
     // preHandler, at any level) ran for a hit as it did for the response stored.
@@ -310,9 +342,15 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
           routeCache.cache !== undefined &&
           routeCache.options !== undefined &&
           sameSnapshot(routeCache.options, options)
-        const cache = kept
-          ? (routeCache.cache as HttpCache<FastifyRequest>)
-          : new HttpCache<FastifyRequest>({}, resolveHttpCacheOptions(given, known))
+        let cache: HttpCache<FastifyRequest>
+        if (kept) cache = routeCache.cache as HttpCache<FastifyRequest>
+        else {
+          const settings = resolveHttpCacheOptions(given, known)
+          settings.hiddenSelection = chosenByRequest(route)
+          // Re-made at the route's first request (an onReady hook changed its options): the
+          // listeners and stats the app holds from `app.cache.routes` carry on.
+          cache = new HttpCache<FastifyRequest>({}, settings, routeCache.cache)
+        }
         made = { cache, options }
         byHolder.set(holder, made)
       }
@@ -358,6 +396,15 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
     for (const member of routeCache.group) member.settled = true
   }
 
+  /**
+   * What invalidation reaches: the caches of the routes (each distinct keyPrefix, vary and
+   * backend once), and every backend: the plugin's own (its `backend` option, else the default
+   * cache), so that a writer service with no cached route, or a call before the app is ready,
+   * reaches the entries its readers share; and, before the app is ready, the `backend` a route's
+   * `config.cache` names. A default cache that cannot be built (no `@cache/memory`, no
+   * `CACHE_BACKEND`) throws its typed error when there is no other backend to reach: the call
+   * rejects rather than resolving having reached nothing.
+   */
   const distinct = () => {
     const seen = new Map<string, HttpCache<FastifyRequest>>()
     const backends = new Set<CacheBackend>()
@@ -365,6 +412,21 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
       const s = cache.settings
       backends.add(s.backend ?? getBackend())
       seen.set(`${s.keyPrefix}\n${s.vary.join(',')}\n${backendId(s.backend)}`, cache)
+    }
+    for (const { cache, route } of routeCaches) {
+      const config = route.config?.cache
+      if (cache !== undefined || !isOptionsObject(config) || !('backend' in config)) continue
+      const backend = optionValue(config, 'backend') as RouteCacheOptions['backend']
+      if (backend !== undefined) backends.add(toBackend(backend))
+    }
+    if (pluginBackend !== undefined) backends.add(pluginBackend)
+    else {
+      try {
+        backends.add(getBackend())
+      } catch (error) {
+        // Routes with backends of their own, and no default cache in this app: theirs are reached.
+        if (!(error instanceof CacheMissingPackageError) || backends.size === 0) throw error
+      }
     }
     return { caches: [...seen.values()], backends: [...backends] }
   }
@@ -384,9 +446,22 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
 
   const api: FastifyResponseCache = {
     async invalidate(url, invalidateOptions = {}) {
-      const results = await Promise.all(
-        distinct().caches.map((cache) => cache.invalidate(url, invalidateOptions)),
-      )
+      assertKnownOptions(invalidateOptions, INVALIDATE_NAMES, 'app.cache.invalidate()')
+      const { caches: reached, backends } = distinct()
+      const { host, headers } = invalidateOptions
+      // A backend no resolved route caches in (a writer's, before ready): by the URL alone.
+      const others = backends.filter((backend) => !reached.some((cache) => cache.backend() === backend))
+      const results = await Promise.all([
+        ...reached.map((cache) => cache.invalidate(url, invalidateOptions)),
+        ...others.map((backend) =>
+          invalidateResponse(url, {
+            backend,
+            ...(defaults.keyPrefix === undefined ? {} : { keyPrefix: defaults.keyPrefix }),
+            ...(host === undefined ? {} : { host }),
+            ...(headers === undefined ? {} : { headers }),
+          }),
+        ),
+      ])
       return results.some(Boolean)
     },
     async invalidatePrefix(prefix) {
@@ -434,15 +509,18 @@ function cachePlugin(
  * `CacheConfigError` at registration. Each option is read by name (`name in options`), so that
  * one held by a getter, a non-enumerable property or a Proxy is not dropped.
  */
-function pluginDefaults(options: CachePluginOptions): RouteCacheOptions {
+function pluginDefaults(options: CachePluginOptions): {
+  defaults: RouteCacheOptions
+  backend: CacheBackend | undefined
+} {
   if (!isOptionsObject(options))
     throw new CacheConfigError('options', `expected an object, got ${String(options)}`)
   for (const name of settingNames(options)) if (!PLUGIN_OPTION_NAMES.has(name)) throw notAPluginOption(name)
   const defaults: Record<string, unknown> = {}
   for (const name of ROUTE_OPTION_NAMES) if (name in options) defaults[name] = optionValue(options, name)
   // Built once to check every option (ttl, keyPrefix, statuses, …) when the plugin registers.
-  new HttpCache(defaults)
-  return defaults
+  const checked = new HttpCache(defaults)
+  return { defaults, backend: checked.settings.backend }
 }
 
 /**
@@ -657,6 +735,17 @@ function describeConstraints(constraints: unknown, route: string): string {
   return JSON.stringify(describe(constraints ?? {}, 'constraints'))
 }
 
+/**
+ * Whether Fastify chooses the route by something of the request other than its host (the version
+ * strategy reads `Accept-Version`, a custom one any header): a CDN keys on the URL and the host, so
+ * `cacheControl` sends its responses `private`.
+ */
+function chosenByRequest(route: RouteOptions): boolean {
+  const constraints = route.constraints
+  if (constraints === null || typeof constraints !== 'object') return false
+  return Object.keys(constraints).some((name) => name !== 'host')
+}
+
 /** The hooks a route declares that run before its handler (and so before the cache). */
 const ROUTE_HOOKS = ['onRequest', 'preParsing', 'preValidation', 'preHandler'] as const
 
@@ -701,7 +790,9 @@ function keepLast<H extends preHandlerHookHandler | preValidationHookHandler>(
   name: 'preHandler' | 'preValidation',
   hook: H,
 ): void {
-  let list: H[] = [...toList(route[name] as H | H[] | undefined), hook]
+  // Another route's lookup (a list copied from it) never runs here.
+  const others = (fn: H) => fn !== hook && !lookups.has(fn)
+  let list: H[] = [...toList(route[name] as H | H[] | undefined).filter(others), hook]
   Object.defineProperty(route, name, {
     configurable: true,
     enumerable: true,
@@ -715,9 +806,29 @@ function keepLast<H extends preHandlerHookHandler | preValidationHookHandler>(
       return list
     },
     set(value: H | H[] | undefined) {
-      list = [...toList(value).filter((fn) => fn !== hook), hook]
+      list = [...toList(value).filter(others), hook]
     },
   })
+}
+
+/** The lookup hooks of every cached route, to find them in a copy of the route's options. */
+const lookups = new WeakSet<Function>()
+
+/**
+ * Takes the cache's hooks out of a route whose options were copied from a cached route (the
+ * spread reads the lists of the cache's accessors): the original's lookup would answer the copy's
+ * requests from the original's entries and store the copy's responses there. The copy gets hooks
+ * of its own if it is cached itself. A new list: the copied one is the original's.
+ */
+function dropCopiedHooks(route: RouteOptions): void {
+  const handlers = toList(route.preHandler as Function | Function[] | undefined)
+  if (handlers.some((fn) => lookups.has(fn)))
+    route.preHandler = handlers.filter((fn) => !lookups.has(fn)) as preHandlerHookHandler[]
+  const validators = toList(route.preValidation as Function | Function[] | undefined)
+  if (validators.includes(noteFastifyQueryBeforeValidation))
+    route.preValidation = validators.filter(
+      (fn) => fn !== noteFastifyQueryBeforeValidation,
+    ) as preValidationHookHandler[]
 }
 
 function lookupHook(

@@ -1,5 +1,5 @@
 import { memoryBackend } from '@cache/memory'
-import Fastify from 'fastify'
+import Fastify, { type FastifyRequest } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
 import { cachePlugin } from '../src/index.js'
 
@@ -30,5 +30,97 @@ describe('cacheControl on a relayed response that came with an Age', () => {
     expect(hit.headers.get('age')).toBe('70')
     expect(hit.headers.get('cache-status')).toBe('@cache; hit; ttl=40')
     expect(downstream(hit)).toBe(40)
+  })
+})
+
+/** A custom constraint strategy: the tenant named by `X-Tenant`, a header no CDN keys on. */
+const tenantStrategy = {
+  name: 'tenant',
+  validate: () => true,
+  mustMatchWhenDerived: true,
+  storage() {
+    const routes = new Map<string, unknown>()
+    return {
+      get: (tenant: string) => (routes.get(tenant) ?? null) as never,
+      set: (tenant: string, store: unknown) => {
+        routes.set(tenant, store)
+      },
+    }
+  },
+  deriveConstraint: (request: { headers: Record<string, string | string[] | undefined> }) =>
+    request.headers['x-tenant'] as string,
+}
+
+describe('cacheControl on routes Fastify chooses by a request header (constraints)', () => {
+  async function served(routes: (fastify: ReturnType<typeof Fastify>) => void) {
+    const app = Fastify({ routerOptions: { constraints: { tenant: tenantStrategy } } } as never)
+    apps.push(app)
+    await app.register(cachePlugin, { backend: memoryBackend(), cacheControl: true })
+    routes(app)
+    const base = await app.listen({ port: 0, host: '127.0.0.1' })
+    return async (path: string, headers: Record<string, string>) => {
+      const response = await fetch(`${base}${path}`, { headers })
+      return { body: await response.text(), cacheControl: response.headers.get('cache-control') }
+    }
+  }
+
+  it('sends a route chosen by a custom tenant strategy as private: no CDN gives acme the page of globex', async () => {
+    const fetchPage = await served((app) => {
+      for (const tenant of ['acme', 'globex'])
+        app.get(
+          '/home',
+          { constraints: { tenant }, config: { cache: { ttl: 60 } } },
+          async () => `home of ${tenant}`,
+        )
+    })
+    for (const tenant of ['acme', 'globex', 'acme']) {
+      const page = await fetchPage('/home', { 'x-tenant': tenant })
+      expect(page.body).toBe(`home of ${tenant}`)
+      // Before: public, max-age=60, with no Vary: X-Tenant.
+      expect(page.cacheControl).toBe('private, max-age=60')
+    }
+  })
+
+  it('sends a route chosen by Accept-Version (version constraint) as private, on the miss and on the hit', async () => {
+    const fetchPage = await served((app) => {
+      for (const version of ['1.0.0', '2.0.0'])
+        app.get(
+          '/api',
+          { constraints: { version }, config: { cache: { ttl: 60 } } },
+          async () => `api v${version}`,
+        )
+    })
+    for (const version of ['1.0.0', '2.0.0', '1.0.0', '2.0.0']) {
+      const page = await fetchPage('/api', { 'accept-version': version })
+      expect(page.body).toBe(`api v${version}`)
+      expect(page.cacheControl).toBe('private, max-age=60')
+    }
+  })
+
+  it('keeps a route constrained by host public: the host is part of what a CDN keys on', async () => {
+    const fetchPage = await served((app) => {
+      app.get(
+        '/home',
+        { constraints: { host: /^127\.0\.0\.1(:\d+)?$/ }, config: { cache: { ttl: 60 } } },
+        async () => 'home',
+      )
+    })
+    expect((await fetchPage('/home', {})).cacheControl).toBe('public, max-age=60')
+  })
+
+  it('marks only the stored page public on a route whose bypass reads a header, as @cache/express does: the draft gets none', async () => {
+    const fetchPage = await served((app) => {
+      app.get(
+        '/post',
+        {
+          config: {
+            cache: { ttl: 60, bypass: (request: FastifyRequest) => request.headers['x-preview'] === '1' },
+          },
+        },
+        async (request: FastifyRequest) => (request.headers['x-preview'] === '1' ? 'DRAFT' : 'published'),
+      )
+    })
+    expect(await fetchPage('/post', {})).toEqual({ body: 'published', cacheControl: 'public, max-age=60' })
+    expect(await fetchPage('/post', { 'x-preview': '1' })).toEqual({ body: 'DRAFT', cacheControl: null })
   })
 })

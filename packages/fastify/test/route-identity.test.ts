@@ -371,6 +371,44 @@ describe('config.cache changed by a later onReady hook', () => {
   })
 })
 
+describe("listeners on a route's cache when an onReady hook changed its config.cache", () => {
+  it('keeps the listeners and stats the app attached after ready(): they see the hits and misses', async () => {
+    const fastify = app()
+    await fastify.register(cachePlugin, { backend: memoryBackend() })
+    const cached: RouteOptions[] = []
+    await fastify.register(
+      fp(async (scope: FastifyInstance) => {
+        scope.addHook('onRoute', (route) => {
+          if (route.config?.cache) cached.push(route)
+        })
+        scope.addHook('onReady', async () => {
+          for (const route of cached)
+            if (route.config) route.config.cache = { ...(route.config.cache as object), vary: ['x-tenant'] }
+        })
+      }),
+    )
+    fastify.get(
+      '/p',
+      { config: { cache: { ttl: 60 } } },
+      async (request) => `page of ${request.headers['x-tenant']}`,
+    )
+    await fastify.ready()
+    const cache = fastify.cache.routes.get('/p')
+    if (cache === undefined) throw new Error('no cache for /p')
+    const seen = { hit: 0, miss: 0 }
+    cache.on('hit', () => seen.hit++)
+    cache.on('miss', () => seen.miss++)
+    for (const tenant of ['acme', 'acme', 'globex', 'globex']) {
+      const response = await fastify.inject({ url: '/p', headers: { 'x-tenant': tenant } })
+      expect(response.body).toBe(`page of ${tenant}`)
+    }
+    // Before: the route's cache was replaced at its first request; the listeners saw nothing.
+    expect(seen).toEqual({ hit: 2, miss: 2 })
+    expect(cache.stats).toMatchObject({ hits: 2, misses: 2 })
+    expect(fastify.cache.routes.get('/p')?.stats).toMatchObject({ hits: 2, misses: 2 })
+  })
+})
+
 describe('config.cache made invalid by a later onReady hook', () => {
   it('fails the requests of the route with the CacheConfigError, never serving them cached without the option', async () => {
     const fastify = app()

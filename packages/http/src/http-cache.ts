@@ -88,7 +88,7 @@ const INVALIDATE_NAMES = optionNames<{ host?: string; headers?: IncomingHttpHead
  * generations for invalidation, byte limits) is decided here.
  */
 export class HttpCache<Raw = any> {
-  readonly observer = new CacheObserver('http')
+  readonly observer: CacheObserver
   readonly settings: HttpCacheSettings
   /** The flight of each key (or variant key) whose first response is under way. */
   private readonly inflight = new Map<string, Flight>()
@@ -116,8 +116,16 @@ export class HttpCache<Raw = any> {
    *   (`CacheConfigError` naming a bad one).
    * @param settings options an adapter already resolved with {@link resolveHttpCacheOptions}
    *   (used instead of `options`).
+   * @param replaces a cache this one takes the place of (an adapter re-making a route's cache
+   *   with options a hook changed): its stats and listeners carry on here, so that what the app
+   *   attached to the old one keeps seeing the route's hits and misses. Default: none.
    */
-  constructor(options: HttpCacheOptions<Raw> | Duration = {}, settings?: HttpCacheSettings) {
+  constructor(
+    options: HttpCacheOptions<Raw> | Duration = {},
+    settings?: HttpCacheSettings,
+    replaces?: HttpCache<Raw>,
+  ) {
+    this.observer = replaces?.observer ?? new CacheObserver('http')
     this.settings = settings ?? resolveHttpCacheOptions(options)
     // invalidateTags() and invalidateResponse…() without a backend reach this cache's entries too.
     if (this.settings.backend !== undefined) registerInvalidationTarget(this.settings.backend)
@@ -785,8 +793,10 @@ export class HttpCache<Raw = any> {
     const s = this.settings
     if (s.cacheControl === undefined) return undefined
     if (headers !== undefined && !sharable(headers)) return undefined
-    // A downstream cache keys by URL and the response's own Vary: it cannot see what else the key holds.
+    // A downstream cache keys by URL and the response's own Vary: it cannot see what else the key
+    // holds, nor what else chose the response.
     const shared =
+      !s.hiddenSelection &&
       s.vary.length === 0 &&
       s.key === undefined &&
       view.headers.authorization === undefined &&

@@ -232,6 +232,13 @@ export interface HttpCacheSettings {
   /** Caching was on (`CACHE_HTTP`) when the cache was built; `setResponseCaching` overrides it. */
   enabledFromEnv: boolean
   cacheControl: CacheControlRule | undefined
+  /**
+   * The adapter chooses which response a URL gets by request data that no `Vary` names (a Fastify
+   * route constraint on `Accept-Version` or a custom strategy's header): a downstream cache keying
+   * on the URL cannot tell the responses apart, so `cacheControl` makes them `private`. Set by
+   * adapters, never an option. Default: false.
+   */
+  hiddenSelection: boolean
   /** Set for `ttl: 'from-response'`; `ttlMs` is then its `maxMs`. */
   ttlFromResponse: TtlFromResponse | undefined
 }
@@ -301,6 +308,7 @@ export function resolveHttpCacheOptions(
     bypass: opts.bypass,
     enabledFromEnv,
     cacheControl: resolveCacheControl(opts.cacheControl),
+    hiddenSelection: false,
     ttlFromResponse,
   }
 }
