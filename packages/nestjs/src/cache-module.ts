@@ -27,9 +27,10 @@ import {
 } from '@cache/core/backend'
 import { noteArrivals } from '@cache/http'
 import { installFront } from './front-install.js'
-import { noteFastifyApplication } from './route-handlers.js'
+import { noteFastifyApplication, routeHandlers } from './route-handlers.js'
 import { CACHE_BACKEND } from './tokens.js'
 import { moduleBackendTarget } from './invalidation-targets.js'
+import { noteVersioning } from './versioning.js'
 
 /**
  * What {@link CacheModule.forRoot} accepts: `configureCache`'s options from `@cache/core` — a
@@ -164,7 +165,10 @@ class CacheLifecycle implements OnApplicationShutdown {
 Injectable()(CacheLifecycle)
 Inject(MODULE_CACHE)(CacheLifecycle, undefined as never, 0)
 
-/** Installs the front door (`front: true`) once the application's routes are registered. */
+/**
+ * Once the application's routes are registered: notes its versioning for its controllers, and
+ * installs the front door (`front: true`).
+ */
 class FrontInstaller implements OnApplicationBootstrap {
   constructor(
     private readonly cache: ModuleCache,
@@ -178,6 +182,11 @@ class FrontInstaller implements OnApplicationBootstrap {
     // (the interceptor bypasses a request rewritten before Express, or one it was not noted of).
     const adapter = this.adapterHost.httpAdapter
     if (adapter?.getType?.() === 'express') noteArrivals(adapter.getHttpServer())
+    // For interceptors made with `new`, which have no application config to read it from.
+    noteVersioning(
+      routeHandlers(this.modules).map((route) => route.owner),
+      this.config,
+    )
     if (!this.cache.front) return
     installFront(this.adapterHost, this.modules, this.config, this.cache.backend)
   }

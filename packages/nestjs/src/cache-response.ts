@@ -11,7 +11,7 @@ import {
   SetMetadata,
   UseInterceptors,
 } from '@nestjs/common'
-import { HttpAdapterHost, ModulesContainer } from '@nestjs/core'
+import { ApplicationConfig, HttpAdapterHost, ModulesContainer } from '@nestjs/core'
 import {
   type CacheBackend,
   CacheConfigError,
@@ -59,6 +59,7 @@ import { noteFastifyApplication } from './route-handlers.js'
 import { CACHE_BACKEND, CACHE_RESPONSE_OPTIONS } from './tokens.js'
 import { registerHandlerBackend } from './invalidation-targets.js'
 import { OuterInterceptorWatch } from './outer-interceptors.js'
+import { handlerChosenByRequest } from './versioning.js'
 
 /**
  * The options of {@link CacheResponse}: those of `@cache/http` (`ttl`, `tags`, `vary`, `key`,
@@ -164,14 +165,19 @@ function checkFrontOption(options: CacheResponseOptions): void {
  * one; entries are marked for the front door when the handler is. The options are read by name
  * again: metadata set without `@CacheResponse` (`SetMetadata` beside the interceptor) may be a
  * settings class.
+ *
+ * @param hiddenSelection Nest's versioning picks the handler of the URL by the request (see
+ *   `chosenByRequest`): `cacheControl` then sends its responses `private`.
  */
 export function httpCacheFor(
   options: CacheResponseOptions,
   backend: CacheBackend | MinimalBackend | undefined,
+  hiddenSelection: boolean,
 ): HttpCache {
   const { frontSkipsAllMiddleware, ...http } = readOptions(options, KNOWN.names, KNOWN.where)
   const settings = resolveHttpCacheOptions({ ...http, backend: http.backend ?? backend })
   settings.frontSkipsAllMiddleware = frontSkipsAllMiddleware === true
+  settings.hiddenSelection = hiddenSelection
   return new HttpCache({}, settings)
 }
 
@@ -228,6 +234,8 @@ export class CacheResponseInterceptor implements NestInterceptor {
     private readonly backend?: CacheBackend,
     adapterHost?: HttpAdapterHost,
     modules?: ModulesContainer,
+    /** Read at each handler's first request, when versioning is settled. */
+    private readonly config?: ApplicationConfig,
   ) {
     // On Express, the URL each request was sent with is known from the application's first request on.
     const adapter = adapterHost?.httpAdapter
@@ -331,7 +339,7 @@ export class CacheResponseInterceptor implements NestInterceptor {
     }
     let cache = byHandler.get(handler)
     if (cache === undefined) {
-      cache = httpCacheFor(options, this.backend)
+      cache = httpCacheFor(options, this.backend, handlerChosenByRequest(this.config, owner, handler))
       byHandler.set(handler, cache)
     }
     return cache
@@ -344,6 +352,8 @@ Optional()(CacheResponseInterceptor, undefined as never, 1)
 Inject(HttpAdapterHost)(CacheResponseInterceptor, undefined as never, 1)
 Optional()(CacheResponseInterceptor, undefined as never, 2)
 Inject(ModulesContainer)(CacheResponseInterceptor, undefined as never, 2)
+Optional()(CacheResponseInterceptor, undefined as never, 3)
+Inject(ApplicationConfig)(CacheResponseInterceptor, undefined as never, 3)
 
 function act(result: LookupResult, platform: Platform, next: CallHandler): Observable<unknown> {
   const installed = platform.prepare?.()

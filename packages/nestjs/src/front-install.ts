@@ -9,6 +9,7 @@ import { type CacheResponseOptions, cacheOptionsOf, httpCacheFor } from './cache
 import { FrontDoor } from './front.js'
 import { fingerprintValue, handlerFingerprint } from './handler-sites.js'
 import { type RouteHandler, routeHandlers } from './route-handlers.js'
+import { chosenByRequest } from './versioning.js'
 
 /**
  * Puts a {@link FrontDoor} before the platform on the application's Node server, for the handlers
@@ -45,7 +46,8 @@ export function installFront(
     const own = options.backend ?? backend
     // Only an in-process backend answers before the request goes on; the others leave it to Nest.
     if (toBackend(own).sync === undefined) continue
-    door.add(httpCacheFor(options, own), own)
+    // Replayed as the interceptor replays: private when the versioning header chose the handler.
+    door.add(httpCacheFor(options, own, chosenByRequest(versioning)), own)
   }
   if (door.size === 0) return
   const server = host.httpAdapter?.getHttpServer() as Server | undefined

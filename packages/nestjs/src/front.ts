@@ -225,6 +225,7 @@ function frontSignature(s: HttpCacheSettings, backend: object): string {
     s.cacheName,
     s.cacheControl ?? null,
     s.cacheControl === undefined ? null : (s.swrMs ?? null),
+    s.hiddenSelection,
     s.enabledFromEnv,
     idOf(s.now),
     idOf(backend),
