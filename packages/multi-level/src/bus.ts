@@ -1,5 +1,11 @@
 import { randomUUID } from 'node:crypto'
-import { CacheClosedError, CacheConfigError, type CacheLogger, type Duration } from '@cache/core'
+import {
+  CacheClosedError,
+  CacheConfigError,
+  type CacheLogger,
+  CacheUnavailableError,
+  type Duration,
+} from '@cache/core'
 import {
   CacheObserver,
   checkLogger,
@@ -17,6 +23,7 @@ import {
   type Payload,
   stamp,
 } from './bus-messages.js'
+import { describeError, Flushes } from './bus-flushes.js'
 import { Senders } from './bus-senders.js'
 import { checkBusOptionNames } from './option-names.js'
 import { type RedisConstructor, SentinelWatch } from './bus-sentinel.js'
@@ -73,11 +80,16 @@ export interface InvalidationBus {
 
 /** Options of {@link redisBus}. */
 export interface RedisBusOptions {
-  /** The pub/sub channel. Processes that should invalidate each other use the same one. Default: `'@cache/multi-level:invalidate'`. */
+  /**
+   * The pub/sub channel. Processes that should invalidate each other use the same one. A bus that
+   * cannot publish also subscribes to `<channel>:mute` (the others count it there). Default:
+   * `'@cache/multi-level:invalidate'`.
+   */
   channel?: string
   /**
    * Most time one PUBLISH may take (including waiting for a connection) before the messages in
-   * it count as lost. Seconds or a duration string. Default: `'500ms'`.
+   * it count as lost and the link as down (a heartbeat too). Seconds or a duration string.
+   * Default: `'500ms'`.
    */
   publishTimeout?: Duration
   /** @deprecated Use `publishTimeout` (seconds, or `'500ms'`); accepted until the next minor version. */
@@ -192,6 +204,7 @@ export class RedisBus implements InvalidationBus {
   private published = 0
   private handedOver = 0
   private handedWaiters: { upTo: number; resolve: () => void }[] = []
+  private readonly flushes = new Flushes()
   private flushing: Promise<void> | undefined
   private flushScheduled = false
   /** A publish failed since the last successful one: the next message tells receivers to resync. */
@@ -210,6 +223,18 @@ export class RedisBus implements InvalidationBus {
   private sentinels: SentinelWatch | undefined
   private answering = false
   private ticksDown = 0
+  /**
+   * The link is down because a PUBLISH could not be sent (the subscriber may work): this bus is
+   * subscribed to {@link muteChannel} meanwhile, which tells the others it cannot be heard.
+   */
+  private unsent = false
+  /** Where a bus that cannot publish listens, so that the others can count it (see probeMuted). */
+  private readonly muteChannel: string
+  /** Another bus was found unable to publish at the last probe (its messages are being lost). */
+  private mutedElsewhere = false
+  private probing = false
+  /** When the subscriber last received anything (performance.now()). */
+  private heardAt = 0
   /** Heartbeats sent while still `connecting`: the link is reported down after a few. */
   private ticksConnecting = 0
   private readonly incidents: IncidentLog
@@ -223,6 +248,7 @@ export class RedisBus implements InvalidationBus {
     this.channel = options.channel ?? '@cache/multi-level:invalidate'
     if (typeof this.channel !== 'string' || this.channel === '')
       throw new CacheConfigError('channel', 'expected a non-empty string')
+    this.muteChannel = `${this.channel}:mute`
     const publishTimeout = renamedOption(
       options,
       'publishTimeout',
@@ -299,14 +325,13 @@ export class RedisBus implements InvalidationBus {
   }
 
   /**
-   * Resolves once every message queued so far has been handed to Redis (or counted as failed).
-   * For graceful shutdowns and tests; writes never wait for it.
+   * Resolves once every message queued so far was sent (Redis answered the PUBLISH); rejects with
+   * a `CacheUnavailableError` (`backend: 'bus'`, the PUBLISH's failure as `cause`) once they are
+   * settled if any of them could not be sent within `publishTimeout`: the other processes were not
+   * told of those writes. For graceful shutdowns and tests; writes never wait for it.
    */
-  async flush(): Promise<void> {
-    while (this.flushScheduled || this.flushing || this.queue.length > 0) {
-      if (this.flushing) await this.flushing
-      else await new Promise((resolve) => setImmediate(resolve))
-    }
+  flush(): Promise<void> {
+    return this.flushes.wait(this.published)
   }
 
   on(event: BusEventName, listener: (event: BusEvent) => void): this {
@@ -323,8 +348,18 @@ export class RedisBus implements InvalidationBus {
   close(): Promise<void> {
     this.closed ??= (async () => {
       clearInterval(this.timer)
+      const failuresBefore = this.stats.publishFailures
       await this.flushing
       while (this.queue.length > 0) await this.sendQueued()
+      const unsent = this.stats.publishFailures - failuresBefore
+      if (unsent > 0) {
+        const error = new CacheUnavailableError(
+          'bus',
+          `invalidation bus: closed with ${unsent} message(s) not sent (Redis ${this.address}); the other processes were not told of those writes and may serve what they replaced until their faster levels' TTL`,
+        )
+        this.incidents.report('close', error.message)
+        this.emit('error', { backend: 'bus', operation: 'close', error })
+      }
       // The others stop expecting heartbeats from this bus without counting its silence as a loss.
       await this.send([farewell()]).catch(() => {})
       this.listeners.clear()
@@ -366,15 +401,36 @@ export class RedisBus implements InvalidationBus {
       await this.send(encodeBatch(messages, this.gap), handed)
       this.gap = false
       this.stats.published += messages.length
+      this.flushes.settle(messages.length, undefined)
       for (const pending of batch) pending.resolve()
     } catch (error) {
       this.stats.publishFailures += messages.length
       this.gap = true
       if (messages.length > 0) this.emit('error', { backend: 'bus', operation: 'publish', error })
+      this.flushes.settle(messages.length, error)
+      this.cannotSend(error)
       for (const pending of batch) pending.reject(error)
     } finally {
       handed()
     }
+  }
+
+  /**
+   * A PUBLISH could not be sent within `publishTimeout`: the link is as good as lost, whether or
+   * not the subscriber still hears (a heartbeat that never left is never awaited, so the
+   * heartbeat alone would not show it). The others cannot hear this bus, so it tells them by the
+   * one means it may still have: its subscriber joins {@link muteChannel}, which they count.
+   */
+  private cannotSend(error: unknown): void {
+    if (this.closed) return
+    if (!this.unsent) {
+      this.unsent = true
+      this.clients.then(
+        ({ subscriber }) => subscriber.subscribe(this.muteChannel).catch(() => {}),
+        () => {},
+      )
+    }
+    this.down(`a PUBLISH could not be sent (${describeError(error)})`, 'publisher')
   }
 
   /**
@@ -435,6 +491,7 @@ export class RedisBus implements InvalidationBus {
   private listen(clients: Clients): void {
     const { subscriber } = clients
     subscriber.on('message', (channel: string, text: string) => {
+      this.heardAt = performance.now()
       if (channel !== this.channel) return
       const decoded = decode(text)
       if (decoded !== undefined) this.receive(decoded)
@@ -497,6 +554,13 @@ export class RedisBus implements InvalidationBus {
     const wasDown = this.current === 'down'
     this.current = 'up'
     this.ticksDown = 0
+    if (this.unsent) {
+      this.unsent = false
+      this.clients.then(
+        ({ subscriber }) => subscriber.unsubscribe?.(this.muteChannel).catch(() => {}),
+        () => {},
+      )
+    }
     // The subscription works again; anything sent before it took effect may be lost.
     this.resync()
     this.markUp()
@@ -547,12 +611,20 @@ export class RedisBus implements InvalidationBus {
     if (this.current !== 'up') {
       // Nothing received while down can be trusted: keep the faster levels empty.
       this.resync()
-      if (++this.ticksDown % RECONNECT_EVERY === 0) void this.reconnect()
+      if (++this.ticksDown % RECONNECT_EVERY === 0) {
+        // A subscriber that kept receiving meanwhile works: only a silent one is reopened.
+        const heard = performance.now() - this.heardAt < RECONNECT_EVERY * this.heartbeatMs
+        void this.reconnect(this.unsent && heard ? 'publisher' : 'all')
+      }
+    } else if (this.mutedElsewhere) {
+      // Another bus cannot publish: what it writes is not heard here, keep the faster levels empty.
+      this.resync()
     }
     // A bus not heard from for two of its heartbeats (and one of ours) is gone, or cut off.
     const silent = this.senders.forgetSilent(performance.now(), this.heartbeatMs)
     if (silent > 0 && this.current === 'up') this.lost(`${silent} other bus(es) fell silent`)
     void this.sentinels?.check()
+    if (this.current === 'up') void this.probeMuted()
     this.beat()
     if (this.gap && this.queue.length === 0) {
       // Nobody writes: the lost messages are announced on a notice of their own.
@@ -573,11 +645,38 @@ export class RedisBus implements InvalidationBus {
 
   private beat(): void {
     if (this.closed) return
-    this.send([heartbeat(this.heartbeatMs)]).catch((error) => this.refused('publish', error))
+    this.send([heartbeat(this.heartbeatMs)]).catch((error) => {
+      this.refused('publish', error)
+      this.cannotSend(error)
+    })
   }
 
-  /** The link is down: tell the listeners, and reopen a silent connection (`reconnect`). */
-  private down(reason: string, reconnect = true): void {
+  /**
+   * Counts the buses that cannot publish (subscribed to {@link muteChannel}: the PUBLISH answers
+   * how many received it). While there are some, their writes are not heard here: the faster
+   * levels are emptied every heartbeat, as for a link of this bus down. One PUBLISH a heartbeat;
+   * on a Redis Cluster it counts the subscribers of one node only.
+   */
+  private async probeMuted(): Promise<void> {
+    if (this.probing || this.closed) return
+    this.probing = true
+    try {
+      const { publisher } = await this.clients
+      if (publisher.status !== undefined && publisher.status !== 'ready') return
+      const receivers = Number(await this.publishTarget(publisher).publish(this.muteChannel, ''))
+      const muted = receivers > 0 && this.current === 'up'
+      if (muted && !this.mutedElsewhere)
+        this.lost(`${receivers} bus(es) cannot publish (subscribed to '${this.muteChannel}')`)
+      this.mutedElsewhere = muted
+    } catch {
+      // Not allowed by the ACL, or the link failed (which the heartbeat finds): nothing counted.
+    } finally {
+      this.probing = false
+    }
+  }
+
+  /** The link is down: tell the listeners, and reopen connections (`reconnect`: which ones). */
+  private down(reason: string, reconnect: 'all' | 'publisher' | false = 'all'): void {
     this.beatAwaited = undefined
     if (this.current !== 'up' || this.closed) return
     this.current = 'down'
@@ -585,21 +684,27 @@ export class RedisBus implements InvalidationBus {
     this.reportDown(reason)
     this.emit('link-down', { backend: 'bus', reason })
     this.resync()
-    if (reconnect) void this.reconnect()
+    if (reconnect) void this.reconnect(reconnect)
   }
 
-  /** Drops and reopens the subscriber (and a publisher the bus owns): a silent link stays silent. */
-  private async reconnect(): Promise<void> {
+  /**
+   * Drops and reopens the subscriber (`all`: a silent link stays silent) and a publisher the bus
+   * owns (`publisher`: only that one, when it could not send and the subscriber still hears).
+   */
+  private async reconnect(which: 'all' | 'publisher'): Promise<void> {
     if (this.closed) return
     const { subscriber, publisher, owned } = await this.clients
-    subscriber.disconnect?.(true)
+    if (which === 'all') subscriber.disconnect?.(true)
     if (owned.includes(publisher) && publisher !== subscriber) publisher.disconnect?.(true)
   }
 
   private reportDown(reason: string): void {
+    const others = this.unsent
+      ? ` The other processes are not told of its writes meanwhile; it subscribes to '${this.muteChannel}' so that they count it and keep their faster levels empty too.`
+      : ''
     this.incidents.report(
       'link',
-      `invalidation bus: the link to Redis (${this.address}) is down: ${reason}. Until it is back, chains on this bus keep their faster levels empty (reads go to the shared level).`,
+      `invalidation bus: the link to Redis (${this.address}) is down: ${reason}. Until it is back, chains on this bus keep their faster levels empty (reads go to the shared level).${others}`,
     )
   }
 

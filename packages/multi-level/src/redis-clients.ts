@@ -10,6 +10,7 @@ import { parseRedisUrl, unrefRedisClient } from '@cache/core/backend'
 export interface RedisClientLike {
   publish(channel: string, message: string): Promise<unknown>
   subscribe(...channels: string[]): Promise<unknown>
+  unsubscribe?(...channels: string[]): Promise<unknown>
   duplicate(...args: any[]): RedisClientLike
   on(event: string, listener: (...args: any[]) => void): unknown
   once?(event: string, listener: (...args: any[]) => void): unknown
