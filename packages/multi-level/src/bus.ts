@@ -426,7 +426,10 @@ export class RedisBus implements InvalidationBus {
     if (!this.unsent) {
       this.unsent = true
       this.clients.then(
-        ({ subscriber }) => subscriber.subscribe(this.muteChannel).catch(() => {}),
+        ({ subscriber }) =>
+          subscriber
+            .subscribe(this.muteChannel)
+            .catch((error: unknown) => this.muteRefused('SUBSCRIBE', error)),
         () => {},
       )
     }
@@ -668,11 +671,33 @@ export class RedisBus implements InvalidationBus {
       if (muted && !this.mutedElsewhere)
         this.lost(`${receivers} bus(es) cannot publish (subscribed to '${this.muteChannel}')`)
       this.mutedElsewhere = muted
-    } catch {
-      // Not allowed by the ACL, or the link failed (which the heartbeat finds): nothing counted.
+    } catch (error) {
+      // A failed link is the heartbeat's to find; a refusal is reported once.
+      this.muteRefused('PUBLISH', error)
     } finally {
       this.probing = false
     }
+  }
+
+  /**
+   * Redis refuses the bus's user {@link muteChannel} (an ACL granting `&<channel>` alone): a
+   * process that cannot publish is then not noticed by the others. Reported once (event and log
+   * line); the bus works on without it.
+   */
+  private muteRefused(command: string, error: unknown): void {
+    const message = error instanceof Error ? error.message : String(error)
+    if (!/\bNOPERM\b/.test(message) || this.incidents.has('mute')) return
+    const refusal = new CacheConfigError(
+      'bus',
+      `Redis (${this.address}) refuses to let the bus's user ${command} on channel '${this.muteChannel}' (${message}): a process whose bus cannot publish will not be noticed by the others. Grant the user the channels '${this.channel}*' (ACL: &${this.channel}*)`,
+      { cause: error },
+    )
+    this.incidents.report('mute', refusal.message)
+    this.emit('error', {
+      backend: 'bus',
+      operation: command === 'SUBSCRIBE' ? 'subscribe' : 'publish',
+      error: refusal,
+    })
   }
 
   /** The link is down: tell the listeners, and reopen connections (`reconnect`: which ones). */

@@ -41,3 +41,37 @@ describe('a bus refused by the Redis ACL (NOPERM)', () => {
     })
   }
 })
+
+/** A user granted the bus's channel but not `<channel>:mute`: the bus works, and says once what it misses. */
+describe('a bus whose user may not use the mute channel', () => {
+  let server: RedisServer
+  beforeAll(async () => {
+    server = await startRedis({ spawn: true })
+    const admin = new Redis(server.url)
+    await admin.call('ACL', 'SETUSER', 'onlychan', 'on', '>pw', '~*', 'resetchannels', '&only', '+@all')
+    admin.disconnect()
+  })
+  afterAll(async () => {
+    await server?.stop()
+  })
+
+  it('is up, and reports the refusal once (error event naming the channel and the grant)', async () => {
+    const bus = redisBus(`redis://onlychan:pw@${server.host}:${server.port}`, {
+      channel: 'only',
+      heartbeat: '100ms',
+      logger: false,
+    })
+    const errors: Error[] = []
+    bus.on('error', (event) => errors.push(event.error as Error))
+    try {
+      await bus.ready()
+      await new Promise((resolve) => setTimeout(resolve, 500))
+      expect(bus.state).toBe('up')
+      // Before: refused in silence (the probe's NOPERM was caught and dropped).
+      expect(errors).toHaveLength(1)
+      expect(errors[0]!.message).toMatch(/'only:mute' \(NOPERM.*&only\*/)
+    } finally {
+      await bus.close()
+    }
+  })
+})
