@@ -25,6 +25,10 @@ describe('keys() of a chain', () => {
     const one = multiLevel(memoryBackend(), redisBackend(redis.url, { namespace: 'chain-list' }))
     const two = multiLevel(memoryBackend(), redisBackend(redis.url, { namespace: 'chain-list' }))
     try {
+      // Connected first: on a loaded machine a first write could wait out its 300 ms for the connection.
+      await Promise.all(
+        [one, two].map((chain) => (chain.levels[1]!.backend as ReturnType<typeof redisBackend>).ready()),
+      )
       await one.set('from-one', 1)
       await two.set('from-two', 2)
       await one.levels[0]!.backend.set('only-in-l1', 3)
