@@ -311,7 +311,7 @@ describe('the cache directory removed under a running process', { timeout: 60_00
           `const db = new (require('better-sqlite3'))(process.argv[1]); db.prepare('BEGIN IMMEDIATE').run();
            console.log('locked');
            process.stdin.once('data', () => { const t = Date.now() + 3; while (Date.now() < t);
-             require('fs').rmSync(require('path').dirname(process.argv[1]), { recursive: true, force: true });
+             require('fs').rmSync(require('path').dirname(process.argv[1]), { recursive: true, force: true, maxRetries: 10 });
              db.prepare('COMMIT').run(); db.close(); process.exit(0) })`,
           join(path, 'cache.db'),
         ],
