@@ -140,7 +140,11 @@ export interface FastifyResponseCache {
    * and the plugin's own (see {@link invalidate}).
    */
   invalidateTags(tags: readonly string[]): Promise<void>
-  /** The caches of the routes, one per `config.cache` (stats, events, `invalidateKey`). */
+  /**
+   * The caches of the routes, one per `config.cache` (stats, events, `clear`, `invalidateKey`).
+   * The object handed out for a route stays the same when the route's cache is made again at its
+   * first request (an `onReady` hook changed its options): it reaches the cache in use.
+   */
   readonly routes: ReadonlyMap<string, HttpCache<FastifyRequest>>
 }
 
@@ -187,6 +191,13 @@ interface RouteCache {
   options: Record<string, unknown> | undefined
   /** Its cache's name in `fastify.cache.routes`. */
   name: string | undefined
+  /** The hook that answers its requests from the cache: its last `preHandler`. */
+  lookup: preHandlerHookHandler | undefined
+  /**
+   * Fastify chooses it (or another route of its method and URL) by a request header, which a CDN
+   * does not see: `cacheControl` sends it `private`. Decided when the app gets ready.
+   */
+  hiddenSelection: boolean
 }
 
 const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, done) => {
@@ -212,6 +223,8 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
   // The target each request was sent with and routed by, noted before any hook can rewrite it.
   noteFastifyTargets(fastify)
   const caches = new Map<string, HttpCache<FastifyRequest>>()
+  // What `app.cache.routes` hands out: one object per name, whatever cache the route has now.
+  const handedOut = new Map<string, HttpCache<FastifyRequest>>()
   const routeCaches: RouteCache[] = []
   // GET routes seen without `config.cache`, until the app is ready: a later `onRoute` hook that
   // sets one comes after the hooks the cache adds to a route (see the `onReady` hook).
@@ -256,6 +269,8 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
       group: [],
       options: undefined,
       name: undefined,
+      lookup: undefined,
+      hiddenSelection: false,
     }
     routeCaches.push(routeCache)
     // First of the route's instance's `onRequest` hooks, whatever the app added before.
@@ -271,6 +286,7 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
     // as it is when the cache looks up).
     const lookup = lookupHook(fastify, routeCache, settle, varyEncoding, refreshHeader, refreshes)
     lookups.add(lookup)
+    routeCache.lookup = lookup
     if (!keyedNow) keepLast(route, 'preValidation', noteFastifyQueryBeforeValidation)
     // Last before the handler: every hook of the route (a guard in onRequest, preValidation or
     // preHandler, at any level) ran for a hit as it did for the response stored.
@@ -289,6 +305,14 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
             `route ${announced}: set by an onRoute hook that runs after cachePlugin's, which reads only the routes it saw cached; register the plugin that sets it before cachePlugin, or set config.cache on the route`,
           )
       }
+      // Fastify chooses among the routes of one method and URL by their constraints: with one
+      // chosen by a request header (version, a custom strategy), the others of the URL are chosen
+      // when that header is absent or another value, which a CDN cannot see either.
+      const chosenByHeader = new Set<string>()
+      for (const seen of [...uncached, ...routeCaches])
+        if (chosenByRequest(seen.route)) for (const url of spellings(seen)) chosenByHeader.add(url)
+      for (const routeCache of routeCaches)
+        routeCache.hiddenSelection = spellings(routeCache).some((url) => chosenByHeader.has(url))
       uncached = []
       // Routes of one identity share entries (a HEAD route is answered from its GET's), so they
       // must tell clients apart alike: resolved together, now and at the first request of any.
@@ -302,7 +326,7 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
         group.push(routeCache)
         routeCache.group = group
       }
-      for (const group of groups.values()) resolveGroup(group)
+      for (const group of groups.values()) resolveGroup(group, 'ready')
     } catch (error) {
       hookDone(error as Error)
       return
@@ -316,7 +340,7 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
    * its HEAD twin) share one cache. A route whose options are the same as when its cache was made
    * keeps it (its stats and listeners).
    */
-  function resolveGroup(group: RouteCache[]): void {
+  function resolveGroup(group: RouteCache[], when: 'ready' | 'request'): void {
     const planned: {
       routeCache: RouteCache
       cache?: HttpCache<FastifyRequest>
@@ -332,6 +356,11 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
         planned.push({ routeCache })
         continue
       }
+      // Fastify reads the route's hooks through the accessor `keepLast` defined, which a hook can
+      // delete (then assign a list with its guard after the lookup): a hit would skip the guard.
+      const handlers = route.preHandler as Function | Function[] | undefined
+      const last = Array.isArray(handlers) ? handlers[handlers.length - 1] : handlers
+      if (last !== routeCache.lookup) throw lookupNotLast(routeCache)
       const holder = route.config as object
       let made = byHolder.get(holder)
       if (made === undefined) {
@@ -346,9 +375,10 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
         if (kept) cache = routeCache.cache as HttpCache<FastifyRequest>
         else {
           const settings = resolveHttpCacheOptions(given, known)
-          settings.hiddenSelection = chosenByRequest(route)
+          settings.hiddenSelection = routeCache.hiddenSelection
           // Re-made at the route's first request (an onReady hook changed its options): the
-          // listeners and stats the app holds from `app.cache.routes` carry on.
+          // listeners and stats carry on, and the object `app.cache.routes` handed out reaches
+          // this one (see `stableCache`).
           cache = new HttpCache<FastifyRequest>({}, settings, routeCache.cache)
         }
         made = { cache, options }
@@ -356,7 +386,8 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
       }
       const settings = made.cache.settings
       if (first === undefined) first = { routeCache, settings }
-      else if (!sameAudience(first.settings, settings)) throw notOneAudience(first.routeCache, routeCache)
+      else if (!sameAudience(first.settings, settings))
+        throw notOneAudience(first.routeCache, routeCache, when)
       planned.push({ routeCache, cache: made.cache, options: made.options })
     }
     const named = new Set<HttpCache<FastifyRequest>>()
@@ -364,7 +395,10 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
       routeCache.cache = cache
       routeCache.options = options
       if (cache === undefined) {
-        if (routeCache.name !== undefined) caches.delete(routeCache.name)
+        if (routeCache.name !== undefined) {
+          caches.delete(routeCache.name)
+          handedOut.delete(routeCache.name)
+        }
         routeCache.name = undefined
         continue
       }
@@ -383,16 +417,31 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
       }
       named.add(cache)
       const url = routeCache.route.url
-      routeCache.name ??= `${url}${caches.has(url) ? ` #${caches.size}` : ''}`
-      caches.set(routeCache.name, cache)
+      const name = (routeCache.name ??= `${url}${caches.has(url) ? ` #${caches.size}` : ''}`)
+      caches.set(name, cache)
+      if (!handedOut.has(name))
+        handedOut.set(
+          name,
+          stableCache(() => caches.get(name) ?? cache),
+        )
       // Apps sharing one server are told apart by their prefixes, known once the app started.
       noteFastifyAppPrefix(fastify, cache.settings.keyPrefix)
     }
   }
 
-  /** A route's first request: its identity's `config.cache` as the `onReady` hooks left it. */
+  /**
+   * A route's first request: its identity's `config.cache` as the `onReady` hooks left it. A
+   * `CacheConfigError` fails the request with a generic error: Fastify's default error handler
+   * sends an error's message to the client, and this one describes the app's configuration. The
+   * detailed one is logged, and is the generic one's `cause` (for an app's error handler).
+   */
   function settle(routeCache: RouteCache): void {
-    resolveGroup(routeCache.group)
+    try {
+      resolveGroup(routeCache.group, 'request')
+    } catch (error) {
+      fastify.log.error({ err: error }, `cachePlugin: route ${routeCache.announced} cannot be served`)
+      throw new Error('Internal Server Error', { cause: error })
+    }
     for (const member of routeCache.group) member.settled = true
   }
 
@@ -470,7 +519,7 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
     async invalidateTags(tags) {
       await Promise.all(distinct().backends.map((backend) => invalidateTags([...tags], { backend })))
     },
-    routes: caches,
+    routes: handedOut,
   }
   fastify.decorate(decorateAs, api)
   done()
@@ -502,6 +551,23 @@ function cachePlugin(
   done: (error?: Error) => void,
 ): void {
   register(fastify, options, done)
+}
+
+/**
+ * The object `app.cache.routes` hands out for a route's cache: what the app reads and calls on it
+ * (`clear()`, `invalidate()`, `invalidateKey()`, `settings`, `stats`, `on()`) is the cache the
+ * route uses now. A route's cache is made again at its first request when an `onReady` hook changed
+ * its options (a `keyPrefix`, a backend): the object the app took after `ready()` then reaches the
+ * entries stored under the new ones. Requests never go through it (the lookup holds the cache).
+ */
+function stableCache(current: () => HttpCache<FastifyRequest>): HttpCache<FastifyRequest> {
+  return new Proxy(current(), {
+    get(_first, name) {
+      const cache = current()
+      const value: unknown = Reflect.get(cache, name, cache)
+      return typeof value === 'function' ? value.bind(cache) : value
+    },
+  })
 }
 
 /**
@@ -625,12 +691,39 @@ function sameAudience(a: HttpCacheSettings, b: HttpCacheSettings): boolean {
  * (`/api`), and serves `/api/` from the same options; its HEAD routes as `/api` and `/api/`
  * (with `ignoreTrailingSlash`, `/api` only). Routes are named by the URL hooks saw.
  */
-function notOneAudience(first: RouteCache, second: RouteCache): CacheConfigError {
+function notOneAudience(first: RouteCache, second: RouteCache, when: 'ready' | 'request'): CacheConfigError {
   const named = ({ route, announced }: RouteCache) => `${methodsOf(route)} ${announced}`
+  if (when === 'request')
+    return new CacheConfigError(
+      'config.cache',
+      `routes ${named(first)} and ${named(second)} share their cached responses, but their options changed after the app got ready (an onReady hook registered after cachePlugin, or any hook, changed the config or config.cache of one and not of the other), leaving them different vary, key, bypass, allowAuthorized or allowCookies; change both the same way (a GET route and its HEAD route are two route objects: a hook replacing route.config must do it on both)`,
+    )
   return new CacheConfigError(
     'config.cache',
     `routes ${named(first)} and ${named(second)} share their cached responses, but onRoute hooks left them different vary, key, bypass, allowAuthorized or allowCookies; give both the same (Fastify announces a prefixed plugin's '/' route to onRoute hooks as GET /api, which serves /api/ too, HEAD /api and HEAD /api/: a hook filtering by URL must match both /api and /api/)`,
   )
+}
+
+/**
+ * A cached route whose `preHandler` a hook replaced (deleted the property the plugin defined, then
+ * assigned a list) so that the cache's lookup is no longer last: a hook after it would run for
+ * misses only, after a hit was answered.
+ */
+function lookupNotLast({ route, announced }: RouteCache): CacheConfigError {
+  return new CacheConfigError(
+    'preHandler',
+    `route ${methodsOf(route)} ${announced}: a hook replaced its preHandler property (deleted it, or defined it anew), and its last preHandler is no longer the cache's lookup: a hook placed after the lookup runs after a hit was answered, so a guard there never protects a cached page. Assign to route.preHandler instead of deleting it (cachePlugin keeps its lookup last whatever list is assigned)`,
+  )
+}
+
+/**
+ * The URLs a route answers as Fastify's router compares them for constraints: as announced to
+ * `onRoute` hooks and as it is now (a prefixed plugin's '/' is announced as '/api' and becomes
+ * '/api/'), each without its trailing slash (`ignoreTrailingSlash` makes '/api/' the same route).
+ */
+function spellings({ route, announced }: { route: RouteOptions; announced: string }): string[] {
+  const bare = (url: string) => (url.length > 1 && url.endsWith('/') ? url.slice(0, -1) : url)
+  return [bare(announced), bare(route.url)]
 }
 
 /** Marks a route cachePlugin caches, with the `decorateAs` of the plugin (one per route). */
@@ -738,7 +831,8 @@ function describeConstraints(constraints: unknown, route: string): string {
 /**
  * Whether Fastify chooses the route by something of the request other than its host (the version
  * strategy reads `Accept-Version`, a custom one any header): a CDN keys on the URL and the host, so
- * `cacheControl` sends its responses `private`.
+ * `cacheControl` sends its responses `private`, and those of the other routes of its URL (chosen
+ * when the header is absent or names none of them).
  */
 function chosenByRequest(route: RouteOptions): boolean {
   const constraints = route.constraints

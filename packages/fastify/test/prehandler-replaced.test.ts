@@ -1,0 +1,98 @@
+/**
+ * A plugin registered after the cache that rebuilds a cached route's `preHandler` property
+ * (`delete route.preHandler`, then a new list with its guard last) takes away the accessor that
+ * keeps the cache's lookup last: the guard would run after a hit was answered.
+ */
+import { memoryBackend } from '@cache/memory'
+import { configErrorOfAsync } from '@cache/testing'
+import type {
+  FastifyInstance,
+  FastifyReply,
+  FastifyRequest,
+  preHandlerHookHandler,
+  RouteOptions,
+} from 'fastify'
+import fp from 'fastify-plugin'
+import { describe, expect, it } from 'vitest'
+import { cachePlugin } from '../src/index.js'
+import { app } from './apps.js'
+
+const adminOnly = async (request: FastifyRequest, reply: FastifyReply) => {
+  if (request.headers['x-role'] !== 'admin') await reply.code(403).send('forbidden')
+}
+
+/** A roles plugin whose onRoute hook rebuilds the property, placing its guard as `place` says. */
+const rolesPlugin = (place: 'last' | 'first') =>
+  fp(async (scope: FastifyInstance) => {
+    scope.addHook('onRoute', (route: RouteOptions) => {
+      if (!(route.config as { admin?: boolean } | undefined)?.admin) return
+      const list = [route.preHandler ?? []].flat() as preHandlerHookHandler[]
+      delete route.preHandler
+      route.preHandler = (
+        place === 'last' ? [...list, adminOnly] : [adminOnly, ...list]
+      ) as preHandlerHookHandler[]
+    })
+  })
+
+async function adminApp(place: 'last' | 'first') {
+  const fastify = app()
+  await fastify.register(cachePlugin, { backend: memoryBackend(), ttl: 60 })
+  await fastify.register(rolesPlugin(place))
+  fastify.get(
+    '/admin/report',
+    { config: { admin: true, cache: true } as never },
+    async () => 'SECRET payroll',
+  )
+  return fastify
+}
+
+describe("a later plugin that deletes a cached route's preHandler and assigns a new list", () => {
+  it('makes ready() reject, naming the route, when its guard would run after the lookup: no anonymous hit', async () => {
+    const fastify = await adminApp('last')
+    // Before: the app started, and after an admin's request an anonymous one got SECRET payroll (200, hit).
+    const error = await configErrorOfAsync(() => fastify.ready())
+    expect(error.setting).toBe('preHandler')
+    expect(error.message).toContain('route GET /admin/report')
+    expect(error.message).toContain('replaced its preHandler property')
+    expect(error.message).toMatch(/assign to route\.preHandler instead of deleting it/i)
+  })
+
+  it('is accepted when the new list still ends with the lookup, and the guard runs before every hit', async () => {
+    const fastify = await adminApp('first')
+    await fastify.ready()
+    const admin = await fastify.inject({ url: '/admin/report', headers: { 'x-role': 'admin' } })
+    expect(admin.body).toBe('SECRET payroll')
+    const again = await fastify.inject({ url: '/admin/report', headers: { 'x-role': 'admin' } })
+    expect(again.headers['cache-status']).toMatch(/hit/)
+    const anonymous = await fastify.inject({ url: '/admin/report' })
+    expect(anonymous.statusCode).toBe(403)
+    expect(anonymous.body).not.toContain('SECRET')
+  })
+
+  it("fails the route's requests when an onReady hook registered after the cache deleted the property", async () => {
+    const fastify = app()
+    await fastify.register(cachePlugin, { backend: memoryBackend(), ttl: 60 })
+    const routes: RouteOptions[] = []
+    await fastify.register(
+      fp(async (scope: FastifyInstance) => {
+        scope.addHook('onRoute', (route) => {
+          if (route.config?.cache) routes.push(route)
+        })
+        scope.addHook('onReady', async () => {
+          for (const route of routes) {
+            const list = [route.preHandler ?? []].flat() as preHandlerHookHandler[]
+            delete route.preHandler
+            route.preHandler = [...list, adminOnly] as preHandlerHookHandler[]
+          }
+        })
+      }),
+    )
+    fastify.get('/admin/report', { config: { cache: true } }, async () => 'SECRET payroll')
+    await fastify.ready()
+    for (const headers of [{ 'x-role': 'admin' }, {}]) {
+      const response = await fastify.inject({ url: '/admin/report', headers })
+      expect(response.statusCode).toBe(500)
+      expect(response.body).not.toContain('SECRET')
+    }
+  })
+})
