@@ -6,7 +6,8 @@
  */
 import type { AddressInfo } from 'node:net'
 import { memoryBackend } from '@cache/memory'
-import type { FastifyInstance, RouteOptions } from 'fastify'
+import { FastifyOtelInstrumentation } from '@fastify/otel'
+import type { FastifyInstance, FastifyPluginAsync, RouteOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import { describe, expect, it } from 'vitest'
 import { cachePlugin } from '../src/index.js'
@@ -122,4 +123,175 @@ describe("copies of a cached route declared by a later plugin's onRoute hook", (
       ['/home #2', 0],
     ])
   })
+})
+
+/** A page that says which route answered it. */
+const whichPage = async (request: { routeOptions: { config: unknown } }) =>
+  (request.routeOptions.config as { beta?: boolean }).beta ? 'BETA draft' : 'stable page'
+
+describe('a copy declared in a context the cache never sees (a sibling of the cached routes)', () => {
+  it.each([
+    ['uncached', 'the beta visitor first', false],
+    ['uncached', 'a stable visitor first', false],
+    ['marked cached', 'the beta visitor first', true],
+    ['marked cached', 'a stable visitor first', true],
+  ] as const)(
+    "never answers one audience from the other's page (%s copy, %s)",
+    async (_kind, order, cached) => {
+      const fastify = app()
+      // A root onRoute hook collects the shop's cached routes; a later beta context declares copies.
+      const collected: RouteOptions[] = []
+      await fastify.register(
+        fp(async (root: FastifyInstance) => {
+          root.addHook('onRoute', (route: RouteOptions) => {
+            const config = route.config as { beta?: boolean; cache?: unknown } | undefined
+            if (config?.cache && route.method === 'GET' && !config.beta) collected.push(route)
+          })
+        }),
+      )
+      await fastify.register(async (shop: FastifyInstance) => {
+        await shop.register(cachePlugin, { backend: memoryBackend() })
+        shop.get('/home', { config: { cache: { ttl: 60 } } }, whichPage)
+      })
+      await fastify.register(async (beta: FastifyInstance) => {
+        for (const route of collected)
+          beta.route({
+            ...route,
+            constraints: { version: '2.0.0' },
+            config: { ...route.config, cache: cached, beta: true } as never,
+          })
+      })
+      const base = await listen(fastify)
+      const visitors = order === 'the beta visitor first' ? ['beta', 'stable'] : ['stable', 'beta']
+      for (const round of [1, 2])
+        for (const visitor of visitors) {
+          const answer = await get(`${base}/home`, visitor === 'beta' ? { 'accept-version': '2.0.0' } : {})
+          // Before: the copy ran the shop route's lookup, answered from and stored into its entries.
+          expect({ round, visitor, body: answer.body }).toEqual({
+            round,
+            visitor,
+            body: visitor === 'beta' ? 'BETA draft' : 'stable page',
+          })
+          // The beta context has no cachePlugin: its copy is not cached, whatever its config says.
+          if (visitor === 'beta') expect(answer.cacheStatus).toBe('undefined')
+          else expect(answer.cacheStatus).toMatch(round === 1 ? /stored/ : /hit/)
+        }
+    },
+  )
+})
+
+describe('copies of a cached route when @fastify/otel, registered after the cache, wraps every route hook', () => {
+  const otel = () => new FastifyOtelInstrumentation().plugin() as unknown as FastifyPluginAsync
+
+  it("never answers a tenant's copy from the original's page, in either order", async () => {
+    for (const first of ['public', 'acme'] as const) {
+      const fastify = app({ routerOptions: { constraints: { tenant: tenantStrategy } } } as never)
+      await fastify.register(cachePlugin, { backend: memoryBackend() })
+      await fastify.register(otel())
+      await fastify.register(tenantCopies)
+      fastify.get(
+        '/home',
+        { preHandler: [async () => {}], config: { perTenant: true, cache: { ttl: 60 } } as never },
+        async (request) =>
+          `home of ${(request.routeOptions.config as { tenant?: string }).tenant ?? 'nobody'}`,
+      )
+      const base = await listen(fastify)
+      const visitors = first === 'public' ? [undefined, 'acme', 'globex'] : ['acme', 'globex', undefined]
+      for (const round of [1, 2])
+        for (const tenant of visitors) {
+          const answer = await get(`${base}/home`, tenant === undefined ? {} : { 'x-tenant': tenant })
+          // Before: the wrapped original lookup ran first on the copies and answered from its entry.
+          expect({ first, round, tenant, body: answer.body }).toEqual({
+            first,
+            round,
+            tenant,
+            body: `home of ${tenant ?? 'nobody'}`,
+          })
+          expect(answer.cacheStatus).toMatch(round === 1 ? /stored/ : /hit/)
+        }
+      await fastify.close()
+    }
+  })
+
+  it("caches an uncached tenant copy nowhere: the public page is never the tenant's", async () => {
+    const fastify = app({ routerOptions: { constraints: { tenant: tenantStrategy } } } as never)
+    await fastify.register(cachePlugin, { backend: memoryBackend() })
+    await fastify.register(otel())
+    await fastify.register(
+      fp(async (scope: FastifyInstance) => {
+        scope.addHook('onRoute', function (this: FastifyInstance, route: RouteOptions) {
+          const config = route.config as { tenant?: string; cache?: unknown } | undefined
+          if (config?.tenant || !config?.cache || route.method !== 'GET') return
+          this.route({
+            ...route,
+            constraints: { tenant: 'acme' },
+            config: { ...route.config, cache: false, tenant: 'acme' } as never,
+          })
+        })
+      }),
+    )
+    fastify.get(
+      '/home',
+      { preHandler: [async () => {}], config: { cache: { ttl: 60 } } },
+      async (request) => `home of ${(request.routeOptions.config as { tenant?: string }).tenant ?? 'nobody'}`,
+    )
+    const base = await listen(fastify)
+    const acme = await get(`${base}/home`, { 'x-tenant': 'acme' })
+    expect(acme.body).toBe('home of acme')
+    // Before: the copy went through the original's cache and stored acme's page there.
+    expect(acme.cacheStatus).toBe('undefined')
+    const visitor = await get(`${base}/home`)
+    expect(visitor.body).toBe('home of nobody')
+    expect((await get(`${base}/home`, { 'x-tenant': 'acme' })).cacheStatus).toBe('undefined')
+    expect((await get(`${base}/home`)).cacheStatus).toMatch(/hit/)
+  })
+})
+
+describe('a cached route whose hooks a plugin registered after the cache wraps', () => {
+  /** A tracing plugin wrapping every route-level hook in onRoute, as @fastify/otel does. */
+  const tracer = fp(async (fastify: FastifyInstance) => {
+    fastify.addHook('onRoute', (route: RouteOptions) => {
+      for (const name of ['onRequest', 'preValidation', 'preHandler'] as const) {
+        const list = route[name] == null ? [] : ([] as Function[]).concat(route[name] as Function)
+        if (list.length > 0)
+          route[name] = list.map(
+            (hook) =>
+              function traced(this: unknown, ...args: unknown[]) {
+                return hook.apply(this, args)
+              },
+          ) as never
+      }
+    })
+  })
+  const wrappers = [
+    ['a hand-written tracer', () => tracer],
+    ['@fastify/otel', () => new FastifyOtelInstrumentation().plugin() as unknown as FastifyPluginAsync],
+  ] as const
+
+  it.each(wrappers)(
+    'looks up once per request under %s: the first miss answers at once, counted once',
+    async (_name, wrapper) => {
+      const fastify = app()
+      await fastify.register(cachePlugin, { backend: memoryBackend() })
+      await fastify.register(wrapper())
+      let calls = 0
+      fastify.get(
+        '/p',
+        { preHandler: [async () => {}], config: { cache: { ttl: 60 } } },
+        async () => `render ${++calls}`,
+      )
+      const base = await listen(fastify)
+      const started = Date.now()
+      const miss = await get(`${base}/p`)
+      // Before: a second lookup collapsed onto the first's miss and waited for collapseTimeout (5 s).
+      expect(Date.now() - started).toBeLessThan(1000)
+      expect(miss.body).toBe('render 1')
+      const hit = await get(`${base}/p`)
+      expect(hit.body).toBe('render 1')
+      expect(hit.cacheStatus).toMatch(/hit/)
+      const { hits, misses, sets } = (fastify.cache.routes.get('/p') as { stats: Record<string, number> })
+        .stats
+      expect({ hits, misses, sets, calls }).toEqual({ hits: 1, misses: 1, sets: 1, calls: 1 })
+    },
+  )
 })
