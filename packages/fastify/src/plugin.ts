@@ -187,6 +187,8 @@ interface RouteCache {
   options: Record<string, unknown> | undefined
   /** Its cache's name in `fastify.cache.routes`. */
   name: string | undefined
+  /** Which requests are the route's own (not a copy's): see {@link markRoute}. */
+  readonly mark: RouteMark
 }
 
 const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, done) => {
@@ -223,7 +225,10 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
   fastify.addHook('onRoute', function (this: FastifyInstance, route) {
     // A copy of a cached route (`this.route({ ...route, constraints })` in a later plugin's
     // onRoute hook) holds the original's hooks: it is looked up by itself or not at all.
-    if (!Object.hasOwn(route, CACHED_BY)) dropCopiedHooks(route)
+    if (!Object.hasOwn(route, CACHED_BY)) {
+      dropCopiedHooks(route)
+      disownCopiedMark(route)
+    }
     if (!answersGet(route)) return
     const config = route.config?.cache
     if (config === undefined || config === false) {
@@ -247,6 +252,8 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
       resolveHttpCacheOptions(routeCacheOptions(defaults, config, route.url), known).key !== undefined
     const routeCache: RouteCache = {
       route,
+      // Before any later hook can copy it (see `markRoute`).
+      mark: markRoute(route),
       announced: route.url,
       cache: undefined,
       site: unready,
@@ -332,7 +339,7 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
         planned.push({ routeCache })
         continue
       }
-      const holder = route.config as object
+      const holder = routeCache.mark.holder as object
       let made = byHolder.get(holder)
       if (made === undefined) {
         const known = { names: ROUTE_OPTION_NAMES, where: `config.cache of route ${route.url}` }
@@ -831,6 +838,101 @@ function dropCopiedHooks(route: RouteOptions): void {
     ) as preValidationHookHandler[]
 }
 
+/**
+ * The symbol of a cached route's own `config`: a getter handing out a new token at every read.
+ * Fastify builds the route's context (`request.routeOptions.config`) by spreading the route's
+ * `config` once every `onRoute` hook ran, so the last read while the route is declared is the
+ * token its requests carry; whoever spreads the route's `config` at another time (a copy of the
+ * route declared by a hook, or in a context the cache never sees) carries another one.
+ */
+const ROUTE_MARK = Symbol('@cache/fastify.route')
+
+/** The tokens a cached route's requests carry in their `config` (see {@link markRoute}). */
+interface RouteMark {
+  /** The token of the route's context, once the route's declaration is over. */
+  token: object | undefined
+  /** Of its second context: a prefixed plugin's `/`, served as `/api` and `/api/`. */
+  prefixedToken: object | undefined
+  /** The tokens read while the route is declared, with the route's URL then. */
+  reads: { token: object; url: string }[] | undefined
+  /** The `config` a hook gave the route (the route's own is a copy of it): a HEAD twin's is its GET's. */
+  holder: unknown
+}
+
+/** The tokens of the routes being declared, to take back the one a copy carries. */
+const tokenOwners = new WeakMap<object, RouteMark>()
+
+/**
+ * Gives the route a `config` of its own, a copy of the one it has (the app's object, maybe shared
+ * by several routes, is left as it is), with the {@link ROUTE_MARK} getter; a hook that assigns
+ * another `config` gets one of its own too. The route's tokens are taken in a microtask, once
+ * the declaration (every `onRoute` hook, then Fastify's contexts) is over: the last read while the
+ * route had the URL announced, and the last one after Fastify gave it another (its second
+ * context, `/api/`). Nothing of this runs per request.
+ */
+function markRoute(route: RouteOptions): RouteMark {
+  const announced = route.url
+  const mark: RouteMark = { token: undefined, prefixedToken: undefined, reads: [], holder: route.config }
+  const read = () => {
+    const token = {}
+    if (mark.reads !== undefined) {
+      mark.reads.push({ token, url: route.url })
+      tokenOwners.set(token, mark)
+    }
+    return token
+  }
+  let own = ownConfig(route.config, read)
+  Object.defineProperty(route, 'config', {
+    configurable: true,
+    enumerable: true,
+    get: () => own,
+    set(value: unknown) {
+      mark.holder = value
+      own = ownConfig(value, read)
+    },
+  })
+  queueMicrotask(() => {
+    for (const { token, url } of mark.reads ?? []) {
+      if (url === announced) mark.token = token
+      else mark.prefixedToken = token
+    }
+    mark.reads = undefined
+  })
+  return mark
+}
+
+/** A copy of `config` (every own property as it is, but a mark) with the route's mark getter. */
+function ownConfig(config: unknown, read: () => object): Record<PropertyKey, unknown> | undefined {
+  if (config === null || typeof config !== 'object') return config as undefined
+  const descriptors: PropertyDescriptorMap = Object.getOwnPropertyDescriptors(config)
+  delete descriptors[ROUTE_MARK]
+  descriptors[ROUTE_MARK] = { configurable: true, enumerable: true, get: read }
+  return Object.create(Object.getPrototypeOf(config), descriptors)
+}
+
+/**
+ * A route declared with a copy of a cached route's `config` spread while that route is still
+ * being declared (`app.route({ ...route, config: { ...route.config, beta: true } })` right after
+ * it): the token the copy carries is not the original's, even when read after Fastify's.
+ */
+function disownCopiedMark(route: RouteOptions): void {
+  const config: unknown = route.config
+  if (config === null || typeof config !== 'object') return
+  const held = Object.getOwnPropertyDescriptor(config, ROUTE_MARK)
+  if (held === undefined || !('value' in held) || held.value === null || typeof held.value !== 'object')
+    return
+  const owner = tokenOwners.get(held.value)
+  if (owner?.reads !== undefined) owner.reads = owner.reads.filter(({ token }) => token !== held.value)
+}
+
+/** The requests a cached route's lookup ran for: a second lookup of one passes through. */
+const lookedUp = new WeakSet<FastifyRequest>()
+
+/** The `config` of the route a request was routed to (Fastify's copy of the route's). */
+function routeConfigOf(request: FastifyRequest): Record<PropertyKey, unknown> | undefined {
+  return request.routeOptions.config as unknown as Record<PropertyKey, unknown> | undefined
+}
+
 function lookupHook(
   fastify: FastifyInstance,
   routeCache: RouteCache,
@@ -839,7 +941,21 @@ function lookupHook(
   refreshHeader: string,
   refreshes: Map<string, Refresh>,
 ) {
+  const { mark } = routeCache
   return function cacheLookup(request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) {
+    // A copy of the route (its hooks, this one among them) declared where the cache did not see
+    // it, or this hook wrapped by a tracer where it could not be told from another: not this
+    // route's request, nor the second lookup of one (which would wait on the first's miss).
+    const token = routeConfigOf(request)?.[ROUTE_MARK]
+    if (
+      (token !== mark.token && token !== mark.prefixedToken) ||
+      token === undefined ||
+      lookedUp.has(request)
+    ) {
+      done()
+      return
+    }
+    lookedUp.add(request)
     if (!routeCache.settled) {
       // A bad option an onReady hook set fails every request of the route, never served without it.
       try {
