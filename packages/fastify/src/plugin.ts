@@ -277,11 +277,18 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
     // now spares its requests the note (should a later hook take it away, the query is compared
     // as it is when the cache looks up).
     const lookup = lookupHook(fastify, routeCache, settle, varyEncoding, refreshHeader, refreshes)
+    // What the route's hooks show while it is declared: a plugin that wraps each hook of a route
+    // in its onRoute hook (@fastify/otel) wraps this one, and the lookup itself is put last
+    // after it (see `keepLast`). The wrapper, wherever it ends up, only passes the request on.
+    const standIn: preHandlerHookHandler = function cacheLookupStandIn(_request, _reply, standInDone) {
+      standInDone()
+    }
     lookups.add(lookup)
+    lookups.add(standIn)
     if (!keyedNow) keepLast(route, 'preValidation', noteFastifyQueryBeforeValidation)
     // Last before the handler: every hook of the route (a guard in onRequest, preValidation or
     // preHandler, at any level) ran for a hit as it did for the response stored.
-    keepLast(route, 'preHandler', lookup)
+    keepLast(route, 'preHandler', lookup, standIn, () => routeCache.mark.reads === undefined)
   })
 
   // Every `onRoute` hook ran: each cached route's `config.cache` is final (a tenant plugin
@@ -297,6 +304,12 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
           )
       }
       uncached = []
+      for (const { route, announced, mark } of routeCaches)
+        if (mark.lost)
+          throw new CacheConfigError(
+            'config.cache',
+            `route ${methodsOf(route)} ${announced}: an onRoute hook replaced its config other than by assigning route.config (delete, Object.defineProperty), without what cachePlugin gave it, or frozen: its requests cannot be told from those of a copy of the route, which would answer from its entries. Assign the new config instead (route.config = { ...route.config, ... })`,
+          )
       // Routes of one identity share entries (a HEAD route is answered from its GET's), so they
       // must tell clients apart alike: resolved together, now and at the first request of any.
       const groups = new Map<string, RouteCache[]>()
@@ -339,7 +352,8 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
         planned.push({ routeCache })
         continue
       }
-      const holder = routeCache.mark.holder as object
+      // The app's object the route's own config was copied from (a HEAD route's is its GET's).
+      const holder = (route.config === routeCache.mark.own ? routeCache.mark.holder : route.config) as object
       let made = byHolder.get(holder)
       if (made === undefined) {
         const known = { names: ROUTE_OPTION_NAMES, where: `config.cache of route ${route.url}` }
@@ -790,30 +804,36 @@ function toList<T>(value: T | readonly T[] | undefined): T[] {
  * `onRoute` hooks of plugins registered after this one do to the list (assign a new one, push
  * onto it, replace it with a function): Fastify reads the route's hooks once every `onRoute` hook
  * ran, through the accessor, which puts `hook` back at the end. A guard another plugin appends
- * (`@fastify/autoload` loads `roles.js` after `cache.js`) so runs before every hit.
+ * (`@fastify/autoload` loads `roles.js` after `cache.js`) so runs before every hit. Until
+ * `declared()`, the list shows `standIn` in its place: what another hook made of it (a tracer's
+ * wrapper) stays in the list, and `hook` alone runs last.
  */
 function keepLast<H extends preHandlerHookHandler | preValidationHookHandler>(
   route: RouteOptions,
   name: 'preHandler' | 'preValidation',
   hook: H,
+  standIn: H = hook,
+  declared: () => boolean = () => true,
 ): void {
+  const ours = (fn: H) => fn === hook || fn === standIn
   // Another route's lookup (a list copied from it) never runs here.
-  const others = (fn: H) => fn !== hook && !lookups.has(fn)
-  let list: H[] = [...toList(route[name] as H | H[] | undefined).filter(others), hook]
+  const others = (fn: H) => !ours(fn) && !lookups.has(fn)
+  const last = () => (declared() ? hook : standIn)
+  let list: H[] = [...toList(route[name] as H | H[] | undefined).filter(others), last()]
   Object.defineProperty(route, name, {
     configurable: true,
     enumerable: true,
     get() {
       // In place: a plugin may hold this array and push onto it.
-      const at = list.indexOf(hook)
-      if (at !== list.length - 1) {
-        if (at !== -1) list.splice(at, 1)
-        list.push(hook)
+      const now = last()
+      if (list.findIndex(ours) !== list.length - 1 || list[list.length - 1] !== now) {
+        for (let at = list.length - 1; at >= 0; at--) if (ours(list[at] as H)) list.splice(at, 1)
+        list.push(now)
       }
       return list
     },
     set(value: H | H[] | undefined) {
-      list = [...toList(value).filter(others), hook]
+      list = [...toList(value).filter(others), last()]
     },
   })
 }
@@ -857,6 +877,13 @@ interface RouteMark {
   reads: { token: object; url: string }[] | undefined
   /** The `config` a hook gave the route (the route's own is a copy of it): a HEAD twin's is its GET's. */
   holder: unknown
+  /** The route's own `config`, while the route holds it. */
+  own: object | undefined
+  /**
+   * A hook deleted the route's `config` and put one that the route's requests cannot be told
+   * by (without the token, or frozen with it): refused when the app gets ready.
+   */
+  lost?: true
 }
 
 /** The tokens of the routes being declared, to take back the one a copy carries. */
@@ -872,7 +899,13 @@ const tokenOwners = new WeakMap<object, RouteMark>()
  */
 function markRoute(route: RouteOptions): RouteMark {
   const announced = route.url
-  const mark: RouteMark = { token: undefined, prefixedToken: undefined, reads: [], holder: route.config }
+  const mark: RouteMark = {
+    token: undefined,
+    prefixedToken: undefined,
+    reads: [],
+    holder: route.config,
+    own: undefined,
+  }
   const read = () => {
     const token = {}
     if (mark.reads !== undefined) {
@@ -881,22 +914,43 @@ function markRoute(route: RouteOptions): RouteMark {
     }
     return token
   }
-  let own = ownConfig(route.config, read)
+  mark.own = ownConfig(route.config, read)
+  const getOwn = () => mark.own
   Object.defineProperty(route, 'config', {
     configurable: true,
     enumerable: true,
-    get: () => own,
+    get: getOwn,
     set(value: unknown) {
       mark.holder = value
-      own = ownConfig(value, read)
+      mark.own = ownConfig(value, read)
     },
   })
   queueMicrotask(() => {
-    for (const { token, url } of mark.reads ?? []) {
-      if (url === announced) mark.token = token
-      else mark.prefixedToken = token
-    }
+    const reads = mark.reads ?? []
     mark.reads = undefined
+    if (Object.getOwnPropertyDescriptor(route, 'config')?.get === getOwn) {
+      for (const { token, url } of reads) {
+        if (url === announced) mark.token = token
+        else mark.prefixedToken = token
+      }
+      return
+    }
+    // A hook deleted (or redefined) the route's `config` and put another one: Fastify copied
+    // the token that one holds, if a spread of the route's own gave it one, and so would every
+    // later copy of it, which is given a getter of its own from now on.
+    const config: unknown = route.config
+    const held =
+      config !== null && typeof config === 'object'
+        ? Object.getOwnPropertyDescriptor(config, ROUTE_MARK)
+        : undefined
+    const token: unknown = held !== undefined && 'value' in held ? held.value : undefined
+    try {
+      if (token === null || typeof token !== 'object' || tokenOwners.get(token) !== mark) throw new Error()
+      Object.defineProperty(config, ROUTE_MARK, { configurable: true, enumerable: true, get: () => ({}) })
+      mark.token = token
+    } catch {
+      mark.lost = true
+    }
   })
   return mark
 }

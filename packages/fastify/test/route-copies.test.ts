@@ -7,7 +7,7 @@
 import type { AddressInfo } from 'node:net'
 import { memoryBackend } from '@cache/memory'
 import { FastifyOtelInstrumentation } from '@fastify/otel'
-import type { FastifyInstance, FastifyPluginAsync, RouteOptions } from 'fastify'
+import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest, RouteOptions } from 'fastify'
 import fp from 'fastify-plugin'
 import { describe, expect, it } from 'vitest'
 import { cachePlugin } from '../src/index.js'
@@ -180,6 +180,63 @@ describe('a copy declared in a context the cache never sees (a sibling of the ca
   )
 })
 
+describe('a cached route whose config a later onRoute hook deletes and puts back', () => {
+  /** Collects the cached GET routes at the root; `rebuild` is what the later hook does to each. */
+  async function shopWithBeta(rebuild: (route: RouteOptions) => void) {
+    const fastify = app()
+    const collected: RouteOptions[] = []
+    await fastify.register(
+      fp(async (root: FastifyInstance) => {
+        root.addHook('onRoute', (route: RouteOptions) => {
+          if (route.config?.cache && route.method === 'GET') collected.push(route)
+        })
+      }),
+    )
+    await fastify.register(async (shop: FastifyInstance) => {
+      await shop.register(cachePlugin, { backend: memoryBackend() })
+      await shop.register(
+        fp(async (scope: FastifyInstance) => {
+          scope.addHook('onRoute', rebuild)
+        }),
+      )
+      shop.get('/home', { config: { cache: { ttl: 60 } } }, whichPage)
+    })
+    await fastify.register(async (beta: FastifyInstance) => {
+      for (const route of collected)
+        beta.route({
+          ...route,
+          constraints: { version: '2.0.0' },
+          config: { ...route.config, cache: false, beta: true } as never,
+        })
+    })
+    return fastify
+  }
+
+  it('still tells the copy a sibling context declares from it: stable visitors never get the beta page', async () => {
+    const fastify = await shopWithBeta((route) => {
+      const config = route.config
+      delete route.config
+      route.config = { ...config, theme: 'dark' } as never
+    })
+    const base = await listen(fastify)
+    const beta = await get(`${base}/home`, { 'accept-version': '2.0.0' })
+    expect(beta.body).toBe('BETA draft')
+    // Before: the copy carried the token of the config the hook put back, the route's own.
+    expect(beta.cacheStatus).toBe('undefined')
+    expect((await get(`${base}/home`)).body).toBe('stable page')
+    expect((await get(`${base}/home`)).cacheStatus).toMatch(/hit/)
+  })
+
+  it('refuses, when the app starts, a config put back without what the cache gave it', async () => {
+    const fastify = await shopWithBeta((route) => {
+      delete route.config
+      route.config = { cache: { ttl: 60 } } as never
+    })
+    // Its requests could not be told from the copy's: refused rather than never cached, silently.
+    await expect(fastify.ready()).rejects.toThrow(/replaced its config/)
+  })
+})
+
 describe('copies of a cached route when @fastify/otel, registered after the cache, wraps every route hook', () => {
   const otel = () => new FastifyOtelInstrumentation().plugin() as unknown as FastifyPluginAsync
 
@@ -269,6 +326,35 @@ describe('a cached route whose hooks a plugin registered after the cache wraps',
   ] as const
 
   it.each(wrappers)(
+    'keeps the lookup after a guard a later plugin appends, under %s: an anonymous client never gets the page',
+    async (_name, wrapper) => {
+      const fastify = app()
+      await fastify.register(cachePlugin, { backend: memoryBackend() })
+      await fastify.register(wrapper())
+      // plugins/roles.js, loaded after the tracer: a guard appended to each admin route.
+      await fastify.register(
+        fp(async (scope: FastifyInstance) => {
+          scope.addHook('onRoute', (route: RouteOptions) => {
+            if (!(route.config as { admin?: boolean } | undefined)?.admin) return
+            route.preHandler = [
+              ...([] as unknown[]).concat(route.preHandler ?? []),
+              async (request: FastifyRequest, reply: FastifyReply) => {
+                if (request.headers['x-role'] !== 'admin') return reply.code(403).send('forbidden')
+              },
+            ] as never
+          })
+        }),
+      )
+      fastify.get('/report', { config: { admin: true, cache: { ttl: 60 } } as never }, async () => 'payroll')
+      const base = await listen(fastify)
+      expect((await get(`${base}/report`, { 'x-role': 'admin' })).body).toBe('payroll')
+      const anonymous = await get(`${base}/report`)
+      // Before: the tracer's wrapper of the lookup ran before the guard and answered the hit.
+      expect({ status: anonymous.status, body: anonymous.body }).toEqual({ status: 403, body: 'forbidden' })
+    },
+  )
+
+  it.each(wrappers)(
     'looks up once per request under %s: the first miss answers at once, counted once',
     async (_name, wrapper) => {
       const fastify = app()
@@ -289,8 +375,7 @@ describe('a cached route whose hooks a plugin registered after the cache wraps',
       const hit = await get(`${base}/p`)
       expect(hit.body).toBe('render 1')
       expect(hit.cacheStatus).toMatch(/hit/)
-      const { hits, misses, sets } = (fastify.cache.routes.get('/p') as { stats: Record<string, number> })
-        .stats
+      const { hits, misses, sets } = fastify.cache.routes.get('/p')?.stats ?? {}
       expect({ hits, misses, sets, calls }).toEqual({ hits: 1, misses: 1, sets: 1, calls: 1 })
     },
   )
