@@ -979,12 +979,30 @@ function disownCopiedMark(route: RouteOptions): void {
   if (owner?.reads !== undefined) owner.reads = owner.reads.filter(({ token }) => token !== held.value)
 }
 
-/** The requests a cached route's lookup ran for: a second lookup of one passes through. */
+/**
+ * The requests a lookup let through to the next hook (a miss, a bypass): a second lookup of one
+ * (the route's lookup wrapped where it could not be told apart) passes through rather than
+ * waiting on the first's miss and counting it again. A hit ends the hooks, and is not noted.
+ */
 const lookedUp = new WeakSet<FastifyRequest>()
+
+/**
+ * Fastify's symbol for a request's route context (`kRouteContext`), whose `config` is the one
+ * `request.routeOptions.config` gives: read directly, a request's check allocates nothing
+ * (`routeOptions` builds an object of twelve properties at each read). `null` when not found.
+ */
+let contextSymbol: symbol | null | undefined
 
 /** The `config` of the route a request was routed to (Fastify's copy of the route's). */
 function routeConfigOf(request: FastifyRequest): Record<PropertyKey, unknown> | undefined {
-  return request.routeOptions.config as unknown as Record<PropertyKey, unknown> | undefined
+  contextSymbol ??=
+    Object.getOwnPropertySymbols(request).find((symbol) => symbol.description === 'fastify.context') ?? null
+  const context =
+    contextSymbol === null
+      ? undefined
+      : (request as unknown as Record<symbol, { config?: unknown } | undefined>)[contextSymbol]
+  const config = context?.config ?? request.routeOptions.config
+  return config as Record<PropertyKey, unknown> | undefined
 }
 
 function lookupHook(
@@ -1009,7 +1027,6 @@ function lookupHook(
       done()
       return
     }
-    lookedUp.add(request)
     if (!routeCache.settled) {
       // A bad option an onReady hook set fails every request of the route, never served without it.
       try {
@@ -1057,8 +1074,9 @@ function lookupHook(
       done(error as Error)
       return
     }
-    if (result instanceof Promise) result.then((settled) => act(settled, reply, varyEncoding, done), done)
-    else act(result, reply, varyEncoding, done)
+    if (result instanceof Promise)
+      result.then((settled) => act(settled, request, reply, varyEncoding, done), done)
+    else act(result, request, reply, varyEncoding, done)
   }
 }
 
@@ -1069,6 +1087,7 @@ const failed = new WeakSet<ServerResponse>()
 
 function act(
   result: LookupResult,
+  request: FastifyRequest,
   reply: FastifyReply,
   varyEncoding: boolean,
   done: HookHandlerDoneFunction,
@@ -1083,6 +1102,7 @@ function act(
     done()
     return
   }
+  lookedUp.add(request)
   if (result.kind === 'miss') {
     misses.set(reply.raw, result)
     record(reply, result, varyEncoding)

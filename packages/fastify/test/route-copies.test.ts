@@ -129,6 +129,58 @@ describe("copies of a cached route declared by a later plugin's onRoute hook", (
 const whichPage = async (request: { routeOptions: { config: unknown } }) =>
   (request.routeOptions.config as { beta?: boolean }).beta ? 'BETA draft' : 'stable page'
 
+describe("a cached route's own requests, told from its copies'", () => {
+  it("answers both spellings of a prefixed plugin's '/' route, and its HEAD requests, from the cache", async () => {
+    const fastify = app()
+    await fastify.register(cachePlugin, { backend: memoryBackend() })
+    let renders = 0
+    await fastify.register(
+      async (api: FastifyInstance) => {
+        api.get('/', { config: { cache: { ttl: 60 } } }, async () => `render ${++renders}`)
+      },
+      { prefix: '/api' },
+    )
+    const base = await listen(fastify)
+    // Fastify builds two contexts from the route's options ('/api', '/api/'): each is the route's.
+    for (const path of ['/api', '/api/']) {
+      expect((await get(`${base}${path}`)).cacheStatus).toMatch(/stored/)
+      expect((await get(`${base}${path}`)).cacheStatus).toMatch(/hit/)
+    }
+    const head = await fetch(`${base}/api/`, { method: 'HEAD' })
+    expect(head.headers.get('cache-status')).toMatch(/hit/)
+    expect(renders).toBe(2)
+  })
+
+  it('keeps caching a route copied right after it is declared, in the same tick', async () => {
+    const fastify = app()
+    await fastify.register(cachePlugin, { backend: memoryBackend() })
+    const collected: RouteOptions[] = []
+    fastify.addHook('onRoute', (route: RouteOptions) => {
+      if (route.method === 'GET') collected.push(route)
+    })
+    fastify.get('/home', { config: { cache: { ttl: 60 } } }, whichPage)
+    // The copy spreads the route's config after Fastify did, before any other task ran.
+    const [route] = collected as [RouteOptions]
+    fastify.route({
+      ...route,
+      constraints: { version: '2.0.0' },
+      config: { ...route.config, cache: false, beta: true } as never,
+    })
+    const base = await listen(fastify)
+    expect((await get(`${base}/home`)).cacheStatus).toMatch(/stored/)
+    const stable = await get(`${base}/home`)
+    expect({ body: stable.body, hit: /hit/.test(stable.cacheStatus) }).toEqual({
+      body: 'stable page',
+      hit: true,
+    })
+    const beta = await get(`${base}/home`, { 'accept-version': '2.0.0' })
+    expect({ body: beta.body, cacheStatus: beta.cacheStatus }).toEqual({
+      body: 'BETA draft',
+      cacheStatus: 'undefined',
+    })
+  })
+})
+
 describe('a copy declared in a context the cache never sees (a sibling of the cached routes)', () => {
   it.each([
     ['uncached', 'the beta visitor first', false],
@@ -306,22 +358,32 @@ describe('copies of a cached route when @fastify/otel, registered after the cach
 
 describe('a cached route whose hooks a plugin registered after the cache wraps', () => {
   /** A tracing plugin wrapping every route-level hook in onRoute, as @fastify/otel does. */
+  /** Wraps every route-level hook of `route`, as @fastify/otel does. */
+  const wrapHooks = (route: RouteOptions) => {
+    for (const name of ['onRequest', 'preValidation', 'preHandler'] as const) {
+      const list = route[name] == null ? [] : ([] as Function[]).concat(route[name] as Function)
+      if (list.length > 0)
+        route[name] = list.map(
+          (hook) =>
+            function traced(this: unknown, ...args: unknown[]) {
+              return hook.apply(this, args)
+            },
+        ) as never
+    }
+  }
+  /** A tracing plugin wrapping each route's hooks in its onRoute hook. */
   const tracer = fp(async (fastify: FastifyInstance) => {
+    fastify.addHook('onRoute', wrapHooks)
+  })
+  /** One that wraps them a moment later, once the route is declared (its settings load first). */
+  const lateTracer = fp(async (fastify: FastifyInstance) => {
     fastify.addHook('onRoute', (route: RouteOptions) => {
-      for (const name of ['onRequest', 'preValidation', 'preHandler'] as const) {
-        const list = route[name] == null ? [] : ([] as Function[]).concat(route[name] as Function)
-        if (list.length > 0)
-          route[name] = list.map(
-            (hook) =>
-              function traced(this: unknown, ...args: unknown[]) {
-                return hook.apply(this, args)
-              },
-          ) as never
-      }
+      queueMicrotask(() => wrapHooks(route))
     })
   })
   const wrappers = [
     ['a hand-written tracer', () => tracer],
+    ['a tracer wrapping once the route is declared', () => lateTracer],
     ['@fastify/otel', () => new FastifyOtelInstrumentation().plugin() as unknown as FastifyPluginAsync],
   ] as const
 
