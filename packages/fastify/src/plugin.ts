@@ -893,9 +893,10 @@ const tokenOwners = new WeakMap<object, RouteMark>()
  * Gives the route a `config` of its own, a copy of the one it has (the app's object, maybe shared
  * by several routes, is left as it is), with the {@link ROUTE_MARK} getter; a hook that assigns
  * another `config` gets one of its own too. The route's tokens are taken in a microtask, once
- * the declaration (every `onRoute` hook, then Fastify's contexts) is over: the last read while the
- * route had the URL announced, and the last one after Fastify gave it another (its second
- * context, `/api/`). Nothing of this runs per request.
+ * the declaration (every `onRoute` hook, then Fastify's contexts) is over: the last read, and for
+ * a prefixed plugin's `/` (announced as `/api`, read last as `/api/`, Fastify's second context)
+ * the last read as `/api` too. A copy the plugin sees gives back the token it took (see
+ * `disownCopiedMark`). Nothing of this runs per request.
  */
 function markRoute(route: RouteOptions): RouteMark {
   const announced = route.url
@@ -929,10 +930,11 @@ function markRoute(route: RouteOptions): RouteMark {
     const reads = mark.reads ?? []
     mark.reads = undefined
     if (Object.getOwnPropertyDescriptor(route, 'config')?.get === getOwn) {
-      for (const { token, url } of reads) {
-        if (url === announced) mark.token = token
-        else mark.prefixedToken = token
-      }
+      const last = reads[reads.length - 1]
+      mark.token = last?.token
+      // A prefixed plugin's `/`: Fastify built `/api`, then `/api/`, from the route's options.
+      if (last !== undefined && last.url === `${announced}/`)
+        mark.prefixedToken = reads.findLast(({ url }) => url === announced)?.token
       return
     }
     // A hook deleted (or redefined) the route's `config` and put another one: Fastify copied

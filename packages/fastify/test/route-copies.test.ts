@@ -232,6 +232,46 @@ describe('a copy declared in a context the cache never sees (a sibling of the ca
   )
 })
 
+describe('a copy declared into another context while the route is being declared', () => {
+  it('never answers it from the route, even when a later hook moves the route to another URL', async () => {
+    const fastify = app()
+    await fastify.register(async (shop: FastifyInstance) => {
+      await shop.register(cachePlugin, { backend: memoryBackend() })
+      // A beta plugin declaring, into the root context, a copy of each cached route as it comes.
+      await shop.register(
+        fp(async (scope: FastifyInstance) => {
+          scope.addHook('onRoute', (route: RouteOptions) => {
+            if ((route.config as { beta?: boolean }).beta || route.method !== 'GET') return
+            fastify.route({
+              ...route,
+              url: `/v2${route.url}`,
+              constraints: { version: '2.0.0' },
+              config: { ...route.config, cache: false, beta: true } as never,
+            })
+          })
+        }),
+      )
+      // A versioning plugin moving the shop's routes under /v2.
+      await shop.register(
+        fp(async (scope: FastifyInstance) => {
+          scope.addHook('onRoute', (route: RouteOptions) => {
+            if (!route.url.startsWith('/v2')) route.url = `/v2${route.url}`
+          })
+        }),
+      )
+      shop.get('/home', { config: { cache: { ttl: 60 } } }, whichPage)
+    })
+    const base = await listen(fastify)
+    const beta = await get(`${base}/v2/home`, { 'accept-version': '2.0.0' })
+    expect({ body: beta.body, cacheStatus: beta.cacheStatus }).toEqual({
+      body: 'BETA draft',
+      cacheStatus: 'undefined',
+    })
+    expect((await get(`${base}/v2/home`)).body).toBe('stable page')
+    expect((await get(`${base}/v2/home`)).cacheStatus).toMatch(/hit/)
+  })
+})
+
 describe('a cached route whose config a later onRoute hook deletes and puts back', () => {
   /** Collects the cached GET routes at the root; `rebuild` is what the later hook does to each. */
   async function shopWithBeta(rebuild: (route: RouteOptions) => void) {
