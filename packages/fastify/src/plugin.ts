@@ -946,11 +946,15 @@ function markRoute(route: RouteOptions): RouteMark {
         ? Object.getOwnPropertyDescriptor(config, ROUTE_MARK)
         : undefined
     const token: unknown = held !== undefined && 'value' in held ? held.value : undefined
+    if (token === null || typeof token !== 'object' || tokenOwners.get(token) !== mark) {
+      mark.lost = true
+      return
+    }
     try {
-      if (token === null || typeof token !== 'object' || tokenOwners.get(token) !== mark) throw new Error()
       Object.defineProperty(config, ROUTE_MARK, { configurable: true, enumerable: true, get: () => ({}) })
       mark.token = token
     } catch {
+      // Frozen: every copy of it would carry the route's token.
       mark.lost = true
     }
   })
@@ -967,18 +971,26 @@ function ownConfig(config: unknown, read: () => object): Record<PropertyKey, unk
 }
 
 /**
- * A route declared with a copy of a cached route's `config` spread while that route is still
- * being declared (`app.route({ ...route, config: { ...route.config, beta: true } })` right after
- * it): the token the copy carries is not the original's, even when read after Fastify's.
+ * A route declared with a cached route's `config` while that route is still being declared
+ * (`app.route({ ...route, method: 'POST' })` right after it): Fastify's spread of the copy's
+ * `config` would read the original's mark after Fastify's own, so the copy gets a `config` of
+ * its own without it; a copy that spread it already gives back the token it took.
  */
 function disownCopiedMark(route: RouteOptions): void {
   const config: unknown = route.config
   if (config === null || typeof config !== 'object') return
   const held = Object.getOwnPropertyDescriptor(config, ROUTE_MARK)
-  if (held === undefined || !('value' in held) || held.value === null || typeof held.value !== 'object')
+  if (held === undefined) return
+  if (held.get !== undefined) {
+    const descriptors: PropertyDescriptorMap = Object.getOwnPropertyDescriptors(config)
+    delete descriptors[ROUTE_MARK]
+    route.config = Object.create(Object.getPrototypeOf(config), descriptors)
     return
-  const owner = tokenOwners.get(held.value)
-  if (owner?.reads !== undefined) owner.reads = owner.reads.filter(({ token }) => token !== held.value)
+  }
+  const token: unknown = held.value
+  if (token === null || typeof token !== 'object') return
+  const owner = tokenOwners.get(token)
+  if (owner?.reads !== undefined) owner.reads = owner.reads.filter((read) => read.token !== token)
 }
 
 /**

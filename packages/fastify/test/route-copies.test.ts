@@ -151,6 +151,23 @@ describe("a cached route's own requests, told from its copies'", () => {
     expect(renders).toBe(2)
   })
 
+  it('keeps caching a route whose options a POST route reuses right after it, config and all', async () => {
+    const fastify = app()
+    await fastify.register(cachePlugin, { backend: memoryBackend() })
+    const collected: RouteOptions[] = []
+    fastify.addHook('onRoute', (route: RouteOptions) => {
+      if (route.method === 'GET') collected.push(route)
+    })
+    fastify.get('/home', { config: { cache: { ttl: 60 } } }, whichPage)
+    // Fastify spreads the POST route's config (the GET route's own object) after the GET's.
+    const [route] = collected as [RouteOptions]
+    fastify.route({ ...route, method: 'POST', handler: async () => 'posted' })
+    const base = await listen(fastify)
+    expect((await get(`${base}/home`)).cacheStatus).toMatch(/stored/)
+    expect((await get(`${base}/home`)).cacheStatus).toMatch(/hit/)
+    expect((await fetch(`${base}/home`, { method: 'POST' })).headers.get('cache-status')).toBe(null)
+  })
+
   it('keeps caching a route copied right after it is declared, in the same tick', async () => {
     const fastify = app()
     await fastify.register(cachePlugin, { backend: memoryBackend() })
@@ -317,6 +334,15 @@ describe('a cached route whose config a later onRoute hook deletes and puts back
     expect(beta.cacheStatus).toBe('undefined')
     expect((await get(`${base}/home`)).body).toBe('stable page')
     expect((await get(`${base}/home`)).cacheStatus).toMatch(/hit/)
+  })
+
+  it('refuses, when the app starts, a config put back frozen (every copy of it would carry its token)', async () => {
+    const fastify = await shopWithBeta((route) => {
+      const config = route.config
+      delete route.config
+      route.config = Object.freeze({ ...config }) as never
+    })
+    await expect(fastify.ready()).rejects.toThrow(/replaced its config/)
   })
 
   it('refuses, when the app starts, a config put back without what the cache gave it', async () => {
