@@ -223,6 +223,8 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
   const refreshes = new Map<string, Refresh>()
 
   fastify.addHook('onRoute', function (this: FastifyInstance, route) {
+    // Fastify declares a GET route's HEAD route right after it built the GET route's context.
+    if (route.method === 'HEAD') noteBuilt(route)
     // A copy of a cached route (`this.route({ ...route, constraints })` in a later plugin's
     // onRoute hook) holds the original's hooks: it is looked up by itself or not at all.
     if (!Object.hasOwn(route, CACHED_BY)) {
@@ -879,6 +881,10 @@ interface RouteMark {
   holder: unknown
   /** The route's own `config`, while the route holds it. */
   own: object | undefined
+  /** The route. */
+  readonly route: RouteOptions
+  /** Its `config` as the cache first saw it: Fastify's HEAD route of it is declared with the same. */
+  readonly given: unknown
   /**
    * A hook deleted the route's `config` and put one that the route's requests cannot be told
    * by (without the token, or frozen with it): refused when the app gets ready.
@@ -888,6 +894,35 @@ interface RouteMark {
 
 /** The tokens of the routes being declared, to take back the one a copy carries. */
 const tokenOwners = new WeakMap<object, RouteMark>()
+
+/** The marks of the cached routes being declared (until their microtask), latest last. */
+const declaring: RouteMark[] = []
+
+/**
+ * A HEAD route is being declared: when it is Fastify's own for the latest cached GET route of its
+ * URL being declared (declared with the same `config` object, `exposeHeadRoute`), Fastify has just
+ * built that route's context, and the last read of the GET route's mark is the token its requests
+ * carry: a copy of the route declared after it, in the same tick, gets another one even when the
+ * plugin never sees it. (For a prefixed plugin's `/`, the HEAD route of `/api/` follows the second
+ * context.) Without a HEAD route (`exposeHeadRoute: false`), the microtask decides alone.
+ */
+function noteBuilt(head: RouteOptions): void {
+  for (let at = declaring.length - 1; at >= 0; at--) {
+    const mark = declaring[at] as RouteMark
+    if (
+      mark.route.url !== head.url ||
+      mark.given !== head.config ||
+      !toList(mark.route.method).includes('GET')
+    )
+      continue
+    const last = mark.reads?.[mark.reads.length - 1]
+    if (last !== undefined && last.url === head.url) {
+      if (mark.token === undefined) mark.token = last.token
+      else mark.prefixedToken ??= last.token
+    }
+    return
+  }
+}
 
 /**
  * Gives the route a `config` of its own, a copy of the one it has (the app's object, maybe shared
@@ -906,7 +941,10 @@ function markRoute(route: RouteOptions): RouteMark {
     reads: [],
     holder: route.config,
     own: undefined,
+    route,
+    given: route.config,
   }
+  declaring.push(mark)
   const read = () => {
     const token = {}
     if (mark.reads !== undefined) {
@@ -929,12 +967,15 @@ function markRoute(route: RouteOptions): RouteMark {
   queueMicrotask(() => {
     const reads = mark.reads ?? []
     mark.reads = undefined
+    declaring.splice(declaring.indexOf(mark), 1)
     if (Object.getOwnPropertyDescriptor(route, 'config')?.get === getOwn) {
+      // Unless its HEAD route told when Fastify built it (see `noteBuilt`), the last read.
       const last = reads[reads.length - 1]
-      mark.token = last?.token
       // A prefixed plugin's `/`: Fastify built `/api`, then `/api/`, from the route's options.
-      if (last !== undefined && last.url === `${announced}/`)
-        mark.prefixedToken = reads.findLast(({ url }) => url === announced)?.token
+      if (last !== undefined && last.url === `${announced}/`) {
+        mark.prefixedToken ??= last.token
+        mark.token ??= reads.findLast(({ url }) => url === announced)?.token
+      } else mark.token ??= last?.token
       return
     }
     // A hook deleted (or redefined) the route's `config` and put another one: Fastify copied

@@ -250,6 +250,38 @@ describe('a copy declared in a context the cache never sees (a sibling of the ca
 })
 
 describe('a copy declared into another context while the route is being declared', () => {
+  it('never answers it from the route when it is declared right after the route, in the same tick', async () => {
+    const fastify = app()
+    const collected: RouteOptions[] = []
+    await fastify.register(async (shop: FastifyInstance) => {
+      await shop.register(cachePlugin, { backend: memoryBackend() })
+      shop.addHook('onRoute', (route: RouteOptions) => {
+        if (route.method === 'GET') collected.push(route)
+      })
+      shop.get('/home', { config: { cache: { ttl: 60 } } }, whichPage)
+      // Into the root context, which the cache does not see, before any other task ran.
+      const [route] = collected as [RouteOptions]
+      fastify.route({
+        ...route,
+        constraints: { version: '2.0.0' },
+        config: { ...route.config, cache: false, beta: true } as never,
+      })
+    })
+    const base = await listen(fastify)
+    for (const round of [1, 2]) {
+      const beta = await get(`${base}/home`, { 'accept-version': '2.0.0' })
+      // Before: the copy's read of the mark came last; the copy was looked up, the route never.
+      expect({ round, body: beta.body, cacheStatus: beta.cacheStatus }).toEqual({
+        round,
+        body: 'BETA draft',
+        cacheStatus: 'undefined',
+      })
+      const stable = await get(`${base}/home`)
+      expect({ round, body: stable.body }).toEqual({ round, body: 'stable page' })
+      expect(stable.cacheStatus).toMatch(round === 1 ? /stored/ : /hit/)
+    }
+  })
+
   it('never answers it from the route, even when a later hook moves the route to another URL', async () => {
     const fastify = app()
     await fastify.register(async (shop: FastifyInstance) => {
