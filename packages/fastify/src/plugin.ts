@@ -198,6 +198,8 @@ interface RouteCache {
    * does not see: `cacheControl` sends it `private`. Decided when the app gets ready.
    */
   hiddenSelection: boolean
+  /** Which requests are the route's own (not a copy's): see {@link markRoute}. */
+  readonly mark: RouteMark
 }
 
 const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, done) => {
@@ -234,9 +236,14 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
   const refreshes = new Map<string, Refresh>()
 
   fastify.addHook('onRoute', function (this: FastifyInstance, route) {
+    // Fastify declares a GET route's HEAD route right after it built the GET route's context.
+    if (route.method === 'HEAD') noteBuilt(route)
     // A copy of a cached route (`this.route({ ...route, constraints })` in a later plugin's
     // onRoute hook) holds the original's hooks: it is looked up by itself or not at all.
-    if (!Object.hasOwn(route, CACHED_BY)) dropCopiedHooks(route)
+    if (!Object.hasOwn(route, CACHED_BY)) {
+      dropCopiedHooks(route)
+      disownCopiedMark(route)
+    }
     if (!answersGet(route)) return
     const config = route.config?.cache
     if (config === undefined || config === false) {
@@ -260,6 +267,8 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
       resolveHttpCacheOptions(routeCacheOptions(defaults, config, route.url), known).key !== undefined
     const routeCache: RouteCache = {
       route,
+      // Before any later hook can copy it (see `markRoute`).
+      mark: markRoute(route),
       announced: route.url,
       cache: undefined,
       site: unready,
@@ -285,12 +294,28 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
     // now spares its requests the note (should a later hook take it away, the query is compared
     // as it is when the cache looks up).
     const lookup = lookupHook(fastify, routeCache, settle, varyEncoding, refreshHeader, refreshes)
+    // What the route's hooks show while it is declared: a plugin that wraps each hook of a route
+    // in its onRoute hook (@fastify/otel) wraps this one, and the lookup itself is put last
+    // after it (see `keepLast`). The wrapper, wherever it ends up, only passes the request on.
+    const standIn: preHandlerHookHandler = function cacheLookupStandIn(_request, _reply, standInDone) {
+      standInDone()
+    }
     lookups.add(lookup)
+    lookups.add(standIn)
     routeCache.lookup = lookup
     if (!keyedNow) keepLast(route, 'preValidation', noteFastifyQueryBeforeValidation)
     // Last before the handler: every hook of the route (a guard in onRequest, preValidation or
     // preHandler, at any level) ran for a hit as it did for the response stored.
-    keepLast(route, 'preHandler', lookup)
+    const declared = () => routeCache.mark.reads === undefined
+    keepLast(route, 'preHandler', lookup, standIn, declared)
+    // A later onRoute hook may delete that accessor and assign a list of its own (a guard after
+    // what it read): once every onRoute hook ran, and before Fastify reads the route's hooks, the
+    // lookup is put back last over whatever list the route holds (after markRoute's microtask).
+    const accessor = Object.getOwnPropertyDescriptor(route, 'preHandler')?.get
+    queueMicrotask(() => {
+      if (Object.getOwnPropertyDescriptor(route, 'preHandler')?.get !== accessor)
+        keepLast(route, 'preHandler', lookup, standIn, declared)
+    })
   })
 
   // Every `onRoute` hook ran: each cached route's `config.cache` is final (a tenant plugin
@@ -314,6 +339,12 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
       for (const routeCache of routeCaches)
         routeCache.hiddenSelection = spellings(routeCache).some((url) => chosenByHeader.has(url))
       uncached = []
+      for (const { route, announced, mark } of routeCaches)
+        if (mark.lost)
+          throw new CacheConfigError(
+            'config.cache',
+            `route ${methodsOf(route)} ${announced}: an onRoute hook replaced its config other than by assigning route.config (delete, Object.defineProperty), without what cachePlugin gave it, or frozen: its requests cannot be told from those of a copy of the route, which would answer from its entries. Assign the new config instead (route.config = { ...route.config, ... })`,
+          )
       // Routes of one identity share entries (a HEAD route is answered from its GET's), so they
       // must tell clients apart alike: resolved together, now and at the first request of any.
       const groups = new Map<string, RouteCache[]>()
@@ -361,7 +392,8 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
       const handlers = route.preHandler as Function | Function[] | undefined
       const last = Array.isArray(handlers) ? handlers[handlers.length - 1] : handlers
       if (last !== routeCache.lookup) throw lookupNotLast(routeCache)
-      const holder = route.config as object
+      // The app's object the route's own config was copied from (a HEAD route's is its GET's).
+      const holder = (route.config === routeCache.mark.own ? routeCache.mark.holder : route.config) as object
       let made = byHolder.get(holder)
       if (made === undefined) {
         const known = { names: ROUTE_OPTION_NAMES, where: `config.cache of route ${route.url}` }
@@ -877,30 +909,36 @@ function toList<T>(value: T | readonly T[] | undefined): T[] {
  * `onRoute` hooks of plugins registered after this one do to the list (assign a new one, push
  * onto it, replace it with a function): Fastify reads the route's hooks once every `onRoute` hook
  * ran, through the accessor, which puts `hook` back at the end. A guard another plugin appends
- * (`@fastify/autoload` loads `roles.js` after `cache.js`) so runs before every hit.
+ * (`@fastify/autoload` loads `roles.js` after `cache.js`) so runs before every hit. Until
+ * `declared()`, the list shows `standIn` in its place: what another hook made of it (a tracer's
+ * wrapper) stays in the list, and `hook` alone runs last.
  */
 function keepLast<H extends preHandlerHookHandler | preValidationHookHandler>(
   route: RouteOptions,
   name: 'preHandler' | 'preValidation',
   hook: H,
+  standIn: H = hook,
+  declared: () => boolean = () => true,
 ): void {
+  const ours = (fn: H) => fn === hook || fn === standIn
   // Another route's lookup (a list copied from it) never runs here.
-  const others = (fn: H) => fn !== hook && !lookups.has(fn)
-  let list: H[] = [...toList(route[name] as H | H[] | undefined).filter(others), hook]
+  const others = (fn: H) => !ours(fn) && !lookups.has(fn)
+  const last = () => (declared() ? hook : standIn)
+  let list: H[] = [...toList(route[name] as H | H[] | undefined).filter(others), last()]
   Object.defineProperty(route, name, {
     configurable: true,
     enumerable: true,
     get() {
       // In place: a plugin may hold this array and push onto it.
-      const at = list.indexOf(hook)
-      if (at !== list.length - 1) {
-        if (at !== -1) list.splice(at, 1)
-        list.push(hook)
+      const now = last()
+      if (list.findIndex(ours) !== list.length - 1 || list[list.length - 1] !== now) {
+        for (let at = list.length - 1; at >= 0; at--) if (ours(list[at] as H)) list.splice(at, 1)
+        list.push(now)
       }
       return list
     },
     set(value: H | H[] | undefined) {
-      list = [...toList(value).filter(others), hook]
+      list = [...toList(value).filter(others), last()]
     },
   })
 }
@@ -925,6 +963,206 @@ function dropCopiedHooks(route: RouteOptions): void {
     ) as preValidationHookHandler[]
 }
 
+/**
+ * The symbol of a cached route's own `config`: a getter handing out a new token at every read.
+ * Fastify builds the route's context (`request.routeOptions.config`) by spreading the route's
+ * `config` once every `onRoute` hook ran, so the last read while the route is declared is the
+ * token its requests carry; whoever spreads the route's `config` at another time (a copy of the
+ * route declared by a hook, or in a context the cache never sees) carries another one.
+ */
+const ROUTE_MARK = Symbol('@cache/fastify.route')
+
+/** The tokens a cached route's requests carry in their `config` (see {@link markRoute}). */
+interface RouteMark {
+  /** The token of the route's context, once the route's declaration is over. */
+  token: object | undefined
+  /** Of its second context: a prefixed plugin's `/`, served as `/api` and `/api/`. */
+  prefixedToken: object | undefined
+  /** The tokens read while the route is declared, with the route's URL then. */
+  reads: { token: object; url: string }[] | undefined
+  /** The `config` a hook gave the route (the route's own is a copy of it): a HEAD twin's is its GET's. */
+  holder: unknown
+  /** The route's own `config`, while the route holds it. */
+  own: object | undefined
+  /** The route. */
+  readonly route: RouteOptions
+  /** Its `config` as the cache first saw it: Fastify's HEAD route of it is declared with the same. */
+  readonly given: unknown
+  /**
+   * A hook deleted the route's `config` and put one that the route's requests cannot be told
+   * by (without the token, or frozen with it): refused when the app gets ready.
+   */
+  lost?: true
+}
+
+/** The tokens of the routes being declared, to take back the one a copy carries. */
+const tokenOwners = new WeakMap<object, RouteMark>()
+
+/** The marks of the cached routes being declared (until their microtask), latest last. */
+const declaring: RouteMark[] = []
+
+/**
+ * A HEAD route is being declared: when it is Fastify's own for the latest cached GET route of its
+ * URL being declared (declared with the same `config` object, `exposeHeadRoute`), Fastify has just
+ * built that route's context, and the last read of the GET route's mark is the token its requests
+ * carry: a copy of the route declared after it, in the same tick, gets another one even when the
+ * plugin never sees it. (For a prefixed plugin's `/`, the HEAD route of `/api/` follows the second
+ * context.) Without a HEAD route (`exposeHeadRoute: false`), the microtask decides alone.
+ */
+function noteBuilt(head: RouteOptions): void {
+  for (let at = declaring.length - 1; at >= 0; at--) {
+    const mark = declaring[at] as RouteMark
+    if (
+      mark.route.url !== head.url ||
+      mark.given !== head.config ||
+      !toList(mark.route.method).includes('GET')
+    )
+      continue
+    const last = mark.reads?.[mark.reads.length - 1]
+    if (last !== undefined && last.url === head.url) {
+      if (mark.token === undefined) mark.token = last.token
+      else mark.prefixedToken ??= last.token
+    }
+    return
+  }
+}
+
+/**
+ * Gives the route a `config` of its own, a copy of the one it has (the app's object, maybe shared
+ * by several routes, is left as it is), with the {@link ROUTE_MARK} getter; a hook that assigns
+ * another `config` gets one of its own too. The route's tokens are taken in a microtask, once
+ * the declaration (every `onRoute` hook, then Fastify's contexts) is over: the last read, and for
+ * a prefixed plugin's `/` (announced as `/api`, read last as `/api/`, Fastify's second context)
+ * the last read as `/api` too. A copy the plugin sees gives back the token it took (see
+ * `disownCopiedMark`). Nothing of this runs per request.
+ */
+function markRoute(route: RouteOptions): RouteMark {
+  const announced = route.url
+  const mark: RouteMark = {
+    token: undefined,
+    prefixedToken: undefined,
+    reads: [],
+    holder: route.config,
+    own: undefined,
+    route,
+    given: route.config,
+  }
+  declaring.push(mark)
+  const read = () => {
+    const token = {}
+    if (mark.reads !== undefined) {
+      mark.reads.push({ token, url: route.url })
+      tokenOwners.set(token, mark)
+    }
+    return token
+  }
+  mark.own = ownConfig(route.config, read)
+  const getOwn = () => mark.own
+  Object.defineProperty(route, 'config', {
+    configurable: true,
+    enumerable: true,
+    get: getOwn,
+    set(value: unknown) {
+      mark.holder = value
+      mark.own = ownConfig(value, read)
+    },
+  })
+  queueMicrotask(() => {
+    const reads = mark.reads ?? []
+    mark.reads = undefined
+    declaring.splice(declaring.indexOf(mark), 1)
+    if (Object.getOwnPropertyDescriptor(route, 'config')?.get === getOwn) {
+      // Unless its HEAD route told when Fastify built it (see `noteBuilt`), the last read.
+      const last = reads[reads.length - 1]
+      // A prefixed plugin's `/`: Fastify built `/api`, then `/api/`, from the route's options.
+      if (last !== undefined && last.url === `${announced}/`) {
+        mark.prefixedToken ??= last.token
+        mark.token ??= reads.findLast(({ url }) => url === announced)?.token
+      } else mark.token ??= last?.token
+      return
+    }
+    // A hook deleted (or redefined) the route's `config` and put another one: Fastify copied
+    // the token that one holds, if a spread of the route's own gave it one, and so would every
+    // later copy of it, which is given a getter of its own from now on.
+    const config: unknown = route.config
+    const held =
+      config !== null && typeof config === 'object'
+        ? Object.getOwnPropertyDescriptor(config, ROUTE_MARK)
+        : undefined
+    const token: unknown = held !== undefined && 'value' in held ? held.value : undefined
+    if (token === null || typeof token !== 'object' || tokenOwners.get(token) !== mark) {
+      mark.lost = true
+      return
+    }
+    try {
+      Object.defineProperty(config, ROUTE_MARK, { configurable: true, enumerable: true, get: () => ({}) })
+      mark.token = token
+    } catch {
+      // Frozen: every copy of it would carry the route's token.
+      mark.lost = true
+    }
+  })
+  return mark
+}
+
+/** A copy of `config` (every own property as it is, but a mark) with the route's mark getter. */
+function ownConfig(config: unknown, read: () => object): Record<PropertyKey, unknown> | undefined {
+  if (config === null || typeof config !== 'object') return config as undefined
+  const descriptors: PropertyDescriptorMap = Object.getOwnPropertyDescriptors(config)
+  delete descriptors[ROUTE_MARK]
+  descriptors[ROUTE_MARK] = { configurable: true, enumerable: true, get: read }
+  return Object.create(Object.getPrototypeOf(config), descriptors)
+}
+
+/**
+ * A route declared with a cached route's `config` while that route is still being declared
+ * (`app.route({ ...route, method: 'POST' })` right after it): Fastify's spread of the copy's
+ * `config` would read the original's mark after Fastify's own, so the copy gets a `config` of
+ * its own without it; a copy that spread it already gives back the token it took.
+ */
+function disownCopiedMark(route: RouteOptions): void {
+  const config: unknown = route.config
+  if (config === null || typeof config !== 'object') return
+  const held = Object.getOwnPropertyDescriptor(config, ROUTE_MARK)
+  if (held === undefined) return
+  if (held.get !== undefined) {
+    const descriptors: PropertyDescriptorMap = Object.getOwnPropertyDescriptors(config)
+    delete descriptors[ROUTE_MARK]
+    route.config = Object.create(Object.getPrototypeOf(config), descriptors)
+    return
+  }
+  const token: unknown = held.value
+  if (token === null || typeof token !== 'object') return
+  const owner = tokenOwners.get(token)
+  if (owner?.reads !== undefined) owner.reads = owner.reads.filter((read) => read.token !== token)
+}
+
+/**
+ * The requests a lookup let through to the next hook (a miss, a bypass): a second lookup of one
+ * (the route's lookup wrapped where it could not be told apart) passes through rather than
+ * waiting on the first's miss and counting it again. A hit ends the hooks, and is not noted.
+ */
+const lookedUp = new WeakSet<FastifyRequest>()
+
+/**
+ * Fastify's symbol for a request's route context (`kRouteContext`), whose `config` is the one
+ * `request.routeOptions.config` gives: read directly, a request's check allocates nothing
+ * (`routeOptions` builds an object of twelve properties at each read). `null` when not found.
+ */
+let contextSymbol: symbol | null | undefined
+
+/** The `config` of the route a request was routed to (Fastify's copy of the route's). */
+function routeConfigOf(request: FastifyRequest): Record<PropertyKey, unknown> | undefined {
+  contextSymbol ??=
+    Object.getOwnPropertySymbols(request).find((symbol) => symbol.description === 'fastify.context') ?? null
+  const context =
+    contextSymbol === null
+      ? undefined
+      : (request as unknown as Record<symbol, { config?: unknown } | undefined>)[contextSymbol]
+  const config = context?.config ?? request.routeOptions.config
+  return config as Record<PropertyKey, unknown> | undefined
+}
+
 function lookupHook(
   fastify: FastifyInstance,
   routeCache: RouteCache,
@@ -933,7 +1171,20 @@ function lookupHook(
   refreshHeader: string,
   refreshes: Map<string, Refresh>,
 ) {
+  const { mark } = routeCache
   return function cacheLookup(request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) {
+    // A copy of the route (its hooks, this one among them) declared where the cache did not see
+    // it, or this hook wrapped by a tracer where it could not be told from another: not this
+    // route's request, nor the second lookup of one (which would wait on the first's miss).
+    const token = routeConfigOf(request)?.[ROUTE_MARK]
+    if (
+      (token !== mark.token && token !== mark.prefixedToken) ||
+      token === undefined ||
+      lookedUp.has(request)
+    ) {
+      done()
+      return
+    }
     if (!routeCache.settled) {
       // A bad option an onReady hook set fails every request of the route, never served without it.
       try {
@@ -981,8 +1232,9 @@ function lookupHook(
       done(error as Error)
       return
     }
-    if (result instanceof Promise) result.then((settled) => act(settled, reply, varyEncoding, done), done)
-    else act(result, reply, varyEncoding, done)
+    if (result instanceof Promise)
+      result.then((settled) => act(settled, request, reply, varyEncoding, done), done)
+    else act(result, request, reply, varyEncoding, done)
   }
 }
 
@@ -993,6 +1245,7 @@ const failed = new WeakSet<ServerResponse>()
 
 function act(
   result: LookupResult,
+  request: FastifyRequest,
   reply: FastifyReply,
   varyEncoding: boolean,
   done: HookHandlerDoneFunction,
@@ -1007,6 +1260,7 @@ function act(
     done()
     return
   }
+  lookedUp.add(request)
   if (result.kind === 'miss') {
     misses.set(reply.raw, result)
     record(reply, result, varyEncoding)
