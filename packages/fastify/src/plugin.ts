@@ -308,13 +308,22 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
     // preHandler, at any level) ran for a hit as it did for the response stored.
     const declared = () => routeCache.mark.reads === undefined
     keepLast(route, 'preHandler', lookup, standIn, declared)
-    // A later onRoute hook may delete that accessor and assign a list of its own (a guard after
-    // what it read): once every onRoute hook ran, and before Fastify reads the route's hooks, the
-    // lookup is put back last over whatever list the route holds (after markRoute's microtask).
-    const accessor = Object.getOwnPropertyDescriptor(route, 'preHandler')?.get
+    // A later onRoute hook may delete those accessors and assign lists of its own (a guard, or a
+    // query default, after what it read): once every onRoute hook ran, and before Fastify reads
+    // the route's hooks, each is put back last over whatever list the route holds (after
+    // markRoute's microtask).
+    const accessors = {
+      preHandler: Object.getOwnPropertyDescriptor(route, 'preHandler')?.get,
+      preValidation: keyedNow ? undefined : Object.getOwnPropertyDescriptor(route, 'preValidation')?.get,
+    }
     queueMicrotask(() => {
-      if (Object.getOwnPropertyDescriptor(route, 'preHandler')?.get !== accessor)
+      if (Object.getOwnPropertyDescriptor(route, 'preHandler')?.get !== accessors.preHandler)
         keepLast(route, 'preHandler', lookup, standIn, declared)
+      if (
+        accessors.preValidation !== undefined &&
+        Object.getOwnPropertyDescriptor(route, 'preValidation')?.get !== accessors.preValidation
+      )
+        keepLast(route, 'preValidation', noteFastifyQueryBeforeValidation)
     })
   })
 

@@ -98,3 +98,34 @@ describe("a later plugin that deletes a cached route's preHandler and assigns a 
     }
   })
 })
+
+describe("a later plugin that deletes a cached route's preValidation and assigns a new list", () => {
+  it('keeps the query check last: a query default filled in from a header makes the request bypass', async () => {
+    const fastify = app()
+    await fastify.register(cachePlugin, { backend: memoryBackend(), ttl: 60 })
+    await fastify.register(
+      fp(async (scope: FastifyInstance) => {
+        scope.addHook('onRoute', (route: RouteOptions) => {
+          const list = [route.preValidation ?? []].flat()
+          delete route.preValidation
+          route.preValidation = [
+            ...list,
+            async (request: FastifyRequest) => {
+              const query = request.query as { lang?: string }
+              query.lang ??= String(request.headers['accept-language'] ?? 'en').slice(0, 2)
+            },
+          ] as RouteOptions['preValidation']
+        })
+      }),
+    )
+    fastify.get('/welcome', { config: { cache: true } as never }, async (request) =>
+      (request.query as { lang?: string }).lang === 'fr' ? 'Bienvenue' : 'Welcome',
+    )
+    await fastify.ready()
+    const fr = await fastify.inject({ url: '/welcome', headers: { 'accept-language': 'fr-FR' } })
+    expect(fr.body).toBe('Bienvenue')
+    // Before: the French page, stored under the bare URL, was this English client's hit.
+    const en = await fastify.inject({ url: '/welcome', headers: { 'accept-language': 'en-US' } })
+    expect(en.body).toBe('Welcome')
+  })
+})
