@@ -307,7 +307,14 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
     // Last before the handler: every hook of the route (a guard in onRequest, preValidation or
     // preHandler, at any level) ran for a hit as it did for the response stored.
     const declared = () => routeCache.mark.reads === undefined
-    keepLast(route, 'preHandler', lookup, standIn, declared)
+    const hooksRead = () => noteHooksRead(routeCache.mark)
+    keepLast(route, 'preHandler', lookup, standIn, declared, hooksRead)
+    // After the hook lists (see `noteHooksRead`): a spread of the route reads them, then its config.
+    const configNow = Object.getOwnPropertyDescriptor(route, 'config')
+    if (configNow !== undefined) {
+      delete route.config
+      Object.defineProperty(route, 'config', configNow)
+    }
     // A later onRoute hook may delete those accessors and assign lists of its own (a guard, or a
     // query default, after what it read): once every onRoute hook ran, and before Fastify reads
     // the route's hooks, each is put back last over whatever list the route holds (after
@@ -318,7 +325,7 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
     }
     queueMicrotask(() => {
       if (Object.getOwnPropertyDescriptor(route, 'preHandler')?.get !== accessors.preHandler)
-        keepLast(route, 'preHandler', lookup, standIn, declared)
+        keepLast(route, 'preHandler', lookup, standIn, declared, hooksRead)
       if (
         accessors.preValidation !== undefined &&
         Object.getOwnPropertyDescriptor(route, 'preValidation')?.get !== accessors.preValidation
@@ -349,7 +356,12 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
         routeCache.hiddenSelection = spellings(routeCache).some((url) => chosenByHeader.has(url))
       uncached = []
       for (const { route, announced, mark } of routeCaches)
-        if (mark.lost)
+        if (mark.ambiguous)
+          throw new CacheConfigError(
+            'config.cache',
+            `route ${methodsOf(route)} ${announced}: a copy of its options was declared while it was being declared (in the same tick, reading its config as Fastify does), so its requests cannot be told from the copy's; its requests pass through uncached. Declare the copy with a config object of its own, or after the route (from a plugin registered later, or once the route's declaration returned and a microtask ran)`,
+          )
+        else if (mark.lost)
           throw new CacheConfigError(
             'config.cache',
             `route ${methodsOf(route)} ${announced}: an onRoute hook replaced its config other than by assigning route.config (delete, Object.defineProperty), without what cachePlugin gave it, or frozen: its requests cannot be told from those of a copy of the route, which would answer from its entries. Assign the new config instead (route.config = { ...route.config, ... })`,
@@ -928,6 +940,7 @@ function keepLast<H extends preHandlerHookHandler | preValidationHookHandler>(
   hook: H,
   standIn: H = hook,
   declared: () => boolean = () => true,
+  onRead?: () => void,
 ): void {
   const ours = (fn: H) => fn === hook || fn === standIn
   // Another route's lookup (a list copied from it) never runs here.
@@ -938,6 +951,7 @@ function keepLast<H extends preHandlerHookHandler | preValidationHookHandler>(
     configurable: true,
     enumerable: true,
     get() {
+      onRead?.()
       // In place: a plugin may hold this array and push onto it.
       const now = last()
       if (list.findIndex(ours) !== list.length - 1 || list[list.length - 1] !== now) {
@@ -975,9 +989,10 @@ function dropCopiedHooks(route: RouteOptions): void {
 /**
  * The symbol of a cached route's own `config`: a getter handing out a new token at every read.
  * Fastify builds the route's context (`request.routeOptions.config`) by spreading the route's
- * `config` once every `onRoute` hook ran, so the last read while the route is declared is the
- * token its requests carry; whoever spreads the route's `config` at another time (a copy of the
- * route declared by a hook, or in a context the cache never sees) carries another one.
+ * `config` once every `onRoute` hook ran, right after reading the route's hook lists (see
+ * {@link noteHooksRead}): that read is the token its requests carry; whoever spreads the route's
+ * `config` otherwise (a copy of the route declared by a hook, or in a context the cache never
+ * sees, even in the same tick) carries another one.
  */
 const ROUTE_MARK = Symbol('@cache/fastify.route')
 
@@ -987,8 +1002,20 @@ interface RouteMark {
   token: object | undefined
   /** Of its second context: a prefixed plugin's `/`, served as `/api` and `/api/`. */
   prefixedToken: object | undefined
-  /** The tokens read while the route is declared, with the route's URL then. */
-  reads: { token: object; url: string }[] | undefined
+  /**
+   * The tokens read while the route is declared, with the route's URL then, and whether the read
+   * came as Fastify's build of the route's context does (see {@link noteHooksRead}).
+   */
+  reads: { token: object; url: string; built: boolean }[] | undefined
+  /** The route's hook list read this many times in a row, with nothing read in between. */
+  hookReads: number
+  /** Its `config` was just read right after its hook list was read twice (Fastify's build). */
+  configAfterHooks: boolean
+  /** The tokens its HEAD route's declaration pointed at (see `noteBuilt`), when no read was `built`. */
+  headToken: object | undefined
+  headPrefixedToken: object | undefined
+  /** Its URL when the cache first saw it. */
+  readonly announced: string
   /** The `config` a hook gave the route (the route's own is a copy of it): a HEAD twin's is its GET's. */
   holder: unknown
   /** The route's own `config`, while the route holds it. */
@@ -1002,6 +1029,25 @@ interface RouteMark {
    * by (without the token, or frozen with it): refused when the app gets ready.
    */
   lost?: true
+  /**
+   * More reads came as Fastify's build does than Fastify's builds of the route explain (a copy
+   * of its options declared while it was being declared): no token, refused when the app gets ready.
+   */
+  ambiguous?: true
+}
+
+/**
+ * The route's `preHandler` list was read. Fastify checks each route's hook lists right before it
+ * builds the route's context, reading the list twice (`Array.isArray(opts[hook])`, then the list
+ * or `typeof`), then `opts.constraints` (a plain value), then spreads `opts.config`. A copy's
+ * spread (`{ ...route, config: { ...route.config } }`) reads the list once, then the route's
+ * `config` (last of its keys) once by the spread and again for the copy's own: never twice then
+ * once. Nothing of this runs per request.
+ */
+function noteHooksRead(mark: RouteMark): void {
+  if (mark.reads === undefined) return
+  mark.hookReads++
+  mark.configAfterHooks = false
 }
 
 /** The tokens of the routes being declared, to take back the one a copy carries. */
@@ -1011,7 +1057,8 @@ const tokenOwners = new WeakMap<object, RouteMark>()
 const declaring: RouteMark[] = []
 
 /**
- * A HEAD route is being declared: when it is Fastify's own for the latest cached GET route of its
+ * Only when Fastify's build was not seen as such (see {@link noteHooksRead}; a hook replaced the
+ * route's hook list). A HEAD route is being declared: when it is Fastify's own for the latest cached GET route of its
  * URL being declared (declared with the same `config` object, `exposeHeadRoute`), Fastify has just
  * built that route's context, and the last read of the GET route's mark is the token its requests
  * carry: a copy of the route declared after it, in the same tick, gets another one even when the
@@ -1022,15 +1069,15 @@ function noteBuilt(head: RouteOptions): void {
   for (let at = declaring.length - 1; at >= 0; at--) {
     const mark = declaring[at] as RouteMark
     if (
-      mark.route.url !== head.url ||
+      (mark.route.url !== head.url && mark.announced !== head.url) ||
       mark.given !== head.config ||
       !toList(mark.route.method).includes('GET')
     )
       continue
     const last = mark.reads?.[mark.reads.length - 1]
     if (last !== undefined && last.url === head.url) {
-      if (mark.token === undefined) mark.token = last.token
-      else mark.prefixedToken ??= last.token
+      if (mark.headToken === undefined) mark.headToken = last.token
+      else mark.headPrefixedToken ??= last.token
     }
     return
   }
@@ -1040,9 +1087,9 @@ function noteBuilt(head: RouteOptions): void {
  * Gives the route a `config` of its own, a copy of the one it has (the app's object, maybe shared
  * by several routes, is left as it is), with the {@link ROUTE_MARK} getter; a hook that assigns
  * another `config` gets one of its own too. The route's tokens are taken in a microtask, once
- * the declaration (every `onRoute` hook, then Fastify's contexts) is over: the last read, and for
- * a prefixed plugin's `/` (announced as `/api`, read last as `/api/`, Fastify's second context)
- * the last read as `/api` too. A copy the plugin sees gives back the token it took (see
+ * the declaration (every `onRoute` hook, then Fastify's contexts) is over: the read that came as
+ * Fastify's build does, and for a prefixed plugin's `/` (announced as `/api`, built as `/api`
+ * then `/api/`) both; more such reads than that leave it without a token (refused at ready). A copy the plugin sees gives back the token it took (see
  * `disownCopiedMark`). Nothing of this runs per request.
  */
 function markRoute(route: RouteOptions): RouteMark {
@@ -1051,6 +1098,11 @@ function markRoute(route: RouteOptions): RouteMark {
     token: undefined,
     prefixedToken: undefined,
     reads: [],
+    hookReads: 0,
+    configAfterHooks: false,
+    headToken: undefined,
+    headPrefixedToken: undefined,
+    announced,
     holder: route.config,
     own: undefined,
     route,
@@ -1060,13 +1112,21 @@ function markRoute(route: RouteOptions): RouteMark {
   const read = () => {
     const token = {}
     if (mark.reads !== undefined) {
-      mark.reads.push({ token, url: route.url })
+      mark.reads.push({ token, url: route.url, built: mark.configAfterHooks })
+      mark.hookReads = 0
+      mark.configAfterHooks = false
       tokenOwners.set(token, mark)
     }
     return token
   }
   mark.own = ownConfig(route.config, read)
-  const getOwn = () => mark.own
+  const getOwn = () => {
+    if (mark.reads !== undefined) {
+      mark.configAfterHooks = mark.hookReads >= 2
+      mark.hookReads = 0
+    }
+    return mark.own
+  }
   Object.defineProperty(route, 'config', {
     configurable: true,
     enumerable: true,
@@ -1081,7 +1141,22 @@ function markRoute(route: RouteOptions): RouteMark {
     mark.reads = undefined
     declaring.splice(declaring.indexOf(mark), 1)
     if (Object.getOwnPropertyDescriptor(route, 'config')?.get === getOwn) {
-      // Unless its HEAD route told when Fastify built it (see `noteBuilt`), the last read.
+      // The reads that came as Fastify's build does: one, or for a prefixed plugin's `/` the
+      // route's URL then its URL with a slash. Any other count: a copy read as Fastify does.
+      const built = reads.filter((read) => read.built)
+      if (built.length > 0) {
+        const [first, second] = built as [(typeof reads)[0], (typeof reads)[0] | undefined]
+        if (built.length === 1) mark.token = first.token
+        else if (built.length === 2 && second?.url === `${announced}/` && first.url !== second.url) {
+          mark.token = first.token
+          mark.prefixedToken = second.token
+        } else mark.ambiguous = true
+        return
+      }
+      // Fastify's build not seen as such (a hook replaced the route's hook list): the read its
+      // HEAD route pointed at (see `noteBuilt`), else the last read.
+      mark.token = mark.headToken
+      mark.prefixedToken = mark.headPrefixedToken
       const last = reads[reads.length - 1]
       // A prefixed plugin's `/`: Fastify built `/api`, then `/api/`, from the route's options.
       if (last !== undefined && last.url === `${announced}/`) {
