@@ -12,3 +12,26 @@ export function app(options?: FastifyServerOptions): FastifyInstance {
   apps.push(fastify)
   return fastify
 }
+
+/**
+ * A custom constraint strategy choosing routes by the `x-tenant` request header (a header a CDN
+ * does not see). `mustMatchWhenDerived`: a request naming a tenant no route declares gets no route.
+ */
+export function tenantStrategy(mustMatchWhenDerived = false) {
+  return {
+    name: 'tenant',
+    validate: () => true,
+    mustMatchWhenDerived,
+    storage() {
+      const routes = new Map<string, unknown>()
+      return {
+        get: (tenant: string) => (routes.get(tenant) ?? null) as never,
+        set: (tenant: string, store: unknown) => {
+          routes.set(tenant, store)
+        },
+      }
+    },
+    deriveConstraint: (request: { headers: Record<string, string | string[] | undefined> }) =>
+      request.headers['x-tenant'] as string,
+  }
+}

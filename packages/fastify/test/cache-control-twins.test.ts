@@ -9,28 +9,13 @@ import type { FastifyInstance, FastifyServerOptions, RouteOptions } from 'fastif
 import fp from 'fastify-plugin'
 import { describe, expect, it } from 'vitest'
 import { cachePlugin } from '../src/index.js'
-import { app } from './apps.js'
+import { app, tenantStrategy } from './apps.js'
 
 /** A custom constraint strategy: the tenant named by `X-Tenant`, a header no CDN keys on. */
-const tenantStrategy = {
-  name: 'tenant',
-  validate: () => true,
-  mustMatchWhenDerived: false,
-  storage() {
-    const routes = new Map<string, unknown>()
-    return {
-      get: (tenant: string) => (routes.get(tenant) ?? null) as never,
-      set: (tenant: string, store: unknown) => {
-        routes.set(tenant, store)
-      },
-    }
-  },
-  deriveConstraint: (request: { headers: Record<string, string | string[] | undefined> }) =>
-    request.headers['x-tenant'] as string,
-}
+const tenant = tenantStrategy()
 
 async function served(routes: (fastify: FastifyInstance) => Promise<void> | void) {
-  const fastify = app({ routerOptions: { constraints: { tenant: tenantStrategy } } } as FastifyServerOptions)
+  const fastify = app({ routerOptions: { constraints: { tenant } } } as FastifyServerOptions)
   await fastify.register(cachePlugin, { backend: memoryBackend(), cacheControl: true, ttl: 60 })
   await routes(fastify)
   await fastify.listen({ port: 0, host: '127.0.0.1' })

@@ -2,6 +2,7 @@ import { memoryBackend } from '@cache/memory'
 import Fastify, { type FastifyRequest } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
 import { cachePlugin } from '../src/index.js'
+import { tenantStrategy } from './apps.js'
 
 const apps: ReturnType<typeof Fastify>[] = []
 afterEach(async () => {
@@ -34,26 +35,11 @@ describe('cacheControl on a relayed response that came with an Age', () => {
 })
 
 /** A custom constraint strategy: the tenant named by `X-Tenant`, a header no CDN keys on. */
-const tenantStrategy = {
-  name: 'tenant',
-  validate: () => true,
-  mustMatchWhenDerived: true,
-  storage() {
-    const routes = new Map<string, unknown>()
-    return {
-      get: (tenant: string) => (routes.get(tenant) ?? null) as never,
-      set: (tenant: string, store: unknown) => {
-        routes.set(tenant, store)
-      },
-    }
-  },
-  deriveConstraint: (request: { headers: Record<string, string | string[] | undefined> }) =>
-    request.headers['x-tenant'] as string,
-}
+const tenant = tenantStrategy(true)
 
 describe('cacheControl on routes Fastify chooses by a request header (constraints)', () => {
   async function served(routes: (fastify: ReturnType<typeof Fastify>) => void) {
-    const app = Fastify({ routerOptions: { constraints: { tenant: tenantStrategy } } } as never)
+    const app = Fastify({ routerOptions: { constraints: { tenant } } } as never)
     apps.push(app)
     await app.register(cachePlugin, { backend: memoryBackend(), cacheControl: true })
     routes(app)

@@ -11,26 +11,11 @@ import type { FastifyInstance, FastifyPluginAsync, FastifyReply, FastifyRequest,
 import fp from 'fastify-plugin'
 import { describe, expect, it } from 'vitest'
 import { cachePlugin } from '../src/index.js'
-import { app } from './apps.js'
+import { app, tenantStrategy } from './apps.js'
 import { get } from './http-get.js'
 
 /** A custom constraint strategy: the tenant named by `X-Tenant`. */
-const tenantStrategy = {
-  name: 'tenant',
-  validate: () => true,
-  mustMatchWhenDerived: false,
-  storage() {
-    const routes = new Map<string, unknown>()
-    return {
-      get: (tenant: string) => (routes.get(tenant) ?? null) as never,
-      set: (tenant: string, store: unknown) => {
-        routes.set(tenant, store)
-      },
-    }
-  },
-  deriveConstraint: (request: { headers: Record<string, string | string[] | undefined> }) =>
-    request.headers['x-tenant'] as string,
-}
+const tenant = tenantStrategy()
 
 /** plugins/tenants.js, loaded after plugins/cache.js: one copy of each `perTenant` route per tenant. */
 const tenantCopies = fp(async (fastify: FastifyInstance) => {
@@ -57,7 +42,7 @@ describe("copies of a cached route declared by a later plugin's onRoute hook", (
     ['the untenanted page first', [undefined, 'acme', 'globex']],
     ["a tenant's page first", ['acme', 'globex', undefined]],
   ] as const)("never answer one tenant from another's page (%s)", async (_order, tenants) => {
-    const fastify = app({ routerOptions: { constraints: { tenant: tenantStrategy } } } as never)
+    const fastify = app({ routerOptions: { constraints: { tenant } } } as never)
     await fastify.register(cachePlugin, { backend: memoryBackend() })
     await fastify.register(tenantCopies)
     fastify.get('/home', { config: { perTenant: true, cache: { ttl: 60 } } as never }, async (request) => {
@@ -109,7 +94,7 @@ describe("copies of a cached route declared by a later plugin's onRoute hook", (
   })
 
   it("counts a copy's hits on the copy's cache in app.cache.routes, not on the original's", async () => {
-    const fastify = app({ routerOptions: { constraints: { tenant: tenantStrategy } } } as never)
+    const fastify = app({ routerOptions: { constraints: { tenant } } } as never)
     await fastify.register(cachePlugin, { backend: memoryBackend() })
     await fastify.register(tenantCopies)
     fastify.get('/home', { config: { perTenant: true, cache: { ttl: 60 } } as never }, async () => 'home')
@@ -392,7 +377,7 @@ describe('copies of a cached route when @fastify/otel, registered after the cach
 
   it("never answers a tenant's copy from the original's page, in either order", async () => {
     for (const first of ['public', 'acme'] as const) {
-      const fastify = app({ routerOptions: { constraints: { tenant: tenantStrategy } } } as never)
+      const fastify = app({ routerOptions: { constraints: { tenant } } } as never)
       await fastify.register(cachePlugin, { backend: memoryBackend() })
       await fastify.register(otel())
       await fastify.register(tenantCopies)
@@ -421,7 +406,7 @@ describe('copies of a cached route when @fastify/otel, registered after the cach
   })
 
   it("caches an uncached tenant copy nowhere: the public page is never the tenant's", async () => {
-    const fastify = app({ routerOptions: { constraints: { tenant: tenantStrategy } } } as never)
+    const fastify = app({ routerOptions: { constraints: { tenant } } } as never)
     await fastify.register(cachePlugin, { backend: memoryBackend() })
     await fastify.register(otel())
     await fastify.register(
