@@ -1,5 +1,5 @@
 import { CacheConfigError } from '@cache/core'
-import { type MemoryBackend, memoryBackend } from '@cache/memory'
+import { memoryBackend } from '@cache/memory'
 import { redisBackend } from '@cache/redis'
 import {
   freePort,
@@ -16,13 +16,8 @@ import {
 } from '@cache/test-servers'
 import { Redis } from 'ioredis'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import {
-  type MultiLevelBackend,
-  multiLevel,
-  type RedisBus,
-  type RedisBusConnection,
-  redisBus,
-} from '../src/index.js'
+import { multiLevel, type RedisBus, type RedisBusConnection, redisBus } from '../src/index.js'
+import { inL1, type Peer, sleep, within } from './bus-peers.js'
 
 let redis: RedisServer
 let sentinel: RedisSentinel
@@ -47,24 +42,6 @@ afterEach(async () => {
   for (const item of closing.splice(0)) await item.close()
 })
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
-
-/** Polls `check` until it holds, for at most `ms`; the time it took, or -1. */
-async function within(ms: number, check: () => boolean | Promise<boolean>): Promise<number> {
-  const start = performance.now()
-  while (performance.now() - start < ms) {
-    if (await check()) return performance.now() - start
-    await sleep(10)
-  }
-  return (await check()) ? performance.now() - start : -1
-}
-
-interface Peer {
-  cache: MultiLevelBackend
-  l1: MemoryBackend
-  bus: RedisBus
-}
-
 /** A chain memory → redis with its own bus: one process's view of the shared cache. */
 function peer(l2: string, bus: RedisBus, namespace: string): Peer {
   const l1 = memoryBackend({ namespace })
@@ -73,11 +50,6 @@ function peer(l2: string, bus: RedisBus, namespace: string): Peer {
   cache.on('error', () => {})
   closing.push(cache, bus)
   return { cache, l1, bus }
-}
-
-/** True while `peer`'s L1 holds `key`. */
-function inL1(peer: Peer, key: string): boolean {
-  return peer.l1.sync!.getEntry(key) !== undefined
 }
 
 /** Resolves once every peer's shared level takes writes (it holds them back during a switch-over). */

@@ -1,10 +1,11 @@
 import { CacheUnavailableError } from '@cache/core'
-import { type MemoryBackend, memoryBackend } from '@cache/memory'
+import { memoryBackend } from '@cache/memory'
 import { redisBackend } from '@cache/redis'
 import { type RedisServer, recorder, startRedis } from '@cache/test-servers'
 import { Redis } from 'ioredis'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
-import { type MultiLevelBackend, multiLevel, type RedisBus, redisBus } from '../src/index.js'
+import { multiLevel, redisBus } from '../src/index.js'
+import { type Peer as BusPeer, sleep, within } from './bus-peers.js'
 
 /**
  * A bus whose PUBLISH cannot leave the process while its other connections work: Redis is at
@@ -29,22 +30,7 @@ afterEach(async () => {
   for (const item of closing.splice(0)) await item.close()
 })
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
-
-/** Polls `check` until it holds, for at most `ms`; the time it took, or -1. */
-async function within(ms: number, check: () => boolean | Promise<boolean>): Promise<number> {
-  const start = performance.now()
-  while (performance.now() - start < ms) {
-    if (await check()) return performance.now() - start
-    await sleep(10)
-  }
-  return (await check()) ? performance.now() - start : -1
-}
-
-interface Peer {
-  cache: MultiLevelBackend
-  l1: MemoryBackend
-  bus: RedisBus
+interface Peer extends BusPeer {
   logged: string[]
 }
 
