@@ -115,24 +115,31 @@ export class ChainBatches {
       start = 1
     }
     const missing: number[] = []
+    const found = new Array<boolean>(keys.length).fill(true)
     const first = this.chain.first
     for (let i = 0; i < keys.length; i++) {
       // A write of this key failed on L1: its copy may be outdated.
       if (first.hasRepairs && first.isPending(keys[i]!)) out[i] = undefined
-      if (firstAnswered && out[i] !== undefined) {
-        this.chain.first.stats.hits++
-        this.chain.observer.hit(keys[i]!)
-      } else {
-        if (firstAnswered) this.chain.first.stats.misses++
+      if (firstAnswered && out[i] !== undefined) first.stats.hits++
+      else {
+        if (firstAnswered) first.stats.misses++
         missing.push(i)
       }
     }
     // Deeper levels are read key by key: backfill needs each entry's expiry.
     await Promise.all(
       missing.map(async (i) => {
-        out[i] = (await this.chain.reader.read<T>(keys[i]!, start, firstAnswered))?.value
+        const entry = await this.chain.reader.read<T>(keys[i]!, start, firstAnswered, false)
+        out[i] = entry?.value
+        found[i] = entry !== undefined
       }),
     )
+    // The chain counts the call's reads once it resolves: a call that rejects (one key refused)
+    // answered none of them.
+    for (let i = 0; i < keys.length; i++) {
+      if (found[i]) this.chain.observer.hit(keys[i]!)
+      else this.chain.observer.miss(keys[i]!)
+    }
     return out
   }
 

@@ -17,8 +17,14 @@ export class LevelReader {
   /**
    * Reads from level `start` on; a hit backfills the faster levels. `answered` says whether a
    * faster level already answered (a miss), so "every level is down" is only reported when true.
+   * `count: false` leaves the chain's hit or miss to the caller (a batch counts once it resolves).
    */
-  async read<T>(key: string, start: number, answered: boolean): Promise<CacheEntry<T> | undefined> {
+  async read<T>(
+    key: string,
+    start: number,
+    answered: boolean,
+    count = true,
+  ): Promise<CacheEntry<T> | undefined> {
     if (typeof key !== 'string') assertKey(key)
     const levels = this.levels
     const guard = start < levels.length ? this.guards.enter(key) : undefined
@@ -48,14 +54,14 @@ export class LevelReader {
         }
         level.stats.hits++
         if (i > 0) await this.backfill(i, key, entry, guard!)
-        this.observer.hit(key)
+        if (count) this.observer.hit(key)
         return entry
       }
     } finally {
       if (guard) this.guards.leave(key, guard)
     }
     if (!answered) throw this.health.allDown('get', lastError)
-    this.observer.miss(key)
+    if (count) this.observer.miss(key)
     return undefined
   }
 

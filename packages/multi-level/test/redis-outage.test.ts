@@ -244,6 +244,36 @@ describe('a shared level that answers, but refuses one key', () => {
       await cache.close()
     }
   })
+
+  it('a getMany it rejects counts and events no read of the call, though memory answered its other keys', async () => {
+    if (!redis.process!.running) await redis.process!.start()
+    const namespace = `refusedmany${process.pid}`
+    const raw = new Redis(redis.url)
+    await raw.rpush(`${namespace}:list`, 'x')
+    const cache = multiLevel({
+      levels: [memoryBackend({ namespace }), redisBackend(redis.url, { namespace, logger: false })],
+      logger: false,
+    })
+    try {
+      await cache.set('held', 1)
+      const events: string[] = []
+      for (const name of ['hit', 'miss'] as const)
+        cache.on(name, (event) => events.push(`${name} ${event.key}`))
+      const before = { ...cache.stats }
+      await expect(cache.getMany(['held', 'list', 'absent'])).rejects.toThrow(/WRONGTYPE/)
+      expect(cache.stats.hits - before.hits, 'hits').toBe(0)
+      expect(cache.stats.misses - before.misses, 'misses').toBe(0)
+      expect(events).toEqual([])
+      // The same keys without the refused one: every read counted once.
+      expect(await cache.getMany(['held', 'absent'])).toEqual([1, undefined])
+      expect(cache.stats.hits - before.hits).toBe(1)
+      expect(cache.stats.misses - before.misses).toBe(1)
+      expect(events).toEqual(['hit held', 'miss absent'])
+    } finally {
+      raw.disconnect()
+      await cache.close()
+    }
+  })
 })
 
 describe('a process that stays idle after its write failed during an outage', () => {
