@@ -325,6 +325,8 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
     if (size !== undefined) options.size = size
     setExpiry(options, expiresAt, keepExpiry)
     if (key.charCodeAt(0) === UNDERSCORE) this.internalWrites++
+    // lru-cache keeps an old value `===` to the new one: a zero of the other sign would stay.
+    if (stored === 0 && !keepExpiry && this.lru.peek(key) === 0) this.lru.delete(key)
     this.lru.set(key, stored, options)
     this.observer.set(key)
   }

@@ -191,6 +191,24 @@ export function runConformance(name: string, options: ConformanceOptions): void 
       expect(back.big).toBe(2n ** 70n)
     })
 
+    it('a set of a zero of the other sign replaces the zero it held (set, setMany)', async () => {
+      for (const [first, second] of [
+        [0, -0],
+        [-0, 0],
+      ] as const) {
+        const k = key()
+        await cache.set(k, first)
+        await cache.set(k, second)
+        expect(Object.is(await cache.get(k), second), `set ${first} then ${second}`).toBe(true)
+        await cache.setMany([{ key: k, value: { z: first } }])
+        await cache.setMany([{ key: k, value: { z: second } }])
+        expect(Object.is(((await cache.get(k)) as { z: number }).z, second)).toBe(true)
+        await cache.setMany([{ key: k, value: first }])
+        await cache.setMany([{ key: k, value: second }])
+        expect(Object.is(await cache.get(k), second), `setMany ${first} then ${second}`).toBe(true)
+      }
+    })
+
     it('stores a large value', async () => {
       const k = key()
       const size = options.largeValueBytes ?? 512 * 1024
