@@ -62,12 +62,25 @@ export class Batches {
    * one `TYPE` per key, in one pipeline per node (the commands `get` and `MGET` need, no script).
    */
   private async assertNoOtherType(missing: string[]): Promise<void> {
-    const batches = await this.batch('getMany', missing, false, (pipeline, positions) => {
-      for (const i of positions) pipeline.type(missing[i]!)
-    })
+    let batches: Awaited<ReturnType<Batches['batch']>>
+    try {
+      batches = await this.batch(
+        'getMany',
+        missing,
+        false,
+        (pipeline, positions) => {
+          for (const i of positions) pipeline.type(missing[i]!)
+        },
+        true,
+      )
+    } catch (error) {
+      throw withTypeAdvice(error)
+    }
     for (const { replies } of batches)
       for (const kind of replies) {
-        if (typeof kind !== 'string') throw unexpectedReply(kind, 'getMany', undefined, 'a type')
+        // QUEUED: your code left the client inside MULTI (a shared client).
+        if (typeof kind !== 'string' || kind === 'QUEUED')
+          throw unexpectedReply(kind, 'getMany', undefined, 'a type')
         if (kind !== 'none' && kind !== 'string')
           throw this.parts.connection.failed('getMany', wrongType(), undefined)
       }
@@ -132,6 +145,8 @@ export class Batches {
     keys: string[],
     writes: boolean,
     add: (pipeline: ChainableCommander, positions: number[]) => void,
+    /** A later step of a call under way: sent after `close()` was called too. */
+    next = false,
   ): Promise<{ groups: number[][]; replies: unknown[] }[]> {
     const { client, connection } = this.parts
     const replication = writes ? this.parts.replication : undefined
@@ -161,7 +176,8 @@ export class Batches {
       if (master !== undefined) replication!.check(master, operation, waited)
       return { groups, replies }
     }
-    return connection.send(operation, undefined, () => {
+    const send = next ? connection.sendNext.bind(connection) : connection.send.bind(connection)
+    return send(operation, undefined, () => {
       const perNode: number[][][] = client.isCluster
         ? [...groupByNodeAndSlot(client as Cluster, keys).values()].map((slots) => [...slots.values()])
         : [[keys.map((_, i) => i)]]
@@ -179,4 +195,16 @@ function valuesIn(reply: unknown): (Buffer | null)[] {
 /** The error Redis gives `GET` of a key of another type (see {@link Batches.getMany}). */
 function wrongType(): Error {
   return new ReplyError('WRONGTYPE Operation against a key holding the wrong kind of value') as Error
+}
+
+/**
+ * A refusal of getMany's `TYPE` step by an ACL, told as such: the user needs `TYPE` to read a
+ * batch with a missing key (it tells a miss from a key of another type, which `MGET` answers nil).
+ */
+function withTypeAdvice(error: unknown): unknown {
+  if (!(error instanceof Error) || !/\bNOPERM\b/.test(error.message) || !/'type'/i.test(error.message))
+    return error
+  error.message +=
+    ' (getMany asks the TYPE of each key MGET answered nil, to fail on a key of another type as get does: allow TYPE for this ACL user)'
+  return error
 }

@@ -317,6 +317,17 @@ export class Connection {
     if (this.closed) throw new CacheClosedError('redis')
   }
 
+  /**
+   * A later step of a call whose first step was sent (getMany's second read): goes out even once
+   * `close()` was called, which waits for it before quitting the client (see {@link settled}),
+   * so the call ends with its real outcome. Otherwise as {@link send}.
+   */
+  sendNext<T>(operation: string, key: string | undefined, command: () => Promise<T>): Promise<T> {
+    if (!this.closed || this.quitting || this.client.status !== 'ready')
+      return this.send(operation, key, command)
+    return this.track(this.call(operation, key, command()))
+  }
+
   /** Sends `command()` once commands may be sent (see {@link run}), awaited as {@link call} does. */
   send<T>(operation: string, key: string | undefined, command: () => Promise<T>): Promise<T> {
     return this.run(operation, key, () => this.call(operation, key, command()))

@@ -1,5 +1,7 @@
 import { createServer, type Server, type Socket, connect } from 'node:net'
 import { type RedisServer, startRedis } from '@cache/test-servers'
+import { CacheClosedError } from '@cache/core'
+import { Redis } from 'ioredis'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type RedisBackend, redisBackend } from '../src/index.js'
 
@@ -133,5 +135,71 @@ describe('getMany while another client writes (one node)', () => {
     const created = relay.between(() => other.set('new', 'N'))
     await expect(cache.getMany(['here', 'list', 'new'])).rejects.toThrow(/WRONGTYPE/)
     await created
+  })
+})
+
+describe("getMany's second step (the types of the keys MGET answered nil)", () => {
+  let redis: RedisServer
+  let raw: Redis
+  beforeAll(async () => {
+    redis = await startRedis()
+    raw = new Redis(redis.url)
+  }, 30_000)
+  afterAll(async () => {
+    raw?.disconnect()
+    await redis?.stop()
+  })
+
+  it('goes out for a call under way when close() is called, which resolves with its real result', async () => {
+    for (const wait of ['none', 'tick', 'immediate'] as const) {
+      const cache = redisBackend(redis.url, { namespace: `closing-${wait}`, logger: false })
+      await cache.set('a', 1)
+      const read = cache.getMany(['a', 'missing'])
+      if (wait === 'tick') await new Promise((resolve) => process.nextTick(resolve))
+      if (wait === 'immediate') await new Promise((resolve) => setImmediate(resolve))
+      const closed = cache.close()
+      expect(await read, wait).toEqual([1, undefined])
+      await closed
+      await expect(cache.getMany(['a', 'missing'])).rejects.toBeInstanceOf(CacheClosedError)
+    }
+  })
+
+  it('an ACL user without TYPE gets an error that says getMany needs it, not a bare NOPERM', async () => {
+    const user = `notype${process.pid}`
+    await raw.call('ACL', 'SETUSER', user, 'on', '>secret', '~*', '+@all', '-type')
+    const cache = redisBackend(redis.url.replace('redis://', `redis://${user}:secret@`), {
+      namespace: 'notype',
+      logger: false,
+    })
+    try {
+      await cache.set('a', 1)
+      expect(await cache.getMany(['a'])).toEqual([1])
+      await expect(cache.getMany(['a', 'missing'])).rejects.toThrow(/NOPERM.*TYPE/s)
+    } finally {
+      await cache.close()
+    }
+  })
+
+  it("caught in a MULTI the app's code opened on a shared client, fails saying so, not WRONGTYPE", async () => {
+    const client = new Redis(redis.url)
+    const cache = redisBackend(client, { namespace: 'multi', logger: false })
+    try {
+      await cache.set('a', 1)
+      // The app's code opens MULTI on the client in a reply that comes back just before MGET's.
+      const opened = client.get('unrelated').then(() => {
+        client.multi({ pipeline: false })
+      })
+      const outcome = await cache.getMany(['a', 'missing']).then(
+        (values) => ({ values }),
+        (error: Error) => ({ error: error.message }),
+      )
+      await opened
+      await client.exec()
+      expect(outcome).toEqual({ error: expect.stringMatching(/inside a MULTI transaction/) })
+      expect(JSON.stringify(outcome)).not.toMatch(/WRONGTYPE/)
+    } finally {
+      await cache.close()
+      client.disconnect()
+    }
   })
 })
