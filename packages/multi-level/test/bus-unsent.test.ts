@@ -141,6 +141,14 @@ describe('a bus whose PUBLISH cannot be sent (its publisher cannot reconnect)', 
     // A flush waits for what was queued before it only: nothing queued, nothing to fail.
     await expect(a.bus.flush()).resolves.toBeUndefined()
 
+    // A message that failed before flush() was called, reported to no flush yet: the next one
+    // rejects, once; the one after it has nothing left to tell.
+    const failures = a.bus.stats.publishFailures
+    await a.cache.set('k', 'late')
+    expect(await within(2000, () => a.bus.stats.publishFailures > failures)).toBeGreaterThanOrEqual(0)
+    await expect(a.bus.flush()).rejects.toThrow(/1 message\(s\).*not sent/)
+    await expect(a.bus.flush()).resolves.toBeUndefined()
+
     const errors: (string | undefined)[] = []
     a.bus.on('error', (event) => errors.push(event.operation))
     await a.cache.set('k', 'newer')
