@@ -438,6 +438,17 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
         byHolder.set(holder, made)
       }
       const settings = made.cache.settings
+      // Likewise the query check of a route without a `key` (a hook deleting `preValidation`
+      // once the cache had put it back last, from a later plugin or a deferred callback): a query
+      // default a hook after it fills in from a header would be in no key. Without the check in
+      // the list, the query is compared as it is when the cache looks up.
+      const validators = toList(route.preValidation as Function | Function[] | undefined)
+      if (
+        settings.key === undefined &&
+        validators.includes(noteFastifyQueryBeforeValidation) &&
+        validators[validators.length - 1] !== noteFastifyQueryBeforeValidation
+      )
+        throw queryCheckNotLast(routeCache)
       if (first === undefined) first = { routeCache, settings }
       else if (!sameAudience(first.settings, settings))
         throw notOneAudience(first.routeCache, routeCache, when)
@@ -766,6 +777,19 @@ function lookupNotLast({ route, announced }: RouteCache): CacheConfigError {
   return new CacheConfigError(
     'preHandler',
     `route ${methodsOf(route)} ${announced}: a hook replaced its preHandler property (deleted it, or defined it anew), and its last preHandler is no longer the cache's lookup: a hook placed after the lookup runs after a hit was answered, so a guard there never protects a cached page. Assign to route.preHandler instead of deleting it (cachePlugin keeps its lookup last whatever list is assigned)`,
+  )
+}
+
+/**
+ * A cached route without a `key` whose `preValidation` a hook replaced (deleted the property the
+ * plugin defined, then assigned a list) once the plugin had put its query check back last: a hook
+ * after the check may change the query (a default from `Accept-Language`) unseen, and the page it
+ * makes is stored under the URL without it.
+ */
+function queryCheckNotLast({ route, announced }: RouteCache): CacheConfigError {
+  return new CacheConfigError(
+    'preValidation',
+    `route ${methodsOf(route)} ${announced}: a hook replaced its preValidation property (deleted it, or defined it anew) after the route was declared (from a plugin registered later, or a deferred callback), and its last preValidation is no longer the cache's query check: a query value a hook after it fills in (a default from a header) is in no key, so one client's page would be served to another. Assign to route.preValidation instead of deleting it, do it from the onRoute hook itself, or give the route a \`key\``,
   )
 }
 
