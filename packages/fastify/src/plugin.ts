@@ -366,6 +366,11 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
             'config.cache',
             `route ${methodsOf(route)} ${announced}: an onRoute hook replaced its config other than by assigning route.config (delete, Object.defineProperty), without what cachePlugin gave it, or frozen: its requests cannot be told from those of a copy of the route, which would answer from its entries. Assign the new config instead (route.config = { ...route.config, ... })`,
           )
+        else if (mark.token === undefined)
+          throw new CacheConfigError(
+            'config.cache',
+            `route ${methodsOf(route)} ${announced}: the cache could not tell which of the reads of its config was Fastify's build of the route (its hook lists replaced by delete and assign, and its URL changed, by onRoute hooks), so its requests cannot be told from a copy's and it would never be cached. Assign to route.preHandler instead of deleting it, or declare it with its HEAD route (exposeHeadRoute)`,
+          )
       // Routes of one identity share entries (a HEAD route is answered from its GET's), so they
       // must tell clients apart alike: resolved together, now and at the first request of any.
       const groups = new Map<string, RouteCache[]>()
@@ -1040,6 +1045,13 @@ interface RouteMark {
   headPrefixedToken: object | undefined
   /** Its URL when the cache first saw it. */
   readonly announced: string
+  /**
+   * For a route of a prefixed plugin, the URL Fastify builds a `/` route's second context at
+   * (`/api/`): the prefix and a slash, whatever URL `onRoute` hooks gave the first one.
+   */
+  readonly prefixed: string | undefined
+  /** The URLs its contexts were built at (from the reads that became its tokens). */
+  urls: string[]
   /** The `config` a hook gave the route (the route's own is a copy of it): a HEAD twin's is its GET's. */
   holder: unknown
   /** The route's own `config`, while the route holds it. */
@@ -1092,16 +1104,16 @@ const declaring: RouteMark[] = []
 function noteBuilt(head: RouteOptions): void {
   for (let at = declaring.length - 1; at >= 0; at--) {
     const mark = declaring[at] as RouteMark
-    if (
-      (mark.route.url !== head.url && mark.announced !== head.url) ||
-      mark.given !== head.config ||
-      !toList(mark.route.method).includes('GET')
-    )
+    // The HEAD route comes as the cache saw its GET route (a hook after the cache's that moved
+    // the GET route to `/v1/api` has not moved it yet), or at the URL Fastify built it at.
+    const urls = [mark.route.url, mark.announced, `${mark.announced}/`, mark.prefixed]
+    if (!urls.includes(head.url) || mark.given !== head.config || !toList(mark.route.method).includes('GET'))
       continue
+    // Made at the URL the route has now: the read of the build that just ran.
     const last = mark.reads?.[mark.reads.length - 1]
-    if (last !== undefined && last.url === head.url) {
+    if (last !== undefined && last.url === mark.route.url) {
       if (mark.headToken === undefined) mark.headToken = last.token
-      else mark.headPrefixedToken ??= last.token
+      else if (last.token !== mark.headToken) mark.headPrefixedToken ??= last.token
     }
     return
   }
@@ -1118,6 +1130,8 @@ function noteBuilt(head: RouteOptions): void {
  */
 function markRoute(route: RouteOptions): RouteMark {
   const announced = route.url
+  // Fastify sets the prefix on the route's options before the `onRoute` hooks run.
+  const prefix: unknown = (route as { prefix?: unknown }).prefix
   const mark: RouteMark = {
     token: undefined,
     prefixedToken: undefined,
@@ -1127,6 +1141,8 @@ function markRoute(route: RouteOptions): RouteMark {
     headToken: undefined,
     headPrefixedToken: undefined,
     announced,
+    prefixed: typeof prefix === 'string' && prefix !== '' ? `${prefix}/` : undefined,
+    urls: [],
     holder: route.config,
     own: undefined,
     route,
@@ -1171,22 +1187,27 @@ function markRoute(route: RouteOptions): RouteMark {
       if (built.length > 0) {
         const [first, second] = built as [(typeof reads)[0], (typeof reads)[0] | undefined]
         if (built.length === 1) mark.token = first.token
-        else if (built.length === 2 && second?.url === `${announced}/` && first.url !== second.url) {
+        else if (built.length === 2 && second?.url === mark.prefixed && first.url !== second.url) {
           mark.token = first.token
           mark.prefixedToken = second.token
         } else mark.ambiguous = true
+        noteUrls(mark, reads)
         return
       }
-      // Fastify's build not seen as such (a hook replaced the route's hook list): the read its
-      // HEAD route pointed at (see `noteBuilt`), else the last read.
+      // Fastify's build not seen as such (a hook replaced the route's hook list): the reads its
+      // HEAD routes pointed at (see `noteBuilt`), else the last read.
       mark.token = mark.headToken
       mark.prefixedToken = mark.headPrefixedToken
       const last = reads[reads.length - 1]
-      // A prefixed plugin's `/`: Fastify built `/api`, then `/api/`, from the route's options.
-      if (last !== undefined && last.url === `${announced}/`) {
+      // A prefixed plugin's `/`: Fastify built it at its URL (`/api`, or where a hook moved it),
+      // then at `/api/`, from the route's options.
+      if (last !== undefined && last.url === mark.prefixed && last.token !== mark.token) {
         mark.prefixedToken ??= last.token
-        mark.token ??= reads.findLast(({ url }) => url === announced)?.token
+        mark.token ??= (
+          reads.findLast(({ url }) => url === announced) ?? reads.findLast(({ url }) => url !== last.url)
+        )?.token
       } else mark.token ??= last?.token
+      noteUrls(mark, reads)
       return
     }
     // A hook deleted (or redefined) the route's `config` and put another one: Fastify copied
@@ -1205,12 +1226,22 @@ function markRoute(route: RouteOptions): RouteMark {
     try {
       Object.defineProperty(config, ROUTE_MARK, { configurable: true, enumerable: true, get: () => ({}) })
       mark.token = token
+      // Both contexts of a prefixed plugin's `/` copied the one config: at its URLs as announced and now.
+      mark.urls = [...new Set([announced, route.url])]
     } catch {
       // Frozen: every copy of it would carry the route's token.
       mark.lost = true
     }
   })
   return mark
+}
+
+/** The URLs of the reads that became the route's tokens: where Fastify built its contexts. */
+function noteUrls(mark: RouteMark, reads: readonly { token: object; url: string }[]): void {
+  for (const token of [mark.token, mark.prefixedToken]) {
+    const url = reads.find((read) => read.token === token)?.url
+    if (url !== undefined && !mark.urls.includes(url)) mark.urls.push(url)
+  }
 }
 
 /** A copy of `config` (every own property as it is, but a mark) with the route's mark getter. */
