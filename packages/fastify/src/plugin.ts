@@ -22,6 +22,7 @@ import {
   describeFunction,
   fastifyArrivedLines,
   fastifyHostKeyPart,
+  fastifyInstanceOptions,
   fastifyParsesQueriesItself,
   fastifyQueryReplaced,
   fastifyRewrite,
@@ -234,8 +235,10 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
   // The header that marks a refresh the plugin runs through `inject`: a name no client can guess.
   const refreshHeader = `x-cache-refresh-${randomUUID()}`
   const refreshes = new Map<string, Refresh>()
+  const hostStrategy = hostStrategyWatch(fastify)
 
   fastify.addHook('onRoute', function (this: FastifyInstance, route) {
+    hostStrategy.seen(route)
     // Fastify declares a GET route's HEAD route right after it built the GET route's context.
     if (route.method === 'HEAD') noteBuilt(route)
     // A copy of a cached route (`this.route({ ...route, constraints })` in a later plugin's
@@ -350,8 +353,10 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
       // chosen by a request header (version, a custom strategy), the others of the URL are chosen
       // when that header is absent or another value, which a CDN cannot see either.
       const chosenByHeader = new Set<string>()
+      const hostIsTheRequestHost = !hostStrategy.custom()
       for (const seen of [...uncached, ...routeCaches])
-        if (chosenByRequest(seen.route)) for (const url of spellings(seen)) chosenByHeader.add(url)
+        if (chosenByRequest(seen.route, hostIsTheRequestHost))
+          for (const url of spellings(seen)) chosenByHeader.add(url)
       for (const routeCache of routeCaches)
         routeCache.hiddenSelection = spellings(routeCache).some((url) => chosenByHeader.has(url))
       uncached = []
@@ -912,14 +917,61 @@ function describeConstraints(constraints: unknown, route: string): string {
 
 /**
  * Whether Fastify chooses the route by something of the request other than its host (the version
- * strategy reads `Accept-Version`, a custom one any header): a CDN keys on the URL and the host, so
- * `cacheControl` sends its responses `private`, and those of the other routes of its URL (chosen
- * when the header is absent or names none of them).
+ * strategy reads `Accept-Version`, a custom one any header, a custom strategy named `host` maybe
+ * `X-Forwarded-Host`): a CDN keys on the URL and the host, so `cacheControl` sends its responses
+ * `private`, and those of the other routes of its URL (chosen when the header is absent or names
+ * none of them). `host` is the request's host only when the router's is find-my-way's own.
  */
-function chosenByRequest(route: RouteOptions): boolean {
+function chosenByRequest(route: RouteOptions, hostIsTheRequestHost: boolean): boolean {
   const constraints = route.constraints
   if (constraints === null || typeof constraints !== 'object') return false
-  return Object.keys(constraints).some((name) => name !== 'host')
+  return Object.keys(constraints).some((name) => name !== 'host' || !hostIsTheRequestHost)
+}
+
+/**
+ * Whether the app's router chooses routes by a `host` strategy of the app's own (given in
+ * `routerOptions.constraints`, `constraints`, or to `addConstraintStrategy`) rather than
+ * find-my-way's, which reads the `Host` header. The router is not reachable: Fastify's
+ * `hasConstraintStrategy('host')` says yes for a strategy of the app's, and for find-my-way's once
+ * a route uses it. So it is asked when the plugin registers and at each route declared (before
+ * the router holds it) until a route uses `host`: a yes then is the app's strategy, or a route
+ * declared where the plugin does not see it using find-my-way's (taken as the app's: `private`).
+ */
+function hostStrategyWatch(fastify: FastifyInstance): {
+  seen: (route: RouteOptions) => void
+  custom: () => boolean
+} {
+  const options = fastifyInstanceOptions(fastify) as
+    | { constraints?: unknown; routerOptions?: { constraints?: unknown } }
+    | undefined
+  const given = options?.routerOptions?.constraints ?? options?.constraints
+  // Options that cannot be read: the strategy cannot be told, taken as the app's.
+  let custom =
+    options === undefined ||
+    (given !== null && typeof given === 'object' && Object.hasOwn(given, 'host')) ||
+    fastify.hasConstraintStrategy('host')
+  let used = false
+  let previous: RouteOptions | undefined
+  const usesHost = (route: RouteOptions | undefined) => {
+    const constraints = route?.constraints as unknown
+    return constraints !== null && typeof constraints === 'object' && Object.hasOwn(constraints, 'host')
+  }
+  const ask = () => {
+    if (used || custom) return
+    // The route seen before is in the router by now (or is being declared around this one).
+    if (usesHost(previous)) used = true
+    else custom = fastify.hasConstraintStrategy('host')
+  }
+  return {
+    seen(route) {
+      ask()
+      previous = route
+    },
+    custom() {
+      ask()
+      return custom
+    },
+  }
 }
 
 /** The hooks a route declares that run before its handler (and so before the cache). */
