@@ -140,9 +140,13 @@ describe('cacheControl on routes constrained by a host strategy of the app’s o
       if (where === 'addConstraintStrategy') app.addConstraintStrategy(forwardedHost() as never)
       await app.register(cachePlugin, { backend: memoryBackend(), cacheControl: true })
       app.get('/home', { config: { cache: 60 } }, async () => 'default home')
-      app.get('/home', { config: { cache: 60 }, constraints: { host: 'acme.example' } }, async () => 'acme home')
+      app.get(
+        '/home',
+        { config: { cache: 60 }, constraints: { host: 'acme.example' } },
+        async () => 'acme home',
+      )
       const base = await app.listen({ port: 0, host: '127.0.0.1' })
-      for (const headers of [{}, { 'x-forwarded-host': 'acme.example' }, {}]) {
+      for (const headers of [{}, { 'x-forwarded-host': 'acme.example' }, {}] as Record<string, string>[]) {
         const response = await fetch(`${base}/home`, { headers })
         const body = await response.text()
         expect(body).toBe('x-forwarded-host' in headers ? 'acme home' : 'default home')

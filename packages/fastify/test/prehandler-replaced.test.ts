@@ -142,7 +142,9 @@ describe("a plugin that replaces a cached route's preValidation after the route 
     delete route.preValidation
     route.preValidation = [...list, langFromHeader] as RouteOptions['preValidation']
   }
-  const page = async (request: FastifyRequest) => ({ lang: (request.query as { lang?: string }).lang ?? 'en' })
+  const page = async (request: FastifyRequest) => ({
+    lang: (request.query as { lang?: string }).lang ?? 'en',
+  })
 
   /** Never the French page to a client without Accept-Language: ready() rejects, or it bypasses. */
   async function expectNoFrenchLeak(fastify: FastifyInstance) {
