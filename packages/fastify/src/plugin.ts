@@ -378,17 +378,38 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
           )
       // Routes of one identity share entries (a HEAD route is answered from its GET's), so they
       // must tell clients apart alike: resolved together, now and at the first request of any.
-      const groups = new Map<string, RouteCache[]>()
+      // A prefixed plugin's `/` GET route is built at `/api` and `/api/`, each HEAD route at one.
+      const groups: RouteCache[][] = []
+      const groupOf = new Map<string, RouteCache[]>()
       for (const routeCache of routeCaches) {
         // Constraints (a tenant or version strategy) a later hook set are part of the route.
-        const { site, description } = siteOf(fastify, routeCache.route)
-        routeCache.site = site
-        let group = groups.get(description)
-        if (group === undefined) groups.set(description, (group = []))
+        const descriptions = describeRoute(routeCache.route, routeCache.mark.urls)
+        let group: RouteCache[] | undefined
+        for (const description of descriptions) {
+          const other = groupOf.get(description)
+          if (other === undefined || other === group) continue
+          if (group === undefined) group = other
+          else {
+            group.push(...other)
+            groups.splice(groups.indexOf(other), 1)
+            for (const [known, was] of groupOf) if (was === other) groupOf.set(known, group)
+          }
+        }
+        if (group === undefined) groups.push((group = []))
         group.push(routeCache)
-        routeCache.group = group
+        for (const description of descriptions) groupOf.set(description, group)
       }
-      for (const group of groups.values()) resolveGroup(group, 'ready')
+      const described = new Map<RouteCache[], string[]>()
+      for (const [description, group] of groupOf)
+        described.set(group, [...(described.get(group) ?? []), description])
+      for (const group of groups) {
+        const site = siteOf(fastify, (described.get(group) ?? []).sort().join('\n\n'))
+        for (const routeCache of group) {
+          routeCache.site = site
+          routeCache.group = group
+        }
+      }
+      for (const group of groups) resolveGroup(group, 'ready')
     } catch (error) {
       hookDone(error as Error)
       return
@@ -830,30 +851,37 @@ function answersGet(route: RouteOptions): boolean {
 }
 
 /**
+ * The route as the cache tells it from another one, whatever server it runs on, once for each URL
+ * Fastify built it at (`urls`; a prefixed plugin's `/` at `/api` and `/api/`): the URL pattern,
+ * its constraints (host, version), and the handler and hooks declared on it, each as
+ * `name#<fingerprint of its source>`. Its methods are not: only its GET and HEAD requests are
+ * looked up, and a HEAD route is answered from its GET route's entries (its method list is
+ * `['GET', 'POST']`, its HEAD route's `HEAD`). Taken when the app gets ready, once every `onRoute`
+ * hook ran (a later one may set a constraint).
+ */
+function describeRoute(route: RouteOptions, urls: readonly string[]): string[] {
+  const functions = (value: unknown) =>
+    toList(value as Function | Function[] | undefined)
+      .map((fn) => (typeof fn === 'function' ? describeFunction(fn) : '?'))
+      .join(',')
+  const rest = [
+    describeConstraints(route.constraints, `${methodsOf(route)} ${route.url}`),
+    functions(route.handler),
+    ...ROUTE_HOOKS.map((hook) => `${hook}=${functions(route[hook])}`),
+  ]
+  return (urls.length === 0 ? [route.url] : urls).map((url) => ['GET', url, ...rest].join('\n'))
+}
+
+/**
  * Where the cache sits, as a function giving the site of a request: the server the app listens
  * at and the route. The server is its bound address and port (`0.0.0.0:3000` for every replica
  * of a service, which share entries) or Unix socket path: two apps of one process never share
  * entries, whatever `Host` a client sends. An app that does not listen (`inject()`) has an
  * identity of its own. Apps on one server (`serverFactory` returning the same server) are not
  * told apart here: they cache only under distinct `keyPrefix`es (see `fastifySharedServerBypass`).
- * The route is its methods, URL pattern, constraints (host, version), and the handler and hooks
- * declared on it, each as `name#<fingerprint of its source>`. Taken when the app gets ready, once
- * every `onRoute` hook ran (a later one may set a constraint); `description` tells the route apart
- * from another one, whatever server it runs on.
+ * The route is `description` (see {@link describeRoute}: of the routes sharing entries).
  */
-function siteOf(fastify: FastifyInstance, route: RouteOptions): { site: () => string; description: string } {
-  const methods = [...new Set(toList(route.method).map((m) => (m === 'HEAD' ? 'GET' : m)))].sort()
-  const functions = (value: unknown) =>
-    toList(value as Function | Function[] | undefined)
-      .map((fn) => (typeof fn === 'function' ? describeFunction(fn) : '?'))
-      .join(',')
-  const description = [
-    methods.join(','),
-    route.url,
-    describeConstraints(route.constraints, `${methods.join(',')} ${route.url}`),
-    functions(route.handler),
-    ...ROUTE_HOOKS.map((hook) => `${hook}=${functions(route[hook])}`),
-  ].join('\n')
+function siteOf(fastify: FastifyInstance, description: string): () => string {
   const server = fastify.server
   const hash = (at: string) => createHash('sha256').update(`${at}\n${description}`).digest('hex').slice(0, 12)
   let listening: { at: string; site: string } | undefined
@@ -865,7 +893,7 @@ function siteOf(fastify: FastifyInstance, route: RouteOptions): { site: () => st
     if (listening?.at !== at) listening = { at, site: hash(at) }
     return listening.site
   }
-  return { site, description }
+  return site
 }
 
 /**
@@ -1239,7 +1267,12 @@ function markRoute(route: RouteOptions): RouteMark {
       if (built.length > 0) {
         const [first, second] = built as [(typeof reads)[0], (typeof reads)[0] | undefined]
         if (built.length === 1) mark.token = first.token
-        else if (built.length === 2 && second?.url === mark.prefixed && first.url !== second.url) {
+        else if (
+          second !== undefined &&
+          built.length === 2 &&
+          second.url === mark.prefixed &&
+          first.url !== second.url
+        ) {
           mark.token = first.token
           mark.prefixedToken = second.token
         } else mark.ambiguous = true
