@@ -22,6 +22,7 @@ import {
   describeFunction,
   fastifyArrivedLines,
   fastifyHostKeyPart,
+  fastifyInstanceOptions,
   fastifyParsesQueriesItself,
   fastifyQueryReplaced,
   fastifyRewrite,
@@ -234,8 +235,10 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
   // The header that marks a refresh the plugin runs through `inject`: a name no client can guess.
   const refreshHeader = `x-cache-refresh-${randomUUID()}`
   const refreshes = new Map<string, Refresh>()
+  const hostStrategy = hostStrategyWatch(fastify)
 
   fastify.addHook('onRoute', function (this: FastifyInstance, route) {
+    hostStrategy.seen(route)
     // Fastify declares a GET route's HEAD route right after it built the GET route's context.
     if (route.method === 'HEAD') noteBuilt(route)
     // A copy of a cached route (`this.route({ ...route, constraints })` in a later plugin's
@@ -350,8 +353,10 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
       // chosen by a request header (version, a custom strategy), the others of the URL are chosen
       // when that header is absent or another value, which a CDN cannot see either.
       const chosenByHeader = new Set<string>()
+      const hostIsTheRequestHost = !hostStrategy.custom()
       for (const seen of [...uncached, ...routeCaches])
-        if (chosenByRequest(seen.route)) for (const url of spellings(seen)) chosenByHeader.add(url)
+        if (chosenByRequest(seen.route, hostIsTheRequestHost))
+          for (const url of spellings(seen)) chosenByHeader.add(url)
       for (const routeCache of routeCaches)
         routeCache.hiddenSelection = spellings(routeCache).some((url) => chosenByHeader.has(url))
       uncached = []
@@ -366,19 +371,45 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
             'config.cache',
             `route ${methodsOf(route)} ${announced}: an onRoute hook replaced its config other than by assigning route.config (delete, Object.defineProperty), without what cachePlugin gave it, or frozen: its requests cannot be told from those of a copy of the route, which would answer from its entries. Assign the new config instead (route.config = { ...route.config, ... })`,
           )
+        else if (mark.token === undefined)
+          throw new CacheConfigError(
+            'config.cache',
+            `route ${methodsOf(route)} ${announced}: the cache could not tell which of the reads of its config was Fastify's build of the route (its hook lists replaced by delete and assign, and its URL changed, by onRoute hooks), so its requests cannot be told from a copy's and it would never be cached. Assign to route.preHandler instead of deleting it, or declare it with its HEAD route (exposeHeadRoute)`,
+          )
       // Routes of one identity share entries (a HEAD route is answered from its GET's), so they
       // must tell clients apart alike: resolved together, now and at the first request of any.
-      const groups = new Map<string, RouteCache[]>()
+      // A prefixed plugin's `/` GET route is built at `/api` and `/api/`, each HEAD route at one.
+      const groups: RouteCache[][] = []
+      const groupOf = new Map<string, RouteCache[]>()
       for (const routeCache of routeCaches) {
         // Constraints (a tenant or version strategy) a later hook set are part of the route.
-        const { site, description } = siteOf(fastify, routeCache.route)
-        routeCache.site = site
-        let group = groups.get(description)
-        if (group === undefined) groups.set(description, (group = []))
+        const descriptions = describeRoute(routeCache.route, routeCache.mark.urls)
+        let group: RouteCache[] | undefined
+        for (const description of descriptions) {
+          const other = groupOf.get(description)
+          if (other === undefined || other === group) continue
+          if (group === undefined) group = other
+          else {
+            group.push(...other)
+            groups.splice(groups.indexOf(other), 1)
+            for (const [known, was] of groupOf) if (was === other) groupOf.set(known, group)
+          }
+        }
+        if (group === undefined) groups.push((group = []))
         group.push(routeCache)
-        routeCache.group = group
+        for (const description of descriptions) groupOf.set(description, group)
       }
-      for (const group of groups.values()) resolveGroup(group, 'ready')
+      const described = new Map<RouteCache[], string[]>()
+      for (const [description, group] of groupOf)
+        described.set(group, [...(described.get(group) ?? []), description])
+      for (const group of groups) {
+        const site = siteOf(fastify, (described.get(group) ?? []).sort().join('\n\n'))
+        for (const routeCache of group) {
+          routeCache.site = site
+          routeCache.group = group
+        }
+      }
+      for (const group of groups) resolveGroup(group, 'ready')
     } catch (error) {
       hookDone(error as Error)
       return
@@ -438,6 +469,17 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
         byHolder.set(holder, made)
       }
       const settings = made.cache.settings
+      // Likewise the query check of a route without a `key` (a hook deleting `preValidation`
+      // once the cache had put it back last, from a later plugin or a deferred callback): a query
+      // default a hook after it fills in from a header would be in no key. Without the check in
+      // the list, the query is compared as it is when the cache looks up.
+      const validators = toList(route.preValidation as Function | Function[] | undefined)
+      if (
+        settings.key === undefined &&
+        validators.includes(noteFastifyQueryBeforeValidation) &&
+        validators[validators.length - 1] !== noteFastifyQueryBeforeValidation
+      )
+        throw queryCheckNotLast(routeCache)
       if (first === undefined) first = { routeCache, settings }
       else if (!sameAudience(first.settings, settings))
         throw notOneAudience(first.routeCache, routeCache, when)
@@ -770,6 +812,19 @@ function lookupNotLast({ route, announced }: RouteCache): CacheConfigError {
 }
 
 /**
+ * A cached route without a `key` whose `preValidation` a hook replaced (deleted the property the
+ * plugin defined, then assigned a list) once the plugin had put its query check back last: a hook
+ * after the check may change the query (a default from `Accept-Language`) unseen, and the page it
+ * makes is stored under the URL without it.
+ */
+function queryCheckNotLast({ route, announced }: RouteCache): CacheConfigError {
+  return new CacheConfigError(
+    'preValidation',
+    `route ${methodsOf(route)} ${announced}: a hook replaced its preValidation property (deleted it, or defined it anew) after the route was declared (from a plugin registered later, or a deferred callback), and its last preValidation is no longer the cache's query check: a query value a hook after it fills in (a default from a header) is in no key, so one client's page would be served to another. Assign to route.preValidation instead of deleting it, do it from the onRoute hook itself, or give the route a \`key\``,
+  )
+}
+
+/**
  * The URLs a route answers as Fastify's router compares them for constraints: as announced to
  * `onRoute` hooks and as it is now (a prefixed plugin's '/' is announced as '/api' and becomes
  * '/api/'), each without its trailing slash (`ignoreTrailingSlash` makes '/api/' the same route).
@@ -796,30 +851,37 @@ function answersGet(route: RouteOptions): boolean {
 }
 
 /**
+ * The route as the cache tells it from another one, whatever server it runs on, once for each URL
+ * Fastify built it at (`urls`; a prefixed plugin's `/` at `/api` and `/api/`): the URL pattern,
+ * its constraints (host, version), and the handler and hooks declared on it, each as
+ * `name#<fingerprint of its source>`. Its methods are not: only its GET and HEAD requests are
+ * looked up, and a HEAD route is answered from its GET route's entries (its method list is
+ * `['GET', 'POST']`, its HEAD route's `HEAD`). Taken when the app gets ready, once every `onRoute`
+ * hook ran (a later one may set a constraint).
+ */
+function describeRoute(route: RouteOptions, urls: readonly string[]): string[] {
+  const functions = (value: unknown) =>
+    toList(value as Function | Function[] | undefined)
+      .map((fn) => (typeof fn === 'function' ? describeFunction(fn) : '?'))
+      .join(',')
+  const rest = [
+    describeConstraints(route.constraints, `${methodsOf(route)} ${route.url}`),
+    functions(route.handler),
+    ...ROUTE_HOOKS.map((hook) => `${hook}=${functions(route[hook])}`),
+  ]
+  return (urls.length === 0 ? [route.url] : urls).map((url) => ['GET', url, ...rest].join('\n'))
+}
+
+/**
  * Where the cache sits, as a function giving the site of a request: the server the app listens
  * at and the route. The server is its bound address and port (`0.0.0.0:3000` for every replica
  * of a service, which share entries) or Unix socket path: two apps of one process never share
  * entries, whatever `Host` a client sends. An app that does not listen (`inject()`) has an
  * identity of its own. Apps on one server (`serverFactory` returning the same server) are not
  * told apart here: they cache only under distinct `keyPrefix`es (see `fastifySharedServerBypass`).
- * The route is its methods, URL pattern, constraints (host, version), and the handler and hooks
- * declared on it, each as `name#<fingerprint of its source>`. Taken when the app gets ready, once
- * every `onRoute` hook ran (a later one may set a constraint); `description` tells the route apart
- * from another one, whatever server it runs on.
+ * The route is `description` (see {@link describeRoute}: of the routes sharing entries).
  */
-function siteOf(fastify: FastifyInstance, route: RouteOptions): { site: () => string; description: string } {
-  const methods = [...new Set(toList(route.method).map((m) => (m === 'HEAD' ? 'GET' : m)))].sort()
-  const functions = (value: unknown) =>
-    toList(value as Function | Function[] | undefined)
-      .map((fn) => (typeof fn === 'function' ? describeFunction(fn) : '?'))
-      .join(',')
-  const description = [
-    methods.join(','),
-    route.url,
-    describeConstraints(route.constraints, `${methods.join(',')} ${route.url}`),
-    functions(route.handler),
-    ...ROUTE_HOOKS.map((hook) => `${hook}=${functions(route[hook])}`),
-  ].join('\n')
+function siteOf(fastify: FastifyInstance, description: string): () => string {
   const server = fastify.server
   const hash = (at: string) => createHash('sha256').update(`${at}\n${description}`).digest('hex').slice(0, 12)
   let listening: { at: string; site: string } | undefined
@@ -831,7 +893,7 @@ function siteOf(fastify: FastifyInstance, route: RouteOptions): { site: () => st
     if (listening?.at !== at) listening = { at, site: hash(at) }
     return listening.site
   }
-  return { site, description }
+  return site
 }
 
 /**
@@ -883,14 +945,61 @@ function describeConstraints(constraints: unknown, route: string): string {
 
 /**
  * Whether Fastify chooses the route by something of the request other than its host (the version
- * strategy reads `Accept-Version`, a custom one any header): a CDN keys on the URL and the host, so
- * `cacheControl` sends its responses `private`, and those of the other routes of its URL (chosen
- * when the header is absent or names none of them).
+ * strategy reads `Accept-Version`, a custom one any header, a custom strategy named `host` maybe
+ * `X-Forwarded-Host`): a CDN keys on the URL and the host, so `cacheControl` sends its responses
+ * `private`, and those of the other routes of its URL (chosen when the header is absent or names
+ * none of them). `host` is the request's host only when the router's is find-my-way's own.
  */
-function chosenByRequest(route: RouteOptions): boolean {
+function chosenByRequest(route: RouteOptions, hostIsTheRequestHost: boolean): boolean {
   const constraints = route.constraints
   if (constraints === null || typeof constraints !== 'object') return false
-  return Object.keys(constraints).some((name) => name !== 'host')
+  return Object.keys(constraints).some((name) => name !== 'host' || !hostIsTheRequestHost)
+}
+
+/**
+ * Whether the app's router chooses routes by a `host` strategy of the app's own (given in
+ * `routerOptions.constraints`, `constraints`, or to `addConstraintStrategy`) rather than
+ * find-my-way's, which reads the `Host` header. The router is not reachable: Fastify's
+ * `hasConstraintStrategy('host')` says yes for a strategy of the app's, and for find-my-way's once
+ * a route uses it. So it is asked when the plugin registers and at each route declared (before
+ * the router holds it) until a route uses `host`: a yes then is the app's strategy, or a route
+ * declared where the plugin does not see it using find-my-way's (taken as the app's: `private`).
+ */
+function hostStrategyWatch(fastify: FastifyInstance): {
+  seen: (route: RouteOptions) => void
+  custom: () => boolean
+} {
+  const options = fastifyInstanceOptions(fastify) as
+    | { constraints?: unknown; routerOptions?: { constraints?: unknown } }
+    | undefined
+  const given = options?.routerOptions?.constraints ?? options?.constraints
+  // Options that cannot be read: the strategy cannot be told, taken as the app's.
+  let custom =
+    options === undefined ||
+    (given !== null && typeof given === 'object' && Object.hasOwn(given, 'host')) ||
+    fastify.hasConstraintStrategy('host')
+  let used = false
+  let previous: RouteOptions | undefined
+  const usesHost = (route: RouteOptions | undefined) => {
+    const constraints = route?.constraints as unknown
+    return constraints !== null && typeof constraints === 'object' && Object.hasOwn(constraints, 'host')
+  }
+  const ask = () => {
+    if (used || custom) return
+    // The route seen before is in the router by now (or is being declared around this one).
+    if (usesHost(previous)) used = true
+    else custom = fastify.hasConstraintStrategy('host')
+  }
+  return {
+    seen(route) {
+      ask()
+      previous = route
+    },
+    custom() {
+      ask()
+      return custom
+    },
+  }
 }
 
 /** The hooks a route declares that run before its handler (and so before the cache). */
@@ -1016,6 +1125,13 @@ interface RouteMark {
   headPrefixedToken: object | undefined
   /** Its URL when the cache first saw it. */
   readonly announced: string
+  /**
+   * For a route of a prefixed plugin, the URL Fastify builds a `/` route's second context at
+   * (`/api/`): the prefix and a slash, whatever URL `onRoute` hooks gave the first one.
+   */
+  readonly prefixed: string | undefined
+  /** The URLs its contexts were built at (from the reads that became its tokens). */
+  urls: string[]
   /** The `config` a hook gave the route (the route's own is a copy of it): a HEAD twin's is its GET's. */
   holder: unknown
   /** The route's own `config`, while the route holds it. */
@@ -1068,16 +1184,16 @@ const declaring: RouteMark[] = []
 function noteBuilt(head: RouteOptions): void {
   for (let at = declaring.length - 1; at >= 0; at--) {
     const mark = declaring[at] as RouteMark
-    if (
-      (mark.route.url !== head.url && mark.announced !== head.url) ||
-      mark.given !== head.config ||
-      !toList(mark.route.method).includes('GET')
-    )
+    // The HEAD route comes as the cache saw its GET route (a hook after the cache's that moved
+    // the GET route to `/v1/api` has not moved it yet), or at the URL Fastify built it at.
+    const urls = [mark.route.url, mark.announced, `${mark.announced}/`, mark.prefixed]
+    if (!urls.includes(head.url) || mark.given !== head.config || !toList(mark.route.method).includes('GET'))
       continue
+    // Made at the URL the route has now: the read of the build that just ran.
     const last = mark.reads?.[mark.reads.length - 1]
-    if (last !== undefined && last.url === head.url) {
+    if (last !== undefined && last.url === mark.route.url) {
       if (mark.headToken === undefined) mark.headToken = last.token
-      else mark.headPrefixedToken ??= last.token
+      else if (last.token !== mark.headToken) mark.headPrefixedToken ??= last.token
     }
     return
   }
@@ -1094,6 +1210,8 @@ function noteBuilt(head: RouteOptions): void {
  */
 function markRoute(route: RouteOptions): RouteMark {
   const announced = route.url
+  // Fastify sets the prefix on the route's options before the `onRoute` hooks run.
+  const prefix: unknown = (route as { prefix?: unknown }).prefix
   const mark: RouteMark = {
     token: undefined,
     prefixedToken: undefined,
@@ -1103,6 +1221,8 @@ function markRoute(route: RouteOptions): RouteMark {
     headToken: undefined,
     headPrefixedToken: undefined,
     announced,
+    prefixed: typeof prefix === 'string' && prefix !== '' ? `${prefix}/` : undefined,
+    urls: [],
     holder: route.config,
     own: undefined,
     route,
@@ -1147,22 +1267,32 @@ function markRoute(route: RouteOptions): RouteMark {
       if (built.length > 0) {
         const [first, second] = built as [(typeof reads)[0], (typeof reads)[0] | undefined]
         if (built.length === 1) mark.token = first.token
-        else if (built.length === 2 && second?.url === `${announced}/` && first.url !== second.url) {
+        else if (
+          second !== undefined &&
+          built.length === 2 &&
+          second.url === mark.prefixed &&
+          first.url !== second.url
+        ) {
           mark.token = first.token
           mark.prefixedToken = second.token
         } else mark.ambiguous = true
+        noteUrls(mark, reads)
         return
       }
-      // Fastify's build not seen as such (a hook replaced the route's hook list): the read its
-      // HEAD route pointed at (see `noteBuilt`), else the last read.
+      // Fastify's build not seen as such (a hook replaced the route's hook list): the reads its
+      // HEAD routes pointed at (see `noteBuilt`), else the last read.
       mark.token = mark.headToken
       mark.prefixedToken = mark.headPrefixedToken
       const last = reads[reads.length - 1]
-      // A prefixed plugin's `/`: Fastify built `/api`, then `/api/`, from the route's options.
-      if (last !== undefined && last.url === `${announced}/`) {
+      // A prefixed plugin's `/`: Fastify built it at its URL (`/api`, or where a hook moved it),
+      // then at `/api/`, from the route's options.
+      if (last !== undefined && last.url === mark.prefixed && last.token !== mark.token) {
         mark.prefixedToken ??= last.token
-        mark.token ??= reads.findLast(({ url }) => url === announced)?.token
+        mark.token ??= (
+          reads.findLast(({ url }) => url === announced) ?? reads.findLast(({ url }) => url !== last.url)
+        )?.token
       } else mark.token ??= last?.token
+      noteUrls(mark, reads)
       return
     }
     // A hook deleted (or redefined) the route's `config` and put another one: Fastify copied
@@ -1181,12 +1311,22 @@ function markRoute(route: RouteOptions): RouteMark {
     try {
       Object.defineProperty(config, ROUTE_MARK, { configurable: true, enumerable: true, get: () => ({}) })
       mark.token = token
+      // Both contexts of a prefixed plugin's `/` copied the one config: at its URLs as announced and now.
+      mark.urls = [...new Set([announced, route.url])]
     } catch {
       // Frozen: every copy of it would carry the route's token.
       mark.lost = true
     }
   })
   return mark
+}
+
+/** The URLs of the reads that became the route's tokens: where Fastify built its contexts. */
+function noteUrls(mark: RouteMark, reads: readonly { token: object; url: string }[]): void {
+  for (const token of [mark.token, mark.prefixedToken]) {
+    const url = reads.find((read) => read.token === token)?.url
+    if (url !== undefined && !mark.urls.includes(url)) mark.urls.push(url)
+  }
 }
 
 /** A copy of `config` (every own property as it is, but a mark) with the route's mark getter. */

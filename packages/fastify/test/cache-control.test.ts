@@ -110,3 +110,48 @@ describe('cacheControl on routes Fastify chooses by a request header (constraint
     expect(await fetchPage('/post', { 'x-preview': '1' })).toEqual({ body: 'DRAFT', cacheControl: null })
   })
 })
+
+describe('cacheControl on routes constrained by a host strategy of the app’s own', () => {
+  /** A `host` strategy behind a proxy: the tenant domain from X-Forwarded-Host, which a CDN does not key on. */
+  const forwardedHost = () => ({
+    name: 'host',
+    validate() {},
+    storage() {
+      const routes = new Map<string, unknown>()
+      return {
+        get: (host: string) => (routes.get(host) ?? null) as never,
+        set: (host: string, store: unknown) => {
+          routes.set(host, store)
+        },
+      }
+    },
+    deriveConstraint: (request: { headers: Record<string, string | string[] | undefined> }) =>
+      request.headers['x-forwarded-host'] as string,
+  })
+
+  for (const where of ['routerOptions.constraints', 'addConstraintStrategy'] as const)
+    it(`sends them private when the strategy named host is the app's (${where}): no CDN gives the default page to acme`, async () => {
+      const app = Fastify(
+        where === 'routerOptions.constraints'
+          ? ({ routerOptions: { constraints: { host: forwardedHost() } } } as never)
+          : {},
+      )
+      apps.push(app)
+      if (where === 'addConstraintStrategy') app.addConstraintStrategy(forwardedHost() as never)
+      await app.register(cachePlugin, { backend: memoryBackend(), cacheControl: true })
+      app.get('/home', { config: { cache: 60 } }, async () => 'default home')
+      app.get(
+        '/home',
+        { config: { cache: 60 }, constraints: { host: 'acme.example' } },
+        async () => 'acme home',
+      )
+      const base = await app.listen({ port: 0, host: '127.0.0.1' })
+      for (const headers of [{}, { 'x-forwarded-host': 'acme.example' }, {}] as Record<string, string>[]) {
+        const response = await fetch(`${base}/home`, { headers })
+        const body = await response.text()
+        expect(body).toBe('x-forwarded-host' in headers ? 'acme home' : 'default home')
+        // Before: public, max-age=60 on both, though the URL and Host a CDN keys on are the same.
+        expect(response.headers.get('cache-control')).toBe('private, max-age=60')
+      }
+    })
+})

@@ -129,3 +129,65 @@ describe("a later plugin that deletes a cached route's preValidation and assigns
     expect(en.body).toBe('Welcome')
   })
 })
+
+describe("a plugin that replaces a cached route's preValidation after the route was declared", () => {
+  /** A query default from Accept-Language, the only one who sets `lang` for the handler. */
+  const langFromHeader = async (request: FastifyRequest) => {
+    const language = request.headers['accept-language']
+    const query = request.query as { lang?: string }
+    if (language) query.lang ??= String(language).slice(0, 2)
+  }
+  const replaceList = (route: RouteOptions) => {
+    const list = [route.preValidation ?? []].flat()
+    delete route.preValidation
+    route.preValidation = [...list, langFromHeader] as RouteOptions['preValidation']
+  }
+  const page = async (request: FastifyRequest) => ({
+    lang: (request.query as { lang?: string }).lang ?? 'en',
+  })
+
+  /** Never the French page to a client without Accept-Language: ready() rejects, or it bypasses. */
+  async function expectNoFrenchLeak(fastify: FastifyInstance) {
+    let refused: unknown
+    try {
+      await fastify.ready()
+    } catch (error) {
+      refused = error
+    }
+    if (refused !== undefined) {
+      expect(String(refused)).toMatch(/route GET \/page: .*preValidation/)
+      return
+    }
+    await fastify.inject({ url: '/page', headers: { 'accept-language': 'fr' } })
+    const english = await fastify.inject({ url: '/page' })
+    expect(english.json()).toEqual({ lang: 'en' })
+  }
+
+  it('refuses, when the app starts, a plugin registered after the routes that walks them', async () => {
+    const fastify = app()
+    const routes: RouteOptions[] = []
+    fastify.addHook('onRoute', (route) => {
+      routes.push(route)
+    })
+    await fastify.register(cachePlugin, { backend: memoryBackend() })
+    fastify.get('/page', { config: { cache: { ttl: 60 } } }, page)
+    // Before: ready() resolved, and the French page stored under /page was the next client's hit.
+    await fastify.register(async () => {
+      for (const route of routes) if (route.method === 'GET') replaceList(route)
+    })
+    await expect(fastify.ready()).rejects.toThrow(/route GET \/page: .*preValidation/)
+  })
+
+  for (const deferral of ['a promise', 'process.nextTick'] as const)
+    it(`never serves the French page to an English client when its onRoute hook defers the replacement to ${deferral}`, async () => {
+      const fastify = app()
+      await fastify.register(cachePlugin, { backend: memoryBackend() })
+      fastify.addHook('onRoute', (route) => {
+        if (route.method !== 'GET') return
+        if (deferral === 'a promise') Promise.resolve().then(() => replaceList(route))
+        else process.nextTick(() => replaceList(route))
+      })
+      fastify.get('/page', { config: { cache: { ttl: 60 } } }, page)
+      await expectNoFrenchLeak(fastify)
+    })
+})

@@ -525,3 +525,66 @@ describe('a cached route whose hooks a plugin registered after the cache wraps',
     },
   )
 })
+
+describe('a HEAD request answered from its GET route’s entry, as the README says', () => {
+  it("answers HEAD from the entry of a route declared with method ['GET', 'POST']", async () => {
+    const fastify = app()
+    await fastify.register(cachePlugin, { backend: memoryBackend() })
+    let renders = 0
+    fastify.route({
+      method: ['GET', 'POST'],
+      url: '/feed',
+      config: { cache: { ttl: 60 } },
+      handler: async () => `render ${++renders}`,
+    })
+    await fastify.ready()
+    expect((await fastify.inject({ url: '/feed' })).headers['cache-status']).toMatch(/stored/)
+    // Before: HEAD /feed rendered the page again, looked up under a site of its own.
+    const head = await fastify.inject({ method: 'HEAD', url: '/feed' })
+    expect(head.headers['cache-status']).toMatch(/hit/)
+    expect(renders).toBe(1)
+  })
+
+  it("answers HEAD /api from the entry of a prefixed plugin's '/' route, as HEAD /api/", async () => {
+    const fastify = app()
+    await fastify.register(cachePlugin, { backend: memoryBackend() })
+    let renders = 0
+    await fastify.register(
+      async (api: FastifyInstance) => {
+        api.get('/', { config: { cache: { ttl: 60 } } }, async () => `render ${++renders}`)
+      },
+      { prefix: '/api' },
+    )
+    await fastify.ready()
+    for (const url of ['/api', '/api/']) {
+      expect((await fastify.inject({ url })).headers['cache-status']).toMatch(/stored/)
+      // Before: HEAD /api rendered the page again (HEAD /api/ was a hit).
+      const head = await fastify.inject({ method: 'HEAD', url })
+      expect({ url, cacheStatus: head.headers['cache-status'] }).toEqual({
+        url,
+        cacheStatus: expect.stringMatching(/hit/),
+      })
+    }
+    expect(renders).toBe(2)
+  })
+
+  it('still keeps apart two routes of one URL told apart by a constraint: HEAD of v2 never answered from v1', async () => {
+    const fastify = app()
+    await fastify.register(cachePlugin, { backend: memoryBackend() })
+    const page = (version: string) => async () => `page ${version}`
+    fastify.route({ method: ['GET', 'POST'], url: '/doc', config: { cache: 60 }, handler: page('v1') })
+    fastify.route({
+      method: ['GET', 'POST'],
+      url: '/doc',
+      constraints: { version: '2.0.0' },
+      config: { cache: 60 },
+      handler: page('v2'),
+    })
+    await fastify.ready()
+    await fastify.inject({ url: '/doc' })
+    const head = await fastify.inject({ method: 'HEAD', url: '/doc', headers: { 'accept-version': '2.0.0' } })
+    expect(head.headers['cache-status'] ?? '').not.toMatch(/hit/)
+    const v2 = await fastify.inject({ url: '/doc', headers: { 'accept-version': '2.0.0' } })
+    expect(v2.body).toBe('page v2')
+  })
+})

@@ -182,3 +182,59 @@ describe('a copy that reads the route as Fastify does, in the same tick', () => 
     await expect(fastify.ready()).rejects.toThrow(/route GET \/home: a copy of its options was declared/)
   })
 })
+
+describe("a prefixed plugin's '/' route that a URL-versioning onRoute hook moves", () => {
+  /** plugins/versioning.js: every route under /v1. */
+  const versioning = fp(async (fastify: FastifyInstance) => {
+    fastify.addHook('onRoute', (route: RouteOptions) => {
+      if (!route.url.startsWith('/v1')) route.url = `/v1${route.url}`
+    })
+  })
+  /** plugins/roles.js: replaces the preHandler list (delete, then assign), its guard last. */
+  const rolesReplacingList = fp(async (fastify: FastifyInstance) => {
+    fastify.addHook('onRoute', (route: RouteOptions) => {
+      const list = [route.preHandler ?? []].flat()
+      delete route.preHandler
+      route.preHandler = [...list, async function roles() {}] as RouteOptions['preHandler']
+    })
+  })
+
+  async function expectCached(fastify: FastifyInstance, paths: string[]) {
+    let renders = 0
+    await fastify.register(
+      async (api: FastifyInstance) => {
+        api.get('/', { config: { cache: { ttl: 60 } } }, async () => `render ${++renders}`)
+        api.get('/list', { config: { cache: { ttl: 60 } } }, async () => `render ${++renders}`)
+      },
+      { prefix: '/api' },
+    )
+    await fastify.ready()
+    for (const url of paths) {
+      const first = await fastify.inject({ url })
+      const second = await fastify.inject({ url })
+      expect({ url, first: first.headers['cache-status'], second: second.headers['cache-status'] }).toEqual({
+        url,
+        first: expect.stringMatching(/stored/),
+        second: expect.stringMatching(/hit/),
+      })
+      expect(second.body).toBe(first.body)
+    }
+  }
+
+  it('keeps it cached when a plugin after the cache versions the URL and another replaces preHandler', async () => {
+    const fastify = app()
+    await fastify.register(cachePlugin, { backend: memoryBackend() })
+    await fastify.register(versioning)
+    await fastify.register(rolesReplacingList)
+    // Before: ready() resolved and GET /v1/api was never looked up (no Cache-Status at all).
+    await expectCached(fastify, ['/v1/api', '/v1/api/list'])
+  })
+
+  it('keeps it cached when the versioning plugin is registered before the cache', async () => {
+    const fastify = app()
+    await fastify.register(versioning)
+    await fastify.register(cachePlugin, { backend: memoryBackend() })
+    // Before: ready() rejected, claiming a copy of the route was declared while it was.
+    await expectCached(fastify, ['/v1/api', '/v1/api/list'])
+  })
+})
