@@ -560,7 +560,9 @@ function markAnswered(target: object, methods: readonly string[]): void {
  * request id, rate-limit counters, CORS) or by Nest (`@Header`): they go on the Node response now,
  * where a replay's `writeHead` adds the stored headers to them, and Fastify's `writeHead` of a
  * miss leaves out those it would send unchanged, so they are not recorded. What the client gets
- * (and what the cache decides on) still has them.
+ * (and what the cache decides on) still has them. Headers a layer set on the Node response itself
+ * (a Nest middleware through middie, a hook's `reply.raw.setHeader`) stay there as Fastify leaves
+ * them: a `Set-Cookie`, `private` or `Vary` of theirs decides what is stored.
  *
  * @fastify/compress adds `Vary: Accept-Encoding` only to the responses it compresses: an identity
  * response stored first would then be replayed to gzip clients, and a compressed one stored under
@@ -583,12 +585,27 @@ function fastifyHookHeaders(reply: any): ((touched?: ReadonlySet<string>) => voi
   }
   const raw = reply.raw as ServerResponse
   if (raw.headersSent) return undefined
+  // Fastify's `getHeaders()` includes what is on the Node response already (a Nest middleware's
+  // or a hook's `res.setHeader`): Fastify never puts those in its `writeHead` object, which
+  // leaves them on the response. Such a header is not moved, and is left alone when missing there
+  // (counted as removed, a session cookie or `private` was dropped and the response stored).
   const current = reply.getHeaders() as Record<string, string | string[] | number | undefined>
   const moved: Record<string, string> = {}
+  let onRaw: Record<string, string> | undefined
+  let underneath: Record<string, number | string | string[]> | undefined
   for (const [name, value] of Object.entries(current)) {
     if (value === undefined) continue
+    const lower = name.toLowerCase()
+    const had = raw.getHeader(lower)
+    if (had !== undefined && String(had) === String(value)) {
+      onRaw ??= {}
+      onRaw[lower] = String(value)
+      continue
+    }
+    // A hook's `reply.header()` over the raw value: the raw one goes out again if the reply's is removed.
+    if (had !== undefined) (underneath ??= {})[lower] = had
     raw.setHeader(name, value)
-    moved[name.toLowerCase()] = String(value)
+    moved[lower] = String(value)
   }
   return (touched: ReadonlySet<string> = NO_NAMES) => {
     const recording = raw.writeHead
@@ -601,10 +618,15 @@ function fastifyHookHeaders(reply: any): ((touched?: ReadonlySet<string>) => voi
         for (const [name, value] of Object.entries(given)) {
           const lower = name.toLowerCase()
           names.add(lower)
-          if (touched.has(lower) || moved[lower] !== String(value)) kept[name] = value
+          if (touched.has(lower) || (moved[lower] ?? onRaw?.[lower]) !== String(value)) kept[name] = value
         }
         // Fastify sends every header its reply holds: one missing was removed from the reply since.
-        for (const name of Object.keys(moved)) if (!names.has(name)) raw.removeHeader(name)
+        for (const name of Object.keys(moved)) {
+          if (names.has(name)) continue
+          const before = underneath?.[name]
+          if (before === undefined) raw.removeHeader(name)
+          else raw.setHeader(name, before)
+        }
         rest[at] = kept
       }
       return (recording as (...args: unknown[]) => ServerResponse).call(this, code, ...rest)
