@@ -92,6 +92,12 @@ const REFRESH_HEADER = 'x-cache-nestjs-refresh'
 const refreshes = new Map<string, Refresh>()
 /** The key of the request each refresh refreshes: its copy must be keyed the same, or stores nothing. */
 const refreshKeys = new WeakMap<Refresh, string | undefined>()
+/**
+ * The front door's site and routed URL of each refresh started at one: its copy (handed to the
+ * application, never through the front) stores there when it is routed and keyed as the request
+ * it refreshes, or the front would go on answering from nothing and every stale hit run the handler.
+ */
+const refreshFronts = new WeakMap<Refresh, { site: string; url: string }>()
 /** The caches whose refresh was keyed otherwise, logged once each. */
 const refreshKeyLogged = new WeakSet<HttpCache>()
 /** The caches whose refresh was answered before it reached them, logged once each. */
@@ -284,6 +290,10 @@ export class CacheResponseInterceptor implements NestInterceptor {
     if (taken === false) view.bypass ??= 'refresh-over'
     else if (taken !== undefined) {
       view.refresh = taken
+      // The copy of a refresh the front's site keyed: stored there when routed as its request was
+      // (the key check below still holds it to the very key).
+      const at = refreshFronts.get(taken)
+      if (at !== undefined && front === undefined && platform.routedUrl() === at.url) view.site = at.site
       // An `inject()` copy: keyed on the credentials the request it refreshes was sent with.
       if (view.refresh !== undefined && view.arrivedLines === undefined)
         view.arrivedLines = refreshArrivedLines(view.refresh)
@@ -313,6 +323,7 @@ export class CacheResponseInterceptor implements NestInterceptor {
     const result = cache.lookup(view, {
       revalidate: (refresh) => {
         refreshKeys.set(refresh, cache.keyFor(view))
+        if (front !== undefined) refreshFronts.set(refresh, { site: front, url: platform.routedUrl() })
         return platform.revalidate !== undefined
           ? platform.revalidate(refresh)
           : revalidate(platform.req, refresh, (status) => {
