@@ -54,6 +54,7 @@ import {
 import { from, mergeMap, type Observable, of } from 'rxjs'
 import { expressBypass, sentUrlOf, watchExpressApp } from './express-platform.js'
 import { frontPassOf } from './front.js'
+import { fastifyRoutesChosenByRequest, routeName } from './fastify-routes.js'
 import { declare, siteOf } from './handler-sites.js'
 import { noteFastifyApplication } from './route-handlers.js'
 import { CACHE_BACKEND, CACHE_RESPONSE_OPTIONS } from './tokens.js'
@@ -204,6 +205,11 @@ interface Platform {
    * server (`site`), if so (see `fastifySharedServerBypass`).
    */
   sharedServer?(keyPrefix: string): string | undefined
+  /**
+   * Fastify: whether the request's route is one Fastify chooses by the request besides its URL and
+   * host (a header constraint on it or on another route of its method and URL).
+   */
+  chosenByRoute?(): boolean
   /** Fastify: whether the server calls the app alone (its front's entries are then its own). */
   servedAlone?(): boolean
   /** Fastify: refreshes a stale entry with a copy of the request through `inject()` (instead of Express's application). */
@@ -234,6 +240,7 @@ interface Platform {
  */
 export class CacheResponseInterceptor implements NestInterceptor {
   private readonly caches = new WeakMap<Function, WeakMap<Function, HttpCache>>()
+  private readonly routeChosenCaches = new WeakMap<Function, WeakMap<Function, HttpCache>>()
   private unknownPlatformLogged = false
 
   constructor(
@@ -271,7 +278,7 @@ export class CacheResponseInterceptor implements NestInterceptor {
     }
     if (claimed.has(platform.req)) return next.handle()
     claimed.add(platform.req)
-    const cache = this.cacheFor(owner, handler, options)
+    const cache = this.cacheFor(owner, handler, options, platform.chosenByRoute?.() === true)
     // On a server the app shares, or one that calls it through a listener of the user's, the
     // front may hand the request to another app: its entries are never made there.
     const front =
@@ -341,16 +348,30 @@ export class CacheResponseInterceptor implements NestInterceptor {
       : act(result, platform, outer.around(next, result))
   }
 
-  /** One cache per controller and method (a method inherited by two controllers gets two). */
-  private cacheFor(owner: Function, handler: Function, options: CacheResponseOptions): HttpCache {
-    let byHandler = this.caches.get(owner)
+  /**
+   * One cache per controller and method (a method inherited by two controllers gets two), and
+   * another for the requests of its routes that Fastify chooses by a header constraint (`private`
+   * under `cacheControl`; a method may have several paths, not all constrained).
+   */
+  private cacheFor(
+    owner: Function,
+    handler: Function,
+    options: CacheResponseOptions,
+    chosenByRoute: boolean,
+  ): HttpCache {
+    const caches = chosenByRoute ? this.routeChosenCaches : this.caches
+    let byHandler = caches.get(owner)
     if (byHandler === undefined) {
       byHandler = new WeakMap()
-      this.caches.set(owner, byHandler)
+      caches.set(owner, byHandler)
     }
     let cache = byHandler.get(handler)
     if (cache === undefined) {
-      cache = httpCacheFor(options, this.backend, handlerChosenByRequest(this.config, owner, handler))
+      cache = httpCacheFor(
+        options,
+        this.backend,
+        chosenByRoute || handlerChosenByRequest(this.config, owner, handler),
+      )
       byHandler.set(handler, cache)
     }
     return cache
@@ -496,6 +517,7 @@ function fastifyPlatform(request: any, reply: any): Platform {
     // Apps on one server (`serverFactory` returning a shared server) cache only under distinct prefixes.
     sharedServer: (keyPrefix) => fastifySharedServerBypass(server, keyPrefix),
     servedAlone: () => fastifyServerCallsAlone(server),
+    chosenByRoute: () => server !== undefined && routeChosenByRequest(server, request),
     ...(typeof server?.inject === 'function'
       ? {
           revalidate: (refresh: Refresh) => {
@@ -646,6 +668,23 @@ function fastifyHookHeaders(reply: any): ((touched?: ReadonlySet<string>) => voi
 }
 
 const NO_NAMES: ReadonlySet<string> = new Set()
+
+/**
+ * Whether Fastify chose the route of `request` among others of its method and URL by something
+ * of the request a CDN does not key on (see `fastifyRoutesChosenByRequest`). Free for apps without
+ * such constraints; otherwise a read of the request's route options.
+ */
+function routeChosenByRequest(instance: object, request: any): boolean {
+  const chosen = fastifyRoutesChosenByRequest(instance)
+  if (chosen.size === 0) return false
+  const route = request.routeOptions as { method?: string | string[]; url?: string } | undefined
+  const url = route?.url
+  // A route whose URL cannot be read: as one of them.
+  if (typeof url !== 'string') return true
+  if (chosen.has(routeName(String(request.method), url))) return true
+  const methods = route?.method
+  return Array.isArray(methods) && methods.some((method) => chosen.has(routeName(method, url)))
+}
 
 const queryParsers = new WeakMap<object, boolean>()
 function parsesQueries(instance: object): boolean {
