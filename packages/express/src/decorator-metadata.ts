@@ -67,7 +67,12 @@ export function nestInterceptor(engine: ResponseCache) {
       if (!(req instanceof IncomingMessage) || !(res instanceof ServerResponse)) return next.handle()
       let handled: unknown
       let ran = false
-      const identity = nestIdentity(context.getClass?.(), context.getHandler?.())
+      const owner = context.getClass?.()
+      const method = context.getHandler?.()
+      // Once a handler is found chosen by a request header, its responses stay private.
+      if (!engine.settings.hiddenSelection && nestChoosesByRequest(req, owner, method))
+        engine.settings.hiddenSelection = true
+      const identity = nestIdentity(owner, method)
       const result = engine.handle(
         req,
         res,
@@ -92,6 +97,108 @@ export function nestInterceptor(engine: ResponseCache) {
         ? (result as Promise<unknown>).then(outcome)
         : outcome()
     },
+  }
+}
+
+/** NestJS's metadata key for `@Version()` and `@Controller({ version })`. */
+const NEST_VERSION = '__version__'
+
+/**
+ * The names of the route functions Nest's Express adapter puts before a versioned handler when
+ * its versioning picks the handler of a URL by the request (a header, `Accept`, a custom
+ * extractor), and before a `VERSION_NEUTRAL` one. URI versioning puts none (the version is in the
+ * path). Nest's own names, the same since Nest 8; a bundle that minifies Nest loses them.
+ */
+const CHOSEN_BY_REQUEST = new Set([
+  'handlerForHeaderVersioning',
+  'handlerForMediaTypeVersioning',
+  'handlerForCustomVersioning',
+])
+const NOT_CHOSEN_BY_REQUEST = 'handlerForNoVersioning'
+
+type AppVersioning = 'by-request' | 'neutral' | 'unknown'
+const appVersioning = new WeakMap<object, AppVersioning>()
+
+/**
+ * Whether Nest picks `method` of `owner` among the handlers of its URL by request data no `Vary`
+ * names (header, media-type or custom versioning): `cacheControl` then sends `private`, as
+ * `@cache/nestjs` does, for every handler of such an application (a handler without a version
+ * answers the URL when no version is asked for). Read from the routes of the request's Express
+ * application once. When none of Nest's version filters is recognised there (no versioning, URI
+ * versioning, or Nest minified), a handler or controller with a version counts as chosen by the
+ * request unless a segment of its route's path ends with that version (`/v1/…`: URI versioning).
+ */
+function nestChoosesByRequest(req: IncomingMessage, owner: unknown, method: unknown): boolean {
+  const app = (req as { app?: unknown }).app
+  // An Express application is a function.
+  const found = typeof app === 'function' ? versioningOf(app) : 'unknown'
+  if (found !== 'unknown') return found === 'by-request'
+  const metadata = reflectMetadata()
+  const own = typeof method === 'function' ? metadata?.getOwnMetadata(NEST_VERSION, method) : undefined
+  const of = typeof owner === 'function' ? metadata?.getOwnMetadata(NEST_VERSION, owner) : undefined
+  if (own === undefined && of === undefined) return false
+  const path = (req as { route?: { path?: unknown } }).route?.path
+  if (typeof path !== 'string') return true
+  // Read once per route path of a handler (a handler of URI versioning gets here on every request).
+  let paths = versionInPath.get(method as Function)
+  if (paths === undefined) {
+    paths = new Map()
+    if (typeof method === 'function') versionInPath.set(method, paths)
+  }
+  let inPath = paths.get(path)
+  if (inPath === undefined) {
+    const versions = [own, of].flat().filter((one): one is string => typeof one === 'string')
+    inPath = path.split('/').some((segment) => versions.some((version) => segment.endsWith(version)))
+    paths.set(path, inPath)
+  }
+  return !inPath
+}
+
+/** Per handler and route path: whether a segment of the path ends with the handler's version. */
+const versionInPath = new WeakMap<Function, Map<string, boolean>>()
+
+function versioningOf(app: object): AppVersioning {
+  let found = appVersioning.get(app)
+  if (found === undefined) {
+    found = 'unknown'
+    const seen = { byRequest: false, neutral: false }
+    routeFunctions(routerStack(app), seen, 0)
+    if (seen.byRequest) found = 'by-request'
+    else if (seen.neutral) found = 'neutral'
+    appVersioning.set(app, found)
+  }
+  return found
+}
+
+/** The layers of an Express application's router (Express 4: `_router`; 5: `router`). */
+function routerStack(app: object): unknown[] {
+  const express4 = (app as { _router?: { stack?: unknown } })._router
+  if (express4 !== undefined) return Array.isArray(express4.stack) ? express4.stack : []
+  try {
+    const router = (app as { router?: { stack?: unknown } }).router
+    return Array.isArray(router?.stack) ? router.stack : []
+  } catch {
+    return []
+  }
+}
+
+/** Notes Nest's versioning route functions among `layers` (routes, and routers mounted there). */
+function routeFunctions(
+  layers: unknown[],
+  seen: { byRequest: boolean; neutral: boolean },
+  depth: number,
+): void {
+  for (const layer of layers as { route?: { stack?: unknown }; handle?: { stack?: unknown } }[]) {
+    const route = layer?.route?.stack
+    if (Array.isArray(route))
+      for (const { handle } of route as { handle?: { name?: unknown } }[]) {
+        const name = handle?.name
+        if (typeof name !== 'string') continue
+        if (CHOSEN_BY_REQUEST.has(name)) seen.byRequest = true
+        else if (name === NOT_CHOSEN_BY_REQUEST) seen.neutral = true
+      }
+    const mounted = layer?.handle?.stack
+    if (depth < 4 && Array.isArray(mounted)) routeFunctions(mounted, seen, depth + 1)
   }
 }
 

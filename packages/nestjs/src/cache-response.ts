@@ -54,6 +54,7 @@ import {
 import { from, mergeMap, type Observable, of } from 'rxjs'
 import { expressBypass, sentUrlOf, watchExpressApp } from './express-platform.js'
 import { frontPassOf } from './front.js'
+import { fastifyRoutesChosenByRequest, routeName } from './fastify-routes.js'
 import { declare, siteOf } from './handler-sites.js'
 import { noteFastifyApplication } from './route-handlers.js'
 import { CACHE_BACKEND, CACHE_RESPONSE_OPTIONS } from './tokens.js'
@@ -92,6 +93,12 @@ const REFRESH_HEADER = 'x-cache-nestjs-refresh'
 const refreshes = new Map<string, Refresh>()
 /** The key of the request each refresh refreshes: its copy must be keyed the same, or stores nothing. */
 const refreshKeys = new WeakMap<Refresh, string | undefined>()
+/**
+ * The front door's site and routed URL of each refresh started at one: its copy (handed to the
+ * application, never through the front) stores there when it is routed and keyed as the request
+ * it refreshes, or the front would go on answering from nothing and every stale hit run the handler.
+ */
+const refreshFronts = new WeakMap<Refresh, { site: string; url: string }>()
 /** The caches whose refresh was keyed otherwise, logged once each. */
 const refreshKeyLogged = new WeakSet<HttpCache>()
 /** The caches whose refresh was answered before it reached them, logged once each. */
@@ -198,6 +205,11 @@ interface Platform {
    * server (`site`), if so (see `fastifySharedServerBypass`).
    */
   sharedServer?(keyPrefix: string): string | undefined
+  /**
+   * Fastify: whether the request's route is one Fastify chooses by the request besides its URL and
+   * host (a header constraint on it or on another route of its method and URL).
+   */
+  chosenByRoute?(): boolean
   /** Fastify: whether the server calls the app alone (its front's entries are then its own). */
   servedAlone?(): boolean
   /** Fastify: refreshes a stale entry with a copy of the request through `inject()` (instead of Express's application). */
@@ -228,6 +240,7 @@ interface Platform {
  */
 export class CacheResponseInterceptor implements NestInterceptor {
   private readonly caches = new WeakMap<Function, WeakMap<Function, HttpCache>>()
+  private readonly routeChosenCaches = new WeakMap<Function, WeakMap<Function, HttpCache>>()
   private unknownPlatformLogged = false
 
   constructor(
@@ -265,7 +278,7 @@ export class CacheResponseInterceptor implements NestInterceptor {
     }
     if (claimed.has(platform.req)) return next.handle()
     claimed.add(platform.req)
-    const cache = this.cacheFor(owner, handler, options)
+    const cache = this.cacheFor(owner, handler, options, platform.chosenByRoute?.() === true)
     // On a server the app shares, or one that calls it through a listener of the user's, the
     // front may hand the request to another app: its entries are never made there.
     const front =
@@ -284,6 +297,10 @@ export class CacheResponseInterceptor implements NestInterceptor {
     if (taken === false) view.bypass ??= 'refresh-over'
     else if (taken !== undefined) {
       view.refresh = taken
+      // The copy of a refresh the front's site keyed: stored there when routed as its request was
+      // (the key check below still holds it to the very key).
+      const at = refreshFronts.get(taken)
+      if (at !== undefined && front === undefined && platform.routedUrl() === at.url) view.site = at.site
       // An `inject()` copy: keyed on the credentials the request it refreshes was sent with.
       if (view.refresh !== undefined && view.arrivedLines === undefined)
         view.arrivedLines = refreshArrivedLines(view.refresh)
@@ -313,6 +330,7 @@ export class CacheResponseInterceptor implements NestInterceptor {
     const result = cache.lookup(view, {
       revalidate: (refresh) => {
         refreshKeys.set(refresh, cache.keyFor(view))
+        if (front !== undefined) refreshFronts.set(refresh, { site: front, url: platform.routedUrl() })
         return platform.revalidate !== undefined
           ? platform.revalidate(refresh)
           : revalidate(platform.req, refresh, (status) => {
@@ -330,16 +348,30 @@ export class CacheResponseInterceptor implements NestInterceptor {
       : act(result, platform, outer.around(next, result))
   }
 
-  /** One cache per controller and method (a method inherited by two controllers gets two). */
-  private cacheFor(owner: Function, handler: Function, options: CacheResponseOptions): HttpCache {
-    let byHandler = this.caches.get(owner)
+  /**
+   * One cache per controller and method (a method inherited by two controllers gets two), and
+   * another for the requests of its routes that Fastify chooses by a header constraint (`private`
+   * under `cacheControl`; a method may have several paths, not all constrained).
+   */
+  private cacheFor(
+    owner: Function,
+    handler: Function,
+    options: CacheResponseOptions,
+    chosenByRoute: boolean,
+  ): HttpCache {
+    const caches = chosenByRoute ? this.routeChosenCaches : this.caches
+    let byHandler = caches.get(owner)
     if (byHandler === undefined) {
       byHandler = new WeakMap()
-      this.caches.set(owner, byHandler)
+      caches.set(owner, byHandler)
     }
     let cache = byHandler.get(handler)
     if (cache === undefined) {
-      cache = httpCacheFor(options, this.backend, handlerChosenByRequest(this.config, owner, handler))
+      cache = httpCacheFor(
+        options,
+        this.backend,
+        chosenByRoute || handlerChosenByRequest(this.config, owner, handler),
+      )
       byHandler.set(handler, cache)
     }
     return cache
@@ -485,6 +517,7 @@ function fastifyPlatform(request: any, reply: any): Platform {
     // Apps on one server (`serverFactory` returning a shared server) cache only under distinct prefixes.
     sharedServer: (keyPrefix) => fastifySharedServerBypass(server, keyPrefix),
     servedAlone: () => fastifyServerCallsAlone(server),
+    chosenByRoute: () => server !== undefined && routeChosenByRequest(server, request),
     ...(typeof server?.inject === 'function'
       ? {
           revalidate: (refresh: Refresh) => {
@@ -560,7 +593,9 @@ function markAnswered(target: object, methods: readonly string[]): void {
  * request id, rate-limit counters, CORS) or by Nest (`@Header`): they go on the Node response now,
  * where a replay's `writeHead` adds the stored headers to them, and Fastify's `writeHead` of a
  * miss leaves out those it would send unchanged, so they are not recorded. What the client gets
- * (and what the cache decides on) still has them.
+ * (and what the cache decides on) still has them. Headers a layer set on the Node response itself
+ * (a Nest middleware through middie, a hook's `reply.raw.setHeader`) stay there as Fastify leaves
+ * them: a `Set-Cookie`, `private` or `Vary` of theirs decides what is stored.
  *
  * @fastify/compress adds `Vary: Accept-Encoding` only to the responses it compresses: an identity
  * response stored first would then be replayed to gzip clients, and a compressed one stored under
@@ -583,12 +618,27 @@ function fastifyHookHeaders(reply: any): ((touched?: ReadonlySet<string>) => voi
   }
   const raw = reply.raw as ServerResponse
   if (raw.headersSent) return undefined
+  // Fastify's `getHeaders()` includes what is on the Node response already (a Nest middleware's
+  // or a hook's `res.setHeader`): Fastify never puts those in its `writeHead` object, which
+  // leaves them on the response. Such a header is not moved, and is left alone when missing there
+  // (counted as removed, a session cookie or `private` was dropped and the response stored).
   const current = reply.getHeaders() as Record<string, string | string[] | number | undefined>
   const moved: Record<string, string> = {}
+  let onRaw: Record<string, string> | undefined
+  let underneath: Record<string, number | string | string[]> | undefined
   for (const [name, value] of Object.entries(current)) {
     if (value === undefined) continue
+    const lower = name.toLowerCase()
+    const had = raw.getHeader(lower)
+    if (had !== undefined && String(had) === String(value)) {
+      onRaw ??= {}
+      onRaw[lower] = String(value)
+      continue
+    }
+    // A hook's `reply.header()` over the raw value: the raw one goes out again if the reply's is removed.
+    if (had !== undefined) (underneath ??= {})[lower] = had
     raw.setHeader(name, value)
-    moved[name.toLowerCase()] = String(value)
+    moved[lower] = String(value)
   }
   return (touched: ReadonlySet<string> = NO_NAMES) => {
     const recording = raw.writeHead
@@ -601,10 +651,15 @@ function fastifyHookHeaders(reply: any): ((touched?: ReadonlySet<string>) => voi
         for (const [name, value] of Object.entries(given)) {
           const lower = name.toLowerCase()
           names.add(lower)
-          if (touched.has(lower) || moved[lower] !== String(value)) kept[name] = value
+          if (touched.has(lower) || (moved[lower] ?? onRaw?.[lower]) !== String(value)) kept[name] = value
         }
         // Fastify sends every header its reply holds: one missing was removed from the reply since.
-        for (const name of Object.keys(moved)) if (!names.has(name)) raw.removeHeader(name)
+        for (const name of Object.keys(moved)) {
+          if (names.has(name)) continue
+          const before = underneath?.[name]
+          if (before === undefined) raw.removeHeader(name)
+          else raw.setHeader(name, before)
+        }
         rest[at] = kept
       }
       return (recording as (...args: unknown[]) => ServerResponse).call(this, code, ...rest)
@@ -613,6 +668,23 @@ function fastifyHookHeaders(reply: any): ((touched?: ReadonlySet<string>) => voi
 }
 
 const NO_NAMES: ReadonlySet<string> = new Set()
+
+/**
+ * Whether Fastify chose the route of `request` among others of its method and URL by something
+ * of the request a CDN does not key on (see `fastifyRoutesChosenByRequest`). Free for apps without
+ * such constraints; otherwise a read of the request's route options.
+ */
+function routeChosenByRequest(instance: object, request: any): boolean {
+  const chosen = fastifyRoutesChosenByRequest(instance)
+  if (chosen.size === 0) return false
+  const route = request.routeOptions as { method?: string | string[]; url?: string } | undefined
+  const url = route?.url
+  // A route whose URL cannot be read: as one of them.
+  if (typeof url !== 'string') return true
+  if (chosen.has(routeName(String(request.method), url))) return true
+  const methods = route?.method
+  return Array.isArray(methods) && methods.some((method) => chosen.has(routeName(method, url)))
+}
 
 const queryParsers = new WeakMap<object, boolean>()
 function parsesQueries(instance: object): boolean {

@@ -1,11 +1,12 @@
 import { createHash } from 'node:crypto'
 import type { Server } from 'node:http'
-import { VersioningType } from '@nestjs/common'
+import { VersioningType, type VersioningOptions } from '@nestjs/common'
 import type { ApplicationConfig, HttpAdapterHost, ModulesContainer } from '@nestjs/core'
 import { type CacheBackend, CacheConfigError } from '@cache/core'
 import { toBackend } from '@cache/core/backend'
 import { fastifyInstanceOptions } from '@cache/http'
 import { type CacheResponseOptions, cacheOptionsOf, httpCacheFor } from './cache-response.js'
+import { fastifyRoutes } from './fastify-routes.js'
 import { FrontDoor } from './front.js'
 import { fingerprintValue, handlerFingerprint } from './handler-sites.js'
 import { type RouteHandler, routeHandlers } from './route-handlers.js'
@@ -34,7 +35,7 @@ export function installFront(
       `${flagged[0]!.name} is marked frontSkipsAllMiddleware, but the application uses custom versioning: the handler of a URL is chosen by a function of the request that the front cannot run, so it could answer one version's request with another's entry. Remove the flag, or front: true from CacheModule`,
     )
   if (host.httpAdapter?.getType?.() === 'fastify')
-    refuseFastifyRouting(host.httpAdapter.getInstance(), handlers, flagged[0]!.name)
+    refuseFastifyRouting(host.httpAdapter.getInstance(), handlers, flagged[0]!.name, versioning)
   const routingHeaders =
     versioning?.type === VersioningType.HEADER
       ? [versioning.header.toLowerCase()]
@@ -67,9 +68,19 @@ const FASTIFY_ROUTE_CONSTRAINTS = '__fastify_route_constraints__'
  * application: `rewriteUrl` (a function of the request that may send one URL to another handler
  * for some clients: the front would answer them with the entry of the URL as it arrived), and a
  * route constraint other than `host` (the key holds the host; a strategy of the application's
- * own, on a header, may route one URL to two handlers).
+ * own, on a header, may route one URL to two handlers). Besides `@RouteConstraints`, the routes
+ * as the router holds them are read now and again once Fastify is ready (an `onRoute` hook may
+ * have made a constraint of a route's config, a route declared on the instance or in a plugin
+ * registered later may have one): `version` there is Nest's header or media-type versioning,
+ * whose header the front's key holds; any other name, or `version` under another versioning,
+ * makes `app.listen()` reject.
  */
-function refuseFastifyRouting(instance: unknown, handlers: RouteHandler[], marked: string): void {
+function refuseFastifyRouting(
+  instance: unknown,
+  handlers: RouteHandler[],
+  marked: string,
+  versioning: VersioningOptions | undefined,
+): void {
   if (fastifyInstanceOptions(instance)?.rewriteUrl !== undefined)
     throw new CacheConfigError(
       'frontSkipsAllMiddleware',
@@ -84,6 +95,39 @@ function refuseFastifyRouting(instance: unknown, handlers: RouteHandler[], marke
       throw new CacheConfigError(
         'frontSkipsAllMiddleware',
         `${marked} is marked frontSkipsAllMiddleware, but ${owner.name}.${name} has the route constraint ${other}: Fastify may route one URL to two handlers by a function of the request that the front cannot run, so it could answer a request with another handler's entry. Remove the flag, front: true from CacheModule, or the constraint`,
+      )
+  }
+  const keyed = versioning?.type === VersioningType.HEADER || versioning?.type === VersioningType.MEDIA_TYPE
+  const check = () => refuseRouterConstraints(instance, marked, keyed)
+  check()
+  const fastify = instance as {
+    addHook?(name: 'onReady', hook: (done: (error?: Error) => void) => void): void
+  }
+  try {
+    fastify.addHook?.('onReady', (done) => {
+      try {
+        check()
+        done()
+      } catch (error) {
+        done(error as Error)
+      }
+    })
+  } catch {
+    // Ready already: its routes were final for the check above.
+  }
+}
+
+/** Stops the application when a route of the router has a constraint the front's key does not hold. */
+function refuseRouterConstraints(instance: unknown, marked: string, versionKeyed: boolean): void {
+  for (const route of fastifyRoutes(instance) ?? []) {
+    const other =
+      route.constraints === undefined
+        ? 'that cannot be read'
+        : route.constraints.find((name) => name !== 'host' && (name !== 'version' || !versionKeyed))
+    if (other !== undefined)
+      throw new CacheConfigError(
+        'frontSkipsAllMiddleware',
+        `${marked} is marked frontSkipsAllMiddleware, but the Fastify route ${route.methods.join(',')} ${route.url} has a constraint ${other} (declared on the instance, by an onRoute hook, or with @RouteConstraints): Fastify may route one URL to two handlers by a function of the request that the front cannot run, so it could answer a request with another handler's entry. Remove the flag, front: true from CacheModule, or the constraint`,
       )
   }
 }

@@ -1,0 +1,237 @@
+/**
+ * Fastify route constraints on a Nest app, however they reach the router: `@RouteConstraints`,
+ * an `onRoute` hook turning a route's config into a constraint, a route declared on the Fastify
+ * instance itself. A constraint on a request header chooses among the handlers of one URL by
+ * something a CDN keying on the URL cannot see (`cacheControl` must say `private`), and that the
+ * front door (`front: true`) cannot see either (the application must not start).
+ */
+import 'reflect-metadata'
+import { CacheConfigError, resetCache } from '@cache/core'
+import { memoryBackend } from '@cache/memory'
+import { Controller, Get, Headers, type INestApplication, Module } from '@nestjs/common'
+import { NestFactory } from '@nestjs/core'
+import { FastifyAdapter, RouteConfig, RouteConstraints } from '@nestjs/platform-fastify'
+import type { FastifyInstance } from 'fastify'
+import { afterEach, describe, expect, it } from 'vitest'
+import { CacheModule, CacheResponse } from '../src/index.js'
+import { send } from './harness.js'
+
+/** A constraint strategy routing on the `x-tenant` request header. */
+const tenantStrategy: Parameters<FastifyInstance['addConstraintStrategy']>[0] = {
+  name: 'tenant',
+  storage() {
+    const handlers = new Map<unknown, any>()
+    return {
+      get: (value) => handlers.get(value) ?? null,
+      set: (value, handler) => void handlers.set(value, handler),
+    }
+  },
+  deriveConstraint: (req) => req.headers['x-tenant'] as string,
+  mustMatchWhenDerived: false,
+}
+
+const apps: INestApplication[] = []
+afterEach(async () => {
+  for (const app of apps.splice(0)) await app.close()
+  await resetCache()
+})
+
+/** Starts `controllers` on Fastify with the tenant strategy; `instance` runs on Fastify before Nest registers routes. */
+async function start(
+  controllers: Function[],
+  options: {
+    front?: boolean
+    instance?: (fastify: FastifyInstance) => void
+    /** Runs once Nest started its modules, before Fastify is ready. */
+    afterInit?: (fastify: FastifyInstance) => void
+  } = {},
+) {
+  class AppModule {}
+  Module({
+    imports: [
+      CacheModule.forRoot({
+        backend: memoryBackend(),
+        front: options.front ?? false,
+        closeOnShutdown: false,
+      }),
+    ],
+    controllers: controllers as never[],
+  })(AppModule)
+  const adapter = new FastifyAdapter()
+  const fastify = adapter.getInstance<FastifyInstance>()
+  fastify.addConstraintStrategy(tenantStrategy)
+  options.instance?.(fastify)
+  const app = await NestFactory.create(AppModule, adapter, { logger: false, abortOnError: false })
+  apps.push(app)
+  if (options.afterInit !== undefined) {
+    await app.init()
+    options.afterInit(fastify)
+  }
+  await app.listen(0, '127.0.0.1')
+  return (await app.getUrl()).replace('[::1]', '127.0.0.1')
+}
+
+const cached = { ttl: 60, cacheControl: true } as const
+
+@Controller('items')
+class TenantAItems {
+  @Get()
+  @RouteConstraints({ tenant: 'a' } as never)
+  @CacheResponse(cached)
+  list() {
+    return { tenant: 'a' }
+  }
+}
+
+@Controller('items')
+class TenantBItems {
+  @Get()
+  @RouteConstraints({ tenant: 'b' } as never)
+  @CacheResponse(cached)
+  list() {
+    return { tenant: 'b' }
+  }
+}
+
+/** /pages for everyone, and for tenant b a page of its own; /open has no sibling. */
+@Controller()
+class PagesController {
+  @Get('pages')
+  @CacheResponse(cached)
+  pages() {
+    return { page: 'default' }
+  }
+
+  @Get('pages')
+  @RouteConstraints({ tenant: 'b' } as never)
+  @CacheResponse(cached)
+  tenantPages() {
+    return { page: 'b' }
+  }
+
+  @Get('open')
+  @CacheResponse(cached)
+  open() {
+    return { page: 'open' }
+  }
+}
+
+describe('cacheControl on handlers Fastify chooses by a request header (platform-fastify)', () => {
+  it('sends private on both handlers of a URL told apart by a header constraint, miss and hit', async () => {
+    const url = await start([TenantAItems, TenantBItems])
+    for (const tenant of ['a', 'a', 'b', 'b']) {
+      const reply = await send(url, '/items', { headers: { 'x-tenant': tenant } })
+      expect(JSON.parse(reply.text)).toEqual({ tenant })
+      expect(reply.headers['cache-control']).toMatch(/^private/)
+    }
+  })
+
+  it('sends private on the unconstrained handler of such a URL, public on a URL without constraints', async () => {
+    const url = await start([PagesController])
+    for (const _ of [1, 2]) {
+      const page = await send(url, '/pages')
+      expect(JSON.parse(page.text)).toEqual({ page: 'default' })
+      expect(page.headers['cache-control']).toMatch(/^private/)
+    }
+    expect((await send(url, '/pages', { headers: { 'x-tenant': 'b' } })).headers['cache-control']).toMatch(
+      /^private/,
+    )
+    expect((await send(url, '/open')).headers['cache-control']).toBe('public, max-age=60')
+  })
+
+  it('sends private when an onRoute hook made the constraint from the route config', async () => {
+    @Controller('shop')
+    class ShopA {
+      @Get()
+      @RouteConfig({ tenant: 'a' })
+      @CacheResponse(cached)
+      list() {
+        return { shop: 'a' }
+      }
+    }
+    const url = await start([ShopA], {
+      instance: (fastify) =>
+        fastify.addHook('onRoute', (route) => {
+          const tenant = (route.config as { tenant?: string } | undefined)?.tenant
+          if (tenant !== undefined) route.constraints = { ...route.constraints, tenant }
+        }),
+    })
+    const reply = await send(url, '/shop', { headers: { 'x-tenant': 'a' } })
+    expect(JSON.parse(reply.text)).toEqual({ shop: 'a' })
+    expect(reply.headers['cache-control']).toMatch(/^private/)
+  })
+})
+
+@Controller('items')
+class FrontItems {
+  @Get()
+  @RouteConfig({ tenant: 'a' })
+  @CacheResponse({ ttl: 60, frontSkipsAllMiddleware: true })
+  list(@Headers('x-tenant') tenant?: string) {
+    return { tenant: tenant ?? null }
+  }
+}
+
+@Controller('items')
+class FrontDefaultItems {
+  @Get()
+  @CacheResponse({ ttl: 60, frontSkipsAllMiddleware: true })
+  list() {
+    return { tenant: 'default' }
+  }
+}
+
+describe('the front door and constraints not declared with @RouteConstraints (platform-fastify)', () => {
+  it('an onRoute hook adding a header constraint: the application does not start', async () => {
+    const started = start([FrontItems], {
+      front: true,
+      instance: (fastify) =>
+        fastify.addHook('onRoute', (route) => {
+          const tenant = (route.config as { tenant?: string } | undefined)?.tenant
+          if (tenant !== undefined) route.constraints = { ...route.constraints, tenant }
+        }),
+    })
+    await expect(started).rejects.toThrow(CacheConfigError)
+    await expect(started).rejects.toThrow(
+      /frontSkipsAllMiddleware.*route GET,HEAD \/items has a constraint tenant/,
+    )
+  })
+
+  it('a route with a header constraint declared on the Fastify instance: the application does not start', async () => {
+    const started = start([FrontDefaultItems], {
+      front: true,
+      instance: (fastify) =>
+        void fastify.get('/items', { constraints: { tenant: 'b' } }, async () => ({
+          tenant: 'b (private plan)',
+        })),
+    })
+    await expect(started).rejects.toThrow(CacheConfigError)
+    await expect(started).rejects.toThrow(
+      /frontSkipsAllMiddleware.*route GET,HEAD \/items has a constraint tenant/,
+    )
+  })
+
+  it('such a route declared by a plugin Fastify loads only when it gets ready: the application does not start', async () => {
+    const started = start([FrontDefaultItems], {
+      front: true,
+      afterInit: (fastify) =>
+        void fastify.register(async (plugin) => {
+          plugin.get('/items', { constraints: { tenant: 'b' } }, async () => ({ tenant: 'b (private plan)' }))
+        }),
+    })
+    await expect(started).rejects.toThrow(CacheConfigError)
+    await expect(started).rejects.toThrow(
+      /frontSkipsAllMiddleware.*route GET,HEAD \/items has a constraint tenant/,
+    )
+  })
+
+  it('a route with a host constraint declared on the Fastify instance: the application starts', async () => {
+    const url = await start([FrontDefaultItems], {
+      front: true,
+      instance: (fastify) =>
+        void fastify.get('/other', { constraints: { host: 'other.example' } }, async () => ({ other: true })),
+    })
+    expect(JSON.parse((await send(url, '/items')).text)).toEqual({ tenant: 'default' })
+    expect(String((await send(url, '/items')).headers['cache-status'])).toMatch(/hit/)
+  })
+})
