@@ -54,7 +54,7 @@ import {
 import { from, mergeMap, type Observable, of } from 'rxjs'
 import { expressBypass, sentUrlOf, watchExpressApp } from './express-platform.js'
 import { frontPassOf } from './front.js'
-import { fastifyRoutesChosenByRequest, routeName } from './fastify-routes.js'
+import { EVERY_ROUTE, fastifyRoutesChosenByRequest, routeName } from './fastify-routes.js'
 import { declare, siteOf } from './handler-sites.js'
 import { noteFastifyApplication } from './route-handlers.js'
 import { CACHE_BACKEND, CACHE_RESPONSE_OPTIONS } from './tokens.js'
@@ -677,6 +677,7 @@ const NO_NAMES: ReadonlySet<string> = new Set()
 function routeChosenByRequest(instance: object, request: any): boolean {
   const chosen = fastifyRoutesChosenByRequest(instance)
   if (chosen.size === 0) return false
+  if (chosen.has(EVERY_ROUTE)) return true
   const route = request.routeOptions as { method?: string | string[]; url?: string } | undefined
   const url = route?.url
   // A route whose URL cannot be read: as one of them.

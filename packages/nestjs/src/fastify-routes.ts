@@ -59,7 +59,8 @@ export function fastifyRoutes(instance: unknown): FastifyRoute[] | undefined {
       constraints: constraintNames(route[3]),
     })
   }
-  return routes
+  // A listing with lines but no route read from them: a format this reading does not know.
+  return routes.length === 0 && text.trim() !== '' ? undefined : routes
 }
 
 function constraintNames(json: string | undefined): string[] | undefined {
@@ -82,7 +83,10 @@ export function fastifyRoutesChosenByRequest(instance: object): ReadonlySet<stri
   let chosen = chosenByInstance.get(instance)
   if (chosen === undefined) {
     const found = new Set<string>()
-    for (const route of fastifyRoutes(instance) ?? [])
+    const routes = fastifyRoutes(instance)
+    // Routes that cannot be listed: any of them may be chosen by the request.
+    if (routes === undefined) found.add(EVERY_ROUTE)
+    for (const route of routes ?? [])
       if (route.constraints === undefined || route.constraints.some((name) => name !== 'host'))
         for (const method of route.methods) found.add(routeName(method, route.url))
     chosen = found
@@ -92,6 +96,9 @@ export function fastifyRoutesChosenByRequest(instance: object): ReadonlySet<stri
 }
 
 const chosenByInstance = new WeakMap<object, ReadonlySet<string>>()
+
+/** In {@link fastifyRoutesChosenByRequest}'s answer: the router's routes could not be read. */
+export const EVERY_ROUTE = '*'
 
 /**
  * How {@link fastifyRoutesChosenByRequest} names a route: without a trailing slash, its parameters

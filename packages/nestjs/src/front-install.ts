@@ -119,7 +119,13 @@ function refuseFastifyRouting(
 
 /** Stops the application when a route of the router has a constraint the front's key does not hold. */
 function refuseRouterConstraints(instance: unknown, marked: string, versionKeyed: boolean): void {
-  for (const route of fastifyRoutes(instance) ?? []) {
+  const routes = fastifyRoutes(instance)
+  if (routes === undefined)
+    throw new CacheConfigError(
+      'frontSkipsAllMiddleware',
+      `${marked} is marked frontSkipsAllMiddleware, but the routes of the Fastify instance cannot be read (fastify.printRoutes() missing, or in a format this version of @cache/nestjs does not know): whether Fastify routes one URL to two handlers by a constraint cannot be checked. Remove the flag or front: true from CacheModule, or use the Fastify version this package is tested with`,
+    )
+  for (const route of routes) {
     const other =
       route.constraints === undefined
         ? 'that cannot be read'

@@ -235,3 +235,23 @@ describe('the front door and constraints not declared with @RouteConstraints (pl
     expect(String((await send(url, '/items')).headers['cache-status'])).toMatch(/hit/)
   })
 })
+
+describe('a router listing in a format the package does not know (another Fastify version)', () => {
+  /** printRoutes() as a future Fastify might print it: no line this package can read as a route. */
+  const unknownFormat = (fastify: FastifyInstance) => {
+    fastify.printRoutes = (() => 'routes:\n  items -> GET|HEAD\n') as FastifyInstance['printRoutes']
+  }
+
+  it('cacheControl: private on every cached handler, not public', async () => {
+    const url = await start([PagesController], { instance: unknownFormat })
+    const reply = await send(url, '/open')
+    expect(JSON.parse(reply.text)).toEqual({ page: 'open' })
+    expect(reply.headers['cache-control']).toMatch(/^private/)
+  })
+
+  it('front: true: the application does not start, saying the routes cannot be read', async () => {
+    const started = start([FrontDefaultItems], { front: true, instance: unknownFormat })
+    await expect(started).rejects.toThrow(CacheConfigError)
+    await expect(started).rejects.toThrow(/routes of the Fastify instance cannot be read/)
+  })
+})
