@@ -59,6 +59,7 @@ import type {
   HookHandlerDoneFunction,
   preHandlerHookHandler,
   preValidationHookHandler,
+  RouteHandlerMethod,
   RouteOptions,
 } from 'fastify'
 import fp from 'fastify-plugin'
@@ -312,6 +313,10 @@ const register: FastifyPluginCallback<CachePluginOptions> = (fastify, options, d
     const declared = () => routeCache.mark.reads === undefined
     const hooksRead = () => noteHooksRead(routeCache.mark)
     keepLast(route, 'preHandler', lookup, standIn, declared, hooksRead)
+    // A hit is answered by the handler's place, after every preHandler ran: a plugin that wraps
+    // the route's hooks once declared puts a wrapped lookup first, and a guard it appends after
+    // that would otherwise run for misses only.
+    if (typeof route.handler === 'function') route.handler = answersHits(route.handler)
     // After the hook lists (see `noteHooksRead`): a spread of the route reads them, then its config.
     const configNow = Object.getOwnPropertyDescriptor(route, 'config')
     if (configNow !== undefined) {
@@ -830,7 +835,12 @@ function queryCheckNotLast({ route, announced }: RouteCache): CacheConfigError {
  * '/api/'), each without its trailing slash (`ignoreTrailingSlash` makes '/api/' the same route).
  */
 function spellings({ route, announced }: { route: RouteOptions; announced: string }): string[] {
-  const bare = (url: string) => (url.length > 1 && url.endsWith('/') ? url.slice(0, -1) : url)
+  const bare = (url: string) => {
+    // As the router matches them: a parameter by its place, not its name or pattern;
+    // `ignoreDuplicateSlashes` makes `//items` `/items`. Coarser than the router, never finer.
+    const path = url.replace(/\/{2,}/g, '/').replace(/:[^/]*/g, ':')
+    return path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path
+  }
   return [bare(announced), bare(route.url)]
 }
 
@@ -862,14 +872,16 @@ function answersGet(route: RouteOptions): boolean {
 function describeRoute(route: RouteOptions, urls: readonly string[]): string[] {
   const functions = (value: unknown) =>
     toList(value as Function | Function[] | undefined)
-      .map((fn) => (typeof fn === 'function' ? describeFunction(fn) : '?'))
+      .map((fn) => (typeof fn === 'function' ? describeFunction(unwrapped(fn)) : '?'))
       .join(',')
   const rest = [
     describeConstraints(route.constraints, `${methodsOf(route)} ${route.url}`),
     functions(route.handler),
     ...ROUTE_HOOKS.map((hook) => `${hook}=${functions(route[hook])}`),
   ]
-  return (urls.length === 0 ? [route.url] : urls).map((url) => ['GET', url, ...rest].join('\n'))
+  // A HEAD route the app declared itself is answered from its own entries.
+  const method = toList(route.method).includes('GET') || fastifyHeadRoutes.has(route) ? 'GET' : 'HEAD'
+  return (urls.length === 0 ? [route.url] : urls).map((url) => [method, url, ...rest].join('\n'))
 }
 
 /**
@@ -1123,6 +1135,8 @@ interface RouteMark {
   /** The tokens its HEAD route's declaration pointed at (see `noteBuilt`), when no read was `built`. */
   headToken: object | undefined
   headPrefixedToken: object | undefined
+  /** Its handler when the cache first saw it: Fastify's HEAD route of it is declared with the same. */
+  readonly handler: unknown
   /** Its URL when the cache first saw it. */
   readonly announced: string
   /**
@@ -1181,6 +1195,9 @@ const declaring: RouteMark[] = []
  * plugin never sees it. (For a prefixed plugin's `/`, the HEAD route of `/api/` follows the second
  * context.) Without a HEAD route (`exposeHeadRoute: false`), the microtask decides alone.
  */
+/** HEAD routes Fastify declared for a cached GET route (`exposeHeadRoute`): they share its entries. */
+const fastifyHeadRoutes = new WeakSet<RouteOptions>()
+
 function noteBuilt(head: RouteOptions): void {
   for (let at = declaring.length - 1; at >= 0; at--) {
     const mark = declaring[at] as RouteMark
@@ -1189,6 +1206,9 @@ function noteBuilt(head: RouteOptions): void {
     const urls = [mark.route.url, mark.announced, `${mark.announced}/`, mark.prefixed]
     if (!urls.includes(head.url) || mark.given !== head.config || !toList(mark.route.method).includes('GET'))
       continue
+    // Fastify's own HEAD route of it runs its handler; a HEAD route the app declared with one of
+    // its own (even of the same source) is a route of its own.
+    if (head.handler === mark.handler) fastifyHeadRoutes.add(head)
     // Made at the URL the route has now: the read of the build that just ran.
     const last = mark.reads?.[mark.reads.length - 1]
     if (last !== undefined && last.url === mark.route.url) {
@@ -1224,6 +1244,7 @@ function markRoute(route: RouteOptions): RouteMark {
     prefixed: typeof prefix === 'string' && prefix !== '' ? `${prefix}/` : undefined,
     urls: [],
     holder: route.config,
+    handler: route.handler,
     own: undefined,
     route,
     given: route.config,
@@ -1467,6 +1488,39 @@ const misses = new WeakMap<ServerResponse, MissResult>()
 /** Responses of a miss that an error went through: an error handler makes them, never stored. */
 const failed = new WeakSet<ServerResponse>()
 
+/** Hits found by a request's lookup, answered by the route's handler (see {@link answersHits}). */
+const hits = new WeakMap<FastifyRequest, LookupResult>()
+/** The handler each {@link answersHits} wrapper stands for: the route's identity describes it. */
+const handlers = new WeakMap<Function, Function>()
+
+/**
+ * The route's handler, answering a hit its lookup found once every preHandler ran (a guard
+ * placed after a wrapped copy of the lookup refuses the request first); otherwise the handler.
+ */
+function answersHits(handler: RouteHandlerMethod): RouteHandlerMethod {
+  const answering = function (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply) {
+    const hit = hits.get(request)
+    if (hit === undefined) return handler.call(this, request, reply)
+    hits.delete(request)
+    reply.hijack()
+    // Headers the hooks before set on the reply (CORS, security headers) go out as they would
+    // without the cache; the stored ones replace those of the same name.
+    for (const [name, value] of Object.entries(reply.getHeaders()))
+      if (value !== undefined) reply.raw.setHeader(name, value)
+    answerFromResult(reply.raw, hit)
+    return undefined
+  } as RouteHandlerMethod
+  handlers.set(answering, handler)
+  return answering
+}
+
+/** The handler a route was declared with, under the wrappers {@link answersHits} made. */
+function unwrapped(fn: Function): Function {
+  let inner = fn
+  for (let next = handlers.get(inner); next !== undefined; next = handlers.get(inner)) inner = next
+  return inner
+}
+
 function act(
   result: LookupResult,
   request: FastifyRequest,
@@ -1474,17 +1528,12 @@ function act(
   varyEncoding: boolean,
   done: HookHandlerDoneFunction,
 ): void {
+  lookedUp.add(request)
   if (result.kind === 'hit' || result.kind === 'not-modified') {
-    reply.hijack()
-    // Headers the hooks before this one set on the reply (CORS, security headers) go out as they
-    // would without the cache; the stored ones replace those of the same name.
-    for (const [name, value] of Object.entries(reply.getHeaders()))
-      if (value !== undefined) reply.raw.setHeader(name, value)
-    answerFromResult(reply.raw, result)
+    hits.set(request, result)
     done()
     return
   }
-  lookedUp.add(request)
   if (result.kind === 'miss') {
     misses.set(reply.raw, result)
     record(reply, result, varyEncoding)

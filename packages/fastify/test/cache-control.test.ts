@@ -67,6 +67,44 @@ describe('cacheControl on routes Fastify chooses by a request header (constraint
     }
   })
 
+  it('sends private on the unconstrained route of a path whose constrained route names its parameter otherwise', async () => {
+    const fetchPage = await served((app) => {
+      app.get(
+        '/users/:id',
+        { config: { cache: true } },
+        async (request: FastifyRequest) => `v1 ${(request.params as { id: string }).id}`,
+      )
+      app.get(
+        '/users/:userId',
+        { constraints: { version: '2.0.0' }, config: { cache: true } },
+        async (request: FastifyRequest) => `v2 ${(request.params as { userId: string }).userId}`,
+      )
+      app.get('/n/:id(^\\d+$)', { config: { cache: true } }, async () => 'n v1')
+      app.get(
+        '/n/:num(^\\d+$)',
+        { constraints: { version: '2.0.0' }, config: { cache: true } },
+        async () => 'n v2',
+      )
+    })
+    for (const [path, v1, v2] of [
+      ['/users/7', 'v1 7', 'v2 7'],
+      ['/n/7', 'n v1', 'n v2'],
+    ] as const) {
+      const first = await fetchPage(path, {})
+      const second = await fetchPage(path, { 'accept-version': '2.0.0' })
+      expect([first.body, second.body]).toEqual([v1, v2])
+      // Before: public, max-age=60 on the v1 page, which a CDN keyed on the URL gives v2 clients.
+      expect({ path, cacheControl: first.cacheControl }).toEqual({
+        path,
+        cacheControl: 'private, max-age=60',
+      })
+      expect({ path, cacheControl: second.cacheControl }).toEqual({
+        path,
+        cacheControl: 'private, max-age=60',
+      })
+    }
+  })
+
   it('sends a route chosen by Accept-Version (version constraint) as private, on the miss and on the hit', async () => {
     const fetchPage = await served((app) => {
       for (const version of ['1.0.0', '2.0.0'])

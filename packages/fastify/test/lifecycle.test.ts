@@ -390,29 +390,35 @@ describe('a hook that fills in a query default on a request without a query stri
    * `lang` from Accept-Language when the query names none: in the object Fastify made (also as a
    * property that `Object.keys` does not list), or in a new one.
    */
+  const LANG = Symbol.for('app.lang')
   const defaultLang =
-    (mode: 'in place' | 'defined' | 'replaced') =>
+    (mode: 'in place' | 'defined' | 'replaced' | 'symbol') =>
     async (request: FastifyRequest): Promise<void> => {
       if (!/fr/.test(request.headers['accept-language'] ?? '')) return
       const query = request.query as Record<string, unknown>
       if (mode === 'in place') query.lang ??= 'fr'
       else if (mode === 'defined') Object.defineProperty(query, 'lang', { value: 'fr' })
+      else if (mode === 'symbol') (query as Record<symbol, unknown>)[LANG] ??= 'fr'
       else request.query = { ...query, lang: 'fr' }
     }
 
   for (const hook of ['onRequest', 'preValidation'] as const)
-    for (const mode of ['in place', 'defined', 'replaced'] as const)
+    for (const mode of ['in place', 'defined', 'replaced', 'symbol'] as const)
       it(`(${hook}, ${mode}): the page it renders is never stored under the bare URL`, async () => {
         const app = Fastify()
         await app.register(cachePlugin, { backend: memoryBackend(), ttl: 60 })
         app.addHook(hook, defaultLang(mode))
-        app.get('/p', { config: { cache: true } }, async (request) =>
-          (request.query as { lang?: string }).lang === 'fr' ? 'FRENCH' : 'ENGLISH',
-        )
+        app.get('/p', { config: { cache: true } }, async (request) => {
+          const query = request.query as { lang?: string; [LANG]?: string }
+          return (query.lang ?? query[LANG]) === 'fr' ? 'FRENCH' : 'ENGLISH'
+        })
         const base = await listen(app)
-        const french = await get(`${base}/p`, { 'accept-language': 'fr' })
-        expect(french.body).toBe('FRENCH')
-        expect(french.cacheStatus).toMatch(/detail=querystring-parser/)
+        for (const path of ['/p', '/p?page=1']) {
+          const french = await get(`${base}${path}`, { 'accept-language': 'fr' })
+          expect(french.body).toBe('FRENCH')
+          expect(french.cacheStatus).toMatch(/detail=querystring-parser/)
+          expect((await get(`${base}${path}`)).body).toBe('ENGLISH')
+        }
         const plain = await get(`${base}/p`)
         expect(plain.body).toBe('ENGLISH')
         // The requests the hook leaves alone are cached.

@@ -191,3 +191,41 @@ describe("a plugin that replaces a cached route's preValidation after the route 
       await expectNoFrenchLeak(fastify)
     })
 })
+
+describe("a plugin that wraps a cached route's preHandler hooks after the route was declared", () => {
+  /** Wraps each hook for timing: the wrapped lookup comes first, the real one is put back last. */
+  const timed = (hook: preHandlerHookHandler): preHandlerHookHandler =>
+    function timedHook(this: FastifyInstance, request, reply, done) {
+      const start = process.hrtime.bigint()
+      return hook.call(this, request, reply, (error?: Error) => {
+        request.log.debug({ hook: hook.name, ns: String(process.hrtime.bigint() - start) })
+        done(error as Error)
+      })
+    }
+
+  it('a guard appended after the wrapped hooks runs before every hit: no anonymous page', async () => {
+    const fastify = app()
+    await fastify.register(cachePlugin, { backend: memoryBackend(), ttl: 60 })
+    const routes: RouteOptions[] = []
+    fastify.addHook('onRoute', (route) => void routes.push(route))
+    fastify.get('/admin/report', { config: { cache: true } as never }, async () => 'SECRET payroll')
+    await fastify.register(async function instrumentHooks() {
+      for (const route of routes)
+        route.preHandler = ([route.preHandler ?? []].flat() as preHandlerHookHandler[]).map(timed)
+    })
+    await fastify.register(async function adminGuard() {
+      for (const route of routes)
+        route.preHandler = [...([route.preHandler ?? []].flat() as preHandlerHookHandler[]), adminOnly]
+    })
+    await fastify.ready()
+    // Before: the wrapped lookup answered the hit first; the anonymous client got SECRET payroll (200, hit).
+    for (let i = 0; i < 2; i++) {
+      const admin = await fastify.inject({ url: '/admin/report', headers: { 'x-role': 'admin' } })
+      expect(admin.body).toBe('SECRET payroll')
+      expect(admin.headers['cache-status']).toMatch(i === 0 ? /stored/ : /hit/)
+    }
+    const anonymous = await fastify.inject({ url: '/admin/report' })
+    expect(anonymous.statusCode).toBe(403)
+    expect(anonymous.body).not.toContain('SECRET')
+  })
+})

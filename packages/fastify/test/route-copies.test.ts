@@ -568,6 +568,37 @@ describe('a HEAD request answered from its GET route’s entry, as the README sa
     expect(renders).toBe(2)
   })
 
+  it('never answers a HEAD route the app declared itself from the GET route’s entry, whatever its handler’s source', async () => {
+    const fastify = app()
+    await fastify.register(cachePlugin, { backend: memoryBackend() })
+    // One wrapper makes every handler: the two routes' handlers have one name and one source.
+    const handle = (fn: () => { headers: Record<string, string>; body?: string }) =>
+      async function handler(_request: FastifyRequest, reply: FastifyReply) {
+        const { headers, body } = fn()
+        reply.headers(headers)
+        return body ?? ''
+      }
+    let counts = 0
+    const cached = { config: { cache: { ttl: 60 } } }
+    fastify.get(
+      '/items',
+      { ...cached, exposeHeadRoute: false },
+      handle(() => ({ headers: { 'x-by': 'GET' }, body: 'page 1' })),
+    )
+    fastify.head(
+      '/items',
+      cached,
+      handle(() => ({ headers: { 'x-by': 'HEAD', 'x-total': String(++counts) } })),
+    )
+    await fastify.ready()
+    await fastify.inject({ url: '/items' })
+    // Before: a hit from the GET route's entry (x-by: GET), the HEAD route's handler never called.
+    const head = await fastify.inject({ method: 'HEAD', url: '/items' })
+    expect(head.headers['x-by']).toBe('HEAD')
+    expect(head.headers['x-total']).toBe('1')
+    expect(head.headers['cache-status'] ?? '').not.toMatch(/hit/)
+  })
+
   it('still keeps apart two routes of one URL told apart by a constraint: HEAD of v2 never answered from v1', async () => {
     const fastify = app()
     await fastify.register(cachePlugin, { backend: memoryBackend() })

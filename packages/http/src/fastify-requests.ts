@@ -372,8 +372,9 @@ function queryChanged(note: FastifyTargetNote, query: unknown): boolean {
   if (parsed === undefined) return holdsValues(query)
   if (query !== note.query) return true
   if (query === null || typeof query !== 'object') return false
-  // Names `Object.keys` does not list too (`Object.defineProperty(query, 'lang', { value })`).
-  const names = Object.getOwnPropertyNames(query)
+  // Names `Object.keys` does not list too (`Object.defineProperty(query, 'lang', { value })`,
+  // a Symbol key).
+  const names = Reflect.ownKeys(query)
   let count = 0
   for (const name in parsed) {
     count++
@@ -388,13 +389,13 @@ function queryChanged(note: FastifyTargetNote, query: unknown): boolean {
 
 /**
  * Whether a query holds a value a handler can read: a property of its own (listed by
- * `Object.keys` or not) or an enumerable one it inherits. Anything but an object (or `null`,
+ * `Object.keys` or not, Symbol keys too) or an enumerable one it inherits. Anything but an object (or `null`,
  * `undefined`) counts as one.
  */
 function holdsValues(query: unknown): boolean {
   if (query === null || query === undefined) return false
   if (typeof query !== 'object') return true
-  if (Object.getOwnPropertyNames(query).length > 0) return true
+  if (Reflect.ownKeys(query).length > 0) return true
   for (const _ in query) return true
   return false
 }
