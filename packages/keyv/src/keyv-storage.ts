@@ -251,7 +251,9 @@ export class KeyvStorage {
     const namespace = this.keyv.namespace
     // As Keyv's own prefixing: none without a namespace or with `useKeyPrefix: false`, and a key
     // that already starts with `namespace:` is stored as it is.
-    if (!this.keyv.useKeyPrefix || !namespace || wellFormed.startsWith(`${namespace}:`)) return wellFormed
+    // (`useKeyPrefix` is read as true when absent: Keyv 5 releases before it prefixed always.)
+    const prefixed = (this.keyv as { useKeyPrefix?: boolean }).useKeyPrefix !== false
+    if (!prefixed || !namespace || wellFormed.startsWith(`${namespace}:`)) return wellFormed
     return `${namespace}:${wellFormed}`
   }
 

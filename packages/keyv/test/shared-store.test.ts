@@ -143,6 +143,18 @@ describe.each(pairs)('over %s', (_name, open) => {
   })
 })
 
+describe('a key Keyv stores under the same name', () => {
+  it('is one key to the queue: `app:x` and `x` through a Keyv of namespace app both count on app:x', async () => {
+    const keyv = new Keyv({ namespace: 'app' })
+    const a = keyvBackend(keyv)
+    const b = keyvBackend(keyv)
+    const ops: Promise<number>[] = []
+    for (let i = 0; i < 20; i++) ops.push(a.incr('x'), b.incr('app:x'))
+    await Promise.all(ops)
+    expect(await a.get('x')).toBe(40)
+  })
+})
+
 describe('backends over different stores or namespaces', () => {
   it('do not wait for each other: an increment of one namespace is not held up by a slow atomicUpdate of another', async () => {
     const store = new Map()
