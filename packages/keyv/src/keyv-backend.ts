@@ -8,10 +8,14 @@ import {
   ObservedBackend,
   optionNames,
   renamedOption,
+  copyItemList,
+  copyKeyList,
+  type KeyedQueue,
   ttlOption,
 } from '@cache/core/backend'
 import { Keyv, type KeyvStoreAdapter } from 'keyv'
 import { isKeyvInstance, KeyvStorage } from './keyv-storage.js'
+import { storeQueue } from './store-queue.js'
 
 /** Options of {@link keyvBackend}. */
 export interface KeyvBackendOptions extends BaseBackendOptions {
@@ -57,10 +61,13 @@ const OPTION_NAMES = optionNames<KeyvBackendOptions>({
  * Keyv stores have no atomic primitives: `add`, `incr`, `atomicUpdate` and `compareAndDelete`
  * are core's `defineBackend` fallbacks, serialized by a per-key queue **in this process only**,
  * and every other write of a key in this process (`set`, `delete`, the batches, `clear`) is
- * ordered with them through that queue. Two processes sharing a store can lose updates.
+ * ordered with them through that queue. The queue is the store's: every `keyvBackend` over one
+ * store object (one `Map`, one adapter, or Keyv instances over one of them) in this process
+ * shares it. Two processes sharing a store can lose updates, and so can two adapter objects
+ * connected to one server.
  */
-// Stats and events from ObservedBackend, whose observer the layer counts in; its closed state is
-// the layer's.
+// Stats and events from ObservedBackend, whose observer the layer counts in. The layer refuses
+// calls once closed; ObservedBackend's closed flag only lets a closed backend skip the store's queue.
 export class KeyvBackend extends ObservedBackend implements CacheBackend {
   readonly name = 'keyv'
   readonly namespace: string | undefined
@@ -78,6 +85,12 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
   private readonly ownDefaultTtlMs: number | undefined
   /** Core's layer over the store: every operation goes through it. */
   private readonly layer: CacheBackend
+  private readonly storage: KeyvStorage
+  /**
+   * The store's queue, shared by every backend over it (see {@link storeQueue}): each write and
+   * read-then-write enters it, then the layer (whose own queue sees this backend's calls only).
+   */
+  private readonly queue: KeyedQueue
 
   /**
    * The TTL in ms a write that names none gets (`defaultTtl`, else the Keyv instance's own `ttl`);
@@ -112,7 +125,9 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
       },
       this.observer,
     )
+    this.storage = storage
     this.keyv = storage.keyv
+    this.queue = storeQueue((storage.keyv.store as object | undefined) ?? storage.keyv)
     this.namespace = storage.namespace
     this.layer = defineBackend(storage, {
       timeout: this.timeoutMs === 0 ? false : `${this.timeoutMs}ms`,
@@ -131,15 +146,15 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
   }
 
   set(key: string, value: unknown, ttl?: Duration): Promise<void> {
-    return this.layer.set(key, value, ttl)
+    return this.write(key, () => this.layer.set(key, value, ttl))
   }
 
   add(key: string, value: unknown, ttl?: Duration): Promise<boolean> {
-    return this.layer.add(key, value, ttl)
+    return this.exclusive(key, () => this.layer.add(key, value, ttl))
   }
 
   delete(key: string): Promise<boolean> {
-    return this.layer.delete(key)
+    return this.write(key, () => this.layer.delete(key))
   }
 
   /**
@@ -147,7 +162,7 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
    * read and the delete are serialized with `add` by the per-key queue, in this process only.
    */
   compareAndDelete(key: string, expected: string): Promise<boolean> {
-    return this.layer.compareAndDelete!(key, expected)
+    return this.exclusive(key, () => this.layer.compareAndDelete!(key, expected))
   }
 
   has(key: string): Promise<boolean> {
@@ -156,15 +171,15 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
 
   /** This namespace only; after every write issued before it, before every one issued after it. */
   clear(): Promise<void> {
-    return this.layer.clear()
+    return this.closed ? this.layer.clear() : this.queue.writeAll(() => this.layer.clear())
   }
 
   incr(key: string, by?: number, ttl?: Duration): Promise<number> {
-    return this.layer.incr(key, by, ttl)
+    return this.exclusive(key, () => this.layer.incr(key, by, ttl))
   }
 
   atomicUpdate<T>(key: string, fn: (current: T | undefined) => T | Promise<T>, ttl?: Duration): Promise<T> {
-    return this.layer.atomicUpdate(key, fn, ttl)
+    return this.exclusive(key, () => this.layer.atomicUpdate(key, fn, ttl))
   }
 
   /** One Keyv call for every key. */
@@ -173,13 +188,22 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
   }
 
   /** One Keyv call for every item. */
-  setMany(items: readonly SetManyItem[]): Promise<void> {
-    return this.layer.setMany(items)
+  async setMany(given: readonly SetManyItem[]): Promise<void> {
+    if (this.closed) return this.layer.setMany(given)
+    // The list as it is now, as the layer takes it: the call may wait its turn.
+    const items = copyItemList(given)
+    const keys = items.map((item) => this.storage.queueKey(item.key))
+    return this.queue.write(keys, () => this.layer.setMany(items))
   }
 
   /** Key by key: Keyv's deleteMany answers one boolean, and the count needs one delete per key. */
-  deleteMany(keys: readonly string[]): Promise<number> {
-    return this.layer.deleteMany(keys)
+  async deleteMany(given: readonly string[]): Promise<number> {
+    if (this.closed) return this.layer.deleteMany(given)
+    const keys = copyKeyList(given, 'deleteMany')
+    return this.queue.write(
+      keys.map((key) => this.storage.queueKey(key)),
+      () => this.layer.deleteMany(keys),
+    )
   }
 
   /**
@@ -189,7 +213,21 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
    * a dead server may never answer.
    */
   close(): Promise<void> {
+    this.markClosed()
     return this.layer.close()
+  }
+
+  /** A plain write of `key`, ordered with the read-then-writes of it by every backend over the store. */
+  private write<R>(key: string, run: () => Promise<R>): Promise<R> {
+    // A key the layer refuses (or a closed backend) is refused at once, without a turn in the queue.
+    if (this.closed || typeof key !== 'string') return run()
+    return this.queue.write([this.storage.queueKey(key)], run)
+  }
+
+  /** A read-then-write of `key`: one at a time per stored key, whichever backend over the store issues it. */
+  private exclusive<R>(key: string, run: () => Promise<R>): Promise<R> {
+    if (this.closed || typeof key !== 'string') return run()
+    return this.queue.run(this.storage.queueKey(key), run)
   }
 }
 

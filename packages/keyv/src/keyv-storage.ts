@@ -241,6 +241,23 @@ export class KeyvStorage {
   }
 
   /**
+   * The key as the store is given it (Keyv's own prefixing included): every `keyvBackend` over
+   * one store queues its writes by it, so two backends that write one stored key wait for each
+   * other, whichever namespace option or Keyv instance led them there.
+   */
+  queueKey(key: string): string {
+    if (!this.tagged) return this.storeKey(key)
+    const wellFormed = wellFormedKey(key)
+    const namespace = this.keyv.namespace
+    // As Keyv's own prefixing: none without a namespace or with `useKeyPrefix: false`, and a key
+    // that already starts with `namespace:` is stored as it is.
+    // (`useKeyPrefix` is read as true when absent: Keyv 5 releases before it prefixed always.)
+    const prefixed = (this.keyv as { useKeyPrefix?: boolean }).useKeyPrefix !== false
+    if (!prefixed || !namespace || wellFormed.startsWith(`${namespace}:`)) return wellFormed
+    return `${namespace}:${wellFormed}`
+  }
+
+  /**
    * The key in the store: prefixed, and well-formed, since most stores (Redis, SQL) encode keys
    * as UTF-8, where every key with a lone surrogate would become one.
    */

@@ -1,5 +1,6 @@
 import {
   CacheClosedError,
+  CacheConfigError,
   CacheTimeoutError,
   CacheUnavailableError,
   isUnavailable,
@@ -68,6 +69,12 @@ export class Connection {
   private readonly switchOver: SwitchOverGuard | undefined
   private readySignal: Promise<boolean> | undefined
   private closed = false
+  /**
+   * The server's refusal of the database the client selects (`/99` in the URL, `db: 99`), once it
+   * came: ioredis emits it and goes on connected to DB 0, so from then on nothing is sent (see
+   * {@link refuseDatabase}).
+   */
+  private refusedSelect: Error | undefined
   /** A command of this tick went through {@link corkTick}: the next ones are corked. */
   private tickOpen = false
   /** The socket {@link corkTick} holds until the end of the current tick. */
@@ -148,6 +155,7 @@ export class Connection {
     return (
       this.client.status !== 'ready' ||
       this.closed ||
+      this.refusedSelect !== undefined ||
       (this.topology !== undefined && !this.topology.settled) ||
       this.switchOver?.holding === true
     )
@@ -161,6 +169,7 @@ export class Connection {
    */
   async ready(operation: string, key?: string): Promise<void> {
     if (this.closed) throw this.failed(operation, new CacheClosedError('redis'), key)
+    this.assertDatabase()
     if (this.switchOver?.holding) {
       const reason = `redis: ${operation} failed: a Sentinel switch-over is promoting a replica`
       throw this.failed(operation, new CacheUnavailableError('redis', reason), key)
@@ -174,6 +183,8 @@ export class Connection {
         throw this.failed(operation, this.notConnected(operation), key)
       await waitAtMost(this.connected(), this.timeoutMs)
     }
+    // Refused while it waited (ioredis readies the connection anyway, on DB 0).
+    if (!this.closed) this.assertDatabase()
     if (client.status === 'ready') {
       // A cluster's masters connect once its slot map is known: wait for those too.
       if (this.topology === undefined || (await this.topology.connected(deadline - Date.now()))) {
@@ -219,7 +230,7 @@ export class Connection {
    */
   async serving(key: string, ms: number): Promise<boolean> {
     const deadline = Date.now() + ms
-    if (!(await this.clientReady(ms, true))) return false
+    if (!(await this.clientReady(ms, true)) || this.refusedSelect !== undefined) return false
     if (this.topology === undefined) return true
     return (await this.topology.masterReady(key, deadline - Date.now())) !== undefined
   }
@@ -231,16 +242,17 @@ export class Connection {
    */
   async whenReady(ms: number): Promise<void> {
     if (this.closed) throw new CacheClosedError('redis')
+    this.assertDatabase()
     const deadline = Date.now() + ms
     const left = () => Math.max(0, deadline - Date.now())
     while (this.switchOver?.holding && left() > 0) await delay(Math.min(left(), 20))
-    if (
+    const ready =
       !this.switchOver?.holding &&
       (await this.clientReady(left())) &&
       (this.topology === undefined || (await this.topology.healthy(left())))
-    )
-      return
     if (this.closed) throw new CacheClosedError('redis')
+    this.assertDatabase()
+    if (ready) return
     const state = this.client.status === 'ready' ? 'a master is unreachable' : this.client.status
     throw new CacheUnavailableError('redis', `redis: not ready within ${ms} ms (${state})`)
   }
@@ -499,6 +511,13 @@ export class Connection {
   }
 
   private readonly onClientError = (error: unknown): void => {
+    // Once the database was refused, what the connection reports (ioredis's ready check failing
+    // on the socket we ended) is no outage: nothing is sent on it any more.
+    if (this.refusedSelect !== undefined) return
+    if ((error as { command?: { name?: unknown } } | null)?.command?.name === 'select') {
+      this.refuseDatabase(error as Error)
+      return
+    }
     this.lastError = error instanceof Error ? error : new Error(String(error))
     this.observer.error(
       'connection',
@@ -537,6 +556,39 @@ export class Connection {
     this.lastFailure = 0
     if (this.incidents.has('down')) this.recoveredAt = Date.now()
     this.incidents.resolve('down', `redis: ${this.address} answers again.`)
+  }
+
+  /**
+   * The server refused the SELECT of the client's database (`ERR DB index is out of range`, a
+   * server without that database; `ERR SELECT is not allowed in cluster mode`). ioredis emits it
+   * and readies the connection anyway, on DB 0: the application's entries would land in the
+   * database something else uses. A configuration error, not an outage: it is logged and counted
+   * once, a client we built is ended (a reconnect would select the same database), and every
+   * operation fails with {@link CacheConfigError} from then on without sending anything.
+   */
+  private refuseDatabase(error: Error): void {
+    if (this.refusedSelect !== undefined) return
+    this.refusedSelect = error
+    const refusal = this.databaseRefused()
+    this.incidents.report('database', refusal.message.replace(/^db: /, ''))
+    this.observer.error('connection', refusal)
+    if (this.owned) this.client.disconnect()
+  }
+
+  /** Throws the {@link refuseDatabase} refusal, once the server refused the database. */
+  private assertDatabase(): void {
+    if (this.refusedSelect !== undefined) throw this.databaseRefused()
+  }
+
+  private databaseRefused(): CacheConfigError {
+    const error = this.refusedSelect!
+    const args = (error as { command?: { args?: unknown[] } }).command?.args
+    const db = args?.[0] ?? (this.client as Redis).options?.db
+    return new CacheConfigError(
+      'db',
+      `redis: ${this.address} refused database ${db} (SELECT ${db}: ${error.message}), the database of the URL (\`/${db}\`) or the \`db\` option. Nothing is sent on this connection: every operation fails with CacheConfigError (never written into DB 0). Give a database the server has (0 to \`databases\` - 1).`,
+      { cause: error },
+    )
   }
 
   /** Why a command cannot be sent: the client is not connected; the cause is its latest error. */

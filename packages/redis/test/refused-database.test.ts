@@ -1,0 +1,126 @@
+import { CacheConfigError } from '@cache/core'
+import { type RedisServer, recorder, startRedis } from '@cache/test-servers'
+import { Redis } from 'ioredis'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { type RedisBackend, type RedisConnection, redisBackend } from '../src/index.js'
+
+/**
+ * `REDIS_URL=redis://host:port/99` on a server with 16 databases: the server refuses the SELECT.
+ * ioredis emits the error and goes on, connected to DB 0; a backend that then sends its commands
+ * writes the application's entries into DB 0, shared with whatever else uses it. The refusal is
+ * a configuration error: nothing is sent on such a connection, ever.
+ */
+let redis: RedisServer
+let db0: Redis
+const opened: RedisBackend[] = []
+beforeAll(async () => {
+  redis = await startRedis()
+  db0 = new Redis({ host: redis.host, port: redis.port, db: 0 })
+})
+afterEach(async () => {
+  await Promise.all(opened.splice(0).map((backend) => backend.close().catch(() => {})))
+})
+afterAll(async () => {
+  db0?.disconnect()
+  await redis?.stop()
+})
+
+let seq = 0
+const fresh = () => `refused${process.pid}x${seq++}`
+
+const connections: [string, () => RedisConnection][] = [
+  ['a URL with /99', () => `redis://${redis.host}:${redis.port}/99`],
+  ['options with db: 99', () => ({ host: redis.host, port: redis.port, db: 99 })],
+]
+
+describe.each(connections)('a database the server refuses, given as %s', (_name, connection) => {
+  it('makes ready() reject with a CacheConfigError that names the database', async () => {
+    const cache = redisBackend(connection(), { namespace: fresh(), logger: false })
+    opened.push(cache)
+    const error = await cache.ready('2s').catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(CacheConfigError)
+    expect((error as Error).message).toMatch(/99/)
+    expect((error as Error).message).toMatch(/DB index is out of range/)
+  })
+
+  it('fails every operation, and never writes into DB 0, also once the client would have "recovered"', async () => {
+    const namespace = fresh()
+    const cache = redisBackend(connection(), { namespace, logger: false })
+    opened.push(cache)
+    await cache.ready('2s').catch(() => {})
+    await new Promise((resolve) => setTimeout(resolve, 300)) // past any "answers again"
+    const outcomes = await Promise.allSettled([
+      cache.set('session:1', 'cached', 60),
+      cache.add('lock', 'me', 60),
+      cache.incr('hits'),
+      cache.setMany([{ key: 'a', value: 1 }]),
+      cache.atomicUpdate('u', () => 1),
+      cache.get('session:1'),
+      cache.getMany(['a']),
+      cache.delete('session:1'),
+      cache.clear(),
+    ])
+    for (const outcome of outcomes) {
+      expect(outcome.status).toBe('rejected')
+      expect((outcome as PromiseRejectedResult).reason).toBeInstanceOf(CacheConfigError)
+    }
+    expect(await db0.keys(`${namespace}*`)).toEqual([])
+  })
+
+  it('fails a write issued at once, before the connection is up, without writing into DB 0', async () => {
+    const namespace = fresh()
+    const cache = redisBackend(connection(), { namespace, logger: false })
+    opened.push(cache)
+    const written = await cache.set('session:1', 'cached', 60).catch((e: unknown) => e)
+    expect(written).toBeInstanceOf(CacheConfigError)
+    expect(await db0.keys(`${namespace}*`)).toEqual([])
+  })
+
+  it('logs it once as a configuration error, never as an outage that "answers again"', async () => {
+    const logger = recorder()
+    const cache = redisBackend(connection(), { namespace: fresh(), logger })
+    opened.push(cache)
+    await cache.ready('2s').catch(() => {})
+    for (let i = 0; i < 3; i++) await cache.get('k').catch(() => {})
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    expect(logger.lines).toHaveLength(1)
+    expect(logger.lines[0]).toMatch(/^error \[@cache\] redis: .*99.*DB index is out of range/)
+    expect(logger.lines.join('\n')).not.toMatch(/answers again|cannot reach/)
+  })
+})
+
+describe('a client passed in whose database the server refuses', () => {
+  it('is refused too: the operations fail with CacheConfigError, nothing lands in DB 0, the client stays yours', async () => {
+    const namespace = fresh()
+    const client = new Redis({ host: redis.host, port: redis.port, db: 99 })
+    try {
+      const cache = redisBackend(client, { namespace, logger: false })
+      opened.push(cache)
+      expect(await cache.ready('2s').catch((e: unknown) => e)).toBeInstanceOf(CacheConfigError)
+      expect(await cache.set('k', 'v', 60).catch((e: unknown) => e)).toBeInstanceOf(CacheConfigError)
+      expect(await db0.keys(`${namespace}*`)).toEqual([])
+      await cache.close()
+      expect(client.status).toBe('ready') // not closed under its owner
+    } finally {
+      client.disconnect()
+    }
+  })
+})
+
+describe('a database the server has', () => {
+  it('is used as before: DB 15 holds the entries, DB 0 none', async () => {
+    const namespace = fresh()
+    const cache = redisBackend(`redis://${redis.host}:${redis.port}/15`, { namespace, logger: false })
+    opened.push(cache)
+    await cache.ready('2s')
+    await cache.set('k', 'v', 60)
+    expect(await cache.incr('n')).toBe(1)
+    expect(await db0.keys(`${namespace}*`)).toEqual([])
+    const db15 = new Redis({ host: redis.host, port: redis.port, db: 15 })
+    try {
+      expect((await db15.keys(`${namespace}*`)).length).toBeGreaterThan(0)
+    } finally {
+      db15.disconnect()
+    }
+  })
+})
