@@ -14,7 +14,10 @@ import { INVALIDATE_OPTION_NAMES, tagList, tagVersionKey } from './tags.js'
 
 /** Options of {@link getOrSet}: those of `cached()` that are not about naming keys, plus `tags`. */
 export interface GetOrSetOptions<T = unknown> extends LoadOptions<[], T> {
-  /** Tags for `invalidateTags()`. */
+  /**
+   * Tags for `invalidateTags()`. Default: none. Giving some registers the backend, so that
+   * `invalidateTags()` without a `backend` reaches it.
+   */
   tags?: readonly string[]
 }
 
