@@ -69,13 +69,21 @@ export const ENV_DEFAULTS = {
 const REDIS_URL = /^(redis|rediss)(\+sentinel|\+cluster)?:\/\/[^\s]+$/
 const SERVER = /^(\[[0-9a-f:.]+\]|[a-z0-9.-]+):(\d{1,5})$/i
 
-/** Parses a `CACHE_BACKEND`-style list: `'memory,disk,redis'`. Errors name `setting`. */
+/**
+ * Parses a `CACHE_BACKEND`-style list: `'memory,disk,redis'`. Errors name `setting`. An empty name
+ * (`memory,,redis`, `memory,`) is refused rather than skipped: it is a typo or a variable that was
+ * not filled in, and the list around it is not what was meant. So is an order whose last (shared)
+ * level is in-process: see {@link assertLevelOrder}.
+ */
 export function parseBackendList(value: string, setting = 'CACHE_BACKEND'): BackendName[] {
-  const names = value
-    .split(',')
-    .map((part) => part.trim().toLowerCase())
-    .filter((part) => part.length > 0)
-  if (names.length === 0) throw new CacheConfigError(setting, `no backend named in ${JSON.stringify(value)}`)
+  if (value.trim() === '') throw new CacheConfigError(setting, `no backend named in ${JSON.stringify(value)}`)
+  const names = value.split(',').map((part) => part.trim().toLowerCase())
+  const empty = names.indexOf('')
+  if (empty !== -1)
+    throw new CacheConfigError(
+      setting,
+      `name ${empty + 1} of ${JSON.stringify(value)} is empty (expected a comma list of ${BACKEND_NAMES.join(', ')}, fastest first, such as "memory,redis")`,
+    )
   for (const name of names) {
     if (!(BACKEND_NAMES as readonly string[]).includes(name)) {
       throw new CacheConfigError(
@@ -86,7 +94,39 @@ export function parseBackendList(value: string, setting = 'CACHE_BACKEND'): Back
   }
   if (new Set(names).size !== names.length)
     throw new CacheConfigError(setting, `a backend is named twice in ${JSON.stringify(value)}`)
+  assertLevelOrder(names as BackendName[], setting)
   return names as BackendName[]
+}
+
+/** Backends whose entries live in this process only. */
+const IN_PROCESS: readonly BackendName[] = ['memory', 'memory-size']
+
+/**
+ * The last level of a chain is its shared level: invalidation state, `incr` and `atomicUpdate`
+ * live there, for every process. A per-process level in that place (`redis,memory`) would let
+ * one process miss another's invalidation and count apart, and one after a shared level
+ * (`redis,memory,disk`) is read only after the shared level answered: in-process levels come
+ * first. Errors name `setting`.
+ */
+export function assertLevelOrder(names: readonly BackendName[], setting = 'CACHE_BACKEND'): void {
+  if (names.length < 2) return
+  const inProcess = names.filter((name) => IN_PROCESS.includes(name))
+  const shared = names.filter((name) => !IN_PROCESS.includes(name))
+  const firstShared = names.findIndex((name) => !IN_PROCESS.includes(name))
+  const misplaced = names.findIndex(
+    (name, i) => IN_PROCESS.includes(name) && firstShared !== -1 && i > firstShared,
+  )
+  if (shared.length > 0 && misplaced === -1) return
+  const list = JSON.stringify(names.join(','))
+  const why =
+    'the last level of a list is the shared one, where invalidations and counters live for every process, ' +
+    `and ${inProcess.map((name) => `"${name}"`).join(' and ')} keep${inProcess.length === 1 ? 's' : ''} entries in this process only: ` +
+    'in-process levels (memory, memory-size) come first, shared ones (disk, redis, memcached) last'
+  const fix =
+    shared.length === 0
+      ? `; name one of them alone, or add a shared level after them ("${inProcess[0]},redis")`
+      : `: write "${[...inProcess, ...shared].join(',')}"`
+  throw new CacheConfigError(setting, `${list}: ${why}${fix}`)
 }
 
 /** Checks a `host:port,host:port` list. Errors name `setting`. */
@@ -239,6 +279,7 @@ export function createBackendFromConfig(
   loader: PackageLoader = loadInstalledPackage,
   setting = 'CACHE_BACKEND',
 ): CacheBackend {
+  assertLevelOrder(config.backends, setting)
   const base: BaseBackendOptions = {}
   if (config.namespace !== undefined) base.namespace = config.namespace
   if (config.defaultTtl !== undefined && config.defaultTtl !== null) base.defaultTtl = config.defaultTtl

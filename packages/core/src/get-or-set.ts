@@ -3,6 +3,7 @@ import { type MinimalBackend, toBackend } from './define-backend.js'
 import { getBackend } from './default-cache.js'
 import { CacheKeyError } from './errors.js'
 import { invalidatedHere } from './flights.js'
+import { registerInvalidationTarget } from './invalidation-targets.js'
 import { generationKey, isInternalKey } from './internal-keys.js'
 import { assertKey, copyKeyList } from './keys.js'
 import { LOAD_OPTION_NAMES, type LoadOptions, resolvePolicy } from './load-options.js'
@@ -13,7 +14,10 @@ import { INVALIDATE_OPTION_NAMES, tagList, tagVersionKey } from './tags.js'
 
 /** Options of {@link getOrSet}: those of `cached()` that are not about naming keys, plus `tags`. */
 export interface GetOrSetOptions<T = unknown> extends LoadOptions<[], T> {
-  /** Tags for `invalidateTags()`. */
+  /**
+   * Tags for `invalidateTags()`. Default: none. Giving some registers the backend, so that
+   * `invalidateTags()` without a `backend` reaches it.
+   */
   tags?: readonly string[]
 }
 
@@ -142,6 +146,8 @@ export const getOrSet: GetOrSet = Object.defineProperties(
         throw new TypeError(`getOrSet("${key}"): expected a function, got ${typeof fn}`)
       const store = backendOf(backend)
       const { loader, tags } = engineFor(options)
+      // invalidateTags() without a backend reaches the entries tagged here, as it does cached()'s.
+      if (tags.length > 0) registerInvalidationTarget(store)
       return loader.callAsync(
         store,
         new KeysOf(key, tags),

@@ -40,6 +40,28 @@ export function sourceOf(fn: Function): string | undefined {
   return text.endsWith('{ [native code] }') ? undefined : text
 }
 
+/** Words through which code reaches the receiver of a call: `this`, `super` (`super.m()` passes it on), a direct `eval`. */
+const RECEIVER_WORDS =
+  /(?<![\p{ID_Continue}$\u200c\u200d])(?:this|super|eval)(?![\p{ID_Continue}$\u200c\u200d])/u
+/** The start of an arrow function's text: `(a) =>`, `a =>`, `async (a) =>`, `async a =>`. */
+const ARROW_START = /^(?:async\s*)?(?:\(|[\p{ID_Start}$_][\p{ID_Continue}$\u200c\u200d]*\s*=>)/u
+
+/**
+ * Whether `fn`'s result may depend on the receiver of a call (`obj.fn()`'s `obj`). False for arrow
+ * functions (their `this` is the one around them), bound functions, and functions whose text never
+ * names `this`, `super` or `eval`; true otherwise, native functions included. A word in a comment
+ * or a string counts: when in doubt, it may.
+ */
+export function readsReceiver(fn: Function): boolean {
+  const text = sourceOf(fn)
+  if (text === undefined) return !fn.name.startsWith('bound ')
+  if (!RECEIVER_WORDS.test(text)) return false
+  // A function with a `prototype` (a `function`, a generator, a class) is no arrow; nor is a
+  // method named `async`, whose text (`async(a) {…}`) starts like one.
+  if (Object.hasOwn(fn, 'prototype') || /^async\s+function\b/.test(text) || fn.name === 'async') return true
+  return !ARROW_START.test(text)
+}
+
 /**
  * A short fingerprint of a function's source text, or of a text (12 hex digits of its SHA-256), part of every
  * default key name: two builds that give two different functions one name (a minifier renaming

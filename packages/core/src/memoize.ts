@@ -6,7 +6,13 @@ import type { Duration } from './durations.js'
 import { CacheConfigError } from './errors.js'
 import { invalidatedHere, prefixesOf, usePrefix } from './flights.js'
 import { renewGenerations } from './generations.js'
-import { callerModuleFingerprint, claimPrefix, sourceFingerprint, sourceOf } from './identity.js'
+import {
+  callerModuleFingerprint,
+  claimPrefix,
+  readsReceiver,
+  sourceFingerprint,
+  sourceOf,
+} from './identity.js'
 import { registerInvalidationTarget } from './invalidation-targets.js'
 import { assertMemoNamespace, generationKey, keySegment } from './internal-keys.js'
 import { argumentsKey } from './keys.js'
@@ -29,7 +35,9 @@ export interface CacheOptions<A extends unknown[] = any[], R = any> extends Load
   /**
    * Builds the key part for a call from its arguments. Default: a text of every argument's full
    * value; an argument whose value cannot be read in full (a class instance, a function) throws
-   * a `CacheArgumentError` that points here.
+   * a `CacheArgumentError` that points here. For `cached()`, giving it also says the result depends
+   * on the arguments alone: a function that reads `this` may then be called on any object, and
+   * calls on every object share entries.
    */
   key?: (...args: A) => string
   /** First segment of every key. Must not start with `__` (kept for internal keys). Default: `'memo'`. */
@@ -222,6 +230,12 @@ function assertName(name: unknown): asserts name is string | undefined {
  *
  * With a sync `fn` and an in-process backend (memory) the result stays sync; otherwise the
  * memoized function returns a promise.
+ *
+ * Keys hold the arguments, never `this`. A `fn` that reads `this` (a `function` or method whose
+ * text names `this`, `super` or `eval`; arrow and bound functions never do) called on an object,
+ * as when it is installed as a method, is refused with a `CacheConfigError` (`setting: 'key'`):
+ * two objects would otherwise share one result. Memoize methods with {@link cache}, pass the
+ * state as an argument, or give `key`.
  */
 export function cached<F extends AnyFunction>(
   fn: F,
@@ -242,17 +256,43 @@ export function cached<F extends AnyFunction>(
     options.name === undefined ? `${nameSegment(name)}#${sourceFingerprint(fn)}` : nameSegment(name)
   const prefix = `${keySegment(namespace)}:${keyName}:`
   const scope: [string, ...string[]] = ['fn', namespace, name]
+  // Keys hold the arguments only: a function that reads `this`, called on an object (installed as
+  // a method), would give one object's result to another. Such a call is refused, unless `key`
+  // says the arguments are all the result depends on.
+  const guarded = options.key === undefined && readsReceiver(fn)
   // Claimed once the other options are checked: a bad option must not hold the name.
   const memo = createMemo(fn, options, {
     label: `${namespace}:${name}`,
     display: name,
     scope,
-    prefix: () => prefix,
+    prefix: guarded
+      ? (thisArg) => {
+          if (thisArg !== undefined && thisArg !== globalThis) throw calledOnReceiver(name, thisArg)
+          return prefix
+        }
+      : () => prefix,
     defaultPrefix: () => prefix,
   })
   claimPrefix(prefix, fn, options.name === undefined, () => `Two different functions named "${name}"`)
   usePrefix(generationKey(...scope), prefix)
   return memo
+}
+
+function calledOnReceiver(name: string, thisArg: unknown): CacheConfigError {
+  const ctor =
+    typeof thisArg === 'object' && thisArg !== null ? Object.getPrototypeOf(thisArg)?.constructor : undefined
+  const on =
+    typeof thisArg === 'function'
+      ? `the class ${thisArg.name || '(anonymous)'}`
+      : typeof ctor === 'function' && ctor.name && ctor !== Object
+        ? `a ${ctor.name}`
+        : `an object`
+  return new CacheConfigError(
+    'key',
+    `cached(): ${name}() reads \`this\` and was called on ${on}, but its keys hold its arguments only: calls on two objects would share one result. ` +
+      'Pass what it reads from `this` as an argument; for a method, decorate it with @cache() on its class (keys name the class of `this`); ' +
+      'or, if its result depends on its arguments alone, give a `key` option',
+  )
 }
 
 function createMemo<F extends AnyFunction>(

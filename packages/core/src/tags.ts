@@ -41,8 +41,8 @@ export const INVALIDATE_OPTION_NAMES = optionNames<{ backend?: unknown }>({ back
 /**
  * Invalidates every entry (memoized result or cached response) carrying any of `tags`, in every
  * process sharing the backend. Without `backend`: on the default cache and on every backend a
- * memoized function or a response cache of this process was given (`cached(fn, { backend })`,
- * `cacheResponse({ backend })`); with it, on that backend only. Resolves once every one has taken
+ * memoized function, a tagged `getOrSet` call or a response cache of this process was given
+ * (`cached(fn, { backend })`, `getOrSet(backend, key, fn, { tags })`, `cacheResponse({ backend })`); with it, on that backend only. Resolves once every one has taken
  * the change; rejects if one did not. Calls in flight in this process that carry one of the tags are not joined by later
  * calls, and their results are not stored.
  */

@@ -1,0 +1,162 @@
+import { describe, expect, it } from 'vitest'
+import { CacheConfigError, cached } from '../src/index.js'
+import { memoryBackend } from './installed-backends.js'
+
+/*
+ * `cached(fn)` keys a call by its arguments. A function that reads `this`, installed as a method
+ * (`Repo.prototype.find = cached(function find(id) { … this … })`), would otherwise give one
+ * object's result to another: such a call is refused, never answered from another receiver's entry.
+ */
+describe('cached() on a function that reads `this`', () => {
+  it("never gives one tenant's invoice to another tenant's repository", async () => {
+    const backend = memoryBackend()
+    class TenantRepo {
+      constructor(readonly tenant: string) {}
+      declare findInvoice: (id: number) => Promise<{ tenant: string; id: number }>
+    }
+    TenantRepo.prototype.findInvoice = cached(
+      async function findInvoice(this: TenantRepo, id: number) {
+        return { tenant: this.tenant, id }
+      },
+      { backend, ttl: 60 },
+    )
+    const acme = new TenantRepo('acme')
+    const globex = new TenantRepo('globex')
+    const seen: unknown[] = []
+    for (const repo of [acme, globex]) {
+      try {
+        seen.push(await repo.findInvoice(7))
+      } catch (error) {
+        expect(error).toBeInstanceOf(CacheConfigError)
+        expect((error as Error).message).toMatch(/findInvoice\(\) reads `this`/)
+        expect((error as Error).message).toMatch(/@cache\(\)/)
+        seen.push('refused')
+      }
+    }
+    expect(seen).toEqual(['refused', 'refused'])
+    // An async function's refusal is a rejection, as its other failures are, never a throw.
+    const call = acme.findInvoice(7)
+    expect(call).toBeInstanceOf(Promise)
+    await expect(call).rejects.toThrow(CacheConfigError)
+  })
+
+  it("never answers Orders.findById with the users' row when one function is put on two classes", async () => {
+    const backend = memoryBackend()
+    const findById = cached(
+      async function findById(this: object, id: number) {
+        return `${(this.constructor as unknown as { table: string }).table}:${id}`
+      },
+      { backend, ttl: 60 },
+    )
+    class Users {
+      static table = 'users'
+      findById = findById
+    }
+    class Orders {
+      static table = 'orders'
+      findById = findById
+    }
+    const users = await new Users().findById(1).catch((error: Error) => error)
+    const orders = await new Orders().findById(1).catch((error: Error) => error)
+    expect(orders).not.toBe('users:1')
+    expect(users).toBeInstanceOf(CacheConfigError)
+    expect(orders).toBeInstanceOf(CacheConfigError)
+  })
+
+  it('refuses a sync function read on another object synchronously, and keyFor on an object alike', () => {
+    const backend = memoryBackend()
+    const rate = cached(
+      function rate(this: { currency: string }, amount: number) {
+        return `${amount} ${this.currency}`
+      },
+      { backend },
+    )
+    const eur = { currency: 'EUR', rate }
+    const usd = { currency: 'USD', rate }
+    expect(() => eur.rate(1)).toThrow(CacheConfigError)
+    expect(() => usd.rate(1)).toThrow(CacheConfigError)
+    expect(() => rate.keyFor.call(eur, 1)).toThrow(CacheConfigError)
+    // A plain call has no receiver: keyed by its arguments, as before.
+    expect(() => (rate as unknown as (amount: number) => string)(1)).toThrow(TypeError) // reads this.currency of undefined
+  })
+
+  it('still caches a function that does not read `this` when called on an object (a module namespace, a service object)', async () => {
+    const backend = memoryBackend()
+    let calls = 0
+    async function findUser(id: number) {
+      calls++
+      return { id }
+    }
+    const arrow = async (id: number) => {
+      calls++
+      return { id }
+    }
+    const users = {
+      find: cached(findUser, { backend }),
+      findArrow: cached(arrow, { backend, name: 'arrowFind' }),
+    }
+    const namespaceLike = Object.freeze(Object.assign(Object.create(null), { find: users.find }))
+    expect(await users.find(1)).toEqual({ id: 1 })
+    expect(await namespaceLike.find(1)).toEqual({ id: 1 })
+    expect(await users.findArrow(2)).toEqual({ id: 2 })
+    expect(await users.findArrow(2)).toEqual({ id: 2 })
+    expect(calls).toBe(2)
+  })
+
+  it('with a `key`, the key is the whole of what the result depends on: calls on every object share it', async () => {
+    const backend = memoryBackend()
+    let calls = 0
+    const db = { row: async (id: number) => ({ id, n: ++calls }) }
+    class Repo {
+      db = db
+      declare find: (id: number) => Promise<{ id: number; n: number }>
+    }
+    Repo.prototype.find = cached(
+      async function find(this: Repo, id: number) {
+        return this.db.row(id)
+      },
+      { backend, key: (id) => String(id) },
+    )
+    expect(await new Repo().find(3)).toEqual({ id: 3, n: 1 })
+    expect(await new Repo().find(3)).toEqual({ id: 3, n: 1 })
+  })
+})
+
+describe('which functions read `this`', () => {
+  it('an arrow that names the `this` around it is keyed by its arguments on any object; a method shorthand that reads it is refused', async () => {
+    const backend = memoryBackend()
+    let calls = 0
+    class Pricing {
+      rate = 2
+      price = cached(async (amount: number) => amount * this.rate + 0 * ++calls, {
+        backend,
+        name: 'pricing.price',
+      })
+    }
+    const pricing = new Pricing()
+    const holder = { price: pricing.price }
+    expect(await holder.price(5)).toBe(10)
+    expect(await pricing.price(5)).toBe(10)
+    expect(calls).toBe(1)
+
+    const service = {
+      base: 'https://a.example',
+      url: cached(
+        function url(this: { base: string }, path: string) {
+          return this.base + path
+        },
+        { backend },
+      ),
+      viaSuper: cached(
+        {
+          viaSuper(path: string): string {
+            return super.toString() + path
+          },
+        }.viaSuper,
+        { backend },
+      ),
+    }
+    expect(() => service.url('/x')).toThrow(/url\(\) reads `this`/)
+    expect(() => service.viaSuper('/x')).toThrow(/viaSuper\(\) reads `this`/)
+  })
+})
