@@ -9,7 +9,13 @@ import {
 } from './backend.js'
 import { withTimeout } from './deadlines.js'
 import { type Duration, ttlToMs } from './durations.js'
-import { CacheClosedError, CacheTimeoutError, CacheUnsupportedError, isUnavailable } from './errors.js'
+import {
+  CacheClosedError,
+  CacheConfigError,
+  CacheTimeoutError,
+  CacheUnsupportedError,
+  isUnavailable,
+} from './errors.js'
 import { KeyedQueue } from './key-queue.js'
 import { assertKey, copyItemList, copyKeyList } from './keys.js'
 import { durationOption, optionNames, readOptions } from './option-checks.js'
@@ -82,6 +88,7 @@ const DEFINE_BACKEND_OPTION_NAMES = optionNames<DefineBackendOptions>({
  * After `close()`, no call reaches the store, also for operations already queued.
  */
 export function defineBackend(backend: MinimalBackend, given: DefineBackendOptions = {}): CacheBackend {
+  refuseOtherTtlUnits(backend)
   const options = readOptions(given, DEFINE_BACKEND_OPTION_NAMES, 'defineBackend()')
   const source = backend as CacheBackend
   const queue = new KeyedQueue()
@@ -531,4 +538,27 @@ export function toBackend(value: MinimalBackend | CacheBackend): CacheBackend {
       'expected a cache backend: an object with get, set and delete methods (clear optional)',
     )
   return defineBackend(value)
+}
+
+/**
+ * Stores whose `set` does not take the TTL in seconds that a backend's `set` is given: a Keyv
+ * instance or storage adapter (`KeyvRedis`, `KeyvSqlite`…) reads it as milliseconds, so a 60 s
+ * entry would be gone after 60 ms; a `Map` ignores it, so an entry would never expire.
+ */
+function refuseOtherTtlUnits(store: unknown): void {
+  if (store instanceof Map)
+    throw new CacheConfigError(
+      'backend',
+      'a Map has no TTL (its set ignores one: entries would never expire): use memoryBackend() from @cache/memory, or defineBackend() over get/set/delete functions of your own',
+    )
+  const named = (store as { constructor?: { name?: unknown } }).constructor?.name
+  if (
+    typeof named === 'string' &&
+    /^Keyv/.test(named) &&
+    typeof (store as { opts?: unknown }).opts === 'object'
+  )
+    throw new CacheConfigError(
+      'backend',
+      `a ${named} (Keyv takes TTLs in milliseconds, a backend's set gets seconds: a 60 s entry would be gone after 60 ms): wrap it with keyvBackend() from @cache/keyv`,
+    )
 }
