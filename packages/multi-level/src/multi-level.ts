@@ -78,6 +78,7 @@ export class MultiLevelBackend implements CacheBackend {
       throw new CacheConfigError('levels', 'expected a list of backends, fastest first')
     const backends = options.levels?.map((level) => toBackend(level)) ?? []
     if (backends.length === 0) throw new CacheConfigError('levels', 'multiLevel needs at least one backend')
+    refuseMemoryLast(backends)
     const maxPending = options.maxPendingKeys ?? 10_000
     if (!Number.isSafeInteger(maxPending) || maxPending < 0)
       throw new CacheConfigError('maxPendingKeys', `${String(maxPending)} is not a whole number`)
@@ -347,4 +348,22 @@ export function multiLevel(...args: unknown[]): MultiLevelBackend {
     )
   }
   return new MultiLevelBackend({ levels: args as (CacheBackend | MinimalBackend)[] })
+}
+
+/** The backends other processes share (a level of another name is not known to be). */
+const SHARED = new Set(['redis', 'disk', 'memcached', 'keyv'])
+
+/**
+ * A chain whose last level (the one it counts as shared: invalidations, counters and locks go
+ * there) is a process's own memory behind a level other processes share: their writes and
+ * invalidations would never reach this process's last level, nor its theirs.
+ */
+function refuseMemoryLast(backends: readonly CacheBackend[]): void {
+  if (backends[backends.length - 1]!.name !== 'memory') return
+  if (!backends.some((backend) => SHARED.has(backend.name))) return
+  const names = backends.map((backend) => backend.name)
+  throw new CacheConfigError(
+    'levels',
+    `[${names.join(', ')}]: memory is last, behind a level other processes share, so the chain would count this process's memory as its shared level (invalidations, counters and locks would stay in this process). Give the levels fastest first, memory first: [${[...names.filter((name) => name === 'memory'), ...names.filter((name) => name !== 'memory')].join(', ')}]`,
+  )
 }

@@ -1,4 +1,8 @@
 import { CacheUnavailableError, cached, isCacheError, CacheConfigError } from '@cache/core'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { diskBackend } from '@cache/disk'
 import { memoryBackend } from '@cache/memory'
 import { describe, expect, it } from 'vitest'
 import { type MultiLevelEvent, multiLevel } from '../src/index.js'
@@ -574,6 +578,29 @@ describe('multiLevel with a failing level', () => {
 })
 
 describe('multiLevel construction', () => {
+  it('refuses a chain whose last level is memory behind a shared one: no other process would see its writes', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ml-order-'))
+    const disk = diskBackend({ path: dir })
+    try {
+      // Before: accepted; each process's memory was the level the chain counted as shared.
+      for (const make of [
+        () => multiLevel(disk, memoryBackend()),
+        () => multiLevel({ levels: [disk, memoryBackend()] }),
+      ]) {
+        expect(make).toThrow(CacheConfigError)
+        expect(make).toThrow(/memory.*last.*fastest first/s)
+      }
+      const right = multiLevel(memoryBackend(), disk)
+      await right.set('k', 1)
+      expect(await right.get('k')).toBe(1)
+      // In-process levels only: nothing is shared, nothing to refuse.
+      expect(await multiLevel(memoryBackend(), memoryBackend()).get('k')).toBeUndefined()
+    } finally {
+      await disk.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
   it('accepts levels as arguments or as options, and needs at least one', async () => {
     const single = multiLevel(memoryBackend())
     await single.set('k', 1)
