@@ -14,24 +14,30 @@ export function app(options?: FastifyServerOptions): FastifyInstance {
 }
 
 /**
- * A custom constraint strategy choosing routes by the `x-tenant` request header (a header a CDN
- * does not see). `mustMatchWhenDerived`: a request naming a tenant no route declares gets no route.
+ * A constraint strategy named `name` choosing routes by the `header` request header (a header a
+ * CDN does not see). `mustMatchWhenDerived`: a request naming a value no route declares gets no
+ * route rather than the unconstrained one.
  */
-export function tenantStrategy(mustMatchWhenDerived = false) {
+export function headerStrategy(name: string, header: string, mustMatchWhenDerived = false) {
   return {
-    name: 'tenant',
+    name,
     validate: () => true,
     mustMatchWhenDerived,
     storage() {
       const routes = new Map<string, unknown>()
       return {
-        get: (tenant: string) => (routes.get(tenant) ?? null) as never,
-        set: (tenant: string, store: unknown) => {
-          routes.set(tenant, store)
+        get: (value: string) => (routes.get(value) ?? null) as never,
+        set: (value: string, store: unknown) => {
+          routes.set(value, store)
         },
       }
     },
     deriveConstraint: (request: { headers: Record<string, string | string[] | undefined> }) =>
-      request.headers['x-tenant'] as string,
+      request.headers[header] as string,
   }
+}
+
+/** A `tenant` constraint strategy routing on the `x-tenant` request header. */
+export function tenantStrategy(mustMatchWhenDerived = false) {
+  return headerStrategy('tenant', 'x-tenant', mustMatchWhenDerived)
 }

@@ -2,7 +2,7 @@ import { memoryBackend } from '@cache/memory'
 import Fastify, { type FastifyRequest } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
 import { cachePlugin } from '../src/index.js'
-import { tenantStrategy } from './apps.js'
+import { headerStrategy, tenantStrategy } from './apps.js'
 
 const apps: ReturnType<typeof Fastify>[] = []
 afterEach(async () => {
@@ -151,21 +151,7 @@ describe('cacheControl on routes Fastify chooses by a request header (constraint
 
 describe('cacheControl on routes constrained by a host strategy of the app’s own', () => {
   /** A `host` strategy behind a proxy: the tenant domain from X-Forwarded-Host, which a CDN does not key on. */
-  const forwardedHost = () => ({
-    name: 'host',
-    validate() {},
-    storage() {
-      const routes = new Map<string, unknown>()
-      return {
-        get: (host: string) => (routes.get(host) ?? null) as never,
-        set: (host: string, store: unknown) => {
-          routes.set(host, store)
-        },
-      }
-    },
-    deriveConstraint: (request: { headers: Record<string, string | string[] | undefined> }) =>
-      request.headers['x-forwarded-host'] as string,
-  })
+  const forwardedHost = () => headerStrategy('host', 'x-forwarded-host')
 
   for (const where of ['routerOptions.constraints', 'addConstraintStrategy'] as const)
     it(`sends them private when the strategy named host is the app's (${where}): no CDN gives the default page to acme`, async () => {

@@ -14,21 +14,10 @@ import { FastifyAdapter, RouteConfig, RouteConstraints } from '@nestjs/platform-
 import type { FastifyInstance } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
 import { CacheModule, CacheResponse } from '../src/index.js'
-import { send } from './harness.js'
+import { headerStrategy, send } from './harness.js'
 
 /** A constraint strategy routing on the `x-tenant` request header. */
-const tenantStrategy: Parameters<FastifyInstance['addConstraintStrategy']>[0] = {
-  name: 'tenant',
-  storage() {
-    const handlers = new Map<unknown, any>()
-    return {
-      get: (value) => handlers.get(value) ?? null,
-      set: (value, handler) => void handlers.set(value, handler),
-    }
-  },
-  deriveConstraint: (req) => req.headers['x-tenant'] as string,
-  mustMatchWhenDerived: false,
-}
+const tenantStrategy = headerStrategy('tenant', 'x-tenant')
 
 const apps: INestApplication[] = []
 afterEach(async () => {

@@ -34,7 +34,7 @@ import {
   invalidateResponsePrefix,
   invalidateTags,
 } from '../src/index.js'
-import { PLATFORMS, type PlatformName, send, startApp } from './harness.js'
+import { headerStrategy, PLATFORMS, type PlatformName, send, startApp } from './harness.js'
 
 /** Counts what Nest ran: the requests its global guard saw, and each handler's runs. */
 @Injectable()
@@ -318,18 +318,7 @@ class BetaConstrainedController {
 }
 
 /** A constraint strategy routing on the `x-beta` request header. */
-const betaStrategy: Parameters<FastifyInstance['addConstraintStrategy']>[0] = {
-  name: 'beta',
-  storage() {
-    const handlers = new Map<unknown, any>()
-    return {
-      get: (value) => handlers.get(value) ?? null,
-      set: (value, handler) => void handlers.set(value, handler),
-    }
-  },
-  deriveConstraint: (req) => req.headers['x-beta'] as string,
-  mustMatchWhenDerived: false,
-}
+const betaStrategy = headerStrategy('beta', 'x-beta')
 
 /** Starts an app on Fastify, expecting `app.listen()` to reject. */
 async function refusedOnFastify(

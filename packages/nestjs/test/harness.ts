@@ -20,6 +20,7 @@ import {
 } from '@nestjs/common'
 import { NestFactory } from '@nestjs/core'
 import { ExpressAdapter } from '@nestjs/platform-express'
+import type { FastifyInstance } from 'fastify'
 import { FastifyAdapter, type NestFastifyApplication } from '@nestjs/platform-fastify'
 import compression from 'compression'
 import {
@@ -236,4 +237,23 @@ export function send(
     req.on('error', reject)
     req.end(options.body)
   })
+}
+
+/** A Fastify constraint strategy named `name` routing on the `header` request header. */
+export function headerStrategy(
+  name: string,
+  header: string,
+): Parameters<FastifyInstance['addConstraintStrategy']>[0] {
+  return {
+    name,
+    storage() {
+      const handlers = new Map<unknown, any>()
+      return {
+        get: (value) => handlers.get(value) ?? null,
+        set: (value, handler) => void handlers.set(value, handler),
+      }
+    },
+    deriveConstraint: (req) => req.headers[header] as string,
+    mustMatchWhenDerived: false,
+  }
 }
