@@ -1135,8 +1135,6 @@ interface RouteMark {
   /** The tokens its HEAD route's declaration pointed at (see `noteBuilt`), when no read was `built`. */
   headToken: object | undefined
   headPrefixedToken: object | undefined
-  /** Its handler when the cache first saw it: Fastify's HEAD route of it is declared with the same. */
-  readonly handler: unknown
   /** Its URL when the cache first saw it. */
   readonly announced: string
   /**
@@ -1206,9 +1204,15 @@ function noteBuilt(head: RouteOptions): void {
     const urls = [mark.route.url, mark.announced, `${mark.announced}/`, mark.prefixed]
     if (!urls.includes(head.url) || mark.given !== head.config || !toList(mark.route.method).includes('GET'))
       continue
-    // Fastify's own HEAD route of it runs its handler; a HEAD route the app declared with one of
-    // its own (even of the same source) is a route of its own.
-    if (head.handler === mark.handler) fastifyHeadRoutes.add(head)
+    // Fastify's own HEAD route of it (Fastify gives it an onSend hook of its own that drops the
+    // body); a HEAD route the app declared, even with the GET route's handler and options, is a
+    // route of its own.
+    if (
+      toList(head.onSend as Function | Function[] | undefined).some(
+        (hook) => hook?.name === 'headRouteOnSendHandler',
+      )
+    )
+      fastifyHeadRoutes.add(head)
     // Made at the URL the route has now: the read of the build that just ran.
     const last = mark.reads?.[mark.reads.length - 1]
     if (last !== undefined && last.url === mark.route.url) {
@@ -1244,7 +1248,6 @@ function markRoute(route: RouteOptions): RouteMark {
     prefixed: typeof prefix === 'string' && prefix !== '' ? `${prefix}/` : undefined,
     urls: [],
     holder: route.config,
-    handler: route.handler,
     own: undefined,
     route,
     given: route.config,
@@ -1490,6 +1493,8 @@ const failed = new WeakSet<ServerResponse>()
 
 /** Hits found by a request's lookup, answered by the route's handler (see {@link answersHits}). */
 const hits = new WeakMap<FastifyRequest, LookupResult>()
+/** Misses found by a request's lookup, recorded from the route's handler (see {@link answersHits}). */
+const pendingMisses = new WeakMap<FastifyRequest, { result: MissResult; varyEncoding: boolean }>()
 /** The handler each {@link answersHits} wrapper stands for: the route's identity describes it. */
 const handlers = new WeakMap<Function, Function>()
 
@@ -1500,7 +1505,18 @@ const handlers = new WeakMap<Function, Function>()
 function answersHits(handler: RouteHandlerMethod): RouteHandlerMethod {
   const answering = function (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply) {
     const hit = hits.get(request)
-    if (hit === undefined) return handler.call(this, request, reply)
+    if (hit === undefined) {
+      const miss = pendingMisses.get(request)
+      if (miss !== undefined) {
+        // Recorded from here: the headers every preHandler set are this request's (a user's),
+        // as they are on a hit.
+        pendingMisses.delete(request)
+        misses.set(reply.raw, miss.result)
+        record(reply, miss.result, miss.varyEncoding)
+        answerFromResult(reply.raw, miss.result)
+      }
+      return handler.call(this, request, reply)
+    }
     hits.delete(request)
     reply.hijack()
     // Headers the hooks before set on the reply (CORS, security headers) go out as they would
@@ -1535,8 +1551,15 @@ function act(
     return
   }
   if (result.kind === 'miss') {
-    misses.set(reply.raw, result)
-    record(reply, result, varyEncoding)
+    pendingMisses.set(request, { result, varyEncoding })
+    // A hook after the lookup answered (a guard), or the route's handler is not the cache's (a
+    // hook replaced it): nothing to store, and the requests waiting on this miss go on.
+    const abandoned = () => {
+      if (pendingMisses.delete(request)) result.recorder.abort("the route's handler did not run")
+    }
+    reply.raw.once('finish', abandoned).once('close', abandoned)
+    done()
+    return
   }
   answerFromResult(reply.raw, result)
   done()

@@ -385,6 +385,20 @@ describe('a plugin that replaces request.query in a hook (fastify-qs)', () => {
   })
 })
 
+/** A query of the app's own: `lang` a getter of its class, over a private field. */
+class QueryWithDefault {
+  readonly #lang: string
+  constructor(
+    readonly parsed: Record<string, unknown>,
+    lang: string,
+  ) {
+    this.#lang = lang
+  }
+  get lang(): string {
+    return (this.parsed.lang as string | undefined) ?? this.#lang
+  }
+}
+
 describe('a hook that fills in a query default on a request without a query string', () => {
   /**
    * `lang` from Accept-Language when the query names none: in the object Fastify made (also as a
@@ -392,18 +406,24 @@ describe('a hook that fills in a query default on a request without a query stri
    */
   const LANG = Symbol.for('app.lang')
   const defaultLang =
-    (mode: 'in place' | 'defined' | 'replaced' | 'symbol') =>
+    (mode: 'in place' | 'defined' | 'replaced' | 'symbol' | 'class' | 'proxy' | 'prototype') =>
     async (request: FastifyRequest): Promise<void> => {
       if (!/fr/.test(request.headers['accept-language'] ?? '')) return
       const query = request.query as Record<string, unknown>
       if (mode === 'in place') query.lang ??= 'fr'
       else if (mode === 'defined') Object.defineProperty(query, 'lang', { value: 'fr' })
       else if (mode === 'symbol') (query as Record<symbol, unknown>)[LANG] ??= 'fr'
+      else if (mode === 'class') request.query = new QueryWithDefault(query, 'fr')
+      else if (mode === 'proxy')
+        request.query = new Proxy(query, {
+          get: (target, name) => (name === 'lang' ? (target.lang ?? 'fr') : target[name as string]),
+        })
+      else if (mode === 'prototype') Object.setPrototypeOf(query, { lang: 'fr' })
       else request.query = { ...query, lang: 'fr' }
     }
 
   for (const hook of ['onRequest', 'preValidation'] as const)
-    for (const mode of ['in place', 'defined', 'replaced', 'symbol'] as const)
+    for (const mode of ['in place', 'defined', 'replaced', 'symbol', 'class', 'proxy', 'prototype'] as const)
       it(`(${hook}, ${mode}): the page it renders is never stored under the bare URL`, async () => {
         const app = Fastify()
         await app.register(cachePlugin, { backend: memoryBackend(), ttl: 60 })

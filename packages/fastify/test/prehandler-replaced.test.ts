@@ -228,4 +228,30 @@ describe("a plugin that wraps a cached route's preHandler hooks after the route 
     expect(anonymous.statusCode).toBe(403)
     expect(anonymous.body).not.toContain('SECRET')
   })
+
+  it("a header such a guard sets for its user is that user's on every hit, never the stored one's", async () => {
+    const fastify = app()
+    await fastify.register(cachePlugin, { backend: memoryBackend(), ttl: 60 })
+    const routes: RouteOptions[] = []
+    fastify.addHook('onRoute', (route) => void routes.push(route))
+    fastify.get('/report', { config: { cache: true } as never }, async () => 'report')
+    await fastify.register(async function instrumentHooks() {
+      for (const route of routes)
+        route.preHandler = ([route.preHandler ?? []].flat() as preHandlerHookHandler[]).map(timed)
+    })
+    const servedTo = async (request: FastifyRequest, reply: FastifyReply) => {
+      reply.header('x-served-to', request.headers['x-user'])
+    }
+    await fastify.register(async function userHeader() {
+      for (const route of routes)
+        route.preHandler = [...([route.preHandler ?? []].flat() as preHandlerHookHandler[]), servedTo]
+    })
+    await fastify.ready()
+    const alice = await fastify.inject({ url: '/report', headers: { 'x-user': 'alice' } })
+    expect(alice.headers['x-served-to']).toBe('alice')
+    // Before: bob's hit carried alice's header, stored with her response.
+    const bob = await fastify.inject({ url: '/report', headers: { 'x-user': 'bob' } })
+    expect(bob.headers['cache-status']).toMatch(/hit/)
+    expect(bob.headers['x-served-to']).toBe('bob')
+  })
 })

@@ -599,6 +599,27 @@ describe('a HEAD request answered from its GET route’s entry, as the README sa
     expect(head.headers['cache-status'] ?? '').not.toMatch(/hit/)
   })
 
+  it('never answers a HEAD route the app declared with the GET route’s own handler and options object from its entry', async () => {
+    const fastify = app()
+    await fastify.register(cachePlugin, { backend: memoryBackend() })
+    let heads = 0
+    // One handler for both methods, one options constant: only Fastify's own HEAD route shares.
+    const page = async (request: FastifyRequest, reply: FastifyReply) => {
+      if (request.method === 'HEAD') heads++
+      reply.header('x-kind', request.method === 'HEAD' ? 'head' : 'get')
+      return request.method === 'HEAD' ? '' : 'the page'
+    }
+    const cached = { config: { cache: 60 } }
+    fastify.get('/p', { ...cached, exposeHeadRoute: false }, page)
+    fastify.head('/p', { ...cached }, page)
+    await fastify.ready()
+    await fastify.inject({ url: '/p' })
+    // Before: a HEAD hit from the GET entry (x-kind: get), its handler never run.
+    const head = await fastify.inject({ method: 'HEAD', url: '/p' })
+    expect(head.headers['x-kind']).toBe('head')
+    expect(heads).toBe(1)
+  })
+
   it('still keeps apart two routes of one URL told apart by a constraint: HEAD of v2 never answered from v1', async () => {
     const fastify = app()
     await fastify.register(cachePlugin, { backend: memoryBackend() })

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto'
 import { IncomingMessage } from 'node:http'
+import { types } from 'node:util'
 import { fastifyInstanceOptions } from './adapter-kit.js'
 import { type Arrival, arrivalOf, notedLines, noteArrivals } from './arrivals.js'
 import { refreshRefusal } from './express-routing.js'
@@ -32,6 +33,8 @@ export interface FastifyTargetNote {
   unseen?: true
   /** `request.query` as Fastify's parser made it, before any hook ran. */
   query?: unknown
+  /** The prototype of {@link query} then. */
+  queryPrototype?: unknown
   /**
    * The values of {@link query} as the parser made them (arrays copied), when it had any: a hook
    * may change the object in place.
@@ -146,6 +149,7 @@ function note(request: NotingRequest, reply: NotingReply, first: boolean): void 
       routed,
       ...(arrived === UNSEEN ? { unseen: true as const } : {}),
       query,
+      queryPrototype: query !== null && typeof query === 'object' ? Object.getPrototypeOf(query) : undefined,
       ...(parsed === undefined ? {} : { parsed }),
       ...(lines === undefined ? {} : { lines }),
     }
@@ -372,6 +376,8 @@ function queryChanged(note: FastifyTargetNote, query: unknown): boolean {
   if (parsed === undefined) return holdsValues(query)
   if (query !== note.query) return true
   if (query === null || typeof query !== 'object') return false
+  // The parser's object given another prototype (`Object.setPrototypeOf(query, { lang })`).
+  if (Object.getPrototypeOf(query) !== note.queryPrototype) return true
   // Names `Object.keys` does not list too (`Object.defineProperty(query, 'lang', { value })`,
   // a Symbol key).
   const names = Reflect.ownKeys(query)
@@ -389,12 +395,17 @@ function queryChanged(note: FastifyTargetNote, query: unknown): boolean {
 
 /**
  * Whether a query holds a value a handler can read: a property of its own (listed by
- * `Object.keys` or not, Symbol keys too) or an enumerable one it inherits. Anything but an object (or `null`,
+ * `Object.keys` or not, Symbol keys too), an enumerable one it inherits, or maybe one a Proxy or
+ * a prototype other than a plain object's answers. Anything but an object (or `null`,
  * `undefined`) counts as one.
  */
 function holdsValues(query: unknown): boolean {
   if (query === null || query === undefined) return false
   if (typeof query !== 'object') return true
+  // A Proxy, or an object of a class or other prototype, may answer a name it does not hold.
+  if (types.isProxy(query)) return true
+  const prototype = Object.getPrototypeOf(query)
+  if (prototype !== Object.prototype && prototype !== null) return true
   if (Reflect.ownKeys(query).length > 0) return true
   for (const _ in query) return true
   return false
