@@ -34,7 +34,7 @@ let n = 0
 type Layout = 'memory,redis' | 'memory,disk,redis'
 
 /** This process's chain (its Redis link through the proxy) and another process's client of the same Redis. */
-function processes(layout: Layout, options: { maxPendingKeys?: number } = {}) {
+async function processes(layout: Layout, options: { maxPendingKeys?: number } = {}) {
   const namespace = `repair${process.pid}-${++n}`
   const shared = redisBackend(`redis://127.0.0.1:${proxy.port}`, {
     namespace,
@@ -59,6 +59,8 @@ function processes(layout: Layout, options: { maxPendingKeys?: number } = {}) {
   chain.on('error', (event) => errors.push(event))
   const other = redisBackend(redis.url, { namespace })
   const third = redisBackend(redis.url, { namespace })
+  // Connected before the test's first call, which would otherwise wait its 300 ms for it.
+  await Promise.all([shared.ready(), other.ready(), third.ready()])
   return {
     chain,
     shared,
@@ -90,7 +92,7 @@ describe.each<Layout>(['memory,redis', 'memory,disk,redis'])(
   'multiLevel(%s): the repair after a write whose reply was lost (breaker closed)',
   (layout) => {
     it('never deletes a lock another process took after this one released it', async () => {
-      const { chain, other, third, close } = processes(layout)
+      const { chain, other, third, close } = await processes(layout)
       try {
         expect(await chain.add('L', 'A', '20s')).toBe(true)
         // The release reaches Redis, the reply does not: reported failed.
@@ -111,7 +113,7 @@ describe.each<Layout>(['memory,redis', 'memory,disk,redis'])(
     })
 
     it("never erases the increments other processes made after this one's reset", async () => {
-      const { chain, other, close } = processes(layout)
+      const { chain, other, close } = await processes(layout)
       try {
         for (let i = 0; i < 5; i++) await other.incr('ctr')
         expect(await chain.get('ctr')).toBe(5) // L1 now holds a copy
@@ -130,7 +132,7 @@ describe.each<Layout>(['memory,redis', 'memory,disk,redis'])(
     })
 
     it('never deletes a lock another process took with the same value after this one released it', async () => {
-      const { chain, other, third, close } = processes(layout)
+      const { chain, other, third, close } = await processes(layout)
       try {
         expect(await chain.add('L', true, '20s')).toBe(true)
         expect(await chain.get('L')).toBe(true) // a copy in the faster levels
@@ -146,7 +148,7 @@ describe.each<Layout>(['memory,redis', 'memory,disk,redis'])(
     })
 
     it('never erases increments that brought a counter back to the value this one reset', async () => {
-      const { chain, other, close } = processes(layout)
+      const { chain, other, close } = await processes(layout)
       try {
         for (let i = 0; i < 3; i++) await other.incr('ctr')
         expect(await chain.get('ctr')).toBe(3) // a copy in the faster levels
@@ -162,7 +164,7 @@ describe.each<Layout>(['memory,redis', 'memory,disk,redis'])(
     })
 
     it('keeps the value its own write applied, and serves it once the link is back', async () => {
-      const { chain, other, close } = processes(layout)
+      const { chain, other, close } = await processes(layout)
       try {
         await chain.set('k', 'old')
         // Applied on Redis, reported failed: Redis holds the new value, not the old one.
@@ -181,7 +183,7 @@ describe.each<Layout>(['memory,redis', 'memory,disk,redis'])(
 
 describe('multiLevel(memory, redis): a failed batch larger than maxPendingKeys (breaker closed)', () => {
   it("never clears the shared namespace: other processes' counters and locks stay", async () => {
-    const { chain, other, errors, close } = processes('memory,redis', { maxPendingKeys: 5 })
+    const { chain, other, errors, close } = await processes('memory,redis', { maxPendingKeys: 5 })
     const failedBefore = () => errors.filter((e) => e.level === 1 && e.operation === 'setMany').length
     try {
       for (let i = 0; i < 3; i++) await other.incr('ctr')

@@ -74,7 +74,8 @@ describe('a write that timed out on a frozen Redis', () => {
   it('is still told again when the writer closes at once: no process keeps the replaced value', async () => {
     const namespace = `closing${Date.now()}`
     const b = peer(redisLevel(namespace), redis.url)
-    const shared = redisBackend(redis.url, { namespace, logger: false })
+    // The test's own view of Redis: read once Redis is thawed, with time to spare on a loaded machine.
+    const shared = redisBackend(redis.url, { namespace, timeout: '3s', logger: false })
     const big = `new${'x'.repeat(4 * 1024 * 1024)}`
     try {
       await b.bus.ready()
@@ -245,7 +246,8 @@ describe('a write held by a proxy while the writer reconnects', () => {
     const level = (url: string) => redisBackend(url, { namespace, timeout: '100ms', logger: false })
     const a = peer(level(proxy.url), redis.url)
     const b = peer(level(redis.url), redis.url)
-    const shared = redisBackend(redis.url, { namespace, logger: false })
+    // The test's own view of Redis: read once Redis is thawed, with time to spare on a loaded machine.
+    const shared = redisBackend(redis.url, { namespace, timeout: '3s', logger: false })
     try {
       await Promise.all([a.bus.ready(), b.bus.ready()])
       await a.chain.set('k', 'old', 300)

@@ -135,7 +135,10 @@ describe("a write without a TTL: the shared level's defaultTtl", () => {
     for (const [name, write] of writes) {
       it(`${name} over ${level}: a faster level with no default of its own keeps the entry no longer than the shared level`, async () => {
         const memory = memoryBackend()
-        const chain = multiLevel({ levels: [memory, make()], logger: false })
+        const sharedLevel = make()
+        // Connected first: the TTL is what is measured, not a first write waiting for its connection.
+        await (sharedLevel as { ready?: () => Promise<void> }).ready?.()
+        const chain = multiLevel({ levels: [memory, sharedLevel], logger: false })
         try {
           await write(chain)
           expect(await memory.get('session')).toBe('token')
