@@ -34,7 +34,11 @@ async function start(
   class AppModule {}
   Module({
     imports: [
-      CacheModule.forRoot({ backend: memoryBackend(), front: options.front ?? false, closeOnShutdown: false }),
+      CacheModule.forRoot({
+        backend: memoryBackend(),
+        front: options.front ?? false,
+        closeOnShutdown: false,
+      }),
     ],
     controllers: controllers as never[],
   })(AppModule)
@@ -46,7 +50,8 @@ async function start(
   return (await app.getUrl()).replace('[::1]', '127.0.0.1')
 }
 
-const tenant = (fastify: FastifyInstance) => fastify.addConstraintStrategy(headerStrategy('tenant', 'x-tenant'))
+const tenant = (fastify: FastifyInstance) =>
+  fastify.addConstraintStrategy(headerStrategy('tenant', 'x-tenant'))
 /** A `host` strategy of the application's own: routes by X-Tenant, not by the Host header. */
 const tenantAsHost = (fastify: FastifyInstance) =>
   fastify.addConstraintStrategy(headerStrategy('host', 'x-tenant'))
@@ -121,6 +126,15 @@ describe('a host constraint strategy of the application own (platform-fastify)',
     }
   })
 
+  it('the built-in host strategy alone keeps public', async () => {
+    const url = await start(hostPages(false))
+    for (const _ of [1, 2]) {
+      const reply = await send(url, '/page', { headers: { host: 'tenant-b' } })
+      expect(JSON.parse(reply.text)).toEqual({ tenant: 'B' })
+      expect(reply.headers['cache-control']).toBe('public, max-age=60')
+    }
+  })
+
   it('front: true: the application does not start', async () => {
     const started = start(hostPages(true), { front: true, instance: tenantAsHost })
     await expect(started).rejects.toThrow(CacheConfigError)
@@ -132,7 +146,11 @@ describe('a constrained wildcard route beside a catch-all (platform-fastify)', (
   it('cacheControl: private on the pages the tenant constraint chose', async () => {
     const url = await start(wildcardFiles(false), { instance: tenantFromConfig })
     for (const who of ['a', 'a', undefined, undefined]) {
-      const reply = await send(url, '/files/report.pdf', who === undefined ? {} : { headers: { 'x-tenant': who } })
+      const reply = await send(
+        url,
+        '/files/report.pdf',
+        who === undefined ? {} : { headers: { 'x-tenant': who } },
+      )
       expect(JSON.parse(reply.text)).toEqual({ files: who === 'a' ? 'tenant a' : 'public' })
       expect(reply.headers['cache-control']).toMatch(/^private/)
     }
