@@ -76,7 +76,7 @@ export interface CacheResponseOptions extends HttpCacheOptions<any> {
    * hits no middleware, guard, interceptor, pipe or exception filter runs**, nor Express or Fastify
    * (their hooks included). Only for handlers whose stored response is the whole answer, the same
    * for every client, at a URL no middleware rewrites for some requests (the front answers by the
-   * URL as it arrived; on Fastify, `rewriteUrl` and route constraints other than `host` stop the
+   * URL as it arrived; on Fastify, `rewriteUrl` and route constraints other than the built-in `host` stop the
    * application at start-up). Not with `key` or `bypass` (functions of the platform's request,
    * which the front does not have): a `CacheConfigError`. Default: `false`.
    */

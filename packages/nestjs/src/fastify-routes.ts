@@ -3,7 +3,9 @@
  * whoever declared it (a Nest handler, `@RouteConstraints`, an `onRoute` hook that added a
  * constraint, a route declared on the instance itself), as final as the router has it. Read from
  * `printRoutes({ commonPrefix: false })`, Fastify's only public listing of the router, which
- * writes a route's constraints as JSON after its methods.
+ * writes a route's constraints as JSON after its methods, and from an `onRoute` hook installed as
+ * early as Nest lets the module run (the listing drops some routes: a constrained wildcard beside
+ * a catch-all prints as `*`).
  */
 
 import { fastifyInstanceOptions } from '@cache/http'

@@ -67,9 +67,10 @@ const FASTIFY_ROUTE_CONSTRAINTS = '__fastify_route_constraints__'
  * On Fastify, routing that depends on the request in ways the front cannot see stops the
  * application: `rewriteUrl` (a function of the request that may send one URL to another handler
  * for some clients: the front would answer them with the entry of the URL as it arrived), and a
- * route constraint other than `host` (the key holds the host; a strategy of the application's
- * own, on a header, may route one URL to two handlers). Besides `@RouteConstraints`, the routes
- * as the router holds them are read now and again once Fastify is ready (an `onRoute` hook may
+ * route constraint other than find-my-way's built-in `host` (the key holds the host; a strategy
+ * of the application's own, on a header, even one named `host`, may route one URL to two
+ * handlers). Besides `@RouteConstraints`, the routes as the router holds them (and as the module's
+ * `onRoute` hook saw them) are read now and again once Fastify is ready (an `onRoute` hook may
  * have made a constraint of a route's config, a route declared on the instance or in a plugin
  * registered later may have one): `version` there is Nest's header or media-type versioning,
  * whose header the front's key holds; any other name, or `version` under another versioning,
