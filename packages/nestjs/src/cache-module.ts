@@ -26,6 +26,7 @@ import {
   optionNames,
 } from '@cache/core/backend'
 import { noteArrivals } from '@cache/http'
+import { watchFastifyRoutes } from './fastify-routes.js'
 import { installFront } from './front-install.js'
 import { noteFastifyApplication, routeHandlers } from './route-handlers.js'
 import { CACHE_BACKEND } from './tokens.js'
@@ -202,12 +203,15 @@ Inject(ApplicationConfig)(FrontInstaller, undefined as never, 3)
  * app runs (Fastify's `rewriteUrl`, a hook rewriting `request.raw.url`): `@CacheResponse` keys on
  * the target as sent and bypasses a rewritten one. Installed as the module is created, before Nest
  * registers middleware and routes (the instances it encapsulates copy the root's hooks). The
- * application is noted on its server with its cached handlers' `keyPrefix`es.
+ * application is noted on its server with its cached handlers' `keyPrefix`es, and its routes are
+ * watched from here on (`watchFastifyRoutes`: constraints, a `host` strategy of its own).
  */
 class FastifyTargets {
   constructor(adapterHost: HttpAdapterHost, modules: ModulesContainer) {
     const adapter = adapterHost?.httpAdapter
-    if (adapter?.getType?.() === 'fastify') noteFastifyApplication(adapter.getInstance(), modules)
+    if (adapter?.getType?.() !== 'fastify') return
+    noteFastifyApplication(adapter.getInstance(), modules)
+    watchFastifyRoutes(adapter.getInstance())
   }
 }
 Injectable()(FastifyTargets)

@@ -54,7 +54,7 @@ import {
 import { from, mergeMap, type Observable, of } from 'rxjs'
 import { expressBypass, sentUrlOf, watchExpressApp } from './express-platform.js'
 import { frontPassOf } from './front.js'
-import { EVERY_ROUTE, fastifyRoutesChosenByRequest, routeName } from './fastify-routes.js'
+import { fastifyAppChosenByRequest } from './fastify-routes.js'
 import { declare, siteOf } from './handler-sites.js'
 import { noteFastifyApplication } from './route-handlers.js'
 import { CACHE_BACKEND, CACHE_RESPONSE_OPTIONS } from './tokens.js'
@@ -76,7 +76,7 @@ export interface CacheResponseOptions extends HttpCacheOptions<any> {
    * hits no middleware, guard, interceptor, pipe or exception filter runs**, nor Express or Fastify
    * (their hooks included). Only for handlers whose stored response is the whole answer, the same
    * for every client, at a URL no middleware rewrites for some requests (the front answers by the
-   * URL as it arrived; on Fastify, `rewriteUrl` and route constraints other than `host` stop the
+   * URL as it arrived; on Fastify, `rewriteUrl` and route constraints other than the built-in `host` stop the
    * application at start-up). Not with `key` or `bypass` (functions of the platform's request,
    * which the front does not have): a `CacheConfigError`. Default: `false`.
    */
@@ -206,8 +206,8 @@ interface Platform {
    */
   sharedServer?(keyPrefix: string): string | undefined
   /**
-   * Fastify: whether the request's route is one Fastify chooses by the request besides its URL and
-   * host (a header constraint on it or on another route of its method and URL).
+   * Fastify: whether any route of the application is one Fastify chooses by the request besides
+   * its URL and built-in host (see `fastifyAppChosenByRequest`).
    */
   chosenByRoute?(): boolean
   /** Fastify: whether the server calls the app alone (its front's entries are then its own). */
@@ -350,8 +350,8 @@ export class CacheResponseInterceptor implements NestInterceptor {
 
   /**
    * One cache per controller and method (a method inherited by two controllers gets two), and
-   * another for the requests of its routes that Fastify chooses by a header constraint (`private`
-   * under `cacheControl`; a method may have several paths, not all constrained).
+   * another for an application whose Fastify routes are chosen by the request (`private` under
+   * `cacheControl`; one interceptor class may serve two applications).
    */
   private cacheFor(
     owner: Function,
@@ -517,7 +517,7 @@ function fastifyPlatform(request: any, reply: any): Platform {
     // Apps on one server (`serverFactory` returning a shared server) cache only under distinct prefixes.
     sharedServer: (keyPrefix) => fastifySharedServerBypass(server, keyPrefix),
     servedAlone: () => fastifyServerCallsAlone(server),
-    chosenByRoute: () => server !== undefined && routeChosenByRequest(server, request),
+    chosenByRoute: () => server !== undefined && fastifyAppChosenByRequest(server),
     ...(typeof server?.inject === 'function'
       ? {
           revalidate: (refresh: Refresh) => {
@@ -668,24 +668,6 @@ function fastifyHookHeaders(reply: any): ((touched?: ReadonlySet<string>) => voi
 }
 
 const NO_NAMES: ReadonlySet<string> = new Set()
-
-/**
- * Whether Fastify chose the route of `request` among others of its method and URL by something
- * of the request a CDN does not key on (see `fastifyRoutesChosenByRequest`). Free for apps without
- * such constraints; otherwise a read of the request's route options.
- */
-function routeChosenByRequest(instance: object, request: any): boolean {
-  const chosen = fastifyRoutesChosenByRequest(instance)
-  if (chosen.size === 0) return false
-  if (chosen.has(EVERY_ROUTE)) return true
-  const route = request.routeOptions as { method?: string | string[]; url?: string } | undefined
-  const url = route?.url
-  // A route whose URL cannot be read: as one of them.
-  if (typeof url !== 'string') return true
-  if (chosen.has(routeName(String(request.method), url))) return true
-  const methods = route?.method
-  return Array.isArray(methods) && methods.some((method) => chosen.has(routeName(method, url)))
-}
 
 const queryParsers = new WeakMap<object, boolean>()
 function parsesQueries(instance: object): boolean {

@@ -3,8 +3,12 @@
  * whoever declared it (a Nest handler, `@RouteConstraints`, an `onRoute` hook that added a
  * constraint, a route declared on the instance itself), as final as the router has it. Read from
  * `printRoutes({ commonPrefix: false })`, Fastify's only public listing of the router, which
- * writes a route's constraints as JSON after its methods.
+ * writes a route's constraints as JSON after its methods, and from an `onRoute` hook installed as
+ * early as Nest lets the module run (the listing drops some routes: a constrained wildcard beside
+ * a catch-all prints as `*`).
  */
+
+import { fastifyInstanceOptions } from '@cache/http'
 
 /** A route as the router holds it: methods, URL pattern, names of its constraints. */
 export interface FastifyRoute {
@@ -73,43 +77,155 @@ function constraintNames(json: string | undefined): string[] | undefined {
   }
 }
 
+/** A route Fastify was given after {@link watchFastifyRoutes}: its options object, final once Fastify is ready. */
+interface RouteOptionsSeen {
+  method?: string | string[]
+  url?: string
+  constraints?: unknown
+}
+
+/** What {@link watchFastifyRoutes} learned of an instance. */
+interface Watched {
+  routes: RouteOptionsSeen[]
+  /** A `host` strategy of the application's own was added (before or after the watch began). */
+  customHost: boolean
+}
+
+const watched = new WeakMap<object, Watched>()
+
+interface FastifyWatchable {
+  addHook(name: 'onRoute', hook: (route: RouteOptionsSeen) => void): unknown
+  hasConstraintStrategy?(name: string): boolean
+  addConstraintStrategy?(strategy: { name?: unknown }): unknown
+}
+
 /**
- * The routes (`METHOD url`, without a trailing slash) whose handler Fastify chooses by something of
- * the request other than its host and URL: those with such a constraint, and every other route of
- * their method and URL (chosen when that header is absent or names none of them). Read once per
- * instance, when its first cached request arrives (the routes are final by then).
+ * Starts knowing every route of `instance` as Fastify gets it: an `onRoute` hook keeps each
+ * route's options (read later: a hook registered after this one may still add a constraint to the
+ * same object), which also finds the routes the listing of {@link fastifyRoutes} drops (a
+ * constrained wildcard beside a catch-all). Whether `host` is find-my-way's built-in strategy is
+ * settled now, before Nest registers its routes: a `host` strategy is known to exist when one was
+ * added or a route uses the built-in one, so with no route using `host` yet it is the
+ * application's own; with such a route, adding one again says which (find-my-way refuses either
+ * way, naming the case). A `host` strategy added later is noted as it is added. Run once per
+ * instance, as early as Nest lets a provider run (before `app.init()` registers routes).
  */
-export function fastifyRoutesChosenByRequest(instance: object): ReadonlySet<string> {
+export function watchFastifyRoutes(instance: unknown): void {
+  const fastify = instance as Partial<FastifyWatchable> | null
+  if (fastify === null || typeof fastify !== 'object' || typeof fastify.addHook !== 'function') return
+  if (watched.has(fastify)) return
+  const state: Watched = { routes: [], customHost: false }
+  try {
+    fastify.addHook('onRoute', (route) => void state.routes.push(route))
+  } catch {
+    // Started already: the routes are final, and only the listing knows them.
+    return
+  }
+  watched.set(fastify, state)
+  if (fastify.hasConstraintStrategy?.('host') === true) {
+    const listed = fastifyRoutes(fastify)
+    const hostRoute =
+      listed === undefined ||
+      listed.some((route) => route.constraints === undefined || route.constraints.includes('host'))
+    state.customHost = hostRoute ? hostStrategyIsCustom(fastify) : true
+  }
+  const add = fastify.addConstraintStrategy
+  if (typeof add === 'function')
+    fastify.addConstraintStrategy = function (this: unknown, strategy) {
+      if (strategy?.name === 'host') state.customHost = true
+      return add.call(this, strategy)
+    }
+}
+
+/**
+ * Asks find-my-way to add a `host` strategy while one is known to exist: it refuses, saying
+ * whether a custom one exists or a route uses the built-in one. Anything else: custom.
+ */
+function hostStrategyIsCustom(fastify: Partial<FastifyWatchable>): boolean {
+  try {
+    fastify.addConstraintStrategy?.({
+      name: 'host',
+      storage: () => ({ get: () => null, set: () => undefined }),
+      deriveConstraint: (request: { headers: Record<string, unknown> }) => request.headers.host,
+    } as { name: string })
+  } catch (error) {
+    return !/already exists a route with host constraint/.test(String((error as Error)?.message))
+  }
+  return true
+}
+
+/** A route whose handler Fastify chooses by the request besides its URL, and the constraint that does. */
+export interface ChoosingRoute {
+  route: string
+  constraint: string
+}
+
+/**
+ * The first route of `instance` Fastify chooses by something of the request besides its URL and
+ * find-my-way's built-in host: a constraint of another name (`except` aside), or `host` when the
+ * application's host strategy is its own. From the listing and the routes seen by
+ * {@link watchFastifyRoutes}; `'unreadable'` when the listing cannot be read.
+ *
+ * @param except a constraint name the caller keys on itself (the front: `version` under Nest's
+ *   header or media-type versioning).
+ */
+export function fastifyChoosingRoute(
+  instance: object,
+  except?: string,
+): ChoosingRoute | 'unreadable' | undefined {
+  const listed = fastifyRoutes(instance)
+  if (listed === undefined) return 'unreadable'
+  const state = watched.get(instance)
+  const routes: FastifyRoute[] = [...listed]
+  for (const seen of state?.routes ?? [])
+    routes.push({
+      methods: Array.isArray(seen.method) ? seen.method.map(String) : [String(seen.method)],
+      url: String(seen.url),
+      constraints:
+        seen.constraints === undefined || seen.constraints === null
+          ? []
+          : typeof seen.constraints === 'object'
+            ? Object.keys(seen.constraints)
+            : undefined,
+    })
+  const customHost = hostIsCustom(instance, state, routes)
+  for (const route of routes) {
+    const constraint =
+      route.constraints === undefined
+        ? 'that cannot be read'
+        : route.constraints.find((name) => name !== except && (name !== 'host' || customHost))
+    if (constraint !== undefined) return { route: `${route.methods.join(',')} ${route.url}`, constraint }
+  }
+  return undefined
+}
+
+/**
+ * Whether `host` is a strategy of the application's own: given in Fastify's options, or as
+ * {@link watchFastifyRoutes} noted it; unwatched, whenever a route uses `host` (it may be).
+ */
+function hostIsCustom(instance: object, state: Watched | undefined, routes: FastifyRoute[]): boolean {
+  const options = fastifyInstanceOptions(instance)
+  const router = options?.routerOptions as { constraints?: Record<string, unknown> } | undefined
+  const given = options?.constraints as Record<string, unknown> | undefined
+  if (given?.host !== undefined || router?.constraints?.host !== undefined) return true
+  if (state !== undefined) return state.customHost
+  return routes.some((route) => route.constraints?.includes('host') === true)
+}
+
+/**
+ * Whether any route of `instance` is chosen by the request besides its URL and host (see
+ * {@link fastifyChoosingRoute}): then every cached handler of the application is `private` under
+ * `cacheControl`, whichever route a request took (routes are matched case-insensitively, by
+ * parameters or wildcards, so a page may be one of them without its route saying so). Read once
+ * per instance, when its first cached request arrives (the routes are final by then).
+ */
+export function fastifyAppChosenByRequest(instance: object): boolean {
   let chosen = chosenByInstance.get(instance)
   if (chosen === undefined) {
-    const found = new Set<string>()
-    const routes = fastifyRoutes(instance)
-    // Routes that cannot be listed: any of them may be chosen by the request.
-    if (routes === undefined) found.add(EVERY_ROUTE)
-    for (const route of routes ?? [])
-      if (route.constraints === undefined || route.constraints.some((name) => name !== 'host'))
-        for (const method of route.methods) found.add(routeName(method, route.url))
-    chosen = found
+    chosen = fastifyChoosingRoute(instance) !== undefined
     chosenByInstance.set(instance, chosen)
   }
   return chosen
 }
 
-const chosenByInstance = new WeakMap<object, ReadonlySet<string>>()
-
-/** In {@link fastifyRoutesChosenByRequest}'s answer: the router's routes could not be read. */
-export const EVERY_ROUTE = '*'
-
-/**
- * How {@link fastifyRoutesChosenByRequest} names a route: without a trailing slash, its parameters
- * unnamed (the listing writes a node's names together, `:id|:slug`), a wildcard route as any
- * (the listing loses a wildcard's static prefix). Coarser than the router, never finer: at worst a
- * route is `private` for a constraint on a similar one.
- */
-export function routeName(method: string, url: string): string {
-  if (url.endsWith('*')) return `${method} *`
-  const bare = url.length > 1 && url.endsWith('/') ? url.slice(0, -1) : url
-  return `${method} ${bare.replace(PARAMETERS, ':')}`
-}
-
-const PARAMETERS = /:[^/]*/g
+const chosenByInstance = new WeakMap<object, boolean>()

@@ -6,7 +6,7 @@ import { type CacheBackend, CacheConfigError } from '@cache/core'
 import { toBackend } from '@cache/core/backend'
 import { fastifyInstanceOptions } from '@cache/http'
 import { type CacheResponseOptions, cacheOptionsOf, httpCacheFor } from './cache-response.js'
-import { fastifyRoutes } from './fastify-routes.js'
+import { fastifyChoosingRoute } from './fastify-routes.js'
 import { FrontDoor } from './front.js'
 import { fingerprintValue, handlerFingerprint } from './handler-sites.js'
 import { type RouteHandler, routeHandlers } from './route-handlers.js'
@@ -67,9 +67,10 @@ const FASTIFY_ROUTE_CONSTRAINTS = '__fastify_route_constraints__'
  * On Fastify, routing that depends on the request in ways the front cannot see stops the
  * application: `rewriteUrl` (a function of the request that may send one URL to another handler
  * for some clients: the front would answer them with the entry of the URL as it arrived), and a
- * route constraint other than `host` (the key holds the host; a strategy of the application's
- * own, on a header, may route one URL to two handlers). Besides `@RouteConstraints`, the routes
- * as the router holds them are read now and again once Fastify is ready (an `onRoute` hook may
+ * route constraint other than find-my-way's built-in `host` (the key holds the host; a strategy
+ * of the application's own, on a header, even one named `host`, may route one URL to two
+ * handlers). Besides `@RouteConstraints`, the routes as the router holds them (and as the module's
+ * `onRoute` hook saw them) are read now and again once Fastify is ready (an `onRoute` hook may
  * have made a constraint of a route's config, a route declared on the instance or in a plugin
  * registered later may have one): `version` there is Nest's header or media-type versioning,
  * whose header the front's key holds; any other name, or `version` under another versioning,
@@ -117,25 +118,26 @@ function refuseFastifyRouting(
   }
 }
 
-/** Stops the application when a route of the router has a constraint the front's key does not hold. */
+/**
+ * Stops the application when a route of the router (listed, or seen by the `onRoute` hook the
+ * module installs) has a constraint the front's key does not hold: any but find-my-way's built-in
+ * `host` (a `host` strategy of the application's own too), and `version` unless keyed.
+ */
 function refuseRouterConstraints(instance: unknown, marked: string, versionKeyed: boolean): void {
-  const routes = fastifyRoutes(instance)
-  if (routes === undefined)
+  const choosing =
+    instance !== null && typeof instance === 'object'
+      ? fastifyChoosingRoute(instance, versionKeyed ? 'version' : undefined)
+      : 'unreadable'
+  if (choosing === 'unreadable')
     throw new CacheConfigError(
       'frontSkipsAllMiddleware',
       `${marked} is marked frontSkipsAllMiddleware, but the routes of the Fastify instance cannot be read (fastify.printRoutes() missing, or in a format this version of @cache/nestjs does not know): whether Fastify routes one URL to two handlers by a constraint cannot be checked. Remove the flag or front: true from CacheModule, or use the Fastify version this package is tested with`,
     )
-  for (const route of routes) {
-    const other =
-      route.constraints === undefined
-        ? 'that cannot be read'
-        : route.constraints.find((name) => name !== 'host' && (name !== 'version' || !versionKeyed))
-    if (other !== undefined)
-      throw new CacheConfigError(
-        'frontSkipsAllMiddleware',
-        `${marked} is marked frontSkipsAllMiddleware, but the Fastify route ${route.methods.join(',')} ${route.url} has a constraint ${other} (declared on the instance, by an onRoute hook, or with @RouteConstraints): Fastify may route one URL to two handlers by a function of the request that the front cannot run, so it could answer a request with another handler's entry. Remove the flag, front: true from CacheModule, or the constraint`,
-      )
-  }
+  if (choosing !== undefined)
+    throw new CacheConfigError(
+      'frontSkipsAllMiddleware',
+      `${marked} is marked frontSkipsAllMiddleware, but the Fastify route ${choosing.route} has a constraint ${choosing.constraint} (declared on the instance, by an onRoute hook, or with @RouteConstraints; host counts when the application's host strategy is its own): Fastify may route one URL to two handlers by a function of the request that the front cannot run, so it could answer a request with another handler's entry. Remove the flag, front: true from CacheModule, or the constraint`,
+    )
 }
 
 /** The route handlers whose `@CacheResponse` (of the method, else of the controller) sets the flag. */

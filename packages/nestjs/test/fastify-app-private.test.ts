@@ -1,0 +1,239 @@
+/**
+ * On Fastify, `cacheControl`'s `private` is decided for the whole application: once any route of
+ * the instance is chosen by something of the request besides its URL and find-my-way's built-in
+ * host (a header constraint, a `host` strategy of the application's own), a CDN keying on the URL
+ * could hand one client's page to another, on routes the package cannot match exactly (a
+ * case-insensitive router, a parametric sibling, a wildcard the listing drops). The front door
+ * refuses the same applications.
+ */
+import 'reflect-metadata'
+import { CacheConfigError, resetCache } from '@cache/core'
+import { memoryBackend } from '@cache/memory'
+import { Controller, Get, type INestApplication, Module, Param } from '@nestjs/common'
+import { NestFactory } from '@nestjs/core'
+import { FastifyAdapter, RouteConfig, RouteConstraints } from '@nestjs/platform-fastify'
+import type { FastifyInstance } from 'fastify'
+import { afterEach, describe, expect, it } from 'vitest'
+import { CacheModule, CacheResponse } from '../src/index.js'
+import { headerStrategy, send } from './harness.js'
+
+const apps: INestApplication[] = []
+afterEach(async () => {
+  for (const app of apps.splice(0)) await app.close()
+  await resetCache()
+})
+
+async function start(
+  controllers: Function[],
+  options: {
+    front?: boolean
+    fastify?: ConstructorParameters<typeof FastifyAdapter>[0]
+    instance?: (fastify: FastifyInstance) => void
+  } = {},
+) {
+  class AppModule {}
+  Module({
+    imports: [
+      CacheModule.forRoot({
+        backend: memoryBackend(),
+        front: options.front ?? false,
+        closeOnShutdown: false,
+      }),
+    ],
+    controllers: controllers as never[],
+  })(AppModule)
+  const adapter = new FastifyAdapter(options.fastify)
+  options.instance?.(adapter.getInstance<FastifyInstance>())
+  const app = await NestFactory.create(AppModule, adapter, { logger: false, abortOnError: false })
+  apps.push(app)
+  await app.listen(0, '127.0.0.1')
+  return (await app.getUrl()).replace('[::1]', '127.0.0.1')
+}
+
+const tenant = (fastify: FastifyInstance) =>
+  fastify.addConstraintStrategy(headerStrategy('tenant', 'x-tenant'))
+/** A `host` strategy of the application's own: routes by X-Tenant, not by the Host header. */
+const tenantAsHost = (fastify: FastifyInstance) =>
+  fastify.addConstraintStrategy(headerStrategy('host', 'x-tenant'))
+/** Turns a route's `config.tenant` into a tenant constraint. */
+const tenantFromConfig = (fastify: FastifyInstance) => {
+  tenant(fastify)
+  fastify.addHook('onRoute', (route) => {
+    const value = (route.config as { tenant?: string } | undefined)?.tenant
+    if (value !== undefined) route.constraints = { ...route.constraints, tenant: value }
+  })
+}
+
+function hostPages(front: boolean) {
+  const options = { ttl: 60, cacheControl: true, frontSkipsAllMiddleware: front } as const
+  @Controller('page')
+  class PageA {
+    @Get()
+    @RouteConstraints({ host: 'tenant-a' })
+    @CacheResponse(options)
+    get() {
+      return { tenant: 'A' }
+    }
+  }
+  @Controller('page')
+  class PageB {
+    @Get()
+    @RouteConstraints({ host: 'tenant-b' })
+    @CacheResponse(options)
+    get() {
+      return { tenant: 'B' }
+    }
+  }
+  return [PageA, PageB]
+}
+
+function wildcardFiles(front: boolean) {
+  const options = { ttl: 60, cacheControl: true, frontSkipsAllMiddleware: front } as const
+  @Controller()
+  class TenantFiles {
+    @Get('files/*')
+    @RouteConfig({ tenant: 'a' })
+    @CacheResponse(options)
+    get() {
+      return { files: 'tenant a' }
+    }
+  }
+  @Controller()
+  class Files {
+    @Get('files/*')
+    @CacheResponse(options)
+    get() {
+      return { files: 'public' }
+    }
+  }
+  @Controller()
+  class Fallback {
+    @Get('*')
+    get() {
+      return { page: 'fallback' }
+    }
+  }
+  return [TenantFiles, Files, Fallback]
+}
+
+describe('a host constraint strategy of the application own (platform-fastify)', () => {
+  it('cacheControl: private on pages its host strategy chose by a request header', async () => {
+    const url = await start(hostPages(false), { instance: tenantAsHost })
+    for (const who of ['tenant-a', 'tenant-a', 'tenant-b', 'tenant-b']) {
+      const reply = await send(url, '/page', { headers: { 'x-tenant': who } })
+      expect(JSON.parse(reply.text)).toEqual({ tenant: who === 'tenant-a' ? 'A' : 'B' })
+      expect(reply.headers['cache-control']).toMatch(/^private/)
+    }
+  })
+
+  it('the built-in host strategy alone keeps public', async () => {
+    const url = await start(hostPages(false))
+    for (const _ of [1, 2]) {
+      const reply = await send(url, '/page', { headers: { host: 'tenant-b' } })
+      expect(JSON.parse(reply.text)).toEqual({ tenant: 'B' })
+      expect(reply.headers['cache-control']).toBe('public, max-age=60')
+    }
+  })
+
+  it('front: true: the application does not start', async () => {
+    const started = start(hostPages(true), { front: true, instance: tenantAsHost })
+    await expect(started).rejects.toThrow(CacheConfigError)
+    await expect(started).rejects.toThrow(/frontSkipsAllMiddleware.*constraint host/)
+  })
+})
+
+describe('a constrained wildcard route beside a catch-all (platform-fastify)', () => {
+  it('cacheControl: private on the pages the tenant constraint chose', async () => {
+    const url = await start(wildcardFiles(false), { instance: tenantFromConfig })
+    for (const who of ['a', 'a', undefined, undefined]) {
+      const reply = await send(
+        url,
+        '/files/report.pdf',
+        who === undefined ? {} : { headers: { 'x-tenant': who } },
+      )
+      expect(JSON.parse(reply.text)).toEqual({ files: who === 'a' ? 'tenant a' : 'public' })
+      expect(reply.headers['cache-control']).toMatch(/^private/)
+    }
+  })
+
+  it('front: true: the application does not start', async () => {
+    const started = start(wildcardFiles(true), { front: true, instance: tenantFromConfig })
+    await expect(started).rejects.toThrow(CacheConfigError)
+    await expect(started).rejects.toThrow(/frontSkipsAllMiddleware.*constraint tenant/)
+  })
+})
+
+describe('routes the package cannot match to the listing (platform-fastify)', () => {
+  it('caseSensitive: false and a capitalised controller path: private on the page a header chose', async () => {
+    @Controller('Reports')
+    class TenantReports {
+      @Get()
+      @RouteConstraints({ tenant: 'a' } as never)
+      @CacheResponse({ ttl: 60, cacheControl: true })
+      get() {
+        return { reports: 'a' }
+      }
+    }
+    @Controller('Reports')
+    class Reports {
+      @Get()
+      @CacheResponse({ ttl: 60, cacheControl: true })
+      get() {
+        return { reports: 'default' }
+      }
+    }
+    const url = await start([TenantReports, Reports], {
+      fastify: { routerOptions: { caseSensitive: false } } as never,
+      instance: tenant,
+    })
+    for (const [who, body] of [
+      ['a', 'a'],
+      [undefined, 'default'],
+    ] as const) {
+      const reply = await send(url, '/Reports', who === undefined ? {} : { headers: { 'x-tenant': who } })
+      expect(JSON.parse(reply.text)).toEqual({ reports: body })
+      expect(reply.headers['cache-control']).toMatch(/^private/)
+    }
+  })
+
+  it('a constrained static route beside an unconstrained parametric one: private on the generic page', async () => {
+    @Controller()
+    class Me {
+      @Get('users/me')
+      @RouteConstraints({ tenant: 'a' } as never)
+      @CacheResponse({ ttl: 60, cacheControl: true })
+      get() {
+        return { page: 'tenant a me' }
+      }
+    }
+    @Controller()
+    class Users {
+      @Get('users/:id')
+      @CacheResponse({ ttl: 60, cacheControl: true })
+      get(@Param('id') id: string) {
+        return { page: 'generic', id }
+      }
+    }
+    const url = await start([Me, Users], { instance: tenant })
+    const mine = await send(url, '/users/me', { headers: { 'x-tenant': 'a' } })
+    expect(JSON.parse(mine.text)).toEqual({ page: 'tenant a me' })
+    expect(mine.headers['cache-control']).toMatch(/^private/)
+    const generic = await send(url, '/users/me')
+    expect(JSON.parse(generic.text)).toEqual({ page: 'generic', id: 'me' })
+    expect(generic.headers['cache-control']).toMatch(/^private/)
+  })
+
+  it('an application without constraints keeps public', async () => {
+    @Controller()
+    class Users {
+      @Get('users/:id')
+      @CacheResponse({ ttl: 60, cacheControl: true })
+      get(@Param('id') id: string) {
+        return { id }
+      }
+    }
+    const url = await start([Users], { instance: tenant })
+    for (const _ of [1, 2])
+      expect((await send(url, '/users/me')).headers['cache-control']).toBe('public, max-age=60')
+  })
+})
