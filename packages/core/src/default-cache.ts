@@ -186,6 +186,11 @@ export function cacheGet<T = unknown>(key: string): Promise<T | undefined> {
 
 /** `set` on the default cache. `ttl` in seconds or a duration string. */
 export function cacheSet(key: string, value: unknown, ttl?: Duration): Promise<void> {
+  // A fourth argument (`{ tags }`) would be dropped: the entry would outlive an invalidateTags().
+  if (arguments.length > 3)
+    throw new TypeError(
+      `cacheSet(key, value, ttl) takes 3 arguments, got ${arguments.length}: an entry with tags is written by getOrSet(backend, key, fn, { tags }) or a function memoized with cached(fn, { tags })`,
+    )
   checkTtl(ttl)
   return getBackend().set(key, value, ttl)
 }

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
+import { types } from 'node:util'
 import { CacheConfigError } from './errors.js'
 
 /*
@@ -49,13 +50,16 @@ const ARROW_START = /^(?:async\s*)?(?:\(|[\p{ID_Start}$_][\p{ID_Continue}$\u200c
 /**
  * Whether `fn`'s result may depend on the receiver of a call (`obj.fn()`'s `obj`). False for arrow
  * functions (their `this` is the one around them), bound functions, and functions whose text never
- * names `this`, `super` or `eval`; true otherwise, native functions included. A word in a comment
- * or a string counts: when in doubt, it may.
+ * names `this`, `super` or `eval` (nor any `\u` escape); true otherwise, native functions and
+ * Proxies included. A word in a comment or a string counts: when in doubt, it may.
  */
 export function readsReceiver(fn: Function): boolean {
+  // A Proxy's `apply` trap may call anything with the receiver, whatever its target's text.
+  if (types.isProxy(fn)) return true
   const text = sourceOf(fn)
   if (text === undefined) return !fn.name.startsWith('bound ')
-  if (!RECEIVER_WORDS.test(text)) return false
+  // An identifier spelled with escapes (`ev\u0061l`) names what the words above would not find.
+  if (!RECEIVER_WORDS.test(text) && !text.includes('\\u')) return false
   // A function with a `prototype` (a `function`, a generator, a class) is no arrow; nor is a
   // method named `async`, whose text (`async(a) {…}`) starts like one.
   if (Object.hasOwn(fn, 'prototype') || /^async\s+function\b/.test(text) || fn.name === 'async') return true

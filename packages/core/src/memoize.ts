@@ -605,6 +605,15 @@ class MethodNaming implements Naming {
         : typeof thisArg === 'object' && thisArg !== null
           ? Object.getPrototypeOf(thisArg)?.constructor
           : undefined
+    // Objects no class tells apart (made from a plain prototype, object literals a method was
+    // put on, a null prototype): keyed alike, one would get another's result.
+    if (
+      typeof thisArg === 'object' &&
+      thisArg !== null &&
+      (cls === Object || typeof cls !== 'function') &&
+      this.options.key === undefined
+    )
+      throw this.classless()
     const runtime = typeof cls === 'function' ? cls : this.definingClass
     if (runtime === undefined) throw this.unknownClass()
     let prefix = this.byClass.get(runtime)
@@ -626,6 +635,14 @@ class MethodNaming implements Naming {
     if (this.options.name !== undefined)
       return `${keySegment(this.namespace)}:${nameSegment(this.options.name)}:`
     throw this.unknownClass()
+  }
+
+  private classless(): CacheConfigError {
+    return new CacheConfigError(
+      'key',
+      `@cache(): ${this.display}() was called on a plain object (its class is Object, or it has no class), whose keys would name no class: calls on two such objects would share one result. ` +
+        'Put the method on a class, or give a `key` option if its result depends on its arguments alone',
+    )
   }
 
   private prefixOf(runtime: Function): string {

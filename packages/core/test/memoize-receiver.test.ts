@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { CacheConfigError, cached } from '../src/index.js'
+import { CacheConfigError, type CacheOptions, cache, cached } from '../src/index.js'
 import { memoryBackend } from './installed-backends.js'
 
 /*
@@ -158,5 +158,88 @@ describe('which functions read `this`', () => {
     }
     expect(() => service.url('/x')).toThrow(/url\(\) reads `this`/)
     expect(() => service.viaSuper('/x')).toThrow(/viaSuper\(\) reads `this`/)
+  })
+})
+
+describe('@cache() applied by hand to objects no class tells apart', () => {
+  /** The legacy decorator form, as plain JavaScript applies it. */
+  const decorate = (target: object, method: string, options: CacheOptions) => {
+    const descriptor = Object.getOwnPropertyDescriptor(target, method)!
+    Object.defineProperty(target, method, cache(options)(target, method, descriptor) ?? descriptor)
+  }
+
+  it('refuses a call on objects made from a plain prototype: users never get orders', async () => {
+    const backend = memoryBackend()
+    const proto = {
+      async find(this: { table: string }, id: number) {
+        return { table: this.table, id }
+      },
+    }
+    decorate(proto, 'find', { backend, ttl: 60 })
+    const users = Object.assign(Object.create(proto), { table: 'users' })
+    const orders = Object.assign(Object.create(proto), { table: 'orders' })
+    // Before: orders.find(1) answered { table: 'users', id: 1 }.
+    await expect(users.find(1)).rejects.toThrow(CacheConfigError)
+    await expect(orders.find(1)).rejects.toThrow(/plain object|no class/)
+  })
+
+  it('refuses a decorated method borrowed onto object literals, or called on a null-prototype object', async () => {
+    const backend = memoryBackend()
+    class Repo {
+      constructor(readonly table: string) {}
+      async find(id: number) {
+        return `${this.table}:${id}`
+      }
+    }
+    decorate(Repo.prototype, 'find', { backend, ttl: 60 })
+    expect(await new Repo('repos').find(1)).toBe('repos:1')
+    const invoices = { table: 'invoices', find: Repo.prototype.find }
+    const payments = { table: 'payments', find: Repo.prototype.find }
+    // Before: payments.find(1) answered invoices:1.
+    await expect(invoices.find(1)).rejects.toThrow(CacheConfigError)
+    await expect(payments.find(1)).rejects.toThrow(CacheConfigError)
+    const bare = Object.assign(Object.create(null), { table: 'bare' })
+    // Before: keyed as a Repo, answered repos:1.
+    await expect(Repo.prototype.find.call(bare, 1)).rejects.toThrow(CacheConfigError)
+  })
+
+  it('with a key, the caller says the result is the arguments alone: accepted', async () => {
+    const backend = memoryBackend()
+    const proto = {
+      async find(id: number) {
+        return { id }
+      },
+    }
+    decorate(proto, 'find', { backend, ttl: 60, key: (id: number) => `find:${id}` } as never)
+    const one = Object.create(proto)
+    expect(await one.find(1)).toEqual({ id: 1 })
+  })
+})
+
+describe('cached() on functions whose text does not show that they read `this`', () => {
+  it('refuses a Proxy over a bound function whose apply trap passes the receiver on', async () => {
+    const backend = memoryBackend()
+    async function find(this: { tenant: string }, id: number) {
+      return `${this.tenant}:${id}`
+    }
+    const proxied = new Proxy(find.bind(undefined as never), {
+      apply: (_target, self, args: [number]) => find.apply(self, args),
+    })
+    const memo = cached(proxied, { name: 'proxiedFind', backend, ttl: 60 })
+    const acme = { tenant: 'acme', find: memo }
+    const globex = { tenant: 'globex', find: memo }
+    // Before: globex.find(7) answered acme:7.
+    await expect(acme.find(7)).rejects.toThrow(CacheConfigError)
+    await expect(globex.find(7)).rejects.toThrow(CacheConfigError)
+  })
+
+  it('refuses a function whose text spells a word with a \\u escape (a direct eval of this)', async () => {
+    const backend = memoryBackend()
+    const find = new Function('id', 'return ev\\u0061l("th" + "is.tenant") + ":" + id') as (
+      id: number,
+    ) => string
+    const memo = cached(find, { name: 'escapedFind', backend, ttl: 60 })
+    const acme = { tenant: 'acme', find: memo }
+    expect(() => acme.find(7)).toThrow(CacheConfigError)
   })
 })

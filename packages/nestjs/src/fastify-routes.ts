@@ -106,8 +106,8 @@ interface FastifyWatchable {
  * constrained wildcard beside a catch-all). Whether `host` is find-my-way's built-in strategy is
  * settled now, before Nest registers its routes: a `host` strategy is known to exist when one was
  * added or a route uses the built-in one, so with no route using `host` yet it is the
- * application's own; with such a route, adding one again says which (find-my-way refuses either
- * way, naming the case). A `host` strategy added later is noted as it is added. Run once per
+ * application's own; with such a route (declared on the instance before Nest's) it cannot be told,
+ * and is taken as the application's. A `host` strategy added later is noted as it is added. Run once per
  * instance, as early as Nest lets a provider run (before `app.init()` registers routes).
  */
 export function watchFastifyRoutes(instance: unknown): void {
@@ -122,36 +122,15 @@ export function watchFastifyRoutes(instance: unknown): void {
     return
   }
   watched.set(fastify, state)
-  if (fastify.hasConstraintStrategy?.('host') === true) {
-    const listed = fastifyRoutes(fastify)
-    const hostRoute =
-      listed === undefined ||
-      listed.some((route) => route.constraints === undefined || route.constraints.includes('host'))
-    state.customHost = hostRoute ? hostStrategyIsCustom(fastify) : true
-  }
+  // Yes with a route using `host` declared before Nest's too: that cannot be told from a strategy
+  // of the application's, and is taken as one (private, no front).
+  if (fastify.hasConstraintStrategy?.('host') === true) state.customHost = true
   const add = fastify.addConstraintStrategy
   if (typeof add === 'function')
     fastify.addConstraintStrategy = function (this: unknown, strategy) {
       if (strategy?.name === 'host') state.customHost = true
       return add.call(this, strategy)
     }
-}
-
-/**
- * Asks find-my-way to add a `host` strategy while one is known to exist: it refuses, saying
- * whether a custom one exists or a route uses the built-in one. Anything else: custom.
- */
-function hostStrategyIsCustom(fastify: Partial<FastifyWatchable>): boolean {
-  try {
-    fastify.addConstraintStrategy?.({
-      name: 'host',
-      storage: () => ({ get: () => null, set: () => undefined }),
-      deriveConstraint: (request: { headers: Record<string, unknown> }) => request.headers.host,
-    } as { name: string })
-  } catch (error) {
-    return !/already exists a route with host constraint/.test(String((error as Error)?.message))
-  }
-  return true
 }
 
 /** A route whose handler Fastify chooses by the request besides its URL, and the constraint that does. */

@@ -215,14 +215,15 @@ describe('the front door and constraints not declared with @RouteConstraints (pl
     )
   })
 
-  it('a route with a host constraint declared on the Fastify instance: the application starts', async () => {
-    const url = await start([FrontDefaultItems], {
+  it('a route with a host constraint declared on the Fastify instance before Nest: refused (its strategy cannot be told from one of the app)', async () => {
+    // find-my-way says a host strategy exists both when the app added its own and once a route
+    // uses the built-in one: with such a route declared before the module runs, it cannot tell.
+    const started = start([FrontDefaultItems], {
       front: true,
       instance: (fastify) =>
         void fastify.get('/other', { constraints: { host: 'other.example' } }, async () => ({ other: true })),
     })
-    expect(JSON.parse((await send(url, '/items')).text)).toEqual({ tenant: 'default' })
-    expect(String((await send(url, '/items')).headers['cache-status'])).toMatch(/hit/)
+    await expect(started).rejects.toThrow(/frontSkipsAllMiddleware.*constraint host/)
   })
 })
 
