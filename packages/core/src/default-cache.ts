@@ -185,11 +185,11 @@ export function cacheGet<T = unknown>(key: string): Promise<T | undefined> {
 }
 
 /** `set` on the default cache. `ttl` in seconds or a duration string. */
-export function cacheSet(key: string, value: unknown, ttl?: Duration): Promise<void> {
+export function cacheSet(key: string, value: unknown, ttl?: Duration, ...extra: never[]): Promise<void> {
   // A fourth argument (`{ tags }`) would be dropped: the entry would outlive an invalidateTags().
-  if (arguments.length > 3)
+  if (extra.length > 0)
     throw new TypeError(
-      `cacheSet(key, value, ttl) takes 3 arguments, got ${arguments.length}: an entry with tags is written by getOrSet(backend, key, fn, { tags }) or a function memoized with cached(fn, { tags })`,
+      `cacheSet(key, value, ttl) takes 3 arguments, got ${3 + extra.length}: an entry with tags is written by getOrSet(backend, key, fn, { tags }) or a function memoized with cached(fn, { tags })`,
     )
   checkTtl(ttl)
   return getBackend().set(key, value, ttl)

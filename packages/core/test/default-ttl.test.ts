@@ -106,6 +106,17 @@ describe('the default TTL of the configured default cache', () => {
     expect(() => configFromEnv({ CACHE_DEFAULT_TTL: 'never' })).toThrow(/^CACHE_DEFAULT_TTL: "never"/)
   })
 
+  it('cacheSet refuses a fourth argument ({ tags }) rather than drop it: the entry would outlive invalidateTags()', async () => {
+    const backend = new MapBackend()
+    configureCache(backend as never)
+    // Before: stored without tags, and served after invalidateTags(['product:1']) resolved.
+    const withTags = () =>
+      (cacheSet as (...args: unknown[]) => Promise<void>)('p', 1, 60, { tags: ['product:1'] })
+    expect(withTags).toThrow(TypeError)
+    expect(withTags).toThrow(/takes 3 arguments.*getOrSet/)
+    expect(backend.rows.has('p')).toBe(false)
+  })
+
   it('does not touch a backend given as an instance: it keeps its own default', async () => {
     const backend = new MapBackend()
     configureCache(backend as never)
