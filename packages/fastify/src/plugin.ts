@@ -1481,8 +1481,8 @@ function lookupHook(
       return
     }
     if (result instanceof Promise)
-      result.then((settled) => act(settled, request, reply, varyEncoding, done), done)
-    else act(result, request, reply, varyEncoding, done)
+      result.then((settled) => act(settled, request, reply, varyEncoding, done, routeCache), done)
+    else act(result, request, reply, varyEncoding, done, routeCache)
   }
 }
 
@@ -1493,6 +1493,8 @@ const failed = new WeakSet<ServerResponse>()
 
 /** Hits found by a request's lookup, answered by the route's handler (see {@link answersHits}). */
 const hits = new WeakMap<FastifyRequest, LookupResult>()
+/** Routes whose handler a hook replaced, found at a request (warned once). */
+const handlerReplaced = new WeakSet<RouteCache>()
 /** Misses found by a request's lookup, recorded from the route's handler (see {@link answersHits}). */
 const pendingMisses = new WeakMap<FastifyRequest, { result: MissResult; varyEncoding: boolean }>()
 /** The handler each {@link answersHits} wrapper stands for: the route's identity describes it. */
@@ -1543,6 +1545,7 @@ function act(
   reply: FastifyReply,
   varyEncoding: boolean,
   done: HookHandlerDoneFunction,
+  routeCache: RouteCache,
 ): void {
   lookedUp.add(request)
   if (result.kind === 'hit' || result.kind === 'not-modified') {
@@ -1555,7 +1558,16 @@ function act(
     // A hook after the lookup answered (a guard), or the route's handler is not the cache's (a
     // hook replaced it): nothing to store, and the requests waiting on this miss go on.
     const abandoned = () => {
-      if (pendingMisses.delete(request)) result.recorder.abort("the route's handler did not run")
+      if (!pendingMisses.delete(request)) return
+      result.recorder.abort("the route's handler did not run")
+      // A success no hook of the cache's saw: the route's handler is not the one the cache
+      // wrapped. Said once per route: none of its responses can be stored.
+      if (reply.raw.statusCode < 300 && !handlerReplaced.has(routeCache)) {
+        handlerReplaced.add(routeCache)
+        request.log.warn(
+          `cachePlugin: route ${methodsOf(routeCache.route)} ${routeCache.announced} answered without the handler the cache wrapped (an onRoute hook replaced route.handler without calling the one it had): its responses are not cached`,
+        )
+      }
     }
     reply.raw.once('finish', abandoned).once('close', abandoned)
     done()

@@ -255,3 +255,29 @@ describe("a plugin that wraps a cached route's preHandler hooks after the route 
     expect(bob.headers['x-served-to']).toBe('bob')
   })
 })
+
+describe("a plugin that replaces a cached route's handler without calling the one it had", () => {
+  it('leaves the route uncached, warned once, and never answers from an entry', async () => {
+    const lines: { level: number; msg: string }[] = []
+    const stream = { write: (line: string) => void lines.push(JSON.parse(line)) }
+    const fastify = app({ logger: { level: 'warn', stream } })
+    await fastify.register(cachePlugin, { backend: memoryBackend(), ttl: 60 })
+    let mocked = 0
+    await fastify.register(
+      fp(async (scope: FastifyInstance) => {
+        scope.addHook('onRoute', (route: RouteOptions) => {
+          route.handler = async () => `mock ${++mocked}`
+        })
+      }),
+    )
+    fastify.get('/data', { config: { cache: true } as never }, async () => 'real')
+    await fastify.ready()
+    for (let i = 1; i <= 3; i++) {
+      const reply = await fastify.inject({ url: '/data' })
+      expect(reply.body).toBe(`mock ${i}`)
+      expect(reply.headers['cache-status'] ?? '').not.toMatch(/hit/)
+    }
+    // Before: nothing said the route was no longer cached.
+    expect(lines.filter((line) => /handler the cache wrapped/.test(line.msg))).toHaveLength(1)
+  })
+})
