@@ -260,6 +260,14 @@ export function checkClientOptions(client: RedisClient, namespace: string): void
         `${holder} has enableAutoPipelining: true, with which ioredis sends the backend's Lua scripts (incr, getEntry, atomicUpdate, compareAndDelete) as unknown commands. Give the backend a client without it; the backend writes the calls of one tick together itself (coalesce)`,
       )
   }
+  // A database other than 0: when a reconnect's SELECT is refused (a restarted server with fewer
+  // databases), the commands ioredis resends go out after it, into DB 0.
+  const db = Number((own as RedisOptions).db ?? 0)
+  if (!client.isCluster && db !== 0 && (own as RedisOptions).autoResendUnfulfilledCommands !== false)
+    throw new CacheConfigError(
+      'autoResendUnfulfilledCommands',
+      `${where} selects database ${db} and resends the commands a dropped connection left unanswered (autoResendUnfulfilledCommands, on by default): after a reconnect whose SELECT the server refuses, they would run in database 0. Give the backend a client with autoResendUnfulfilledCommands: false, or the URL or options to build its own`,
+    )
   // Replicas answer from before writes the master acknowledged: a getMany or a memoized call
   // would read values older than a set or an invalidation that resolved.
   if (client.isCluster && own.scaleReads !== undefined && own.scaleReads !== 'master')

@@ -527,6 +527,8 @@ export class Connection {
   }
 
   private readonly onReady = (): void => {
+    // Ready on DB 0 after the server refused the database: no recovery, nothing is sent on it.
+    if (this.refusedSelect !== undefined) return
     this.lastError = undefined
     this.slowness.answered()
     this.recovered()

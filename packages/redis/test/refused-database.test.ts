@@ -92,7 +92,12 @@ describe.each(connections)('a database the server refuses, given as %s', (_name,
 describe('a client passed in whose database the server refuses', () => {
   it('is refused too: the operations fail with CacheConfigError, nothing lands in DB 0, the client stays yours', async () => {
     const namespace = fresh()
-    const client = new Redis({ host: redis.host, port: redis.port, db: 99 })
+    const client = new Redis({
+      host: redis.host,
+      port: redis.port,
+      db: 99,
+      autoResendUnfulfilledCommands: false,
+    })
     try {
       const cache = redisBackend(client, { namespace, logger: false })
       opened.push(cache)
@@ -105,6 +110,81 @@ describe('a client passed in whose database the server refuses', () => {
       client.disconnect()
     }
   })
+})
+
+describe('a client passed in with a database other than 0 and ioredis resending commands', () => {
+  it('is refused when the backend is made: after a reconnect whose SELECT fails, the resent commands would run in DB 0', () => {
+    const client = new Redis({ host: redis.host, port: redis.port, db: 5, lazyConnect: true })
+    try {
+      // Before: accepted; after a restart with fewer databases, in-flight writes landed in DB 0.
+      expect(() => redisBackend(client, { namespace: fresh(), logger: false })).toThrow(CacheConfigError)
+      expect(() => redisBackend(client, { namespace: fresh(), logger: false })).toThrow(
+        /autoResendUnfulfilledCommands/,
+      )
+    } finally {
+      client.disconnect()
+    }
+  })
+
+  it('is accepted with autoResendUnfulfilledCommands: false, and writes into its database', async () => {
+    const namespace = fresh()
+    const client = new Redis({
+      host: redis.host,
+      port: redis.port,
+      db: 5,
+      autoResendUnfulfilledCommands: false,
+    })
+    try {
+      const cache = redisBackend(client, { namespace, logger: false })
+      opened.push(cache)
+      await cache.set('k', 'v', 60)
+      expect(await db0.keys(`${namespace}*`)).toEqual([])
+      expect((await client.keys(`${namespace}*`)).length).toBe(1)
+    } finally {
+      client.disconnect()
+    }
+  })
+})
+
+describe('a server restarted with fewer databases under a client passed in', () => {
+  it('refuses every later operation, writes nothing into DB 0, and never logs that it "answers again"', async () => {
+    const first = await startRedis({ spawn: true })
+    const namespace = fresh()
+    const client = new Redis({
+      host: first.host,
+      port: first.port,
+      db: 5,
+      autoResendUnfulfilledCommands: false,
+      retryStrategy: () => 50,
+    })
+    const logger = recorder()
+    const cache = redisBackend(client, { namespace, logger })
+    let second: RedisServer | undefined
+    try {
+      await cache.set('before', 1, 60)
+      await first.stop()
+      second = await startRedis({ spawn: true, port: first.port, args: ['--databases', '2'] })
+      const zero = new Redis({ host: second.host, port: second.port, db: 0 })
+      try {
+        let refused = false
+        for (let i = 0; i < 100 && !refused; i++) {
+          refused = (await cache.set(`k${i}`, i, 60).catch((e: unknown) => e)) instanceof CacheConfigError
+          if (!refused) await new Promise((resolve) => setTimeout(resolve, 30))
+        }
+        expect(refused).toBe(true)
+        expect(await cache.incr('n').catch((e: unknown) => e)).toBeInstanceOf(CacheConfigError)
+        expect(await zero.keys(`${namespace}*`)).toEqual([])
+        // Before: "answers again" followed the refusal in the log.
+        expect(logger.lines.filter((line) => /answers again/.test(line))).toEqual([])
+      } finally {
+        zero.disconnect()
+      }
+    } finally {
+      await cache.close()
+      client.disconnect()
+      await second?.stop()
+    }
+  }, 30_000)
 })
 
 describe('a database the server has', () => {
