@@ -551,14 +551,30 @@ function refuseOtherTtlUnits(store: unknown): void {
       'backend',
       'a Map has no TTL (its set ignores one: entries would never expire): use memoryBackend() from @cache/memory, or defineBackend() over get/set/delete functions of your own',
     )
-  const named = (store as { constructor?: { name?: unknown } }).constructor?.name
+  // Keyv, its storage adapters (KeyvRedis, KeyvSqlite…), and classes extending either.
+  let keyv: string | undefined
+  for (
+    let proto = Object.getPrototypeOf(store);
+    proto !== null && keyv === undefined;
+    proto = Object.getPrototypeOf(proto)
+  ) {
+    const named = (proto as { constructor?: { name?: unknown } }).constructor?.name
+    if (typeof named === 'string' && /^Keyv/.test(named)) keyv = named
+  }
+  if (keyv !== undefined && typeof (store as { opts?: unknown }).opts === 'object')
+    throw new CacheConfigError(
+      'backend',
+      `a ${keyv} (Keyv takes TTLs in milliseconds, a backend's set gets seconds: a 60 s entry would be gone after 60 ms): wrap it with keyvBackend() from @cache/keyv`,
+    )
+  // lru-cache's LRUCache (its class name is minified): its set takes options, not a TTL.
+  const lru = store as { getRemainingTTL?: unknown; peek?: unknown; dump?: unknown }
   if (
-    typeof named === 'string' &&
-    /^Keyv/.test(named) &&
-    typeof (store as { opts?: unknown }).opts === 'object'
+    typeof lru.getRemainingTTL === 'function' &&
+    typeof lru.peek === 'function' &&
+    typeof lru.dump === 'function'
   )
     throw new CacheConfigError(
       'backend',
-      `a ${named} (Keyv takes TTLs in milliseconds, a backend's set gets seconds: a 60 s entry would be gone after 60 ms): wrap it with keyvBackend() from @cache/keyv`,
+      'an lru-cache LRUCache (its set takes an options object and ignores a TTL in seconds: entries would never expire): use memoryBackend() from @cache/memory, which is built on it',
     )
 }

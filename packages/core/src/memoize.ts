@@ -605,15 +605,19 @@ class MethodNaming implements Naming {
         : typeof thisArg === 'object' && thisArg !== null
           ? Object.getPrototypeOf(thisArg)?.constructor
           : undefined
-    // Objects no class tells apart (made from a plain prototype, object literals a method was
-    // put on, a null prototype): keyed alike, one would get another's result.
-    if (
-      typeof thisArg === 'object' &&
-      thisArg !== null &&
-      (cls === Object || typeof cls !== 'function') &&
-      this.options.key === undefined
-    )
-      throw this.classless()
+    // Receivers no class of their own tells apart: objects made from a plain prototype, object
+    // literals a method was put on, a null prototype, an object whose `constructor` it inherits
+    // from further up its chain (an ES5 subclass, `Object.create(instance)`), and primitives
+    // (a method put on String.prototype). Keyed alike, one would get another's result.
+    if (this.options.key === undefined && thisArg !== undefined && typeof thisArg !== 'function') {
+      const own =
+        typeof thisArg === 'object' &&
+        thisArg !== null &&
+        typeof cls === 'function' &&
+        cls !== Object &&
+        Object.getPrototypeOf(thisArg) === cls.prototype
+      if (!own) throw this.classless()
+    }
     const runtime = typeof cls === 'function' ? cls : this.definingClass
     if (runtime === undefined) throw this.unknownClass()
     let prefix = this.byClass.get(runtime)
@@ -640,7 +644,7 @@ class MethodNaming implements Naming {
   private classless(): CacheConfigError {
     return new CacheConfigError(
       'key',
-      `@cache(): ${this.display}() was called on a plain object (its class is Object, or it has no class), whose keys would name no class: calls on two such objects would share one result. ` +
+      `@cache(): ${this.display}() was called on a receiver that is no instance of a class of its own (a plain object, an object whose class it inherits from further up its prototype chain, a primitive), whose keys would name no class: calls on two such receivers would share one result. ` +
         'Put the method on a class, or give a `key` option if its result depends on its arguments alone',
     )
   }

@@ -243,3 +243,51 @@ describe('cached() on functions whose text does not show that they read `this`',
     expect(() => acme.find(7)).toThrow(CacheConfigError)
   })
 })
+
+describe('@cache() on receivers no class of their own names', () => {
+  const decorate = (target: object, method: string, options: CacheOptions) => {
+    const descriptor = Object.getOwnPropertyDescriptor(target, method)!
+    Object.defineProperty(target, method, cache(options)(target, method, descriptor) ?? descriptor)
+  }
+
+  it('refuses a primitive receiver: one string never gets another string’s result', async () => {
+    const backend = memoryBackend()
+    const holder = {
+      async invoice(this: string, id: number) {
+        return `${this}:invoice:${id}`
+      },
+    }
+    decorate(holder, 'invoice', { backend, ttl: 60 })
+    const invoice = holder.invoice as (this: unknown, id: number) => Promise<string>
+    // Before: 'globex' got acme:invoice:7.
+    await expect(invoice.call('acme', 7)).rejects.toThrow(CacheConfigError)
+    await expect(invoice.call('globex', 7)).rejects.toThrow(CacheConfigError)
+    await expect(invoice.call(5, 7)).rejects.toThrow(CacheConfigError)
+  })
+
+  it('refuses an object whose class is inherited from further up its prototype chain', async () => {
+    const backend = memoryBackend()
+    const rows: Record<string, Record<number, string>> = {
+      users: { 1: 'user row 1' },
+      orders: { 1: 'order row 1' },
+    }
+    class Repo {
+      table() {
+        return 'users'
+      }
+      async findById(id: number) {
+        return rows[this.table()]![id]
+      }
+    }
+    decorate(Repo.prototype, 'findById', { backend, ttl: 60 })
+    expect(await new Repo().findById(1)).toBe('user row 1')
+    // An ES5 subclass that did not reset `constructor`: its objects say they are Repos.
+    function OrderRepo() {}
+    OrderRepo.prototype = Object.create(Repo.prototype)
+    OrderRepo.prototype.table = () => 'orders'
+    const orders = new (OrderRepo as unknown as new () => Repo)()
+    // Before: user row 1.
+    await expect(orders.findById(1)).rejects.toThrow(CacheConfigError)
+    await expect(Object.create(new Repo()).findById(1)).rejects.toThrow(CacheConfigError)
+  })
+})

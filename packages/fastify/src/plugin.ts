@@ -1565,7 +1565,7 @@ function act(
       if (reply.raw.statusCode < 300 && !handlerReplaced.has(routeCache)) {
         handlerReplaced.add(routeCache)
         request.log.warn(
-          `cachePlugin: route ${methodsOf(routeCache.route)} ${routeCache.announced} answered without the handler the cache wrapped (an onRoute hook replaced route.handler without calling the one it had): its responses are not cached`,
+          `cachePlugin: route ${methodsOf(routeCache.route)} ${routeCache.announced} answered a request without the handler the cache wrapped (an onRoute hook replaced route.handler, or answers some requests itself without calling it): such responses are not cached`,
         )
       }
     }

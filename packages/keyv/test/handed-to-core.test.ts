@@ -51,6 +51,12 @@ describe('a store whose set does not take a TTL in seconds, handed to core as a 
     }
   })
 
+  it('a class extending Keyv is refused too', () => {
+    class AppCache extends Keyv {}
+    // Before: accepted; a 60 s entry was gone after 60 ms.
+    expect(() => toBackend(new AppCache() as never)).toThrow(/a Keyv .*keyvBackend\(\) from @cache\/keyv/)
+  })
+
   it('a Map is refused, naming memoryBackend()', () => {
     expect(() => toBackend(new Map() as never)).toThrow(CacheConfigError)
     expect(() => toBackend(new Map() as never)).toThrow(/memoryBackend\(\)/)

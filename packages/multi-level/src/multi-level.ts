@@ -359,8 +359,19 @@ const SHARED = new Set(['redis', 'disk', 'memcached', 'keyv'])
  * invalidations would never reach this process's last level, nor its theirs.
  */
 function refuseMemoryLast(backends: readonly CacheBackend[]): void {
-  if (backends[backends.length - 1]!.name !== 'memory') return
-  if (!backends.some((backend) => SHARED.has(backend.name))) return
+  // A chain given as a level stands for its own levels: its last is where it writes last.
+  const inner = (backend: CacheBackend): readonly CacheBackend[] | undefined =>
+    backend instanceof MultiLevelBackend ? backend.levels.map((level) => level.backend) : undefined
+  const last = (backend: CacheBackend): CacheBackend => {
+    const levels = inner(backend)
+    return levels === undefined ? backend : last(levels[levels.length - 1]!)
+  }
+  const shared = (backend: CacheBackend): boolean => {
+    const levels = inner(backend)
+    return levels === undefined ? SHARED.has(backend.name) : levels.some(shared)
+  }
+  if (last(backends[backends.length - 1]!).name !== 'memory') return
+  if (!backends.some(shared)) return
   const names = backends.map((backend) => backend.name)
   throw new CacheConfigError(
     'levels',

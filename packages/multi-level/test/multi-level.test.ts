@@ -590,6 +590,9 @@ describe('multiLevel construction', () => {
         expect(make).toThrow(CacheConfigError)
         expect(make).toThrow(/memory.*last.*fastest first/s)
       }
+      // A chain given as a level: its own last level is what counts.
+      expect(() => multiLevel(multiLevel(disk), memoryBackend())).toThrow(CacheConfigError)
+      expect(() => multiLevel(disk, multiLevel(memoryBackend()))).toThrow(CacheConfigError)
       const right = multiLevel(memoryBackend(), disk)
       await right.set('k', 1)
       expect(await right.get('k')).toBe(1)

@@ -64,7 +64,7 @@ export function fastifyRoutes(instance: unknown): FastifyRoute[] | undefined {
     })
   }
   // A listing with lines but no route read from them: a format this reading does not know.
-  return routes.length === 0 && text.trim() !== '' ? undefined : routes
+  return routes.length === 0 && text.trim() !== '' && text.trim() !== '(empty tree)' ? undefined : routes
 }
 
 function constraintNames(json: string | undefined): string[] | undefined {
@@ -89,6 +89,11 @@ interface Watched {
   routes: RouteOptionsSeen[]
   /** A `host` strategy of the application's own was added (before or after the watch began). */
   customHost: boolean
+  /**
+   * A wildcard route was declared before the watch began: the listing names every wildcard node
+   * `*`, so a constrained one beside another (`/page/*` beside `/*`) is lost there.
+   */
+  wildcardUnseen: boolean
 }
 
 const watched = new WeakMap<object, Watched>()
@@ -114,7 +119,12 @@ export function watchFastifyRoutes(instance: unknown): void {
   const fastify = instance as Partial<FastifyWatchable> | null
   if (fastify === null || typeof fastify !== 'object' || typeof fastify.addHook !== 'function') return
   if (watched.has(fastify)) return
-  const state: Watched = { routes: [], customHost: false }
+  const before = fastifyRoutes(fastify)
+  const state: Watched = {
+    routes: [],
+    customHost: false,
+    wildcardUnseen: before === undefined || before.some((route) => route.url.includes('*')),
+  }
   try {
     fastify.addHook('onRoute', (route) => void state.routes.push(route))
   } catch {
@@ -155,6 +165,9 @@ export function fastifyChoosingRoute(
   const listed = fastifyRoutes(instance)
   if (listed === undefined) return 'unreadable'
   const state = watched.get(instance)
+  // Wildcard routes the watch did not see (declared before it, or no watch): the listing may have
+  // lost a constrained one.
+  if ((state?.wildcardUnseen ?? true) && listed.some((route) => route.url.includes('*'))) return 'unreadable'
   const routes: FastifyRoute[] = [...listed]
   for (const seen of state?.routes ?? [])
     routes.push({

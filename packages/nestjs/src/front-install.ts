@@ -131,7 +131,7 @@ function refuseRouterConstraints(instance: unknown, marked: string, versionKeyed
   if (choosing === 'unreadable')
     throw new CacheConfigError(
       'frontSkipsAllMiddleware',
-      `${marked} is marked frontSkipsAllMiddleware, but the routes of the Fastify instance cannot be read (fastify.printRoutes() missing, or in a format this version of @cache/nestjs does not know): whether Fastify routes one URL to two handlers by a constraint cannot be checked. Remove the flag or front: true from CacheModule, or use the Fastify version this package is tested with`,
+      `${marked} is marked frontSkipsAllMiddleware, but the routes of the Fastify instance cannot be read (fastify.printRoutes() missing, or in a format this version of @cache/nestjs does not know, or a wildcard route declared on the Fastify instance before NestFactory.create, beside which the listing hides any other wildcard route and its constraints): whether Fastify routes one URL to two handlers by a constraint cannot be checked. Remove the flag or front: true from CacheModule, declare the instance's wildcard routes after NestFactory.create, or use the Fastify version this package is tested with`,
     )
   if (choosing !== undefined)
     throw new CacheConfigError(

@@ -163,6 +163,43 @@ describe('a constrained wildcard route beside a catch-all (platform-fastify)', (
   })
 })
 
+describe('wildcard routes declared on the Fastify instance before NestFactory.create (platform-fastify)', () => {
+  /** A tenant page under /page/* and a catch-all, on the instance: the listing prints one `*`. */
+  const instanceWildcards = (fastify: FastifyInstance) => {
+    tenant(fastify)
+    fastify.get('/page/*', { constraints: { tenant: 'beta' } }, async () => ({ page: 'BETA' }))
+    fastify.get('/*', async () => ({ page: 'fallback' }))
+  }
+  @Controller('page')
+  class Pages {
+    @Get('*')
+    @CacheResponse({ ttl: 60, cacheControl: true, frontSkipsAllMiddleware: true })
+    page() {
+      return { page: 'normal' }
+    }
+  }
+
+  it('cacheControl: private, though the listing hides the constrained wildcard', async () => {
+    const url = await start([Pages], { instance: instanceWildcards })
+    const plain = await send(url, '/page/home')
+    expect(JSON.parse(plain.text)).toEqual({ page: 'normal' })
+    // Before: public, max-age=60, while X-Tenant: beta gets another page at this URL.
+    expect(plain.headers['cache-control']).toMatch(/^private/)
+    expect(JSON.parse((await send(url, '/page/home', { headers: { 'x-tenant': 'beta' } })).text)).toEqual({
+      page: 'BETA',
+    })
+  })
+
+  it('front: true: the application does not start', async () => {
+    // Before: it started, and the front answered X-Tenant: beta with the normal page (a hit).
+    const started = start([Pages], { front: true, instance: instanceWildcards })
+    await expect(started).rejects.toThrow(CacheConfigError)
+    await expect(started).rejects.toThrow(
+      /frontSkipsAllMiddleware.*wildcard route declared on the Fastify instance/,
+    )
+  })
+})
+
 describe('routes the package cannot match to the listing (platform-fastify)', () => {
   it('caseSensitive: false and a capitalised controller path: private on the page a header chose', async () => {
     @Controller('Reports')

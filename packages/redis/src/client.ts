@@ -262,7 +262,9 @@ export function checkClientOptions(client: RedisClient, namespace: string): void
   }
   // A database other than 0: when a reconnect's SELECT is refused (a restarted server with fewer
   // databases), the commands ioredis resends go out after it, into DB 0.
-  const db = Number((own as RedisOptions).db ?? 0)
+  // The database it uses now: a `client.select(3)` of the app's changes it, not its options.
+  const selected = (client as { condition?: { select?: unknown } }).condition?.select
+  const db = Number(selected ?? (own as RedisOptions).db ?? 0)
   if (!client.isCluster && db !== 0 && (own as RedisOptions).autoResendUnfulfilledCommands !== false)
     throw new CacheConfigError(
       'autoResendUnfulfilledCommands',

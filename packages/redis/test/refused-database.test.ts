@@ -126,6 +126,17 @@ describe('a client passed in with a database other than 0 and ioredis resending 
     }
   })
 
+  it('is refused too when the app chose the database with client.select() after connecting', async () => {
+    const client = new Redis({ host: redis.host, port: redis.port })
+    try {
+      await client.select(3)
+      // Before: accepted (its options say db 0); a resent write after a refused SELECT 3 ran in DB 0.
+      expect(() => redisBackend(client, { namespace: fresh(), logger: false })).toThrow(/selects database 3/)
+    } finally {
+      client.disconnect()
+    }
+  })
+
   it('is accepted with autoResendUnfulfilledCommands: false, and writes into its database', async () => {
     const namespace = fresh()
     const client = new Redis({
