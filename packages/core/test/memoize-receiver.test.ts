@@ -161,13 +161,13 @@ describe('which functions read `this`', () => {
   })
 })
 
-describe('@cache() applied by hand to objects no class tells apart', () => {
-  /** The legacy decorator form, as plain JavaScript applies it. */
-  const decorate = (target: object, method: string, options: CacheOptions) => {
-    const descriptor = Object.getOwnPropertyDescriptor(target, method)!
-    Object.defineProperty(target, method, cache(options)(target, method, descriptor) ?? descriptor)
-  }
+/** The legacy decorator form, as plain JavaScript applies it. */
+function decorate(target: object, method: string, options: CacheOptions): void {
+  const descriptor = Object.getOwnPropertyDescriptor(target, method)!
+  Object.defineProperty(target, method, cache(options)(target, method, descriptor) ?? descriptor)
+}
 
+describe('@cache() applied by hand to objects no class tells apart', () => {
   it('refuses a call on objects made from a plain prototype: users never get orders', async () => {
     const backend = memoryBackend()
     const proto = {
@@ -245,11 +245,6 @@ describe('cached() on functions whose text does not show that they read `this`',
 })
 
 describe('@cache() on receivers no class of their own names', () => {
-  const decorate = (target: object, method: string, options: CacheOptions) => {
-    const descriptor = Object.getOwnPropertyDescriptor(target, method)!
-    Object.defineProperty(target, method, cache(options)(target, method, descriptor) ?? descriptor)
-  }
-
   it('refuses a primitive receiver: one string never gets another string’s result', async () => {
     const backend = memoryBackend()
     const holder = {

@@ -7,48 +7,18 @@
  * refuses the same applications.
  */
 import 'reflect-metadata'
-import { CacheConfigError, resetCache } from '@cache/core'
-import { memoryBackend } from '@cache/memory'
-import { Controller, Get, type INestApplication, Module, Param } from '@nestjs/common'
-import { NestFactory } from '@nestjs/core'
-import { FastifyAdapter, RouteConfig, RouteConstraints } from '@nestjs/platform-fastify'
+import { CacheConfigError } from '@cache/core'
+import { Controller, Get, Param } from '@nestjs/common'
+import { RouteConfig, RouteConstraints } from '@nestjs/platform-fastify'
 import type { FastifyInstance } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
-import { CacheModule, CacheResponse } from '../src/index.js'
+import { CacheResponse } from '../src/index.js'
+import { closeFastifyApps, startOnFastify } from './fastify-apps.js'
 import { headerStrategy, send } from './harness.js'
 
-const apps: INestApplication[] = []
-afterEach(async () => {
-  for (const app of apps.splice(0)) await app.close()
-  await resetCache()
-})
+afterEach(closeFastifyApps)
 
-async function start(
-  controllers: Function[],
-  options: {
-    front?: boolean
-    fastify?: ConstructorParameters<typeof FastifyAdapter>[0]
-    instance?: (fastify: FastifyInstance) => void
-  } = {},
-) {
-  class AppModule {}
-  Module({
-    imports: [
-      CacheModule.forRoot({
-        backend: memoryBackend(),
-        front: options.front ?? false,
-        closeOnShutdown: false,
-      }),
-    ],
-    controllers: controllers as never[],
-  })(AppModule)
-  const adapter = new FastifyAdapter(options.fastify)
-  options.instance?.(adapter.getInstance<FastifyInstance>())
-  const app = await NestFactory.create(AppModule, adapter, { logger: false, abortOnError: false })
-  apps.push(app)
-  await app.listen(0, '127.0.0.1')
-  return (await app.getUrl()).replace('[::1]', '127.0.0.1')
-}
+const start = startOnFastify
 
 const tenant = (fastify: FastifyInstance) =>
   fastify.addConstraintStrategy(headerStrategy('tenant', 'x-tenant'))

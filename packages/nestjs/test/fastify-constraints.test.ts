@@ -6,59 +6,29 @@
  * front door (`front: true`) cannot see either (the application must not start).
  */
 import 'reflect-metadata'
-import { CacheConfigError, resetCache } from '@cache/core'
-import { memoryBackend } from '@cache/memory'
-import { Controller, Get, Headers, type INestApplication, Module } from '@nestjs/common'
-import { NestFactory } from '@nestjs/core'
-import { FastifyAdapter, RouteConfig, RouteConstraints } from '@nestjs/platform-fastify'
+import { CacheConfigError } from '@cache/core'
+import { Controller, Get, Headers } from '@nestjs/common'
+import { RouteConfig, RouteConstraints } from '@nestjs/platform-fastify'
 import type { FastifyInstance } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
-import { CacheModule, CacheResponse } from '../src/index.js'
+import { CacheResponse } from '../src/index.js'
+import { type FastifyAppOptions, closeFastifyApps, startOnFastify } from './fastify-apps.js'
 import { headerStrategy, send } from './harness.js'
 
 /** A constraint strategy routing on the `x-tenant` request header. */
 const tenantStrategy = headerStrategy('tenant', 'x-tenant')
 
-const apps: INestApplication[] = []
-afterEach(async () => {
-  for (const app of apps.splice(0)) await app.close()
-  await resetCache()
-})
+afterEach(closeFastifyApps)
 
 /** Starts `controllers` on Fastify with the tenant strategy; `instance` runs on Fastify before Nest registers routes. */
-async function start(
-  controllers: Function[],
-  options: {
-    front?: boolean
-    instance?: (fastify: FastifyInstance) => void
-    /** Runs once Nest started its modules, before Fastify is ready. */
-    afterInit?: (fastify: FastifyInstance) => void
-  } = {},
-) {
-  class AppModule {}
-  Module({
-    imports: [
-      CacheModule.forRoot({
-        backend: memoryBackend(),
-        front: options.front ?? false,
-        closeOnShutdown: false,
-      }),
-    ],
-    controllers: controllers as never[],
-  })(AppModule)
-  const adapter = new FastifyAdapter()
-  const fastify = adapter.getInstance<FastifyInstance>()
-  fastify.addConstraintStrategy(tenantStrategy)
-  options.instance?.(fastify)
-  const app = await NestFactory.create(AppModule, adapter, { logger: false, abortOnError: false })
-  apps.push(app)
-  if (options.afterInit !== undefined) {
-    await app.init()
-    options.afterInit(fastify)
-  }
-  await app.listen(0, '127.0.0.1')
-  return (await app.getUrl()).replace('[::1]', '127.0.0.1')
-}
+const start = (controllers: Function[], options: FastifyAppOptions = {}) =>
+  startOnFastify(controllers, {
+    ...options,
+    instance: (fastify) => {
+      fastify.addConstraintStrategy(tenantStrategy)
+      options.instance?.(fastify)
+    },
+  })
 
 const cached = { ttl: 60, cacheControl: true } as const
 
