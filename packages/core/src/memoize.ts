@@ -278,6 +278,11 @@ export function cached<F extends AnyFunction>(
   return memo
 }
 
+/** `Object`, of this realm or another (a `vm` context, a Jest sandbox): a plain object's class. */
+function isObjectConstructor(cls: Function): boolean {
+  return cls === Object || (cls.name === 'Object' && sourceOf(cls) === undefined)
+}
+
 function calledOnReceiver(name: string, thisArg: unknown): CacheConfigError {
   const ctor =
     typeof thisArg === 'object' && thisArg !== null ? Object.getPrototypeOf(thisArg)?.constructor : undefined
@@ -614,7 +619,7 @@ class MethodNaming implements Naming {
         typeof thisArg === 'object' &&
         thisArg !== null &&
         typeof cls === 'function' &&
-        cls !== Object &&
+        !isObjectConstructor(cls) &&
         Object.getPrototypeOf(thisArg) === cls.prototype
       if (!own) throw this.classless()
     }
@@ -657,7 +662,9 @@ class MethodNaming implements Naming {
       )
     const owner = this.ownerOf(runtime)
     this.definingClass ??= owner
-    const own = owner === undefined || owner === runtime
+    // Run by a class that did not get the decorator (the method copied onto it, a mixin, or
+    // called with `.call()` on its instance): its part of the key is its own, as a subclass's is.
+    const own = owner === runtime && owner === this.definingClass
     if (!own) this.inheritedBy ??= runtime.name
     const name = this.options.name
     // A class's text holds the method and everything else its results may depend on (fields,

@@ -1,3 +1,4 @@
+import vm from 'node:vm'
 import { describe, expect, it } from 'vitest'
 import { CacheConfigError, type CacheOptions, cache, cached } from '../src/index.js'
 import { memoryBackend } from './installed-backends.js'
@@ -284,5 +285,47 @@ describe('@cache() on receivers no class of their own names', () => {
     // Before: user row 1.
     await expect(orders.findById(1)).rejects.toThrow(CacheConfigError)
     await expect(Object.create(new Repo()).findById(1)).rejects.toThrow(CacheConfigError)
+  })
+})
+
+describe('@cache() run by a class that did not get the decorator', () => {
+  it('a named method copied onto another class (a mixin), or called on its instance, keys that class apart', async () => {
+    const backend = memoryBackend()
+    class Users {
+      table = 'users'
+      async find(id: number) {
+        return `${this.table}#${id}`
+      }
+    }
+    decorate(Users.prototype, 'find', { backend, ttl: 60, name: 'repo.find' })
+    class Orders {
+      table = 'orders'
+      declare find: (id: number) => Promise<string>
+    }
+    // applyMixins: the descriptor copied onto the other class.
+    Object.defineProperty(Orders.prototype, 'find', Object.getOwnPropertyDescriptor(Users.prototype, 'find')!)
+    expect(await new Users().find(1)).toBe('users#1')
+    // Before: users#1 both times.
+    expect(await new Orders().find(1)).toBe('orders#1')
+    class Payments {
+      table = 'payments'
+    }
+    expect(await (Users.prototype.find as (id: number) => Promise<string>).call(new Payments(), 1)).toBe(
+      'payments#1',
+    )
+  })
+
+  it('refuses a plain object from another realm (a vm context, a Jest sandbox)', async () => {
+    const backend = memoryBackend()
+    class Repo {
+      async invoice(this: { tenant: string }, id: number) {
+        return `${this.tenant}:invoice${id}`
+      }
+    }
+    decorate(Repo.prototype, 'invoice', { backend, ttl: 60 })
+    const context = vm.createContext({})
+    const acme = vm.runInContext('({ tenant: "acme" })', context)
+    // Before: accepted, and globex got acme's invoice.
+    await expect(Repo.prototype.invoice.call(acme, 7)).rejects.toThrow(CacheConfigError)
   })
 })

@@ -360,8 +360,13 @@ const SHARED = new Set(['redis', 'disk', 'memcached', 'keyv'])
  */
 function refuseMemoryLast(backends: readonly CacheBackend[]): void {
   // A chain given as a level stands for its own levels: its last is where it writes last.
-  const inner = (backend: CacheBackend): readonly CacheBackend[] | undefined =>
-    backend instanceof MultiLevelBackend ? backend.levels.map((level) => level.backend) : undefined
+  // By shape, not `instanceof`: a chain from the other build (CommonJS beside ESM) counts too.
+  const inner = (backend: CacheBackend): readonly CacheBackend[] | undefined => {
+    const levels = (backend as { levels?: unknown }).levels
+    return backend.name === 'multi-level' && Array.isArray(levels)
+      ? (levels as { backend: CacheBackend }[]).map((level) => level.backend)
+      : undefined
+  }
   const last = (backend: CacheBackend): CacheBackend => {
     const levels = inner(backend)
     return levels === undefined ? backend : last(levels[levels.length - 1]!)

@@ -1,5 +1,6 @@
 import { CacheUnavailableError, cached, isCacheError, CacheConfigError } from '@cache/core'
 import { mkdtempSync, rmSync } from 'node:fs'
+import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { diskBackend } from '@cache/disk'
@@ -593,6 +594,11 @@ describe('multiLevel construction', () => {
       // A chain given as a level: its own last level is what counts.
       expect(() => multiLevel(multiLevel(disk), memoryBackend())).toThrow(CacheConfigError)
       expect(() => multiLevel(disk, multiLevel(memoryBackend()))).toThrow(CacheConfigError)
+      // A chain of the CommonJS build inside one of this build.
+      const built = createRequire(import.meta.url)(join(__dirname, '../dist/index.cjs')) as {
+        multiLevel: typeof multiLevel
+      }
+      expect(() => multiLevel(disk, built.multiLevel(memoryBackend()))).toThrow(CacheConfigError)
       const right = multiLevel(memoryBackend(), disk)
       await right.set('k', 1)
       expect(await right.get('k')).toBe(1)

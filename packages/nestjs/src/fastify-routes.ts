@@ -71,7 +71,9 @@ function constraintNames(json: string | undefined): string[] | undefined {
   if (json === undefined) return []
   try {
     const parsed: unknown = JSON.parse(json)
-    return parsed !== null && typeof parsed === 'object' ? Object.keys(parsed) : undefined
+    // `{}`: constraints whose values JSON drops (a function, a Symbol) — names unknown.
+    if (parsed === null || typeof parsed !== 'object' || Object.keys(parsed).length === 0) return undefined
+    return Object.keys(parsed)
   } catch {
     return undefined
   }

@@ -98,7 +98,16 @@ function refuseFastifyRouting(
         `${marked} is marked frontSkipsAllMiddleware, but ${owner.name}.${name} has the route constraint ${other}: Fastify may route one URL to two handlers by a function of the request that the front cannot run, so it could answer a request with another handler's entry. Remove the flag, front: true from CacheModule, or the constraint`,
       )
   }
-  const keyed = versioning?.type === VersioningType.HEADER || versioning?.type === VersioningType.MEDIA_TYPE
+  // `version` constraints choose by the versioning header only through the strategy Nest's adapter
+  // gives the Fastify it creates; on an instance of the app's own, find-my-way's built-in one
+  // chooses by Accept-Version, which the front's key does not hold.
+  const router = fastifyInstanceOptions(instance)?.routerOptions as
+    | { constraints?: { version?: unknown } }
+    | undefined
+  const nestVersionStrategy = router?.constraints?.version !== undefined
+  const keyed =
+    nestVersionStrategy &&
+    (versioning?.type === VersioningType.HEADER || versioning?.type === VersioningType.MEDIA_TYPE)
   const check = () => refuseRouterConstraints(instance, marked, keyed)
   check()
   const fastify = instance as {

@@ -8,9 +8,9 @@
  */
 import 'reflect-metadata'
 import { CacheConfigError } from '@cache/core'
-import { Controller, Get, Param } from '@nestjs/common'
+import { Controller, Get, Param, VersioningType } from '@nestjs/common'
 import { RouteConfig, RouteConstraints } from '@nestjs/platform-fastify'
-import type { FastifyInstance } from 'fastify'
+import Fastify, { type FastifyInstance } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
 import { CacheResponse } from '../src/index.js'
 import { closeFastifyApps, startOnFastify } from './fastify-apps.js'
@@ -167,6 +167,75 @@ describe('wildcard routes declared on the Fastify instance before NestFactory.cr
     await expect(started).rejects.toThrow(
       /frontSkipsAllMiddleware.*wildcard route declared on the Fastify instance/,
     )
+  })
+})
+
+describe('constraints the listing or Nest does not show as such (platform-fastify)', () => {
+  @Controller({ path: 'doc', version: '1.0.0' })
+  class DocV1 {
+    @Get()
+    @CacheResponse({ ttl: 60, frontSkipsAllMiddleware: true })
+    get() {
+      return { v: 1 }
+    }
+  }
+  @Controller({ path: 'doc', version: '2.0.0' })
+  class DocV2 {
+    @Get()
+    @CacheResponse({ ttl: 60, frontSkipsAllMiddleware: true })
+    get() {
+      return { v: 2 }
+    }
+  }
+
+  it('header versioning on a Fastify instance of the app: the front does not start (find-my-way chooses by Accept-Version)', async () => {
+    // Before: it started, and Accept-Version: 2.0.0 got v1's entry as a front hit.
+    const started = start([DocV1, DocV2], {
+      front: true,
+      fastify: Fastify() as never,
+      before: (app) => void app.enableVersioning({ type: VersioningType.HEADER, header: 'x-api-version' }),
+    })
+    await expect(started).rejects.toThrow(/frontSkipsAllMiddleware.*constraint version/)
+  })
+
+  /** A tenant page chosen by a predicate, declared on the instance: the listing prints its constraints as {}. */
+  const predicateTenant = (fastify: FastifyInstance) => {
+    fastify.addConstraintStrategy({
+      name: 'tenant',
+      storage() {
+        const entries: [unknown, unknown][] = []
+        return {
+          get: (value: string) =>
+            (entries.find(([match]) => typeof match === 'function' && match(value))?.[1] ?? null) as never,
+          set: (match: unknown, store: unknown) => void entries.push([match, store]),
+        }
+      },
+      deriveConstraint: (request: { headers: Record<string, unknown> }) =>
+        request.headers['x-tenant'] as string,
+      mustMatchWhenDerived: false,
+    } as never)
+    fastify.get(
+      '/page',
+      { constraints: { tenant: ((value: string) => value?.endsWith('.enterprise')) as never } },
+      async () => ({ page: 'enterprise' }),
+    )
+  }
+  @Controller('page')
+  class Page {
+    @Get()
+    @CacheResponse({ ttl: 60, cacheControl: true, frontSkipsAllMiddleware: true })
+    get() {
+      return { page: 'generic' }
+    }
+  }
+
+  it('a constraint whose value is a function: private, and the front does not start', async () => {
+    const url = await start([Page], { instance: predicateTenant })
+    const generic = await send(url, '/page')
+    expect(JSON.parse(generic.text)).toEqual({ page: 'generic' })
+    // Before: public, max-age=60.
+    expect(generic.headers['cache-control']).toMatch(/^private/)
+    await expect(start([Page], { front: true, instance: predicateTenant })).rejects.toThrow(CacheConfigError)
   })
 })
 

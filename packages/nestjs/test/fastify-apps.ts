@@ -24,6 +24,8 @@ export interface FastifyAppOptions {
   instance?: (fastify: FastifyInstance) => void
   /** Runs once Nest started its modules, before Fastify is ready. */
   afterInit?: (fastify: FastifyInstance) => void
+  /** Runs on the Nest application before it starts (`enableVersioning`). */
+  before?: (app: INestApplication) => void
 }
 
 /** Starts `controllers` on Fastify, listening on a free loopback port; its base URL. */
@@ -47,6 +49,7 @@ export async function startOnFastify(
   options.instance?.(fastify)
   const app = await NestFactory.create(AppModule, adapter, { logger: false, abortOnError: false })
   apps.push(app)
+  options.before?.(app)
   if (options.afterInit !== undefined) {
     await app.init()
     options.afterInit(fastify)

@@ -262,9 +262,17 @@ export function checkClientOptions(client: RedisClient, namespace: string): void
   }
   // A database other than 0: when a reconnect's SELECT is refused (a restarted server with fewer
   // databases), the commands ioredis resends go out after it, into DB 0.
-  // The database it uses now: a `client.select(3)` of the app's changes it, not its options.
+  // The database it uses now: a `client.select(3)` of the app's changes it, not its options, and
+  // a reconnect puts it back on its options' database (0) whatever the server says to the SELECT
+  // ioredis sends after: the database must be the one its options name.
   const selected = (client as { condition?: { select?: unknown } }).condition?.select
-  const db = Number(selected ?? (own as RedisOptions).db ?? 0)
+  const configured = Number((own as RedisOptions).db ?? 0)
+  if (!client.isCluster && selected !== undefined && Number(selected) !== configured)
+    throw new CacheConfigError(
+      'db',
+      `${where} was moved to database ${String(selected)} with client.select(), while its options name database ${configured}: after a reconnect ioredis selects it again without reporting a refusal, and writes may land in database ${configured}. Give the backend a client whose options name its database (new Redis({ db: ${String(selected)}, autoResendUnfulfilledCommands: false })), or the URL`,
+    )
+  const db = Number(selected ?? configured)
   if (!client.isCluster && db !== 0 && (own as RedisOptions).autoResendUnfulfilledCommands !== false)
     throw new CacheConfigError(
       'autoResendUnfulfilledCommands',
