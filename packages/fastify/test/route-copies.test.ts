@@ -114,17 +114,23 @@ describe("copies of a cached route declared by a later plugin's onRoute hook", (
 const whichPage = async (request: { routeOptions: { config: unknown } }) =>
   (request.routeOptions.config as { beta?: boolean }).beta ? 'BETA draft' : 'stable page'
 
+/** An app whose prefixed plugin caches its '/' route (`/api`, `/api/`); `renders` counts its renders. */
+async function prefixedRoot() {
+  const fastify = app()
+  await fastify.register(cachePlugin, { backend: memoryBackend() })
+  let rendered = 0
+  await fastify.register(
+    async (api: FastifyInstance) => {
+      api.get('/', { config: { cache: { ttl: 60 } } }, async () => `render ${++rendered}`)
+    },
+    { prefix: '/api' },
+  )
+  return { fastify, renders: () => rendered }
+}
+
 describe("a cached route's own requests, told from its copies'", () => {
   it("answers both spellings of a prefixed plugin's '/' route, and its HEAD requests, from the cache", async () => {
-    const fastify = app()
-    await fastify.register(cachePlugin, { backend: memoryBackend() })
-    let renders = 0
-    await fastify.register(
-      async (api: FastifyInstance) => {
-        api.get('/', { config: { cache: { ttl: 60 } } }, async () => `render ${++renders}`)
-      },
-      { prefix: '/api' },
-    )
+    const { fastify, renders } = await prefixedRoot()
     const base = await listen(fastify)
     // Fastify builds two contexts from the route's options ('/api', '/api/'): each is the route's.
     for (const path of ['/api', '/api/']) {
@@ -133,7 +139,7 @@ describe("a cached route's own requests, told from its copies'", () => {
     }
     const head = await fetch(`${base}/api/`, { method: 'HEAD' })
     expect(head.headers.get('cache-status')).toMatch(/hit/)
-    expect(renders).toBe(2)
+    expect(renders()).toBe(2)
   })
 
   it('keeps caching a route whose options a POST route reuses right after it, config and all', async () => {
@@ -546,15 +552,7 @@ describe('a HEAD request answered from its GET route’s entry, as the README sa
   })
 
   it("answers HEAD /api from the entry of a prefixed plugin's '/' route, as HEAD /api/", async () => {
-    const fastify = app()
-    await fastify.register(cachePlugin, { backend: memoryBackend() })
-    let renders = 0
-    await fastify.register(
-      async (api: FastifyInstance) => {
-        api.get('/', { config: { cache: { ttl: 60 } } }, async () => `render ${++renders}`)
-      },
-      { prefix: '/api' },
-    )
+    const { fastify, renders } = await prefixedRoot()
     await fastify.ready()
     for (const url of ['/api', '/api/']) {
       expect((await fastify.inject({ url })).headers['cache-status']).toMatch(/stored/)
@@ -565,7 +563,7 @@ describe('a HEAD request answered from its GET route’s entry, as the README sa
         cacheStatus: expect.stringMatching(/hit/),
       })
     }
-    expect(renders).toBe(2)
+    expect(renders()).toBe(2)
   })
 
   it('never answers a HEAD route the app declared itself from the GET route’s entry, whatever its handler’s source', async () => {

@@ -29,7 +29,7 @@ const CONNECTOR = /^[├└]── /u
 const ROUTE = /^(.*?) \(([A-Z0-9_-]+(?:, [A-Z0-9_-]+)*)\)(?: (\{.*\}))?$/
 
 /** Every route of `instance`, or `undefined` when it cannot list them. */
-export function fastifyRoutes(instance: unknown): FastifyRoute[] | undefined {
+function fastifyRoutes(instance: unknown): FastifyRoute[] | undefined {
   const printing = instance as Partial<PrintsRoutes> | null
   if (typeof printing?.printRoutes !== 'function') return undefined
   let text: string
