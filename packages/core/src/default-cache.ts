@@ -186,11 +186,7 @@ export function cacheGet<T = unknown>(key: string): Promise<T | undefined> {
 
 /** `set` on the default cache. `ttl` in seconds or a duration string. */
 export function cacheSet(key: string, value: unknown, ttl?: Duration, ...extra: never[]): Promise<void> {
-  // A fourth argument (`{ tags }`) would be dropped: the entry would outlive an invalidateTags().
-  if (extra.length > 0)
-    throw new TypeError(
-      `cacheSet(key, value, ttl) takes 3 arguments, got ${3 + extra.length}: an entry with tags is written by getOrSet(backend, key, fn, { tags }) or a function memoized with cached(fn, { tags })`,
-    )
+  refuseExtra('cacheSet(key, value, ttl)', extra)
   checkTtl(ttl)
   return getBackend().set(key, value, ttl)
 }
@@ -206,7 +202,8 @@ export function cacheFlush(): Promise<void> {
 }
 
 /** `incr` on the default cache: atomic across every process sharing it. */
-export function cacheIncr(key: string, by?: number, ttl?: Duration): Promise<number> {
+export function cacheIncr(key: string, by?: number, ttl?: Duration, ...extra: never[]): Promise<number> {
+  refuseExtra('cacheIncr(key, by, ttl)', extra)
   checkTtl(ttl)
   return getBackend().incr(key, by, ttl)
 }
@@ -216,9 +213,22 @@ export function cacheAtomicUpdate<T>(
   key: string,
   fn: (current: T | undefined) => T | Promise<T>,
   ttl?: Duration,
+  ...extra: never[]
 ): Promise<T> {
+  refuseExtra('cacheAtomicUpdate(key, fn, ttl)', extra)
   checkTtl(ttl)
   return getBackend().atomicUpdate<T>(key, fn, ttl)
+}
+
+/**
+ * Throws for arguments past the TTL: a fourth one (`{ tags }`) would be dropped, and the entry
+ * would outlive an invalidateTags().
+ */
+function refuseExtra(signature: string, extra: readonly unknown[]): void {
+  if (extra.length > 0)
+    throw new TypeError(
+      `${signature} takes 3 arguments, got ${3 + extra.length}: an entry with tags is written by getOrSet(backend, key, fn, { tags }) or a function memoized with cached(fn, { tags })`,
+    )
 }
 
 /** A TTL given by the caller: one that looks like milliseconds is warned about (see `parseDuration`). */

@@ -3,6 +3,8 @@ import {
   type CacheBackend,
   CacheConfigError,
   type Duration,
+  cacheAtomicUpdate,
+  cacheIncr,
   cacheSet,
   cached,
   configFromEnv,
@@ -115,6 +117,20 @@ describe('the default TTL of the configured default cache', () => {
     expect(withTags).toThrow(TypeError)
     expect(withTags).toThrow(/takes 3 arguments.*getOrSet/)
     expect(backend.rows.has('p')).toBe(false)
+  })
+
+  it('cacheIncr and cacheAtomicUpdate refuse an argument past the TTL rather than drop it', async () => {
+    const backend = new MapBackend()
+    configureCache(backend as never)
+    // Before: counted (or written) without the tags, which invalidateTags() then never reached.
+    const incr = () => (cacheIncr as (...args: unknown[]) => Promise<number>)('n', 1, 60, { tags: ['t'] })
+    const update = () =>
+      (cacheAtomicUpdate as (...args: unknown[]) => Promise<unknown>)('u', () => 1, 60, { tags: ['t'] })
+    expect(incr).toThrow(TypeError)
+    expect(incr).toThrow(/cacheIncr\(key, by, ttl\) takes 3 arguments, got 4/)
+    expect(update).toThrow(/cacheAtomicUpdate\(key, fn, ttl\) takes 3 arguments, got 4/)
+    expect(backend.rows.has('n')).toBe(false)
+    expect(backend.rows.has('u')).toBe(false)
   })
 
   it('does not touch a backend given as an instance: it keeps its own default', async () => {
