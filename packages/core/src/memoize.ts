@@ -283,6 +283,14 @@ function isObjectConstructor(cls: Function): boolean {
   return cls === Object || (cls.name === 'Object' && sourceOf(cls) === undefined)
 }
 
+/** `Function`, of this realm or another: the class of a class (or of a plain function). */
+function isFunctionConstructor(cls: unknown): boolean {
+  return (
+    typeof cls === 'function' &&
+    (cls === Function || (cls.name === 'Function' && sourceOf(cls) === undefined))
+  )
+}
+
 function calledOnReceiver(name: string, thisArg: unknown): CacheConfigError {
   const ctor =
     typeof thisArg === 'object' && thisArg !== null ? Object.getPrototypeOf(thisArg)?.constructor : undefined
@@ -604,33 +612,64 @@ class MethodNaming implements Naming {
   }
 
   prefix(thisArg: unknown): string {
-    const cls =
-      typeof thisArg === 'function'
-        ? thisArg
-        : typeof thisArg === 'object' && thisArg !== null
-          ? Object.getPrototypeOf(thisArg)?.constructor
-          : undefined
-    // Receivers no class of their own tells apart: objects made from a plain prototype, object
-    // literals a method was put on, a null prototype, an object whose `constructor` it inherits
-    // from further up its chain (an ES5 subclass, `Object.create(instance)`), and primitives
-    // (a method put on String.prototype). Keyed alike, one would get another's result.
-    if (this.options.key === undefined && thisArg !== undefined && typeof thisArg !== 'function') {
-      const own =
-        typeof thisArg === 'object' &&
-        thisArg !== null &&
-        typeof cls === 'function' &&
-        !isObjectConstructor(cls) &&
-        Object.getPrototypeOf(thisArg) === cls.prototype
-      if (!own) throw this.classless()
-    }
-    const runtime = typeof cls === 'function' ? cls : this.definingClass
+    const runtime = this.classOf(thisArg) ?? this.definingClass
     if (runtime === undefined) throw this.unknownClass()
+    return this.prefixFor(runtime)
+  }
+
+  /** The prefix of the calls run by `runtime` (the class of `this`, or for a static method `this`). */
+  private prefixFor(runtime: Function): string {
     let prefix = this.byClass.get(runtime)
     if (prefix === undefined) {
       prefix = this.prefixOf(runtime)
       this.byClass.set(runtime, prefix)
     }
     return prefix
+  }
+
+  /**
+   * The class a call on `thisArg` is keyed by: for a static method the class itself, for an
+   * instance method the class of the instance; undefined for a call without a receiver.
+   */
+  private classOf(thisArg: unknown): Function | undefined {
+    if (thisArg === undefined) return undefined
+    const isObject = (typeof thisArg === 'object' && thisArg !== null) || typeof thisArg === 'function'
+    const proto: unknown = isObject ? Object.getPrototypeOf(thisArg) : undefined
+    const ctor = (proto as { constructor?: unknown } | null | undefined)?.constructor
+    if (this.options.key !== undefined)
+      return typeof thisArg === 'function' ? thisArg : typeof ctor === 'function' ? ctor : undefined
+    // A static method's results are the class's; an instance method's, the instance's (whose class
+    // may itself be a function, `class Callable extends Function`). A class given to an instance
+    // method, or an instance to a static one, would be keyed as the other kind: refused.
+    if (this.isStatic) {
+      if (typeof thisArg !== 'function') throw this.wrongKind(thisArg)
+      return thisArg
+    }
+    if (typeof thisArg === 'function' && (ctor === Function || isFunctionConstructor(ctor)))
+      throw this.wrongKind(thisArg)
+    // Receivers no class of their own tells apart: objects made from a plain prototype, object
+    // literals a method was put on, a null prototype, an object whose `constructor` it inherits
+    // from further up its chain (an ES5 subclass, `Object.create(instance)`), a class's subclass,
+    // and primitives (a method put on String.prototype). Keyed alike, one would get another's result.
+    const own =
+      isObject && typeof ctor === 'function' && !isObjectConstructor(ctor) && proto === ctor.prototype
+    if (!own) throw this.classless()
+    return ctor as Function
+  }
+
+  private wrongKind(thisArg: unknown): CacheConfigError {
+    const kind = this.isStatic ? 'a static' : 'an instance'
+    const on =
+      typeof thisArg === 'function'
+        ? `the class ${thisArg.name || '(anonymous)'}`
+        : typeof thisArg === 'object' && thisArg !== null
+          ? 'an instance'
+          : `a ${typeof thisArg}`
+    return new CacheConfigError(
+      'key',
+      `@cache(): ${this.display}() is ${kind} method and was called on ${on}, whose keys would be those of ${this.isStatic ? 'the class' : 'its instances'}: one would get the other's result. ` +
+        `Call it on ${this.isStatic ? 'the class' : 'an instance'}, or give a \`key\` option if its result depends on its arguments alone`,
+    )
   }
 
   defaultPrefix(): string {
@@ -640,7 +679,7 @@ class MethodNaming implements Naming {
         `@cache(): ${this.method}() also runs on ${this.inheritedBy}, whose entries have their own keys: ` +
           'call keyFor on the instance, `obj.method.keyFor.call(obj, ...args)`',
       )
-    if (this.definingClass !== undefined) return this.prefix(this.definingClass)
+    if (this.definingClass !== undefined) return this.prefixFor(this.definingClass)
     if (this.options.name !== undefined)
       return `${keySegment(this.namespace)}:${nameSegment(this.options.name)}:`
     throw this.unknownClass()
@@ -661,9 +700,10 @@ class MethodNaming implements Naming {
         `@cache(): ${this.method} runs on an anonymous class: pass a \`name\` option`,
       )
     const owner = this.ownerOf(runtime)
-    this.definingClass ??= owner
     // Run by a class that did not get the decorator (the method copied onto it, a mixin, or
     // called with `.call()` on its instance): its part of the key is its own, as a subclass's is.
+    // The defining class is never learned from a call: a class holding a copy would take its
+    // place, and the bare key, in the process where it ran first (see definedOn).
     const own = owner === runtime && owner === this.definingClass
     if (!own) this.inheritedBy ??= runtime.name
     const name = this.options.name
@@ -674,7 +714,10 @@ class MethodNaming implements Naming {
       name === undefined
         ? `${partSegment((owner ?? runtime).name)}.${partSegment(this.method)}#${classFingerprint(owner ?? runtime, this.fingerprint)}`
         : nameSegment(name)
-    const inherited = `(${partSegment(runtime.name)}#${chainFingerprint(runtime, owner, this.fingerprint)})`
+    // The classes from the one that ran it up to the one that defines it: a class holding a copy
+    // of the method (a mixin) has its own text in the key, as a subclass does.
+    const stop = this.definingClass ?? (owner === runtime ? undefined : owner)
+    const inherited = `(${partSegment(runtime.name)}#${chainFingerprint(runtime, stop, this.fingerprint)})`
     const prefix = `${keySegment(this.namespace)}:${own ? base : `${base}${inherited}`}:`
     // The claimant is this method on this class: another class of the same name, or another
     // method that would be named the same, is a different one. A subclass's part of the key is a

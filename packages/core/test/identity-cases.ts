@@ -82,6 +82,40 @@ export function identityCases(mode: DecoratorMode): void {
       expect(await new Acme().find(1)).toBe('acme invoice')
     })
 
+    it('keys a class a named method was copied onto (a mixin) apart, whichever class runs it first', async () => {
+      const { Findable, backend } = await load('mixins/findable.ts')
+      const users = await load('mixins/users.ts')
+      // The copy runs first, before any Findable exists. Before (standard decorators): the copy's
+      // class took the bare key `memo:mix.find:1`, which another process's Orders then read.
+      expect(await new users.Repo().find(1)).toBe('users:1')
+      const copy = new users.Repo()
+      expect(copy.find.keyFor.call(copy, 1)).toMatch(/^memo:mix\.find\(Repo#[0-9a-f]{12}\):1$/)
+      expect(await new Findable().find(1)).toBe('findable:1')
+      const findable = new Findable()
+      expect(findable.find.keyFor.call(findable, 1)).toBe('memo:mix.find:1')
+      await new Promise((resolve) => setImmediate(resolve))
+      expect(backend.rows.get('memo:mix.find:1')).toEqual(expect.objectContaining({ v: 'findable:1' }))
+      // Two classes named Repo, of other text, each with the copy: their text is in their keys.
+      // Before: one key for both (across processes), refused as a conflict in one.
+      const invoices = await load('mixins/invoices.ts')
+      expect(await new invoices.Repo().find(1)).toBe('invoices:1')
+      expect(await new users.Repo().find(1)).toBe('users:1')
+    })
+
+    it('refuses a class as the receiver of an instance method, and an instance as that of a static one', async () => {
+      const { Pricing, Catalog } = await load('receivers.ts')
+      // Before: the class's result was stored under its instances' key, and served to them.
+      await expect(Reflect.apply(Pricing.prototype.price, Pricing, ['sku1'])).rejects.toThrow(
+        /price\(\) is an instance method.*called on the class Pricing/,
+      )
+      expect(await new Pricing().price('sku1')).toBe('sku1@eu')
+      // Before: the instance's result was stored under the class's key.
+      await expect(new Catalog().get('p1')).rejects.toThrow(
+        /get\(\) is a static method.*called on an instance/,
+      )
+      expect(await Catalog.get('p1')).toBe('p1 from global-catalog')
+    })
+
     it('keeps keys the same in every process: the same class and arguments give the same key', async () => {
       await load('repositories.ts') // compiled
       const keysOf = async () => {
