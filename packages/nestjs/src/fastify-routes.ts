@@ -39,6 +39,9 @@ function fastifyRoutes(instance: unknown): FastifyRoute[] | undefined {
     return undefined
   }
   const routes: FastifyRoute[] = []
+  /** Each listed route's methods, URL and constraints as printed, and how many print as each. */
+  const shapes: string[] = []
+  const printed = new Map<string, number>()
   // Without a common prefix, a node's key is its path below the nearest node above it that is a route.
   const paths: string[] = []
   for (const line of text.split('\n')) {
@@ -57,26 +60,57 @@ function fastifyRoutes(instance: unknown): FastifyRoute[] | undefined {
     const key = route === null ? rest : route[1]!
     if (connector !== null) paths[depth] = (depth === 0 ? '' : (paths[depth - 1] ?? '')) + key
     if (route === null) continue
-    routes.push({
-      methods: route[2]!.split(', '),
-      url: paths[depth] ?? key,
-      constraints: constraintNames(route[3]),
-    })
+    const methods = route[2]!.split(', ')
+    const url = paths[depth] ?? key
+    routes.push({ methods, url, constraints: constraintNames(instance, methods, url, route[3]) })
+    const shape = `${route[2]} ${url} ${route[3] ?? ''}`
+    shapes.push(shape)
+    printed.set(shape, (printed.get(shape) ?? 0) + 1)
   }
+  // Fastify refuses a second route of one method, URL and constraints: two that print alike differ
+  // by constraints JSON dropped (a predicate beside Nest's `version`), which hasRoute cannot tell
+  // apart when one of them has exactly the printed ones.
+  for (let i = 0; i < routes.length; i++)
+    if (printed.get(shapes[i]!)! > 1 && routes[i]!.constraints?.length !== 0)
+      routes[i]!.constraints = undefined
   // A listing with lines but no route read from them: a format this reading does not know.
   return routes.length === 0 && text.trim() !== '' && text.trim() !== '(empty tree)' ? undefined : routes
 }
 
-function constraintNames(json: string | undefined): string[] | undefined {
+/**
+ * The names of a listed route's constraints, `undefined` when they are not all known. JSON drops a
+ * constraint whose value is a function or a Symbol: `{}` alone, or `{"version":"1"}` for a route
+ * that also has a predicate. So the router is asked whether it holds a route of exactly the printed
+ * constraints (find-my-way compares them whole); when it does not, some are missing.
+ */
+function constraintNames(
+  instance: unknown,
+  methods: readonly string[],
+  url: string,
+  json: string | undefined,
+): string[] | undefined {
   if (json === undefined) return []
+  let parsed: unknown
   try {
-    const parsed: unknown = JSON.parse(json)
-    // `{}`: constraints whose values JSON drops (a function, a Symbol) — names unknown.
-    if (parsed === null || typeof parsed !== 'object' || Object.keys(parsed).length === 0) return undefined
-    return Object.keys(parsed)
+    parsed = JSON.parse(json)
   } catch {
     return undefined
   }
+  if (parsed === null || typeof parsed !== 'object' || Object.keys(parsed).length === 0) return undefined
+  const router = instance as Partial<HasRoute>
+  if (typeof router.hasRoute !== 'function') return undefined
+  for (const method of methods) {
+    try {
+      if (!router.hasRoute({ method, url, constraints: parsed as Record<string, unknown> })) return undefined
+    } catch {
+      return undefined
+    }
+  }
+  return Object.keys(parsed)
+}
+
+interface HasRoute {
+  hasRoute(route: { method: string; url: string; constraints: Record<string, unknown> }): boolean
 }
 
 /** A route Fastify was given after {@link watchFastifyRoutes}: its options object, final once Fastify is ready. */

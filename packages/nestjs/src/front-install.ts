@@ -35,7 +35,13 @@ export function installFront(
       `${flagged[0]!.name} is marked frontSkipsAllMiddleware, but the application uses custom versioning: the handler of a URL is chosen by a function of the request that the front cannot run, so it could answer one version's request with another's entry. Remove the flag, or front: true from CacheModule`,
     )
   if (host.httpAdapter?.getType?.() === 'fastify')
-    refuseFastifyRouting(host.httpAdapter.getInstance(), handlers, flagged[0]!.name, versioning)
+    refuseFastifyRouting(
+      host.httpAdapter.getInstance(),
+      (host.httpAdapter as { versionConstraint?: unknown }).versionConstraint,
+      handlers,
+      flagged[0]!.name,
+      versioning,
+    )
   const routingHeaders =
     versioning?.type === VersioningType.HEADER
       ? [versioning.header.toLowerCase()]
@@ -78,6 +84,8 @@ const FASTIFY_ROUTE_CONSTRAINTS = '__fastify_route_constraints__'
  */
 function refuseFastifyRouting(
   instance: unknown,
+  /** The `version` strategy Nest's FastifyAdapter made, which chooses by the versioning header. */
+  adapterVersionStrategy: unknown,
   handlers: RouteHandler[],
   marked: string,
   versioning: VersioningOptions | undefined,
@@ -99,12 +107,13 @@ function refuseFastifyRouting(
       )
   }
   // `version` constraints choose by the versioning header only through the strategy Nest's adapter
-  // gives the Fastify it creates; on an instance of the app's own, find-my-way's built-in one
-  // chooses by Accept-Version, which the front's key does not hold.
+  // gives the Fastify it creates; on an instance of the app's own, find-my-way's built-in one, or
+  // a strategy of the app's, chooses by something else (Accept-Version), which the key does not hold.
   const router = fastifyInstanceOptions(instance)?.routerOptions as
     | { constraints?: { version?: unknown } }
     | undefined
-  const nestVersionStrategy = router?.constraints?.version !== undefined
+  const version = router?.constraints?.version
+  const nestVersionStrategy = version !== undefined && version === adapterVersionStrategy
   const keyed =
     nestVersionStrategy &&
     (versioning?.type === VersioningType.HEADER || versioning?.type === VersioningType.MEDIA_TYPE)

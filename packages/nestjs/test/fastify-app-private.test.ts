@@ -8,7 +8,7 @@
  */
 import 'reflect-metadata'
 import { CacheConfigError } from '@cache/core'
-import { Controller, Get, Param, VersioningType } from '@nestjs/common'
+import { Controller, Get, type INestApplication, Param, VersioningType } from '@nestjs/common'
 import { RouteConfig, RouteConstraints } from '@nestjs/platform-fastify'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { afterEach, describe, expect, it } from 'vitest'
@@ -198,8 +198,25 @@ describe('constraints the listing or Nest does not show as such (platform-fastif
     await expect(started).rejects.toThrow(/frontSkipsAllMiddleware.*constraint version/)
   })
 
+  it("header versioning on an instance of the app's own with a version strategy of its own: the front does not start", async () => {
+    // The app's strategy reads Accept-Version, not Nest's header. Before: it started, and
+    // Accept-Version: 2.0.0 got v1's entry as a front hit.
+    const acceptVersion = { ...headerStrategy('version', 'accept-version'), validate() {} }
+    for (const fastify of [
+      Fastify({ routerOptions: { constraints: { version: acceptVersion } } } as never),
+      Fastify({ constraints: { version: acceptVersion } } as never),
+    ]) {
+      const started = start([DocV1, DocV2], {
+        front: true,
+        fastify: fastify as never,
+        before: (app) => void app.enableVersioning({ type: VersioningType.HEADER, header: 'x-api-version' }),
+      })
+      await expect(started).rejects.toThrow(/frontSkipsAllMiddleware.*constraint version/)
+    }
+  })
+
   /** A tenant page chosen by a predicate, declared on the instance: the listing prints its constraints as {}. */
-  const predicateTenant = (fastify: FastifyInstance) => {
+  const tenantPredicates = (fastify: FastifyInstance) =>
     fastify.addConstraintStrategy({
       name: 'tenant',
       storage() {
@@ -214,6 +231,8 @@ describe('constraints the listing or Nest does not show as such (platform-fastif
         request.headers['x-tenant'] as string,
       mustMatchWhenDerived: false,
     } as never)
+  const predicateTenant = (fastify: FastifyInstance) => {
+    tenantPredicates(fastify)
     fastify.get(
       '/page',
       { constraints: { tenant: ((value: string) => value?.endsWith('.enterprise')) as never } },
@@ -229,6 +248,16 @@ describe('constraints the listing or Nest does not show as such (platform-fastif
     }
   }
 
+  /** The same predicate beside Nest's version: the listing prints {"version":"1.0.0"}, JSON drops the predicate. */
+  const versionedPredicateTenant = (fastify: FastifyInstance) => {
+    tenantPredicates(fastify)
+    fastify.get(
+      '/doc',
+      { constraints: { version: '1.0.0', tenant: ((value: string) => value?.startsWith('acme')) as never } },
+      async () => ({ doc: 'acme only' }),
+    )
+  }
+
   it('a constraint whose value is a function: private, and the front does not start', async () => {
     const url = await start([Page], { instance: predicateTenant })
     const generic = await send(url, '/page')
@@ -236,6 +265,17 @@ describe('constraints the listing or Nest does not show as such (platform-fastif
     // Before: public, max-age=60.
     expect(generic.headers['cache-control']).toMatch(/^private/)
     await expect(start([Page], { front: true, instance: predicateTenant })).rejects.toThrow(CacheConfigError)
+  })
+  it('a function-valued constraint beside version on a route of the instance: private, and the front does not start', async () => {
+    const versioned = (app: INestApplication) =>
+      void app.enableVersioning({ type: VersioningType.HEADER, header: 'x-api-version' })
+    const url = await start([DocV1, DocV2], { instance: versionedPredicateTenant, before: versioned })
+    const v1 = await send(url, '/doc', { headers: { 'x-api-version': '1.0.0' } })
+    expect(JSON.parse(v1.text)).toEqual({ v: 1 })
+    // Before: the front started, and acme got the public v1 page as a hit.
+    await expect(
+      start([DocV1, DocV2], { front: true, instance: versionedPredicateTenant, before: versioned }),
+    ).rejects.toThrow(CacheConfigError)
   })
 })
 
