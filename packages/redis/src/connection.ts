@@ -75,6 +75,11 @@ export class Connection {
    * {@link refuseDatabase}).
    */
   private refusedSelect: Error | undefined
+  /**
+   * Set while the database a client passed in is on is being asked of the server (see
+   * {@link checkDatabase}): commands wait for it.
+   */
+  private databaseCheck: Promise<void> | undefined
   /** A command of this tick went through {@link corkTick}: the next ones are corked. */
   private tickOpen = false
   /** The socket {@link corkTick} holds until the end of the current tick. */
@@ -148,12 +153,44 @@ export class Connection {
       sentinels && sentinels.length > 0
         ? new SwitchOverGuard(this.client as Redis, observer, this.timeoutMs)
         : undefined
+    if (!this.owned && !this.client.isCluster && this.client.status === 'ready') this.checkDatabase()
+  }
+
+  /**
+   * A client passed in connected: ioredis's record of its database (its options, `select()`) is
+   * not always the server's. A `RESET`, or a `SELECT` in a transaction that was aborted, leaves
+   * the connection on another database than ioredis believes, and every write would land there.
+   * The server is asked (`CLIENT INFO`, Redis 6.2+), before any command of the backend is sent;
+   * on another database, the backend refuses as for a refused `SELECT`. A server that cannot
+   * answer (older than 6.2, a user without `CLIENT`) leaves ioredis's record as the one checked.
+   */
+  private checkDatabase(): void {
+    const client = this.client as Redis
+    const configured = Number(client.options.db ?? 0)
+    const asked = (client.call('client', 'info') as Promise<unknown>).then(
+      (reply) => {
+        const db = /(?:^| )db=(\d+)/.exec(String(reply))?.[1]
+        if (db === undefined || Number(db) === configured) return
+        this.refuseDatabase(
+          new CacheConfigError(
+            'db',
+            `redis: the client passed in is on database ${db} of ${this.address}, while its options (and ioredis) name database ${configured} (a RESET, or a SELECT in an aborted transaction, before it was handed over): every write would land in database ${db}. Nothing is sent on it: every operation fails with CacheConfigError. Give the backend a client on its options' database (a new one, or client.duplicate())`,
+          ),
+        )
+      },
+      // Not known: the database is the one ioredis selected, as checked when the client was given.
+      noop,
+    )
+    this.databaseCheck = asked.finally(() => {
+      this.databaseCheck = undefined
+    })
   }
 
   /** True when a command cannot be sent right now: {@link run} waits for {@link ready} first. */
   get blocked(): boolean {
     return (
       this.client.status !== 'ready' ||
+      this.databaseCheck !== undefined ||
       this.closed ||
       this.refusedSelect !== undefined ||
       (this.topology !== undefined && !this.topology.settled) ||
@@ -169,6 +206,7 @@ export class Connection {
    */
   async ready(operation: string, key?: string): Promise<void> {
     if (this.closed) throw this.failed(operation, new CacheClosedError('redis'), key)
+    if (this.databaseCheck !== undefined) await this.databaseCheck
     this.assertDatabase()
     if (this.switchOver?.holding) {
       const reason = `redis: ${operation} failed: a Sentinel switch-over is promoting a replica`
@@ -242,6 +280,7 @@ export class Connection {
    */
   async whenReady(ms: number): Promise<void> {
     if (this.closed) throw new CacheClosedError('redis')
+    if (this.databaseCheck !== undefined) await this.databaseCheck
     this.assertDatabase()
     const deadline = Date.now() + ms
     const left = () => Math.max(0, deadline - Date.now())
@@ -584,6 +623,7 @@ export class Connection {
 
   private databaseRefused(): CacheConfigError {
     const error = this.refusedSelect!
+    if (error instanceof CacheConfigError) return error
     const args = (error as { command?: { args?: unknown[] } }).command?.args
     const db = args?.[0] ?? (this.client as Redis).options?.db
     return new CacheConfigError(

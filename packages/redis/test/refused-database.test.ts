@@ -145,6 +145,32 @@ describe('a client passed in with a database other than 0 and ioredis resending 
     }
   })
 
+  it('refuses a client the server has on another database than ioredis believes (RESET before hand-off)', async () => {
+    const namespace = fresh()
+    const client = new Redis({
+      host: redis.host,
+      port: redis.port,
+      db: 3,
+      autoResendUnfulfilledCommands: false,
+    })
+    try {
+      await client.ping()
+      // RESET puts the connection back on DB 0; ioredis still records database 3.
+      await client.call('RESET')
+      const cache = redisBackend(client, { namespace, logger: false })
+      opened.push(cache)
+      // Before: resolved, and the entry landed in DB 0, unreported.
+      await expect(cache.set('user:1', 'alice', 60)).rejects.toThrow(
+        /database 0.*database 3|database 3.*database 0/,
+      )
+      await expect(cache.get('user:1')).rejects.toThrow(CacheConfigError)
+      await expect(cache.ready()).rejects.toThrow(CacheConfigError)
+      expect(await db0.keys(`${namespace}*`)).toEqual([])
+    } finally {
+      client.disconnect()
+    }
+  })
+
   it('is accepted with autoResendUnfulfilledCommands: false, and writes into its database', async () => {
     const namespace = fresh()
     const client = new Redis({
