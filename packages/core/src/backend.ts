@@ -79,6 +79,14 @@ export interface CacheBackend {
    */
   keys?(options?: ListKeysOptions): AsyncIterableIterator<string>
   /**
+   * Whether other processes see this backend's entries: `true` for a server or a file (redis,
+   * memcached, disk, a Keyv store such as @keyv/redis), `false` for entries held in this process
+   * (memory, a Keyv over a `Map`). A chain of levels refuses one whose last level is `false`
+   * behind a `true` one: its counters, locks and invalidations would stay in one process.
+   * Optional: a backend that leaves it out is judged by its name.
+   */
+  readonly shared?: boolean
+  /**
    * The TTL in ms a write that names none gets (`defaultTtl`); `null` for no expiry. Optional: a
    * backend that leaves it out says nothing (all @cache backends tell). A chain of levels gives
    * its faster levels the shared level's, so none keeps a copy past the shared level's expiry.

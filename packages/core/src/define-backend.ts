@@ -488,6 +488,7 @@ export function defineBackend(backend: MinimalBackend, given: DefineBackendOptio
     on: observer ? observer.on.bind(observer) : source.on?.bind(source),
     off: observer ? observer.off.bind(observer) : source.off?.bind(source),
     sync: source.sync,
+    ...(typeof source.shared === 'boolean' ? { shared: source.shared } : {}),
   } as CacheBackend
 }
 

@@ -42,6 +42,8 @@ import { Updates } from './updates.js'
  */
 export class DiskBackend extends ObservedBackend implements CacheBackend {
   readonly name = 'disk'
+  /** Every process that opens the directory sees its entries. */
+  readonly shared = true
   readonly namespace: string | undefined
   /** The cache directory. */
   readonly path: string

@@ -71,6 +71,12 @@ const OPTION_NAMES = optionNames<KeyvBackendOptions>({
 export class KeyvBackend extends ObservedBackend implements CacheBackend {
   readonly name = 'keyv'
   readonly namespace: string | undefined
+  /**
+   * Whether other processes see the entries: false over a store held in this process (a `Map`,
+   * Keyv's default store, cacheable's `KeyvCacheableMemory`, an LRU), true over any other (a server,
+   * a file). A chain refuses one of this process last behind a shared level, as it refuses memory.
+   */
+  readonly shared: boolean
   /** The Keyv instance every operation goes through. */
   readonly keyv: Keyv
   /**
@@ -128,6 +134,7 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
     this.storage = storage
     this.keyv = storage.keyv
     this.queue = storeQueue((storage.keyv.store as object | undefined) ?? storage.keyv)
+    this.shared = !heldInProcess(storage.keyv.store)
     this.namespace = storage.namespace
     this.layer = defineBackend(storage, {
       timeout: this.timeoutMs === 0 ? false : `${this.timeoutMs}ms`,
@@ -272,4 +279,13 @@ function isKeyvLike(value: unknown): value is Keyv | KeyvStoreAdapter | Map<unkn
   if (typeof value !== 'object' || value === null) return false
   const v = value as Record<string, unknown>
   return ['get', 'set', 'delete', 'clear'].every((m) => typeof v[m] === 'function')
+}
+
+/** Stores of this process's memory, by class: a `Map` and the in-memory stores Keyv users pick. */
+const IN_PROCESS_STORES = /^(?:KeyvCacheableMemory|CacheableMemory|QuickLRU|LRUCache|LRUMap)$/
+
+function heldInProcess(store: unknown): boolean {
+  if (store === undefined || store instanceof Map) return true
+  const name = (store as { constructor?: { name?: unknown } } | null)?.constructor?.name
+  return typeof name === 'string' && IN_PROCESS_STORES.test(name)
 }

@@ -1,8 +1,13 @@
 import { CacheSerializationError, CacheUnavailableError, CacheConfigError } from '@cache/core'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { diskBackend } from '@cache/disk'
 import { memoryBackend } from '@cache/memory'
 import { multiLevel } from '@cache/multi-level'
 import { startRedis } from '@cache/test-servers'
 import KeyvRedis from '@keyv/redis'
+import KeyvSqlite from '@keyv/sqlite'
 import { Keyv } from 'keyv'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { keyvBackend } from '../src/index.js'
@@ -215,4 +220,33 @@ describe('namespaces that nest, or hold pattern characters, on one store', () =>
       }
     },
   )
+})
+
+describe('a keyv backend over a store of this process, last in a chain', () => {
+  it('is refused behind a shared level, as memory is: its counters and invalidations would stay in this process', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'keyv-last-'))
+    const disk = diskBackend({ path: dir })
+    try {
+      const inProcess = [
+        keyvBackend(new Map()),
+        keyvBackend(new Keyv()),
+        keyvBackend(new Keyv({ store: new Map() })),
+      ]
+      for (const level of inProcess) {
+        expect(level.shared).toBe(false)
+        // Before: accepted, and two processes' increments were counted apart.
+        expect(() => multiLevel(disk, level)).toThrow(CacheConfigError)
+        expect(() => multiLevel(disk, level)).toThrow(/keyv.*last/s)
+      }
+      // Over a store other processes reach: shared, and fine last.
+      const sqlite = keyvBackend(new Keyv({ store: new KeyvSqlite(`sqlite://${join(dir, 'kv.sqlite')}`) }))
+      expect(sqlite.shared).toBe(true)
+      const chain = multiLevel(memoryBackend(), sqlite)
+      expect(await chain.incr('n')).toBe(1)
+      await chain.close()
+    } finally {
+      await disk.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
 })

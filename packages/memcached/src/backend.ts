@@ -57,6 +57,8 @@ const MISS: unique symbol = Symbol('miss')
  */
 export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   readonly name = 'memcached'
+  /** Every process that reaches the server sees its entries. */
+  readonly shared = true
   readonly namespace: string
   readonly client: memjs.Client
   private readonly items: ItemFormat

@@ -45,6 +45,8 @@ const UNDERSCORE = 95
  */
 export class MemoryBackend extends ObservedBackend implements CacheBackend {
   readonly name = 'memory'
+  /** Entries live in this process only. */
+  readonly shared = false
   readonly namespace: string | undefined
   private readonly lru: LRUCache<string, Stored>
   private readonly queue = new KeyedQueue()

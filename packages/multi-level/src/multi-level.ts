@@ -58,6 +58,10 @@ export class MultiLevelBackend implements CacheBackend {
   readonly namespace: string
   /** The levels, fastest first, each with its own stats and breaker. */
   readonly levels: readonly Level[]
+  /** Whether other processes see the chain's entries: what its last level says (undefined: not told). */
+  get shared(): boolean | undefined {
+    return this.levels[this.levels.length - 1]!.backend.shared
+  }
   /** The parts the chain's operations share: health, reader, writer, write order, bus… */
   private readonly chain: ChainParts
   private readonly batches: ChainBatches
@@ -350,13 +354,17 @@ export function multiLevel(...args: unknown[]): MultiLevelBackend {
   return new MultiLevelBackend({ levels: args as (CacheBackend | MinimalBackend)[] })
 }
 
-/** The backends other processes share (a level of another name is not known to be). */
+/**
+ * The backends other processes share, by name, for a backend that does not say (`shared`): one
+ * of another build of @cache, a custom one.
+ */
 const SHARED = new Set(['redis', 'disk', 'memcached', 'keyv'])
 
 /**
  * A chain whose last level (the one it counts as shared: invalidations, counters and locks go
- * there) is a process's own memory behind a level other processes share: their writes and
- * invalidations would never reach this process's last level, nor its theirs.
+ * there) is held in this process (memory, a Keyv over a `Map`) behind a level other processes
+ * share: their writes and invalidations would never reach this process's last level, nor its
+ * theirs. A backend says which it is with `shared`; one that does not is judged by its name.
  */
 function refuseMemoryLast(backends: readonly CacheBackend[]): void {
   // A chain given as a level stands for its own levels: its last is where it writes last.
@@ -373,13 +381,16 @@ function refuseMemoryLast(backends: readonly CacheBackend[]): void {
   }
   const shared = (backend: CacheBackend): boolean => {
     const levels = inner(backend)
-    return levels === undefined ? SHARED.has(backend.name) : levels.some(shared)
+    if (levels !== undefined) return levels.some(shared)
+    return backend.shared ?? SHARED.has(backend.name)
   }
-  if (last(backends[backends.length - 1]!).name !== 'memory') return
+  const held = last(backends[backends.length - 1]!)
+  if (!(held.shared === false || (held.shared === undefined && held.name === 'memory'))) return
   if (!backends.some(shared)) return
   const names = backends.map((backend) => backend.name)
+  const ordered = [...backends.filter((backend) => !shared(backend)), ...backends.filter(shared)]
   throw new CacheConfigError(
     'levels',
-    `[${names.join(', ')}]: memory is last, behind a level other processes share, so the chain would count this process's memory as its shared level (invalidations, counters and locks would stay in this process). Give the levels fastest first, memory first: [${[...names.filter((name) => name === 'memory'), ...names.filter((name) => name !== 'memory')].join(', ')}]`,
+    `[${names.join(', ')}]: ${held.name}, which holds its entries in this process, is last, behind a level other processes share, so the chain would count this process's memory as its shared level (invalidations, counters and locks would stay in this process). Give the levels fastest first, those of this process first: [${ordered.map((backend) => backend.name).join(', ')}]`,
   )
 }

@@ -1,4 +1,4 @@
-import { CacheUnavailableError, cached, isCacheError, CacheConfigError } from '@cache/core'
+import { CacheUnavailableError, cached, defineBackend, isCacheError, CacheConfigError } from '@cache/core'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
@@ -599,6 +599,16 @@ describe('multiLevel construction', () => {
         multiLevel: typeof multiLevel
       }
       expect(() => multiLevel(disk, built.multiLevel(memoryBackend()))).toThrow(CacheConfigError)
+      // A store of this process that says so (`shared: false`), under any name.
+      const rows = new Map<string, unknown>()
+      const own = defineBackend({
+        name: 'rows',
+        shared: false,
+        get: (key: string) => rows.get(key),
+        set: (key: string, value: unknown) => void rows.set(key, value),
+        delete: (key: string) => rows.delete(key),
+      })
+      expect(() => multiLevel(disk, own)).toThrow(/rows, which holds its entries in this process, is last/)
       const right = multiLevel(memoryBackend(), disk)
       await right.set('k', 1)
       expect(await right.get('k')).toBe(1)

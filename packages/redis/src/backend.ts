@@ -33,6 +33,8 @@ import { Writes } from './writes.js'
  */
 export class RedisBackend extends ObservedBackend implements CacheBackend {
   readonly name = 'redis'
+  /** Every process that reaches the server sees its entries. */
+  readonly shared = true
   /** The ioredis client in use: the one passed in, or the one built from the URL or options. */
   readonly client: RedisClient
   readonly namespace: string | undefined
