@@ -153,21 +153,29 @@ export class Connection {
       sentinels && sentinels.length > 0
         ? new SwitchOverGuard(this.client as Redis, observer, this.timeoutMs)
         : undefined
-    if (!this.owned && !this.client.isCluster && this.client.status === 'ready') this.checkDatabase()
+    if (this.asksDatabase && this.client.status === 'ready') this.checkDatabase()
+  }
+
+  /** Whether the server is asked the database of each connection (see {@link checkDatabase}). */
+  private get asksDatabase(): boolean {
+    return !this.owned && !this.client.isCluster
   }
 
   /**
-   * A client passed in connected: ioredis's record of its database (its options, `select()`) is
-   * not always the server's. A `RESET`, or a `SELECT` in a transaction that was aborted, leaves
-   * the connection on another database than ioredis believes, and every write would land there.
-   * The server is asked (`CLIENT INFO`, Redis 6.2+), before any command of the backend is sent;
-   * on another database, the backend refuses as for a refused `SELECT`. A server that cannot
-   * answer (older than 6.2, a user without `CLIENT`) leaves ioredis's record as the one checked.
+   * A client passed in: ioredis's record of its database (its options, `select()`) is not always
+   * the server's. A `RESET`, or a `SELECT` in a transaction that was aborted (sent before it was
+   * handed over, or waiting in its offline queue until it connects), leaves the connection on
+   * another database than ioredis believes, and every write would land there. So on each
+   * connection the server is asked (`CLIENT INFO`, Redis 6.2+), after what the client queued
+   * while connecting (ioredis sends that right after `ready`) and before any command of the
+   * backend; on another database, the backend refuses as for a refused `SELECT`. A server that
+   * cannot answer (older than 6.2, a user without `CLIENT`) leaves ioredis's record as the one checked.
    */
   private checkDatabase(): void {
     const client = this.client as Redis
     const configured = Number(client.options.db ?? 0)
-    const asked = (client.call('client', 'info') as Promise<unknown>).then(
+    const queued = new Promise<void>((resolve) => process.nextTick(resolve))
+    const asked = queued.then(() => client.call('client', 'info') as Promise<unknown>).then(
       (reply) => {
         const db = /(?:^| )db=(\d+)/.exec(String(reply))?.[1]
         if (db === undefined || Number(db) === configured) return
@@ -221,7 +229,9 @@ export class Connection {
         throw this.failed(operation, this.notConnected(operation), key)
       await waitAtMost(this.connected(), this.timeoutMs)
     }
-    // Refused while it waited (ioredis readies the connection anyway, on DB 0).
+    // Refused while it waited (ioredis readies the connection anyway, on DB 0), or on another
+    // database than ioredis believes (asked once it is ready).
+    if (this.databaseCheck !== undefined) await this.databaseCheck
     if (!this.closed) this.assertDatabase()
     if (client.status === 'ready') {
       // A cluster's masters connect once its slot map is known: wait for those too.
@@ -268,7 +278,9 @@ export class Connection {
    */
   async serving(key: string, ms: number): Promise<boolean> {
     const deadline = Date.now() + ms
-    if (!(await this.clientReady(ms, true)) || this.refusedSelect !== undefined) return false
+    if (!(await this.clientReady(ms, true))) return false
+    if (this.databaseCheck !== undefined) await this.databaseCheck
+    if (this.refusedSelect !== undefined) return false
     if (this.topology === undefined) return true
     return (await this.topology.masterReady(key, deadline - Date.now())) !== undefined
   }
@@ -290,6 +302,7 @@ export class Connection {
       (await this.clientReady(left())) &&
       (this.topology === undefined || (await this.topology.healthy(left())))
     if (this.closed) throw new CacheClosedError('redis')
+    if (this.databaseCheck !== undefined) await this.databaseCheck
     this.assertDatabase()
     if (ready) return
     const state = this.client.status === 'ready' ? 'a master is unreachable' : this.client.status
@@ -568,6 +581,7 @@ export class Connection {
   private readonly onReady = (): void => {
     // Ready on DB 0 after the server refused the database: no recovery, nothing is sent on it.
     if (this.refusedSelect !== undefined) return
+    if (this.asksDatabase) this.checkDatabase()
     this.lastError = undefined
     this.slowness.answered()
     this.recovered()

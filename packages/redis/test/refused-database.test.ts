@@ -171,6 +171,32 @@ describe('a client passed in with a database other than 0 and ioredis resending 
     }
   })
 
+  it('refuses it too when the RESET waits in the offline queue of a client still connecting', async () => {
+    for (const lazyConnect of [false, true]) {
+      const namespace = fresh()
+      const client = new Redis({
+        host: redis.host,
+        port: redis.port,
+        db: 3,
+        lazyConnect,
+        autoResendUnfulfilledCommands: false,
+      })
+      try {
+        // Sent after ioredis's SELECT 3 once it connects: the connection ends up on DB 0.
+        const reset = client.call('RESET')
+        const cache = redisBackend(client, { namespace, logger: false })
+        opened.push(cache)
+        if (lazyConnect) void client.connect()
+        // Before: resolved, and the entry landed in DB 0.
+        await expect(cache.set('user:1', 'alice', 60)).rejects.toThrow(CacheConfigError)
+        await reset
+        expect(await db0.keys(`${namespace}*`)).toEqual([])
+      } finally {
+        client.disconnect()
+      }
+    }
+  })
+
   it('is accepted with autoResendUnfulfilledCommands: false, and writes into its database', async () => {
     const namespace = fresh()
     const client = new Redis({
