@@ -87,6 +87,16 @@ export type Memoized<F extends AnyFunction> = F & {
 
 const ASYNC_FUNCTION = Object.getPrototypeOf(async () => {}).constructor
 
+/*
+ * `Symbol.metadata`, which Node does not have yet: with it, the compilers of standard decorators
+ * (TypeScript 5.2+, esbuild, Babel) give each decorated class a metadata object, which is how a
+ * method decorator learns its class for certain (see `MethodNaming.metadata`). The registered
+ * symbol, as esbuild and Babel use when it is missing. Set when @cache/core is loaded, so before
+ * any class that uses `@cache()` is defined.
+ */
+;(Symbol as { metadata?: symbol }).metadata ??= Symbol.for('Symbol.metadata')
+const METADATA = (Symbol as unknown as { metadata: symbol }).metadata
+
 /**
  * Marks the functions `cached()` and `@cache()` return. A registered symbol, so that two copies
  * of this package in one process (an ESM and a CJS one) recognize each other's.
@@ -281,6 +291,11 @@ export function cached<F extends AnyFunction>(
 /** `Object`, of this realm or another (a `vm` context, a Jest sandbox): a plain object's class. */
 function isObjectConstructor(cls: Function): boolean {
   return cls === Object || (cls.name === 'Object' && sourceOf(cls) === undefined)
+}
+
+/** A class by its text (`class …`): one a static method may run on, keyed by its name and text. */
+function isClass(fn: Function): boolean {
+  return sourceOf(fn)?.startsWith('class') === true
 }
 
 /** `Function`, of this realm or another: the class of a class (or of a plain function). */
@@ -511,6 +526,7 @@ export function cache(options: CacheOptions | Duration = {}): any {
       )
       const memo = createMemo(target, opts, naming)
       naming.memo = memo
+      naming.metadata = typeof context.metadata === 'object' ? context.metadata : undefined
       keepMetadata(target, memo)
       context.addInitializer(function (this: unknown) {
         naming.definedOn(this)
@@ -566,6 +582,12 @@ class MethodNaming implements Naming {
   readonly label: string
   memo: Function | undefined
   definingClass: Function | undefined
+  /**
+   * A standard decorator's `context.metadata`: the object its compiler puts on the class being
+   * defined as `Symbol.metadata` (own property). The class that holds it is the defining one; a
+   * class holding a copy of the method (a mixin) does not.
+   */
+  metadata: object | undefined
   private readonly namespace: string
   private readonly functionGeneration: string
   private readonly byClass = new WeakMap<Function, string>()
@@ -603,12 +625,30 @@ class MethodNaming implements Naming {
     return this.definingClass?.name ? `${this.definingClass.name}.${this.method}` : this.method
   }
 
-  /** A TC39 initializer ran: `self` is an instance (or, for a static method, the class). */
+  /**
+   * A TC39 initializer ran: `self` is the class, for a static method (its initializer runs once,
+   * on the class being defined), or an instance being constructed. The instance's class may hold a
+   * copy of the method, or not be the defining class at all (`Reflect.construct(Defining, [],
+   * Other)`): the defining class is the one its metadata names, and without metadata (a compiler
+   * that gives none) it is not learned from an instance.
+   */
   definedOn(self: unknown): void {
     if (this.definingClass !== undefined) return
-    this.definingClass = this.ownerOf(
-      typeof self === 'function' ? self : Object.getPrototypeOf(self)?.constructor,
-    )
+    if (this.isStatic) {
+      if (typeof self === 'function') this.definingClass = self
+      return
+    }
+    this.definingClass = this.metadataOwner(Object.getPrototypeOf(self)?.constructor)
+  }
+
+  /** The class in `runtime`'s chain that holds this method's decoration metadata, if any. */
+  private metadataOwner(runtime: unknown): Function | undefined {
+    const metadata = this.metadata
+    if (metadata === undefined) return undefined
+    for (let cls: unknown = runtime; typeof cls === 'function'; cls = Object.getPrototypeOf(cls))
+      if (Object.hasOwn(cls, METADATA) && (cls as unknown as Record<symbol, unknown>)[METADATA] === metadata)
+        return cls as Function
+    return undefined
   }
 
   prefix(thisArg: unknown): string {
@@ -643,6 +683,9 @@ class MethodNaming implements Naming {
     // method, or an instance to a static one, would be keyed as the other kind: refused.
     if (this.isStatic) {
       if (typeof thisArg !== 'function') throw this.wrongKind(thisArg)
+      // A function that is no class (an instance of a class extending Function, a bound function)
+      // would be keyed by a name many share ("anonymous", "bound Tenant") and no text of its own.
+      if (this.ownerOf(thisArg) === undefined && !isClass(thisArg)) throw this.wrongKind(thisArg)
       return thisArg
     }
     if (typeof thisArg === 'function' && (ctor === Function || isFunctionConstructor(ctor)))
@@ -660,11 +703,13 @@ class MethodNaming implements Naming {
   private wrongKind(thisArg: unknown): CacheConfigError {
     const kind = this.isStatic ? 'a static' : 'an instance'
     const on =
-      typeof thisArg === 'function'
-        ? `the class ${thisArg.name || '(anonymous)'}`
-        : typeof thisArg === 'object' && thisArg !== null
-          ? 'an instance'
-          : `a ${typeof thisArg}`
+      typeof thisArg === 'function' && this.isStatic
+        ? `a function that is no class (${thisArg.name || 'anonymous'})`
+        : typeof thisArg === 'function'
+          ? `the class ${thisArg.name || '(anonymous)'}`
+          : typeof thisArg === 'object' && thisArg !== null
+            ? 'an instance'
+            : `a ${typeof thisArg}`
     return new CacheConfigError(
       'key',
       `@cache(): ${this.display}() is ${kind} method and was called on ${on}, whose keys would be those of ${this.isStatic ? 'the class' : 'its instances'}: one would get the other's result. ` +
@@ -699,6 +744,7 @@ class MethodNaming implements Naming {
         'name',
         `@cache(): ${this.method} runs on an anonymous class: pass a \`name\` option`,
       )
+    this.definingClass ??= this.metadataOwner(runtime)
     const owner = this.ownerOf(runtime)
     // Run by a class that did not get the decorator (the method copied onto it, a mixin, or
     // called with `.call()` on its instance): its part of the key is its own, as a subclass's is.
@@ -714,10 +760,10 @@ class MethodNaming implements Naming {
       name === undefined
         ? `${partSegment((owner ?? runtime).name)}.${partSegment(this.method)}#${classFingerprint(owner ?? runtime, this.fingerprint)}`
         : nameSegment(name)
-    // The classes from the one that ran it up to the one that defines it: a class holding a copy
-    // of the method (a mixin) has its own text in the key, as a subclass does.
-    const stop = this.definingClass ?? (owner === runtime ? undefined : owner)
-    const inherited = `(${partSegment(runtime.name)}#${chainFingerprint(runtime, stop, this.fingerprint)})`
+    // The classes from the one that ran it up to the one that defines it (all of them when that
+    // one is not in the chain, or not known yet): a class holding a copy of the method (a mixin),
+    // and every class above it, has its text in the key, as a subclass does.
+    const inherited = `(${partSegment(runtime.name)}#${chainFingerprint(runtime, this.definingClass, this.fingerprint)})`
     const prefix = `${keySegment(this.namespace)}:${own ? base : `${base}${inherited}`}:`
     // The claimant is this method on this class: another class of the same name, or another
     // method that would be named the same, is a different one. A subclass's part of the key is a

@@ -102,8 +102,29 @@ export function identityCases(mode: DecoratorMode): void {
       expect(await new users.Repo().find(1)).toBe('users:1')
     })
 
+    it('keys a subclass of a class holding a mixin copy with the whole chain: two such chains never share', async () => {
+      const users = await load('mixins/holder-users.ts')
+      const orders = await load('mixins/holder-orders.ts')
+      // Two Subs whose holders differ. Before: one key (the holder's text was in neither part), a
+      // conflict in one process, orders read users' entry across two.
+      expect(await new users.Sub().find(1)).toBe('users:1')
+      expect(await new orders.Sub().find(1)).toBe('orders:1')
+    })
+
+    it('never takes a class that holds a copy of the method for the one that defines it', async () => {
+      const { Admin, User } = await load('mixins/admin.ts')
+      // The first instance is an Admin (its own copy besides the inherited one). Before (standard
+      // decorators): Admin was taken for the defining class and got the bare key `memo:profile:1`.
+      const admin = new Admin()
+      expect(await admin.profile(1)).toBe('admins:1')
+      expect(admin.profile.keyFor.call(admin, 1)).toMatch(/^memo:profile\(Admin#[0-9a-f]{12}\):1$/)
+      const user = new User()
+      expect(await user.profile(1)).toBe('users:1')
+      expect(user.profile.keyFor.call(user, 1)).toBe('memo:profile:1')
+    })
+
     it('refuses a class as the receiver of an instance method, and an instance as that of a static one', async () => {
-      const { Pricing, Catalog } = await load('receivers.ts')
+      const { Pricing, Catalog, Handler, Tenant } = await load('receivers.ts')
       // Before: the class's result was stored under its instances' key, and served to them.
       await expect(Reflect.apply(Pricing.prototype.price, Pricing, ['sku1'])).rejects.toThrow(
         /price\(\) is an instance method.*called on the class Pricing/,
@@ -114,6 +135,10 @@ export function identityCases(mode: DecoratorMode): void {
         /get\(\) is a static method.*called on an instance/,
       )
       expect(await Catalog.get('p1')).toBe('p1 from global-catalog')
+      // Functions that are no class: an instance of a class extending Function, a bound function.
+      // Before: keyed by their name alone ("anonymous", "bound Tenant"), shared across processes.
+      await expect(Catalog.get.call(new Handler(), 'p1')).rejects.toThrow(/static method.*no class/)
+      await expect(Catalog.get.call(Tenant.bind(null), 'p1')).rejects.toThrow(/static method.*no class/)
     })
 
     it('keeps keys the same in every process: the same class and arguments give the same key', async () => {
