@@ -8,6 +8,7 @@
  * a catch-all prints as `*`).
  */
 
+import { METHODS } from 'node:http'
 import { fastifyInstanceOptions } from '@cache/http'
 
 /** A route as the router holds it: methods, URL pattern, names of its constraints. */
@@ -19,27 +20,48 @@ export interface FastifyRoute {
 }
 
 interface PrintsRoutes {
-  printRoutes(options: { commonPrefix: boolean }): string
+  printRoutes(options: { commonPrefix: boolean; method?: string }): string
+  supportedMethods?: unknown
 }
 
 /** One unit of the tree's indentation, then a node's connector. */
 const INDENT = /^(?:│ {3}| {4})/u
 const CONNECTOR = /^[├└]── /u
-/** `<url> (<METHODS>)` then optional ` {…constraints}`. */
+/** `<url> (<METHOD>)` then optional ` {…constraints}`. */
 const ROUTE = /^(.*?) \(([A-Z0-9_-]+(?:, [A-Z0-9_-]+)*)\)(?: (\{.*\}))?$/
+/** A route's line that {@link ROUTE} does not read (its constraints printed as `undefined`: a strategy named `toJSON`). */
+const ROUTE_LIKE = / \([A-Z0-9_-]+(?:, [A-Z0-9_-]+)*\)(?: |$)/
 
-/** Every route of `instance`, or `undefined` when it cannot list them. */
+/**
+ * Every route of `instance`, or `undefined` when it cannot list them. Listed method by method:
+ * find-my-way's listing of all methods at once rebuilds the routes on its built-in strategies,
+ * which refuse some of Nest's own (a handler of several versions), and merges routes that print
+ * alike.
+ */
 function fastifyRoutes(instance: unknown): FastifyRoute[] | undefined {
   const printing = instance as Partial<PrintsRoutes> | null
   if (typeof printing?.printRoutes !== 'function') return undefined
-  let text: string
-  try {
-    text = printing.printRoutes({ commonPrefix: false })
-  } catch {
-    return undefined
-  }
+  const supported = printing.supportedMethods
+  const methods = Array.isArray(supported) && supported.length > 0 ? supported.map(String) : METHODS
   const routes: FastifyRoute[] = []
-  /** Each listed route's methods, URL and constraints as printed, and how many print as each. */
+  for (const method of methods) {
+    let text: string
+    try {
+      text = printing.printRoutes({ commonPrefix: false, method })
+    } catch {
+      return undefined
+    }
+    const listed = readListing(instance, text)
+    if (listed === undefined) return undefined
+    routes.push(...listed)
+  }
+  return routes
+}
+
+/** The routes of one method's listing, or `undefined` when it cannot be read. */
+function readListing(instance: unknown, text: string): FastifyRoute[] | undefined {
+  const routes: FastifyRoute[] = []
+  /** Each listed route's method, URL and constraints as printed, and how many print as each. */
   const shapes: string[] = []
   const printed = new Map<string, number>()
   // Without a common prefix, a node's key is its path below the nearest node above it that is a route.
@@ -57,6 +79,7 @@ function fastifyRoutes(instance: unknown): FastifyRoute[] | undefined {
     else depth--
     if (depth < 0 || rest === '') continue
     const route = ROUTE.exec(rest)
+    if (route === null && ROUTE_LIKE.test(rest)) return undefined
     const key = route === null ? rest : route[1]!
     if (connector !== null) paths[depth] = (depth === 0 ? '' : (paths[depth - 1] ?? '')) + key
     if (route === null) continue
@@ -74,7 +97,8 @@ function fastifyRoutes(instance: unknown): FastifyRoute[] | undefined {
     if (printed.get(shapes[i]!)! > 1 && routes[i]!.constraints?.length !== 0)
       routes[i]!.constraints = undefined
   // A listing with lines but no route read from them: a format this reading does not know.
-  return routes.length === 0 && text.trim() !== '' && text.trim() !== '(empty tree)' ? undefined : routes
+  const trimmed = text.trim()
+  return routes.length === 0 && trimmed !== '' && trimmed !== '(empty tree)' ? undefined : routes
 }
 
 /**

@@ -34,6 +34,24 @@ const tenantFromConfig = (fastify: FastifyInstance) => {
   })
 }
 
+/** A `tenant` strategy whose values are predicates of the X-Tenant header. */
+function tenantPredicateStrategy(fastify: FastifyInstance): void {
+  fastify.addConstraintStrategy({
+    name: 'tenant',
+    storage() {
+      const entries: [unknown, unknown][] = []
+      return {
+        get: (value: string) =>
+          (entries.find(([match]) => typeof match === 'function' && match(value))?.[1] ?? null) as never,
+        set: (match: unknown, store: unknown) => void entries.push([match, store]),
+      }
+    },
+    deriveConstraint: (request: { headers: Record<string, unknown> }) =>
+      request.headers['x-tenant'] as string,
+    mustMatchWhenDerived: false,
+  } as never)
+}
+
 function hostPages(front: boolean) {
   const options = { ttl: 60, cacheControl: true, frontSkipsAllMiddleware: front } as const
   @Controller('page')
@@ -216,21 +234,7 @@ describe('constraints the listing or Nest does not show as such (platform-fastif
   })
 
   /** A tenant page chosen by a predicate, declared on the instance: the listing prints its constraints as {}. */
-  const tenantPredicates = (fastify: FastifyInstance) =>
-    fastify.addConstraintStrategy({
-      name: 'tenant',
-      storage() {
-        const entries: [unknown, unknown][] = []
-        return {
-          get: (value: string) =>
-            (entries.find(([match]) => typeof match === 'function' && match(value))?.[1] ?? null) as never,
-          set: (match: unknown, store: unknown) => void entries.push([match, store]),
-        }
-      },
-      deriveConstraint: (request: { headers: Record<string, unknown> }) =>
-        request.headers['x-tenant'] as string,
-      mustMatchWhenDerived: false,
-    } as never)
+  const tenantPredicates = tenantPredicateStrategy
   const predicateTenant = (fastify: FastifyInstance) => {
     tenantPredicates(fastify)
     fastify.get(
@@ -276,6 +280,75 @@ describe('constraints the listing or Nest does not show as such (platform-fastif
     await expect(
       start([DocV1, DocV2], { front: true, instance: versionedPredicateTenant, before: versioned }),
     ).rejects.toThrow(CacheConfigError)
+  })
+})
+
+describe('constraints the listing hides (platform-fastify)', () => {
+  @Controller({ path: 'doc', version: '1.0.0' })
+  class Doc {
+    @Get()
+    @CacheResponse({ ttl: 60, cacheControl: true, frontSkipsAllMiddleware: true })
+    get() {
+      return { doc: 'public' }
+    }
+  }
+  const versioned = (app: INestApplication) =>
+    void app.enableVersioning({ type: VersioningType.HEADER, header: 'x-api-version' })
+  const predicate = ((value: string) => value?.startsWith('acme')) as never
+
+  it("a predicate beside version on a GET-only route, printed like the HEAD and GET of Nest's route", async () => {
+    const getOnly = (fastify: FastifyInstance) => {
+      tenantPredicateStrategy(fastify)
+      fastify.route({
+        method: 'GET',
+        url: '/doc',
+        exposeHeadRoute: false,
+        constraints: { version: '1.0.0', tenant: predicate },
+        handler: async () => ({ doc: 'acme only' }),
+      })
+    }
+    // Before: started, and acme got the public page from the front.
+    await expect(start([Doc], { front: true, instance: getOnly, before: versioned })).rejects.toThrow(
+      CacheConfigError,
+    )
+  })
+
+  it('a strategy named toJSON, whose route prints its constraints as undefined', async () => {
+    @Controller('page')
+    class Page {
+      @Get()
+      @CacheResponse({ ttl: 60, cacheControl: true, frontSkipsAllMiddleware: true })
+      get() {
+        return { page: 'generic' }
+      }
+    }
+    const toJSON = (fastify: FastifyInstance) => {
+      fastify.addConstraintStrategy({ ...headerStrategy('toJSON', 'x-tenant'), name: 'toJSON' } as never)
+      fastify.get('/page', { constraints: { toJSON: (() => undefined) as never } }, async () => ({
+        page: 'x',
+      }))
+    }
+    const url = await start([Page], { instance: toJSON })
+    const page = await send(url, '/page')
+    expect(JSON.parse(page.text)).toEqual({ page: 'generic' })
+    // Before: public, max-age=60 (the route's line was not read as a route).
+    expect(page.headers['cache-control']).toMatch(/^private/)
+    await expect(start([Page], { front: true, instance: toJSON })).rejects.toThrow(CacheConfigError)
+  })
+
+  it("a handler of several versions on Nest's own instance still starts with the front", async () => {
+    @Controller({ path: 'multi', version: ['1', '2'] })
+    class Multi {
+      @Get()
+      @CacheResponse({ ttl: 60, frontSkipsAllMiddleware: true })
+      get() {
+        return { multi: true }
+      }
+    }
+    // Before: refused, the listing "unreadable" (find-my-way's merged listing cannot hold array versions).
+    const url = await start([Multi], { front: true, before: versioned })
+    const reply = await send(url, '/multi', { headers: { 'x-api-version': '2' } })
+    expect(JSON.parse(reply.text)).toEqual({ multi: true })
   })
 })
 
