@@ -175,23 +175,53 @@ export class Connection {
     const client = this.client as Redis
     const configured = Number(client.options.db ?? 0)
     const queued = new Promise<void>((resolve) => process.nextTick(resolve))
-    const asked = queued.then(() => client.call('client', 'info') as Promise<unknown>).then(
-      (reply) => {
-        const db = /(?:^| )db=(\d+)/.exec(String(reply))?.[1]
-        if (db === undefined || Number(db) === configured) return
-        this.refuseDatabase(
-          new CacheConfigError(
-            'db',
-            `redis: the client passed in is on database ${db} of ${this.address}, while its options (and ioredis) name database ${configured} (a RESET, or a SELECT in an aborted transaction, before it was handed over): every write would land in database ${db}. Nothing is sent on it: every operation fails with CacheConfigError. Give the backend a client on its options' database (a new one, or client.duplicate())`,
-          ),
-        )
-      },
-      // Not known: the database is the one ioredis selected, as checked when the client was given.
-      noop,
-    )
+    const asked = queued
+      .then(() => client.call('client', 'info') as Promise<unknown>)
+      .then(
+        (reply) => {
+          const db = /(?:^| )db=(\d+)/.exec(String(reply))?.[1]
+          if (db === undefined || Number(db) === configured) return
+          this.refuseDatabase(
+            new CacheConfigError(
+              'db',
+              `redis: the client passed in is on database ${db} of ${this.address}, while its options (and ioredis) name database ${configured} (a RESET, or a SELECT in an aborted transaction, before it was handed over): every write would land in database ${db}. Nothing is sent on it: every operation fails with CacheConfigError. Give the backend a client on its options' database (a new one, or client.duplicate())`,
+            ),
+          )
+        },
+        // Not known: the database is the one ioredis selected, as checked when the client was given.
+        noop,
+      )
     this.databaseCheck = asked.finally(() => {
       this.databaseCheck = undefined
     })
+  }
+
+  /** Waits, at most `ms`, for the {@link checkDatabase} under way, if any; false if it did not end. */
+  private async databaseAnswered(ms: number): Promise<boolean> {
+    const check = this.databaseCheck
+    if (check === undefined) return true
+    return (
+      (await waitAtMost(
+        check.then(() => true),
+        Math.max(0, ms),
+      )) === true
+    )
+  }
+
+  /**
+   * Waits, at most the operation timeout, for the {@link checkDatabase} under way: a server that
+   * does not say which database the connection is on fails the operation as a timeout, and
+   * nothing is sent meanwhile.
+   */
+  private async databaseChecked(operation: string, key: string | undefined): Promise<void> {
+    if (await this.databaseAnswered(this.timeoutMs)) return
+    const error = new CacheTimeoutError(
+      'redis',
+      `${operation} on ${this.address} (waiting for the server to say which database the connection is on)`,
+      this.timeoutMs,
+      { server: this.address },
+    )
+    throw this.failed(operation, error, key)
   }
 
   /** True when a command cannot be sent right now: {@link run} waits for {@link ready} first. */
@@ -214,7 +244,7 @@ export class Connection {
    */
   async ready(operation: string, key?: string): Promise<void> {
     if (this.closed) throw this.failed(operation, new CacheClosedError('redis'), key)
-    if (this.databaseCheck !== undefined) await this.databaseCheck
+    await this.databaseChecked(operation, key)
     this.assertDatabase()
     if (this.switchOver?.holding) {
       const reason = `redis: ${operation} failed: a Sentinel switch-over is promoting a replica`
@@ -231,7 +261,7 @@ export class Connection {
     }
     // Refused while it waited (ioredis readies the connection anyway, on DB 0), or on another
     // database than ioredis believes (asked once it is ready).
-    if (this.databaseCheck !== undefined) await this.databaseCheck
+    await this.databaseChecked(operation, key)
     if (!this.closed) this.assertDatabase()
     if (client.status === 'ready') {
       // A cluster's masters connect once its slot map is known: wait for those too.
@@ -279,7 +309,7 @@ export class Connection {
   async serving(key: string, ms: number): Promise<boolean> {
     const deadline = Date.now() + ms
     if (!(await this.clientReady(ms, true))) return false
-    if (this.databaseCheck !== undefined) await this.databaseCheck
+    if (!(await this.databaseAnswered(deadline - Date.now()))) return false
     if (this.refusedSelect !== undefined) return false
     if (this.topology === undefined) return true
     return (await this.topology.masterReady(key, deadline - Date.now())) !== undefined
@@ -292,20 +322,24 @@ export class Connection {
    */
   async whenReady(ms: number): Promise<void> {
     if (this.closed) throw new CacheClosedError('redis')
-    if (this.databaseCheck !== undefined) await this.databaseCheck
-    this.assertDatabase()
     const deadline = Date.now() + ms
     const left = () => Math.max(0, deadline - Date.now())
+    const answered = await this.databaseAnswered(left())
+    this.assertDatabase()
     while (this.switchOver?.holding && left() > 0) await delay(Math.min(left(), 20))
     const ready =
       !this.switchOver?.holding &&
       (await this.clientReady(left())) &&
       (this.topology === undefined || (await this.topology.healthy(left())))
     if (this.closed) throw new CacheClosedError('redis')
-    if (this.databaseCheck !== undefined) await this.databaseCheck
+    const checked = answered && (await this.databaseAnswered(left()))
     this.assertDatabase()
-    if (ready) return
-    const state = this.client.status === 'ready' ? 'a master is unreachable' : this.client.status
+    if (ready && checked) return
+    const state = !checked
+      ? 'the server did not say which database the connection is on'
+      : this.client.status === 'ready'
+        ? 'a master is unreachable'
+        : this.client.status
     throw new CacheUnavailableError('redis', `redis: not ready within ${ms} ms (${state})`)
   }
 

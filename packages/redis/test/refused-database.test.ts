@@ -1,4 +1,4 @@
-import { CacheConfigError } from '@cache/core'
+import { CacheConfigError, CacheTimeoutError } from '@cache/core'
 import { type RedisServer, recorder, startRedis } from '@cache/test-servers'
 import { Redis } from 'ioredis'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
@@ -194,6 +194,38 @@ describe('a client passed in with a database other than 0 and ioredis resending 
       } finally {
         client.disconnect()
       }
+    }
+  })
+
+  it('fails an operation within its timeout, not hangs, while the server does not say which database', async () => {
+    const client = new Redis({
+      host: redis.host,
+      port: redis.port,
+      db: 3,
+      autoResendUnfulfilledCommands: false,
+    })
+    try {
+      await client.ping()
+      await redis.process!.freeze()
+      try {
+        const cache = redisBackend(client, { namespace: fresh(), timeout: '200ms', logger: false })
+        opened.push(cache)
+        const started = Date.now()
+        const outcome = await Promise.race([
+          cache.set('k', 'v', 60).then(
+            () => 'stored',
+            (error: unknown) => error,
+          ),
+          new Promise((resolve) => setTimeout(resolve, 3000, 'still waiting')),
+        ])
+        // Before: still waiting (for as long as the server was stopped).
+        expect(outcome).toBeInstanceOf(CacheTimeoutError)
+        expect(Date.now() - started).toBeLessThan(2000)
+      } finally {
+        redis.process!.thaw()
+      }
+    } finally {
+      client.disconnect()
     }
   })
 
