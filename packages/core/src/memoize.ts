@@ -588,6 +588,9 @@ class MethodNaming implements Naming {
    * class holding a copy of the method (a mixin) does not.
    */
   metadata: object | undefined
+  /** The prototype of the last object {@link prefix} keyed, and its prefix. */
+  private lastProto: object | undefined
+  private lastPrefix = ''
   private readonly namespace: string
   private readonly functionGeneration: string
   private readonly byClass = new WeakMap<Function, string>()
@@ -652,9 +655,18 @@ class MethodNaming implements Naming {
   }
 
   prefix(thisArg: unknown): string {
+    // The hit path: a call on an object of the prototype of the previous call's, which passed
+    // every check (they read its prototype only) and was keyed by its class.
+    const proto = typeof thisArg === 'object' && thisArg !== null ? Object.getPrototypeOf(thisArg) : undefined
+    if (proto !== undefined && proto === this.lastProto) return this.lastPrefix
     const runtime = this.classOf(thisArg) ?? this.definingClass
     if (runtime === undefined) throw this.unknownClass()
-    return this.prefixFor(runtime)
+    const prefix = this.prefixFor(runtime)
+    if (proto !== undefined && proto !== null) {
+      this.lastProto = proto
+      this.lastPrefix = prefix
+    }
+    return prefix
   }
 
   /** The prefix of the calls run by `runtime` (the class of `this`, or for a static method `this`). */
