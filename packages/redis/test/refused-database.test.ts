@@ -1,6 +1,6 @@
 import { CacheConfigError, CacheTimeoutError } from '@cache/core'
 import { type RedisServer, recorder, startRedis } from '@cache/test-servers'
-import { Redis } from 'ioredis'
+import { Redis, type RedisOptions } from 'ioredis'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { type RedisBackend, type RedisConnection, redisBackend } from '../src/index.js'
 
@@ -89,15 +89,21 @@ describe.each(connections)('a database the server refuses, given as %s', (_name,
   })
 })
 
+/** A client of the test server on database `db`, as the backend accepts one passed in. */
+function passedClient(db: number, options: RedisOptions = {}): Redis {
+  return new Redis({
+    host: redis.host,
+    port: redis.port,
+    db,
+    autoResendUnfulfilledCommands: false,
+    ...options,
+  })
+}
+
 describe('a client passed in whose database the server refuses', () => {
   it('is refused too: the operations fail with CacheConfigError, nothing lands in DB 0, the client stays yours', async () => {
     const namespace = fresh()
-    const client = new Redis({
-      host: redis.host,
-      port: redis.port,
-      db: 99,
-      autoResendUnfulfilledCommands: false,
-    })
+    const client = passedClient(99)
     try {
       const cache = redisBackend(client, { namespace, logger: false })
       opened.push(cache)
@@ -147,12 +153,7 @@ describe('a client passed in with a database other than 0 and ioredis resending 
 
   it('refuses a client the server has on another database than ioredis believes (RESET before hand-off)', async () => {
     const namespace = fresh()
-    const client = new Redis({
-      host: redis.host,
-      port: redis.port,
-      db: 3,
-      autoResendUnfulfilledCommands: false,
-    })
+    const client = passedClient(3)
     try {
       await client.ping()
       // RESET puts the connection back on DB 0; ioredis still records database 3.
@@ -174,13 +175,7 @@ describe('a client passed in with a database other than 0 and ioredis resending 
   it('refuses it too when the RESET waits in the offline queue of a client still connecting', async () => {
     for (const lazyConnect of [false, true]) {
       const namespace = fresh()
-      const client = new Redis({
-        host: redis.host,
-        port: redis.port,
-        db: 3,
-        lazyConnect,
-        autoResendUnfulfilledCommands: false,
-      })
+      const client = passedClient(3, { lazyConnect })
       try {
         // Sent after ioredis's SELECT 3 once it connects: the connection ends up on DB 0.
         const reset = client.call('RESET')
@@ -198,12 +193,7 @@ describe('a client passed in with a database other than 0 and ioredis resending 
   })
 
   it('fails an operation within its timeout, not hangs, while the server does not say which database', async () => {
-    const client = new Redis({
-      host: redis.host,
-      port: redis.port,
-      db: 3,
-      autoResendUnfulfilledCommands: false,
-    })
+    const client = passedClient(3)
     try {
       await client.ping()
       await redis.process!.freeze()
@@ -231,12 +221,7 @@ describe('a client passed in with a database other than 0 and ioredis resending 
 
   it('is accepted with autoResendUnfulfilledCommands: false, and writes into its database', async () => {
     const namespace = fresh()
-    const client = new Redis({
-      host: redis.host,
-      port: redis.port,
-      db: 5,
-      autoResendUnfulfilledCommands: false,
-    })
+    const client = passedClient(5)
     try {
       const cache = redisBackend(client, { namespace, logger: false })
       opened.push(cache)
