@@ -34,6 +34,16 @@ const tenantFromConfig = (fastify: FastifyInstance) => {
   })
 }
 
+/** A marked page at /page with cacheControl, for the routes of the instance that share its URL. */
+@Controller('page')
+class Page {
+  @Get()
+  @CacheResponse({ ttl: 60, cacheControl: true, frontSkipsAllMiddleware: true })
+  get() {
+    return { page: 'generic' }
+  }
+}
+
 /** A `tenant` strategy whose values are predicates of the X-Tenant header. */
 function tenantPredicateStrategy(fastify: FastifyInstance): void {
   fastify.addConstraintStrategy({
@@ -243,14 +253,6 @@ describe('constraints the listing or Nest does not show as such (platform-fastif
       async () => ({ page: 'enterprise' }),
     )
   }
-  @Controller('page')
-  class Page {
-    @Get()
-    @CacheResponse({ ttl: 60, cacheControl: true, frontSkipsAllMiddleware: true })
-    get() {
-      return { page: 'generic' }
-    }
-  }
 
   /** The same predicate beside Nest's version: the listing prints {"version":"1.0.0"}, JSON drops the predicate. */
   const versionedPredicateTenant = (fastify: FastifyInstance) => {
@@ -314,14 +316,6 @@ describe('constraints the listing hides (platform-fastify)', () => {
   })
 
   it('a strategy named toJSON, whose route prints its constraints as undefined', async () => {
-    @Controller('page')
-    class Page {
-      @Get()
-      @CacheResponse({ ttl: 60, cacheControl: true, frontSkipsAllMiddleware: true })
-      get() {
-        return { page: 'generic' }
-      }
-    }
     const toJSON = (fastify: FastifyInstance) => {
       fastify.addConstraintStrategy({ ...headerStrategy('toJSON', 'x-tenant'), name: 'toJSON' } as never)
       fastify.get('/page', { constraints: { toJSON: (() => undefined) as never } }, async () => ({
