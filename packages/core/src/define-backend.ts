@@ -91,6 +91,13 @@ export function defineBackend(backend: MinimalBackend, given: DefineBackendOptio
   refuseOtherTtlUnits(backend)
   const options = readOptions(given, DEFINE_BACKEND_OPTION_NAMES, 'defineBackend()')
   const source = backend as CacheBackend
+  // A `shared` of another type ('false' from a configuration file) would be read as not said.
+  const shared: unknown = source.shared
+  if (shared !== undefined && typeof shared !== 'boolean')
+    throw new CacheConfigError(
+      'shared',
+      `expected true or false (whether other processes see the store's entries), got ${JSON.stringify(shared)}`,
+    )
   const queue = new KeyedQueue()
   // A class names its instances; a plain object literal (constructor Object) is just "custom".
   const ctor = (source as { constructor?: Function }).constructor
@@ -488,7 +495,7 @@ export function defineBackend(backend: MinimalBackend, given: DefineBackendOptio
     on: observer ? observer.on.bind(observer) : source.on?.bind(source),
     off: observer ? observer.off.bind(observer) : source.off?.bind(source),
     sync: source.sync,
-    ...(typeof source.shared === 'boolean' ? { shared: source.shared } : {}),
+    ...(shared === undefined ? {} : { shared }),
   } as CacheBackend
 }
 

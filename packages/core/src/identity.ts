@@ -121,39 +121,51 @@ function collision(prefix: string, what: string): CacheConfigError {
 const moduleFingerprints = new Map<string, string | undefined>()
 
 /**
- * The fingerprint of the source file of the module that is calling into @cache/core (decorating
+ * The fingerprint of the source files of the module that is calling into @cache/core (decorating
  * a class, as legacy decorators do from a `__decorate` call beside the class), or `undefined` when
- * it cannot be read (code built in memory, an `eval`). A class's own text does not hold what
+ * none can be read (code built in memory, an `eval`). A class's own text does not hold what
  * TypeScript's `experimentalDecorators` emits after it — decorator arguments, parameter decorators
  * such as `@Inject('users')` — nor the module's constants; its file does. Read once per file.
  */
 export function callerModuleFingerprint(callee: Function): string | undefined {
-  const file = declaringFile(callee)
-  if (file === undefined) return undefined
-  if (!moduleFingerprints.has(file)) {
-    let fingerprint: string | undefined
-    try {
-      fingerprint = sourceFingerprint(readFileSync(file, 'utf8'))
-    } catch {
-      fingerprint = undefined
+  const texts: string[] = []
+  for (const file of declaringFiles(callee)) {
+    if (!moduleFingerprints.has(file)) {
+      let fingerprint: string | undefined
+      try {
+        fingerprint = sourceFingerprint(readFileSync(file, 'utf8'))
+      } catch {
+        fingerprint = undefined
+      }
+      moduleFingerprints.set(file, fingerprint)
     }
-    moduleFingerprints.set(file, fingerprint)
+    const fingerprint = moduleFingerprints.get(file)
+    if (fingerprint !== undefined) texts.push(fingerprint)
   }
-  return moduleFingerprints.get(file)
+  if (texts.length === 0) return undefined
+  return texts.length === 1 ? texts[0] : sourceFingerprint(texts.join('\n'))
 }
 
 /** The helpers compilers emit to apply decorators, in the module that declares the class (or in tslib). */
 const DECORATE_HELPERS =
   /^(?:__decorate|__esDecorate|__runInitializers|__decorateClass|__decorateElement|_applyDecs\w*|_decorate)$/
 
+/** Installed libraries of such helpers: the module that calls them is the class's. */
+const HELPER_LIBRARIES =
+  /[\\/]node_modules[\\/](?:tslib|@swc[\\/]helpers|@babel[\\/]runtime[\w-]*|reflect-metadata)[\\/]/
+
 /**
- * The file of the module that applies the decorator `callee`, from the call sites below it (V8's
- * structured frames, so neither source maps nor a user's `Error.prepareStackTrace` change them):
- * where the compiler's decorate helper runs (`__decorate`, `__esDecorate`…), passing over installed
- * code (tslib with `importHelpers`, reflect-metadata's `Reflect.decorate`, a framework's
- * `applyDecorators`); without such a helper, the first frame outside `node_modules`.
+ * The files of the module that applies the decorator `callee`, from the call sites below it (V8's
+ * structured frames, so neither source maps nor a user's `Error.prepareStackTrace` change them).
+ * Where the compiler's decorate helper runs (`__decorate`, `__esDecorate`…): its file, or, for a
+ * helper of an installed helper library (tslib with `importHelpers`), its caller's; an installed
+ * package's own file counts (a decorated class published in a package). Installed code called
+ * between (reflect-metadata's `Reflect.decorate`, a framework's `applyDecorators`) is passed over.
+ * Without such a helper (the legacy form applied by hand), every file of the application on the
+ * stack down to the module being loaded: a helper of the project that wraps `cache()`, and the
+ * class's module that calls it.
  */
-function declaringFile(callee: Function): string | undefined {
+function declaringFiles(callee: Function): string[] {
   const original = Error.prepareStackTrace
   const limit = Error.stackTraceLimit
   let sites: NodeJS.CallSite[] = []
@@ -173,10 +185,24 @@ function declaringFile(callee: Function): string | undefined {
     file: typeof site.getFileName() === 'string' ? fileOf(site.getFileName()!) : undefined,
     name: site.getFunctionName(),
   }))
-  const installed = (file: string | undefined) => file === undefined || /[\\/]node_modules[\\/]/.test(file)
+  const internal = (file: string | undefined) => file === undefined || file.startsWith('node:')
   const helper = frames.findIndex((frame) => frame.name !== null && DECORATE_HELPERS.test(frame.name))
-  const from = helper === -1 ? 0 : helper
-  return frames.slice(from).find((frame) => !installed(frame.file))?.file
+  if (helper !== -1) {
+    const file = frames
+      .slice(helper)
+      .find((frame) => !internal(frame.file) && !HELPER_LIBRARIES.test(frame.file!))?.file
+    return file === undefined ? [] : [file]
+  }
+  const installed = (file: string) => /[\\/]node_modules[\\/]/.test(file)
+  const files: string[] = []
+  for (const frame of frames) {
+    if (internal(frame.file)) {
+      if (files.length > 0) break
+      continue
+    }
+    if (!installed(frame.file!) && !files.includes(frame.file!)) files.push(frame.file!)
+  }
+  return files
 }
 
 /** A stack frame's or module's location as a path (a module URL's query, as in `import('./m.js?v=2')`, dropped). */

@@ -293,6 +293,11 @@ function isObjectConstructor(cls: Function): boolean {
   return cls === Object || (cls.name === 'Object' && sourceOf(cls) === undefined)
 }
 
+/** A built-in class of this realm (`Map`, `EventTarget`): its text is native, and the same everywhere. */
+function isBuiltIn(cls: Function): boolean {
+  return typeof cls.name === 'string' && (globalThis as Record<string, unknown>)[cls.name] === cls
+}
+
 /** A class by its text (`class …`): one a static method may run on, keyed by its name and text. */
 function isClass(fn: Function): boolean {
   return sourceOf(fn)?.startsWith('class') === true
@@ -644,14 +649,33 @@ class MethodNaming implements Naming {
     this.definingClass = this.metadataOwner(Object.getPrototypeOf(self)?.constructor)
   }
 
-  /** The class in `runtime`'s chain that holds this method's decoration metadata, if any. */
+  /**
+   * The class in `runtime`'s chain that holds this method's decoration metadata and the method
+   * itself, if any: a class given a copy of the metadata (statics copied from the class, as
+   * hoist-non-react-statics does) and not the method is not the one decorated.
+   */
   private metadataOwner(runtime: unknown): Function | undefined {
     const metadata = this.metadata
     if (metadata === undefined) return undefined
     for (let cls: unknown = runtime; typeof cls === 'function'; cls = Object.getPrototypeOf(cls))
-      if (Object.hasOwn(cls, METADATA) && (cls as unknown as Record<symbol, unknown>)[METADATA] === metadata)
+      if (
+        Object.hasOwn(cls, METADATA) &&
+        (cls as unknown as Record<symbol, unknown>)[METADATA] === metadata &&
+        this.holds(cls as Function)
+      )
         return cls as Function
     return undefined
+  }
+
+  /** Whether `cls`'s prototype (for a static method, `cls` itself) holds this memoized method as its own. */
+  private holds(cls: Function): boolean {
+    const holder = (this.isStatic ? cls : cls.prototype) as Record<string, unknown> | undefined
+    return (
+      holder !== undefined &&
+      holder !== null &&
+      Object.hasOwn(holder, this.method) &&
+      holder[this.method] === this.memo
+    )
   }
 
   prefix(thisArg: unknown): string {
@@ -756,7 +780,6 @@ class MethodNaming implements Naming {
         'name',
         `@cache(): ${this.method} runs on an anonymous class: pass a \`name\` option`,
       )
-    this.definingClass ??= this.metadataOwner(runtime)
     const owner = this.ownerOf(runtime)
     // Run by a class that did not get the decorator (the method copied onto it, a mixin, or
     // called with `.call()` on its instance): its part of the key is its own, as a subclass's is.
@@ -775,7 +798,7 @@ class MethodNaming implements Naming {
     // The classes from the one that ran it up to the one that defines it (all of them when that
     // one is not in the chain, or not known yet): a class holding a copy of the method (a mixin),
     // and every class above it, has its text in the key, as a subclass does.
-    const inherited = `(${partSegment(runtime.name)}#${chainFingerprint(runtime, this.definingClass, this.fingerprint)})`
+    const inherited = `(${partSegment(runtime.name)}#${this.chainFingerprint(runtime)})`
     const prefix = `${keySegment(this.namespace)}:${own ? base : `${base}${inherited}`}:`
     // The claimant is this method on this class: another class of the same name, or another
     // method that would be named the same, is a different one. A subclass's part of the key is a
@@ -794,12 +817,54 @@ class MethodNaming implements Naming {
 
   /** The class whose prototype (or, for static methods, the class itself) holds this memoized method. */
   private ownerOf(runtime: Function | undefined): Function | undefined {
-    for (let cls: unknown = runtime; typeof cls === 'function'; cls = Object.getPrototypeOf(cls)) {
-      const holder = this.isStatic ? cls : (cls as Function).prototype
-      if (holder && Object.hasOwn(holder, this.method) && holder[this.method] === this.memo)
-        return cls as Function
-    }
+    for (let cls: unknown = runtime; typeof cls === 'function'; cls = Object.getPrototypeOf(cls))
+      if (this.holds(cls as Function)) return cls as Function
     return undefined
+  }
+
+  /**
+   * The fingerprint of every class from `runtime` up to the defining class (excluded; all of them
+   * when it is not in the chain, or not known): any of them may set what the method reads (a
+   * constructor passing `super('users')`, a field, an override of a helper it calls). For an
+   * instance method the classes are read from the prototypes (a class a decorator replaced with a
+   * Proxy is its real class there). A class whose text cannot be read (a bound function, a Proxy,
+   * a native function that is no built-in) is refused: its part of the key would hold only a name.
+   */
+  private chainFingerprint(runtime: Function): string {
+    const stop = this.definingClass
+    const texts: string[] = []
+    const add = (cls: unknown): void => {
+      const text = typeof cls === 'function' ? sourceOf(cls) : undefined
+      if (text !== undefined) texts.push(text)
+      else if (typeof cls === 'function' && isBuiltIn(cls)) texts.push(`[built-in ${cls.name}]`)
+      else throw this.unreadable(typeof cls === 'function' ? cls : runtime)
+    }
+    if (this.isStatic) {
+      for (let cls: unknown = runtime; typeof cls === 'function'; cls = Object.getPrototypeOf(cls)) {
+        if (cls === stop || cls === Function.prototype) break
+        add(cls)
+      }
+    } else {
+      for (
+        let proto: unknown = runtime.prototype;
+        typeof proto === 'object' && proto !== null && proto !== Object.prototype;
+        proto = Object.getPrototypeOf(proto)
+      ) {
+        const cls = Object.hasOwn(proto, 'constructor')
+          ? (proto as { constructor: unknown }).constructor
+          : undefined
+        if (stop !== undefined && cls === stop) break
+        add(cls)
+      }
+    }
+    return sourceFingerprint(`${this.fingerprint}\n${texts.join('\n')}`)
+  }
+
+  private unreadable(cls: Function): CacheConfigError {
+    return new CacheConfigError(
+      'key',
+      `@cache(): ${this.display}() runs on ${cls.name || 'a class'}, whose text cannot be read (a bound function, a Proxy of a class, a native function): its part of the key would be a name alone, which another class may have. Call it on the class itself, or on an instance made with \`new\``,
+    )
   }
 
   private unknownClass(): CacheConfigError {
@@ -818,22 +883,4 @@ class MethodNaming implements Naming {
 function classFingerprint(cls: Function, method: string): string {
   const text = sourceOf(cls)
   return text === undefined ? method : sourceFingerprint(`${method}\n${text}`)
-}
-
-/**
- * The fingerprint of every class from `runtime` up to `owner` (the class that defines the method),
- * `owner` excluded: any of them may set what the inherited method reads (a constructor passing
- * `super('users')`, a field, an override of a helper it calls).
- */
-function chainFingerprint(runtime: Function, owner: Function | undefined, method: string): string {
-  const texts: string[] = []
-  for (
-    let cls: unknown = runtime;
-    typeof cls === 'function' && cls !== owner;
-    cls = Object.getPrototypeOf(cls)
-  ) {
-    if (cls === Function.prototype) break
-    texts.push(sourceOf(cls as Function) ?? '')
-  }
-  return sourceFingerprint(`${method}\n${texts.join('\n')}`)
 }

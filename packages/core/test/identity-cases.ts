@@ -123,6 +123,32 @@ export function identityCases(mode: DecoratorMode): void {
       expect(user.profile.keyFor.call(user, 1)).toBe('memo:profile:1')
     })
 
+    it("never takes a subclass given the base class's decoration metadata for the decorated class", async () => {
+      const { Repo, Users } = await load('copied-metadata.ts')
+      const users = new Users()
+      expect(await users.get(1)).toBe('users:1')
+      // Before (standard decorators): Users counted as the decorated class, its own text left
+      // out of its key: two deploys' Users (tables differing) shared it.
+      expect(users.get.keyFor.call(users, 1)).toMatch(/^memo:Repo\.get#[0-9a-f]{12}\(Users#[0-9a-f]{12}\):1$/)
+      const repo = new Repo()
+      expect(repo.get.keyFor.call(repo, 1)).toMatch(/^memo:Repo\.get#[0-9a-f]{12}:1$/)
+    })
+
+    it("keys a subclass of a class a decorator replaced with a Proxy by the real classes' text", async () => {
+      const { Repo } = await load('proxied.ts')
+      const users = await load('proxied-users.ts')
+      const orders = await load('proxied-orders.ts')
+      // Before: the Proxy's text is unreadable, so both Admins had one key (a conflict here,
+      // orders read users' entry across two processes).
+      expect(await new users.Admins().get(1)).toBe('users:1')
+      expect(await new orders.Admins().get(1)).toBe('orders:1')
+      // A static method run on the Proxy, or on a bound copy of a class: refused, not keyed by a name.
+      await expect(users.Users.describe()).rejects.toThrow(/text cannot be read/)
+      class Plain extends Repo {}
+      await expect(Plain.bind(null).describe()).rejects.toThrow(/text cannot be read/)
+      expect(await Plain.describe()).toBe('table=repo')
+    })
+
     it('refuses a class as the receiver of an instance method, and an instance as that of a static one', async () => {
       const { Pricing, Catalog, Handler, Tenant } = await load('receivers.ts')
       // Before: the class's result was stored under its instances' key, and served to them.

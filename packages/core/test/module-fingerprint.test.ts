@@ -1,0 +1,99 @@
+/**
+ * A decorated method's key covers the file of the module that decorates its class (its constants,
+ * the decorator arguments), also when that module is an installed package, or applies the legacy
+ * form through a helper of the project in another file.
+ */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { afterAll, describe, expect, it } from 'vitest'
+import { cache, forgetMemoizedNames } from '../src/index.js'
+import { memoryBackend } from './installed-backends.js'
+
+const dir = mkdtempSync(join(tmpdir(), 'module-fingerprint-'))
+afterAll(() => {
+  forgetMemoizedNames()
+  rmSync(dir, { recursive: true, force: true })
+})
+
+/** Writes `files` under the temporary directory; the URL of each, by name. */
+function write(files: Record<string, string>): Record<string, string> {
+  const urls: Record<string, string> = {}
+  for (const [name, text] of Object.entries(files)) {
+    const path = join(dir, name)
+    mkdirSync(join(path, '..'), { recursive: true })
+    writeFileSync(path, text)
+    urls[name] = pathToFileURL(path).href
+  }
+  return urls
+}
+
+/** A module of one class, whose result is a module constant, decorated as TypeScript emits it. */
+const compiled = (table: string) => `
+const TABLE = '${table}'
+function __decorate(decorators, target, key, desc) {
+  for (const d of decorators) desc = d(target, key, desc) || desc
+  Object.defineProperty(target, key, desc)
+}
+export function define(cache, backend) {
+  class Repo {
+    async find(id) {
+      return TABLE + '#' + id
+    }
+  }
+  __decorate([cache({ backend, ttl: 60 })], Repo.prototype, 'find', Object.getOwnPropertyDescriptor(Repo.prototype, 'find'))
+  return Repo
+}
+`
+
+describe('the module a decorated class comes from', () => {
+  it('is an installed package: two versions of it whose constants differ never share entries', async () => {
+    const urls = write({
+      'a/node_modules/@acme/repos/index.mjs': compiled('users'),
+      'b/node_modules/@acme/repos/index.mjs': compiled('accounts'),
+    })
+    const backend = memoryBackend()
+    const v1 = (await import(urls['a/node_modules/@acme/repos/index.mjs']!)).define(cache, backend)
+    const v2 = (await import(urls['b/node_modules/@acme/repos/index.mjs']!)).define(cache, backend)
+    expect(await new v1().find(1)).toBe('users#1')
+    // Before: the package's file was passed over as installed code: one key for both (a
+    // conflict here, accounts got users' row across two processes of a rolling deploy).
+    expect(await new v2().find(1)).toBe('accounts#1')
+  })
+
+  it('applies the legacy form through a helper of the project in another file', async () => {
+    const helper = `
+export function cacheMethods(cache, backend, Class, names) {
+  for (const name of names) {
+    const desc = Object.getOwnPropertyDescriptor(Class.prototype, name)
+    Object.defineProperty(Class.prototype, name, cache({ backend, ttl: 60 })(Class.prototype, name, desc))
+  }
+}
+`
+    const repo = (table: string) => `
+import { cacheMethods } from './cache-methods.mjs'
+const TABLE = '${table}'
+export function define(cache, backend) {
+  class Repo {
+    async find(id) {
+      return TABLE + '#' + id
+    }
+  }
+  cacheMethods(cache, backend, Repo, ['find'])
+  return Repo
+}
+`
+    const urls = write({
+      'app/cache-methods.mjs': helper,
+      'app/repo-a.mjs': repo('users'),
+      'app/repo-b.mjs': repo('accounts'),
+    })
+    const backend = memoryBackend()
+    const a = (await import(urls['app/repo-a.mjs']!)).define(cache, backend)
+    const b = (await import(urls['app/repo-b.mjs']!)).define(cache, backend)
+    expect(await new a().find(1)).toBe('users#1')
+    // Before: the helper's file was the one fingerprinted, the same for both.
+    expect(await new b().find(1)).toBe('accounts#1')
+  })
+})
