@@ -36,6 +36,14 @@ export interface KeyvBackendOptions extends BaseBackendOptions {
   timeoutMs?: number
   /** `close()` disconnects the store (or Keyv instance) too. Default: false (it is yours). */
   closeStore?: boolean
+  /**
+   * Whether other processes see the store's entries (see `shared` on the backend). Default: told
+   * from the store: false for one of this process (a `Map`, Keyv's default store, an LRU,
+   * cacheable's or Keyv's in-memory stores, SQLite `:memory:`), true for Keyv's adapters of a
+   * server or a file (@keyv/redis, valkey, memcache, sqlite, postgres, mysql, mongo, etcd),
+   * unknown for any other store: give it for yours.
+   */
+  shared?: boolean
 }
 
 const OPTION_NAMES = optionNames<KeyvBackendOptions>({
@@ -45,6 +53,7 @@ const OPTION_NAMES = optionNames<KeyvBackendOptions>({
   timeout: true,
   timeoutMs: true,
   closeStore: true,
+  shared: true,
 })
 
 /**
@@ -72,11 +81,11 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
   readonly name = 'keyv'
   readonly namespace: string | undefined
   /**
-   * Whether other processes see the entries: false over a store held in this process (a `Map`,
-   * Keyv's default store, cacheable's `KeyvCacheableMemory`, an LRU), true over any other (a server,
-   * a file). A chain refuses one of this process last behind a shared level, as it refuses memory.
+   * Whether other processes see the entries: the `shared` option, else told from the store (see
+   * {@link KeyvBackendOptions.shared}); undefined for a store not known. A chain refuses a keyv
+   * level last behind a shared one unless it is known to be shared, as it refuses memory.
    */
-  readonly shared: boolean
+  readonly shared: boolean | undefined
   /** The Keyv instance every operation goes through. */
   readonly keyv: Keyv
   /**
@@ -134,7 +143,9 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
     this.storage = storage
     this.keyv = storage.keyv
     this.queue = storeQueue((storage.keyv.store as object | undefined) ?? storage.keyv)
-    this.shared = !heldInProcess(storage.keyv.store)
+    if (options.shared !== undefined && typeof options.shared !== 'boolean')
+      throw new CacheConfigError('shared', `expected true or false, got ${JSON.stringify(options.shared)}`)
+    this.shared = options.shared ?? sharedStore(storage.keyv.store)
     this.namespace = storage.namespace
     this.layer = defineBackend(storage, {
       timeout: this.timeoutMs === 0 ? false : `${this.timeoutMs}ms`,
@@ -281,11 +292,28 @@ function isKeyvLike(value: unknown): value is Keyv | KeyvStoreAdapter | Map<unkn
   return ['get', 'set', 'delete', 'clear'].every((m) => typeof v[m] === 'function')
 }
 
-/** Stores of this process's memory, by class: a `Map` and the in-memory stores Keyv users pick. */
-const IN_PROCESS_STORES = /^(?:KeyvCacheableMemory|CacheableMemory|QuickLRU|LRUCache|LRUMap)$/
+/** Stores of this process's memory, by class: the in-memory stores Keyv users pick. */
+const IN_PROCESS_STORES =
+  /^(?:KeyvCacheableMemory|CacheableMemory|QuickLRU|LRUCache|LRUMap|BigMap|KeyvBigMap|TTLCache)$/
+/** Keyv's adapters of a server or a file, by class. */
+const SHARED_STORES = /^Keyv(?:Redis|Valkey|Memcache|Sqlite|Postgres|Mysql|Mongo|Etcd)$/
 
-function heldInProcess(store: unknown): boolean {
-  if (store === undefined || store instanceof Map) return true
+/** Whether other processes see a store's entries: false for one of this process, undefined when not known. */
+function sharedStore(store: unknown): boolean | undefined {
+  if (store === undefined || store instanceof Map) return false
+  // lru-cache's LRUCache, by shape: its class name is minified.
+  const lru = store as { getRemainingTTL?: unknown; peek?: unknown; dump?: unknown }
+  if (
+    typeof lru.getRemainingTTL === 'function' &&
+    typeof lru.peek === 'function' &&
+    typeof lru.dump === 'function'
+  )
+    return false
   const name = (store as { constructor?: { name?: unknown } } | null)?.constructor?.name
-  return typeof name === 'string' && IN_PROCESS_STORES.test(name)
+  if (typeof name !== 'string') return undefined
+  if (IN_PROCESS_STORES.test(name)) return false
+  if (!SHARED_STORES.test(name)) return undefined
+  // SQLite in memory: one process's own database.
+  const opts = (store as { opts?: { uri?: unknown; db?: unknown } }).opts
+  return !`${String(opts?.uri ?? '')} ${String(opts?.db ?? '')}`.includes(':memory:')
 }

@@ -8,6 +8,7 @@ import { multiLevel } from '@cache/multi-level'
 import { startRedis } from '@cache/test-servers'
 import KeyvRedis from '@keyv/redis'
 import KeyvSqlite from '@keyv/sqlite'
+import { LRUCache } from 'lru-cache'
 import { Keyv } from 'keyv'
 import { afterEach, describe, expect, it, vi } from 'vitest'
 import { keyvBackend } from '../src/index.js'
@@ -238,6 +239,29 @@ describe('a keyv backend over a store of this process, last in a chain', () => {
         expect(() => multiLevel(disk, level)).toThrow(CacheConfigError)
         expect(() => multiLevel(disk, level)).toThrow(/keyv.*last/s)
       }
+      // lru-cache (its class name is minified), a plain object over a Map, SQLite in memory: this
+      // process's, or not known to be shared. Before: taken for shared, and processes counted apart.
+      const rows = new Map<string, unknown>()
+      const plain = {
+        get: async (key: string) => rows.get(key),
+        set: async (key: string, value: unknown) => void rows.set(key, value),
+        delete: async (key: string) => rows.delete(key),
+        clear: async () => rows.clear(),
+      }
+      const memorySqlite = new KeyvSqlite('sqlite://:memory:')
+      for (const level of [
+        keyvBackend(new LRUCache<string, object>({ max: 100 }) as never),
+        keyvBackend(plain as never),
+        keyvBackend(new Keyv({ store: memorySqlite })),
+      ]) {
+        expect(level.shared).not.toBe(true)
+        expect(() => multiLevel(disk, level)).toThrow(CacheConfigError)
+      }
+      expect(() => multiLevel(disk, keyvBackend(plain as never))).toThrow(/shared: true/)
+      // Said by the application: shared.
+      expect(keyvBackend(plain as never, { shared: true }).shared).toBe(true)
+      expect(() => keyvBackend(plain as never, { shared: 'yes' as never })).toThrow(CacheConfigError)
+      await memorySqlite.disconnect()
       // Over a store other processes reach: shared, and fine last.
       const sqlite = keyvBackend(new Keyv({ store: new KeyvSqlite(`sqlite://${join(dir, 'kv.sqlite')}`) }))
       expect(sqlite.shared).toBe(true)

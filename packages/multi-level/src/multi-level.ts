@@ -385,9 +385,16 @@ function refuseMemoryLast(backends: readonly CacheBackend[]): void {
     return backend.shared ?? SHARED.has(backend.name)
   }
   const held = last(backends[backends.length - 1]!)
-  if (!(held.shared === false || (held.shared === undefined && held.name === 'memory'))) return
+  // A keyv level over a store it does not know is not taken for a shared one when it comes last.
+  const unknownKeyv = held.shared === undefined && held.name === 'keyv'
+  if (!(held.shared === false || (held.shared === undefined && held.name === 'memory') || unknownKeyv)) return
   if (!backends.some(shared)) return
   const names = backends.map((backend) => backend.name)
+  if (unknownKeyv)
+    throw new CacheConfigError(
+      'levels',
+      `[${names.join(', ')}]: keyv is last, behind a level other processes share, over a store @cache/keyv does not know to be shared; if other processes reach it (a server, a file), say so: keyvBackend(store, { shared: true }). A store of this process last would keep invalidations, counters and locks in this process`,
+    )
   const ordered = [...backends.filter((backend) => !shared(backend)), ...backends.filter(shared)]
   throw new CacheConfigError(
     'levels',

@@ -601,14 +601,12 @@ describe('multiLevel construction', () => {
       expect(() => multiLevel(disk, built.multiLevel(memoryBackend()))).toThrow(CacheConfigError)
       // A store of this process that says so (`shared: false`), under any name.
       const rows = new Map<string, unknown>()
-      const own = defineBackend({
-        name: 'rows',
-        shared: false,
-        get: (key: string) => rows.get(key),
-        set: (key: string, value: unknown) => void rows.set(key, value),
-        delete: (key: string) => rows.delete(key),
-      })
+      const own = defineBackend({ ...rowsStore(rows), name: 'rows', shared: false })
       expect(() => multiLevel(disk, own)).toThrow(/rows, which holds its entries in this process, is last/)
+      // Not a boolean (from a configuration file): refused, not read as "not said".
+      expect(() => defineBackend({ ...rowsStore(rows), shared: 'false' as never })).toThrow(
+        /shared: expected true or false/,
+      )
       const right = multiLevel(memoryBackend(), disk)
       await right.set('k', 1)
       expect(await right.get('k')).toBe(1)
@@ -684,3 +682,12 @@ describe('multiLevel stats', () => {
     await cache.close()
   })
 })
+
+/** get/set/delete over a Map: a store of this process, for defineBackend. */
+function rowsStore(rows: Map<string, unknown>) {
+  return {
+    get: (key: string) => rows.get(key),
+    set: (key: string, value: unknown) => void rows.set(key, value),
+    delete: (key: string) => rows.delete(key),
+  }
+}
