@@ -178,10 +178,10 @@ describe('a client passed in with a database other than 0 and ioredis resending 
       const client = passedClient(3, { lazyConnect })
       try {
         // Sent after ioredis's SELECT 3 once it connects: the connection ends up on DB 0.
+        // (A lazy client connects for this first command.)
         const reset = client.call('RESET')
         const cache = redisBackend(client, { namespace, logger: false })
         opened.push(cache)
-        if (lazyConnect) void client.connect()
         // Before: resolved, and the entry landed in DB 0.
         await expect(cache.set('user:1', 'alice', 60)).rejects.toThrow(CacheConfigError)
         await reset
