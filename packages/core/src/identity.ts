@@ -157,9 +157,10 @@ const HELPER_LIBRARIES =
 /**
  * The files of the module that applies the decorator `callee`, from the call sites below it (V8's
  * structured frames, so neither source maps nor a user's `Error.prepareStackTrace` change them).
- * Where the compiler's decorate helper runs (`__decorate`, `__esDecorate`…): its file, or, for a
- * helper of an installed helper library (tslib with `importHelpers`), its caller's; an installed
- * package's own file counts (a decorated class published in a package). Installed code called
+ * Where the compiler's decorate helper runs (`__decorate`, `__esDecorate`…): the file of the code
+ * that calls it (the class's module), not the helper's own (tslib with `importHelpers`, a bundle's
+ * shared chunk, a project's helpers module); an installed package's own file counts (a decorated
+ * class published in a package). Installed code called
  * between (reflect-metadata's `Reflect.decorate`, a framework's `applyDecorators`) is passed over.
  * Without such a helper (the legacy form applied by hand), every file of the application on the
  * stack down to the module being loaded: a helper of the project that wraps `cache()`, and the
@@ -188,9 +189,16 @@ function declaringFiles(callee: Function): string[] {
   const internal = (file: string | undefined) => file === undefined || file.startsWith('node:')
   const helper = frames.findIndex((frame) => frame.name !== null && DECORATE_HELPERS.test(frame.name))
   if (helper !== -1) {
+    // The helper's caller: the helper itself may live in a file every class shares (tslib, a
+    // bundle's shared chunk, a project's helpers module).
     const file = frames
       .slice(helper)
-      .find((frame) => !internal(frame.file) && !HELPER_LIBRARIES.test(frame.file!))?.file
+      .find(
+        (frame) =>
+          !internal(frame.file) &&
+          !HELPER_LIBRARIES.test(frame.file!) &&
+          !(frame.name !== null && DECORATE_HELPERS.test(frame.name)),
+      )?.file
     return file === undefined ? [] : [file]
   }
   const installed = (file: string) => /[\\/]node_modules[\\/]/.test(file)

@@ -853,6 +853,9 @@ class MethodNaming implements Naming {
         const cls = Object.hasOwn(proto, 'constructor')
           ? (proto as { constructor: unknown }).constructor
           : undefined
+        // A prototype whose `constructor` is not its own class (an ES5 prototype reset to another
+        // class, or to one of the same name): the class whose text counts cannot be told.
+        if (typeof cls !== 'function' || cls.prototype !== proto) throw this.unreadable(runtime)
         if (stop !== undefined && cls === stop) break
         add(cls)
       }
@@ -863,7 +866,7 @@ class MethodNaming implements Naming {
   private unreadable(cls: Function): CacheConfigError {
     return new CacheConfigError(
       'key',
-      `@cache(): ${this.display}() runs on ${cls.name || 'a class'}, whose text cannot be read (a bound function, a Proxy of a class, a native function): its part of the key would be a name alone, which another class may have. Call it on the class itself, or on an instance made with \`new\``,
+      `@cache(): ${this.display}() runs on ${cls.name || 'a class'}, whose chain holds a class that cannot be read (a bound function, a Proxy of a class, a native function, a prototype whose \`constructor\` is not its own class): its part of the key could not tell it from another class of that name. Call it on the class itself, or on an instance made with \`new\`, with each prototype's \`constructor\` its own class`,
     )
   }
 

@@ -315,6 +315,25 @@ describe('@cache() run by a class that did not get the decorator', () => {
     )
   })
 
+  it('refuses a chain with a prototype whose constructor is not its own class', async () => {
+    const backend = memoryBackend()
+    class Repo {
+      declare table: string
+      async find(id: number) {
+        return `${this.table}:${id}`
+      }
+    }
+    decorate(Repo.prototype, 'find', { backend, ttl: 60 })
+    // An ES5 intermediate class whose prototype says it is Repo's: its text (the table) was left
+    // out of the key, and two services' Stores shared one entry across processes.
+    function Table(this: { table: string }) {
+      this.table = 'users'
+    }
+    Table.prototype = Object.create(Repo.prototype, { constructor: { value: Repo } })
+    class Store extends (Table as unknown as typeof Repo) {}
+    await expect(new Store().find(1)).rejects.toThrow(/constructor. is not its own class/)
+  })
+
   it('refuses a plain object from another realm (a vm context, a Jest sandbox)', async () => {
     const backend = memoryBackend()
     class Repo {

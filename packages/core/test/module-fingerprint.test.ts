@@ -62,6 +62,39 @@ describe('the module a decorated class comes from', () => {
     expect(await new v2().find(1)).toBe('accounts#1')
   })
 
+  it('is the caller of a decorate helper that lives in a file every class shares (a bundle chunk)', async () => {
+    const helpers = `
+export function __decorate(decorators, target, key, desc) {
+  for (const d of decorators) desc = d(target, key, desc) || desc
+  Object.defineProperty(target, key, desc)
+}
+`
+    const app = (table: string) => `
+import { __decorate } from './chunk.mjs'
+const TABLE = '${table}'
+export function define(cache, backend) {
+  class Repo {
+    async find(id) {
+      return TABLE + '#' + id
+    }
+  }
+  __decorate([cache({ backend, ttl: 60 })], Repo.prototype, 'find', Object.getOwnPropertyDescriptor(Repo.prototype, 'find'))
+  return Repo
+}
+`
+    const urls = write({
+      'bundle/chunk.mjs': helpers,
+      'bundle/v1.mjs': app('users'),
+      'bundle/v2.mjs': app('accounts'),
+    })
+    const backend = memoryBackend()
+    const v1 = (await import(urls['bundle/v1.mjs']!)).define(cache, backend)
+    const v2 = (await import(urls['bundle/v2.mjs']!)).define(cache, backend)
+    expect(await new v1().find(1)).toBe('users#1')
+    // Before: the chunk's file was fingerprinted, the same for both.
+    expect(await new v2().find(1)).toBe('accounts#1')
+  })
+
   it('applies the legacy form through a helper of the project in another file', async () => {
     const helper = `
 export function cacheMethods(cache, backend, Class, names) {
