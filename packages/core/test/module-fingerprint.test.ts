@@ -29,23 +29,38 @@ function write(files: Record<string, string>): Record<string, string> {
   return urls
 }
 
-/** A module of one class, whose result is a module constant, decorated as TypeScript emits it. */
-const compiled = (table: string) => `
-const TABLE = '${table}'
-function __decorate(decorators, target, key, desc) {
+/** The helper TypeScript emits for legacy decorators. */
+const DECORATE = `function __decorate(decorators, target, key, desc) {
   for (const d of decorators) desc = d(target, key, desc) || desc
   Object.defineProperty(target, key, desc)
-}
+}`
+
+/**
+ * A module of one class whose result is a module constant: `preamble` (imports, a helper), then
+ * `apply`, the statement that decorates `Repo.prototype.find`. The class text is the same in every
+ * module; only the constant differs.
+ */
+const repoModule = (table: string, preamble: string, apply: string) => `
+${preamble}
+const TABLE = '${table}'
 export function define(cache, backend) {
   class Repo {
     async find(id) {
       return TABLE + '#' + id
     }
   }
-  __decorate([cache({ backend, ttl: 60 })], Repo.prototype, 'find', Object.getOwnPropertyDescriptor(Repo.prototype, 'find'))
+  ${apply}
   return Repo
 }
 `
+
+/** Decorated as TypeScript emits it, with `__decorate` in the module (or imported: `preamble`). */
+const compiled = (table: string, preamble = DECORATE) =>
+  repoModule(
+    table,
+    preamble,
+    "__decorate([cache({ backend, ttl: 60 })], Repo.prototype, 'find', Object.getOwnPropertyDescriptor(Repo.prototype, 'find'))",
+  )
 
 describe('the module a decorated class comes from', () => {
   it('is an installed package: two versions of it whose constants differ never share entries', async () => {
@@ -63,25 +78,8 @@ describe('the module a decorated class comes from', () => {
   })
 
   it('is the caller of a decorate helper that lives in a file every class shares (a bundle chunk)', async () => {
-    const helpers = `
-export function __decorate(decorators, target, key, desc) {
-  for (const d of decorators) desc = d(target, key, desc) || desc
-  Object.defineProperty(target, key, desc)
-}
-`
-    const app = (table: string) => `
-import { __decorate } from './chunk.mjs'
-const TABLE = '${table}'
-export function define(cache, backend) {
-  class Repo {
-    async find(id) {
-      return TABLE + '#' + id
-    }
-  }
-  __decorate([cache({ backend, ttl: 60 })], Repo.prototype, 'find', Object.getOwnPropertyDescriptor(Repo.prototype, 'find'))
-  return Repo
-}
-`
+    const helpers = `export ${DECORATE}`
+    const app = (table: string) => compiled(table, "import { __decorate } from './chunk.mjs'")
     const urls = write({
       'bundle/chunk.mjs': helpers,
       'bundle/v1.mjs': app('users'),
@@ -104,19 +102,12 @@ export function cacheMethods(cache, backend, Class, names) {
   }
 }
 `
-    const repo = (table: string) => `
-import { cacheMethods } from './cache-methods.mjs'
-const TABLE = '${table}'
-export function define(cache, backend) {
-  class Repo {
-    async find(id) {
-      return TABLE + '#' + id
-    }
-  }
-  cacheMethods(cache, backend, Repo, ['find'])
-  return Repo
-}
-`
+    const repo = (table: string) =>
+      repoModule(
+        table,
+        "import { cacheMethods } from './cache-methods.mjs'",
+        "cacheMethods(cache, backend, Repo, ['find'])",
+      )
     const urls = write({
       'app/cache-methods.mjs': helper,
       'app/repo-a.mjs': repo('users'),
