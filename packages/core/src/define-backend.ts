@@ -91,13 +91,7 @@ export function defineBackend(backend: MinimalBackend, given: DefineBackendOptio
   refuseOtherTtlUnits(backend)
   const options = readOptions(given, DEFINE_BACKEND_OPTION_NAMES, 'defineBackend()')
   const source = backend as CacheBackend
-  // A `shared` of another type ('false' from a configuration file) would be read as not said.
-  const shared: unknown = source.shared
-  if (shared !== undefined && typeof shared !== 'boolean')
-    throw new CacheConfigError(
-      'shared',
-      `expected true or false (whether other processes see the store's entries), got ${JSON.stringify(shared)}`,
-    )
+  const shared = sharedOption(source.shared)
   const queue = new KeyedQueue()
   // A class names its instances; a plain object literal (constructor Object) is just "custom".
   const ctor = (source as { constructor?: Function }).constructor
@@ -574,15 +568,31 @@ function refuseOtherTtlUnits(store: unknown): void {
       'backend',
       `a ${keyv} (Keyv takes TTLs in milliseconds, a backend's set gets seconds: a 60 s entry would be gone after 60 ms): wrap it with keyvBackend() from @cache/keyv`,
     )
-  // lru-cache's LRUCache (its class name is minified): its set takes options, not a TTL.
-  const lru = store as { getRemainingTTL?: unknown; peek?: unknown; dump?: unknown }
-  if (
-    typeof lru.getRemainingTTL === 'function' &&
-    typeof lru.peek === 'function' &&
-    typeof lru.dump === 'function'
-  )
+  if (isLruCache(store))
     throw new CacheConfigError(
       'backend',
       'an lru-cache LRUCache (its set takes an options object and ignores a TTL in seconds: entries would never expire): use memoryBackend() from @cache/memory, which is built on it',
     )
+}
+
+/**
+ * A `shared` setting checked: `true`, `false` or not said. Another type (`'false'` from a
+ * configuration file) is refused, as it would be read as not said.
+ */
+export function sharedOption(shared: unknown): boolean | undefined {
+  if (shared === undefined || typeof shared === 'boolean') return shared
+  throw new CacheConfigError(
+    'shared',
+    `expected true or false (whether other processes see the store's entries), got ${JSON.stringify(shared)}`,
+  )
+}
+
+/** Whether a store is lru-cache's `LRUCache`, told by shape: its class name is minified. */
+export function isLruCache(store: unknown): boolean {
+  const lru = store as { getRemainingTTL?: unknown; peek?: unknown; dump?: unknown } | null
+  return (
+    typeof lru?.getRemainingTTL === 'function' &&
+    typeof lru.peek === 'function' &&
+    typeof lru.dump === 'function'
+  )
 }

@@ -10,7 +10,7 @@ export {
   compareAndDelete,
   listPrefix,
 } from './backend.js'
-export { isMinimalBackend, toBackend } from './define-backend.js'
+export { isLruCache, isMinimalBackend, sharedOption, toBackend } from './define-backend.js'
 export {
   type BaseBackendOptions,
   type PackageLoader,

@@ -4,6 +4,7 @@ import {
   assertKnownOptions,
   type BaseBackendOptions,
   durationOption,
+  isLruCache,
   fromMilliseconds,
   ObservedBackend,
   optionNames,
@@ -11,6 +12,7 @@ import {
   copyItemList,
   copyKeyList,
   type KeyedQueue,
+  sharedOption,
   ttlOption,
 } from '@cache/core/backend'
 import { Keyv, type KeyvStoreAdapter } from 'keyv'
@@ -143,9 +145,7 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
     this.storage = storage
     this.keyv = storage.keyv
     this.queue = storeQueue((storage.keyv.store as object | undefined) ?? storage.keyv)
-    if (options.shared !== undefined && typeof options.shared !== 'boolean')
-      throw new CacheConfigError('shared', `expected true or false, got ${JSON.stringify(options.shared)}`)
-    this.shared = options.shared ?? sharedStore(storage.keyv.store)
+    this.shared = sharedOption(options.shared) ?? sharedStore(storage.keyv.store)
     this.namespace = storage.namespace
     this.layer = defineBackend(storage, {
       timeout: this.timeoutMs === 0 ? false : `${this.timeoutMs}ms`,
@@ -300,15 +300,7 @@ const SHARED_STORES = /^Keyv(?:Redis|Valkey|Memcache|Sqlite|Postgres|Mysql|Mongo
 
 /** Whether other processes see a store's entries: false for one of this process, undefined when not known. */
 function sharedStore(store: unknown): boolean | undefined {
-  if (store === undefined || store instanceof Map) return false
-  // lru-cache's LRUCache, by shape: its class name is minified.
-  const lru = store as { getRemainingTTL?: unknown; peek?: unknown; dump?: unknown }
-  if (
-    typeof lru.getRemainingTTL === 'function' &&
-    typeof lru.peek === 'function' &&
-    typeof lru.dump === 'function'
-  )
-    return false
+  if (store === undefined || store instanceof Map || isLruCache(store)) return false
   const name = (store as { constructor?: { name?: unknown } } | null)?.constructor?.name
   if (typeof name !== 'string') return undefined
   if (IN_PROCESS_STORES.test(name)) return false

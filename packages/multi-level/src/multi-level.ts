@@ -355,16 +355,23 @@ export function multiLevel(...args: unknown[]): MultiLevelBackend {
 }
 
 /**
- * The backends other processes share, by name, for a backend that does not say (`shared`): one
- * of another build of @cache, a custom one.
+ * What a backend that does not say (`shared`) is taken for, by name: one of another build of
+ * @cache. Any other (a custom backend, a keyv level over a store @cache/keyv does not know) is
+ * not known either way.
  */
-const SHARED = new Set(['redis', 'disk', 'memcached', 'keyv'])
+const SHARED_BY_NAME: ReadonlyMap<string, boolean> = new Map([
+  ['redis', true],
+  ['disk', true],
+  ['memcached', true],
+  ['memory', false],
+])
 
 /**
  * A chain whose last level (the one it counts as shared: invalidations, counters and locks go
- * there) is held in this process (memory, a Keyv over a `Map`) behind a level other processes
- * share: their writes and invalidations would never reach this process's last level, nor its
- * theirs. A backend says which it is with `shared`; one that does not is judged by its name.
+ * there) is not known to be shared, behind a level other processes share: their writes and
+ * invalidations would never reach a last level held in this process (memory, a Keyv over a
+ * `Map`), nor its theirs. A backend says which it is with `shared`; one that does not is judged by
+ * its name, and one known by neither is refused last behind a shared level until it says.
  */
 function refuseMemoryLast(backends: readonly CacheBackend[]): void {
   // A chain given as a level stands for its own levels: its last is where it writes last.
@@ -379,21 +386,21 @@ function refuseMemoryLast(backends: readonly CacheBackend[]): void {
     const levels = inner(backend)
     return levels === undefined ? backend : last(levels[levels.length - 1]!)
   }
+  const sharedness = (backend: CacheBackend): boolean | undefined =>
+    backend.shared ?? SHARED_BY_NAME.get(backend.name)
   const shared = (backend: CacheBackend): boolean => {
     const levels = inner(backend)
     if (levels !== undefined) return levels.some(shared)
-    return backend.shared ?? SHARED.has(backend.name)
+    return sharedness(backend) === true
   }
   const held = last(backends[backends.length - 1]!)
-  // A keyv level over a store it does not know is not taken for a shared one when it comes last.
-  const unknownKeyv = held.shared === undefined && held.name === 'keyv'
-  if (!(held.shared === false || (held.shared === undefined && held.name === 'memory') || unknownKeyv)) return
-  if (!backends.some(shared)) return
+  const heldShared = sharedness(held)
+  if (heldShared === true || !backends.some(shared)) return
   const names = backends.map((backend) => backend.name)
-  if (unknownKeyv)
+  if (heldShared === undefined)
     throw new CacheConfigError(
       'levels',
-      `[${names.join(', ')}]: keyv is last, behind a level other processes share, over a store @cache/keyv does not know to be shared; if other processes reach it (a server, a file), say so: keyvBackend(store, { shared: true }). A store of this process last would keep invalidations, counters and locks in this process`,
+      `[${names.join(', ')}]: ${held.name} is last, behind a level other processes share, and does not say whether other processes reach its entries; if they do (a server, a file), say so with \`shared: true\` (keyvBackend(store, { shared: true }); on the store given to defineBackend). A store of this process last would keep invalidations, counters and locks in this process`,
     )
   const ordered = [...backends.filter((backend) => !shared(backend)), ...backends.filter(shared)]
   throw new CacheConfigError(

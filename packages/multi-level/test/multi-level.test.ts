@@ -603,6 +603,14 @@ describe('multiLevel construction', () => {
       const rows = new Map<string, unknown>()
       const own = defineBackend({ ...rowsStore(rows), name: 'rows', shared: false })
       expect(() => multiLevel(disk, own)).toThrow(/rows, which holds its entries in this process, is last/)
+      // A store that does not say, under a name no build of @cache has: not known to be shared,
+      // so refused last behind a shared level until it says. Before: accepted, and each process
+      // counted in its own Map.
+      const unsaid = defineBackend({ ...rowsStore(rows), name: 'rows' })
+      expect(() => multiLevel(disk, unsaid)).toThrow(/rows is last.*does not say.*shared: true/s)
+      const said = multiLevel(disk, defineBackend({ ...rowsStore(new Map()), name: 'rows', shared: true }))
+      await said.set('said', 1)
+      expect(await said.get('said')).toBe(1)
       // Not a boolean (from a configuration file): refused, not read as "not said".
       expect(() => defineBackend({ ...rowsStore(rows), shared: 'false' as never })).toThrow(
         /shared: expected true or false/,
