@@ -70,11 +70,12 @@ export class Connection {
   private readySignal: Promise<boolean> | undefined
   private closed = false
   /**
-   * The server's refusal of the database the client selects (`/99` in the URL, `db: 99`), once it
-   * came: ioredis emits it and goes on connected to DB 0, so from then on nothing is sent (see
-   * {@link refuseDatabase}).
+   * Why the connection is not on the database it must be on, once known: the server's refusal of
+   * the database the client selects (`/99` in the URL, `db: 99`; ioredis emits it and goes on
+   * connected to DB 0), or the `CacheConfigError` of a client passed in found on another database
+   * than it names (see {@link checkDatabase}). From then on nothing is sent (see {@link refuseDatabase}).
    */
-  private refusedSelect: Error | undefined
+  private databaseRefusal: Error | undefined
   /**
    * Set while the database a client passed in is on is being asked of the server (see
    * {@link checkDatabase}): commands wait for it.
@@ -230,7 +231,7 @@ export class Connection {
       this.client.status !== 'ready' ||
       this.databaseCheck !== undefined ||
       this.closed ||
-      this.refusedSelect !== undefined ||
+      this.databaseRefusal !== undefined ||
       (this.topology !== undefined && !this.topology.settled) ||
       this.switchOver?.holding === true
     )
@@ -310,7 +311,7 @@ export class Connection {
     const deadline = Date.now() + ms
     if (!(await this.clientReady(ms, true))) return false
     if (!(await this.databaseAnswered(deadline - Date.now()))) return false
-    if (this.refusedSelect !== undefined) return false
+    if (this.databaseRefusal !== undefined) return false
     if (this.topology === undefined) return true
     return (await this.topology.masterReady(key, deadline - Date.now())) !== undefined
   }
@@ -599,7 +600,7 @@ export class Connection {
   private readonly onClientError = (error: unknown): void => {
     // Once the database was refused, what the connection reports (ioredis's ready check failing
     // on the socket we ended) is no outage: nothing is sent on it any more.
-    if (this.refusedSelect !== undefined) return
+    if (this.databaseRefusal !== undefined) return
     if ((error as { command?: { name?: unknown } } | null)?.command?.name === 'select') {
       this.refuseDatabase(error as Error)
       return
@@ -614,7 +615,7 @@ export class Connection {
 
   private readonly onReady = (): void => {
     // Ready on DB 0 after the server refused the database: no recovery, nothing is sent on it.
-    if (this.refusedSelect !== undefined) return
+    if (this.databaseRefusal !== undefined) return
     if (this.asksDatabase) this.checkDatabase()
     this.lastError = undefined
     this.slowness.answered()
@@ -656,8 +657,8 @@ export class Connection {
    * operation fails with {@link CacheConfigError} from then on without sending anything.
    */
   private refuseDatabase(error: Error): void {
-    if (this.refusedSelect !== undefined) return
-    this.refusedSelect = error
+    if (this.databaseRefusal !== undefined) return
+    this.databaseRefusal = error
     const refusal = this.databaseRefused()
     this.incidents.report('database', refusal.message.replace(/^db: /, ''))
     this.observer.error('connection', refusal)
@@ -666,11 +667,11 @@ export class Connection {
 
   /** Throws the {@link refuseDatabase} refusal, once the server refused the database. */
   private assertDatabase(): void {
-    if (this.refusedSelect !== undefined) throw this.databaseRefused()
+    if (this.databaseRefusal !== undefined) throw this.databaseRefused()
   }
 
   private databaseRefused(): CacheConfigError {
-    const error = this.refusedSelect!
+    const error = this.databaseRefusal!
     if (error instanceof CacheConfigError) return error
     const args = (error as { command?: { args?: unknown[] } }).command?.args
     const db = args?.[0] ?? (this.client as Redis).options?.db
