@@ -102,6 +102,18 @@ export function identityCases(mode: DecoratorMode): void {
       expect(await new users.Repo().find(1)).toBe('users:1')
     })
 
+    it('keys a class holding a mixin copy over a built-in class by the built-in it extends', async () => {
+      const map = await load('mixins/builtin-map.ts')
+      const set = await load('mixins/builtin-set.ts')
+      // Two Stores of the same text, one over Map and one over Set: the built-in's name is in the key.
+      const overMap = new map.Store()
+      const overSet = new set.Store()
+      expect(await overMap.find(1)).toBe('map:1')
+      expect(await overSet.find(1)).toBe('set:1')
+      expect(overMap.find.keyFor.call(overMap, 1)).not.toBe(overSet.find.keyFor.call(overSet, 1))
+      expect(await new map.Store().find(1)).toBe('map:1')
+    })
+
     it('keys a subclass of a class holding a mixin copy with the whole chain: two such chains never share', async () => {
       const users = await load('mixins/holder-users.ts')
       const orders = await load('mixins/holder-orders.ts')
@@ -165,6 +177,13 @@ export function identityCases(mode: DecoratorMode): void {
       // Before: keyed by their name alone ("anonymous", "bound Tenant"), shared across processes.
       await expect(Catalog.get.call(new Handler(), 'p1')).rejects.toThrow(/static method.*no class/)
       await expect(Catalog.get.call(Tenant.bind(null), 'p1')).rejects.toThrow(/static method.*no class/)
+      // Another class given to the static method: keyed by that class (its name and text).
+      const { Mirror, Legacy } = await load('receivers.ts')
+      expect(await Catalog.get.call(Mirror, 'p1')).toBe('p1 from mirror-catalog')
+      expect(await Catalog.get('p1')).toBe('p1 from global-catalog')
+      expect(Catalog.get.keyFor.call(Mirror, 'p1')).not.toBe(Catalog.get.keyFor.call(Catalog, 'p1'))
+      // A plain function is no class: refused.
+      await expect(Catalog.get.call(Legacy, 'p1')).rejects.toThrow(/static method.*no class/)
     })
 
     it('keeps keys the same in every process: the same class and arguments give the same key', async () => {
