@@ -146,9 +146,14 @@ export function callerModuleFingerprint(callee: Function): string | undefined {
   return texts.length === 1 ? texts[0] : sourceFingerprint(texts.join('\n'))
 }
 
-/** The helpers compilers emit to apply decorators, in the module that declares the class (or in tslib). */
+/**
+ * The helpers compilers emit to apply decorators, in the module that declares the class (or in a
+ * helper library): TypeScript's and tslib's, esbuild's, Babel's (inline `_applyDecs…`, its runtime's
+ * `applyDecs2311`, the legacy plugin's `_applyDecoratedDescriptor`), SWC's (`_ts_decorate`,
+ * `_apply_decs_2203_r`). A minified bundle's renamed helper is not known: see {@link declaringFiles}.
+ */
 const DECORATE_HELPERS =
-  /^(?:__decorate|__esDecorate|__runInitializers|__decorateClass|__decorateElement|_applyDecs\w*|_decorate)$/
+  /^(?:__decorate|__esDecorate|__runInitializers|__decorateClass|__decorateElement|_?applyDecs\w*|_applyDecoratedDescriptor|_decorate|_ts_decorate|_ts_param|_apply_decs\w*)$/
 
 /** Installed libraries of such helpers: the module that calls them is the class's. */
 const HELPER_LIBRARIES =
@@ -162,9 +167,10 @@ const HELPER_LIBRARIES =
  * shared chunk, a project's helpers module); an installed package's own file counts (a decorated
  * class published in a package). Installed code called
  * between (reflect-metadata's `Reflect.decorate`, a framework's `applyDecorators`) is passed over.
- * Without such a helper (the legacy form applied by hand), every file of the application on the
- * stack down to the module being loaded: a helper of the project that wraps `cache()`, and the
- * class's module that calls it.
+ * Without a known helper (the legacy form applied by hand, a minified bundle's renamed helper),
+ * every file on the stack down to the module being loaded but those of helper libraries: a helper
+ * of the project that wraps `cache()`, and the class's module that calls it, installed or not (a
+ * package's own file, an application installed globally or run through `npx`).
  */
 function declaringFiles(callee: Function): string[] {
   const original = Error.prepareStackTrace
@@ -201,14 +207,13 @@ function declaringFiles(callee: Function): string[] {
       )?.file
     return file === undefined ? [] : [file]
   }
-  const installed = (file: string) => /[\\/]node_modules[\\/]/.test(file)
   const files: string[] = []
   for (const frame of frames) {
     if (internal(frame.file)) {
       if (files.length > 0) break
       continue
     }
-    if (!installed(frame.file!) && !files.includes(frame.file!)) files.push(frame.file!)
+    if (!HELPER_LIBRARIES.test(frame.file!) && !files.includes(frame.file!)) files.push(frame.file!)
   }
   return files
 }

@@ -769,7 +769,7 @@ class MethodNaming implements Naming {
   private classless(): CacheConfigError {
     return new CacheConfigError(
       'key',
-      `@cache(): ${this.display}() was called on a receiver that is no instance of a class of its own (a plain object, an object whose class it inherits from further up its prototype chain, a primitive), whose keys would name no class: calls on two such receivers would share one result. ` +
+      `@cache(): ${this.display}() was called on a receiver that is no instance of a class of its own (a plain object, an object whose class it inherits from further up its prototype chain, an instance of a class whose prototype's \`constructor\` was replaced, as a mixin helper that copies \`constructor\` does, a primitive), whose keys would name no class: calls on two such receivers would share one result. ` +
         'Put the method on a class, or give a `key` option if its result depends on its arguments alone',
     )
   }
@@ -791,9 +791,14 @@ class MethodNaming implements Naming {
     // A class's text holds the method and everything else its results may depend on (fields,
     // constructor): two classes of one name whose method text is the same but whose other code
     // differs (two modules, two processes) get two fingerprints.
+    // Run on a class (or an instance of one) whose chain does not hold the method at all
+    // (`Reflect.apply(Euro.rate, Other, [])`): the class that defines it is named, since two
+    // methods of one text in two classes (each reading its own `super`) differ.
+    const holder = owner ?? this.definingClass
+    if (holder === undefined && name === undefined) throw this.unknownClass()
     const base =
       name === undefined
-        ? `${partSegment((owner ?? runtime).name)}.${partSegment(this.method)}#${classFingerprint(owner ?? runtime, this.fingerprint)}`
+        ? `${partSegment(holder!.name)}.${partSegment(this.method)}#${classFingerprint(holder!, this.fingerprint)}`
         : nameSegment(name)
     // The classes from the one that ran it up to the one that defines it (all of them when that
     // one is not in the chain, or not known yet): a class holding a copy of the method (a mixin),
@@ -808,7 +813,7 @@ class MethodNaming implements Naming {
       {},
       name === undefined || !own,
       () =>
-        `Two different memoized methods named "${own ? '' : `${(owner ?? runtime).name}.${this.method} on `}` +
+        `Two different memoized methods named "${own ? '' : `${(holder ?? runtime).name}.${this.method} on `}` +
         `${runtime.name}${own ? `.${this.method}` : ''}" (two classes named "${runtime.name}", or a static and an instance method)`,
     )
     usePrefix(this.functionGeneration, prefix)
@@ -834,7 +839,7 @@ class MethodNaming implements Naming {
     const stop = this.definingClass
     const texts: string[] = []
     const add = (cls: unknown): void => {
-      const text = typeof cls === 'function' ? sourceOf(cls) : undefined
+      const text = typeof cls === 'function' ? classText(cls) : undefined
       if (text !== undefined) texts.push(text)
       else if (typeof cls === 'function' && isBuiltIn(cls)) texts.push(`[built-in ${cls.name}]`)
       else throw this.unreadable(typeof cls === 'function' ? cls : runtime)
@@ -884,6 +889,44 @@ class MethodNaming implements Naming {
  * fields and constructor, which a method's results may depend on as much as on its own text.
  */
 function classFingerprint(cls: Function, method: string): string {
-  const text = sourceOf(cls)
+  const text = classText(cls)
   return text === undefined ? method : sourceFingerprint(`${method}\n${text}`)
+}
+
+/**
+ * A class's text, with the code put on it outside that text: the methods of an ES5 class
+ * (`function Repo() {}`, TypeScript's `target: ES5`, `util.inherits`) are written on its prototype
+ * after it, and so are its statics; a class of either kind may be given methods later
+ * (`Repo.prototype.table = function …`). Each function (method, getter, setter) on the prototype
+ * or the class whose text is not in the class's own is added with its name; so are the plain
+ * values (a string, a number) an ES5 class is given outside its text. Memoized methods are left
+ * out (their wrapper's text is @cache's). Undefined when the class's text cannot be read.
+ */
+function classText(cls: Function): string | undefined {
+  const text = sourceOf(cls)
+  if (text === undefined) return undefined
+  const es5 = !text.startsWith('class')
+  const parts = [text]
+  for (const [holder, mark] of [
+    [cls.prototype as object | undefined, '#'],
+    [cls, '.'],
+  ] as const) {
+    if (typeof holder !== 'object' && typeof holder !== 'function') continue
+    if (holder === null) continue
+    for (const key of Reflect.ownKeys(holder)) {
+      if (holder === cls.prototype ? key === 'constructor' : key === 'prototype') continue
+      const descriptor = Object.getOwnPropertyDescriptor(holder, key)!
+      for (const part of [descriptor.value, descriptor.get, descriptor.set]) {
+        if (typeof part === 'function') {
+          if ((part as { [MEMOIZED]?: unknown })[MEMOIZED] === true) continue
+          const own = sourceOf(part)
+          if (own !== undefined && !text.includes(own)) parts.push(`${mark}${String(key)}: ${own}`)
+        } else if (es5 && part !== undefined && (typeof part !== 'object' || part === null))
+          parts.push(
+            `${mark}${String(key)} = ${typeof part === 'bigint' ? `${part}n` : JSON.stringify(part)}`,
+          )
+      }
+    }
+  }
+  return parts.join('\n')
 }

@@ -182,6 +182,13 @@ export function identityCases(mode: DecoratorMode): void {
       expect(await Catalog.get.call(Mirror, 'p1')).toBe('p1 from mirror-catalog')
       expect(await Catalog.get('p1')).toBe('p1 from global-catalog')
       expect(Catalog.get.keyFor.call(Mirror, 'p1')).not.toBe(Catalog.get.keyFor.call(Catalog, 'p1'))
+      // Two static methods of one text in two classes, each given the same other class: each is
+      // keyed by the class that defines it. Before: both `Mirror.quote`, Dollar's call got euros
+      // (a conflict in one process).
+      const { Euro, Dollar } = await load('receivers.ts')
+      expect(await Reflect.apply(Euro.quote, Mirror, [1])).toBe('1 EUR')
+      expect(await Reflect.apply(Dollar.quote, Mirror, [1])).toBe('1 USD')
+      expect(Euro.quote.keyFor.call(Mirror, 1)).toMatch(/^memo:Euro\.quote#[0-9a-f]{12}\(Mirror#/)
       // A plain function is no class: refused.
       await expect(Catalog.get.call(Legacy, 'p1')).rejects.toThrow(/static method.*no class/)
     })

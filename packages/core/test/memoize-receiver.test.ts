@@ -286,6 +286,27 @@ describe('@cache() on receivers no class of their own names', () => {
     await expect(orders.findById(1)).rejects.toThrow(CacheConfigError)
     await expect(Object.create(new Repo()).findById(1)).rejects.toThrow(CacheConfigError)
   })
+
+  it("refuses an instance of a class given a mixin's `constructor` (the TypeScript handbook's applyMixins), saying so", async () => {
+    const backend = memoryBackend()
+    class Findable {
+      table = 'findable'
+      async find(id: number) {
+        return `${this.table}:${id}`
+      }
+    }
+    decorate(Findable.prototype, 'find', { backend, ttl: 60, name: 'mix.find' })
+    class Users {
+      table = 'users'
+      declare find: (id: number) => Promise<string>
+    }
+    // The handbook's helper copies every own name, `constructor` included.
+    for (const name of Object.getOwnPropertyNames(Findable.prototype))
+      Object.defineProperty(Users.prototype, name, Object.getOwnPropertyDescriptor(Findable.prototype, name)!)
+    await expect(new Users().find(1)).rejects.toThrow(
+      /`constructor` was replaced, as a mixin helper that copies `constructor` does/,
+    )
+  })
 })
 
 describe('@cache() run by a class that did not get the decorator', () => {

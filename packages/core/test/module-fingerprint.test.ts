@@ -77,6 +77,32 @@ describe('the module a decorated class comes from', () => {
     expect(await new v2().find(1)).toBe('accounts#1')
   })
 
+  // The helpers other compilers emit (Babel's runtime and legacy plugin, SWC) and a minified bundle's
+  // renamed one: none of them was known, and the fallback passed over the installed package's file.
+  it.each(['applyDecs2311', '_applyDecoratedDescriptor', '_ts_decorate', '_apply_decs_2203_r', 'n'])(
+    'is an installed package decorated through a helper named %s',
+    async (helper) => {
+      const renamed = (table: string) =>
+        compiled(table, DECORATE.replace('__decorate', helper)).replace('__decorate(', `${helper}(`)
+      const urls = write({
+        [`c-${helper}/node_modules/@acme/repos/index.mjs`]: renamed('users'),
+        [`d-${helper}/node_modules/@acme/repos/index.mjs`]: renamed('accounts'),
+      })
+      const backend = memoryBackend()
+      const v1 = (await import(urls[`c-${helper}/node_modules/@acme/repos/index.mjs`]!)).define(
+        cache,
+        backend,
+      )
+      const v2 = (await import(urls[`d-${helper}/node_modules/@acme/repos/index.mjs`]!)).define(
+        cache,
+        backend,
+      )
+      expect(await new v1().find(1)).toBe('users#1')
+      // Before: one key for both (a conflict here; across two processes, accounts got users' row).
+      expect(await new v2().find(1)).toBe('accounts#1')
+    },
+  )
+
   it('is the caller of a decorate helper that lives in a file every class shares (a bundle chunk)', async () => {
     const helpers = `export ${DECORATE}`
     const app = (table: string) => compiled(table, "import { __decorate } from './chunk.mjs'")
@@ -118,6 +144,48 @@ export function cacheMethods(cache, backend, Class, names) {
     const b = (await import(urls['app/repo-b.mjs']!)).define(cache, backend)
     expect(await new a().find(1)).toBe('users#1')
     // Before: the helper's file was the one fingerprinted, the same for both.
+    expect(await new b().find(1)).toBe('accounts#1')
+  })
+
+  it('keys an ES5 subclass by the methods put on its prototype outside its text', async () => {
+    // As TypeScript's `target: ES5` emits classes (and util.inherits code): the base is decorated
+    // in a module of the same text in both deploys; the subclass's constructor text is the same,
+    // only the override on its prototype differs.
+    const base = `
+export function define(cache, backend) {
+  function Repo() {}
+  Repo.prototype.table = function () { return 'base' }
+  Repo.prototype.find = async function (id) { return this.table() + '#' + id }
+  Object.defineProperty(Repo.prototype, 'find',
+    cache({ backend, ttl: 60 })(Repo.prototype, 'find', Object.getOwnPropertyDescriptor(Repo.prototype, 'find')))
+  return Repo
+}
+`
+    const users = (table: string) => `
+export function extend(Repo) {
+  function UsersRepo() { Repo.call(this) }
+  UsersRepo.prototype = Object.create(Repo.prototype)
+  UsersRepo.prototype.constructor = UsersRepo
+  UsersRepo.prototype.table = function () { return '${table}' }
+  return UsersRepo
+}
+`
+    const urls = write({
+      'es5-a/base.mjs': base,
+      'es5-b/base.mjs': base,
+      'es5-a/users.mjs': users('users'),
+      'es5-b/users.mjs': users('accounts'),
+    })
+    const backend = memoryBackend()
+    const usersOf = async (deploy: string) =>
+      (await import(urls[`${deploy}/users.mjs`]!)).extend(
+        (await import(urls[`${deploy}/base.mjs`]!)).define(cache, backend),
+      )
+    const a = await usersOf('es5-a')
+    const b = await usersOf('es5-b')
+    expect(await new a().find(1)).toBe('users#1')
+    // Before: both keyed by `function UsersRepo() { Repo.call(this) }` alone (a conflict here;
+    // across two processes, accounts got users' row).
     expect(await new b().find(1)).toBe('accounts#1')
   })
 })
