@@ -87,6 +87,14 @@ export interface CacheBackend {
    */
   readonly shared?: boolean
   /**
+   * With `shared`: `true` when only processes of this machine see the entries (a file on its
+   * disk: disk, a Keyv over SQLite), not those of other machines. A chain refuses such a level
+   * last behind one other machines share (redis, memcached): processes of two machines would
+   * count, lock and invalidate apart. Optional: a backend that leaves it out is judged by its
+   * name (`disk` is this machine's).
+   */
+  readonly hostOnly?: boolean
+  /**
    * The TTL in ms a write that names none gets (`defaultTtl`); `null` for no expiry. Optional: a
    * backend that leaves it out says nothing (all @cache backends tell). A chain of levels gives
    * its faster levels the shared level's, so none keeps a copy past the shared level's expiry.

@@ -116,8 +116,16 @@ export function assertLevelOrder(names: readonly BackendName[], setting = 'CACHE
   const misplaced = names.findIndex(
     (name, i) => IN_PROCESS.includes(name) && firstShared !== -1 && i > firstShared,
   )
-  if (shared.length > 0 && misplaced === -1) return
   const list = JSON.stringify(names.join(','))
+  // Disk is this machine's only: behind redis or memcached (shared by other machines), processes
+  // on two machines would count, lock and invalidate apart.
+  const lastServer = Math.max(names.lastIndexOf('redis'), names.lastIndexOf('memcached'))
+  if (misplaced === -1 && lastServer !== -1 && names[names.length - 1] === 'disk')
+    throw new CacheConfigError(
+      setting,
+      `${list}: "disk" is seen by this machine's processes only, and is last behind ${names[lastServer] === 'redis' ? '"redis"' : '"memcached"'}, which other machines share: the last level is where invalidations and counters live for every process, so processes on two machines would count apart. Write "${[...inProcess, 'disk', ...shared.filter((name) => name !== 'disk')].join(',')}"`,
+    )
+  if (shared.length > 0 && misplaced === -1) return
   const why =
     'the last level of a list is the shared one, where invalidations and counters live for every process, ' +
     `and ${inProcess.map((name) => `"${name}"`).join(' and ')} keep${inProcess.length === 1 ? 's' : ''} entries in this process only: ` +

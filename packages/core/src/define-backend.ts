@@ -18,7 +18,7 @@ import {
 } from './errors.js'
 import { KeyedQueue } from './key-queue.js'
 import { assertKey, copyItemList, copyKeyList } from './keys.js'
-import { durationOption, optionNames, readOptions } from './option-checks.js'
+import { booleanOption, durationOption, optionNames, readOptions } from './option-checks.js'
 import { CacheObserver } from './stats.js'
 
 /**
@@ -88,10 +88,29 @@ const DEFINE_BACKEND_OPTION_NAMES = optionNames<DefineBackendOptions>({
  * After `close()`, no call reaches the store, also for operations already queued.
  */
 export function defineBackend(backend: MinimalBackend, given: DefineBackendOptions = {}): CacheBackend {
+  if (typeof backend !== 'object' || backend === null)
+    throw new CacheConfigError(
+      'backend',
+      `defineBackend() takes an object with get, set and delete methods, got ${backend === null ? 'null' : typeof backend}`,
+    )
   refuseOtherTtlUnits(backend)
+  refuseMissingMethods(backend)
   const options = readOptions(given, DEFINE_BACKEND_OPTION_NAMES, 'defineBackend()')
+  if (options.classifyError !== undefined && typeof options.classifyError !== 'function')
+    throw new CacheConfigError('classifyError', `expected a function, got ${typeof options.classifyError}`)
+  if (options.observer !== undefined && !(options.observer instanceof CacheObserver))
+    throw new CacheConfigError(
+      'observer',
+      'expected a CacheObserver (from @cache/core/backend), the one the store reports to',
+    )
   const source = backend as CacheBackend
   const shared = sharedOption(source.shared)
+  const hostOnly = booleanOption(
+    source.hostOnly,
+    'hostOnly',
+    undefined,
+    "whether only this machine's processes see the entries",
+  )
   const queue = new KeyedQueue()
   // A class names its instances; a plain object literal (constructor Object) is just "custom".
   const ctor = (source as { constructor?: Function }).constructor
@@ -490,6 +509,7 @@ export function defineBackend(backend: MinimalBackend, given: DefineBackendOptio
     off: observer ? observer.off.bind(observer) : source.off?.bind(source),
     sync: source.sync,
     ...(shared === undefined ? {} : { shared }),
+    ...(hostOnly === undefined ? {} : { hostOnly }),
   } as CacheBackend
 }
 
@@ -542,6 +562,43 @@ export function toBackend(value: MinimalBackend | CacheBackend): CacheBackend {
   return defineBackend(value)
 }
 
+/** Methods a store may have; one it has must be a function. */
+const OPTIONAL_METHODS = [
+  'clear',
+  'getEntry',
+  'has',
+  'getMany',
+  'getManyEntries',
+  'setMany',
+  'add',
+  'incr',
+  'atomicUpdate',
+  'compareAndDelete',
+  'deleteMany',
+  'keys',
+  'close',
+] as const
+
+/**
+ * A store without `get`, `set` or `delete`, or with one of its methods not a function (`get: 1`),
+ * is refused when it is defined, not at its first call with a `TypeError` from inside.
+ */
+function refuseMissingMethods(store: object): void {
+  const methods = store as Record<string, unknown>
+  for (const name of ['get', 'set', 'delete'])
+    if (typeof methods[name] !== 'function')
+      throw new CacheConfigError(
+        'backend',
+        `defineBackend(): the store has no ${name} method (${name}: ${methods[name] === undefined ? 'missing' : typeof methods[name]}); it needs get, set and delete`,
+      )
+  for (const name of OPTIONAL_METHODS)
+    if (methods[name] !== undefined && typeof methods[name] !== 'function')
+      throw new CacheConfigError(
+        'backend',
+        `defineBackend(): the store's ${name} is a ${typeof methods[name]}, not a method: remove it or make it one`,
+      )
+}
+
 /**
  * Stores whose `set` does not take the TTL in seconds that a backend's `set` is given: a Keyv
  * instance or storage adapter (`KeyvRedis`, `KeyvSqlite`…) reads it as milliseconds, so a 60 s
@@ -580,11 +637,7 @@ function refuseOtherTtlUnits(store: unknown): void {
  * configuration file) is refused, as it would be read as not said.
  */
 export function sharedOption(shared: unknown): boolean | undefined {
-  if (shared === undefined || typeof shared === 'boolean') return shared
-  throw new CacheConfigError(
-    'shared',
-    `expected true or false (whether other processes see the store's entries), got ${JSON.stringify(shared)}`,
-  )
+  return booleanOption(shared, 'shared', undefined, "whether other processes see the store's entries")
 }
 
 /** Whether a store is lru-cache's `LRUCache`, told by shape: its class name is minified. */

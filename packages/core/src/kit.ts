@@ -62,6 +62,7 @@ export {
   type DurationOptionRules,
   type OptionNames,
   assertKnownOptions,
+  booleanOption,
   checkOption,
   countOption,
   durationOption,

@@ -59,6 +59,25 @@ export function countOption(value: unknown, option: string, fallback: number): n
 }
 
 /**
+ * The option `option`, `true` or `false`, or `fallback` when it is `undefined`. Anything else
+ * (`'false'` from a configuration file, which would read as true) throws {@link CacheConfigError}
+ * naming the option; `meaning` says what it switches.
+ */
+export function booleanOption<F extends boolean | undefined>(
+  value: unknown,
+  option: string,
+  fallback: F,
+  meaning?: string,
+): boolean | F {
+  if (value === undefined) return fallback
+  if (typeof value === 'boolean') return value
+  throw new CacheConfigError(
+    option,
+    `expected true or false${meaning === undefined ? '' : ` (${meaning})`}, got ${describe(value)}`,
+  )
+}
+
+/**
  * Runs `check` (a parser such as `parseSize` given the option's value) and turns what it throws
  * into a {@link CacheConfigError} naming `option`, with the original error as `cause`.
  */

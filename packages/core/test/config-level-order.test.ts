@@ -56,6 +56,27 @@ describe('a backend list whose shared level is in-process', () => {
   })
 })
 
+describe("a backend list whose shared level is this machine's disk behind a server", () => {
+  // Disk is seen by this machine's processes only: last behind redis or memcached, which other
+  // machines share, two machines would count and invalidate apart. Before: accepted.
+  it.each(['redis,disk', 'memory,redis,disk', 'memcached,disk', 'memory,memcached,disk'])(
+    'CACHE_BACKEND=%s is refused, naming the order that works',
+    (list) => {
+      expect(() => configFromEnv({ CACHE_BACKEND: list })).toThrow(CacheConfigError)
+      expect(() => configFromEnv({ CACHE_BACKEND: list })).toThrow(
+        /^CACHE_BACKEND: .*"disk" is seen by this machine's processes only.*Write "(memory,)?disk,(redis|memcached)"/,
+      )
+    },
+  )
+
+  it.each(['memory,disk,redis', 'disk,redis', 'disk,memcached', 'memory,disk'])(
+    'CACHE_BACKEND=%s is read',
+    (list) => {
+      expect(configFromEnv({ CACHE_BACKEND: list }).backends).toEqual(list.split(','))
+    },
+  )
+})
+
 describe('an empty name in a backend list', () => {
   it.each(emptyNames)('CACHE_BACKEND=%j is refused, not read as the names around it', (list) => {
     expect(() => configFromEnv({ CACHE_BACKEND: list })).toThrow(CacheConfigError)

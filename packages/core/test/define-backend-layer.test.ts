@@ -447,3 +447,31 @@ describe('defineBackend: a stored undefined is a hit', () => {
     expect(backend.stats).toMatchObject({ hits: 2, misses: 1 })
   })
 })
+
+describe('defineBackend: what it is given', () => {
+  it('refuses what is no store, a missing method and a method that is not a function, when defined', () => {
+    // Before: a TypeError from inside at the first call ("source.get is not a function"), or
+    // a TypeError reading null's prototype.
+    for (const given of [null, undefined, 'redis://', 5])
+      expect(() => defineBackend(given as never)).toThrow(/defineBackend\(\) takes an object/)
+    const { get: _get, ...withoutGet } = mapStore()
+    expect(() => defineBackend(withoutGet as never)).toThrow(/no get method \(get: missing\)/)
+    expect(() => defineBackend({ ...mapStore(), set: 1 } as never)).toThrow(/no set method \(set: number\)/)
+    expect(() => defineBackend({ ...mapStore(), has: true } as never)).toThrow(
+      /has is a boolean, not a method/,
+    )
+    for (const bad of [withoutGet, { ...mapStore(), has: true }])
+      expect(() => defineBackend(bad as never)).toThrow(CacheConfigError)
+  })
+
+  it('refuses a classifyError that is no function and an observer that is no CacheObserver', () => {
+    // Before: accepted, and the store's real error hidden behind "classify is not a function".
+    expect(() => defineBackend(mapStore(), { classifyError: 5 as never })).toThrow(
+      /classifyError: expected a function, got number/,
+    )
+    expect(() => defineBackend(mapStore(), { observer: 5 as never })).toThrow(
+      /observer: expected a CacheObserver/,
+    )
+    expect(defineBackend(mapStore(), { observer: new CacheObserver('rows') }).stats?.hits).toBe(0)
+  })
+})

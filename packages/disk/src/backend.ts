@@ -44,6 +44,8 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
   readonly name = 'disk'
   /** Every process that opens the directory sees its entries. */
   readonly shared = true
+  /** Shared by the processes of this machine only. */
+  readonly hostOnly = true
   readonly namespace: string | undefined
   /** The cache directory. */
   readonly path: string

@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http'
-import { optionNames } from '@cache/core/backend'
+import { booleanOption, optionNames } from '@cache/core/backend'
 import {
   HTTP_CACHE_OPTION_NAMES,
   type HttpCacheOptions,
@@ -54,6 +54,6 @@ export function resolveOptions(opts: CacheResponseOptions): Settings {
   return {
     ...http,
     skippedOnHits,
-    frontSkipsAllMiddleware: opts.frontSkipsAllMiddleware ?? false,
+    frontSkipsAllMiddleware: booleanOption(opts.frontSkipsAllMiddleware, 'frontSkipsAllMiddleware', false),
   }
 }

@@ -8,6 +8,7 @@ import {
   type Size,
 } from '@cache/core'
 import {
+  booleanOption,
   assertKnownOptions,
   readOptions,
   generationKey,
@@ -298,12 +299,12 @@ export function resolveHttpCacheOptions(
       opts.maxBodySize === undefined
         ? DEFAULT_MAX_BODY
         : checkOption('maxBodySize', () => parseSize(opts.maxBodySize as Size, 'maxBodySize')),
-    allowAuthorized: opts.allowAuthorized ?? false,
-    allowCookies: opts.allowCookies ?? false,
+    allowAuthorized: booleanOption(opts.allowAuthorized, 'allowAuthorized', false),
+    allowCookies: booleanOption(opts.allowCookies, 'allowCookies', false),
     tags: tagsOption(tags),
     statusHeader,
     cacheName: opts.cacheName ?? '@cache',
-    etag: opts.etag ?? true,
+    etag: booleanOption(opts.etag, 'etag', true),
     now: opts.now ?? Date.now,
     bypass: opts.bypass,
     enabledFromEnv,

@@ -1,6 +1,7 @@
 import type { CacheBackend, CacheEntry, Duration, ListKeysOptions, SetManyItem } from '@cache/core'
 import { CacheConfigError, defineBackend } from '@cache/core'
 import {
+  booleanOption,
   assertKnownOptions,
   type BaseBackendOptions,
   durationOption,
@@ -88,6 +89,11 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
    * level last behind a shared one unless it is known to be shared, as it refuses memory.
    */
   readonly shared: boolean | undefined
+  /**
+   * True over a SQLite file (@keyv/sqlite): only this machine's processes see its entries, and a
+   * chain refuses it last behind a level other machines share. Undefined otherwise.
+   */
+  readonly hostOnly: true | undefined
   /** The Keyv instance every operation goes through. */
   readonly keyv: Keyv
   /**
@@ -137,7 +143,7 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
       {
         namespace: namespaceOption(options.namespace),
         defaultTtlMs,
-        closeStore: options.closeStore ?? false,
+        closeStore: booleanOption(options.closeStore, 'closeStore', false),
         disconnectWithin: this.timeoutMs === 0 ? 1000 : undefined,
       },
       this.observer,
@@ -146,6 +152,7 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
     this.keyv = storage.keyv
     this.queue = storeQueue((storage.keyv.store as object | undefined) ?? storage.keyv)
     this.shared = sharedOption(options.shared) ?? sharedStore(storage.keyv.store)
+    this.hostOnly = this.shared === true && storeClass(storage.keyv.store) === 'KeyvSqlite' ? true : undefined
     this.namespace = storage.namespace
     this.layer = defineBackend(storage, {
       timeout: this.timeoutMs === 0 ? false : `${this.timeoutMs}ms`,
@@ -301,11 +308,20 @@ const SHARED_STORES = /^Keyv(?:Redis|Valkey|Memcache|Sqlite|Postgres|Mysql|Mongo
 /** Whether other processes see a store's entries: false for one of this process, undefined when not known. */
 function sharedStore(store: unknown): boolean | undefined {
   if (store === undefined || store instanceof Map || isLruCache(store)) return false
-  const name = (store as { constructor?: { name?: unknown } } | null)?.constructor?.name
-  if (typeof name !== 'string') return undefined
+  const name = storeClass(store)
+  if (name === undefined) return undefined
   if (IN_PROCESS_STORES.test(name)) return false
   if (!SHARED_STORES.test(name)) return undefined
-  // SQLite in memory: one process's own database.
+  if (name !== 'KeyvSqlite') return true
+  // SQLite in memory (`:memory:`), or with an empty file name (a private temporary database SQLite
+  // opens for each connection, as `sqlite://` + an unset variable gives): one process's own.
   const opts = (store as { opts?: { uri?: unknown; db?: unknown } }).opts
-  return !`${String(opts?.uri ?? '')} ${String(opts?.db ?? '')}`.includes(':memory:')
+  const file = typeof opts?.db === 'string' ? opts.db : String(opts?.uri ?? '').replace(/^sqlite:\/\//, '')
+  return file !== '' && file !== ':memory:'
+}
+
+/** The name of a store's class, if it has one. */
+function storeClass(store: unknown): string | undefined {
+  const name = (store as { constructor?: { name?: unknown } } | null)?.constructor?.name
+  return typeof name === 'string' ? name : undefined
 }

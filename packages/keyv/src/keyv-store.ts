@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events'
 import { type CacheBackend, isCacheError, isUnavailable, listKeys, type MinimalBackend } from '@cache/core'
-import { assertKnownOptions, optionNames, toBackend } from '@cache/core/backend'
+import { booleanOption, assertKnownOptions, optionNames, toBackend } from '@cache/core/backend'
 import type { KeyvStoreAdapter, StoredData } from 'keyv'
 
 /**
@@ -66,8 +66,8 @@ export class KeyvStoreFromBackend extends EventEmitter implements KeyvStoreAdapt
       this.single = toBackend(backend)
       this.dialect = `@cache/${this.single.name}`
     }
-    this.closeOnDisconnect = options.closeOnDisconnect ?? true
-    this.throwOnErrors = options.throwOnErrors ?? false
+    this.closeOnDisconnect = booleanOption(options.closeOnDisconnect, 'closeOnDisconnect', true)
+    this.throwOnErrors = booleanOption(options.throwOnErrors, 'throwOnErrors', false)
   }
 
   /**

@@ -249,10 +249,14 @@ describe('a keyv backend over a store of this process, last in a chain', () => {
         clear: async () => rows.clear(),
       }
       const memorySqlite = new KeyvSqlite('sqlite://:memory:')
+      // An empty file name (`'sqlite://' + process.env.UNSET ?? ''`): SQLite's private temporary
+      // database. Before: taken for shared.
+      const unnamedSqlite = new KeyvSqlite('sqlite://')
       for (const level of [
         keyvBackend(new LRUCache<string, object>({ max: 100 }) as never),
         keyvBackend(plain as never),
         keyvBackend(new Keyv({ store: memorySqlite })),
+        keyvBackend(new Keyv({ store: unnamedSqlite })),
       ]) {
         expect(level.shared).not.toBe(true)
         expect(() => multiLevel(disk, level)).toThrow(CacheConfigError)
@@ -261,7 +265,12 @@ describe('a keyv backend over a store of this process, last in a chain', () => {
       // Said by the application: shared.
       expect(keyvBackend(plain as never, { shared: true }).shared).toBe(true)
       expect(() => keyvBackend(plain as never, { shared: 'yes' as never })).toThrow(CacheConfigError)
+      // `closeStore: 'false'` would read as true, and close() would disconnect the caller's store.
+      expect(() => keyvBackend(plain as never, { closeStore: 'false' as never })).toThrow(
+        /closeStore: expected true or false/,
+      )
       await memorySqlite.disconnect()
+      await unnamedSqlite.disconnect()
       // Over a store other processes reach: shared, and fine last.
       const sqlite = keyvBackend(new Keyv({ store: new KeyvSqlite(`sqlite://${join(dir, 'kv.sqlite')}`) }))
       expect(sqlite.shared).toBe(true)

@@ -27,6 +27,13 @@ describe('toKeyvStore through Keyv 5', () => {
     expect(await backend.has('keyv:k')).toBe(true)
   })
 
+  it('refuses switches that are not true or false (text from a configuration file)', () => {
+    for (const option of ['closeOnDisconnect', 'throwOnErrors'])
+      expect(() => toKeyvStore(memoryBackend(), { [option]: 'false' })).toThrow(
+        new RegExp(`${option}: expected true or false`),
+      )
+  })
+
   it('passes the TTL on to the backend, so entries expire there too', async () => {
     const backend = memoryBackend()
     const keyv = new Keyv({ store: toKeyvStore(backend) })

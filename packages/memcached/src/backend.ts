@@ -7,6 +7,7 @@ import {
   type SetManyItem,
 } from '@cache/core'
 import {
+  booleanOption,
   assertIncrement,
   assertKeyList,
   checkLogger,
@@ -97,7 +98,7 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     })
     this.items = new ItemFormat(options, this.observer)
     this.maxAttempts = maxAttemptsOption(options)
-    this.flushOnClear = options.flushOnClear ?? false
+    this.flushOnClear = booleanOption(options.flushOnClear, 'flushOnClear', false)
     this.ownsClient = options.client === undefined
     if (options.client !== undefined) assertClientWaitsLonger(options.client, this.timeoutMs)
     this.client = options.client ?? createClient(servers, options, this.timeoutMs)

@@ -1,6 +1,7 @@
 import type { CacheEvent, CacheEventName, Duration, Size } from '@cache/core'
 import { CacheConfigError } from '@cache/core'
 import {
+  booleanOption,
   type BaseBackendOptions,
   type CodecOptions,
   assertKnownOptions,
@@ -162,7 +163,7 @@ export function createClient(
     // resets, must never end a connection first (it would skip the undo of late writes).
     timeout: 3600,
     conntimeout: timeoutMs / 1000,
-    keepAlive: options.keepAlive ?? true,
+    keepAlive: booleanOption(options.keepAlive, 'keepAlive', true),
     // Requests go through protocol.ts, never through memjs's retrying perform(); keep it quiet
     // and retry-free anyway for anyone who uses the client directly.
     retries: 1,

@@ -14,6 +14,7 @@ import {
   assertKey,
   assertKeyList,
   assertSerializable,
+  booleanOption,
   CONFLICT,
   copyItemList,
   ObservedBackend,
@@ -74,8 +75,12 @@ export class MemoryBackend extends ObservedBackend implements CacheBackend {
     assertKnownOptions(options, MEMORY_OPTION_NAMES, 'memoryBackend()')
     this.namespace = options.namespace
     this.defaultTtlMs = ttlOption(options.defaultTtl, 'defaultTtl') ?? null
-    this.clone = options.clone ?? false
-    this.checkValues = options.checkValues ?? (!this.clone && process.env.NODE_ENV !== 'production')
+    this.clone = booleanOption(options.clone, 'clone', false)
+    this.checkValues = booleanOption(
+      options.checkValues,
+      'checkValues',
+      !this.clone && process.env.NODE_ENV !== 'production',
+    )
     // The default clocks follow fake timers in tests (see clock.ts); reads use the coarse one.
     this.writeNow = options.now ?? preciseNow
     const { lru, sizer } = createLru(options, options.now ?? coarseNow)

@@ -11,6 +11,8 @@ import {
   ttlToMs,
 } from '@cache/core'
 import {
+  booleanOption,
+  sharedOption,
   assertIncrement,
   assertKey,
   copyItemList,
@@ -62,6 +64,10 @@ export class MultiLevelBackend implements CacheBackend {
   get shared(): boolean | undefined {
     return this.levels[this.levels.length - 1]!.backend.shared
   }
+  /** Whether only this machine's processes see them: what its last level says. */
+  get hostOnly(): boolean | undefined {
+    return this.levels[this.levels.length - 1]!.backend.hostOnly
+  }
   /** The parts the chain's operations share: health, reader, writer, write order, bus… */
   private readonly chain: ChainParts
   private readonly batches: ChainBatches
@@ -89,7 +95,7 @@ export class MultiLevelBackend implements CacheBackend {
     this.levels = backends.map(
       (backend, i) => new Level(backend, i, options.breaker ?? {}, maxPending, i === backends.length - 1),
     )
-    this.closeLevels = options.closeLevels ?? true
+    this.closeLevels = booleanOption(options.closeLevels, 'closeLevels', true)
     this.namespace =
       options.namespace ??
       (backends[backends.length - 1] as { namespace?: unknown }).namespace?.toString() ??
@@ -366,45 +372,64 @@ const SHARED_BY_NAME: ReadonlyMap<string, boolean> = new Map([
   ['memory', false],
 ])
 
+/** Who sees a level's entries: this process, this machine's processes, or other machines' too. */
+const REACH = { process: 0, host: 1, network: 2 } as const
+type Reach = keyof typeof REACH
+
 /**
  * A chain whose last level (the one it counts as shared: invalidations, counters and locks go
- * there) is not known to be shared, behind a level other processes share: their writes and
- * invalidations would never reach a last level held in this process (memory, a Keyv over a
- * `Map`), nor its theirs. A backend says which it is with `shared`; one that does not is judged by
- * its name, and one known by neither is refused last behind a shared level until it says.
+ * there) reaches fewer processes than another level does: their writes and invalidations would
+ * never reach a last level held in this process (memory, a Keyv over a `Map`), nor one held on
+ * this machine (disk) when another level is shared by other machines (redis), nor its theirs. A
+ * backend says which it is with `shared` (and `hostOnly`); one that does not is judged by its
+ * name, and one known by neither is refused last behind a shared level until it says.
  */
 function refuseMemoryLast(backends: readonly CacheBackend[]): void {
   // A chain given as a level stands for its own levels: its last is where it writes last.
   // By shape, not `instanceof`: a chain from the other build (CommonJS beside ESM) counts too.
-  const inner = (backend: CacheBackend): readonly CacheBackend[] | undefined => {
+  const leaves = (backend: CacheBackend): readonly CacheBackend[] => {
     const levels = (backend as { levels?: unknown }).levels
     return backend.name === 'multi-level' && Array.isArray(levels)
-      ? (levels as { backend: CacheBackend }[]).map((level) => level.backend)
-      : undefined
+      ? (levels as { backend: CacheBackend }[]).flatMap((level) => leaves(level.backend))
+      : [backend]
   }
-  const last = (backend: CacheBackend): CacheBackend => {
-    const levels = inner(backend)
-    return levels === undefined ? backend : last(levels[levels.length - 1]!)
+  // A `shared` that is not a boolean (`'false'` from a configuration file) is refused, as
+  // `defineBackend` refuses it: a backend with every method reaches the chain as it is.
+  const reach = (backend: CacheBackend): Reach | undefined => {
+    const shared = sharedOption(backend.shared) ?? SHARED_BY_NAME.get(backend.name)
+    if (shared === undefined) return undefined
+    if (!shared) return 'process'
+    const hostOnly = booleanOption(backend.hostOnly, 'hostOnly', backend.name === 'disk')
+    return hostOnly ? 'host' : 'network'
   }
-  const sharedness = (backend: CacheBackend): boolean | undefined =>
-    backend.shared ?? SHARED_BY_NAME.get(backend.name)
-  const shared = (backend: CacheBackend): boolean => {
-    const levels = inner(backend)
-    if (levels !== undefined) return levels.some(shared)
-    return sharedness(backend) === true
+  const all = backends.flatMap(leaves)
+  const held = all[all.length - 1]!
+  const heldReach = reach(held)
+  let widest: Reach = 'process'
+  for (const backend of all) {
+    const r = reach(backend)
+    if (r !== undefined && REACH[r] > REACH[widest]) widest = r
   }
-  const held = last(backends[backends.length - 1]!)
-  const heldShared = sharedness(held)
-  if (heldShared === true || !backends.some(shared)) return
+  if (widest === 'process' || (heldReach !== undefined && REACH[heldReach] >= REACH[widest])) return
   const names = backends.map((backend) => backend.name)
-  if (heldShared === undefined)
+  const list = `[${names.join(', ')}]`
+  if (heldReach === undefined)
     throw new CacheConfigError(
       'levels',
-      `[${names.join(', ')}]: ${held.name} is last, behind a level other processes share, and does not say whether other processes reach its entries; if they do (a server, a file), say so with \`shared: true\` (keyvBackend(store, { shared: true }); on the store given to defineBackend). A store of this process last would keep invalidations, counters and locks in this process`,
+      `${list}: ${held.name} is last, behind a level other processes share, and does not say whether other processes reach its entries; if they do (a server, a file), say so with \`shared: true\` (keyvBackend(store, { shared: true }); on the store given to defineBackend). A store of this process last would keep invalidations, counters and locks in this process`,
     )
-  const ordered = [...backends.filter((backend) => !shared(backend)), ...backends.filter(shared)]
+  const byReach = (r: Reach) =>
+    backends.filter(
+      (backend) => Math.max(...leaves(backend).map((leaf) => REACH[reach(leaf) ?? 'process'])) === REACH[r],
+    )
+  const ordered = [...byReach('process'), ...byReach('host'), ...byReach('network')]
+  if (heldReach === 'host')
+    throw new CacheConfigError(
+      'levels',
+      `${list}: ${held.name}, which only this machine's processes see, is last, behind a level other machines share, so processes on two machines would count, lock and invalidate apart. Give the levels fastest first, the one other machines share last: [${ordered.map((backend) => backend.name).join(', ')}]`,
+    )
   throw new CacheConfigError(
     'levels',
-    `[${names.join(', ')}]: ${held.name}, which holds its entries in this process, is last, behind a level other processes share, so the chain would count this process's memory as its shared level (invalidations, counters and locks would stay in this process). Give the levels fastest first, those of this process first: [${ordered.map((backend) => backend.name).join(', ')}]`,
+    `${list}: ${held.name}, which holds its entries in this process, is last, behind a level other processes share, so the chain would count this process's memory as its shared level (invalidations, counters and locks would stay in this process). Give the levels fastest first, those of this process first: [${ordered.map((backend) => backend.name).join(', ')}]`,
   )
 }

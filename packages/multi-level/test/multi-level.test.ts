@@ -611,10 +611,28 @@ describe('multiLevel construction', () => {
       const said = multiLevel(disk, defineBackend({ ...rowsStore(new Map()), name: 'rows', shared: true }))
       await said.set('said', 1)
       expect(await said.get('said')).toBe(1)
+      // A backend with every method is not given to defineBackend: its `shared` is checked here.
+      // Before: `'false'` (truthy text) was taken as it came, and the chain accepted.
+      const full = Object.assign(Object.create(memoryBackend()), { shared: 'false' })
+      expect(() => multiLevel(memoryBackend(), disk, full)).toThrow(/shared: expected true or false/)
       // Not a boolean (from a configuration file): refused, not read as "not said".
       expect(() => defineBackend({ ...rowsStore(rows), shared: 'false' as never })).toThrow(
         /shared: expected true or false/,
       )
+      // Disk is this machine's: last behind a level other machines share (redis, memcached, or a
+      // store that says so), processes on two machines would count apart. Before: accepted.
+      const network = defineBackend({ ...rowsStore(new Map()), name: 'remote', shared: true })
+      expect(() => multiLevel(network, disk)).toThrow(
+        /disk, which only this machine's processes see, is last.*\[disk, remote\]/s,
+      )
+      expect(() => multiLevel(memoryBackend(), network, disk)).toThrow(CacheConfigError)
+      expect(() => multiLevel(multiLevel(network), multiLevel(disk))).toThrow(CacheConfigError)
+      const hostOnly = defineBackend({ ...rowsStore(new Map()), name: 'files', shared: true, hostOnly: true })
+      expect(() => multiLevel(network, hostOnly)).toThrow(/files, which only this machine's processes see/)
+      expect(() => defineBackend({ ...rowsStore(new Map()), hostOnly: 'yes' as never })).toThrow(
+        /hostOnly: expected true or false/,
+      )
+      expect(multiLevel({ levels: [disk, network], closeLevels: false }).shared).toBe(true)
       const right = multiLevel(memoryBackend(), disk)
       await right.set('k', 1)
       expect(await right.get('k')).toBe(1)

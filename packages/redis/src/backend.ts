@@ -8,7 +8,14 @@ import {
   parseDuration,
   type SetManyItem,
 } from '@cache/core'
-import { assertIncrement, copyItemList, copyKeyList, listPrefix, ObservedBackend } from '@cache/core/backend'
+import {
+  booleanOption,
+  assertIncrement,
+  copyItemList,
+  copyKeyList,
+  listPrefix,
+  ObservedBackend,
+} from '@cache/core/backend'
 import type { Redis } from 'ioredis'
 import { Batches } from './batches.js'
 import type { RedisClient, RedisConnection } from './client.js'
@@ -63,6 +70,8 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
     super('redis', checkedOptions(options).logger)
     checkConnectionNames(connection, 'redisBackend()')
     const settings = redisSettings(options)
+    // Checked before the client is made: a refused option leaves nothing connecting.
+    const coalesce = booleanOption(options.coalesce, 'coalesce', true)
     this.namespace = settings.namespace === '' ? undefined : settings.namespace
     this.format = settings.format
     this.scanCount = settings.scanCount
@@ -107,9 +116,6 @@ export class RedisBackend extends ObservedBackend implements CacheBackend {
       near: this.near,
       replication: this.replication,
     }
-    if (options.coalesce !== undefined && typeof options.coalesce !== 'boolean')
-      throw new CacheConfigError('coalesce', 'expected true or false')
-    const coalesce = options.coalesce !== false
     this.reads = new Reads(parts, coalesce)
     this.writes =
       coalesce && !this.client.isCluster && this.near === undefined && this.replication === undefined
