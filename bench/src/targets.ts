@@ -74,12 +74,15 @@ export const TARGETS: Target[] = [
     against: 'cache-memory-only',
     min: 0.8,
   },
+  // An L1 hit can be no faster than @cache/memory alone, which measures 4.3× the fastest tiered
+  // peer (cacheable, `useClone: false`) in the d02097d run: 5× was above that ceiling for any
+  // chain. The promise is the 0.8× of the row above, against that peer: 3×.
   {
     scenario: 'multi-level',
     workload: 'get-hit',
     ours: 'cache-multi-level',
     against: 'best-peer',
-    min: 5,
+    min: 3,
   },
   // HTTP: route middleware with every safety rule at least matches apicache; the opt-in fast path
   // (`front`, per route `frontSkipsAllMiddleware: true`) triples it.
