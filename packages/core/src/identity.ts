@@ -209,11 +209,14 @@ function declaringFiles(callee: Function): string[] {
   }
   const files: string[] = []
   for (const frame of frames) {
+    // A built-in's frame has no file (`Array#forEach`, `Array#reduce` a helper loops with): passed
+    // over, not taken for the end of the module's code.
+    if (frame.file === undefined) continue
     if (internal(frame.file)) {
       if (files.length > 0) break
       continue
     }
-    if (!HELPER_LIBRARIES.test(frame.file!) && !files.includes(frame.file!)) files.push(frame.file!)
+    if (!HELPER_LIBRARIES.test(frame.file) && !files.includes(frame.file)) files.push(frame.file)
   }
   return files
 }

@@ -102,6 +102,8 @@ const METADATA = (Symbol as unknown as { metadata: symbol }).metadata
  * of this package in one process (an ESM and a CJS one) recognize each other's.
  */
 const MEMOIZED = Symbol.for('@cache/core.memoized')
+/** The function a memoized one memoizes, on it (shared by every copy of @cache/core in the process). */
+const ORIGINAL = Symbol.for('@cache/core.memoized-original')
 
 /** The names of `T`'s methods (own or inherited, static if `T` is a class). */
 export type MethodName<T> = { [K in keyof T]-?: T[K] extends AnyFunction ? K : never }[keyof T]
@@ -457,6 +459,7 @@ function createMemo<F extends AnyFunction>(
 
   Object.defineProperties(memoized, {
     [MEMOIZED]: { value: true },
+    [ORIGINAL]: { value: fn },
     name: { value: fn.name, configurable: true },
     length: { value: fn.length, configurable: true },
     stats: { get: () => observer.stats },
@@ -798,7 +801,13 @@ class MethodNaming implements Naming {
     if (holder === undefined && name === undefined) throw this.unknownClass()
     const base =
       name === undefined
-        ? `${partSegment(holder!.name)}.${partSegment(this.method)}#${classFingerprint(holder!, this.fingerprint)}`
+        ? `${partSegment(holder!.name)}.${partSegment(this.method)}#${classFingerprint(
+            holder!,
+            this.fingerprint,
+            () => {
+              throw this.unreadable(runtime)
+            },
+          )}`
         : nameSegment(name)
     // The classes from the one that ran it up to the one that defines it (all of them when that
     // one is not in the chain, or not known yet): a class holding a copy of the method (a mixin),
@@ -839,7 +848,12 @@ class MethodNaming implements Naming {
     const stop = this.definingClass
     const texts: string[] = []
     const add = (cls: unknown): void => {
-      const text = typeof cls === 'function' ? classText(cls) : undefined
+      const text =
+        typeof cls === 'function'
+          ? classText(cls, () => {
+              throw this.unreadable(runtime)
+            })
+          : undefined
       if (text !== undefined) texts.push(text)
       else if (typeof cls === 'function' && isBuiltIn(cls)) texts.push(`[built-in ${cls.name}]`)
       else throw this.unreadable(typeof cls === 'function' ? cls : runtime)
@@ -887,46 +901,92 @@ class MethodNaming implements Naming {
 /**
  * The fingerprint of a class's source text together with a method's: the class text holds its
  * fields and constructor, which a method's results may depend on as much as on its own text.
+ * `unreadable` is called for a class with a function on it whose text cannot be read.
  */
-function classFingerprint(cls: Function, method: string): string {
-  const text = classText(cls)
+function classFingerprint(cls: Function, method: string, unreadable: () => never): string {
+  const text = classText(cls, unreadable)
   return text === undefined ? method : sourceFingerprint(`${method}\n${text}`)
 }
 
+/** Own names of a class, or of its prototype, that are not members: the language puts them there. */
+const INTRINSIC = new Set<PropertyKey>(['length', 'name', 'prototype', 'arguments', 'caller', 'constructor'])
+
 /**
- * A class's text, with the code put on it outside that text: the methods of an ES5 class
- * (`function Repo() {}`, TypeScript's `target: ES5`, `util.inherits`) are written on its prototype
- * after it, and so are its statics; a class of either kind may be given methods later
- * (`Repo.prototype.table = function …`). Each function (method, getter, setter) on the prototype
- * or the class whose text is not in the class's own is added with its name; so are the plain
- * values (a string, a number) an ES5 class is given outside its text. Memoized methods are left
- * out (their wrapper's text is @cache's). Undefined when the class's text cannot be read.
+ * A value put on a class outside its text, as its key holds it: primitives, and plain objects and
+ * arrays by their contents (configuration: `Repo.config = { table: 'users' }`); an instance of a
+ * class by that class's name only (a logger, a client: its state is this process's, and would
+ * give every process keys of its own).
  */
-function classText(cls: Function): string | undefined {
+function valueText(value: unknown): string {
+  const seen = new WeakSet<object>()
+  const text = JSON.stringify(value, (_key, part: unknown) => {
+    if (typeof part === 'bigint') return `${part}n`
+    if (typeof part === 'function') return `[function ${part.name}]`
+    if (typeof part === 'symbol') return part.toString()
+    if (part === undefined) return '[undefined]'
+    if (typeof part === 'object' && part !== null) {
+      const proto: unknown = Object.getPrototypeOf(part)
+      if (proto !== Object.prototype && proto !== null && !Array.isArray(part))
+        return `[${(proto as { constructor?: { name?: unknown } }).constructor?.name ?? 'object'}]`
+      if (seen.has(part)) return '[circular]'
+      seen.add(part)
+    }
+    return part
+  })
+  return text ?? 'undefined'
+}
+
+/**
+ * A class's text, with what was put on it outside that text: the methods and values of an ES5
+ * class (`function Repo() {}`, TypeScript's `target: ES5`, `util.inherits`) are written on its
+ * prototype after it, and so are its statics; a compiler for a target before ES2022 writes static
+ * fields after the class (`Repo.config = { … }`); a method may be assigned to a prototype later.
+ * Each member of the prototype or the class that its text does not hold is added with its name: a
+ * function by its text (a memoized one by the text of the function it memoizes), a built-in one
+ * by its name, a value as {@link valueText} writes it. A bound function on it has no text to read: `unreadable`
+ * is called. Undefined when the class's own text cannot be read.
+ */
+function classText(cls: Function, unreadable: () => never): string | undefined {
   const text = sourceOf(cls)
   if (text === undefined) return undefined
-  const es5 = !text.startsWith('class')
   const parts = [text]
-  for (const [holder, mark] of [
+  const holders: [object | undefined, string][] = [
     [cls.prototype as object | undefined, '#'],
     [cls, '.'],
-  ] as const) {
-    if (typeof holder !== 'object' && typeof holder !== 'function') continue
-    if (holder === null) continue
+  ]
+  for (const [holder, mark] of holders) {
+    if ((typeof holder !== 'object' && typeof holder !== 'function') || holder === null) continue
     for (const key of Reflect.ownKeys(holder)) {
-      if (holder === cls.prototype ? key === 'constructor' : key === 'prototype') continue
+      if (INTRINSIC.has(key) || key === METADATA) continue
+      // A static written in the class's text (`static config = …`): its text is there.
+      if (
+        holder === cls &&
+        typeof key === 'string' &&
+        new RegExp(`\\bstatic\\s+(?:async\\s+|get\\s+|set\\s+|\\*\\s*)?${escapeRegExp(key)}\\b`).test(text)
+      )
+        continue
       const descriptor = Object.getOwnPropertyDescriptor(holder, key)!
       for (const part of [descriptor.value, descriptor.get, descriptor.set]) {
         if (typeof part === 'function') {
-          if ((part as { [MEMOIZED]?: unknown })[MEMOIZED] === true) continue
-          const own = sourceOf(part)
-          if (own !== undefined && !text.includes(own)) parts.push(`${mark}${String(key)}: ${own}`)
-        } else if (es5 && part !== undefined && (typeof part !== 'object' || part === null))
-          parts.push(
-            `${mark}${String(key)} = ${typeof part === 'bigint' ? `${part}n` : JSON.stringify(part)}`,
-          )
+          const own = sourceOf(originalOf(part))
+          if (own === undefined) {
+            if (part.name.startsWith('bound ')) unreadable()
+            parts.push(`${mark}${String(key)}: [built-in ${part.name}]`)
+          } else if (!text.includes(own)) parts.push(`${mark}${String(key)}: ${own}`)
+        } else if (part !== undefined || Object.hasOwn(descriptor, 'value'))
+          parts.push(`${mark}${String(key)} = ${valueText(part)}`)
       }
     }
   }
   return parts.join('\n')
+}
+
+/** The function a memoized one memoizes (a method an override memoized: its text is what differs); any other as it is. */
+function originalOf(fn: Function): Function {
+  const original = (fn as { [ORIGINAL]?: unknown })[ORIGINAL]
+  return typeof original === 'function' ? original : fn
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
 }

@@ -188,4 +188,114 @@ export function extend(Repo) {
     // across two processes, accounts got users' row).
     expect(await new b().find(1)).toBe('accounts#1')
   })
+
+  it('applies the legacy form through a helper of the project that loops with forEach', async () => {
+    // A built-in's frame (Array#forEach) between cache() and the class's module has no file.
+    // Before: the walk stopped there, and only the helper's file was fingerprinted.
+    const helper = `
+export function memoizeMethods(cache, backend, Class, names) {
+  names.forEach((name) => {
+    const desc = Object.getOwnPropertyDescriptor(Class.prototype, name)
+    Object.defineProperty(Class.prototype, name, cache({ backend, ttl: 60 })(Class.prototype, name, desc))
+  })
+}
+`
+    const repo = (table: string) =>
+      repoModule(
+        table,
+        "import { memoizeMethods } from './memoize-methods.mjs'",
+        "memoizeMethods(cache, backend, Repo, ['find'])",
+      )
+    const urls = write({
+      'each/memoize-methods.mjs': helper,
+      'each/repo-a.mjs': repo('users'),
+      'each/repo-b.mjs': repo('accounts'),
+    })
+    const backend = memoryBackend()
+    const a = (await import(urls['each/repo-a.mjs']!)).define(cache, backend)
+    const b = (await import(urls['each/repo-b.mjs']!)).define(cache, backend)
+    expect(await new a().find(1)).toBe('users#1')
+    expect(await new b().find(1)).toBe('accounts#1')
+  })
+
+  /** A base class decorated in a module of the same text in both deploys, and its subclass from `sub`. */
+  const deploys = async (name: string, sub: (variant: string) => string, variants: [string, string]) => {
+    const base = `
+export function define(cache, backend) {
+  class Repo {
+    async find(id) { return this.constructor.config.table + '#' + this.table() + '#' + id }
+    table() { return 'base' }
+  }
+  Object.defineProperty(Repo.prototype, 'find',
+    cache({ backend, ttl: 60 })(Repo.prototype, 'find', Object.getOwnPropertyDescriptor(Repo.prototype, 'find')))
+  return Repo
+}
+`
+    const urls = write({
+      [`${name}-a/base.mjs`]: base,
+      [`${name}-b/base.mjs`]: base,
+      [`${name}-a/sub.mjs`]: sub(variants[0]),
+      [`${name}-b/sub.mjs`]: sub(variants[1]),
+    })
+    const backend = memoryBackend()
+    const load = async (deploy: string) =>
+      (await import(urls[`${name}-${deploy}/sub.mjs`]!)).extend(
+        (await import(urls[`${name}-${deploy}/base.mjs`]!)).define(cache, backend),
+        cache,
+        backend,
+      )
+    return [await load('a'), await load('b')]
+  }
+
+  it('keys a subclass by static fields a compiler wrote after the class (a target before ES2022)', async () => {
+    // As tsc --target ES2021 writes `static config = { table: 'users' }`. Before: the class text
+    // is the same, and accounts got users' row.
+    const [a, b] = await deploys(
+      'statics',
+      (table) => `
+export function extend(Repo) {
+  class Users extends Repo {}
+  Users.config = { table: '${table}' }
+  return Users
+}
+`,
+      ['users', 'accounts'],
+    )
+    expect(await new a().find(1)).toBe('users#base#1')
+    expect(await new b().find(1)).toBe('accounts#base#1')
+  })
+
+  it('keys a subclass by the text of a memoized override, and refuses a bound one', async () => {
+    // An override memoized itself: its wrapper's text is @cache's, the same in both deploys.
+    // Before: left out, and accounts got users' row.
+    const [a, b] = await deploys(
+      'memoized',
+      (table) => `
+export function extend(Repo, cache, backend) {
+  class Users extends Repo {}
+  Users.config = { table: 't' }
+  Users.prototype.table = cache({ backend, ttl: 60, name: 'table-${table}' })(
+    Users.prototype, 'table', { value: function table() { return '${table}' } }).value
+  return Users
+}
+`,
+      ['users', 'accounts'],
+    )
+    expect(await new a().find(1)).toBe('t#users#1')
+    expect(await new b().find(1)).toBe('t#accounts#1')
+    // A bound function has no text to read: refused, not keyed as if it were absent.
+    const [bound] = await deploys(
+      'bound',
+      (table) => `
+export function extend(Repo) {
+  class Users extends Repo {}
+  Users.config = { table: 't' }
+  Users.prototype.table = function table(name) { return name }.bind(null, '${table}')
+  return Users
+}
+`,
+      ['users', 'accounts'],
+    )
+    await expect(new bound().find(1)).rejects.toThrow(/cannot be read/)
+  })
 })
