@@ -117,13 +117,19 @@ export function assertLevelOrder(names: readonly BackendName[], setting = 'CACHE
     (name, i) => IN_PROCESS.includes(name) && firstShared !== -1 && i > firstShared,
   )
   const list = JSON.stringify(names.join(','))
+  // The order that works: this process's levels, then this machine's (disk), then the servers.
+  const working = [
+    ...inProcess,
+    ...shared.filter((name) => name === 'disk'),
+    ...shared.filter((name) => name !== 'disk'),
+  ]
   // Disk is this machine's only: behind redis or memcached (shared by other machines), processes
   // on two machines would count, lock and invalidate apart.
   const lastServer = Math.max(names.lastIndexOf('redis'), names.lastIndexOf('memcached'))
   if (misplaced === -1 && lastServer !== -1 && names[names.length - 1] === 'disk')
     throw new CacheConfigError(
       setting,
-      `${list}: "disk" is seen by this machine's processes only, and is last behind ${names[lastServer] === 'redis' ? '"redis"' : '"memcached"'}, which other machines share: the last level is where invalidations and counters live for every process, so processes on two machines would count apart. Write "${[...inProcess, 'disk', ...shared.filter((name) => name !== 'disk')].join(',')}"`,
+      `${list}: "disk" is seen by this machine's processes only, and is last behind ${names[lastServer] === 'redis' ? '"redis"' : '"memcached"'}, which other machines share: the last level is where invalidations and counters live for every process, so processes on two machines would count apart. Write "${working.join(',')}"`,
     )
   if (shared.length > 0 && misplaced === -1) return
   const why =
@@ -133,7 +139,7 @@ export function assertLevelOrder(names: readonly BackendName[], setting = 'CACHE
   const fix =
     shared.length === 0
       ? `; name one of them alone, or add a shared level after them ("${inProcess[0]},redis")`
-      : `: write "${[...inProcess, ...shared].join(',')}"`
+      : `: write "${working.join(',')}"`
   throw new CacheConfigError(setting, `${list}: ${why}${fix}`)
 }
 

@@ -18,7 +18,7 @@ import {
 } from './errors.js'
 import { KeyedQueue } from './key-queue.js'
 import { assertKey, copyItemList, copyKeyList } from './keys.js'
-import { booleanOption, durationOption, optionNames, readOptions } from './option-checks.js'
+import { booleanOption, durationOption, isOptionsObject, optionNames, readOptions } from './option-checks.js'
 import { CacheObserver } from './stats.js'
 
 /**
@@ -95,6 +95,21 @@ export function defineBackend(backend: MinimalBackend, given: DefineBackendOptio
     )
   refuseOtherTtlUnits(backend)
   refuseMissingMethods(backend)
+  // Each in its place: what the store says of itself on the store, how to run it in the options.
+  for (const name of ['shared', 'hostOnly'])
+    if (isOptionsObject(given) && name in given)
+      throw new CacheConfigError(
+        name,
+        `the store says it of itself: put \`${name}\` on the object given to defineBackend (defineBackend({ ...store, ${name}: true })), not in its options`,
+      )
+  if (
+    typeof (backend as { classifyError?: unknown }).classifyError === 'function' &&
+    !(isOptionsObject(given) && 'classifyError' in given)
+  )
+    throw new CacheConfigError(
+      'classifyError',
+      'an option of defineBackend(), not a method of the store: it would be ignored there; write defineBackend(store, { classifyError })',
+    )
   const options = readOptions(given, DEFINE_BACKEND_OPTION_NAMES, 'defineBackend()')
   if (options.classifyError !== undefined && typeof options.classifyError !== 'function')
     throw new CacheConfigError('classifyError', `expected a function, got ${typeof options.classifyError}`)

@@ -3,6 +3,7 @@ import { CacheConfigError } from './errors.js'
 import {
   type OptionNames,
   assertKnownOptions,
+  booleanOption,
   checkOption,
   isOptionsObject,
   optionNames,
@@ -179,7 +180,7 @@ export function resolvePolicy(options: LoadOptions): Policy {
     lock: resolveLock(options.lock),
     condition: options.condition,
     unless: options.unless,
-    strict: options.strict === true,
+    strict: booleanOption(options.strict, 'strict', false),
     fixed: { freshMs: ttlMs, backendTtl: entryTtl },
     generationTtl: ttlOf === undefined ? entryTtl : (maxTtlMs + keptMs) / 1000,
     async: Boolean(options.lock) || graceMs !== undefined || hardTimeoutMs !== undefined,
@@ -224,7 +225,7 @@ function refreshAheadOption(
 }
 
 function resolveLock(lock: LoadOptions['lock']): Policy['lock'] {
-  if (!lock) return undefined
+  if (lock === undefined || lock === false) return undefined
   if (lock !== true && !isOptionsObject(lock))
     throw new CacheConfigError(
       'lock',

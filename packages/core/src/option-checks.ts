@@ -73,7 +73,7 @@ export function booleanOption<F extends boolean | undefined>(
   if (typeof value === 'boolean') return value
   throw new CacheConfigError(
     option,
-    `expected true or false${meaning === undefined ? '' : ` (${meaning})`}, got ${describe(value)}`,
+    `expected true or false${meaning === undefined ? '' : ` (${meaning})`}, got ${describeGiven(value)}`,
   )
 }
 

@@ -69,6 +69,16 @@ describe("a backend list whose shared level is this machine's disk behind a serv
     },
   )
 
+  it.each([
+    ['redis,memory,disk', 'memory,disk,redis'],
+    ['redis,disk,memory', 'memory,disk,redis'],
+    ['memcached,memory,disk', 'memory,disk,memcached'],
+  ])('CACHE_BACKEND=%s names an order that is read: %s', (list, working) => {
+    // Before: "memory,redis,disk", itself refused.
+    expect(() => configFromEnv({ CACHE_BACKEND: list })).toThrow(`write "${working}"`)
+    expect(configFromEnv({ CACHE_BACKEND: working }).backends).toEqual(working.split(','))
+  })
+
   it.each(['memory,disk,redis', 'disk,redis', 'disk,memcached', 'memory,disk'])(
     'CACHE_BACKEND=%s is read',
     (list) => {

@@ -474,4 +474,30 @@ describe('defineBackend: what it is given', () => {
     )
     expect(defineBackend(mapStore(), { observer: new CacheObserver('rows') }).stats?.hits).toBe(0)
   })
+
+  it('says where shared, hostOnly and classifyError go when they are given in the other place', () => {
+    // Before: shared in the options was refused as unknown, without saying where it goes, and
+    // classifyError on the store was silently ignored.
+    expect(() => defineBackend(mapStore(), { shared: true } as never)).toThrow(
+      /shared: the store says it of itself: put `shared` on the object given to defineBackend/,
+    )
+    expect(() => defineBackend(mapStore(), { hostOnly: true } as never)).toThrow(
+      /put `hostOnly` on the object/,
+    )
+    expect(() =>
+      defineBackend({ ...mapStore(), classifyError: (error: unknown) => error as Error } as never),
+    ).toThrow(/classifyError: an option of defineBackend\(\), not a method of the store/)
+  })
+
+  it('names what a switch was given in its refusal', () => {
+    // Before: `[true]` and `new Boolean(true)` read "got true".
+    for (const [given, named] of [
+      [[true], 'an Array'],
+      [Object(true), 'a Boolean'],
+      ['false', 'the string "false"'],
+    ] as const)
+      expect(() => defineBackend({ ...mapStore(), shared: given as never })).toThrow(
+        `shared: expected true or false (whether other processes see the store's entries), got ${named}`,
+      )
+  })
 })

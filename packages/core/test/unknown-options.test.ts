@@ -202,6 +202,17 @@ describe('options that are not an options object', () => {
     const ttl = await refusal(() => cached(async () => 1, { name: 'l2', lock: { ttl: 'abc' } }))
     expect(ttl.setting).toBe('lock.ttl')
   })
+
+  it('lock: 0, null or an empty string, and strict: text or a number, are refused (before: read as off)', async () => {
+    for (const [i, lock] of [0, null, ''].entries()) {
+      const error = await refusal(() => cached(async () => 1, { name: `l0-${i}`, lock: lock as never }))
+      expect(error.message).toMatch(/^lock: expected true, false or \{ ttl, wait, poll \}/)
+    }
+    for (const [i, strict] of ['true', 1, Object(true)].entries()) {
+      const error = await refusal(() => cached(async () => 1, { name: `s0-${i}`, strict: strict as never }))
+      expect(error.message).toMatch(/^strict: expected true or false, got /)
+    }
+  })
 })
 
 describe('invalidateKeys and invalidateTags options', () => {

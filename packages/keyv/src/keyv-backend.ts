@@ -18,6 +18,7 @@ import {
 } from '@cache/core/backend'
 import { Keyv, type KeyvStoreAdapter } from 'keyv'
 import { isKeyvInstance, KeyvStorage } from './keyv-storage.js'
+import { KeyvStoreFromBackend } from './keyv-store.js'
 import { storeQueue } from './store-queue.js'
 
 /** Options of {@link keyvBackend}. */
@@ -47,6 +48,12 @@ export interface KeyvBackendOptions extends BaseBackendOptions {
    * unknown for any other store: give it for yours.
    */
   shared?: boolean
+  /**
+   * With `shared`: whether only this machine's processes reach the store (a file on its disk).
+   * Default: told from the store: true over a SQLite file, and what a @cache backend given through
+   * `toKeyvStore` says.
+   */
+  hostOnly?: boolean
 }
 
 const OPTION_NAMES = optionNames<KeyvBackendOptions>({
@@ -57,6 +64,7 @@ const OPTION_NAMES = optionNames<KeyvBackendOptions>({
   timeoutMs: true,
   closeStore: true,
   shared: true,
+  hostOnly: true,
 })
 
 /**
@@ -90,10 +98,11 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
    */
   readonly shared: boolean | undefined
   /**
-   * True over a SQLite file (@keyv/sqlite): only this machine's processes see its entries, and a
-   * chain refuses it last behind a level other machines share. Undefined otherwise.
+   * Whether only this machine's processes see the entries: the `hostOnly` option, else true over
+   * a SQLite file (@keyv/sqlite), and what a @cache backend given through `toKeyvStore` says; a
+   * chain refuses such a level last behind one other machines share. Undefined otherwise.
    */
-  readonly hostOnly: true | undefined
+  readonly hostOnly: boolean | undefined
   /** The Keyv instance every operation goes through. */
   readonly keyv: Keyv
   /**
@@ -151,8 +160,11 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
     this.storage = storage
     this.keyv = storage.keyv
     this.queue = storeQueue((storage.keyv.store as object | undefined) ?? storage.keyv)
-    this.shared = sharedOption(options.shared) ?? sharedStore(storage.keyv.store)
-    this.hostOnly = this.shared === true && storeClass(storage.keyv.store) === 'KeyvSqlite' ? true : undefined
+    const held = storage.keyv.store as unknown
+    this.shared = sharedOption(options.shared) ?? sharedStore(held)
+    this.hostOnly =
+      booleanOption(options.hostOnly, 'hostOnly', undefined) ??
+      (this.shared === true ? hostOnlyStore(held) : undefined)
     this.namespace = storage.namespace
     this.layer = defineBackend(storage, {
       timeout: this.timeoutMs === 0 ? false : `${this.timeoutMs}ms`,
@@ -308,11 +320,12 @@ const SHARED_STORES = /^Keyv(?:Redis|Valkey|Memcache|Sqlite|Postgres|Mysql|Mongo
 /** Whether other processes see a store's entries: false for one of this process, undefined when not known. */
 function sharedStore(store: unknown): boolean | undefined {
   if (store === undefined || store instanceof Map || isLruCache(store)) return false
-  const name = storeClass(store)
-  if (name === undefined) return undefined
-  if (IN_PROCESS_STORES.test(name)) return false
-  if (!SHARED_STORES.test(name)) return undefined
-  if (name !== 'KeyvSqlite') return true
+  // A @cache backend given through toKeyvStore: what it says.
+  if (store instanceof KeyvStoreFromBackend) return store.shared
+  const names = storeClasses(store)
+  if (names.some((name) => IN_PROCESS_STORES.test(name))) return false
+  if (!names.some((name) => SHARED_STORES.test(name))) return undefined
+  if (!names.includes('KeyvSqlite')) return true
   // SQLite in memory (`:memory:`), or with an empty file name (a private temporary database SQLite
   // opens for each connection, as `sqlite://` + an unset variable gives): one process's own.
   const opts = (store as { opts?: { uri?: unknown; db?: unknown } }).opts
@@ -320,8 +333,22 @@ function sharedStore(store: unknown): boolean | undefined {
   return file !== '' && file !== ':memory:'
 }
 
-/** The name of a store's class, if it has one. */
-function storeClass(store: unknown): string | undefined {
-  const name = (store as { constructor?: { name?: unknown } } | null)?.constructor?.name
-  return typeof name === 'string' ? name : undefined
+/** Whether only this machine's processes see a shared store: a SQLite file, or what a @cache backend says. */
+function hostOnlyStore(store: unknown): boolean | undefined {
+  if (store instanceof KeyvStoreFromBackend) return store.hostOnly
+  return storeClasses(store).includes('KeyvSqlite') ? true : undefined
+}
+
+/** The names of a store's class and of the classes it extends (a subclass of KeyvSqlite is one). */
+function storeClasses(store: unknown): string[] {
+  const names: string[] = []
+  for (
+    let proto = typeof store === 'object' && store !== null ? Object.getPrototypeOf(store) : null;
+    proto !== null && proto !== Object.prototype;
+    proto = Object.getPrototypeOf(proto)
+  ) {
+    const name = (proto as { constructor?: { name?: unknown } }).constructor?.name
+    if (typeof name === 'string') names.push(name)
+  }
+  return names
 }

@@ -70,6 +70,16 @@ export class KeyvStoreFromBackend extends EventEmitter implements KeyvStoreAdapt
     this.throwOnErrors = booleanOption(options.throwOnErrors, 'throwOnErrors', false)
   }
 
+  /** Whether other processes see the entries: the backend's `shared` (undefined for one per namespace). */
+  get shared(): boolean | undefined {
+    return this.single?.shared
+  }
+
+  /** Whether only this machine's processes see them: the backend's `hostOnly`. */
+  get hostOnly(): boolean | undefined {
+    return this.single?.hostOnly
+  }
+
   /**
    * Read by Keyv and cacheable; `dialect` names where the data lives. Keyv offers
    * `keyv.iterator()` only for stores whose dialect or url names an adapter on its own list

@@ -11,7 +11,7 @@ import KeyvSqlite from '@keyv/sqlite'
 import { LRUCache } from 'lru-cache'
 import { Keyv } from 'keyv'
 import { afterEach, describe, expect, it, vi } from 'vitest'
-import { keyvBackend } from '../src/index.js'
+import { keyvBackend, toKeyvStore } from '../src/index.js'
 
 afterEach(() => {
   vi.useRealTimers()
@@ -277,6 +277,27 @@ describe('a keyv backend over a store of this process, last in a chain', () => {
       const chain = multiLevel(memoryBackend(), sqlite)
       expect(await chain.incr('n')).toBe(1)
       await chain.close()
+      // Only this machine's processes see a SQLite file, a subclass's too, and a @cache backend
+      // that says so given through toKeyvStore: refused last behind a level other machines share.
+      // Before: a subclass, or a disk through toKeyvStore told `shared: true`, was accepted.
+      const network = keyvBackend(new Map(), { shared: true })
+      class OwnSqlite extends KeyvSqlite {}
+      const subclassed = new OwnSqlite(`sqlite://${join(dir, 'own.sqlite')}`)
+      const onDisk = diskBackend({ path: join(dir, 'through-keyv') })
+      for (const level of [
+        keyvBackend(new Keyv({ store: subclassed })),
+        keyvBackend(toKeyvStore(onDisk)),
+        keyvBackend(new Map(), { shared: true, hostOnly: true }),
+      ]) {
+        expect(level.hostOnly).toBe(true)
+        expect(() => multiLevel(network, level)).toThrow(/only this machine's processes see, is last/)
+      }
+      expect(keyvBackend(toKeyvStore(memoryBackend())).shared).toBe(false)
+      expect(() => keyvBackend(new Map(), { hostOnly: 'true' as never })).toThrow(
+        /hostOnly: expected true or false/,
+      )
+      await subclassed.disconnect()
+      await onDisk.close()
     } finally {
       await disk.close()
       rmSync(dir, { recursive: true, force: true })

@@ -30,6 +30,7 @@ describe('keyv option names', () => {
       // The current name given as undefined, the deprecated one with a value (both is refused).
       timeoutMs: 1000,
       closeStore: true,
+      hostOnly: false,
       shared: false,
     }
     const cache = keyvBackend(new Map(), all)

@@ -68,6 +68,8 @@ export class MultiLevelBackend implements CacheBackend {
   get hostOnly(): boolean | undefined {
     return this.levels[this.levels.length - 1]!.backend.hostOnly
   }
+  /** Whether the chain was given a bus (a chain nested in one with a bus needs its own). */
+  readonly hasBus: boolean
   /** The parts the chain's operations share: health, reader, writer, write order, bus… */
   private readonly chain: ChainParts
   private readonly batches: ChainBatches
@@ -89,6 +91,8 @@ export class MultiLevelBackend implements CacheBackend {
     const backends = options.levels?.map((level) => toBackend(level)) ?? []
     if (backends.length === 0) throw new CacheConfigError('levels', 'multiLevel needs at least one backend')
     refuseMemoryLast(backends)
+    refuseBusOverUnbussedChain(backends, options.bus !== undefined)
+    this.hasBus = options.bus !== undefined
     const maxPending = options.maxPendingKeys ?? 10_000
     if (!Number.isSafeInteger(maxPending) || maxPending < 0)
       throw new CacheConfigError('maxPendingKeys', `${String(maxPending)} is not a whole number`)
@@ -372,6 +376,28 @@ const SHARED_BY_NAME: ReadonlyMap<string, boolean> = new Map([
   ['memory', false],
 ])
 
+/**
+ * A chain with a bus whose levels include a chain of several levels without one: the bus evicts
+ * this chain's faster levels, never the inner chain's (a disk behind memory in
+ * `[memory, multiLevel(disk, redis)]`), which then serve what another process replaced.
+ */
+function refuseBusOverUnbussedChain(backends: readonly CacheBackend[], bus: boolean): void {
+  if (!bus) return
+  for (const backend of backends) {
+    const inner = backend as { name?: unknown; levels?: unknown; hasBus?: unknown }
+    if (
+      inner.name === 'multi-level' &&
+      Array.isArray(inner.levels) &&
+      inner.levels.length > 1 &&
+      inner.hasBus !== true
+    )
+      throw new CacheConfigError(
+        'bus',
+        `a level is a chain of ${inner.levels.length} levels without a bus: this chain's bus would never evict that chain's faster levels, which would keep serving what other processes replaced. Give the levels in one chain (multiLevel(memory, disk, redis)), or give the inner chain the bus too`,
+      )
+  }
+}
+
 /** Who sees a level's entries: this process, this machine's processes, or other machines' too. */
 const REACH = { process: 0, host: 1, network: 2 } as const
 type Reach = keyof typeof REACH
@@ -416,7 +442,7 @@ function refuseMemoryLast(backends: readonly CacheBackend[]): void {
   if (heldReach === undefined)
     throw new CacheConfigError(
       'levels',
-      `${list}: ${held.name} is last, behind a level other processes share, and does not say whether other processes reach its entries; if they do (a server, a file), say so with \`shared: true\` (keyvBackend(store, { shared: true }); on the store given to defineBackend). A store of this process last would keep invalidations, counters and locks in this process`,
+      `${list}: ${held.name} is last, behind a level other processes share, and does not say whether other processes reach its entries; if they do (a server, a file), say so with \`shared: true\` (keyvBackend(store, { shared: true }); on the store given to defineBackend), and with \`hostOnly: true\` too if only this machine's processes reach it (a file: it must then come before a level other machines share). A store of this process last would keep invalidations, counters and locks in this process`,
     )
   const byReach = (r: Reach) =>
     backends.filter(

@@ -148,3 +148,38 @@ describe('a chain write that failed on Redis but may have been applied', () => {
     }
   })
 })
+
+describe('a chain with a bus over a chain of several levels', () => {
+  let server: RedisServer
+  beforeAll(async () => {
+    server = await startRedis({ spawn: true })
+  })
+  afterAll(async () => {
+    await server?.stop()
+  })
+
+  it("is refused when the inner chain has no bus: the outer bus never evicts the inner chain's faster levels", async () => {
+    const bus = redisBus(server.url, { logger: false })
+    const inner = multiLevel(
+      memoryBackend(),
+      redisBackend(server.url, { namespace: 'nested', logger: false }),
+    )
+    // Before: accepted, and another process's set left the old value in the inner memory level.
+    expect(() => multiLevel({ levels: [memoryBackend(), inner], bus, logger: false })).toThrow(
+      /bus: a level is a chain of 2 levels without a bus/,
+    )
+    // With the bus on the inner chain too, or in one flat chain: accepted.
+    const innerBus = redisBus(server.url, { logger: false })
+    const told = multiLevel({
+      levels: [memoryBackend(), redisBackend(server.url, { namespace: 'nested', logger: false })],
+      bus: innerBus,
+      logger: false,
+    })
+    const outer = multiLevel({ levels: [memoryBackend(), told], bus, logger: false })
+    await outer.set('k', 1)
+    expect(await outer.get('k')).toBe(1)
+    await outer.close()
+    await inner.close()
+    await Promise.all([bus.close(), innerBus.close()])
+  })
+})
