@@ -155,6 +155,9 @@ export function callerModuleFingerprint(callee: Function): string | undefined {
 const DECORATE_HELPERS =
   /^(?:__decorate|__esDecorate|__runInitializers|__decorateClass|__decorateElement|_?applyDecs\w*|_applyDecoratedDescriptor|_decorate|_ts_decorate|_ts_param|_apply_decs\w*)$/
 
+/** Frames of Node's module loader: below them is the code that imported the module, not its own. */
+const LOADER = /^node:internal\/modules\//
+
 /** Installed libraries of such helpers: the module that calls them is the class's. */
 const HELPER_LIBRARIES =
   /[\\/]node_modules[\\/](?:tslib|@swc[\\/]helpers|@babel[\\/]runtime[\w-]*|reflect-metadata)[\\/]/
@@ -177,7 +180,7 @@ function declaringFiles(callee: Function): string[] {
   const limit = Error.stackTraceLimit
   let sites: NodeJS.CallSite[] = []
   try {
-    Error.stackTraceLimit = 30
+    Error.stackTraceLimit = 200
     Error.prepareStackTrace = (_error, callSites) => callSites
     const holder: { stack?: unknown } = {}
     Error.captureStackTrace(holder, callee)
@@ -209,11 +212,12 @@ function declaringFiles(callee: Function): string[] {
   }
   const files: string[] = []
   for (const frame of frames) {
-    // A built-in's frame has no file (`Array#forEach`, `Array#reduce` a helper loops with): passed
-    // over, not taken for the end of the module's code.
+    // A built-in's frame has no file (`Array#forEach`, `Array#reduce` a helper loops with), and
+    // Node's own modules run callbacks (AsyncLocalStorage#run, EventEmitter#emit): passed over.
+    // The module loader's frames end the module's code.
     if (frame.file === undefined) continue
     if (internal(frame.file)) {
-      if (files.length > 0) break
+      if (files.length > 0 && LOADER.test(frame.file)) break
       continue
     }
     if (!HELPER_LIBRARIES.test(frame.file) && !files.includes(frame.file)) files.push(frame.file)

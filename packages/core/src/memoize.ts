@@ -912,39 +912,75 @@ function classFingerprint(cls: Function, method: string, unreadable: () => never
 const INTRINSIC = new Set<PropertyKey>(['length', 'name', 'prototype', 'arguments', 'caller', 'constructor'])
 
 /**
- * A value put on a class outside its text, as its key holds it: primitives, and plain objects and
- * arrays by their contents (configuration: `Repo.config = { table: 'users' }`); an instance of a
- * class by that class's name only (a logger, a client: its state is this process's, and would
- * give every process keys of its own).
+ * A value put on a class outside its text, as its key holds it: primitives (each its own: `-0`,
+ * `NaN`, `10n` and `'10n'` apart), plain objects and arrays by their contents (their own names,
+ * symbols and non-enumerable ones included, accessors by their text), functions by their text,
+ * `Map`, `Set`, `Date`, `RegExp` and typed arrays by their contents; an instance of another class
+ * by that class's name only (a logger, a client: its state is this process's, and would give every
+ * process keys of its own). A bound function has no text to read: `unreadable` is called.
  */
-function valueText(value: unknown): string {
-  const seen = new WeakSet<object>()
-  const text = JSON.stringify(value, (_key, part: unknown) => {
-    if (typeof part === 'bigint') return `${part}n`
-    if (typeof part === 'function') return `[function ${part.name}]`
-    if (typeof part === 'symbol') return part.toString()
-    if (part === undefined) return '[undefined]'
-    if (typeof part === 'object' && part !== null) {
-      const proto: unknown = Object.getPrototypeOf(part)
-      if (proto !== Object.prototype && proto !== null && !Array.isArray(part))
-        return `[${(proto as { constructor?: { name?: unknown } }).constructor?.name ?? 'object'}]`
-      if (seen.has(part)) return '[circular]'
-      seen.add(part)
-    }
-    return part
-  })
-  return text ?? 'undefined'
+function valueText(value: unknown, unreadable: () => never, path = new Set<object>()): string {
+  switch (typeof value) {
+    case 'string':
+      return JSON.stringify(value)
+    case 'number':
+      return Object.is(value, -0) ? '-0' : String(value)
+    case 'bigint':
+      return `${value}n`
+    case 'symbol':
+      return value.toString()
+    case 'function':
+      return functionText(value, unreadable)
+    case 'object':
+      break
+    default:
+      return String(value)
+  }
+  if (value === null) return 'null'
+  // A reference back up the path (a cycle); one seen elsewhere is written again in full.
+  if (path.has(value)) return '[circular]'
+  path.add(value)
+  try {
+    const of = (part: unknown) => valueText(part, unreadable, path)
+    if (Array.isArray(value)) return `[${value.map(of).join(',')}]`
+    if (value instanceof Map) return `Map{${[...value].map(([k, v]) => `${of(k)}=>${of(v)}`).join(',')}}`
+    if (value instanceof Set) return `Set{${[...value].map(of).join(',')}}`
+    if (value instanceof Date) return `Date(${value.getTime()})`
+    if (value instanceof RegExp) return String(value)
+    if (ArrayBuffer.isView(value))
+      return `${value.constructor.name}(${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('hex')})`
+    const proto: unknown = Object.getPrototypeOf(value)
+    if (proto !== Object.prototype && proto !== null)
+      return `[${(proto as { constructor?: { name?: unknown } }).constructor?.name ?? 'object'}]`
+    const members = Reflect.ownKeys(value).map((key) => {
+      const descriptor = Object.getOwnPropertyDescriptor(value, key)!
+      const parts = [descriptor.value, descriptor.get, descriptor.set].filter((part) => part !== undefined)
+      return `${typeof key === 'symbol' ? key.toString() : JSON.stringify(key)}${descriptor.enumerable ? '' : '~'}:${parts.length === 0 ? 'undefined' : parts.map(of).join('|')}`
+    })
+    return `{${members.join(',')}}`
+  } finally {
+    path.delete(value)
+  }
+}
+
+/** A function's text (a memoized one's, the text of the function it memoizes); a built-in's name; a bound one refused. */
+function functionText(fn: Function, unreadable: () => never): string {
+  const own = sourceOf(originalOf(fn))
+  if (own !== undefined) return own
+  if (fn.name.startsWith('bound ')) unreadable()
+  return `[built-in ${fn.name}]`
 }
 
 /**
  * A class's text, with what was put on it outside that text: the methods and values of an ES5
  * class (`function Repo() {}`, TypeScript's `target: ES5`, `util.inherits`) are written on its
  * prototype after it, and so are its statics; a compiler for a target before ES2022 writes static
- * fields after the class (`Repo.config = { … }`); a method may be assigned to a prototype later.
- * Each member of the prototype or the class that its text does not hold is added with its name: a
- * function by its text (a memoized one by the text of the function it memoizes), a built-in one
- * by its name, a value as {@link valueText} writes it. A bound function on it has no text to read: `unreadable`
- * is called. Undefined when the class's own text cannot be read.
+ * fields after the class (`Repo.config = { … }`), and one of ES2022 may declare one in it and
+ * assign it after (`static config;`); a method may be assigned to a prototype later. Each method
+ * of the prototype or the class whose text the class's does not hold is added with its name, and
+ * each value (a static field's too: what it holds is what counts) as {@link valueText} writes it.
+ * A bound function on it has no text to read: `unreadable` is called. Undefined when the class's
+ * own text cannot be read.
  */
 function classText(cls: Function, unreadable: () => never): string | undefined {
   const text = sourceOf(cls)
@@ -958,23 +994,22 @@ function classText(cls: Function, unreadable: () => never): string | undefined {
     if ((typeof holder !== 'object' && typeof holder !== 'function') || holder === null) continue
     for (const key of Reflect.ownKeys(holder)) {
       if (INTRINSIC.has(key) || key === METADATA) continue
-      // A static written in the class's text (`static config = …`): its text is there.
-      if (
-        holder === cls &&
-        typeof key === 'string' &&
-        new RegExp(`\\bstatic\\s+(?:async\\s+|get\\s+|set\\s+|\\*\\s*)?${escapeRegExp(key)}\\b`).test(text)
-      )
-        continue
       const descriptor = Object.getOwnPropertyDescriptor(holder, key)!
       for (const part of [descriptor.value, descriptor.get, descriptor.set]) {
         if (typeof part === 'function') {
-          const own = sourceOf(originalOf(part))
-          if (own === undefined) {
-            if (part.name.startsWith('bound ')) unreadable()
-            parts.push(`${mark}${String(key)}: [built-in ${part.name}]`)
-          } else if (!text.includes(own)) parts.push(`${mark}${String(key)}: ${own}`)
-        } else if (part !== undefined || Object.hasOwn(descriptor, 'value'))
-          parts.push(`${mark}${String(key)} = ${valueText(part)}`)
+          const own = functionText(part, unreadable)
+          if (!text.includes(own)) parts.push(`${mark}${String(key)}: ${own}`)
+        } else if (part !== undefined || Object.hasOwn(descriptor, 'value')) {
+          let written: string
+          try {
+            written = valueText(part, unreadable)
+          } catch (error) {
+            // A getter of a plain object that throws: what it holds cannot be read.
+            if (error instanceof CacheConfigError) throw error
+            unreadable()
+          }
+          parts.push(`${mark}${String(key)} = ${written}`)
+        }
       }
     }
   }
@@ -985,8 +1020,4 @@ function classText(cls: Function, unreadable: () => never): string | undefined {
 function originalOf(fn: Function): Function {
   const original = (fn as { [ORIGINAL]?: unknown })[ORIGINAL]
   return typeof original === 'function' ? original : fn
-}
-
-function escapeRegExp(text: string): string {
-  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
 }

@@ -298,4 +298,82 @@ export function extend(Repo) {
     )
     await expect(new bound().find(1)).rejects.toThrow(/cannot be read/)
   })
+
+  it("applies the legacy form through a helper of the project that runs it inside Node's own modules", async () => {
+    // AsyncLocalStorage#run, EventEmitter#emit: node: frames between cache() and the class's
+    // module. Before: the walk stopped at the first one, and only the helper's file counted.
+    const helper = `
+import { AsyncLocalStorage } from 'node:async_hooks'
+import { EventEmitter } from 'node:events'
+export function memoizeMethods(cache, backend, Class, names) {
+  const events = new EventEmitter()
+  events.on('apply', (name) => {
+    const desc = Object.getOwnPropertyDescriptor(Class.prototype, name)
+    Object.defineProperty(Class.prototype, name, cache({ backend, ttl: 60 })(Class.prototype, name, desc))
+  })
+  new AsyncLocalStorage().run({}, () => names.forEach((name) => events.emit('apply', name)))
+}
+`
+    const repo = (table: string) =>
+      repoModule(
+        table,
+        "import { memoizeMethods } from './memoize-methods.mjs'",
+        "memoizeMethods(cache, backend, Repo, ['find'])",
+      )
+    const urls = write({
+      'node-frames/memoize-methods.mjs': helper,
+      'node-frames/repo-a.mjs': repo('users'),
+      'node-frames/repo-b.mjs': repo('accounts'),
+    })
+    const backend = memoryBackend()
+    const a = (await import(urls['node-frames/repo-a.mjs']!)).define(cache, backend)
+    const b = (await import(urls['node-frames/repo-b.mjs']!)).define(cache, backend)
+    expect(await new a().find(1)).toBe('users#1')
+    expect(await new b().find(1)).toBe('accounts#1')
+  })
+
+  it('keys a subclass by what its static config holds: a function in it by its text, a field declared in the class and assigned after it', async () => {
+    // Before: `pick` counted as "[function pick]", and `static config;` hid the value assigned
+    // after the class (tsc's ES2022 output for `static config: Config`).
+    for (const [name, sub] of [
+      [
+        'nested-fn',
+        (table: string) => `
+export function extend(Repo) {
+  class Users extends Repo {}
+  Users.config = { table: 'same', pick: (row) => row + '${table}' }
+  return Users
+}
+`,
+      ],
+      [
+        'declared',
+        (table: string) => `
+export function extend(Repo) {
+  class Users extends Repo { static config; }
+  Users.config = { table: '${table}' }
+  return Users
+}
+`,
+      ],
+      [
+        'negative-zero',
+        (table: string) => `
+export function extend(Repo) {
+  class Users extends Repo {}
+  Users.config = { table: ${table} }
+  return Users
+}
+`,
+      ],
+    ] as const) {
+      const variants: [string, string] = name === 'negative-zero' ? ['0', '-0'] : ['users', 'accounts']
+      const [a, b] = await deploys(name, sub, variants)
+      const keyOf = (cls: new () => { find: { keyFor: { call: (self: unknown, id: number) => string } } }) => {
+        const self = new cls()
+        return self.find.keyFor.call(self, 1)
+      }
+      expect(keyOf(a), name).not.toBe(keyOf(b))
+    }
+  })
 })
