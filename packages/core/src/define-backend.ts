@@ -120,6 +120,7 @@ export function defineBackend(backend: MinimalBackend, given: DefineBackendOptio
     )
   const source = backend as CacheBackend
   const shared = sharedOption(source.shared)
+  const chain = chainOf(source)
   const hostOnly = booleanOption(
     source.hostOnly,
     'hostOnly',
@@ -525,6 +526,8 @@ export function defineBackend(backend: MinimalBackend, given: DefineBackendOptio
     sync: source.sync,
     ...(shared === undefined ? {} : { shared }),
     ...(hostOnly === undefined ? {} : { hostOnly }),
+    // A chain of levels wrapped here stays one for the chains that take this backend as a level.
+    ...(chain === undefined ? {} : { [CHAIN]: chain }),
   } as CacheBackend
 }
 
@@ -663,4 +666,17 @@ export function isLruCache(store: unknown): boolean {
     typeof lru.peek === 'function' &&
     typeof lru.dump === 'function'
   )
+}
+
+/**
+ * Where a backend says which chain of levels it is, or wraps (`multiLevel`'s backends, and
+ * `defineBackend` or a keyv level over one): a chain taking it as a level looks through it.
+ */
+export const CHAIN: unique symbol = Symbol.for('@cache/chain') as never
+
+/** The chain of levels a backend is or wraps, if any. */
+export function chainOf(backend: unknown): object | undefined {
+  if ((typeof backend !== 'object' && typeof backend !== 'function') || backend === null) return undefined
+  const chain = (backend as { [CHAIN]?: unknown })[CHAIN]
+  return typeof chain === 'object' && chain !== null ? chain : undefined
 }

@@ -10,7 +10,7 @@ export {
   compareAndDelete,
   listPrefix,
 } from './backend.js'
-export { isLruCache, isMinimalBackend, sharedOption, toBackend } from './define-backend.js'
+export { CHAIN, chainOf, isLruCache, isMinimalBackend, sharedOption, toBackend } from './define-backend.js'
 export {
   type BaseBackendOptions,
   type PackageLoader,
@@ -53,6 +53,7 @@ export {
   assertNamespace,
   copyItemList,
   copyKeyList,
+  describeGiven,
   hashKey,
   keyFromWellFormed,
   namespacedKey,

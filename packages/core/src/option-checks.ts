@@ -251,7 +251,11 @@ export function isOptionsObject(options: unknown): options is object {
     !(options instanceof Map) &&
     !(options instanceof Set) &&
     !(options instanceof WeakMap) &&
-    !(options instanceof WeakSet)
+    !(options instanceof WeakSet) &&
+    // A boxed primitive (`new Boolean(false)`): a value, not options.
+    !(options instanceof Boolean) &&
+    !(options instanceof Number) &&
+    !(options instanceof String)
   )
 }
 

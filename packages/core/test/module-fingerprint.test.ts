@@ -369,7 +369,9 @@ export function extend(Repo) {
     ] as const) {
       const variants: [string, string] = name === 'negative-zero' ? ['0', '-0'] : ['users', 'accounts']
       const [a, b] = await deploys(name, sub, variants)
-      const keyOf = (cls: new () => { find: { keyFor: { call: (self: unknown, id: number) => string } } }) => {
+      const keyOf = (
+        cls: new () => { find: { keyFor: { call: (self: unknown, id: number) => string } } },
+      ) => {
         const self = new cls()
         return self.find.keyFor.call(self, 1)
       }

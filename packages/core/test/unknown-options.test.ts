@@ -204,7 +204,8 @@ describe('options that are not an options object', () => {
   })
 
   it('lock: 0, null or an empty string, and strict: text or a number, are refused (before: read as off)', async () => {
-    for (const [i, lock] of [0, null, ''].entries()) {
+    // A boxed boolean too (before: "toString: not an option of `lock`", read as options).
+    for (const [i, lock] of [0, null, '', Object(false)].entries()) {
       const error = await refusal(() => cached(async () => 1, { name: `l0-${i}`, lock: lock as never }))
       expect(error.message).toMatch(/^lock: expected true, false or \{ ttl, wait, poll \}/)
     }

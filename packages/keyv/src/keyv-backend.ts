@@ -2,6 +2,8 @@ import type { CacheBackend, CacheEntry, Duration, ListKeysOptions, SetManyItem }
 import { CacheConfigError, defineBackend } from '@cache/core'
 import {
   booleanOption,
+  CHAIN,
+  chainOf,
   assertKnownOptions,
   type BaseBackendOptions,
   durationOption,
@@ -103,6 +105,10 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
    * chain refuses such a level last behind one other machines share. Undefined otherwise.
    */
   readonly hostOnly: boolean | undefined
+  /** The chain of levels the store wraps (`toKeyvStore(multiLevel(…))`), if any (see `CHAIN`). */
+  get [CHAIN](): object | undefined {
+    return chainOf(this.keyv.store)
+  }
   /** The Keyv instance every operation goes through. */
   readonly keyv: Keyv
   /**

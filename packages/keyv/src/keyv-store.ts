@@ -1,6 +1,13 @@
 import { EventEmitter } from 'node:events'
 import { type CacheBackend, isCacheError, isUnavailable, listKeys, type MinimalBackend } from '@cache/core'
-import { booleanOption, assertKnownOptions, optionNames, toBackend } from '@cache/core/backend'
+import {
+  assertKnownOptions,
+  booleanOption,
+  CHAIN,
+  chainOf,
+  optionNames,
+  toBackend,
+} from '@cache/core/backend'
 import type { KeyvStoreAdapter, StoredData } from 'keyv'
 
 /**
@@ -73,6 +80,11 @@ export class KeyvStoreFromBackend extends EventEmitter implements KeyvStoreAdapt
   /** Whether other processes see the entries: the backend's `shared` (undefined for one per namespace). */
   get shared(): boolean | undefined {
     return this.single?.shared
+  }
+
+  /** The chain of levels the backend is or wraps, if any (see `CHAIN`). */
+  get [CHAIN](): object | undefined {
+    return chainOf(this.single)
   }
 
   /** Whether only this machine's processes see them: the backend's `hostOnly`. */

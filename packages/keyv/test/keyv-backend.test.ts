@@ -11,6 +11,7 @@ import KeyvSqlite from '@keyv/sqlite'
 import { LRUCache } from 'lru-cache'
 import { Keyv } from 'keyv'
 import { afterEach, describe, expect, it, vi } from 'vitest'
+import { chainOf } from '@cache/core/backend'
 import { keyvBackend, toKeyvStore } from '../src/index.js'
 
 afterEach(() => {
@@ -293,6 +294,13 @@ describe('a keyv backend over a store of this process, last in a chain', () => {
         expect(() => multiLevel(network, level)).toThrow(/only this machine's processes see, is last/)
       }
       expect(keyvBackend(toKeyvStore(memoryBackend())).shared).toBe(false)
+      // A keyv level over a chain is seen through by the chain that takes it: its levels count (a
+      // memory level last in it is refused as one given directly; a bus over it needs its own).
+      const wrapped = multiLevel(memoryBackend(), memoryBackend())
+      expect(chainOf(keyvBackend(toKeyvStore(wrapped)))).toBe(wrapped)
+      expect(() => multiLevel(disk, keyvBackend(toKeyvStore(wrapped)))).toThrow(
+        /memory, which holds its entries in this process, is last/,
+      )
       expect(() => keyvBackend(new Map(), { hostOnly: 'true' as never })).toThrow(
         /hostOnly: expected true or false/,
       )

@@ -12,6 +12,9 @@ import {
 } from '@cache/core'
 import {
   booleanOption,
+  describeGiven,
+  CHAIN,
+  chainOf,
   sharedOption,
   assertIncrement,
   assertKey,
@@ -28,6 +31,7 @@ import { ChainWrites } from './chain-writes.js'
 import type { MultiLevelEvent, MultiLevelEventName } from './health.js'
 import { Level, type LevelReport } from './level.js'
 import { checkChainOptionNames } from './option-names.js'
+import type { InvalidationBus } from './bus.js'
 import type { MultiLevelOptions } from './options.js'
 
 export type { MultiLevelOptions } from './options.js'
@@ -68,6 +72,10 @@ export class MultiLevelBackend implements CacheBackend {
   get hostOnly(): boolean | undefined {
     return this.levels[this.levels.length - 1]!.backend.hostOnly
   }
+  /** This chain, for the chains that take it (or a wrapper of it) as a level. */
+  get [CHAIN](): MultiLevelBackend {
+    return this
+  }
   /** Whether the chain was given a bus (a chain nested in one with a bus needs its own). */
   readonly hasBus: boolean
   /** The parts the chain's operations share: health, reader, writer, write order, bus… */
@@ -92,10 +100,20 @@ export class MultiLevelBackend implements CacheBackend {
     if (backends.length === 0) throw new CacheConfigError('levels', 'multiLevel needs at least one backend')
     refuseMemoryLast(backends)
     refuseBusOverUnbussedChain(backends, options.bus !== undefined)
+    claimFasterLevels(backends, this)
     this.hasBus = options.bus !== undefined
+    const bus = options.bus as Partial<InvalidationBus> | undefined
+    if (bus !== undefined && (typeof bus?.publish !== 'function' || typeof bus.subscribe !== 'function'))
+      throw new CacheConfigError(
+        'bus',
+        `expected a bus made by redisBus(url) (or an object with publish and subscribe), got ${describeGiven(bus)}`,
+      )
     const maxPending = options.maxPendingKeys ?? 10_000
     if (!Number.isSafeInteger(maxPending) || maxPending < 0)
-      throw new CacheConfigError('maxPendingKeys', `${String(maxPending)} is not a whole number`)
+      throw new CacheConfigError(
+        'maxPendingKeys',
+        `expected a whole number of keys, 0 or more, got ${describeGiven(maxPending)}`,
+      )
     this.levels = backends.map(
       (backend, i) => new Level(backend, i, options.breaker ?? {}, maxPending, i === backends.length - 1),
     )
@@ -322,6 +340,7 @@ export class MultiLevelBackend implements CacheBackend {
    */
   close(): Promise<void> {
     this.closed ??= (async () => {
+      releaseFasterLevels(this.levels, this)
       await this.chain.order.idle()
       await this.chain.invalidation.settle()
       this.chain.health.closing = true
@@ -383,19 +402,61 @@ const SHARED_BY_NAME: ReadonlyMap<string, boolean> = new Map([
  */
 function refuseBusOverUnbussedChain(backends: readonly CacheBackend[], bus: boolean): void {
   if (!bus) return
-  for (const backend of backends) {
-    const inner = backend as { name?: unknown; levels?: unknown; hasBus?: unknown }
-    if (
-      inner.name === 'multi-level' &&
-      Array.isArray(inner.levels) &&
-      inner.levels.length > 1 &&
-      inner.hasBus !== true
-    )
+  const leafCount = (backend: CacheBackend): number =>
+    innerLevels(backend)?.reduce((sum, level) => sum + leafCount(level), 0) ?? 1
+  const check = (backend: CacheBackend): void => {
+    const levels = innerLevels(backend)
+    if (levels === undefined) return
+    const chain = chainOf(backend) as { hasBus?: unknown }
+    const count = leafCount(backend)
+    if (count > 1 && chain.hasBus !== true)
       throw new CacheConfigError(
         'bus',
-        `a level is a chain of ${inner.levels.length} levels without a bus: this chain's bus would never evict that chain's faster levels, which would keep serving what other processes replaced. Give the levels in one chain (multiLevel(memory, disk, redis)), or give the inner chain the bus too`,
+        `a level is (or wraps) a chain of ${count} levels without a bus: this chain's bus would never evict that chain's faster levels, which would keep serving what other processes replaced. Give the levels in one chain (multiLevel(memory, disk, redis)), or give the inner chain the bus too`,
+      )
+    levels.forEach(check)
+  }
+  backends.forEach(check)
+}
+
+/**
+ * The levels of a chain a backend is or wraps (`defineBackend`, a keyv level over `toKeyvStore`
+ * of one: see `CHAIN`), by shape, not `instanceof`: a chain of the other build (CommonJS beside
+ * ESM) counts too. Undefined for any other backend.
+ */
+function innerLevels(backend: CacheBackend): readonly CacheBackend[] | undefined {
+  const chain = (chainOf(backend) ?? backend) as { name?: unknown; levels?: unknown }
+  if (chain.name !== 'multi-level' || !Array.isArray(chain.levels)) return undefined
+  return (chain.levels as { backend: CacheBackend }[]).map((level) => level.backend)
+}
+
+/**
+ * The chain each faster level belongs to. A faster level given to two chains with other levels
+ * behind it (one memory level over two tenants' Redis namespaces) would answer one chain with what
+ * the other wrote there: one tenant's entries served to another. Held on `globalThis`, like the
+ * default cache, so that every copy of this package in the process shares it.
+ */
+const FASTER_LEVELS = Symbol.for('@cache/multi-level:faster-levels@1')
+const fasterLevels = ((globalThis as Record<symbol, unknown>)[FASTER_LEVELS] ??= new WeakMap()) as WeakMap<
+  object,
+  WeakRef<object>
+>
+
+function claimFasterLevels(backends: readonly CacheBackend[], chain: object): void {
+  for (const backend of backends.slice(0, -1)) {
+    const other = fasterLevels.get(backend)?.deref()
+    if (other !== undefined && other !== chain)
+      throw new CacheConfigError(
+        'levels',
+        `the ${backend.name} level is already a faster level of another chain that is not closed: it would answer each chain with what the other wrote (another namespace's, another tenant's entries). Give each chain its own ${backend.name} level`,
       )
   }
+  for (const backend of backends.slice(0, -1)) fasterLevels.set(backend, new WeakRef(chain))
+}
+
+function releaseFasterLevels(levels: readonly { backend: CacheBackend }[], chain: object): void {
+  for (const { backend } of levels.slice(0, -1))
+    if (fasterLevels.get(backend)?.deref() === chain) fasterLevels.delete(backend)
 }
 
 /** Who sees a level's entries: this process, this machine's processes, or other machines' too. */
@@ -414,10 +475,8 @@ function refuseMemoryLast(backends: readonly CacheBackend[]): void {
   // A chain given as a level stands for its own levels: its last is where it writes last.
   // By shape, not `instanceof`: a chain from the other build (CommonJS beside ESM) counts too.
   const leaves = (backend: CacheBackend): readonly CacheBackend[] => {
-    const levels = (backend as { levels?: unknown }).levels
-    return backend.name === 'multi-level' && Array.isArray(levels)
-      ? (levels as { backend: CacheBackend }[]).flatMap((level) => leaves(level.backend))
-      : [backend]
+    const levels = innerLevels(backend)
+    return levels === undefined ? [backend] : levels.flatMap(leaves)
   }
   // A `shared` that is not a boolean (`'false'` from a configuration file) is refused, as
   // `defineBackend` refuses it: a backend with every method reaches the chain as it is.

@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
-import { cached } from '@cache/core'
+import { cached, defineBackend } from '@cache/core'
 import { memoryBackend } from '@cache/memory'
 import { redisBackend } from '@cache/redis'
 import { type RedisServer, startRedis } from '@cache/test-servers'
@@ -166,8 +166,32 @@ describe('a chain with a bus over a chain of several levels', () => {
     )
     // Before: accepted, and another process's set left the old value in the inner memory level.
     expect(() => multiLevel({ levels: [memoryBackend(), inner], bus, logger: false })).toThrow(
-      /bus: a level is a chain of 2 levels without a bus/,
+      /bus: a level is \(or wraps\) a chain of 2 levels without a bus/,
     )
+    // Wrapped (defineBackend, to add a timeout) or nested once more (a chain of one level): the
+    // same chain under it. Before: accepted, and the inner memory level kept replaced values.
+    expect(() =>
+      multiLevel({
+        levels: [memoryBackend(), defineBackend(inner, { timeout: '200ms' })],
+        bus,
+        logger: false,
+      }),
+    ).toThrow(/bus: a level is \(or wraps\) a chain of 2 levels without a bus/)
+    expect(() => multiLevel({ levels: [memoryBackend(), multiLevel(inner)], bus, logger: false })).toThrow(
+      /bus: a level is \(or wraps\) a chain of 2 levels without a bus/,
+    )
+    // One memory level as the faster level of two open chains: refused (r65: the second chain
+    // answered with what the first wrote under another namespace).
+    const l1 = memoryBackend()
+    const tenantA = multiLevel({
+      levels: [l1, redisBackend(server.url, { namespace: 'tenant-a', logger: false })],
+    })
+    const tenantB = redisBackend(server.url, { namespace: 'tenant-b', logger: false })
+    expect(() => multiLevel(l1, tenantB)).toThrow(
+      /the memory level is already a faster level of another chain/,
+    )
+    await tenantB.close()
+    await tenantA.close()
     // With the bus on the inner chain too, or in one flat chain: accepted.
     const innerBus = redisBus(server.url, { logger: false })
     const told = multiLevel({

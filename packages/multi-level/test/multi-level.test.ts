@@ -608,13 +608,31 @@ describe('multiLevel construction', () => {
       // counted in its own Map.
       const unsaid = defineBackend({ ...rowsStore(rows), name: 'rows' })
       expect(() => multiLevel(disk, unsaid)).toThrow(/rows is last.*does not say.*shared: true/s)
-      const said = multiLevel(disk, defineBackend({ ...rowsStore(new Map()), name: 'rows', shared: true }))
+      const said = multiLevel({
+        levels: [disk, defineBackend({ ...rowsStore(new Map()), name: 'rows', shared: true })],
+        closeLevels: false,
+      })
       await said.set('said', 1)
       expect(await said.get('said')).toBe(1)
+      // One disk level as the faster level of two chains over other shared levels: each would be
+      // answered with the other's entries. Refused while the first is open. Before: accepted.
+      expect(() =>
+        multiLevel(disk, defineBackend({ ...rowsStore(new Map()), name: 'other', shared: true })),
+      ).toThrow(/the disk level is already a faster level of another chain that is not closed/)
+      await said.close()
       // A backend with every method is not given to defineBackend: its `shared` is checked here.
       // Before: `'false'` (truthy text) was taken as it came, and the chain accepted.
       const full = Object.assign(Object.create(memoryBackend()), { shared: 'false' })
       expect(() => multiLevel(memoryBackend(), disk, full)).toThrow(/shared: expected true or false/)
+      // A bus given as its URL, or `true`: refused, naming what to give. Before: a TypeError from
+      // inside (this.bus?.subscribe is not a function).
+      for (const bus of ['redis://127.0.0.1:6379', true])
+        expect(() => multiLevel({ levels: [memoryBackend(), disk], bus: bus as never })).toThrow(
+          /bus: expected a bus made by redisBus\(url\)/,
+        )
+      expect(() => multiLevel({ levels: [memoryBackend(), disk], maxPendingKeys: '10' as never })).toThrow(
+        'maxPendingKeys: expected a whole number of keys, 0 or more, got the string "10"',
+      )
       // Not a boolean (from a configuration file): refused, not read as "not said".
       expect(() => defineBackend({ ...rowsStore(rows), shared: 'false' as never })).toThrow(
         /shared: expected true or false/,
@@ -632,7 +650,9 @@ describe('multiLevel construction', () => {
       expect(() => defineBackend({ ...rowsStore(new Map()), hostOnly: 'yes' as never })).toThrow(
         /hostOnly: expected true or false/,
       )
-      expect(multiLevel({ levels: [disk, network], closeLevels: false }).shared).toBe(true)
+      const accepted = multiLevel({ levels: [disk, network], closeLevels: false })
+      expect(accepted.shared).toBe(true)
+      await accepted.close()
       const right = multiLevel(memoryBackend(), disk)
       await right.set('k', 1)
       expect(await right.get('k')).toBe(1)
