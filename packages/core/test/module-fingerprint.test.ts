@@ -62,6 +62,26 @@ const compiled = (table: string, preamble = DECORATE) =>
     "__decorate([cache({ backend, ttl: 60 })], Repo.prototype, 'find', Object.getOwnPropertyDescriptor(Repo.prototype, 'find'))",
   )
 
+/**
+ * Two deploys of a module whose class is decorated by a helper of the project (`helper`, the text
+ * of `<dir>/<file>`, exporting `name(cache, backend, Class, names)`), their constants differing:
+ * each must get its own result.
+ */
+async function throughHelper(dir: string, name: string, helper: string): Promise<void> {
+  const repo = (table: string) =>
+    repoModule(table, `import { ${name} } from './helper.mjs'`, `${name}(cache, backend, Repo, ['find'])`)
+  const urls = write({
+    [`${dir}/helper.mjs`]: helper,
+    [`${dir}/repo-a.mjs`]: repo('users'),
+    [`${dir}/repo-b.mjs`]: repo('accounts'),
+  })
+  const backend = memoryBackend()
+  const a = (await import(urls[`${dir}/repo-a.mjs`]!)).define(cache, backend)
+  const b = (await import(urls[`${dir}/repo-b.mjs`]!)).define(cache, backend)
+  expect(await new a().find(1)).toBe('users#1')
+  expect(await new b().find(1)).toBe('accounts#1')
+}
+
 describe('the module a decorated class comes from', () => {
   it('is an installed package: two versions of it whose constants differ never share entries', async () => {
     const urls = write({
@@ -120,31 +140,19 @@ describe('the module a decorated class comes from', () => {
   })
 
   it('applies the legacy form through a helper of the project in another file', async () => {
-    const helper = `
+    // Before: the helper's file was the one fingerprinted, the same for both.
+    await throughHelper(
+      'app',
+      'cacheMethods',
+      `
 export function cacheMethods(cache, backend, Class, names) {
   for (const name of names) {
     const desc = Object.getOwnPropertyDescriptor(Class.prototype, name)
     Object.defineProperty(Class.prototype, name, cache({ backend, ttl: 60 })(Class.prototype, name, desc))
   }
 }
-`
-    const repo = (table: string) =>
-      repoModule(
-        table,
-        "import { cacheMethods } from './cache-methods.mjs'",
-        "cacheMethods(cache, backend, Repo, ['find'])",
-      )
-    const urls = write({
-      'app/cache-methods.mjs': helper,
-      'app/repo-a.mjs': repo('users'),
-      'app/repo-b.mjs': repo('accounts'),
-    })
-    const backend = memoryBackend()
-    const a = (await import(urls['app/repo-a.mjs']!)).define(cache, backend)
-    const b = (await import(urls['app/repo-b.mjs']!)).define(cache, backend)
-    expect(await new a().find(1)).toBe('users#1')
-    // Before: the helper's file was the one fingerprinted, the same for both.
-    expect(await new b().find(1)).toBe('accounts#1')
+`,
+    )
   })
 
   it('keys an ES5 subclass by the methods put on its prototype outside its text', async () => {
@@ -192,30 +200,18 @@ export function extend(Repo) {
   it('applies the legacy form through a helper of the project that loops with forEach', async () => {
     // A built-in's frame (Array#forEach) between cache() and the class's module has no file.
     // Before: the walk stopped there, and only the helper's file was fingerprinted.
-    const helper = `
+    await throughHelper(
+      'each',
+      'memoizeMethods',
+      `
 export function memoizeMethods(cache, backend, Class, names) {
   names.forEach((name) => {
     const desc = Object.getOwnPropertyDescriptor(Class.prototype, name)
     Object.defineProperty(Class.prototype, name, cache({ backend, ttl: 60 })(Class.prototype, name, desc))
   })
 }
-`
-    const repo = (table: string) =>
-      repoModule(
-        table,
-        "import { memoizeMethods } from './memoize-methods.mjs'",
-        "memoizeMethods(cache, backend, Repo, ['find'])",
-      )
-    const urls = write({
-      'each/memoize-methods.mjs': helper,
-      'each/repo-a.mjs': repo('users'),
-      'each/repo-b.mjs': repo('accounts'),
-    })
-    const backend = memoryBackend()
-    const a = (await import(urls['each/repo-a.mjs']!)).define(cache, backend)
-    const b = (await import(urls['each/repo-b.mjs']!)).define(cache, backend)
-    expect(await new a().find(1)).toBe('users#1')
-    expect(await new b().find(1)).toBe('accounts#1')
+`,
+    )
   })
 
   /** A base class decorated in a module of the same text in both deploys, and its subclass from `sub`. */
@@ -302,7 +298,10 @@ export function extend(Repo) {
   it("applies the legacy form through a helper of the project that runs it inside Node's own modules", async () => {
     // AsyncLocalStorage#run, EventEmitter#emit: node: frames between cache() and the class's
     // module. Before: the walk stopped at the first one, and only the helper's file counted.
-    const helper = `
+    await throughHelper(
+      'node-frames',
+      'memoizeMethods',
+      `
 import { AsyncLocalStorage } from 'node:async_hooks'
 import { EventEmitter } from 'node:events'
 export function memoizeMethods(cache, backend, Class, names) {
@@ -313,23 +312,8 @@ export function memoizeMethods(cache, backend, Class, names) {
   })
   new AsyncLocalStorage().run({}, () => names.forEach((name) => events.emit('apply', name)))
 }
-`
-    const repo = (table: string) =>
-      repoModule(
-        table,
-        "import { memoizeMethods } from './memoize-methods.mjs'",
-        "memoizeMethods(cache, backend, Repo, ['find'])",
-      )
-    const urls = write({
-      'node-frames/memoize-methods.mjs': helper,
-      'node-frames/repo-a.mjs': repo('users'),
-      'node-frames/repo-b.mjs': repo('accounts'),
-    })
-    const backend = memoryBackend()
-    const a = (await import(urls['node-frames/repo-a.mjs']!)).define(cache, backend)
-    const b = (await import(urls['node-frames/repo-b.mjs']!)).define(cache, backend)
-    expect(await new a().find(1)).toBe('users#1')
-    expect(await new b().find(1)).toBe('accounts#1')
+`,
+    )
   })
 
   it('keys a subclass by what its static config holds: a function in it by its text, a field declared in the class and assigned after it', async () => {
