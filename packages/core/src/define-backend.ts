@@ -19,7 +19,7 @@ import {
 import { KeyedQueue } from './key-queue.js'
 import { assertKey, copyItemList, copyKeyList } from './keys.js'
 import { booleanOption, durationOption, isOptionsObject, optionNames, readOptions } from './option-checks.js'
-import { CacheObserver } from './stats.js'
+import { CacheObserver, STORE, storeOf } from './stats.js'
 
 /**
  * The least a custom backend must implement: `get`, `set(key, value, ttl)` and `delete`, sync or
@@ -528,6 +528,8 @@ export function defineBackend(backend: MinimalBackend, given: DefineBackendOptio
     ...(hostOnly === undefined ? {} : { hostOnly }),
     // A chain of levels wrapped here stays one for the chains that take this backend as a level.
     ...(chain === undefined ? {} : { [CHAIN]: chain }),
+    // The store wrapped here is the store this backend is (see STORE).
+    [STORE]: storeOf(source),
   } as CacheBackend
 }
 

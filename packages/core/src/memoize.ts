@@ -929,8 +929,20 @@ function valueText(value: unknown, unreadable: () => never, path = new Set<objec
       return `${value}n`
     case 'symbol':
       return value.toString()
-    case 'function':
-      return functionText(value, unreadable)
+    case 'function': {
+      if (path.has(value)) return '[circular]'
+      path.add(value)
+      try {
+        const members = membersText(
+          value,
+          (part) => valueText(part, unreadable, path),
+          (key) => INTRINSIC.has(key),
+        )
+        return `${functionText(value, unreadable)}${members}`
+      } finally {
+        path.delete(value)
+      }
+    }
     case 'object':
       break
     default:
@@ -942,32 +954,78 @@ function valueText(value: unknown, unreadable: () => never, path = new Set<objec
   path.add(value)
   try {
     const of = (part: unknown) => valueText(part, unreadable, path)
-    if (Array.isArray(value)) return `[${value.map(of).join(',')}]`
+    if (Array.isArray(value))
+      return `[${value.map(of).join(',')}]${membersText(value, of, (key) => key === 'length' || isIndex(key))}`
     if (value instanceof Map) return `Map{${[...value].map(([k, v]) => `${of(k)}=>${of(v)}`).join(',')}}`
     if (value instanceof Set) return `Set{${[...value].map(of).join(',')}}`
     if (value instanceof Date) return `Date(${value.getTime()})`
     if (value instanceof RegExp) return String(value)
     if (ArrayBuffer.isView(value))
       return `${value.constructor.name}(${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('hex')})`
+    if (value instanceof ArrayBuffer) return `ArrayBuffer(${Buffer.from(value).toString('hex')})`
+    if (value instanceof String || value instanceof Number || value instanceof Boolean)
+      return `${value.constructor.name}(${of(value.valueOf())})`
     const proto: unknown = Object.getPrototypeOf(value)
-    if (proto !== Object.prototype && proto !== null)
+    // A plain object: `Object.prototype` (of this realm or another: a `vm` context), none, or a
+    // prototype that is itself a plain object (`Object.create(defaults)`, whose contents count).
+    const plainProto = proto === null || isObjectPrototype(proto)
+    if (!plainProto && !isPlainObject(proto))
       return `[${(proto as { constructor?: { name?: unknown } }).constructor?.name ?? 'object'}]`
-    const members = Reflect.ownKeys(value).map((key) => {
-      const descriptor = Object.getOwnPropertyDescriptor(value, key)!
-      const parts = [descriptor.value, descriptor.get, descriptor.set].filter((part) => part !== undefined)
-      return `${typeof key === 'symbol' ? key.toString() : JSON.stringify(key)}${descriptor.enumerable ? '' : '~'}:${parts.length === 0 ? 'undefined' : parts.map(of).join('|')}`
-    })
-    return `{${members.join(',')}}`
+    return `{${membersText(value, of).slice(1)}${plainProto ? '' : `,__proto__:${of(proto)}`}}`
   } finally {
     path.delete(value)
   }
+}
+
+/** `Object.prototype`, of this realm or another (a `vm` context). */
+function isObjectPrototype(proto: unknown): boolean {
+  if (proto === Object.prototype) return true
+  const ctor = (proto as { constructor?: unknown }).constructor
+  return (
+    typeof ctor === 'function' &&
+    ctor.name === 'Object' &&
+    ctor.prototype === proto &&
+    Object.getPrototypeOf(proto) === null
+  )
+}
+
+/** An object whose prototype chain holds no class but `Object` (`Object.create(defaults)`). */
+function isPlainObject(value: unknown): boolean {
+  for (let proto = value; proto !== null; proto = Object.getPrototypeOf(proto)) {
+    if (typeof proto !== 'object') return false
+    if (isObjectPrototype(proto)) return true
+    if (Object.hasOwn(proto, 'constructor')) return false
+  }
+  return true
+}
+
+function isIndex(key: PropertyKey): boolean {
+  return typeof key === 'string' && /^(?:0|[1-9]\d*)$/.test(key)
+}
+
+/** An object's own members (symbols and non-enumerable ones too, accessors by their text), `,`-led; `skip` leaves some out. */
+function membersText(
+  value: object,
+  of: (part: unknown) => string,
+  skip?: (key: PropertyKey) => boolean,
+): string {
+  let text = ''
+  for (const key of Reflect.ownKeys(value)) {
+    if (skip?.(key)) continue
+    const descriptor = Object.getOwnPropertyDescriptor(value, key)!
+    const parts = [descriptor.value, descriptor.get, descriptor.set].filter((part) => part !== undefined)
+    text += `,${typeof key === 'symbol' ? key.toString() : JSON.stringify(key)}${descriptor.enumerable ? '' : '~'}:${parts.length === 0 ? 'undefined' : parts.map(of).join('|')}`
+  }
+  return text
 }
 
 /** A function's text (a memoized one's, the text of the function it memoizes); a built-in's name; a bound one refused. */
 function functionText(fn: Function, unreadable: () => never): string {
   const own = sourceOf(originalOf(fn))
   if (own !== undefined) return own
-  if (fn.name.startsWith('bound ')) unreadable()
+  // A built-in class of this realm is known by its name (`Map`); any other native text (a bound
+  // function, a Proxy, `JSON.parse` beside `Date.parse`) cannot tell one function from another.
+  if ((globalThis as Record<string, unknown>)[fn.name] !== fn) unreadable()
   return `[built-in ${fn.name}]`
 }
 
@@ -998,7 +1056,11 @@ function classText(cls: Function, unreadable: () => never): string | undefined {
       for (const part of [descriptor.value, descriptor.get, descriptor.set]) {
         if (typeof part === 'function') {
           const own = functionText(part, unreadable)
-          if (!text.includes(own)) parts.push(`${mark}${String(key)}: ${own}`)
+          // A method of the class's text, under its own name, is in the text; another member
+          // holding it (`static apply = cond ? Prices.gross : Prices.net`) says which one.
+          const name = String(key)
+          const itself = part.name === name || part.name === `get ${name}` || part.name === `set ${name}`
+          if (!(itself && text.includes(own))) parts.push(`${mark}${name}: ${own}`)
         } else if (part !== undefined || Object.hasOwn(descriptor, 'value')) {
           let written: string
           try {

@@ -2,6 +2,19 @@ import { EventEmitter } from 'node:events'
 import { CacheClosedError } from './errors.js'
 import { type LoggerOption, logError } from './logger.js'
 
+/**
+ * Where a backend names the store it is (its own object), so that the store is known through a
+ * wrapper: an `Object.create` of it or a Proxy reads it from the store, `defineBackend` passes it
+ * on. A chain of levels uses it to keep one store out of two chains' faster levels.
+ */
+export const STORE: unique symbol = Symbol.for('@cache/store') as never
+
+/** The store a backend is or wraps (see {@link STORE}); the backend itself when it does not say. */
+export function storeOf(backend: object): object {
+  const store = (backend as { [STORE]?: unknown })[STORE]
+  return typeof store === 'object' && store !== null ? store : backend
+}
+
 /** Counters kept by every @cache backend. Latency is measured for backends that leave the process. */
 export interface CacheStats {
   hits: number
@@ -187,6 +200,8 @@ export abstract class ObservedBackend implements Observable {
   /** @param logger where an `error` listener that throws is reported (the backend's `logger` option) */
   constructor(name: string, logger?: LoggerOption) {
     this.observer = new CacheObserver(name, logger)
+    // Which store this is, read the same through a wrapper (`Object.create`, a Proxy, defineBackend).
+    Object.defineProperty(this, STORE, { value: this })
   }
 
   /** True once {@link markClosed} ran: from then on every operation rejects with `CacheClosedError`. */

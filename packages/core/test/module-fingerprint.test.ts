@@ -341,6 +341,32 @@ export function extend(Repo) {
 `,
       ],
       [
+        // r66: one of the class's own methods, chosen for a static: which one is in the key.
+        'chosen-method',
+        (method: string) => `
+export function extend(Repo) {
+  class Users extends Repo {
+    static net(price) { return price }
+    static gross(price) { return price * 1.2 }
+  }
+  Users.config = { table: 'same' }
+  Users.apply = Users.${method}
+  return Users
+}
+`,
+      ],
+      [
+        // r66: a config object made with Object.create(defaults): its contents, not "[Object]".
+        'object-create',
+        (table: string) => `
+export function extend(Repo) {
+  class Users extends Repo {}
+  Users.config = Object.assign(Object.create({ table: 'default' }), { table: '${table}' })
+  return Users
+}
+`,
+      ],
+      [
         'negative-zero',
         (table: string) => `
 export function extend(Repo) {
@@ -351,7 +377,12 @@ export function extend(Repo) {
 `,
       ],
     ] as const) {
-      const variants: [string, string] = name === 'negative-zero' ? ['0', '-0'] : ['users', 'accounts']
+      const variants: [string, string] =
+        name === 'negative-zero'
+          ? ['0', '-0']
+          : name === 'chosen-method'
+            ? ['net', 'gross']
+            : ['users', 'accounts']
       const [a, b] = await deploys(name, sub, variants)
       const keyOf = (
         cls: new () => { find: { keyFor: { call: (self: unknown, id: number) => string } } },

@@ -16,6 +16,7 @@ import {
   CHAIN,
   chainOf,
   sharedOption,
+  storeOf,
   assertIncrement,
   assertKey,
   copyItemList,
@@ -100,7 +101,6 @@ export class MultiLevelBackend implements CacheBackend {
     if (backends.length === 0) throw new CacheConfigError('levels', 'multiLevel needs at least one backend')
     refuseMemoryLast(backends)
     refuseBusOverUnbussedChain(backends, options.bus !== undefined)
-    claimFasterLevels(backends, this)
     this.hasBus = options.bus !== undefined
     const bus = options.bus as Partial<InvalidationBus> | undefined
     if (bus !== undefined && (typeof bus?.publish !== 'function' || typeof bus.subscribe !== 'function'))
@@ -149,6 +149,8 @@ export class MultiLevelBackend implements CacheBackend {
         listPrefix(options)
         return last.keys!(options)
       }
+    // Last, once every option was accepted: a chain refused leaves its levels to the next one.
+    claimFasterLevels(backends, this)
   }
 
   /** The shared level's default TTL in ms (`null`: none), which a write naming none gets on every level. */
@@ -340,7 +342,6 @@ export class MultiLevelBackend implements CacheBackend {
    */
   close(): Promise<void> {
     this.closed ??= (async () => {
-      releaseFasterLevels(this.levels, this)
       await this.chain.order.idle()
       await this.chain.invalidation.settle()
       this.chain.health.closing = true
@@ -351,6 +352,9 @@ export class MultiLevelBackend implements CacheBackend {
         ? await Promise.allSettled(this.levels.map((level) => level.backend.close()))
         : []
       for (const stop of this.unsubscribe) stop()
+      // Released once closed, and only closed with the chain: a level left open
+      // (`closeLevels: false`) still holds this chain's entries, and stays this chain's.
+      if (this.closeLevels) releaseFasterLevels(this.levels, this)
       const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')
       if (failure) throw failure.reason
     })()
@@ -442,21 +446,53 @@ const fasterLevels = ((globalThis as Record<symbol, unknown>)[FASTER_LEVELS] ??=
   WeakRef<object>
 >
 
+/**
+ * The stores of a chain's faster levels: every level below it (a nested chain's own levels, its
+ * last one included) but the chain's last, each as the store it is or wraps (see `STORE`: an
+ * `Object.create` of it, a Proxy, `defineBackend` over it).
+ */
+function fasterStores(backends: readonly CacheBackend[]): object[] {
+  const leaves = (backend: CacheBackend): CacheBackend[] => {
+    const levels = innerLevels(backend)
+    return levels === undefined ? [backend] : levels.flatMap(leaves)
+  }
+  return backends.flatMap(leaves).slice(0, -1).map(storeOf)
+}
+
+/** The chains nested in a chain's levels, at any depth (each as the chain it is or that a wrapper carries). */
+function innerChains(backends: readonly CacheBackend[]): Set<object> {
+  const chains = new Set<object>()
+  const visit = (backend: CacheBackend): void => {
+    const levels = innerLevels(backend)
+    if (levels === undefined) return
+    chains.add(chainOf(backend) ?? backend)
+    levels.forEach(visit)
+  }
+  backends.forEach(visit)
+  return chains
+}
+
 function claimFasterLevels(backends: readonly CacheBackend[], chain: object): void {
-  for (const backend of backends.slice(0, -1)) {
-    const other = fasterLevels.get(backend)?.deref()
+  // A chain nested in this one keeps the faster levels it claimed: they are this chain's too.
+  const nested = innerChains(backends)
+  const stores = fasterStores(backends).filter((store) => {
+    const owner = fasterLevels.get(store)?.deref()
+    return owner === undefined || !nested.has(owner)
+  })
+  for (const store of stores) {
+    const other = fasterLevels.get(store)?.deref()
     if (other !== undefined && other !== chain)
       throw new CacheConfigError(
         'levels',
-        `the ${backend.name} level is already a faster level of another chain that is not closed: it would answer each chain with what the other wrote (another namespace's, another tenant's entries). Give each chain its own ${backend.name} level`,
+        `the ${(store as { name?: unknown }).name ?? 'given'} level is already a faster level of another chain (one not closed, or closed with \`closeLevels: false\`, which leaves the level its entries): it would answer each chain with what the other wrote (another namespace's, another tenant's entries). Give each chain its own`,
       )
   }
-  for (const backend of backends.slice(0, -1)) fasterLevels.set(backend, new WeakRef(chain))
+  for (const store of stores) fasterLevels.set(store, new WeakRef(chain))
 }
 
 function releaseFasterLevels(levels: readonly { backend: CacheBackend }[], chain: object): void {
-  for (const { backend } of levels.slice(0, -1))
-    if (fasterLevels.get(backend)?.deref() === chain) fasterLevels.delete(backend)
+  for (const store of fasterStores(levels.map((level) => level.backend)))
+    if (fasterLevels.get(store)?.deref() === chain) fasterLevels.delete(store)
 }
 
 /** Who sees a level's entries: this process, this machine's processes, or other machines' too. */

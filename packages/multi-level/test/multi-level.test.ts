@@ -618,8 +618,28 @@ describe('multiLevel construction', () => {
       // answered with the other's entries. Refused while the first is open. Before: accepted.
       expect(() =>
         multiLevel(disk, defineBackend({ ...rowsStore(new Map()), name: 'other', shared: true })),
-      ).toThrow(/the disk level is already a faster level of another chain that is not closed/)
+      ).toThrow(/the disk level is already a faster level of another chain/)
       await said.close()
+      // The same store wrapped (defineBackend, Object.create, a Proxy, a one-level chain) is the
+      // same store: refused as a faster level of a second open chain. Before (r66): accepted, and
+      // tenant b read tenant a's entries from it.
+      const l1 = memoryBackend()
+      const tenantA = multiLevel(l1, defineBackend({ ...rowsStore(new Map()), name: 'a', shared: true }))
+      for (const wrapped of [defineBackend(l1), Object.create(l1), new Proxy(l1, {}), multiLevel(l1)])
+        expect(() =>
+          multiLevel(wrapped, defineBackend({ ...rowsStore(new Map()), name: 'b', shared: true })),
+        ).toThrow(/the memory level is already a faster level of another chain/)
+      await tenantA.close()
+      // A construction refused for another reason claims nothing.
+      const l1b = memoryBackend()
+      const rowsB = defineBackend({ ...rowsStore(new Map()), name: 'b', shared: true })
+      expect(() => multiLevel({ levels: [l1b, rowsB], maxPendingKeys: -1 })).toThrow(/maxPendingKeys/)
+      await multiLevel(l1b, rowsB).close()
+      // Closed with `closeLevels: false`, the disk level still holds that chain's entries: it
+      // stays that chain's. Before (r66): released, and the next chain read them.
+      expect(() =>
+        multiLevel(disk, defineBackend({ ...rowsStore(new Map()), name: 'other', shared: true })),
+      ).toThrow(/closed with `closeLevels: false`/)
       // A backend with every method is not given to defineBackend: its `shared` is checked here.
       // Before: `'false'` (truthy text) was taken as it came, and the chain accepted.
       const full = Object.assign(Object.create(memoryBackend()), { shared: 'false' })
@@ -650,7 +670,8 @@ describe('multiLevel construction', () => {
       expect(() => defineBackend({ ...rowsStore(new Map()), hostOnly: 'yes' as never })).toThrow(
         /hostOnly: expected true or false/,
       )
-      const accepted = multiLevel({ levels: [disk, network], closeLevels: false })
+      const secondDisk = diskBackend({ path: join(dir, 'second') })
+      const accepted = multiLevel({ levels: [secondDisk, network] })
       expect(accepted.shared).toBe(true)
       await accepted.close()
       const right = multiLevel(memoryBackend(), disk)
