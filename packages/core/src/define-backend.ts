@@ -96,15 +96,16 @@ export function defineBackend(backend: MinimalBackend, given: DefineBackendOptio
   refuseOtherTtlUnits(backend)
   refuseMissingMethods(backend)
   // Each in its place: what the store says of itself on the store, how to run it in the options.
+  const placed = isOptionsObject(given) ? given : {}
   for (const name of ['shared', 'hostOnly'])
-    if (isOptionsObject(given) && name in given)
+    if (name in placed)
       throw new CacheConfigError(
         name,
         `the store says it of itself: put \`${name}\` on the object given to defineBackend (defineBackend({ ...store, ${name}: true })), not in its options`,
       )
   if (
     typeof (backend as { classifyError?: unknown }).classifyError === 'function' &&
-    !(isOptionsObject(given) && 'classifyError' in given)
+    !('classifyError' in placed)
   )
     throw new CacheConfigError(
       'classifyError',
@@ -121,12 +122,7 @@ export function defineBackend(backend: MinimalBackend, given: DefineBackendOptio
   const source = backend as CacheBackend
   const shared = sharedOption(source.shared)
   const chain = chainOf(source)
-  const hostOnly = booleanOption(
-    source.hostOnly,
-    'hostOnly',
-    undefined,
-    "whether only this machine's processes see the entries",
-  )
+  const hostOnly = hostOnlyOption(source.hostOnly)
   const queue = new KeyedQueue()
   // A class names its instances; a plain object literal (constructor Object) is just "custom".
   const ctor = (source as { constructor?: Function }).constructor
@@ -658,6 +654,16 @@ function refuseOtherTtlUnits(store: unknown): void {
  */
 export function sharedOption(shared: unknown): boolean | undefined {
   return booleanOption(shared, 'shared', undefined, "whether other processes see the store's entries")
+}
+
+/** A `hostOnly` setting checked as {@link sharedOption} checks `shared`; `fallback` when not said. */
+export function hostOnlyOption(hostOnly: unknown, fallback?: boolean): boolean | undefined {
+  return booleanOption(
+    hostOnly,
+    'hostOnly',
+    fallback,
+    "whether only this machine's processes see the entries",
+  )
 }
 
 /** Whether a store is lru-cache's `LRUCache`, told by shape: its class name is minified. */

@@ -215,12 +215,11 @@ function declaringFiles(callee: Function): string[] {
     // A built-in's frame has no file (`Array#forEach`, `Array#reduce` a helper loops with), and
     // Node's own modules run callbacks (AsyncLocalStorage#run, EventEmitter#emit): passed over.
     // The module loader's frames end the module's code.
-    if (frame.file === undefined) continue
     if (internal(frame.file)) {
-      if (files.length > 0 && LOADER.test(frame.file)) break
+      if (files.length > 0 && LOADER.test(frame.file ?? '')) break
       continue
     }
-    if (!HELPER_LIBRARIES.test(frame.file) && !files.includes(frame.file)) files.push(frame.file)
+    if (!HELPER_LIBRARIES.test(frame.file!) && !files.includes(frame.file!)) files.push(frame.file!)
   }
   return files
 }

@@ -10,7 +10,15 @@ export {
   compareAndDelete,
   listPrefix,
 } from './backend.js'
-export { CHAIN, chainOf, isLruCache, isMinimalBackend, sharedOption, toBackend } from './define-backend.js'
+export {
+  CHAIN,
+  chainOf,
+  hostOnlyOption,
+  isLruCache,
+  isMinimalBackend,
+  sharedOption,
+  toBackend,
+} from './define-backend.js'
 export {
   type BaseBackendOptions,
   type PackageLoader,

@@ -4,6 +4,7 @@ import {
   booleanOption,
   CHAIN,
   chainOf,
+  hostOnlyOption,
   assertKnownOptions,
   type BaseBackendOptions,
   durationOption,
@@ -169,8 +170,7 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
     const held = storage.keyv.store as unknown
     this.shared = sharedOption(options.shared) ?? sharedStore(held)
     this.hostOnly =
-      booleanOption(options.hostOnly, 'hostOnly', undefined) ??
-      (this.shared === true ? hostOnlyStore(held) : undefined)
+      hostOnlyOption(options.hostOnly) ?? (this.shared === true ? hostOnlyStore(held) : undefined)
     this.namespace = storage.namespace
     this.layer = defineBackend(storage, {
       timeout: this.timeoutMs === 0 ? false : `${this.timeoutMs}ms`,

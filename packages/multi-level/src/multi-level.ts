@@ -15,6 +15,7 @@ import {
   describeGiven,
   CHAIN,
   chainOf,
+  hostOnlyOption,
   sharedOption,
   storeOf,
   assertIncrement,
@@ -406,13 +407,11 @@ const SHARED_BY_NAME: ReadonlyMap<string, boolean> = new Map([
  */
 function refuseBusOverUnbussedChain(backends: readonly CacheBackend[], bus: boolean): void {
   if (!bus) return
-  const leafCount = (backend: CacheBackend): number =>
-    innerLevels(backend)?.reduce((sum, level) => sum + leafCount(level), 0) ?? 1
   const check = (backend: CacheBackend): void => {
     const levels = innerLevels(backend)
     if (levels === undefined) return
     const chain = chainOf(backend) as { hasBus?: unknown }
-    const count = leafCount(backend)
+    const count = leavesOf(backend).length
     if (count > 1 && chain.hasBus !== true)
       throw new CacheConfigError(
         'bus',
@@ -434,6 +433,12 @@ function innerLevels(backend: CacheBackend): readonly CacheBackend[] | undefined
   return (chain.levels as { backend: CacheBackend }[]).map((level) => level.backend)
 }
 
+/** The backends a level stands for: a chain's own levels (at any depth), any other backend itself. */
+function leavesOf(backend: CacheBackend): CacheBackend[] {
+  const levels = innerLevels(backend)
+  return levels === undefined ? [backend] : levels.flatMap(leavesOf)
+}
+
 /**
  * The chain each faster level belongs to. A faster level given to two chains with other levels
  * behind it (one memory level over two tenants' Redis namespaces) would answer one chain with what
@@ -452,11 +457,7 @@ const fasterLevels = ((globalThis as Record<symbol, unknown>)[FASTER_LEVELS] ??=
  * `Object.create` of it, a Proxy, `defineBackend` over it).
  */
 function fasterStores(backends: readonly CacheBackend[]): object[] {
-  const leaves = (backend: CacheBackend): CacheBackend[] => {
-    const levels = innerLevels(backend)
-    return levels === undefined ? [backend] : levels.flatMap(leaves)
-  }
-  return backends.flatMap(leaves).slice(0, -1).map(storeOf)
+  return backends.flatMap(leavesOf).slice(0, -1).map(storeOf)
 }
 
 /** The chains nested in a chain's levels, at any depth (each as the chain it is or that a wrapper carries). */
@@ -509,21 +510,16 @@ type Reach = keyof typeof REACH
  */
 function refuseMemoryLast(backends: readonly CacheBackend[]): void {
   // A chain given as a level stands for its own levels: its last is where it writes last.
-  // By shape, not `instanceof`: a chain from the other build (CommonJS beside ESM) counts too.
-  const leaves = (backend: CacheBackend): readonly CacheBackend[] => {
-    const levels = innerLevels(backend)
-    return levels === undefined ? [backend] : levels.flatMap(leaves)
-  }
   // A `shared` that is not a boolean (`'false'` from a configuration file) is refused, as
   // `defineBackend` refuses it: a backend with every method reaches the chain as it is.
   const reach = (backend: CacheBackend): Reach | undefined => {
     const shared = sharedOption(backend.shared) ?? SHARED_BY_NAME.get(backend.name)
     if (shared === undefined) return undefined
     if (!shared) return 'process'
-    const hostOnly = booleanOption(backend.hostOnly, 'hostOnly', backend.name === 'disk')
+    const hostOnly = hostOnlyOption(backend.hostOnly, backend.name === 'disk')
     return hostOnly ? 'host' : 'network'
   }
-  const all = backends.flatMap(leaves)
+  const all = backends.flatMap(leavesOf)
   const held = all[all.length - 1]!
   const heldReach = reach(held)
   let widest: Reach = 'process'
@@ -541,7 +537,7 @@ function refuseMemoryLast(backends: readonly CacheBackend[]): void {
     )
   const byReach = (r: Reach) =>
     backends.filter(
-      (backend) => Math.max(...leaves(backend).map((leaf) => REACH[reach(leaf) ?? 'process'])) === REACH[r],
+      (backend) => Math.max(...leavesOf(backend).map((leaf) => REACH[reach(leaf) ?? 'process'])) === REACH[r],
     )
   const ordered = [...byReach('process'), ...byReach('host'), ...byReach('network')]
   if (heldReach === 'host')
