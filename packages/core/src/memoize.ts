@@ -804,8 +804,8 @@ class MethodNaming implements Naming {
         ? `${partSegment(holder!.name)}.${partSegment(this.method)}#${classFingerprint(
             holder!,
             this.fingerprint,
-            () => {
-              throw this.unreadable(runtime)
+            (member) => {
+              throw this.unreadable(runtime, member)
             },
           )}`
         : nameSegment(name)
@@ -850,8 +850,8 @@ class MethodNaming implements Naming {
     const add = (cls: unknown): void => {
       const text =
         typeof cls === 'function'
-          ? classText(cls, () => {
-              throw this.unreadable(runtime)
+          ? classText(cls, (member) => {
+              throw this.unreadable(runtime, member)
             })
           : undefined
       if (text !== undefined) texts.push(text)
@@ -882,7 +882,13 @@ class MethodNaming implements Naming {
     return sourceFingerprint(`${this.fingerprint}\n${texts.join('\n')}`)
   }
 
-  private unreadable(cls: Function): CacheConfigError {
+  /** `member`: the member of a class that could not be read, and why, when it was one. */
+  private unreadable(cls: Function, member?: string): CacheConfigError {
+    if (member !== undefined)
+      return new CacheConfigError(
+        'key',
+        `@cache(): ${this.display}() runs on ${cls.name || 'a class'}, whose chain holds a class with a member that cannot be read: ${member}. A class's key holds what is put on it outside its text, so that another class of that name, or this one in another deploy, gets another key; a bound function, a Proxy, a native function that is no built-in class, a getter that throws or a value too deep or too large to read cannot be. Make it a plain value or a function, or keep it off the class (a module variable)`,
+      )
     return new CacheConfigError(
       'key',
       `@cache(): ${this.display}() runs on ${cls.name || 'a class'}, whose chain holds a class that cannot be read (a bound function, a Proxy of a class, a native function, a prototype whose \`constructor\` is not its own class): its part of the key could not tell it from another class of that name. Call it on the class itself, or on an instance made with \`new\`, with each prototype's \`constructor\` its own class`,
@@ -903,10 +909,13 @@ class MethodNaming implements Naming {
  * fields and constructor, which a method's results may depend on as much as on its own text.
  * `unreadable` is called for a class with a function on it whose text cannot be read.
  */
-function classFingerprint(cls: Function, method: string, unreadable: () => never): string {
+function classFingerprint(cls: Function, method: string, unreadable: Unreadable): string {
   const text = classText(cls, unreadable)
   return text === undefined ? method : sourceFingerprint(`${method}\n${text}`)
 }
+
+/** Throws the refusal of a class that cannot be read; `member` names the member, and why, when one could not be. */
+type Unreadable = (member?: string) => never
 
 /** Own names of a class, or of its prototype, that are not members: the language puts them there. */
 const INTRINSIC = new Set<PropertyKey>(['length', 'name', 'prototype', 'arguments', 'caller', 'constructor'])
@@ -1040,7 +1049,7 @@ function functionText(fn: Function, unreadable: () => never): string {
  * A bound function on it has no text to read: `unreadable` is called. Undefined when the class's
  * own text cannot be read.
  */
-function classText(cls: Function, unreadable: () => never): string | undefined {
+function classText(cls: Function, unreadable: Unreadable): string | undefined {
   const text = sourceOf(cls)
   if (text === undefined) return undefined
   const parts = [text]
@@ -1053,24 +1062,29 @@ function classText(cls: Function, unreadable: () => never): string | undefined {
     for (const key of Reflect.ownKeys(holder)) {
       if (INTRINSIC.has(key) || key === METADATA) continue
       const descriptor = Object.getOwnPropertyDescriptor(holder, key)!
+      const name = String(key)
+      const member = `${mark === '.' ? 'its static' : "its prototype's"} \`${name}\``
+      const cannot = (why: string) => unreadable(`${member} (${why})`)
       for (const part of [descriptor.value, descriptor.get, descriptor.set]) {
         if (typeof part === 'function') {
-          const own = functionText(part, unreadable)
+          const own = functionText(part, () => cannot('a function whose text cannot be read'))
           // A method of the class's text, under its own name, is in the text; another member
           // holding it (`static apply = cond ? Prices.gross : Prices.net`) says which one.
-          const name = String(key)
           const itself = part.name === name || part.name === `get ${name}` || part.name === `set ${name}`
           if (!(itself && text.includes(own))) parts.push(`${mark}${name}: ${own}`)
         } else if (part !== undefined || Object.hasOwn(descriptor, 'value')) {
           let written: string
           try {
-            written = valueText(part, unreadable)
+            written = valueText(part, () => cannot('it holds a function whose text cannot be read'))
           } catch (error) {
-            // A getter of a plain object that throws: what it holds cannot be read.
+            // A getter of a plain object that throws, a Proxy whose traps throw, a value nested
+            // too deep or too large for a string: what it holds cannot be read.
             if (error instanceof CacheConfigError) throw error
-            unreadable()
+            cannot(
+              `reading it threw ${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}`,
+            )
           }
-          parts.push(`${mark}${String(key)} = ${written}`)
+          parts.push(`${mark}${name} = ${written}`)
         }
       }
     }

@@ -295,6 +295,52 @@ export function extend(Repo) {
     await expect(new bound().find(1)).rejects.toThrow(/cannot be read/)
   })
 
+  it('names the member it cannot read: a static nested too deep, one whose Proxy traps throw, a bound method', async () => {
+    // Before: each refused with the message for a class whose own text cannot be read, which
+    // named neither the member nor why.
+    for (const [name, sub, why] of [
+      [
+        'deep',
+        `
+export function extend(Repo) {
+  class Users extends Repo {}
+  let deep = { table: 't' }
+  for (let i = 0; i < 200000; i++) deep = { next: deep }
+  Users.config = deep
+  return Users
+}
+`,
+        /its static `config` \(reading it threw RangeError/,
+      ],
+      [
+        'trap',
+        `
+export function extend(Repo) {
+  class Users extends Repo {}
+  Users.config = new Proxy({ table: 't' }, { ownKeys() { throw new Error('no keys here') } })
+  return Users
+}
+`,
+        /its static `config` \(reading it threw Error: no keys here\)/,
+      ],
+      [
+        'bound-method',
+        `
+export function extend(Repo) {
+  class Users extends Repo {}
+  Users.config = { table: 't' }
+  Users.prototype.table = function table(name) { return name }.bind(null, 'users')
+  return Users
+}
+`,
+        /its prototype's `table` \(a function whose text cannot be read\)/,
+      ],
+    ] as const) {
+      const [cls] = await deploys(`unreadable-${name}`, () => sub, ['a', 'b'])
+      await expect(new cls().find(1), name).rejects.toThrow(why)
+    }
+  })
+
   it("applies the legacy form through a helper of the project that runs it inside Node's own modules", async () => {
     // AsyncLocalStorage#run, EventEmitter#emit: node: frames between cache() and the class's
     // module. Before: the walk stopped at the first one, and only the helper's file counted.
