@@ -1064,7 +1064,7 @@ function classText(cls: Function, unreadable: Unreadable): string | undefined {
       const descriptor = Object.getOwnPropertyDescriptor(holder, key)!
       const name = String(key)
       const member = `${mark === '.' ? 'its static' : "its prototype's"} \`${name}\``
-      const cannot = (why: string) => unreadable(`${member} (${why})`)
+      const cannot: (why: string) => never = (why) => unreadable(`${member} (${why})`)
       for (const part of [descriptor.value, descriptor.get, descriptor.set]) {
         if (typeof part === 'function') {
           const own = functionText(part, () => cannot('a function whose text cannot be read'))
