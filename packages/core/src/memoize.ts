@@ -1,3 +1,4 @@
+import { types } from 'node:util'
 import type { CacheBackend } from './backend.js'
 import { type MinimalBackend, toBackend } from './define-backend.js'
 import { getBackend, prepareDefaultCache } from './default-cache.js'
@@ -911,7 +912,39 @@ class MethodNaming implements Naming {
  */
 function classFingerprint(cls: Function, method: string, unreadable: Unreadable): string {
   const text = classText(cls, unreadable)
-  return text === undefined ? method : sourceFingerprint(`${method}\n${text}`)
+  return text === undefined ? method : sourceFingerprint(`${method}\n${text}${basesText(cls, unreadable)}`)
+}
+
+/**
+ * The texts of the classes `cls` extends (a base class or a mixin of another module, whose
+ * methods and fields its methods inherit), each as {@link classText} writes it; a built-in class
+ * by its name. One that cannot be read (a Proxy, a bound function) is refused.
+ */
+function basesText(cls: Function, unreadable: Unreadable): string {
+  // Leniently: a member of a base that cannot be read counts as unread, not refused. A class
+  // of Node's own modules (\`Readable\`) or of a library holds native and bound functions that
+  // are the runtime's, not the deploy's.
+  const lenient = (): never => {
+    throw UNREAD
+  }
+  let text = ''
+  for (
+    let base: unknown = Object.getPrototypeOf(cls);
+    typeof base === 'function';
+    base = Object.getPrototypeOf(base)
+  ) {
+    if (base === Function.prototype) break
+    const own = isBuiltIn(base) ? `[built-in ${base.name}]` : classText(base, lenient)
+    if (own === undefined)
+      unreadable(`the class it extends, ${base.name || 'an anonymous class'} (its text cannot be read)`)
+    text += `\n<extends>\n${own}`
+  }
+  return text
+}
+
+/** An error as a member's refusal quotes it. */
+function describeError(error: unknown): string {
+  return error instanceof Error ? `${error.name}: ${error.message}` : String(error)
 }
 
 /** Throws the refusal of a class that cannot be read; `member` names the member, and why, when one could not be. */
@@ -928,7 +961,7 @@ const INTRINSIC = new Set<PropertyKey>(['length', 'name', 'prototype', 'argument
  * by that class's name only (a logger, a client: its state is this process's, and would give every
  * process keys of its own). A bound function has no text to read: `unreadable` is called.
  */
-function valueText(value: unknown, unreadable: () => never, path = new Set<object>()): string {
+function valueText(value: unknown, unreadable: (why?: string) => never, path = new Set<object>()): string {
   switch (typeof value) {
     case 'string':
       return JSON.stringify(value)
@@ -938,20 +971,7 @@ function valueText(value: unknown, unreadable: () => never, path = new Set<objec
       return `${value}n`
     case 'symbol':
       return value.toString()
-    case 'function': {
-      if (path.has(value)) return '[circular]'
-      path.add(value)
-      try {
-        const members = membersText(
-          value,
-          (part) => valueText(part, unreadable, path),
-          (key) => INTRINSIC.has(key),
-        )
-        return `${functionText(value, unreadable)}${members}`
-      } finally {
-        path.delete(value)
-      }
-    }
+    case 'function':
     case 'object':
       break
     default:
@@ -960,20 +980,22 @@ function valueText(value: unknown, unreadable: () => never, path = new Set<objec
   if (value === null) return 'null'
   // A reference back up the path (a cycle); one seen elsewhere is written again in full.
   if (path.has(value)) return '[circular]'
+  // A Proxy answers what its traps say, not what it holds: no text tells two apart.
+  if (types.isProxy(value)) unreadable('a Proxy: what it answers is not what it holds')
   path.add(value)
   try {
     const of = (part: unknown) => valueText(part, unreadable, path)
-    if (Array.isArray(value))
-      return `[${value.map(of).join(',')}]${membersText(value, of, (key) => key === 'length' || isIndex(key))}`
-    if (value instanceof Map) return `Map{${[...value].map(([k, v]) => `${of(k)}=>${of(v)}`).join(',')}}`
-    if (value instanceof Set) return `Set{${[...value].map(of).join(',')}}`
-    if (value instanceof Date) return `Date(${value.getTime()})`
-    if (value instanceof RegExp) return String(value)
-    if (ArrayBuffer.isView(value))
-      return `${value.constructor.name}(${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('hex')})`
-    if (value instanceof ArrayBuffer) return `ArrayBuffer(${Buffer.from(value).toString('hex')})`
-    if (value instanceof String || value instanceof Number || value instanceof Boolean)
-      return `${value.constructor.name}(${of(value.valueOf())})`
+    if (typeof value === 'function') {
+      // A memoized function by the text of the one it memoizes (its own members are @cache's);
+      // a built-in class by its name.
+      const text = functionText(value, unreadable)
+      if (originalOf(value) !== value || sourceOf(value) === undefined) return text
+      return `${text}${functionMembers(value, of)}`
+    }
+    // Brands, not `instanceof`: a value made in another realm (a `vm` context) is read the same.
+    // Own properties put on such a value count too.
+    const brand = brandedText(value, of)
+    if (brand !== undefined) return `${brand}${membersText(value, of, (key) => isIndexOf(value, key))}`
     const proto: unknown = Object.getPrototypeOf(value)
     // A plain object: `Object.prototype` (of this realm or another: a `vm` context), none, or a
     // prototype that is itself a plain object (`Object.create(defaults)`, whose contents count).
@@ -984,6 +1006,36 @@ function valueText(value: unknown, unreadable: () => never, path = new Set<objec
   } finally {
     path.delete(value)
   }
+}
+
+/** The contents of an array, a `Map`, a `Set`, a date, a regular expression, bytes or a boxed primitive, of any realm; undefined for any other object. */
+function brandedText(value: object, of: (part: unknown) => string): string | undefined {
+  if (Array.isArray(value)) return `[${value.map(of).join(',')}]`
+  if (types.isMap(value))
+    return `Map{${[...(value as Map<unknown, unknown>)].map(([k, v]) => `${of(k)}=>${of(v)}`).join(',')}}`
+  if (types.isSet(value)) return `Set{${[...(value as Set<unknown>)].map(of).join(',')}}`
+  if (types.isDate(value)) return `Date(${Date.prototype.getTime.call(value)})`
+  if (types.isRegExp(value)) return RegExp.prototype.toString.call(value)
+  if (ArrayBuffer.isView(value))
+    return `${value.constructor?.name}(${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('hex')})`
+  if (types.isAnyArrayBuffer(value))
+    return `${types.isSharedArrayBuffer(value) ? 'SharedArrayBuffer' : 'ArrayBuffer'}(${Buffer.from(value).toString('hex')})`
+  if (types.isBoxedPrimitive(value)) return `Boxed(${of((value as { valueOf(): unknown }).valueOf())})`
+  return undefined
+}
+
+/** An index of an array or a typed array (its contents are written already), or an array's `length`. */
+function isIndexOf(value: object, key: PropertyKey): boolean {
+  if (!Array.isArray(value) && !ArrayBuffer.isView(value)) return false
+  return key === 'length' || isIndex(key)
+}
+
+/** A function's own properties, and its prototype's members but `constructor` (an ES5 class's methods), as {@link membersText} writes them. */
+function functionMembers(fn: Function, of: (part: unknown) => string): string {
+  const proto: unknown = (fn as { prototype?: unknown }).prototype
+  const members =
+    typeof proto === 'object' && proto !== null ? membersText(proto, of, (key) => key === 'constructor') : ''
+  return `${membersText(fn, of, (key) => INTRINSIC.has(key))}${members === '' ? '' : `#{${members.slice(1)}}`}`
 }
 
 /** `Object.prototype`, of this realm or another (a `vm` context). */
@@ -1029,12 +1081,14 @@ function membersText(
 }
 
 /** A function's text (a memoized one's, the text of the function it memoizes); a built-in's name; a bound one refused. */
-function functionText(fn: Function, unreadable: () => never): string {
+function functionText(fn: Function, unreadable: (why?: string) => never): string {
   const own = sourceOf(originalOf(fn))
   if (own !== undefined) return own
-  // A built-in class of this realm is known by its name (`Map`); any other native text (a bound
-  // function, a Proxy, `JSON.parse` beside `Date.parse`) cannot tell one function from another.
-  if ((globalThis as Record<string, unknown>)[fn.name] !== fn) unreadable()
+  // A built-in of this realm's globals is known by its name (`Map`, `parseInt`); any other native
+  // text (a bound function, a Proxy, `JSON.parse` beside `Date.parse`) cannot tell one function
+  // from another.
+  if ((globalThis as Record<string, unknown>)[fn.name] !== fn)
+    unreadable('a function whose text cannot be read: bound, a Proxy, or native and no global')
   return `[built-in ${fn.name}]`
 }
 
@@ -1065,31 +1119,75 @@ function classText(cls: Function, unreadable: Unreadable): string | undefined {
       const name = String(key)
       const member = `${mark === '.' ? 'its static' : "its prototype's"} \`${name}\``
       const cannot: (why: string) => never = (why) => unreadable(`${member} (${why})`)
-      for (const part of [descriptor.value, descriptor.get, descriptor.set]) {
-        if (typeof part === 'function') {
-          const own = functionText(part, () => cannot('a function whose text cannot be read'))
-          // A method of the class's text, under its own name, is in the text; another member
-          // holding it (`static apply = cond ? Prices.gross : Prices.net`) says which one.
-          const itself = part.name === name || part.name === `get ${name}` || part.name === `set ${name}`
-          if (!(itself && text.includes(own))) parts.push(`${mark}${name}: ${own}`)
-        } else if (part !== undefined || Object.hasOwn(descriptor, 'value')) {
-          let written: string
-          try {
-            written = valueText(part, () => cannot('it holds a function whose text cannot be read'))
-          } catch (error) {
-            // A getter of a plain object that throws, a Proxy whose traps throw, a value nested
-            // too deep or too large for a string: what it holds cannot be read.
-            if (error instanceof CacheConfigError) throw error
-            cannot(
-              `reading it threw ${error instanceof Error ? `${error.name}: ${error.message}` : String(error)}`,
-            )
-          }
-          parts.push(`${mark}${name} = ${written}`)
+      try {
+        for (const part of [descriptor.value, descriptor.get, descriptor.set]) {
+          // Every function counts by its text, the class's own methods too: one of the member's
+          // name whose text is elsewhere in the class (a static object's method assigned to the
+          // prototype, a static choosing one of two methods) is not told apart by its text.
+          if (typeof part === 'function') parts.push(`${mark}${name}: ${memberText(part, cannot)}`)
+          else if (part !== undefined || Object.hasOwn(descriptor, 'value'))
+            parts.push(`${mark}${name} = ${memberText(part, cannot)}`)
         }
+        // A static getter counts by what it answers too: a static auto-accessor (`static accessor
+        // rate = RATE`) keeps its value in a #private field behind one. One that throws counts as such.
+        if (mark === '.' && descriptor.get !== undefined) {
+          let answer: unknown
+          let threw: unknown = NOTHING
+          try {
+            answer = descriptor.get.call(cls)
+          } catch (error) {
+            threw = error
+          }
+          parts.push(
+            `${mark}${name} => ${threw === NOTHING ? memberText(answer, cannot) : `[threw ${describeError(threw)}]`}`,
+          )
+        }
+      } catch (error) {
+        // A class it extends is read leniently (see basesText): its member counts as unread.
+        if (error !== UNREAD) throw error
+        parts.push(`${mark}${name}: [unread]`)
       }
     }
   }
   return parts.join('\n')
+}
+
+/** What a getter that threw nothing is told apart from. */
+const NOTHING: unique symbol = Symbol('nothing')
+/** Thrown by the lenient reading of a class a decorated class extends, for a member it cannot read. */
+const UNREAD: unique symbol = Symbol('unread')
+
+/**
+ * A member of a class, or what a static getter answers, as its key holds it: a function by its
+ * text (a memoized one by the text of the function it memoizes), any other value as
+ * {@link valueText} writes it. `cannot` refuses it, saying why.
+ */
+function memberText(value: unknown, cannot: (why: string) => never): string {
+  if (typeof value === 'function') {
+    const text = functionText(value, (why) => cannot(why ?? 'a function whose text cannot be read'))
+    if (originalOf(value) !== value || sourceOf(value) === undefined) return text
+    // Its own properties, and an ES5 class's prototype members, read leniently: a library's
+    // function object (an HTTP client instance) holds bound functions of its own.
+    const of = (part: unknown): string => {
+      try {
+        return valueText(part, () => {
+          throw UNREAD
+        })
+      } catch (error) {
+        if (error === UNREAD) return '[unread]'
+        return `[threw ${describeError(error)}]`
+      }
+    }
+    return `${text}${functionMembers(value, of)}`
+  }
+  try {
+    return valueText(value, (why) => cannot(why ?? 'it holds a function whose text cannot be read'))
+  } catch (error) {
+    // A getter of a plain object that throws, a Proxy whose traps throw, a value nested too deep
+    // or too large for a string: what it holds cannot be read.
+    if (error instanceof CacheConfigError || error === UNREAD) throw error
+    return cannot(`reading it threw ${describeError(error)}`)
+  }
 }
 
 /** The function a memoized one memoizes (a method an override memoized: its text is what differs); any other as it is. */

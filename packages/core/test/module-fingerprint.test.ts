@@ -295,7 +295,88 @@ export function extend(Repo) {
     await expect(new bound().find(1)).rejects.toThrow(/cannot be read/)
   })
 
-  it('names the member it cannot read: a static nested too deep, one whose Proxy traps throw, a bound method', async () => {
+  it('refuses a static that is a Proxy of an object: what it answers is not what it holds', async () => {
+    // r67: a Proxy whose get trap answers from a table of its module. Before: keyed as `{}`.
+    const [cls] = await deploys(
+      'proxy-object',
+      (table) => `
+export function extend(Repo) {
+  class Users extends Repo {}
+  const table = { table: '${table}' }
+  Users.config = new Proxy({}, { get: (_, key) => table[key] })
+  return Users
+}
+`,
+      ['users', 'accounts'],
+    )
+    await expect(new cls().find(1)).rejects.toThrow(/its static `config` \(a Proxy: what it answers/)
+  })
+
+  it('keys a decorated class by the classes it extends, from other modules', async () => {
+    // r67: the decorated module is the same file in both deploys; its base class (or a mixin
+    // applied as its base) comes from a module that differs. Before: one key.
+    for (const [name, base, extend] of [
+      [
+        'base-class',
+        (table: string) => `export class BaseRepo { table() { return '${table}' } }`,
+        'BaseRepo',
+      ],
+      [
+        'mixin-base',
+        (table: string) =>
+          `export class BaseRepo { table() { return '${table}' } }\nexport const Named = (B) => class extends B {}`,
+        'Named(BaseRepo)',
+      ],
+    ] as const) {
+      const repo = `
+import * as base from './base.mjs'
+export function define(cache, backend) {
+  const { BaseRepo, Named } = base
+  class Repo extends ${extend} {
+    async find(id) { return this.table() + '#' + id }
+  }
+  Object.defineProperty(Repo.prototype, 'find',
+    cache({ backend, ttl: 60 })(Repo.prototype, 'find', Object.getOwnPropertyDescriptor(Repo.prototype, 'find')))
+  return Repo
+}
+`
+      const urls = write({
+        [`${name}-a/base.mjs`]: base('users'),
+        [`${name}-b/base.mjs`]: base('accounts'),
+        [`${name}-a/repo.mjs`]: repo,
+        [`${name}-b/repo.mjs`]: repo,
+      })
+      const backend = memoryBackend()
+      const a = (await import(urls[`${name}-a/repo.mjs`]!)).define(cache, backend)
+      const b = (await import(urls[`${name}-b/repo.mjs`]!)).define(cache, backend)
+      const keyOf = (
+        cls: new () => { find: { keyFor: { call: (self: unknown, id: number) => string } } },
+      ) => {
+        const self = new cls()
+        return self.find.keyFor.call(self, 1)
+      }
+      expect(keyOf(a), name).not.toBe(keyOf(b))
+      expect(await new a().find(1), name).toBe('users#1')
+      expect(await new b().find(1), name).toBe('accounts#1')
+    }
+    // A class of Node's own modules holds native and bound functions of the runtime: read
+    // leniently, not refused.
+    const { Readable } = await import('node:stream')
+    class Source extends Readable {
+      async lookup(id: number) {
+        return `source#${id}`
+      }
+    }
+    const lookup = Object.getOwnPropertyDescriptor(Source.prototype, 'lookup')!
+    Object.defineProperty(
+      Source.prototype,
+      'lookup',
+      cache({ backend: memoryBackend(), ttl: 60 })(Source.prototype, 'lookup', lookup),
+    )
+    expect(await new Source().lookup(1)).toBe('source#1')
+  })
+
+  it('names the member it cannot read: a static nested too deep, a Proxy, a bound method', async () => {
     // Before: each refused with the message for a class whose own text cannot be read, which
     // named neither the member nor why.
     for (const [name, sub, why] of [
@@ -321,7 +402,7 @@ export function extend(Repo) {
   return Users
 }
 `,
-        /its static `config` \(reading it threw Error: no keys here\)/,
+        /its static `config` \(a Proxy: what it answers is not what it holds\)/,
       ],
       [
         'bound-method',
@@ -333,7 +414,7 @@ export function extend(Repo) {
   return Users
 }
 `,
-        /its prototype's `table` \(a function whose text cannot be read\)/,
+        /its prototype's `table` \(a function whose text cannot be read: bound/,
       ],
     ] as const) {
       const [cls] = await deploys(`unreadable-${name}`, () => sub, ['a', 'b'])
@@ -422,6 +503,77 @@ export function extend(Repo) {
 }
 `,
       ],
+      [
+        // r67: a function of the member's name whose text is elsewhere in the class (a static
+        // object's method) assigned to the prototype. Before: skipped as the class's own method.
+        'same-name-elsewhere',
+        (variant: string) => `
+export function extend(Repo) {
+  class Users extends Repo {
+    table() { return 'users' }
+    static variants = { reduced: { table() { return 'accounts' } } }
+  }
+  Users.config = { table: 'same' }
+  ${variant === 'accounts' ? 'Users.prototype.table = Users.variants.reduced.table' : ''}
+  return Users
+}
+`,
+      ],
+      [
+        // r67: a static auto-accessor (\`static accessor rate = RATE\`, as tsc writes it): the
+        // value lives in a #private field behind a getter. Before: only the getter's text counted.
+        'static-accessor',
+        (table: string) => `
+const TABLE = '${table}'
+export function extend(Repo) {
+  class Users extends Repo {
+    static #config_storage = { table: TABLE }
+    static get config() { return Users.#config_storage }
+    static set config(value) { Users.#config_storage = value }
+  }
+  return Users
+}
+`,
+      ],
+      ...(
+        [
+          // r67: values of another realm (a vm context), by their contents. Before: by class name.
+          ['vm-map', (t: string) => `vm.runInNewContext("new Map([['table', '${t}']])")`],
+          ['vm-set', (t: string) => `vm.runInNewContext("new Set(['${t}'])")`],
+          ['vm-date', (t: string) => `vm.runInNewContext("new Date(${t.length})")`],
+          ['vm-bytes', (t: string) => `vm.runInNewContext("new Uint8Array([${t.length}]).buffer")`],
+          ['vm-boxed', (t: string) => `vm.runInNewContext("new String('${t}')")`],
+          [
+            'shared-bytes',
+            (t: string) =>
+              `(() => { const b = new SharedArrayBuffer(1); new Uint8Array(b)[0] = ${t.length}; return b })()`,
+          ],
+          ['boxed-bigint', (t: string) => `Object(${t.length}n)`],
+          ['map-property', (t: string) => `Object.assign(new Map(), { table: '${t}' })`],
+          ['function-property', (t: string) => `Object.assign(function table() {}, { table: '${t}' })`],
+          [
+            'es5-prototype',
+            (t: string) => `(() => { function Table() {} Table.prototype.table = '${t}'; return Table })()`,
+          ],
+        ] as const
+      ).flatMap(([name, value]) =>
+        // Inside a static object, and as the static itself.
+        (['nested', 'direct'] as const).map(
+          (where) =>
+            [
+              `${name}-${where}`,
+              (table: string) => `
+import vm from 'node:vm'
+export function extend(Repo) {
+  class Users extends Repo {}
+  Users.config = { table: 'same'${where === 'nested' ? `, rates: ${value(table)}` : ''} }
+  ${where === 'direct' ? `Users.rates = ${value(table)}` : ''}
+  return Users
+}
+`,
+            ] as const,
+        ),
+      ),
     ] as const) {
       const variants: [string, string] =
         name === 'negative-zero'
