@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto'
+import { createServer } from 'node:http'
 import { gunzipSync } from 'node:zlib'
 import compression from 'compression'
 import { describe, expect, it } from 'vitest'
@@ -542,6 +543,38 @@ describe('a handler that fails after its response was sent (Express 5 catches it
     await sleep(30)
     expect(calls).toBe(4)
     expect(handled).toBe(4)
+  })
+
+  it('does not hand its response to a request that arrives while that work still runs, when it then fails', async () => {
+    // r67-c: the response was shared with requests waiting on it as soon as it ended, before the
+    // handler's promise settled: the second request got it as a hit, though the work failed.
+    for (const front of [false, true]) {
+      const app = express()
+      let calls = 0
+      const answer = async (_req: any, res: any) => {
+        const n = ++calls
+        res.json({ n })
+        await sleep(150)
+        throw new Error(`audit of ${n} failed`)
+      }
+      const cache = cacheResponse({ ttl: 60, backend: memory(), frontSkipsAllMiddleware: front })
+      app.get('/route', cache, answer)
+      app.get('/wrapped', cache(answer))
+      app.use((_error: unknown, _req: any, res: any, _next: any) => {
+        if (!res.headersSent) res.status(500).end()
+      })
+      const r = await serve(
+        front ? { listen: (...args: any[]) => createServer(cache.front(app)).listen(...args) } : app,
+      )
+      for (const path of ['/route', '/wrapped']) {
+        const before = calls
+        await r.request(path)
+        const second = await r.request(path)
+        expect(second.headers['cache-status'], `${path} front=${front}`).not.toMatch(/hit/)
+        expect(second.body.toString(), `${path} front=${front}`).toBe(`{"n":${before + 2}}`)
+        await sleep(200)
+      }
+    }
   })
 
   it('stores the response of a handler whose work after sending succeeds, once that work is over', async () => {

@@ -518,9 +518,9 @@ export class HttpCache<Raw = any> {
 
   /**
    * The miss that runs the handler: concurrent requests for the key wait for it (bounded; a
-   * background refresh makes nobody wait) and replay its response once it ended complete and
-   * storable; it is stored once it finished. Anything that makes it unstorable releases the
-   * waiting requests at once.
+   * background refresh makes nobody wait) and replay its response once it is decided on: it
+   * ended complete and storable, finished, and what ran after the cache settled; it is stored
+   * then. Anything that makes it unstorable releases the waiting requests at once.
    */
   private lead(
     view: HttpRequestView<Raw>,
@@ -577,8 +577,11 @@ export class HttpCache<Raw = any> {
         resolveOutcome({ stored: false, reason: detail ?? why })
         return
       }
-      // Waiting requests keep replaying the shared entry until the backend has it too.
+      // Shared with waiting requests only now that it is decided on (it finished, and what ran
+      // after the cache is over: an async handler's work after sending may still have failed);
+      // they keep replaying it until the backend has it too.
       const entry = ready
+      flight.share(entry)
       void this.store(key, entry.entry, entry.record, view.headers)
         .finally(() => {
           this.stores++
@@ -656,7 +659,6 @@ export class HttpCache<Raw = any> {
             : { vary, id: randomBytes(6).toString('base64url') }
       }
       ready = { entry, record: varyRecord, headers: view.headers }
-      flight.share(ready)
       return undefined
     }
     recorder.onSettle = (finished, detail) => {
