@@ -29,6 +29,12 @@ function write(files: Record<string, string>): Record<string, string> {
   return urls
 }
 
+/** The key of `find(1)` on a new instance of `cls`. */
+function keyOf(cls: new () => { find: { keyFor: { call: (self: unknown, id: number) => string } } }): string {
+  const self = new cls()
+  return self.find.keyFor.call(self, 1)
+}
+
 /** The helper TypeScript emits for legacy decorators. */
 const DECORATE = `function __decorate(decorators, target, key, desc) {
   for (const d of decorators) desc = d(target, key, desc) || desc
@@ -349,12 +355,6 @@ export function define(cache, backend) {
       const backend = memoryBackend()
       const a = (await import(urls[`${name}-a/repo.mjs`]!)).define(cache, backend)
       const b = (await import(urls[`${name}-b/repo.mjs`]!)).define(cache, backend)
-      const keyOf = (
-        cls: new () => { find: { keyFor: { call: (self: unknown, id: number) => string } } },
-      ) => {
-        const self = new cls()
-        return self.find.keyFor.call(self, 1)
-      }
       expect(keyOf(a), name).not.toBe(keyOf(b))
       expect(await new a().find(1), name).toBe('users#1')
       expect(await new b().find(1), name).toBe('accounts#1')
@@ -582,12 +582,6 @@ export function extend(Repo) {
             ? ['net', 'gross']
             : ['users', 'accounts']
       const [a, b] = await deploys(name, sub, variants)
-      const keyOf = (
-        cls: new () => { find: { keyFor: { call: (self: unknown, id: number) => string } } },
-      ) => {
-        const self = new cls()
-        return self.find.keyFor.call(self, 1)
-      }
       expect(keyOf(a), name).not.toBe(keyOf(b))
     }
   })
