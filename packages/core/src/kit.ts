@@ -109,7 +109,7 @@ export {
   redactUrl,
   sentinelConnection,
 } from './redis-url.js'
-export { CacheObserver, ObservedBackend, emptyStats, STORE, storeOf } from './stats.js'
+export { CacheObserver, ObservedBackend, emptyStats, STORE, storeOf, storeToken } from './stats.js'
 export { tagList, tagVersionKey } from './tags.js'
 export { invalidatedSince, tick } from './flights.js'
 export {

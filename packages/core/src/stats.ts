@@ -15,6 +15,31 @@ export function storeOf(backend: object): object {
   return typeof store === 'object' && store !== null ? store : backend
 }
 
+/** Tokens by store and namespace (see {@link storeToken}); shared by every copy of this package. */
+const TOKENS = Symbol.for('@cache/core:store-tokens@1')
+const tokens = ((globalThis as Record<symbol, unknown>)[TOKENS] ??= {
+  byObject: new WeakMap<object, Map<string, object>>(),
+  byName: new Map<string, object>(),
+}) as { byObject: WeakMap<object, Map<string, object>>; byName: Map<string, object> }
+
+/**
+ * One object per place entries live, for {@link STORE}: the same for every backend over one store
+ * (an object: a `Map`, a Keyv store; or a name: a directory) and one namespace, so that two
+ * backends built over one place are known as one store.
+ */
+export function storeToken(store: object | string, namespace = ''): object {
+  let place: object
+  if (typeof store === 'string') {
+    place = tokens.byName.get(store) ?? {}
+    tokens.byName.set(store, place)
+  } else place = store
+  let byNamespace = tokens.byObject.get(place)
+  if (byNamespace === undefined) tokens.byObject.set(place, (byNamespace = new Map()))
+  let token = byNamespace.get(namespace)
+  if (token === undefined) byNamespace.set(namespace, (token = Object.freeze({})))
+  return token
+}
+
 /** Counters kept by every @cache backend. Latency is measured for backends that leave the process. */
 export interface CacheStats {
   hits: number
@@ -201,7 +226,15 @@ export abstract class ObservedBackend implements Observable {
   constructor(name: string, logger?: LoggerOption) {
     this.observer = new CacheObserver(name, logger)
     // Which store this is, read the same through a wrapper (`Object.create`, a Proxy, defineBackend).
-    Object.defineProperty(this, STORE, { value: this })
+    Object.defineProperty(this, STORE, { value: this, configurable: true })
+  }
+
+  /**
+   * Names where this backend's entries live (see {@link STORE}, {@link storeToken}) when it is not
+   * the backend itself: a store other backends may be built over too.
+   */
+  protected nameStore(store: object): void {
+    Object.defineProperty(this, STORE, { value: store })
   }
 
   /** True once {@link markClosed} ran: from then on every operation rejects with `CacheClosedError`. */

@@ -16,10 +16,12 @@ import {
   copyItemList,
   copyKeyList,
   ObservedBackend,
+  storeToken,
   checkLogger,
   createCodec,
   IncidentLog,
 } from '@cache/core/backend'
+import { realpathSync } from 'node:fs'
 import { join } from 'node:path'
 import { AccessTimes } from './access-times.js'
 import { CallOrder } from './call-order.js'
@@ -92,6 +94,9 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
       const message = `cannot open a disk cache in ${this.path}: ${(cause as Error).message}`
       throw new CacheConfigError('path', message, { cause })
     }
+    // Two disk backends over one directory and namespace hold the same entries: one store to a
+    // chain's faster-level rule.
+    this.nameStore(storeToken(`disk:${realpathSync(this.path)}`, options.namespace ?? ''))
     const context: DiskContext = {
       ns: options.namespace ?? '',
       store,

@@ -17,6 +17,8 @@ import {
   copyKeyList,
   type KeyedQueue,
   sharedOption,
+  storeOf,
+  storeToken,
   ttlOption,
 } from '@cache/core/backend'
 import { Keyv, type KeyvStoreAdapter } from 'keyv'
@@ -172,6 +174,9 @@ export class KeyvBackend extends ObservedBackend implements CacheBackend {
     this.hostOnly =
       hostOnlyOption(options.hostOnly) ?? (this.shared === true ? hostOnlyStore(held) : undefined)
     this.namespace = storage.namespace
+    // Two keyv levels over one store and namespace (one Map, one Keyv, adapters of one backend)
+    // hold the same entries: one store to a chain's faster-level rule.
+    this.nameStore(storeToken(storeOf(store as object), this.namespace ?? ''))
     this.layer = defineBackend(storage, {
       timeout: this.timeoutMs === 0 ? false : `${this.timeoutMs}ms`,
       classifyError: (error, operation) => storage.classifyError(error, operation),

@@ -6,6 +6,8 @@ import {
   CHAIN,
   chainOf,
   optionNames,
+  STORE,
+  storeOf,
   toBackend,
 } from '@cache/core/backend'
 import type { KeyvStoreAdapter, StoredData } from 'keyv'
@@ -48,6 +50,9 @@ const OPTION_NAMES = optionNames<KeyvStoreOptions>({ closeOnDisconnect: true, th
  * (which Keyv re-emits) and answered as a miss, unless `throwOnErrors`. A caller's error (a value
  * the backend cannot store, a bad TTL) is always thrown, as Keyv throws for what it cannot serialize.
  */
+/** What an adapter given a function says of its chain: its backends are made later, per namespace. */
+const MADE_PER_NAMESPACE = Object.freeze({ unknown: 'made per Keyv namespace by a function' })
+
 export class KeyvStoreFromBackend extends EventEmitter implements KeyvStoreAdapter {
   private readonly dialect: string
   /** Set by Keyv to its namespace; picks the backend when the adapter was given a function. */
@@ -82,9 +87,18 @@ export class KeyvStoreFromBackend extends EventEmitter implements KeyvStoreAdapt
     return this.single?.shared
   }
 
-  /** The chain of levels the backend is or wraps, if any (see `CHAIN`). */
+  /**
+   * The chain of levels the backend is or wraps, if any (see `CHAIN`). Given a function, which
+   * backends it makes is not known before Keyv asks: a chain with a bus cannot check them (one may
+   * be a chain without a bus), and refuses them.
+   */
   get [CHAIN](): object | undefined {
-    return chainOf(this.single)
+    return this.single === undefined ? MADE_PER_NAMESPACE : chainOf(this.single)
+  }
+
+  /** The store the backend is or wraps (see `STORE`): two adapters of one backend are one store. */
+  get [STORE](): object {
+    return this.single === undefined ? this : storeOf(this.single)
   }
 
   /** Whether only this machine's processes see them: the backend's `hostOnly`. */

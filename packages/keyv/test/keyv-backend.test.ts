@@ -304,6 +304,43 @@ describe('a keyv backend over a store of this process, last in a chain', () => {
       expect(() => keyvBackend(new Map(), { hostOnly: 'true' as never })).toThrow(
         /hostOnly: expected true or false/,
       )
+      // r67: one store under two keyv levels (one Map, one Keyv, adapters of one backend), the
+      // faster level of two tenants' chains: tenant b read tenant a's entries. Before: accepted.
+      const rowsLast = (name: string) => keyvBackend(new Map(), { shared: true, namespace: name })
+      const l1 = memoryBackend()
+      const adapter = toKeyvStore(l1)
+      const map = new Map()
+      const keyv = new Keyv({ store: new Map() })
+      for (const [name, make] of [
+        ['adapters of one backend', () => keyvBackend(toKeyvStore(l1))],
+        ['one adapter', () => keyvBackend(adapter)],
+        ['a Keyv over an adapter', () => keyvBackend(new Keyv({ store: toKeyvStore(l1) }))],
+        ['one Map', () => keyvBackend(map)],
+        ['one Keyv', () => keyvBackend(keyv)],
+      ] as const) {
+        const tenantA = multiLevel(make(), rowsLast('a'))
+        expect(() => multiLevel(make(), rowsLast('b')), name).toThrow(
+          /already a faster level of another chain/,
+        )
+        await tenantA.close()
+      }
+      // Another namespace of one store holds other entries: accepted.
+      await multiLevel(keyvBackend(map, { namespace: 'a' }), rowsLast('a')).close()
+      await multiLevel(keyvBackend(map, { namespace: 'b' }), rowsLast('b')).close()
+      // r67: toKeyvStore(fn) makes its backends later, per namespace: a chain with a bus cannot
+      // check that none is a chain without a bus. Before: accepted, and its L1 kept old values.
+      const bus = {
+        publish: async () => {},
+        subscribe: () => () => {},
+        ready: async () => {},
+        close: async () => {},
+      }
+      expect(() =>
+        multiLevel({
+          levels: [memoryBackend(), keyvBackend(toKeyvStore(() => wrapped)), rowsLast('c')],
+          bus,
+        }),
+      ).toThrow(/made per Keyv namespace by a function/)
       await subclassed.disconnect()
       await onDisk.close()
     } finally {

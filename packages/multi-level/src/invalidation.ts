@@ -112,24 +112,41 @@ export class ChainInvalidation {
     this.unsubscribe?.()
   }
 
+  /**
+   * Told whenever this chain drops keys (`undefined`: everything) from its faster levels for
+   * another process's write or for messages that may have been lost: a chain this one is a level
+   * of drops them from its own faster levels too, which may have copied them from this chain's.
+   */
+  readonly dropListeners = new Set<(keys: readonly string[] | undefined) => void>()
+
   /** Another process wrote: drop the keys (or everything) from every level but the shared one. */
   private onMessage(message: InvalidationMessage): void {
     if (message.origin === this.origin || message.namespace !== this.namespace) return
-    const faster = this.levels.slice(0, -1)
-    if (message.clear) {
+    if (message.clear) this.onResync()
+    else this.droppedElsewhere(message.keys ?? [])
+  }
+
+  /**
+   * A chain that is a level of this one dropped `keys` (`undefined`: everything) from its faster
+   * levels for another process's write: this one's faster levels may hold copies of them.
+   */
+  droppedElsewhere(keys: readonly string[] | undefined): void {
+    if (keys === undefined) {
       this.onResync()
       return
     }
-    const keys = message.keys ?? []
     for (const key of keys) {
       this.reads.invalidate(key)
       this.order.changedElsewhere(key)
     }
-    for (const level of faster) void this.writer.evict(level, keys.length === 1 ? keys[0]! : keys)
+    for (const level of this.levels.slice(0, -1))
+      void this.writer.evict(level, keys.length === 1 ? keys[0]! : keys)
+    for (const listener of this.dropListeners) listener(keys)
   }
 
   /** Messages may have been lost: nothing in the faster levels can be trusted any more. */
   private onResync(): void {
+    for (const listener of this.dropListeners) listener(undefined)
     this.reads.invalidateAll()
     this.order.clearedElsewhere()
     for (const level of this.levels.slice(0, -1)) {

@@ -116,6 +116,8 @@ export class Level {
    * everything they hold). Never rejects: a faster level that fails remembers the keys itself.
    */
   dropFaster: (keys: readonly string[] | 'all') => Promise<void> = async () => {}
+  /** Whether reads copy what they find deeper into this level: only into one of this process alone (set by the chain). */
+  backfilled = true
 
   constructor(
     readonly backend: CacheBackend,

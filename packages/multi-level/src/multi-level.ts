@@ -54,6 +54,9 @@ type Onward = typeof SKIPPED | typeof FAILED | typeof MISSED
 const isOnward = (found: unknown): found is Onward =>
   found === SKIPPED || found === FAILED || found === MISSED
 
+/** Where a chain lists who is told what it drops for other processes; shared by every copy of this package. */
+const DROPS = Symbol.for('@cache/multi-level:drops@1')
+
 /**
  * A chain of backends used as one. Reads go level by level and backfill the faster levels with
  * the entry's remaining TTL; writes go to the slowest level first (so a value it refuses is stored
@@ -74,9 +77,14 @@ export class MultiLevelBackend implements CacheBackend {
   get hostOnly(): boolean | undefined {
     return this.levels[this.levels.length - 1]!.backend.hostOnly
   }
-  /** This chain, for the chains that take it (or a wrapper of it) as a level. */
-  get [CHAIN](): MultiLevelBackend {
-    return this
+  /**
+   * This chain, for the chains that take it (or a wrapper of it) as a level: a value, not a
+   * getter, so that an `Object.create` of it or a Proxy names the chain, not itself.
+   */
+  declare readonly [CHAIN]: MultiLevelBackend
+  /** Told what this chain drops from its faster levels for other processes (see `ChainInvalidation.dropListeners`). */
+  get [DROPS](): Set<(keys: readonly string[] | undefined) => void> {
+    return this.chain.invalidation.dropListeners
   }
   /** Whether the chain was given a bus (a chain nested in one with a bus needs its own). */
   readonly hasBus: boolean
@@ -96,6 +104,7 @@ export class MultiLevelBackend implements CacheBackend {
 
   constructor(options: MultiLevelOptions) {
     checkChainOptionNames(options)
+    Object.defineProperty(this, CHAIN, { value: this })
     if (options.levels !== undefined && !Array.isArray(options.levels))
       throw new CacheConfigError('levels', 'expected a list of backends, fastest first')
     const backends = options.levels?.map((level) => toBackend(level)) ?? []
@@ -118,6 +127,7 @@ export class MultiLevelBackend implements CacheBackend {
     this.levels = backends.map(
       (backend, i) => new Level(backend, i, options.breaker ?? {}, maxPending, i === backends.length - 1),
     )
+    for (const level of this.levels) level.backfilled = backfilled(level.backend)
     this.closeLevels = booleanOption(options.closeLevels, 'closeLevels', true)
     this.namespace =
       options.namespace ??
@@ -141,6 +151,17 @@ export class MultiLevelBackend implements CacheBackend {
       const forward = this.forwardLevelError(level)
       level.backend.on?.('error', forward)
       this.unsubscribe.push(() => level.backend.off?.('error', forward))
+    }
+    // A chain given as a level (or wrapped) drops what another process wrote from its faster
+    // levels when its bus says so: this chain's faster levels may hold copies of it (read from
+    // there while this chain's own message was already in), and drop them too.
+    for (const backend of backends) {
+      const inner = chainOf(backend) as { [DROPS]?: unknown } | undefined
+      const drops = inner?.[DROPS]
+      if (!(drops instanceof Set)) continue
+      const listener = (keys: readonly string[] | undefined) => this.chain.invalidation.droppedElsewhere(keys)
+      drops.add(listener)
+      this.unsubscribe.push(() => drops.delete(listener))
     }
     // Only the last level holds every key (writes reach every level; faster ones keep a subset):
     // when it cannot list, a faster level's list would pass a partial view off as the whole.
@@ -408,6 +429,12 @@ const SHARED_BY_NAME: ReadonlyMap<string, boolean> = new Map([
 function refuseBusOverUnbussedChain(backends: readonly CacheBackend[], bus: boolean): void {
   if (!bus) return
   const check = (backend: CacheBackend): void => {
+    const unknown = (chainOf(backend) as { unknown?: unknown } | undefined)?.unknown
+    if (typeof unknown === 'string')
+      throw new CacheConfigError(
+        'bus',
+        `a level's backends are ${unknown} (toKeyvStore(fn)): whether one of them is a chain without a bus, whose faster levels this chain's bus would never evict, cannot be checked. Give toKeyvStore the backend itself`,
+      )
     const levels = innerLevels(backend)
     if (levels === undefined) return
     const chain = chainOf(backend) as { hasBus?: unknown }
@@ -476,16 +503,18 @@ function innerChains(backends: readonly CacheBackend[]): Set<object> {
 function claimFasterLevels(backends: readonly CacheBackend[], chain: object): void {
   // A chain nested in this one keeps the faster levels it claimed: they are this chain's too.
   const nested = innerChains(backends)
+  const leaves = backends.flatMap(leavesOf).slice(0, -1)
   const stores = fasterStores(backends).filter((store) => {
     const owner = fasterLevels.get(store)?.deref()
     return owner === undefined || !nested.has(owner)
   })
   for (const store of stores) {
     const other = fasterLevels.get(store)?.deref()
+    const name = leaves.find((leaf) => storeOf(leaf) === store)?.name ?? 'given'
     if (other !== undefined && other !== chain)
       throw new CacheConfigError(
         'levels',
-        `the ${(store as { name?: unknown }).name ?? 'given'} level is already a faster level of another chain (one not closed, or closed with \`closeLevels: false\`, which leaves the level its entries): it would answer each chain with what the other wrote (another namespace's, another tenant's entries). Give each chain its own`,
+        `the ${name} level is already a faster level of another chain (one not closed, or closed with \`closeLevels: false\`, which leaves the level its entries): it would answer each chain with what the other wrote (another namespace's, another tenant's entries). Give each chain its own`,
       )
   }
   for (const store of stores) fasterLevels.set(store, new WeakRef(chain))
@@ -501,6 +530,31 @@ const REACH = { process: 0, host: 1, network: 2 } as const
 type Reach = keyof typeof REACH
 
 /**
+ * Which processes reach a backend's entries: this one (memory), this machine's (disk), other
+ * machines' too (redis); undefined when it does not say (`shared`, `hostOnly`) and is not known
+ * by name.
+ */
+function reach(backend: CacheBackend): Reach | undefined {
+  const shared = sharedOption(backend.shared) ?? SHARED_BY_NAME.get(backend.name)
+  if (shared === undefined) return undefined
+  if (!shared) return 'process'
+  const hostOnly = hostOnlyOption(backend.hostOnly, backend.name === 'disk')
+  return hostOnly ? 'host' : 'network'
+}
+
+/**
+ * Whether reads may copy what they found deeper into this level: only into a level of this
+ * process alone. A level other processes share (a disk behind memory, the shared level of a
+ * nested chain) would get a value another process replaced or deleted while the read was on
+ * its way (the read answered just before the write did), and every process of the machine
+ * would then read it from there after the bus told them of the write. Such a level is written
+ * by writes only. A level that does not say is taken for this process's, as when ordered.
+ */
+function backfilled(backend: CacheBackend): boolean {
+  return leavesOf(backend).every((leaf) => (reach(leaf) ?? 'process') === 'process')
+}
+
+/**
  * A chain whose last level (the one it counts as shared: invalidations, counters and locks go
  * there) reaches fewer processes than another level does: their writes and invalidations would
  * never reach a last level held in this process (memory, a Keyv over a `Map`), nor one held on
@@ -512,13 +566,6 @@ function refuseMemoryLast(backends: readonly CacheBackend[]): void {
   // A chain given as a level stands for its own levels: its last is where it writes last.
   // A `shared` that is not a boolean (`'false'` from a configuration file) is refused, as
   // `defineBackend` refuses it: a backend with every method reaches the chain as it is.
-  const reach = (backend: CacheBackend): Reach | undefined => {
-    const shared = sharedOption(backend.shared) ?? SHARED_BY_NAME.get(backend.name)
-    if (shared === undefined) return undefined
-    if (!shared) return 'process'
-    const hostOnly = hostOnlyOption(backend.hostOnly, backend.name === 'disk')
-    return hostOnly ? 'host' : 'network'
-  }
   const all = backends.flatMap(leavesOf)
   const held = all[all.length - 1]!
   const heldReach = reach(held)

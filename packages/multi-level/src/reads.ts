@@ -90,8 +90,9 @@ export class LevelReader {
   }
 
   /**
-   * Copies an entry found at level `from` into the faster levels with what remains of its TTL:
-   * never the full TTL, never past the source's expiry. Skipped if the key was written meanwhile.
+   * Copies an entry found at level `from` into the faster levels of this process alone (see
+   * `Level.backfilled`) with what remains of its TTL: never the full TTL, never past the source's
+   * expiry. Skipped if the key was written meanwhile.
    */
   private async backfill(from: number, key: string, entry: CacheEntry, guard: ReadGuard): Promise<void> {
     if (guard.dirty) return
@@ -104,7 +105,7 @@ export class LevelReader {
     const tasks: Promise<void>[] = []
     for (let j = 0; j < from; j++) {
       const level = this.levels[j]!
-      if (!level.closed || (level.hasRepairs && level.isPending(key))) continue
+      if (!level.backfilled || !level.closed || (level.hasRepairs && level.isPending(key))) continue
       tasks.push(
         level.backend.set(key, entry.value, ttl).then(
           () => {

@@ -158,6 +158,51 @@ describe('a chain with a bus over a chain of several levels', () => {
     await server?.stop()
   })
 
+  it("drops from its own faster levels what the inner chain's bus drops from the inner chain's", async () => {
+    // r67: the outer L1 copied a value from the inner L1 that the inner bus was about to evict
+    // (its message later than the outer bus's, or its link down and resynced): the inner chain
+    // dropped it, the outer L1 served it on. Two processes' chains, in one process: the writer's
+    // inner chain publishes on the inner bus only.
+    const inner = (bus: ReturnType<typeof redisBus>) =>
+      multiLevel({
+        levels: [memoryBackend(), redisBackend(server.url, { namespace: 'nested-drop', logger: false })],
+        bus,
+        logger: false,
+      })
+    const readerInnerBus = redisBus(server.url, { channel: 'inner', logger: false })
+    const readerOuterBus = redisBus(server.url, { channel: 'outer', logger: false })
+    const writerBus = redisBus(server.url, { channel: 'inner', logger: false })
+    const readerInner = inner(readerInnerBus)
+    const outerL1 = memoryBackend()
+    const reader = multiLevel({ levels: [outerL1, readerInner], bus: readerOuterBus, logger: false })
+    const writer = inner(writerBus)
+    try {
+      await Promise.all([readerInnerBus.ready(), readerOuterBus.ready(), writerBus.ready()])
+      await writer.set('k', 'v1')
+      expect(await reader.get('k')).toBe('v1')
+      expect(await outerL1.get('k')).toBe('v1')
+      await writer.set('k', 'v2')
+      const deadline = Date.now() + 2000
+      while ((await readerInner.levels[0]!.backend.get('k')) !== undefined && Date.now() < deadline)
+        await new Promise((resolve) => setTimeout(resolve, 10))
+      // Before: the outer L1 kept v1 until its TTL.
+      expect(await outerL1.get('k')).toBeUndefined()
+      expect(await reader.get('k')).toBe('v2')
+      // Messages the inner bus may have lost (a resync): the outer L1 forgets everything too.
+      expect(await reader.get('k')).toBe('v2')
+      expect(await outerL1.get('k')).toBe('v2')
+      await writer.clear()
+      const cleared = Date.now() + 2000
+      while ((await outerL1.get('k')) !== undefined && Date.now() < cleared)
+        await new Promise((resolve) => setTimeout(resolve, 10))
+      expect(await outerL1.get('k')).toBeUndefined()
+    } finally {
+      await reader.close()
+      await writer.close()
+      await Promise.all([readerInnerBus.close(), readerOuterBus.close(), writerBus.close()])
+    }
+  })
+
   it("is refused when the inner chain has no bus: the outer bus never evicts the inner chain's faster levels", async () => {
     const bus = redisBus(server.url, { logger: false })
     const inner = multiLevel(

@@ -579,6 +579,62 @@ describe('multiLevel with a failing level', () => {
 })
 
 describe('multiLevel construction', () => {
+  it('knows two disk levels over one directory and namespace as one store, and a wrapped chain as the chain it wraps', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ml-same-disk-'))
+    const open: { close(): Promise<void> }[] = []
+    try {
+      const shared = (name: string) => defineBackend({ ...rowsStore(new Map()), name, shared: true })
+      // r67: two diskBackend({ path }) on one directory and namespace, the faster level of two
+      // tenants' chains: tenant b read tenant a's entries. Before: accepted.
+      const tenantA = multiLevel(diskBackend({ path: dir }), shared('a'))
+      open.push(tenantA)
+      expect(() => multiLevel(diskBackend({ path: dir }), shared('b'))).toThrow(
+        /the disk level is already a faster level of another chain/,
+      )
+      // Another namespace of the directory holds other entries: accepted.
+      const other = multiLevel(diskBackend({ path: dir, namespace: 'b' }), shared('b'))
+      open.push(other)
+      // r67: a chain wrapped in Object.create or a Proxy, given as a level, is that chain: its
+      // levels are its own, not another chain's. Before: refused as taken by another chain.
+      for (const wrap of [(chain: object) => Object.create(chain), (chain: object) => new Proxy(chain, {})]) {
+        const inner = multiLevel(memoryBackend(), shared('inner'))
+        const outer = multiLevel(memoryBackend(), wrap(inner))
+        open.push(outer, inner)
+        await outer.set('k', 1)
+        expect(await outer.get('k')).toBe(1)
+      }
+    } finally {
+      for (const chain of open) await chain.close().catch(() => {})
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+  it('never copies a value read from a deeper level into a faster level other processes share', async () => {
+    // r67: [memory, disk, redis] on three processes of one machine: one read the old value from
+    // the shared level just before another's write resolved, and copied it into the disk over the
+    // new one; a third, already told of the write, read it back from the disk and kept it. A
+    // faster level other processes share is written by writes only. Before: backfilled.
+    const dir = mkdtempSync(join(tmpdir(), 'ml-no-disk-backfill-'))
+    const rows = new Map<string, unknown>()
+    const last = defineBackend({ ...rowsStore(rows), name: 'rows', shared: true })
+    const chain = multiLevel(memoryBackend(), diskBackend({ path: dir }), last)
+    const look = diskBackend({ path: dir })
+    try {
+      await last.set('written-elsewhere', 'old')
+      expect(await chain.get('written-elsewhere')).toBe('old')
+      expect(await look.get('written-elsewhere')).toBeUndefined()
+      // What a write of this process puts there, it holds.
+      await chain.set('written-here', 'new')
+      expect(await look.get('written-here')).toBe('new')
+      expect(chain.levelStats()[0]!.backfills).toBe(1)
+      expect(chain.levelStats()[1]!.backfills).toBe(0)
+    } finally {
+      await chain.close()
+      await look.close()
+      rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
   it('refuses a chain whose last level is memory behind a shared one: no other process would see its writes', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ml-order-'))
     const disk = diskBackend({ path: dir })
