@@ -921,12 +921,6 @@ function classFingerprint(cls: Function, method: string, unreadable: Unreadable)
  * by its name. One that cannot be read (a Proxy, a bound function) is refused.
  */
 function basesText(cls: Function, unreadable: Unreadable): string {
-  // Leniently: a member of a base that cannot be read counts as unread, not refused. A class
-  // of Node's own modules (\`Readable\`) or of a library holds native and bound functions that
-  // are the runtime's, not the deploy's.
-  const lenient = (): never => {
-    throw UNREAD
-  }
   let text = ''
   for (
     let base: unknown = Object.getPrototypeOf(cls);
@@ -934,7 +928,10 @@ function basesText(cls: Function, unreadable: Unreadable): string {
     base = Object.getPrototypeOf(base)
   ) {
     if (base === Function.prototype) break
-    const own = isBuiltIn(base) ? `[built-in ${base.name}]` : classText(base, lenient)
+    // Leniently: what of a base cannot be read counts as unread (a native function by its name),
+    // not refused. A class of Node's own modules (`Readable`) or of a library holds native and
+    // bound functions that are the runtime's, not the deploy's.
+    const own = isBuiltIn(base) ? `[built-in ${base.name}]` : classText(base, unreadable, true)
     if (own === undefined)
       unreadable(`the class it extends, ${base.name || 'an anonymous class'} (its text cannot be read)`)
     text += `\n<extends>\n${own}`
@@ -961,7 +958,7 @@ const INTRINSIC = new Set<PropertyKey>(['length', 'name', 'prototype', 'argument
  * by that class's name only (a logger, a client: its state is this process's, and would give every
  * process keys of its own). A bound function has no text to read: `unreadable` is called.
  */
-function valueText(value: unknown, unreadable: (why?: string) => never, path = new Set<object>()): string {
+function valueText(value: unknown, unread: Unread, path = new Set<object>()): string {
   switch (typeof value) {
     case 'string':
       return JSON.stringify(value)
@@ -981,14 +978,14 @@ function valueText(value: unknown, unreadable: (why?: string) => never, path = n
   // A reference back up the path (a cycle); one seen elsewhere is written again in full.
   if (path.has(value)) return '[circular]'
   // A Proxy answers what its traps say, not what it holds: no text tells two apart.
-  if (types.isProxy(value)) unreadable('a Proxy: what it answers is not what it holds')
+  if (types.isProxy(value)) return unread('a Proxy: what it answers is not what it holds', value)
   path.add(value)
   try {
-    const of = (part: unknown) => valueText(part, unreadable, path)
+    const of = (part: unknown) => valueText(part, unread, path)
     if (typeof value === 'function') {
       // A memoized function by the text of the one it memoizes (its own members are @cache's);
       // a built-in class by its name.
-      const text = functionText(value, unreadable)
+      const text = functionText(value, unread)
       if (originalOf(value) !== value || sourceOf(value) === undefined) return text
       return `${text}${functionMembers(value, of)}`
     }
@@ -996,16 +993,116 @@ function valueText(value: unknown, unreadable: (why?: string) => never, path = n
     // Own properties put on such a value count too.
     const brand = brandedText(value, of)
     if (brand !== undefined) return `${brand}${membersText(value, of, (key) => isIndexOf(value, key))}`
+    // An object of the runtime's (`console`, `Math`, `JSON`, a module of Node's own: `path`) by
+    // its name: its functions are native or bound, and the same in every deploy.
+    const global = runtimeObjectName(value)
+    if (global !== undefined) return `[${global}]`
     const proto: unknown = Object.getPrototypeOf(value)
     // A plain object: `Object.prototype` (of this realm or another: a `vm` context), none, or a
     // prototype that is itself a plain object (`Object.create(defaults)`, whose contents count).
     const plainProto = proto === null || isObjectPrototype(proto)
     if (!plainProto && !isPlainObject(proto))
       return `[${(proto as { constructor?: { name?: unknown } }).constructor?.name ?? 'object'}]`
-    return `{${membersText(value, of).slice(1)}${plainProto ? '' : `,__proto__:${of(proto)}`}}`
+    try {
+      return `{${membersText(value, of).slice(1)}${plainProto ? '' : `,__proto__:${of(proto)}`}}`
+    } catch (error) {
+      // What cannot be read in it may be the runtime's: a module of Node's own (`node:util`).
+      const module = runtimeObjectName(value, true)
+      if (module !== undefined) return `[${module}]`
+      throw error
+    }
   } finally {
     path.delete(value)
   }
+}
+
+/** The runtime's global objects by name (see {@link runtimeObjectName}), made at its first call. */
+let globalObjects: WeakMap<object, string> | undefined
+/** The exports of Node's own modules by name (see {@link runtimeObjectName}), made when first needed. */
+let nodeModules: WeakMap<object, string> | undefined
+
+/**
+ * Modules of Node's own a class may hold as a static (`static path = path`), named when what
+ * they hold cannot be read (native functions): loaded, if they were not, when one is first
+ * needed. Not every module: some warn as they load (`wasi`, `sys`).
+ */
+const NODE_MODULES = [
+  'assert',
+  'async_hooks',
+  'buffer',
+  'child_process',
+  'cluster',
+  'crypto',
+  'dgram',
+  'diagnostics_channel',
+  'dns',
+  'dns/promises',
+  'events',
+  'fs',
+  'fs/promises',
+  'http',
+  'http2',
+  'https',
+  'module',
+  'net',
+  'os',
+  'path',
+  'perf_hooks',
+  'process',
+  'querystring',
+  'readline',
+  'stream',
+  'stream/promises',
+  'string_decoder',
+  'timers',
+  'timers/promises',
+  'tls',
+  'tty',
+  'url',
+  'util',
+  'util/types',
+  'v8',
+  'vm',
+  'worker_threads',
+  'zlib',
+]
+
+/**
+ * The name of an object of the runtime's: a global (`console`, `Math`, `JSON`, `Intl`), or, with
+ * `modules`, the exports of a module of Node's own (`node:path`, `node:fs/promises`); undefined
+ * for any other.
+ */
+function runtimeObjectName(value: object, modules = false): string | undefined {
+  if (globalObjects === undefined) {
+    globalObjects = new WeakMap()
+    for (const name of Object.getOwnPropertyNames(globalThis)) {
+      const descriptor = Object.getOwnPropertyDescriptor(globalThis, name)
+      const object: unknown = descriptor !== undefined && 'value' in descriptor ? descriptor.value : undefined
+      if (
+        typeof object === 'object' &&
+        object !== null &&
+        object !== globalThis &&
+        !globalObjects.has(object)
+      )
+        globalObjects.set(object, `global ${name}`)
+    }
+  }
+  const global = globalObjects.get(value)
+  if (global !== undefined || !modules) return global
+  if (nodeModules === undefined) {
+    nodeModules = new WeakMap()
+    const load = (process as { getBuiltinModule?: (id: string) => unknown }).getBuiltinModule
+    for (const id of NODE_MODULES) {
+      let exported: unknown
+      try {
+        exported = load?.call(process, `node:${id}`)
+      } catch {
+        continue
+      }
+      if (typeof exported === 'object' && exported !== null) nodeModules.set(exported, `node:${id}`)
+    }
+  }
+  return nodeModules.get(value)
 }
 
 /** The contents of an array, a `Map`, a `Set`, a date, a regular expression, bytes or a boxed primitive, of any realm; undefined for any other object. */
@@ -1081,16 +1178,27 @@ function membersText(
 }
 
 /** A function's text (a memoized one's, the text of the function it memoizes); a built-in's name; a bound one refused. */
-function functionText(fn: Function, unreadable: (why?: string) => never): string {
+function functionText(fn: Function, unread: Unread): string {
   const own = sourceOf(originalOf(fn))
   if (own !== undefined) return own
   // A built-in of this realm's globals is known by its name (`Map`, `parseInt`); any other native
   // text (a bound function, a Proxy, `JSON.parse` beside `Date.parse`) cannot tell one function
   // from another.
   if ((globalThis as Record<string, unknown>)[fn.name] !== fn)
-    unreadable('a function whose text cannot be read: bound, a Proxy, or native and no global')
+    return unread('a function whose text cannot be read: bound, a Proxy, or native and no global', fn)
   return `[built-in ${fn.name}]`
 }
+
+/**
+ * What a value that cannot be read counts as, read leniently (a class a decorated class
+ * extends): a native function by its name (`Math.floor` apart from `Math.ceil`), anything
+ * else as unread.
+ */
+const leniently: Unread = (_why, value) =>
+  typeof value === 'function' ? `[unread ${value.name}]` : '[unread]'
+
+/** What a value that cannot be read counts as (read leniently), or the refusal of it (thrown). */
+type Unread = (why: string, value: unknown) => string
 
 /**
  * A class's text, with what was put on it outside that text: the methods and values of an ES5
@@ -1103,7 +1211,7 @@ function functionText(fn: Function, unreadable: (why?: string) => never): string
  * A bound function on it has no text to read: `unreadable` is called. Undefined when the class's
  * own text cannot be read.
  */
-function classText(cls: Function, unreadable: Unreadable): string | undefined {
+function classText(cls: Function, unreadable: Unreadable, lenient = false): string | undefined {
   const text = sourceOf(cls)
   if (text === undefined) return undefined
   const parts = [text]
@@ -1119,33 +1227,28 @@ function classText(cls: Function, unreadable: Unreadable): string | undefined {
       const name = String(key)
       const member = `${mark === '.' ? 'its static' : "its prototype's"} \`${name}\``
       const cannot: (why: string) => never = (why) => unreadable(`${member} (${why})`)
-      try {
-        for (const part of [descriptor.value, descriptor.get, descriptor.set]) {
-          // Every function counts by its text, the class's own methods too: one of the member's
-          // name whose text is elsewhere in the class (a static object's method assigned to the
-          // prototype, a static choosing one of two methods) is not told apart by its text.
-          if (typeof part === 'function') parts.push(`${mark}${name}: ${memberText(part, cannot)}`)
-          else if (part !== undefined || Object.hasOwn(descriptor, 'value'))
-            parts.push(`${mark}${name} = ${memberText(part, cannot)}`)
+      const read = (value: unknown) => memberText(value, lenient ? leniently : cannot, lenient)
+      for (const part of [descriptor.value, descriptor.get, descriptor.set]) {
+        // Every function counts by its text, the class's own methods too: one of the member's
+        // name whose text is elsewhere in the class (a static object's method assigned to the
+        // prototype, a static choosing one of two methods) is not told apart by its text.
+        if (typeof part === 'function') parts.push(`${mark}${name}: ${read(part)}`)
+        else if (part !== undefined || Object.hasOwn(descriptor, 'value'))
+          parts.push(`${mark}${name} = ${read(part)}`)
+      }
+      // A static getter counts by what it answers too: a static auto-accessor (`static accessor
+      // rate = RATE`) keeps its value in a #private field behind one. One that throws counts as such.
+      if (mark === '.' && descriptor.get !== undefined) {
+        let answer: unknown
+        let threw: unknown = NOTHING
+        try {
+          answer = descriptor.get.call(cls)
+        } catch (error) {
+          threw = error
         }
-        // A static getter counts by what it answers too: a static auto-accessor (`static accessor
-        // rate = RATE`) keeps its value in a #private field behind one. One that throws counts as such.
-        if (mark === '.' && descriptor.get !== undefined) {
-          let answer: unknown
-          let threw: unknown = NOTHING
-          try {
-            answer = descriptor.get.call(cls)
-          } catch (error) {
-            threw = error
-          }
-          parts.push(
-            `${mark}${name} => ${threw === NOTHING ? memberText(answer, cannot) : `[threw ${describeError(threw)}]`}`,
-          )
-        }
-      } catch (error) {
-        // A class it extends is read leniently (see basesText): its member counts as unread.
-        if (error !== UNREAD) throw error
-        parts.push(`${mark}${name}: [unread]`)
+        parts.push(
+          `${mark}${name} => ${threw === NOTHING ? read(answer) : `[threw ${describeError(threw)}]`}`,
+        )
       }
     }
   }
@@ -1154,39 +1257,40 @@ function classText(cls: Function, unreadable: Unreadable): string | undefined {
 
 /** What a getter that threw nothing is told apart from. */
 const NOTHING: unique symbol = Symbol('nothing')
-/** Thrown by the lenient reading of a class a decorated class extends, for a member it cannot read. */
-const UNREAD: unique symbol = Symbol('unread')
 
 /**
  * A member of a class, or what a static getter answers, as its key holds it: a function by its
  * text (a memoized one by the text of the function it memoizes), any other value as
- * {@link valueText} writes it. `cannot` refuses it, saying why.
+ * {@link valueText} writes it. `unread` refuses what cannot be read, or (`lenient`) says what it
+ * counts as; an error reading it is refused, or counts as such.
  */
-function memberText(value: unknown, cannot: (why: string) => never): string {
+function memberText(value: unknown, unread: Unread, lenient: boolean): string {
+  const failed = (error: unknown): string => {
+    // A getter of a plain object that throws, a Proxy whose traps throw, a value nested too deep
+    // or too large for a string: what it holds cannot be read.
+    if (error instanceof CacheConfigError) throw error
+    return lenient
+      ? `[threw ${describeError(error)}]`
+      : unread(`reading it threw ${describeError(error)}`, value)
+  }
   if (typeof value === 'function') {
-    const text = functionText(value, (why) => cannot(why ?? 'a function whose text cannot be read'))
+    const text = functionText(value, unread)
     if (originalOf(value) !== value || sourceOf(value) === undefined) return text
     // Its own properties, and an ES5 class's prototype members, read leniently: a library's
     // function object (an HTTP client instance) holds bound functions of its own.
     const of = (part: unknown): string => {
       try {
-        return valueText(part, () => {
-          throw UNREAD
-        })
+        return valueText(part, leniently)
       } catch (error) {
-        if (error === UNREAD) return '[unread]'
         return `[threw ${describeError(error)}]`
       }
     }
     return `${text}${functionMembers(value, of)}`
   }
   try {
-    return valueText(value, (why) => cannot(why ?? 'it holds a function whose text cannot be read'))
+    return valueText(value, unread)
   } catch (error) {
-    // A getter of a plain object that throws, a Proxy whose traps throw, a value nested too deep
-    // or too large for a string: what it holds cannot be read.
-    if (error instanceof CacheConfigError || error === UNREAD) throw error
-    return cannot(`reading it threw ${describeError(error)}`)
+    return failed(error)
   }
 }
 

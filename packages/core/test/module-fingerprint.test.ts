@@ -333,6 +333,14 @@ export function extend(Repo) {
           `export class BaseRepo { table() { return '${table}' } }\nexport const Named = (B) => class extends B {}`,
         'Named(BaseRepo)',
       ],
+      [
+        // r68: a base's config with one member that cannot be read (a bound function): read leaf
+        // by leaf, the rest counts. Before: the whole member counted as unread.
+        'base-unread-leaf',
+        (table: string) =>
+          `export class BaseRepo { table() { return BaseRepo.config.table } }\nBaseRepo.config = { table: '${table}', log: console.log.bind(console) }\nBaseRepo.round = ${table === 'users' ? 'Math.floor' : 'Math.ceil'}`,
+        'BaseRepo',
+      ],
     ] as const) {
       const repo = `
 import * as base from './base.mjs'
@@ -374,6 +382,31 @@ export function define(cache, backend) {
       cache({ backend: memoryBackend(), ttl: 60 })(Source.prototype, 'lookup', lookup),
     )
     expect(await new Source().lookup(1)).toBe('source#1')
+  })
+
+  it("takes the runtime's objects held as statics by their names: console, Math, a module of Node's own", async () => {
+    // r68: `static logger = console` (and `Math`, `node:util`) was refused: what they hold is
+    // native or bound. They are the runtime's, the same in every deploy.
+    const util = await import('node:util')
+    for (const [name, value] of [
+      ['console', console],
+      ['Math', Math],
+      ['node:util', util.default],
+    ] as const) {
+      class Logged {
+        static logger: unknown = value
+        async find(id: number) {
+          return `logged#${id}`
+        }
+      }
+      const find = Object.getOwnPropertyDescriptor(Logged.prototype, 'find')!
+      Object.defineProperty(
+        Logged.prototype,
+        'find',
+        cache({ backend: memoryBackend(), ttl: 60 })(Logged.prototype, 'find', find),
+      )
+      expect(await new Logged().find(1), name).toBe('logged#1')
+    }
   })
 
   it('names the member it cannot read: a static nested too deep, a Proxy, a bound method', async () => {
