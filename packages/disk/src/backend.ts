@@ -21,8 +21,7 @@ import {
   createCodec,
   IncidentLog,
 } from '@cache/core/backend'
-import { realpathSync } from 'node:fs'
-import { join } from 'node:path'
+import { join, resolve } from 'node:path'
 import { AccessTimes } from './access-times.js'
 import { CallOrder } from './call-order.js'
 import { BATCH, type DiskContext } from './context.js'
@@ -96,7 +95,7 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
     }
     // Two disk backends over one directory and namespace hold the same entries: one store to a
     // chain's faster-level rule.
-    this.nameStore(storeToken(`disk:${realpathSync(this.path)}`, options.namespace ?? ''))
+    this.nameStore(storeToken(`disk:${resolve(this.path)}`, options.namespace ?? ''))
     const context: DiskContext = {
       ns: options.namespace ?? '',
       store,
