@@ -16,12 +16,11 @@ import {
   copyItemList,
   copyKeyList,
   ObservedBackend,
-  storeToken,
   checkLogger,
   createCodec,
   IncidentLog,
 } from '@cache/core/backend'
-import { join, resolve } from 'node:path'
+import { join } from 'node:path'
 import { AccessTimes } from './access-times.js'
 import { CallOrder } from './call-order.js'
 import { BATCH, type DiskContext } from './context.js'
@@ -93,9 +92,6 @@ export class DiskBackend extends ObservedBackend implements CacheBackend {
       const message = `cannot open a disk cache in ${this.path}: ${(cause as Error).message}`
       throw new CacheConfigError('path', message, { cause })
     }
-    // Two disk backends over one directory and namespace hold the same entries: one store to a
-    // chain's faster-level rule.
-    this.nameStore(storeToken(`disk:${resolve(this.path)}`, options.namespace ?? ''))
     const context: DiskContext = {
       ns: options.namespace ?? '',
       store,
