@@ -457,6 +457,30 @@ describe.each(EXPRESS)('%s', (_name, express) => {
     expect(replies.filter((x) => /collapsed|hit/.test(String(x.headers['cache-status']))).length).toBe(99)
   })
 
+  it('holds a waiting request at most collapseTimeout in all, though another waiting request took over', async () => {
+    // r69-c: three requests, the first stalls: the two waiting were released together, one ran
+    // the handler, and the other waited on it for a second collapseTimeout.
+    const { app } = counting()
+    app.get(
+      '/stall',
+      cacheResponse({ backend: memory(), collapseTimeout: '500ms' }),
+      async (_req: any, res: any) => {
+        await new Promise((resolve) => setTimeout(resolve, 1000))
+        res.json({ ok: true })
+      },
+    )
+    const r = await serve(app)
+    const started = performance.now()
+    const times = await Promise.all(
+      Array.from({ length: 3 }, async () => {
+        await r.request('/stall')
+        return performance.now() - started
+      }),
+    )
+    // Each: at most 500 ms waiting, then 1 s of its own handler. Before: up to 2 s.
+    expect(Math.max(...times)).toBeLessThan(1800)
+  })
+
   it('collapses concurrent first requests per variant of a response with Vary', async () => {
     const { app, calls } = counting()
     app.get('/v', cacheResponse({ backend: memory() }), async (req: any, res: any) => {

@@ -500,9 +500,16 @@ export class HttpCache<Raw = any> {
         continue
       }
       // Wait for a first response (of the URL, then of its variant) once each, bounded; then look up again.
+      // In all at most collapseTimeout: a request that waited for a first response that never
+      // came does not wait again for another waiting request that took over.
       if (flight.pending && !waited.includes(flight) && waited.length < 2) {
-        const next = [...waited, flight]
-        return flight.wait(s.collapseTimeoutMs).then(() => this.read(view, context, key, versionKeys, next))
+        const now = performance.now()
+        const deadline = waitDeadlines.get(view) ?? now + s.collapseTimeoutMs
+        waitDeadlines.set(view, deadline)
+        if (deadline > now) {
+          const next = [...waited, flight]
+          return flight.wait(deadline - now).then(() => this.read(view, context, key, versionKeys, next))
+        }
       }
       break
     }
@@ -538,6 +545,7 @@ export class HttpCache<Raw = any> {
     const why = detailOf(refreshedIn)
     const refresh =
       view.refresh instanceof RefreshRun && view.refresh.engine === this ? view.refresh : undefined
+    if (refresh !== undefined) refresh.recording = true
     // Invalidation reaches a flight through the generation keys of its URL's scopes, and of its tags.
     const flight = new Flight(
       s.keyPrefix,
@@ -970,9 +978,14 @@ function detailOf(detail: string | undefined): string {
   return detail === undefined ? '' : `; detail=${detail}`
 }
 
+/** When a request's waits for concurrent first responses are over (see `collapseTimeout`). */
+const waitDeadlines = new WeakMap<object, number>()
+
 /** A background refresh this cache started (see {@link LookupContext.revalidate}). */
 class RefreshRun implements Refresh {
   done = false
+  /** Set once this cache records the refresh's response (see {@link Refresh.recording}). */
+  recording = false
   timer: ReturnType<typeof setTimeout> | undefined
   stop: (() => void) | undefined
 

@@ -59,8 +59,9 @@ export function refreshInProcess(app: RefreshEntry, run: InProcessRefresh): () =
   const response = new ServerResponse(copy)
   response.assignSocket(socket as never)
   run.mark(copy)
-  // The cache settles a response it recorded as it finishes; one still unsettled after that
-  // never reached it, or was passed through: over now, not after revalidateTimeout.
+  // The cache settles a response it recorded once it is decided on; one still unsettled a turn
+  // after it finished, and not recorded, never reached it or was passed through: over now, not
+  // after revalidateTimeout.
   let checked = false
   const ended = () => {
     if (checked) return
@@ -69,6 +70,9 @@ export function refreshInProcess(app: RefreshEntry, run: InProcessRefresh): () =
       if (refresh.done) return
       const status = response.statusCode
       if (run.reached()) {
+        // Recorded: the cache settles it once decided on (an async handler's work after sending
+        // may still run), or revalidateTimeout does.
+        if (refresh.recording === true) return
         refresh.fail(new CacheError(`the refresh of ${refresh.key} ended (${status}) without being stored`))
         return
       }

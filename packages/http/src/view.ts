@@ -90,6 +90,12 @@ export interface Refresh {
   readonly done: boolean
   /** The key of the entry it refreshes, for messages. */
   readonly key: string
+  /**
+   * Whether the cache is recording the refresh's response: it settles the refresh itself once
+   * that response is decided on (which may be after it finished: an `async` handler's work after
+   * sending), so an adapter must not take a finished, unsettled refresh for one that passed by.
+   */
+  readonly recording?: boolean
 }
 
 /** What an adapter lends the cache for one lookup, besides the request. */
