@@ -37,7 +37,10 @@ export class StateKeys {
     private readonly now: () => number,
   ) {
     this.shared = levels[levels.length - 1]!
-    this.faster = levels.slice(0, -1)
+    // Copies live only in levels of this process alone: one other processes share (a disk behind
+    // memory) would get state a read of this process answered before another's invalidation, and
+    // serve it to the processes of the machine that were already told (see Level.backfilled).
+    this.faster = levels.slice(0, -1).filter((level) => level.backfilled)
   }
 
   /**
