@@ -29,6 +29,16 @@ function write(files: Record<string, string>): Record<string, string> {
   return urls
 }
 
+/** Applies the legacy form of `cache()` to `cls.prototype[method]` by hand, on a backend of its own. */
+function memoizeByHand(cls: Function, method: string): void {
+  const descriptor = Object.getOwnPropertyDescriptor(cls.prototype, method)!
+  Object.defineProperty(
+    cls.prototype,
+    method,
+    cache({ backend: memoryBackend(), ttl: 60 })(cls.prototype, method, descriptor),
+  )
+}
+
 /** The key of `find(1)` on a new instance of `cls`. */
 function keyOf(cls: new () => { find: { keyFor: { call: (self: unknown, id: number) => string } } }): string {
   const self = new cls()
@@ -375,12 +385,7 @@ export function define(cache, backend) {
         return `source#${id}`
       }
     }
-    const lookup = Object.getOwnPropertyDescriptor(Source.prototype, 'lookup')!
-    Object.defineProperty(
-      Source.prototype,
-      'lookup',
-      cache({ backend: memoryBackend(), ttl: 60 })(Source.prototype, 'lookup', lookup),
-    )
+    memoizeByHand(Source, 'lookup')
     expect(await new Source().lookup(1)).toBe('source#1')
   })
 
@@ -399,12 +404,7 @@ export function define(cache, backend) {
           return `logged#${id}`
         }
       }
-      const find = Object.getOwnPropertyDescriptor(Logged.prototype, 'find')!
-      Object.defineProperty(
-        Logged.prototype,
-        'find',
-        cache({ backend: memoryBackend(), ttl: 60 })(Logged.prototype, 'find', find),
-      )
+      memoizeByHand(Logged, 'find')
       expect(await new Logged().find(1), name).toBe('logged#1')
     }
   })
