@@ -918,7 +918,8 @@ function classFingerprint(cls: Function, method: string, unreadable: Unreadable)
 /**
  * The texts of the classes `cls` extends (a base class or a mixin of another module, whose
  * methods and fields its methods inherit), each as {@link classText} writes it; a built-in class
- * by its name. One that cannot be read (a Proxy, a bound function) is refused.
+ * by its name. Their members are read leniently; a class whose own text cannot be read (a Proxy, a
+ * bound function) is refused.
  */
 function basesText(cls: Function, unreadable: Unreadable): string {
   let text = ''
@@ -956,7 +957,8 @@ const INTRINSIC = new Set<PropertyKey>(['length', 'name', 'prototype', 'argument
  * symbols and non-enumerable ones included, accessors by their text), functions by their text,
  * `Map`, `Set`, `Date`, `RegExp` and typed arrays by their contents; an instance of another class
  * by that class's name only (a logger, a client: its state is this process's, and would give every
- * process keys of its own). A bound function has no text to read: `unreadable` is called.
+ * process keys of its own); the runtime's objects (`console`, `node:util`) by their names. What
+ * cannot be read (a bound function, a Proxy) is refused by `unread`, or counts as what it says.
  */
 function valueText(value: unknown, unread: Unread, path = new Set<object>()): string {
   switch (typeof value) {
@@ -1205,11 +1207,12 @@ type Unread = (why: string, value: unknown) => string
  * class (`function Repo() {}`, TypeScript's `target: ES5`, `util.inherits`) are written on its
  * prototype after it, and so are its statics; a compiler for a target before ES2022 writes static
  * fields after the class (`Repo.config = { … }`), and one of ES2022 may declare one in it and
- * assign it after (`static config;`); a method may be assigned to a prototype later. Each method
- * of the prototype or the class whose text the class's does not hold is added with its name, and
- * each value (a static field's too: what it holds is what counts) as {@link valueText} writes it.
- * A bound function on it has no text to read: `unreadable` is called. Undefined when the class's
- * own text cannot be read.
+ * assign it after (`static config;`); a method may be assigned to a prototype later. Every member
+ * of the prototype and the class is added with its name: a function by its text, a value (a
+ * static field's too: what it holds is what counts) as {@link valueText} writes it, a static
+ * getter also by what it answers. What cannot be read is refused through `unreadable`, naming the
+ * member, or (`lenient`, a class a decorated class extends) counts as unread. Undefined when the
+ * class's own text cannot be read.
  */
 function classText(cls: Function, unreadable: Unreadable, lenient = false): string | undefined {
   const text = sourceOf(cls)
@@ -1227,7 +1230,7 @@ function classText(cls: Function, unreadable: Unreadable, lenient = false): stri
       const name = String(key)
       const member = `${mark === '.' ? 'its static' : "its prototype's"} \`${name}\``
       const cannot: (why: string) => never = (why) => unreadable(`${member} (${why})`)
-      const read = (value: unknown) => memberText(value, lenient ? leniently : cannot, lenient)
+      const read = (value: unknown) => memberText(value, lenient ? leniently : cannot)
       for (const part of [descriptor.value, descriptor.get, descriptor.set]) {
         // Every function counts by its text, the class's own methods too: one of the member's
         // name whose text is elsewhere in the class (a static object's method assigned to the
@@ -1261,18 +1264,10 @@ const NOTHING: unique symbol = Symbol('nothing')
 /**
  * A member of a class, or what a static getter answers, as its key holds it: a function by its
  * text (a memoized one by the text of the function it memoizes), any other value as
- * {@link valueText} writes it. `unread` refuses what cannot be read, or (`lenient`) says what it
- * counts as; an error reading it is refused, or counts as such.
+ * {@link valueText} writes it. `unread` refuses what cannot be read, or ({@link leniently}) says
+ * what it counts as; an error reading it is refused, or counts as such.
  */
-function memberText(value: unknown, unread: Unread, lenient: boolean): string {
-  const failed = (error: unknown): string => {
-    // A getter of a plain object that throws, a Proxy whose traps throw, a value nested too deep
-    // or too large for a string: what it holds cannot be read.
-    if (error instanceof CacheConfigError) throw error
-    return lenient
-      ? `[threw ${describeError(error)}]`
-      : unread(`reading it threw ${describeError(error)}`, value)
-  }
+function memberText(value: unknown, unread: Unread): string {
   if (typeof value === 'function') {
     const text = functionText(value, unread)
     if (originalOf(value) !== value || sourceOf(value) === undefined) return text
@@ -1290,7 +1285,11 @@ function memberText(value: unknown, unread: Unread, lenient: boolean): string {
   try {
     return valueText(value, unread)
   } catch (error) {
-    return failed(error)
+    // A getter of a plain object that throws, a Proxy whose traps throw, a value nested too deep
+    // or too large for a string: what it holds cannot be read.
+    if (error instanceof CacheConfigError) throw error
+    const threw = describeError(error)
+    return unread === leniently ? `[threw ${threw}]` : unread(`reading it threw ${threw}`, value)
   }
 }
 

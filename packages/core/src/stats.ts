@@ -16,25 +16,20 @@ export function storeOf(backend: object): object {
 }
 
 /** Tokens by store and namespace (see {@link storeToken}); shared by every copy of this package. */
-const TOKENS = Symbol.for('@cache/core:store-tokens@1')
-const tokens = ((globalThis as Record<symbol, unknown>)[TOKENS] ??= {
-  byObject: new WeakMap<object, Map<string, object>>(),
-  byName: new Map<string, object>(),
-}) as { byObject: WeakMap<object, Map<string, object>>; byName: Map<string, object> }
+const TOKENS = Symbol.for('@cache/core:store-tokens@2')
+const tokens = ((globalThis as Record<symbol, unknown>)[TOKENS] ??= new WeakMap()) as WeakMap<
+  object,
+  Map<string, object>
+>
 
 /**
- * One object per place entries live, for {@link STORE}: the same for every backend over one store
- * (an object: a `Map`, a Keyv store; or a name: a directory) and one namespace, so that two
- * backends built over one place are known as one store.
+ * One object per store and namespace, for {@link STORE}: the same for every backend over one
+ * store (a `Map`, a Keyv store) and one namespace, so that two backends built over it are known
+ * as one store.
  */
-export function storeToken(store: object | string, namespace = ''): object {
-  let place: object
-  if (typeof store === 'string') {
-    place = tokens.byName.get(store) ?? {}
-    tokens.byName.set(store, place)
-  } else place = store
-  let byNamespace = tokens.byObject.get(place)
-  if (byNamespace === undefined) tokens.byObject.set(place, (byNamespace = new Map()))
+export function storeToken(store: object, namespace = ''): object {
+  let byNamespace = tokens.get(store)
+  if (byNamespace === undefined) tokens.set(store, (byNamespace = new Map()))
   let token = byNamespace.get(namespace)
   if (token === undefined) byNamespace.set(namespace, (token = Object.freeze({})))
   return token

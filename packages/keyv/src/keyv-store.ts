@@ -35,6 +35,9 @@ export interface KeyvStoreOptions {
 
 const OPTION_NAMES = optionNames<KeyvStoreOptions>({ closeOnDisconnect: true, throwOnErrors: true })
 
+/** What an adapter given a function says of its chain: its backends are made later, per namespace. */
+const MADE_PER_NAMESPACE = Object.freeze({ unknown: 'made per Keyv namespace by a function' })
+
 /**
  * A @cache backend as a Keyv store adapter, for Keyv, cacheable and cache-manager.
  *
@@ -50,9 +53,6 @@ const OPTION_NAMES = optionNames<KeyvStoreOptions>({ closeOnDisconnect: true, th
  * (which Keyv re-emits) and answered as a miss, unless `throwOnErrors`. A caller's error (a value
  * the backend cannot store, a bad TTL) is always thrown, as Keyv throws for what it cannot serialize.
  */
-/** What an adapter given a function says of its chain: its backends are made later, per namespace. */
-const MADE_PER_NAMESPACE = Object.freeze({ unknown: 'made per Keyv namespace by a function' })
-
 export class KeyvStoreFromBackend extends EventEmitter implements KeyvStoreAdapter {
   private readonly dialect: string
   /** Set by Keyv to its namespace; picks the backend when the adapter was given a function. */
