@@ -43,17 +43,23 @@ export const TARGETS: Target[] = [
   { scenario: 'redis', workload: 'get-many', ours: 'cache-redis', against: 'ioredis', min: 0.9 },
   { scenario: 'redis', workload: 'get-many', ours: 'cache-redis', against: 'best-peer', min: 1.2 },
   // One operation at a time, a round trip dominates: within 5 % of the raw client.
-  ...(['redis', 'memcached'] as const).flatMap((scenario) =>
-    rw.map(
-      (workload): Target => ({
-        scenario,
-        workload,
-        ours: `cache-${scenario}`,
-        against: scenario === 'redis' ? 'ioredis' : 'memjs',
-        min: 0.95,
-      }),
-    ),
+  ...rw.map(
+    (workload): Target => ({
+      scenario: 'redis',
+      workload,
+      ours: 'cache-redis',
+      against: 'ioredis',
+      min: 0.95,
+    }),
   ),
+  // An awaited memcached operation sends the namespace's generation read with it by default (so
+  // another process's clear() is seen at once): memjs sending that read too is the ceiling for the
+  // guarantee (0.82× memjs alone on get, measured 2026-12-06), and the promise is to match it. With
+  // `generationTtl` the read is skipped, and the client's own cost is held within 5 % of memjs.
+  ...rw.flatMap((workload): Target[] => [
+    { scenario: 'memcached', workload, ours: 'cache-memcached', against: 'memjs-generation', min: 1 },
+    { scenario: 'memcached', workload, ours: 'cache-memcached-generation-ttl', against: 'memjs', min: 0.95 },
+  ]),
   // Disk: an awaited set as fast as one raw better-sqlite3 statement. Awaited one by one, each set
   // is its own commit, and raw better-sqlite3 is ~1.7× the fastest peer: 3× that peer would need a
   // set faster than SQLite's own statement, which only batching gives (the ×64 rows below), so the

@@ -21,6 +21,30 @@ async function rawMemjs(env: Environment): Promise<Driver> {
   }
 }
 
+/**
+ * memjs sending, with each operation, the read @cache/memcached sends with it by default: the
+ * namespace's generation counter (`generationTtl: 0`, so that a `clear()` by another process is
+ * seen by the next operation). The two requests go out together on its one connection. What the
+ * same guarantee costs a client that adds nothing else: the ceiling of the awaited rows.
+ */
+async function memjsWithGeneration(env: Environment): Promise<Driver> {
+  const { default: memjs } = await import('memjs')
+  const client = memjs.Client.create(env.memcached, { retries: 0 })
+  await client.set('bench#g', '1', {})
+  const generation = () => client.get('bench#g')
+  const get = async (key: string) => {
+    const [, { value }] = await Promise.all([generation(), client.get(key)])
+    return value === null ? undefined : JSON.parse(value.toString())
+  }
+  return {
+    get,
+    set: async (key, value, _index, ttl) => {
+      await Promise.all([generation(), client.set(key, JSON.stringify(value), { expires: ttl.seconds })])
+    },
+    close: () => client.close(),
+  }
+}
+
 type MemcachedOptions = NonNullable<Parameters<typeof import('@cache/memcached').memcachedBackend>[1]>
 
 /**
@@ -75,6 +99,15 @@ const contestants: Contestant[] = [
     concurrency: IN_FLIGHT,
     create: rawMemjs,
   },
+  {
+    id: 'memjs-generation',
+    label: 'memjs (raw, JSON) + a generation read per operation',
+    role: 'limit',
+    packages: ['memjs'],
+    workloads: [...RW],
+    note: 'As memjs (raw, JSON), each `get` / `set` sent together with a `get` of a generation counter, as @cache/memcached sends by default (`generationTtl: 0`): the ceiling of the awaited rows for that guarantee.',
+    create: memjsWithGeneration,
+  },
   ...[false, true].map(
     (fast): Contestant => ({
       id: fast ? 'keyv-memcache-fast' : 'keyv-memcache',
@@ -100,6 +133,12 @@ const contestants: Contestant[] = [
     }),
   ),
   cacheMemcached({ id: 'cache-memcached', label: '@cache/memcached' }),
+  cacheMemcached({
+    id: 'cache-memcached-generation-ttl',
+    label: "@cache/memcached (`generationTtl: '1s'`)",
+    options: { generationTtl: '1s' },
+    note: "`generationTtl: '1s'`: the namespace's generation is read at most once a second instead of with every operation, so a `clear()` by another process may take up to a second to be seen here (README, \"How `clear()` works\").",
+  }),
   cacheMemcached({
     id: 'cache-memcached-64',
     label: `@cache/memcached ×${IN_FLIGHT}`,
