@@ -290,7 +290,11 @@ export class DispatchWatch {
 
   left(fn: Function, error: unknown): void {
     if (isError(error)) this.failed = true
-    else if (!this.skipped.has(fn)) this.passedOn = true
+    // A listed function passing the request on changes nothing: the handler it leads to has not
+    // run yet, and a verdict read now (no function after the cache) would release the requests
+    // waiting for this response before it is made.
+    else if (this.skipped.has(fn)) return
+    else this.passedOn = true
     this.onChange()
   }
 

@@ -208,6 +208,28 @@ describe.each(EXPRESS)('%s', (_name, express) => {
     expect(calls.n).toBe(2)
   })
 
+  it('runs the handler once for concurrent first requests with a function listed in middlewareSkippedOnHits after the cache', async () => {
+    // r69-c: the listed function passing the request on released the waiting requests before the
+    // handler ran, and each ran the handler (and stored a new variant record) itself.
+    const { app, calls } = counting()
+    const gzip = compression({ threshold: 0 })
+    app.use(cacheResponse({ backend: memory(), middlewareSkippedOnHits: [gzip] }))
+    app.use(gzip)
+    app.get('/slow', async (_req: any, res: any) => {
+      calls.n++
+      await new Promise((resolve) => setTimeout(resolve, 200))
+      res.type('text/plain').send('hello world '.repeat(200))
+    })
+    const r = await serve(app)
+    const asksGzip = { 'accept-encoding': 'gzip' }
+    const replies = await Promise.all(
+      Array.from({ length: 4 }, () => r.request('/slow', { headers: asksGzip })),
+    )
+    expect(calls.n).toBe(1)
+    for (const reply of replies) expect(gunzipSync(reply.body).toString()).toBe('hello world '.repeat(200))
+    expect(replies.filter((x) => /collapsed|hit/.test(String(x.headers['cache-status']))).length).toBe(3)
+  })
+
   it('replays through compression registered before the cache, one entry per Accept-Encoding', async () => {
     const { app, calls } = counting()
     const text = 'squeeze '.repeat(500)
