@@ -44,6 +44,8 @@ export function sourceOf(fn: Function): string | undefined {
 /** Words through which code reaches the receiver of a call: `this`, `super` (`super.m()` passes it on), a direct `eval`. */
 const RECEIVER_WORDS =
   /(?<![\p{ID_Continue}$\u200c\u200d])(?:this|super|eval)(?![\p{ID_Continue}$\u200c\u200d])/u
+/** TypeScript's helpers for async functions below ES2017, given the receiver: `__awaiter(this,`, `__generator(this,`. */
+const LOWERED_ASYNC = /\b__(?:awaiter|generator)\(this,/g
 /** The start of an arrow function's text: `(a) =>`, `a =>`, `async (a) =>`, `async a =>`. */
 const ARROW_START = /^(?:async\s*)?(?:\(|[\p{ID_Start}$_][\p{ID_Continue}$\u200c\u200d]*\s*=>)/u
 
@@ -56,8 +58,12 @@ const ARROW_START = /^(?:async\s*)?(?:\(|[\p{ID_Start}$_][\p{ID_Continue}$\u200c
 export function readsReceiver(fn: Function): boolean {
   // A Proxy's `apply` trap may call anything with the receiver, whatever its target's text.
   if (types.isProxy(fn)) return true
-  const text = sourceOf(fn)
-  if (text === undefined) return !fn.name.startsWith('bound ')
+  const source = sourceOf(fn)
+  if (source === undefined) return !fn.name.startsWith('bound ')
+  // TypeScript's output for an async function below ES2017 passes the receiver to its helpers
+  // (`return __awaiter(this, void 0, void 0, function* () {…})`, and `__generator(this, …)` below
+  // ES2015): the body they run reads it only where the source did, and that is in the text still.
+  const text = source.replace(LOWERED_ASYNC, '')
   // An identifier spelled with escapes (`ev\u0061l`) names what the words above would not find.
   if (!RECEIVER_WORDS.test(text) && !text.includes('\\u')) return false
   // A function with a `prototype` (a `function`, a generator, a class) is no arrow; nor is a

@@ -296,9 +296,15 @@ function isObjectConstructor(cls: Function): boolean {
   return cls === Object || (cls.name === 'Object' && sourceOf(cls) === undefined)
 }
 
-/** A built-in class of this realm (`Map`, `EventTarget`): its text is native, and the same everywhere. */
+/** `%TypedArray%`, the class `Uint8Array` and the other typed arrays extend: no global names it. */
+const TYPED_ARRAY: unknown = Object.getPrototypeOf(Uint8Array)
+
+/** A built-in class of this realm (`Map`, `EventTarget`, `TypedArray`): its text is native, and the same everywhere. */
 function isBuiltIn(cls: Function): boolean {
-  return typeof cls.name === 'string' && (globalThis as Record<string, unknown>)[cls.name] === cls
+  return (
+    cls === TYPED_ARRAY ||
+    (typeof cls.name === 'string' && (globalThis as Record<string, unknown>)[cls.name] === cls)
+  )
 }
 
 /** A class by its text (`class …`): one a static method may run on, keyed by its name and text. */
@@ -451,6 +457,8 @@ function createMemo<F extends AnyFunction>(
     try {
       keys = keysFor(naming.prefix(this), listed, only)
     } catch (error) {
+      // Called from a getter its key reads, as the key is read: run uncached (see runReading).
+      if (error instanceof KeyBeingRead) return fn.apply(this, listed ?? [only])
       if (sync) throw error
       return Promise.reject(error)
     }
@@ -1005,8 +1013,13 @@ function valueText(value: unknown, unread: Unread, path = new Set<object>()): st
     const plainProto = proto === null || isObjectPrototype(proto)
     if (!plainProto && !isPlainObject(proto))
       return `[${(proto as { constructor?: { name?: unknown } }).constructor?.name ?? 'object'}]`
+    // Its getters are run (see membersText): a module of Node's own has some, and is the runtime's.
+    if (hasGetter(value)) {
+      const module = runtimeObjectName(value, true)
+      if (module !== undefined) return `[${module}]`
+    }
     try {
-      return `{${membersText(value, of).slice(1)}${plainProto ? '' : `,__proto__:${of(proto)}`}}`
+      return `{${membersText(value, of, undefined, true).slice(1)}${plainProto ? '' : `,__proto__:${of(proto)}`}}`
     } catch (error) {
       // What cannot be read in it may be the runtime's: a module of Node's own (`node:util`).
       const module = runtimeObjectName(value, true)
@@ -1071,8 +1084,8 @@ const NODE_MODULES = [
 
 /**
  * The name of an object of the runtime's: a global (`console`, `Math`, `JSON`, `Intl`), or, with
- * `modules`, the exports of a module of Node's own (`node:path`, `node:fs/promises`); undefined
- * for any other.
+ * `modules`, the exports of a module of Node's own (`node:path`, `node:fs/promises`) or its
+ * namespace (`import * as path from 'node:path'`); undefined for any other.
  */
 function runtimeObjectName(value: object, modules = false): string | undefined {
   if (globalObjects === undefined) {
@@ -1104,6 +1117,17 @@ function runtimeObjectName(value: object, modules = false): string | undefined {
       if (typeof exported === 'object' && exported !== null) nodeModules.set(exported, `node:${id}`)
     }
   }
+  // `import * as util from 'node:util'`: a namespace whose default export is the module's exports.
+  if (types.isModuleNamespaceObject(value)) {
+    let exported: unknown
+    try {
+      exported = (value as { default?: unknown }).default
+    } catch {
+      return undefined // an export not yet initialized: the module is still loading, no module of Node's
+    }
+    const name = typeof exported === 'object' && exported !== null ? nodeModules.get(exported) : undefined
+    return name
+  }
   return nodeModules.get(value)
 }
 
@@ -1134,7 +1158,7 @@ function functionMembers(fn: Function, of: (part: unknown) => string): string {
   const proto: unknown = (fn as { prototype?: unknown }).prototype
   const members =
     typeof proto === 'object' && proto !== null ? membersText(proto, of, (key) => key === 'constructor') : ''
-  return `${membersText(fn, of, (key) => INTRINSIC.has(key))}${members === '' ? '' : `#{${members.slice(1)}}`}`
+  return `${membersText(fn, of, (key) => INTRINSIC.has(key), true)}${members === '' ? '' : `#{${members.slice(1)}}`}`
 }
 
 /** `Object.prototype`, of this realm or another (a `vm` context). */
@@ -1163,11 +1187,17 @@ function isIndex(key: PropertyKey): boolean {
   return typeof key === 'string' && /^(?:0|[1-9]\d*)$/.test(key)
 }
 
-/** An object's own members (symbols and non-enumerable ones too, accessors by their text), `,`-led; `skip` leaves some out. */
+/**
+ * An object's own members (symbols and non-enumerable ones too, accessors by their text),
+ * `,`-led; `skip` leaves some out. With `answers`, a getter counts by what it answers too (read
+ * leniently): its text is the same in every deploy when what it returns is a module's constant
+ * (`get vatRate() { return VAT }`, tsc's CommonJS re-exports, `return rates_1.vatRate`).
+ */
 function membersText(
   value: object,
   of: (part: unknown) => string,
   skip?: (key: PropertyKey) => boolean,
+  answers = false,
 ): string {
   let text = ''
   for (const key of Reflect.ownKeys(value)) {
@@ -1175,8 +1205,32 @@ function membersText(
     const descriptor = Object.getOwnPropertyDescriptor(value, key)!
     const parts = [descriptor.value, descriptor.get, descriptor.set].filter((part) => part !== undefined)
     text += `,${typeof key === 'symbol' ? key.toString() : JSON.stringify(key)}${descriptor.enumerable ? '' : '~'}:${parts.length === 0 ? 'undefined' : parts.map(of).join('|')}`
+    if (answers && descriptor.get !== undefined) text += `=>${getterAnswer(descriptor.get, value, leniently)}`
   }
   return text
+}
+
+/** Whether an object has an own getter. */
+function hasGetter(value: object): boolean {
+  for (const key of Reflect.ownKeys(value))
+    if (Object.getOwnPropertyDescriptor(value, key)?.get !== undefined) return true
+  return false
+}
+
+/**
+ * What `get` answers on `receiver`, as {@link memberText} writes it with `unread`; one that
+ * throws counts as such. A memoized call made while it runs (a lazy singleton whose constructor
+ * calls one) is run uncached: see {@link KeyBeingRead}.
+ */
+function getterAnswer(get: Function, receiver: object, unread: Unread): string {
+  let answer: unknown
+  try {
+    answer = runReading(receiver, () => get.call(receiver))
+  } catch (error) {
+    if (error instanceof KeyBeingRead) throw error
+    return `[threw ${describeError(error)}]`
+  }
+  return memberText(answer, unread)
 }
 
 /** A function's text (a memoized one's, the text of the function it memoizes); a built-in's name; a bound one refused. */
@@ -1241,25 +1295,41 @@ function classText(cls: Function, unreadable: Unreadable, lenient = false): stri
       }
       // A static getter counts by what it answers too: a static auto-accessor (`static accessor
       // rate = RATE`) keeps its value in a #private field behind one. One that throws counts as such.
-      if (mark === '.' && descriptor.get !== undefined) {
-        let answer: unknown
-        let threw: unknown = NOTHING
-        try {
-          answer = descriptor.get.call(cls)
-        } catch (error) {
-          threw = error
-        }
-        parts.push(
-          `${mark}${name} => ${threw === NOTHING ? read(answer) : `[threw ${describeError(threw)}]`}`,
-        )
-      }
+      if (mark === '.' && descriptor.get !== undefined)
+        parts.push(`${mark}${name} => ${getterAnswer(descriptor.get, cls, lenient ? leniently : cannot)}`)
     }
   }
   return parts.join('\n')
 }
 
-/** What a getter that threw nothing is told apart from. */
-const NOTHING: unique symbol = Symbol('nothing')
+/** The objects whose getters are running for a key being read (see {@link KeyBeingRead}). */
+const reading = new Set<object>()
+
+/**
+ * Runs `read` (a getter of `holder`) for a key being read. A getter that leads back to reading a
+ * key that runs it again (`static get instance() { return this.i ??= new Rates() }`, whose
+ * constructor calls a memoized method of `Rates`) would never end: that call gets
+ * {@link KeyBeingRead} instead, and runs uncached.
+ */
+function runReading<T>(holder: object, read: () => T): T {
+  if (reading.has(holder)) throw new KeyBeingRead()
+  reading.add(holder)
+  try {
+    return read()
+  } finally {
+    reading.delete(holder)
+  }
+}
+
+/** Thrown to a memoized call made while a getter its key reads runs (see {@link runReading}): it runs uncached. */
+class KeyBeingRead extends CacheConfigError {
+  constructor() {
+    super(
+      'key',
+      '@cache(): a memoized method was called from a getter its own key reads (a lazy singleton built as the key is read): that call runs uncached',
+    )
+  }
+}
 
 /**
  * A member of a class, or what a static getter answers, as its key holds it: a function by its

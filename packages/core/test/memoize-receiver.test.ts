@@ -41,6 +41,33 @@ describe('cached() on a function that reads `this`', () => {
     await expect(call).rejects.toThrow(CacheConfigError)
   })
 
+  it('takes a function compiled for a target before ES2017 by its arguments: `__awaiter(this, …)` is no read of `this`', async () => {
+    // r70-a: tsc's output of `async function find(id)` at ES2016 passes `this` to its helper, and
+    // `users.find(1)` through a module namespace was refused as reading `this`.
+    const backend = memoryBackend()
+    const awaiter = (thisArg: unknown, _args: unknown, _P: unknown, generator: Function) =>
+      new Promise((resolve, reject) => {
+        const steps = generator.call(thisArg) as Generator<unknown, unknown, unknown>
+        const step = (result: IteratorResult<unknown>): void => {
+          if (result.done) resolve(result.value)
+          else Promise.resolve(result.value).then((value) => step(steps.next(value)), reject)
+        }
+        step(steps.next())
+      })
+    const compiled = new Function(
+      '__awaiter',
+      `return {
+        find: function findCompiled(id) { return __awaiter(this, void 0, void 0, function* () { return 'user ' + id }) },
+        mine: function mineCompiled(id) { return __awaiter(this, void 0, void 0, function* () { return this.tenant + '#' + id }) },
+      }`,
+    )(awaiter)
+    const users = { find: cached(compiled.find, { backend, ttl: 60 }) }
+    expect(await users.find(1)).toBe('user 1')
+    // One whose body reads `this` is refused still.
+    const repo = { tenant: 'acme', mine: cached(compiled.mine, { backend, ttl: 60 }) }
+    await expect(Promise.resolve().then(() => repo.mine(1))).rejects.toThrow(/mineCompiled\(\) reads `this`/)
+  })
+
   it("never answers Orders.findById with the users' row when one function is put on two classes", async () => {
     const backend = memoryBackend()
     const findById = cached(

@@ -3,10 +3,12 @@
  * the decorator arguments), also when that module is an installed package, or applies the legacy
  * form through a helper of the project in another file.
  */
+import { execFile } from 'node:child_process'
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join } from 'node:path'
-import { pathToFileURL } from 'node:url'
+import { dirname, join } from 'node:path'
+import { promisify } from 'node:util'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { afterAll, describe, expect, it } from 'vitest'
 import { cache, forgetMemoizedNames } from '../src/index.js'
 import { memoryBackend } from './installed-backends.js'
@@ -617,5 +619,137 @@ export function extend(Repo) {
       const [a, b] = await deploys(name, sub, variants)
       expect(keyOf(a), name).not.toBe(keyOf(b))
     }
+  })
+
+  it('keys a static object by what its getters answer: a settings module, a CommonJS barrel as tsc writes it', async () => {
+    // r70-a: the class module was the same file in both deploys and only the settings module
+    // differed; the getter's text (`return VAT`, `return rates_1.vatRate`) was the same in both,
+    // and one deploy was served the other's total. Before: one key.
+    const app = (settings: string) => `
+import { createRequire } from 'node:module'
+${settings}
+export function define(cache, backend) {
+  class Invoices {
+    static settings = settings
+    async total(net) { return net * (1 + Invoices.settings.vatRate) }
+  }
+  Object.defineProperty(Invoices.prototype, 'total',
+    cache({ backend, ttl: 60 })(Invoices.prototype, 'total', Object.getOwnPropertyDescriptor(Invoices.prototype, 'total')))
+  return Invoices
+}
+`
+    // tsc's CommonJS output of `export { vatRate } from './rates'`, and of `import * as settings`.
+    const barrel = `"use strict";
+var rates_1 = require("./rates.cjs");
+Object.defineProperty(exports, "vatRate", { enumerable: true, get: function () { return rates_1.vatRate; } });
+`
+    for (const [name, files] of [
+      [
+        'plain-getter',
+        (rate: string) => ({
+          'app.mjs': app("import { settings } from './settings.mjs'"),
+          'settings.mjs': `const VAT = ${rate}\nexport const settings = { currency: 'EUR', get vatRate() { return VAT } }\n`,
+        }),
+      ],
+      [
+        'created-getter',
+        (rate: string) => ({
+          'app.mjs': app("import { settings } from './settings.mjs'"),
+          'settings.mjs': `const VAT = ${rate}\nexport const settings = Object.create({ get vatRate() { return VAT } })\n`,
+        }),
+      ],
+      [
+        'function-getter',
+        (rate: string) => ({
+          'app.mjs': app("import { settings } from './settings.mjs'"),
+          'settings.mjs': `const VAT = ${rate}\nexport const settings = Object.defineProperty(function settings() {}, 'vatRate', { get() { return VAT } })\n`,
+        }),
+      ],
+      [
+        'cjs-barrel',
+        (rate: string) => ({
+          'app.mjs': app("const settings = createRequire(import.meta.url)('./config.cjs')"),
+          'config.cjs': barrel,
+          'rates.cjs': `"use strict";\nObject.defineProperty(exports, "__esModule", { value: true });\nexports.vatRate = ${rate};\n`,
+        }),
+      ],
+    ] as const) {
+      const a = write(
+        Object.fromEntries(Object.entries(files('0.2')).map(([file, text]) => [`${name}-a/${file}`, text])),
+      )
+      const b = write(
+        Object.fromEntries(Object.entries(files('0.25')).map(([file, text]) => [`${name}-b/${file}`, text])),
+      )
+      const backend = memoryBackend()
+      const v1 = (await import(a[`${name}-a/app.mjs`]!)).define(cache, backend)
+      const v2 = (await import(b[`${name}-b/app.mjs`]!)).define(cache, backend)
+      expect(await new v1().total(100), name).toBe(120)
+      expect(await new v2().total(100), name).toBe(125)
+      const key = (cls: any) => new cls().total.keyFor.call(new cls(), 100)
+      expect(key(v1), name).not.toBe(key(v2))
+    }
+  })
+
+  it('runs a memoized call made while its class key is read (a lazy singleton getter) uncached, once', async () => {
+    // r70-a: reading the key ran `static get instance()`, whose constructor called the memoized
+    // method, which read the key again: the constructor ran 669 times, and the call then failed
+    // with "Two different memoized methods named Rates.rate" for one class.
+    let constructed = 0
+    let runs = 0
+    class Rates {
+      static _i: Rates | undefined
+      static get instance(): Rates {
+        Rates._i ??= new Rates()
+        return Rates._i
+      }
+      constructor() {
+        constructed++
+        void this.rate('EUR')
+      }
+      async rate(currency: string) {
+        runs++
+        return `${currency}:1.1`
+      }
+    }
+    memoizeByHand(Rates, 'rate')
+    const rates = new Rates()
+    expect(await rates.rate('EUR')).toBe('EUR:1.1')
+    expect(await rates.rate('EUR')).toBe('EUR:1.1')
+    // The getter's instance's call ran uncached (the key was being read); the constructor's call
+    // of the test's instance ran once, the test's calls shared it and then hit.
+    expect(constructed).toBe(2)
+    expect(runs).toBe(2)
+  })
+
+  it("takes Node's own modules imported as namespaces by their names, and a class extending a typed array", async () => {
+    // r70-a: `import * as util from 'node:util'` held as a static was refused as "a function whose
+    // text cannot be read"; a class extending Uint8Array was refused for its base TypedArray.
+    // In a process of its own: under the test runner, a module's namespace is its Proxy.
+    for (const id of ['node:util', 'node:path', 'node:os', 'node:crypto']) {
+      const script = `
+        import * as namespace from '${id}'
+        const { cache } = await import('@cache/core')
+        const store = new Map()
+        const backend = { get: async (k) => store.get(k), set: async (k, v) => void store.set(k, v), delete: async (k) => store.delete(k), clear: async () => store.clear() }
+        class Uses {
+          static module = namespace
+          async find(n) { return '${id}#' + n }
+        }
+        Object.defineProperty(Uses.prototype, 'find',
+          cache({ backend, ttl: 60 })(Uses.prototype, 'find', Object.getOwnPropertyDescriptor(Uses.prototype, 'find')))
+        console.log(await new Uses().find(1))`
+      const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], {
+        cwd: join(dirname(fileURLToPath(import.meta.url)), '..'),
+        timeout: 10_000,
+      })
+      expect(stdout.trim(), id).toBe(`${id}#1`)
+    }
+    class Bytes extends Uint8Array {
+      async sum(n: number) {
+        return n + this.length
+      }
+    }
+    memoizeByHand(Bytes, 'sum')
+    expect(await new Bytes(3).sum(1)).toBe(4)
   })
 })
