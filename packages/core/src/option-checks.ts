@@ -19,7 +19,15 @@ export interface DurationOptionRules {
    * per value. Core's own habit check (multiples of 1000) applies to every duration option.
    */
   msHabitFrom?: number
+  /**
+   * A wait a timer of Node's runs: at most {@link LONGEST_TIMER_MS} (about 24.8 days). Node runs a
+   * longer timer after 1 ms, so a longer value is refused rather than turned into no wait at all.
+   */
+  timer?: boolean
 }
+
+/** The longest delay Node's `setTimeout` keeps (2³¹ − 1 ms, about 24.8 days). */
+export const LONGEST_TIMER_MS = 2 ** 31 - 1
 
 /**
  * Milliseconds in the duration option `option`, or `fallback` (a Duration) when it is
@@ -36,6 +44,11 @@ export function durationOption(
   const ms = checkOption(option, () => parseDuration(given as Duration, option))
   const seconds = typeof given === 'number' ? given : Number(given)
   if (rules.msHabitFrom !== undefined && seconds >= rules.msHabitFrom) warnMilliseconds(seconds, option)
+  if (rules.timer && ms > LONGEST_TIMER_MS)
+    throw new CacheConfigError(
+      option,
+      `${describeGiven(given)} is longer than a timer can wait (at most ${LONGEST_TIMER_MS} ms, about 24.8 days)`,
+    )
   return ms
 }
 

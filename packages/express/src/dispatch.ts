@@ -544,8 +544,9 @@ function wrap(layer: Record<string, unknown>, request: string, error: string): v
     }
     if (watches === undefined) return handleRequest.call(this, req, res, next)
     const recorded = record(this, req, watches, next)
-    // Express 5 catches the rejection of a returned promise: the watches see that promise too.
-    const layer = request === 'handleRequest' && recorded !== next ? tracking(this, watches.slice()) : this
+    // The watches see a returned promise (an `async` handler's): the response is decided on once
+    // it settled. Express 5 catches its rejection; Express 4 ignores it, and it stays unhandled.
+    const layer = recorded !== next ? tracking(this, watches.slice(), request === 'handle_request') : this
     return handleRequest.call(layer, req, res, recorded)
   }
   layer[error] = function observedError(
@@ -677,11 +678,20 @@ function record(layer: Layer, req: IncomingMessage, watches: DispatchWatch[], ne
  * `layer` with a `handle` that hands each promise it returns to `watches`, for one dispatch: the
  * same function otherwise (same arity, which Express reads, and `this`).
  */
-function tracking(layer: Layer, watches: DispatchWatch[]): Layer {
+function tracking(layer: Layer, watches: DispatchWatch[], uncaught: boolean): Layer {
   const fn = layer.handle as (this: unknown, ...args: unknown[]) => unknown
   const handle = function (this: unknown, ...args: unknown[]) {
     const returned = fn.apply(this, args)
-    if (isThenable(returned)) for (const watch of watches) watch.track(returned)
+    if (isThenable(returned)) {
+      for (const watch of watches) watch.track(returned)
+      // Express 4 leaves a rejection unhandled: it fails the response here, and is left as
+      // unhandled as it was (the same reason, on a promise of its own) for the process to report.
+      if (uncaught)
+        void Promise.resolve(returned).then(undefined, (error: unknown) => {
+          for (const watch of watches) watch.fail()
+          throw error
+        })
+    }
     return returned
   }
   Object.defineProperty(handle, 'length', { value: fn.length })

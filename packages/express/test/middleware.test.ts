@@ -1,5 +1,9 @@
+import { execFile } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { createServer } from 'node:http'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
 import { gunzipSync } from 'node:zlib'
 import compression from 'compression'
 import { describe, expect, it } from 'vitest'
@@ -550,6 +554,82 @@ describe.each(EXPRESS)('%s', (_name, express) => {
       expect(reply.body.toString()).not.toBe('call 1')
     }
     expect(calls.n).toBeGreaterThanOrEqual(2)
+  })
+})
+
+describe.each(EXPRESS)(
+  '%s: a handler that passes a failure after sending to next(error)',
+  (_name, express) => {
+    const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+    it('does not hand its response to requests that arrive while that work still runs', async () => {
+      // r70-c: on Express 4, whose dispatch ignores the handler's promise, the response was shared
+      // as soon as it finished: requests arriving during `await audit()` got it as a hit, before
+      // the handler's `next(error)` said it failed.
+      const app = express()
+      let calls = 0
+      app.get(
+        '/route',
+        cacheResponse({ ttl: 60, backend: memory() }),
+        async (_req: any, res: any, next: any) => {
+          const n = ++calls
+          res.json({ n })
+          try {
+            await sleep(200)
+            throw new Error(`audit of ${n} failed`)
+          } catch (error) {
+            next(error)
+          }
+        },
+      )
+      app.use((_error: unknown, _req: any, res: any, _next: any) => {
+        if (!res.headersSent) res.status(500).end()
+      })
+      const r = await serve(app)
+      const first = r.request('/route')
+      await sleep(50)
+      const during = await Promise.all(Array.from({ length: 3 }, () => r.request('/route')))
+      await first
+      for (const reply of during) expect(reply.headers['cache-status']).not.toMatch(/hit|collapsed/)
+      expect(calls).toBe(4)
+    })
+  },
+)
+
+describe('Express 4: a rejection its dispatch does not catch', () => {
+  it('is still reported to the process as unhandled, and its response is not stored', async () => {
+    // The cache now watches the promise of an async handler on Express 4 too: that must not
+    // swallow a rejection Express 4 leaves unhandled (the process reports or crashes on it).
+    const script = `
+      import express from 'express4'
+      import { createServer, get } from 'node:http'
+      import { cacheResponse } from '@cache/express'
+      import { memoryBackend } from '@cache/memory'
+      const reasons = []
+      process.on('unhandledRejection', (reason) => reasons.push(reason.message))
+      const app = express()
+      app.get('/r', cacheResponse({ ttl: 60, backend: memoryBackend() }), async (_req, res) => {
+        res.json({ ok: true })
+        await new Promise((resolve) => setTimeout(resolve, 20))
+        throw new Error('audit failed')
+      })
+      const server = createServer(app).listen(0, '127.0.0.1')
+      await new Promise((resolve) => server.once('listening', resolve))
+      const fetchOnce = () => new Promise((resolve) => get({ host: '127.0.0.1', port: server.address().port, path: '/r' }, (res) => { res.resume(); res.on('end', () => resolve(res.headers['cache-status'])) }))
+      await fetchOnce()
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      const second = await fetchOnce()
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      console.log(JSON.stringify({ reasons, second }))
+      server.close()
+    `
+    const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script], {
+      cwd: join(dirname(fileURLToPath(import.meta.url)), '..'),
+      timeout: 10_000,
+    })
+    const { reasons, second } = JSON.parse(stdout.trim())
+    expect(reasons).toEqual(['audit failed', 'audit failed'])
+    expect(second).not.toMatch(/hit/)
   })
 })
 

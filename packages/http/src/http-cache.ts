@@ -568,9 +568,12 @@ export class HttpCache<Raw = any> {
     const outcome = new Promise<{ stored: boolean; reason?: string }>((resolve) => {
       resolveOutcome = resolve
     })
-    const settle = (reason: string | undefined, detail?: string) => {
+    const settle = (given: string | undefined, detail?: string) => {
       if (settled) return
       settled = true
+      // A refresh already over (given up after revalidateTimeout, counted as failed) stores
+      // nothing when its handler ends later: a newer refresh may have stored since.
+      const reason = given === undefined && refresh?.done === true ? 'abandoned' : given
       const over = () => {
         flight.settle()
         forget()

@@ -286,8 +286,8 @@ export function resolveHttpCacheOptions(
       opts.staleWhileRevalidate === undefined
         ? undefined
         : durationOption(opts.staleWhileRevalidate, 'staleWhileRevalidate', 0),
-    revalidateTimeoutMs: durationOption(opts.revalidateTimeout, 'revalidateTimeout', '30s'),
-    collapseTimeoutMs: durationOption(opts.collapseTimeout, 'collapseTimeout', '5s'),
+    revalidateTimeoutMs: durationOption(opts.revalidateTimeout, 'revalidateTimeout', '30s', { timer: true }),
+    collapseTimeoutMs: durationOption(opts.collapseTimeout, 'collapseTimeout', '5s', { timer: true }),
     frontSkipsAllMiddleware: false,
     backend: opts.backend === undefined ? undefined : toBackend(opts.backend),
     keyPrefix,

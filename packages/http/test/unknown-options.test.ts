@@ -103,3 +103,19 @@ describe('every documented HTTP cache option', () => {
     expect(new HttpCache(all).settings.keyPrefix).toBe('all')
   })
 })
+
+describe('timeouts longer than a timer can wait', () => {
+  it('are refused, naming the option, rather than run as 1 ms', () => {
+    // r70-c: `collapseTimeout: '30d'` was accepted and Node ran the timer after 1 ms: every
+    // concurrent first request ran the handler, and every refresh was abandoned at once.
+    for (const option of ['collapseTimeout', 'revalidateTimeout'] as const) {
+      for (const value of ['30d', 2_592_000])
+        expect(
+          () => new HttpCache({ backend: memoryStore(), [option]: value }),
+          `${option} ${value}`,
+        ).toThrow(expect.objectContaining({ code: 'CACHE_CONFIG', setting: option }))
+      // The longest a timer waits is accepted.
+      expect(new HttpCache({ backend: memoryStore(), [option]: '24d' }).settings.keyPrefix).toBeDefined()
+    }
+  })
+})
