@@ -300,16 +300,30 @@ export class ResponseCache {
         end: (chunk, options) => recorder.end(chunk, options),
         refuse: (reason) => recorder.refuse(reason),
         // Decided once the promises of the functions after the cache settled: a rejection
-        // Express catches after the whole response was sent still means not stored.
-        finish: () =>
+        // Express catches after the whole response was sent still means not stored. Work after
+        // sending that is not over within collapseTimeout is not waited for: not stored (the
+        // requests for the key would otherwise each wait collapseTimeout on it, for ever).
+        finish: () => {
+          let decided = false
+          const timer = setTimeout(() => {
+            if (decided) return
+            decided = true
+            unwatchDispatch(req, watch)
+            recorder.abort('its work after sending was not over within collapseTimeout')
+          }, this.settings.collapseTimeoutMs)
+          timer.unref?.()
           watch.whenSettled(() => {
+            if (decided) return
+            decided = true
+            clearTimeout(timer)
             recorder.finish()
             // A stored response stays watched: a `next` called later still finds the entry.
             void recorder.outcome.then(({ stored }) => {
               if (stored) this.removeOnLateVerdict(req, watch, miss.key)
               else unwatchDispatch(req, watch)
             })
-          }),
+          })
+        },
         abort: (reason) => {
           unwatchDispatch(req, watch)
           recorder.abort(reason)

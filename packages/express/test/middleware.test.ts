@@ -596,6 +596,32 @@ describe.each(EXPRESS)(
   },
 )
 
+describe.each(EXPRESS)('%s: a handler whose work after sending never ends', (_name, express) => {
+  it('is not stored, and later requests do not each wait collapseTimeout on it', async () => {
+    // Its response was never decided on: the first response's flight stayed, and every request
+    // for the URL waited collapseTimeout on it before running the handler itself.
+    const app = express()
+    let calls = 0
+    app.get(
+      '/stuck',
+      cacheResponse({ ttl: 60, backend: memory(), collapseTimeout: '2s' }),
+      async (_req: any, res: any) => {
+        calls++
+        res.json({ calls })
+        await new Promise(() => {})
+      },
+    )
+    const r = await serve(app)
+    await r.request('/stuck')
+    await new Promise((resolve) => setTimeout(resolve, 1500))
+    const started = performance.now()
+    const second = await r.request('/stuck')
+    expect(performance.now() - started).toBeLessThan(800)
+    expect(second.headers['cache-status']).not.toMatch(/hit/)
+    expect(calls).toBe(2)
+  })
+})
+
 describe('Express 4: a rejection its dispatch does not catch', () => {
   it('is still reported to the process as unhandled, and its response is not stored', async () => {
     // The cache now watches the promise of an async handler on Express 4 too: that must not
