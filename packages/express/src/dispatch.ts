@@ -1,3 +1,4 @@
+import { types } from 'node:util'
 import type { IncomingMessage } from 'node:http'
 import { HANDLER_ERROR } from '@cache/http'
 
@@ -544,9 +545,10 @@ function wrap(layer: Record<string, unknown>, request: string, error: string): v
     }
     if (watches === undefined) return handleRequest.call(this, req, res, next)
     const recorded = record(this, req, watches, next)
-    // The watches see a returned promise (an `async` handler's): the response is decided on once
-    // it settled. Express 5 catches its rejection; Express 4 ignores it, and it stays unhandled.
-    const layer = recorded !== next ? tracking(this, watches.slice(), request === 'handle_request') : this
+    // Express 5 catches the rejection of a returned promise: the watches see that promise too.
+    // Express 4 ignores it, and so do the watches: whether it is handled is the app's (a patch
+    // such as express-async-errors hands it to `next`), and unhandled it must stay unhandled.
+    const layer = request === 'handleRequest' && recorded !== next ? tracking(this, watches.slice()) : this
     return handleRequest.call(layer, req, res, recorded)
   }
   layer[error] = function observedError(
@@ -678,31 +680,22 @@ function record(layer: Layer, req: IncomingMessage, watches: DispatchWatch[], ne
  * `layer` with a `handle` that hands each promise it returns to `watches`, for one dispatch: the
  * same function otherwise (same arity, which Express reads, and `this`).
  */
-function tracking(layer: Layer, watches: DispatchWatch[], uncaught: boolean): Layer {
+function tracking(layer: Layer, watches: DispatchWatch[]): Layer {
   const fn = layer.handle as (this: unknown, ...args: unknown[]) => unknown
   const handle = function (this: unknown, ...args: unknown[]) {
     const returned = fn.apply(this, args)
-    if (isThenable(returned)) {
-      for (const watch of watches) watch.track(returned)
-      // Express 4 leaves a rejection unhandled: it fails the response here, and is left as
-      // unhandled as it was (the same reason, on a promise of its own) for the process to report.
-      if (uncaught)
-        void Promise.resolve(returned).then(undefined, (error: unknown) => {
-          for (const watch of watches) watch.fail()
-          throw error
-        })
-    }
-    return returned
+    if (typeof (returned as PromiseLike<unknown> | null | undefined)?.then !== 'function') return returned
+    // Another thenable (Bluebird, a query builder) is handed on as a native promise, its `then`
+    // called once, as Express 5 alone would: calling it again could run a query twice, or throw.
+    const promise = types.isPromise(returned) ? returned : Promise.resolve(returned)
+    for (const watch of watches) watch.track(promise)
+    return promise
   }
   Object.defineProperty(handle, 'length', { value: fn.length })
   Object.defineProperty(handle, 'name', { value: fn.name })
   return Object.create(layer, {
     handle: { value: handle, writable: true, configurable: true, enumerable: true },
   })
-}
-
-function isThenable(value: unknown): value is PromiseLike<unknown> {
-  return typeof (value as PromiseLike<unknown> | null | undefined)?.then === 'function'
 }
 
 function own(next: Next): Next {

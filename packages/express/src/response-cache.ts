@@ -340,11 +340,13 @@ export class ResponseCache {
       throw error
     }
     if (isThenable(result)) {
+      // `then` called once (another thenable's may run work again, or throw): what is watched is
+      // the promise it gives, which settles as the handler's does.
       const settled = result.then(undefined, (error: unknown) => {
         watch.fail()
         throw error
       })
-      watch.track(result)
+      watch.track(settled)
       return settled
     }
     return result
