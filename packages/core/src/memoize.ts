@@ -997,12 +997,13 @@ function valueText(value: unknown, unread: Unread, path = new Set<object>()): st
       // a built-in class by its name.
       const text = functionText(value, unread)
       if (originalOf(value) !== value || sourceOf(value) === undefined) return text
-      return `${text}${functionMembers(value, of)}`
+      return `${text}${functionMembers(value, of, unread)}`
     }
     // Brands, not `instanceof`: a value made in another realm (a `vm` context) is read the same.
     // Own properties put on such a value count too.
     const brand = brandedText(value, of)
-    if (brand !== undefined) return `${brand}${membersText(value, of, (key) => isIndexOf(value, key))}`
+    if (brand !== undefined)
+      return `${brand}${membersText(value, of, (key) => isIndexOf(value, key), unread)}`
     // An object of the runtime's (`console`, `Math`, `JSON`, a module of Node's own: `path`) by
     // its name: its functions are native or bound, and the same in every deploy.
     const global = runtimeObjectName(value)
@@ -1019,7 +1020,7 @@ function valueText(value: unknown, unread: Unread, path = new Set<object>()): st
       if (module !== undefined) return `[${module}]`
     }
     try {
-      return `{${membersText(value, of, undefined, true).slice(1)}${plainProto ? '' : `,__proto__:${of(proto)}`}}`
+      return `{${membersText(value, of, undefined, unread).slice(1)}${plainProto ? '' : `,__proto__:${of(proto)}`}}`
     } catch (error) {
       // What cannot be read in it may be the runtime's: a module of Node's own (`node:util`).
       const module = runtimeObjectName(value, true)
@@ -1154,11 +1155,11 @@ function isIndexOf(value: object, key: PropertyKey): boolean {
 }
 
 /** A function's own properties, and its prototype's members but `constructor` (an ES5 class's methods), as {@link membersText} writes them. */
-function functionMembers(fn: Function, of: (part: unknown) => string): string {
+function functionMembers(fn: Function, of: (part: unknown) => string, unread: Unread): string {
   const proto: unknown = (fn as { prototype?: unknown }).prototype
   const members =
     typeof proto === 'object' && proto !== null ? membersText(proto, of, (key) => key === 'constructor') : ''
-  return `${membersText(fn, of, (key) => INTRINSIC.has(key), true)}${members === '' ? '' : `#{${members.slice(1)}}`}`
+  return `${membersText(fn, of, (key) => INTRINSIC.has(key), unread)}${members === '' ? '' : `#{${members.slice(1)}}`}`
 }
 
 /** `Object.prototype`, of this realm or another (a `vm` context). */
@@ -1189,15 +1190,15 @@ function isIndex(key: PropertyKey): boolean {
 
 /**
  * An object's own members (symbols and non-enumerable ones too, accessors by their text),
- * `,`-led; `skip` leaves some out. With `answers`, a getter counts by what it answers too (read
- * leniently): its text is the same in every deploy when what it returns is a module's constant
+ * `,`-led; `skip` leaves some out. With `answers`, a getter counts by what it answers too, read
+ * with it: its text is the same in every deploy when what it returns is a module's constant
  * (`get vatRate() { return VAT }`, tsc's CommonJS re-exports, `return rates_1.vatRate`).
  */
 function membersText(
   value: object,
   of: (part: unknown) => string,
   skip?: (key: PropertyKey) => boolean,
-  answers = false,
+  answers?: Unread,
 ): string {
   let text = ''
   for (const key of Reflect.ownKeys(value)) {
@@ -1205,7 +1206,8 @@ function membersText(
     const descriptor = Object.getOwnPropertyDescriptor(value, key)!
     const parts = [descriptor.value, descriptor.get, descriptor.set].filter((part) => part !== undefined)
     text += `,${typeof key === 'symbol' ? key.toString() : JSON.stringify(key)}${descriptor.enumerable ? '' : '~'}:${parts.length === 0 ? 'undefined' : parts.map(of).join('|')}`
-    if (answers && descriptor.get !== undefined) text += `=>${getterAnswer(descriptor.get, value, leniently)}`
+    if (answers !== undefined && descriptor.get !== undefined)
+      text += `=>${getterAnswer(descriptor.get, value, answers)}`
   }
   return text
 }
@@ -1223,15 +1225,32 @@ function hasGetter(value: object): boolean {
  * calls one) is run uncached: see {@link KeyBeingRead}.
  */
 function getterAnswer(get: Function, receiver: object, unread: Unread): string {
-  let answer: unknown
+  // Getters that build what they answer (a lazy tree, a chainable builder) are read so far:
+  // deeper, or more of them, count as unread, not followed for ever.
+  if (getterDepth === 0) gettersRun = 0
+  if (getterDepth >= MOST_GETTER_DEPTH || ++gettersRun > MOST_GETTERS)
+    return '[unread: getters nested too deep or too many]'
+  getterDepth++
   try {
-    answer = runReading(receiver, () => get.call(receiver))
-  } catch (error) {
-    if (error instanceof KeyBeingRead) throw error
-    return `[threw ${describeError(error)}]`
+    let answer: unknown
+    try {
+      answer = runReading(receiver, () => get.call(receiver))
+    } catch (error) {
+      if (error instanceof KeyBeingRead) throw error
+      return `[threw ${describeError(error)}]`
+    }
+    return memberText(answer, unread)
+  } finally {
+    getterDepth--
   }
-  return memberText(answer, unread)
 }
+
+/** Getters read inside one another at most, for one key (see {@link getterAnswer}). */
+const MOST_GETTER_DEPTH = 16
+/** Getters run at most under one getter a class's key reads first. */
+const MOST_GETTERS = 1000
+let getterDepth = 0
+let gettersRun = 0
 
 /** A function's text (a memoized one's, the text of the function it memoizes); a built-in's name; a bound one refused. */
 function functionText(fn: Function, unread: Unread): string {
@@ -1350,7 +1369,7 @@ function memberText(value: unknown, unread: Unread): string {
         return `[threw ${describeError(error)}]`
       }
     }
-    return `${text}${functionMembers(value, of)}`
+    return `${text}${functionMembers(value, of, leniently)}`
   }
   try {
     return valueText(value, unread)

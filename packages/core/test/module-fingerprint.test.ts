@@ -666,6 +666,14 @@ Object.defineProperty(exports, "vatRate", { enumerable: true, get: function () {
         }),
       ],
       [
+        // r71-a: a getter put on a Map (or an array, a date, bytes) held by a static.
+        'map-getter',
+        (rate: string) => ({
+          'app.mjs': app("import { settings } from './settings.mjs'"),
+          'settings.mjs': `const VAT = ${rate}\nexport const settings = Object.defineProperty(new Map([['currency', 'EUR']]), 'vatRate', { get() { return VAT } })\n`,
+        }),
+      ],
+      [
         'cjs-barrel',
         (rate: string) => ({
           'app.mjs': app("const settings = createRequire(import.meta.url)('./config.cjs')"),
@@ -688,6 +696,62 @@ Object.defineProperty(exports, "vatRate", { enumerable: true, get: function () {
       const key = (cls: any) => new cls().total.keyFor.call(new cls(), 100)
       expect(key(v1), name).not.toBe(key(v2))
     }
+  })
+
+  it('refuses a static whose getter answers what cannot be read, and reads getters that build what they answer so far only', async () => {
+    // r71-a: a bound function or a Proxy answered by a plain object's getter was read leniently
+    // (accepted, one key for two deploys), where the same value held as a data property is refused.
+    for (const [name, settings] of [
+      [
+        'bound',
+        {
+          get format() {
+            return ((n: number) => n).bind(null)
+          },
+        },
+      ],
+      [
+        'proxy',
+        {
+          get table() {
+            return new Proxy({}, {})
+          },
+        },
+      ],
+    ] as const) {
+      class Refused {
+        static settings = settings
+        async find(n: number) {
+          return n
+        }
+      }
+      memoizeByHand(Refused, 'find')
+      await expect(new Refused().find(1), name).rejects.toThrow(/its static `settings`/)
+    }
+    // r71-a: a chainable builder (each getter answers a new function) overflowed the stack on
+    // every call; a lazy tree (each getter builds three nodes) blocked the process for seconds.
+    const builder = (): Function =>
+      Object.defineProperty(function step() {}, 'next', { get: builder, enumerable: true })
+    const node = (): object => ({
+      get a() {
+        return node()
+      },
+      get b() {
+        return node()
+      },
+      get c() {
+        return node()
+      },
+    })
+    class Built {
+      static chain = builder()
+      static tree = node()
+      async find(n: number) {
+        return n + 1
+      }
+    }
+    memoizeByHand(Built, 'find')
+    expect(await new Built().find(41)).toBe(42)
   })
 
   it('runs a memoized call made while its class key is read (a lazy singleton getter) uncached, once', async () => {
