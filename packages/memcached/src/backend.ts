@@ -56,6 +56,9 @@ const MISS: unique symbol = Symbol('miss')
  * ejected and retried), SASL, CAS. See the README for the key format, TTL rounding, how
  * `clear()` works, placement and failure behaviour.
  */
+/** ADDs sent again at most when the item they found leaves the server before it is replaced. */
+const ADD_ATTEMPTS = 3
+
 export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   readonly name = 'memcached'
   /** Every process that reaches the server sees its entries. */
@@ -258,30 +261,36 @@ export class MemcachedBackend extends ObservedBackend implements CacheBackend {
     // Exclusive: over an expired item it takes three round trips, which later calls must not overtake.
     const added = await this.order.exclusive(key, 'add', () =>
       this.routes.withKey(key, 'add', async (index, mkey) => {
-        const response = await this.links.call(
-          index,
-          storeRequest(Opcode.add, mkey, expiry, bytes),
-          'add',
-          key,
-        )
-        if (response.status === Status.ok) return true
-        if (response.status !== Status.exists)
-          throw this.items.failure('add', response.status, key, bytes.length)
-        // The server may still hold an item that reads already treat as expired (see expiry.ts):
-        // replace it, but only if nobody changed it meanwhile.
-        const current = await this.links.call(index, request(Opcode.get, mkey), 'add', key)
-        if (current.status !== Status.ok || !isExpired(current.flags, this.items.now())) return false
-        // With CAS 0 (memcached -C) the SET below would replace whatever is there by then.
-        if (casIsOff(current)) throw casDisabled('add')
-        const replaced = await this.links.call(
-          index,
-          storeRequest(Opcode.set, mkey, expiry, bytes, current.cas),
-          'add',
-          key,
-        )
-        if (replaced.status === Status.ok && casIsOff(replaced))
-          this.observer.error('add', casUnguarded('add'), key)
-        return replaced.status === Status.ok
+        // The item memcached still held may leave it between two of these requests (its own
+        // expiry, whole seconds): the key is free then, and the ADD is sent again.
+        for (let attempt = 0; ; attempt++) {
+          const response = await this.links.call(
+            index,
+            storeRequest(Opcode.add, mkey, expiry, bytes),
+            'add',
+            key,
+          )
+          if (response.status === Status.ok) return true
+          if (response.status !== Status.exists)
+            throw this.items.failure('add', response.status, key, bytes.length)
+          // The server may still hold an item that reads already treat as expired (see expiry.ts):
+          // replace it, but only if nobody changed it meanwhile.
+          const current = await this.links.call(index, request(Opcode.get, mkey), 'add', key)
+          if (current.status === Status.notFound && attempt < ADD_ATTEMPTS) continue
+          if (current.status !== Status.ok || !isExpired(current.flags, this.items.now())) return false
+          // With CAS 0 (memcached -C) the SET below would replace whatever is there by then.
+          if (casIsOff(current)) throw casDisabled('add')
+          const replaced = await this.links.call(
+            index,
+            storeRequest(Opcode.set, mkey, expiry, bytes, current.cas),
+            'add',
+            key,
+          )
+          if (replaced.status === Status.notFound && attempt < ADD_ATTEMPTS) continue
+          if (replaced.status === Status.ok && casIsOff(replaced))
+            this.observer.error('add', casUnguarded('add'), key)
+          return replaced.status === Status.ok
+        }
       }),
     )
     if (added) this.observer.set(key)
