@@ -1126,8 +1126,7 @@ function runtimeObjectName(value: object, modules = false): string | undefined {
     } catch {
       return undefined // an export not yet initialized: the module is still loading, no module of Node's
     }
-    const name = typeof exported === 'object' && exported !== null ? nodeModules.get(exported) : undefined
-    return name
+    return typeof exported === 'object' && exported !== null ? nodeModules.get(exported) : undefined
   }
   return nodeModules.get(value)
 }

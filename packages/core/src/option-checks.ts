@@ -27,7 +27,7 @@ export interface DurationOptionRules {
 }
 
 /** The longest delay Node's `setTimeout` keeps (2³¹ − 1 ms, about 24.8 days). */
-export const LONGEST_TIMER_MS = 2 ** 31 - 1
+const LONGEST_TIMER_MS = 2 ** 31 - 1
 
 /**
  * Milliseconds in the duration option `option`, or `fallback` (a Duration) when it is

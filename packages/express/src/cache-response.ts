@@ -2,7 +2,7 @@ import { type IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:
 import type { CacheEvent, CacheEventName, CacheStats, Duration } from '@cache/core'
 import { optionsArgument, type ResponseIndexEntry, type ResponseIndexOptions } from '@cache/http'
 import { keepMetadata, nestInterceptor, useInterceptor } from './decorator-metadata.js'
-import { markCacheMiddleware } from './dispatch.js'
+import { isThenable, markCacheMiddleware } from './dispatch.js'
 import { type CacheResponseOptions, resolveOptions } from './options.js'
 import { ResponseCache } from './response-cache.js'
 import { frontOf, identifyAs } from './site.js'
@@ -155,8 +155,4 @@ export function cacheResponse(...args: unknown[]): ResponseCacheHandler {
   }
   cacheHandler.clear = () => engine.http.clear()
   return cacheHandler
-}
-
-function isThenable(value: unknown): value is Promise<unknown> {
-  return typeof (value as Promise<unknown> | undefined)?.then === 'function'
 }

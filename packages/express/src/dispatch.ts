@@ -684,7 +684,7 @@ function tracking(layer: Layer, watches: DispatchWatch[]): Layer {
   const fn = layer.handle as (this: unknown, ...args: unknown[]) => unknown
   const handle = function (this: unknown, ...args: unknown[]) {
     const returned = fn.apply(this, args)
-    if (typeof (returned as PromiseLike<unknown> | null | undefined)?.then !== 'function') return returned
+    if (!isThenable(returned)) return returned
     // Another thenable (Bluebird, a query builder) is handed on as a native promise, its `then`
     // called once, as Express 5 alone would: calling it again could run a query twice, or throw.
     const promise = types.isPromise(returned) ? returned : Promise.resolve(returned)
@@ -696,6 +696,11 @@ function tracking(layer: Layer, watches: DispatchWatch[]): Layer {
   return Object.create(layer, {
     handle: { value: handle, writable: true, configurable: true, enumerable: true },
   })
+}
+
+/** Whether a value has a `then` to call: a promise, or another thenable. */
+export function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return typeof (value as PromiseLike<unknown> | null | undefined)?.then === 'function'
 }
 
 function own(next: Next): Next {

@@ -36,6 +36,7 @@ import {
   sentUrl,
   unwatchDispatch,
   watchDispatch,
+  isThenable,
 } from './dispatch.js'
 import type { Settings } from './options.js'
 import { siteOf } from './site.js'
@@ -609,8 +610,4 @@ function rootApp(app: unknown): ExpressApp | undefined {
   let current = app as ExpressApp | undefined
   while (current?.parent !== undefined) current = current.parent
   return typeof current?.handle === 'function' ? current : undefined
-}
-
-function isThenable(value: unknown): value is Promise<unknown> {
-  return typeof (value as Promise<unknown> | undefined)?.then === 'function'
 }

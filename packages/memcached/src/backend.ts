@@ -51,14 +51,14 @@ import {
 /** No item (a miss), as {@link MemcachedBackend.decodeRead} answers it. */
 const MISS: unique symbol = Symbol('miss')
 
+/** ADDs sent again at most when the item they found leaves the server before it is replaced. */
+const ADD_ATTEMPTS = 3
+
 /**
  * memcached through memjs: one or many servers (keys placed by a ketama ring, a failing server
  * ejected and retried), SASL, CAS. See the README for the key format, TTL rounding, how
  * `clear()` works, placement and failure behaviour.
  */
-/** ADDs sent again at most when the item they found leaves the server before it is replaced. */
-const ADD_ATTEMPTS = 3
-
 export class MemcachedBackend extends ObservedBackend implements CacheBackend {
   readonly name = 'memcached'
   /** Every process that reaches the server sees its entries. */
